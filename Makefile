@@ -1,0 +1,37 @@
+# iotdtls: two commands. `make demo` runs the main job, `make test` the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test peers lint typecheck requirements bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m iotdtls demo
+
+peers:
+	@sh scripts/install-peers.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests tools benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict src
+
+test: $(STAMP) peers lint typecheck
+	$(VENV)/bin/pytest -q
+
+requirements: $(STAMP)
+	$(PY) tools/requirements_report.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_psk.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

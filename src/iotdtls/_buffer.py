@@ -1,0 +1,148 @@
+"""Byte cursors for the TLS presentation language (RFC 5246 §4).
+
+`Reader` pulls fixed-width unsigned integers and length-prefixed vectors from a byte string and
+raises only `DecodeError` when the input is short or a block is not consumed exactly. `Writer`
+builds the same structures. Every codec in `iotdtls.messages` is written on these two classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from iotdtls.errors import DecodeError
+
+__all__ = ["Reader", "Writer"]
+
+
+class Reader:
+    """A cursor over immutable bytes; every pull past the end raises `DecodeError`."""
+
+    __slots__ = ("_data", "_end", "_pos")
+
+    def __init__(self, data: bytes, start: int = 0, end: int | None = None) -> None:
+        self._data = data
+        self._pos = start
+        self._end = len(data) if end is None else end
+
+    @property
+    def remaining(self) -> int:
+        """Bytes left before the end of this reader."""
+        return self._end - self._pos
+
+    def eof(self) -> bool:
+        """True when every byte has been consumed."""
+        return self._pos >= self._end
+
+    def tell(self) -> int:
+        """Absolute position in the underlying bytes."""
+        return self._pos
+
+    def _take(self, n: int) -> int:
+        if n < 0 or self._pos + n > self._end:
+            raise DecodeError(f"message truncated: need {n} bytes, have {self.remaining}")
+        start = self._pos
+        self._pos += n
+        return start
+
+    def pull_bytes(self, n: int) -> bytes:
+        """Take exactly `n` bytes."""
+        start = self._take(n)
+        return self._data[start : start + n]
+
+    def pull_rest(self) -> bytes:
+        """Take every byte left."""
+        return self.pull_bytes(self.remaining)
+
+    def pull_uint(self, width: int) -> int:
+        """Take a big-endian unsigned integer of `width` bytes (1..8)."""
+        start = self._take(width)
+        return int.from_bytes(self._data[start : start + width], "big")
+
+    def pull_uint8(self) -> int:
+        start = self._take(1)
+        return self._data[start]
+
+    def pull_uint16(self) -> int:
+        return self.pull_uint(2)
+
+    def pull_uint24(self) -> int:
+        return self.pull_uint(3)
+
+    def pull_uint32(self) -> int:
+        return self.pull_uint(4)
+
+    def pull_uint48(self) -> int:
+        return self.pull_uint(6)
+
+    def pull_vector(self, length_width: int, minimum: int = 0, maximum: int | None = None) -> bytes:
+        """Take an opaque vector `opaque x<minimum..maximum>` with a `length_width`-byte length."""
+        length = self.pull_uint(length_width)
+        if length < minimum or (maximum is not None and length > maximum):
+            raise DecodeError(f"vector length {length} outside {minimum}..{maximum}")
+        return self.pull_bytes(length)
+
+    def pull_block(self, length_width: int) -> Reader:
+        """Take a length-prefixed block and return a reader confined to it."""
+        length = self.pull_uint(length_width)
+        start = self._take(length)
+        return Reader(self._data, start, start + length)
+
+    def expect_end(self) -> None:
+        """Raise `DecodeError` unless the reader is fully consumed."""
+        if self._pos != self._end:
+            raise DecodeError(f"{self._end - self._pos} trailing bytes")
+
+
+class Writer:
+    """An append-only byte builder with length-prefixed blocks."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def getvalue(self) -> bytes:
+        return bytes(self._buf)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def push_bytes(self, data: bytes) -> None:
+        self._buf += data
+
+    def push_uint(self, width: int, value: int) -> None:
+        if value < 0 or value >> (8 * width):
+            raise ValueError(f"{value} does not fit in {width} bytes")
+        self._buf += value.to_bytes(width, "big")
+
+    def push_uint8(self, value: int) -> None:
+        self.push_uint(1, value)
+
+    def push_uint16(self, value: int) -> None:
+        self.push_uint(2, value)
+
+    def push_uint24(self, value: int) -> None:
+        self.push_uint(3, value)
+
+    def push_uint32(self, value: int) -> None:
+        self.push_uint(4, value)
+
+    def push_uint48(self, value: int) -> None:
+        self.push_uint(6, value)
+
+    def push_vector(self, length_width: int, data: bytes) -> None:
+        """Write `data` behind a `length_width`-byte length."""
+        self.push_uint(length_width, len(data))
+        self._buf += data
+
+    @contextmanager
+    def block(self, length_width: int) -> Iterator[None]:
+        """Write whatever the body pushes behind a length prefix filled in afterwards."""
+        start = len(self._buf)
+        self._buf += bytes(length_width)
+        yield
+        length = len(self._buf) - start - length_width
+        if length >> (8 * length_width):
+            raise ValueError(f"block of {length} bytes does not fit a {length_width}-byte length")
+        self._buf[start : start + length_width] = length.to_bytes(length_width, "big")

@@ -1,0 +1,125 @@
+"""Alerts and the exception types of iotdtls.
+
+Two families are kept apart (as h11 does):
+
+* `ProtocolError` and its subclasses: the *peer* did something wrong. Each carries the alert
+  (RFC 5246 §7.2, RFC 6347 §4.1.2.7) that ends the association; `DecodeError` maps to
+  decode_error. The core raises them deep and turns them into a fatal alert at one point.
+* `ConfigError` and `LocalProtocolError`: the *local* application misused the API or gave a bad
+  configuration. Their message is one line saying what to fix.
+
+What reaches the application after an association ends is a `DtlsError` subclass naming the alert
+sent or received, or the timeout.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "AlertDescription",
+    "AlertLevel",
+    "AlertReceived",
+    "AlertSent",
+    "ConfigError",
+    "DecodeError",
+    "DtlsError",
+    "HandshakeTimeout",
+    "LocalProtocolError",
+    "ProtocolError",
+]
+
+
+class AlertLevel(IntEnum):
+    """RFC 5246 §7.2."""
+
+    WARNING = 1
+    FATAL = 2
+
+
+class AlertDescription(IntEnum):
+    """RFC 5246 §7.2, RFC 6066 §9, RFC 4279 §2, RFC 7250."""
+
+    close_notify = 0
+    unexpected_message = 10
+    bad_record_mac = 20
+    record_overflow = 22
+    handshake_failure = 40
+    bad_certificate = 42
+    unsupported_certificate = 43
+    certificate_revoked = 44
+    certificate_expired = 45
+    certificate_unknown = 46
+    illegal_parameter = 47
+    unknown_ca = 48
+    access_denied = 49
+    decode_error = 50
+    decrypt_error = 51
+    protocol_version = 70
+    insufficient_security = 71
+    internal_error = 80
+    user_canceled = 90
+    no_renegotiation = 100
+    unsupported_extension = 110
+    unrecognized_name = 112
+    unknown_psk_identity = 115
+
+
+class ProtocolError(Exception):
+    """The peer violated the protocol; `alert` is what we send before closing."""
+
+    alert: AlertDescription = AlertDescription.internal_error
+
+    def __init__(self, message: str, alert: AlertDescription | None = None) -> None:
+        super().__init__(message)
+        if alert is not None:
+            self.alert = alert
+
+
+class DecodeError(ProtocolError):
+    """A structure could not be parsed (maps to decode_error, RFC 5246 §7.2.2)."""
+
+    alert = AlertDescription.decode_error
+
+
+class LocalProtocolError(Exception):
+    """The local application used the API in a way the protocol state does not allow."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says, in one line, what to fix."""
+
+
+class DtlsError(Exception):
+    """An association ended abnormally; raised to the application."""
+
+
+class AlertSent(DtlsError):
+    """We ended the association with a fatal alert because of what the peer did."""
+
+    def __init__(self, alert: AlertDescription, reason: str = "") -> None:
+        self.alert = alert
+        self.reason = reason
+        suffix = f": {reason}" if reason else ""
+        super().__init__(f"sent fatal alert {alert.name}{suffix}")
+
+
+class AlertReceived(DtlsError):
+    """The peer ended the association with a fatal alert."""
+
+    def __init__(self, alert: AlertDescription | int) -> None:
+        try:
+            self.alert: AlertDescription | int = AlertDescription(alert)
+            name = self.alert.name
+        except ValueError:
+            self.alert = alert
+            name = f"alert {alert}"
+        super().__init__(f"received fatal alert {name}")
+
+
+class HandshakeTimeout(DtlsError):
+    """The handshake did not complete within the configured deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"handshake timed out after {seconds:g} s")

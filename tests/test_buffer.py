@@ -1,0 +1,64 @@
+"""The byte cursors raise only DecodeError on short or malformed input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iotdtls._buffer import Reader, Writer
+from iotdtls.errors import DecodeError
+
+
+def test_round_trip_of_every_width() -> None:
+    w = Writer()
+    w.push_uint8(1)
+    w.push_uint16(0x0203)
+    w.push_uint24(0x040506)
+    w.push_uint32(0x0708090A)
+    w.push_uint48(0x0B0C0D0E0F10)
+    w.push_vector(1, b"ab")
+    with w.block(2):
+        w.push_bytes(b"xyz")
+    r = Reader(w.getvalue())
+    assert r.pull_uint8() == 1
+    assert r.pull_uint16() == 0x0203
+    assert r.pull_uint24() == 0x040506
+    assert r.pull_uint32() == 0x0708090A
+    assert r.pull_uint48() == 0x0B0C0D0E0F10
+    assert r.pull_vector(1) == b"ab"
+    block = r.pull_block(2)
+    assert block.pull_rest() == b"xyz"
+    block.expect_end()
+    r.expect_end()
+
+
+def test_block_is_confined() -> None:
+    r = Reader(b"\x00\x01\xaa\xbb")
+    block = r.pull_block(2)
+    assert block.pull_uint8() == 0xAA
+    with pytest.raises(DecodeError):
+        block.pull_uint8()
+    assert r.pull_uint8() == 0xBB
+
+
+def test_vector_bounds() -> None:
+    with pytest.raises(DecodeError):
+        Reader(b"\x03abc").pull_vector(1, maximum=2)
+    with pytest.raises(DecodeError):
+        Reader(b"\x00").pull_vector(1, minimum=1)
+
+
+def test_writer_rejects_overflow() -> None:
+    with pytest.raises(ValueError):
+        Writer().push_uint8(256)
+
+
+@given(st.binary(max_size=64), st.integers(min_value=1, max_value=3))
+def test_arbitrary_bytes_raise_only_decode_error(data: bytes, width: int) -> None:
+    r = Reader(data)
+    try:
+        while True:
+            r.pull_vector(width)
+    except DecodeError:
+        pass
