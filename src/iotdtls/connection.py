@@ -1,0 +1,419 @@
+"""`DtlsConnection`: the sans-I/O DTLS 1.2 association (design: aioquic / h11 style).
+
+Datagrams and the current time go in; datagrams, events and one timer come out. The core reads
+no clock and touches no socket. Everything the peer does wrong ends, at one point
+(`_fail`), in a fatal alert and a `ConnectionClosed` event naming it; invalid records are
+dropped and counted by the record layer (RFC 6347 §4.1.2.7) and never raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from enum import Enum, auto
+
+from iotdtls._buffer import Reader
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.crypto import Ccm8Protector, KeyBlock, NullProtector
+from iotdtls.errors import (
+    AlertDescription,
+    AlertLevel,
+    AlertReceived,
+    AlertSent,
+    DecodeError,
+    DtlsError,
+    HandshakeTimeout,
+    LocalProtocolError,
+    ProtocolError,
+)
+from iotdtls.events import (
+    AlertReceived as AlertEvent,
+)
+from iotdtls.events import (
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    HandshakeComplete,
+)
+from iotdtls.handshake.client import ClientHandshake
+from iotdtls.handshake.common import HandshakeMachine
+from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
+from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
+from iotdtls.handshake.server import ServerHandshake
+from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
+from iotdtls.record import ContentType, PlainRecord, RecordLayer
+
+__all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
+
+logger = logging.getLogger("iotdtls")
+
+#: The epoch the (only) handshake of an association switches to.
+HANDSHAKE_EPOCH = 1
+
+
+class ConnectionState(Enum):
+    IDLE = auto()
+    HANDSHAKING = auto()
+    ESTABLISHED = auto()
+    CLOSED = auto()
+
+
+class DropReason(Enum):
+    """Authenticated records the connection ignores (counted in `DtlsConnection.dropped`)."""
+
+    DATA_BEFORE_HANDSHAKE = auto()
+    PLAINTEXT_AFTER_HANDSHAKE = auto()
+    UNEXPECTED_CCS = auto()
+    HEARTBEAT_NOT_NEGOTIATED = auto()
+
+
+class DtlsConnection:
+    """One DTLS association with one peer, client or server by the type of `config`."""
+
+    def __init__(self, config: ClientConfig | ServerConfig) -> None:
+        self.config = config
+        self.is_client = isinstance(config, ClientConfig)
+        self.state = ConnectionState.IDLE
+        self._records = RecordLayer()
+        self._handshake: HandshakeMachine = (
+            ClientHandshake(config) if isinstance(config, ClientConfig) else ServerHandshake(config)
+        )
+        self._reassembler = Reassembler(config.max_handshake_message)
+        self._timer = RetransmitTimer(config.retransmit)
+        self._flight: Flight | None = None
+        self._write_epoch = 0
+        self._deadline: float | None = None
+        self._outgoing: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self.dropped: Counter[DropReason] = Counter()
+        self.error: DtlsError | None = None
+        self.retransmissions = 0
+        self._numbering_adopted = self.is_client
+
+    def __repr__(self) -> str:
+        role = "client" if self.is_client else "server"
+        return f"<DtlsConnection {role} {self.state.name}>"
+
+    # -- public surface -----------------------------------------------------------------------
+    @property
+    def discards(self) -> Counter[object]:
+        """Records dropped by the record layer and by the connection, by reason."""
+        total: Counter[object] = Counter(self._records.discards)
+        total.update(self.dropped)
+        return total
+
+    @property
+    def closed(self) -> bool:
+        """True once the association has ended, cleanly or not."""
+        return self.state is ConnectionState.CLOSED
+
+    @property
+    def psk_identity(self) -> bytes:
+        """The PSK identity the client named (empty before its ClientKeyExchange)."""
+        return self._handshake.psk_identity
+
+    @property
+    def handshake_state(self) -> Enum:
+        return self._handshake.state
+
+    def connect(self, now: float) -> None:
+        """Client: start the handshake (flight 1)."""
+        if (
+            not isinstance(self._handshake, ClientHandshake)
+            or self.state is not ConnectionState.IDLE
+        ):
+            raise LocalProtocolError("connect() is for a new client connection")
+        self._begin(now)
+        self._send_flight(self._handshake.start(), now)
+
+    def accept(self, now: float) -> None:
+        """Server: expect a ClientHello (the endpoint calls this before the first datagram)."""
+        if self.is_client or self.state is not ConnectionState.IDLE:
+            raise LocalProtocolError("accept() is for a new server connection")
+        self._begin(now)
+
+    def _begin(self, now: float) -> None:
+        self.state = ConnectionState.HANDSHAKING
+        self._deadline = now + self.config.handshake_timeout
+
+    def receive_datagram(self, data: bytes, now: float) -> None:
+        """Process one datagram from the peer. Never raises for anything the peer sent."""
+        if self.state is ConnectionState.IDLE and not self.is_client:
+            self._begin(now)
+        if self.state in (ConnectionState.IDLE, ConnectionState.CLOSED):
+            return
+        bad_tags_before = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
+        try:
+            for record in self._records.open_records(data):
+                self._dispatch(record, now)
+                if self.closed:
+                    return
+            if (
+                self.state is ConnectionState.HANDSHAKING
+                and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > bad_tags_before
+            ):
+                # PSK-4: a wrong key (or an unknown identity, which the server turned into a
+                # random key) shows as the peer's Finished failing to authenticate.
+                raise ProtocolError(
+                    "the peer's Finished record does not authenticate",
+                    AlertDescription.decrypt_error,
+                )
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Datagrams queued for the peer, each at most `config.mtu` bytes."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` should next be called (absolute seconds), or None."""
+        candidates = [t for t in (self._timer.deadline, self._deadline) if t is not None]
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline."""
+        if self.state is not ConnectionState.HANDSHAKING:
+            return
+        if self._deadline is not None and now >= self._deadline:
+            self._close(HandshakeTimeout(self.config.handshake_timeout))
+            return
+        if self._timer.expired(now) and self._flight is not None:
+            self._timer.back_off(now)
+            self._transmit_flight()
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def send(self, data: bytes) -> None:
+        """Send one application datagram (RFC 6347 §4.1: one record per datagram)."""
+        if self.state is not ConnectionState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
+        self._outgoing.append(
+            self._records.seal(ContentType.application_data, data, self._write_epoch)
+        )
+
+    def close(self) -> None:
+        """Send close_notify and end the association (RFC 5246 §7.2.1)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self.state is not ConnectionState.IDLE:
+            self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
+        self._close(None)
+
+    # -- records ------------------------------------------------------------------------------
+    def _dispatch(self, record: PlainRecord, now: float) -> None:
+        ctype = record.content_type
+        if ctype is ContentType.handshake:
+            self._on_handshake_record(record, now)
+        elif ctype is ContentType.change_cipher_spec:
+            self._on_change_cipher_spec(record, now)
+        elif ctype is ContentType.alert:
+            self._on_alert(record)
+        elif ctype is ContentType.application_data:
+            self._on_application_data(record)
+        else:
+            self.dropped[DropReason.HEARTBEAT_NOT_NEGOTIATED] += 1
+
+    def _on_application_data(self, record: PlainRecord) -> None:
+        if (
+            self.state is not ConnectionState.ESTABLISHED
+            or record.epoch != self._handshake.peer_epoch
+        ):
+            # HS-5: never accept application data before the handshake completes, nor in clear.
+            self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
+            return
+        if self._flight is not None and self._flight.final:
+            # The peer has our last flight: no need to keep it for retransmission (§4.2.4).
+            self._flight = None
+        self._events.append(DataReceived(record.payload))
+
+    def _on_alert(self, record: PlainRecord) -> None:
+        if self.state is ConnectionState.ESTABLISHED and record.epoch < self._handshake.peer_epoch:
+            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+            return
+        alert = Alert.decode(record.payload)
+        if alert.description == AlertDescription.close_notify:
+            if self.state is not ConnectionState.CLOSED:
+                self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
+                self._close(None)
+        elif alert.level == AlertLevel.FATAL:
+            self._close(AlertReceived(alert.description))
+        else:
+            self._events.append(AlertEvent(alert.description))
+
+    def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
+        if record.payload != b"\x01":
+            raise DecodeError("ChangeCipherSpec body is not 1")
+        if record.epoch != self._handshake.peer_epoch or not self._handshake.change_cipher_spec():
+            # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
+            self.dropped[DropReason.UNEXPECTED_CCS] += 1
+            return
+        self._process_messages(now)
+
+    def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
+        reader = Reader(record.payload)
+        while not reader.eof():
+            header = HandshakeHeader.decode(reader)
+            if not self._numbering_adopted:
+                self._adopt_client_numbering(record, header)
+            body = reader.pull_bytes(header.fragment_length)
+            frag = HandshakeFragment(
+                header.msg_type,
+                header.length,
+                header.message_seq,
+                header.fragment_offset,
+                body,
+                record.epoch,
+            )
+            self._on_fragment(frag, now)
+            if self.state is ConnectionState.CLOSED:
+                return
+        self._process_messages(now)
+
+    def _adopt_client_numbering(self, record: PlainRecord, header: HandshakeHeader) -> None:
+        """Server: after a stateless cookie exchange, continue the client's numbering.
+
+        Our first message_seq is that of the ClientHello (RFC 6347 §4.2.2) and our epoch-0
+        record sequence continues from its record (the HelloVerifyRequest reused the first
+        ClientHello's, §4.2.1), so a client's replay window never sees a number twice."""
+        self._numbering_adopted = True
+        if header.msg_type != HandshakeType.client_hello or record.epoch != 0:
+            return
+        self._reassembler.next_seq = header.message_seq
+        self._records.install_write_epoch(
+            0, NullProtector(), next_sequence_number=record.sequence_number
+        )
+
+    def _on_fragment(self, frag: HandshakeFragment, now: float) -> None:
+        hs = self._handshake
+        if frag.message_seq >= self._reassembler.next_seq:
+            if self.state is ConnectionState.ESTABLISHED:
+                self._post_handshake_fragment(frag)
+            else:
+                self._reassembler.add(frag)
+            return
+        # An old message: the peer repeats its previous flight, so ours was lost (§4.2.4).
+        if (
+            frag.message_seq == hs.peer_flight_last_seq
+            and frag.fragment_offset == 0
+            and self._flight is not None
+        ):
+            self.retransmissions += 1
+            self._transmit_flight()
+
+    def _post_handshake_fragment(self, frag: HandshakeFragment) -> None:
+        """After the handshake: refuse renegotiation (EXT-4), reject anything else (HS-5)."""
+        if frag.epoch != self._handshake.peer_epoch:
+            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+            return
+        self._reassembler.add(frag)
+        msg = self._reassembler.peek()
+        if msg is None:
+            return
+        self._reassembler.pop()
+        renegotiation = (
+            HandshakeType.hello_request if self.is_client else HandshakeType.client_hello
+        )
+        if msg.msg_type != renegotiation:
+            raise ProtocolError(
+                f"handshake message {msg.msg_type} after the handshake",
+                AlertDescription.unexpected_message,
+            )
+        self._send_alert(AlertLevel.WARNING, AlertDescription.no_renegotiation)
+
+    def _process_messages(self, now: float) -> None:
+        """Feed complete in-order messages to the state machine (HS-5: epochs must match)."""
+        hs = self._handshake
+        while self.state is ConnectionState.HANDSHAKING:
+            msg = self._reassembler.peek()
+            if msg is None or msg.epoch > hs.peer_epoch:
+                return  # incomplete, or protected by keys whose ChangeCipherSpec is not here yet
+            if msg.epoch < hs.peer_epoch:
+                raise ProtocolError(
+                    "handshake message in the old epoch after ChangeCipherSpec",
+                    AlertDescription.unexpected_message,
+                )
+            self._reassembler.pop()
+            flight = hs.handle(msg)
+            if msg.msg_type == HandshakeType.hello_verify_request:
+                # A new exchange begins: the server may restart its record numbering.
+                self._records.install_read_epoch(0, NullProtector())
+            if hs.new_keys is not None:
+                self._install_keys(hs.new_keys)
+                hs.new_keys = None
+            if flight is not None:
+                self._send_flight(flight, now)
+            if hs.complete:
+                self._complete()
+
+    # -- our side -----------------------------------------------------------------------------
+    def _install_keys(self, keys: KeyBlock) -> None:
+        """Pending epoch-1 protection in both directions (RFC 6347 §4.1: epoch bumps at CCS)."""
+        if self.is_client:
+            write = Ccm8Protector(keys.client_write_key, keys.client_write_iv)
+            read = Ccm8Protector(keys.server_write_key, keys.server_write_iv)
+        else:
+            write = Ccm8Protector(keys.server_write_key, keys.server_write_iv)
+            read = Ccm8Protector(keys.client_write_key, keys.client_write_iv)
+        epoch = self._handshake.peer_epoch + 1
+        self._records.install_read_epoch(epoch, read)
+        self._records.install_write_epoch(epoch, write)
+
+    def _send_flight(self, flight: Flight, now: float) -> None:
+        self._flight = flight
+        for item in flight.items:
+            if isinstance(item, OutgoingCcs):
+                self._write_epoch = item.epoch + 1
+        self._transmit_flight()
+        if flight.final:
+            self._timer.stop()
+        else:
+            self._timer.start(now)
+
+    def _transmit_flight(self) -> None:
+        assert self._flight is not None
+        records = self._records
+        self._outgoing.extend(
+            cut_flight(self._flight.items, self.config.mtu, records.overhead, records.seal)
+        )
+
+    def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
+        payload = Alert(level, description).encode()
+        self._outgoing.append(self._records.seal(ContentType.alert, payload, self._write_epoch))
+
+    def _complete(self) -> None:
+        self.state = ConnectionState.ESTABLISHED
+        self._deadline = None
+        if not (self._flight is not None and self._flight.final):
+            self._timer.stop()
+            self._flight = None
+        session = self._handshake.session()
+        logger.info(
+            "handshake complete: suite %#06x, ems=%s",
+            session.cipher_suite,
+            session.extended_master_secret,
+        )
+        self._events.append(
+            HandshakeComplete(
+                session.cipher_suite, session.psk_identity, session.extended_master_secret
+            )
+        )
+
+    def _fail(self, exc: ProtocolError) -> None:
+        """The one place a protocol violation becomes a fatal alert and a closed association."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._send_alert(AlertLevel.FATAL, exc.alert)
+        self._close(AlertSent(exc.alert, str(exc)))
+
+    def _close(self, error: DtlsError | None) -> None:
+        if error is not None:
+            logger.info("association failed: %s", error)
+        self.state = ConnectionState.CLOSED
+        self.error = error
+        self._timer.stop()
+        self._deadline = None
+        self._flight = None
+        self._reassembler.clear()
+        self._events.append(ConnectionClosed(error))

@@ -1,0 +1,133 @@
+"""Record protection: AES-128-CCM-8 (RFC 6655) and the null protection of epoch 0.
+
+For a DTLS 1.2 record with epoch `e`, sequence number `s`, type `t`, version `v`:
+
+* the 64-bit DTLS sequence number is `e (16 bits) || s (48 bits)` (RFC 6347 §4.1.2.1, which
+  replaces the TLS seq_num with this concatenation in the MAC and AEAD computations);
+* the explicit nonce sent in the record is that 64-bit value (RFC 6655 §3: "nonce_explicit MAY
+  be the 64-bit sequence number"), and the 12-byte CCM nonce is
+  `implicit_iv (4, client_write_IV or server_write_IV) || nonce_explicit (8)` (RFC 6655 §3);
+* the additional data is `seq_num (8) || type (1) || version (2) || plaintext length (2)`
+  (RFC 5246 §6.2.3.3);
+* the record fragment is `nonce_explicit (8) || ciphertext || tag (8)`, so the overhead is 16.
+
+No stream cipher and no compression exist here (REC-4): records are either null-protected in
+epoch 0 or AEAD-protected.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+__all__ = [
+    "CCM8_OVERHEAD",
+    "CCM8_TAG_LENGTH",
+    "EXPLICIT_NONCE_LENGTH",
+    "BadTag",
+    "Ccm8Protector",
+    "NullProtector",
+    "RecordProtector",
+]
+
+CCM8_TAG_LENGTH = 8
+EXPLICIT_NONCE_LENGTH = 8
+CCM8_OVERHEAD = EXPLICIT_NONCE_LENGTH + CCM8_TAG_LENGTH
+
+# epoch(2) || seq high(2) || seq low(4) || type(1) || version(2) || length(2)
+_AAD = struct.Struct(">HHIBHH")
+_SEQ_LOW_MASK = 0xFFFFFFFF
+
+
+class BadTag(Exception):
+    """The record did not authenticate (or is too short to hold nonce and tag)."""
+
+
+class RecordProtector(Protocol):
+    """What the record layer needs from the protection of one epoch and direction."""
+
+    @property
+    def overhead(self) -> int:
+        """Bytes added to a plaintext by `seal`."""
+        ...
+
+    def seal(
+        self, epoch: int, seq: int, content_type: int, version: int, plaintext: bytes
+    ) -> bytes:
+        """Protect `plaintext`; return the record fragment."""
+        ...
+
+    def open(self, epoch: int, seq: int, content_type: int, version: int, fragment: bytes) -> bytes:
+        """Check and unprotect a record fragment; raise `BadTag` when it does not authenticate."""
+        ...
+
+
+class NullProtector:
+    """TLS_NULL_WITH_NULL_NULL of epoch 0 (RFC 5246 §6.1): the fragment is the plaintext."""
+
+    __slots__ = ()
+
+    @property
+    def overhead(self) -> int:
+        return 0
+
+    def seal(
+        self, epoch: int, seq: int, content_type: int, version: int, plaintext: bytes
+    ) -> bytes:
+        return plaintext
+
+    def open(self, epoch: int, seq: int, content_type: int, version: int, fragment: bytes) -> bytes:
+        return fragment
+
+    def __repr__(self) -> str:
+        return "NullProtector()"
+
+
+class Ccm8Protector:
+    """AES-128-CCM with an 8-byte tag for one direction of one epoch (RFC 6655 §3).
+
+    One `AESCCM` object is built per epoch and reused for every record. The repr shows no key.
+    """
+
+    __slots__ = ("_aead", "_iv")
+
+    def __init__(self, key: bytes, implicit_iv: bytes) -> None:
+        if len(key) != 16:
+            raise ValueError("AES-128-CCM-8 needs a 16-byte key")
+        if len(implicit_iv) != 4:
+            raise ValueError("AES-128-CCM-8 needs a 4-byte implicit IV (RFC 6655 §3)")
+        self._aead = AESCCM(bytes(key), tag_length=CCM8_TAG_LENGTH)
+        self._iv = bytes(implicit_iv)
+
+    @property
+    def overhead(self) -> int:
+        return CCM8_OVERHEAD
+
+    def seal(
+        self, epoch: int, seq: int, content_type: int, version: int, plaintext: bytes
+    ) -> bytes:
+        """Return `epoch||seq (8) || ciphertext || tag (8)`."""
+        aad = _AAD.pack(
+            epoch, seq >> 32, seq & _SEQ_LOW_MASK, content_type, version, len(plaintext)
+        )
+        explicit = aad[:EXPLICIT_NONCE_LENGTH]
+        return explicit + self._aead.encrypt(self._iv + explicit, plaintext, aad)
+
+    def open(self, epoch: int, seq: int, content_type: int, version: int, fragment: bytes) -> bytes:
+        """Authenticate and decrypt; the nonce takes the explicit nonce carried in the fragment,
+        the additional data takes the epoch and sequence number of the record header."""
+        length = len(fragment) - CCM8_OVERHEAD
+        if length < 0:
+            raise BadTag("record fragment shorter than nonce and tag")
+        aad = _AAD.pack(epoch, seq >> 32, seq & _SEQ_LOW_MASK, content_type, version, length)
+        nonce = self._iv + fragment[:EXPLICIT_NONCE_LENGTH]
+        try:
+            return self._aead.decrypt(nonce, fragment[EXPLICIT_NONCE_LENGTH:], aad)
+        except InvalidTag:
+            raise BadTag("record did not authenticate") from None
+
+    def __repr__(self) -> str:
+        return "Ccm8Protector(<key redacted>)"

@@ -1,0 +1,264 @@
+"""Server endpoint: one socket, many peers, stateless cookies first (RFC 6347 §4.2.1, HS-2).
+
+Datagrams from an address without an association go through a stateless gate: only an
+unfragmented epoch-0 ClientHello is looked at; without a valid cookie the answer is a
+HelloVerifyRequest computed from the datagram alone (HMAC over the client's address and the
+ClientHello without its cookie, under a secret that rotates, the previous one still valid). No
+per-peer state, no public-key operation and no allocation that outlives the call happen before
+the cookie verifies. A HelloVerifyRequest is never larger than the ClientHello that caused it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import Counter, deque
+from collections.abc import Hashable
+from enum import Enum, auto
+
+from iotdtls._buffer import Reader, Writer
+from iotdtls.config import ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.crypto import constant_time_equal, random_bytes
+from iotdtls.errors import AlertDescription, AlertLevel, DecodeError
+from iotdtls.events import Event
+from iotdtls.handshake.server import check_client_version
+from iotdtls.handshake.transcript import handshake_header
+from iotdtls.messages import (
+    DTLS_1_0,
+    DTLS_1_2,
+    Alert,
+    HandshakeHeader,
+    HandshakeType,
+    HelloVerifyRequest,
+)
+from iotdtls.record import RECORD_HEADER_LEN, ContentType, RecordHeader
+
+__all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
+
+Address = Hashable
+COOKIE_LENGTH = 16
+SECRET_LENGTH = 32
+
+
+class GateOutcome(Enum):
+    """What the stateless gate did with a datagram from an unknown address (counted)."""
+
+    NOT_A_CLIENT_HELLO = auto()
+    HELLO_VERIFY_SENT = auto()
+    HELLO_VERIFY_TOO_LARGE = auto()
+    COOKIE_ACCEPTED = auto()
+    VERSION_REFUSED = auto()
+    TOO_MANY_CONNECTIONS = auto()
+
+
+class CookieJar:
+    """Stateless cookies: HMAC-SHA256 truncated to 16 bytes, secret rotating every period."""
+
+    def __init__(self, rotation: float) -> None:
+        self._rotation = rotation
+        self._secrets: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"<CookieJar rotation={self._rotation}s>"
+
+    def _secret(self, index: int) -> bytes:
+        secret = self._secrets.get(index)
+        if secret is None:
+            secret = random_bytes(SECRET_LENGTH)
+            self._secrets[index] = secret
+            for old in [i for i in self._secrets if i < index - 1]:
+                del self._secrets[old]
+        return secret
+
+    def _mac(self, index: int, address: bytes, hello_without_cookie: bytes) -> bytes:
+        mac = hmac.new(self._secret(index), address, hashlib.sha256)
+        mac.update(hello_without_cookie)
+        return mac.digest()[:COOKIE_LENGTH]
+
+    def make(self, now: float, address: bytes, hello_without_cookie: bytes) -> bytes:
+        return self._mac(int(now // self._rotation), address, hello_without_cookie)
+
+    def verify(
+        self, now: float, address: bytes, hello_without_cookie: bytes, cookie: bytes
+    ) -> bool:
+        """Constant-time check against the current and the previous secret (SEC-2)."""
+        index = int(now // self._rotation)
+        ok = False
+        for i in (index, index - 1):
+            if i in self._secrets or i == index:
+                ok |= constant_time_equal(self._mac(i, address, hello_without_cookie), cookie)
+        return ok
+
+
+def _split_cookie(body: bytes) -> tuple[bytes, bytes]:
+    """(ClientHello body without the cookie vector, cookie) from the raw body (RFC 6347 §4.2.1)."""
+    r = Reader(body)
+    r.pull_bytes(2 + 32)
+    r.pull_vector(1)
+    cookie_at = r.tell()
+    cookie = r.pull_vector(1)
+    return body[:cookie_at] + body[r.tell() :], cookie
+
+
+class ServerEndpoint:
+    """Sans-I/O server side of one socket: demultiplexes by peer address."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._cookies = CookieJar(config.cookie_rotation)
+        self.connections: dict[Address, DtlsConnection] = {}
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._events: deque[tuple[Address, Event]] = deque()
+        self.gate: Counter[GateOutcome] = Counter()
+
+    def __repr__(self) -> str:
+        return f"<ServerEndpoint connections={len(self.connections)}>"
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Route a datagram to its association, or through the stateless cookie gate."""
+        conn = self.connections.get(address)
+        if conn is not None and not (
+            conn.state is ConnectionState.ESTABLISHED and _starts_with_hello(data)
+        ):
+            conn.receive_datagram(data, now)
+            self._collect(address, conn, now)
+            return
+        self._gate(data, address, now)
+
+    def _gate(self, data: bytes, address: Address, now: float) -> None:
+        try:
+            parsed = _parse_initial_hello(data)
+        except DecodeError:
+            parsed = None
+        if parsed is None:
+            self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+            return
+        record, hs, body = parsed
+        try:
+            check_client_version(int.from_bytes(body[:2], "big"))
+        except Exception:
+            self.gate[GateOutcome.VERSION_REFUSED] += 1
+            alert = Alert(AlertLevel.FATAL, AlertDescription.protocol_version).encode()
+            self._outgoing.append(
+                (_plain_record(ContentType.alert, DTLS_1_0, record.sequence_number, alert), address)
+            )
+            return
+        addr_bytes = repr(address).encode()
+        without_cookie, cookie = _split_cookie(body)
+        if self.config.cookie_exchange and not self._cookies.verify(
+            now, addr_bytes, without_cookie, cookie
+        ):
+            self._hello_verify(
+                data, record, hs, self._cookies.make(now, addr_bytes, without_cookie), address
+            )
+            return
+        if address not in self.connections and len(self.connections) >= self.config.max_connections:
+            self.gate[GateOutcome.TOO_MANY_CONNECTIONS] += 1
+            return
+        self.gate[GateOutcome.COOKIE_ACCEPTED] += 1
+        conn = DtlsConnection(self.config)
+        self.connections[address] = conn  # replaces an old association (RFC 6347 §4.2.8)
+        conn.accept(now)
+        conn.receive_datagram(data, now)
+        self._collect(address, conn, now)
+
+    def _hello_verify(
+        self,
+        data: bytes,
+        record: RecordHeader,
+        hs: HandshakeHeader,
+        cookie: bytes,
+        address: Address,
+    ) -> None:
+        body = HelloVerifyRequest(DTLS_1_0, cookie).encode()
+        payload = (
+            handshake_header(
+                HandshakeType.hello_verify_request, hs.message_seq, len(body), 0, len(body)
+            )
+            + body
+        )
+        # RFC 6347 §4.2.1: record version 1.0 is safest; reuse the ClientHello's record sequence.
+        datagram = _plain_record(ContentType.handshake, DTLS_1_0, record.sequence_number, payload)
+        if len(datagram) > len(data):
+            self.gate[GateOutcome.HELLO_VERIFY_TOO_LARGE] += 1  # never amplify (HS-2)
+            return
+        self.gate[GateOutcome.HELLO_VERIFY_SENT] += 1
+        self._outgoing.append((datagram, address))
+
+    def _collect(self, address: Address, conn: DtlsConnection, now: float) -> None:
+        for datagram in conn.datagrams_to_send(now):
+            self._outgoing.append((datagram, address))
+        while (event := conn.next_event()) is not None:
+            self._events.append((address, event))
+        if conn.state is ConnectionState.CLOSED and self.connections.get(address) is conn:
+            del self.connections[address]
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_event(self) -> tuple[Address, Event] | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        timers = [t for c in self.connections.values() if (t := c.get_timer()) is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        for address, conn in list(self.connections.items()):
+            timer = conn.get_timer()
+            if timer is not None and now >= timer:
+                conn.handle_timer(now)
+                self._collect(address, conn, now)
+
+    def send(self, address: Address, data: bytes) -> None:
+        """Send application data to an established peer."""
+        conn = self.connections[address]
+        conn.send(data)
+        self._collect(address, conn, 0.0)
+
+    def close(self, address: Address) -> None:
+        conn = self.connections.get(address)
+        if conn is not None:
+            conn.close()
+            self._collect(address, conn, 0.0)
+
+
+def _starts_with_hello(data: bytes) -> bool:
+    """An epoch-0 handshake record carrying a ClientHello starts this datagram."""
+    return (
+        len(data) > RECORD_HEADER_LEN
+        and data[0] == ContentType.handshake
+        and data[3:5] == b"\0\0"
+        and data[RECORD_HEADER_LEN] == HandshakeType.client_hello
+    )
+
+
+def _parse_initial_hello(data: bytes) -> tuple[RecordHeader, HandshakeHeader, bytes] | None:
+    """The first record of `data` if it is an epoch-0, unfragmented ClientHello."""
+    if len(data) < RECORD_HEADER_LEN:
+        return None
+    record = RecordHeader.decode(data)
+    if (
+        record.content_type != ContentType.handshake
+        or record.epoch != 0
+        or record.version not in (DTLS_1_0, DTLS_1_2)
+    ):
+        return None
+    r = Reader(data, RECORD_HEADER_LEN, min(len(data), RECORD_HEADER_LEN + record.length))
+    hs = HandshakeHeader.decode(r)
+    if (
+        hs.msg_type != HandshakeType.client_hello
+        or hs.fragment_offset != 0
+        or hs.fragment_length != hs.length
+    ):
+        return None
+    return record, hs, r.pull_bytes(hs.length)
+
+
+def _plain_record(content_type: int, version: int, seq: int, payload: bytes) -> bytes:
+    w = Writer()
+    w.push_bytes(RecordHeader(content_type, version, 0, seq, len(payload)).encode())
+    w.push_bytes(payload)
+    return w.getvalue()

@@ -1,0 +1,1 @@
+"""Handshake layer: state machines, flights, retransmission, fragmentation, reassembly."""

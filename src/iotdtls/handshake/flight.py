@@ -1,0 +1,125 @@
+"""Flights: the unit of retransmission (RFC 6347 §4.2.4), and their cutting into datagrams.
+
+A flight is kept as data (messages with their message_seq and epoch, and ChangeCipherSpec
+markers), so a retransmission re-cuts and re-seals it with fresh record sequence numbers. The
+cutting fills each datagram up to the MTU: a handshake message is split into fragments whose
+record (header, handshake header, body and AEAD overhead) fits the room left (RFC 6347 §4.2.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from iotdtls.config import RetransmitPolicy
+from iotdtls.handshake.transcript import handshake_header
+
+__all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
+
+HANDSHAKE_HEADER_LEN = 12
+#: Smallest handshake fragment body worth starting in the tail of a datagram.
+MIN_FRAGMENT = 16
+CONTENT_CCS = 20
+CONTENT_HANDSHAKE = 22
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A whole handshake message of ours with its message_seq and the epoch it is sent in."""
+
+    msg_type: int
+    message_seq: int
+    body: bytes
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingCcs:
+    """A ChangeCipherSpec record, sent in `epoch`; what follows it uses epoch + 1."""
+
+    epoch: int
+
+
+FlightItem = OutgoingMessage | OutgoingCcs
+
+
+@dataclass(frozen=True, slots=True)
+class Flight:
+    """The messages of one flight; `final` flights start no timer (RFC 6347 §4.2.4 figure 2)."""
+
+    items: tuple[FlightItem, ...]
+    final: bool = False
+
+
+Sealer = Callable[[int, bytes, int], bytes]
+"""seal(content_type, payload, epoch) -> one protected record."""
+
+
+def cut_flight(
+    items: Sequence[FlightItem], mtu: int, overhead: Callable[[int], int], seal: Sealer
+) -> list[bytes]:
+    """Fragment and pack a flight into datagrams of at most `mtu` bytes each."""
+    datagrams: list[bytes] = []
+    current = bytearray()
+
+    def emit(record: bytes) -> None:
+        nonlocal current
+        if current and len(current) + len(record) > mtu:
+            datagrams.append(bytes(current))
+            current = bytearray()
+        current += record
+
+    for item in items:
+        if isinstance(item, OutgoingCcs):
+            emit(seal(CONTENT_CCS, b"\x01", item.epoch))
+            continue
+        fixed = overhead(item.epoch) + HANDSHAKE_HEADER_LEN
+        if mtu - fixed < 1:
+            raise ValueError(f"mtu {mtu} leaves no room for a handshake fragment")
+        body, offset = item.body, 0
+        while True:
+            room = mtu - len(current) - fixed
+            left = len(body) - offset
+            if room < min(left, MIN_FRAGMENT) and current:
+                datagrams.append(bytes(current))
+                current = bytearray()
+                room = mtu - fixed
+            take = min(left, room)
+            header = handshake_header(item.msg_type, item.message_seq, len(body), offset, take)
+            current += seal(CONTENT_HANDSHAKE, header + body[offset : offset + take], item.epoch)
+            offset += take
+            if offset >= len(body):
+                break
+    if current:
+        datagrams.append(bytes(current))
+    return datagrams
+
+
+class RetransmitTimer:
+    """The doubling retransmission timer of RFC 6347 §4.2.4.1 (times are absolute seconds)."""
+
+    def __init__(self, policy: RetransmitPolicy) -> None:
+        self._policy = policy
+        self.interval = policy.initial
+        self.deadline: float | None = None
+        self.retransmitted = False
+
+    def start(self, now: float) -> None:
+        """Arm for a freshly sent flight; the interval goes back to the initial value only
+        after an exchange without loss (RFC 6347 §4.2.4.1)."""
+        if not self.retransmitted:
+            self.interval = self._policy.initial
+        self.retransmitted = False
+        self.deadline = now + self.interval
+
+    def stop(self) -> None:
+        self.deadline = None
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+    def back_off(self, now: float) -> None:
+        """Double the interval (up to the cap) after a retransmission and re-arm."""
+        self.interval = min(self.interval * 2, self._policy.maximum)
+        self.retransmitted = True
+        self.deadline = now + self.interval

@@ -1,0 +1,126 @@
+"""Reassembly of fragmented handshake messages (RFC 6347 §4.2.3).
+
+Fragments may overlap, repeat, arrive out of order or be cut differently on retransmission;
+the buffer keeps the byte ranges received per message and hands out a message once every byte
+is present. Memory is bounded: a fixed number of messages ahead of the next expected
+message_seq, a maximum message size, and a maximum number of disjoint ranges per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iotdtls.errors import DecodeError
+
+__all__ = ["HandshakeFragment", "ReassembledMessage", "Reassembler"]
+
+#: How many message_seq values past the next expected one we buffer (a flight is at most ~6).
+MAX_MESSAGES_AHEAD = 8
+#: Disjoint byte ranges kept per message before further fragments are refused.
+MAX_RANGES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFragment:
+    """One handshake fragment as read from a record (RFC 6347 §4.2.2)."""
+
+    msg_type: int
+    length: int
+    message_seq: int
+    fragment_offset: int
+    body: bytes
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReassembledMessage:
+    """A whole handshake message and the epoch its fragments were protected under."""
+
+    msg_type: int
+    message_seq: int
+    body: bytes
+    epoch: int
+
+
+@dataclass(slots=True)
+class _Partial:
+    msg_type: int
+    length: int
+    epoch: int
+    data: bytearray
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, offset: int, body: bytes) -> bool:
+        """Merge a fragment; False when the range list is full (fragment ignored)."""
+        end = offset + len(body)
+        self.data[offset:end] = body
+        merged: list[tuple[int, int]] = []
+        start, stop = offset, end
+        for lo, hi in self.ranges:
+            if hi < start or lo > stop:
+                merged.append((lo, hi))
+            else:
+                start, stop = min(lo, start), max(hi, stop)
+        merged.append((start, stop))
+        if len(merged) > MAX_RANGES:
+            return False
+        merged.sort()
+        self.ranges = merged
+        return True
+
+    def complete(self) -> bool:
+        return self.ranges == [(0, self.length)] or self.length == 0
+
+
+class Reassembler:
+    """Collects fragments for message_seq values from `next_seq` on and releases them in order."""
+
+    def __init__(self, max_message_size: int) -> None:
+        self.next_seq = 0
+        self._max_size = max_message_size
+        self._partials: dict[int, _Partial] = {}
+
+    def add(self, frag: HandshakeFragment) -> None:
+        """Buffer a fragment of a future or current message; older ones are the caller's concern.
+
+        Raises `DecodeError` when the fragment contradicts itself or an earlier fragment of the
+        same message (different type or total length): RFC 6347 §4.2.3 requires them to match.
+        """
+        if frag.fragment_offset + len(frag.body) > frag.length:
+            raise DecodeError("handshake fragment extends past the message length")
+        if frag.length > self._max_size:
+            raise DecodeError(f"handshake message of {frag.length} bytes exceeds the limit")
+        if not self.next_seq <= frag.message_seq < self.next_seq + MAX_MESSAGES_AHEAD:
+            return
+        partial = self._partials.get(frag.message_seq)
+        if partial is None:
+            partial = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
+            self._partials[frag.message_seq] = partial
+        elif partial.msg_type != frag.msg_type or partial.length != frag.length:
+            raise DecodeError("handshake fragments of one message disagree on type or length")
+        elif partial.epoch != frag.epoch:
+            return
+        partial.add(frag.fragment_offset, frag.body)
+
+    def peek(self) -> ReassembledMessage | None:
+        """The next message in order if all its bytes are here, without consuming it."""
+        partial = self._partials.get(self.next_seq)
+        if partial is None or not partial.complete():
+            return None
+        return ReassembledMessage(
+            partial.msg_type, self.next_seq, bytes(partial.data), partial.epoch
+        )
+
+    def pop(self) -> None:
+        """Consume the message `peek` returned and expect the following message_seq."""
+        self._partials.pop(self.next_seq, None)
+        self.next_seq += 1
+
+    def clear(self) -> None:
+        """Forget every buffered fragment (a new handshake starts)."""
+        self._partials.clear()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for incomplete or unprocessed messages (bounded by the limits above)."""
+        return sum(p.length for p in self._partials.values())

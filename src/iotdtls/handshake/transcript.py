@@ -1,0 +1,47 @@
+"""The handshake transcript hash (RFC 5246 §7.4.9, DTLS form RFC 6347 §4.2.6).
+
+DTLS hashes each handshake message with its 12-byte header as if it had been sent in a single
+fragment (fragment_offset 0, fragment_length = length). The first ClientHello and the
+HelloVerifyRequest of a cookie exchange are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from iotdtls._buffer import Writer
+
+__all__ = ["Transcript", "handshake_header"]
+
+
+def handshake_header(
+    msg_type: int, message_seq: int, length: int, offset: int, frag_len: int
+) -> bytes:
+    """The DTLS handshake header (RFC 6347 §4.2.2)."""
+    w = Writer()
+    w.push_uint8(msg_type)
+    w.push_uint24(length)
+    w.push_uint16(message_seq)
+    w.push_uint24(offset)
+    w.push_uint24(frag_len)
+    return w.getvalue()
+
+
+class Transcript:
+    """A running SHA-256 over the handshake messages (the PRF hash of our suites)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, msg_type: int, message_seq: int, body: bytes) -> None:
+        """Hash one whole message in its unfragmented DTLS form."""
+        self._hash.update(handshake_header(msg_type, message_seq, len(body), 0, len(body)))
+        self._hash.update(body)
+
+    def digest(self) -> bytes:
+        """The hash of everything added so far (the running hash continues)."""
+        return self._hash.copy().digest()
+
+    def reset(self) -> None:
+        """Start over (after a HelloVerifyRequest, RFC 6347 §4.2.6)."""
+        self._hash = hashlib.sha256()

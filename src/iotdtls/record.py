@@ -1,0 +1,414 @@
+"""The DTLS 1.2 record layer (RFC 6347 §4.1).
+
+A datagram carries one or more records, each behind a 13-byte header:
+
+    struct {
+        ContentType type;                 // 1
+        ProtocolVersion version;          // 2, {254, 253} for DTLS 1.2
+        uint16 epoch;                     // 2
+        uint48 sequence_number;           // 6
+        uint16 length;                    // 2
+        opaque fragment[DTLSCiphertext.length];
+    } DTLSCiphertext;
+
+`RecordLayer` keeps per-epoch protection states for reading and writing, checks every incoming
+record against the anti-replay window of its epoch (RFC 6347 §4.1.2.6) and silently discards
+invalid records (RFC 6347 §4.1.2.7), counting each discard by reason. It never raises on input
+from the network.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Iterator
+from enum import Enum, IntEnum
+from typing import NamedTuple
+
+from iotdtls.crypto.aead import BadTag, NullProtector, RecordProtector
+from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError
+
+__all__ = [
+    "MAX_CIPHERTEXT_LENGTH",
+    "MAX_PLAINTEXT_LENGTH",
+    "MAX_SEQUENCE_NUMBER",
+    "RECORD_HEADER_LEN",
+    "ContentType",
+    "DiscardReason",
+    "PlainRecord",
+    "RecordHeader",
+    "RecordLayer",
+    "ReplayWindow",
+    "SequenceExhausted",
+    "split_datagram",
+]
+
+RECORD_HEADER_LEN = 13
+MAX_PLAINTEXT_LENGTH = 2**14  # RFC 5246 §6.2.1
+MAX_CIPHERTEXT_LENGTH = 2**14 + 2048  # RFC 5246 §6.2.3, RFC 6347 §4.1
+MAX_SEQUENCE_NUMBER = 2**48 - 1  # RFC 6347 §4.1: the 48-bit sequence number must not wrap
+_MAX_EPOCH = 0xFFFF
+_DTLS_1_2 = 0xFEFD
+_DTLS_1_0 = 0xFEFF
+_SEQ_LOW_MASK = 0xFFFFFFFF
+
+# type(1) || version(2) || epoch(2) || sequence number high(2) || low(4) || length(2)
+_HEADER = struct.Struct(">BHHHIH")
+
+
+class ContentType(IntEnum):
+    """Record content types (RFC 5246 §6.2.1, RFC 6520 §3 for heartbeat).
+
+    The RFC spellings are canonical; the upper-case names are aliases.
+    """
+
+    change_cipher_spec = 20
+    alert = 21
+    handshake = 22
+    application_data = 23
+    heartbeat = 24
+    CHANGE_CIPHER_SPEC = 20
+    ALERT = 21
+    HANDSHAKE = 22
+    APPLICATION_DATA = 23
+    HEARTBEAT = 24
+
+
+_CONTENT_TYPES: dict[int, ContentType] = {ct.value: ct for ct in ContentType}
+
+
+class DiscardReason(Enum):
+    """Why a record was silently discarded (RFC 6347 §4.1.2.7; counted in `discards`)."""
+
+    BAD_LENGTH = "bad_length"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_CONTENT_TYPE = "unknown_content_type"
+    UNKNOWN_EPOCH = "unknown_epoch"
+    REPLAYED = "replayed"
+    BAD_TAG = "bad_tag"
+    TOO_OLD = "too_old"
+
+
+class SequenceExhausted(LocalProtocolError):
+    """The 48-bit sequence number of the epoch is used up (RFC 6347 §4.1): the association must
+    be abandoned or a new epoch installed; it is never wrapped."""
+
+
+class RecordHeader(NamedTuple):
+    """The 13-byte DTLS record header (RFC 6347 §4.1)."""
+
+    content_type: int
+    version: int
+    epoch: int
+    sequence_number: int
+    length: int
+
+    def encode(self) -> bytes:
+        """The 13 header bytes."""
+        seq = self.sequence_number
+        if not 0 <= seq <= MAX_SEQUENCE_NUMBER:
+            raise ValueError("sequence number outside 48 bits")
+        return _HEADER.pack(
+            self.content_type, self.version, self.epoch, seq >> 32, seq & _SEQ_LOW_MASK, self.length
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, offset: int = 0) -> RecordHeader:
+        """Read a header at `offset`; raise `DecodeError` if fewer than 13 bytes remain."""
+        if len(data) - offset < RECORD_HEADER_LEN or offset < 0:
+            raise DecodeError("record header truncated")
+        ctype, version, epoch, seq_hi, seq_lo, length = _HEADER.unpack_from(data, offset)
+        return cls(ctype, version, epoch, (seq_hi << 32) | seq_lo, length)
+
+
+class PlainRecord(NamedTuple):
+    """A record that passed every check and was unprotected."""
+
+    content_type: ContentType
+    epoch: int
+    sequence_number: int
+    payload: bytes
+
+
+def split_datagram(
+    data: bytes,
+) -> tuple[list[tuple[RecordHeader, bytes]], DiscardReason | None]:
+    """Cut a datagram into `(header, fragment)` pairs (RFC 6347 §4.1: several records may share
+    one datagram; a record never spans two).
+
+    Framing only: no check of version, type or epoch. A trailing record whose header or fragment
+    is cut short is discarded together with whatever follows it, and `BAD_LENGTH` is returned
+    as the second item; otherwise the second item is None.
+    """
+    records: list[tuple[RecordHeader, bytes]] = []
+    offset = 0
+    end_of_data = len(data)
+    while offset < end_of_data:
+        if end_of_data - offset < RECORD_HEADER_LEN:
+            return records, DiscardReason.BAD_LENGTH
+        ctype, version, epoch, seq_hi, seq_lo, length = _HEADER.unpack_from(data, offset)
+        start = offset + RECORD_HEADER_LEN
+        offset = start + length
+        if offset > end_of_data:
+            return records, DiscardReason.BAD_LENGTH
+        header = RecordHeader(ctype, version, epoch, (seq_hi << 32) | seq_lo, length)
+        records.append((header, bytes(data[start:offset])))
+    return records, None
+
+
+class ReplayWindow:
+    """Sliding anti-replay window of RFC 6347 §4.1.2.6.
+
+    Bit `i` of the bitmap stands for sequence number `right_edge - i`. `is_fresh` only looks;
+    the window moves only through `mark`, which the record layer calls after the record has
+    authenticated, so a forged record can never move it.
+    """
+
+    __slots__ = ("_bits", "_mask", "_right", "size")
+
+    def __init__(self, size: int = 64) -> None:
+        if size < 64:
+            raise ConfigError("the replay window must cover at least 64 records")
+        self.size = size
+        self._mask = (1 << size) - 1
+        self._right = -1
+        self._bits = 0
+
+    @property
+    def right_edge(self) -> int:
+        """The highest sequence number marked so far, -1 before the first."""
+        return self._right
+
+    def is_fresh(self, seq: int) -> bool:
+        """True when `seq` is right of the window or inside it and not yet seen."""
+        diff = self._right - seq
+        if diff < 0:
+            return True
+        if diff >= self.size:
+            return False
+        return not (self._bits >> diff) & 1
+
+    def is_too_old(self, seq: int) -> bool:
+        """True when `seq` is left of the window (so `is_fresh` is False without a duplicate)."""
+        return self._right - seq >= self.size
+
+    def mark(self, seq: int) -> None:
+        """Record `seq` as received, sliding the window right if `seq` is new highest."""
+        diff = self._right - seq
+        if diff < 0:
+            shift = -diff
+            self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.size else 1
+            self._right = seq
+        elif diff < self.size:
+            self._bits |= 1 << diff
+
+    def __repr__(self) -> str:
+        return f"ReplayWindow(size={self.size}, right_edge={self._right})"
+
+
+class _ReadState:
+    __slots__ = ("overhead", "protector", "window")
+
+    def __init__(self, protector: RecordProtector, window: ReplayWindow | None) -> None:
+        self.protector = protector
+        self.window = window
+        self.overhead = protector.overhead
+
+
+class _WriteState:
+    __slots__ = ("next_seq", "overhead", "protector")
+
+    def __init__(self, protector: RecordProtector, next_seq: int) -> None:
+        self.protector = protector
+        self.next_seq = next_seq
+        self.overhead = protector.overhead
+
+
+def _check_epoch(epoch: int) -> None:
+    if not 0 <= epoch <= _MAX_EPOCH:
+        raise LocalProtocolError(f"epoch {epoch} outside 0..65535")
+
+
+class RecordLayer:
+    """Per-epoch record protection, anti-replay and silent discard (RFC 6347 §4.1).
+
+    Epoch 0 is installed with the null protection in both directions at construction. Records of
+    any content type that pass the checks are handed up; what an application or alert record in
+    epoch 0 means is the connection's business.
+    """
+
+    def __init__(self, replay_window_size: int = 64) -> None:
+        ReplayWindow(replay_window_size)  # validate the size once, early
+        self._window_size = replay_window_size
+        self._read: dict[int, _ReadState] = {}
+        self._write: dict[int, _WriteState] = {}
+        self._write_epoch = 0
+        self.discards: Counter[DiscardReason] = Counter()
+        self.bad_tag_by_epoch: Counter[int] = Counter()
+        self.install_read_epoch(0, NullProtector())
+        self.install_write_epoch(0, NullProtector())
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def install_read_epoch(
+        self, epoch: int, protector: RecordProtector, *, replay_check: bool = True
+    ) -> None:
+        """Accept records of `epoch`, unprotected by `protector`, with a fresh replay window.
+
+        Several read epochs can be live at once (e.g. 0 and 1 around ChangeCipherSpec).
+        `replay_check=False` turns anti-replay off for this epoch (RFC 6347 §4.1.2.6 makes it
+        optional); it is on by default for every epoch, 0 included.
+        """
+        _check_epoch(epoch)
+        window = ReplayWindow(self._window_size) if replay_check else None
+        self._read[epoch] = _ReadState(protector, window)
+
+    def install_write_epoch(
+        self, epoch: int, protector: RecordProtector, *, next_sequence_number: int = 0
+    ) -> None:
+        """Protect records of `epoch` with `protector`; `epoch` becomes the default write epoch.
+
+        Older write epochs stay usable through `seal(..., epoch=...)` (flight retransmission).
+        """
+        _check_epoch(epoch)
+        if not 0 <= next_sequence_number < MAX_SEQUENCE_NUMBER:
+            raise LocalProtocolError("next sequence number outside 0..2^48-2")
+        self._write[epoch] = _WriteState(protector, next_sequence_number)
+        self._write_epoch = epoch
+
+    def drop_read_epoch(self, epoch: int) -> None:
+        """Stop accepting records of `epoch` (later ones count as UNKNOWN_EPOCH)."""
+        self._read.pop(epoch, None)
+
+    def drop_write_epoch(self, epoch: int) -> None:
+        """Forget an old write epoch; the default write epoch cannot be dropped."""
+        if epoch == self._write_epoch:
+            raise LocalProtocolError("cannot drop the current write epoch")
+        self._write.pop(epoch, None)
+
+    @property
+    def write_epoch(self) -> int:
+        """The epoch `seal` uses when none is given."""
+        return self._write_epoch
+
+    @property
+    def read_epochs(self) -> tuple[int, ...]:
+        """The epochs whose records are accepted, ascending."""
+        return tuple(sorted(self._read))
+
+    def next_sequence_number(self, epoch: int | None = None) -> int:
+        """The sequence number the next record sealed in `epoch` will carry."""
+        return self._write_state(epoch).next_seq
+
+    def overhead(self, epoch: int | None = None) -> int:
+        """Header plus protection bytes of one record written in `epoch` (for MTU budgets)."""
+        return RECORD_HEADER_LEN + self._write_state(epoch).overhead
+
+    def _write_state(self, epoch: int | None) -> _WriteState:
+        state = self._write.get(self._write_epoch if epoch is None else epoch)
+        if state is None:
+            raise LocalProtocolError(f"no write state for epoch {epoch}")
+        return state
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def seal(
+        self,
+        content_type: int,
+        payload: bytes,
+        epoch: int | None = None,
+        *,
+        version: int = _DTLS_1_2,
+    ) -> bytes:
+        """Protect `payload` into one record with the next sequence number of `epoch`.
+
+        The record version is DTLS 1.2 (0xFEFD); `version=0xFEFF` is allowed in epoch 0 only,
+        for a HelloVerifyRequest (RFC 6347 §4.2.1). Raises `SequenceExhausted` instead of
+        reaching the last 48-bit sequence number (RFC 6347 §4.1).
+        """
+        if epoch is None:
+            epoch = self._write_epoch
+        state = self._write.get(epoch)
+        if state is None:
+            raise LocalProtocolError(f"no write state for epoch {epoch}")
+        if version != _DTLS_1_2 and not (version == _DTLS_1_0 and epoch == 0):
+            raise LocalProtocolError("record version must be 0xFEFD (0xFEFF only in epoch 0)")
+        if len(payload) > MAX_PLAINTEXT_LENGTH:
+            raise LocalProtocolError("record payload exceeds 2^14 bytes (RFC 5246 §6.2.1)")
+        seq = state.next_seq
+        if seq >= MAX_SEQUENCE_NUMBER:
+            raise SequenceExhausted(f"sequence numbers of epoch {epoch} are exhausted")
+        fragment = state.protector.seal(epoch, seq, content_type, version, payload)
+        state.next_seq = seq + 1
+        header = _HEADER.pack(
+            content_type, version, epoch, seq >> 32, seq & _SEQ_LOW_MASK, len(fragment)
+        )
+        return header + fragment
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def open_datagram(self, data: bytes) -> list[PlainRecord]:
+        """Return the records of `data` that pass every check, in order; count the others."""
+        return list(self.open_records(data))
+
+    def open_records(self, data: bytes) -> Iterator[PlainRecord]:
+        """Yield the records of `data` that pass every check, one at a time; count the others.
+
+        Lazy on purpose: a connection may install the next epoch's keys while handling one
+        record (e.g. a ClientKeyExchange) so that the Finished behind it in the same datagram
+        opens. Never raises on network input. A bad record does not disturb the records after
+        it; a truncated record ends the datagram (its length field cannot be trusted).
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        offset = 0
+        end_of_data = len(data)
+        unpack_from = _HEADER.unpack_from
+        while offset < end_of_data:
+            if end_of_data - offset < RECORD_HEADER_LEN:
+                self.discards[DiscardReason.BAD_LENGTH] += 1
+                return
+            ctype, version, epoch, seq_hi, seq_lo, length = unpack_from(data, offset)
+            start = offset + RECORD_HEADER_LEN
+            offset = start + length
+            if offset > end_of_data:
+                self.discards[DiscardReason.BAD_LENGTH] += 1
+                return
+            result = self._open_record(
+                ctype, version, epoch, (seq_hi << 32) | seq_lo, data[start:offset]
+            )
+            if isinstance(result, DiscardReason):
+                self.discards[result] += 1
+            else:
+                yield result
+
+    def _open_record(
+        self, ctype: int, version: int, epoch: int, seq: int, fragment: bytes
+    ) -> PlainRecord | DiscardReason:
+        """Check and unprotect one record (RFC 6347 §4.1.2.6-7); the replay window moves only
+        once the record has authenticated."""
+        content_type = _CONTENT_TYPES.get(ctype)
+        if content_type is None:
+            return DiscardReason.UNKNOWN_CONTENT_TYPE
+        if version != _DTLS_1_2 and not (
+            version == _DTLS_1_0 and epoch == 0 and ctype == ContentType.handshake
+        ):
+            return DiscardReason.BAD_VERSION
+        state = self._read.get(epoch)
+        if state is None:
+            return DiscardReason.UNKNOWN_EPOCH
+        if len(fragment) > MAX_CIPHERTEXT_LENGTH or len(fragment) < state.overhead:
+            return DiscardReason.BAD_LENGTH
+        window = state.window
+        if window is not None and not window.is_fresh(seq):
+            return DiscardReason.TOO_OLD if window.is_too_old(seq) else DiscardReason.REPLAYED
+        try:
+            payload = state.protector.open(epoch, seq, ctype, version, fragment)
+        except BadTag:
+            self.bad_tag_by_epoch[epoch] += 1
+            return DiscardReason.BAD_TAG
+        if len(payload) > MAX_PLAINTEXT_LENGTH:
+            return DiscardReason.BAD_LENGTH
+        if window is not None:
+            window.mark(seq)
+        return PlainRecord(content_type, epoch, seq, payload)

@@ -1,0 +1,124 @@
+"""A blocking-socket DTLS client for scripts (wraps the sans-I/O `DtlsConnection`).
+
+with iotdtls.sync.connect("127.0.0.1", 5684, config) as conn:
+    conn.send(b"hello")
+    print(conn.recv(timeout=5))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from types import TracebackType
+
+from iotdtls.config import ClientConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.errors import DtlsError, LocalProtocolError
+from iotdtls.events import ConnectionClosed, DataReceived, Event
+
+__all__ = ["DtlsClient", "connect"]
+
+#: Largest datagram we read from the socket.
+RECEIVE_SIZE = 65535
+
+
+class DtlsClient:
+    """A connected UDP socket and one DTLS association, driven synchronously."""
+
+    def __init__(self, host: str, port: int, config: ClientConfig) -> None:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock.connect(address)
+        self.connection = DtlsConnection(config)
+        self._received: list[bytes] = []
+        self._closed_error: DtlsError | None = None
+
+    def __enter__(self) -> DtlsClient:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def handshake(self) -> None:
+        """Run the handshake; raises the `DtlsError` that ended it (alert or timeout)."""
+        self.connection.connect(time.monotonic())
+        self._flush()
+        while self.connection.state is ConnectionState.HANDSHAKING:
+            self._pump(None)
+        self._raise_if_failed()
+
+    def send(self, data: bytes) -> None:
+        self._raise_if_failed()
+        self.connection.send(data)
+        self._flush()
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        """The next application datagram, or None after `timeout` seconds (or a clean close)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._received:
+            if self.connection.state is ConnectionState.CLOSED:
+                self._raise_if_failed()
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            self._pump(deadline)
+        return self._received.pop(0)
+
+    def close(self) -> None:
+        """Send close_notify (if still open) and close the socket."""
+        if self.connection.state is not ConnectionState.CLOSED:
+            self.connection.close()
+            self._flush()
+        self._sock.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _pump(self, deadline: float | None) -> None:
+        now = time.monotonic()
+        timer = self.connection.get_timer()
+        waits = [t - now for t in (timer, deadline) if t is not None]
+        self._sock.settimeout(max(0.0, min(waits)) if waits else None)
+        try:
+            data = self._sock.recv(RECEIVE_SIZE)
+        except TimeoutError:
+            self.connection.handle_timer(time.monotonic())
+        except ConnectionRefusedError:
+            pass  # ICMP port unreachable: the server is not there (yet); the timer retries
+        else:
+            self.connection.receive_datagram(data, time.monotonic())
+        self._flush()
+
+    def _flush(self) -> None:
+        for datagram in self.connection.datagrams_to_send(time.monotonic()):
+            with contextlib.suppress(ConnectionRefusedError):
+                self._sock.send(datagram)
+        while (event := self.connection.next_event()) is not None:
+            self._on_event(event)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, DataReceived):
+            self._received.append(event.data)
+        elif isinstance(event, ConnectionClosed):
+            self._closed_error = event.error
+
+    def _raise_if_failed(self) -> None:
+        if self._closed_error is not None:
+            raise self._closed_error
+        if self.connection.state is ConnectionState.CLOSED and self.connection.error is not None:
+            raise self.connection.error
+        if self.connection.state is ConnectionState.IDLE:
+            raise LocalProtocolError("handshake() has not been called")
+
+
+def connect(host: str, port: int, config: ClientConfig) -> DtlsClient:
+    """Connect and complete the handshake; raises `DtlsError` on failure."""
+    client = DtlsClient(host, port, config)
+    try:
+        client.handshake()
+    except BaseException:
+        client.close()
+        raise
+    return client
