@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import Counter, deque
-from collections.abc import Hashable
 from enum import Enum, auto
+from typing import Any
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls.config import ServerConfig
@@ -36,7 +36,8 @@ from iotdtls.record import RECORD_HEADER_LEN, ContentType, RecordHeader
 
 __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 
-Address = Hashable
+#: A peer address: any hashable value (asyncio gives (host, port) tuples).
+Address = Any
 COOKIE_LENGTH = 16
 SECRET_LENGTH = 32
 

@@ -1,0 +1,385 @@
+"""asyncio adapters: `connect()` for clients and `serve()` for servers (no protocol decisions).
+
+    async with iotdtls.aio.connect("127.0.0.1", 5684, client_config) as conn:
+        conn.send(b"hello")
+        reply = await conn.recv()
+
+    async def echo(session: ServerSession) -> None:
+        async for datagram in session:
+            session.send(datagram)
+
+    server = await iotdtls.aio.serve(echo, "127.0.0.1", 5684, server_config)
+
+One UDP socket serves every peer; the sans-I/O `ServerEndpoint` demultiplexes by address and
+runs the stateless cookie exchange before any per-peer state exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, cast
+
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import DtlsError, LocalProtocolError
+from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+
+__all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"]
+
+logger = logging.getLogger("iotdtls")
+_CLOSED = object()
+#: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
+Address = tuple[Any, ...]
+
+
+class _Inbox:
+    """Received datagrams of one association, ended by its close."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self.error: DtlsError | None = None
+        self.closed = False
+
+    def put(self, data: bytes) -> None:
+        self._queue.put_nowait(data)
+
+    def end(self, error: DtlsError | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.error = error
+            self._queue.put_nowait(_CLOSED)
+
+    async def get(self) -> bytes | None:
+        if self.closed and self._queue.empty():
+            return None
+        item = await self._queue.get()
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)  # later readers see the end too
+            if self.error is not None:
+                raise self.error
+            return None
+        assert isinstance(item, bytes)
+        return item
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, config: ClientConfig) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.connection = DtlsConnection(config)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.inbox = _Inbox()
+        self.handshake_done: asyncio.Future[None] = self.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.connection.connect(self.loop.time())
+        self.flush()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.connection.receive_datagram(data, self.loop.time())
+        self.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("socket error ignored (the retransmission timer retries): %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self.inbox.end(self.connection.error)
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(
+                LocalProtocolError("socket closed during the handshake")
+            )
+
+    def flush(self) -> None:
+        conn = self.connection
+        if self.transport is not None:
+            for datagram in conn.datagrams_to_send(self.loop.time()):
+                self.transport.sendto(datagram)
+        while (event := conn.next_event()) is not None:
+            self._on_event(event)
+        self._cancel_timer()
+        when = conn.get_timer()
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, HandshakeComplete) and not self.handshake_done.done():
+            self.handshake_done.set_result(None)
+        elif isinstance(event, DataReceived):
+            self.inbox.put(event.data)
+        elif isinstance(event, ConnectionClosed):
+            self.inbox.end(event.error)
+            if not self.handshake_done.done():
+                error = event.error or LocalProtocolError("closed during the handshake")
+                self.handshake_done.set_exception(error)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.connection.handle_timer(self.loop.time())
+        self.flush()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class ClientConnection:
+    """An established client association (see `connect`)."""
+
+    def __init__(self, protocol: _ClientProtocol, transport: asyncio.DatagramTransport) -> None:
+        self._protocol = protocol
+        self._transport = transport
+
+    @property
+    def connection(self) -> DtlsConnection:
+        """The sans-I/O connection underneath (statistics, state)."""
+        return self._protocol.connection
+
+    def send(self, data: bytes) -> None:
+        """Send one datagram of application data."""
+        self._protocol.connection.send(data)
+        self._protocol.flush()
+
+    async def recv(self) -> bytes | None:
+        """The next datagram; None after a clean close; raises the error that ended it."""
+        return await self._protocol.inbox.get()
+
+    async def close(self) -> None:
+        """Send close_notify and release the socket."""
+        if self._protocol.connection.state is not ConnectionState.CLOSED:
+            self._protocol.connection.close()
+            self._protocol.flush()
+        self._transport.close()
+
+    async def __aenter__(self) -> ClientConnection:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class _Connect:
+    """Awaitable and async context manager returned by `connect`."""
+
+    def __init__(self, host: str, port: int, config: ClientConfig) -> None:
+        self._args = (host, port, config)
+        self._conn: ClientConnection | None = None
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def _open(self) -> ClientConnection:
+        host, port, config = self._args
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _ClientProtocol(config), remote_addr=(host, port)
+        )
+        try:
+            await protocol.handshake_done
+        except BaseException:
+            transport.close()
+            raise
+        self._conn = ClientConnection(protocol, transport)
+        return self._conn
+
+    async def __aenter__(self) -> ClientConnection:
+        return await self._open()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+def connect(host: str, port: int, config: ClientConfig) -> _Connect:
+    """Open a UDP socket to `host:port` and complete the handshake.
+
+    Raises the `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or
+    `HandshakeTimeout` (after `config.handshake_timeout`)."""
+    return _Connect(host, port, config)
+
+
+class ServerSession:
+    """One established peer of a server, handed to the handler."""
+
+    def __init__(self, server: _ServerProtocol, address: Address, identity: bytes) -> None:
+        self._server = server
+        self.address = address
+        self.psk_identity = identity
+        self.inbox = _Inbox()
+
+    def __repr__(self) -> str:
+        return f"<ServerSession {self.address!r}>"
+
+    def send(self, data: bytes) -> None:
+        self._server.send(self.address, data)
+
+    async def recv(self) -> bytes | None:
+        """The next datagram; None after a clean close."""
+        return await self.inbox.get()
+
+    def close(self) -> None:
+        self._server.close_peer(self.address)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        with contextlib.suppress(DtlsError):
+            while (data := await self.recv()) is not None:
+                yield data
+
+
+Handler = Callable[[ServerSession], Awaitable[None]]
+
+
+class _ServerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, handler: Handler, config: ServerConfig) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.endpoint = ServerEndpoint(config)
+        self.handler = handler
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sessions: dict[Address, ServerSession] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.endpoint.receive_datagram(data, addr, self.loop.time())
+        self.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("socket error ignored: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for session in self.sessions.values():
+            session.inbox.end(None)
+
+    def send(self, address: Address, data: bytes) -> None:
+        conn = self.endpoint.connections.get(address)
+        if conn is None:
+            raise LocalProtocolError("the association with this peer has ended")
+        self.endpoint.send(address, data)
+        self.flush()
+
+    def close_peer(self, address: Address) -> None:
+        self.endpoint.close(address)
+        self.flush()
+
+    def flush(self) -> None:
+        now = self.loop.time()
+        if self.transport is not None:
+            for datagram, address in self.endpoint.datagrams_to_send(now):
+                self.transport.sendto(datagram, address)
+        while (item := self.endpoint.next_event()) is not None:
+            self._on_event(*item)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.endpoint.get_timer()
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_event(self, address: Address, event: Event) -> None:
+        if isinstance(event, HandshakeComplete):
+            identity = event.psk_identity
+            logger.info("handshake complete: peer %s identity %r", _fmt(address), identity)
+            old = self.sessions.pop(address, None)
+            if old is not None:
+                old.inbox.end(None)
+            session = ServerSession(self, address, identity)
+            self.sessions[address] = session
+            task = self.loop.create_task(self._run(session))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif isinstance(event, DataReceived):
+            s = self.sessions.get(address)
+            if s is not None:
+                s.inbox.put(event.data)
+        elif isinstance(event, ConnectionClosed):
+            ended = self.sessions.pop(address, None)
+            if ended is not None:
+                ended.inbox.end(event.error)
+                if event.error is not None:
+                    logger.info("association failed: peer %s: %s", _fmt(address), event.error)
+            else:
+                logger.info("handshake failed: peer %s: %s", _fmt(address), event.error)
+
+    async def _run(self, session: ServerSession) -> None:
+        try:
+            await self.handler(session)
+        except Exception:
+            logger.exception("handler failed for peer %s", _fmt(session.address))
+        finally:
+            if self.sessions.get(session.address) is session:
+                self.close_peer(session.address)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.endpoint.handle_timer(self.loop.time())
+        self.flush()
+
+
+def _fmt(address: Address) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return repr(address)
+
+
+class DtlsServer:
+    """A running server (see `serve`); `close()` stops it."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, protocol: _ServerProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        sockname = self._transport.get_extra_info("sockname")
+        return sockname[0], sockname[1]
+
+    @property
+    def endpoint(self) -> ServerEndpoint:
+        return self._protocol.endpoint
+
+    async def close(self) -> None:
+        """Send close_notify to every peer, stop the handlers and the socket."""
+        for address in list(self._protocol.endpoint.connections):
+            self._protocol.close_peer(address)
+        for task in list(self._protocol.tasks):
+            task.cancel()
+        await asyncio.gather(*self._protocol.tasks, return_exceptions=True)
+        self._transport.close()
+
+    async def __aenter__(self) -> DtlsServer:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def serve(handler: Handler, host: str, port: int, config: ServerConfig) -> DtlsServer:
+    """Bind `host:port` and run `handler(session)` for every peer that completes a handshake."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: _ServerProtocol(handler, config), local_addr=(host, port)
+    )
+    return DtlsServer(transport, protocol)

@@ -1,0 +1,27 @@
+"""The ChangeCipherSpec protocol message (RFC 5246 §7.1, RFC 6347 §4.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from iotdtls.errors import DecodeError
+
+__all__ = ["CHANGE_CIPHER_SPEC_BYTE", "ChangeCipherSpec"]
+
+CHANGE_CIPHER_SPEC_BYTE = 1
+"""The only value: `enum { change_cipher_spec(1), (255) } type` (RFC 5246 §7.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeCipherSpec:
+    """ChangeCipherSpec: exactly one byte of value 1; anything else is a decode_error."""
+
+    def encode(self) -> bytes:
+        return bytes([CHANGE_CIPHER_SPEC_BYTE])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        if data != bytes([CHANGE_CIPHER_SPEC_BYTE]):
+            raise DecodeError(f"ChangeCipherSpec must be the single byte 01, got {data.hex()}")
+        return cls()

@@ -1,0 +1,311 @@
+"""Handshake messages of DTLS 1.2 (RFC 6347 §4.2, RFC 5246 §7.4) and the handshake header.
+
+Every message is a frozen dataclass with `MSG_TYPE`, `encode() -> bytes` (the body, without the
+handshake header) and `decode(data) -> Self`, which consumes the body exactly and raises only
+`DecodeError` (or `ProtocolError` where an extension's RFC names another alert). Encoders raise
+`ValueError` for values that cannot go on the wire. The key exchange and certificate messages
+live in `keyexchange` and `certificate` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from iotdtls._buffer import Reader, Writer
+from iotdtls.errors import DecodeError
+from iotdtls.messages.certificate import (
+    Certificate,
+    CertificateRequest,
+    CertificateUrl,
+    RawPublicKeyCertificate,
+    UrlAndHash,
+)
+from iotdtls.messages.constants import (
+    RANDOM_LEN,
+    SESSION_ID_MAX_LEN,
+    CipherSuite,
+    CompressionMethod,
+    HandshakeType,
+    known,
+)
+from iotdtls.messages.extensions import (
+    Extension,
+    decode_extensions,
+    encode_extensions,
+    pull_uint_list,
+    push_checked_vector,
+    push_uint_list,
+)
+from iotdtls.messages.keyexchange import (
+    CertificateVerify,
+    ClientKeyExchangeEcdhe,
+    ClientKeyExchangePsk,
+    ServerKeyExchangeEcdhe,
+    ServerKeyExchangePsk,
+)
+
+__all__ = [
+    "COOKIE_MAX_LEN",
+    "HANDSHAKE_HEADER_LEN",
+    "Certificate",
+    "CertificateRequest",
+    "CertificateUrl",
+    "CertificateVerify",
+    "ClientHello",
+    "ClientKeyExchangeEcdhe",
+    "ClientKeyExchangePsk",
+    "Finished",
+    "HandshakeHeader",
+    "HandshakeMessage",
+    "HandshakeType",
+    "HelloRequest",
+    "HelloVerifyRequest",
+    "RawPublicKeyCertificate",
+    "ServerHello",
+    "ServerHelloDone",
+    "ServerKeyExchangeEcdhe",
+    "ServerKeyExchangePsk",
+    "UrlAndHash",
+]
+
+HANDSHAKE_HEADER_LEN = 12
+"""msg_type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3), RFC 6347 §4.2.2."""
+COOKIE_MAX_LEN = 255
+"""cookie<0..2^8-1> (RFC 6347 §4.2.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeHeader:
+    """The DTLS handshake header (RFC 6347 §4.2.2).
+
+    `msg_type` is a `HandshakeType` when known, else the raw int (the state machine answers
+    unexpected_message). `decode` checks fragment_offset + fragment_length <= length; it reads
+    only the header and leaves the fragment in the reader.
+    """
+
+    msg_type: int
+    length: int
+    message_seq: int
+    fragment_offset: int
+    fragment_length: int
+
+    def encode(self) -> bytes:
+        if self.fragment_offset + self.fragment_length > self.length:
+            raise ValueError("fragment exceeds the message length")
+        writer = Writer()
+        writer.push_uint8(self.msg_type)
+        writer.push_uint24(self.length)
+        writer.push_uint16(self.message_seq)
+        writer.push_uint24(self.fragment_offset)
+        writer.push_uint24(self.fragment_length)
+        return writer.getvalue()
+
+    @classmethod
+    def decode(cls, reader: Reader) -> Self:
+        msg_type = known(HandshakeType, reader.pull_uint8())
+        length = reader.pull_uint24()
+        message_seq = reader.pull_uint16()
+        fragment_offset = reader.pull_uint24()
+        fragment_length = reader.pull_uint24()
+        if fragment_offset + fragment_length > length:
+            raise DecodeError(
+                f"fragment {fragment_offset}+{fragment_length} exceeds message length {length}"
+            )
+        return cls(msg_type, length, message_seq, fragment_offset, fragment_length)
+
+
+def _push_random(writer: Writer, random: bytes) -> None:
+    if len(random) != RANDOM_LEN:
+        raise ValueError(f"random must be {RANDOM_LEN} bytes, got {len(random)}")
+    writer.push_bytes(random)
+
+
+def _push_extensions(writer: Writer, extensions: tuple[Extension, ...], msg: HandshakeType) -> None:
+    """An empty tuple is encoded as no extension block at all (RFC 5246 §7.4.1.2)."""
+    if extensions:
+        writer.push_bytes(encode_extensions(extensions, msg))
+
+
+def _pull_extensions(reader: Reader, msg: HandshakeType) -> tuple[Extension, ...]:
+    """No bytes left means no extensions; a present block is consumed exactly."""
+    if reader.eof():
+        return ()
+    extensions = decode_extensions(reader, msg)
+    reader.expect_end()
+    return extensions
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """ClientHello of DTLS (RFC 6347 §4.2.1, RFC 5246 §7.4.1.2).
+
+    client_version u16, random[32], session_id<0..32>, cookie<0..2^8-1>,
+    cipher_suites<2..2^16-2> (u16 each), compression_methods<1..2^8-1> (u8 each), then an
+    optional extension block. Compression methods are kept as sent so that the engine can refuse
+    anything but null (REC-4); cipher suites unknown to us stay plain ints.
+    """
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.client_hello
+    client_version: int
+    random: bytes
+    session_id: bytes
+    cookie: bytes
+    cipher_suites: tuple[int, ...]
+    compression_methods: tuple[int, ...]
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self) -> bytes:
+        writer = Writer()
+        writer.push_uint16(self.client_version)
+        _push_random(writer, self.random)
+        push_checked_vector(writer, 1, self.session_id, 0, SESSION_ID_MAX_LEN)
+        push_checked_vector(writer, 1, self.cookie, 0, COOKIE_MAX_LEN)
+        push_uint_list(writer, 2, 2, self.cipher_suites, 2, 0xFFFE)
+        push_uint_list(writer, 1, 1, self.compression_methods, 1)
+        _push_extensions(writer, self.extensions, self.MSG_TYPE)
+        return writer.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        reader = Reader(data)
+        client_version = reader.pull_uint16()
+        random = reader.pull_bytes(RANDOM_LEN)
+        session_id = reader.pull_vector(1, 0, SESSION_ID_MAX_LEN)
+        cookie = reader.pull_vector(1, 0, COOKIE_MAX_LEN)
+        suites = pull_uint_list(reader, 2, 2, 2, 0xFFFE, enum=CipherSuite)
+        compression_methods = pull_uint_list(reader, 1, 1, 1, enum=CompressionMethod)
+        extensions = _pull_extensions(reader, cls.MSG_TYPE)
+        return cls(
+            client_version, random, session_id, cookie, suites, compression_methods, extensions
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HelloVerifyRequest:
+    """HelloVerifyRequest (RFC 6347 §4.2.1): server_version u16, cookie<0..2^8-1>."""
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.hello_verify_request
+    server_version: int
+    cookie: bytes
+
+    def encode(self) -> bytes:
+        writer = Writer()
+        writer.push_uint16(self.server_version)
+        push_checked_vector(writer, 1, self.cookie, 0, COOKIE_MAX_LEN)
+        return writer.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        reader = Reader(data)
+        server_version = reader.pull_uint16()
+        cookie = reader.pull_vector(1, 0, COOKIE_MAX_LEN)
+        reader.expect_end()
+        return cls(server_version, cookie)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello:
+    """ServerHello (RFC 5246 §7.4.1.3).
+
+    server_version u16, random[32], session_id<0..32>, cipher_suite u16, compression_method u8,
+    then an optional extension block.
+    """
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello
+    server_version: int
+    random: bytes
+    session_id: bytes
+    cipher_suite: int
+    compression_method: int
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self) -> bytes:
+        writer = Writer()
+        writer.push_uint16(self.server_version)
+        _push_random(writer, self.random)
+        push_checked_vector(writer, 1, self.session_id, 0, SESSION_ID_MAX_LEN)
+        writer.push_uint16(self.cipher_suite)
+        writer.push_uint8(self.compression_method)
+        _push_extensions(writer, self.extensions, self.MSG_TYPE)
+        return writer.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        reader = Reader(data)
+        server_version = reader.pull_uint16()
+        random = reader.pull_bytes(RANDOM_LEN)
+        session_id = reader.pull_vector(1, 0, SESSION_ID_MAX_LEN)
+        cipher_suite = known(CipherSuite, reader.pull_uint16())
+        compression_method = reader.pull_uint8()
+        extensions = _pull_extensions(reader, cls.MSG_TYPE)
+        return cls(server_version, random, session_id, cipher_suite, compression_method, extensions)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHelloDone:
+    """ServerHelloDone (RFC 5246 §7.4.5): an empty body."""
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello_done
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        Reader(data).expect_end()
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class HelloRequest:
+    """HelloRequest (RFC 5246 §7.4.1.1): an empty body. Answered with no_renegotiation (EXT-4)."""
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.hello_request
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        Reader(data).expect_end()
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Finished (RFC 5246 §7.4.9): verify_data is the whole body.
+
+    12 bytes for the profile's suites; any length is accepted here as opaque and the engine
+    compares it in constant time.
+    """
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.finished
+    verify_data: bytes
+
+    def encode(self) -> bytes:
+        return self.verify_data
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        return cls(bytes(data))
+
+
+HandshakeMessage = (
+    HelloRequest
+    | ClientHello
+    | ServerHello
+    | HelloVerifyRequest
+    | Certificate
+    | RawPublicKeyCertificate
+    | CertificateUrl
+    | ServerKeyExchangePsk
+    | ServerKeyExchangeEcdhe
+    | CertificateRequest
+    | ServerHelloDone
+    | CertificateVerify
+    | ClientKeyExchangePsk
+    | ClientKeyExchangeEcdhe
+    | Finished
+)
+"""Any handshake message body of this package."""

@@ -1,0 +1,596 @@
+"""A lossy UDP proxy for tests: seeded loss, duplication, reordering and delay per direction.
+
+This module is **test tooling**, not part of the DTLS stack. `tc netem` is not available on the
+machines this project runs on, so the interop and reliability tests put this proxy between two
+endpoints instead (peers.md, "Loss, reordering, duplication"). It is the only user of the
+`random` module in `src/`: its impairments must be reproducible from a seed, which is exactly
+what a cryptographic generator must never be. Nothing in the DTLS stack imports this module.
+
+Model::
+
+    client  --->  listening socket [proxy] upstream socket  --->  target (the server)
+    client  <---  listening socket [proxy] upstream socket  <---  target
+
+The first source address that sends to the listening socket becomes "the client"; datagrams from
+any other address on the listening socket are ignored (and counted in `ignored`). Datagrams from
+anyone but the target on the upstream socket are ignored too. `rebind()` replaces the upstream
+socket, so the server sees the client move to a new port (a NAT rebinding).
+
+Direction names say who *sent* the datagram: ``"client"`` is client to server, ``"server"`` is
+server to client. Datagrams are numbered from 1 in each direction; ``drop={("server", 2)}`` drops
+the second datagram the server sends, whatever the random impairments say.
+
+Fates, decided per datagram in this order: an exact drop (``"dropped"``); random loss
+(``"dropped"``); random reordering (``"reordered"``: held back and released right after the next
+datagram of the same direction goes out, or after `reorder_timeout` seconds if none comes);
+random duplication (``"duplicated"``: sent twice); otherwise ``"sent"``. A random delay drawn
+from the direction's ``delay`` range is then applied to every copy that is sent. Each direction
+has its own generator seeded from ``seed`` and draws the same number of values for every
+datagram, so the fate of the n-th datagram of a direction depends only on the seed and n, never
+on timing or on the other direction.
+
+Example::
+
+    with LossyProxy(("127.0.0.1", server_port), seed=1, loss=0.2, drop={("server", 2)}) as p:
+        client.connect(p.address)
+        ...
+    print(p.counts)
+
+Command line (for a peer that is not driven from Python)::
+
+    python -m iotdtls.proxy --listen 127.0.0.1:5684 --target 127.0.0.1:5685 --seed 1 \\
+        --loss 0.2 --drop server:2 --lifetime 60 --log-json proxy-log.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import Literal, Self
+
+__all__ = [
+    "Direction",
+    "Fate",
+    "Impairment",
+    "LoggedDatagram",
+    "LossyProxy",
+    "main",
+]
+
+Direction = Literal["client", "server"]
+"""Who sent a datagram: ``"client"`` (towards the target) or ``"server"`` (the target)."""
+
+Fate = Literal["sent", "dropped", "duplicated", "reordered"]
+"""What the proxy did with a datagram."""
+
+SocketFactory = Callable[[socket.AddressFamily], socket.socket]
+"""Makes an unbound UDP socket of the given family (for example inside a network namespace)."""
+
+_MAX_DATAGRAM = 65535
+_SELECT_TIMEOUT = 0.05
+_READS_PER_WAKEUP = 64
+_DIRECTIONS: tuple[Direction, Direction] = ("client", "server")
+
+
+class _SeededPrng(random.Random):
+    """The proxy's deterministic generator (Mersenne Twister).
+
+    For reproducible test impairments only; it never produces anything secret.
+    """
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """Random impairments of one direction.
+
+    `loss`, `duplicate` and `reorder` are probabilities in [0, 1]; `delay` is a (min, max)
+    range in seconds from which each datagram's delay is drawn uniformly.
+    """
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "duplicate", "reorder"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+        low, high = self.delay
+        if low < 0.0 or high < low:
+            raise ValueError(f"delay must be a range 0 <= min <= max, got {self.delay!r}")
+
+
+@dataclass(frozen=True)
+class LoggedDatagram:
+    """One datagram the proxy received, and what it did with it.
+
+    `index` is the 1-based number of the datagram in its direction; `time` is in seconds since
+    the proxy started (monotonic clock), taken when the datagram was received.
+    """
+
+    direction: Direction
+    data: bytes
+    fate: Fate
+    time: float
+    index: int = 0
+
+
+@dataclass(order=True)
+class _Pending:
+    """A datagram copy waiting for its delay to expire."""
+
+    due: float
+    order: int
+    direction: Direction = field(compare=False)
+    data: bytes = field(compare=False)
+
+
+@dataclass
+class _Held:
+    """A datagram held back for reordering."""
+
+    data: bytes
+    deadline: float
+    delay: float
+
+
+def _default_socket_factory(family: socket.AddressFamily) -> socket.socket:
+    return socket.socket(family, socket.SOCK_DGRAM)
+
+
+def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    host, port = address
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, _, _, _, sockaddr = infos[0]
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
+
+
+class LossyProxy:
+    """A UDP proxy between one client and one target, with seeded impairments.
+
+    It starts on construction (sockets bound, background thread running) and stops on `stop()`,
+    at the end of a ``with`` block, or by itself after `lifetime` seconds. The thread never
+    blocks for more than a few tens of milliseconds, so `stop()` returns within a second.
+
+    Attributes:
+        address: the (host, port) that clients send to.
+        log: every datagram received, in order of arrival (a list appended by the thread;
+            read it after `stop()` or through `snapshot()` while running).
+        counts: a Counter of (direction, fate) pairs.
+        ignored: datagrams from unexpected sources, not forwarded.
+        client_address: the client's address once it has sent something.
+    """
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        seed: int,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        delay: tuple[float, float] = (0.0, 0.0),
+        client_to_server: Impairment | None = None,
+        server_to_client: Impairment | None = None,
+        drop: Collection[tuple[Direction, int]] = (),
+        lifetime: float = 60.0,
+        reorder_timeout: float = 0.1,
+        socket_factory: SocketFactory | None = None,
+    ) -> None:
+        """Bind the sockets and start the proxy thread.
+
+        `loss`, `duplicate`, `reorder` and `delay` apply to both directions unless
+        `client_to_server` or `server_to_client` overrides that direction as a whole. `drop`
+        lists exact (direction, 1-based index) pairs to drop. `socket_factory` makes the UDP
+        sockets (default: plain `socket.socket`).
+        """
+        if lifetime <= 0:
+            raise ValueError("lifetime must be positive")
+        if reorder_timeout <= 0:
+            raise ValueError("reorder_timeout must be positive")
+        default = Impairment(loss=loss, duplicate=duplicate, reorder=reorder, delay=delay)
+        self.impairments: dict[Direction, Impairment] = {
+            "client": client_to_server or default,
+            "server": server_to_client or default,
+        }
+        for direction, index in drop:
+            if direction not in _DIRECTIONS or index < 1:
+                raise ValueError(f"bad drop entry {(direction, index)!r}")
+        self.drop: frozenset[tuple[Direction, int]] = frozenset(drop)
+        self.seed = seed
+        self.lifetime = lifetime
+        self.reorder_timeout = reorder_timeout
+        self.log: list[LoggedDatagram] = []
+        self.counts: Counter[tuple[Direction, Fate]] = Counter()
+        self.ignored = 0
+        self.client_address: tuple[str, int] | None = None
+
+        self._rngs: dict[Direction, random.Random] = {
+            d: _SeededPrng(f"iotdtls-proxy:{seed}:{d}") for d in _DIRECTIONS
+        }
+        self._received: dict[Direction, int] = {"client": 0, "server": 0}
+        self._held: dict[Direction, _Held | None] = {"client": None, "server": None}
+        self._pending: list[_Pending] = []
+        self._order = 0
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._rebind_requested = threading.Event()
+        self._socket_factory = socket_factory or _default_socket_factory
+
+        self._target_family, self.target = _resolve(target)
+        listen_family, listen_addr = _resolve(listen)
+        self._listen = self._socket_factory(listen_family)
+        self._upstream: socket.socket | None = None
+        try:
+            self._listen.bind(listen_addr)
+            self._listen.setblocking(False)
+            self._upstream = self._new_upstream()
+        except BaseException:
+            self._close_sockets()
+            raise
+        host, port = self._listen.getsockname()[:2]
+        self.address: tuple[str, int] = (str(host), int(port))
+
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listen, selectors.EVENT_READ, "client")
+        self._selector.register(self._upstream, selectors.EVENT_READ, "server")
+        self._start = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._run, name=f"LossyProxy:{self.address[1]}", daemon=True
+        )
+        self._thread.start()
+
+    # -- public API --------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        """Return the running proxy."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the proxy."""
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the proxy thread is still forwarding."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop forwarding and join the thread (at most `timeout` seconds). Idempotent."""
+        self._stop_event.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the proxy to stop (e.g. at the end of its lifetime)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def rebind(self) -> None:
+        """Forward from a new upstream socket (new source port): a NAT rebinding as the
+        target sees it. Takes effect within one loop iteration."""
+        self._rebind_requested.set()
+
+    def snapshot(self) -> list[LoggedDatagram]:
+        """A copy of the log, safe to take while the proxy runs."""
+        with self._lock:
+            return list(self.log)
+
+    def datagrams(self, direction: Direction) -> list[LoggedDatagram]:
+        """The logged datagrams of one direction, in order."""
+        return [d for d in self.snapshot() if d.direction == direction]
+
+    def wait_for_count(self, direction: Direction, count: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until `count` datagrams of `direction` were received."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._received[direction] >= count:
+                    return True
+            if not self._thread.is_alive():
+                break
+            time.sleep(0.01)
+        with self._lock:
+            return self._received[direction] >= count
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def _new_upstream(self) -> socket.socket:
+        sock = self._socket_factory(self._target_family)
+        try:
+            if self.target[0] in ("127.0.0.1", "::1"):
+                sock.bind((self.target[0], 0))
+            # Otherwise the kernel picks the source address and port at the first send.
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _close_sockets(self) -> None:
+        for sock in (self._listen, self._upstream):
+            if sock is not None:
+                sock.close()
+
+    def _now(self) -> float:
+        return time.monotonic() - self._start
+
+    def _run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                now = self._now()
+                if now >= self.lifetime:
+                    break
+                if self._rebind_requested.is_set():
+                    self._do_rebind()
+                timeout = min(_SELECT_TIMEOUT, self.lifetime - now)
+                next_due = self._next_due()
+                if next_due is not None:
+                    timeout = max(0.0, min(timeout, next_due - now))
+                for key, _ in self._selector.select(timeout):
+                    direction: Direction = key.data
+                    self._read_all(direction)
+                self._flush_due()
+        finally:
+            self._selector.close()
+            self._close_sockets()
+            self._stop_event.set()
+
+    def _do_rebind(self) -> None:
+        self._rebind_requested.clear()
+        old = self._upstream
+        new = self._new_upstream()
+        if old is not None:
+            self._selector.unregister(old)
+            old.close()
+        self._upstream = new
+        self._selector.register(new, selectors.EVENT_READ, "server")
+
+    def _next_due(self) -> float | None:
+        dues = [p.due for p in self._pending[:1]]
+        dues += [h.deadline for h in self._held.values() if h is not None]
+        return min(dues) if dues else None
+
+    def _read_all(self, direction: Direction) -> None:
+        sock = self._listen if direction == "client" else self._upstream
+        if sock is None:
+            return
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data, source = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # ICMP errors reported on the socket: nothing to forward.
+                return
+            source = (str(source[0]), int(source[1]))
+            if direction == "client":
+                if self.client_address is None:
+                    self.client_address = source
+                elif source != self.client_address:
+                    self.ignored += 1
+                    continue
+            elif source != self.target:
+                self.ignored += 1
+                continue
+            self._handle(direction, data)
+
+    def _handle(self, direction: Direction, data: bytes) -> None:
+        rng = self._rngs[direction]
+        impairment = self.impairments[direction]
+        # Always the same four draws, so fates depend only on the seed and the index.
+        loss_draw, reorder_draw, duplicate_draw = rng.random(), rng.random(), rng.random()
+        delay = rng.uniform(*impairment.delay)
+        now = self._now()
+        with self._lock:
+            self._received[direction] += 1
+            index = self._received[direction]
+        held = self._held[direction]
+        fate: Fate
+        if (direction, index) in self.drop or loss_draw < impairment.loss:
+            fate = "dropped"
+        elif reorder_draw < impairment.reorder and held is None:
+            fate = "reordered"
+            self._held[direction] = _Held(data, now + self.reorder_timeout, delay)
+        elif duplicate_draw < impairment.duplicate:
+            fate = "duplicated"
+            self._schedule(direction, data, now + delay)
+            self._schedule(direction, data, now + delay)
+        else:
+            fate = "sent"
+            self._schedule(direction, data, now + delay)
+        if fate in ("sent", "duplicated") and held is not None:
+            # The held datagram goes out right after the one that overtook it.
+            self._held[direction] = None
+            self._schedule(direction, held.data, now + max(delay, held.delay))
+        entry = LoggedDatagram(direction, data, fate, now, index)
+        with self._lock:
+            self.log.append(entry)
+            self.counts[(direction, fate)] += 1
+        self._flush_due()
+
+    def _schedule(self, direction: Direction, data: bytes, due: float) -> None:
+        self._order += 1
+        heapq.heappush(self._pending, _Pending(due, self._order, direction, data))
+
+    def _flush_due(self) -> None:
+        now = self._now()
+        for direction in _DIRECTIONS:
+            held = self._held[direction]
+            if held is not None and held.deadline <= now:
+                self._held[direction] = None
+                self._schedule(direction, held.data, now + held.delay)
+        while self._pending and self._pending[0].due <= now:
+            item = heapq.heappop(self._pending)
+            self._send(item.direction, item.data)
+
+    def _send(self, direction: Direction, data: bytes) -> None:
+        try:
+            if direction == "client":
+                if self._upstream is not None:
+                    self._upstream.sendto(data, self.target)
+            elif self.client_address is not None:
+                self._listen.sendto(data, self.client_address)
+        except OSError:
+            # A full buffer or an unreachable peer is just one more lost datagram.
+            pass
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "127.0.0.1", int(port)
+
+
+def _parse_delay(text: str) -> tuple[float, float]:
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN[:MAX] seconds, got {text!r}") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise argparse.ArgumentTypeError(f"expected MIN[:MAX] seconds, got {text!r}")
+
+
+def _parse_impairment(text: str) -> Impairment:
+    """Parse ``loss=0.2,duplicate=0.1,reorder=0.05,delay=0.01:0.05``."""
+    values: dict[str, float] = {}
+    delay = (0.0, 0.0)
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            if key == "delay":
+                delay = _parse_delay(value)
+            elif key in ("loss", "duplicate", "reorder"):
+                values[key] = float(value)
+            else:
+                raise argparse.ArgumentTypeError(f"unknown impairment {key!r}")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad value in {item!r}") from None
+    try:
+        return Impairment(delay=delay, **values)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parse_drop(text: str) -> tuple[Direction, int]:
+    direction, sep, index = text.partition(":")
+    if not sep or direction not in _DIRECTIONS or not index.isdigit() or int(index) < 1:
+        raise argparse.ArgumentTypeError(f"expected client:N or server:N, got {text!r}")
+    return ("client" if direction == "client" else "server"), int(index)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m iotdtls.proxy",
+        description="Lossy UDP proxy for tests (seeded loss, duplication, reordering, delay).",
+    )
+    parser.add_argument("--listen", type=_parse_address, default=("127.0.0.1", 0),
+                        help="HOST:PORT clients send to (default 127.0.0.1:0, any port)")
+    parser.add_argument("--target", type=_parse_address, required=True,
+                        help="HOST:PORT of the server")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    parser.add_argument("--loss", type=float, default=0.0, help="loss probability")
+    parser.add_argument("--duplicate", type=float, default=0.0, help="duplication probability")
+    parser.add_argument("--reorder", type=float, default=0.0, help="reordering probability")
+    parser.add_argument("--delay", type=_parse_delay, default=(0.0, 0.0),
+                        help="delay range in seconds, MIN[:MAX]")
+    parser.add_argument("--client-to-server", type=_parse_impairment, default=None,
+                        metavar="SPEC", help="override for client-to-server datagrams, e.g. "
+                        "loss=0.2,duplicate=0.1,reorder=0.05,delay=0.01:0.05")
+    parser.add_argument("--server-to-client", type=_parse_impairment, default=None,
+                        metavar="SPEC", help="override for server-to-client datagrams")
+    parser.add_argument("--drop", type=_parse_drop, action="append", default=[],
+                        metavar="DIR:N", help="drop the N-th datagram sent by DIR "
+                        "(client or server); repeatable")
+    parser.add_argument("--lifetime", type=float, default=60.0,
+                        help="stop after this many seconds (default 60)")
+    parser.add_argument("--log-json", default=None, metavar="PATH",
+                        help="write the datagram log as JSON to PATH when stopping")
+    return parser
+
+
+def _log_as_json(proxy: LossyProxy) -> str:
+    entries = [
+        {
+            "from": d.direction,
+            "index": d.index,
+            "fate": d.fate,
+            "time": round(d.time, 6),
+            "hex": d.data.hex(),
+        }
+        for d in proxy.snapshot()
+    ]
+    return json.dumps({"address": list(proxy.address), "datagrams": entries}, indent=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a proxy from the command line until its lifetime ends or SIGINT/SIGTERM."""
+    args = _build_parser().parse_args(argv)
+    proxy = LossyProxy(
+        args.target,
+        listen=args.listen,
+        seed=args.seed,
+        loss=args.loss,
+        duplicate=args.duplicate,
+        reorder=args.reorder,
+        delay=args.delay,
+        client_to_server=args.client_to_server,
+        server_to_client=args.server_to_client,
+        drop=args.drop,
+        lifetime=args.lifetime,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        proxy.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    host, port = proxy.address
+    print(f"listening on {host}:{port} -> {proxy.target[0]}:{proxy.target[1]}", flush=True)
+    while not proxy.wait_stopped(0.2):
+        pass
+    summary = ", ".join(f"{d} {f}: {n}" for (d, f), n in sorted(proxy.counts.items()))
+    print(f"stopped; {summary or 'no datagrams'}", flush=True)
+    if args.log_json:
+        with open(args.log_json, "w", encoding="utf-8") as out:
+            out.write(_log_as_json(proxy))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
