@@ -1,0 +1,46 @@
+"""Which alerts a mode may send (profile "Error Handling", ERR-1).
+
+The profile lists alerts that cannot apply to it: no certificate alerts in PSK (or raw public
+key) mode, no unknown_psk_identity (PSK-4: decrypt_error instead), nothing about compression
+or versions other than DTLS 1.2's protocol_version. Every alert we send passes through
+`permitted_alert`, so a handler that names an alert of another mode still sends a valid one.
+"""
+
+from __future__ import annotations
+
+from iotdtls.errors import AlertDescription as A
+
+__all__ = ["PSK_MODE_ALERTS", "permitted_alert"]
+
+#: Alerts a PSK association may send (RFC 5246 §7.2, RFC 4279 §2 as narrowed by the profile).
+PSK_MODE_ALERTS = frozenset(
+    {
+        A.close_notify,
+        A.unexpected_message,
+        A.bad_record_mac,
+        A.record_overflow,
+        A.handshake_failure,
+        A.illegal_parameter,
+        A.decode_error,
+        A.decrypt_error,
+        A.protocol_version,
+        A.insufficient_security,
+        A.internal_error,
+        A.user_canceled,
+        A.no_renegotiation,
+        A.unsupported_extension,
+    }
+)
+
+
+def permitted_alert(description: A, allowed: frozenset[A] = PSK_MODE_ALERTS) -> A:
+    """`description` if the mode may send it; otherwise the nearest allowed alert.
+
+    unknown_psk_identity becomes decrypt_error (profile, PSK-4); any other alert foreign to the
+    mode (a certificate alert in PSK mode, say) becomes handshake_failure.
+    """
+    if description in allowed:
+        return description
+    if description is A.unknown_psk_identity:
+        return A.decrypt_error
+    return A.handshake_failure
