@@ -1,8 +1,10 @@
 """An in-memory link between a client `DtlsConnection` and a `ServerEndpoint`, with a fake clock.
 
 Each datagram gets an index per direction (1-based), and a `fate(direction, index, data)`
-callback decides whether it is delivered, dropped, duplicated or held back for reordering.
-Time advances only to the next timer when nothing is in flight, so runs are deterministic.
+callback decides whether it is delivered, dropped, duplicated or held back for reordering, or
+returns replacement bytes to deliver instead (a rewritten datagram; the wire log keeps the
+original). Time advances only to the next timer when nothing is in flight, so runs are
+deterministic. Below the link: small helpers to read and forge records in tests.
 """
 
 from __future__ import annotations
@@ -10,25 +12,34 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import Enum
+from typing import Any, ClassVar, Literal
 
+from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.events import Event
+from iotdtls.handshake.common import Handler
+from iotdtls.handshake.flight import Flight, OutgoingMessage
+from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.server import ServerHandshake, ServerState
+from iotdtls.handshake.transcript import Transcript, handshake_header
+from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
+from iotdtls.record import ContentType, RecordHeader, RecordLayer, split_datagram
 
 CLIENT_ADDR = ("192.0.2.1", 40000)
 Direction = Literal["client", "server"]
 Fate = Literal["deliver", "drop", "duplicate", "hold"]
-FateFn = Callable[[Direction, int, bytes], Fate]
+FateFn = Callable[[Direction, int, bytes], Fate | bytes]
 
 
-def deliver_all(direction: Direction, index: int, data: bytes) -> Fate:
+def deliver_all(direction: Direction, index: int, data: bytes) -> Fate | bytes:
     return "deliver"
 
 
 def drop_exactly(direction: Direction, index: int) -> FateFn:
-    def fate(d: Direction, i: int, data: bytes) -> Fate:
+    def fate(d: Direction, i: int, data: bytes) -> Fate | bytes:
         return "drop" if (d, i) == (direction, index) else "deliver"
 
     return fate
@@ -37,7 +48,7 @@ def drop_exactly(direction: Direction, index: int) -> FateFn:
 def seeded(seed: int, loss: float, dup: float, reorder: float) -> FateFn:
     rng = random.Random(seed)
 
-    def fate(d: Direction, i: int, data: bytes) -> Fate:
+    def fate(d: Direction, i: int, data: bytes) -> Fate | bytes:
         x = rng.random()
         if x < loss:
             return "drop"
@@ -85,6 +96,8 @@ class MemoryLink:
             self.sent[direction] += 1
             self.wire.append((direction, self.now, data))
             fate = self.fate(direction, self.sent[direction], data)
+            if isinstance(fate, bytes):
+                data, fate = fate, "deliver"
             if fate == "drop":
                 continue
             if fate == "hold":
@@ -144,3 +157,126 @@ class MemoryLink:
                 )
             ),
         )
+
+
+# -- helpers for the protocol tests -------------------------------------------------------------
+
+IDENTITY = b"Client_identity"
+KEY = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
+
+
+def make_link(
+    fate: FateFn = deliver_all,
+    *,
+    cookie: bool = True,
+    client: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
+) -> MemoryLink:
+    """A link between a client with the test identity and a server knowing it."""
+    ckw: dict[str, Any] = {"psk_identity": IDENTITY, "psk": KEY, **(client or {})}
+    skw: dict[str, Any] = {"psk_store": {IDENTITY: KEY}, "cookie_exchange": cookie}
+    skw.update(server or {})
+    return MemoryLink(ClientConfig(**ckw), ServerConfig(**skw), fate=fate)
+
+
+def established(link: MemoryLink) -> bool:
+    sc = link.server_conn
+    return (
+        link.client.state is ConnectionState.ESTABLISHED
+        and sc is not None
+        and sc.state is ConnectionState.ESTABLISHED
+    )
+
+
+def records(datagram: bytes) -> list[tuple[RecordHeader, bytes]]:
+    """The records of a datagram (framing only, RFC 6347 §4.1)."""
+    recs, problem = split_datagram(datagram)
+    assert problem is None
+    return recs
+
+
+def plain_handshake(datagram: bytes) -> list[tuple[HandshakeHeader, bytes]]:
+    """Handshake fragments in the epoch-0 (plaintext) records of a datagram."""
+    out = []
+    for header, fragment in records(datagram):
+        if header.content_type != ContentType.handshake or header.epoch != 0:
+            continue
+        reader = Reader(fragment)
+        while not reader.eof():
+            hs = HandshakeHeader.decode(reader)
+            out.append((hs, reader.pull_bytes(hs.fragment_length)))
+    return out
+
+
+def wire_from(link: MemoryLink, direction: Direction) -> list[bytes]:
+    return [data for d, _, data in link.wire if d == direction]
+
+
+def message_types(datagrams: list[bytes]) -> list[int]:
+    """The plaintext handshake message types, one per first fragment, in wire order."""
+    return [
+        hs.msg_type for d in datagrams for hs, _ in plain_handshake(d) if hs.fragment_offset == 0
+    ]
+
+
+def plain_alert(datagram: bytes) -> Alert | None:
+    """The alert of a datagram made of one epoch-0 alert record, else None."""
+    recs = records(datagram)
+    if len(recs) != 1 or recs[0][0].content_type != ContentType.alert or recs[0][0].epoch != 0:
+        return None
+    return Alert.decode(recs[0][1])
+
+
+def handshake_record(
+    layer: RecordLayer, msg_type: int, seq: int, body: bytes, epoch: int = 0
+) -> bytes:
+    """One record carrying a whole handshake message, sealed by `layer` in `epoch`."""
+    payload = handshake_header(msg_type, seq, len(body), 0, len(body)) + body
+    return layer.seal(ContentType.handshake, payload, epoch)
+
+
+def record_layer(conn: DtlsConnection) -> RecordLayer:
+    """A connection's record layer, to forge records the peer will authenticate (tests only)."""
+    layer = conn._records
+    assert isinstance(layer, RecordLayer)
+    return layer
+
+
+def events_of(link: MemoryLink, side: Direction, kind: type[Any]) -> list[Any]:
+    events = link.client_events if side == "client" else link.server_events
+    return [e for e in events if isinstance(e, kind)]
+
+
+def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
+    """A `ServerHandshake` whose flight 4 carries `extra` (type, body) messages between the
+    ServerHello and the ServerHelloDone, numbered in order (to install with monkeypatch on
+    `iotdtls.connection.ServerHandshake`)."""
+
+    class Injecting(ServerHandshake):
+        def _on_hello_with_extra(self, msg: ReassembledMessage) -> Flight:
+            flight = ServerHandshake._on_client_hello(self, msg)
+            hello, done = flight.items
+            assert isinstance(done, OutgoingMessage)
+            # Renumber: the extra messages take ServerHelloDone's place and it moves after.
+            self.send_seq = done.message_seq
+            self.transcript = Transcript()
+            self.record(msg)
+            assert isinstance(hello, OutgoingMessage)
+            self.transcript.add(hello.msg_type, hello.message_seq, hello.body)
+            added = [self.outgoing(HandshakeType(t), body, 0) for t, body in extra]
+            new_done = self.outgoing(HandshakeType.server_hello_done, b"", 0)
+            return Flight((hello, *added, new_done))
+
+        TABLE: ClassVar[dict[tuple[Enum, int], Handler]] = {
+            **ServerHandshake.TABLE,
+            (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): _on_hello_with_extra,
+        }
+
+    return Injecting
+
+
+def next_send_seq(conn: DtlsConnection) -> int:
+    """The message_seq a connection's next handshake message would carry (tests only)."""
+    seq = conn._handshake.send_seq
+    assert isinstance(seq, int)
+    return seq

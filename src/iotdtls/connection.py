@@ -113,6 +113,11 @@ class DtlsConnection:
         return self._handshake.psk_identity
 
     @property
+    def client_random(self) -> bytes:
+        """The client's random of this association's handshake (public, sent in clear)."""
+        return self._handshake.client_random
+
+    @property
     def handshake_state(self) -> Enum:
         return self._handshake.state
 

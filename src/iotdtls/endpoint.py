@@ -120,7 +120,7 @@ class ServerEndpoint:
         """Route a datagram to its association, or through the stateless cookie gate."""
         conn = self.connections.get(address)
         if conn is not None and not (
-            conn.state is ConnectionState.ESTABLISHED and _starts_with_hello(data)
+            conn.state is ConnectionState.ESTABLISHED and _is_new_hello(data, conn)
         ):
             conn.receive_datagram(data, now)
             self._collect(address, conn, now)
@@ -234,6 +234,20 @@ def _starts_with_hello(data: bytes) -> bool:
         and data[3:5] == b"\0\0"
         and data[RECORD_HEADER_LEN] == HandshakeType.client_hello
     )
+
+
+def _is_new_hello(data: bytes, conn: DtlsConnection) -> bool:
+    """An epoch-0 ClientHello starting a new handshake (RFC 6347 §4.2.8), not a late copy of
+    the one that began `conn`'s: a delayed or retransmitted copy must not replace it."""
+    if not _starts_with_hello(data):
+        return False
+    try:
+        parsed = _parse_initial_hello(data)
+    except DecodeError:
+        return True
+    if parsed is None or len(parsed[2]) < 2 + 32:
+        return True
+    return parsed[2][2 : 2 + 32] != conn.client_random
 
 
 def _parse_initial_hello(data: bytes) -> tuple[RecordHeader, HandshakeHeader, bytes] | None:

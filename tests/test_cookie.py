@@ -1,0 +1,250 @@
+"""The stateless cookie exchange (RFC 6347 §4.2.1; HS-2 server side, HS-1 client side).
+
+Before a valid cookie the server endpoint keeps no per-peer state and answers no more bytes
+than it got; a cookie binds the client's address and ClientHello; the secret rotates and the
+previous one stays valid; cookies are compared in constant time (SEC-2). The client answers
+every HelloVerifyRequest, a second one included, and stops after a few.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import iotdtls.endpoint
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.endpoint import CookieJar, GateOutcome, ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertSent
+from iotdtls.messages import (
+    DTLS_1_0,
+    DTLS_1_2,
+    CipherSuite,
+    ClientHello,
+    ExtendedMasterSecret,
+    HandshakeType,
+    HelloVerifyRequest,
+)
+from iotdtls.record import ContentType, RecordLayer
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    established,
+    handshake_record,
+    make_link,
+    message_types,
+    plain_handshake,
+    records,
+    wire_from,
+)
+
+
+def server(rotation: float = 300.0) -> ServerEndpoint:
+    return ServerEndpoint(ServerConfig(psk_store={IDENTITY: KEY}, cookie_rotation=rotation))
+
+
+def hello(
+    cookie: bytes = b"", random: bytes = bytes(32), suites: int = 1, ems: bool = True
+) -> ClientHello:
+    """A small ClientHello: one or two suites, null compression, at most EMS (RFC 7627)."""
+    offered = (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8, 0xC0AE)[:suites]
+    exts = (ExtendedMasterSecret(),) if ems else ()
+    return ClientHello(DTLS_1_2, random, b"", cookie, offered, (0,), exts)
+
+
+def hello_datagram(msg: ClientHello, seq: int = 0) -> bytes:
+    return handshake_record(RecordLayer(), HandshakeType.client_hello, seq, msg.encode())
+
+
+def ask(endpoint: ServerEndpoint, datagram: bytes, addr: object, now: float = 0.0) -> list[bytes]:
+    endpoint.receive_datagram(datagram, addr, now)
+    return [data for data, to in endpoint.datagrams_to_send(now) if to == addr]
+
+
+def cookie_of(answer: list[bytes]) -> bytes:
+    """The cookie of a one-datagram HelloVerifyRequest answer."""
+    assert len(answer) == 1, answer
+    ((hs, body),) = plain_handshake(answer[0])
+    assert hs.msg_type == HandshakeType.hello_verify_request
+    hvr = HelloVerifyRequest.decode(body)
+    assert hvr.server_version in (DTLS_1_0, DTLS_1_2)
+    return hvr.cookie
+
+
+@pytest.mark.req("HS-2")
+def test_no_state_before_a_valid_cookie() -> None:
+    endpoint = server()
+    for n in range(3000):
+        addr = (f"10.{n // 250}.{n % 250}.1", 1000 + n)
+        random = n.to_bytes(32, "big")
+        cookie_of(ask(endpoint, hello_datagram(hello(random=random)), addr))
+        # A wrong cookie does not help either.
+        cookie_of(ask(endpoint, hello_datagram(hello(cookie=bytes(16), random=random)), addr))
+    assert endpoint.connections == {}
+    assert endpoint.gate[GateOutcome.HELLO_VERIFY_SENT] == 6000
+    assert endpoint.get_timer() is None
+
+
+@pytest.mark.req("HS-2")
+@pytest.mark.parametrize("suites", [1, 2])
+def test_hello_verify_request_never_larger_than_the_hello(suites: int) -> None:
+    endpoint = server()
+    minimal = hello_datagram(hello(suites=suites, ems=False))  # the smallest there is
+    answer = ask(endpoint, minimal, CLIENT_ADDR)
+    assert len(cookie_of(answer)) >= 16
+    assert len(answer[0]) <= len(minimal)
+    # Our own client's ClientHello too.
+    client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+    client.connect(0.0)
+    (ours,) = client.datagrams_to_send(0.0)
+    assert len(ask(endpoint, ours, CLIENT_ADDR)[0]) <= len(ours)
+    # The HelloVerifyRequest reuses the ClientHello's record sequence number (RFC 6347 §4.2.1).
+    assert records(answer[0])[0][0].sequence_number == records(minimal)[0][0].sequence_number
+
+
+@pytest.mark.req("HS-2")
+def test_garbage_from_unknown_addresses_gets_no_answer() -> None:
+    endpoint = server()
+    good = hello_datagram(hello())
+    for junk in [b"", b"\x16", good[:20], good[:-5], b"\x17" + good[1:], bytes(200)]:
+        assert ask(endpoint, junk, CLIENT_ADDR) == []
+    assert endpoint.connections == {}
+
+
+@pytest.mark.req("HS-2")
+def test_cookie_binds_address_and_hello() -> None:
+    endpoint = server()
+    cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR))
+    other_addr = ("192.0.2.1", 40001)
+    # Another address: refused with a fresh HelloVerifyRequest, no state.
+    assert cookie_of(ask(endpoint, hello_datagram(hello(cookie=cookie)), other_addr)) != cookie
+    # The ClientHello altered after the cookie (other random, other suites): refused.
+    altered = [hello(cookie=cookie, random=b"\x01" * 32), hello(cookie=cookie, suites=2)]
+    for msg in altered:
+        assert cookie_of(ask(endpoint, hello_datagram(msg), CLIENT_ADDR)) != cookie
+    assert endpoint.connections == {}
+    # The same ClientHello with its cookie, from its address: accepted.
+    ask(endpoint, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR)
+    assert CLIENT_ADDR in endpoint.connections
+    assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+
+@pytest.mark.req("HS-2")
+def test_rotating_secret() -> None:
+    endpoint = server(rotation=10.0)
+    cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=9.9))
+    # After one rotation: still accepted.
+    ask(endpoint, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=10.5)
+    assert CLIENT_ADDR in endpoint.connections
+    # After two rotations (a cookie made at 9.9 s, the secret used since at 10 s and 20 s):
+    # refused with a new cookie.
+    later = server(rotation=10.0)
+    cookie = cookie_of(ask(later, hello_datagram(hello()), CLIENT_ADDR, now=9.9))
+    assert cookie_of(ask(later, hello_datagram(hello()), ("x", 1), now=15.0)) != cookie
+    answer = ask(later, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=20.5)
+    assert cookie_of(answer) != cookie
+    assert later.connections == {}
+
+
+@pytest.mark.req("HS-2", "SEC-2")
+def test_cookie_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = iotdtls.endpoint.constant_time_equal
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(iotdtls.endpoint, "constant_time_equal", spy)
+    endpoint = server()
+    cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR))
+    calls.clear()
+    ask(endpoint, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR)
+    assert CLIENT_ADDR in endpoint.connections
+    assert calls and any(b == cookie for _, b in calls)
+
+
+@pytest.mark.req("HS-2")
+def test_cookie_jar_rejects_wrong_lengths() -> None:
+    jar = CookieJar(60.0)
+    good = jar.make(1.0, b"addr", b"hello")
+    assert jar.verify(1.0, b"addr", b"hello", good)
+    for bad in (b"", good[:-1], good + b"\x00", bytes(len(good))):
+        assert not jar.verify(1.0, b"addr", b"hello", bad)
+    assert not jar.verify(1.0, b"addr2", b"hello", good)
+
+
+@pytest.mark.req("HS-2", "HS-1")
+def test_cookie_exchange_can_be_switched_off() -> None:
+    link = make_link(cookie=False)
+    link.handshake()
+    assert established(link)
+    assert message_types(wire_from(link, "server"))[0] == HandshakeType.server_hello
+    assert len(wire_from(link, "client")) == 2  # ClientHello, then flight 5
+
+
+def client_hellos(datagrams: list[bytes]) -> list[tuple[int, bytes]]:
+    return [
+        (hs.message_seq, ClientHello.decode(body).cookie)
+        for d in datagrams
+        for hs, body in plain_handshake(d)
+        if hs.msg_type == HandshakeType.client_hello
+    ]
+
+
+@pytest.mark.req("HS-1")
+def test_client_answers_a_second_hello_verify_request() -> None:
+    endpoint = server(rotation=10.0)
+    client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+    client.connect(0.0)
+    sent: list[bytes] = []
+    now = 0.0
+    for _ in range(10):  # bounded: a handful of round trips
+        out = client.datagrams_to_send(now)
+        if not out:
+            break
+        sent += out
+        for data in out:
+            endpoint.receive_datagram(data, CLIENT_ADDR, now)
+        for data, _ in endpoint.datagrams_to_send(now):
+            client.receive_datagram(data, now)
+        now = 25.0  # the second ClientHello arrives two rotations later: its cookie is stale
+    assert client.state is ConnectionState.ESTABLISHED
+    hellos = client_hellos(sent)
+    assert [seq for seq, _ in hellos] == [0, 1, 2]
+    assert hellos[0][1] == b"" and hellos[1][1] and hellos[2][1]
+    assert hellos[1][1] != hellos[2][1]
+    assert endpoint.gate[GateOutcome.HELLO_VERIFY_SENT] == 2
+    assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+
+@pytest.mark.req("HS-1")
+def test_client_gives_up_after_endless_hello_verify_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(CookieJar, "verify", lambda self, *args: False)
+    link = make_link()
+    link.handshake()
+    assert link.client.state is ConnectionState.CLOSED
+    assert isinstance(link.client.error, AlertSent)
+    assert link.client.error.alert is AlertDescription.handshake_failure
+    assert len(client_hellos(wire_from(link, "client"))) == 5
+    assert link.server.connections == {}
+
+
+@pytest.mark.req("HS-1", "HS-2")
+def test_hello_verify_request_is_answered_with_the_same_hello() -> None:
+    link = make_link()
+    link.handshake()
+    first, second = (
+        ClientHello.decode(body)
+        for d in wire_from(link, "client")[:2]
+        for _, body in plain_handshake(d)
+    )
+    assert second.cookie and not first.cookie
+    assert second.random == first.random
+    assert second.cipher_suites == first.cipher_suites
+    assert second.extensions == first.extensions
+    hvr_header = records(wire_from(link, "server")[0])[0][0]
+    assert hvr_header.content_type == ContentType.handshake
+    assert hvr_header.version == DTLS_1_0  # RFC 6347 §4.2.1: the safe record version

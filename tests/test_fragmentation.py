@@ -1,0 +1,260 @@
+"""Handshake fragmentation and reassembly (RFC 6347 §4.2.2-4.2.3, HS-3).
+
+Every datagram fits the configured MTU (record headers and CCM_8 overhead included); a large
+PSK identity makes the ClientKeyExchange span several fragments; the reassembler accepts
+fragments re-cut differently, overlapping, duplicated and out of order, refuses fragments that
+contradict each other or overrun the message (decode_error), and keeps its memory bounded.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from iotdtls.config import ClientConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.errors import AlertDescription, AlertLevel, AlertSent, DecodeError
+from iotdtls.events import DataReceived
+from iotdtls.handshake.reassembly import (
+    MAX_MESSAGES_AHEAD,
+    HandshakeFragment,
+    ReassembledMessage,
+    Reassembler,
+)
+from iotdtls.handshake.transcript import handshake_header
+from iotdtls.messages import HandshakeType
+from iotdtls.record import ContentType, RecordLayer
+from tests.memory_link import (
+    CLIENT_ADDR,
+    KEY,
+    FateFn,
+    MemoryLink,
+    deliver_all,
+    drop_exactly,
+    established,
+    events_of,
+    make_link,
+    plain_alert,
+    plain_handshake,
+    record_layer,
+    wire_from,
+)
+
+BIG_IDENTITY = random.Random(600).randbytes(600)
+MTUS = [128, 256, 1280]
+
+
+def big_link(mtu: int, fate: FateFn = deliver_all) -> MemoryLink:
+    """Both sides at `mtu`, with a 600-byte identity: the ClientKeyExchange must be cut."""
+    return make_link(
+        fate,
+        client={"psk_identity": BIG_IDENTITY, "mtu": mtu},
+        server={"psk_store": {BIG_IDENTITY: KEY}, "mtu": mtu},
+    )
+
+
+@pytest.mark.req("HS-3", "PSK-2")
+@pytest.mark.parametrize("mtu", MTUS)
+def test_every_datagram_fits_the_mtu(mtu: int) -> None:
+    link = big_link(mtu)
+    link.handshake()
+    assert established(link)
+    link.client.send(b"x" * 20)
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"x" * 20)]
+    assert all(len(data) <= mtu for _, _, data in link.wire)
+    cke = [
+        hs
+        for data in wire_from(link, "client")
+        for hs, _ in plain_handshake(data)
+        if hs.msg_type == HandshakeType.client_key_exchange
+    ]
+    assert sum(hs.fragment_length for hs in cke) == cke[0].length == 2 + len(BIG_IDENTITY)
+    if mtu < 600:
+        assert len(cke) >= 600 // mtu  # really fragmented
+        assert len({hs.fragment_offset for hs in cke}) == len(cke)
+    if mtu == 128:
+        assert max(len(d) for _, _, d in link.wire) == 128  # the room is used, not wasted
+
+
+def link_datagram_count(mtu: int) -> dict[str, int]:
+    link = big_link(mtu)
+    link.handshake()
+    return {d: len(wire_from(link, d)) for d in ("client", "server")}
+
+
+SMALL_COUNTS = link_datagram_count(128)
+
+
+@pytest.mark.req("HS-3", "HS-4")
+@pytest.mark.parametrize(
+    ("direction", "index"),
+    [(d, i) for d, n in SMALL_COUNTS.items() for i in range(1, n + 1)],
+)
+def test_fragmented_handshake_survives_each_loss(direction: str, index: int) -> None:
+    assert direction in ("client", "server")
+    link = big_link(128, drop_exactly("client" if direction == "client" else "server", index))
+    link.handshake()
+    assert established(link)
+    assert all(len(data) <= 128 for _, _, data in link.wire)
+
+
+# -- the reassembler -----------------------------------------------------------------------------
+
+MESSAGE = bytes(range(256)) * 3
+
+
+def cut(body: bytes, sizes: list[int], seq: int = 1, msg_type: int = 11) -> list[HandshakeFragment]:
+    """`body` cut into consecutive fragments of the given sizes (the last takes the rest)."""
+    out, offset = [], 0
+    for size in [*sizes, len(body)]:
+        if offset >= len(body):
+            break
+        piece = body[offset : offset + size]
+        out.append(HandshakeFragment(msg_type, len(body), seq, offset, piece, 0))
+        offset += len(piece)
+    return out
+
+
+def fresh(next_seq: int = 1) -> Reassembler:
+    r = Reassembler(4096)
+    r.next_seq = next_seq
+    return r
+
+
+@pytest.mark.req("HS-3")
+def test_recut_overlapping_duplicated_fragments_reassemble() -> None:
+    first = cut(MESSAGE, [100, 300, 50, 200])
+    second = cut(MESSAGE, [7, 333, 333])
+    overlapping = [
+        HandshakeFragment(11, len(MESSAGE), 1, 90, MESSAGE[90:500], 0),
+        HandshakeFragment(11, len(MESSAGE), 1, 0, MESSAGE[:10], 0),
+    ]
+    rng = random.Random(3)
+    for trial in range(20):
+        r = fresh()
+        frags = first[1:] + second[1:] + overlapping + first[2:]  # duplicates included
+        rng.shuffle(frags)
+        for frag in frags:
+            r.add(frag)
+        if trial % 2:
+            assert r.peek() is None or r.peek() == ReassembledMessage(11, 1, MESSAGE, 0)
+        r.add(second[0])
+        assert r.peek() == ReassembledMessage(11, 1, MESSAGE, 0)
+        r.pop()
+        assert r.next_seq == 2 and r.buffered_bytes == 0
+
+
+@pytest.mark.req("HS-3")
+def test_incomplete_message_is_not_released() -> None:
+    r = fresh()
+    frags = cut(MESSAGE, [100, 100, 100])
+    for frag in frags[:2] + frags[3:]:
+        r.add(frag)
+    assert r.peek() is None
+    r.add(frags[2])
+    assert r.peek() is not None
+
+
+@pytest.mark.req("HS-3")
+@pytest.mark.parametrize(
+    "bad",
+    [
+        HandshakeFragment(11, len(MESSAGE) + 1, 1, 100, MESSAGE[100:200], 0),  # other length
+        HandshakeFragment(12, len(MESSAGE), 1, 100, MESSAGE[100:200], 0),  # other type
+        HandshakeFragment(11, len(MESSAGE), 1, len(MESSAGE) - 10, b"x" * 11, 0),  # overruns
+        HandshakeFragment(11, 0, 1, 0, b"x", 0),  # overruns an empty message
+    ],
+    ids=["length", "type", "beyond-end", "beyond-empty"],
+)
+def test_inconsistent_fragments_are_decode_errors(bad: HandshakeFragment) -> None:
+    r = fresh()
+    r.add(cut(MESSAGE, [100])[0])
+    with pytest.raises(DecodeError) as info:
+        r.add(bad)
+    assert info.value.alert is AlertDescription.decode_error
+
+
+@pytest.mark.req("HS-3")
+def test_memory_is_bounded() -> None:
+    r = fresh()
+    for seq in range(r.next_seq + MAX_MESSAGES_AHEAD, 60000, 7):  # far-future flood: ignored
+        r.add(HandshakeFragment(11, 4000, seq, 0, b"x" * 100, 0))
+    assert r.buffered_bytes == 0
+    r.add(HandshakeFragment(11, 4000, 0, 0, b"x" * 100, 0))  # an old message: not buffered
+    assert r.buffered_bytes == 0
+    for seq in range(1, 1 + MAX_MESSAGES_AHEAD + 20):  # the window ahead is bounded
+        r.add(HandshakeFragment(11, 4000, seq, 0, b"x" * 100, 0))
+    assert r.buffered_bytes <= MAX_MESSAGES_AHEAD * 4000
+    with pytest.raises(DecodeError):
+        r.add(HandshakeFragment(11, 4097, 2, 0, b"x", 0))  # over the configured limit
+    # Many tiny disjoint fragments of one message: the range list stays bounded.
+    r2 = fresh()
+    for offset in range(0, 4000, 2):
+        r2.add(HandshakeFragment(11, 4000, 1, offset, b"y", 0))
+    assert r2.peek() is None
+    assert r2.buffered_bytes == 4000
+
+
+# -- the same at connection level ----------------------------------------------------------------
+
+
+def fragment_record(
+    layer: RecordLayer, msg_type: int, length: int, offset: int, body: bytes
+) -> bytes:
+    header = handshake_header(msg_type, 0, length, offset, len(body))
+    return layer.seal(ContentType.handshake, header + body, 0)
+
+
+@pytest.mark.req("HS-3", "ERR-1")
+@pytest.mark.parametrize(
+    "second",
+    [
+        (HandshakeType.server_hello, 71, 10, b"z" * 10),  # other total length
+        (HandshakeType.certificate, 70, 10, b"z" * 10),  # other type
+        (HandshakeType.server_hello, 70, 65, b"z" * 10),  # beyond the end
+    ],
+    ids=["length", "type", "beyond-end"],
+)
+def test_client_sends_decode_error_for_bad_fragments(second: tuple[int, int, int, bytes]) -> None:
+    client = DtlsConnection(ClientConfig(psk_identity=b"id", psk=KEY))
+    client.connect(0.0)
+    client.datagrams_to_send(0.0)
+    layer = RecordLayer()
+    client.receive_datagram(fragment_record(layer, HandshakeType.server_hello, 70, 0, b"a" * 10), 0)
+    assert client.state is ConnectionState.HANDSHAKING
+    client.receive_datagram(fragment_record(layer, *second), 0)
+    assert client.state is ConnectionState.CLOSED
+    assert isinstance(client.error, AlertSent)
+    assert client.error.alert is AlertDescription.decode_error
+    (out,) = client.datagrams_to_send(0.0)
+    alert = plain_alert(out)
+    assert alert is not None
+    assert (alert.level, alert.description) == (AlertLevel.FATAL, AlertDescription.decode_error)
+
+
+@pytest.mark.req("HS-3")
+def test_fragment_header_longer_than_its_record_is_decode_error() -> None:
+    client = DtlsConnection(ClientConfig(psk_identity=b"id", psk=KEY))
+    client.connect(0.0)
+    header = handshake_header(HandshakeType.server_hello, 0, 70, 0, 40)
+    client.receive_datagram(RecordLayer().seal(ContentType.handshake, header + b"a" * 10, 0), 0)
+    assert isinstance(client.error, AlertSent)
+    assert client.error.alert is AlertDescription.decode_error
+
+
+@pytest.mark.req("HS-3")
+def test_server_flood_of_future_fragments_stays_bounded() -> None:
+    link = big_link(256)
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    layer = server_conn._reassembler
+    client_layer = record_layer(link.client)
+    for seq in range(100, 3000):
+        header = handshake_header(HandshakeType.client_hello, seq, 16000, 0, 50)
+        record = client_layer.seal(ContentType.handshake, header + b"q" * 50, 1)
+        link.server.receive_datagram(record, CLIENT_ADDR, link.now)
+    assert layer.buffered_bytes == 0
+    assert link.server_conn is server_conn and server_conn.state is ConnectionState.ESTABLISHED

@@ -1,0 +1,486 @@
+"""The handshake state machines refuse what does not belong (RFC 5246 §7.2, RFC 6347 §4.2).
+
+Unexpected messages end the association with a fatal unexpected_message alert (HS-5) that the
+peer receives as a typed error (ERR-1); application data before completion is dropped and
+counted; no handshake completes without ChangeCipherSpec or with a bad Finished (RFC 5246
+§7.4.9: decrypt_error); an unknown PSK identity looks like a wrong key (PSK-4, RFC 4279 §2 as
+amended by the profile); renegotiation is refused (RFC 5746, EXT-4) and DTLS 1.0 is refused
+(REC-5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import iotdtls.connection
+import iotdtls.errors
+import iotdtls.handshake.common
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.connection import ConnectionState, DropReason, DtlsConnection
+from iotdtls.crypto import NullProtector
+from iotdtls.endpoint import GateOutcome, ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertLevel, AlertReceived, AlertSent
+from iotdtls.events import AlertReceived as AlertEvent
+from iotdtls.events import ConnectionClosed, DataReceived
+from iotdtls.handshake.client import ClientHandshake
+from iotdtls.handshake.flight import OutgoingMessage
+from iotdtls.handshake.server import ServerHandshake
+from iotdtls.messages import (
+    DTLS_1_0,
+    DTLS_1_2,
+    CipherSuite,
+    ClientHello,
+    ClientKeyExchangePsk,
+    ExtendedMasterSecret,
+    Extension,
+    HandshakeType,
+    HelloVerifyRequest,
+    RenegotiationInfo,
+    ServerKeyExchangePsk,
+)
+from iotdtls.record import ContentType, RecordLayer
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    Direction,
+    Fate,
+    MemoryLink,
+    established,
+    events_of,
+    handshake_record,
+    injecting_server,
+    make_link,
+    next_send_seq,
+    plain_alert,
+    plain_handshake,
+    record_layer,
+    records,
+    wire_from,
+)
+
+UNEXPECTED = AlertDescription.unexpected_message
+
+
+def assert_failed_with(conn: DtlsConnection, alert: AlertDescription) -> None:
+    """`conn` sent the fatal `alert` and reported it as a typed error (ERR-1)."""
+    assert conn.state is ConnectionState.CLOSED
+    assert isinstance(conn.error, AlertSent)
+    assert conn.error.alert is alert
+
+
+def assert_link_failed(link: MemoryLink, sender: Direction, alert: AlertDescription) -> None:
+    """One side sent the fatal alert; the other received it as ConnectionClosed(AlertReceived)."""
+    receiver: Direction = "server" if sender == "client" else "client"
+    sent = events_of(link, sender, ConnectionClosed)
+    got = events_of(link, receiver, ConnectionClosed)
+    assert len(sent) == 1 and isinstance(sent[0].error, AlertSent), link.client_events
+    assert sent[0].error.alert is alert
+    assert len(got) == 1 and isinstance(got[0].error, AlertReceived), got
+    assert got[0].error.alert is alert
+
+
+def client_hello(
+    version: int = DTLS_1_2, extensions: tuple[Extension, ...] | None = None
+) -> ClientHello:
+    return ClientHello(
+        client_version=version,
+        random=bytes(range(32)),
+        session_id=b"",
+        cookie=b"",
+        cipher_suites=(CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,),
+        compression_methods=(0,),
+        extensions=(RenegotiationInfo(b""), ExtendedMasterSecret())
+        if extensions is None
+        else extensions,
+    )
+
+
+def alert_of(datagram: bytes) -> tuple[int, int]:
+    alert = plain_alert(datagram)
+    assert alert is not None, datagram.hex()
+    return alert.level, alert.description
+
+
+# -- unexpected messages (HS-5, ERR-1) ------------------------------------------------------------
+
+
+@pytest.mark.req("HS-5", "ERR-1")
+@pytest.mark.parametrize(
+    ("msg_type", "body"),
+    [
+        (HandshakeType.finished, bytes(12)),
+        (HandshakeType.server_hello_done, b""),
+        (HandshakeType.client_hello, client_hello().encode()),
+    ],
+)
+def test_client_refuses_message_in_place_of_server_hello(msg_type: int, body: bytes) -> None:
+    client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+    client.connect(0.0)
+    client.datagrams_to_send(0.0)
+    client.receive_datagram(handshake_record(RecordLayer(), msg_type, 0, body), 0.0)
+    assert_failed_with(client, UNEXPECTED)
+    (out,) = client.datagrams_to_send(0.0)
+    assert alert_of(out) == (AlertLevel.FATAL, UNEXPECTED)
+    assert client.next_event() == ConnectionClosed(client.error)
+
+
+@pytest.mark.req("HS-5", "ERR-1", "PSK-3")
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # A second ServerKeyExchange: one is tolerated (an identity hint, PSK-3), two are not.
+        [(HandshakeType.server_key_exchange, ServerKeyExchangePsk(b"").encode())] * 2,
+        # A HelloVerifyRequest after the ServerHello.
+        [(HandshakeType.hello_verify_request, HelloVerifyRequest(DTLS_1_0, b"c" * 16).encode())],
+        # A ClientKeyExchange sent by the server.
+        [(HandshakeType.client_key_exchange, ClientKeyExchangePsk(b"x").encode())],
+    ],
+    ids=["second-server-key-exchange", "hello-verify-after-server-hello", "client-key-exchange"],
+)
+def test_client_refuses_unexpected_message_in_server_flight(
+    monkeypatch: pytest.MonkeyPatch, extra: list[tuple[int, bytes]]
+) -> None:
+    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", injecting_server(extra))
+    link = make_link()
+    link.handshake()
+    assert_link_failed(link, "client", UNEXPECTED)
+    assert alert_of(wire_from(link, "client")[-1]) == (AlertLevel.FATAL, UNEXPECTED)
+    assert link.server.connections == {}
+
+
+def link_waiting_for_key_exchange() -> MemoryLink:
+    """A link whose server flow has answered the ClientHello (flight 4 held back)."""
+    link = make_link(fate=lambda d, i, data: "drop" if d == "server" and i >= 2 else "deliver")
+    link.client.connect(0.0)
+    link.run(stop=lambda lk: lk.server_conn is not None)
+    assert link.server_conn is not None
+    assert link.server_conn.handshake_state.name == "WAIT_CLIENT_KEY_EXCHANGE"
+    link.fate = lambda d, i, data: "deliver"
+    return link
+
+
+@pytest.mark.req("HS-5", "ERR-1")
+@pytest.mark.parametrize(
+    ("msg_type", "body"),
+    [
+        (HandshakeType.finished, bytes(12)),
+        (HandshakeType.client_hello, client_hello().encode()),
+        (HandshakeType.server_hello_done, b""),
+    ],
+)
+def test_server_refuses_message_in_place_of_key_exchange(msg_type: int, body: bytes) -> None:
+    link = link_waiting_for_key_exchange()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    forged = handshake_record(record_layer(link.client), msg_type, 2, body)
+    link.server.receive_datagram(forged, CLIENT_ADDR, link.now)
+    assert_failed_with(server_conn, UNEXPECTED)
+    assert link.server.connections == {}
+    out = link.server.datagrams_to_send(link.now)
+    assert alert_of(out[-1][0]) == (AlertLevel.FATAL, UNEXPECTED)
+    for data, _ in out:  # the client reads the alert (behind the late flight 4)
+        link.client.receive_datagram(data, link.now)
+    link.step()
+    assert link.client.state is ConnectionState.CLOSED
+    assert isinstance(link.client.error, AlertReceived)
+    assert link.client.error.alert is UNEXPECTED
+
+
+@pytest.mark.req("HS-5", "ERR-1")
+def test_server_refuses_key_exchange_before_client_hello() -> None:
+    server = DtlsConnection(ServerConfig(psk_store={IDENTITY: KEY}))
+    server.accept(0.0)
+    cke = ClientKeyExchangePsk(IDENTITY).encode()
+    server.receive_datagram(
+        handshake_record(RecordLayer(), HandshakeType.client_key_exchange, 0, cke), 0.0
+    )
+    assert_failed_with(server, UNEXPECTED)
+    (out,) = server.datagrams_to_send(0.0)
+    assert alert_of(out) == (AlertLevel.FATAL, UNEXPECTED)
+
+
+# -- application data and ChangeCipherSpec (HS-5) -----------------------------------------------
+
+
+@pytest.mark.req("HS-5")
+def test_plaintext_application_data_is_never_delivered() -> None:
+    link = make_link()
+    link.client.connect(0.0)
+    plain = RecordLayer()
+    # A sequence number near the server's own (the epoch-0 replay window is unauthenticated).
+    plain.install_write_epoch(0, NullProtector(), next_sequence_number=5)
+    link.client.receive_datagram(plain.seal(ContentType.application_data, b"early", 0), 0.0)
+    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    link.run(stop=established)
+    assert established(link)
+    link.client.receive_datagram(plain.seal(ContentType.application_data, b"clear", 0), 0.0)
+    forged = plain.seal(ContentType.application_data, b"clear", 0)
+    link.server.receive_datagram(forged, CLIENT_ADDR, link.now)
+    link.step()
+    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 2
+    assert link.server_conn is not None
+    assert link.server_conn.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    assert events_of(link, "client", DataReceived) == []
+    assert events_of(link, "server", DataReceived) == []
+
+
+@pytest.mark.req("HS-5")
+def test_protected_data_before_client_completes_is_dropped() -> None:
+    # The server's final flight (server datagram 3) is lost; the server, already done, sends
+    # data in epoch 1 that the client can decrypt but must not deliver before its Finished.
+    link = make_link(fate=lambda d, i, data: "drop" if (d, i) == ("server", 3) else "deliver")
+    link.client.connect(0.0)
+    link.run(
+        stop=lambda lk: lk.server_conn is not None
+        and lk.server_conn.state is ConnectionState.ESTABLISHED
+    )
+    final_flight = wire_from(link, "server")[2]
+    link.server.send(CLIENT_ADDR, b"too early")
+    link.step()
+    assert link.client.state is ConnectionState.HANDSHAKING
+    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    link.client.receive_datagram(final_flight, link.now)
+    link.step()
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert events_of(link, "client", DataReceived) == []
+
+
+def without_ccs(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+    """Strip every ChangeCipherSpec record from what the server sends."""
+    if direction != "server":
+        return "deliver"
+    kept = b"".join(
+        header.encode() + fragment
+        for header, fragment in records(data)
+        if header.content_type != ContentType.change_cipher_spec
+    )
+    return kept if kept else "drop"
+
+
+@pytest.mark.req("HS-5", "HS-4")
+def test_no_completion_without_change_cipher_spec() -> None:
+    link = make_link(fate=without_ccs, client={"handshake_timeout": 30.0})
+    link.handshake(until=100)
+    assert link.client.state is ConnectionState.CLOSED
+    assert events_of(link, "client", ConnectionClosed)[0].error is link.client.error
+    assert type(link.client.error).__name__ == "HandshakeTimeout"
+    assert events_of(link, "client", DataReceived) == []
+    assert link.client.handshake_state.name == "WAIT_CCS"
+    # The server did send its Finished (epoch 1) more than once; the client kept waiting.
+    finished_records = [
+        h for d in wire_from(link, "server") for h, _ in records(d) if h.epoch == 1
+    ]
+    assert len(finished_records) >= 2
+
+
+@pytest.mark.req("HS-5")
+def test_early_change_cipher_spec_is_ignored() -> None:
+    link = make_link()
+    link.client.connect(0.0)
+    ccs = RecordLayer()
+    ccs.install_write_epoch(0, NullProtector(), next_sequence_number=5)
+    link.client.receive_datagram(ccs.seal(ContentType.change_cipher_spec, b"\x01", 0), 0.0)
+    assert link.client.dropped[DropReason.UNEXPECTED_CCS] == 1
+    link.run(stop=established)
+    assert established(link)
+
+
+class BadFinishedServer(ServerHandshake):
+    """Sends a Finished whose verify_data is wrong (the transcript keeps the right one)."""
+
+    def finished(self, from_client: bool, epoch: int) -> OutgoingMessage:
+        msg = super().finished(from_client, epoch)
+        return dataclasses.replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
+
+
+class BadFinishedClient(ClientHandshake):
+    def finished(self, from_client: bool, epoch: int) -> OutgoingMessage:
+        msg = super().finished(from_client, epoch)
+        return dataclasses.replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
+
+
+@pytest.mark.req("HS-5", "SEC-2", "ERR-1")
+@pytest.mark.parametrize("liar", ["server", "client"])
+def test_wrong_verify_data_is_decrypt_error(monkeypatch: pytest.MonkeyPatch, liar: str) -> None:
+    if liar == "server":
+        monkeypatch.setattr(iotdtls.connection, "ServerHandshake", BadFinishedServer)
+    else:
+        monkeypatch.setattr(iotdtls.connection, "ClientHandshake", BadFinishedClient)
+    compared: list[tuple[bytes, bytes]] = []
+    real = iotdtls.handshake.common.constant_time_equal
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(iotdtls.handshake.common, "constant_time_equal", spy)
+    link = make_link()
+    link.handshake()
+    honest: Direction = "client" if liar == "server" else "server"
+    assert_link_failed(link, honest, AlertDescription.decrypt_error)
+    assert compared and len(compared[-1][0]) == 12  # SEC-2: the constant-time comparison
+    assert events_of(link, honest, DataReceived) == []
+
+
+# -- PSK-4: unknown identity and wrong key look the same ------------------------------------------
+
+
+def server_wire_shape(link: MemoryLink) -> list[tuple[int, list[tuple[int, int, int]]]]:
+    """Per server datagram: its size and (content type, epoch, length) of each record."""
+    return [
+        (len(d), [(h.content_type, h.epoch, h.length) for h, _ in records(d)])
+        for d in wire_from(link, "server")
+    ]
+
+
+@pytest.mark.req("PSK-4", "ERR-1")
+def test_unknown_identity_and_wrong_key_look_alike() -> None:
+    unknown = make_link(client={"psk_identity": b"Client_identitx"})
+    unknown.handshake()
+    wrong = make_link(client={"psk": bytes(16)})
+    wrong.handshake()
+    for link in (unknown, wrong):
+        assert_link_failed(link, "server", AlertDescription.decrypt_error)
+        assert alert_of(wire_from(link, "server")[-1]) == (
+            AlertLevel.FATAL,
+            AlertDescription.decrypt_error,
+        )
+        assert link.server.connections == {}
+    assert server_wire_shape(unknown) == server_wire_shape(wrong)
+    u_err = events_of(unknown, "server", ConnectionClosed)[0].error
+    w_err = events_of(wrong, "server", ConnectionClosed)[0].error
+    assert str(u_err) == str(w_err)
+    # Never the alert RFC 4279 §2 would have used.
+    alerts = [a for d in wire_from(unknown, "server") if (a := plain_alert(d)) is not None]
+    assert AlertDescription.unknown_psk_identity not in [a.description for a in alerts]
+
+
+# -- EXT-4: no renegotiation -----------------------------------------------------------------------
+
+
+@pytest.mark.req("EXT-4")
+def test_client_answers_hello_request_with_no_renegotiation() -> None:
+    link = make_link()
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    forged = handshake_record(
+        record_layer(server_conn), HandshakeType.hello_request, next_send_seq(server_conn), b"", 1
+    )
+    link.client.receive_datagram(forged, link.now)
+    link.step()
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert events_of(link, "server", AlertEvent) == [AlertEvent(AlertDescription.no_renegotiation)]
+    (answer,) = wire_from(link, "client")[-1:]
+    assert [(h.content_type, h.epoch) for h, _ in records(answer)] == [(ContentType.alert, 1)]
+    link.client.send(b"still up")
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"still up")]
+
+
+@pytest.mark.req("EXT-4")
+def test_server_answers_renegotiating_client_hello_with_no_renegotiation() -> None:
+    link = make_link()
+    link.handshake()
+    hello = client_hello(extensions=(RenegotiationInfo(bytes(12)), ExtendedMasterSecret()))
+    forged = handshake_record(
+        record_layer(link.client),
+        HandshakeType.client_hello,
+        next_send_seq(link.client),
+        hello.encode(),
+        1,
+    )
+    server_conn = link.server_conn
+    link.server.receive_datagram(forged, CLIENT_ADDR, link.now)
+    link.step()
+    assert link.server_conn is server_conn
+    assert events_of(link, "client", AlertEvent) == [AlertEvent(AlertDescription.no_renegotiation)]
+    link.server.send(CLIENT_ADDR, b"still up")
+    link.step()
+    assert events_of(link, "client", DataReceived) == [DataReceived(b"still up")]
+
+
+@pytest.mark.req("EXT-4", "ERR-1")
+def test_non_empty_renegotiation_info_in_initial_hello_fails() -> None:
+    endpoint = ServerEndpoint(ServerConfig(psk_store={IDENTITY: KEY}, cookie_exchange=False))
+    hello = client_hello(extensions=(RenegotiationInfo(bytes(12)), ExtendedMasterSecret()))
+    datagram = handshake_record(RecordLayer(), HandshakeType.client_hello, 0, hello.encode())
+    endpoint.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    ((out, _),) = endpoint.datagrams_to_send(0.0)
+    assert alert_of(out) == (AlertLevel.FATAL, AlertDescription.handshake_failure)
+    item = endpoint.next_event()
+    assert item is not None and isinstance(item[1], ConnectionClosed)
+    assert isinstance(item[1].error, AlertSent)
+    assert endpoint.connections == {}
+
+
+class RenegotiatedServer(ServerHandshake):
+    """Claims a previous connection in renegotiation_info (RFC 5746 §3.4 says: abort)."""
+
+    def _negotiate_extensions(self, hello: ClientHello) -> tuple[Extension, ...]:
+        self.use_extended_master_secret = True
+        return (RenegotiationInfo(bytes(24)), ExtendedMasterSecret())
+
+
+@pytest.mark.req("EXT-4", "ERR-1")
+def test_client_checks_server_renegotiation_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", RenegotiatedServer)
+    link = make_link()
+    link.handshake()
+    assert_link_failed(link, "client", AlertDescription.handshake_failure)
+
+
+# -- REC-5: DTLS 1.2 only ------------------------------------------------------------------------
+
+
+@pytest.mark.req("REC-5")
+@pytest.mark.parametrize("cookie", [True, False])
+def test_dtls10_client_hello_is_refused_statelessly(cookie: bool) -> None:
+    endpoint = ServerEndpoint(ServerConfig(psk_store={IDENTITY: KEY}, cookie_exchange=cookie))
+    hello = client_hello(version=DTLS_1_0).encode()
+    datagram = handshake_record(RecordLayer(), HandshakeType.client_hello, 0, hello)
+    endpoint.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    ((out, addr),) = endpoint.datagrams_to_send(0.0)
+    assert addr == CLIENT_ADDR
+    assert alert_of(out) == (AlertLevel.FATAL, AlertDescription.protocol_version)
+    assert endpoint.connections == {}
+    assert endpoint.gate[GateOutcome.VERSION_REFUSED] == 1
+
+
+def downgrade_server_hello(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+    """Rewrite the ServerHello's server_version to DTLS 1.0 (plaintext, so it still parses)."""
+    frags = plain_handshake(data) if direction == "server" else []
+    if not frags or frags[0][0].msg_type != HandshakeType.server_hello:
+        return "deliver"
+    at = 13 + 12  # record header, handshake header
+    assert data[at : at + 2] == DTLS_1_2.to_bytes(2, "big")
+    return data[:at] + DTLS_1_0.to_bytes(2, "big") + data[at + 2 :]
+
+
+@pytest.mark.req("REC-5", "ERR-1")
+def test_client_refuses_dtls10_server_hello() -> None:
+    link = make_link(fate=downgrade_server_hello)
+    link.handshake()
+    assert_link_failed(link, "client", AlertDescription.protocol_version)
+    assert alert_of(wire_from(link, "client")[-1]) == (
+        AlertLevel.FATAL,
+        AlertDescription.protocol_version,
+    )
+
+
+@pytest.mark.req("ERR-1")
+def test_fatal_alert_from_peer_is_a_typed_error() -> None:
+    link = make_link()
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    alert = bytes([AlertLevel.FATAL, AlertDescription.internal_error])
+    link.client.receive_datagram(record_layer(server_conn).seal(ContentType.alert, alert, 1), 0)
+    assert isinstance(link.client.error, AlertReceived)
+    assert link.client.error.alert is AlertDescription.internal_error
+    assert link.client.next_event() == ConnectionClosed(link.client.error)
+    with pytest.raises(iotdtls.errors.LocalProtocolError):
+        link.client.send(b"after the end")
