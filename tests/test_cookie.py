@@ -248,3 +248,21 @@ def test_hello_verify_request_is_answered_with_the_same_hello() -> None:
     hvr_header = records(wire_from(link, "server")[0])[0][0]
     assert hvr_header.content_type == ContentType.handshake
     assert hvr_header.version == DTLS_1_0  # RFC 6347 §4.2.1: the safe record version
+
+
+@pytest.mark.req("HS-2")
+def test_restarted_client_replaces_a_half_open_flow_after_the_cookie() -> None:
+    """RFC 6347 §4.2.8: a new ClientHello from a known address goes through the cookie gate;
+    the old flow is replaced only once the new cookie proves the address."""
+    link = make_link(fate=lambda d, i, data: "drop" if d == "server" and i >= 2 else "deliver")
+    link.client.connect(0.0)
+    link.run(stop=lambda lk: lk.server_conn is not None)
+    old = link.server_conn
+    assert old is not None
+    restarted = make_link()
+    restarted.server = link.server
+    restarted.now = link.now
+    restarted.handshake()
+    assert restarted.client.state is ConnectionState.ESTABLISHED
+    assert link.server.connections[CLIENT_ADDR] is not old
+    assert link.server.connections[CLIENT_ADDR].state is ConnectionState.ESTABLISHED

@@ -11,6 +11,7 @@ amended by the profile); renegotiation is refused (RFC 5746, EXT-4) and DTLS 1.0
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
@@ -175,6 +176,10 @@ def test_server_refuses_message_in_place_of_key_exchange(msg_type: int, body: by
     link = link_waiting_for_key_exchange()
     server_conn = link.server_conn
     assert server_conn is not None
+    if msg_type == HandshakeType.client_hello:
+        # Same random as the flow's own ClientHello: not a restarted client (RFC 6347
+        # §4.2.8, which goes through the cookie gate instead) but a message out of place.
+        body = replace(client_hello(), random=server_conn.client_random).encode()
     forged = handshake_record(record_layer(link.client), msg_type, 2, body)
     link.server.receive_datagram(forged, CLIENT_ADDR, link.now)
     assert_failed_with(server_conn, UNEXPECTED)

@@ -35,6 +35,7 @@ from iotdtls.events import (
     Event,
     HandshakeComplete,
 )
+from iotdtls.handshake.alerts import permitted_alert
 from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.common import HandshakeMachine
 from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
@@ -75,6 +76,12 @@ class DtlsConnection:
         self.is_client = isinstance(config, ClientConfig)
         self.state = ConnectionState.IDLE
         self._records = RecordLayer()
+        # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
+        # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
+        # check optional). Handshake messages are deduplicated by message_seq instead, and
+        # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
+        self._records.install_read_epoch(0, NullProtector(), replay_check=False)
+        self._newest_handshake_record = (-1, -1)
         self._handshake: HandshakeMachine = (
             ClientHandshake(config) if isinstance(config, ClientConfig) else ServerHandshake(config)
         )
@@ -258,6 +265,7 @@ class DtlsConnection:
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
         reader = Reader(record.payload)
+        record_id = (record.epoch, record.sequence_number)
         while not reader.eof():
             header = HandshakeHeader.decode(reader)
             if not self._numbering_adopted:
@@ -271,9 +279,10 @@ class DtlsConnection:
                 body,
                 record.epoch,
             )
-            self._on_fragment(frag, now)
+            self._on_fragment(frag, record_id)
             if self.state is ConnectionState.CLOSED:
                 return
+        self._newest_handshake_record = max(self._newest_handshake_record, record_id)
         self._process_messages(now)
 
     def _adopt_client_numbering(self, record: PlainRecord, header: HandshakeHeader) -> None:
@@ -290,7 +299,7 @@ class DtlsConnection:
             0, NullProtector(), next_sequence_number=record.sequence_number
         )
 
-    def _on_fragment(self, frag: HandshakeFragment, now: float) -> None:
+    def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int]) -> None:
         hs = self._handshake
         if frag.message_seq >= self._reassembler.next_seq:
             if self.state is ConnectionState.ESTABLISHED:
@@ -299,10 +308,12 @@ class DtlsConnection:
                 self._reassembler.add(frag)
             return
         # An old message: the peer repeats its previous flight, so ours was lost (§4.2.4).
+        # Only for a record newer than any seen: a duplicated datagram gets no answer.
         if (
             frag.message_seq == hs.peer_flight_last_seq
             and frag.fragment_offset == 0
             and self._flight is not None
+            and record_id > self._newest_handshake_record
         ):
             self.retransmissions += 1
             self._transmit_flight()
@@ -341,9 +352,6 @@ class DtlsConnection:
                 )
             self._reassembler.pop()
             flight = hs.handle(msg)
-            if msg.msg_type == HandshakeType.hello_verify_request:
-                # A new exchange begins: the server may restart its record numbering.
-                self._records.install_read_epoch(0, NullProtector())
             if hs.new_keys is not None:
                 self._install_keys(hs.new_keys)
                 hs.new_keys = None
@@ -384,7 +392,7 @@ class DtlsConnection:
         )
 
     def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
-        payload = Alert(level, description).encode()
+        payload = Alert(level, permitted_alert(description)).encode()
         self._outgoing.append(self._records.seal(ContentType.alert, payload, self._write_epoch))
 
     def _complete(self) -> None:
@@ -409,8 +417,9 @@ class DtlsConnection:
         """The one place a protocol violation becomes a fatal alert and a closed association."""
         if self.state is ConnectionState.CLOSED:
             return
-        self._send_alert(AlertLevel.FATAL, exc.alert)
-        self._close(AlertSent(exc.alert, str(exc)))
+        alert = permitted_alert(exc.alert)
+        self._send_alert(AlertLevel.FATAL, alert)
+        self._close(AlertSent(alert, str(exc)))
 
     def _close(self, error: DtlsError | None) -> None:
         if error is not None:

@@ -20,7 +20,7 @@ from iotdtls._buffer import Reader, Writer
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
-from iotdtls.errors import AlertDescription, AlertLevel, DecodeError
+from iotdtls.errors import AlertDescription, AlertLevel, DecodeError, ProtocolError
 from iotdtls.events import Event
 from iotdtls.handshake.server import check_client_version
 from iotdtls.handshake.transcript import handshake_header
@@ -119,9 +119,10 @@ class ServerEndpoint:
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         """Route a datagram to its association, or through the stateless cookie gate."""
         conn = self.connections.get(address)
-        if conn is not None and not (
-            conn.state is ConnectionState.ESTABLISHED and _is_new_hello(data, conn)
-        ):
+        # A ClientHello with a new random from a known address is a restarted client (RFC 6347
+        # §4.2.8): it goes through the cookie gate, and replaces the old association (complete
+        # or half-open) only once the cookie proves the address.
+        if conn is not None and not _is_new_hello(data, conn):
             conn.receive_datagram(data, now)
             self._collect(address, conn, now)
             return
@@ -138,7 +139,7 @@ class ServerEndpoint:
         record, hs, body = parsed
         try:
             check_client_version(int.from_bytes(body[:2], "big"))
-        except Exception:
+        except ProtocolError:
             self.gate[GateOutcome.VERSION_REFUSED] += 1
             alert = Alert(AlertLevel.FATAL, AlertDescription.protocol_version).encode()
             self._outgoing.append(
