@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, cast
@@ -28,10 +29,12 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import DtlsError, LocalProtocolError
 from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from iotdtls.trace import describe_datagram
 
 __all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"]
 
-logger = logging.getLogger("iotdtls")
+#: Adapter events (peers, handshakes) and, at DEBUG, every datagram (`trace`, no secrets).
+logger = logging.getLogger("iotdtls.aio")
 _CLOSED = object()
 #: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
@@ -74,6 +77,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.inbox = _Inbox()
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
+        #: Done once the transport has closed its socket.
+        self.lost: asyncio.Future[None] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,6 +87,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.flush()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        _trace("<-", addr, data)
         self.connection.receive_datagram(data, self.loop.time())
         self.flush()
 
@@ -91,6 +97,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self.inbox.end(self.connection.error)
+        if not self.lost.done():
+            self.lost.set_result(None)
         if not self.handshake_done.done():
             self.handshake_done.set_exception(
                 LocalProtocolError("socket closed during the handshake")
@@ -100,6 +108,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         conn = self.connection
         if self.transport is not None:
             for datagram in conn.datagrams_to_send(self.loop.time()):
+                _trace("->", self.transport.get_extra_info("peername"), datagram)
                 self.transport.sendto(datagram)
         while (event := conn.next_event()) is not None:
             self._on_event(event)
@@ -157,6 +166,7 @@ class ClientConnection:
             self._protocol.connection.close()
             self._protocol.flush()
         self._transport.close()
+        await self._protocol.lost  # the socket is closed when close() returns
 
     async def __aenter__(self) -> ClientConnection:
         return self
@@ -170,8 +180,11 @@ class ClientConnection:
 class _Connect:
     """Awaitable and async context manager returned by `connect`."""
 
-    def __init__(self, host: str, port: int, config: ClientConfig) -> None:
+    def __init__(
+        self, host: str, port: int, config: ClientConfig, sock: socket.socket | None
+    ) -> None:
         self._args = (host, port, config)
+        self._sock = sock
         self._conn: ClientConnection | None = None
 
     def __await__(self) -> Any:
@@ -180,9 +193,15 @@ class _Connect:
     async def _open(self) -> ClientConnection:
         host, port, config = self._args
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _ClientProtocol(config), remote_addr=(host, port)
-        )
+        if self._sock is None:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _ClientProtocol(config), remote_addr=(host, port)
+            )
+        else:
+            _connect_socket(self._sock, host, port)
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _ClientProtocol(config), sock=self._sock
+            )
         try:
             await protocol.handshake_done
         except BaseException:
@@ -201,12 +220,24 @@ class _Connect:
             await self._conn.close()
 
 
-def connect(host: str, port: int, config: ClientConfig) -> _Connect:
+def _connect_socket(sock: socket.socket, host: str, port: int) -> None:
+    """Connect a caller-supplied UDP socket to `host:port` unless it is connected already."""
+    try:
+        sock.getpeername()
+    except OSError:
+        sock.connect((host, port))
+
+
+def connect(
+    host: str, port: int, config: ClientConfig, *, sock: socket.socket | None = None
+) -> _Connect:
     """Open a UDP socket to `host:port` and complete the handshake.
 
-    Raises the `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or
-    `HandshakeTimeout` (after `config.handshake_timeout`)."""
-    return _Connect(host, port, config)
+    `sock` is an optional UDP socket to use instead of a new one (e.g. one made in another
+    network namespace); it is connected to `host:port` if it is not connected yet, and closed
+    with the association. Raises the `DtlsError` that ended the handshake: `AlertSent`,
+    `AlertReceived` or `HandshakeTimeout` (after `config.handshake_timeout`)."""
+    return _Connect(host, port, config, sock)
 
 
 class ServerSession:
@@ -252,11 +283,16 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.sessions: dict[Address, ServerSession] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        #: Associations seen at the last flush, to name the identity when one ends.
+        self._known: dict[Address, DtlsConnection] = {}
+        #: Done once the transport has closed its socket.
+        self.lost: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        _trace("<-", addr, data)
         self.endpoint.receive_datagram(data, addr, self.loop.time())
         self.flush()
 
@@ -268,6 +304,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             self._timer.cancel()
         for session in self.sessions.values():
             session.inbox.end(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def send(self, address: Address, data: bytes) -> None:
         conn = self.endpoint.connections.get(address)
@@ -284,9 +322,11 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         now = self.loop.time()
         if self.transport is not None:
             for datagram, address in self.endpoint.datagrams_to_send(now):
+                _trace("->", address, datagram)
                 self.transport.sendto(datagram, address)
         while (item := self.endpoint.next_event()) is not None:
             self._on_event(*item)
+        self._known = dict(self.endpoint.connections)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -311,13 +351,26 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             if s is not None:
                 s.inbox.put(event.data)
         elif isinstance(event, ConnectionClosed):
-            ended = self.sessions.pop(address, None)
-            if ended is not None:
-                ended.inbox.end(event.error)
-                if event.error is not None:
-                    logger.info("association failed: peer %s: %s", _fmt(address), event.error)
+            self._on_closed(address, event.error)
+
+    def _on_closed(self, address: Address, error: DtlsError | None) -> None:
+        """Log the end of an association (one line naming peer and identity) and end its
+        session. Only the identity and the alert are logged, never key material (SEC-1)."""
+        conn = self._known.get(address) or self.endpoint.connections.get(address)
+        identity = conn.psk_identity if conn is not None else b""
+        ended = self.sessions.pop(address, None)
+        if ended is not None:
+            ended.inbox.end(error)
+            if error is not None:
+                logger.info(
+                    "association failed: peer %s identity %r: %s", _fmt(address), identity, error
+                )
             else:
-                logger.info("handshake failed: peer %s: %s", _fmt(address), event.error)
+                logger.debug("association closed: peer %s identity %r", _fmt(address), identity)
+        elif error is not None:
+            logger.info(
+                "handshake failed: peer %s identity %r: %s", _fmt(address), identity, error
+            )
 
     async def _run(self, session: ServerSession) -> None:
         try:
@@ -332,6 +385,16 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self._timer = None
         self.endpoint.handle_timer(self.loop.time())
         self.flush()
+
+
+def _trace(direction: str, address: Any, data: bytes) -> None:
+    """Log one datagram at DEBUG: record types and lengths, protected payloads opaque."""
+    if logger.isEnabledFor(logging.DEBUG):
+        try:
+            text = describe_datagram(data)
+        except Exception as exc:  # a malformed datagram from the network
+            text = f"undecodable ({type(exc).__name__})"
+        logger.debug("%s %s %d B %s", direction, _fmt(address), len(data), text)
 
 
 def _fmt(address: Address) -> str:
@@ -366,6 +429,7 @@ class DtlsServer:
             task.cancel()
         await asyncio.gather(*self._protocol.tasks, return_exceptions=True)
         self._transport.close()
+        await self._protocol.lost  # the port is free again when close() returns
 
     async def __aenter__(self) -> DtlsServer:
         return self
@@ -376,10 +440,27 @@ class DtlsServer:
         await self.close()
 
 
-async def serve(handler: Handler, host: str, port: int, config: ServerConfig) -> DtlsServer:
-    """Bind `host:port` and run `handler(session)` for every peer that completes a handshake."""
+async def serve(
+    handler: Handler,
+    host: str,
+    port: int,
+    config: ServerConfig,
+    *,
+    sock: socket.socket | None = None,
+) -> DtlsServer:
+    """Bind `host:port` and run `handler(session)` for every peer that completes a handshake.
+
+    `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
+    `host:port` if it is not bound yet, and closed with the server."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _ServerProtocol(handler, config), local_addr=(host, port)
-    )
+    if sock is None:
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _ServerProtocol(handler, config), local_addr=(host, port)
+        )
+    else:
+        if sock.getsockname()[1] == 0:
+            sock.bind((host, port))
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _ServerProtocol(handler, config), sock=sock
+        )
     return DtlsServer(transport, protocol)

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from iotdtls import aio
 from iotdtls.config import DEFAULT_MTU, ClientConfig, ServerConfig
@@ -27,6 +28,14 @@ REPLY_GRACE = 1.0
 
 class UsageError(Exception):
     """A command-line value is wrong; the message is the one line to print."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"iotdtls: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -80,9 +89,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="iotdtls", description="DTLS 1.2 (RFC 7925 profile) tools"
-    )
+    parser = _Parser(prog="iotdtls", description="DTLS 1.2 (RFC 7925 profile) tools")
     sub = parser.add_subparsers(dest="command", required=True)
     srv = sub.add_parser("server", help="echo server: every datagram received is sent back")
     srv.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
@@ -124,13 +131,14 @@ async def _run_server(config: ServerConfig, host: str, port: int) -> None:
         async for datagram in session:
             session.send(datagram)
 
-    server = await aio.serve(echo, host, port, config)
-    bound = server.address
-    logging.getLogger("iotdtls").info("listening on %s:%d", bound[0], bound[1])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    server = await aio.serve(echo, host, port, config)
+    bound = server.address
+    # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
+    logging.getLogger("iotdtls.cli").info("listening on %s:%d", bound[0], bound[1])
     await stop.wait()
     await server.close()
 
@@ -165,19 +173,24 @@ async def _run_client(config: ClientConfig, host: str, port: int) -> None:
             raise error
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, server: bool) -> None:
+    """stderr logging. Without -v: the server says where it listens and one line per
+    handshake (peer and identity, from `iotdtls.aio`); the client only its final error.
+    With -v: everything, every datagram included (`iotdtls.trace`, no key material)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s iotdtls: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("iotdtls").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if server and not verbose:
+        for name in ("iotdtls.aio", "iotdtls.cli"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return run_demo()
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, server=args.command == "server")
     try:
         if args.command == "server":
             host, port = parse_hostport(args.listen)

@@ -402,7 +402,7 @@ class DtlsConnection:
             self._timer.stop()
             self._flight = None
         session = self._handshake.session()
-        logger.info(
+        logger.debug(
             "handshake complete: suite %#06x, ems=%s",
             session.cipher_suite,
             session.extended_master_secret,
@@ -423,7 +423,7 @@ class DtlsConnection:
 
     def _close(self, error: DtlsError | None) -> None:
         if error is not None:
-            logger.info("association failed: %s", error)
+            logger.debug("association failed: %s", error)
         self.state = ConnectionState.CLOSED
         self.error = error
         self._timer.stop()

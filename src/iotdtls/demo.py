@@ -43,6 +43,8 @@ class _Demo:
         print(f"{(time.monotonic() - self.start) * 1000:7.2f} ms  {text}")
 
     def flush(self) -> None:
+        """Handle the server's events (the echo queues replies), then send what is queued."""
+        self.server_events()
         now = time.monotonic()
         for data in self.client.datagrams_to_send(now):
             self._show("client -> server", data)
@@ -50,6 +52,8 @@ class _Demo:
         for data, addr in self.server.datagrams_to_send(now):
             self._show("server -> client", data)
             self.server_sock.sendto(data, addr)
+
+    def server_events(self) -> None:
         while (item := self.server.next_event()) is not None:
             addr, event = item
             if isinstance(event, DataReceived):

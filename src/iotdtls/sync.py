@@ -26,10 +26,14 @@ RECEIVE_SIZE = 65535
 class DtlsClient:
     """A connected UDP socket and one DTLS association, driven synchronously."""
 
-    def __init__(self, host: str, port: int, config: ClientConfig) -> None:
+    def __init__(
+        self, host: str, port: int, config: ClientConfig, *, sock: socket.socket | None = None
+    ) -> None:
+        """Prepare the socket (`sock` if given, e.g. one made in another network namespace);
+        `handshake()` starts the association."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         family, _, _, _, address = infos[0]
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         self._sock.connect(address)
         self.connection = DtlsConnection(config)
         self._received: list[bytes] = []
@@ -83,7 +87,7 @@ class DtlsClient:
         self._sock.settimeout(max(0.0, min(waits)) if waits else None)
         try:
             data = self._sock.recv(RECEIVE_SIZE)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # a timeout of 0 makes the socket non-blocking
             self.connection.handle_timer(time.monotonic())
         except ConnectionRefusedError:
             pass  # ICMP port unreachable: the server is not there (yet); the timer retries
@@ -113,9 +117,11 @@ class DtlsClient:
             raise LocalProtocolError("handshake() has not been called")
 
 
-def connect(host: str, port: int, config: ClientConfig) -> DtlsClient:
+def connect(
+    host: str, port: int, config: ClientConfig, *, sock: socket.socket | None = None
+) -> DtlsClient:
     """Connect and complete the handshake; raises `DtlsError` on failure."""
-    client = DtlsClient(host, port, config)
+    client = DtlsClient(host, port, config, sock=sock)
     try:
         client.handshake()
     except BaseException:

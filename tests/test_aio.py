@@ -1,0 +1,204 @@
+"""`iotdtls.aio`: connect() and serve() in one event loop over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
+from iotdtls.errors import AlertDescription, AlertReceived, HandshakeTimeout
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, PSK_HEX
+
+WRONG_PSK = bytes.fromhex("0102030405060708090a0b0c0d0e0f11")
+FAST = RetransmitPolicy(0.2, 1.0)
+
+
+def server_config(**kw: Any) -> ServerConfig:
+    settings: dict[str, Any] = {"psk_store": {CLIENT_IDENTITY.encode(): PSK},
+                                "retransmit": FAST, "handshake_timeout": 5.0}
+    return ServerConfig(**{**settings, **kw})
+
+
+def client_config(**kw: Any) -> ClientConfig:
+    settings: dict[str, Any] = {"psk_identity": CLIENT_IDENTITY, "psk": PSK,
+                                "retransmit": FAST, "handshake_timeout": 5.0}
+    return ClientConfig(**{**settings, **kw})
+
+
+def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
+    """Run `coro` in a fresh loop with an overall bound."""
+    asyncio.run(asyncio.wait_for(coro, limit))
+
+
+async def echo(session: aio.ServerSession) -> None:
+    async for datagram in session:
+        session.send(datagram)
+
+
+async def echo_server(**kw: Any) -> aio.DtlsServer:
+    return await aio.serve(echo, LOCALHOST, 0, server_config(**kw))
+
+
+@pytest.mark.req("PSK-1", "HS-1", "HS-2")
+def test_connect_echo_close_and_recv_after_close() -> None:
+    ends: list[bytes | None] = []
+
+    async def recorder(session: aio.ServerSession) -> None:
+        assert session.psk_identity == CLIENT_IDENTITY.encode()
+        while (data := await session.recv()) is not None:
+            session.send(data[::-1])
+        ends.append(None)
+
+    async def main() -> None:
+        async with await aio.serve(recorder, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                client.send(b"abc")
+                assert await client.recv() == b"cba"
+                client.send(b"")  # an empty datagram is a datagram too
+                assert await client.recv() == b""
+            assert await client.recv() is None  # after close: None, every time
+            assert await client.recv() is None
+            for _ in range(100):
+                if ends:
+                    break
+                await asyncio.sleep(0.01)
+            assert ends == [None]  # the server saw our close_notify
+            assert server.endpoint.gate  # the cookie gate was used
+
+    run(main())
+
+
+def test_server_close_ends_clients_cleanly() -> None:
+    async def main() -> None:
+        server = await echo_server()
+        async with aio.connect(*server.address, client_config()) as client:
+            client.send(b"x")
+            assert await client.recv() == b"x"
+            await server.close()  # close_notify to every peer
+            assert await asyncio.wait_for(client.recv(), 5.0) is None
+
+    run(main())
+
+
+def test_handshake_timeout_against_silent_port() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOCALHOST, 0))
+        port = silent.getsockname()[1]
+
+        async def main() -> None:
+            started = time.monotonic()
+            with pytest.raises(HandshakeTimeout):
+                await aio.connect(LOCALHOST, port, client_config(handshake_timeout=1.0))
+            assert 0.9 <= time.monotonic() - started < 3.0
+            assert silent.recv(65535)  # it did try
+
+        run(main())
+
+
+@pytest.mark.req("ERR-1", "PSK-4")
+@pytest.mark.parametrize("credentials", [
+    {"psk": WRONG_PSK}, {"psk_identity": "nobody"}])
+def test_wrong_credentials_raise_typed_error(credentials: dict[str, Any]) -> None:
+    async def main() -> None:
+        async with await echo_server() as server:
+            with pytest.raises(AlertReceived) as info:
+                await aio.connect(*server.address, client_config(**credentials))
+            assert info.value.alert is AlertDescription.decrypt_error
+            assert not server.endpoint.connections
+
+    run(main())
+
+
+def test_several_concurrent_clients_on_one_server_socket() -> None:
+    async def one(server: aio.DtlsServer, number: int) -> bytes | None:
+        async with aio.connect(*server.address, client_config()) as client:
+            for _ in range(3):
+                client.send(b"client %d" % number)
+            replies = [await client.recv() for _ in range(3)]
+            assert set(replies) == {b"client %d" % number}
+            return replies[0]
+
+    async def main() -> None:
+        async with await echo_server() as server:
+            replies = await asyncio.gather(*(one(server, n) for n in range(6)))
+            assert replies == [b"client %d" % n for n in range(6)]
+
+    run(main())
+
+
+def test_connect_and_serve_on_given_sockets() -> None:
+    async def main() -> None:
+        server_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        async with await aio.serve(echo, LOCALHOST, 0, server_config(),
+                                   sock=server_sock) as server:
+            assert server.address == server_sock.getsockname()
+            async with aio.connect(*server.address, client_config(), sock=client_sock) as c:
+                c.send(b"given")
+                assert await c.recv() == b"given"
+        assert client_sock.fileno() == -1 and server_sock.fileno() == -1  # closed with them
+
+    run(main())
+
+
+def test_handler_exception_closes_only_that_peer(caplog: pytest.LogCaptureFixture) -> None:
+    async def picky(session: aio.ServerSession) -> None:
+        data = await session.recv()
+        if data == b"boom":
+            raise RuntimeError("handler bug")
+        session.send(b"ok")
+
+    async def main() -> None:
+        server = await aio.serve(picky, LOCALHOST, 0, server_config())
+        async with server, aio.connect(*server.address, client_config()) as bad, \
+                aio.connect(*server.address, client_config()) as good:
+            bad.send(b"boom")
+            assert await asyncio.wait_for(bad.recv(), 5.0) is None  # close_notify
+            good.send(b"fine")
+            assert await good.recv() == b"ok"
+
+    with caplog.at_level(logging.ERROR, logger="iotdtls"):
+        run(main())
+    assert any("handler failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.req("SEC-1")
+def test_no_secret_in_logs_errors_or_reprs(caplog: pytest.LogCaptureFixture, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    keylog: list[str] = []
+    texts: list[str] = []
+
+    async def main() -> None:
+        config = client_config(keylog=keylog.append)
+        async with await echo_server() as server:
+            async with aio.connect(*server.address, config) as client:
+                client.send(b"payload")
+                assert await client.recv() == b"payload"
+                texts.extend([repr(config), str(config), repr(client.connection),
+                              repr(client.connection._handshake), repr(server.endpoint),
+                              repr(server_config()), repr(server.endpoint.config)])
+            with pytest.raises(AlertReceived) as info:
+                await aio.connect(*server.address, client_config(psk=WRONG_PSK))
+            texts.extend([str(info.value), repr(info.value)])
+
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    assert len(keylog) == 1
+    master = keylog[0].split()[2]
+    texts += [r.getMessage() for r in caplog.records]
+    assert len(caplog.records) > 10  # DEBUG traces every datagram
+    forbidden = [PSK_HEX, PSK.hex().upper(), repr(PSK), str(PSK), master, master.upper(),
+                 WRONG_PSK.hex(), repr(WRONG_PSK)]
+    for text in texts:
+        for secret in forbidden:
+            assert secret not in text, (secret, text)
+    assert list(tmp_path.iterdir()) == []  # no key log file unless one was asked for

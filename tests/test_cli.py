@@ -1,0 +1,208 @@
+"""The command line (`python -m iotdtls`), run as subprocesses: echo server and client, their
+options, their exit statuses and messages, and both against OpenSSL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from iotdtls.proxy import LossyProxy
+from tests.peers import (
+    CLIENT_IDENTITY,
+    LOCALHOST,
+    OPENSSL_CLIENT_HANDSHAKE_DONE,
+    OPENSSL_SERVER_HANDSHAKE_DONE,
+    OPENSSL_SERVER_READY,
+    PSK_HEX,
+    PeerProcess,
+    free_udp_port,
+    openssl_psk_client,
+    openssl_psk_server,
+    require_peer,
+)
+from tests.test_interop_openssl import HELLO_VERIFY_REQUEST, WRONG_PSK_HEX, handshake_types
+
+CLI = [sys.executable, "-m", "iotdtls"]
+CREDENTIALS = ["--psk-identity", CLIENT_IDENTITY, "--psk", PSK_HEX]
+KEYLOG_LINE = re.compile(r"^CLIENT_RANDOM [0-9a-f]{64} [0-9a-f]{96}$")
+
+
+@contextmanager
+def cli_server(port: int, *args: str) -> Iterator[PeerProcess]:
+    """`iotdtls server` on 127.0.0.1:`port`, listening when this yields, stopped by pid."""
+    argv = [*CLI, "server", "--listen", f"{LOCALHOST}:{port}", *args]
+    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
+        server.wait_for_output(r"listening on 127\.0\.0\.1:\d+", 10.0)
+        yield server
+
+
+def run_client(port: int, lines: Sequence[str], *args: str,
+               timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """`iotdtls client` fed `lines` on stdin; its exit status, stdout and stderr."""
+    return subprocess.run(
+        [*CLI, "client", f"{LOCALHOST}:{port}", *args],
+        input="".join(f"{line}\n" for line in lines),
+        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def stop_with(server: PeerProcess, sig: signal.Signals) -> int | None:
+    os.kill(server.pid, sig)
+    return server.wait(5.0)
+
+
+def test_cli_echo_logs_handshakes_and_exits_0_on_sigterm() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS) as server:
+        done = run_client(port, ["first line", "second line"], *CREDENTIALS)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["first line", "second line"]
+        assert done.stderr == ""
+        line = server.wait_for_output(r"handshake complete: peer 127\.0\.0\.1:\d+ "
+                                      r"identity b'Client_identity'", 5.0)
+        assert line
+        assert stop_with(server, signal.SIGTERM) == 0
+    assert server.output.count("handshake complete") == 1
+    assert "Traceback" not in server.output
+
+
+def test_cli_server_exits_0_on_sigint() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS) as server:
+        assert stop_with(server, signal.SIGINT) == 0
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.req("CFG-1")
+def test_cli_psk_file_and_no_cookie(tmp_path: Path) -> None:
+    psk_file = tmp_path / "psk.txt"
+    psk_file.write_text(f"# test keys\n{CLIENT_IDENTITY}:{PSK_HEX}\n"
+                        "sensor-17:a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\n")
+    port = free_udp_port()
+    with cli_server(port, "--psk-file", str(psk_file), "--no-cookie") as server, \
+            LossyProxy((LOCALHOST, port), seed=0) as proxy:
+        done = run_client(proxy.address[1], ["via file"], "--psk-identity", "sensor-17",
+                          "--psk", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "via file\n"
+        server.wait_for_output("identity b'sensor-17'", 5.0)
+    assert HELLO_VERIFY_REQUEST not in handshake_types(proxy.snapshot(), "server")
+
+
+def test_cli_cookie_exchange_is_on_by_default() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS), LossyProxy((LOCALHOST, port), seed=0) as proxy:
+        assert run_client(proxy.address[1], ["x"], *CREDENTIALS).returncode == 0
+    assert handshake_types(proxy.snapshot(), "server")[0] == HELLO_VERIFY_REQUEST
+
+
+@pytest.mark.req("SEC-1")
+def test_cli_keylog_and_verbose_logs_without_secrets(tmp_path: Path) -> None:
+    server_log, client_log = tmp_path / "server.keys", tmp_path / "client.keys"
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS, "--keylog", str(server_log), "-v") as server:
+        done = run_client(port, ["logged"], *CREDENTIALS, "--keylog", str(client_log), "-v")
+        assert done.returncode == 0, done.stderr
+        server.wait_for_output("handshake complete: peer", 5.0)
+        assert stop_with(server, signal.SIGTERM) == 0
+    lines = client_log.read_text().splitlines()
+    assert len(lines) == 1 and KEYLOG_LINE.match(lines[0]), lines
+    assert server_log.read_text().splitlines() == lines
+    master = lines[0].split()[2]
+    for text in (server.output, done.stderr, done.stdout):
+        assert PSK_HEX not in text.lower()
+        assert master not in text.lower()
+    assert "client_hello" in done.stderr  # -v traces the datagrams
+
+
+@pytest.mark.req("ERR-1")
+def test_cli_wrong_key_one_line_and_nonzero() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS) as server:
+        done = run_client(port, ["never"], "--psk-identity", CLIENT_IDENTITY,
+                          "--psk", WRONG_PSK_HEX, "--timeout", "3")
+        server.wait_for_output(r"handshake failed: peer 127\.0\.0\.1:\d+ "
+                               r"identity b'Client_identity': .*decrypt_error", 5.0)
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "decrypt_error" in lines[0] or "timed out" in lines[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["client", "127.0.0.1:5684", "--psk-identity", "a", "--psk", "zz01"],
+    ["client", "127.0.0.1", "--psk-identity", "a", "--psk", "01"],
+    ["client", "127.0.0.1:99999", "--psk-identity", "a", "--psk", "01"],
+    ["client", "127.0.0.1:5684", "--psk-identity", "a"],
+    ["server", "--listen", "127.0.0.1:x"],
+    ["server", "--listen", "127.0.0.1:5684"],
+    ["server", "--psk-identity", "a", "--psk", "0g"],
+    ["server", "--psk-file", "/nonexistent/psk.txt"],
+    ["client", "127.0.0.1:5684", "--psk-identity", "a", "--psk", "01", "--mtu", "5"],
+    ["frobnicate"],
+])
+def test_cli_bad_arguments(argv: list[str]) -> None:
+    done = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=20,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("iotdtls: error:")
+
+
+def test_cli_demo() -> None:
+    done = subprocess.run([*CLI, "demo"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    for flight in ("client_hello#0", "hello_verify_request#0", "client_hello#1",
+                   "server_hello#1", "server_hello_done#2", "client_key_exchange#2",
+                   "ChangeCipherSpec", "ApplicationData", "all datagrams came back"):
+        assert flight in done.stdout
+
+
+@pytest.mark.interop
+def test_cli_client_against_openssl_server() -> None:
+    require_peer("openssl")
+    port = free_udp_port()
+    with openssl_psk_server(port, time_limit=30.0) as peer:
+        peer.wait_for_output(OPENSSL_SERVER_READY, 5.0)
+        client = subprocess.Popen([*CLI, "client", f"{LOCALHOST}:{port}", *CREDENTIALS],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert client.stdin is not None and client.stdout is not None
+            peer.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE, 5.0)
+            client.stdin.write("to openssl\n")
+            client.stdin.flush()
+            peer.wait_for_output("to openssl", 5.0)
+            peer.write_line("to iotdtls")
+            assert client.stdout.readline() == "to iotdtls\n"
+            client.stdin.close()
+            assert client.wait(10.0) == 0
+            peer.wait_for_output("DONE", 5.0)  # our close_notify
+        finally:
+            client.kill()
+            client.wait(5.0)
+
+
+@pytest.mark.interop
+def test_openssl_client_against_cli_server() -> None:
+    require_peer("openssl")
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS) as server, \
+            openssl_psk_client(port, time_limit=30.0) as peer:
+        peer.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, 5.0)
+        peer.write_line("echo me")
+        peer.wait_for_output("echo me", 5.0)
+        peer.close_stdin()
+        assert peer.wait(5.0) == 0
+        server.wait_for_output("handshake complete: peer .* identity b'Client_identity'", 5.0)
+        assert stop_with(server, signal.SIGTERM) == 0
