@@ -4,17 +4,23 @@ options, their exit statuses and messages, and both against OpenSSL."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from iotdtls.proxy import LossyProxy
+from tests.interop_support import (
+    CLI,
+    CREDENTIALS,
+    HELLO_VERIFY_REQUEST,
+    KEYLOG_LINE,
+    WRONG_PSK_HEX,
+    cli_server,
+    handshake_types,
+    run_client,
+)
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
@@ -28,29 +34,6 @@ from tests.peers import (
     openssl_psk_server,
     require_peer,
 )
-from tests.test_interop_openssl import HELLO_VERIFY_REQUEST, WRONG_PSK_HEX, handshake_types
-
-CLI = [sys.executable, "-m", "iotdtls"]
-CREDENTIALS = ["--psk-identity", CLIENT_IDENTITY, "--psk", PSK_HEX]
-KEYLOG_LINE = re.compile(r"^CLIENT_RANDOM [0-9a-f]{64} [0-9a-f]{96}$")
-
-
-@contextmanager
-def cli_server(port: int, *args: str) -> Iterator[PeerProcess]:
-    """`iotdtls server` on 127.0.0.1:`port`, listening when this yields, stopped by pid."""
-    argv = [*CLI, "server", "--listen", f"{LOCALHOST}:{port}", *args]
-    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
-        server.wait_for_output(r"listening on 127\.0\.0\.1:\d+", 10.0)
-        yield server
-
-
-def run_client(port: int, lines: Sequence[str], *args: str,
-               timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """`iotdtls client` fed `lines` on stdin; its exit status, stdout and stderr."""
-    return subprocess.run(
-        [*CLI, "client", f"{LOCALHOST}:{port}", *args],
-        input="".join(f"{line}\n" for line in lines),
-        capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def stop_with(server: PeerProcess, sig: signal.Signals) -> int | None:

@@ -20,6 +20,16 @@ import pytest
 from iotdtls import sync
 from iotdtls.proxy import LossyProxy
 from tests import peers
+from tests.interop_support import (
+    DECRYPT_ERROR,
+    WRONG_PSK_HEX,
+    ServerThread,
+    assert_cookie_exchange,
+    assert_encrypted,
+    client_config,
+    plaintext_alerts,
+    server_config,
+)
 from tests.peers import (
     CLIENT_IDENTITY,
     GNUTLS_CLIENT_HANDSHAKE_DONE,
@@ -34,16 +44,6 @@ from tests.peers import (
     gnutls_psk_server,
     require_peer,
     write_psk_file,
-)
-from tests.test_interop_openssl import (
-    DECRYPT_ERROR,
-    WRONG_PSK_HEX,
-    ServerThread,
-    assert_cookie_exchange,
-    assert_encrypted,
-    client_config,
-    plaintext_alerts,
-    server_config,
 )
 
 pytestmark = pytest.mark.interop

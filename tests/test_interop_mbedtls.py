@@ -18,8 +18,8 @@ from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from tests.interop_support import CLIENT_HELLO, HELLO_VERIFY_REQUEST, records
 from tests.peers import CLIENT_IDENTITY, PSK, require_peer
-from tests.test_interop_openssl import CLIENT_HELLO, HELLO_VERIFY_REQUEST, records
 
 pytestmark = pytest.mark.interop
 

@@ -17,8 +17,8 @@ from iotdtls.errors import (
     HandshakeTimeout,
     LocalProtocolError,
 )
+from tests.interop_support import ServerThread, client_config, server_config
 from tests.peers import LOCALHOST
-from tests.test_interop_openssl import ServerThread, client_config, server_config
 
 FAST = RetransmitPolicy(0.2, 1.0)
 WRONG_PSK = bytes.fromhex("0102030405060708090a0b0c0d0e0f11")

@@ -17,9 +17,16 @@ from pathlib import Path
 import pytest
 
 from iotdtls import sync
+from tests.interop_support import (
+    CREDENTIALS,
+    KEYLOG_LINE,
+    ServerThread,
+    cli_server,
+    client_config,
+    run_client,
+    server_config,
+)
 from tests.peers import LOCALHOST, PeerExited, PeerProcess, free_udp_port, require_peer
-from tests.test_cli import CREDENTIALS, KEYLOG_LINE, cli_server, run_client
-from tests.test_interop_openssl import ServerThread, client_config, server_config
 
 pytestmark = pytest.mark.interop
 

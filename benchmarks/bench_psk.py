@@ -1,0 +1,406 @@
+"""iotdtls next to Mbed TLS (python-mbedtls, in-process): PSK handshake, records, wire size.
+
+Run with ``make bench`` (or ``.venv/bin/python benchmarks/bench_psk.py [--runs N]``). Both stacks
+run in one process over an in-memory transport, so the figures compare the protocol code and
+not the network:
+
+(a) a full TLS_PSK_WITH_AES_128_CCM_8 handshake with the cookie exchange (RFC 6347 §4.2.1),
+    client and server, median and mean over N runs; target: iotdtls <= 2x Mbed TLS;
+(b) one application record of 64 bytes and of 1 KiB sealed by one side and opened by the
+    other (RFC 6347 §4.1.2, RFC 6655 §3): iotdtls through `DtlsConnection.send` /
+    `receive_datagram` and through `RecordLayer.seal` / `open_datagram` directly, Mbed TLS
+    through `write` / `receive_from_network` / `read`; target: iotdtls <= 1.5x Mbed TLS;
+(c) the bytes and datagrams each side puts on the wire for the handshake (handshake and
+    ChangeCipherSpec records, UDP payload), next to the reference figures of tinydtls (client,
+    283 bytes) and OpenSSL (server, 246 bytes).
+
+When iotdtls misses a target, the script profiles the iotdtls side with cProfile and prints
+the functions where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.crypto import Ccm8Protector
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.events import DataReceived
+from iotdtls.record import ContentType, RecordLayer, split_datagram
+
+IDENTITY = b"Client_identity"
+KEY = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
+CLIENT_ADDR = ("192.0.2.1", 40000)
+MBEDTLS_SUITE = "TLS-PSK-WITH-AES-128-CCM-8"
+HANDSHAKE_TARGET = 2.0
+RECORD_TARGET = 1.5
+#: Reference handshake sizes (UDP payload of handshake and ChangeCipherSpec records).
+REFERENCE = {"tinydtls client": 283, "OpenSSL server": 246}
+RECORD_SIZES = (64, 1024)
+NOW = 0.0  # the sans-I/O core takes the time as an argument; a fixed clock is enough here
+
+
+# -- wire accounting --------------------------------------------------------------------------
+
+
+@dataclass
+class Wire:
+    """What one side put on the wire: UDP payloads, and records by content type."""
+
+    datagrams: list[int] = field(default_factory=list)
+    records: Counter[str] = field(default_factory=Counter)
+
+    def add(self, datagram: bytes) -> None:
+        self.datagrams.append(len(datagram))
+        records, _ = split_datagram(datagram)
+        for header, _payload in records:
+            try:
+                self.records[ContentType(header.content_type).name] += 1
+            except ValueError:
+                self.records[f"type {header.content_type}"] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.datagrams)
+
+
+@dataclass
+class HandshakeWire:
+    client: Wire = field(default_factory=Wire)
+    server: Wire = field(default_factory=Wire)
+
+
+# -- iotdtls ----------------------------------------------------------------------------------
+
+IOT_CLIENT = ClientConfig(psk_identity=IDENTITY, psk=KEY)
+IOT_SERVER = ServerConfig(psk_store={IDENTITY: KEY})
+
+
+def iotdtls_handshake(wire: HandshakeWire | None = None) -> tuple[DtlsConnection, DtlsConnection]:
+    """A client `DtlsConnection` and a `ServerEndpoint` (stateless cookie exchange first,
+    RFC 6347 §4.2.1) shuttle datagrams in memory until both sides are established."""
+    client = DtlsConnection(IOT_CLIENT)
+    server = ServerEndpoint(IOT_SERVER)
+    client.connect(NOW)
+    for _ in range(20):
+        for datagram in client.datagrams_to_send(NOW):
+            if wire is not None:
+                wire.client.add(datagram)
+            server.receive_datagram(datagram, CLIENT_ADDR, NOW)
+        for datagram, _addr in server.datagrams_to_send(NOW):
+            if wire is not None:
+                wire.server.add(datagram)
+            client.receive_datagram(datagram, NOW)
+        while client.next_event() is not None:
+            pass
+        while server.next_event() is not None:
+            pass
+        peer = server.connections.get(CLIENT_ADDR)
+        if (
+            client.state is ConnectionState.ESTABLISHED
+            and peer is not None
+            and peer.state is ConnectionState.ESTABLISHED
+        ):
+            return client, peer
+    raise RuntimeError("iotdtls handshake did not complete in memory")
+
+
+def iotdtls_record_pair(size: int) -> Callable[[], None]:
+    """One record through the connections: `send` on the client, `receive_datagram` on the
+    server, the DataReceived event taken."""
+    client, server = iotdtls_handshake()
+    data = bytes(size)
+
+    def one() -> None:
+        client.send(data)
+        for datagram in client.datagrams_to_send(NOW):
+            server.receive_datagram(datagram, NOW)
+        event = server.next_event()
+        assert isinstance(event, DataReceived) and len(event.data) == size
+
+    return one
+
+
+def iotdtls_record_layer(size: int) -> Callable[[], None]:
+    """One record through two bare `RecordLayer`s: `seal` and `open_datagram` (epoch 1)."""
+    key, iv = bytes(range(16)), bytes(4)
+    writer, reader = RecordLayer(), RecordLayer()
+    writer.install_write_epoch(1, Ccm8Protector(key, iv))
+    reader.install_read_epoch(1, Ccm8Protector(key, iv))
+    data = bytes(size)
+
+    def one() -> None:
+        record = writer.seal(ContentType.application_data, data, 1)
+        (opened,) = reader.open_datagram(record)
+        assert len(opened.payload) == size
+
+    return one
+
+
+# -- Mbed TLS (python-mbedtls) ----------------------------------------------------------------
+
+
+def mbedtls_module() -> Any:
+    """python-mbedtls's `tls` module (imported late: the script states what is missing)."""
+    try:
+        from mbedtls import tls
+    except ImportError:
+        sys.exit("python-mbedtls is missing: .venv/bin/pip install python-mbedtls")
+    return tls
+
+
+class Mbed:
+    """Mbed TLS's in-memory endpoints (``wrap_buffers``), the handshake stepped by hand.
+
+    python-mbedtls runs one handshake step per ``do_handshake()`` and raises ``WantWriteError``
+    when a step has written to the outgoing buffer, so each non-empty drain after a step is one
+    flush, that is one datagram. The server raises ``HelloVerifyRequest`` once it has written
+    the cookie request; the exchange continues on a new endpoint of the same `ServerContext`
+    (which holds the cookie key), as peers.md describes."""
+
+    def __init__(self) -> None:
+        tls = self.tls = mbedtls_module()
+        self.client_conf = tls.DTLSConfiguration(
+            ciphers=[MBEDTLS_SUITE], pre_shared_key=(IDENTITY.decode(), KEY),
+            validate_certificates=False,
+        )
+        self.server_conf = tls.DTLSConfiguration(
+            ciphers=[MBEDTLS_SUITE], pre_shared_key_store={IDENTITY.decode(): KEY},
+            validate_certificates=False,
+        )
+        self.cookie_info = repr(CLIENT_ADDR).encode()
+
+    @staticmethod
+    def drain(endpoint: Any) -> bytes:
+        out = b""
+        while chunk := endpoint.peek_outgoing(65536):
+            endpoint.consume_outgoing(len(chunk))
+            out += chunk
+        return out
+
+    def step(self, endpoint: Any, sent: list[bytes]) -> bool:
+        """Run handshake steps until it needs input (False) or is over (True); collect the
+        datagrams written on the way in `sent`."""
+        tls = self.tls
+        while endpoint._handshake_state is not tls.HandshakeStep.HANDSHAKE_OVER:
+            try:
+                endpoint.do_handshake()
+            except tls.WantReadError:
+                return False
+            except tls.WantWriteError:
+                pass
+            if datagram := self.drain(endpoint):
+                sent.append(datagram)
+        return True
+
+    def new_server(self, context: Any) -> Any:
+        server = context.wrap_buffers()
+        server.setcookieparam(self.cookie_info)
+        return server
+
+    def handshake(self, wire: HandshakeWire | None = None) -> tuple[Any, Any]:
+        """Client and server with the cookie exchange, in memory, until both are done."""
+        tls = self.tls
+        client = tls.ClientContext(self.client_conf).wrap_buffers(None)
+        context = tls.ServerContext(self.server_conf)
+        server = self.new_server(context)
+        client_done = server_done = False
+        for _ in range(20):
+            to_server: list[bytes] = []
+            to_client: list[bytes] = []
+            client_done = self.step(client, to_server) or client_done
+            for datagram in to_server:
+                server.receive_from_network(datagram)
+            try:
+                server_done = self.step(server, to_client)
+            except tls.HelloVerifyRequest:
+                if rest := self.drain(server):  # the HelloVerifyRequest, if not taken yet
+                    to_client.append(rest)
+                server = self.new_server(context)
+            for datagram in to_client:
+                client.receive_from_network(datagram)
+            if wire is not None:
+                for datagram in to_server:
+                    wire.client.add(datagram)
+                for datagram in to_client:
+                    wire.server.add(datagram)
+            if client_done and server_done:
+                return client, server
+        raise RuntimeError("Mbed TLS handshake did not complete in memory")
+
+    def record_pair(self, size: int) -> Callable[[], None]:
+        """One record: `write` on the client, `receive_from_network` and `read` on the server."""
+        client, server = self.handshake()
+        data = bytes(size)
+
+        def one() -> None:
+            client.write(data)
+            server.receive_from_network(self.drain(client))
+            assert len(server.read(size + 1)) == size
+
+        return one
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float
+    mean: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Timing:
+        return cls(statistics.median(samples), statistics.fmean(samples))
+
+
+def time_each(fn: Callable[[], object], runs: int) -> Timing:
+    """Seconds per call, each call timed on its own (for calls of a millisecond or more)."""
+    fn()  # warm up: imports, caches
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return Timing.of(samples)
+
+
+def time_batched(fn: Callable[[], object], calls: int, batches: int = 15) -> Timing:
+    """Seconds per call, from batches of `calls` calls (for calls of a few microseconds)."""
+    for _ in range(min(calls, 100)):
+        fn()
+    samples = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return Timing.of(samples)
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:8.3f} ms"
+    return f"{seconds * 1e6:8.2f} us"
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"target <= {target:g}x: {'met' if ratio <= target else 'MISSED'}"
+
+
+def hot_spots(fn: Callable[[], object], calls: int, title: str, limit: int = 14) -> None:
+    """Profile `calls` calls of `fn` and print where the time goes (own time, then total)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    profiler.disable()
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
+        stats.print_stats(limit)
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls"))
+        print(f"\n  profile of {title}, {calls} calls, by {order}:")
+        for line in lines[start : start + limit + 1]:
+            print("   ", line)
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def bench_handshake(mbed: Mbed, runs: int) -> float:
+    print(f"\n(a) full PSK handshake with cookie exchange, both sides, in memory ({runs} runs)")
+    ours = time_each(iotdtls_handshake, runs)
+    theirs = time_each(mbed.handshake, runs)
+    print(f"    {'':24}{'median':>12}{'mean':>12}")
+    print(f"    {'iotdtls':24}{fmt(ours.median):>12}{fmt(ours.mean):>12}")
+    print(f"    {'Mbed TLS 2.28':24}{fmt(theirs.median):>12}{fmt(theirs.mean):>12}")
+    ratio = ours.median / theirs.median
+    print(f"    {'ratio iotdtls/Mbed TLS':24}{ratio:>11.2f}x{ours.mean / theirs.mean:>11.2f}x"
+          f"   {verdict(ratio, HANDSHAKE_TARGET)}")
+    return ratio
+
+
+def bench_records(mbed: Mbed, calls: int) -> dict[int, float]:
+    print(f"\n(b) one application record sealed and opened (median of 15 batches of {calls})")
+    print(f"    {'':38}{'64 B':>12}{'1 KiB':>12}")
+    rows = {
+        "iotdtls DtlsConnection send/receive": iotdtls_record_pair,
+        "iotdtls RecordLayer seal/open": iotdtls_record_layer,
+        "Mbed TLS write/receive/read": mbed.record_pair,
+    }
+    timings = {name: {n: time_batched(make(n), calls) for n in RECORD_SIZES}
+               for name, make in rows.items()}
+    for name, by_size in timings.items():
+        cells = "".join(f"{fmt(by_size[n].median):>12}" for n in RECORD_SIZES)
+        print(f"    {name:38}{cells}")
+    ratios: dict[int, float] = {}
+    mbed_row = timings["Mbed TLS write/receive/read"]
+    for name in ("iotdtls DtlsConnection send/receive", "iotdtls RecordLayer seal/open"):
+        r = {n: timings[name][n].median / mbed_row[n].median for n in RECORD_SIZES}
+        cells = "".join(f"{r[n]:>11.2f}x" for n in RECORD_SIZES)
+        print(f"    {'ratio ' + name.split(' ', 1)[1]:38}{cells}")
+        if name.startswith("iotdtls DtlsConnection"):
+            ratios = r
+    print(f"    connection level {verdict(max(ratios.values()), RECORD_TARGET)}")
+    return ratios
+
+
+def describe(wire: Wire) -> str:
+    sizes = "+".join(str(n) for n in wire.datagrams)
+    return f"{wire.total:4d} B in {len(wire.datagrams)} datagrams ({sizes})"
+
+
+def records(wire: Wire) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(wire.records.items()))
+
+
+def bench_wire(mbed: Mbed) -> None:
+    ours, theirs = HandshakeWire(), HandshakeWire()
+    iotdtls_handshake(ours)
+    mbed.handshake(theirs)
+    print("\n(c) on the wire for one full PSK handshake with cookie exchange "
+          "(UDP payload: handshake and ChangeCipherSpec records)")
+    print(f"    {'':14}{'client':40}server")
+    for name, wire in (("iotdtls", ours), ("Mbed TLS 2.28", theirs)):
+        print(f"    {name:14}{describe(wire.client):40}{describe(wire.server)}")
+    tiny, openssl = REFERENCE["tinydtls client"], REFERENCE["OpenSSL server"]
+    print(f"    {'reference':14}{f'tinydtls {tiny} B':40}OpenSSL {openssl} B")
+    for name, wire in (("iotdtls", ours), ("Mbed TLS 2.28", theirs)):
+        print(f"    records {name}: client {records(wire.client)}; "
+              f"server {records(wire.server)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=300, help="handshakes per stack")
+    parser.add_argument("--records", type=int, default=2000, help="records per batch")
+    parser.add_argument("--profile", action="store_true", help="profile even if targets are met")
+    args = parser.parse_args(argv)
+    mbed = Mbed()
+    print(f"iotdtls vs Mbed TLS, TLS_PSK_WITH_AES_128_CCM_8, Python {sys.version.split()[0]}, "
+          "one process, in-memory transport")
+    handshake_ratio = bench_handshake(mbed, args.runs)
+    record_ratios = bench_records(mbed, args.records)
+    bench_wire(mbed)
+    if args.profile or handshake_ratio > HANDSHAKE_TARGET:
+        hot_spots(iotdtls_handshake, args.runs, "the iotdtls handshake")
+    if args.profile or max(record_ratios.values()) > RECORD_TARGET:
+        hot_spots(iotdtls_record_pair(64), args.records * 5, "a 64-byte iotdtls record")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

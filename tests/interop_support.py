@@ -1,0 +1,280 @@
+"""Helpers shared by the interop, CLI, tshark and adapter tests: an in-process server thread,
+configurations with the test credentials, wire-log readers and the CLI subprocess runners."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from iotdtls import aio
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.errors import DtlsError
+from iotdtls.proxy import LoggedDatagram, LossyProxy
+from tests.peers import (
+    CLIENT_IDENTITY,
+    LOCALHOST,
+    PSK,
+    PSK_HEX,
+    PeerProcess,
+    free_udp_port,
+)
+
+WRONG_PSK_HEX = "0102030405060708090a0b0c0d0e0f11"
+HANDSHAKE, ALERT, APPLICATION_DATA = 22, 21, 23
+CLIENT_HELLO, HELLO_VERIFY_REQUEST = 1, 3
+DECRYPT_ERROR = 51
+
+
+class ServerThread:
+    """`aio.serve` with an echo handler on its own event loop in a daemon thread.
+
+    Records every datagram received (`received`: (address, data)), every session end
+    (`ended`: (address, error or None)) and the `iotdtls` log lines (`log_lines`), and lets
+    a test wait for a condition on them (`wait_until`).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        port: int | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Prepare the server; `start()` binds it (on `port`, or on `sock`)."""
+        self.config = config
+        self.port = port if port is not None else (0 if sock is not None else free_udp_port())
+        self.sock = sock
+        self.received: list[tuple[object, bytes]] = []
+        self.ended: list[tuple[object, DtlsError | None]] = []
+        self.log_lines: list[str] = []
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="iotdtls-server", daemon=True)
+        self._handler = _ListHandler(self)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where clients send to."""
+        return LOCALHOST, self.port
+
+    def start(self) -> None:
+        """Start the loop and wait (bounded) until the socket is bound."""
+        logging.getLogger("iotdtls").addHandler(self._handler)
+        logging.getLogger("iotdtls").setLevel(logging.DEBUG)
+        self._thread.start()
+        if not self._ready.wait(5.0) or self._failure is not None:
+            raise RuntimeError(f"server did not start: {self._failure!r}")
+
+    def stop(self) -> None:
+        """Close the server (close_notify to every peer) and join the thread."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5.0)
+        logging.getLogger("iotdtls").removeHandler(self._handler)
+
+    def __enter__(self) -> ServerThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def note(self, update: Callable[[], None]) -> None:
+        """Apply `update` under the lock and wake waiters."""
+        with self._cond:
+            update()
+            self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait up to `timeout` seconds for `predicate()` (checked under the lock)."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def data(self) -> list[bytes]:
+        """Every datagram received so far, in order."""
+        with self._cond:
+            return [d for _, d in self.received]
+
+    async def _echo(self, session: aio.ServerSession) -> None:
+        error: DtlsError | None = None
+        try:
+            while (data := await session.recv()) is not None:
+                self.note(lambda d=data: self.received.append((session.address, d)))
+                session.send(data)
+        except DtlsError as exc:
+            error = exc
+        self.note(lambda: self.ended.append((session.address, error)))
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            server = await aio.serve(self._echo, LOCALHOST, self.port, self.config, sock=self.sock)
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+            raise
+        self.port = server.address[1]
+        self._ready.set()
+        await self._stop.wait()
+        await server.close()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, server: ServerThread) -> None:
+        super().__init__(logging.DEBUG)
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        self.server.note(lambda: self.server.log_lines.append(line))
+
+
+def server_config(**overrides: Any) -> ServerConfig:
+    """The test PSK store (`Client_identity` -> the test key), a few overrides."""
+    settings: dict[str, Any] = {
+        "psk_store": {CLIENT_IDENTITY.encode(): PSK},
+        "handshake_timeout": 10.0,
+    }
+    settings.update(overrides)
+    return ServerConfig(**settings)
+
+
+def client_config(**overrides: Any) -> ClientConfig:
+    """The test credentials, a bounded handshake, a few overrides."""
+    settings: dict[str, Any] = {
+        "psk_identity": CLIENT_IDENTITY,
+        "psk": PSK,
+        "handshake_timeout": 10.0,
+    }
+    settings.update(overrides)
+    return ClientConfig(**settings)
+
+
+def records(datagram: bytes) -> list[tuple[int, int, bytes]]:
+    """(content type, epoch, fragment) of each record of a datagram (RFC 6347 §4.1)."""
+    out = []
+    offset = 0
+    while offset + 13 <= len(datagram):
+        length = int.from_bytes(datagram[offset + 11 : offset + 13], "big")
+        epoch = int.from_bytes(datagram[offset + 3 : offset + 5], "big")
+        out.append((datagram[offset], epoch, datagram[offset + 13 : offset + 13 + length]))
+        offset += 13 + length
+    return out
+
+
+def handshake_types(log: list[LoggedDatagram], direction: str) -> list[int]:
+    """Handshake message types of the plaintext handshake records one side sent."""
+    return [
+        frag[0]
+        for d in log
+        if d.direction == direction
+        for ctype, epoch, frag in records(d.data)
+        if ctype == HANDSHAKE and epoch == 0
+    ]
+
+
+def plaintext_alerts(log: list[LoggedDatagram], direction: str) -> list[tuple[int, int]]:
+    """(level, description) of the unprotected alerts one side sent."""
+    return [
+        (frag[0], frag[1])
+        for d in log
+        if d.direction == direction
+        for ctype, epoch, frag in records(d.data)
+        if ctype == ALERT and epoch == 0
+    ]
+
+
+def assert_cookie_exchange(log: list[LoggedDatagram]) -> None:
+    """The server answered the first ClientHello with a HelloVerifyRequest and the client
+    retried its ClientHello (RFC 6347 §4.2.1)."""
+    server_types = handshake_types(log, "server")
+    client_types = handshake_types(log, "client")
+    assert server_types[0] == HELLO_VERIFY_REQUEST, server_types
+    assert client_types[:2] == [CLIENT_HELLO, CLIENT_HELLO], client_types
+
+
+def assert_encrypted(log: list[LoggedDatagram], *plaintexts: bytes) -> None:
+    """Application data went in protected records only (REC-1)."""
+    app = [frag for d in log for ctype, epoch, frag in records(d.data) if ctype == APPLICATION_DATA]
+    assert app, "no application data records on the wire"
+    assert all(
+        epoch >= 1 for d in log for ctype, epoch, _ in records(d.data) if ctype == APPLICATION_DATA
+    )
+    for text in plaintexts:
+        assert all(text not in d.data for d in log)
+
+
+@contextmanager
+def proxied(port: int, **kwargs: Any) -> Iterator[LossyProxy]:
+    """A LossyProxy without impairment in front of 127.0.0.1:`port`, logging datagrams."""
+    with LossyProxy((LOCALHOST, port), seed=0, lifetime=60.0, **kwargs) as proxy:
+        yield proxy
+
+
+def assert_datagrams_fit(log: list[LoggedDatagram], direction: str, mtu: int) -> None:
+    """Every datagram `direction` sent is at most `mtu` bytes (HS-3)."""
+    sizes = [len(d.data) for d in log if d.direction == direction]
+    assert sizes and max(sizes) <= mtu, sizes
+
+
+def fragmented(log: list[LoggedDatagram], direction: str) -> bool:
+    """Whether `direction` sent a plaintext handshake fragment shorter than its message."""
+    for d in log:
+        if d.direction != direction:
+            continue
+        for ctype, epoch, frag in records(d.data):
+            if ctype == HANDSHAKE and epoch == 0 and len(frag) >= 12:
+                length = int.from_bytes(frag[1:4], "big")
+                if int.from_bytes(frag[9:12], "big") < length:
+                    return True
+    return False
+
+
+# -- our client, OpenSSL server -----------------------------------------------------------------
+
+
+CLI = [sys.executable, "-m", "iotdtls"]
+CREDENTIALS = ["--psk-identity", CLIENT_IDENTITY, "--psk", PSK_HEX]
+KEYLOG_LINE = re.compile(r"^CLIENT_RANDOM [0-9a-f]{64} [0-9a-f]{96}$")
+
+
+@contextmanager
+def cli_server(port: int, *args: str) -> Iterator[PeerProcess]:
+    """`iotdtls server` on 127.0.0.1:`port`, listening when this yields, stopped by pid."""
+    argv = [*CLI, "server", "--listen", f"{LOCALHOST}:{port}", *args]
+    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
+        server.wait_for_output(r"listening on 127\.0\.0\.1:\d+", 10.0)
+        yield server
+
+
+def run_client(
+    port: int, lines: Sequence[str], *args: str, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
+    """`iotdtls client` fed `lines` on stdin; its exit status, stdout and stderr."""
+    return subprocess.run(
+        [*CLI, "client", f"{LOCALHOST}:{port}", *args],
+        input="".join(f"{line}\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
