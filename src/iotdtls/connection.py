@@ -150,6 +150,9 @@ class DtlsConnection:
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Process one datagram from the peer. Never raises for anything the peer sent."""
+        if self.state is ConnectionState.ESTABLISHED:
+            self._receive_established(data, now)
+            return
         if self.state is ConnectionState.IDLE and not self.is_client:
             self._begin(now)
         if self.state in (ConnectionState.IDLE, ConnectionState.CLOSED):
@@ -170,6 +173,24 @@ class DtlsConnection:
                     "the peer's Finished record does not authenticate",
                     AlertDescription.decrypt_error,
                 )
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def _receive_established(self, data: bytes, now: float) -> None:
+        """The per-record hot path once established: application data in the peer's epoch goes
+        straight to the user; every other record takes the general dispatch."""
+        data_epoch = self._handshake.peer_epoch
+        app = ContentType.application_data
+        try:
+            for record in self._records.open_records(data):
+                if record.content_type is app and record.epoch == data_epoch:
+                    if self._flight is not None:
+                        self._flight = None  # the peer has our last flight (§4.2.4)
+                    self._events.append(DataReceived(record.payload))
+                    continue
+                self._dispatch(record, now)
+                if self.closed:
+                    return
         except ProtocolError as exc:
             self._fail(exc)
 
