@@ -43,12 +43,18 @@ Address = tuple[Any, ...]
 class _Inbox:
     """Received datagrams of one association, ended by its close."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._limit = limit
         self.error: DtlsError | None = None
         self.closed = False
+        #: Datagrams dropped because the application did not read fast enough.
+        self.dropped = 0
 
     def put(self, data: bytes) -> None:
+        if self._queue.qsize() >= self._limit:
+            self.dropped += 1
+            return
         self._queue.put_nowait(data)
 
     def end(self, error: DtlsError | None) -> None:
@@ -75,7 +81,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.loop = asyncio.get_running_loop()
         self.connection = DtlsConnection(config)
         self.transport: asyncio.DatagramTransport | None = None
-        self.inbox = _Inbox()
+        self.inbox = _Inbox(config.receive_queue)
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
@@ -150,6 +156,11 @@ class ClientConnection:
     def connection(self) -> DtlsConnection:
         """The sans-I/O connection underneath (statistics, state)."""
         return self._protocol.connection
+
+    @property
+    def dropped_datagrams(self) -> int:
+        """Received datagrams dropped because more than `config.receive_queue` were unread."""
+        return self._protocol.inbox.dropped
 
     def send(self, data: bytes) -> None:
         """Send one datagram of application data."""
@@ -247,10 +258,15 @@ class ServerSession:
         self._server = server
         self.address = address
         self.psk_identity = identity
-        self.inbox = _Inbox()
+        self.inbox = _Inbox(server.endpoint.config.receive_queue)
 
     def __repr__(self) -> str:
         return f"<ServerSession {self.address!r}>"
+
+    @property
+    def dropped_datagrams(self) -> int:
+        """Received datagrams dropped because more than `config.receive_queue` were unread."""
+        return self.inbox.dropped
 
     def send(self, data: bytes) -> None:
         self._server.send(self.address, data)

@@ -101,6 +101,9 @@ class _CommonConfig:
     require_extended_master_secret: bool = True
     #: Largest handshake message we reassemble (bounded memory per peer, HS-3).
     max_handshake_message: int = 16384
+    #: Received datagrams the adapters queue for an application that does not read; beyond
+    #: this they are dropped like any UDP datagram and counted, so a peer cannot grow memory.
+    receive_queue: int = 1024
     #: Called with NSS key-log lines; only when the user asked (SEC-1). See `file_keylog`.
     keylog: KeyLogCallback | None = field(default=None, repr=False)
     #: Convenience: a path to append the key log to (turned into `keylog`).
@@ -113,6 +116,8 @@ class _CommonConfig:
             raise ConfigError(
                 f"handshake_timeout must be > 0 seconds, got {self.handshake_timeout}"
             )
+        if self.receive_queue < 1:
+            raise ConfigError(f"receive_queue must be at least 1, got {self.receive_queue}")
         if self.max_handshake_message < 256:
             raise ConfigError("max_handshake_message must be at least 256 bytes")
         if self.keylog_file is not None and self.keylog is None:

@@ -109,6 +109,7 @@ class ServerEndpoint:
         self.config = config
         self._cookies = CookieJar(config.cookie_rotation)
         self.connections: dict[Address, DtlsConnection] = {}
+        self._timed: dict[Address, DtlsConnection] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[tuple[Address, Event]] = deque()
         self.gate: Counter[GateOutcome] = Counter()
@@ -193,8 +194,16 @@ class ServerEndpoint:
             self._outgoing.append((datagram, address))
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
-        if conn.state is ConnectionState.CLOSED and self.connections.get(address) is conn:
+        if self.connections.get(address) is not conn:
+            return
+        if conn.state is ConnectionState.CLOSED:
             del self.connections[address]
+        # Only associations with a pending timer (handshakes) are scanned for timers, so an
+        # endpoint with many established peers pays nothing per datagram for them.
+        if conn.get_timer() is None:
+            self._timed.pop(address, None)
+        else:
+            self._timed[address] = conn
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outgoing = self._outgoing, []
@@ -204,11 +213,12 @@ class ServerEndpoint:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        timers = [t for c in self.connections.values() if (t := c.get_timer()) is not None]
+        """The earliest timer of any association (absolute seconds), or None."""
+        timers = [t for c in self._timed.values() if (t := c.get_timer()) is not None]
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
-        for address, conn in list(self.connections.items()):
+        for address, conn in list(self._timed.items()):
             timer = conn.get_timer()
             if timer is not None and now >= timer:
                 conn.handle_timer(now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections import deque
 from types import TracebackType
 
 from iotdtls.config import ClientConfig
@@ -36,7 +37,9 @@ class DtlsClient:
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         self._sock.connect(address)
         self.connection = DtlsConnection(config)
-        self._received: list[bytes] = []
+        self._received: deque[bytes] = deque()
+        #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
+        self.dropped = 0
         self._closed_error: DtlsError | None = None
 
     def __enter__(self) -> DtlsClient:
@@ -70,7 +73,7 @@ class DtlsClient:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             self._pump(deadline)
-        return self._received.pop(0)
+        return self._received.popleft()
 
     def close(self) -> None:
         """Send close_notify (if still open) and close the socket."""
@@ -104,7 +107,10 @@ class DtlsClient:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived):
-            self._received.append(event.data)
+            if len(self._received) >= self.connection.config.receive_queue:
+                self.dropped += 1
+            else:
+                self._received.append(event.data)
         elif isinstance(event, ConnectionClosed):
             self._closed_error = event.error
 

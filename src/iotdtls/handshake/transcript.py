@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from iotdtls._buffer import Writer
+from iotdtls.messages import HandshakeHeader
 
 __all__ = ["Transcript", "handshake_header"]
 
@@ -17,14 +17,8 @@ __all__ = ["Transcript", "handshake_header"]
 def handshake_header(
     msg_type: int, message_seq: int, length: int, offset: int, frag_len: int
 ) -> bytes:
-    """The DTLS handshake header (RFC 6347 §4.2.2)."""
-    w = Writer()
-    w.push_uint8(msg_type)
-    w.push_uint24(length)
-    w.push_uint16(message_seq)
-    w.push_uint24(offset)
-    w.push_uint24(frag_len)
-    return w.getvalue()
+    """The DTLS handshake header (RFC 6347 §4.2.2) of one fragment."""
+    return HandshakeHeader(msg_type, length, message_seq, offset, frag_len).encode()
 
 
 class Transcript:
