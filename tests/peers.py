@@ -362,6 +362,26 @@ def _keylog_env(keylog: Path | None) -> dict[str, str]:
     return {"SSLKEYLOGFILE": str(keylog)} if keylog is not None else {}
 
 
+def _openssl(
+    tool: str,
+    address: str,
+    args: Sequence[str],
+    keylog: Path | None,
+    extra: Sequence[str],
+    time_limit: float,
+) -> PeerProcess:
+    """``openssl s_server -accept`` / ``s_client -connect`` (DTLS 1.2), `args`, then `extra`."""
+    where = "-accept" if tool == "s_server" else "-connect"
+    argv = ["openssl", tool, "-dtls1_2", where, address, *args]
+    if keylog is not None:
+        argv += ["-keylogfile", str(keylog)]
+    return PeerProcess([*argv, *extra], name=tool, time_limit=time_limit)
+
+
+def _openssl_psk_args(psk_hex: str, identity: str, cipher: str) -> list[str]:
+    return ["-psk", psk_hex, "-psk_identity", identity, "-cipher", cipher]
+
+
 def openssl_psk_server(
     port: int,
     *,
@@ -379,12 +399,8 @@ def openssl_psk_server(
     Its stdin is a pipe that stays open until `PeerProcess.stop` (s_server exits at EOF);
     lines written to it are sent to the client.
     """
-    argv = ["openssl", "s_server", "-dtls1_2", "-accept", f"{host}:{port}", "-nocert",
-            "-psk", psk_hex, "-psk_identity", identity, "-cipher", cipher,
-            "-naccept", str(naccept)]
-    if keylog is not None:
-        argv += ["-keylogfile", str(keylog)]
-    return PeerProcess([*argv, *extra], name="s_server", time_limit=time_limit)
+    args = ["-nocert", *_openssl_psk_args(psk_hex, identity, cipher), "-naccept", str(naccept)]
+    return _openssl("s_server", f"{host}:{port}", args, keylog, extra, time_limit)
 
 
 def openssl_psk_client(
@@ -403,11 +419,8 @@ def openssl_psk_client(
     Lines written to it are sent (avoid lines starting with Q or R, which are commands);
     closing stdin sends close_notify and ends it.
     """
-    argv = ["openssl", "s_client", "-dtls1_2", "-connect", f"{host}:{port}",
-            "-psk", psk_hex, "-psk_identity", identity, "-cipher", cipher]
-    if keylog is not None:
-        argv += ["-keylogfile", str(keylog)]
-    return PeerProcess([*argv, *extra], name="s_client", time_limit=time_limit)
+    args = _openssl_psk_args(psk_hex, identity, cipher)
+    return _openssl("s_client", f"{host}:{port}", args, keylog, extra, time_limit)
 
 
 def openssl_cert_server(
@@ -421,14 +434,11 @@ def openssl_cert_server(
     time_limit: float = 60.0,
 ) -> PeerProcess:
     """``openssl s_server`` for ECDHE-ECDSA CCM_8 on P-256, mutual certificates by default."""
-    argv = ["openssl", "s_server", "-dtls1_2", "-accept", f"{host}:{port}",
-            "-cert", str(pki.server_crt), "-key", str(pki.server_key),
+    args = ["-cert", str(pki.server_crt), "-key", str(pki.server_key),
             "-cipher", OPENSSL_ECDHE_CIPHER, "-groups", "P-256", "-naccept", "1"]
     if require_client_cert:
-        argv += ["-verifyCAfile", str(pki.ca_crt), "-Verify", "1", "-verify_return_error"]
-    if keylog is not None:
-        argv += ["-keylogfile", str(keylog)]
-    return PeerProcess([*argv, *extra], name="s_server", time_limit=time_limit)
+        args += ["-verifyCAfile", str(pki.ca_crt), "-Verify", "1", "-verify_return_error"]
+    return _openssl("s_server", f"{host}:{port}", args, keylog, extra, time_limit)
 
 
 def openssl_cert_client(
@@ -442,15 +452,12 @@ def openssl_cert_client(
     time_limit: float = 60.0,
 ) -> PeerProcess:
     """``openssl s_client`` for ECDHE-ECDSA CCM_8 on P-256, checking the name ``localhost``."""
-    argv = ["openssl", "s_client", "-dtls1_2", "-connect", f"{host}:{port}",
-            "-CAfile", str(pki.ca_crt), "-verify", "1", "-verify_return_error",
+    args = ["-CAfile", str(pki.ca_crt), "-verify", "1", "-verify_return_error",
             "-verify_hostname", "localhost", "-cipher", OPENSSL_ECDHE_CIPHER,
             "-groups", "P-256"]
     if client_cert:
-        argv += ["-cert", str(pki.client_crt), "-key", str(pki.client_key)]
-    if keylog is not None:
-        argv += ["-keylogfile", str(keylog)]
-    return PeerProcess([*argv, *extra], name="s_client", time_limit=time_limit)
+        args += ["-cert", str(pki.client_crt), "-key", str(pki.client_key)]
+    return _openssl("s_client", f"{host}:{port}", args, keylog, extra, time_limit)
 
 
 def write_psk_file(path: Path, identity: str = CLIENT_IDENTITY, psk_hex: str = PSK_HEX) -> Path:
@@ -459,9 +466,22 @@ def write_psk_file(path: Path, identity: str = CLIENT_IDENTITY, psk_hex: str = P
     return path
 
 
-def _gnutls_argv(tool: str, netns: NetNamespace | None) -> list[str]:
+def _gnutls(
+    tool: str,
+    port: int,
+    args: Sequence[str],
+    netns: NetNamespace | None,
+    keylog: Path | None,
+    extra: Sequence[str],
+    time_limit: float,
+) -> PeerProcess:
+    """``gnutls-serv``/``gnutls-cli --udp -p port`` with `args`, then `extra`, line-buffered."""
     argv = ["stdbuf", "-oL", "-eL", tool]
-    return netns.wrap(argv) if netns is not None else argv
+    if netns is not None:
+        argv = netns.wrap(argv)
+    argv += ["--udp", "-p", str(port), *args]
+    return PeerProcess([*argv, *extra], name=tool, time_limit=time_limit,
+                       env=_keylog_env(keylog))
 
 
 def gnutls_psk_server(
@@ -478,11 +498,8 @@ def gnutls_psk_server(
 
     It binds 0.0.0.0 and ::, so pass `netns` to keep it in a private namespace.
     """
-    argv = [
-        *_gnutls_argv("gnutls-serv", netns),
-        "--udp", "-p", str(port), "--pskpasswd", str(psk_file), "--priority", priority]
-    return PeerProcess([*argv, *extra], name="gnutls-serv", time_limit=time_limit,
-                       env=_keylog_env(keylog))
+    args = ["--pskpasswd", str(psk_file), "--priority", priority]
+    return _gnutls("gnutls-serv", port, args, netns, keylog, extra, time_limit)
 
 
 def gnutls_psk_client(
@@ -501,12 +518,8 @@ def gnutls_psk_client(
 
     Lines written to it are sent; closing stdin sends close_notify and ends it.
     """
-    argv = [
-        *_gnutls_argv("gnutls-cli", netns),
-        "--udp", "-p", str(port), host, "--pskusername", identity, "--pskkey", psk_hex,
-        "--priority", priority]
-    return PeerProcess([*argv, *extra], name="gnutls-cli", time_limit=time_limit,
-                       env=_keylog_env(keylog))
+    args = [host, "--pskusername", identity, "--pskkey", psk_hex, "--priority", priority]
+    return _gnutls("gnutls-cli", port, args, netns, keylog, extra, time_limit)
 
 
 def gnutls_cert_server(
@@ -521,15 +534,11 @@ def gnutls_cert_server(
     time_limit: float = 60.0,
 ) -> PeerProcess:
     """``gnutls-serv --udp`` with the server certificate, mutual authentication by default."""
-    argv = [
-        *_gnutls_argv("gnutls-serv", netns),
-        "--udp", "-p", str(port), "--x509certfile", str(pki.server_crt),
-        "--x509keyfile", str(pki.server_key), "--x509cafile", str(pki.ca_crt),
-        "--priority", priority]
+    args = ["--x509certfile", str(pki.server_crt), "--x509keyfile", str(pki.server_key),
+            "--x509cafile", str(pki.ca_crt), "--priority", priority]
     if require_client_cert:
-        argv += ["--require-client-cert", "--verify-client-cert"]
-    return PeerProcess([*argv, *extra], name="gnutls-serv", time_limit=time_limit,
-                       env=_keylog_env(keylog))
+        args += ["--require-client-cert", "--verify-client-cert"]
+    return _gnutls("gnutls-serv", port, args, netns, keylog, extra, time_limit)
 
 
 def gnutls_cert_client(
@@ -545,13 +554,10 @@ def gnutls_cert_client(
     time_limit: float = 60.0,
 ) -> PeerProcess:
     """``gnutls-cli --udp`` with the CA (the server certificate names 127.0.0.1 too)."""
-    argv = [
-        *_gnutls_argv("gnutls-cli", netns),
-        "--udp", "-p", str(port), host, "--x509cafile", str(pki.ca_crt), "--priority", priority]
+    args = [host, "--x509cafile", str(pki.ca_crt), "--priority", priority]
     if client_cert:
-        argv += ["--x509certfile", str(pki.client_crt), "--x509keyfile", str(pki.client_key)]
-    return PeerProcess([*argv, *extra], name="gnutls-cli", time_limit=time_limit,
-                       env=_keylog_env(keylog))
+        args += ["--x509certfile", str(pki.client_crt), "--x509keyfile", str(pki.client_key)]
+    return _gnutls("gnutls-cli", port, args, netns, keylog, extra, time_limit)
 
 
 # -- certificates -----------------------------------------------------------------------------

@@ -210,14 +210,25 @@ def test_server_refuses_key_exchange_before_client_hello() -> None:
 # -- application data and ChangeCipherSpec (HS-5) -----------------------------------------------
 
 
-@pytest.mark.req("HS-5")
-def test_plaintext_application_data_is_never_delivered() -> None:
+def client_given_early_record(
+    content_type: ContentType, payload: bytes
+) -> tuple[MemoryLink, RecordLayer]:
+    """A link whose client, just after connect, got a forged plaintext epoch-0 record.
+
+    Returns the link and the forger's record layer (to seal more records in sequence).
+    """
     link = make_link()
     link.client.connect(0.0)
     plain = RecordLayer()
     # A sequence number near the server's own (the epoch-0 replay window is unauthenticated).
     plain.install_write_epoch(0, NullProtector(), next_sequence_number=5)
-    link.client.receive_datagram(plain.seal(ContentType.application_data, b"early", 0), 0.0)
+    link.client.receive_datagram(plain.seal(content_type, payload, 0), 0.0)
+    return link, plain
+
+
+@pytest.mark.req("HS-5")
+def test_plaintext_application_data_is_never_delivered() -> None:
+    link, plain = client_given_early_record(ContentType.application_data, b"early")
     assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
     link.run(stop=established)
     assert established(link)
@@ -283,11 +294,7 @@ def test_no_completion_without_change_cipher_spec() -> None:
 
 @pytest.mark.req("HS-5")
 def test_early_change_cipher_spec_is_ignored() -> None:
-    link = make_link()
-    link.client.connect(0.0)
-    ccs = RecordLayer()
-    ccs.install_write_epoch(0, NullProtector(), next_sequence_number=5)
-    link.client.receive_datagram(ccs.seal(ContentType.change_cipher_spec, b"\x01", 0), 0.0)
+    link, _ = client_given_early_record(ContentType.change_cipher_spec, b"\x01")
     assert link.client.dropped[DropReason.UNEXPECTED_CCS] == 1
     link.run(stop=established)
     assert established(link)

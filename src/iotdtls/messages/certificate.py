@@ -22,10 +22,14 @@ from iotdtls.messages.constants import (
 from iotdtls.messages.extensions import (
     SHA1_LEN,
     decode_ascii,
+    decode_vector,
     encode_ascii,
+    encode_vector,
     pull_uint_list,
+    pull_vector_list,
     push_checked_vector,
     push_uint_list,
+    push_vector_list,
 )
 
 __all__ = [
@@ -49,22 +53,16 @@ class Certificate:
     certificates: tuple[bytes, ...] = ()
 
     def encode(self) -> bytes:
-        body = Writer()
-        for cert in self.certificates:
-            push_checked_vector(body, 3, cert, 1)
         writer = Writer()
-        push_checked_vector(writer, 3, body.getvalue())
+        push_vector_list(writer, 3, 3, self.certificates)
         return writer.getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
         reader = Reader(data)
-        entries = reader.pull_block(3)
+        certificates = pull_vector_list(reader, 3, 3)
         reader.expect_end()
-        certificates: list[bytes] = []
-        while not entries.eof():
-            certificates.append(entries.pull_vector(3, 1))
-        return cls(tuple(certificates))
+        return cls(certificates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +79,11 @@ class RawPublicKeyCertificate:
     spki: bytes
 
     def encode(self) -> bytes:
-        writer = Writer()
-        push_checked_vector(writer, 3, self.spki)
-        return writer.getvalue()
+        return encode_vector(3, self.spki)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        reader = Reader(data)
-        spki = reader.pull_vector(3)
-        reader.expect_end()
-        return cls(spki)
+        return cls(decode_vector(data, 3))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +103,7 @@ class CertificateRequest:
         writer = Writer()
         push_uint_list(writer, 1, 1, self.certificate_types, 1)
         push_uint_list(writer, 2, 2, self.signature_schemes, 2, 0xFFFE)
-        names = Writer()
-        for name in self.authorities:
-            push_checked_vector(names, 2, name, 1)
-        push_checked_vector(writer, 2, names.getvalue())
+        push_vector_list(writer, 2, 2, self.authorities)
         return writer.getvalue()
 
     @classmethod
@@ -121,12 +111,9 @@ class CertificateRequest:
         reader = Reader(data)
         types = pull_uint_list(reader, 1, 1, 1, enum=RequestedCertificateType)
         schemes = pull_uint_list(reader, 2, 2, 2, 0xFFFE, enum=SignatureScheme)
-        names = reader.pull_block(2)
+        authorities = pull_vector_list(reader, 2, 2)
         reader.expect_end()
-        authorities: list[bytes] = []
-        while not names.eof():
-            authorities.append(names.pull_vector(2, 1))
-        return cls(types, schemes, tuple(authorities))
+        return cls(types, schemes, authorities)
 
 
 @dataclass(frozen=True, slots=True)

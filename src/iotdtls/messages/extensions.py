@@ -146,6 +146,69 @@ def encode_ascii(text: str, what: str) -> bytes:
     return text.encode("ascii")
 
 
+def encode_vector(
+    length_width: int, data: bytes, minimum: int = 0, maximum: int | None = None
+) -> bytes:
+    """A body that is exactly one `opaque x<minimum..maximum>` (see `push_checked_vector`)."""
+    writer = Writer()
+    push_checked_vector(writer, length_width, data, minimum, maximum)
+    return writer.getvalue()
+
+
+def decode_vector(
+    data: bytes, length_width: int, minimum: int = 0, maximum: int | None = None
+) -> bytes:
+    """Read a body that is exactly one `opaque x<minimum..maximum>`, or raise `DecodeError`."""
+    reader = Reader(data)
+    value = reader.pull_vector(length_width, minimum, maximum)
+    reader.expect_end()
+    return value
+
+
+def encode_uint_list(
+    width: int, values: Iterable[int], minimum: int = 0, maximum: int | None = None
+) -> bytes:
+    """A body that is exactly one list of `width`-byte integers with a `width`-byte length."""
+    writer = Writer()
+    push_uint_list(writer, width, width, values, minimum, maximum)
+    return writer.getvalue()
+
+
+def decode_uint_list(
+    data: bytes,
+    width: int,
+    minimum: int = 0,
+    maximum: int | None = None,
+    enum: type[IntEnum] | None = None,
+) -> tuple[int, ...]:
+    """Read a body that is exactly one list written by `encode_uint_list`."""
+    reader = Reader(data)
+    values = pull_uint_list(reader, width, width, minimum, maximum, enum)
+    reader.expect_end()
+    return values
+
+
+def push_vector_list(
+    writer: Writer, length_width: int, item_width: int, items: Iterable[bytes], minimum: int = 0
+) -> None:
+    """Write a list<minimum..> of non-empty `opaque item<1..>` with `item_width`-byte lengths."""
+    body = Writer()
+    for item in items:
+        push_checked_vector(body, item_width, item, 1)
+    push_checked_vector(writer, length_width, body.getvalue(), minimum)
+
+
+def pull_vector_list(
+    reader: Reader, length_width: int, item_width: int, minimum: int = 0
+) -> tuple[bytes, ...]:
+    """Read a list written by `push_vector_list`; an empty item is a `DecodeError`."""
+    entries = Reader(reader.pull_vector(length_width, minimum))
+    items: list[bytes] = []
+    while not entries.eof():
+        items.append(entries.pull_vector(item_width, 1))
+    return tuple(items)
+
+
 def _check_context(in_message: HandshakeType) -> None:
     if in_message not in (HandshakeType.client_hello, HandshakeType.server_hello):
         raise ValueError(f"extensions are not carried in {in_message!r}")
@@ -154,6 +217,27 @@ def _check_context(in_message: HandshakeType) -> None:
 def _expect_empty(data: bytes, what: str) -> None:
     if data:
         raise DecodeError(f"{what}: extension_data must be empty, got {len(data)} bytes")
+
+
+_Code = TypeVar("_Code", bound=IntEnum)
+
+
+def _encode_code(value: int, enum: type[IntEnum], what: str, allowed: str) -> bytes:
+    """One-byte enum extension_data; a value outside `enum` is the caller's bug (ValueError)."""
+    if value not in list(enum):
+        raise ValueError(f"{what} {value} is not {allowed}")
+    return bytes([value])
+
+
+def _decode_code(data: bytes, enum: type[_Code], what: str) -> _Code:
+    """Read one-byte enum extension_data; an unknown value is an illegal_parameter alert."""
+    reader = Reader(data)
+    value = reader.pull_uint8()
+    reader.expect_end()
+    try:
+        return enum(value)
+    except ValueError:
+        raise ProtocolError(f"{what} {value}", AlertDescription.illegal_parameter) from None
 
 
 # --- the extensions ------------------------------------------------------------------------------
@@ -229,29 +313,17 @@ class MaxFragmentLength(_Known):
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
-        if self.code not in list(MaxFragmentLengthCode):
-            raise ValueError(f"max_fragment_length code {self.code} is not 1..4")
-        return bytes([self.code])
+        return _encode_code(self.code, MaxFragmentLengthCode, "max_fragment_length code", "1..4")
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        reader = Reader(data)
-        code = reader.pull_uint8()
-        reader.expect_end()
-        try:
-            return cls(MaxFragmentLengthCode(code))
-        except ValueError:
-            raise ProtocolError(
-                f"max_fragment_length code {code}", AlertDescription.illegal_parameter
-            ) from None
+        return cls(_decode_code(data, MaxFragmentLengthCode, "max_fragment_length code"))
 
 
 @dataclass(frozen=True, slots=True)
-class ClientCertificateUrl(_Known):
-    """client_certificate_url (RFC 6066 §5): empty extension_data in both hellos."""
-
-    TYPE: ClassVar[ExtensionType] = ExtensionType.client_certificate_url
+class _EmptyExtension(_Known):
+    """Shared codec of the flag extensions: empty extension_data in both hellos."""
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
@@ -260,8 +332,15 @@ class ClientCertificateUrl(_Known):
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        _expect_empty(data, "client_certificate_url")
+        _expect_empty(data, cls.TYPE.name)
         return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificateUrl(_EmptyExtension):
+    """client_certificate_url (RFC 6066 §5): empty extension_data in both hellos."""
+
+    TYPE: ClassVar[ExtensionType] = ExtensionType.client_certificate_url
 
 
 _TRUSTED_AUTHORITY_SIZES: dict[int, int] = {
@@ -338,17 +417,12 @@ class SupportedGroups(_Known):
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
-        writer = Writer()
-        push_uint_list(writer, 2, 2, self.groups, 2)
-        return writer.getvalue()
+        return encode_uint_list(2, self.groups, 2)
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        reader = Reader(data)
-        groups = pull_uint_list(reader, 2, 2, 2, enum=NamedGroup)
-        reader.expect_end()
-        return cls(groups)
+        return cls(decode_uint_list(data, 2, 2, enum=NamedGroup))
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,17 +434,12 @@ class EcPointFormats(_Known):
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
-        writer = Writer()
-        push_uint_list(writer, 1, 1, self.formats, 1)
-        return writer.getvalue()
+        return encode_uint_list(1, self.formats, 1)
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        reader = Reader(data)
-        formats = pull_uint_list(reader, 1, 1, 1, enum=ECPointFormat)
-        reader.expect_end()
-        return cls(formats)
+        return cls(decode_uint_list(data, 1, 1, enum=ECPointFormat))
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,17 +454,12 @@ class SignatureAlgorithms(_Known):
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
-        writer = Writer()
-        push_uint_list(writer, 2, 2, self.schemes, 2, 0xFFFE)
-        return writer.getvalue()
+        return encode_uint_list(2, self.schemes, 2, 0xFFFE)
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        reader = Reader(data)
-        schemes = pull_uint_list(reader, 2, 2, 2, 0xFFFE, enum=SignatureScheme)
-        reader.expect_end()
-        return cls(schemes)
+        return cls(decode_uint_list(data, 2, 2, 0xFFFE, enum=SignatureScheme))
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,22 +474,12 @@ class Heartbeat(_Known):
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
-        if self.mode not in list(HeartbeatMode):
-            raise ValueError(f"heartbeat mode {self.mode} is not 1 or 2")
-        return bytes([self.mode])
+        return _encode_code(self.mode, HeartbeatMode, "heartbeat mode", "1 or 2")
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        reader = Reader(data)
-        mode = reader.pull_uint8()
-        reader.expect_end()
-        try:
-            return cls(HeartbeatMode(mode))
-        except ValueError:
-            raise ProtocolError(
-                f"heartbeat mode {mode}", AlertDescription.illegal_parameter
-            ) from None
+        return cls(_decode_code(data, HeartbeatMode, "heartbeat mode"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,18 +494,15 @@ class _CertificateTypeExtension(_Known):
             if len(self.types) != 1:
                 raise ValueError(f"{self.TYPE.name} in ServerHello carries exactly one type")
             return bytes([self.types[0]])
-        writer = Writer()
-        push_uint_list(writer, 1, 1, self.types, 1)
-        return writer.getvalue()
+        return encode_uint_list(1, self.types, 1)
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
+        if in_message == HandshakeType.client_hello:
+            return cls(decode_uint_list(data, 1, 1, enum=CertificateType))
         reader = Reader(data)
-        if in_message == HandshakeType.server_hello:
-            types: tuple[int, ...] = (known(CertificateType, reader.pull_uint8()),)
-        else:
-            types = pull_uint_list(reader, 1, 1, 1, enum=CertificateType)
+        types = (known(CertificateType, reader.pull_uint8()),)
         reader.expect_end()
         return cls(types)
 
@@ -471,20 +522,10 @@ class ServerCertificateType(_CertificateTypeExtension):
 
 
 @dataclass(frozen=True, slots=True)
-class ExtendedMasterSecret(_Known):
+class ExtendedMasterSecret(_EmptyExtension):
     """extended_master_secret (RFC 7627 §5.1): empty extension_data in both hellos."""
 
     TYPE: ClassVar[ExtensionType] = ExtensionType.extended_master_secret
-
-    def encode(self, in_message: HandshakeType) -> bytes:
-        _check_context(in_message)
-        return b""
-
-    @classmethod
-    def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
-        _check_context(in_message)
-        _expect_empty(data, "extended_master_secret")
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,17 +584,12 @@ class RenegotiationInfo(_Known):
 
     def encode(self, in_message: HandshakeType) -> bytes:
         _check_context(in_message)
-        writer = Writer()
-        push_checked_vector(writer, 1, self.renegotiated_connection)
-        return writer.getvalue()
+        return encode_vector(1, self.renegotiated_connection)
 
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        reader = Reader(data)
-        renegotiated_connection = reader.pull_vector(1)
-        reader.expect_end()
-        return cls(renegotiated_connection)
+        return cls(decode_vector(data, 1))
 
 
 @dataclass(frozen=True, slots=True)

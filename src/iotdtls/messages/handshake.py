@@ -115,10 +115,21 @@ class HandshakeHeader:
         return cls(msg_type, length, message_seq, fragment_offset, fragment_length)
 
 
-def _push_random(writer: Writer, random: bytes) -> None:
+def _push_hello_start(writer: Writer, version: int, random: bytes, session_id: bytes) -> None:
+    """version u16, random[32], session_id<0..32>: the start of both hellos (RFC 5246 §7.4.1)."""
     if len(random) != RANDOM_LEN:
         raise ValueError(f"random must be {RANDOM_LEN} bytes, got {len(random)}")
+    writer.push_uint16(version)
     writer.push_bytes(random)
+    push_checked_vector(writer, 1, session_id, 0, SESSION_ID_MAX_LEN)
+
+
+def _pull_hello_start(reader: Reader) -> tuple[int, bytes, bytes]:
+    """Read what `_push_hello_start` writes: (version, random, session_id)."""
+    version = reader.pull_uint16()
+    random = reader.pull_bytes(RANDOM_LEN)
+    session_id = reader.pull_vector(1, 0, SESSION_ID_MAX_LEN)
+    return version, random, session_id
 
 
 def _push_extensions(writer: Writer, extensions: tuple[Extension, ...], msg: HandshakeType) -> None:
@@ -157,9 +168,7 @@ class ClientHello:
 
     def encode(self) -> bytes:
         writer = Writer()
-        writer.push_uint16(self.client_version)
-        _push_random(writer, self.random)
-        push_checked_vector(writer, 1, self.session_id, 0, SESSION_ID_MAX_LEN)
+        _push_hello_start(writer, self.client_version, self.random, self.session_id)
         push_checked_vector(writer, 1, self.cookie, 0, COOKIE_MAX_LEN)
         push_uint_list(writer, 2, 2, self.cipher_suites, 2, 0xFFFE)
         push_uint_list(writer, 1, 1, self.compression_methods, 1)
@@ -169,9 +178,7 @@ class ClientHello:
     @classmethod
     def decode(cls, data: bytes) -> Self:
         reader = Reader(data)
-        client_version = reader.pull_uint16()
-        random = reader.pull_bytes(RANDOM_LEN)
-        session_id = reader.pull_vector(1, 0, SESSION_ID_MAX_LEN)
+        client_version, random, session_id = _pull_hello_start(reader)
         cookie = reader.pull_vector(1, 0, COOKIE_MAX_LEN)
         suites = pull_uint_list(reader, 2, 2, 2, 0xFFFE, enum=CipherSuite)
         compression_methods = pull_uint_list(reader, 1, 1, 1, enum=CompressionMethod)
@@ -222,9 +229,7 @@ class ServerHello:
 
     def encode(self) -> bytes:
         writer = Writer()
-        writer.push_uint16(self.server_version)
-        _push_random(writer, self.random)
-        push_checked_vector(writer, 1, self.session_id, 0, SESSION_ID_MAX_LEN)
+        _push_hello_start(writer, self.server_version, self.random, self.session_id)
         writer.push_uint16(self.cipher_suite)
         writer.push_uint8(self.compression_method)
         _push_extensions(writer, self.extensions, self.MSG_TYPE)
@@ -233,9 +238,7 @@ class ServerHello:
     @classmethod
     def decode(cls, data: bytes) -> Self:
         reader = Reader(data)
-        server_version = reader.pull_uint16()
-        random = reader.pull_bytes(RANDOM_LEN)
-        session_id = reader.pull_vector(1, 0, SESSION_ID_MAX_LEN)
+        server_version, random, session_id = _pull_hello_start(reader)
         cipher_suite = known(CipherSuite, reader.pull_uint16())
         compression_method = reader.pull_uint8()
         extensions = _pull_extensions(reader, cls.MSG_TYPE)
@@ -243,10 +246,10 @@ class ServerHello:
 
 
 @dataclass(frozen=True, slots=True)
-class ServerHelloDone:
-    """ServerHelloDone (RFC 5246 §7.4.5): an empty body."""
+class _EmptyMessage:
+    """Shared codec of the handshake messages whose body is empty (RFC 5246 §7.4.1.1, §7.4.5)."""
 
-    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello_done
+    MSG_TYPE: ClassVar[HandshakeType]
 
     def encode(self) -> bytes:
         return b""
@@ -258,18 +261,17 @@ class ServerHelloDone:
 
 
 @dataclass(frozen=True, slots=True)
-class HelloRequest:
+class ServerHelloDone(_EmptyMessage):
+    """ServerHelloDone (RFC 5246 §7.4.5): an empty body."""
+
+    MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello_done
+
+
+@dataclass(frozen=True, slots=True)
+class HelloRequest(_EmptyMessage):
     """HelloRequest (RFC 5246 §7.4.1.1): an empty body. Answered with no_renegotiation (EXT-4)."""
 
     MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.hello_request
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, data: bytes) -> Self:
-        Reader(data).expect_end()
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from iotdtls.messages.constants import (
     SignatureScheme,
     known,
 )
-from iotdtls.messages.extensions import push_checked_vector
+from iotdtls.messages.extensions import decode_vector, encode_vector, push_checked_vector
 
 __all__ = [
     "CertificateVerify",
@@ -45,16 +45,11 @@ class ServerKeyExchangePsk:
     identity_hint: bytes = b""
 
     def encode(self) -> bytes:
-        writer = Writer()
-        push_checked_vector(writer, 2, self.identity_hint)
-        return writer.getvalue()
+        return encode_vector(2, self.identity_hint)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        reader = Reader(data)
-        hint = reader.pull_vector(2)
-        reader.expect_end()
-        return cls(hint)
+        return cls(decode_vector(data, 2))
 
 
 def _push_signed(writer: Writer, scheme: int, signature: bytes) -> None:
@@ -122,16 +117,11 @@ class ClientKeyExchangePsk:
     identity: bytes
 
     def encode(self) -> bytes:
-        writer = Writer()
-        push_checked_vector(writer, 2, self.identity)
-        return writer.getvalue()
+        return encode_vector(2, self.identity)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        reader = Reader(data)
-        identity = reader.pull_vector(2)
-        reader.expect_end()
-        return cls(identity)
+        return cls(decode_vector(data, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +135,11 @@ class ClientKeyExchangeEcdhe:
     public_point: bytes
 
     def encode(self) -> bytes:
-        writer = Writer()
-        push_checked_vector(writer, 1, self.public_point, 1, EC_POINT_MAX_LEN)
-        return writer.getvalue()
+        return encode_vector(1, self.public_point, 1, EC_POINT_MAX_LEN)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        reader = Reader(data)
-        point = reader.pull_vector(1, 1, EC_POINT_MAX_LEN)
-        reader.expect_end()
-        return cls(point)
+        return cls(decode_vector(data, 1, 1, EC_POINT_MAX_LEN))
 
 
 @dataclass(frozen=True, slots=True)
