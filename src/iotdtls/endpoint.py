@@ -132,6 +132,7 @@ class ServerEndpoint:
     def _gate(self, data: bytes, address: Address, now: float) -> None:
         try:
             parsed = _parse_initial_hello(data)
+            without_cookie, cookie = _split_cookie(parsed[2]) if parsed else (b"", b"")
         except DecodeError:
             parsed = None
         if parsed is None:
@@ -148,7 +149,6 @@ class ServerEndpoint:
             )
             return
         addr_bytes = repr(address).encode()
-        without_cookie, cookie = _split_cookie(body)
         if self.config.cookie_exchange and not self._cookies.verify(
             now, addr_bytes, without_cookie, cookie
         ):
