@@ -1,5 +1,22 @@
-"""iotdtls: a pure-Python DTLS 1.2 stack for the IoT profile (RFC 7925)."""
+"""iotdtls: a pure-Python DTLS 1.2 stack for the IoT profile (RFC 7925).
 
+    async with iotdtls.connect(host, port, iotdtls.ClientConfig(...)) as conn: ...
+    server = await iotdtls.serve(handler, host, port, iotdtls.ServerConfig(...))
+
+`iotdtls.sync` has a blocking client; `DtlsConnection` and `ServerEndpoint` are the sans-I/O
+core for other event loops.
+"""
+
+from iotdtls.aio import ClientConnection, DtlsServer, ServerSession, connect, serve
+from iotdtls.config import (
+    CONSTRAINED_RETRANSMIT,
+    RFC6347_RETRANSMIT,
+    ClientConfig,
+    RetransmitPolicy,
+    ServerConfig,
+)
+from iotdtls.connection import DtlsConnection
+from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -7,16 +24,30 @@ from iotdtls.errors import (
     ConfigError,
     DtlsError,
     HandshakeTimeout,
+    LocalProtocolError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONSTRAINED_RETRANSMIT",
+    "RFC6347_RETRANSMIT",
     "AlertDescription",
     "AlertReceived",
     "AlertSent",
+    "ClientConfig",
+    "ClientConnection",
     "ConfigError",
+    "DtlsConnection",
     "DtlsError",
+    "DtlsServer",
     "HandshakeTimeout",
+    "LocalProtocolError",
+    "RetransmitPolicy",
+    "ServerConfig",
+    "ServerEndpoint",
+    "ServerSession",
     "__version__",
+    "connect",
+    "serve",
 ]
