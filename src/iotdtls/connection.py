@@ -20,7 +20,6 @@ from iotdtls.errors import (
     AlertLevel,
     AlertReceived,
     AlertSent,
-    DecodeError,
     DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
@@ -41,7 +40,7 @@ from iotdtls.handshake.common import HandshakeMachine
 from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
 from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
 from iotdtls.handshake.server import ServerHandshake
-from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
+from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeHeader, HandshakeType
 from iotdtls.record import ContentType, PlainRecord, RecordLayer
 
 __all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
@@ -50,6 +49,9 @@ logger = logging.getLogger("iotdtls")
 
 #: The epoch the (only) handshake of an association switches to.
 HANDSHAKE_EPOCH = 1
+#: A ClientHello's record sequence number we continue from only if far below 2^48 - 1, so a
+#: hostile number cannot exhaust our epoch-0 sequence space (RFC 6347 §4.1).
+ADOPTABLE_SEQUENCE_LIMIT = 1 << 40
 
 
 class ConnectionState(Enum):
@@ -82,6 +84,7 @@ class DtlsConnection:
         # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
         self._records.install_read_epoch(0, NullProtector(), replay_check=False)
         self._newest_handshake_record = (-1, -1)
+        self._next_triggered_retransmit = float("-inf")
         self._handshake: HandshakeMachine = (
             ClientHandshake(config) if isinstance(config, ClientConfig) else ServerHandshake(config)
         )
@@ -164,11 +167,13 @@ class DtlsConnection:
                 if self.closed:
                     return
             if (
-                self.state is ConnectionState.HANDSHAKING
+                self._handshake.awaits_authenticated_finished
                 and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > bad_tags_before
             ):
                 # PSK-4: a wrong key (or an unknown identity, which the server turned into a
-                # random key) shows as the peer's Finished failing to authenticate.
+                # random key) shows as the client's Finished failing to authenticate. Only a
+                # server waiting for that Finished draws this conclusion; anything else with a
+                # bad tag is just dropped (RFC 6347 §4.1.2.7).
                 raise ProtocolError(
                     "the peer's Finished record does not authenticate",
                     AlertDescription.decrypt_error,
@@ -183,7 +188,12 @@ class DtlsConnection:
         app = ContentType.application_data
         try:
             for record in self._records.open_records(data):
-                if record.content_type is app and record.epoch == data_epoch:
+                if record.epoch != data_epoch:
+                    # Unauthenticated leftovers of the handshake (or forgeries): never parsed,
+                    # so they cannot end a good association (RFC 6347 §4.1.2.7, REC-3).
+                    self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+                    continue
+                if record.content_type is app:
                     if self._flight is not None:
                         self._flight = None  # the peer has our last flight (§4.2.4)
                     self._events.append(DataReceived(record.payload))
@@ -195,7 +205,7 @@ class DtlsConnection:
             self._fail(exc)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
-        """Datagrams queued for the peer, each at most `config.mtu` bytes."""
+        """Datagrams queued for the peer (handshake datagrams fit `config.mtu`)."""
         out, self._outgoing = self._outgoing, []
         return out
 
@@ -219,12 +229,18 @@ class DtlsConnection:
         return self._events.popleft() if self._events else None
 
     def send(self, data: bytes) -> None:
-        """Send one application datagram (RFC 6347 §4.1: one record per datagram)."""
+        """Send one application datagram as one record (RFC 6347 §4.1.1: a record never spans
+        datagrams; keep `len(data)` + 29 bytes within the path MTU to avoid IP fragmentation)."""
         if self.state is not ConnectionState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
         self._outgoing.append(
             self._records.seal(ContentType.application_data, data, self._write_epoch)
         )
+
+    def terminate(self, error: DtlsError) -> None:
+        """End the association without sending anything (the peer has lost its state)."""
+        if self.state is not ConnectionState.CLOSED:
+            self._close(error)
 
     def close(self) -> None:
         """Send close_notify and end the association (RFC 5246 §7.2.1)."""
@@ -276,12 +292,13 @@ class DtlsConnection:
             self._events.append(AlertEvent(alert.description))
 
     def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
-        if record.payload != b"\x01":
-            raise DecodeError("ChangeCipherSpec body is not 1")
-        if record.epoch != self._handshake.peer_epoch or not self._handshake.change_cipher_spec():
+        hs = self._handshake
+        if record.epoch != hs.peer_epoch or hs.state is not hs.WAIT_CCS_STATE:
             # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
             self.dropped[DropReason.UNEXPECTED_CCS] += 1
             return
+        ChangeCipherSpec.decode(record.payload)
+        hs.change_cipher_spec()
         self._process_messages(now)
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
@@ -300,7 +317,7 @@ class DtlsConnection:
                 body,
                 record.epoch,
             )
-            self._on_fragment(frag, record_id)
+            self._on_fragment(frag, record_id, now)
             if self.state is ConnectionState.CLOSED:
                 return
         self._newest_handshake_record = max(self._newest_handshake_record, record_id)
@@ -313,51 +330,65 @@ class DtlsConnection:
         record sequence continues from its record (the HelloVerifyRequest reused the first
         ClientHello's, §4.2.1), so a client's replay window never sees a number twice."""
         self._numbering_adopted = True
-        if header.msg_type != HandshakeType.client_hello or record.epoch != 0:
+        if (
+            header.msg_type != HandshakeType.client_hello
+            or record.epoch != 0
+            or record.sequence_number >= ADOPTABLE_SEQUENCE_LIMIT
+        ):
             return
         self._reassembler.next_seq = header.message_seq
         self._records.install_write_epoch(
             0, NullProtector(), next_sequence_number=record.sequence_number
         )
 
-    def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int]) -> None:
-        hs = self._handshake
-        if frag.message_seq >= self._reassembler.next_seq:
-            if self.state is ConnectionState.ESTABLISHED:
-                self._post_handshake_fragment(frag)
-            else:
-                self._reassembler.add(frag)
-            return
-        # An old message: the peer repeats its previous flight, so ours was lost (§4.2.4).
-        # Only for a record newer than any seen: a duplicated datagram gets no answer.
+    def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int], now: float) -> None:
+        if self.state is ConnectionState.ESTABLISHED:
+            self._post_handshake_fragment(frag, record_id, now)
+        elif frag.message_seq >= self._reassembler.next_seq:
+            self._reassembler.add(frag)
+        else:
+            self._maybe_retransmit(frag, record_id, now)
+
+    def _maybe_retransmit(
+        self, frag: HandshakeFragment, record_id: tuple[int, int], now: float
+    ) -> None:
+        """An old message: the peer repeats its previous flight, so ours was lost (§4.2.4).
+
+        Answered only for a record newer than any seen (a duplicated datagram gets no answer)
+        and at most once per quarter of the initial timer, so forged repeats cannot turn us
+        into an amplifier."""
         if (
-            frag.message_seq == hs.peer_flight_last_seq
+            frag.message_seq == self._handshake.peer_flight_last_seq
             and frag.fragment_offset == 0
             and self._flight is not None
             and record_id > self._newest_handshake_record
+            and now >= self._next_triggered_retransmit
         ):
+            self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
             self.retransmissions += 1
             self._transmit_flight()
 
-    def _post_handshake_fragment(self, frag: HandshakeFragment) -> None:
-        """After the handshake: refuse renegotiation (EXT-4), reject anything else (HS-5)."""
-        if frag.epoch != self._handshake.peer_epoch:
-            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
-            return
-        self._reassembler.add(frag)
-        msg = self._reassembler.peek()
-        if msg is None:
-            return
-        self._reassembler.pop()
+    def _post_handshake_fragment(
+        self, frag: HandshakeFragment, record_id: tuple[int, int], now: float
+    ) -> None:
+        """After the handshake: refuse renegotiation (EXT-4), reject anything else (HS-5).
+
+        A renegotiation starts again at message_seq 0 (RFC 6347 §4.2.2), so the request is
+        recognised by its type whatever its number; the replay window drops duplicates."""
         renegotiation = (
             HandshakeType.hello_request if self.is_client else HandshakeType.client_hello
         )
-        if msg.msg_type != renegotiation:
-            raise ProtocolError(
-                f"handshake message {msg.msg_type} after the handshake",
-                AlertDescription.unexpected_message,
-            )
-        self._send_alert(AlertLevel.WARNING, AlertDescription.no_renegotiation)
+        if frag.msg_type == renegotiation:
+            if frag.fragment_offset == 0:
+                self._send_alert(AlertLevel.WARNING, AlertDescription.no_renegotiation)
+            return
+        if frag.message_seq < self._reassembler.next_seq:
+            self._maybe_retransmit(frag, record_id, now)
+            return
+        raise ProtocolError(
+            f"handshake message {frag.msg_type} after the handshake",
+            AlertDescription.unexpected_message,
+        )
 
     def _process_messages(self, now: float) -> None:
         """Feed complete in-order messages to the state machine (HS-5: epochs must match)."""

@@ -103,8 +103,10 @@ class HandshakeMachine:
         return True
 
     @property
-    def waits_for_ccs(self) -> bool:
-        return self.state is self.WAIT_CCS_STATE
+    def awaits_authenticated_finished(self) -> bool:
+        """True while a record that fails authentication can only be the peer's Finished under
+        a different key (the server's view, PSK-4); the client never concludes that."""
+        return False
 
     # -- building our messages ----------------------------------------------------------------
     def outgoing(self, msg_type: HandshakeType, body: bytes, epoch: int) -> OutgoingMessage:
@@ -132,7 +134,10 @@ class HandshakeMachine:
         self._master_secret = master
         self.new_keys = derive_key_block(master, self.client_random, self.server_random)
         if self.config.keylog is not None:
-            self.config.keylog(keylog_line(self.client_random, master))
+            try:
+                self.config.keylog(keylog_line(self.client_random, master))
+            except Exception as exc:  # the key log is a debugging aid: never fatal
+                logger.warning("key log callback failed: %s", type(exc).__name__)
 
     def finished(self, from_client: bool, epoch: int) -> OutgoingMessage:
         """Our Finished over the transcript so far (RFC 5246 §7.4.9)."""

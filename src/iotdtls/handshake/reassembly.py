@@ -78,6 +78,8 @@ class Reassembler:
     def __init__(self, max_message_size: int) -> None:
         self.next_seq = 0
         self._max_size = max_message_size
+        #: All partial messages together stay below this (two maximal messages).
+        self._max_buffered = 2 * max_message_size
         self._partials: dict[int, _Partial] = {}
 
     def add(self, frag: HandshakeFragment) -> None:
@@ -93,13 +95,20 @@ class Reassembler:
         if not self.next_seq <= frag.message_seq < self.next_seq + MAX_MESSAGES_AHEAD:
             return
         partial = self._partials.get(frag.message_seq)
+        if partial is not None and frag.epoch != partial.epoch:
+            if frag.epoch < partial.epoch:
+                return
+            # A fragment under newer (authenticated) keys beats whatever an older,
+            # unauthenticated epoch left here: a forged stub cannot block the real message.
+            del self._partials[frag.message_seq]
+            partial = None
         if partial is None:
+            if self.buffered_bytes + frag.length > self._max_buffered:
+                return  # bounded memory per association; the peer will resend (HS-3)
             partial = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
             self._partials[frag.message_seq] = partial
         elif partial.msg_type != frag.msg_type or partial.length != frag.length:
             raise DecodeError("handshake fragments of one message disagree on type or length")
-        elif partial.epoch != frag.epoch:
-            return
         partial.add(frag.fragment_offset, frag.body)
 
     def peek(self) -> ReassembledMessage | None:
@@ -117,7 +126,7 @@ class Reassembler:
         self.next_seq += 1
 
     def clear(self) -> None:
-        """Forget every buffered fragment (a new handshake starts)."""
+        """Forget every buffered fragment (the association closed)."""
         self._partials.clear()
 
     @property

@@ -8,10 +8,11 @@ ServerKeyExchange: no identity hint, PSK-3); 6 ChangeCipherSpec, Finished.
 
 from __future__ import annotations
 
+import logging
 from enum import Enum, auto
 from typing import ClassVar
 
-from iotdtls.config import ServerConfig
+from iotdtls.config import MAX_PSK_LENGTH, ServerConfig
 from iotdtls.crypto import random_bytes
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.common import Handler, HandshakeMachine
@@ -32,6 +33,8 @@ from iotdtls.messages import (
 
 __all__ = ["ServerHandshake", "ServerState", "check_client_version"]
 
+logger = logging.getLogger("iotdtls")
+
 #: Length of the random stand-in key used for an unknown identity (PSK-4).
 UNKNOWN_IDENTITY_KEY_LENGTH = 16
 
@@ -45,8 +48,9 @@ class ServerState(Enum):
 
 
 def check_client_version(client_version: int) -> None:
-    """DTLS 1.2 only (REC-5): DTLS versions count down, so a larger number is older."""
-    if client_version > DTLS_1_2:
+    """DTLS 1.2 only (REC-5): DTLS versions (0xFEnn) count down, so a larger number is older;
+    a TLS version (0x03nn) is no DTLS at all."""
+    if client_version >> 8 != 0xFE or client_version > DTLS_1_2:
         raise ProtocolError(
             f"client offers only DTLS version {client_version:#06x}, we speak DTLS 1.2",
             AlertDescription.protocol_version,
@@ -121,7 +125,7 @@ class ServerHandshake(HandshakeMachine):
         cke = ClientKeyExchangePsk.decode(msg.body)
         self.record(msg)
         self.psk_identity = cke.identity
-        psk = self.config.lookup_psk(cke.identity)
+        psk = self._lookup(cke.identity)
         if psk is None:
             # PSK-4: carry on with a random key so an unknown identity fails exactly like a
             # wrong key: the client's Finished does not authenticate -> decrypt_error.
@@ -130,6 +134,25 @@ class ServerHandshake(HandshakeMachine):
         self.derive_keys(psk)
         self.state = ServerState.WAIT_CCS
         return None
+
+    def _lookup(self, identity: bytes) -> bytes | None:
+        """The application's key for `identity`; its mistakes end the handshake with
+        internal_error instead of escaping into the network path."""
+        try:
+            psk = self.config.lookup_psk(identity)
+        except Exception as exc:
+            logger.warning("psk_lookup raised %s", type(exc).__name__)
+            raise ProtocolError("psk_lookup failed", AlertDescription.internal_error) from None
+        if psk is not None and (not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH):
+            logger.warning("psk_lookup returned %s, not 1 to 65535 bytes", type(psk).__name__)
+            raise ProtocolError(
+                "psk_lookup returned an invalid key", AlertDescription.internal_error
+            )
+        return psk
+
+    @property
+    def awaits_authenticated_finished(self) -> bool:
+        return self.state in (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
 
     def _on_finished(self, msg: ReassembledMessage) -> Flight:
         self.check_finished(msg, from_client=True)
