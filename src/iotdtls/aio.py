@@ -299,8 +299,6 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.sessions: dict[Address, ServerSession] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        #: Associations seen at the last flush, to name the identity when one ends.
-        self._known: dict[Address, DtlsConnection] = {}
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
 
@@ -342,7 +340,6 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 self.transport.sendto(datagram, address)
         while (item := self.endpoint.next_event()) is not None:
             self._on_event(*item)
-        self._known = dict(self.endpoint.connections)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -367,13 +364,12 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             if s is not None:
                 s.inbox.put(event.data)
         elif isinstance(event, ConnectionClosed):
-            self._on_closed(address, event.error)
+            self._on_closed(address, event)
 
-    def _on_closed(self, address: Address, error: DtlsError | None) -> None:
+    def _on_closed(self, address: Address, event: ConnectionClosed) -> None:
         """Log the end of an association (one line naming peer and identity) and end its
         session. Only the identity and the alert are logged, never key material (SEC-1)."""
-        conn = self._known.get(address) or self.endpoint.connections.get(address)
-        identity = conn.psk_identity if conn is not None else b""
+        error, identity = event.error, event.psk_identity
         ended = self.sessions.pop(address, None)
         if ended is not None:
             ended.inbox.end(error)

@@ -162,8 +162,12 @@ class ServerConfig(_CommonConfig):
     cookie_exchange: bool = True
     #: Seconds a cookie secret is used before rotating; the previous one is still accepted.
     cookie_rotation: float = 300.0
-    #: Most associations (established or in progress) a server endpoint keeps at once.
+    #: Most associations (established or in progress) a server endpoint keeps at once; when
+    #: full, the least recently active one makes room for a peer that proved its address.
     max_connections: int = 4096
+    #: Most handshakes in progress at once; when full, the oldest is dropped. Kept below
+    #: `max_connections` so half-open associations cannot crowd out established ones.
+    max_handshakes: int = 256
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,6 +184,8 @@ class ServerConfig(_CommonConfig):
             raise ConfigError(f"cookie_rotation must be > 0 seconds, got {self.cookie_rotation}")
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
+        if not 1 <= self.max_handshakes <= self.max_connections:
+            raise ConfigError("max_handshakes must be from 1 to max_connections")
 
     def lookup_psk(self, identity: bytes) -> bytes | None:
         """The key for `identity` (exact byte comparison, PSK-2), or None when unknown."""

@@ -482,4 +482,4 @@ class DtlsConnection:
         self._deadline = None
         self._flight = None
         self._reassembler.clear()
-        self._events.append(ConnectionClosed(error))
+        self._events.append(ConnectionClosed(error, self._handshake.psk_identity))

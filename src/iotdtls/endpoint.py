@@ -20,7 +20,16 @@ from iotdtls._buffer import Reader, Writer
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
-from iotdtls.errors import AlertDescription, AlertLevel, DecodeError, ProtocolError
+from iotdtls.errors import (
+    AlertDescription,
+    AlertLevel,
+    AssociationEvicted,
+    AssociationReplaced,
+    DecodeError,
+    DtlsError,
+    LocalProtocolError,
+    ProtocolError,
+)
 from iotdtls.events import Event
 from iotdtls.handshake.server import check_client_version
 from iotdtls.handshake.transcript import handshake_header
@@ -50,7 +59,8 @@ class GateOutcome(Enum):
     HELLO_VERIFY_TOO_LARGE = auto()
     COOKIE_ACCEPTED = auto()
     VERSION_REFUSED = auto()
-    TOO_MANY_CONNECTIONS = auto()
+    HANDSHAKE_EVICTED = auto()
+    IDLE_EVICTED = auto()
 
 
 class CookieJar:
@@ -84,6 +94,8 @@ class CookieJar:
         self, now: float, address: bytes, hello_without_cookie: bytes, cookie: bytes
     ) -> bool:
         """Constant-time check against the current and the previous secret (SEC-2)."""
+        if len(cookie) != COOKIE_LENGTH:  # the length is public: no MAC for a first hello
+            return False
         index = int(now // self._rotation)
         ok = False
         for i in (index, index - 1):
@@ -124,6 +136,8 @@ class ServerEndpoint:
         # §4.2.8): it goes through the cookie gate, and replaces the old association (complete
         # or half-open) only once the cookie proves the address.
         if conn is not None and not _is_new_hello(data, conn):
+            del self.connections[address]  # keep the table in order of last activity
+            self.connections[address] = conn
             conn.receive_datagram(data, now)
             self._collect(address, conn, now)
             return
@@ -156,15 +170,35 @@ class ServerEndpoint:
                 data, record, hs, self._cookies.make(now, addr_bytes, without_cookie), address
             )
             return
-        if address not in self.connections and len(self.connections) >= self.config.max_connections:
-            self.gate[GateOutcome.TOO_MANY_CONNECTIONS] += 1
-            return
         self.gate[GateOutcome.COOKIE_ACCEPTED] += 1
+        self._make_room(address)
         conn = DtlsConnection(self.config)
-        self.connections[address] = conn  # replaces an old association (RFC 6347 §4.2.8)
+        self.connections[address] = conn
         conn.accept(now)
         conn.receive_datagram(data, now)
         self._collect(address, conn, now)
+
+    def _make_room(self, address: Address) -> None:
+        """Before a new association from `address` (whose cookie proved it): end the old one
+        of that address (RFC 6347 §4.2.8), then respect the caps of `ServerConfig`."""
+        old = self.connections.get(address)
+        if old is not None:
+            self._drop(address, old, AssociationReplaced())
+        if self._timed and len(self._timed) >= self.config.max_handshakes:
+            oldest = next(iter(self._timed))
+            self._drop(oldest, self._timed[oldest], AssociationEvicted("too many handshakes"))
+            self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
+        if len(self.connections) >= self.config.max_connections:
+            idlest = next(iter(self.connections))  # kept in order of last activity
+            self._drop(idlest, self.connections[idlest], AssociationEvicted("server full"))
+            self.gate[GateOutcome.IDLE_EVICTED] += 1
+
+    def _drop(self, address: Address, conn: DtlsConnection, error: DtlsError) -> None:
+        conn.terminate(error)
+        self._timed.pop(address, None)
+        self.connections.pop(address, None)
+        while (event := conn.next_event()) is not None:
+            self._events.append((address, event))
 
     def _hello_verify(
         self,
@@ -226,7 +260,9 @@ class ServerEndpoint:
 
     def send(self, address: Address, data: bytes) -> None:
         """Send application data to an established peer."""
-        conn = self.connections[address]
+        conn = self.connections.get(address)
+        if conn is None:
+            raise LocalProtocolError(f"no association with {address!r}")
         conn.send(data)
         self._collect(address, conn, 0.0)
 

@@ -21,6 +21,8 @@ __all__ = [
     "AlertLevel",
     "AlertReceived",
     "AlertSent",
+    "AssociationEvicted",
+    "AssociationReplaced",
     "ConfigError",
     "DecodeError",
     "DtlsError",
@@ -115,6 +117,20 @@ class AlertReceived(DtlsError):
             self.alert = alert
             name = f"alert {alert}"
         super().__init__(f"received fatal alert {name}")
+
+
+class AssociationReplaced(DtlsError):
+    """The peer started a new handshake from the same address (RFC 6347 §4.2.8)."""
+
+    def __init__(self) -> None:
+        super().__init__("the peer started a new handshake from the same address")
+
+
+class AssociationEvicted(DtlsError):
+    """The server needed this association's slot (its limits are in `ServerConfig`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"association evicted: {reason}")
 
 
 class HandshakeTimeout(DtlsError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from iotdtls.errors import AlertDescription, DtlsError
 
@@ -40,9 +40,13 @@ class AlertReceived:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed:
-    """The association ended: `error` is None after a clean close_notify (RFC 5246 §7.2.1)."""
+    """The association ended: `error` is None after a clean close_notify (RFC 5246 §7.2.1).
+
+    `psk_identity` is the identity the client named, if it got that far (public: it travels
+    in clear in the ClientKeyExchange), so a server can log who failed."""
 
     error: DtlsError | None
+    psk_identity: bytes = field(default=b"", compare=False)
 
 
 Event = HandshakeComplete | DataReceived | AlertReceived | ConnectionClosed

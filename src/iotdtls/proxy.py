@@ -23,11 +23,15 @@ the second datagram the server sends, whatever the random impairments say.
 Fates, decided per datagram in this order: an exact drop (``"dropped"``); random loss
 (``"dropped"``); random reordering (``"reordered"``: held back and released right after the next
 datagram of the same direction goes out, or after `reorder_timeout` seconds if none comes);
-random duplication (``"duplicated"``: sent twice); otherwise ``"sent"``. A random delay drawn
-from the direction's ``delay`` range is then applied to every copy that is sent. Each direction
-has its own generator seeded from ``seed`` and draws the same number of values for every
-datagram, so the fate of the n-th datagram of a direction depends only on the seed and n, never
-on timing or on the other direction.
+random duplication (``"duplicated"``: sent twice); otherwise ``"sent"``. One datagram per
+direction is held at a time: after a ``"reordered"`` one, no other of its direction is reordered
+until one is forwarded (``"sent"`` or ``"duplicated"``), *even if the timer has already
+released the held one*, so that this rule never depends on timing. A random delay drawn from
+the direction's ``delay`` range is then applied to every copy that is sent. Each direction has
+its own generator seeded from ``seed`` and draws the same number of values for every datagram,
+so the fate of the n-th datagram of a direction depends only on the seed and the fates before
+it, never on timing or on the other direction (timing decides only *when* a held datagram
+leaves: right after the next forwarded one, or by its timer).
 
 Example::
 
@@ -174,6 +178,7 @@ class LossyProxy:
             read it after `stop()` or through `snapshot()` while running).
         counts: a Counter of (direction, fate) pairs.
         ignored: datagrams from unexpected sources, not forwarded.
+        rebinds: how many times the upstream socket was replaced (see `rebind()`).
         client_address: the client's address once it has sent something.
     """
 
@@ -220,6 +225,7 @@ class LossyProxy:
         self.log: list[LoggedDatagram] = []
         self.counts: Counter[tuple[Direction, Fate]] = Counter()
         self.ignored = 0
+        self.rebinds = 0
         self.client_address: tuple[str, int] | None = None
 
         self._rngs: dict[Direction, random.Random] = {
@@ -227,6 +233,9 @@ class LossyProxy:
         }
         self._received: dict[Direction, int] = {"client": 0, "server": 0}
         self._held: dict[Direction, _Held | None] = {"client": None, "server": None}
+        # Whether a reordered datagram still counts as held (until the next one is forwarded,
+        # whether or not its timer has released it): decides fates, independently of timing.
+        self._holding: dict[Direction, bool] = {"client": False, "server": False}
         self._pending: list[_Pending] = []
         self._order = 0
         self._lock = threading.Lock()
@@ -288,10 +297,15 @@ class LossyProxy:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def rebind(self) -> None:
+    def rebind(self, timeout: float = 1.0) -> bool:
         """Forward from a new upstream socket (new source port): a NAT rebinding as the
-        target sees it. Takes effect within one loop iteration."""
+        target sees it. Takes effect within one loop iteration; waits up to `timeout` seconds
+        for it and returns whether it happened (every datagram read after that goes out from
+        the new socket)."""
+        with self._lock:
+            wanted = self.rebinds + 1
         self._rebind_requested.set()
+        return self._wait(lambda: self.rebinds >= wanted, timeout)
 
     def snapshot(self) -> list[LoggedDatagram]:
         """A copy of the log, safe to take while the proxy runs."""
@@ -304,16 +318,26 @@ class LossyProxy:
 
     def wait_for_count(self, direction: Direction, count: int, timeout: float) -> bool:
         """Wait up to `timeout` seconds until `count` datagrams of `direction` were received."""
+        return self._wait(lambda: self._received[direction] >= count, timeout)
+
+    def wait_for_ignored(self, count: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until `count` datagrams from unexpected sources were
+        ignored."""
+        return self._wait(lambda: self.ignored >= count, timeout)
+
+    def _wait(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Poll `condition` (under the lock) every 10 ms for up to `timeout` seconds, or until
+        the thread has stopped; return its last value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if self._received[direction] >= count:
+                if condition():
                     return True
             if not self._thread.is_alive():
                 break
             time.sleep(0.01)
         with self._lock:
-            return self._received[direction] >= count
+            return condition()
 
     # -- the thread --------------------------------------------------------------------------
 
@@ -367,6 +391,8 @@ class LossyProxy:
             old.close()
         self._upstream = new
         self._selector.register(new, selectors.EVENT_READ, "server")
+        with self._lock:
+            self.rebinds += 1
 
     def _next_due(self) -> float | None:
         dues = [p.due for p in self._pending[:1]]
@@ -390,12 +416,16 @@ class LossyProxy:
                 if self.client_address is None:
                     self.client_address = source
                 elif source != self.client_address:
-                    self.ignored += 1
+                    self._ignore()
                     continue
             elif source != self.target:
-                self.ignored += 1
+                self._ignore()
                 continue
             self._handle(direction, data)
+
+    def _ignore(self) -> None:
+        with self._lock:
+            self.ignored += 1
 
     def _handle(self, direction: Direction, data: bytes) -> None:
         rng = self._rngs[direction]
@@ -411,8 +441,9 @@ class LossyProxy:
         fate: Fate
         if (direction, index) in self.drop or loss_draw < impairment.loss:
             fate = "dropped"
-        elif reorder_draw < impairment.reorder and held is None:
+        elif reorder_draw < impairment.reorder and not self._holding[direction]:
             fate = "reordered"
+            self._holding[direction] = True
             self._held[direction] = _Held(data, now + self.reorder_timeout, delay)
         elif duplicate_draw < impairment.duplicate:
             fate = "duplicated"
@@ -421,10 +452,12 @@ class LossyProxy:
         else:
             fate = "sent"
             self._schedule(direction, data, now + delay)
-        if fate in ("sent", "duplicated") and held is not None:
-            # The held datagram goes out right after the one that overtook it.
-            self._held[direction] = None
-            self._schedule(direction, held.data, now + max(delay, held.delay))
+        if fate in ("sent", "duplicated"):
+            self._holding[direction] = False
+            if held is not None:
+                # The held datagram goes out right after the one that overtook it.
+                self._held[direction] = None
+                self._schedule(direction, held.data, now + max(delay, held.delay))
         entry = LoggedDatagram(direction, data, fate, now, index)
         with self._lock:
             self.log.append(entry)
