@@ -5,6 +5,12 @@ callback decides whether it is delivered, dropped, duplicated or held back for r
 returns replacement bytes to deliver instead (a rewritten datagram; the wire log keeps the
 original). Time advances only to the next timer when nothing is in flight, so runs are
 deterministic. Below the link: small helpers to read and forge records in tests.
+
+Every run through the link is also an ERR-1 check (profile "Error Handling"): each plaintext
+(epoch-0) alert record either side sends is decoded and must name an alert of the PSK mode
+(`PSK_MODE_ALERTS`: never a reserved, unknown or certificate alert), and every association
+that closes with `AlertSent` must name such an alert too (this covers the encrypted alerts,
+which the link cannot read). `checked_alerts` lists what was checked.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.events import Event
+from iotdtls.errors import AlertSent
+from iotdtls.events import ConnectionClosed, Event
+from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.common import Handler
 from iotdtls.handshake.flight import Flight, OutgoingMessage
 from iotdtls.handshake.reassembly import ReassembledMessage
@@ -74,6 +82,8 @@ class MemoryLink:
     client_events: list[Event] = field(default_factory=list)
     server_events: list[Event] = field(default_factory=list)
     _held: list[tuple[Direction, bytes]] = field(default_factory=list)
+    #: (sender, level, description) of every alert checked against the PSK mode (ERR-1).
+    checked_alerts: list[tuple[Direction, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client = DtlsConnection(self.client_config)
@@ -95,6 +105,7 @@ class MemoryLink:
             moved = True
             self.sent[direction] += 1
             self.wire.append((direction, self.now, data))
+            self._check_plain_alerts(direction, data)
             fate = self.fate(direction, self.sent[direction], data)
             if isinstance(fate, bytes):
                 data, fate = fate, "deliver"
@@ -111,10 +122,28 @@ class MemoryLink:
                 self._deliver(*self._held.pop(0))
         return moved
 
+    def _check_plain_alerts(self, sender: Direction, data: bytes) -> None:
+        """ERR-1: every epoch-0 alert record `sender` emits names an alert of the PSK mode."""
+        recs, _ = split_datagram(data)
+        for header, fragment in recs:
+            if header.content_type != ContentType.alert or header.epoch != 0:
+                continue
+            alert = Alert.decode(fragment)
+            assert alert.description in PSK_MODE_ALERTS, (sender, alert)
+            self.checked_alerts.append((sender, alert.level, alert.description))
+
+    def _check_closed(self, sender: Direction, event: Event) -> None:
+        """ERR-1: an association that ended by sending a fatal alert names a PSK-mode alert."""
+        if isinstance(event, ConnectionClosed) and isinstance(event.error, AlertSent):
+            assert event.error.alert in PSK_MODE_ALERTS, (sender, event.error)
+            self.checked_alerts.append((sender, 2, event.error.alert))
+
     def _drain_events(self) -> None:
         while (ev := self.client.next_event()) is not None:
+            self._check_closed("client", ev)
             self.client_events.append(ev)
         while (sev := self.server.next_event()) is not None:
+            self._check_closed("server", sev[1])
             self.server_events.append(sev[1])
 
     def step(self) -> bool:

@@ -11,7 +11,9 @@ amended by the profile); renegotiation is refused (RFC 5746, EXT-4) and DTLS 1.0
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -20,11 +22,12 @@ import iotdtls.errors
 import iotdtls.handshake.common
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DropReason, DtlsConnection
-from iotdtls.crypto import NullProtector
+from iotdtls.crypto import BadTag, Ccm8Protector, NullProtector
 from iotdtls.endpoint import GateOutcome, ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertLevel, AlertReceived, AlertSent
 from iotdtls.events import AlertReceived as AlertEvent
-from iotdtls.events import ConnectionClosed, DataReceived
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.flight import OutgoingMessage
 from iotdtls.handshake.server import ServerHandshake
@@ -48,6 +51,7 @@ from tests.memory_link import (
     KEY,
     Direction,
     Fate,
+    FateFn,
     MemoryLink,
     established,
     events_of,
@@ -125,10 +129,11 @@ def test_client_refuses_message_in_place_of_server_hello(msg_type: int, body: by
     assert_failed_with(client, UNEXPECTED)
     (out,) = client.datagrams_to_send(0.0)
     assert alert_of(out) == (AlertLevel.FATAL, UNEXPECTED)
-    assert client.next_event() == ConnectionClosed(client.error)
+    event = client.next_event()
+    assert isinstance(event, ConnectionClosed) and event.error is client.error
 
 
-@pytest.mark.req("HS-5", "ERR-1", "PSK-3")
+@pytest.mark.req("HS-5", "ERR-1")
 @pytest.mark.parametrize(
     "extra",
     [
@@ -236,9 +241,11 @@ def test_plaintext_application_data_is_never_delivered() -> None:
     forged = plain.seal(ContentType.application_data, b"clear", 0)
     link.server.receive_datagram(forged, CLIENT_ADDR, link.now)
     link.step()
-    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 2
+    # Once established, epoch-0 records are unauthenticated leftovers: dropped unread.
+    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    assert link.client.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == 1
     assert link.server_conn is not None
-    assert link.server_conn.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    assert link.server_conn.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == 1
     assert events_of(link, "client", DataReceived) == []
     assert events_of(link, "server", DataReceived) == []
 
@@ -250,8 +257,9 @@ def test_protected_data_before_client_completes_is_dropped() -> None:
     link = make_link(fate=lambda d, i, data: "drop" if (d, i) == ("server", 3) else "deliver")
     link.client.connect(0.0)
     link.run(
-        stop=lambda lk: lk.server_conn is not None
-        and lk.server_conn.state is ConnectionState.ESTABLISHED
+        stop=lambda lk: (
+            lk.server_conn is not None and lk.server_conn.state is ConnectionState.ESTABLISHED
+        )
     )
     final_flight = wire_from(link, "server")[2]
     link.server.send(CLIENT_ADDR, b"too early")
@@ -264,21 +272,25 @@ def test_protected_data_before_client_completes_is_dropped() -> None:
     assert events_of(link, "client", DataReceived) == []
 
 
-def without_ccs(direction: Direction, index: int, data: bytes) -> Fate | bytes:
-    """Strip every ChangeCipherSpec record from what the server sends."""
-    if direction != "server":
-        return "deliver"
-    kept = b"".join(
-        header.encode() + fragment
-        for header, fragment in records(data)
-        if header.content_type != ContentType.change_cipher_spec
-    )
-    return kept if kept else "drop"
+def strip_ccs(sender: Direction) -> FateFn:
+    """A fate that removes every ChangeCipherSpec record from what `sender` sends."""
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        if direction != sender:
+            return "deliver"
+        kept = b"".join(
+            header.encode() + fragment
+            for header, fragment in records(data)
+            if header.content_type != ContentType.change_cipher_spec
+        )
+        return kept if kept else "drop"
+
+    return fate
 
 
 @pytest.mark.req("HS-5", "HS-4")
 def test_no_completion_without_change_cipher_spec() -> None:
-    link = make_link(fate=without_ccs, client={"handshake_timeout": 30.0})
+    link = make_link(fate=strip_ccs("server"), client={"handshake_timeout": 30.0})
     link.handshake(until=100)
     assert link.client.state is ConnectionState.CLOSED
     assert events_of(link, "client", ConnectionClosed)[0].error is link.client.error
@@ -286,10 +298,38 @@ def test_no_completion_without_change_cipher_spec() -> None:
     assert events_of(link, "client", DataReceived) == []
     assert link.client.handshake_state.name == "WAIT_CCS"
     # The server did send its Finished (epoch 1) more than once; the client kept waiting.
-    finished_records = [
-        h for d in wire_from(link, "server") for h, _ in records(d) if h.epoch == 1
-    ]
+    finished_records = [h for d in wire_from(link, "server") for h, _ in records(d) if h.epoch == 1]
     assert len(finished_records) >= 2
+
+
+@pytest.mark.req("HS-5")
+def test_server_never_completes_without_client_change_cipher_spec() -> None:
+    """The mirror case: the client's flight 5 loses its ChangeCipherSpec. The server can decrypt
+    the client's epoch-1 Finished but must not take it before the ChangeCipherSpec (RFC 5246
+    §7.4.9): it never sends flight 6 and its handshake times out."""
+    link = make_link(fate=strip_ccs("client"), server={"handshake_timeout": 20.0})
+    link.client.connect(0.0)
+    link.run(until=5.0, stop=lambda lk: lk.server_conn is not None)
+    server_conn = link.server_conn
+    assert server_conn is not None
+    link.run(until=100.0, stop=lambda lk: server_conn.state is ConnectionState.CLOSED)
+    assert server_conn.state is ConnectionState.CLOSED
+    assert isinstance(server_conn.error, iotdtls.errors.HandshakeTimeout)
+    assert server_conn.handshake_state.name == "WAIT_CCS"
+    assert events_of(link, "server", ConnectionClosed) == [
+        ConnectionClosed(server_conn.error, IDENTITY)
+    ]
+    assert events_of(link, "server", HandshakeComplete) == []
+    assert events_of(link, "client", HandshakeComplete) == []
+    # The client's Finished (epoch 1) reached the server several times, never with a CCS.
+    client_finished = [h for d in wire_from(link, "client") for h, _ in records(d) if h.epoch == 1]
+    assert len(client_finished) >= 2
+    stripped = [h for d in wire_from(link, "client") for h, _ in records(d)]
+    assert ContentType.change_cipher_spec in [h.content_type for h in stripped]  # it was sent
+    # The server never answered with its ChangeCipherSpec and Finished (flight 6).
+    server_records = [h for d in wire_from(link, "server") for h, _ in records(d)]
+    assert all(h.epoch == 0 for h in server_records)
+    assert ContentType.change_cipher_spec not in [h.content_type for h in server_records]
 
 
 @pytest.mark.req("HS-5")
@@ -370,6 +410,71 @@ def test_unknown_identity_and_wrong_key_look_alike() -> None:
     assert AlertDescription.unknown_psk_identity not in [a.description for a in alerts]
 
 
+def spy_on_key_schedule(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record (role, step) for each key-schedule function the handshakes call and for each
+    record decryption (`Ccm8Protector.open`, with its outcome)."""
+    calls: list[tuple[str, str]] = []
+    names = [
+        "psk_premaster_secret",
+        "extended_master_secret",
+        "master_secret",
+        "derive_key_block",
+        "finished_verify_data",
+    ]
+    for name in names:
+        real = getattr(iotdtls.handshake.common, name)
+
+        def counting(*args: object, _real: Any = real, _name: str = name) -> object:
+            caller = inspect.currentframe()
+            assert caller is not None and caller.f_back is not None
+            role = type(caller.f_back.f_locals.get("self")).__name__
+            calls.append((role, _name))
+            return _real(*args)
+
+        monkeypatch.setattr(iotdtls.handshake.common, name, counting)
+    real_open = Ccm8Protector.open
+
+    def counting_open(self: Ccm8Protector, *args: Any) -> bytes:
+        try:
+            plain: bytes = real_open(self, *args)
+        except BadTag:
+            calls.append(("record", "open failed"))
+            raise
+        calls.append(("record", "open"))
+        return plain
+
+    monkeypatch.setattr(Ccm8Protector, "open", counting_open)
+    return calls
+
+
+@pytest.mark.req("PSK-4")
+def test_unknown_identity_runs_the_same_key_schedule_as_a_wrong_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No early exit for an unknown identity: the server derives keys from a stand-in key and
+    fails on the client's Finished record exactly as it does for a wrong key (timing side)."""
+    calls = spy_on_key_schedule(monkeypatch)
+    stand_in: list[int] = []
+    real_derive = ServerHandshake.derive_keys
+
+    def derive(self: ServerHandshake, psk: bytes) -> None:
+        stand_in.append(len(psk))
+        real_derive(self, psk)
+
+    monkeypatch.setattr(ServerHandshake, "derive_keys", derive)
+    traces = []
+    for client in ({"psk_identity": b"Client_identitx"}, {"psk": bytes(16)}):
+        calls.clear()
+        make_link(client=client).handshake()
+        traces.append(list(calls))
+    unknown, wrong = traces
+    assert unknown == wrong
+    server_steps = [step for role, step in unknown if role == "ServerHandshake"]
+    assert server_steps == ["psk_premaster_secret", "extended_master_secret", "derive_key_block"]
+    assert [step for role, step in unknown if role == "record"] == ["open failed"]
+    assert stand_in == [16, 16]  # a 16-byte random stand-in, like the provisioned key
+
+
 # -- EXT-4: no renegotiation -----------------------------------------------------------------------
 
 
@@ -382,11 +487,12 @@ def test_client_answers_hello_request_with_no_renegotiation() -> None:
     forged = handshake_record(
         record_layer(server_conn), HandshakeType.hello_request, next_send_seq(server_conn), b"", 1
     )
+    before = len(wire_from(link, "client"))
     link.client.receive_datagram(forged, link.now)
     link.step()
     assert link.client.state is ConnectionState.ESTABLISHED
     assert events_of(link, "server", AlertEvent) == [AlertEvent(AlertDescription.no_renegotiation)]
-    (answer,) = wire_from(link, "client")[-1:]
+    (answer,) = wire_from(link, "client")[before:]  # one datagram, and only one, answers
     assert [(h.content_type, h.epoch) for h, _ in records(answer)] == [(ContentType.alert, 1)]
     link.client.send(b"still up")
     link.step()
@@ -483,6 +589,86 @@ def test_client_refuses_dtls10_server_hello() -> None:
     )
 
 
+# -- ERR-1 on the wire: every alert the link carries is checked by MemoryLink -------------------
+
+#: Alerts no PSK association may send: certificate alerts, unknown_psk_identity (PSK-4),
+#: and the RESERVED ones of RFC 5246 §7.2 (decryption_failed, decompression_failure,
+#: no_certificate, export_restriction).
+FOREIGN_ALERTS = {42, 43, 44, 45, 46, 48, 115, 21, 30, 41, 60}
+
+
+def _unexpected_in_flight(monkeypatch: pytest.MonkeyPatch) -> MemoryLink:
+    extra = [(HandshakeType.client_key_exchange, ClientKeyExchangePsk(b"x").encode())]
+    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", injecting_server(extra))
+    return make_link()
+
+
+FAILURES: dict[str, tuple[Any, Direction, AlertDescription]] = {
+    "wrong-key": (
+        lambda mp: make_link(client={"psk": bytes(16)}),
+        "server",
+        AlertDescription.decrypt_error,
+    ),
+    "unknown-identity": (
+        lambda mp: make_link(client={"psk_identity": b"nobody"}),
+        "server",
+        AlertDescription.decrypt_error,
+    ),
+    "no-ems": (
+        lambda mp: make_link(client={"require_extended_master_secret": False}),
+        "server",
+        AlertDescription.handshake_failure,
+    ),
+    "downgrade": (
+        lambda mp: make_link(fate=downgrade_server_hello),
+        "client",
+        AlertDescription.protocol_version,
+    ),
+    "unexpected": (_unexpected_in_flight, "client", UNEXPECTED),
+    "bad-finished": (
+        lambda mp: (
+            mp.setattr(iotdtls.connection, "ClientHandshake", BadFinishedClient),
+            make_link(),
+        )[1],
+        "server",
+        AlertDescription.decrypt_error,
+    ),
+}
+
+
+@pytest.mark.req("ERR-1")
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_every_alert_on_the_link_belongs_to_psk_mode(
+    monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Each failure path sends one fatal alert the link decoded from the wire and found in
+    PSK_MODE_ALERTS; the sender's AlertSent names it and the peer's AlertReceived too."""
+    assert not FOREIGN_ALERTS & {int(a) for a in PSK_MODE_ALERTS}
+    build, sender, alert = FAILURES[case]
+    link = build(monkeypatch)
+    link.handshake()
+    assert_link_failed(link, sender, alert)
+    # Checked twice by the link: on the wire (epoch-0 record) and as the closing AlertSent.
+    assert link.checked_alerts.count((sender, AlertLevel.FATAL, alert)) == 2
+    assert {d for _, _, d in link.checked_alerts} == {alert}
+
+
+@pytest.mark.req("ERR-1")
+def test_link_catches_an_alert_of_another_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link's ERR-1 check can fail: with the mode filter bypassed, a handler naming
+    unknown_psk_identity puts it on the wire and the link refuses it."""
+
+    class Revealing(ServerHandshake):
+        def derive_keys(self, psk: bytes) -> None:
+            raise iotdtls.errors.ProtocolError("no such identity", AlertDescription(115))
+
+    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", Revealing)
+    monkeypatch.setattr(iotdtls.connection, "permitted_alert", lambda alert: alert)
+    link = make_link()
+    with pytest.raises(AssertionError, match="unknown_psk_identity"):
+        link.handshake()
+
+
 @pytest.mark.req("ERR-1")
 def test_fatal_alert_from_peer_is_a_typed_error() -> None:
     link = make_link()
@@ -493,6 +679,7 @@ def test_fatal_alert_from_peer_is_a_typed_error() -> None:
     link.client.receive_datagram(record_layer(server_conn).seal(ContentType.alert, alert, 1), 0)
     assert isinstance(link.client.error, AlertReceived)
     assert link.client.error.alert is AlertDescription.internal_error
-    assert link.client.next_event() == ConnectionClosed(link.client.error)
+    event = link.client.next_event()
+    assert isinstance(event, ConnectionClosed) and event.error is link.client.error
     with pytest.raises(iotdtls.errors.LocalProtocolError):
         link.client.send(b"after the end")

@@ -330,16 +330,13 @@ class DtlsConnection:
         record sequence continues from its record (the HelloVerifyRequest reused the first
         ClientHello's, §4.2.1), so a client's replay window never sees a number twice."""
         self._numbering_adopted = True
-        if (
-            header.msg_type != HandshakeType.client_hello
-            or record.epoch != 0
-            or record.sequence_number >= ADOPTABLE_SEQUENCE_LIMIT
-        ):
+        if header.msg_type != HandshakeType.client_hello or record.epoch != 0:
             return
         self._reassembler.next_seq = header.message_seq
-        self._records.install_write_epoch(
-            0, NullProtector(), next_sequence_number=record.sequence_number
-        )
+        if record.sequence_number < ADOPTABLE_SEQUENCE_LIMIT:
+            self._records.install_write_epoch(
+                0, NullProtector(), next_sequence_number=record.sequence_number
+            )
 
     def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int], now: float) -> None:
         if self.state is ConnectionState.ESTABLISHED:
@@ -397,6 +394,12 @@ class DtlsConnection:
             msg = self._reassembler.peek()
             if msg is None or msg.epoch > hs.peer_epoch:
                 return  # incomplete, or protected by keys whose ChangeCipherSpec is not here yet
+            if hs.state is hs.WAIT_CCS_STATE:
+                # What follows the peer's ChangeCipherSpec comes under the new keys: a complete
+                # message in the old epoch here is a forgery, dropped unread (RFC 6347 §4.1.2.7).
+                self._reassembler.discard()
+                self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+                return
             if msg.epoch < hs.peer_epoch:
                 raise ProtocolError(
                     "handshake message in the old epoch after ChangeCipherSpec",

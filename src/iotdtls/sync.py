@@ -57,6 +57,8 @@ class DtlsClient:
         while self.connection.state is ConnectionState.HANDSHAKING:
             self._pump(None)
         self._raise_if_failed()
+        if self.connection.state is not ConnectionState.ESTABLISHED:
+            raise LocalProtocolError("the peer closed the association during the handshake")
 
     def send(self, data: bytes) -> None:
         self._raise_if_failed()

@@ -9,18 +9,18 @@ record (header, handshake header, body and AEAD overhead) fits the room left (RF
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from iotdtls.config import RetransmitPolicy
 from iotdtls.handshake.transcript import handshake_header
+from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
+from iotdtls.record import ContentType
 
 __all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
 
-HANDSHAKE_HEADER_LEN = 12
 #: Smallest handshake fragment body worth starting in the tail of a datagram.
 MIN_FRAGMENT = 16
-CONTENT_CCS = 20
-CONTENT_HANDSHAKE = 22
+_CCS_BODY = ChangeCipherSpec().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,8 @@ class OutgoingMessage:
 
     msg_type: int
     message_seq: int
-    body: bytes
-    epoch: int
+    body: bytes = field(repr=False)  # a Finished carries verify_data
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ FlightItem = OutgoingMessage | OutgoingCcs
 
 @dataclass(frozen=True, slots=True)
 class Flight:
-    """The messages of one flight; `final` flights start no timer (RFC 6347 §4.2.4 figure 2)."""
+    """The messages of one flight; `final` flights start no timer (RFC 6347 §4.2.4, Figure 3)."""
 
     items: tuple[FlightItem, ...]
     final: bool = False
@@ -71,7 +71,7 @@ def cut_flight(
 
     for item in items:
         if isinstance(item, OutgoingCcs):
-            emit(seal(CONTENT_CCS, b"\x01", item.epoch))
+            emit(seal(ContentType.change_cipher_spec, _CCS_BODY, item.epoch))
             continue
         fixed = overhead(item.epoch) + HANDSHAKE_HEADER_LEN
         if mtu - fixed < 1:
@@ -86,7 +86,8 @@ def cut_flight(
                 room = mtu - fixed
             take = min(left, room)
             header = handshake_header(item.msg_type, item.message_seq, len(body), offset, take)
-            current += seal(CONTENT_HANDSHAKE, header + body[offset : offset + take], item.epoch)
+            fragment = header + body[offset : offset + take]
+            current += seal(ContentType.handshake, fragment, item.epoch)
             offset += take
             if offset >= len(body):
                 break

@@ -28,8 +28,8 @@ class HandshakeFragment:
     length: int
     message_seq: int
     fragment_offset: int
-    body: bytes
-    epoch: int
+    body: bytes = field(repr=False)  # a Finished carries verify_data
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,8 @@ class ReassembledMessage:
 
     msg_type: int
     message_seq: int
-    body: bytes
-    epoch: int
+    body: bytes = field(repr=False)  # a Finished carries verify_data
+    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -119,6 +119,10 @@ class Reassembler:
         return ReassembledMessage(
             partial.msg_type, self.next_seq, bytes(partial.data), partial.epoch
         )
+
+    def discard(self) -> None:
+        """Forget what arrived for the next message_seq (a forgery); keep waiting for it."""
+        self._partials.pop(self.next_seq, None)
 
     def pop(self) -> None:
         """Consume the message `peek` returned and expect the following message_seq."""

@@ -1,0 +1,238 @@
+"""Server endpoint limits and hostile inputs: nothing a peer sends can crash the endpoint, grow
+its table without bound, or end a good association (HS-2, REC-3, EXT-4, RFC 6347 §4.2.8)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.crypto import NullProtector
+from iotdtls.endpoint import GateOutcome, ServerEndpoint
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    AssociationEvicted,
+    AssociationReplaced,
+)
+from iotdtls.events import AlertReceived as AlertEvent
+from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from iotdtls.messages import HandshakeType
+from iotdtls.record import ContentType, RecordLayer
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    Direction,
+    Fate,
+    handshake_record,
+    make_link,
+    record_layer,
+)
+
+Address = tuple[str, int]
+
+
+class Net:
+    """Several in-memory clients (by address) and one server endpoint, at a fixed time."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.server = ServerEndpoint(server)
+        self.clients: dict[Address, DtlsConnection] = {}
+        self.server_events: list[tuple[Address, Event]] = []
+        self.now = 0.0
+
+    def client(self, address: Address, **config: Any) -> DtlsConnection:
+        conn = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY, **config))
+        self.clients[address] = conn
+        conn.connect(self.now)
+        return conn
+
+    def pump(self, drop_to: Callable[[Address], bool] = lambda a: False) -> None:
+        for _ in range(50):
+            moved = False
+            for address, conn in self.clients.items():
+                for data in conn.datagrams_to_send(self.now):
+                    moved = True
+                    self.server.receive_datagram(data, address, self.now)
+            for data, address in self.server.datagrams_to_send(self.now):
+                moved = True
+                if address in self.clients and not drop_to(address):
+                    self.clients[address].receive_datagram(data, self.now)
+            while (item := self.server.next_event()) is not None:
+                self.server_events.append(item)
+            if not moved:
+                return
+
+    def closed_events(self, address: Address) -> list[ConnectionClosed]:
+        return [
+            e for a, e in self.server_events if a == address and isinstance(e, ConnectionClosed)
+        ]
+
+
+def server_config(**overrides: Any) -> ServerConfig:
+    return ServerConfig(psk_store={IDENTITY: KEY}, **overrides)
+
+
+@pytest.mark.req("HS-2")
+def test_half_open_cap_evicts_with_a_typed_event() -> None:
+    net = Net(server_config(max_handshakes=2))
+    addresses = [("198.51.100.2", 2000 + i) for i in range(3)]
+    for address in addresses:
+        net.client(address)
+        # HelloVerifyRequest reaches the client; the server's flight 4 does not.
+        seen: dict[str, int] = {"n": 0}
+
+        def drop_after_hvr(a: Address, seen: dict[str, int] = seen) -> bool:
+            seen["n"] += 1
+            return seen["n"] > 1
+
+        net.pump(drop_to=drop_after_hvr)
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 1
+    assert len(net.server.connections) == 2
+    evicted = net.closed_events(addresses[0])
+    assert len(evicted) == 1 and isinstance(evicted[0].error, AssociationEvicted)
+    assert addresses[0] not in net.server.connections
+
+
+@pytest.mark.req("HS-2")
+def test_full_table_evicts_the_least_recently_active() -> None:
+    net = Net(server_config(max_connections=2, max_handshakes=1))
+    a, b, c = (("198.51.100.3", 3000 + i) for i in range(3))
+    for address in (a, b):
+        net.client(address)
+        net.pump()
+        assert net.clients[address].state is ConnectionState.ESTABLISHED
+    net.clients[a].send(b"a is active")  # b is now the least recently active
+    net.pump()
+    net.client(c)
+    net.pump()
+    assert net.clients[c].state is ConnectionState.ESTABLISHED
+    assert set(net.server.connections) == {a, c}
+    assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
+    (closed,) = net.closed_events(b)
+    assert isinstance(closed.error, AssociationEvicted)
+
+
+def test_restarted_client_ends_the_old_association_with_an_event() -> None:
+    net = Net(server_config())
+    address = ("198.51.100.4", 4000)
+    net.client(address)
+    net.pump()
+    old = net.server.connections[address]
+    net.client(address)  # the device rebooted: same address, new handshake
+    net.pump()
+    assert net.server.connections[address] is not old
+    assert net.server.connections[address].state is ConnectionState.ESTABLISHED
+    (closed,) = net.closed_events(address)
+    assert isinstance(closed.error, AssociationReplaced)
+    assert closed.psk_identity == IDENTITY
+
+
+@pytest.mark.req("REC-3")
+def test_hostile_record_sequence_number_in_client_hello() -> None:
+    """A ClientHello whose record sequence number is 2^48 - 1 (cookie still valid: the cookie
+    covers the hello, not the record header) neither crashes nor exhausts the server."""
+
+    def max_sequence(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        if direction == "client" and data[0] == ContentType.handshake and data[3:5] == b"\0\0":
+            return data[:5] + b"\xff" * 6 + data[11:]
+        return "deliver"
+
+    link = make_link(max_sequence)
+    link.handshake()
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert link.server_conn is not None and link.server_conn.state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("REC-3")
+@pytest.mark.parametrize(
+    ("content_type", "payload"),
+    [
+        (ContentType.change_cipher_spec, b"\x02"),
+        (ContentType.handshake, b"\x01\x00"),  # truncated handshake header
+        (ContentType.alert, b"\x02"),  # truncated alert
+        (ContentType.alert, b"\x02\x28"),  # a well-formed fatal alert, but unauthenticated
+        (ContentType.application_data, b"forged"),
+    ],
+)
+def test_forged_plaintext_records_never_end_an_established_association(
+    content_type: ContentType, payload: bytes
+) -> None:
+    link = make_link()
+    link.handshake()
+    forger = RecordLayer()
+    forger.install_write_epoch(0, NullProtector(), next_sequence_number=1000)
+    link.client.receive_datagram(forger.seal(content_type, payload, 0), link.now)
+    link.server.receive_datagram(forger.seal(content_type, payload, 0), CLIENT_ADDR, link.now)
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert link.server_conn is not None and link.server_conn.state is ConnectionState.ESTABLISHED
+    link.client.send(b"still fine")
+    link.step()
+    assert DataReceived(b"still fine") in link.server_events
+
+
+@pytest.mark.req("HS-3", "REC-3")
+def test_forged_plaintext_stub_cannot_block_the_real_finished() -> None:
+    """A forged epoch-0 fragment for the message_seq of the server's Finished is replaced when
+    the authenticated (epoch-1) fragments arrive."""
+    forger = RecordLayer()
+    forger.install_write_epoch(0, NullProtector(), next_sequence_number=500)
+    stub = handshake_record(forger, HandshakeType.finished, 3, b"\x00" * 5)
+    injected = {"done": False}
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate:
+        if direction == "client" and index == 3 and not injected["done"]:
+            injected["done"] = True
+            link.client.receive_datagram(stub, link.now)  # lands before the server's flight 6
+        return "deliver"
+
+    link = make_link(fate)
+    link.handshake(until=5.0)
+    assert injected["done"]
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert link.now < 1.0  # no retransmission was needed
+
+
+@pytest.mark.req("EXT-4")
+def test_renegotiation_request_restarting_at_message_seq_0_is_refused() -> None:
+    """RFC 6347 §4.2.2: a renegotiation starts again at message_seq 0."""
+    link = make_link()
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    hello_request = handshake_record(
+        record_layer(server_conn), HandshakeType.hello_request, 0, b"", epoch=1
+    )
+    link.client.receive_datagram(hello_request, link.now)
+    link.step()
+    assert AlertEvent(AlertDescription.no_renegotiation) in link.server_events
+    assert link.client.state is ConnectionState.ESTABLISHED
+
+
+def test_failing_psk_lookup_is_an_internal_error_not_a_crash() -> None:
+    def broken(identity: bytes) -> bytes | None:
+        raise RuntimeError("database down")
+
+    for lookup in (broken, lambda identity: "not bytes", lambda identity: b""):
+        link = make_link(server={"psk_store": None, "psk_lookup": lookup})
+        link.handshake(until=5.0)
+        server_conn_error = [e.error for e in link.server_events if isinstance(e, ConnectionClosed)]
+        assert len(server_conn_error) == 1
+        assert isinstance(server_conn_error[0], AlertSent)
+        assert server_conn_error[0].alert is AlertDescription.internal_error
+        assert isinstance(link.client.error, AlertReceived)
+
+
+def test_failing_keylog_callback_does_not_break_the_handshake() -> None:
+    def broken(line: str) -> None:
+        raise OSError("disk full")
+
+    link = make_link(client={"keylog": broken}, server={"keylog": broken})
+    link.handshake()
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert any(isinstance(e, HandshakeComplete) for e in link.server_events)

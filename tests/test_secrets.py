@@ -1,0 +1,290 @@
+"""Randomness and secrets, observed on a running handshake.
+
+CFG-2 (profile "Random Number Generation", RFC 4086): every random value of a handshake is
+drawn from `os.urandom`: the client random and server random (RFC 5246 §7.4.1.2), the cookie
+secret (RFC 6347 §4.2.1) and the stand-in key of an unknown identity (PSK-4). SEC-1 (profile
+"Privacy and Security Considerations"): the PSK, the master secret (RFC 5246 §8.1) and the
+write keys and IVs (RFC 5246 §6.3) appear in no log message, error text, repr or str; they
+reach only an explicit key log (NSS SSLKEYLOGFILE format) that the user asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import iotdtls.connection
+import iotdtls.endpoint
+from iotdtls.config import ServerConfig
+from iotdtls.connection import DtlsConnection
+from iotdtls.crypto import Ccm8Protector, KeyBlock, derive_key_block
+from iotdtls.errors import AlertSent, LocalProtocolError
+from iotdtls.events import ConnectionClosed
+from iotdtls.handshake.server import ServerHandshake
+from iotdtls.messages import ClientHello, HandshakeType, ServerHello
+from iotdtls.trace import describe_datagram
+from tests.memory_link import (
+    CLIENT_ADDR,
+    KEY,
+    MemoryLink,
+    established,
+    events_of,
+    make_link,
+    plain_handshake,
+    records,
+    wire_from,
+)
+
+
+class CountingUrandom:
+    """A stand-in for `os.urandom`: distinct, recognisable outputs, each one recorded."""
+
+    def __init__(self) -> None:
+        self.outputs: list[bytes] = []
+
+    def __call__(self, n: int) -> bytes:
+        seed = b"fake urandom %d" % len(self.outputs)
+        out = (hashlib.sha256(seed).digest() * (n // 32 + 1))[:n]
+        self.outputs.append(out)
+        return out
+
+
+def hellos(link: MemoryLink) -> tuple[list[bytes], ServerHello]:
+    """The ClientHello bodies the client sent and the ServerHello, from the wire."""
+    client = [
+        b
+        for d in wire_from(link, "client")
+        for h, b in plain_handshake(d)
+        if h.msg_type == HandshakeType.client_hello
+    ]
+    (server,) = [
+        ServerHello.decode(b)
+        for d in wire_from(link, "server")
+        for h, b in plain_handshake(d)
+        if h.msg_type == HandshakeType.server_hello
+    ]
+    return client, server
+
+
+def cookie_key(outputs: list[bytes], first_hello: bytes, cookie: bytes) -> bytes:
+    """The one output that, as HMAC-SHA256 key over the client address and the ClientHello
+    without its cookie, gives `cookie` (the endpoint's stateless cookie, RFC 6347 §4.2.1)."""
+    hello = ClientHello.decode(first_hello)
+    cookie_at = 2 + 32 + 1 + len(hello.session_id)
+    assert first_hello[cookie_at] == 0  # the first ClientHello has an empty cookie
+    without_cookie = first_hello[:cookie_at] + first_hello[cookie_at + 1 :]
+    address = repr(CLIENT_ADDR).encode()
+    (key,) = [
+        k
+        for k in outputs
+        if hmac.new(k, address + without_cookie, hashlib.sha256).digest()[: len(cookie)] == cookie
+    ]
+    return key
+
+
+@pytest.mark.req("CFG-2", "PSK-4")
+def test_every_random_value_comes_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = CountingUrandom()
+    monkeypatch.setattr(os, "urandom", fake)
+    stand_in: list[bytes] = []
+    real_derive = ServerHandshake.derive_keys
+
+    def derive(self: ServerHandshake, psk: bytes) -> None:
+        stand_in.append(psk)
+        real_derive(self, psk)
+
+    monkeypatch.setattr(ServerHandshake, "derive_keys", derive)
+    link = make_link(client={"psk_identity": b"not provisioned"})
+    link.handshake()
+    client_hellos, server_hello = hellos(link)
+    first, second = (ClientHello.decode(b) for b in client_hellos)
+    used = {
+        "client random": first.random,
+        "server random": server_hello.random,
+        "cookie secret": cookie_key(fake.outputs, client_hellos[0], second.cookie),
+        "unknown-identity key": stand_in[0],
+    }
+    assert second.random == first.random and second.cookie
+    for what, value in used.items():
+        assert value in fake.outputs, what
+    # Four draws, four distinct uses: nothing random came from anywhere else.
+    assert sorted(fake.outputs) == sorted(used.values())
+    assert [len(v) for v in used.values()] == [32, 32, 32, 16]
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)  # the stand-in key failed like a wrong key
+
+
+# -- SEC-1 -----------------------------------------------------------------------------------
+
+
+def secret_forms(secret: bytes) -> list[str]:
+    """The ways a secret could show up in text: hex (both cases), repr, raw bytes."""
+    return [secret.hex(), secret.hex().upper(), repr(secret), secret.decode("latin-1")]
+
+
+def keys_of(line: str, link: MemoryLink) -> tuple[bytes, KeyBlock]:
+    """Master secret (from an NSS key log line) and key block (RFC 5246 §6.3) of `link`."""
+    label, random_hex, master_hex = line.split()
+    assert label == "CLIENT_RANDOM"
+    client_random = bytes.fromhex(random_hex)
+    _, server_hello = hellos(link)
+    master = bytes.fromhex(master_hex)
+    return master, derive_key_block(master, client_random, server_hello.random)
+
+
+@dataclass
+class Observed:
+    """A run of the link with key logs on both sides and every record protector recorded."""
+
+    link: MemoryLink
+    keylog: list[str]
+    protectors: list[Ccm8Protector]
+    server_objects: list[object]
+
+
+def run_observed(monkeypatch: pytest.MonkeyPatch, client: dict[str, Any]) -> Observed:
+    """A handshake, then data both ways and close_notify if it completed."""
+    lines: list[str] = []
+    protectors: list[Ccm8Protector] = []
+
+    def protector(key: bytes, implicit_iv: bytes) -> Ccm8Protector:
+        protectors.append(Ccm8Protector(key, implicit_iv))
+        return protectors[-1]
+
+    server_conns: list[DtlsConnection] = []
+
+    def connection(config: ServerConfig) -> DtlsConnection:
+        server_conns.append(DtlsConnection(config))
+        return server_conns[-1]
+
+    monkeypatch.setattr(iotdtls.connection, "Ccm8Protector", protector)
+    monkeypatch.setattr(iotdtls.endpoint, "DtlsConnection", connection)
+    link = make_link(client={"keylog": lines.append, **client}, server={"keylog": lines.append})
+    link.handshake()
+    (server_conn,) = server_conns
+    if established(link):
+        link.client.send(b"client data")
+        link.server.send(CLIENT_ADDR, b"server data")
+        link.step()
+        link.client.close()
+        link.step()
+    with pytest.raises(LocalProtocolError) as refused:  # an API error text, too
+        link.client.send(b"after the end")
+    objects = [server_conn, server_conn._handshake, server_conn._records, refused.value]
+    return Observed(link, lines, protectors, objects)
+
+
+def texts_of(run: Observed, records: list[logging.LogRecord], *objects: object) -> Iterator[str]:
+    """Every text the run exposes: log lines, errors, reprs of the objects involved and the
+    one-line datagram traces of `-v`."""
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    yield from (formatter.format(r) for r in records)
+    link = run.link
+    for obj in (
+        link.client,
+        link.client.config,
+        link.client._handshake,
+        link.client._records,
+        link.client.error,
+        link.server,
+        link.server.config,
+        *run.server_objects,
+        *run.protectors,
+        *link.client_events,
+        *link.server_events,
+        *objects,
+    ):
+        yield repr(obj)
+        yield str(obj)
+        if isinstance(obj, ConnectionClosed) and obj.error is not None:
+            yield repr(obj.error.args)
+            yield getattr(obj.error, "reason", "")
+    yield from (describe_datagram(d) for _, _, d in link.wire)
+
+
+def assert_secret_free(texts: Iterator[str], secrets: dict[str, bytes]) -> None:
+    checked = 0
+    for text in texts:
+        checked += 1
+        for name, secret in secrets.items():
+            for form in secret_forms(secret):
+                assert form not in text, f"{name} leaks in {text!r}"
+    assert checked > 20
+
+
+@pytest.mark.req("SEC-1")
+def test_no_secret_in_logs_errors_or_reprs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="iotdtls")
+    run = run_observed(monkeypatch, {})
+    link, lines = run.link, run.keylog
+    assert [e.error for e in events_of(link, "server", ConnectionClosed)] == [None]
+    client_line, server_line = lines  # one line per side, the same association
+    assert client_line == server_line
+    master, kb = keys_of(client_line, link)
+    # The derived keys are the ones in use: they open the client's data record.
+    data_records = [
+        (h, f) for d in wire_from(link, "client") for h, f in records(d) if h.content_type == 23
+    ]
+    (header, fragment), *_ = data_records
+    opened = Ccm8Protector(kb.client_write_key, kb.client_write_iv).open(
+        header.epoch, header.sequence_number, header.content_type, header.version, fragment
+    )
+    assert opened == b"client data"
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)
+    secrets = {
+        "psk": KEY,
+        "master secret": master,
+        "client write key": kb.client_write_key,
+        "server write key": kb.server_write_key,
+        "client write iv": kb.client_write_iv,
+        "server write iv": kb.server_write_iv,
+    }
+    assert len(run.protectors) == 4  # read and write, both sides
+    assert_secret_free(texts_of(run, caplog.records, kb), secrets)
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize(
+    "client",
+    [{"psk": bytes(range(100, 116))}, {"psk_identity": b"nobody we know"}],
+    ids=["wrong-key", "unknown-identity"],
+)
+def test_no_secret_in_failure_texts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, client: dict[str, Any]
+) -> None:
+    """A failed handshake: both sides derived keys (the server from a random stand-in for an
+    unknown identity); none of them, nor either PSK, shows in the error texts or the logs."""
+    caplog.set_level(logging.DEBUG, logger="iotdtls")
+    stand_in: list[bytes] = []
+    real_derive = ServerHandshake.derive_keys
+
+    def derive(self: ServerHandshake, psk: bytes) -> None:
+        stand_in.append(psk)
+        real_derive(self, psk)
+
+    monkeypatch.setattr(ServerHandshake, "derive_keys", derive)
+    run = run_observed(monkeypatch, client)
+    link = run.link
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert any("association failed" in r.getMessage() for r in caplog.records)
+    client_line, server_line = run.keylog
+    assert client_line != server_line  # two different master secrets
+    secrets = {"psk": KEY, "client psk": link.client.config.psk, "server key": stand_in[0]}
+    for side, line in (("client", client_line), ("server", server_line)):
+        master, kb = keys_of(line, link)
+        secrets[f"{side} master secret"] = master
+        secrets[f"{side} client write key"] = kb.client_write_key
+        secrets[f"{side} server write key"] = kb.server_write_key
+        secrets[f"{side} client write iv"] = kb.client_write_iv
+        secrets[f"{side} server write iv"] = kb.server_write_iv
+    assert_secret_free(texts_of(run, caplog.records), secrets)
