@@ -2,6 +2,16 @@
 
 Under CI=true a skipped test is a failed test: an interop test whose peer is missing must not
 pass silently on a fresh machine (see .ci/run). Locally, missing peers skip with a reason.
+
+Three ways a skip can hide, all turned into failures under CI=true:
+
+- a test (or its fixture) calls ``pytest.skip``: the test report says "skipped";
+- a module skips at import (``pytest.importorskip`` or ``pytest.skip(allow_module_level=True)``):
+  only the *collection* report says "skipped", and no test of the module ever runs;
+- a test calls ``pytest.xfail()`` imperatively: the report is "skipped" with ``wasxfail``, like
+  a declared expected failure, but no ``@pytest.mark.xfail`` marker declared it.
+
+A test under a real ``xfail`` marker keeps its usual outcome.
 """
 
 from __future__ import annotations
@@ -12,14 +22,35 @@ from collections.abc import Generator
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_CI_NOTE = "under CI=true, which counts as a failure"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, None]:
+    """Turn a skipped test, or an xfail without an xfail marker, into a failure under CI."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+    if not IN_CI or not report.skipped:
+        return
+    if not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true, which counts as a failure: {report.longrepr}"
+        report.longrepr = f"skipped {_CI_NOTE}: {report.longrepr}"
+    elif item.get_closest_marker("xfail") is None:
+        reason = report.wasxfail
+        del report.wasxfail
+        report.outcome = "failed"
+        report.longrepr = f"pytest.xfail() without an xfail marker {_CI_NOTE}: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, None]:
+    """Turn a skipped collection (a module-level skip or importorskip) into an error under CI."""
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()
+    if IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"collection skipped {_CI_NOTE}: {report.longrepr}"

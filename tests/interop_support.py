@@ -1,9 +1,11 @@
-"""Helpers shared by the interop, CLI, tshark and adapter tests: an in-process server thread,
-configurations with the test credentials, wire-log readers and the CLI subprocess runners."""
+"""Helpers shared by the interop, CLI, tshark, adapter and proxy tests: an in-process server
+thread, configurations with the test credentials, wire-log readers, UDP socket helpers and the
+CLI subprocess runners."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -15,9 +17,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from iotdtls import aio
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
 from iotdtls.errors import DtlsError
 from iotdtls.proxy import LoggedDatagram, LossyProxy
+from tests import memory_link
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
@@ -28,17 +31,47 @@ from tests.peers import (
 )
 
 WRONG_PSK_HEX = "0102030405060708090a0b0c0d0e0f11"
+WRONG_PSK = bytes.fromhex(WRONG_PSK_HEX)
+#: A quick retransmission timer for loopback tests (200 ms initial, 1 s at most).
+FAST = RetransmitPolicy(0.2, 1.0)
 HANDSHAKE, ALERT, APPLICATION_DATA = 22, 21, 23
 CLIENT_HELLO, HELLO_VERIFY_REQUEST = 1, 3
 DECRYPT_ERROR = 51
+#: Attempts at binding a server to a fresh port (a parallel test process may take one first).
+STARTUP_ATTEMPTS = 3
+
+_log_lock = threading.Lock()
+_log_users = 0
+_log_saved_level = logging.NOTSET
+
+
+def _debug_logging_on() -> None:
+    """Set the ``iotdtls`` logger to DEBUG for the first user; remember the old level."""
+    global _log_users, _log_saved_level
+    with _log_lock:
+        if _log_users == 0:
+            _log_saved_level = logging.getLogger("iotdtls").level
+            logging.getLogger("iotdtls").setLevel(logging.DEBUG)
+        _log_users += 1
+
+
+def _debug_logging_off() -> None:
+    """Restore the ``iotdtls`` logger's level when its last user is done."""
+    global _log_users
+    with _log_lock:
+        _log_users -= 1
+        if _log_users == 0:
+            logging.getLogger("iotdtls").setLevel(_log_saved_level)
 
 
 class ServerThread:
     """`aio.serve` with an echo handler on its own event loop in a daemon thread.
 
-    Records every datagram received (`received`: (address, data)), every session end
-    (`ended`: (address, error or None)) and the `iotdtls` log lines (`log_lines`), and lets
-    a test wait for a condition on them (`wait_until`).
+    Records every session start (`started`: address, once its handshake completed), every
+    datagram received (`received`: (address, data)), every session end (`ended`: (address,
+    error or None)) and, with `capture_log`, the `iotdtls` log lines (`log_lines`; the logger
+    is at DEBUG while any such server runs, and back at its old level after), and lets a test
+    wait for a condition on them (`wait_until`).
     """
 
     def __init__(
@@ -47,41 +80,71 @@ class ServerThread:
         *,
         port: int | None = None,
         sock: socket.socket | None = None,
+        capture_log: bool = True,
     ) -> None:
-        """Prepare the server; `start()` binds it (on `port`, or on `sock`)."""
+        """Prepare the server; `start()` binds it (on `port`, on `sock`, or on a fresh port,
+        trying another one if a parallel process took it first)."""
         self.config = config
+        self._fresh_port = port is None and sock is None
         self.port = port if port is not None else (0 if sock is not None else free_udp_port())
         self.sock = sock
+        self.started: list[object] = []
         self.received: list[tuple[object, bytes]] = []
         self.ended: list[tuple[object, DtlsError | None]] = []
         self.log_lines: list[str] = []
+        self.handshake_done = threading.Event()
         self._cond = threading.Condition()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="iotdtls-server", daemon=True)
-        self._handler = _ListHandler(self)
+        self._thread = self._new_thread()
+        self._handler = _ListHandler(self) if capture_log else None
 
     @property
     def address(self) -> tuple[str, int]:
         """Where clients send to."""
         return LOCALHOST, self.port
 
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name="iotdtls-server", daemon=True)
+
     def start(self) -> None:
         """Start the loop and wait (bounded) until the socket is bound."""
-        logging.getLogger("iotdtls").addHandler(self._handler)
-        logging.getLogger("iotdtls").setLevel(logging.DEBUG)
-        self._thread.start()
-        if not self._ready.wait(5.0) or self._failure is not None:
+        if self._handler is not None:
+            logging.getLogger("iotdtls").addHandler(self._handler)
+            _debug_logging_on()
+        try:
+            for attempt in range(STARTUP_ATTEMPTS):
+                if attempt:
+                    self.port = free_udp_port()
+                    self._ready.clear()
+                    self._failure = None
+                    self._thread = self._new_thread()
+                self._thread.start()
+                if self._ready.wait(5.0) and self._failure is None:
+                    return
+                self._thread.join(5.0)
+                if not (self._fresh_port and isinstance(self._failure, OSError)):
+                    break
             raise RuntimeError(f"server did not start: {self._failure!r}")
+        except BaseException:
+            self._detach_log()
+            raise
 
     def stop(self) -> None:
         """Close the server (close_notify to every peer) and join the thread."""
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        loop, stopping = self._loop, self._stop
+        if loop is not None and stopping is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop has just finished
+                loop.call_soon_threadsafe(stopping.set)
         self._thread.join(5.0)
-        logging.getLogger("iotdtls").removeHandler(self._handler)
+        self._detach_log()
+
+    def _detach_log(self) -> None:
+        if self._handler is not None and self._handler in logging.getLogger("iotdtls").handlers:
+            logging.getLogger("iotdtls").removeHandler(self._handler)
+            _debug_logging_off()
 
     def __enter__(self) -> ServerThread:
         self.start()
@@ -107,6 +170,8 @@ class ServerThread:
             return [d for _, d in self.received]
 
     async def _echo(self, session: aio.ServerSession) -> None:
+        self.note(lambda: self.started.append(session.address))
+        self.handshake_done.set()
         error: DtlsError | None = None
         try:
             while (data := await session.recv()) is not None:
@@ -127,8 +192,10 @@ class ServerThread:
             raise
         self.port = server.address[1]
         self._ready.set()
-        await self._stop.wait()
-        await server.close()
+        try:
+            await self._stop.wait()
+        finally:
+            await server.close()
 
     def _run(self) -> None:
         try:
@@ -170,15 +237,9 @@ def client_config(**overrides: Any) -> ClientConfig:
 
 
 def records(datagram: bytes) -> list[tuple[int, int, bytes]]:
-    """(content type, epoch, fragment) of each record of a datagram (RFC 6347 §4.1)."""
-    out = []
-    offset = 0
-    while offset + 13 <= len(datagram):
-        length = int.from_bytes(datagram[offset + 11 : offset + 13], "big")
-        epoch = int.from_bytes(datagram[offset + 3 : offset + 5], "big")
-        out.append((datagram[offset], epoch, datagram[offset + 13 : offset + 13 + length]))
-        offset += 13 + length
-    return out
+    """(content type, epoch, fragment) of each record of a datagram (RFC 6347 §4.1); the
+    framing is `memory_link.records`'s (which asserts that the datagram is well framed)."""
+    return [(h.content_type, h.epoch, frag) for h, frag in memory_link.records(datagram)]
 
 
 def handshake_types(log: list[LoggedDatagram], direction: str) -> list[int]:
@@ -247,6 +308,26 @@ def fragmented(log: list[LoggedDatagram], direction: str) -> bool:
                 if int.from_bytes(frag[9:12], "big") < length:
                     return True
     return False
+
+
+# -- UDP sockets ---------------------------------------------------------------------------------
+
+
+def recv_or_none(sock: socket.socket, timeout: float = 0.3) -> bytes | None:
+    """The next datagram on `sock`, or None after `timeout` seconds without one."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(65535)
+    except TimeoutError:
+        return None
+
+
+def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
+    """Everything that arrives on `sock` until `quiet` seconds pass without a datagram."""
+    out = []
+    while (data := recv_or_none(sock, quiet)) is not None:
+        out.append(data)
+    return out
 
 
 # -- our client, OpenSSL server -----------------------------------------------------------------

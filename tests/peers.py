@@ -1,7 +1,9 @@
 """Helpers for tests that talk to real DTLS peers (OpenSSL, GnuTLS): ports, processes, PKI.
 
-This is a helper module, not a test file; tests import it as ``import peers`` (pytest puts
-``tests/`` on ``sys.path``) and tools add ``tests/`` to ``sys.path`` themselves.
+This is a helper module, not a test file. ``tests/`` is a package: tests import it as
+``from tests import peers`` or ``from tests.peers import ...`` (pytest puts the project
+root on ``sys.path``). It imports nothing from ``tests``, so a tool may also put ``tests/``
+itself on ``sys.path`` and ``import peers`` (tools/record_vectors.py does).
 
 What it gives (see /work/shared/peers.md for the peers and their pitfalls):
 
@@ -818,7 +820,7 @@ def netns() -> Iterator[NetNamespace]:
     A test module makes the fixture visible with a module-level assignment (an import of an
     unused name would upset ruff)::
 
-        import peers
+        from tests import peers
         netns = peers.netns
 
         def test_x(netns: peers.NetNamespace) -> None: ...

@@ -7,30 +7,22 @@ import logging
 import socket
 import time
 from collections.abc import Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iotdtls import aio
-from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
+from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertDescription, AlertReceived, HandshakeTimeout
+from tests import interop_support
+from tests.interop_support import FAST, WRONG_PSK
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, PSK_HEX
 
-WRONG_PSK = bytes.fromhex("0102030405060708090a0b0c0d0e0f11")
-FAST = RetransmitPolicy(0.2, 1.0)
-
-
-def server_config(**kw: Any) -> ServerConfig:
-    settings: dict[str, Any] = {"psk_store": {CLIENT_IDENTITY.encode(): PSK},
-                                "retransmit": FAST, "handshake_timeout": 5.0}
-    return ServerConfig(**{**settings, **kw})
-
-
-def client_config(**kw: Any) -> ClientConfig:
-    settings: dict[str, Any] = {"psk_identity": CLIENT_IDENTITY, "psk": PSK,
-                                "retransmit": FAST, "handshake_timeout": 5.0}
-    return ClientConfig(**{**settings, **kw})
+# The shared test credentials, with a quick retransmission timer and a 5 s handshake bound.
+server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
+client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
 
 
 def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
@@ -50,12 +42,14 @@ async def echo_server(**kw: Any) -> aio.DtlsServer:
 @pytest.mark.req("PSK-1", "HS-1", "HS-2")
 def test_connect_echo_close_and_recv_after_close() -> None:
     ends: list[bytes | None] = []
+    ended = asyncio.Event()
 
     async def recorder(session: aio.ServerSession) -> None:
         assert session.psk_identity == CLIENT_IDENTITY.encode()
         while (data := await session.recv()) is not None:
             session.send(data[::-1])
         ends.append(None)
+        ended.set()
 
     async def main() -> None:
         async with await aio.serve(recorder, LOCALHOST, 0, server_config()) as server:
@@ -66,12 +60,11 @@ def test_connect_echo_close_and_recv_after_close() -> None:
                 assert await client.recv() == b""
             assert await client.recv() is None  # after close: None, every time
             assert await client.recv() is None
-            for _ in range(100):
-                if ends:
-                    break
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(ended.wait(), 5.0)
             assert ends == [None]  # the server saw our close_notify
-            assert server.endpoint.gate  # the cookie gate was used
+            # The cookie gate was used: one HelloVerifyRequest, one cookie accepted.
+            assert server.endpoint.gate[GateOutcome.HELLO_VERIFY_SENT] == 1
+            assert server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
 
     run(main())
 
@@ -91,6 +84,7 @@ def test_server_close_ends_clients_cleanly() -> None:
 def test_handshake_timeout_against_silent_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind((LOCALHOST, 0))
+        silent.settimeout(1.0)
         port = silent.getsockname()[1]
 
         async def main() -> None:

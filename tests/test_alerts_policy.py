@@ -31,6 +31,9 @@ def test_unknown_psk_identity_is_never_sent() -> None:
 
 @pytest.mark.req("ERR-1")
 def test_psk_alerts_pass_unchanged() -> None:
+    # The set is not empty, and holds the alerts the PSK handshake does send.
+    assert {AlertDescription.decrypt_error, AlertDescription.handshake_failure,
+            AlertDescription.close_notify} <= set(PSK_MODE_ALERTS)
     for alert in PSK_MODE_ALERTS:
         assert permitted_alert(alert) is alert
     # decompression_failure (30) is not even a member: no code path can name it.

@@ -11,7 +11,7 @@ from iotdtls import aio, sync
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.errors import ConfigError
 from iotdtls.events import DataReceived
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, free_udp_port
 
 QUEUE = 8
 SENT = 40
@@ -47,8 +47,9 @@ def test_server_session_queue_is_bounded() -> None:
 
 
 def test_blocking_client_queue_is_bounded() -> None:
+    # No handshake: the datagrams are handed to the client directly; the port is never used.
     client = sync.DtlsClient(
-        LOCALHOST, 9, ClientConfig(psk_identity="x", psk=PSK, receive_queue=QUEUE)
+        LOCALHOST, free_udp_port(), ClientConfig(psk_identity="x", psk=PSK, receive_queue=QUEUE)
     )
     try:
         for i in range(SENT):

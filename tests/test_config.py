@@ -12,17 +12,20 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.errors import ConfigError
-
-KEY = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
+from tests.peers import PSK as KEY
 
 
 @pytest.mark.req("CFG-1")
 def test_client_is_provisioned_per_server_with_identity_and_key() -> None:
     a = ClientConfig(psk_identity="device-7", psk=KEY)
-    b = ClientConfig(psk_identity=b"\x00\xffopaque", psk=b"other key")
-    assert a.identity == b"device-7"
-    assert b.identity == b"\x00\xffopaque"
-    assert a.psk != b.psk
+    given = bytearray(b"other key")
+    b = ClientConfig(psk_identity=b"\x00\xffopaque", psk=given)
+    assert a.identity == b"device-7"  # a str identity is its UTF-8 bytes
+    assert b.identity == b"\x00\xffopaque"  # opaque bytes are kept as they are
+    # The key is kept as an immutable copy: changing the caller's buffer later changes nothing.
+    given[:] = b"changed!!"
+    assert type(b.psk) is bytes and b.psk == b"other key"
+    assert a.psk == KEY
 
 
 @pytest.mark.req("CFG-1")

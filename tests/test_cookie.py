@@ -133,17 +133,24 @@ def test_cookie_binds_address_and_hello() -> None:
 def test_rotating_secret() -> None:
     endpoint = server(rotation=10.0)
     cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=9.9))
-    # After one rotation: still accepted.
+    # Within one period the same address and ClientHello get the same cookie ...
+    assert cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=0.1)) == cookie
+    # ... and after a rotation another one: only the secret changed.
+    assert cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=10.1)) != cookie
+    assert endpoint.gate[GateOutcome.HELLO_VERIFY_SENT] == 3
+    # After one rotation the previous secret's cookie is still accepted.
     ask(endpoint, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=10.5)
     assert CLIENT_ADDR in endpoint.connections
+    assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
     # After two rotations (a cookie made at 9.9 s, the secret used since at 10 s and 20 s):
-    # refused with a new cookie.
+    # refused with a new cookie, and no state.
     later = server(rotation=10.0)
     cookie = cookie_of(ask(later, hello_datagram(hello()), CLIENT_ADDR, now=9.9))
-    assert cookie_of(ask(later, hello_datagram(hello()), ("x", 1), now=15.0)) != cookie
     answer = ask(later, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=20.5)
     assert cookie_of(answer) != cookie
     assert later.connections == {}
+    assert later.gate[GateOutcome.HELLO_VERIFY_SENT] == 2
+    assert later.gate[GateOutcome.COOKIE_ACCEPTED] == 0
 
 
 @pytest.mark.req("HS-2", "SEC-2")

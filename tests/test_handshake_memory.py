@@ -16,6 +16,7 @@ import iotdtls.connection
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import LocalProtocolError
 from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
 from iotdtls.messages import (
     CipherSuite,
@@ -85,6 +86,14 @@ def test_close_notify_both_ways(closer: str) -> None:
     link = make_link()
     link.handshake()
     exchange_data(link)
+    # Valid records sealed before the close and held back: they arrive after it.
+    server_conn = link.server_conn
+    assert server_conn is not None
+    server_conn.send(b"late pong")
+    late_to_client = server_conn.datagrams_to_send(link.now)
+    link.client.send(b"late ping")
+    late_to_server = link.client.datagrams_to_send(link.now)
+    assert late_to_client and late_to_server
     if closer == "client":
         link.client.close()
     else:
@@ -94,9 +103,20 @@ def test_close_notify_both_ways(closer: str) -> None:
     assert link.client_events[-1] == ConnectionClosed(None)
     assert link.server_events[-1] == ConnectionClosed(None)
     assert link.server.connections == {}
-    # A closed association sends nothing more and delivers nothing more.
-    link.step()
+    # A closed association refuses to send, and delivers nothing more.
+    with pytest.raises(LocalProtocolError):
+        link.client.send(b"too late")
+    with pytest.raises(LocalProtocolError):
+        link.server.send(CLIENT_ADDR, b"too late")
+    for data in late_to_client:
+        link.client.receive_datagram(data, link.now)
+    for data in late_to_server:
+        link.server.receive_datagram(data, CLIENT_ADDR, link.now)
+    assert link.client.next_event() is None
+    assert link.server.next_event() is None
     assert link.client.datagrams_to_send(link.now) == []
+    assert link.server.datagrams_to_send(link.now) == []
+    assert link.server.connections == {}
 
 
 @pytest.mark.req("PSK-3")

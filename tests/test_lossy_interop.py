@@ -10,34 +10,44 @@ the peer's previous flight shows up once more. Here every handshake runs through
   must complete the handshake and an echo of application data.
 - iotdtls against OpenSSL in each role, next to the OpenSSL pair itself as the baseline, all
   in the same run with the same seeds and settings: iotdtls must complete at least as many
-  seeds as OpenSSL does with itself (peers.md).
+  seeds as OpenSSL does with itself (peers.md). A seed of our client against s_server counts
+  only once s_server has also printed a line of application data from us (resent once a
+  second until it arrives: DTLS does not retransmit application data, RFC 6347 §4.1). With
+  s_client as the client the line is tried too, for at most `LINE_BOUND` seconds, and only
+  reported (``line_delivered``): s_client sometimes sends nothing after a lossy handshake, a
+  behaviour of OpenSSL's that must not decide our comparison either way.
 
-The proxy decides the fate of the n-th datagram of a direction from the seed and n alone, so a
-seed means the same impairment pattern for every pair. All runs of the module go at once (on
-distinct ports, each with a proxy and processes of its own, each bounded by `SEED_DEADLINE`) so
-the module takes about as long as its slowest run. Both sides use RFC 6347's retransmission
-timer (1 s initial, doubling): OpenSSL's default, and ours (`RFC6347_RETRANSMIT`).
+The proxy decides the fate of the n-th datagram of a direction from the seed and the fates
+before it, never from timing (see `iotdtls.proxy`), so a seed means the same impairment
+pattern for every pair as long as both sides send the same datagrams. The runs of the module
+go `MAX_WORKERS` at a time (on distinct ports, each with a proxy and processes of its own, each
+bounded by `SEED_DEADLINE`). That bound on concurrency keeps the comparison fair on a small
+machine: our runs share one interpreter (and its GIL) while each OpenSSL peer is a process of
+its own, so twenty of ours at once would be starved of CPU where OpenSSL is not. Both sides
+use RFC 6347's retransmission timer (1 s initial, doubling): OpenSSL's default, and ours
+(`RFC6347_RETRANSMIT`).
 
-The counts are printed (``pytest -s``) and written to `RESULTS_JSON`.
+The counts are printed (``pytest -s``) and written as JSON to the file named by the
+``IOTDTLS_LOSSY_RESULTS`` environment variable, or else to a fresh temporary directory of the
+test session; the path is printed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
+import os
+import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
-from iotdtls import aio
-from iotdtls._buffer import Reader
 from iotdtls.config import (
     DEFAULT_MTU,
     MIN_MTU,
@@ -46,10 +56,10 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.errors import DtlsError
-from iotdtls.messages import HANDSHAKE_HEADER_LEN, HandshakeHeader
 from iotdtls.proxy import LossyProxy
-from iotdtls.record import ContentType, split_datagram
 from iotdtls.sync import DtlsClient
+from tests import interop_support
+from tests.interop_support import ServerThread, fragmented
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
@@ -75,9 +85,12 @@ HANDSHAKE_TIMEOUT = 60.0
 STARTUP_TIMEOUT = 10.0
 #: Ports to try when a freshly chosen one turns out to be taken (by a parallel test process).
 STARTUP_ATTEMPTS = 3
-RESULTS_JSON = Path("/tmp/iotdtls-lossy-interop.json")
-
-
+#: How long an s_client pair tries to get its line through (reported, not counted).
+LINE_BOUND = 10.0
+#: Runs at a time (see the module docstring: fairness on two cores, and wall time).
+MAX_WORKERS = 8
+#: Environment variable naming the JSON results file.
+RESULTS_ENV = "IOTDTLS_LOSSY_RESULTS"
 
 @dataclass
 class SeedResult:
@@ -89,6 +102,7 @@ class SeedResult:
     seconds: float
     detail: str = ""
     fragmented: bool = False
+    line_delivered: bool | None = None
 
 
 #: A PSK handshake's messages all fit 128 bytes; a long identity (opaque, up to 2^16-1 bytes,
@@ -98,14 +112,18 @@ LONG_IDENTITY = (CLIENT_IDENTITY + "/" + "0123456789abcdef" * 25).encode()
 
 def client_config(mtu: int = DEFAULT_MTU, identity: bytes = CLIENT_IDENTITY.encode(),
                   ) -> ClientConfig:
-    return ClientConfig(psk_identity=identity, psk=PSK, mtu=mtu, retransmit=RFC6347_RETRANSMIT,
-                        handshake_timeout=HANDSHAKE_TIMEOUT)
+    """The shared test credentials (under `identity`), RFC 6347's timer, the long deadline."""
+    return interop_support.client_config(psk_identity=identity, mtu=mtu,
+                                         retransmit=RFC6347_RETRANSMIT,
+                                         handshake_timeout=HANDSHAKE_TIMEOUT)
 
 
 def server_config(mtu: int = DEFAULT_MTU, identity: bytes = CLIENT_IDENTITY.encode(),
                   ) -> ServerConfig:
-    return ServerConfig(psk_store={identity: PSK}, mtu=mtu, retransmit=RFC6347_RETRANSMIT,
-                        handshake_timeout=HANDSHAKE_TIMEOUT)
+    """The test key under `identity`, RFC 6347's timer, the long deadline."""
+    return interop_support.server_config(psk_store={identity: PSK}, mtu=mtu,
+                                         retransmit=RFC6347_RETRANSMIT,
+                                         handshake_timeout=HANDSHAKE_TIMEOUT)
 
 
 def impaired_proxy(target: tuple[str, int], seed: int) -> LossyProxy:
@@ -113,68 +131,12 @@ def impaired_proxy(target: tuple[str, int], seed: int) -> LossyProxy:
                       lifetime=SEED_DEADLINE + STARTUP_TIMEOUT)
 
 
-class ThreadedServer:
-    """`iotdtls.aio.serve` with an echo handler, on its own event loop in a thread."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        self.port = 0
-        self.address = (LOCALHOST, 0)
-        self.handshake_done = threading.Event()
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread()
-
-    def __enter__(self) -> ThreadedServer:
-        for _ in range(STARTUP_ATTEMPTS):  # another process may grab a free port first
-            self.port = free_udp_port()
-            self.address = (LOCALHOST, self.port)
-            self._ready.clear()
-            self._failure = None
-            self._thread = threading.Thread(target=self._main, name=f"server-{self.port}",
-                                            daemon=True)
-            self._thread.start()
-            started = self._ready.wait(STARTUP_TIMEOUT)
-            if started and self._failure is None:
-                return self
-            self.stop()
-            if not isinstance(self._failure, OSError):
-                break
-        raise RuntimeError(f"iotdtls server did not start: {self._failure!r}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:
-            self._failure = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        server = await aio.serve(self._echo, LOCALHOST, self.port, self.config)
-        self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await server.close()
-
-    async def _echo(self, session: aio.ServerSession) -> None:
-        self.handshake_done.set()
-        async for datagram in session:
-            session.send(datagram)
-
-    def stop(self) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop has just finished
-                loop.call_soon_threadsafe(stopping.set)
-        self._thread.join(5.0)
+@contextlib.contextmanager
+def started_server(config: ServerConfig) -> Iterator[ServerThread]:
+    """Our echo server on a fresh port (`ServerThread` tries another if one is taken), without
+    DEBUG logging: twenty runs' worth of log lines would only cost time."""
+    with ServerThread(config, capture_log=False) as server:
+        yield server
 
 
 @contextlib.contextmanager
@@ -195,24 +157,16 @@ def started_openssl_server() -> Iterator[tuple[int, PeerProcess]]:
 
 def saw_fragment(proxy: LossyProxy) -> bool:
     """Whether a plaintext handshake record through the proxy carried a partial message."""
-    for logged in proxy.snapshot():
-        records, _ = split_datagram(logged.data)
-        for record, payload in records:
-            if record.content_type != ContentType.handshake or record.epoch != 0:
-                continue
-            if len(payload) < HANDSHAKE_HEADER_LEN:
-                continue
-            header = HandshakeHeader.decode(Reader(payload))
-            if header.fragment_length < header.length:
-                return True
-    return False
+    log = proxy.snapshot()
+    return fragmented(log, "client") or fragmented(log, "server")
 
 
 # -- one seed of one pair ---------------------------------------------------------------------
 
-#: What a finished run reports: seconds from the first datagram to completion, and whether
-#: fragmented handshake messages went through the proxy.
-Outcome = tuple[float, bool]
+#: What a finished run reports: seconds from the first datagram to completion, whether
+#: fragmented handshake messages went through the proxy, and (s_client pairs only) whether the
+#: line of application data reached the server.
+Outcome = tuple[float, bool, bool | None]
 
 
 def remaining(deadline: float) -> float:
@@ -236,9 +190,42 @@ def echo_round_trip(client: DtlsClient, seed: int, deadline: float) -> None:
     raise TimeoutError(f"no echo within the deadline after {len(sent)} datagrams")
 
 
+def deliver_line(send: Callable[[str], None], arrived: Callable[[float], bool], seed: int,
+                 deadline: float) -> None:
+    """Send a line of application data, again each second, until `arrived(timeout)` says the
+    server has one (or the deadline passes). Like `echo_round_trip`, the resending is this
+    loop's, not the stack's (RFC 6347 §4.1)."""
+    attempt = 0
+    while time.monotonic() < deadline:
+        send(f"seed {seed} line {attempt}")
+        attempt += 1
+        if arrived(min(1.0, remaining(deadline))):
+            return
+    raise TimeoutError(f"the server got no line within the deadline ({attempt} sent)")
+
+
+def printed(peer: PeerProcess, seed: int) -> Callable[[float], bool]:
+    """Whether `peer` (s_server) prints a line of `deliver_line` within the timeout."""
+    pattern = re.compile(rf"seed {seed} line \d+")
+
+    def check(timeout: float) -> bool:
+        try:
+            peer.wait_for_output(pattern, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    return check
+
+
+def received_line(server: ServerThread) -> Callable[[float], bool]:
+    """Whether our server receives a line of `deliver_line` within the timeout."""
+    return lambda timeout: server.wait_until(lambda: bool(server.received), timeout)
+
+
 def iotdtls_pair(seed: int, mtu: int, identity: bytes) -> Outcome:
     """Our blocking client, the proxy, our asyncio server: handshake, then one echo."""
-    with ThreadedServer(server_config(mtu, identity)) as server, \
+    with started_server(server_config(mtu, identity)) as server, \
             impaired_proxy(server.address, seed) as proxy:
         start = time.monotonic()
         deadline = start + SEED_DEADLINE
@@ -250,46 +237,64 @@ def iotdtls_pair(seed: int, mtu: int, identity: bytes) -> Outcome:
             echo_round_trip(client, seed, deadline)
         finally:
             client.close()
-        return time.monotonic() - start, saw_fragment(proxy)
+        return time.monotonic() - start, saw_fragment(proxy), None
 
 
 def iotdtls_client_openssl_server(seed: int) -> Outcome:
+    """Our blocking client, the proxy, s_server: handshake, then a line s_server prints."""
     with started_openssl_server() as (port, server), \
             impaired_proxy((LOCALHOST, port), seed) as proxy:
         start = time.monotonic()
+        deadline = start + SEED_DEADLINE
         client = DtlsClient(*proxy.address, client_config())
         try:
             client.handshake()
-            server.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE,
-                                   remaining(start + SEED_DEADLINE))
+            server.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE, remaining(deadline))
+            deliver_line(lambda line: client.send(line.encode() + b"\n"),
+                         printed(server, seed), seed, deadline)
         finally:
             client.close()
-        return time.monotonic() - start, saw_fragment(proxy)
+        return time.monotonic() - start, saw_fragment(proxy), None
+
+
+def try_line(send: Callable[[str], None], arrived: Callable[[float], bool], seed: int) -> bool:
+    """`deliver_line` for at most `LINE_BOUND` seconds; whether the line arrived."""
+    try:
+        deliver_line(send, arrived, seed, time.monotonic() + LINE_BOUND)
+    except (TimeoutError, PeerExited, OSError):
+        return False
+    return True
 
 
 def openssl_client_iotdtls_server(seed: int) -> Outcome:
-    with ThreadedServer(server_config()) as server, \
+    """s_client, the proxy, our asyncio server: handshake, then a line our server receives."""
+    with started_server(server_config()) as server, \
             impaired_proxy(server.address, seed) as proxy:
         start = time.monotonic()
+        deadline = start + SEED_DEADLINE
         with openssl_psk_client(proxy.address[1],
                                 time_limit=SEED_DEADLINE + STARTUP_TIMEOUT) as client:
             client.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, SEED_DEADLINE)
-            if not server.handshake_done.wait(remaining(start + SEED_DEADLINE)):
+            if not server.handshake_done.wait(remaining(deadline)):
                 raise TimeoutError("the iotdtls server did not complete its handshake")
-        return time.monotonic() - start, saw_fragment(proxy)
+            seconds = time.monotonic() - start
+            line = try_line(client.write_line, received_line(server), seed)
+        return seconds, saw_fragment(proxy), line
 
 
 def openssl_pair(seed: int) -> Outcome:
-    """The baseline: s_client, the proxy, s_server, same seed and impairments."""
+    """The baseline: s_client, the proxy, s_server, same seed and impairments, same line."""
     with started_openssl_server() as (port, server), \
             impaired_proxy((LOCALHOST, port), seed) as proxy:
         start = time.monotonic()
+        deadline = start + SEED_DEADLINE
         with openssl_psk_client(proxy.address[1],
                                 time_limit=SEED_DEADLINE + STARTUP_TIMEOUT) as client:
             client.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, SEED_DEADLINE)
-            server.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE,
-                                   remaining(start + SEED_DEADLINE))
-        return time.monotonic() - start, saw_fragment(proxy)
+            server.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE, remaining(deadline))
+            seconds = time.monotonic() - start
+            line = try_line(client.write_line, printed(server, seed), seed)
+        return seconds, saw_fragment(proxy), line
 
 
 Scenario = Callable[[int], Outcome]
@@ -309,11 +314,11 @@ def run_seed(pair: str, seed: int, scenario: Scenario) -> SeedResult:
     """Run one seed; a timeout, an early exit of a peer or a DTLS error is a failed seed."""
     start = time.monotonic()
     try:
-        seconds, fragmented = scenario(seed)
+        seconds, fragmented, line = scenario(seed)
     except (TimeoutError, PeerExited, DtlsError, OSError) as exc:
         detail = f"{type(exc).__name__}: {str(exc)[:400]}"
         return SeedResult(pair, seed, False, time.monotonic() - start, detail)
-    return SeedResult(pair, seed, True, seconds, fragmented=fragmented)
+    return SeedResult(pair, seed, True, seconds, fragmented=fragmented, line_delivered=line)
 
 
 # -- all runs at once -------------------------------------------------------------------------
@@ -329,43 +334,69 @@ def interop_selected(session: pytest.Session) -> bool:
 
 
 def run_all(scenarios: dict[str, Scenario]) -> dict[str, list[SeedResult]]:
+    """Every seed of every scenario, `MAX_WORKERS` at a time.
+
+    Every run bounds itself (`SEED_DEADLINE`, startup timeouts, the peers' time limits, the
+    proxy's lifetime); the overall deadline is a safety net: a run still going then counts as
+    failed, and the pool is left without waiting for it (its threads are daemons)."""
     jobs = [(pair, seed, fn) for pair, fn in scenarios.items() for seed in SEEDS]
     bound = SEED_DEADLINE + 4 * STARTUP_TIMEOUT
+    rounds = -(-len(jobs) // MAX_WORKERS)
+    overall = time.monotonic() + rounds * bound
     results: dict[str, list[SeedResult]] = {pair: [] for pair in scenarios}
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="seed") as pool:
-        futures = [(pair, seed, pool.submit(run_seed, pair, seed, fn)) for pair, seed, fn in jobs]
+    pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="seed")
+    futures: list[tuple[str, int, Future[SeedResult]]] = []
+    try:
+        futures = [(pair, seed, pool.submit(run_seed, pair, seed, fn))
+                   for pair, seed, fn in jobs]
         for pair, seed, future in futures:
             try:
-                results[pair].append(future.result(timeout=bound))
-            except TimeoutError:
+                results[pair].append(future.result(timeout=remaining(overall)))
+            except FutureTimeout:
                 results[pair].append(SeedResult(pair, seed, False, bound, "run did not end"))
+    finally:
+        hung = any(not future.done() for _, _, future in futures)
+        pool.shutdown(wait=not hung, cancel_futures=True)
     return results
 
 
-def report(results: dict[str, list[SeedResult]]) -> None:
-    """Print the counts and write them, with every seed's outcome, to `RESULTS_JSON`."""
+def report(results: dict[str, list[SeedResult]], path: Path) -> None:
+    """Print the counts and write them, with every seed's outcome, to `path` (JSON)."""
     counts = {pair: sum(r.completed for r in rs) for pair, rs in results.items()}
     print(f"\nlossy handshakes (loss {LOSS}, duplication {DUPLICATE}, reordering {REORDER}, "
-          f"seeds {SEEDS.start}..{SEEDS.stop - 1}, {SEED_DEADLINE:.0f} s each):")
+          f"seeds {SEEDS.start}..{SEEDS.stop - 1}, {SEED_DEADLINE:.0f} s each, "
+          f"{MAX_WORKERS} at a time):")
     for pair, rs in results.items():
         times = " ".join(f"{r.seconds:.1f}" if r.completed else "FAIL" for r in rs)
-        print(f"  {pair:32} {counts[pair]:2}/{len(rs)}  [{times}]")
-    RESULTS_JSON.write_text(json.dumps({
+        lines = [r.line_delivered for r in rs if r.line_delivered is not None]
+        note = f"  (line delivered {sum(lines)}/{len(lines)})" if lines else ""
+        print(f"  {pair:32} {counts[pair]:2}/{len(rs)}  [{times}]{note}")
+    path.write_text(json.dumps({
         "loss": LOSS, "duplicate": DUPLICATE, "reorder": REORDER,
-        "seeds": list(SEEDS), "seed_deadline_s": SEED_DEADLINE,
+        "seeds": list(SEEDS), "seed_deadline_s": SEED_DEADLINE, "max_workers": MAX_WORKERS,
         "counts": counts,
         "runs": {pair: [asdict(r) for r in rs] for pair, rs in results.items()},
     }, indent=2))
+    print(f"  results written to {path}")
+
+
+def results_path(factory: pytest.TempPathFactory) -> Path:
+    """The JSON file named by ``$IOTDTLS_LOSSY_RESULTS``, else one in a fresh temp dir."""
+    named = os.environ.get(RESULTS_ENV)
+    if named:
+        return Path(named)
+    return factory.mktemp("lossy-interop") / "results.json"
 
 
 @pytest.fixture(scope="module")
-def lossy_results(request: pytest.FixtureRequest) -> Iterator[dict[str, list[SeedResult]]]:
+def lossy_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                  ) -> Iterator[dict[str, list[SeedResult]]]:
     """Every seed of every pair, run concurrently once for the module."""
     scenarios = dict(SCENARIOS)
     if shutil.which("openssl") is not None and interop_selected(request.session):
         scenarios.update(OPENSSL_SCENARIOS)
     results = run_all(scenarios)
-    report(results)
+    report(results, results_path(tmp_path_factory))
     yield results
 
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import selectors
+import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from iotdtls.proxy import Direction, Impairment, LossyProxy
-
-LOCAL = "127.0.0.1"
+from tests.interop_support import drain, recv_or_none
+from tests.peers import LOCALHOST, PeerProcess
 
 
 class UdpEcho:
@@ -26,7 +27,7 @@ class UdpEcho:
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOCAL, 0))
+        self.sock.bind((LOCALHOST, 0))
         self.sock.setblocking(False)
         self.address: tuple[str, int] = self.sock.getsockname()
         self.received: list[bytes] = []
@@ -68,7 +69,7 @@ def echo() -> Iterator[UdpEcho]:
 @pytest.fixture
 def client() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((LOCAL, 0))
+    sock.bind((LOCALHOST, 0))
     sock.settimeout(0.3)
     try:
         yield sock
@@ -76,20 +77,47 @@ def client() -> Iterator[socket.socket]:
         sock.close()
 
 
-def recv_or_none(sock: socket.socket, timeout: float = 0.3) -> bytes | None:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(65535)
-    except TimeoutError:
-        return None
+class Collector:
+    """Reads every datagram arriving on a socket, in a thread, so none is lost to a full
+    receive buffer however fast they come."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.received: list[bytes] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            with self._cond:
+                self.received.append(data)
+                self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[list[bytes]], bool], timeout: float) -> bool:
+        """Wait up to `timeout` seconds for `predicate(received)`."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.received), timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
 
 
-def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
-    """Everything that arrives until `quiet` seconds pass without a datagram."""
-    out = []
-    while (data := recv_or_none(sock, quiet)) is not None:
-        out.append(data)
-    return out
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` every 10 ms for up to `timeout` seconds; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def fates(proxy: LossyProxy, direction: str) -> list[str]:
@@ -99,13 +127,15 @@ def fates(proxy: LossyProxy, direction: str) -> list[str]:
 def test_exact_drop_list_drops_exactly_those(echo: UdpEcho, client: socket.socket) -> None:
     drop: set[tuple[Direction, int]] = {("client", 2), ("server", 3)}
     with LossyProxy(echo.address, seed=7, drop=drop, lifetime=10) as proxy:
-        replies = []
         for i in range(1, 6):
             client.sendto(b"ping %d" % i, proxy.address)
-            replies.append(recv_or_none(client))
+        # Every ping and every echo went through the proxy; then collect what came back.
+        assert proxy.wait_for_count("client", 5, 5.0)
+        assert proxy.wait_for_count("server", 4, 5.0)
+        replies = drain(client)
     # Client datagram 2 never reaches the echo; the echo's 3rd reply (to ping 4) is dropped.
     assert echo.received == [b"ping 1", b"ping 3", b"ping 4", b"ping 5"]
-    assert replies == [b"ping 1", None, b"ping 3", None, b"ping 5"]
+    assert replies == [b"ping 1", b"ping 3", b"ping 5"]
     assert fates(proxy, "client") == ["sent", "dropped", "sent", "sent", "sent"]
     assert fates(proxy, "server") == ["sent", "sent", "dropped", "sent"]
     assert [d.index for d in proxy.log if d.direction == "server"] == [1, 2, 3, 4]
@@ -117,20 +147,25 @@ def test_exact_drop_list_drops_exactly_those(echo: UdpEcho, client: socket.socke
     assert proxy.client_address == client.getsockname()
 
 
-def run_sequence(echo: UdpEcho, client: socket.socket, seed: int, count: int) -> list[str]:
+def run_sequence(echo: UdpEcho, client: socket.socket, seed: int, count: int,
+                 pause: float) -> list[str]:
+    """Send `count` datagrams `pause` seconds apart through a lossy proxy; their fates."""
     with LossyProxy(echo.address, seed=seed, loss=0.3, duplicate=0.2, reorder=0.2,
                     reorder_timeout=0.02, lifetime=10) as proxy:
         for i in range(count):
             client.sendto(b"%d" % i, proxy.address)
-            time.sleep(0.002)
+            time.sleep(pause)  # pacing (the timing under test), not synchronisation
+        assert proxy.wait_for_count("client", count, 5.0)
         drain(client)
     return fates(proxy, "client")
 
 
 def test_fates_are_reproducible_with_a_fixed_seed(echo: UdpEcho, client: socket.socket) -> None:
-    first = run_sequence(echo, client, seed=42, count=40)
-    second = run_sequence(echo, client, seed=42, count=40)
-    other = run_sequence(echo, client, seed=43, count=40)
+    # The same seed gives the same fates whatever the timing: back to back, and slower than
+    # the 20 ms reorder timer (held datagrams then leave by the timer, not the next datagram).
+    first = run_sequence(echo, client, seed=42, count=40, pause=0.0)
+    second = run_sequence(echo, client, seed=42, count=40, pause=0.025)
+    other = run_sequence(echo, client, seed=43, count=40, pause=0.0)
     assert len(first) == 40
     assert first == second
     assert first != other
@@ -139,24 +174,27 @@ def test_fates_are_reproducible_with_a_fixed_seed(echo: UdpEcho, client: socket.
 
 def test_rates_roughly_match(echo: UdpEcho, client: socket.socket) -> None:
     n = 400
-    with LossyProxy(echo.address, seed=1, reorder_timeout=0.02, lifetime=10,
-                    client_to_server=Impairment(loss=0.2, duplicate=0.1, reorder=0.1),
-                    server_to_client=Impairment()) as proxy:
-        replies: list[bytes] = []
-        for i in range(n):
-            client.sendto(b"%d" % i, proxy.address)
-            if i % 25 == 24:  # read as we go: the receive buffer holds ~256 small datagrams
-                time.sleep(0.005)
-                replies += drain(client, quiet=0.001)
-        replies += drain(client, quiet=0.3)
-    counts = Counter(fates(proxy, "client"))
+    collector = Collector(client)  # reads the replies as they come: none overflows a buffer
+    try:
+        with LossyProxy(echo.address, seed=1, reorder_timeout=0.02, lifetime=10,
+                        client_to_server=Impairment(loss=0.2, duplicate=0.1, reorder=0.1),
+                        server_to_client=Impairment()) as proxy:
+            for i in range(n):
+                client.sendto(b"%d" % i, proxy.address)
+                if i % 25 == 24:  # the proxy's receive buffer holds ~256 small datagrams
+                    assert proxy.wait_for_count("client", i + 1, 5.0)
+            counts = Counter(fates(proxy, "client"))
+            forwarded = n - counts["dropped"] + counts["duplicated"]
+            assert collector.wait_until(lambda got: len(got) >= forwarded, 5.0)
+        replies = list(collector.received)
+    finally:
+        collector.close()
     assert sum(counts.values()) == n
-    # Expected: dropped 0.2, reordered ~0.8*0.1 (less while one is held),
+    # Expected: dropped 0.2, reordered ~0.8*0.1 (less while one counts as held),
     # duplicated ~0.8*0.9*0.1.
     assert 0.14 * n <= counts["dropped"] <= 0.26 * n
     assert 0.04 * n <= counts["reordered"] <= 0.12 * n
     assert 0.04 * n <= counts["duplicated"] <= 0.11 * n
-    forwarded = n - counts["dropped"] + counts["duplicated"]
     assert len(echo.received) == forwarded
     assert len(replies) == forwarded
     assert Counter(fates(proxy, "server")) == Counter({"sent": forwarded})
@@ -227,12 +265,13 @@ def test_other_sources_ignored_and_rebind(echo: UdpEcho, client: socket.socket) 
         client.sendto(b"one", proxy.address)
         assert recv_or_none(client) == b"one"
         intruder.sendto(b"intruder", proxy.address)
-        proxy.rebind()
-        time.sleep(0.1)
+        assert proxy.wait_for_ignored(1, 2.0)
+        assert proxy.rebind(timeout=2.0)
         client.sendto(b"two", proxy.address)
         assert recv_or_none(client) == b"two"
     assert echo.received == [b"one", b"two"]
     assert proxy.ignored == 1
+    assert proxy.rebinds == 1
     assert echo.sources[0] != echo.sources[1]  # the target saw a new source port
 
 
@@ -261,27 +300,19 @@ def test_bad_parameters_rejected(echo: UdpEcho) -> None:
 
 def test_command_line(echo: UdpEcho, client: socket.socket, tmp_path: Path) -> None:
     log_path = tmp_path / "log.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iotdtls.proxy", "--target", f"{LOCAL}:{echo.address[1]}",
-         "--seed", "1", "--drop", "client:1", "--lifetime", "5", "--log-json", str(log_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # bounded by --lifetime
-        assert line.startswith("listening on 127.0.0.1:"), line
-        port = int(line.split()[2].rsplit(":", 1)[1])
-        client.sendto(b"dropped", (LOCAL, port))
-        client.sendto(b"kept", (LOCAL, port))
+    argv = [sys.executable, "-m", "iotdtls.proxy", "--target", f"{LOCALHOST}:{echo.address[1]}",
+            "--seed", "1", "--drop", "client:1", "--lifetime", "10", "--log-json", str(log_path)]
+    with PeerProcess(argv, name="proxy", time_limit=20.0) as proc:
+        listening = proc.wait_for_output(r"listening on 127\.0\.0\.1:(\d+) ", 5.0)
+        port = int(listening.group(1))
+        client.sendto(b"dropped", (LOCALHOST, port))
+        client.sendto(b"kept", (LOCALHOST, port))
         assert recv_or_none(client, 1.0) == b"kept"
-        proc.terminate()
-        out, _ = proc.communicate(timeout=3)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(2)
-    assert proc.returncode == 0
-    assert "client dropped: 1" in out
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(5.0) == 0, proc.output
+        proc.wait_for_output(r"stopped; ", 2.0)
+        out = proc.output
+    assert "client dropped: 1, client sent: 1, server sent: 1" in out, out
     log = json.loads(log_path.read_text())
     assert [(d["from"], d["fate"], d["hex"]) for d in log["datagrams"]] == [
         ("client", "dropped", b"dropped".hex()),

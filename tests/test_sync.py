@@ -10,18 +10,20 @@ from collections.abc import Iterator
 import pytest
 
 from iotdtls import sync
-from iotdtls.config import RetransmitPolicy
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     HandshakeTimeout,
     LocalProtocolError,
 )
-from tests.interop_support import ServerThread, client_config, server_config
+from tests.interop_support import (
+    FAST,
+    WRONG_PSK,
+    ServerThread,
+    client_config,
+    server_config,
+)
 from tests.peers import LOCALHOST
-
-FAST = RetransmitPolicy(0.2, 1.0)
-WRONG_PSK = bytes.fromhex("0102030405060708090a0b0c0d0e0f11")
 
 
 @pytest.fixture

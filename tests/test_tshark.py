@@ -90,6 +90,22 @@ def decrypted(pcap: Path, port: int, keylog: Path) -> list[bytes]:
     return [bytes.fromhex(line.strip()) for line in out.splitlines()]
 
 
+def handshake_fragments(pcap: Path, port: int) -> list[tuple[int, int, int]]:
+    """(type, message length, fragment length) of every plaintext handshake fragment, in
+    frame order, as tshark dissects them (one frame per line, a column per field, several
+    values of a field comma-separated)."""
+    out = tshark_read(pcap, port, "-T", "fields", "-e", "dtls.handshake.type",
+                      "-e", "dtls.handshake.length", "-e", "dtls.handshake.fragment_length")
+    fragments = []
+    for line in out.splitlines():
+        columns = [column.split(",") for column in line.split("\t")]
+        if len(columns) != 3 or columns[0] == [""]:
+            continue  # not a plaintext handshake frame
+        assert len({len(values) for values in columns}) == 1, line
+        fragments += [(int(t), int(n), int(f)) for t, n, f in zip(*columns, strict=True)]
+    return fragments
+
+
 @pytest.mark.req("SEC-1", "REC-1", "PSK-1")
 def test_tshark_decrypts_cli_session_with_our_key_log(tmp_path: Path) -> None:
     port = free_udp_port()
@@ -106,7 +122,8 @@ def test_tshark_decrypts_cli_session_with_our_key_log(tmp_path: Path) -> None:
     assert sorted(decrypted(pcap, port, client_keys)) == sorted(sent * 2)
     assert sorted(decrypted(pcap, port, server_keys)) == sorted(sent * 2)
     assert all(KEYLOG_LINE.match(line) for line in client_keys.read_text().splitlines())
-    assert not any(decrypted(pcap, port, tmp_path / "no.keys"))  # needs the key log
+    # The four application data records are there, but without the key log no plaintext.
+    assert decrypted(pcap, port, tmp_path / "no.keys") == [b""] * 4
 
 
 @pytest.mark.req("HS-3")
@@ -122,7 +139,13 @@ def test_tshark_reassembles_our_fragmented_handshake(tmp_path: Path) -> None:
             client.send(b"a" * 200)
             assert client.recv(timeout=5.0) == b"a" * 200
     assert_clean(pcap, server.port)
-    kinds = tshark_read(pcap, server.port, "-T", "fields", "-e", "dtls.handshake.type",
-                        "-e", "dtls.handshake.fragment_length")
-    assert "16" in kinds  # ClientKeyExchange, reassembled by tshark
+    messages = handshake_fragments(pcap, server.port)
+    # The plaintext handshake, in order: ClientHello, HelloVerifyRequest, ClientHello,
+    # ServerHello + ServerHelloDone, then ClientKeyExchange (16) in fragments.
+    assert {1, 2, 3, 14, 16} <= {msg_type for msg_type, _, _ in messages}, messages
+    cke = [(length, fragment) for msg_type, length, fragment in messages if msg_type == 16]
+    assert len(cke) >= 2 and all(fragment < length for length, fragment in cke), cke
+    assert sum(fragment for _, fragment in cke) == cke[0][0]  # the pieces make the message
     assert decrypted(pcap, server.port, keys) == [b"a" * 200, b"a" * 200]
+    # Both application data records are there, undecryptable without the key log.
+    assert decrypted(pcap, server.port, tmp_path / "no.keys") == [b"", b""]
