@@ -265,22 +265,11 @@ class DtlsConnection:
             self.dropped[DropReason.HEARTBEAT_NOT_NEGOTIATED] += 1
 
     def _on_application_data(self, record: PlainRecord) -> None:
-        if (
-            self.state is not ConnectionState.ESTABLISHED
-            or record.epoch != self._handshake.peer_epoch
-        ):
-            # HS-5: never accept application data before the handshake completes, nor in clear.
-            self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
-            return
-        if self._flight is not None and self._flight.final:
-            # The peer has our last flight: no need to keep it for retransmission (§4.2.4).
-            self._flight = None
-        self._events.append(DataReceived(record.payload))
+        """Only reached before completion (`_receive_established` delivers the rest): HS-5,
+        application data is never accepted before the handshake completes."""
+        self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
 
     def _on_alert(self, record: PlainRecord) -> None:
-        if self.state is ConnectionState.ESTABLISHED and record.epoch < self._handshake.peer_epoch:
-            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
-            return
         alert = Alert.decode(record.payload)
         if alert.description == AlertDescription.close_notify:
             if self.state is not ConnectionState.CLOSED:
