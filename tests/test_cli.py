@@ -48,7 +48,7 @@ def test_cli_echo_logs_handshakes_and_exits_0_on_sigterm() -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == ["first line", "second line"]
         assert done.stderr == ""
-        line = server.wait_for_output(r"handshake complete: peer 127\.0\.0\.1:\d+ "
+        line = server.wait_for_output(r"handshake complete: peer 127\.0\.0\.1:\d+ psk "
                                       r"identity b'Client_identity'", 5.0)
         assert line
         assert stop_with(server, signal.SIGTERM) == 0
@@ -111,7 +111,7 @@ def test_cli_wrong_key_one_line_and_nonzero() -> None:
     with cli_server(port, *CREDENTIALS) as server:
         done = run_client(port, ["never"], "--psk-identity", CLIENT_IDENTITY,
                           "--psk", WRONG_PSK_HEX, "--timeout", "3")
-        server.wait_for_output(r"handshake failed: peer 127\.0\.0\.1:\d+ "
+        server.wait_for_output(r"handshake failed: peer 127\.0\.0\.1:\d+ psk "
                                r"identity b'Client_identity': .*decrypt_error", 5.0)
     assert done.returncode != 0
     assert done.stdout == ""

@@ -18,6 +18,7 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import LocalProtocolError
 from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     CipherSuite,
     ClientHello,
@@ -63,7 +64,7 @@ def test_full_handshake_and_data(cookie: bool) -> None:
     link = make_link(cookie=cookie)
     link.handshake()
     assert established(link)
-    done = HandshakeComplete(CipherSuite.TLS_PSK_WITH_AES_128_CCM_8, IDENTITY, True)
+    done = HandshakeComplete(CipherSuite.TLS_PSK_WITH_AES_128_CCM_8, PskIdentity(IDENTITY), True)
     assert events_of(link, "client", HandshakeComplete) == [done]
     assert events_of(link, "server", HandshakeComplete) == [done]
     server_types = message_types(wire_from(link, "server"))

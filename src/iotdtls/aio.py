@@ -29,6 +29,7 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import DtlsError, LocalProtocolError
 from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from iotdtls.identity import PeerIdentity, PskIdentity
 from iotdtls.trace import describe_datagram
 
 __all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"]
@@ -254,11 +255,17 @@ def connect(
 class ServerSession:
     """One established peer of a server, handed to the handler."""
 
-    def __init__(self, server: _ServerProtocol, address: Address, identity: bytes) -> None:
+    def __init__(self, server: _ServerProtocol, address: Address, peer: PeerIdentity) -> None:
         self._server = server
         self.address = address
-        self.psk_identity = identity
+        #: Who the handshake authenticated (`iotdtls.identity`).
+        self.peer = peer
         self.inbox = _Inbox(server.endpoint.config.receive_queue)
+
+    @property
+    def psk_identity(self) -> bytes:
+        """The client's PSK identity (empty outside PSK mode)."""
+        return self.peer.identity if isinstance(self.peer, PskIdentity) else b""
 
     def __repr__(self) -> str:
         return f"<ServerSession {self.address!r}>"
@@ -349,12 +356,11 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
-            identity = event.psk_identity
-            logger.info("handshake complete: peer %s identity %r", _fmt(address), identity)
+            logger.info("handshake complete: peer %s %s", _fmt(address), event.peer)
             old = self.sessions.pop(address, None)
             if old is not None:
                 old.inbox.end(None)
-            session = ServerSession(self, address, identity)
+            session = ServerSession(self, address, event.peer)
             self.sessions[address] = session
             task = self.loop.create_task(self._run(session))
             self.tasks.add(task)
@@ -369,20 +375,17 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def _on_closed(self, address: Address, event: ConnectionClosed) -> None:
         """Log the end of an association (one line naming peer and identity) and end its
         session. Only the identity and the alert are logged, never key material (SEC-1)."""
-        error, identity = event.error, event.psk_identity
+        error = event.error
+        who = f"peer {_fmt(address)} {event.peer or 'before any identity'}"
         ended = self.sessions.pop(address, None)
         if ended is not None:
             ended.inbox.end(error)
             if error is not None:
-                logger.info(
-                    "association failed: peer %s identity %r: %s", _fmt(address), identity, error
-                )
+                logger.info("association failed: %s: %s", who, error)
             else:
-                logger.debug("association closed: peer %s identity %r", _fmt(address), identity)
+                logger.debug("association closed: %s", who)
         elif error is not None:
-            logger.info(
-                "handshake failed: peer %s identity %r: %s", _fmt(address), identity, error
-            )
+            logger.info("handshake failed: %s: %s", who, error)
 
     async def _run(self, session: ServerSession) -> None:
         try:

@@ -40,6 +40,7 @@ from iotdtls.handshake.common import HandshakeMachine
 from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
 from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
 from iotdtls.handshake.server import ServerHandshake
+from iotdtls.identity import PeerIdentity, PskIdentity
 from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeHeader, HandshakeType
 from iotdtls.record import ContentType, PlainRecord, RecordLayer
 
@@ -118,9 +119,15 @@ class DtlsConnection:
         return self.state is ConnectionState.CLOSED
 
     @property
+    def peer(self) -> PeerIdentity | None:
+        """Who the peer is: claimed during the handshake, authenticated once it completes."""
+        return self._handshake.peer
+
+    @property
     def psk_identity(self) -> bytes:
-        """The PSK identity the client named (empty before its ClientKeyExchange)."""
-        return self._handshake.psk_identity
+        """The PSK identity the client named (empty outside PSK mode or before it)."""
+        peer = self._handshake.peer
+        return peer.identity if isinstance(peer, PskIdentity) else b""
 
     @property
     def client_random(self) -> bytes:
@@ -452,9 +459,7 @@ class DtlsConnection:
             session.extended_master_secret,
         )
         self._events.append(
-            HandshakeComplete(
-                session.cipher_suite, session.psk_identity, session.extended_master_secret
-            )
+            HandshakeComplete(session.cipher_suite, session.peer, session.extended_master_secret)
         )
 
     def _fail(self, exc: ProtocolError) -> None:
@@ -474,4 +479,4 @@ class DtlsConnection:
         self._deadline = None
         self._flight = None
         self._reassembler.clear()
-        self._events.append(ConnectionClosed(error, self._handshake.psk_identity))
+        self._events.append(ConnectionClosed(error, self._handshake.peer))

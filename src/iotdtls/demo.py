@@ -60,7 +60,7 @@ class _Demo:
                 self.server.send(addr, event.data)  # echo
             elif isinstance(event, HandshakeComplete):
                 peer = f"{addr[0]}:{addr[1]}"
-                self.say(f"server: handshake complete with {peer}, identity {event.psk_identity!r}")
+                self.say(f"server: handshake complete with {peer}, {event.peer}")
             elif isinstance(event, ConnectionClosed):
                 self.say(f"server: association closed ({event.error or 'close_notify'})")
 

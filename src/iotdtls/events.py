@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from iotdtls.errors import AlertDescription, DtlsError
+from iotdtls.identity import PeerIdentity, PskIdentity
 
 __all__ = [
     "AlertReceived",
@@ -17,11 +18,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class HandshakeComplete:
-    """The handshake finished; application data may flow (RFC 5246 §7.4.9)."""
+    """The handshake finished; application data may flow (RFC 5246 §7.4.9).
+
+    `peer` is who the handshake authenticated: the PSK identity, the peer's raw public key or
+    its certificate identity (`iotdtls.identity`)."""
 
     cipher_suite: int
-    psk_identity: bytes
+    peer: PeerIdentity
     extended_master_secret: bool
+
+    @property
+    def psk_identity(self) -> bytes:
+        """The PSK identity (empty outside PSK mode)."""
+        return _psk_bytes(self.peer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +51,21 @@ class AlertReceived:
 class ConnectionClosed:
     """The association ended: `error` is None after a clean close_notify (RFC 5246 §7.2.1).
 
-    `psk_identity` is the identity the client named, if it got that far (public: it travels
-    in clear in the ClientKeyExchange), so a server can log who failed."""
+    `peer` is the identity the peer claimed, if it got that far, so a server can log who
+    failed: a PSK identity (public: it travels in clear in the ClientKeyExchange) or, once
+    authenticated, a raw key or certificate identity."""
 
     error: DtlsError | None
-    psk_identity: bytes = field(default=b"", compare=False)
+    peer: PeerIdentity | None = field(default=None, compare=False)
+
+    @property
+    def psk_identity(self) -> bytes:
+        """The PSK identity the client named (empty outside PSK mode or before it)."""
+        return _psk_bytes(self.peer)
+
+
+def _psk_bytes(peer: PeerIdentity | None) -> bytes:
+    return peer.identity if isinstance(peer, PskIdentity) else b""
 
 
 Event = HandshakeComplete | DataReceived | AlertReceived | ConnectionClosed

@@ -16,6 +16,7 @@ from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.common import Handler, HandshakeMachine
 from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
@@ -147,10 +148,9 @@ class ClientHandshake(HandshakeMachine):
         if msg.body:
             raise ProtocolError("ServerHelloDone with a body", AlertDescription.decode_error)
         self.record(msg)
-        self.psk_identity = self.config.identity
-        cke = self.outgoing(
-            HandshakeType.client_key_exchange, ClientKeyExchangePsk(self.psk_identity).encode(), 0
-        )
+        self.peer = PskIdentity(self.config.identity)
+        cke_body = ClientKeyExchangePsk(self.config.identity).encode()
+        cke = self.outgoing(HandshakeType.client_key_exchange, cke_body, 0)
         self.derive_keys(self.config.psk)
         finished = self.finished(from_client=True, epoch=1)
         self.state = ClientState.WAIT_CCS

@@ -29,6 +29,7 @@ from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.flight import Flight, OutgoingMessage
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.handshake.transcript import Transcript
+from iotdtls.identity import PeerIdentity
 from iotdtls.messages import Finished, HandshakeType
 
 __all__ = ["HandshakeMachine", "NegotiatedSession"]
@@ -41,7 +42,7 @@ class NegotiatedSession:
     """What a completed handshake agreed on (no secrets here: safe to log and repr)."""
 
     cipher_suite: int
-    psk_identity: bytes
+    peer: PeerIdentity
     extended_master_secret: bool
 
 
@@ -70,7 +71,8 @@ class HandshakeMachine:
         self.server_random = b""
         self.cipher_suite = 0
         self.use_extended_master_secret = False
-        self.psk_identity = b""
+        #: Who the peer is (claimed until the handshake completes, then authenticated).
+        self.peer: PeerIdentity | None = None
         self._master_secret = b""
         #: Set by a handler when new record keys exist; taken by the connection.
         self.new_keys: KeyBlock | None = None
@@ -153,9 +155,8 @@ class HandshakeMachine:
         self.record(msg)
 
     def session(self) -> NegotiatedSession:
-        return NegotiatedSession(
-            self.cipher_suite, self.psk_identity, self.use_extended_master_secret
-        )
+        assert self.peer is not None, "a completed handshake has authenticated its peer"
+        return NegotiatedSession(self.cipher_suite, self.peer, self.use_extended_master_secret)
 
 
 def _type_name(msg_type: int) -> str:

@@ -18,6 +18,7 @@ from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.common import Handler, HandshakeMachine
 from iotdtls.handshake.flight import Flight, OutgoingCcs
 from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_2,
     CipherSuite,
@@ -124,7 +125,7 @@ class ServerHandshake(HandshakeMachine):
     def _on_client_key_exchange(self, msg: ReassembledMessage) -> None:
         cke = ClientKeyExchangePsk.decode(msg.body)
         self.record(msg)
-        self.psk_identity = cke.identity
+        self.peer = PskIdentity(cke.identity)
         psk = self._lookup(cke.identity)
         if psk is None:
             # PSK-4: carry on with a random key so an unknown identity fails exactly like a

@@ -1,0 +1,68 @@
+"""Who the peer is, once the handshake has authenticated it (profile §3, CFG-1).
+
+One type per credential kind of the profile:
+
+* `PskIdentity`: the PSK identity the client named (RFC 4279 §2; opaque bytes compared bit by
+  bit, PSK-2). It travels in clear, so it is not a secret.
+* `RawPublicKeyIdentity`: the peer's SubjectPublicKeyInfo (RFC 7250 §3) and its SHA-256, the
+  form in which raw keys are usually provisioned (RPK-3).
+* `CertificateIdentity`: the peer's validated chain (leaf first, DER) and the name that was
+  checked: the server's DNS name (RFC 6125, CRT-3) or the client's EUI-64 (CRT-4).
+
+All three are small frozen dataclasses whose `str()` is one short, log-safe phrase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+__all__ = ["CertificateIdentity", "PeerIdentity", "PskIdentity", "RawPublicKeyIdentity"]
+
+
+@dataclass(frozen=True, slots=True)
+class PskIdentity:
+    """The PSK identity of the association (RFC 4279 §2)."""
+
+    mode: ClassVar[str] = "psk"
+    identity: bytes
+
+    def __str__(self) -> str:
+        return f"psk identity {self.identity!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class RawPublicKeyIdentity:
+    """A raw public key that matched a provisioned one (RFC 7250, RPK-3)."""
+
+    mode: ClassVar[str] = "rpk"
+    spki: bytes = field(repr=False)
+
+    @property
+    def sha256(self) -> bytes:
+        """SHA-256 of the DER SubjectPublicKeyInfo: the key's usual fingerprint."""
+        return hashlib.sha256(self.spki).digest()
+
+    def __repr__(self) -> str:
+        return f"RawPublicKeyIdentity(sha256={self.sha256.hex()})"
+
+    def __str__(self) -> str:
+        return f"raw public key sha256:{self.sha256.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateIdentity:
+    """A certificate chain validated to a trust anchor (CRT-1) and the name it was checked for:
+    a DNS name for a server (CRT-3), an EUI-64 such as `01-23-45-67-89-AB-CD-EF` for a client
+    (CRT-4)."""
+
+    mode: ClassVar[str] = "x509"
+    name: str
+    chain: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"certificate {self.name}"
+
+
+PeerIdentity = PskIdentity | RawPublicKeyIdentity | CertificateIdentity
