@@ -1,0 +1,54 @@
+"""The `iotdtls` command line: `server` (echo), `client` (stdin lines as datagrams), `demo`.
+
+Each subcommand lives in a module of this package with a `register(subparsers)` function that
+adds its parser and sets `run` (the function taking the parsed arguments and returning the exit
+status) and `server_logging`. This module parses, sets up logging and turns the errors a user
+can cause into one line and an exit status: 2 for usage and configuration, 1 for a failed
+association or socket, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from iotdtls.cli import echo
+from iotdtls.cli.common import Parser, UsageError, parse_hostport, setup_logging
+from iotdtls.demo import run_demo
+from iotdtls.errors import ConfigError, DtlsError
+
+__all__ = ["UsageError", "main", "parse_hostport"]
+
+#: Modules whose `register(subparsers)` adds subcommands, in help order.
+_COMMAND_MODULES = (echo,)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="iotdtls", description="DTLS 1.2 (RFC 7925 profile) tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in _COMMAND_MODULES:
+        module.register(sub)
+    demo = sub.add_parser("demo", help="a server and a client on loopback: handshake and echo")
+    demo.set_defaults(run=lambda args: run_demo(), server_logging=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.server_logging is not None:
+        setup_logging(args.verbose, server=args.server_logging)
+    try:
+        status: int = args.run(args)
+        return status
+    except (UsageError, ConfigError) as exc:
+        print(f"iotdtls: error: {exc}", file=sys.stderr)
+        return 2
+    except DtlsError as exc:
+        print(f"iotdtls: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"iotdtls: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

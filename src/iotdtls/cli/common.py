@@ -1,0 +1,80 @@
+"""What every `iotdtls` subcommand shares: the one-line usage error, HOST:PORT and hex parsing,
+the common flags and the stderr logging set-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import NoReturn
+
+from iotdtls.config import DEFAULT_MTU
+
+__all__ = [
+    "DEFAULT_PORT",
+    "UsageError",
+    "add_common_flags",
+    "hex_bytes",
+    "parse_hostport",
+    "setup_logging",
+]
+
+DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
+
+
+class UsageError(Exception):
+    """A command-line value is wrong; the message is the one line to print."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"iotdtls: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT`."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
+    return host, int(port)
+
+
+def hex_bytes(name: str, text: str) -> bytes:
+    """Non-empty hexadecimal bytes, or a one-line `UsageError` naming the flag."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(
+            f"{name} must be hexadecimal bytes (e.g. 0102...0f10), got {text!r}"
+        ) from None
+    if not value:
+        raise UsageError(f"{name} is empty")
+    return value
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """--mtu, --keylog and -v, for every command that runs associations."""
+    p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help="largest datagram to send (bytes)")
+    p.add_argument(
+        "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
+
+
+def setup_logging(verbose: bool, server: bool) -> None:
+    """stderr logging. Without -v: a server says where it listens and one line per handshake
+    (peer and identity, from `iotdtls.aio`); a client only its final error. With -v:
+    everything, every datagram included (`iotdtls.trace`, no key material)."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("iotdtls").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if server and not verbose:
+        for name in ("iotdtls.aio", "iotdtls.cli"):
+            logging.getLogger(name).setLevel(logging.INFO)

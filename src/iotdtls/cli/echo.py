@@ -1,0 +1,111 @@
+"""`iotdtls server` (an echo server) and `iotdtls client` (stdin lines as datagrams, replies on
+stdout): argument wiring only, every protocol decision lives in the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from iotdtls import aio
+from iotdtls.cli.common import DEFAULT_PORT, add_common_flags, parse_hostport
+from iotdtls.cli.credentials import (
+    add_client_credentials,
+    add_server_credentials,
+    client_config,
+    server_config,
+)
+from iotdtls.config import ClientConfig, ServerConfig
+
+__all__ = ["register"]
+
+#: After stdin ends, how long the client waits for replies to stop arriving.
+REPLY_GRACE = 1.0
+
+
+def register(sub: Any) -> None:
+    """Add `server` and `client` to the subcommands."""
+    srv = sub.add_parser("server", help="echo server: every datagram received is sent back")
+    srv.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
+    add_server_credentials(srv)
+    srv.add_argument(
+        "--no-cookie", action="store_true", help="skip the HelloVerifyRequest exchange"
+    )
+    add_common_flags(srv)
+    srv.set_defaults(run=run_server, server_logging=True)
+
+    cli = sub.add_parser("client", help="send each stdin line as one datagram, print replies")
+    cli.add_argument("address", metavar="HOST:PORT")
+    add_client_credentials(cli)
+    cli.add_argument("--timeout", type=float, default=30.0, metavar="S", help="handshake deadline")
+    add_common_flags(cli)
+    cli.set_defaults(run=run_client, server_logging=False)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.listen)
+    config = server_config(
+        args, cookie_exchange=not args.no_cookie, mtu=args.mtu, keylog_file=args.keylog
+    )
+    asyncio.run(_serve(config, host, port))
+    return 0
+
+
+def run_client(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.address)
+    config = client_config(
+        args, handshake_timeout=args.timeout, mtu=args.mtu, keylog_file=args.keylog
+    )
+    asyncio.run(_talk(config, host, port))
+    return 0
+
+
+async def _serve(config: ServerConfig, host: str, port: int) -> None:
+    async def echo(session: aio.ServerSession) -> None:
+        async for datagram in session:
+            session.send(datagram)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await aio.serve(echo, host, port, config)
+    bound = server.address
+    # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
+    logging.getLogger("iotdtls.cli").info("listening on %s:%d", bound[0], bound[1])
+    await stop.wait()
+    await server.close()
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
+    for line in sys.stdin.buffer:
+        loop.call_soon_threadsafe(queue.put_nowait, line.rstrip(b"\r\n"))
+    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+async def _talk(config: ClientConfig, host: str, port: int) -> None:
+    async with aio.connect(host, port, config) as conn:
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        threading.Thread(target=_stdin_lines, args=(loop, lines), daemon=True).start()
+
+        async def printer() -> None:
+            while (data := await conn.recv()) is not None:
+                sys.stdout.buffer.write(data + b"\n")
+                sys.stdout.buffer.flush()
+
+        reader = asyncio.ensure_future(printer())
+        while (line := await lines.get()) is not None:
+            if reader.done():
+                break
+            conn.send(line)
+        # stdin ended: let replies in flight arrive, then close_notify.
+        done, _ = await asyncio.wait({reader}, timeout=REPLY_GRACE)
+        reader.cancel()
+        error = reader.exception() if reader in done else None
+        if error is not None:
+            raise error
