@@ -1,0 +1,146 @@
+"""ECDSA with P-256 and SHA-256 (RFC 8422 §5.4, §5.8; RFC 5246 §7.4.3, §7.4.8) and the
+SubjectPublicKeyInfo of raw public keys (RFC 7250 §3).
+
+`PrivateKey` is the long-term key of a raw-public-key or certificate credential; its repr and
+str show only the fingerprint of its public half (SEC-1). Verification failures are
+decrypt_error (RFC 5246 §7.4.3, §7.4.8: a signature that does not verify); a key that is not
+ECDSA P-256 is unsupported_certificate (RFC 5246 §7.2.2); an undecodable key bad_certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from os import PathLike, fspath
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+
+__all__ = [
+    "PrivateKey",
+    "load_public_key",
+    "spki_sha256",
+    "verify_digest_signature",
+    "verify_signature",
+]
+
+_CURVE = ec.SECP256R1()
+_SIGN = ec.ECDSA(hashes.SHA256())
+_SIGN_DIGEST = ec.ECDSA(Prehashed(hashes.SHA256()))
+
+
+def spki_sha256(spki: bytes) -> bytes:
+    """SHA-256 of a DER SubjectPublicKeyInfo: how raw keys are pinned (RPK-3)."""
+    return hashlib.sha256(spki).digest()
+
+
+def _spki_of(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+class PrivateKey:
+    """An ECDSA P-256 private key (the only kind the profile's ECDHE_ECDSA suite uses)."""
+
+    __slots__ = ("_key", "spki")
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigError(f"the key is on {key.curve.name}; the profile needs P-256")
+        self._key = key
+        #: DER SubjectPublicKeyInfo of the public half (what a raw-key Certificate carries).
+        self.spki = _spki_of(key.public_key())
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        return cls(ec.generate_private_key(_CURVE))
+
+    @classmethod
+    def from_pem(cls, data: bytes, password: bytes | None = None) -> PrivateKey:
+        """A PEM (PKCS#8 or SEC1 "EC PRIVATE KEY") or DER private key."""
+        try:
+            if data.lstrip().startswith(b"-----"):
+                key = serialization.load_pem_private_key(data, password)
+            else:
+                key = serialization.load_der_private_key(data, password)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise ConfigError(f"not a readable private key ({type(exc).__name__})") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError("the private key is not an elliptic-curve key; use P-256")
+        return cls(key)
+
+    @classmethod
+    def load(cls, path: str | PathLike[str], password: bytes | None = None) -> PrivateKey:
+        """Read a private key file (PEM or DER)."""
+        try:
+            with open(fspath(path), "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read key file {fspath(path)}: {exc.strerror}") from None
+        return cls.from_pem(data, password)
+
+    def to_pem(self) -> bytes:
+        """PKCS#8 PEM, unencrypted: for a key file the user asked for (mode 0600)."""
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @property
+    def spki_sha256(self) -> bytes:
+        return spki_sha256(self.spki)
+
+    def sign(self, data: bytes) -> bytes:
+        """DER ECDSA-SHA256 signature of `data` (ServerKeyExchange params, RFC 8422 §5.4)."""
+        return self._key.sign(data, _SIGN)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """DER ECDSA signature of a SHA-256 digest (CertificateVerify, RFC 5246 §7.4.8)."""
+        return self._key.sign(digest, _SIGN_DIGEST)
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(p256, spki sha256 {self.spki_sha256.hex()[:16]}..)"
+
+    __str__ = __repr__
+
+
+
+def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:
+    """The P-256 public key of a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7)."""
+    try:
+        key = serialization.load_der_public_key(spki)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ProtocolError(
+            "undecodable SubjectPublicKeyInfo", AlertDescription.bad_certificate
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ProtocolError(
+            "the peer's key is not an ECDSA P-256 key", AlertDescription.unsupported_certificate
+        )
+    return key
+
+
+def verify_signature(spki: bytes, signature: bytes, data: bytes) -> None:
+    """Check an ECDSA-SHA256 signature over `data` (ServerKeyExchange, RFC 8422 §5.4);
+    decrypt_error when it does not verify (RFC 5246 §7.4.3)."""
+    _verify(load_public_key(spki), signature, data, _SIGN)
+
+
+def verify_digest_signature(spki: bytes, signature: bytes, digest: bytes) -> None:
+    """Check an ECDSA signature over a SHA-256 `digest` (CertificateVerify, RFC 5246 §7.4.8);
+    decrypt_error when it does not verify."""
+    _verify(load_public_key(spki), signature, digest, _SIGN_DIGEST)
+
+
+def _verify(
+    key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes, algorithm: ec.ECDSA
+) -> None:
+    try:
+        key.verify(signature, data, algorithm)
+    except InvalidSignature:
+        raise ProtocolError("signature does not verify", AlertDescription.decrypt_error) from None
