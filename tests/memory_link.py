@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, ClassVar, Literal
 
 from iotdtls._buffer import Reader
@@ -28,8 +27,8 @@ from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertSent
 from iotdtls.events import ConnectionClosed, Event
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
-from iotdtls.handshake.common import Handler
 from iotdtls.handshake.flight import Flight, OutgoingMessage
+from iotdtls.handshake.machine import Outcome, Table, Transition
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.handshake.server import ServerHandshake, ServerState
 from iotdtls.handshake.transcript import Transcript, handshake_header
@@ -282,23 +281,25 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
     `iotdtls.connection.ServerHandshake`)."""
 
     class Injecting(ServerHandshake):
-        def _on_hello_with_extra(self, msg: ReassembledMessage) -> Flight:
-            flight = ServerHandshake._on_client_hello(self, msg)
+        def _on_hello_with_extra(self, msg: ReassembledMessage) -> Outcome:
+            flight = ServerHandshake._on_client_hello(self, msg).flight
+            assert flight is not None
             hello, done = flight.items
             assert isinstance(done, OutgoingMessage)
             # Renumber: the extra messages take ServerHelloDone's place and it moves after.
             self.send_seq = done.message_seq
-            self.transcript = Transcript()
+            self.keys.transcript = Transcript()
             self.record(msg)
             assert isinstance(hello, OutgoingMessage)
-            self.transcript.add(hello.msg_type, hello.message_seq, hello.body)
+            self.keys.transcript.add(hello.msg_type, hello.message_seq, hello.body)
             added = [self.outgoing(HandshakeType(t), body, 0) for t, body in extra]
             new_done = self.outgoing(HandshakeType.server_hello_done, b"", 0)
-            return Flight((hello, *added, new_done))
+            return Outcome(Flight((hello, *added, new_done)))
 
-        TABLE: ClassVar[dict[tuple[Enum, int], Handler]] = {
-            **ServerHandshake.TABLE,
-            (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): _on_hello_with_extra,
+        HELLO_TABLE: ClassVar[Table] = {
+            (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): Transition(
+                _on_hello_with_extra, ServerState.WAIT_CLIENT_FLIGHT
+            ),
         }
 
     return Injecting

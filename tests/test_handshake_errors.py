@@ -19,7 +19,9 @@ import pytest
 
 import iotdtls.connection
 import iotdtls.errors
-import iotdtls.handshake.common
+import iotdtls.handshake.keyexchange
+import iotdtls.handshake.keyschedule
+import iotdtls.handshake.server
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DropReason, DtlsConnection
 from iotdtls.crypto import BadTag, Ccm8Protector, NullProtector
@@ -163,7 +165,7 @@ def link_waiting_for_key_exchange() -> MemoryLink:
     link.client.connect(0.0)
     link.run(stop=lambda lk: lk.server_conn is not None)
     assert link.server_conn is not None
-    assert link.server_conn.handshake_state.name == "WAIT_CLIENT_KEY_EXCHANGE"
+    assert link.server_conn.handshake_state.name == "WAIT_CLIENT_FLIGHT"
     link.fate = lambda d, i, data: "deliver"
     return link
 
@@ -343,14 +345,14 @@ def test_early_change_cipher_spec_is_ignored() -> None:
 class BadFinishedServer(ServerHandshake):
     """Sends a Finished whose verify_data is wrong (the transcript keeps the right one)."""
 
-    def finished(self, from_client: bool, epoch: int) -> OutgoingMessage:
-        msg = super().finished(from_client, epoch)
+    def finished(self, epoch: int) -> OutgoingMessage:
+        msg = super().finished(epoch)
         return dataclasses.replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
 
 
 class BadFinishedClient(ClientHandshake):
-    def finished(self, from_client: bool, epoch: int) -> OutgoingMessage:
-        msg = super().finished(from_client, epoch)
+    def finished(self, epoch: int) -> OutgoingMessage:
+        msg = super().finished(epoch)
         return dataclasses.replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
 
 
@@ -362,13 +364,13 @@ def test_wrong_verify_data_is_decrypt_error(monkeypatch: pytest.MonkeyPatch, lia
     else:
         monkeypatch.setattr(iotdtls.connection, "ClientHandshake", BadFinishedClient)
     compared: list[tuple[bytes, bytes]] = []
-    real = iotdtls.handshake.common.constant_time_equal
+    real = iotdtls.handshake.keyschedule.constant_time_equal
 
     def spy(a: bytes, b: bytes) -> bool:
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(iotdtls.handshake.common, "constant_time_equal", spy)
+    monkeypatch.setattr(iotdtls.handshake.keyschedule, "constant_time_equal", spy)
     link = make_link()
     link.handshake()
     honest: Direction = "client" if liar == "server" else "server"
@@ -410,28 +412,42 @@ def test_unknown_identity_and_wrong_key_look_alike() -> None:
     assert AlertDescription.unknown_psk_identity not in [a.description for a in alerts]
 
 
-def spy_on_key_schedule(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Record (role, step) for each key-schedule function the handshakes call and for each
-    record decryption (`Ccm8Protector.open`, with its outcome)."""
-    calls: list[tuple[str, str]] = []
-    names = [
-        "psk_premaster_secret",
-        "extended_master_secret",
-        "master_secret",
-        "derive_key_block",
-        "finished_verify_data",
-    ]
-    for name in names:
-        real = getattr(iotdtls.handshake.common, name)
+def handshake_role() -> str:
+    """The class name of the handshake machine up the call stack ("ServerHandshake", ...)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, ServerHandshake | ClientHandshake):
+            return type(owner).__name__
+        frame = frame.f_back
+    return "unknown"
 
-        def counting(*args: object, _real: Any = real, _name: str = name) -> object:
-            caller = inspect.currentframe()
-            assert caller is not None and caller.f_back is not None
-            role = type(caller.f_back.f_locals.get("self")).__name__
+
+def spy_on_key_schedule(
+    monkeypatch: pytest.MonkeyPatch, psk_lengths: list[tuple[str, int]] | None = None
+) -> list[tuple[str, str]]:
+    """Record (role, step) for each key-schedule function the handshakes call and for each
+    record decryption (`Ccm8Protector.open`, with its outcome); and (role, PSK length) of each
+    premaster secret built, in `psk_lengths`."""
+    calls: list[tuple[str, str]] = []
+    modules = {
+        "psk_premaster_secret": iotdtls.handshake.keyexchange,
+        "extended_master_secret": iotdtls.handshake.keyschedule,
+        "master_secret": iotdtls.handshake.keyschedule,
+        "derive_key_block": iotdtls.handshake.keyschedule,
+        "finished_verify_data": iotdtls.handshake.keyschedule,
+    }
+    for name, module in modules.items():
+        real = getattr(module, name)
+
+        def counting(*args: Any, _real: Any = real, _name: str = name) -> object:
+            role = handshake_role()
             calls.append((role, _name))
+            if _name == "psk_premaster_secret" and psk_lengths is not None:
+                psk_lengths.append((role, len(args[0])))
             return _real(*args)
 
-        monkeypatch.setattr(iotdtls.handshake.common, name, counting)
+        monkeypatch.setattr(module, name, counting)
     real_open = Ccm8Protector.open
 
     def counting_open(self: Ccm8Protector, *args: Any) -> bytes:
@@ -453,15 +469,8 @@ def test_unknown_identity_runs_the_same_key_schedule_as_a_wrong_key(
 ) -> None:
     """No early exit for an unknown identity: the server derives keys from a stand-in key and
     fails on the client's Finished record exactly as it does for a wrong key (timing side)."""
-    calls = spy_on_key_schedule(monkeypatch)
-    stand_in: list[int] = []
-    real_derive = ServerHandshake.derive_keys
-
-    def derive(self: ServerHandshake, psk: bytes) -> None:
-        stand_in.append(len(psk))
-        real_derive(self, psk)
-
-    monkeypatch.setattr(ServerHandshake, "derive_keys", derive)
+    psk_lengths: list[tuple[str, int]] = []
+    calls = spy_on_key_schedule(monkeypatch, psk_lengths)
     traces = []
     for client in ({"psk_identity": b"Client_identitx"}, {"psk": bytes(16)}):
         calls.clear()
@@ -472,7 +481,8 @@ def test_unknown_identity_runs_the_same_key_schedule_as_a_wrong_key(
     server_steps = [step for role, step in unknown if role == "ServerHandshake"]
     assert server_steps == ["psk_premaster_secret", "extended_master_secret", "derive_key_block"]
     assert [step for role, step in unknown if role == "record"] == ["open failed"]
-    assert stand_in == [16, 16]  # a 16-byte random stand-in, like the provisioned key
+    # A 16-byte random stand-in, like the provisioned key.
+    assert [n for role, n in psk_lengths if role == "ServerHandshake"] == [16, 16]
 
 
 # -- EXT-4: no renegotiation -----------------------------------------------------------------------
@@ -535,17 +545,16 @@ def test_non_empty_renegotiation_info_in_initial_hello_fails() -> None:
     assert endpoint.connections == {}
 
 
-class RenegotiatedServer(ServerHandshake):
+def renegotiated_server_hello(*args: object) -> tuple[Extension, ...]:
     """Claims a previous connection in renegotiation_info (RFC 5746 §3.4 says: abort)."""
-
-    def _negotiate_extensions(self, hello: ClientHello) -> tuple[Extension, ...]:
-        self.use_extended_master_secret = True
-        return (RenegotiationInfo(bytes(24)), ExtendedMasterSecret())
+    return (RenegotiationInfo(bytes(24)), ExtendedMasterSecret())
 
 
 @pytest.mark.req("EXT-4", "ERR-1")
 def test_client_checks_server_renegotiation_info(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", RenegotiatedServer)
+    monkeypatch.setattr(
+        iotdtls.handshake.server, "server_hello_extensions", renegotiated_server_hello
+    )
     link = make_link()
     link.handshake()
     assert_link_failed(link, "client", AlertDescription.handshake_failure)
@@ -658,12 +667,13 @@ def test_link_catches_an_alert_of_another_mode(monkeypatch: pytest.MonkeyPatch) 
     """The link's ERR-1 check can fail: with the mode filter bypassed, a handler naming
     unknown_psk_identity puts it on the wire and the link refuses it."""
 
-    class Revealing(ServerHandshake):
-        def derive_keys(self, psk: bytes) -> None:
-            raise iotdtls.errors.ProtocolError("no such identity", AlertDescription(115))
+    def revealing(self: object, body: bytes) -> object:
+        raise iotdtls.errors.ProtocolError("no such identity", AlertDescription(115))
 
-    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", Revealing)
-    monkeypatch.setattr(iotdtls.connection, "permitted_alert", lambda alert: alert)
+    monkeypatch.setattr(
+        iotdtls.handshake.keyexchange.PskServerExchange, "on_client_key_exchange", revealing
+    )
+    monkeypatch.setattr(iotdtls.connection, "permitted_alert", lambda alert, allowed: alert)
     link = make_link()
     with pytest.raises(AssertionError, match="unknown_psk_identity"):
         link.handshake()

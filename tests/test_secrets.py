@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -21,13 +22,15 @@ from typing import Any
 import pytest
 
 import iotdtls.connection
+import iotdtls.crypto.suites
 import iotdtls.endpoint
+import iotdtls.handshake.keyexchange
 from iotdtls.config import ServerConfig
 from iotdtls.connection import DtlsConnection
 from iotdtls.crypto import Ccm8Protector, KeyBlock, derive_key_block
 from iotdtls.errors import AlertSent, LocalProtocolError
 from iotdtls.events import ConnectionClosed
-from iotdtls.handshake.server import ServerHandshake
+from iotdtls.handshake.keyexchange import PskServerExchange
 from iotdtls.messages import ClientHello, HandshakeType, ServerHello
 from iotdtls.trace import describe_datagram
 from tests.memory_link import (
@@ -89,18 +92,28 @@ def cookie_key(outputs: list[bytes], first_hello: bytes, cookie: bytes) -> bytes
     return key
 
 
+def server_psks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The keys the server builds premaster secrets from (a random stand-in for an unknown
+    identity, PSK-4), collected as they pass into `psk_premaster_secret`."""
+    keys: list[bytes] = []
+    real = iotdtls.handshake.keyexchange.psk_premaster_secret
+
+    def spy(psk: bytes, *rest: Any) -> bytes:
+        frame = inspect.currentframe()
+        caller = frame.f_back.f_locals.get("self") if frame and frame.f_back else None
+        if isinstance(caller, PskServerExchange):
+            keys.append(psk)
+        return real(psk, *rest)
+
+    monkeypatch.setattr(iotdtls.handshake.keyexchange, "psk_premaster_secret", spy)
+    return keys
+
+
 @pytest.mark.req("CFG-2", "PSK-4")
 def test_every_random_value_comes_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = CountingUrandom()
     monkeypatch.setattr(os, "urandom", fake)
-    stand_in: list[bytes] = []
-    real_derive = ServerHandshake.derive_keys
-
-    def derive(self: ServerHandshake, psk: bytes) -> None:
-        stand_in.append(psk)
-        real_derive(self, psk)
-
-    monkeypatch.setattr(ServerHandshake, "derive_keys", derive)
+    stand_in = server_psks(monkeypatch)
     link = make_link(client={"psk_identity": b"not provisioned"})
     link.handshake()
     client_hellos, server_hello = hellos(link)
@@ -164,7 +177,7 @@ def run_observed(monkeypatch: pytest.MonkeyPatch, client: dict[str, Any]) -> Obs
         server_conns.append(DtlsConnection(config))
         return server_conns[-1]
 
-    monkeypatch.setattr(iotdtls.connection, "Ccm8Protector", protector)
+    monkeypatch.setattr(iotdtls.crypto.suites, "Ccm8Protector", protector)
     monkeypatch.setattr(iotdtls.endpoint, "DtlsConnection", connection)
     link = make_link(client={"keylog": lines.append, **client}, server={"keylog": lines.append})
     link.handshake()
@@ -264,14 +277,7 @@ def test_no_secret_in_failure_texts(
     """A failed handshake: both sides derived keys (the server from a random stand-in for an
     unknown identity); none of them, nor either PSK, shows in the error texts or the logs."""
     caplog.set_level(logging.DEBUG, logger="iotdtls")
-    stand_in: list[bytes] = []
-    real_derive = ServerHandshake.derive_keys
-
-    def derive(self: ServerHandshake, psk: bytes) -> None:
-        stand_in.append(psk)
-        real_derive(self, psk)
-
-    monkeypatch.setattr(ServerHandshake, "derive_keys", derive)
+    stand_in = server_psks(monkeypatch)
     run = run_observed(monkeypatch, client)
     link = run.link
     (closed,) = events_of(link, "server", ConnectionClosed)

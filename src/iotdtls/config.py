@@ -1,24 +1,32 @@
 """Configuration of a DTLS client or server (validated on construction).
 
 Every mistake raises `ConfigError` with one line saying what to fix. The role follows from the
-class: `ClientConfig` or `ServerConfig`. Credentials here are PSK only (RFC 4279, profile
-"Pre-Shared Secret Authentication"); a client is provisioned per server (profile §3, CFG-1).
+class: `ClientConfig` or `ServerConfig`. A client is provisioned per server in one of the
+profile's three modes (PSK, raw public keys, certificates: profile §3, CFG-1); a server may hold
+all three at once and picks by what the client offers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from os import PathLike, fspath
 from typing import ClassVar
 
+from iotdtls.credentials import CertifiedKey, PrivateKey, as_der_sequence, public_key_pins
 from iotdtls.errors import ConfigError
+from iotdtls.identity import RawPublicKeyIdentity
 
 __all__ = [
     "CONSTRAINED_RETRANSMIT",
+    "DEFAULT_MAX_CHAIN_DEPTH",
     "DEFAULT_MTU",
     "RFC6347_RETRANSMIT",
     "ClientConfig",
+    "ClientKeyLookup",
+    "Mode",
     "PskLookup",
     "RetransmitPolicy",
     "ServerConfig",
@@ -124,24 +132,110 @@ class _CommonConfig:
             object.__setattr__(self, "keylog", file_keylog(self.keylog_file))
 
 
+class Mode(Enum):
+    """The profile's three credential kinds (profile §3, CFG-1; CoAP's security modes)."""
+
+    PSK = "psk"
+    RAW_PUBLIC_KEY = "rpk"
+    X509 = "x509"
+
+
+#: Most certificates between a peer's leaf and the trust anchor (the draft leaves the depth
+#: open, CRT-6): enough for one or two intermediate CAs, which IoT PKIs use.
+DEFAULT_MAX_CHAIN_DEPTH = 3
+
+
+def _pins(values: Sequence[bytes | str]) -> tuple[bytes, ...]:
+    """Pins as `__post_init__` normalised them (`public_key_pins`)."""
+    return tuple(v for v in values if isinstance(v, bytes))
+
+
+def _check_depth(depth: int) -> None:
+    if not isinstance(depth, int) or not 0 <= depth <= 16:
+        raise ConfigError(f"max_chain_depth must be an integer from 0 to 16, got {depth!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClientConfig(_CommonConfig):
-    """A client provisioned with one PSK identity and key for the server it talks to (CFG-1)."""
+    """A client provisioned for the one server it talks to (profile §3, CFG-1), in one mode:
+
+    * PSK: `psk_identity` and `psk`;
+    * raw public keys (RFC 7250): `server_public_keys` (the server's key, or its SHA-256) and,
+      for mutual authentication, `raw_public_key` (our own `PrivateKey`);
+    * certificates: `trust_anchors` (CA certificates, DER or PEM), `server_name` (checked
+      against the server's certificate, RFC 6125) and, for mutual authentication,
+      `certificate` (our `CertifiedKey`)."""
 
     is_client: ClassVar[bool] = True
 
-    psk_identity: bytes | str
-    psk: bytes = field(repr=False)
-    #: Host name the client looked up (SNI, RFC 6066 §3); not sent yet.
+    psk_identity: bytes | str | None = None
+    psk: bytes | None = field(default=None, repr=False)
+    #: Provisioned server keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3).
+    server_public_keys: Sequence[bytes | str] = ()
+    #: Our own key pair in raw-public-key mode (mutual authentication).
+    raw_public_key: PrivateKey | None = None
+    #: Trust anchors for the server's certificate chain (CRT-1); no OCSP or CRL (CRT-5).
+    trust_anchors: Sequence[bytes] = ()
+    #: Our certificate chain and key, for servers that ask for one.
+    certificate: CertifiedKey | None = None
+    #: Host name the client looked up: matched against the server certificate (RFC 6125, CRT-3).
     server_name: str | None = None
+    #: Most certificates between the server's leaf and the trust anchor (CRT-6).
+    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
+    #: Seconds since the epoch for certificate validity (a device without a clock can pin it).
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "psk_identity", _as_bytes("psk_identity", self.psk_identity))
-        object.__setattr__(self, "psk", _as_bytes("psk", self.psk))
-        if len(self.identity) > MAX_PSK_LENGTH:
-            raise ConfigError(f"psk_identity is longer than {MAX_PSK_LENGTH} bytes")
-        _check_psk("psk", self.psk)
+        modes = [
+            m
+            for m, given in (
+                (Mode.PSK, self.psk is not None or self.psk_identity is not None),
+                (Mode.RAW_PUBLIC_KEY, bool(self.server_public_keys)),
+                (Mode.X509, bool(self.trust_anchors)),
+            )
+            if given
+        ]
+        if len(modes) != 1:
+            raise ConfigError(
+                "give exactly one of psk_identity+psk (PSK), server_public_keys (raw public "
+                "keys) or trust_anchors (certificates)"
+            )
+        if modes[0] is Mode.PSK:
+            if self.psk_identity is None or self.psk is None:
+                raise ConfigError("PSK mode needs both psk_identity and psk")
+            object.__setattr__(self, "psk_identity", _as_bytes("psk_identity", self.psk_identity))
+            object.__setattr__(self, "psk", _as_bytes("psk", self.psk))
+            if len(self.identity) > MAX_PSK_LENGTH:
+                raise ConfigError(f"psk_identity is longer than {MAX_PSK_LENGTH} bytes")
+            _check_psk("psk", self.psk)
+        if self.raw_public_key is not None and modes[0] is not Mode.RAW_PUBLIC_KEY:
+            raise ConfigError("raw_public_key is for raw-public-key mode: add server_public_keys")
+        if self.certificate is not None and modes[0] is not Mode.X509:
+            raise ConfigError("certificate is for certificate mode: add trust_anchors")
+        object.__setattr__(self, "server_public_keys", public_key_pins(self.server_public_keys))
+        object.__setattr__(
+            self, "trust_anchors", as_der_sequence("trust_anchors", self.trust_anchors)
+        )
+        _check_depth(self.max_chain_depth)
+
+    @property
+    def mode(self) -> Mode:
+        """The credential kind this client uses with its server (exactly one, checked above)."""
+        if self.psk is not None:
+            return Mode.PSK
+        return Mode.RAW_PUBLIC_KEY if self.server_public_keys else Mode.X509
+
+    @property
+    def server_key_pins(self) -> tuple[bytes, ...]:
+        """`server_public_keys` as SHA-256 digests of their SubjectPublicKeyInfo."""
+        return _pins(self.server_public_keys)
+
+    @property
+    def psk_key(self) -> bytes:
+        """The PSK (PSK mode only)."""
+        assert self.psk is not None
+        return self.psk
 
     @property
     def identity(self) -> bytes:
@@ -150,14 +244,35 @@ class ClientConfig(_CommonConfig):
         return self.psk_identity
 
 
+#: Decides whether an authenticated raw public key may connect (RPK-3).
+ClientKeyLookup = Callable[[RawPublicKeyIdentity], bool]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig(_CommonConfig):
-    """A server with a PSK store or lookup callback (identity -> key or None)."""
+    """A server's credentials, in any mix (it picks by what the client offers):
+
+    * PSK: `psk_store` ({identity: key}) or `psk_lookup` (identity -> key or None);
+    * raw public keys: `raw_public_key` (our `PrivateKey`); clients must present a key from
+      `client_public_keys` (or one `client_key_lookup` accepts) when either is given;
+    * certificates: `certificates` (our `CertifiedKey`s; the first is the default); clients
+      must present a chain to `client_trust_anchors` when it is given."""
 
     is_client: ClassVar[bool] = False
 
     psk_store: Mapping[bytes, bytes] | None = field(default=None, repr=False)
     psk_lookup: PskLookup | None = field(default=None, repr=False)
+    raw_public_key: PrivateKey | None = None
+    #: Provisioned client keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3).
+    client_public_keys: Sequence[bytes | str] = ()
+    client_key_lookup: ClientKeyLookup | None = field(default=None, repr=False)
+    certificates: Sequence[CertifiedKey] = ()
+    #: Trust anchors for client certificates (CRT-1); when given, clients must present one.
+    client_trust_anchors: Sequence[bytes] = ()
+    #: Most certificates between a client's leaf and the trust anchor (CRT-6).
+    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
+    #: Seconds since the epoch for certificate validity.
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Stateless cookie exchange before any per-peer state (RFC 6347 §4.2.1, HS-2).
     cookie_exchange: bool = True
     #: Seconds a cookie secret is used before rotating; the previous one is still accepted.
@@ -171,8 +286,6 @@ class ServerConfig(_CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.psk_store is None and self.psk_lookup is None:
-            raise ConfigError("server needs psk_store={identity: key} or psk_lookup=callable")
         if self.psk_store is not None:
             store = {
                 _as_bytes("psk identity", k): _as_bytes("psk", v) for k, v in self.psk_store.items()
@@ -180,6 +293,23 @@ class ServerConfig(_CommonConfig):
             for key in store.values():
                 _check_psk("a psk in psk_store", key)
             object.__setattr__(self, "psk_store", store)
+        object.__setattr__(self, "client_public_keys", public_key_pins(self.client_public_keys))
+        object.__setattr__(
+            self,
+            "client_trust_anchors",
+            as_der_sequence("client_trust_anchors", self.client_trust_anchors),
+        )
+        object.__setattr__(self, "certificates", tuple(self.certificates))
+        if not (self.has_psk or self.raw_public_key is not None or self.certificates):
+            raise ConfigError(
+                "server needs credentials: psk_store or psk_lookup (PSK), raw_public_key "
+                "(raw public keys) or certificates (X.509)"
+            )
+        if self.client_authenticates_rpk and self.raw_public_key is None:
+            raise ConfigError("client_public_keys needs raw_public_key (the server's own key)")
+        if self.client_trust_anchors and not self.certificates:
+            raise ConfigError("client_trust_anchors needs certificates (the server's own chain)")
+        _check_depth(self.max_chain_depth)
         if not self.cookie_rotation > 0:
             raise ConfigError(f"cookie_rotation must be > 0 seconds, got {self.cookie_rotation}")
         if self.max_connections < 1:
@@ -187,9 +317,24 @@ class ServerConfig(_CommonConfig):
         if not 1 <= self.max_handshakes <= self.max_connections:
             raise ConfigError("max_handshakes must be from 1 to max_connections")
 
+    @property
+    def has_psk(self) -> bool:
+        return self.psk_store is not None or self.psk_lookup is not None
+
+    @property
+    def client_key_pins(self) -> tuple[bytes, ...]:
+        """`client_public_keys` as SHA-256 digests of their SubjectPublicKeyInfo."""
+        return _pins(self.client_public_keys)
+
+    @property
+    def client_authenticates_rpk(self) -> bool:
+        """Raw-public-key clients must present a provisioned key (mutual RPK, RPK-3)."""
+        return bool(self.client_public_keys) or self.client_key_lookup is not None
+
     def lookup_psk(self, identity: bytes) -> bytes | None:
         """The key for `identity` (exact byte comparison, PSK-2), or None when unknown."""
         if self.psk_lookup is not None:
             return self.psk_lookup(identity)
-        assert self.psk_store is not None
+        if self.psk_store is None:
+            return None
         return self.psk_store.get(identity)

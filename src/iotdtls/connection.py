@@ -14,7 +14,8 @@ from enum import Enum, auto
 
 from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.crypto import Ccm8Protector, KeyBlock, NullProtector
+from iotdtls.crypto import NullProtector
+from iotdtls.crypto.suites import EpochKeys
 from iotdtls.errors import (
     AlertDescription,
     AlertLevel,
@@ -36,8 +37,8 @@ from iotdtls.events import (
 )
 from iotdtls.handshake.alerts import permitted_alert
 from iotdtls.handshake.client import ClientHandshake
-from iotdtls.handshake.common import HandshakeMachine
 from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
+from iotdtls.handshake.machine import HandshakeMachine
 from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.identity import PeerIdentity, PskIdentity
@@ -289,7 +290,7 @@ class DtlsConnection:
 
     def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
         hs = self._handshake
-        if record.epoch != hs.peer_epoch or hs.state is not hs.WAIT_CCS_STATE:
+        if record.epoch != hs.peer_epoch or not hs.expects_change_cipher_spec:
             # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
             self.dropped[DropReason.UNEXPECTED_CCS] += 1
             return
@@ -388,41 +389,41 @@ class DtlsConnection:
         hs = self._handshake
         while self.state is ConnectionState.HANDSHAKING:
             msg = self._reassembler.peek()
-            if msg is None or msg.epoch > hs.peer_epoch:
-                return  # incomplete, or protected by keys whose ChangeCipherSpec is not here yet
-            if hs.state is hs.WAIT_CCS_STATE:
+            if msg is None:
+                return
+            if hs.expects_change_cipher_spec:
+                if msg.epoch > hs.peer_epoch:
+                    return  # the Finished overtook the ChangeCipherSpec: wait for it
                 # What follows the peer's ChangeCipherSpec comes under the new keys: a complete
                 # message in the old epoch here is a forgery, dropped unread (RFC 6347 §4.1.2.7).
                 self._reassembler.discard()
                 self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
                 return
-            if msg.epoch < hs.peer_epoch:
+            if msg.epoch != hs.peer_epoch:
+                # Newer: authenticated under the next epoch's keys where we still need a message
+                # of this one, so the peer left a message out (a Certificate without its
+                # CertificateVerify, say). Older: sent after its ChangeCipherSpec (HS-5).
                 raise ProtocolError(
-                    "handshake message in the old epoch after ChangeCipherSpec",
+                    f"handshake message in epoch {msg.epoch} where epoch {hs.peer_epoch} "
+                    f"is due (state {hs.state.name})",
                     AlertDescription.unexpected_message,
                 )
             self._reassembler.pop()
-            flight = hs.handle(msg)
-            if hs.new_keys is not None:
-                self._install_keys(hs.new_keys)
-                hs.new_keys = None
-            if flight is not None:
-                self._send_flight(flight, now)
+            outcome = hs.handle(msg)
+            if outcome.keys is not None:
+                self._install_keys(outcome.keys)
+            if outcome.flight is not None:
+                self._send_flight(outcome.flight, now)
             if hs.complete:
                 self._complete()
 
     # -- our side -----------------------------------------------------------------------------
-    def _install_keys(self, keys: KeyBlock) -> None:
-        """Pending epoch-1 protection in both directions (RFC 6347 §4.1: epoch bumps at CCS)."""
-        if self.is_client:
-            write = Ccm8Protector(keys.client_write_key, keys.client_write_iv)
-            read = Ccm8Protector(keys.server_write_key, keys.server_write_iv)
-        else:
-            write = Ccm8Protector(keys.server_write_key, keys.server_write_iv)
-            read = Ccm8Protector(keys.client_write_key, keys.client_write_iv)
+    def _install_keys(self, keys: EpochKeys) -> None:
+        """Pending next-epoch protection in both directions (RFC 6347 §4.1: the epoch moves at
+        each side's ChangeCipherSpec)."""
         epoch = self._handshake.peer_epoch + 1
-        self._records.install_read_epoch(epoch, read)
-        self._records.install_write_epoch(epoch, write)
+        self._records.install_read_epoch(epoch, keys.read)
+        self._records.install_write_epoch(epoch, keys.write)
 
     def _send_flight(self, flight: Flight, now: float) -> None:
         self._flight = flight
@@ -443,7 +444,9 @@ class DtlsConnection:
         )
 
     def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
-        payload = Alert(level, permitted_alert(description)).encode()
+        payload = Alert(
+            level, permitted_alert(description, self._handshake.allowed_alerts)
+        ).encode()
         self._outgoing.append(self._records.seal(ContentType.alert, payload, self._write_epoch))
 
     def _complete(self) -> None:
@@ -466,7 +469,7 @@ class DtlsConnection:
         """The one place a protocol violation becomes a fatal alert and a closed association."""
         if self.state is ConnectionState.CLOSED:
             return
-        alert = permitted_alert(exc.alert)
+        alert = permitted_alert(exc.alert, self._handshake.allowed_alerts)
         self._send_alert(AlertLevel.FATAL, alert)
         self._close(AlertSent(alert, str(exc)))
 

@@ -1,19 +1,29 @@
 """Which alerts a mode may send (profile "Error Handling", ERR-1).
 
-The profile lists alerts that cannot apply to it: no certificate alerts in PSK (or raw public
-key) mode, no unknown_psk_identity (PSK-4: decrypt_error instead), nothing about compression
-or versions other than DTLS 1.2's protocol_version. Every alert we send passes through
-`permitted_alert`, so a handler that names an alert of another mode still sends a valid one.
+The profile lists alerts that cannot apply to it: no certificate alerts in PSK or raw public key
+mode, no unknown_psk_identity (PSK-4: decrypt_error instead), nothing about compression or
+versions other than DTLS 1.2's protocol_version. Every alert we send passes through
+`permitted_alert` with the set of the association's mode (the base set until the hellos fix
+it), so a handler that names an alert of another mode still sends a valid one.
 """
 
 from __future__ import annotations
 
+from iotdtls.config import Mode
 from iotdtls.errors import AlertDescription as A
 
-__all__ = ["PSK_MODE_ALERTS", "permitted_alert"]
+__all__ = [
+    "BASE_ALERTS",
+    "MODE_ALERTS",
+    "PSK_MODE_ALERTS",
+    "RPK_MODE_ALERTS",
+    "X509_MODE_ALERTS",
+    "permitted_alert",
+]
 
-#: Alerts a PSK association may send (RFC 5246 §7.2, RFC 4279 §2 as narrowed by the profile).
-PSK_MODE_ALERTS = frozenset(
+#: Alerts every mode may send (RFC 5246 §7.2 as narrowed by the profile): all a PSK or raw
+#: public key association may send, and all any association may send before its mode is known.
+BASE_ALERTS = frozenset(
     {
         A.close_notify,
         A.unexpected_message,
@@ -31,9 +41,26 @@ PSK_MODE_ALERTS = frozenset(
         A.unsupported_extension,
     }
 )
+PSK_MODE_ALERTS = BASE_ALERTS
+RPK_MODE_ALERTS = BASE_ALERTS
+#: Certificate mode adds the certificate alerts the profile excludes from the other modes.
+X509_MODE_ALERTS = BASE_ALERTS | {
+    A.bad_certificate,
+    A.unsupported_certificate,
+    A.certificate_revoked,
+    A.certificate_expired,
+    A.certificate_unknown,
+    A.unknown_ca,
+    A.access_denied,
+}
+MODE_ALERTS = {
+    Mode.PSK: PSK_MODE_ALERTS,
+    Mode.RAW_PUBLIC_KEY: RPK_MODE_ALERTS,
+    Mode.X509: X509_MODE_ALERTS,
+}
 
 
-def permitted_alert(description: A, allowed: frozenset[A] = PSK_MODE_ALERTS) -> A:
+def permitted_alert(description: A, allowed: frozenset[A] = BASE_ALERTS) -> A:
     """`description` if the mode may send it; otherwise the nearest allowed alert.
 
     unknown_psk_identity becomes decrypt_error (profile, PSK-4); any other alert foreign to the

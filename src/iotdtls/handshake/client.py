@@ -1,8 +1,10 @@
-"""The client side of the PSK handshake (RFC 6347 §4.2, RFC 4279 §2, profile §4.1).
+"""The client side of the handshake (RFC 6347 §4.2; RFC 5246 §7.4; profile §4-§6).
 
 Flights (RFC 6347 §4.2.4): 1 ClientHello; 3 ClientHello with cookie (after a
-HelloVerifyRequest, HS-1); 5 ClientKeyExchange, ChangeCipherSpec, Finished. The handshake
-completes on the server's ChangeCipherSpec and a verified Finished.
+HelloVerifyRequest, HS-1); 5 [Certificate], ClientKeyExchange, [CertificateVerify],
+ChangeCipherSpec, Finished. The ServerHello fixes the suite; its handler picks the key exchange,
+the peer verifier and the flow table (PSK, or certificate-based ECDHE). The handshake completes
+on the server's ChangeCipherSpec and a verified Finished.
 """
 
 from __future__ import annotations
@@ -10,25 +12,49 @@ from __future__ import annotations
 from enum import Enum, auto
 from typing import ClassVar
 
-from iotdtls.config import ClientConfig
+from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto import random_bytes
+from iotdtls.crypto.suites import KeyExchangeKind, suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.handshake.common import Handler, HandshakeMachine
-from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
+from iotdtls.handshake.alerts import MODE_ALERTS
+from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs, OutgoingMessage
+from iotdtls.handshake.keyexchange import (
+    ClientKeyExchanger,
+    EcdheClientExchange,
+    PskClientExchange,
+)
+from iotdtls.handshake.machine import (
+    CHANGE_CIPHER_SPEC,
+    HandshakeMachine,
+    Outcome,
+    Table,
+    Transition,
+)
+from iotdtls.handshake.negotiation import check_renegotiation_info, client_offer
+from iotdtls.handshake.peerauth import (
+    EMPTY_CERTIFICATE,
+    OwnCertificate,
+    PeerVerifier,
+    RawKeyVerifier,
+    own_raw_key,
+)
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
-    CipherSuite,
+    CertificateRequest,
+    CertificateType,
+    CertificateVerify,
+    ClientCertificateType,
     ClientHello,
-    ClientKeyExchangePsk,
     ExtendedMasterSecret,
     HandshakeType,
     HelloVerifyRequest,
-    RenegotiationInfo,
+    RequestedCertificateType,
+    ServerCertificateType,
     ServerHello,
-    ServerKeyExchangePsk,
+    SignatureScheme,
     find_extension,
 )
 
@@ -36,13 +62,15 @@ __all__ = ["ClientHandshake", "ClientState"]
 
 #: HelloVerifyRequests answered in one handshake before we give up (a loop is an attack).
 MAX_HELLO_VERIFY_REQUESTS = 4
-OFFERED_SUITES = (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,)
 
 
 class ClientState(Enum):
     START = auto()
     WAIT_SERVER_HELLO = auto()
+    #: After ServerHello: the first message of the rest of the server's flight.
+    WAIT_SERVER_FLIGHT = auto()
     WAIT_SERVER_KEY_EXCHANGE = auto()
+    WAIT_CERTIFICATE_REQUEST = auto()
     WAIT_SERVER_HELLO_DONE = auto()
     WAIT_CCS = auto()
     WAIT_FINISHED = auto()
@@ -50,46 +78,43 @@ class ClientState(Enum):
 
 
 class ClientHandshake(HandshakeMachine):
-    """PSK client: provisioned identity and key for this server (CFG-1)."""
+    """A client provisioned for one server (CFG-1), in the mode its configuration names."""
 
-    WAIT_CCS_STATE = ClientState.WAIT_CCS
-    AFTER_CCS_STATE = ClientState.WAIT_FINISHED
+    ESTABLISHED = ClientState.ESTABLISHED
+    is_client = True
     config: ClientConfig
 
     def __init__(self, config: ClientConfig) -> None:
         super().__init__(config, ClientState.START)
-        self.client_random = random_bytes(32)
+        self.keys.client_random = random_bytes(32)
         self._hello_verify_requests = 0
-        self._offered_extensions = self._extensions()
+        self._suites, self._offered_extensions = client_offer(config)
+        self._exchange: ClientKeyExchanger | None = None
+        self._verifier: PeerVerifier | None = None
+        self._server_spki = b""
+        #: What we answer a CertificateRequest with (None: not requested).
+        self._requested: OwnCertificate | bytes | None = None
 
     def start(self) -> Flight:
         """Flight 1: the first ClientHello, without cookie."""
         self.state = ClientState.WAIT_SERVER_HELLO
         return Flight((self._client_hello(b""),))
 
-    def _extensions(self) -> tuple[ExtendedMasterSecret | RenegotiationInfo, ...]:
-        # RFC 5746 §3.4: an empty renegotiation_info on the initial handshake (EXT-4);
-        # RFC 7627 §5.1: extended_master_secret (RES-3). No truncated_hmac (EXT-3).
-        exts: list[ExtendedMasterSecret | RenegotiationInfo] = [RenegotiationInfo(b"")]
-        if self.config.require_extended_master_secret:
-            exts.append(ExtendedMasterSecret())
-        return tuple(exts)
-
     def _client_hello(self, cookie: bytes) -> OutgoingMessage:
         """The one builder of our ClientHello, with or without cookie (HS-1)."""
         hello = ClientHello(
             client_version=DTLS_1_2,
-            random=self.client_random,
+            random=self.keys.client_random,
             session_id=b"",
             cookie=cookie,
-            cipher_suites=tuple(int(s) for s in OFFERED_SUITES),
+            cipher_suites=self._suites,
             compression_methods=(0,),
             extensions=self._offered_extensions,
         )
-        return self.outgoing(HandshakeType.client_hello, hello.encode(), epoch=0)
+        return self.outgoing(HandshakeType.client_hello, hello.encode())
 
-    # -- handlers -----------------------------------------------------------------------------
-    def _on_hello_verify_request(self, msg: ReassembledMessage) -> Flight:
+    # -- hellos -------------------------------------------------------------------------------
+    def _on_hello_verify_request(self, msg: ReassembledMessage) -> Outcome:
         hvr = HelloVerifyRequest.decode(msg.body)
         if hvr.server_version not in (DTLS_1_0, DTLS_1_2):
             raise ProtocolError(
@@ -99,8 +124,8 @@ class ClientHandshake(HandshakeMachine):
         if self._hello_verify_requests > MAX_HELLO_VERIFY_REQUESTS:
             raise ProtocolError("too many HelloVerifyRequests", AlertDescription.handshake_failure)
         # RFC 6347 §4.2.6: the first ClientHello and the HelloVerifyRequest are not hashed.
-        self.transcript.reset()
-        return Flight((self._client_hello(hvr.cookie),))
+        self.keys.transcript.reset()
+        return Outcome(Flight((self._client_hello(hvr.cookie),)))
 
     def _on_server_hello(self, msg: ReassembledMessage) -> None:
         hello = ServerHello.decode(msg.body)
@@ -108,12 +133,30 @@ class ClientHandshake(HandshakeMachine):
             raise ProtocolError(
                 "server chose a version other than DTLS 1.2", AlertDescription.protocol_version
             )
-        if hello.cipher_suite not in OFFERED_SUITES:
+        suite = suite_info(hello.cipher_suite)
+        if hello.cipher_suite not in self._suites or suite is None:
             raise ProtocolError(
                 "server chose a suite we did not offer", AlertDescription.illegal_parameter
             )
         if hello.compression_method != 0:
             raise ProtocolError("server chose compression", AlertDescription.illegal_parameter)
+        self._check_extensions(hello)
+        self.suite = suite
+        self.keys.server_random = hello.random
+        self.record(msg)
+        if suite.key_exchange is KeyExchangeKind.PSK:
+            self._exchange = PskClientExchange(self.config.identity, self.config.psk_key)
+            self.peer = PskIdentity(self.config.identity)
+            self.table = PSK_FLOW
+        else:
+            self._exchange = EcdheClientExchange()
+            self._verifier = self._server_verifier(hello)
+            self.table = CERTIFICATE_FLOW
+        self.allowed_alerts = MODE_ALERTS[self.config.mode]
+
+    def _check_extensions(self, hello: ServerHello) -> None:
+        """Only answers to what we offered (RFC 5246 §7.4.1.4); the extended master secret
+        unless allowed without (RES-3); an empty renegotiation_info (RFC 5746 §3.4)."""
         offered = {type(e) for e in self._offered_extensions}
         for ext in hello.extensions:
             if type(ext) not in offered:
@@ -121,64 +164,134 @@ class ClientHandshake(HandshakeMachine):
                     f"server sent extension {type(ext).__name__} we did not offer",
                     AlertDescription.unsupported_extension,
                 )
-        reneg = find_extension(hello.extensions, RenegotiationInfo)
-        if reneg is not None and reneg.renegotiated_connection:
-            raise ProtocolError("non-empty renegotiation_info", AlertDescription.handshake_failure)
-        self.use_extended_master_secret = (
-            find_extension(hello.extensions, ExtendedMasterSecret) is not None
-        )
-        if self.config.require_extended_master_secret and not self.use_extended_master_secret:
+        for cls in (ServerCertificateType, ClientCertificateType):
+            confirmed, offered_ext = (
+                find_extension(hello.extensions, cls),
+                find_extension(self._offered_extensions, cls),
+            )
+            if (
+                confirmed is not None
+                and offered_ext
+                and confirmed.types[0] not in offered_ext.types
+            ):
+                raise ProtocolError(
+                    f"server confirmed a {cls.TYPE.name} we did not offer",
+                    AlertDescription.illegal_parameter,
+                )
+        check_renegotiation_info(hello.extensions)
+        ems = find_extension(hello.extensions, ExtendedMasterSecret) is not None
+        if self.config.require_extended_master_secret and not ems:
             raise ProtocolError(
                 "server refused the extended master secret", AlertDescription.handshake_failure
             )
-        self.server_random = hello.random
-        self.cipher_suite = hello.cipher_suite
+        self.keys.extended_master_secret = ems
+
+    def _server_verifier(self, hello: ServerHello) -> PeerVerifier:
+        """How the server's Certificate is checked: the type it confirmed (X.509 when it sent
+        no server_certificate_type, RFC 7250 §4.2) must be the one we are provisioned for."""
+        confirmed = find_extension(hello.extensions, ServerCertificateType)
+        cert_type = CertificateType.X509 if confirmed is None else confirmed.types[0]
+        if self.config.mode is Mode.RAW_PUBLIC_KEY and cert_type == CertificateType.RawPublicKey:
+            return RawKeyVerifier(self.config.server_key_pins)
+        raise ProtocolError(
+            f"server certificate type {cert_type} is not what we are provisioned for",
+            AlertDescription.unsupported_certificate,
+        )
+
+    # -- the rest of the server's flight ------------------------------------------------------
+    def _on_server_certificate(self, msg: ReassembledMessage) -> None:
+        assert self._verifier is not None
+        self.peer, self._server_spki = self._verifier.verify(msg.body)
         self.record(msg)
-        self.state = ClientState.WAIT_SERVER_KEY_EXCHANGE
-        return None
 
     def _on_server_key_exchange(self, msg: ReassembledMessage) -> None:
-        # PSK-3: the identity hint is parsed (it must be well formed) and ignored.
-        ServerKeyExchangePsk.decode(msg.body)
+        assert self._exchange is not None
+        self._exchange.on_server_key_exchange(msg.body, self.keys, self._server_spki)
         self.record(msg)
-        self.state = ClientState.WAIT_SERVER_HELLO_DONE
+
+    def _on_certificate_request(self, msg: ReassembledMessage) -> None:
+        """RFC 5246 §7.4.4: we answer with our credential if it fits the request, otherwise with
+        an empty Certificate (the server decides whether to go on, §7.4.6)."""
+        request = CertificateRequest.decode(msg.body)
+        self.record(msg)
+        own = self._own_certificate()
+        fits = (
+            RequestedCertificateType.ecdsa_sign in request.certificate_types
+            and SignatureScheme.ecdsa_secp256r1_sha256 in request.signature_schemes
+        )
+        self._requested = own if own is not None and fits else EMPTY_CERTIFICATE
+
+    def _own_certificate(self) -> OwnCertificate | None:
+        if self.config.raw_public_key is not None:
+            return own_raw_key(self.config.raw_public_key)
         return None
 
-    def _on_server_hello_done(self, msg: ReassembledMessage) -> Flight:
+    def _on_server_hello_done(self, msg: ReassembledMessage) -> Outcome:
+        """Flight 5: [Certificate], ClientKeyExchange, [CertificateVerify], CCS, Finished."""
         if msg.body:
             raise ProtocolError("ServerHelloDone with a body", AlertDescription.decode_error)
+        assert self._exchange is not None
         self.record(msg)
-        self.peer = PskIdentity(self.config.identity)
-        cke_body = ClientKeyExchangePsk(self.config.identity).encode()
-        cke = self.outgoing(HandshakeType.client_key_exchange, cke_body, 0)
-        self.derive_keys(self.config.psk)
-        finished = self.finished(from_client=True, epoch=1)
-        self.state = ClientState.WAIT_CCS
-        return Flight((cke, OutgoingCcs(0), finished))
+        items: list[FlightItem] = []
+        own = self._requested
+        if own is not None:
+            body = own if isinstance(own, bytes) else own.body
+            items.append(self.outgoing(HandshakeType.certificate, body))
+        cke_body, premaster = self._exchange.client_key_exchange()
+        items.append(self.outgoing(HandshakeType.client_key_exchange, cke_body))
+        keys = self.derive(premaster)  # the session hash ends with the ClientKeyExchange
+        if isinstance(own, OwnCertificate):
+            # RFC 5246 §7.4.8: the signature covers every handshake message so far.
+            signature = own.key.sign_digest(self.keys.transcript.digest())
+            verify = CertificateVerify(SignatureScheme.ecdsa_secp256r1_sha256, signature)
+            items.append(self.outgoing(HandshakeType.certificate_verify, verify.encode()))
+        items += [OutgoingCcs(0), self.finished(epoch=1)]
+        return Outcome(Flight(tuple(items)), keys)
 
     def _on_finished(self, msg: ReassembledMessage) -> None:
-        self.check_finished(msg, from_client=False)
-        self.state = ClientState.ESTABLISHED
-        self.complete = True
-        return None
+        self.check_finished(msg)
 
-    TABLE: ClassVar[dict[tuple[Enum, int], Handler]] = {
-        (
-            ClientState.WAIT_SERVER_HELLO,
-            HandshakeType.hello_verify_request,
-        ): _on_hello_verify_request,
-        (ClientState.WAIT_SERVER_HELLO, HandshakeType.server_hello): _on_server_hello,
-        (
-            ClientState.WAIT_SERVER_KEY_EXCHANGE,
-            HandshakeType.server_key_exchange,
-        ): _on_server_key_exchange,
-        (
-            ClientState.WAIT_SERVER_KEY_EXCHANGE,
-            HandshakeType.server_hello_done,
-        ): _on_server_hello_done,
-        (
-            ClientState.WAIT_SERVER_HELLO_DONE,
-            HandshakeType.server_hello_done,
-        ): _on_server_hello_done,
-        (ClientState.WAIT_FINISHED, HandshakeType.finished): _on_finished,
+    # -- tables -------------------------------------------------------------------------------
+    HELLO_TABLE: ClassVar[Table] = {
+        (ClientState.WAIT_SERVER_HELLO, HandshakeType.hello_verify_request): Transition(
+            _on_hello_verify_request, ClientState.WAIT_SERVER_HELLO
+        ),
+        (ClientState.WAIT_SERVER_HELLO, HandshakeType.server_hello): Transition(
+            _on_server_hello, ClientState.WAIT_SERVER_FLIGHT
+        ),
     }
+
+
+_S = ClientState
+_H = HandshakeType
+_END: Table = {
+    (_S.WAIT_CCS, CHANGE_CIPHER_SPEC): Transition(None, _S.WAIT_FINISHED),
+    (_S.WAIT_FINISHED, _H.finished): Transition(ClientHandshake._on_finished, _S.ESTABLISHED),
+}
+_DONE = Transition(ClientHandshake._on_server_hello_done, _S.WAIT_CCS)
+
+#: PSK (RFC 4279 §2): an optional ServerKeyExchange (a hint, ignored, PSK-3), ServerHelloDone.
+PSK_FLOW: Table = {
+    (_S.WAIT_SERVER_FLIGHT, _H.server_key_exchange): Transition(
+        ClientHandshake._on_server_key_exchange, _S.WAIT_SERVER_HELLO_DONE
+    ),
+    (_S.WAIT_SERVER_FLIGHT, _H.server_hello_done): _DONE,
+    (_S.WAIT_SERVER_HELLO_DONE, _H.server_hello_done): _DONE,
+    **_END,
+}
+
+#: ECDHE_ECDSA (RFC 8422 §2.2): Certificate, ServerKeyExchange, [CertificateRequest], Done.
+CERTIFICATE_FLOW: Table = {
+    (_S.WAIT_SERVER_FLIGHT, _H.certificate): Transition(
+        ClientHandshake._on_server_certificate, _S.WAIT_SERVER_KEY_EXCHANGE
+    ),
+    (_S.WAIT_SERVER_KEY_EXCHANGE, _H.server_key_exchange): Transition(
+        ClientHandshake._on_server_key_exchange, _S.WAIT_CERTIFICATE_REQUEST
+    ),
+    (_S.WAIT_CERTIFICATE_REQUEST, _H.certificate_request): Transition(
+        ClientHandshake._on_certificate_request, _S.WAIT_SERVER_HELLO_DONE
+    ),
+    (_S.WAIT_CERTIFICATE_REQUEST, _H.server_hello_done): _DONE,
+    (_S.WAIT_SERVER_HELLO_DONE, _H.server_hello_done): _DONE,
+    **_END,
+}

@@ -1,40 +1,46 @@
-"""What client and server handshakes share: transcript, key schedule, message numbering.
+"""What client and server handshakes share: the table-driven state machine.
 
-A handshake is a state machine written as a table `(state, message type) -> handler`
-(`HandshakeMachine.TABLE`). Anything not in the table is an unexpected_message (RFC 5246 §7.2.2,
-HS-5), raised in one place. Handlers consume whole, reassembled messages and return the next
-flight as data; they never touch sockets, clocks or the record layer.
+A handshake is a state machine written as tables `(state, message type) -> Transition(handler,
+next state)` (h11 style). The peer's ChangeCipherSpec is an entry too, under the pseudo type
+`CHANGE_CIPHER_SPEC`. A handshake starts with its hello table; the handler of the hello that
+fixes the cipher suite and certificate types switches to the table of that flow (PSK, ECDHE
+with or without client authentication, later the abbreviated handshake). Anything not in the
+current table is an unexpected_message (RFC 5246 §7.2.2, HS-5), raised in one place. Handlers
+consume whole, reassembled messages and return the next flight together with the keys of the
+next epoch (`Outcome`); they never touch sockets, clocks or the record layer, and they never
+set the state: the table does.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.crypto import (
-    KeyBlock,
-    constant_time_equal,
-    derive_key_block,
-    extended_master_secret,
-    finished_verify_data,
-    keylog_line,
-    master_secret,
-    psk_premaster_secret,
-)
+from iotdtls.crypto.suites import EpochKeys, SuiteInfo
 from iotdtls.errors import AlertDescription, ProtocolError
+from iotdtls.handshake.alerts import BASE_ALERTS
 from iotdtls.handshake.flight import Flight, OutgoingMessage
+from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.handshake.reassembly import ReassembledMessage
-from iotdtls.handshake.transcript import Transcript
 from iotdtls.identity import PeerIdentity
 from iotdtls.messages import Finished, HandshakeType
 
-__all__ = ["HandshakeMachine", "NegotiatedSession"]
+__all__ = [
+    "CHANGE_CIPHER_SPEC",
+    "NOTHING",
+    "Handler",
+    "HandshakeMachine",
+    "NegotiatedSession",
+    "Outcome",
+    "Table",
+    "Transition",
+]
 
-logger = logging.getLogger("iotdtls")
+#: Pseudo message type of the peer's ChangeCipherSpec in the tables (it has no message_seq).
+CHANGE_CIPHER_SPEC = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,63 +52,94 @@ class NegotiatedSession:
     extended_master_secret: bool
 
 
-Handler = Callable[[Any, ReassembledMessage], Flight | None]
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a handler hands back: our next flight, and the keys of the next epoch (installed
+    before the flight is cut, so a Finished in it is protected)."""
+
+    flight: Flight | None = None
+    keys: EpochKeys | None = None
+
+
+NOTHING = Outcome()
+
+Handler = Callable[[Any, ReassembledMessage], Outcome | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One table entry: run `handler` (if any), then enter `next_state`."""
+
+    handler: Handler | None
+    next_state: Enum
+
+
+Table = Mapping[tuple[Enum, int], Transition]
 
 
 class HandshakeMachine:
     """Base of `ClientHandshake` and `ServerHandshake`."""
 
-    TABLE: ClassVar[dict[tuple[Enum, int], Handler]] = {}
-    #: State in which the peer's ChangeCipherSpec is expected (HS-5).
-    WAIT_CCS_STATE: ClassVar[Enum]
-    #: State entered once the peer's ChangeCipherSpec has been processed.
-    AFTER_CCS_STATE: ClassVar[Enum]
+    #: The table a handshake starts with (hellos); flows replace it once the suite is known.
+    HELLO_TABLE: ClassVar[Table] = {}
+    #: The state of a completed handshake.
+    ESTABLISHED: ClassVar[Enum]
+    is_client: ClassVar[bool]
 
     def __init__(self, config: ClientConfig | ServerConfig, initial_state: Enum) -> None:
         self.config = config
         self.state: Enum = initial_state
-        self.transcript = Transcript()
+        self.table: Table = self.HELLO_TABLE
+        self.keys = KeySchedule(config.keylog)
         self.send_seq = 0
         #: The epoch the peer's handshake messages must be protected under right now.
         self.peer_epoch = 0
         #: message_seq of the last message of the peer's previous complete flight.
         self.peer_flight_last_seq: int | None = None
-        self.client_random = b""
-        self.server_random = b""
-        self.cipher_suite = 0
-        self.use_extended_master_secret = False
+        #: The negotiated suite (None until the hellos fixed it).
+        self.suite: SuiteInfo | None = None
         #: Who the peer is (claimed until the handshake completes, then authenticated).
         self.peer: PeerIdentity | None = None
-        self._master_secret = b""
-        #: Set by a handler when new record keys exist; taken by the connection.
-        self.new_keys: KeyBlock | None = None
-        self.complete = False
+        #: Alerts this association may send (ERR-1): narrowed to the mode once it is known.
+        self.allowed_alerts: frozenset[AlertDescription] = BASE_ALERTS
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} state={self.state.name}>"
 
+    @property
+    def client_random(self) -> bytes:
+        return self.keys.client_random
+
+    @property
+    def complete(self) -> bool:
+        return self.state is self.ESTABLISHED
+
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, msg: ReassembledMessage) -> Flight | None:
-        """Run the handler for `msg` in the current state, or fail with unexpected_message."""
-        handler = self.TABLE.get((self.state, msg.msg_type))
-        if handler is None:
-            name = _type_name(msg.msg_type)
+    def handle(self, msg: ReassembledMessage) -> Outcome:
+        """Run the transition for `msg` in the current state, or fail with unexpected_message."""
+        transition = self.table.get((self.state, msg.msg_type))
+        if transition is None:
             raise ProtocolError(
-                f"{name} not expected in state {self.state.name}",
+                f"{_type_name(msg.msg_type)} not expected in state {self.state.name}",
                 AlertDescription.unexpected_message,
             )
-        flight = handler(self, msg)
-        if flight is not None:
+        outcome = NOTHING
+        if transition.handler is not None:
+            outcome = transition.handler(self, msg) or NOTHING
+        self.state = transition.next_state
+        if outcome.flight is not None:
             self.peer_flight_last_seq = msg.message_seq
-        return flight
+        return outcome
 
-    def change_cipher_spec(self) -> bool:
-        """The peer's ChangeCipherSpec arrived; True when it was expected now (HS-5)."""
-        if self.state is not self.WAIT_CCS_STATE:
-            return False
-        self.state = self.AFTER_CCS_STATE
+    @property
+    def expects_change_cipher_spec(self) -> bool:
+        """True when the peer's ChangeCipherSpec is the next thing the table allows (HS-5)."""
+        return (self.state, CHANGE_CIPHER_SPEC) in self.table
+
+    def change_cipher_spec(self) -> None:
+        """The peer's ChangeCipherSpec arrived while expected: its messages move one epoch on."""
+        self.state = self.table[(self.state, CHANGE_CIPHER_SPEC)].next_state
         self.peer_epoch += 1
-        return True
 
     @property
     def awaits_authenticated_finished(self) -> bool:
@@ -111,55 +148,41 @@ class HandshakeMachine:
         return False
 
     # -- building our messages ----------------------------------------------------------------
-    def outgoing(self, msg_type: HandshakeType, body: bytes, epoch: int) -> OutgoingMessage:
+    def outgoing(self, msg_type: HandshakeType, body: bytes, epoch: int = 0) -> OutgoingMessage:
         """Number a message of ours, add it to the transcript and return it for the flight."""
         message = OutgoingMessage(msg_type, self.send_seq, body, epoch)
         self.send_seq += 1
-        self.transcript.add(msg_type, message.message_seq, body)
+        self.keys.transcript.add(msg_type, message.message_seq, body)
         return message
 
     def record(self, msg: ReassembledMessage) -> None:
         """Add a received message to the transcript."""
-        self.transcript.add(msg.msg_type, msg.message_seq, msg.body)
+        self.keys.transcript.add(msg.msg_type, msg.message_seq, msg.body)
 
-    # -- key schedule -------------------------------------------------------------------------
-    def derive_keys(self, psk: bytes) -> None:
-        """Master secret (RFC 7627 §4 when negotiated, else RFC 5246 §8.1) and key block.
+    def derive(self, premaster: bytes) -> EpochKeys:
+        """The next epoch's record keys from the premaster secret (after ClientKeyExchange)."""
+        assert self.suite is not None, "the hellos fix the suite before any key exchange"
+        return self.keys.derive(premaster, self.suite, self.is_client)
 
-        Called right after the ClientKeyExchange entered the transcript, so the session hash
-        covers it (RFC 7627 §3)."""
-        premaster = psk_premaster_secret(psk)
-        if self.use_extended_master_secret:
-            master = extended_master_secret(premaster, self.transcript.digest())
-        else:
-            master = master_secret(premaster, self.client_random, self.server_random)
-        self._master_secret = master
-        self.new_keys = derive_key_block(master, self.client_random, self.server_random)
-        if self.config.keylog is not None:
-            try:
-                self.config.keylog(keylog_line(self.client_random, master))
-            except Exception as exc:  # the key log is a debugging aid: never fatal
-                logger.warning("key log callback failed: %s", type(exc).__name__)
-
-    def finished(self, from_client: bool, epoch: int) -> OutgoingMessage:
+    def finished(self, epoch: int) -> OutgoingMessage:
         """Our Finished over the transcript so far (RFC 5246 §7.4.9)."""
-        verify = finished_verify_data(self._master_secret, from_client, self.transcript.digest())
+        verify = self.keys.verify_data(from_client=self.is_client)
         return self.outgoing(HandshakeType.finished, Finished(verify).encode(), epoch)
 
-    def check_finished(self, msg: ReassembledMessage, from_client: bool) -> None:
+    def check_finished(self, msg: ReassembledMessage) -> None:
         """Verify the peer's Finished in constant time (SEC-2); decrypt_error otherwise."""
-        expected = finished_verify_data(self._master_secret, from_client, self.transcript.digest())
         received = Finished.decode(msg.body).verify_data
-        if not constant_time_equal(expected, received):
-            raise ProtocolError("peer Finished does not verify", AlertDescription.decrypt_error)
+        self.keys.check_verify_data(received, from_client=not self.is_client)
         self.record(msg)
 
     def session(self) -> NegotiatedSession:
-        assert self.peer is not None, "a completed handshake has authenticated its peer"
-        return NegotiatedSession(self.cipher_suite, self.peer, self.use_extended_master_secret)
+        assert self.peer is not None and self.suite is not None, "a completed handshake"
+        return NegotiatedSession(self.suite.code, self.peer, self.keys.extended_master_secret)
 
 
 def _type_name(msg_type: int) -> str:
+    if msg_type == CHANGE_CIPHER_SPEC:
+        return "ChangeCipherSpec"
     try:
         return HandshakeType(msg_type).name
     except ValueError:

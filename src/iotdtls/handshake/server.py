@@ -1,48 +1,66 @@
-"""The server side of the PSK handshake (RFC 6347 §4.2, RFC 4279 §2, profile §4.1).
+"""The server side of the handshake (RFC 6347 §4.2; RFC 5246 §7.4; profile §4-§6).
 
-The stateless cookie exchange happens before this object exists (`iotdtls.endpoint`); the
-first message a `ServerHandshake` sees is the ClientHello that carries a valid cookie (or any
-ClientHello when cookies are off). Flights: 4 ServerHello, ServerHelloDone (no
-ServerKeyExchange: no identity hint, PSK-3); 6 ChangeCipherSpec, Finished.
+The stateless cookie exchange happens before this object exists (`iotdtls.endpoint`); the first
+message a `ServerHandshake` sees is the ClientHello that carries a valid cookie (or any
+ClientHello when cookies are off), so no public-key operation happens before the client proved
+its address (HS-2). Its handler picks the suite, certificate types, key exchange and flow table.
+Flights: 4 ServerHello, [Certificate, ServerKeyExchange, [CertificateRequest]], ServerHelloDone
+(PSK: no ServerKeyExchange, no identity hint, PSK-3); 6 ChangeCipherSpec, Finished.
 """
 
 from __future__ import annotations
 
-import logging
 from enum import Enum, auto
 from typing import ClassVar
 
-from iotdtls.config import MAX_PSK_LENGTH, ServerConfig
+from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
+from iotdtls.crypto.signature import verify_digest_signature
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.handshake.common import Handler, HandshakeMachine
-from iotdtls.handshake.flight import Flight, OutgoingCcs
+from iotdtls.handshake.alerts import MODE_ALERTS
+from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs
+from iotdtls.handshake.keyexchange import (
+    EcdheServerExchange,
+    PskServerExchange,
+    ServerKeyExchanger,
+)
+from iotdtls.handshake.machine import (
+    CHANGE_CIPHER_SPEC,
+    HandshakeMachine,
+    Outcome,
+    Table,
+    Transition,
+)
+from iotdtls.handshake.negotiation import (
+    ServerChoice,
+    check_renegotiation_info,
+    choose_server_parameters,
+    server_hello_extensions,
+)
+from iotdtls.handshake.peerauth import PeerVerifier
 from iotdtls.handshake.reassembly import ReassembledMessage
-from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_2,
-    CipherSuite,
+    CertificateRequest,
+    CertificateVerify,
     ClientHello,
-    ClientKeyExchangePsk,
     ExtendedMasterSecret,
-    Extension,
     HandshakeType,
-    RenegotiationInfo,
+    RequestedCertificateType,
     ServerHello,
+    SignatureScheme,
     find_extension,
 )
 
 __all__ = ["ServerHandshake", "ServerState", "check_client_version"]
 
-logger = logging.getLogger("iotdtls")
-
-#: Length of the random stand-in key used for an unknown identity (PSK-4).
-UNKNOWN_IDENTITY_KEY_LENGTH = 16
-
 
 class ServerState(Enum):
     WAIT_CLIENT_HELLO = auto()
+    #: After our flight 4: the first message of the client's flight 5.
+    WAIT_CLIENT_FLIGHT = auto()
     WAIT_CLIENT_KEY_EXCHANGE = auto()
+    WAIT_CERTIFICATE_VERIFY = auto()
     WAIT_CCS = auto()
     WAIT_FINISHED = auto()
     ESTABLISHED = auto()
@@ -59,114 +77,144 @@ def check_client_version(client_version: int) -> None:
 
 
 class ServerHandshake(HandshakeMachine):
-    """PSK server: keys come from the configured store or lookup callback."""
+    """A server holding any mix of PSK, raw-key and certificate credentials (`ServerConfig`)."""
 
-    WAIT_CCS_STATE = ServerState.WAIT_CCS
-    AFTER_CCS_STATE = ServerState.WAIT_FINISHED
+    ESTABLISHED = ServerState.ESTABLISHED
+    is_client = False
     config: ServerConfig
 
     def __init__(self, config: ServerConfig) -> None:
         super().__init__(config, ServerState.WAIT_CLIENT_HELLO)
-        #: True when the client named an identity we do not know (PSK-4); never exposed early.
-        self.unknown_identity = False
+        self._exchange: ServerKeyExchanger | None = None
+        self._verifier: PeerVerifier | None = None
+        self._client_spki = b""
 
-    def _on_client_hello(self, msg: ReassembledMessage) -> Flight:
+    def _on_client_hello(self, msg: ReassembledMessage) -> Outcome:
         hello = ClientHello.decode(msg.body)
         check_client_version(hello.client_version)
-        if CipherSuite.TLS_PSK_WITH_AES_128_CCM_8 not in hello.cipher_suites:
-            raise ProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
         if 0 not in hello.compression_methods:
             # REC-4: null compression only (RFC 5246 §7.4.1.2 requires it to be offered).
             raise ProtocolError(
                 "client does not offer null compression", AlertDescription.illegal_parameter
             )
-        # The first ClientHello we see starts the message numbering (RFC 6347 §4.2.2).
-        self.send_seq = msg.message_seq
-        self.client_random = hello.random
-        self.server_random = random_bytes(32)
-        self.cipher_suite = CipherSuite.TLS_PSK_WITH_AES_128_CCM_8
-        self.record(msg)
-        reply = self._negotiate_extensions(hello)
-        server_hello = ServerHello(
-            server_version=DTLS_1_2,
-            random=self.server_random,
-            session_id=b"",
-            cipher_suite=self.cipher_suite,
-            compression_method=0,
-            extensions=reply,
-        )
-        sh = self.outgoing(HandshakeType.server_hello, server_hello.encode(), 0)
-        done = self.outgoing(HandshakeType.server_hello_done, b"", 0)
-        self.state = ServerState.WAIT_CLIENT_KEY_EXCHANGE
-        return Flight((sh, done))
-
-    def _negotiate_extensions(self, hello: ClientHello) -> tuple[Extension, ...]:
-        """Answer only extensions the client offered (RFC 5246 §7.4.1.4)."""
-        reply: list[Extension] = []
-        reneg = find_extension(hello.extensions, RenegotiationInfo)
-        if reneg is not None and reneg.renegotiated_connection:
-            raise ProtocolError(
-                "non-empty renegotiation_info in an initial handshake",
-                AlertDescription.handshake_failure,
-            )
-        scsv = CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV in hello.cipher_suites
-        if reneg is not None or scsv:
-            reply.append(RenegotiationInfo(b""))  # RFC 5746 §3.6
-        if find_extension(hello.extensions, ExtendedMasterSecret) is not None:
-            self.use_extended_master_secret = True
-            reply.append(ExtendedMasterSecret())
-        elif self.config.require_extended_master_secret:
+        check_renegotiation_info(hello.extensions)
+        ems = find_extension(hello.extensions, ExtendedMasterSecret) is not None
+        if self.config.require_extended_master_secret and not ems:
             raise ProtocolError(
                 "client does not offer the extended master secret",
                 AlertDescription.handshake_failure,
             )
-        return tuple(reply)
-
-    def _on_client_key_exchange(self, msg: ReassembledMessage) -> None:
-        cke = ClientKeyExchangePsk.decode(msg.body)
+        choice = choose_server_parameters(hello, self.config)
+        self.suite = choice.suite
+        self.allowed_alerts = MODE_ALERTS[choice.mode]
+        self.keys.extended_master_secret = ems
+        self.keys.client_random = hello.random
+        self.keys.server_random = random_bytes(32)
+        # The first ClientHello we see starts the message numbering (RFC 6347 §4.2.2).
+        self.send_seq = msg.message_seq
         self.record(msg)
-        self.peer = PskIdentity(cke.identity)
-        psk = self._lookup(cke.identity)
-        if psk is None:
-            # PSK-4: carry on with a random key so an unknown identity fails exactly like a
-            # wrong key: the client's Finished does not authenticate -> decrypt_error.
-            self.unknown_identity = True
-            psk = random_bytes(UNKNOWN_IDENTITY_KEY_LENGTH)
-        self.derive_keys(psk)
-        self.state = ServerState.WAIT_CCS
-        return None
+        server_hello = ServerHello(
+            server_version=DTLS_1_2,
+            random=self.keys.server_random,
+            session_id=b"",
+            cipher_suite=choice.suite.code,
+            compression_method=0,
+            extensions=server_hello_extensions(hello, choice, ems),
+        )
+        items: list[FlightItem] = [self.outgoing(HandshakeType.server_hello, server_hello.encode())]
+        items += self._key_exchange_messages(choice)
+        items.append(self.outgoing(HandshakeType.server_hello_done, b""))
+        return Outcome(Flight(tuple(items)))
 
-    def _lookup(self, identity: bytes) -> bytes | None:
-        """The application's key for `identity`; its mistakes end the handshake with
-        internal_error instead of escaping into the network path."""
-        try:
-            psk = self.config.lookup_psk(identity)
-        except Exception as exc:
-            logger.warning("psk_lookup raised %s", type(exc).__name__)
-            raise ProtocolError("psk_lookup failed", AlertDescription.internal_error) from None
-        if psk is not None and (not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH):
-            logger.warning("psk_lookup returned %s, not 1 to 65535 bytes", type(psk).__name__)
+    def _key_exchange_messages(self, choice: ServerChoice) -> list[FlightItem]:
+        """Certificate, ServerKeyExchange and CertificateRequest as the choice needs them; the
+        flow table follows from the same choice."""
+        if choice.own is None:
+            self._exchange = PskServerExchange(self.config.lookup_psk)
+            self.table = KEY_EXCHANGE_FLOW
+            return []
+        self._exchange = EcdheServerExchange(choice.own.key)
+        items: list[FlightItem] = [self.outgoing(HandshakeType.certificate, choice.own.body)]
+        ske = self._exchange.server_key_exchange(self.keys)
+        assert ske is not None
+        items.append(self.outgoing(HandshakeType.server_key_exchange, ske))
+        self._verifier = choice.client_verifier
+        if self._verifier is None:
+            self.table = KEY_EXCHANGE_FLOW
+            return items
+        request = CertificateRequest(
+            (RequestedCertificateType.ecdsa_sign,), (SignatureScheme.ecdsa_secp256r1_sha256,)
+        )
+        items.append(self.outgoing(HandshakeType.certificate_request, request.encode()))
+        self.table = CLIENT_AUTH_FLOW
+        return items
+
+    def _on_client_certificate(self, msg: ReassembledMessage) -> None:
+        """RFC 5246 §7.4.6: we asked, so an empty Certificate ends the handshake."""
+        assert self._verifier is not None
+        self.peer, self._client_spki = self._verifier.verify(msg.body)
+        self.record(msg)
+
+    def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
+        assert self._exchange is not None
+        premaster, claimed = self._exchange.on_client_key_exchange(msg.body)
+        if claimed is not None:
+            self.peer = claimed
+        self.record(msg)
+        return Outcome(keys=self.derive(premaster))
+
+    def _on_certificate_verify(self, msg: ReassembledMessage) -> None:
+        """RFC 5246 §7.4.8: the client's signature over every handshake message before it."""
+        verify = CertificateVerify.decode(msg.body)
+        if verify.signature_scheme != SignatureScheme.ecdsa_secp256r1_sha256:
             raise ProtocolError(
-                "psk_lookup returned an invalid key", AlertDescription.internal_error
+                "CertificateVerify with a scheme we did not ask for",
+                AlertDescription.illegal_parameter,
             )
-        return psk
+        verify_digest_signature(self._client_spki, verify.signature, self.keys.transcript.digest())
+        self.record(msg)
 
     @property
     def awaits_authenticated_finished(self) -> bool:
         return self.state in (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
 
-    def _on_finished(self, msg: ReassembledMessage) -> Flight:
-        self.check_finished(msg, from_client=True)
-        finished = self.finished(from_client=False, epoch=1)
-        self.state = ServerState.ESTABLISHED
-        self.complete = True
-        return Flight((OutgoingCcs(0), finished), final=True)
+    def _on_finished(self, msg: ReassembledMessage) -> Outcome:
+        self.check_finished(msg)
+        return Outcome(Flight((OutgoingCcs(0), self.finished(epoch=1)), final=True))
 
-    TABLE: ClassVar[dict[tuple[Enum, int], Handler]] = {
-        (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): _on_client_hello,
-        (
-            ServerState.WAIT_CLIENT_KEY_EXCHANGE,
-            HandshakeType.client_key_exchange,
-        ): _on_client_key_exchange,
-        (ServerState.WAIT_FINISHED, HandshakeType.finished): _on_finished,
+    HELLO_TABLE: ClassVar[Table] = {
+        (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): Transition(
+            _on_client_hello, ServerState.WAIT_CLIENT_FLIGHT
+        ),
     }
+
+
+_S = ServerState
+_H = HandshakeType
+_END: Table = {
+    (_S.WAIT_CCS, CHANGE_CIPHER_SPEC): Transition(None, _S.WAIT_FINISHED),
+    (_S.WAIT_FINISHED, _H.finished): Transition(ServerHandshake._on_finished, _S.ESTABLISHED),
+}
+
+#: PSK, or ECDHE without client authentication: ClientKeyExchange, CCS, Finished.
+KEY_EXCHANGE_FLOW: Table = {
+    (_S.WAIT_CLIENT_FLIGHT, _H.client_key_exchange): Transition(
+        ServerHandshake._on_client_key_exchange, _S.WAIT_CCS
+    ),
+    **_END,
+}
+
+#: ECDHE with client authentication (RFC 5246 §7.4.6-§7.4.8; RPK-3, CRT-1): Certificate,
+#: ClientKeyExchange, CertificateVerify, CCS, Finished.
+CLIENT_AUTH_FLOW: Table = {
+    (_S.WAIT_CLIENT_FLIGHT, _H.certificate): Transition(
+        ServerHandshake._on_client_certificate, _S.WAIT_CLIENT_KEY_EXCHANGE
+    ),
+    (_S.WAIT_CLIENT_KEY_EXCHANGE, _H.client_key_exchange): Transition(
+        ServerHandshake._on_client_key_exchange, _S.WAIT_CERTIFICATE_VERIFY
+    ),
+    (_S.WAIT_CERTIFICATE_VERIFY, _H.certificate_verify): Transition(
+        ServerHandshake._on_certificate_verify, _S.WAIT_CCS
+    ),
+    **_END,
+}

@@ -1,0 +1,122 @@
+"""Credentials of the profile's asymmetric modes (profile §3, CFG-1; RFC 7250; RFC 5246 §7.4.2).
+
+* `PrivateKey` (from `iotdtls.crypto`): an ECDSA P-256 key pair, the own half of a raw-public-key
+  or certificate credential.
+* `public_key_pin(value)`: the form a provisioned raw public key takes here: the SHA-256 of its
+  DER SubjectPublicKeyInfo (RPK-3). The key itself (DER or PEM) or its SHA-256 (32 bytes, or 64
+  hex digits) are accepted.
+* `CertifiedKey`: a certificate chain (DER, leaf first, root left out) with its private key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from iotdtls.crypto.signature import PrivateKey, spki_sha256
+from iotdtls.errors import ConfigError
+
+__all__ = ["CertifiedKey", "PrivateKey", "public_key_pin", "public_key_pins"]
+
+_SHA256_LEN = 32
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", re.DOTALL)
+
+
+def pem_blocks(data: bytes, label: str) -> list[bytes]:
+    """The DER contents of every PEM block labelled `label` in `data` (RFC 7468)."""
+    blocks: list[bytes] = []
+    for match in _PEM_BLOCK.finditer(data):
+        if match.group(1).decode() == label:
+            try:
+                blocks.append(base64.b64decode(b"".join(match.group(2).split()), validate=True))
+            except binascii.Error:
+                raise ConfigError(f"a PEM {label} block is not valid base64") from None
+    return blocks
+
+
+def public_key_pin(value: bytes | str) -> bytes:
+    """The SHA-256 of a raw public key's SubjectPublicKeyInfo, from the key (DER or PEM) or from
+    the hash itself (32 bytes or 64 hex digits)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[0-9A-Fa-f]{64}", text):
+            return bytes.fromhex(text)
+        value = text.encode()
+    if not isinstance(value, bytes | bytearray):
+        raise ConfigError(f"a public key must be bytes or str, got {type(value).__name__}")
+    value = bytes(value)
+    if len(value) == _SHA256_LEN:
+        return value
+    if value.lstrip().startswith(b"-----"):
+        blocks = pem_blocks(value, "PUBLIC KEY")
+        if len(blocks) != 1:
+            raise ConfigError("a public key PEM must hold exactly one PUBLIC KEY block")
+        value = blocks[0]
+    if not value.startswith(b"\x30"):
+        raise ConfigError("a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256")
+    return spki_sha256(value)
+
+
+def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:
+    """`public_key_pin` of each value, without duplicates, in order."""
+    pins: list[bytes] = []
+    for value in values:
+        pin = public_key_pin(value)
+        if pin not in pins:
+            pins.append(pin)
+    return tuple(pins)
+
+
+@dataclass(frozen=True, slots=True)
+class CertifiedKey:
+    """Our certificate chain (DER, leaf first; the root is not sent, CRT-1) and its key."""
+
+    chain: tuple[bytes, ...]
+    private_key: PrivateKey = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise ConfigError("a certificate chain needs at least the leaf certificate")
+        object.__setattr__(self, "chain", tuple(bytes(c) for c in self.chain))
+
+    @classmethod
+    def from_pem(
+        cls, certificates: bytes, key: bytes, password: bytes | None = None
+    ) -> CertifiedKey:
+        """From PEM certificate(s), leaf first, and a PEM private key."""
+        chain = pem_blocks(certificates, "CERTIFICATE") or [certificates]
+        return cls(tuple(chain), PrivateKey.from_pem(key, password))
+
+    @classmethod
+    def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
+        """From a certificate file (PEM chain or one DER certificate) and a key file."""
+        return cls.from_pem(_read(cert_file, "certificate"), _read(key_file, "key"), password)
+
+
+def load_certificate_file(path: str) -> tuple[bytes, ...]:
+    """The certificates of a PEM file (any number) or a DER file (one), as DER."""
+    data = _read(path, "certificate")
+    return tuple(pem_blocks(data, "CERTIFICATE") or [data])
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def as_der_sequence(name: str, values: Sequence[bytes]) -> tuple[bytes, ...]:
+    """Certificates given as DER or PEM (one or more blocks each) -> DER tuple."""
+    if isinstance(values, bytes | str):
+        raise ConfigError(f"{name} must be a list of certificates, not one bytes value")
+    out: list[bytes] = []
+    for value in values:
+        if not isinstance(value, bytes | bytearray):
+            raise ConfigError(f"{name} items must be bytes (DER or PEM certificates)")
+        out.extend(pem_blocks(bytes(value), "CERTIFICATE") or [bytes(value)])
+    return tuple(out)

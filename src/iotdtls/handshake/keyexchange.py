@@ -1,0 +1,176 @@
+"""Key exchanges: where the premaster secret comes from (chosen once, when the suite is fixed).
+
+* PSK (RFC 4279 §2; profile "Pre-Shared Secret Authentication"): the client names its identity
+  in the ClientKeyExchange; the premaster secret is built from the key. A server never sends an
+  identity hint and a client ignores one (PSK-3); a server that does not know the identity
+  goes on with a random key, so the client's Finished fails exactly as with a wrong key (PSK-4).
+* ECDHE_ECDSA (RFC 8422 §5.4, §5.7; RFC 7251): the server signs fresh P-256 parameters with
+  its long-term key; the client checks the signature with the key its peer authenticator
+  accepted, answers with its own fresh point; both take the ECDH shared secret (PFS, RPK-2).
+
+The handshake handlers call these objects and never branch on the suite themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from iotdtls.config import MAX_PSK_LENGTH, PskLookup
+from iotdtls.crypto import psk_premaster_secret, random_bytes
+from iotdtls.crypto.ecdhe import EphemeralKey
+from iotdtls.crypto.signature import PrivateKey, verify_signature
+from iotdtls.errors import AlertDescription, ProtocolError
+from iotdtls.handshake.keyschedule import KeySchedule
+from iotdtls.identity import PeerIdentity, PskIdentity
+from iotdtls.messages import (
+    ClientKeyExchangeEcdhe,
+    ClientKeyExchangePsk,
+    NamedGroup,
+    ServerKeyExchangeEcdhe,
+    ServerKeyExchangePsk,
+    SignatureScheme,
+)
+
+__all__ = [
+    "ClientKeyExchanger",
+    "EcdheClientExchange",
+    "EcdheServerExchange",
+    "PskClientExchange",
+    "PskServerExchange",
+    "ServerKeyExchanger",
+]
+
+logger = logging.getLogger("iotdtls")
+
+#: Length of the random stand-in key used for an unknown identity (PSK-4).
+UNKNOWN_IDENTITY_KEY_LENGTH = 16
+
+
+class ClientKeyExchanger(Protocol):
+    """The client's side of a key exchange."""
+
+    def on_server_key_exchange(self, body: bytes, keys: KeySchedule, server_spki: bytes) -> None:
+        """Check the ServerKeyExchange (its signature under `server_spki`, if any)."""
+
+    def client_key_exchange(self) -> tuple[bytes, bytes]:
+        """(ClientKeyExchange body, premaster secret)."""
+
+
+class ServerKeyExchanger(Protocol):
+    """The server's side of a key exchange."""
+
+    def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
+        """The ServerKeyExchange body, or None when the suite sends none."""
+
+    def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
+        """(premaster secret, the identity the message claims, if the exchange names one)."""
+
+
+class PskClientExchange:
+    """RFC 4279 §2, client: the provisioned identity and key for this server (CFG-1)."""
+
+    def __init__(self, identity: bytes, psk: bytes) -> None:
+        self._identity = identity
+        self._psk = psk
+
+    def __repr__(self) -> str:
+        return "PskClientExchange(<key redacted>)"
+
+    def on_server_key_exchange(self, body: bytes, keys: KeySchedule, server_spki: bytes) -> None:
+        ServerKeyExchangePsk.decode(body)  # PSK-3: a hint must be well formed, and is ignored
+
+    def client_key_exchange(self) -> tuple[bytes, bytes]:
+        body = ClientKeyExchangePsk(self._identity).encode()
+        return body, psk_premaster_secret(self._psk)
+
+
+class PskServerExchange:
+    """RFC 4279 §2, server: keys from the application's store or lookup (PSK-2, PSK-4)."""
+
+    def __init__(self, lookup: PskLookup) -> None:
+        self._lookup = lookup
+
+    def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
+        return None  # no identity hint (PSK-3)
+
+    def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
+        identity = ClientKeyExchangePsk.decode(body).identity
+        psk = self._key_for(identity)
+        if psk is None:
+            # PSK-4: carry on with a random key so an unknown identity fails exactly like a
+            # wrong key: the client's Finished does not authenticate -> decrypt_error.
+            psk = random_bytes(UNKNOWN_IDENTITY_KEY_LENGTH)
+        return psk_premaster_secret(psk), PskIdentity(identity)
+
+    def _key_for(self, identity: bytes) -> bytes | None:
+        """The application's key for `identity`; its mistakes end the handshake with
+        internal_error instead of escaping into the network path."""
+        try:
+            psk = self._lookup(identity)
+        except Exception as exc:
+            logger.warning("psk_lookup raised %s", type(exc).__name__)
+            raise ProtocolError("psk_lookup failed", AlertDescription.internal_error) from None
+        if psk is not None and (not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH):
+            logger.warning("psk_lookup returned %s, not 1 to 65535 bytes", type(psk).__name__)
+            raise ProtocolError(
+                "psk_lookup returned an invalid key", AlertDescription.internal_error
+            )
+        return psk
+
+
+def _signed_content(keys: KeySchedule, params: bytes) -> bytes:
+    """What a ServerKeyExchange signature covers (RFC 8422 §5.4)."""
+    return keys.client_random + keys.server_random + params
+
+
+class EcdheServerExchange:
+    """RFC 8422 §5.4, server: a fresh P-256 key per handshake, signed with our long-term key."""
+
+    def __init__(self, signer: PrivateKey) -> None:
+        self._signer = signer
+        self._ephemeral = EphemeralKey()
+
+    def __repr__(self) -> str:
+        return "EcdheServerExchange(<redacted>)"
+
+    def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
+        unsigned = ServerKeyExchangeEcdhe(
+            NamedGroup.secp256r1,
+            self._ephemeral.public_point,
+            SignatureScheme.ecdsa_secp256r1_sha256,
+            b"",
+        )
+        signature = self._signer.sign(_signed_content(keys, unsigned.signed_params()))
+        return ServerKeyExchangeEcdhe(
+            unsigned.named_curve, unsigned.public_point, unsigned.signature_scheme, signature
+        ).encode()
+
+    def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
+        point = ClientKeyExchangeEcdhe.decode(body).public_point
+        return self._ephemeral.shared_secret(point), None
+
+
+class EcdheClientExchange:
+    """RFC 8422 §5.4, §5.7, client: check the server's signed parameters, answer with ours."""
+
+    def __init__(self) -> None:
+        self._server_point = b""
+
+    def on_server_key_exchange(self, body: bytes, keys: KeySchedule, server_spki: bytes) -> None:
+        ske = ServerKeyExchangeEcdhe.decode(body)
+        if ske.named_curve != NamedGroup.secp256r1:
+            raise ProtocolError(
+                "server chose a curve we did not offer", AlertDescription.illegal_parameter
+            )
+        if ske.signature_scheme != SignatureScheme.ecdsa_secp256r1_sha256:
+            raise ProtocolError(
+                "server signed with a scheme we did not offer", AlertDescription.illegal_parameter
+            )
+        verify_signature(server_spki, ske.signature, _signed_content(keys, ske.signed_params()))
+        self._server_point = ske.public_point
+
+    def client_key_exchange(self) -> tuple[bytes, bytes]:
+        ephemeral = EphemeralKey()
+        premaster = ephemeral.shared_secret(self._server_point)
+        return ClientKeyExchangeEcdhe(ephemeral.public_point).encode(), premaster

@@ -1,0 +1,112 @@
+"""Peer authentication (chosen once, when the hellos fix the certificate types).
+
+What we send (`OwnCertificate`: a Certificate body and the key that signs for it) and how we
+check what the peer sends (`PeerVerifier`): a raw public key against the provisioned keys
+(RFC 7250 §3, RPK-1, RPK-3), or an X.509 chain against trust anchors (RFC 5246 §7.4.2, CRT-1).
+A verifier returns the peer's identity and the SubjectPublicKeyInfo its signatures are checked
+with. Raw-key failures raise certificate alerts, which the ERR-1 policy turns into
+handshake_failure outside certificate mode (the profile excludes certificate alerts there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from iotdtls.credentials import CertifiedKey
+from iotdtls.crypto.signature import PrivateKey, load_public_key, spki_sha256
+from iotdtls.errors import AlertDescription, ProtocolError
+from iotdtls.identity import PeerIdentity, RawPublicKeyIdentity
+from iotdtls.messages import Certificate, CertificateType, RawPublicKeyCertificate
+
+__all__ = [
+    "EMPTY_CERTIFICATE",
+    "OwnCertificate",
+    "PeerVerifier",
+    "RawKeyVerifier",
+    "own_raw_key",
+    "own_x509",
+]
+
+#: The Certificate body of a client without a certificate (RFC 5246 §7.4.6; RFC 7250 §3 gives
+#: the raw-key form the same three zero bytes).
+EMPTY_CERTIFICATE = Certificate(()).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCertificate:
+    """Our Certificate message body and the private key that signs for it."""
+
+    certificate_type: int
+    body: bytes = field(repr=False)
+    key: PrivateKey = field(repr=False)
+
+
+def own_raw_key(key: PrivateKey) -> OwnCertificate:
+    """A raw public key credential: the Certificate carries our SubjectPublicKeyInfo."""
+    return OwnCertificate(
+        CertificateType.RawPublicKey, RawPublicKeyCertificate(key.spki).encode(), key
+    )
+
+
+def own_x509(certified: CertifiedKey) -> OwnCertificate:
+    """An X.509 credential: the Certificate carries our chain, leaf first, root left out."""
+    return OwnCertificate(
+        CertificateType.X509, Certificate(certified.chain).encode(), certified.private_key
+    )
+
+
+class PeerVerifier(Protocol):
+    """Checks the peer's Certificate message."""
+
+    @property
+    def certificate_type(self) -> int:
+        """The RFC 7250 certificate type this verifier takes."""
+        ...
+
+    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+        """(the peer's identity, the SubjectPublicKeyInfo that verifies its signatures)."""
+        ...
+
+
+class RawKeyVerifier:
+    """A raw public key is accepted only if provisioned (RFC 7250 §3, RPK-3): its SHA-256 is
+    among `pins`, or `lookup` (the application's decision) accepts it."""
+
+    @property
+    def certificate_type(self) -> int:
+        return CertificateType.RawPublicKey
+
+    def __init__(
+        self,
+        pins: tuple[bytes, ...],
+        lookup: Callable[[RawPublicKeyIdentity], bool] | None = None,
+    ) -> None:
+        self._pins = frozenset(pins)
+        self._lookup = lookup
+
+    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+        spki = RawPublicKeyCertificate.decode(body).spki
+        if not spki:
+            raise ProtocolError(
+                "the peer sent no raw public key", AlertDescription.handshake_failure
+            )
+        load_public_key(spki)  # well formed, ECDSA P-256
+        identity = RawPublicKeyIdentity(spki)
+        if spki_sha256(spki) not in self._pins and not self._accepted(identity):
+            raise ProtocolError(
+                f"raw public key {identity.sha256.hex()[:16]}.. is not provisioned",
+                AlertDescription.bad_certificate,
+            )
+        return identity, spki
+
+    def _accepted(self, identity: RawPublicKeyIdentity) -> bool:
+        if self._lookup is None:
+            return False
+        try:
+            return bool(self._lookup(identity))
+        except Exception as exc:
+            raise ProtocolError(
+                f"client_key_lookup raised {type(exc).__name__}", AlertDescription.internal_error
+            ) from None
