@@ -18,19 +18,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertSent
+from iotdtls.errors import AlertDescription, AlertSent
 from iotdtls.events import ConnectionClosed, Event
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.flight import Flight, OutgoingMessage
-from iotdtls.handshake.machine import Outcome, Table, Transition
+from iotdtls.handshake.machine import Outcome
 from iotdtls.handshake.reassembly import ReassembledMessage
-from iotdtls.handshake.server import ServerHandshake, ServerState
+from iotdtls.handshake.server import ServerHandshake
 from iotdtls.handshake.transcript import Transcript, handshake_header
 from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
 from iotdtls.record import ContentType, RecordHeader, RecordLayer, split_datagram
@@ -81,8 +81,10 @@ class MemoryLink:
     client_events: list[Event] = field(default_factory=list)
     server_events: list[Event] = field(default_factory=list)
     _held: list[tuple[Direction, bytes]] = field(default_factory=list)
-    #: (sender, level, description) of every alert checked against the PSK mode (ERR-1).
+    #: (sender, level, description) of every alert checked against the mode (ERR-1).
     checked_alerts: list[tuple[Direction, int, int]] = field(default_factory=list)
+    #: The alerts the link's mode may send (ERR-1); PSK and raw public keys share one set.
+    allowed_alerts: frozenset[AlertDescription] = PSK_MODE_ALERTS
 
     def __post_init__(self) -> None:
         self.client = DtlsConnection(self.client_config)
@@ -122,19 +124,19 @@ class MemoryLink:
         return moved
 
     def _check_plain_alerts(self, sender: Direction, data: bytes) -> None:
-        """ERR-1: every epoch-0 alert record `sender` emits names an alert of the PSK mode."""
+        """ERR-1: every epoch-0 alert record `sender` emits names an alert of the mode."""
         recs, _ = split_datagram(data)
         for header, fragment in recs:
             if header.content_type != ContentType.alert or header.epoch != 0:
                 continue
             alert = Alert.decode(fragment)
-            assert alert.description in PSK_MODE_ALERTS, (sender, alert)
+            assert alert.description in self.allowed_alerts, (sender, alert)
             self.checked_alerts.append((sender, alert.level, alert.description))
 
     def _check_closed(self, sender: Direction, event: Event) -> None:
-        """ERR-1: an association that ended by sending a fatal alert names a PSK-mode alert."""
+        """ERR-1: an association that ended by sending a fatal alert names an alert of the mode."""
         if isinstance(event, ConnectionClosed) and isinstance(event.error, AlertSent):
-            assert event.error.alert in PSK_MODE_ALERTS, (sender, event.error)
+            assert event.error.alert in self.allowed_alerts, (sender, event.error)
             self.checked_alerts.append((sender, 2, event.error.alert))
 
     def _drain_events(self) -> None:
@@ -281,8 +283,8 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
     `iotdtls.connection.ServerHandshake`)."""
 
     class Injecting(ServerHandshake):
-        def _on_hello_with_extra(self, msg: ReassembledMessage) -> Outcome:
-            flight = ServerHandshake._on_client_hello(self, msg).flight
+        def _on_client_hello(self, msg: ReassembledMessage) -> Outcome:
+            flight = super()._on_client_hello(msg).flight
             assert flight is not None
             hello, done = flight.items
             assert isinstance(done, OutgoingMessage)
@@ -295,12 +297,6 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
             added = [self.outgoing(HandshakeType(t), body, 0) for t, body in extra]
             new_done = self.outgoing(HandshakeType.server_hello_done, b"", 0)
             return Outcome(Flight((hello, *added, new_done)))
-
-        HELLO_TABLE: ClassVar[Table] = {
-            (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): Transition(
-                _on_hello_with_extra, ServerState.WAIT_CLIENT_FLIGHT
-            ),
-        }
 
     return Injecting
 

@@ -8,6 +8,7 @@ One type per credential kind of the profile:
   form in which raw keys are usually provisioned (RPK-3).
 * `CertificateIdentity`: the peer's validated chain (leaf first, DER) and the name that was
   checked: the server's DNS name (RFC 6125, CRT-3) or the client's EUI-64 (CRT-4).
+* `UnauthenticatedPeer`: a client of a server that did not ask for its certificate.
 
 All three are small frozen dataclasses whose `str()` is one short, log-safe phrase.
 """
@@ -18,7 +19,13 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-__all__ = ["CertificateIdentity", "PeerIdentity", "PskIdentity", "RawPublicKeyIdentity"]
+__all__ = [
+    "CertificateIdentity",
+    "PeerIdentity",
+    "PskIdentity",
+    "RawPublicKeyIdentity",
+    "UnauthenticatedPeer",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +72,15 @@ class CertificateIdentity:
         return f"certificate {self.name}"
 
 
-PeerIdentity = PskIdentity | RawPublicKeyIdentity | CertificateIdentity
+@dataclass(frozen=True, slots=True)
+class UnauthenticatedPeer:
+    """A client the server did not ask to authenticate (server-only authentication with raw
+    public keys or certificates, RFC 5246 §7.4.4)."""
+
+    mode: ClassVar[str] = "none"
+
+    def __str__(self) -> str:
+        return "unauthenticated client"
+
+
+PeerIdentity = PskIdentity | RawPublicKeyIdentity | CertificateIdentity | UnauthenticatedPeer

@@ -39,6 +39,7 @@ from iotdtls.handshake.negotiation import (
 )
 from iotdtls.handshake.peerauth import PeerVerifier
 from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.identity import UnauthenticatedPeer
 from iotdtls.messages import (
     DTLS_1_2,
     CertificateRequest,
@@ -140,6 +141,7 @@ class ServerHandshake(HandshakeMachine):
         items.append(self.outgoing(HandshakeType.server_key_exchange, ske))
         self._verifier = choice.client_verifier
         if self._verifier is None:
+            self.peer = UnauthenticatedPeer()
             self.table = KEY_EXCHANGE_FLOW
             return items
         request = CertificateRequest(

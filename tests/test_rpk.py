@@ -1,0 +1,405 @@
+"""Raw public keys (RFC 7250) with TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (RFC 7251), in memory:
+negotiation, mutual and server-only authentication, key pinning, and every check of keys,
+points and signatures ending with the right alert (ERR-1: no certificate alerts in this mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import iotdtls.crypto.ecdhe
+import iotdtls.crypto.signature
+import iotdtls.handshake.keyexchange
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.crypto.ecdhe import EphemeralKey
+from iotdtls.crypto.signature import PrivateKey
+from iotdtls.errors import AlertDescription, AlertSent, ConfigError
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.identity import PskIdentity, RawPublicKeyIdentity, UnauthenticatedPeer
+from iotdtls.messages import (
+    CertificateType,
+    CipherSuite,
+    ClientCertificateType,
+    ClientHello,
+    ClientKeyExchangeEcdhe,
+    HandshakeType,
+    RawPublicKeyCertificate,
+    ServerCertificateType,
+    ServerHello,
+    ServerKeyExchangeEcdhe,
+    find_extension,
+)
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    Direction,
+    MemoryLink,
+    established,
+    events_of,
+    message_types,
+    plain_handshake,
+    wire_from,
+)
+from tests.pubkey_support import client_key, rewrite, rpk_link, server_key, stranger_key
+
+ECDHE = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
+
+
+def failure(link: MemoryLink, sender: Direction) -> AlertSent:
+    """The AlertSent that ended `sender`'s side; the other side got no application data."""
+    events = link.client_events if sender == "client" else link.server_events
+    (closed,) = [e for e in events if isinstance(e, ConnectionClosed)]
+    assert isinstance(closed.error, AlertSent), closed
+    other: Direction = "server" if sender == "client" else "client"
+    assert events_of(link, other, DataReceived) == []
+    assert events_of(link, other, HandshakeComplete) == []
+    return closed.error
+
+
+def hello_bodies(link: MemoryLink, sender: Direction, msg_type: int) -> list[bytes]:
+    return [
+        b for d in wire_from(link, sender) for h, b in plain_handshake(d) if h.msg_type == msg_type
+    ]
+
+
+@pytest.mark.req("RPK-1", "RPK-2", "RPK-3", "CFG-1")
+def test_mutual_raw_public_keys() -> None:
+    link = rpk_link()
+    link.handshake()
+    assert established(link)
+    (client_done,) = events_of(link, "client", HandshakeComplete)
+    (server_done,) = events_of(link, "server", HandshakeComplete)
+    assert client_done == HandshakeComplete(ECDHE, RawPublicKeyIdentity(server_key().spki), True)
+    assert server_done == HandshakeComplete(ECDHE, RawPublicKeyIdentity(client_key().spki), True)
+    assert server_done.peer.sha256 == client_key().spki_sha256  # type: ignore[union-attr]
+    # RFC 7250 §3: both hellos carry the certificate types; Certificates carry only an SPKI.
+    hello = ClientHello.decode(hello_bodies(link, "client", HandshakeType.client_hello)[-1])
+    ext = find_extension(hello.extensions, ServerCertificateType)
+    assert ext is not None and ext.types == (CertificateType.RawPublicKey,)
+    ext2 = find_extension(hello.extensions, ClientCertificateType)
+    assert ext2 is not None and ext2.types == (CertificateType.RawPublicKey,)
+    (sh_body,) = hello_bodies(link, "server", HandshakeType.server_hello)
+    sh = ServerHello.decode(sh_body)
+    assert sh.cipher_suite == ECDHE
+    sct = find_extension(sh.extensions, ServerCertificateType)
+    assert sct is not None and sct.types == (CertificateType.RawPublicKey,)
+    (server_cert,) = hello_bodies(link, "server", HandshakeType.certificate)
+    assert RawPublicKeyCertificate.decode(server_cert).spki == server_key().spki
+    (client_cert,) = hello_bodies(link, "client", HandshakeType.certificate)
+    assert RawPublicKeyCertificate.decode(client_cert).spki == client_key().spki
+    assert message_types(wire_from(link, "client"))[-3:] == [  # the Finished is encrypted
+        HandshakeType.certificate,
+        HandshakeType.client_key_exchange,
+        HandshakeType.certificate_verify,
+    ]
+    link.client.send(b"temperature=21.5")
+    link.step()
+    link.server.send(CLIENT_ADDR, b"ack")
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"temperature=21.5")]
+    assert events_of(link, "client", DataReceived) == [DataReceived(b"ack")]
+
+
+@pytest.mark.req("RPK-1", "RPK-2")
+def test_server_only_raw_public_key() -> None:
+    link = rpk_link(client={"raw_public_key": None}, server={"client_public_keys": ()})
+    link.handshake()
+    assert established(link)
+    (server_done,) = events_of(link, "server", HandshakeComplete)
+    assert server_done.peer == UnauthenticatedPeer()
+    server_types = message_types(wire_from(link, "server"))
+    assert HandshakeType.certificate_request not in server_types
+    hello = ClientHello.decode(hello_bodies(link, "client", HandshakeType.client_hello)[-1])
+    assert find_extension(hello.extensions, ClientCertificateType) is None
+
+
+@pytest.mark.req("RPK-3", "CFG-1")
+@pytest.mark.parametrize(
+    "pin",
+    [
+        lambda k: k.spki,
+        lambda k: k.spki_sha256,
+        lambda k: k.spki_sha256.hex(),
+        lambda k: iotdtls.crypto.signature.serialization.load_der_public_key(k.spki).public_bytes(
+            iotdtls.crypto.signature.serialization.Encoding.PEM,
+            iotdtls.crypto.signature.serialization.PublicFormat.SubjectPublicKeyInfo,
+        ),
+    ],
+    ids=["spki-der", "sha256", "sha256-hex", "spki-pem"],
+)
+def test_a_provisioned_key_may_be_given_in_every_form(pin: Any) -> None:
+    link = rpk_link(client={"server_public_keys": [pin(server_key())]},
+                    server={"client_public_keys": [pin(client_key())]})
+    link.handshake()
+    assert established(link)
+
+
+@pytest.mark.req("RPK-3", "ERR-1")
+def test_client_refuses_a_server_key_it_was_not_given() -> None:
+    link = rpk_link(client={"server_public_keys": [stranger_key().spki]})
+    link.handshake()
+    error = failure(link, "client")
+    # bad_certificate is a certificate alert: the profile excludes it in raw key mode.
+    assert error.alert is AlertDescription.handshake_failure
+    assert "not provisioned" in error.reason
+
+
+@pytest.mark.req("RPK-3", "ERR-1")
+def test_server_refuses_a_client_key_it_was_not_given() -> None:
+    link = rpk_link(client={"raw_public_key": stranger_key()})
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is AlertDescription.handshake_failure
+    assert "not provisioned" in error.reason
+
+
+@pytest.mark.req("RPK-3")
+def test_server_lookup_decides_on_unlisted_client_keys() -> None:
+    seen: list[RawPublicKeyIdentity] = []
+
+    def lookup(identity: RawPublicKeyIdentity) -> bool:
+        seen.append(identity)
+        return identity.sha256 == stranger_key().spki_sha256
+
+    link = rpk_link(client={"raw_public_key": stranger_key()},
+                    server={"client_public_keys": (), "client_key_lookup": lookup})
+    link.handshake()
+    assert established(link)
+    assert seen == [RawPublicKeyIdentity(stranger_key().spki)]
+    refused = rpk_link(server={"client_public_keys": (), "client_key_lookup": lookup})
+    refused.handshake()
+    assert failure(refused, "server").alert is AlertDescription.handshake_failure
+
+
+@pytest.mark.req("RPK-3")
+def test_client_without_a_key_cannot_pass_a_server_that_requires_one() -> None:
+    link = rpk_link(client={"raw_public_key": None})
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is AlertDescription.handshake_failure
+
+
+@pytest.mark.req("RPK-2", "ERR-1")
+def test_tampered_server_key_exchange_signature_is_decrypt_error() -> None:
+    def flip_signature(body: bytes) -> bytes:
+        return body[:-1] + bytes([body[-1] ^ 1])
+
+    link = rpk_link(rewrite("server", HandshakeType.server_key_exchange, flip_signature, times=9))
+    link.handshake()
+    assert failure(link, "client").alert is AlertDescription.decrypt_error
+
+
+@pytest.mark.req("RPK-3", "ERR-1")
+def test_tampered_certificate_verify_is_decrypt_error() -> None:
+    def flip_signature(body: bytes) -> bytes:
+        return body[:-1] + bytes([body[-1] ^ 1])
+
+    link = rpk_link(rewrite("client", HandshakeType.certificate_verify, flip_signature, times=9))
+    link.handshake()
+    assert failure(link, "server").alert is AlertDescription.decrypt_error
+
+
+@pytest.mark.req("RPK-3", "HS-5")
+def test_certificate_without_certificate_verify_is_unexpected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that sends its key but no CertificateVerify proves nothing: the server sees
+    the Finished (epoch 1) where the CertificateVerify is due."""
+    from iotdtls.handshake.client import ClientHandshake
+
+    real = ClientHandshake._on_certificate_request
+
+    def request_without_proof(self: ClientHandshake, msg: Any) -> None:
+        real(self, msg)
+        own = self._requested
+        assert own is not None and not isinstance(own, bytes)
+        self._requested = own.body  # the Certificate body alone: no signature follows
+
+    monkeypatch.setattr(ClientHandshake, "_on_certificate_request", request_without_proof)
+    link = rpk_link()
+    link.handshake()
+    assert failure(link, "server").alert is AlertDescription.unexpected_message
+    assert HandshakeType.certificate_verify not in message_types(wire_from(link, "client"))
+
+
+OFF_CURVE = b"\x04" + bytes(range(1, 65))
+
+
+@pytest.mark.req("RPK-2", "ERR-1")
+def test_client_point_off_the_curve_is_illegal_parameter() -> None:
+    def off_curve(body: bytes) -> bytes:
+        return ClientKeyExchangeEcdhe(OFF_CURVE).encode()
+
+    link = rpk_link(rewrite("client", HandshakeType.client_key_exchange, off_curve, times=9))
+    link.handshake()
+    assert failure(link, "server").alert is AlertDescription.illegal_parameter
+
+
+@pytest.mark.req("RPK-2", "ERR-1")
+@pytest.mark.parametrize("point", [OFF_CURVE, b"\x02" + bytes(32), b"\x04" + bytes(64)],
+                         ids=["off-curve", "compressed", "zeros"])
+def test_server_point_that_is_no_p256_point_is_illegal_parameter(
+    monkeypatch: pytest.MonkeyPatch, point: bytes
+) -> None:
+    """A server that signs a bad point (so the signature check passes) still fails."""
+    real_init = EphemeralKey.__init__
+    made: list[EphemeralKey] = []
+
+    def init(self: EphemeralKey) -> None:
+        real_init(self)
+        made.append(self)
+        if len(made) == 1:  # the server's key: the first one made in this handshake
+            self.public_point = point
+
+    monkeypatch.setattr(EphemeralKey, "__init__", init)
+    link = rpk_link()
+    link.handshake()
+    assert failure(link, "client").alert is AlertDescription.illegal_parameter
+
+
+@pytest.mark.req("RPK-2")
+def test_server_key_exchange_must_use_the_offered_curve_and_scheme() -> None:
+    def p384(body: bytes) -> bytes:
+        ske = ServerKeyExchangeEcdhe.decode(body)
+        return ServerKeyExchangeEcdhe(24, ske.public_point, ske.signature_scheme,
+                                      ske.signature).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.server_key_exchange, p384, times=9))
+    link.handshake()
+    assert failure(link, "client").alert is AlertDescription.illegal_parameter
+
+
+@pytest.mark.req("RPK-1", "ERR-1")
+def test_client_refuses_a_certificate_type_it_did_not_offer() -> None:
+    def x509(body: bytes) -> bytes:
+        sh = ServerHello.decode(body)
+        exts = tuple(ServerCertificateType((CertificateType.X509,))
+                     if isinstance(e, ServerCertificateType) else e for e in sh.extensions)
+        return ServerHello(sh.server_version, sh.random, sh.session_id, sh.cipher_suite,
+                           sh.compression_method, exts).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.server_hello, x509, times=9))
+    link.handshake()
+    assert failure(link, "client").alert is AlertDescription.illegal_parameter
+
+
+@pytest.mark.req("RPK-1")
+def test_server_without_a_raw_key_refuses_a_raw_key_only_client() -> None:
+    link = MemoryLink(
+        ClientConfig(server_public_keys=[server_key().spki]),
+        ServerConfig(psk_store={IDENTITY: KEY}),
+    )
+    link.handshake()
+    assert failure(link, "server").alert is AlertDescription.handshake_failure
+
+
+@pytest.mark.req("CFG-1", "PSK-1", "RPK-2")
+def test_one_server_serves_psk_and_raw_key_clients() -> None:
+    server = ServerConfig(psk_store={IDENTITY: KEY}, raw_public_key=server_key(),
+                          client_public_keys=[client_key().spki])
+    for client, peer in (
+        (ClientConfig(psk_identity=IDENTITY, psk=KEY), PskIdentity(IDENTITY)),
+        (ClientConfig(server_public_keys=[server_key().spki], raw_public_key=client_key()),
+         RawPublicKeyIdentity(client_key().spki)),
+    ):
+        link = MemoryLink(client, server)
+        link.handshake()
+        assert established(link)
+        (done,) = events_of(link, "server", HandshakeComplete)
+        assert done.peer == peer
+
+
+@pytest.mark.req("RPK-2", "HS-2")
+def test_public_key_operations_only_after_the_cookie_and_no_more_than_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per handshake: the server makes one ephemeral key, one signature, one ECDH and checks one
+    signature; the client checks one, makes one key, one ECDH, one signature. Nothing before
+    the cookie exchange is over, and every handshake uses fresh ephemeral keys (PFS)."""
+    ops: list[str] = []
+    points: list[bytes] = []
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ops.append(name)
+            return real(*args, **kwargs)
+        return wrapper
+
+    real_init = EphemeralKey.__init__
+
+    def init(self: EphemeralKey) -> None:
+        ops.append("keygen")
+        real_init(self)
+        points.append(self.public_point)
+
+    monkeypatch.setattr(EphemeralKey, "__init__", init)
+    monkeypatch.setattr(EphemeralKey, "shared_secret",
+                        counting("ecdh", EphemeralKey.shared_secret))
+    monkeypatch.setattr(PrivateKey, "sign", counting("sign", PrivateKey.sign))
+    monkeypatch.setattr(PrivateKey, "sign_digest", counting("sign", PrivateKey.sign_digest))
+    for name in ("verify_signature", "verify_digest_signature"):
+        for module in (iotdtls.handshake.keyexchange, iotdtls.handshake.server):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counting("verify", getattr(module, name)))
+    link = rpk_link()
+    link.client.connect(0.0)
+    link.step()  # ClientHello out, HelloVerifyRequest back
+    assert ops == []
+    link.run(stop=established)
+    assert established(link)
+    assert sorted(ops) == sorted(["keygen", "sign", "ecdh", "verify"] * 2)
+    again = rpk_link()
+    again.handshake()
+    assert len(set(points)) == 4  # two per handshake, never reused
+
+
+@pytest.mark.req("CFG-1")
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of"),
+        ({"psk_identity": b"a", "psk": b"k", "server_public_keys": [b"\x00" * 32]},
+         "exactly one of"),
+        ({"server_public_keys": [b"not a key"]}, "SubjectPublicKeyInfo"),
+        ({"psk_identity": b"a", "psk": b"k", "raw_public_key": "key"}, "raw-public-key mode"),
+    ],
+)
+def test_client_config_mistakes_are_one_line(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        ClientConfig(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.req("CFG-1")
+def test_server_config_mistakes_are_one_line() -> None:
+    with pytest.raises(ConfigError, match="needs credentials"):
+        ServerConfig()
+    with pytest.raises(ConfigError, match="needs raw_public_key"):
+        ServerConfig(psk_store={IDENTITY: KEY}, client_public_keys=[client_key().spki])
+
+
+@pytest.mark.req("HS-5")
+def test_certificate_verify_after_change_cipher_spec_is_unexpected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Messages of the next epoch never stand in for ones due in the current epoch: a client
+    that sends its CertificateVerify after its ChangeCipherSpec is refused, not accepted once
+    the retransmitted ChangeCipherSpec comes round."""
+    from iotdtls.handshake.client import ClientHandshake
+    from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
+
+    real = ClientHandshake._on_server_hello_done
+
+    def late_verify(self: ClientHandshake, msg: Any) -> Any:
+        outcome = real(self, msg)
+        cert, cke, verify, ccs, fin = outcome.flight.items
+        assert isinstance(verify, OutgoingMessage) and isinstance(ccs, OutgoingCcs)
+        moved = OutgoingMessage(verify.msg_type, verify.message_seq, verify.body, 1)
+        return type(outcome)(Flight((cert, cke, ccs, moved, fin)), outcome.keys)
+
+    monkeypatch.setattr(ClientHandshake, "_on_server_hello_done", late_verify)
+    link = rpk_link()
+    link.handshake()
+    assert failure(link, "server").alert is AlertDescription.unexpected_message
