@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.peers import Pki
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _CI_NOTE = "under CI=true, which counts as a failure"
@@ -54,3 +58,12 @@ def pytest_make_collect_report(
     if IN_CI and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"collection skipped {_CI_NOTE}: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The test PKI of `tests.peers.make_test_pki` (CA, server and client certificates and raw
+    keys), generated once per test session."""
+    from tests.peers import make_test_pki  # here: the conftest must import on its own
+
+    return make_test_pki(tmp_path_factory.mktemp("pki"))

@@ -89,6 +89,8 @@ class ServerThread:
         self.port = port if port is not None else (0 if sock is not None else free_udp_port())
         self.sock = sock
         self.started: list[object] = []
+        #: The authenticated identity of each session, in order of `started`.
+        self.identities: list[object] = []
         self.received: list[tuple[object, bytes]] = []
         self.ended: list[tuple[object, DtlsError | None]] = []
         self.log_lines: list[str] = []
@@ -170,7 +172,8 @@ class ServerThread:
             return [d for _, d in self.received]
 
     async def _echo(self, session: aio.ServerSession) -> None:
-        self.note(lambda: self.started.append(session.address))
+        self.note(lambda: (self.started.append(session.address),
+                           self.identities.append(session.peer)))
         self.handshake_done.set()
         error: DtlsError | None = None
         try:

@@ -563,6 +563,46 @@ def gnutls_cert_client(
     return _gnutls("gnutls-cli", port, args, netns, keylog, extra, time_limit)
 
 
+def gnutls_rpk_server(
+    port: int,
+    pki: Pki,
+    *,
+    require_client_key: bool = True,
+    netns: NetNamespace | None = None,
+    keylog: Path | None = None,
+    extra: Sequence[str] = (),
+    time_limit: float = 60.0,
+) -> PeerProcess:
+    """``gnutls-serv --udp`` with the server's raw public key (RFC 7250); mutual by default
+    (GnuTLS then takes any client key: the pinning is the client's side of the test)."""
+    priority = GNUTLS_PRIO_RPK if require_client_key else GNUTLS_PRIO_EC + ":+CTYPE-SRV-RAWPK"
+    args = ["--rawpkkeyfile", str(pki.server_key), "--rawpkfile", str(pki.server_pub),
+            "--priority", priority]
+    if require_client_key:
+        args += ["--require-client-cert"]
+    return _gnutls("gnutls-serv", port, args, netns, keylog, extra, time_limit)
+
+
+def gnutls_rpk_client(
+    port: int,
+    pki: Pki,
+    *,
+    host: str = LOCALHOST,
+    client_key: bool = True,
+    netns: NetNamespace | None = None,
+    keylog: Path | None = None,
+    extra: Sequence[str] = (),
+    time_limit: float = 60.0,
+) -> PeerProcess:
+    """``gnutls-cli --udp`` with raw public keys; ``--insecure`` because GnuTLS cannot pin a
+    raw key on its command line. Without `client_key` it offers a server key type only."""
+    priority = GNUTLS_PRIO_RPK if client_key else GNUTLS_PRIO_EC + ":+CTYPE-SRV-RAWPK"
+    args = [host, "--priority", priority, "--insecure"]
+    if client_key:
+        args += ["--rawpkkeyfile", str(pki.client_key), "--rawpkfile", str(pki.client_pub)]
+    return _gnutls("gnutls-cli", port, args, netns, keylog, extra, time_limit)
+
+
 # -- certificates -----------------------------------------------------------------------------
 
 

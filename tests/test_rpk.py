@@ -73,7 +73,8 @@ def test_mutual_raw_public_keys() -> None:
     (server_done,) = events_of(link, "server", HandshakeComplete)
     assert client_done == HandshakeComplete(ECDHE, RawPublicKeyIdentity(server_key().spki), True)
     assert server_done == HandshakeComplete(ECDHE, RawPublicKeyIdentity(client_key().spki), True)
-    assert server_done.peer.sha256 == client_key().spki_sha256  # type: ignore[union-attr]
+    assert isinstance(server_done.peer, RawPublicKeyIdentity)
+    assert server_done.peer.sha256 == client_key().spki_sha256
     # RFC 7250 §3: both hellos carry the certificate types; Certificates carry only an SPKI.
     hello = ClientHello.decode(hello_bodies(link, "client", HandshakeType.client_hello)[-1])
     ext = find_extension(hello.extensions, ServerCertificateType)

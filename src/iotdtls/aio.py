@@ -80,7 +80,11 @@ class _Inbox:
 class _ClientProtocol(asyncio.DatagramProtocol):
     def __init__(self, config: ClientConfig) -> None:
         self.loop = asyncio.get_running_loop()
+        self.config = config
         self.connection = DtlsConnection(config)
+        #: Failed handshakes so far (retried per `config.retry`, RPK-4).
+        self.failures = 0
+        self._retry: asyncio.TimerHandle | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.inbox = _Inbox(config.receive_queue)
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
@@ -103,6 +107,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._retry is not None:
+            self._retry.cancel()
         self.inbox.end(self.connection.error)
         if not self.lost.done():
             self.lost.set_result(None)
@@ -130,10 +136,29 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         elif isinstance(event, DataReceived):
             self.inbox.put(event.data)
         elif isinstance(event, ConnectionClosed):
+            if not self.handshake_done.done() and self._retry_later(event.error):
+                return
             self.inbox.end(event.error)
             if not self.handshake_done.done():
                 error = event.error or LocalProtocolError("closed during the handshake")
                 self.handshake_done.set_exception(error)
+
+    def _retry_later(self, error: DtlsError | None) -> bool:
+        """After a failed handshake, schedule a fresh one if `config.retry` allows (RPK-4)."""
+        policy = self.config.retry
+        if policy is None or self.failures + 1 >= policy.attempts:
+            return False
+        self.failures += 1
+        delay = policy.delay(self.failures)
+        logger.info("handshake failed (%s); new handshake in %.1f s", error, delay)
+        self._retry = self.loop.call_later(delay, self._restart)
+        return True
+
+    def _restart(self) -> None:
+        self._retry = None
+        self.connection = DtlsConnection(self.config)
+        self.connection.connect(self.loop.time())
+        self.flush()
 
     def _on_timer(self) -> None:
         self._timer = None

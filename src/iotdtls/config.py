@@ -8,6 +8,7 @@ all three at once and picks by what the client offers.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ __all__ = [
     "Mode",
     "PskLookup",
     "RetransmitPolicy",
+    "RetryPolicy",
     "ServerConfig",
     "file_keylog",
 ]
@@ -65,6 +67,31 @@ class RetransmitPolicy:
 RFC6347_RETRANSMIT = RetransmitPolicy(1.0, 60.0)
 #: RFC 7925 §11: constrained networks start at 9 s to avoid spurious retransmissions.
 CONSTRAINED_RETRANSMIT = RetransmitPolicy(9.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Whole-handshake retries of a client (profile "Raw Public Key Use", RPK-4: a device that
+    cannot log an error tries again). After the n-th failure the client waits a random time
+    between half and all of `initial * 2**(n-1)` (at most `maximum`) before a fresh handshake;
+    `attempts` counts every handshake, the first included."""
+
+    attempts: int = 3
+    initial: float = 1.0
+    maximum: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
+        if not 0 < self.initial <= self.maximum:
+            raise ConfigError("retry needs 0 < initial <= maximum (seconds)")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after `failures` failed handshakes (jittered from the OS CSPRNG, so
+        a fleet that failed together does not retry in step)."""
+        ceiling = min(self.initial * 2.0 ** (failures - 1), self.maximum)
+        fraction: float = 0.5 + secrets.randbelow(1001) / 2000
+        return ceiling * fraction
 
 
 def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:
@@ -184,6 +211,8 @@ class ClientConfig(_CommonConfig):
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     #: Seconds since the epoch for certificate validity (a device without a clock can pin it).
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
+    #: Retry a failed handshake with back-off (RPK-4); None: fail at the first error.
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

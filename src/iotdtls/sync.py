@@ -36,6 +36,7 @@ class DtlsClient:
         family, _, _, _, address = infos[0]
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         self._sock.connect(address)
+        self._config = config
         self.connection = DtlsConnection(config)
         self._received: deque[bytes] = deque()
         #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
@@ -51,7 +52,23 @@ class DtlsClient:
         self.close()
 
     def handshake(self) -> None:
-        """Run the handshake; raises the `DtlsError` that ended it (alert or timeout)."""
+        """Run the handshake; raises the `DtlsError` that ended it (alert or timeout). With
+        `config.retry`, failed handshakes are repeated after a back-off first (RPK-4)."""
+        policy = self._config.retry
+        failures = 0
+        while True:
+            try:
+                self._handshake_once()
+                return
+            except DtlsError:
+                failures += 1
+                if policy is None or failures >= policy.attempts:
+                    raise
+            time.sleep(policy.delay(failures))
+            self.connection = DtlsConnection(self._config)
+            self._closed_error = None
+
+    def _handshake_once(self) -> None:
         self.connection.connect(time.monotonic())
         self._flush()
         while self.connection.state is ConnectionState.HANDSHAKING:

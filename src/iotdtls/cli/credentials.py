@@ -1,6 +1,14 @@
 """Credential flags shared by every command that opens associations (`client`, `server`, and
 the tools built on them): one place that turns flags into a `ClientConfig` / `ServerConfig`,
-so each command gets every credential mode at once."""
+so each command gets every credential mode at once (profile §3, CFG-1).
+
+Client, one mode per server: `--psk-identity ID --psk HEX`; or `--peer-rpk SPKI.pem` /
+`--peer-rpk-sha256 HEX` (the server's raw key) with `--rpk-key KEY.pem` (ours, for mutual
+authentication); or `--cafile FILE` (trust anchors) with `--cert FILE --key FILE` (ours) and
+`--server-name NAME`. Server, any mix: the PSK flags, `--rpk-key KEY.pem` with `--rpk-allow
+SPKI.pem` / `--rpk-allow-sha256 HEX` (client keys, which then are required), `--cert FILE
+--key FILE` with `--client-cafile FILE` (client certificates, which then are required).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from typing import Any
 
 from iotdtls.cli.common import UsageError, hex_bytes
 from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file
 
 __all__ = [
     "add_client_credentials",
@@ -38,26 +47,127 @@ def read_psk_file(path: str) -> dict[bytes, bytes]:
     return store
 
 
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from None
+
+
+def _pins(files: list[str], hashes: list[str], flag: str) -> list[bytes]:
+    """Raw public keys from SPKI files and SHA-256 hex digests."""
+    pins = [_read(path, flag) for path in files]
+    for text in hashes:
+        digest = hex_bytes(f"{flag}-sha256", text)
+        if len(digest) != 32:
+            raise UsageError(f"{flag}-sha256 must be 64 hex digits (a SHA-256), got {text!r}")
+        pins.append(digest)
+    return pins
+
+
+def _certified(args: argparse.Namespace) -> CertifiedKey | None:
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("give --cert and --key together")
+    if args.cert is None:
+        return None
+    return CertifiedKey.load(args.cert, args.key)
+
+
 def add_client_credentials(p: argparse.ArgumentParser) -> None:
     """The client's credentials for the one server it talks to (CFG-1)."""
-    p.add_argument("--psk-identity", metavar="ID", help="PSK identity")
-    p.add_argument("--psk", metavar="HEX", help="pre-shared key in hex")
+    g = p.add_argument_group("credentials (one mode)")
+    g.add_argument("--psk-identity", metavar="ID", help="PSK identity")
+    g.add_argument("--psk", metavar="HEX", help="pre-shared key in hex")
+    g.add_argument(
+        "--peer-rpk",
+        metavar="SPKI.pem",
+        action="append",
+        default=[],
+        help="the server's raw public key (repeatable)",
+    )
+    g.add_argument(
+        "--peer-rpk-sha256",
+        metavar="HEX",
+        action="append",
+        default=[],
+        help="SHA-256 of the server's SubjectPublicKeyInfo (repeatable)",
+    )
+    g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
+    g.add_argument("--cafile", metavar="FILE", help="trust anchors for the server certificate")
+    g.add_argument("--cert", metavar="FILE", help="our certificate chain (PEM, leaf first)")
+    g.add_argument("--key", metavar="FILE", help="the private key of --cert")
+    g.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="the server's DNS name (certificate check; default: the host)",
+    )
 
 
-def client_config(args: argparse.Namespace, **settings: Any) -> ClientConfig:
-    """A `ClientConfig` from the credential flags plus `settings` (mtu, timeouts, ...)."""
-    if args.psk_identity is None or args.psk is None:
-        raise UsageError("give --psk-identity ID and --psk HEX")
+def client_config(
+    args: argparse.Namespace, host: str | None = None, **settings: Any
+) -> ClientConfig:
+    """A `ClientConfig` from the credential flags plus `settings` (mtu, timeouts, ...); `host`,
+    the server the client connects to, is the name its certificate must carry unless
+    `--server-name` says otherwise (RFC 6125, CRT-3)."""
+    psk = args.psk_identity is not None or args.psk is not None
+    rpk = bool(args.peer_rpk or args.peer_rpk_sha256)
+    x509 = args.cafile is not None
+    if psk + rpk + x509 != 1:
+        raise UsageError(
+            "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / "
+            "--peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"
+        )
+    if args.rpk_key is not None and not rpk:
+        raise UsageError("--rpk-key needs the server's key: --peer-rpk or --peer-rpk-sha256")
+    if (args.cert is not None or args.key is not None) and not x509:
+        raise UsageError("--cert/--key need trust anchors for the server: --cafile FILE")
+    if psk:
+        if args.psk_identity is None or args.psk is None:
+            raise UsageError("give --psk-identity ID and --psk HEX together")
+        return ClientConfig(
+            psk_identity=args.psk_identity, psk=hex_bytes("--psk", args.psk), **settings
+        )
+    if rpk:
+        own = None if args.rpk_key is None else PrivateKey.load(args.rpk_key)
+        pins = _pins(args.peer_rpk, args.peer_rpk_sha256, "--peer-rpk")
+        return ClientConfig(server_public_keys=pins, raw_public_key=own, **settings)
     return ClientConfig(
-        psk_identity=args.psk_identity, psk=hex_bytes("--psk", args.psk), **settings
+        trust_anchors=load_certificate_file(args.cafile),
+        certificate=_certified(args),
+        server_name=args.server_name or host,
+        **settings,
     )
 
 
 def add_server_credentials(p: argparse.ArgumentParser) -> None:
     """The server's credentials; several modes may be given at once."""
-    p.add_argument("--psk-identity", metavar="ID")
-    p.add_argument("--psk", metavar="HEX")
-    p.add_argument("--psk-file", metavar="FILE", help="lines identity:HEXKEY")
+    g = p.add_argument_group("credentials (any mix)")
+    g.add_argument("--psk-identity", metavar="ID")
+    g.add_argument("--psk", metavar="HEX")
+    g.add_argument("--psk-file", metavar="FILE", help="lines identity:HEXKEY")
+    g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
+    g.add_argument(
+        "--rpk-allow",
+        metavar="SPKI.pem",
+        action="append",
+        default=[],
+        help="a client raw public key to accept (repeatable)",
+    )
+    g.add_argument(
+        "--rpk-allow-sha256",
+        metavar="HEX",
+        action="append",
+        default=[],
+        help="SHA-256 of a client SubjectPublicKeyInfo to accept (repeatable)",
+    )
+    g.add_argument("--cert", metavar="FILE", help="our certificate chain (PEM, leaf first)")
+    g.add_argument("--key", metavar="FILE", help="the private key of --cert")
+    g.add_argument(
+        "--client-cafile",
+        metavar="FILE",
+        help="trust anchors for client certificates (then required)",
+    )
 
 
 def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
@@ -67,6 +177,24 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
         raise UsageError("give --psk-identity and --psk together")
     if args.psk is not None:
         store[args.psk_identity.encode()] = hex_bytes("--psk", args.psk)
-    if not store:
-        raise UsageError("give --psk-identity ID --psk HEX, or --psk-file FILE")
-    return ServerConfig(psk_store=store, **settings)
+    allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
+    if allow and args.rpk_key is None:
+        raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
+    certified = _certified(args)
+    if args.client_cafile is not None and certified is None:
+        raise UsageError("--client-cafile needs the server's own --cert and --key")
+    if not store and args.rpk_key is None and certified is None:
+        raise UsageError(
+            "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, "
+            "--rpk-key FILE, or --cert FILE --key FILE"
+        )
+    return ServerConfig(
+        psk_store=store or None,
+        raw_public_key=None if args.rpk_key is None else PrivateKey.load(args.rpk_key),
+        client_public_keys=allow,
+        certificates=() if certified is None else (certified,),
+        client_trust_anchors=(
+            () if args.client_cafile is None else load_certificate_file(args.client_cafile)
+        ),
+        **settings,
+    )

@@ -12,14 +12,14 @@ import threading
 from typing import Any
 
 from iotdtls import aio
-from iotdtls.cli.common import DEFAULT_PORT, add_common_flags, parse_hostport
+from iotdtls.cli.common import DEFAULT_PORT, UsageError, add_common_flags, parse_hostport
 from iotdtls.cli.credentials import (
     add_client_credentials,
     add_server_credentials,
     client_config,
     server_config,
 )
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, RetryPolicy, ServerConfig
 
 __all__ = ["register"]
 
@@ -42,6 +42,13 @@ def register(sub: Any) -> None:
     cli.add_argument("address", metavar="HOST:PORT")
     add_client_credentials(cli)
     cli.add_argument("--timeout", type=float, default=30.0, metavar="S", help="handshake deadline")
+    cli.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after a failed handshake, try N more times with back-off",
+    )
     add_common_flags(cli)
     cli.set_defaults(run=run_client, server_logging=False)
 
@@ -57,8 +64,15 @@ def run_server(args: argparse.Namespace) -> int:
 
 def run_client(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
+    if args.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
     config = client_config(
-        args, handshake_timeout=args.timeout, mtu=args.mtu, keylog_file=args.keylog
+        args,
+        host,
+        handshake_timeout=args.timeout,
+        mtu=args.mtu,
+        keylog_file=args.keylog,
+        retry=RetryPolicy(args.retries + 1) if args.retries else None,
     )
     asyncio.run(_talk(config, host, port))
     return 0

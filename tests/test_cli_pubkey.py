@@ -1,0 +1,110 @@
+"""The command line in the public-key modes: raw-key flags on both commands, the one-line
+errors for mixes that make no sense, the handshake log line naming mode and identity, and
+`--retries` (RPK-4)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.interop_support import CLI, CREDENTIALS, cli_server, run_client
+from tests.peers import LOCALHOST, Pki, free_udp_port
+
+
+def rpk_server_args(pki: Pki) -> list[str]:
+    return ["--rpk-key", str(pki.server_key), "--rpk-allow", str(pki.client_pub)]
+
+
+def rpk_client_args(pki: Pki) -> list[str]:
+    return ["--rpk-key", str(pki.client_key), "--peer-rpk", str(pki.server_pub)]
+
+
+def spki_sha256_hex(pki: Pki, which: str) -> str:
+    from iotdtls.credentials import PrivateKey
+
+    key = pki.client_key if which == "client" else pki.server_key
+    return PrivateKey.load(key).spki_sha256.hex()
+
+
+@pytest.mark.req("RPK-1", "RPK-3", "CFG-1")
+def test_cli_raw_public_keys_both_commands(pki: Pki) -> None:
+    port = free_udp_port()
+    with cli_server(port, *rpk_server_args(pki), *CREDENTIALS) as server:
+        done = run_client(port, ["sensor reading"], *rpk_client_args(pki))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["sensor reading"]
+        server.wait_for_output(
+            r"handshake complete: peer 127\.0\.0\.1:\d+ raw public key sha256:"
+            + spki_sha256_hex(pki, "client"), 5.0)
+        # The same server still serves PSK clients (CFG-1: credentials of several modes).
+        psk = run_client(port, ["psk reading"], *CREDENTIALS)
+        assert psk.returncode == 0, psk.stderr
+        server.wait_for_output(r"psk identity b'Client_identity'", 5.0)
+
+
+@pytest.mark.req("RPK-3")
+def test_cli_client_pins_the_server_by_hash(pki: Pki) -> None:
+    port = free_udp_port()
+    with cli_server(port, "--rpk-key", str(pki.server_key)):
+        good = run_client(port, ["x"], "--peer-rpk-sha256", spki_sha256_hex(pki, "server"))
+        assert good.returncode == 0, good.stderr
+        bad = run_client(port, ["x"], "--peer-rpk-sha256", spki_sha256_hex(pki, "client"),
+                         "--timeout", "5")
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines() == [
+        "iotdtls: sent fatal alert handshake_failure: raw public key "
+        f"{spki_sha256_hex(pki, 'server')[:16]}.. is not provisioned"
+    ], bad.stderr
+
+
+@pytest.mark.req("CFG-1")
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("client", ["--psk-identity", "a", "--psk", "01", "--peer-rpk-sha256", "00" * 32],
+         "choose one mode"),
+        ("client", [], "choose one mode"),
+        ("client", ["--rpk-key", "k.pem", "--psk-identity", "a", "--psk", "01"],
+         "--rpk-key needs the server's key"),
+        ("client", ["--peer-rpk-sha256", "abcd"], "64 hex digits"),
+        ("client", ["--peer-rpk", "/nonexistent.pem"], "cannot read --peer-rpk"),
+        ("client", ["--cafile", "/nonexistent.pem"], "cannot read certificate file"),
+        ("client", ["--cert", "c.pem", "--key", "k.pem", "--peer-rpk-sha256", "00" * 32],
+         "--cert/--key need trust anchors"),
+        ("server", ["--rpk-allow-sha256", "00" * 32], "--rpk-allow needs"),
+        ("server", [], "give credentials"),
+        ("server", ["--client-cafile", "ca.pem", "--psk-identity", "a", "--psk", "01"],
+         "--client-cafile needs"),
+        ("server", ["--rpk-key", "/nonexistent.pem"], "cannot read key file"),
+    ],
+)
+def test_cli_credential_mistakes_are_one_line(command: str, args: list[str],
+                                              message: str) -> None:
+    target = ["127.0.0.1:9"] if command == "client" else ["--listen", "127.0.0.1:0"]
+    done = subprocess.run([*CLI, command, *target, *args], capture_output=True, text=True,
+                          timeout=20, check=False, input="")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+@pytest.mark.req("RPK-4")
+def test_cli_client_retries_until_the_server_is_up(pki: Pki) -> None:
+    """A device started before its server: the first handshakes time out, a later one works."""
+    port = free_udp_port()
+    client = subprocess.Popen(
+        [*CLI, "client", f"{LOCALHOST}:{port}", *rpk_client_args(pki), "--timeout", "1",
+         "--retries", "5", "-v"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(1.5)
+        with cli_server(port, *rpk_server_args(pki)):
+            out, err = client.communicate("late hello\n", timeout=30)
+    finally:
+        client.kill()
+    assert client.returncode == 0, err
+    assert out.splitlines() == ["late hello"]
+    assert "new handshake in" in err  # at least one failed attempt was retried

@@ -1,0 +1,70 @@
+"""Handshake retries with back-off (profile "Raw Public Key Use", RPK-4), in both adapters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from iotdtls import aio, sync
+from iotdtls.config import ClientConfig, RetryPolicy, ServerConfig
+from iotdtls.credentials import PrivateKey
+from iotdtls.errors import AlertReceived, ConfigError
+from tests.interop_support import ServerThread
+from tests.peers import Pki
+
+QUICK = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
+
+
+@pytest.mark.req("RPK-4")
+def test_retry_delays_double_with_jitter_up_to_the_cap() -> None:
+    policy = RetryPolicy(attempts=10, initial=1.0, maximum=8.0)
+    for failures, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)):
+        delays = {policy.delay(failures) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (failures, delays)
+        assert len(delays) > 1  # jittered, so a fleet does not retry in step
+    with pytest.raises(ConfigError, match="attempts"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ConfigError, match="initial <= maximum"):
+        RetryPolicy(initial=5.0, maximum=1.0)
+
+
+def refusing_server(pki: Pki) -> ServerThread:
+    """A raw-key server that knows no client key: every handshake fails at once."""
+    config = ServerConfig(raw_public_key=PrivateKey.load(pki.server_key),
+                          client_public_keys=[PrivateKey.generate().spki], cookie_exchange=False)
+    return ServerThread(config)
+
+
+def client(pki: Pki, retry: RetryPolicy | None) -> ClientConfig:
+    return ClientConfig(server_public_keys=[pki.server_pub.read_bytes()],
+                        raw_public_key=PrivateKey.load(pki.client_key), retry=retry,
+                        handshake_timeout=5.0)
+
+
+def failed_handshakes(server: ServerThread) -> int:
+    return sum(line.startswith("handshake failed: peer") for line in server.log_lines)
+
+
+@pytest.mark.req("RPK-4")
+@pytest.mark.parametrize("retry", [None, QUICK], ids=["no-retry", "three-attempts"])
+def test_sync_client_makes_the_configured_attempts(pki: Pki, retry: RetryPolicy | None) -> None:
+    with refusing_server(pki) as server:
+        with pytest.raises(AlertReceived):
+            sync.connect(*server.address, client(pki, retry))
+        attempts = 1 if retry is None else retry.attempts
+        assert server.wait_until(lambda: failed_handshakes(server) >= attempts)
+        assert failed_handshakes(server) == attempts
+
+
+@pytest.mark.req("RPK-4")
+def test_asyncio_client_makes_the_configured_attempts(pki: Pki) -> None:
+    async def attempt() -> None:
+        async with aio.connect(*server.address, client(pki, QUICK)):
+            pass
+
+    with refusing_server(pki) as server:
+        with pytest.raises(AlertReceived):
+            asyncio.run(asyncio.wait_for(attempt(), 10.0))
+        assert server.wait_until(lambda: failed_handshakes(server) >= QUICK.attempts)
+        assert failed_handshakes(server) == QUICK.attempts
