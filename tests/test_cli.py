@@ -151,6 +151,13 @@ def test_cli_demo() -> None:
                    "server_hello#1", "server_hello_done#2", "client_key_exchange#2",
                    "ChangeCipherSpec", "ApplicationData", "all datagrams came back"):
         assert flight in done.stdout
+    # Demo 2: mutual raw public keys (RFC 7250), both Certificates and a CertificateVerify.
+    mutual = done.stdout.split("demo 2/2", 1)[1]
+    for flight in ("server_key_exchange#3", "certificate_request#4", "certificate_verify#4",
+                   "client: handshake complete with raw public key sha256:",
+                   "all datagrams came back"):
+        assert flight in mutual
+    assert done.stdout.count("all datagrams came back") == 2
 
 
 @pytest.mark.interop

@@ -1,5 +1,7 @@
-"""`iotdtls demo` (and `make demo`): a server and a client on loopback, a real PSK handshake
-with cookie exchange over UDP, an echo of a few datagrams, close_notify; every datagram shown.
+"""`iotdtls demo` (and `make demo`): a server and a client on loopback, a real handshake with
+cookie exchange over UDP, an echo of a few datagrams, close_notify; every datagram shown. First
+with a pre-shared key (TLS_PSK_WITH_AES_128_CCM_8), then with mutual raw public keys
+(TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, RFC 7250): the profile's two lightest modes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import cast
 
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.trace import describe_datagram
@@ -27,14 +30,14 @@ DEMO_DEADLINE = 10.0
 
 
 class _Demo:
-    def __init__(self) -> None:
+    def __init__(self, client: ClientConfig, server: ServerConfig) -> None:
         self.server_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.server_sock.bind(("127.0.0.1", 0))
         self.client_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.client_sock.bind(("127.0.0.1", 0))
         self.server_addr = self.server_sock.getsockname()
-        self.client = DtlsConnection(ClientConfig(psk_identity=DEMO_IDENTITY, psk=DEMO_PSK))
-        self.server = ServerEndpoint(ServerConfig(psk_store={DEMO_IDENTITY: DEMO_PSK}))
+        self.client = DtlsConnection(client)
+        self.server = ServerEndpoint(server)
         self.start = time.monotonic()
         self.wire = {"client": [0, 0], "server": [0, 0]}
         self.echoed: list[bytes] = []
@@ -103,9 +106,7 @@ class _Demo:
     def client_events(self) -> None:
         while (event := self.client.next_event()) is not None:
             if isinstance(event, HandshakeComplete):
-                self.say(
-                    "client: handshake complete, TLS_PSK_WITH_AES_128_CCM_8, extended master secret"
-                )
+                self.say(f"client: handshake complete with {event.peer}, extended master secret")
             elif isinstance(event, DataReceived):
                 self.echoed.append(event.data)
                 self.say(f"client: received echo {event.data!r}")
@@ -117,20 +118,17 @@ def _due(timer: float | None, now: float) -> bool:
     return timer is not None and now >= timer
 
 
-def run_demo() -> int:
-    """Run the demo; exit status 0 when the handshake and the echo succeeded."""
-    demo = _Demo()
+def _run(title: str, client: ClientConfig, server: ServerConfig) -> bool:
+    """One association: handshake, echo of `MESSAGES`, close_notify; True when all came back."""
+    demo = _Demo(client, server)
     host, port = demo.server_addr
-    print(f"iotdtls demo: PSK handshake with cookie exchange on loopback, server {host}:{port}")
-    print(
-        f"identity {DEMO_IDENTITY.decode()!r}, cipher suite TLS_PSK_WITH_AES_128_CCM_8 (RFC 6655)\n"
-    )
+    print(f"{title}, server {host}:{port}\n")
     deadline = time.monotonic() + DEMO_DEADLINE
     demo.client.connect(time.monotonic())
     demo.pump(deadline, lambda: demo.client.state is not ConnectionState.HANDSHAKING)
     if demo.client.state is not ConnectionState.ESTABLISHED:
         print(f"\nhandshake failed: {demo.client.error}")
-        return 1
+        return False
     hs = {side: list(counts) for side, counts in demo.wire.items()}
     for count, message in enumerate(MESSAGES, 1):
         demo.say(f"client: send {message!r}")
@@ -147,4 +145,28 @@ def run_demo() -> int:
     print("echo:", "all datagrams came back" if ok else f"mismatch: {demo.echoed!r}")
     demo.server_sock.close()
     demo.client_sock.close()
-    return 0 if ok else 1
+    return ok
+
+
+def run_demo() -> int:
+    """Run both demos; exit status 0 when every handshake and echo succeeded."""
+    psk = _run(
+        "iotdtls demo 1/2: PSK handshake with cookie exchange on loopback, identity "
+        f"{DEMO_IDENTITY.decode()!r},\ncipher suite TLS_PSK_WITH_AES_128_CCM_8 (RFC 6655)",
+        ClientConfig(psk_identity=DEMO_IDENTITY, psk=DEMO_PSK),
+        ServerConfig(psk_store={DEMO_IDENTITY: DEMO_PSK}),
+    )
+    server_key, client_key = PrivateKey.generate(), PrivateKey.generate()
+    print(
+        "\n" + "-" * 78 + "\n\nkeys for demo 2 (fresh P-256 key pairs, each side provisioned "
+        "with the other's public key):\n"
+        f"  server key sha256:{server_key.spki_sha256.hex()}\n"
+        f"  client key sha256:{client_key.spki_sha256.hex()}\n"
+    )
+    rpk = _run(
+        "iotdtls demo 2/2: mutual raw public keys (RFC 7250) with cookie exchange on loopback,"
+        "\ncipher suite TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (RFC 7251), P-256",
+        ClientConfig(server_public_keys=[server_key.spki], raw_public_key=client_key),
+        ServerConfig(raw_public_key=server_key, client_public_keys=[client_key.spki]),
+    )
+    return 0 if psk and rpk else 1
