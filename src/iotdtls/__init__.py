@@ -12,10 +12,13 @@ from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,
     ClientConfig,
+    Mode,
     RetransmitPolicy,
+    RetryPolicy,
     ServerConfig,
 )
 from iotdtls.connection import DtlsConnection
+from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
@@ -26,6 +29,13 @@ from iotdtls.errors import (
     HandshakeTimeout,
     LocalProtocolError,
 )
+from iotdtls.identity import (
+    CertificateIdentity,
+    PeerIdentity,
+    PskIdentity,
+    RawPublicKeyIdentity,
+    UnauthenticatedPeer,
+)
 
 __version__ = "0.1.0"
 
@@ -35,6 +45,8 @@ __all__ = [
     "AlertDescription",
     "AlertReceived",
     "AlertSent",
+    "CertificateIdentity",
+    "CertifiedKey",
     "ClientConfig",
     "ClientConnection",
     "ConfigError",
@@ -43,10 +55,17 @@ __all__ = [
     "DtlsServer",
     "HandshakeTimeout",
     "LocalProtocolError",
+    "Mode",
+    "PeerIdentity",
+    "PrivateKey",
+    "PskIdentity",
+    "RawPublicKeyIdentity",
     "RetransmitPolicy",
+    "RetryPolicy",
     "ServerConfig",
     "ServerEndpoint",
     "ServerSession",
+    "UnauthenticatedPeer",
     "__version__",
     "connect",
     "serve",
