@@ -63,7 +63,9 @@ class AlertDescription(IntEnum):
     user_canceled = 90
     no_renegotiation = 100
     unsupported_extension = 110
+    certificate_unobtainable = 111
     unrecognized_name = 112
+    bad_certificate_hash_value = 114
     unknown_psk_identity = 115
 
 

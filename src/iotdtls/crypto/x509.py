@@ -1,0 +1,605 @@
+"""X.509 for the certificate mode: loading, trust anchors, path validation, peer names.
+
+The profile's certificate rules (draft "Certificate Use with DTLS", CRT-1 .. CRT-8):
+
+* Path validation to a provisioned `TrustStore` (CRT-1) by `cryptography.x509.verification`
+  (chain building, signatures, validity at the time passed in, basic constraints, pathLen,
+  CA key usage, name constraints, critical extensions). The root need not be sent; if it is, it
+  is harmless. Nothing is ever fetched: no OCSP, no CRL, no AIA chasing (CRT-5); the verifier
+  has no network code and this module adds none.
+* `max_depth` bounds the CA certificates between the leaf and the anchor (CRT-6).
+* The verifier's web-PKI policy is relaxed for what an IoT PKI legitimately lacks: an end-entity
+  certificate may have no subjectAltName (a CN-only server certificate, RFC 6125 §6.4.4; an
+  EUI-64 in the CN, RFC 7252 §9.1.3.3), and no certificate needs an authorityKeyIdentifier.
+  extendedKeyUsage is left to this module, which checks it per role.
+* What the verifier does not check is checked here: the leaf's key is ECDSA P-256 (the only key
+  TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 uses in this profile, RFC 7251), its keyUsage (when present)
+  allows digitalSignature and its extendedKeyUsage (when present) the role (RFC 8422 §5.3 and
+  §5.6, RFC 5280 §4.2.1.3 and §4.2.1.12), the server name per RFC 6125 (CRT-3) and the client's
+  EUI-64 (CRT-4).
+
+Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
+
+* bad_certificate: a certificate that does not parse, a signature in the chain that does not
+  verify ("contained signatures that did not verify correctly"), any other rejection by the
+  verifier, and a name that does not match or a client certificate without an EUI-64. The name
+  cases have no alert of their own; the certificate is not acceptable as presented, which is
+  bad_certificate's "etc.", and what OpenSSL sends for a host name mismatch.
+* unsupported_certificate: a leaf key that is not ECDSA P-256, or whose keyUsage or
+  extendedKeyUsage forbids the use (a certificate "of an unsupported type" for this suite).
+* certificate_expired: a certificate outside its validity period ("has expired or is not
+  currently valid").
+* unknown_ca: no path to a trust anchor, including paths through a certificate that may not
+  act as a CA and chains deeper than `max_depth`: within the allowed depth no trusted CA "could
+  be located" (the same choice as OpenSSL for too-long chains and bad CAs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Final, TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from iotdtls.crypto.x509names import (
+    IpAddress,
+    canonical_eui64,
+    dns_name_matches,
+    reference_identity,
+)
+from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+from iotdtls.identity import CertificateIdentity
+from iotdtls.messages.constants import IdentifierType
+
+__all__ = [
+    "DEFAULT_MAX_CHAIN_DEPTH",
+    "MAX_CHAIN_DEPTH_LIMIT",
+    "TrustStore",
+    "authority_identifiers",
+    "chain_matches_authority",
+    "leaf_public_key_spki",
+    "load_certificates",
+    "select_chain_index",
+    "verify_client_chain",
+    "verify_server_chain",
+]
+
+DEFAULT_MAX_CHAIN_DEPTH: Final = 2
+"""CA certificates allowed between the leaf and the trust anchor (CRT-6).
+
+The draft leaves the depth open ("Is one level enough?"). Two covers the deepest layout that
+device PKIs commonly use (root, policy or product CA, issuing CA, device: IEEE 802.1AR device
+identities and manufacturer PKIs) while keeping a peer's chain, which crosses a constrained link
+and costs one signature verification per certificate, short."""
+
+MAX_CHAIN_DEPTH_LIMIT: Final = 16
+"""The largest `max_depth` accepted: a configuration asking for more is a mistake."""
+
+_A = AlertDescription
+_AGNOSTIC = verification.Criticality.AGNOSTIC
+_EE_POLICY = (
+    verification.ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.SubjectAlternativeName, _AGNOSTIC, None)
+    .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
+    .may_be_present(x509.AuthorityKeyIdentifier, _AGNOSTIC, None)
+)
+_CA_POLICY = (
+    verification.ExtensionPolicy.webpki_defaults_ca()
+    .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
+    .may_be_present(x509.AuthorityKeyIdentifier, _AGNOSTIC, None)
+)
+_ROLE_USAGE = {
+    "server": ExtendedKeyUsageOID.SERVER_AUTH,
+    "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+}
+_SHA1_LEN = 20
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load_certificates(data: bytes) -> tuple[bytes, ...]:
+    """The certificates of a PEM file (one or more CERTIFICATE blocks) or of one DER
+    certificate, as DER, in file order. Anything else is a one-line `ConfigError`."""
+    if b"-----BEGIN" in data:
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise ConfigError("no valid PEM certificate found") from None
+        return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in certs)
+    try:
+        x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise ConfigError("not a PEM or DER X.509 certificate") from None
+    return (bytes(data),)
+
+
+class TrustStore:
+    """The provisioned trust anchors (CRT-1): immutable, built from DER certificates.
+
+    Anchors change only by configuration (CRT-5). A leaf certificate given as an anchor is
+    trusted directly (pinning).
+    """
+
+    __slots__ = ("_anchors", "_certificates", "_store")
+
+    _anchors: tuple[bytes, ...]
+    _certificates: tuple[x509.Certificate, ...]
+    _store: verification.Store
+
+    def __init__(self, anchors: Sequence[bytes]) -> None:
+        ders = tuple(dict.fromkeys(bytes(anchor) for anchor in anchors))
+        if not ders:
+            raise ConfigError("the trust store needs at least one CA certificate")
+        certificates = []
+        for number, der in enumerate(ders, 1):
+            try:
+                certificates.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                raise ConfigError(
+                    f"trust anchor {number} is not a DER X.509 certificate"
+                ) from None
+        object.__setattr__(self, "_anchors", ders)
+        object.__setattr__(self, "_certificates", tuple(certificates))
+        object.__setattr__(self, "_store", verification.Store(certificates))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a TrustStore is immutable")
+
+    def __len__(self) -> int:
+        return len(self._anchors)
+
+    def __repr__(self) -> str:
+        return f"TrustStore({len(self)} anchors)"
+
+    @property
+    def anchors(self) -> tuple[bytes, ...]:
+        """The anchors as DER, duplicates removed, in the order given."""
+        return self._anchors
+
+    def trusted_authorities(self) -> tuple[tuple[int, bytes], ...]:
+        """One RFC 6066 §6 TrustedAuthority per anchor: (key_sha1_hash, SHA-1 of its key), for
+        a client's trusted_ca_keys (CRT-8). Anchors with a key type of no defined hash are
+        left out."""
+        hashes = (_key_sha1(cert) for cert in self._certificates)
+        return tuple((IdentifierType.key_sha1_hash, h) for h in hashes if h is not None)
+
+
+# -- path validation --------------------------------------------------------------------------
+
+
+def verify_server_chain(
+    chain: Sequence[bytes],
+    store: TrustStore,
+    *,
+    server_name: str | None,
+    when: datetime.datetime,
+    max_depth: int,
+) -> CertificateIdentity:
+    """Validate a server's chain (leaf first, as received) and its name (CRT-1, CRT-3).
+
+    With `server_name` (a DNS name or an IP address, from the configuration: a bad one raises
+    `ConfigError` before the chain is looked at), a DNS name is matched against the leaf's
+    dNSName subjectAltNames, or its subject CN when it has no subjectAltName at all; an IP
+    address only against iPAddress subjectAltNames. The identity's `name` is the matched
+    reference name; without `server_name` nothing is matched and `name` is the leaf's CN.
+    """
+    reference = None if server_name is None else reference_identity(server_name)
+    leaf = _validate_path(chain, store, when, max_depth, "server")
+    name = _display_name(leaf) if reference is None else _match_server_name(leaf, reference)
+    return CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain))
+
+
+def verify_client_chain(
+    chain: Sequence[bytes],
+    store: TrustStore,
+    *,
+    when: datetime.datetime,
+    max_depth: int,
+) -> CertificateIdentity:
+    """Validate a client's chain (CRT-1) and return its EUI-64 identity (CRT-4).
+
+    The EUI-64 comes from a dNSName subjectAltName, or from the subject CN when there is no
+    subjectAltName (RFC 7252 §9.1.3.3); `name` is its canonical form `01-23-45-67-89-AB-CD-EF`.
+    """
+    leaf = _validate_path(chain, store, when, max_depth, "client")
+    return CertificateIdentity(name=_client_eui64(leaf), chain=tuple(bytes(c) for c in chain))
+
+
+def leaf_public_key_spki(chain: Sequence[bytes]) -> bytes:
+    """The DER SubjectPublicKeyInfo of the chain's first certificate (for signature checks)."""
+    if not chain:
+        raise ProtocolError("the certificate chain is empty", _A.bad_certificate)
+    leaf = _parse(chain[0], "peer", 0)
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise ProtocolError(
+            "the certificate's key cannot be read", _A.unsupported_certificate
+        ) from None
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _validate_path(
+    chain: Sequence[bytes],
+    store: TrustStore,
+    when: datetime.datetime,
+    max_depth: int,
+    role: str,
+) -> x509.Certificate:
+    """Everything but the names; returns the parsed leaf."""
+    if not 0 <= max_depth <= MAX_CHAIN_DEPTH_LIMIT:
+        raise ConfigError(f"max chain depth must be 0 to {MAX_CHAIN_DEPTH_LIMIT}, got {max_depth}")
+    if not chain:
+        raise ProtocolError(f"the {role} sent no certificate", _A.bad_certificate)
+    if len(chain) > max_depth + 2:  # leaf, max_depth CAs and a root sent along
+        raise ProtocolError(
+            f"{role} chain of {len(chain)} certificates is deeper than the allowed "
+            f"{max_depth} CA certificates",
+            _A.unknown_ca,
+        )
+    when = _as_utc(when)
+    certs = [_parse(der, role, index) for index, der in enumerate(chain)]
+    _check_leaf_key(certs[0], role)
+    _check_validity(certs, when, role)
+    try:
+        _verifier(store, when, max_depth).verify(certs[0], certs[1:])
+    except (verification.VerificationError, ValueError) as exc:
+        raise _diagnose(exc, certs, store, when, max_depth, role) from None
+    _check_leaf_usage(certs[0], role)
+    return certs[0]
+
+
+def _verifier(
+    store: TrustStore, when: datetime.datetime, max_depth: int
+) -> verification.ClientVerifier:
+    """A verifier with no name check (the names are matched here) and the relaxed policies.
+
+    The client verifier of `cryptography` is used for both roles: it is the one that accepts
+    an end-entity policy without subjectAltName.
+    """
+    return (
+        verification.PolicyBuilder()
+        .store(store._store)
+        .time(when)
+        .max_chain_depth(max_depth)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
+
+
+def _diagnose(
+    exc: Exception,
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    when: datetime.datetime,
+    max_depth: int,
+    role: str,
+) -> ProtocolError:
+    """Turn a verifier failure into the right alert by checking the usual causes one by one
+    (the verifier's error has no machine-readable reason)."""
+    for anchor in _anchors_for(certs, store):
+        if not _valid_at(anchor, when):
+            return ProtocolError(
+                f"the trust anchor of the {role} chain is not valid at {when:%Y-%m-%d %H:%M}Z",
+                _A.certificate_expired,
+            )
+    needed = _intermediates_needed(certs, store, when)
+    if needed is not None and needed > max_depth:
+        return ProtocolError(
+            f"{role} chain needs {needed} CA certificates, more than the allowed {max_depth}",
+            _A.unknown_ca,
+        )
+    bad_signature = _bad_signature(certs, store)
+    if bad_signature is not None:
+        return ProtocolError(
+            f"the signature on {role} certificate {bad_signature} does not verify",
+            _A.bad_certificate,
+        )
+    reason = _verifier_reason(exc)
+    if "candidates exhausted" in reason:
+        return ProtocolError(f"{role} chain leads to no trusted CA: {reason}", _A.unknown_ca)
+    return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
+
+
+def _intermediates_needed(
+    certs: list[x509.Certificate], store: TrustStore, when: datetime.datetime
+) -> int | None:
+    """How many CA certificates the chain needs when the depth is not limited, or None when it
+    fails for another reason."""
+    try:
+        path = _verifier(store, when, MAX_CHAIN_DEPTH_LIMIT).verify(certs[0], certs[1:]).chain
+    except (verification.VerificationError, ValueError):
+        return None
+    return max(len(path) - 2, 0)
+
+
+def _bad_signature(certs: list[x509.Certificate], store: TrustStore) -> int | None:
+    """Index of a certificate whose issuer is present by name (next in the chain, or an
+    anchor) but whose signature verifies under none of them."""
+    for index, cert in enumerate(certs):
+        candidates = (*certs[index + 1 :], *store._certificates)
+        issuers = [c for c in candidates if c.subject == cert.issuer]
+        if issuers and not any(_issued_by(cert, issuer) for issuer in issuers):
+            return index
+    return None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return True  # not a signature failure: let the verifier's reason stand
+    return True
+
+
+def _anchors_for(certs: Iterable[x509.Certificate], store: TrustStore) -> list[x509.Certificate]:
+    issuers = {cert.issuer for cert in certs}
+    return [anchor for anchor in store._certificates if anchor.subject in issuers]
+
+
+def _verifier_reason(exc: Exception) -> str:
+    """The verifier's message without its prefix and the certificate dump it appends."""
+    text = str(exc).removeprefix("validation failed: ")
+    return text.split(" (encountered processing", 1)[0]
+
+
+# -- per-certificate checks -------------------------------------------------------------------
+
+
+def _parse(der: bytes, role: str, index: int) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(bytes(der))
+    except ValueError:
+        raise ProtocolError(
+            f"{role} certificate {index} is not a valid DER X.509 certificate",
+            _A.bad_certificate,
+        ) from None
+
+
+def _check_leaf_key(leaf: x509.Certificate, role: str) -> None:
+    """ECDHE_ECDSA in this profile signs with P-256 only (RFC 7251 §2, RFC 8422 §5.3)."""
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return
+    raise ProtocolError(
+        f"the {role} certificate key is {_describe_key(key)}, not ECDSA P-256",
+        _A.unsupported_certificate,
+    )
+
+
+def _describe_key(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA-{key.key_size}"
+    return "of an unsupported type" if key is None else type(key).__name__.removesuffix("PublicKey")
+
+
+def _check_validity(certs: list[x509.Certificate], when: datetime.datetime, role: str) -> None:
+    """RFC 5280 §6.1.3 (a)(2); every certificate sent belongs to the path (RFC 5246 §7.4.2)."""
+    for index, cert in enumerate(certs):
+        if not _valid_at(cert, when):
+            raise ProtocolError(
+                f"{role} certificate {index} is not valid at {when:%Y-%m-%d %H:%M}Z "
+                f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to "
+                f"{cert.not_valid_after_utc:%Y-%m-%d})",
+                _A.certificate_expired,
+            )
+
+
+def _valid_at(cert: x509.Certificate, when: datetime.datetime) -> bool:
+    return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
+
+
+def _check_leaf_usage(leaf: x509.Certificate, role: str) -> None:
+    """keyUsage must allow digitalSignature (RFC 8422 §5.3, §5.6; RFC 5280 §4.2.1.3) and
+    extendedKeyUsage the role (RFC 5280 §4.2.1.12), when the extensions are present."""
+    usage = _extension(leaf, x509.KeyUsage, role)
+    if usage is not None and not usage.digital_signature:
+        raise ProtocolError(
+            f"the {role} certificate's keyUsage does not allow digitalSignature",
+            _A.unsupported_certificate,
+        )
+    purposes = _extension(leaf, x509.ExtendedKeyUsage, role)
+    wanted = _ROLE_USAGE[role]
+    if purposes is not None and not (
+        wanted in purposes or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in purposes
+    ):
+        raise ProtocolError(
+            f"the {role} certificate's extendedKeyUsage does not allow {role} authentication",
+            _A.unsupported_certificate,
+        )
+
+
+def _extension(cert: x509.Certificate, kind: type[_E], role: str) -> _E | None:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError:
+        raise ProtocolError(
+            f"the {role} certificate has malformed extensions", _A.bad_certificate
+        ) from None
+
+
+def _as_utc(when: datetime.datetime) -> datetime.datetime:
+    """`when` in UTC; a naive datetime is taken as UTC."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC)
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def _match_server_name(leaf: x509.Certificate, reference: str | IpAddress) -> str:
+    """RFC 6125 §6.4: DNS-IDs when the certificate has a subjectAltName, else the CN-IDs
+    (§6.4.4); an IP address against iPAddress entries only."""
+    names = _extension(leaf, x509.SubjectAlternativeName, "server")
+    if isinstance(reference, str):
+        if names is not None:
+            presented = names.get_values_for_type(x509.DNSName)
+        else:
+            presented = _common_names(leaf)
+        if any(dns_name_matches(reference, name) for name in presented):
+            return reference
+    elif names is not None and reference in names.get_values_for_type(x509.IPAddress):
+        return str(reference)
+    raise ProtocolError(f"the server certificate is not valid for {reference}", _A.bad_certificate)
+
+
+def _client_eui64(leaf: x509.Certificate) -> str:
+    """CRT-4: the EUI-64 of a dNSName subjectAltName, or of the CN when there is no SAN."""
+    names = _extension(leaf, x509.SubjectAlternativeName, "client")
+    if names is not None:
+        where = "subjectAltName"
+        candidates = names.get_values_for_type(x509.DNSName)
+    else:
+        where = "common name"
+        candidates = _common_names(leaf)[-1:]  # the most specific CN (RFC 7252 §9.1.3.3)
+    found = {eui for eui in map(canonical_eui64, candidates) if eui is not None}
+    if len(found) == 1:
+        return found.pop()
+    problem = "several different EUI-64s" if found else "no EUI-64"
+    raise ProtocolError(
+        f"the client certificate's {where} holds {problem} (RFC 7252 §9.1.3.3)",
+        _A.bad_certificate,
+    )
+
+
+def _common_names(cert: x509.Certificate) -> list[str]:
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return [v.value if isinstance(v.value, str) else v.value.decode("latin-1") for v in values]
+
+
+def _display_name(leaf: x509.Certificate) -> str:
+    """A name for logs when none was checked: the CN, else the first subjectAltName."""
+    common = _common_names(leaf)
+    if common:
+        return common[-1]
+    names = _extension(leaf, x509.SubjectAlternativeName, "server")
+    if names is not None:
+        for kind in (x509.DNSName, x509.IPAddress):
+            values = names.get_values_for_type(kind)
+            if values:
+                return str(values[0])
+    return leaf.subject.rfc4514_string()
+
+
+# -- trusted CA indication (RFC 6066 §6, CRT-8) -----------------------------------------------
+
+
+def authority_identifiers(
+    chain: Sequence[bytes], *, issuers: Sequence[bytes] = ()
+) -> frozenset[tuple[int, bytes]]:
+    """Every RFC 6066 §6 TrustedAuthority that names a CA on the path of `chain` (a server's
+    own chain, leaf first): compute it once per chain when the server is configured.
+
+    The CAs are the chain's certificates after the leaf and the certificates of `issuers` (CA
+    certificates the server knows but does not send, typically its roots) that issued one of the
+    chain's certificates. For each: key_sha1_hash (SHA-1 of the key as RFC 6066 §6 defines it),
+    cert_sha1_hash (SHA-1 of the DER certificate) and x509_name (DER subject). Besides, each
+    certificate's DER issuer name (so a root that is not at hand still matches by x509_name),
+    and a 20-byte authorityKeyIdentifier as key_sha1_hash (the usual key identifier is that
+    same hash, RFC 5280 §4.2.1.2 method 1). pre_agreed names nothing and never matches.
+    Raises `ConfigError` when a certificate does not parse.
+    """
+    certs = [_config_certificate(der, "chain") for der in chain]
+    cas = certs[1:]
+    for candidate in (_config_certificate(der, "issuer") for der in issuers):
+        if any(c.issuer == candidate.subject and _issued_by(c, candidate) for c in certs):
+            cas.append(candidate)
+    found: set[tuple[int, bytes]] = set()
+    for cert in certs:
+        found.add((IdentifierType.x509_name, cert.issuer.public_bytes()))
+        key_id = _authority_key_id(cert)
+        if key_id is not None:
+            found.add((IdentifierType.key_sha1_hash, key_id))
+    for ca in cas:
+        found.add((IdentifierType.x509_name, ca.subject.public_bytes()))
+        found.add((IdentifierType.cert_sha1_hash, _sha1(_der(ca))))
+        key_hash = _key_sha1(ca)
+        if key_hash is not None:
+            found.add((IdentifierType.key_sha1_hash, key_hash))
+    return frozenset(found)
+
+
+def chain_matches_authority(
+    chain: Sequence[bytes],
+    authorities: Iterable[tuple[int, bytes]],
+    *,
+    issuers: Sequence[bytes] = (),
+) -> bool:
+    """Whether one of the client's trusted_ca_keys `authorities` names a CA on the path of
+    `chain` (see `authority_identifiers`)."""
+    return select_chain_index([authority_identifiers(chain, issuers=issuers)], authorities) == 0
+
+
+def select_chain_index(
+    candidates: Sequence[frozenset[tuple[int, bytes]]],
+    authorities: Iterable[tuple[int, bytes]],
+) -> int | None:
+    """The index of the first candidate chain (given by its `authority_identifiers`) under a CA
+    the client indicated in trusted_ca_keys, or None when none is (the server then sends its
+    default chain: RFC 6066 §6 leaves the choice to it)."""
+    wanted = {(int(kind), bytes(identifier)) for kind, identifier in authorities}
+    for index, identifiers in enumerate(candidates):
+        if not wanted.isdisjoint(identifiers):
+            return index
+    return None
+
+
+def _key_sha1(cert: x509.Certificate) -> bytes | None:
+    """RFC 6066 §6 key_sha1_hash: for RSA the SHA-1 of the modulus (big-endian, no leading
+    zeros); for (EC)DSA and the others the SHA-1 of the subjectPublicKey bit string."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    if isinstance(key, rsa.RSAPublicKey):
+        modulus = key.public_numbers().n
+        return _sha1(modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"))
+    try:
+        return x509.SubjectKeyIdentifier.from_public_key(key).digest
+    except (ValueError, TypeError):
+        return None
+
+
+def _authority_key_id(cert: x509.Certificate) -> bytes | None:
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    key_id = aki.key_identifier
+    return key_id if key_id is not None and len(key_id) == _SHA1_LEN else None
+
+
+def _config_certificate(der: bytes, what: str) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(bytes(der))
+    except ValueError:
+        raise ConfigError(f"a {what} certificate is not a DER X.509 certificate") from None
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _sha1(data: bytes) -> bytes:
+    return hashlib.sha1(data, usedforsecurity=False).digest()

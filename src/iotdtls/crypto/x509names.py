@@ -1,0 +1,100 @@
+"""Peer names in certificates: RFC 6125 server names (CRT-3) and EUI-64 client names (CRT-4).
+
+Pure string rules, no ASN.1: `iotdtls.crypto.x509` takes the identifiers out of a certificate
+and asks these functions whether they fit.
+
+* `reference_identity`: the name the client was told to reach (RFC 6125 §6.2.1 "reference
+  identifier"), as a lower-case A-label DNS name or an IP address. A bad one is the local
+  configuration's fault: `ConfigError`.
+* `dns_name_matches`: one presented DNS-ID (or CN-ID) against that reference (RFC 6125 §6.4):
+  case-insensitive, trailing dot ignored, and a wildcard only as the whole left-most label,
+  standing for exactly one label (§6.4.3 rules 1 and 2). Partial-label wildcards (`f*.example`,
+  the MAY of rule 3) are refused, and so is a wildcard over fewer than three labels (`*.com`),
+  which would span a public suffix: without a public-suffix list, two labels is the line.
+* `canonical_eui64`: an EUI-64 in one of its usual spellings (`0123456789abcdef`,
+  `01:23:45:67:89:ab:cd:ef`, `01-23-45-67-89-AB-CD-EF`), or None; the canonical form is the IEEE
+  one, upper-case hex octets joined by hyphens (RFC 7252 §9.1.3.3 asks client certificates to
+  carry an EUI-64 in subjectAltName or CN).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from iotdtls.errors import ConfigError
+
+__all__ = [
+    "IpAddress",
+    "canonical_eui64",
+    "dns_name_matches",
+    "reference_identity",
+]
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: RFC 1035 §2.3.4: at most 255 octets on the wire, so 253 characters as text.
+_MAX_DNS_NAME = 253
+#: LDH labels (RFC 5890 §2.3.1), plus "_" which service-style names use in practice.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+#: Wildcards span one label and never a two-label name (see the module docstring).
+_MIN_WILDCARD_LABELS = 3
+
+_HEX = "[0-9A-Fa-f]{2}"
+_EUI64 = re.compile(rf"(?:{_HEX}){{8}}|{_HEX}(?P<sep>[-:]){_HEX}(?:(?P=sep){_HEX}){{6}}")
+
+
+def reference_identity(server_name: str) -> str | IpAddress:
+    """The reference identifier for `server_name`: an IP address, or a DNS name in lower-case
+    ASCII (U-labels converted to A-labels, one trailing dot dropped).
+
+    Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels).
+    """
+    try:
+        return ipaddress.ip_address(server_name)
+    except ValueError:
+        pass
+    name = server_name[:-1] if server_name.endswith(".") else server_name
+    try:
+        ascii_name = name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.split(".")
+    if (
+        not ascii_name
+        or len(ascii_name) > _MAX_DNS_NAME
+        or not all(_LABEL.fullmatch(label) for label in labels)
+    ):
+        raise ConfigError(f"server name {server_name!r} is neither a DNS name nor an IP address")
+    return ascii_name
+
+
+def dns_name_matches(reference: str, presented: str) -> bool:
+    """Whether the presented identifier `presented` (a dNSName or CN) names `reference`.
+
+    `reference` comes from `reference_identity` (lower case, no trailing dot, no wildcard).
+    RFC 6125 §6.4.1 (case-insensitive comparison) and §6.4.3 (wildcards, as narrowed above).
+    """
+    name = presented.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if "*" not in name:
+        return name == reference
+    # The wildcard is the whole left-most label and stands for exactly one label; a "*"
+    # anywhere else can never equal a label of the reference, which has none.
+    labels = name.split(".")
+    if labels[0] != "*" or len(labels) < _MIN_WILDCARD_LABELS:
+        return False
+    return reference.split(".")[1:] == labels[1:]
+
+
+def canonical_eui64(text: str) -> str | None:
+    """`01-23-45-67-89-AB-CD-EF` for any usual spelling of that EUI-64, None for anything else.
+
+    Accepted: 16 hex digits, or 8 hex octets separated throughout by `-` or throughout by `:`;
+    either case.
+    """
+    if not _EUI64.fullmatch(text):
+        return None
+    digits = text.replace("-", "").replace(":", "").upper()
+    return "-".join(digits[i : i + 2] for i in range(0, 16, 2))

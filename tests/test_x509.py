@@ -1,0 +1,535 @@
+"""X.509 path validation, server names and client EUI-64s (iotdtls.crypto.x509): every check
+and the alert each failure carries. Certificates come from tests.pki, made per test run."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import sys
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    ObjectIdentifier,
+)
+
+from iotdtls.crypto.x509 import (
+    DEFAULT_MAX_CHAIN_DEPTH,
+    TrustStore,
+    leaf_public_key_spki,
+    load_certificates,
+    verify_client_chain,
+    verify_server_chain,
+)
+from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+from iotdtls.messages.constants import IdentifierType
+from tests.local_http import LocalHttpServer, Route
+from tests.pki import (
+    CLIENT_AUTH,
+    NOW,
+    SERVER_AUTH,
+    YEAR,
+    Issued,
+    ca_chain,
+    chain_der,
+    client_leaf,
+    dns,
+    intermediate,
+    ip,
+    issue,
+    p256,
+    root,
+    server_leaf,
+)
+
+A = AlertDescription
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def anchor() -> Issued:
+    return root()
+
+
+@pytest.fixture(scope="module")
+def store(anchor: Issued) -> TrustStore:
+    return TrustStore([anchor.der])
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def server(chain: Sequence[bytes], store: TrustStore, name: str | None = "localhost",
+           *, when: datetime.datetime = NOW, max_depth: int = DEFAULT_MAX_CHAIN_DEPTH) -> str:
+    return verify_server_chain(chain, store, server_name=name, when=when,
+                               max_depth=max_depth).name
+
+
+def client(chain: Sequence[bytes], store: TrustStore, *, when: datetime.datetime = NOW,
+           max_depth: int = DEFAULT_MAX_CHAIN_DEPTH) -> str:
+    return verify_client_chain(chain, store, when=when, max_depth=max_depth).name
+
+
+def refused(alert: AlertDescription, call: Callable[..., object], *args: Any,
+            **kwargs: Any) -> str:
+    """Run `call(*args, **kwargs)`, expect a ProtocolError carrying `alert`; return its
+    one-line message."""
+    with pytest.raises(ProtocolError) as info:
+        call(*args, **kwargs)
+    assert info.value.alert is alert, str(info.value)
+    message = str(info.value)
+    assert message and "\n" not in message
+    return message
+
+
+# -- loading and the trust store --------------------------------------------------------------
+
+
+def test_load_certificates_reads_pem_blocks_in_order_and_single_der(anchor: Issued) -> None:
+    leaf = server_leaf(anchor)
+    assert load_certificates(leaf.pem + b"\n" + anchor.pem) == (leaf.der, anchor.der)
+    assert load_certificates(anchor.der) == (anchor.der,)
+    key_pem = p256().private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
+    assert load_certificates(key_pem + leaf.pem) == (leaf.der,)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", b"-----BEGIN CERTIFICATE-----\nxx\n", b"\x30\x03"])
+def test_load_certificates_refuses_anything_else_in_one_line(data: bytes) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_certificates(data)
+    assert "\n" not in str(info.value)
+
+
+def test_load_certificates_refuses_der_with_trailing_bytes(anchor: Issued) -> None:
+    with pytest.raises(ConfigError):
+        load_certificates(anchor.der + b"\x00")
+
+
+@pytest.mark.req("CRT-1")
+def test_trust_store_is_immutable_deduplicated_and_checks_its_anchors(anchor: Issued) -> None:
+    other = root("other root")
+    store = TrustStore([anchor.der, other.der, anchor.der])
+    assert len(store) == 2
+    assert store.anchors == (anchor.der, other.der)
+    for attribute in ("_anchors", "anchors", "extra"):
+        with pytest.raises(AttributeError):
+            setattr(store, attribute, ())
+    with pytest.raises(ConfigError, match="anchor 2"):
+        TrustStore([anchor.der, b"not a certificate"])
+    with pytest.raises(ConfigError):
+        TrustStore([])
+
+
+@pytest.mark.req("CRT-8")
+def test_trusted_authorities_hash_each_anchor_key_as_rfc6066_says(
+    anchor: Issued, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    rsa_root = root("rsa root", key=rsa_key)
+    authorities = TrustStore([anchor.der, rsa_root.der]).trusted_authorities()
+    point = anchor.cert.public_key().public_bytes(serialization.Encoding.X962,
+                                                  serialization.PublicFormat.UncompressedPoint)
+    modulus = rsa_key.public_key().public_numbers().n
+    assert authorities == (
+        (IdentifierType.key_sha1_hash, hashlib.sha1(point).digest()),
+        (IdentifierType.key_sha1_hash, hashlib.sha1(modulus.to_bytes(256, "big")).digest()),
+    )
+
+
+# -- path validation (CRT-1, CRT-5, CRT-6) ----------------------------------------------------
+
+
+@pytest.mark.req("CRT-1")
+def test_server_chain_validates_to_the_anchor_without_the_root(
+    anchor: Issued, store: TrustStore
+) -> None:
+    chain = chain_der(server_leaf(anchor))
+    identity = verify_server_chain(chain, store, server_name="localhost", when=NOW,
+                                   max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    assert identity.name == "localhost"
+    assert identity.chain == chain
+    assert str(identity) == "certificate localhost"
+
+
+@pytest.mark.req("CRT-1")
+def test_a_root_sent_along_is_harmless(anchor: Issued, store: TrustStore) -> None:
+    assert server(chain_der(server_leaf(anchor), anchor), store) == "localhost"
+
+
+@pytest.mark.req("CRT-1")
+def test_chain_from_an_unknown_ca_is_unknown_ca(store: TrustStore) -> None:
+    stranger = root("stranger")
+    refused(A.unknown_ca, lambda: server(chain_der(server_leaf(stranger)), store))
+    refused(A.unknown_ca, lambda: server(chain_der(server_leaf(stranger), stranger), store))
+    refused(A.unknown_ca, lambda: server(chain_der(issue("localhost", None, san=dns("localhost"))),
+                                         store))
+
+
+@pytest.mark.req("CRT-1")
+def test_missing_intermediate_is_unknown_ca() -> None:
+    top, (middle,) = ca_chain(1)
+    refused(A.unknown_ca, lambda: server(chain_der(server_leaf(middle)), TrustStore([top.der])))
+
+
+@pytest.mark.req("CRT-1", "CRT-6")
+@pytest.mark.parametrize("depth", [0, 1, 2, 3])
+def test_intermediates_up_to_max_depth_are_accepted_and_beyond_are_unknown_ca(
+    depth: int,
+) -> None:
+    top, cas = ca_chain(depth)
+    store = TrustStore([top.der])
+    chain = chain_der(server_leaf(cas[-1] if cas else top), *reversed(cas))
+    assert server(chain, store, max_depth=depth) == "localhost"
+    if depth:
+        message = refused(A.unknown_ca, lambda: server(chain, store, max_depth=depth - 1))
+        assert f"needs {depth} CA certificates" in message
+        # with the root sent too, the chain is refused on its length alone
+        longer = (*chain, top.der)
+        refused(A.unknown_ca, lambda: server(longer, store, max_depth=depth - 1))
+
+
+@pytest.mark.req("CRT-6")
+def test_an_overlong_chain_is_refused_before_it_is_parsed(
+    anchor: Issued, store: TrustStore
+) -> None:
+    longest = DEFAULT_MAX_CHAIN_DEPTH + 2  # leaf, CAs, root
+    chain = (server_leaf(anchor).der, *[b"junk"] * longest)
+    assert "deeper than" in refused(A.unknown_ca, server, chain, store)
+    refused(A.bad_certificate, server, chain[:longest], store)
+
+
+@pytest.mark.req("CRT-1")
+def test_authority_key_identifiers_are_not_required() -> None:
+    top = root(authority_key_id=False)
+    middle = intermediate(top, "intermediate", authority_key_id=False)
+    leaf = server_leaf(middle, authority_key_id=False)
+    assert server(chain_der(leaf, middle), TrustStore([top.der])) == "localhost"
+
+
+@pytest.mark.req("CRT-6")
+def test_default_max_chain_depth_allows_two_intermediates_and_bad_values_are_config_errors(
+    anchor: Issued, store: TrustStore
+) -> None:
+    assert DEFAULT_MAX_CHAIN_DEPTH == 2
+    top, cas = ca_chain(3)
+    chain = chain_der(server_leaf(cas[-1]), *reversed(cas))
+    refused(A.unknown_ca, lambda: server(chain, TrustStore([top.der])))
+    for bad in (-1, 17):
+        with pytest.raises(ConfigError):
+            server(chain_der(server_leaf(anchor)), store, max_depth=bad)
+
+
+@pytest.mark.req("CRT-1")
+@pytest.mark.parametrize("which", ["leaf", "intermediate"])
+def test_a_bad_signature_in_the_chain_is_bad_certificate(which: str) -> None:
+    top, (middle,) = ca_chain(1)
+    if which == "intermediate":
+        middle = intermediate(top, "intermediate 1", key=middle.key, signing_key=p256())
+    leaf = server_leaf(middle, signing_key=p256() if which == "leaf" else None)
+    message = refused(A.bad_certificate,
+                      lambda: server(chain_der(leaf, middle), TrustStore([top.der])))
+    assert "signature" in message
+
+
+@pytest.mark.req("CRT-1")
+@pytest.mark.parametrize(
+    ("when", "cert_kind"),
+    [(NOW + 2 * YEAR, "leaf"), (NOW - 2 * YEAR, "leaf"), (NOW, "intermediate"), (NOW, "anchor")],
+)
+def test_certificates_outside_their_validity_are_certificate_expired(
+    when: datetime.datetime, cert_kind: str
+) -> None:
+    short = {"not_before": NOW - 2 * DAY, "not_after": NOW - DAY}
+    top = root(**(short if cert_kind == "anchor" else {}))
+    middle = intermediate(top, "intermediate", **(short if cert_kind == "intermediate" else {}))
+    leaf = server_leaf(middle)
+    refused(A.certificate_expired,
+            lambda: server(chain_der(leaf, middle), TrustStore([top.der]), when=when))
+
+
+def test_validity_is_checked_at_the_time_given_and_naive_times_are_utc(
+    anchor: Issued, store: TrustStore
+) -> None:
+    leaf = server_leaf(anchor, not_before=NOW - DAY, not_after=NOW + DAY)
+    assert server(chain_der(leaf), store, when=NOW.replace(tzinfo=None)) == "localhost"
+    later = (NOW + 2 * DAY).astimezone(datetime.timezone(datetime.timedelta(hours=5)))
+    refused(A.certificate_expired, lambda: server(chain_der(leaf), store, when=later))
+
+
+@pytest.mark.req("CRT-1")
+def test_issuer_that_is_not_a_ca_is_unknown_ca(anchor: Issued, store: TrustStore) -> None:
+    for middle in (issue("not a ca", anchor), issue("no constraints", anchor,
+                                                    basic_constraints=False, key_usage=False)):
+        leaf = server_leaf(middle)
+        refused(A.unknown_ca, server, chain_der(leaf, middle), store)
+
+
+@pytest.mark.req("CRT-1")
+def test_path_length_constraint_is_enforced() -> None:
+    top = root(path_length=0)
+    middle = intermediate(top, "intermediate")
+    refused(A.unknown_ca,
+            lambda: server(chain_der(server_leaf(middle), middle), TrustStore([top.der])))
+
+
+@pytest.mark.req("CRT-1")
+def test_leaf_key_must_be_p256(store: TrustStore, anchor: Issued,
+                               rsa_key: rsa.RSAPrivateKey) -> None:
+    for key, shown in ((rsa_key, "RSA-2048"), (ec.generate_private_key(ec.SECP384R1()),
+                                                "secp384r1"),
+                       (ed25519.Ed25519PrivateKey.generate(), "Ed25519")):
+        leaf = server_leaf(anchor, key=key)
+        assert shown in refused(A.unsupported_certificate, server, chain_der(leaf), store)
+        refused(A.unsupported_certificate, client, chain_der(leaf), store)
+
+
+@pytest.mark.req("CRT-1")
+def test_an_rsa_intermediate_is_fine(rsa_key: rsa.RSAPrivateKey) -> None:
+    top = root()
+    middle = intermediate(top, "rsa intermediate", key=rsa_key)
+    assert server(chain_der(server_leaf(middle), middle), TrustStore([top.der])) == "localhost"
+
+
+@pytest.mark.req("CRT-1")
+def test_key_usage_must_allow_digital_signature_when_present(
+    anchor: Issued, store: TrustStore
+) -> None:
+    no_signing = server_leaf(anchor, digital_signature=False)
+    assert "digitalSignature" in refused(A.unsupported_certificate,
+                                         lambda: server(chain_der(no_signing), store))
+    assert server(chain_der(server_leaf(anchor, key_usage=False)), store) == "localhost"
+
+
+@pytest.mark.req("CRT-1", "CRT-4")
+def test_extended_key_usage_must_name_the_role_when_present(
+    anchor: Issued, store: TrustStore
+) -> None:
+    client_only = server_leaf(anchor, eku=[CLIENT_AUTH])
+    refused(A.unsupported_certificate, lambda: server(chain_der(client_only), store))
+    server_only = client_leaf(anchor, eku=[SERVER_AUTH])
+    refused(A.unsupported_certificate, lambda: client(chain_der(server_only), store))
+    anything = [ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]
+    assert server(chain_der(server_leaf(anchor, eku=anything)), store) == "localhost"
+    assert server(chain_der(server_leaf(anchor, eku=None)), store) == "localhost"
+    assert client(chain_der(client_leaf(anchor, eku=None)), store) == "01-23-45-67-89-AB-CD-EF"
+
+
+@pytest.mark.req("CRT-1")
+def test_malformed_input_is_bad_certificate(anchor: Issued, store: TrustStore) -> None:
+    refused(A.bad_certificate, lambda: server((), store))
+    refused(A.bad_certificate, lambda: server((b"\x30\x00",), store))
+    refused(A.bad_certificate, lambda: server((server_leaf(anchor).der, b"junk"), store))
+    critical = (x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"),
+                True)
+    odd = server_leaf(anchor, extensions=[critical])
+    refused(A.bad_certificate, lambda: server(chain_der(odd), store))
+
+
+@pytest.mark.req("CRT-1")
+def test_a_pinned_leaf_is_trusted_directly(anchor: Issued) -> None:
+    leaf = server_leaf(anchor)
+    assert server(chain_der(leaf), TrustStore([leaf.der])) == "localhost"
+
+
+@pytest.mark.req("CRT-1")
+def test_leaf_public_key_spki_is_the_leaf_key(anchor: Issued) -> None:
+    leaf = server_leaf(anchor)
+    assert leaf_public_key_spki(chain_der(leaf, anchor)) == leaf.spki
+    refused(A.bad_certificate, lambda: leaf_public_key_spki(()))
+    refused(A.bad_certificate, lambda: leaf_public_key_spki((b"junk",)))
+
+
+# -- server names (CRT-3) ---------------------------------------------------------------------
+
+
+@pytest.mark.req("CRT-3")
+@pytest.mark.parametrize(
+    ("presented", "reference", "matched"),
+    [
+        (["localhost"], "localhost", "localhost"),
+        (["LocalHost"], "LOCALHOST.", "localhost"),
+        (["other.example", "coap.example.org."], "coap.example.org", "coap.example.org"),
+        (["*.example.com"], "node7.example.com", "node7.example.com"),
+        (["xn--bcher-kva.example"], "bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_server_name_matches_a_dns_san(anchor: Issued, store: TrustStore,
+                                       presented: list[str], reference: str,
+                                       matched: str) -> None:
+    assert server(chain_der(server_leaf(anchor, *presented)), store, reference) == matched
+
+
+@pytest.mark.req("CRT-3")
+@pytest.mark.parametrize(
+    ("presented", "reference"),
+    [
+        (["localhost"], "example.com"),
+        (["*.example.com"], "a.b.example.com"),
+        (["*.example.com"], "example.com"),
+        (["*.com"], "example.com"),
+        (["f*.example.com"], "foo.example.com"),
+        (["a.*.example.com"], "a.b.example.com"),
+        (["*.*.example.com"], "a.b.example.com"),
+        (["node.example.com"], "node.example.com.evil"),
+        (["127.0.0.1"], "127.0.0.1"),
+    ],
+)
+def test_server_name_mismatch_is_bad_certificate(anchor: Issued, store: TrustStore,
+                                                 presented: list[str], reference: str) -> None:
+    leaf = server_leaf(anchor, *presented)
+    message = refused(A.bad_certificate, lambda: server(chain_der(leaf), store, reference))
+    assert "not valid for" in message
+
+
+@pytest.mark.req("CRT-3")
+def test_common_name_counts_only_without_any_subject_alt_name(
+    anchor: Issued, store: TrustStore
+) -> None:
+    cn_only = issue("coap.example.org", anchor, eku=[SERVER_AUTH])
+    assert server(chain_der(cn_only), store, "coap.example.org") == "coap.example.org"
+    refused(A.bad_certificate, lambda: server(chain_der(cn_only), store, "other.example.org"))
+    with_san = issue("coap.example.org", anchor, san=dns("other.example.org"))
+    refused(A.bad_certificate, lambda: server(chain_der(with_san), store, "coap.example.org"))
+    email_only = issue("coap.example.org", anchor, san=[x509.RFC822Name("a@example.org")])
+    refused(A.bad_certificate, lambda: server(chain_der(email_only), store, "coap.example.org"))
+    wildcard_cn = issue("*.example.org", anchor)
+    assert server(chain_der(wildcard_cn), store, "coap.example.org") == "coap.example.org"
+
+
+@pytest.mark.req("CRT-3")
+def test_ip_address_names_match_ip_sans_only(anchor: Issued, store: TrustStore) -> None:
+    leaf = server_leaf(anchor, san=[*dns("localhost"), *ip("127.0.0.1", "2001:db8::1")])
+    assert server(chain_der(leaf), store, "127.0.0.1") == "127.0.0.1"
+    assert server(chain_der(leaf), store, "2001:DB8:0::1") == "2001:db8::1"
+    refused(A.bad_certificate, lambda: server(chain_der(leaf), store, "127.0.0.2"))
+    cn_ip = issue("127.0.0.1", anchor)
+    refused(A.bad_certificate, lambda: server(chain_der(cn_ip), store, "127.0.0.1"))
+
+
+@pytest.mark.req("CRT-3")
+def test_without_a_server_name_the_identity_is_the_common_name(
+    anchor: Issued, store: TrustStore
+) -> None:
+    assert server(chain_der(issue("device CN", anchor, san=dns("x.example"))), store,
+                  None) == "device CN"
+    assert server(chain_der(issue(None, anchor, san=dns("x.example"))), store,
+                  None) == "x.example"
+
+
+@pytest.mark.parametrize("name", ["", ".", "*.example.com", "a..b", "bad name", "-x.example",
+                                  "x" * 64 + ".example"])
+def test_a_bad_server_name_is_a_config_error(anchor: Issued, store: TrustStore,
+                                             name: str) -> None:
+    with pytest.raises(ConfigError):
+        server(chain_der(server_leaf(anchor)), store, name)
+
+
+# -- client EUI-64 (CRT-4) --------------------------------------------------------------------
+
+
+@pytest.mark.req("CRT-4")
+@pytest.mark.parametrize(
+    "spelling",
+    ["01-23-45-67-89-AB-CD-EF", "01-23-45-67-89-ab-cd-ef", "01:23:45:67:89:AB:cd:ef",
+     "0123456789abcdef", "0123456789ABCDEF"],
+)
+def test_client_eui64_from_the_common_name_in_any_usual_spelling(
+    anchor: Issued, store: TrustStore, spelling: str
+) -> None:
+    identity = verify_client_chain(chain_der(client_leaf(anchor, spelling)), store, when=NOW,
+                                   max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    assert identity.name == "01-23-45-67-89-AB-CD-EF"
+    assert str(identity) == "certificate 01-23-45-67-89-AB-CD-EF"
+
+
+@pytest.mark.req("CRT-4")
+def test_client_eui64_from_the_subject_alt_name(anchor: Issued, store: TrustStore) -> None:
+    in_san = client_leaf(anchor, "device", san=dns("not-an-eui", "a0:b1:c2:d3:e4:f5:06:17"))
+    assert client(chain_der(in_san), store) == "A0-B1-C2-D3-E4-F5-06-17"
+    twice = client_leaf(anchor, "device", san=dns("a0b1c2d3e4f50617", "A0-B1-C2-D3-E4-F5-06-17"))
+    assert client(chain_der(twice), store) == "A0-B1-C2-D3-E4-F5-06-17"
+    top, (middle,) = ca_chain(1)
+    deep = client_leaf(middle, "0011223344556677")
+    assert client(chain_der(deep, middle), TrustStore([top.der])) == "00-11-22-33-44-55-66-77"
+
+
+@pytest.mark.req("CRT-4")
+@pytest.mark.parametrize(
+    ("common_name", "san"),
+    [
+        ("device-7", None),
+        ("01-23-45-67-89-AB-CD", None),
+        ("01-23-45:67-89-AB-CD-EF", None),
+        ("0123456789abcdeg", None),
+        ("01-23-45-67-89-AB-CD-EF", dns("device.example")),
+        ("device", dns("0123456789abcdef", "fedcba9876543210")),
+    ],
+)
+def test_client_certificate_without_one_eui64_is_bad_certificate(
+    anchor: Issued, store: TrustStore, common_name: str, san: list[x509.GeneralName] | None
+) -> None:
+    leaf = client_leaf(anchor, common_name, san=san)
+    assert "EUI-64" in refused(A.bad_certificate, lambda: client(chain_der(leaf), store))
+
+
+@pytest.mark.req("CRT-4")
+def test_client_chain_is_path_validated_too(anchor: Issued, store: TrustStore) -> None:
+    refused(A.unknown_ca, lambda: client(chain_der(client_leaf(root("stranger"))), store))
+    expired = client_leaf(anchor, not_after=NOW - DAY)
+    refused(A.certificate_expired, lambda: client(chain_der(expired), store))
+
+
+# -- no network, ever (CRT-5) -----------------------------------------------------------------
+
+
+_network_events: list[str] | None = None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _network_events is not None and event.startswith(("socket.", "urllib.")):
+        _network_events.append(event)
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.mark.req("CRT-5")
+def test_no_ocsp_crl_or_issuer_fetch_even_when_the_certificate_points_to_them() -> None:
+    """The certificate names an OCSP responder, a CRL and its issuer's certificate on a live
+    local HTTP server that would serve the missing intermediate; nothing is ever asked."""
+    global _network_events
+    top, (middle,) = ca_chain(1)
+    with LocalHttpServer({"/ca.der": Route(middle.der)}) as httpd:
+        pointers = [
+            (x509.AuthorityInformationAccess([
+                x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
+                                       x509.UniformResourceIdentifier(httpd.url("/ocsp"))),
+                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                       x509.UniformResourceIdentifier(httpd.url("/ca.der"))),
+            ]), False),
+            (x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(httpd.url("/crl"))], None, None, None)]), False),
+        ]
+        leaf = server_leaf(middle, extensions=pointers)
+        store = TrustStore([top.der])
+        _network_events = []
+        try:
+            assert server(chain_der(leaf, middle), store) == "localhost"
+            refused(A.unknown_ca, server, chain_der(leaf), store)
+            events = list(_network_events)
+        finally:
+            _network_events = None
+        # the server works: a request of ours gets the intermediate, and is the only one it saw
+        assert urllib.request.urlopen(httpd.url("/ca.der"), timeout=5).read() == middle.der
+        assert httpd.hits == ["/ca.der"]
+    assert events == []
