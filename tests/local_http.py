@@ -3,12 +3,14 @@ fetch, or must not fetch, certificates by URL. Helper module, not a test file.
 
 `LocalHttpServer(routes)` serves `routes[path]`, a `Route` (status, body, headers, an optional
 delay before the body and a body dribbled out slowly), records every request path in `hits`,
-and answers 404 to anything else. Use it as a context manager; `url(path)` gives the address.
+and answers 404 to anything else; with `tls=` (a server-side `ssl.SSLContext`) it speaks
+https. Use it as a context manager; `url(path)` gives the address.
 """
 
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,18 +68,23 @@ class LocalHttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a handler still dribbling must not hold up the test's exit
 
-    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+    def __init__(
+        self, routes: dict[str, Route] | None = None, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.scheme = "http" if tls is None else "https"
         self.routes: dict[str, Route] = dict(routes or {})
         self.hits: list[str] = []
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def __enter__(self) -> Self:
         self._thread.start()

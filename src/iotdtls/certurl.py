@@ -1,0 +1,279 @@
+"""Client certificate URLs (RFC 6066 §5, CRT-7): the server fetches the client's chain.
+
+A client that negotiated client_certificate_url may send a CertificateURL message (a list of
+URLs, each with the SHA-1 of what it points to) instead of its Certificate. This module is the
+server's side of that: a pluggable fetcher and the check of every fetched item against its
+hash. It does blocking I/O and is meant for the adapters (run it in a worker thread); the
+sans-I/O core never imports it.
+
+* `CertificateFetcher`: `(url, size_limit, timeout) -> bytes`, the bytes at `url`, at most
+  `size_limit` of them, within `timeout` seconds; failures raise `CertificateFetchError` (or
+  `OSError`).
+* `default_fetcher`: http, https and file URLs with those limits (`make_fetcher` builds one
+  with another TLS context or fewer schemes). Redirects are followed only to the same scheme,
+  at most `MAX_REDIRECTS` times. Mind what it means on a server: a client makes it send GET
+  requests wherever it likes and read any local file by its hash (it learns nothing but
+  whether the hash matched). A server that faces untrusted clients should pass a fetcher
+  limited to its own certificate host (`make_fetcher(schemes=("https",))` and a wrapper that
+  checks the host).
+* `fetch_client_chain`: fetch each `individual_certs` URL in order (leaf first, RFC 6066 §5),
+  compare its SHA-1 with the one sent, in constant time, and return the DER chain. A failure to
+  fetch is certificate_unobtainable(111), a hash mismatch bad_certificate_hash_value(114), as
+  RFC 6066 §5 prescribes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import os
+import ssl
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Sequence
+from typing import IO, Final, Protocol
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from iotdtls.crypto import constant_time_equal
+from iotdtls.errors import AlertDescription, ProtocolError
+
+__all__ = [
+    "DEFAULT_CERTIFICATE_SIZE_LIMIT",
+    "DEFAULT_FETCH_TIMEOUT",
+    "DEFAULT_MAX_URLS",
+    "MAX_REDIRECTS",
+    "CertificateFetchError",
+    "CertificateFetcher",
+    "default_fetcher",
+    "fetch_client_chain",
+    "make_fetcher",
+]
+
+CertificateFetcher = Callable[[str, int, float], bytes]
+"""`(url, size_limit, timeout_seconds) -> the bytes at url`."""
+
+DEFAULT_CERTIFICATE_SIZE_LIMIT: Final = 16 * 1024
+"""Bytes per fetched certificate: a P-256 certificate is well under 1 KiB, a large RSA one with
+many names a few KiB."""
+DEFAULT_FETCH_TIMEOUT: Final = 10.0
+"""Seconds for the whole chain: well inside a client's retransmission budget."""
+DEFAULT_MAX_URLS: Final = 4
+"""URLs fetched at most: a leaf, two CAs (DEFAULT_MAX_CHAIN_DEPTH) and a root sent along."""
+MAX_REDIRECTS: Final = 4
+
+_HTTP_SCHEMES = frozenset({"http", "https"})
+_ALL_SCHEMES = ("http", "https", "file")
+_READ_CHUNK = 16 * 1024
+_SHOWN_URL = 80
+
+
+class CertificateFetchError(Exception):
+    """A certificate URL could not be fetched; the message is one line saying why."""
+
+
+def make_fetcher(
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    schemes: Collection[str] = _ALL_SCHEMES,
+) -> CertificateFetcher:
+    """A fetcher for the URL `schemes` (of http, https, file); https checks the server with
+    `ssl_context` (default: the system's trust store)."""
+    allowed = frozenset(schemes)
+    if not allowed or not allowed <= set(_ALL_SCHEMES):
+        raise ValueError(f"certificate URL schemes must be among {', '.join(_ALL_SCHEMES)}")
+
+    def fetch(url: str, size_limit: int, timeout: float) -> bytes:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in allowed:
+            raise CertificateFetchError(
+                f"{_describe(parts)}: the URL scheme is not one of {', '.join(sorted(allowed))}"
+            )
+        if scheme == "file":
+            job = functools.partial(_read_file, parts, size_limit)
+        else:
+            job = functools.partial(_read_http, url, size_limit, timeout, ssl_context)
+        return _within(timeout, job, parts)
+
+    return fetch
+
+
+def _within(timeout: float, job: Callable[[], bytes], parts: SplitResult) -> bytes:
+    """Run `job` in a worker thread and give up after `timeout` seconds (name resolution and
+    connection set-up have no time limit of their own). A worker left behind ends by itself:
+    every read it makes is bounded by the socket timeout and the deadline."""
+    outcome: list[bytes | Exception] = []
+
+    def run() -> None:
+        try:
+            outcome.append(job())
+        except Exception as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="iotdtls-certurl", daemon=True)
+    worker.start()
+    worker.join(max(timeout, 0.0))
+    if not outcome:
+        raise CertificateFetchError(f"{_describe(parts)}: no answer within {timeout:g} s")
+    result = outcome[0]
+    if isinstance(result, CertificateFetchError):
+        raise result
+    if isinstance(result, (OSError, http.client.HTTPException, ValueError)):
+        raise CertificateFetchError(f"{_describe(parts)}: {_reason(result)}") from None
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _read_http(
+    url: str, size_limit: int, timeout: float, context: ssl.SSLContext | None
+) -> bytes:
+    deadline = time.monotonic() + timeout
+    opener = urllib.request.build_opener(
+        _SameSchemeRedirects(), urllib.request.HTTPSHandler(context=context)
+    )
+    with opener.open(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > size_limit:
+            raise CertificateFetchError(
+                f"{_describe(urlsplit(url))}: {length} bytes, more than {size_limit}"
+            )
+        return _read_limited(response, size_limit, deadline, urlsplit(url))
+
+
+def _read_file(parts: SplitResult, size_limit: int) -> bytes:
+    """A local regular file (RFC 8089): host empty or localhost; FIFOs and devices refused
+    (opened non-blocking, so a FIFO cannot hang the worker)."""
+    if parts.netloc not in ("", "localhost"):
+        raise CertificateFetchError(f"{_describe(parts)}: file URLs must name a local file")
+    path = urllib.request.url2pathname(unquote(parts.path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode) or info.st_size > size_limit:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CertificateFetchError(f"{_describe(parts)}: not a regular file")
+        raise CertificateFetchError(
+            f"{_describe(parts)}: {info.st_size} bytes, more than {size_limit}"
+        )
+    with os.fdopen(fd, "rb") as file:
+        return _read_limited(file, size_limit, None, parts)
+
+
+class _Stream(Protocol):
+    def read1(self, size: int, /) -> bytes: ...
+
+
+def _read_limited(
+    stream: _Stream, size_limit: int, deadline: float | None, parts: SplitResult
+) -> bytes:
+    data = bytearray()
+    while chunk := stream.read1(_READ_CHUNK):
+        data += chunk
+        if len(data) > size_limit:
+            raise CertificateFetchError(f"{_describe(parts)}: more than {size_limit} bytes")
+        if deadline is not None and time.monotonic() > deadline:
+            raise CertificateFetchError(f"{_describe(parts)}: too slow")
+    return bytes(data)
+
+
+class _SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to the scheme of the request (http to http, https to https)."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        old, new = urlsplit(req.full_url), urlsplit(newurl)
+        if new.scheme.lower() != old.scheme.lower() or new.scheme.lower() not in _HTTP_SCHEMES:
+            raise CertificateFetchError(
+                f"{_describe(old)}: redirect to another scheme ({new.scheme or 'none'}) refused"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _describe(parts: SplitResult) -> str:
+    """A URL for messages: no user information and no query, printable, bounded."""
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    text = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+    shown = "".join(c if c.isprintable() and c.isascii() else "?" for c in text)
+    return shown if len(shown) <= _SHOWN_URL else shown[: _SHOWN_URL - 3] + "..."
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        if 300 <= exc.code < 400:  # urllib refuses the scheme, or the redirects loop
+            return f"redirect not followed (HTTP status {exc.code})"
+        return f"HTTP status {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+default_fetcher: Final[CertificateFetcher] = make_fetcher()
+"""Fetches http, https (system trust store) and file URLs."""
+
+
+def fetch_client_chain(
+    urls_and_hashes: Sequence[tuple[str, bytes]],
+    fetcher: CertificateFetcher,
+    size_limit: int = DEFAULT_CERTIFICATE_SIZE_LIMIT,
+    timeout: float = DEFAULT_FETCH_TIMEOUT,
+    *,
+    max_urls: int = DEFAULT_MAX_URLS,
+) -> tuple[bytes, ...]:
+    """The client's chain (DER, in the order sent: leaf first) from a CertificateURL of type
+    individual_certs (RFC 6066 §5); `timeout` bounds all the fetches together.
+
+    Raises `ProtocolError` with certificate_unobtainable when a URL cannot be fetched in time
+    or there are more than `max_urls`, and with bad_certificate_hash_value when what was
+    fetched does not have the SHA-1 that was sent (RFC 6066 §5).
+    """
+    unobtainable = AlertDescription.certificate_unobtainable
+    if not urls_and_hashes or len(urls_and_hashes) > max_urls:
+        raise ProtocolError(
+            f"the client sent {len(urls_and_hashes)} certificate URLs (1 to {max_urls} accepted)",
+            unobtainable,
+        )
+    deadline = time.monotonic() + timeout
+    chain: list[bytes] = []
+    for number, (url, sha1_hash) in enumerate(urls_and_hashes, 1):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProtocolError(
+                f"the client's certificate URLs took longer than {timeout:g} s", unobtainable
+            )
+        try:
+            data = fetcher(url, size_limit, remaining)
+        except (CertificateFetchError, OSError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ProtocolError(
+                f"certificate URL {number} could not be fetched: {reason}", unobtainable
+            ) from None
+        if not constant_time_equal(hashlib.sha1(data, usedforsecurity=False).digest(), sha1_hash):
+            raise ProtocolError(
+                f"the certificate at URL {number} ({_describe(urlsplit(url))}) does not match "
+                "the SHA-1 hash sent with it",
+                AlertDescription.bad_certificate_hash_value,
+            )
+        chain.append(data)
+    return tuple(chain)

@@ -1,0 +1,250 @@
+"""Client certificate URLs (RFC 6066 §5, CRT-7): the default fetcher against a real HTTP(S)
+server on loopback and real files, its limits, and the hash check of fetch_client_chain."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from iotdtls.certurl import (
+    DEFAULT_MAX_URLS,
+    CertificateFetchError,
+    _within,
+    default_fetcher,
+    fetch_client_chain,
+    make_fetcher,
+)
+from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, TrustStore, verify_client_chain
+from iotdtls.errors import AlertDescription, ProtocolError
+from tests.local_http import LocalHttpServer, Route
+from tests.pki import NOW, ca_chain, client_leaf, ip, root, server_leaf
+
+pytestmark = pytest.mark.req("CRT-7")
+
+LIMIT = 4096
+CERT = b"\x30\x82" + bytes(range(256)) * 3  # any bytes: the fetcher does not parse
+
+
+def sha1(data: bytes) -> bytes:
+    return hashlib.sha1(data).digest()
+
+
+def fetch_error(url: str, limit: int = LIMIT, timeout: float = 5.0) -> str:
+    with pytest.raises(CertificateFetchError) as info:
+        default_fetcher(url, limit, timeout)
+    message = str(info.value)
+    assert message and "\n" not in message
+    return message
+
+
+@pytest.fixture
+def web() -> Iterator[LocalHttpServer]:
+    with LocalHttpServer({"/cert.der": Route(CERT)}) as server:
+        yield server
+
+
+# -- the default fetcher ----------------------------------------------------------------------
+
+
+def test_http_fetch_returns_the_body(web: LocalHttpServer) -> None:
+    assert default_fetcher(web.url("/cert.der"), LIMIT, 5.0) == CERT
+    assert web.hits == ["/cert.der"]
+
+
+def test_https_fetch_checks_the_server_with_the_given_trust(tmp_path: Path) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {"not_before": now - datetime.timedelta(days=1),
+             "not_after": now + datetime.timedelta(days=1)}
+    anchor = root(**valid)
+    leaf = server_leaf(anchor, san=ip("127.0.0.1"), **valid)
+    (tmp_path / "cert.pem").write_bytes(leaf.pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    trusting = ssl.create_default_context(cadata=anchor.pem.decode())
+    with LocalHttpServer({"/cert.der": Route(CERT)}, tls=server_side) as web:
+        url = web.url("/cert.der")
+        assert url.startswith("https://")
+        assert make_fetcher(ssl_context=trusting)(url, LIMIT, 5.0) == CERT
+        assert "certificate" in fetch_error(url)  # the system trust store does not know it
+        assert web.hits == ["/cert.der"]
+
+
+def test_size_limit_with_and_without_content_length(web: LocalHttpServer) -> None:
+    web.routes["/close"] = Route(CERT, chunked_close=True)
+    assert default_fetcher(web.url("/cert.der"), len(CERT), 5.0) == CERT
+    assert default_fetcher(web.url("/close"), len(CERT), 5.0) == CERT
+    assert f"{len(CERT)} bytes, more than" in fetch_error(web.url("/cert.der"), len(CERT) - 1)
+    assert "more than" in fetch_error(web.url("/close"), len(CERT) - 1)
+
+
+@pytest.mark.parametrize("route", [Route(CERT, delay=3.0), Route(CERT[:200], dribble=0.02)])
+def test_time_limit_covers_a_silent_and_a_dribbling_server(web: LocalHttpServer,
+                                                           route: Route) -> None:
+    web.routes["/slow"] = route
+    started = time.monotonic()
+    fetch_error(web.url("/slow"), timeout=0.5)
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_stalled_lookup_is_cut_at_the_time_limit() -> None:
+    """Name resolution has no timeout of its own: the fetch runs in a worker the caller stops
+    waiting for."""
+    hung = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(CertificateFetchError, match=r"no answer within 0\.2 s"):
+        _within(0.2, lambda: bytes(hung.wait(5.0)), urlsplit("http://stalled.example/"))
+    assert time.monotonic() - started < 1.5
+    hung.set()
+
+
+def test_a_worker_stops_reading_at_the_deadline(web: LocalHttpServer) -> None:
+    web.routes["/slow"] = Route(CERT[:200], dribble=0.02)
+    fetch_error(web.url("/slow"), timeout=0.3)
+    deadline = time.monotonic() + 2.0
+    while any(t.name == "iotdtls-certurl" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the fetch worker outlived its deadline"
+        time.sleep(0.02)
+
+
+def test_http_errors_and_refused_connections(web: LocalHttpServer) -> None:
+    assert "HTTP status 404" in fetch_error(web.url("/missing"))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    fetch_error(f"http://127.0.0.1:{port}/cert.der")
+
+
+def test_user_information_never_reaches_a_message(web: LocalHttpServer) -> None:
+    message = fetch_error(web.url("/missing").replace("//", "//user:s3cret@"))
+    assert "s3cret" not in message and "user" not in message
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/cert.der", "data:,hello", "gopher://x/",
+                                 "cert.der", "//127.0.0.1/cert.der"])
+def test_other_schemes_are_refused(url: str) -> None:
+    assert "scheme" in fetch_error(url)
+
+
+def test_a_fetcher_with_fewer_schemes(web: LocalHttpServer, tmp_path: Path) -> None:
+    (tmp_path / "c.der").write_bytes(CERT)
+    https_only = make_fetcher(schemes=("https",))
+    for url in (web.url("/cert.der"), (tmp_path / "c.der").as_uri()):
+        with pytest.raises(CertificateFetchError, match="scheme"):
+            https_only(url, LIMIT, 5.0)
+    assert web.hits == []
+    with pytest.raises(ValueError):
+        make_fetcher(schemes=("ftp",))
+
+
+def test_redirects_stay_on_the_same_scheme(web: LocalHttpServer, tmp_path: Path) -> None:
+    (tmp_path / "c.der").write_bytes(CERT)
+    for path, target in (("/moved", web.url("/cert.der")),
+                         ("/to-file", (tmp_path / "c.der").as_uri()),
+                         ("/to-https", web.url("/cert.der").replace("http:", "https:")),
+                         ("/to-ftp", "ftp://127.0.0.1/cert.der"),
+                         ("/loop", web.url("/loop"))):
+        web.routes[path] = Route(status=302, headers={"Location": target})
+    assert default_fetcher(web.url("/moved"), LIMIT, 5.0) == CERT
+    for path in ("/to-file", "/to-https", "/to-ftp"):
+        assert "redirect" in fetch_error(web.url(path))
+    fetch_error(web.url("/loop"))
+    assert "/cert.der" in web.hits and web.hits.count("/loop") <= 6
+
+
+def test_file_urls(tmp_path: Path) -> None:
+    target = tmp_path / "a cert.der"
+    target.write_bytes(CERT)
+    assert default_fetcher(target.as_uri(), LIMIT, 5.0) == CERT
+    assert default_fetcher("file://localhost" + target.as_uri()[7:], LIMIT, 5.0) == CERT
+    assert "more than" in fetch_error(target.as_uri(), len(CERT) - 1)
+    assert "regular file" in fetch_error(tmp_path.as_uri())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    assert "regular file" in fetch_error(fifo.as_uri(), timeout=5.0)
+    assert time.monotonic() - started < 2.0
+    fetch_error((tmp_path / "missing").as_uri())
+    assert "local file" in fetch_error("file://example.com" + target.as_uri()[7:])
+
+
+# -- fetch_client_chain -----------------------------------------------------------------------
+
+
+def test_the_fetched_chain_is_the_clients_and_validates() -> None:
+    top, (middle,) = ca_chain(1)
+    leaf = client_leaf(middle)
+    routes = {"/leaf.der": Route(leaf.der), "/ca.der": Route(middle.der)}
+    with LocalHttpServer(routes) as web:
+        entries = [(web.url("/leaf.der"), sha1(leaf.der)), (web.url("/ca.der"), sha1(middle.der))]
+        chain = fetch_client_chain(entries, default_fetcher, LIMIT, 5.0)
+    assert chain == (leaf.der, middle.der)
+    identity = verify_client_chain(chain, TrustStore([top.der]), when=NOW,
+                                   max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    assert identity.name == "01-23-45-67-89-AB-CD-EF"
+
+
+def refused(alert: AlertDescription, *args: object, **kwargs: object) -> str:
+    with pytest.raises(ProtocolError) as info:
+        fetch_client_chain(*args, **kwargs)  # type: ignore[arg-type]
+    assert info.value.alert is alert, str(info.value)
+    return str(info.value)
+
+
+def test_a_hash_mismatch_is_bad_certificate_hash_value(web: LocalHttpServer) -> None:
+    entries = [(web.url("/cert.der"), sha1(CERT)), (web.url("/cert.der"), sha1(CERT + b"x"))]
+    message = refused(AlertDescription.bad_certificate_hash_value, entries, default_fetcher)
+    assert "URL 2" in message
+    assert AlertDescription.bad_certificate_hash_value == 114
+
+
+def test_an_unobtainable_certificate_is_certificate_unobtainable(web: LocalHttpServer) -> None:
+    unobtainable = AlertDescription.certificate_unobtainable
+    assert unobtainable == 111
+    entries = [(web.url("/cert.der"), sha1(CERT)), (web.url("/gone"), sha1(CERT))]
+    assert "URL 2" in refused(unobtainable, entries, default_fetcher)
+    too_many = [(web.url("/cert.der"), sha1(CERT))] * (DEFAULT_MAX_URLS + 1)
+    hits = len(web.hits)
+    refused(unobtainable, too_many, default_fetcher)
+    refused(unobtainable, [], default_fetcher)
+    assert len(web.hits) == hits
+
+
+def test_the_timeout_covers_the_whole_chain(web: LocalHttpServer) -> None:
+    web.routes["/slow"] = Route(CERT, delay=0.6)
+    entries = [(web.url("/slow"), sha1(CERT))] * 3
+    started = time.monotonic()
+    refused(AlertDescription.certificate_unobtainable, entries, default_fetcher, LIMIT, 1.0)
+    assert time.monotonic() - started < 3.0
+
+
+def test_the_fetcher_is_pluggable_and_gets_the_time_left() -> None:
+    calls: list[tuple[str, int, float]] = []
+
+    def cached(url: str, size_limit: int, timeout: float) -> bytes:
+        calls.append((url, size_limit, timeout))
+        if url == "cache:broken":
+            raise OSError("cache offline")
+        time.sleep(0.3)
+        return CERT
+
+    entries = [("cache:leaf", sha1(CERT)), ("cache:ca", sha1(CERT))]
+    assert fetch_client_chain(entries, cached, 100, 2.0) == (CERT, CERT)
+    assert [call[:2] for call in calls] == [("cache:leaf", 100), ("cache:ca", 100)]
+    assert 1.7 < calls[0][2] <= 2.0
+    assert 0 < calls[1][2] <= 1.7
+    assert "cache offline" in refused(AlertDescription.certificate_unobtainable,
+                                      [("cache:broken", sha1(CERT))], cached)
