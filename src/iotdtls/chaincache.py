@@ -1,0 +1,154 @@
+"""A client's store of server certificate chains between runs, for cached_info (RFC 7924, CRT-2).
+
+A client that holds the chain a server sent last time puts its fingerprint in cached_info; the
+server then sends only the fingerprint instead of its Certificate. This module keeps those
+chains in a directory, one file per server key (`host:port`, a server name, whatever the caller
+chooses), and computes the fingerprint. It does file I/O and belongs to the adapters; the
+sans-I/O core only needs `chain_hash`.
+
+* `chain_hash(body)`: RFC 7924 §3 defines the `cert` CachedObject's hash_value as the
+  fingerprint of the Certificate message, computed with SHA-256 over that message as input
+  data, covering "the input data structure" and no type and length information around it. The
+  input is therefore the Certificate structure of RFC 5246 §7.4.2 (the 3-byte length of
+  certificate_list and each 3-byte-length-prefixed certificate), i.e. the handshake message body,
+  without the handshake header. In DTLS that is also the only stable choice: the header carries
+  message_seq and fragment fields that change from one handshake to the next.
+* `ChainCache(directory)`: `load(key)` returns the chain or None, `save(key, chain)` stores it,
+  `discard(key)` forgets it. File names are the SHA-256 of the key (no path can be smuggled in
+  through it), files are written to a temporary name and renamed (atomic), an entry is at most
+  `max_entry_size` bytes, and a file that is damaged, truncated, too large or for another key
+  reads as absent. Each file holds a magic line, the key, the Certificate body and a SHA-256
+  over all of it. Saving never raises for an I/O problem: a cache must not break a connection
+  (it logs a warning and returns False).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from iotdtls.errors import DecodeError
+from iotdtls.messages.certificate import Certificate
+
+__all__ = [
+    "DEFAULT_MAX_ENTRY_SIZE",
+    "ChainCache",
+    "chain_hash",
+    "chain_hash_of",
+]
+
+DEFAULT_MAX_ENTRY_SIZE: Final = 64 * 1024
+"""Bytes per cache file: a few certificates of a few KiB each, with room to spare."""
+
+_MAGIC = b"iotdtls chain cache 1\n"
+_DIGEST_LEN = 32
+_KEY_LEN_BYTES = 2
+_SUFFIX = ".chain"
+_log = logging.getLogger("iotdtls.chaincache")
+
+
+def chain_hash(certificate_message_body: bytes) -> bytes:
+    """SHA-256 of a Certificate message body: the RFC 7924 §3 `cert` fingerprint."""
+    return hashlib.sha256(certificate_message_body).digest()
+
+
+def chain_hash_of(chain: Sequence[bytes]) -> bytes:
+    """`chain_hash` of the Certificate message that carries `chain` (DER, leaf first)."""
+    return chain_hash(Certificate(tuple(bytes(c) for c in chain)).encode())
+
+
+class ChainCache:
+    """Server certificate chains kept in `directory` between runs (see the module docstring)."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_entry_size = max_entry_size
+
+    def __repr__(self) -> str:
+        return f"ChainCache({str(self.directory)!r})"
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds `key`'s chain: the SHA-256 of the key, inside the directory."""
+        return self.directory / (hashlib.sha256(_key_bytes(key)).hexdigest() + _SUFFIX)
+
+    def load(self, key: str) -> tuple[bytes, ...] | None:
+        """The chain saved for `key`, or None when there is none or its file is unusable."""
+        try:
+            with open(self.path_for(key), "rb") as file:
+                data = file.read(self.max_entry_size + 1)
+        except OSError:
+            return None
+        return _decode_entry(data, _key_bytes(key), self.max_entry_size)
+
+    def save(self, key: str, chain: Sequence[bytes]) -> bool:
+        """Store `chain` (DER, leaf first) for `key`, replacing what was there; False when it
+        was not stored (empty, larger than `max_entry_size`, or an I/O error, logged)."""
+        if not chain:
+            return False
+        entry = _encode_entry(_key_bytes(key), Certificate(tuple(bytes(c) for c in chain)))
+        if len(entry) > self.max_entry_size:
+            _log.debug("chain for %r not cached: %d bytes is over the limit", key, len(entry))
+            return False
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_atomically(self.path_for(key), entry)
+        except OSError as exc:
+            _log.warning("could not cache the chain for %r in %s: %s", key, self.directory,
+                         exc.strerror or exc)
+            return False
+        return True
+
+    def discard(self, key: str) -> None:
+        """Forget `key`'s chain (for example after it failed validation)."""
+        self.path_for(key).unlink(missing_ok=True)
+
+
+def _key_bytes(key: str) -> bytes:
+    data = key.encode("utf-8")
+    if not data or len(data) >= 1 << (8 * _KEY_LEN_BYTES):
+        raise ValueError("a chain cache key is 1 to 65535 bytes of UTF-8")
+    return data
+
+
+def _encode_entry(key: bytes, certificate: Certificate) -> bytes:
+    body = _MAGIC + len(key).to_bytes(_KEY_LEN_BYTES, "big") + key + certificate.encode()
+    return body + hashlib.sha256(body).digest()
+
+
+def _decode_entry(data: bytes, key: bytes, max_size: int) -> tuple[bytes, ...] | None:
+    if len(data) > max_size or not data.startswith(_MAGIC):
+        return None
+    body, digest = data[:-_DIGEST_LEN], data[-_DIGEST_LEN:]
+    if len(body) < len(_MAGIC) or hashlib.sha256(body).digest() != digest:
+        return None
+    rest = body[len(_MAGIC) :]
+    stored_key_len = int.from_bytes(rest[:_KEY_LEN_BYTES], "big")
+    stored_key = rest[_KEY_LEN_BYTES : _KEY_LEN_BYTES + stored_key_len]
+    if stored_key != key:
+        return None
+    try:
+        chain = Certificate.decode(rest[_KEY_LEN_BYTES + stored_key_len :]).certificates
+    except DecodeError:
+        return None
+    return chain or None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory (mode 0600), fsync, rename over `path`."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
