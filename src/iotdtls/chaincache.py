@@ -27,11 +27,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from iotdtls._files import write_atomically
 from iotdtls.errors import DecodeError
 from iotdtls.messages.certificate import Certificate
 
@@ -98,7 +98,7 @@ class ChainCache:
             return False
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_atomically(self.path_for(key), entry)
+            write_atomically(self.path_for(key), entry)
         except OSError as exc:
             _log.warning("could not cache the chain for %r in %s: %s", key, self.directory,
                          exc.strerror or exc)
@@ -138,17 +138,3 @@ def _decode_entry(data: bytes, key: bytes, max_size: int) -> tuple[bytes, ...] |
     except DecodeError:
         return None
     return chain or None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory (mode 0600), fsync, rename over `path`."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

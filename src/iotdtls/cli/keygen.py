@@ -1,0 +1,89 @@
+"""`iotdtls keygen`: make the credentials the profile's modes need (profile §3, CFG-1).
+
+* `keygen ec-p256 --out KEY.pem [--force]`: a new ECDSA P-256 private key (PKCS#8 PEM, mode
+  0600, written atomically; an existing file is kept unless `--force`); prints the SHA-256 of
+  its SubjectPublicKeyInfo in hex, the pin a peer provisions for it (RPK-3).
+* `keygen spki --key KEY.pem [--out PUB.pem] [--force]`: the SubjectPublicKeyInfo of a key as
+  PEM (`--peer-rpk` / `--rpk-allow` files) and its SHA-256.
+* `keygen psk [--bytes N]`: a random pre-shared key in hex (CFG-2: from the OS CSPRNG).
+
+Argument wiring only: keys come from `iotdtls.crypto`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from typing import Any, Final
+
+from iotdtls._files import write_atomically
+from iotdtls.cli.common import UsageError
+from iotdtls.crypto import random_bytes
+from iotdtls.crypto.signature import PrivateKey, spki_sha256
+
+__all__ = ["register"]
+
+DEFAULT_PSK_BYTES: Final = 16
+MAX_PSK_BYTES: Final = 256
+_PEM_LINE = 64  # RFC 7468 §2
+
+
+def register(sub: Any) -> None:
+    """Add `keygen` and its three kinds to the subcommands."""
+    keygen = sub.add_parser("keygen", help="make a P-256 key pair, its public key, or a PSK")
+    kinds = keygen.add_subparsers(dest="kind", required=True, metavar="{ec-p256,spki,psk}")
+
+    ec = kinds.add_parser("ec-p256", help="write a new P-256 private key, print its SPKI SHA-256")
+    ec.add_argument("--out", required=True, metavar="KEY.pem", help="file to create (mode 0600)")
+    ec.add_argument("--force", action="store_true", help="replace KEY.pem if it exists")
+    ec.set_defaults(run=run_ec_p256, server_logging=None)
+
+    spki = kinds.add_parser("spki", help="write a key's SubjectPublicKeyInfo, print its SHA-256")
+    spki.add_argument("--key", required=True, metavar="KEY.pem", help="private key (PEM or DER)")
+    spki.add_argument("--out", metavar="PUB.pem", help="file to write the public key to")
+    spki.add_argument("--force", action="store_true", help="replace PUB.pem if it exists")
+    spki.set_defaults(run=run_spki, server_logging=None)
+
+    psk = kinds.add_parser("psk", help="print a random pre-shared key in hex")
+    psk.add_argument("--bytes", type=int, default=DEFAULT_PSK_BYTES, metavar="N",
+                     help=f"key length in bytes (default {DEFAULT_PSK_BYTES})")
+    psk.set_defaults(run=run_psk, server_logging=None)
+
+
+def run_ec_p256(args: argparse.Namespace) -> int:
+    key = PrivateKey.generate()
+    _write(args.out, key.to_pem(), mode=0o600, force=args.force)
+    print(key.spki_sha256.hex())
+    return 0
+
+
+def run_spki(args: argparse.Namespace) -> int:
+    key = PrivateKey.load(args.key)
+    if args.out is not None:
+        _write(args.out, spki_pem(key.spki), mode=0o644, force=args.force)
+    print(spki_sha256(key.spki).hex())
+    return 0
+
+
+def run_psk(args: argparse.Namespace) -> int:
+    if not 1 <= args.bytes <= MAX_PSK_BYTES:
+        raise UsageError(f"--bytes must be from 1 to {MAX_PSK_BYTES}, got {args.bytes}")
+    print(random_bytes(args.bytes).hex())
+    return 0
+
+
+def spki_pem(spki: bytes) -> bytes:
+    """A DER SubjectPublicKeyInfo as a PEM PUBLIC KEY block (RFC 7468 §13)."""
+    text = base64.b64encode(spki).decode("ascii")
+    lines = [text[i : i + _PEM_LINE] for i in range(0, len(text), _PEM_LINE)]
+    return ("-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n"
+            ).encode("ascii")
+
+
+def _write(path: str, data: bytes, *, mode: int, force: bool) -> None:
+    try:
+        write_atomically(path, data, mode=mode, replace=force)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; add --force to replace it") from None
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,119 @@
+"""`iotdtls keygen`: P-256 key files (mode 0600, atomic, never overwritten by accident), their
+SubjectPublicKeyInfo and its SHA-256, and random PSKs."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from iotdtls.cli import main
+from iotdtls.credentials import public_key_pin
+
+
+def keygen(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["keygen", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def spki_of(pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(pem, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.req("RPK-3")
+def test_ec_p256_writes_a_private_pkcs8_key_and_prints_its_spki_sha256(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "key.pem"
+    status, printed, err = keygen(capsys, "ec-p256", "--out", str(out))
+    assert status == 0 and err == ""
+    pem = out.read_bytes()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    assert printed == hashlib.sha256(spki_of(pem)).hexdigest() + "\n"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]
+
+
+def test_ec_p256_keeps_an_existing_file_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "key.pem"
+    out.write_bytes(b"precious")
+    status, printed, err = keygen(capsys, "ec-p256", "--out", str(out))
+    assert status == 2 and printed == ""
+    assert err == f"iotdtls: error: {out} exists; add --force to replace it\n"
+    assert out.read_bytes() == b"precious"
+    assert keygen(capsys, "ec-p256", "--out", str(out), "--force")[0] == 0
+    first = out.read_bytes()
+    assert first.startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert keygen(capsys, "ec-p256", "--out", str(out), "--force")[0] == 0
+    assert out.read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.pem"]
+
+
+def test_ec_p256_into_a_missing_directory_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = keygen(capsys, "ec-p256", "--out", str(tmp_path / "no" / "key.pem"))
+    assert status == 1
+    assert err.count("\n") == 1 and "cannot write" in err and "No such file" in err
+
+
+@pytest.mark.req("RPK-3")
+def test_spki_writes_the_public_key_and_prints_the_same_pin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
+    pin = keygen(capsys, "ec-p256", "--out", str(key))[1]
+    status, printed, err = keygen(capsys, "spki", "--key", str(key), "--out", str(pub))
+    assert (status, printed, err) == (0, pin, "")
+    assert serialization.load_pem_public_key(pub.read_bytes()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == spki_of(key.read_bytes())
+    assert public_key_pin(pub.read_bytes()).hex() + "\n" == pin
+    assert stat.S_IMODE(pub.stat().st_mode) == 0o644
+    assert keygen(capsys, "spki", "--key", str(key)) == (0, pin, "")
+    status, _, err = keygen(capsys, "spki", "--key", str(key), "--out", str(pub))
+    assert status == 2 and "exists" in err
+    assert keygen(capsys, "spki", "--key", str(key), "--out", str(pub), "--force")[0] == 0
+
+
+def test_spki_of_something_that_is_not_a_key_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_bytes(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    for path in (bad, tmp_path / "missing.pem"):
+        status, printed, err = keygen(capsys, "spki", "--key", str(path))
+        assert status == 2 and printed == "" and err.count("\n") == 1
+
+
+@pytest.mark.req("CFG-2")
+def test_psk_prints_fresh_random_keys_of_the_asked_length(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = {keygen(capsys, "psk")[1] for _ in range(4)}
+    assert len(keys) == 4
+    assert all(len(bytes.fromhex(k.strip())) == 16 for k in keys)
+    assert len(bytes.fromhex(keygen(capsys, "psk", "--bytes", "32")[1].strip())) == 32
+    for bad in ("0", "257"):
+        status, printed, err = keygen(capsys, "psk", "--bytes", bad)
+        assert status == 2 and printed == "" and "--bytes" in err
+
+
+def test_keygen_is_a_subcommand_of_the_installed_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "iotdtls", "keygen", "psk"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(bytes.fromhex(done.stdout.strip())) == 16
