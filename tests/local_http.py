@@ -4,7 +4,8 @@ fetch, or must not fetch, certificates by URL. Helper module, not a test file.
 `LocalHttpServer(routes)` serves `routes[path]`, a `Route` (status, body, headers, an optional
 delay before the body and a body dribbled out slowly), records every request path in `hits`,
 and answers 404 to anything else; with `tls=` (a server-side `ssl.SSLContext`) it speaks
-https. Use it as a context manager; `url(path)` gives the address.
+https. It serves from construction until `server_close()` (or the end of its `with` block);
+`url(path)` gives the address.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class LocalHttpServer(http.server.ThreadingHTTPServer):
         self.routes: dict[str, Route] = dict(routes or {})
         self.hits: list[str] = []
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
 
     @property
     def port(self) -> int:
@@ -86,16 +87,9 @@ class LocalHttpServer(http.server.ThreadingHTTPServer):
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def server_close(self) -> None:
+        """Stop serving (the thread started with the server), then close the socket; the
+        context manager of `socketserver` calls this on exit."""
         self.shutdown()
-        self.server_close()
+        super().server_close()
         self._thread.join(5.0)
