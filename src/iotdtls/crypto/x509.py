@@ -236,7 +236,7 @@ def _validate_path(
     when: datetime.datetime,
     max_depth: int,
     role: str,
-) -> x509.Certificate:
+) -> _Leaf:
     """Everything but the names; returns the parsed leaf."""
     if not 0 <= max_depth <= MAX_CHAIN_DEPTH_LIMIT:
         raise ConfigError(f"max chain depth must be 0 to {MAX_CHAIN_DEPTH_LIMIT}, got {max_depth}")
@@ -256,8 +256,9 @@ def _validate_path(
         _verifier(store, when, max_depth).verify(certs[0], certs[1:])
     except (verification.VerificationError, ValueError) as exc:
         raise _diagnose(exc, certs, store, when, max_depth, role) from None
-    _check_leaf_usage(certs[0], role)
-    return certs[0]
+    leaf = _Leaf.of(certs[0], role)
+    _check_leaf_usage(leaf, role)
+    return leaf
 
 
 def _verifier(
@@ -407,16 +408,16 @@ def _valid_at(cert: x509.Certificate, when: datetime.datetime) -> bool:
     return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
 
 
-def _check_leaf_usage(leaf: x509.Certificate, role: str) -> None:
+def _check_leaf_usage(leaf: _Leaf, role: str) -> None:
     """keyUsage must allow digitalSignature (RFC 8422 §5.3, §5.6; RFC 5280 §4.2.1.3) and
     extendedKeyUsage the role (RFC 5280 §4.2.1.12), when the extensions are present."""
-    usage = _extension(leaf, x509.KeyUsage, role)
+    usage = leaf.extension(x509.KeyUsage)
     if usage is not None and not usage.digital_signature:
         raise ProtocolError(
             f"the {role} certificate's keyUsage does not allow digitalSignature",
             _A.unsupported_certificate,
         )
-    purposes = _extension(leaf, x509.ExtendedKeyUsage, role)
+    purposes = leaf.extension(x509.ExtendedKeyUsage)
     wanted = _ROLE_USAGE[role]
     if purposes is not None and not (
         wanted in purposes or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in purposes
@@ -427,15 +428,30 @@ def _check_leaf_usage(leaf: x509.Certificate, role: str) -> None:
         )
 
 
-def _extension(cert: x509.Certificate, kind: type[_E], role: str) -> _E | None:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
-    except ValueError:
-        raise ProtocolError(
-            f"the {role} certificate has malformed extensions", _A.bad_certificate
-        ) from None
+class _Leaf:
+    """A validated leaf certificate with its extensions parsed once, by type."""
+
+    __slots__ = ("cert", "extensions")
+
+    def __init__(
+        self, cert: x509.Certificate, extensions: dict[type, x509.ExtensionType]
+    ) -> None:
+        self.cert = cert
+        self.extensions = extensions
+
+    @classmethod
+    def of(cls, cert: x509.Certificate, role: str) -> _Leaf:
+        try:
+            extensions = {type(ext.value): ext.value for ext in cert.extensions}
+        except ValueError:
+            raise ProtocolError(
+                f"the {role} certificate has malformed extensions", _A.bad_certificate
+            ) from None
+        return cls(cert, extensions)
+
+    def extension(self, kind: type[_E]) -> _E | None:
+        value = self.extensions.get(kind)
+        return value if isinstance(value, kind) else None
 
 
 def _as_utc(when: datetime.datetime) -> datetime.datetime:
@@ -448,15 +464,15 @@ def _as_utc(when: datetime.datetime) -> datetime.datetime:
 # -- names ------------------------------------------------------------------------------------
 
 
-def _match_server_name(leaf: x509.Certificate, reference: str | IpAddress) -> str:
+def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
     """RFC 6125 §6.4: DNS-IDs when the certificate has a subjectAltName, else the CN-IDs
     (§6.4.4); an IP address against iPAddress entries only."""
-    names = _extension(leaf, x509.SubjectAlternativeName, "server")
+    names = leaf.extension(x509.SubjectAlternativeName)
     if isinstance(reference, str):
         if names is not None:
             presented = names.get_values_for_type(x509.DNSName)
         else:
-            presented = _common_names(leaf)
+            presented = _common_names(leaf.cert)
         if any(dns_name_matches(reference, name) for name in presented):
             return reference
     elif names is not None and reference in names.get_values_for_type(x509.IPAddress):
@@ -464,15 +480,15 @@ def _match_server_name(leaf: x509.Certificate, reference: str | IpAddress) -> st
     raise ProtocolError(f"the server certificate is not valid for {reference}", _A.bad_certificate)
 
 
-def _client_eui64(leaf: x509.Certificate) -> str:
+def _client_eui64(leaf: _Leaf) -> str:
     """CRT-4: the EUI-64 of a dNSName subjectAltName, or of the CN when there is no SAN."""
-    names = _extension(leaf, x509.SubjectAlternativeName, "client")
+    names = leaf.extension(x509.SubjectAlternativeName)
     if names is not None:
         where = "subjectAltName"
         candidates = names.get_values_for_type(x509.DNSName)
     else:
         where = "common name"
-        candidates = _common_names(leaf)[-1:]  # the most specific CN (RFC 7252 §9.1.3.3)
+        candidates = _common_names(leaf.cert)[-1:]  # the most specific CN (RFC 7252 §9.1.3.3)
     found = {eui for eui in map(canonical_eui64, candidates) if eui is not None}
     if len(found) == 1:
         return found.pop()
@@ -488,18 +504,18 @@ def _common_names(cert: x509.Certificate) -> list[str]:
     return [v.value if isinstance(v.value, str) else v.value.decode("latin-1") for v in values]
 
 
-def _display_name(leaf: x509.Certificate) -> str:
+def _display_name(leaf: _Leaf) -> str:
     """A name for logs when none was checked: the CN, else the first subjectAltName."""
-    common = _common_names(leaf)
+    common = _common_names(leaf.cert)
     if common:
         return common[-1]
-    names = _extension(leaf, x509.SubjectAlternativeName, "server")
+    names = leaf.extension(x509.SubjectAlternativeName)
     if names is not None:
         for kind in (x509.DNSName, x509.IPAddress):
             values = names.get_values_for_type(kind)
             if values:
                 return str(values[0])
-    return leaf.subject.rfc4514_string()
+    return leaf.cert.subject.rfc4514_string()
 
 
 # -- trusted CA indication (RFC 6066 §6, CRT-8) -----------------------------------------------

@@ -39,6 +39,8 @@ _MAX_DNS_NAME = 253
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 #: Wildcards span one label and never a two-label name (see the module docstring).
 _MIN_WILDCARD_LABELS = 3
+#: What could be an IPv4 address (an IPv6 one has a colon); anything else is a DNS name.
+_DOTTED_DIGITS = re.compile(r"[0-9.]+")
 
 _HEX = "[0-9A-Fa-f]{2}"
 _EUI64 = re.compile(rf"(?:{_HEX}){{8}}|{_HEX}(?P<sep>[-:]){_HEX}(?:(?P=sep){_HEX}){{6}}")
@@ -50,13 +52,14 @@ def reference_identity(server_name: str) -> str | IpAddress:
 
     Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels).
     """
-    try:
-        return ipaddress.ip_address(server_name)
-    except ValueError:
-        pass
+    if ":" in server_name or _DOTTED_DIGITS.fullmatch(server_name):
+        try:
+            return ipaddress.ip_address(server_name)
+        except ValueError:
+            pass
     name = server_name[:-1] if server_name.endswith(".") else server_name
     try:
-        ascii_name = name.encode("idna").decode("ascii").lower()
+        ascii_name = (name if name.isascii() else name.encode("idna").decode("ascii")).lower()
     except UnicodeError:
         ascii_name = ""
     labels = ascii_name.split(".")
