@@ -5,17 +5,31 @@ of an epoch-0 flight)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.credentials import PrivateKey
+from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.handshake.alerts import X509_MODE_ALERTS
 from iotdtls.messages import HandshakeHeader
 from iotdtls.record import ContentType, RecordHeader, split_datagram
+from tests import pki
 from tests.memory_link import Direction, Fate, FateFn, MemoryLink, deliver_all
 
-__all__ = ["client_key", "rewrite", "rpk_link", "server_key", "stranger_key"]
+__all__ = [
+    "X509Pki",
+    "client_key",
+    "rewrite",
+    "rpk_link",
+    "server_key",
+    "stranger_key",
+    "x509_link",
+    "x509_pki",
+]
 
 
 @cache
@@ -54,6 +68,57 @@ def rpk_link(
         **(server or {}),
     }
     return MemoryLink(ClientConfig(**ckw), ServerConfig(**skw), fate=fate)
+
+
+@dataclass(frozen=True)
+class X509Pki:
+    """A root, an intermediate CA and the two leaves under it (server: SAN localhost; client:
+    CN an EUI-64), all valid at `pki.NOW`."""
+
+    root: pki.Issued
+    ca: pki.Issued
+    server: pki.Issued
+    client: pki.Issued
+
+    def certified(self, leaf: pki.Issued) -> CertifiedKey:
+        assert isinstance(leaf.key, ec.EllipticCurvePrivateKey)
+        return CertifiedKey(pki.chain_der(leaf, self.ca), PrivateKey(leaf.key))
+
+
+@cache
+def x509_pki() -> X509Pki:
+    anchor = pki.root()
+    ca = pki.intermediate(anchor, "iotdtls test issuing CA")
+    return X509Pki(anchor, ca, pki.server_leaf(ca), pki.client_leaf(ca))
+
+
+def x509_link(
+    fate: FateFn = deliver_all,
+    *,
+    cookie: bool = True,
+    client: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
+) -> MemoryLink:
+    """Mutual certificates: a chain (leaf and issuing CA, root left out, CRT-1) each way."""
+    p = x509_pki()
+    clock = pki.NOW.timestamp
+    ckw: dict[str, Any] = {
+        "trust_anchors": [p.root.der],
+        "certificate": p.certified(p.client),
+        "server_name": "localhost",
+        "wall_clock": clock,
+        **(client or {}),
+    }
+    skw: dict[str, Any] = {
+        "certificates": [p.certified(p.server)],
+        "client_trust_anchors": [p.root.der],
+        "wall_clock": clock,
+        "cookie_exchange": cookie,
+        **(server or {}),
+    }
+    return MemoryLink(
+        ClientConfig(**ckw), ServerConfig(**skw), fate=fate, allowed_alerts=X509_MODE_ALERTS
+    )
 
 
 def rewrite(

@@ -17,6 +17,7 @@ from os import PathLike, fspath
 from typing import ClassVar
 
 from iotdtls.credentials import CertifiedKey, PrivateKey, as_der_sequence, public_key_pins
+from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, TrustStore
 from iotdtls.errors import ConfigError
 from iotdtls.identity import RawPublicKeyIdentity
 
@@ -167,19 +168,26 @@ class Mode(Enum):
     X509 = "x509"
 
 
-#: Most certificates between a peer's leaf and the trust anchor (the draft leaves the depth
-#: open, CRT-6): enough for one or two intermediate CAs, which IoT PKIs use.
-DEFAULT_MAX_CHAIN_DEPTH = 3
-
-
 def _pins(values: Sequence[bytes | str]) -> tuple[bytes, ...]:
     """Pins as `__post_init__` normalised them (`public_key_pins`)."""
     return tuple(v for v in values if isinstance(v, bytes))
 
 
 def _check_depth(depth: int) -> None:
-    if not isinstance(depth, int) or not 0 <= depth <= 16:
-        raise ConfigError(f"max_chain_depth must be an integer from 0 to 16, got {depth!r}")
+    if not isinstance(depth, int) or not 0 <= depth <= MAX_CHAIN_DEPTH_LIMIT:
+        raise ConfigError(
+            f"max_chain_depth must be an integer from 0 to {MAX_CHAIN_DEPTH_LIMIT}, got {depth!r}"
+        )
+
+
+def _trust_store(name: str, anchors: Sequence[bytes]) -> TrustStore | None:
+    """The validated trust store of `anchors` (None when there are none)."""
+    if not anchors:
+        return None
+    try:
+        return TrustStore(anchors)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +254,7 @@ class ClientConfig(_CommonConfig):
         object.__setattr__(
             self, "trust_anchors", as_der_sequence("trust_anchors", self.trust_anchors)
         )
+        object.__setattr__(self, "_store", _trust_store("trust_anchors", self.trust_anchors))
         _check_depth(self.max_chain_depth)
 
     @property
@@ -254,6 +263,13 @@ class ClientConfig(_CommonConfig):
         if self.psk is not None:
             return Mode.PSK
         return Mode.RAW_PUBLIC_KEY if self.server_public_keys else Mode.X509
+
+    @property
+    def trust_store(self) -> TrustStore:
+        """The validated `trust_anchors` (certificate mode only)."""
+        store: TrustStore | None = self.__dict__["_store"]
+        assert store is not None, "certificate mode has trust anchors"
+        return store
 
     @property
     def server_key_pins(self) -> tuple[bytes, ...]:
@@ -328,6 +344,9 @@ class ServerConfig(_CommonConfig):
             "client_trust_anchors",
             as_der_sequence("client_trust_anchors", self.client_trust_anchors),
         )
+        object.__setattr__(
+            self, "_store", _trust_store("client_trust_anchors", self.client_trust_anchors)
+        )
         object.__setattr__(self, "certificates", tuple(self.certificates))
         if not (self.has_psk or self.raw_public_key is not None or self.certificates):
             raise ConfigError(
@@ -354,6 +373,13 @@ class ServerConfig(_CommonConfig):
     def client_key_pins(self) -> tuple[bytes, ...]:
         """`client_public_keys` as SHA-256 digests of their SubjectPublicKeyInfo."""
         return _pins(self.client_public_keys)
+
+    @property
+    def client_trust_store(self) -> TrustStore | None:
+        """The validated `client_trust_anchors`, or None when client certificates are not
+        asked for."""
+        store: TrustStore | None = self.__dict__["_store"]
+        return store
 
     @property
     def client_authenticates_rpk(self) -> bool:

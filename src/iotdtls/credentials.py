@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
-from iotdtls.errors import ConfigError
+from iotdtls.crypto.x509 import leaf_public_key_spki, load_certificates
+from iotdtls.errors import ConfigError, ProtocolError
 
 __all__ = ["CertifiedKey", "PrivateKey", "public_key_pin", "public_key_pins"]
 
@@ -78,17 +79,23 @@ class CertifiedKey:
     private_key: PrivateKey = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not self.chain:
+        chain = as_der_sequence("a certificate chain", self.chain)
+        if not chain:
             raise ConfigError("a certificate chain needs at least the leaf certificate")
-        object.__setattr__(self, "chain", tuple(bytes(c) for c in self.chain))
+        try:
+            leaf_key = leaf_public_key_spki(chain)
+        except ProtocolError as exc:
+            raise ConfigError(f"the leaf certificate is not usable: {exc}") from None
+        if leaf_key != self.private_key.spki:
+            raise ConfigError("the private key does not belong to the leaf certificate")
+        object.__setattr__(self, "chain", chain)
 
     @classmethod
     def from_pem(
         cls, certificates: bytes, key: bytes, password: bytes | None = None
     ) -> CertifiedKey:
-        """From PEM certificate(s), leaf first, and a PEM private key."""
-        chain = pem_blocks(certificates, "CERTIFICATE") or [certificates]
-        return cls(tuple(chain), PrivateKey.from_pem(key, password))
+        """From PEM certificate(s) (or one DER certificate), leaf first, and a private key."""
+        return cls(load_certificates(certificates), PrivateKey.from_pem(key, password))
 
     @classmethod
     def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
@@ -98,8 +105,10 @@ class CertifiedKey:
 
 def load_certificate_file(path: str) -> tuple[bytes, ...]:
     """The certificates of a PEM file (any number) or a DER file (one), as DER."""
-    data = _read(path, "certificate")
-    return tuple(pem_blocks(data, "CERTIFICATE") or [data])
+    try:
+        return load_certificates(_read(path, "certificate"))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _read(path: str, what: str) -> bytes:
@@ -118,5 +127,8 @@ def as_der_sequence(name: str, values: Sequence[bytes]) -> tuple[bytes, ...]:
     for value in values:
         if not isinstance(value, bytes | bytearray):
             raise ConfigError(f"{name} items must be bytes (DER or PEM certificates)")
-        out.extend(pem_blocks(bytes(value), "CERTIFICATE") or [bytes(value)])
+        try:
+            out.extend(load_certificates(bytes(value)))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     return tuple(out)

@@ -52,6 +52,8 @@ X509_MODE_ALERTS = BASE_ALERTS | {
     A.certificate_unknown,
     A.unknown_ca,
     A.access_denied,
+    A.certificate_unobtainable,
+    A.bad_certificate_hash_value,
 }
 MODE_ALERTS = {
     Mode.PSK: PSK_MODE_ALERTS,

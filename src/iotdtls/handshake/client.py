@@ -36,7 +36,9 @@ from iotdtls.handshake.peerauth import (
     OwnCertificate,
     PeerVerifier,
     RawKeyVerifier,
+    X509ServerVerifier,
     own_raw_key,
+    own_x509,
 )
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.identity import PskIdentity
@@ -193,6 +195,11 @@ class ClientHandshake(HandshakeMachine):
         cert_type = CertificateType.X509 if confirmed is None else confirmed.types[0]
         if self.config.mode is Mode.RAW_PUBLIC_KEY and cert_type == CertificateType.RawPublicKey:
             return RawKeyVerifier(self.config.server_key_pins)
+        if self.config.mode is Mode.X509 and cert_type == CertificateType.X509:
+            config = self.config
+            return X509ServerVerifier(
+                config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
+            )
         raise ProtocolError(
             f"server certificate type {cert_type} is not what we are provisioned for",
             AlertDescription.unsupported_certificate,
@@ -224,6 +231,8 @@ class ClientHandshake(HandshakeMachine):
     def _own_certificate(self) -> OwnCertificate | None:
         if self.config.raw_public_key is not None:
             return own_raw_key(self.config.raw_public_key)
+        if self.config.certificate is not None:
+            return own_x509(self.config.certificate)
         return None
 
     def _on_server_hello_done(self, msg: ReassembledMessage) -> Outcome:

@@ -19,6 +19,7 @@ from iotdtls.handshake.peerauth import (
     OwnCertificate,
     PeerVerifier,
     RawKeyVerifier,
+    X509ClientVerifier,
     own_raw_key,
     own_x509,
 )
@@ -165,9 +166,12 @@ def _client_verifier(hello: ClientHello, config: ServerConfig) -> PeerVerifier |
     """How we check the client, when our configuration requires client authentication."""
     if not config.client_authenticates_rpk and not config.client_trust_anchors:
         return None
+    store = config.client_trust_store
     for cert_type in _offered_types(hello, ClientCertificateType):
         if cert_type == CertificateType.RawPublicKey and config.client_authenticates_rpk:
             return RawKeyVerifier(config.client_key_pins, config.client_key_lookup)
+        if cert_type == CertificateType.X509 and store is not None:
+            return X509ClientVerifier(store, config.max_chain_depth, config.wall_clock())
     raise ProtocolError(
         "the client offers no certificate type we can authenticate",
         AlertDescription.unsupported_certificate,

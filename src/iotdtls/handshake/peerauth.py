@@ -10,12 +10,19 @@ handshake_failure outside certificate mode (the profile excludes certificate ale
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from iotdtls.credentials import CertifiedKey
 from iotdtls.crypto.signature import PrivateKey, load_public_key, spki_sha256
+from iotdtls.crypto.x509 import (
+    TrustStore,
+    leaf_public_key_spki,
+    verify_client_chain,
+    verify_server_chain,
+)
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.identity import PeerIdentity, RawPublicKeyIdentity
 from iotdtls.messages import Certificate, CertificateType, RawPublicKeyCertificate
@@ -25,6 +32,8 @@ __all__ = [
     "OwnCertificate",
     "PeerVerifier",
     "RawKeyVerifier",
+    "X509ClientVerifier",
+    "X509ServerVerifier",
     "own_raw_key",
     "own_x509",
 ]
@@ -110,3 +119,59 @@ class RawKeyVerifier:
             raise ProtocolError(
                 f"client_key_lookup raised {type(exc).__name__}", AlertDescription.internal_error
             ) from None
+
+
+def _chain_of(body: bytes, what: str) -> tuple[bytes, ...]:
+    chain = Certificate.decode(body).certificates
+    if not chain:
+        # RFC 5246 §7.4.6: a client that sends no certificate to a server that requires one
+        # meets handshake_failure; a server must always send one (§7.4.2).
+        raise ProtocolError(f"the {what} sent no certificate", AlertDescription.handshake_failure)
+    return chain
+
+
+class X509ServerVerifier:
+    """The client's check of the server chain (CRT-1) and name (RFC 6125, CRT-3)."""
+
+    @property
+    def certificate_type(self) -> int:
+        return CertificateType.X509
+
+    def __init__(
+        self, store: TrustStore, server_name: str | None, max_depth: int, now: float
+    ) -> None:
+        self._store = store
+        self._server_name = server_name
+        self._max_depth = max_depth
+        self._when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+
+    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+        chain = _chain_of(body, "server")
+        identity = verify_server_chain(
+            chain,
+            self._store,
+            server_name=self._server_name,
+            when=self._when,
+            max_depth=self._max_depth,
+        )
+        return identity, leaf_public_key_spki(chain)
+
+
+class X509ClientVerifier:
+    """The server's check of a client chain (CRT-1) and its EUI-64 identity (CRT-4)."""
+
+    @property
+    def certificate_type(self) -> int:
+        return CertificateType.X509
+
+    def __init__(self, store: TrustStore, max_depth: int, now: float) -> None:
+        self._store = store
+        self._max_depth = max_depth
+        self._when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+
+    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+        chain = _chain_of(body, "client")
+        identity = verify_client_chain(
+            chain, self._store, when=self._when, max_depth=self._max_depth
+        )
+        return identity, leaf_public_key_spki(chain)
