@@ -186,4 +186,3 @@ def _destination(message: Message) -> tuple[str, int]:
     else:
         raise ValueError("no host to send the coaps request to (no URI host, no remote)")
     return str(host), int(port or COAPS_PORT)
-

@@ -98,7 +98,7 @@ async def add_server_transport(
 
     async def make(mman: interfaces.MessageManager) -> CoapsServerInterface:
         transport = await CoapsServerInterface.create(
-            mman, (host, port or COAPS_PORT), server_config, claim_labels
+            mman, (host, COAPS_PORT if port is None else port), server_config, claim_labels
         )
         transports.append(transport)
         return transport

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from aiocoap import resource
 from aiocoap.message import Message
@@ -36,12 +37,12 @@ class Counter(resource.ObservableResource):
     def __init__(self, interval: float = 1.0) -> None:
         super().__init__()
         self.interval = interval
-        self._start = asyncio.get_running_loop().time()
+        self._start = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
 
     @property
     def value(self) -> int:
-        return int((asyncio.get_running_loop().time() - self._start) // self.interval)
+        return int((time.monotonic() - self._start) // self.interval)
 
     def update_observation_count(self, newcount: int) -> None:
         if newcount and self._ticker is None:
@@ -51,11 +52,10 @@ class Counter(resource.ObservableResource):
             self._ticker = None
 
     async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 next_tick = self._start + (self.value + 1) * self.interval
-                await asyncio.sleep(max(0.0, next_tick - loop.time()))
+                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
                 self.updated_state()
 
     async def render_get(self, request: Message) -> Message:
@@ -63,8 +63,7 @@ class Counter(resource.ObservableResource):
 
 
 def demo_site(counter_interval: float = 1.0) -> resource.Site:
-    """A `Site` with `/.well-known/core`, `/hello` and `/counter` (call it in the event loop
-    that will serve it)."""
+    """A `Site` with `/.well-known/core`, `/hello` and `/counter`."""
     site = resource.Site()
     site.add_resource(
         [".well-known", "core"],

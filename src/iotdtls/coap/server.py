@@ -103,9 +103,7 @@ class CoapsServerInterface(interfaces.MessageInterface):
         finally:
             remote.ended = True
             if self._mman is not None:
-                self._mman.dispatch_error(
-                    association_error(remote.hostinfo, failure, True), remote
-                )
+                self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
 
     def _received(self, remote: ServerRemote, data: bytes) -> None:
         if self._mman is None:
