@@ -9,16 +9,20 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiocoap
 from aiocoap import resource
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from iotdtls.coap import CoapsServerInterface, add_server_transport, client_context, demo_site
 from iotdtls.coap.credentials import load_credentials
 from tests.interop_support import FAST
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK_HEX, PeerProcess, free_udp_port
 
+T = TypeVar("T")
 #: The test credentials in aiocoap's layout.
 PSK_ENTRY = {"psk": {"hex": PSK_HEX}, "client-identity": {"ascii": CLIENT_IDENTITY}}
 SERVER_CREDENTIALS = {":client": {"dtls": PSK_ENTRY}}
@@ -36,6 +40,11 @@ assert len(LARGE) == 4096
 def run(coro: Coroutine[Any, Any, None], limit: float = 30.0) -> None:
     """Run `coro` in a fresh loop with an overall bound."""
     asyncio.run(asyncio.wait_for(coro, limit))
+
+
+def run_for(coro: Coroutine[Any, Any, T], limit: float = 30.0) -> T:
+    """`run`, returning what `coro` returns."""
+    return asyncio.run(asyncio.wait_for(coro, limit))
 
 
 def uri(address: tuple[Any, ...], path: str) -> str:
@@ -175,3 +184,46 @@ def libcoap_client(build: str, target: str, *args: str, key: str = LIBCOAP_KEY) 
     """`coap-client-<build>` (unstarted), bounded by `-B 5`, with `key` and the test identity."""
     argv = [f"coap-client-{build}", "-B", "5", "-k", key, "-u", CLIENT_IDENTITY, *args, target]
     return PeerProcess(argv, time_limit=30.0)
+
+
+# -- raw public keys --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RpkFiles:
+    """P-256 keys for raw-public-key tests: SEC1 "EC PRIVATE KEY" PEM (what libcoap's `-M`
+    reads, and iotdtls too) and SubjectPublicKeyInfo PEM; every attribute is a path."""
+
+    server_key: Path
+    server_pub: Path
+    client_key: Path
+    client_pub: Path
+    stranger_key: Path
+
+
+def make_rpk_files(directory: Path) -> RpkFiles:
+    paths: dict[str, Path] = {}
+    for name in ("server", "client", "stranger"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        paths[f"{name}_key"] = directory / f"{name}.key"
+        paths[f"{name}_key"].write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()))
+        paths[f"{name}_pub"] = directory / f"{name}.pub"
+        paths[f"{name}_pub"].write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    del paths["stranger_pub"]
+    return RpkFiles(**paths)
+
+
+def rpk_server_credentials(files: RpkFiles) -> dict[str, Any]:
+    """The server's own key, one raw-public-key client (`:dev2`) and the PSK client."""
+    return {":server": {"dtls-rpk": {"private-key": str(files.server_key)}},
+            ":dev2": {"dtls-rpk": {"peer-public-key": str(files.client_pub)}},
+            **SERVER_CREDENTIALS}
+
+
+def rpk_client_credentials(files: RpkFiles, key: Path | None = None) -> dict[str, Any]:
+    """Mutual raw-public-key credentials of a client (`key`: ours, the client key by default)."""
+    return {"coaps://*": {"dtls-rpk": {"private-key": str(key or files.client_key),
+                                       "peer-public-key": str(files.server_pub)}}}

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiocoap
 import pytest
 
 from iotdtls.coap import AssociationTimeout
+from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
-from iotdtls.identity import PskIdentity
+from iotdtls.identity import PskIdentity, RawPublicKeyIdentity
 from tests.coap_support import (
     LARGE,
     LIBCOAP_KEY,
@@ -21,10 +23,14 @@ from tests.coap_support import (
     get,
     libcoap_client,
     libcoap_server,
+    make_rpk_files,
+    rpk_client_credentials,
+    rpk_server_credentials,
     run,
+    run_for,
     uri,
 )
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, require_peer
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, PeerProcess, require_peer
 
 pytestmark = pytest.mark.interop
 
@@ -135,3 +141,38 @@ def test_our_client_with_a_wrong_key_fails_within_its_deadline(build: str) -> No
 
     with libcoap_server(build) as (port, _):
         run(main(port), limit=20.0)
+
+
+@pytest.mark.req("COAP-1")
+def test_raw_public_keys_with_libcoap_gnutls_both_ways(tmp_path: Path) -> None:
+    """RawPublicKey mode with the GnuTLS builds (the OpenSSL build has no raw keys, peers.md):
+    our client against `coap-server-gnutls -M`, `coap-client-gnutls -M` against our server."""
+    require_peer("coap-server-gnutls")
+    require_peer("coap-client-gnutls")
+    files = make_rpk_files(tmp_path)
+    site = CoapSite()
+
+    async def our_client(port: int) -> None:
+        async with coaps_client(credentials=rpk_client_credentials(files),
+                                handshake_timeout=HANDSHAKE_TIMEOUT) as client:
+            banner = await get(client, uri((LOCALHOST, port), ""))
+            assert b"libcoap" in banner.payload
+            assert banner.remote.peer == RawPublicKeyIdentity(
+                PrivateKey.load(files.server_key).spki)
+
+    async def their_client() -> str:
+        async with coaps_server(site, credentials=rpk_server_credentials(files)) as server:
+            peer = PeerProcess(["coap-client-gnutls", "-B", "5", "-M", str(files.client_key),
+                                uri(server.address, "whoami")], time_limit=30.0)
+            with peer:
+                assert await asyncio.to_thread(peer.wait, 20.0) is not None
+            return peer.output
+
+    with libcoap_server("gnutls", "-M", str(files.server_key)) as (port, server):
+        run(our_client(port), limit=30.0)
+        assert server.returncode is None, server.output
+    output = run_for(their_client(), limit=30.0)
+    client_key = RawPublicKeyIdentity(PrivateKey.load(files.client_key).spki)
+    assert str(client_key) in output
+    [(_, claims)] = site.whoami.seen
+    assert claims == (client_key, ":dev2")

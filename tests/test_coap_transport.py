@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiocoap
@@ -18,9 +19,10 @@ from iotdtls.coap import (
     ClientRemote,
     block_size_exp,
 )
+from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import DtlsError
-from iotdtls.identity import PskIdentity
+from iotdtls.identity import PskIdentity, RawPublicKeyIdentity
 from tests.coap_support import (
     LARGE,
     PSK_ENTRY,
@@ -28,7 +30,10 @@ from tests.coap_support import (
     coaps_client,
     coaps_server,
     get,
+    make_rpk_files,
     raw_request,
+    rpk_client_credentials,
+    rpk_server_credentials,
     run,
     uri,
 )
@@ -253,5 +258,34 @@ def test_a_response_never_crosses_to_a_newer_association() -> None:
                 assert answers[0].payload.startswith(b"Hello, ")
             finally:
                 device.close()
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_raw_public_keys_from_credentials_maps(tmp_path: Path) -> None:
+    """RawPublicKey mode (RFC 7252 §9.1.3.2) beside PSK on one server: the client's key hash
+    reaches the handler with the label of its entry; a key nobody listed is refused."""
+    files = make_rpk_files(tmp_path)
+    site = CoapSite()
+    client_spki = PrivateKey.load(files.client_key).spki
+    server_spki = PrivateKey.load(files.server_key).spki
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=rpk_server_credentials(files)) as server:
+            async with coaps_client(credentials=rpk_client_credentials(files)) as client:
+                response = await get(client, uri(server.address, "whoami"))
+                assert response.payload.decode() == str(RawPublicKeyIdentity(client_spki))
+                assert response.remote.peer == RawPublicKeyIdentity(server_spki)
+            async with coaps_client() as psk_client:  # PSK on the same server still works
+                assert (await get(psk_client, uri(server.address, "hello"))).code.is_successful()
+            stranger = rpk_client_credentials(files, key=files.stranger_key)
+            async with coaps_client(credentials=stranger) as client:
+                started = time.monotonic()
+                with pytest.raises(AssociationFailed):
+                    await get(client, uri(server.address, "whoami"))
+                assert time.monotonic() - started < 2.0
+        [(_, claims)] = site.whoami.seen
+        assert claims == (RawPublicKeyIdentity(client_spki), ":dev2")
 
     run(main())

@@ -1,4 +1,5 @@
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from aiocoap.message import Message
 
@@ -12,6 +13,7 @@ class DTLS:
     def as_dtls_psk(self) -> tuple[bytes, bytes]: ...
 
 class CredentialsMap(dict[str, Any]):
+    _class_map: ClassVar[dict[str, Callable[[], Any]]]
     def load_from_dict(self, d: dict[str, Any]) -> None: ...
     def credentials_from_request(self, msg: Message) -> Any: ...
     def find_dtls_psk(self, identity: bytes) -> tuple[bytes, str]: ...

@@ -32,8 +32,23 @@ __all__ = ["add_client_transport", "add_server_transport", "client_context", "se
 
 #: `bind=None`: every address, the coaps port (RFC 7252 §12.7), as aiocoap's servers do.
 DEFAULT_BIND = ("::", COAPS_PORT)
-#: Keys of the configuration classes that hold credentials, not settings.
-_CREDENTIAL_KEYS = frozenset({"psk", "psk_identity", "psk_store", "psk_lookup"})
+#: Fields of the configuration classes that hold credentials, not settings.
+_CREDENTIAL_KEYS = frozenset(
+    {
+        "psk",
+        "psk_identity",
+        "psk_store",
+        "psk_lookup",
+        "server_public_keys",
+        "raw_public_key",
+        "client_public_keys",
+        "client_key_lookup",
+        "trust_anchors",
+        "certificate",
+        "certificates",
+        "client_trust_anchors",
+    }
+)
 
 
 async def add_client_transport(
@@ -45,19 +60,7 @@ async def add_client_transport(
     `iotdtls.coap.credentials`), read per request, or else from `config`, one `ClientConfig`
     for every coaps request. `settings` are the other `ClientConfig` fields (`mtu`,
     `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made from the map."""
-    chooser: ConfigForRequest
-    if config is not None:
-        if settings:
-            raise ConfigError("give the DTLS settings inside config=, not beside it")
-        fixed = config
-
-        def config_for(message: Message) -> tuple[object, ClientConfig]:
-            return fixed, fixed
-
-        chooser = config_for
-    else:
-        _check_settings(settings)
-        chooser = map_client_configs(lambda: context.client_credentials, settings)
+    chooser = _client_chooser(context, config, settings)
     transports: list[CoapsClientInterface] = []
 
     async def make(mman: interfaces.MessageManager) -> CoapsClientInterface:
@@ -66,6 +69,21 @@ async def add_client_transport(
 
     await context._append_tokenmanaged_messagemanaged_transport(make)
     return transports[0]
+
+
+def _client_chooser(
+    context: Context, config: ClientConfig | None, settings: dict[str, Any]
+) -> ConfigForRequest:
+    """How a request gets its `ClientConfig`: `config` always, or the map's entry for its URI."""
+    _check_settings(config, settings)
+    if config is None:
+        return map_client_configs(lambda: context.client_credentials, settings)
+    fixed = config
+
+    def config_for(message: Message) -> tuple[object, ClientConfig]:
+        return fixed, fixed
+
+    return config_for
 
 
 async def add_server_transport(
@@ -80,9 +98,8 @@ async def add_server_transport(
     Clients are authenticated against `context.server_credentials` (aiocoap's map, read at each
     handshake), or else against `config`. `settings` are the other `ServerConfig` fields."""
     host, port = bind if bind is not None else DEFAULT_BIND
+    _check_settings(config, settings)
     if config is not None:
-        if settings:
-            raise ConfigError("give the DTLS settings inside config=, not beside it")
         server_config = config
 
         def labels(peer: PeerIdentity) -> tuple[str, ...]:
@@ -90,7 +107,6 @@ async def add_server_transport(
 
         claim_labels = labels
     else:
-        _check_settings(settings)
         credentials = ServerCredentials(lambda: context.server_credentials)
         server_config = credentials.server_config(settings)
         claim_labels = credentials.labels
@@ -120,13 +136,15 @@ async def client_context(
     `context.client_credentials`; or `config`, one `ClientConfig` for every coaps request.
     `plain_coap`: also send `coap://` requests (aiocoap's UDP transport). Shut it down with
     `await context.shutdown()`."""
+    loaded = load_credentials(credentials) if credentials is not None else None
+    _check_settings(config, settings)  # before any socket is made
     if plain_coap:
         context = await Context.create_client_context(transports=["udp6"])
     else:
         context = Context()
     try:
-        if credentials is not None:
-            context.client_credentials = load_credentials(credentials)
+        if loaded is not None:
+            context.client_credentials = loaded
         await add_client_transport(context, config=config, **settings)
     except BaseException:
         await context.shutdown()
@@ -158,8 +176,11 @@ async def server_context(
     return context
 
 
-def _check_settings(settings: dict[str, Any]) -> None:
-    """Settings are configuration fields other than credentials; a `ConfigError` otherwise."""
+def _check_settings(config: object | None, settings: dict[str, Any]) -> None:
+    """Settings are configuration fields other than credentials, and go inside `config` when
+    one is given; a `ConfigError` otherwise."""
+    if config is not None and settings:
+        raise ConfigError("give the DTLS settings inside config=, not beside it")
     misplaced = sorted(_CREDENTIAL_KEYS & settings.keys())
     if misplaced:
         raise ConfigError(
