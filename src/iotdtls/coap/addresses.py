@@ -1,4 +1,5 @@
-"""The aiocoap remotes (`EndpointAddress`es) of coaps: one object per DTLS association.
+"""The aiocoap remotes (`EndpointAddress`es) of coaps, one object per DTLS association, and
+what the client and server transports share.
 
 RFC 7252 §9.1: a response travels over the DTLS association (the same epoch) its request came
 on. aiocoap matches responses and deduplicates messages by (remote, token / message ID) and
@@ -12,18 +13,25 @@ one record, must fit one datagram (RFC 7959 §2.2, RFC 6347 §4.1.1).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from aiocoap import interfaces
+from aiocoap import error, interfaces
+from aiocoap.message import Message
 from aiocoap.numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from aiocoap.util import hostportjoin
 
+from iotdtls.coap.errors import association_error
+from iotdtls.errors import DtlsError
 from iotdtls.identity import PeerIdentity
+
+logger = logging.getLogger("iotdtls.coap")
 
 __all__ = [
     "COAP_HEADROOM",
     "RECORD_OVERHEAD_BOUND",
     "CoapsAddress",
+    "CoapsInterface",
     "block_size_exp",
     "hostinfo",
 ]
@@ -97,6 +105,10 @@ class CoapsAddress(interfaces.EndpointAddress):
         """The socket address of our end of the association."""
         raise NotImplementedError
 
+    def send(self, data: bytes) -> None:
+        """Send one CoAP message over this association (dropped once it has ended)."""
+        raise NotImplementedError
+
     @property
     def uri_base(self) -> str:
         return "coaps://" + self.hostinfo
@@ -129,3 +141,35 @@ class CoapsAddress(interfaces.EndpointAddress):
     def blockwise_key(self) -> object:
         # Blocks combine only within one association (RFC 7959 §2.4, RFC 7252 §9.1).
         return self
+
+
+class CoapsInterface(interfaces.MessageInterface):
+    """What both coaps transports do alike: hand each datagram of an association to aiocoap's
+    message layer as one CoAP message (RFC 7252 §9.1.1), send messages over their remote's
+    association, and fail what is pending on an association that ended."""
+
+    def __init__(self, mman: interfaces.MessageManager) -> None:
+        #: aiocoap's message layer; None once shut down.
+        self._mman: interfaces.MessageManager | None = mman
+
+    def deliver(self, remote: CoapsAddress, data: bytes) -> None:
+        """A datagram received over `remote`'s association."""
+        if self._mman is None:
+            return
+        try:
+            message = Message.decode(data, remote)
+        except error.UnparsableMessage:
+            logger.warning("%r: ignoring a datagram that is not a CoAP message", remote)
+            return
+        self._mman.dispatch_message(message)
+
+    def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
+        """`remote`'s association ended: aiocoap fails its requests, exchanges, observations."""
+        remote.ended = True
+        if self._mman is not None:
+            self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
+
+    def send(self, message: Message) -> None:
+        remote = message.remote
+        assert isinstance(remote, CoapsAddress)
+        remote.send(message.encode())

@@ -22,7 +22,7 @@ from aiocoap.numbers.constants import COAPS_PORT
 from aiocoap.util import hostportsplit
 
 from iotdtls import aio
-from iotdtls.coap.addresses import CoapsAddress
+from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.errors import association_error
 from iotdtls.config import ClientConfig
 from iotdtls.errors import DtlsError, LocalProtocolError
@@ -96,7 +96,7 @@ class ClientRemote(CoapsAddress):
         failure: DtlsError | None = None
         try:
             while (data := await self._connection.recv()) is not None:
-                self._interface.received(self, data)
+                self._interface.deliver(self, data)
         except DtlsError as exc:
             failure = exc
         finally:
@@ -111,11 +111,11 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-class CoapsClientInterface(interfaces.MessageInterface):
+class CoapsClientInterface(CoapsInterface):
     """An aiocoap message interface for `coaps://` requests (see the module docstring)."""
 
     def __init__(self, mman: interfaces.MessageManager, config_for: ConfigForRequest) -> None:
-        self._mman: interfaces.MessageManager | None = mman
+        super().__init__(mman)
         self._config_for = config_for
         self._pool: dict[tuple[str, int, object], ClientRemote] = {}
 
@@ -141,11 +141,6 @@ class CoapsClientInterface(interfaces.MessageInterface):
     async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, ClientRemote) and remote in self._pool.values()
 
-    def send(self, message: Message) -> None:
-        remote = message.remote
-        assert isinstance(remote, ClientRemote)
-        remote.send(message.encode())
-
     async def shutdown(self) -> None:
         self._mman = None
         remotes, self._pool = list(self._pool.values()), {}
@@ -153,22 +148,10 @@ class CoapsClientInterface(interfaces.MessageInterface):
 
     # -- from the associations ---------------------------------------------------------------
 
-    def received(self, remote: ClientRemote, data: bytes) -> None:
-        """A datagram from the server: one CoAP message (RFC 7252 §9.1.1: one per record)."""
-        if self._mman is None:
-            return
-        try:
-            message = Message.decode(data, remote)
-        except error.UnparsableMessage:
-            logger.warning("%r: ignoring a datagram that is not a CoAP message", remote)
-            return
-        self._mman.dispatch_message(message)
-
     def ended(self, remote: ClientRemote, failure: DtlsError | None) -> None:
         """An established association ended: fail what is pending on it."""
         self.forget(remote)
-        if self._mman is not None:
-            self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
+        self.association_ended(remote, failure)
 
     def forget(self, remote: ClientRemote) -> None:
         """Take an association out of the pool (new requests will make a new one)."""

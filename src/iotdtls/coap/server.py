@@ -15,12 +15,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiocoap import error, interfaces
+from aiocoap import interfaces
 from aiocoap.message import Message
 
 from iotdtls import aio
-from iotdtls.coap.addresses import CoapsAddress
-from iotdtls.coap.errors import association_error
+from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.config import ServerConfig
 from iotdtls.errors import DtlsError, LocalProtocolError
 from iotdtls.identity import PeerIdentity
@@ -56,13 +55,13 @@ class ServerRemote(CoapsAddress):
             logger.info("%r: association ended, message not sent", self)
 
 
-class CoapsServerInterface(interfaces.MessageInterface):
+class CoapsServerInterface(CoapsInterface):
     """An aiocoap message interface serving coaps on one socket (see the module docstring)."""
 
     def __init__(
         self, mman: interfaces.MessageManager, config: ServerConfig, labels: ClaimLabels
     ) -> None:
-        self._mman: interfaces.MessageManager | None = mman
+        super().__init__(mman)
         self.config = config
         self._labels = labels
         self._server: aio.DtlsServer | None = None
@@ -97,23 +96,11 @@ class CoapsServerInterface(interfaces.MessageInterface):
         failure: DtlsError | None = None
         try:
             while (data := await session.recv()) is not None:
-                self._received(remote, data)
+                self.deliver(remote, data)
         except DtlsError as exc:
             failure = exc
         finally:
-            remote.ended = True
-            if self._mman is not None:
-                self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
-
-    def _received(self, remote: ServerRemote, data: bytes) -> None:
-        if self._mman is None:
-            return
-        try:
-            message = Message.decode(data, remote)
-        except error.UnparsableMessage:
-            logger.warning("%r: ignoring a datagram that is not a CoAP message", remote)
-            return
-        self._mman.dispatch_message(message)
+            self.association_ended(remote, failure)
 
     async def determine_remote(self, message: Message) -> None:
         """A server makes no associations of its own; requests to a client go over the
@@ -122,11 +109,6 @@ class CoapsServerInterface(interfaces.MessageInterface):
 
     async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, ServerRemote) and remote._interface is self and not remote.ended
-
-    def send(self, message: Message) -> None:
-        remote = message.remote
-        assert isinstance(remote, ServerRemote)
-        remote.send(message.encode())
 
     async def shutdown(self) -> None:
         """close_notify to every client, then release the socket."""
