@@ -81,11 +81,16 @@ async def coaps_server() -> AsyncIterator[tuple[str, int]]:
         await context.shutdown()
 
 
+#: aiocoap's UDP transports for plain CoAP: (client, server). udp6 is its default; simple6 and
+#: simplesocketserver are its lighter ones (no ancillary data, one socket per peer).
+PLAIN = {"coap": ("udp6", "udp6"), "coap-simple": ("simple6", "simplesocketserver")}
+
+
 @contextlib.asynccontextmanager
-async def plain_server() -> AsyncIterator[tuple[str, int]]:
+async def plain_server(scheme: str) -> AsyncIterator[tuple[str, int]]:
     port = free_port_pair()
     context = await aiocoap.Context.create_server_context(
-        site(), bind=(HOST, port), transports=["udp6"])
+        site(), bind=(HOST, port), transports=[PLAIN[scheme][1]])
     try:
         yield HOST, port
     finally:
@@ -97,7 +102,7 @@ async def client(scheme: str) -> AsyncIterator[aiocoap.Context]:
     if scheme == "coaps":
         context = await client_context(config=CLIENT, plain_coap=False)
     else:
-        context = await aiocoap.Context.create_client_context(transports=["udp6"])
+        context = await aiocoap.Context.create_client_context(transports=[PLAIN[scheme][0]])
     try:
         yield context
     finally:
@@ -124,9 +129,9 @@ def summary(times: list[float]) -> dict[str, float]:
 
 
 async def steady(scheme: str, requests: int) -> dict[str, float]:
-    server = coaps_server() if scheme == "coaps" else plain_server()
+    server = coaps_server() if scheme == "coaps" else plain_server(scheme)
     async with server as (host, port), client(scheme) as context:
-        uri = f"{scheme}://{host}:{port}/hello"
+        uri = f"{scheme.split('-')[0]}://{host}:{port}/hello"
         for _ in range(max(20, requests // 10)):  # warm up (and handshake)
             await get(context, uri)
         times = []
@@ -139,7 +144,7 @@ async def steady(scheme: str, requests: int) -> dict[str, float]:
 
 async def wire_bytes(scheme: str) -> tuple[int, int]:
     """UDP payload bytes of one GET and of its response, once the association is up."""
-    server = coaps_server() if scheme == "coaps" else plain_server()
+    server = coaps_server() if scheme == "coaps" else plain_server(scheme)
     async with server as address, client(scheme) as context:
         with LossyProxy(address, seed=0) as proxy:
             uri = f"{scheme}://{HOST}:{proxy.address[1]}/hello"
@@ -222,13 +227,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"(a) {args.requests} sequential CON GETs over one association, client and server "
           "in one process")
     plain = await steady("coap", args.requests)
+    simple = await steady("coap-simple", args.requests)
     secure = await steady("coaps", args.requests)
-    for name, r in (("coap  (aiocoap UDP)", plain), ("coaps (iotdtls)", secure)):
-        print(f"    {name:22s} {r['rps']:8.0f} req/s   median {r['median_ms']:.3f} ms   "
+    for name, r in (("coap  (aiocoap udp6)", plain), ("coap  (aiocoap simple6)", simple),
+                    ("coaps (iotdtls)", secure)):
+        print(f"    {name:24s} {r['rps']:8.0f} req/s   median {r['median_ms']:.3f} ms   "
               f"p99 {r['p99_ms']:.3f} ms")
     plain_bytes, secure_bytes = await wire_bytes("coap"), await wire_bytes("coaps")
     print(f"    DTLS overhead per request: {secure['median_ms'] - plain['median_ms']:+.3f} ms "
-          f"(median, {secure['median_ms'] / plain['median_ms']:.2f}x), "
+          f"(median, {secure['median_ms'] / plain['median_ms']:.2f}x udp6), "
+          f"{secure['median_ms'] - simple['median_ms']:+.3f} ms "
+          f"({secure['median_ms'] / simple['median_ms']:.2f}x simple6); "
           f"{secure_bytes[0] - plain_bytes[0]} + {secure_bytes[1] - plain_bytes[1]} bytes "
           f"(request {plain_bytes[0]} -> {secure_bytes[0]}, "
           f"response {plain_bytes[1]} -> {secure_bytes[1]} bytes of UDP payload)")
@@ -236,7 +245,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     cold_results = await cold(args.runs)
     for name, ms in cold_results.items():
         print(f"    {name:52s} {ms:8.1f} ms")
-    return {"steady": {"coap": plain, "coaps": secure},
+    return {"steady": {"coap": plain, "coap-simple": simple, "coaps": secure},
             "bytes": {"coap": plain_bytes, "coaps": secure_bytes}, "cold": cold_results}
 
 
