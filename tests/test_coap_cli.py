@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server
+from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server, make_rpk_files
 from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX
 from tests.peers import (
     CLIENT_IDENTITY,
@@ -101,11 +101,11 @@ def test_silent_server_exits_1_after_the_handshake_deadline() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["get", "coaps://127.0.0.1/x"], "give --psk-identity ID and --psk HEX"),
+    (["get", "coaps://127.0.0.1/x"], "choose one mode: --psk-identity ID --psk HEX, or"),
     (["get", "http://127.0.0.1/x", *CREDENTIALS], "expected a coaps://HOST[:PORT]/PATH URI"),
     (["put", "coaps://127.0.0.1/x", "v", "--content-format", "text/nonsense", *CREDENTIALS],
      "--content-format: unknown media type"),
-    (["serve", "--listen", "127.0.0.1:5684"], "give --psk-identity ID --psk HEX, or --psk-file"),
+    (["serve", "--listen", "127.0.0.1:5684"], "give credentials: --psk-identity ID --psk HEX"),
 ])
 def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
     done = coap(*args)
@@ -133,3 +133,14 @@ def test_put_post_delete_against_libcoap_server() -> None:
         assert (deleted.returncode, deleted.stderr) == (0, "2.02 Deleted\n")
         gone = coap("get", f"{base}/made", *LIBCOAP_CREDENTIALS)
         assert (gone.returncode, gone.stderr) == (1, "4.04 Not Found\n")
+
+
+@pytest.mark.req("COAP-1")
+def test_raw_public_keys_through_the_shared_credential_flags(tmp_path: Path) -> None:
+    files = make_rpk_files(tmp_path)
+    with coap_serve("--rpk-key", str(files.server_key), "--rpk-allow", str(files.client_pub),
+                    ) as (port, _):
+        done = coap("get", f"coaps://{LOCALHOST}:{port}/hello", "--peer-rpk",
+                    str(files.server_pub), "--rpk-key", str(files.client_key))
+    assert (done.returncode, done.stderr) == (0, "2.05 Content\n")
+    assert done.stdout.startswith("Hello, raw public key sha256:")

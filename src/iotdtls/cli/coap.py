@@ -95,7 +95,11 @@ def run_request(args: argparse.Namespace) -> int:
     config = None
     if scheme == "coaps":
         config = client_config(
-            args, handshake_timeout=args.timeout, mtu=args.mtu, keylog_file=args.keylog
+            args,
+            urlsplit(args.uri).hostname,
+            handshake_timeout=args.timeout,
+            mtu=args.mtu,
+            keylog_file=args.keylog,
         )
     options: dict[str, Any] = {}
     if args.method in ("post", "put"):
