@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench clean
+.PHONY: demo test peers lint typecheck requirements bench bench-coap clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,coap]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,7 +19,7 @@ peers:
 	@sh scripts/install-peers.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests tools benchmarks
+	$(VENV)/bin/ruff check src tests tools benchmarks stubs
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src
@@ -32,6 +32,9 @@ requirements: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_psk.py
+
+bench-coap: $(STAMP) peers
+	$(PY) benchmarks/bench_coap.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,11 +1,12 @@
 #!/bin/sh
-# Installs the Debian peers the interop tests use (GnuTLS, tshark) when they are missing and we
+# Installs the Debian peers the interop tests use (GnuTLS, tshark, libcoap) when they are missing and we
 # are root. OpenSSL is part of the base system. Without root, the tests skip (or fail under CI).
 set -e
 missing=""
 command -v gnutls-cli >/dev/null 2>&1 || missing="$missing gnutls-bin"
 command -v tshark >/dev/null 2>&1 || missing="$missing tshark"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v coap-client-gnutls >/dev/null 2>&1 || missing="$missing libcoap3-bin"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != "0" ]; then
   echo "peers missing:$missing (run as root or install them; interop tests will skip)" >&2

@@ -1,6 +1,6 @@
 """Helpers shared by the interop, CLI, tshark, adapter and proxy tests: an in-process server
-thread, configurations with the test credentials, wire-log readers, UDP socket helpers and the
-CLI subprocess runners."""
+thread, configurations with the test credentials, wire-log readers, UDP socket helpers, the
+CLI subprocess runners, and successive client associations from one address."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from iotdtls import aio
 from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
+from iotdtls.connection import DtlsConnection
 from iotdtls.errors import DtlsError
+from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.proxy import LoggedDatagram, LossyProxy
 from tests import memory_link
 from tests.peers import (
@@ -362,3 +364,85 @@ def run_client(
         timeout=timeout,
         check=False,
     )
+
+
+# -- successive associations from one address ----------------------------------------------------
+
+
+class SameAddressClient(asyncio.DatagramProtocol):
+    """Client associations made one after another from one UDP socket (so one address), as a
+    device that restarts and keeps its port does (RFC 6347 §4.2.8). Each `handshake()` starts
+    a new sans-I/O `DtlsConnection` and makes it the current one: datagrams from the server go
+    to the current connection only, so an older association hears nothing more."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.connection: DtlsConnection | None = None
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self._complete: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    async def open(cls, server: tuple[str, int]) -> SameAddressClient:
+        """A client with a UDP socket connected to `server`."""
+        _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            cls, remote_addr=server
+        )
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # not a subclass, in fact
+
+    async def handshake(self, config: ClientConfig, timeout: float = 5.0) -> None:
+        """A new association from the same socket; returns once its handshake completed."""
+        self.connection = DtlsConnection(config)
+        self.received = asyncio.Queue()
+        self._complete = self.loop.create_future()
+        self.connection.connect(self.loop.time())
+        self._flush()
+        await asyncio.wait_for(self._complete, timeout)
+
+    def send(self, data: bytes) -> None:
+        assert self.connection is not None
+        self.connection.send(data)
+        self._flush()
+
+    async def recv(self, timeout: float) -> bytes | None:
+        """The next datagram of the current association, or None after `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(self.received.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.connection is not None:
+            self.connection.receive_datagram(data, self.loop.time())
+            self._flush()
+
+    def _flush(self) -> None:
+        conn = self.connection
+        assert conn is not None and self.transport is not None
+        for datagram in conn.datagrams_to_send(self.loop.time()):
+            self.transport.sendto(datagram)
+        while (event := conn.next_event()) is not None:
+            if isinstance(event, HandshakeComplete) and self._complete is not None:
+                if not self._complete.done():
+                    self._complete.set_result(None)
+            elif isinstance(event, DataReceived):
+                self.received.put_nowait(event.data)
+        if self._timer is not None:
+            self._timer.cancel()
+        when = conn.get_timer()
+        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.connection is not None
+        self.connection.handle_timer(self.loop.time())
+        self._flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()

@@ -15,7 +15,7 @@ import pytest
 
 from iotdtls import aio
 from iotdtls.endpoint import GateOutcome
-from iotdtls.errors import AlertDescription, AlertReceived, HandshakeTimeout
+from iotdtls.errors import AlertDescription, AlertReceived, HandshakeTimeout, LocalProtocolError
 from tests import interop_support
 from tests.interop_support import FAST, WRONG_PSK
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, PSK_HEX
@@ -196,3 +196,38 @@ def test_no_secret_in_logs_errors_or_reprs(caplog: pytest.LogCaptureFixture, tmp
         for secret in forbidden:
             assert secret not in text, (secret, text)
     assert list(tmp_path.iterdir()) == []  # no key log file unless one was asked for
+
+
+def test_session_of_a_replaced_association_sends_nothing() -> None:
+    """A client that restarts from the same address makes a new association (RFC 6347 §4.2.8):
+    the old session ends, and what its handler sends afterwards must not reach the new one."""
+    sessions: list[aio.ServerSession] = []
+    two = asyncio.Event()
+
+    async def keep(session: aio.ServerSession) -> None:
+        sessions.append(session)
+        if len(sessions) == 2:
+            two.set()
+        async for datagram in session:
+            session.send(datagram)
+
+    async def main() -> None:
+        async with await aio.serve(keep, LOCALHOST, 0, server_config()) as server:
+            client = await interop_support.SameAddressClient.open(server.address)
+            try:
+                await client.handshake(client_config())
+                client.send(b"first")
+                assert await client.recv(5.0) == b"first"
+                await client.handshake(client_config())  # a restart: same port, new random
+                await asyncio.wait_for(two.wait(), 5.0)
+                old, new = sessions
+                assert old.ended and not new.ended and old.address == new.address
+                with pytest.raises(LocalProtocolError):
+                    old.send(b"meant for the old association")
+                client.send(b"second")
+                assert await client.recv(5.0) == b"second"
+                assert await client.recv(0.3) is None
+            finally:
+                client.close()
+
+    run(main())

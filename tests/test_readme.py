@@ -23,3 +23,16 @@ def test_readme_example_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "b'hello'"
+
+
+def test_readme_coap_example_runs() -> None:
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    coap = [b for b in blocks if "from iotdtls import coap" in b]
+    assert len(coap) == 1
+    source = coap[0].replace("5684", str(free_udp_port()))
+    done = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2.05 Content Hello, psk identity b'dev1'!"

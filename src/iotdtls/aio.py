@@ -188,6 +188,11 @@ class ClientConnection:
         """Received datagrams dropped because more than `config.receive_queue` were unread."""
         return self._protocol.inbox.dropped
 
+    @property
+    def local_address(self) -> Address:
+        """The socket address of our end, as asyncio gives it."""
+        return tuple(self._transport.get_extra_info("sockname"))
+
     def send(self, data: bytes) -> None:
         """Send one datagram of application data."""
         self._protocol.connection.send(data)
@@ -300,7 +305,18 @@ class ServerSession:
         """Received datagrams dropped because more than `config.receive_queue` were unread."""
         return self.inbox.dropped
 
+    @property
+    def ended(self) -> bool:
+        """True once this association has ended (closed, failed, or replaced by a newer one
+        from the same address)."""
+        return self.inbox.closed
+
     def send(self, data: bytes) -> None:
+        """Send one datagram over this session's association. Raises `LocalProtocolError` once
+        it has ended: a newer association of the same address never gets what was meant for
+        this one (RFC 6347 §4.2.8 makes it a new connection; RFC 7252 §9.1 relies on that)."""
+        if self.ended:
+            raise LocalProtocolError("the association with this peer has ended")
         self._server.send(self.address, data)
 
     async def recv(self) -> bytes | None:

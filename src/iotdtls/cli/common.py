@@ -4,7 +4,9 @@ the common flags and the stderr logging set-up."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 from typing import NoReturn
 
@@ -17,6 +19,7 @@ __all__ = [
     "hex_bytes",
     "parse_hostport",
     "setup_logging",
+    "stop_on_signals",
 ]
 
 DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
@@ -78,3 +81,12 @@ def setup_logging(verbose: bool, server: bool) -> None:
     if server and not verbose:
         for name in ("iotdtls.aio", "iotdtls.cli"):
             logging.getLogger(name).setLevel(logging.INFO)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event of the running loop that SIGINT and SIGTERM set (a server's clean stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

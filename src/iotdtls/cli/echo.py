@@ -6,13 +6,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 import threading
 from typing import Any
 
 from iotdtls import aio
-from iotdtls.cli.common import DEFAULT_PORT, UsageError, add_common_flags, parse_hostport
+from iotdtls.cli.common import (
+    DEFAULT_PORT,
+    UsageError,
+    add_common_flags,
+    parse_hostport,
+    stop_on_signals,
+)
 from iotdtls.cli.credentials import (
     add_client_credentials,
     add_server_credentials,
@@ -83,10 +88,7 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
         async for datagram in session:
             session.send(datagram)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     server = await aio.serve(echo, host, port, config)
     bound = server.address
     # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.

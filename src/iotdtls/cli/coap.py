@@ -1,0 +1,222 @@
+"""`iotdtls coap get|post|put|delete URI` (a client in the manner of libcoap's coap-client) and
+`iotdtls coap serve` (the demo site over coaps): argument wiring only; the CoAP is aiocoap's,
+the DTLS is `iotdtls.coap`'s. Needs the `coap` extra (aiocoap); imported only when run.
+
+A request prints the response code on stderr and the payload on stdout, and exits 0 for a
+success (2.xx) response, 1 for an error response, a failed association or no response in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from iotdtls.cli.common import (
+    DEFAULT_PORT,
+    UsageError,
+    add_common_flags,
+    parse_hostport,
+    stop_on_signals,
+)
+from iotdtls.cli.credentials import (
+    add_client_credentials,
+    add_server_credentials,
+    client_config,
+    server_config,
+)
+from iotdtls.config import ClientConfig, ServerConfig
+
+if TYPE_CHECKING:
+    from aiocoap import Message
+    from aiocoap.protocol import ClientObservation
+
+__all__ = ["register"]
+
+METHODS = {
+    "get": "GET a resource",
+    "post": "POST a payload (argument, or stdin)",
+    "put": "PUT a payload (argument, or stdin)",
+    "delete": "DELETE a resource",
+}
+
+
+def register(sub: Any) -> None:
+    """Add `coap` and its subcommands (`get`, `post`, `put`, `delete`, `serve`)."""
+    coap = sub.add_parser("coap", help="CoAP over DTLS (coaps://) with aiocoap: client, server")
+    commands = coap.add_subparsers(dest="coap_command", required=True)
+    for method, text in METHODS.items():
+        p = commands.add_parser(method, help=text)
+        p.add_argument("uri", metavar="URI", help="coaps://HOST[:PORT]/PATH (or coap://)")
+        if method in ("post", "put"):
+            p.add_argument("payload", nargs="?", help="the payload; '-' or none: read stdin")
+            p.add_argument(
+                "--content-format", metavar="CF", help="number or media type, e.g. text/plain"
+            )
+        if method == "get":
+            p.add_argument("--observe", action="store_true", help="print every notification")
+            p.add_argument(
+                "--duration", type=float, metavar="S", help="with --observe: stop after S s"
+            )
+        add_client_credentials(p)
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="deadline of the handshake, and of the response after it",
+        )
+        add_common_flags(p)
+        p.set_defaults(run=run_request, server_logging=False, method=method)
+
+    srv = commands.add_parser("serve", help="serve /.well-known/core, /hello, /counter")
+    srv.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
+    add_server_credentials(srv)
+    add_common_flags(srv)
+    srv.set_defaults(run=run_serve, server_logging=True)
+
+
+def _require_aiocoap() -> None:
+    if importlib.util.find_spec("aiocoap") is None:
+        raise UsageError("iotdtls coap needs aiocoap: pip install 'iotdtls[coap]'")
+
+
+def run_request(args: argparse.Namespace) -> int:
+    _require_aiocoap()
+    scheme = urlsplit(args.uri).scheme
+    if scheme not in ("coap", "coaps") or not urlsplit(args.uri).hostname:
+        raise UsageError(f"expected a coaps://HOST[:PORT]/PATH URI, got {args.uri!r}")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0 seconds")
+    config = None
+    if scheme == "coaps":
+        config = client_config(
+            args,
+            urlsplit(args.uri).hostname,
+            handshake_timeout=args.timeout,
+            mtu=args.mtu,
+            keylog_file=args.keylog,
+        )
+    options: dict[str, Any] = {}
+    if args.method in ("post", "put"):
+        options["payload"] = _payload(args.payload)
+        if args.content_format is not None:
+            options["content_format"] = _content_format(args.content_format)
+    observe = args.method == "get" and args.observe
+    if observe:
+        options["observe"] = 0
+    return asyncio.run(_request(args, config, options, observe))
+
+
+def _payload(argument: str | None) -> bytes:
+    if argument is not None and argument != "-":
+        return argument.encode()
+    if argument is None and sys.stdin.isatty():
+        return b""
+    return sys.stdin.buffer.read()
+
+
+def _content_format(text: str) -> int:
+    from aiocoap.numbers.contentformat import ContentFormat
+
+    if text.isdigit() and int(text) <= 0xFFFF:
+        return int(text)
+    # RFC 7252 §12.3 registers text as "text/plain; charset=utf-8": accept the short form too.
+    for media_type in (text, f"{text}; charset=utf-8"):
+        try:
+            return int(ContentFormat.by_media_type(media_type))
+        except KeyError:
+            continue
+    raise UsageError(
+        f"--content-format: unknown media type {text!r} (give a number, or e.g. text/plain)"
+    )
+
+
+async def _request(
+    args: argparse.Namespace, config: ClientConfig | None, options: dict[str, Any], observe: bool
+) -> int:
+    from aiocoap import Code, Message, error
+
+    from iotdtls.coap import client_context
+
+    context = await client_context(config=config, plain_coap=config is None)
+    try:
+        request = context.request(Message(code=Code[args.method.upper()], uri=args.uri, **options))
+        # The handshake has its own deadline (handshake_timeout); the response then has as long.
+        response = await asyncio.wait_for(request.response, 2 * args.timeout)
+        _print(response, code=True)
+        if not response.code.is_successful():
+            return 1
+        if observe and request.observation is not None:
+            return await _follow(request.observation, args.duration)
+        return 0
+    except error.Error as exc:
+        return _failed(exc)
+    except TimeoutError:
+        return _failed(f"no response within {2 * args.timeout:g} s")
+    finally:
+        await context.shutdown()
+
+
+async def _follow(observation: ClientObservation, duration: float | None) -> int:
+    """Print notifications until `duration` passes (or forever), or the observation ends."""
+    from aiocoap import error
+
+    async def notifications() -> None:
+        async for notification in observation:
+            _print(notification, code=False)
+
+    try:
+        await asyncio.wait_for(notifications(), duration)
+    except TimeoutError:
+        return 0
+    except error.Error as exc:
+        return _failed(exc)
+    finally:
+        observation.cancel()
+    return 0
+
+
+def _print(message: Message, code: bool) -> None:
+    if code:
+        print(message.code, file=sys.stderr, flush=True)
+    if message.payload:
+        sys.stdout.buffer.write(message.payload)
+        if not message.payload.endswith(b"\n"):
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
+
+
+def _failed(problem: object) -> int:
+    print(f"iotdtls: {problem}", file=sys.stderr)
+    extra_help = getattr(problem, "extra_help", None)
+    advice = extra_help() if extra_help is not None else None
+    if advice:
+        print(f"iotdtls: {advice}", file=sys.stderr)
+    return 1
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    _require_aiocoap()
+    host, port = parse_hostport(args.listen)
+    config = server_config(args, mtu=args.mtu, keylog_file=args.keylog)
+    asyncio.run(_serve(config, host, port))
+    return 0
+
+
+async def _serve(config: ServerConfig, host: str, port: int) -> None:
+    from aiocoap import Context
+
+    from iotdtls.coap import add_server_transport, demo_site
+
+    stop = stop_on_signals()
+    context = Context(serversite=demo_site(), loggername="coap-server")
+    transport = await add_server_transport(context, (host, port), config=config)
+    bound = transport.address
+    logging.getLogger("iotdtls.cli").info("listening on coaps://%s:%d", bound[0], bound[1])
+    await stop.wait()
+    await context.shutdown()

@@ -1,0 +1,175 @@
+"""The aiocoap remotes (`EndpointAddress`es) of coaps, one object per DTLS association, and
+what the client and server transports share.
+
+RFC 7252 §9.1: a response travels over the DTLS association (the same epoch) its request came
+on. aiocoap matches responses and deduplicates messages by (remote, token / message ID) and
+compares remotes by equality, so each association is its own remote object, equal only to
+itself: a newer association with the same peer is a different remote, and nothing pending on
+the old one can be answered over the new one.
+
+Block sizes follow the association's MTU: a block and its CoAP header and options, sealed in
+one record, must fit one datagram (RFC 7959 §2.2, RFC 6347 §4.1.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiocoap import error, interfaces
+from aiocoap.message import Message
+from aiocoap.numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
+from aiocoap.util import hostportjoin
+
+from iotdtls.coap.errors import association_error
+from iotdtls.errors import DtlsError
+from iotdtls.identity import PeerIdentity
+
+logger = logging.getLogger("iotdtls.coap")
+
+__all__ = [
+    "COAP_HEADROOM",
+    "RECORD_OVERHEAD_BOUND",
+    "CoapsAddress",
+    "CoapsInterface",
+    "block_size_exp",
+    "hostinfo",
+]
+
+#: The most a DTLS 1.2 AEAD record adds to its payload: a 13-byte header, an 8-byte explicit
+#: nonce and a tag of at most 16 bytes (RFC 6347 §4.1, RFC 5116; TLS_PSK_WITH_AES_128_CCM_8,
+#: the profile's suite, adds 29).
+RECORD_OVERHEAD_BOUND = 13 + 8 + 16
+#: Room for a CoAP header, token and options when nothing better is known: RFC 7252 §4.6
+#: bounds the message at 1152 bytes for 1024 bytes of payload.
+COAP_HEADROOM = 1152 - 1024
+
+
+def block_size_exp(mtu: int) -> int:
+    """The largest block-size exponent (SZX, RFC 7959 §2.2) whose block, with CoAP's headroom
+    and the record overhead, fits a datagram of `mtu` bytes; 0 (16 bytes) at the very least."""
+    room = mtu - RECORD_OVERHEAD_BOUND - COAP_HEADROOM
+    for szx in range(MAX_REGULAR_BLOCK_SIZE_EXP, 0, -1):
+        if 2 ** (szx + 4) <= room:
+            return szx
+    return 0
+
+
+def hostinfo(address: tuple[Any, ...]) -> str:
+    """`host[:port]` of a socket address as it appears in a coaps URI (port omitted if 5684)."""
+    host, port = str(address[0]), int(address[1])
+    return str(hostportjoin(host, None if port == COAPS_PORT else port))
+
+
+class CoapsAddress(interfaces.EndpointAddress):
+    """A remote reached over one DTLS association (compared by identity).
+
+    `peer` is the identity the handshake authenticated (`iotdtls.identity`); the same object
+    leads `authenticated_claims`, the place aiocoap's resource handlers look for who asked
+    (`request.remote.authenticated_claims`), followed by the labels of the credentials that
+    matched, as aiocoap's own DTLS server gives them."""
+
+    scheme = "coaps"
+    is_multicast = False
+    is_multicast_locally = False
+
+    def __init__(
+        self,
+        peer_address: tuple[Any, ...],
+        mtu: int,
+        peer: PeerIdentity | None = None,
+        labels: tuple[str, ...] = (),
+    ) -> None:
+        self.peer_address = peer_address
+        self.peer = peer
+        self._labels = labels
+        self._block_size_exp = block_size_exp(mtu)
+        #: True once the association has ended; nothing is sent over it any more.
+        self.ended = False
+
+    def __repr__(self) -> str:
+        state = " ended" if self.ended else ""
+        who = f" {self.peer}" if self.peer is not None else ""
+        return f"<{type(self).__name__} {self.uri_base}{who}{state}>"
+
+    @property
+    def hostinfo(self) -> str:
+        return hostinfo(self.peer_address)
+
+    @property
+    def hostinfo_local(self) -> str:
+        return hostinfo(self.local_address)
+
+    @property
+    def local_address(self) -> tuple[Any, ...]:
+        """The socket address of our end of the association."""
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        """Send one CoAP message over this association (dropped once it has ended)."""
+        raise NotImplementedError
+
+    @property
+    def uri_base(self) -> str:
+        return "coaps://" + self.hostinfo
+
+    @property
+    def uri_base_local(self) -> str:
+        return "coaps://" + self.hostinfo_local
+
+    @property
+    def authenticated_claims(self) -> tuple[object, ...]:
+        if self.peer is None:
+            return ()
+        return (self.peer, *self._labels)
+
+    @property
+    def maximum_block_size_exp(self) -> int:
+        return self._block_size_exp
+
+    @maximum_block_size_exp.setter
+    def maximum_block_size_exp(self, value: int) -> None:
+        # aiocoap lowers it to what the other side asked for in a block-wise transfer.
+        self._block_size_exp = value
+
+    @property
+    def maximum_payload_size(self) -> int:
+        """A payload larger than one block is sent block-wise (aiocoap's threshold)."""
+        return int(2 ** (self._block_size_exp + 4))
+
+    @property
+    def blockwise_key(self) -> object:
+        # Blocks combine only within one association (RFC 7959 §2.4, RFC 7252 §9.1).
+        return self
+
+
+class CoapsInterface(interfaces.MessageInterface):
+    """What both coaps transports do alike: hand each datagram of an association to aiocoap's
+    message layer as one CoAP message (RFC 7252 §9.1.1), send messages over their remote's
+    association, and fail what is pending on an association that ended."""
+
+    def __init__(self, mman: interfaces.MessageManager) -> None:
+        #: aiocoap's message layer; None once shut down.
+        self._mman: interfaces.MessageManager | None = mman
+
+    def deliver(self, remote: CoapsAddress, data: bytes) -> None:
+        """A datagram received over `remote`'s association."""
+        if self._mman is None:
+            return
+        try:
+            message = Message.decode(data, remote)
+        except error.UnparsableMessage:
+            logger.warning("%r: ignoring a datagram that is not a CoAP message", remote)
+            return
+        self._mman.dispatch_message(message)
+
+    def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
+        """`remote`'s association ended: aiocoap fails its requests, exchanges, observations."""
+        remote.ended = True
+        if self._mman is not None:
+            self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
+
+    def send(self, message: Message) -> None:
+        remote = message.remote
+        assert isinstance(remote, CoapsAddress)
+        remote.send(message.encode())

@@ -1,0 +1,171 @@
+"""The coaps client transport: aiocoap sends `coaps://` requests through iotdtls associations.
+
+One association (one UDP socket, `iotdtls.aio.connect`) per server and credentials, made when a
+request first needs it and shared by every request after, as long as it lives. A request waits
+for the handshake while its remote is chosen (`determine_remote`), so a handshake that fails or
+times out fails that request with an `AssociationFailed` at once; an association that ends
+later fails every request still pending on it (`AssociationClosed`), and the next request makes
+a new one, a new remote (RFC 7252 §9.1: no response crosses from one association to another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiocoap import error, interfaces
+from aiocoap.message import Message
+from aiocoap.numbers.constants import COAPS_PORT
+from aiocoap.util import hostportsplit
+
+from iotdtls import aio
+from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
+from iotdtls.coap.errors import association_error
+from iotdtls.config import ClientConfig
+from iotdtls.errors import DtlsError, LocalProtocolError
+
+__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest"]
+
+logger = logging.getLogger("iotdtls.coap")
+
+#: Chooses the DTLS configuration of a request: returns a key naming the credentials (requests
+#: with the same host, port and key share an association) and the `ClientConfig`.
+ConfigForRequest = Callable[[Message], tuple[object, ClientConfig]]
+
+
+class ClientRemote(CoapsAddress):
+    """The server end of one client association."""
+
+    def __init__(
+        self, interface: CoapsClientInterface, host: str, port: int, config: ClientConfig
+    ) -> None:
+        super().__init__((host, port), config.mtu)
+        self._interface = interface
+        self._config = config
+        self._connection: aio.ClientConnection | None = None
+        self._established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._established.add_done_callback(_retrieve)
+        self._task = asyncio.ensure_future(self._run())
+
+    @property
+    def local_address(self) -> tuple[Any, ...]:
+        if self._connection is None:
+            return ("::", 0)
+        return self._connection.local_address
+
+    async def established(self) -> None:
+        """Wait for the handshake; raise the `AssociationFailed` that ended it."""
+        await asyncio.shield(self._established)
+
+    def send(self, data: bytes) -> None:
+        """Send one CoAP message over this association (dropped once it has ended)."""
+        if self._connection is None or self.ended:
+            logger.debug("%r: not sending over an ended association", self)
+            return
+        try:
+            self._connection.send(data)
+        except LocalProtocolError:
+            logger.debug("%r: association ended before a message could be sent", self)
+
+    async def close(self) -> None:
+        """Send close_notify (if established) and release the socket."""
+        self.ended = True
+        if self._connection is not None:
+            await self._connection.close()
+        else:
+            self._task.cancel()
+        if not self._established.done():
+            self._established.set_exception(error.LibraryShutdown())
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        host, port = self.peer_address
+        try:
+            self._connection = await aio.connect(host, port, self._config)
+        except (DtlsError, OSError, LocalProtocolError) as exc:
+            self.ended = True
+            self._interface.forget(self)
+            self._established.set_exception(association_error(self.hostinfo, exc, False))
+            return
+        self.peer = self._connection.connection.peer
+        self._established.set_result(None)
+        failure: DtlsError | None = None
+        try:
+            while (data := await self._connection.recv()) is not None:
+                self._interface.deliver(self, data)
+        except DtlsError as exc:
+            failure = exc
+        finally:
+            self.ended = True
+            self._interface.ended(self, failure)
+            await self._connection.close()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a failed handshake's exception as seen (its requests may all have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class CoapsClientInterface(CoapsInterface):
+    """An aiocoap message interface for `coaps://` requests (see the module docstring)."""
+
+    def __init__(self, mman: interfaces.MessageManager, config_for: ConfigForRequest) -> None:
+        super().__init__(mman)
+        self._config_for = config_for
+        self._pool: dict[tuple[str, int, object], ClientRemote] = {}
+
+    def __repr__(self) -> str:
+        return f"<CoapsClientInterface associations={len(self._pool)}>"
+
+    async def determine_remote(self, message: Message) -> ClientRemote | None:
+        if message.requested_scheme != "coaps":
+            return None
+        if self._mman is None:
+            raise error.LibraryShutdown()
+        host, port = _destination(message)
+        source, config = self._config_for(message)
+        key = (host, port, source)
+        remote = self._pool.get(key)
+        if remote is None or remote.ended:
+            logger.debug("new DTLS association with %s:%d", host, port)
+            remote = ClientRemote(self, host, port, config)
+            self._pool[key] = remote
+        await remote.established()
+        return remote
+
+    async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
+        return isinstance(remote, ClientRemote) and remote in self._pool.values()
+
+    async def shutdown(self) -> None:
+        self._mman = None
+        remotes, self._pool = list(self._pool.values()), {}
+        await asyncio.gather(*(r.close() for r in remotes))
+
+    # -- from the associations ---------------------------------------------------------------
+
+    def ended(self, remote: ClientRemote, failure: DtlsError | None) -> None:
+        """An established association ended: fail what is pending on it."""
+        self.forget(remote)
+        self.association_ended(remote, failure)
+
+    def forget(self, remote: ClientRemote) -> None:
+        """Take an association out of the pool (new requests will make a new one)."""
+        for key, pooled in list(self._pool.items()):
+            if pooled is remote:
+                del self._pool[key]
+
+
+def _destination(message: Message) -> tuple[str, int]:
+    """The (host, port) a request goes to, from its URI (RFC 7252 §6.2: 5684 by default)."""
+    if message.unresolved_remote:
+        host, port = hostportsplit(message.unresolved_remote)
+    elif message.opt.uri_host:
+        host, port = message.opt.uri_host, message.opt.uri_port
+    else:
+        raise ValueError("no host to send the coaps request to (no URI host, no remote)")
+    return str(host), int(port or COAPS_PORT)

@@ -1,0 +1,193 @@
+"""aiocoap contexts with iotdtls as their coaps transport.
+
+aiocoap has no public hook for a transport of another package; the narrowest one it has is the
+method its own context constructors use to add a message-layer transport
+(`Context._append_tokenmanaged_messagemanaged_transport`, present in the pinned aiocoap
+version, see `pyproject.toml`). Everything above it (tokens, message IDs, CON retransmission,
+block-wise, observe) is aiocoap's; iotdtls only carries the datagrams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiocoap import Context, interfaces
+from aiocoap.message import Message
+from aiocoap.numbers.constants import COAPS_PORT
+from aiocoap.resource import Site
+
+from iotdtls.coap.client import CoapsClientInterface, ConfigForRequest
+from iotdtls.coap.credentials import (
+    CredentialsSource,
+    ServerCredentials,
+    load_credentials,
+    map_client_configs,
+)
+from iotdtls.coap.server import CoapsServerInterface
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.errors import ConfigError
+from iotdtls.identity import PeerIdentity
+
+__all__ = ["add_client_transport", "add_server_transport", "client_context", "server_context"]
+
+#: `bind=None`: every address, the coaps port (RFC 7252 §12.7), as aiocoap's servers do.
+DEFAULT_BIND = ("::", COAPS_PORT)
+#: Fields of the configuration classes that hold credentials, not settings.
+_CREDENTIAL_KEYS = frozenset(
+    {
+        "psk",
+        "psk_identity",
+        "psk_store",
+        "psk_lookup",
+        "server_public_keys",
+        "raw_public_key",
+        "client_public_keys",
+        "client_key_lookup",
+        "trust_anchors",
+        "certificate",
+        "certificates",
+        "client_trust_anchors",
+    }
+)
+
+
+async def add_client_transport(
+    context: Context, *, config: ClientConfig | None = None, **settings: Any
+) -> CoapsClientInterface:
+    """Send the `coaps://` requests of `context` through iotdtls.
+
+    Credentials come from `context.client_credentials` (aiocoap's map, see
+    `iotdtls.coap.credentials`), read per request, or else from `config`, one `ClientConfig`
+    for every coaps request. `settings` are the other `ClientConfig` fields (`mtu`,
+    `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made from the map."""
+    chooser = _client_chooser(context, config, settings)
+    transports: list[CoapsClientInterface] = []
+
+    async def make(mman: interfaces.MessageManager) -> CoapsClientInterface:
+        transports.append(CoapsClientInterface(mman, chooser))
+        return transports[0]
+
+    await context._append_tokenmanaged_messagemanaged_transport(make)
+    return transports[0]
+
+
+def _client_chooser(
+    context: Context, config: ClientConfig | None, settings: dict[str, Any]
+) -> ConfigForRequest:
+    """How a request gets its `ClientConfig`: `config` always, or the map's entry for its URI."""
+    _check_settings(config, settings)
+    if config is None:
+        return map_client_configs(lambda: context.client_credentials, settings)
+    fixed = config
+
+    def config_for(message: Message) -> tuple[object, ClientConfig]:
+        return fixed, fixed
+
+    return config_for
+
+
+async def add_server_transport(
+    context: Context,
+    bind: tuple[str, int | None] | None = None,
+    *,
+    config: ServerConfig | None = None,
+    **settings: Any,
+) -> CoapsServerInterface:
+    """Serve `context.serversite` over coaps on `bind` (host, port; None: `DEFAULT_BIND`).
+
+    Clients are authenticated against `context.server_credentials` (aiocoap's map, read at each
+    handshake), or else against `config`. `settings` are the other `ServerConfig` fields."""
+    host, port = bind if bind is not None else DEFAULT_BIND
+    _check_settings(config, settings)
+    if config is not None:
+        server_config = config
+
+        def labels(peer: PeerIdentity) -> tuple[str, ...]:
+            return ()
+
+        claim_labels = labels
+    else:
+        credentials = ServerCredentials(lambda: context.server_credentials)
+        server_config = credentials.server_config(settings)
+        claim_labels = credentials.labels
+    transports: list[CoapsServerInterface] = []
+
+    async def make(mman: interfaces.MessageManager) -> CoapsServerInterface:
+        transport = await CoapsServerInterface.create(
+            mman, (host, COAPS_PORT if port is None else port), server_config, claim_labels
+        )
+        transports.append(transport)
+        return transport
+
+    await context._append_tokenmanaged_messagemanaged_transport(make)
+    return transports[0]
+
+
+async def client_context(
+    *,
+    credentials: CredentialsSource | None = None,
+    config: ClientConfig | None = None,
+    plain_coap: bool = True,
+    **settings: Any,
+) -> Context:
+    """An aiocoap client context whose `coaps://` requests go through iotdtls.
+
+    `credentials`: aiocoap's credentials map (a map, a dict, or a JSON file) for
+    `context.client_credentials`; or `config`, one `ClientConfig` for every coaps request.
+    `plain_coap`: also send `coap://` requests (aiocoap's UDP transport). Shut it down with
+    `await context.shutdown()`."""
+    loaded = load_credentials(credentials) if credentials is not None else None
+    _check_settings(config, settings)  # before any socket is made
+    if plain_coap:
+        context = await Context.create_client_context(transports=["udp6"])
+    else:
+        context = Context()
+    try:
+        if loaded is not None:
+            context.client_credentials = loaded
+        await add_client_transport(context, config=config, **settings)
+    except BaseException:
+        await context.shutdown()
+        raise
+    return context
+
+
+async def server_context(
+    site: Site | None,
+    bind: tuple[str, int | None] | None = None,
+    *,
+    credentials: CredentialsSource | None = None,
+    config: ServerConfig | None = None,
+    **settings: Any,
+) -> Context:
+    """An aiocoap context serving `site` over coaps (iotdtls) on `bind` (default: every address,
+    port 5684), and nothing else.
+
+    Clients authenticate with `credentials` (aiocoap's map: a map, a dict, or a JSON file, one
+    entry per client) or against `config`. Resource handlers find the client's identity in
+    `request.remote.peer` and `request.remote.authenticated_claims`. Stop it with
+    `await context.shutdown()`."""
+    if (credentials is None) == (config is None):
+        raise ConfigError("give the server credentials= (aiocoap's map) or config=, one of them")
+    context = Context(serversite=site, loggername="coap-server")
+    if credentials is not None:
+        context.server_credentials = load_credentials(credentials)
+    await add_server_transport(context, bind, config=config, **settings)
+    return context
+
+
+def _check_settings(config: object | None, settings: dict[str, Any]) -> None:
+    """Settings are configuration fields other than credentials, and go inside `config` when
+    one is given; a `ConfigError` otherwise."""
+    if config is not None and settings:
+        raise ConfigError("give the DTLS settings inside config=, not beside it")
+    misplaced = sorted(_CREDENTIAL_KEYS & settings.keys())
+    if misplaced:
+        raise ConfigError(
+            f"{', '.join(misplaced)}: credentials go into the credentials map or config=, "
+            "not into the settings"
+        )
+    known = set(ClientConfig.__dataclass_fields__) | set(ServerConfig.__dataclass_fields__)
+    unknown = sorted(settings.keys() - known)
+    if unknown:
+        raise ConfigError(f"unknown DTLS setting {', '.join(unknown)}")

@@ -1,0 +1,87 @@
+"""What a coaps request raises when its DTLS association fails: aiocoap errors that name the
+association and carry the `DtlsError` (or socket error) as their cause.
+
+RFC 7252 §9.1 ties requests and responses to one DTLS association; when that association cannot
+be established, or ends, every request pending on it fails with one of these, at once, instead
+of waiting out CoAP's own retransmission timers. They are `aiocoap.error.NetworkError`s, the
+type aiocoap promises for transport failures, so `except aiocoap.error.NetworkError` (or
+`aiocoap.error.Error`) in an application catches them as it catches any other.
+"""
+
+from __future__ import annotations
+
+from aiocoap import error
+
+from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, DtlsError, HandshakeTimeout
+
+__all__ = ["AssociationClosed", "AssociationFailed", "AssociationTimeout", "association_error"]
+
+
+class AssociationFailed(error.NetworkError):
+    """The DTLS handshake for a coaps request failed (the cause is in `__cause__`)."""
+
+    what = "DTLS handshake with"
+
+    def __init__(self, peer: str, cause: BaseException | None) -> None:
+        super().__init__(peer, cause)
+        #: `host:port` of the peer (as in a URI).
+        self.peer = peer
+        self.__cause__ = cause
+
+    def __str__(self) -> str:
+        reason = f": {self.__cause__}" if self.__cause__ is not None else ""
+        return f"coaps: {self.what} {self.peer} failed{reason}"
+
+    def extra_help(self, hints: dict[str, object] | None = None) -> str | None:
+        """What to check, for the command line (aiocoap's `HelpfulError` hook)."""
+        return _advice(self.__cause__)
+
+
+class AssociationTimeout(AssociationFailed, error.TimeoutError):
+    """The handshake did not complete within the configured `handshake_timeout`."""
+
+
+class AssociationClosed(AssociationFailed, error.RemoteServerShutdown):
+    """An established association ended (close_notify, a fatal alert, a newer association of
+    the same peer) while the request was pending on it."""
+
+    what = "DTLS association with"
+
+    def __str__(self) -> str:
+        if self.__cause__ is None:
+            return f"coaps: the DTLS association with {self.peer} was closed"
+        return f"coaps: the DTLS association with {self.peer} ended: {self.__cause__}"
+
+
+def association_error(
+    peer: str, cause: BaseException | None, established: bool
+) -> AssociationFailed:
+    """The aiocoap error for an association that failed to form or ended."""
+    if established:
+        return AssociationClosed(peer, cause)
+    if isinstance(cause, HandshakeTimeout):
+        return AssociationTimeout(peer, cause)
+    return AssociationFailed(peer, cause)
+
+
+#: Alerts a PSK handshake ends with when the two sides do not share a key (RFC 4279 §2,
+#: RFC 5246 §7.2.2: a wrong key shows as a Finished that does not verify).
+_KEY_MISMATCH = {
+    AlertDescription.unknown_psk_identity: "the server does not know this PSK identity",
+    AlertDescription.decrypt_error: "the PSK does not match the server's",
+    AlertDescription.bad_record_mac: "the PSK does not match the server's",
+    AlertDescription.handshake_failure: "the server refused the credentials or cipher suites",
+}
+
+
+def _advice(cause: BaseException | None) -> str | None:
+    if isinstance(cause, HandshakeTimeout):
+        return (
+            "No handshake completed in time: check that a coaps server listens there and that "
+            "the PSK identity and key match (many servers answer a wrong key with silence)."
+        )
+    if isinstance(cause, AlertReceived | AlertSent) and cause.alert in _KEY_MISMATCH:
+        return f"Check the credentials: {_KEY_MISMATCH[AlertDescription(cause.alert)]}."
+    if isinstance(cause, DtlsError | OSError):
+        return "Check the server address and its DTLS configuration."
+    return None

@@ -1,0 +1,117 @@
+"""The coaps server transport: an aiocoap `Site` served over iotdtls to many clients at once.
+
+One UDP socket (`iotdtls.aio.serve`: stateless cookies, demultiplexing by address) carries every
+association. Each association that completes its handshake becomes one remote, carrying the
+client's authenticated identity to the resource handlers (`request.remote.peer` and
+`request.remote.authenticated_claims`). Responses and notifications go back over the
+association their request came on, and are dropped once it has ended, never sent over a newer
+association of the same address (RFC 7252 §9.1). When an association ends, aiocoap hears of it
+as an error of that remote, which ends its observations and pending exchanges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiocoap import interfaces
+from aiocoap.message import Message
+
+from iotdtls import aio
+from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
+from iotdtls.config import ServerConfig
+from iotdtls.errors import DtlsError, LocalProtocolError
+from iotdtls.identity import PeerIdentity
+
+__all__ = ["ClaimLabels", "CoapsServerInterface", "ServerRemote"]
+
+logger = logging.getLogger("iotdtls.coap")
+
+#: The labels of the credentials that authenticated a peer (e.g. the keys of an aiocoap
+#: credentials map), listed after the identity in `authenticated_claims`.
+ClaimLabels = Callable[[PeerIdentity], tuple[str, ...]]
+
+
+class ServerRemote(CoapsAddress):
+    """The client end of one association of a coaps server."""
+
+    def __init__(
+        self, interface: CoapsServerInterface, session: aio.ServerSession, labels: tuple[str, ...]
+    ) -> None:
+        super().__init__(session.address, interface.config.mtu, session.peer, labels)
+        self._interface = interface
+        self._session = session
+
+    @property
+    def local_address(self) -> tuple[Any, ...]:
+        return self._interface.address
+
+    def send(self, data: bytes) -> None:
+        """Send one CoAP message over this association; dropped once it has ended."""
+        try:
+            self._session.send(data)
+        except LocalProtocolError:
+            logger.info("%r: association ended, message not sent", self)
+
+
+class CoapsServerInterface(CoapsInterface):
+    """An aiocoap message interface serving coaps on one socket (see the module docstring)."""
+
+    def __init__(
+        self, mman: interfaces.MessageManager, config: ServerConfig, labels: ClaimLabels
+    ) -> None:
+        super().__init__(mman)
+        self.config = config
+        self._labels = labels
+        self._server: aio.DtlsServer | None = None
+        #: The socket address bound (host, port).
+        self.address: tuple[Any, ...] = ("::", 0)
+
+    def __repr__(self) -> str:
+        return f"<CoapsServerInterface on {self.address!r}>"
+
+    @classmethod
+    async def create(
+        cls,
+        mman: interfaces.MessageManager,
+        bind: tuple[str, int],
+        config: ServerConfig,
+        labels: ClaimLabels,
+    ) -> CoapsServerInterface:
+        """Bind `bind` and serve; returns once the socket is bound."""
+        self = cls(mman, config, labels)
+        self._server = await aio.serve(self._serve_association, bind[0], bind[1], config)
+        self.address = self._server.address
+        return self
+
+    @property
+    def endpoint_server(self) -> aio.DtlsServer:
+        """The iotdtls server underneath (its `endpoint` has the association table)."""
+        assert self._server is not None
+        return self._server
+
+    async def _serve_association(self, session: aio.ServerSession) -> None:
+        remote = ServerRemote(self, session, self._labels(session.peer))
+        failure: DtlsError | None = None
+        try:
+            while (data := await session.recv()) is not None:
+                self.deliver(remote, data)
+        except DtlsError as exc:
+            failure = exc
+        finally:
+            self.association_ended(remote, failure)
+
+    async def determine_remote(self, message: Message) -> None:
+        """A server makes no associations of its own; requests to a client go over the
+        association it opened (see `recognize_remote`)."""
+        return None
+
+    async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
+        return isinstance(remote, ServerRemote) and remote._interface is self and not remote.ended
+
+    async def shutdown(self) -> None:
+        """close_notify to every client, then release the socket."""
+        self._mman = None
+        if self._server is not None:
+            await self._server.close()

@@ -1,0 +1,10 @@
+from aiocoap.message import Message as Message
+from aiocoap.numbers import CHANGED as CHANGED
+from aiocoap.numbers import CONTENT as CONTENT
+from aiocoap.numbers import DELETE as DELETE
+from aiocoap.numbers import GET as GET
+from aiocoap.numbers import POST as POST
+from aiocoap.numbers import PUT as PUT
+from aiocoap.numbers import Code as Code
+from aiocoap.numbers import ContentFormat as ContentFormat
+from aiocoap.protocol import Context as Context

@@ -1,0 +1,25 @@
+from enum import IntEnum
+
+class Code(IntEnum):
+    EMPTY = 0
+    GET = 1
+    POST = 2
+    PUT = 3
+    DELETE = 4
+    CONTENT = 69
+    CHANGED = 68
+    def is_request(self) -> bool: ...
+    def is_response(self) -> bool: ...
+    def is_successful(self) -> bool: ...
+    @property
+    def dotted(self) -> str: ...
+    @property
+    def name_printable(self) -> str: ...
+
+EMPTY: Code
+GET: Code
+POST: Code
+PUT: Code
+DELETE: Code
+CONTENT: Code
+CHANGED: Code

@@ -1,0 +1,12 @@
+from aiocoap.numbers.contentformat import ContentFormat
+from aiocoap.optiontypes import BlockOption
+
+class Options:
+    uri_host: str | None
+    uri_port: int | None
+    uri_path: tuple[str, ...]
+    content_format: ContentFormat | None
+    observe: int | None
+    block1: BlockOption.BlockwiseTuple | None
+    block2: BlockOption.BlockwiseTuple | None
+    size2: int | None

@@ -1,0 +1,146 @@
+"""`iotdtls coap` as subprocesses: `serve` (the demo site) with `get`, against each other and
+against libcoap's server; output streams, exit statuses, error lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server, make_rpk_files
+from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX
+from tests.peers import (
+    CLIENT_IDENTITY,
+    LOCALHOST,
+    PSK_HEX,
+    PeerProcess,
+    free_udp_port,
+    require_peer,
+)
+
+LIBCOAP_CREDENTIALS = ["--psk-identity", CLIENT_IDENTITY, "--psk", LIBCOAP_KEY_HEX]
+
+
+@contextmanager
+def coap_serve(*args: str) -> Iterator[tuple[int, PeerProcess]]:
+    """`iotdtls coap serve` on a fresh loopback port, listening when this yields."""
+    port = free_udp_port()
+    argv = [*CLI, "coap", "serve", "--listen", f"{LOCALHOST}:{port}", *args]
+    with PeerProcess(argv, name="iotdtls-coap-serve", time_limit=60.0) as server:
+        server.wait_for_output(rf"listening on coaps://127\.0\.0\.1:{port}", 10.0)
+        yield port, server
+
+
+def coap(*args: str, stdin: str | None = None, timeout: float = 30.0,
+         ) -> subprocess.CompletedProcess[str]:
+    """`iotdtls coap ARGS`: exit status, stdout, stderr."""
+    return subprocess.run([*CLI, "coap", *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.mark.req("COAP-1")
+def test_serve_and_get_hello_core_counter_and_not_found(tmp_path: Path) -> None:
+    psk_file = tmp_path / "psk.txt"
+    psk_file.write_text(f"{CLIENT_IDENTITY}:{PSK_HEX}\nsensor-2:a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\n")
+    with coap_serve("--psk-file", str(psk_file)) as (port, server):
+        base = f"coaps://{LOCALHOST}:{port}"
+        hello = coap("get", f"{base}/hello", *CREDENTIALS)
+        assert (hello.returncode, hello.stdout, hello.stderr) == (
+            0, "Hello, psk identity b'Client_identity'!\n", "2.05 Content\n")
+        other = coap("get", f"{base}/hello", "--psk-identity", "sensor-2",
+                     "--psk", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
+        assert other.stdout == "Hello, psk identity b'sensor-2'!\n", other.stderr
+        core = coap("get", f"{base}/.well-known/core", *CREDENTIALS)
+        assert core.returncode == 0
+        assert {"</hello>", "</counter>"} <= {link.split(";")[0] for link in
+                                              core.stdout.strip().split(",")}
+        assert "obs" in core.stdout.split("</counter>")[1]
+        observed = coap("get", f"{base}/counter", "--observe", "--duration", "2.3", *CREDENTIALS)
+        assert observed.returncode == 0, observed.stderr
+        values = [int(v) for v in observed.stdout.split()]
+        assert len(values) >= 3 and values == sorted(set(values)), values
+        missing = coap("get", f"{base}/nothing", *CREDENTIALS)
+        assert (missing.returncode, missing.stderr) == (1, "4.04 Not Found\n")
+        refused = coap("post", f"{base}/hello", "data", *CREDENTIALS)
+        assert (refused.returncode, refused.stderr) == (1, "4.05 Method Not Allowed\n")
+        server.wait_for_output(r"handshake complete: peer 127\.0\.0\.1:\d+ psk identity", 5.0)
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.wait(5.0) == 0
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.req("COAP-1")
+def test_wrong_key_exits_1_with_a_clear_line_within_the_deadline() -> None:
+    with coap_serve(*CREDENTIALS) as (port, _):
+        started = time.monotonic()
+        done = coap("get", f"coaps://{LOCALHOST}:{port}/hello", "--psk-identity",
+                    CLIENT_IDENTITY, "--psk", WRONG_PSK_HEX, "--timeout", "5")
+        assert time.monotonic() - started < 5.0
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"iotdtls: coaps: DTLS handshake with {LOCALHOST}:{port} failed: "
+        "received fatal alert decrypt_error",
+        "iotdtls: Check the credentials: the PSK does not match the server's.",
+    ]
+
+
+def test_silent_server_exits_1_after_the_handshake_deadline() -> None:
+    port = free_udp_port()  # nobody listens
+    started = time.monotonic()
+    done = coap("get", f"coaps://{LOCALHOST}:{port}/", *CREDENTIALS, "--timeout", "1")
+    assert 1.0 <= time.monotonic() - started < 6.0
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"iotdtls: coaps: DTLS handshake with {LOCALHOST}:{port} failed: handshake timed out")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["get", "coaps://127.0.0.1/x"], "choose one mode: --psk-identity ID --psk HEX, or"),
+    (["get", "http://127.0.0.1/x", *CREDENTIALS], "expected a coaps://HOST[:PORT]/PATH URI"),
+    (["put", "coaps://127.0.0.1/x", "v", "--content-format", "text/nonsense", *CREDENTIALS],
+     "--content-format: unknown media type"),
+    (["serve", "--listen", "127.0.0.1:5684"], "give credentials: --psk-identity ID --psk HEX"),
+])
+def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
+    done = coap(*args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("iotdtls: error: ") and message in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.req("COAP-1")
+def test_put_post_delete_against_libcoap_server() -> None:
+    require_peer("coap-server-gnutls")
+    # -e: PUT echoes its payload back; -d: POST creates resources, DELETE removes them.
+    with libcoap_server("gnutls", "-e", "-d", "4") as (port, _):
+        base = f"coaps://{LOCALHOST}:{port}"
+        put = coap("put", f"{base}/example_data", "--content-format", "text/plain",
+                   *LIBCOAP_CREDENTIALS, stdin="from stdin\n")
+        assert (put.returncode, put.stdout) == (0, "from stdin\n"), put.stderr
+        back = coap("get", f"{base}/example_data", *LIBCOAP_CREDENTIALS)
+        assert back.stdout == "from stdin\n"
+        post = coap("post", f"{base}/made", "from the argument", *LIBCOAP_CREDENTIALS)
+        assert (post.returncode, post.stderr) == (0, "2.01 Created\n")
+        made = coap("get", f"{base}/made", *LIBCOAP_CREDENTIALS)
+        assert made.stdout == "from the argument\n"
+        deleted = coap("delete", f"{base}/made", *LIBCOAP_CREDENTIALS)
+        assert (deleted.returncode, deleted.stderr) == (0, "2.02 Deleted\n")
+        gone = coap("get", f"{base}/made", *LIBCOAP_CREDENTIALS)
+        assert (gone.returncode, gone.stderr) == (1, "4.04 Not Found\n")
+
+
+@pytest.mark.req("COAP-1")
+def test_raw_public_keys_through_the_shared_credential_flags(tmp_path: Path) -> None:
+    files = make_rpk_files(tmp_path)
+    with coap_serve("--rpk-key", str(files.server_key), "--rpk-allow", str(files.client_pub),
+                    ) as (port, _):
+        done = coap("get", f"coaps://{LOCALHOST}:{port}/hello", "--peer-rpk",
+                    str(files.server_pub), "--rpk-key", str(files.client_key))
+    assert (done.returncode, done.stderr) == (0, "2.05 Content\n")
+    assert done.stdout.startswith("Hello, raw public key sha256:")

@@ -1,0 +1,291 @@
+"""`iotdtls.coap`: aiocoap's client and server over iotdtls associations, both ends ours, over
+loopback (RFC 7252 §9: coaps; RFC 7959 block-wise; RFC 7641 observe)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import pytest
+from aiocoap import error
+
+from iotdtls.coap import (
+    AssociationClosed,
+    AssociationFailed,
+    AssociationTimeout,
+    ClientRemote,
+    block_size_exp,
+)
+from iotdtls.credentials import PrivateKey
+from iotdtls.endpoint import GateOutcome
+from iotdtls.errors import DtlsError
+from iotdtls.identity import PskIdentity, RawPublicKeyIdentity
+from tests.coap_support import (
+    LARGE,
+    PSK_ENTRY,
+    CoapSite,
+    coaps_client,
+    coaps_server,
+    get,
+    make_rpk_files,
+    raw_request,
+    rpk_client_credentials,
+    rpk_server_credentials,
+    run,
+    uri,
+)
+from tests.interop_support import (
+    APPLICATION_DATA,
+    SameAddressClient,
+    assert_datagrams_fit,
+    assert_encrypted,
+    client_config,
+    proxied,
+    records,
+)
+from tests.peers import CLIENT_IDENTITY, LOCALHOST
+
+
+@pytest.mark.req("COAP-1")
+def test_get_over_coaps_and_the_identity_reaches_the_handler() -> None:
+    site = CoapSite()
+    async def main() -> None:
+        async with coaps_server(site) as server, coaps_client() as client:
+            with proxied(server.address[1]) as proxy:
+                response = await get(client, uri(proxy.address, "whoami"))
+                assert response.code == aiocoap.CONTENT
+                assert response.payload == b"psk identity b'Client_identity'"
+                assert isinstance(response.remote, ClientRemote)
+                assert response.remote.peer == PskIdentity(CLIENT_IDENTITY.encode())
+                assert response.remote.scheme == "coaps"
+                hello = await get(client, uri(proxy.address, "hello"))
+                assert hello.payload == b"Hello, psk identity b'Client_identity'!"
+                assert hello.remote is response.remote  # one association for both
+            # CoAP went inside DTLS records only (RFC 7252 §9.1.1).
+            assert_encrypted(proxy.snapshot(), b"whoami", b"Hello")
+        [(remote, claims)] = site.whoami.seen
+        assert remote.peer == PskIdentity(CLIENT_IDENTITY.encode())
+        assert claims == (PskIdentity(CLIENT_IDENTITY.encode()), ":client")
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_blockwise_4_kib_both_ways_at_mtu_256() -> None:
+    site = CoapSite()
+    async def main() -> None:
+        async with coaps_server(site, mtu=256) as server, coaps_client(mtu=256) as client:
+            with proxied(server.address[1]) as proxy:
+                response = await get(client, uri(proxy.address, "large"))
+                assert response.payload == LARGE
+                assert response.opt.block2 is not None  # it came in blocks (RFC 7959 §2.2)
+                put = aiocoap.Message(code=aiocoap.PUT, uri=uri(proxy.address, "large"),
+                                      payload=LARGE[::-1])
+                changed = await client.request(put).response
+                assert changed.code == aiocoap.CHANGED and changed.payload == b"4096"
+            log = proxy.snapshot()
+        assert site.large.stored == LARGE[::-1]
+        # Each block, sealed in one record, fits the 256-byte datagrams of both sides.
+        assert_datagrams_fit(log, "client", 256)
+        assert_datagrams_fit(log, "server", 256)
+        blocks = 4096 // 2 ** (block_size_exp(256) + 4)
+        for direction in ("client", "server"):
+            app = [d for d in log if d.direction == direction
+                   and any(r[0] == APPLICATION_DATA for r in records(d.data))]
+            assert len(app) >= 2 * blocks, (direction, len(app))
+
+    run(main())
+
+
+def test_block_size_follows_the_mtu() -> None:
+    # RFC 7252 §4.6: 128 bytes of headroom for header and options, 37 for the record.
+    assert [block_size_exp(mtu) for mtu in (128, 256, 300, 1232, 1500)] == [0, 2, 3, 6, 6]
+
+
+@pytest.mark.req("COAP-1")
+def test_observe_over_one_association_for_seconds() -> None:
+    async def main() -> None:
+        async with coaps_server(CoapSite(counter_interval=0.4)) as server, \
+                coaps_client() as client:
+            request = client.request(aiocoap.Message(
+                code=aiocoap.GET, uri=uri(server.address, "counter"), observe=0))
+            first = await request.response
+            assert first.opt.observe is not None  # the server accepted the observation
+            assert request.observation is not None
+            values, remotes = [int(first.payload)], {id(first.remote)}
+            started = time.monotonic()
+            async for note in request.observation:
+                values.append(int(note.payload))
+                remotes.add(id(note.remote))
+                if time.monotonic() - started > 3.0:
+                    break
+            request.observation.cancel()
+            assert len(values) >= 6 and values == sorted(values) and len(set(values)) == len(values)
+            assert len(remotes) == 1  # every notification over the one association
+            assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_ten_clients_at_once_each_with_its_identity() -> None:
+    keys = {f"dev{n}": bytes([n + 1]) * 16 for n in range(10)}
+    server_credentials = {
+        f":dev{n}": {"dtls": {"psk": keys[f"dev{n}"], "client-identity": f"dev{n}".encode()}}
+        for n in range(10)}
+    site = CoapSite()
+
+    async def one(address: tuple[Any, ...], name: str) -> bytes:
+        credentials = {"coaps://*": {"dtls": {"psk": keys[name],
+                                              "client-identity": name.encode()}}}
+        async with coaps_client(credentials=credentials) as client:
+            response = await get(client, uri(address, "whoami"))
+            return bytes(response.payload)
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_credentials) as server:
+            answers = await asyncio.gather(*(one(server.address, f"dev{n}") for n in range(10)))
+            assert answers == [b"psk identity b'dev%d'" % n for n in range(10)]
+            gate = server.endpoint_server.endpoint.gate
+            assert gate[GateOutcome.COOKIE_ACCEPTED] == 10
+        seen = site.whoami.seen
+        assert sorted(claims[1] for _, claims in seen) == sorted(server_credentials)
+        assert len({id(remote) for remote, _ in seen}) == 10
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("entry", [
+    {"psk": {"hex": "0102030405060708090a0b0c0d0e0f11"},
+     "client-identity": {"ascii": CLIENT_IDENTITY}},
+    {"psk": {"hex": PSK_ENTRY["psk"]["hex"]}, "client-identity": {"ascii": "nobody"}},
+], ids=["wrong-key", "unknown-identity"])
+def test_wrong_credentials_fail_the_request_at_once(entry: dict[str, Any]) -> None:
+    async def main() -> None:
+        async with coaps_server() as server, \
+                coaps_client(credentials={"coaps://*": {"dtls": entry}}) as client:
+            started = time.monotonic()
+            with pytest.raises(AssociationFailed) as info:
+                await get(client, uri(server.address, "hello"))
+            assert time.monotonic() - started < 2.0  # an alert, not a timeout
+            assert isinstance(info.value, error.NetworkError)
+            assert isinstance(info.value.__cause__, DtlsError)
+            assert str(info.value).startswith(
+                f"coaps: DTLS handshake with {LOCALHOST}:{server.address[1]} failed: ")
+            assert "credentials" in (info.value.extra_help() or "")
+
+    run(main())
+
+
+def test_silent_server_gives_a_timeout_error_within_the_deadline() -> None:
+    async def main() -> None:
+        silent = await asyncio.get_running_loop().create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=(LOCALHOST, 0))
+        address = silent[0].get_extra_info("sockname")
+        try:
+            async with coaps_client(handshake_timeout=1.0) as client:
+                started = time.monotonic()
+                with pytest.raises(AssociationTimeout) as info:
+                    await get(client, uri(address, "hello"))
+                assert 0.9 <= time.monotonic() - started < 3.0
+                assert isinstance(info.value, error.TimeoutError)
+        finally:
+            silent[0].close()
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_pending_request_fails_when_its_association_ends() -> None:
+    site = CoapSite()
+    slow = site.slow
+
+    async def main() -> None:
+        async with coaps_client() as client:
+            async with coaps_server(site) as server:
+                pending = client.request(aiocoap.Message(
+                    code=aiocoap.GET, uri=uri(server.address, "slow"))).response
+                await asyncio.wait_for(slow.started.wait(), 5.0)
+                started = time.monotonic()
+            # The server closed (close_notify): the request fails now, not after CoAP's 93 s.
+            with pytest.raises(AssociationClosed):
+                await asyncio.wait_for(pending, 5.0)
+            assert time.monotonic() - started < 2.0
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_a_new_association_is_a_new_remote() -> None:
+    async def main() -> None:
+        async with coaps_server() as server, coaps_client() as client:
+            first = await get(client, uri(server.address, "hello"))
+            remote = first.remote
+            assert isinstance(remote, ClientRemote)
+            await remote.close()  # close_notify; the association is gone
+            second = await get(client, uri(server.address, "hello"))
+            assert second.remote is not remote and second.remote != remote
+            assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 2
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_a_response_never_crosses_to_a_newer_association() -> None:
+    """RFC 7252 §9.1: a client restarts from the same address while a request is pending; the
+    response of the old association is not sent over the new one, which works normally."""
+    site = CoapSite()
+    slow = site.slow
+
+    async def main() -> None:
+        async with coaps_server(site) as server:
+            device = await SameAddressClient.open(server.address)
+            try:
+                await device.handshake(client_config())
+                device.send(raw_request(1, b"old", "slow"))
+                await asyncio.wait_for(slow.started.wait(), 5.0)
+                await device.handshake(client_config())  # same port, new association
+                slow.release.set()
+                device.send(raw_request(2, b"new", "hello"))
+                answers = []
+                while (data := await device.recv(1.0)) is not None:
+                    answers.append(aiocoap.Message.decode(data))
+                assert [m.token for m in answers] == [b"new"]
+                assert answers[0].payload.startswith(b"Hello, ")
+            finally:
+                device.close()
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_raw_public_keys_from_credentials_maps(tmp_path: Path) -> None:
+    """RawPublicKey mode (RFC 7252 §9.1.3.2) beside PSK on one server: the client's key hash
+    reaches the handler with the label of its entry; a key nobody listed is refused."""
+    files = make_rpk_files(tmp_path)
+    site = CoapSite()
+    client_spki = PrivateKey.load(files.client_key).spki
+    server_spki = PrivateKey.load(files.server_key).spki
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=rpk_server_credentials(files)) as server:
+            async with coaps_client(credentials=rpk_client_credentials(files)) as client:
+                response = await get(client, uri(server.address, "whoami"))
+                assert response.payload.decode() == str(RawPublicKeyIdentity(client_spki))
+                assert response.remote.peer == RawPublicKeyIdentity(server_spki)
+            async with coaps_client() as psk_client:  # PSK on the same server still works
+                assert (await get(psk_client, uri(server.address, "hello"))).code.is_successful()
+            stranger = rpk_client_credentials(files, key=files.stranger_key)
+            async with coaps_client(credentials=stranger) as client:
+                started = time.monotonic()
+                with pytest.raises(AssociationFailed):
+                    await get(client, uri(server.address, "whoami"))
+                assert time.monotonic() - started < 2.0
+        [(_, claims)] = site.whoami.seen
+        assert claims == (RawPublicKeyIdentity(client_spki), ":dev2")
+
+    run(main())
