@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from iotdtls._buffer import Reader
+from iotdtls.certurl import fetch_client_chain
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertSent
-from iotdtls.events import ConnectionClosed, Event
+from iotdtls.errors import AlertDescription, AlertSent, ProtocolError
+from iotdtls.events import CertificateUrlsReceived, ConnectionClosed, Event
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.flight import Flight, OutgoingMessage
 from iotdtls.handshake.machine import Outcome
@@ -146,6 +147,24 @@ class MemoryLink:
         while (sev := self.server.next_event()) is not None:
             self._check_closed("server", sev[1])
             self.server_events.append(sev[1])
+            if isinstance(sev[1], CertificateUrlsReceived):
+                self._fetch_client_chain(sev[0], sev[1])
+
+    def _fetch_client_chain(self, address: object, event: CertificateUrlsReceived) -> None:
+        """What the asyncio server does for a CertificateURL (RFC 6066 §5), in line."""
+        config = self.server_config
+        assert config.certificate_fetcher is not None
+        result: tuple[bytes, ...] | ProtocolError
+        try:
+            result = fetch_client_chain(
+                event.urls_and_hashes,
+                config.certificate_fetcher,
+                config.certificate_url_size_limit,
+                config.certificate_url_timeout,
+            )
+        except ProtocolError as exc:
+            result = exc
+        self.server.supply_certificate_chain(address, result, self.now)
 
     def step(self) -> bool:
         """Move queued datagrams once; False when nothing was in flight."""

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -197,9 +198,9 @@ def test_the_fetched_chain_is_the_clients_and_validates() -> None:
     assert identity.name == "01-23-45-67-89-AB-CD-EF"
 
 
-def refused(alert: AlertDescription, *args: object, **kwargs: object) -> str:
+def refused(alert: AlertDescription, *args: Any, **kwargs: Any) -> str:
     with pytest.raises(ProtocolError) as info:
-        fetch_client_chain(*args, **kwargs)  # type: ignore[arg-type]
+        fetch_client_chain(*args, **kwargs)
     assert info.value.alert is alert, str(info.value)
     return str(info.value)
 

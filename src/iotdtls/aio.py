@@ -18,17 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, cast
 
+from iotdtls.certurl import fetch_client_chain
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import DtlsError, LocalProtocolError
-from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from iotdtls.errors import AlertDescription, DtlsError, LocalProtocolError, ProtocolError
+from iotdtls.events import (
+    CertificateUrlsReceived,
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    HandshakeComplete,
+)
 from iotdtls.identity import PeerIdentity, PskIdentity
 from iotdtls.trace import describe_datagram
 
@@ -37,6 +45,8 @@ __all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"
 #: Adapter events (peers, handshakes) and, at DEBUG, every datagram (`trace`, no secrets).
 logger = logging.getLogger("iotdtls.aio")
 _CLOSED = object()
+#: Client certificate URL fetches a server runs at once (RFC 6066 §5; the rest wait).
+MAX_CONCURRENT_FETCHES = 4
 #: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
 
@@ -349,6 +359,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        #: Certificate URL fetches running at once (each holds an executor thread).
+        self._fetches = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -412,6 +424,34 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 s.inbox.put(event.data)
         elif isinstance(event, ConnectionClosed):
             self._on_closed(address, event)
+        elif isinstance(event, CertificateUrlsReceived):
+            task = self.loop.create_task(self._fetch_chain(address, event.urls_and_hashes))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _fetch_chain(self, address: Address, urls: tuple[tuple[str, bytes], ...]) -> None:
+        """RFC 6066 §5 (CRT-7): fetch a client's certificates off the event loop (a bounded
+        number at once), then let its handshake go on."""
+        config = self.endpoint.config
+        assert config.certificate_fetcher is not None, "URLs are accepted only with a fetcher"
+        fetch = functools.partial(
+            fetch_client_chain,
+            urls,
+            config.certificate_fetcher,
+            config.certificate_url_size_limit,
+            config.certificate_url_timeout,
+        )
+        result: tuple[bytes, ...] | ProtocolError
+        async with self._fetches:
+            try:
+                result = await self.loop.run_in_executor(None, fetch)
+            except ProtocolError as exc:
+                result = exc
+            except Exception as exc:  # a fetcher of the application's that broke
+                logger.warning("certificate fetcher raised %s", type(exc).__name__)
+                result = ProtocolError("certificate fetch failed", AlertDescription.internal_error)
+        self.endpoint.supply_certificate_chain(address, result, self.loop.time())
+        self.flush()
 
     def _on_closed(self, address: Address, event: ConnectionClosed) -> None:
         """Log the end of an association (one line naming peer and identity) and end its

@@ -129,9 +129,7 @@ def _within(timeout: float, job: Callable[[], bytes], parts: SplitResult) -> byt
     return result
 
 
-def _read_http(
-    url: str, size_limit: int, timeout: float, context: ssl.SSLContext | None
-) -> bytes:
+def _read_http(url: str, size_limit: int, timeout: float, context: ssl.SSLContext | None) -> bytes:
     deadline = time.monotonic() + timeout
     opener = urllib.request.build_opener(
         _SameSchemeRedirects(), urllib.request.HTTPSHandler(context=context)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from iotdtls._files import write_atomically
+from iotdtls.crypto.x509 import chain_hash
 from iotdtls.errors import DecodeError
 from iotdtls.messages.certificate import Certificate
 
@@ -50,11 +51,6 @@ _DIGEST_LEN = 32
 _KEY_LEN_BYTES = 2
 _SUFFIX = ".chain"
 _log = logging.getLogger("iotdtls.chaincache")
-
-
-def chain_hash(certificate_message_body: bytes) -> bytes:
-    """SHA-256 of a Certificate message body: the RFC 7924 §3 `cert` fingerprint."""
-    return hashlib.sha256(certificate_message_body).digest()
 
 
 def chain_hash_of(chain: Sequence[bytes]) -> bytes:
@@ -100,8 +96,12 @@ class ChainCache:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_atomically(self.path_for(key), entry)
         except OSError as exc:
-            _log.warning("could not cache the chain for %r in %s: %s", key, self.directory,
-                         exc.strerror or exc)
+            _log.warning(
+                "could not cache the chain for %r in %s: %s",
+                key,
+                self.directory,
+                exc.strerror or exc,
+            )
             return False
         return True
 

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_CHAIN_DEPTH",
     "DEFAULT_MTU",
     "RFC6347_RETRANSMIT",
+    "CertificateFetcher",
     "ClientConfig",
     "ClientKeyLookup",
     "Mode",
@@ -45,6 +46,9 @@ MAX_MTU = 65507
 MAX_PSK_LENGTH = 0xFFFF
 
 PskLookup = Callable[[bytes], bytes | None]
+#: (url, size limit in bytes, timeout in seconds) -> the bytes at that URL (see
+#: `iotdtls.certurl.default_fetcher`; RFC 6066 §5).
+CertificateFetcher = Callable[[str, int, float], bytes]
 KeyLogCallback = Callable[[str], None]
 
 
@@ -221,6 +225,14 @@ class ClientConfig(_CommonConfig):
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Retry a failed handshake with back-off (RPK-4); None: fail at the first error.
     retry: RetryPolicy | None = None
+    #: The server's chain from an earlier handshake: offered in cached_info so the server can
+    #: leave it out (RFC 7924, CRT-2). See `iotdtls.chaincache.ChainCache`.
+    cached_server_chain: Sequence[bytes] = ()
+    #: Name our trust anchors in trusted_ca_keys (RFC 6066 §6, CRT-8; off by default).
+    indicate_trusted_cas: bool = False
+    #: URLs of our certificates, one per certificate of `certificate`'s chain in order, sent
+    #: instead of the chain when the server accepts them (RFC 6066 §5, CRT-7).
+    certificate_urls: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -250,12 +262,34 @@ class ClientConfig(_CommonConfig):
             raise ConfigError("raw_public_key is for raw-public-key mode: add server_public_keys")
         if self.certificate is not None and modes[0] is not Mode.X509:
             raise ConfigError("certificate is for certificate mode: add trust_anchors")
+        self._check_x509_extras(modes[0])
         object.__setattr__(self, "server_public_keys", public_key_pins(self.server_public_keys))
         object.__setattr__(
             self, "trust_anchors", as_der_sequence("trust_anchors", self.trust_anchors)
         )
         object.__setattr__(self, "_store", _trust_store("trust_anchors", self.trust_anchors))
         _check_depth(self.max_chain_depth)
+
+    def _check_x509_extras(self, mode: Mode) -> None:
+        extras = self.cached_server_chain or self.indicate_trusted_cas or self.certificate_urls
+        if extras and mode is not Mode.X509:
+            raise ConfigError(
+                "cached_server_chain, indicate_trusted_cas and certificate_urls are for "
+                "certificate mode: add trust_anchors"
+            )
+        object.__setattr__(
+            self,
+            "cached_server_chain",
+            as_der_sequence("cached_server_chain", self.cached_server_chain),
+        )
+        urls = tuple(self.certificate_urls)
+        if isinstance(self.certificate_urls, str) or not all(isinstance(u, str) for u in urls):
+            raise ConfigError("certificate_urls must be a list of URL strings")
+        if urls and (self.certificate is None or len(urls) != len(self.certificate.chain)):
+            raise ConfigError(
+                "certificate_urls needs a certificate and one URL per certificate of its chain"
+            )
+        object.__setattr__(self, "certificate_urls", urls)
 
     @property
     def mode(self) -> Mode:
@@ -314,6 +348,13 @@ class ServerConfig(_CommonConfig):
     certificates: Sequence[CertifiedKey] = ()
     #: Trust anchors for client certificates (CRT-1); when given, clients must present one.
     client_trust_anchors: Sequence[bytes] = ()
+    #: Fetches client certificates from the URLs a client sends instead of its chain (RFC 6066
+    #: §5, CRT-7); None refuses the extension. A fetcher reaches wherever a client points it:
+    #: restrict it (`iotdtls.certurl.make_fetcher`) on a server facing untrusted clients.
+    certificate_fetcher: CertificateFetcher | None = field(default=None, repr=False)
+    #: Bytes accepted per fetched certificate, and seconds for all the URLs of one client.
+    certificate_url_size_limit: int = 16384
+    certificate_url_timeout: float = 10.0
     #: Most certificates between a client's leaf and the trust anchor (CRT-6).
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     #: Seconds since the epoch for certificate validity.

@@ -30,6 +30,7 @@ from iotdtls.events import (
     AlertReceived as AlertEvent,
 )
 from iotdtls.events import (
+    CertificateUrlsReceived,
     ConnectionClosed,
     DataReceived,
     Event,
@@ -101,6 +102,8 @@ class DtlsConnection:
         self.error: DtlsError | None = None
         self.retransmissions = 0
         self._numbering_adopted = self.is_client
+        #: A ChangeCipherSpec that arrived while its flight waited for a fetched chain.
+        self._deferred_ccs = False
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -245,6 +248,22 @@ class DtlsConnection:
             self._records.seal(ContentType.application_data, data, self._write_epoch)
         )
 
+    def supply_certificate_chain(
+        self, chain: tuple[bytes, ...] | ProtocolError, now: float
+    ) -> None:
+        """Answer a `CertificateUrlsReceived` event: the fetched chain (hashes checked), or the
+        error that ended the fetch (RFC 6066 §5: certificate_unobtainable or
+        bad_certificate_hash_value). The handshake then goes on, or ends with that alert."""
+        if self.state is not ConnectionState.HANDSHAKING or not self._handshake.waiting_for_chain:
+            return  # the association ended (or moved on) while the fetch ran
+        try:
+            if isinstance(chain, ProtocolError):
+                raise chain
+            self._handshake.supply_client_chain(chain)
+            self._process_messages(now)
+        except ProtocolError as exc:
+            self._fail(exc)
+
     def terminate(self, error: DtlsError) -> None:
         """End the association without sending anything (the peer has lost its state)."""
         if self.state is not ConnectionState.CLOSED:
@@ -290,6 +309,12 @@ class DtlsConnection:
 
     def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
         hs = self._handshake
+        if record.epoch == hs.peer_epoch and hs.waiting_for_chain:
+            # The peer's flight is all here, but we hold its messages until its certificate
+            # chain is fetched: keep the ChangeCipherSpec for when its turn comes.
+            ChangeCipherSpec.decode(record.payload)
+            self._deferred_ccs = True
+            return
         if record.epoch != hs.peer_epoch or not hs.expects_change_cipher_spec:
             # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
             self.dropped[DropReason.UNEXPECTED_CCS] += 1
@@ -388,8 +413,11 @@ class DtlsConnection:
         """Feed complete in-order messages to the state machine (HS-5: epochs must match)."""
         hs = self._handshake
         while self.state is ConnectionState.HANDSHAKING:
+            if self._deferred_ccs and hs.expects_change_cipher_spec:
+                self._deferred_ccs = False
+                hs.change_cipher_spec()
             msg = self._reassembler.peek()
-            if msg is None:
+            if msg is None or hs.holds(msg.msg_type):
                 return
             if hs.expects_change_cipher_spec:
                 if msg.epoch > hs.peer_epoch:
@@ -409,7 +437,10 @@ class DtlsConnection:
                     AlertDescription.unexpected_message,
                 )
             self._reassembler.pop()
+            was_waiting = hs.waiting_for_chain
             outcome = hs.handle(msg)
+            if hs.waiting_for_chain and not was_waiting:
+                self._events.append(CertificateUrlsReceived(hs.pending_certificate_urls))
             if outcome.keys is not None:
                 self._install_keys(outcome.keys)
             if outcome.flight is not None:

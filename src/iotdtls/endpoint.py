@@ -266,6 +266,16 @@ class ServerEndpoint:
         conn.send(data)
         self._collect(address, conn, 0.0)
 
+    def supply_certificate_chain(
+        self, address: Address, chain: tuple[bytes, ...] | ProtocolError, now: float
+    ) -> None:
+        """Answer the `CertificateUrlsReceived` event of `address`'s association (see
+        `DtlsConnection.supply_certificate_chain`); ignored if the association has gone."""
+        conn = self.connections.get(address)
+        if conn is not None:
+            conn.supply_certificate_chain(chain, now)
+            self._collect(address, conn, now)
+
     def close(self, address: Address) -> None:
         conn = self.connections.get(address)
         if conn is not None:

@@ -9,6 +9,7 @@ from iotdtls.identity import PeerIdentity, PskIdentity
 
 __all__ = [
     "AlertReceived",
+    "CertificateUrlsReceived",
     "ConnectionClosed",
     "DataReceived",
     "Event",
@@ -68,4 +69,16 @@ def _psk_bytes(peer: PeerIdentity | None) -> bytes:
     return peer.identity if isinstance(peer, PskIdentity) else b""
 
 
-Event = HandshakeComplete | DataReceived | AlertReceived | ConnectionClosed
+@dataclass(frozen=True, slots=True)
+class CertificateUrlsReceived:
+    """A client sent URLs of its certificates instead of its chain (RFC 6066 §5, CRT-7): fetch
+    them (`iotdtls.certurl.fetch_client_chain` checks the SHA-1 of each) and hand the chain, or
+    the `ProtocolError` of the fetch, to `DtlsConnection.supply_certificate_chain`. The
+    handshake waits until then, within its deadline."""
+
+    urls_and_hashes: tuple[tuple[str, bytes], ...]
+
+
+Event = (
+    HandshakeComplete | DataReceived | AlertReceived | ConnectionClosed | CertificateUrlsReceived
+)

@@ -45,8 +45,13 @@ def register(sub: Any) -> None:
     spki.set_defaults(run=run_spki, server_logging=None)
 
     psk = kinds.add_parser("psk", help="print a random pre-shared key in hex")
-    psk.add_argument("--bytes", type=int, default=DEFAULT_PSK_BYTES, metavar="N",
-                     help=f"key length in bytes (default {DEFAULT_PSK_BYTES})")
+    psk.add_argument(
+        "--bytes",
+        type=int,
+        default=DEFAULT_PSK_BYTES,
+        metavar="N",
+        help=f"key length in bytes (default {DEFAULT_PSK_BYTES})",
+    )
     psk.set_defaults(run=run_psk, server_logging=None)
 
 
@@ -76,8 +81,9 @@ def spki_pem(spki: bytes) -> bytes:
     """A DER SubjectPublicKeyInfo as a PEM PUBLIC KEY block (RFC 7468 §13)."""
     text = base64.b64encode(spki).decode("ascii")
     lines = [text[i : i + _PEM_LINE] for i in range(0, len(text), _PEM_LINE)]
-    return ("-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n"
-            ).encode("ascii")
+    return (
+        "-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n"
+    ).encode("ascii")
 
 
 def _write(path: str, data: bytes, *, mode: int, force: bool) -> None:

@@ -109,7 +109,6 @@ class PrivateKey:
     __str__ = __repr__
 
 
-
 def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:
     """The P-256 public key of a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7)."""
     try:

@@ -63,6 +63,7 @@ __all__ = [
     "MAX_CHAIN_DEPTH_LIMIT",
     "TrustStore",
     "authority_identifiers",
+    "chain_hash",
     "chain_matches_authority",
     "leaf_public_key_spki",
     "load_certificates",
@@ -144,9 +145,7 @@ class TrustStore:
             try:
                 certificates.append(x509.load_der_x509_certificate(der))
             except ValueError:
-                raise ConfigError(
-                    f"trust anchor {number} is not a DER X.509 certificate"
-                ) from None
+                raise ConfigError(f"trust anchor {number} is not a DER X.509 certificate") from None
         object.__setattr__(self, "_anchors", ders)
         object.__setattr__(self, "_certificates", tuple(certificates))
         object.__setattr__(self, "_store", verification.Store(certificates))
@@ -433,9 +432,7 @@ class _Leaf:
 
     __slots__ = ("cert", "extensions")
 
-    def __init__(
-        self, cert: x509.Certificate, extensions: dict[type, x509.ExtensionType]
-    ) -> None:
+    def __init__(self, cert: x509.Certificate, extensions: dict[type, x509.ExtensionType]) -> None:
         self.cert = cert
         self.extensions = extensions
 
@@ -619,3 +616,9 @@ def _der(cert: x509.Certificate) -> bytes:
 
 def _sha1(data: bytes) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()
+
+
+def chain_hash(certificate_message_body: bytes) -> bytes:
+    """The RFC 7924 §3 fingerprint of a Certificate message (the `cert` CachedObject): SHA-256
+    over the message body, without the handshake header (CRT-2)."""
+    return hashlib.sha256(certificate_message_body).digest()

@@ -13,7 +13,7 @@ from enum import Enum, auto
 from typing import ClassVar
 
 from iotdtls.config import ClientConfig, Mode
-from iotdtls.crypto import random_bytes
+from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.crypto.suites import KeyExchangeKind, suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import MODE_ALERTS
@@ -30,25 +30,34 @@ from iotdtls.handshake.machine import (
     Table,
     Transition,
 )
-from iotdtls.handshake.negotiation import check_renegotiation_info, client_offer
+from iotdtls.handshake.negotiation import (
+    cached_chain_fingerprint,
+    check_renegotiation_info,
+    client_offer,
+)
 from iotdtls.handshake.peerauth import (
-    EMPTY_CERTIFICATE,
+    NO_CERTIFICATE,
     OwnCertificate,
     PeerVerifier,
     RawKeyVerifier,
     X509ServerVerifier,
     own_raw_key,
     own_x509,
+    own_x509_urls,
 )
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
+    CachedInfo,
+    CachedInformationType,
+    Certificate,
     CertificateRequest,
     CertificateType,
     CertificateVerify,
     ClientCertificateType,
+    ClientCertificateUrl,
     ClientHello,
     ExtendedMasterSecret,
     HandshakeType,
@@ -59,6 +68,7 @@ from iotdtls.messages import (
     SignatureScheme,
     find_extension,
 )
+from iotdtls.messages.extensions import decode_vector
 
 __all__ = ["ClientHandshake", "ClientState"]
 
@@ -95,7 +105,10 @@ class ClientHandshake(HandshakeMachine):
         self._verifier: PeerVerifier | None = None
         self._server_spki = b""
         #: What we answer a CertificateRequest with (None: not requested).
-        self._requested: OwnCertificate | bytes | None = None
+        self._requested: OwnCertificate | None = None
+        #: The server confirmed cached_info (RFC 7924) / client_certificate_url (RFC 6066 §5).
+        self._cached_chain = False
+        self._send_urls = False
 
     def start(self) -> Flight:
         """Flight 1: the first ClientHello, without cookie."""
@@ -181,6 +194,14 @@ class ClientHandshake(HandshakeMachine):
                     AlertDescription.illegal_parameter,
                 )
         check_renegotiation_info(hello.extensions)
+        cached = find_extension(hello.extensions, CachedInfo)
+        if cached is not None and any(o.type != CachedInformationType.cert for o in cached.objects):
+            raise ProtocolError(
+                "server confirmed a cached_info type we did not offer",
+                AlertDescription.illegal_parameter,
+            )
+        self._cached_chain = cached is not None
+        self._send_urls = find_extension(hello.extensions, ClientCertificateUrl) is not None
         ems = find_extension(hello.extensions, ExtendedMasterSecret) is not None
         if self.config.require_extended_master_secret and not ems:
             raise ProtocolError(
@@ -208,8 +229,20 @@ class ClientHandshake(HandshakeMachine):
     # -- the rest of the server's flight ------------------------------------------------------
     def _on_server_certificate(self, msg: ReassembledMessage) -> None:
         assert self._verifier is not None
-        self.peer, self._server_spki = self._verifier.verify(msg.body)
-        self.record(msg)
+        body = self._cached_certificate(msg.body) if self._cached_chain else msg.body
+        self.peer, self._server_spki = self._verifier.verify(body)
+        self.record(msg)  # the transcript has the message as sent, short or not
+
+    def _cached_certificate(self, body: bytes) -> bytes:
+        """RFC 7924 §4.1 (CRT-2): the server sent the fingerprint of the chain we hold instead
+        of the chain; it must be ours. The chain is then validated as if it had been sent."""
+        fingerprint = decode_vector(body, 1, 1, 255)
+        if not constant_time_equal(fingerprint, cached_chain_fingerprint(self.config)):
+            raise ProtocolError(
+                "server sent the fingerprint of a chain we do not hold",
+                AlertDescription.illegal_parameter,
+            )
+        return Certificate(tuple(self.config.cached_server_chain)).encode()
 
     def _on_server_key_exchange(self, msg: ReassembledMessage) -> None:
         assert self._exchange is not None
@@ -226,13 +259,16 @@ class ClientHandshake(HandshakeMachine):
             RequestedCertificateType.ecdsa_sign in request.certificate_types
             and SignatureScheme.ecdsa_secp256r1_sha256 in request.signature_schemes
         )
-        self._requested = own if own is not None and fits else EMPTY_CERTIFICATE
+        self._requested = own if own is not None and fits else NO_CERTIFICATE
 
     def _own_certificate(self) -> OwnCertificate | None:
-        if self.config.raw_public_key is not None:
-            return own_raw_key(self.config.raw_public_key)
-        if self.config.certificate is not None:
-            return own_x509(self.config.certificate)
+        config = self.config
+        if config.raw_public_key is not None:
+            return own_raw_key(config.raw_public_key)
+        if config.certificate is not None and self._send_urls:
+            return own_x509_urls(config.certificate, config.certificate_urls)
+        if config.certificate is not None:
+            return own_x509(config.certificate)
         return None
 
     def _on_server_hello_done(self, msg: ReassembledMessage) -> Outcome:
@@ -244,12 +280,11 @@ class ClientHandshake(HandshakeMachine):
         items: list[FlightItem] = []
         own = self._requested
         if own is not None:
-            body = own if isinstance(own, bytes) else own.body
-            items.append(self.outgoing(HandshakeType.certificate, body))
+            items.append(self.outgoing(own.msg_type, own.body))
         cke_body, premaster = self._exchange.client_key_exchange()
         items.append(self.outgoing(HandshakeType.client_key_exchange, cke_body))
         keys = self.derive(premaster)  # the session hash ends with the ClientKeyExchange
-        if isinstance(own, OwnCertificate):
+        if own is not None and own.key is not None:
             # RFC 5246 §7.4.8: the signature covers every handshake message so far.
             signature = own.key.sign_digest(self.keys.transcript.digest())
             verify = CertificateVerify(SignatureScheme.ecdsa_secp256r1_sha256, signature)

@@ -103,6 +103,8 @@ class HandshakeMachine:
         self.peer: PeerIdentity | None = None
         #: Alerts this association may send (ERR-1): narrowed to the mode once it is known.
         self.allowed_alerts: frozenset[AlertDescription] = BASE_ALERTS
+        #: (url, SHA-1) of a peer's CertificateURL whose chain is still to be fetched.
+        self.pending_certificate_urls: tuple[tuple[str, bytes], ...] = ()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} state={self.state.name}>"
@@ -142,6 +144,22 @@ class HandshakeMachine:
         """The peer's ChangeCipherSpec arrived while expected: its messages move one epoch on."""
         self.state = self.table[(self.state, CHANGE_CIPHER_SPEC)].next_state
         self.peer_epoch += 1
+
+    @property
+    def waiting_for_chain(self) -> bool:
+        """True while the handshake waits for the adapter to fetch the peer's chain (a server
+        given a CertificateURL, RFC 6066 §5); messages queue meanwhile."""
+        return bool(self.pending_certificate_urls)
+
+    def holds(self, msg_type: int) -> bool:
+        """True when a message of `msg_type` must wait for the fetched chain: the
+        CertificateVerify, whose signature the chain's key checks. The ClientKeyExchange before
+        it goes on, so the next epoch's keys are there for the Finished behind it."""
+        return self.waiting_for_chain and msg_type == HandshakeType.certificate_verify
+
+    def supply_client_chain(self, chain: tuple[bytes, ...]) -> None:
+        """Hand over a chain the handshake waits for (see `waiting_for_chain`)."""
+        raise ProtocolError("no certificate chain is awaited", AlertDescription.internal_error)
 
     @property
     def awaits_authenticated_finished(self) -> bool:

@@ -10,10 +10,15 @@ the client's list it has a credential for.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from iotdtls.config import ClientConfig, Mode, ServerConfig
+from iotdtls.credentials import CertifiedKey
+from iotdtls.crypto import constant_time_equal
 from iotdtls.crypto.suites import KeyExchangeKind, SuiteInfo, suite_info
+from iotdtls.crypto.x509 import authority_identifiers, chain_hash, select_chain_index
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.peerauth import (
     OwnCertificate,
@@ -24,9 +29,14 @@ from iotdtls.handshake.peerauth import (
     own_x509,
 )
 from iotdtls.messages import (
+    CachedInfo,
+    CachedInformationType,
+    CachedObject,
+    Certificate,
     CertificateType,
     CipherSuite,
     ClientCertificateType,
+    ClientCertificateUrl,
     ClientHello,
     ECPointFormat,
     EcPointFormats,
@@ -38,11 +48,14 @@ from iotdtls.messages import (
     SignatureAlgorithms,
     SignatureScheme,
     SupportedGroups,
+    TrustedCaKeys,
     find_extension,
 )
+from iotdtls.messages.extensions import encode_vector
 
 __all__ = [
     "ServerChoice",
+    "cached_chain_fingerprint",
     "check_renegotiation_info",
     "choose_server_parameters",
     "client_offer",
@@ -71,7 +84,30 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
         exts.append(ServerCertificateType((CertificateType.RawPublicKey,)))
         if config.raw_public_key is not None:
             exts.append(ClientCertificateType((CertificateType.RawPublicKey,)))
+    else:
+        exts.extend(_x509_client_extensions(config))
     return (CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,), tuple(exts)
+
+
+def cached_chain_fingerprint(config: ClientConfig) -> bytes:
+    """The RFC 7924 fingerprint of the server chain we hold (empty when we hold none)."""
+    if not config.cached_server_chain:
+        return b""
+    return chain_hash(Certificate(tuple(config.cached_server_chain)).encode())
+
+
+def _x509_client_extensions(config: ClientConfig) -> list[Extension]:
+    """cached_info (RFC 7924, CRT-2), trusted_ca_keys (RFC 6066 §6, CRT-8) and
+    client_certificate_url (RFC 6066 §5, CRT-7), each only when configured."""
+    exts: list[Extension] = []
+    fingerprint = cached_chain_fingerprint(config)
+    if fingerprint:
+        exts.append(CachedInfo((CachedObject(CachedInformationType.cert, fingerprint),)))
+    if config.indicate_trusted_cas:
+        exts.append(TrustedCaKeys(config.trust_store.trusted_authorities()))
+    if config.certificate_urls:
+        exts.append(ClientCertificateUrl())
+    return exts
 
 
 def check_renegotiation_info(extensions: tuple[Extension, ...]) -> RenegotiationInfo | None:
@@ -95,6 +131,14 @@ class ServerChoice:
     own: OwnCertificate | None = None
     #: How to check the client's Certificate when we request one.
     client_verifier: PeerVerifier | None = None
+    #: The body of our Certificate message: the chain, or its fingerprint when the client
+    #: holds it already (RFC 7924 §4.1, CRT-2).
+    certificate_body: bytes = b""
+    #: ServerHello answers that follow from the choice (cached_info, trusted_ca_keys,
+    #: client_certificate_url).
+    answers: tuple[Extension, ...] = ()
+    #: The client may send CertificateURL instead of Certificate (RFC 6066 §5, CRT-7).
+    certificate_urls: bool = False
 
 
 def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> ServerChoice:
@@ -144,22 +188,74 @@ def _offered_types(
 
 def _choose_ecdhe(suite: SuiteInfo, hello: ClientHello, config: ServerConfig) -> ServerChoice:
     own: OwnCertificate | None = None
+    answers: list[Extension] = []
     for cert_type in _offered_types(hello, ServerCertificateType):
         if cert_type == CertificateType.RawPublicKey and config.raw_public_key is not None:
             own = own_raw_key(config.raw_public_key)
         elif cert_type == CertificateType.X509 and config.certificates:
-            own = own_x509(config.certificates[0])
+            own = own_x509(_indicated_chain(hello, config.certificates, answers))
         if own is not None:
             break
     if own is None:
         raise ProtocolError(
             "no server certificate type in common", AlertDescription.unsupported_certificate
         )
+    body = own.body
+    if own.certificate_type == CertificateType.X509:
+        body = _cached_certificate_body(hello, own.body, answers)
     verifier = _client_verifier(hello, config)
-    x509_used = own.certificate_type == CertificateType.X509 or (
-        verifier is not None and verifier.certificate_type == CertificateType.X509
+    x509_client = verifier is not None and verifier.certificate_type == CertificateType.X509
+    urls = (
+        x509_client
+        and config.certificate_fetcher is not None
+        and find_extension(hello.extensions, ClientCertificateUrl) is not None
     )
-    return ServerChoice(suite, Mode.X509 if x509_used else Mode.RAW_PUBLIC_KEY, own, verifier)
+    if urls:
+        answers.append(ClientCertificateUrl())  # RFC 6066 §5: we take CertificateURL
+    x509_used = own.certificate_type == CertificateType.X509 or x509_client
+    mode = Mode.X509 if x509_used else Mode.RAW_PUBLIC_KEY
+    return ServerChoice(suite, mode, own, verifier, body, tuple(answers), urls)
+
+
+def _indicated_chain(
+    hello: ClientHello, certificates: Sequence[CertifiedKey], answers: list[Extension]
+) -> CertifiedKey:
+    """Our chain under a CA the client indicated in trusted_ca_keys (RFC 6066 §6, CRT-8), or
+    the first (the default) when it indicated none of ours; the empty answer says we used it."""
+    indication = find_extension(hello.extensions, TrustedCaKeys)
+    if indication is None or len(certificates) == 1:
+        return certificates[0]
+    candidates = [_authorities(c.chain) for c in certificates]
+    index = select_chain_index(candidates, indication.authorities)
+    if index is None:
+        return certificates[0]
+    answers.append(TrustedCaKeys())
+    return certificates[index]
+
+
+@functools.lru_cache(maxsize=64)
+def _authorities(chain: tuple[bytes, ...]) -> frozenset[tuple[int, bytes]]:
+    """The TrustedAuthority identifiers of one of our chains (computed once per chain)."""
+    return authority_identifiers(chain)
+
+
+def _cached_certificate_body(
+    hello: ClientHello, full_body: bytes, answers: list[Extension]
+) -> bytes:
+    """RFC 7924 §4.1 (CRT-2): when the client holds our Certificate message (its fingerprint is
+    among its cached_info `cert` objects), we send the fingerprint instead and confirm the type
+    in ServerHello; otherwise the full chain."""
+    cached = find_extension(hello.extensions, CachedInfo)
+    if cached is None:
+        return full_body
+    fingerprint = chain_hash(full_body)
+    for obj in cached.objects:
+        if obj.type == CachedInformationType.cert and constant_time_equal(
+            obj.hash_value, fingerprint
+        ):
+            answers.append(CachedInfo((CachedObject(CachedInformationType.cert),)))
+            return encode_vector(1, fingerprint)
+    return full_body
 
 
 def _client_verifier(hello: ClientHello, config: ServerConfig) -> PeerVerifier | None:
@@ -197,4 +293,5 @@ def server_hello_extensions(
     asked = find_extension(hello.extensions, ClientCertificateType) is not None
     if choice.client_verifier is not None and asked:
         reply.append(ClientCertificateType((choice.client_verifier.certificate_type,)))
+    reply.extend(choice.answers)
     return tuple(reply)

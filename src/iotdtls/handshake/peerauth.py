@@ -11,7 +11,8 @@ handshake_failure outside certificate mode (the profile excludes certificate ale
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,10 +26,19 @@ from iotdtls.crypto.x509 import (
 )
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.identity import PeerIdentity, RawPublicKeyIdentity
-from iotdtls.messages import Certificate, CertificateType, RawPublicKeyCertificate
+from iotdtls.messages import (
+    CertChainType,
+    Certificate,
+    CertificateType,
+    CertificateUrl,
+    HandshakeType,
+    RawPublicKeyCertificate,
+    UrlAndHash,
+)
 
 __all__ = [
     "EMPTY_CERTIFICATE",
+    "NO_CERTIFICATE",
     "OwnCertificate",
     "PeerVerifier",
     "RawKeyVerifier",
@@ -36,6 +46,7 @@ __all__ = [
     "X509ServerVerifier",
     "own_raw_key",
     "own_x509",
+    "own_x509_urls",
 ]
 
 #: The Certificate body of a client without a certificate (RFC 5246 §7.4.6; RFC 7250 §3 gives
@@ -45,11 +56,17 @@ EMPTY_CERTIFICATE = Certificate(()).encode()
 
 @dataclass(frozen=True, slots=True)
 class OwnCertificate:
-    """Our Certificate message body and the private key that signs for it."""
+    """Our Certificate message (or CertificateURL) body and the private key that signs for it
+    in a CertificateVerify; no key for an empty Certificate."""
 
     certificate_type: int
     body: bytes = field(repr=False)
-    key: PrivateKey = field(repr=False)
+    key: PrivateKey | None = field(repr=False)
+    msg_type: HandshakeType = HandshakeType.certificate
+
+
+#: What a client without a fitting credential answers a CertificateRequest with.
+NO_CERTIFICATE = OwnCertificate(CertificateType.X509, EMPTY_CERTIFICATE, None)
 
 
 def own_raw_key(key: PrivateKey) -> OwnCertificate:
@@ -63,6 +80,19 @@ def own_x509(certified: CertifiedKey) -> OwnCertificate:
     """An X.509 credential: the Certificate carries our chain, leaf first, root left out."""
     return OwnCertificate(
         CertificateType.X509, Certificate(certified.chain).encode(), certified.private_key
+    )
+
+
+def own_x509_urls(certified: CertifiedKey, urls: Sequence[str]) -> OwnCertificate:
+    """RFC 6066 §5 (CRT-7): a CertificateURL naming where each certificate of our chain lies,
+    with the SHA-1 of each, instead of the chain itself."""
+    entries = tuple(
+        UrlAndHash(url, hashlib.sha1(cert, usedforsecurity=False).digest())
+        for url, cert in zip(urls, certified.chain, strict=True)
+    )
+    body = CertificateUrl(CertChainType.individual_certs, entries).encode()
+    return OwnCertificate(
+        CertificateType.X509, body, certified.private_key, HandshakeType.certificate_url
     )
 
 

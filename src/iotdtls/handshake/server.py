@@ -42,7 +42,10 @@ from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.identity import UnauthenticatedPeer
 from iotdtls.messages import (
     DTLS_1_2,
+    CertChainType,
+    Certificate,
     CertificateRequest,
+    CertificateUrl,
     CertificateVerify,
     ClientHello,
     ExtendedMasterSecret,
@@ -134,8 +137,10 @@ class ServerHandshake(HandshakeMachine):
             self._exchange = PskServerExchange(self.config.lookup_psk)
             self.table = KEY_EXCHANGE_FLOW
             return []
+        assert choice.own.key is not None, "our own credentials always have a key"
         self._exchange = EcdheServerExchange(choice.own.key)
-        items: list[FlightItem] = [self.outgoing(HandshakeType.certificate, choice.own.body)]
+        body = choice.certificate_body
+        items: list[FlightItem] = [self.outgoing(HandshakeType.certificate, body)]
         ske = self._exchange.server_key_exchange(self.keys)
         assert ske is not None
         items.append(self.outgoing(HandshakeType.server_key_exchange, ske))
@@ -148,7 +153,7 @@ class ServerHandshake(HandshakeMachine):
             (RequestedCertificateType.ecdsa_sign,), (SignatureScheme.ecdsa_secp256r1_sha256,)
         )
         items.append(self.outgoing(HandshakeType.certificate_request, request.encode()))
-        self.table = CLIENT_AUTH_FLOW
+        self.table = CLIENT_AUTH_URL_FLOW if choice.certificate_urls else CLIENT_AUTH_FLOW
         return items
 
     def _on_client_certificate(self, msg: ReassembledMessage) -> None:
@@ -156,6 +161,26 @@ class ServerHandshake(HandshakeMachine):
         assert self._verifier is not None
         self.peer, self._client_spki = self._verifier.verify(msg.body)
         self.record(msg)
+
+    def _on_certificate_url(self, msg: ReassembledMessage) -> None:
+        """RFC 6066 §5 (CRT-7): the client names where its certificates lie. The handshake
+        waits (`waiting_for_chain`) until the adapter has fetched them and handed the chain to
+        `supply_client_chain`; no I/O happens here."""
+        urls = CertificateUrl.decode(msg.body)
+        if urls.chain_type != CertChainType.individual_certs:
+            raise ProtocolError(
+                "CertificateURL of type pkipath is not supported",
+                AlertDescription.certificate_unobtainable,
+            )
+        self.pending_certificate_urls = tuple((u.url, u.sha1_hash) for u in urls.urls)
+        self.record(msg)
+
+    def supply_client_chain(self, chain: tuple[bytes, ...]) -> None:
+        """The fetched chain of a CertificateURL (hashes already checked): validate it like a
+        Certificate message (CRT-1, CRT-4)."""
+        assert self._verifier is not None and self.pending_certificate_urls
+        self.pending_certificate_urls = ()
+        self.peer, self._client_spki = self._verifier.verify(Certificate(chain).encode())
 
     def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
         assert self._exchange is not None
@@ -219,4 +244,12 @@ CLIENT_AUTH_FLOW: Table = {
         ServerHandshake._on_certificate_verify, _S.WAIT_CCS
     ),
     **_END,
+}
+
+#: The same, when the client may send a CertificateURL instead (RFC 6066 §5, CRT-7).
+CLIENT_AUTH_URL_FLOW: Table = {
+    **CLIENT_AUTH_FLOW,
+    (_S.WAIT_CLIENT_FLIGHT, _H.certificate_url): Transition(
+        ServerHandshake._on_certificate_url, _S.WAIT_CLIENT_KEY_EXCHANGE
+    ),
 }

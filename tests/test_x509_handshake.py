@@ -1,0 +1,372 @@
+"""Certificates (profile "Certificate Use", CRT-1 .. CRT-8) with TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+in memory: mutual and server-only authentication, fragmented chains, every refusal with the
+alert RFC 5246 names, cached_info (RFC 7924), client certificate URLs and trusted CA
+indication (RFC 6066 §5, §6), and one server holding all three credential kinds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.errors import AlertDescription, AlertSent
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.identity import (
+    CertificateIdentity,
+    PskIdentity,
+    RawPublicKeyIdentity,
+    UnauthenticatedPeer,
+)
+from iotdtls.messages import (
+    CachedInfo,
+    Certificate,
+    CertificateUrl,
+    ClientHello,
+    HandshakeType,
+    ServerHello,
+    TrustedCaKeys,
+    find_extension,
+)
+from tests import pki
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    Direction,
+    MemoryLink,
+    established,
+    events_of,
+    message_types,
+    plain_handshake,
+    records,
+    wire_from,
+)
+from tests.pubkey_support import client_key, rewrite, server_key, x509_link, x509_pki
+
+A = AlertDescription
+CLIENT_EUI64 = "01-23-45-67-89-AB-CD-EF"
+
+
+def failure(link: MemoryLink, sender: Direction) -> AlertSent:
+    """The AlertSent that ended `sender`'s side; the other side never completed."""
+    events = link.client_events if sender == "client" else link.server_events
+    (closed,) = [e for e in events if isinstance(e, ConnectionClosed)]
+    assert isinstance(closed.error, AlertSent), closed
+    other: Direction = "server" if sender == "client" else "client"
+    assert events_of(link, other, HandshakeComplete) == []
+    assert events_of(link, other, DataReceived) == []
+    return closed.error
+
+
+def bodies(link: MemoryLink, sender: Direction, msg_type: int) -> list[bytes]:
+    """Plaintext handshake message bodies of `sender` (unfragmented ones)."""
+    return [
+        b for d in wire_from(link, sender) for h, b in plain_handshake(d)
+        if h.msg_type == msg_type and h.fragment_length == h.length
+    ]
+
+
+def server_hello(link: MemoryLink) -> ServerHello:
+    return ServerHello.decode(bodies(link, "server", HandshakeType.server_hello)[-1])
+
+
+def handshake_bytes(link: MemoryLink, sender: Direction) -> int:
+    return sum(len(d) for d in wire_from(link, sender))
+
+
+@pytest.mark.req("CRT-1", "CRT-3", "CRT-4", "CFG-1")
+def test_mutual_certificates_without_the_root() -> None:
+    p = x509_pki()
+    link = x509_link()
+    link.handshake()
+    assert established(link)
+    (client_done,) = events_of(link, "client", HandshakeComplete)
+    (server_done,) = events_of(link, "server", HandshakeComplete)
+    assert client_done.peer == CertificateIdentity("localhost")
+    assert server_done.peer == CertificateIdentity(CLIENT_EUI64)
+    assert server_done.peer.chain == (p.client.der, p.ca.der)  # the root is not sent
+    (server_cert,) = bodies(link, "server", HandshakeType.certificate)
+    assert Certificate.decode(server_cert).certificates == (p.server.der, p.ca.der)
+    assert HandshakeType.certificate_verify in message_types(wire_from(link, "client"))
+    link.client.send(b"reading")
+    link.step()
+    link.server.send(CLIENT_ADDR, b"ok")
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"reading")]
+    assert events_of(link, "client", DataReceived) == [DataReceived(b"ok")]
+
+
+@pytest.mark.req("CRT-1")
+def test_server_only_certificate() -> None:
+    link = x509_link(client={"certificate": None}, server={"client_trust_anchors": ()})
+    link.handshake()
+    assert established(link)
+    (server_done,) = events_of(link, "server", HandshakeComplete)
+    assert server_done.peer == UnauthenticatedPeer()
+    assert HandshakeType.certificate_request not in message_types(wire_from(link, "server"))
+
+
+@pytest.mark.req("CRT-1", "HS-3")
+def test_fragmented_chains_at_mtu_256() -> None:
+    link = x509_link(client={"mtu": 256}, server={"mtu": 256})
+    link.handshake()
+    assert established(link)
+    sides: tuple[Direction, ...] = ("client", "server")
+    for direction in sides:
+        sizes = [len(d) for d in wire_from(link, direction)]
+        assert max(sizes) <= 256, (direction, sizes)
+    certificate_fragments = [
+        h for d in wire_from(link, "server") for h, _ in plain_handshake(d)
+        if h.msg_type == HandshakeType.certificate
+    ]
+    assert len(certificate_fragments) >= 3  # the chain crossed several datagrams
+
+
+@pytest.mark.req("CRT-1", "ERR-1")
+def test_client_without_a_certificate_meets_handshake_failure() -> None:
+    link = x509_link(client={"certificate": None})
+    link.handshake()
+    assert failure(link, "server").alert is A.handshake_failure
+
+
+def other_pki_client() -> dict[str, Any]:
+    anchor = pki.root("another root")
+    leaf = pki.client_leaf(anchor)
+    assert isinstance(leaf.key, pki.ec.EllipticCurvePrivateKey)
+    return {"certificate": CertifiedKey((leaf.der,), PrivateKey(leaf.key))}
+
+
+@pytest.mark.req("CRT-1", "CRT-3", "CRT-4", "CRT-6", "ERR-1")
+@pytest.mark.parametrize(
+    ("sender", "client", "server", "alert", "reason"),
+    [
+        ("client", {"server_name": "sensor.example"}, {}, A.bad_certificate, "sensor.example"),
+        ("client", {"trust_anchors": [pki.root("someone else").der]}, {}, A.unknown_ca, ""),
+        ("client", {"wall_clock": (pki.NOW + 2 * pki.YEAR).timestamp}, {},
+         A.certificate_expired, ""),
+        ("client", {"max_chain_depth": 0}, {}, A.unknown_ca, ""),
+        ("server", {}, {"wall_clock": (pki.NOW - 2 * pki.YEAR).timestamp},
+         A.certificate_expired, ""),
+        ("server", other_pki_client(), {}, A.unknown_ca, ""),
+    ],
+    ids=["wrong-name", "untrusted-ca", "expired-server", "too-deep", "client-not-yet-valid",
+         "client-from-unknown-ca"],
+)
+def test_certificate_refusals(sender: Direction, client: dict[str, Any], server: dict[str, Any],
+                              alert: AlertDescription, reason: str) -> None:
+    link = x509_link(client=client, server=server)
+    link.handshake()
+    error = failure(link, sender)
+    assert error.alert is alert, error
+    assert reason in str(error)
+
+
+@pytest.mark.req("CRT-4", "ERR-1")
+def test_client_certificate_without_an_eui64_is_refused() -> None:
+    p = x509_pki()
+    leaf = pki.client_leaf(p.ca, "kitchen sensor")
+    assert isinstance(leaf.key, pki.ec.EllipticCurvePrivateKey)
+    link = x509_link(client={"certificate": CertifiedKey(pki.chain_der(leaf, p.ca),
+                                                         PrivateKey(leaf.key))})
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is A.bad_certificate
+    assert "EUI-64" in str(error)
+
+
+@pytest.mark.req("CRT-1", "ERR-1")
+def test_a_tampered_certificate_is_refused() -> None:
+    def flip_in_signature(body: bytes) -> bytes:
+        return body[:-3] + bytes([body[-3] ^ 1]) + body[-2:]  # in the CA's signature
+
+    link = x509_link(rewrite("server", HandshakeType.certificate, flip_in_signature, times=9))
+    link.handshake()
+    assert failure(link, "client").alert is A.bad_certificate
+
+
+# -- cached_info (RFC 7924, CRT-2) ---------------------------------------------------------------
+
+
+@pytest.mark.req("CRT-2")
+def test_cached_info_leaves_the_chain_out() -> None:
+    p = x509_pki()
+    full = x509_link()
+    full.handshake()
+    cached = x509_link(client={"cached_server_chain": [p.server.der, p.ca.der]})
+    cached.handshake()
+    assert established(cached)
+    (done,) = events_of(cached, "client", HandshakeComplete)
+    assert done.peer == CertificateIdentity("localhost")
+    assert done.peer.chain == (p.server.der, p.ca.der)
+    assert find_extension(server_hello(cached).extensions, CachedInfo) is not None
+    (short,) = bodies(cached, "server", HandshakeType.certificate)
+    assert len(short) == 33  # hash_value<1..255>: the SHA-256 fingerprint and its length
+    saved = handshake_bytes(full, "server") - handshake_bytes(cached, "server")
+    assert saved > len(p.server.der) + len(p.ca.der) - 64
+    assert find_extension(server_hello(full).extensions, CachedInfo) is None
+
+
+@pytest.mark.req("CRT-2")
+def test_a_stale_cache_falls_back_to_the_full_chain() -> None:
+    p = x509_pki()
+    stale = pki.server_leaf(p.ca)  # the server's certificate was renewed since
+    link = x509_link(client={"cached_server_chain": [stale.der, p.ca.der]})
+    link.handshake()
+    assert established(link)
+    assert find_extension(server_hello(link).extensions, CachedInfo) is None
+    (full,) = bodies(link, "server", HandshakeType.certificate)
+    assert Certificate.decode(full).certificates == (p.server.der, p.ca.der)
+
+
+@pytest.mark.req("CRT-2", "ERR-1")
+def test_a_fingerprint_of_another_chain_is_refused() -> None:
+    p = x509_pki()
+
+    def other(body: bytes) -> bytes:
+        return body[:1] + bytes(32)
+
+    link = x509_link(rewrite("server", HandshakeType.certificate, other, times=9),
+                     client={"cached_server_chain": [p.server.der, p.ca.der]})
+    link.handshake()
+    assert failure(link, "client").alert is A.illegal_parameter
+
+
+# -- client certificate URLs (RFC 6066 §5, CRT-7) ------------------------------------------------
+
+
+def url_setup(served: dict[str, bytes]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    p = x509_pki()
+    urls = ["http://certs.example/client.der", "http://certs.example/ca.der"]
+    fetched: list[str] = []
+
+    def fetcher(url: str, limit: int, timeout: float) -> bytes:
+        fetched.append(url)
+        if url not in served:
+            raise OSError(f"404 for {url}")
+        return served[url]
+
+    client = {"certificate_urls": urls}
+    server = {"certificate_fetcher": fetcher}
+    served.setdefault(urls[0], p.client.der)
+    served.setdefault(urls[1], p.ca.der)
+    return client, server, fetched
+
+
+@pytest.mark.req("CRT-7", "CRT-4")
+def test_client_certificate_urls_instead_of_the_chain() -> None:
+    client, server, fetched = url_setup({})
+    link = x509_link(client=client, server=server)
+    link.handshake()
+    assert established(link)
+    (done,) = events_of(link, "server", HandshakeComplete)
+    assert done.peer == CertificateIdentity(CLIENT_EUI64)
+    assert fetched == client["certificate_urls"]
+    types = message_types(wire_from(link, "client"))
+    assert HandshakeType.certificate_url in types
+    assert HandshakeType.certificate not in types
+    (body,) = bodies(link, "client", HandshakeType.certificate_url)
+    assert [u.url for u in CertificateUrl.decode(body).urls] == client["certificate_urls"]
+
+
+@pytest.mark.req("CRT-7", "ERR-1")
+def test_a_certificate_url_whose_content_does_not_match_its_hash() -> None:
+    p = x509_pki()
+    client, server, _ = url_setup({"http://certs.example/client.der": p.server.der})
+    link = x509_link(client=client, server=server)
+    link.handshake()
+    assert failure(link, "server").alert is A.bad_certificate_hash_value
+
+
+@pytest.mark.req("CRT-7", "ERR-1")
+def test_an_unreachable_certificate_url() -> None:
+    client, server, _ = url_setup({"http://certs.example/ca.der": b""})
+    del_url = "http://certs.example/client.der"
+    link = x509_link(client={**client, "certificate_urls": [del_url.replace("client", "gone"),
+                                                            client["certificate_urls"][1]]},
+                     server=server)
+    link.handshake()
+    assert failure(link, "server").alert is A.certificate_unobtainable
+
+
+@pytest.mark.req("CRT-7")
+def test_a_server_without_a_fetcher_ignores_certificate_urls() -> None:
+    client, _, _ = url_setup({})
+    link = x509_link(client=client)
+    link.handshake()
+    assert established(link)
+    assert HandshakeType.certificate in message_types(wire_from(link, "client"))
+    assert HandshakeType.certificate_url not in message_types(wire_from(link, "client"))
+
+
+# -- trusted CA indication (RFC 6066 §6, CRT-8) --------------------------------------------------
+
+
+def two_chains() -> tuple[pki.Issued, pki.Issued, list[CertifiedKey]]:
+    """Two roots, and a server certificate under each."""
+    root_a, root_b = pki.root("root A"), pki.root("root B")
+    chains = []
+    for anchor in (root_a, root_b):
+        leaf = pki.server_leaf(anchor)
+        assert isinstance(leaf.key, pki.ec.EllipticCurvePrivateKey)
+        chains.append(CertifiedKey((leaf.der,), PrivateKey(leaf.key)))
+    return root_a, root_b, chains
+
+
+@pytest.mark.req("CRT-8")
+def test_trusted_ca_keys_picks_the_chain_under_the_indicated_ca() -> None:
+    _, root_b, chains = two_chains()
+    server = {"certificates": chains, "client_trust_anchors": ()}
+    link = x509_link(client={"trust_anchors": [root_b.der], "certificate": None,
+                             "indicate_trusted_cas": True}, server=server)
+    link.handshake()
+    assert established(link)
+    assert find_extension(server_hello(link).extensions, TrustedCaKeys) == TrustedCaKeys()
+    (body,) = bodies(link, "server", HandshakeType.certificate)
+    assert Certificate.decode(body).certificates == chains[1].chain
+
+
+@pytest.mark.req("CRT-8")
+def test_without_the_indication_the_default_chain_is_sent() -> None:
+    """Off by default: the client sends no trusted_ca_keys, the server its first chain, which a
+    client trusting only the second root refuses."""
+    _, root_b, chains = two_chains()
+    link = x509_link(client={"trust_anchors": [root_b.der], "certificate": None},
+                     server={"certificates": chains, "client_trust_anchors": ()})
+    link.handshake()
+    assert failure(link, "client").alert is A.unknown_ca
+    hello = bodies(link, "client", HandshakeType.client_hello)[-1]
+    assert find_extension(ClientHello.decode(hello).extensions, TrustedCaKeys) is None
+
+
+# -- one server, three kinds of credentials (CFG-1) ---------------------------------------------
+
+
+@pytest.mark.req("CFG-1", "PSK-1", "RPK-2", "CRT-1")
+def test_one_server_holds_psk_raw_key_and_certificate_credentials() -> None:
+    p = x509_pki()
+    clock = pki.NOW.timestamp
+    server = ServerConfig(
+        psk_store={IDENTITY: KEY},
+        raw_public_key=server_key(),
+        client_public_keys=[client_key().spki],
+        certificates=[p.certified(p.server)],
+        client_trust_anchors=[p.root.der],
+        wall_clock=clock,
+    )
+    clients = [
+        (ClientConfig(psk_identity=IDENTITY, psk=KEY), PskIdentity(IDENTITY)),
+        (ClientConfig(server_public_keys=[server_key().spki], raw_public_key=client_key()),
+         RawPublicKeyIdentity(client_key().spki)),
+        (ClientConfig(trust_anchors=[p.root.der], certificate=p.certified(p.client),
+                      server_name="localhost", wall_clock=clock),
+         CertificateIdentity(CLIENT_EUI64)),
+    ]
+    for client, peer in clients:
+        link = MemoryLink(client, server)
+        link.handshake()
+        assert established(link), client.mode
+        (done,) = events_of(link, "server", HandshakeComplete)
+        assert done.peer == peer
+        assert records(wire_from(link, "client")[-1])  # something went both ways
