@@ -8,6 +8,9 @@ the peer's previous flight shows up once more. Here every handshake runs through
 - iotdtls client against iotdtls server, at the default MTU, and at the smallest MTU with a long
   PSK identity so that the ClientKeyExchange travels in fragments (RFC 6347 §4.2.3): every seed
   must complete the handshake and an echo of application data.
+- the same with mutual certificates (ECDHE_ECDSA, a two-certificate chain each way: flights of
+  more than one datagram), between iotdtls and iotdtls, and against OpenSSL in each role next to
+  the OpenSSL pair with certificates.
 - iotdtls against OpenSSL in each role, next to the OpenSSL pair itself as the baseline, all
   in the same run with the same seeds and settings: iotdtls must complete at least as many
   seeds as OpenSSL does with itself (peers.md). A seed of our client against s_server counts
@@ -55,6 +58,7 @@ from iotdtls.config import (
     ClientConfig,
     ServerConfig,
 )
+from iotdtls.credentials import CertifiedKey, load_certificate_file
 from iotdtls.errors import DtlsError
 from iotdtls.proxy import LossyProxy
 from iotdtls.sync import DtlsClient
@@ -69,7 +73,10 @@ from tests.peers import (
     PSK,
     PeerExited,
     PeerProcess,
+    Pki,
     free_udp_port,
+    openssl_cert_client,
+    openssl_cert_server,
     openssl_psk_client,
     openssl_psk_server,
     require_peer,
@@ -111,16 +118,29 @@ LONG_IDENTITY = (CLIENT_IDENTITY + "/" + "0123456789abcdef" * 25).encode()
 
 
 def client_config(mtu: int = DEFAULT_MTU, identity: bytes = CLIENT_IDENTITY.encode(),
-                  ) -> ClientConfig:
-    """The shared test credentials (under `identity`), RFC 6347's timer, the long deadline."""
+                  pki: Pki | None = None) -> ClientConfig:
+    """The shared test credentials (under `identity`, or the certificates of `pki`), RFC 6347's
+    timer, the long deadline."""
+    if pki is not None:
+        return ClientConfig(
+            trust_anchors=load_certificate_file(str(pki.ca_crt)),
+            certificate=CertifiedKey.load(str(pki.client_crt), str(pki.client_key)),
+            server_name="localhost", mtu=mtu, retransmit=RFC6347_RETRANSMIT,
+            handshake_timeout=HANDSHAKE_TIMEOUT)
     return interop_support.client_config(psk_identity=identity, mtu=mtu,
                                          retransmit=RFC6347_RETRANSMIT,
                                          handshake_timeout=HANDSHAKE_TIMEOUT)
 
 
 def server_config(mtu: int = DEFAULT_MTU, identity: bytes = CLIENT_IDENTITY.encode(),
-                  ) -> ServerConfig:
-    """The test key under `identity`, RFC 6347's timer, the long deadline."""
+                  pki: Pki | None = None) -> ServerConfig:
+    """The test key under `identity` (or the certificates of `pki`), RFC 6347's timer, the
+    long deadline."""
+    if pki is not None:
+        return ServerConfig(
+            certificates=[CertifiedKey.load(str(pki.server_crt), str(pki.server_key))],
+            client_trust_anchors=load_certificate_file(str(pki.ca_crt)), mtu=mtu,
+            retransmit=RFC6347_RETRANSMIT, handshake_timeout=HANDSHAKE_TIMEOUT)
     return interop_support.server_config(psk_store={identity: PSK}, mtu=mtu,
                                          retransmit=RFC6347_RETRANSMIT,
                                          handshake_timeout=HANDSHAKE_TIMEOUT)
@@ -140,11 +160,15 @@ def started_server(config: ServerConfig) -> Iterator[ServerThread]:
 
 
 @contextlib.contextmanager
-def started_openssl_server() -> Iterator[tuple[int, PeerProcess]]:
-    """``openssl s_server`` (PSK, CCM_8) on a fresh port, ready to accept."""
+def started_openssl_server(pki: Pki | None = None) -> Iterator[tuple[int, PeerProcess]]:
+    """``openssl s_server`` (PSK, or mutual certificates with `pki`; CCM_8) on a fresh port,
+    ready to accept."""
+    limit = SEED_DEADLINE + 3 * STARTUP_TIMEOUT
     for attempt in range(STARTUP_ATTEMPTS):
         port = free_udp_port()
-        with openssl_psk_server(port, time_limit=SEED_DEADLINE + 3 * STARTUP_TIMEOUT) as server:
+        peer = (openssl_psk_server(port, time_limit=limit) if pki is None
+                else openssl_cert_server(port, pki, time_limit=limit))
+        with peer as server:
             try:
                 server.wait_for_output(OPENSSL_SERVER_READY, STARTUP_TIMEOUT)
             except PeerExited:
@@ -223,13 +247,13 @@ def received_line(server: ServerThread) -> Callable[[float], bool]:
     return lambda timeout: server.wait_until(lambda: bool(server.received), timeout)
 
 
-def iotdtls_pair(seed: int, mtu: int, identity: bytes) -> Outcome:
+def iotdtls_pair(seed: int, mtu: int, identity: bytes, pki: Pki | None = None) -> Outcome:
     """Our blocking client, the proxy, our asyncio server: handshake, then one echo."""
-    with started_server(server_config(mtu, identity)) as server, \
+    with started_server(server_config(mtu, identity, pki)) as server, \
             impaired_proxy(server.address, seed) as proxy:
         start = time.monotonic()
         deadline = start + SEED_DEADLINE
-        client = DtlsClient(*proxy.address, client_config(mtu, identity))
+        client = DtlsClient(*proxy.address, client_config(mtu, identity, pki))
         try:
             client.handshake()
             if not server.handshake_done.wait(remaining(deadline)):
@@ -240,13 +264,13 @@ def iotdtls_pair(seed: int, mtu: int, identity: bytes) -> Outcome:
         return time.monotonic() - start, saw_fragment(proxy), None
 
 
-def iotdtls_client_openssl_server(seed: int) -> Outcome:
+def iotdtls_client_openssl_server(seed: int, pki: Pki | None = None) -> Outcome:
     """Our blocking client, the proxy, s_server: handshake, then a line s_server prints."""
-    with started_openssl_server() as (port, server), \
+    with started_openssl_server(pki) as (port, server), \
             impaired_proxy((LOCALHOST, port), seed) as proxy:
         start = time.monotonic()
         deadline = start + SEED_DEADLINE
-        client = DtlsClient(*proxy.address, client_config())
+        client = DtlsClient(*proxy.address, client_config(pki=pki))
         try:
             client.handshake()
             server.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE, remaining(deadline))
@@ -266,14 +290,21 @@ def try_line(send: Callable[[str], None], arrived: Callable[[float], bool], seed
     return True
 
 
-def openssl_client_iotdtls_server(seed: int) -> Outcome:
+def openssl_client(port: int, pki: Pki | None) -> PeerProcess:
+    """``openssl s_client`` with PSK, or with the client certificate of `pki`."""
+    limit = SEED_DEADLINE + STARTUP_TIMEOUT
+    if pki is None:
+        return openssl_psk_client(port, time_limit=limit)
+    return openssl_cert_client(port, pki, time_limit=limit)
+
+
+def openssl_client_iotdtls_server(seed: int, pki: Pki | None = None) -> Outcome:
     """s_client, the proxy, our asyncio server: handshake, then a line our server receives."""
-    with started_server(server_config()) as server, \
+    with started_server(server_config(pki=pki)) as server, \
             impaired_proxy(server.address, seed) as proxy:
         start = time.monotonic()
         deadline = start + SEED_DEADLINE
-        with openssl_psk_client(proxy.address[1],
-                                time_limit=SEED_DEADLINE + STARTUP_TIMEOUT) as client:
+        with openssl_client(proxy.address[1], pki) as client:
             client.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, SEED_DEADLINE)
             if not server.handshake_done.wait(remaining(deadline)):
                 raise TimeoutError("the iotdtls server did not complete its handshake")
@@ -282,14 +313,13 @@ def openssl_client_iotdtls_server(seed: int) -> Outcome:
         return seconds, saw_fragment(proxy), line
 
 
-def openssl_pair(seed: int) -> Outcome:
+def openssl_pair(seed: int, pki: Pki | None = None) -> Outcome:
     """The baseline: s_client, the proxy, s_server, same seed and impairments, same line."""
-    with started_openssl_server() as (port, server), \
+    with started_openssl_server(pki) as (port, server), \
             impaired_proxy((LOCALHOST, port), seed) as proxy:
         start = time.monotonic()
         deadline = start + SEED_DEADLINE
-        with openssl_psk_client(proxy.address[1],
-                                time_limit=SEED_DEADLINE + STARTUP_TIMEOUT) as client:
+        with openssl_client(proxy.address[1], pki) as client:
             client.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, SEED_DEADLINE)
             server.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE, remaining(deadline))
             seconds = time.monotonic() - start
@@ -298,15 +328,31 @@ def openssl_pair(seed: int) -> Outcome:
 
 
 Scenario = Callable[[int], Outcome]
-SCENARIOS: dict[str, Scenario] = {
-    "iotdtls/iotdtls": lambda seed: iotdtls_pair(seed, DEFAULT_MTU, CLIENT_IDENTITY.encode()),
-    "iotdtls/iotdtls-fragmented": lambda seed: iotdtls_pair(seed, MIN_MTU, LONG_IDENTITY),
-}
-OPENSSL_SCENARIOS: dict[str, Scenario] = {
-    "iotdtls-client/openssl-server": iotdtls_client_openssl_server,
-    "openssl-client/iotdtls-server": openssl_client_iotdtls_server,
-    "openssl-client/openssl-server": openssl_pair,
-}
+
+
+def scenarios(pki: Pki) -> dict[str, Scenario]:
+    """Our own pairs: PSK at the default MTU and fragmented, and mutual certificates."""
+    return {
+        "iotdtls/iotdtls": lambda seed: iotdtls_pair(seed, DEFAULT_MTU, CLIENT_IDENTITY.encode()),
+        "iotdtls/iotdtls-fragmented": lambda seed: iotdtls_pair(seed, MIN_MTU, LONG_IDENTITY),
+        "iotdtls/iotdtls-x509": lambda seed: iotdtls_pair(seed, DEFAULT_MTU, b"", pki),
+    }
+
+
+def openssl_scenarios(pki: Pki) -> dict[str, Scenario]:
+    """The pairs with OpenSSL and their baselines, with PSK and with mutual certificates."""
+    return {
+        "iotdtls-client/openssl-server": iotdtls_client_openssl_server,
+        "openssl-client/iotdtls-server": openssl_client_iotdtls_server,
+        "openssl-client/openssl-server": openssl_pair,
+        "iotdtls-client/openssl-server-x509":
+            lambda seed: iotdtls_client_openssl_server(seed, pki),
+        "openssl-client/iotdtls-server-x509":
+            lambda seed: openssl_client_iotdtls_server(seed, pki),
+        "openssl-client/openssl-server-x509": lambda seed: openssl_pair(seed, pki),
+    }
+
+
 BASELINE = "openssl-client/openssl-server"
 
 
@@ -390,12 +436,12 @@ def results_path(factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lossy_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                  ) -> Iterator[dict[str, list[SeedResult]]]:
+                  pki: Pki) -> Iterator[dict[str, list[SeedResult]]]:
     """Every seed of every pair, run concurrently once for the module."""
-    scenarios = dict(SCENARIOS)
+    selected = scenarios(pki)
     if shutil.which("openssl") is not None and interop_selected(request.session):
-        scenarios.update(OPENSSL_SCENARIOS)
-    results = run_all(scenarios)
+        selected.update(openssl_scenarios(pki))
+    results = run_all(selected)
     report(results, results_path(tmp_path_factory))
     yield results
 
@@ -426,19 +472,33 @@ def test_iotdtls_pair_with_fragments_completes_every_seed(
     assert all(r.fragmented for r in results)
 
 
+@pytest.mark.req("HS-3", "HS-4", "CRT-1")
+def test_iotdtls_pair_with_certificates_completes_every_seed(
+    lossy_results: dict[str, list[SeedResult]],
+) -> None:
+    results = lossy_results["iotdtls/iotdtls-x509"]
+    assert len(results) == len(SEEDS)
+    assert failures(results) == []
+
+
 def completions(lossy_results: dict[str, list[SeedResult]], pair: str) -> tuple[int, int]:
-    """(completed seeds of `pair`, completed seeds of the OpenSSL pair)."""
+    """(completed seeds of `pair`, completed seeds of the OpenSSL pair of the same mode)."""
     require_peer("openssl")
-    assert pair in lossy_results and BASELINE in lossy_results
+    baseline_pair = BASELINE + ("-x509" if pair.endswith("-x509") else "")
+    assert pair in lossy_results and baseline_pair in lossy_results
     ours = sum(r.completed for r in lossy_results[pair])
-    baseline = sum(r.completed for r in lossy_results[BASELINE])
-    print(f"\n{pair}: {ours}/{len(SEEDS)}; {BASELINE}: {baseline}/{len(SEEDS)}")
+    baseline = sum(r.completed for r in lossy_results[baseline_pair])
+    print(f"\n{pair}: {ours}/{len(SEEDS)}; {baseline_pair}: {baseline}/{len(SEEDS)}")
     return ours, baseline
 
 
 @pytest.mark.interop
 @pytest.mark.req("HS-4")
-@pytest.mark.parametrize("pair", ["iotdtls-client/openssl-server", "openssl-client/iotdtls-server"])
+@pytest.mark.parametrize("pair", [
+    "iotdtls-client/openssl-server", "openssl-client/iotdtls-server",
+    pytest.param("iotdtls-client/openssl-server-x509", marks=pytest.mark.req("CRT-1")),
+    pytest.param("openssl-client/iotdtls-server-x509", marks=pytest.mark.req("CRT-1")),
+])
 def test_mixed_pair_as_good_as_openssl(
     lossy_results: dict[str, list[SeedResult]], pair: str
 ) -> None:

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from iotdtls.certurl import fetch_client_chain
+from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
@@ -233,10 +234,16 @@ class _Connect:
     """Awaitable and async context manager returned by `connect`."""
 
     def __init__(
-        self, host: str, port: int, config: ClientConfig, sock: socket.socket | None
+        self,
+        host: str,
+        port: int,
+        config: ClientConfig,
+        sock: socket.socket | None,
+        chain_cache: ChainCache | None,
     ) -> None:
         self._args = (host, port, config)
         self._sock = sock
+        self._cache = chain_cache
         self._conn: ClientConnection | None = None
 
     def __await__(self) -> Any:
@@ -244,6 +251,8 @@ class _Connect:
 
     async def _open(self) -> ClientConnection:
         host, port, config = self._args
+        key = cache_key(config, host, port)
+        config = with_cached_chain(config, self._cache, key)
         loop = asyncio.get_running_loop()
         if self._sock is None:
             transport, protocol = await loop.create_datagram_endpoint(
@@ -259,6 +268,7 @@ class _Connect:
         except BaseException:
             transport.close()
             raise
+        remember_chain(self._cache, key, config, protocol.connection.peer)
         self._conn = ClientConnection(protocol, transport)
         return self._conn
 
@@ -281,15 +291,22 @@ def _connect_socket(sock: socket.socket, host: str, port: int) -> None:
 
 
 def connect(
-    host: str, port: int, config: ClientConfig, *, sock: socket.socket | None = None
+    host: str,
+    port: int,
+    config: ClientConfig,
+    *,
+    sock: socket.socket | None = None,
+    chain_cache: ChainCache | None = None,
 ) -> _Connect:
     """Open a UDP socket to `host:port` and complete the handshake.
 
     `sock` is an optional UDP socket to use instead of a new one (e.g. one made in another
     network namespace); it is connected to `host:port` if it is not connected yet, and closed
-    with the association. Raises the `DtlsError` that ended the handshake: `AlertSent`,
-    `AlertReceived` or `HandshakeTimeout` (after `config.handshake_timeout`)."""
-    return _Connect(host, port, config, sock)
+    with the association. `chain_cache` keeps the server's certificate chain between runs, so
+    the next handshake offers it in cached_info (RFC 7924) and the server may leave it out.
+    Raises the `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or
+    `HandshakeTimeout` (after `config.handshake_timeout`)."""
+    return _Connect(host, port, config, sock, chain_cache)
 
 
 class ServerSession:

@@ -24,6 +24,7 @@ sans-I/O core only needs `chain_hash`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -32,15 +33,20 @@ from pathlib import Path
 from typing import Final
 
 from iotdtls._files import write_atomically
+from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto.x509 import chain_hash
 from iotdtls.errors import DecodeError
+from iotdtls.identity import CertificateIdentity, PeerIdentity
 from iotdtls.messages.certificate import Certificate
 
 __all__ = [
     "DEFAULT_MAX_ENTRY_SIZE",
     "ChainCache",
+    "cache_key",
     "chain_hash",
     "chain_hash_of",
+    "remember_chain",
+    "with_cached_chain",
 ]
 
 DEFAULT_MAX_ENTRY_SIZE: Final = 64 * 1024
@@ -108,6 +114,32 @@ class ChainCache:
     def discard(self, key: str) -> None:
         """Forget `key`'s chain (for example after it failed validation)."""
         self.path_for(key).unlink(missing_ok=True)
+
+
+def cache_key(config: ClientConfig, host: str, port: int) -> str:
+    """The key a client files a server's chain under: the name it checks, and the port."""
+    return f"{config.server_name or host}:{port}"
+
+
+def with_cached_chain(config: ClientConfig, cache: ChainCache | None, key: str) -> ClientConfig:
+    """`config` offering the chain `cache` holds for `key` in cached_info (certificate mode
+    only; otherwise `config` as it is)."""
+    if cache is None or config.mode is not Mode.X509:
+        return config
+    chain = cache.load(key)
+    if chain is None or tuple(config.cached_server_chain) == chain:
+        return config
+    return dataclasses.replace(config, cached_server_chain=chain)
+
+
+def remember_chain(
+    cache: ChainCache | None, key: str, config: ClientConfig, peer: PeerIdentity | None
+) -> None:
+    """After a handshake: keep the server's validated chain if it is new to the cache."""
+    if cache is None or not isinstance(peer, CertificateIdentity) or not peer.chain:
+        return
+    if tuple(config.cached_server_chain) != peer.chain:
+        cache.save(key, peer.chain)
 
 
 def _key_bytes(key: str) -> bytes:

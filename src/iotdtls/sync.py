@@ -13,6 +13,7 @@ import time
 from collections import deque
 from types import TracebackType
 
+from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import DtlsError, LocalProtocolError
@@ -143,13 +144,22 @@ class DtlsClient:
 
 
 def connect(
-    host: str, port: int, config: ClientConfig, *, sock: socket.socket | None = None
+    host: str,
+    port: int,
+    config: ClientConfig,
+    *,
+    sock: socket.socket | None = None,
+    chain_cache: ChainCache | None = None,
 ) -> DtlsClient:
-    """Connect and complete the handshake; raises `DtlsError` on failure."""
+    """Connect and complete the handshake; raises `DtlsError` on failure. `chain_cache` keeps
+    the server's certificate chain between runs for cached_info (RFC 7924)."""
+    key = cache_key(config, host, port)
+    config = with_cached_chain(config, chain_cache, key)
     client = DtlsClient(host, port, config, sock=sock)
     try:
         client.handshake()
     except BaseException:
         client.close()
         raise
+    remember_chain(chain_cache, key, config, client.connection.peer)
     return client

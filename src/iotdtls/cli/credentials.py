@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import UsageError, hex_bytes
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file
@@ -22,6 +23,7 @@ from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file
 __all__ = [
     "add_client_credentials",
     "add_server_credentials",
+    "chain_cache",
     "client_config",
     "read_psk_file",
     "server_config",
@@ -102,6 +104,11 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the server's DNS name (certificate check; default: the host)",
     )
+    g.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep the server's chain here between runs (cached_info, RFC 7924)",
+    )
 
 
 def client_config(
@@ -122,6 +129,8 @@ def client_config(
         raise UsageError("--rpk-key needs the server's key: --peer-rpk or --peer-rpk-sha256")
     if (args.cert is not None or args.key is not None) and not x509:
         raise UsageError("--cert/--key need trust anchors for the server: --cafile FILE")
+    if args.cache_dir is not None and not x509:
+        raise UsageError("--cache-dir keeps certificate chains: it needs --cafile FILE")
     if psk:
         if args.psk_identity is None or args.psk is None:
             raise UsageError("give --psk-identity ID and --psk HEX together")
@@ -198,3 +207,8 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
         ),
         **settings,
     )
+
+
+def chain_cache(args: argparse.Namespace) -> ChainCache | None:
+    """The `--cache-dir` store of server chains (certificate mode), or None."""
+    return None if args.cache_dir is None else ChainCache(args.cache_dir)

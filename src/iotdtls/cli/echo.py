@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from iotdtls import aio
+from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
     UsageError,
@@ -21,6 +22,7 @@ from iotdtls.cli.common import (
 from iotdtls.cli.credentials import (
     add_client_credentials,
     add_server_credentials,
+    chain_cache,
     client_config,
     server_config,
 )
@@ -79,7 +81,7 @@ def run_client(args: argparse.Namespace) -> int:
         keylog_file=args.keylog,
         retry=RetryPolicy(args.retries + 1) if args.retries else None,
     )
-    asyncio.run(_talk(config, host, port))
+    asyncio.run(_talk(config, host, port, chain_cache(args)))
     return 0
 
 
@@ -103,8 +105,10 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | N
     loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-async def _talk(config: ClientConfig, host: str, port: int) -> None:
-    async with aio.connect(host, port, config) as conn:
+async def _talk(
+    config: ClientConfig, host: str, port: int, cache: ChainCache | None
+) -> None:
+    async with aio.connect(host, port, config, chain_cache=cache) as conn:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue()
         threading.Thread(target=_stdin_lines, args=(loop, lines), daemon=True).start()
