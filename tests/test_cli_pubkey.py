@@ -4,8 +4,10 @@ errors for mixes that make no sense, the handshake log line naming mode and iden
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,40 @@ def test_cli_client_retries_until_the_server_is_up(pki: Pki) -> None:
     assert client.returncode == 0, err
     assert out.splitlines() == ["late hello"]
     assert "new handshake in" in err  # at least one failed attempt was retried
+
+
+def x509_server_args(pki: Pki) -> list[str]:
+    return ["--cert", str(pki.server_crt), "--key", str(pki.server_key),
+            "--client-cafile", str(pki.ca_crt)]
+
+
+def x509_client_args(pki: Pki) -> list[str]:
+    return ["--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
+            "--key", str(pki.client_key), "--server-name", "localhost"]
+
+
+@pytest.mark.req("CRT-1", "CRT-2", "CRT-4")
+def test_cli_certificates_with_a_chain_cache(pki: Pki, tmp_path: Path) -> None:
+    """Mutual certificates from the command line; with --cache-dir the first run keeps the
+    server's chain and the second offers it in cached_info, so the server leaves it out (its
+    datagram trace, -v, shows how many bytes went to each client)."""
+    cache = tmp_path / "chains"
+    port = free_udp_port()
+    with cli_server(port, *x509_server_args(pki), "-v") as server:
+        for run in range(2):
+            done = run_client(port, [f"run {run}"], *x509_client_args(pki),
+                              "--cache-dir", str(cache))
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines() == [f"run {run}"]
+            assert len(list(cache.iterdir())) == 1
+        server.wait_for_output(r"handshake complete: peer 127\.0\.0\.1:\d+ certificate "
+                               r"01-23-45-67-89-AB-CD-EF", 5.0)
+        server.wait_for_output(r"association closed.*\n(.*\n)*.*association closed", 5.0,
+                               from_start=True)
+        trace = server.output
+    sent: dict[str, int] = {}
+    for peer, size in re.findall(r"-> 127\.0\.0\.1:(\d+) (\d+) B Handshake", trace):
+        sent[peer] = sent.get(peer, 0) + int(size)
+    first, second = sent.values()
+    certificate = len(pki.server_der.read_bytes())
+    assert first - second > certificate - 64, sent  # the chain stayed home
