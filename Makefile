@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-coap clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ requirements: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_psk.py
+
+bench-pubkey: $(STAMP)
+	$(VENV)/bin/pip install -q 'pyOpenSSL>=24'
+	cd benchmarks && ../$(PY) bench_pubkey.py
 
 bench-coap: $(STAMP) peers
 	$(PY) benchmarks/bench_coap.py

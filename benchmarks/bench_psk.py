@@ -180,6 +180,8 @@ class Mbed:
             validate_certificates=False,
         )
         self.cookie_info = repr(CLIENT_ADDR).encode()
+        #: The name the client checks in the server certificate (certificate modes only).
+        self.server_hostname: str | None = None
 
     @staticmethod
     def drain(endpoint: Any) -> bytes:
@@ -212,7 +214,7 @@ class Mbed:
     def handshake(self, wire: HandshakeWire | None = None) -> tuple[Any, Any]:
         """Client and server with the cookie exchange, in memory, until both are done."""
         tls = self.tls
-        client = tls.ClientContext(self.client_conf).wrap_buffers(None)
+        client = tls.ClientContext(self.client_conf).wrap_buffers(self.server_hostname)
         context = tls.ServerContext(self.server_conf)
         server = self.new_server(context)
         client_done = server_done = False

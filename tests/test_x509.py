@@ -533,3 +533,36 @@ def test_no_ocsp_crl_or_issuer_fetch_even_when_the_certificate_points_to_them() 
         assert urllib.request.urlopen(httpd.url("/ca.der"), timeout=5).read() == middle.der
         assert httpd.hits == ["/ca.der"]
     assert events == []
+
+
+# -- remembered validations -------------------------------------------------------------------
+
+
+@pytest.mark.req("CRT-1", "CRT-5")
+def test_a_chain_validated_before_is_remembered_only_while_everything_is_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second look at the same chain skips the path validation, but not the time: past
+    the leaf's or the anchor's validity the chain is refused as the first look would."""
+    import iotdtls.crypto.x509 as module
+
+    anchor = root(not_after=NOW + 2 * YEAR)
+    leaf = server_leaf(anchor, not_after=NOW + 4 * YEAR)
+    store = TrustStore([anchor.der])
+    built: list[int] = []
+    real = module._verifier
+
+    def counting(*args: Any) -> Any:
+        built.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(module, "_verifier", counting)
+    assert server((leaf.der,), store) == "localhost"
+    assert server((leaf.der,), store, when=NOW + YEAR) == "localhost"
+    assert len(built) == 1  # remembered
+    assert server((leaf.der,), store, name="localhost") == "localhost"
+    refused(A.bad_certificate, server, (leaf.der,), store, "elsewhere.example")
+    refused(A.certificate_expired, server, (leaf.der,), store, when=NOW + 3 * YEAR)
+    refused(A.certificate_expired, server, (leaf.der,), store, when=NOW - 2 * YEAR)
+    # Another role or depth is another question.
+    refused(A.unsupported_certificate, client, (leaf.der,), store)

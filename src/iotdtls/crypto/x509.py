@@ -36,6 +36,7 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
 
 from __future__ import annotations
 
+import collections
 import datetime
 import hashlib
 from collections.abc import Iterable, Sequence
@@ -81,6 +82,10 @@ identities and manufacturer PKIs) while keeping a peer's chain, which crosses a 
 and costs one signature verification per certificate, short."""
 
 MAX_CHAIN_DEPTH_LIMIT: Final = 16
+VALIDATED_CHAINS_KEPT: Final = 256
+"""Chains a `TrustStore` remembers as validated (least recently used dropped): a peer that
+comes back with the same chain skips the path validation while every certificate of the chain
+and every anchor is still valid (nothing is revoked in this profile, CRT-5)."""
 """The largest `max_depth` accepted: a configuration asking for more is a mistake."""
 
 _A = AlertDescription
@@ -130,11 +135,16 @@ class TrustStore:
     trusted directly (pinning).
     """
 
-    __slots__ = ("_anchors", "_certificates", "_store")
+    __slots__ = ("_anchors", "_certificates", "_store", "_validated", "_window")
 
     _anchors: tuple[bytes, ...]
     _certificates: tuple[x509.Certificate, ...]
     _store: verification.Store
+    #: Chains validated before (see `_validate_path`): the same bytes under the same anchors
+    #: need no second path validation while the time stays inside every validity period.
+    _validated: collections.OrderedDict[tuple[object, ...], tuple[_Leaf, _Window]]
+    #: When every anchor is valid.
+    _window: _Window
 
     def __init__(self, anchors: Sequence[bytes]) -> None:
         ders = tuple(dict.fromkeys(bytes(anchor) for anchor in anchors))
@@ -149,6 +159,8 @@ class TrustStore:
         object.__setattr__(self, "_anchors", ders)
         object.__setattr__(self, "_certificates", tuple(certificates))
         object.__setattr__(self, "_store", verification.Store(certificates))
+        object.__setattr__(self, "_validated", collections.OrderedDict())
+        object.__setattr__(self, "_window", _window_of(certificates))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a TrustStore is immutable")
@@ -248,6 +260,11 @@ def _validate_path(
             _A.unknown_ca,
         )
     when = _as_utc(when)
+    key = (tuple(chain), role, max_depth)
+    known = store._validated.get(key)
+    if known is not None and known[1].contains(when):
+        store._validated.move_to_end(key)
+        return known[0]
     certs = [_parse(der, role, index) for index, der in enumerate(chain)]
     _check_leaf_key(certs[0], role)
     _check_validity(certs, when, role)
@@ -257,7 +274,35 @@ def _validate_path(
         raise _diagnose(exc, certs, store, when, max_depth, role) from None
     leaf = _Leaf.of(certs[0], role)
     _check_leaf_usage(leaf, role)
+    store._validated[key] = (leaf, _window_of(certs).within(store._window))
+    if len(store._validated) > VALIDATED_CHAINS_KEPT:
+        store._validated.popitem(last=False)
     return leaf
+
+
+class _Window:
+    """A span of time (UTC) in which a set of certificates is valid."""
+
+    __slots__ = ("not_after", "not_before")
+
+    def __init__(self, not_before: datetime.datetime, not_after: datetime.datetime) -> None:
+        self.not_before = not_before
+        self.not_after = not_after
+
+    def contains(self, when: datetime.datetime) -> bool:
+        return self.not_before <= when <= self.not_after
+
+    def within(self, other: _Window) -> _Window:
+        return _Window(
+            max(self.not_before, other.not_before), min(self.not_after, other.not_after)
+        )
+
+
+def _window_of(certs: Iterable[x509.Certificate]) -> _Window:
+    certs = list(certs)
+    return _Window(
+        max(c.not_valid_before_utc for c in certs), min(c.not_valid_after_utc for c in certs)
+    )
 
 
 def _verifier(
