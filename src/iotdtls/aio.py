@@ -39,6 +39,7 @@ from iotdtls.events import (
     HandshakeComplete,
 )
 from iotdtls.identity import PeerIdentity, PskIdentity
+from iotdtls.stats import ServerStats
 from iotdtls.trace import describe_datagram
 
 __all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"]
@@ -378,12 +379,15 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()
         #: Certificate URL fetches running at once (each holds an executor thread).
         self._fetches = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
+        self.stats = ServerStats()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         _trace("<-", addr, data)
+        self.stats.datagrams_received += 1
+        self.stats.bytes_received += len(data)
         self.endpoint.receive_datagram(data, addr, self.loop.time())
         self.flush()
 
@@ -415,6 +419,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             for datagram, address in self.endpoint.datagrams_to_send(now):
                 _trace("->", address, datagram)
                 self.transport.sendto(datagram, address)
+                self.stats.datagrams_sent += 1
+                self.stats.bytes_sent += len(datagram)
         while (item := self.endpoint.next_event()) is not None:
             self._on_event(*item)
         if self._timer is not None:
@@ -426,6 +432,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
+            self.stats.handshakes_completed += 1
             logger.info("handshake complete: peer %s %s", _fmt(address), event.peer)
             old = self.sessions.pop(address, None)
             if old is not None:
@@ -479,10 +486,12 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if ended is not None:
             ended.inbox.end(error)
             if error is not None:
+                self.stats.associations_failed += 1
                 logger.info("association failed: %s: %s", who, error)
             else:
                 logger.debug("association closed: %s", who)
         elif error is not None:
+            self.stats.handshakes_failed += 1
             logger.info("handshake failed: %s: %s", who, error)
 
     async def _run(self, session: ServerSession) -> None:
@@ -533,6 +542,13 @@ class DtlsServer:
     @property
     def endpoint(self) -> ServerEndpoint:
         return self._protocol.endpoint
+
+    @property
+    def stats(self) -> ServerStats:
+        """A snapshot of this server's counters (handshakes, datagrams, gate outcomes)."""
+        snapshot = ServerStats() + self._protocol.stats
+        snapshot.gate.update({o.name: n for o, n in self.endpoint.gate.items()})
+        return snapshot
 
     async def close(self) -> None:
         """Send close_notify to every peer, stop the handlers and the socket."""

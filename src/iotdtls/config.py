@@ -44,6 +44,8 @@ MIN_MTU = 128
 MAX_MTU = 65507
 #: RFC 4279 §2 encodes identities and keys with a 2-byte length: the only limit (profile, PSK-2).
 MAX_PSK_LENGTH = 0xFFFF
+#: Shortest master secret of the stateless cookies we accept (128 bits).
+MIN_COOKIE_SECRET = 16
 
 PskLookup = Callable[[bytes], bytes | None]
 #: (url, size limit in bytes, timeout in seconds) -> the bytes at that URL (see
@@ -99,15 +101,26 @@ class RetryPolicy:
         return ceiling * fraction
 
 
-def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:
-    """A key-log callback appending NSS `CLIENT_RANDOM` lines to `path` (SEC-1: only on request)."""
-    target = fspath(path)
+class FileKeyLog:
+    """A key-log callback appending NSS `CLIENT_RANDOM` lines to a file (SEC-1: only on request).
 
-    def write(line: str) -> None:
-        with open(target, "a", encoding="ascii") as fh:
+    An object rather than a closure so that a configuration carrying it can be pickled (the
+    worker processes of `iotdtls.workers` receive their `ServerConfig` that way)."""
+
+    def __init__(self, path: str | PathLike[str]) -> None:
+        self.path = fspath(path)
+
+    def __repr__(self) -> str:
+        return f"FileKeyLog({self.path!r})"
+
+    def __call__(self, line: str) -> None:
+        with open(self.path, "a", encoding="ascii") as fh:
             fh.write(line + "\n")
 
-    return write
+
+def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:
+    """A key-log callback appending NSS `CLIENT_RANDOM` lines to `path` (SEC-1: only on request)."""
+    return FileKeyLog(path)
 
 
 def _as_bytes(name: str, value: bytes | str) -> bytes:
@@ -369,6 +382,10 @@ class ServerConfig(_CommonConfig):
     #: Most handshakes in progress at once; when full, the oldest is dropped. Kept below
     #: `max_connections` so half-open associations cannot crowd out established ones.
     max_handshakes: int = 256
+    #: Master secret of the stateless cookies (at least 16 bytes; None: a random one per
+    #: endpoint). Give several server processes on one host the same secret and they accept
+    #: each other's cookies, rotating in step (`iotdtls.workers` does this for its workers).
+    cookie_secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -401,6 +418,11 @@ class ServerConfig(_CommonConfig):
         _check_depth(self.max_chain_depth)
         if not self.cookie_rotation > 0:
             raise ConfigError(f"cookie_rotation must be > 0 seconds, got {self.cookie_rotation}")
+        if self.cookie_secret is not None and len(self.cookie_secret) < MIN_COOKIE_SECRET:
+            raise ConfigError(
+                f"cookie_secret must be at least {MIN_COOKIE_SECRET} random bytes "
+                "(32 recommended)"
+            )
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
         if not 1 <= self.max_handshakes <= self.max_connections:

@@ -49,6 +49,8 @@ __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 Address = Any
 COOKIE_LENGTH = 16
 SECRET_LENGTH = 32
+#: Domain separation of the per-period cookie secrets derived from the master secret.
+COOKIE_SECRET_LABEL = b"iotdtls cookie secret"
 
 
 class GateOutcome(Enum):
@@ -64,10 +66,16 @@ class GateOutcome(Enum):
 
 
 class CookieJar:
-    """Stateless cookies: HMAC-SHA256 truncated to 16 bytes, secret rotating every period."""
+    """Stateless cookies: HMAC-SHA256 truncated to 16 bytes, secret rotating every period.
 
-    def __init__(self, rotation: float) -> None:
+    Each period's secret is derived from one master secret (HMAC-SHA256 of the period number
+    under the master), so processes given the same master (`ServerConfig.cookie_secret`, e.g.
+    the workers of `iotdtls.workers`) make and accept the same cookies and rotate in step.
+    Without a master, a random one is drawn: cookies then hold for this jar only."""
+
+    def __init__(self, rotation: float, master_secret: bytes | None = None) -> None:
         self._rotation = rotation
+        self._master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
         self._secrets: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
@@ -76,9 +84,10 @@ class CookieJar:
     def _secret(self, index: int) -> bytes:
         secret = self._secrets.get(index)
         if secret is None:
-            secret = random_bytes(SECRET_LENGTH)
+            label = COOKIE_SECRET_LABEL + index.to_bytes(8, "big", signed=True)
+            secret = hmac.new(self._master, label, hashlib.sha256).digest()
             self._secrets[index] = secret
-            for old in [i for i in self._secrets if i < index - 1]:
+            for old in [i for i in self._secrets if not index - 1 <= i <= index + 1]:
                 del self._secrets[old]
         return secret
 
@@ -93,14 +102,13 @@ class CookieJar:
     def verify(
         self, now: float, address: bytes, hello_without_cookie: bytes, cookie: bytes
     ) -> bool:
-        """Constant-time check against the current and the previous secret (SEC-2)."""
+        """Constant-time check against the current and the previous period's secret (SEC-2)."""
         if len(cookie) != COOKIE_LENGTH:  # the length is public: no MAC for a first hello
             return False
         index = int(now // self._rotation)
         ok = False
         for i in (index, index - 1):
-            if i in self._secrets or i == index:
-                ok |= constant_time_equal(self._mac(i, address, hello_without_cookie), cookie)
+            ok |= constant_time_equal(self._mac(i, address, hello_without_cookie), cookie)
         return ok
 
 
@@ -119,7 +127,7 @@ class ServerEndpoint:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self._cookies = CookieJar(config.cookie_rotation)
+        self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
         self._timed: dict[Address, DtlsConnection] = {}
         self._outgoing: list[tuple[bytes, Address]] = []

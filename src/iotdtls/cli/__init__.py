@@ -1,5 +1,5 @@
-"""The `iotdtls` command line: `server` (echo), `client` (stdin lines as datagrams), `keygen`,
-`coap` (CoAP over DTLS with aiocoap), `demo`.
+"""The `iotdtls` command line: `server` (echo), `client` (stdin lines as datagrams), `perf`
+(load generator), `keygen`, `coap` (CoAP over DTLS with aiocoap), `demo`.
 
 Each subcommand lives in a module of this package with a `register(subparsers)` function that
 adds its parser and sets `run` (the function taking the parsed arguments and returning the exit
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from iotdtls.cli import coap, echo, keygen
+from iotdtls.cli import coap, echo, keygen, perf
 from iotdtls.cli.common import Parser, UsageError, parse_hostport, setup_logging
 from iotdtls.demo import run_demo
 from iotdtls.errors import ConfigError, DtlsError
@@ -22,7 +22,7 @@ from iotdtls.errors import ConfigError, DtlsError
 __all__ = ["UsageError", "main", "parse_hostport"]
 
 #: Modules whose `register(subparsers)` adds subcommands, in help order.
-_COMMAND_MODULES = (echo, keygen, coap)
+_COMMAND_MODULES = (echo, perf, keygen, coap)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,11 +11,13 @@ import sys
 from typing import NoReturn
 
 from iotdtls.config import DEFAULT_MTU
+from iotdtls.loop import LOOP_CHOICES
 
 __all__ = [
     "DEFAULT_PORT",
     "UsageError",
     "add_common_flags",
+    "add_loop_flag",
     "hex_bytes",
     "parse_hostport",
     "setup_logging",
@@ -70,6 +72,16 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
 
 
+def add_loop_flag(p: argparse.ArgumentParser) -> None:
+    """--loop: the event loop (`iotdtls.loop`; auto = uvloop when installed)."""
+    p.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default="auto",
+        help="event loop: uvloop when installed (auto), or force one",
+    )
+
+
 def setup_logging(verbose: bool, server: bool) -> None:
     """stderr logging. Without -v: a server says where it listens and one line per handshake
     (peer and identity, from `iotdtls.aio`); a client only its final error. With -v:
@@ -79,7 +91,7 @@ def setup_logging(verbose: bool, server: bool) -> None:
     )
     logging.getLogger("iotdtls").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if server and not verbose:
-        for name in ("iotdtls.aio", "iotdtls.cli"):
+        for name in ("iotdtls.aio", "iotdtls.cli", "iotdtls.workers"):
             logging.getLogger(name).setLevel(logging.INFO)
 
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 import threading
 from typing import Any
 
-from iotdtls import aio
+from iotdtls import aio, loop, workers
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
     UsageError,
     add_common_flags,
+    add_loop_flag,
     parse_hostport,
+    setup_logging,
     stop_on_signals,
 )
 from iotdtls.cli.credentials import (
@@ -42,6 +45,22 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--no-cookie", action="store_true", help="skip the HelloVerifyRequest exchange"
     )
+    srv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes on the port (SO_REUSEPORT), one cookie secret (default 1)",
+    )
+    srv.add_argument(
+        "--max-handshakes", type=int, default=ServerConfig.max_handshakes, metavar="N",
+        help="half-open handshakes kept at once, per worker (the oldest is dropped when full)",
+    )
+    srv.add_argument(
+        "--max-connections", type=int, default=ServerConfig.max_connections, metavar="N",
+        help="associations kept at once, per worker (the idlest makes room when full)",
+    )
+    add_loop_flag(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
 
@@ -63,10 +82,15 @@ def register(sub: Any) -> None:
 def run_server(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.listen)
     config = server_config(
-        args, cookie_exchange=not args.no_cookie, mtu=args.mtu, keylog_file=args.keylog
+        args,
+        cookie_exchange=not args.no_cookie,
+        mtu=args.mtu,
+        keylog_file=args.keylog,
+        max_handshakes=args.max_handshakes,
+        max_connections=args.max_connections,
     )
-    asyncio.run(_serve(config, host, port))
-    return 0
+    initializer = functools.partial(setup_logging, args.verbose, True)
+    return loop.run(_serve(config, host, port, args.workers, args.loop, initializer), args.loop)
 
 
 def run_client(args: argparse.Namespace) -> int:
@@ -85,18 +109,45 @@ def run_client(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: ServerConfig, host: str, port: int) -> None:
-    async def echo(session: aio.ServerSession) -> None:
-        async for datagram in session:
-            session.send(datagram)
+async def echo(session: aio.ServerSession) -> None:
+    """The server's handler: send every datagram back to its sender."""
+    async for datagram in session:
+        session.send(datagram)
 
+
+async def _serve(
+    config: ServerConfig,
+    host: str,
+    port: int,
+    worker_count: int,
+    loop_choice: str,
+    initializer: functools.partial[None],
+) -> int:
+    """Serve until SIGINT/SIGTERM (status 0) or until a worker dies (status 1); log the
+    counters at the end."""
     stop = stop_on_signals()
-    server = await aio.serve(echo, host, port, config)
-    bound = server.address
-    # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
-    logging.getLogger("iotdtls.cli").info("listening on %s:%d", bound[0], bound[1])
-    await stop.wait()
-    await server.close()
+    log = logging.getLogger("iotdtls.cli")
+    if worker_count == 1:
+        server = await aio.serve(echo, host, port, config)
+        # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
+        running = asyncio.get_running_loop()
+        log.info("listening on %s:%d (%s)", *server.address, loop.loop_name(running))
+        await stop.wait()
+        await server.close()
+        log.info("stopped: %s", server.stats.describe())
+        return 0
+    pool = await workers.serve(
+        echo, host, port, config, workers=worker_count, loop_choice=loop_choice,
+        initializer=initializer,
+    )
+    log.info("listening on %s:%d (%d workers)", *pool.address, worker_count)
+    ended = asyncio.ensure_future(pool.worker_exited.wait())
+    waiters = {asyncio.ensure_future(stop.wait()), ended}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    await pool.close()
+    return 1 if pool.worker_exited.is_set() else 0
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:

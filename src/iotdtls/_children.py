@@ -1,0 +1,62 @@
+"""Child processes of the server workers and of the load generator: started with ``spawn`` (a
+fresh interpreter, never a fork of a process that may run threads), SIGINT ignored (a Ctrl-C
+reaches the whole process group; the parent decides what happens), one pipe to the parent,
+and reaped by pid with a bounded wait."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import signal
+from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+__all__ = ["Child", "ignore_sigint", "reap", "spawn"]
+
+#: The parent's end of a child's pipe (`multiprocessing.connection.Connection`).
+Child = tuple[BaseProcess, Any]
+
+
+@contextlib.contextmanager
+def ignore_sigint() -> Iterator[None]:
+    """Ignore SIGINT while children start, so that they inherit the ignored disposition (only
+    the main thread may change it; elsewhere each child ignores it itself, a little later)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def spawn(target: Callable[..., None], args: tuple[Any, ...], name: str) -> Child:
+    """Start `target(*args, conn)` in a new interpreter; return it and the parent's pipe end.
+    Call inside `ignore_sigint()`; `target` should ignore SIGINT first thing too."""
+    parent_end, child_end = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=target, args=(*args, child_end), name=name, daemon=True
+    )
+    try:
+        process.start()
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    return process, parent_end
+
+
+def reap(process: BaseProcess, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the child to end, then SIGKILL it; True if it ended
+    by itself."""
+    process.join(timeout)
+    if not process.is_alive():
+        return True
+    process.kill()
+    process.join(5.0)
+    return False

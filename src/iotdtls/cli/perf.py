@@ -1,0 +1,93 @@
+"""`iotdtls perf HOST:PORT`: the load generator (`iotdtls.perf`): argument wiring only.
+
+Progress goes to stderr once a second; the report (text, or JSON with --json) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from iotdtls.cli.common import add_common_flags, add_loop_flag, parse_hostport
+from iotdtls.cli.credentials import add_client_credentials, client_config
+from iotdtls.perf import LoadProgress, LoadSpec, run_load
+
+__all__ = ["register"]
+
+DEFAULT_DURATION = 10.0
+
+
+def register(sub: Any) -> None:
+    """Add `perf` to the subcommands."""
+    p = sub.add_parser(
+        "perf",
+        help="load generator: many handshakes at once against a DTLS server, then a report",
+    )
+    p.add_argument("address", metavar="HOST:PORT")
+    add_client_credentials(p)
+    p.add_argument(
+        "--concurrency", "-c", type=int, default=10, metavar="N", help="handshakes in flight"
+    )
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--duration", "-d", type=float, metavar="S",
+        help=f"start new handshakes for S seconds (default {DEFAULT_DURATION:g})",
+    )
+    amount.add_argument("--handshakes", "-n", type=int, metavar="N", help="run N handshakes")
+    p.add_argument(
+        "--messages", "-m", type=int, default=0, metavar="K",
+        help="datagrams echoed over each association (default 0)",
+    )
+    p.add_argument("--size", type=int, default=64, metavar="B", help="bytes per message")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="handshake deadline"
+    )
+    p.add_argument(
+        "--echo-timeout", type=float, default=2.0, metavar="S",
+        help="wait this long for each echo",
+    )
+    p.add_argument(
+        "--processes", "-p", type=int, default=1, metavar="P",
+        help="generator processes sharing the concurrency",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    add_loop_flag(p)
+    add_common_flags(p)
+    p.set_defaults(run=run_perf, server_logging=False)
+
+
+def run_perf(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.address)
+    config = client_config(
+        args, host, handshake_timeout=args.timeout, mtu=args.mtu, keylog_file=args.keylog
+    )
+    duration = args.duration
+    if duration is None and args.handshakes is None:
+        duration = DEFAULT_DURATION
+    spec = LoadSpec(
+        host, port, config,
+        concurrency=args.concurrency, duration=duration, handshakes=args.handshakes,
+        messages=args.messages, message_size=args.size, echo_timeout=args.echo_timeout,
+    )
+    started = time.monotonic()
+
+    def show(p: LoadProgress) -> None:
+        print(
+            f"{time.monotonic() - started:6.1f} s  {p.completed} handshakes, "
+            f"{p.failed} failed, {p.in_flight} in flight",
+            file=sys.stderr, flush=True,
+        )
+
+    result = run_load(
+        spec, processes=args.processes, progress=None if args.quiet else show,
+        loop_choice=args.loop,
+    )
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+    else:
+        print(result.report(f"{host}:{port}", args.concurrency))
+    return 0 if result.completed and not result.failed else 1

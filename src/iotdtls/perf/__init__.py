@@ -1,0 +1,247 @@
+"""A DTLS load generator (like ``openssl s_time``, for DTLS): `iotdtls perf HOST:PORT`.
+
+    spec = LoadSpec("127.0.0.1", 5684, ClientConfig(psk_identity=..., psk=...),
+                    concurrency=100, duration=10.0, messages=1)
+    result = run_load(spec, processes=1)
+    print(result.report("127.0.0.1:5684", spec.concurrency))
+
+Many sans-I/O clients run on one event loop per process (`iotdtls.perf.engine`), each on its
+own UDP socket; `processes` > 1 splits the concurrency (and a handshake count) over several
+processes, started with ``spawn``, and merges what they measured. Works against any DTLS 1.2
+server the client configuration fits: iotdtls, ``openssl s_server``, ``gnutls-serv`` (the last
+two serve one peer at a time: use concurrency 1). Ctrl-C (SIGINT) or SIGTERM ends a run early
+with the figures so far.
+
+Resumption (``--resume``) will fit as one more association kind in the engine once the core
+resumes sessions: a lane would then run one full handshake and abbreviated ones after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import resource
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from iotdtls import loop
+from iotdtls._children import Child, ignore_sigint, reap, spawn
+from iotdtls.errors import ConfigError
+from iotdtls.perf.engine import PROGRESS_INTERVAL, LoadSpec, ProgressCallback, run_engine
+from iotdtls.perf.result import LoadProgress, LoadResult
+
+__all__ = ["LoadProgress", "LoadResult", "LoadSpec", "check_spec", "run_load"]
+
+#: File descriptors a generator process needs beside one socket per association.
+SPARE_FILES = 64
+MAX_MESSAGE_SIZE = 16384
+_PROGRESS, _RESULT, _FAILED, _STOP = "progress", "result", "failed", "stop"
+
+
+def check_spec(spec: LoadSpec, processes: int = 1) -> None:
+    """Raise `ConfigError` (one line) for a run that cannot be done."""
+    if spec.concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {spec.concurrency}")
+    if (spec.duration is None) == (spec.handshakes is None):
+        raise ConfigError("give either a duration or a number of handshakes")
+    if spec.duration is not None and not spec.duration > 0:
+        raise ConfigError(f"duration must be > 0 seconds, got {spec.duration}")
+    if spec.handshakes is not None and spec.handshakes < 1:
+        raise ConfigError(f"handshakes must be at least 1, got {spec.handshakes}")
+    if spec.messages < 0:
+        raise ConfigError(f"messages must be 0 or more, got {spec.messages}")
+    if not 4 <= spec.message_size <= MAX_MESSAGE_SIZE:
+        raise ConfigError(f"message size must be from 4 to {MAX_MESSAGE_SIZE} bytes")
+    if not spec.echo_timeout > 0:
+        raise ConfigError("echo timeout must be > 0 seconds")
+    if not 1 <= processes <= spec.concurrency:
+        raise ConfigError(f"processes must be from 1 to the concurrency ({spec.concurrency})")
+    if spec.handshakes is not None and processes > spec.handshakes:
+        raise ConfigError("processes must not exceed the number of handshakes")
+
+
+def run_load(
+    spec: LoadSpec,
+    *,
+    processes: int = 1,
+    progress: ProgressCallback | None = None,
+    loop_choice: str = "auto",
+) -> LoadResult:
+    """Run `spec` (blocking) and return what was measured; `progress` is called about once a
+    second with the running totals. Raises `ConfigError` for an impossible run."""
+    check_spec(spec, processes)
+    loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError before anything starts
+    if processes == 1:
+        _raise_open_files_limit(spec.concurrency)
+        return loop.run(_run_here(spec, progress), loop_choice)
+    return loop.run(_run_processes(spec, processes, progress, loop_choice), loop_choice)
+
+
+def _raise_open_files_limit(concurrency: int) -> None:
+    """One socket per association in flight: lift the soft limit on open files if needed."""
+    needed = concurrency + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise ConfigError(
+                f"concurrency {concurrency} needs {needed} open files, the limit is {hard}: "
+                "lower --concurrency, use --processes, or raise `ulimit -n`"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (where this loop may handle signals: the main thread)."""
+    running = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            running.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (RuntimeError, ValueError):
+            break
+    try:
+        yield
+    finally:
+        for sig in handled:
+            running.remove_signal_handler(sig)
+
+
+async def _run_here(spec: LoadSpec, progress: ProgressCallback | None) -> LoadResult:
+    stop = asyncio.Event()
+    with _stop_on_signals(stop):
+        return await run_engine(spec, progress, stop)
+
+
+# -- several generator processes ----------------------------------------------------------------
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _split(spec: LoadSpec, processes: int) -> list[LoadSpec]:
+    concurrency = _shares(spec.concurrency, processes)
+    counts = _shares(spec.handshakes, processes) if spec.handshakes is not None else None
+    return [
+        dataclasses.replace(
+            spec,
+            concurrency=concurrency[i],
+            handshakes=None if counts is None else counts[i],
+        )
+        for i in range(processes)
+    ]
+
+
+def _child_main(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
+    """A generator process: run its share, report progress and the result on `conn`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    try:
+        _raise_open_files_limit(spec.concurrency)
+        result = loop.run(_child_run(spec, conn), loop_choice)
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send((_FAILED, f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+    conn.send((_RESULT, result))
+    conn.close()
+
+
+async def _child_run(spec: LoadSpec, conn: Any) -> LoadResult:
+    running = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    running.add_reader(conn.fileno(), stop.set)  # "stop", or the parent went away
+    try:
+        return await run_engine(spec, lambda p: conn.send((_PROGRESS, p)), stop)
+    finally:
+        running.remove_reader(conn.fileno())
+
+
+def _start_children(
+    spec: LoadSpec,
+    processes: int,
+    loop_choice: str,
+    latest: dict[int, LoadProgress],
+) -> tuple[list[Child], list[asyncio.Future[LoadResult]]]:
+    running = asyncio.get_running_loop()
+    children: list[Child] = []
+    results: list[asyncio.Future[LoadResult]] = []
+    with ignore_sigint():
+        for index, share in enumerate(_split(spec, processes)):
+            child = spawn(_child_main, (share, loop_choice), f"iotdtls-perf-{index}")
+            future: asyncio.Future[LoadResult] = running.create_future()
+            running.add_reader(child[1].fileno(), _on_child, child[1], index, latest, future)
+            children.append(child)
+            results.append(future)
+    return children, results
+
+
+async def _run_processes(
+    spec: LoadSpec, processes: int, progress: ProgressCallback | None, loop_choice: str
+) -> LoadResult:
+    latest: dict[int, LoadProgress] = {}
+    children, results = _start_children(spec, processes, loop_choice, latest)
+    stop = asyncio.Event()
+    reporter = asyncio.ensure_future(_report_children(latest, progress)) if progress else None
+    try:
+        with _stop_on_signals(stop):
+            stopper = asyncio.ensure_future(stop.wait())
+            gathered = asyncio.gather(*results)
+            waiters: set[asyncio.Future[Any]] = {gathered, stopper}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                _tell_children(children, _STOP)
+            stopper.cancel()
+            merged = await gathered
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+        _tell_children(children, _STOP)  # after a failure of one, the others stop too
+        for process, conn in children:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+            reap(process, 5.0)
+            conn.close()
+    total = merged[0]
+    for result in merged[1:]:
+        total = total + result
+    return total
+
+
+def _tell_children(children: list[Child], message: str) -> None:
+    for _, conn in children:
+        with contextlib.suppress(OSError):
+            conn.send(message)
+
+
+def _on_child(
+    conn: Any, index: int, latest: dict[int, LoadProgress], future: asyncio.Future[LoadResult]
+) -> None:
+    try:
+        kind, value = conn.recv()
+    except (EOFError, OSError):
+        kind, value = _FAILED, "ended unexpectedly"
+    if kind == _PROGRESS:
+        latest[index] = value
+        return
+    asyncio.get_running_loop().remove_reader(conn.fileno())
+    if future.done():
+        return
+    if kind == _RESULT:
+        future.set_result(value)
+    else:
+        future.set_exception(ChildProcessError(f"load generator process {index}: {value}"))
+
+
+async def _report_children(latest: dict[int, LoadProgress], progress: ProgressCallback) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        snapshots = list(latest.values())
+        progress(LoadProgress(
+            sum(p.completed for p in snapshots),
+            sum(p.failed for p in snapshots),
+            sum(p.in_flight for p in snapshots),
+        ))

@@ -1,0 +1,293 @@
+"""The load generator's engine: `concurrency` lanes on one asyncio loop, each running one
+association after another, each association a sans-I/O `DtlsConnection` on its own UDP socket
+(so the server tells them apart by address, as it would real devices) with its own timer.
+
+An association: a fresh socket connected to the server, the full handshake (with whatever
+cookie exchange the server asks for, RFC 6347 §4.2.1), `messages` echoed datagrams one after
+the other, then close_notify (RFC 5246 §7.2.1; serial servers such as gnutls-serv wait for it
+before taking the next peer) and the socket closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from iotdtls.config import ClientConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.errors import AlertReceived, AlertSent, DtlsError, HandshakeTimeout
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.loop import loop_name
+from iotdtls.perf.result import LoadProgress, LoadResult
+
+__all__ = ["LoadSpec", "run_engine"]
+
+ProgressCallback = Callable[[LoadProgress], None]
+#: Seconds between progress reports.
+PROGRESS_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One load run (see `iotdtls.perf.run_load`; validated by `check`)."""
+
+    host: str
+    port: int
+    config: ClientConfig
+    #: Associations in progress at once.
+    concurrency: int = 10
+    #: Seconds during which new associations start (a time run) ...
+    duration: float | None = None
+    #: ... or the number of associations to run (a count run). One of the two.
+    handshakes: int | None = None
+    #: Datagrams echoed over each association, one after the other.
+    messages: int = 0
+    message_size: int = 64
+    #: Seconds to wait for each echo before counting the message lost.
+    echo_timeout: float = 2.0
+
+
+class _Association(asyncio.DatagramProtocol):
+    """One client association driven on the loop; results land in the engine's counters."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self.engine = engine
+        self.loop = engine.loop
+        self.conn = DtlsConnection(engine.spec.config)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.handshake: asyncio.Future[None] = self.loop.create_future()
+        self.echo: asyncio.Future[bytes | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        #: When the first ClientHello left (the start of the handshake latency).
+        self.begun = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.begun = time.perf_counter()
+        self.conn.connect(self.loop.time())
+        self.flush()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        result = self.engine.result
+        result.datagrams_received += 1
+        result.bytes_received += len(data)
+        self.conn.receive_datagram(data, self.loop.time())
+        self.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        self.engine.result.icmp_errors += 1  # the retransmission timer retries
+
+    def flush(self) -> None:
+        result = self.engine.result
+        if self.transport is not None:
+            for datagram in self.conn.datagrams_to_send(self.loop.time()):
+                self.transport.sendto(datagram)
+                result.datagrams_sent += 1
+                result.bytes_sent += len(datagram)
+        while (event := self.conn.next_event()) is not None:
+            if isinstance(event, HandshakeComplete):
+                _settle(self.handshake, None)
+            elif isinstance(event, DataReceived):
+                if self.echo is not None:
+                    _settle(self.echo, event.data)
+            elif isinstance(event, ConnectionClosed):
+                error = event.error or DtlsError("closed by the server")
+                if not self.handshake.done():
+                    self.handshake.set_exception(error)
+                if self.echo is not None:
+                    _settle(self.echo, None)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.conn.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.conn.handle_timer(self.loop.time())
+        self.flush()
+
+    def finish(self) -> None:
+        """close_notify if established, then release the timer and the socket."""
+        if self.conn.state is ConnectionState.ESTABLISHED:
+            self.conn.close()
+            self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        if not self.handshake.done():
+            self.handshake.cancel()
+        elif not self.handshake.cancelled():
+            self.handshake.exception()  # retrieved: no "never retrieved" warning
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def failure_cause(error: BaseException) -> str:
+    """A short, stable name for why an association failed (the report groups by it)."""
+    if isinstance(error, HandshakeTimeout):
+        return "handshake timeout"
+    if isinstance(error, AlertReceived | AlertSent):
+        alert = error.alert
+        name = alert.name if hasattr(alert, "name") else f"alert {alert}"
+        return f"{'received' if isinstance(error, AlertReceived) else 'sent'} alert {name}"
+    if isinstance(error, OSError):
+        return f"socket error: {error.strerror or error}"
+    return str(error) or type(error).__name__
+
+
+class _Engine:
+    """Runs the lanes of one generator process and keeps its counters."""
+
+    def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop) -> None:
+        self.spec = spec
+        self.loop = loop
+        self.result = LoadResult(loop=loop_name(loop))
+        self.in_flight = 0
+        self._stopping = False
+        self._start = time.perf_counter()
+        self._deadline = (
+            self._start + spec.duration if spec.duration is not None else float("inf")
+        )
+        family, _, _, _, address = socket.getaddrinfo(
+            spec.host, spec.port, type=socket.SOCK_DGRAM
+        )[0]
+        self._family, self._address = family, address
+        self._payload = bytes(spec.message_size)
+
+    def stop(self) -> None:
+        """Start no new association (those in progress are cancelled by `run`'s caller)."""
+        self._stopping = True
+
+    def _take(self) -> bool:
+        """Whether a lane may start another association."""
+        if self._stopping or time.perf_counter() >= self._deadline:
+            return False
+        if self.spec.handshakes is not None and self.result.started >= self.spec.handshakes:
+            return False
+        self.result.started += 1
+        return True
+
+    async def lane(self) -> None:
+        while self._take():
+            await self._one()
+
+    async def _one(self) -> None:
+        self.in_flight += 1
+        assoc: _Association | None = None
+        try:
+            assoc = await self._open()
+            await assoc.handshake
+            self._record_handshake(time.perf_counter(), assoc.begun)
+            for number in range(self.spec.messages):
+                await self._echo(assoc, number)
+        except (DtlsError, OSError) as exc:
+            self.result.failures[failure_cause(exc)] += 1
+        except asyncio.CancelledError:
+            self.result.unfinished += 1
+            raise
+        finally:
+            self.in_flight -= 1
+            if assoc is not None:
+                assoc.finish()
+
+    async def _open(self) -> _Association:
+        """A fresh UDP socket connected to the server, and the association on it."""
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(self._address)
+            _, assoc = await self.loop.create_datagram_endpoint(
+                lambda: _Association(self), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return assoc
+
+    def _record_handshake(self, now: float, begun: float) -> None:
+        self.result.completed += 1
+        if now <= self._deadline:
+            self.result.completed_in_window += 1
+        self.result.latencies.append(now - begun)
+
+    async def _echo(self, assoc: _Association, number: int) -> None:
+        """Send one datagram (its number in the first 4 bytes) and wait for it to come back."""
+        payload = number.to_bytes(4, "big") + self._payload[4:]
+        assoc.echo = self.loop.create_future()
+        timeout = self.loop.call_later(self.spec.echo_timeout, _settle, assoc.echo, None)
+        sent = time.perf_counter()
+        assoc.conn.send(payload)
+        assoc.flush()
+        self.result.messages_sent += 1
+        try:
+            while (data := await assoc.echo) is not None and data != payload:
+                assoc.echo = self.loop.create_future()  # a late echo of an earlier message
+                timeout.cancel()
+                timeout = self.loop.call_later(self.spec.echo_timeout, _settle, assoc.echo, None)
+        finally:
+            timeout.cancel()
+            assoc.echo = None
+        if data is None:
+            self.result.messages_lost += 1
+            if assoc.conn.closed:
+                raise assoc.conn.error or DtlsError("closed by the server")
+            return
+        self.result.messages_echoed += 1
+        self.result.echo_latencies.append(time.perf_counter() - sent)
+
+    def progress(self) -> LoadProgress:
+        return LoadProgress(self.result.completed, self.result.failed, self.in_flight)
+
+    def close_result(self) -> LoadResult:
+        result = self.result
+        result.elapsed = time.perf_counter() - self._start
+        result.window = self.spec.duration if self.spec.duration is not None else result.elapsed
+        result.window = min(result.window, result.elapsed)
+        return result
+
+
+async def run_engine(
+    spec: LoadSpec,
+    progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+) -> LoadResult:
+    """Run `spec` on the running loop until done or until `stop` is set (then associations
+    still in progress are abandoned and counted as unfinished)."""
+    engine = _Engine(spec, asyncio.get_running_loop())
+    lanes = [asyncio.ensure_future(engine.lane()) for _ in range(spec.concurrency)]
+    everything = asyncio.gather(*lanes)
+    waiters: set[asyncio.Future[Any]] = {everything}
+    if stop is not None:
+        waiters.add(asyncio.ensure_future(stop.wait()))
+    reporter = asyncio.ensure_future(_report(engine, progress)) if progress else None
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        engine.stop()
+        for task in (*lanes, *waiters, *([reporter] if reporter else [])):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await everything
+    return engine.close_result()
+
+
+async def _report(engine: _Engine, progress: ProgressCallback) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        progress(engine.progress())

@@ -1,0 +1,160 @@
+"""What a load run measured (`LoadResult`) and how it is reported (text and JSON)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LoadProgress", "LoadResult", "percentile"]
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (0.0 for none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """A snapshot while a run goes on (sent by generator processes to the parent)."""
+
+    completed: int
+    failed: int
+    in_flight: int
+
+
+@dataclass
+class LoadResult:
+    """Counters and latencies of a run (or of one generator process of it); `+` merges."""
+
+    #: Seconds from the first handshake started to the last association ended.
+    elapsed: float = 0.0
+    #: The measuring window: the run's duration (time mode) or `elapsed` (count mode).
+    window: float = 0.0
+    started: int = 0
+    completed: int = 0
+    #: Handshakes completed inside the window (the rate counts these).
+    completed_in_window: int = 0
+    #: Failed associations by cause ("handshake timeout", "received alert decrypt_error", ...).
+    failures: Counter[str] = field(default_factory=Counter)
+    #: Associations still in progress when the run was stopped (Ctrl-C): neither counted
+    #: as completed nor as failed.
+    unfinished: int = 0
+    #: Handshake latencies in seconds: first ClientHello sent to the server's Finished checked.
+    latencies: list[float] = field(default_factory=list)
+    messages_sent: int = 0
+    messages_echoed: int = 0
+    #: Messages whose echo did not come back within the echo timeout.
+    messages_lost: int = 0
+    echo_latencies: list[float] = field(default_factory=list)
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    #: ICMP errors reported on the clients' sockets (e.g. port unreachable: no server, or a
+    #: server busy with another peer on a connected socket); the handshakes retransmit.
+    icmp_errors: int = 0
+    processes: int = 1
+    loop: str = ""
+
+    def __add__(self, other: LoadResult) -> LoadResult:
+        merged = LoadResult(
+            elapsed=max(self.elapsed, other.elapsed),
+            window=max(self.window, other.window),
+            failures=self.failures + other.failures,
+            latencies=self.latencies + other.latencies,
+            echo_latencies=self.echo_latencies + other.echo_latencies,
+            processes=self.processes + other.processes,
+            loop=self.loop or other.loop,
+        )
+        for name in (
+            "started", "completed", "completed_in_window", "unfinished", "messages_sent",
+            "messages_echoed", "messages_lost", "datagrams_sent", "datagrams_received",
+            "bytes_sent", "bytes_received", "icmp_errors",
+        ):
+            setattr(merged, name, getattr(self, name) + getattr(other, name))
+        return merged
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def rate(self) -> float:
+        """Handshakes per second over the window."""
+        return self.completed_in_window / self.window if self.window > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Every figure as plain JSON-ready values (milliseconds for latencies)."""
+        hs = sorted(self.latencies)
+        echo = sorted(self.echo_latencies)
+        return {
+            "elapsed_s": round(self.elapsed, 3),
+            "window_s": round(self.window, 3),
+            "processes": self.processes,
+            "loop": self.loop,
+            "handshakes": {
+                "started": self.started,
+                "completed": self.completed,
+                "completed_in_window": self.completed_in_window,
+                "failed": self.failed,
+                "unfinished": self.unfinished,
+                "per_second": round(self.rate, 1),
+            },
+            "latency_ms": _latency_ms(hs),
+            "failures": dict(sorted(self.failures.items())),
+            "messages": {
+                "sent": self.messages_sent,
+                "echoed": self.messages_echoed,
+                "lost": self.messages_lost,
+                "per_second": round(self.messages_echoed / self.elapsed, 1) if self.elapsed else 0,
+                "rtt_ms": _latency_ms(echo),
+            },
+            "datagrams": {
+                "sent": self.datagrams_sent,
+                "received": self.datagrams_received,
+                "bytes_sent": self.bytes_sent,
+                "bytes_received": self.bytes_received,
+            },
+            "icmp_errors": self.icmp_errors,
+        }
+
+    def report(self, target: str, concurrency: int) -> str:
+        """The final report, a few lines of text."""
+        s = self.summary()
+        hs, lat = s["handshakes"], s["latency_ms"]
+        lines = [
+            f"iotdtls perf {target}: {self.elapsed:.1f} s, concurrency {concurrency}, "
+            f"{self.processes} process{'es' if self.processes > 1 else ''} ({self.loop})",
+            f"handshakes: {hs['completed']} completed, {hs['failed']} failed"
+            + (f", {hs['unfinished']} unfinished" if hs["unfinished"] else "")
+            + f"; {hs['per_second']:.1f}/s",
+            f"latency ms: median {lat['median']:.2f}, p99 {lat['p99']:.2f}, max {lat['max']:.2f}",
+            "failures: "
+            + (", ".join(f"{cause} {n}" for cause, n in s["failures"].items()) or "none"),
+        ]
+        msg = s["messages"]
+        if msg["sent"]:
+            lines.append(
+                f"messages: {msg['sent']} sent, {msg['echoed']} echoed, {msg['lost']} lost; "
+                f"{msg['per_second']:.1f}/s; rtt ms median {msg['rtt_ms']['median']:.2f}, "
+                f"p99 {msg['rtt_ms']['p99']:.2f}"
+            )
+        lines.append(
+            f"datagrams: {self.datagrams_sent} sent ({self.bytes_sent} B), "
+            f"{self.datagrams_received} received ({self.bytes_received} B)"
+            + (f"; ICMP errors {self.icmp_errors}" if self.icmp_errors else "")
+        )
+        return "\n".join(lines)
+
+
+def _latency_ms(sorted_seconds: list[float]) -> dict[str, float]:
+    return {
+        "median": round(percentile(sorted_seconds, 0.5) * 1000, 3),
+        "p99": round(percentile(sorted_seconds, 0.99) * 1000, 3),
+        "max": round((sorted_seconds[-1] if sorted_seconds else 0.0) * 1000, 3),
+    }

@@ -1,0 +1,50 @@
+"""Counters of a running server: handshakes, datagrams, and what the stateless gate did.
+
+`ServerStats` is what `iotdtls.aio.DtlsServer.stats` reports for one process and what
+`iotdtls.workers` sums over its worker processes (it pickles, and `+` adds two). Counters only:
+no peer address, identity or key material ever lands here (SEC-1).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, fields
+
+__all__ = ["ServerStats"]
+
+
+@dataclass
+class ServerStats:
+    """What one server process (or the sum of several) has seen since it started."""
+
+    #: Handshakes that ended in an established association (RFC 5246 §7.4.9).
+    handshakes_completed: int = 0
+    #: Associations that ended with an error before their handshake completed (a bad key, a
+    #: timeout, an eviction of a half-open handshake, ...).
+    handshakes_failed: int = 0
+    #: Established associations that ended with an error (alert, eviction, replacement).
+    associations_failed: int = 0
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    #: `iotdtls.endpoint.GateOutcome` names and how often the stateless gate reached each.
+    gate: Counter[str] = field(default_factory=Counter)
+
+    def __add__(self, other: ServerStats) -> ServerStats:
+        total = ServerStats()
+        for f in fields(self):
+            if f.name != "gate":
+                setattr(total, f.name, getattr(self, f.name) + getattr(other, f.name))
+        total.gate = self.gate + other.gate
+        return total
+
+    def describe(self) -> str:
+        """One log line: every counter, gate outcomes in lower case."""
+        gate = ", ".join(f"{name.lower()} {count}" for name, count in sorted(self.gate.items()))
+        return (
+            f"handshakes {self.handshakes_completed} completed, {self.handshakes_failed} failed; "
+            f"associations failed {self.associations_failed}; "
+            f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
+            f"{self.datagrams_sent} out ({self.bytes_sent} B); gate: {gate or 'nothing'}"
+        )

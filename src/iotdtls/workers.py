@@ -1,0 +1,291 @@
+"""A server on every core: N worker processes on one UDP port (SO_REUSEPORT).
+
+    server = await iotdtls.workers.serve(echo, "0.0.0.0", 5684, config, workers=4)
+    ...
+    totals = await server.close()      # ServerStats summed over the workers
+
+The parent binds N UDP sockets to the same address with SO_REUSEPORT and hands one to each
+worker, a process of its own running `iotdtls.aio.serve` on it. Linux picks the socket of a
+datagram by a hash of its 4-tuple (source and destination address and port), so every datagram
+of one client reaches the same worker for as long as the set of sockets does not change: each
+worker holds its associations alone, nothing is shared at run time. The stateless cookies of
+RFC 6347 §4.2.1 are the one thing the workers agree on: they get one master secret
+(`ServerConfig.cookie_secret`, drawn here when the configuration has none), so a cookie made by
+one worker verifies at any other and all rotate in step.
+
+Workers are started with the ``spawn`` method (a fresh interpreter, never a fork of a process
+that may run threads), so `handler`, `config` and `initializer` must be picklable: module-level
+functions, a `psk_store` or a module-level `psk_lookup`, no lambdas or closures. Workers ignore
+SIGINT (a Ctrl-C reaches the whole process group; the parent decides) and stop cleanly when the
+parent asks, when their parent goes away, or on SIGTERM. `close()` reaps every worker and
+returns and logs the counters of each and their sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from iotdtls import aio, loop
+from iotdtls._children import ignore_sigint, reap, spawn
+from iotdtls.config import ServerConfig
+from iotdtls.crypto import random_bytes
+from iotdtls.errors import ConfigError
+from iotdtls.stats import ServerStats
+
+__all__ = ["WorkerServer", "serve"]
+
+logger = logging.getLogger("iotdtls.workers")
+#: Seconds a worker may take to start (a fresh interpreter importing iotdtls on a busy host).
+READY_TIMEOUT = 60.0
+#: Seconds a worker may take to close its associations and report after being asked to stop.
+STOP_TIMEOUT = 10.0
+COOKIE_SECRET_LENGTH = 32
+MAX_WORKERS = 256
+_STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """Everything a worker process needs, pickled to it at start."""
+
+    index: int
+    handler: aio.Handler
+    config: ServerConfig
+    loop: str
+    initializer: Callable[[], None] | None
+
+
+# -- in the worker process ----------------------------------------------------------------------
+
+
+def _worker_main(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> None:
+    """Entry point of a worker: serve on `sock` until told to stop, then report the counters."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if spec.initializer is not None:
+            spec.initializer()
+        stats = loop.run(_serve_worker(spec, sock, conn), spec.loop)
+    except Exception as exc:  # reported to the parent as one line, no traceback
+        with contextlib.suppress(OSError):
+            conn.send((_FAILED, f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+    with contextlib.suppress(OSError):
+        conn.send((_STOPPED, stats))
+    conn.close()
+
+
+async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> ServerStats:
+    running = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    running.add_signal_handler(signal.SIGTERM, stop.set)
+    # The parent's "stop", or the end of the pipe when the parent has gone away.
+    running.add_reader(conn.fileno(), stop.set)
+    host, port = sock.getsockname()[:2]
+    server = await aio.serve(spec.handler, host, port, spec.config, sock=sock)
+    logger.info(
+        "worker %d (pid %d, %s) serving", spec.index, os.getpid(), loop.loop_name(running)
+    )
+    conn.send((_READY, os.getpid()))
+    await stop.wait()
+    running.remove_reader(conn.fileno())
+    await server.close()
+    return server.stats
+
+
+# -- in the parent ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+    conn: Any
+    pid: int = 0
+    stats: ServerStats | None = None
+
+
+class WorkerServer:
+    """Running worker processes (see `serve`); `close()` stops them."""
+
+    def __init__(self, address: tuple[str, int], workers: list[_Worker]) -> None:
+        self._address = address
+        self._workers = workers
+        self._closed: ServerStats | None = None
+        #: Set when a worker process ends without having been asked to.
+        self.worker_exited = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for worker in workers:
+            running.add_reader(worker.process.sentinel, self._on_exit, worker)
+
+    def __repr__(self) -> str:
+        return f"<WorkerServer {self._address[0]}:{self._address[1]} workers={len(self._workers)}>"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port), shared by every worker."""
+        return self._address
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers, in worker order."""
+        return [w.pid for w in self._workers]
+
+    def _on_exit(self, worker: _Worker) -> None:
+        asyncio.get_running_loop().remove_reader(worker.process.sentinel)
+        if self._closed is None:
+            logger.error("worker %d (pid %d) ended unexpectedly", worker.index, worker.pid)
+            self.worker_exited.set()
+
+    async def close(self) -> ServerStats:
+        """Stop every worker (each closes its associations with close_notify), reap them, log
+        each one's counters and their sum, and return the sum. Idempotent."""
+        if self._closed is not None:
+            return self._closed
+        self._closed = ServerStats()
+        running = asyncio.get_running_loop()
+        for worker in self._workers:
+            running.remove_reader(worker.process.sentinel)
+        await asyncio.to_thread(_stop_workers, self._workers)
+        total = ServerStats()
+        for worker in self._workers:
+            if worker.stats is not None:
+                logger.info("worker %d (pid %d): %s", worker.index, worker.pid,
+                            worker.stats.describe())
+                total = total + worker.stats
+        logger.info("all %d workers: %s", len(self._workers), total.describe())
+        self._closed = total
+        return total
+
+    async def __aenter__(self) -> WorkerServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` UDP sockets bound to one address with SO_REUSEPORT (the first resolves port 0)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("workers need SO_REUSEPORT, which this system does not have")
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            address = sock.getsockname()
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _check_picklable(spec: _WorkerSpec) -> None:
+    try:
+        pickle.dumps(spec)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            "with workers, the handler, the ServerConfig (psk_lookup, keylog) and the "
+            "initializer must be picklable: module-level functions, no lambdas or closures "
+            f"({exc})"
+        ) from None
+
+
+def _start_workers(specs: list[_WorkerSpec], sockets: list[socket.socket]) -> list[_Worker]:
+    workers: list[_Worker] = []
+    try:
+        with ignore_sigint():
+            for spec, sock in zip(specs, sockets, strict=True):
+                process, conn = spawn(_worker_main, (spec, sock), f"iotdtls-worker-{spec.index}")
+                sock.close()  # the worker holds the socket now; the parent must not read it
+                workers.append(_Worker(spec.index, process, conn))
+    except BaseException:
+        _stop_workers(workers)
+        raise
+    finally:
+        for sock in sockets:
+            sock.close()
+    return workers
+
+
+def _wait_ready(workers: list[_Worker], timeout: float) -> str | None:
+    """Wait for every worker's "ready"; the first failure as one line, or None."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        remaining = deadline - time.monotonic()
+        try:
+            if not worker.conn.poll(max(0.0, remaining)):
+                return f"worker {worker.index} did not start within {timeout:g} s"
+            kind, value = worker.conn.recv()
+        except (EOFError, OSError):
+            return f"worker {worker.index} ended while starting"
+        if kind != _READY:
+            return f"worker {worker.index} failed: {value}"
+        worker.pid = value
+    return None
+
+
+def _stop_workers(workers: list[_Worker], timeout: float = STOP_TIMEOUT) -> None:
+    """Ask every worker to stop, collect its counters, reap it (SIGKILL after `timeout`)."""
+    for worker in workers:
+        with contextlib.suppress(OSError):
+            worker.conn.send(_STOP)
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        with contextlib.suppress(EOFError, OSError):
+            while worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                kind, value = worker.conn.recv()
+                if kind == _STOPPED:
+                    worker.stats = value
+                    break
+        if not reap(worker.process, max(0.1, deadline - time.monotonic())):
+            logger.warning("worker %d (pid %d) did not stop; killed", worker.index, worker.pid)
+        worker.conn.close()
+
+
+async def serve(
+    handler: aio.Handler,
+    host: str,
+    port: int,
+    config: ServerConfig,
+    *,
+    workers: int,
+    loop_choice: str = "auto",
+    initializer: Callable[[], None] | None = None,
+) -> WorkerServer:
+    """Start `workers` processes serving `handler` on `host:port` (see the module docstring).
+
+    `loop_choice` picks each worker's event loop (`iotdtls.loop`); `initializer` runs first in
+    every worker (e.g. to set up logging, which a fresh interpreter does not inherit). Returns
+    once every worker is serving; raises `ConfigError` for what cannot be passed to a worker
+    and `ChildProcessError` if a worker does not start."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"workers must be from 1 to {MAX_WORKERS}, got {workers}")
+    loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError here, not in a worker
+    if config.cookie_secret is None:
+        config = dataclasses.replace(config, cookie_secret=random_bytes(COOKIE_SECRET_LENGTH))
+    specs = [_WorkerSpec(i, handler, config, loop_choice, initializer) for i in range(workers)]
+    _check_picklable(specs[0])
+    sockets = _bind_reuseport(host, port, workers)
+    address = sockets[0].getsockname()
+    started = _start_workers(specs, sockets)
+    failure = await asyncio.to_thread(_wait_ready, started, READY_TIMEOUT)
+    if failure is not None:
+        await asyncio.to_thread(_stop_workers, started)
+        raise ChildProcessError(failure)
+    return WorkerServer((address[0], address[1]), started)
