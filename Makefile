@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-memory clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,coap]'
+	$(PY) -m pip install -q -e '.[test,coap,fast]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,6 +39,15 @@ bench-pubkey: $(STAMP)
 
 bench-coap: $(STAMP) peers
 	$(PY) benchmarks/bench_coap.py
+
+# Load over UDP loopback: the curve for 1/10/100/1000 in flight with 1 and 2 workers, echo,
+# and the same load generator against openssl s_server and gnutls-serv (a few minutes).
+bench-load: $(STAMP) peers
+	$(PY) benchmarks/bench_load.py
+
+# Server heap per association (tracemalloc, 10,000) and resident memory of 100,000.
+bench-memory: $(STAMP)
+	$(PY) benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

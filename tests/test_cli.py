@@ -4,6 +4,7 @@ options, their exit statuses and messages, and both against OpenSSL."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -35,15 +36,43 @@ from tests.peers import (
     require_peer,
 )
 
+#: The server as one process, and as two worker processes on one port (SO_REUSEPORT).
+SERVER_MODES = pytest.mark.parametrize(
+    "mode", [[], ["--workers", "2"]], ids=["one-process", "two-workers"]
+)
+
 
 def stop_with(server: PeerProcess, sig: signal.Signals) -> int | None:
     os.kill(server.pid, sig)
-    return server.wait(5.0)
+    return server.wait(10.0)
 
 
-def test_cli_echo_logs_handshakes_and_exits_0_on_sigterm() -> None:
+def worker_pids(server: PeerProcess) -> list[int]:
+    return [int(pid) for pid in re.findall(r"worker \d+ \(pid (\d+), \w+\) serving",
+                                           server.output)]
+
+
+def assert_stopped_cleanly(server: PeerProcess, mode: list[str], sig: signal.Signals,
+                           handshakes: int) -> None:
+    """Exit status 0, no traceback, the counters logged (summed over the workers, which are
+    all gone)."""
+    pids = worker_pids(server)
+    assert stop_with(server, sig) == 0, server.output
+    assert "Traceback" not in server.output
+    assert "did not stop" not in server.output
+    assert f"handshakes {handshakes} completed" in server.output
+    if mode:
+        assert len(pids) == 2, server.output
+        assert re.search(rf"all 2 workers: handshakes {handshakes} completed", server.output)
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+@SERVER_MODES
+def test_cli_echo_logs_handshakes_and_exits_0_on_sigterm(mode: list[str]) -> None:
     port = free_udp_port()
-    with cli_server(port, *CREDENTIALS) as server:
+    with cli_server(port, *CREDENTIALS, *mode) as server:
         done = run_client(port, ["first line", "second line"], *CREDENTIALS)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == ["first line", "second line"]
@@ -51,15 +80,26 @@ def test_cli_echo_logs_handshakes_and_exits_0_on_sigterm() -> None:
         line = server.wait_for_output(r"handshake complete: peer 127\.0\.0\.1:\d+ psk "
                                       r"identity b'Client_identity'", 5.0)
         assert line
-        assert stop_with(server, signal.SIGTERM) == 0
+        assert_stopped_cleanly(server, mode, signal.SIGTERM, handshakes=1)
     assert server.output.count("handshake complete") == 1
-    assert "Traceback" not in server.output
 
 
-def test_cli_server_exits_0_on_sigint() -> None:
+@SERVER_MODES
+def test_cli_server_exits_0_on_sigint(mode: list[str]) -> None:
     port = free_udp_port()
-    with cli_server(port, *CREDENTIALS) as server:
-        assert stop_with(server, signal.SIGINT) == 0
+    with cli_server(port, *CREDENTIALS, *mode) as server:
+        assert_stopped_cleanly(server, mode, signal.SIGINT, handshakes=0)
+
+
+def test_cli_workers_stop_when_one_dies() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS, "--workers", "2") as server:
+        first, second = worker_pids(server)
+        os.kill(first, signal.SIGKILL)
+        assert server.wait(10.0) == 1
+        server.wait_for_output(r"worker \d \(pid \d+\) ended unexpectedly", 1.0)
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
     assert "Traceback" not in server.output
 
 
@@ -79,9 +119,10 @@ def test_cli_psk_file_and_no_cookie(tmp_path: Path) -> None:
     assert HELLO_VERIFY_REQUEST not in handshake_types(proxy.snapshot(), "server")
 
 
-def test_cli_cookie_exchange_is_on_by_default() -> None:
+@SERVER_MODES
+def test_cli_cookie_exchange_is_on_by_default(mode: list[str]) -> None:
     port = free_udp_port()
-    with cli_server(port, *CREDENTIALS), LossyProxy((LOCALHOST, port), seed=0) as proxy:
+    with cli_server(port, *CREDENTIALS, *mode), LossyProxy((LOCALHOST, port), seed=0) as proxy:
         assert run_client(proxy.address[1], ["x"], *CREDENTIALS).returncode == 0
     assert handshake_types(proxy.snapshot(), "server")[0] == HELLO_VERIFY_REQUEST
 
@@ -106,9 +147,10 @@ def test_cli_keylog_and_verbose_logs_without_secrets(tmp_path: Path) -> None:
 
 
 @pytest.mark.req("ERR-1")
-def test_cli_wrong_key_one_line_and_nonzero() -> None:
+@SERVER_MODES
+def test_cli_wrong_key_one_line_and_nonzero(mode: list[str]) -> None:
     port = free_udp_port()
-    with cli_server(port, *CREDENTIALS) as server:
+    with cli_server(port, *CREDENTIALS, *mode) as server:
         done = run_client(port, ["never"], "--psk-identity", CLIENT_IDENTITY,
                           "--psk", WRONG_PSK_HEX, "--timeout", "3")
         server.wait_for_output(r"handshake failed: peer 127\.0\.0\.1:\d+ psk "
@@ -129,6 +171,12 @@ def test_cli_wrong_key_one_line_and_nonzero() -> None:
     ["server", "--listen", "127.0.0.1:{port}"],
     ["server", "--psk-identity", "a", "--psk", "0g"],
     ["server", "--psk-file", "/nonexistent/psk.txt"],
+    ["server", "--listen", "127.0.0.1:{port}", "--psk-identity", "a", "--psk", "01",
+     "--workers", "0"],
+    ["perf", "127.0.0.1:{port}", "--psk-identity", "a", "--psk", "01", "--concurrency", "0"],
+    ["perf", "127.0.0.1:{port}", "--psk-identity", "a", "--psk", "01", "-c", "2", "-p", "3"],
+    ["perf", "127.0.0.1:{port}", "--psk-identity", "a"],
+    ["perf", "127.0.0.1:{port}", "--psk-identity", "a", "--psk", "01", "-d", "1", "-n", "5"],
     ["client", "127.0.0.1:{port}", "--psk-identity", "a", "--psk", "01", "--mtu", "5"],
     ["frobnicate"],
 ])
@@ -182,10 +230,11 @@ def test_cli_client_against_openssl_server() -> None:
 
 
 @pytest.mark.interop
-def test_openssl_client_against_cli_server() -> None:
+@SERVER_MODES
+def test_openssl_client_against_cli_server(mode: list[str]) -> None:
     require_peer("openssl")
     port = free_udp_port()
-    with cli_server(port, *CREDENTIALS) as server, \
+    with cli_server(port, *CREDENTIALS, *mode) as server, \
             openssl_psk_client(port, time_limit=30.0) as peer:
         peer.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, 5.0)
         peer.write_line("echo me")
@@ -193,4 +242,4 @@ def test_openssl_client_against_cli_server() -> None:
         peer.close_stdin()
         assert peer.wait(5.0) == 0
         server.wait_for_output("handshake complete: peer .* identity b'Client_identity'", 5.0)
-        assert stop_with(server, signal.SIGTERM) == 0
+        assert_stopped_cleanly(server, mode, signal.SIGTERM, handshakes=1)

@@ -56,6 +56,8 @@ def test_server_needs_a_psk_source() -> None:
         ServerConfig(psk_store={b"id": b""})
     with pytest.raises(ConfigError, match="cookie_rotation"):
         ServerConfig(psk_store={b"id": KEY}, cookie_rotation=0)
+    with pytest.raises(ConfigError, match="cookie_secret must be at least 16"):
+        ServerConfig(psk_store={b"id": KEY}, cookie_secret=bytes(15))
 
 
 @pytest.mark.req("CFG-1", "PSK-2")
@@ -89,7 +91,7 @@ def test_retransmit_policies() -> None:
 @pytest.mark.req("SEC-1")
 def test_repr_hides_keys() -> None:
     client = ClientConfig(psk_identity="id", psk=KEY)
-    server = ServerConfig(psk_store={b"id": KEY})
+    server = ServerConfig(psk_store={b"id": KEY}, cookie_secret=KEY * 2)
     for text in (repr(client), repr(server), str(client)):
         assert KEY.hex() not in text
         assert repr(KEY) not in text

@@ -273,3 +273,38 @@ def test_restarted_client_replaces_a_half_open_flow_after_the_cookie() -> None:
     assert restarted.client.state is ConnectionState.ESTABLISHED
     assert link.server.connections[CLIENT_ADDR] is not old
     assert link.server.connections[CLIENT_ADDR].state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("HS-2")
+def test_endpoints_sharing_a_cookie_secret_accept_each_others_cookies() -> None:
+    """Server processes given one master secret (`iotdtls.workers`) make the same cookies,
+    rotate in step and accept the previous period's; another secret does not verify them."""
+    secret = bytes(range(32))
+
+    def endpoint(master: bytes) -> ServerEndpoint:
+        config = ServerConfig(psk_store={IDENTITY: KEY}, cookie_rotation=10.0,
+                              cookie_secret=master)
+        return ServerEndpoint(config)
+
+    first, second, stranger = endpoint(secret), endpoint(secret), endpoint(bytes(32))
+    cookie = cookie_of(ask(first, hello_datagram(hello()), CLIENT_ADDR, now=9.0))
+    assert cookie_of(ask(second, hello_datagram(hello()), CLIENT_ADDR, now=5.0)) == cookie
+    assert cookie_of(ask(stranger, hello_datagram(hello()), CLIENT_ADDR, now=5.0)) != cookie
+    # The previous period's cookie, made by `first`, is accepted by `second` after a rotation.
+    ask(second, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=15.0)
+    assert second.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+    answer = ask(stranger, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=15.0)
+    assert cookie_of(answer) != cookie
+    assert stranger.connections == {}
+    # Rotated in step: the next period's cookie is the same at both, and a new one.
+    other = ("192.0.2.9", 1)
+    rotated = cookie_of(ask(first, hello_datagram(hello()), other, now=15.0))
+    assert cookie_of(ask(second, hello_datagram(hello()), other, now=19.0)) == rotated
+    assert rotated != cookie_of(ask(first, hello_datagram(hello()), other, now=5.0))
+
+
+@pytest.mark.req("HS-2")
+def test_cookie_jars_without_a_master_secret_differ() -> None:
+    one, two = CookieJar(60.0), CookieJar(60.0)
+    assert one.make(1.0, b"addr", b"hello") != two.make(1.0, b"addr", b"hello")
+    assert not two.verify(1.0, b"addr", b"hello", one.make(1.0, b"addr", b"hello"))

@@ -128,7 +128,7 @@ class LoadResult:
         s = self.summary()
         hs, lat = s["handshakes"], s["latency_ms"]
         lines = [
-            f"iotdtls perf {target}: {self.elapsed:.1f} s, concurrency {concurrency}, "
+            f"iotdtls perf {target}: {self.elapsed:.2f} s, concurrency {concurrency}, "
             f"{self.processes} process{'es' if self.processes > 1 else ''} ({self.loop})",
             f"handshakes: {hs['completed']} completed, {hs['failed']} failed"
             + (f", {hs['unfinished']} unfinished" if hs["unfinished"] else "")
