@@ -49,6 +49,10 @@ logger = logging.getLogger("iotdtls.aio")
 _CLOSED = object()
 #: Client certificate URL fetches a server runs at once (RFC 6066 §5; the rest wait).
 MAX_CONCURRENT_FETCHES = 4
+#: Receive buffer a server asks for on the sockets it makes: room for thousands of handshake
+#: datagrams arriving at once (a fleet reconnecting after a power cut); Linux's default of
+#: about 200 KiB holds a few hundred, and the rest would wait for a retransmission (>= 1 s).
+SERVER_RECEIVE_BUFFER = 4 * 1024 * 1024
 #: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
 
@@ -509,6 +513,13 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.flush()
 
 
+def enlarge_receive_buffer(sock: Any) -> None:
+    """Give a server socket `SERVER_RECEIVE_BUFFER` bytes of receive buffer (the kernel caps it
+    at net.core.rmem_max), so that a burst of ClientHellos waits instead of being dropped."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SERVER_RECEIVE_BUFFER)
+
+
 def _trace(direction: str, address: Any, data: bytes) -> None:
     """Log one datagram at DEBUG: record types and lengths, protected payloads opaque."""
     if logger.isEnabledFor(logging.DEBUG):
@@ -586,6 +597,7 @@ async def serve(
         transport, protocol = await loop.create_datagram_endpoint(
             lambda: _ServerProtocol(handler, config), local_addr=(host, port)
         )
+        enlarge_receive_buffer(transport.get_extra_info("socket"))
     else:
         if sock.getsockname()[1] == 0:
             sock.bind((host, port))

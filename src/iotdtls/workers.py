@@ -186,6 +186,7 @@ def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            aio.enlarge_receive_buffer(sock)
             sock.bind(address)
             address = sock.getsockname()
     except BaseException:

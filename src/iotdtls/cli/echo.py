@@ -60,6 +60,10 @@ def register(sub: Any) -> None:
         "--max-connections", type=int, default=ServerConfig.max_connections, metavar="N",
         help="associations kept at once, per worker (the idlest makes room when full)",
     )
+    srv.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no log line per handshake (where it listens and the counters at exit only)",
+    )
     add_loop_flag(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
@@ -89,8 +93,17 @@ def run_server(args: argparse.Namespace) -> int:
         max_handshakes=args.max_handshakes,
         max_connections=args.max_connections,
     )
-    initializer = functools.partial(setup_logging, args.verbose, True)
+    server_logging(args.verbose, args.quiet)
+    initializer = functools.partial(server_logging, args.verbose, args.quiet)
     return loop.run(_serve(config, host, port, args.workers, args.loop, initializer), args.loop)
+
+
+def server_logging(verbose: bool, quiet: bool) -> None:
+    """The server's stderr logging (also run first in every worker process): `setup_logging`,
+    and with `quiet` no line per handshake (a server under load spends time on them)."""
+    setup_logging(verbose, server=True)
+    if quiet and not verbose:
+        logging.getLogger("iotdtls.aio").setLevel(logging.WARNING)
 
 
 def run_client(args: argparse.Namespace) -> int:
