@@ -3,6 +3,7 @@ its table without bound, or end a good association (HS-2, REC-3, EXT-4, RFC 6347
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -236,3 +237,43 @@ def test_failing_keylog_callback_does_not_break_the_handshake() -> None:
     link.handshake()
     assert link.client.state is ConnectionState.ESTABLISHED
     assert any(isinstance(e, HandshakeComplete) for e in link.server_events)
+
+
+@pytest.mark.req("HS-4")
+def test_endpoint_timer_is_the_earliest_of_many_handshakes() -> None:
+    """With many handshakes in progress, the endpoint's timer is always the earliest of its
+    associations' (RFC 6347 §4.2.4.1: retransmissions fire on time, then the handshake
+    deadline), associations that end leave it, and superseded timers do not pile up."""
+    net = Net(server_config())
+    served: Counter[Address] = Counter()
+
+    def drop_after_cookie(address: Address) -> bool:
+        served[address] += 1  # the HelloVerifyRequest arrives, the server's flight 4 never
+        return served[address] > 1
+
+    for n in range(100):
+        net.now = n * 0.013
+        net.client((f"192.0.2.{n}", 1000 + n))
+        net.pump(drop_to=drop_after_cookie)
+    assert len(net.server.connections) == 100
+    for n in range(0, 100, 3):  # the application ends some, the earliest among them
+        net.server.close((f"192.0.2.{n}", 1000 + n))
+    assert len(net.server.connections) == 66
+
+    def earliest() -> float | None:
+        timers = [t for c in net.server.connections.values() if (t := c.get_timer()) is not None]
+        return min(timers, default=None)
+
+    resent = 0
+    for _ in range(2000):
+        when = net.server.get_timer()
+        assert when == earliest()
+        if when is None:
+            break
+        net.now = when
+        net.server.handle_timer(net.now)
+        resent += len(net.server.datagrams_to_send(net.now))
+        assert len(net.server._timer_heap) <= 2 * len(net.server.connections) + 64
+    assert net.server.get_timer() is None
+    assert net.server.connections == {}  # every other handshake reached its deadline
+    assert resent >= 66 * 5  # flight 4 resent at 1, 3, 7, 15, 31 s ... for each

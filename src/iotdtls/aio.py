@@ -427,10 +427,12 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 self.stats.bytes_sent += len(datagram)
         while (item := self.endpoint.next_event()) is not None:
             self._on_event(*item)
+        when = self.endpoint.get_timer()
         if self._timer is not None:
+            if when == self._timer.when():
+                return  # the earliest timer did not change: keep the loop's handle
             self._timer.cancel()
             self._timer = None
-        when = self.endpoint.get_timer()
         if when is not None:
             self._timer = self.loop.call_at(when, self._on_timer)
 

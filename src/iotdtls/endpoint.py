@@ -11,7 +11,9 @@ the cookie verifies. A HelloVerifyRequest is never larger than the ClientHello t
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 from collections import Counter, deque
 from enum import Enum, auto
 from typing import Any
@@ -51,6 +53,8 @@ COOKIE_LENGTH = 16
 SECRET_LENGTH = 32
 #: Domain separation of the per-period cookie secrets derived from the master secret.
 COOKIE_SECRET_LABEL = b"iotdtls cookie secret"
+#: Superseded entries the timer heap may hold beyond twice its live ones before a rebuild.
+TIMER_HEAP_SLACK = 64
 
 
 class GateOutcome(Enum):
@@ -129,7 +133,14 @@ class ServerEndpoint:
         self.config = config
         self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
+        #: Associations with a pending timer (handshakes), oldest first.
         self._timed: dict[Address, DtlsConnection] = {}
+        #: Their timers as a heap of (deadline, tie-break, address); an entry is current only
+        #: while `_deadlines[address]` equals its deadline (others are skipped lazily), so the
+        #: earliest timer costs O(log n) however many handshakes are in progress.
+        self._timer_heap: list[tuple[float, int, Address]] = []
+        self._deadlines: dict[Address, float] = {}
+        self._tie_break = itertools.count()
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[tuple[Address, Event]] = deque()
         self.gate: Counter[GateOutcome] = Counter()
@@ -203,7 +214,7 @@ class ServerEndpoint:
 
     def _drop(self, address: Address, conn: DtlsConnection, error: DtlsError) -> None:
         conn.terminate(error)
-        self._timed.pop(address, None)
+        self._untime(address)
         self.connections.pop(address, None)
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
@@ -240,12 +251,31 @@ class ServerEndpoint:
             return
         if conn.state is ConnectionState.CLOSED:
             del self.connections[address]
-        # Only associations with a pending timer (handshakes) are scanned for timers, so an
-        # endpoint with many established peers pays nothing per datagram for them.
-        if conn.get_timer() is None:
-            self._timed.pop(address, None)
-        else:
-            self._timed[address] = conn
+        # Only associations with a pending timer (handshakes) are kept with their timers, so
+        # an endpoint with many established peers pays nothing per datagram for them.
+        timer = conn.get_timer()
+        if timer is None:
+            self._untime(address)
+            return
+        self._timed[address] = conn
+        if self._deadlines.get(address) != timer:
+            self._deadlines[address] = timer
+            heapq.heappush(self._timer_heap, (timer, next(self._tie_break), address))
+            if len(self._timer_heap) > 2 * len(self._deadlines) + TIMER_HEAP_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap from the current timers (superseded entries of a flood of
+        handshakes must not pile up until their deadlines pass)."""
+        self._timer_heap = [
+            (deadline, next(self._tie_break), address)
+            for address, deadline in self._deadlines.items()
+        ]
+        heapq.heapify(self._timer_heap)
+
+    def _untime(self, address: Address) -> None:
+        self._timed.pop(address, None)
+        self._deadlines.pop(address, None)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outgoing = self._outgoing, []
@@ -256,13 +286,25 @@ class ServerEndpoint:
 
     def get_timer(self) -> float | None:
         """The earliest timer of any association (absolute seconds), or None."""
-        timers = [t for c in self._timed.values() if (t := c.get_timer()) is not None]
-        return min(timers) if timers else None
+        heap = self._timer_heap
+        while heap:
+            deadline, _, address = heap[0]
+            if self._deadlines.get(address) == deadline:
+                return deadline
+            heapq.heappop(heap)  # superseded by a later timer of its association, or ended
+        return None
 
     def handle_timer(self, now: float) -> None:
-        for address, conn in list(self._timed.items()):
-            timer = conn.get_timer()
-            if timer is not None and now >= timer:
+        heap = self._timer_heap
+        due = []
+        while heap and heap[0][0] <= now:
+            deadline, _, address = heapq.heappop(heap)
+            if self._deadlines.get(address) == deadline:
+                del self._deadlines[address]
+                due.append(address)
+        for address in due:
+            conn = self._timed.get(address)
+            if conn is not None:
                 conn.handle_timer(now)
                 self._collect(address, conn, now)
 
