@@ -9,18 +9,23 @@ comes back, the datagrams one side sent are the ones the other received.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iotdtls import workers
+from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.credentials import PrivateKey
 from iotdtls.errors import ConfigError
+from iotdtls.stats import ServerStats
 from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX, cli_server, server_config
 from tests.peers import (
     CLIENT_IDENTITY,
@@ -129,6 +134,36 @@ def test_perf_against_openssl_server_counts_agree() -> None:
     # s_server prints its cipher once per handshake and "DONE" at each close_notify.
     assert peer.output.count("CIPHER is PSK-AES128-CCM8") == hs["completed"]
     assert peer.output.count("DONE") == hs["completed"]
+
+
+def rpk_server_config(key_file: str, client_pin: bytes) -> ServerConfig:
+    """Built in each worker: a private key does not pickle, so it is read there."""
+    return ServerConfig(raw_public_key=PrivateKey.load(key_file), client_public_keys=[client_pin],
+                        handshake_timeout=10.0)
+
+
+def test_workers_build_a_raw_public_key_configuration_each(tmp_path: Path) -> None:
+    server_key, client_key = PrivateKey.generate(), PrivateKey.generate()
+    key_file = tmp_path / "server.pem"
+    key_file.write_bytes(server_key.to_pem())
+    source = functools.partial(rpk_server_config, str(key_file), client_key.spki_sha256)
+    client = ClientConfig(server_public_keys=[server_key.spki], raw_public_key=client_key,
+                          handshake_timeout=10.0)
+
+    async def run() -> ServerStats:
+        pool = await workers.serve(echo, LOCALHOST, 0, source, workers=2, loop_choice="asyncio")
+        try:
+            for n in range(4):
+                async with aio.connect(*pool.address, client) as conn:
+                    conn.send(b"raw key %d" % n)
+                    assert await asyncio.wait_for(conn.recv(), 10.0) == b"raw key %d" % n
+        finally:
+            totals = await pool.close()
+        return totals
+
+    totals = asyncio.run(run())
+    assert totals.handshakes_completed == 4
+    assert totals.handshakes_failed == 0
 
 
 def test_workers_refuse_what_cannot_be_sent_to_a_process() -> None:

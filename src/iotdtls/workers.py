@@ -54,6 +54,9 @@ STOP_TIMEOUT = 10.0
 COOKIE_SECRET_LENGTH = 32
 MAX_WORKERS = 256
 _STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
+#: A `ServerConfig`, or a picklable function that builds one (called in each worker, so that
+#: credentials that do not pickle, such as private keys, are loaded there).
+ConfigSource = ServerConfig | Callable[[], ServerConfig]
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,16 @@ class _WorkerSpec:
 
     index: int
     handler: aio.Handler
-    config: ServerConfig
+    #: The configuration, or a function the worker calls to build it.
+    config: ConfigSource
+    #: The cookie master secret every worker uses.
+    cookie_secret: bytes
     loop: str
     initializer: Callable[[], None] | None
+
+    def server_config(self) -> ServerConfig:
+        config = self.config() if callable(self.config) else self.config
+        return dataclasses.replace(config, cookie_secret=self.cookie_secret)
 
 
 # -- in the worker process ----------------------------------------------------------------------
@@ -93,7 +103,7 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     # The parent's "stop", or the end of the pipe when the parent has gone away.
     running.add_reader(conn.fileno(), stop.set)
     host, port = sock.getsockname()[:2]
-    server = await aio.serve(spec.handler, host, port, spec.config, sock=sock)
+    server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock)
     logger.info(
         "worker %d (pid %d, %s) serving", spec.index, os.getpid(), loop.loop_name(running)
     )
@@ -201,9 +211,9 @@ def _check_picklable(spec: _WorkerSpec) -> None:
         pickle.dumps(spec)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            "with workers, the handler, the ServerConfig (psk_lookup, keylog) and the "
-            "initializer must be picklable: module-level functions, no lambdas or closures "
-            f"({exc})"
+            "with workers, the handler, the configuration (or the function that builds it) and "
+            "the initializer must be picklable: module-level functions, no lambdas or closures; "
+            f"pass a function building the ServerConfig for private keys ({exc})"
         ) from None
 
 
@@ -263,7 +273,7 @@ async def serve(
     handler: aio.Handler,
     host: str,
     port: int,
-    config: ServerConfig,
+    config: ConfigSource,
     *,
     workers: int,
     loop_choice: str = "auto",
@@ -271,16 +281,20 @@ async def serve(
 ) -> WorkerServer:
     """Start `workers` processes serving `handler` on `host:port` (see the module docstring).
 
-    `loop_choice` picks each worker's event loop (`iotdtls.loop`); `initializer` runs first in
-    every worker (e.g. to set up logging, which a fresh interpreter does not inherit). Returns
-    once every worker is serving; raises `ConfigError` for what cannot be passed to a worker
-    and `ChildProcessError` if a worker does not start."""
+    `config` is a `ServerConfig` or a function building one in each worker (needed for private
+    keys, which do not pickle; it is also called once here, so mistakes show before any worker
+    starts). `loop_choice` picks each worker's event loop (`iotdtls.loop`); `initializer` runs
+    first in every worker (e.g. to set up logging, which a fresh interpreter does not inherit).
+    Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
+    worker and `ChildProcessError` if a worker does not start."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"workers must be from 1 to {MAX_WORKERS}, got {workers}")
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError here, not in a worker
-    if config.cookie_secret is None:
-        config = dataclasses.replace(config, cookie_secret=random_bytes(COOKIE_SECRET_LENGTH))
-    specs = [_WorkerSpec(i, handler, config, loop_choice, initializer) for i in range(workers)]
+    checked = config() if callable(config) else config
+    secret = checked.cookie_secret or random_bytes(COOKIE_SECRET_LENGTH)
+    specs = [
+        _WorkerSpec(i, handler, config, secret, loop_choice, initializer) for i in range(workers)
+    ]
     _check_picklable(specs[0])
     sockets = _bind_reuseport(host, port, workers)
     address = sockets[0].getsockname()

@@ -9,6 +9,7 @@ import functools
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from iotdtls import aio, loop, workers
@@ -85,7 +86,21 @@ def register(sub: Any) -> None:
 
 def run_server(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.listen)
-    config = server_config(
+    config = server_config_of(args)  # bad flags end here, in one line, before any worker
+    server_logging(args.verbose, args.quiet)
+    if args.workers == 1:
+        return loop.run(_serve_alone(config, host, port), args.loop)
+    # Each worker builds its configuration from the flags itself (keys stay out of pipes).
+    source = functools.partial(server_config_of, args)
+    initializer = functools.partial(server_logging, args.verbose, args.quiet)
+    return loop.run(
+        _serve_workers(source, host, port, args.workers, args.loop, initializer), args.loop
+    )
+
+
+def server_config_of(args: argparse.Namespace) -> ServerConfig:
+    """The server's configuration from its flags."""
+    return server_config(
         args,
         cookie_exchange=not args.no_cookie,
         mtu=args.mtu,
@@ -93,9 +108,6 @@ def run_server(args: argparse.Namespace) -> int:
         max_handshakes=args.max_handshakes,
         max_connections=args.max_connections,
     )
-    server_logging(args.verbose, args.quiet)
-    initializer = functools.partial(server_logging, args.verbose, args.quiet)
-    return loop.run(_serve(config, host, port, args.workers, args.loop, initializer), args.loop)
 
 
 def server_logging(verbose: bool, quiet: bool) -> None:
@@ -128,32 +140,38 @@ async def echo(session: aio.ServerSession) -> None:
         session.send(datagram)
 
 
-async def _serve(
-    config: ServerConfig,
+async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
+    """Serve in this process until SIGINT/SIGTERM; log the counters at the end."""
+    stop = stop_on_signals()
+    server = await aio.serve(echo, host, port, config)
+    # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
+    log = logging.getLogger("iotdtls.cli")
+    running = asyncio.get_running_loop()
+    log.info("listening on %s:%d (%s)", *server.address, loop.loop_name(running))
+    await stop.wait()
+    await server.close()
+    log.info("stopped: %s", server.stats.describe())
+    return 0
+
+
+async def _serve_workers(
+    source: Callable[[], ServerConfig],
     host: str,
     port: int,
     worker_count: int,
     loop_choice: str,
-    initializer: functools.partial[None],
+    initializer: Callable[[], None],
 ) -> int:
-    """Serve until SIGINT/SIGTERM (status 0) or until a worker dies (status 1); log the
-    counters at the end."""
+    """Serve with worker processes until SIGINT/SIGTERM (status 0) or until a worker dies
+    (status 1); the workers' counters are logged at the end."""
     stop = stop_on_signals()
-    log = logging.getLogger("iotdtls.cli")
-    if worker_count == 1:
-        server = await aio.serve(echo, host, port, config)
-        # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
-        running = asyncio.get_running_loop()
-        log.info("listening on %s:%d (%s)", *server.address, loop.loop_name(running))
-        await stop.wait()
-        await server.close()
-        log.info("stopped: %s", server.stats.describe())
-        return 0
     pool = await workers.serve(
-        echo, host, port, config, workers=worker_count, loop_choice=loop_choice,
+        echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
         initializer=initializer,
     )
-    log.info("listening on %s:%d (%d workers)", *pool.address, worker_count)
+    logging.getLogger("iotdtls.cli").info(
+        "listening on %s:%d (%d workers)", *pool.address, worker_count
+    )
     ended = asyncio.ensure_future(pool.worker_exited.wait())
     waiters = {asyncio.ensure_future(stop.wait()), ended}
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -6,6 +6,7 @@ Progress goes to stderr once a second; the report (text, or JSON with --json) to
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from iotdtls.cli.common import add_common_flags, add_loop_flag, parse_hostport
 from iotdtls.cli.credentials import add_client_credentials, client_config
+from iotdtls.config import ClientConfig
 from iotdtls.perf import LoadProgress, LoadSpec, run_load
 
 __all__ = ["register"]
@@ -60,16 +62,22 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_perf, server_logging=False)
 
 
-def run_perf(args: argparse.Namespace) -> int:
-    host, port = parse_hostport(args.address)
-    config = client_config(
+def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
+    """The clients' configuration from the flags (built again in each generator process)."""
+    return client_config(
         args, host, handshake_timeout=args.timeout, mtu=args.mtu, keylog_file=args.keylog
     )
+
+
+def run_perf(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.address)
+    config = client_config_of(args, host)  # bad flags end here, in one line
+    source = functools.partial(client_config_of, args, host) if args.processes > 1 else config
     duration = args.duration
     if duration is None and args.handshakes is None:
         duration = DEFAULT_DURATION
     spec = LoadSpec(
-        host, port, config,
+        host, port, source,
         concurrency=args.concurrency, duration=duration, handshakes=args.handshakes,
         messages=args.messages, message_size=args.size, echo_timeout=args.echo_timeout,
     )

@@ -38,7 +38,9 @@ class LoadSpec:
 
     host: str
     port: int
-    config: ClientConfig
+    #: The clients' configuration, or a picklable function building it (called once in each
+    #: generator process, so private keys, which do not pickle, are loaded there).
+    config: ClientConfig | Callable[[], ClientConfig]
     #: Associations in progress at once.
     concurrency: int = 10
     #: Seconds during which new associations start (a time run) ...
@@ -58,7 +60,7 @@ class _Association(asyncio.DatagramProtocol):
     def __init__(self, engine: _Engine) -> None:
         self.engine = engine
         self.loop = engine.loop
-        self.conn = DtlsConnection(engine.spec.config)
+        self.conn = DtlsConnection(engine.config)
         self.transport: asyncio.DatagramTransport | None = None
         self.handshake: asyncio.Future[None] = self.loop.create_future()
         self.echo: asyncio.Future[bytes | None] | None = None
@@ -156,6 +158,7 @@ class _Engine:
 
     def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
+        self.config = spec.config() if callable(spec.config) else spec.config
         self.loop = loop
         self.result = LoadResult(loop=loop_name(loop))
         self.in_flight = 0
