@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import pytest
+
 from iotdtls import aio
 from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
 from iotdtls.connection import DtlsConnection
@@ -339,6 +341,11 @@ def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
 
 
 CLI = [sys.executable, "-m", "iotdtls"]
+#: The CLI server as one process, and as two worker processes on one port (SO_REUSEPORT):
+#: `@SERVER_MODES` gives a test a `mode` argument to add to the server's command line.
+SERVER_MODES = pytest.mark.parametrize(
+    "mode", [[], ["--workers", "2"]], ids=["one-process", "two-workers"]
+)
 CREDENTIALS = ["--psk-identity", CLIENT_IDENTITY, "--psk", PSK_HEX]
 KEYLOG_LINE = re.compile(r"^CLIENT_RANDOM [0-9a-f]{64} [0-9a-f]{96}$")
 

@@ -17,6 +17,7 @@ from tests.interop_support import (
     CREDENTIALS,
     HELLO_VERIFY_REQUEST,
     KEYLOG_LINE,
+    SERVER_MODES,
     WRONG_PSK_HEX,
     cli_server,
     handshake_types,
@@ -34,11 +35,6 @@ from tests.peers import (
     openssl_psk_client,
     openssl_psk_server,
     require_peer,
-)
-
-#: The server as one process, and as two worker processes on one port (SO_REUSEPORT).
-SERVER_MODES = pytest.mark.parametrize(
-    "mode", [[], ["--workers", "2"]], ids=["one-process", "two-workers"]
 )
 
 

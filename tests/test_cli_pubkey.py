@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop_support import CLI, CREDENTIALS, cli_server, run_client
+from tests.interop_support import CLI, CREDENTIALS, SERVER_MODES, cli_server, run_client
 from tests.peers import LOCALHOST, Pki, free_udp_port
 
 
@@ -31,9 +31,10 @@ def spki_sha256_hex(pki: Pki, which: str) -> str:
 
 
 @pytest.mark.req("RPK-1", "RPK-3", "CFG-1")
-def test_cli_raw_public_keys_both_commands(pki: Pki) -> None:
+@SERVER_MODES
+def test_cli_raw_public_keys_both_commands(pki: Pki, mode: list[str]) -> None:
     port = free_udp_port()
-    with cli_server(port, *rpk_server_args(pki), *CREDENTIALS) as server:
+    with cli_server(port, *rpk_server_args(pki), *CREDENTIALS, *mode) as server:
         done = run_client(port, ["sensor reading"], *rpk_client_args(pki))
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == ["sensor reading"]
