@@ -38,6 +38,11 @@ def test_client_is_provisioned_per_server_with_identity_and_key() -> None:
         ({"psk_identity": "x", "psk": KEY, "handshake_timeout": 0}, "handshake_timeout"),
         ({"psk_identity": "x" * 70000, "psk": KEY}, "psk_identity is longer"),
         ({"psk_identity": 5, "psk": KEY}, "psk_identity must be bytes or str"),
+        # A bad server name is refused at once, not when the server's certificate arrives.
+        ({"psk_identity": "x", "psk": KEY, "server_name": "bad name!"},
+         "server name 'bad name!' is neither a DNS name nor an IP address"),
+        ({"psk_identity": "x", "psk": KEY, "server_name": b"localhost"},
+         "server_name must be a DNS name or an IP address"),
     ],
 )
 def test_client_config_mistakes_are_one_line(kwargs: dict[str, object], fragment: str) -> None:

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from iotdtls.credentials import CertifiedKey, PrivateKey, as_der_sequence, public_key_pins
 from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, TrustStore
+from iotdtls.crypto.x509names import reference_identity
 from iotdtls.errors import ConfigError
 from iotdtls.identity import RawPublicKeyIdentity
 
@@ -303,6 +304,11 @@ class ClientConfig(_CommonConfig):
                 "certificate_urls needs a certificate and one URL per certificate of its chain"
             )
         object.__setattr__(self, "certificate_urls", urls)
+        if self.server_name is not None:
+            # Checked here, not first when the server's certificate arrives (RFC 6125 §6.2).
+            if not isinstance(self.server_name, str):
+                raise ConfigError("server_name must be a DNS name or an IP address (a str)")
+            reference_identity(self.server_name)
 
     @property
     def mode(self) -> Mode:
