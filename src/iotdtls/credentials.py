@@ -105,8 +105,9 @@ class CertifiedKey:
 
 def load_certificate_file(path: str) -> tuple[bytes, ...]:
     """The certificates of a PEM file (any number) or a DER file (one), as DER."""
+    data = _read(path, "certificate")  # its error names the file already
     try:
-        return load_certificates(_read(path, "certificate"))
+        return load_certificates(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
