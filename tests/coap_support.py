@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from iotdtls.coap import CoapsServerInterface, add_server_transport, client_context, demo_site
 from iotdtls.coap.credentials import load_credentials
 from tests.interop_support import FAST
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK_HEX, PeerProcess, free_udp_port
+from tests.peers import (
+    CLIENT_EUI64,
+    CLIENT_IDENTITY,
+    LOCALHOST,
+    PSK_HEX,
+    PeerProcess,
+    Pki,
+    free_udp_port,
+)
 
 T = TypeVar("T")
 #: The test credentials in aiocoap's layout.
@@ -180,10 +188,26 @@ def libcoap_server(build: str, *extra: str) -> Iterator[tuple[int, PeerProcess]]
         yield port + 1, server
 
 
-def libcoap_client(build: str, target: str, *args: str, key: str = LIBCOAP_KEY) -> PeerProcess:
-    """`coap-client-<build>` (unstarted), bounded by `-B 5`, with `key` and the test identity."""
-    argv = [f"coap-client-{build}", "-B", "5", "-k", key, "-u", CLIENT_IDENTITY, *args, target]
+def libcoap_client(
+    build: str,
+    target: str,
+    *args: str,
+    key: str = LIBCOAP_KEY,
+    credentials: Sequence[str] | None = None,
+) -> PeerProcess:
+    """`coap-client-<build>` (unstarted), bounded by `-B 5`, with `key` and the test identity,
+    or with `credentials` (its flags) instead."""
+    if credentials is None:
+        credentials = ["-k", key, "-u", CLIENT_IDENTITY]
+    argv = [f"coap-client-{build}", "-B", "5", *credentials, *args, target]
     return PeerProcess(argv, time_limit=30.0)
+
+
+def libcoap_pki(pki: Pki, *, ours: str = "server") -> list[str]:
+    """libcoap's certificate flags (peers.md): `ours`' certificate and key, the test CA."""
+    cert, key = (pki.server_crt, pki.server_key) if ours == "server" else (
+        pki.client_crt, pki.client_key)
+    return ["-c", str(cert), "-j", str(key), "-C", str(pki.ca_crt)]
 
 
 # -- raw public keys --------------------------------------------------------------------------
@@ -227,3 +251,24 @@ def rpk_client_credentials(files: RpkFiles, key: Path | None = None) -> dict[str
     """Mutual raw-public-key credentials of a client (`key`: ours, the client key by default)."""
     return {"coaps://*": {"dtls-rpk": {"private-key": str(key or files.client_key),
                                        "peer-public-key": str(files.server_pub)}}}
+
+
+# -- certificates -----------------------------------------------------------------------------
+
+
+def x509_server_credentials(pki: Pki) -> dict[str, Any]:
+    """The server's chain and the CA of client certificates, a label for the test client's
+    EUI-64 (`:dev3`), and the PSK client."""
+    return {":server": {"dtls-x509": {"certificate": str(pki.server_crt),
+                                      "private-key": str(pki.server_key),
+                                      "trust-anchors": str(pki.ca_crt)}},
+            ":dev3": {"dtls-x509": {"client-eui64": CLIENT_EUI64}},
+            **SERVER_CREDENTIALS}
+
+
+def x509_client_credentials(pki: Pki, *, anchors: Path | None = None, **extra: str,
+                            ) -> dict[str, Any]:
+    """Mutual certificate credentials of a client (`anchors`: the test CA by default)."""
+    return {"coaps://*": {"dtls-x509": {"trust-anchors": str(anchors or pki.ca_crt),
+                                        "certificate": str(pki.client_crt),
+                                        "private-key": str(pki.client_key), **extra}}}

@@ -12,10 +12,11 @@ import pytest
 from aiocoap.credentials import CredentialsMissingError
 
 from iotdtls.coap import load_credentials, server_context
+from iotdtls.coap.client import named_for
 from iotdtls.coap.credentials import CredentialsMap, ServerCredentials, client_config_for
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.errors import ConfigError
-from iotdtls.identity import PskIdentity
+from iotdtls.identity import CertificateIdentity, PskIdentity
 from tests.coap_support import (
     CLIENT_CREDENTIALS,
     PSK_ENTRY,
@@ -27,8 +28,10 @@ from tests.coap_support import (
     rpk_server_credentials,
     run,
     uri,
+    x509_client_credentials,
+    x509_server_credentials,
 )
-from tests.peers import CLIENT_IDENTITY, PSK
+from tests.peers import CLIENT_EUI64, CLIENT_IDENTITY, PSK, Pki
 
 
 @pytest.mark.parametrize("form", ["dict", "json-file", "map"])
@@ -75,6 +78,28 @@ def test_raw_key_entries_make_raw_key_configs(tmp_path: Path) -> None:
     assert config.has_psk  # the PSK entry is served beside the raw keys
 
 
+def test_certificate_entries_make_certificate_configs(pki: Pki) -> None:
+    entry = load_credentials(x509_client_credentials(pki))["coaps://*"]
+    config = client_config_for(entry, {"mtu": 300})
+    assert (config.mode, config.mtu, config.server_name) == (Mode.X509, 300, None)
+    assert config.certificate is not None and config.trust_anchors == (pki.ca_der.read_bytes(),)
+    # No server-name in the entry: the transport checks the request URI's host instead.
+    assert named_for(config, "localhost").server_name == "localhost"
+    named = load_credentials(x509_client_credentials(pki, **{"server-name": "gw.example"}))
+    assert named_for(client_config_for(named["coaps://*"], {}), "localhost").server_name == (
+        "gw.example")
+    server = ServerCredentials(lambda: load_credentials(x509_server_credentials(pki)))
+    served = server.server_config({})
+    assert [c.chain for c in served.certificates] == [(pki.server_der.read_bytes(),)]
+    assert served.client_trust_anchors == (pki.ca_der.read_bytes(),) and served.has_psk
+    # Any spelling of the EUI-64 in the map names the canonical identity (CRT-4).
+    spelled = {**x509_server_credentials(pki),
+               ":dev3": {"dtls-x509": {"client-eui64": "0123456789abcdef"}}}
+    labels = ServerCredentials(lambda: load_credentials(spelled)).labels
+    assert labels(CertificateIdentity(CLIENT_EUI64)) == (":dev3",)
+    assert labels(CertificateIdentity("01-23-45-67-89-AB-CD-00")) == ()
+
+
 @pytest.mark.parametrize(("data", "message"), [
     ({"coaps://*": {"dtls": {"psk": "not bytes", "client-identity": b"x"}}}, "Type mismatch"),
     ({"coaps://*": {"dtls": PSK_ENTRY, "oscore": {}}}, "exactly one key"),
@@ -84,10 +109,59 @@ def test_raw_key_entries_make_raw_key_configs(tmp_path: Path) -> None:
     ({"coaps://*": {"dtls-rpk": {"peer-public-key": "/nonexistent.pub"}}},
      "cannot read public key file /nonexistent.pub"),
     ([1, 2], "expected an object"),
+    ({"coaps://*": {"dtls-x509": "ca.crt"}}, '"dtls-x509" goes with an object'),
+    ({"coaps://*": {"dtls-x509": {"ca": "x"}}}, '"dtls-x509" takes certificate, private-key,'),
+    ({"coaps://*": {"dtls-x509": {"trust-anchors": ["a", "b"]}}}, "as strings"),
+    ({"coaps://*": {"dtls-x509": {"certificate": "c.crt"}}}, "certificate and private-key"),
+    ({"coaps://*": {"dtls-x509": {"trust-anchors": "/nonexistent.crt"}}},
+     '"dtls-x509" trust-anchors: cannot read certificate file /nonexistent.crt'),
+    ({"coaps://*": {"dtls-x509": {"server-name": "bad name!"}}},
+     '"dtls-x509" server-name: server name \'bad name!\' is neither'),
+    ({":dev": {"dtls-x509": {"client-eui64": "01-23"}}}, "client-eui64 must be an EUI-64"),
+    ({":dev": {"dtls-x509": {"client-eui64": "0123456789abcdef", "trust-anchors": "ca.crt"}}},
+     "client-eui64 names one client, in an entry of its own"),
 ])
 def test_bad_credentials_are_one_line_config_errors(data: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_credentials(data)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_certificate_files_name_the_field_and_file(pki: Pki, tmp_path: Path) -> None:
+    def x509(**fields: str) -> dict[str, Any]:
+        return {":server": {"dtls-x509": fields}}
+
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello")
+    for data, message in [
+        (x509(certificate=str(pki.server_crt), **{"private-key": str(pki.client_key)}),
+         f'"dtls-x509" certificate {pki.server_crt}: the private key does not belong'),
+        (x509(certificate=str(pki.server_crt), **{"private-key": str(not_a_key)}),
+         f'"dtls-x509" private-key {not_a_key}: '),
+        (x509(certificate=str(not_a_key), **{"private-key": str(pki.server_key)}),
+         f'"dtls-x509" certificate: {not_a_key}: '),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_credentials(data)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("role", "fields", "message"), [
+    ("client", {"certificate": "C", "private-key": "K"}, "needs trust-anchors (the CA"),
+    ("client", {"client-eui64": CLIENT_EUI64}, "has no client-eui64"),
+    ("server", {"trust-anchors": "A", "server-name": "x.example"}, "server-name is for a client"),
+    ("server", {"trust-anchors": "A"}, "trust-anchors need the server's own certificate"),
+    ("server", {"client-eui64": CLIENT_EUI64}, "client-eui64 entries need trust-anchors"),
+])
+def test_certificate_entries_in_the_wrong_role(role: str, fields: dict[str, str], message: str,
+                                               pki: Pki) -> None:
+    files = {"C": str(pki.client_crt), "K": str(pki.client_key), "A": str(pki.ca_crt)}
+    form = {"dtls-x509": {name: files.get(value, value) for name, value in fields.items()}}
+    with pytest.raises(ConfigError) as info:
+        if role == "client":
+            client_config_for(load_credentials({"coaps://*": form})["coaps://*"], {})
+        else:
+            ServerCredentials(lambda: load_credentials({":x": form})).server_config({})
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
@@ -103,7 +177,8 @@ def test_unreadable_or_malformed_files(tmp_path: Path) -> None:
     ({}, "give the server credentials= (aiocoap's map) or config=, one of them"),
     ({"credentials": SERVER_CREDENTIALS,
       "config": ServerConfig(psk_store={b"a": b"b"})}, "one of them"),
-    ({"credentials": {"coaps://*": {"tlscert": {"certfile": "x"}}}}, 'no "dtls" or "dtls-rpk"'),
+    ({"credentials": {"coaps://*": {"tlscert": {"certfile": "x"}}}},
+     'no "dtls", "dtls-rpk" or "dtls-x509" entry'),
     ({"credentials": SERVER_CREDENTIALS, "psk_store": {}}, "psk_store: credentials go into"),
     ({"credentials": SERVER_CREDENTIALS, "mtuu": 300}, "unknown DTLS setting mtuu"),
     ({"config": ServerConfig(psk_store={b"a": b"b"}), "mtu": 300}, "inside config="),

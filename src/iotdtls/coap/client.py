@@ -1,7 +1,9 @@
 """The coaps client transport: aiocoap sends `coaps://` requests through iotdtls associations.
 
 One association (one UDP socket, `iotdtls.aio.connect`) per server and credentials, made when a
-request first needs it and shared by every request after, as long as it lives. A request waits
+request first needs it and shared by every request after, as long as it lives. In certificate
+mode the server's certificate must name the host of the request URI (RFC 7252 §9.1.3.3,
+RFC 6125) unless the configuration names another `server_name`. A request waits
 for the handshake while its remote is chosen (`determine_remote`), so a handshake that fails or
 times out fails that request with an `AssociationFailed` at once; an association that ends
 later fails every request still pending on it (`AssociationClosed`), and the next request makes
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +25,13 @@ from aiocoap.numbers.constants import COAPS_PORT
 from aiocoap.util import hostportsplit
 
 from iotdtls import aio
+from iotdtls.chaincache import ChainCache
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.errors import association_error
-from iotdtls.config import ClientConfig
+from iotdtls.config import ClientConfig, Mode
 from iotdtls.errors import DtlsError, LocalProtocolError
 
-__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest"]
+__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest", "named_for"]
 
 logger = logging.getLogger("iotdtls.coap")
 
@@ -85,7 +89,9 @@ class ClientRemote(CoapsAddress):
     async def _run(self) -> None:
         host, port = self.peer_address
         try:
-            self._connection = await aio.connect(host, port, self._config)
+            self._connection = await aio.connect(
+                host, port, self._config, chain_cache=self._interface.chain_cache
+            )
         except (DtlsError, OSError, LocalProtocolError) as exc:
             self.ended = True
             self._interface.forget(self)
@@ -114,9 +120,16 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 class CoapsClientInterface(CoapsInterface):
     """An aiocoap message interface for `coaps://` requests (see the module docstring)."""
 
-    def __init__(self, mman: interfaces.MessageManager, config_for: ConfigForRequest) -> None:
+    def __init__(
+        self,
+        mman: interfaces.MessageManager,
+        config_for: ConfigForRequest,
+        chain_cache: ChainCache | None = None,
+    ) -> None:
         super().__init__(mman)
         self._config_for = config_for
+        #: Keeps servers' certificate chains between runs (cached_info, RFC 7924).
+        self.chain_cache = chain_cache
         self._pool: dict[tuple[str, int, object], ClientRemote] = {}
 
     def __repr__(self) -> str:
@@ -133,7 +146,7 @@ class CoapsClientInterface(CoapsInterface):
         remote = self._pool.get(key)
         if remote is None or remote.ended:
             logger.debug("new DTLS association with %s:%d", host, port)
-            remote = ClientRemote(self, host, port, config)
+            remote = ClientRemote(self, host, port, named_for(config, host))
             self._pool[key] = remote
         await remote.established()
         return remote
@@ -158,6 +171,14 @@ class CoapsClientInterface(CoapsInterface):
         for key, pooled in list(self._pool.items()):
             if pooled is remote:
                 del self._pool[key]
+
+
+def named_for(config: ClientConfig, host: str) -> ClientConfig:
+    """`config`, checking the server's certificate against `host`, the host of the request URI
+    (RFC 7252 §9.1.3.3, RFC 6125 §6.2), unless it names a `server_name` of its own."""
+    if config.mode is not Mode.X509 or config.server_name is not None:
+        return config
+    return dataclasses.replace(config, server_name=host)
 
 
 def _destination(message: Message) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.constants import COAPS_PORT
 from aiocoap.resource import Site
 
+from iotdtls.chaincache import ChainCache
 from iotdtls.coap.client import CoapsClientInterface, ConfigForRequest
 from iotdtls.coap.credentials import (
     CredentialsSource,
@@ -52,19 +53,24 @@ _CREDENTIAL_KEYS = frozenset(
 
 
 async def add_client_transport(
-    context: Context, *, config: ClientConfig | None = None, **settings: Any
+    context: Context,
+    *,
+    config: ClientConfig | None = None,
+    chain_cache: ChainCache | None = None,
+    **settings: Any,
 ) -> CoapsClientInterface:
     """Send the `coaps://` requests of `context` through iotdtls.
 
     Credentials come from `context.client_credentials` (aiocoap's map, see
     `iotdtls.coap.credentials`), read per request, or else from `config`, one `ClientConfig`
     for every coaps request. `settings` are the other `ClientConfig` fields (`mtu`,
-    `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made from the map."""
+    `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made from the map.
+    `chain_cache` keeps servers' certificate chains between runs (RFC 7924)."""
     chooser = _client_chooser(context, config, settings)
     transports: list[CoapsClientInterface] = []
 
     async def make(mman: interfaces.MessageManager) -> CoapsClientInterface:
-        transports.append(CoapsClientInterface(mman, chooser))
+        transports.append(CoapsClientInterface(mman, chooser, chain_cache))
         return transports[0]
 
     await context._append_tokenmanaged_messagemanaged_transport(make)
@@ -128,13 +134,16 @@ async def client_context(
     credentials: CredentialsSource | None = None,
     config: ClientConfig | None = None,
     plain_coap: bool = True,
+    chain_cache: ChainCache | None = None,
     **settings: Any,
 ) -> Context:
     """An aiocoap client context whose `coaps://` requests go through iotdtls.
 
     `credentials`: aiocoap's credentials map (a map, a dict, or a JSON file) for
     `context.client_credentials`; or `config`, one `ClientConfig` for every coaps request.
-    `plain_coap`: also send `coap://` requests (aiocoap's UDP transport). Shut it down with
+    In certificate mode a server's certificate must name the host of the request URI (or the
+    `server_name` of the config or entry). `plain_coap`: also send `coap://` requests
+    (aiocoap's UDP transport). `chain_cache`: see `add_client_transport`. Shut it down with
     `await context.shutdown()`."""
     loaded = load_credentials(credentials) if credentials is not None else None
     _check_settings(config, settings)  # before any socket is made
@@ -145,7 +154,7 @@ async def client_context(
     try:
         if loaded is not None:
             context.client_credentials = loaded
-        await add_client_transport(context, config=config, **settings)
+        await add_client_transport(context, config=config, chain_cache=chain_cache, **settings)
     except BaseException:
         await context.shutdown()
         raise

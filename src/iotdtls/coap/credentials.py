@@ -23,9 +23,29 @@ or DER SubjectPublicKeyInfo file, or its SHA-256 in 64 hex digits. A client with
 `private-key` asks for server-only authentication; a server whose map lists no client key
 accepts raw-public-key clients without asking for their key.
 
+Certificates (RFC 7252 §9.1.3.3) have another form of iotdtls's own, "dtls-x509", in the
+manner of aiocoap's "dtls" entries (aiocoap has no X.509 form for DTLS)::
+
+    client: {"coaps://sensor.example/*": {"dtls-x509": {"trust-anchors": "ca.crt",
+                                                        "certificate": "client.crt",
+                                                        "private-key": "client.key"}}}
+    server: {":server": {"dtls-x509": {"certificate": "server.crt", "private-key": "server.key",
+                                       "trust-anchors": "ca.crt"}},
+             ":dev3": {"dtls-x509": {"client-eui64": "01-23-45-67-89-AB-CD-EF"}}}
+
+`certificate` is a PEM file of our chain (leaf first) or one DER certificate, `private-key` its
+key; `trust-anchors` a PEM file of CA certificates: for a client, those the server's chain must
+lead to; for a server, those of client certificates, which it then requires. A client without
+`certificate` asks for server-only authentication. A client checks the server's certificate for
+the request URI's host (RFC 6125), or for `server-name` when the entry gives one. A server
+admits every client whose chain leads to its `trust-anchors` and hands the client's EUI-64
+(CRT-4) to resource handlers; an entry with `client-eui64` names one such client, and its label
+follows the identity in `authenticated_claims` (a resource may then answer 4.01 or 4.03 to
+clients it does not list, the way aiocoap leaves authorization to resources).
+
 Each credential mode is one *form*: a function from a map entry to a `ClientConfig` (client)
-and, on the server, the entries that authenticate a `PeerIdentity` (its labels). Certificates
-are the form still to come, next to these, without touching the transports.
+and, on the server, the credentials it contributes to the `ServerConfig` and the entries that
+authenticate a `PeerIdentity` (its labels).
 """
 
 from __future__ import annotations
@@ -33,21 +53,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from os import PathLike, fspath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from aiocoap import credentials as aiocoap_credentials
 from aiocoap.credentials import CredentialsLoadError, CredentialsMissingError
 from aiocoap.message import Message
 
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.credentials import PrivateKey, public_key_pin
+from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
+from iotdtls.crypto.x509names import canonical_eui64, reference_identity
 from iotdtls.errors import ConfigError
-from iotdtls.identity import PeerIdentity, PskIdentity, RawPublicKeyIdentity
+from iotdtls.identity import CertificateIdentity, PeerIdentity, PskIdentity, RawPublicKeyIdentity
 
 __all__ = [
     "CredentialsMap",
     "CredentialsSource",
     "DtlsRawPublicKey",
+    "DtlsX509",
     "ServerCredentials",
     "client_config_for",
     "load_credentials",
@@ -72,21 +94,28 @@ class DtlsRawPublicKey:
     @classmethod
     def from_item(cls, data: object) -> DtlsRawPublicKey:
         """Parse the entry's object (called by `CredentialsMap.load_from_dict`)."""
-        if not isinstance(data, Mapping):
-            raise CredentialsLoadError('"dtls-rpk" goes with an object')
-        unknown = sorted(set(data) - set(cls.FIELDS))
-        if unknown or not data:
-            raise CredentialsLoadError(
-                f'"dtls-rpk" takes private-key and/or peer-public-key, got {", ".join(unknown)}'
-            )
-        values = [data.get(name) for name in cls.FIELDS]
-        if not all(v is None or isinstance(v, str) for v in values):
-            raise CredentialsLoadError('"dtls-rpk": give file names (or a key hash) as strings')
-        private, peer = values
+        fields = _string_fields(
+            "dtls-rpk", data, cls.FIELDS, "private-key and/or peer-public-key", "a key hash"
+        )
+        private, peer = fields.get("private-key"), fields.get("peer-public-key")
         return cls(
             PrivateKey.load(private) if private is not None else None,
             _public_key_pin(peer) if peer is not None else None,
         )
+
+
+def _string_fields(
+    form: str, data: object, allowed: tuple[str, ...], takes: str, other: str
+) -> dict[str, str]:
+    """The fields of a form's object: known names, string values, at least one."""
+    if not isinstance(data, Mapping):
+        raise CredentialsLoadError(f'"{form}" goes with an object')
+    unknown = sorted(set(data) - set(allowed))
+    if unknown or not data:
+        raise CredentialsLoadError(f'"{form}" takes {takes}, got {", ".join(unknown)}')
+    if not all(isinstance(value, str) for value in data.values()):
+        raise CredentialsLoadError(f'"{form}": give file names (or {other}) as strings')
+    return dict(data)
 
 
 def _public_key_pin(text: str) -> bytes:
@@ -100,12 +129,106 @@ def _public_key_pin(text: str) -> bytes:
         raise ConfigError(f"cannot read public key file {text}: {exc.strerror}") from None
 
 
+class DtlsX509:
+    """A "dtls-x509" entry (see the module docstring): our chain and key, trust anchors, the
+    server name to check, or the EUI-64 of one client."""
+
+    FIELDS = ("certificate", "private-key", "trust-anchors", "server-name", "client-eui64")
+
+    def __init__(
+        self,
+        certificate: CertifiedKey | None = None,
+        trust_anchors: tuple[bytes, ...] = (),
+        server_name: str | None = None,
+        client_eui64: str | None = None,
+    ) -> None:
+        self.certificate = certificate
+        self.trust_anchors = trust_anchors
+        self.server_name = server_name
+        #: Canonical form, as in a client's `CertificateIdentity.name` (CRT-4).
+        self.client_eui64 = client_eui64
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("certificate", self.certificate),
+                ("anchors", len(self.trust_anchors) or None),
+                ("server_name", self.server_name),
+                ("client_eui64", self.client_eui64),
+            )
+            if value is not None
+        ]
+        return f"<DtlsX509 {' '.join(parts)}>"
+
+    @classmethod
+    def from_item(cls, data: object) -> DtlsX509:
+        """Parse the entry's object (called by `CredentialsMap.load_from_dict`)."""
+        fields = _string_fields(
+            "dtls-x509",
+            data,
+            cls.FIELDS,
+            "certificate, private-key, trust-anchors, server-name or client-eui64",
+            "an EUI-64 or a name",
+        )
+        eui64 = fields.get("client-eui64")
+        if eui64 is not None:
+            return cls(client_eui64=_eui64(eui64, others=len(fields) > 1))
+        cert, key = fields.get("certificate"), fields.get("private-key")
+        if (cert is None) != (key is None):
+            raise CredentialsLoadError('"dtls-x509": give certificate and private-key together')
+        anchors = fields.get("trust-anchors")
+        name = fields.get("server-name")
+        if name is not None:
+            _loading("server-name", name, lambda: reference_identity(name))
+        return cls(
+            certificate=None if cert is None or key is None else _certified_key(cert, key),
+            trust_anchors=() if anchors is None else _loading(
+                "trust-anchors", anchors, lambda: load_certificate_file(anchors)
+            ),
+            server_name=name,
+        )
+
+
+def _eui64(text: str, others: bool) -> str:
+    if others:
+        raise CredentialsLoadError(
+            '"dtls-x509": client-eui64 names one client, in an entry of its own'
+        )
+    canonical = canonical_eui64(text)
+    if canonical is None:
+        raise CredentialsLoadError(
+            f'"dtls-x509": client-eui64 must be an EUI-64 such as 01-23-45-67-89-AB-CD-EF, '
+            f"got {text!r}"
+        )
+    return canonical
+
+
+def _certified_key(cert: str, key: str) -> CertifiedKey:
+    chain = _loading("certificate", cert, lambda: load_certificate_file(cert))
+    private = _loading("private-key", key, lambda: PrivateKey.load(key))
+    return _loading("certificate", cert, lambda: CertifiedKey(chain, private))
+
+
+T = TypeVar("T")
+
+
+def _loading(field_name: str, value: str, load: Callable[[], T]) -> T:
+    """`load()`, its `ConfigError` saying which field of the "dtls-x509" entry it is about."""
+    try:
+        return load()
+    except ConfigError as exc:
+        where = field_name if value in str(exc) else f"{field_name} {value}"
+        raise ConfigError(f'"dtls-x509" {where}: {exc}') from None
+
+
 class CredentialsMap(aiocoap_credentials.CredentialsMap):
-    """aiocoap's credentials map, knowing iotdtls's "dtls-rpk" form too."""
+    """aiocoap's credentials map, knowing iotdtls's "dtls-rpk" and "dtls-x509" forms too."""
 
     _class_map: ClassVar[dict[str, Callable[[], Any]]] = {
         **aiocoap_credentials.CredentialsMap._class_map,
         "dtls-rpk": lambda: DtlsRawPublicKey,
+        "dtls-x509": lambda: DtlsX509,
     }
 
 
@@ -162,8 +285,28 @@ def _rpk_client(entry: object, settings: Mapping[str, Any]) -> ClientConfig | No
     )
 
 
+def _x509_client(entry: object, settings: Mapping[str, Any]) -> ClientConfig | None:
+    """iotdtls's "dtls-x509" entry: trust anchors for the server, and our chain for mutual
+    authentication. Without `server-name`, the transport checks the URI's host."""
+    if not isinstance(entry, DtlsX509):
+        return None
+    if entry.client_eui64 is not None:
+        raise ConfigError("a client's dtls-x509 entry has no client-eui64 (that names a client "
+                          "in a server's map)")
+    if not entry.trust_anchors:
+        raise ConfigError(
+            "a client's dtls-x509 entry needs trust-anchors (the CA certificates of the server)"
+        )
+    return ClientConfig(
+        trust_anchors=entry.trust_anchors,
+        certificate=entry.certificate,
+        server_name=entry.server_name,
+        **settings,
+    )
+
+
 #: The client forms, tried in order.
-CLIENT_FORMS: tuple[ClientForm, ...] = (_psk_client, _rpk_client)
+CLIENT_FORMS: tuple[ClientForm, ...] = (_psk_client, _rpk_client, _x509_client)
 
 
 def client_config_for(entry: object, settings: Mapping[str, Any]) -> ClientConfig:
@@ -175,7 +318,7 @@ def client_config_for(entry: object, settings: Mapping[str, Any]) -> ClientConfi
             return config
     raise CredentialsMissingError(
         "the credentials for this URI are not a DTLS form iotdtls knows "
-        '(a "dtls" entry with "psk" and "client-identity", or "dtls-rpk")'
+        '(a "dtls" entry with "psk" and "client-identity", "dtls-rpk" or "dtls-x509")'
     )
 
 
@@ -194,8 +337,9 @@ def map_client_configs(
 
 class ServerCredentials:
     """A server's view of a `CredentialsMap`: the key of a PSK identity, the raw public keys it
-    accepts, and the labels of the entries that authenticated a peer. Client entries are read
-    at each handshake (the map may change); the server's own key when the config is made."""
+    accepts, its certificates and client trust anchors, and the labels of the entries that
+    authenticated a peer. Client entries are read at each handshake (the map may change); the
+    server's own keys and certificates when the config is made."""
 
     def __init__(self, credentials: Callable[[], aiocoap_credentials.CredentialsMap]) -> None:
         self._credentials = credentials
@@ -219,6 +363,8 @@ class ServerCredentials:
             return (found[1],) if found is not None else ()
         if isinstance(peer, RawPublicKeyIdentity):
             return self._raw_key_labels(peer)
+        if isinstance(peer, CertificateIdentity):
+            return self._eui64_labels(peer)
         return ()
 
     def _find_psk(self, identity: bytes) -> tuple[bytes, str] | None:
@@ -236,28 +382,66 @@ class ServerCredentials:
             if isinstance(entry, DtlsRawPublicKey) and entry.peer_pin == pin
         )
 
+    def _eui64_labels(self, peer: CertificateIdentity) -> tuple[str, ...]:
+        # `peer.name` of a client is its canonical EUI-64 (CRT-4), as the entries keep theirs.
+        return tuple(
+            label
+            for label, entry in self._credentials().items()
+            if isinstance(entry, DtlsX509) and entry.client_eui64 == peer.name
+        )
+
     def server_config(self, settings: Mapping[str, Any]) -> ServerConfig:
         """A `ServerConfig` for the map's credentials, with `settings`; a `ConfigError` if the
         map has nothing a client could authenticate with."""
         entries = list(self._credentials().values())
-        own_keys = {
-            e.private_key.spki: e.private_key
-            for e in entries
-            if isinstance(e, DtlsRawPublicKey) and e.private_key is not None
-        }
-        if len(own_keys) > 1:
-            raise ConfigError("the server credentials hold more than one own dtls-rpk private-key")
         credentials: dict[str, Any] = {}
-        if any(hasattr(entry, "as_dtls_psk") for entry in entries):
-            credentials["psk_lookup"] = self.lookup_psk
-        if own_keys:
-            credentials["raw_public_key"] = next(iter(own_keys.values()))
-            if any(isinstance(e, DtlsRawPublicKey) and e.peer_pin for e in entries):
-                credentials["client_key_lookup"] = self.accepts_raw_key
+        for form in (self._psk_server, self._rpk_server, _x509_server):
+            credentials.update(form(entries))
         if not credentials:
             raise ConfigError(
-                'the server credentials have no "dtls" or "dtls-rpk" entry: add one per client, '
-                'e.g. {":dev1": {"dtls": {"psk": {"hex": "..."}, "client-identity": '
-                '{"ascii": "dev1"}}}}'
+                'the server credentials have no "dtls", "dtls-rpk" or "dtls-x509" entry: add '
+                'one per client, e.g. {":dev1": {"dtls": {"psk": {"hex": "..."}, '
+                '"client-identity": {"ascii": "dev1"}}}}'
             )
         return ServerConfig(**credentials, **settings)
+
+    def _psk_server(self, entries: list[object]) -> dict[str, Any]:
+        """aiocoap's "dtls" entries: identities looked up at each handshake."""
+        if any(hasattr(entry, "as_dtls_psk") for entry in entries):
+            return {"psk_lookup": self.lookup_psk}
+        return {}
+
+    def _rpk_server(self, entries: list[object]) -> dict[str, Any]:
+        """"dtls-rpk" entries: our one key; the client keys, if any, then required."""
+        rpk = [e for e in entries if isinstance(e, DtlsRawPublicKey)]
+        own_keys = {e.private_key.spki: e.private_key for e in rpk if e.private_key is not None}
+        if len(own_keys) > 1:
+            raise ConfigError("the server credentials hold more than one own dtls-rpk private-key")
+        if not own_keys:
+            return {}
+        credentials: dict[str, Any] = {"raw_public_key": next(iter(own_keys.values()))}
+        if any(e.peer_pin for e in rpk):
+            credentials["client_key_lookup"] = self.accepts_raw_key
+        return credentials
+
+
+def _x509_server(entries: list[object]) -> dict[str, Any]:
+    """"dtls-x509" entries: our chains (the first is the default), and the trust anchors that
+    client certificates, then required, must lead to (CRT-1)."""
+    x509 = [e for e in entries if isinstance(e, DtlsX509)]
+    if any(e.server_name is not None for e in x509):
+        raise ConfigError("server-name is for a client's dtls-x509 entry, not a server's")
+    chains = {e.certificate.chain: e.certificate for e in x509 if e.certificate is not None}
+    anchors = tuple(dict.fromkeys(a for e in x509 for a in e.trust_anchors))
+    if anchors and not chains:
+        raise ConfigError(
+            "the server's dtls-x509 trust-anchors need the server's own certificate and "
+            "private-key in a dtls-x509 entry"
+        )
+    if any(e.client_eui64 is not None for e in x509) and not anchors:
+        raise ConfigError(
+            "dtls-x509 client-eui64 entries need trust-anchors to check client certificates"
+        )
+    if not chains:
+        return {}
+    return {"certificates": tuple(chains.values()), "client_trust_anchors": anchors}

@@ -72,16 +72,41 @@ _KEY_MISMATCH = {
     AlertDescription.bad_record_mac: "the PSK does not match the server's",
     AlertDescription.handshake_failure: "the server refused the credentials or cipher suites",
 }
+#: Alerts about a certificate (RFC 5246 §7.2.2): when we send one, the server's chain did not
+#: validate; when we receive one, the server refused ours.
+_CERTIFICATE_ALERTS = frozenset(
+    {
+        AlertDescription.bad_certificate,
+        AlertDescription.unsupported_certificate,
+        AlertDescription.certificate_revoked,
+        AlertDescription.certificate_expired,
+        AlertDescription.certificate_unknown,
+        AlertDescription.unknown_ca,
+        AlertDescription.access_denied,
+    }
+)
+_SERVER_CERTIFICATE_REFUSED = (
+    "Check the trust anchors and the server name (by default the URI's host): the server's "
+    "certificate did not validate against them."
+)
+_OUR_CERTIFICATE_REFUSED = (
+    "Check our certificate and key: the server refused them, or does not trust their CA."
+)
 
 
 def _advice(cause: BaseException | None) -> str | None:
     if isinstance(cause, HandshakeTimeout):
         return (
             "No handshake completed in time: check that a coaps server listens there and that "
-            "the PSK identity and key match (many servers answer a wrong key with silence)."
+            "the credentials match (many servers answer a wrong key with silence)."
         )
-    if isinstance(cause, AlertReceived | AlertSent) and cause.alert in _KEY_MISMATCH:
-        return f"Check the credentials: {_KEY_MISMATCH[AlertDescription(cause.alert)]}."
+    alert = getattr(cause, "alert", None)
+    if isinstance(cause, AlertSent) and alert in _CERTIFICATE_ALERTS:
+        return _SERVER_CERTIFICATE_REFUSED
+    if isinstance(cause, AlertReceived) and alert in _CERTIFICATE_ALERTS:
+        return _OUR_CERTIFICATE_REFUSED
+    if isinstance(cause, AlertReceived | AlertSent) and alert in _KEY_MISMATCH:
+        return f"Check the credentials: {_KEY_MISMATCH[AlertDescription(alert)]}."
     if isinstance(cause, DtlsError | OSError):
         return "Check the server address and its DTLS configuration."
     return None
