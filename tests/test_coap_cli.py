@@ -16,10 +16,12 @@ import pytest
 from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server, make_rpk_files
 from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX
 from tests.peers import (
+    CLIENT_EUI64,
     CLIENT_IDENTITY,
     LOCALHOST,
     PSK_HEX,
     PeerProcess,
+    Pki,
     free_udp_port,
     require_peer,
 )
@@ -144,3 +146,27 @@ def test_raw_public_keys_through_the_shared_credential_flags(tmp_path: Path) -> 
                     str(files.server_pub), "--rpk-key", str(files.client_key))
     assert (done.returncode, done.stderr) == (0, "2.05 Content\n")
     assert done.stdout.startswith("Hello, raw public key sha256:")
+
+
+@pytest.mark.req("COAP-1", "CRT-4")
+def test_certificates_through_the_shared_credential_flags(pki: Pki, tmp_path: Path) -> None:
+    cache = tmp_path / "chains"
+    ours = ["--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
+            "--key", str(pki.client_key)]
+    with coap_serve("--cert", str(pki.server_crt), "--key", str(pki.server_key),
+                    "--client-cafile", str(pki.ca_crt)) as (port, server):
+        # The server name checked is the URI's host (its certificate has SAN IP 127.0.0.1).
+        done = coap("get", f"coaps://{LOCALHOST}:{port}/hello", *ours, "--cache-dir", str(cache))
+        assert (done.returncode, done.stdout, done.stderr) == (
+            0, f"Hello, certificate {CLIENT_EUI64}!\n", "2.05 Content\n")
+        assert len(list(cache.iterdir())) == 1  # the server's chain, for cached_info next time
+        other = coap("get", f"coaps://{LOCALHOST}:{port}/hello", *ours,
+                     "--server-name", "gw.example", "--timeout", "5")
+        server.wait_for_output(rf"handshake complete: peer .* certificate {CLIENT_EUI64}", 5.0)
+    assert (other.returncode, other.stdout) == (1, "")
+    assert other.stderr.splitlines() == [
+        f"iotdtls: coaps: DTLS handshake with {LOCALHOST}:{port} failed: sent fatal alert "
+        "bad_certificate: the server certificate is not valid for gw.example",
+        "iotdtls: Check the trust anchors and the server name (by default the URI's host): "
+        "the server's certificate did not validate against them.",
+    ]

@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
     UsageError,
@@ -26,6 +27,7 @@ from iotdtls.cli.common import (
 from iotdtls.cli.credentials import (
     add_client_credentials,
     add_server_credentials,
+    chain_cache,
     client_config,
     server_config,
 )
@@ -109,7 +111,7 @@ def run_request(args: argparse.Namespace) -> int:
     observe = args.method == "get" and args.observe
     if observe:
         options["observe"] = 0
-    return asyncio.run(_request(args, config, options, observe))
+    return asyncio.run(_request(args, config, chain_cache(args), options, observe))
 
 
 def _payload(argument: str | None) -> bytes:
@@ -137,13 +139,17 @@ def _content_format(text: str) -> int:
 
 
 async def _request(
-    args: argparse.Namespace, config: ClientConfig | None, options: dict[str, Any], observe: bool
+    args: argparse.Namespace,
+    config: ClientConfig | None,
+    cache: ChainCache | None,
+    options: dict[str, Any],
+    observe: bool,
 ) -> int:
     from aiocoap import Code, Message, error
 
     from iotdtls.coap import client_context
 
-    context = await client_context(config=config, plain_coap=config is None)
+    context = await client_context(config=config, plain_coap=config is None, chain_cache=cache)
     try:
         request = context.request(Message(code=Code[args.method.upper()], uri=args.uri, **options))
         # The handshake has its own deadline (handshake_timeout); the response then has as long.
