@@ -11,7 +11,10 @@ Run with ``make bench-coap`` (or ``.venv/bin/python benchmarks/bench_coap.py [--
 (b) One request on a new association, the way libcoap's `coap-client` works (one process per
     request): libcoap's client against our server and against libcoap's own server (coaps, and
     coap as the baseline of process start-up), and our client library (a new context per
-    request, in-process) against our server. Median wall time per request.
+    request, in-process) against our server. Median wall time per request. Once with PSK, once
+    with mutual certificates (ECDHE-ECDSA, a P-256 CA, the Certificate mode of RFC 7252
+    §9.1.3.3; libcoap between its own builds picks its preferred AES-256-GCM suite, with us
+    CCM_8).
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import contextlib
 import shutil
 import socket
 import statistics
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiocoap
 from aiocoap import resource
+from bench_pubkey import make_pki
 
 from iotdtls.coap import add_server_transport, client_context
 from iotdtls.config import ClientConfig, ServerConfig
@@ -40,6 +47,36 @@ KEY = b"secretPSK"
 SERVER = ServerConfig(psk_store={IDENTITY.encode(): KEY})
 CLIENT = ClientConfig(psk_identity=IDENTITY, psk=KEY)
 PAYLOAD = b"Hello, CoAP!"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One security mode: our configs and libcoap's flags for it."""
+
+    name: str
+    server: ServerConfig
+    client: ClientConfig
+    libcoap_server: tuple[str, ...]
+    libcoap_client: tuple[str, ...]
+
+
+PSK = Credentials("PSK", SERVER, CLIENT, ("-k", KEY.decode()),
+                  ("-k", KEY.decode(), "-u", IDENTITY))
+
+
+def certificates(directory: Path) -> Credentials:
+    """Mutual certificates of a fresh P-256 CA (server: CN and SAN localhost)."""
+    pki = make_pki(directory)
+
+    def flags(role: str) -> tuple[str, ...]:
+        return ("-c", pki.path(f"{role}.crt"), "-j", pki.path(f"{role}.key"),
+                "-C", pki.path("ca.crt"))
+
+    return Credentials(
+        "certificates",
+        ServerConfig(certificates=[pki.server], client_trust_anchors=[pki.ca_der]),
+        ClientConfig(trust_anchors=[pki.ca_der], certificate=pki.client, server_name="localhost"),
+        flags("server"), flags("client"))
 
 
 class Text(resource.Resource):
@@ -72,9 +109,9 @@ def free_port_pair() -> int:
 
 
 @contextlib.asynccontextmanager
-async def coaps_server() -> AsyncIterator[tuple[str, int]]:
+async def coaps_server(config: ServerConfig = SERVER) -> AsyncIterator[tuple[str, int]]:
     context = aiocoap.Context(serversite=site(), loggername="bench-server")
-    transport = await add_server_transport(context, (HOST, 0), config=SERVER)
+    transport = await add_server_transport(context, (HOST, 0), config=config)
     try:
         yield HOST, int(transport.address[1])
     finally:
@@ -98,9 +135,9 @@ async def plain_server(scheme: str) -> AsyncIterator[tuple[str, int]]:
 
 
 @contextlib.asynccontextmanager
-async def client(scheme: str) -> AsyncIterator[aiocoap.Context]:
+async def client(scheme: str, config: ClientConfig = CLIENT) -> AsyncIterator[aiocoap.Context]:
     if scheme == "coaps":
-        context = await client_context(config=CLIENT, plain_coap=False)
+        context = await client_context(config=config, plain_coap=False)
     else:
         context = await aiocoap.Context.create_client_context(transports=[PLAIN[scheme][0]])
     try:
@@ -170,10 +207,12 @@ async def timed(run_once: Callable[[], Awaitable[None]], runs: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def libcoap_request(build: str, uri: str) -> Callable[[], Awaitable[None]]:
+def libcoap_request(
+    build: str, uri: str, flags: tuple[str, ...] = PSK.libcoap_client
+) -> Callable[[], Awaitable[None]]:
     async def once() -> None:
         process = await asyncio.create_subprocess_exec(
-            f"coap-client-{build}", "-B", "5", "-k", KEY.decode(), "-u", IDENTITY, uri,
+            f"coap-client-{build}", "-B", "5", *flags, uri,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(process.communicate(), 10.0)
         assert PAYLOAD in output or b"libcoap" in output, output
@@ -181,10 +220,10 @@ def libcoap_request(build: str, uri: str) -> Callable[[], Awaitable[None]]:
 
 
 @contextlib.asynccontextmanager
-async def libcoap_server(build: str) -> AsyncIterator[int]:
+async def libcoap_server(build: str, flags: tuple[str, ...]) -> AsyncIterator[int]:
     port = free_port_pair()
     process = await asyncio.create_subprocess_exec(
-        f"coap-server-{build}", "-A", HOST, "-p", str(port), "-k", KEY.decode(),
+        f"coap-server-{build}", "-A", HOST, "-p", str(port), *flags,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     await asyncio.sleep(0.3)
     try:
@@ -194,29 +233,30 @@ async def libcoap_server(build: str) -> AsyncIterator[int]:
         await asyncio.wait_for(process.wait(), 5.0)
 
 
-async def our_client_new_association(uri: str) -> None:
-    async with client("coaps") as context:
+async def our_client_new_association(uri: str, config: ClientConfig) -> None:
+    async with client("coaps", config) as context:
         await get(context, uri)
 
 
-async def cold(runs: int) -> dict[str, float]:
+async def cold(mode: Credentials, runs: int) -> dict[str, float]:
     results: dict[str, float] = {}
-    async with coaps_server() as (host, port):
+    async with coaps_server(mode.server) as (host, port):
         uri = f"coaps://{host}:{port}/hello"
         results["iotdtls client (library) -> iotdtls server"] = await timed(
-            lambda: our_client_new_association(uri), runs)
+            lambda: our_client_new_association(uri, mode.client), runs)
         for build in ("gnutls", "openssl"):
             if shutil.which(f"coap-client-{build}"):
                 results[f"coap-client-{build} -> iotdtls server"] = await timed(
-                    libcoap_request(build, uri), runs)
+                    libcoap_request(build, uri, mode.libcoap_client), runs)
     for build in ("gnutls", "openssl"):
         if not shutil.which(f"coap-server-{build}"):
             continue
-        async with libcoap_server(build) as port:
+        async with libcoap_server(build, mode.libcoap_server) as port:
             results[f"coap-client-{build} -> coap-server-{build} (coaps)"] = await timed(
-                libcoap_request(build, f"coaps://{HOST}:{port + 1}/"), runs)
-            results[f"coap-client-{build} -> coap-server-{build} (coap, no DTLS)"] = await timed(
-                libcoap_request(build, f"coap://{HOST}:{port}/"), runs)
+                libcoap_request(build, f"coaps://{HOST}:{port + 1}/", mode.libcoap_client), runs)
+            if mode is PSK:
+                results[f"coap-client-{build} -> coap-server-{build} (coap, no DTLS)"] = (
+                    await timed(libcoap_request(build, f"coap://{HOST}:{port}/"), runs))
     return results
 
 
@@ -242,9 +282,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
           f"(request {plain_bytes[0]} -> {secure_bytes[0]}, "
           f"response {plain_bytes[1]} -> {secure_bytes[1]} bytes of UDP payload)")
     print(f"(b) one GET on a new association, median of {args.runs} (libcoap: a process each)")
-    cold_results = await cold(args.runs)
-    for name, ms in cold_results.items():
-        print(f"    {name:52s} {ms:8.1f} ms")
+    cold_results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for mode in (PSK, certificates(Path(directory))):
+            print(f"    {mode.name}")
+            cold_results[mode.name] = await cold(mode, args.runs)
+            for name, ms in cold_results[mode.name].items():
+                print(f"      {name:58s} {ms:6.1f} ms")
     return {"steady": {"coap": plain, "coap-simple": simple, "coaps": secure},
             "bytes": {"coap": plain_bytes, "coaps": secure_bytes}, "cold": cold_results}
 
