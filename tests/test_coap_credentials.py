@@ -100,6 +100,19 @@ def test_certificate_entries_make_certificate_configs(pki: Pki) -> None:
     assert labels(CertificateIdentity("01-23-45-67-89-AB-CD-00")) == ()
 
 
+def test_client_entries_may_refer_to_labels(pki: Pki) -> None:
+    """aiocoap's references: a URI pattern names the label of an entry ("coaps://h/*": ":k")."""
+    x509 = x509_client_credentials(pki)["coaps://*"]
+    loaded = load_credentials({"coaps://*": ":gateway", ":gateway": ":site", ":site": x509,
+                               "coaps://psk.example/*": ":dev1", ":dev1": {"dtls": PSK_ENTRY}})
+    assert client_config_for(loaded["coaps://*"], {}).mode is Mode.X509
+    assert client_config_for(loaded["coaps://psk.example/*"], {}).mode is Mode.PSK
+    for data, message in [({"coaps://*": ":nowhere"}, "refer to :nowhere, which is not in"),
+                          ({"coaps://*": ":a", ":a": ":b", ":b": ":a"}, "more than 16 times")]:
+        with pytest.raises(ConfigError, match=message):
+            client_config_for(load_credentials(data)["coaps://*"], {})
+
+
 @pytest.mark.parametrize(("data", "message"), [
     ({"coaps://*": {"dtls": {"psk": "not bytes", "client-identity": b"x"}}}, "Type mismatch"),
     ({"coaps://*": {"dtls": PSK_ENTRY, "oscore": {}}}, "exactly one key"),

@@ -7,8 +7,9 @@ URI patterns for a client and by labels for a server::
                                               "client-identity": {"ascii": "dev1"}}}}
     server: {":dev1": {"dtls": {"psk": {"hex": "0102..."}, "client-identity": {"ascii": "dev1"}}}}
 
-A client uses the most specific entry matching the request's URI; a server knows every client
-of its map, and names the matching entry's label in `authenticated_claims`.
+A client uses the most specific entry matching the request's URI (an entry may also be a
+reference, `"coaps://192.0.2.1/*": ":dev1"`, to the entry labelled `:dev1`); a server knows
+every client of its map, and names the matching entry's label in `authenticated_claims`.
 
 Raw public keys (RFC 7250) have a form of iotdtls's own, "dtls-rpk", which the `CredentialsMap`
 of this module (and so `load_credentials`) knows besides aiocoap's::
@@ -312,6 +313,7 @@ CLIENT_FORMS: tuple[ClientForm, ...] = (_psk_client, _rpk_client, _x509_client)
 def client_config_for(entry: object, settings: Mapping[str, Any]) -> ClientConfig:
     """The `ClientConfig` of one credentials entry, with the transport's `settings` (mtu,
     timers, ...); `CredentialsMissingError` (aiocoap's) if no form knows the entry."""
+    entry = _dereferenced(entry)
     for form in CLIENT_FORMS:
         config = form(entry, settings)
         if config is not None:
@@ -320,6 +322,22 @@ def client_config_for(entry: object, settings: Mapping[str, Any]) -> ClientConfi
         "the credentials for this URI are not a DTLS form iotdtls knows "
         '(a "dtls" entry with "psk" and "client-identity", "dtls-rpk" or "dtls-x509")'
     )
+
+
+#: References followed from one entry to the next (`"coaps://h/*": ":key"`, aiocoap's way of
+#: sharing an entry between URI patterns), as aiocoap itself bounds its URI lookups.
+MAX_REFERENCES = 16
+
+
+def _dereferenced(entry: object) -> object:
+    """The entry a reference (a string value ":label" in the map) stands for."""
+    for _ in range(MAX_REFERENCES):
+        if not isinstance(entry, aiocoap_credentials.CredentialReference):
+            return entry
+        if entry.target not in entry.map:
+            raise ConfigError(f"the credentials refer to {entry.target}, which is not in the map")
+        entry = entry.map[entry.target]
+    raise ConfigError(f"the credentials refer from label to label more than {MAX_REFERENCES} times")
 
 
 def map_client_configs(
