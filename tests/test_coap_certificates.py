@@ -87,18 +87,26 @@ def test_the_server_certificate_must_name_the_server(pki: Pki) -> None:
 
 
 @pytest.mark.req("COAP-1")
-def test_a_client_without_a_certificate_is_refused_when_one_is_required(pki: Pki) -> None:
+def test_a_client_without_a_certificate_only_where_none_is_required(pki: Pki) -> None:
     server_only = x509_client_credentials(pki)
     del server_only["coaps://*"]["dtls-x509"]["certificate"]
     del server_only["coaps://*"]["dtls-x509"]["private-key"]
+    lenient = {":server": {"dtls-x509": {"certificate": str(pki.server_crt),
+                                         "private-key": str(pki.server_key)}}}
+    site = CoapSite()
 
     async def main() -> None:
-        async with coaps_server(credentials=x509_server_credentials(pki)) as server, \
+        async with coaps_server(credentials=x509_server_credentials(pki)) as strict, \
+                coaps_server(site, credentials=lenient) as server, \
                 coaps_client(credentials=server_only) as client:
             with pytest.raises(AssociationFailed) as info:
-                await get(client, uri(server.address, "hello"))
+                await get(client, uri(strict.address, "hello"))
             assert isinstance(info.value.__cause__, AlertReceived)
-            assert server.endpoint_server.endpoint.connections == {}
+            assert strict.endpoint_server.endpoint.connections == {}
+            # Server-only authentication: the handler hears of no claim at all.
+            response = await get(client, uri(server.address, "whoami"))
+            assert response.payload == b"unauthenticated client"
+        assert [claims for _, claims in site.whoami.seen] == [()]
 
     run(main())
 

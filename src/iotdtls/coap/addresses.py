@@ -23,7 +23,7 @@ from aiocoap.util import hostportjoin
 
 from iotdtls.coap.errors import association_error
 from iotdtls.errors import DtlsError
-from iotdtls.identity import PeerIdentity
+from iotdtls.identity import PeerIdentity, UnauthenticatedPeer
 
 logger = logging.getLogger("iotdtls.coap")
 
@@ -67,7 +67,8 @@ class CoapsAddress(interfaces.EndpointAddress):
     `peer` is the identity the handshake authenticated (`iotdtls.identity`); the same object
     leads `authenticated_claims`, the place aiocoap's resource handlers look for who asked
     (`request.remote.authenticated_claims`), followed by the labels of the credentials that
-    matched, as aiocoap's own DTLS server gives them."""
+    matched, as aiocoap's own DTLS server gives them. A client that a server did not ask to
+    authenticate (`UnauthenticatedPeer`) has no claims."""
 
     scheme = "coaps"
     is_multicast = False
@@ -119,7 +120,8 @@ class CoapsAddress(interfaces.EndpointAddress):
 
     @property
     def authenticated_claims(self) -> tuple[object, ...]:
-        if self.peer is None:
+        # A client the server did not ask for a certificate or key has claimed nothing.
+        if self.peer is None or isinstance(self.peer, UnauthenticatedPeer):
             return ()
         return (self.peer, *self._labels)
 
