@@ -13,6 +13,7 @@ from __future__ import annotations
 from aiocoap import error
 
 from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, DtlsError, HandshakeTimeout
+from iotdtls.handshake.alerts import BASE_ALERTS, X509_MODE_ALERTS
 
 __all__ = ["AssociationClosed", "AssociationFailed", "AssociationTimeout", "association_error"]
 
@@ -72,19 +73,10 @@ _KEY_MISMATCH = {
     AlertDescription.bad_record_mac: "the PSK does not match the server's",
     AlertDescription.handshake_failure: "the server refused the credentials or cipher suites",
 }
-#: Alerts about a certificate (RFC 5246 §7.2.2): when we send one, the server's chain did not
-#: validate; when we receive one, the server refused ours.
-_CERTIFICATE_ALERTS = frozenset(
-    {
-        AlertDescription.bad_certificate,
-        AlertDescription.unsupported_certificate,
-        AlertDescription.certificate_revoked,
-        AlertDescription.certificate_expired,
-        AlertDescription.certificate_unknown,
-        AlertDescription.unknown_ca,
-        AlertDescription.access_denied,
-    }
-)
+#: Alerts about a certificate (RFC 5246 §7.2.2, RFC 6066 §9), the ones only certificate mode
+#: sends: when we send one, the server's chain did not validate; when we receive one, the
+#: server refused ours.
+_CERTIFICATE_ALERTS = X509_MODE_ALERTS - BASE_ALERTS
 _SERVER_CERTIFICATE_REFUSED = (
     "Check the trust anchors and the server name (by default the URI's host): the server's "
     "certificate did not validate against them."
