@@ -7,12 +7,17 @@ builds the same structures. Every codec in `iotdtls.messages` is written on thes
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from iotdtls.errors import DecodeError
 
 __all__ = ["Reader", "Writer"]
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_WIDTH_LIMITS = {width: 1 << (8 * width) for width in range(1, 9)}
 
 
 class Reader:
@@ -64,13 +69,23 @@ class Reader:
         return self._data[start]
 
     def pull_uint16(self) -> int:
-        return self.pull_uint(2)
+        start = self._take(2)
+        value: int = _U16.unpack_from(self._data, start)[0]
+        return value
 
     def pull_uint24(self) -> int:
         return self.pull_uint(3)
 
     def pull_uint32(self) -> int:
-        return self.pull_uint(4)
+        start = self._take(4)
+        value: int = _U32.unpack_from(self._data, start)[0]
+        return value
+
+    def pull_struct(self, layout: struct.Struct) -> tuple[int, ...]:
+        """Take `layout.size` bytes and unpack them with `layout` (fixed-width fields only)."""
+        start = self._take(layout.size)
+        values: tuple[int, ...] = layout.unpack_from(self._data, start)
+        return values
 
     def pull_uint48(self) -> int:
         return self.pull_uint(6)
@@ -112,15 +127,19 @@ class Writer:
         self._buf += data
 
     def push_uint(self, width: int, value: int) -> None:
-        if value < 0 or value >> (8 * width):
+        if not 0 <= value < _WIDTH_LIMITS[width]:
             raise ValueError(f"{value} does not fit in {width} bytes")
         self._buf += value.to_bytes(width, "big")
 
     def push_uint8(self, value: int) -> None:
-        self.push_uint(1, value)
+        if not 0 <= value <= 0xFF:
+            raise ValueError(f"{value} does not fit in 1 byte")
+        self._buf.append(value)
 
     def push_uint16(self, value: int) -> None:
-        self.push_uint(2, value)
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"{value} does not fit in 2 bytes")
+        self._buf += _U16.pack(value)
 
     def push_uint24(self, value: int) -> None:
         self.push_uint(3, value)

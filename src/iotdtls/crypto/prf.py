@@ -9,7 +9,6 @@ Every DTLS 1.2 suite of the IoT profile (RFC 7925 §4.1, RFC 6655) uses this PRF
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 __all__ = ["prf"]
@@ -21,18 +20,13 @@ def prf(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
     """Return `length` bytes of PRF(secret, label, seed) (RFC 5246 §5, P_SHA256)."""
     if length < 0:
         raise ValueError("PRF output length must not be negative")
-    base = hmac.new(secret, digestmod=hashlib.sha256)
     full_seed = label + seed
     a = full_seed
     chunks: list[bytes] = []
     produced = 0
     while produced < length:
-        mac = base.copy()
-        mac.update(a)
-        a = mac.digest()
-        mac = base.copy()
-        mac.update(a)
-        mac.update(full_seed)
-        chunks.append(mac.digest())
+        # hmac.digest is the one-shot C path: no HMAC object per block.
+        a = hmac.digest(secret, a, "sha256")
+        chunks.append(hmac.digest(secret, a + full_seed, "sha256"))
         produced += _DIGEST_SIZE
     return b"".join(chunks)[:length]

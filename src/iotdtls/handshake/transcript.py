@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from iotdtls.messages import HandshakeHeader
+from iotdtls.messages.handshake import encode_handshake_header
 
 __all__ = ["Transcript", "handshake_header"]
 
@@ -18,7 +18,7 @@ def handshake_header(
     msg_type: int, message_seq: int, length: int, offset: int, frag_len: int
 ) -> bytes:
     """The DTLS handshake header (RFC 6347 §4.2.2) of one fragment."""
-    return HandshakeHeader(msg_type, length, message_seq, offset, frag_len).encode()
+    return encode_handshake_header(msg_type, length, message_seq, offset, frag_len)
 
 
 class Transcript:

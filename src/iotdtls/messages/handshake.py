@@ -9,6 +9,7 @@ live in `keyexchange` and `certificate` and are re-exported here.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -67,6 +68,7 @@ __all__ = [
     "ServerKeyExchangeEcdhe",
     "ServerKeyExchangePsk",
     "UrlAndHash",
+    "encode_handshake_header",
 ]
 
 HANDSHAKE_HEADER_LEN = 12
@@ -91,28 +93,50 @@ class HandshakeHeader:
     fragment_length: int
 
     def encode(self) -> bytes:
-        if self.fragment_offset + self.fragment_length > self.length:
-            raise ValueError("fragment exceeds the message length")
-        writer = Writer()
-        writer.push_uint8(self.msg_type)
-        writer.push_uint24(self.length)
-        writer.push_uint16(self.message_seq)
-        writer.push_uint24(self.fragment_offset)
-        writer.push_uint24(self.fragment_length)
-        return writer.getvalue()
+        return encode_handshake_header(
+            self.msg_type, self.length, self.message_seq, self.fragment_offset, self.fragment_length
+        )
 
     @classmethod
     def decode(cls, reader: Reader) -> Self:
-        msg_type = known(HandshakeType, reader.pull_uint8())
-        length = reader.pull_uint24()
-        message_seq = reader.pull_uint16()
-        fragment_offset = reader.pull_uint24()
-        fragment_length = reader.pull_uint24()
+        type_and_length, message_seq, offset_high, offset_low_and_fragment = reader.pull_struct(
+            _HEADER
+        )
+        msg_type = known(HandshakeType, type_and_length >> 24)
+        length = type_and_length & 0xFFFFFF
+        fragment_offset = (offset_high << 8) | (offset_low_and_fragment >> 24)
+        fragment_length = offset_low_and_fragment & 0xFFFFFF
         if fragment_offset + fragment_length > length:
             raise DecodeError(
                 f"fragment {fragment_offset}+{fragment_length} exceeds message length {length}"
             )
         return cls(msg_type, length, message_seq, fragment_offset, fragment_length)
+
+
+# type(1) || length(3) as one u32, message_seq u16, fragment_offset(3) as u16 + the top byte of
+# a u32 whose low three bytes are fragment_length(3): twelve bytes in one struct.
+_HEADER = struct.Struct(">IHHI")
+
+
+def encode_handshake_header(
+    msg_type: int, length: int, message_seq: int, fragment_offset: int, fragment_length: int
+) -> bytes:
+    """The 12-byte header of one handshake fragment (RFC 6347 §4.2.2)."""
+    if (
+        not 0 <= msg_type <= 0xFF
+        or not fragment_offset >= 0
+        or not fragment_length >= 0
+        or fragment_offset + fragment_length > length
+        or length > 0xFFFFFF
+        or not 0 <= message_seq <= 0xFFFF
+    ):
+        raise ValueError("handshake header field out of range, or fragment past the message")
+    return _HEADER.pack(
+        (msg_type << 24) | length,
+        message_seq,
+        fragment_offset >> 8,
+        ((fragment_offset & 0xFF) << 24) | fragment_length,
+    )
 
 
 def _push_hello_start(writer: Writer, version: int, random: bytes, session_id: bytes) -> None:
