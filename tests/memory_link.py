@@ -35,6 +35,7 @@ from iotdtls.handshake.server import ServerHandshake
 from iotdtls.handshake.transcript import Transcript, handshake_header
 from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
 from iotdtls.record import ContentType, RecordHeader, RecordLayer, split_datagram
+from iotdtls.sessions import SessionState
 
 CLIENT_ADDR = ("192.0.2.1", 40000)
 Direction = Literal["client", "server"]
@@ -86,18 +87,24 @@ class MemoryLink:
     checked_alerts: list[tuple[Direction, int, int]] = field(default_factory=list)
     #: The alerts the link's mode may send (ERR-1); PSK and raw public keys share one set.
     allowed_alerts: frozenset[AlertDescription] = PSK_MODE_ALERTS
+    #: A session the client offers for resumption (RES-1).
+    session: SessionState | None = None
+    #: An endpoint to reuse (its session store with it), e.g. from an earlier link.
+    endpoint: ServerEndpoint | None = None
+    #: Where the client's datagrams come from (change it between links for RES-2).
+    address: tuple[str, int] = CLIENT_ADDR
 
     def __post_init__(self) -> None:
-        self.client = DtlsConnection(self.client_config)
-        self.server = ServerEndpoint(self.server_config)
+        self.client = DtlsConnection(self.client_config, session=self.session)
+        self.server = self.endpoint or ServerEndpoint(self.server_config)
 
     @property
     def server_conn(self) -> DtlsConnection | None:
-        return self.server.connections.get(CLIENT_ADDR)
+        return self.server.connections.get(self.address)
 
     def _deliver(self, direction: Direction, data: bytes) -> None:
         if direction == "client":
-            self.server.receive_datagram(data, CLIENT_ADDR, self.now)
+            self.server.receive_datagram(data, self.address, self.now)
         else:
             self.client.receive_datagram(data, self.now)
 

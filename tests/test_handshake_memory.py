@@ -127,7 +127,8 @@ def test_server_sends_no_key_exchange_and_no_hint() -> None:
     server = wire_from(link, "server")
     assert HandshakeType.server_key_exchange not in message_types(server)
     hello = next(body for d in server for hs, body in plain_handshake(d) if hs.msg_type == 2)
-    assert ServerHello.decode(hello).session_id == b""
+    # A fresh 32-byte session_id: the session can be resumed later (RES-1).
+    assert len(ServerHello.decode(hello).session_id) == 32
 
 
 @pytest.mark.req("PSK-3")

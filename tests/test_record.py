@@ -193,6 +193,8 @@ def _bad_records(sender: RecordLayer) -> dict[DiscardReason, bytes]:
         DiscardReason.UNKNOWN_EPOCH: raw_record(23, 0xFEFD, 7, 52, good_frag),
         DiscardReason.BAD_TAG: bytes(tampered),
         DiscardReason.BAD_LENGTH: raw_record(23, 0xFEFD, 1, 53, huge),
+        # Unprotected and over the negotiated max_fragment_length (RFC 6066 §4): 513 > 512.
+        DiscardReason.OVER_FRAGMENT_LIMIT: raw_record(22, 0xFEFD, 0, 54, bytes(513)),
     }
 
 
@@ -200,6 +202,7 @@ def _bad_records(sender: RecordLayer) -> dict[DiscardReason, bytes]:
 @pytest.mark.parametrize("reason", list(DiscardReason))
 def test_each_discard_is_counted_and_next_good_record_delivered(reason: DiscardReason) -> None:
     sender, receiver = pair()
+    receiver.plaintext_limit = 512
     if reason in (DiscardReason.REPLAYED, DiscardReason.TOO_OLD):
         first = sender.seal(APP, b"first")
         for _ in range(64 if reason is DiscardReason.TOO_OLD else 0):

@@ -127,14 +127,15 @@ def test_every_random_value_comes_from_os_urandom(monkeypatch: pytest.MonkeyPatc
         "client random": first.random,
         "server random": server_hello.random,
         "cookie secret": cookie_key(fake.outputs, client_hellos[0], second.cookie),
+        "session id": server_hello.session_id,
         "unknown-identity key": stand_in[0],
     }
     assert second.random == first.random and second.cookie
     for what, value in used.items():
         assert value in fake.outputs, what
-    # Four draws, four distinct uses: nothing random came from anywhere else.
+    # Five draws, five distinct uses: nothing random came from anywhere else.
     assert sorted(fake.outputs) == sorted(used.values())
-    assert [len(v) for v in used.values()] == [32, 32, 32, 16]
+    assert [len(v) for v in used.values()] == [32, 32, 32, 32, 16]
     (closed,) = events_of(link, "server", ConnectionClosed)
     assert isinstance(closed.error, AlertSent)  # the stand-in key failed like a wrong key
 
@@ -178,8 +179,8 @@ def run_observed(monkeypatch: pytest.MonkeyPatch, client: dict[str, Any]) -> Obs
 
     server_conns: list[DtlsConnection] = []
 
-    def connection(config: ServerConfig) -> DtlsConnection:
-        server_conns.append(DtlsConnection(config))
+    def connection(config: ServerConfig, **kwargs: Any) -> DtlsConnection:
+        server_conns.append(DtlsConnection(config, **kwargs))
         return server_conns[-1]
 
     monkeypatch.setattr(iotdtls.crypto.suites, "Ccm8Protector", protector)
@@ -195,7 +196,14 @@ def run_observed(monkeypatch: pytest.MonkeyPatch, client: dict[str, Any]) -> Obs
         link.step()
     with pytest.raises(LocalProtocolError) as refused:  # an API error text, too
         link.client.send(b"after the end")
-    objects = [server_conn, server_conn._handshake, server_conn._records, refused.value]
+    objects = [
+        server_conn,
+        server_conn._handshake,
+        server_conn._records,
+        refused.value,
+        link.client.session,  # a SessionState holds the master secret (RES-1)
+        link.server.sessions,
+    ]
     return Observed(link, lines, protectors, objects)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "RetransmitPolicy",
     "RetryPolicy",
     "ServerConfig",
+    "ServerNameLookup",
     "file_keylog",
 ]
 
@@ -47,6 +48,14 @@ MAX_MTU = 65507
 MAX_PSK_LENGTH = 0xFFFF
 #: Shortest master secret of the stateless cookies we accept (128 bits).
 MIN_COOKIE_SECRET = 16
+#: The max_fragment_length values a client may ask for (RFC 6066 §4, EXT-1).
+MAX_FRAGMENT_LENGTHS = (512, 1024, 2048, 4096)
+#: RFC 6520 §5.2: the idle period before a heartbeat goes down to one second.
+MIN_KEEPALIVE_INTERVAL = 1.0
+#: Server sessions kept for resumption by default (RES-1), and for how long: RFC 5246
+#: §7.4.1.2 suggests 24 hours as the upper limit.
+DEFAULT_SESSION_CACHE_SIZE = 1024
+DEFAULT_SESSION_LIFETIME = 24 * 3600.0
 
 PskLookup = Callable[[bytes], bytes | None]
 #: (url, size limit in bytes, timeout in seconds) -> the bytes at that URL (see
@@ -162,8 +171,20 @@ class _CommonConfig:
     keylog: KeyLogCallback | None = field(default=None, repr=False)
     #: Convenience: a path to append the key log to (turned into `keylog`).
     keylog_file: str | None = None
+    #: Negotiate heartbeats (RFC 6520, EXT-5) with a peer that offers them too.
+    heartbeat: bool = False
+    #: With `heartbeat`: answer the peer's heartbeat requests (mode peer_allowed_to_send);
+    #: False announces peer_not_allowed_to_send, and we only send requests (RFC 6520 §2).
+    answer_heartbeats: bool = True
+    #: With `heartbeat`: after this many seconds in which either direction was silent, send a
+    #: heartbeat request (keep-alive: it refreshes NAT bindings and checks the peer, RFC 6520
+    #: §5.2). A request unanswered (retransmitted per `retransmit`) for `handshake_timeout`
+    #: seconds, the threshold of handshake flights (RFC 6520 §3), ends the association with
+    #: `PeerUnresponsive`. None: no keep-alive.
+    keepalive_interval: float | None = None
 
     def __post_init__(self) -> None:
+        _check_heartbeat(self.heartbeat, self.keepalive_interval)
         if not isinstance(self.mtu, int) or not MIN_MTU <= self.mtu <= MAX_MTU:
             raise ConfigError(f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got {self.mtu}")
         if not self.handshake_timeout > 0:
@@ -176,6 +197,17 @@ class _CommonConfig:
             raise ConfigError("max_handshake_message must be at least 256 bytes")
         if self.keylog_file is not None and self.keylog is None:
             object.__setattr__(self, "keylog", file_keylog(self.keylog_file))
+
+
+def _check_heartbeat(heartbeat: bool, interval: float | None) -> None:
+    if interval is None:
+        return
+    if not heartbeat:
+        raise ConfigError("keepalive_interval needs heartbeat=True (RFC 6520 heartbeats)")
+    if not interval >= MIN_KEEPALIVE_INTERVAL:
+        raise ConfigError(
+            f"keepalive_interval must be at least {MIN_KEEPALIVE_INTERVAL:g} s, got {interval}"
+        )
 
 
 class Mode(Enum):
@@ -231,8 +263,12 @@ class ClientConfig(_CommonConfig):
     trust_anchors: Sequence[bytes] = ()
     #: Our certificate chain and key, for servers that ask for one.
     certificate: CertifiedKey | None = None
-    #: Host name the client looked up: matched against the server certificate (RFC 6125, CRT-3).
+    #: The server's name: matched against its certificate (RFC 6125, CRT-3) and, when it is a
+    #: DNS name (not an IP address), sent as server_name (SNI, RFC 6066 §3, EXT-2).
     server_name: str | None = None
+    #: Ask the server for smaller records: 512, 1024, 2048 or 4096 bytes of plaintext at most
+    #: (max_fragment_length, RFC 6066 §4, EXT-1). None: the 2^14 of RFC 5246.
+    max_fragment_length: int | None = None
     #: Most certificates between the server's leaf and the trust anchor (CRT-6).
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     #: Seconds since the epoch for certificate validity (a device without a clock can pin it).
@@ -283,6 +319,13 @@ class ClientConfig(_CommonConfig):
         )
         object.__setattr__(self, "_store", _trust_store("trust_anchors", self.trust_anchors))
         _check_depth(self.max_chain_depth)
+        if self.max_fragment_length not in (None, *MAX_FRAGMENT_LENGTHS):
+            raise ConfigError(
+                f"max_fragment_length must be 512, 1024, 2048 or 4096, "
+                f"got {self.max_fragment_length!r}"
+            )
+        sni = None if self.server_name is None else reference_identity(self.server_name)
+        object.__setattr__(self, "_sni", sni if isinstance(sni, str) else None)
 
     def _check_x509_extras(self, mode: Mode) -> None:
         extras = self.cached_server_chain or self.indicate_trusted_cas or self.certificate_urls
@@ -325,6 +368,14 @@ class ClientConfig(_CommonConfig):
         return store
 
     @property
+    def sni_name(self) -> str | None:
+        """The server_name to send (RFC 6066 §3): `server_name` as a lower-case A-label DNS
+        name without trailing dot; None when there is none or it is an IP address ("Literal
+        IPv4 and IPv6 addresses are not permitted")."""
+        name: str | None = self.__dict__["_sni"]
+        return name
+
+    @property
     def server_key_pins(self) -> tuple[bytes, ...]:
         """`server_public_keys` as SHA-256 digests of their SubjectPublicKeyInfo."""
         return _pins(self.server_public_keys)
@@ -344,6 +395,8 @@ class ClientConfig(_CommonConfig):
 
 #: Decides whether an authenticated raw public key may connect (RPK-3).
 ClientKeyLookup = Callable[[RawPublicKeyIdentity], bool]
+#: server_name -> the configuration whose credentials serve it, or None (RFC 6066 §3).
+ServerNameLookup = Callable[[str], "ServerConfig | None"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -392,6 +445,21 @@ class ServerConfig(_CommonConfig):
     #: endpoint). Give several server processes on one host the same secret and they accept
     #: each other's cookies, rotating in step (`iotdtls.workers` does this for its workers).
     cookie_secret: bytes | None = field(default=None, repr=False)
+    #: Sessions kept for resumption (RES-1; only those with the extended master secret,
+    #: RES-3), least recently used evicted; 0 turns resumption off. A `ServerEndpoint` may be
+    #: given its own store instead (`iotdtls.sessions.SessionStore`).
+    session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE
+    #: Seconds a session can be resumed after the full handshake that created it.
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME
+    #: Server Name Indication (RFC 6066 §3, EXT-2): the server_name a client sent (lower-case)
+    #: -> the `ServerConfig` whose credentials serve that name (PSK store or lookup, raw keys,
+    #: certificates, client trust anchors and key pins, certificate fetcher, chain depth, clock),
+    #: or None for a name we do not serve. Every other setting stays this configuration's.
+    #: Clients that send no name get this configuration's credentials.
+    server_name_lookup: ServerNameLookup | None = field(default=None, repr=False)
+    #: With `server_name_lookup`: a name it does not know ends the handshake with
+    #: unrecognized_name (True) or is served with this configuration's credentials (False).
+    reject_unknown_server_names: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -433,6 +501,10 @@ class ServerConfig(_CommonConfig):
             raise ConfigError("max_connections must be at least 1")
         if not 1 <= self.max_handshakes <= self.max_connections:
             raise ConfigError("max_handshakes must be from 1 to max_connections")
+        if not isinstance(self.session_cache_size, int) or self.session_cache_size < 0:
+            raise ConfigError("session_cache_size must be an integer >= 0 (0: no resumption)")
+        if not self.session_lifetime > 0:
+            raise ConfigError(f"session_lifetime must be > 0 seconds, got {self.session_lifetime}")
 
     @property
     def has_psk(self) -> bool:

@@ -4,6 +4,14 @@ Datagrams and the current time go in; datagrams, events and one timer come out. 
 no clock and touches no socket. Everything the peer does wrong ends, at one point
 (`_fail`), in a fatal alert and a `ConnectionClosed` event naming it; invalid records are
 dropped and counted by the record layer (RFC 6347 §4.1.2.7) and never raise.
+
+Once the hellos negotiated a max_fragment_length (RFC 6066 §4, EXT-1), every record we send
+holds at most that much plaintext, handshake fragments included, and a datagram at most one
+such record and its overhead; `send` refuses a larger datagram. A received record over the
+limit: unprotected, it is dropped silently (RFC 6347 §4.1.2.7; RFC 6066 §4 forbids an alert in
+DTLS for what did not authenticate); protected and authentic, the peer broke the agreement and
+the association ends with record_overflow (RFC 6066 §4, RFC 5246 §6.2.3). Heartbeats (RFC 6520,
+EXT-5) run in `iotdtls.heartbeat` once the handshake is complete.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from iotdtls.errors import (
     DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
+    PeerUnresponsive,
     ProtocolError,
 )
 from iotdtls.events import (
@@ -35,6 +44,7 @@ from iotdtls.events import (
     DataReceived,
     Event,
     HandshakeComplete,
+    HeartbeatAnswered,
 )
 from iotdtls.handshake.alerts import permitted_alert
 from iotdtls.handshake.client import ClientHandshake
@@ -42,9 +52,11 @@ from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_f
 from iotdtls.handshake.machine import HandshakeMachine
 from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
 from iotdtls.handshake.server import ServerHandshake
+from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
 from iotdtls.identity import PeerIdentity, PskIdentity
 from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeHeader, HandshakeType
-from iotdtls.record import ContentType, PlainRecord, RecordLayer
+from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType, PlainRecord, RecordLayer
+from iotdtls.sessions import SessionState, SessionStore
 
 __all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
 
@@ -65,18 +77,27 @@ class ConnectionState(Enum):
 
 
 class DropReason(Enum):
-    """Authenticated records the connection ignores (counted in `DtlsConnection.dropped`)."""
+    """Authenticated records the connection ignores (counted in `DtlsConnection.dropped`;
+    heartbeat messages in `iotdtls.heartbeat.HeartbeatDrop`)."""
 
     DATA_BEFORE_HANDSHAKE = auto()
     PLAINTEXT_AFTER_HANDSHAKE = auto()
     UNEXPECTED_CCS = auto()
-    HEARTBEAT_NOT_NEGOTIATED = auto()
 
 
 class DtlsConnection:
     """One DTLS association with one peer, client or server by the type of `config`."""
 
-    def __init__(self, config: ClientConfig | ServerConfig) -> None:
+    def __init__(
+        self,
+        config: ClientConfig | ServerConfig,
+        *,
+        session: SessionState | None = None,
+        session_store: SessionStore | None = None,
+    ) -> None:
+        """A client offers `session` for resumption (RES-1; see `session` after the
+        handshake); a server caches and looks up sessions in `session_store` (None: no
+        resumption; a `ServerEndpoint` passes its own)."""
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
         self.state = ConnectionState.IDLE
@@ -88,9 +109,15 @@ class DtlsConnection:
         self._records.install_read_epoch(0, NullProtector(), replay_check=False)
         self._newest_handshake_record = (-1, -1)
         self._next_triggered_retransmit = float("-inf")
-        self._handshake: HandshakeMachine = (
-            ClientHandshake(config) if isinstance(config, ClientConfig) else ServerHandshake(config)
-        )
+        self._handshake: HandshakeMachine
+        if isinstance(config, ClientConfig):
+            if session_store is not None:
+                raise LocalProtocolError("session_store is for servers; a client takes session=")
+            self._handshake = ClientHandshake(config, session)
+        else:
+            if session is not None:
+                raise LocalProtocolError("session= is for clients; a server takes session_store")
+            self._handshake = ServerHandshake(config, session_store)
         self._reassembler = Reassembler(config.max_handshake_message)
         self._timer = RetransmitTimer(config.retransmit)
         self._flight: Flight | None = None
@@ -104,6 +131,9 @@ class DtlsConnection:
         self._numbering_adopted = self.is_client
         #: A ChangeCipherSpec that arrived while its flight waited for a fetched chain.
         self._deferred_ccs = False
+        #: Largest record plaintext either side may send (RFC 6066 §4), 2^14 by default.
+        self._fragment_limit = MAX_PLAINTEXT_LENGTH
+        self._heartbeats = Heartbeats(config)
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -115,7 +145,37 @@ class DtlsConnection:
         """Records dropped by the record layer and by the connection, by reason."""
         total: Counter[object] = Counter(self._records.discards)
         total.update(self.dropped)
+        total.update(self._heartbeats.dropped)
         return total
+
+    @property
+    def session(self) -> SessionState | None:
+        """The session of this association, for a later resumption (RES-1): set once the
+        handshake completed with a session_id and the extended master secret (RES-3); None
+        otherwise, and again after a fatal alert (RFC 5246 §7.2.2). A client saves it
+        (`SessionState.to_bytes`, a secret) and offers it with `session=`."""
+        return self._handshake.resumable_session()
+
+    @property
+    def resumed(self) -> bool:
+        """True when the handshake resumed a session (the abbreviated handshake)."""
+        return self._handshake.resumed
+
+    @property
+    def max_fragment_length(self) -> int | None:
+        """The negotiated max_fragment_length in bytes (RFC 6066 §4), None for none."""
+        return self._handshake.fragment_limit
+
+    @property
+    def heartbeats_negotiated(self) -> bool:
+        """Both hellos agreed on heartbeats (RFC 6520 §2); `send_heartbeat` further needs the
+        peer to accept requests."""
+        return self._heartbeats.negotiated
+
+    @property
+    def heartbeat_in_flight(self) -> bool:
+        """A heartbeat request of ours awaits its response (RFC 6520 §3: one at a time)."""
+        return self._heartbeats.in_flight
 
     @property
     def closed(self) -> bool:
@@ -174,6 +234,8 @@ class DtlsConnection:
         bad_tags_before = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
         try:
             for record in self._records.open_records(data):
+                if len(record.payload) > self._fragment_limit:
+                    raise _record_overflow(len(record.payload), self._fragment_limit)
                 self._dispatch(record, now)
                 if self.closed:
                     return
@@ -197,6 +259,7 @@ class DtlsConnection:
         straight to the user; every other record takes the general dispatch."""
         data_epoch = self._handshake.peer_epoch
         app = ContentType.application_data
+        limit = self._fragment_limit
         try:
             for record in self._records.open_records(data):
                 if record.epoch != data_epoch:
@@ -204,6 +267,9 @@ class DtlsConnection:
                     # so they cannot end a good association (RFC 6347 §4.1.2.7, REC-3).
                     self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
                     continue
+                self._heartbeats.last_heard = now
+                if len(record.payload) > limit:
+                    raise _record_overflow(len(record.payload), limit)
                 if record.content_type is app:
                     if self._flight is not None:
                         self._flight = None  # the peer has our last flight (§4.2.4)
@@ -218,15 +284,25 @@ class DtlsConnection:
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams queued for the peer (handshake datagrams fit `config.mtu`)."""
         out, self._outgoing = self._outgoing, []
+        if out:
+            self._heartbeats.last_sent = now
         return out
 
     def get_timer(self) -> float | None:
         """When `handle_timer` should next be called (absolute seconds), or None."""
         candidates = [t for t in (self._timer.deadline, self._deadline) if t is not None]
+        if self.state is ConnectionState.ESTABLISHED:
+            heartbeat = self._heartbeats.get_timer()
+            if heartbeat is not None:
+                candidates.append(heartbeat)
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: float) -> None:
-        """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline."""
+        """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline;
+        once established, the heartbeat timers (RFC 6520 §3)."""
+        if self.state is ConnectionState.ESTABLISHED:
+            self._heartbeat_timer(now)
+            return
         if self.state is not ConnectionState.HANDSHAKING:
             return
         if self._deadline is not None and now >= self._deadline:
@@ -241,12 +317,28 @@ class DtlsConnection:
 
     def send(self, data: bytes) -> None:
         """Send one application datagram as one record (RFC 6347 §4.1.1: a record never spans
-        datagrams; keep `len(data)` + 29 bytes within the path MTU to avoid IP fragmentation)."""
+        datagrams; keep `len(data)` + 29 bytes within the path MTU to avoid IP fragmentation).
+        With a negotiated max_fragment_length, a larger datagram is refused (RFC 6066 §4)."""
         if self.state is not ConnectionState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
+        if len(data) > self._fragment_limit:
+            raise LocalProtocolError(
+                f"{len(data)} bytes do not fit one record: the max_fragment_length negotiated "
+                f"with the peer is {self._fragment_limit} bytes (RFC 6066 §4)"
+            )
         self._outgoing.append(
             self._records.seal(ContentType.application_data, data, self._write_epoch)
         )
+
+    def send_heartbeat(self, now: float) -> None:
+        """Send a heartbeat request (RFC 6520 §3, EXT-5); `HeartbeatAnswered` reports the
+        response. It is retransmitted on the handshake timer; unanswered for
+        `config.handshake_timeout` seconds, the association ends with `PeerUnresponsive`.
+        `LocalProtocolError` unless established with heartbeats the peer accepts, or while
+        another request is in flight (one at a time)."""
+        if self.state is not ConnectionState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot send a heartbeat in state {self.state.name}")
+        self._send_heartbeat_message(self._heartbeats.send_request(now))
 
     def supply_certificate_chain(
         self, chain: tuple[bytes, ...] | ProtocolError, now: float
@@ -289,7 +381,30 @@ class DtlsConnection:
         elif ctype is ContentType.application_data:
             self._on_application_data(record)
         else:
-            self.dropped[DropReason.HEARTBEAT_NOT_NEGOTIATED] += 1
+            self._on_heartbeat(record, now)
+
+    def _on_heartbeat(self, record: PlainRecord, now: float) -> None:
+        """RFC 6520 §3: heartbeats only on an established association, in its epoch (the
+        fast path hands over only those): during the handshake they are dropped."""
+        beats = self._heartbeats
+        if self.state is not ConnectionState.ESTABLISHED:
+            beats.dropped[HeartbeatDrop.DURING_HANDSHAKE] += 1
+            return
+        response, elapsed = beats.on_message(record.payload, now)
+        if response is not None:
+            self._send_heartbeat_message(response)
+        if elapsed is not None:
+            self._events.append(HeartbeatAnswered(elapsed))
+
+    def _send_heartbeat_message(self, message: bytes) -> None:
+        self._outgoing.append(self._records.seal(ContentType.heartbeat, message, self._write_epoch))
+
+    def _heartbeat_timer(self, now: float) -> None:
+        outcome = self._heartbeats.on_timer(now)
+        if outcome is TimerOutcome.SEND:
+            self._send_heartbeat_message(self._heartbeats.request_message())
+        elif outcome is TimerOutcome.PEER_GONE:
+            self._close(PeerUnresponsive(self.config.handshake_timeout))
 
     def _on_application_data(self, record: PlainRecord) -> None:
         """Only reached before completion (`_receive_established` delivers the rest): HS-5,
@@ -412,6 +527,7 @@ class DtlsConnection:
     def _process_messages(self, now: float) -> None:
         """Feed complete in-order messages to the state machine (HS-5: epochs must match)."""
         hs = self._handshake
+        hs.now = now
         while self.state is ConnectionState.HANDSHAKING:
             if self._deferred_ccs and hs.expects_change_cipher_spec:
                 self._deferred_ccs = False
@@ -441,12 +557,22 @@ class DtlsConnection:
             outcome = hs.handle(msg)
             if hs.waiting_for_chain and not was_waiting:
                 self._events.append(CertificateUrlsReceived(hs.pending_certificate_urls))
+            self._apply_fragment_limit()
             if outcome.keys is not None:
                 self._install_keys(outcome.keys)
             if outcome.flight is not None:
                 self._send_flight(outcome.flight, now)
             if hs.complete:
                 self._complete()
+
+    def _apply_fragment_limit(self) -> None:
+        """RFC 6066 §4: from the hello that negotiated it on, both directions keep to the
+        max_fragment_length (our next flight is cut to it, unprotected records above it are
+        dropped)."""
+        limit = self._handshake.fragment_limit
+        if limit is not None and limit != self._fragment_limit:
+            self._fragment_limit = limit
+            self._records.plaintext_limit = limit
 
     # -- our side -----------------------------------------------------------------------------
     def _install_keys(self, keys: EpochKeys) -> None:
@@ -470,9 +596,14 @@ class DtlsConnection:
     def _transmit_flight(self) -> None:
         assert self._flight is not None
         records = self._records
-        self._outgoing.extend(
-            cut_flight(self._flight.items, self.config.mtu, records.overhead, records.seal)
-        )
+        items = self._flight.items
+        mtu = self.config.mtu
+        limit = self._fragment_limit
+        if limit < MAX_PLAINTEXT_LENGTH:
+            # A datagram holds at most one full record, so a peer that asked for small records
+            # never needs a larger receive buffer than one of them takes.
+            mtu = min(mtu, limit + max(records.overhead(item.epoch) for item in items))
+        self._outgoing.extend(cut_flight(items, mtu, records.overhead, records.seal, limit))
 
     def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
         payload = Alert(
@@ -486,14 +617,24 @@ class DtlsConnection:
         if not (self._flight is not None and self._flight.final):
             self._timer.stop()
             self._flight = None
-        session = self._handshake.session()
+        hs = self._handshake
+        session = hs.session()
         logger.debug(
-            "handshake complete: suite %#06x, ems=%s",
+            "handshake complete: suite %#06x, ems=%s, resumed=%s",
             session.cipher_suite,
             session.extended_master_secret,
+            session.resumed,
         )
+        self._heartbeats.start(hs.peer_heartbeat_mode if self.config.heartbeat else None, hs.now)
         self._events.append(
-            HandshakeComplete(session.cipher_suite, session.peer, session.extended_master_secret)
+            HandshakeComplete(
+                session.cipher_suite,
+                session.peer,
+                session.extended_master_secret,
+                session.resumed,
+                session.server_name,
+                session.max_fragment_length,
+            )
         )
 
     def _fail(self, exc: ProtocolError) -> None:
@@ -507,6 +648,8 @@ class DtlsConnection:
     def _close(self, error: DtlsError | None) -> None:
         if error is not None:
             logger.debug("association failed: %s", error)
+        if isinstance(error, AlertSent | AlertReceived):
+            self._handshake.forget_session()  # RFC 5246 §7.2.2
         self.state = ConnectionState.CLOSED
         self.error = error
         self._timer.stop()
@@ -514,3 +657,11 @@ class DtlsConnection:
         self._flight = None
         self._reassembler.clear()
         self._events.append(ConnectionClosed(error, self._handshake.peer))
+
+
+def _record_overflow(length: int, limit: int) -> ProtocolError:
+    """An authenticated record over the negotiated max_fragment_length (RFC 6066 §4)."""
+    return ProtocolError(
+        f"a {length}-byte record exceeds the negotiated max_fragment_length of {limit} bytes",
+        AlertDescription.record_overflow,
+    )

@@ -44,6 +44,7 @@ from iotdtls.messages import (
     HelloVerifyRequest,
 )
 from iotdtls.record import RECORD_HEADER_LEN, ContentType, RecordHeader
+from iotdtls.sessions import MemorySessionStore, SessionStore
 
 __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 
@@ -127,10 +128,20 @@ def _split_cookie(body: bytes) -> tuple[bytes, bytes]:
 
 
 class ServerEndpoint:
-    """Sans-I/O server side of one socket: demultiplexes by peer address."""
+    """Sans-I/O server side of one socket: demultiplexes by peer address.
 
-    def __init__(self, config: ServerConfig) -> None:
+    Sessions for resumption (RES-1) live in one store per endpoint, found by session_id and
+    never by address: a client whose address or port changed (NAT rebinding) makes a new
+    association through the cookie gate and resumes its session there (RES-2)."""
+
+    def __init__(self, config: ServerConfig, *, session_store: SessionStore | None = None) -> None:
+        """`session_store` replaces the default in-memory cache (`config.session_cache_size`
+        sessions for `config.session_lifetime` seconds; none when the size is 0)."""
         self.config = config
+        if session_store is None and config.session_cache_size > 0:
+            session_store = MemorySessionStore(config.session_cache_size, config.session_lifetime)
+        #: Where this endpoint's sessions are cached (None: no resumption).
+        self.sessions = session_store
         self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
         #: Associations with a pending timer (handshakes), oldest first.
@@ -191,7 +202,7 @@ class ServerEndpoint:
             return
         self.gate[GateOutcome.COOKIE_ACCEPTED] += 1
         self._make_room(address)
-        conn = DtlsConnection(self.config)
+        conn = DtlsConnection(self.config, session_store=self.sessions)
         self.connections[address] = conn
         conn.accept(now)
         conn.receive_datagram(data, now)

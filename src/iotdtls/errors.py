@@ -28,6 +28,7 @@ __all__ = [
     "DtlsError",
     "HandshakeTimeout",
     "LocalProtocolError",
+    "PeerUnresponsive",
     "ProtocolError",
 ]
 
@@ -133,6 +134,15 @@ class AssociationEvicted(DtlsError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"association evicted: {reason}")
+
+
+class PeerUnresponsive(DtlsError):
+    """The peer did not answer a heartbeat request for `seconds` (RFC 6520 §3: the threshold of
+    handshake flights), so the association was ended: the peer is gone or unreachable."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"the peer did not answer heartbeats for {seconds:g} s")
 
 
 class HandshakeTimeout(DtlsError):

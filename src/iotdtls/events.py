@@ -14,6 +14,7 @@ __all__ = [
     "DataReceived",
     "Event",
     "HandshakeComplete",
+    "HeartbeatAnswered",
 ]
 
 
@@ -27,6 +28,13 @@ class HandshakeComplete:
     cipher_suite: int
     peer: PeerIdentity
     extended_master_secret: bool
+    #: The abbreviated handshake of a resumed session (RFC 5246 §7.3, RES-1); `peer` is then
+    #: who the full handshake of that session authenticated.
+    resumed: bool = False
+    #: The server_name the client sent (RFC 6066 §3, EXT-2), "" for none.
+    server_name: str = ""
+    #: The negotiated max_fragment_length in bytes (RFC 6066 §4, EXT-1), None for none.
+    max_fragment_length: int | None = None
 
     @property
     def psk_identity(self) -> bytes:
@@ -79,6 +87,19 @@ class CertificateUrlsReceived:
     urls_and_hashes: tuple[tuple[str, bytes], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class HeartbeatAnswered:
+    """The peer answered our heartbeat request (RFC 6520 §3) `elapsed` seconds after we first
+    sent it."""
+
+    elapsed: float
+
+
 Event = (
-    HandshakeComplete | DataReceived | AlertReceived | ConnectionClosed | CertificateUrlsReceived
+    HandshakeComplete
+    | DataReceived
+    | AlertReceived
+    | ConnectionClosed
+    | CertificateUrlsReceived
+    | HeartbeatAnswered
 )

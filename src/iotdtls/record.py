@@ -87,6 +87,9 @@ class DiscardReason(Enum):
     REPLAYED = "replayed"
     BAD_TAG = "bad_tag"
     TOO_OLD = "too_old"
+    #: An unprotected record larger than the negotiated max_fragment_length (RFC 6066 §4:
+    #: no alert for what did not authenticate in DTLS).
+    OVER_FRAGMENT_LIMIT = "over_fragment_limit"
 
 
 class SequenceExhausted(LocalProtocolError):
@@ -245,6 +248,10 @@ class RecordLayer:
         self._write_epoch = 0
         self.discards: Counter[DiscardReason] = Counter()
         self.bad_tag_by_epoch: Counter[int] = Counter()
+        #: Largest plaintext of an unprotected (epoch 0) record we take: 2^14, or the
+        #: negotiated max_fragment_length (RFC 6066 §4). Protected records above it are the
+        #: connection's to judge, once they authenticated.
+        self.plaintext_limit = MAX_PLAINTEXT_LENGTH
         self.install_read_epoch(0, NullProtector())
         self.install_write_epoch(0, NullProtector())
 
@@ -409,6 +416,8 @@ class RecordLayer:
             return DiscardReason.BAD_TAG
         if len(payload) > MAX_PLAINTEXT_LENGTH:
             return DiscardReason.BAD_LENGTH
+        if epoch == 0 and len(payload) > self.plaintext_limit:
+            return DiscardReason.OVER_FRAGMENT_LIMIT
         if window is not None:
             window.mark(seq)
         return PlainRecord(content_type, epoch, seq, payload)

@@ -5,10 +5,16 @@ HelloVerifyRequest, HS-1); 5 [Certificate], ClientKeyExchange, [CertificateVerif
 ChangeCipherSpec, Finished. The ServerHello fixes the suite; its handler picks the key exchange,
 the peer verifier and the flow table (PSK, or certificate-based ECDHE). The handshake completes
 on the server's ChangeCipherSpec and a verified Finished.
+
+With a saved session (RES-1), both ClientHellos carry its session_id; a ServerHello echoing it
+resumes the session (RFC 5246 §7.4.1.3): the abbreviated flow takes the server's
+ChangeCipherSpec and Finished and answers with ours. Any other ServerHello is a full handshake
+(an unknown or expired session falls back, RFC 5246 §7.4.1.2).
 """
 
 from __future__ import annotations
 
+import logging
 from enum import Enum, auto
 from typing import ClassVar
 
@@ -34,6 +40,7 @@ from iotdtls.handshake.negotiation import (
     cached_chain_fingerprint,
     check_renegotiation_info,
     client_offer,
+    offerable_session,
 )
 from iotdtls.handshake.peerauth import (
     NO_CERTIFICATE,
@@ -61,7 +68,9 @@ from iotdtls.messages import (
     ClientHello,
     ExtendedMasterSecret,
     HandshakeType,
+    Heartbeat,
     HelloVerifyRequest,
+    MaxFragmentLength,
     RequestedCertificateType,
     ServerCertificateType,
     ServerHello,
@@ -69,8 +78,11 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.extensions import decode_vector
+from iotdtls.sessions import SessionState
 
-__all__ = ["ClientHandshake", "ClientState"]
+__all__ = ["CERTIFICATE_FLOW", "PSK_FLOW", "RESUMED_FLOW", "ClientHandshake", "ClientState"]
+
+logger = logging.getLogger("iotdtls")
 
 #: HelloVerifyRequests answered in one handshake before we give up (a loop is an attack).
 MAX_HELLO_VERIFY_REQUESTS = 4
@@ -96,11 +108,16 @@ class ClientHandshake(HandshakeMachine):
     is_client = True
     config: ClientConfig
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, session: SessionState | None = None) -> None:
         super().__init__(config, ClientState.START)
         self.keys.client_random = random_bytes(32)
         self._hello_verify_requests = 0
         self._suites, self._offered_extensions = client_offer(config)
+        #: The session we offer to resume (RES-1), if it fits this configuration.
+        self._offered_session = session
+        if session is not None and (reason := offerable_session(session, config)) is not None:
+            logger.debug("saved session not offered: %s", reason)
+            self._offered_session = None
         self._exchange: ClientKeyExchanger | None = None
         self._verifier: PeerVerifier | None = None
         self._server_spki = b""
@@ -117,10 +134,11 @@ class ClientHandshake(HandshakeMachine):
 
     def _client_hello(self, cookie: bytes) -> OutgoingMessage:
         """The one builder of our ClientHello, with or without cookie (HS-1)."""
+        offered = self._offered_session
         hello = ClientHello(
             client_version=DTLS_1_2,
             random=self.keys.client_random,
-            session_id=b"",
+            session_id=b"" if offered is None else offered.session_id,
             cookie=cookie,
             cipher_suites=self._suites,
             compression_methods=(0,),
@@ -142,7 +160,7 @@ class ClientHandshake(HandshakeMachine):
         self.keys.transcript.reset()
         return Outcome(Flight((self._client_hello(hvr.cookie),)))
 
-    def _on_server_hello(self, msg: ReassembledMessage) -> None:
+    def _on_server_hello(self, msg: ReassembledMessage) -> Outcome | None:
         hello = ServerHello.decode(msg.body)
         if hello.server_version != DTLS_1_2:
             raise ProtocolError(
@@ -159,6 +177,11 @@ class ClientHandshake(HandshakeMachine):
         self.suite = suite
         self.keys.server_random = hello.random
         self.record(msg)
+        offered = self._offered_session
+        if offered is not None and hello.session_id == offered.session_id:
+            return self._resume(hello, offered)
+        self.session_id = hello.session_id
+        self.mode = self.config.mode
         if suite.key_exchange is KeyExchangeKind.PSK:
             self._exchange = PskClientExchange(self.config.identity, self.config.psk_key)
             self.peer = PskIdentity(self.config.identity)
@@ -168,6 +191,29 @@ class ClientHandshake(HandshakeMachine):
             self._verifier = self._server_verifier(hello)
             self.table = CERTIFICATE_FLOW
         self.allowed_alerts = MODE_ALERTS[self.config.mode]
+        return None
+
+    def _resume(self, hello: ServerHello, session: SessionState) -> Outcome:
+        """The server echoed our session_id: the abbreviated handshake (RFC 5246 §7.3). The
+        session's suite, peer, fragment length and server name carry over (RFC 6066 §3, §4);
+        its master secret and the fresh randoms give the keys that open the server's Finished.
+        `_check_extensions` has made sure of the extended master secret (RFC 7627 §5.3: we
+        offer sessions only with it, so a ServerHello without it was refused already)."""
+        if hello.cipher_suite != session.cipher_suite:
+            raise ProtocolError(
+                "server resumed the session with another cipher suite",
+                AlertDescription.illegal_parameter,
+            )
+        assert self.suite is not None
+        self.resumed = True
+        self.session_id = session.session_id
+        self.mode = session.mode
+        self.peer = session.peer
+        self.max_fragment_length = session.max_fragment_length
+        self.server_name = session.server_name
+        self.allowed_alerts = MODE_ALERTS[session.mode]
+        self.table = RESUMED_FLOW
+        return Outcome(keys=self.keys.resume(session.master_secret, self.suite, True))
 
     def _check_extensions(self, hello: ServerHello) -> None:
         """Only answers to what we offered (RFC 5246 §7.4.1.4); the extended master secret
@@ -202,12 +248,29 @@ class ClientHandshake(HandshakeMachine):
             )
         self._cached_chain = cached is not None
         self._send_urls = find_extension(hello.extensions, ClientCertificateUrl) is not None
+        self._check_fragment_length(hello)
+        heartbeat = find_extension(hello.extensions, Heartbeat)
+        self.peer_heartbeat_mode = None if heartbeat is None else heartbeat.mode
+        self.server_name = self.config.sni_name or ""
         ems = find_extension(hello.extensions, ExtendedMasterSecret) is not None
         if self.config.require_extended_master_secret and not ems:
             raise ProtocolError(
                 "server refused the extended master secret", AlertDescription.handshake_failure
             )
         self.keys.extended_master_secret = ems
+
+    def _check_fragment_length(self, hello: ServerHello) -> None:
+        """RFC 6066 §4 (EXT-1): the server takes our max_fragment_length as asked or not at
+        all; any other answer is illegal_parameter."""
+        answer = find_extension(hello.extensions, MaxFragmentLength)
+        if answer is None:
+            return
+        asked = find_extension(self._offered_extensions, MaxFragmentLength)
+        if asked is None or answer.code != asked.code:
+            raise ProtocolError(
+                "server answered another max_fragment_length", AlertDescription.illegal_parameter
+            )
+        self.max_fragment_length = answer.code
 
     def _server_verifier(self, hello: ServerHello) -> PeerVerifier:
         """How the server's Certificate is checked: the type it confirmed (X.509 when it sent
@@ -292,9 +355,6 @@ class ClientHandshake(HandshakeMachine):
         items += [OutgoingCcs(0), self.finished(epoch=1)]
         return Outcome(Flight(tuple(items)), keys)
 
-    def _on_finished(self, msg: ReassembledMessage) -> None:
-        self.check_finished(msg)
-
     # -- tables -------------------------------------------------------------------------------
     HELLO_TABLE: ClassVar[Table] = {
         (ClientState.WAIT_SERVER_HELLO, HandshakeType.hello_verify_request): Transition(
@@ -322,6 +382,15 @@ PSK_FLOW: Table = {
     (_S.WAIT_SERVER_FLIGHT, _H.server_hello_done): _DONE,
     (_S.WAIT_SERVER_HELLO_DONE, _H.server_hello_done): _DONE,
     **_END,
+}
+
+#: The abbreviated handshake (RFC 5246 §7.3, RES-1): the server's ChangeCipherSpec and
+#: Finished right after its ServerHello; ours follow as the last flight.
+RESUMED_FLOW: Table = {
+    (_S.WAIT_SERVER_FLIGHT, CHANGE_CIPHER_SPEC): Transition(None, _S.WAIT_FINISHED),
+    (_S.WAIT_FINISHED, _H.finished): Transition(
+        ClientHandshake._on_finished_then_ours, _S.ESTABLISHED
+    ),
 }
 
 #: ECDHE_ECDSA (RFC 8422 §2.2): Certificate, ServerKeyExchange, [CertificateRequest], Done.

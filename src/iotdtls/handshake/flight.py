@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from iotdtls.config import RetransmitPolicy
 from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
-from iotdtls.record import ContentType
+from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType
 
 __all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
 
@@ -56,9 +56,15 @@ Sealer = Callable[[int, bytes, int], bytes]
 
 
 def cut_flight(
-    items: Sequence[FlightItem], mtu: int, overhead: Callable[[int], int], seal: Sealer
+    items: Sequence[FlightItem],
+    mtu: int,
+    overhead: Callable[[int], int],
+    seal: Sealer,
+    max_payload: int = MAX_PLAINTEXT_LENGTH,
 ) -> list[bytes]:
-    """Fragment and pack a flight into datagrams of at most `mtu` bytes each."""
+    """Fragment and pack a flight into datagrams of at most `mtu` bytes each, with no record
+    plaintext (handshake header and fragment) over `max_payload` bytes: the negotiated
+    max_fragment_length (RFC 6066 §4) or 2^14."""
     datagrams: list[bytes] = []
     current = bytearray()
 
@@ -84,7 +90,7 @@ def cut_flight(
                 datagrams.append(bytes(current))
                 current = bytearray()
                 room = mtu - fixed
-            take = min(left, room)
+            take = min(left, room, max_payload - HANDSHAKE_HEADER_LEN)
             header = handshake_header(item.msg_type, item.message_seq, len(body), offset, take)
             fragment = header + body[offset : offset + take]
             current += seal(ContentType.handshake, fragment, item.epoch)

@@ -2,7 +2,9 @@
 
 It holds the transcript, both randoms and the master secret, and derives from them the record
 keys of the next epoch (through the suite's description) and the Finished verify_data. Nothing
-here depends on the key exchange: PSK and ECDHE both hand in a premaster secret.
+here depends on the key exchange: PSK and ECDHE both hand in a premaster secret. A resumed
+session (RFC 5246 §7.3) hands in its master secret instead (`resume`), and the master secret of
+a full handshake becomes the session state for later resumptions (`master_secret`).
 """
 
 from __future__ import annotations
@@ -62,10 +64,24 @@ class KeySchedule:
             master = extended_master_secret(premaster, self.transcript.digest())
         else:
             master = master_secret(premaster, self.client_random, self.server_random)
+        return self._epoch_keys(master, suite, is_client)
+
+    def resume(self, master: bytes, suite: SuiteInfo, is_client: bool) -> EpochKeys:
+        """The abbreviated handshake (RFC 5246 §7.3, §7.4.1.2): the session's master secret
+        with this handshake's fresh randoms gives new record keys (RFC 5246 §6.3)."""
+        return self._epoch_keys(master, suite, is_client)
+
+    def _epoch_keys(self, master: bytes, suite: SuiteInfo, is_client: bool) -> EpochKeys:
         self._master = master
         self._write_keylog()
         block = derive_key_block(master, self.client_random, self.server_random)
         return suite.epoch_keys(block, is_client)
+
+    @property
+    def master_secret(self) -> bytes:
+        """The master secret, for the session state of a resumable session only (a secret:
+        never log it)."""
+        return self._master
 
     def verify_data(self, from_client: bool) -> bytes:
         """Finished verify_data over the transcript so far (RFC 5246 §7.4.9)."""

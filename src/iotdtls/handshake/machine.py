@@ -9,6 +9,12 @@ current table is an unexpected_message (RFC 5246 §7.2.2, HS-5), raised in one p
 consume whole, reassembled messages and return the next flight together with the keys of the
 next epoch (`Outcome`); they never touch sockets, clocks or the record layer, and they never
 set the state: the table does.
+
+A session resumed from its session_id (RFC 5246 §7.3) runs the abbreviated flow, one more table
+in each role: the server's flight is ServerHello, ChangeCipherSpec, Finished, and the client's
+ChangeCipherSpec and Finished end it (the client then sends the last flight). A completed
+handshake with a session_id and the extended master secret yields the `SessionState` for the
+next resumption (`resumable_session`).
 """
 
 from __future__ import annotations
@@ -18,15 +24,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.crypto.suites import EpochKeys, SuiteInfo
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import BASE_ALERTS
-from iotdtls.handshake.flight import Flight, OutgoingMessage
+from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.identity import PeerIdentity
-from iotdtls.messages import Finished, HandshakeType
+from iotdtls.messages import Finished, HandshakeType, MaxFragmentLengthCode
+from iotdtls.sessions import SessionState
 
 __all__ = [
     "CHANGE_CIPHER_SPEC",
@@ -50,6 +57,12 @@ class NegotiatedSession:
     cipher_suite: int
     peer: PeerIdentity
     extended_master_secret: bool
+    #: The abbreviated handshake of a resumed session (RFC 5246 §7.3).
+    resumed: bool = False
+    #: The server_name the client sent (RFC 6066 §3), "" for none.
+    server_name: str = ""
+    #: The negotiated max_fragment_length in bytes (RFC 6066 §4), None for none.
+    max_fragment_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +118,20 @@ class HandshakeMachine:
         self.allowed_alerts: frozenset[AlertDescription] = BASE_ALERTS
         #: (url, SHA-1) of a peer's CertificateURL whose chain is still to be fetched.
         self.pending_certificate_urls: tuple[tuple[str, bytes], ...] = ()
+        #: The connection's clock at the message being handled (the core reads no clock).
+        self.now = 0.0
+        #: The credential mode of the association, once the hellos fixed it.
+        self.mode: Mode | None = None
+        #: The session of this association: its id (empty: never resumable) and whether this
+        #: handshake resumed it.
+        self.session_id = b""
+        self.resumed = False
+        #: Negotiated max_fragment_length code (RFC 6066 §4), 0 for none.
+        self.max_fragment_length = 0
+        #: The server_name the client sent (RFC 6066 §3), "" for none.
+        self.server_name = ""
+        #: The peer's heartbeat mode (RFC 6520 §2) once both sides agreed on heartbeats.
+        self.peer_heartbeat_mode: int | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} state={self.state.name}>"
@@ -195,9 +222,53 @@ class HandshakeMachine:
         self.keys.check_verify_data(received, from_client=not self.is_client)
         self.record(msg)
 
+    def _on_finished(self, msg: ReassembledMessage) -> None:
+        """The peer's Finished ends a handshake whose last flight is the peer's."""
+        self.check_finished(msg)
+
+    def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
+        """The peer's Finished verified, our ChangeCipherSpec and Finished end the handshake:
+        the last flight (RFC 6347 §4.2.4: no timer; kept to answer a repeated peer flight).
+        The server's in a full handshake, the client's in an abbreviated one."""
+        self.check_finished(msg)
+        return Outcome(Flight((OutgoingCcs(0), self.finished(epoch=1)), final=True))
+
+    @property
+    def fragment_limit(self) -> int | None:
+        """The negotiated max_fragment_length in bytes, None for none (RFC 6066 §4)."""
+        code = self.max_fragment_length
+        return MaxFragmentLengthCode(code).length if code else None
+
     def session(self) -> NegotiatedSession:
         assert self.peer is not None and self.suite is not None, "a completed handshake"
-        return NegotiatedSession(self.suite.code, self.peer, self.keys.extended_master_secret)
+        return NegotiatedSession(
+            self.suite.code,
+            self.peer,
+            self.keys.extended_master_secret,
+            self.resumed,
+            self.server_name,
+            self.fragment_limit,
+        )
+
+    def resumable_session(self) -> SessionState | None:
+        """The state a later handshake can resume (RES-1): only a completed handshake with a
+        session_id and the extended master secret (RES-3)."""
+        if not (self.complete and self.session_id and self.keys.extended_master_secret):
+            return None
+        assert self.suite is not None and self.peer is not None and self.mode is not None
+        return SessionState(
+            self.session_id,
+            self.suite.code,
+            self.mode,
+            self.keys.master_secret,
+            self.peer,
+            self.max_fragment_length,
+            self.server_name,
+        )
+
+    def forget_session(self) -> None:
+        """RFC 5246 §7.2.2: a connection that ended with a fatal alert must not be resumed."""
+        self.session_id = b""
 
 
 def _type_name(msg_type: int) -> str:

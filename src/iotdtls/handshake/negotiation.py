@@ -28,6 +28,7 @@ from iotdtls.handshake.peerauth import (
     own_raw_key,
     own_x509,
 )
+from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
 from iotdtls.messages import (
     CachedInfo,
     CachedInformationType,
@@ -42,9 +43,14 @@ from iotdtls.messages import (
     EcPointFormats,
     ExtendedMasterSecret,
     Extension,
+    Heartbeat,
+    HeartbeatMode,
+    MaxFragmentLength,
     NamedGroup,
+    RawPublicKeyCertificate,
     RenegotiationInfo,
     ServerCertificateType,
+    ServerName,
     SignatureAlgorithms,
     SignatureScheme,
     SupportedGroups,
@@ -52,6 +58,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.extensions import encode_vector
+from iotdtls.sessions import SessionState
 
 __all__ = [
     "ServerChoice",
@@ -59,7 +66,12 @@ __all__ = [
     "check_renegotiation_info",
     "choose_server_parameters",
     "client_offer",
+    "fragment_length_code",
+    "offerable_session",
+    "own_heartbeat_mode",
+    "resumption_refusal",
     "server_hello_extensions",
+    "session_answers",
 ]
 
 _EC_EXTENSIONS: tuple[Extension, ...] = (
@@ -73,10 +85,19 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
     """The suites and extensions of our ClientHello for the configured mode.
 
     Always an empty renegotiation_info (RFC 5746 §3.4, EXT-4) and extended_master_secret
-    (RFC 7627 §5.1, RES-3) unless turned off; never truncated_hmac (EXT-3)."""
-    exts: list[Extension] = [RenegotiationInfo(b"")]
+    (RFC 7627 §5.1, RES-3) unless turned off; never truncated_hmac (EXT-3). server_name for a
+    DNS name (RFC 6066 §3, EXT-2), max_fragment_length (RFC 6066 §4, EXT-1) and heartbeat
+    (RFC 6520 §2, EXT-5) when configured."""
+    exts: list[Extension] = []
+    if config.sni_name is not None:
+        exts.append(ServerName(config.sni_name))
+    if config.max_fragment_length is not None:
+        exts.append(MaxFragmentLength(fragment_length_code(config.max_fragment_length)))
+    exts.append(RenegotiationInfo(b""))
     if config.require_extended_master_secret:
         exts.append(ExtendedMasterSecret())
+    if config.heartbeat:
+        exts.append(own_heartbeat_mode(config))
     if config.mode is Mode.PSK:
         return (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,), tuple(exts)
     exts.extend(_EC_EXTENSIONS)
@@ -87,6 +108,48 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
     else:
         exts.extend(_x509_client_extensions(config))
     return (CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,), tuple(exts)
+
+
+def fragment_length_code(length: int) -> int:
+    """The MaxFragmentLength code of 512, 1024, 2048 or 4096 bytes (RFC 6066 §4: 2^(8+n))."""
+    return length.bit_length() - 1 - 8
+
+
+def own_heartbeat_mode(config: ClientConfig | ServerConfig) -> Heartbeat:
+    """Our heartbeat extension (RFC 6520 §2): whether the peer may send us requests."""
+    mode = (
+        HeartbeatMode.peer_allowed_to_send
+        if config.answer_heartbeats
+        else HeartbeatMode.peer_not_allowed_to_send
+    )
+    return Heartbeat(mode)
+
+
+def offerable_session(session: SessionState, config: ClientConfig) -> str | None:
+    """Why a client must not offer `session` to its server under `config` (None: it may).
+
+    RFC 5246 §7.4.1.2: the ClientHello carries the session's suite; RFC 7627 §5.3: and the
+    extended master secret; RFC 6066 §3, §4: and the session's server_name and fragment length.
+    The session must also be one with the server this configuration is provisioned for (the
+    same PSK identity, a pinned raw key)."""
+    offered_suites, _ = client_offer(config)
+    peer = session.peer
+    wanted_mfl = 0 if config.max_fragment_length is None else config.max_fragment_length
+    if not config.require_extended_master_secret:
+        return "the extended master secret is not offered"
+    if session.cipher_suite not in offered_suites or session.mode is not config.mode:
+        return "the session's suite or mode is not the configured one"
+    if session.max_fragment_length != (wanted_mfl and fragment_length_code(wanted_mfl)):
+        return "the session's max_fragment_length is not the configured one"
+    if session.server_name != (config.sni_name or ""):
+        return "the session's server_name is not the configured one"
+    if config.mode is Mode.PSK:
+        same = isinstance(peer, PskIdentity) and peer.identity == config.identity
+    elif config.mode is Mode.RAW_PUBLIC_KEY:
+        same = isinstance(peer, RawPublicKeyIdentity) and peer.sha256 in config.server_key_pins
+    else:
+        same = isinstance(peer, CertificateIdentity)
+    return None if same else "the session is with another server identity"
 
 
 def cached_chain_fingerprint(config: ClientConfig) -> bytes:
@@ -274,16 +337,27 @@ def _client_verifier(hello: ClientHello, config: ServerConfig) -> PeerVerifier |
     )
 
 
-def server_hello_extensions(
-    hello: ClientHello, choice: ServerChoice, ems: bool
+def session_answers(
+    hello: ClientHello, ems: bool, extras: tuple[Extension, ...]
 ) -> tuple[Extension, ...]:
-    """Our answers, only to extensions the client sent (RFC 5246 §7.4.1.4)."""
+    """The ServerHello answers every handshake has, resumed or full: renegotiation_info (RFC
+    5746 §3.6), extended_master_secret (RFC 7627 §5.2, §5.3), then `extras` (the
+    max_fragment_length and heartbeat answers, and server_name in a full handshake)."""
     reply: list[Extension] = []
     scsv = CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV in hello.cipher_suites
     if find_extension(hello.extensions, RenegotiationInfo) is not None or scsv:
-        reply.append(RenegotiationInfo(b""))  # RFC 5746 §3.6
+        reply.append(RenegotiationInfo(b""))
     if ems:
         reply.append(ExtendedMasterSecret())
+    return (*reply, *extras)
+
+
+def server_hello_extensions(
+    hello: ClientHello, choice: ServerChoice, ems: bool, extras: tuple[Extension, ...] = ()
+) -> tuple[Extension, ...]:
+    """Our answers in a full handshake, only to extensions the client sent (RFC 5246
+    §7.4.1.4)."""
+    reply = list(session_answers(hello, ems, extras))
     if choice.own is None:
         return tuple(reply)
     if find_extension(hello.extensions, EcPointFormats) is not None:
@@ -295,3 +369,54 @@ def server_hello_extensions(
         reply.append(ClientCertificateType((choice.client_verifier.certificate_type,)))
     reply.extend(choice.answers)
     return tuple(reply)
+
+
+def resumption_refusal(
+    state: SessionState, hello: ClientHello, config: ServerConfig, server_name: str, mfl: int
+) -> str | None:
+    """Why the server will not resume `state` for `hello` (None: it will; RES-1).
+
+    The ClientHello must still offer the session's suite (RFC 5246 §7.4.1.2), name the same
+    server (RFC 6066 §3) and ask for the same fragment length (RFC 6066 §4: it binds the whole
+    session); and the server's configuration of today must still pick the session's suite and
+    mode for this client and still accept the peer the full handshake authenticated: its PSK
+    identity is still known, its raw key still provisioned, its chain still valid under the
+    trust anchors, or client authentication still not required. A refusal means a full
+    handshake, never an error."""
+    if state.cipher_suite not in hello.cipher_suites:
+        return "the client does not offer the session's cipher suite"
+    if state.server_name != server_name:
+        return "the client names another server"
+    if state.max_fragment_length != mfl:
+        return "the client asks for another max_fragment_length"
+    try:
+        choice = choose_server_parameters(hello, config)
+    except ProtocolError as exc:
+        return f"the configuration no longer serves this client ({exc})"
+    if choice.suite.code != state.cipher_suite or choice.mode is not state.mode:
+        return "the configuration now picks another suite or mode"
+    return _peer_refusal(state, choice, config)
+
+
+def _peer_refusal(state: SessionState, choice: ServerChoice, config: ServerConfig) -> str | None:
+    peer = state.peer
+    if isinstance(peer, PskIdentity):
+        try:
+            known = config.lookup_psk(peer.identity) is not None
+        except Exception:  # the application's lookup: a failure refuses, the full one reports
+            known = False
+        return None if known else "the PSK identity is no longer known"
+    verifier = choice.client_verifier
+    if verifier is None:
+        return None  # no client authentication required (any more)
+    if isinstance(peer, RawPublicKeyIdentity):
+        body = RawPublicKeyCertificate(peer.spki).encode()
+    elif isinstance(peer, CertificateIdentity):
+        body = Certificate(peer.chain).encode()
+    else:
+        return "the configuration now requires client authentication"
+    try:
+        verifier.verify(body)
+    except ProtocolError as exc:
+        return f"the client's credential is no longer accepted ({exc})"
+    return None

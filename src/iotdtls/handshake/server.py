@@ -6,16 +6,23 @@ ClientHello when cookies are off), so no public-key operation happens before the
 its address (HS-2). Its handler picks the suite, certificate types, key exchange and flow table.
 Flights: 4 ServerHello, [Certificate, ServerKeyExchange, [CertificateRequest]], ServerHelloDone
 (PSK: no ServerKeyExchange, no identity hint, PSK-3); 6 ChangeCipherSpec, Finished.
+
+A ClientHello naming a cached session (RES-1) that the configuration of today still accepts
+gets the abbreviated handshake instead: flight 2 is ServerHello, ChangeCipherSpec, Finished,
+and the client's ChangeCipherSpec and Finished end it. The client's server_name picks the
+credentials (RFC 6066 §3) before anything else is decided.
 """
 
 from __future__ import annotations
 
+import logging
 from enum import Enum, auto
 from typing import ClassVar
 
 from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import verify_digest_signature
+from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import MODE_ALERTS
 from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs
@@ -35,7 +42,10 @@ from iotdtls.handshake.negotiation import (
     ServerChoice,
     check_renegotiation_info,
     choose_server_parameters,
+    own_heartbeat_mode,
+    resumption_refusal,
     server_hello_extensions,
+    session_answers,
 )
 from iotdtls.handshake.peerauth import PeerVerifier
 from iotdtls.handshake.reassembly import ReassembledMessage
@@ -49,14 +59,31 @@ from iotdtls.messages import (
     CertificateVerify,
     ClientHello,
     ExtendedMasterSecret,
+    Extension,
     HandshakeType,
+    Heartbeat,
+    MaxFragmentLength,
     RequestedCertificateType,
     ServerHello,
+    ServerName,
     SignatureScheme,
     find_extension,
 )
+from iotdtls.sessions import SessionState, SessionStore
 
-__all__ = ["ServerHandshake", "ServerState", "check_client_version"]
+__all__ = [
+    "CLIENT_AUTH_FLOW",
+    "CLIENT_AUTH_URL_FLOW",
+    "KEY_EXCHANGE_FLOW",
+    "RESUMED_FLOW",
+    "ServerHandshake",
+    "ServerState",
+    "check_client_version",
+]
+
+logger = logging.getLogger("iotdtls")
+#: Length of the session_ids we issue (RFC 5246 §7.4.1.2: up to 32 bytes, random).
+SESSION_ID_LENGTH = 32
 
 
 class ServerState(Enum):
@@ -87,8 +114,14 @@ class ServerHandshake(HandshakeMachine):
     is_client = False
     config: ServerConfig
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, session_store: SessionStore | None = None) -> None:
         super().__init__(config, ServerState.WAIT_CLIENT_HELLO)
+        #: Where sessions are cached and looked up (None: no resumption).
+        self._store = session_store
+        #: The configuration whose credentials serve this client (SNI may pick another).
+        self.credentials: ServerConfig = config
+        #: The client's server_name chose `credentials` (answered in ServerHello).
+        self._named = False
         self._exchange: ServerKeyExchanger | None = None
         self._verifier: PeerVerifier | None = None
         self._client_spki = b""
@@ -108,33 +141,150 @@ class ServerHandshake(HandshakeMachine):
                 "client does not offer the extended master secret",
                 AlertDescription.handshake_failure,
             )
-        choice = choose_server_parameters(hello, self.config)
-        self.suite = choice.suite
-        self.allowed_alerts = MODE_ALERTS[choice.mode]
+        self.credentials = self._credentials_for(hello)
         self.keys.extended_master_secret = ems
         self.keys.client_random = hello.random
         self.keys.server_random = random_bytes(32)
         # The first ClientHello we see starts the message numbering (RFC 6347 §4.2.2).
         self.send_seq = msg.message_seq
+        extras = self._negotiate_extensions(hello)
+        session = self._resumable(hello, ems)
+        if session is not None:
+            self.record(msg)
+            return self._resume(hello, session, extras)
+        choice = choose_server_parameters(hello, self.credentials)
         self.record(msg)
+        return self._full_handshake(hello, choice, ems, extras)
+
+    def _full_handshake(
+        self, hello: ClientHello, choice: ServerChoice, ems: bool, extras: tuple[Extension, ...]
+    ) -> Outcome:
+        """Flight 4: ServerHello, [Certificate, ServerKeyExchange, [CertificateRequest]],
+        ServerHelloDone. A new session_id only where the session can be resumed later: with a
+        session store and the extended master secret (RES-3), otherwise empty (RFC 5246
+        §7.4.1.3: the session will not be cached)."""
+        self.suite = choice.suite
+        self.mode = choice.mode
+        self.allowed_alerts = MODE_ALERTS[choice.mode]
+        if self._store is not None and ems:
+            self.session_id = random_bytes(SESSION_ID_LENGTH)
+        if self._named:
+            extras = (*extras, ServerName(""))  # RFC 6066 §3: the name chose our credentials
         server_hello = ServerHello(
             server_version=DTLS_1_2,
             random=self.keys.server_random,
-            session_id=b"",
+            session_id=self.session_id,
             cipher_suite=choice.suite.code,
             compression_method=0,
-            extensions=server_hello_extensions(hello, choice, ems),
+            extensions=server_hello_extensions(hello, choice, ems, extras),
         )
         items: list[FlightItem] = [self.outgoing(HandshakeType.server_hello, server_hello.encode())]
         items += self._key_exchange_messages(choice)
         items.append(self.outgoing(HandshakeType.server_hello_done, b""))
         return Outcome(Flight(tuple(items)))
 
+    def _resume(
+        self, hello: ClientHello, session: SessionState, extras: tuple[Extension, ...]
+    ) -> Outcome:
+        """The abbreviated handshake (RFC 5246 §7.3, RES-1): ServerHello with the client's
+        session_id, ChangeCipherSpec and Finished under keys from the session's master secret
+        and the new randoms. The peer is the one the full handshake authenticated; no
+        server_name answer (RFC 6066 §3)."""
+        suite = suite_info(session.cipher_suite)
+        assert suite is not None, "a SessionState names one of our suites"
+        self.suite, self.mode, self.peer = suite, session.mode, session.peer
+        self.allowed_alerts = MODE_ALERTS[session.mode]
+        self.resumed = True
+        self.session_id = session.session_id
+        server_hello = ServerHello(
+            server_version=DTLS_1_2,
+            random=self.keys.server_random,
+            session_id=session.session_id,
+            cipher_suite=suite.code,
+            compression_method=0,
+            extensions=session_answers(hello, True, extras),
+        )
+        hello_out = self.outgoing(HandshakeType.server_hello, server_hello.encode())
+        keys = self.keys.resume(session.master_secret, suite, False)
+        self.table = RESUMED_FLOW
+        return Outcome(Flight((hello_out, OutgoingCcs(0), self.finished(epoch=1))), keys)
+
+    def _credentials_for(self, hello: ClientHello) -> ServerConfig:
+        """Server Name Indication (RFC 6066 §3, EXT-2): the credentials that serve the name the
+        client sent, through `server_name_lookup`; unrecognized_name for a name it does not
+        know (or this configuration's credentials, as configured)."""
+        sni = find_extension(hello.extensions, ServerName)
+        self.server_name = "" if sni is None else sni.host_name.lower()
+        lookup = self.config.server_name_lookup
+        if sni is None or lookup is None:
+            return self.config
+        try:
+            named = lookup(self.server_name)
+        except Exception as exc:
+            logger.warning("server_name_lookup raised %s", type(exc).__name__)
+            raise ProtocolError(
+                "server_name_lookup failed", AlertDescription.internal_error
+            ) from None
+        if named is None:
+            if self.config.reject_unknown_server_names:
+                raise ProtocolError(
+                    f"no credentials for server_name {self.server_name!r}",
+                    AlertDescription.unrecognized_name,
+                )
+            return self.config
+        if not isinstance(named, ServerConfig):
+            logger.warning("server_name_lookup returned %s", type(named).__name__)
+            raise ProtocolError(
+                "server_name_lookup returned no ServerConfig", AlertDescription.internal_error
+            )
+        self._named = True
+        return named
+
+    def _negotiate_extensions(self, hello: ClientHello) -> tuple[Extension, ...]:
+        """max_fragment_length, honoured as asked (RFC 6066 §4, EXT-1), and heartbeat when
+        configured (RFC 6520 §2, EXT-5): our answers for the ServerHello."""
+        answers: list[Extension] = []
+        mfl = find_extension(hello.extensions, MaxFragmentLength)
+        if mfl is not None:
+            self.max_fragment_length = mfl.code
+            answers.append(MaxFragmentLength(mfl.code))
+        heartbeat = find_extension(hello.extensions, Heartbeat)
+        if heartbeat is not None and self.config.heartbeat:
+            self.peer_heartbeat_mode = heartbeat.mode
+            answers.append(own_heartbeat_mode(self.config))
+        return tuple(answers)
+
+    def _resumable(self, hello: ClientHello, ems: bool) -> SessionState | None:
+        """The cached session the client asks to resume, if it may be (RES-1): looked up by
+        session_id only, so a client that moved to another address resumes too (RES-2)."""
+        if self._store is None or not hello.session_id:
+            return None
+        try:
+            session = self._store.get(hello.session_id, self.now)
+        except Exception as exc:  # an application store that failed: a full handshake
+            logger.warning("session store get raised %s", type(exc).__name__)
+            return None
+        if session is None:
+            return None
+        if not ems:
+            # RFC 7627 §5.3: every cached session used the extended master secret (RES-3).
+            raise ProtocolError(
+                "resumption without the extended master secret of the session",
+                AlertDescription.handshake_failure,
+            )
+        refusal = resumption_refusal(
+            session, hello, self.credentials, self.server_name, self.max_fragment_length
+        )
+        if refusal is not None:
+            logger.debug("session not resumed: %s", refusal)
+            return None
+        return session
+
     def _key_exchange_messages(self, choice: ServerChoice) -> list[FlightItem]:
         """Certificate, ServerKeyExchange and CertificateRequest as the choice needs them; the
         flow table follows from the same choice."""
         if choice.own is None:
-            self._exchange = PskServerExchange(self.config.lookup_psk)
+            self._exchange = PskServerExchange(self.credentials.lookup_psk)
             self.table = KEY_EXCHANGE_FLOW
             return []
         assert choice.own.key is not None, "our own credentials always have a key"
@@ -203,11 +353,39 @@ class ServerHandshake(HandshakeMachine):
 
     @property
     def awaits_authenticated_finished(self) -> bool:
-        return self.state in (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
+        return not self.resumed and self.state in (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
 
-    def _on_finished(self, msg: ReassembledMessage) -> Outcome:
-        self.check_finished(msg)
-        return Outcome(Flight((OutgoingCcs(0), self.finished(epoch=1)), final=True))
+    def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
+        """The end of a full handshake; its session is cached for resumption (RES-1)."""
+        outcome = super()._on_finished_then_ours(msg)
+        self._cache_session()
+        return outcome
+
+    def _cache_session(self) -> None:
+        if self._store is None or not self.session_id:
+            return
+        assert self.suite is not None and self.peer is not None and self.mode is not None
+        state = SessionState(
+            self.session_id,
+            self.suite.code,
+            self.mode,
+            self.keys.master_secret,
+            self.peer,
+            self.max_fragment_length,
+            self.server_name,
+        )
+        try:
+            self._store.put(state, self.now)
+        except Exception as exc:
+            logger.warning("session store put raised %s", type(exc).__name__)
+
+    def forget_session(self) -> None:
+        if self._store is not None and self.session_id:
+            try:
+                self._store.remove(self.session_id)
+            except Exception as exc:
+                logger.warning("session store remove raised %s", type(exc).__name__)
+        super().forget_session()
 
     HELLO_TABLE: ClassVar[Table] = {
         (ServerState.WAIT_CLIENT_HELLO, HandshakeType.client_hello): Transition(
@@ -220,7 +398,9 @@ _S = ServerState
 _H = HandshakeType
 _END: Table = {
     (_S.WAIT_CCS, CHANGE_CIPHER_SPEC): Transition(None, _S.WAIT_FINISHED),
-    (_S.WAIT_FINISHED, _H.finished): Transition(ServerHandshake._on_finished, _S.ESTABLISHED),
+    (_S.WAIT_FINISHED, _H.finished): Transition(
+        ServerHandshake._on_finished_then_ours, _S.ESTABLISHED
+    ),
 }
 
 #: PSK, or ECDHE without client authentication: ClientKeyExchange, CCS, Finished.
@@ -244,6 +424,13 @@ CLIENT_AUTH_FLOW: Table = {
         ServerHandshake._on_certificate_verify, _S.WAIT_CCS
     ),
     **_END,
+}
+
+#: The abbreviated handshake (RFC 5246 §7.3, RES-1): after our ServerHello, ChangeCipherSpec
+#: and Finished, the client's ChangeCipherSpec and Finished.
+RESUMED_FLOW: Table = {
+    (_S.WAIT_CLIENT_FLIGHT, CHANGE_CIPHER_SPEC): Transition(None, _S.WAIT_FINISHED),
+    (_S.WAIT_FINISHED, _H.finished): Transition(ServerHandshake._on_finished, _S.ESTABLISHED),
 }
 
 #: The same, when the client may send a CertificateURL instead (RFC 6066 §5, CRT-7).

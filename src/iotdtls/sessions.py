@@ -1,0 +1,222 @@
+"""Sessions for resumption (RFC 5246 §7.3, §7.4.1.2; RFC 7627 §5.3; profile "Session
+Resumption", RES-1 .. RES-3).
+
+`SessionState` is what an abbreviated handshake takes from the full handshake that created the
+session: the session_id, the cipher suite, the master secret, the mode and who the peer was,
+and what RFC 6066 binds to the whole session (the max_fragment_length, §4, and the server_name,
+§3). Only sessions that used the extended master secret are ever resumed (RES-3), so the state
+does not record it: every `SessionState` is an EMS session.
+
+A session serializes to bytes (`to_bytes` / `from_bytes`), so a client can keep it across a
+sleep or a restart and a server's store can live outside the process. Those bytes hold the
+master secret: keep them like a key (a file readable by its owner only, mode 0600). The repr
+never shows the secret.
+
+`SessionStore` is the server's cache interface (get, put and remove by session_id), so a
+deployment can put sessions in a shared store; `MemorySessionStore` is the bounded default:
+at most `max_entries` sessions, each for `lifetime` seconds from its creation, the least
+recently used evicted first. Times are the caller's clock (the connection's `now`); the store
+reads none.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from iotdtls._buffer import Reader, Writer
+from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
+from iotdtls.crypto.suites import suite_info
+from iotdtls.errors import ConfigError, DecodeError
+from iotdtls.identity import (
+    CertificateIdentity,
+    PeerIdentity,
+    PskIdentity,
+    RawPublicKeyIdentity,
+    UnauthenticatedPeer,
+)
+from iotdtls.messages import MaxFragmentLengthCode
+
+__all__ = [
+    "MemorySessionStore",
+    "SessionState",
+    "SessionStore",
+]
+
+#: RFC 5246 §7.4.1.2: SessionID<0..32>; a resumable session has a non-empty one.
+MAX_SESSION_ID_LENGTH = 32
+MASTER_SECRET_LENGTH = 48
+
+#: Start of the serialized form, followed by its version byte.
+_MAGIC = b"iotdtls-session"
+_VERSION = 1
+_MODE_CODES = {Mode.PSK: 1, Mode.RAW_PUBLIC_KEY: 2, Mode.X509: 3}
+_MODES = {code: mode for mode, code in _MODE_CODES.items()}
+_PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """One resumable session (RFC 5246 §7.3: session identifier, cipher spec, master secret,
+    peer; RFC 6066 §3, §4: server name and fragment length). Client and server keep the same
+    fields; on the server, `peer` is the client the full handshake authenticated."""
+
+    session_id: bytes
+    cipher_suite: int
+    mode: Mode
+    master_secret: bytes = field(repr=False, compare=False)
+    peer: PeerIdentity
+    #: The max_fragment_length code (RFC 6066 §4) the session negotiated, 0 for none.
+    max_fragment_length: int = 0
+    #: The server_name the client sent (RFC 6066 §3), "" for none.
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.session_id) <= MAX_SESSION_ID_LENGTH:
+            raise ConfigError("a resumable session has a session_id of 1 to 32 bytes")
+        if len(self.master_secret) != MASTER_SECRET_LENGTH:
+            raise ConfigError("a session's master secret is 48 bytes")
+        if suite_info(self.cipher_suite) is None:
+            raise ConfigError(f"cipher suite {self.cipher_suite:#06x} is not one of ours")
+        if self.max_fragment_length not in (0, *MaxFragmentLengthCode):
+            raise ConfigError(f"max_fragment_length code {self.max_fragment_length} is not 0-4")
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionState(id={self.session_id.hex()[:16]}..., suite={self.cipher_suite:#06x}, "
+            f"mode={self.mode.value}, peer={self.peer}, master_secret=<redacted>)"
+        )
+
+    def to_bytes(self) -> bytes:
+        """The session as bytes for `from_bytes`. They hold the master secret: store them
+        where only the owner can read them (mode 0600), never in a log."""
+        w = Writer()
+        w.push_bytes(_MAGIC)
+        w.push_uint8(_VERSION)
+        w.push_vector(1, self.session_id)
+        w.push_uint16(self.cipher_suite)
+        w.push_uint8(_MODE_CODES[self.mode])
+        w.push_vector(1, self.master_secret)
+        w.push_uint8(self.max_fragment_length)
+        w.push_vector(1, self.server_name.encode("ascii"))
+        _push_peer(w, self.peer)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionState:
+        """A session from `to_bytes`; `ValueError` (one line) for anything else."""
+        try:
+            r = Reader(bytes(data))
+            if r.pull_bytes(len(_MAGIC)) != _MAGIC or r.pull_uint8() != _VERSION:
+                raise DecodeError("unknown format or version")
+            session_id = r.pull_vector(1)
+            suite = r.pull_uint16()
+            mode = _MODES.get(r.pull_uint8())
+            master = r.pull_vector(1)
+            mfl = r.pull_uint8()
+            name = r.pull_vector(1).decode("ascii")
+            peer = _pull_peer(r)
+            r.expect_end()
+            if mode is None:
+                raise DecodeError("unknown mode")
+            return cls(session_id, suite, mode, master, peer, mfl, name)
+        except (DecodeError, ConfigError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a session saved by this version of iotdtls ({exc})") from None
+
+
+def _push_peer(w: Writer, peer: PeerIdentity) -> None:
+    if isinstance(peer, PskIdentity):
+        w.push_uint8(_PSK)
+        w.push_vector(2, peer.identity)
+    elif isinstance(peer, RawPublicKeyIdentity):
+        w.push_uint8(_RPK)
+        w.push_vector(2, peer.spki)
+    elif isinstance(peer, CertificateIdentity):
+        w.push_uint8(_X509)
+        w.push_vector(2, peer.name.encode("utf-8"))
+        with w.block(3):
+            for cert in peer.chain:
+                w.push_vector(3, cert)
+    else:
+        w.push_uint8(_NONE)
+
+
+def _pull_peer(r: Reader) -> PeerIdentity:
+    kind = r.pull_uint8()
+    if kind == _PSK:
+        return PskIdentity(r.pull_vector(2))
+    if kind == _RPK:
+        return RawPublicKeyIdentity(r.pull_vector(2, 1))
+    if kind == _X509:
+        name = r.pull_vector(2).decode("utf-8")
+        chain = r.pull_block(3)
+        certs: list[bytes] = []
+        while not chain.eof():
+            certs.append(chain.pull_vector(3, 1))
+        return CertificateIdentity(name, tuple(certs))
+    if kind == _NONE:
+        return UnauthenticatedPeer()
+    raise DecodeError(f"unknown peer kind {kind}")
+
+
+class SessionStore(Protocol):
+    """A server's session cache, keyed by session_id (RES-1). `now` is the connection's
+    clock. An implementation may forget a session at any time: the client then gets a full
+    handshake."""
+
+    def get(self, session_id: bytes, now: float) -> SessionState | None:
+        """The live session of that id, or None."""
+        ...
+
+    def put(self, state: SessionState, now: float) -> None:
+        """Keep a session created (by a full handshake) at `now`."""
+        ...
+
+    def remove(self, session_id: bytes) -> None:
+        """Forget a session (one that ended with a fatal alert, RFC 5246 §7.2.2)."""
+        ...
+
+
+class MemorySessionStore:
+    """The default `SessionStore`: in memory, at most `max_entries` sessions, each for
+    `lifetime` seconds from its creation; when full, the least recently used one goes."""
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_SESSION_CACHE_SIZE,
+        lifetime: float = DEFAULT_SESSION_LIFETIME,
+    ) -> None:
+        if not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigError(f"session cache size must be at least 1, got {max_entries!r}")
+        if not lifetime > 0:
+            raise ConfigError(f"session lifetime must be > 0 seconds, got {lifetime}")
+        self.max_entries = max_entries
+        self.lifetime = lifetime
+        self._entries: OrderedDict[bytes, tuple[SessionState, float]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<MemorySessionStore {len(self)}/{self.max_entries} lifetime={self.lifetime}s>"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, session_id: bytes, now: float) -> SessionState | None:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return None
+        state, created = entry
+        if now - created >= self.lifetime:
+            del self._entries[session_id]
+            return None
+        self._entries.move_to_end(session_id)
+        return state
+
+    def put(self, state: SessionState, now: float) -> None:
+        self._entries[state.session_id] = (state, now)
+        self._entries.move_to_end(state.session_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def remove(self, session_id: bytes) -> None:
+        self._entries.pop(session_id, None)
