@@ -37,8 +37,10 @@ from iotdtls.events import (
     DataReceived,
     Event,
     HandshakeComplete,
+    HeartbeatAnswered,
 )
-from iotdtls.identity import PeerIdentity, PskIdentity
+from iotdtls.identity import PskIdentity
+from iotdtls.sessions import SessionState, SessionStore
 from iotdtls.stats import ServerStats
 from iotdtls.trace import describe_datagram
 
@@ -93,11 +95,60 @@ class _Inbox:
         return item
 
 
+class _HeartbeatWaiters:
+    """Callers of `heartbeat()` waiting for the answer to the request in flight (RFC 6520 §3:
+    one at a time, so they all wait for the same one)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: list[asyncio.Future[bool]] = []
+
+    def add(self) -> asyncio.Future[bool]:
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiting.append(waiter)
+        return waiter
+
+    def answered(self) -> None:
+        self._end(lambda w: w.set_result(True))
+
+    def closed(self, error: DtlsError | None) -> None:
+        """The association ended: a clean end is no answer, an error is raised."""
+        if error is None:
+            self._end(lambda w: w.set_result(False))
+        else:
+            self._end(lambda w: w.set_exception(error))
+
+    def _end(self, settle: Callable[[asyncio.Future[bool]], None]) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                settle(waiter)
+
+
+async def _wait_heartbeat(
+    conn: DtlsConnection, waiters: _HeartbeatWaiters, now: float, flush: Callable[[], None],
+    timeout: float,
+) -> bool:
+    """Send a heartbeat request unless one is in flight, and wait up to `timeout` seconds for
+    its answer (EXT-5)."""
+    if conn.state is not ConnectionState.ESTABLISHED:
+        raise conn.error or LocalProtocolError("the association has ended")
+    waiter = waiters.add()
+    if not conn.heartbeat_in_flight:
+        conn.send_heartbeat(now)
+        flush()
+    try:
+        return await asyncio.wait_for(waiter, timeout)
+    except TimeoutError:
+        return False
+
+
 class _ClientProtocol(asyncio.DatagramProtocol):
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, session: SessionState | None) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
-        self.connection = DtlsConnection(config)
+        self.connection = DtlsConnection(config, session=session)
+        self.heartbeats = _HeartbeatWaiters(self.loop)
         #: Failed handshakes so far (retried per `config.retry`, RPK-4).
         self.failures = 0
         self._retry: asyncio.TimerHandle | None = None
@@ -151,9 +202,12 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self.handshake_done.set_result(None)
         elif isinstance(event, DataReceived):
             self.inbox.put(event.data)
+        elif isinstance(event, HeartbeatAnswered):
+            self.heartbeats.answered()
         elif isinstance(event, ConnectionClosed):
             if not self.handshake_done.done() and self._retry_later(event.error):
                 return
+            self.heartbeats.closed(event.error)
             self.inbox.end(event.error)
             if not self.handshake_done.done():
                 error = event.error or LocalProtocolError("closed during the handshake")
@@ -171,6 +225,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         return True
 
     def _restart(self) -> None:
+        # A retry is a full handshake: whatever failed may have been the session we offered.
         self._retry = None
         self.connection = DtlsConnection(self.config)
         self.connection.connect(self.loop.time())
@@ -209,10 +264,33 @@ class ClientConnection:
         """The socket address of our end, as asyncio gives it."""
         return tuple(self._transport.get_extra_info("sockname"))
 
+    @property
+    def session(self) -> SessionState | None:
+        """The session to save for a later resumption (`connect(..., session=)`, RES-1): its
+        `to_bytes()` hold the master secret (keep them mode 0600). None when the server gave
+        no resumable session (or after a fatal alert)."""
+        return self._protocol.connection.session
+
+    @property
+    def resumed(self) -> bool:
+        """True when this association resumed the session given to `connect`."""
+        return self._protocol.connection.resumed
+
     def send(self, data: bytes) -> None:
         """Send one datagram of application data."""
         self._protocol.connection.send(data)
         self._protocol.flush()
+
+    async def heartbeat(self, timeout: float) -> bool:
+        """Send a heartbeat request (RFC 6520, EXT-5; needs `config.heartbeat` and a peer that
+        accepts requests) and wait up to `timeout` seconds: True when the peer answered. A
+        request already in flight is waited for instead. Raises the error that ended the
+        association meanwhile (`PeerUnresponsive` after `config.handshake_timeout` seconds
+        without an answer)."""
+        proto = self._protocol
+        return await _wait_heartbeat(
+            proto.connection, proto.heartbeats, proto.loop.time(), proto.flush, timeout
+        )
 
     async def recv(self) -> bytes | None:
         """The next datagram; None after a clean close; raises the error that ended it."""
@@ -245,10 +323,12 @@ class _Connect:
         config: ClientConfig,
         sock: socket.socket | None,
         chain_cache: ChainCache | None,
+        session: SessionState | None,
     ) -> None:
         self._args = (host, port, config)
         self._sock = sock
         self._cache = chain_cache
+        self._session = session
         self._conn: ClientConnection | None = None
 
     def __await__(self) -> Any:
@@ -261,12 +341,12 @@ class _Connect:
         loop = asyncio.get_running_loop()
         if self._sock is None:
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _ClientProtocol(config), remote_addr=(host, port)
+                lambda: _ClientProtocol(config, self._session), remote_addr=(host, port)
             )
         else:
             _connect_socket(self._sock, host, port)
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _ClientProtocol(config), sock=self._sock
+                lambda: _ClientProtocol(config, self._session), sock=self._sock
             )
         try:
             await protocol.handshake_done
@@ -302,6 +382,7 @@ def connect(
     *,
     sock: socket.socket | None = None,
     chain_cache: ChainCache | None = None,
+    session: SessionState | None = None,
 ) -> _Connect:
     """Open a UDP socket to `host:port` and complete the handshake.
 
@@ -309,20 +390,28 @@ def connect(
     network namespace); it is connected to `host:port` if it is not connected yet, and closed
     with the association. `chain_cache` keeps the server's certificate chain between runs, so
     the next handshake offers it in cached_info (RFC 7924) and the server may leave it out.
-    Raises the `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or
-    `HandshakeTimeout` (after `config.handshake_timeout`)."""
-    return _Connect(host, port, config, sock, chain_cache)
+    `session` (from an earlier association's `session`) asks the server to resume it: the
+    short handshake if the server still has it, a full one otherwise (RES-1). Raises the
+    `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
+    (after `config.handshake_timeout`)."""
+    return _Connect(host, port, config, sock, chain_cache, session)
 
 
 class ServerSession:
     """One established peer of a server, handed to the handler."""
 
-    def __init__(self, server: _ServerProtocol, address: Address, peer: PeerIdentity) -> None:
+    def __init__(self, server: _ServerProtocol, address: Address, done: HandshakeComplete) -> None:
         self._server = server
         self.address = address
-        #: Who the handshake authenticated (`iotdtls.identity`).
-        self.peer = peer
+        #: Who the handshake authenticated (`iotdtls.identity`); for a resumed session, who
+        #: the full handshake of that session authenticated.
+        self.peer = done.peer
+        #: The server_name the client asked for (RFC 6066 §3), "" for none.
+        self.server_name = done.server_name
+        #: The client resumed an earlier session (RES-1).
+        self.resumed = done.resumed
         self.inbox = _Inbox(server.endpoint.config.receive_queue)
+        self.heartbeats = _HeartbeatWaiters(server.loop)
 
     @property
     def psk_identity(self) -> bytes:
@@ -355,6 +444,17 @@ class ServerSession:
         """The next datagram; None after a clean close."""
         return await self.inbox.get()
 
+    async def heartbeat(self, timeout: float) -> bool:
+        """Send this client a heartbeat request (RFC 6520, EXT-5) and wait up to `timeout`
+        seconds: True when it answered (see `ClientConnection.heartbeat`)."""
+        conn = self._server.endpoint.connections.get(self.address)
+        if self.ended or conn is None:
+            raise LocalProtocolError("the association with this peer has ended")
+        server = self._server
+        return await _wait_heartbeat(
+            conn, self.heartbeats, server.loop.time(), server.flush, timeout
+        )
+
     def close(self) -> None:
         self._server.close_peer(self.address)
 
@@ -371,9 +471,11 @@ Handler = Callable[[ServerSession], Awaitable[None]]
 
 
 class _ServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler, config: ServerConfig) -> None:
+    def __init__(
+        self, handler: Handler, config: ServerConfig, session_store: SessionStore | None
+    ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.endpoint = ServerEndpoint(config)
+        self.endpoint = ServerEndpoint(config, session_store=session_store)
         self.handler = handler
         self.transport: asyncio.DatagramTransport | None = None
         self.sessions: dict[Address, ServerSession] = {}
@@ -439,11 +541,12 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
             self.stats.handshakes_completed += 1
-            logger.info("handshake complete: peer %s %s", _fmt(address), event.peer)
+            who = f"{_fmt(address)} {event.peer}"
+            logger.info("handshake complete: peer %s%s", who, _notes(event))
             old = self.sessions.pop(address, None)
             if old is not None:
                 old.inbox.end(None)
-            session = ServerSession(self, address, event.peer)
+            session = ServerSession(self, address, event)
             self.sessions[address] = session
             task = self.loop.create_task(self._run(session))
             self.tasks.add(task)
@@ -452,6 +555,10 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             s = self.sessions.get(address)
             if s is not None:
                 s.inbox.put(event.data)
+        elif isinstance(event, HeartbeatAnswered):
+            s = self.sessions.get(address)
+            if s is not None:
+                s.heartbeats.answered()
         elif isinstance(event, ConnectionClosed):
             self._on_closed(address, event)
         elif isinstance(event, CertificateUrlsReceived):
@@ -490,6 +597,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         who = f"peer {_fmt(address)} {event.peer or 'before any identity'}"
         ended = self.sessions.pop(address, None)
         if ended is not None:
+            ended.heartbeats.closed(error)
             ended.inbox.end(error)
             if error is not None:
                 self.stats.associations_failed += 1
@@ -530,6 +638,16 @@ def _trace(direction: str, address: Any, data: bytes) -> None:
         except Exception as exc:  # a malformed datagram from the network
             text = f"undecodable ({type(exc).__name__})"
         logger.debug("%s %s %d B %s", direction, _fmt(address), len(data), text)
+
+
+def _notes(done: HandshakeComplete) -> str:
+    """What the handshake log line adds: the server_name asked for, resumption, MFL."""
+    notes = [f"server_name {done.server_name}"] if done.server_name else []
+    if done.resumed:
+        notes.append("resumed")
+    if done.max_fragment_length is not None:
+        notes.append(f"max_fragment_length {done.max_fragment_length}")
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def _fmt(address: Address) -> str:
@@ -589,21 +707,25 @@ async def serve(
     config: ServerConfig,
     *,
     sock: socket.socket | None = None,
+    session_store: SessionStore | None = None,
 ) -> DtlsServer:
     """Bind `host:port` and run `handler(session)` for every peer that completes a handshake.
 
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
-    `host:port` if it is not bound yet, and closed with the server."""
+    `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
+    the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1)."""
     loop = asyncio.get_running_loop()
+
+    def protocol_factory() -> _ServerProtocol:
+        return _ServerProtocol(handler, config, session_store)
+
     if sock is None:
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _ServerProtocol(handler, config), local_addr=(host, port)
+            protocol_factory, local_addr=(host, port)
         )
         enlarge_receive_buffer(transport.get_extra_info("socket"))
     else:
         if sock.getsockname()[1] == 0:
             sock.bind((host, port))
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _ServerProtocol(handler, config), sock=sock
-        )
+        transport, protocol = await loop.create_datagram_endpoint(protocol_factory, sock=sock)
     return DtlsServer(transport, protocol)

@@ -17,7 +17,8 @@ from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cache
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import DtlsError, LocalProtocolError
-from iotdtls.events import ConnectionClosed, DataReceived, Event
+from iotdtls.events import ConnectionClosed, DataReceived, Event, HeartbeatAnswered
+from iotdtls.sessions import SessionState
 
 __all__ = ["DtlsClient", "connect"]
 
@@ -29,20 +30,27 @@ class DtlsClient:
     """A connected UDP socket and one DTLS association, driven synchronously."""
 
     def __init__(
-        self, host: str, port: int, config: ClientConfig, *, sock: socket.socket | None = None
+        self,
+        host: str,
+        port: int,
+        config: ClientConfig,
+        *,
+        sock: socket.socket | None = None,
+        session: SessionState | None = None,
     ) -> None:
         """Prepare the socket (`sock` if given, e.g. one made in another network namespace);
-        `handshake()` starts the association."""
+        `handshake()` starts the association, offering `session` for resumption (RES-1)."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         family, _, _, _, address = infos[0]
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         self._sock.connect(address)
         self._config = config
-        self.connection = DtlsConnection(config)
+        self.connection = DtlsConnection(config, session=session)
         self._received: deque[bytes] = deque()
         #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
         self.dropped = 0
         self._closed_error: DtlsError | None = None
+        self._answered = False
 
     def __enter__(self) -> DtlsClient:
         return self
@@ -66,7 +74,7 @@ class DtlsClient:
                 if policy is None or failures >= policy.attempts:
                     raise
             time.sleep(policy.delay(failures))
-            self.connection = DtlsConnection(self._config)
+            self.connection = DtlsConnection(self._config)  # a retry is a full handshake
             self._closed_error = None
 
     def _handshake_once(self) -> None:
@@ -78,10 +86,32 @@ class DtlsClient:
         if self.connection.state is not ConnectionState.ESTABLISHED:
             raise LocalProtocolError("the peer closed the association during the handshake")
 
+    @property
+    def session(self) -> SessionState | None:
+        """The session to save for a later resumption (see `aio.ClientConnection.session`)."""
+        return self.connection.session
+
     def send(self, data: bytes) -> None:
         self._raise_if_failed()
         self.connection.send(data)
         self._flush()
+
+    def heartbeat(self, timeout: float) -> bool:
+        """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
+        `timeout` seconds for the answer; True when it came. Datagrams that arrive meanwhile
+        are kept for `recv`."""
+        self._raise_if_failed()
+        if not self.connection.heartbeat_in_flight:
+            self.connection.send_heartbeat(time.monotonic())
+            self._flush()
+        deadline = time.monotonic() + timeout
+        self._answered = False
+        while not self._answered and time.monotonic() < deadline:
+            if self.connection.state is ConnectionState.CLOSED:
+                self._raise_if_failed()
+                return False
+            self._pump(deadline)
+        return self._answered
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next application datagram, or None after `timeout` seconds (or a clean close)."""
@@ -131,6 +161,8 @@ class DtlsClient:
                 self.dropped += 1
             else:
                 self._received.append(event.data)
+        elif isinstance(event, HeartbeatAnswered):
+            self._answered = True
         elif isinstance(event, ConnectionClosed):
             self._closed_error = event.error
 
@@ -150,12 +182,14 @@ def connect(
     *,
     sock: socket.socket | None = None,
     chain_cache: ChainCache | None = None,
+    session: SessionState | None = None,
 ) -> DtlsClient:
-    """Connect and complete the handshake; raises `DtlsError` on failure. `chain_cache` keeps
-    the server's certificate chain between runs for cached_info (RFC 7924)."""
+    """Connect and complete the handshake (resuming `session` if the server still has it);
+    raises `DtlsError` on failure. `chain_cache` keeps the server's certificate chain between
+    runs for cached_info (RFC 7924)."""
     key = cache_key(config, host, port)
     config = with_cached_chain(config, chain_cache, key)
-    client = DtlsClient(host, port, config, sock=sock)
+    client = DtlsClient(host, port, config, sock=sock, session=session)
     try:
         client.handshake()
     except BaseException:

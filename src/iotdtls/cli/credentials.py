@@ -102,7 +102,8 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--server-name",
         metavar="NAME",
-        help="the server's DNS name (certificate check; default: the host)",
+        help="the server's DNS name: sent as server_name (SNI) and checked against its "
+        "certificate (default: the host)",
     )
     g.add_argument(
         "--cache-dir",
@@ -131,6 +132,9 @@ def client_config(
         raise UsageError("--cert/--key need trust anchors for the server: --cafile FILE")
     if args.cache_dir is not None and not x509:
         raise UsageError("--cache-dir keeps certificate chains: it needs --cafile FILE")
+    # The name the server is reached by: sent as server_name when it is a DNS name (SNI,
+    # RFC 6066 §3) and, with certificates, the name the server's certificate must carry.
+    settings.setdefault("server_name", args.server_name or host)
     if psk:
         if args.psk_identity is None or args.psk is None:
             raise UsageError("give --psk-identity ID and --psk HEX together")
@@ -144,7 +148,6 @@ def client_config(
     return ClientConfig(
         trust_anchors=load_certificate_file(args.cafile),
         certificate=_certified(args),
-        server_name=args.server_name or host,
         **settings,
     )
 

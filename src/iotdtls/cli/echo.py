@@ -1,5 +1,8 @@
 """`iotdtls server` (an echo server) and `iotdtls client` (stdin lines as datagrams, replies on
-stdout): argument wiring only, every protocol decision lives in the library."""
+stdout): argument wiring only, every protocol decision lives in the library. The client can
+keep its session in a file (`--session-file`, RES-1), ask for small records
+(`--max-fragment-length`, EXT-1) and name the server (`--server-name`, SNI, EXT-2); both keep
+their associations alive with heartbeats (`--heartbeat`, EXT-5)."""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from iotdtls import aio, loop, workers
+from iotdtls._files import write_atomically
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -30,12 +36,14 @@ from iotdtls.cli.credentials import (
     client_config,
     server_config,
 )
-from iotdtls.config import ClientConfig, RetryPolicy, ServerConfig
+from iotdtls.config import MAX_FRAGMENT_LENGTHS, ClientConfig, RetryPolicy, ServerConfig
+from iotdtls.sessions import SessionState
 
 __all__ = ["register"]
 
 #: After stdin ends, how long the client waits for replies to stop arriving.
 REPLY_GRACE = 1.0
+STDIN_CHUNK = 65536
 
 
 def register(sub: Any) -> None:
@@ -66,6 +74,7 @@ def register(sub: Any) -> None:
         help="no log line per handshake (where it listens and the counters at exit only)",
     )
     add_loop_flag(srv)
+    _add_heartbeat_flag(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
 
@@ -80,8 +89,38 @@ def register(sub: Any) -> None:
         metavar="N",
         help="after a failed handshake, try N more times with back-off",
     )
+    cli.add_argument(
+        "--session-file",
+        metavar="FILE",
+        help="resume the session saved in FILE if there is one, and save the session there "
+        "after the handshake (it holds a secret: written with mode 0600)",
+    )
+    cli.add_argument(
+        "--max-fragment-length",
+        type=int,
+        choices=MAX_FRAGMENT_LENGTHS,
+        metavar="{512,1024,2048,4096}",
+        help="ask the server for records of at most this many bytes (RFC 6066)",
+    )
+    _add_heartbeat_flag(cli)
     add_common_flags(cli)
     cli.set_defaults(run=run_client, server_logging=False)
+
+
+def _add_heartbeat_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        metavar="SECONDS",
+        help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; a peer "
+        "that stops answering ends its association",
+    )
+
+
+def _heartbeat_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.heartbeat is None:
+        return {}
+    return {"heartbeat": True, "keepalive_interval": args.heartbeat}
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -107,6 +146,7 @@ def server_config_of(args: argparse.Namespace) -> ServerConfig:
         keylog_file=args.keylog,
         max_handshakes=args.max_handshakes,
         max_connections=args.max_connections,
+        **_heartbeat_settings(args),
     )
 
 
@@ -129,8 +169,11 @@ def run_client(args: argparse.Namespace) -> int:
         mtu=args.mtu,
         keylog_file=args.keylog,
         retry=RetryPolicy(args.retries + 1) if args.retries else None,
+        max_fragment_length=args.max_fragment_length,
+        **_heartbeat_settings(args),
     )
-    asyncio.run(_talk(config, host, port, chain_cache(args)))
+    session_file = None if args.session_file is None else SessionFile(args.session_file)
+    asyncio.run(_talk(config, host, port, chain_cache(args), session_file))
     return 0
 
 
@@ -182,15 +225,30 @@ async def _serve_workers(
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
-    for line in sys.stdin.buffer:
-        loop.call_soon_threadsafe(queue.put_nowait, line.rstrip(b"\r\n"))
+    """Read stdin lines in a daemon thread. Raw reads, not `sys.stdin.buffer`: a thread
+    blocked inside the buffered reader when the association ends would hold its lock at
+    interpreter shutdown, which aborts the process."""
+    pending = b""
+    while chunk := os.read(sys.stdin.fileno(), STDIN_CHUNK):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip(b"\r"))
+    if pending:
+        loop.call_soon_threadsafe(queue.put_nowait, pending.rstrip(b"\r"))
     loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
 async def _talk(
-    config: ClientConfig, host: str, port: int, cache: ChainCache | None
+    config: ClientConfig,
+    host: str,
+    port: int,
+    cache: ChainCache | None,
+    session_file: SessionFile | None,
 ) -> None:
-    async with aio.connect(host, port, config, chain_cache=cache) as conn:
+    saved = None if session_file is None else session_file.load()
+    async with aio.connect(host, port, config, chain_cache=cache, session=saved) as conn:
+        if session_file is not None:
+            session_file.save(conn.session)
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue()
         threading.Thread(target=_stdin_lines, args=(loop, lines), daemon=True).start()
@@ -201,13 +259,60 @@ async def _talk(
                 sys.stdout.buffer.flush()
 
         reader = asyncio.ensure_future(printer())
-        while (line := await lines.get()) is not None:
-            if reader.done():
-                break
-            conn.send(line)
-        # stdin ended: let replies in flight arrive, then close_notify.
-        done, _ = await asyncio.wait({reader}, timeout=REPLY_GRACE)
+        try:
+            await _send_lines(conn, lines, reader)
+        finally:
+            if session_file is not None and conn.session is None:
+                session_file.discard()  # ended by a fatal alert: never resume it
+        error = reader.exception() if reader.done() and not reader.cancelled() else None
         reader.cancel()
-        error = reader.exception() if reader in done else None
         if error is not None:
             raise error
+
+
+async def _send_lines(
+    conn: aio.ClientConnection,
+    lines: asyncio.Queue[bytes | None],
+    reader: asyncio.Future[None],
+) -> None:
+    """Send stdin lines until stdin ends (then let replies in flight arrive for
+    `REPLY_GRACE` seconds) or the association does."""
+    while True:
+        line = asyncio.ensure_future(lines.get())
+        either: set[asyncio.Future[Any]] = {line, reader}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            line.cancel()
+            return
+        data = line.result()
+        if data is None:
+            await asyncio.wait({reader}, timeout=REPLY_GRACE)
+            return
+        conn.send(data)
+
+
+class SessionFile:
+    """`--session-file`: a saved session (RES-1) for a device that sleeps or restarts. The
+    file holds the master secret, so it is written atomically with mode 0600; one that cannot
+    be read as a session is ignored (a full handshake replaces it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def load(self) -> SessionState | None:
+        try:
+            return SessionState.from_bytes(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logging.getLogger("iotdtls.cli").warning("ignoring --session-file: %s", exc)
+            return None
+
+    def save(self, session: SessionState | None) -> None:
+        if session is None:
+            self.discard()
+        else:
+            write_atomically(self.path, session.to_bytes(), mode=0o600)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -39,6 +39,9 @@ BASE_ALERTS = frozenset(
         A.user_canceled,
         A.no_renegotiation,
         A.unsupported_extension,
+        # RFC 6066 §3 (EXT-2): a server_name the server does not serve; about the name, not
+        # a certificate, so every mode may send it.
+        A.unrecognized_name,
     }
 )
 PSK_MODE_ALERTS = BASE_ALERTS
