@@ -332,3 +332,32 @@ def next_send_seq(conn: DtlsConnection) -> int:
     seq = conn._handshake.send_seq
     assert isinstance(seq, int)
     return seq
+
+
+#: Where a client that moved (NAT rebinding, a restart on another port) sends from (RES-2).
+MOVED_ADDR = ("198.51.100.7", 50123)
+_FIRST_SESSION: Any = object()
+
+
+def next_link(
+    first: MemoryLink,
+    *,
+    session: SessionState | None = _FIRST_SESSION,
+    client_config: ClientConfig | None = None,
+    fate: FateFn = deliver_all,
+    address: tuple[str, int] = MOVED_ADDR,
+    later: float = 10.0,
+) -> MemoryLink:
+    """A new association with `first`'s server endpoint (and so its session store), `later`
+    seconds on, from `address`, offering `first`'s session (RES-1, RES-2) unless given another
+    (or None)."""
+    return MemoryLink(
+        client_config or first.client_config,
+        first.server_config,
+        fate=fate,
+        now=first.now + later,
+        allowed_alerts=first.allowed_alerts,
+        session=first.client.session if session is _FIRST_SESSION else session,
+        endpoint=first.server,
+        address=address,
+    )

@@ -1,0 +1,456 @@
+"""Session resumption (profile "Session Resumption"; RFC 5246 §7.3, §7.4.1.2; RFC 7627 §5.3), in
+memory: the abbreviated handshake in every mode and from a new address (RES-1, RES-2), the
+cookie exchange on resumption (HS-1), fallback to a full handshake for unknown, expired,
+evicted or no longer acceptable sessions, sessions only with the extended master secret
+(RES-3), sessions as bytes, and resumption through loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import iotdtls.handshake.client
+from iotdtls.config import ClientConfig, Mode, ServerConfig
+from iotdtls.connection import ConnectionState
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, ConfigError
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.identity import (
+    CertificateIdentity,
+    PeerIdentity,
+    PskIdentity,
+    RawPublicKeyIdentity,
+    UnauthenticatedPeer,
+)
+from iotdtls.messages import ClientHello, HandshakeType, ServerHello
+from iotdtls.record import ContentType
+from iotdtls.sessions import MemorySessionStore, SessionState
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    MOVED_ADDR,
+    Direction,
+    MemoryLink,
+    drop_exactly,
+    established,
+    events_of,
+    handshake_record,
+    make_link,
+    message_types,
+    next_link,
+    plain_handshake,
+    record_layer,
+    records,
+    seeded,
+    wire_from,
+)
+from tests.pubkey_support import client_key, rpk_link, server_key, stranger_key, x509_link
+
+H = HandshakeType
+LINKS: dict[str, Callable[..., MemoryLink]] = {"psk": make_link, "rpk": rpk_link, "x509": x509_link}
+
+
+def full_handshake(make: Callable[..., MemoryLink] = make_link, **kwargs: Any) -> MemoryLink:
+    link = make(**kwargs)
+    link.handshake()
+    assert established(link)
+    return link
+
+
+def client_hellos(link: MemoryLink) -> list[ClientHello]:
+    return [
+        ClientHello.decode(body)
+        for d in wire_from(link, "client")
+        for h, body in plain_handshake(d)
+        if h.msg_type == H.client_hello
+    ]
+
+
+def server_hello(link: MemoryLink) -> ServerHello:
+    (hello,) = [
+        ServerHello.decode(body)
+        for d in wire_from(link, "server")
+        for h, body in plain_handshake(d)
+        if h.msg_type == H.server_hello
+    ]
+    return hello
+
+
+def completed(link: MemoryLink) -> tuple[HandshakeComplete, HandshakeComplete]:
+    (client,) = events_of(link, "client", HandshakeComplete)
+    (server,) = events_of(link, "server", HandshakeComplete)
+    return client, server
+
+
+def assert_resumed(link: MemoryLink, resumed: bool = True) -> None:
+    assert established(link)
+    client, server = completed(link)
+    assert client.resumed is server.resumed is resumed
+    assert link.client.resumed is resumed
+
+
+# -- the abbreviated handshake -------------------------------------------------------------------
+
+
+@pytest.mark.req("RES-1", "RES-2", "HS-1")
+@pytest.mark.parametrize("mode", LINKS)
+def test_abbreviated_handshake_from_a_new_address(mode: str) -> None:
+    first = full_handshake(LINKS[mode])
+    saved = first.client.session
+    assert saved is not None and saved.mode is Mode(mode)
+    # A device that restarted: the session comes back from its bytes.
+    second = next_link(first, session=SessionState.from_bytes(saved.to_bytes()))
+    second.handshake()
+    assert_resumed(second)
+    # The cookie exchange still runs (HS-1): both ClientHellos offer the session.
+    assert message_types(wire_from(second, "client")) == [H.client_hello, H.client_hello]
+    assert [h.session_id for h in client_hellos(second)] == [saved.session_id] * 2
+    assert client_hellos(second)[1].cookie
+    # One server flight: ServerHello (epoch 0), ChangeCipherSpec, Finished (epoch 1).
+    _, flight = wire_from(second, "server")[:2]
+    assert [(h.content_type, h.epoch) for h, _ in records(flight)] == [
+        (ContentType.handshake, 0),
+        (ContentType.change_cipher_spec, 0),
+        (ContentType.handshake, 1),
+    ]
+    assert server_hello(second).session_id == saved.session_id
+    # The peers are those the full handshake authenticated.
+    assert [e.peer for e in completed(second)] == [e.peer for e in completed(first)]
+    assert second.client.session is not None
+    assert second.client.session.session_id == saved.session_id
+    # One datagram fewer than the full handshake (half a round trip less) in every mode, and
+    # no public-key operation: in the certificate modes, far fewer bytes too.
+    resumed, full = (
+        wire_from(link, "client") + wire_from(link, "server") for link in (second, first)
+    )
+    assert len(resumed) < len(full)
+    if mode != "psk":
+        assert sum(map(len, resumed)) < sum(map(len, full)) / 2
+    second.client.send(b"resumed data")
+    second.server.send(MOVED_ADDR, b"and back")
+    second.step()
+    assert events_of(second, "server", DataReceived) == [DataReceived(b"resumed data")]
+    assert events_of(second, "client", DataReceived) == [DataReceived(b"and back")]
+    # The first association, at the old address, is untouched.
+    old = second.server.connections[CLIENT_ADDR]
+    assert old.state is ConnectionState.ESTABLISHED and not old.resumed
+
+
+@pytest.mark.req("RES-1", "HS-4")
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_resumption_through_loss_duplication_and_reordering(seed: int) -> None:
+    first = full_handshake()
+    second = next_link(first, fate=seeded(seed, loss=0.25, dup=0.1, reorder=0.1))
+    second.handshake()
+    assert_resumed(second)
+    assert second.client.session is not None
+
+
+@pytest.mark.req("RES-1", "HS-4")
+@pytest.mark.parametrize("lost", ["flight", "final"])
+def test_lost_abbreviated_flights_are_retransmitted(lost: str) -> None:
+    """The server's flight (ServerHello, CCS, Finished) lost: the client repeats its
+    ClientHello; the client's last flight lost: the server's timer repeats its flight and the
+    established client answers with its last flight again (RFC 6347 §4.2.4)."""
+    first = full_handshake()
+    direction: Direction = "server" if lost == "flight" else "client"
+    second = next_link(first, fate=drop_exactly(direction, 2 if lost == "flight" else 3))
+    second.handshake()
+    assert_resumed(second)
+    assert second.sent["client"] >= 4  # a ClientHello or the last flight went twice
+
+
+# -- fallback to a full handshake ----------------------------------------------------------------
+
+
+@pytest.mark.req("RES-1")
+def test_unknown_session_gets_a_full_handshake() -> None:
+    stranger = full_handshake().client.session  # a session of another server
+    first = full_handshake()
+    second = next_link(first, session=stranger)
+    second.handshake()
+    assert_resumed(second, False)
+    assert stranger is not None
+    assert client_hellos(second)[0].session_id == stranger.session_id
+    new_id = server_hello(second).session_id
+    assert len(new_id) == 32 and new_id != stranger.session_id
+    assert H.server_hello_done in message_types(wire_from(second, "server"))
+    assert second.client.session is not None and second.client.session.session_id == new_id
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(("later", "resumed"), [(59.0, True), (61.0, False)])
+def test_sessions_live_for_the_configured_lifetime(later: float, resumed: bool) -> None:
+    first = full_handshake(server={"session_lifetime": 60.0})
+    second = next_link(first, later=later)
+    second.handshake()
+    assert_resumed(second, resumed)
+
+
+@pytest.mark.req("RES-1")
+def test_the_cache_is_bounded_least_recently_used_first() -> None:
+    a = full_handshake(server={"session_cache_size": 2})
+    b = next_link(a, session=None, address=("192.0.2.2", 1))
+    b.handshake()
+    resumed_a = next_link(a, address=("192.0.2.3", 1), later=20)  # a becomes most recent
+    resumed_a.handshake()
+    assert_resumed(resumed_a)
+    c = next_link(a, session=None, address=("192.0.2.4", 1), later=30)
+    c.handshake()  # a third session: b, the least recently used, makes room
+    store = a.server.sessions
+    assert isinstance(store, MemorySessionStore) and len(store) == 2
+    again_a = next_link(a, address=("192.0.2.5", 1), later=40)
+    again_a.handshake()
+    assert_resumed(again_a)
+    again_b = next_link(b, address=("192.0.2.6", 1), later=50)
+    again_b.handshake()
+    assert_resumed(again_b, False)
+
+
+@pytest.mark.req("RES-1")
+def test_memory_store_rules() -> None:
+    store = MemorySessionStore(max_entries=2, lifetime=10.0)
+    states = [
+        SessionState(bytes([i]) * 32, 0xC0A8, Mode.PSK, bytes(48), PskIdentity(b"x"))
+        for i in range(3)
+    ]
+    store.put(states[0], 0.0)
+    store.put(states[1], 1.0)
+    assert store.get(states[0].session_id, 5.0) is states[0]  # now the most recent
+    store.put(states[2], 6.0)
+    assert store.get(states[1].session_id, 6.0) is None  # evicted
+    assert store.get(states[0].session_id, 9.9) is states[0]
+    assert store.get(states[0].session_id, 10.0) is None  # expired: 10 s after its creation
+    store.remove(states[2].session_id)
+    assert len(store) == 0
+    for bad in ({"max_entries": 0}, {"lifetime": 0.0}):
+        with pytest.raises(ConfigError):
+            MemorySessionStore(**bad)
+
+
+@pytest.mark.req("RES-1")
+def test_no_cache_no_session() -> None:
+    first = full_handshake(server={"session_cache_size": 0})
+    assert server_hello(first).session_id == b""
+    assert first.client.session is None and first.server.sessions is None
+
+
+# -- RES-3: only sessions with the extended master secret ----------------------------------------
+
+
+@pytest.mark.req("RES-3")
+def test_sessions_without_extended_master_secret_are_never_resumable() -> None:
+    no_ems = {"require_extended_master_secret": False}
+    first = full_handshake(client=no_ems, server=no_ems)
+    (done, _) = completed(first)
+    assert done.extended_master_secret is False
+    assert server_hello(first).session_id == b""  # RFC 5246 §7.4.1.3: not cached
+    assert first.client.session is None
+    assert first.server.sessions is not None and len(first.server.sessions) == 0  # type: ignore[arg-type]
+
+
+@pytest.mark.req("RES-3")
+def test_server_aborts_a_resumption_without_extended_master_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 7627 §5.3: the session used the extension, the new ClientHello lacks it."""
+    first = full_handshake(server={"require_extended_master_secret": False})
+    monkeypatch.setattr(iotdtls.handshake.client, "offerable_session", lambda *a: None)
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, require_extended_master_secret=False)
+    second = next_link(first, client_config=config)
+    second.handshake()
+    (closed,) = events_of(second, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.handshake_failure
+    assert "extended master secret" in closed.error.reason
+
+
+@pytest.mark.req("RES-3")
+def test_client_offers_sessions_only_with_the_extended_master_secret() -> None:
+    first = full_handshake()
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, require_extended_master_secret=False)
+    second = next_link(first, client_config=config)
+    second.handshake()
+    assert client_hellos(second)[0].session_id == b""  # RFC 7627 §5.3
+
+
+# -- what a client offers, what a server accepts ------------------------------------------------
+
+
+@pytest.mark.req("RES-1", "EXT-1", "EXT-2")
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"psk_identity": b"another device"},
+        {"max_fragment_length": 512},
+        {"server_name": "other.example"},
+        {"psk_identity": None, "psk": None, "server_public_keys": [server_key().spki]},
+    ],
+    ids=["identity", "mfl", "server_name", "mode"],
+)
+def test_client_does_not_offer_a_session_that_does_not_fit(change: dict[str, Any]) -> None:
+    first = full_handshake(client={"server_name": "iot.example"})
+    settings: dict[str, Any] = {"psk_identity": IDENTITY, "psk": KEY, "server_name": "iot.example"}
+    settings.update(change)
+    config = ClientConfig(**{k: v for k, v in settings.items() if v is not None})
+    second = next_link(first, client_config=config)
+    second.client.connect(second.now)
+    second.step()
+    assert client_hellos(second)[0].session_id == b""
+
+
+@pytest.mark.req("RES-1", "EXT-1", "EXT-2")
+@pytest.mark.parametrize(
+    "change", [{"server_name": "other.example"}, {"max_fragment_length": 512}], ids=str
+)
+def test_server_refuses_a_session_for_another_name_or_fragment_length(
+    monkeypatch: pytest.MonkeyPatch, change: dict[str, Any]
+) -> None:
+    """RFC 6066 §3: another server_name, a full handshake; §4: the fragment length binds the
+    whole session. (The client is made to offer anyway.)"""
+    first = full_handshake(client={"server_name": "iot.example"})
+    monkeypatch.setattr(iotdtls.handshake.client, "offerable_session", lambda *a: None)
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, **{"server_name": "iot.example", **change})
+    second = next_link(first, client_config=config)
+    second.handshake()
+    assert_resumed(second, False)
+
+
+def reconfigured(first: MemoryLink, **server: Any) -> MemoryLink:
+    """`first`'s client resumes with a server whose configuration changed, keeping the
+    session store."""
+    config = ServerConfig(**{"cookie_exchange": True, **server})
+    endpoint = ServerEndpoint(config, session_store=first.server.sessions)
+    link = MemoryLink(
+        first.client_config,
+        config,
+        now=first.now + 10,
+        session=first.client.session,
+        endpoint=endpoint,
+        allowed_alerts=first.allowed_alerts,
+    )
+    link.handshake()
+    return link
+
+
+@pytest.mark.req("RES-1")
+def test_a_forgotten_psk_identity_is_not_resumed() -> None:
+    first = full_handshake()
+    second = reconfigured(first, psk_store={b"someone else": KEY})
+    # A full handshake with an unknown identity: the client's Finished fails (PSK-4).
+    assert H.server_hello_done in message_types(wire_from(second, "server"))
+    (closed,) = events_of(second, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.decrypt_error
+
+
+@pytest.mark.req("RES-1", "RPK-3")
+def test_a_server_that_now_requires_client_keys_runs_a_full_handshake() -> None:
+    first = full_handshake(rpk_link, server={"client_public_keys": ()})
+    assert isinstance(completed(first)[1].peer, UnauthenticatedPeer)
+    second = reconfigured(
+        first, raw_public_key=server_key(), client_public_keys=[client_key().spki_sha256]
+    )
+    assert_resumed(second, False)
+    assert isinstance(completed(second)[1].peer, RawPublicKeyIdentity)
+
+
+@pytest.mark.req("RES-1", "RPK-3")
+def test_a_client_key_no_longer_provisioned_is_not_resumed() -> None:
+    first = full_handshake(rpk_link)
+    second = reconfigured(
+        first, raw_public_key=server_key(), client_public_keys=[stranger_key().spki_sha256]
+    )
+    assert events_of(second, "server", HandshakeComplete) == []
+    (closed,) = events_of(second, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)  # the full handshake refuses the key
+
+
+@pytest.mark.req("RES-1")
+def test_a_fatal_alert_ends_the_session() -> None:
+    """RFC 5246 §7.2.2: a connection that ended with a fatal alert must not be resumed."""
+    first = full_handshake()
+    saved = first.client.session
+    assert saved is not None and first.server_conn is not None
+    # An authenticated handshake message after the handshake: unexpected_message (HS-5).
+    late = handshake_record(record_layer(first.client), H.certificate, 9, b"", epoch=1)
+    first.server.receive_datagram(late, CLIENT_ADDR, first.now)
+    first.step()
+    (closed,) = events_of(first, "client", ConnectionClosed)
+    assert isinstance(closed.error, AlertReceived)
+    assert first.client.session is None
+    store = first.server.sessions
+    assert store is not None and store.get(saved.session_id, first.now) is None
+    second = next_link(first, session=saved)
+    second.handshake()
+    assert_resumed(second, False)
+
+
+# -- sessions as bytes ---------------------------------------------------------------------------
+
+PEERS: list[PeerIdentity] = [
+    PskIdentity(b"device-17"),
+    RawPublicKeyIdentity(client_key().spki),
+    CertificateIdentity("localhost", (b"\x30\x03leaf", b"\x30\x02ca")),
+    UnauthenticatedPeer(),
+]
+
+
+@pytest.mark.req("RES-1", "SEC-1")
+@pytest.mark.parametrize("peer", PEERS, ids=lambda p: type(p).__name__)
+def test_session_state_round_trip_and_redacted_repr(peer: PeerIdentity) -> None:
+    master = bytes(range(100, 148))
+    state = SessionState(bytes(range(32)), 0xC0AE, Mode.X509, master, peer, 2, "iot.example")
+    again = SessionState.from_bytes(state.to_bytes())
+    assert again == state and again.master_secret == master
+    if isinstance(peer, CertificateIdentity):
+        assert again.peer == peer and isinstance(again.peer, CertificateIdentity)
+        assert again.peer.chain == peer.chain
+    for text in (repr(state), str(state)):
+        assert master.hex() not in text and repr(master) not in text
+        assert "redacted" in text
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b"",
+        lambda b: b"garbage",
+        lambda b: b[:-1],
+        lambda b: b + b"\0",
+        lambda b: b[:15] + b"\x02" + b[16:],  # another format version
+        lambda b: b.replace(b"\xc0\xa8", b"\x00\x2f", 1),  # a suite we do not implement
+    ],
+    ids=["empty", "garbage", "truncated", "trailing", "version", "suite"],
+)
+def test_damaged_session_bytes_are_refused_in_one_line(damage: Callable[[bytes], bytes]) -> None:
+    good = SessionState(b"\x01" * 32, 0xC0A8, Mode.PSK, bytes(48), PskIdentity(b"d")).to_bytes()
+    with pytest.raises(ValueError, match="not a session saved by this version") as refused:
+        SessionState.from_bytes(damage(good))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.req("RES-1")
+def test_session_state_checks_its_fields() -> None:
+    peer = PskIdentity(b"d")
+    for bad in (
+        {"session_id": b""},
+        {"session_id": bytes(33)},
+        {"master_secret": bytes(47)},
+        {"cipher_suite": 0x002F},
+        {"max_fragment_length": 5},
+    ):
+        fields: dict[str, Any] = {
+            "session_id": b"\x01",
+            "cipher_suite": 0xC0A8,
+            "mode": Mode.PSK,
+            "master_secret": bytes(48),
+            "peer": peer,
+            **bad,
+        }
+        with pytest.raises(ConfigError):
+            SessionState(**fields)
