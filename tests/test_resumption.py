@@ -313,7 +313,8 @@ def test_server_refuses_a_session_for_another_name_or_fragment_length(
     whole session. (The client is made to offer anyway.)"""
     first = full_handshake(client={"server_name": "iot.example"})
     monkeypatch.setattr(iotdtls.handshake.client, "offerable_session", lambda *a: None)
-    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, **{"server_name": "iot.example", **change})
+    settings: dict[str, Any] = {"server_name": "iot.example", **change}
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, **settings)
     second = next_link(first, client_config=config)
     second.handshake()
     assert_resumed(second, False)

@@ -1,0 +1,186 @@
+"""max_fragment_length (RFC 6066 §4, EXT-1), in memory: negotiation, every record both sides
+send within the limit (handshake fragments included) and every datagram within one record,
+the application's datagrams, records over the limit on receipt, and the limit over resumption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from iotdtls.config import ClientConfig
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    ConfigError,
+    LocalProtocolError,
+)
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.messages import (
+    HandshakeType,
+    MaxFragmentLength,
+    ServerHello,
+    find_extension,
+)
+from iotdtls.record import RECORD_HEADER_LEN, ContentType, DiscardReason
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    MemoryLink,
+    established,
+    events_of,
+    make_link,
+    next_link,
+    plain_handshake,
+    record_layer,
+    records,
+    wire_from,
+)
+from tests.pubkey_support import rewrite, rpk_link, x509_link
+
+LINKS: dict[str, Callable[..., MemoryLink]] = {"psk": make_link, "rpk": rpk_link, "x509": x509_link}
+#: CCM_8: 8-byte explicit nonce and 8-byte tag per protected record.
+PROTECTION = 16
+
+
+def plaintext_lengths(datagram: bytes) -> list[int]:
+    return [len(f) - (PROTECTION if h.epoch else 0) for h, f in records(datagram)]
+
+
+def mfl_link(mode: str, limit: int, **kwargs: Any) -> MemoryLink:
+    link = LINKS[mode](client={"max_fragment_length": limit}, **kwargs)
+    link.handshake()
+    assert established(link)
+    return link
+
+
+@pytest.mark.req("EXT-1", "HS-3")
+@pytest.mark.parametrize("limit", [512, 1024])
+@pytest.mark.parametrize("mode", LINKS)
+def test_every_record_and_datagram_within_the_limit(mode: str, limit: int) -> None:
+    link = mfl_link(mode, limit)
+    for side in ("client", "server"):
+        (done,) = events_of(link, side, HandshakeComplete)
+        assert done.max_fragment_length == limit
+    assert link.client.max_fragment_length == limit
+    link.client.send(bytes(limit))  # the largest datagram the limit allows, both ways
+    link.server.send(CLIENT_ADDR, b"\xff" * limit)
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(bytes(limit))]
+    assert events_of(link, "client", DataReceived) == [DataReceived(b"\xff" * limit)]
+    for side in ("client", "server"):
+        datagrams = wire_from(link, side)  # type: ignore[arg-type]
+        assert max(x for d in datagrams for x in plaintext_lengths(d)) <= limit
+        assert max(map(len, datagrams)) <= limit + RECORD_HEADER_LEN + PROTECTION
+    if mode == "x509" and limit == 512:
+        # The certificate chain did not fit: the handshake was fragmented to the limit.
+        fragments = [h for d in wire_from(link, "server") for h, _ in plain_handshake(d)]
+        assert any(h.fragment_length < h.length for h in fragments)
+
+
+@pytest.mark.req("EXT-1")
+def test_a_datagram_over_the_limit_is_refused_locally() -> None:
+    link = mfl_link("psk", 512)
+    for send in (link.client.send, lambda data: link.server.send(CLIENT_ADDR, data)):
+        with pytest.raises(LocalProtocolError, match=r"max_fragment_length .* 512 bytes"):
+            send(bytes(513))
+    assert link.client.datagrams_to_send(link.now) == []
+    assert link.server.datagrams_to_send(link.now) == []
+
+
+@pytest.mark.req("EXT-1", "REC-3")
+def test_an_authentic_record_over_the_limit_ends_with_record_overflow() -> None:
+    """RFC 6066 §4: a record over the negotiated length is a record_overflow; in DTLS only
+    once it authenticated, which a record sealed under the client's keys does."""
+    link = mfl_link("psk", 512)
+    oversized = record_layer(link.client).seal(ContentType.application_data, bytes(513), 1)
+    link.server.receive_datagram(oversized, CLIENT_ADDR, link.now)
+    link.step()
+    (mine,) = events_of(link, "server", ConnectionClosed)
+    (theirs,) = events_of(link, "client", ConnectionClosed)
+    assert isinstance(mine.error, AlertSent)
+    assert mine.error.alert is AlertDescription.record_overflow
+    assert isinstance(theirs.error, AlertReceived)
+    assert events_of(link, "server", DataReceived) == []
+
+
+@pytest.mark.req("EXT-1", "REC-3")
+def test_an_unprotected_record_over_the_limit_is_dropped() -> None:
+    """RFC 6347 §4.1.2.7 and RFC 6066 §4: no alert for what did not authenticate."""
+    link = mfl_link("psk", 512)
+    server = link.server_conn
+    assert server is not None
+    plain = record_layer(link.client).seal(ContentType.handshake, bytes(513), 0)
+    link.server.receive_datagram(plain, CLIENT_ADDR, link.now)
+    assert server.discards[DiscardReason.OVER_FRAGMENT_LIMIT] == 1
+    link.client.send(b"still fine")
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"still fine")]
+
+
+def other_mfl(body: bytes) -> bytes:
+    hello = ServerHello.decode(body)
+    exts = tuple(
+        MaxFragmentLength(2) if isinstance(e, MaxFragmentLength) else e for e in hello.extensions
+    )
+    return ServerHello(
+        hello.server_version,
+        hello.random,
+        hello.session_id,
+        hello.cipher_suite,
+        hello.compression_method,
+        exts,
+    ).encode()
+
+
+@pytest.mark.req("EXT-1", "ERR-1")
+def test_client_refuses_another_length_than_it_asked_for() -> None:
+    link = make_link(
+        rewrite("server", HandshakeType.server_hello, other_mfl),
+        client={"max_fragment_length": 512},
+    )
+    link.handshake()
+    (closed,) = events_of(link, "client", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.illegal_parameter
+
+
+@pytest.mark.req("EXT-1")
+def test_server_answers_the_requested_length_and_nothing_unasked() -> None:
+    asked = mfl_link("psk", 2048)
+    not_asked = make_link()
+    not_asked.handshake()
+    for link, expected in ((asked, MaxFragmentLength(3)), (not_asked, None)):
+        (hello,) = [
+            ServerHello.decode(b)
+            for d in wire_from(link, "server")
+            for h, b in plain_handshake(d)
+            if h.msg_type == HandshakeType.server_hello
+        ]
+        assert find_extension(hello.extensions, MaxFragmentLength) == expected
+
+
+@pytest.mark.req("EXT-1", "RES-1")
+def test_the_limit_binds_the_resumed_session() -> None:
+    """RFC 6066 §4: "The negotiated length applies for the duration of the session including
+    session resumptions"."""
+    first = mfl_link("x509", 512)
+    assert first.client.session is not None and first.client.session.max_fragment_length == 1
+    second = next_link(first)
+    second.handshake()
+    assert established(second) and second.client.resumed
+    (done,) = events_of(second, "server", HandshakeComplete)
+    assert done.max_fragment_length == 512
+    with pytest.raises(LocalProtocolError):
+        second.client.send(bytes(513))
+
+
+@pytest.mark.req("EXT-1")
+@pytest.mark.parametrize("bad", [0, 256, 1000, 8192, "512"])
+def test_only_the_four_lengths_are_configurable(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="max_fragment_length must be 512, 1024, 2048 or 4096"):
+        ClientConfig(psk_identity=IDENTITY, psk=KEY, max_fragment_length=bad)
