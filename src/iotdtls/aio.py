@@ -126,17 +126,15 @@ class _HeartbeatWaiters:
 
 
 async def _wait_heartbeat(
-    conn: DtlsConnection, waiters: _HeartbeatWaiters, now: float, flush: Callable[[], None],
-    timeout: float,
+    conn: DtlsConnection, waiters: _HeartbeatWaiters, send: Callable[[], None], timeout: float
 ) -> bool:
-    """Send a heartbeat request unless one is in flight, and wait up to `timeout` seconds for
-    its answer (EXT-5)."""
+    """Send a heartbeat request (`send`) unless one is in flight, and wait up to `timeout`
+    seconds for its answer (EXT-5)."""
     if conn.state is not ConnectionState.ESTABLISHED:
         raise conn.error or LocalProtocolError("the association has ended")
-    waiter = waiters.add()
     if not conn.heartbeat_in_flight:
-        conn.send_heartbeat(now)
-        flush()
+        send()
+    waiter = waiters.add()
     try:
         return await asyncio.wait_for(waiter, timeout)
     except TimeoutError:
@@ -288,9 +286,12 @@ class ClientConnection:
         association meanwhile (`PeerUnresponsive` after `config.handshake_timeout` seconds
         without an answer)."""
         proto = self._protocol
-        return await _wait_heartbeat(
-            proto.connection, proto.heartbeats, proto.loop.time(), proto.flush, timeout
-        )
+
+        def send() -> None:
+            proto.connection.send_heartbeat(proto.loop.time())
+            proto.flush()
+
+        return await _wait_heartbeat(proto.connection, proto.heartbeats, send, timeout)
 
     async def recv(self) -> bytes | None:
         """The next datagram; None after a clean close; raises the error that ended it."""
@@ -451,9 +452,12 @@ class ServerSession:
         if self.ended or conn is None:
             raise LocalProtocolError("the association with this peer has ended")
         server = self._server
-        return await _wait_heartbeat(
-            conn, self.heartbeats, server.loop.time(), server.flush, timeout
-        )
+
+        def send() -> None:
+            server.endpoint.send_heartbeat(self.address, server.loop.time())
+            server.flush()
+
+        return await _wait_heartbeat(conn, self.heartbeats, send, timeout)
 
     def close(self) -> None:
         self._server.close_peer(self.address)

@@ -327,6 +327,15 @@ class ServerEndpoint:
         conn.send(data)
         self._collect(address, conn, 0.0)
 
+    def send_heartbeat(self, address: Address, now: float) -> None:
+        """Send a heartbeat request to an established peer (see
+        `DtlsConnection.send_heartbeat`)."""
+        conn = self.connections.get(address)
+        if conn is None:
+            raise LocalProtocolError(f"no association with {address!r}")
+        conn.send_heartbeat(now)
+        self._collect(address, conn, now)
+
     def supply_certificate_chain(
         self, address: Address, chain: tuple[bytes, ...] | ProtocolError, now: float
     ) -> None:

@@ -1,0 +1,380 @@
+"""Heartbeats (RFC 6520, EXT-5), in memory and over asyncio: negotiation with both modes,
+requests and responses, one request in flight, malformed, unsolicited, unauthenticated and
+refused heartbeats dropped without reply, the keep-alive in both roles, and a dead peer
+reported as `PeerUnresponsive` after the retransmissions of RFC 6347 §4.2.4.1."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.errors import ConfigError, LocalProtocolError, PeerUnresponsive
+from iotdtls.events import ConnectionClosed, HeartbeatAnswered
+from iotdtls.heartbeat import HeartbeatDrop
+from iotdtls.messages import (
+    ClientHello,
+    HandshakeType,
+    Heartbeat,
+    HeartbeatMode,
+    ServerHello,
+    find_extension,
+)
+from iotdtls.record import ContentType, RecordLayer
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    Direction,
+    Fate,
+    MemoryLink,
+    established,
+    events_of,
+    make_link,
+    plain_handshake,
+    record_layer,
+    records,
+    wire_from,
+)
+
+ALLOWED, NOT_ALLOWED = HeartbeatMode.peer_allowed_to_send, HeartbeatMode.peer_not_allowed_to_send
+PADDING = bytes(16)
+
+
+def hb_link(client: dict[str, Any] | None = None, server: dict[str, Any] | None = None,
+            **kwargs: Any) -> MemoryLink:
+    link = make_link(
+        client={"heartbeat": True, **(client or {})},
+        server={"heartbeat": True, **(server or {})},
+        **kwargs,
+    )
+    link.handshake()
+    assert established(link)
+    return link
+
+
+def heartbeat_records(link: MemoryLink, side: Direction) -> list[tuple[int, int]]:
+    """(epoch, protected length) of every heartbeat record `side` sent."""
+    return [
+        (h.epoch, len(f))
+        for d in wire_from(link, side)
+        for h, f in records(d)
+        if h.content_type == ContentType.heartbeat
+    ]
+
+
+def server_of(link: MemoryLink) -> DtlsConnection:
+    conn = link.server_conn
+    assert conn is not None
+    return conn
+
+
+def hello_extension(link: MemoryLink, side: Direction) -> Heartbeat | None:
+    msg_type = HandshakeType.client_hello if side == "client" else HandshakeType.server_hello
+    body = next(b for d in wire_from(link, side) for h, b in plain_handshake(d)
+                if h.msg_type == msg_type)
+    decode = ClientHello.decode if side == "client" else ServerHello.decode
+    return find_extension(decode(body).extensions, Heartbeat)
+
+
+# -- negotiation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize(
+    ("client", "server", "client_may_send", "server_may_send"),
+    [
+        ({}, {}, True, True),
+        ({"answer_heartbeats": False}, {}, True, False),
+        ({}, {"answer_heartbeats": False}, False, True),
+        ({}, {"heartbeat": False}, False, False),
+        ({"heartbeat": False}, {}, False, False),
+    ],
+    ids=["both", "client-refuses", "server-refuses", "server-off", "client-off"],
+)
+def test_negotiation_honours_both_modes(
+    client: dict[str, Any], server: dict[str, Any], client_may_send: bool, server_may_send: bool
+) -> None:
+    link = hb_link(client, server)
+    both = client.get("heartbeat", True) and server.get("heartbeat", True)
+    assert link.client.heartbeats_negotiated is server_of(link).heartbeats_negotiated is both
+    # The modes on the wire: "peer_allowed_to_send" says "you may send me requests".
+    if client.get("heartbeat", True):
+        mode = NOT_ALLOWED if client.get("answer_heartbeats") is False else ALLOWED
+        assert hello_extension(link, "client") == Heartbeat(mode)
+    expected = None
+    if both:
+        expected = Heartbeat(NOT_ALLOWED if server.get("answer_heartbeats") is False else ALLOWED)
+    assert hello_extension(link, "server") == expected
+    senders = (
+        (lambda: link.client.send_heartbeat(link.now), client_may_send),
+        (lambda: link.server.send_heartbeat(CLIENT_ADDR, link.now), server_may_send),
+    )
+    for send, may in senders:
+        if may:
+            send()
+        else:
+            with pytest.raises(LocalProtocolError, match="heartbeats were not negotiated"):
+                send()
+    while link.step():
+        pass
+    assert len(events_of(link, "client", HeartbeatAnswered)) == int(client_may_send)
+    assert len(events_of(link, "server", HeartbeatAnswered)) == int(server_may_send)
+
+
+# -- requests and responses ----------------------------------------------------------------------
+
+
+@pytest.mark.req("EXT-5")
+def test_request_and_response() -> None:
+    link = hb_link()
+    link.now += 2.0
+    link.client.send_heartbeat(link.now)
+    assert link.client.heartbeat_in_flight
+    with pytest.raises(LocalProtocolError, match="already in flight"):
+        link.client.send_heartbeat(link.now)  # RFC 6520 §3: one at a time
+    link.step()
+    (answered,) = events_of(link, "client", HeartbeatAnswered)
+    assert answered.elapsed == 0.0  # the fake clock did not move
+    assert not link.client.heartbeat_in_flight
+    # 3 + 16 payload + 16 padding, protected (RFC 6520 §4), in the association's epoch.
+    assert heartbeat_records(link, "client") == [(1, 35 + 16)]
+    assert heartbeat_records(link, "server") == [(1, 35 + 16)]
+    assert link.client.get_timer() is None  # answered: no retransmission pending
+
+
+@pytest.mark.req("EXT-5")
+def test_requests_are_retransmitted_on_the_handshake_timer() -> None:
+    link = hb_link(client={"handshake_timeout": 100.0})
+    cut = {"on": True}
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        return "drop" if cut["on"] and direction == "server" and index > 3 else "deliver"
+
+    link.fate = fate
+    start = link.now
+    link.client.send_heartbeat(start)
+    link.run(until=start + 6.5, stop=lambda lk: lk.now >= start + 6.5)
+    # Sent at 0, then again at 1, 3 (1 + 2) and 7 s: the doubling timer of RFC 6347 §4.2.4.1.
+    assert len(heartbeat_records(link, "client")) == 3
+    cut["on"] = False
+    link.run(until=start + 8.0, stop=lambda lk: bool(events_of(lk, "client", HeartbeatAnswered)))
+    (answered,) = events_of(link, "client", HeartbeatAnswered)
+    assert answered.elapsed == pytest.approx(7.0)
+
+
+def forged(link: MemoryLink, message: bytes, epoch: int = 1) -> bytes:
+    """A heartbeat record the server authenticates: sealed under the client's keys."""
+    return record_layer(link.client).seal(ContentType.heartbeat, message, epoch)
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize(
+    ("message", "drop"),
+    [
+        # RFC 6520 §4: payload_length beyond the record (Heartbleed) ...
+        (b"\x01\x40\x00" + b"abc" + PADDING, HeartbeatDrop.MALFORMED),
+        (b"\x01\x00\x04" + b"abc" + PADDING, HeartbeatDrop.MALFORMED),
+        # ... padding under 16 bytes, an unknown type, a response nobody asked for.
+        (b"\x01\x00\x03" + b"abc" + bytes(15), HeartbeatDrop.MALFORMED),
+        (b"\x07\x00\x03" + b"abc" + PADDING, HeartbeatDrop.MALFORMED),
+        (b"\x02\x00\x03" + b"abc" + PADDING, HeartbeatDrop.UNEXPECTED_RESPONSE),
+        (b"\x01\x00", HeartbeatDrop.MALFORMED),
+    ],
+    ids=["heartbleed", "one-over", "short-padding", "unknown-type", "unsolicited", "truncated"],
+)
+def test_bad_heartbeats_are_dropped_without_reply(message: bytes, drop: HeartbeatDrop) -> None:
+    link = hb_link()
+    server = server_of(link)
+    before = len(wire_from(link, "server"))
+    link.server.receive_datagram(forged(link, message), CLIENT_ADDR, link.now)
+    link.step()
+    assert len(wire_from(link, "server")) == before  # not a byte in answer
+    assert server.discards[drop] == 1
+    assert server.state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("EXT-5")
+def test_a_response_with_another_payload_is_dropped() -> None:
+    link = hb_link()
+    link.client.send_heartbeat(link.now)
+    link.client.datagrams_to_send(link.now)  # the request is lost
+    wrong = record_layer(server_of(link)).seal(
+        ContentType.heartbeat, b"\x02\x00\x10" + bytes(16) + PADDING, 1
+    )
+    link.client.receive_datagram(wrong, link.now)
+    assert link.client.discards[HeartbeatDrop.UNEXPECTED_RESPONSE] == 1
+    assert link.client.heartbeat_in_flight
+    assert link.client.next_event() is None
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize(
+    ("settings", "epoch", "drop"),
+    [
+        ({}, 0, None),  # unauthenticated: never parsed (RFC 6520 §3: only the current epoch)
+        ({"answer_heartbeats": False}, 1, HeartbeatDrop.REQUEST_NOT_ALLOWED),  # RFC 6520 §2
+        ({"heartbeat": False}, 1, HeartbeatDrop.NOT_NEGOTIATED),
+    ],
+    ids=["epoch-0", "not-allowed", "not-negotiated"],
+)
+def test_requests_are_answered_only_when_authentic_and_allowed(
+    settings: dict[str, Any], epoch: int, drop: HeartbeatDrop | None
+) -> None:
+    link = hb_link(server=settings)
+    server = server_of(link)
+    request = b"\x01\x00\x03abc" + PADDING
+    before = len(wire_from(link, "server"))
+    link.server.receive_datagram(forged(link, request, epoch), CLIENT_ADDR, link.now)
+    link.step()
+    assert len(wire_from(link, "server")) == before
+    if drop is not None:
+        assert server.discards[drop] == 1
+    # The same request, authentic and allowed, is answered: the drops above are the rules'.
+    if not settings:
+        link.server.receive_datagram(forged(link, request), CLIENT_ADDR, link.now)
+        link.step()
+        assert len(wire_from(link, "server")) == before + 1
+
+
+@pytest.mark.req("EXT-5")
+def test_heartbeats_during_the_handshake_are_dropped() -> None:
+    link = make_link(client={"heartbeat": True}, server={"heartbeat": True})
+    link.client.connect(link.now)
+    link.step()
+    link.client.datagrams_to_send(link.now)  # the ClientHello with the cookie: not sent
+    plain = RecordLayer().seal(ContentType.heartbeat, b"\x01\x00\x00" + PADDING, 0)
+    link.client.receive_datagram(plain, link.now)
+    assert link.client.discards[HeartbeatDrop.DURING_HANDSHAKE] == 1
+    assert link.client.datagrams_to_send(link.now) == []
+
+
+# -- keep-alive ----------------------------------------------------------------------------------
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_keepalive_after_silence(side: Direction) -> None:
+    link = hb_link(**{side: {"keepalive_interval": 5.0}})  # type: ignore[arg-type]
+    start = link.now
+    link.run(until=start + 12.0, stop=lambda lk: lk.now >= start + 12.0)
+    assert len(events_of(link, side, HeartbeatAnswered)) == 2  # at +5 and +10 s
+    assert len(heartbeat_records(link, side)) == 2
+    assert established(link)
+
+
+@pytest.mark.req("EXT-5")
+def test_traffic_postpones_the_keepalive() -> None:
+    link = hb_link(client={"keepalive_interval": 5.0})
+    for _ in range(4):
+        link.now += 3.0
+        link.client.handle_timer(link.now)
+        link.client.send(b"tick")
+        link.server.send(CLIENT_ADDR, b"tock")
+        link.step()
+    assert heartbeat_records(link, "client") == []
+
+
+@pytest.mark.req("EXT-5")
+def test_a_client_that_only_receives_still_sends_keepalives() -> None:
+    """Outbound silence counts too: a NAT binding needs our datagrams (RFC 6520 §5.2)."""
+    link = hb_link(client={"keepalive_interval": 5.0})
+    start = link.now
+    for _ in range(3):
+        link.now += 2.0
+        link.client.handle_timer(link.now)
+        link.server.send(CLIENT_ADDR, b"push")
+        link.step()
+    assert len(heartbeat_records(link, "client")) == 1  # due at +5 s although data came in
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_silent_peer_is_reported_unresponsive(side: Direction) -> None:
+    settings = {"keepalive_interval": 5.0, "handshake_timeout": 20.0}
+    link = hb_link(**{side: settings})  # type: ignore[arg-type]
+    other = "server" if side == "client" else "client"
+    done = link.sent[other]
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        return "drop" if direction == other and index > done else "deliver"
+
+    link.fate = fate
+    start = link.now
+    link.run(until=start + 60.0, stop=lambda lk: bool(events_of(lk, side, ConnectionClosed)))
+    (closed,) = events_of(link, side, ConnectionClosed)
+    assert isinstance(closed.error, PeerUnresponsive)
+    assert "did not answer heartbeats for 20 s" in str(closed.error)
+    # First request at +5 s, retransmitted at +6, +8, +12, +20; given up at +25 s.
+    assert link.now == pytest.approx(start + 25.0)
+    assert len(heartbeat_records(link, side)) == 5
+    if side == "server":
+        assert link.server.connections == {}
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"keepalive_interval": 5.0}, "keepalive_interval needs heartbeat=True"),
+        ({"heartbeat": True, "keepalive_interval": 0.5}, "at least 1 s"),
+    ],
+)
+def test_keepalive_configuration_errors(settings: dict[str, Any], message: str) -> None:
+    for make in (
+        lambda: ClientConfig(psk_identity=IDENTITY, psk=KEY, **settings),
+        lambda: ServerConfig(psk_store={IDENTITY: KEY}, **settings),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            make()
+
+
+# -- asyncio -------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("EXT-5")
+def test_asyncio_heartbeats_both_ways() -> None:
+    async def main() -> tuple[bool, bool]:
+        results: asyncio.Queue[bool] = asyncio.Queue()
+
+        async def handler(session: aio.ServerSession) -> None:
+            await results.put(await session.heartbeat(5.0))
+            async for _ in session:
+                pass
+
+        server = await aio.serve(
+            handler, "127.0.0.1", 0, ServerConfig(psk_store={IDENTITY: KEY}, heartbeat=True)
+        )
+        config = ClientConfig(psk_identity=IDENTITY, psk=KEY, heartbeat=True)
+        try:
+            async with aio.connect(*server.address, config) as conn:
+                ours = await conn.heartbeat(5.0)
+                theirs = await asyncio.wait_for(results.get(), 5.0)
+        finally:
+            await server.close()
+        return ours, theirs
+
+    assert asyncio.run(main()) == (True, True)
+
+
+@pytest.mark.req("EXT-5")
+def test_asyncio_heartbeat_to_a_peer_without_them_is_refused() -> None:
+    async def main() -> None:
+        async def handler(session: aio.ServerSession) -> None:
+            async for _ in session:
+                pass
+
+        server = await aio.serve(handler, "127.0.0.1", 0, ServerConfig(psk_store={IDENTITY: KEY}))
+        config = ClientConfig(psk_identity=IDENTITY, psk=KEY, heartbeat=True)
+        try:
+            async with aio.connect(*server.address, config) as conn:
+                with pytest.raises(LocalProtocolError):
+                    await conn.heartbeat(1.0)
+        finally:
+            await server.close()
+
+    asyncio.run(main())
