@@ -280,6 +280,18 @@ def test_traffic_postpones_the_keepalive() -> None:
 
 
 @pytest.mark.req("EXT-5")
+def test_data_sent_without_a_clock_does_not_bring_the_keepalive_forward() -> None:
+    link = hb_link(server={"keepalive_interval": 5.0})
+    link.now = start = 100.0
+    link.client.send(b"up")
+    link.server.send(CLIENT_ADDR, b"down", link.now)
+    link.step()
+    link.server.send(CLIENT_ADDR, b"no time given")  # collected with now=0
+    link.run(until=start + 4.0, stop=lambda lk: lk.now >= start + 4.0)
+    assert heartbeat_records(link, "server") == []
+
+
+@pytest.mark.req("EXT-5")
 def test_a_client_that_only_receives_still_sends_keepalives() -> None:
     """Outbound silence counts too: a NAT binding needs our datagrams (RFC 6520 §5.2)."""
     link = hb_link(client={"keepalive_interval": 5.0})

@@ -516,7 +516,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         conn = self.endpoint.connections.get(address)
         if conn is None:
             raise LocalProtocolError("the association with this peer has ended")
-        self.endpoint.send(address, data)
+        self.endpoint.send(address, data, self.loop.time())
         self.flush()
 
     def close_peer(self, address: Address) -> None:

@@ -284,8 +284,8 @@ class DtlsConnection:
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams queued for the peer (handshake datagrams fit `config.mtu`)."""
         out, self._outgoing = self._outgoing, []
-        if out:
-            self._heartbeats.last_sent = now
+        if out:  # (a caller without a clock passes 0: never move the keep-alive back)
+            self._heartbeats.last_sent = max(self._heartbeats.last_sent, now)
         return out
 
     def get_timer(self) -> float | None:

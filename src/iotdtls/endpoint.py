@@ -319,13 +319,14 @@ class ServerEndpoint:
                 conn.handle_timer(now)
                 self._collect(address, conn, now)
 
-    def send(self, address: Address, data: bytes) -> None:
-        """Send application data to an established peer."""
+    def send(self, address: Address, data: bytes, now: float | None = None) -> None:
+        """Send application data to an established peer (`now`, when given, tells the
+        keep-alive when we last spoke, RFC 6520 §5.2)."""
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
         conn.send(data)
-        self._collect(address, conn, 0.0)
+        self._collect(address, conn, 0.0 if now is None else now)
 
     def send_heartbeat(self, address: Address, now: float) -> None:
         """Send a heartbeat request to an established peer (see

@@ -5,7 +5,7 @@ Each subcommand lives in a module of this package with a `register(subparsers)` 
 adds its parser and sets `run` (the function taking the parsed arguments and returning the exit
 status) and `server_logging`. This module parses, sets up logging and turns the errors a user
 can cause into one line and an exit status: 2 for usage and configuration, 1 for a failed
-association or socket, 130 for Ctrl-C.
+association, a datagram the association cannot carry or a socket error, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from iotdtls.cli import coap, echo, keygen, perf
 from iotdtls.cli.common import Parser, UsageError, parse_hostport, setup_logging
 from iotdtls.demo import run_demo
-from iotdtls.errors import ConfigError, DtlsError
+from iotdtls.errors import ConfigError, DtlsError, LocalProtocolError
 
 __all__ = ["UsageError", "main", "parse_hostport"]
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"iotdtls: error: {exc}", file=sys.stderr)
         return 2
-    except DtlsError as exc:
+    except (DtlsError, LocalProtocolError) as exc:  # the association failed, or refused data
         print(f"iotdtls: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
