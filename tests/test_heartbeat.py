@@ -295,7 +295,6 @@ def test_data_sent_without_a_clock_does_not_bring_the_keepalive_forward() -> Non
 def test_a_client_that_only_receives_still_sends_keepalives() -> None:
     """Outbound silence counts too: a NAT binding needs our datagrams (RFC 6520 §5.2)."""
     link = hb_link(client={"keepalive_interval": 5.0})
-    start = link.now
     for _ in range(3):
         link.now += 2.0
         link.client.handle_timer(link.now)
