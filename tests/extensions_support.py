@@ -43,12 +43,15 @@ OPENSSL_REUSED = r"Reused, TLSv1\.2, Cipher is"
 GNUTLS_RESUMED = r"This is a resumed session"
 
 
-def our_server(mode: str, pki: Pki, **settings: Any) -> ServerConfig:
-    """Our server in `mode` ("psk", "rpk", "x509"), mutual authentication in the key modes."""
+def our_server(mode: str, pki: Pki | None, **settings: Any) -> ServerConfig:
+    """Our server in `mode` ("psk", "rpk", "x509"; the PKI for the last two), mutual
+    authentication in the key modes."""
     base: dict[str, Any] = {"handshake_timeout": 10.0, "retransmit": FAST}
     if mode == "psk":
         base["psk_store"] = {CLIENT_IDENTITY.encode(): PSK}
-    elif mode == "rpk":
+        return ServerConfig(**{**base, **settings})
+    assert pki is not None
+    if mode == "rpk":
         base["raw_public_key"] = PrivateKey.load(pki.server_key)
         base["client_public_keys"] = [pki.client_pub.read_bytes()]
     else:
@@ -57,12 +60,14 @@ def our_server(mode: str, pki: Pki, **settings: Any) -> ServerConfig:
     return ServerConfig(**{**base, **settings})
 
 
-def our_client(mode: str, pki: Pki, **settings: Any) -> ClientConfig:
+def our_client(mode: str, pki: Pki | None, **settings: Any) -> ClientConfig:
     """Our client in `mode`, provisioned for the test server."""
     base: dict[str, Any] = {"handshake_timeout": 10.0, "retransmit": FAST}
     if mode == "psk":
         base.update(psk_identity=CLIENT_IDENTITY, psk=PSK)
-    elif mode == "rpk":
+        return ClientConfig(**{**base, **settings})
+    assert pki is not None
+    if mode == "rpk":
         base["server_public_keys"] = [pki.server_pub.read_bytes()]
         base["raw_public_key"] = PrivateKey.load(pki.client_key)
     else:

@@ -53,9 +53,10 @@ def _handshake_types(datagrams: list[bytes]) -> list[int]:
 class MbedServer:
     """An Mbed TLS DTLS server endpoint with the cookie-restart dance of peers.md."""
 
-    def __init__(self, tls: Any) -> None:
+    def __init__(self, tls: Any, **settings: Any) -> None:
+        """`settings` go to Mbed TLS's DTLSConfiguration (max_fragmentation_length, ...)."""
         conf = tls.DTLSConfiguration(ciphers=[MBED_SUITE], validate_certificates=False,
-                                     pre_shared_key_store={CLIENT_IDENTITY: PSK})
+                                     pre_shared_key_store={CLIENT_IDENTITY: PSK}, **settings)
         self.tls = tls
         self.context = tls.ServerContext(conf)
         self.buffer = self._fresh()
