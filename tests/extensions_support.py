@@ -4,6 +4,7 @@ OpenSSL and GnuTLS peers, and a second server certificate for name-based selecti
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,8 +121,18 @@ def proxy_in(ns: NetNamespace | None, port: int, **impairments: Any) -> Iterator
         yield proxy
 
 
-def second_server_certificate(pki: Pki, name: str, directory: Path) -> tuple[Path, Path]:
-    """(certificate, key) files of another server certificate of the test CA, for `name`."""
+def with_large_server_certificate(pki: Pki, directory: Path) -> Pki:
+    """The test PKI with a server certificate for localhost that no 512-byte record holds
+    (40 more names), so that max_fragment_length cuts the Certificate message."""
+    cert, key = second_server_certificate(pki, "localhost", directory, extra_names=40)
+    return dataclasses.replace(pki, server_crt=cert, server_key=key)
+
+
+def second_server_certificate(
+    pki: Pki, name: str, directory: Path, *, extra_names: int = 0
+) -> tuple[Path, Path]:
+    """(certificate, key) files of another server certificate of the test CA, for `name` (and
+    `extra_names` made-up names after it)."""
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
@@ -137,7 +148,9 @@ def second_server_certificate(pki: Pki, name: str, directory: Path) -> tuple[Pat
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in (name, *(f"n{i}.{name}.test" for i in range(extra_names)))]
+        ), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"

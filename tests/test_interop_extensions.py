@@ -28,6 +28,7 @@ from tests.extensions_support import (
     s_client,
     s_server,
     second_server_certificate,
+    with_large_server_certificate,
 )
 from tests.interop_support import ServerThread, records
 from tests.peers import (
@@ -67,14 +68,28 @@ def assert_records_within(log: list[LoggedDatagram], direction: str, limit: int 
     assert sizes and max(sizes) <= limit, sorted(sizes)[-5:]
 
 
+def assert_handshake_fragmented(log: list[LoggedDatagram], direction: str) -> None:
+    """`direction` cut a handshake message into fragments (the certificate did not fit)."""
+    assert any(
+        ctype == 22 and epoch == 0
+        and int.from_bytes(frag[9:12], "big") < int.from_bytes(frag[1:4], "big")
+        for d in log if d.direction == direction for ctype, epoch, frag in records(d.data)
+    )
+
+
+@pytest.fixture
+def large(pki: Pki, tmp_path: Path) -> Pki:
+    return with_large_server_certificate(pki, tmp_path)
+
+
 # -- max_fragment_length -------------------------------------------------------------------------
 
 
 @pytest.mark.req("EXT-1")
-def test_openssl_client_maxfraglen_512_against_our_server(pki: Pki) -> None:
+def test_openssl_client_maxfraglen_512_against_our_server(large: Pki) -> None:
     require_peer("openssl")
-    with ServerThread(our_server("x509", pki)) as server, proxy_in(None, server.port) as proxy:
-        with s_client("x509", proxy.address[1], pki, "-maxfraglen", str(LIMIT)) as peer:
+    with ServerThread(our_server("x509", large)) as server, proxy_in(None, server.port) as proxy:
+        with s_client("x509", proxy.address[1], large, "-maxfraglen", str(LIMIT)) as peer:
             peer.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, 5.0)
             peer.write_line("m" * 400)
             peer.wait_for_output("m" * 400, 5.0)  # our echo, within the limit
@@ -84,15 +99,16 @@ def test_openssl_client_maxfraglen_512_against_our_server(pki: Pki) -> None:
     for side in ("client", "server"):
         assert_records_within(log, side)
     assert max(len(d.data) for d in log if d.direction == "server") <= LIMIT_DATAGRAM
+    assert_handshake_fragmented(log, "server")
 
 
 @pytest.mark.req("EXT-1")
-def test_our_client_max_fragment_length_512_against_openssl_server(pki: Pki) -> None:
+def test_our_client_max_fragment_length_512_against_openssl_server(large: Pki) -> None:
     require_peer("openssl")
     port = free_udp_port()
-    with s_server("x509", port, pki) as peer, proxy_in(None, port) as proxy:
+    with s_server("x509", port, large) as peer, proxy_in(None, port) as proxy:
         peer.wait_for_output(OPENSSL_SERVER_READY, 5.0)
-        config = our_client("x509", pki, max_fragment_length=LIMIT)
+        config = our_client("x509", large, max_fragment_length=LIMIT)
         with sync.connect(*proxy.address, config) as client:
             assert client.connection.max_fragment_length == LIMIT
             client.send(b"c" * LIMIT)
@@ -103,14 +119,17 @@ def test_our_client_max_fragment_length_512_against_openssl_server(pki: Pki) -> 
     for side in ("client", "server"):
         assert_records_within(log, side)
     assert max(len(d.data) for d in log if d.direction == "client") <= LIMIT_DATAGRAM
+    assert_handshake_fragmented(log, "server")  # OpenSSL kept to the limit too
 
 
 @pytest.mark.req("EXT-1")
-def test_gnutls_client_recordsize_512_against_our_server(pki: Pki, netns: NetNamespace) -> None:
+def test_gnutls_client_recordsize_512_against_our_server(
+    large: Pki, netns: NetNamespace
+) -> None:
     require_peer("gnutls-cli")
-    with ServerThread(our_server("x509", pki), sock=netns.socket()) as server, \
+    with ServerThread(our_server("x509", large), sock=netns.socket()) as server, \
             proxy_in(netns, server.port) as proxy, \
-            gnutls_cert_client(proxy.address[1], pki, netns=netns, time_limit=30.0,
+            gnutls_cert_client(proxy.address[1], large, netns=netns, time_limit=30.0,
                                extra=["--recordsize", str(LIMIT)]) as peer:
         peer.wait_for_output(GNUTLS_CLIENT_HANDSHAKE_DONE, 5.0)
         peer.write_line("g" * 200)  # gnutls-cli reads at most 255 bytes a line
@@ -120,18 +139,19 @@ def test_gnutls_client_recordsize_512_against_our_server(pki: Pki, netns: NetNam
     log = proxy.snapshot()
     for side in ("client", "server"):
         assert_records_within(log, side)
+    assert_handshake_fragmented(log, "server")
 
 
 @pytest.mark.req("EXT-1")
 def test_our_client_max_fragment_length_512_against_gnutls_server(
-    pki: Pki, netns: NetNamespace
+    large: Pki, netns: NetNamespace
 ) -> None:
     require_peer("gnutls-serv")
     port = free_udp_port()
-    with gnutls_cert_server(port, pki, netns=netns, time_limit=30.0) as peer:
+    with gnutls_cert_server(port, large, netns=netns, time_limit=30.0) as peer:
         peer.wait_for_output(GNUTLS_SERVER_READY, 5.0)
         with proxy_in(netns, port) as proxy:
-            config = our_client("x509", pki, max_fragment_length=LIMIT)
+            config = our_client("x509", large, max_fragment_length=LIMIT)
             with sync.connect(*proxy.address, config, sock=netns.socket()) as client:
                 assert client.connection.max_fragment_length == LIMIT
                 client.send(b"n" * 200)
@@ -139,6 +159,7 @@ def test_our_client_max_fragment_length_512_against_gnutls_server(
     log = proxy.snapshot()
     for side in ("client", "server"):
         assert_records_within(log, side)
+    assert_handshake_fragmented(log, "server")  # GnuTLS kept to the limit too
 
 
 def _mbedtls() -> Any:
