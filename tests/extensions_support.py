@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,9 +149,10 @@ def second_server_certificate(
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(n) for n in (name, *(f"n{i}.{name}.test" for i in range(extra_names)))]
-        ), critical=False)
+        .add_extension(x509.SubjectAlternativeName([
+            *(x509.DNSName(n) for n in (name, *(f"n{i}.{name}.test" for i in range(extra_names)))),
+            x509.IPAddress(ipaddress.ip_address(LOCALHOST)),  # gnutls-cli checks the address
+        ]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
