@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-memory clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-memory bench-resumption clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-load: $(STAMP) peers
 # Server heap per association (tracemalloc, 10,000) and resident memory of 100,000.
 bench-memory: $(STAMP)
 	$(PY) benchmarks/bench_memory.py
+
+bench-resumption: $(STAMP)
+	$(PY) benchmarks/bench_resumption.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

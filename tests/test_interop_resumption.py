@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from iotdtls import sync
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.sessions import SessionState
 from tests import peers
 from tests.extensions_support import (
     GNUTLS_RESUMED,
@@ -36,6 +38,7 @@ from tests.peers import (
     free_udp_port,
     require_peer,
 )
+from tests.test_interop_mbedtls import MbedServer
 
 pytestmark = pytest.mark.interop
 netns = peers.netns
@@ -155,3 +158,31 @@ def test_our_client_resumes_with_gnutls_server(
             assert second.connection.resumed
             second.send(b"abbreviated")
             assert second.recv(timeout=5.0) == b"abbreviated"
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_mbedtls_does_not_keep_gets_a_full_handshake() -> None:
+    """python-mbedtls's server issues session_ids but keeps no cache: offered one, it answers
+    with a full handshake, which our client follows."""
+    require_peer("mbedtls")
+    import mbedtls.tls
+
+    server = MbedServer(mbedtls.tls)
+    sessions: list[SessionState | None] = []
+    for offered in (None, "first"):
+        server.buffer = server._fresh()
+        client = DtlsConnection(our_client("psk", None),
+                                session=sessions[0] if offered else None)
+        client.connect(0.0)
+        for _ in range(20):
+            for data in client.datagrams_to_send(0.0):
+                server.buffer.receive_from_network(data)
+            if client.state is not ConnectionState.HANDSHAKING and server.done:
+                break
+            for data in server.step():
+                client.receive_datagram(data, 0.0)
+        assert client.state is ConnectionState.ESTABLISHED and not client.resumed
+        sessions.append(client.session)
+    first, second = sessions
+    assert first is not None and second is not None
+    assert first.session_id != second.session_id

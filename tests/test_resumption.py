@@ -24,7 +24,8 @@ from iotdtls.identity import (
     RawPublicKeyIdentity,
     UnauthenticatedPeer,
 )
-from iotdtls.messages import ClientHello, HandshakeType, ServerHello
+from iotdtls.messages import ClientHello, ExtensionType, HandshakeType, ServerHello
+from iotdtls.messages.extensions import UnknownExtension
 from iotdtls.record import ContentType
 from iotdtls.sessions import MemorySessionStore, SessionState
 from tests.memory_link import (
@@ -47,7 +48,13 @@ from tests.memory_link import (
     seeded,
     wire_from,
 )
-from tests.pubkey_support import client_key, rpk_link, server_key, stranger_key, x509_link
+from tests.pubkey_support import (
+    client_key,
+    rpk_link,
+    server_key,
+    stranger_key,
+    x509_link,
+)
 
 H = HandshakeType
 LINKS: dict[str, Callable[..., MemoryLink]] = {"psk": make_link, "rpk": rpk_link, "x509": x509_link}
@@ -161,6 +168,27 @@ def test_lost_abbreviated_flights_are_retransmitted(lost: str) -> None:
     second.handshake()
     assert_resumed(second)
     assert second.sent["client"] >= 4  # a ClientHello or the last flight went twice
+
+
+@pytest.mark.req("RES-1")
+def test_the_session_ticket_extension_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that also offers an empty SessionTicket extension (RFC 5077 §3.2, as OpenSSL
+    does): the profile leaves RFC 5077 out, so no ticket answer and no NewSessionTicket; the
+    session_id resumes."""
+    offer = iotdtls.handshake.client.client_offer
+
+    def offer_with_ticket(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+        suites, extensions = offer(config)
+        return suites, (*extensions, UnknownExtension(ExtensionType.session_ticket))
+
+    monkeypatch.setattr(iotdtls.handshake.client, "client_offer", offer_with_ticket)
+    first = full_handshake()
+    assert ExtensionType.session_ticket in {e.ext_type for e in client_hellos(first)[0].extensions}
+    assert ExtensionType.session_ticket not in {e.ext_type for e in server_hello(first).extensions}
+    assert H.new_session_ticket not in message_types(wire_from(first, "server"))
+    second = next_link(first)
+    second.handshake()
+    assert_resumed(second)
 
 
 # -- fallback to a full handshake ----------------------------------------------------------------
