@@ -36,3 +36,15 @@ def test_readme_coap_example_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2.05 Content Hello, psk identity b'dev1'!"
+
+
+def test_readme_resumption_example_runs() -> None:
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    (example,) = [b for b in blocks if "SessionState.from_bytes" in b]
+    source = example.replace("5684", str(free_udp_port()))
+    done = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True True"

@@ -28,6 +28,7 @@ from iotdtls.errors import (
     DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
+    PeerUnresponsive,
 )
 from iotdtls.identity import (
     CertificateIdentity,
@@ -36,6 +37,7 @@ from iotdtls.identity import (
     RawPublicKeyIdentity,
     UnauthenticatedPeer,
 )
+from iotdtls.sessions import MemorySessionStore, SessionState, SessionStore
 
 __version__ = "0.1.0"
 
@@ -55,8 +57,10 @@ __all__ = [
     "DtlsServer",
     "HandshakeTimeout",
     "LocalProtocolError",
+    "MemorySessionStore",
     "Mode",
     "PeerIdentity",
+    "PeerUnresponsive",
     "PrivateKey",
     "PskIdentity",
     "RawPublicKeyIdentity",
@@ -65,6 +69,8 @@ __all__ = [
     "ServerConfig",
     "ServerEndpoint",
     "ServerSession",
+    "SessionState",
+    "SessionStore",
     "UnauthenticatedPeer",
     "__version__",
     "connect",
