@@ -6,10 +6,13 @@ evicted or no longer acceptable sessions, sessions only with the extended master
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import iotdtls.handshake.client
 from iotdtls.config import ClientConfig, Mode, ServerConfig
@@ -483,3 +486,44 @@ def test_session_state_checks_its_fields() -> None:
         }
         with pytest.raises(ConfigError):
             SessionState(**fields)
+
+
+_PEER_STRATEGY = st.one_of(
+    st.builds(PskIdentity, st.binary(max_size=64)),
+    st.builds(RawPublicKeyIdentity, st.binary(min_size=1, max_size=91)),
+    st.builds(
+        CertificateIdentity,
+        st.text(max_size=40),
+        st.lists(st.binary(min_size=1, max_size=300), max_size=3).map(tuple),
+    ),
+    st.just(UnauthenticatedPeer()),
+)
+_STATES = st.builds(
+    SessionState,
+    session_id=st.binary(min_size=1, max_size=32),
+    cipher_suite=st.sampled_from([0xC0A8, 0xC0AE]),
+    mode=st.sampled_from(list(Mode)),
+    master_secret=st.binary(min_size=48, max_size=48),
+    peer=_PEER_STRATEGY,
+    max_fragment_length=st.integers(0, 4),
+    server_name=st.from_regex(r"[a-z0-9.-]{0,40}", fullmatch=True),
+)
+_PROPS = settings(max_examples=150, deadline=None)
+
+
+@pytest.mark.req("RES-1")
+@_PROPS
+@given(_STATES)
+def test_session_bytes_round_trip_property(state: SessionState) -> None:
+    again = SessionState.from_bytes(state.to_bytes())
+    assert again == state and again.master_secret == state.master_secret
+
+
+@pytest.mark.req("RES-1")
+@_PROPS
+@given(st.binary(max_size=300), _STATES)
+def test_session_bytes_parser_raises_only_value_error(noise: bytes, state: SessionState) -> None:
+    good = state.to_bytes()
+    for data in (noise, good[: len(noise) % (len(good) + 1)], good[:16] + noise):
+        with contextlib.suppress(ValueError):  # anything else escapes and fails the test
+            SessionState.from_bytes(data)
