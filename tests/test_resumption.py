@@ -475,6 +475,7 @@ def test_session_state_checks_its_fields() -> None:
         {"master_secret": bytes(47)},
         {"cipher_suite": 0x002F},
         {"max_fragment_length": 5},
+        {"server_name": "bücher.example"},
     ):
         fields: dict[str, Any] = {
             "session_id": b"\x01",

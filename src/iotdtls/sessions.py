@@ -79,6 +79,8 @@ class SessionState:
             raise ConfigError("a session's master secret is 48 bytes")
         if suite_info(self.cipher_suite) is None:
             raise ConfigError(f"cipher suite {self.cipher_suite:#06x} is not one of ours")
+        if not self.server_name.isascii():
+            raise ConfigError("a session's server_name is an ASCII host name (RFC 6066 §3)")
         if self.max_fragment_length not in (0, *MaxFragmentLengthCode):
             raise ConfigError(f"max_fragment_length code {self.max_fragment_length} is not 0-4")
 
