@@ -262,8 +262,9 @@ class ServerEndpoint:
             return
         if conn.state is ConnectionState.CLOSED:
             del self.connections[address]
-        # Only associations with a pending timer (handshakes) are kept with their timers, so
-        # an endpoint with many established peers pays nothing per datagram for them.
+        # Only associations with a pending timer (handshakes, heartbeats and keep-alives) are
+        # kept with their timers, so an endpoint with many established peers without a
+        # keep-alive pays nothing per datagram for them.
         timer = conn.get_timer()
         if timer is None:
             self._untime(address)
