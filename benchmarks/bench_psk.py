@@ -91,7 +91,14 @@ def iotdtls_handshake(wire: HandshakeWire | None = None) -> tuple[DtlsConnection
     """A client `DtlsConnection` and a `ServerEndpoint` (stateless cookie exchange first,
     RFC 6347 §4.2.1) shuttle datagrams in memory until both sides are established."""
     client = DtlsConnection(IOT_CLIENT)
-    server = ServerEndpoint(IOT_SERVER)
+    return client, shuttle(client, ServerEndpoint(IOT_SERVER), wire)
+
+
+def shuttle(
+    client: DtlsConnection, server: ServerEndpoint, wire: HandshakeWire | None = None
+) -> DtlsConnection:
+    """Connect `client` and pass datagrams between it and `server` until both sides are
+    established; return the server's connection."""
     client.connect(NOW)
     for _ in range(20):
         for datagram in client.datagrams_to_send(NOW):
@@ -112,7 +119,7 @@ def iotdtls_handshake(wire: HandshakeWire | None = None) -> tuple[DtlsConnection
             and peer is not None
             and peer.state is ConnectionState.ESTABLISHED
         ):
-            return client, peer
+            return peer
     raise RuntimeError("iotdtls handshake did not complete in memory")
 
 

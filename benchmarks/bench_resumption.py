@@ -41,18 +41,17 @@ from bench_psk import (
     Mbed,
     describe,
     fmt,
+    shuttle,
     time_each,
 )
 
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.connection import DtlsConnection
 from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.sessions import SessionState
 from tests import pki
 
-CLIENT_ADDR = ("192.0.2.1", 40000)
-NOW = 0.0
 MBEDTLS_ECDHE = "TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8"
 
 
@@ -71,29 +70,8 @@ class Pair:
         self, session: SessionState | None = None, wire: HandshakeWire | None = None
     ) -> DtlsConnection:
         client = DtlsConnection(self.client, session=session)
-        endpoint = self.endpoint
-        client.connect(NOW)
-        for _ in range(20):
-            for datagram in client.datagrams_to_send(NOW):
-                if wire is not None:
-                    wire.client.add(datagram)
-                endpoint.receive_datagram(datagram, CLIENT_ADDR, NOW)
-            for datagram, _ in endpoint.datagrams_to_send(NOW):
-                if wire is not None:
-                    wire.server.add(datagram)
-                client.receive_datagram(datagram, NOW)
-            while client.next_event() is not None:
-                pass
-            while endpoint.next_event() is not None:
-                pass
-            peer = endpoint.connections.get(CLIENT_ADDR)
-            if (
-                client.state is ConnectionState.ESTABLISHED
-                and peer is not None
-                and peer.state is ConnectionState.ESTABLISHED
-            ):
-                return client
-        raise RuntimeError("iotdtls handshake did not complete in memory")
+        shuttle(client, self.endpoint, wire)
+        return client
 
     def resumable(self) -> SessionState:
         session = self.handshake().session

@@ -255,6 +255,10 @@ class HandshakeMachine:
         session_id and the extended master secret (RES-3)."""
         if not (self.complete and self.session_id and self.keys.extended_master_secret):
             return None
+        return self.session_state()
+
+    def session_state(self) -> SessionState:
+        """The session of this handshake, whose hellos and key exchange are done."""
         assert self.suite is not None and self.peer is not None and self.mode is not None
         return SessionState(
             self.session_id,

@@ -362,20 +362,11 @@ class ServerHandshake(HandshakeMachine):
         return outcome
 
     def _cache_session(self) -> None:
+        """Only sessions with the extended master secret have a session_id (RES-3)."""
         if self._store is None or not self.session_id:
             return
-        assert self.suite is not None and self.peer is not None and self.mode is not None
-        state = SessionState(
-            self.session_id,
-            self.suite.code,
-            self.mode,
-            self.keys.master_secret,
-            self.peer,
-            self.max_fragment_length,
-            self.server_name,
-        )
         try:
-            self._store.put(state, self.now)
+            self._store.put(self.session_state(), self.now)
         except Exception as exc:
             logger.warning("session store put raised %s", type(exc).__name__)
 
