@@ -78,6 +78,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.extensions import decode_vector
+from iotdtls.messages.handshake import encode_cookie
 from iotdtls.sessions import SessionState
 
 __all__ = ["CERTIFICATE_FLOW", "PSK_FLOW", "RESUMED_FLOW", "ClientHandshake", "ClientState"]
@@ -112,6 +113,8 @@ class ClientHandshake(HandshakeMachine):
         super().__init__(config, ClientState.START)
         self.keys.client_random = random_bytes(32)
         self._hello_verify_requests = 0
+        #: Our ClientHello around its cookie, encoded once (see `_client_hello`).
+        self._hello_parts: tuple[bytes, bytes] | None = None
         self._suites, self._offered_extensions = client_offer(config)
         #: The session we offer to resume (RES-1), if it fits this configuration.
         self._offered_session = session
@@ -133,18 +136,23 @@ class ClientHandshake(HandshakeMachine):
         return Flight((self._client_hello(b""),))
 
     def _client_hello(self, cookie: bytes) -> OutgoingMessage:
-        """The one builder of our ClientHello, with or without cookie (HS-1)."""
-        offered = self._offered_session
-        hello = ClientHello(
-            client_version=DTLS_1_2,
-            random=self.keys.client_random,
-            session_id=b"" if offered is None else offered.session_id,
-            cookie=cookie,
-            cipher_suites=self._suites,
-            compression_methods=(0,),
-            extensions=self._offered_extensions,
-        )
-        return self.outgoing(HandshakeType.client_hello, hello.encode())
+        """The one builder of our ClientHello, with or without cookie (HS-1): the same hello
+        each time, only the cookie differs (RFC 6347 §4.2.1)."""
+        if self._hello_parts is None:
+            offered = self._offered_session
+            hello = ClientHello(
+                client_version=DTLS_1_2,
+                random=self.keys.client_random,
+                session_id=b"" if offered is None else offered.session_id,
+                cookie=b"",
+                cipher_suites=self._suites,
+                compression_methods=(0,),
+                extensions=self._offered_extensions,
+            )
+            self._hello_parts = hello.encode_around_cookie()
+        before, after = self._hello_parts
+        body = before + encode_cookie(cookie) + after
+        return self.outgoing(HandshakeType.client_hello, body)
 
     # -- hellos -------------------------------------------------------------------------------
     def _on_hello_verify_request(self, msg: ReassembledMessage) -> Outcome:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.crypto.suites import EpochKeys, SuiteInfo
@@ -65,8 +65,7 @@ class NegotiatedSession:
     max_fragment_length: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a handler hands back: our next flight, and the keys of the next epoch (installed
     before the flight is cut, so a Finished in it is protected)."""
 

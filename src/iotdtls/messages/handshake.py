@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, NamedTuple, Self
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls.errors import DecodeError
@@ -77,9 +77,8 @@ COOKIE_MAX_LEN = 255
 """cookie<0..2^8-1> (RFC 6347 §4.2.1)."""
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeHeader:
-    """The DTLS handshake header (RFC 6347 §4.2.2).
+class HandshakeHeader(NamedTuple):
+    """The DTLS handshake header (RFC 6347 §4.2.2). A named tuple: one is made per fragment.
 
     `msg_type` is a `HandshakeType` when known, else the raw int (the state machine answers
     unexpected_message). `decode` checks fragment_offset + fragment_length <= length; it reads
@@ -98,7 +97,7 @@ class HandshakeHeader:
         )
 
     @classmethod
-    def decode(cls, reader: Reader) -> Self:
+    def decode(cls, reader: Reader) -> HandshakeHeader:
         type_and_length, message_seq, offset_high, offset_low_and_fragment = reader.pull_struct(
             _HEADER
         )
@@ -137,6 +136,13 @@ def encode_handshake_header(
         fragment_offset >> 8,
         ((fragment_offset & 0xFF) << 24) | fragment_length,
     )
+
+
+def encode_cookie(cookie: bytes) -> bytes:
+    """cookie<0..2^8-1> with its length (RFC 6347 §4.2.1)."""
+    if len(cookie) > COOKIE_MAX_LEN:
+        raise ValueError(f"cookie of {len(cookie)} bytes is longer than {COOKIE_MAX_LEN}")
+    return bytes((len(cookie),)) + cookie
 
 
 def _push_hello_start(writer: Writer, version: int, random: bytes, session_id: bytes) -> None:
@@ -191,13 +197,20 @@ class ClientHello:
     extensions: tuple[Extension, ...] = ()
 
     def encode(self) -> bytes:
-        writer = Writer()
-        _push_hello_start(writer, self.client_version, self.random, self.session_id)
-        push_checked_vector(writer, 1, self.cookie, 0, COOKIE_MAX_LEN)
-        push_uint_list(writer, 2, 2, self.cipher_suites, 2, 0xFFFE)
-        push_uint_list(writer, 1, 1, self.compression_methods, 1)
-        _push_extensions(writer, self.extensions, self.MSG_TYPE)
-        return writer.getvalue()
+        before, after = self.encode_around_cookie()
+        return before + encode_cookie(self.cookie) + after
+
+    def encode_around_cookie(self) -> tuple[bytes, bytes]:
+        """The encoding before and after the cookie vector: a client sends its ClientHello again
+        with the server's cookie and nothing else changed (RFC 6347 §4.2.1), so it encodes the
+        rest once."""
+        before = Writer()
+        _push_hello_start(before, self.client_version, self.random, self.session_id)
+        after = Writer()
+        push_uint_list(after, 2, 2, self.cipher_suites, 2, 0xFFFE)
+        push_uint_list(after, 1, 1, self.compression_methods, 1)
+        _push_extensions(after, self.extensions, self.MSG_TYPE)
+        return before.getvalue(), after.getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
