@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,coap]'
+	$(PY) -m pip install -q -e '.[test,coap,fuzz]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,7 +19,7 @@ peers:
 	@sh scripts/install-peers.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests tools benchmarks stubs
+	$(VENV)/bin/ruff check src tests tools benchmarks stubs fuzz
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src
@@ -40,5 +40,10 @@ bench-pubkey: $(STAMP)
 bench-coap: $(STAMP) peers
 	$(PY) benchmarks/bench_coap.py
 
+# Coverage-guided fuzzing (atheris), every target; FUZZ_RUNS inputs each (docs/fuzzing.md).
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	$(PY) -m fuzz.campaign --runs $(FUZZ_RUNS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .fuzz build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
