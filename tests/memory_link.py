@@ -187,7 +187,7 @@ class MemoryLink:
             timers = [
                 t for t in (self.client.get_timer(), self.server.get_timer()) if t is not None
             ]
-            if not timers:
+            if not timers or min(timers) > until:
                 return
             self.now = max(self.now, min(timers))
             self.client.handle_timer(self.now)
@@ -318,6 +318,15 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
             return Outcome(Flight((hello, *added, new_done)))
 
     return Injecting
+
+
+def only_idle_timer(link: MemoryLink) -> bool:
+    """No retransmission timer is pending on either side: the server's only timer is the idle
+    timeout of its established association (`ServerConfig.idle_timeout`)."""
+    conn = link.server_conn
+    idle = link.server_config.idle_timeout
+    expected = None if conn is None or idle is None else conn.last_activity + idle
+    return link.client.get_timer() is None and link.server.get_timer() == expected
 
 
 def next_send_seq(conn: DtlsConnection) -> int:

@@ -30,7 +30,13 @@ from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cache
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, DtlsError, LocalProtocolError, ProtocolError
+from iotdtls.errors import (
+    AlertDescription,
+    DtlsError,
+    IdleTimeout,
+    LocalProtocolError,
+    ProtocolError,
+)
 from iotdtls.events import (
     CertificateUrlsReceived,
     ConnectionClosed,
@@ -478,7 +484,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         ended = self.sessions.pop(address, None)
         if ended is not None:
             ended.inbox.end(error)
-            if error is not None:
+            if isinstance(error, IdleTimeout):
+                logger.info("association closed: %s: %s", who, error)
+            elif error is not None:
                 logger.info("association failed: %s: %s", who, error)
             else:
                 logger.debug("association closed: %s", who)

@@ -23,6 +23,7 @@ from iotdtls.identity import RawPublicKeyIdentity
 
 __all__ = [
     "CONSTRAINED_RETRANSMIT",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CHAIN_DEPTH",
     "DEFAULT_MTU",
     "RFC6347_RETRANSMIT",
@@ -42,6 +43,8 @@ __all__ = [
 DEFAULT_MTU = 1232
 MIN_MTU = 128
 MAX_MTU = 65507
+#: How long a server keeps an established association without traffic (seconds).
+DEFAULT_IDLE_TIMEOUT = 3600.0
 #: RFC 4279 §2 encodes identities and keys with a 2-byte length: the only limit (profile, PSK-2).
 MAX_PSK_LENGTH = 0xFFFF
 
@@ -369,6 +372,12 @@ class ServerConfig(_CommonConfig):
     #: Most handshakes in progress at once; when full, the oldest is dropped. Kept below
     #: `max_connections` so half-open associations cannot crowd out established ones.
     max_handshakes: int = 256
+    #: Seconds an established association may go without traffic (an authenticated record
+    #: from the peer, or application data sent to it) before the server sends close_notify
+    #: and forgets it; the application sees `ConnectionClosed(IdleTimeout)`. None: never.
+    #: Default one hour: far beyond the two minutes or more a NAT keeps an idle UDP binding
+    #: (RFC 4787 REQ-5), after which the peer would come back from another port anyway.
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -405,6 +414,10 @@ class ServerConfig(_CommonConfig):
             raise ConfigError("max_connections must be at least 1")
         if not 1 <= self.max_handshakes <= self.max_connections:
             raise ConfigError("max_handshakes must be from 1 to max_connections")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ConfigError(
+                f"idle_timeout must be > 0 seconds (or None: never), got {self.idle_timeout}"
+            )
 
     @property
     def has_psk(self) -> bool:

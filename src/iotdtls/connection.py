@@ -21,6 +21,7 @@ from iotdtls.errors import (
     AlertLevel,
     AlertReceived,
     AlertSent,
+    DatagramTooLarge,
     DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
@@ -44,7 +45,7 @@ from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.identity import PeerIdentity, PskIdentity
 from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeHeader, HandshakeType
-from iotdtls.record import ContentType, PlainRecord, RecordLayer
+from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType, PlainRecord, RecordLayer
 
 __all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
 
@@ -104,6 +105,10 @@ class DtlsConnection:
         self._numbering_adopted = self.is_client
         #: A ChangeCipherSpec that arrived while its flight waited for a fetched chain.
         self._deferred_ccs = False
+        self._max_send_size = 0
+        #: When the peer last sent an authenticated record of the current epoch (or the
+        #: handshake completed): what a server's idle timeout measures (`ServerConfig`).
+        self.last_activity = 0.0
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -204,6 +209,7 @@ class DtlsConnection:
                     # so they cannot end a good association (RFC 6347 §4.1.2.7, REC-3).
                     self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
                     continue
+                self.last_activity = now
                 if record.content_type is app:
                     if self._flight is not None:
                         self._flight = None  # the peer has our last flight (§4.2.4)
@@ -239,11 +245,22 @@ class DtlsConnection:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    @property
+    def max_send_size(self) -> int:
+        """The largest application datagram `send()` accepts once established: what one record
+        in one datagram of `config.mtu` bytes carries (RFC 6347 §4.1.1), at most 2^14."""
+        room = self.config.mtu - self._records.overhead(self._write_epoch)
+        return min(room, MAX_PLAINTEXT_LENGTH)
+
     def send(self, data: bytes) -> None:
-        """Send one application datagram as one record (RFC 6347 §4.1.1: a record never spans
-        datagrams; keep `len(data)` + 29 bytes within the path MTU to avoid IP fragmentation)."""
+        """Send one application datagram as one record in one UDP datagram of at most
+        `config.mtu` bytes. Larger data raises `DatagramTooLarge` and nothing is sent: a record
+        never spans datagrams and we never hand IP a datagram it must fragment (RFC 6347
+        §4.1.1); `max_send_size` says what fits."""
         if self.state is not ConnectionState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
+        if len(data) > self._max_send_size:
+            raise DatagramTooLarge(len(data), self._max_send_size, self.config.mtu)
         self._outgoing.append(
             self._records.seal(ContentType.application_data, data, self._write_epoch)
         )
@@ -269,13 +286,15 @@ class DtlsConnection:
         if self.state is not ConnectionState.CLOSED:
             self._close(error)
 
-    def close(self) -> None:
-        """Send close_notify and end the association (RFC 5246 §7.2.1)."""
+    def close(self, reason: DtlsError | None = None) -> None:
+        """Send close_notify and end the association (RFC 5246 §7.2.1). `reason` is what the
+        closing event tells the application (None: a plain close; e.g. `IdleTimeout` when a
+        server lets an idle association go)."""
         if self.state is ConnectionState.CLOSED:
             return
         if self.state is not ConnectionState.IDLE:
             self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
-        self._close(None)
+        self._close(reason)
 
     # -- records ------------------------------------------------------------------------------
     def _dispatch(self, record: PlainRecord, now: float) -> None:
@@ -446,7 +465,7 @@ class DtlsConnection:
             if outcome.flight is not None:
                 self._send_flight(outcome.flight, now)
             if hs.complete:
-                self._complete()
+                self._complete(now)
 
     # -- our side -----------------------------------------------------------------------------
     def _install_keys(self, keys: EpochKeys) -> None:
@@ -480,8 +499,10 @@ class DtlsConnection:
         ).encode()
         self._outgoing.append(self._records.seal(ContentType.alert, payload, self._write_epoch))
 
-    def _complete(self) -> None:
+    def _complete(self, now: float) -> None:
         self.state = ConnectionState.ESTABLISHED
+        self.last_activity = now
+        self._max_send_size = self.max_send_size
         self._deadline = None
         if not (self._flight is not None and self._flight.final):
             self._timer.stop()

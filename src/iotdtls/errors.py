@@ -24,9 +24,11 @@ __all__ = [
     "AssociationEvicted",
     "AssociationReplaced",
     "ConfigError",
+    "DatagramTooLarge",
     "DecodeError",
     "DtlsError",
     "HandshakeTimeout",
+    "IdleTimeout",
     "LocalProtocolError",
     "ProtocolError",
 ]
@@ -90,6 +92,22 @@ class LocalProtocolError(Exception):
     """The local application used the API in a way the protocol state does not allow."""
 
 
+class DatagramTooLarge(LocalProtocolError):
+    """`send()` of application data that cannot fit one datagram of the configured MTU.
+
+    RFC 6347 §4.1.1: a record never spans datagrams, and "if the application attempts to send a
+    record larger than the MTU, the DTLS implementation SHOULD generate an error, thus avoiding
+    sending a packet which will be fragmented". Nothing is sent; the association stays open."""
+
+    def __init__(self, size: int, limit: int, mtu: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{size} bytes of application data do not fit one datagram: at most {limit} "
+            f"bytes fit the MTU of {mtu} bytes"
+        )
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says, in one line, what to fix."""
 
@@ -141,3 +159,12 @@ class HandshakeTimeout(DtlsError):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"handshake timed out after {seconds:g} s")
+
+
+class IdleTimeout(DtlsError):
+    """A server let an established association go after `seconds` without traffic
+    (`ServerConfig.idle_timeout`); it sent close_notify first."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"association idle for {seconds:g} s, closed")
