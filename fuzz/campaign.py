@@ -36,6 +36,7 @@ class Outcome:
     coverage: int
     features: int
     corpus: int
+    new_units: int
     peak_rss_mb: int
     seconds: float
     log_tail: str
@@ -109,6 +110,7 @@ def fuzz_target(
         coverage=_last(log, r"cov: (\d+)"),
         features=_last(log, r"ft: (\d+)"),
         corpus=_last(log, r"corp: (\d+)/"),
+        new_units=_stat(log, "new_units_added"),
         peak_rss_mb=_stat(log, "peak_rss_mb"),
         seconds=elapsed,
         log_tail="\n".join(log.splitlines()[-40:]),

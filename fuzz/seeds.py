@@ -4,8 +4,8 @@ them too."""
 
 from __future__ import annotations
 
-from fuzz.scenario import CLIENT_STAGES, SERVER_STAGES, split_records
-from fuzz.targets import CODECS, recording
+from fuzz.scenario import client_stages, recording, server_stages, split_records
+from fuzz.targets import CODECS
 from iotdtls._buffer import Reader
 from iotdtls.messages import (
     Alert,
@@ -35,9 +35,14 @@ TIMER_OP = bytes([3])
 def _plain_messages() -> tuple[list[bytes], list[bytes]]:
     """Handshake headers, and type byte + body, of the recorded plaintext (epoch-0) handshake
     messages."""
-    rec = recording()
     headers, out = [], []
-    for datagram in rec.from_client + rec.from_server:
+    datagrams = [
+        d
+        for mode in ("psk", "rpk")
+        for r in [recording(mode)]
+        for d in r.from_client + r.from_server
+    ]
+    for datagram in datagrams:
         for record in split_records(datagram):
             if record[0] != 22 or record[3:5] != b"\0\0":
                 continue
@@ -68,25 +73,28 @@ def messages_seeds() -> list[bytes]:
 
 
 def records_seeds() -> list[bytes]:
-    rec = recording()
-    return list(rec.from_client + rec.from_server)
+    return [
+        d
+        for mode in ("psk", "rpk")
+        for d in recording(mode).from_client + recording(mode).from_server
+    ]
 
 
 def client_seeds() -> list[bytes]:
-    rec = recording()
     seeds = []
-    for stage in range(len(CLIENT_STAGES)):
-        head = bytes([stage])
+    for index, stage in enumerate(client_stages()):
+        rec = recording(stage.mode)
+        head = bytes([index])
         seeds.append(head + b"".join(_replay_op(i) for i in range(len(rec.from_server))))
         seeds += [head + _datagram_op(d) + TIMER_OP for d in rec.from_server]
     return seeds
 
 
 def server_seeds() -> list[bytes]:
-    rec = recording()
     seeds = []
-    for stage in range(len(SERVER_STAGES)):
-        head = bytes([stage])
+    for index, stage in enumerate(server_stages()):
+        rec = recording(stage.mode)
+        head = bytes([index])
         seeds.append(head + b"".join(_replay_op(i) for i in range(len(rec.from_client))))
         seeds += [head + _datagram_op(d) + TIMER_OP for d in rec.from_client]
         seeds.append(head + _datagram_op(rec.from_client[0], op=0x80))  # another address

@@ -25,20 +25,19 @@ state for an address and never answers with more bytes than it received (HS-2).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import cache
 from typing import Protocol
 
 from fuzz import TARGET_NAMES
 from fuzz.scenario import (
     CLIENT_ADDR,
-    CLIENT_STAGES,
     MTU,
     OTHER_ADDR,
-    SERVER_STAGES,
     Recording,
     client_at,
-    record_handshake,
+    client_stages,
+    recording,
     server_at,
+    server_stages,
 )
 from iotdtls._buffer import Reader
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -184,11 +183,6 @@ def records_target(data: bytes) -> None:
 # -- connections ----------------------------------------------------------------------------------
 
 
-@cache
-def recording() -> Recording:
-    return record_handshake()
-
-
 def _ops(data: bytes) -> Iterator[tuple[int, bytes]]:
     """The input as operations: (op, payload). op % 4: 0-1 a datagram of the input, 2 a replay
     of recorded datagram payload[0], 3 a timer expiry."""
@@ -249,9 +243,10 @@ def _check_end(conn: DtlsConnection, delivered: list[bytes]) -> None:
 def client_target(data: bytes) -> None:
     if not data:
         return
-    rec = recording()
-    stages = list(CLIENT_STAGES)
-    client = client_at(rec, stages[data[0] % len(stages)])
+    stages = client_stages()
+    stage = stages[data[0] % len(stages)]
+    rec = recording(stage.mode)
+    client = client_at(stage)
     watch = _Watch()
     delivered: list[bytes] = [rec.from_server[-1]] if client.closed else []
     now = 0.0
@@ -289,9 +284,10 @@ def _server_step(
 def server_target(data: bytes) -> None:
     if not data:
         return
-    rec = recording()
-    stages = list(SERVER_STAGES)
-    server = server_at(rec, stages[data[0] % len(stages)])
+    stages = server_stages()
+    stage = stages[data[0] % len(stages)]
+    rec = recording(stage.mode)
+    server = server_at(stage)
     watches: dict[object, _Watch] = {}
     now = 0.0
     for op, payload in _ops(data[1:]):

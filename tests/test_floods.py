@@ -181,7 +181,7 @@ def server_waiting_for_key_exchange(mtu: int = 1232) -> MemoryLink:
     link.client.connect(0.0)
     link.run(until=0.5, stop=lambda lk: lk.sent["client"] >= 3)
     assert link.server_conn is not None
-    assert link.server_conn.handshake_state.name == "WAIT_CLIENT_KEY_EXCHANGE"
+    assert link.server_conn.handshake_state.name == "WAIT_CLIENT_FLIGHT"
     return link
 
 
