@@ -27,13 +27,15 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent, ProtocolError
 from iotdtls.events import CertificateUrlsReceived, ConnectionClosed, Event
+from iotdtls.handshake import server as server_module
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
+from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.flight import Flight, OutgoingMessage
 from iotdtls.handshake.machine import Outcome
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.handshake.transcript import Transcript, handshake_header
-from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
+from iotdtls.messages import Alert, ExtendedMasterSecret, HandshakeHeader, HandshakeType
 from iotdtls.record import ContentType, RecordHeader, RecordLayer, split_datagram
 
 CLIENT_ADDR = ("192.0.2.1", 40000)
@@ -334,3 +336,25 @@ def next_send_seq(conn: DtlsConnection) -> int:
     seq = conn._handshake.send_seq
     assert isinstance(seq, int)
     return seq
+
+
+class LegacyClient(ClientHandshake):
+    """A client from before RFC 7627: its ClientHello offers no extended_master_secret (to
+    install with monkeypatch on `iotdtls.connection.ClientHandshake`)."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        super().__init__(config)
+        self._offered_extensions = tuple(
+            e for e in self._offered_extensions if not isinstance(e, ExtendedMasterSecret)
+        )
+
+
+def legacy_server(monkeypatch: Any) -> None:
+    """Make servers ignore the client's extended_master_secret offer, as a server from before
+    RFC 7627 does (its ServerHello then carries none, and the RFC 5246 master secret is used)."""
+    real = server_module.find_extension
+
+    def blind(extensions: Any, cls: Any) -> Any:
+        return None if cls is ExtendedMasterSecret else real(extensions, cls)
+
+    monkeypatch.setattr(server_module, "find_extension", blind)

@@ -149,6 +149,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete) and not self.handshake_done.done():
+            if not event.extended_master_secret:
+                logger.warning("handshake complete%s", _ems_note(event))
             self.handshake_done.set_result(None)
         elif isinstance(event, DataReceived):
             self.inbox.put(event.data)
@@ -432,7 +434,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
-            logger.info("handshake complete: peer %s %s", _fmt(address), event.peer)
+            logger.info(
+                "handshake complete: peer %s %s%s", _fmt(address), event.peer, _ems_note(event)
+            )
             old = self.sessions.pop(address, None)
             if old is not None:
                 old.inbox.end(None)
@@ -516,6 +520,14 @@ def _trace(direction: str, address: Any, data: bytes) -> None:
         except Exception as exc:  # a malformed datagram from the network
             text = f"undecodable ({type(exc).__name__})"
         logger.debug("%s %s %d B %s", direction, _fmt(address), len(data), text)
+
+
+def _ems_note(event: HandshakeComplete) -> str:
+    """What a session without the extended master secret (allowed by
+    `require_extended_master_secret=False`) means: RFC 7627 §5.3, it is never resumed (RES-3)."""
+    if event.extended_master_secret:
+        return ""
+    return " without the extended master secret (RFC 7627): this session will never be resumed"
 
 
 def _fmt(address: Address) -> str:

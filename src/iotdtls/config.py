@@ -140,7 +140,9 @@ class _CommonConfig:
     retransmit: RetransmitPolicy = RFC6347_RETRANSMIT
     #: Overall deadline of a handshake in seconds; past it the handshake fails with a timeout.
     handshake_timeout: float = 60.0
-    #: RFC 7627 / RFC 7925 §16: negotiate the extended master secret and refuse a peer without.
+    #: RFC 7627 / RFC 7925 §16: the extended master secret is always offered (client) and
+    #: accepted (server); True refuses a peer without it, False lets a legacy peer through
+    #: (such a session is never resumed, RES-3, and the adapters' log line says so).
     require_extended_master_secret: bool = True
     #: Largest handshake message we reassemble (bounded memory per peer, HS-3).
     max_handshake_message: int = 16384

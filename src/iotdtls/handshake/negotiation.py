@@ -73,10 +73,10 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
     """The suites and extensions of our ClientHello for the configured mode.
 
     Always an empty renegotiation_info (RFC 5746 §3.4, EXT-4) and extended_master_secret
-    (RFC 7627 §5.1, RES-3) unless turned off; never truncated_hmac (EXT-3)."""
-    exts: list[Extension] = [RenegotiationInfo(b"")]
-    if config.require_extended_master_secret:
-        exts.append(ExtendedMasterSecret())
+    (RFC 7627 §5.1, RES-3), also when a server without it would be accepted
+    (`require_extended_master_secret=False` only stops the refusal, RFC 7627 §5.3); never
+    truncated_hmac (EXT-3)."""
+    exts: list[Extension] = [RenegotiationInfo(b""), ExtendedMasterSecret()]
     if config.mode is Mode.PSK:
         return (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,), tuple(exts)
     exts.extend(_EC_EXTENSIONS)
