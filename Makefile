@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap fuzz clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-flood fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-pubkey: $(STAMP)
 
 bench-coap: $(STAMP) peers
 	$(PY) benchmarks/bench_coap.py
+
+bench-flood: $(STAMP)
+	$(PY) benchmarks/bench_flood.py
 
 # Coverage-guided fuzzing (atheris), every target; FUZZ_RUNS inputs each (docs/fuzzing.md).
 FUZZ_RUNS ?= 1000000
