@@ -19,7 +19,7 @@ from iotdtls.connection import ConnectionState
 from iotdtls.errors import DatagramTooLarge
 from iotdtls.events import DataReceived
 from iotdtls.messages import HandshakeType
-from iotdtls.record import MAX_PLAINTEXT_LENGTH
+from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType
 from tests.memory_link import (
     CLIENT_ADDR,
     KEY,
@@ -30,6 +30,7 @@ from tests.memory_link import (
     events_of,
     make_link,
     plain_handshake,
+    records,
     wire_from,
 )
 
@@ -98,6 +99,12 @@ def test_every_datagram_of_every_flight_fits_the_mtu(
         if hs.msg_type == HandshakeType.client_key_exchange
     ]
     assert cke and cke[0].length == 2 + length
+    # Our ChangeCipherSpec always travels with the Finished behind it (PSK-4: the server
+    # concludes a wrong key only from a Finished that comes with the flight that moved it).
+    for datagram in wire_from(link, "client") + wire_from(link, "server"):
+        types = [(h.content_type, h.epoch) for h, _ in records(datagram)]
+        if (ContentType.change_cipher_spec, 0) in types:
+            assert types[-1] == (ContentType.handshake, 1), types
     server_conn = link.server_conn
     assert server_conn is not None and server_conn.psk_identity == identity
     # The largest application datagrams each side may send, then the close: all fit too.

@@ -24,6 +24,7 @@ from iotdtls.identity import RawPublicKeyIdentity
 __all__ = [
     "CONSTRAINED_RETRANSMIT",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_INTEGRITY_LIMIT",
     "DEFAULT_MAX_CHAIN_DEPTH",
     "DEFAULT_MTU",
     "RFC6347_RETRANSMIT",
@@ -43,6 +44,8 @@ __all__ = [
 DEFAULT_MTU = 1232
 MIN_MTU = 128
 MAX_MTU = 65507
+#: Records of one epoch that may fail authentication (RFC 9147 Appendix B.3, AES-128-CCM-8).
+DEFAULT_INTEGRITY_LIMIT = 2**7
 #: How long a server keeps an established association without traffic (seconds).
 DEFAULT_IDLE_TIMEOUT = 3600.0
 #: RFC 4279 §2 encodes identities and keys with a 2-byte length: the only limit (profile, PSK-2).
@@ -146,6 +149,12 @@ class _CommonConfig:
     require_extended_master_secret: bool = True
     #: Largest handshake message we reassemble (bounded memory per peer, HS-3).
     max_handshake_message: int = 16384
+    #: Records of one epoch that may fail authentication before the association is closed
+    #: (REC-6). Default 2^7 = 128: RFC 9147 §4.5.3 asks for such a limit and Appendix B.3
+    #: derives 2^7 for AES-128-CCM-8 (its 64-bit tag) to keep the margins of the other AEADs,
+    #: noting that a limit this low lets anyone who can reach the peer's address end the
+    #: association cheaply. None: no limit (only where other safeguards stop forgeries).
+    integrity_limit: int | None = DEFAULT_INTEGRITY_LIMIT
     #: Received datagrams the adapters queue for an application that does not read; beyond
     #: this they are dropped like any UDP datagram and counted, so a peer cannot grow memory.
     receive_queue: int = 1024
@@ -165,6 +174,13 @@ class _CommonConfig:
             raise ConfigError(f"receive_queue must be at least 1, got {self.receive_queue}")
         if self.max_handshake_message < 256:
             raise ConfigError("max_handshake_message must be at least 256 bytes")
+        if self.integrity_limit is not None and not (
+            isinstance(self.integrity_limit, int) and self.integrity_limit >= 1
+        ):
+            raise ConfigError(
+                "integrity_limit must be a whole number >= 1 (or None), "
+                f"got {self.integrity_limit!r}"
+            )
         if self.keylog_file is not None and self.keylog is None:
             object.__setattr__(self, "keylog", file_keylog(self.keylog_file))
 

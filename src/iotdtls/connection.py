@@ -24,6 +24,7 @@ from iotdtls.errors import (
     DatagramTooLarge,
     DtlsError,
     HandshakeTimeout,
+    IntegrityLimitReached,
     LocalProtocolError,
     ProtocolError,
 )
@@ -81,13 +82,17 @@ class DtlsConnection:
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
         self.state = ConnectionState.IDLE
-        self._records = RecordLayer()
+        self._records = RecordLayer(integrity_limit=config.integrity_limit)
         # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
         # check optional). Handshake messages are deduplicated by message_seq instead, and
         # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
         self._records.install_read_epoch(0, NullProtector(), replay_check=False)
         self._newest_handshake_record = (-1, -1)
+        #: Datagrams since the peer's flight last moved the handshake, and the count of
+        #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`).
+        self._datagrams_since_progress = 2
+        self._bad_tags_at_progress = 0
         self._next_triggered_retransmit = float("-inf")
         self._handshake: HandshakeMachine = (
             ClientHandshake(config) if isinstance(config, ClientConfig) else ServerHandshake(config)
@@ -176,26 +181,56 @@ class DtlsConnection:
             self._begin(now)
         if self.state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return
-        bad_tags_before = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
+        self._datagrams_since_progress += 1
         try:
             for record in self._records.open_records(data):
                 self._dispatch(record, now)
                 if self.closed:
                     return
-            if (
-                self._handshake.awaits_authenticated_finished
-                and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > bad_tags_before
-            ):
-                # PSK-4: a wrong key (or an unknown identity, which the server turned into a
-                # random key) shows as the client's Finished failing to authenticate. Only a
-                # server waiting for that Finished draws this conclusion; anything else with a
-                # bad tag is just dropped (RFC 6347 §4.1.2.7).
-                raise ProtocolError(
-                    "the peer's Finished record does not authenticate",
-                    AlertDescription.decrypt_error,
-                )
+            self._check_finished_authenticates()
         except ProtocolError as exc:
             self._fail(exc)
+            return
+        self._check_integrity_limit()
+
+    def _note_progress(self) -> None:
+        """The peer's flight moved the handshake (a message handled, its ChangeCipherSpec
+        taken): remember when, for `_check_finished_authenticates`."""
+        self._datagrams_since_progress = 0
+        self._bad_tags_at_progress = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
+
+    def _check_finished_authenticates(self) -> None:
+        """PSK-4: a wrong key (or an unknown identity, which the server turned into a random
+        key) shows as the client's Finished failing to authenticate: decrypt_error.
+
+        Only a server waiting for that Finished concludes so, and only from a record that
+        arrives with the peer's own flight: in the datagram whose messages moved the handshake,
+        or in the next one (peers that send one record per datagram). Any other record that
+        fails authentication is dropped (RFC 6347 §4.1.2.7): an attacker off the path cannot
+        end a handshake with forged records, unless it forges the peer's flight itself, which
+        spoils the transcript anyway."""
+        if (
+            self._handshake.awaits_authenticated_finished
+            and self._datagrams_since_progress == 0
+            and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > self._bad_tags_at_progress
+        ):
+            raise ProtocolError(
+                "the peer's Finished record does not authenticate",
+                AlertDescription.decrypt_error,
+            )
+
+    def _check_integrity_limit(self) -> None:
+        """REC-6: once `config.integrity_limit` records of one epoch failed authentication, the
+        association ends (RFC 9147 §4.5.3 and Appendix B.3: more forgery attempts than that
+        against AES-128-CCM-8's 64-bit tag give an attacker too good a chance). The peer gets a
+        fatal bad_record_mac alert (RFC 6347 §4.1.2.7), the application an
+        `IntegrityLimitReached` error."""
+        epoch = self._records.integrity_exhausted
+        if epoch is None or self.closed:
+            return
+        count = self._records.bad_tag_by_epoch[epoch]
+        self._send_alert(AlertLevel.FATAL, AlertDescription.bad_record_mac)
+        self._close(IntegrityLimitReached(epoch, count))
 
     def _receive_established(self, data: bytes, now: float) -> None:
         """The per-record hot path once established: application data in the peer's epoch goes
@@ -220,6 +255,8 @@ class DtlsConnection:
                     return
         except ProtocolError as exc:
             self._fail(exc)
+            return
+        self._check_integrity_limit()
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams queued for the peer (handshake datagrams fit `config.mtu`)."""
@@ -340,6 +377,7 @@ class DtlsConnection:
             return
         ChangeCipherSpec.decode(record.payload)
         hs.change_cipher_spec()
+        self._note_progress()
         self._process_messages(now)
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
@@ -446,16 +484,24 @@ class DtlsConnection:
                 self._reassembler.discard()
                 self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
                 return
-            if msg.epoch != hs.peer_epoch:
-                # Newer: authenticated under the next epoch's keys where we still need a message
-                # of this one, so the peer left a message out (a Certificate without its
-                # CertificateVerify, say). Older: sent after its ChangeCipherSpec (HS-5).
+            if msg.epoch < hs.peer_epoch:
+                # Plaintext after the peer's ChangeCipherSpec: a genuine peer sends nothing
+                # there, so it is a forgery; dropped unread, it cannot end the handshake
+                # (RFC 6347 §4.1.2.7).
+                self._reassembler.discard()
+                self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+                return
+            if msg.epoch > hs.peer_epoch:
+                # Authenticated under the next epoch's keys where we still need a message of
+                # this one: the peer left a message out (a Certificate without its
+                # CertificateVerify, say; HS-5).
                 raise ProtocolError(
                     f"handshake message in epoch {msg.epoch} where epoch {hs.peer_epoch} "
                     f"is due (state {hs.state.name})",
                     AlertDescription.unexpected_message,
                 )
             self._reassembler.pop()
+            self._note_progress()
             was_waiting = hs.waiting_for_chain
             outcome = hs.handle(msg)
             if hs.waiting_for_chain and not was_waiting:

@@ -29,6 +29,7 @@ __all__ = [
     "DtlsError",
     "HandshakeTimeout",
     "IdleTimeout",
+    "IntegrityLimitReached",
     "LocalProtocolError",
     "ProtocolError",
 ]
@@ -124,6 +125,21 @@ class AlertSent(DtlsError):
         self.reason = reason
         suffix = f": {reason}" if reason else ""
         super().__init__(f"sent fatal alert {alert.name}{suffix}")
+
+
+class IntegrityLimitReached(AlertSent):
+    """Too many records of one epoch failed authentication (`integrity_limit` in the
+    configuration, REC-6; RFC 9147 §4.5.3): we closed the association with a fatal
+    bad_record_mac alert rather than give forgers more attempts."""
+
+    def __init__(self, epoch: int, count: int) -> None:
+        self.epoch = epoch
+        self.count = count
+        super().__init__(
+            AlertDescription.bad_record_mac,
+            f"{count} records failed authentication in epoch {epoch}, the integrity limit "
+            "(RFC 9147 §4.5.3)",
+        )
 
 
 class AlertReceived(DtlsError):
