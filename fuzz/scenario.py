@@ -5,13 +5,13 @@ from its own deterministic stream while the harness runs, so a client rebuilt fo
 input sends the same flights and accepts the recorded server flights (the Finished verifies),
 and a server endpoint rebuilt for every input accepts the recorded cookie and client flights.
 
-Two modes are recorded: PSK (TLS_PSK_WITH_AES_128_CCM_8) and mutual raw public keys
-(TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, RFC 7250). A *stage* is a mode and a number of the peer's
-recorded records replayed one by one; the stages are derived, not listed: the first replay
-length that reaches each distinct state (connection state and handshake state) is kept, so the
-fuzzed datagrams meet every state of both machines in both modes, however the flows change.
-The targets feed their input through the public sans-I/O API only: `DtlsConnection` for the
-client, `ServerEndpoint` for the server.
+Three modes are recorded: PSK (TLS_PSK_WITH_AES_128_CCM_8), mutual raw public keys
+(TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, RFC 7250) and mutual X.509 certificates (`fuzz/pki.py`). A
+*stage* is a mode and a number of the peer's recorded records replayed one by one; the stages
+are derived, not listed: the first replay length that reaches each distinct state (connection
+state and handshake state) is kept, so the fuzzed datagrams meet every state of both machines
+in every mode, however the flows change. The targets feed their input through the public
+sans-I/O API only: `DtlsConnection` for the client, `ServerEndpoint` for the server.
 
 The library's own randomness is untouched outside a `role_randomness` block: it always uses
 `os.urandom` and `cryptography` (CFG-2). ECDSA signatures are made deterministic (RFC 6979)
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from fuzz.pki import NOW, SERVER_NAME, test_pki
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import DtlsConnection
 from iotdtls.credentials import PrivateKey
@@ -158,9 +159,33 @@ def _rpk_server() -> ServerConfig:
     )
 
 
+def _x509_client() -> ClientConfig:
+    pki = test_pki()
+    return ClientConfig(
+        trust_anchors=[pki.ca],
+        server_name=SERVER_NAME,
+        certificate=pki.client,
+        wall_clock=lambda: NOW,
+        mtu=MTU,
+        handshake_timeout=30.0,
+    )
+
+
+def _x509_server() -> ServerConfig:
+    pki = test_pki()
+    return ServerConfig(
+        certificates=(pki.server,),
+        client_trust_anchors=[pki.ca],
+        wall_clock=lambda: NOW,
+        mtu=MTU,
+        handshake_timeout=30.0,
+    )
+
+
 MODES = {
     "psk": Mode("psk", _psk_client, _psk_server),
     "rpk": Mode("rpk", _rpk_client, _rpk_server),
+    "x509": Mode("x509", _x509_client, _x509_server),
 }
 
 
