@@ -85,6 +85,16 @@ class Figures:
     handshakes: list[float] = field(default_factory=list)
     failed_handshakes: int = 0
 
+    def request(self, data: bytes) -> None:
+        self.sent += 1
+        self.sent_bytes += len(data)
+        self.request_size = max(self.request_size, len(data))
+
+    def answer(self, data: bytes) -> None:
+        self.answers += 1
+        self.answer_bytes += len(data)
+        self.largest_answer = max(self.largest_answer, len(data))
+
     def lines(self) -> list[str]:
         done = sorted(self.handshakes)
         p50 = statistics.median(done) * 1000 if done else float("nan")
@@ -170,15 +180,12 @@ def drain(socks: list[socket.socket], figures: Figures) -> None:
                 data = s.recv(65535)
             except (BlockingIOError, ConnectionRefusedError):
                 break
-            figures.answers += 1
-            figures.answer_bytes += len(data)
-            figures.largest_answer = max(figures.largest_answer, len(data))
+            figures.answer(data)
 
 
 def spoofed_hellos(port: int, seconds: float, figures: Figures) -> None:
     """First ClientHellos from every source, round after round, as fast as possible."""
     hello = first_hello()
-    figures.request_size = len(hello)
     socks = flood_sockets()
     deadline = time.monotonic() + seconds
     try:
@@ -188,8 +195,7 @@ def spoofed_hellos(port: int, seconds: float, figures: Figures) -> None:
                     s.sendto(hello, (HOST, port))
                 except (BlockingIOError, ConnectionRefusedError):
                     continue
-                figures.sent += 1
-                figures.sent_bytes += len(hello)
+                figures.request(hello)
             drain(socks, figures)
         time.sleep(0.5)
         drain(socks, figures)
@@ -209,10 +215,8 @@ def half_open(port: int, seconds: float, figures: Figures) -> None:
                 client = DtlsConnection(REAL_CLIENT)
                 client.connect(0.0)
                 (hello,) = client.datagrams_to_send(0.0)
-                figures.request_size = len(hello)
                 s.sendto(hello, (HOST, port))
-                figures.sent += 1
-                figures.sent_bytes += len(hello)
+                figures.request(hello)
                 clients.append(client)
             time.sleep(0.05)
             for s, client in zip(socks, clients, strict=True):
@@ -220,15 +224,11 @@ def half_open(port: int, seconds: float, figures: Figures) -> None:
                     answer = s.recv(65535)
                 except (BlockingIOError, ConnectionRefusedError):
                     continue
-                figures.answers += 1
-                figures.answer_bytes += len(answer)
-                figures.largest_answer = max(figures.largest_answer, len(answer))
+                figures.answer(answer)
                 client.receive_datagram(answer, 0.0)
                 for data in client.datagrams_to_send(0.0):  # the ClientHello with its cookie
-                    figures.request_size = max(figures.request_size, len(data))
                     s.sendto(data, (HOST, port))
-                    figures.sent += 1
-                    figures.sent_bytes += len(data)
+                    figures.request(data)
                 if time.monotonic() >= deadline:
                     break
             drain(socks, figures)

@@ -27,9 +27,10 @@ NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
-def p256_key(label: bytes) -> ec.EllipticCurvePrivateKey:
-    scalar = int.from_bytes(hashlib.sha256(label).digest(), "big") % (_P256_ORDER - 1) + 1
-    return ec.derive_private_key(scalar, ec.SECP256R1())
+def p256_key(seed: bytes, curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+    """The P-256 key derived from `seed` (the same seed, the same key, in every process)."""
+    scalar = int.from_bytes(hashlib.sha256(seed).digest(), "big") % (_P256_ORDER - 1) + 1
+    return ec.derive_private_key(scalar, curve or ec.SECP256R1())
 
 
 def _certificate(
@@ -54,15 +55,15 @@ def _certificate(
     return cert.public_bytes(Encoding.DER)
 
 
-def _leaf_usage() -> x509.KeyUsage:
+def _usage(*, signs_certificates: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
         encipher_only=False,
         decipher_only=False,
     )
@@ -74,17 +75,7 @@ class TestPki:
     def __init__(self) -> None:
         ca_key = p256_key(b"fuzz ca")
         issuer = ("iotdtls fuzz CA", ca_key)
-        ca_usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
+        ca_usage = _usage(signs_certificates=True)
         self.ca = _certificate(
             issuer[0],
             ca_key,
@@ -100,7 +91,7 @@ class TestPki:
             2,
             [
                 (x509.BasicConstraints(ca=False, path_length=None), True),
-                (_leaf_usage(), True),
+                (_usage(signs_certificates=False), True),
                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
                 (x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), False),
             ],
@@ -112,7 +103,7 @@ class TestPki:
             3,
             [
                 (x509.BasicConstraints(ca=False, path_length=None), True),
-                (_leaf_usage(), True),
+                (_usage(signs_certificates=False), True),
                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
             ],
         )

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from fuzz.pki import NOW, SERVER_NAME, test_pki
+from fuzz.pki import NOW, SERVER_NAME, p256_key, test_pki
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import DtlsConnection
 from iotdtls.credentials import PrivateKey
@@ -67,7 +67,6 @@ CLIENT_ADDR = ("192.0.2.1", 40000)
 #: Another source address: whatever comes from it meets only the stateless cookie gate.
 OTHER_ADDR = ("198.51.100.7", 50000)
 START = 0.0
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 class Role(Enum):
@@ -91,8 +90,7 @@ class _Stream:
 
     def p256_key(self, curve: ec.EllipticCurve) -> ec.EllipticCurvePrivateKey:
         """An ephemeral ECDH key from the stream (stands in for `ec.generate_private_key`)."""
-        scalar = int.from_bytes(self(32), "big") % (_P256_ORDER - 1) + 1
-        return ec.derive_private_key(scalar, curve)
+        return p256_key(self(32), curve)
 
 
 #: ECDSA with RFC 6979 nonces: the same signature each time, so transcripts replay.
@@ -120,8 +118,7 @@ def role_randomness(role: Role) -> Iterator[None]:
 
 
 def _fixed_key(label: bytes) -> PrivateKey:
-    scalar = int.from_bytes(hashlib.sha256(label).digest(), "big") % (_P256_ORDER - 1) + 1
-    return PrivateKey(ec.derive_private_key(scalar, ec.SECP256R1()))
+    return PrivateKey(p256_key(label))
 
 
 @dataclass(frozen=True)

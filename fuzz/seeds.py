@@ -4,7 +4,7 @@ them too."""
 
 from __future__ import annotations
 
-from fuzz.scenario import client_stages, recording, server_stages, split_records
+from fuzz.scenario import MODES, Role, Stage, client_stages, recording, server_stages, split_records
 from fuzz.targets import CODECS
 from iotdtls._buffer import Reader
 from iotdtls.messages import (
@@ -73,32 +73,30 @@ def messages_seeds() -> list[bytes]:
 
 
 def records_seeds() -> list[bytes]:
-    return [
-        d
-        for mode in ("psk", "rpk")
-        for d in recording(mode).from_client + recording(mode).from_server
-    ]
+    return [d for mode in MODES for d in recording(mode).from_client + recording(mode).from_server]
+
+
+def _connection_seeds(stages: tuple[Stage, ...], peer: Role) -> list[bytes]:
+    """Per stage: every recorded datagram of the `peer` replayed, and each given raw with a
+    timer expiry after it."""
+    seeds = []
+    for index, stage in enumerate(stages):
+        rec = recording(stage.mode)
+        sent = rec.from_server if peer is Role.SERVER else rec.from_client
+        head = bytes([index])
+        seeds.append(head + b"".join(_replay_op(i) for i in range(len(sent))))
+        seeds += [head + _datagram_op(d) + TIMER_OP for d in sent]
+        if peer is Role.CLIENT:  # the first hello from another address
+            seeds.append(head + _datagram_op(sent[0], op=0x80))
+    return seeds
 
 
 def client_seeds() -> list[bytes]:
-    seeds = []
-    for index, stage in enumerate(client_stages()):
-        rec = recording(stage.mode)
-        head = bytes([index])
-        seeds.append(head + b"".join(_replay_op(i) for i in range(len(rec.from_server))))
-        seeds += [head + _datagram_op(d) + TIMER_OP for d in rec.from_server]
-    return seeds
+    return _connection_seeds(client_stages(), Role.SERVER)
 
 
 def server_seeds() -> list[bytes]:
-    seeds = []
-    for index, stage in enumerate(server_stages()):
-        rec = recording(stage.mode)
-        head = bytes([index])
-        seeds.append(head + b"".join(_replay_op(i) for i in range(len(rec.from_client))))
-        seeds += [head + _datagram_op(d) + TIMER_OP for d in rec.from_client]
-        seeds.append(head + _datagram_op(rec.from_client[0], op=0x80))  # another address
-    return seeds
+    return _connection_seeds(server_stages(), Role.CLIENT)
 
 
 SEEDS = {

@@ -240,6 +240,14 @@ def _check_end(conn: DtlsConnection, delivered: list[bytes]) -> None:
         assert any(_has_alert_record(d) for d in delivered), "closed without a reason"
 
 
+def _fire_timer(conn: DtlsConnection | ServerEndpoint, now: float) -> float:
+    """Move the clock to `conn`'s timer (or a second on) and let it fire; the new time."""
+    timer = conn.get_timer()
+    now = max(now, timer if timer is not None else now + 1.0)
+    conn.handle_timer(now)
+    return now
+
+
 def client_target(data: bytes) -> None:
     if not data:
         return
@@ -252,9 +260,7 @@ def client_target(data: bytes) -> None:
     now = 0.0
     for op, payload in _ops(data[1:]):
         if op % 4 == 3:
-            timer = client.get_timer()
-            now = max(now, timer if timer is not None else now + 1.0)
-            client.handle_timer(now)
+            now = _fire_timer(client, now)
         else:
             if op % 4 == 2:
                 payload = rec.from_server[payload[0] % len(rec.from_server)] if payload else b""
@@ -292,9 +298,7 @@ def server_target(data: bytes) -> None:
     now = 0.0
     for op, payload in _ops(data[1:]):
         if op % 4 == 3:
-            timer = server.get_timer()
-            now = max(now, timer if timer is not None else now + 1.0)
-            server.handle_timer(now)
+            now = _fire_timer(server, now)
         else:
             _server_step(server, op, payload, now, rec)
         for datagram, _ in server.datagrams_to_send(now):
