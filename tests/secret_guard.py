@@ -56,6 +56,8 @@ __all__ = ["SecretGuard", "secret_forms"]
 
 #: Shorter secrets (4-byte IVs, one-byte test keys) cannot be told from chance matches.
 MIN_SECRET = 8
+#: Every form of a secret is at least this long (8 raw bytes as text, base64 cores >= 8).
+PREFIX = 8
 #: Roots per kind whose object graphs are walked (the first and the last ones made).
 ROOTS_KEPT = 25
 #: How deep the walk from a root goes.
@@ -295,19 +297,31 @@ class SecretGuard:
 
     def findings(self) -> list[str]:
         public = self._public_values()
-        patterns = [
-            (form, kind)
-            for secret, kind in self.secrets.items()
-            if not any(secret in value for value in public)
-            for form in secret_forms(secret)
-        ]
-        found = []
-        for where, text in self._all_texts():
-            for form, kind in patterns:
-                if form in text:
-                    found.append(f"{kind} leaks in {where}")
-                    break
-        return sorted(set(found))
+        kind_of: dict[str, str] = {}
+        for secret, kind in self.secrets.items():
+            if not any(secret in value for value in public):
+                for form in secret_forms(secret):
+                    kind_of.setdefault(form, kind)
+        if not kind_of:
+            return []
+        # One pass over each distinct text, looking every window of PREFIX characters up.
+        by_prefix: dict[str, list[str]] = {}
+        for form in kind_of:
+            by_prefix.setdefault(form[:PREFIX], []).append(form)
+        found: set[str] = set()
+        for where, text in set(self._all_texts()):
+            form = _first_form(text, by_prefix)
+            if form is not None:
+                found.add(f"{kind_of[form]} leaks in {where}")
+        return sorted(found)
+
+
+def _first_form(text: str, by_prefix: dict[str, list[str]]) -> str | None:
+    for at in range(len(text) - PREFIX + 1):
+        for form in by_prefix.get(text[at : at + PREFIX], ()):
+            if text.startswith(form, at):
+                return form
+    return None
 
 
 def _hex_or_empty(text: str) -> bytes:
