@@ -24,6 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.peers import Pki
+    from tests.secret_guard import SecretGuard
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _CI_NOTE = "under CI=true, which counts as a failure"
@@ -67,3 +68,27 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     from tests.peers import make_test_pki  # here: the conftest must import on its own
 
     return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(autouse=True)
+def secret_guard(request: pytest.FixtureRequest) -> Generator[SecretGuard | None, None, None]:
+    """SEC-1 for every test: no secret the library handled in the test shows in any log line,
+    error text, repr or command-line output it produced (`tests.secret_guard`). A test that
+    leaks on purpose, to check the guard itself, says so with `@pytest.mark.secret_guard_off`."""
+    if request.node.get_closest_marker("secret_guard_off") is not None:
+        yield None
+        return
+    try:
+        from tests.secret_guard import SecretGuard  # here: the conftest must import on its own
+    except ModuleNotFoundError:  # a copy of this conftest outside the project (test_conftest)
+        yield None
+        return
+    guard = SecretGuard()
+    with pytest.MonkeyPatch.context() as mp:
+        guard.install(mp)
+        try:
+            yield guard
+        finally:
+            guard.uninstall()
+        leaks = guard.findings()
+    assert not leaks, "secrets leaked (SEC-1):\n" + "\n".join(leaks)

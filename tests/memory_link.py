@@ -27,13 +27,15 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent, ProtocolError
 from iotdtls.events import CertificateUrlsReceived, ConnectionClosed, Event
+from iotdtls.handshake import server as server_module
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
+from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.flight import Flight, OutgoingMessage
 from iotdtls.handshake.machine import Outcome
 from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.handshake.transcript import Transcript, handshake_header
-from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
+from iotdtls.messages import Alert, ExtendedMasterSecret, HandshakeHeader, HandshakeType
 from iotdtls.record import ContentType, RecordHeader, RecordLayer, split_datagram
 from iotdtls.sessions import SessionState
 
@@ -194,7 +196,7 @@ class MemoryLink:
             timers = [
                 t for t in (self.client.get_timer(), self.server.get_timer()) if t is not None
             ]
-            if not timers:
+            if not timers or min(timers) > until:
                 return
             self.now = max(self.now, min(timers))
             self.client.handle_timer(self.now)
@@ -327,6 +329,15 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
     return Injecting
 
 
+def only_idle_timer(link: MemoryLink) -> bool:
+    """No retransmission timer is pending on either side: the server's only timer is the idle
+    timeout of its established association (`ServerConfig.idle_timeout`)."""
+    conn = link.server_conn
+    idle = link.server_config.idle_timeout
+    expected = None if conn is None or idle is None else conn.last_activity + idle
+    return link.client.get_timer() is None and link.server.get_timer() == expected
+
+
 def next_send_seq(conn: DtlsConnection) -> int:
     """The message_seq a connection's next handshake message would carry (tests only)."""
     seq = conn._handshake.send_seq
@@ -361,3 +372,25 @@ def next_link(
         endpoint=first.server,
         address=address,
     )
+
+
+class LegacyClient(ClientHandshake):
+    """A client from before RFC 7627: its ClientHello offers no extended_master_secret (to
+    install with monkeypatch on `iotdtls.connection.ClientHandshake`)."""
+
+    def __init__(self, config: ClientConfig, session: SessionState | None = None) -> None:
+        super().__init__(config, session)
+        self._offered_extensions = tuple(
+            e for e in self._offered_extensions if not isinstance(e, ExtendedMasterSecret)
+        )
+
+
+def legacy_server(monkeypatch: Any) -> None:
+    """Make servers ignore the client's extended_master_secret offer, as a server from before
+    RFC 7627 does (its ServerHello then carries none, and the RFC 5246 master secret is used)."""
+    real = server_module.find_extension
+
+    def blind(extensions: Any, cls: Any) -> Any:
+        return None if cls is ExtendedMasterSecret else real(extensions, cls)
+
+    monkeypatch.setattr(server_module, "find_extension", blind)

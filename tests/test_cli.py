@@ -6,12 +6,20 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from iotdtls.config import ServerConfig
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertLevel
+from iotdtls.events import DataReceived
 from iotdtls.proxy import LossyProxy
+from iotdtls.record import ContentType
 from tests.interop_support import (
     CLI,
     CREDENTIALS,
@@ -23,12 +31,14 @@ from tests.interop_support import (
     handshake_types,
     run_client,
 )
+from tests.memory_link import record_layer
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
     OPENSSL_CLIENT_HANDSHAKE_DONE,
     OPENSSL_SERVER_HANDSHAKE_DONE,
     OPENSSL_SERVER_READY,
+    PSK,
     PSK_HEX,
     PeerProcess,
     free_udp_port,
@@ -36,6 +46,45 @@ from tests.peers import (
     openssl_psk_server,
     require_peer,
 )
+
+
+class AlertingServer:
+    """A PSK server on a real UDP socket (the sans-I/O endpoint in a thread) that answers the
+    first application datagram of a peer with a fatal internal_error alert."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOCALHOST, 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        config = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK})
+        self.endpoint = ServerEndpoint(config)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AlertingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self.sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, address = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.endpoint.receive_datagram(data, address, time.monotonic())
+            while (item := self.endpoint.next_event()) is not None:
+                if isinstance(item[1], DataReceived):
+                    conn = self.endpoint.connections[item[0]]
+                    alert = bytes([AlertLevel.FATAL, AlertDescription.internal_error])
+                    self.sock.sendto(record_layer(conn).seal(ContentType.alert, alert, 1), address)
+            for out, to in self.endpoint.datagrams_to_send(time.monotonic()):
+                self.sock.sendto(out, to)
 
 
 def stop_with(server: PeerProcess, sig: signal.Signals) -> int | None:
@@ -96,7 +145,87 @@ def test_cli_workers_stop_when_one_dies() -> None:
         server.wait_for_output(r"worker \d \(pid \d+\) ended unexpectedly", 1.0)
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_server_stops_cleanly_on_signals(sig: signal.Signals) -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS) as server:
+        assert stop_with(server, sig) == 0
     assert "Traceback" not in server.output
+
+
+def interactive_client(port: int, *args: str) -> PeerProcess:
+    """`iotdtls client` whose stdin stays open (a terminal or a producer process) until the
+    test closes it."""
+    argv = [*CLI, "client", f"{LOCALHOST}:{port}", *CREDENTIALS, *args]
+    return PeerProcess(argv, name="iotdtls-client", time_limit=30.0)
+
+
+def assert_clean_exit(process: PeerProcess, status: int, within: float) -> None:
+    started = time.monotonic()
+    assert process.wait(within) == status, process.output
+    assert time.monotonic() - started < within
+    assert "Traceback" not in process.output and "Fatal Python error" not in process.output
+
+
+def test_cli_client_exits_at_once_when_the_server_stops() -> None:
+    """The server's stop sends close_notify: the client, its stdin still open, exits 0 at once
+    (no reader thread left blocked in stdin, so no abort in interpreter shutdown)."""
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS) as server, interactive_client(port) as client:
+        client.write_line("before the stop")
+        client.wait_for_output("before the stop", 5.0)
+        assert stop_with(server, signal.SIGTERM) == 0
+        assert_clean_exit(client, 0, within=2.0)
+        assert client.output == "before the stop\n"
+    assert "Traceback" not in server.output
+
+
+def test_cli_client_exits_when_the_server_lets_it_idle() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS, "--idle-timeout", "0.5") as server, \
+            interactive_client(port) as client:
+        client.write_line("then silence")
+        client.wait_for_output("then silence", 5.0)
+        assert_clean_exit(client, 0, within=3.0)
+        server.wait_for_output(r"association closed: peer .*: association idle for 0.5 s", 2.0)
+
+
+def test_cli_client_exits_nonzero_on_a_fatal_alert() -> None:
+    """A server that ends the association with a fatal alert after the first datagram: the
+    client exits 1 at once, with one line naming the alert, whatever its stdin does."""
+    with AlertingServer() as server, interactive_client(server.port) as client:
+        client.write_line("provoke")
+        assert_clean_exit(client, 1, within=3.0)
+        lines = client.output.splitlines()
+        assert lines == ["iotdtls: received fatal alert internal_error"], client.output
+
+
+@pytest.mark.parametrize("source", ["file", "devnull"])
+def test_cli_client_stdin_from_a_file_or_devnull(tmp_path: Path, source: str) -> None:
+    """Regular files and /dev/null cannot be watched by the event loop: read at once."""
+    lines = ["one", "two", "three"] if source == "file" else []
+    stdin_path = tmp_path / "input.txt"
+    stdin_path.write_text("".join(f"{line}\n" for line in lines))
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS), \
+            open(stdin_path if source == "file" else os.devnull, "rb") as stdin:
+        done = subprocess.run([*CLI, "client", f"{LOCALHOST}:{port}", *CREDENTIALS],
+                              stdin=stdin, capture_output=True, text=True, timeout=20,
+                              check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == lines
+    assert done.stderr == ""
+
+
+def test_cli_line_too_long_for_the_mtu_is_refused_and_the_rest_goes_on() -> None:
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS):
+        done = run_client(port, ["x" * 200, "short"], *CREDENTIALS, "--mtu", "128")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "short\n"
+    (warning,) = done.stderr.splitlines()
+    assert warning.endswith("line not sent: 200 bytes of application data do not fit one "
+                            "datagram: at most 99 bytes fit the MTU of 128 bytes"), warning
 
 
 @pytest.mark.req("CFG-1")

@@ -65,10 +65,13 @@ def test_max_fragment_length_keeps_records_small_on_the_wire() -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout == line + "\n"
         server.wait_for_output(r"\(max_fragment_length 512\)", 5.0)
-        too_long = run_client(port, ["y" * 513], *CREDENTIALS, "--max-fragment-length", "512")
-    assert too_long.returncode == 1
-    assert too_long.stderr.strip().endswith("max_fragment_length negotiated with the peer is "
-                                            "512 bytes (RFC 6066 §4)")
+        too_long = run_client(port, ["y" * 513, "fits"], *CREDENTIALS,
+                              "--max-fragment-length", "512")
+    assert too_long.returncode == 0, too_long.stderr  # the line is refused, the rest goes on
+    assert too_long.stdout == "fits\n"
+    assert too_long.stderr.strip().endswith("line not sent: 513 bytes of application data do "
+                                            "not fit one datagram: the max_fragment_length "
+                                            "negotiated with the peer is 512 bytes (RFC 6066 §4)")
     log = proxy.snapshot()
     assert max(len(frag) - 16 * (epoch > 0) for d in log for _, epoch, frag in records(d.data)) \
         <= 512

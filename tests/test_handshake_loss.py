@@ -26,6 +26,8 @@ from tests.memory_link import (
     established,
     events_of,
     make_link,
+    only_idle_timer,
+    records,
     seeded,
     wire_from,
 )
@@ -87,7 +89,7 @@ def test_every_datagram_duplicated(cookie: bool) -> None:
     # Each datagram is sent at most twice: a duplicate is either a replay (dropped by the
     # record layer) or answered once, and the chain of answers ends at the final flight.
     assert len(link.wire) <= 2 * sum(clean_counts(cookie).values())
-    assert link.client.get_timer() is None and link.server.get_timer() is None
+    assert only_idle_timer(link)
     assert_usable(link)
 
 
@@ -203,7 +205,7 @@ def test_old_flights_after_completion_cause_no_loop() -> None:
             pass
     assert established(link)
     assert len(link.wire) == before  # exact copies are replays: not even an answer
-    assert link.client.get_timer() is None and link.server.get_timer() is None
+    assert only_idle_timer(link)
     assert_usable(link)
 
 
@@ -228,3 +230,59 @@ def test_late_copy_of_client_hello_keeps_the_association(cookie: bool) -> None:
     fresh.handshake()
     assert established(fresh)
     assert link.server_conn is not server_conn
+
+
+def renumbered(datagram: bytes, first: int) -> bytes:
+    """`datagram` with its records renumbered from `first` on: a forged copy that no replay
+    check can tell from a retransmission (epoch 0 is unauthenticated)."""
+    out = b""
+    for n, (header, fragment) in enumerate(records(datagram)):
+        out += header._replace(sequence_number=first + n).encode() + fragment
+    return out
+
+
+@pytest.mark.req("HS-4")
+@pytest.mark.parametrize("victim_side", ["server", "client"])
+def test_forged_copies_of_the_previous_flight_trigger_rate_limited_resends(
+    victim_side: Direction,
+) -> None:
+    """A thousand copies of the peer's previous flight with fresh record numbers, one every
+    2 ms: each could mean "my last flight was lost" (RFC 6347 §4.2.4), but we resend at most
+    once per quarter of the initial timer, so forgeries cannot make us an amplifier. The
+    server waits for flight 5 (it resends flight 4 when flight 3 comes again), the client for
+    flight 6 (it resends flight 5 when flight 4 comes again)."""
+    peer: Direction = "client" if victim_side == "server" else "server"
+
+    def hold_third(direction: Direction, index: int, data: bytes) -> Fate:
+        return "drop" if direction == peer and index >= 3 else "deliver"
+
+    link = make_link(hold_third)
+    link.client.connect(0.0)
+    link.run(until=0.5, stop=lambda lk: lk.sent[peer] >= 3)
+    victim = link.server_conn if victim_side == "server" else link.client
+    assert victim is not None and victim.state is ConnectionState.HANDSHAKING
+    previous = wire_from(link, peer)[1]  # flight 3 (with cookie) or flight 4
+    flight_size = len(wire_from(link, victim_side)[-1])
+    before = len(wire_from(link, victim_side))
+
+    def deliver(datagram: bytes) -> None:
+        if victim_side == "server":
+            link.server.receive_datagram(datagram, CLIENT_ADDR, link.now)
+        else:
+            link.client.receive_datagram(datagram, link.now)
+        link.step()
+
+    for n in range(1000):
+        link.now = 0.002 * (n + 1)
+        deliver(renumbered(previous, 1000 + 10 * n))
+        victim.handle_timer(link.now)
+        link.step()
+    resent = wire_from(link, victim_side)[before:]
+    # Triggered at 0.002 s, then at most every 0.25 s: 8 times in 2 s; the timer (1 s) once.
+    assert victim.retransmissions == 8, victim.retransmissions
+    assert [len(d) for d in resent] == [flight_size] * 9
+    # An exact copy (same record numbers) is a replay: no answer at all.
+    link.now += 1.0
+    for _ in range(10):
+        deliver(renumbered(previous, 1000 + 10 * 999))
+    assert len(wire_from(link, victim_side)) == before + 9

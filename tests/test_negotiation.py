@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import pytest
 
+import iotdtls.connection
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState
 from iotdtls.crypto import extended_master_secret, master_secret, psk_premaster_secret
@@ -44,6 +45,7 @@ from tests.memory_link import (
     Direction,
     Fate,
     FateFn,
+    LegacyClient,
     MemoryLink,
     established,
     events_of,
@@ -208,8 +210,9 @@ def test_client_refuses_server_hello_choosing_what_it_did_not_offer(
 
 
 @pytest.mark.req("RES-3", "ERR-1")
-def test_default_server_refuses_client_without_ems() -> None:
-    link = make_link(client={"require_extended_master_secret": False})
+def test_default_server_refuses_client_without_ems(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
+    link = make_link()
     link.handshake()
     hellos = [
         ClientHello.decode(b) for d in wire_from(link, "client") for h, b in plain_handshake(d)
@@ -228,11 +231,16 @@ def test_forged_hello_without_ems_is_refused() -> None:
     assert ExtensionType.extended_master_secret not in extension_types(sh.extensions)
 
 
-def run_with_keylog(ems_client: bool, ems_server: bool) -> tuple[MemoryLink, bytes]:
-    """A handshake between the given EMS settings; the master secret from the key log."""
+def run_with_keylog(
+    monkeypatch: pytest.MonkeyPatch, ems_client: bool, ems_server: bool
+) -> tuple[MemoryLink, bytes]:
+    """A handshake between a client that offers EMS or a legacy one, and a server that
+    requires it or accepts legacy clients; the master secret from the key log."""
     lines: list[str] = []
+    if not ems_client:
+        monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
     link = make_link(
-        client={"require_extended_master_secret": ems_client, "keylog": lines.append},
+        client={"keylog": lines.append, "require_extended_master_secret": ems_client},
         server={"require_extended_master_secret": ems_server},
     )
     link.handshake()
@@ -250,8 +258,8 @@ def rfc5246_master(link: MemoryLink) -> bytes:
 
 
 @pytest.mark.req("RES-3")
-def test_both_sides_without_ems_complete_without_it() -> None:
-    link, master = run_with_keylog(ems_client=False, ems_server=False)
+def test_both_sides_without_ems_complete_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    link, master = run_with_keylog(monkeypatch, ems_client=False, ems_server=False)
     for side in ("client", "server"):
         (done,) = events_of(link, side, HandshakeComplete)
         assert done.extended_master_secret is False
@@ -262,8 +270,10 @@ def test_both_sides_without_ems_complete_without_it() -> None:
 
 @pytest.mark.req("RES-3")
 @pytest.mark.parametrize("ems_server", [True, False])
-def test_ems_is_used_whenever_the_client_offers_it(ems_server: bool) -> None:
-    link, master = run_with_keylog(ems_client=True, ems_server=ems_server)
+def test_ems_is_used_whenever_the_client_offers_it(
+    monkeypatch: pytest.MonkeyPatch, ems_server: bool
+) -> None:
+    link, master = run_with_keylog(monkeypatch, ems_client=True, ems_server=ems_server)
     for side in ("client", "server"):
         (done,) = events_of(link, side, HandshakeComplete)
         assert done.extended_master_secret is True

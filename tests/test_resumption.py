@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import iotdtls.connection
 import iotdtls.handshake.client
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState
@@ -37,11 +38,13 @@ from tests.memory_link import (
     KEY,
     MOVED_ADDR,
     Direction,
+    LegacyClient,
     MemoryLink,
     drop_exactly,
     established,
     events_of,
     handshake_record,
+    legacy_server,
     make_link,
     message_types,
     next_link,
@@ -273,8 +276,11 @@ def test_no_cache_no_session() -> None:
 
 
 @pytest.mark.req("RES-3")
-def test_sessions_without_extended_master_secret_are_never_resumable() -> None:
+def test_sessions_without_extended_master_secret_are_never_resumable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     no_ems = {"require_extended_master_secret": False}
+    legacy_server(monkeypatch)  # a server from before RFC 7627: no extension in its answer
     first = full_handshake(client=no_ems, server=no_ems)
     (done, _) = completed(first)
     assert done.extended_master_secret is False
@@ -289,9 +295,8 @@ def test_server_aborts_a_resumption_without_extended_master_secret(
 ) -> None:
     """RFC 7627 §5.3: the session used the extension, the new ClientHello lacks it."""
     first = full_handshake(server={"require_extended_master_secret": False})
-    monkeypatch.setattr(iotdtls.handshake.client, "offerable_session", lambda *a: None)
-    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, require_extended_master_secret=False)
-    second = next_link(first, client_config=config)
+    monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
+    second = next_link(first)
     second.handshake()
     (closed,) = events_of(second, "server", ConnectionClosed)
     assert isinstance(closed.error, AlertSent)
@@ -300,12 +305,16 @@ def test_server_aborts_a_resumption_without_extended_master_secret(
 
 
 @pytest.mark.req("RES-3")
-def test_client_offers_sessions_only_with_the_extended_master_secret() -> None:
+def test_a_client_that_accepts_legacy_servers_still_offers_ems_and_resumes() -> None:
+    """`require_extended_master_secret=False` only stops the refusal of a server without it:
+    the client offers the extension all the same (RFC 7627 §5.3), so its sessions resume."""
     first = full_handshake()
     config = ClientConfig(psk_identity=IDENTITY, psk=KEY, require_extended_master_secret=False)
     second = next_link(first, client_config=config)
     second.handshake()
-    assert client_hellos(second)[0].session_id == b""  # RFC 7627 §5.3
+    assert client_hellos(second)[-1].session_id == first.client.session.session_id
+    (done, _) = completed(second)
+    assert done.resumed and done.extended_master_secret
 
 
 # -- what a client offers, what a server accepts ------------------------------------------------

@@ -10,12 +10,13 @@ reach only an explicit key log (NSS SSLKEYLOGFILE format) that the user asked fo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import inspect
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from iotdtls.crypto import Ccm8Protector, KeyBlock, derive_key_block
 from iotdtls.errors import AlertSent, LocalProtocolError
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.keyexchange import PskServerExchange
+from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.messages import ClientHello, HandshakeType, ServerHello
 from iotdtls.trace import describe_datagram
 from tests.memory_link import (
@@ -44,6 +46,7 @@ from tests.memory_link import (
     records,
     wire_from,
 )
+from tests.secret_guard import SecretGuard
 
 
 class CountingUrandom:
@@ -307,3 +310,83 @@ def test_no_secret_in_failure_texts(
         secrets[f"{side} client write iv"] = kb.client_write_iv
         secrets[f"{side} server write iv"] = kb.server_write_iv
     assert_secret_free(texts_of(run, caplog.records), secrets)
+
+
+# -- the suite-wide guard (tests/secret_guard.py) can fail -------------------------------------
+
+
+def guarded_handshake(leak: Callable[[MemoryLink, SecretGuard], None]) -> list[str]:
+    """A handshake and data under a fresh `SecretGuard`, then `leak(link, guard)`; the
+    findings."""
+    guard = SecretGuard()
+    with pytest.MonkeyPatch.context() as mp:
+        guard.install(mp)
+        try:
+            link = make_link()
+            link.handshake()
+            link.client.send(b"data")
+            link.step()
+            leak(link, guard)
+        finally:
+            guard.uninstall()
+        return guard.findings()
+
+
+def test_guard_is_quiet_without_a_leak() -> None:
+    assert guarded_handshake(lambda link, guard: None) == []
+
+
+@pytest.mark.secret_guard_off
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize(
+    "encode",
+    [
+        bytes.hex,
+        lambda b: b.hex().upper(),
+        repr,
+        lambda b: base64.b64encode(b).decode(),
+        lambda b: base64.urlsafe_b64encode(b"\x00" + b).decode(),
+        lambda b: base64.b64encode(b"xy" + b + b"trailer").decode(),  # inside a larger blob
+    ],
+    ids=["hex", "HEX", "repr", "base64", "urlsafe-offset-1", "base64-embedded"],
+)
+def test_guard_finds_a_psk_in_a_log_line_in_any_form(encode: Callable[[bytes], str]) -> None:
+    def leak(link: MemoryLink, guard: SecretGuard) -> None:
+        logging.getLogger("iotdtls.cli").debug("careless: %s", encode(KEY))
+
+    findings = guarded_handshake(leak)
+    assert any(f.startswith("pre-shared key") and f.endswith("a log line") for f in findings)
+
+
+@pytest.mark.secret_guard_off
+@pytest.mark.req("SEC-1")
+def test_guard_finds_a_master_secret_in_the_repr_of_another_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A redaction broken deep inside: the KeySchedule's repr (reached from the connection,
+    never printed by the test itself) shows the master secret."""
+    monkeypatch.setattr(KeySchedule, "__repr__", lambda ks: f"<KeySchedule {ks._master!r}>")
+    findings = guarded_handshake(lambda link, guard: None)
+    assert "PRF output (extended master secret) leaks in repr of a KeySchedule (reached from " \
+        "a DtlsConnection)" in findings, findings
+
+
+@pytest.mark.secret_guard_off
+@pytest.mark.req("SEC-1")
+def test_guard_finds_a_record_key_in_an_error_text() -> None:
+    def leak(link: MemoryLink, guard: SecretGuard) -> None:
+        key = next(s for s, kind in guard.secrets.items() if kind == "record key")
+        LocalProtocolError(f"state dump {key.hex()}")
+
+    findings = guarded_handshake(leak)
+    assert any(" leaks in a LocalProtocolError message" in f for f in findings), findings
+
+
+@pytest.mark.secret_guard_off
+@pytest.mark.req("SEC-1")
+def test_guard_finds_a_psk_in_the_output_of_a_command_line() -> None:
+    guard = SecretGuard()
+    argv = ["python", "-m", "iotdtls", "client", "x:1", "--psk", KEY.hex()]
+    guard.observe_cli(argv, "iotdtls: error: bad key " + base64.b64encode(KEY).decode())
+    (finding,) = guard.findings()
+    assert finding.startswith("pre-shared key (--psk) leaks in output of python -m iotdtls")

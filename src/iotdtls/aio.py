@@ -30,7 +30,13 @@ from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cache
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, DtlsError, LocalProtocolError, ProtocolError
+from iotdtls.errors import (
+    AlertDescription,
+    DtlsError,
+    IdleTimeout,
+    LocalProtocolError,
+    ProtocolError,
+)
 from iotdtls.events import (
     CertificateUrlsReceived,
     ConnectionClosed,
@@ -197,6 +203,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete) and not self.handshake_done.done():
+            if not event.extended_master_secret:
+                logger.warning("handshake complete%s", _ems_note(event))
             self.handshake_done.set_result(None)
         elif isinstance(event, DataReceived):
             self.inbox.put(event.data)
@@ -546,7 +554,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if isinstance(event, HandshakeComplete):
             self.stats.handshakes_completed += 1
             who = f"{_fmt(address)} {event.peer}"
-            logger.info("handshake complete: peer %s%s", who, _notes(event))
+            logger.info("handshake complete: peer %s%s%s", who, _notes(event), _ems_note(event))
             old = self.sessions.pop(address, None)
             if old is not None:
                 old.inbox.end(None)
@@ -603,7 +611,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if ended is not None:
             ended.heartbeats.closed(error)
             ended.inbox.end(error)
-            if error is not None:
+            if isinstance(error, IdleTimeout):
+                logger.info("association closed: %s: %s", who, error)
+            elif error is not None:
                 self.stats.associations_failed += 1
                 logger.info("association failed: %s: %s", who, error)
             else:
@@ -652,6 +662,12 @@ def _notes(done: HandshakeComplete) -> str:
     if done.max_fragment_length is not None:
         notes.append(f"max_fragment_length {done.max_fragment_length}")
     return f" ({', '.join(notes)})" if notes else ""
+def _ems_note(event: HandshakeComplete) -> str:
+    """What a session without the extended master secret (allowed by
+    `require_extended_master_secret=False`) means: RFC 7627 §5.3, it is never resumed (RES-3)."""
+    if event.extended_master_secret:
+        return ""
+    return " without the extended master secret (RFC 7627): this session will never be resumed"
 
 
 def _fmt(address: Address) -> str:

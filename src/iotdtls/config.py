@@ -24,6 +24,8 @@ from iotdtls.identity import RawPublicKeyIdentity
 
 __all__ = [
     "CONSTRAINED_RETRANSMIT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_INTEGRITY_LIMIT",
     "DEFAULT_MAX_CHAIN_DEPTH",
     "DEFAULT_MTU",
     "RFC6347_RETRANSMIT",
@@ -44,6 +46,10 @@ __all__ = [
 DEFAULT_MTU = 1232
 MIN_MTU = 128
 MAX_MTU = 65507
+#: Records of one epoch that may fail authentication (RFC 9147 Appendix B.3, AES-128-CCM-8).
+DEFAULT_INTEGRITY_LIMIT = 2**7
+#: How long a server keeps an established association without traffic (seconds).
+DEFAULT_IDLE_TIMEOUT = 3600.0
 #: RFC 4279 §2 encodes identities and keys with a 2-byte length: the only limit (profile, PSK-2).
 MAX_PSK_LENGTH = 0xFFFF
 #: Shortest master secret of the stateless cookies we accept (128 bits).
@@ -160,10 +166,18 @@ class _CommonConfig:
     retransmit: RetransmitPolicy = RFC6347_RETRANSMIT
     #: Overall deadline of a handshake in seconds; past it the handshake fails with a timeout.
     handshake_timeout: float = 60.0
-    #: RFC 7627 / RFC 7925 §16: negotiate the extended master secret and refuse a peer without.
+    #: RFC 7627 / RFC 7925 §16: the extended master secret is always offered (client) and
+    #: accepted (server); True refuses a peer without it, False lets a legacy peer through
+    #: (such a session is never resumed, RES-3, and the adapters' log line says so).
     require_extended_master_secret: bool = True
     #: Largest handshake message we reassemble (bounded memory per peer, HS-3).
     max_handshake_message: int = 16384
+    #: Records of one epoch that may fail authentication before the association is closed
+    #: (REC-6). Default 2^7 = 128: RFC 9147 §4.5.3 asks for such a limit and Appendix B.3
+    #: derives 2^7 for AES-128-CCM-8 (its 64-bit tag) to keep the margins of the other AEADs,
+    #: noting that a limit this low lets anyone who can reach the peer's address end the
+    #: association cheaply. None: no limit (only where other safeguards stop forgeries).
+    integrity_limit: int | None = DEFAULT_INTEGRITY_LIMIT
     #: Received datagrams the adapters queue for an application that does not read; beyond
     #: this they are dropped like any UDP datagram and counted, so a peer cannot grow memory.
     receive_queue: int = 1024
@@ -195,6 +209,13 @@ class _CommonConfig:
             raise ConfigError(f"receive_queue must be at least 1, got {self.receive_queue}")
         if self.max_handshake_message < 256:
             raise ConfigError("max_handshake_message must be at least 256 bytes")
+        if self.integrity_limit is not None and not (
+            isinstance(self.integrity_limit, int) and self.integrity_limit >= 1
+        ):
+            raise ConfigError(
+                "integrity_limit must be a whole number >= 1 (or None), "
+                f"got {self.integrity_limit!r}"
+            )
         if self.keylog_file is not None and self.keylog is None:
             object.__setattr__(self, "keylog", file_keylog(self.keylog_file))
 
@@ -460,6 +481,12 @@ class ServerConfig(_CommonConfig):
     #: With `server_name_lookup`: a name it does not know ends the handshake with
     #: unrecognized_name (True) or is served with this configuration's credentials (False).
     reject_unknown_server_names: bool = True
+    #: Seconds an established association may go without traffic (an authenticated record
+    #: from the peer, or application data sent to it) before the server sends close_notify
+    #: and forgets it; the application sees `ConnectionClosed(IdleTimeout)`. None: never.
+    #: Default one hour: far beyond the two minutes or more a NAT keeps an idle UDP binding
+    #: (RFC 4787 REQ-5), after which the peer would come back from another port anyway.
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -505,6 +532,10 @@ class ServerConfig(_CommonConfig):
             raise ConfigError("session_cache_size must be an integer >= 0 (0: no resumption)")
         if not self.session_lifetime > 0:
             raise ConfigError(f"session_lifetime must be > 0 seconds, got {self.session_lifetime}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ConfigError(
+                f"idle_timeout must be > 0 seconds (or None: never), got {self.idle_timeout}"
+            )
 
     @property
     def has_psk(self) -> bool:

@@ -29,8 +29,10 @@ from iotdtls.errors import (
     AlertLevel,
     AlertReceived,
     AlertSent,
+    DatagramTooLarge,
     DtlsError,
     HandshakeTimeout,
+    IntegrityLimitReached,
     LocalProtocolError,
     PeerUnresponsive,
     ProtocolError,
@@ -101,13 +103,17 @@ class DtlsConnection:
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
         self.state = ConnectionState.IDLE
-        self._records = RecordLayer()
+        self._records = RecordLayer(integrity_limit=config.integrity_limit)
         # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
         # check optional). Handshake messages are deduplicated by message_seq instead, and
         # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
         self._records.install_read_epoch(0, NullProtector(), replay_check=False)
         self._newest_handshake_record = (-1, -1)
+        #: Datagrams since the peer's flight last moved the handshake, and the count of
+        #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`).
+        self._datagrams_since_progress = 2
+        self._bad_tags_at_progress = 0
         self._next_triggered_retransmit = float("-inf")
         self._handshake: HandshakeMachine
         if isinstance(config, ClientConfig):
@@ -134,6 +140,10 @@ class DtlsConnection:
         #: Largest record plaintext either side may send (RFC 6066 §4), 2^14 by default.
         self._fragment_limit = MAX_PLAINTEXT_LENGTH
         self._heartbeats = Heartbeats(config)
+        self._max_send_size = 0
+        #: When the peer last sent an authenticated record of the current epoch (or the
+        #: handshake completed): what a server's idle timeout measures (`ServerConfig`).
+        self.last_activity = 0.0
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -231,7 +241,7 @@ class DtlsConnection:
             self._begin(now)
         if self.state in (ConnectionState.IDLE, ConnectionState.CLOSED):
             return
-        bad_tags_before = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
+        self._datagrams_since_progress += 1
         try:
             for record in self._records.open_records(data):
                 if len(record.payload) > self._fragment_limit:
@@ -239,20 +249,50 @@ class DtlsConnection:
                 self._dispatch(record, now)
                 if self.closed:
                     return
-            if (
-                self._handshake.awaits_authenticated_finished
-                and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > bad_tags_before
-            ):
-                # PSK-4: a wrong key (or an unknown identity, which the server turned into a
-                # random key) shows as the client's Finished failing to authenticate. Only a
-                # server waiting for that Finished draws this conclusion; anything else with a
-                # bad tag is just dropped (RFC 6347 §4.1.2.7).
-                raise ProtocolError(
-                    "the peer's Finished record does not authenticate",
-                    AlertDescription.decrypt_error,
-                )
+            self._check_finished_authenticates()
         except ProtocolError as exc:
             self._fail(exc)
+            return
+        self._check_integrity_limit()
+
+    def _note_progress(self) -> None:
+        """The peer's flight moved the handshake (a message handled, its ChangeCipherSpec
+        taken): remember when, for `_check_finished_authenticates`."""
+        self._datagrams_since_progress = 0
+        self._bad_tags_at_progress = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
+
+    def _check_finished_authenticates(self) -> None:
+        """PSK-4: a wrong key (or an unknown identity, which the server turned into a random
+        key) shows as the client's Finished failing to authenticate: decrypt_error.
+
+        Only a server waiting for that Finished concludes so, and only from a record that
+        arrives with the peer's own flight: in the datagram whose messages moved the handshake,
+        or in the next one (peers that send one record per datagram). Any other record that
+        fails authentication is dropped (RFC 6347 §4.1.2.7): an attacker off the path cannot
+        end a handshake with forged records, unless it forges the peer's flight itself, which
+        spoils the transcript anyway."""
+        if (
+            self._handshake.awaits_authenticated_finished
+            and self._datagrams_since_progress == 0
+            and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > self._bad_tags_at_progress
+        ):
+            raise ProtocolError(
+                "the peer's Finished record does not authenticate",
+                AlertDescription.decrypt_error,
+            )
+
+    def _check_integrity_limit(self) -> None:
+        """REC-6: once `config.integrity_limit` records of one epoch failed authentication, the
+        association ends (RFC 9147 §4.5.3 and Appendix B.3: more forgery attempts than that
+        against AES-128-CCM-8's 64-bit tag give an attacker too good a chance). The peer gets a
+        fatal bad_record_mac alert (RFC 6347 §4.1.2.7), the application an
+        `IntegrityLimitReached` error."""
+        epoch = self._records.integrity_exhausted
+        if epoch is None or self.closed:
+            return
+        count = self._records.bad_tag_by_epoch[epoch]
+        self._send_alert(AlertLevel.FATAL, AlertDescription.bad_record_mac)
+        self._close(IntegrityLimitReached(epoch, count))
 
     def _receive_established(self, data: bytes, now: float) -> None:
         """The per-record hot path once established: application data in the peer's epoch goes
@@ -270,6 +310,7 @@ class DtlsConnection:
                 self._heartbeats.last_heard = now
                 if len(record.payload) > limit:
                     raise _record_overflow(len(record.payload), limit)
+                self.last_activity = now
                 if record.content_type is app:
                     if self._flight is not None:
                         self._flight = None  # the peer has our last flight (§4.2.4)
@@ -280,6 +321,8 @@ class DtlsConnection:
                     return
         except ProtocolError as exc:
             self._fail(exc)
+            return
+        self._check_integrity_limit()
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams queued for the peer (handshake datagrams fit `config.mtu`)."""
@@ -315,16 +358,33 @@ class DtlsConnection:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    @property
+    def max_send_size(self) -> int:
+        """The largest application datagram `send()` accepts once established: what one record
+        in one datagram of `config.mtu` bytes carries (RFC 6347 §4.1.1), at most 2^14 and at
+        most a negotiated max_fragment_length (RFC 6066 §4)."""
+        room = self.config.mtu - self._records.overhead(self._write_epoch)
+        return min(room, self._fragment_limit)
+
     def send(self, data: bytes) -> None:
-        """Send one application datagram as one record (RFC 6347 §4.1.1: a record never spans
-        datagrams; keep `len(data)` + 29 bytes within the path MTU to avoid IP fragmentation).
-        With a negotiated max_fragment_length, a larger datagram is refused (RFC 6066 §4)."""
+        """Send one application datagram as one record in one UDP datagram of at most
+        `config.mtu` bytes (RFC 6347 §4.1.1: a record never spans datagrams, and we never hand
+        IP a datagram it must fragment), nor more than a negotiated max_fragment_length (RFC
+        6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
+        `max_send_size` says what fits."""
         if self.state is not ConnectionState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
-        if len(data) > self._fragment_limit:
-            raise LocalProtocolError(
-                f"{len(data)} bytes do not fit one record: the max_fragment_length negotiated "
-                f"with the peer is {self._fragment_limit} bytes (RFC 6066 §4)"
+        if len(data) > self._max_send_size:
+            fragment_limit = self._fragment_limit
+            raise DatagramTooLarge(
+                len(data),
+                self._max_send_size,
+                self.config.mtu,
+                max_fragment_length=(
+                    fragment_limit
+                    if len(data) > fragment_limit and fragment_limit < MAX_PLAINTEXT_LENGTH
+                    else None
+                ),
             )
         self._outgoing.append(
             self._records.seal(ContentType.application_data, data, self._write_epoch)
@@ -361,13 +421,15 @@ class DtlsConnection:
         if self.state is not ConnectionState.CLOSED:
             self._close(error)
 
-    def close(self) -> None:
-        """Send close_notify and end the association (RFC 5246 §7.2.1)."""
+    def close(self, reason: DtlsError | None = None) -> None:
+        """Send close_notify and end the association (RFC 5246 §7.2.1). `reason` is what the
+        closing event tells the application (None: a plain close; e.g. `IdleTimeout` when a
+        server lets an idle association go)."""
         if self.state is ConnectionState.CLOSED:
             return
         if self.state is not ConnectionState.IDLE:
             self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
-        self._close(None)
+        self._close(reason)
 
     # -- records ------------------------------------------------------------------------------
     def _dispatch(self, record: PlainRecord, now: float) -> None:
@@ -436,6 +498,7 @@ class DtlsConnection:
             return
         ChangeCipherSpec.decode(record.payload)
         hs.change_cipher_spec()
+        self._note_progress()
         self._process_messages(now)
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
@@ -543,16 +606,24 @@ class DtlsConnection:
                 self._reassembler.discard()
                 self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
                 return
-            if msg.epoch != hs.peer_epoch:
-                # Newer: authenticated under the next epoch's keys where we still need a message
-                # of this one, so the peer left a message out (a Certificate without its
-                # CertificateVerify, say). Older: sent after its ChangeCipherSpec (HS-5).
+            if msg.epoch < hs.peer_epoch:
+                # Plaintext after the peer's ChangeCipherSpec: a genuine peer sends nothing
+                # there, so it is a forgery; dropped unread, it cannot end the handshake
+                # (RFC 6347 §4.1.2.7).
+                self._reassembler.discard()
+                self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+                return
+            if msg.epoch > hs.peer_epoch:
+                # Authenticated under the next epoch's keys where we still need a message of
+                # this one: the peer left a message out (a Certificate without its
+                # CertificateVerify, say; HS-5).
                 raise ProtocolError(
                     f"handshake message in epoch {msg.epoch} where epoch {hs.peer_epoch} "
                     f"is due (state {hs.state.name})",
                     AlertDescription.unexpected_message,
                 )
             self._reassembler.pop()
+            self._note_progress()
             was_waiting = hs.waiting_for_chain
             outcome = hs.handle(msg)
             if hs.waiting_for_chain and not was_waiting:
@@ -563,7 +634,7 @@ class DtlsConnection:
             if outcome.flight is not None:
                 self._send_flight(outcome.flight, now)
             if hs.complete:
-                self._complete()
+                self._complete(now)
 
     def _apply_fragment_limit(self) -> None:
         """RFC 6066 §4: from the hello that negotiated it on, both directions keep to the
@@ -611,8 +682,10 @@ class DtlsConnection:
         ).encode()
         self._outgoing.append(self._records.seal(ContentType.alert, payload, self._write_epoch))
 
-    def _complete(self) -> None:
+    def _complete(self, now: float) -> None:
         self.state = ConnectionState.ESTABLISHED
+        self.last_activity = now
+        self._max_send_size = self.max_send_size
         self._deadline = None
         if not (self._flight is not None and self._flight.final):
             self._timer.stop()

@@ -29,6 +29,7 @@ from iotdtls.errors import (
     AssociationReplaced,
     DecodeError,
     DtlsError,
+    IdleTimeout,
     LocalProtocolError,
     ProtocolError,
 )
@@ -152,6 +153,12 @@ class ServerEndpoint:
         self._timer_heap: list[tuple[float, int, Address]] = []
         self._deadlines: dict[Address, float] = {}
         self._tie_break = itertools.count()
+        #: Established associations and their last activity, oldest first (idle timeout).
+        self._activity: dict[Address, float] = {}
+        #: The latest time the endpoint was given (for application data sent, which has none).
+        self._clock = 0.0
+        #: Established associations let go by `ServerConfig.idle_timeout`.
+        self.idle_expired = 0
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[tuple[Address, Event]] = deque()
         self.gate: Counter[GateOutcome] = Counter()
@@ -161,6 +168,7 @@ class ServerEndpoint:
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         """Route a datagram to its association, or through the stateless cookie gate."""
+        self._clock = max(self._clock, now)
         conn = self.connections.get(address)
         # A ClientHello with a new random from a known address is a restarted client (RFC 6347
         # §4.2.8): it goes through the cookie gate, and replaces the old association (complete
@@ -226,6 +234,7 @@ class ServerEndpoint:
     def _drop(self, address: Address, conn: DtlsConnection, error: DtlsError) -> None:
         conn.terminate(error)
         self._untime(address)
+        self._activity.pop(address, None)
         self.connections.pop(address, None)
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
@@ -262,6 +271,9 @@ class ServerEndpoint:
             return
         if conn.state is ConnectionState.CLOSED:
             del self.connections[address]
+            self._activity.pop(address, None)
+        elif conn.state is ConnectionState.ESTABLISHED:
+            self._note_activity(address, conn.last_activity)
         # Only associations with a pending timer (handshakes, heartbeats and keep-alives) are
         # kept with their timers, so an endpoint with many established peers without a
         # keep-alive pays nothing per datagram for them.
@@ -289,6 +301,32 @@ class ServerEndpoint:
         self._timed.pop(address, None)
         self._deadlines.pop(address, None)
 
+    def _note_activity(self, address: Address, when: float) -> None:
+        """Keep `_activity` in order of last activity: a newer time moves `address` last."""
+        last = self._activity.get(address)
+        if last is None or when > last:
+            self._activity.pop(address, None)
+            self._activity[address] = when
+
+    def _idle_deadline(self) -> float | None:
+        """When the least recently active established association idles out, if ever."""
+        idle = self.config.idle_timeout
+        if idle is None or not self._activity:
+            return None
+        return next(iter(self._activity.values())) + idle
+
+    def _expire_idle(self, now: float) -> None:
+        """close_notify to, and forget, every established association idle for longer than
+        `ServerConfig.idle_timeout`; each ends with `ConnectionClosed(IdleTimeout)`."""
+        idle = self.config.idle_timeout
+        while (deadline := self._idle_deadline()) is not None and now >= deadline:
+            address = next(iter(self._activity))
+            del self._activity[address]
+            conn = self.connections[address]
+            conn.close(IdleTimeout(idle or 0.0))
+            self.idle_expired += 1
+            self._collect(address, conn, now)
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outgoing = self._outgoing, []
         return out
@@ -297,16 +335,23 @@ class ServerEndpoint:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        """The earliest timer of any association (absolute seconds), or None."""
+        """The earliest timer of any association (absolute seconds): a retransmission, a
+        handshake deadline, a heartbeat, or the next idle timeout; None when there is none."""
         heap = self._timer_heap
+        earliest = None
         while heap:
             deadline, _, address = heap[0]
             if self._deadlines.get(address) == deadline:
-                return deadline
+                earliest = deadline
+                break
             heapq.heappop(heap)  # superseded by a later timer of its association, or ended
-        return None
+        idle = self._idle_deadline()
+        if idle is not None and (earliest is None or idle < earliest):
+            return idle
+        return earliest
 
     def handle_timer(self, now: float) -> None:
+        self._clock = max(self._clock, now)
         heap = self._timer_heap
         due = []
         while heap and heap[0][0] <= now:
@@ -319,15 +364,21 @@ class ServerEndpoint:
             if conn is not None:
                 conn.handle_timer(now)
                 self._collect(address, conn, now)
+        self._expire_idle(now)
 
     def send(self, address: Address, data: bytes, now: float | None = None) -> None:
-        """Send application data to an established peer (`now`, when given, tells the
-        keep-alive when we last spoke, RFC 6520 §5.2)."""
+        """Send application data to an established peer: activity for the idle timeout and the
+        keep-alive (RFC 6520 §5.2) at `now`, or at the latest time the endpoint was given.
+        Raises `DatagramTooLarge` for data that does not fit one datagram
+        (`DtlsConnection.max_send_size`)."""
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
         conn.send(data)
-        self._collect(address, conn, 0.0 if now is None else now)
+        if now is not None:
+            self._clock = max(self._clock, now)
+        self._note_activity(address, self._clock)
+        self._collect(address, conn, self._clock)
 
     def send_heartbeat(self, address: Address, now: float) -> None:
         """Send a heartbeat request to an established peer (see
@@ -352,7 +403,7 @@ class ServerEndpoint:
         conn = self.connections.get(address)
         if conn is not None:
             conn.close()
-            self._collect(address, conn, 0.0)
+            self._collect(address, conn, self._clock)
 
 
 def _starts_with_hello(data: bytes) -> bool:

@@ -24,9 +24,12 @@ __all__ = [
     "AssociationEvicted",
     "AssociationReplaced",
     "ConfigError",
+    "DatagramTooLarge",
     "DecodeError",
     "DtlsError",
     "HandshakeTimeout",
+    "IdleTimeout",
+    "IntegrityLimitReached",
     "LocalProtocolError",
     "PeerUnresponsive",
     "ProtocolError",
@@ -91,6 +94,30 @@ class LocalProtocolError(Exception):
     """The local application used the API in a way the protocol state does not allow."""
 
 
+class DatagramTooLarge(LocalProtocolError):
+    """`send()` of application data that cannot fit one datagram of the configured MTU.
+
+    RFC 6347 §4.1.1: a record never spans datagrams, and "if the application attempts to send a
+    record larger than the MTU, the DTLS implementation SHOULD generate an error, thus avoiding
+    sending a packet which will be fragmented". Nothing is sent; the association stays open."""
+
+    def __init__(
+        self, size: int, limit: int, mtu: int, *, max_fragment_length: int | None = None
+    ) -> None:
+        self.size = size
+        self.limit = limit
+        if max_fragment_length is not None:
+            reason = (
+                f"the max_fragment_length negotiated with the peer is {max_fragment_length} "
+                "bytes (RFC 6066 §4)"
+            )
+        else:
+            reason = f"at most {limit} bytes fit the MTU of {mtu} bytes"
+        super().__init__(
+            f"{size} bytes of application data do not fit one datagram: {reason}"
+        )
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says, in one line, what to fix."""
 
@@ -107,6 +134,21 @@ class AlertSent(DtlsError):
         self.reason = reason
         suffix = f": {reason}" if reason else ""
         super().__init__(f"sent fatal alert {alert.name}{suffix}")
+
+
+class IntegrityLimitReached(AlertSent):
+    """Too many records of one epoch failed authentication (`integrity_limit` in the
+    configuration, REC-6; RFC 9147 §4.5.3): we closed the association with a fatal
+    bad_record_mac alert rather than give forgers more attempts."""
+
+    def __init__(self, epoch: int, count: int) -> None:
+        self.epoch = epoch
+        self.count = count
+        super().__init__(
+            AlertDescription.bad_record_mac,
+            f"{count} records failed authentication in epoch {epoch}, the integrity limit "
+            "(RFC 9147 §4.5.3)",
+        )
 
 
 class AlertReceived(DtlsError):
@@ -151,3 +193,12 @@ class HandshakeTimeout(DtlsError):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"handshake timed out after {seconds:g} s")
+
+
+class IdleTimeout(DtlsError):
+    """A server let an established association go after `seconds` without traffic
+    (`ServerConfig.idle_timeout`); it sent close_notify first."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"association idle for {seconds:g} s, closed")

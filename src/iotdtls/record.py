@@ -240,8 +240,15 @@ class RecordLayer:
     epoch 0 means is the connection's business.
     """
 
-    def __init__(self, replay_window_size: int = 64) -> None:
+    def __init__(
+        self, replay_window_size: int = 64, *, integrity_limit: int | None = None
+    ) -> None:
+        """`integrity_limit`: records of one epoch that may fail authentication before
+        `integrity_exhausted` names that epoch (REC-6; None: no limit)."""
         ReplayWindow(replay_window_size)  # validate the size once, early
+        self._integrity_limit = integrity_limit
+        #: The first epoch whose failed records reached the integrity limit, else None.
+        self.integrity_exhausted: int | None = None
         self._window_size = replay_window_size
         self._read: dict[int, _ReadState] = {}
         self._write: dict[int, _WriteState] = {}
@@ -412,7 +419,11 @@ class RecordLayer:
         try:
             payload = state.protector.open(epoch, seq, ctype, version, fragment)
         except BadTag:
-            self.bad_tag_by_epoch[epoch] += 1
+            failed = self.bad_tag_by_epoch[epoch] + 1
+            self.bad_tag_by_epoch[epoch] = failed
+            limit = self._integrity_limit
+            if limit is not None and failed >= limit and self.integrity_exhausted is None:
+                self.integrity_exhausted = epoch
             return DiscardReason.BAD_TAG
         if len(payload) > MAX_PLAINTEXT_LENGTH:
             return DiscardReason.BAD_LENGTH

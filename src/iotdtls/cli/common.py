@@ -95,10 +95,15 @@ def setup_logging(verbose: bool, server: bool) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
+#: Signals that stop a server cleanly (a terminal closing sends SIGHUP).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def stop_on_signals() -> asyncio.Event:
-    """An event of the running loop that SIGINT and SIGTERM set (a server's clean stop)."""
+    """An event of the running loop that SIGINT, SIGTERM and SIGHUP set (a server's clean
+    stop)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     return stop

@@ -8,6 +8,8 @@ authentication); or `--cafile FILE` (trust anchors) with `--cert FILE --key FILE
 `--server-name NAME`. Server, any mix: the PSK flags, `--rpk-key KEY.pem` with `--rpk-allow
 SPKI.pem` / `--rpk-allow-sha256 HEX` (client keys, which then are required), `--cert FILE
 --key FILE` with `--client-cafile FILE` (client certificates, which then are required).
+Both: `--allow-no-ems` to reach peers without the extended master secret (RFC 7627; RES-3:
+such a session is never resumed, and the log line of its handshake says so).
 """
 
 from __future__ import annotations
@@ -110,6 +112,24 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="keep the server's chain here between runs (cached_info, RFC 7924)",
     )
+    _add_legacy_flag(p, "servers")
+
+
+def _add_legacy_flag(p: argparse.ArgumentParser, peers: str) -> None:
+    """--allow-no-ems: reach peers that lack the extended master secret (RFC 7627)."""
+    p.add_argument(
+        "--allow-no-ems",
+        action="store_true",
+        help=f"accept {peers} without the extended master secret (RFC 7627); such sessions "
+        "are never resumed",
+    )
+
+
+def _legacy(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with `require_extended_master_secret` off when --allow-no-ems was given."""
+    if getattr(args, "allow_no_ems", False):
+        return {**settings, "require_extended_master_secret": False}
+    return settings
 
 
 def client_config(
@@ -118,6 +138,7 @@ def client_config(
     """A `ClientConfig` from the credential flags plus `settings` (mtu, timeouts, ...); `host`,
     the server the client connects to, is the name its certificate must carry unless
     `--server-name` says otherwise (RFC 6125, CRT-3)."""
+    settings = _legacy(args, settings)
     psk = args.psk_identity is not None or args.psk is not None
     rpk = bool(args.peer_rpk or args.peer_rpk_sha256)
     x509 = args.cafile is not None
@@ -180,10 +201,12 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="trust anchors for client certificates (then required)",
     )
+    _add_legacy_flag(p, "clients")
 
 
 def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     """A `ServerConfig` from the credential flags plus `settings`."""
+    settings = _legacy(args, settings)
     store: dict[bytes, bytes] = read_psk_file(args.psk_file) if args.psk_file else {}
     if (args.psk_identity is None) != (args.psk is None):
         raise UsageError("give --psk-identity and --psk together")

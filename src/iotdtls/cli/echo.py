@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,24 @@ from iotdtls.cli.credentials import (
     client_config,
     server_config,
 )
-from iotdtls.config import MAX_FRAGMENT_LENGTHS, ClientConfig, RetryPolicy, ServerConfig
+from iotdtls.config import (
+    DEFAULT_IDLE_TIMEOUT,
+    MAX_FRAGMENT_LENGTHS,
+    ClientConfig,
+    RetryPolicy,
+    ServerConfig,
+)
+from iotdtls.errors import DatagramTooLarge
 from iotdtls.sessions import SessionState
 
 __all__ = ["register"]
 
 #: After stdin ends, how long the client waits for replies to stop arriving.
 REPLY_GRACE = 1.0
+#: Bytes read from stdin at a time.
 STDIN_CHUNK = 65536
+#: Longest the server's stop may take (handlers that ignore cancellation are left behind).
+STOP_GRACE = 5.0
 
 
 def register(sub: Any) -> None:
@@ -75,6 +84,13 @@ def register(sub: Any) -> None:
     )
     add_loop_flag(srv)
     _add_heartbeat_flag(srv)
+    srv.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="S",
+        help=f"close associations idle for S seconds (default {DEFAULT_IDLE_TIMEOUT:g})",
+    )
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
 
@@ -146,6 +162,7 @@ def server_config_of(args: argparse.Namespace) -> ServerConfig:
         keylog_file=args.keylog,
         max_handshakes=args.max_handshakes,
         max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
         **_heartbeat_settings(args),
     )
 
@@ -180,19 +197,28 @@ def run_client(args: argparse.Namespace) -> int:
 async def echo(session: aio.ServerSession) -> None:
     """The server's handler: send every datagram back to its sender."""
     async for datagram in session:
-        session.send(datagram)
+        try:
+            session.send(datagram)
+        except DatagramTooLarge as exc:  # the client's MTU is larger than ours
+            logging.getLogger("iotdtls.cli").warning("reply not sent: %s", exc)
 
 
 async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
-    """Serve in this process until SIGINT/SIGTERM; log the counters at the end."""
+    """Serve in this process until SIGINT, SIGTERM or SIGHUP, then stop: close_notify to every
+    peer, handlers cancelled, socket closed, within `STOP_GRACE` seconds; log the counters.
+    stdin is never read: a server run from a terminal or a pipe does not care whether it stays
+    open."""
     stop = stop_on_signals()
     server = await aio.serve(echo, host, port, config)
-    # Announced only once SIGINT/SIGTERM are handled: from here on they stop it cleanly.
+    # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
     log.info("listening on %s:%d (%s)", *server.address, loop.loop_name(running))
     await stop.wait()
-    await server.close()
+    try:
+        await asyncio.wait_for(server.close(), STOP_GRACE)
+    except TimeoutError:
+        log.warning("stopped after %g s with handlers still running", STOP_GRACE)
     log.info("stopped: %s", server.stats.describe())
     return 0
 
@@ -222,20 +248,71 @@ async def _serve_workers(
         waiter.cancel()
     await pool.close()
     return 1 if pool.worker_exited.is_set() else 0
+class StdinLines:
+    """Lines of stdin for the event loop, read without a thread.
 
+    A pipe or terminal is watched by the loop (`add_reader`), so the client can end at any
+    moment, whatever stdin is doing, and no reader thread is left blocked in `read()` when the
+    interpreter shuts down. A regular file or /dev/null cannot be watched (and never blocks):
+    it is read at once. `get()` returns each line without its end of line, then None at EOF.
+    """
 
-def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
-    """Read stdin lines in a daemon thread. Raw reads, not `sys.stdin.buffer`: a thread
-    blocked inside the buffered reader when the association ends would hold its lock at
-    interpreter shutdown, which aborts the process."""
-    pending = b""
-    while chunk := os.read(sys.stdin.fileno(), STDIN_CHUNK):
-        *lines, pending = (pending + chunk).split(b"\n")
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._pending = b""
+        self._fd: int | None = None
+        stdin = sys.stdin
+        if stdin is None:
+            self._queue.put_nowait(None)
+            return
+        fd = stdin.fileno()
+        try:
+            loop.add_reader(fd, self._readable)
+        except PermissionError:  # epoll refuses regular files and /dev/null
+            self._feed(stdin.buffer.read())
+            self._end()
+        else:
+            self._fd = fd
+
+    async def get(self) -> bytes | None:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Stop watching stdin (the association is over)."""
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._fd = None
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            chunk = os.read(self._fd, STDIN_CHUNK)
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._feed(chunk)
+        else:
+            self.close()
+            self._end()
+
+    def _feed(self, chunk: bytes) -> None:
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
         for line in lines:
-            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip(b"\r"))
-    if pending:
-        loop.call_soon_threadsafe(queue.put_nowait, pending.rstrip(b"\r"))
-    loop.call_soon_threadsafe(queue.put_nowait, None)
+            self._queue.put_nowait(line.rstrip(b"\r"))
+
+    def _end(self) -> None:
+        if self._pending:
+            self._queue.put_nowait(self._pending.rstrip(b"\r"))
+            self._pending = b""
+        self._queue.put_nowait(None)
+
+
+async def _print_replies(conn: aio.ClientConnection) -> None:
+    """Each datagram on its own line until the association ends; raises what ended it."""
+    while (data := await conn.recv()) is not None:
+        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.buffer.flush()
 
 
 async def _talk(
@@ -245,50 +322,46 @@ async def _talk(
     cache: ChainCache | None,
     session_file: SessionFile | None,
 ) -> None:
+    """Send stdin lines until EOF, then close_notify; end at once when the server ends the
+    association (close_notify: clean; a fatal alert: its `DtlsError` is raised). With a
+    session file: saved after the handshake, removed when a fatal alert ends the session."""
     saved = None if session_file is None else session_file.load()
     async with aio.connect(host, port, config, chain_cache=cache, session=saved) as conn:
         if session_file is not None:
             session_file.save(conn.session)
-        loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[bytes | None] = asyncio.Queue()
-        threading.Thread(target=_stdin_lines, args=(loop, lines), daemon=True).start()
-
-        async def printer() -> None:
-            while (data := await conn.recv()) is not None:
-                sys.stdout.buffer.write(data + b"\n")
-                sys.stdout.buffer.flush()
-
-        reader = asyncio.ensure_future(printer())
+        lines = StdinLines(asyncio.get_running_loop())
+        printer = asyncio.ensure_future(_print_replies(conn))
         try:
-            await _send_lines(conn, lines, reader)
+            while (line := await _next_line(lines, printer)) is not None:
+                _send_line(conn, line)
+            if not printer.done():
+                # stdin ended: let replies in flight arrive, then close_notify.
+                await asyncio.wait({printer}, timeout=REPLY_GRACE)
+            if printer.done():
+                printer.result()  # the DtlsError that ended the association, if any
         finally:
+            lines.close()
+            printer.cancel()
             if session_file is not None and conn.session is None:
                 session_file.discard()  # ended by a fatal alert: never resume it
-        error = reader.exception() if reader.done() and not reader.cancelled() else None
-        reader.cancel()
-        if error is not None:
-            raise error
 
 
-async def _send_lines(
-    conn: aio.ClientConnection,
-    lines: asyncio.Queue[bytes | None],
-    reader: asyncio.Future[None],
-) -> None:
-    """Send stdin lines until stdin ends (then let replies in flight arrive for
-    `REPLY_GRACE` seconds) or the association does."""
-    while True:
-        line = asyncio.ensure_future(lines.get())
-        either: set[asyncio.Future[Any]] = {line, reader}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if reader.done():
-            line.cancel()
-            return
-        data = line.result()
-        if data is None:
-            await asyncio.wait({reader}, timeout=REPLY_GRACE)
-            return
-        conn.send(data)
+async def _next_line(lines: StdinLines, printer: asyncio.Future[None]) -> bytes | None:
+    """The next stdin line, or None at EOF or as soon as the association has ended."""
+    reading = asyncio.ensure_future(lines.get())
+    either: set[asyncio.Future[Any]] = {reading, printer}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if printer.done():
+        reading.cancel()
+        return None
+    return reading.result()
+
+
+def _send_line(conn: aio.ClientConnection, line: bytes) -> None:
+    try:
+        conn.send(line)
+    except DatagramTooLarge as exc:
+        logging.getLogger("iotdtls.cli").warning("line not sent: %s", exc)
 
 
 class SessionFile:

@@ -75,8 +75,12 @@ def cut_flight(
             current = bytearray()
         current += record
 
-    for item in items:
+    for index, item in enumerate(items):
         if isinstance(item, OutgoingCcs):
+            together = _with_next(item, items[index + 1 : index + 2], overhead)
+            if current and together <= mtu < len(current) + together:
+                datagrams.append(bytes(current))  # keep the CCS with the message after it
+                current = bytearray()
             emit(seal(ContentType.change_cipher_spec, _CCS_BODY, item.epoch))
             continue
         fixed = overhead(item.epoch) + HANDSHAKE_HEADER_LEN
@@ -100,6 +104,19 @@ def cut_flight(
     if current:
         datagrams.append(bytes(current))
     return datagrams
+
+
+def _with_next(
+    ccs: OutgoingCcs, following: Sequence[FlightItem], overhead: Callable[[int], int]
+) -> int:
+    """Bytes of a ChangeCipherSpec record and the whole record of the message after it (the
+    Finished): cut together, the peer gets its Finished in the datagram of our flight that
+    moved its handshake, which is where a server concludes a wrong key (PSK-4)."""
+    size = overhead(ccs.epoch) + len(_CCS_BODY)
+    for item in following:
+        if isinstance(item, OutgoingMessage):
+            size += overhead(item.epoch) + HANDSHAKE_HEADER_LEN + len(item.body)
+    return size
 
 
 class RetransmitTimer:

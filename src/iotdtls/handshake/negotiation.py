@@ -85,17 +85,17 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
     """The suites and extensions of our ClientHello for the configured mode.
 
     Always an empty renegotiation_info (RFC 5746 §3.4, EXT-4) and extended_master_secret
-    (RFC 7627 §5.1, RES-3) unless turned off; never truncated_hmac (EXT-3). server_name for a
-    DNS name (RFC 6066 §3, EXT-2), max_fragment_length (RFC 6066 §4, EXT-1) and heartbeat
-    (RFC 6520 §2, EXT-5) when configured."""
+    (RFC 7627 §5.1, RES-3), also when a server without it would be accepted
+    (`require_extended_master_secret=False` only stops the refusal, RFC 7627 §5.3); never
+    truncated_hmac (EXT-3). server_name for a DNS name (RFC 6066 §3, EXT-2),
+    max_fragment_length (RFC 6066 §4, EXT-1) and heartbeat (RFC 6520 §2, EXT-5) when
+    configured."""
     exts: list[Extension] = []
     if config.sni_name is not None:
         exts.append(ServerName(config.sni_name))
     if config.max_fragment_length is not None:
         exts.append(MaxFragmentLength(fragment_length_code(config.max_fragment_length)))
-    exts.append(RenegotiationInfo(b""))
-    if config.require_extended_master_secret:
-        exts.append(ExtendedMasterSecret())
+    exts += [RenegotiationInfo(b""), ExtendedMasterSecret()]
     if config.heartbeat:
         exts.append(own_heartbeat_mode(config))
     if config.mode is Mode.PSK:
@@ -128,15 +128,14 @@ def own_heartbeat_mode(config: ClientConfig | ServerConfig) -> Heartbeat:
 def offerable_session(session: SessionState, config: ClientConfig) -> str | None:
     """Why a client must not offer `session` to its server under `config` (None: it may).
 
-    RFC 5246 §7.4.1.2: the ClientHello carries the session's suite; RFC 7627 §5.3: and the
-    extended master secret; RFC 6066 §3, §4: and the session's server_name and fragment length.
+    RFC 5246 §7.4.1.2: the ClientHello carries the session's suite (the extended master secret
+    it always carries, `client_offer`, as RFC 7627 §5.3 requires; a client keeps only sessions
+    made with it); RFC 6066 §3, §4: and the session's server_name and fragment length.
     The session must also be one with the server this configuration is provisioned for (the
     same PSK identity, a pinned raw key)."""
     offered_suites, _ = client_offer(config)
     peer = session.peer
     wanted_mfl = 0 if config.max_fragment_length is None else config.max_fragment_length
-    if not config.require_extended_master_secret:
-        return "the extended master secret is not offered"
     if session.cipher_suite not in offered_suites or session.mode is not config.mode:
         return "the session's suite or mode is not the configured one"
     if session.max_fragment_length != (wanted_mfl and fragment_length_code(wanted_mfl)):

@@ -3,7 +3,9 @@
 Fragments may overlap, repeat, arrive out of order or be cut differently on retransmission;
 the buffer keeps the byte ranges received per message and hands out a message once every byte
 is present. Memory is bounded: a fixed number of messages ahead of the next expected
-message_seq, a maximum message size, and a maximum number of disjoint ranges per message.
+message_seq, a maximum message size, a budget of two maximal messages for all partial ones
+(when full, those furthest ahead make room for one expected sooner), and a maximum number of
+disjoint ranges per message.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class Reassembler:
         #: All partial messages together stay below this (two maximal messages).
         self._max_buffered = 2 * max_message_size
         self._partials: dict[int, _Partial] = {}
+        #: Partial messages dropped to make room for one expected sooner.
+        self.evicted = 0
 
     def add(self, frag: HandshakeFragment) -> None:
         """Buffer a fragment of a future or current message; older ones are the caller's concern.
@@ -103,13 +107,32 @@ class Reassembler:
             del self._partials[frag.message_seq]
             partial = None
         if partial is None:
-            if self.buffered_bytes + frag.length > self._max_buffered:
+            if not self._make_room(frag.message_seq, frag.length):
                 return  # bounded memory per association; the peer will resend (HS-3)
             partial = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
             self._partials[frag.message_seq] = partial
         elif partial.msg_type != frag.msg_type or partial.length != frag.length:
             raise DecodeError("handshake fragments of one message disagree on type or length")
         partial.add(frag.fragment_offset, frag.body)
+
+    def _make_room(self, message_seq: int, length: int) -> bool:
+        """Room for a new message of `length` bytes, made by dropping the partial messages
+        furthest ahead of `message_seq`; False (nothing dropped) when the newcomer is itself
+        the furthest ahead. The message expected next therefore always finds room (the budget
+        holds two maximal messages), and forged fragments claiming huge future messages cannot
+        lock the real flight out."""
+        needed = self.buffered_bytes + length - self._max_buffered
+        if needed <= 0:
+            return True
+        further = sorted((seq for seq in self._partials if seq > message_seq), reverse=True)
+        if sum(self._partials[seq].length for seq in further) < needed:
+            return False
+        for seq in further:
+            needed -= self._partials.pop(seq).length
+            self.evicted += 1
+            if needed <= 0:
+                break
+        return True
 
     def peek(self) -> ReassembledMessage | None:
         """The next message in order if all its bytes are here, without consuming it."""
