@@ -17,12 +17,12 @@ EXT-5) run in `iotdtls.heartbeat` once the handshake is complete.
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from enum import Enum, auto
 
 from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.crypto import NullProtector
+from iotdtls.crypto.aead import NULL_PROTECTOR
 from iotdtls.crypto.suites import EpochKeys
 from iotdtls.errors import (
     AlertDescription,
@@ -90,6 +90,35 @@ class DropReason(Enum):
 class DtlsConnection:
     """One DTLS association with one peer, client or server by the type of `config`."""
 
+    # Slots: a server holds one of these per association (memory per association, issue 9).
+    __slots__ = (
+        "_bad_tags_at_progress",
+        "_datagrams_since_progress",
+        "_deadline",
+        "_deferred_ccs",
+        "_dropped",
+        "_events",
+        "_flight",
+        "_fragment_limit",
+        "_handshake",
+        "_heartbeats",
+        "_max_send_size",
+        "_newest_handshake_record",
+        "_next_triggered_retransmit",
+        "_numbering_adopted",
+        "_outgoing",
+        "_reassembler",
+        "_records",
+        "_timer",
+        "_write_epoch",
+        "config",
+        "error",
+        "is_client",
+        "last_activity",
+        "retransmissions",
+        "state",
+    )
+
     def __init__(
         self,
         config: ClientConfig | ServerConfig,
@@ -108,7 +137,7 @@ class DtlsConnection:
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
         # check optional). Handshake messages are deduplicated by message_seq instead, and
         # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
-        self._records.install_read_epoch(0, NullProtector(), replay_check=False)
+        self._records.install_read_epoch(0, NULL_PROTECTOR, replay_check=False)
         self._newest_handshake_record = (-1, -1)
         #: Datagrams since the peer's flight last moved the handshake, and the count of
         #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`).
@@ -130,8 +159,10 @@ class DtlsConnection:
         self._write_epoch = 0
         self._deadline: float | None = None
         self._outgoing: list[bytes] = []
-        self._events: deque[Event] = deque()
-        self.dropped: Counter[DropReason] = Counter()
+        # A list, not a deque: an empty deque costs 600 bytes per association, and a
+        # connection's events are drained after every datagram (a handful at most).
+        self._events: list[Event] = []
+        self._dropped: Counter[DropReason] | None = None
         self.error: DtlsError | None = None
         self.retransmissions = 0
         self._numbering_adopted = self.is_client
@@ -150,6 +181,13 @@ class DtlsConnection:
         return f"<DtlsConnection {role} {self.state.name}>"
 
     # -- public surface -----------------------------------------------------------------------
+    @property
+    def dropped(self) -> Counter[DropReason]:
+        """Authenticated records the connection ignored, by reason (made on the first one)."""
+        if self._dropped is None:
+            self._dropped = Counter()
+        return self._dropped
+
     @property
     def discards(self) -> Counter[object]:
         """Records dropped by the record layer and by the connection, by reason."""
@@ -259,7 +297,7 @@ class DtlsConnection:
         """The peer's flight moved the handshake (a message handled, its ChangeCipherSpec
         taken): remember when, for `_check_finished_authenticates`."""
         self._datagrams_since_progress = 0
-        self._bad_tags_at_progress = self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH]
+        self._bad_tags_at_progress = self._records.bad_tags(HANDSHAKE_EPOCH)
 
     def _check_finished_authenticates(self) -> None:
         """PSK-4: a wrong key (or an unknown identity, which the server turned into a random
@@ -274,7 +312,7 @@ class DtlsConnection:
         if (
             self._handshake.awaits_authenticated_finished
             and self._datagrams_since_progress == 0
-            and self._records.bad_tag_by_epoch[HANDSHAKE_EPOCH] > self._bad_tags_at_progress
+            and self._records.bad_tags(HANDSHAKE_EPOCH) > self._bad_tags_at_progress
         ):
             raise ProtocolError(
                 "the peer's Finished record does not authenticate",
@@ -356,7 +394,7 @@ class DtlsConnection:
             self._transmit_flight()
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     @property
     def max_send_size(self) -> int:
@@ -535,7 +573,7 @@ class DtlsConnection:
         self._reassembler.next_seq = header.message_seq
         if record.sequence_number < ADOPTABLE_SEQUENCE_LIMIT:
             self._records.install_write_epoch(
-                0, NullProtector(), next_sequence_number=record.sequence_number
+                0, NULL_PROTECTOR, next_sequence_number=record.sequence_number
             )
 
     def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int], now: float) -> None:
@@ -692,6 +730,8 @@ class DtlsConnection:
             self._flight = None
         hs = self._handshake
         session = hs.session()
+        hs.release()
+        self._reassembler.clear()
         logger.debug(
             "handshake complete: suite %#06x, ems=%s, resumed=%s",
             session.cipher_suite,

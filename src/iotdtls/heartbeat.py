@@ -68,21 +68,44 @@ class _Request:
 
 
 class Heartbeats:
-    """The heartbeat state of one association (inactive until `start`)."""
+    """The heartbeat state of one association (inactive until `start`). Its retransmission
+    timer and drop counter are made when first needed: most associations never send one."""
+
+    __slots__ = (
+        "_answer",
+        "_dropped",
+        "_interval",
+        "_request",
+        "_retransmit",
+        "_threshold",
+        "_timer",
+        "last_heard",
+        "last_sent",
+        "may_send",
+        "negotiated",
+    )
 
     def __init__(self, config: ClientConfig | ServerConfig) -> None:
         self._answer = config.answer_heartbeats
         self._interval = config.keepalive_interval
         self._threshold = config.handshake_timeout
-        self._timer = RetransmitTimer(config.retransmit)
+        self._retransmit = config.retransmit
+        self._timer: RetransmitTimer | None = None
         self._request: _Request | None = None
+        self._dropped: Counter[HeartbeatDrop] | None = None
         #: Heartbeats were negotiated by both hellos.
         self.negotiated = False
         #: The peer accepts our requests (it said peer_allowed_to_send).
         self.may_send = False
         self.last_sent = 0.0
         self.last_heard = 0.0
-        self.dropped: Counter[HeartbeatDrop] = Counter()
+
+    @property
+    def dropped(self) -> Counter[HeartbeatDrop]:
+        """Heartbeat messages dropped, by reason."""
+        if self._dropped is None:
+            self._dropped = Counter()
+        return self._dropped
 
     def __repr__(self) -> str:
         return f"<Heartbeats negotiated={self.negotiated} in_flight={self.in_flight}>"
@@ -93,6 +116,12 @@ class Heartbeats:
         self.negotiated = peer_mode is not None
         self.may_send = peer_mode == HeartbeatMode.peer_allowed_to_send
         self.last_sent = self.last_heard = now
+
+    @property
+    def _pending_timer(self) -> RetransmitTimer:
+        """The retransmission timer of the request in flight (made with the first one)."""
+        assert self._timer is not None, "a request is in flight"
+        return self._timer
 
     @property
     def in_flight(self) -> bool:
@@ -108,6 +137,8 @@ class Heartbeats:
         if self._request is not None:
             raise LocalProtocolError("a heartbeat request is already in flight")
         self._request = _Request(random_bytes(REQUEST_PAYLOAD_LENGTH), now, now + self._threshold)
+        if self._timer is None:
+            self._timer = RetransmitTimer(self._retransmit)
         self._timer.start(now)
         return self.request_message()
 
@@ -146,7 +177,7 @@ class Heartbeats:
             self.dropped[HeartbeatDrop.UNEXPECTED_RESPONSE] += 1  # RFC 6520 §4
             return None, None
         self._request = None
-        self._timer.stop()
+        self._pending_timer.stop()
         return None, now - request.first_sent
 
     # -- time --------------------------------------------------------------------------------
@@ -155,8 +186,9 @@ class Heartbeats:
         pending request, or the next keep-alive."""
         request = self._request
         if request is not None:
-            assert self._timer.deadline is not None
-            return min(self._timer.deadline, request.give_up)
+            deadline = self._pending_timer.deadline
+            assert deadline is not None
+            return min(deadline, request.give_up)
         if self._interval is None or not self.may_send:
             return None
         return min(self.last_sent, self.last_heard) + self._interval
@@ -164,12 +196,13 @@ class Heartbeats:
     def on_timer(self, now: float) -> TimerOutcome:
         request = self._request
         if request is not None:
+            timer = self._pending_timer
             if now >= request.give_up:
                 self._request = None
-                self._timer.stop()
+                timer.stop()
                 return TimerOutcome.PEER_GONE
-            if self._timer.expired(now):
-                self._timer.back_off(now)
+            if timer.expired(now):
+                timer.back_off(now)
                 return TimerOutcome.SEND
             return TimerOutcome.NOTHING
         due = self.get_timer()

@@ -19,13 +19,14 @@ from the network.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import Counter
 from collections.abc import Iterator
 from enum import Enum, IntEnum
 from typing import NamedTuple
 
-from iotdtls.crypto.aead import BadTag, NullProtector, RecordProtector
+from iotdtls.crypto.aead import NULL_PROTECTOR, BadTag, NullProtector, RecordProtector
 from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError
 
 __all__ = [
@@ -173,7 +174,7 @@ class ReplayWindow:
         if size < 64:
             raise ConfigError("the replay window must cover at least 64 records")
         self.size = size
-        self._mask = (1 << size) - 1
+        self._mask = _window_mask(size)
         self._right = -1
         self._bits = 0
 
@@ -209,6 +210,12 @@ class ReplayWindow:
         return f"ReplayWindow(size={self.size}, right_edge={self._right})"
 
 
+@functools.cache
+def _window_mask(size: int) -> int:
+    """The bitmap mask of a window of `size` records (one int shared by every window)."""
+    return (1 << size) - 1
+
+
 class _ReadState:
     __slots__ = ("overhead", "protector", "window")
 
@@ -227,6 +234,10 @@ class _WriteState:
         self.overhead = protector.overhead
 
 
+#: Epoch 0 read without anti-replay: the same for every association, so shared.
+_PLAIN_READ = _ReadState(NULL_PROTECTOR, None)
+
+
 def _check_epoch(epoch: int) -> None:
     if not 0 <= epoch <= _MAX_EPOCH:
         raise LocalProtocolError(f"epoch {epoch} outside 0..65535")
@@ -239,6 +250,18 @@ class RecordLayer:
     any content type that pass the checks are handed up; what an application or alert record in
     epoch 0 means is the connection's business.
     """
+
+    __slots__ = (
+        "_bad_tags",
+        "_discards",
+        "_integrity_limit",
+        "_read",
+        "_window_size",
+        "_write",
+        "_write_epoch",
+        "integrity_exhausted",
+        "plaintext_limit",
+    )
 
     def __init__(
         self, replay_window_size: int = 64, *, integrity_limit: int | None = None
@@ -253,14 +276,33 @@ class RecordLayer:
         self._read: dict[int, _ReadState] = {}
         self._write: dict[int, _WriteState] = {}
         self._write_epoch = 0
-        self.discards: Counter[DiscardReason] = Counter()
-        self.bad_tag_by_epoch: Counter[int] = Counter()
+        # Made on the first discard (most associations never have one): memory per association.
+        self._discards: Counter[DiscardReason] | None = None
+        self._bad_tags: Counter[int] | None = None
         #: Largest plaintext of an unprotected (epoch 0) record we take: 2^14, or the
         #: negotiated max_fragment_length (RFC 6066 §4). Protected records above it are the
         #: connection's to judge, once they authenticated.
         self.plaintext_limit = MAX_PLAINTEXT_LENGTH
-        self.install_read_epoch(0, NullProtector())
-        self.install_write_epoch(0, NullProtector())
+        self.install_read_epoch(0, NULL_PROTECTOR)
+        self.install_write_epoch(0, NULL_PROTECTOR)
+
+    @property
+    def discards(self) -> Counter[DiscardReason]:
+        """Records silently discarded, by reason (RFC 6347 §4.1.2.7, REC-3)."""
+        if self._discards is None:
+            self._discards = Counter()
+        return self._discards
+
+    @property
+    def bad_tag_by_epoch(self) -> Counter[int]:
+        """Records that failed authentication, by epoch (REC-6)."""
+        if self._bad_tags is None:
+            self._bad_tags = Counter()
+        return self._bad_tags
+
+    def bad_tags(self, epoch: int) -> int:
+        """How many records of `epoch` failed authentication (without making a counter)."""
+        return 0 if self._bad_tags is None else self._bad_tags[epoch]
 
     # -- epochs -------------------------------------------------------------------------------
 
@@ -274,6 +316,9 @@ class RecordLayer:
         optional); it is on by default for every epoch, 0 included.
         """
         _check_epoch(epoch)
+        if not replay_check and isinstance(protector, NullProtector):
+            self._read[epoch] = _PLAIN_READ
+            return
         window = ReplayWindow(self._window_size) if replay_check else None
         self._read[epoch] = _ReadState(protector, window)
 

@@ -27,6 +27,7 @@ __all__ = [
     "CCM8_OVERHEAD",
     "CCM8_TAG_LENGTH",
     "EXPLICIT_NONCE_LENGTH",
+    "NULL_PROTECTOR",
     "BadTag",
     "Ccm8Protector",
     "NullProtector",
@@ -84,6 +85,10 @@ class NullProtector:
 
     def __repr__(self) -> str:
         return "NullProtector()"
+
+
+#: The one null protector (it has no state).
+NULL_PROTECTOR = NullProtector()
 
 
 class Ccm8Protector:

@@ -135,6 +135,14 @@ class ClientHandshake(HandshakeMachine):
         self.state = ClientState.WAIT_SERVER_HELLO
         return Flight((self._client_hello(b""),))
 
+    def release(self) -> None:
+        super().release()
+        self._exchange = None
+        self._verifier = None
+        self._server_spki = b""
+        self._hello_parts = None
+        self._requested = None
+
     def _client_hello(self, cookie: bytes) -> OutgoingMessage:
         """The one builder of our ClientHello, with or without cookie (HS-1): the same hello
         each time, only the cookie differs (RFC 6347 §4.2.1)."""

@@ -122,6 +122,8 @@ def _with_next(
 class RetransmitTimer:
     """The doubling retransmission timer of RFC 6347 §4.2.4.1 (times are absolute seconds)."""
 
+    __slots__ = ("_policy", "deadline", "interval", "retransmitted")
+
     def __init__(self, policy: RetransmitPolicy) -> None:
         self._policy = policy
         self.interval = policy.initial

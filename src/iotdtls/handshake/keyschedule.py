@@ -29,6 +29,10 @@ __all__ = ["KeySchedule"]
 logger = logging.getLogger("iotdtls")
 
 
+#: The transcript of every finished handshake: nothing is hashed once the Finished are checked.
+SPENT_TRANSCRIPT = Transcript()
+
+
 class KeySchedule:
     """Transcript, randoms and master secret of one handshake. The repr shows no secret."""
 
@@ -49,6 +53,12 @@ class KeySchedule:
         self.extended_master_secret = False
         self._master = b""
         self._keylog = keylog
+
+    def release(self) -> None:
+        """The handshake is over: its transcript and the server random are no longer needed
+        (the master secret stays, for resumption and the key log)."""
+        self.transcript = SPENT_TRANSCRIPT
+        self.server_random = b""
 
     def __repr__(self) -> str:
         master = "set" if self._master else "unset"

@@ -269,6 +269,11 @@ class HandshakeMachine:
             self.server_name,
         )
 
+    def release(self) -> None:
+        """The handshake completed (its session cached): drop what only the handshake needed,
+        so an established association keeps as little as it can (subclasses add theirs)."""
+        self.keys.release()
+
     def forget_session(self) -> None:
         """RFC 5246 §7.2.2: a connection that ended with a fatal alert must not be resumed."""
         self.session_id = b""

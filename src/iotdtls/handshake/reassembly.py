@@ -77,6 +77,8 @@ class _Partial:
 class Reassembler:
     """Collects fragments for message_seq values from `next_seq` on and releases them in order."""
 
+    __slots__ = ("_max_buffered", "_max_size", "_partials", "evicted", "next_seq")
+
     def __init__(self, max_message_size: int) -> None:
         self.next_seq = 0
         self._max_size = max_message_size
@@ -153,8 +155,9 @@ class Reassembler:
         self.next_seq += 1
 
     def clear(self) -> None:
-        """Forget every buffered fragment (the association closed)."""
-        self._partials.clear()
+        """Forget every buffered fragment (the association closed, or its handshake ended): a
+        fresh dict, since a cleared one keeps the room it grew to."""
+        self._partials = {}
 
     @property
     def buffered_bytes(self) -> int:

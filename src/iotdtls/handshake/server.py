@@ -332,6 +332,12 @@ class ServerHandshake(HandshakeMachine):
         self.pending_certificate_urls = ()
         self.peer, self._client_spki = self._verifier.verify(Certificate(chain).encode())
 
+    def release(self) -> None:
+        super().release()
+        self._exchange = None
+        self._verifier = None
+        self._client_spki = b""
+
     def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
         assert self._exchange is not None
         premaster, claimed = self._exchange.on_client_key_exchange(msg.body)
