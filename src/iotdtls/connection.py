@@ -20,7 +20,6 @@ import logging
 from collections import Counter
 from enum import Enum, auto
 
-from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.aead import NULL_PROTECTOR
 from iotdtls.crypto.suites import EpochKeys
@@ -52,11 +51,11 @@ from iotdtls.handshake.alerts import permitted_alert
 from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
 from iotdtls.handshake.machine import HandshakeMachine
-from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler
+from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler, fragments_of
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
 from iotdtls.identity import PeerIdentity, PskIdentity
-from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeHeader, HandshakeType
+from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeType
 from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType, PlainRecord, RecordLayer
 from iotdtls.sessions import SessionState, SessionStore
 
@@ -540,28 +539,17 @@ class DtlsConnection:
         self._process_messages(now)
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
-        reader = Reader(record.payload)
         record_id = (record.epoch, record.sequence_number)
-        while not reader.eof():
-            header = HandshakeHeader.decode(reader)
+        for frag in fragments_of(record.payload, record.epoch):
             if not self._numbering_adopted:
-                self._adopt_client_numbering(record, header)
-            body = reader.pull_bytes(header.fragment_length)
-            frag = HandshakeFragment(
-                header.msg_type,
-                header.length,
-                header.message_seq,
-                header.fragment_offset,
-                body,
-                record.epoch,
-            )
+                self._adopt_client_numbering(record, frag)
             self._on_fragment(frag, record_id, now)
             if self.state is ConnectionState.CLOSED:
                 return
         self._newest_handshake_record = max(self._newest_handshake_record, record_id)
         self._process_messages(now)
 
-    def _adopt_client_numbering(self, record: PlainRecord, header: HandshakeHeader) -> None:
+    def _adopt_client_numbering(self, record: PlainRecord, header: HandshakeFragment) -> None:
         """Server: after a stateless cookie exchange, continue the client's numbering.
 
         Our first message_seq is that of the ClientHello (RFC 6347 §4.2.2) and our epoch-0

@@ -10,11 +10,15 @@ disjoint ranges per message.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from iotdtls.errors import DecodeError
+from iotdtls.messages.constants import HandshakeType, known
+from iotdtls.messages.handshake import HANDSHAKE_HEADER_LEN
 
-__all__ = ["HandshakeFragment", "ReassembledMessage", "Reassembler"]
+__all__ = ["HandshakeFragment", "ReassembledMessage", "Reassembler", "fragments_of"]
 
 #: How many message_seq values past the next expected one we buffer (a flight is at most ~6).
 MAX_MESSAGES_AHEAD = 8
@@ -22,26 +26,38 @@ MAX_MESSAGES_AHEAD = 8
 MAX_RANGES = 64
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeFragment:
-    """One handshake fragment as read from a record (RFC 6347 §4.2.2)."""
+class HandshakeFragment(NamedTuple):
+    """One handshake fragment as read from a record (RFC 6347 §4.2.2). A named tuple: one is
+    made per fragment received."""
 
     msg_type: int
     length: int
     message_seq: int
     fragment_offset: int
-    body: bytes = field(repr=False)  # a Finished carries verify_data
+    body: bytes
     epoch: int = 0
 
+    def __repr__(self) -> str:  # the body stays out: a Finished carries verify_data
+        return (
+            f"HandshakeFragment(msg_type={self.msg_type}, length={self.length}, "
+            f"message_seq={self.message_seq}, fragment_offset={self.fragment_offset}, "
+            f"epoch={self.epoch})"
+        )
 
-@dataclass(frozen=True, slots=True)
-class ReassembledMessage:
+
+class ReassembledMessage(NamedTuple):
     """A whole handshake message and the epoch its fragments were protected under."""
 
     msg_type: int
     message_seq: int
-    body: bytes = field(repr=False)  # a Finished carries verify_data
+    body: bytes
     epoch: int = 0
+
+    def __repr__(self) -> str:  # the body stays out: a Finished carries verify_data
+        return (
+            f"ReassembledMessage(msg_type={self.msg_type}, message_seq={self.message_seq}, "
+            f"epoch={self.epoch})"
+        )
 
 
 @dataclass(slots=True)
@@ -74,6 +90,52 @@ class _Partial:
         return self.ranges == [(0, self.length)] or self.length == 0
 
 
+_HEADER = struct.Struct(">IHHI")
+
+
+def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
+    """The handshake fragments of one record's payload, each behind its 12-byte header
+    (RFC 6347 §4.2.2). `DecodeError` for a header cut short, a fragment longer than what is
+    left of the record or reaching past its message's length."""
+    fragments: list[HandshakeFragment] = []
+    offset, end = 0, len(payload)
+    unpack_from = _HEADER.unpack_from
+    while offset < end:
+        if end - offset < HANDSHAKE_HEADER_LEN:
+            raise DecodeError("handshake header truncated")
+        type_and_length, seq, offset_high, offset_low_and_length = unpack_from(payload, offset)
+        length = type_and_length & 0xFFFFFF
+        fragment_offset = (offset_high << 8) | (offset_low_and_length >> 24)
+        fragment_length = offset_low_and_length & 0xFFFFFF
+        if fragment_offset + fragment_length > length:
+            raise DecodeError(
+                f"fragment {fragment_offset}+{fragment_length} exceeds message length {length}"
+            )
+        start = offset + HANDSHAKE_HEADER_LEN
+        offset = start + fragment_length
+        if offset > end:
+            raise DecodeError("handshake fragment longer than its record")
+        fragments.append(
+            HandshakeFragment(
+                known(HandshakeType, type_and_length >> 24),
+                length,
+                seq,
+                fragment_offset,
+                payload[start:offset],
+                epoch,
+            )
+        )
+    return fragments
+
+
+#: What is held for one message_seq: a message still in pieces, or one that came whole.
+_Entry = _Partial | ReassembledMessage
+
+
+def _size(entry: _Entry) -> int:
+    return entry.length if isinstance(entry, _Partial) else len(entry.body)
+
+
 class Reassembler:
     """Collects fragments for message_seq values from `next_seq` on and releases them in order."""
 
@@ -84,7 +146,9 @@ class Reassembler:
         self._max_size = max_message_size
         #: All partial messages together stay below this (two maximal messages).
         self._max_buffered = 2 * max_message_size
-        self._partials: dict[int, _Partial] = {}
+        #: Per message_seq: a message still in pieces, or one that came in one fragment (the
+        #: common case, kept as it is without copying it into a buffer).
+        self._partials: dict[int, _Entry] = {}
         #: Partial messages dropped to make room for one expected sooner.
         self.evicted = 0
 
@@ -98,24 +162,29 @@ class Reassembler:
             raise DecodeError("handshake fragment extends past the message length")
         if frag.length > self._max_size:
             raise DecodeError(f"handshake message of {frag.length} bytes exceeds the limit")
-        if not self.next_seq <= frag.message_seq < self.next_seq + MAX_MESSAGES_AHEAD:
+        seq = frag.message_seq
+        if not self.next_seq <= seq < self.next_seq + MAX_MESSAGES_AHEAD:
             return
-        partial = self._partials.get(frag.message_seq)
-        if partial is not None and frag.epoch != partial.epoch:
-            if frag.epoch < partial.epoch:
+        entry = self._partials.get(seq)
+        if entry is not None and frag.epoch != entry.epoch:
+            if frag.epoch < entry.epoch:
                 return
             # A fragment under newer (authenticated) keys beats whatever an older,
             # unauthenticated epoch left here: a forged stub cannot block the real message.
-            del self._partials[frag.message_seq]
-            partial = None
-        if partial is None:
-            if not self._make_room(frag.message_seq, frag.length):
+            del self._partials[seq]
+            entry = None
+        if entry is None:
+            if not self._make_room(seq, frag.length):
                 return  # bounded memory per association; the peer will resend (HS-3)
-            partial = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
-            self._partials[frag.message_seq] = partial
-        elif partial.msg_type != frag.msg_type or partial.length != frag.length:
+            if frag.fragment_offset == 0 and len(frag.body) == frag.length:
+                self._partials[seq] = ReassembledMessage(frag.msg_type, seq, frag.body, frag.epoch)
+                return
+            entry = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
+            self._partials[seq] = entry
+        elif entry.msg_type != frag.msg_type or _size(entry) != frag.length:
             raise DecodeError("handshake fragments of one message disagree on type or length")
-        partial.add(frag.fragment_offset, frag.body)
+        if isinstance(entry, _Partial):
+            entry.add(frag.fragment_offset, frag.body)
 
     def _make_room(self, message_seq: int, length: int) -> bool:
         """Room for a new message of `length` bytes, made by dropping the partial messages
@@ -127,10 +196,10 @@ class Reassembler:
         if needed <= 0:
             return True
         further = sorted((seq for seq in self._partials if seq > message_seq), reverse=True)
-        if sum(self._partials[seq].length for seq in further) < needed:
+        if sum(_size(self._partials[seq]) for seq in further) < needed:
             return False
         for seq in further:
-            needed -= self._partials.pop(seq).length
+            needed -= _size(self._partials.pop(seq))
             self.evicted += 1
             if needed <= 0:
                 break
@@ -138,12 +207,12 @@ class Reassembler:
 
     def peek(self) -> ReassembledMessage | None:
         """The next message in order if all its bytes are here, without consuming it."""
-        partial = self._partials.get(self.next_seq)
-        if partial is None or not partial.complete():
+        entry = self._partials.get(self.next_seq)
+        if entry is None or isinstance(entry, ReassembledMessage):
+            return entry
+        if not entry.complete():
             return None
-        return ReassembledMessage(
-            partial.msg_type, self.next_seq, bytes(partial.data), partial.epoch
-        )
+        return ReassembledMessage(entry.msg_type, self.next_seq, bytes(entry.data), entry.epoch)
 
     def discard(self) -> None:
         """Forget what arrived for the next message_seq (a forgery); keep waiting for it."""
@@ -162,4 +231,4 @@ class Reassembler:
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for incomplete or unprocessed messages (bounded by the limits above)."""
-        return sum(p.length for p in self._partials.values())
+        return sum(_size(entry) for entry in self._partials.values())
