@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_psk import CLIENT_ADDR, NOW, HandshakeWire, Mbed, describe, fmt, hot_spots, time_each
+from bench_psk import HandshakeWire, Mbed, describe, fmt, hot_spots, shuttle, time_each
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.connection import DtlsConnection
 from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.endpoint import ServerEndpoint
 
@@ -111,26 +111,8 @@ def iotdtls_handshake(
 ) -> DtlsConnection:
     """Client and server endpoint (cookie exchange first) in memory, until both are done."""
     client = DtlsConnection(client_config)
-    server = ServerEndpoint(server_config)
-    client.connect(NOW)
-    for _ in range(20):
-        for datagram in client.datagrams_to_send(NOW):
-            if wire is not None:
-                wire.client.add(datagram)
-            server.receive_datagram(datagram, CLIENT_ADDR, NOW)
-        for datagram, _addr in server.datagrams_to_send(NOW):
-            if wire is not None:
-                wire.server.add(datagram)
-            client.receive_datagram(datagram, NOW)
-        while client.next_event() is not None:
-            pass
-        while server.next_event() is not None:
-            pass
-        peer = server.connections.get(CLIENT_ADDR)
-        if (client.state is ConnectionState.ESTABLISHED and peer is not None
-                and peer.state is ConnectionState.ESTABLISHED):
-            return client
-    raise RuntimeError("iotdtls handshake did not complete in memory")
+    shuttle(client, ServerEndpoint(server_config), wire)
+    return client
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.errors import AlertSent
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import X509_MODE_ALERTS
 from iotdtls.messages import HandshakeHeader
 from iotdtls.record import ContentType, RecordHeader, split_datagram
 from tests import pki
-from tests.memory_link import Direction, Fate, FateFn, MemoryLink, deliver_all
+from tests.memory_link import Direction, Fate, FateFn, MemoryLink, deliver_all, events_of
 
 __all__ = [
     "X509Pki",
     "client_key",
+    "failure",
     "rewrite",
     "rpk_link",
     "server_key",
@@ -119,6 +122,18 @@ def x509_link(
     return MemoryLink(
         ClientConfig(**ckw), ServerConfig(**skw), fate=fate, allowed_alerts=X509_MODE_ALERTS
     )
+
+
+def failure(link: MemoryLink, sender: Direction) -> AlertSent:
+    """The AlertSent that ended `sender`'s side; the other side never completed nor got
+    application data."""
+    events = link.client_events if sender == "client" else link.server_events
+    (closed,) = [e for e in events if isinstance(e, ConnectionClosed)]
+    assert isinstance(closed.error, AlertSent), closed
+    other: Direction = "server" if sender == "client" else "client"
+    assert events_of(link, other, DataReceived) == []
+    assert events_of(link, other, HandshakeComplete) == []
+    return closed.error
 
 
 def rewrite(

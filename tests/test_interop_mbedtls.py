@@ -36,7 +36,7 @@ def _tls() -> Any:
     return mbedtls.tls
 
 
-def _outgoing(buffer: Any) -> list[bytes]:
+def mbed_outgoing(buffer: Any) -> list[bytes]:
     """Every datagram an Mbed TLS endpoint has queued (one per peek in DTLS mode)."""
     out = []
     while data := buffer.peek_outgoing(65535):
@@ -53,10 +53,13 @@ def _handshake_types(datagrams: list[bytes]) -> list[int]:
 class MbedServer:
     """An Mbed TLS DTLS server endpoint with the cookie-restart dance of peers.md."""
 
-    def __init__(self, tls: Any, **settings: Any) -> None:
-        """`settings` go to Mbed TLS's DTLSConfiguration (max_fragmentation_length, ...)."""
-        conf = tls.DTLSConfiguration(ciphers=[MBED_SUITE], validate_certificates=False,
-                                     pre_shared_key_store={CLIENT_IDENTITY: PSK}, **settings)
+    def __init__(self, tls: Any, conf: Any = None, **settings: Any) -> None:
+        """`conf`: Mbed TLS's DTLSConfiguration; by default the test PSK with `settings`
+        (max_fragmentation_length, ...)."""
+        if conf is None:
+            conf = tls.DTLSConfiguration(ciphers=[MBED_SUITE], validate_certificates=False,
+                                         pre_shared_key_store={CLIENT_IDENTITY: PSK},
+                                         **settings)
         self.tls = tls
         self.context = tls.ServerContext(conf)
         self.buffer = self._fresh()
@@ -75,24 +78,26 @@ class MbedServer:
         """Run the handshake as far as the input allows; return what it sends."""
         out: list[bytes] = []
         for _ in range(MAX_ROUNDS):
+            if self.done:
+                return out
             try:
                 self.buffer.do_handshake()
             except self.tls.WantReadError:
-                return out + _outgoing(self.buffer)
+                return out + mbed_outgoing(self.buffer)
             except self.tls.WantWriteError:
                 pass
             except self.tls.HelloVerifyRequest:
                 self.cookie_requests += 1
-                out += _outgoing(self.buffer)
+                out += mbed_outgoing(self.buffer)
                 self.buffer = self._fresh()
                 return out
-            out += _outgoing(self.buffer)
+            out += mbed_outgoing(self.buffer)
             if self.done:
                 return out
         return out
 
 
-def _events(conn: DtlsConnection) -> list[Event]:
+def pending_events(conn: DtlsConnection) -> list[Event]:
     events = []
     while (event := conn.next_event()) is not None:
         events.append(event)
@@ -110,7 +115,7 @@ def test_our_client_against_mbedtls_server() -> None:
         for data in client.datagrams_to_send(0.0):
             wire.append(("client", data))
             server.buffer.receive_from_network(data)
-        events += _events(client)
+        events += pending_events(client)
         if client.state is not ConnectionState.HANDSHAKING and server.done:
             break
         for data in server.step():
@@ -128,16 +133,16 @@ def test_our_client_against_mbedtls_server() -> None:
         server.buffer.receive_from_network(data)
     assert server.buffer.read(1024) == b"hello mbed"
     server.buffer.write(b"hello iotdtls")
-    for data in _outgoing(server.buffer):
+    for data in mbed_outgoing(server.buffer):
         client.receive_datagram(data, 0.0)
-    assert _events(client) == [DataReceived(b"hello iotdtls")]
+    assert pending_events(client) == [DataReceived(b"hello iotdtls")]
 
     client.close()  # close_notify: Mbed TLS reports MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
     for data in client.datagrams_to_send(0.0):
         server.buffer.receive_from_network(data)
     with pytest.raises(Exception, match="0x7880"):
         server.buffer.read(1024)
-    assert _events(client) == [ConnectionClosed(None)]
+    assert pending_events(client) == [ConnectionClosed(None)]
 
 
 @pytest.mark.req("HS-2", "PSK-1", "REC-1")
@@ -151,7 +156,7 @@ def test_mbedtls_client_against_our_server() -> None:
     sent_by_server: list[bytes] = []
 
     def exchange() -> None:
-        for data in _outgoing(client):
+        for data in mbed_outgoing(client):
             endpoint.receive_datagram(data, ADDRESS, 0.0)
         for data, address in endpoint.datagrams_to_send(0.0):
             assert address == ADDRESS

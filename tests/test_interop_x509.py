@@ -55,6 +55,7 @@ from tests.peers import (
     openssl_cert_server,
     require_peer,
 )
+from tests.test_interop_mbedtls import MbedServer, mbed_outgoing, pending_events
 
 pytestmark = pytest.mark.interop
 netns = peers.netns
@@ -255,82 +256,37 @@ def _mbed(pki: Pki) -> tuple[Any, Any]:
     return mbedtls.tls, config
 
 
-def _drain(buffer: Any) -> list[bytes]:
-    out = []
-    while data := buffer.peek_outgoing(65535):
-        buffer.consume_outgoing(len(data))
-        out.append(bytes(data))
-    return out
-
-
-def _events(conn: DtlsConnection) -> list[Event]:
-    events = []
-    while (event := conn.next_event()) is not None:
-        events.append(event)
-    return events
-
-
 @pytest.mark.req("CRT-1", "CRT-3")
 def test_our_client_against_mbedtls_server(pki: Pki) -> None:
     tls, config = _mbed(pki)
-    context = tls.ServerContext(config(pki.server_crt, pki.server_key))
-
-    def fresh() -> Any:
-        buffer = context.wrap_buffers()
-        buffer.setcookieparam(f"{ADDRESS[0]}:{ADDRESS[1]}".encode())
-        return buffer
-
-    server = fresh()
-
-    def step() -> list[bytes]:
-        """Run Mbed TLS's handshake until it needs input; what it sent on the way."""
-        nonlocal server
-        out: list[bytes] = []
-        for _ in range(MAX_ROUNDS):
-            if server._handshake_state is tls.HandshakeStep.HANDSHAKE_OVER:
-                return out
-            try:
-                server.do_handshake()
-            except tls.WantReadError:
-                return out + _drain(server)
-            except tls.WantWriteError:
-                pass
-            except tls.HelloVerifyRequest:
-                out += _drain(server)
-                server = fresh()
-                return out
-            out += _drain(server)
-            if server._handshake_state is tls.HandshakeStep.HANDSHAKE_OVER:
-                return out
-        return out
-
+    server = MbedServer(tls, config(pki.server_crt, pki.server_key))
     client = DtlsConnection(our_client(pki))
     client.connect(0.0)
     events: list[Event] = []
     for _ in range(MAX_ROUNDS):
         for data in client.datagrams_to_send(0.0):
-            server.receive_from_network(data)
-        events += _events(client)
+            server.buffer.receive_from_network(data)
+        events += pending_events(client)
         if client.state is not ConnectionState.HANDSHAKING:
             break
-        for data in step():
+        for data in server.step():
             client.receive_datagram(data, 0.0)
     assert client.state is ConnectionState.ESTABLISHED, events
     assert client.peer == CertificateIdentity("localhost")
-    step()
+    server.step()
     client.send(b"hello mbed, certificates")
     for data in client.datagrams_to_send(0.0):
-        server.receive_from_network(data)
-    assert server.read(1024) == b"hello mbed, certificates"
-    server.write(b"hello iotdtls")
-    for data in _drain(server):
+        server.buffer.receive_from_network(data)
+    assert server.buffer.read(1024) == b"hello mbed, certificates"
+    server.buffer.write(b"hello iotdtls")
+    for data in mbed_outgoing(server.buffer):
         client.receive_datagram(data, 0.0)
-    assert DataReceived(b"hello iotdtls") in _events(client)
+    assert DataReceived(b"hello iotdtls") in pending_events(client)
     client.close()
     for data in client.datagrams_to_send(0.0):
-        server.receive_from_network(data)
+        server.buffer.receive_from_network(data)
     with pytest.raises(Exception, match="0x7880"):  # MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
-        server.read(1024)
+        server.buffer.read(1024)
 
 
 @pytest.mark.req("CRT-1", "CRT-4")
@@ -341,7 +297,7 @@ def test_mbedtls_client_against_our_server(pki: Pki) -> None:
     events: list[Event] = []
 
     def exchange() -> None:
-        for data in _drain(client):
+        for data in mbed_outgoing(client):
             endpoint.receive_datagram(data, ADDRESS, 0.0)
         for data, _ in endpoint.datagrams_to_send(0.0):
             client.receive_from_network(data)

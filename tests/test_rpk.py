@@ -15,8 +15,8 @@ import iotdtls.handshake.keyexchange
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.ecdhe import EphemeralKey
 from iotdtls.crypto.signature import PrivateKey
-from iotdtls.errors import AlertDescription, AlertSent, ConfigError
-from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.errors import AlertDescription, ConfigError
+from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity, UnauthenticatedPeer
 from iotdtls.messages import (
     CertificateType,
@@ -43,20 +43,9 @@ from tests.memory_link import (
     plain_handshake,
     wire_from,
 )
-from tests.pubkey_support import client_key, rewrite, rpk_link, server_key, stranger_key
+from tests.pubkey_support import client_key, failure, rewrite, rpk_link, server_key, stranger_key
 
 ECDHE = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
-
-
-def failure(link: MemoryLink, sender: Direction) -> AlertSent:
-    """The AlertSent that ended `sender`'s side; the other side got no application data."""
-    events = link.client_events if sender == "client" else link.server_events
-    (closed,) = [e for e in events if isinstance(e, ConnectionClosed)]
-    assert isinstance(closed.error, AlertSent), closed
-    other: Direction = "server" if sender == "client" else "client"
-    assert events_of(link, other, DataReceived) == []
-    assert events_of(link, other, HandshakeComplete) == []
-    return closed.error
 
 
 def hello_bodies(link: MemoryLink, sender: Direction, msg_type: int) -> list[bytes]:

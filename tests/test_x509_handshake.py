@@ -11,8 +11,8 @@ import pytest
 
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey
-from iotdtls.errors import AlertDescription, AlertSent
-from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.errors import AlertDescription
+from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.identity import (
     CertificateIdentity,
     PskIdentity,
@@ -43,21 +43,10 @@ from tests.memory_link import (
     records,
     wire_from,
 )
-from tests.pubkey_support import client_key, rewrite, server_key, x509_link, x509_pki
+from tests.pubkey_support import client_key, failure, rewrite, server_key, x509_link, x509_pki
 
 A = AlertDescription
 CLIENT_EUI64 = "01-23-45-67-89-AB-CD-EF"
-
-
-def failure(link: MemoryLink, sender: Direction) -> AlertSent:
-    """The AlertSent that ended `sender`'s side; the other side never completed."""
-    events = link.client_events if sender == "client" else link.server_events
-    (closed,) = [e for e in events if isinstance(e, ConnectionClosed)]
-    assert isinstance(closed.error, AlertSent), closed
-    other: Direction = "server" if sender == "client" else "client"
-    assert events_of(link, other, HandshakeComplete) == []
-    assert events_of(link, other, DataReceived) == []
-    return closed.error
 
 
 def bodies(link: MemoryLink, sender: Direction, msg_type: int) -> list[bytes]:
