@@ -100,7 +100,7 @@ async def echo(session: aio.ServerSession) -> None:
 
 def asyncio_exchange(capacity: int) -> tuple[Exchange, Callable[[], int]]:
     """The asyncio server's protocol on a memory transport (call inside a running loop)."""
-    protocol = aio._ServerProtocol(echo, server_config(capacity))
+    protocol = aio._ServerProtocol(echo, server_config(capacity), session_store=None)
     transport = MemoryTransport()
     protocol.connection_made(transport)
 

@@ -38,7 +38,7 @@ def test_server_session_queue_is_bounded() -> None:
                         break
                     await asyncio.sleep(0.01)
                 assert sessions, "the handshake completed but no session started"
-                return sessions[0].inbox._queue.qsize(), sessions[0].dropped_datagrams
+                return len(sessions[0].inbox), sessions[0].dropped_datagrams
         finally:
             await server.close()
 

@@ -17,6 +17,7 @@ runs the stateless cookie exchange before any per-peer state exists.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -54,7 +55,6 @@ __all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"
 
 #: Adapter events (peers, handshakes) and, at DEBUG, every datagram (`trace`, no secrets).
 logger = logging.getLogger("iotdtls.aio")
-_CLOSED = object()
 #: Client certificate URL fetches a server runs at once (RFC 6066 §5; the rest wait).
 MAX_CONCURRENT_FETCHES = 4
 #: Receive buffer a server asks for on the sockets it makes: room for thousands of handshake
@@ -66,39 +66,75 @@ Address = tuple[Any, ...]
 
 
 class _Inbox:
-    """Received datagrams of one association, ended by its close."""
+    """Received datagrams of one association, ended by its close.
+
+    A server keeps one per established peer, so it is small: the datagrams sit in a deque only
+    while some are unread, and a reader waits on a future of its own (an `asyncio.Queue` with
+    its three deques and event costs about 3 KiB per peer, more than the association)."""
+
+    __slots__ = ("_items", "_limit", "_readers", "closed", "dropped", "error")
 
     def __init__(self, limit: int) -> None:
-        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._items: collections.deque[bytes] | None = None
+        self._readers: list[asyncio.Future[None]] | None = None
         self._limit = limit
         self.error: DtlsError | None = None
         self.closed = False
         #: Datagrams dropped because the application did not read fast enough.
         self.dropped = 0
 
+    def __len__(self) -> int:
+        """Datagrams waiting to be read."""
+        return 0 if self._items is None else len(self._items)
+
     def put(self, data: bytes) -> None:
-        if self._queue.qsize() >= self._limit:
+        if self._items is None:
+            self._items = collections.deque()
+        elif len(self._items) >= self._limit:
             self.dropped += 1
             return
-        self._queue.put_nowait(data)
+        self._items.append(data)
+        self._wake()
 
     def end(self, error: DtlsError | None) -> None:
         if not self.closed:
             self.closed = True
             self.error = error
-            self._queue.put_nowait(_CLOSED)
+            self._wake()
+
+    def _wake(self) -> None:
+        """Every waiting reader looks again (one of them takes the datagram; waking them all
+        keeps a reader cancelled after its wake-up from stranding it)."""
+        for reader in self._readers or ():
+            if not reader.done():
+                reader.set_result(None)
 
     async def get(self) -> bytes | None:
-        if self.closed and self._queue.empty():
-            return None
-        item = await self._queue.get()
-        if item is _CLOSED:
-            self._queue.put_nowait(_CLOSED)  # later readers see the end too
-            if self.error is not None:
-                raise self.error
-            return None
-        assert isinstance(item, bytes)
-        return item
+        """The next datagram; None after a clean end, the error after a failure (for every
+        later call too)."""
+        while True:
+            if self._items:
+                data = self._items.popleft()
+                if not self._items:
+                    self._items = None
+                return data
+            if self.closed:
+                if self.error is not None:
+                    raise self.error
+                return None
+            await self._wait()
+
+    async def _wait(self) -> None:
+        reader: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._readers is None:
+            self._readers = []
+        self._readers.append(reader)
+        try:
+            await reader
+        finally:
+            self._readers.remove(reader)
+            if not self._readers:
+                self._readers = None
 
 
 class _HeartbeatWaiters:

@@ -1,0 +1,36 @@
+"""Every benchmark still runs (a few iterations each): they import the library's internals,
+so a change there must not leave `make bench*` broken until someone measures again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bench_psk.py", "--runs", "3", "--records", "5"],
+        ["bench_pubkey.py", "--runs", "2"],
+        ["bench_x509.py", "--runs", "2"],
+        ["bench_resumption.py", "--runs", "2"],
+        ["bench_memory.py", "--heap", "50", "--resident", "0"],
+        ["bench_coap.py", "--requests", "3", "--runs", "1"],
+        ["bench_load.py", "--duration", "0.3", "--levels", "1", "--messages", "1",
+         "--only", "curve"],
+        ["bench_flood.py", "--seconds", "0.2"],
+    ],
+    ids=lambda command: command[0].removesuffix(".py"),
+)
+def test_benchmark_runs(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / command[0]), *command[1:]],
+        cwd=BENCHMARKS, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
