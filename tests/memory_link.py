@@ -330,11 +330,15 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
 
 
 def only_idle_timer(link: MemoryLink) -> bool:
-    """No retransmission timer is pending on either side: the server's only timer is the idle
-    timeout of its established association (`ServerConfig.idle_timeout`)."""
+    """No retransmission timer is pending on either side: the server's only timers are the idle
+    timeout of its established association (`ServerConfig.idle_timeout`) and the end of its
+    final flight's hold (RFC 6347 §4.2.4)."""
     conn = link.server_conn
     idle = link.server_config.idle_timeout
-    expected = None if conn is None or idle is None else conn.last_activity + idle
+    timers = [] if conn is None else [conn._hold_until]
+    if conn is not None and idle is not None:
+        timers.append(conn.last_activity + idle)
+    expected = min((t for t in timers if t is not None), default=None)
     return link.client.get_timer() is None and link.server.get_timer() == expected
 
 

@@ -101,6 +101,23 @@ def test_half_open_cap_evicts_with_a_typed_event() -> None:
 
 
 @pytest.mark.req("HS-2")
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_established_associations_with_timers_are_not_half_open(keepalive: bool) -> None:
+    """max_handshakes caps handshakes in progress only: an established association that keeps
+    a timer (a keep-alive, or its final flight held for the peer) is never evicted as one."""
+    settings: dict[str, Any] = {"heartbeat": True, "keepalive_interval": 30.0} if keepalive else {}
+    net = Net(server_config(max_handshakes=2, **settings))
+    addresses = [("198.51.100.9", 4000 + i) for i in range(5)]
+    for address in addresses:
+        net.client(address, heartbeat=keepalive)
+        net.pump()
+        assert net.clients[address].state is ConnectionState.ESTABLISHED
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0
+    assert set(net.server.connections) == set(addresses)
+    assert all(net.server.connections[a].get_timer() is not None for a in addresses)
+
+
+@pytest.mark.req("HS-2")
 def test_full_table_evicts_the_least_recently_active() -> None:
     net = Net(server_config(max_connections=2, max_handshakes=1))
     a, b, c = (("198.51.100.3", 3000 + i) for i in range(3))

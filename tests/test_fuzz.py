@@ -79,7 +79,7 @@ def test_the_harness_finds_a_broken_invariant(monkeypatch: pytest.MonkeyPatch) -
 
     def leaky(self: DtlsConnection, data: bytes, now: float) -> None:
         real(self, data, now)
-        self._events.append(DataReceived(b"leak"))
+        self._emit(DataReceived(b"leak"))
 
     monkeypatch.setattr(DtlsConnection, "receive_datagram", leaky)
     with pytest.raises(AssertionError, match="before the handshake completed"):

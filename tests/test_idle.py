@@ -12,7 +12,7 @@ import pytest
 
 from iotdtls import aio
 from iotdtls.config import DEFAULT_IDLE_TIMEOUT, ServerConfig
-from iotdtls.connection import ConnectionState
+from iotdtls.connection import FINAL_FLIGHT_HOLD, ConnectionState
 from iotdtls.crypto import NullProtector
 from iotdtls.errors import ConfigError, IdleTimeout
 from iotdtls.events import ConnectionClosed, DataReceived
@@ -144,7 +144,10 @@ def test_only_the_idle_ones_expire_oldest_first() -> None:
 
 
 def test_no_idle_timeout_means_no_timer() -> None:
+    """Only the final flight's hold (RFC 6347 §4.2.4) is left, then no timer at all."""
     link = idle_link(None)
+    assert link.server.get_timer() == link.now + FINAL_FLIGHT_HOLD
+    advance(link, link.now + FINAL_FLIGHT_HOLD)
     assert link.server.get_timer() is None
     advance(link, link.now + 10 * DEFAULT_IDLE_TIMEOUT)
     assert established(link)

@@ -50,8 +50,7 @@ from tests.peers import (
     require_peer,
     write_psk_file,
 )
-from tests.test_interop_mbedtls import MbedServer
-from tests.test_interop_mbedtls import _outgoing as mbed_outgoing
+from tests.test_interop_mbedtls import MbedServer, mbed_outgoing
 
 pytestmark = pytest.mark.interop
 netns = peers.netns

@@ -25,7 +25,7 @@ from iotdtls.messages import (
     ServerHello,
     find_extension,
 )
-from iotdtls.record import RECORD_HEADER_LEN, ContentType, DiscardReason
+from iotdtls.record import RECORD_HEADER_LEN, ContentType, DiscardReason, RecordLayer
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
@@ -114,7 +114,7 @@ def test_an_unprotected_record_over_the_limit_is_dropped() -> None:
     link = mfl_link("psk", 512)
     server = link.server_conn
     assert server is not None
-    plain = record_layer(link.client).seal(ContentType.handshake, bytes(513), 0)
+    plain = RecordLayer().seal(ContentType.handshake, bytes(513), 0)
     link.server.receive_datagram(plain, CLIENT_ADDR, link.now)
     assert server.discards[DiscardReason.OVER_FRAGMENT_LIMIT] == 1
     link.client.send(b"still fine")

@@ -68,6 +68,12 @@ HANDSHAKE_EPOCH = 1
 #: A ClientHello's record sequence number we continue from only if far below 2^48 - 1, so a
 #: hostile number cannot exhaust our epoch-0 sequence space (RFC 6347 §4.1).
 ADOPTABLE_SEQUENCE_LIMIT = 1 << 40
+#: How long the sender of a handshake's last flight keeps it to answer a repeat of the peer's
+#: last flight, unless the peer shows sooner that it has it (RFC 6347 §4.2.4: at least twice
+#: TCP's maximum segment lifetime of two minutes). Then the handshake state goes.
+FINAL_FLIGHT_HOLD = 240.0
+_NO_RECORD = (-1, -1)
+_NEVER = float("-inf")
 
 
 class ConnectionState(Enum):
@@ -101,6 +107,7 @@ class DtlsConnection:
         "_fragment_limit",
         "_handshake",
         "_heartbeats",
+        "_hold_until",
         "_max_send_size",
         "_newest_handshake_record",
         "_next_triggered_retransmit",
@@ -137,12 +144,12 @@ class DtlsConnection:
         # check optional). Handshake messages are deduplicated by message_seq instead, and
         # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
         self._records.install_read_epoch(0, NULL_PROTECTOR, replay_check=False)
-        self._newest_handshake_record = (-1, -1)
+        self._newest_handshake_record = _NO_RECORD
         #: Datagrams since the peer's flight last moved the handshake, and the count of
         #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`).
         self._datagrams_since_progress = 2
         self._bad_tags_at_progress = 0
-        self._next_triggered_retransmit = float("-inf")
+        self._next_triggered_retransmit = _NEVER
         self._handshake: HandshakeMachine
         if isinstance(config, ClientConfig):
             if session_store is not None:
@@ -153,14 +160,19 @@ class DtlsConnection:
                 raise LocalProtocolError("session= is for clients; a server takes session_store")
             self._handshake = ServerHandshake(config, session_store)
         self._reassembler = Reassembler(config.max_handshake_message)
-        self._timer = RetransmitTimer(config.retransmit)
+        #: The retransmission timer (RFC 6347 §4.2.4.1); None once the handshake is settled.
+        self._timer: RetransmitTimer | None = RetransmitTimer(config.retransmit)
         self._flight: Flight | None = None
+        #: Until when our final flight is kept for a peer that may not have it (`_settle`).
+        self._hold_until: float | None = None
         self._write_epoch = 0
         self._deadline: float | None = None
-        self._outgoing: list[bytes] = []
+        #: Datagrams to send and events to report: None while empty (an empty list each
+        #: would cost 112 bytes per idle association).
+        self._outgoing: list[bytes] | None = None
         # A list, not a deque: an empty deque costs 600 bytes per association, and a
         # connection's events are drained after every datagram (a handful at most).
-        self._events: list[Event] = []
+        self._events: list[Event] | None = None
         self._dropped: Counter[DropReason] | None = None
         self.error: DtlsError | None = None
         self.retransmissions = 0
@@ -169,7 +181,9 @@ class DtlsConnection:
         self._deferred_ccs = False
         #: Largest record plaintext either side may send (RFC 6066 §4), 2^14 by default.
         self._fragment_limit = MAX_PLAINTEXT_LENGTH
-        self._heartbeats = Heartbeats(config)
+        #: RFC 6520 state: made when both hellos agreed on heartbeats (or a peer sends one
+        #: anyway, to count the drop); most associations never have one.
+        self._heartbeats: Heartbeats | None = None
         self._max_send_size = 0
         #: When the peer last sent an authenticated record of the current epoch (or the
         #: handshake completed): what a server's idle timeout measures (`ServerConfig`).
@@ -192,7 +206,8 @@ class DtlsConnection:
         """Records dropped by the record layer and by the connection, by reason."""
         total: Counter[object] = Counter(self._records.discards)
         total.update(self.dropped)
-        total.update(self._heartbeats.dropped)
+        if self._heartbeats is not None:
+            total.update(self._heartbeats.dropped)
         return total
 
     @property
@@ -217,12 +232,12 @@ class DtlsConnection:
     def heartbeats_negotiated(self) -> bool:
         """Both hellos agreed on heartbeats (RFC 6520 §2); `send_heartbeat` further needs the
         peer to accept requests."""
-        return self._heartbeats.negotiated
+        return self._heartbeats is not None and self._heartbeats.negotiated
 
     @property
     def heartbeat_in_flight(self) -> bool:
         """A heartbeat request of ours awaits its response (RFC 6520 §3: one at a time)."""
-        return self._heartbeats.in_flight
+        return self._heartbeats is not None and self._heartbeats.in_flight
 
     @property
     def closed(self) -> bool:
@@ -336,7 +351,9 @@ class DtlsConnection:
         straight to the user; every other record takes the general dispatch."""
         data_epoch = self._handshake.peer_epoch
         app = ContentType.application_data
+        handshake = ContentType.handshake
         limit = self._fragment_limit
+        beats = self._heartbeats
         try:
             for record in self._records.open_records(data):
                 if record.epoch != data_epoch:
@@ -344,14 +361,17 @@ class DtlsConnection:
                     # so they cannot end a good association (RFC 6347 §4.1.2.7, REC-3).
                     self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
                     continue
-                self._heartbeats.last_heard = now
+                if beats is not None:
+                    beats.last_heard = now
                 if len(record.payload) > limit:
                     raise _record_overflow(len(record.payload), limit)
                 self.last_activity = now
+                if self._hold_until is not None and record.content_type is not handshake:
+                    # Past its own handshake flight (a repeat of its Finished is the one record
+                    # that says otherwise): the peer has our last flight.
+                    self._settle()
                 if record.content_type is app:
-                    if self._flight is not None:
-                        self._flight = None  # the peer has our last flight (§4.2.4)
-                    self._events.append(DataReceived(record.payload))
+                    self._emit(DataReceived(record.payload))
                     continue
                 self._dispatch(record, now)
                 if self.closed:
@@ -363,24 +383,31 @@ class DtlsConnection:
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams queued for the peer (handshake datagrams fit `config.mtu`)."""
-        out, self._outgoing = self._outgoing, []
-        if out:  # (a caller without a clock passes 0: never move the keep-alive back)
-            self._heartbeats.last_sent = max(self._heartbeats.last_sent, now)
+        out = self._outgoing
+        if out is None:
+            return []
+        self._outgoing = None
+        beats = self._heartbeats
+        if beats is not None:  # (a caller without a clock passes 0: never move it back)
+            beats.last_sent = max(beats.last_sent, now)
         return out
 
     def get_timer(self) -> float | None:
         """When `handle_timer` should next be called (absolute seconds), or None."""
-        candidates = [t for t in (self._timer.deadline, self._deadline) if t is not None]
+        timer = self._timer
+        candidates = [self._deadline, None if timer is None else timer.deadline]
         if self.state is ConnectionState.ESTABLISHED:
-            heartbeat = self._heartbeats.get_timer()
-            if heartbeat is not None:
-                candidates.append(heartbeat)
-        return min(candidates) if candidates else None
+            beats = self._heartbeats
+            candidates += (self._hold_until, None if beats is None else beats.get_timer())
+        return min((t for t in candidates if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline;
-        once established, the heartbeat timers (RFC 6520 §3)."""
+        once established, the end of the final flight's hold (§4.2.4) and the heartbeat timers
+        (RFC 6520 §3)."""
         if self.state is ConnectionState.ESTABLISHED:
+            if self._hold_until is not None and now >= self._hold_until:
+                self._settle()
             self._heartbeat_timer(now)
             return
         if self.state is not ConnectionState.HANDSHAKING:
@@ -388,12 +415,38 @@ class DtlsConnection:
         if self._deadline is not None and now >= self._deadline:
             self._close(HandshakeTimeout(self.config.handshake_timeout))
             return
-        if self._timer.expired(now) and self._flight is not None:
-            self._timer.back_off(now)
+        timer = self._timer
+        if timer is not None and timer.expired(now) and self._flight is not None:
+            timer.back_off(now)
             self._transmit_flight()
 
     def next_event(self) -> Event | None:
-        return self._events.pop(0) if self._events else None
+        events = self._events
+        if events is None:
+            return None
+        event = events.pop(0)
+        if not events:
+            self._events = None
+        return event
+
+    def _emit(self, event: Event) -> None:
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
+
+    def _queue(self, datagrams: list[bytes]) -> None:
+        """Datagrams for `datagrams_to_send`."""
+        if self._outgoing is None:
+            self._outgoing = datagrams
+        else:
+            self._outgoing += datagrams
+
+    def _beats(self) -> Heartbeats:
+        """The heartbeat state, made (inactive) on first need."""
+        if self._heartbeats is None:
+            self._heartbeats = Heartbeats(self.config)
+        return self._heartbeats
 
     @property
     def max_send_size(self) -> int:
@@ -423,9 +476,7 @@ class DtlsConnection:
                     else None
                 ),
             )
-        self._outgoing.append(
-            self._records.seal(ContentType.application_data, data, self._write_epoch)
-        )
+        self._queue([self._records.seal(ContentType.application_data, data, self._write_epoch)])
 
     def send_heartbeat(self, now: float) -> None:
         """Send a heartbeat request (RFC 6520 §3, EXT-5); `HeartbeatAnswered` reports the
@@ -435,7 +486,7 @@ class DtlsConnection:
         another request is in flight (one at a time)."""
         if self.state is not ConnectionState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send a heartbeat in state {self.state.name}")
-        self._send_heartbeat_message(self._heartbeats.send_request(now))
+        self._send_heartbeat_message(self._beats().send_request(now))
 
     def supply_certificate_chain(
         self, chain: tuple[bytes, ...] | ProtocolError, now: float
@@ -485,7 +536,7 @@ class DtlsConnection:
     def _on_heartbeat(self, record: PlainRecord, now: float) -> None:
         """RFC 6520 §3: heartbeats only on an established association, in its epoch (the
         fast path hands over only those): during the handshake they are dropped."""
-        beats = self._heartbeats
+        beats = self._beats()
         if self.state is not ConnectionState.ESTABLISHED:
             beats.dropped[HeartbeatDrop.DURING_HANDSHAKE] += 1
             return
@@ -493,15 +544,18 @@ class DtlsConnection:
         if response is not None:
             self._send_heartbeat_message(response)
         if elapsed is not None:
-            self._events.append(HeartbeatAnswered(elapsed))
+            self._emit(HeartbeatAnswered(elapsed))
 
     def _send_heartbeat_message(self, message: bytes) -> None:
-        self._outgoing.append(self._records.seal(ContentType.heartbeat, message, self._write_epoch))
+        self._queue([self._records.seal(ContentType.heartbeat, message, self._write_epoch)])
 
     def _heartbeat_timer(self, now: float) -> None:
-        outcome = self._heartbeats.on_timer(now)
+        beats = self._heartbeats
+        if beats is None:
+            return
+        outcome = beats.on_timer(now)
         if outcome is TimerOutcome.SEND:
-            self._send_heartbeat_message(self._heartbeats.request_message())
+            self._send_heartbeat_message(beats.request_message())
         elif outcome is TimerOutcome.PEER_GONE:
             self._close(PeerUnresponsive(self.config.handshake_timeout))
 
@@ -519,7 +573,7 @@ class DtlsConnection:
         elif alert.level == AlertLevel.FATAL:
             self._close(AlertReceived(alert.description))
         else:
-            self._events.append(AlertEvent(alert.description))
+            self._emit(AlertEvent(alert.description))
 
     def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
         hs = self._handshake
@@ -653,7 +707,7 @@ class DtlsConnection:
             was_waiting = hs.waiting_for_chain
             outcome = hs.handle(msg)
             if hs.waiting_for_chain and not was_waiting:
-                self._events.append(CertificateUrlsReceived(hs.pending_certificate_urls))
+                self._emit(CertificateUrlsReceived(hs.pending_certificate_urls))
             self._apply_fragment_limit()
             if outcome.keys is not None:
                 self._install_keys(outcome.keys)
@@ -685,10 +739,13 @@ class DtlsConnection:
             if isinstance(item, OutgoingCcs):
                 self._write_epoch = item.epoch + 1
         self._transmit_flight()
+        timer = self._timer
+        if timer is None:
+            return
         if flight.final:
-            self._timer.stop()
+            timer.stop()
         else:
-            self._timer.start(now)
+            timer.start(now)
 
     def _transmit_flight(self) -> None:
         assert self._flight is not None
@@ -700,34 +757,36 @@ class DtlsConnection:
             # A datagram holds at most one full record, so a peer that asked for small records
             # never needs a larger receive buffer than one of them takes.
             mtu = min(mtu, limit + max(records.overhead(item.epoch) for item in items))
-        self._outgoing.extend(cut_flight(items, mtu, records.overhead, records.seal, limit))
+        self._queue(cut_flight(items, mtu, records.overhead, records.seal, limit))
 
     def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
         payload = Alert(
             level, permitted_alert(description, self._handshake.allowed_alerts)
         ).encode()
-        self._outgoing.append(self._records.seal(ContentType.alert, payload, self._write_epoch))
+        self._queue([self._records.seal(ContentType.alert, payload, self._write_epoch)])
 
     def _complete(self, now: float) -> None:
         self.state = ConnectionState.ESTABLISHED
         self.last_activity = now
         self._max_send_size = self.max_send_size
         self._deadline = None
-        if not (self._flight is not None and self._flight.final):
-            self._timer.stop()
-            self._flight = None
         hs = self._handshake
         session = hs.session()
         hs.release()
-        self._reassembler.clear()
+        if self._flight is not None and self._flight.final:
+            self._hold_until = now + FINAL_FLIGHT_HOLD
+        else:
+            self._settle()
         logger.debug(
             "handshake complete: suite %#06x, ems=%s, resumed=%s",
             session.cipher_suite,
             session.extended_master_secret,
             session.resumed,
         )
-        self._heartbeats.start(hs.peer_heartbeat_mode if self.config.heartbeat else None, hs.now)
-        self._events.append(
+        peer_mode = hs.peer_heartbeat_mode if self.config.heartbeat else None
+        if peer_mode is not None or self._heartbeats is not None:
+            self._beats().start(peer_mode, hs.now)
+        self._emit(
             HandshakeComplete(
                 session.cipher_suite,
                 session.peer,
@@ -737,6 +796,26 @@ class DtlsConnection:
                 session.max_fragment_length,
             )
         )
+
+    def _settle(self) -> None:
+        """The handshake is behind both sides: our final flight is no longer needed (the peer
+        has it, or the hold of RFC 6347 §4.2.4 is over), nor is any handshake-only state: the
+        retransmission timer, buffered fragments, and our epoch-0 write state (reading epoch 0
+        costs nothing: that state is shared, and keeps counting plaintext leftovers as
+        PLAINTEXT_AFTER_HANDSHAKE). What a server keeps per idle association (issue 9).
+        Repeats of the peer's messages are still recognised and dropped (`_post_handshake_
+        fragment` keeps the message numbering)."""
+        self._forget_handshake()
+        self._newest_handshake_record = _NO_RECORD
+        if self._write_epoch != 0:
+            self._records.drop_write_epoch(0)
+
+    def _forget_handshake(self) -> None:
+        """No more flights to send or fragments to collect (settled or closed)."""
+        self._flight = None
+        self._hold_until = None
+        self._timer = None
+        self._reassembler.clear()
 
     def _fail(self, exc: ProtocolError) -> None:
         """The one place a protocol violation becomes a fatal alert and a closed association."""
@@ -753,11 +832,9 @@ class DtlsConnection:
             self._handshake.forget_session()  # RFC 5246 §7.2.2
         self.state = ConnectionState.CLOSED
         self.error = error
-        self._timer.stop()
+        self._forget_handshake()
         self._deadline = None
-        self._flight = None
-        self._reassembler.clear()
-        self._events.append(ConnectionClosed(error, self._handshake.peer))
+        self._emit(ConnectionClosed(error, self._handshake.peer))
 
 
 def _record_overflow(length: int, limit: int) -> ProtocolError:

@@ -145,7 +145,10 @@ class ServerEndpoint:
         self.sessions = session_store
         self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
-        #: Associations with a pending timer (handshakes), oldest first.
+        #: Handshakes in progress, oldest first (`ServerConfig.max_handshakes`).
+        self._handshaking: dict[Address, DtlsConnection] = {}
+        #: Associations with a pending timer: handshakes, and established ones with a
+        #: keep-alive or a final flight held for their peer.
         self._timed: dict[Address, DtlsConnection] = {}
         #: Their timers as a heap of (deadline, tie-break, address); an entry is current only
         #: while `_deadlines[address]` equals its deadline (others are skipped lazily), so the
@@ -212,6 +215,7 @@ class ServerEndpoint:
         self._make_room(address)
         conn = DtlsConnection(self.config, session_store=self.sessions)
         self.connections[address] = conn
+        self._handshaking[address] = conn
         conn.accept(now)
         conn.receive_datagram(data, now)
         self._collect(address, conn, now)
@@ -222,9 +226,9 @@ class ServerEndpoint:
         old = self.connections.get(address)
         if old is not None:
             self._drop(address, old, AssociationReplaced())
-        if self._timed and len(self._timed) >= self.config.max_handshakes:
-            oldest = next(iter(self._timed))
-            self._drop(oldest, self._timed[oldest], AssociationEvicted("too many handshakes"))
+        if len(self._handshaking) >= self.config.max_handshakes:
+            oldest = next(iter(self._handshaking))
+            self._drop(oldest, self._handshaking[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
         if len(self.connections) >= self.config.max_connections:
             idlest = next(iter(self.connections))  # kept in order of last activity
@@ -234,6 +238,7 @@ class ServerEndpoint:
     def _drop(self, address: Address, conn: DtlsConnection, error: DtlsError) -> None:
         conn.terminate(error)
         self._untime(address)
+        self._handshaking.pop(address, None)
         self._activity.pop(address, None)
         self.connections.pop(address, None)
         while (event := conn.next_event()) is not None:
@@ -269,6 +274,8 @@ class ServerEndpoint:
             self._events.append((address, event))
         if self.connections.get(address) is not conn:
             return
+        if conn.state is not ConnectionState.HANDSHAKING:
+            self._handshaking.pop(address, None)
         if conn.state is ConnectionState.CLOSED:
             del self.connections[address]
             self._activity.pop(address, None)

@@ -24,7 +24,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterator
 from enum import Enum, IntEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from iotdtls.crypto.aead import NULL_PROTECTOR, BadTag, NullProtector, RecordProtector
 from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError
@@ -238,6 +238,24 @@ class _WriteState:
 _PLAIN_READ = _ReadState(NULL_PROTECTOR, None)
 
 
+_State = TypeVar("_State", _ReadState, _WriteState)
+
+
+def _store(table: list[_State | None], epoch: int, state: _State | None) -> None:
+    """Set (or with None, clear) the state of `epoch` in a table indexed by epoch."""
+    if epoch >= len(table):
+        if state is None:
+            return
+        table.extend([None] * (epoch + 1 - len(table)))
+    table[epoch] = state
+    while table and table[-1] is None:
+        table.pop()
+
+
+def _lookup(table: list[_State | None], epoch: int) -> _State | None:
+    return table[epoch] if 0 <= epoch < len(table) else None
+
+
 def _check_epoch(epoch: int) -> None:
     if not 0 <= epoch <= _MAX_EPOCH:
         raise LocalProtocolError(f"epoch {epoch} outside 0..65535")
@@ -273,8 +291,10 @@ class RecordLayer:
         #: The first epoch whose failed records reached the integrity limit, else None.
         self.integrity_exhausted: int | None = None
         self._window_size = replay_window_size
-        self._read: dict[int, _ReadState] = {}
-        self._write: dict[int, _WriteState] = {}
+        # Lists indexed by epoch, not dicts: a connection only ever has epochs 0 and 1
+        # (renegotiation is refused), and two dicts cost 450 bytes per association.
+        self._read: list[_ReadState | None] = []
+        self._write: list[_WriteState | None] = []
         self._write_epoch = 0
         # Made on the first discard (most associations never have one): memory per association.
         self._discards: Counter[DiscardReason] | None = None
@@ -317,10 +337,10 @@ class RecordLayer:
         """
         _check_epoch(epoch)
         if not replay_check and isinstance(protector, NullProtector):
-            self._read[epoch] = _PLAIN_READ
+            _store(self._read, epoch, _PLAIN_READ)
             return
         window = ReplayWindow(self._window_size) if replay_check else None
-        self._read[epoch] = _ReadState(protector, window)
+        _store(self._read, epoch, _ReadState(protector, window))
 
     def install_write_epoch(
         self, epoch: int, protector: RecordProtector, *, next_sequence_number: int = 0
@@ -332,18 +352,18 @@ class RecordLayer:
         _check_epoch(epoch)
         if not 0 <= next_sequence_number < MAX_SEQUENCE_NUMBER:
             raise LocalProtocolError("next sequence number outside 0..2^48-2")
-        self._write[epoch] = _WriteState(protector, next_sequence_number)
+        _store(self._write, epoch, _WriteState(protector, next_sequence_number))
         self._write_epoch = epoch
 
     def drop_read_epoch(self, epoch: int) -> None:
         """Stop accepting records of `epoch` (later ones count as UNKNOWN_EPOCH)."""
-        self._read.pop(epoch, None)
+        _store(self._read, epoch, None)
 
     def drop_write_epoch(self, epoch: int) -> None:
         """Forget an old write epoch; the default write epoch cannot be dropped."""
         if epoch == self._write_epoch:
             raise LocalProtocolError("cannot drop the current write epoch")
-        self._write.pop(epoch, None)
+        _store(self._write, epoch, None)
 
     @property
     def write_epoch(self) -> int:
@@ -353,7 +373,7 @@ class RecordLayer:
     @property
     def read_epochs(self) -> tuple[int, ...]:
         """The epochs whose records are accepted, ascending."""
-        return tuple(sorted(self._read))
+        return tuple(epoch for epoch, state in enumerate(self._read) if state is not None)
 
     def next_sequence_number(self, epoch: int | None = None) -> int:
         """The sequence number the next record sealed in `epoch` will carry."""
@@ -364,7 +384,7 @@ class RecordLayer:
         return RECORD_HEADER_LEN + self._write_state(epoch).overhead
 
     def _write_state(self, epoch: int | None) -> _WriteState:
-        state = self._write.get(self._write_epoch if epoch is None else epoch)
+        state = _lookup(self._write, self._write_epoch if epoch is None else epoch)
         if state is None:
             raise LocalProtocolError(f"no write state for epoch {epoch}")
         return state
@@ -387,7 +407,8 @@ class RecordLayer:
         """
         if epoch is None:
             epoch = self._write_epoch
-        state = self._write.get(epoch)
+        write = self._write
+        state = write[epoch] if 0 <= epoch < len(write) else None
         if state is None:
             raise LocalProtocolError(f"no write state for epoch {epoch}")
         if version != _DTLS_1_2 and not (version == _DTLS_1_0 and epoch == 0):
@@ -453,7 +474,8 @@ class RecordLayer:
             version == _DTLS_1_0 and epoch == 0 and ctype == ContentType.handshake
         ):
             return DiscardReason.BAD_VERSION
-        state = self._read.get(epoch)
+        read = self._read
+        state = read[epoch] if epoch < len(read) else None
         if state is None:
             return DiscardReason.UNKNOWN_EPOCH
         if len(fragment) > MAX_CIPHERTEXT_LENGTH or len(fragment) < state.overhead:

@@ -105,6 +105,20 @@ class ClientState(Enum):
 class ClientHandshake(HandshakeMachine):
     """A client provisioned for one server (CFG-1), in the mode its configuration names."""
 
+    __slots__ = (
+        "_cached_chain",
+        "_exchange",
+        "_hello_parts",
+        "_hello_verify_requests",
+        "_offered_extensions",
+        "_offered_session",
+        "_requested",
+        "_send_urls",
+        "_server_spki",
+        "_suites",
+        "_verifier",
+    )
+
     ESTABLISHED = ClientState.ESTABLISHED
     is_client = True
     config: ClientConfig

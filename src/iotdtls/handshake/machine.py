@@ -93,6 +93,28 @@ Table = Mapping[tuple[Enum, int], Transition]
 class HandshakeMachine:
     """Base of `ClientHandshake` and `ServerHandshake`."""
 
+    # Slots: a server keeps one per association (memory per association, issue 9).
+    __slots__ = (
+        "allowed_alerts",
+        "config",
+        "keys",
+        "max_fragment_length",
+        "mode",
+        "now",
+        "peer",
+        "peer_epoch",
+        "peer_flight_last_seq",
+        "peer_heartbeat_mode",
+        "pending_certificate_urls",
+        "resumed",
+        "send_seq",
+        "server_name",
+        "session_id",
+        "state",
+        "suite",
+        "table",
+    )
+
     #: The table a handshake starts with (hellos); flows replace it once the suite is known.
     HELLO_TABLE: ClassVar[Table] = {}
     #: The state of a completed handshake.

@@ -139,16 +139,16 @@ def _size(entry: _Entry) -> int:
 class Reassembler:
     """Collects fragments for message_seq values from `next_seq` on and releases them in order."""
 
-    __slots__ = ("_max_buffered", "_max_size", "_partials", "evicted", "next_seq")
+    __slots__ = ("_max_size", "_partials", "evicted", "next_seq")
 
     def __init__(self, max_message_size: int) -> None:
         self.next_seq = 0
+        #: The largest message; all partial messages together stay below twice that.
         self._max_size = max_message_size
-        #: All partial messages together stay below this (two maximal messages).
-        self._max_buffered = 2 * max_message_size
         #: Per message_seq: a message still in pieces, or one that came in one fragment (the
-        #: common case, kept as it is without copying it into a buffer).
-        self._partials: dict[int, _Entry] = {}
+        #: common case, kept as it is without copying it into a buffer). None while empty: an
+        #: established association keeps no dict (memory per association).
+        self._partials: dict[int, _Entry] | None = None
         #: Partial messages dropped to make room for one expected sooner.
         self.evicted = 0
 
@@ -165,22 +165,25 @@ class Reassembler:
         seq = frag.message_seq
         if not self.next_seq <= seq < self.next_seq + MAX_MESSAGES_AHEAD:
             return
-        entry = self._partials.get(seq)
+        if self._partials is None:
+            self._partials = {}
+        partials = self._partials
+        entry = partials.get(seq)
         if entry is not None and frag.epoch != entry.epoch:
             if frag.epoch < entry.epoch:
                 return
             # A fragment under newer (authenticated) keys beats whatever an older,
             # unauthenticated epoch left here: a forged stub cannot block the real message.
-            del self._partials[seq]
+            del partials[seq]
             entry = None
         if entry is None:
             if not self._make_room(seq, frag.length):
                 return  # bounded memory per association; the peer will resend (HS-3)
             if frag.fragment_offset == 0 and len(frag.body) == frag.length:
-                self._partials[seq] = ReassembledMessage(frag.msg_type, seq, frag.body, frag.epoch)
+                partials[seq] = ReassembledMessage(frag.msg_type, seq, frag.body, frag.epoch)
                 return
             entry = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
-            self._partials[seq] = entry
+            partials[seq] = entry
         elif entry.msg_type != frag.msg_type or _size(entry) != frag.length:
             raise DecodeError("handshake fragments of one message disagree on type or length")
         if isinstance(entry, _Partial):
@@ -192,14 +195,15 @@ class Reassembler:
         the furthest ahead. The message expected next therefore always finds room (the budget
         holds two maximal messages), and forged fragments claiming huge future messages cannot
         lock the real flight out."""
-        needed = self.buffered_bytes + length - self._max_buffered
+        needed = self.buffered_bytes + length - 2 * self._max_size
         if needed <= 0:
             return True
-        further = sorted((seq for seq in self._partials if seq > message_seq), reverse=True)
-        if sum(_size(self._partials[seq]) for seq in further) < needed:
+        partials = self._partials or {}
+        further = sorted((seq for seq in partials if seq > message_seq), reverse=True)
+        if sum(_size(partials[seq]) for seq in further) < needed:
             return False
         for seq in further:
-            needed -= _size(self._partials.pop(seq))
+            needed -= _size(partials.pop(seq))
             self.evicted += 1
             if needed <= 0:
                 break
@@ -207,6 +211,8 @@ class Reassembler:
 
     def peek(self) -> ReassembledMessage | None:
         """The next message in order if all its bytes are here, without consuming it."""
+        if self._partials is None:
+            return None
         entry = self._partials.get(self.next_seq)
         if entry is None or isinstance(entry, ReassembledMessage):
             return entry
@@ -216,19 +222,21 @@ class Reassembler:
 
     def discard(self) -> None:
         """Forget what arrived for the next message_seq (a forgery); keep waiting for it."""
-        self._partials.pop(self.next_seq, None)
+        if self._partials is not None:
+            self._partials.pop(self.next_seq, None)
 
     def pop(self) -> None:
         """Consume the message `peek` returned and expect the following message_seq."""
-        self._partials.pop(self.next_seq, None)
+        if self._partials is not None:
+            self._partials.pop(self.next_seq, None)
         self.next_seq += 1
 
     def clear(self) -> None:
-        """Forget every buffered fragment (the association closed, or its handshake ended): a
-        fresh dict, since a cleared one keeps the room it grew to."""
-        self._partials = {}
+        """Forget every buffered fragment (the association closed, or its handshake ended):
+        the dict goes too, since a cleared one keeps the room it grew to."""
+        self._partials = None
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for incomplete or unprocessed messages (bounded by the limits above)."""
-        return sum(_size(entry) for entry in self._partials.values())
+        return sum(_size(entry) for entry in (self._partials or {}).values())

@@ -110,6 +110,16 @@ def check_client_version(client_version: int) -> None:
 class ServerHandshake(HandshakeMachine):
     """A server holding any mix of PSK, raw-key and certificate credentials (`ServerConfig`)."""
 
+    # Slots: a server keeps one per association (memory per association, issue 9).
+    __slots__ = (
+        "_client_spki",
+        "_exchange",
+        "_named",
+        "_store",
+        "_verifier",
+        "credentials",
+    )
+
     ESTABLISHED = ServerState.ESTABLISHED
     is_client = False
     config: ServerConfig
