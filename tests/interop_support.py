@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -269,6 +270,19 @@ def plaintext_alerts(log: list[LoggedDatagram], direction: str) -> list[tuple[in
         for ctype, epoch, frag in records(d.data)
         if ctype == ALERT and epoch == 0
     ]
+
+
+def alerts_through(
+    proxy: LossyProxy, direction: str, timeout: float = 5.0
+) -> list[tuple[int, int]]:
+    """`plaintext_alerts` of the proxy's log, once it holds at least one from `direction`:
+    our side raises as soon as it has sent its alert, which the proxy logs a moment later."""
+    deadline = time.monotonic() + timeout
+    while not (alerts := plaintext_alerts(proxy.snapshot(), direction)):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    return alerts
 
 
 def assert_cookie_exchange(log: list[LoggedDatagram]) -> None:

@@ -28,6 +28,7 @@ from iotdtls.proxy import LossyProxy
 from tests import peers
 from tests.interop_support import (
     ServerThread,
+    alerts_through,
     assert_cookie_exchange,
     assert_datagrams_fit,
     assert_encrypted,
@@ -144,7 +145,7 @@ def test_our_client_refuses_openssl_server_with_another_name(pki: Pki) -> None:
     with _s_server(pki) as (_, port), proxied(port) as proxy, pytest.raises(AlertSent) as info:
         sync.connect(*proxy.address, our_client(pki, server_name="sensor.example"))
     assert info.value.alert is AlertDescription.bad_certificate
-    assert plaintext_alerts(proxy.snapshot(), "client") == [(2, BAD_CERTIFICATE)]
+    assert alerts_through(proxy, "client") == [(2, BAD_CERTIFICATE)]
 
 
 @pytest.mark.req("CRT-1", "ERR-1")
