@@ -34,7 +34,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_psk.py
 
 bench-pubkey: $(STAMP)
-	$(VENV)/bin/pip install -q 'pyOpenSSL>=24'
 	cd benchmarks && ../$(PY) bench_pubkey.py
 
 bench-coap: $(STAMP) peers

@@ -176,7 +176,7 @@ class OpenSSLPair:
         try:
             from OpenSSL import SSL
         except ImportError:
-            sys.exit("pyOpenSSL is missing: make bench-pubkey installs it")
+            sys.exit("pyOpenSSL is missing: pip install -e '.[test]' (make does) installs it")
         self.SSL = SSL
         self.client_ctx = self._context(pki, "client")
         self.server_ctx = self._context(pki, "server")

@@ -275,7 +275,7 @@ def plaintext_alerts(log: list[LoggedDatagram], direction: str) -> list[tuple[in
 def alerts_through(
     proxy: LossyProxy, direction: str, timeout: float = 5.0
 ) -> list[tuple[int, int]]:
-    """`plaintext_alerts` of the proxy's log, once it holds at least one from `direction`:
+    """`plaintext_alerts` of the running proxy's log, once it holds one from `direction`:
     our side raises as soon as it has sent its alert, which the proxy logs a moment later."""
     deadline = time.monotonic() + timeout
     while not (alerts := plaintext_alerts(proxy.snapshot(), direction)):

@@ -111,8 +111,8 @@ def test_our_client_refuses_a_gnutls_server_with_another_key(
         config = our_client_config(pki, server_public_keys=[stranger.spki_sha256])
         with pytest.raises(AlertSent) as info:
             sync.connect(*proxy.address, config, sock=netns.socket())
+        assert alerts_through(proxy, "client") == [(2, HANDSHAKE_FAILURE)]
     assert info.value.alert is AlertDescription.handshake_failure
-    assert alerts_through(proxy, "client") == [(2, HANDSHAKE_FAILURE)]
 
 
 @contextmanager
