@@ -18,6 +18,8 @@ epoch 0 or AEAD-protected.
 from __future__ import annotations
 
 import struct
+import weakref
+from collections import deque
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -41,6 +43,14 @@ CCM8_OVERHEAD = EXPLICIT_NONCE_LENGTH + CCM8_TAG_LENGTH
 # epoch(2) || seq high(2) || seq low(4) || type(1) || version(2) || length(2)
 _AAD = struct.Struct(">HHIBHH")
 _SEQ_LOW_MASK = 0xFFFFFFFF
+#: Cipher contexts kept ready at once, process-wide. An `AESCCM` object holds about 480 bytes
+#: of OpenSSL state, two per association: more than the association itself (issue 9). So a
+#: protector builds its context on first use and keeps it while fewer than this many others
+#: were built since; an evicted one is rebuilt on its next record (about 0.3 us). A server
+#: with up to this many busy directions never rebuilds; 100,000 idle peers hold no context.
+WARM_CIPHERS = 4096
+#: The protectors holding a context, oldest first (weak: a closed association's goes away).
+_warm: deque[weakref.ref[Ccm8Protector]] = deque()
 
 
 class BadTag(Exception):
@@ -94,18 +104,32 @@ NULL_PROTECTOR = NullProtector()
 class Ccm8Protector:
     """AES-128-CCM with an 8-byte tag for one direction of one epoch (RFC 6655 §3).
 
-    One `AESCCM` object is built per epoch and reused for every record. The repr shows no key.
+    Its `AESCCM` context is built on first use and reused while warm (`WARM_CIPHERS`). The
+    repr shows no key.
     """
 
-    __slots__ = ("_aead", "_iv")
+    __slots__ = ("__weakref__", "_aead", "_iv", "_key")
 
     def __init__(self, key: bytes, implicit_iv: bytes) -> None:
         if len(key) != 16:
             raise ValueError("AES-128-CCM-8 needs a 16-byte key")
         if len(implicit_iv) != 4:
             raise ValueError("AES-128-CCM-8 needs a 4-byte implicit IV (RFC 6655 §3)")
-        self._aead = AESCCM(bytes(key), tag_length=CCM8_TAG_LENGTH)
+        self._key = bytes(key)
         self._iv = bytes(implicit_iv)
+        self._aead: AESCCM | None = None
+
+    def _cipher(self) -> AESCCM:
+        """The context, built (and the oldest warm one let go) when this one has none."""
+        aead = self._aead
+        if aead is None:
+            aead = self._aead = AESCCM(self._key, tag_length=CCM8_TAG_LENGTH)
+            _warm.append(weakref.ref(self))
+            while len(_warm) > WARM_CIPHERS:
+                oldest = _warm.popleft()()
+                if oldest is not None:
+                    oldest._aead = None
+        return aead
 
     @property
     def overhead(self) -> int:
@@ -119,7 +143,8 @@ class Ccm8Protector:
             epoch, seq >> 32, seq & _SEQ_LOW_MASK, content_type, version, len(plaintext)
         )
         explicit = aad[:EXPLICIT_NONCE_LENGTH]
-        return explicit + self._aead.encrypt(self._iv + explicit, plaintext, aad)
+        aead = self._aead or self._cipher()
+        return explicit + aead.encrypt(self._iv + explicit, plaintext, aad)
 
     def open(self, epoch: int, seq: int, content_type: int, version: int, fragment: bytes) -> bytes:
         """Authenticate and decrypt; the nonce takes the explicit nonce carried in the fragment,
@@ -130,7 +155,9 @@ class Ccm8Protector:
         aad = _AAD.pack(epoch, seq >> 32, seq & _SEQ_LOW_MASK, content_type, version, length)
         nonce = self._iv + fragment[:EXPLICIT_NONCE_LENGTH]
         try:
-            return self._aead.decrypt(nonce, fragment[EXPLICIT_NONCE_LENGTH:], aad)
+            return (self._aead or self._cipher()).decrypt(
+                nonce, fragment[EXPLICIT_NONCE_LENGTH:], aad
+            )
         except InvalidTag:
             raise BadTag("record did not authenticate") from None
 
