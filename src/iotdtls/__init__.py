@@ -7,7 +7,14 @@
 core for other event loops.
 """
 
-from iotdtls.aio import ClientConnection, DtlsServer, ServerSession, connect, serve
+from iotdtls.aio import (
+    ClientConnection,
+    DatagramHandler,
+    DtlsServer,
+    ServerSession,
+    connect,
+    serve,
+)
 from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,
@@ -53,6 +60,7 @@ __all__ = [
     "ClientConfig",
     "ClientConnection",
     "ConfigError",
+    "DatagramHandler",
     "DatagramTooLarge",
     "DtlsConnection",
     "DtlsError",

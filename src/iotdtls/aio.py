@@ -51,7 +51,7 @@ from iotdtls.sessions import SessionState, SessionStore
 from iotdtls.stats import ServerStats
 from iotdtls.trace import describe_datagram
 
-__all__ = ["ClientConnection", "DtlsServer", "ServerSession", "connect", "serve"]
+__all__ = ["ClientConnection", "DatagramHandler", "DtlsServer", "ServerSession", "connect", "serve"]
 
 #: Adapter events (peers, handshakes) and, at DEBUG, every datagram (`trace`, no secrets).
 logger = logging.getLogger("iotdtls.aio")
@@ -445,7 +445,15 @@ def connect(
 class ServerSession:
     """One established peer of a server, handed to the handler."""
 
-    def __init__(self, server: _ServerProtocol, address: Address, done: HandshakeComplete) -> None:
+    # Slots: a server keeps one per established peer (memory per association, issue 9).
+    __slots__ = ("_ended", "_heartbeats", "_server", "address", "inbox", "peer", "resumed",
+                 "server_name")
+
+    def __init__(
+        self, server: _ServerProtocol, address: Address, done: HandshakeComplete, *, queue: bool
+    ) -> None:
+        """`queue`: received datagrams wait in an inbox for `recv` (a task-per-peer handler);
+        without one they go straight to a `DatagramHandler`."""
         self._server = server
         self.address = address
         #: Who the handshake authenticated (`iotdtls.identity`); for a resumed session, who
@@ -455,8 +463,21 @@ class ServerSession:
         self.server_name = done.server_name
         #: The client resumed an earlier session (RES-1).
         self.resumed = done.resumed
-        self.inbox = _Inbox(server.endpoint.config.receive_queue)
-        self.heartbeats = _HeartbeatWaiters(server.loop)
+        self.inbox = _Inbox(server.endpoint.config.receive_queue) if queue else None
+        self._heartbeats: _HeartbeatWaiters | None = None
+        self._ended = False
+
+    def _end(self, error: DtlsError | None) -> None:
+        """The association ended (closed, failed, replaced, or the server stopped)."""
+        self._ended = True
+        if self.inbox is not None:
+            self.inbox.end(error)
+        if self._heartbeats is not None:
+            self._heartbeats.closed(error)
+
+    def _heartbeat_answered(self) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.answered()
 
     @property
     def psk_identity(self) -> bytes:
@@ -469,13 +490,13 @@ class ServerSession:
     @property
     def dropped_datagrams(self) -> int:
         """Received datagrams dropped because more than `config.receive_queue` were unread."""
-        return self.inbox.dropped
+        return 0 if self.inbox is None else self.inbox.dropped
 
     @property
     def ended(self) -> bool:
         """True once this association has ended (closed, failed, or replaced by a newer one
         from the same address)."""
-        return self.inbox.closed
+        return self._ended
 
     def send(self, data: bytes) -> None:
         """Send one datagram over this session's association. Raises `LocalProtocolError` once
@@ -486,7 +507,10 @@ class ServerSession:
         self._server.send(self.address, data)
 
     async def recv(self) -> bytes | None:
-        """The next datagram; None after a clean close."""
+        """The next datagram; None after a clean close. (A `DatagramHandler` gets them in
+        `datagram_received` instead.)"""
+        if self.inbox is None:
+            raise LocalProtocolError("this server hands datagrams to its DatagramHandler")
         return await self.inbox.get()
 
     async def heartbeat(self, timeout: float) -> bool:
@@ -501,7 +525,9 @@ class ServerSession:
             server.endpoint.send_heartbeat(self.address, server.loop.time())
             server.flush()
 
-        return await _wait_heartbeat(conn, self.heartbeats, send, timeout)
+        if self._heartbeats is None:
+            self._heartbeats = _HeartbeatWaiters(server.loop)
+        return await _wait_heartbeat(conn, self._heartbeats, send, timeout)
 
     def close(self) -> None:
         self._server.close_peer(self.address)
@@ -518,9 +544,29 @@ class ServerSession:
 Handler = Callable[[ServerSession], Awaitable[None]]
 
 
+class DatagramHandler:
+    """A server handler without a task per peer, for servers of many mostly idle peers: the
+    server calls these methods from the event loop as things happen (keep them short; start a
+    task for slow work), and a peer costs only its association and its `ServerSession`.
+    Subclass it and override what you need; an exception ends that peer's association and is
+    logged, as from a task handler."""
+
+    def session_started(self, session: ServerSession) -> None:
+        """A peer completed its handshake."""
+
+    def datagram_received(self, session: ServerSession, data: bytes) -> None:
+        """One datagram from `session`'s peer (`session.send` answers it)."""
+
+    def session_ended(self, session: ServerSession, error: DtlsError | None) -> None:
+        """The association ended: cleanly (None), or with the error that ended it."""
+
+
 class _ServerProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, handler: Handler, config: ServerConfig, session_store: SessionStore | None
+        self,
+        handler: Handler | DatagramHandler,
+        config: ServerConfig,
+        session_store: SessionStore | None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.endpoint = ServerEndpoint(config, session_store=session_store)
@@ -552,7 +598,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
         for session in self.sessions.values():
-            session.inbox.end(None)
+            session._end(None)
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -593,20 +639,30 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             logger.info("handshake complete: peer %s%s%s", who, _notes(event), _ems_note(event))
             old = self.sessions.pop(address, None)
             if old is not None:
-                old.inbox.end(None)
-            session = ServerSession(self, address, event)
+                self._ended(old, None)
+            handler = self.handler
+            session = ServerSession(
+                self, address, event, queue=not isinstance(handler, DatagramHandler)
+            )
             self.sessions[address] = session
-            task = self.loop.create_task(self._run(session))
+            if isinstance(handler, DatagramHandler):
+                self._call(session, handler.session_started, session)
+                return
+            task = self.loop.create_task(self._run(handler, session))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif isinstance(event, DataReceived):
             s = self.sessions.get(address)
-            if s is not None:
+            if s is None:
+                return
+            if s.inbox is not None:
                 s.inbox.put(event.data)
+            elif isinstance(self.handler, DatagramHandler):
+                self._call(s, self.handler.datagram_received, s, event.data)
         elif isinstance(event, HeartbeatAnswered):
             s = self.sessions.get(address)
             if s is not None:
-                s.heartbeats.answered()
+                s._heartbeat_answered()
         elif isinstance(event, ConnectionClosed):
             self._on_closed(address, event)
         elif isinstance(event, CertificateUrlsReceived):
@@ -645,8 +701,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         who = f"peer {_fmt(address)} {event.peer or 'before any identity'}"
         ended = self.sessions.pop(address, None)
         if ended is not None:
-            ended.heartbeats.closed(error)
-            ended.inbox.end(error)
+            self._ended(ended, error)
             if isinstance(error, IdleTimeout):
                 logger.info("association closed: %s: %s", who, error)
             elif error is not None:
@@ -658,9 +713,23 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             self.stats.handshakes_failed += 1
             logger.info("handshake failed: %s: %s", who, error)
 
-    async def _run(self, session: ServerSession) -> None:
+    def _ended(self, session: ServerSession, error: DtlsError | None) -> None:
+        session._end(error)
+        if isinstance(self.handler, DatagramHandler):
+            self._call(session, self.handler.session_ended, session, error)
+
+    def _call(self, session: ServerSession, method: Callable[..., None], *args: Any) -> None:
+        """Run a `DatagramHandler` method; what it raises ends the peer's association."""
         try:
-            await self.handler(session)
+            method(*args)
+        except Exception:
+            logger.exception("handler failed for peer %s", _fmt(session.address))
+            if self.sessions.get(session.address) is session:
+                self.close_peer(session.address)
+
+    async def _run(self, handler: Handler, session: ServerSession) -> None:
+        try:
+            await handler(session)
         except Exception:
             logger.exception("handler failed for peer %s", _fmt(session.address))
         finally:
@@ -757,7 +826,7 @@ class DtlsServer:
 
 
 async def serve(
-    handler: Handler,
+    handler: Handler | DatagramHandler,
     host: str,
     port: int,
     config: ServerConfig,
@@ -765,7 +834,8 @@ async def serve(
     sock: socket.socket | None = None,
     session_store: SessionStore | None = None,
 ) -> DtlsServer:
-    """Bind `host:port` and run `handler(session)` for every peer that completes a handshake.
+    """Bind `host:port` and run `handler(session)` for every peer that completes a handshake
+    (a task per peer), or call the methods of a `DatagramHandler` (no task: for many peers).
 
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces

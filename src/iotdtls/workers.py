@@ -64,7 +64,7 @@ class _WorkerSpec:
     """Everything a worker process needs, pickled to it at start."""
 
     index: int
-    handler: aio.Handler
+    handler: aio.Handler | aio.DatagramHandler
     #: The configuration, or a function the worker calls to build it.
     config: ConfigSource
     #: The cookie master secret every worker uses.
@@ -270,7 +270,7 @@ def _stop_workers(workers: list[_Worker], timeout: float = STOP_TIMEOUT) -> None
 
 
 async def serve(
-    handler: aio.Handler,
+    handler: aio.Handler | aio.DatagramHandler,
     host: str,
     port: int,
     config: ConfigSource,

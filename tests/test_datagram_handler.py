@@ -1,0 +1,106 @@
+"""`aio.DatagramHandler`: a server without a task per peer (issue 9: 100,000 mostly idle peers
+in one process). The server calls the handler's methods as peers come, talk and go."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from functools import partial
+from typing import Any
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.errors import DtlsError, IdleTimeout, LocalProtocolError
+from tests import interop_support
+from tests.interop_support import FAST
+from tests.peers import CLIENT_IDENTITY, LOCALHOST
+
+server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
+client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
+
+
+def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
+    asyncio.run(asyncio.wait_for(coro, limit))
+
+
+class Recorder(aio.DatagramHandler):
+    """Answers each datagram reversed and notes every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.ended = asyncio.Event()
+
+    def session_started(self, session: aio.ServerSession) -> None:
+        self.calls.append(("started", session.psk_identity))
+
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        self.calls.append(("datagram", data))
+        if data == b"boom":
+            raise RuntimeError("the application broke")
+        session.send(data[::-1])
+
+    def session_ended(self, session: aio.ServerSession, error: DtlsError | None) -> None:
+        self.calls.append(("ended", error))
+        assert session.ended
+        self.ended.set()
+
+
+@pytest.mark.req("PSK-1", "HS-1")
+def test_calls_in_order_and_no_task_per_peer() -> None:
+    handler = Recorder()
+
+    async def main() -> None:
+        async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                client.send(b"abc")
+                assert await client.recv() == b"cba"
+                (session,) = server._protocol.sessions.values()
+                assert not server._protocol.tasks  # nothing runs per peer
+                assert session.inbox is None
+                with pytest.raises(LocalProtocolError, match="DatagramHandler"):
+                    await session.recv()
+            await asyncio.wait_for(handler.ended.wait(), 5.0)
+        assert handler.calls == [
+            ("started", CLIENT_IDENTITY.encode()),
+            ("datagram", b"abc"),
+            ("ended", None),
+        ]
+
+    run(main())
+
+
+def test_an_exception_ends_that_peer_only(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="iotdtls.aio")
+    handler = Recorder()
+
+    async def main() -> None:
+        async with (
+            await aio.serve(handler, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as broken,
+            aio.connect(*server.address, client_config()) as fine,
+        ):
+            broken.send(b"boom")
+            assert await asyncio.wait_for(broken.recv(), 5.0) is None  # close_notify
+            fine.send(b"still")
+            assert await fine.recv() == b"llits"
+
+    run(main())
+    assert ("ended", None) in handler.calls
+    assert any("handler failed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_error_that_ended_the_association_reaches_session_ended() -> None:
+    handler = Recorder()
+
+    async def main() -> None:
+        config = server_config(idle_timeout=0.3)
+        async with await aio.serve(handler, LOCALHOST, 0, config) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                assert await asyncio.wait_for(client.recv(), 5.0) is None
+            await asyncio.wait_for(handler.ended.wait(), 5.0)
+
+    run(main())
+    ((_, error),) = [c for c in handler.calls if c[0] == "ended"]
+    assert isinstance(error, IdleTimeout)
