@@ -9,8 +9,9 @@ handshake, RFC 6347 §4.2.4) and are dropped, so what stays is the server's stat
 
 (a) heap per association, measured with tracemalloc over 10,000 associations, for the sans-I/O
     `ServerEndpoint` alone and for the asyncio server (`iotdtls.aio`: the endpoint plus a
-    `ServerSession`, its receive queue and the handler task waiting on it, an echo handler),
-    with the allocation sites that hold the most;
+    `ServerSession`), once with a task per peer (its receive queue and the echo handler task
+    waiting on it) and once with a `DatagramHandler` (no task, as `iotdtls server` runs), with
+    the allocation sites that hold the most;
 (b) resident memory (VmRSS) of one server process holding 100,000 established associations,
     each layer in a fresh process (target of issue 9: under 300 MB).
 """
@@ -38,6 +39,8 @@ KEY = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
 CLIENT = ClientConfig(psk_identity=IDENTITY, psk=KEY)
 WARM_UP = 200
 READING = bytes(16)
+#: Handshakes between two turns of the event loop.
+LOOP_TURN = 20
 NOW = 0.0
 #: A server exchange: deliver one client datagram, return the server's answers to it.
 Exchange = Callable[[bytes, Any], list[bytes]]
@@ -104,9 +107,17 @@ async def echo(session: aio.ServerSession) -> None:
         session.send(datagram)
 
 
-def asyncio_exchange(capacity: int) -> tuple[Exchange, Callable[[], int]]:
-    """The asyncio server's protocol on a memory transport (call inside a running loop)."""
-    protocol = aio._ServerProtocol(echo, server_config(capacity), session_store=None)
+class Echo(aio.DatagramHandler):
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        session.send(data)
+
+
+def asyncio_exchange(capacity: int, handler: aio.Handler | aio.DatagramHandler = echo) -> tuple[
+    Exchange, Callable[[], int]
+]:
+    """The asyncio server's protocol on a memory transport (call inside a running loop), with
+    a task-per-peer handler (`echo`) or a `DatagramHandler`."""
+    protocol = aio._ServerProtocol(handler, server_config(capacity), session_store=None)
     transport = MemoryTransport()
     protocol.connection_made(transport)
 
@@ -118,10 +129,24 @@ def asyncio_exchange(capacity: int) -> tuple[Exchange, Callable[[], int]]:
     return exchange, lambda: len(protocol.sessions)
 
 
-def fill(exchange: Exchange, first: int, count: int, progress: bool = False) -> None:
+#: What holds the associations: the sans-I/O endpoint; the asyncio server with a task per peer
+#: (`serve(echo)`, the handler awaiting `recv`); the asyncio server with a `DatagramHandler`
+#: (no task per peer, what `iotdtls server` runs).
+LAYERS: dict[str, Callable[[int], tuple[Exchange, Callable[[], int]]]] = {
+    "endpoint": endpoint_exchange,
+    "asyncio-task": asyncio_exchange,
+    "asyncio-datagram": lambda capacity: asyncio_exchange(capacity, Echo()),
+}
+
+
+async def fill(exchange: Exchange, first: int, count: int, progress: bool = False) -> None:
+    """Associations `first` .. `first + count - 1`, one after the other; the event loop gets a
+    turn every few (as a serving loop would: asyncio frees cancelled timers there)."""
     started = time.monotonic()
     for n in range(first, first + count):
         handshake(exchange, n)
+        if n % LOOP_TURN == 0:
+            await asyncio.sleep(0)
         if progress and (n + 1 - first) % 20000 == 0:
             print(f"    {n + 1 - first} associations, {time.monotonic() - started:.0f} s",
                   file=sys.stderr, flush=True)
@@ -132,22 +157,21 @@ def fill(exchange: Exchange, first: int, count: int, progress: bool = False) -> 
 
 def heap_per_association(layer: str, count: int) -> None:
     async def run() -> None:
-        make = endpoint_exchange if layer == "endpoint" else asyncio_exchange
-        exchange, associations = make(count + WARM_UP)
-        fill(exchange, 0, WARM_UP)
+        exchange, associations = LAYERS[layer](count + WARM_UP)
+        await fill(exchange, 0, WARM_UP)
         await asyncio.sleep(0)  # handler tasks start and wait on their queue
         gc.collect()
         tracemalloc.start(3)
         before = tracemalloc.take_snapshot()
         base = tracemalloc.get_traced_memory()[0]
-        fill(exchange, WARM_UP, count)
+        await fill(exchange, WARM_UP, count)
         await asyncio.sleep(0)
         gc.collect()
         used = tracemalloc.get_traced_memory()[0] - base
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
         assert associations() == count + WARM_UP, associations()
-        print(f"{layer:<9} {count:>7} associations: {used / count:8.0f} B "
+        print(f"{layer:<16} {count:>7} associations: {used / count:8.0f} B "
               f"({used / count / 1024:.2f} KiB) per association")
         top = after.compare_to(before, "lineno")[:8]
         for stat in top:
@@ -172,12 +196,11 @@ def resident_child(layer: str, count: int, conn: Any) -> None:
     """In a fresh process: hold `count` associations and report VmRSS before and after."""
 
     async def run() -> tuple[int, int, float]:
-        make = endpoint_exchange if layer == "endpoint" else asyncio_exchange
-        exchange, associations = make(count)
+        exchange, associations = LAYERS[layer](count)
         gc.collect()
         before = resident_kib()
         started = time.monotonic()
-        fill(exchange, 0, count, progress=True)
+        await fill(exchange, 0, count, progress=True)
         await asyncio.sleep(0)
         gc.collect()
         assert associations() == count
@@ -193,7 +216,7 @@ def resident(layer: str, count: int) -> None:
     process.start()
     before, after, seconds = parent.recv()
     process.join()
-    print(f"{layer:<9} {count:>7} associations: resident {after / 1024:6.1f} MiB "
+    print(f"{layer:<16} {count:>7} associations: resident {after / 1024:6.1f} MiB "
           f"(empty server {before / 1024:.1f} MiB; {1024 * (after - before) / count:.0f} B "
           f"per association; filled in {seconds:.0f} s)", flush=True)
 
@@ -203,8 +226,8 @@ def main() -> None:
     parser.add_argument("--heap", type=int, default=10000, help="associations for tracemalloc")
     parser.add_argument("--resident", type=int, default=100000,
                         help="associations for the resident-memory figure (0: skip)")
-    parser.add_argument("--layers", default="endpoint,asyncio",
-                        help="endpoint and/or asyncio, comma-separated")
+    parser.add_argument("--layers", default=",".join(LAYERS),
+                        help=f"some of {', '.join(LAYERS)}, comma-separated")
     args = parser.parse_args()
     layers = args.layers.split(",")
     print(f"bench_memory: Python {sys.version.split()[0]}, full PSK handshakes in memory")
