@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLAINED = re.compile(r"^- `([^`]+)`")
 #: A str literal (plain or f-string, not bytes) and a bare None in an argument position.
 _TEXT = re.compile(r"""(?<![bB])[fF]?(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
-_NONE_ARG = re.compile(r"(?<=[(,])\s*None\s*(?=[,)])")
+_NONE_ARG = re.compile(r"(?:(?<=[(,])|^)\s*None\s*(?=[,)]|$)")
 #: mutmut's exit codes (mutmut/stats.py) by the status they mean.
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",

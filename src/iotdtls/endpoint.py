@@ -23,7 +23,6 @@ from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.errors import (
-    AlertDescription,
     AlertLevel,
     AssociationEvicted,
     AssociationReplaced,
@@ -196,9 +195,9 @@ class ServerEndpoint:
         record, hs, body = parsed
         try:
             check_client_version(int.from_bytes(body[:2], "big"))
-        except ProtocolError:
+        except ProtocolError as exc:  # protocol_version, sent statelessly (REC-5)
             self.gate[GateOutcome.VERSION_REFUSED] += 1
-            alert = Alert(AlertLevel.FATAL, AlertDescription.protocol_version).encode()
+            alert = Alert(AlertLevel.FATAL, exc.alert).encode()
             self._outgoing.append(
                 (_plain_record(ContentType.alert, DTLS_1_0, record.sequence_number, alert), address)
             )
@@ -326,11 +325,13 @@ class ServerEndpoint:
         """close_notify to, and forget, every established association idle for longer than
         `ServerConfig.idle_timeout`; each ends with `ConnectionClosed(IdleTimeout)`."""
         idle = self.config.idle_timeout
-        while (deadline := self._idle_deadline()) is not None and now >= deadline:
+        if idle is None:
+            return
+        while self._activity and now >= next(iter(self._activity.values())) + idle:
             address = next(iter(self._activity))
             del self._activity[address]
             conn = self.connections[address]
-            conn.close(IdleTimeout(idle or 0.0))
+            conn.close(IdleTimeout(idle))
             self.idle_expired += 1
             self._collect(address, conn, now)
 
