@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
-from iotdtls.connection import DtlsConnection
+from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import Ccm8Protector, NullProtector, psk_premaster_secret, random_bytes
 from iotdtls.crypto.ecdhe import check_point
 from iotdtls.crypto.keys import finished_verify_data
@@ -387,7 +387,7 @@ def test_reassembly_bounds_at_their_exact_values() -> None:
         r.add(HandshakeFragment(11, 1001, 3, 0, b"x", 0))
 
 
-def test_the_range_list_takes_exactly_max_ranges() -> None:
+def test_the_range_list_takes_exactly_max_ranges_then_the_whole_message() -> None:
     r = Reassembler(4096)
     length = 4 * MAX_RANGES + 10
     for i in range(MAX_RANGES):  # disjoint one-byte fragments
@@ -407,3 +407,75 @@ def test_a_newer_epoch_replaces_a_partial_message_and_an_older_one_does_not() ->
     assert (message := r.peek()) is not None and message.body == b"f" * 12
     r.discard()
     assert r.peek() is None and r.buffered_bytes == 0
+
+
+def test_payloads_are_bytes_whatever_the_datagram_is() -> None:
+    record = RecordLayer().seal(ContentType.application_data, b"payload")
+    for datagram in (bytearray(record), memoryview(record)):
+        (opened,) = RecordLayer().open_datagram(datagram)
+        assert type(opened.payload) is bytes and opened.payload == b"payload"
+
+
+def partials(r: Reassembler) -> list[int]:
+    return sorted(r._partials)
+
+
+def test_room_is_made_exactly_and_from_the_furthest() -> None:
+    r = Reassembler(1000)  # a budget of 2000 bytes
+    for seq, length in ((3, 500), (4, 500), (5, 500)):
+        r.add(HandshakeFragment(11, length, seq, 0, b"x", 0))
+    r.add(HandshakeFragment(11, 500, 6, 0, b"x", 0))  # exactly the budget: nobody leaves
+    assert partials(r) == [3, 4, 5, 6] and r.evicted == 0 and r.buffered_bytes == 2000
+    r.add(HandshakeFragment(11, 1, 2, 0, b"x", 0))  # one byte over: the furthest leaves
+    assert partials(r) == [2, 3, 4, 5] and r.evicted == 1
+    r.add(HandshakeFragment(11, 1000, 1, 0, b"x", 0))  # 1000 over: 5 and 4 just make it
+    assert partials(r) == [1, 2, 3] and r.evicted == 3 and r.buffered_bytes == 1501
+    r.add(HandshakeFragment(11, 999, 0, 0, b"x", 0))  # 500 over: 3 (500 bytes) is enough
+    assert partials(r) == [0, 1, 2] and r.evicted == 4 and r.buffered_bytes == 2000
+
+
+def test_exactly_max_ranges_are_kept_per_message() -> None:
+    r = Reassembler(4096)
+    length = 4 * MAX_RANGES + 10
+    for i in range(MAX_RANGES + 1):
+        r.add(HandshakeFragment(11, length, 0, 4 * i, b"z", 0))
+    assert len(r._partials[0].ranges) == MAX_RANGES
+
+
+def test_odd_hellos_from_a_known_address_meet_the_gate_and_nothing_breaks() -> None:
+    """A ClientHello whose handshake length overruns its record (undecodable) or that claims
+    to be a later fragment: from an established peer's address, the gate sees it."""
+    link = make_link()
+    link.handshake()
+    body = b"\xfe\xfd" + bytes(60)
+    overrun = RecordHeader(22, 0xFEFD, 0, 50, 12 + 10).encode()
+    overrun += handshake_header(1, 0, len(body), 0, len(body)) + body[:10]
+    fragment = RecordLayer().seal(22, handshake_header(1, 0, 100, 5, len(body)) + body)
+    for datagram in (overrun, fragment):
+        link.server.receive_datagram(datagram, CLIENT_ADDR, link.now)
+    assert link.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 2
+    assert established(link)
+
+
+def test_evicted_and_replaced_associations_leave_no_idle_deadline() -> None:
+    """Two clients in turn take the one slot of a full server; each eviction is counted, and
+    the evicted ones' idle deadlines go with them."""
+    link = make_link(server={"max_connections": 1, "max_handshakes": 1, "idle_timeout": 30.0})
+    link.handshake()
+    endpoint = link.server
+    for i in range(2):
+        client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+        client.connect(1.0 + i)
+        address = ("198.51.100.9", 9000 + i)
+        for _ in range(6):
+            for data in client.datagrams_to_send(1.0 + i):
+                endpoint.receive_datagram(data, address, 1.0 + i)
+            for data, to in endpoint.datagrams_to_send(1.0 + i):
+                if to == address:
+                    client.receive_datagram(data, 1.0 + i)
+        assert client.state is ConnectionState.ESTABLISHED
+    assert endpoint.gate[GateOutcome.IDLE_EVICTED] == 2
+    assert list(endpoint._activity) == [("198.51.100.9", 9001)]
+    assert endpoint.get_timer() == 2.0 + 30.0
+    endpoint.handle_timer(100.0)
+    assert endpoint.connections == {} and endpoint.idle_expired == 1

@@ -179,7 +179,7 @@ class ServerEndpoint:
             del self.connections[address]  # keep the table in order of last activity
             self.connections[address] = conn
             conn.receive_datagram(data, now)
-            self._collect(address, conn, now)
+            self._collect(address, conn)
             return
         self._gate(data, address, now)
 
@@ -217,7 +217,7 @@ class ServerEndpoint:
         self._handshaking[address] = conn
         conn.accept(now)
         conn.receive_datagram(data, now)
-        self._collect(address, conn, now)
+        self._collect(address, conn)
 
     def _make_room(self, address: Address) -> None:
         """Before a new association from `address` (whose cookie proved it): end the old one
@@ -266,8 +266,9 @@ class ServerEndpoint:
         self.gate[GateOutcome.HELLO_VERIFY_SENT] += 1
         self._outgoing.append((datagram, address))
 
-    def _collect(self, address: Address, conn: DtlsConnection, now: float) -> None:
-        for datagram in conn.datagrams_to_send(now):
+    def _collect(self, address: Address, conn: DtlsConnection) -> None:
+        """Take what `conn` has to send and to tell, and keep the tables in step with it."""
+        for datagram in conn.datagrams_to_send(self._clock):
             self._outgoing.append((datagram, address))
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
@@ -333,7 +334,7 @@ class ServerEndpoint:
             conn = self.connections[address]
             conn.close(IdleTimeout(idle))
             self.idle_expired += 1
-            self._collect(address, conn, now)
+            self._collect(address, conn)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outgoing = self._outgoing, []
@@ -371,7 +372,7 @@ class ServerEndpoint:
             conn = self._timed.get(address)
             if conn is not None:
                 conn.handle_timer(now)
-                self._collect(address, conn, now)
+                self._collect(address, conn)
         self._expire_idle(now)
 
     def send(self, address: Address, data: bytes, now: float | None = None) -> None:
@@ -386,7 +387,7 @@ class ServerEndpoint:
         if now is not None:
             self._clock = max(self._clock, now)
         self._note_activity(address, self._clock)
-        self._collect(address, conn, self._clock)
+        self._collect(address, conn)
 
     def send_heartbeat(self, address: Address, now: float) -> None:
         """Send a heartbeat request to an established peer (see
@@ -402,16 +403,17 @@ class ServerEndpoint:
     ) -> None:
         """Answer the `CertificateUrlsReceived` event of `address`'s association (see
         `DtlsConnection.supply_certificate_chain`); ignored if the association has gone."""
+        self._clock = max(self._clock, now)
         conn = self.connections.get(address)
         if conn is not None:
             conn.supply_certificate_chain(chain, now)
-            self._collect(address, conn, now)
+            self._collect(address, conn)
 
     def close(self, address: Address) -> None:
         conn = self.connections.get(address)
         if conn is not None:
             conn.close()
-            self._collect(address, conn, self._clock)
+            self._collect(address, conn)
 
 
 def _starts_with_hello(data: bytes) -> bool:
