@@ -479,3 +479,16 @@ def test_evicted_and_replaced_associations_leave_no_idle_deadline() -> None:
     assert endpoint.get_timer() == 2.0 + 30.0
     endpoint.handle_timer(100.0)
     assert endpoint.connections == {} and endpoint.idle_expired == 1
+
+
+def test_room_is_made_when_the_further_ones_free_just_enough() -> None:
+    r = Reassembler(1000)  # a budget of 2000 bytes
+    for seq, length in ((1, 1000), (5, 500), (6, 500)):
+        r.add(HandshakeFragment(11, length, seq, 0, b"x", 0))
+    r.add(HandshakeFragment(11, 1000, 4, 0, b"x", 0))  # needs 1000: 5 and 6 free exactly that
+    assert partials(r) == [1, 4] and r.evicted == 2
+    s = Reassembler(1000)
+    for seq in (4, 5, 6):
+        s.add(HandshakeFragment(11, 500, seq, 0, b"x", 0))
+    s.add(HandshakeFragment(11, 500, 3, 0, b"x", 0))  # fills the budget exactly: nobody leaves
+    assert partials(s) == [3, 4, 5, 6] and s.evicted == 0

@@ -23,6 +23,7 @@ from iotdtls.events import ConnectionClosed
 from iotdtls.messages import (
     CertificateRequest,
     CertificateType,
+    CertificateVerify,
     ClientCertificateType,
     ClientHello,
     EcPointFormats,
@@ -214,3 +215,35 @@ def test_private_keys_in_pem_and_der_round_trip(tmp_path: Path) -> None:
         serialization.NoEncryption())
     with pytest.raises(ConfigError, match="not an elliptic-curve key"):
         PrivateKey.from_pem(rsa_pem)
+
+
+def test_suites_without_credentials_or_ec_support_are_passed_over() -> None:
+    """A raw-key-only server skips the PSK suite a client lists first; a PSK and raw-key server
+    skips the ECDHE suite of a client that cannot take P-256 ECDSA."""
+    both = hello(suites=(PSK, ECDHE), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                                   *EC, *RPK_TYPES))
+    out, _ = server_answers(both, psk_store=None, raw_public_key=server_key())
+    assert server_hello_of(out).cipher_suite == ECDHE
+    no_ec = hello(suites=(ECDHE, PSK), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                                    SupportedGroups((24,)), *RPK_TYPES))
+    out, _ = server_answers(no_ec, raw_public_key=server_key())
+    assert server_hello_of(out).cipher_suite == PSK
+
+
+def test_a_password_protected_der_key_loads_with_its_password() -> None:
+    key = PrivateKey.generate()
+    der = key._key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"))
+    assert PrivateKey.from_pem(der, b"pw").spki == key.spki
+
+
+def test_a_client_signing_with_a_scheme_not_asked_for_is_refused() -> None:
+    def sha384(body: bytes) -> bytes:
+        return replace(CertificateVerify.decode(body), signature_scheme=0x0503).encode()
+
+    link = rpk_link(rewrite("client", HandshakeType.certificate_verify, sha384, times=9))
+    link.handshake()
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert closed.error.alert is AlertDescription.illegal_parameter
+    assert "CertificateVerify with a scheme we did not ask for" in closed.error.reason
