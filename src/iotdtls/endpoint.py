@@ -395,8 +395,9 @@ class ServerEndpoint:
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
+        self._clock = max(self._clock, now)
         conn.send_heartbeat(now)
-        self._collect(address, conn, now)
+        self._collect(address, conn)
 
     def supply_certificate_chain(
         self, address: Address, chain: tuple[bytes, ...] | ProtocolError, now: float
