@@ -497,3 +497,17 @@ def test_the_fake_server_reads_protected_alerts() -> None:
     ex.client.close()
     (datagram,) = ex.client.datagrams_to_send(1.0)
     assert ex.fake.take(datagram).alerts == [(AlertLevel.WARNING, A.close_notify)]
+
+
+@pytest.mark.req("HS-5", "ERR-1")
+def test_server_hello_done_with_a_body_is_decode_error() -> None:
+    def script(fake: FakeServer, got: Received) -> list[bytes]:
+        if HandshakeType.client_hello in got.types() and fake.hello and fake.hello.cookie:
+            sh = fake.record(ContentType.handshake, fake.message(2, fake.server_hello().encode()))
+            return [sh, plain(fake, HandshakeType.server_hello_done, b"\x00")]
+        return honest_flights()(fake, got)
+
+    ex = drive(psk_client(), script)
+    assert_refused(ex, A.decode_error, "ServerHelloDone with a body")
+    # Our hellos carry no session to resume (no session cache yet): an empty session_id.
+    assert {h.session_id for h in ex.fake.hellos} == {b""}

@@ -23,7 +23,6 @@ from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.errors import (
-    AlertDescription,
     AlertLevel,
     AssociationEvicted,
     AssociationReplaced,
@@ -180,7 +179,7 @@ class ServerEndpoint:
             del self.connections[address]  # keep the table in order of last activity
             self.connections[address] = conn
             conn.receive_datagram(data, now)
-            self._collect(address, conn, now)
+            self._collect(address, conn)
             return
         self._gate(data, address, now)
 
@@ -196,9 +195,9 @@ class ServerEndpoint:
         record, hs, body = parsed
         try:
             check_client_version(int.from_bytes(body[:2], "big"))
-        except ProtocolError:
+        except ProtocolError as exc:  # protocol_version, sent statelessly (REC-5)
             self.gate[GateOutcome.VERSION_REFUSED] += 1
-            alert = Alert(AlertLevel.FATAL, AlertDescription.protocol_version).encode()
+            alert = Alert(AlertLevel.FATAL, exc.alert).encode()
             self._outgoing.append(
                 (_plain_record(ContentType.alert, DTLS_1_0, record.sequence_number, alert), address)
             )
@@ -218,7 +217,7 @@ class ServerEndpoint:
         self._handshaking[address] = conn
         conn.accept(now)
         conn.receive_datagram(data, now)
-        self._collect(address, conn, now)
+        self._collect(address, conn)
 
     def _make_room(self, address: Address) -> None:
         """Before a new association from `address` (whose cookie proved it): end the old one
@@ -267,8 +266,9 @@ class ServerEndpoint:
         self.gate[GateOutcome.HELLO_VERIFY_SENT] += 1
         self._outgoing.append((datagram, address))
 
-    def _collect(self, address: Address, conn: DtlsConnection, now: float) -> None:
-        for datagram in conn.datagrams_to_send(now):
+    def _collect(self, address: Address, conn: DtlsConnection) -> None:
+        """Take what `conn` has to send and to tell, and keep the tables in step with it."""
+        for datagram in conn.datagrams_to_send(self._clock):
             self._outgoing.append((datagram, address))
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
@@ -326,13 +326,15 @@ class ServerEndpoint:
         """close_notify to, and forget, every established association idle for longer than
         `ServerConfig.idle_timeout`; each ends with `ConnectionClosed(IdleTimeout)`."""
         idle = self.config.idle_timeout
-        while (deadline := self._idle_deadline()) is not None and now >= deadline:
+        if idle is None:
+            return
+        while self._activity and now >= next(iter(self._activity.values())) + idle:
             address = next(iter(self._activity))
             del self._activity[address]
             conn = self.connections[address]
-            conn.close(IdleTimeout(idle or 0.0))
+            conn.close(IdleTimeout(idle))
             self.idle_expired += 1
-            self._collect(address, conn, now)
+            self._collect(address, conn)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outgoing = self._outgoing, []
@@ -370,7 +372,7 @@ class ServerEndpoint:
             conn = self._timed.get(address)
             if conn is not None:
                 conn.handle_timer(now)
-                self._collect(address, conn, now)
+                self._collect(address, conn)
         self._expire_idle(now)
 
     def send(self, address: Address, data: bytes, now: float | None = None) -> None:
@@ -385,7 +387,7 @@ class ServerEndpoint:
         if now is not None:
             self._clock = max(self._clock, now)
         self._note_activity(address, self._clock)
-        self._collect(address, conn, self._clock)
+        self._collect(address, conn)
 
     def send_heartbeat(self, address: Address, now: float) -> None:
         """Send a heartbeat request to an established peer (see
@@ -393,24 +395,26 @@ class ServerEndpoint:
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
+        self._clock = max(self._clock, now)
         conn.send_heartbeat(now)
-        self._collect(address, conn, now)
+        self._collect(address, conn)
 
     def supply_certificate_chain(
         self, address: Address, chain: tuple[bytes, ...] | ProtocolError, now: float
     ) -> None:
         """Answer the `CertificateUrlsReceived` event of `address`'s association (see
         `DtlsConnection.supply_certificate_chain`); ignored if the association has gone."""
+        self._clock = max(self._clock, now)
         conn = self.connections.get(address)
         if conn is not None:
             conn.supply_certificate_chain(chain, now)
-            self._collect(address, conn, now)
+            self._collect(address, conn)
 
     def close(self, address: Address) -> None:
         conn = self.connections.get(address)
         if conn is not None:
             conn.close()
-            self._collect(address, conn, self._clock)
+            self._collect(address, conn)
 
 
 def _starts_with_hello(data: bytes) -> bool:

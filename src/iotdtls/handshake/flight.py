@@ -67,21 +67,16 @@ def cut_flight(
     max_fragment_length (RFC 6066 §4) or 2^14."""
     datagrams: list[bytes] = []
     current = bytearray()
-
-    def emit(record: bytes) -> None:
-        nonlocal current
-        if current and len(current) + len(record) > mtu:
-            datagrams.append(bytes(current))
-            current = bytearray()
-        current += record
-
     for index, item in enumerate(items):
         if isinstance(item, OutgoingCcs):
-            together = _with_next(item, items[index + 1 : index + 2], overhead)
-            if current and together <= mtu < len(current) + together:
-                datagrams.append(bytes(current))  # keep the CCS with the message after it
+            record = seal(ContentType.change_cipher_spec, _CCS_BODY, item.epoch)
+            # With the Finished after it when both fit a datagram (PSK-4: the peer concludes
+            # a wrong key only from a Finished in the datagram that moved its handshake).
+            together = len(record) + _next_record_size(items[index + 1 : index + 2], overhead)
+            if current and len(current) + (together if together <= mtu else len(record)) > mtu:
+                datagrams.append(bytes(current))
                 current = bytearray()
-            emit(seal(ContentType.change_cipher_spec, _CCS_BODY, item.epoch))
+            current += record
             continue
         fixed = overhead(item.epoch) + HANDSHAKE_HEADER_LEN
         if mtu - fixed < 1:
@@ -106,17 +101,13 @@ def cut_flight(
     return datagrams
 
 
-def _with_next(
-    ccs: OutgoingCcs, following: Sequence[FlightItem], overhead: Callable[[int], int]
-) -> int:
-    """Bytes of a ChangeCipherSpec record and the whole record of the message after it (the
-    Finished): cut together, the peer gets its Finished in the datagram of our flight that
-    moved its handshake, which is where a server concludes a wrong key (PSK-4)."""
-    size = overhead(ccs.epoch) + len(_CCS_BODY)
-    for item in following:
-        if isinstance(item, OutgoingMessage):
-            size += overhead(item.epoch) + HANDSHAKE_HEADER_LEN + len(item.body)
-    return size
+def _next_record_size(following: Sequence[FlightItem], overhead: Callable[[int], int]) -> int:
+    """Bytes of the whole record of the message in `following`, if any (0 for none)."""
+    return sum(
+        overhead(item.epoch) + HANDSHAKE_HEADER_LEN + len(item.body)
+        for item in following
+        if isinstance(item, OutgoingMessage)
+    )
 
 
 class RetransmitTimer:

@@ -68,10 +68,10 @@ class _Partial:
     data: bytearray
     ranges: list[tuple[int, int]] = field(default_factory=list)
 
-    def add(self, offset: int, body: bytes) -> bool:
-        """Merge a fragment; False when the range list is full (fragment ignored)."""
+    def add(self, offset: int, body: bytes) -> None:
+        """Merge a fragment; when the range list is full, a fragment that would open a new
+        range is not counted (the peer's retransmission, re-cut, fills the gaps)."""
         end = offset + len(body)
-        self.data[offset:end] = body
         merged: list[tuple[int, int]] = []
         start, stop = offset, end
         for lo, hi in self.ranges:
@@ -81,10 +81,10 @@ class _Partial:
                 start, stop = min(lo, start), max(hi, stop)
         merged.append((start, stop))
         if len(merged) > MAX_RANGES:
-            return False
+            return
+        self.data[offset:end] = body
         merged.sort()
         self.ranges = merged
-        return True
 
     def complete(self) -> bool:
         return self.ranges == [(0, self.length)] or self.length == 0

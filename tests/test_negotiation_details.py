@@ -1,0 +1,249 @@
+"""Negotiation details that mutation testing found untested (docs/mutation.md): what a server
+answers in its ServerHello for each thing a client offers, which suite it picks from a list,
+when it refuses an ECDHE client for its curves, point formats or signature schemes, and what a
+client answers a CertificateRequest with (RFC 5246 §7.4.1.4, §7.4.4; RFC 5746 §3.6; RFC 7250
+§4; RFC 8422 §5.1)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from iotdtls.config import ServerConfig
+from iotdtls.credentials import PrivateKey
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertSent, ConfigError
+from iotdtls.events import ConnectionClosed
+from iotdtls.messages import (
+    CertificateRequest,
+    CertificateType,
+    CertificateVerify,
+    ClientCertificateType,
+    ClientHello,
+    EcPointFormats,
+    ExtendedMasterSecret,
+    Extension,
+    HandshakeType,
+    RenegotiationInfo,
+    ServerCertificateType,
+    ServerHello,
+    ServerKeyExchangeEcdhe,
+    SignatureAlgorithms,
+    SupportedGroups,
+    find_extension,
+)
+from iotdtls.record import RecordLayer
+from tests.memory_link import (
+    CLIENT_ADDR,
+    IDENTITY,
+    KEY,
+    established,
+    events_of,
+    handshake_record,
+    make_link,
+    plain_handshake,
+    wire_from,
+)
+from tests.pubkey_support import rewrite, rpk_link, server_key
+from tests.test_negotiation import answer, hello, server_hello_of
+
+PSK = 0xC0A8
+ECDHE = 0xC0AE
+EC = (
+    SupportedGroups((23,)),
+    EcPointFormats((0,)),
+    SignatureAlgorithms((0x0403,)),
+)
+RPK_TYPES = (ServerCertificateType((CertificateType.RawPublicKey,)),)
+
+
+def server_answers(msg: ClientHello, **config: Any) -> tuple[list[bytes], ServerEndpoint]:
+    settings: dict[str, Any] = {"psk_store": {IDENTITY: KEY}, "cookie_exchange": False}
+    settings.update(config)
+    endpoint = ServerEndpoint(ServerConfig(**settings))
+    endpoint.receive_datagram(handshake_record(RecordLayer(), 1, 0, msg.encode()), CLIENT_ADDR, 0)
+    return [d for d, _ in endpoint.datagrams_to_send(0.0)], endpoint
+
+
+def test_the_scsv_alone_gets_an_empty_renegotiation_info() -> None:
+    scsv = hello(suites=(PSK, 0x00FF), extensions=(ExtendedMasterSecret(),))
+    out, _ = answer(scsv)
+    sh = server_hello_of(out)
+    assert find_extension(sh.extensions, RenegotiationInfo) == RenegotiationInfo(b"")
+    plain = hello(extensions=(ExtendedMasterSecret(),))
+    out, _ = answer(plain)
+    assert find_extension(server_hello_of(out).extensions, RenegotiationInfo) is None
+
+
+def test_the_first_suite_the_server_can_serve_is_chosen() -> None:
+    """Unknown suites and suites without credentials are passed over, not a dead end."""
+    msg = hello(suites=(0x1234, ECDHE, PSK), extensions=(RenegotiationInfo(b""),
+                                                          ExtendedMasterSecret(), *EC))
+    out, _ = answer(msg)
+    assert server_hello_of(out).cipher_suite == PSK
+
+
+@pytest.mark.parametrize(
+    "ec",
+    [
+        (SupportedGroups((24,)), EcPointFormats((0,)), SignatureAlgorithms((0x0403,))),
+        (SupportedGroups((23,)), EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
+        (SupportedGroups((23,)), EcPointFormats((0,)), SignatureAlgorithms((0x0503,))),
+        (SupportedGroups((23,)), EcPointFormats((0,))),
+    ],
+    ids=["p384-only", "compressed-only", "sha384-only", "no-signature-algorithms"],
+)
+def test_an_ecdhe_client_without_p256_uncompressed_ecdsa_sha256_is_refused(
+    ec: tuple[Extension, ...],
+) -> None:
+    msg = hello(suites=(ECDHE,), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                              *ec, *RPK_TYPES))
+    out, endpoint = server_answers(msg, psk_store=None, raw_public_key=server_key())
+    assert [plain_handshake(d) for d in out] == [[]]  # only an alert, no ServerHello
+    item = endpoint.next_event()
+    assert item is not None and isinstance(item[1], ConnectionClosed)
+    assert isinstance(item[1].error, AlertSent)
+    assert item[1].error.alert is AlertDescription.handshake_failure
+
+
+def test_the_server_answers_the_ec_and_certificate_type_extensions_it_was_sent() -> None:
+    mutual = rpk_link()
+    mutual.handshake()
+    sh = server_hello_of(wire_from(mutual, "server"))
+    assert find_extension(sh.extensions, EcPointFormats) == EcPointFormats((0,))
+    assert find_extension(sh.extensions, ClientCertificateType) == ClientCertificateType(
+        (CertificateType.RawPublicKey,)
+    )
+    assert find_extension(sh.extensions, ServerCertificateType) == ServerCertificateType(
+        (CertificateType.RawPublicKey,)
+    )
+    one_way = rpk_link(client={"raw_public_key": None}, server={"client_public_keys": ()})
+    one_way.handshake()
+    sh = server_hello_of(wire_from(one_way, "server"))
+    assert find_extension(sh.extensions, ClientCertificateType) is None
+
+
+def test_a_request_for_another_scheme_gets_an_empty_certificate() -> None:
+    """RFC 5246 §7.4.4: the client has no key for what the server asks (ECDSA but only with
+    SHA-384), so it answers with an empty Certificate; the server, which requires a client key,
+    ends with handshake_failure."""
+
+    def other_scheme(body: bytes) -> bytes:
+        request = CertificateRequest.decode(body)
+        return replace(request, signature_schemes=(0x0503,)).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.certificate_request, other_scheme, times=9))
+    link.handshake()
+    (certificate,) = [b for d in wire_from(link, "client") for h, b in plain_handshake(d)
+                      if h.msg_type == HandshakeType.certificate][:1]
+    assert certificate == b"\x00\x00\x00"
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert closed.error.alert is AlertDescription.handshake_failure
+    assert "no raw public key" in closed.error.reason
+
+
+def test_a_server_signing_with_a_scheme_not_offered_is_refused() -> None:
+    def sha384(body: bytes) -> bytes:
+        return replace(ServerKeyExchangeEcdhe.decode(body), signature_scheme=0x0503).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.server_key_exchange, sha384, times=9))
+    link.handshake()
+    (closed,) = events_of(link, "client", ConnectionClosed)
+    assert closed.error.alert is AlertDescription.illegal_parameter
+
+
+def test_a_raw_key_client_refuses_a_server_confirming_x509() -> None:
+    def x509(body: bytes) -> bytes:
+        sh = ServerHello.decode(body)
+        exts = tuple(e for e in sh.extensions if not isinstance(e, ServerCertificateType))
+        return replace(sh, extensions=exts).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.server_hello, x509, times=9))
+    link.handshake()
+    (closed,) = events_of(link, "client", ConnectionClosed)
+    assert closed.error.alert is AlertDescription.handshake_failure  # RPK mode: no cert alerts
+    assert "server certificate type 0 is not what we are provisioned for" in closed.error.reason
+
+
+def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture) -> None:
+    longest = bytes(range(256)) * 255 + bytes(255)
+    link = make_link(client={"psk": longest},
+                     server={"psk_store": None, "psk_lookup": lambda identity: longest})
+    link.handshake()
+    assert established(link)
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    for bad, name in ((longest + b"!", "bytes"), ("text", "str")):
+        broken = make_link(server={"psk_store": None, "psk_lookup": lambda i, b=bad: b})
+        broken.handshake()
+        assert f"psk_lookup returned {name}, not 1 to 65535 bytes" in caplog.messages
+
+    def failing(identity: bytes) -> bytes:
+        raise KeyError(identity)
+
+    failed = make_link(server={"psk_store": None, "psk_lookup": failing})
+    failed.handshake()
+    assert "psk_lookup raised KeyError" in caplog.messages
+
+
+def test_private_keys_in_pem_and_der_round_trip(tmp_path: Path) -> None:
+    key = PrivateKey.generate()
+    pem = key.to_pem()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert PrivateKey.from_pem(b"\n  " + pem).spki == key.spki  # leading blanks are fine
+    der = key._key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    assert PrivateKey.from_pem(der).spki == key.spki
+    secret = key._key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"))
+    path = tmp_path / "key.pem"
+    path.write_bytes(secret)
+    assert PrivateKey.load(path, b"pw").spki == key.spki
+    with pytest.raises(ConfigError):
+        PrivateKey.load(path)
+    other = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(ConfigError, match="secp384r1"):
+        PrivateKey(other)
+    rsa_pem = rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    with pytest.raises(ConfigError, match="not an elliptic-curve key"):
+        PrivateKey.from_pem(rsa_pem)
+
+
+def test_suites_without_credentials_or_ec_support_are_passed_over() -> None:
+    """A raw-key-only server skips the PSK suite a client lists first; a PSK and raw-key server
+    skips the ECDHE suite of a client that cannot take P-256 ECDSA."""
+    both = hello(suites=(PSK, ECDHE), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                                   *EC, *RPK_TYPES))
+    out, _ = server_answers(both, psk_store=None, raw_public_key=server_key())
+    assert server_hello_of(out).cipher_suite == ECDHE
+    no_ec = hello(suites=(ECDHE, PSK), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                                    SupportedGroups((24,)), *RPK_TYPES))
+    out, _ = server_answers(no_ec, raw_public_key=server_key())
+    assert server_hello_of(out).cipher_suite == PSK
+
+
+def test_a_password_protected_der_key_loads_with_its_password() -> None:
+    key = PrivateKey.generate()
+    der = key._key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"))
+    assert PrivateKey.from_pem(der, b"pw").spki == key.spki
+
+
+def test_a_client_signing_with_a_scheme_not_asked_for_is_refused() -> None:
+    def sha384(body: bytes) -> bytes:
+        return replace(CertificateVerify.decode(body), signature_scheme=0x0503).encode()
+
+    link = rpk_link(rewrite("client", HandshakeType.certificate_verify, sha384, times=9))
+    link.handshake()
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert closed.error.alert is AlertDescription.illegal_parameter
+    assert "CertificateVerify with a scheme we did not ask for" in closed.error.reason
