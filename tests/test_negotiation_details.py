@@ -148,14 +148,28 @@ def test_a_request_for_another_scheme_gets_an_empty_certificate() -> None:
     assert "no raw public key" in closed.error.reason
 
 
-def test_a_server_signing_with_a_scheme_not_offered_is_refused() -> None:
-    def sha384(body: bytes) -> bytes:
-        return replace(ServerKeyExchangeEcdhe.decode(body), signature_scheme=0x0503).encode()
+@pytest.mark.parametrize(
+    ("signer", "message", "codec", "verifier", "reason"),
+    [
+        ("server", HandshakeType.server_key_exchange, ServerKeyExchangeEcdhe, "client", ""),
+        ("client", HandshakeType.certificate_verify, CertificateVerify, "server",
+         "CertificateVerify with a scheme we did not ask for"),
+    ],
+)
+def test_a_signature_with_a_scheme_not_offered_is_refused(
+    signer: str, message: HandshakeType, codec: Any, verifier: str, reason: str
+) -> None:
+    """ecdsa_secp384r1_sha384 where only ecdsa_secp256r1_sha256 was offered (RFC 5246
+    §7.4.1.4.1)."""
 
-    link = rpk_link(rewrite("server", HandshakeType.server_key_exchange, sha384, times=9))
+    def sha384(body: bytes) -> bytes:
+        return replace(codec.decode(body), signature_scheme=0x0503).encode()
+
+    link = rpk_link(rewrite(signer, message, sha384, times=9))
     link.handshake()
-    (closed,) = events_of(link, "client", ConnectionClosed)
+    (closed,) = events_of(link, verifier, ConnectionClosed)
     assert closed.error.alert is AlertDescription.illegal_parameter
+    assert reason in closed.error.reason
 
 
 def test_a_raw_key_client_refuses_a_server_confirming_x509() -> None:
@@ -238,12 +252,3 @@ def test_a_password_protected_der_key_loads_with_its_password() -> None:
     assert PrivateKey.from_pem(der, b"pw").spki == key.spki
 
 
-def test_a_client_signing_with_a_scheme_not_asked_for_is_refused() -> None:
-    def sha384(body: bytes) -> bytes:
-        return replace(CertificateVerify.decode(body), signature_scheme=0x0503).encode()
-
-    link = rpk_link(rewrite("client", HandshakeType.certificate_verify, sha384, times=9))
-    link.handshake()
-    (closed,) = events_of(link, "server", ConnectionClosed)
-    assert closed.error.alert is AlertDescription.illegal_parameter
-    assert "CertificateVerify with a scheme we did not ask for" in closed.error.reason
