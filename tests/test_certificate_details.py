@@ -32,6 +32,7 @@ from iotdtls.crypto.x509names import reference_identity
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 from iotdtls.events import DataReceived, HandshakeComplete
+from iotdtls.handshake.alerts import MODE_ALERTS, X509_MODE_ALERTS
 from iotdtls.handshake.negotiation import choose_server_parameters
 from iotdtls.handshake.peerauth import X509ClientVerifier, X509ServerVerifier
 from iotdtls.identity import CertificateIdentity
@@ -543,3 +544,17 @@ def test_an_indication_of_none_of_our_cas_gets_the_default_chain() -> None:
     choice = choose((unknown,), certificates=chains)
     assert Certificate.decode(choice.certificate_body).certificates == chains[0].chain
     assert find_extension(choice.answers, TrustedCaKeys) is None
+
+
+def test_a_certificate_server_with_raw_key_clients_is_in_certificate_mode() -> None:
+    """ERR-1 (RFC 7925 §4.4.1 narrowing RFC 5246 §7.2): a server that sends its X.509 chain
+    runs in certificate mode even when it authenticates its client by raw public key, so it
+    may send the certificate alerts (bad_certificate for an unprovisioned key, say) that the
+    raw-key mode replaces with handshake_failure."""
+    p = x509_pki()
+    choice = choose((ClientCertificateType((CertificateType.RawPublicKey,)),),
+                    certificates=[p.certified(p.server)], raw_public_key=server_key(),
+                    client_public_keys=[client_key().spki])
+    assert choice.own.certificate_type == CertificateType.X509
+    assert choice.client_verifier.certificate_type == CertificateType.RawPublicKey
+    assert MODE_ALERTS[choice.mode] == X509_MODE_ALERTS
