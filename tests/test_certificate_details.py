@@ -1,0 +1,560 @@
+"""Details of the certificate mode that whole handshakes do not single out (docs/mutation.md):
+the alert and message of each X.509 refusal, validity and name bounds, the validated-chain
+cache, the trusted CA identifiers, cached_info refusals, the certificate-URL flow through the
+sans-I/O endpoint and the server's choice among mixed credentials. All in memory."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.x509.oid import ExtensionOID
+
+import iotdtls.crypto.x509 as x509_module
+from iotdtls.config import ServerConfig
+from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.crypto.x509 import (
+    MAX_CHAIN_DEPTH_LIMIT,
+    TrustStore,
+    authority_identifiers,
+    chain_matches_authority,
+    leaf_public_key_spki,
+    verify_client_chain,
+    verify_server_chain,
+)
+from iotdtls.crypto.x509names import reference_identity
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+from iotdtls.events import DataReceived, HandshakeComplete
+from iotdtls.handshake.alerts import MODE_ALERTS, X509_MODE_ALERTS
+from iotdtls.handshake.negotiation import choose_server_parameters
+from iotdtls.handshake.peerauth import X509ClientVerifier, X509ServerVerifier
+from iotdtls.identity import CertificateIdentity
+from iotdtls.messages import (
+    CachedInfo,
+    CachedObject,
+    Certificate,
+    CertificateType,
+    ClientCertificateType,
+    ClientCertificateUrl,
+    ClientHello,
+    HandshakeType,
+    ServerCertificateType,
+    ServerHello,
+    TrustedCaKeys,
+    find_extension,
+)
+from iotdtls.messages.constants import IdentifierType
+from tests.memory_link import CLIENT_ADDR, established, events_of
+from tests.pki import (
+    NOW,
+    YEAR,
+    Issued,
+    ca_chain,
+    chain_der,
+    client_leaf,
+    dns,
+    intermediate,
+    issue,
+    root,
+    server_leaf,
+)
+from tests.pubkey_support import client_key, failure, rewrite, server_key, x509_link, x509_pki
+from tests.test_negotiation import hello
+from tests.test_negotiation_details import EC, ECDHE
+from tests.test_x509_handshake import bodies, url_setup
+
+A = AlertDescription
+HOUR = datetime.timedelta(hours=1)
+EUI64 = "01-23-45-67-89-AB-CD-EF"
+#: The DER OID of id-ecPublicKey (RFC 5480 §2.1.1) and the same with an arc nobody defines.
+EC_PUBLIC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")
+UNKNOWN_KEY_OID = bytes.fromhex("06072a8648ce3d0209")
+
+
+def server(chain: tuple[bytes, ...], store: TrustStore, *, when: datetime.datetime = NOW,
+           max_depth: int = 2, name: str | None = "localhost") -> str:
+    return verify_server_chain(chain, store, server_name=name, when=when,
+                               max_depth=max_depth).name
+
+
+def client(chain: tuple[bytes, ...], store: TrustStore, *, when: datetime.datetime = NOW) -> str:
+    return verify_client_chain(chain, store, when=when, max_depth=2).name
+
+
+def refusal(alert: AlertDescription, call: Any, *args: Any, **kwargs: Any) -> str:
+    """The message of the ProtocolError carrying `alert` that `call` raises."""
+    with pytest.raises(ProtocolError) as info:
+        call(*args, **kwargs)
+    assert info.value.alert is alert, str(info.value)
+    return str(info.value)
+
+
+@pytest.fixture(scope="module")
+def anchor() -> Issued:
+    return root()
+
+
+@pytest.fixture(scope="module")
+def store(anchor: Issued) -> TrustStore:
+    return TrustStore([anchor.der])
+
+
+@pytest.fixture
+def local_time_five_hours_ahead(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is UTC+5 for the test (POSIX TZ signs are inverted)."""
+    monkeypatch.setenv("TZ", "XXX-05:00")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def unknown_key_leaf(anchor: Issued) -> bytes:
+    """A server certificate whose key algorithm is an OID no library knows (signature broken,
+    which does not matter: the key is looked at first)."""
+    der = server_leaf(anchor).der
+    assert der.count(EC_PUBLIC_KEY_OID) == 1
+    return der.replace(EC_PUBLIC_KEY_OID, UNKNOWN_KEY_OID)
+
+
+# -- validity and time (RFC 5280 §4.1.2.5, §6.1.3) --------------------------------------------
+
+
+def test_validity_bounds_are_inclusive(anchor: Issued, store: TrustStore) -> None:
+    """RFC 5280 §4.1.2.5: a certificate is valid from notBefore through notAfter, both
+    included."""
+    leaf = server_leaf(anchor, not_before=NOW - HOUR, not_after=NOW + HOUR)
+    assert server(chain_der(leaf), store, when=NOW - HOUR) == "localhost"
+    assert server(chain_der(leaf), TrustStore([anchor.der]), when=NOW + HOUR) == "localhost"
+
+
+def test_an_aware_time_in_another_zone_is_the_same_instant(anchor: Issued,
+                                                           store: TrustStore) -> None:
+    """RFC 5280 §4.1.2.5.1: validity is in UTC; a time given at UTC+5 is converted, not
+    relabelled."""
+    leaf = server_leaf(anchor, not_before=NOW - 2 * HOUR, not_after=NOW + HOUR)
+    plus_five = datetime.timezone(datetime.timedelta(hours=5))
+    assert server(chain_der(leaf), store, when=NOW.astimezone(plus_five)) == "localhost"
+
+
+def test_the_refusal_names_the_time_in_utc(anchor: Issued, store: TrustStore,
+                                           local_time_five_hours_ahead: None) -> None:
+    """RFC 5280 §4.1.2.5: certificate_expired says when, in UTC ("Z"), whatever the local
+    zone of the process."""
+    leaf = server_leaf(anchor, not_after=NOW - HOUR)
+    message = refusal(A.certificate_expired, server, chain_der(leaf), store)
+    assert message == ("server certificate 0 is not valid at 2030-06-01 12:00Z "
+                       f"(valid {(NOW - YEAR):%Y-%m-%d} to 2030-06-01)")
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_verifiers_read_the_wall_clock_as_utc(side: str, local_time_five_hours_ahead: None,
+                                              anchor: Issued) -> None:
+    """RFC 5280 §4.1.2.5: the wall clock (POSIX seconds) is an instant; a local zone ahead of
+    UTC must not push it past a notAfter one hour away."""
+    store = TrustStore([anchor.der])
+    if side == "server":
+        leaf = server_leaf(anchor, not_after=NOW + HOUR)
+        verifier: Any = X509ServerVerifier(store, "localhost", 2, NOW.timestamp())
+    else:
+        leaf = client_leaf(anchor, not_after=NOW + HOUR)
+        verifier = X509ClientVerifier(store, 2, NOW.timestamp())
+    identity, spki = verifier.verify(Certificate((leaf.der,)).encode())
+    assert spki == leaf.spki
+    assert identity.name == ("localhost" if side == "server" else EUI64)
+
+
+# -- refusals: alert and message (RFC 5246 §7.2.2) --------------------------------------------
+
+
+def test_an_unreadable_key_is_unsupported_certificate(anchor: Issued, store: TrustStore) -> None:
+    """RFC 5246 §7.2.2 unsupported_certificate: a key of an algorithm nobody implements."""
+    der = unknown_key_leaf(anchor)
+    message = refusal(A.unsupported_certificate, server, (der,), store)
+    assert message == "the server certificate key is of an unsupported type, not ECDSA P-256"
+    message = refusal(A.unsupported_certificate, leaf_public_key_spki, (der,))
+    assert message == "the certificate's key cannot be read"
+
+
+def test_the_key_type_is_named_without_suffix(anchor: Issued, store: TrustStore) -> None:
+    """RFC 7251 §2: only ECDSA P-256; the refusal names the key type the peer has."""
+    leaf = server_leaf(anchor, key=ed25519.Ed25519PrivateKey.generate())
+    message = refusal(A.unsupported_certificate, client, chain_der(leaf), store)
+    assert message == "the client certificate key is Ed25519, not ECDSA P-256"
+
+
+def test_refusals_name_the_role_and_the_certificate(anchor: Issued, store: TrustStore) -> None:
+    """RFC 5246 §7.2.2 bad_certificate and certificate_expired, with the role and index."""
+    leaf = server_leaf(anchor)
+    assert refusal(A.bad_certificate, server, (leaf.der, b"junk"), store) == (
+        "server certificate 1 is not a valid DER X.509 certificate")
+    assert refusal(A.bad_certificate, leaf_public_key_spki, (b"junk",)) == (
+        "peer certificate 0 is not a valid DER X.509 certificate")
+    expired = client_leaf(anchor, not_after=NOW - HOUR)
+    assert refusal(A.certificate_expired, client, chain_der(expired), store).startswith(
+        "client certificate 0 is not valid at 2030-06-01 12:00Z")
+    stranger = client_leaf(root("stranger"))
+    assert refusal(A.unknown_ca, client, chain_der(stranger), store).startswith(
+        "client chain leads to no trusted CA: ")
+
+
+def test_the_verifier_reason_has_no_prefix(store: TrustStore) -> None:
+    """RFC 5246 §7.2.2 unknown_ca: the one-line reason without the verifier's prefix."""
+    leaf = server_leaf(root("stranger"))
+    message = refusal(A.unknown_ca, server, chain_der(leaf), store)
+    assert message.startswith("server chain leads to no trusted CA: candidates exhausted")
+    assert "validation failed" not in message
+
+
+def test_malformed_extensions_of_a_valid_leaf_are_bad_certificate(anchor: Issued,
+                                                                  store: TrustStore) -> None:
+    """RFC 5280 §4.2: a certificatePolicies extension that does not parse (which the path
+    validation ignores) still makes the certificate bad_certificate."""
+    policies = (x509.UnrecognizedExtension(ExtensionOID.CERTIFICATE_POLICIES, b"\x05\x00"), False)
+    leaf = server_leaf(anchor, extensions=[policies])
+    assert refusal(A.bad_certificate, server, chain_der(leaf), store) == (
+        "the server certificate has malformed extensions")
+
+
+def test_a_bad_leaf_signature_under_two_intermediates_is_bad_certificate() -> None:
+    """RFC 5246 §7.2.2: a signature that does not verify is bad_certificate, wherever the
+    certificate's issuer sits in the chain."""
+    top, cas = ca_chain(2)
+    leaf = server_leaf(cas[-1], signing_key=server_leaf(top).key)
+    chain = chain_der(leaf, *reversed(cas))
+    message = refusal(A.bad_certificate, server, chain, TrustStore([top.der]))
+    assert message == "the signature on server certificate 0 does not verify"
+
+
+def test_an_issuer_namesake_whose_key_cannot_sign_is_unknown_ca(anchor: Issued,
+                                                                store: TrustStore) -> None:
+    """RFC 5246 §7.2.2 unknown_ca: the chain sends, as the leaf's issuer, a CA of the same name
+    whose key (X25519) signs nothing: no trusted CA is found; no signature was refuted."""
+    real = intermediate(anchor, "issuing CA")
+    namesake = issue("issuing CA", anchor, ca=True, key=x25519.X25519PrivateKey.generate())
+    leaf = server_leaf(real)
+    refusal(A.unknown_ca, server, chain_der(leaf, namesake), store)
+
+
+def test_the_deepest_configurable_chain_depth_is_accepted(anchor: Issued,
+                                                          store: TrustStore) -> None:
+    """CRT-6: max_depth may be 0 to MAX_CHAIN_DEPTH_LIMIT, both included."""
+    leaf = chain_der(server_leaf(anchor))
+    assert server(leaf, store, max_depth=MAX_CHAIN_DEPTH_LIMIT) == "localhost"
+    with pytest.raises(ConfigError):
+        server(leaf, store, max_depth=MAX_CHAIN_DEPTH_LIMIT + 1)
+
+
+# -- client EUI-64 (RFC 7252 §9.1.3.3) --------------------------------------------------------
+
+
+def test_eui64_refusals_say_where_and_what(anchor: Issued, store: TrustStore) -> None:
+    """RFC 7252 §9.1.3.3: the EUI-64 is in subjectAltName or CN; the refusal says which was
+    looked at and whether none or several were found."""
+    no_eui = client_leaf(anchor, "sensor")
+    assert refusal(A.bad_certificate, client, chain_der(no_eui), store) == (
+        "the client certificate's common name holds no EUI-64 (RFC 7252 §9.1.3.3)")
+    two = client_leaf(anchor, san=dns("0123456789abcdef", "fedcba9876543210"))
+    assert refusal(A.bad_certificate, client, chain_der(two), store) == (
+        "the client certificate's subjectAltName holds several different EUI-64s "
+        "(RFC 7252 §9.1.3.3)")
+
+
+def test_only_the_most_specific_common_name_counts(anchor: Issued, store: TrustStore) -> None:
+    """RFC 7252 §9.1.3.3: with several CNs, the last (most specific) one is the EUI-64."""
+    leaf = client_leaf(anchor, "fedcba9876543210")
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "0123456789abcdef"),
+                         *leaf.cert.subject])
+    assert anchor.key is not None
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(anchor.cert.subject)
+               .public_key(leaf.cert.public_key()).serial_number(leaf.cert.serial_number)
+               .not_valid_before(leaf.cert.not_valid_before_utc)
+               .not_valid_after(leaf.cert.not_valid_after_utc))
+    for extension in leaf.cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    two_cns = Issued(builder.sign(anchor.key, leaf.cert.signature_hash_algorithm), leaf.key)  # type: ignore[arg-type]
+    assert client(chain_der(two_cns), store) == "FE-DC-BA-98-76-54-32-10"
+
+
+# -- reference names (RFC 6125 §6.2.1, RFC 1035 §2.3.4) ---------------------------------------
+
+
+def test_a_dns_name_of_253_characters_is_the_longest() -> None:
+    """RFC 1035 §2.3.4: at most 255 octets on the wire, 253 characters as text."""
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(longest) == 253
+    assert reference_identity(longest) == longest
+    with pytest.raises(ConfigError):
+        reference_identity(longest + "d")
+    with pytest.raises(ConfigError):
+        reference_identity(".".join(["a" * 63] * 4))
+
+
+def test_a_unicode_name_idna_refuses_is_a_config_error() -> None:
+    """RFC 5890 §2.3.2.1: a U-label whose A-label exceeds 63 octets is no name."""
+    with pytest.raises(ConfigError):
+        reference_identity("ü" * 64 + ".example")
+
+
+# -- remembered validations (CRT-1, CRT-5) ----------------------------------------------------
+
+
+@pytest.fixture
+def verifier_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts path validations (one verifier built each)."""
+    built: list[int] = []
+    real = x509_module._verifier
+
+    def counting(*args: Any) -> Any:
+        built.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(x509_module, "_verifier", counting)
+    return built
+
+
+def test_a_remembered_chain_is_reused_up_to_both_ends_of_its_validity(
+    anchor: Issued, verifier_builds: list[int]
+) -> None:
+    """CRT-5: a chain validated before is not validated again while the time is inside every
+    validity period, bounds included (RFC 5280 §4.1.2.5)."""
+    store = TrustStore([anchor.der])
+    leaf = server_leaf(anchor, not_before=NOW - HOUR, not_after=NOW + HOUR)
+    for when in (NOW, NOW - HOUR, NOW + HOUR):
+        assert server(chain_der(leaf), store, when=when) == "localhost"
+    assert len(verifier_builds) == 1
+
+
+def test_the_oldest_remembered_chain_is_forgotten_first(
+    anchor: Issued, store: TrustStore, verifier_builds: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CRT-5: the store keeps the VALIDATED_CHAINS_KEPT most recent validations (here 2)."""
+    monkeypatch.setattr(x509_module, "VALIDATED_CHAINS_KEPT", 2)
+    store = TrustStore([anchor.der])
+    chain = chain_der(server_leaf(anchor))
+    for depth in (0, 1, 2):  # three questions about one chain
+        server(chain, store, max_depth=depth)
+    assert len(verifier_builds) == 3
+    server(chain, store, max_depth=2)
+    server(chain, store, max_depth=1)
+    assert len(verifier_builds) == 3  # the two newest are remembered
+    server(chain, store, max_depth=0)
+    assert len(verifier_builds) == 4  # the oldest was forgotten
+
+
+# -- trusted CA identifiers (RFC 6066 §6, CRT-8) ----------------------------------------------
+
+
+def test_authority_identifiers_name_every_ca_of_the_path() -> None:
+    """RFC 6066 §6: x509_name, cert_sha1_hash and key_sha1_hash of each CA on the path, the
+    issuer names, and 20-byte authorityKeyIdentifiers; nothing else."""
+    top, (middle,) = ca_chain(1)
+    leaf = server_leaf(middle)
+    ids = authority_identifiers(chain_der(leaf, middle), issuers=[top.der])
+    key_id = x509.SubjectKeyIdentifier.from_public_key
+    expected = {
+        (IdentifierType.x509_name, middle.cert.subject.public_bytes()),
+        (IdentifierType.x509_name, top.cert.subject.public_bytes()),
+        (IdentifierType.cert_sha1_hash, x509_module._sha1(middle.der)),
+        (IdentifierType.cert_sha1_hash, x509_module._sha1(top.der)),
+        (IdentifierType.key_sha1_hash, key_id(middle.cert.public_key()).digest),  # type: ignore[arg-type]
+        (IdentifierType.key_sha1_hash, key_id(top.cert.public_key()).digest),  # type: ignore[arg-type]
+    }
+    assert ids == expected
+    # an extra certificate sent along is named by its subject too
+    stranger = root("unrelated CA")
+    assert (IdentifierType.x509_name, stranger.cert.subject.public_bytes()) in (
+        authority_identifiers(chain_der(leaf, middle, stranger)))
+
+
+@pytest.mark.parametrize("aki", [
+    x509.AuthorityKeyIdentifier(b"\x01" * 8, None, None),
+    x509.AuthorityKeyIdentifier(None, [x509.DNSName("ca.example")], 7),
+])
+def test_only_a_20_byte_authority_key_identifier_counts(anchor: Issued,
+                                                        aki: x509.AuthorityKeyIdentifier) -> None:
+    """RFC 6066 §6 key_sha1_hash is 20 bytes (RFC 5280 §4.2.1.2 method 1): a shorter key
+    identifier, or none, names no authority."""
+    leaf = server_leaf(anchor, authority_key_id=False, extensions=[(aki, False)])
+    ids = authority_identifiers(chain_der(leaf))
+    assert ids == {(IdentifierType.x509_name, anchor.cert.subject.public_bytes())}
+    assert not chain_matches_authority(chain_der(leaf), [(IdentifierType.key_sha1_hash,
+                                                          b"\x01" * 8)])
+
+
+# -- cached_info (RFC 7924, CRT-2) ------------------------------------------------------------
+
+
+def test_a_client_holding_no_chain_sends_no_cached_info() -> None:
+    """RFC 7924 §3: cached_info lists what the client holds; holding nothing, it is left out."""
+    link = x509_link()
+    link.handshake()
+    assert established(link)
+    first = ClientHello.decode(bodies(link, "client", HandshakeType.client_hello)[0])
+    assert find_extension(first.extensions, CachedInfo) is None
+
+
+def test_a_one_byte_fingerprint_is_illegal_parameter() -> None:
+    """RFC 7924 §4.1: hash_value<1..255>: a one-byte fingerprint is well formed, and not the
+    chain we hold: illegal_parameter (not decode_error)."""
+    p = x509_pki()
+    link = x509_link(rewrite("server", HandshakeType.certificate, lambda _: b"\x01\x00", times=9),
+                     client={"cached_server_chain": [p.server.der, p.ca.der]})
+    link.handshake()
+    assert failure(link, "client").alert is A.illegal_parameter
+
+
+def test_a_cached_info_answer_of_another_type_is_illegal_parameter() -> None:
+    """RFC 7924 §4: the server may only confirm the types the client offered (cert here)."""
+    p = x509_pki()
+
+    def other_type(body: bytes) -> bytes:
+        sh = ServerHello.decode(body)
+        extensions = tuple(
+            CachedInfo((CachedObject(2),)) if isinstance(e, CachedInfo) else e
+            for e in sh.extensions
+        )
+        return replace(sh, extensions=extensions).encode()
+
+    link = x509_link(rewrite("server", HandshakeType.server_hello, other_type, times=9),
+                     client={"cached_server_chain": [p.server.der, p.ca.der]})
+    link.handshake()
+    assert failure(link, "client").alert is A.illegal_parameter
+
+
+# -- client certificate URLs (RFC 6066 §5, CRT-7) through the sans-I/O endpoint ----------------
+
+
+def test_a_pkipath_certificate_url_is_certificate_unobtainable() -> None:
+    """RFC 6066 §5: a server that takes only individual_certs answers a pkipath CertificateURL
+    with certificate_unobtainable."""
+    client_kw, server_kw, fetched = url_setup({})
+    link = x509_link(rewrite("client", HandshakeType.certificate_url,
+                             lambda body: b"\x01" + body[1:], times=9),
+                     client=client_kw, server=server_kw)
+    link.handshake()
+    assert failure(link, "server").alert is A.certificate_unobtainable
+    assert fetched == []
+
+
+def test_a_certificate_url_the_server_did_not_agree_to_is_unexpected() -> None:
+    """RFC 6066 §5: only a server that answered client_certificate_url takes a CertificateURL;
+    one without a fetcher did not, and refuses it as unexpected_message."""
+    client_kw, _, _ = url_setup({})
+
+    def agree(body: bytes) -> bytes:
+        sh = ServerHello.decode(body)
+        return replace(sh, extensions=(*sh.extensions, ClientCertificateUrl())).encode()
+
+    link = x509_link(rewrite("server", HandshakeType.server_hello, agree, times=9),
+                     client=client_kw)
+    link.handshake()
+    assert failure(link, "server").alert is A.unexpected_message
+
+
+def test_the_endpoint_answers_the_fetched_chain_to_the_right_peer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 6066 §5: after the fetched chain is supplied, the endpoint's datagrams and events
+    are for the client's address, the server's final flight is held (so the session is kept),
+    and the association carries application data on."""
+    addresses: list[object] = []
+    real_send = ServerEndpoint.datagrams_to_send
+    real_event = ServerEndpoint.next_event
+
+    def sends(self: ServerEndpoint, now: float) -> list[tuple[bytes, Any]]:
+        out = real_send(self, now)
+        addresses.extend(address for _, address in out)
+        return out
+
+    def events(self: ServerEndpoint) -> Any:
+        item = real_event(self)
+        if item is not None:
+            addresses.append(item[0])
+        return item
+
+    monkeypatch.setattr(ServerEndpoint, "datagrams_to_send", sends)
+    monkeypatch.setattr(ServerEndpoint, "next_event", events)
+    client_kw, server_kw, fetched = url_setup({})
+    link = x509_link(client=client_kw, server=server_kw)
+    link.handshake()
+    assert established(link)
+    assert fetched == client_kw["certificate_urls"]
+    (done,) = events_of(link, "server", HandshakeComplete)
+    assert done.peer == CertificateIdentity(EUI64)
+    link.client.send(b"ping")
+    link.run(stop=lambda lk: bool(events_of(lk, "server", DataReceived)))
+    assert [e.data for e in events_of(link, "server", DataReceived)] == [b"ping"]
+    assert addresses and set(addresses) == {CLIENT_ADDR}
+
+
+# -- the server's choice among its credentials (RFC 7250 §4.1, RFC 6066 §6) -------------------
+
+
+def choose(extensions: tuple[Any, ...], **config: Any) -> Any:
+    return choose_server_parameters(hello(suites=(ECDHE,), extensions=(*EC, *extensions)),
+                                    ServerConfig(**config))
+
+
+def test_the_first_server_certificate_type_the_server_holds_is_chosen() -> None:
+    """RFC 7250 §4.1: the client's preference order; a type we hold no credential for is
+    passed over, and the first we hold is taken."""
+    p = x509_pki()
+    both = {"raw_public_key": server_key(), "certificates": [p.certified(p.server)]}
+    rpk_first = ServerCertificateType((CertificateType.RawPublicKey, CertificateType.X509))
+    assert choose((rpk_first,), **both).own.certificate_type == CertificateType.RawPublicKey
+    x509_first = ServerCertificateType((CertificateType.X509, CertificateType.RawPublicKey))
+    only_rpk = choose((x509_first,), raw_public_key=server_key())
+    assert only_rpk.own.certificate_type == CertificateType.RawPublicKey
+
+
+def test_a_client_offering_only_raw_keys_to_an_x509_only_server_is_refused() -> None:
+    """RFC 7250 §4.2: a client certificate type the server cannot authenticate is
+    unsupported_certificate."""
+    p = x509_pki()
+    with pytest.raises(ProtocolError) as info:
+        choose((ClientCertificateType((CertificateType.RawPublicKey,)),),
+               certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der],
+               wall_clock=NOW.timestamp)
+    assert info.value.alert is A.unsupported_certificate
+    verifier = choose((ServerCertificateType((CertificateType.RawPublicKey,)),
+                       ClientCertificateType((CertificateType.X509,
+                                              CertificateType.RawPublicKey))),
+                      raw_public_key=server_key(), client_public_keys=[client_key().spki],
+                      ).client_verifier
+    assert verifier.certificate_type == CertificateType.RawPublicKey
+
+
+def test_an_indication_of_none_of_our_cas_gets_the_default_chain() -> None:
+    """RFC 6066 §6: when the client's trusted_ca_keys names none of our CAs, the server sends
+    its default (first) chain and no empty trusted_ca_keys answer."""
+    p = x509_pki()
+    other = server_leaf(root("other root"))
+    assert isinstance(other.key, x509_module.ec.EllipticCurvePrivateKey)
+    chains = [p.certified(p.server), CertifiedKey((other.der,), PrivateKey(other.key))]
+    unknown = TrustedCaKeys(((IdentifierType.key_sha1_hash, b"\x07" * 20),))
+    choice = choose((unknown,), certificates=chains)
+    assert Certificate.decode(choice.certificate_body).certificates == chains[0].chain
+    assert find_extension(choice.answers, TrustedCaKeys) is None
+
+
+def test_a_certificate_server_with_raw_key_clients_is_in_certificate_mode() -> None:
+    """ERR-1 (RFC 7925 §4.4.1 narrowing RFC 5246 §7.2): a server that sends its X.509 chain
+    runs in certificate mode even when it authenticates its client by raw public key, so it
+    may send the certificate alerts (bad_certificate for an unprovisioned key, say) that the
+    raw-key mode replaces with handshake_failure."""
+    p = x509_pki()
+    choice = choose((ClientCertificateType((CertificateType.RawPublicKey,)),),
+                    certificates=[p.certified(p.server)], raw_public_key=server_key(),
+                    client_public_keys=[client_key().spki])
+    assert choice.own.certificate_type == CertificateType.X509
+    assert choice.client_verifier.certificate_type == CertificateType.RawPublicKey
+    assert MODE_ALERTS[choice.mode] == X509_MODE_ALERTS
