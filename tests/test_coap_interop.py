@@ -11,6 +11,7 @@ import aiocoap
 import pytest
 
 from iotdtls.coap import AssociationTimeout
+from iotdtls.connection import ConnectionState
 from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity
@@ -119,7 +120,13 @@ def test_libcoap_client_with_a_wrong_key_gets_nothing(build: str) -> None:
             assert "Hello" not in peer.output
             endpoint = server.endpoint_server.endpoint
             assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] >= 1  # it did try
-            assert endpoint.connections == {}
+            # No association came of it. Usually the server has already ended the handshake
+            # with decrypt_error (PSK-4); when libcoap's GnuTLS client sends its Finished in a
+            # datagram of its own, the server drops it as a possible forgery (RFC 6347
+            # §4.1.2.7) and the half-open handshake waits for its deadline.
+            assert not any(
+                conn.state is ConnectionState.ESTABLISHED for conn in endpoint.connections.values()
+            )
 
     run(main(), limit=30.0)
 
