@@ -120,15 +120,14 @@ class Ccm8Protector:
         self._aead: AESCCM | None = None
 
     def _cipher(self) -> AESCCM:
-        """The context, built (and the oldest warm one let go) when this one has none."""
-        aead = self._aead
-        if aead is None:
-            aead = self._aead = AESCCM(self._key, tag_length=CCM8_TAG_LENGTH)
-            _warm.append(weakref.ref(self))
-            while len(_warm) > WARM_CIPHERS:
-                oldest = _warm.popleft()()
-                if oldest is not None:
-                    oldest._aead = None
+        """Build the context this protector lacks (`self._aead or self._cipher()` on the record
+        path), and let the oldest warm one go when more than `WARM_CIPHERS` are built."""
+        aead = self._aead = AESCCM(self._key, tag_length=CCM8_TAG_LENGTH)
+        _warm.append(weakref.ref(self))
+        while len(_warm) > WARM_CIPHERS:
+            oldest = _warm.popleft()()
+            if oldest is not None:
+                oldest._aead = None
         return aead
 
     @property
