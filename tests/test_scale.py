@@ -91,8 +91,11 @@ def test_perf_against_our_server_counts_agree(loop: str) -> None:
     assert counted["completed"] == hs["completed"] and counted["failed"] == 0
     assert counted["datagrams_in"] == datagrams["sent"]
     assert counted["bytes_in"] == datagrams["bytes_sent"]
-    # The server also answers every close_notify, to a socket the generator has closed.
-    assert counted["datagrams_out"] == datagrams["received"] + hs["completed"]
+    # The server also answers every close_notify, to a socket the generator has closed. Rarely
+    # the kernel hands that closed socket's port to the generator's next client, which then
+    # receives (and drops) the stray answer: a handful more received than the server sent.
+    surplus = datagrams["received"] + hs["completed"] - counted["datagrams_out"]
+    assert 0 <= surplus <= 3, (counted, datagrams, hs)
 
 
 def test_hundred_clients_spread_over_two_workers() -> None:
