@@ -99,3 +99,14 @@ def test_short_coverage_guided_run(target: str, tmp_path: Path) -> None:
     assert outcome.inputs == runs, outcome.log_tail
     assert outcome.coverage > 50, outcome.log_tail  # the library really is instrumented
     assert outcome.new_units > 0, outcome.log_tail  # coverage guidance found new inputs
+
+
+def test_parallel_jobs_share_the_inputs_and_sum_them(tmp_path: Path) -> None:
+    """`--jobs 2` runs two fuzzing processes at once; the outcome counts both (docs/fuzzing.md)."""
+    pytest.importorskip("atheris", reason="atheris comes with `make test` (the fuzz extra)")
+    from fuzz.campaign import fuzz_in_parallel
+
+    outcome = fuzz_in_parallel("messages", 3000, seconds=120, seed=1, jobs=2, corpus=tmp_path)
+    assert not outcome.crashed, outcome.log_tail
+    assert outcome.inputs == 3000, outcome.log_tail
+    assert outcome.new_units > 0 and outcome.coverage > 50, outcome.log_tail
