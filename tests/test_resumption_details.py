@@ -1,0 +1,439 @@
+"""Session resumption details that mutation testing found untested (docs/mutation.md): how a
+resumed association ends (close_notify keeps the session, a fatal alert ends it, RFC 5246
+§7.2.1, §7.2.2), a server that resumes with another suite (RFC 5246 §7.4.1.3), why a client
+does not offer a saved session and why a server does not resume one (RES-1), what the server
+logs when an application's session store or server_name_lookup fails (RFC 6066 §3), and that
+a handshake without a session leaves the store alone (RES-3)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import iotdtls.connection
+import iotdtls.handshake.client
+from iotdtls.config import ClientConfig, Mode, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertSent
+from iotdtls.events import ConnectionClosed
+from iotdtls.handshake.negotiation import client_offer, offerable_session, resumption_refusal
+from iotdtls.identity import (
+    CertificateIdentity,
+    PeerIdentity,
+    PskIdentity,
+    RawPublicKeyIdentity,
+    UnauthenticatedPeer,
+)
+from iotdtls.messages import DTLS_1_2, ClientHello, Extension, HandshakeType, ServerHello
+from iotdtls.sessions import MemorySessionStore, SessionState
+from tests import pki
+from tests.fake_server import FakeServer, drive, honest_flights
+from tests.memory_link import (
+    IDENTITY,
+    KEY,
+    MOVED_ADDR,
+    LegacyClient,
+    MemoryLink,
+    established,
+    events_of,
+    handshake_record,
+    legacy_server,
+    make_link,
+    next_link,
+    record_layer,
+)
+from tests.pubkey_support import server_key, stranger_key, x509_pki
+from tests.test_resumption import LINKS, assert_resumed, full_handshake
+
+PSK_SUITE = 0xC0A8
+ECDHE_SUITE = 0xC0AE
+SESSION_ID = bytes(range(1, 33))
+MASTER = bytes(range(48))
+
+
+def session(suite: int, mode: Mode, peer: PeerIdentity, server_name: str = "") -> SessionState:
+    return SessionState(SESSION_ID, suite, mode, MASTER, peer, 0, server_name)
+
+
+def iotdtls_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("iotdtls") and r.levelno >= logging.WARNING
+    ]
+
+
+# -- how a resumed association ends --------------------------------------------------------------
+
+
+@pytest.mark.req("RES-1", "ERR-1")
+@pytest.mark.parametrize("closer", ["client", "server"])
+@pytest.mark.parametrize("mode", LINKS)
+def test_a_resumed_association_closes_cleanly_and_stays_resumable(mode: str, closer: str) -> None:
+    """RFC 5246 §7.2.1: close_notify is no error; the resumed association sends it under the
+    alerts of the session's mode (ERR-1), and the session resumes once more afterwards."""
+    first = full_handshake(LINKS[mode])
+    second = next_link(first)
+    second.handshake()
+    assert_resumed(second)
+    if closer == "client":
+        second.client.close()
+    else:
+        second.server.close(MOVED_ADDR)
+    second.step()
+    assert second.client.state is ConnectionState.CLOSED
+    assert MOVED_ADDR not in second.server.connections
+    for side in ("client", "server"):
+        (closed,) = events_of(second, side, ConnectionClosed)
+        assert closed.error is None  # a plain close on both sides
+    assert second.client.session is not None
+    third = next_link(second, address=("192.0.2.77", 7), session=second.client.session)
+    third.handshake()
+    assert_resumed(third)
+
+
+@pytest.mark.req("RES-1")
+def test_a_fatal_alert_ends_a_resumed_session() -> None:
+    """RFC 5246 §7.2.2 also holds for an association that resumed the session: the server
+    removes it from its store and the client forgets it."""
+    first = full_handshake()
+    saved = first.client.session
+    assert saved is not None
+    second = next_link(first)
+    second.handshake()
+    assert_resumed(second)
+    late = handshake_record(record_layer(second.client), HandshakeType.certificate, 9, b"", 1)
+    second.server.receive_datagram(late, MOVED_ADDR, second.now)
+    second.step()
+    (closed,) = events_of(second, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.unexpected_message
+    assert second.client.session is None
+    store = second.server.sessions
+    assert store is not None and store.get(saved.session_id, second.now) is None
+    third = next_link(second, address=("192.0.2.78", 8), session=saved)
+    third.handshake()
+    assert_resumed(third, False)
+
+
+# -- a server that resumes with another suite ----------------------------------------------------
+
+
+@pytest.mark.req("RES-1")
+def test_client_refuses_a_resumption_with_another_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 5246 §7.4.1.3: a resumed session keeps its cipher suite. A client offering two
+    suites (made to, here: each mode offers one) gets a ServerHello that echoes its PSK
+    session's id with the ECDHE suite: illegal_parameter."""
+    real_offer = client_offer
+
+    def two_suites(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension, ...]]:
+        _, extensions = real_offer(config)
+        return (PSK_SUITE, ECDHE_SUITE), extensions
+
+    monkeypatch.setattr(iotdtls.handshake.client, "client_offer", two_suites)
+
+    def other_suite(fake: FakeServer) -> ServerHello:
+        assert fake.hello is not None
+        return fake.server_hello(session_id=fake.hello.session_id, cipher_suite=ECDHE_SUITE)
+
+    saved = session(PSK_SUITE, Mode.PSK, PskIdentity(IDENTITY))
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, handshake_timeout=20.0)
+    client = DtlsConnection(config, session=saved)
+    ex = drive(client, honest_flights(hello=other_suite))
+    assert ex.fake.hello is not None and ex.fake.hello.session_id == SESSION_ID
+    assert ex.alerts == [(2, AlertDescription.illegal_parameter)]
+    assert isinstance(client.error, AlertSent)
+    assert client.error.alert is AlertDescription.illegal_parameter
+    assert client.error.reason == "server resumed the session with another cipher suite"
+
+
+# -- why a client does not offer a saved session -------------------------------------------------
+
+PSK_CLIENT = ClientConfig(psk_identity=IDENTITY, psk=KEY)
+RPK_CLIENT = ClientConfig(server_public_keys=[server_key().spki])
+CERTIFIED_PEER = CertificateIdentity("localhost", (b"\x30\x03leaf",))
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(
+    ("config", "saved", "reason"),
+    [
+        (PSK_CLIENT, session(PSK_SUITE, Mode.PSK, PskIdentity(IDENTITY)), None),
+        (
+            PSK_CLIENT,
+            session(PSK_SUITE, Mode.PSK, PskIdentity(b"another device")),
+            "the session is with another server identity",
+        ),
+        (
+            PSK_CLIENT,
+            session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, RawPublicKeyIdentity(server_key().spki)),
+            "the session's suite or mode is not the configured one",
+        ),
+        (
+            RPK_CLIENT,
+            session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, RawPublicKeyIdentity(server_key().spki)),
+            None,
+        ),
+        (
+            RPK_CLIENT,
+            session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, RawPublicKeyIdentity(stranger_key().spki)),
+            "the session is with another server identity",
+        ),
+        # The same suite in another mode: the mode alone refuses it.
+        (
+            RPK_CLIENT,
+            session(ECDHE_SUITE, Mode.X509, CERTIFIED_PEER),
+            "the session's suite or mode is not the configured one",
+        ),
+        # Bytes from elsewhere: a raw-key session whose peer is no raw key.
+        (
+            RPK_CLIENT,
+            session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, CERTIFIED_PEER),
+            "the session is with another server identity",
+        ),
+        (
+            RPK_CLIENT,
+            session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, UnauthenticatedPeer()),
+            "the session is with another server identity",
+        ),
+    ],
+    ids=[
+        "psk",
+        "psk-other-identity",
+        "rpk-to-psk",
+        "rpk",
+        "rpk-unpinned",
+        "x509-to-rpk",
+        "rpk-certified-peer",
+        "rpk-no-peer",
+    ],
+)
+def test_why_a_client_does_not_offer_a_session(
+    config: ClientConfig, saved: SessionState, reason: str | None
+) -> None:
+    assert offerable_session(saved, config) == reason
+
+
+# -- why a server does not resume a session ------------------------------------------------------
+
+
+def hello_of(config: ClientConfig) -> ClientHello:
+    """The ClientHello a client with `config` sends when it offers the session."""
+    suites, extensions = client_offer(config)
+    return ClientHello(DTLS_1_2, bytes(32), SESSION_ID, b"", suites, (0,), extensions)
+
+
+def failing_lookup(identity: bytes) -> bytes | None:
+    raise RuntimeError("key database offline")
+
+
+def certificate_server() -> ServerConfig:
+    """A server with a raw key and a certificate, client authentication required by neither."""
+    p = x509_pki()
+    return ServerConfig(raw_public_key=server_key(), certificates=[p.certified(p.server)])
+
+
+def x509_client() -> ClientConfig:
+    p = x509_pki()
+    return ClientConfig(
+        trust_anchors=[p.root.der], server_name="localhost", wall_clock=pki.NOW.timestamp
+    )
+
+
+PSK_SESSION = session(PSK_SUITE, Mode.PSK, PskIdentity(IDENTITY))
+RPK_SESSION = session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, UnauthenticatedPeer())
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(
+    ("saved", "client", "server", "reason"),
+    [
+        (PSK_SESSION, lambda: PSK_CLIENT, lambda: ServerConfig(psk_store={IDENTITY: KEY}), None),
+        (
+            PSK_SESSION,
+            lambda: PSK_CLIENT,
+            lambda: ServerConfig(psk_store={b"someone else": KEY}),
+            "the PSK identity is no longer known",
+        ),
+        # The application's lookup fails: no resumption (the full handshake reports it).
+        (
+            PSK_SESSION,
+            lambda: PSK_CLIENT,
+            lambda: ServerConfig(psk_lookup=failing_lookup),
+            "the PSK identity is no longer known",
+        ),
+        (RPK_SESSION, lambda: RPK_CLIENT, certificate_server, None),
+        # The same suite, but this client now offers only X.509: another mode.
+        (
+            RPK_SESSION,
+            x509_client,
+            certificate_server,
+            "the configuration now picks another suite or mode",
+        ),
+    ],
+    ids=["psk", "psk-forgotten", "psk-lookup-fails", "rpk", "rpk-to-x509"],
+)
+def test_why_a_server_does_not_resume_a_session(
+    saved: SessionState, client: Any, server: Any, reason: str | None
+) -> None:
+    assert resumption_refusal(saved, hello_of(client()), server(), "", 0) == reason
+
+
+@pytest.mark.req("RES-1", "EXT-2")
+def test_the_server_logs_why_it_does_not_resume(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = full_handshake(client={"server_name": "iot.example"})
+    monkeypatch.setattr(iotdtls.handshake.client, "offerable_session", lambda *a: None)
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name="other.example")
+    second = next_link(first, client_config=config)
+    caplog.set_level(logging.DEBUG, logger="iotdtls")
+    second.handshake()
+    assert_resumed(second, False)
+    assert "session not resumed: the client names another server" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+# -- an application's session store that fails ---------------------------------------------------
+
+
+class RecordingStore(MemorySessionStore):
+    """A `MemorySessionStore` that records every call, and raises for `failing` ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bytes]] = []
+        self.failing = ""
+
+    def _note(self, operation: str, session_id: bytes) -> None:
+        self.calls.append((operation, session_id))
+        if operation == self.failing:
+            raise RuntimeError("store offline at 10.0.0.7 (secret detail)")
+
+    def get(self, session_id: bytes, now: float) -> SessionState | None:
+        self._note("get", session_id)
+        return super().get(session_id, now)
+
+    def put(self, state: SessionState, now: float) -> None:
+        self._note("put", state.session_id)
+        super().put(state, now)
+
+    def remove(self, session_id: bytes) -> None:
+        self._note("remove", session_id)
+        super().remove(session_id)
+
+
+def store_link(
+    store: RecordingStore, client: ClientConfig | None = None, **server: Any
+) -> MemoryLink:
+    config = ServerConfig(**{"psk_store": {IDENTITY: KEY}, "cookie_exchange": True, **server})
+    return MemoryLink(
+        client or ClientConfig(psk_identity=IDENTITY, psk=KEY),
+        config,
+        endpoint=ServerEndpoint(config, session_store=store),
+    )
+
+
+@pytest.mark.req("RES-1", "SEC-1")
+@pytest.mark.parametrize("failing", ["get", "put", "remove"])
+def test_a_failing_session_store_is_logged_by_exception_type(
+    failing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An application store that raises costs a resumption, never the association; the
+    warning names the exception's type, not its text (which may carry secrets)."""
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    store = RecordingStore()
+    store.failing = "put" if failing == "put" else ""
+    first = store_link(store)
+    first.handshake()
+    assert established(first)
+    if failing == "put":
+        assert len(store) == 0
+    elif failing == "get":
+        store.failing = "get"
+        second = next_link(first)
+        second.handshake()
+        assert_resumed(second, False)
+    else:  # a fatal alert ends the session: the store is told to forget it
+        store.failing = "remove"
+        late = handshake_record(record_layer(first.client), HandshakeType.certificate, 9, b"", 1)
+        first.server.receive_datagram(late, first.address, first.now)
+        first.step()
+        assert store.calls[-1] == ("remove", store.calls[0][1])
+    assert iotdtls_warnings(caplog) == [f"session store {failing} raised RuntimeError"]
+
+
+@pytest.mark.req("RES-1")
+def test_a_server_without_a_cache_ignores_an_offered_session_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    saved = full_handshake().client.session
+    assert saved is not None
+    config = ServerConfig(psk_store={IDENTITY: KEY}, cookie_exchange=True, session_cache_size=0)
+    link = MemoryLink(ClientConfig(psk_identity=IDENTITY, psk=KEY), config, session=saved)
+    link.handshake()
+    assert_resumed(link, False)
+    assert link.server.sessions is None
+    assert iotdtls_warnings(caplog) == []
+
+
+@pytest.mark.req("RES-3")
+def test_a_handshake_without_a_session_leaves_the_store_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No session_id without the extended master secret (RES-3): nothing to cache when such a
+    handshake completes, nothing to remove when one fails."""
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    store = RecordingStore()
+    with monkeypatch.context() as patch:
+        legacy_server(patch)
+        client = ClientConfig(psk_identity=IDENTITY, psk=KEY, require_extended_master_secret=False)
+        link = store_link(store, client, require_extended_master_secret=False)
+        link.handshake()
+    assert established(link) and link.client.session is None
+    monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
+    failed = store_link(store)
+    failed.handshake()
+    (closed,) = events_of(failed, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.handshake_failure
+    assert store.calls == [] and len(store) == 0
+    assert iotdtls_warnings(caplog) == []
+
+
+# -- server_name_lookup that fails ---------------------------------------------------------------
+
+
+@pytest.mark.req("EXT-2", "SEC-1")
+@pytest.mark.parametrize(
+    ("lookup", "warning", "reason"),
+    [
+        (
+            lambda name: 1 / 0,
+            "server_name_lookup raised ZeroDivisionError",
+            "server_name_lookup failed",
+        ),
+        (
+            lambda name: {"psk_store": {}},
+            "server_name_lookup returned dict",
+            "server_name_lookup returned no ServerConfig",
+        ),
+    ],
+    ids=["raises", "not-config"],
+)
+def test_a_broken_lookup_is_logged_and_named(
+    lookup: Any, warning: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    link = make_link(client={"server_name": "a.example"}, server={"server_name_lookup": lookup})
+    link.handshake()
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.internal_error
+    assert closed.error.reason == reason
+    assert iotdtls_warnings(caplog) == [warning]
