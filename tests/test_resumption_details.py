@@ -45,7 +45,7 @@ from tests.memory_link import (
     next_link,
     record_layer,
 )
-from tests.pubkey_support import server_key, stranger_key, x509_pki
+from tests.pubkey_support import failure, server_key, stranger_key, x509_pki
 from tests.test_resumption import LINKS, assert_resumed, full_handshake
 
 PSK_SUITE = 0xC0A8
@@ -399,9 +399,7 @@ def test_a_handshake_without_a_session_leaves_the_store_alone(
     monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
     failed = store_link(store)
     failed.handshake()
-    (closed,) = events_of(failed, "server", ConnectionClosed)
-    assert isinstance(closed.error, AlertSent)
-    assert closed.error.alert is AlertDescription.handshake_failure
+    assert failure(failed, "server").alert is AlertDescription.handshake_failure
     assert store.calls == [] and len(store) == 0
     assert iotdtls_warnings(caplog) == []
 
@@ -432,8 +430,6 @@ def test_a_broken_lookup_is_logged_and_named(
     caplog.set_level(logging.WARNING, logger="iotdtls")
     link = make_link(client={"server_name": "a.example"}, server={"server_name_lookup": lookup})
     link.handshake()
-    (closed,) = events_of(link, "server", ConnectionClosed)
-    assert isinstance(closed.error, AlertSent)
-    assert closed.error.alert is AlertDescription.internal_error
-    assert closed.error.reason == reason
+    sent = failure(link, "server")
+    assert (sent.alert, sent.reason) == (AlertDescription.internal_error, reason)
     assert iotdtls_warnings(caplog) == [warning]
