@@ -236,13 +236,17 @@ def test_failing_psk_lookup_is_an_internal_error_not_a_crash() -> None:
     def broken(identity: bytes) -> bytes | None:
         raise RuntimeError("database down")
 
-    for lookup in (broken, lambda identity: "not bytes", lambda identity: b""):
+    cases = ((broken, "psk_lookup failed"), (lambda identity: "not bytes", "invalid key"),
+             (lambda identity: b"", "invalid key"))
+    for lookup, reason in cases:
         link = make_link(server={"psk_store": None, "psk_lookup": lookup})
         link.handshake(until=5.0)
         server_conn_error = [e.error for e in link.server_events if isinstance(e, ConnectionClosed)]
         assert len(server_conn_error) == 1
         assert isinstance(server_conn_error[0], AlertSent)
         assert server_conn_error[0].alert is AlertDescription.internal_error
+        assert reason in server_conn_error[0].reason  # the typed error names what went wrong
+        assert "database down" not in str(server_conn_error[0])  # the application's text stays out
         assert isinstance(link.client.error, AlertReceived)
 
 
