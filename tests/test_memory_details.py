@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,25 +32,46 @@ from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
     KEY,
+    Direction,
+    Fate,
+    FateFn,
     MemoryLink,
-    drop_exactly,
     established,
     make_link,
     next_link,
+    records,
 )
+from tests.pubkey_support import rpk_link
 from tests.test_resumption import assert_resumed, full_handshake
 
 # -- release(): the handshake's state goes, what the association needs stays ----------------------
 
 
+def _lose_first_server_ccs() -> FateFn:
+    """Drop the first server datagram holding a ChangeCipherSpec (its last flight)."""
+    lost: list[bytes] = []
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        ccs = any(h.content_type == ContentType.change_cipher_spec for h, _ in records(data))
+        if direction == "server" and ccs and not lost:
+            lost.append(data)
+            return "drop"
+        return "deliver"
+
+    return fate
+
+
 @pytest.mark.req("HS-4", "RES-1")
-def test_release_drops_handshake_state_yet_the_last_flight_and_the_session_survive() -> None:
+@pytest.mark.parametrize("make", [make_link, rpk_link], ids=["psk", "rpk"])
+def test_release_drops_handshake_state_yet_the_last_flight_and_the_session_survive(
+    make: Callable[..., MemoryLink],
+) -> None:
     """Once established, both handshakes have let go of key exchange, verifier, peer key,
     encoded hello, certificate request, transcript and server random (issue 9: memory per
     association). The server's last flight is still retransmitted when the client repeats its
     flight (RFC 6347 §4.2.4: here the first copy is lost), and the session is still resumed
     (RFC 5246 §7.3)."""
-    link = make_link(drop_exactly("server", 2), cookie=False)  # the server's CCS + Finished
+    link = make(_lose_first_server_ccs(), cookie=False)
     link.handshake()
     assert established(link)
     server = link.server_conn
