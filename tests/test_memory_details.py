@@ -98,9 +98,10 @@ def test_release_drops_handshake_state_yet_the_last_flight_and_the_session_survi
 def test_cookie_jar_derives_each_period_secret_once_and_keeps_only_its_neighbours(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """HS-2: the gate's cost per ClientHello is one HMAC, not two: a period's secret is derived
-    once while in use. The cache holds at most the periods next to the last one used, also
-    when the clock steps back (bounded memory however long the server runs)."""
+    """HS-2: the secret of a rotation period is derived from the master once while in use, not
+    for every cookie made or checked (the gate stays cheap under a flood). The cache holds only
+    the periods next to the last one used, also when the clock steps back (bounded memory
+    however long the server runs)."""
     master = bytes(range(32))
     derived: list[int] = []
     real_new = hmac.new
@@ -123,9 +124,7 @@ def test_cookie_jar_derives_each_period_secret_once_and_keeps_only_its_neighbour
         (35.0, False, [3, 2], {2, 3}),
         (15.0, False, [1, 0], {0, 1}),  # the clock stepped back two periods
     ]
-    cookie = jar.make(5.0, address, hello)
-    derived.clear()
-    jar._secrets.clear()
+    cookie = CookieJar(10.0, master).make(5.0, address, hello)  # same master, same cookies
     for now, make, expected, cached in steps:
         derived.clear()
         if make:
