@@ -68,6 +68,12 @@ def test_far_jump_clears_history() -> None:
     assert not w.is_fresh(10**9)
     assert w.is_fresh(10**9 - 1) and w.is_fresh(10**9 - 63)
     assert w.is_too_old(9)
+    # The largest 48-bit sequence number (RFC 6347 §4.1): a jump that far must not build a
+    # bitmap as wide as the jump (2^48 bits), only start a fresh one.
+    last = 2**48 - 1
+    w.mark(last)
+    assert w.right_edge == last and not w.is_fresh(last) and w.is_fresh(last - 1)
+    assert w.is_too_old(10**9)
 
 
 def test_out_of_order_inside_window() -> None:

@@ -10,11 +10,13 @@ behaviour and, under "## Open mutants", survivors no test kills yet (with the re
 * the survivors that only change the text of a message (a string literal replaced, emptied or
   cased differently, nothing else): counted apart, as what they are, not as equivalent;
 * every other surviving (or untested) mutant that docs/mutation.md does not explain, with
-  `mutmut show NAME` to see its diff.
+  `mutmut show NAME` to see its diff;
+* every mutant listed as equivalent that a test detects after all, or that no longer exists
+  (a stale line).
 
-Exits 1 when such an unexplained mutant exists, so `make mutation` fails until each one is
-killed by a test or explained. Names are mutmut's: `module.function__mutmut_N` (classes appear
-as `xǁClassǁmethod`).
+Exits 1 when such an unexplained mutant or stale line exists, so `make mutation` fails until
+each one is killed by a test or explained, and the list of equivalents stays true. Names are
+mutmut's: `module.function__mutmut_N` (classes appear as `xǁClassǁmethod`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,12 @@ def main() -> int:
         return 1
     counts = Counter(statuses.values())
     listed = explained()
-    equivalent = listed.get("equivalent mutants", set()) & set(statuses)
+    listed_equivalent = listed.get("equivalent mutants", set())
+    # Only survivors count as equivalent: a listed mutant that a test kills, or that no longer
+    # exists (its code changed), is a stale line.
+    equivalent = {name for name in listed_equivalent & set(statuses)
+                  if statuses[name] not in DETECTED}
+    stale = sorted(listed_equivalent - equivalent)
     still_open = listed.get("open mutants", set()) & set(statuses)
     detected = sum(n for status, n in counts.items() if status in DETECTED)
     total = len(statuses)
@@ -115,8 +122,11 @@ def main() -> int:
         print(f"  {statuses[name]}: {name}")
     if unexplained:
         print(f"{len(unexplained)} mutants neither killed nor explained (`mutmut show NAME`)")
-        return 1
-    return 0
+    for name in stale:
+        print(f"  {statuses.get(name, 'no such mutant')}: {name}")
+    if stale:
+        print(f"{len(stale)} mutants listed as equivalent are detected or gone: drop their lines")
+    return 1 if unexplained or stale else 0
 
 
 if __name__ == "__main__":
