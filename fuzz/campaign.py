@@ -28,6 +28,8 @@ from fuzz import TARGET_NAMES
 __all__ = ["Outcome", "fuzz_target", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: How long a target's process may run before it is killed (a long campaign takes hours).
+PROCESS_TIMEOUT = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def fuzz_in_parallel(
     started = time.monotonic()
     with ThreadPoolExecutor(jobs) as pool:
         outcomes = list(pool.map(
-            lambda job: fuzz_target(target, share, seconds, seed + job, 24 * 3600, corpus),
+            lambda job: fuzz_target(target, share, seconds, seed + job, PROCESS_TIMEOUT, corpus),
             range(jobs),
         ))
     elapsed = time.monotonic() - started
@@ -164,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown targets {sorted(unknown)}; targets: {', '.join(TARGET_NAMES)}")
     failed = False
     for target in args.targets:
-        if args.jobs > 1:
-            outcome = fuzz_in_parallel(target, args.runs, args.seconds, args.seed, args.jobs)
-        else:
-            outcome = fuzz_target(target, args.runs, args.seconds, args.seed, timeout=24 * 3600)
+        outcome = fuzz_in_parallel(target, args.runs, args.seconds, args.seed, args.jobs)
         print(outcome.line(), flush=True)
         if outcome.crashed:
             failed = True

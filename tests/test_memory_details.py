@@ -269,7 +269,7 @@ def test_fragments_of_reads_every_fragment_of_a_record_and_checks_each_header() 
     ]
     with pytest.raises(DecodeError, match="truncated"):
         fragments_of(second + second[:5], 0)
-    past = (  # offset 5 + 10 bytes of a 12-byte message, the 10 bytes present
+    past = (  # offset 5 + 10 bytes of a 12-byte message (our encoder refuses to write it)
         bytes([HandshakeType.certificate])
         + (12).to_bytes(3, "big")
         + (4).to_bytes(2, "big")

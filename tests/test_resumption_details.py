@@ -95,6 +95,14 @@ def test_a_resumed_association_closes_cleanly_and_stays_resumable(mode: str, clo
     assert_resumed(third)
 
 
+def end_with_a_fatal_alert(link: MemoryLink) -> None:
+    """Make the server end `link`'s association with unexpected_message: a handshake message
+    under the new epoch after the handshake."""
+    late = handshake_record(record_layer(link.client), HandshakeType.certificate, 9, b"", 1)
+    link.server.receive_datagram(late, link.address, link.now)
+    link.step()
+
+
 @pytest.mark.req("RES-1")
 def test_a_fatal_alert_ends_a_resumed_session() -> None:
     """RFC 5246 §7.2.2 also holds for an association that resumed the session: the server
@@ -105,9 +113,7 @@ def test_a_fatal_alert_ends_a_resumed_session() -> None:
     second = next_link(first)
     second.handshake()
     assert_resumed(second)
-    late = handshake_record(record_layer(second.client), HandshakeType.certificate, 9, b"", 1)
-    second.server.receive_datagram(late, MOVED_ADDR, second.now)
-    second.step()
+    end_with_a_fatal_alert(second)
     (closed,) = events_of(second, "server", ConnectionClosed)
     assert isinstance(closed.error, AlertSent)
     assert closed.error.alert is AlertDescription.unexpected_message
@@ -360,9 +366,7 @@ def test_a_failing_session_store_is_logged_by_exception_type(
         assert_resumed(second, False)
     else:  # a fatal alert ends the session: the store is told to forget it
         store.failing = "remove"
-        late = handshake_record(record_layer(first.client), HandshakeType.certificate, 9, b"", 1)
-        first.server.receive_datagram(late, first.address, first.now)
-        first.step()
+        end_with_a_fatal_alert(first)
         assert store.calls[-1] == ("remove", store.calls[0][1])
     assert iotdtls_warnings(caplog) == [f"session store {failing} raised RuntimeError"]
 
