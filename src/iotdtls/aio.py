@@ -30,6 +30,7 @@ from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
@@ -841,17 +842,11 @@ async def serve(
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1)."""
     loop = asyncio.get_running_loop()
-
-    def protocol_factory() -> _ServerProtocol:
-        return _ServerProtocol(handler, config, session_store)
-
     if sock is None:
-        transport, protocol = await loop.create_datagram_endpoint(
-            protocol_factory, local_addr=(host, port)
-        )
-        enlarge_receive_buffer(transport.get_extra_info("socket"))
-    else:
-        if sock.getsockname()[1] == 0:
-            sock.bind((host, port))
-        transport, protocol = await loop.create_datagram_endpoint(protocol_factory, sock=sock)
+        sock = await bind_udp(loop, host, port)
+        enlarge_receive_buffer(sock)
+    elif sock.getsockname()[1] == 0:
+        sock.bind((host, port))
+    protocol = _ServerProtocol(handler, config, session_store)
+    transport = await open_server_transport(loop, protocol, sock)
     return DtlsServer(transport, protocol)

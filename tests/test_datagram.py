@@ -1,0 +1,197 @@
+"""`iotdtls.datagram`: the server's UDP transport reads bursts at once and never blocks on send."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from iotdtls import datagram
+from iotdtls.datagram import DrainingTransport, bind_udp, open_server_transport
+from tests.peers import LOCALHOST
+
+
+def run(coro: Coroutine[Any, Any, None], limit: float = 10.0) -> None:
+    asyncio.run(asyncio.wait_for(coro, limit))
+
+
+class Recorder(asyncio.DatagramProtocol):
+    """Keeps what the transport hands over and when the transport ends."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+        self.errors: list[Exception] = []
+        self.made = False
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCALHOST, 0))
+    return sock
+
+
+def test_a_burst_is_read_in_one_wake_up() -> None:
+    """Datagrams already waiting are all read by one readiness callback (up to READ_BATCH),
+    not one per turn of the loop."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        protocol = Recorder()
+        transport = DrainingTransport(loop, bound_socket(), protocol)
+        wake_ups = 0
+        read_ready = transport._read_ready
+
+        def counting() -> None:
+            nonlocal wake_ups
+            wake_ups += 1
+            read_ready()
+
+        fd = transport.get_extra_info("socket").fileno()
+        loop.remove_reader(fd)
+        loop.add_reader(fd, counting)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for n in range(datagram.READ_BATCH + 6):
+                sender.sendto(b"%d" % n, transport.get_extra_info("sockname"))
+            sender_address = sender.getsockname()
+            while len(protocol.received) < datagram.READ_BATCH + 6:
+                await asyncio.sleep(0.005)
+        assert protocol.made
+        assert wake_ups == 2  # a full batch, then the rest
+        assert [data for data, _ in protocol.received] == [
+            b"%d" % n for n in range(datagram.READ_BATCH + 6)
+        ]
+        assert protocol.received[0][1][1] == sender_address[1]
+        transport.close()
+        await protocol.lost
+
+    run(main())
+
+
+class Stubborn(socket.socket):
+    """A UDP socket whose send buffer is full for the first `refusals` datagrams."""
+
+    refusals = 0
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        if self.refusals:
+            self.refusals -= 1
+            raise BlockingIOError
+        return super().sendto(data, *args)
+
+
+def test_a_full_send_buffer_queues_then_flushes_in_order() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = Stubborn(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOCALHOST, 0))
+        sock.refusals = 2
+        protocol = Recorder()
+        transport = DrainingTransport(loop, sock, protocol)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind((LOCALHOST, 0))
+            peer.settimeout(5.0)
+            for n in range(3):
+                transport.sendto(b"%d" % n, peer.getsockname())
+            # bytes: the refused datagram and the two queued behind it
+            assert transport.get_write_buffer_size() == 3
+            got = []
+            for _ in range(3):
+                await asyncio.sleep(0.01)
+                got.append(await loop.run_in_executor(None, peer.recv, 100))
+            assert got == [b"0", b"1", b"2"]
+            assert transport.get_write_buffer_size() == 0
+        transport.close()
+        await protocol.lost
+
+    run(main())
+
+
+def test_the_send_queue_is_bounded() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = Stubborn(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOCALHOST, 0))
+        sock.refusals = 10**9
+        protocol = Recorder()
+        transport = DrainingTransport(loop, sock, protocol)
+        for _ in range(datagram.SEND_QUEUE_LIMIT + 5):
+            transport.sendto(b"x", (LOCALHOST, 9))
+        assert transport.get_write_buffer_size() == datagram.SEND_QUEUE_LIMIT
+        assert transport.send_drops == 5
+        transport.abort()
+        await protocol.lost
+
+    run(main())
+
+
+def test_close_frees_the_port_and_tells_the_protocol_once() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = bound_socket()
+        address = sock.getsockname()
+        protocol = Recorder()
+        transport = DrainingTransport(loop, sock, protocol)
+        transport.close()
+        transport.close()
+        assert transport.is_closing()
+        transport.sendto(b"late", address)  # ignored, no error
+        assert await protocol.lost is None
+        assert sock.fileno() == -1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+            again.bind(address)
+
+    run(main())
+
+
+def test_a_loop_without_add_reader_gets_its_own_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def refuse(*args: Any) -> None:
+            raise NotImplementedError
+
+        monkeypatch.setattr(loop, "add_reader", refuse)
+        protocol = Recorder()
+        transport = await open_server_transport(loop, protocol, bound_socket())
+        monkeypatch.undo()
+        assert not isinstance(transport, DrainingTransport)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"hello", transport.get_extra_info("sockname"))
+            while not protocol.received:
+                await asyncio.sleep(0.005)
+        assert protocol.received[0][0] == b"hello"
+        transport.close()
+        await protocol.lost
+
+    run(main())
+
+
+def test_bind_udp_binds_a_name_and_reports_what_cannot_be_bound() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = await bind_udp(loop, "localhost", 0)
+        with sock:
+            assert sock.type == socket.SOCK_DGRAM
+            taken = sock.getsockname()
+            with pytest.raises(OSError):
+                (await bind_udp(loop, taken[0], taken[1])).close()
+
+    run(main())
