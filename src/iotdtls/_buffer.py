@@ -44,16 +44,24 @@ class Reader:
         return self._pos
 
     def _take(self, n: int) -> int:
-        if n < 0 or self._pos + n > self._end:
-            raise DecodeError(f"message truncated: need {n} bytes, have {self.remaining}")
+        """Advance past `n` bytes and return where they start."""
         start = self._pos
-        self._pos += n
+        if n < 0 or start + n > self._end:
+            raise self._short(n)
+        self._pos = start + n
         return start
+
+    def _short(self, n: int) -> DecodeError:
+        return DecodeError(f"message truncated: need {n} bytes, have {self.remaining}")
 
     def pull_bytes(self, n: int) -> bytes:
         """Take exactly `n` bytes."""
-        start = self._take(n)
-        return self._data[start : start + n]
+        start = self._pos
+        end = start + n
+        if n < 0 or end > self._end:
+            raise self._short(n)
+        self._pos = end
+        return self._data[start:end]
 
     def pull_rest(self) -> bytes:
         """Take every byte left."""
@@ -65,11 +73,17 @@ class Reader:
         return int.from_bytes(self._data[start : start + width], "big")
 
     def pull_uint8(self) -> int:
-        start = self._take(1)
+        start = self._pos
+        if start >= self._end:
+            raise self._short(1)
+        self._pos = start + 1
         return self._data[start]
 
     def pull_uint16(self) -> int:
-        start = self._take(2)
+        start = self._pos
+        if start + 2 > self._end:
+            raise self._short(2)
+        self._pos = start + 2
         value: int = _U16.unpack_from(self._data, start)[0]
         return value
 
@@ -90,16 +104,25 @@ class Reader:
     def pull_uint48(self) -> int:
         return self.pull_uint(6)
 
+    def _pull_length(self, width: int) -> int:
+        """The `width`-byte length in front of a vector or block (one and two bytes are the
+        common widths and skip the generic integer path)."""
+        if width == 1:
+            return self.pull_uint8()
+        if width == 2:
+            return self.pull_uint16()
+        return self.pull_uint(width)
+
     def pull_vector(self, length_width: int, minimum: int = 0, maximum: int | None = None) -> bytes:
         """Take an opaque vector `opaque x<minimum..maximum>` with a `length_width`-byte length."""
-        length = self.pull_uint(length_width)
+        length = self._pull_length(length_width)
         if length < minimum or (maximum is not None and length > maximum):
             raise DecodeError(f"vector length {length} outside {minimum}..{maximum}")
         return self.pull_bytes(length)
 
     def pull_block(self, length_width: int) -> Reader:
         """Take a length-prefixed block and return a reader confined to it."""
-        length = self.pull_uint(length_width)
+        length = self._pull_length(length_width)
         start = self._take(length)
         return Reader(self._data, start, start + length)
 

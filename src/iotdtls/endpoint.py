@@ -10,7 +10,6 @@ the cookie verifies. A HelloVerifyRequest is never larger than the ClientHello t
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import hmac
 import itertools
@@ -90,16 +89,16 @@ class CookieJar:
         secret = self._secrets.get(index)
         if secret is None:
             label = COOKIE_SECRET_LABEL + index.to_bytes(8, "big", signed=True)
-            secret = hmac.new(self._master, label, hashlib.sha256).digest()
+            secret = hmac.digest(self._master, label, "sha256")
             self._secrets[index] = secret
             for old in [i for i in self._secrets if not index - 1 <= i <= index + 1]:
                 del self._secrets[old]
         return secret
 
     def _mac(self, index: int, address: bytes, hello_without_cookie: bytes) -> bytes:
-        mac = hmac.new(self._secret(index), address, hashlib.sha256)
-        mac.update(hello_without_cookie)
-        return mac.digest()[:COOKIE_LENGTH]
+        return hmac.digest(self._secret(index), address + hello_without_cookie, "sha256")[
+            :COOKIE_LENGTH
+        ]
 
     def make(self, now: float, address: bytes, hello_without_cookie: bytes) -> bytes:
         return self._mac(int(now // self._rotation), address, hello_without_cookie)
@@ -107,14 +106,15 @@ class CookieJar:
     def verify(
         self, now: float, address: bytes, hello_without_cookie: bytes, cookie: bytes
     ) -> bool:
-        """Constant-time check against the current and the previous period's secret (SEC-2)."""
+        """Constant-time check against the current, then the previous period's secret
+        (SEC-2). Which period a cookie belongs to is no secret: the previous one is tried only
+        for a cookie that the current one refuses."""
         if len(cookie) != COOKIE_LENGTH:  # the length is public: no MAC for a first hello
             return False
         index = int(now // self._rotation)
-        ok = False
-        for i in (index, index - 1):
-            ok |= constant_time_equal(self._mac(i, address, hello_without_cookie), cookie)
-        return ok
+        return constant_time_equal(
+            self._mac(index, address, hello_without_cookie), cookie
+        ) or constant_time_equal(self._mac(index - 1, address, hello_without_cookie), cookie)
 
 
 def _split_cookie(body: bytes) -> tuple[bytes, bytes]:

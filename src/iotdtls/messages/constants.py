@@ -7,6 +7,7 @@ Enumerations here are `IntEnum`s; codecs keep a value that the enumeration does 
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import cache
 
 __all__ = [
     "DTLS_1_0",
@@ -44,10 +45,14 @@ SESSION_ID_MAX_LEN = 32
 
 def known(enum: type[IntEnum], value: int) -> int:
     """Return the member of `enum` equal to `value`, or `value` itself when unknown."""
-    try:
-        return enum(value)
-    except ValueError:
-        return value
+    return members_by_value(enum).get(value, value)
+
+
+@cache
+def members_by_value(enum: type[IntEnum]) -> dict[int, IntEnum]:
+    """Every member of `enum` by its value, built once: a dictionary lookup costs a fraction
+    of calling the enumeration, which runs Python-level code in `enum`."""
+    return {member.value: member for member in enum}
 
 
 class HandshakeType(IntEnum):

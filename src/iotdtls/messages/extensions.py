@@ -12,6 +12,7 @@ The module also holds the small vector helpers that the handshake codecs share.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -31,6 +32,7 @@ from iotdtls.messages.constants import (
     NameType,
     SignatureScheme,
     known,
+    members_by_value,
 )
 
 __all__ = [
@@ -106,10 +108,13 @@ def push_uint_list(
     maximum: int | None = None,
 ) -> None:
     """Write a vector of fixed-width integers; `minimum`/`maximum` are in bytes, as in the RFCs."""
-    body = Writer()
+    limit = 1 << (8 * item_width)
+    items = []
     for value in values:
-        body.push_uint(item_width, value)
-    push_checked_vector(writer, length_width, body.getvalue(), minimum, maximum)
+        if not 0 <= value < limit:
+            raise ValueError(f"{value} does not fit in {item_width} bytes")
+        items.append(value.to_bytes(item_width, "big"))
+    push_checked_vector(writer, length_width, b"".join(items), minimum, maximum)
 
 
 def pull_uint_list(
@@ -122,14 +127,23 @@ def pull_uint_list(
 ) -> tuple[int, ...]:
     """Read a vector of fixed-width integers, mapping known values to `enum` members."""
     data = reader.pull_vector(length_width, minimum, maximum)
-    if len(data) % item_width:
+    count, odd = divmod(len(data), item_width)
+    if odd:
         raise DecodeError(f"list of {item_width}-byte items has odd length {len(data)}")
-    items = Reader(data)
-    values = []
-    while not items.eof():
-        value = items.pull_uint(item_width)
-        values.append(value if enum is None else known(enum, value))
-    return tuple(values)
+    values: tuple[int, ...]
+    if item_width == 1:
+        values = tuple(data)
+    elif item_width == 2:
+        values = struct.unpack(f">{count}H", data)
+    else:
+        values = tuple(
+            int.from_bytes(data[at : at + item_width], "big")
+            for at in range(0, len(data), item_width)
+        )
+    if enum is None:
+        return values
+    members = members_by_value(enum)
+    return tuple(members.get(value, value) for value in values)
 
 
 def decode_ascii(data: bytes, what: str) -> str:
@@ -655,18 +669,30 @@ def encode_extensions(extensions: Iterable[Extension], in_message: HandshakeType
     Raises `ValueError` for duplicate types and for a client-only extension in ServerHello.
     """
     _check_context(in_message)
-    writer = Writer()
+    in_server_hello = in_message == HandshakeType.server_hello
+    parts: list[bytes] = []
     seen: set[int] = set()
-    with writer.block(2):
-        for ext in extensions:
-            if ext.ext_type in seen:
-                raise ValueError(f"duplicate extension {ext.ext_type}")
-            if in_message == HandshakeType.server_hello and ext.ext_type in CLIENT_ONLY_EXTENSIONS:
-                raise ValueError(f"extension {ext.ext_type} may not appear in ServerHello")
-            seen.add(ext.ext_type)
-            writer.push_uint16(ext.ext_type)
-            push_checked_vector(writer, 2, ext.encode(in_message))
-    return writer.getvalue()
+    for ext in extensions:
+        ext_type = ext.ext_type
+        if ext_type in seen:
+            raise ValueError(f"duplicate extension {ext_type}")
+        if in_server_hello and ext_type in CLIENT_ONLY_EXTENSIONS:
+            raise ValueError(f"extension {ext_type} may not appear in ServerHello")
+        seen.add(ext_type)
+        data = ext.encode(in_message)
+        if len(data) > 0xFFFF:
+            raise ValueError(f"extension {ext_type}: {len(data)} bytes of data do not fit")
+        parts.append(_EXTENSION_HEADER.pack(ext_type, len(data)))
+        parts.append(data)
+    block = b"".join(parts)
+    if len(block) > 0xFFFF:
+        raise ValueError(f"extension block of {len(block)} bytes does not fit a 2-byte length")
+    return _U16.pack(len(block)) + block
+
+
+_EXTENSION_HEADER = struct.Struct(">HH")
+"""extension_type u16 and the length of extension_data (RFC 5246 §7.4.1.4)."""
+_U16 = struct.Struct(">H")
 
 
 def decode_extensions(reader: Reader, in_message: HandshakeType) -> tuple[Extension, ...]:
