@@ -195,3 +195,34 @@ def test_bind_udp_binds_a_name_and_reports_what_cannot_be_bound() -> None:
                 (await bind_udp(loop, taken[0], taken[1])).close()
 
     run(main())
+
+
+def test_serve_closes_the_socket_it_bound_when_serving_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`aio.serve` without `sock=` owns its socket: a failure after binding must not leak it."""
+    from iotdtls import aio
+    from tests.interop_support import server_config
+
+    bound: list[socket.socket] = []
+
+    async def recording_bind(loop: Any, host: str, port: int) -> socket.socket:
+        sock = await bind_udp(loop, host, port)
+        bound.append(sock)
+        return sock
+
+    async def failing_open(*args: Any) -> Any:
+        raise RuntimeError("no transport")
+
+    async def echo(session: aio.ServerSession) -> None:
+        return None
+
+    monkeypatch.setattr(aio, "bind_udp", recording_bind)
+    monkeypatch.setattr(aio, "open_server_transport", failing_open)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="no transport"):
+            await aio.serve(echo, LOCALHOST, 0, server_config())
+
+    run(main())
+    assert len(bound) == 1 and bound[0].fileno() == -1

@@ -842,11 +842,17 @@ async def serve(
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1)."""
     loop = asyncio.get_running_loop()
+    protocol = _ServerProtocol(handler, config, session_store)
     if sock is None:
         sock = await bind_udp(loop, host, port)
         enlarge_receive_buffer(sock)
-    elif sock.getsockname()[1] == 0:
-        sock.bind((host, port))
-    protocol = _ServerProtocol(handler, config, session_store)
-    transport = await open_server_transport(loop, protocol, sock)
+        try:
+            transport = await open_server_transport(loop, protocol, sock)
+        except BaseException:
+            sock.close()  # ours: a caller's socket stays theirs when serving it fails
+            raise
+    else:
+        if sock.getsockname()[1] == 0:
+            sock.bind((host, port))
+        transport = await open_server_transport(loop, protocol, sock)
     return DtlsServer(transport, protocol)

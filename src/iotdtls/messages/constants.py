@@ -6,6 +6,7 @@ Enumerations here are `IntEnum`s; codecs keep a value that the enumeration does 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from functools import cache
 
@@ -49,9 +50,10 @@ def known(enum: type[IntEnum], value: int) -> int:
 
 
 @cache
-def members_by_value(enum: type[IntEnum]) -> dict[int, IntEnum]:
-    """Every member of `enum` by its value, built once: a dictionary lookup costs a fraction
-    of calling the enumeration, which runs Python-level code in `enum`."""
+def members_by_value(enum: type[IntEnum]) -> Mapping[int, IntEnum]:
+    """Every member of `enum` by its value, built once and shared (read it, do not change it):
+    a dictionary lookup costs a fraction of calling the enumeration, which runs Python-level
+    code in `enum`."""
     return {member.value: member for member in enum}
 
 
