@@ -169,6 +169,20 @@ def test_duplicates_are_decode_errors() -> None:
         encode_extensions((UnknownExtension(9), UnknownExtension(9)), CH)
 
 
+def test_what_cannot_be_put_on_the_wire_is_a_value_error() -> None:
+    """An encoder refuses the caller's impossible values with ValueError (never a struct or
+    overflow error): a type outside u16, extension_data or a block over 2^16-1 bytes."""
+    for ext_type in (-1, 0x10000):
+        with pytest.raises(ValueError, match="does not fit in 2 bytes"):
+            encode_extensions((UnknownExtension(ext_type),), CH)
+    with pytest.raises(ValueError, match="do not fit"):
+        encode_extensions((UnknownExtension(0x1234, bytes(0x10000)),), CH)
+    with pytest.raises(ValueError, match="block of"):
+        halves = (UnknownExtension(1, bytes(0x8000)), UnknownExtension(2, bytes(0x8000)))
+        encode_extensions(halves, CH)
+    assert len(encode_extensions((UnknownExtension(1, bytes(0xFFFF - 4)),), CH)) == 2 + 0xFFFF
+
+
 def test_block_framing_errors() -> None:
     for bad in (b"", b"\x00", b"\x00\x03\x00\x17\x00", b"\x00\x04\x00\x17\x00\x01", b"\x00\x02"):
         with pytest.raises(DecodeError):

@@ -674,6 +674,8 @@ def encode_extensions(extensions: Iterable[Extension], in_message: HandshakeType
     seen: set[int] = set()
     for ext in extensions:
         ext_type = ext.ext_type
+        if not 0 <= ext_type <= 0xFFFF:
+            raise ValueError(f"extension type {ext_type} does not fit in 2 bytes")
         if ext_type in seen:
             raise ValueError(f"duplicate extension {ext_type}")
         if in_server_hello and ext_type in CLIENT_ONLY_EXTENSIONS:
