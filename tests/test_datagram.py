@@ -95,14 +95,19 @@ class Stubborn(socket.socket):
         return super().sendto(data, *args)
 
 
+def transport_refusing(refusals: int) -> tuple[DrainingTransport, Recorder]:
+    """A transport (in the running loop) whose socket refuses its first `refusals` datagrams."""
+    sock = Stubborn(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCALHOST, 0))
+    sock.refusals = refusals
+    protocol = Recorder()
+    return DrainingTransport(asyncio.get_running_loop(), sock, protocol), protocol
+
+
 def test_a_full_send_buffer_queues_then_flushes_in_order() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        sock = Stubborn(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((LOCALHOST, 0))
-        sock.refusals = 2
-        protocol = Recorder()
-        transport = DrainingTransport(loop, sock, protocol)
+        transport, protocol = transport_refusing(2)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
             peer.bind((LOCALHOST, 0))
             peer.settimeout(5.0)
@@ -122,14 +127,25 @@ def test_a_full_send_buffer_queues_then_flushes_in_order() -> None:
     run(main())
 
 
+def test_close_sends_what_is_queued_if_the_kernel_takes_it_now() -> None:
+    async def main() -> None:
+        transport, protocol = transport_refusing(1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind((LOCALHOST, 0))
+            peer.settimeout(5.0)
+            for n in range(3):
+                transport.sendto(b"%d" % n, peer.getsockname())
+            transport.close()  # before the loop ever found the socket writable
+            assert [peer.recv(100) for _ in range(3)] == [b"0", b"1", b"2"]
+        assert transport.get_write_buffer_size() == 0
+        await protocol.lost
+
+    run(main())
+
+
 def test_the_send_queue_is_bounded() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        sock = Stubborn(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((LOCALHOST, 0))
-        sock.refusals = 10**9
-        protocol = Recorder()
-        transport = DrainingTransport(loop, sock, protocol)
+        transport, protocol = transport_refusing(10**9)
         for _ in range(datagram.SEND_QUEUE_LIMIT + 5):
             transport.sendto(b"x", (LOCALHOST, 9))
         assert transport.get_write_buffer_size() == datagram.SEND_QUEUE_LIMIT

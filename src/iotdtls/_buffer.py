@@ -68,7 +68,12 @@ class Reader:
         return self.pull_bytes(self.remaining)
 
     def pull_uint(self, width: int) -> int:
-        """Take a big-endian unsigned integer of `width` bytes (1..8)."""
+        """Take a big-endian unsigned integer of `width` bytes (1..8); one and two bytes, the
+        widths of most length fields, skip the generic path."""
+        if width == 1:
+            return self.pull_uint8()
+        if width == 2:
+            return self.pull_uint16()
         start = self._take(width)
         return int.from_bytes(self._data[start : start + width], "big")
 
@@ -104,25 +109,16 @@ class Reader:
     def pull_uint48(self) -> int:
         return self.pull_uint(6)
 
-    def _pull_length(self, width: int) -> int:
-        """The `width`-byte length in front of a vector or block (one and two bytes are the
-        common widths and skip the generic integer path)."""
-        if width == 1:
-            return self.pull_uint8()
-        if width == 2:
-            return self.pull_uint16()
-        return self.pull_uint(width)
-
     def pull_vector(self, length_width: int, minimum: int = 0, maximum: int | None = None) -> bytes:
         """Take an opaque vector `opaque x<minimum..maximum>` with a `length_width`-byte length."""
-        length = self._pull_length(length_width)
+        length = self.pull_uint(length_width)
         if length < minimum or (maximum is not None and length > maximum):
             raise DecodeError(f"vector length {length} outside {minimum}..{maximum}")
         return self.pull_bytes(length)
 
     def pull_block(self, length_width: int) -> Reader:
         """Take a length-prefixed block and return a reader confined to it."""
-        length = self._pull_length(length_width)
+        length = self.pull_uint(length_width)
         start = self._take(length)
         return Reader(self._data, start, start + length)
 

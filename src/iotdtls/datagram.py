@@ -118,21 +118,14 @@ class DrainingTransport(asyncio.DatagramTransport):
         fd = self._sock.fileno()
         self._loop.remove_reader(fd)
         if self._pending:
+            self._write_ready()  # what the kernel takes now; the rest is dropped
+            self._pending.clear()
             self._loop.remove_writer(fd)
-            self._flush_without_waiting()
         self._loop.call_soon(self._finish_close)
 
     def abort(self) -> None:
         self._pending.clear()
         self.close()
-
-    def _flush_without_waiting(self) -> None:
-        while self._pending:
-            data, addr = self._pending.popleft()
-            try:
-                self._sock.sendto(data, addr)
-            except OSError:
-                self._pending.clear()
 
     def _finish_close(self) -> None:
         self._sock.close()

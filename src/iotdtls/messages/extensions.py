@@ -689,12 +689,11 @@ def encode_extensions(extensions: Iterable[Extension], in_message: HandshakeType
     block = b"".join(parts)
     if len(block) > 0xFFFF:
         raise ValueError(f"extension block of {len(block)} bytes does not fit a 2-byte length")
-    return _U16.pack(len(block)) + block
+    return len(block).to_bytes(2, "big") + block
 
 
 _EXTENSION_HEADER = struct.Struct(">HH")
 """extension_type u16 and the length of extension_data (RFC 5246 §7.4.1.4)."""
-_U16 = struct.Struct(">H")
 
 
 def decode_extensions(reader: Reader, in_message: HandshakeType) -> tuple[Extension, ...]:
