@@ -81,11 +81,11 @@ UNKNOWN_KEY_OID = bytes.fromhex("06072a8648ce3d0209")
 def server(chain: tuple[bytes, ...], store: TrustStore, *, when: datetime.datetime = NOW,
            max_depth: int = 2, name: str | None = "localhost") -> str:
     return verify_server_chain(chain, store, server_name=name, when=when,
-                               max_depth=max_depth).name
+                               max_depth=max_depth)[0].name
 
 
 def client(chain: tuple[bytes, ...], store: TrustStore, *, when: datetime.datetime = NOW) -> str:
-    return verify_client_chain(chain, store, when=when, max_depth=2).name
+    return verify_client_chain(chain, store, when=when, max_depth=2)[0].name
 
 
 def refusal(alert: AlertDescription, call: Any, *args: Any, **kwargs: Any) -> str:
@@ -166,8 +166,8 @@ def test_verifiers_read_the_wall_clock_as_utc(side: str, local_time_five_hours_a
     else:
         leaf = client_leaf(anchor, not_after=NOW + HOUR)
         verifier = X509ClientVerifier(store, 2, NOW.timestamp())
-    identity, spki = verifier.verify(Certificate((leaf.der,)).encode())
-    assert spki == leaf.spki
+    identity, key = verifier.verify(Certificate((leaf.der,)).encode())
+    assert key.spki == leaf.spki
     assert identity.name == ("localhost" if side == "server" else EUI64)
 
 

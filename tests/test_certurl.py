@@ -193,8 +193,8 @@ def test_the_fetched_chain_is_the_clients_and_validates() -> None:
         entries = [(web.url("/leaf.der"), sha1(leaf.der)), (web.url("/ca.der"), sha1(middle.der))]
         chain = fetch_client_chain(entries, default_fetcher, LIMIT, 5.0)
     assert chain == (leaf.der, middle.der)
-    identity = verify_client_chain(chain, TrustStore([top.der]), when=NOW,
-                                   max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    identity, _ = verify_client_chain(chain, TrustStore([top.der]), when=NOW,
+                                      max_depth=DEFAULT_MAX_CHAIN_DEPTH)
     assert identity.name == "01-23-45-67-89-AB-CD-EF"
 
 

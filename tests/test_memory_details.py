@@ -78,10 +78,10 @@ def test_release_drops_handshake_state_yet_the_last_flight_and_the_session_survi
     client_hs, server_hs = link.client._handshake, server._handshake
     assert isinstance(client_hs, ClientHandshake)
     assert client_hs._exchange is None and client_hs._verifier is None
-    assert client_hs._server_spki == b""
+    assert client_hs._server_key is None
     assert client_hs._hello_parts is None and client_hs._requested is None
     assert server_hs._exchange is None and server_hs._verifier is None
-    assert server_hs._client_spki == b""
+    assert server_hs._client_key is None
     for hs in (client_hs, server_hs):
         assert hs.keys.transcript is SPENT_TRANSCRIPT
         assert hs.keys.server_random == b""

@@ -71,12 +71,12 @@ def rsa_key() -> rsa.RSAPrivateKey:
 def server(chain: Sequence[bytes], store: TrustStore, name: str | None = "localhost",
            *, when: datetime.datetime = NOW, max_depth: int = DEFAULT_MAX_CHAIN_DEPTH) -> str:
     return verify_server_chain(chain, store, server_name=name, when=when,
-                               max_depth=max_depth).name
+                               max_depth=max_depth)[0].name
 
 
 def client(chain: Sequence[bytes], store: TrustStore, *, when: datetime.datetime = NOW,
            max_depth: int = DEFAULT_MAX_CHAIN_DEPTH) -> str:
-    return verify_client_chain(chain, store, when=when, max_depth=max_depth).name
+    return verify_client_chain(chain, store, when=when, max_depth=max_depth)[0].name
 
 
 def refused(alert: AlertDescription, call: Callable[..., object], *args: Any,
@@ -154,8 +154,9 @@ def test_server_chain_validates_to_the_anchor_without_the_root(
     anchor: Issued, store: TrustStore
 ) -> None:
     chain = chain_der(server_leaf(anchor))
-    identity = verify_server_chain(chain, store, server_name="localhost", when=NOW,
-                                   max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    identity, key = verify_server_chain(chain, store, server_name="localhost", when=NOW,
+                                        max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    assert key.spki == leaf_public_key_spki(chain)  # the leaf's, for the signature checks
     assert identity.name == "localhost"
     assert identity.chain == chain
     assert str(identity) == "certificate localhost"
@@ -446,8 +447,8 @@ def test_a_bad_server_name_is_a_config_error(anchor: Issued, store: TrustStore,
 def test_client_eui64_from_the_common_name_in_any_usual_spelling(
     anchor: Issued, store: TrustStore, spelling: str
 ) -> None:
-    identity = verify_client_chain(chain_der(client_leaf(anchor, spelling)), store, when=NOW,
-                                   max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    identity, _ = verify_client_chain(chain_der(client_leaf(anchor, spelling)), store, when=NOW,
+                                      max_depth=DEFAULT_MAX_CHAIN_DEPTH)
     assert identity.name == "01-23-45-67-89-AB-CD-EF"
     assert str(identity) == "certificate 01-23-45-67-89-AB-CD-EF"
 

@@ -2,9 +2,11 @@
 SubjectPublicKeyInfo of raw public keys (RFC 7250 §3).
 
 `PrivateKey` is the long-term key of a raw-public-key or certificate credential; its repr and
-str show only the fingerprint of its public half (SEC-1). Verification failures are
-decrypt_error (RFC 5246 §7.4.3, §7.4.8: a signature that does not verify); a key that is not
-ECDSA P-256 is unsupported_certificate (RFC 5246 §7.2.2); an undecodable key bad_certificate.
+str show only the fingerprint of its public half (SEC-1). `PublicKey` is a peer's key, decoded
+once when its Certificate is checked and used for the signature that follows. Verification
+failures are decrypt_error (RFC 5246 §7.4.3, §7.4.8: a signature that does not verify); a key
+that is not ECDSA P-256 is unsupported_certificate (RFC 5246 §7.2.2); an undecodable key
+bad_certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 
 __all__ = [
     "PrivateKey",
+    "PublicKey",
     "load_public_key",
     "spki_sha256",
     "verify_digest_signature",
@@ -124,16 +127,41 @@ def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify_signature(spki: bytes, signature: bytes, data: bytes) -> None:
+class PublicKey:
+    """A peer's ECDSA P-256 public key with the DER SubjectPublicKeyInfo it came from: decoded
+    once, when the peer's Certificate is checked (RFC 5246 §7.4.2, RFC 7250 §3)."""
+
+    __slots__ = ("key", "spki")
+
+    def __init__(self, key: ec.EllipticCurvePublicKey, spki: bytes) -> None:
+        self.key = key
+        self.spki = spki
+
+    @classmethod
+    def from_spki(cls, spki: bytes) -> PublicKey:
+        """Decode a raw public key (RFC 7250 §3); bad_certificate or unsupported_certificate
+        for one that is not a well-formed P-256 key."""
+        return cls(load_public_key(spki), spki)
+
+    @classmethod
+    def of(cls, key: ec.EllipticCurvePublicKey) -> PublicKey:
+        """The key of a certificate already checked to be P-256 (RFC 7251 §2)."""
+        return cls(key, _spki_of(key))
+
+    def __repr__(self) -> str:
+        return f"PublicKey(p256, spki sha256 {spki_sha256(self.spki).hex()[:16]}..)"
+
+
+def verify_signature(public_key: PublicKey, signature: bytes, data: bytes) -> None:
     """Check an ECDSA-SHA256 signature over `data` (ServerKeyExchange, RFC 8422 §5.4);
     decrypt_error when it does not verify (RFC 5246 §7.4.3)."""
-    _verify(load_public_key(spki), signature, data, _SIGN)
+    _verify(public_key.key, signature, data, _SIGN)
 
 
-def verify_digest_signature(spki: bytes, signature: bytes, digest: bytes) -> None:
+def verify_digest_signature(public_key: PublicKey, signature: bytes, digest: bytes) -> None:
     """Check an ECDSA signature over a SHA-256 `digest` (CertificateVerify, RFC 5246 §7.4.8);
     decrypt_error when it does not verify."""
-    _verify(load_public_key(spki), signature, digest, _SIGN_DIGEST)
+    _verify(public_key.key, signature, digest, _SIGN_DIGEST)
 
 
 def _verify(

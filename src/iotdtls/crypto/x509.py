@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.x509names import (
     IpAddress,
     canonical_eui64,
@@ -194,8 +195,9 @@ def verify_server_chain(
     server_name: str | None,
     when: datetime.datetime,
     max_depth: int,
-) -> CertificateIdentity:
-    """Validate a server's chain (leaf first, as received) and its name (CRT-1, CRT-3).
+) -> tuple[CertificateIdentity, PublicKey]:
+    """Validate a server's chain (leaf first, as received) and its name (CRT-1, CRT-3); return
+    the identity and the leaf's key, which verifies the server's signature.
 
     With `server_name` (a DNS name or an IP address, from the configuration: a bad one raises
     `ConfigError` before the chain is looked at), a DNS name is matched against the leaf's
@@ -206,7 +208,7 @@ def verify_server_chain(
     reference = None if server_name is None else reference_identity(server_name)
     leaf = _validate_path(chain, store, when, max_depth, "server")
     name = _display_name(leaf) if reference is None else _match_server_name(leaf, reference)
-    return CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain))
+    return CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain)), leaf.public_key
 
 
 def verify_client_chain(
@@ -215,14 +217,16 @@ def verify_client_chain(
     *,
     when: datetime.datetime,
     max_depth: int,
-) -> CertificateIdentity:
-    """Validate a client's chain (CRT-1) and return its EUI-64 identity (CRT-4).
+) -> tuple[CertificateIdentity, PublicKey]:
+    """Validate a client's chain (CRT-1); return its EUI-64 identity (CRT-4) and the leaf's key,
+    which verifies the client's CertificateVerify.
 
     The EUI-64 comes from a dNSName subjectAltName, or from the subject CN when there is no
     subjectAltName (RFC 7252 §9.1.3.3); `name` is its canonical form `01-23-45-67-89-AB-CD-EF`.
     """
     leaf = _validate_path(chain, store, when, max_depth, "client")
-    return CertificateIdentity(name=_client_eui64(leaf), chain=tuple(bytes(c) for c in chain))
+    identity = CertificateIdentity(name=_client_eui64(leaf), chain=tuple(bytes(c) for c in chain))
+    return identity, leaf.public_key
 
 
 def leaf_public_key_spki(chain: Sequence[bytes]) -> bytes:
@@ -248,7 +252,7 @@ def _validate_path(
     max_depth: int,
     role: str,
 ) -> _Leaf:
-    """Everything but the names; returns the parsed leaf."""
+    """Everything but the names; returns the parsed leaf (kept for chains seen again)."""
     if not 0 <= max_depth <= MAX_CHAIN_DEPTH_LIMIT:
         raise ConfigError(f"max chain depth must be 0 to {MAX_CHAIN_DEPTH_LIMIT}, got {max_depth}")
     if not chain:
@@ -266,13 +270,13 @@ def _validate_path(
         store._validated.move_to_end(key)
         return known[0]
     certs = [_parse(der, role, index) for index, der in enumerate(chain)]
-    _check_leaf_key(certs[0], role)
+    leaf_key = _check_leaf_key(certs[0], role)
     _check_validity(certs, when, role)
     try:
         _verifier(store, when, max_depth).verify(certs[0], certs[1:])
     except (verification.VerificationError, ValueError) as exc:
         raise _diagnose(exc, certs, store, when, max_depth, role) from None
-    leaf = _Leaf.of(certs[0], role)
+    leaf = _Leaf.of(certs[0], leaf_key, role)
     _check_leaf_usage(leaf, role)
     store._validated[key] = (leaf, _window_of(certs).within(store._window))
     if len(store._validated) > VALIDATED_CHAINS_KEPT:
@@ -414,14 +418,14 @@ def _parse(der: bytes, role: str, index: int) -> x509.Certificate:
         ) from None
 
 
-def _check_leaf_key(leaf: x509.Certificate, role: str) -> None:
+def _check_leaf_key(leaf: x509.Certificate, role: str) -> PublicKey:
     """ECDHE_ECDSA in this profile signs with P-256 only (RFC 7251 §2, RFC 8422 §5.3)."""
     try:
         key = leaf.public_key()
     except (ValueError, UnsupportedAlgorithm):
         key = None
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return
+        return PublicKey.of(key)
     raise ProtocolError(
         f"the {role} certificate key is {_describe_key(key)}, not ECDSA P-256",
         _A.unsupported_certificate,
@@ -473,23 +477,29 @@ def _check_leaf_usage(leaf: _Leaf, role: str) -> None:
 
 
 class _Leaf:
-    """A validated leaf certificate with its extensions parsed once, by type."""
+    """A validated leaf certificate with its key and its extensions parsed once, by type."""
 
-    __slots__ = ("cert", "extensions")
+    __slots__ = ("cert", "extensions", "public_key")
 
-    def __init__(self, cert: x509.Certificate, extensions: dict[type, x509.ExtensionType]) -> None:
+    def __init__(
+        self,
+        cert: x509.Certificate,
+        public_key: PublicKey,
+        extensions: dict[type, x509.ExtensionType],
+    ) -> None:
         self.cert = cert
+        self.public_key = public_key
         self.extensions = extensions
 
     @classmethod
-    def of(cls, cert: x509.Certificate, role: str) -> _Leaf:
+    def of(cls, cert: x509.Certificate, public_key: PublicKey, role: str) -> _Leaf:
         try:
             extensions = {type(ext.value): ext.value for ext in cert.extensions}
         except ValueError:
             raise ProtocolError(
                 f"the {role} certificate has malformed extensions", _A.bad_certificate
             ) from None
-        return cls(cert, extensions)
+        return cls(cert, public_key, extensions)
 
     def extension(self, kind: type[_E]) -> _E | None:
         value = self.extensions.get(kind)

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto import constant_time_equal, random_bytes
+from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.suites import KeyExchangeKind, suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import MODE_ALERTS
@@ -114,7 +115,7 @@ class ClientHandshake(HandshakeMachine):
         "_offered_session",
         "_requested",
         "_send_urls",
-        "_server_spki",
+        "_server_key",
         "_suites",
         "_verifier",
     )
@@ -137,7 +138,7 @@ class ClientHandshake(HandshakeMachine):
             self._offered_session = None
         self._exchange: ClientKeyExchanger | None = None
         self._verifier: PeerVerifier | None = None
-        self._server_spki = b""
+        self._server_key: PublicKey | None = None
         #: What we answer a CertificateRequest with (None: not requested).
         self._requested: OwnCertificate | None = None
         #: The server confirmed cached_info (RFC 7924) / client_certificate_url (RFC 6066 §5).
@@ -153,7 +154,7 @@ class ClientHandshake(HandshakeMachine):
         super().release()
         self._exchange = None
         self._verifier = None
-        self._server_spki = b""
+        self._server_key = None
         self._hello_parts = None
         self._requested = None
 
@@ -323,7 +324,7 @@ class ClientHandshake(HandshakeMachine):
     def _on_server_certificate(self, msg: ReassembledMessage) -> None:
         assert self._verifier is not None
         body = self._cached_certificate(msg.body) if self._cached_chain else msg.body
-        self.peer, self._server_spki = self._verifier.verify(body)
+        self.peer, self._server_key = self._verifier.verify(body)
         self.record(msg)  # the transcript has the message as sent, short or not
 
     def _cached_certificate(self, body: bytes) -> bytes:
@@ -339,7 +340,7 @@ class ClientHandshake(HandshakeMachine):
 
     def _on_server_key_exchange(self, msg: ReassembledMessage) -> None:
         assert self._exchange is not None
-        self._exchange.on_server_key_exchange(msg.body, self.keys, self._server_spki)
+        self._exchange.on_server_key_exchange(msg.body, self.keys, self._server_key)
         self.record(msg)
 
     def _on_certificate_request(self, msg: ReassembledMessage) -> None:

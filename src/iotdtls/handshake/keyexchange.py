@@ -19,7 +19,7 @@ from typing import Protocol
 from iotdtls.config import MAX_PSK_LENGTH, PskLookup
 from iotdtls.crypto import psk_premaster_secret, random_bytes
 from iotdtls.crypto.ecdhe import EphemeralKey
-from iotdtls.crypto.signature import PrivateKey, verify_signature
+from iotdtls.crypto.signature import PrivateKey, PublicKey, verify_signature
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.identity import PeerIdentity, PskIdentity
@@ -50,8 +50,10 @@ UNKNOWN_IDENTITY_KEY_LENGTH = 16
 class ClientKeyExchanger(Protocol):
     """The client's side of a key exchange."""
 
-    def on_server_key_exchange(self, body: bytes, keys: KeySchedule, server_spki: bytes) -> None:
-        """Check the ServerKeyExchange (its signature under `server_spki`, if any)."""
+    def on_server_key_exchange(
+        self, body: bytes, keys: KeySchedule, server_key: PublicKey | None
+    ) -> None:
+        """Check the ServerKeyExchange (its signature under `server_key`, if any)."""
 
     def client_key_exchange(self) -> tuple[bytes, bytes]:
         """(ClientKeyExchange body, premaster secret)."""
@@ -77,7 +79,9 @@ class PskClientExchange:
     def __repr__(self) -> str:
         return "PskClientExchange(<key redacted>)"
 
-    def on_server_key_exchange(self, body: bytes, keys: KeySchedule, server_spki: bytes) -> None:
+    def on_server_key_exchange(
+        self, body: bytes, keys: KeySchedule, server_key: PublicKey | None
+    ) -> None:
         ServerKeyExchangePsk.decode(body)  # PSK-3: a hint must be well formed, and is ignored
 
     def client_key_exchange(self) -> tuple[bytes, bytes]:
@@ -157,7 +161,9 @@ class EcdheClientExchange:
     def __init__(self) -> None:
         self._server_point = b""
 
-    def on_server_key_exchange(self, body: bytes, keys: KeySchedule, server_spki: bytes) -> None:
+    def on_server_key_exchange(
+        self, body: bytes, keys: KeySchedule, server_key: PublicKey | None
+    ) -> None:
         ske = ServerKeyExchangeEcdhe.decode(body)
         if ske.named_curve != NamedGroup.secp256r1:
             raise ProtocolError(
@@ -167,7 +173,8 @@ class EcdheClientExchange:
             raise ProtocolError(
                 "server signed with a scheme we did not offer", AlertDescription.illegal_parameter
             )
-        verify_signature(server_spki, ske.signature, _signed_content(keys, ske.signed_params()))
+        assert server_key is not None, "the flow takes the server's Certificate first"
+        verify_signature(server_key, ske.signature, _signed_content(keys, ske.signed_params()))
         self._server_point = ske.public_point
 
     def client_key_exchange(self) -> tuple[bytes, bytes]:

@@ -17,13 +17,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from iotdtls.credentials import CertifiedKey
-from iotdtls.crypto.signature import PrivateKey, load_public_key, spki_sha256
-from iotdtls.crypto.x509 import (
-    TrustStore,
-    leaf_public_key_spki,
-    verify_client_chain,
-    verify_server_chain,
-)
+from iotdtls.crypto.signature import PrivateKey, PublicKey, spki_sha256
+from iotdtls.crypto.x509 import TrustStore, verify_client_chain, verify_server_chain
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.identity import PeerIdentity, RawPublicKeyIdentity
 from iotdtls.messages import (
@@ -104,8 +99,8 @@ class PeerVerifier(Protocol):
         """The RFC 7250 certificate type this verifier takes."""
         ...
 
-    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
-        """(the peer's identity, the SubjectPublicKeyInfo that verifies its signatures)."""
+    def verify(self, body: bytes) -> tuple[PeerIdentity, PublicKey]:
+        """(the peer's identity, the key that verifies its signatures)."""
         ...
 
 
@@ -125,20 +120,20 @@ class RawKeyVerifier:
         self._pins = frozenset(pins)
         self._lookup = lookup
 
-    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+    def verify(self, body: bytes) -> tuple[PeerIdentity, PublicKey]:
         spki = RawPublicKeyCertificate.decode(body).spki
         if not spki:
             raise ProtocolError(
                 "the peer sent no raw public key", AlertDescription.handshake_failure
             )
-        load_public_key(spki)  # well formed, ECDSA P-256
+        key = PublicKey.from_spki(spki)  # well formed, ECDSA P-256
         identity = RawPublicKeyIdentity(spki)
         if spki_sha256(spki) not in self._pins and not self._accepted(identity):
             raise ProtocolError(
                 f"raw public key {identity.sha256.hex()[:16]}.. is not provisioned",
                 AlertDescription.bad_certificate,
             )
-        return identity, spki
+        return identity, key
 
     def _accepted(self, identity: RawPublicKeyIdentity) -> bool:
         if self._lookup is None:
@@ -175,16 +170,16 @@ class X509ServerVerifier:
         self._max_depth = max_depth
         self._when = datetime.datetime.fromtimestamp(now, datetime.UTC)
 
-    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+    def verify(self, body: bytes) -> tuple[PeerIdentity, PublicKey]:
         chain = _chain_of(body, "server")
-        identity = verify_server_chain(
+        identity, leaf_key = verify_server_chain(
             chain,
             self._store,
             server_name=self._server_name,
             when=self._when,
             max_depth=self._max_depth,
         )
-        return identity, leaf_public_key_spki(chain)
+        return identity, leaf_key
 
 
 class X509ClientVerifier:
@@ -199,9 +194,9 @@ class X509ClientVerifier:
         self._max_depth = max_depth
         self._when = datetime.datetime.fromtimestamp(now, datetime.UTC)
 
-    def verify(self, body: bytes) -> tuple[PeerIdentity, bytes]:
+    def verify(self, body: bytes) -> tuple[PeerIdentity, PublicKey]:
         chain = _chain_of(body, "client")
-        identity = verify_client_chain(
+        identity, leaf_key = verify_client_chain(
             chain, self._store, when=self._when, max_depth=self._max_depth
         )
-        return identity, leaf_public_key_spki(chain)
+        return identity, leaf_key

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
-from iotdtls.crypto.signature import verify_digest_signature
+from iotdtls.crypto.signature import PublicKey, verify_digest_signature
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import MODE_ALERTS
@@ -112,7 +112,7 @@ class ServerHandshake(HandshakeMachine):
 
     # Slots: a server keeps one per association (memory per association, issue 9).
     __slots__ = (
-        "_client_spki",
+        "_client_key",
         "_exchange",
         "_named",
         "_store",
@@ -134,7 +134,7 @@ class ServerHandshake(HandshakeMachine):
         self._named = False
         self._exchange: ServerKeyExchanger | None = None
         self._verifier: PeerVerifier | None = None
-        self._client_spki = b""
+        self._client_key: PublicKey | None = None
 
     def _on_client_hello(self, msg: ReassembledMessage) -> Outcome:
         hello = ClientHello.decode(msg.body)
@@ -319,7 +319,7 @@ class ServerHandshake(HandshakeMachine):
     def _on_client_certificate(self, msg: ReassembledMessage) -> None:
         """RFC 5246 §7.4.6: we asked, so an empty Certificate ends the handshake."""
         assert self._verifier is not None
-        self.peer, self._client_spki = self._verifier.verify(msg.body)
+        self.peer, self._client_key = self._verifier.verify(msg.body)
         self.record(msg)
 
     def _on_certificate_url(self, msg: ReassembledMessage) -> None:
@@ -340,13 +340,13 @@ class ServerHandshake(HandshakeMachine):
         Certificate message (CRT-1, CRT-4)."""
         assert self._verifier is not None and self.pending_certificate_urls
         self.pending_certificate_urls = ()
-        self.peer, self._client_spki = self._verifier.verify(Certificate(chain).encode())
+        self.peer, self._client_key = self._verifier.verify(Certificate(chain).encode())
 
     def release(self) -> None:
         super().release()
         self._exchange = None
         self._verifier = None
-        self._client_spki = b""
+        self._client_key = None
 
     def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
         assert self._exchange is not None
@@ -364,7 +364,8 @@ class ServerHandshake(HandshakeMachine):
                 "CertificateVerify with a scheme we did not ask for",
                 AlertDescription.illegal_parameter,
             )
-        verify_digest_signature(self._client_spki, verify.signature, self.keys.transcript.digest())
+        assert self._client_key is not None, "the flow takes the client's Certificate first"
+        verify_digest_signature(self._client_key, verify.signature, self.keys.transcript.digest())
         self.record(msg)
 
     @property
