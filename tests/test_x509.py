@@ -567,3 +567,47 @@ def test_a_chain_validated_before_is_remembered_only_while_everything_is_valid(
     refused(A.certificate_expired, server, (leaf.der,), store, when=NOW - 2 * YEAR)
     # Another role or depth is another question.
     refused(A.unsupported_certificate, client, (leaf.der,), store)
+
+
+@pytest.mark.req("CRT-3", "CRT-4")
+def test_a_remembered_chain_keeps_its_name_checks_and_their_bound(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued
+) -> None:
+    """A chain seen again is not matched again against a name it was found valid for (RFC 6125
+    §6.4), but every other name still is; at most NAMES_KEPT_PER_LEAF outcomes per leaf."""
+    import iotdtls.crypto.x509 as module
+
+    leaf = server_leaf(anchor, "*.example.com")
+    store = TrustStore([anchor.der])
+    matched: list[object] = []
+    real = module._match_server_name
+
+    def counting(checked: Any, reference: Any) -> str:
+        matched.append(reference)
+        return real(checked, reference)
+
+    monkeypatch.setattr(module, "_match_server_name", counting)
+    names = [f"host{i}.example.com" for i in range(module.NAMES_KEPT_PER_LEAF + 2)]
+    for name in names:
+        assert server((leaf.der,), store, name) == name
+    assert server((leaf.der,), store, names[0]) == names[0]
+    assert matched == names  # the first name's outcome was remembered
+    assert server((leaf.der,), store, names[-1]) == names[-1]
+    assert matched == [*names, names[-1]]  # past the bound: matched again
+    refused(A.bad_certificate, server, (leaf.der,), store, "example.com")
+    refused(A.bad_certificate, server, (leaf.der,), store, "a.b.example.com")
+    assert server((leaf.der,), store, None) == "server"  # no name asked: the CN, for logs
+    (remembered,) = store._validated.values()
+    assert len(remembered[0].names) == module.NAMES_KEPT_PER_LEAF
+
+    eui64: list[int] = []
+    real_eui64 = module._client_eui64
+
+    def counting_eui64(checked: Any) -> str:
+        eui64.append(1)
+        return str(real_eui64(checked))
+
+    monkeypatch.setattr(module, "_client_eui64", counting_eui64)
+    device = chain_der(client_leaf(anchor))
+    assert client(device, store) == client(device, store) == "01-23-45-67-89-AB-CD-EF"
+    assert eui64 == [1]

@@ -83,11 +83,16 @@ identities and manufacturer PKIs) while keeping a peer's chain, which crosses a 
 and costs one signature verification per certificate, short."""
 
 MAX_CHAIN_DEPTH_LIMIT: Final = 16
+"""The largest `max_depth` accepted: a configuration asking for more is a mistake."""
+
 VALIDATED_CHAINS_KEPT: Final = 256
 """Chains a `TrustStore` remembers as validated (least recently used dropped): a peer that
 comes back with the same chain skips the path validation while every certificate of the chain
 and every anchor is still valid (nothing is revoked in this profile, CRT-5)."""
-"""The largest `max_depth` accepted: a configuration asking for more is a mistake."""
+
+NAMES_KEPT_PER_LEAF: Final = 8
+"""Name checks remembered per validated leaf: a chain seen again is not matched again against
+a name it was already found valid for (a client reaches a server under few names)."""
 
 _A = AlertDescription
 _AGNOSTIC = verification.Criticality.AGNOSTIC
@@ -207,7 +212,10 @@ def verify_server_chain(
     """
     reference = None if server_name is None else reference_identity(server_name)
     leaf = _validate_path(chain, store, when, max_depth, "server")
-    name = _display_name(leaf) if reference is None else _match_server_name(leaf, reference)
+    name = leaf.names.get(reference)
+    if name is None:
+        name = _display_name(leaf) if reference is None else _match_server_name(leaf, reference)
+        leaf.remember(reference, name)
     return CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain)), leaf.public_key
 
 
@@ -225,7 +233,11 @@ def verify_client_chain(
     subjectAltName (RFC 7252 §9.1.3.3); `name` is its canonical form `01-23-45-67-89-AB-CD-EF`.
     """
     leaf = _validate_path(chain, store, when, max_depth, "client")
-    identity = CertificateIdentity(name=_client_eui64(leaf), chain=tuple(bytes(c) for c in chain))
+    name = leaf.names.get(None)
+    if name is None:
+        name = _client_eui64(leaf)
+        leaf.remember(None, name)
+    identity = CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain))
     return identity, leaf.public_key
 
 
@@ -477,9 +489,10 @@ def _check_leaf_usage(leaf: _Leaf, role: str) -> None:
 
 
 class _Leaf:
-    """A validated leaf certificate with its key and its extensions parsed once, by type."""
+    """A validated leaf certificate with its key and its extensions parsed once, by type, and
+    the names it was found valid for (a chain seen again is not matched again)."""
 
-    __slots__ = ("cert", "extensions", "public_key")
+    __slots__ = ("cert", "extensions", "names", "public_key")
 
     def __init__(
         self,
@@ -490,6 +503,8 @@ class _Leaf:
         self.cert = cert
         self.public_key = public_key
         self.extensions = extensions
+        #: Reference identity (None: the client's EUI-64, or no name checked) -> the name.
+        self.names: dict[str | IpAddress | None, str] = {}
 
     @classmethod
     def of(cls, cert: x509.Certificate, public_key: PublicKey, role: str) -> _Leaf:
@@ -500,6 +515,11 @@ class _Leaf:
                 f"the {role} certificate has malformed extensions", _A.bad_certificate
             ) from None
         return cls(cert, public_key, extensions)
+
+    def remember(self, reference: str | IpAddress | None, name: str) -> None:
+        """Keep a name check's outcome, up to `NAMES_KEPT_PER_LEAF` of them."""
+        if len(self.names) < NAMES_KEPT_PER_LEAF:
+            self.names[reference] = name
 
     def extension(self, kind: type[_E]) -> _E | None:
         value = self.extensions.get(kind)
