@@ -28,6 +28,7 @@ from iotdtls.crypto import (
     psk_premaster_secret,
     random_bytes,
 )
+from iotdtls.crypto.prf import HmacSha256
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "iotdtls"
 
@@ -72,6 +73,40 @@ def test_prf_prefixes_agree(length: int) -> None:
 def test_prf_rejects_negative_length() -> None:
     with pytest.raises(ValueError):
         prf(b"k", b"l", b"s", -1)
+
+
+# RFC 4231 §4.2, §4.3 and §4.7: HMAC-SHA-256 of test cases 1, 2 and 6 (a key longer than the
+# 64-byte block, hashed first).
+RFC4231 = [
+    (b"\x0b" * 20, b"Hi There",
+     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (b"Jefe", b"what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+]
+
+
+@pytest.mark.parametrize(("key", "message", "expected"), RFC4231)
+def test_hmac_sha256_published_vectors(key: bytes, message: bytes, expected: str) -> None:
+    mac = HmacSha256(key)
+    assert mac.digest(message).hex() == expected
+    assert mac.digest(message).hex() == expected  # the keyed states are copied, never used up
+
+
+@pytest.mark.parametrize("key_length", [0, 32, 63, 64, 65, 200])
+def test_hmac_sha256_agrees_with_the_standard_library_around_the_block_size(
+    key_length: int,
+) -> None:
+    """RFC 2104 §2: keys up to the 64-byte block are zero-padded, longer ones hashed first."""
+    key = bytes(range(1, key_length + 1))
+    for message in (b"", b"m", bytes(100)):
+        assert HmacSha256(key).digest(message) == hmac.digest(key, message, "sha256")
+
+
+def test_hmac_sha256_repr_shows_no_key() -> None:
+    key = bytes.fromhex("5ec2e75ec2e75ec2e75ec2e75ec2e75e")
+    assert key.hex() not in repr(HmacSha256(key)) and "redacted" in repr(HmacSha256(key))
 
 
 def test_psk_premaster_layout_rfc4279() -> None:

@@ -132,9 +132,10 @@ def test_cookie_jar_derives_each_period_secret_once_and_keeps_only_its_neighbour
             assert jar.verify(now, address, hello, cookie) is (now < 20.0)
         assert derived == expected, now
         assert set(jar._secrets) == cached, now
-        for period, secret in jar._secrets.items():
+        for period, keyed in jar._secrets.items():
             label = b"iotdtls cookie secret" + period.to_bytes(8, "big", signed=True)
-            assert secret == real_digest(master, label, "sha256")
+            secret = real_digest(master, label, "sha256")
+            assert keyed.digest(hello) == real_digest(secret, hello, "sha256")
 
 
 # -- the endpoint -------------------------------------------------------------------------------

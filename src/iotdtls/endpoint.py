@@ -21,6 +21,7 @@ from iotdtls._buffer import Reader, Writer
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
+from iotdtls.crypto.prf import HmacSha256
 from iotdtls.errors import (
     AlertLevel,
     AssociationEvicted,
@@ -80,25 +81,27 @@ class CookieJar:
     def __init__(self, rotation: float, master_secret: bytes | None = None) -> None:
         self._rotation = rotation
         self._master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
-        self._secrets: dict[int, bytes] = {}
+        #: The secrets of the periods around the current one, keyed for HMAC-SHA256.
+        self._secrets: dict[int, HmacSha256] = {}
 
     def __repr__(self) -> str:
         return f"<CookieJar rotation={self._rotation}s>"
 
     def _secret(self, index: int) -> bytes:
-        secret = self._secrets.get(index)
-        if secret is None:
-            label = COOKIE_SECRET_LABEL + index.to_bytes(8, "big", signed=True)
-            secret = hmac.digest(self._master, label, "sha256")
-            self._secrets[index] = secret
+        """The secret of period `index`, derived from the master."""
+        label = COOKIE_SECRET_LABEL + index.to_bytes(8, "big", signed=True)
+        return hmac.digest(self._master, label, "sha256")
+
+    def _keyed(self, index: int) -> HmacSha256:
+        keyed = self._secrets.get(index)
+        if keyed is None:
+            keyed = self._secrets[index] = HmacSha256(self._secret(index))
             for old in [i for i in self._secrets if not index - 1 <= i <= index + 1]:
                 del self._secrets[old]
-        return secret
+        return keyed
 
     def _mac(self, index: int, address: bytes, hello_without_cookie: bytes) -> bytes:
-        return hmac.digest(self._secret(index), address + hello_without_cookie, "sha256")[
-            :COOKIE_LENGTH
-        ]
+        return self._keyed(index).digest(address + hello_without_cookie)[:COOKIE_LENGTH]
 
     def make(self, now: float, address: bytes, hello_without_cookie: bytes) -> bytes:
         return self._mac(int(now // self._rotation), address, hello_without_cookie)
