@@ -316,3 +316,21 @@ def test_find_extension() -> None:
     assert find_extension(exts, Heartbeat) == Heartbeat(1)
     assert find_extension(exts, ExtendedMasterSecret) is None
     assert find_extension(exts, UnknownExtension) == UnknownExtension(35)
+
+
+@pytest.mark.parametrize(
+    ("ext_type", "in_message"),
+    [
+        (ExtensionType.extended_master_secret, CH),  # RFC 7627 §5.1
+        (ExtensionType.extended_master_secret, SH),
+        (ExtensionType.client_certificate_url, CH),  # RFC 6066 §5
+        (ExtensionType.server_name, SH),  # RFC 6066 §3: empty in ServerHello
+        (ExtensionType.trusted_ca_keys, SH),  # RFC 6066 §6: empty in ServerHello
+    ],
+)
+def test_extensions_without_data_refuse_data_and_name_themselves(
+    ext_type: ExtensionType, in_message: HandshakeType
+) -> None:
+    assert len(decode(block((ext_type, b"")), in_message)) == 1
+    with pytest.raises(DecodeError, match=f"^{ext_type.name}: extension_data must be empty"):
+        decode(block((ext_type, b"\x00")), in_message)

@@ -54,6 +54,8 @@ _VERSION = 1
 _MODE_CODES = {Mode.PSK: 1, Mode.RAW_PUBLIC_KEY: 2, Mode.X509: 3}
 _MODES = {code: mode for mode, code in _MODE_CODES.items()}
 _PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
+#: max_fragment_length codes a session may carry (RFC 6066 §4), 0 for none.
+_FRAGMENT_LENGTH_CODES = frozenset((0, *MaxFragmentLengthCode))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ class SessionState:
             raise ConfigError(f"cipher suite {self.cipher_suite:#06x} is not one of ours")
         if not self.server_name.isascii():
             raise ConfigError("a session's server_name is an ASCII host name (RFC 6066 §3)")
-        if self.max_fragment_length not in (0, *MaxFragmentLengthCode):
+        if self.max_fragment_length not in _FRAGMENT_LENGTH_CODES:
             raise ConfigError(f"max_fragment_length code {self.max_fragment_length} is not 0-4")
 
     def __repr__(self) -> str:

@@ -208,7 +208,7 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
 
     handshake_failure when no suite fits; unsupported_certificate when the ECDHE suite fails
     only on certificate types (RFC 7250 §4.2)."""
-    failure = ProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
+    failure: ProtocolError | None = None
     for code in hello.cipher_suites:
         suite = suite_info(code)
         if suite is None:
@@ -223,7 +223,7 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
             return _choose_ecdhe(suite, hello, config)
         except ProtocolError as exc:
             failure = exc
-    raise failure
+    raise failure or ProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
 
 
 def _client_takes_p256_ecdsa(hello: ClientHello) -> bool:

@@ -228,9 +228,11 @@ def _check_context(in_message: HandshakeType) -> None:
         raise ValueError(f"extensions are not carried in {in_message!r}")
 
 
-def _expect_empty(data: bytes, what: str) -> None:
+def _expect_empty(data: bytes, ext_type: ExtensionType) -> None:
     if data:
-        raise DecodeError(f"{what}: extension_data must be empty, got {len(data)} bytes")
+        raise DecodeError(
+            f"{ext_type.name}: extension_data must be empty, got {len(data)} bytes"
+        )
 
 
 _Code = TypeVar("_Code", bound=IntEnum)
@@ -299,7 +301,7 @@ class ServerName(_Known):
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
         if in_message == HandshakeType.server_hello:
-            _expect_empty(data, "server_name")
+            _expect_empty(data, ExtensionType.server_name)
             return cls("")
         reader = Reader(data)
         entries = Reader(reader.pull_vector(2, 1))
@@ -346,7 +348,7 @@ class _EmptyExtension(_Known):
     @classmethod
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
-        _expect_empty(data, cls.TYPE.name)
+        _expect_empty(data, cls.TYPE)
         return cls()
 
 
@@ -401,7 +403,7 @@ class TrustedCaKeys(_Known):
     def decode(cls, data: bytes, in_message: HandshakeType) -> Self:
         _check_context(in_message)
         if in_message == HandshakeType.server_hello:
-            _expect_empty(data, "trusted_ca_keys")
+            _expect_empty(data, ExtensionType.trusted_ca_keys)
             return cls()
         reader = Reader(data)
         entries = reader.pull_block(2)
