@@ -15,7 +15,7 @@ import iotdtls.handshake.keyexchange
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.ecdhe import EphemeralKey
 from iotdtls.crypto.signature import PrivateKey
-from iotdtls.errors import AlertDescription, ConfigError
+from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity, UnauthenticatedPeer
 from iotdtls.messages import (
@@ -394,3 +394,34 @@ def test_certificate_verify_after_change_cipher_spec_is_unexpected(
     link = rpk_link()
     link.handshake()
     assert failure(link, "server").alert is AlertDescription.unexpected_message
+
+
+@pytest.mark.req("RPK-3")
+def test_raw_public_keys_are_decoded_once_and_refused_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 7250 §3: a returning peer's SubjectPublicKeyInfo is not decoded again (the last
+    PUBLIC_KEYS_KEPT are remembered); one that does not decode is refused at each attempt."""
+    from iotdtls.crypto.signature import PUBLIC_KEYS_KEPT, PublicKey, _decoded
+
+    _decoded.cache_clear()
+    loads: list[bytes] = []
+    real = iotdtls.crypto.signature.load_public_key
+
+    def counting(spki: bytes) -> Any:
+        loads.append(spki)
+        return real(spki)
+
+    monkeypatch.setattr(iotdtls.crypto.signature, "load_public_key", counting)
+    key = PrivateKey.generate()
+    first = PublicKey.from_spki(key.spki)
+    assert first.spki == key.spki
+    assert repr(first) == repr(key).replace("PrivateKey", "PublicKey")  # the fingerprint only
+    assert PublicKey.from_spki(bytearray(key.spki)) is first
+    assert loads == [key.spki]
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as info:
+            PublicKey.from_spki(key.spki[:-1])
+        assert info.value.alert is AlertDescription.bad_certificate
+    assert len(loads) == 3
+    assert _decoded.cache_info().maxsize == PUBLIC_KEYS_KEPT

@@ -11,6 +11,7 @@ bad_certificate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from os import PathLike, fspath
 
@@ -30,6 +31,8 @@ __all__ = [
     "verify_signature",
 ]
 
+#: Raw public keys remembered decoded (least recently used dropped).
+PUBLIC_KEYS_KEPT = 256
 _CURVE = ec.SECP256R1()
 _SIGN = ec.ECDSA(hashes.SHA256())
 _SIGN_DIGEST = ec.ECDSA(Prehashed(hashes.SHA256()))
@@ -137,11 +140,12 @@ class PublicKey:
         self.key = key
         self.spki = spki
 
-    @classmethod
-    def from_spki(cls, spki: bytes) -> PublicKey:
+    @staticmethod
+    def from_spki(spki: bytes) -> PublicKey:
         """Decode a raw public key (RFC 7250 §3); bad_certificate or unsupported_certificate
-        for one that is not a well-formed P-256 key."""
-        return cls(load_public_key(spki), spki)
+        for one that is not a well-formed P-256 key. The last `PUBLIC_KEYS_KEPT` keys are
+        remembered (a peer that comes back is not decoded again; public keys are no secret)."""
+        return _decoded(bytes(spki))
 
     @classmethod
     def of(cls, key: ec.EllipticCurvePublicKey) -> PublicKey:
@@ -150,6 +154,11 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey(p256, spki sha256 {spki_sha256(self.spki).hex()[:16]}..)"
+
+
+@functools.lru_cache(maxsize=PUBLIC_KEYS_KEPT)
+def _decoded(spki: bytes) -> PublicKey:
+    return PublicKey(load_public_key(spki), spki)
 
 
 def verify_signature(public_key: PublicKey, signature: bytes, data: bytes) -> None:
