@@ -83,6 +83,13 @@ class ConnectionState(Enum):
     CLOSED = auto()
 
 
+#: The states by module-level name for the per-datagram checks: Python 3.11 finds an Enum
+#: member through the Enum's metaclass, about ten times the cost of a global name.
+_IDLE = ConnectionState.IDLE
+_HANDSHAKING = ConnectionState.HANDSHAKING
+_ESTABLISHED = ConnectionState.ESTABLISHED
+_CLOSED = ConnectionState.CLOSED
+
 class DropReason(Enum):
     """Authenticated records the connection ignores (counted in `DtlsConnection.dropped`;
     heartbeat messages in `iotdtls.heartbeat.HeartbeatDrop`)."""
@@ -137,7 +144,7 @@ class DtlsConnection:
         resumption; a `ServerEndpoint` passes its own)."""
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
-        self.state = ConnectionState.IDLE
+        self.state = _IDLE
         self._records = RecordLayer(integrity_limit=config.integrity_limit)
         # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
@@ -242,7 +249,7 @@ class DtlsConnection:
     @property
     def closed(self) -> bool:
         """True once the association has ended, cleanly or not."""
-        return self.state is ConnectionState.CLOSED
+        return self.state is _CLOSED
 
     @property
     def peer(self) -> PeerIdentity | None:
@@ -268,7 +275,7 @@ class DtlsConnection:
         """Client: start the handshake (flight 1)."""
         if (
             not isinstance(self._handshake, ClientHandshake)
-            or self.state is not ConnectionState.IDLE
+            or self.state is not _IDLE
         ):
             raise LocalProtocolError("connect() is for a new client connection")
         self._begin(now)
@@ -276,22 +283,22 @@ class DtlsConnection:
 
     def accept(self, now: float) -> None:
         """Server: expect a ClientHello (the endpoint calls this before the first datagram)."""
-        if self.is_client or self.state is not ConnectionState.IDLE:
+        if self.is_client or self.state is not _IDLE:
             raise LocalProtocolError("accept() is for a new server connection")
         self._begin(now)
 
     def _begin(self, now: float) -> None:
-        self.state = ConnectionState.HANDSHAKING
+        self.state = _HANDSHAKING
         self._deadline = now + self.config.handshake_timeout
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Process one datagram from the peer. Never raises for anything the peer sent."""
-        if self.state is ConnectionState.ESTABLISHED:
+        if self.state is _ESTABLISHED:
             self._receive_established(data, now)
             return
-        if self.state is ConnectionState.IDLE and not self.is_client:
+        if self.state is _IDLE and not self.is_client:
             self._begin(now)
-        if self.state in (ConnectionState.IDLE, ConnectionState.CLOSED):
+        if self.state in (_IDLE, _CLOSED):
             return
         self._datagrams_since_progress += 1
         try:
@@ -396,7 +403,7 @@ class DtlsConnection:
         """When `handle_timer` should next be called (absolute seconds), or None."""
         timer = self._timer
         candidates = [self._deadline, None if timer is None else timer.deadline]
-        if self.state is ConnectionState.ESTABLISHED:
+        if self.state is _ESTABLISHED:
             beats = self._heartbeats
             candidates += (self._hold_until, None if beats is None else beats.get_timer())
         return min((t for t in candidates if t is not None), default=None)
@@ -405,12 +412,12 @@ class DtlsConnection:
         """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline;
         once established, the end of the final flight's hold (§4.2.4) and the heartbeat timers
         (RFC 6520 §3)."""
-        if self.state is ConnectionState.ESTABLISHED:
+        if self.state is _ESTABLISHED:
             if self._hold_until is not None and now >= self._hold_until:
                 self._settle()
             self._heartbeat_timer(now)
             return
-        if self.state is not ConnectionState.HANDSHAKING:
+        if self.state is not _HANDSHAKING:
             return
         if self._deadline is not None and now >= self._deadline:
             self._close(HandshakeTimeout(self.config.handshake_timeout))
@@ -462,7 +469,7 @@ class DtlsConnection:
         IP a datagram it must fragment), nor more than a negotiated max_fragment_length (RFC
         6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
         `max_send_size` says what fits."""
-        if self.state is not ConnectionState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
         if len(data) > self._max_send_size:
             fragment_limit = self._fragment_limit
@@ -484,7 +491,7 @@ class DtlsConnection:
         `config.handshake_timeout` seconds, the association ends with `PeerUnresponsive`.
         `LocalProtocolError` unless established with heartbeats the peer accepts, or while
         another request is in flight (one at a time)."""
-        if self.state is not ConnectionState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send a heartbeat in state {self.state.name}")
         self._send_heartbeat_message(self._beats().send_request(now))
 
@@ -494,7 +501,7 @@ class DtlsConnection:
         """Answer a `CertificateUrlsReceived` event: the fetched chain (hashes checked), or the
         error that ended the fetch (RFC 6066 §5: certificate_unobtainable or
         bad_certificate_hash_value). The handshake then goes on, or ends with that alert."""
-        if self.state is not ConnectionState.HANDSHAKING or not self._handshake.waiting_for_chain:
+        if self.state is not _HANDSHAKING or not self._handshake.waiting_for_chain:
             return  # the association ended (or moved on) while the fetch ran
         try:
             if isinstance(chain, ProtocolError):
@@ -506,16 +513,16 @@ class DtlsConnection:
 
     def terminate(self, error: DtlsError) -> None:
         """End the association without sending anything (the peer has lost its state)."""
-        if self.state is not ConnectionState.CLOSED:
+        if self.state is not _CLOSED:
             self._close(error)
 
     def close(self, reason: DtlsError | None = None) -> None:
         """Send close_notify and end the association (RFC 5246 §7.2.1). `reason` is what the
         closing event tells the application (None: a plain close; e.g. `IdleTimeout` when a
         server lets an idle association go)."""
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return
-        if self.state is not ConnectionState.IDLE:
+        if self.state is not _IDLE:
             self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
         self._close(reason)
 
@@ -537,7 +544,7 @@ class DtlsConnection:
         """RFC 6520 §3: heartbeats only on an established association, in its epoch (the
         fast path hands over only those): during the handshake they are dropped."""
         beats = self._beats()
-        if self.state is not ConnectionState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             beats.dropped[HeartbeatDrop.DURING_HANDSHAKE] += 1
             return
         response, elapsed = beats.on_message(record.payload, now)
@@ -567,7 +574,7 @@ class DtlsConnection:
     def _on_alert(self, record: PlainRecord) -> None:
         alert = Alert.decode(record.payload)
         if alert.description == AlertDescription.close_notify:
-            if self.state is not ConnectionState.CLOSED:
+            if self.state is not _CLOSED:
                 self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
                 self._close(None)
         elif alert.level == AlertLevel.FATAL:
@@ -598,7 +605,7 @@ class DtlsConnection:
             if not self._numbering_adopted:
                 self._adopt_client_numbering(record, frag)
             self._on_fragment(frag, record_id, now)
-            if self.state is ConnectionState.CLOSED:
+            if self.state is _CLOSED:
                 return
         self._newest_handshake_record = max(self._newest_handshake_record, record_id)
         self._process_messages(now)
@@ -619,7 +626,7 @@ class DtlsConnection:
             )
 
     def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int], now: float) -> None:
-        if self.state is ConnectionState.ESTABLISHED:
+        if self.state is _ESTABLISHED:
             self._post_handshake_fragment(frag, record_id, now)
         elif frag.message_seq >= self._reassembler.next_seq:
             self._reassembler.add(frag)
@@ -671,7 +678,7 @@ class DtlsConnection:
         """Feed complete in-order messages to the state machine (HS-5: epochs must match)."""
         hs = self._handshake
         hs.now = now
-        while self.state is ConnectionState.HANDSHAKING:
+        while self.state is _HANDSHAKING:
             if self._deferred_ccs and hs.expects_change_cipher_spec:
                 self._deferred_ccs = False
                 hs.change_cipher_spec()
@@ -766,7 +773,7 @@ class DtlsConnection:
         self._queue([self._records.seal(ContentType.alert, payload, self._write_epoch)])
 
     def _complete(self, now: float) -> None:
-        self.state = ConnectionState.ESTABLISHED
+        self.state = _ESTABLISHED
         self.last_activity = now
         self._max_send_size = self.max_send_size
         self._deadline = None
@@ -819,7 +826,7 @@ class DtlsConnection:
 
     def _fail(self, exc: ProtocolError) -> None:
         """The one place a protocol violation becomes a fatal alert and a closed association."""
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return
         alert = permitted_alert(exc.alert, self._handshake.allowed_alerts)
         self._send_alert(AlertLevel.FATAL, alert)
@@ -830,7 +837,7 @@ class DtlsConnection:
             logger.debug("association failed: %s", error)
         if isinstance(error, AlertSent | AlertReceived):
             self._handshake.forget_session()  # RFC 5246 §7.2.2
-        self.state = ConnectionState.CLOSED
+        self.state = _CLOSED
         self.error = error
         self._forget_handshake()
         self._deadline = None

@@ -223,8 +223,11 @@ def pull_vector_list(
     return tuple(items)
 
 
+_HELLOS = frozenset((HandshakeType.client_hello, HandshakeType.server_hello))
+
+
 def _check_context(in_message: HandshakeType) -> None:
-    if in_message not in (HandshakeType.client_hello, HandshakeType.server_hello):
+    if in_message not in _HELLOS:
         raise ValueError(f"extensions are not carried in {in_message!r}")
 
 
@@ -706,6 +709,7 @@ def decode_extensions(reader: Reader, in_message: HandshakeType) -> tuple[Extens
     unsupported_extension (RFC 5246 §7.4.1.4). Unknown types come back as `UnknownExtension`.
     """
     _check_context(in_message)
+    in_server_hello = in_message == HandshakeType.server_hello
     block = reader.pull_block(2)
     extensions: list[Extension] = []
     seen: set[int] = set()
@@ -715,7 +719,7 @@ def decode_extensions(reader: Reader, in_message: HandshakeType) -> tuple[Extens
         if ext_type in seen:
             raise DecodeError(f"duplicate extension {ext_type}")
         seen.add(ext_type)
-        if in_message == HandshakeType.server_hello and ext_type in CLIENT_ONLY_EXTENSIONS:
+        if in_server_hello and ext_type in CLIENT_ONLY_EXTENSIONS:
             raise ProtocolError(
                 f"extension {ext_type} in ServerHello", AlertDescription.unsupported_extension
             )
