@@ -334,3 +334,21 @@ def test_extensions_without_data_refuse_data_and_name_themselves(
     assert len(decode(block((ext_type, b"")), in_message)) == 1
     with pytest.raises(DecodeError, match=f"^{ext_type.name}: extension_data must be empty"):
         decode(block((ext_type, b"\x00")), in_message)
+
+
+def test_host_names_are_printable_ascii_both_ways() -> None:
+    """RFC 6066 §3: a HostName is ASCII; ours takes the printable range 0x21..0x7e only."""
+    from iotdtls.messages.extensions import decode_ascii, encode_ascii
+
+    edges = "!~" + "".join(map(chr, range(0x21, 0x7F)))
+    assert decode_ascii(edges.encode(), "host_name") == edges
+    assert encode_ascii(edges, "host_name") == edges.encode()
+    assert decode_ascii(b"", "host_name") == "" and encode_ascii("", "host_name") == b""
+    for bad in ("a b", "\x20", "\x7f", "a\x00", "caf\xe9", "\u0100"):
+        with pytest.raises(ValueError, match="host_name must be printable ASCII"):
+            encode_ascii(bad, "host_name")
+        if bad.isascii():
+            with pytest.raises(DecodeError, match="host_name is not printable ASCII"):
+                decode_ascii(bad.encode(), "host_name")
+    with pytest.raises(DecodeError):
+        decode_ascii(b"caf\xc3\xa9", "host_name")

@@ -143,19 +143,23 @@ def pull_uint_list(
     if enum is None:
         return values
     members = members_by_value(enum)
-    return tuple(members.get(value, value) for value in values)
+    return tuple(map(members.get, values, values))
+
+
+#: The printable ASCII bytes, 0x21..0x7e: deleting them leaves whatever else a name holds.
+_PRINTABLE_ASCII = bytes(range(0x21, 0x7F))
 
 
 def decode_ascii(data: bytes, what: str) -> str:
     """Decode printable ASCII (0x21..0x7e) or raise `DecodeError`."""
-    if not all(0x21 <= byte <= 0x7E for byte in data):
+    if data.translate(None, _PRINTABLE_ASCII):
         raise DecodeError(f"{what} is not printable ASCII")
     return data.decode("ascii")
 
 
 def encode_ascii(text: str, what: str) -> bytes:
     """Encode printable ASCII (0x21..0x7e) or raise `ValueError`."""
-    if not all(0x21 <= ord(char) <= 0x7E for char in text):
+    if not text.isascii() or text.encode("ascii").translate(None, _PRINTABLE_ASCII):
         raise ValueError(f"{what} must be printable ASCII: {text!r}")
     return text.encode("ascii")
 
