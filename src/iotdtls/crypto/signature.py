@@ -156,9 +156,11 @@ class PublicKey:
         return f"PublicKey(p256, spki sha256 {spki_sha256(self.spki).hex()[:16]}..)"
 
 
-@functools.lru_cache(maxsize=PUBLIC_KEYS_KEPT)
-def _decoded(spki: bytes) -> PublicKey:
+def _decode(spki: bytes) -> PublicKey:
     return PublicKey(load_public_key(spki), spki)
+
+
+_decoded = functools.lru_cache(maxsize=PUBLIC_KEYS_KEPT)(_decode)
 
 
 def verify_signature(public_key: PublicKey, signature: bytes, data: bytes) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Final, TypeVar
@@ -93,6 +94,12 @@ and every anchor is still valid (nothing is revoked in this profile, CRT-5)."""
 NAMES_KEPT_PER_LEAF: Final = 8
 """Name checks remembered per validated leaf: a chain seen again is not matched again against
 a name it was already found valid for (a client reaches a server under few names)."""
+
+REFERENCE_IDENTITIES_KEPT: Final = 64
+"""Server names whose reference identity is remembered (a client's every certificate handshake
+asks for its one name again)."""
+
+_reference_identity = functools.lru_cache(maxsize=REFERENCE_IDENTITIES_KEPT)(reference_identity)
 
 _A = AlertDescription
 _AGNOSTIC = verification.Criticality.AGNOSTIC
@@ -210,7 +217,7 @@ def verify_server_chain(
     address only against iPAddress subjectAltNames. The identity's `name` is the matched
     reference name; without `server_name` nothing is matched and `name` is the leaf's CN.
     """
-    reference = None if server_name is None else reference_identity(server_name)
+    reference = None if server_name is None else _reference_identity(server_name)
     leaf = _validate_path(chain, store, when, max_depth, "server")
     name = leaf.names.get(reference)
     if name is None:

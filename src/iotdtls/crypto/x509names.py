@@ -19,7 +19,6 @@ and asks these functions whether they fit.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 
@@ -42,18 +41,14 @@ _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _MIN_WILDCARD_LABELS = 3
 #: What could be an IPv4 address (an IPv6 one has a colon); anything else is a DNS name.
 _DOTTED_DIGITS = re.compile(r"[0-9.]+")
-#: Server names whose reference identity is remembered (least recently used dropped).
-REFERENCE_IDENTITIES_KEPT = 64
 
 _HEX = "[0-9A-Fa-f]{2}"
 _EUI64 = re.compile(rf"(?:{_HEX}){{8}}|{_HEX}(?P<sep>[-:]){_HEX}(?:(?P=sep){_HEX}){{6}}")
 
 
-@functools.lru_cache(maxsize=REFERENCE_IDENTITIES_KEPT)
 def reference_identity(server_name: str) -> str | IpAddress:
     """The reference identifier for `server_name`: an IP address, or a DNS name in lower-case
-    ASCII (U-labels converted to A-labels, one trailing dot dropped). Computed once per name
-    (each certificate handshake of a client asks again).
+    ASCII (U-labels converted to A-labels, one trailing dot dropped).
 
     Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels).
     """
