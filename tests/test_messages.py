@@ -244,6 +244,32 @@ def test_handshake_header_unknown_type_and_bad_fragment() -> None:
         HandshakeHeader.decode(Reader(bytes.fromhex("0b 000010 0000 00")))
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (0x100, 0, 0, 0, 0),  # msg_type is one byte
+        (-1, 0, 0, 0, 0),
+        (1, 0x1000000, 0, 0, 0),  # length, fragment_offset and fragment_length are u24
+        (1, 0x10, 0x10000, 0, 0),  # message_seq is u16
+        (1, 0x10, -1, 0, 0),
+        (1, 0x10, 0, -1, 0),
+        (1, 0x10, 0, 0, -1),
+        (1, 0x10, 0, 0x8, 0x9),  # the fragment ends past the message
+    ],
+)
+def test_handshake_header_encoder_refuses_fields_out_of_range(
+    fields: tuple[int, int, int, int, int],
+) -> None:
+    with pytest.raises(ValueError, match="handshake header field out of range"):
+        HandshakeHeader(*fields).encode()
+
+
+def test_handshake_header_encoder_takes_the_largest_fields() -> None:
+    header = HandshakeHeader(0xFF, 0xFFFFFF, 0xFFFF, 0xFFFFFE, 1)
+    assert header.encode() == bytes.fromhex("ff ffffff ffff fffffe 000001")
+    assert HandshakeHeader.decode(Reader(header.encode())) == header
+
+
 def test_server_key_exchange_psk() -> None:
     # RFC 4279 §2: psk_identity_hint<0..2^16-1>
     assert ServerKeyExchangePsk.decode(b"\x00\x03abc") == ServerKeyExchangePsk(b"abc")

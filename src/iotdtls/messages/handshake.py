@@ -121,13 +121,14 @@ def encode_handshake_header(
     msg_type: int, length: int, message_seq: int, fragment_offset: int, fragment_length: int
 ) -> bytes:
     """The 12-byte header of one handshake fragment (RFC 6347 §4.2.2)."""
+    # A shift leaves nothing exactly when the field fits its width (a negative value leaves -1).
     if (
-        not 0 <= msg_type <= 0xFF
-        or not fragment_offset >= 0
-        or not fragment_length >= 0
+        msg_type >> 8
+        or length >> 24
+        or message_seq >> 16
+        or fragment_offset < 0
+        or fragment_length < 0
         or fragment_offset + fragment_length > length
-        or length > 0xFFFFFF
-        or not 0 <= message_seq <= 0xFFFF
     ):
         raise ValueError("handshake header field out of range, or fragment past the message")
     return _HEADER.pack(
