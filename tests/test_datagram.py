@@ -40,6 +40,12 @@ class Recorder(asyncio.DatagramProtocol):
         self.lost.set_result(exc)
 
 
+async def until_received(protocol: Recorder, count: int) -> None:
+    """Wait (within `run`'s limit) until `protocol` holds `count` datagrams."""
+    while len(protocol.received) < count:
+        await asyncio.sleep(0.005)
+
+
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((LOCALHOST, 0))
@@ -69,8 +75,7 @@ def test_a_burst_is_read_in_one_wake_up() -> None:
             for n in range(datagram.READ_BATCH + 6):
                 sender.sendto(b"%d" % n, transport.get_extra_info("sockname"))
             sender_address = sender.getsockname()
-            while len(protocol.received) < datagram.READ_BATCH + 6:
-                await asyncio.sleep(0.005)
+            await until_received(protocol, datagram.READ_BATCH + 6)
         assert protocol.made
         assert wake_ups == 2  # a full batch, then the rest
         assert [data for data, _ in protocol.received] == [
@@ -191,8 +196,7 @@ def test_a_loop_without_add_reader_gets_its_own_transport(
         assert not isinstance(transport, DrainingTransport)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.sendto(b"hello", transport.get_extra_info("sockname"))
-            while not protocol.received:
-                await asyncio.sleep(0.005)
+            await until_received(protocol, 1)
         assert protocol.received[0][0] == b"hello"
         transport.close()
         await protocol.lost

@@ -131,8 +131,8 @@ def test_cookie_jar_derives_each_period_secret_once_and_keeps_only_its_neighbour
         else:
             assert jar.verify(now, address, hello, cookie) is (now < 20.0)
         assert derived == expected, now
-        assert set(jar._secrets) == cached, now
-        for period, keyed in jar._secrets.items():
+        assert set(jar._period_macs) == cached, now
+        for period, keyed in jar._period_macs.items():
             label = b"iotdtls cookie secret" + period.to_bytes(8, "big", signed=True)
             secret = real_digest(master, label, "sha256")
             assert keyed.digest(hello) == real_digest(secret, hello, "sha256")

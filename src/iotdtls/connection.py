@@ -90,6 +90,7 @@ _HANDSHAKING = ConnectionState.HANDSHAKING
 _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
 
+
 class DropReason(Enum):
     """Authenticated records the connection ignores (counted in `DtlsConnection.dropped`;
     heartbeat messages in `iotdtls.heartbeat.HeartbeatDrop`)."""

@@ -82,7 +82,7 @@ class CookieJar:
         self._rotation = rotation
         self._master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
         #: The secrets of the periods around the current one, keyed for HMAC-SHA256.
-        self._secrets: dict[int, HmacSha256] = {}
+        self._period_macs: dict[int, HmacSha256] = {}
 
     def __repr__(self) -> str:
         return f"<CookieJar rotation={self._rotation}s>"
@@ -93,11 +93,11 @@ class CookieJar:
         return hmac.digest(self._master, label, "sha256")
 
     def _keyed(self, index: int) -> HmacSha256:
-        keyed = self._secrets.get(index)
+        keyed = self._period_macs.get(index)
         if keyed is None:
-            keyed = self._secrets[index] = HmacSha256(self._secret(index))
-            for old in [i for i in self._secrets if not index - 1 <= i <= index + 1]:
-                del self._secrets[old]
+            keyed = self._period_macs[index] = HmacSha256(self._secret(index))
+            for old in [i for i in self._period_macs if not index - 1 <= i <= index + 1]:
+                del self._period_macs[old]
         return keyed
 
     def _mac(self, index: int, address: bytes, hello_without_cookie: bytes) -> bytes:

@@ -40,7 +40,7 @@ import collections
 import datetime
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
 from cryptography import x509
@@ -219,10 +219,10 @@ def verify_server_chain(
     """
     reference = None if server_name is None else _reference_identity(server_name)
     leaf = _validate_path(chain, store, when, max_depth, "server")
-    name = leaf.names.get(reference)
-    if name is None:
-        name = _display_name(leaf) if reference is None else _match_server_name(leaf, reference)
-        leaf.remember(reference, name)
+    name = leaf.name_for(
+        reference,
+        lambda: _display_name(leaf) if reference is None else _match_server_name(leaf, reference),
+    )
     return CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain)), leaf.public_key
 
 
@@ -240,10 +240,7 @@ def verify_client_chain(
     subjectAltName (RFC 7252 §9.1.3.3); `name` is its canonical form `01-23-45-67-89-AB-CD-EF`.
     """
     leaf = _validate_path(chain, store, when, max_depth, "client")
-    name = leaf.names.get(None)
-    if name is None:
-        name = _client_eui64(leaf)
-        leaf.remember(None, name)
+    name = leaf.name_for(None, lambda: _client_eui64(leaf))
     identity = CertificateIdentity(name=name, chain=tuple(bytes(c) for c in chain))
     return identity, leaf.public_key
 
@@ -523,10 +520,15 @@ class _Leaf:
             ) from None
         return cls(cert, public_key, extensions)
 
-    def remember(self, reference: str | IpAddress | None, name: str) -> None:
-        """Keep a name check's outcome, up to `NAMES_KEPT_PER_LEAF` of them."""
-        if len(self.names) < NAMES_KEPT_PER_LEAF:
-            self.names[reference] = name
+    def name_for(self, reference: str | IpAddress | None, check: Callable[[], str]) -> str:
+        """The name `check` finds for `reference` (it raises when there is none), asked once:
+        up to `NAMES_KEPT_PER_LEAF` outcomes are kept."""
+        name = self.names.get(reference)
+        if name is None:
+            name = check()
+            if len(self.names) < NAMES_KEPT_PER_LEAF:
+                self.names[reference] = name
+        return name
 
     def extension(self, kind: type[_E]) -> _E | None:
         value = self.extensions.get(kind)
