@@ -12,10 +12,10 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from os import PathLike, fspath
 from typing import ClassVar
 
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.credentials import CertifiedKey, PrivateKey, as_der_sequence, public_key_pins
 from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, TrustStore
 from iotdtls.crypto.x509names import reference_identity
@@ -231,7 +231,7 @@ def _check_heartbeat(heartbeat: bool, interval: float | None) -> None:
         )
 
 
-class Mode(Enum):
+class Mode(IdentityHashEnum):
     """The profile's three credential kinds (profile §3, CFG-1; CoAP's security modes)."""
 
     PSK = "psk"

@@ -20,6 +20,7 @@ import logging
 from collections import Counter
 from enum import Enum, auto
 
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.aead import NULL_PROTECTOR
 from iotdtls.crypto.suites import EpochKeys
@@ -91,7 +92,7 @@ _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
 
 
-class DropReason(Enum):
+class DropReason(IdentityHashEnum):
     """Authenticated records the connection ignores (counted in `DtlsConnection.dropped`;
     heartbeat messages in `iotdtls.heartbeat.HeartbeatDrop`)."""
 
@@ -712,9 +713,9 @@ class DtlsConnection:
                 )
             self._reassembler.pop()
             self._note_progress()
-            was_waiting = hs.waiting_for_chain
+            was_waiting = hs.pending_certificate_urls
             outcome = hs.handle(msg)
-            if hs.waiting_for_chain and not was_waiting:
+            if hs.pending_certificate_urls and not was_waiting:
                 self._emit(CertificateUrlsReceived(hs.pending_certificate_urls))
             self._apply_fragment_limit()
             if outcome.keys is not None:

@@ -14,10 +14,11 @@ import heapq
 import hmac
 import itertools
 from collections import Counter, deque
-from enum import Enum, auto
+from enum import auto
 from typing import Any
 
 from iotdtls._buffer import Reader, Writer
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
@@ -58,7 +59,7 @@ COOKIE_SECRET_LABEL = b"iotdtls cookie secret"
 TIMER_HEAP_SLACK = 64
 
 
-class GateOutcome(Enum):
+class GateOutcome(IdentityHashEnum):
     """What the stateless gate did with a datagram from an unknown address (counted)."""
 
     NOT_A_CLIENT_HELLO = auto()

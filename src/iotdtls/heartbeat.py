@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import Enum, auto
 
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto import random_bytes
 from iotdtls.errors import DecodeError, LocalProtocolError
@@ -42,7 +43,7 @@ __all__ = ["HeartbeatDrop", "Heartbeats", "TimerOutcome"]
 REQUEST_PAYLOAD_LENGTH = 16
 
 
-class HeartbeatDrop(Enum):
+class HeartbeatDrop(IdentityHashEnum):
     """Heartbeat messages dropped without an answer (counted in `Heartbeats.dropped`)."""
 
     NOT_NEGOTIATED = auto()

@@ -23,9 +23,10 @@ import functools
 import struct
 from collections import Counter
 from collections.abc import Iterator
-from enum import Enum, IntEnum
+from enum import IntEnum
 from typing import NamedTuple, TypeVar
 
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.crypto.aead import NULL_PROTECTOR, BadTag, NullProtector, RecordProtector
 from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError
 
@@ -78,7 +79,7 @@ class ContentType(IntEnum):
 _CONTENT_TYPES: dict[int, ContentType] = {ct.value: ct for ct in ContentType}
 
 
-class DiscardReason(Enum):
+class DiscardReason(IdentityHashEnum):
     """Why a record was silently discarded (RFC 6347 §4.1.2.7; counted in `discards`)."""
 
     BAD_LENGTH = "bad_length"

@@ -15,9 +15,10 @@ ChangeCipherSpec and Finished and answers with ours. Any other ServerHello is a 
 from __future__ import annotations
 
 import logging
-from enum import Enum, auto
+from enum import auto
 from typing import ClassVar
 
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.crypto.signature import PublicKey
@@ -90,7 +91,7 @@ logger = logging.getLogger("iotdtls")
 MAX_HELLO_VERIFY_REQUESTS = 4
 
 
-class ClientState(Enum):
+class ClientState(IdentityHashEnum):
     START = auto()
     WAIT_SERVER_HELLO = auto()
     #: After ServerHello: the first message of the rest of the server's flight.

@@ -16,9 +16,10 @@ credentials (RFC 6066 §3) before anything else is decided.
 from __future__ import annotations
 
 import logging
-from enum import Enum, auto
+from enum import auto
 from typing import ClassVar
 
+from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PublicKey, verify_digest_signature
@@ -86,7 +87,7 @@ logger = logging.getLogger("iotdtls")
 SESSION_ID_LENGTH = 32
 
 
-class ServerState(Enum):
+class ServerState(IdentityHashEnum):
     WAIT_CLIENT_HELLO = auto()
     #: After our flight 4: the first message of the client's flight 5.
     WAIT_CLIENT_FLIGHT = auto()
