@@ -352,3 +352,84 @@ def test_host_names_are_printable_ascii_both_ways() -> None:
                 decode_ascii(bad.encode(), "host_name")
     with pytest.raises(DecodeError):
         decode_ascii(b"caf\xc3\xa9", "host_name")
+
+
+def test_repeated_blocks_are_decoded_once_per_context() -> None:
+    """A fleet's hellos repeat their extension block byte for byte: the decoded tuple of frozen
+    extensions is remembered (the last EXTENSION_BLOCKS_KEPT blocks, per hello type), a block that
+    does not decode is refused each time, and blocks over EXTENSION_BLOCK_KEPT_MAX bytes are
+    decoded afresh so that a peer cannot pin much memory."""
+    from iotdtls.messages import extensions as module
+
+    module._decoded_block.cache_clear()
+    calls: list[bytes] = []
+
+    def counting(data: bytes, in_message: HandshakeType) -> Extension:
+        calls.append(data)
+        return SupportedGroups.decode(data, in_message)
+
+    groups = bytes.fromhex("0002 0017")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(module._DECODERS, ExtensionType.supported_groups, counting)
+        first = decode(block((ExtensionType.supported_groups, groups)), CH)
+        assert first == (SupportedGroups((NamedGroup.secp256r1,)),)
+        for _ in range(2):
+            assert decode(bytes(block((ExtensionType.supported_groups, groups))), CH) is first
+        assert len(calls) == 1
+        with pytest.raises(ProtocolError):  # the same bytes mean something else in ServerHello
+            decode(block((ExtensionType.supported_groups, groups)), SH)
+        for _ in range(2):
+            with pytest.raises(DecodeError):
+                decode(block((ExtensionType.supported_groups, groups[:-1])), CH)
+        assert len(calls) == 3
+        def with_groups(count: int) -> bytes:
+            groups = b"".join(g.to_bytes(2, "big") for g in range(23, 23 + count))
+            return block((ExtensionType.supported_groups, len(groups).to_bytes(2, "big") + groups))
+
+        def groups_in(data: bytes) -> int:
+            (ext,) = decode(data, CH)
+            assert isinstance(ext, SupportedGroups)
+            return len(ext.groups)
+
+        largest, large = with_groups(253), with_groups(254)
+        assert len(largest) - 2 == module.EXTENSION_BLOCK_KEPT_MAX < len(large) - 2
+        for _ in range(2):
+            assert groups_in(largest) == 253
+        assert len(calls) == 4
+        kept = module._decoded_block.cache_info().currsize
+        for _ in range(2):
+            assert groups_in(large) == 254
+        assert len(calls) == 6
+        assert module._decoded_block.cache_info().currsize == kept
+    assert module._decoded_block.cache_info().maxsize == module.EXTENSION_BLOCKS_KEPT
+
+
+def test_our_blocks_are_encoded_once() -> None:
+    """The extensions we send repeat in every hello: an equal tuple is encoded once; a list, an
+    iterator, or extensions holding unhashable values are encoded each time, to the same bytes."""
+    from iotdtls.messages import extensions as module
+
+    module._encoded_block.cache_clear()
+    calls: list[int] = []
+    real = SupportedGroups.encode
+
+    def counting(self: SupportedGroups, in_message: HandshakeType) -> bytes:
+        calls.append(in_message)
+        return real(self, in_message)
+
+    expected = block((ExtensionType.supported_groups, bytes.fromhex("0002 0017")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SupportedGroups, "encode", counting)
+        for _ in range(3):
+            assert encode_extensions((SupportedGroups((NamedGroup.secp256r1,)),), CH) == expected
+        assert len(calls) == 1
+        kept = module._encoded_block.cache_info().currsize
+        for _ in range(2):  # a generator's identity says nothing of what it yields: not kept
+            assert encode_extensions([SupportedGroups((NamedGroup.secp256r1,))], CH) == expected
+            assert encode_extensions(iter([SupportedGroups((23,))]), CH) == expected
+        assert module._encoded_block.cache_info().currsize == kept
+        unhashable = SupportedGroups([NamedGroup.secp256r1])  # type: ignore[arg-type]
+        for _ in range(2):
+            assert encode_extensions((unhashable,), CH) == expected
+        assert len(calls) == 7
+    assert module._encoded_block.cache_info().maxsize == module.EXTENSION_BLOCKS_KEPT

@@ -12,6 +12,7 @@ The module also holds the small vector helpers that the handshake codecs share.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -672,12 +673,30 @@ CLIENT_ONLY_EXTENSIONS = frozenset(
 """Known types a TLS 1.2 server never sends (RFC 5246 §7.4.1.4.1, RFC 8422 §5.2)."""
 
 
+#: Extension blocks remembered encoded and decoded (least recently used dropped): a client
+#: sends the same extensions in every hello, a server answers alike, and a fleet's hellos repeat
+#: byte for byte. Extensions are frozen values, so one decoded tuple serves every association.
+EXTENSION_BLOCKS_KEPT = 64
+#: Larger received blocks are decoded each time: the memory a peer's hellos can pin stays small.
+EXTENSION_BLOCK_KEPT_MAX = 512
+
+
 def encode_extensions(extensions: Iterable[Extension], in_message: HandshakeType) -> bytes:
     """Encode `Extension extensions<0..2^16-1>` with its 2-byte length (RFC 5246 §7.4.1.2).
 
     Raises `ValueError` for duplicate types and for a client-only extension in ServerHello.
     """
     _check_context(in_message)
+    if type(extensions) is tuple:
+        try:
+            return _encoded_block(extensions, in_message)
+        except TypeError:  # an extension holding an unhashable value: encoded each time
+            pass
+    return _encode_block(extensions, in_message)
+
+
+def _encode_block(extensions: Iterable[Extension], in_message: HandshakeType) -> bytes:
+    """The block `encode_extensions` returns, encoded afresh."""
     in_server_hello = in_message == HandshakeType.server_hello
     parts: list[bytes] = []
     seen: set[int] = set()
@@ -713,8 +732,16 @@ def decode_extensions(reader: Reader, in_message: HandshakeType) -> tuple[Extens
     unsupported_extension (RFC 5246 §7.4.1.4). Unknown types come back as `UnknownExtension`.
     """
     _check_context(in_message)
+    block = reader.pull_vector(2)
+    if len(block) <= EXTENSION_BLOCK_KEPT_MAX:
+        return _decoded_block(block, in_message)
+    return _decode_block(block, in_message)
+
+
+def _decode_block(block_data: bytes, in_message: HandshakeType) -> tuple[Extension, ...]:
+    """The extensions of one block's bytes (without its length), checked as above."""
     in_server_hello = in_message == HandshakeType.server_hello
-    block = reader.pull_block(2)
+    block = Reader(block_data)
     extensions: list[Extension] = []
     seen: set[int] = set()
     while not block.eof():
@@ -733,6 +760,11 @@ def decode_extensions(reader: Reader, in_message: HandshakeType) -> tuple[Extens
         else:
             extensions.append(decoder(data, in_message))
     return tuple(extensions)
+
+
+# Wrapped, not decorated: the mutation tests skip decorated functions.
+_encoded_block = functools.lru_cache(maxsize=EXTENSION_BLOCKS_KEPT)(_encode_block)
+_decoded_block = functools.lru_cache(maxsize=EXTENSION_BLOCKS_KEPT)(_decode_block)
 
 
 _E = TypeVar("_E")
