@@ -85,6 +85,11 @@ __all__ = [
 logger = logging.getLogger("iotdtls")
 #: Length of the session_ids we issue (RFC 5246 §7.4.1.2: up to 32 bytes, random).
 SESSION_ID_LENGTH = 32
+#: Our CertificateRequest, the same in every handshake (RFC 5246 §7.4.4; RFC 8422 §5.5: an
+#: ECDSA P-256 certificate or raw key; certificate_authorities left empty, any CA we trust).
+_CERTIFICATE_REQUEST = CertificateRequest(
+    (RequestedCertificateType.ecdsa_sign,), (SignatureScheme.ecdsa_secp256r1_sha256,)
+).encode()
 
 
 class ServerState(IdentityHashEnum):
@@ -310,10 +315,7 @@ class ServerHandshake(HandshakeMachine):
             self.peer = UnauthenticatedPeer()
             self.table = KEY_EXCHANGE_FLOW
             return items
-        request = CertificateRequest(
-            (RequestedCertificateType.ecdsa_sign,), (SignatureScheme.ecdsa_secp256r1_sha256,)
-        )
-        items.append(self.outgoing(HandshakeType.certificate_request, request.encode()))
+        items.append(self.outgoing(HandshakeType.certificate_request, _CERTIFICATE_REQUEST))
         self.table = CLIENT_AUTH_URL_FLOW if choice.certificate_urls else CLIENT_AUTH_FLOW
         return items
 
