@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from iotdtls.config import RetransmitPolicy
-from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
+from iotdtls.messages.handshake import encode_handshake_header
 from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType
 
 __all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
@@ -90,7 +90,9 @@ def cut_flight(
                 current = bytearray()
                 room = mtu - fixed
             take = min(left, room, max_payload - HANDSHAKE_HEADER_LEN)
-            header = handshake_header(item.msg_type, item.message_seq, len(body), offset, take)
+            header = encode_handshake_header(
+                item.msg_type, len(body), item.message_seq, offset, take
+            )
             fragment = header + body[offset : offset + take]
             current += seal(ContentType.handshake, fragment, item.epoch)
             offset += take

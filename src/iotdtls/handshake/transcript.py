@@ -29,7 +29,8 @@ class Transcript:
 
     def add(self, msg_type: int, message_seq: int, body: bytes) -> None:
         """Hash one whole message in its unfragmented DTLS form."""
-        self._hash.update(handshake_header(msg_type, message_seq, len(body), 0, len(body)))
+        length = len(body)
+        self._hash.update(encode_handshake_header(msg_type, length, message_seq, 0, length))
         self._hash.update(body)
 
     def digest(self) -> bytes:
