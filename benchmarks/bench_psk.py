@@ -25,11 +25,12 @@ import argparse
 import cProfile
 import io
 import pstats
+import random
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,10 +270,16 @@ class Mbed:
 class Timing:
     median: float
     mean: float
+    samples: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, samples: list[float]) -> Timing:
-        return cls(statistics.median(samples), statistics.fmean(samples))
+        return cls(statistics.median(samples), statistics.fmean(samples), tuple(samples))
+
+    def ratio_to(self, other: Timing) -> float:
+        """Median of the per-round ratios of two interleaved timings (`time_interleaved`):
+        each round's two calls ran side by side, so a drift of the machine's speed cancels."""
+        return statistics.median(a / b for a, b in zip(self.samples, other.samples, strict=True))
 
 
 def time_each(fn: Callable[[], object], runs: int) -> Timing:
@@ -286,17 +293,46 @@ def time_each(fn: Callable[[], object], runs: int) -> Timing:
     return Timing.of(samples)
 
 
-def time_batched(fn: Callable[[], object], calls: int, batches: int = 15) -> Timing:
-    """Seconds per call, from batches of `calls` calls (for calls of a few microseconds)."""
-    for _ in range(min(calls, 100)):
-        fn()
-    samples = []
-    for _ in range(batches):
-        start = time.perf_counter()
-        for _ in range(calls):
+def time_interleaved(fns: Sequence[Callable[[], object]], runs: int) -> list[Timing]:
+    """Seconds per call of each function, taken in turns (one call of each per round, each
+    timed on its own, in an order shuffled per round): on a shared machine whose speed drifts, every
+    candidate sees the same drift, and `Timing.ratio_to` compares calls of the same round."""
+    for fn in fns:
+        fn()  # warm up: imports, caches
+    samples: list[list[float]] = [[] for _ in fns]
+    order = list(range(len(fns)))
+    shuffler = random.Random(0)  # not for secrets: the same order for every run
+    for _ in range(runs):
+        # A fresh order each round: a call right after another stack's finds colder caches,
+        # so no candidate may always follow the same one.
+        shuffler.shuffle(order)
+        for index in order:
+            start = time.perf_counter()
+            fns[index]()
+            samples[index].append(time.perf_counter() - start)
+    return [Timing.of(taken) for taken in samples]
+
+
+def time_batched(
+    fns: Sequence[Callable[[], object]], calls: int, batches: int = 15
+) -> list[Timing]:
+    """Seconds per call of each function, from batches of `calls` calls (for calls of a few
+    microseconds), the functions' batches taken in turns like `time_interleaved`'s calls."""
+    for fn in fns:
+        for _ in range(min(calls, 100)):
             fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return Timing.of(samples)
+    samples: list[list[float]] = [[] for _ in fns]
+    order = list(range(len(fns)))
+    shuffler = random.Random(0)  # not for secrets: the same order for every run
+    for _ in range(batches):
+        shuffler.shuffle(order)
+        for index in order:
+            fn = fns[index]
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[index].append((time.perf_counter() - start) / calls)
+    return [Timing.of(taken) for taken in samples]
 
 
 def fmt(seconds: float) -> str:
@@ -332,34 +368,39 @@ def hot_spots(fn: Callable[[], object], calls: int, title: str, limit: int = 14)
 
 def bench_handshake(mbed: Mbed, runs: int) -> float:
     print(f"\n(a) full PSK handshake with cookie exchange, both sides, in memory ({runs} runs)")
-    ours = time_each(iotdtls_handshake, runs)
-    theirs = time_each(mbed.handshake, runs)
+    print("    (taken in turns, one handshake of each per round; the ratio is the median of the")
+    print("    rounds' ratios, the mean column's the ratio of the means)")
+    ours, theirs = time_interleaved([iotdtls_handshake, mbed.handshake], runs)
     print(f"    {'':24}{'median':>12}{'mean':>12}")
     print(f"    {'iotdtls':24}{fmt(ours.median):>12}{fmt(ours.mean):>12}")
     print(f"    {'Mbed TLS 2.28':24}{fmt(theirs.median):>12}{fmt(theirs.mean):>12}")
-    ratio = ours.median / theirs.median
+    ratio = ours.ratio_to(theirs)
     print(f"    {'ratio iotdtls/Mbed TLS':24}{ratio:>11.2f}x{ours.mean / theirs.mean:>11.2f}x"
           f"   {verdict(ratio, HANDSHAKE_TARGET)}")
     return ratio
 
 
 def bench_records(mbed: Mbed, calls: int) -> dict[int, float]:
-    print(f"\n(b) one application record sealed and opened (median of 15 batches of {calls})")
+    print(f"\n(b) one application record sealed and opened (median of 15 batches of {calls}, "
+          "the stacks' batches in turns)")
     print(f"    {'':38}{'64 B':>12}{'1 KiB':>12}")
     rows = {
         "iotdtls DtlsConnection send/receive": iotdtls_record_pair,
         "iotdtls RecordLayer seal/open": iotdtls_record_layer,
         "Mbed TLS write/receive/read": mbed.record_pair,
     }
-    timings = {name: {n: time_batched(make(n), calls) for n in RECORD_SIZES}
-               for name, make in rows.items()}
+    timings: dict[str, dict[int, Timing]] = {name: {} for name in rows}
+    for n in RECORD_SIZES:
+        for name, timing in zip(rows, time_batched([make(n) for make in rows.values()], calls),
+                                strict=True):
+            timings[name][n] = timing
     for name, by_size in timings.items():
         cells = "".join(f"{fmt(by_size[n].median):>12}" for n in RECORD_SIZES)
         print(f"    {name:38}{cells}")
     ratios: dict[int, float] = {}
     mbed_row = timings["Mbed TLS write/receive/read"]
     for name in ("iotdtls DtlsConnection send/receive", "iotdtls RecordLayer seal/open"):
-        r = {n: timings[name][n].median / mbed_row[n].median for n in RECORD_SIZES}
+        r = {n: timings[name][n].ratio_to(mbed_row[n]) for n in RECORD_SIZES}
         cells = "".join(f"{r[n]:>11.2f}x" for n in RECORD_SIZES)
         print(f"    {'ratio ' + name.split(' ', 1)[1]:38}{cells}")
         if name.startswith("iotdtls DtlsConnection"):
