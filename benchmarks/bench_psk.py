@@ -293,38 +293,23 @@ def time_each(fn: Callable[[], object], runs: int) -> Timing:
     return Timing.of(samples)
 
 
-def time_interleaved(fns: Sequence[Callable[[], object]], runs: int) -> list[Timing]:
-    """Seconds per call of each function, taken in turns (one call of each per round, each
-    timed on its own, in an order shuffled per round): on a shared machine whose speed drifts, every
-    candidate sees the same drift, and `Timing.ratio_to` compares calls of the same round."""
-    for fn in fns:
-        fn()  # warm up: imports, caches
-    samples: list[list[float]] = [[] for _ in fns]
-    order = list(range(len(fns)))
-    shuffler = random.Random(0)  # not for secrets: the same order for every run
-    for _ in range(runs):
-        # A fresh order each round: a call right after another stack's finds colder caches,
-        # so no candidate may always follow the same one.
-        shuffler.shuffle(order)
-        for index in order:
-            start = time.perf_counter()
-            fns[index]()
-            samples[index].append(time.perf_counter() - start)
-    return [Timing.of(taken) for taken in samples]
-
-
-def time_batched(
-    fns: Sequence[Callable[[], object]], calls: int, batches: int = 15
+def time_interleaved(
+    fns: Sequence[Callable[[], object]], rounds: int, calls: int = 1
 ) -> list[Timing]:
-    """Seconds per call of each function, from batches of `calls` calls (for calls of a few
-    microseconds), the functions' batches taken in turns like `time_interleaved`'s calls."""
+    """Seconds per call of each function, the functions taken in turns: each round runs
+    `calls` calls of each (one for calls of a millisecond or more, a batch for calls of a few
+    microseconds), timed together, in an order shuffled per round. On a shared machine whose
+    speed drifts every candidate sees the same drift, and `Timing.ratio_to` compares the
+    samples of the same round."""
     for fn in fns:
         for _ in range(min(calls, 100)):
-            fn()
+            fn()  # warm up: imports, caches
     samples: list[list[float]] = [[] for _ in fns]
     order = list(range(len(fns)))
     shuffler = random.Random(0)  # not for secrets: the same order for every run
-    for _ in range(batches):
+    for _ in range(rounds):
+        # A fresh order each round: a call right after another stack's finds colder caches,
+        # so no candidate may always follow the same one.
         shuffler.shuffle(order)
         for index in order:
             fn = fns[index]
@@ -391,8 +376,8 @@ def bench_records(mbed: Mbed, calls: int) -> dict[int, float]:
     }
     timings: dict[str, dict[int, Timing]] = {name: {} for name in rows}
     for n in RECORD_SIZES:
-        for name, timing in zip(rows, time_batched([make(n) for make in rows.values()], calls),
-                                strict=True):
+        makers = [make(n) for make in rows.values()]
+        for name, timing in zip(rows, time_interleaved(makers, 15, calls), strict=True):
             timings[name][n] = timing
     for name, by_size in timings.items():
         cells = "".join(f"{fmt(by_size[n].median):>12}" for n in RECORD_SIZES)

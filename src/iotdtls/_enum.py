@@ -14,6 +14,6 @@ __all__ = ["IdentityHashEnum"]
 
 
 class IdentityHashEnum(Enum):
-    """Base of the internal enums used as dict keys (states, counters' reasons)."""
+    """Base of the plain enums used as dict keys (handshake states, counted reasons, `Mode`)."""
 
     __hash__ = object.__hash__
