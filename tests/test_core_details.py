@@ -19,7 +19,13 @@ from iotdtls.crypto.keys import finished_verify_data
 from iotdtls.endpoint import CookieJar, GateOutcome, ServerEndpoint
 from iotdtls.errors import DecodeError, LocalProtocolError, ProtocolError
 from iotdtls.events import ConnectionClosed
-from iotdtls.handshake.flight import OutgoingCcs, OutgoingMessage, RetransmitTimer, cut_flight
+from iotdtls.handshake.flight import (
+    Flight,
+    OutgoingCcs,
+    OutgoingMessage,
+    RetransmitTimer,
+    cut_flight,
+)
 from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.handshake.reassembly import MAX_RANGES, HandshakeFragment, Reassembler
 from iotdtls.handshake.transcript import handshake_header
@@ -342,6 +348,14 @@ def test_a_fragment_starts_in_the_tail_when_it_just_fits() -> None:
     mtu = (13 + 12 + 200) + (13 + 12 + 16)
     assert cut([big, small], mtu) == [[CKE, CKE]]
     assert cut([big, small], mtu - 1) == [[CKE], [CKE]]
+
+
+def test_an_outgoing_message_repr_leaves_out_the_body() -> None:
+    """A Finished of ours carries verify_data: not for logs (SEC-1)."""
+    finished = OutgoingMessage(HandshakeType.finished, 3, bytes.fromhex("5ec2e7" * 4), 1)
+    text = repr(finished) + str(finished) + f"{finished}" + repr(Flight((finished,)))
+    assert "5ec2e7" not in text and "\\xc2\\xe7" not in text and "body" not in text
+    assert repr(finished) == "OutgoingMessage(msg_type=20, message_seq=3, epoch=1)"
 
 
 def test_the_smallest_room_for_a_fragment_is_one_byte() -> None:

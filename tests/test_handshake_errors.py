@@ -10,7 +10,6 @@ amended by the profile); renegotiation is refused (RFC 5746, EXT-4) and DTLS 1.0
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from dataclasses import replace
 from typing import Any
@@ -348,13 +347,13 @@ class BadFinishedServer(ServerHandshake):
 
     def finished(self, epoch: int) -> OutgoingMessage:
         msg = super().finished(epoch)
-        return dataclasses.replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
+        return msg._replace(body=bytes(b ^ 0x55 for b in msg.body))
 
 
 class BadFinishedClient(ClientHandshake):
     def finished(self, epoch: int) -> OutgoingMessage:
         msg = super().finished(epoch)
-        return dataclasses.replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
+        return msg._replace(body=bytes(b ^ 0x55 for b in msg.body))
 
 
 @pytest.mark.req("HS-5", "SEC-2", "ERR-1")

@@ -9,7 +9,7 @@ record (header, handshake header, body and AEAD overhead) fits the room left (RF
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from iotdtls.config import RetransmitPolicy
 from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
@@ -23,18 +23,26 @@ MIN_FRAGMENT = 16
 _CCS_BODY = ChangeCipherSpec().encode()
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """A whole handshake message of ours with its message_seq and the epoch it is sent in."""
+class OutgoingMessage(NamedTuple):
+    """A whole handshake message of ours with its message_seq and the epoch it is sent in.
+
+    Named tuples, not frozen dataclasses, for the flight's parts: a handshake makes a dozen,
+    and a frozen dataclass's `__init__` sets each field through `object.__setattr__`."""
 
     msg_type: int
     message_seq: int
-    body: bytes = field(repr=False)  # a Finished carries verify_data
+    body: bytes
     epoch: int = 0
 
+    def __repr__(self) -> str:
+        # Without the body: a Finished carries verify_data.
+        return (
+            f"OutgoingMessage(msg_type={self.msg_type}, message_seq={self.message_seq}, "
+            f"epoch={self.epoch})"
+        )
 
-@dataclass(frozen=True, slots=True)
-class OutgoingCcs:
+
+class OutgoingCcs(NamedTuple):
     """A ChangeCipherSpec record, sent in `epoch`; what follows it uses epoch + 1."""
 
     epoch: int
@@ -43,8 +51,7 @@ class OutgoingCcs:
 FlightItem = OutgoingMessage | OutgoingCcs
 
 
-@dataclass(frozen=True, slots=True)
-class Flight:
+class Flight(NamedTuple):
     """The messages of one flight; `final` flights start no timer (RFC 6347 §4.2.4, Figure 3)."""
 
     items: tuple[FlightItem, ...]

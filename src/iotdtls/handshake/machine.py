@@ -50,9 +50,11 @@ __all__ = [
 CHANGE_CIPHER_SPEC = -1
 
 
-@dataclass(frozen=True, slots=True)
-class NegotiatedSession:
-    """What a completed handshake agreed on (no secrets here: safe to log and repr)."""
+class NegotiatedSession(NamedTuple):
+    """What a completed handshake agreed on (no secrets here: safe to log and repr).
+
+    A named tuple, like the other values a handshake makes once or more per association: a
+    frozen dataclass's `__init__` sets each field through `object.__setattr__`."""
 
     cipher_suite: int
     peer: PeerIdentity

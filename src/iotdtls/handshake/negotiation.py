@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.credentials import CertifiedKey
@@ -183,9 +183,9 @@ def check_renegotiation_info(extensions: tuple[Extension, ...]) -> Renegotiation
     return reneg
 
 
-@dataclass(frozen=True, slots=True)
-class ServerChoice:
-    """What the server decided from a ClientHello."""
+class ServerChoice(NamedTuple):
+    """What the server decided from a ClientHello (a named tuple: one per handshake, and a
+    frozen dataclass's `__init__` costs a call per field)."""
 
     suite: SuiteInfo
     mode: Mode
