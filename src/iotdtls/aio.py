@@ -636,8 +636,11 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
             self.stats.handshakes_completed += 1
-            who = f"{_fmt(address)} {event.peer}"
-            logger.info("handshake complete: peer %s%s%s", who, _notes(event), _ems_note(event))
+            if logger.isEnabledFor(logging.INFO):  # a server under load logs nothing here
+                who = f"{_fmt(address)} {event.peer}"
+                logger.info(
+                    "handshake complete: peer %s%s%s", who, _notes(event), _ems_note(event)
+                )
             old = self.sessions.pop(address, None)
             if old is not None:
                 self._ended(old, None)
@@ -699,7 +702,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         """Log the end of an association (one line naming peer and identity) and end its
         session. Only the identity and the alert are logged, never key material (SEC-1)."""
         error = event.error
-        who = f"peer {_fmt(address)} {event.peer or 'before any identity'}"
+        who = _PeerLabel(address, event.peer)
         ended = self.sessions.pop(address, None)
         if ended is not None:
             self._ended(ended, error)
@@ -774,6 +777,19 @@ def _ems_note(event: HandshakeComplete) -> str:
     if event.extended_master_secret:
         return ""
     return " without the extended master secret (RFC 7627): this session will never be resumed"
+
+
+class _PeerLabel:
+    """"peer ADDRESS IDENTITY" for a log line, formatted only if the line is emitted."""
+
+    __slots__ = ("address", "peer")
+
+    def __init__(self, address: Address, peer: object) -> None:
+        self.address = address
+        self.peer = peer
+
+    def __str__(self) -> str:
+        return f"peer {_fmt(self.address)} {self.peer or 'before any identity'}"
 
 
 def _fmt(address: Address) -> str:
