@@ -47,6 +47,7 @@ from iotdtls.messages import (
     UnknownExtension,
     UrlAndHash,
 )
+from iotdtls.messages.handshake import encode_message_header
 
 RANDOM = bytes(range(32))
 
@@ -268,6 +269,25 @@ def test_handshake_header_encoder_takes_the_largest_fields() -> None:
     header = HandshakeHeader(0xFF, 0xFFFFFF, 0xFFFF, 0xFFFFFE, 1)
     assert header.encode() == bytes.fromhex("ff ffffff ffff fffffe 000001")
     assert HandshakeHeader.decode(Reader(header.encode())) == header
+
+
+def test_whole_message_header_is_the_unfragmented_header() -> None:
+    """RFC 6347 §4.2.6: the transcript hashes each message as one fragment (offset 0,
+    fragment_length = length)."""
+    for msg_type, length, seq in [(1, 0x123, 2), (0xFF, 0xFFFFFF, 0xFFFF), (20, 0, 0)]:
+        expected = HandshakeHeader(msg_type, length, seq, 0, length).encode()
+        assert encode_message_header(msg_type, length, seq) == expected
+    assert encode_message_header(11, 0x10203, 0x405) == bytes.fromhex(
+        "0b 010203 0405 000000 010203"
+    )
+
+
+@pytest.mark.parametrize(
+    "fields", [(0x100, 0, 0), (-1, 0, 0), (1, 0x1000000, 0), (1, 0, 0x10000), (1, 0, -1)]
+)
+def test_whole_message_header_refuses_fields_out_of_range(fields: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="handshake header field out of range"):
+        encode_message_header(*fields)
 
 
 def test_server_key_exchange_psk() -> None:

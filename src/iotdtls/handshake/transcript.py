@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from iotdtls.messages.handshake import encode_handshake_header
+from iotdtls.messages.handshake import encode_handshake_header, encode_message_header
 
 __all__ = ["Transcript", "handshake_header"]
 
@@ -30,7 +30,7 @@ class Transcript:
     def add(self, msg_type: int, message_seq: int, body: bytes) -> None:
         """Hash one whole message in its unfragmented DTLS form."""
         length = len(body)
-        self._hash.update(encode_handshake_header(msg_type, length, message_seq, 0, length))
+        self._hash.update(encode_message_header(msg_type, length, message_seq))
         self._hash.update(body)
 
     def digest(self) -> bytes:
