@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-memory bench-resumption bench-flood fuzz mutation clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-server-instructions bench-memory bench-resumption bench-flood fuzz mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench-coap: $(STAMP) peers
 # and the same load generator against openssl s_server and gnutls-serv (a few minutes).
 bench-load: $(STAMP) peers
 	$(PY) benchmarks/bench_load.py
+
+# Instructions per full PSK handshake in the server process, counted by callgrind: a
+# deterministic figure for changes too small for the timed ones (needs valgrind; ~2 minutes).
+bench-server-instructions: $(STAMP)
+	$(PY) benchmarks/bench_server_instructions.py
 
 # Server heap per association (tracemalloc, 10,000) and resident memory of 100,000.
 bench-memory: $(STAMP)
