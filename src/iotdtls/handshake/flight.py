@@ -26,8 +26,8 @@ _CCS_BODY = ChangeCipherSpec().encode()
 class OutgoingMessage(NamedTuple):
     """A whole handshake message of ours with its message_seq and the epoch it is sent in.
 
-    Named tuples, not frozen dataclasses, for the flight's parts: a handshake makes a dozen,
-    and a frozen dataclass's `__init__` sets each field through `object.__setattr__`."""
+    A named tuple, like the other values a handshake makes and only the core reads: why, in
+    docs/internals.md."""
 
     msg_type: int
     message_seq: int

@@ -51,10 +51,8 @@ CHANGE_CIPHER_SPEC = -1
 
 
 class NegotiatedSession(NamedTuple):
-    """What a completed handshake agreed on (no secrets here: safe to log and repr).
-
-    A named tuple, like the other values a handshake makes once or more per association: a
-    frozen dataclass's `__init__` sets each field through `object.__setattr__`."""
+    """What a completed handshake agreed on (no secrets here: safe to log and repr; a named
+    tuple, see `OutgoingMessage`)."""
 
     cipher_suite: int
     peer: PeerIdentity

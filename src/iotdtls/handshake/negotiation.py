@@ -184,8 +184,7 @@ def check_renegotiation_info(extensions: tuple[Extension, ...]) -> Renegotiation
 
 
 class ServerChoice(NamedTuple):
-    """What the server decided from a ClientHello (a named tuple: one per handshake, and a
-    frozen dataclass's `__init__` costs a call per field)."""
+    """What the server decided from a ClientHello (a named tuple, see `OutgoingMessage`)."""
 
     suite: SuiteInfo
     mode: Mode
