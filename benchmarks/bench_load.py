@@ -8,7 +8,12 @@ Every figure comes from real processes on this machine:
     with 1 and with 2 workers; each worker's CPU use from its own process CPU time
     (/proc/PID/stat), the server CPU time per handshake (all workers' CPU / handshakes), and the
     generator's CPU use (it runs on the same 2 cores: where the generator is near 100 %, it,
-    not the server, is the limit);
+    not the server, is the limit); and a reading of the machine's speed taken just before the
+    point, the speed probe: one full PSK handshake, both sides in this process in memory
+    (`bench_psk.iotdtls_handshake`, a fixed amount of work, about 2.3M instructions under
+    callgrind), with the server CPU per handshake in units of it. This shared VM's speed moves by
+    3x between hours, even when a plain Python loop runs as fast as ever; the probe shows which
+    kind of hour a run had;
 (b) echo of 64-byte datagrams over established associations (100 associations in flight, 200
     datagrams each, one at a time): datagrams/s, per worker, and server CPU per datagram;
 (c) the same load generator, one handshake at a time, against ``openssl s_server`` and
@@ -38,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_psk import iotdtls_handshake, time_each
+
 IDENTITY = "Client_identity"
 PSK_HEX = "0102030405060708090a0b0c0d0e0f10"
 CREDENTIALS = ["--psk-identity", IDENTITY, "--psk", PSK_HEX]
@@ -46,6 +53,8 @@ HOST = "127.0.0.1"
 LEVELS = (1, 10, 100, 1000)
 WORKERS = (1, 2)
 TICKS = os.sysconf("SC_CLK_TCK")
+#: Handshakes timed for the speed probe (each about a millisecond).
+PROBE_RUNS = 100
 GNUTLS_PRIORITY = (
     "NONE:+VERS-DTLS1.2:+PSK:+AES-128-CCM-8:+AEAD:+COMP-NULL:+SIGN-ALL:+GROUP-SECP256R1"
 )
@@ -156,7 +165,13 @@ def run_perf(server: Server, concurrency: int, duration: float, *extra: str) -> 
     return summary
 
 
-def curve_row(workers: int, level: int, s: dict[str, Any]) -> str:
+def speed_probe() -> float:
+    """Microseconds of one in-memory full PSK handshake, both sides in this process (median):
+    a fixed amount of work, timed to tell how fast this machine runs right now."""
+    return 1e6 * time_each(iotdtls_handshake, PROBE_RUNS).median
+
+
+def curve_row(workers: int, level: int, s: dict[str, Any], probe_us: float) -> str:
     hs = s["handshakes"]
     window = s["window_s"]
     cpu = s["server_cpu_s"]
@@ -166,7 +181,7 @@ def curve_row(workers: int, level: int, s: dict[str, Any]) -> str:
         f"{workers:>7} {level:>9} {hs['per_second']:>12.0f} {s['latency_ms']['median']:>8.1f}"
         f" {s['latency_ms']['p99']:>8.1f} {hs['failed']:>6} {per_worker:>11}"
         f" {per_handshake:>14.0f} {100 * s['generator_cpu_s'] / s['elapsed_s']:>10.0f}"
-        f"   (window {window:.1f} s)"
+        f" {probe_us:>9.0f} {per_handshake / probe_us:>12.2f}   (window {window:.1f} s)"
     )
 
 
@@ -174,12 +189,14 @@ def bench_curve(tmp: Path, duration: float, levels: Sequence[int]) -> None:
     print("(a) full PSK handshakes with cookie exchange over UDP loopback; the load generator "
           "(one process) shares the machine's 2 cores with the server")
     print(f"{'workers':>7} {'in flight':>9} {'handshakes/s':>12} {'p50 ms':>8} {'p99 ms':>8}"
-          f" {'failed':>6} {'worker CPU%':>11} {'server us/hs':>14} {'gen CPU%':>10}")
+          f" {'failed':>6} {'worker CPU%':>11} {'server us/hs':>14} {'gen CPU%':>10}"
+          f" {'probe us':>9} {'server/probe':>12}")
     for workers in WORKERS:
         with our_server(workers, tmp, max(levels)) as server:
             for level in levels:
+                probe_us = speed_probe()
                 summary = run_perf(server, level, duration)
-                print(curve_row(workers, level, summary), flush=True)
+                print(curve_row(workers, level, summary, probe_us), flush=True)
 
 
 def bench_echo(tmp: Path, duration: float, messages: int) -> None:
