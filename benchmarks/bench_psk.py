@@ -62,9 +62,11 @@ class Wire:
 
     datagrams: list[int] = field(default_factory=list)
     records: Counter[str] = field(default_factory=Counter)
+    payloads: list[bytes] = field(default_factory=list)
 
     def add(self, datagram: bytes) -> None:
         self.datagrams.append(len(datagram))
+        self.payloads.append(datagram)
         records, _ = split_datagram(datagram)
         for header, _payload in records:
             try:
