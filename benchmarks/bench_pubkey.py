@@ -319,13 +319,19 @@ def bench_wire(pki: Pki, m: Modes) -> None:
         if name == "iotdtls PSK":
             continue
         group = ecdhe_group(wire.server)
-        groups.append(f"{name} {GROUP_NAMES.get(group, group)}")
+        groups.append(f"{name} {group_name(group)}")
         # python-mbedtls cannot restrict Mbed TLS's groups (its default list starts with
         # secp521r1): that comparison is only indicative, the OpenSSL one must be like for like.
         if group != PROFILE_GROUP and not name.startswith("Mbed TLS"):
-            sys.exit(f"{name} did its ECDHE over {GROUP_NAMES.get(group, group)}, not "
+            sys.exit(f"{name} did its ECDHE over {group_name(group)}, not "
                      "secp256r1: the handshakes compared above are not the profile's")
     print(f"    ECDHE group named by each ServerKeyExchange: {', '.join(groups)}")
+
+
+def group_name(group: int | None) -> str:
+    if group is None:
+        return "no ServerKeyExchange found"
+    return GROUP_NAMES.get(group, f"group {group}")
 
 
 def ecdhe_group(server: Wire) -> int | None:
