@@ -60,12 +60,10 @@ NOW = 0.0  # the sans-I/O core takes the time as an argument; a fixed clock is e
 class Wire:
     """What one side put on the wire: UDP payloads, and records by content type."""
 
-    datagrams: list[int] = field(default_factory=list)
-    records: Counter[str] = field(default_factory=Counter)
     payloads: list[bytes] = field(default_factory=list)
+    records: Counter[str] = field(default_factory=Counter)
 
     def add(self, datagram: bytes) -> None:
-        self.datagrams.append(len(datagram))
         self.payloads.append(datagram)
         records, _ = split_datagram(datagram)
         for header, _payload in records:
@@ -73,6 +71,11 @@ class Wire:
                 self.records[ContentType(header.content_type).name] += 1
             except ValueError:
                 self.records[f"type {header.content_type}"] += 1
+
+    @property
+    def datagrams(self) -> list[int]:
+        """The size of each datagram, in order."""
+        return [len(payload) for payload in self.payloads]
 
     @property
     def total(self) -> int:
