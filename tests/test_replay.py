@@ -136,6 +136,18 @@ def test_record_layer_drops_duplicates() -> None:
     assert receiver.discards[DiscardReason.REPLAYED] == 3
 
 
+def test_epoch_0_is_replay_checked_unless_the_layer_is_told_otherwise() -> None:
+    """On by default for every epoch, 0 included; a connection turns it off for epoch 0."""
+    record = RecordLayer().seal(ContentType.handshake, b"hello")
+    checked = RecordLayer()
+    assert len(checked.open_datagram(record + record)) == 1
+    assert checked.discards[DiscardReason.REPLAYED] == 1
+    unchecked = RecordLayer(epoch0_replay_check=False)
+    assert len(unchecked.open_datagram(record + record)) == 2
+    assert unchecked.read_epochs == checked.read_epochs == (0,)
+    assert unchecked.write_epoch == checked.write_epoch == 0
+
+
 def test_forged_high_sequence_number_does_not_move_the_window() -> None:
     sender, receiver = _layer_pair()
     first = sender.seal(ContentType.application_data, b"a")

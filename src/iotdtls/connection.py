@@ -147,12 +147,13 @@ class DtlsConnection:
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
         self.state = _IDLE
-        self._records = RecordLayer(integrity_limit=config.integrity_limit)
         # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
         # check optional). Handshake messages are deduplicated by message_seq instead, and
         # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
-        self._records.install_read_epoch(0, NULL_PROTECTOR, replay_check=False)
+        self._records = RecordLayer(
+            integrity_limit=config.integrity_limit, epoch0_replay_check=False
+        )
         self._newest_handshake_record = _NO_RECORD
         #: Datagrams since the peer's flight last moved the handshake, and the count of
         #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`).

@@ -283,19 +283,28 @@ class RecordLayer:
     )
 
     def __init__(
-        self, replay_window_size: int = 64, *, integrity_limit: int | None = None
+        self,
+        replay_window_size: int = 64,
+        *,
+        integrity_limit: int | None = None,
+        epoch0_replay_check: bool = True,
     ) -> None:
         """`integrity_limit`: records of one epoch that may fail authentication before
-        `integrity_exhausted` names that epoch (REC-6; None: no limit)."""
-        ReplayWindow(replay_window_size)  # validate the size once, early
+        `integrity_exhausted` names that epoch (REC-6; None: no limit).
+        `epoch0_replay_check=False`: epoch 0 is read without anti-replay, as
+        `install_read_epoch(0, NULL_PROTECTOR, replay_check=False)` would set it."""
+        window = ReplayWindow(replay_window_size)  # validates the size, early
         self._integrity_limit = integrity_limit
         #: The first epoch whose failed records reached the integrity limit, else None.
         self.integrity_exhausted: int | None = None
         self._window_size = replay_window_size
         # Lists indexed by epoch, not dicts: a connection only ever has epochs 0 and 1
         # (renegotiation is refused), and two dicts cost 450 bytes per association.
-        self._read: list[_ReadState | None] = []
-        self._write: list[_WriteState | None] = []
+        # Epoch 0, null protection both ways, set directly: one of these per association.
+        self._read: list[_ReadState | None] = [
+            _ReadState(NULL_PROTECTOR, window) if epoch0_replay_check else _PLAIN_READ
+        ]
+        self._write: list[_WriteState | None] = [_WriteState(NULL_PROTECTOR, 0)]
         self._write_epoch = 0
         # Made on the first discard (most associations never have one): memory per association.
         self._discards: Counter[DiscardReason] | None = None
@@ -304,8 +313,6 @@ class RecordLayer:
         #: negotiated max_fragment_length (RFC 6066 §4). Protected records above it are the
         #: connection's to judge, once they authenticated.
         self.plaintext_limit = MAX_PLAINTEXT_LENGTH
-        self.install_read_epoch(0, NULL_PROTECTOR)
-        self.install_write_epoch(0, NULL_PROTECTOR)
 
     @property
     def discards(self) -> Counter[DiscardReason]:
