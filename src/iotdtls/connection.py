@@ -90,6 +90,14 @@ _IDLE = ConnectionState.IDLE
 _HANDSHAKING = ConnectionState.HANDSHAKING
 _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
+#: The same for the content types and alerts of the per-record paths.
+_HANDSHAKE_CONTENT = ContentType.handshake
+_CCS_CONTENT = ContentType.change_cipher_spec
+_ALERT_CONTENT = ContentType.alert
+_DATA_CONTENT = ContentType.application_data
+_CLOSE_NOTIFY = AlertDescription.close_notify
+_WARNING = AlertLevel.WARNING
+_CLIENT_HELLO = HandshakeType.client_hello
 
 
 class DropReason(IdentityHashEnum):
@@ -360,8 +368,8 @@ class DtlsConnection:
         """The per-record hot path once established: application data in the peer's epoch goes
         straight to the user; every other record takes the general dispatch."""
         data_epoch = self._handshake.peer_epoch
-        app = ContentType.application_data
-        handshake = ContentType.handshake
+        app = _DATA_CONTENT
+        handshake = _HANDSHAKE_CONTENT
         limit = self._fragment_limit
         beats = self._heartbeats
         try:
@@ -486,7 +494,7 @@ class DtlsConnection:
                     else None
                 ),
             )
-        self._queue([self._records.seal(ContentType.application_data, data, self._write_epoch)])
+        self._queue([self._records.seal(_DATA_CONTENT, data, self._write_epoch)])
 
     def send_heartbeat(self, now: float) -> None:
         """Send a heartbeat request (RFC 6520 §3, EXT-5); `HeartbeatAnswered` reports the
@@ -526,19 +534,19 @@ class DtlsConnection:
         if self.state is _CLOSED:
             return
         if self.state is not _IDLE:
-            self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
+            self._send_alert(_WARNING, _CLOSE_NOTIFY)
         self._close(reason)
 
     # -- records ------------------------------------------------------------------------------
     def _dispatch(self, record: PlainRecord, now: float) -> None:
         ctype = record.content_type
-        if ctype is ContentType.handshake:
+        if ctype is _HANDSHAKE_CONTENT:
             self._on_handshake_record(record, now)
-        elif ctype is ContentType.change_cipher_spec:
+        elif ctype is _CCS_CONTENT:
             self._on_change_cipher_spec(record, now)
-        elif ctype is ContentType.alert:
+        elif ctype is _ALERT_CONTENT:
             self._on_alert(record)
-        elif ctype is ContentType.application_data:
+        elif ctype is _DATA_CONTENT:
             self._on_application_data(record)
         else:
             self._on_heartbeat(record, now)
@@ -576,9 +584,9 @@ class DtlsConnection:
 
     def _on_alert(self, record: PlainRecord) -> None:
         alert = Alert.decode(record.payload)
-        if alert.description == AlertDescription.close_notify:
+        if alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
-                self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
+                self._send_alert(_WARNING, _CLOSE_NOTIFY)
                 self._close(None)
         elif alert.level == AlertLevel.FATAL:
             self._close(AlertReceived(alert.description))
@@ -620,7 +628,7 @@ class DtlsConnection:
         record sequence continues from its record (the HelloVerifyRequest reused the first
         ClientHello's, §4.2.1), so a client's replay window never sees a number twice."""
         self._numbering_adopted = True
-        if header.msg_type != HandshakeType.client_hello or record.epoch != 0:
+        if header.msg_type != _CLIENT_HELLO or record.epoch != 0:
             return
         self._reassembler.next_seq = header.message_seq
         if record.sequence_number < ADOPTABLE_SEQUENCE_LIMIT:
@@ -773,7 +781,7 @@ class DtlsConnection:
         payload = Alert(
             level, permitted_alert(description, self._handshake.allowed_alerts)
         ).encode()
-        self._queue([self._records.seal(ContentType.alert, payload, self._write_epoch)])
+        self._queue([self._records.seal(_ALERT_CONTENT, payload, self._write_epoch)])
 
     def _complete(self, now: float) -> None:
         self.state = _ESTABLISHED

@@ -203,7 +203,7 @@ class HandshakeMachine:
         """True when a message of `msg_type` must wait for the fetched chain: the
         CertificateVerify, whose signature the chain's key checks. The ClientKeyExchange before
         it goes on, so the next epoch's keys are there for the Finished behind it."""
-        return msg_type == HandshakeType.certificate_verify and bool(self.pending_certificate_urls)
+        return bool(self.pending_certificate_urls) and msg_type == HandshakeType.certificate_verify
 
     def supply_client_chain(self, chain: tuple[bytes, ...]) -> None:
         """Hand over a chain the handshake waits for (see `waiting_for_chain`)."""

@@ -103,6 +103,10 @@ class ServerState(IdentityHashEnum):
     ESTABLISHED = auto()
 
 
+#: Where a record that fails authentication can only be the client's Finished (PSK-4).
+_BEFORE_CLIENT_FINISHED = (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
+
+
 def check_client_version(client_version: int) -> None:
     """DTLS 1.2 only (REC-5): DTLS versions (0xFEnn) count down, so a larger number is older;
     a TLS version (0x03nn) is no DTLS at all."""
@@ -373,7 +377,7 @@ class ServerHandshake(HandshakeMachine):
 
     @property
     def awaits_authenticated_finished(self) -> bool:
-        return not self.resumed and self.state in (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
+        return not self.resumed and self.state in _BEFORE_CLIENT_FINISHED
 
     def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
         """The end of a full handshake; its session is cached for resumption (RES-1)."""
