@@ -413,11 +413,15 @@ class DtlsConnection:
     def get_timer(self) -> float | None:
         """When `handle_timer` should next be called (absolute seconds), or None."""
         timer = self._timer
-        candidates = [self._deadline, None if timer is None else timer.deadline]
+        earliest = self._deadline
+        if timer is not None:
+            earliest = _earlier(earliest, timer.deadline)
         if self.state is _ESTABLISHED:
+            earliest = _earlier(earliest, self._hold_until)
             beats = self._heartbeats
-            candidates += (self._hold_until, None if beats is None else beats.get_timer())
-        return min((t for t in candidates if t is not None), default=None)
+            if beats is not None:
+                earliest = _earlier(earliest, beats.get_timer())
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline;
@@ -618,7 +622,8 @@ class DtlsConnection:
             self._on_fragment(frag, record_id, now)
             if self.state is _CLOSED:
                 return
-        self._newest_handshake_record = max(self._newest_handshake_record, record_id)
+        if record_id > self._newest_handshake_record:
+            self._newest_handshake_record = record_id
         self._process_messages(now)
 
     def _adopt_client_numbering(self, record: PlainRecord, header: HandshakeFragment) -> None:
@@ -853,6 +858,15 @@ class DtlsConnection:
         self._forget_handshake()
         self._deadline = None
         self._emit(ConnectionClosed(error, self._handshake.peer))
+
+
+def _earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two optional times (None: no time)."""
+    if a is None:
+        return b
+    if b is None or a <= b:
+        return a
+    return b
 
 
 def _record_overflow(length: int, limit: int) -> ProtocolError:
