@@ -49,6 +49,7 @@ import iotdtls.crypto.signature
 import iotdtls.endpoint
 import iotdtls.errors
 from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.crypto.prf import HmacSha256
 from iotdtls.identity import PskIdentity
 from tests.peers import PeerProcess
 
@@ -150,13 +151,15 @@ class SecretGuard:
     def _hook_key_schedule(self, mp: pytest.MonkeyPatch) -> None:
         real_prf = iotdtls.crypto.keys.prf
 
-        def prf(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
+        def prf(secret: bytes | HmacSha256, label: bytes, seed: bytes, length: int) -> bytes:
             out = real_prf(secret, label, seed, length)
             kind = label.decode("ascii", "replace")
-            self.add_secret(secret, f"secret of the PRF ({kind})")
-            psk = _premaster_psk(secret)
-            if psk is not None:
-                self.add_secret(psk, "pre-shared key (from the premaster secret)")
+            # A keyed secret is the master secret, already known as the output of its PRF.
+            if isinstance(secret, bytes):
+                self.add_secret(secret, f"secret of the PRF ({kind})")
+                psk = _premaster_psk(secret)
+                if psk is not None:
+                    self.add_secret(psk, "pre-shared key (from the premaster secret)")
             if length >= 16 and not label.endswith(b"finished"):
                 self.add_secret(out, f"PRF output ({kind})")
                 for at in range(0, length - 15, 16):

@@ -65,6 +65,12 @@ def test_prf_published_vector() -> None:
     assert prf(PRF_SECRET, b"test label", PRF_SEED, 100) == PRF_OUTPUT
 
 
+def test_prf_takes_its_secret_keyed_already() -> None:
+    keyed = HmacSha256(PRF_SECRET)
+    assert prf(keyed, b"test label", PRF_SEED, 100) == PRF_OUTPUT
+    assert prf(keyed, b"test label", PRF_SEED, 12) == PRF_OUTPUT[:12]  # the same key, again
+
+
 @pytest.mark.parametrize("length", [0, 1, 31, 32, 33, 64, 99])
 def test_prf_prefixes_agree(length: int) -> None:
     assert prf(PRF_SECRET, b"test label", PRF_SEED, length) == PRF_OUTPUT[:length]

@@ -86,6 +86,7 @@ def test_release_drops_handshake_state_yet_the_last_flight_and_the_session_survi
         assert hs.keys.transcript is SPENT_TRANSCRIPT
         assert hs.keys.server_random == b""
         assert hs.keys.master_secret  # kept: the session's and the key log's
+        assert hs.keys._master_mac is None  # not its HMAC key set-up, though
     second = next_link(link)
     second.handshake()
     assert_resumed(second)

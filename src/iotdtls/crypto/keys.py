@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from iotdtls.crypto.prf import prf
+from iotdtls.crypto.prf import HmacSha256, prf
 
 __all__ = [
     "IV_LENGTH",
@@ -80,11 +80,14 @@ class KeyBlock:
         )
 
 
-def derive_key_block(master: bytes, client_random: bytes, server_random: bytes) -> KeyBlock:
+def derive_key_block(
+    master: bytes | HmacSha256, client_random: bytes, server_random: bytes
+) -> KeyBlock:
     """Split PRF(master, "key expansion", server_random + client_random) (RFC 5246 §6.3).
 
     For AES-128-CCM-8 the MAC key length is 0, so the block is client_write_key (16),
-    server_write_key (16), client_write_IV (4), server_write_IV (4): 40 bytes.
+    server_write_key (16), client_write_IV (4), server_write_IV (4): 40 bytes. `master` may
+    come keyed already (see `prf`).
     """
     _check_random(client_random, server_random)
     size = 2 * KEY_LENGTH + 2 * IV_LENGTH
@@ -98,12 +101,14 @@ def derive_key_block(master: bytes, client_random: bytes, server_random: bytes) 
     )
 
 
-def finished_verify_data(master: bytes, from_client: bool, handshake_hash: bytes) -> bytes:
+def finished_verify_data(
+    master: bytes | HmacSha256, from_client: bool, handshake_hash: bytes
+) -> bytes:
     """PRF(master, finished_label, Hash(handshake_messages))[0..11] (RFC 5246 §7.4.9).
 
     `handshake_hash` is the SHA-256 of the transcript; the label is "client finished" when the
     Finished is sent by the client, "server finished" otherwise. Compare the result with
-    `constant_time_equal`.
+    `constant_time_equal`. `master` may come keyed already (see `prf`).
     """
     label = b"client finished" if from_client else b"server finished"
     return prf(master, label, handshake_hash, VERIFY_DATA_LENGTH)

@@ -50,11 +50,14 @@ class HmacSha256:
         return "HmacSha256(<key redacted>)"
 
 
-def prf(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
-    """Return `length` bytes of PRF(secret, label, seed) (RFC 5246 §5, P_SHA256)."""
+def prf(secret: bytes | HmacSha256, label: bytes, seed: bytes, length: int) -> bytes:
+    """Return `length` bytes of PRF(secret, label, seed) (RFC 5246 §5, P_SHA256).
+
+    `secret` may come keyed already, as an `HmacSha256`: a key schedule that runs several PRFs
+    under one master secret (key block, both Finished) sets its key up once."""
     if length < 0:
         raise ValueError("PRF output length must not be negative")
-    mac = HmacSha256(secret).digest
+    mac = (secret if isinstance(secret, HmacSha256) else HmacSha256(secret)).digest
     full_seed = label + seed
     a = full_seed
     chunks: list[bytes] = []

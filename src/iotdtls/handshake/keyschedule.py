@@ -20,6 +20,7 @@ from iotdtls.crypto import (
     keylog_line,
     master_secret,
 )
+from iotdtls.crypto.prf import HmacSha256
 from iotdtls.crypto.suites import EpochKeys, SuiteInfo
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.transcript import Transcript
@@ -39,6 +40,7 @@ class KeySchedule:
     __slots__ = (
         "_keylog",
         "_master",
+        "_master_mac",
         "client_random",
         "extended_master_secret",
         "server_random",
@@ -52,6 +54,8 @@ class KeySchedule:
         #: Negotiated RFC 7627 extended master secret (RES-3).
         self.extended_master_secret = False
         self._master = b""
+        #: The master secret keyed for HMAC-SHA256 once, for the PRFs of this handshake.
+        self._master_mac: HmacSha256 | None = None
         self._keylog = keylog
 
     def release(self) -> None:
@@ -59,6 +63,7 @@ class KeySchedule:
         (the master secret stays, for resumption and the key log)."""
         self.transcript = SPENT_TRANSCRIPT
         self.server_random = b""
+        self._master_mac = None
 
     def __repr__(self) -> str:
         master = "set" if self._master else "unset"
@@ -83,8 +88,9 @@ class KeySchedule:
 
     def _epoch_keys(self, master: bytes, suite: SuiteInfo, is_client: bool) -> EpochKeys:
         self._master = master
+        self._master_mac = HmacSha256(master)
         self._write_keylog()
-        block = derive_key_block(master, self.client_random, self.server_random)
+        block = derive_key_block(self._master_mac, self.client_random, self.server_random)
         return suite.epoch_keys(block, is_client)
 
     @property
@@ -95,7 +101,8 @@ class KeySchedule:
 
     def verify_data(self, from_client: bool) -> bytes:
         """Finished verify_data over the transcript so far (RFC 5246 §7.4.9)."""
-        return finished_verify_data(self._master, from_client, self.transcript.digest())
+        keyed = self._master if self._master_mac is None else self._master_mac
+        return finished_verify_data(keyed, from_client, self.transcript.digest())
 
     def check_verify_data(self, received: bytes, from_client: bool) -> None:
         """The peer's Finished, compared in constant time (SEC-2); decrypt_error otherwise."""
