@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from iotdtls import aio
+from iotdtls.connection import DtlsConnection
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertDescription, AlertReceived, HandshakeTimeout, LocalProtocolError
 from tests import interop_support
@@ -229,5 +230,37 @@ def test_session_of_a_replaced_association_sends_nothing() -> None:
                 assert await client.recv(0.3) is None
             finally:
                 client.close()
+
+    run(main())
+
+
+@pytest.mark.req("HS-3")
+def test_a_new_handshake_is_retransmitted_on_time_behind_a_far_server_timer() -> None:
+    """The server keeps one loop timer and moves it only earlier (`flush`): after a first
+    handshake its earliest deadline is the final flight's hold, minutes away; a second
+    client's flight 4 that gets no answer must still come again after the initial 0.2 s of
+    the retransmission policy (RFC 6347 §4.2.4.1), not when the hold ends."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await echo_server()
+        async with server, aio.connect(*server.address, client_config()) as first:
+            first.send(b"x")
+            assert await first.recv() == b"x"
+            await asyncio.sleep(0.4)  # the first handshake's timers have fired and gone
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
+                sock.connect(server.address)
+                silent = DtlsConnection(client_config())
+                silent.connect(loop.time())
+                for _ in range(2):  # ClientHello, HelloVerifyRequest; ClientHello, flight 4
+                    for datagram in silent.datagrams_to_send(loop.time()):
+                        sock.send(datagram)
+                    reply = await asyncio.wait_for(loop.sock_recv(sock, 65535), 2.0)
+                    flight_4_at = loop.time()
+                    silent.receive_datagram(reply, loop.time())
+                # Our flight 5 is never sent: the server must send its flight 4 again.
+                await asyncio.wait_for(loop.sock_recv(sock, 65535), 2.0)
+                assert 0.15 <= loop.time() - flight_4_at < 1.5
 
     run(main())

@@ -624,14 +624,17 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 self.stats.bytes_sent += len(datagram)
         while (item := self.endpoint.next_event()) is not None:
             self._on_event(*item)
+        # The loop's timer only ever moves earlier. One set for a deadline that has since gone
+        # later or away (a handshake's retransmission timer, after each flight) fires early
+        # and is set again by `_on_timer`: one wake-up per armed deadline, where moving it
+        # would cost a cancel and a new handle for nearly every datagram of a busy server.
         when = self.endpoint.get_timer()
-        if self._timer is not None:
-            if when == self._timer.when():
-                return  # the earliest timer did not change: keep the loop's handle
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
+        armed = self._timer
+        if when is None or (armed is not None and armed.when() <= when):
+            return
+        if armed is not None:
+            armed.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
