@@ -20,6 +20,7 @@ from iotdtls.endpoint import CookieJar, GateOutcome, ServerEndpoint
 from iotdtls.errors import DecodeError, LocalProtocolError, ProtocolError
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.flight import (
+    MIN_FRAGMENT,
     Flight,
     OutgoingCcs,
     OutgoingMessage,
@@ -348,6 +349,15 @@ def test_a_fragment_starts_in_the_tail_when_it_just_fits() -> None:
     mtu = (13 + 12 + 200) + (13 + 12 + 16)
     assert cut([big, small], mtu) == [[CKE, CKE]]
     assert cut([big, small], mtu - 1) == [[CKE], [CKE]]
+
+
+def test_a_larger_message_begins_in_a_tail_of_at_least_min_fragment_bytes() -> None:
+    big = OutgoingMessage(HandshakeType.certificate, 1, bytes(200), 0)
+    request = OutgoingMessage(HandshakeType.certificate_request, 2, bytes(100), 0)
+    # After the first message, MIN_FRAGMENT bytes of the second one's body fit the tail.
+    mtu = (13 + 12 + 200) + (13 + 12 + MIN_FRAGMENT)
+    assert cut([big, request], mtu) == [[CKE, CKE], [CKE]]
+    assert cut([big, request], mtu - 1) == [[CKE], [CKE]]  # too short a tail: left empty
 
 
 def test_an_outgoing_message_repr_leaves_out_the_body() -> None:

@@ -186,7 +186,8 @@ class ServerEndpoint:
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         """Route a datagram to its association, or through the stateless cookie gate."""
-        self._clock = max(self._clock, now)
+        if now > self._clock:
+            self._clock = now
         conn = self.connections.get(address)
         # A ClientHello with a new random from a known address is a restarted client (RFC 6347
         # §4.2.8): it goes through the cookie gate, and replaces the old association (complete
@@ -376,7 +377,8 @@ class ServerEndpoint:
         return earliest
 
     def handle_timer(self, now: float) -> None:
-        self._clock = max(self._clock, now)
+        if now > self._clock:
+            self._clock = now
         heap = self._timer_heap
         due = []
         while heap and heap[0][0] <= now:
@@ -400,8 +402,8 @@ class ServerEndpoint:
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
         conn.send(data)
-        if now is not None:
-            self._clock = max(self._clock, now)
+        if now is not None and now > self._clock:
+            self._clock = now
         self._note_activity(address, self._clock)
         self._collect(address, conn)
 
@@ -411,7 +413,8 @@ class ServerEndpoint:
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
-        self._clock = max(self._clock, now)
+        if now > self._clock:
+            self._clock = now
         conn.send_heartbeat(now)
         self._collect(address, conn)
 
@@ -420,7 +423,8 @@ class ServerEndpoint:
     ) -> None:
         """Answer the `CertificateUrlsReceived` event of `address`'s association (see
         `DtlsConnection.supply_certificate_chain`); ignored if the association has gone."""
-        self._clock = max(self._clock, now)
+        if now > self._clock:
+            self._clock = now
         conn = self.connections.get(address)
         if conn is not None:
             conn.supply_certificate_chain(chain, now)

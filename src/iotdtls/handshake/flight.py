@@ -93,14 +93,15 @@ def cut_flight(
         if mtu - fixed < 1:
             raise ValueError(f"mtu {mtu} leaves no room for a handshake fragment")
         body, offset = item.body, 0
+        largest = max_payload - HANDSHAKE_HEADER_LEN  # fragment body in one record
         while True:
             room = mtu - len(current) - fixed
             left = len(body) - offset
-            if room < min(left, MIN_FRAGMENT) and current:
+            if current and room < left and room < MIN_FRAGMENT:
                 datagrams.append(bytes(current))
                 current = bytearray()
                 room = mtu - fixed
-            take = min(left, room, max_payload - HANDSHAKE_HEADER_LEN)
+            take = min(left, room, largest)
             header = encode_handshake_header(
                 item.msg_type, len(body), item.message_seq, offset, take
             )
@@ -115,12 +116,12 @@ def cut_flight(
 
 
 def _next_record_size(following: Sequence[FlightItem], overhead: Callable[[int], int]) -> int:
-    """Bytes of the whole record of the message in `following`, if any (0 for none)."""
-    return sum(
-        overhead(item.epoch) + HANDSHAKE_HEADER_LEN + len(item.body)
-        for item in following
-        if isinstance(item, OutgoingMessage)
-    )
+    """Bytes of the whole record of the message in `following` (at most one item), if any (0
+    for none)."""
+    for item in following:
+        if isinstance(item, OutgoingMessage):
+            return overhead(item.epoch) + HANDSHAKE_HEADER_LEN + len(item.body)
+    return 0
 
 
 class RetransmitTimer:
