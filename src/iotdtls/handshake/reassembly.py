@@ -195,10 +195,12 @@ class Reassembler:
         the furthest ahead. The message expected next therefore always finds room (the budget
         holds two maximal messages), and forged fragments claiming huge future messages cannot
         lock the real flight out."""
+        partials = self._partials
+        if not partials:
+            return True  # the usual case: nothing waits, and no message exceeds the limit
         needed = self.buffered_bytes + length - 2 * self._max_size
         if needed <= 0:
             return True
-        partials = self._partials or {}
         further = sorted((seq for seq in partials if seq > message_seq), reverse=True)
         if sum(_size(partials[seq]) for seq in further) < needed:
             return False
