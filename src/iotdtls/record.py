@@ -468,10 +468,12 @@ class RecordLayer:
             result = self._open_record(
                 ctype, version, epoch, (seq_hi << 32) | seq_lo, data[start:offset]
             )
-            if isinstance(result, DiscardReason):
-                self.discards[result] += 1
-            else:
+            # An exact type test first: isinstance against an Enum goes through its metaclass.
+            if type(result) is PlainRecord:
                 yield result
+            else:
+                assert isinstance(result, DiscardReason)
+                self.discards[result] += 1
 
     def _open_record(
         self, ctype: int, version: int, epoch: int, seq: int, fragment: bytes
