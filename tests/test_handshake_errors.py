@@ -347,13 +347,13 @@ class BadFinishedServer(ServerHandshake):
 
     def finished(self, epoch: int) -> OutgoingMessage:
         msg = super().finished(epoch)
-        return msg._replace(body=bytes(b ^ 0x55 for b in msg.body))
+        return replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
 
 
 class BadFinishedClient(ClientHandshake):
     def finished(self, epoch: int) -> OutgoingMessage:
         msg = super().finished(epoch)
-        return msg._replace(body=bytes(b ^ 0x55 for b in msg.body))
+        return replace(msg, body=bytes(b ^ 0x55 for b in msg.body))
 
 
 @pytest.mark.req("HS-5", "SEC-2", "ERR-1")

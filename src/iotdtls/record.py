@@ -23,6 +23,7 @@ import functools
 import struct
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, TypeVar
 
@@ -129,7 +130,8 @@ class RecordHeader(NamedTuple):
         return cls(ctype, version, epoch, (seq_hi << 32) | seq_lo, length)
 
 
-class PlainRecord(NamedTuple):
+@dataclass(slots=True)
+class PlainRecord:
     """A record that passed every check and was unprotected."""
 
     content_type: ContentType

@@ -9,7 +9,7 @@ record (header, handshake header, body and AEAD overhead) fits the room left (RF
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from iotdtls.config import RetransmitPolicy
 from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
@@ -27,11 +27,12 @@ _HANDSHAKE_CONTENT = ContentType.handshake
 _CCS_CONTENT = ContentType.change_cipher_spec
 
 
-class OutgoingMessage(NamedTuple):
+@dataclass(slots=True)
+class OutgoingMessage:
     """A whole handshake message of ours with its message_seq and the epoch it is sent in.
 
-    A named tuple, like the other values a handshake makes and only the core reads: why, in
-    docs/internals.md."""
+    A slotted dataclass, not frozen but never changed once made, like the other values a
+    handshake makes and only the core reads: why, in docs/internals.md."""
 
     msg_type: int
     message_seq: int
@@ -46,7 +47,8 @@ class OutgoingMessage(NamedTuple):
         )
 
 
-class OutgoingCcs(NamedTuple):
+@dataclass(slots=True)
+class OutgoingCcs:
     """A ChangeCipherSpec record, sent in `epoch`; what follows it uses epoch + 1."""
 
     epoch: int
@@ -55,7 +57,8 @@ class OutgoingCcs(NamedTuple):
 FlightItem = OutgoingMessage | OutgoingCcs
 
 
-class Flight(NamedTuple):
+@dataclass(slots=True)
+class Flight:
     """The messages of one flight; `final` flights start no timer (RFC 6347 §4.2.4, Figure 3)."""
 
     items: tuple[FlightItem, ...]

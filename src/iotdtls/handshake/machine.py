@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.crypto.suites import EpochKeys, SuiteInfo
@@ -50,9 +50,10 @@ __all__ = [
 CHANGE_CIPHER_SPEC = -1
 
 
-class NegotiatedSession(NamedTuple):
-    """What a completed handshake agreed on (no secrets here: safe to log and repr; a named
-    tuple, see `OutgoingMessage`)."""
+@dataclass(slots=True)
+class NegotiatedSession:
+    """What a completed handshake agreed on (no secrets here: safe to log and repr; a value
+    like `OutgoingMessage`)."""
 
     cipher_suite: int
     peer: PeerIdentity
@@ -65,7 +66,8 @@ class NegotiatedSession(NamedTuple):
     max_fragment_length: int | None = None
 
 
-class Outcome(NamedTuple):
+@dataclass(slots=True)
+class Outcome:
     """What a handler hands back: our next flight, and the keys of the next epoch (installed
     before the flight is cut, so a Finished in it is protected)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.credentials import CertifiedKey
@@ -183,8 +183,9 @@ def check_renegotiation_info(extensions: tuple[Extension, ...]) -> Renegotiation
     return reneg
 
 
-class ServerChoice(NamedTuple):
-    """What the server decided from a ClientHello (a named tuple, see `OutgoingMessage`)."""
+@dataclass(slots=True)
+class ServerChoice:
+    """What the server decided from a ClientHello (a value like `OutgoingMessage`)."""
 
     suite: SuiteInfo
     mode: Mode

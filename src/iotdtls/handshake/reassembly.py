@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from iotdtls.errors import DecodeError
 from iotdtls.messages.constants import HandshakeType, known
@@ -26,9 +25,10 @@ MAX_MESSAGES_AHEAD = 8
 MAX_RANGES = 64
 
 
-class HandshakeFragment(NamedTuple):
-    """One handshake fragment as read from a record (RFC 6347 §4.2.2). A named tuple: one is
-    made per fragment received."""
+@dataclass(slots=True)
+class HandshakeFragment:
+    """One handshake fragment as read from a record (RFC 6347 §4.2.2); one is made per fragment
+    received (a value like `OutgoingMessage`)."""
 
     msg_type: int
     length: int
@@ -45,7 +45,8 @@ class HandshakeFragment(NamedTuple):
         )
 
 
-class ReassembledMessage(NamedTuple):
+@dataclass(slots=True)
+class ReassembledMessage:
     """A whole handshake message and the epoch its fragments were protected under."""
 
     msg_type: int
