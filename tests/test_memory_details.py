@@ -7,17 +7,21 @@ shortcuts of handshake reassembly."""
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+import iotdtls.crypto.aead
 import iotdtls.endpoint
-from iotdtls.config import ClientConfig, Mode
+from iotdtls.config import ClientConfig, Mode, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import Ccm8Protector
-from iotdtls.endpoint import TIMER_HEAP_SLACK, CookieJar
+from iotdtls.endpoint import TIMER_HEAP_SLACK, CookieJar, ServerEndpoint
 from iotdtls.errors import DecodeError, LocalProtocolError
 from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.keyschedule import SPENT_TRANSCRIPT
@@ -302,3 +306,60 @@ def test_a_message_reassembled_from_fragments_keeps_their_epoch() -> None:
     r.add(HandshakeFragment(HandshakeType.finished, 12, 0, 7, b"89ab\x00", 1))
     msg = r.peek()
     assert msg is not None and (msg.body, msg.epoch) == (b"0123456" + b"89ab\x00", 1)
+
+
+# -- the heap an established association keeps -----------------------------------------------------
+
+#: Issue 9's bound on the server heap per established association.
+HEAP_PER_ASSOCIATION = 2048
+
+
+@pytest.mark.secret_guard_off  # the guard keeps every secret it sees: not the server's heap
+def test_an_established_association_keeps_under_2_kib_of_server_heap(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `make bench-memory` measures over 10,000 associations (tracemalloc, each client
+    having sent one datagram), on 1,000: a regression past issue 9's bound fails here. The
+    process-wide caches, bounded whatever the number of peers (warm cipher contexts, the
+    session cache), are kept small so that what is measured is the association itself; and
+    nothing is logged (pytest would keep the records)."""
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    monkeypatch.setattr(iotdtls.crypto.aead, "WARM_CIPHERS", 16)
+    count, now = 1000, 0.0
+    config = ServerConfig(
+        psk_store={IDENTITY: KEY}, max_connections=2 * count, session_cache_size=16
+    )
+    endpoint = ServerEndpoint(config)
+
+    def establish(n: int) -> None:
+        address = (f"10.0.{n // 250}.{n % 250}", 5684)
+        client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+        client.connect(now)
+        while client.state is not ConnectionState.ESTABLISHED:
+            datagrams = client.datagrams_to_send(now)
+            assert datagrams, "the handshake stalled"
+            for datagram in datagrams:
+                endpoint.receive_datagram(datagram, address, now)
+            for answer, _ in endpoint.datagrams_to_send(now):
+                client.receive_datagram(answer, now)
+        client.send(bytes(16))
+        for datagram in client.datagrams_to_send(now):
+            endpoint.receive_datagram(datagram, address, now)
+        endpoint.datagrams_to_send(now)
+        while endpoint.next_event() is not None:
+            pass
+
+    for n in range(50):  # caches and interned values of the first handshakes
+        establish(count + n)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(count):
+            establish(n)
+        gc.collect()
+        per_association = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert len(endpoint.connections) == count + 50
+    assert per_association < HEAP_PER_ASSOCIATION, per_association

@@ -305,11 +305,13 @@ class RecordLayer:
         self._window_size = replay_window_size
         # Lists indexed by epoch, not dicts: a connection only ever has epochs 0 and 1
         # (renegotiation is refused), and two dicts cost 450 bytes per association.
-        # Epoch 0, null protection both ways, set directly: one of these per association.
+        # Epoch 0, null protection both ways, set directly, with room for epoch 1 from the
+        # start: a one-item list grown later over-allocates (120 bytes instead of 72).
         self._read: list[_ReadState | None] = [
-            _ReadState(NULL_PROTECTOR, window) if epoch0_replay_check else _PLAIN_READ
+            _ReadState(NULL_PROTECTOR, window) if epoch0_replay_check else _PLAIN_READ,
+            None,
         ]
-        self._write: list[_WriteState | None] = [_WriteState(NULL_PROTECTOR, 0)]
+        self._write: list[_WriteState | None] = [_WriteState(NULL_PROTECTOR, 0), None]
         self._write_epoch = 0
         # Made on the first discard (most associations never have one): memory per association.
         self._discards: Counter[DiscardReason] | None = None
