@@ -57,7 +57,16 @@ from iotdtls.handshake.server import ServerHandshake
 from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
 from iotdtls.identity import PeerIdentity, PskIdentity
 from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeType
-from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType, PlainRecord, RecordLayer
+from iotdtls.record import (
+    ALERT_CONTENT,
+    CCS_CONTENT,
+    DATA_CONTENT,
+    HANDSHAKE_CONTENT,
+    MAX_PLAINTEXT_LENGTH,
+    ContentType,
+    PlainRecord,
+    RecordLayer,
+)
 from iotdtls.sessions import SessionState, SessionStore
 
 __all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
@@ -90,11 +99,8 @@ _IDLE = ConnectionState.IDLE
 _HANDSHAKING = ConnectionState.HANDSHAKING
 _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
-#: The same for the content types and alerts of the per-record paths.
-_HANDSHAKE_CONTENT = ContentType.handshake
-_CCS_CONTENT = ContentType.change_cipher_spec
-_ALERT_CONTENT = ContentType.alert
-_DATA_CONTENT = ContentType.application_data
+#: The same for the alerts and message type of the per-record paths (the content types are
+#: `iotdtls.record`'s).
 _CLOSE_NOTIFY = AlertDescription.close_notify
 _WARNING = AlertLevel.WARNING
 _CLIENT_HELLO = HandshakeType.client_hello
@@ -368,8 +374,8 @@ class DtlsConnection:
         """The per-record hot path once established: application data in the peer's epoch goes
         straight to the user; every other record takes the general dispatch."""
         data_epoch = self._handshake.peer_epoch
-        app = _DATA_CONTENT
-        handshake = _HANDSHAKE_CONTENT
+        app = DATA_CONTENT
+        handshake = HANDSHAKE_CONTENT
         limit = self._fragment_limit
         beats = self._heartbeats
         try:
@@ -498,7 +504,7 @@ class DtlsConnection:
                     else None
                 ),
             )
-        self._queue([self._records.seal(_DATA_CONTENT, data, self._write_epoch)])
+        self._queue([self._records.seal(DATA_CONTENT, data, self._write_epoch)])
 
     def send_heartbeat(self, now: float) -> None:
         """Send a heartbeat request (RFC 6520 §3, EXT-5); `HeartbeatAnswered` reports the
@@ -544,13 +550,13 @@ class DtlsConnection:
     # -- records ------------------------------------------------------------------------------
     def _dispatch(self, record: PlainRecord, now: float) -> None:
         ctype = record.content_type
-        if ctype is _HANDSHAKE_CONTENT:
+        if ctype is HANDSHAKE_CONTENT:
             self._on_handshake_record(record, now)
-        elif ctype is _CCS_CONTENT:
+        elif ctype is CCS_CONTENT:
             self._on_change_cipher_spec(record, now)
-        elif ctype is _ALERT_CONTENT:
+        elif ctype is ALERT_CONTENT:
             self._on_alert(record)
-        elif ctype is _DATA_CONTENT:
+        elif ctype is DATA_CONTENT:
             self._on_application_data(record)
         else:
             self._on_heartbeat(record, now)
@@ -786,7 +792,7 @@ class DtlsConnection:
         payload = Alert(
             level, permitted_alert(description, self._handshake.allowed_alerts)
         ).encode()
-        self._queue([self._records.seal(_ALERT_CONTENT, payload, self._write_epoch)])
+        self._queue([self._records.seal(ALERT_CONTENT, payload, self._write_epoch)])
 
     def _complete(self, now: float) -> None:
         self.state = _ESTABLISHED

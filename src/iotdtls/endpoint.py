@@ -44,7 +44,7 @@ from iotdtls.messages import (
     HandshakeType,
     HelloVerifyRequest,
 )
-from iotdtls.record import RECORD_HEADER_LEN, ContentType, RecordHeader
+from iotdtls.record import HANDSHAKE_CONTENT, RECORD_HEADER_LEN, ContentType, RecordHeader
 from iotdtls.sessions import MemorySessionStore, SessionStore
 
 __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
@@ -78,7 +78,6 @@ _COOKIE_ACCEPTED = GateOutcome.COOKIE_ACCEPTED
 _HANDSHAKING = ConnectionState.HANDSHAKING
 _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
-_HANDSHAKE_CONTENT = ContentType.handshake
 _CLIENT_HELLO = HandshakeType.client_hello
 _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 
@@ -184,10 +183,15 @@ class ServerEndpoint:
     def __repr__(self) -> str:
         return f"<ServerEndpoint connections={len(self.connections)}>"
 
-    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
-        """Route a datagram to its association, or through the stateless cookie gate."""
+    def _advance_clock(self, now: float) -> None:
+        """The latest time the endpoint was given: a caller's older clock never moves it back
+        (a comparison, not max(): this runs for every datagram)."""
         if now > self._clock:
             self._clock = now
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Route a datagram to its association, or through the stateless cookie gate."""
+        self._advance_clock(now)
         conn = self.connections.get(address)
         # A ClientHello with a new random from a known address is a restarted client (RFC 6347
         # §4.2.8): it goes through the cookie gate, and replaces the old association (complete
@@ -276,7 +280,7 @@ class ServerEndpoint:
             + body
         )
         # RFC 6347 §4.2.1: record version 1.0 is safest; reuse the ClientHello's record sequence.
-        datagram = _plain_record(_HANDSHAKE_CONTENT, DTLS_1_0, record.sequence_number, payload)
+        datagram = _plain_record(HANDSHAKE_CONTENT, DTLS_1_0, record.sequence_number, payload)
         if len(datagram) > len(data):
             self.gate[GateOutcome.HELLO_VERIFY_TOO_LARGE] += 1  # never amplify (HS-2)
             return
@@ -377,8 +381,7 @@ class ServerEndpoint:
         return earliest
 
     def handle_timer(self, now: float) -> None:
-        if now > self._clock:
-            self._clock = now
+        self._advance_clock(now)
         heap = self._timer_heap
         due = []
         while heap and heap[0][0] <= now:
@@ -402,8 +405,8 @@ class ServerEndpoint:
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
         conn.send(data)
-        if now is not None and now > self._clock:
-            self._clock = now
+        if now is not None:
+            self._advance_clock(now)
         self._note_activity(address, self._clock)
         self._collect(address, conn)
 
@@ -413,8 +416,7 @@ class ServerEndpoint:
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
-        if now > self._clock:
-            self._clock = now
+        self._advance_clock(now)
         conn.send_heartbeat(now)
         self._collect(address, conn)
 
@@ -423,8 +425,7 @@ class ServerEndpoint:
     ) -> None:
         """Answer the `CertificateUrlsReceived` event of `address`'s association (see
         `DtlsConnection.supply_certificate_chain`); ignored if the association has gone."""
-        if now > self._clock:
-            self._clock = now
+        self._advance_clock(now)
         conn = self.connections.get(address)
         if conn is not None:
             conn.supply_certificate_chain(chain, now)
@@ -441,7 +442,7 @@ def _starts_with_hello(data: bytes) -> bool:
     """An epoch-0 handshake record carrying a ClientHello starts this datagram."""
     return (
         len(data) > RECORD_HEADER_LEN
-        and data[0] == _HANDSHAKE_CONTENT
+        and data[0] == HANDSHAKE_CONTENT
         and data[3:5] == b"\0\0"
         and data[RECORD_HEADER_LEN] == _CLIENT_HELLO
     )
@@ -467,7 +468,7 @@ def _parse_initial_hello(data: bytes) -> tuple[RecordHeader, HandshakeHeader, by
         return None
     record = RecordHeader.decode(data)
     if (
-        record.content_type != _HANDSHAKE_CONTENT
+        record.content_type != HANDSHAKE_CONTENT
         or record.epoch != 0
         or record.version not in (DTLS_1_0, DTLS_1_2)
     ):

@@ -32,6 +32,10 @@ from iotdtls.crypto.aead import NULL_PROTECTOR, BadTag, NullProtector, RecordPro
 from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError
 
 __all__ = [
+    "ALERT_CONTENT",
+    "CCS_CONTENT",
+    "DATA_CONTENT",
+    "HANDSHAKE_CONTENT",
     "MAX_CIPHERTEXT_LENGTH",
     "MAX_PLAINTEXT_LENGTH",
     "MAX_SEQUENCE_NUMBER",
@@ -78,9 +82,13 @@ class ContentType(IntEnum):
 
 
 _CONTENT_TYPES: dict[int, ContentType] = {ct.value: ct for ct in ContentType}
-#: By module-level name for the per-record checks (an Enum member's lookup through its
-#: metaclass costs about ten times a global name's on Python 3.11).
-_HANDSHAKE_CONTENT = ContentType.handshake
+#: The content types by module-level name, for the per-record paths here and in the connection,
+#: the endpoint and the flight cutter: on Python 3.11 an Enum member's lookup goes through its
+#: metaclass's `__getattr__` hook, about ten times the cost of a global name.
+HANDSHAKE_CONTENT = ContentType.handshake
+CCS_CONTENT = ContentType.change_cipher_spec
+ALERT_CONTENT = ContentType.alert
+DATA_CONTENT = ContentType.application_data
 
 
 class DiscardReason(IdentityHashEnum):
@@ -488,7 +496,7 @@ class RecordLayer:
         if content_type is None:
             return DiscardReason.UNKNOWN_CONTENT_TYPE
         if version != _DTLS_1_2 and not (
-            version == _DTLS_1_0 and epoch == 0 and ctype == _HANDSHAKE_CONTENT
+            version == _DTLS_1_0 and epoch == 0 and ctype == HANDSHAKE_CONTENT
         ):
             return DiscardReason.BAD_VERSION
         read = self._read

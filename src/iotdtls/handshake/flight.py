@@ -14,17 +14,13 @@ from dataclasses import dataclass
 from iotdtls.config import RetransmitPolicy
 from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
 from iotdtls.messages.handshake import encode_handshake_header
-from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType
+from iotdtls.record import CCS_CONTENT, HANDSHAKE_CONTENT, MAX_PLAINTEXT_LENGTH
 
 __all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
 
 #: Smallest handshake fragment body worth starting in the tail of a datagram.
 MIN_FRAGMENT = 16
 _CCS_BODY = ChangeCipherSpec().encode()
-#: The content types by module-level name: looked up per record, and an Enum member's lookup
-#: through its metaclass costs about ten times a global name's on Python 3.11.
-_HANDSHAKE_CONTENT = ContentType.handshake
-_CCS_CONTENT = ContentType.change_cipher_spec
 
 
 @dataclass(slots=True)
@@ -83,7 +79,7 @@ def cut_flight(
     current = bytearray()
     for index, item in enumerate(items):
         if isinstance(item, OutgoingCcs):
-            record = seal(_CCS_CONTENT, _CCS_BODY, item.epoch)
+            record = seal(CCS_CONTENT, _CCS_BODY, item.epoch)
             # With the Finished after it when both fit a datagram (PSK-4: the peer concludes
             # a wrong key only from a Finished in the datagram that moved its handshake).
             together = len(record) + _next_record_size(items[index + 1 : index + 2], overhead)
@@ -109,7 +105,7 @@ def cut_flight(
                 item.msg_type, len(body), item.message_seq, offset, take
             )
             fragment = header + body[offset : offset + take]
-            current += seal(_HANDSHAKE_CONTENT, fragment, item.epoch)
+            current += seal(HANDSHAKE_CONTENT, fragment, item.epoch)
             offset += take
             if offset >= len(body):
                 break
