@@ -110,11 +110,28 @@ class Reader:
         return self.pull_uint(6)
 
     def pull_vector(self, length_width: int, minimum: int = 0, maximum: int | None = None) -> bytes:
-        """Take an opaque vector `opaque x<minimum..maximum>` with a `length_width`-byte length."""
-        length = self.pull_uint(length_width)
+        """Take an opaque vector `opaque x<minimum..maximum>` with a `length_width`-byte length.
+
+        One- and two-byte lengths, those of nearly every vector, are read in place rather than
+        through `pull_uint` and `pull_bytes` (three calls fewer per vector of a handshake)."""
+        data, start, end = self._data, self._pos, self._end
+        if length_width == 1 and start < end:
+            length = data[start]
+            start += 1
+        elif length_width == 2 and start + 2 <= end:
+            length = (data[start] << 8) | data[start + 1]
+            start += 2
+        else:
+            length = self.pull_uint(length_width)
+            start = self._pos
         if length < minimum or (maximum is not None and length > maximum):
             raise DecodeError(f"vector length {length} outside {minimum}..{maximum}")
-        return self.pull_bytes(length)
+        stop = start + length
+        if stop > end:
+            self._pos = start
+            raise self._short(length)
+        self._pos = stop
+        return data[start:stop]
 
     def pull_block(self, length_width: int) -> Reader:
         """Take a length-prefixed block and return a reader confined to it."""
