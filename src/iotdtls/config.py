@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from os import PathLike, fspath
 from typing import ClassVar
 
@@ -374,9 +375,10 @@ class ClientConfig(_CommonConfig):
                 raise ConfigError("server_name must be a DNS name or an IP address (a str)")
             reference_identity(self.server_name)
 
-    @property
+    @cached_property
     def mode(self) -> Mode:
-        """The credential kind this client uses with its server (exactly one, checked above)."""
+        """The credential kind this client uses with its server (exactly one, checked above);
+        worked out once per configuration, since every handshake asks several times."""
         if self.psk is not None:
             return Mode.PSK
         return Mode.RAW_PUBLIC_KEY if self.server_public_keys else Mode.X509

@@ -323,7 +323,7 @@ class DtlsConnection:
                 if len(record.payload) > self._fragment_limit:
                     raise _record_overflow(len(record.payload), self._fragment_limit)
                 self._dispatch(record, now)
-                if self.closed:
+                if self.state is _CLOSED:
                     return
             self._check_finished_authenticates()
         except ProtocolError as exc:
@@ -348,8 +348,8 @@ class DtlsConnection:
         end a handshake with forged records, unless it forges the peer's flight itself, which
         spoils the transcript anyway."""
         if (
-            self._handshake.awaits_authenticated_finished
-            and self._datagrams_since_progress == 0
+            self._datagrams_since_progress == 0
+            and self._handshake.awaits_authenticated_finished()
             and self._records.bad_tags(HANDSHAKE_EPOCH) > self._bad_tags_at_progress
         ):
             raise ProtocolError(
@@ -398,7 +398,7 @@ class DtlsConnection:
                     self._emit(DataReceived(record.payload))
                     continue
                 self._dispatch(record, now)
-                if self.closed:
+                if self.state is _CLOSED:
                     return
         except ProtocolError as exc:
             self._fail(exc)
@@ -611,7 +611,7 @@ class DtlsConnection:
             ChangeCipherSpec.decode(record.payload)
             self._deferred_ccs = True
             return
-        if record.epoch != hs.peer_epoch or not hs.expects_change_cipher_spec:
+        if record.epoch != hs.peer_epoch or not hs.expects_change_cipher_spec():
             # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
             self.dropped[DropReason.UNEXPECTED_CCS] += 1
             return
@@ -701,13 +701,13 @@ class DtlsConnection:
         hs = self._handshake
         hs.now = now
         while self.state is _HANDSHAKING:
-            if self._deferred_ccs and hs.expects_change_cipher_spec:
+            if self._deferred_ccs and hs.expects_change_cipher_spec():
                 self._deferred_ccs = False
                 hs.change_cipher_spec()
             msg = self._reassembler.peek()
             if msg is None or hs.holds(msg.msg_type):
                 return
-            if hs.expects_change_cipher_spec:
+            if hs.expects_change_cipher_spec():
                 if msg.epoch > hs.peer_epoch:
                     return  # the Finished overtook the ChangeCipherSpec: wait for it
                 # What follows the peer's ChangeCipherSpec comes under the new keys: a complete
@@ -737,12 +737,13 @@ class DtlsConnection:
             outcome = hs.handle(msg)
             if hs.pending_certificate_urls and not was_waiting:
                 self._emit(CertificateUrlsReceived(hs.pending_certificate_urls))
-            self._apply_fragment_limit()
+            if hs.max_fragment_length:
+                self._apply_fragment_limit()
             if outcome.keys is not None:
                 self._install_keys(outcome.keys)
             if outcome.flight is not None:
                 self._send_flight(outcome.flight, now)
-            if hs.complete:
+            if hs.complete():
                 self._complete(now)
 
     def _apply_fragment_limit(self) -> None:

@@ -90,6 +90,12 @@ logger = logging.getLogger("iotdtls")
 #: HelloVerifyRequests answered in one handshake before we give up (a loop is an attack).
 MAX_HELLO_VERIFY_REQUESTS = 4
 
+#: Enum members a handshake names by module-level name (Python 3.11 finds `Enum.member`
+#: through the Enum's metaclass, about ten times the cost of a global name).
+_CLIENT_HELLO = HandshakeType.client_hello
+_CLIENT_KEY_EXCHANGE = HandshakeType.client_key_exchange
+_PSK_EXCHANGE = KeyExchangeKind.PSK
+
 
 class ClientState(IdentityHashEnum):
     START = auto()
@@ -176,7 +182,7 @@ class ClientHandshake(HandshakeMachine):
             self._hello_parts = hello.encode_around_cookie()
         before, after = self._hello_parts
         body = before + encode_cookie(cookie) + after
-        return self.outgoing(HandshakeType.client_hello, body)
+        return self.outgoing(_CLIENT_HELLO, body)
 
     # -- hellos -------------------------------------------------------------------------------
     def _on_hello_verify_request(self, msg: ReassembledMessage) -> Outcome:
@@ -214,7 +220,7 @@ class ClientHandshake(HandshakeMachine):
             return self._resume(hello, offered)
         self.session_id = hello.session_id
         self.mode = self.config.mode
-        if suite.key_exchange is KeyExchangeKind.PSK:
+        if suite.key_exchange is _PSK_EXCHANGE:
             self._exchange = PskClientExchange(self.config.identity, self.config.psk_key)
             self.peer = PskIdentity(self.config.identity)
             self.table = PSK_FLOW
@@ -377,7 +383,7 @@ class ClientHandshake(HandshakeMachine):
         if own is not None:
             items.append(self.outgoing(own.msg_type, own.body))
         cke_body, premaster = self._exchange.client_key_exchange()
-        items.append(self.outgoing(HandshakeType.client_key_exchange, cke_body))
+        items.append(self.outgoing(_CLIENT_KEY_EXCHANGE, cke_body))
         keys = self.derive(premaster)  # the session hash ends with the ClientKeyExchange
         if own is not None and own.key is not None:
             # RFC 5246 §7.4.8: the signature covers every handshake message so far.

@@ -9,11 +9,11 @@ record (header, handshake header, body and AEAD overhead) fits the room left (RF
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from iotdtls.config import RetransmitPolicy
 from iotdtls.messages import HANDSHAKE_HEADER_LEN, ChangeCipherSpec
-from iotdtls.messages.handshake import encode_handshake_header
+from iotdtls.messages.handshake import encode_handshake_header, encode_message_header
 from iotdtls.record import CCS_CONTENT, HANDSHAKE_CONTENT, MAX_PLAINTEXT_LENGTH
 
 __all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
@@ -27,13 +27,23 @@ _CCS_BODY = ChangeCipherSpec().encode()
 class OutgoingMessage:
     """A whole handshake message of ours with its message_seq and the epoch it is sent in.
 
-    A slotted dataclass, not frozen but never changed once made, like the other values a
-    handshake makes and only the core reads: why, in docs/internals.md."""
+    `encoded` is the message behind its header as one fragment (RFC 6347 §4.2.2), made once:
+    the form the transcript hashes (§4.2.6) and the record payload of a message that fits a
+    record whole, the usual case. A slotted dataclass, not frozen but never changed once made,
+    like the other values a handshake makes and only the core reads: why, in
+    docs/internals.md."""
 
     msg_type: int
     message_seq: int
     body: bytes
     epoch: int = 0
+    encoded: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        body = self.body
+        self.encoded = (
+            encode_message_header(self.msg_type, len(body), self.message_seq) + body
+        )
 
     def __repr__(self) -> str:
         # Without the body: a Finished carries verify_data.
@@ -101,10 +111,13 @@ def cut_flight(
                 current = bytearray()
                 room = mtu - fixed
             take = min(left, room, largest)
-            header = encode_handshake_header(
-                item.msg_type, len(body), item.message_seq, offset, take
-            )
-            fragment = header + body[offset : offset + take]
+            if take == left and not offset:
+                fragment = item.encoded  # the whole message in one record
+            else:
+                header = encode_handshake_header(
+                    item.msg_type, len(body), item.message_seq, offset, take
+                )
+                fragment = header + body[offset : offset + take]
             current += seal(HANDSHAKE_CONTENT, fragment, item.epoch)
             offset += take
             if offset >= len(body):

@@ -48,6 +48,9 @@ __all__ = [
 
 #: Pseudo message type of the peer's ChangeCipherSpec in the tables (it has no message_seq).
 CHANGE_CIPHER_SPEC = -1
+#: HandshakeType.finished by module-level name (Python 3.11 finds `Enum.member` through the
+#: Enum's metaclass, about ten times the cost of a global name).
+_FINISHED = HandshakeType.finished
 
 
 @dataclass(slots=True)
@@ -163,7 +166,8 @@ class HandshakeMachine:
     def client_random(self) -> bytes:
         return self.keys.client_random
 
-    @property
+    # Methods, not properties, here and below: the connection asks for each message, and a
+    # property costs a call from C in Python 3.11 (an inlined call for a method).
     def complete(self) -> bool:
         return self.state is self.ESTABLISHED
 
@@ -185,7 +189,6 @@ class HandshakeMachine:
             self.peer_flight_last_seq = msg.message_seq
         return outcome
 
-    @property
     def expects_change_cipher_spec(self) -> bool:
         """True when the peer's ChangeCipherSpec is the next thing the table allows (HS-5)."""
         return (self.state, CHANGE_CIPHER_SPEC) in self.table
@@ -211,7 +214,6 @@ class HandshakeMachine:
         """Hand over a chain the handshake waits for (see `waiting_for_chain`)."""
         raise ProtocolError("no certificate chain is awaited", AlertDescription.internal_error)
 
-    @property
     def awaits_authenticated_finished(self) -> bool:
         """True while a record that fails authentication can only be the peer's Finished under
         a different key (the server's view, PSK-4); the client never concludes that."""
@@ -222,7 +224,7 @@ class HandshakeMachine:
         """Number a message of ours, add it to the transcript and return it for the flight."""
         message = OutgoingMessage(msg_type, self.send_seq, body, epoch)
         self.send_seq += 1
-        self.keys.transcript.add(msg_type, message.message_seq, body)
+        self.keys.transcript.add_encoded(message.encoded)
         return message
 
     def record(self, msg: ReassembledMessage) -> None:
@@ -237,7 +239,7 @@ class HandshakeMachine:
     def finished(self, epoch: int) -> OutgoingMessage:
         """Our Finished over the transcript so far (RFC 5246 §7.4.9)."""
         verify = self.keys.verify_data(from_client=self.is_client)
-        return self.outgoing(HandshakeType.finished, Finished(verify).encode(), epoch)
+        return self.outgoing(_FINISHED, Finished(verify).encode(), epoch)
 
     def check_finished(self, msg: ReassembledMessage) -> None:
         """Verify the peer's Finished in constant time (SEC-2); decrypt_error otherwise."""
@@ -276,7 +278,7 @@ class HandshakeMachine:
     def resumable_session(self) -> SessionState | None:
         """The state a later handshake can resume (RES-1): only a completed handshake with a
         session_id and the extended master secret (RES-3)."""
-        if not (self.complete and self.session_id and self.keys.extended_master_secret):
+        if not (self.complete() and self.session_id and self.keys.extended_master_secret):
             return None
         return self.session_state()
 

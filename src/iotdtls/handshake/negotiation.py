@@ -80,6 +80,13 @@ _EC_EXTENSIONS: tuple[Extension, ...] = (
     SignatureAlgorithms((SignatureScheme.ecdsa_secp256r1_sha256,)),
 )
 
+#: Enum members a handshake names by module-level name (Python 3.11 finds `Enum.member`
+#: through the Enum's metaclass, about ten times the cost of a global name).
+_PSK = Mode.PSK
+_PSK_EXCHANGE = KeyExchangeKind.PSK
+_PSK_SUITES = (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,)
+_SCSV = CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV
+
 
 def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension, ...]]:
     """The suites and extensions of our ClientHello for the configured mode.
@@ -98,8 +105,8 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
     exts += [RenegotiationInfo(b""), ExtendedMasterSecret()]
     if config.heartbeat:
         exts.append(own_heartbeat_mode(config))
-    if config.mode is Mode.PSK:
-        return (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,), tuple(exts)
+    if config.mode is _PSK:
+        return _PSK_SUITES, tuple(exts)
     exts.extend(_EC_EXTENSIONS)
     if config.mode is Mode.RAW_PUBLIC_KEY:
         exts.append(ServerCertificateType((CertificateType.RawPublicKey,)))
@@ -142,7 +149,7 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
         return "the session's max_fragment_length is not the configured one"
     if session.server_name != (config.sni_name or ""):
         return "the session's server_name is not the configured one"
-    if config.mode is Mode.PSK:
+    if config.mode is _PSK:
         same = isinstance(peer, PskIdentity) and peer.identity == config.identity
     elif config.mode is Mode.RAW_PUBLIC_KEY:
         same = isinstance(peer, RawPublicKeyIdentity) and peer.sha256 in config.server_key_pins
@@ -213,9 +220,9 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
         suite = suite_info(code)
         if suite is None:
             continue
-        if suite.key_exchange is KeyExchangeKind.PSK:
+        if suite.key_exchange is _PSK_EXCHANGE:
             if config.has_psk:
-                return ServerChoice(suite, Mode.PSK)
+                return ServerChoice(suite, _PSK)
             continue
         if not _client_takes_p256_ecdsa(hello):
             continue
@@ -343,7 +350,7 @@ def session_answers(
     5746 §3.6), extended_master_secret (RFC 7627 §5.2, §5.3), then `extras` (the
     max_fragment_length and heartbeat answers, and server_name in a full handshake)."""
     reply: list[Extension] = []
-    scsv = CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV in hello.cipher_suites
+    scsv = _SCSV in hello.cipher_suites
     if find_extension(hello.extensions, RenegotiationInfo) is not None or scsv:
         reply.append(RenegotiationInfo(b""))
     if ems:

@@ -33,6 +33,10 @@ class Transcript:
         self._hash.update(encode_message_header(msg_type, length, message_seq))
         self._hash.update(body)
 
+    def add_encoded(self, encoded: bytes) -> None:
+        """Hash one whole message already in its unfragmented DTLS form (header and body)."""
+        self._hash.update(encoded)
+
     def digest(self) -> bytes:
         """The hash of everything added so far (the running hash continues)."""
         return self._hash.copy().digest()
