@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from iotdtls.errors import DecodeError
-from iotdtls.messages.constants import HandshakeType, known
+from iotdtls.messages.constants import HandshakeType, members_by_value
 from iotdtls.messages.handshake import HANDSHAKE_HEADER_LEN
 
 __all__ = ["HandshakeFragment", "ReassembledMessage", "Reassembler", "fragments_of"]
@@ -92,6 +92,9 @@ class _Partial:
 
 
 _HEADER = struct.Struct(">IHHI")
+#: HandshakeType members by value: a fragment's type as the member when known, else the int
+#: (what `known` gives, looked up in place: one fragment per message received).
+_HANDSHAKE_TYPES = members_by_value(HandshakeType)
 
 
 def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
@@ -101,6 +104,7 @@ def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
     fragments: list[HandshakeFragment] = []
     offset, end = 0, len(payload)
     unpack_from = _HEADER.unpack_from
+    types = _HANDSHAKE_TYPES
     while offset < end:
         if end - offset < HANDSHAKE_HEADER_LEN:
             raise DecodeError("handshake header truncated")
@@ -116,9 +120,10 @@ def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
         offset = start + fragment_length
         if offset > end:
             raise DecodeError("handshake fragment longer than its record")
+        msg_type = type_and_length >> 24
         fragments.append(
             HandshakeFragment(
-                known(HandshakeType, type_and_length >> 24),
+                types.get(msg_type, msg_type),
                 length,
                 seq,
                 fragment_offset,
