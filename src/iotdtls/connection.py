@@ -22,7 +22,6 @@ from enum import Enum, auto
 
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.crypto.aead import NULL_PROTECTOR
 from iotdtls.crypto.suites import EpochKeys
 from iotdtls.errors import (
     AlertDescription,
@@ -643,9 +642,7 @@ class DtlsConnection:
             return
         self._reassembler.next_seq = header.message_seq
         if record.sequence_number < ADOPTABLE_SEQUENCE_LIMIT:
-            self._records.install_write_epoch(
-                0, NULL_PROTECTOR, next_sequence_number=record.sequence_number
-            )
+            self._records.set_next_sequence_number(0, record.sequence_number)
 
     def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int], now: float) -> None:
         if self.state is _ESTABLISHED:

@@ -174,6 +174,11 @@ def split_datagram(
     return records, None
 
 
+#: The smallest anti-replay window (RFC 6347 §4.1.2.6: at least 32 records; 64 recommended).
+_MIN_REPLAY_WINDOW = 64
+_WINDOW_TOO_SMALL = f"the replay window must cover at least {_MIN_REPLAY_WINDOW} records"
+
+
 class ReplayWindow:
     """Sliding anti-replay window of RFC 6347 §4.1.2.6.
 
@@ -185,8 +190,8 @@ class ReplayWindow:
     __slots__ = ("_bits", "_mask", "_right", "size")
 
     def __init__(self, size: int = 64) -> None:
-        if size < 64:
-            raise ConfigError("the replay window must cover at least 64 records")
+        if size < _MIN_REPLAY_WINDOW:
+            raise ConfigError(_WINDOW_TOO_SMALL)
         self.size = size
         self._mask = _window_mask(size)
         self._right = -1
@@ -302,7 +307,8 @@ class RecordLayer:
         `integrity_exhausted` names that epoch (REC-6; None: no limit).
         `epoch0_replay_check=False`: epoch 0 is read without anti-replay, as
         `install_read_epoch(0, NULL_PROTECTOR, replay_check=False)` would set it."""
-        window = ReplayWindow(replay_window_size)  # validates the size, early
+        if replay_window_size < _MIN_REPLAY_WINDOW:  # early, not at the first protected epoch
+            raise ConfigError(_WINDOW_TOO_SMALL)
         self._integrity_limit = integrity_limit
         #: The first epoch whose failed records reached the integrity limit, else None.
         self.integrity_exhausted: int | None = None
@@ -312,7 +318,11 @@ class RecordLayer:
         # Epoch 0, null protection both ways, set directly, with room for epoch 1 from the
         # start: a one-item list grown later over-allocates (120 bytes instead of 72).
         self._read: list[_ReadState | None] = [
-            _ReadState(NULL_PROTECTOR, window) if epoch0_replay_check else _PLAIN_READ,
+            (
+                _ReadState(NULL_PROTECTOR, ReplayWindow(replay_window_size))
+                if epoch0_replay_check
+                else _PLAIN_READ
+            ),
             None,
         ]
         self._write: list[_WriteState | None] = [_WriteState(NULL_PROTECTOR, 0), None]
@@ -373,6 +383,14 @@ class RecordLayer:
             raise LocalProtocolError("next sequence number outside 0..2^48-2")
         _store(self._write, epoch, _WriteState(protector, next_sequence_number))
         self._write_epoch = epoch
+
+    def set_next_sequence_number(self, epoch: int, next_sequence_number: int) -> None:
+        """Continue the records of the installed write `epoch` at `next_sequence_number` (a
+        server going on from the client's epoch-0 numbering after a stateless cookie
+        exchange, RFC 6347 §4.2.1), without installing the epoch again."""
+        if not 0 <= next_sequence_number < MAX_SEQUENCE_NUMBER:
+            raise LocalProtocolError("next sequence number outside 0..2^48-2")
+        self._write_state(epoch).next_seq = next_sequence_number
 
     def drop_read_epoch(self, epoch: int) -> None:
         """Stop accepting records of `epoch` (later ones count as UNKNOWN_EPOCH)."""
