@@ -112,6 +112,38 @@ def test_garbage_from_unknown_addresses_gets_no_answer() -> None:
 
 
 @pytest.mark.req("HS-2")
+def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
+    """The gate answers only a ClientHello in one fragment (offset 0, fragment_length ==
+    length) that its record holds whole; each header field that says otherwise, bytes 13-24 of
+    the datagram (RFC 6347 §4.2.2), is refused on its own."""
+    endpoint = server()
+    good = hello_datagram(hello())
+    assert len(cookie_of(ask(endpoint, good, CLIENT_ADDR))) == 16
+
+    def with_bytes(at: int, new: bytes) -> bytes:
+        return good[:at] + new + good[at + len(new) :]
+
+    body_length = len(good) - 25
+    longer = bytearray(good)  # whole, and longer than what is sent
+    longer[14:17] = longer[22:25] = (body_length + 1).to_bytes(3, "big")
+    longer[11:13] = (12 + body_length + 1).to_bytes(2, "big")  # the record claims it too
+    variants = [
+        with_bytes(13, bytes([HandshakeType.server_hello])),  # not a ClientHello
+        with_bytes(19, b"\x01\x00\x00"),  # fragment_offset 256, fragment_length == length
+        with_bytes(19, b"\x00\x00\x01"),  # fragment_offset 1
+        with_bytes(22, (body_length - 1).to_bytes(3, "big")),  # a first fragment only
+        bytes(longer),
+        with_bytes(11, (12 + body_length - 1).to_bytes(2, "big")),  # record cuts it short
+        with_bytes(3, b"\x00\x01"),  # epoch 1
+    ]
+    for n, variant in enumerate(variants):
+        assert len(variant) == len(good)
+        assert ask(endpoint, variant, ("192.0.2.50", 1000 + n)) == [], n
+    assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants)
+    assert endpoint.connections == {}
+
+
+@pytest.mark.req("HS-2")
 def test_cookie_binds_address_and_hello() -> None:
     endpoint = server()
     cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR))

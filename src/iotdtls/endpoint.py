@@ -13,11 +13,11 @@ from __future__ import annotations
 import heapq
 import hmac
 import itertools
+import struct
 from collections import Counter, deque
 from enum import auto
 from typing import Any
 
-from iotdtls._buffer import Reader, Writer
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -35,15 +35,14 @@ from iotdtls.errors import (
 )
 from iotdtls.events import Event
 from iotdtls.handshake.server import check_client_version
-from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
     Alert,
-    HandshakeHeader,
     HandshakeType,
     HelloVerifyRequest,
 )
+from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import HANDSHAKE_CONTENT, RECORD_HEADER_LEN, ContentType, RecordHeader
 from iotdtls.sessions import MemorySessionStore, SessionStore
 
@@ -133,13 +132,19 @@ class CookieJar:
 
 
 def _split_cookie(body: bytes) -> tuple[bytes, bytes]:
-    """(ClientHello body without the cookie vector, cookie) from the raw body (RFC 6347 §4.2.1)."""
-    r = Reader(body)
-    r.pull_bytes(2 + 32)
-    r.pull_vector(1)
-    cookie_at = r.tell()
-    cookie = r.pull_vector(1)
-    return body[:cookie_at] + body[r.tell() :], cookie
+    """(ClientHello body without the cookie vector, cookie) from the raw body (RFC 6347 §4.2.1):
+    client_version (2), random (32), session_id<0..32>, then cookie<0..2^8-1>. Two length
+    bytes read in place (the gate runs this for every first datagram of a peer)."""
+    session_id_at = 2 + 32
+    if len(body) <= session_id_at:
+        raise DecodeError("ClientHello truncated before its session_id")
+    cookie_at = session_id_at + 1 + body[session_id_at]
+    if len(body) <= cookie_at:
+        raise DecodeError("ClientHello truncated before its cookie")
+    cookie_end = cookie_at + 1 + body[cookie_at]
+    if cookie_end > len(body):
+        raise DecodeError("ClientHello cookie longer than the message")
+    return body[:cookie_at] + body[cookie_end:], body[cookie_at + 1 : cookie_end]
 
 
 class ServerEndpoint:
@@ -213,23 +218,22 @@ class ServerEndpoint:
         if parsed is None:
             self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
             return
-        record, hs, body = parsed
+        record_seq, message_seq, body = parsed
         try:
             check_client_version(int.from_bytes(body[:2], "big"))
         except ProtocolError as exc:  # protocol_version, sent statelessly (REC-5)
             self.gate[GateOutcome.VERSION_REFUSED] += 1
             alert = Alert(AlertLevel.FATAL, exc.alert).encode()
             self._outgoing.append(
-                (_plain_record(ContentType.alert, DTLS_1_0, record.sequence_number, alert), address)
+                (_plain_record(ContentType.alert, DTLS_1_0, record_seq, alert), address)
             )
             return
         addr_bytes = repr(address).encode()
         if self.config.cookie_exchange and not self._cookies.verify(
             now, addr_bytes, without_cookie, cookie
         ):
-            self._hello_verify(
-                data, record, hs, self._cookies.make(now, addr_bytes, without_cookie), address
-            )
+            cookie = self._cookies.make(now, addr_bytes, without_cookie)
+            self._hello_verify(data, record_seq, message_seq, cookie, address)
             return
         self.gate[_COOKIE_ACCEPTED] += 1
         self._make_room(address)
@@ -267,20 +271,15 @@ class ServerEndpoint:
     def _hello_verify(
         self,
         data: bytes,
-        record: RecordHeader,
-        hs: HandshakeHeader,
+        record_seq: int,
+        message_seq: int,
         cookie: bytes,
         address: Address,
     ) -> None:
         body = HelloVerifyRequest(DTLS_1_0, cookie).encode()
-        payload = (
-            handshake_header(
-                _HELLO_VERIFY_REQUEST, hs.message_seq, len(body), 0, len(body)
-            )
-            + body
-        )
+        payload = encode_message_header(_HELLO_VERIFY_REQUEST, len(body), message_seq) + body
         # RFC 6347 §4.2.1: record version 1.0 is safest; reuse the ClientHello's record sequence.
-        datagram = _plain_record(HANDSHAKE_CONTENT, DTLS_1_0, record.sequence_number, payload)
+        datagram = _plain_record(HANDSHAKE_CONTENT, DTLS_1_0, record_seq, payload)
         if len(datagram) > len(data):
             self.gate[GateOutcome.HELLO_VERIFY_TOO_LARGE] += 1  # never amplify (HS-2)
             return
@@ -462,30 +461,47 @@ def _is_new_hello(data: bytes, conn: DtlsConnection) -> bool:
     return parsed[2][2 : 2 + 32] != conn.client_random
 
 
-def _parse_initial_hello(data: bytes) -> tuple[RecordHeader, HandshakeHeader, bytes] | None:
-    """The first record of `data` if it is an epoch-0, unfragmented ClientHello."""
-    if len(data) < RECORD_HEADER_LEN:
+#: The record header (RFC 6347 §4.1: type, version, epoch, 48-bit sequence number as u16 + u32,
+#: length) and the handshake header behind it (§4.2.2: type and length as one u32,
+#: message_seq, fragment_offset as u16 + the top byte of a u32 whose low three bytes are
+#: fragment_length): the first 25 bytes of a datagram that opens a handshake, in one unpack.
+_INITIAL_HEADERS = struct.Struct(">BHHHIHIHHI")
+
+
+def _parse_initial_hello(data: bytes) -> tuple[int, int, bytes] | None:
+    """(record sequence number, message_seq, body) of the first record of `data` if it is an
+    epoch-0 ClientHello in one fragment that its record holds whole; None for anything else,
+    malformed input included (the gate runs this for every first datagram of a peer)."""
+    if len(data) < _INITIAL_HEADERS.size:
         return None
-    record = RecordHeader.decode(data)
+    (
+        content_type,
+        version,
+        epoch,
+        seq_high,
+        seq_low,
+        record_length,
+        type_and_length,
+        message_seq,
+        offset_high,
+        offset_low_and_fragment_length,
+    ) = _INITIAL_HEADERS.unpack_from(data)
+    length = type_and_length & 0xFFFFFF
+    end = _INITIAL_HEADERS.size + length
     if (
-        record.content_type != HANDSHAKE_CONTENT
-        or record.epoch != 0
-        or record.version not in (DTLS_1_0, DTLS_1_2)
+        content_type != HANDSHAKE_CONTENT
+        or epoch != 0
+        or version not in (DTLS_1_0, DTLS_1_2)
+        or type_and_length >> 24 != _CLIENT_HELLO
+        # fragment_offset 0 and fragment_length == length, read from the packed fields
+        or offset_high != 0
+        or offset_low_and_fragment_length != length
+        or end > len(data)
+        or end > RECORD_HEADER_LEN + record_length
     ):
         return None
-    r = Reader(data, RECORD_HEADER_LEN, min(len(data), RECORD_HEADER_LEN + record.length))
-    hs = HandshakeHeader.decode(r)
-    if (
-        hs.msg_type != _CLIENT_HELLO
-        or hs.fragment_offset != 0
-        or hs.fragment_length != hs.length
-    ):
-        return None
-    return record, hs, r.pull_bytes(hs.length)
+    return (seq_high << 32) | seq_low, message_seq, data[_INITIAL_HEADERS.size : end]
 
 
 def _plain_record(content_type: int, version: int, seq: int, payload: bytes) -> bytes:
-    w = Writer()
-    w.push_bytes(RecordHeader(content_type, version, 0, seq, len(payload)).encode())
-    w.push_bytes(payload)
-    return w.getvalue()
+    return RecordHeader(content_type, version, 0, seq, len(payload)).encode() + payload
