@@ -86,6 +86,9 @@ _PSK = Mode.PSK
 _PSK_EXCHANGE = KeyExchangeKind.PSK
 _PSK_SUITES = (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,)
 _SCSV = CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV
+#: The two extensions every hello of ours carries, the same each time (immutable values).
+_EMPTY_RENEGOTIATION_INFO = RenegotiationInfo(b"")
+_EXTENDED_MASTER_SECRET = ExtendedMasterSecret()
 
 
 def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension, ...]]:
@@ -102,7 +105,7 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
         exts.append(ServerName(config.sni_name))
     if config.max_fragment_length is not None:
         exts.append(MaxFragmentLength(fragment_length_code(config.max_fragment_length)))
-    exts += [RenegotiationInfo(b""), ExtendedMasterSecret()]
+    exts += [_EMPTY_RENEGOTIATION_INFO, _EXTENDED_MASTER_SECRET]
     if config.heartbeat:
         exts.append(own_heartbeat_mode(config))
     if config.mode is _PSK:
@@ -352,9 +355,9 @@ def session_answers(
     reply: list[Extension] = []
     scsv = _SCSV in hello.cipher_suites
     if find_extension(hello.extensions, RenegotiationInfo) is not None or scsv:
-        reply.append(RenegotiationInfo(b""))
+        reply.append(_EMPTY_RENEGOTIATION_INFO)
     if ems:
-        reply.append(ExtendedMasterSecret())
+        reply.append(_EXTENDED_MASTER_SECRET)
     return (*reply, *extras)
 
 
