@@ -232,8 +232,8 @@ class ServerEndpoint:
         if self.config.cookie_exchange and not self._cookies.verify(
             now, addr_bytes, without_cookie, cookie
         ):
-            cookie = self._cookies.make(now, addr_bytes, without_cookie)
-            self._hello_verify(data, record_seq, message_seq, cookie, address)
+            new_cookie = self._cookies.make(now, addr_bytes, without_cookie)
+            self._hello_verify(data, record_seq, message_seq, new_cookie, address)
             return
         self.gate[_COOKIE_ACCEPTED] += 1
         self._make_room(address)
