@@ -14,7 +14,7 @@ import iotdtls.endpoint
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import CookieJar, GateOutcome, ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertSent
+from iotdtls.errors import AlertDescription, AlertSent, DecodeError
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
@@ -141,6 +141,36 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
         assert ask(endpoint, variant, ("192.0.2.50", 1000 + n)) == [], n
     assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants)
     assert endpoint.connections == {}
+
+
+@pytest.mark.req("HS-2")
+def test_the_hello_verify_request_reuses_a_large_record_sequence_number() -> None:
+    """RFC 6347 §4.2.1: the HelloVerifyRequest carries the ClientHello's record sequence
+    number, all 48 bits of it (a client restarting its numbering need not start at 0)."""
+    good = hello_datagram(hello())
+    for seq in (5, (1 << 32) + 5, (1 << 48) - 2):
+        datagram = good[:5] + seq.to_bytes(6, "big") + good[11:]
+        answer = ask(server(), datagram, CLIENT_ADDR)
+        assert len(cookie_of(answer)) == 16
+        assert records(answer[0])[0][0].sequence_number == seq
+
+
+def test_the_gate_finds_the_cookie_by_its_length_bytes() -> None:
+    """The gate reads a ClientHello body only up to its cookie (RFC 6347 §4.2.1:
+    client_version, random, session_id<0..32>, cookie<0..2^8-1>): a body cut before a length
+    byte, or whose cookie runs past its end, is a DecodeError; one that ends right after the
+    cookie splits (the handshake checks the rest)."""
+    split = iotdtls.endpoint._split_cookie
+    head = bytes(2 + 32)
+    session_id, cookie, rest = b"\x11" * 4, b"\xcc" * 16, b"\x00\x02\xc0\xa8\x01\x00"
+    body = head + bytes([len(session_id)]) + session_id + bytes([len(cookie)]) + cookie + rest
+    without = head + bytes([len(session_id)]) + session_id + rest
+    assert split(body) == (without, cookie)
+    at_cookie = 2 + 32 + 1 + len(session_id)
+    assert split(body[: at_cookie + 1 + len(cookie)]) == (body[:at_cookie], cookie)
+    for cut in (0, 34, at_cookie, at_cookie + len(cookie)):
+        with pytest.raises(DecodeError):
+            split(body[:cut])
 
 
 @pytest.mark.req("HS-2")

@@ -40,6 +40,7 @@ from tests.memory_link import (
     events_of,
     handshake_record,
     make_link,
+    next_link,
     records,
 )
 
@@ -139,6 +140,32 @@ def test_a_forged_record_while_the_server_awaits_the_finished_is_dropped() -> No
     link.fate = lambda d, i, data: "deliver"
     link.run(until=5.0, stop=established)
     assert established(link)
+
+
+@pytest.mark.req("REC-3", "PSK-4")
+def test_a_forged_record_in_a_resumed_handshake_is_only_dropped() -> None:
+    """An abbreviated handshake takes its keys from the session, so a record that fails
+    authentication says nothing about the client's key: one forged right behind the client's
+    ChangeCipherSpec, in the same datagram, is dropped (in a full handshake that datagram
+    would be evidence of a wrong key, PSK-4), and the Finished after it completes."""
+    first = make_link()
+    first.handshake()
+    assert established(first)
+    second = next_link(
+        first, fate=lambda d, i, data: "drop" if d == "client" and i >= 3 else "deliver"
+    )
+    second.client.connect(second.now)
+    second.run(until=second.now + 0.5, stop=lambda lk: lk.sent["client"] >= 3)
+    (_, _, final) = [w for w in second.wire if w[0] == "client"][2]
+    ccs, finished = [header.encode() + fragment for header, fragment in records(final)]
+    assert ccs[0] == ContentType.change_cipher_spec
+    server_conn = second.server_conn
+    assert server_conn is not None and server_conn.resumed
+    second.server.receive_datagram(ccs + forged(1), second.address, second.now)
+    assert server_conn.state is ConnectionState.HANDSHAKING
+    assert server_conn.discards[DiscardReason.BAD_TAG] == 1
+    second.server.receive_datagram(finished, second.address, second.now)
+    assert server_conn.state is ConnectionState.ESTABLISHED
 
 
 def wrong_key_flight_five() -> tuple[MemoryLink, list[bytes]]:

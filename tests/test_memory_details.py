@@ -272,6 +272,11 @@ def test_fragments_of_reads_every_fragment_of_a_record_and_checks_each_header() 
         (HandshakeType.server_hello_done, 3, 0, 0, b"", 1),
         (HandshakeType.certificate, 4, 10, 2, b"abcd", 1),
     ]
+    # A known type comes as the HandshakeType member itself, an unknown one as its int (the
+    # state machine answers unexpected_message naming it).
+    assert frags[0].msg_type is HandshakeType.server_hello_done
+    (unknown,) = fragments_of(_fragment(99, 0, 0, 0, b""), 0)
+    assert unknown.msg_type == 99 and type(unknown.msg_type) is int
     with pytest.raises(DecodeError, match="truncated"):
         fragments_of(second + second[:5], 0)
     past = (  # offset 5 + 10 bytes of a 12-byte message (our encoder refuses to write it)

@@ -153,6 +153,22 @@ def test_write_epochs_default_and_sequence_per_epoch() -> None:
         layer.install_write_epoch(2**16, NullProtector())
 
 
+def test_a_write_epoch_continues_at_a_given_sequence_number() -> None:
+    """A server continuing the client's epoch-0 numbering after the cookie exchange (RFC 6347
+    §4.2.1) moves the epoch it names, not the current one, within 0..2^48-2."""
+    layer = RecordLayer()
+    layer.install_write_epoch(1, Ccm8Protector(KEY_S, IV_S))
+    layer.set_next_sequence_number(0, 7)
+    assert layer.next_sequence_number(0) == 7 and layer.next_sequence_number(1) == 0
+    assert RecordHeader.decode(layer.seal(HS, b"a", epoch=0)).sequence_number == 7
+    layer.set_next_sequence_number(0, MAX_SEQUENCE_NUMBER - 1)
+    for wrong in (MAX_SEQUENCE_NUMBER, -1):
+        with pytest.raises(LocalProtocolError, match="next sequence number"):
+            layer.set_next_sequence_number(0, wrong)
+    with pytest.raises(LocalProtocolError, match="no write state"):
+        layer.set_next_sequence_number(2, 0)
+
+
 def test_version_override_only_for_epoch_0() -> None:
     layer = RecordLayer()
     hvr = layer.seal(HS, b"hvr", version=0xFEFF)

@@ -102,8 +102,10 @@ def test_configurable_size_and_minimum() -> None:
     w = ReplayWindow(128)
     w.mark(200)
     assert w.is_fresh(200 - 127) and not w.is_fresh(200 - 128)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="at least 64 records"):
         ReplayWindow(32)
+    with pytest.raises(ConfigError, match="at least 64 records"):  # when built, not later
+        RecordLayer(replay_window_size=63)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=500), max_size=200))
