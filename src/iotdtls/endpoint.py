@@ -70,8 +70,7 @@ class GateOutcome(IdentityHashEnum):
     IDLE_EVICTED = auto()
 
 
-#: Enum members of the per-datagram paths by module-level name (Python 3.11 finds an Enum
-#: member through the Enum's metaclass, about ten times the cost of a global name).
+#: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _HELLO_VERIFY_SENT = GateOutcome.HELLO_VERIFY_SENT
 _COOKIE_ACCEPTED = GateOutcome.COOKIE_ACCEPTED
 _HANDSHAKING = ConnectionState.HANDSHAKING

@@ -418,15 +418,7 @@ class RecordLayer:
 
     def overhead(self, epoch: int | None = None) -> int:
         """Header plus protection bytes of one record written in `epoch` (for MTU budgets)."""
-        # The lookup written out, not through `_write_state`: cutting a flight asks for every
-        # message, and the extra call measured about 0.5 % of a PSK handshake.
-        write = self._write
-        if epoch is None:
-            epoch = self._write_epoch
-        state = write[epoch] if 0 <= epoch < len(write) else None
-        if state is None:
-            raise LocalProtocolError(f"no write state for epoch {epoch}")
-        return RECORD_HEADER_LEN + state.overhead
+        return RECORD_HEADER_LEN + self._write_state(epoch).overhead
 
     def _write_state(self, epoch: int | None) -> _WriteState:
         write = self._write

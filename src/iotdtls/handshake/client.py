@@ -90,8 +90,7 @@ logger = logging.getLogger("iotdtls")
 #: HelloVerifyRequests answered in one handshake before we give up (a loop is an attack).
 MAX_HELLO_VERIFY_REQUESTS = 4
 
-#: Enum members a handshake names by module-level name (Python 3.11 finds `Enum.member`
-#: through the Enum's metaclass, about ten times the cost of a global name).
+#: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _CLIENT_HELLO = HandshakeType.client_hello
 _CLIENT_KEY_EXCHANGE = HandshakeType.client_key_exchange
 _PSK_EXCHANGE = KeyExchangeKind.PSK

@@ -48,8 +48,7 @@ __all__ = [
 
 #: Pseudo message type of the peer's ChangeCipherSpec in the tables (it has no message_seq).
 CHANGE_CIPHER_SPEC = -1
-#: HandshakeType.finished by module-level name (Python 3.11 finds `Enum.member` through the
-#: Enum's metaclass, about ten times the cost of a global name).
+#: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _FINISHED = HandshakeType.finished
 
 

@@ -80,8 +80,7 @@ _EC_EXTENSIONS: tuple[Extension, ...] = (
     SignatureAlgorithms((SignatureScheme.ecdsa_secp256r1_sha256,)),
 )
 
-#: Enum members a handshake names by module-level name (Python 3.11 finds `Enum.member`
-#: through the Enum's metaclass, about ten times the cost of a global name).
+#: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _PSK = Mode.PSK
 _PSK_EXCHANGE = KeyExchangeKind.PSK
 _PSK_SUITES = (CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,)

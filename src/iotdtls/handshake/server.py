@@ -83,8 +83,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("iotdtls")
-#: Enum members a handshake names by module-level name (Python 3.11 finds `Enum.member`
-#: through the Enum's metaclass, about ten times the cost of a global name).
+#: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _SERVER_HELLO = HandshakeType.server_hello
 _SERVER_HELLO_DONE = HandshakeType.server_hello_done
 #: Length of the session_ids we issue (RFC 5246 §7.4.1.2: up to 32 bytes, random).
