@@ -13,10 +13,13 @@ not the network:
     through `write` / `receive_from_network` / `read`; target: iotdtls <= 1.5x Mbed TLS;
 (c) the bytes and datagrams each side puts on the wire for the handshake (handshake and
     ChangeCipherSpec records, UDP payload), next to the reference figures of tinydtls (client,
-    283 bytes) and OpenSSL (server, 246 bytes).
+    283 bytes) and OpenSSL (server, 246 bytes);
+(d) the interpreted work of one handshake, counted: bytecodes and Python-level calls of each
+    side (a figure that does not move with the machine's speed, quicker to take than
+    callgrind's and split by function).
 
-When iotdtls misses a target, the script profiles the iotdtls side with cProfile and prints
-the functions where the time goes.
+When iotdtls misses a target, the script also lists the functions with the most bytecodes and
+profiles the iotdtls side with cProfile, printing the functions where the time goes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -40,6 +44,9 @@ from iotdtls.crypto import Ccm8Protector
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.events import DataReceived
 from iotdtls.record import ContentType, RecordLayer, split_datagram
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 IDENTITY = b"Client_identity"
 KEY = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
@@ -102,23 +109,35 @@ def iotdtls_handshake(wire: HandshakeWire | None = None) -> tuple[DtlsConnection
 
 
 def shuttle(
-    client: DtlsConnection, server: ServerEndpoint, wire: HandshakeWire | None = None
+    client: DtlsConnection,
+    server: ServerEndpoint,
+    wire: HandshakeWire | None = None,
+    turn: Callable[[str], object] | None = None,
 ) -> DtlsConnection:
     """Connect `client` and pass datagrams between it and `server` until both sides are
-    established; return the server's connection."""
+    established; return the server's connection. `turn("client")` and `turn("server")`, if
+    given, are called before each side's work (to tell the sides apart when counting)."""
+    if turn is not None:
+        turn("client")
     client.connect(NOW)
     for _ in range(20):
-        for datagram in client.datagrams_to_send(NOW):
+        outgoing = client.datagrams_to_send(NOW)
+        if turn is not None:
+            turn("server")
+        for datagram in outgoing:
             if wire is not None:
                 wire.client.add(datagram)
             server.receive_datagram(datagram, CLIENT_ADDR, NOW)
-        for datagram, _addr in server.datagrams_to_send(NOW):
+        replies = server.datagrams_to_send(NOW)
+        while server.next_event() is not None:
+            pass
+        if turn is not None:
+            turn("client")
+        for datagram, _addr in replies:
             if wire is not None:
                 wire.server.add(datagram)
             client.receive_datagram(datagram, NOW)
         while client.next_event() is not None:
-            pass
-        while server.next_event() is not None:
             pass
         peer = server.connections.get(CLIENT_ADDR)
         if (
@@ -353,6 +372,68 @@ def hot_spots(fn: Callable[[], object], calls: int, title: str, limit: int = 14)
             print("   ", line)
 
 
+@dataclass
+class InterpretedWork:
+    """Bytecodes the interpreter ran and Python-level calls it made, per side and per
+    function: a count, so it does not move with the machine's speed (unlike a timing) and
+    names the Python functions that callgrind sees only as the interpreter's loop."""
+
+    bytecodes: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    by_function: Counter[str] = field(default_factory=Counter)
+    side: str = "client"
+
+    def turn(self, side: str) -> None:
+        self.side = side
+
+    def trace(self, frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
+        """`sys.settrace` hook: a call event per Python frame, then its opcode events (the
+        frames of this script, the harness, are left out)."""
+        code = frame.f_code
+        if code.co_filename == __file__:
+            return None
+        frame.f_trace_opcodes = True
+        name = f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno} {code.co_qualname}"
+        self.calls[self.side] += 1
+
+        def opcodes(frame: FrameType, event: str, arg: Any) -> TraceFunction:
+            if event == "opcode":
+                self.bytecodes[self.side] += 1
+                self.by_function[name] += 1
+            return opcodes
+
+        return opcodes
+
+
+def interpreted_work() -> InterpretedWork:
+    """Count one full handshake (cookie exchange included) after two to warm the caches."""
+    iotdtls_handshake()
+    iotdtls_handshake()
+    work = InterpretedWork()
+    client, server = DtlsConnection(IOT_CLIENT), ServerEndpoint(IOT_SERVER)
+    sys.settrace(work.trace)
+    try:
+        shuttle(client, server, turn=work.turn)
+    finally:
+        sys.settrace(None)
+    return work
+
+
+def report_interpreted_work(work: InterpretedWork, limit: int) -> None:
+    total = sum(work.bytecodes.values())
+    sides = ", ".join(
+        f"{side} {work.bytecodes[side]:,} in {work.calls[side]} calls"
+        for side in ("client", "server")
+    )
+    print("\n(d) interpreted work of one full PSK handshake with cookie exchange (counted, "
+          "not timed)")
+    print(f"    {total:,} bytecodes in {sum(work.calls.values())} Python-level calls: {sides}")
+    if limit:
+        print("    the functions with the most bytecodes (both sides):")
+        for name, count in work.by_function.most_common(limit):
+            print(f"    {count:7,} {100 * count / total:5.1f} %  {name}")
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -436,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     handshake_ratio = bench_handshake(mbed, args.runs)
     record_ratios = bench_records(mbed, args.records)
     bench_wire(mbed)
-    if args.profile or handshake_ratio > HANDSHAKE_TARGET:
+    profile = args.profile or handshake_ratio > HANDSHAKE_TARGET
+    report_interpreted_work(interpreted_work(), 20 if profile else 0)
+    if profile:
         hot_spots(iotdtls_handshake, args.runs, "the iotdtls handshake")
     if args.profile or max(record_ratios.values()) > RECORD_TARGET:
         hot_spots(iotdtls_record_pair(64), args.records * 5, "a 64-byte iotdtls record")

@@ -3,6 +3,7 @@ so a change there must not leave `make bench*` broken until someone measures aga
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,21 @@ def test_benchmark_runs(command: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    if command[0] == "bench_psk.py":
+        check_interpreted_work(result.stdout)
+
+
+def check_interpreted_work(report: str) -> None:
+    """The counted work of `make bench` (d) splits the whole handshake between the sides, and
+    each side does a handshake's worth (a PSK handshake side runs about 10,000 bytecodes)."""
+    found = re.search(
+        r"([\d,]+) bytecodes in (\d+) Python-level calls: "
+        r"client ([\d,]+) in (\d+) calls, server ([\d,]+) in (\d+) calls",
+        report,
+    )
+    assert found is not None, report[-3000:]
+    total, calls, client, client_calls, server, server_calls = (
+        int(group.replace(",", "")) for group in found.groups()
+    )
+    assert total == client + server and calls == client_calls + server_calls
+    assert client > 3000 and server > 3000, found.group(0)
