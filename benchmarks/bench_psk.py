@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 from iotdtls.config import ClientConfig, ServerConfig
@@ -386,31 +386,63 @@ class InterpretedWork:
     def turn(self, side: str) -> None:
         self.side = side
 
+    def count(self, code: CodeType, instructions: int) -> None:
+        name = f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno} {code.co_qualname}"
+        self.bytecodes[self.side] += instructions
+        self.by_function[name] += instructions
+
     def trace(self, frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
-        """`sys.settrace` hook: a call event per Python frame, then its opcode events (the
-        frames of this script, the harness, are left out)."""
+        """`sys.settrace` hook (Python 3.11): a call event per Python frame, then its opcode
+        events. The frames of this script, the harness, are left out."""
         code = frame.f_code
         if code.co_filename == __file__:
             return None
-        frame.f_trace_opcodes = True
-        name = f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno} {code.co_qualname}"
         self.calls[self.side] += 1
 
         def opcodes(frame: FrameType, event: str, arg: Any) -> TraceFunction:
             if event == "opcode":
-                self.bytecodes[self.side] += 1
-                self.by_function[name] += 1
+                self.count(code, 1)
             return opcodes
 
+        frame.f_trace = opcodes
+        frame.f_trace_opcodes = True
         return opcodes
 
 
 def interpreted_work() -> InterpretedWork:
-    """Count one full handshake (cookie exchange included) after two to warm the caches."""
+    """Count one full handshake (cookie exchange included) after two to warm the caches:
+    through `sys.settrace` on Python 3.11, `sys.monitoring` (PEP 669) from 3.12 on, where
+    opcode events set from a call event are not reliably delivered."""
     iotdtls_handshake()
     iotdtls_handshake()
     work = InterpretedWork()
     client, server = DtlsConnection(IOT_CLIENT), ServerEndpoint(IOT_SERVER)
+    if sys.version_info >= (3, 12):
+        monitoring = sys.monitoring
+        tool, events = monitoring.PROFILER_ID, monitoring.events
+
+        def started(code: CodeType, offset: int) -> object:
+            if code.co_filename == __file__:
+                return monitoring.DISABLE
+            work.calls[work.side] += 1
+            return None
+
+        def instruction(code: CodeType, offset: int) -> object:
+            if code.co_filename == __file__:
+                return monitoring.DISABLE
+            work.count(code, 1)
+            return None
+
+        monitoring.use_tool_id(tool, "bench_psk")
+        monitoring.register_callback(tool, events.PY_START, started)
+        monitoring.register_callback(tool, events.INSTRUCTION, instruction)
+        monitoring.set_events(tool, events.PY_START | events.INSTRUCTION)
+        try:
+            shuttle(client, server, turn=work.turn)
+        finally:
+            monitoring.set_events(tool, events.NO_EVENTS)
+            monitoring.free_tool_id(tool)
+        return work
     sys.settrace(work.trace)
     try:
         shuttle(client, server, turn=work.turn)
