@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -380,28 +381,32 @@ class InterpretedWork:
 
     bytecodes: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
-    by_function: Counter[str] = field(default_factory=Counter)
+    by_function: Counter[CodeType] = field(default_factory=Counter)
     side: str = "client"
 
     def turn(self, side: str) -> None:
         self.side = side
 
-    def count(self, code: CodeType, instructions: int) -> None:
-        name = f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno} {code.co_qualname}"
-        self.bytecodes[self.side] += instructions
-        self.by_function[name] += instructions
+    @staticmethod
+    def counted(code: CodeType) -> bool:
+        """Everything but the frames of this script (the harness)."""
+        return code.co_filename != __file__
+
+    def bytecode(self, code: CodeType) -> None:
+        self.bytecodes[self.side] += 1
+        self.by_function[code] += 1
 
     def trace(self, frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
         """`sys.settrace` hook (Python 3.11): a call event per Python frame, then its opcode
-        events. The frames of this script, the harness, are left out."""
+        events."""
         code = frame.f_code
-        if code.co_filename == __file__:
+        if not self.counted(code):
             return None
         self.calls[self.side] += 1
 
         def opcodes(frame: FrameType, event: str, arg: Any) -> TraceFunction:
             if event == "opcode":
-                self.count(code, 1)
+                self.bytecode(code)
             return opcodes
 
         frame.f_trace = opcodes
@@ -422,15 +427,15 @@ def interpreted_work() -> InterpretedWork:
         tool, events = monitoring.PROFILER_ID, monitoring.events
 
         def started(code: CodeType, offset: int) -> object:
-            if code.co_filename == __file__:
+            if not work.counted(code):
                 return monitoring.DISABLE
             work.calls[work.side] += 1
             return None
 
         def instruction(code: CodeType, offset: int) -> object:
-            if code.co_filename == __file__:
+            if not work.counted(code):
                 return monitoring.DISABLE
-            work.count(code, 1)
+            work.bytecode(code)
             return None
 
         monitoring.use_tool_id(tool, "bench_psk")
@@ -462,7 +467,12 @@ def report_interpreted_work(work: InterpretedWork, limit: int) -> None:
     print(f"    {total:,} bytecodes in {sum(work.calls.values())} Python-level calls: {sides}")
     if limit:
         print("    the functions with the most bytecodes (both sides):")
-        for name, count in work.by_function.most_common(limit):
+        # By name: the generated `__init__`s of the dataclasses share one, and add up there.
+        by_name: Counter[str] = Counter()
+        for code, count in work.by_function.items():
+            file = Path(code.co_filename).name
+            by_name[f"{file}:{code.co_firstlineno} {code.co_qualname}"] += count
+        for name, count in by_name.most_common(limit):
             print(f"    {count:7,} {100 * count / total:5.1f} %  {name}")
 
 
