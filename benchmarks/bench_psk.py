@@ -392,6 +392,13 @@ class InterpretedWork:
         """Everything but the frames of this script (the harness)."""
         return code.co_filename != __file__
 
+    def enter(self, code: CodeType) -> bool:
+        """Count a Python-level call into `code`; False (nothing counted) for the harness."""
+        if not self.counted(code):
+            return False
+        self.calls[self.side] += 1
+        return True
+
     def bytecode(self, code: CodeType) -> None:
         self.bytecodes[self.side] += 1
         self.by_function[code] += 1
@@ -400,9 +407,8 @@ class InterpretedWork:
         """`sys.settrace` hook (Python 3.11): a call event per Python frame, then its opcode
         events."""
         code = frame.f_code
-        if not self.counted(code):
+        if not self.enter(code):
             return None
-        self.calls[self.side] += 1
 
         def opcodes(frame: FrameType, event: str, arg: Any) -> TraceFunction:
             if event == "opcode":
@@ -427,10 +433,7 @@ def interpreted_work() -> InterpretedWork:
         tool, events = monitoring.PROFILER_ID, monitoring.events
 
         def started(code: CodeType, offset: int) -> object:
-            if not work.counted(code):
-                return monitoring.DISABLE
-            work.calls[work.side] += 1
-            return None
+            return None if work.enter(code) else monitoring.DISABLE
 
         def instruction(code: CodeType, offset: int) -> object:
             if not work.counted(code):
