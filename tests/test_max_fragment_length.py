@@ -80,6 +80,10 @@ def test_every_record_and_datagram_within_the_limit(mode: str, limit: int) -> No
         # The certificate chain did not fit: the handshake was fragmented to the limit.
         fragments = [h for d in wire_from(link, "server") for h, _ in plain_handshake(d)]
         assert any(h.fragment_length < h.length for h in fragments)
+        # And to the brim: the server's unprotected flight has a datagram of one whole record
+        # of `limit` bytes, no more and no less (RFC 6066 §4, RFC 6347 §4.2.3).
+        flight = [d for d in wire_from(link, "server") if plain_handshake(d)]
+        assert max(map(len, flight)) == limit + RECORD_HEADER_LEN
 
 
 @pytest.mark.req("EXT-1")
@@ -104,6 +108,9 @@ def test_an_authentic_record_over_the_limit_ends_with_record_overflow() -> None:
     (theirs,) = events_of(link, "client", ConnectionClosed)
     assert isinstance(mine.error, AlertSent)
     assert mine.error.alert is AlertDescription.record_overflow
+    assert mine.error.reason == (
+        "a 513-byte record exceeds the negotiated max_fragment_length of 512 bytes"
+    )
     assert isinstance(theirs.error, AlertReceived)
     assert events_of(link, "server", DataReceived) == []
 

@@ -211,7 +211,9 @@ def test_certificate_without_certificate_verify_is_unexpected(
     monkeypatch.setattr(ClientHandshake, "_on_certificate_request", request_without_proof)
     link = rpk_link()
     link.handshake()
-    assert failure(link, "server").alert is AlertDescription.unexpected_message
+    error = failure(link, "server")
+    assert error.alert is AlertDescription.unexpected_message
+    assert error.reason.startswith("handshake message in epoch 1 where epoch 0 is due")
     assert HandshakeType.certificate_verify not in message_types(wire_from(link, "client"))
 
 

@@ -1,0 +1,531 @@
+"""Details of `DtlsConnection` that mutation testing (`make mutation`, docs/mutation.md) found no
+test for once `connection.py` joined the mutated set: the public state of a new connection,
+the guards of `connect` and `accept`, a server connection used without an endpoint, every
+record of a datagram after the handshake, exact drop counters, a Finished that overtakes its
+ChangeCipherSpec, the close_notify answer, the retransmission trigger's rate limit at its
+boundary, a new handshake message after the handshake, heartbeats one side refused, and the
+debug log of a failed association.
+
+The two sides here are bare `DtlsConnection`s (no endpoint, so no cookie exchange): the
+client's messages are ClientHello 0, ClientKeyExchange 1 and Finished 2."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from iotdtls.config import MAX_MTU, ClientConfig, ServerConfig
+from iotdtls.connection import (
+    ADOPTABLE_SEQUENCE_LIMIT,
+    FINAL_FLIGHT_HOLD,
+    ConnectionState,
+    DropReason,
+    DtlsConnection,
+)
+from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.errors import (
+    AlertDescription,
+    AlertLevel,
+    AlertSent,
+    DatagramTooLarge,
+    HandshakeTimeout,
+    LocalProtocolError,
+)
+from iotdtls.events import (
+    AlertReceived,
+    CertificateUrlsReceived,
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    HandshakeComplete,
+)
+from iotdtls.heartbeat import HeartbeatDrop
+from iotdtls.messages import Alert, HandshakeType
+from iotdtls.record import (
+    MAX_PLAINTEXT_LENGTH,
+    RECORD_HEADER_LEN,
+    ContentType,
+    RecordLayer,
+    split_datagram,
+)
+from tests import pki
+from tests.memory_link import (
+    IDENTITY,
+    KEY,
+    events_of,
+    handshake_record,
+    make_link,
+    next_link,
+    record_layer,
+)
+from tests.pubkey_support import x509_link
+from tests.test_x509_handshake import url_setup
+
+#: message_seq of the client's Finished in a handshake without cookie exchange.
+CLIENT_FINISHED_SEQ = 2
+
+
+def configs(
+    client: dict[str, Any] | None = None, server: dict[str, Any] | None = None
+) -> tuple[ClientConfig, ServerConfig]:
+    """PSK configurations of the test identity, with `client` and `server` options."""
+    return (
+        ClientConfig(psk_identity=IDENTITY, psk=KEY, **(client or {})),
+        ServerConfig(psk_store={IDENTITY: KEY}, **(server or {})),
+    )
+
+
+def pair(
+    client: dict[str, Any] | None = None, server: dict[str, Any] | None = None
+) -> tuple[DtlsConnection, DtlsConnection]:
+    client_config, server_config = configs(client, server)
+    return DtlsConnection(client_config), DtlsConnection(server_config)
+
+
+def started(
+    client_config: ClientConfig, server_config: ServerConfig
+) -> tuple[DtlsConnection, DtlsConnection]:
+    """A client that has sent its ClientHello (not yet delivered) and a server accepting."""
+    client, server = DtlsConnection(client_config), DtlsConnection(server_config)
+    client.connect(0.0)
+    server.accept(0.0)
+    return client, server
+
+
+def started_pair(
+    client: dict[str, Any] | None = None, server: dict[str, Any] | None = None
+) -> tuple[DtlsConnection, DtlsConnection]:
+    return started(*configs(client, server))
+
+
+def deliver(sender: DtlsConnection, receiver: DtlsConnection, now: float = 0.0) -> None:
+    for datagram in sender.datagrams_to_send(now):
+        receiver.receive_datagram(datagram, now)
+
+
+def exchange(a: DtlsConnection, b: DtlsConnection, now: float = 0.0) -> None:
+    """Pass datagrams both ways until neither side has anything to send."""
+    for _ in range(20):
+        moved = False
+        for sender, receiver in ((a, b), (b, a)):
+            for datagram in sender.datagrams_to_send(now):
+                receiver.receive_datagram(datagram, now)
+                moved = True
+        if not moved:
+            return
+    raise AssertionError("the two sides kept talking")
+
+
+def established_pair(
+    client: dict[str, Any] | None = None, server: dict[str, Any] | None = None
+) -> tuple[DtlsConnection, DtlsConnection]:
+    c, s = started_pair(client, server)
+    exchange(c, s)
+    assert c.state is s.state is ConnectionState.ESTABLISHED
+    drain(c)
+    drain(s)
+    return c, s
+
+
+def drain(conn: DtlsConnection) -> list[Event]:
+    events = []
+    while (event := conn.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+def single_records(datagram: bytes) -> list[bytes]:
+    """Each record of `datagram` as a datagram of its own (records are independent units,
+    RFC 6347 §4.1.1)."""
+    records, problem = split_datagram(datagram)
+    assert problem is None
+    return [header.encode() + payload for header, payload in records]
+
+
+def up_to_client_flight(
+    client_options: dict[str, Any] | None = None,
+) -> tuple[DtlsConnection, DtlsConnection, list[bytes]]:
+    """A handshake up to the client's flight 5, not yet delivered: its records (the
+    ClientKeyExchange, the ChangeCipherSpec, the Finished) one per datagram."""
+    client, server = started_pair(client_options)
+    deliver(client, server)
+    deliver(server, client)
+    (flight,) = client.datagrams_to_send(0.0)
+    records = single_records(flight)
+    assert [r[0] for r in records] == [
+        ContentType.handshake, ContentType.change_cipher_spec, ContentType.handshake
+    ]
+    return client, server, records
+
+
+def plaintext_finished(record_seq: int) -> bytes:
+    """A forged Finished in epoch 0, where the real one comes under the new keys."""
+    layer = RecordLayer()
+    layer.set_next_sequence_number(0, record_seq)
+    return handshake_record(layer, HandshakeType.finished, CLIENT_FINISHED_SEQ, bytes(12))
+
+
+# -- public state and guards ------------------------------------------------------------------
+
+
+def test_a_new_connection_is_idle_without_error_or_activity() -> None:
+    client, server = pair()
+    for conn, role in ((client, "client"), (server, "server")):
+        assert conn.state is ConnectionState.IDLE
+        assert conn.error is None
+        assert conn.last_activity == 0.0
+        assert conn.retransmissions == 0
+        assert not conn.closed
+        assert repr(conn) == f"<DtlsConnection {role} IDLE>"
+
+
+def test_connect_is_for_a_new_client_and_accept_for_a_new_server() -> None:
+    client, server = pair()
+    with pytest.raises(LocalProtocolError, match="accept"):
+        client.accept(0.0)
+    with pytest.raises(LocalProtocolError, match="connect"):
+        server.connect(0.0)
+    client.connect(0.0)
+    server.accept(0.0)
+    with pytest.raises(LocalProtocolError, match="connect"):
+        client.connect(0.0)
+    with pytest.raises(LocalProtocolError, match="accept"):
+        server.accept(0.0)
+
+
+def test_a_client_that_has_not_connected_ignores_datagrams() -> None:
+    other, server = started_pair()
+    deliver(other, server)
+    (answer,) = server.datagrams_to_send(0.0)
+    idle, _ = pair()
+    idle.receive_datagram(answer, 0.0)
+    assert idle.state is ConnectionState.IDLE
+    assert idle.datagrams_to_send(0.0) == []
+    assert idle.next_event() is None
+
+
+def test_a_server_connection_without_accept_begins_at_its_first_datagram() -> None:
+    """Without an endpoint, the first datagram starts the server's handshake and its deadline
+    (`config.handshake_timeout` from then)."""
+    client, server = pair()
+    client.connect(5.0)
+    for datagram in client.datagrams_to_send(5.0):
+        server.receive_datagram(datagram, 5.0)
+    assert server.state is ConnectionState.HANDSHAKING
+    timeout = server.config.handshake_timeout
+    server.handle_timer(5.0 + timeout - 0.5)
+    assert server.state is ConnectionState.HANDSHAKING
+    server.handle_timer(5.0 + timeout)
+    assert server.state is ConnectionState.CLOSED
+    assert isinstance(server.error, HandshakeTimeout)
+
+
+def test_later_datagrams_do_not_move_the_handshake_deadline() -> None:
+    client, server = started_pair()
+    timeout = server.config.handshake_timeout
+    later = timeout - 1.0
+    client.handle_timer(later)  # the client repeats its ClientHello near the deadline
+    for datagram in client.datagrams_to_send(later):
+        server.receive_datagram(datagram, later)
+    server.handle_timer(timeout)
+    assert isinstance(server.error, HandshakeTimeout)
+
+
+def test_a_server_continues_the_numbering_of_a_client_hello_only() -> None:
+    """RFC 6347 §4.2.2: the server's first message_seq is the ClientHello's; a forged
+    plaintext message ahead of it (here a ClientKeyExchange numbered 5) sets nothing."""
+    client, server = started_pair()
+    forged = handshake_record(RecordLayer(), HandshakeType.client_key_exchange, 5, bytes(20))
+    server.receive_datagram(forged, 0.0)
+    assert server.state is ConnectionState.HANDSHAKING
+    exchange(client, server)
+    assert client.state is server.state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.parametrize(
+    ("hello_seq", "first_reply_seq"), [(ADOPTABLE_SEQUENCE_LIMIT - 1, ADOPTABLE_SEQUENCE_LIMIT - 1),
+                                       (ADOPTABLE_SEQUENCE_LIMIT, 0)]
+)
+def test_a_client_hello_record_number_is_continued_only_below_2_to_the_40(
+    hello_seq: int, first_reply_seq: int
+) -> None:
+    """RFC 6347 §4.2.1: the server's epoch-0 records continue from the ClientHello's record,
+    unless its number is so high that continuing would near the end of the sequence space."""
+    client, server = started_pair()
+    (hello,) = client.datagrams_to_send(0.0)
+    ((header, payload),), _ = split_datagram(hello)
+    server.receive_datagram(header._replace(sequence_number=hello_seq).encode() + payload, 0.0)
+    (reply, *_) = server.datagrams_to_send(0.0)
+    ((first, _), *_), _ = split_datagram(reply)
+    assert first.sequence_number == first_reply_seq
+
+
+def test_a_chain_supplied_to_a_connection_not_waiting_for_one_is_ignored() -> None:
+    client, server = started_pair()
+    deliver(client, server)
+    server.supply_certificate_chain((b"not asked for",), 0.0)
+    assert server.state is ConnectionState.HANDSHAKING
+    exchange(client, server)
+    assert client.state is server.state is ConnectionState.ESTABLISHED
+
+
+# -- handshake details ------------------------------------------------------------------------
+
+
+def test_handshake_complete_says_extended_master_secret_and_whether_resumed() -> None:
+    client, server = started_pair()
+    exchange(client, server)
+    for conn in (client, server):
+        (done,) = [e for e in drain(conn) if isinstance(e, HandshakeComplete)]
+        assert done.extended_master_secret is True
+        assert done.resumed is False
+    first = make_link()
+    first.handshake()
+    second = next_link(first)
+    second.handshake()
+    for side in ("client", "server"):
+        (done,) = events_of(second, side, HandshakeComplete)
+        assert done.resumed is True
+        assert done.extended_master_secret is True
+
+
+def test_a_finished_that_overtakes_its_change_cipher_spec_completes_at_the_right_time() -> None:
+    _client, server, (key_exchange, ccs, finished) = up_to_client_flight()
+    for record in (key_exchange, finished, ccs):
+        server.receive_datagram(record, 7.0)
+    assert server.state is ConnectionState.ESTABLISHED
+    assert server.last_activity == 7.0
+    assert server.get_timer() == 7.0 + FINAL_FLIGHT_HOLD  # its final flight is held
+
+
+def test_plaintext_where_the_finished_belongs_is_dropped_and_counted_each_time() -> None:
+    """RFC 6347 §4.1.2.7: a plaintext Finished is a forgery, before the ChangeCipherSpec
+    (while it is awaited) and after it alike; the handshake goes on."""
+    _client, server, (key_exchange, ccs, finished) = up_to_client_flight()
+    server.receive_datagram(key_exchange, 0.0)
+    for n in (1, 2):
+        server.receive_datagram(plaintext_finished(100 + n), 0.0)
+        assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == n
+    server.receive_datagram(ccs, 0.0)
+    for n in (3, 4):
+        server.receive_datagram(plaintext_finished(100 + n), 0.0)
+        assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == n
+    assert server.state is ConnectionState.HANDSHAKING
+    server.receive_datagram(finished, 0.0)
+    assert server.state is ConnectionState.ESTABLISHED
+
+
+def test_records_the_handshake_does_not_take_are_counted_each_time() -> None:
+    client, server = started_pair()
+    deliver(client, server)
+    forger = RecordLayer()
+    for n in (1, 2):
+        server.receive_datagram(forger.seal(ContentType.application_data, b"early", 0), 0.0)
+        server.receive_datagram(forger.seal(ContentType.change_cipher_spec, b"\x01", 0), 0.0)
+        server.receive_datagram(forger.seal(ContentType.heartbeat, b"\x01\x00\x00", 0), 0.0)
+        assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == n
+        assert server.dropped[DropReason.UNEXPECTED_CCS] == n
+        assert server.discards[HeartbeatDrop.DURING_HANDSHAKE] == n
+    assert server.state is ConnectionState.HANDSHAKING
+
+
+def test_a_repeated_flight_triggers_a_retransmission_again_exactly_a_quarter_timer_later() -> None:
+    """RFC 6347 §4.2.4: a repeat of the peer's flight means ours was lost; answered at most once
+    per quarter of the initial timer (here 1 s: 0.25 s)."""
+    client, server = started_pair()
+    deliver(client, server)
+    server.datagrams_to_send(0.0)  # flight 4, lost
+    quarter = server.config.retransmit.initial / 4
+    for when, client_time in ((1.0, 1.0), (1.0 + quarter, 3.0)):
+        client.handle_timer(client_time)  # the client repeats its ClientHello
+        repeats = client.datagrams_to_send(client_time)
+        assert repeats
+        for datagram in repeats:
+            server.receive_datagram(datagram, when)
+        assert server.datagrams_to_send(when), f"no retransmission at {when}"
+    assert server.retransmissions == 2
+
+
+def test_a_new_handshake_message_after_the_handshake_is_unexpected() -> None:
+    """HS-5: after the handshake, a repeat of the peer's last message is dropped, a new
+    message (other than a renegotiation request) ends the association."""
+    client, server = established_pair()
+    layer = record_layer(client)
+    repeat = handshake_record(layer, HandshakeType.finished, CLIENT_FINISHED_SEQ, bytes(12), 1)
+    server.receive_datagram(repeat, 1.0)
+    assert server.state is ConnectionState.ESTABLISHED
+    new = handshake_record(layer, HandshakeType.finished, CLIENT_FINISHED_SEQ + 1, bytes(12), 1)
+    server.receive_datagram(new, 1.0)
+    assert isinstance(server.error, AlertSent)
+    assert server.error.alert is AlertDescription.unexpected_message
+
+
+# -- after the handshake ----------------------------------------------------------------------
+
+
+def test_every_application_record_of_a_datagram_is_delivered() -> None:
+    client, server = established_pair()
+    client.send(b"one")
+    client.send(b"two")
+    datagrams = client.datagrams_to_send(1.0)
+    assert len(datagrams) == 2
+    server.receive_datagram(b"".join(datagrams), 1.0)
+    assert drain(server) == [DataReceived(b"one"), DataReceived(b"two")]
+
+
+def test_records_after_a_warning_alert_in_the_same_datagram_are_delivered() -> None:
+    client, server = established_pair()
+    layer = record_layer(client)
+    warning = Alert(AlertLevel.WARNING, AlertDescription.user_canceled).encode()
+    datagram = layer.seal(ContentType.alert, warning, 1) + layer.seal(
+        ContentType.application_data, b"after", 1
+    )
+    server.receive_datagram(datagram, 1.0)
+    assert drain(server) == [
+        AlertReceived(AlertDescription.user_canceled), DataReceived(b"after")
+    ]
+    assert server.state is ConnectionState.ESTABLISHED
+
+
+def test_close_notify_is_answered_with_close_notify() -> None:
+    client, server = established_pair()
+    client.close()
+    for datagram in client.datagrams_to_send(1.0):
+        server.receive_datagram(datagram, 1.0)
+    assert server.state is ConnectionState.CLOSED
+    (answer,) = server.datagrams_to_send(1.0)
+    (record,) = record_layer(client).open_datagram(answer)
+    alert = Alert.decode(record.payload)
+    assert (alert.level, alert.description) == (
+        AlertLevel.WARNING, AlertDescription.close_notify
+    )
+
+
+def test_heartbeats_one_side_refused_are_not_negotiated_on_either() -> None:
+    """RFC 6520 §2: heartbeats run only when both hellos carry the extension; a server
+    configured without them keeps no heartbeat state (memory per association, issue 9)."""
+    client, server = established_pair(client={"heartbeat": True})
+    assert not client.heartbeats_negotiated
+    assert not server.heartbeats_negotiated
+    assert server._heartbeats is None
+    with pytest.raises(LocalProtocolError, match="heartbeat"):
+        server.send_heartbeat(1.0)
+
+
+def test_a_datagram_over_the_mtu_but_within_the_fragment_limit_names_the_mtu() -> None:
+    """With an MTU below the negotiated max_fragment_length, `send` of exactly that length
+    fails on the MTU, and the error says so (not the max_fragment_length)."""
+    client, _ = established_pair(client={"max_fragment_length": 512, "mtu": 300})
+    assert client.max_fragment_length == 512
+    with pytest.raises(DatagramTooLarge, match="MTU of 300") as raised:
+        client.send(bytes(512))
+    assert raised.value.size == 512
+
+
+def test_an_authentic_handshake_record_over_the_fragment_limit_is_record_overflow() -> None:
+    """RFC 6066 §4: during the handshake too, once the hellos agreed on the limit, a record
+    over it that authenticates ends the association, and the error gives both sizes."""
+    client, server, (key_exchange, _, _) = up_to_client_flight({"max_fragment_length": 512})
+    server.receive_datagram(key_exchange, 0.0)
+    oversized = record_layer(client).seal(ContentType.handshake, bytes(513), 1)
+    server.receive_datagram(oversized, 0.0)
+    assert isinstance(server.error, AlertSent)
+    assert server.error.alert is AlertDescription.record_overflow
+    assert server.error.reason == (
+        "a 513-byte record exceeds the negotiated max_fragment_length of 512 bytes"
+    )
+
+
+def test_the_held_final_flight_times_out_before_a_later_keep_alive() -> None:
+    """The server that sent the last flight keeps it for FINAL_FLIGHT_HOLD (RFC 6347 §4.2.4);
+    its timer is the earlier of that and the heartbeat keep-alive."""
+    _client, server = established_pair(
+        client={"heartbeat": True},
+        server={"heartbeat": True, "keepalive_interval": 10 * FINAL_FLIGHT_HOLD},
+    )
+    assert server.heartbeats_negotiated
+    assert server.get_timer() == FINAL_FLIGHT_HOLD
+
+
+def test_a_failed_association_says_why_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="iotdtls")
+    client, server = established_pair()
+    assert caplog.messages.count(  # TLS_PSK_WITH_AES_128_CCM_8 (RFC 6655)
+        "handshake complete: suite 0xc0a8, ems=True, resumed=False"
+    ) == 2
+    layer = record_layer(client)
+    new = handshake_record(layer, HandshakeType.finished, CLIENT_FINISHED_SEQ + 1, bytes(12), 1)
+    server.receive_datagram(new, 1.0)
+    assert isinstance(server.error, AlertSent)
+    assert f"association failed: {server.error}" in caplog.messages
+    closed = [e for e in drain(server) if isinstance(e, ConnectionClosed)]
+    assert [e.error for e in closed] == [server.error]
+
+
+def test_certificate_urls_are_reported_as_soon_as_their_message_is_handled() -> None:
+    """RFC 6066 §5: the server fetches the client's chain while the rest of the flight is on
+    its way: `CertificateUrlsReceived` comes with the CertificateURL's record, not later."""
+    client_options, server_options, _ = url_setup({})
+    link = x509_link(client=client_options, server=server_options)
+    client, server = started(link.client_config, link.server_config)
+    deliver(client, server)
+    deliver(server, client)
+    records = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
+    url_at = next(
+        i for i, r in enumerate(records)
+        if r[0] == ContentType.handshake and r[13] == HandshakeType.certificate_url
+    )
+    for record in records[:url_at]:
+        server.receive_datagram(record, 0.0)
+    drain(server)
+    server.receive_datagram(records[url_at], 0.0)
+    (reported,) = drain(server)
+    assert isinstance(reported, CertificateUrlsReceived)
+    assert [url for url, _ in reported.urls_and_hashes] == client_options["certificate_urls"]
+    for record in records[url_at + 1 :]:
+        server.receive_datagram(record, 0.0)
+    assert drain(server) == []  # once, not again with each message after it
+
+
+def test_a_flight_resent_after_the_new_keys_came_keeps_to_the_fragment_limit() -> None:
+    """RFC 6066 §4 with RFC 6347 §4.2.4: the server resends its certificate flight (epoch 0)
+    after the client's key exchange installed epoch 1's keys but its Finished was lost: each
+    datagram still holds at most one whole record of the limit, with epoch 0's overhead."""
+    link = x509_link(client={"max_fragment_length": 512})
+    client, server = started(link.client_config, link.server_config)
+    deliver(client, server)
+    first = server.datagrams_to_send(0.0)
+    for datagram in first:
+        client.receive_datagram(datagram, 0.0)
+    records = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
+    ccs_at = next(i for i, r in enumerate(records) if r[0] == ContentType.change_cipher_spec)
+    for record in records[:ccs_at]:  # the ChangeCipherSpec and the Finished are lost
+        server.receive_datagram(record, 0.0)
+    assert record_layer(server).write_epoch == 1  # the client's key exchange was taken
+    server.handle_timer(server.config.retransmit.initial)
+    again = server.datagrams_to_send(server.config.retransmit.initial)
+    assert len(again) == len(first) > 1
+    assert max(map(len, again)) == 512 + RECORD_HEADER_LEN
+
+
+def test_without_a_fragment_limit_a_flight_fills_a_datagram_as_large_as_the_mtu() -> None:
+    """The cap of one whole record per datagram applies under a negotiated max_fragment_length
+    only (RFC 6066 §4): with an MTU of 65,507 bytes (loopback) and none, a certificate flight
+    over 2^14 bytes goes in records of at most 2^14 bytes but in one datagram."""
+    anchor, cas = pki.ca_chain(45)
+    leaf = pki.server_leaf(cas[-1])
+    assert isinstance(leaf.key, ec.EllipticCurvePrivateKey)
+    chain = pki.chain_der(leaf, *reversed(cas))
+    assert sum(map(len, chain)) > MAX_PLAINTEXT_LENGTH
+    client, server = started(
+        ClientConfig(trust_anchors=[anchor.der], server_name="localhost", mtu=MAX_MTU),
+        ServerConfig(certificates=[CertifiedKey(chain, PrivateKey(leaf.key))], mtu=MAX_MTU),
+    )
+    deliver(client, server)
+    (flight,) = server.datagrams_to_send(0.0)
+    records, problem = split_datagram(flight)
+    assert problem is None and len(records) > 1
+    assert max(len(payload) for _, payload in records) <= MAX_PLAINTEXT_LENGTH
