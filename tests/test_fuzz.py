@@ -96,7 +96,9 @@ def test_short_coverage_guided_run(target: str, tmp_path: Path) -> None:
     runs = SHORT_RUNS[target]
     outcome = fuzz_target(target, runs, seconds=120, seed=1, timeout=300, corpus=tmp_path)
     assert not outcome.crashed, outcome.log_tail
-    assert outcome.inputs == runs, outcome.log_tail
+    # Every input asked for ran (not cut short by the time limit). libFuzzer's own count may
+    # end a few past its -runs limit (seen once in CI: 10,002 of 10,000).
+    assert runs <= outcome.inputs <= runs + 16, outcome.log_tail
     assert outcome.coverage > 50, outcome.log_tail  # the library really is instrumented
     assert outcome.new_units > 0, outcome.log_tail  # coverage guidance found new inputs
 
