@@ -246,8 +246,8 @@ def test_a_server_continues_the_numbering_of_a_client_hello_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("hello_seq", "first_reply_seq"), [(ADOPTABLE_SEQUENCE_LIMIT - 1, ADOPTABLE_SEQUENCE_LIMIT - 1),
-                                       (ADOPTABLE_SEQUENCE_LIMIT, 0)]
+    ("hello_seq", "first_reply_seq"),
+    [(ADOPTABLE_SEQUENCE_LIMIT - 1, ADOPTABLE_SEQUENCE_LIMIT - 1), (ADOPTABLE_SEQUENCE_LIMIT, 0)],
 )
 def test_a_client_hello_record_number_is_continued_only_below_2_to_the_40(
     hello_seq: int, first_reply_seq: int
