@@ -253,6 +253,14 @@ def records(datagram: bytes) -> list[tuple[RecordHeader, bytes]]:
     return recs
 
 
+def drain(conn: DtlsConnection) -> list[Event]:
+    """The events a bare connection has queued, in order."""
+    out = []
+    while (event := conn.next_event()) is not None:
+        out.append(event)
+    return out
+
+
 def plain_handshake(datagram: bytes) -> list[tuple[HandshakeHeader, bytes]]:
     """Handshake fragments in the epoch-0 (plaintext) records of a datagram."""
     out = []

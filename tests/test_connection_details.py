@@ -39,7 +39,6 @@ from iotdtls.events import (
     CertificateUrlsReceived,
     ConnectionClosed,
     DataReceived,
-    Event,
     HandshakeComplete,
 )
 from iotdtls.heartbeat import HeartbeatDrop
@@ -49,17 +48,18 @@ from iotdtls.record import (
     RECORD_HEADER_LEN,
     ContentType,
     RecordLayer,
-    split_datagram,
 )
 from tests import pki
 from tests.memory_link import (
     IDENTITY,
     KEY,
+    drain,
     events_of,
     handshake_record,
     make_link,
     next_link,
     record_layer,
+    records,
 )
 from tests.pubkey_support import x509_link
 from tests.test_x509_handshake import url_setup
@@ -130,19 +130,10 @@ def established_pair(
     return c, s
 
 
-def drain(conn: DtlsConnection) -> list[Event]:
-    events = []
-    while (event := conn.next_event()) is not None:
-        events.append(event)
-    return events
-
-
 def single_records(datagram: bytes) -> list[bytes]:
     """Each record of `datagram` as a datagram of its own (records are independent units,
     RFC 6347 §4.1.1)."""
-    records, problem = split_datagram(datagram)
-    assert problem is None
-    return [header.encode() + payload for header, payload in records]
+    return [header.encode() + payload for header, payload in records(datagram)]
 
 
 def up_to_client_flight(
@@ -154,11 +145,11 @@ def up_to_client_flight(
     deliver(client, server)
     deliver(server, client)
     (flight,) = client.datagrams_to_send(0.0)
-    records = single_records(flight)
-    assert [r[0] for r in records] == [
+    singles = single_records(flight)
+    assert [r[0] for r in singles] == [
         ContentType.handshake, ContentType.change_cipher_spec, ContentType.handshake
     ]
-    return client, server, records
+    return client, server, singles
 
 
 def plaintext_finished(record_seq: int) -> bytes:
@@ -212,8 +203,7 @@ def test_a_server_connection_without_accept_begins_at_its_first_datagram() -> No
     (`config.handshake_timeout` from then)."""
     client, server = pair()
     client.connect(5.0)
-    for datagram in client.datagrams_to_send(5.0):
-        server.receive_datagram(datagram, 5.0)
+    deliver(client, server, 5.0)
     assert server.state is ConnectionState.HANDSHAKING
     timeout = server.config.handshake_timeout
     server.handle_timer(5.0 + timeout - 0.5)
@@ -228,8 +218,7 @@ def test_later_datagrams_do_not_move_the_handshake_deadline() -> None:
     timeout = server.config.handshake_timeout
     later = timeout - 1.0
     client.handle_timer(later)  # the client repeats its ClientHello near the deadline
-    for datagram in client.datagrams_to_send(later):
-        server.receive_datagram(datagram, later)
+    deliver(client, server, later)
     server.handle_timer(timeout)
     assert isinstance(server.error, HandshakeTimeout)
 
@@ -256,10 +245,10 @@ def test_a_client_hello_record_number_is_continued_only_below_2_to_the_40(
     unless its number is so high that continuing would near the end of the sequence space."""
     client, server = started_pair()
     (hello,) = client.datagrams_to_send(0.0)
-    ((header, payload),), _ = split_datagram(hello)
+    ((header, payload),) = records(hello)
     server.receive_datagram(header._replace(sequence_number=hello_seq).encode() + payload, 0.0)
     (reply, *_) = server.datagrams_to_send(0.0)
-    ((first, _), *_), _ = split_datagram(reply)
+    ((first, _), *_) = records(reply)
     assert first.sequence_number == first_reply_seq
 
 
@@ -393,8 +382,7 @@ def test_records_after_a_warning_alert_in_the_same_datagram_are_delivered() -> N
 def test_close_notify_is_answered_with_close_notify() -> None:
     client, server = established_pair()
     client.close()
-    for datagram in client.datagrams_to_send(1.0):
-        server.receive_datagram(datagram, 1.0)
+    deliver(client, server, 1.0)
     assert server.state is ConnectionState.CLOSED
     (answer,) = server.datagrams_to_send(1.0)
     (record,) = record_layer(client).open_datagram(answer)
@@ -473,19 +461,19 @@ def test_certificate_urls_are_reported_as_soon_as_their_message_is_handled() -> 
     client, server = started(link.client_config, link.server_config)
     deliver(client, server)
     deliver(server, client)
-    records = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
+    flight = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
     url_at = next(
-        i for i, r in enumerate(records)
+        i for i, r in enumerate(flight)
         if r[0] == ContentType.handshake and r[13] == HandshakeType.certificate_url
     )
-    for record in records[:url_at]:
+    for record in flight[:url_at]:
         server.receive_datagram(record, 0.0)
     drain(server)
-    server.receive_datagram(records[url_at], 0.0)
+    server.receive_datagram(flight[url_at], 0.0)
     (reported,) = drain(server)
     assert isinstance(reported, CertificateUrlsReceived)
     assert [url for url, _ in reported.urls_and_hashes] == client_options["certificate_urls"]
-    for record in records[url_at + 1 :]:
+    for record in flight[url_at + 1 :]:
         server.receive_datagram(record, 0.0)
     assert drain(server) == []  # once, not again with each message after it
 
@@ -500,9 +488,9 @@ def test_a_flight_resent_after_the_new_keys_came_keeps_to_the_fragment_limit() -
     first = server.datagrams_to_send(0.0)
     for datagram in first:
         client.receive_datagram(datagram, 0.0)
-    records = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
-    ccs_at = next(i for i, r in enumerate(records) if r[0] == ContentType.change_cipher_spec)
-    for record in records[:ccs_at]:  # the ChangeCipherSpec and the Finished are lost
+    flight = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
+    ccs_at = next(i for i, r in enumerate(flight) if r[0] == ContentType.change_cipher_spec)
+    for record in flight[:ccs_at]:  # the ChangeCipherSpec and the Finished are lost
         server.receive_datagram(record, 0.0)
     assert record_layer(server).write_epoch == 1  # the client's key exchange was taken
     server.handle_timer(server.config.retransmit.initial)
@@ -526,6 +514,6 @@ def test_without_a_fragment_limit_a_flight_fills_a_datagram_as_large_as_the_mtu(
     )
     deliver(client, server)
     (flight,) = server.datagrams_to_send(0.0)
-    records, problem = split_datagram(flight)
-    assert problem is None and len(records) > 1
-    assert max(len(payload) for _, payload in records) <= MAX_PLAINTEXT_LENGTH
+    in_flight = records(flight)
+    assert len(in_flight) > 1
+    assert max(len(payload) for _, payload in in_flight) <= MAX_PLAINTEXT_LENGTH

@@ -17,7 +17,7 @@ from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import LocalProtocolError
-from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     CipherSuite,
@@ -37,6 +37,7 @@ from tests.memory_link import (
     IDENTITY,
     KEY,
     MemoryLink,
+    drain,
     established,
     events_of,
     injecting_server,
@@ -221,13 +222,6 @@ def drive(endpoint: ServerEndpoint, clients: dict[str, DtlsConnection], now: flo
         for data, (addr_name, _) in endpoint.datagrams_to_send(now):
             clients[addr_name].receive_datagram(data, now)
             moved = True
-
-
-def drain(conn: DtlsConnection) -> list[Event]:
-    out = []
-    while (ev := conn.next_event()) is not None:
-        out.append(ev)
-    return out
 
 
 @pytest.mark.req("HS-2", "PSK-2")
