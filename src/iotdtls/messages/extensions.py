@@ -105,7 +105,7 @@ def push_uint_list(
     length_width: int,
     item_width: int,
     values: Iterable[int],
-    minimum: int = 0,
+    minimum: int,
     maximum: int | None = None,
 ) -> None:
     """Write a vector of fixed-width integers; `minimum`/`maximum` are in bytes, as in the RFCs."""
@@ -122,11 +122,14 @@ def pull_uint_list(
     reader: Reader,
     length_width: int,
     item_width: int,
-    minimum: int = 0,
+    minimum: int,
     maximum: int | None = None,
-    enum: type[IntEnum] | None = None,
+    *,
+    enum: type[IntEnum],
 ) -> tuple[int, ...]:
-    """Read a vector of fixed-width integers, mapping known values to `enum` members."""
+    """Read a vector of one- or two-byte integers (the widths of every such list of the
+    protocol), known values as members of `enum` (the registry of the list's values), others as
+    ints."""
     data = reader.pull_vector(length_width, minimum, maximum)
     count, odd = divmod(len(data), item_width)
     if odd:
@@ -137,12 +140,7 @@ def pull_uint_list(
     elif item_width == 2:
         values = struct.unpack(f">{count}H", data)
     else:
-        values = tuple(
-            int.from_bytes(data[at : at + item_width], "big")
-            for at in range(0, len(data), item_width)
-        )
-    if enum is None:
-        return values
+        raise ValueError(f"no list of {item_width}-byte integers in the protocol")
     members = members_by_value(enum)
     return tuple(map(members.get, values, values))
 
@@ -185,7 +183,7 @@ def decode_vector(
 
 
 def encode_uint_list(
-    width: int, values: Iterable[int], minimum: int = 0, maximum: int | None = None
+    width: int, values: Iterable[int], minimum: int, maximum: int | None = None
 ) -> bytes:
     """A body that is exactly one list of `width`-byte integers with a `width`-byte length."""
     writer = Writer()
@@ -196,32 +194,31 @@ def encode_uint_list(
 def decode_uint_list(
     data: bytes,
     width: int,
-    minimum: int = 0,
+    minimum: int,
     maximum: int | None = None,
-    enum: type[IntEnum] | None = None,
+    *,
+    enum: type[IntEnum],
 ) -> tuple[int, ...]:
     """Read a body that is exactly one list written by `encode_uint_list`."""
     reader = Reader(data)
-    values = pull_uint_list(reader, width, width, minimum, maximum, enum)
+    values = pull_uint_list(reader, width, width, minimum, maximum, enum=enum)
     reader.expect_end()
     return values
 
 
 def push_vector_list(
-    writer: Writer, length_width: int, item_width: int, items: Iterable[bytes], minimum: int = 0
+    writer: Writer, length_width: int, item_width: int, items: Iterable[bytes]
 ) -> None:
-    """Write a list<minimum..> of non-empty `opaque item<1..>` with `item_width`-byte lengths."""
+    """Write a list<0..> of non-empty `opaque item<1..>` with `item_width`-byte lengths."""
     body = Writer()
     for item in items:
         push_checked_vector(body, item_width, item, 1)
-    push_checked_vector(writer, length_width, body.getvalue(), minimum)
+    push_checked_vector(writer, length_width, body.getvalue())
 
 
-def pull_vector_list(
-    reader: Reader, length_width: int, item_width: int, minimum: int = 0
-) -> tuple[bytes, ...]:
+def pull_vector_list(reader: Reader, length_width: int, item_width: int) -> tuple[bytes, ...]:
     """Read a list written by `push_vector_list`; an empty item is a `DecodeError`."""
-    entries = Reader(reader.pull_vector(length_width, minimum))
+    entries = Reader(reader.pull_vector(length_width))
     items: list[bytes] = []
     while not entries.eof():
         items.append(entries.pull_vector(item_width, 1))
