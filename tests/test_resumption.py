@@ -260,9 +260,14 @@ def test_memory_store_rules() -> None:
     assert store.get(states[0].session_id, 10.0) is None  # expired: 10 s after its creation
     store.remove(states[2].session_id)
     assert len(store) == 0
+    store.remove(states[2].session_id)  # an id the store does not hold: nothing to do
+    store.put(states[1], 1000.0)  # the lifetime counts from the creation time given
+    assert store.get(states[1].session_id, 1009.9) is states[1]
+    assert store.get(states[1].session_id, 1010.0) is None
     for bad in ({"max_entries": 0}, {"lifetime": 0.0}):
         with pytest.raises(ConfigError):
             MemorySessionStore(**bad)
+    assert MemorySessionStore(max_entries=1, lifetime=0.5).lifetime == 0.5  # any positive time
 
 
 @pytest.mark.req("RES-1")
@@ -473,6 +478,19 @@ def test_damaged_session_bytes_are_refused_in_one_line(damage: Callable[[bytes],
     with pytest.raises(ValueError, match="not a session saved by this version") as refused:
         SessionState.from_bytes(damage(good))
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(
+    "peer",
+    [RawPublicKeyIdentity(b""), CertificateIdentity("n", (b"c", b""))],
+    ids=["empty raw key", "empty certificate"],
+)
+def test_session_bytes_with_an_empty_key_or_certificate_are_refused(peer: PeerIdentity) -> None:
+    # No handshake authenticates an empty key or certificate: such bytes were not made by us.
+    data = SessionState(b"\x01", 0xC0AE, Mode.X509, bytes(48), peer).to_bytes()
+    with pytest.raises(ValueError, match="not a session saved by this version"):
+        SessionState.from_bytes(data)
 
 
 @pytest.mark.req("RES-1")
