@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,3 +65,28 @@ def test_arbitrary_bytes_raise_only_decode_error(data: bytes, width: int) -> Non
             r.pull_vector(width)
     except DecodeError:
         pass
+
+
+def test_struct_is_read_where_the_cursor_stands() -> None:
+    r = Reader(b"\x00\x01\x02\x03\x04")
+    assert r.pull_uint8() == 0
+    assert r.pull_struct(struct.Struct(">HB")) == (0x0102, 3)
+    assert r.tell() == 4
+    with pytest.raises(DecodeError, match="need 3 bytes, have 1"):
+        r.pull_struct(struct.Struct(">HB"))
+
+
+@pytest.mark.parametrize(
+    ("pull", "message"),
+    [
+        (Reader.pull_uint32, "message truncated: need 4 bytes, have 3"),
+        (Reader.pull_uint48, "message truncated: need 6 bytes, have 3"),
+        (lambda r: r.pull_bytes(5), "message truncated: need 5 bytes, have 3"),
+    ],
+    ids=["uint32", "uint48", "bytes"],
+)
+def test_a_short_read_says_what_it_needed_and_had(
+    pull: Callable[[Reader], object], message: str
+) -> None:
+    with pytest.raises(DecodeError, match=message):
+        pull(Reader(b"\x01\x02\x03"))
