@@ -52,9 +52,24 @@ def test_vector_bounds() -> None:
         Reader(b"\x00").pull_vector(1, minimum=1)
 
 
-def test_writer_rejects_overflow() -> None:
-    with pytest.raises(ValueError):
-        Writer().push_uint8(256)
+@pytest.mark.parametrize(
+    ("push", "value", "width"),
+    [
+        (Writer.push_uint8, 256, 1),
+        (Writer.push_uint16, 1 << 16, 2),
+        (Writer.push_uint24, 1 << 24, 3),
+        (Writer.push_uint48, 1 << 48, 6),
+        (Writer.push_uint8, -1, 1),
+    ],
+)
+def test_writer_rejects_overflow(
+    push: Callable[[Writer, int], None], value: int, width: int
+) -> None:
+    with pytest.raises(ValueError, match=f"{value} does not fit in {width} byte"):
+        push(Writer(), value)
+    writer = Writer()
+    push(writer, (1 << (8 * width)) - 1)  # the largest that fits
+    assert writer.getvalue() == b"\xff" * width
 
 
 @given(st.binary(max_size=64), st.integers(min_value=1, max_value=3))
@@ -82,8 +97,11 @@ def test_struct_is_read_where_the_cursor_stands() -> None:
         (Reader.pull_uint32, "message truncated: need 4 bytes, have 3"),
         (Reader.pull_uint48, "message truncated: need 6 bytes, have 3"),
         (lambda r: r.pull_bytes(5), "message truncated: need 5 bytes, have 3"),
+        (lambda r: r.pull_bytes(3) and r.pull_uint8(), "message truncated: need 1 bytes, have 0"),
+        (lambda r: r.pull_bytes(2) and r.pull_uint16(), "message truncated: need 2 bytes, have 1"),
+        (lambda r: r.pull_vector(2), "message truncated: need 258 bytes, have 1"),
     ],
-    ids=["uint32", "uint48", "bytes"],
+    ids=["uint32", "uint48", "bytes", "uint8", "uint16", "vector"],
 )
 def test_a_short_read_says_what_it_needed_and_had(
     pull: Callable[[Reader], object], message: str
