@@ -8,6 +8,7 @@ ceiling>`); what the decoder refuses the encoder refuses too, so we never send w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -85,24 +86,19 @@ def certificate_request_lists() -> list[tuple[int, ...]]:
     return [decoded.certificate_types, decoded.signature_schemes]
 
 
-def supported_groups_list() -> list[tuple[int, ...]]:
-    groups = SupportedGroups((NamedGroup.secp256r1, UNASSIGNED_U16))
-    return [SupportedGroups.decode(groups.encode(CH), CH).groups]
+def extension_list(
+    extension: type[SupportedGroups | EcPointFormats | SignatureAlgorithms | ClientCertificateType],
+    known_value: IntEnum,
+    unknown_value: int,
+) -> Callable[[], list[tuple[int, ...]]]:
+    """The list a ClientHello extension of `extension` decodes to, sent with both values."""
 
+    def decoded() -> list[tuple[int, ...]]:
+        encoded = extension((known_value, unknown_value)).encode(CH)
+        (values,) = dataclasses.astuple(extension.decode(encoded, CH))
+        return [values]
 
-def ec_point_formats_list() -> list[tuple[int, ...]]:
-    formats = EcPointFormats((ECPointFormat.uncompressed, UNASSIGNED_U8))
-    return [EcPointFormats.decode(formats.encode(CH), CH).formats]
-
-
-def signature_algorithms_list() -> list[tuple[int, ...]]:
-    schemes = SignatureAlgorithms((SignatureScheme.ecdsa_secp256r1_sha256, UNASSIGNED_U16))
-    return [SignatureAlgorithms.decode(schemes.encode(CH), CH).schemes]
-
-
-def client_certificate_types_list() -> list[tuple[int, ...]]:
-    types = ClientCertificateType((CertificateType.RawPublicKey, UNASSIGNED_U8))
-    return [ClientCertificateType.decode(types.encode(CH), CH).types]
+    return decoded
 
 
 @pytest.mark.parametrize(
@@ -110,10 +106,21 @@ def client_certificate_types_list() -> list[tuple[int, ...]]:
     [
         (client_hello_lists, [CipherSuite, CompressionMethod]),
         (certificate_request_lists, [RequestedCertificateType, SignatureScheme]),
-        (supported_groups_list, [NamedGroup]),
-        (ec_point_formats_list, [ECPointFormat]),
-        (signature_algorithms_list, [SignatureScheme]),
-        (client_certificate_types_list, [CertificateType]),
+        (extension_list(SupportedGroups, NamedGroup.secp256r1, UNASSIGNED_U16), [NamedGroup]),
+        (
+            extension_list(EcPointFormats, ECPointFormat.uncompressed, UNASSIGNED_U8),
+            [ECPointFormat],
+        ),
+        (
+            extension_list(
+                SignatureAlgorithms, SignatureScheme.ecdsa_secp256r1_sha256, UNASSIGNED_U16
+            ),
+            [SignatureScheme],
+        ),
+        (
+            extension_list(ClientCertificateType, CertificateType.RawPublicKey, UNASSIGNED_U8),
+            [CertificateType],
+        ),
     ],
 )
 def test_decoded_lists_hold_members_for_known_values_and_ints_for_others(
