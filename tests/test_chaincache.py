@@ -3,14 +3,27 @@ that survives restarts, refuses path tricks, writes atomically and ignores damag
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import logging
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from iotdtls.chaincache import DEFAULT_MAX_ENTRY_SIZE, ChainCache, chain_hash, chain_hash_of
+from iotdtls import chaincache
+from iotdtls.chaincache import (
+    DEFAULT_MAX_ENTRY_SIZE,
+    ChainCache,
+    chain_hash,
+    chain_hash_of,
+    remember_chain,
+    with_cached_chain,
+)
+from iotdtls.config import ClientConfig
+from iotdtls.identity import CertificateIdentity, PskIdentity
 from iotdtls.messages.certificate import Certificate
 from tests.pki import ca_chain, chain_der, server_leaf
 
@@ -137,3 +150,91 @@ def test_a_failed_save_leaves_the_old_entry_and_no_temporary_file(
     not_a_directory = tmp_path / "file"
     not_a_directory.write_bytes(b"")
     assert not ChainCache(not_a_directory / "cache").save(KEY, chain)
+
+
+def test_keys_are_1_to_65535_bytes(tmp_path: Path) -> None:
+    cache = ChainCache(tmp_path)
+    assert cache.path_for("k" * 65535).suffix == ".chain"
+    with pytest.raises(ValueError, match="1 to 65535 bytes"):
+        cache.path_for("k" * 65536)
+
+
+def test_an_entry_of_exactly_the_size_limit_is_kept_and_read(
+    tmp_path: Path, chain: tuple[bytes, ...]
+) -> None:
+    assert ChainCache(tmp_path).save(KEY, chain)
+    size = len(ChainCache(tmp_path).path_for(KEY).read_bytes())
+    assert ChainCache(tmp_path, max_entry_size=size).load(KEY) == chain
+    assert ChainCache(tmp_path / "again", max_entry_size=size).save(KEY, chain)
+    assert not ChainCache(tmp_path / "smaller", max_entry_size=size - 1).save(KEY, chain)
+
+
+def test_failures_to_store_are_logged_with_the_key_and_the_reason(
+    tmp_path: Path, chain: tuple[bytes, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.chaincache"):
+        assert not ChainCache(not_a_directory).save(KEY, chain)
+        assert not ChainCache(tmp_path, max_entry_size=100).save(KEY, chain)
+    failed, too_large = (record.getMessage() for record in caplog.records)
+    assert failed == f"could not cache the chain for {KEY!r} in {not_a_directory}: File exists"
+    assert too_large.startswith(f"chain for {KEY!r} not cached: ")
+    assert too_large.endswith(" bytes is over the limit")
+
+
+@pytest.fixture(scope="module")
+def x509_config() -> ClientConfig:
+    anchor, _ = ca_chain(1)
+    return ClientConfig(trust_anchors=[anchor.der], server_name="coap.example.org")
+
+
+def test_a_client_offers_the_chain_the_cache_holds_for_its_server(
+    tmp_path: Path, chain: tuple[bytes, ...], x509_config: ClientConfig
+) -> None:
+    cache = ChainCache(tmp_path)
+    assert with_cached_chain(x509_config, None, KEY) is x509_config
+    assert with_cached_chain(x509_config, cache, KEY) is x509_config  # nothing cached yet
+    cache.save(KEY, chain)
+    offering = with_cached_chain(x509_config, cache, KEY)
+    assert tuple(offering.cached_server_chain) == chain
+    assert with_cached_chain(offering, cache, KEY) is offering  # already offered
+    assert with_cached_chain(x509_config, cache, "other:5684") is x509_config
+    psk = ClientConfig(psk_identity=b"id", psk=bytes(16))
+    assert with_cached_chain(psk, cache, KEY) is psk  # cached_info is for certificates only
+
+
+def test_a_client_remembers_a_validated_chain_new_to_its_cache(
+    tmp_path: Path, chain: tuple[bytes, ...], x509_config: ClientConfig
+) -> None:
+    cache = ChainCache(tmp_path)
+    remember_chain(None, KEY, x509_config, CertificateIdentity("coap.example.org", chain))
+    remember_chain(cache, KEY, x509_config, PskIdentity(b"id"))
+    remember_chain(cache, KEY, x509_config, CertificateIdentity("coap.example.org", ()))
+    remember_chain(cache, KEY, x509_config, None)
+    assert list(tmp_path.iterdir()) == []
+    remember_chain(cache, KEY, x509_config, CertificateIdentity("coap.example.org", chain))
+    assert cache.load(KEY) == chain
+    # A chain the client offered and got again is not written again.
+    path = cache.path_for(KEY)
+    path.write_bytes(b"left alone")
+    offered = dataclasses.replace(x509_config, cached_server_chain=chain)
+    remember_chain(cache, KEY, offered, CertificateIdentity("coap.example.org", chain))
+    assert path.read_bytes() == b"left alone"
+
+
+def test_a_cache_file_is_read_no_further_than_the_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file that never ends (a link to /dev/zero, say) must not be read whole into memory.
+    asked: list[int | None] = []
+
+    class EndlessFile(io.RawIOBase):
+        def read(self, size: int | None = -1) -> bytes:
+            asked.append(size)
+            assert size is not None and 0 <= size <= 1001, "read without a bound"
+            return bytes(size)
+
+    monkeypatch.setattr(chaincache, "open", lambda path, mode: EndlessFile(), raising=False)
+    assert ChainCache(tmp_path, max_entry_size=1000).load(KEY) is None
+    assert asked == [1001]
