@@ -136,13 +136,16 @@ def test_perf_against_openssl_server_counts_agree() -> None:
         hs = summary["handshakes"]
         assert hs["completed"] > 0 and hs["failed"] == 0
         # s_server prints its cipher once per handshake and "DONE" at each close_notify (and
-        # once more when it stops: counted before that).
+        # once more when it stops: counted before that). A handshake the generator abandons when
+        # the run ends (`unfinished`, at most one at -c 1) may end on s_server's side too, with
+        # a "DONE" and no cipher: its retransmission meets the generator's closed port.
         deadline = time.monotonic() + 5.0
         while peer.output.count("DONE") < hs["completed"] and time.monotonic() < deadline:
             time.sleep(0.05)
         output = peer.output
+    assert hs["unfinished"] <= 1
     assert output.count("CIPHER is PSK-AES128-CCM8") == hs["completed"]
-    assert output.count("DONE") == hs["completed"]
+    assert hs["completed"] <= output.count("DONE") <= hs["completed"] + hs["unfinished"]
 
 
 def rpk_server_config(key_file: str, client_pin: bytes) -> ServerConfig:
