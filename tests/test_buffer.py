@@ -92,19 +92,19 @@ def test_struct_is_read_where_the_cursor_stands() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pull", "message"),
+    ("data", "pull", "message"),
     [
-        (Reader.pull_uint32, "message truncated: need 4 bytes, have 3"),
-        (Reader.pull_uint48, "message truncated: need 6 bytes, have 3"),
-        (lambda r: r.pull_bytes(5), "message truncated: need 5 bytes, have 3"),
-        (lambda r: r.pull_bytes(3) and r.pull_uint8(), "message truncated: need 1 bytes, have 0"),
-        (lambda r: r.pull_bytes(2) and r.pull_uint16(), "message truncated: need 2 bytes, have 1"),
-        (lambda r: r.pull_vector(2), "message truncated: need 258 bytes, have 1"),
+        (b"\x01\x02\x03", Reader.pull_uint32, "need 4 bytes, have 3"),
+        (b"\x01\x02\x03", Reader.pull_uint48, "need 6 bytes, have 3"),
+        (b"\x01\x02\x03", lambda r: r.pull_bytes(5), "need 5 bytes, have 3"),
+        (b"", Reader.pull_uint8, "need 1 bytes, have 0"),
+        (b"\x01", Reader.pull_uint16, "need 2 bytes, have 1"),
+        (b"\x01\x02\x03", lambda r: r.pull_vector(2), "need 258 bytes, have 1"),
     ],
     ids=["uint32", "uint48", "bytes", "uint8", "uint16", "vector"],
 )
 def test_a_short_read_says_what_it_needed_and_had(
-    pull: Callable[[Reader], object], message: str
+    data: bytes, pull: Callable[[Reader], object], message: str
 ) -> None:
-    with pytest.raises(DecodeError, match=message):
-        pull(Reader(b"\x01\x02\x03"))
+    with pytest.raises(DecodeError, match=f"message truncated: {message}"):
+        pull(Reader(data))
