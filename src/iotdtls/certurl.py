@@ -149,20 +149,21 @@ def _read_file(parts: SplitResult, size_limit: int) -> bytes:
     if parts.netloc not in ("", "localhost"):
         raise CertificateFetchError(f"{_describe(parts)}: file URLs must name a local file")
     path = urllib.request.url2pathname(unquote(parts.path))
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # close-on-exec already (PEP 446)
     try:
         info = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(info.st_mode) or info.st_size > size_limit:
-        os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CertificateFetchError(f"{_describe(parts)}: not a regular file")
-        raise CertificateFetchError(
-            f"{_describe(parts)}: {info.st_size} bytes, more than {size_limit}"
-        )
-    with os.fdopen(fd, "rb") as file:
+        if info.st_size > size_limit:
+            raise CertificateFetchError(
+                f"{_describe(parts)}: {info.st_size} bytes, more than {size_limit}"
+            )
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        # st_size can be short (a file still growing, or 0 as in /proc): the read is bounded too.
         return _read_limited(file, size_limit, None, parts)
 
 
