@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -246,3 +247,107 @@ def test_serve_closes_the_socket_it_bound_when_serving_fails(
 
     run(main())
     assert len(bound) == 1 and bound[0].fileno() == -1
+
+
+def test_bind_udp_binds_the_address_asked_for() -> None:
+    async def main() -> None:
+        with await bind_udp(asyncio.get_running_loop(), LOCALHOST, 0) as sock:
+            assert sock.getsockname()[0] == LOCALHOST
+
+    run(main())
+
+
+class Resolving:
+    """A loop whose name resolution gives fixed addresses (bind_udp asks it nothing else)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def getaddrinfo(self, host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", (address, port))
+                for address in self.addresses]
+
+
+def test_bind_udp_tries_each_address_and_reports_the_last_failure() -> None:
+    not_here = "192.0.2.1"  # TEST-NET-1: no interface of this machine has it
+
+    async def main() -> None:
+        with await bind_udp(Resolving(not_here, LOCALHOST), "gw.example", 0) as sock:
+            assert sock.getsockname()[0] == LOCALHOST
+        with pytest.raises(OSError) as info:
+            await bind_udp(Resolving(not_here), "gw.example", 0)
+        assert info.value.errno == errno.EADDRNOTAVAIL
+        with pytest.raises(OSError, match=r"gw\.example:5684 resolves to no address"):
+            await bind_udp(Resolving(), "gw.example", 5684)
+        with await bind_udp(asyncio.get_running_loop(), LOCALHOST, 0) as taken:
+            with pytest.raises(OSError) as info:
+                await bind_udp(asyncio.get_running_loop(), *taken.getsockname())
+            assert info.value.errno == errno.EADDRINUSE
+
+    run(main())
+
+
+class Scripted(socket.socket):
+    """A UDP socket whose next receive and send calls give scripted outcomes first."""
+
+    receives: list[Exception | tuple[bytes, Any]]
+    sends: list[Exception]
+
+    def recvfrom(self, size: int, *args: Any) -> tuple[bytes, Any]:
+        if self.receives:
+            outcome = self.receives.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        raise BlockingIOError
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        if self.sends:
+            raise self.sends.pop(0)
+        return super().sendto(data, *args)
+
+
+def scripted_transport() -> tuple[DrainingTransport, Recorder, Scripted]:
+    sock = Scripted(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCALHOST, 0))
+    sock.receives, sock.sends = [], []
+    protocol = Recorder()
+    return DrainingTransport(asyncio.get_running_loop(), sock, protocol), protocol, sock
+
+
+def test_a_socket_error_is_reported_and_reading_goes_on() -> None:
+    """An ICMP error surfacing on a read does not end the wake-up's batch."""
+
+    async def main() -> None:
+        transport, protocol, sock = scripted_transport()
+        refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        sock.receives = [refused, (b"after", ("192.0.2.7", 5684))]
+        transport._read_ready()  # one wake-up
+        assert protocol.errors == [refused]
+        assert protocol.received == [(b"after", ("192.0.2.7", 5684))]
+        transport.close()
+        await protocol.lost
+
+    run(main())
+
+
+def test_send_errors_are_reported_now_and_from_the_queue() -> None:
+    async def main() -> None:
+        transport, protocol, sock = scripted_transport()
+        peer = sock.getsockname()  # itself: a real send succeeds
+        unreachable = OSError(errno.EHOSTUNREACH, "No route to host")
+        sock.sends = [BlockingIOError(), unreachable]
+        transport.sendto(b"queued", peer)
+        assert transport.get_write_buffer_size() == len(b"queued")
+        while transport.get_write_buffer_size():
+            await asyncio.sleep(0.005)
+        late = OSError(errno.ENETUNREACH, "Network is unreachable")
+        sock.sends = [late]
+        transport.sendto(b"now", peer)
+        assert protocol.errors == [unreachable, late]
+        transport.sendto(b"fine", peer)
+        assert protocol.errors == [unreachable, late]
+        transport.close()
+        await protocol.lost
+
+    run(main())

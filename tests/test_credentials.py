@@ -1,0 +1,164 @@
+"""Loading the asymmetric credentials (profile §3, CFG-1): certificate chains and their keys
+from files, raw public keys in the forms users provision them (RPK-3), and the one-line
+`ConfigError` for each mistake."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from iotdtls.credentials import (
+    CertifiedKey,
+    as_der_sequence,
+    load_certificate_file,
+    pem_blocks,
+    public_key_pin,
+    public_key_pins,
+)
+from iotdtls.crypto.signature import spki_sha256
+from iotdtls.errors import ConfigError
+from tests.pki import Issued, intermediate, root, server_leaf
+
+pytestmark = pytest.mark.req("CFG-1")
+
+PASSWORD = b"correct horse"
+
+
+def key_pem(issued: Issued, password: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return issued.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def config_error(call: object, *args: object) -> str:
+    assert callable(call)
+    with pytest.raises(ConfigError) as info:
+        call(*args)
+    message = str(info.value)
+    assert message and "\n" not in message
+    return message
+
+
+@pytest.fixture(scope="module")
+def issued() -> tuple[Issued, Issued, Issued]:
+    anchor = root()
+    middle = intermediate(anchor, "iotdtls test ca")
+    return anchor, middle, server_leaf(middle, "gw.example")
+
+
+def test_a_certified_key_loads_from_a_chain_file_and_an_encrypted_key_file(
+    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
+) -> None:
+    _, middle, leaf = issued
+    (tmp_path / "chain.pem").write_bytes(leaf.pem + middle.pem)
+    (tmp_path / "leaf.der").write_bytes(leaf.der)
+    (tmp_path / "key.pem").write_bytes(key_pem(leaf, PASSWORD))
+    loaded = CertifiedKey.load(str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"), PASSWORD)
+    assert loaded.chain == (leaf.der, middle.der)
+    assert loaded.private_key.spki == leaf.spki
+    single = CertifiedKey.load(str(tmp_path / "leaf.der"), str(tmp_path / "key.pem"), PASSWORD)
+    assert single.chain == (leaf.der,)
+    assert "private key" in config_error(
+        CertifiedKey.load, str(tmp_path / "chain.pem"), str(tmp_path / "key.pem")
+    )
+
+
+def test_unreadable_files_are_named_with_what_they_were_for(
+    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
+) -> None:
+    _, _, leaf = issued
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
+    (tmp_path / "key.pem").write_bytes(key_pem(leaf))
+    missing = str(tmp_path / "missing.pem")
+    assert config_error(CertifiedKey.load, missing, str(tmp_path / "key.pem")) == (
+        f"cannot read certificate file {missing}: No such file or directory"
+    )
+    assert config_error(CertifiedKey.load, str(tmp_path / "leaf.pem"), missing) == (
+        f"cannot read key file {missing}: No such file or directory"
+    )
+
+
+def test_a_certificate_file_gives_its_certificates_in_order(
+    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
+) -> None:
+    anchor, middle, leaf = issued
+    (tmp_path / "cas.pem").write_bytes(middle.pem + anchor.pem)
+    (tmp_path / "leaf.der").write_bytes(leaf.der)
+    (tmp_path / "junk.pem").write_bytes(b"not a certificate")
+    assert load_certificate_file(str(tmp_path / "cas.pem")) == (middle.der, anchor.der)
+    assert load_certificate_file(str(tmp_path / "leaf.der")) == (leaf.der,)
+    junk = str(tmp_path / "junk.pem")
+    missing = str(tmp_path / "missing.pem")
+    assert config_error(load_certificate_file, missing) == (
+        f"cannot read certificate file {missing}: No such file or directory"
+    )
+    assert config_error(load_certificate_file, junk) == (
+        f"{junk}: not a PEM or DER X.509 certificate"
+    )
+
+
+def test_certificates_given_as_der_and_pem_items_become_one_der_sequence(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    anchor, middle, leaf = issued
+    items = [leaf.der, bytearray(middle.pem + anchor.pem)]
+    assert as_der_sequence("trust anchors", items) == (leaf.der, middle.der, anchor.der)
+    assert as_der_sequence("trust anchors", []) == ()
+    assert config_error(as_der_sequence, "trust anchors", leaf.der) == (
+        "trust anchors must be a list of certificates, not one bytes value"
+    )
+    assert config_error(as_der_sequence, "trust anchors", [leaf.der, "x"]) == (
+        "trust anchors items must be bytes (DER or PEM certificates)"
+    )
+    assert config_error(as_der_sequence, "trust anchors", [b"junk"]) == (
+        "trust anchors: not a PEM or DER X.509 certificate"
+    )
+
+
+def test_a_public_key_is_pinned_from_any_of_its_provisioned_forms(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    _, _, leaf = issued
+    pin = spki_sha256(leaf.spki)
+    pem = leaf.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for form in (leaf.spki, bytearray(leaf.spki), pem, b"\n  " + pem, pem.decode(),
+                 pin, pin.hex(), pin.hex().upper(), f"  {pin.hex()}\n"):
+        assert public_key_pin(form) == pin, form
+    assert public_key_pins([leaf.spki, pin.hex(), pem]) == (pin,)
+    other = spki_sha256(root().spki)
+    assert public_key_pins([pin, other, pin]) == (pin, other)
+    assert public_key_pins([]) == ()
+
+
+def test_what_is_not_a_public_key_is_refused_in_one_line(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    _, _, leaf = issued
+    assert "bytes or str" in config_error(public_key_pin, 42)
+    assert "SubjectPublicKeyInfo" in config_error(public_key_pin, b"\x04" + bytes(64))
+    assert "SubjectPublicKeyInfo" in config_error(public_key_pin, "not hex at all")
+    assert "exactly one PUBLIC KEY" in config_error(public_key_pin, leaf.pem)
+
+
+def test_pem_blocks_are_read_by_label_and_checked_as_base64() -> None:
+    block = base64.b64encode(b"\x30\x03\x02\x01\x05").decode()
+    text = (
+        f"-----BEGIN PUBLIC KEY-----\n{block[:4]}\n{block[4:]}\n-----END PUBLIC KEY-----\n"
+        f"-----BEGIN CERTIFICATE-----\n{block}\n-----END CERTIFICATE-----\n"
+    ).encode()
+    assert pem_blocks(text, "PUBLIC KEY") == [b"\x30\x03\x02\x01\x05"]
+    assert pem_blocks(text, "PRIVATE KEY") == []
+    bad = b"-----BEGIN PUBLIC KEY-----\nMAMC!AQU=\n-----END PUBLIC KEY-----\n"
+    assert config_error(pem_blocks, bad, "PUBLIC KEY") == (
+        "a PEM PUBLIC KEY block is not valid base64"
+    )
