@@ -177,6 +177,21 @@ def test_messages_show_urls_printable_and_bounded(url: str, shown: str) -> None:
     assert fetch_error(url) == f"{shown}: the URL scheme is not one of file, http, https"
 
 
+def test_a_url_that_does_not_parse_is_unobtainable_not_a_fetcher_fault() -> None:
+    """A client's malformed URL is its own problem (certificate_unobtainable), and the URL,
+    which may hold user information, is not shown."""
+    assert fetch_error("http://user:s3cret@[::1/leaf.der") == (
+        "a URL that does not parse (Invalid IPv6 URL)")
+    assert fetch_error("http:///leaf.der") == "http:///leaf.der: no host given"
+    unobtainable = AlertDescription.certificate_unobtainable
+    assert refused(unobtainable, [("http://[x/leaf.der", sha1(CERT))], make_fetcher()) == (
+        "certificate URL 1 could not be fetched: a URL that does not parse (Invalid IPv6 URL)")
+    # A fetcher of the application's may take such a URL; the mismatch message still reads.
+    assert "(a URL that does not parse)" in refused(
+        AlertDescription.bad_certificate_hash_value, [("http://[x/", sha1(CERT))],
+        lambda *_: CERT + b"x")
+
+
 def test_user_information_never_reaches_a_message(web: LocalHttpServer) -> None:
     message = fetch_error(web.url("/missing").replace("//", "//user:s3cret@"))
     assert "s3cret" not in message and "user" not in message

@@ -87,7 +87,7 @@ def make_fetcher(
         raise ValueError(f"certificate URL schemes must be among {', '.join(_ALL_SCHEMES)}")
 
     def fetch(url: str, size_limit: int, timeout: float) -> bytes:
-        parts = urlsplit(url)
+        parts = _split(url)
         scheme = parts.scheme.lower()
         if scheme not in allowed:
             raise CertificateFetchError(
@@ -206,6 +206,24 @@ class _SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def _split(url: str) -> SplitResult:
+    """`url` in parts; `CertificateFetchError` for one that does not parse (a bracketed host
+    that is not an IPv6 address, say): the client sent it, so it is unobtainable, not a fault
+    of the fetcher. The URL is not shown: it could hold user information."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise CertificateFetchError(f"a URL that does not parse ({exc})") from None
+
+
+def _shown(url: str) -> str:
+    """`url` as `_describe` shows it, whether or not it parses."""
+    try:
+        return _describe(urlsplit(url))
+    except ValueError:
+        return "a URL that does not parse"
+
+
 def _describe(parts: SplitResult) -> str:
     """A URL for messages: no user information and no query, printable, bounded."""
     try:
@@ -222,9 +240,9 @@ def _reason(exc: BaseException) -> str:
         if 300 <= exc.code < 400:  # urllib refuses the scheme, or the redirects loop
             return f"redirect not followed (HTTP status {exc.code})"
         return f"HTTP status {exc.code}"
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    # A URLError stands for its reason: an exception (a refused connection), or a text.
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
     return " ".join(str(text).split())
 
 
@@ -270,7 +288,7 @@ def fetch_client_chain(
             ) from None
         if not constant_time_equal(hashlib.sha1(data, usedforsecurity=False).digest(), sha1_hash):
             raise ProtocolError(
-                f"the certificate at URL {number} ({_describe(urlsplit(url))}) does not match "
+                f"the certificate at URL {number} ({_shown(url)}) does not match "
                 "the SHA-1 hash sent with it",
                 AlertDescription.bad_certificate_hash_value,
             )
