@@ -118,8 +118,9 @@ def test_retry_policy_edges() -> None:
         with pytest.raises(ConfigError, match="retry attempts must be an integer >= 1"):
             RetryPolicy(attempts=attempts)
     for initial, maximum in ((0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)):
-        with pytest.raises(ConfigError, match=r"retry needs 0 < initial <= maximum"):
-            RetryPolicy(initial=initial, maximum=maximum)
+        assert refusal(RetryPolicy, initial=initial, maximum=maximum) == (
+            "retry needs 0 < initial <= maximum (seconds)"
+        )
 
 
 @pytest.mark.parametrize(("drawn", "fraction"), [(0, 0.5), (1000, 1.0), (500, 0.75)])
@@ -181,6 +182,23 @@ def test_each_modes_credentials_are_refused_in_the_others() -> None:
             X509_EXTRAS
         )
         ClientConfig(**X509_CLIENT, certificate=CERTIFIED, **extra)
+
+
+def test_certificates_given_as_pem_are_kept_as_der_and_junk_is_named() -> None:
+    config = ClientConfig(trust_anchors=[ANCHOR.pem], cached_server_chain=[LEAF.pem])
+    assert config.trust_anchors == (ANCHOR.der,)
+    assert config.cached_server_chain == (LEAF.der,)
+    server = ServerConfig(certificates=[CERTIFIED], client_trust_anchors=[ANCHOR.pem])
+    assert server.client_trust_anchors == (ANCHOR.der,)
+    for setting in ("trust_anchors", "cached_server_chain"):
+        given = {"trust_anchors": [ANCHOR.der], setting: [b"junk"]}
+        assert refusal(ClientConfig, **given) == (
+            f"{setting}: not a PEM or DER X.509 certificate"
+        )
+    assert refusal(ClientConfig, psk_identity="d", psk=5) == "psk must be bytes or str, got int"
+    assert refusal(ClientConfig, **PSK_CLIENT, server_name=b"gw.example") == (
+        "server_name must be a DNS name or an IP address (a str)"
+    )
 
 
 def test_certificate_urls_are_strings_one_per_certificate() -> None:

@@ -252,14 +252,9 @@ def _check_depth(depth: int) -> None:
         )
 
 
-def _trust_store(name: str, anchors: Sequence[bytes]) -> TrustStore | None:
-    """The validated trust store of `anchors` (None when there are none)."""
-    if not anchors:
-        return None
-    try:
-        return TrustStore(anchors)
-    except ConfigError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+def _trust_store(anchors: Sequence[bytes]) -> TrustStore | None:
+    """The trust store of `anchors` (certificates `as_der_sequence` checked), None for none."""
+    return TrustStore(anchors) if anchors else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,7 +334,7 @@ class ClientConfig(_CommonConfig):
         object.__setattr__(
             self, "trust_anchors", as_der_sequence("trust_anchors", self.trust_anchors)
         )
-        object.__setattr__(self, "_store", _trust_store("trust_anchors", self.trust_anchors))
+        object.__setattr__(self, "_store", _trust_store(self.trust_anchors))
         _check_depth(self.max_chain_depth)
         if self.max_fragment_length not in (None, *MAX_FRAGMENT_LENGTHS):
             raise ConfigError(
@@ -505,9 +500,7 @@ class ServerConfig(_CommonConfig):
             "client_trust_anchors",
             as_der_sequence("client_trust_anchors", self.client_trust_anchors),
         )
-        object.__setattr__(
-            self, "_store", _trust_store("client_trust_anchors", self.client_trust_anchors)
-        )
+        object.__setattr__(self, "_store", _trust_store(self.client_trust_anchors))
         object.__setattr__(self, "certificates", tuple(self.certificates))
         if not (self.has_psk or self.raw_public_key is not None or self.certificates):
             raise ConfigError(
