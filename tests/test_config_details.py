@@ -261,7 +261,8 @@ SERVER_EDGES = [
     ("session_cache_size", 1.0, "session_cache_size must be an integer >= 0 (0: no resumption)",
      1),
     ("session_lifetime", 0, "session_lifetime must be > 0 seconds, got 0", 0.5),
-    ("idle_timeout", 0, "idle_timeout must be > 0 seconds (or None: never), got 0", None),
+    ("idle_timeout", 0, "idle_timeout must be > 0 seconds (or None: never), got 0", 0.5),
+    ("idle_timeout", -1, "idle_timeout must be > 0 seconds (or None: never), got -1", None),
 ]
 
 
