@@ -54,52 +54,53 @@ def issued() -> tuple[Issued, Issued, Issued]:
     return anchor, middle, server_leaf(middle, "gw.example")
 
 
+@pytest.fixture
+def files(tmp_path: Path, issued: tuple[Issued, Issued, Issued]) -> Path:
+    """A directory of credential files: the leaf's chain, the leaf alone (DER), the CAs, its
+    key encrypted and in clear, and a file that is no certificate."""
+    anchor, middle, leaf = issued
+    for name, content in (("chain.pem", leaf.pem + middle.pem), ("leaf.der", leaf.der),
+                          ("cas.pem", middle.pem + anchor.pem),
+                          ("key.pem", key_pem(leaf, PASSWORD)), ("clear-key.pem", key_pem(leaf)),
+                          ("junk.pem", b"not a certificate")):
+        (tmp_path / name).write_bytes(content)
+    return tmp_path
+
+
 def test_a_certified_key_loads_from_a_chain_file_and_an_encrypted_key_file(
-    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
+    files: Path, issued: tuple[Issued, Issued, Issued]
 ) -> None:
     _, middle, leaf = issued
-    (tmp_path / "chain.pem").write_bytes(leaf.pem + middle.pem)
-    (tmp_path / "leaf.der").write_bytes(leaf.der)
-    (tmp_path / "key.pem").write_bytes(key_pem(leaf, PASSWORD))
-    loaded = CertifiedKey.load(str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"), PASSWORD)
+    loaded = CertifiedKey.load(str(files / "chain.pem"), str(files / "key.pem"), PASSWORD)
     assert loaded.chain == (leaf.der, middle.der)
     assert loaded.private_key.spki == leaf.spki
-    single = CertifiedKey.load(str(tmp_path / "leaf.der"), str(tmp_path / "key.pem"), PASSWORD)
+    single = CertifiedKey.load(str(files / "leaf.der"), str(files / "clear-key.pem"))
     assert single.chain == (leaf.der,)
     assert "private key" in config_error(
-        CertifiedKey.load, str(tmp_path / "chain.pem"), str(tmp_path / "key.pem")
+        CertifiedKey.load, str(files / "chain.pem"), str(files / "key.pem")
     )
 
 
-def test_unreadable_files_are_named_with_what_they_were_for(
-    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
-) -> None:
-    _, _, leaf = issued
-    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
-    (tmp_path / "key.pem").write_bytes(key_pem(leaf))
-    missing = str(tmp_path / "missing.pem")
-    assert config_error(CertifiedKey.load, missing, str(tmp_path / "key.pem")) == (
+def test_unreadable_files_are_named_with_what_they_were_for(files: Path) -> None:
+    missing = str(files / "missing.pem")
+    assert config_error(CertifiedKey.load, missing, str(files / "key.pem")) == (
         f"cannot read certificate file {missing}: No such file or directory"
     )
-    assert config_error(CertifiedKey.load, str(tmp_path / "leaf.pem"), missing) == (
+    assert config_error(CertifiedKey.load, str(files / "leaf.der"), missing) == (
         f"cannot read key file {missing}: No such file or directory"
+    )
+    assert config_error(load_certificate_file, missing) == (
+        f"cannot read certificate file {missing}: No such file or directory"
     )
 
 
 def test_a_certificate_file_gives_its_certificates_in_order(
-    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
+    files: Path, issued: tuple[Issued, Issued, Issued]
 ) -> None:
     anchor, middle, leaf = issued
-    (tmp_path / "cas.pem").write_bytes(middle.pem + anchor.pem)
-    (tmp_path / "leaf.der").write_bytes(leaf.der)
-    (tmp_path / "junk.pem").write_bytes(b"not a certificate")
-    assert load_certificate_file(str(tmp_path / "cas.pem")) == (middle.der, anchor.der)
-    assert load_certificate_file(str(tmp_path / "leaf.der")) == (leaf.der,)
-    junk = str(tmp_path / "junk.pem")
-    missing = str(tmp_path / "missing.pem")
-    assert config_error(load_certificate_file, missing) == (
-        f"cannot read certificate file {missing}: No such file or directory"
-    )
+    assert load_certificate_file(str(files / "cas.pem")) == (middle.der, anchor.der)
+    assert load_certificate_file(str(files / "leaf.der")) == (leaf.der,)
+    junk = str(files / "junk.pem")
     assert config_error(load_certificate_file, junk) == (
         f"{junk}: not a PEM or DER X.509 certificate"
     )
