@@ -1,0 +1,221 @@
+"""The pieces of the coaps transports on their own (RFC 7252 §9.1): the remotes that stand for
+one association each, the errors a request fails with when its association fails or ends, the
+advice they give, and the raw-public-key pins of a credentials map."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiocoap import error
+from aiocoap.message import Message
+
+from iotdtls.coap.addresses import (
+    COAP_HEADROOM,
+    RECORD_OVERHEAD_BOUND,
+    CoapsAddress,
+    CoapsInterface,
+    block_size_exp,
+    hostinfo,
+)
+from iotdtls.coap.credentials import DtlsRawPublicKey, DtlsX509, client_config_for
+from iotdtls.coap.errors import (
+    AssociationClosed,
+    AssociationFailed,
+    AssociationTimeout,
+    association_error,
+)
+from iotdtls.credentials import public_key_pin
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    ConfigError,
+    DtlsError,
+    HandshakeTimeout,
+    ProtocolError,
+)
+from iotdtls.identity import PskIdentity, UnauthenticatedPeer
+from tests.coap_support import make_rpk_files
+
+PEER = PskIdentity(b"dev1")
+
+
+# -- remotes ----------------------------------------------------------------------------------
+
+
+def test_a_remote_names_its_peer_uri_and_state() -> None:
+    remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER, ("dev1",))
+    assert repr(remote) == "<CoapsAddress coaps://192.0.2.1 psk identity b'dev1'>"
+    remote.ended = True
+    assert repr(remote) == "<CoapsAddress coaps://192.0.2.1 psk identity b'dev1' ended>"
+    assert repr(CoapsAddress(("2001:db8::1", 6000), 1232)) == (
+        "<CoapsAddress coaps://[2001:db8::1]:6000>"
+    )
+
+
+def test_hostinfo_leaves_out_the_coaps_port_only() -> None:
+    assert hostinfo(("192.0.2.1", 5684)) == "192.0.2.1"
+    assert hostinfo(("192.0.2.1", 5683)) == "192.0.2.1:5683"
+    assert hostinfo(("2001:db8::1", 5684, 0, 0)) == "[2001:db8::1]"
+
+
+def test_claims_are_the_peer_then_the_matching_labels() -> None:
+    assert CoapsAddress(("192.0.2.1", 5684), 1232, PEER, ("a", "b")).authenticated_claims == (
+        PEER, "a", "b")
+    assert CoapsAddress(("192.0.2.1", 5684), 1232).authenticated_claims == ()
+    unasked = CoapsAddress(("192.0.2.1", 5684), 1232, UnauthenticatedPeer(), ("x",))
+    assert unasked.authenticated_claims == ()
+
+
+@pytest.mark.parametrize("szx", range(7))
+def test_the_block_size_is_the_largest_that_fits_a_datagram(szx: int) -> None:
+    """RFC 7959 §2.2: block, CoAP headroom and record overhead in one datagram of the MTU."""
+    fits = 2 ** (szx + 4) + COAP_HEADROOM + RECORD_OVERHEAD_BOUND
+    assert block_size_exp(fits) == szx
+    assert block_size_exp(fits - 1) == max(szx - 1, 0)
+    remote = CoapsAddress(("192.0.2.1", 5684), fits)
+    assert remote.maximum_block_size_exp == szx
+    assert remote.maximum_payload_size == 2 ** (szx + 4)
+
+
+class Layer:
+    """aiocoap's message layer as the interface sees it: what it is handed."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.errors: list[tuple[BaseException, Any]] = []
+
+    def dispatch_message(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def dispatch_error(self, exc: BaseException, remote: Any) -> None:
+        self.errors.append((exc, remote))
+
+
+class Interface(CoapsInterface):
+    """The shared part alone (each transport adds how remotes are found and shut down)."""
+
+    async def determine_remote(self, request: Message) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+def test_the_interface_hands_over_messages_and_logs_what_is_not_coap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layer = Layer()
+    interface = Interface(layer)
+    remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER)
+    get_request = bytes([0x41, 0x01, 0x00, 0x07]) + b"t"  # CON GET, MID 7, token "t" (§3)
+    interface.deliver(remote, get_request)
+    assert [(m.mid, m.token, m.remote) for m in layer.messages] == [(7, b"t", remote)]
+    with caplog.at_level(logging.WARNING, logger="iotdtls.coap"):
+        interface.deliver(remote, b"\xff")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{remote!r}: ignoring a datagram that is not a CoAP message"
+    ]
+    assert len(layer.messages) == 1
+
+
+def test_an_ended_association_fails_what_is_pending_on_it() -> None:
+    layer = Layer()
+    interface = Interface(layer)
+    remote = CoapsAddress(("192.0.2.1", 6000), 1232, PEER)
+    cause = AlertReceived(AlertDescription.bad_record_mac)
+    interface.association_ended(remote, cause)
+    assert remote.ended is True
+    ((exc, where),) = layer.errors
+    assert where is remote and isinstance(exc, AssociationClosed)
+    assert exc.peer == "192.0.2.1:6000" and exc.__cause__ is cause
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_association_errors_by_what_happened() -> None:
+    timeout = HandshakeTimeout(5.0)
+    closed = association_error("gw", None, True)
+    assert type(closed) is AssociationClosed and closed.__cause__ is None
+    assert str(closed) == "coaps: the DTLS association with gw was closed"
+    ended = association_error("gw", AlertReceived(AlertDescription.close_notify), True)
+    assert str(ended) == (
+        "coaps: the DTLS association with gw ended: received fatal alert close_notify"
+    )
+    timed_out = association_error("gw", timeout, False)
+    assert type(timed_out) is AssociationTimeout and timed_out.__cause__ is timeout
+    assert isinstance(timed_out, error.TimeoutError)
+    assert str(timed_out) == "coaps: DTLS handshake with gw failed: handshake timed out after 5 s"
+    failed = association_error("gw", None, False)
+    assert type(failed) is AssociationFailed
+    assert str(failed) == "coaps: DTLS handshake with gw failed"
+    for exc in (closed, timed_out, failed):
+        assert isinstance(exc, error.NetworkError)
+
+
+SERVER_CERTIFICATE = (
+    "Check the trust anchors and the server name (by default the URI's host): the server's "
+    "certificate did not validate against them."
+)
+OUR_CERTIFICATE = (
+    "Check our certificate and key: the server refused them, or does not trust their CA."
+)
+ADDRESS = "Check the server address and its DTLS configuration."
+
+
+@pytest.mark.parametrize(("cause", "advice"), [
+    (HandshakeTimeout(5.0), "No handshake completed in time: check that a coaps server listens "
+     "there and that the credentials match (many servers answer a wrong key with silence)."),
+    (AlertSent(AlertDescription.bad_certificate), SERVER_CERTIFICATE),
+    (AlertReceived(AlertDescription.bad_certificate), OUR_CERTIFICATE),
+    (AlertReceived(AlertDescription.unknown_ca), OUR_CERTIFICATE),
+    (AlertReceived(AlertDescription.unknown_psk_identity),
+     "Check the credentials: the server does not know this PSK identity."),
+    (AlertSent(AlertDescription.decrypt_error),
+     "Check the credentials: the PSK does not match the server's."),
+    (AlertSent(AlertDescription.internal_error), ADDRESS),
+    (DtlsError("anything else"), ADDRESS),
+    (ConnectionRefusedError(111, "Connection refused"), ADDRESS),
+    # Not an association's failure: no advice (a ProtocolError's alert is not a peer's word).
+    (ProtocolError("decoding", AlertDescription.decrypt_error), None),
+    (ValueError("bug"), None),
+    (None, None),
+])
+def test_advice_follows_the_cause(cause: BaseException | None, advice: str | None) -> None:
+    assert AssociationFailed("gw", cause).extra_help() == advice
+
+
+# -- raw public keys in a credentials map ------------------------------------------------------
+
+
+def test_a_peer_key_is_a_pin_in_hex_or_a_key_file(tmp_path: Path) -> None:
+    files = make_rpk_files(tmp_path)
+    pin = public_key_pin(files.client_pub.read_bytes())
+    for given in (pin.hex(), pin.hex().upper(), str(files.client_pub)):
+        assert DtlsRawPublicKey.from_item({"peer-public-key": given}).peer_pin == pin
+    for not_a_pin in ("g" * 64, pin.hex()[:63]):  # a file name then: it does not exist
+        with pytest.raises(ConfigError, match=f"cannot read public key file {not_a_pin}: No such"):
+            DtlsRawPublicKey.from_item({"peer-public-key": not_a_pin})
+
+
+def test_entries_show_what_they_hold_and_not_their_keys(tmp_path: Path) -> None:
+    files = make_rpk_files(tmp_path)
+    pin = public_key_pin(files.client_pub.read_bytes())
+    entry = DtlsRawPublicKey.from_item({"peer-public-key": pin.hex()})
+    assert repr(entry) == f"<DtlsRawPublicKey own=None peer={pin.hex()[:16]}..>"
+    assert repr(DtlsX509()) == "<DtlsX509 >"
+    assert repr(DtlsX509(trust_anchors=(b"a", b"b"), server_name="gw.example")) == (
+        "<DtlsX509 anchors=2 server_name='gw.example'>"
+    )
+
+
+def test_a_raw_key_client_config_carries_the_settings(tmp_path: Path) -> None:
+    files = make_rpk_files(tmp_path)
+    entry = DtlsRawPublicKey.from_item({"peer-public-key": str(files.server_pub)})
+    config = client_config_for(entry, {"mtu": 512})
+    assert config.mtu == 512
+    assert config.server_key_pins == (entry.peer_pin,)
