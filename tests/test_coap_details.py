@@ -4,6 +4,7 @@ advice they give, and the raw-public-key pins of a credentials map."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,20 @@ from iotdtls.coap.addresses import (
     block_size_exp,
     hostinfo,
 )
-from iotdtls.coap.credentials import DtlsRawPublicKey, DtlsX509, client_config_for
+from iotdtls.coap.credentials import (
+    DtlsRawPublicKey,
+    DtlsX509,
+    ServerCredentials,
+    client_config_for,
+    load_credentials,
+)
 from iotdtls.coap.errors import (
     AssociationClosed,
     AssociationFailed,
     AssociationTimeout,
     association_error,
 )
-from iotdtls.credentials import public_key_pin
+from iotdtls.credentials import pem_blocks, public_key_pin
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -38,9 +45,15 @@ from iotdtls.errors import (
     ProtocolError,
 )
 from iotdtls.identity import PskIdentity, UnauthenticatedPeer
-from tests.coap_support import make_rpk_files
+from tests.coap_support import SERVER_CREDENTIALS, make_rpk_files
+from tests.peers import CLIENT_IDENTITY
 
 PEER = PskIdentity(b"dev1")
+
+
+def pem_to_der(pem: bytes) -> bytes:
+    (der,) = pem_blocks(pem, "PUBLIC KEY")
+    return der
 
 
 # -- remotes ----------------------------------------------------------------------------------
@@ -48,6 +61,7 @@ PEER = PskIdentity(b"dev1")
 
 def test_a_remote_names_its_peer_uri_and_state() -> None:
     remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER, ("dev1",))
+    assert remote.ended is False
     assert repr(remote) == "<CoapsAddress coaps://192.0.2.1 psk identity b'dev1'>"
     remote.ended = True
     assert repr(remote) == "<CoapsAddress coaps://192.0.2.1 psk identity b'dev1' ended>"
@@ -155,6 +169,7 @@ def test_association_errors_by_what_happened() -> None:
     assert str(failed) == "coaps: DTLS handshake with gw failed"
     for exc in (closed, timed_out, failed):
         assert isinstance(exc, error.NetworkError)
+        assert exc.args == ("gw", exc.__cause__)  # what copying and pickling rebuild it from
 
 
 SERVER_CERTIFICATE = (
@@ -195,7 +210,9 @@ def test_advice_follows_the_cause(cause: BaseException | None, advice: str | Non
 def test_a_peer_key_is_a_pin_in_hex_or_a_key_file(tmp_path: Path) -> None:
     files = make_rpk_files(tmp_path)
     pin = public_key_pin(files.client_pub.read_bytes())
-    for given in (pin.hex(), pin.hex().upper(), str(files.client_pub)):
+    der = tmp_path / "client.der"
+    der.write_bytes(pem_to_der(files.client_pub.read_bytes()))
+    for given in (pin.hex(), pin.hex().upper(), str(files.client_pub), str(der)):
         assert DtlsRawPublicKey.from_item({"peer-public-key": given}).peer_pin == pin
     for not_a_pin in ("g" * 64, pin.hex()[:63]):  # a file name then: it does not exist
         with pytest.raises(ConfigError, match=f"cannot read public key file {not_a_pin}: No such"):
@@ -210,6 +227,32 @@ def test_entries_show_what_they_hold_and_not_their_keys(tmp_path: Path) -> None:
     assert repr(DtlsX509()) == "<DtlsX509 >"
     assert repr(DtlsX509(trust_anchors=(b"a", b"b"), server_name="gw.example")) == (
         "<DtlsX509 anchors=2 server_name='gw.example'>"
+    )
+
+
+def test_a_server_map_holds_one_own_raw_key_and_labels_only_known_identities(
+    tmp_path: Path,
+) -> None:
+    files = make_rpk_files(tmp_path)
+    own = {":server": {"dtls-rpk": {"private-key": str(files.server_key)}}}
+    other = {":backup": {"dtls-rpk": {"private-key": str(files.stranger_key)}}}
+    credentials = ServerCredentials(lambda: load_credentials({**own, **SERVER_CREDENTIALS}))
+    assert credentials.server_config({}).raw_public_key is not None
+    assert credentials.labels(PskIdentity(CLIENT_IDENTITY.encode())) == (":client",)
+    assert credentials.labels(PskIdentity(b"stranger")) == ()
+    assert credentials.lookup_psk(b"stranger") is None
+    two = ServerCredentials(lambda: load_credentials({**own, **other}))
+    with pytest.raises(ConfigError, match=r"^the server credentials hold more than one own"):
+        two.server_config({})
+
+
+def test_a_credentials_file_must_hold_an_object(tmp_path: Path) -> None:
+    listed = tmp_path / "credentials.json"
+    listed.write_text(json.dumps([":client"]), "utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_credentials(str(listed))
+    assert str(info.value) == (
+        f"credentials file {listed}: expected an object of URI patterns or labels"
     )
 
 
