@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiocoap import error
+from aiocoap.credentials import CredentialsMissingError
 from aiocoap.message import Message
 
 from iotdtls.coap.addresses import (
@@ -224,6 +225,7 @@ def test_entries_show_what_they_hold_and_not_their_keys(tmp_path: Path) -> None:
     pin = public_key_pin(files.client_pub.read_bytes())
     entry = DtlsRawPublicKey.from_item({"peer-public-key": pin.hex()})
     assert repr(entry) == f"<DtlsRawPublicKey own=None peer={pin.hex()[:16]}..>"
+    assert repr(DtlsRawPublicKey(None, None)) == "<DtlsRawPublicKey own=None peer=None>"
     assert repr(DtlsX509()) == "<DtlsX509 >"
     assert repr(DtlsX509(trust_anchors=(b"a", b"b"), server_name="gw.example")) == (
         "<DtlsX509 anchors=2 server_name='gw.example'>"
@@ -237,6 +239,7 @@ def test_a_server_map_holds_one_own_raw_key_and_labels_only_known_identities(
     own = {":server": {"dtls-rpk": {"private-key": str(files.server_key)}}}
     other = {":backup": {"dtls-rpk": {"private-key": str(files.stranger_key)}}}
     credentials = ServerCredentials(lambda: load_credentials({**own, **SERVER_CREDENTIALS}))
+    assert repr(credentials) == "<ServerCredentials>"  # nothing of the map, keys least of all
     assert credentials.server_config({}).raw_public_key is not None
     assert credentials.labels(PskIdentity(CLIENT_IDENTITY.encode())) == (":client",)
     assert credentials.labels(PskIdentity(b"stranger")) == ()
@@ -253,6 +256,15 @@ def test_a_credentials_file_must_hold_an_object(tmp_path: Path) -> None:
         load_credentials(str(listed))
     assert str(info.value) == (
         f"credentials file {listed}: expected an object of URI patterns or labels"
+    )
+
+
+def test_an_entry_of_no_dtls_form_is_aiocoaps_missing_credentials() -> None:
+    with pytest.raises(CredentialsMissingError) as info:
+        client_config_for({"tlscert": {}}, {})
+    assert str(info.value) == (
+        "the credentials for this URI are not a DTLS form iotdtls knows "
+        '(a "dtls" entry with "psk" and "client-identity", "dtls-rpk" or "dtls-x509")'
     )
 
 
