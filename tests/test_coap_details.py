@@ -259,7 +259,7 @@ def test_a_credentials_file_must_hold_an_object(tmp_path: Path) -> None:
     )
 
 
-def test_an_entry_of_no_dtls_form_is_aiocoaps_missing_credentials() -> None:
+def test_an_entry_of_no_dtls_form_raises_credentials_missing() -> None:
     with pytest.raises(CredentialsMissingError) as info:
         client_config_for({"tlscert": {}}, {})
     assert str(info.value) == (
