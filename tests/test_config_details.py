@@ -87,7 +87,8 @@ def test_keepalive_needs_heartbeats_and_a_second() -> None:
     assert refusal(ClientConfig, **PSK_CLIENT, heartbeat=True, keepalive_interval=0.999) == (
         "keepalive_interval must be at least 1 s, got 0.999"
     )
-    assert ClientConfig(**PSK_CLIENT, heartbeat=True, keepalive_interval=1.0).keepalive_interval
+    accepted = ClientConfig(**PSK_CLIENT, heartbeat=True, keepalive_interval=1.0)
+    assert accepted.keepalive_interval == 1.0
     assert ClientConfig(**PSK_CLIENT, heartbeat=True).keepalive_interval is None
 
 

@@ -5,6 +5,7 @@ from files, raw public keys in the forms users provision them (RPK-3), and the o
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,7 @@ def key_pem(issued: Issued, password: bytes | None = None) -> bytes:
     )
 
 
-def config_error(call: object, *args: object) -> str:
-    assert callable(call)
+def config_error(call: Callable[..., object], *args: object) -> str:
     with pytest.raises(ConfigError) as info:
         call(*args)
     message = str(info.value)
