@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,8 @@ class UdpEcho:
         self.address: tuple[str, int] = self.sock.getsockname()
         self.received: list[bytes] = []
         self.sources: list[tuple[str, int]] = []
+        #: When each datagram arrived (time.monotonic()).
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -47,6 +50,7 @@ class UdpEcho:
                         data, source = self.sock.recvfrom(65535)
                     except BlockingIOError:
                         break
+                    self.times.append(time.monotonic())
                     self.received.append(data)
                     self.sources.append(source)
                     self.sock.sendto(data, source)
@@ -221,6 +225,8 @@ def test_reordered_datagram_released_by_timer(echo: UdpEcho, client: socket.sock
         client.sendto(b"alone", proxy.address)
         assert recv_or_none(client, 1.0) == b"alone"
         assert time.monotonic() - start >= 0.09
+    assert echo.received == [b"alone"]  # released towards the target, not back to the client
+    assert echo.times[0] - start >= 0.09
 
 
 def test_delay_and_per_direction_override(echo: UdpEcho, client: socket.socket) -> None:
@@ -319,3 +325,99 @@ def test_command_line(echo: UdpEcho, client: socket.socket, tmp_path: Path) -> N
         ("client", "sent", b"kept".hex()),
         ("server", "sent", b"kept".hex()),
     ]
+
+
+def test_delay_applies_to_each_direction_and_each_copy(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    """A fixed 60 ms delay: the target gets the datagram (both copies of a duplicated one) no
+    sooner than 60 ms after it was sent, the client its echo no sooner than 120 ms."""
+    with LossyProxy(echo.address, seed=5, delay=(0.06, 0.06), lifetime=10) as proxy:
+        start = time.monotonic()
+        client.sendto(b"x", proxy.address)
+        assert recv_or_none(client, 2.0) == b"x"
+        assert time.monotonic() - start >= 0.12
+        assert echo.times[0] - start >= 0.06
+    with LossyProxy(echo.address, seed=5, client_to_server=Impairment(duplicate=1.0,
+                    delay=(0.06, 0.06)), server_to_client=Impairment(), lifetime=10) as proxy:
+        start = time.monotonic()
+        client.sendto(b"y", proxy.address)
+        assert drain(client, 2.0) == [b"y", b"y"]
+        assert echo.received[1:] == [b"y", b"y"]
+        assert min(echo.times[1:]) - start >= 0.06
+    assert fates(proxy, "client") == ["duplicated"]
+
+
+def test_a_held_datagram_keeps_its_delay_behind_the_one_that_overtook_it(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    with LossyProxy(echo.address, seed=3, client_to_server=Impairment(reorder=1.0,
+                    delay=(0.06, 0.06)), server_to_client=Impairment(), reorder_timeout=2.0,
+                    lifetime=10) as proxy:  # fmt: skip
+        client.sendto(b"first", proxy.address)
+        time.sleep(0.1)
+        start = time.monotonic()
+        client.sendto(b"second", proxy.address)
+        assert drain(client, 2.0) == [b"second", b"first"]
+        assert min(echo.times) - start >= 0.06
+    assert fates(proxy, "client") == ["reordered", "sent"]
+
+
+def test_a_datagram_released_by_its_timer_keeps_its_delay(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    with LossyProxy(echo.address, seed=3, client_to_server=Impairment(reorder=1.0,
+                    delay=(0.1, 0.1)), server_to_client=Impairment(), reorder_timeout=0.1,
+                    lifetime=10) as proxy:  # fmt: skip
+        start = time.monotonic()
+        client.sendto(b"alone", proxy.address)
+        assert recv_or_none(client, 2.0) == b"alone"
+        assert echo.times[0] - start >= 0.2
+
+
+def test_the_server_direction_reorders_too(echo: UdpEcho, client: socket.socket) -> None:
+    with LossyProxy(echo.address, seed=3, client_to_server=Impairment(),
+                    server_to_client=Impairment(reorder=1.0), reorder_timeout=2.0,
+                    lifetime=10) as proxy:  # fmt: skip
+        client.sendto(b"first", proxy.address)
+        assert proxy.wait_for_count("server", 1, 2.0)
+        client.sendto(b"second", proxy.address)
+        assert drain(client, 2.0) == [b"second", b"first"]
+    assert fates(proxy, "server") == ["reordered", "sent"]
+    assert fates(proxy, "client") == ["sent", "sent"]
+
+
+def test_counters_rebinds_and_the_old_upstream_socket(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    """Each ignored datagram and each rebind counts; after a rebind, what the target sends to
+    the proxy's old source port no longer reaches the client (that socket is closed)."""
+    with LossyProxy(echo.address, seed=1, lifetime=10) as proxy, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+        assert proxy.seed == 1 and proxy.client_address is None
+        threads = [t for t in threading.enumerate() if t.name == f"LossyProxy:{proxy.address[1]}"]
+        assert len(threads) == 1 and threads[0].daemon
+        client.sendto(b"one", proxy.address)
+        assert recv_or_none(client) == b"one"
+        assert proxy.client_address == client.getsockname()
+        for _ in range(2):
+            intruder.sendto(b"intruder", proxy.address)
+        assert proxy.wait_for_ignored(2, 2.0)
+        old_source = echo.sources[0]
+        assert proxy.rebind(timeout=2.0) and proxy.rebind(timeout=2.0)
+        echo.sock.sendto(b"to the old port", old_source)
+        assert recv_or_none(client, 0.3) is None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as reuse:
+            reuse.bind(old_source)  # free again: the old upstream socket was closed
+        client.sendto(b"two", proxy.address)
+        assert recv_or_none(client) == b"two"
+    assert (proxy.ignored, proxy.rebinds) == (2, 2)
+    assert echo.sources[1] != old_source
+
+
+def test_drop_entries_are_checked(echo: UdpEcho) -> None:
+    entry: Any = ("peer", 1)  # not a Direction: what a caller without a type checker may pass
+    with pytest.raises(ValueError, match=r"bad drop entry \('peer', 1\)"):
+        LossyProxy(echo.address, seed=1, drop={entry})
+    with LossyProxy(echo.address, seed=1, drop={("server", 1)}, lifetime=1) as proxy:
+        assert proxy.drop == frozenset({("server", 1)})

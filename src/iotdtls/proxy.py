@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import math
 import random
 import selectors
 import signal
@@ -63,6 +64,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Literal, Self
+
+from iotdtls.cli.common import Parser, UsageError, parse_hostport
 
 __all__ = [
     "Direction",
@@ -114,8 +117,8 @@ class Impairment:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
         low, high = self.delay
-        if low < 0.0 or high < low:
-            raise ValueError(f"delay must be a range 0 <= min <= max, got {self.delay!r}")
+        if not 0.0 <= low <= high < math.inf:  # refuses NaN and infinity too
+            raise ValueError(f"delay must be a range 0 <= min <= max of finite seconds, got {self.delay!r}")
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,15 @@ def _default_socket_factory(family: socket.AddressFamily) -> socket.socket:
 
 
 def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    """The family and socket address of `address`; ValueError for a port outside 0-65535
+    (getaddrinfo would take it modulo 65536), OSError naming a host that does not resolve."""
     host, port = address
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host!r}: {exc.strerror}") from None
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, sockaddr = infos[0]
@@ -206,10 +216,12 @@ class LossyProxy:
         lists exact (direction, 1-based index) pairs to drop. `socket_factory` makes the UDP
         sockets (default: plain `socket.socket`).
         """
-        if lifetime <= 0:
-            raise ValueError("lifetime must be positive")
-        if reorder_timeout <= 0:
-            raise ValueError("reorder_timeout must be positive")
+        if not 0 < lifetime < math.inf:  # a NaN lifetime would never end
+            raise ValueError(f"lifetime must be a positive number of seconds, got {lifetime!r}")
+        if not 0 < reorder_timeout < math.inf:
+            raise ValueError(
+                f"reorder_timeout must be a positive number of seconds, got {reorder_timeout!r}"
+            )
         default = Impairment(loss=loss, duplicate=duplicate, reorder=reorder, delay=delay)
         self.impairments: dict[Direction, Impairment] = {
             "client": client_to_server or default,
@@ -248,7 +260,12 @@ class LossyProxy:
         self._listen = self._socket_factory(listen_family)
         self._upstream: socket.socket | None = None
         try:
-            self._listen.bind(listen_addr)
+            try:
+                self._listen.bind(listen_addr)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"cannot listen on {listen_addr[0]}:{listen_addr[1]}: {exc.strerror}"
+                ) from None
             self._listen.setblocking(False)
             self._upstream = self._new_upstream()
         except BaseException:
@@ -495,12 +512,10 @@ class LossyProxy:
 
 
 def _parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or "127.0.0.1", int(port)
+    try:
+        return parse_hostport(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse_delay(text: str) -> tuple[float, float]:
@@ -548,7 +563,7 @@ def _parse_drop(text: str) -> tuple[Direction, int]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m iotdtls.proxy",
         description="Lossy UDP proxy for tests (seeded loss, duplication, reordering, delay).",
     )
@@ -593,20 +608,32 @@ def _log_as_json(proxy: LossyProxy) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy from the command line until its lifetime ends or SIGINT/SIGTERM."""
-    args = _build_parser().parse_args(argv)
-    proxy = LossyProxy(
-        args.target,
-        listen=args.listen,
-        seed=args.seed,
-        loss=args.loss,
-        duplicate=args.duplicate,
-        reorder=args.reorder,
-        delay=args.delay,
-        client_to_server=args.client_to_server,
-        server_to_client=args.server_to_client,
-        drop=args.drop,
-        lifetime=args.lifetime,
-    )
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.log_json:
+        try:  # created first: a log that cannot be written is a mistake to hear of before the run
+            with open(args.log_json, "w", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            parser.error(f"cannot write the log {args.log_json}: {exc.strerror}")
+    try:
+        proxy = LossyProxy(
+            args.target,
+            listen=args.listen,
+            seed=args.seed,
+            loss=args.loss,
+            duplicate=args.duplicate,
+            reorder=args.reorder,
+            delay=args.delay,
+            client_to_server=args.client_to_server,
+            server_to_client=args.server_to_client,
+            drop=args.drop,
+            lifetime=args.lifetime,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        parser.error(exc.strerror or str(exc))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         proxy.stop(timeout=0)

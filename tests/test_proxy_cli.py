@@ -1,0 +1,270 @@
+"""`python -m iotdtls.proxy`, in process: what each flag parses to, the one-line error of each
+mistake (never a traceback), and a run whose log and summary match what went through."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iotdtls import proxy as proxy_module
+from iotdtls.proxy import Impairment, LossyProxy, main
+from tests.peers import LOCALHOST
+
+
+@pytest.fixture
+def harmless_signals() -> Iterator[None]:
+    """`main` installs SIGINT and SIGTERM handlers; the test process gets its own back after.
+    Meanwhile both are ignored unless main() handles them, so a main() that forgot to cannot
+    take pytest down (its test fails on time instead)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for sig in saved:
+            signal.signal(sig, signal.SIG_IGN)
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one stderr line `main(argv)` exits with (status 2)."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return proxy_module._build_parser().parse_args(argv)
+
+
+def test_defaults() -> None:
+    args = parse(["--target", "127.0.0.1:5684"])
+    assert args.target == ("127.0.0.1", 5684)
+    assert args.listen == ("127.0.0.1", 0)
+    assert (args.seed, args.loss, args.duplicate, args.reorder) == (0, 0.0, 0.0, 0.0)
+    assert args.delay == (0.0, 0.0)
+    assert args.client_to_server is None and args.server_to_client is None
+    assert args.drop == [] and args.lifetime == 60.0 and args.log_json is None
+
+
+def test_every_flag_parses_to_its_value() -> None:
+    args = parse([
+        "--target", "[::1]:5685", "--listen", ":7000", "--seed", "7", "--loss", "0.25",
+        "--duplicate", "0.5", "--reorder", "0.125", "--delay", "0.01:0.02",
+        "--client-to-server", "loss=0.2, duplicate=0.1,reorder=0.05,delay=0.01:0.05",
+        "--server-to-client", "delay=0.3,", "--drop", "client:1", "--drop", "server:12",
+        "--lifetime", "2.5", "--log-json", "out.json",
+    ])  # fmt: skip
+    assert args.target == ("::1", 5685)
+    assert args.listen == ("127.0.0.1", 7000)
+    assert (args.seed, args.loss, args.duplicate, args.reorder) == (7, 0.25, 0.5, 0.125)
+    assert args.delay == (0.01, 0.02)
+    assert args.client_to_server == Impairment(
+        loss=0.2, duplicate=0.1, reorder=0.05, delay=(0.01, 0.05)
+    )
+    assert args.server_to_client == Impairment(delay=(0.3, 0.3))
+    assert args.drop == [("client", 1), ("server", 12)]
+    assert args.lifetime == 2.5 and args.log_json == "out.json"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: --target"),
+        (["--target", "5684"], "argument --target: expected HOST:PORT, got '5684'"),
+        (["--target", "h:65536"], "port must be a number from 0 to 65535, got '65536'"),
+        (["--target", "h:x"], "port must be a number from 0 to 65535, got 'x'"),
+        (["--delay", "a"], "argument --delay: expected MIN[:MAX] seconds, got 'a'"),
+        (["--delay", "1:2:3"], "argument --delay: expected MIN[:MAX] seconds, got '1:2:3'"),
+        (["--client-to-server", "loss"], "expected KEY=VALUE, got 'loss'"),
+        (["--client-to-server", "jitter=1"], "unknown impairment 'jitter'"),
+        (["--client-to-server", "loss=x"], "bad value in 'loss=x'"),
+        (["--server-to-client", "delay=x"], "--server-to-client: expected MIN[:MAX] seconds"),
+        (["--server-to-client", "loss=2"], "loss must be a probability in [0, 1], got 2.0"),
+        (["--drop", "client"], "expected client:N or server:N, got 'client'"),
+        (["--drop", "peer:1"], "expected client:N or server:N, got 'peer:1'"),
+        (["--drop", "server:0"], "expected client:N or server:N, got 'server:0'"),
+        (["--drop", "server:x"], "expected client:N or server:N, got 'server:x'"),
+    ],
+)
+def test_flag_mistakes_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if argv and argv[0] != "--target":
+        argv = ["--target", "127.0.0.1:9", *argv]
+    err = usage_error(argv, capsys)
+    assert message in err, err
+    assert err.startswith("iotdtls: error: ") and err.endswith("(see --help)")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # Once the flags parse, the proxy's own checks: each a line, not a traceback.
+        (["--loss", "1.5"], "loss must be a probability in [0, 1], got 1.5"),
+        (["--duplicate", "-0.1"], "duplicate must be a probability in [0, 1], got -0.1"),
+        (["--reorder", "nan"], "reorder must be a probability in [0, 1], got nan"),
+        (["--delay", "0.2:0.1"], "delay must be a range 0 <= min <= max of finite seconds"),
+        (["--delay", "-1"], "got (-1.0, -1.0)"),
+        (["--delay", "nan"], "got (nan, nan)"),
+        (["--delay", "0:inf"], "got (0.0, inf)"),
+        (["--lifetime", "0"], "lifetime must be a positive number of seconds, got 0.0"),
+        (["--lifetime", "nan"], "lifetime must be a positive number of seconds, got nan"),
+        (["--listen", "192.0.2.1:5000"], "cannot listen on 192.0.2.1:5000: "),
+        (["--target", "nosuch.invalid:9"], "cannot resolve 'nosuch.invalid': "),
+    ],
+)
+def test_configuration_mistakes_are_one_line(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    harmless_signals: None,
+) -> None:
+    if "--target" not in argv:
+        argv = ["--target", "127.0.0.1:9", *argv]
+    err = usage_error(argv, capsys)
+    assert message in err, err
+    assert "[Errno" not in err
+
+
+def test_an_unwritable_log_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    path = tmp_path / "missing" / "log.json"
+    err = usage_error(["--target", "127.0.0.1:9", "--log-json", str(path)], capsys)
+    assert err == (
+        f"iotdtls: error: cannot write the log {path}: No such file or directory (see --help)"
+    )
+
+
+def test_the_api_refuses_what_the_flags_refuse() -> None:
+    with pytest.raises(ValueError, match="port must be a number from 0 to 65535, got 65536"):
+        LossyProxy((LOCALHOST, 65536), seed=1)
+    with pytest.raises(ValueError, match="reorder_timeout must be a positive number"):
+        LossyProxy((LOCALHOST, 9), seed=1, reorder_timeout=math.nan)
+    with pytest.raises(ValueError, match="lifetime must be a positive number"):
+        LossyProxy((LOCALHOST, 9), seed=1, lifetime=math.inf)
+    with pytest.raises(OSError, match=r"cannot resolve 'nosuch\.invalid'"):
+        LossyProxy(("nosuch.invalid", 9), seed=1)
+    # The edges themselves are accepted.
+    assert Impairment(loss=1.0, duplicate=0.0, delay=(0.0, 0.0)).loss == 1.0
+    with LossyProxy((LOCALHOST, 65535), seed=1, lifetime=0.5, reorder_timeout=0.5) as proxy:
+        assert proxy.target == (LOCALHOST, 65535)
+
+
+class Client(threading.Thread):
+    """Waits for main()'s "listening on" line, sends `datagrams` to the proxy one by one (each
+    but the last awaited at the target), then sends the process `stop_with`, if any."""
+
+    def __init__(
+        self, capsys: pytest.CaptureFixture[str], datagrams: list[bytes], stop_with: int | None
+    ) -> None:
+        super().__init__(daemon=True)
+        self.capsys, self.datagrams, self.stop_with = capsys, datagrams, stop_with
+        self.target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.target.bind((LOCALHOST, 0))
+        self.target.settimeout(2.0)
+        self.out = ""
+        self.received: list[bytes] = []
+
+    def run(self) -> None:
+        with self.target, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(300):
+                self.out += self.capsys.readouterr().out
+                if found := re.search(r"listening on [\d.]+:(\d+) ", self.out):
+                    break
+                time.sleep(0.01)
+            else:
+                return
+            for datagram in self.datagrams:
+                sender.sendto(datagram, (LOCALHOST, int(found.group(1))))
+                if datagram is not self.datagrams[-1]:
+                    self.received.append(self.target.recv(100))
+            time.sleep(0.1)
+            if self.stop_with is not None:
+                os.kill(os.getpid(), self.stop_with)
+
+
+def run_main(argv: list[str], client: Client) -> tuple[int, float, list[str]]:
+    """main(argv) in this (the main) thread, `client` alongside: its status, how long it
+    ran, and its stdout lines."""
+    client.start()
+    started = time.monotonic()
+    status = main(argv)
+    elapsed = time.monotonic() - started
+    client.join(5.0)
+    return status, elapsed, (client.out + client.capsys.readouterr().out).splitlines()
+
+
+def test_a_run_prints_its_address_and_summary_and_writes_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """Two datagrams from a client, the second dropped by --drop; main() runs until its
+    lifetime ends: the summary and the JSON log say what went through."""
+    client = Client(capsys, [b"one", b"two"], stop_with=None)
+    target = f"{LOCALHOST}:{client.target.getsockname()[1]}"
+    log_path = tmp_path / "log.json"
+    argv = ["--target", target, "--drop", "client:2", "--lifetime", "1.0",
+            "--log-json", str(log_path)]  # fmt: skip
+    status, elapsed, out = run_main(argv, client)
+    assert status == 0 and elapsed >= 1.0
+    assert client.received == [b"one"]
+    listening = re.fullmatch(r"listening on ([\d.]+):(\d+) -> (.*)", out[0])
+    assert listening is not None and listening.group(3) == target, out
+    assert out[1:] == ["stopped; client dropped: 1, client sent: 1"]
+    log = json.loads(log_path.read_text(encoding="utf-8"))
+    assert log["address"] == [listening.group(1), int(listening.group(2))]
+    entries = log["datagrams"]
+    assert [(d["from"], d["index"], d["fate"], d["hex"]) for d in entries] == [
+        ("client", 1, "sent", b"one".hex()),
+        ("client", 2, "dropped", b"two".hex()),
+    ]
+    assert all(0.0 <= d["time"] < 1.0 and d["time"] == round(d["time"], 6) for d in entries)
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_at_once(
+    stop_with: int, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    client = Client(capsys, [b"only"], stop_with=stop_with)
+    argv = ["--target", f"{LOCALHOST}:{client.target.getsockname()[1]}", "--lifetime", "20"]
+    status, elapsed, out = run_main(argv, client)
+    assert status == 0 and elapsed < 5.0
+    assert out[1:] == ["stopped; client sent: 1"]
+
+
+def test_a_run_without_datagrams_says_so(
+    capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    assert main(["--target", "127.0.0.1:9", "--lifetime", "0.1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "stopped; no datagrams"
+
+
+def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m iotdtls.proxy ")
+    assert "Lossy UDP proxy for tests (seeded loss, duplication, reordering, delay)." in text
+    for shown in ("--listen LISTEN", "--target TARGET", "--seed SEED", "--loss LOSS",
+                  "--duplicate DUPLICATE", "--reorder REORDER", "--delay DELAY",
+                  "--client-to-server SPEC", "--server-to-client SPEC", "--drop DIR:N",
+                  "--lifetime LIFETIME", "--log-json PATH"):  # fmt: skip
+        assert shown in text, shown
+    for action in proxy_module._build_parser()._actions:
+        assert action.help, action.dest
