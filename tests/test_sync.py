@@ -6,16 +6,21 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from iotdtls import sync
+from iotdtls.chaincache import ChainCache
+from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     HandshakeTimeout,
     LocalProtocolError,
 )
+from iotdtls.proxy import LossyProxy
+from tests import pki
 from tests.interop_support import (
     FAST,
     WRONG_PSK,
@@ -24,6 +29,7 @@ from tests.interop_support import (
     server_config,
 )
 from tests.peers import LOCALHOST
+from tests.pubkey_support import x509_pki
 
 
 @pytest.fixture
@@ -39,7 +45,9 @@ def test_connect_echo_close(server: ServerThread) -> None:
     assert client.recv(timeout=5.0) == b"blocking hello"
     started = time.monotonic()
     assert client.recv(timeout=0.3) is None  # nothing more: None after the timeout
-    assert 0.25 <= time.monotonic() - started < 2.0
+    assert 0.25 <= time.monotonic() - started < 0.8
+    client.send(b"again")
+    assert client.recv() == b"again"  # no timeout: waits for it
     client.close()
     assert client.recv(timeout=1.0) is None  # after close: None, at once
     assert client.recv() is None
@@ -114,3 +122,121 @@ def test_given_socket_is_used(server: ServerThread) -> None:
         assert client.recv(timeout=5.0) == b"mine"
     assert [address for address, _ in server.received] == [source]
     assert sock.fileno() == -1  # closed with the client
+
+
+# -- heartbeats (RFC 6520, EXT-5) ------------------------------------------------------------
+
+
+@pytest.fixture
+def heartbeat_server() -> Iterator[ServerThread]:
+    with ServerThread(server_config(retransmit=FAST, heartbeat=True)) as running:
+        yield running
+
+
+@pytest.mark.req("EXT-5")
+def test_heartbeat_is_answered_and_data_arriving_meanwhile_is_kept(
+    heartbeat_server: ServerThread,
+) -> None:
+    with sync.connect(*heartbeat_server.address, client_config(heartbeat=True)) as client:
+        client.send(b"before the heartbeat")  # its echo arrives while the heartbeat waits
+        assert client.heartbeat(5.0) is True
+        assert not client.connection.heartbeat_in_flight
+        assert client.recv(timeout=5.0) == b"before the heartbeat"
+        assert client.heartbeat(5.0) is True  # and again: one answer each
+
+
+@pytest.mark.req("EXT-5")
+def test_heartbeat_to_a_peer_without_them_is_refused(server: ServerThread) -> None:
+    with (
+        sync.connect(*server.address, client_config(heartbeat=True)) as client,
+        pytest.raises(LocalProtocolError),
+    ):
+        client.heartbeat(1.0)
+
+
+@pytest.mark.req("EXT-5")
+def test_an_unanswered_heartbeat_gives_false_after_its_timeout(
+    heartbeat_server: ServerThread,
+) -> None:
+    """Through the lossy proxy every server datagram after the handshake's three (the
+    HelloVerifyRequest and two flights) is dropped: no answer comes, heartbeat() waits its
+    timeout and says False; a second call while the request is in flight sends no other."""
+    drop = {("server", index) for index in range(4, 40)}
+    with LossyProxy(heartbeat_server.address, seed=1, drop=drop, lifetime=20) as proxy:
+        with sync.connect(*proxy.address, client_config(heartbeat=True)) as client:
+            started = time.monotonic()
+            assert client.heartbeat(0.4) is False
+            assert 0.4 <= time.monotonic() - started < 2.0
+            assert client.connection.heartbeat_in_flight
+            sent = len(proxy.datagrams("client"))
+            assert client.heartbeat(0.05) is False
+            assert len(proxy.datagrams("client")) == sent  # no second request in flight
+        assert proxy.counts[("server", "sent")] == 3
+
+
+def test_heartbeat_after_the_server_closed_gives_false() -> None:
+    with ServerThread(server_config(heartbeat=True)) as running:
+        client = sync.connect(*running.address, client_config(heartbeat=True))
+    # The server sent close_notify when it stopped: the heartbeat's wait reads it and ends
+    # at once with False (a clean close, no error); the next one is refused outright.
+    started = time.monotonic()
+    assert client.heartbeat(5.0) is False
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(LocalProtocolError):
+        client.heartbeat(5.0)
+    client.close()
+
+
+# -- what connect() passes on ----------------------------------------------------------------
+
+
+@pytest.mark.req("RES-1")
+def test_a_saved_session_is_resumed(server: ServerThread) -> None:
+    with sync.connect(*server.address, client_config()) as first:
+        assert not first.connection.resumed
+        saved = first.session
+    assert saved is not None
+    with sync.connect(*server.address, client_config(), session=saved) as second:
+        assert second.connection.resumed
+        second.send(b"resumed")
+        assert second.recv(timeout=5.0) == b"resumed"
+
+
+@pytest.mark.req("CRT-2")
+def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
+    """The first handshake keeps the server's chain under "localhost:PORT"; the next one
+    offers it in cached_info (RFC 7924) and completes with it."""
+    p = x509_pki()
+    clock = pki.NOW.timestamp
+    config = ServerConfig(
+        certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der], wall_clock=clock
+    )
+    client = ClientConfig(
+        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
+        wall_clock=clock, handshake_timeout=10.0,
+    )  # fmt: skip
+    cache = ChainCache(tmp_path)
+    with ServerThread(config) as running:
+        port = running.address[1]
+        with sync.connect(LOCALHOST, port, client, chain_cache=cache) as first:
+            assert tuple(first.connection.config.cached_server_chain) == ()
+        chain = cache.load(f"localhost:{port}")
+        assert chain == pki.chain_der(p.server, p.ca)
+        with sync.connect(LOCALHOST, port, client, chain_cache=cache) as second:
+            assert tuple(second.connection.config.cached_server_chain) == chain
+            second.send(b"cached")
+            assert second.recv(timeout=5.0) == b"cached"
+    saved = [entry.name for entry in tmp_path.iterdir()]
+    assert saved == [cache.path_for(f"localhost:{port}").name]
+
+
+def test_a_send_refused_by_the_network_is_not_an_error() -> None:
+    """The server's port closed: the kernel reports the ICMP port unreachable on the next
+    send of the connected socket, and the client treats it as one more lost datagram."""
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+    with client:  # its close_notify unread: send() does not read
+        client.send(b"into the void")
+        time.sleep(0.2)  # the ICMP error arrives and waits on the socket
+        client.send(b"refused")  # raises ConnectionRefusedError underneath, suppressed
+        client.send(b"and again")

@@ -17,7 +17,7 @@ from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cache
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import DtlsError, LocalProtocolError
-from iotdtls.events import ConnectionClosed, DataReceived, Event, HeartbeatAnswered
+from iotdtls.events import DataReceived, Event, HeartbeatAnswered
 from iotdtls.sessions import SessionState
 
 __all__ = ["DtlsClient", "connect"]
@@ -49,7 +49,6 @@ class DtlsClient:
         self._received: deque[bytes] = deque()
         #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
         self.dropped = 0
-        self._closed_error: DtlsError | None = None
         self._answered = False
 
     def __enter__(self) -> DtlsClient:
@@ -75,7 +74,6 @@ class DtlsClient:
                     raise
             time.sleep(policy.delay(failures))
             self.connection = DtlsConnection(self._config)  # a retry is a full handshake
-            self._closed_error = None
 
     def _handshake_once(self) -> None:
         self.connection.connect(time.monotonic())
@@ -99,15 +97,18 @@ class DtlsClient:
     def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
         `timeout` seconds for the answer; True when it came. Datagrams that arrive meanwhile
-        are kept for `recv`."""
+        are kept for `recv`. Raises the error that ended the association, or
+        `LocalProtocolError` once it has ended cleanly (as `aio.ClientConnection.heartbeat`)."""
         self._raise_if_failed()
+        if self._ended():
+            raise LocalProtocolError("the association has ended")
         if not self.connection.heartbeat_in_flight:
             self.connection.send_heartbeat(time.monotonic())
             self._flush()
         deadline = time.monotonic() + timeout
         self._answered = False
         while not self._answered and time.monotonic() < deadline:
-            if self.connection.state is ConnectionState.CLOSED:
+            if self._ended():
                 self._raise_if_failed()
                 return False
             self._pump(deadline)
@@ -117,7 +118,7 @@ class DtlsClient:
         """The next application datagram, or None after `timeout` seconds (or a clean close)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._received:
-            if self.connection.state is ConnectionState.CLOSED:
+            if self._ended():
                 self._raise_if_failed()
                 return None
             if deadline is not None and time.monotonic() >= deadline:
@@ -127,7 +128,7 @@ class DtlsClient:
 
     def close(self) -> None:
         """Send close_notify (if still open) and close the socket."""
-        if self.connection.state is not ConnectionState.CLOSED:
+        if not self._ended():
             self.connection.close()
             self._flush()
         self._sock.close()
@@ -163,13 +164,13 @@ class DtlsClient:
                 self._received.append(event.data)
         elif isinstance(event, HeartbeatAnswered):
             self._answered = True
-        elif isinstance(event, ConnectionClosed):
-            self._closed_error = event.error
+
+    def _ended(self) -> bool:
+        return self.connection.state is ConnectionState.CLOSED
 
     def _raise_if_failed(self) -> None:
-        if self._closed_error is not None:
-            raise self._closed_error
-        if self.connection.state is ConnectionState.CLOSED and self.connection.error is not None:
+        """Raise the error that ended the association (its `ConnectionClosed` event's)."""
+        if self.connection.error is not None:
             raise self.connection.error
         if self.connection.state is ConnectionState.IDLE:
             raise LocalProtocolError("handshake() has not been called")
