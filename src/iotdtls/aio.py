@@ -644,9 +644,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 logger.info(
                     "handshake complete: peer %s%s%s", who, _notes(event), _ems_note(event)
                 )
-            old = self.sessions.pop(address, None)
-            if old is not None:
-                self._ended(old, None)
+            # An earlier association of this address has had its ConnectionClosed already
+            # (the endpoint ends it before a new one begins, RFC 6347 §4.2.8).
             handler = self.handler
             session = ServerSession(
                 self, address, event, queue=not isinstance(handler, DatagramHandler)

@@ -1,0 +1,250 @@
+"""`iotdtls.aio` in detail: heartbeats that go unanswered or come too late, what the server's
+handshake log line says, how `DtlsServer.close` ends its peers and handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Coroutine
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.chaincache import ChainCache
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.errors import LocalProtocolError, PeerUnresponsive
+from iotdtls.proxy import LossyProxy
+from tests import interop_support, pki
+from tests.interop_support import FAST
+from tests.peers import LOCALHOST
+from tests.pubkey_support import x509_pki
+
+server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
+client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
+
+
+def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
+    """Run `coro` in a fresh loop with an overall bound."""
+    asyncio.run(asyncio.wait_for(coro, limit))
+
+
+async def echo(session: aio.ServerSession) -> None:
+    async for datagram in session:
+        session.send(datagram)
+
+
+#: Every server datagram after the handshake's three (the HelloVerifyRequest and two flights).
+AFTER_THE_HANDSHAKE = {("server", index) for index in range(4, 60)}
+
+
+@pytest.mark.req("EXT-5")
+def test_an_unanswered_heartbeat_gives_false_after_its_timeout() -> None:
+    async def main() -> None:
+        config = server_config(heartbeat=True)
+        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
+            with LossyProxy(server.address, seed=1, drop=AFTER_THE_HANDSHAKE, lifetime=20) as p:
+                async with aio.connect(*p.address, client_config(heartbeat=True)) as client:
+                    loop = asyncio.get_running_loop()
+                    started = loop.time()
+                    assert await client.heartbeat(0.3) is False
+                    assert 0.3 <= loop.time() - started < 2.0
+                    assert client.connection.heartbeat_in_flight
+
+    run(main())
+
+
+@pytest.mark.req("EXT-5")
+def test_a_heartbeat_after_a_clean_close_is_refused() -> None:
+    async def main() -> None:
+        config = server_config(heartbeat=True)
+        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
+            client = await aio.connect(*server.address, client_config(heartbeat=True))
+            await client.close()
+            with pytest.raises(LocalProtocolError, match="the association has ended"):
+                await client.heartbeat(1.0)
+
+    run(main())
+
+
+def test_close_ends_every_peer_cleanly_and_waits_for_the_handlers() -> None:
+    """close() sends each peer close_notify (its recv gives None at once) and returns only once
+    every handler has run to its end, even one that takes a while to clean up."""
+    cleaned_up: list[str] = []
+
+    async def slow_to_clean_up(session: aio.ServerSession) -> None:
+        try:
+            async for datagram in session:
+                session.send(datagram)
+        finally:
+            await asyncio.sleep(0.1)
+            cleaned_up.append("done")
+
+    async def main() -> None:
+        server = await aio.serve(slow_to_clean_up, LOCALHOST, 0, server_config())
+        clients = [await aio.connect(*server.address, client_config()) for _ in range(2)]
+        for client in clients:
+            client.send(b"ping")
+            assert await client.recv() == b"ping"
+        await server.close()
+        assert cleaned_up == ["done", "done"]
+        for client in clients:
+            assert await asyncio.wait_for(client.recv(), 2.0) is None
+            await client.close()
+
+    run(main())
+
+
+def test_the_handshake_log_line_names_server_name_resumption_and_fragment_length(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            config = client_config(server_name="iot.example", max_fragment_length=1024)
+            async with aio.connect(*server.address, config) as first:
+                saved = first.session
+                port = first.local_address[1]
+            async with aio.connect(*server.address, config, session=saved) as second:
+                assert second.resumed
+                second_port = second.local_address[1]
+        lines = [r.getMessage() for r in caplog.records if "handshake complete" in r.getMessage()]
+        assert lines == [
+            f"handshake complete: peer 127.0.0.1:{port} psk identity b'Client_identity' "
+            "(server_name iot.example, max_fragment_length 1024)",
+            f"handshake complete: peer 127.0.0.1:{second_port} psk identity b'Client_identity' "
+            "(server_name iot.example, resumed, max_fragment_length 1024)",
+        ]
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
+        run(main())
+
+
+def test_close_ends_the_peers_of_a_datagram_handler_cleanly() -> None:
+    """No task per peer here: close() itself sends every peer close_notify."""
+    ended: list[object] = []
+
+    class Echo(aio.DatagramHandler):
+        def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+            session.send(data)
+
+        def session_ended(self, session: aio.ServerSession, error: object) -> None:
+            ended.append(error)
+
+    async def main() -> None:
+        server = await aio.serve(Echo(), LOCALHOST, 0, server_config())
+        async with aio.connect(*server.address, client_config()) as client:
+            client.send(b"ping")
+            assert await client.recv() == b"ping"
+            await server.close()
+            assert await asyncio.wait_for(client.recv(), 2.0) is None
+        assert ended == [None]
+
+    run(main())
+
+
+@pytest.mark.req("EXT-5")
+def test_a_peer_that_stops_answering_ends_with_peer_unresponsive_on_both_sides() -> None:
+    """Through the proxy, every datagram after the handshake is dropped both ways: each side's
+    heartbeat goes unanswered until its handshake_timeout, then the association ends with
+    PeerUnresponsive, which the waiting heartbeat() and every later recv() raise."""
+    drop = AFTER_THE_HANDSHAKE | {("client", index) for index in range(4, 60)}
+    server_errors: list[BaseException] = []
+
+    async def beat(session: aio.ServerSession) -> None:
+        for wait in (session.heartbeat(10.0), session.recv()):
+            try:
+                await wait
+            except PeerUnresponsive as exc:
+                server_errors.append(exc)
+
+    async def main() -> None:
+        config = server_config(heartbeat=True, handshake_timeout=1.0)
+        async with await aio.serve(beat, LOCALHOST, 0, config) as server:
+            with LossyProxy(server.address, seed=1, drop=drop, lifetime=20) as p:
+                config = client_config(heartbeat=True, handshake_timeout=1.0)
+                async with aio.connect(*p.address, config) as client:
+                    with pytest.raises(PeerUnresponsive):
+                        await client.heartbeat(10.0)
+                    with pytest.raises(PeerUnresponsive):
+                        await client.recv()
+                for _ in range(100):
+                    if len(server_errors) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+        assert [type(e) for e in server_errors] == [PeerUnresponsive, PeerUnresponsive]
+
+    run(main())
+
+
+@pytest.mark.req("EXT-5")
+def test_a_heartbeat_waiting_when_the_peer_closes_cleanly_gives_false() -> None:
+    async def main() -> None:
+        config = server_config(heartbeat=True)
+        server = await aio.serve(echo, LOCALHOST, 0, config)
+        # The answer to the heartbeat (the server's fourth datagram) is lost; the server's
+        # close_notify (its fifth) arrives while the client still waits for it.
+        with LossyProxy(server.address, seed=1, drop={("server", 4)}, lifetime=20) as p:
+            async with aio.connect(*p.address, client_config(heartbeat=True)) as client:
+                loop = asyncio.get_running_loop()
+                waiting = asyncio.ensure_future(client.heartbeat(10.0))
+                assert await loop.run_in_executor(None, p.wait_for_count, "server", 4, 2.0)
+                await server.close()
+                started = loop.time()
+                assert await waiting is False
+                assert loop.time() - started < 2.0
+
+    run(main())
+
+
+def test_the_session_tells_the_handler_server_name_and_resumption_and_stats_count() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    async def note(session: aio.ServerSession) -> None:
+        seen.append((session.server_name, session.resumed))
+        await echo(session)
+
+    async def main() -> None:
+        async with await aio.serve(note, LOCALHOST, 0, server_config()) as server:
+            config = client_config(server_name="iot.example")
+            async with aio.connect(*server.address, config) as first:
+                saved = first.session
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            async with aio.connect(*server.address, config, sock=sock, session=saved) as again:
+                assert again.resumed
+            async with aio.connect(*server.address, client_config()):
+                pass
+            assert server.stats.handshakes_completed == 3
+        assert seen == [("iot.example", False), ("iot.example", True), ("", False)]
+
+    run(main())
+
+
+@pytest.mark.req("CRT-2")
+def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
+    p = x509_pki()
+    clock = pki.NOW.timestamp
+    server = ServerConfig(
+        certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der], wall_clock=clock
+    )
+    client = ClientConfig(
+        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
+        wall_clock=clock, handshake_timeout=10.0,
+    )  # fmt: skip
+    cache = ChainCache(tmp_path)
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server) as running:
+            port = running.address[1]
+            async with aio.connect(LOCALHOST, port, client, chain_cache=cache) as first:
+                assert tuple(first.connection.config.cached_server_chain) == ()
+            chain = cache.load(f"localhost:{port}")
+            assert chain == pki.chain_der(p.server, p.ca)
+            async with aio.connect(LOCALHOST, port, client, chain_cache=cache) as second:
+                assert tuple(second.connection.config.cached_server_chain) == chain
+                second.send(b"cached")
+                assert await second.recv() == b"cached"
+
+    run(main())
