@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
+import time
 from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
@@ -15,12 +17,13 @@ import pytest
 
 from iotdtls import aio
 from iotdtls.chaincache import ChainCache
-from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.errors import LocalProtocolError, PeerUnresponsive
+from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
+from iotdtls.errors import AlertDescription, AlertReceived, LocalProtocolError, PeerUnresponsive
+from iotdtls.identity import CertificateIdentity
 from iotdtls.proxy import LossyProxy
 from tests import interop_support, pki
 from tests.interop_support import FAST
-from tests.peers import LOCALHOST
+from tests.peers import CLIENT_EUI64, LOCALHOST
 from tests.pubkey_support import x509_pki
 
 server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
@@ -248,3 +251,112 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
                 assert await second.recv() == b"cached"
 
     run(main())
+
+
+# -- client certificate URLs (RFC 6066 §5, CRT-7) --------------------------------------------
+
+
+def url_configs(fetcher: Any) -> tuple[ServerConfig, ClientConfig]:
+    """Mutual certificates, the client sending URLs of its chain instead of the chain."""
+    p = x509_pki()
+    clock = pki.NOW.timestamp
+    server = ServerConfig(
+        certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der],
+        wall_clock=clock, certificate_fetcher=fetcher, cookie_exchange=False,
+        retransmit=RetransmitPolicy(3.0, 6.0),
+    )  # fmt: skip
+    client = ClientConfig(
+        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
+        wall_clock=clock, handshake_timeout=10.0, certificate_urls=list(SERVED),
+        retransmit=RetransmitPolicy(3.0, 6.0),  # a lost flight would show in the time taken
+    )  # fmt: skip
+    return server, client
+
+
+SERVED = {
+    "http://certs.example/client.der": x509_pki().client.der,
+    "http://certs.example/ca.der": x509_pki().ca.der,
+}
+
+
+@pytest.mark.req("CRT-7")
+def test_certificate_urls_are_fetched_a_bounded_number_at_once() -> None:
+    """Six clients send URLs; a slow fetcher (given the configured size limit and what is left
+    of the time limit) sees at most MAX_CONCURRENT_FETCHES chains being fetched at once, and
+    every handshake completes with the client's identity, each as soon as its chain is in."""
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    limits: set[tuple[int, bool]] = set()
+
+    def slow_fetcher(url: str, limit: int, timeout: float) -> bytes:
+        with lock:
+            limits.add((limit, 0 < timeout <= 10.0))
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return SERVED[url]
+
+    peers: list[object] = []
+
+    async def note(session: aio.ServerSession) -> None:
+        peers.append(session.peer)
+        await echo(session)
+
+    async def main() -> None:
+        server_config, client_config = url_configs(slow_fetcher)
+        async with await aio.serve(note, LOCALHOST, 0, server_config) as server:
+            clients = await asyncio.gather(
+                *(aio.connect(*server.address, client_config) for _ in range(6))
+            )
+            started = time.monotonic()
+            async with aio.connect(*server.address, client_config):
+                # The server's next flight leaves as soon as the chain is in, not when a
+                # timer or another peer's datagram wakes the server (3 s here).
+                assert time.monotonic() - started < 2.5
+            for client in clients:
+                await client.close()
+        assert peers == [CertificateIdentity(CLIENT_EUI64)] * 7
+        assert most[0] == aio.MAX_CONCURRENT_FETCHES
+        assert server_config.certificate_url_size_limit == 16384
+        assert limits == {(16384, True)}
+
+    run(main())
+
+
+@pytest.mark.req("CRT-7", "ERR-1")
+def test_a_certificate_url_that_cannot_be_fetched_is_certificate_unobtainable() -> None:
+    def failing_fetcher(url: str, limit: int, timeout: float) -> bytes:
+        raise OSError("404")
+
+    async def main() -> None:
+        server_config, client_config = url_configs(failing_fetcher)
+        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+            with pytest.raises(AlertReceived) as failed:
+                await aio.connect(*server.address, client_config)
+        assert failed.value.alert is AlertDescription.certificate_unobtainable
+
+    run(main())
+
+
+@pytest.mark.req("CRT-7")
+def test_a_fetcher_that_breaks_is_logged_and_ends_the_handshake_with_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken_fetcher(url: str, limit: int, timeout: float) -> bytes:
+        raise RuntimeError("a bug in the application's fetcher")
+
+    async def main() -> None:
+        server_config, client_config = url_configs(broken_fetcher)
+        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+            with pytest.raises(AlertReceived) as failed:
+                await aio.connect(*server.address, client_config)
+        assert failed.value.alert is AlertDescription.internal_error
+
+    with caplog.at_level(logging.WARNING, logger="iotdtls.aio"):
+        run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "certificate fetcher raised RuntimeError"
+    ]
