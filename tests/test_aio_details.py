@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import threading
 import time
@@ -360,3 +361,85 @@ def test_a_fetcher_that_breaks_is_logged_and_ends_the_handshake_with_internal_er
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "certificate fetcher raised RuntimeError"
     ]
+
+
+# -- DEBUG trace lines -------------------------------------------------------------------------
+
+
+def test_each_datagram_is_traced_at_debug_on_both_sides(caplog: pytest.LogCaptureFixture) -> None:
+    addresses: list[tuple[str, int]] = []
+
+    async def main() -> None:
+        async with (
+            await aio.serve(echo, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            addresses.extend([server.address, client.local_address])
+            client.send(b"traced")
+            assert await client.recv() == b"traced"
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    server, client = (f"{host}:{port}" for host, port in addresses)
+    lines = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    for expected in (
+        rf"-> {server} \d+ B Handshake\(e0/s0: client_hello#0\)",  # the client's line
+        rf"<- {client} \d+ B Handshake\(e0/s0: client_hello#0\)",  # the server's
+        rf"-> {client} 44 B Handshake\(e0/s0: hello_verify_request#0\)",
+        rf"-> {server} 35 B ApplicationData\(e1/s1, 22 B protected\)",
+        rf"<- {server} 35 B ApplicationData\(e1/s1, 22 B protected\)",
+    ):
+        assert re.search(f"^{expected}$", lines, re.MULTILINE), expected
+
+
+def test_a_malformed_datagram_is_traced_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=server.address
+            )
+            transport.sendto(b"\x16\xfe\xfd" + bytes(8) + b"\x00\x50" + b"x")
+            for _ in range(100):
+                if server.stats.datagrams_received:
+                    break
+                await asyncio.sleep(0.01)
+            transport.close()
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    assert any(
+        r.getMessage().endswith(" 14 B <a record of 80 B cut short at 1 B>") for r in caplog.records
+    )
+
+
+def test_addresses_in_log_lines() -> None:
+    assert aio._fmt(("192.0.2.1", 5684)) == "192.0.2.1:5684"
+    assert aio._fmt(("::1", 5684, 0, 0)) == "[::1]:5684"
+    assert aio._fmt(("fe80::1%eth0", 5684, 0, 2)) == "[fe80::1%eth0]:5684"
+    assert aio._fmt(("192.0.2.1",)) == "('192.0.2.1',)"
+    assert aio._fmt("/run/peer") == "'/run/peer'"
+
+
+def test_a_trace_that_fails_does_not_cost_the_datagram(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing must never lose a datagram: were the describer to fail on some input, the line
+    says "undecodable" and the datagram is processed as usual."""
+
+    def broken(data: bytes) -> str:
+        raise ValueError("a describer bug")
+
+    monkeypatch.setattr(aio, "describe_datagram", broken)
+
+    async def main() -> None:
+        async with (
+            await aio.serve(echo, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            client.send(b"still delivered")
+            assert await client.recv() == b"still delivered"
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    assert any(r.getMessage().endswith(" B undecodable (ValueError)") for r in caplog.records)

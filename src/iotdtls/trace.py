@@ -65,6 +65,9 @@ def describe_datagram(data: bytes) -> str:
     while offset + RECORD_HEADER_LEN <= len(data):
         header = RecordHeader.decode(data, offset)
         start = offset + RECORD_HEADER_LEN
+        if start + header.length > len(data):  # the length field runs past the datagram
+            parts.append(f"<a record of {header.length} B cut short at {len(data) - start} B>")
+            return " + ".join(parts)
         fragment = data[start : start + header.length]
         parts.append(_describe_record(header, fragment))
         offset = start + header.length
