@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,9 @@ def test_every_flag_parses_to_its_value() -> None:
     assert args.server_to_client == Impairment(delay=(0.3, 0.3))
     assert args.drop == [("client", 1), ("server", 12)]
     assert args.lifetime == 2.5 and args.log_json == "out.json"
+    # A direction's SPEC without a delay has none (not the top-level --delay).
+    spec = parse(["--target", ":1", "--delay", "1", "--client-to-server", "loss=0.5"])
+    assert spec.client_to_server == Impairment(loss=0.5, delay=(0.0, 0.0))
 
 
 @pytest.mark.parametrize(
@@ -93,6 +97,7 @@ def test_every_flag_parses_to_its_value() -> None:
         (["--client-to-server", "loss"], "expected KEY=VALUE, got 'loss'"),
         (["--client-to-server", "jitter=1"], "unknown impairment 'jitter'"),
         (["--client-to-server", "loss=x"], "bad value in 'loss=x'"),
+        (["--client-to-server", "loss=1=2"], "bad value in 'loss=1=2'"),
         (["--server-to-client", "delay=x"], "--server-to-client: expected MIN[:MAX] seconds"),
         (["--server-to-client", "loss=2"], "loss must be a probability in [0, 1], got 2.0"),
         (["--drop", "client"], "expected client:N or server:N, got 'client'"),
@@ -211,16 +216,36 @@ def run_main(argv: list[str], client: Client) -> tuple[int, float, list[str]]:
 
 
 def test_a_run_prints_its_address_and_summary_and_writes_its_log(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    harmless_signals: None,
 ) -> None:
     """Two datagrams from a client, the second dropped by --drop; main() runs until its
     lifetime ends: the summary and the JSON log say what went through."""
     client = Client(capsys, [b"one", b"two"], stop_with=None)
     target = f"{LOCALHOST}:{client.target.getsockname()[1]}"
     log_path = tmp_path / "log.json"
-    argv = ["--target", target, "--drop", "client:2", "--lifetime", "1.0",
+    argv = ["--target", target, "--drop", "client:2", "--lifetime", "1.0", "--seed", "7",
+            "--client-to-server", "delay=0:0.001", "--server-to-client", "delay=0.001",
             "--log-json", str(log_path)]  # fmt: skip
+    made: list[LossyProxy] = []
+
+    class Recorded(LossyProxy):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(proxy_module, "LossyProxy", Recorded)
     status, elapsed, out = run_main(argv, client)
+    (proxy,) = made
+    assert (proxy.seed, proxy.lifetime, proxy.drop) == (7, 1.0, {("client", 2)})
+    assert proxy.impairments == {
+        "client": Impairment(delay=(0.0, 0.001)),
+        "server": Impairment(delay=(0.001, 0.001)),
+    }
+    assert [d.data for d in proxy.datagrams("client")] == [b"one", b"two"]
+    assert proxy.datagrams("server") == []
     assert status == 0 and elapsed >= 1.0
     assert client.received == [b"one"]
     listening = re.fullmatch(r"listening on ([\d.]+):(\d+) -> (.*)", out[0])
@@ -234,6 +259,7 @@ def test_a_run_prints_its_address_and_summary_and_writes_its_log(
         ("client", 2, "dropped", b"two".hex()),
     ]
     assert all(0.0 <= d["time"] < 1.0 and d["time"] == round(d["time"], 6) for d in entries)
+    assert entries[1]["time"] > 0.0  # after the first datagram's round trip: not rounded away
 
 
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
