@@ -213,18 +213,22 @@ def test_session_of_a_replaced_association_sends_nothing() -> None:
             session.send(datagram)
 
     async def main() -> None:
-        async with await aio.serve(keep, LOCALHOST, 0, server_config()) as server:
+        config = server_config(heartbeat=True)
+        async with await aio.serve(keep, LOCALHOST, 0, config) as server:
             client = await interop_support.SameAddressClient.open(server.address)
             try:
-                await client.handshake(client_config())
+                await client.handshake(client_config(heartbeat=True))
                 client.send(b"first")
                 assert await client.recv(5.0) == b"first"
-                await client.handshake(client_config())  # a restart: same port, new random
+                # A restart: same port, new random.
+                await client.handshake(client_config(heartbeat=True))
                 await asyncio.wait_for(two.wait(), 5.0)
                 old, new = sessions
                 assert old.ended and not new.ended and old.address == new.address
                 with pytest.raises(LocalProtocolError):
                     old.send(b"meant for the old association")
+                with pytest.raises(LocalProtocolError):  # nor a heartbeat (both negotiated them)
+                    await old.heartbeat(1.0)
                 client.send(b"second")
                 assert await client.recv(5.0) == b"second"
                 assert await client.recv(0.3) is None

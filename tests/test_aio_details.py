@@ -18,13 +18,19 @@ import pytest
 
 from iotdtls import aio
 from iotdtls.chaincache import ChainCache
-from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
-from iotdtls.errors import AlertDescription, AlertReceived, LocalProtocolError, PeerUnresponsive
+from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    IdleTimeout,
+    LocalProtocolError,
+    PeerUnresponsive,
+)
 from iotdtls.identity import CertificateIdentity
 from iotdtls.proxy import LossyProxy
 from tests import interop_support, pki
 from tests.interop_support import FAST
-from tests.peers import CLIENT_EUI64, LOCALHOST
+from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_pki
 
 server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
@@ -264,7 +270,7 @@ def url_configs(fetcher: Any) -> tuple[ServerConfig, ClientConfig]:
     server = ServerConfig(
         certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der],
         wall_clock=clock, certificate_fetcher=fetcher, cookie_exchange=False,
-        retransmit=RetransmitPolicy(3.0, 6.0),
+        retransmit=RetransmitPolicy(3.0, 6.0), certificate_url_timeout=4.0,
     )  # fmt: skip
     client = ClientConfig(
         trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
@@ -292,7 +298,7 @@ def test_certificate_urls_are_fetched_a_bounded_number_at_once() -> None:
 
     def slow_fetcher(url: str, limit: int, timeout: float) -> bytes:
         with lock:
-            limits.add((limit, 0 < timeout <= 10.0))
+            limits.add((limit, 0 < timeout <= 4.0))
             running[0] += 1
             most[0] = max(most[0], running[0])
         time.sleep(0.1)
@@ -443,3 +449,108 @@ def test_a_trace_that_fails_does_not_cost_the_datagram(
     with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
         run(main())
     assert any(r.getMessage().endswith(" B undecodable (ValueError)") for r in caplog.records)
+
+
+# -- a server's sessions ---------------------------------------------------------------------
+
+
+def test_a_handler_closing_its_session_ends_the_client_cleanly() -> None:
+    async def once(session: aio.ServerSession) -> None:
+        data = await session.recv()
+        assert data is not None
+        session.send(data)
+        session.close()
+        await asyncio.sleep(30)  # still running: the close is the session's, not the handler's end
+
+    async def main() -> None:
+        async with (
+            await aio.serve(once, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            client.send(b"only one")
+            assert await client.recv() == b"only one"
+            assert await asyncio.wait_for(client.recv(), 2.0) is None
+
+    run(main())
+
+
+def test_iterating_a_session_ends_quietly_when_it_fails(caplog: pytest.LogCaptureFixture) -> None:
+    """`async for` over a session stops at its end, a failed one included (here the server's
+    idle timeout); recv() then raises the error, and no handler failure is logged."""
+    outcomes: list[object] = []
+
+    async def iterate(session: aio.ServerSession) -> None:
+        async for _ in session:
+            pass
+        try:
+            await session.recv()
+        except IdleTimeout as exc:
+            outcomes.append(type(exc))
+
+    async def main() -> None:
+        config = server_config(idle_timeout=0.3)
+        async with await aio.serve(iterate, LOCALHOST, 0, config) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                assert await asyncio.wait_for(client.recv(), 3.0) is None  # its close_notify
+            for _ in range(100):
+                if outcomes:
+                    break
+                await asyncio.sleep(0.02)
+
+    with caplog.at_level(logging.ERROR, logger="iotdtls.aio"):
+        run(main())
+    assert outcomes == [IdleTimeout]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.req("EXT-5")
+def test_an_unanswered_server_heartbeat_gives_false_after_its_timeout() -> None:
+    results: list[tuple[bool, float]] = []
+
+    async def beat(session: aio.ServerSession) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answered = await session.heartbeat(0.3)
+        results.append((answered, loop.time() - started))
+
+    async def main() -> None:
+        drop = {("client", index) for index in range(4, 60)}  # all after the handshake
+        async with await aio.serve(beat, LOCALHOST, 0, server_config(heartbeat=True)) as server:
+            with LossyProxy(server.address, seed=1, drop=drop, lifetime=20) as p:
+                async with aio.connect(*p.address, client_config(heartbeat=True)):
+                    for _ in range(100):
+                        if results:
+                            break
+                        await asyncio.sleep(0.02)
+        ((answered, took),) = results
+        assert answered is False and 0.3 <= took < 2.0
+
+    run(main())
+
+
+def test_a_handshake_retried_after_a_failure_completes_and_closes_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server is not there for the first attempt (its timeout passes), it is for the
+    retry; that association then works and closes like any other."""
+    port = free_udp_port()
+    retry = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
+
+    async def main() -> None:
+        config = client_config(handshake_timeout=0.5, retry=retry)
+        connecting = asyncio.ensure_future(aio.connect(LOCALHOST, port, config))
+        await asyncio.sleep(0.6)
+        async with await aio.serve(echo, LOCALHOST, port, server_config()):
+            client = await asyncio.wait_for(connecting, 5.0)
+            client.send(b"second attempt")
+            assert await client.recv() == b"second attempt"
+            await client.close()
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    assert any(
+        r.getMessage().startswith("handshake failed (handshake timed out")
+        and r.getMessage().endswith(" s")
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

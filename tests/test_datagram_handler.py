@@ -81,14 +81,17 @@ def test_an_exception_ends_that_peer_only(caplog: pytest.LogCaptureFixture) -> N
             aio.connect(*server.address, client_config()) as broken,
             aio.connect(*server.address, client_config()) as fine,
         ):
+            ports.append(broken.local_address[1])
             broken.send(b"boom")
             assert await asyncio.wait_for(broken.recv(), 5.0) is None  # close_notify
             fine.send(b"still")
             assert await fine.recv() == b"llits"
 
+    ports: list[int] = []
     run(main())
     assert ("ended", None) in handler.calls
-    assert any("handler failed" in r.getMessage() for r in caplog.records)
+    failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert failed == [f"handler failed for peer 127.0.0.1:{ports[0]}"]
 
 
 def test_the_error_that_ended_the_association_reaches_session_ended() -> None:

@@ -34,6 +34,7 @@ def test_datagrams_come_out_in_order_then_the_end() -> None:
 def test_a_full_inbox_drops_and_counts() -> None:
     async def main() -> tuple[int, int]:
         inbox = _Inbox(limit=2)
+        assert len(inbox) == 0  # nothing yet (and no deque made for nothing)
         for n in range(5):
             inbox.put(bytes([n]))
         return len(inbox), inbox.dropped
