@@ -554,3 +554,49 @@ def test_a_handshake_retried_after_a_failure_completes_and_closes_cleanly(
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_server_that_only_sends_keeps_the_association_alive() -> None:
+    """Sending is activity for the idle timeout at the moment of the send (RFC 6520 §5.2's
+    sense of activity), not at the last time the server's clock moved: a handler pushing a
+    datagram every 0.35 s outlives an idle timeout of 0.6 s (counted from the previous push,
+    the association would end 0.25 s after each one)."""
+
+    async def push(session: aio.ServerSession) -> None:
+        for n in range(6):
+            session.send(b"push %d" % n)
+            await asyncio.sleep(0.35)
+        await echo(session)
+
+    async def main() -> None:
+        config = server_config(idle_timeout=0.6)
+        async with (
+            await aio.serve(push, LOCALHOST, 0, config) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            for n in range(6):
+                assert await asyncio.wait_for(client.recv(), 2.0) == b"push %d" % n
+
+    run(main())
+
+
+def test_a_client_keeps_at_most_receive_queue_unread_datagrams() -> None:
+    async def burst(session: aio.ServerSession) -> None:
+        for n in range(5):
+            session.send(bytes([n]))
+        await echo(session)
+
+    async def main() -> None:
+        async with (
+            await aio.serve(burst, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config(receive_queue=2)) as client,
+        ):
+            client.send(b"after the burst")  # its echo comes behind the five
+            for _ in range(100):
+                if client.dropped_datagrams == 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert client.dropped_datagrams == 4
+            assert [await client.recv(), await client.recv()] == [b"\0", b"\1"]
+
+    run(main())
