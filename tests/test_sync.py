@@ -203,31 +203,34 @@ def test_a_saved_session_is_resumed(server: ServerThread) -> None:
 
 
 @pytest.mark.req("CRT-2")
-def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
-    """The first handshake keeps the server's chain under "localhost:PORT"; the next one
-    offers it in cached_info (RFC 7924) and completes with it."""
+@pytest.mark.parametrize("server_name", ["localhost", None])
+def test_the_chain_cache_is_filled_then_offered(tmp_path: Path, server_name: str | None) -> None:
+    """The first handshake keeps the server's chain under "NAME:PORT" (the name checked, or
+    else the host connected to); the next one offers it in cached_info (RFC 7924) and
+    completes with it."""
     p = x509_pki()
     clock = pki.NOW.timestamp
     config = ServerConfig(
         certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der], wall_clock=clock
     )
     client = ClientConfig(
-        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
+        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name=server_name,
         wall_clock=clock, handshake_timeout=10.0,
     )  # fmt: skip
     cache = ChainCache(tmp_path)
+    name = server_name or LOCALHOST
     with ServerThread(config) as running:
         port = running.address[1]
         with sync.connect(LOCALHOST, port, client, chain_cache=cache) as first:
             assert tuple(first.connection.config.cached_server_chain) == ()
-        chain = cache.load(f"localhost:{port}")
+        chain = cache.load(f"{name}:{port}")
         assert chain == pki.chain_der(p.server, p.ca)
         with sync.connect(LOCALHOST, port, client, chain_cache=cache) as second:
             assert tuple(second.connection.config.cached_server_chain) == chain
             second.send(b"cached")
             assert second.recv(timeout=5.0) == b"cached"
     saved = [entry.name for entry in tmp_path.iterdir()]
-    assert saved == [cache.path_for(f"localhost:{port}").name]
+    assert saved == [cache.path_for(f"{name}:{port}").name]
 
 
 def test_a_send_refused_by_the_network_is_not_an_error() -> None:
