@@ -65,8 +65,9 @@ fuzz: $(STAMP)
 
 # Mutation testing (mutmut) of the record layer, the connection, crypto/, handshake/, the
 # endpoint, messages/ with its byte cursors, heartbeats, the session store, the chain cache, the
-# configuration and credentials, the certificate-URL fetcher, the UDP transport and the coaps
-# credentials, remotes and errors against the fast tests ([tool.mutmut] in pyproject.toml); then the kill rate and every mutant
+# configuration and credentials, the certificate-URL fetcher, the UDP transport, the coaps
+# credentials, remotes and errors, the asyncio and blocking adapters, the trace lines and the
+# lossy test proxy against the fast tests ([tool.mutmut] in pyproject.toml); then the kill rate and every mutant
 # that is neither killed nor explained in docs/mutation.md.
 MUTATION_STAMP := $(VENV)/.mutation-installed
 $(MUTATION_STAMP): $(STAMP)

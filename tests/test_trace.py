@@ -63,7 +63,12 @@ def test_a_real_handshake_reads_as_its_messages() -> None:
             record(22, 0, 4, fragment(HandshakeType.certificate, 2, b"abc", offset=10, total=40)),
             "Handshake(e0/s4: certificate#2[10+3/40])",
         ),
+        (
+            record(22, 0, 4, fragment(HandshakeType.certificate, 2, b"abc", offset=0, total=40)),
+            "Handshake(e0/s4: certificate#2[0+3/40])",
+        ),
         (record(22, 0, 4, b"\x01\x00"), "Handshake(e0/s4, malformed)"),
+        (record(23, 0, 9, b""), "ApplicationData(e0/s9)"),  # a header alone, 13 bytes
         (record(22, 0, 0, b"") + b"xy", "Handshake(e0/s0: ) + <2 stray bytes>"),
         # A length field running past the end: said so, not read as a record.
         (record(22, 0, 1, bytes(80))[:14], "<a record of 80 B cut short at 1 B>"),
