@@ -118,7 +118,9 @@ class Impairment:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
         low, high = self.delay
         if not 0.0 <= low <= high < math.inf:  # refuses NaN and infinity too
-            raise ValueError(f"delay must be a range 0 <= min <= max of finite seconds, got {self.delay!r}")
+            raise ValueError(
+                f"delay must be a range 0 <= min <= max of finite seconds, got {self.delay!r}"
+            )
 
 
 @dataclass(frozen=True)
