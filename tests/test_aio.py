@@ -6,8 +6,6 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Coroutine
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +16,9 @@ from iotdtls.connection import DtlsConnection
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertDescription, AlertReceived, HandshakeTimeout, LocalProtocolError
 from tests import interop_support
-from tests.interop_support import FAST, WRONG_PSK
+from tests.aio_support import client_config, echo, run, server_config
+from tests.interop_support import WRONG_PSK
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, PSK_HEX
-
-# The shared test credentials, with a quick retransmission timer and a 5 s handshake bound.
-server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
-client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
-
-
-def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
-    """Run `coro` in a fresh loop with an overall bound."""
-    asyncio.run(asyncio.wait_for(coro, limit))
-
-
-async def echo(session: aio.ServerSession) -> None:
-    async for datagram in session:
-        session.send(datagram)
 
 
 async def echo_server(**kw: Any) -> aio.DtlsServer:

@@ -9,8 +9,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Coroutine
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +26,10 @@ from iotdtls.errors import (
 )
 from iotdtls.identity import CertificateIdentity
 from iotdtls.proxy import LossyProxy
-from tests import interop_support, pki
-from tests.interop_support import FAST
+from tests import pki
+from tests.aio_support import client_config, echo, run, server_config
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_pki
-
-server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
-client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
-
-
-def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
-    """Run `coro` in a fresh loop with an overall bound."""
-    asyncio.run(asyncio.wait_for(coro, limit))
-
-
-async def echo(session: aio.ServerSession) -> None:
-    async for datagram in session:
-        session.send(datagram)
-
 
 #: Every server datagram after the handshake's three (the HelloVerifyRequest and two flights).
 AFTER_THE_HANDSHAKE = {("server", index) for index in range(4, 60)}
@@ -333,40 +317,39 @@ def test_certificate_urls_are_fetched_a_bounded_number_at_once() -> None:
     run(main())
 
 
+def failing_fetcher(url: str, limit: int, timeout: float) -> bytes:
+    raise OSError("404")
+
+
+def broken_fetcher(url: str, limit: int, timeout: float) -> bytes:
+    raise RuntimeError("a bug in the application's fetcher")
+
+
 @pytest.mark.req("CRT-7", "ERR-1")
-def test_a_certificate_url_that_cannot_be_fetched_is_certificate_unobtainable() -> None:
-    def failing_fetcher(url: str, limit: int, timeout: float) -> bytes:
-        raise OSError("404")
-
-    async def main() -> None:
-        server_config, client_config = url_configs(failing_fetcher)
-        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
-            with pytest.raises(AlertReceived) as failed:
-                await aio.connect(*server.address, client_config)
-        assert failed.value.alert is AlertDescription.certificate_unobtainable
-
-    run(main())
-
-
-@pytest.mark.req("CRT-7")
-def test_a_fetcher_that_breaks_is_logged_and_ends_the_handshake_with_internal_error(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("fetcher", "alert", "warnings"),
+    [
+        # A URL that cannot be fetched: RFC 6066 §5's alert, nothing to warn about.
+        (failing_fetcher, AlertDescription.certificate_unobtainable, []),
+        # A fetcher that breaks is the application's bug: logged, and internal_error.
+        (broken_fetcher, AlertDescription.internal_error,
+         ["certificate fetcher raised RuntimeError"]),
+    ],
+    ids=["unobtainable", "broken-fetcher"],
+)  # fmt: skip
+def test_a_failed_fetch_ends_the_handshake_with_its_alert(
+    fetcher: Any, alert: AlertDescription, warnings: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken_fetcher(url: str, limit: int, timeout: float) -> bytes:
-        raise RuntimeError("a bug in the application's fetcher")
-
     async def main() -> None:
-        server_config, client_config = url_configs(broken_fetcher)
+        server_config, client_config = url_configs(fetcher)
         async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
             with pytest.raises(AlertReceived) as failed:
                 await aio.connect(*server.address, client_config)
-        assert failed.value.alert is AlertDescription.internal_error
+        assert failed.value.alert is alert
 
     with caplog.at_level(logging.WARNING, logger="iotdtls.aio"):
         run(main())
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
-        "certificate fetcher raised RuntimeError"
-    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == warnings
 
 
 # -- DEBUG trace lines -------------------------------------------------------------------------

@@ -1,0 +1,26 @@
+"""What the asyncio adapter's tests share: the test credentials with a quick retransmission
+timer and a 5 s handshake bound, a bounded run of a coroutine, an echoing handler."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from functools import partial
+from typing import Any
+
+from iotdtls import aio
+from tests import interop_support
+from tests.interop_support import FAST
+
+server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
+client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
+
+
+def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
+    """Run `coro` in a fresh loop with an overall bound."""
+    asyncio.run(asyncio.wait_for(coro, limit))
+
+
+async def echo(session: aio.ServerSession) -> None:
+    async for datagram in session:
+        session.send(datagram)
