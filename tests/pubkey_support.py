@@ -30,6 +30,7 @@ __all__ = [
     "rpk_link",
     "server_key",
     "stranger_key",
+    "x509_configs",
     "x509_link",
     "x509_pki",
 ]
@@ -95,14 +96,13 @@ def x509_pki() -> X509Pki:
     return X509Pki(anchor, ca, pki.server_leaf(ca), pki.client_leaf(ca))
 
 
-def x509_link(
-    fate: FateFn = deliver_all,
-    *,
-    cookie: bool = True,
-    client: dict[str, Any] | None = None,
+def x509_configs(
+    *, cookie: bool = True, client: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
-) -> MemoryLink:
-    """Mutual certificates: a chain (leaf and issuing CA, root left out, CRT-1) each way."""
+) -> tuple[ClientConfig, ServerConfig]:
+    """Mutual certificates: a chain (leaf and issuing CA, root left out, CRT-1) each way, the
+    client checking the name "localhost", both clocks at `pki.NOW`; `client` and `server`
+    override settings."""
     p = x509_pki()
     clock = pki.NOW.timestamp
     ckw: dict[str, Any] = {
@@ -119,9 +119,19 @@ def x509_link(
         "cookie_exchange": cookie,
         **(server or {}),
     }
-    return MemoryLink(
-        ClientConfig(**ckw), ServerConfig(**skw), fate=fate, allowed_alerts=X509_MODE_ALERTS
-    )
+    return ClientConfig(**ckw), ServerConfig(**skw)
+
+
+def x509_link(
+    fate: FateFn = deliver_all,
+    *,
+    cookie: bool = True,
+    client: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
+) -> MemoryLink:
+    """`x509_configs` in memory."""
+    client_config, server_config = x509_configs(cookie=cookie, client=client, server=server)
+    return MemoryLink(client_config, server_config, fate=fate, allowed_alerts=X509_MODE_ALERTS)
 
 
 def failure(link: MemoryLink, sender: Direction) -> AlertSent:

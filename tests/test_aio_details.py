@@ -29,7 +29,7 @@ from iotdtls.proxy import LossyProxy
 from tests import pki
 from tests.aio_support import client_config, echo, run, server_config
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
-from tests.pubkey_support import x509_pki
+from tests.pubkey_support import x509_configs, x509_pki
 
 #: Every server datagram after the handshake's three (the HelloVerifyRequest and two flights).
 AFTER_THE_HANDSHAKE = {("server", index) for index in range(4, 60)}
@@ -219,14 +219,7 @@ def test_the_session_tells_the_handler_server_name_and_resumption_and_stats_coun
 @pytest.mark.req("CRT-2")
 def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
     p = x509_pki()
-    clock = pki.NOW.timestamp
-    server = ServerConfig(
-        certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der], wall_clock=clock
-    )
-    client = ClientConfig(
-        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
-        wall_clock=clock, handshake_timeout=10.0,
-    )  # fmt: skip
+    client, server = x509_configs(client={"handshake_timeout": 10.0})
     cache = ChainCache(tmp_path)
 
     async def main() -> None:
@@ -249,18 +242,13 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
 
 def url_configs(fetcher: Any) -> tuple[ServerConfig, ClientConfig]:
     """Mutual certificates, the client sending URLs of its chain instead of the chain."""
-    p = x509_pki()
-    clock = pki.NOW.timestamp
-    server = ServerConfig(
-        certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der],
-        wall_clock=clock, certificate_fetcher=fetcher, cookie_exchange=False,
-        retransmit=RetransmitPolicy(3.0, 6.0), certificate_url_timeout=4.0,
-    )  # fmt: skip
-    client = ClientConfig(
-        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name="localhost",
-        wall_clock=clock, handshake_timeout=10.0, certificate_urls=list(SERVED),
-        retransmit=RetransmitPolicy(3.0, 6.0),  # a lost flight would show in the time taken
-    )  # fmt: skip
+    # A slow retransmission timer: a flight left waiting would show in the time taken.
+    slow = RetransmitPolicy(3.0, 6.0)
+    client, server = x509_configs(
+        cookie=False,
+        client={"handshake_timeout": 10.0, "certificate_urls": list(SERVED), "retransmit": slow},
+        server={"certificate_fetcher": fetcher, "retransmit": slow, "certificate_url_timeout": 4.0},
+    )
     return server, client
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from iotdtls import sync
 from iotdtls.chaincache import ChainCache
-from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -29,7 +28,7 @@ from tests.interop_support import (
     server_config,
 )
 from tests.peers import LOCALHOST
-from tests.pubkey_support import x509_pki
+from tests.pubkey_support import x509_configs, x509_pki
 
 
 @pytest.fixture
@@ -209,14 +208,9 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path, server_name: str
     else the host connected to); the next one offers it in cached_info (RFC 7924) and
     completes with it."""
     p = x509_pki()
-    clock = pki.NOW.timestamp
-    config = ServerConfig(
-        certificates=[p.certified(p.server)], client_trust_anchors=[p.root.der], wall_clock=clock
+    client, config = x509_configs(
+        client={"server_name": server_name, "handshake_timeout": 10.0}
     )
-    client = ClientConfig(
-        trust_anchors=[p.root.der], certificate=p.certified(p.client), server_name=server_name,
-        wall_clock=clock, handshake_timeout=10.0,
-    )  # fmt: skip
     cache = ChainCache(tmp_path)
     name = server_name or LOCALHOST
     with ServerThread(config) as running:

@@ -177,6 +177,15 @@ def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[str,
     return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
+def _bind_listening(sock: socket.socket, address: tuple[str, int]) -> None:
+    """Bind the socket clients send to; an error names the address."""
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        host, port = address
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 class LossyProxy:
     """A UDP proxy between one client and one target, with seeded impairments.
 
@@ -262,12 +271,7 @@ class LossyProxy:
         self._listen = self._socket_factory(listen_family)
         self._upstream: socket.socket | None = None
         try:
-            try:
-                self._listen.bind(listen_addr)
-            except OSError as exc:
-                raise OSError(
-                    exc.errno, f"cannot listen on {listen_addr[0]}:{listen_addr[1]}: {exc.strerror}"
-                ) from None
+            _bind_listening(self._listen, listen_addr)
             self._listen.setblocking(False)
             self._upstream = self._new_upstream()
         except BaseException:
