@@ -173,7 +173,7 @@ class MemoryLink:
             )
         except ProtocolError as exc:
             result = exc
-        self.server.supply_certificate_chain(address, result, self.now)
+        self.server.supply_certificate_chain(address, result, self.now, request=event)
 
     def step(self) -> bool:
         """Move queued datagrams once; False when nothing was in flight."""

@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtensionOID
 
 import iotdtls.crypto.x509 as x509_module
 from iotdtls.config import ServerConfig
+from iotdtls.connection import ConnectionState
 from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.crypto.x509 import (
     MAX_CHAIN_DEPTH_LIMIT,
@@ -31,7 +32,7 @@ from iotdtls.crypto.x509 import (
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
-from iotdtls.events import DataReceived, HandshakeComplete
+from iotdtls.events import CertificateUrlsReceived, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import MODE_ALERTS, X509_MODE_ALERTS
 from iotdtls.handshake.negotiation import choose_server_parameters
 from iotdtls.handshake.peerauth import X509ClientVerifier, X509ServerVerifier
@@ -51,7 +52,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.constants import IdentifierType
-from tests.memory_link import CLIENT_ADDR, established, events_of
+from tests.memory_link import CLIENT_ADDR, MemoryLink, established, events_of
 from tests.pki import (
     NOW,
     YEAR,
@@ -65,7 +66,15 @@ from tests.pki import (
     root,
     server_leaf,
 )
-from tests.pubkey_support import client_key, failure, rewrite, server_key, x509_link, x509_pki
+from tests.pubkey_support import (
+    client_key,
+    failure,
+    rewrite,
+    server_key,
+    x509_configs,
+    x509_link,
+    x509_pki,
+)
 from tests.test_negotiation import hello
 from tests.test_negotiation_details import EC, ECDHE
 from tests.test_x509_handshake import bodies, url_setup
@@ -495,6 +504,42 @@ def test_the_endpoint_answers_the_fetched_chain_to_the_right_peer(
     assert [e.data for e in events_of(link, "server", DataReceived)] == [b"ping"]
     assert addresses and set(addresses) == {CLIENT_ADDR}
 
+
+
+@pytest.mark.req("CRT-7")
+def test_a_fetch_for_a_replaced_association_is_not_answered_to_its_successor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 6066 §5 with RFC 6347 §4.2.8: a client restarts from the same address while the
+    server fetches its chain. The first fetch's outcome, when it comes, is not handed to the
+    new association, which waits for its own fetch (equal URLs, another request)."""
+    asked: list[CertificateUrlsReceived] = []
+
+    def hold(link: MemoryLink, address: object, event: CertificateUrlsReceived) -> None:
+        asked.append(event)
+
+    monkeypatch.setattr(MemoryLink, "_fetch_client_chain", hold)
+    client_kw, server_kw, _ = url_setup({})
+    first = x509_link(client=client_kw, server=server_kw)
+    first.client.connect(first.now)
+    first.run(stop=lambda link: len(asked) == 1)
+    client_config, server_config = x509_configs(client=client_kw, server=server_kw)
+    second = MemoryLink(client_config, server_config, endpoint=first.server, now=first.now + 1,
+                        allowed_alerts=X509_MODE_ALERTS)
+    second.client.connect(second.now)
+    second.run(stop=lambda link: len(asked) == 2)
+    old, new = asked
+    assert old.urls_and_hashes == new.urls_and_hashes
+    lost = ProtocolError("fetch failed", AlertDescription.certificate_unobtainable)
+    second.server.supply_certificate_chain(CLIENT_ADDR, lost, second.now, request=old)
+    assert second.server_conn is not None
+    assert second.server_conn.state is ConnectionState.HANDSHAKING
+    p = x509_pki()
+    second.server.supply_certificate_chain(
+        CLIENT_ADDR, (p.client.der, p.ca.der), second.now, request=new
+    )
+    second.run()
+    assert established(second)
 
 # -- the server's choice among its credentials (RFC 7250 §4.1, RFC 6066 §6) -------------------
 

@@ -672,18 +672,18 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         elif isinstance(event, ConnectionClosed):
             self._on_closed(address, event)
         elif isinstance(event, CertificateUrlsReceived):
-            task = self.loop.create_task(self._fetch_chain(address, event.urls_and_hashes))
+            task = self.loop.create_task(self._fetch_chain(address, event))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _fetch_chain(self, address: Address, urls: tuple[tuple[str, bytes], ...]) -> None:
+    async def _fetch_chain(self, address: Address, request: CertificateUrlsReceived) -> None:
         """RFC 6066 §5 (CRT-7): fetch a client's certificates off the event loop (a bounded
-        number at once), then let its handshake go on."""
+        number at once), then let its handshake go on (only the association that asked)."""
         config = self.endpoint.config
         assert config.certificate_fetcher is not None, "URLs are accepted only with a fetcher"
         fetch = functools.partial(
             fetch_client_chain,
-            urls,
+            request.urls_and_hashes,
             config.certificate_fetcher,
             config.certificate_url_size_limit,
             config.certificate_url_timeout,
@@ -697,7 +697,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             except Exception as exc:  # a fetcher of the application's that broke
                 logger.warning("certificate fetcher raised %s", type(exc).__name__)
                 result = ProtocolError("certificate fetch failed", AlertDescription.internal_error)
-        self.endpoint.supply_certificate_chain(address, result, self.loop.time())
+        self.endpoint.supply_certificate_chain(address, result, self.loop.time(), request=request)
         self.flush()
 
     def _on_closed(self, address: Address, event: ConnectionClosed) -> None:

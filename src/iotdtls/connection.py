@@ -513,13 +513,20 @@ class DtlsConnection:
         self._send_heartbeat_message(self._beats().send_request(now))
 
     def supply_certificate_chain(
-        self, chain: tuple[bytes, ...] | ProtocolError, now: float
+        self,
+        chain: tuple[bytes, ...] | ProtocolError,
+        now: float,
+        request: CertificateUrlsReceived | None = None,
     ) -> None:
         """Answer a `CertificateUrlsReceived` event: the fetched chain (hashes checked), or the
         error that ended the fetch (RFC 6066 §5: certificate_unobtainable or
-        bad_certificate_hash_value). The handshake then goes on, or ends with that alert."""
+        bad_certificate_hash_value). The handshake then goes on, or ends with that alert.
+        Given `request`, the event answered, an answer to another association's event is
+        ignored."""
         if self.state is not _HANDSHAKING or not self._handshake.waiting_for_chain:
             return  # the association ended (or moved on) while the fetch ran
+        if request is not None and not self._asked(request):
+            return
         try:
             if isinstance(chain, ProtocolError):
                 raise chain
@@ -527,6 +534,11 @@ class DtlsConnection:
             self._process_messages(now)
         except ProtocolError as exc:
             self._fail(exc)
+
+    def _asked(self, request: CertificateUrlsReceived) -> bool:
+        """Whether this association's handshake raised `request`: its URLs are the handshake's
+        own tuple, not an equal one parsed by an association that came before."""
+        return request.urls_and_hashes is self._handshake.pending_certificate_urls
 
     def terminate(self, error: DtlsError) -> None:
         """End the association without sending anything (the peer has lost its state)."""

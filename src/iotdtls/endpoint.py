@@ -33,7 +33,7 @@ from iotdtls.errors import (
     LocalProtocolError,
     ProtocolError,
 )
-from iotdtls.events import Event
+from iotdtls.events import CertificateUrlsReceived, Event
 from iotdtls.handshake.server import check_client_version
 from iotdtls.messages import (
     DTLS_1_0,
@@ -419,14 +419,20 @@ class ServerEndpoint:
         self._collect(address, conn)
 
     def supply_certificate_chain(
-        self, address: Address, chain: tuple[bytes, ...] | ProtocolError, now: float
+        self,
+        address: Address,
+        chain: tuple[bytes, ...] | ProtocolError,
+        now: float,
+        *,
+        request: CertificateUrlsReceived,
     ) -> None:
-        """Answer the `CertificateUrlsReceived` event of `address`'s association (see
-        `DtlsConnection.supply_certificate_chain`); ignored if the association has gone."""
+        """Answer `request`, the `CertificateUrlsReceived` event of `address`'s association (see
+        `DtlsConnection.supply_certificate_chain`); ignored if that association has gone, even
+        when a new one from the same address (RFC 6347 §4.2.8) waits for a chain of its own."""
         self._advance_clock(now)
         conn = self.connections.get(address)
         if conn is not None:
-            conn.supply_certificate_chain(chain, now)
+            conn.supply_certificate_chain(chain, now, request)
             self._collect(address, conn)
 
     def close(self, address: Address) -> None:
