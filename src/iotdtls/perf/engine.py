@@ -146,7 +146,7 @@ def failure_cause(error: BaseException) -> str:
         return "handshake timeout"
     if isinstance(error, AlertReceived | AlertSent):
         alert = error.alert
-        name = alert.name if hasattr(alert, "name") else f"alert {alert}"
+        name = alert.name if hasattr(alert, "name") else str(alert)
         return f"{'received' if isinstance(error, AlertReceived) else 'sent'} alert {name}"
     if isinstance(error, OSError):
         return f"socket error: {error.strerror or error}"

@@ -1,0 +1,451 @@
+"""The load generator (`iotdtls.perf`) in this process: its figures, its report, its checks,
+and the engine against an asyncio server on the same loop (short runs, counted, never timed).
+
+`tests/test_scale.py` runs the `iotdtls perf` command against real server processes; these
+tests reach what a subprocess hides from mutation testing: how the counters add up, what each
+failure is called, when an echo counts, how a run is split over processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import resource
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from iotdtls import aio, perf
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    ConfigError,
+    DtlsError,
+    HandshakeTimeout,
+)
+from iotdtls.perf import LoadProgress, LoadResult, LoadSpec, check_spec, run_load
+from iotdtls.perf import engine as perf_engine
+from iotdtls.perf.engine import failure_cause, run_engine
+from iotdtls.perf.result import percentile
+from iotdtls.stats import ServerStats
+from tests.aio_support import client_config, echo, run, server_config
+from tests.interop_support import WRONG_PSK
+from tests.peers import LOCALHOST
+
+# -- what a run measured ------------------------------------------------------------------------
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.991) == 100.0  # rounded up: the rank is ceil(99.1) = 100
+    assert percentile(values, 1.0) == 100.0
+    assert percentile(values, 0.0) == 1.0  # the first value, never the one before it
+    assert percentile(values, 2.0) == 100.0  # never past the last
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) == 0.0
+
+
+COUNTERS = (
+    "started", "completed", "completed_in_window", "unfinished", "messages_sent",
+    "messages_echoed", "messages_lost", "datagrams_sent", "datagrams_received", "bytes_sent",
+    "bytes_received", "icmp_errors",
+)  # fmt: skip
+
+
+def numbered(first: int, **fields: Any) -> LoadResult:
+    """A result whose counters are first, first + 1, ... in the order of COUNTERS."""
+    return LoadResult(**{name: first + i for i, name in enumerate(COUNTERS)}, **fields)
+
+
+def test_the_results_of_two_processes_add_up() -> None:
+    """Counters and failures add, latencies join, the longer run's times and the first loop
+    name stand, and the processes are counted."""
+    a = numbered(1, elapsed=3.0, window=2.0, failures=Counter({"handshake timeout": 2}),
+                 latencies=[0.1], echo_latencies=[0.01], loop="")
+    b = numbered(100, elapsed=2.5, window=2.5,
+                 failures=Counter({"handshake timeout": 1, "received alert decrypt_error": 4}),
+                 latencies=[0.2, 0.3], echo_latencies=[0.02], processes=2, loop="uvloop")
+    total = a + b
+    assert {name: getattr(total, name) for name in COUNTERS} == {
+        name: 101 + 2 * i for i, name in enumerate(COUNTERS)
+    }
+    assert total.failures == Counter({"handshake timeout": 3, "received alert decrypt_error": 4})
+    assert total.failed == 7
+    assert total.latencies == [0.1, 0.2, 0.3]
+    assert total.echo_latencies == [0.01, 0.02]
+    assert (total.elapsed, total.window) == (3.0, 2.5)
+    assert total.processes == 3
+    assert total.loop == "uvloop"
+    assert dataclasses.replace(a, loop="asyncio").__add__(b).loop == "asyncio"
+    assert a.failures == Counter({"handshake timeout": 2})  # the parts are left as they were
+
+
+def test_the_rate_counts_the_handshakes_inside_the_window() -> None:
+    assert LoadResult(completed=60, completed_in_window=50, window=2.0).rate == 25.0
+    assert LoadResult(completed_in_window=50, window=0.0).rate == 0.0
+
+
+def busy_result() -> LoadResult:
+    return LoadResult(
+        elapsed=2.0, window=1.5, started=12, completed=8, completed_in_window=6,
+        failures=Counter({"received alert decrypt_error": 1, "handshake timeout": 2}),
+        unfinished=1, latencies=[0.004, 0.001, 0.002, 0.003], messages_sent=16,
+        messages_echoed=15, messages_lost=1, echo_latencies=[0.0005, 0.0015],
+        datagrams_sent=50, datagrams_received=40, bytes_sent=5000, bytes_received=4000,
+        icmp_errors=3, processes=2, loop="uvloop",
+    )  # fmt: skip
+
+
+def test_the_summary_has_every_figure() -> None:
+    assert busy_result().summary() == {
+        "elapsed_s": 2.0,
+        "window_s": 1.5,
+        "processes": 2,
+        "loop": "uvloop",
+        "handshakes": {"started": 12, "completed": 8, "completed_in_window": 6, "failed": 3,
+                       "unfinished": 1, "per_second": 4.0},
+        "latency_ms": {"median": 2.0, "p99": 4.0, "max": 4.0},
+        "failures": {"handshake timeout": 2, "received alert decrypt_error": 1},
+        "messages": {"sent": 16, "echoed": 15, "lost": 1, "per_second": 7.5,
+                     "rtt_ms": {"median": 0.5, "p99": 1.5, "max": 1.5}},
+        "datagrams": {"sent": 50, "received": 40, "bytes_sent": 5000, "bytes_received": 4000},
+        "icmp_errors": 3,
+    }  # fmt: skip
+    empty = LoadResult().summary()
+    assert empty["latency_ms"] == {"median": 0.0, "p99": 0.0, "max": 0.0}
+    assert empty["messages"]["per_second"] == 0
+    assert empty["handshakes"]["per_second"] == 0.0
+
+
+def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
+    assert busy_result().report("192.0.2.7:5684", 10).splitlines() == [
+        "iotdtls perf 192.0.2.7:5684: 2.00 s, concurrency 10, 2 processes (uvloop)",
+        "handshakes: 8 completed, 3 failed, 1 unfinished; 4.0/s",
+        "latency ms: median 2.00, p99 4.00, max 4.00",
+        "failures: handshake timeout 2, received alert decrypt_error 1",
+        "messages: 16 sent, 15 echoed, 1 lost; 7.5/s; rtt ms median 0.50, p99 1.50",
+        "datagrams: 50 sent (5000 B), 40 received (4000 B); ICMP errors 3",
+    ]
+    quiet = LoadResult(elapsed=1.0, window=1.0, started=2, completed=2, completed_in_window=2,
+                       latencies=[0.001, 0.001], datagrams_sent=6, datagrams_received=6,
+                       bytes_sent=600, bytes_received=500, loop="asyncio")
+    assert quiet.report("h:1", 1).splitlines() == [
+        "iotdtls perf h:1: 1.00 s, concurrency 1, 1 process (asyncio)",
+        "handshakes: 2 completed, 0 failed; 2.0/s",
+        "latency ms: median 1.00, p99 1.00, max 1.00",
+        "failures: none",
+        "datagrams: 6 sent (600 B), 6 received (500 B)",
+    ]
+
+
+@pytest.mark.req("ERR-1")
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (HandshakeTimeout(5.0), "handshake timeout"),
+        (AlertReceived(AlertDescription.decrypt_error), "received alert decrypt_error"),
+        (AlertReceived(200), "received alert 200"),
+        (AlertSent(AlertDescription.bad_record_mac, "details"), "sent alert bad_record_mac"),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+         "socket error: Connection refused"),
+        (OSError("no route"), "socket error: no route"),
+        (DtlsError("closed by the server"), "closed by the server"),
+        (DtlsError(), "DtlsError"),
+    ],
+)  # fmt: skip
+def test_each_failure_has_a_short_stable_name(error: BaseException, cause: str) -> None:
+    assert failure_cause(error) == cause
+
+
+# -- what a run may ask for -------------------------------------------------------------------
+
+
+def spec(**changes: Any) -> LoadSpec:
+    """A count run of 10 handshakes with the test credentials, a few settings changed."""
+    settings: dict[str, Any] = {
+        "host": LOCALHOST, "port": 5684, "config": client_config(), "handshakes": 10, **changes,
+    }  # fmt: skip
+    return LoadSpec(**settings)
+
+
+@pytest.mark.parametrize(
+    ("changes", "processes", "message"),
+    [
+        ({"concurrency": 0}, 1, "concurrency must be at least 1, got 0"),
+        ({"handshakes": None}, 1, "give either a duration or a number of handshakes"),
+        ({"duration": 1.0}, 1, "give either a duration or a number of handshakes"),
+        ({"handshakes": None, "duration": 0.0}, 1, "duration must be > 0 seconds, got 0.0"),
+        ({"handshakes": None, "duration": float("nan")}, 1, "duration must be > 0 seconds"),
+        ({"handshakes": 0}, 1, "handshakes must be at least 1, got 0"),
+        ({"messages": -1}, 1, "messages must be 0 or more, got -1"),
+        ({"message_size": 3}, 1, "message size must be from 4 to 16384 bytes"),
+        ({"message_size": 16385}, 1, "message size must be from 4 to 16384 bytes"),
+        ({"echo_timeout": 0.0}, 1, "echo timeout must be > 0 seconds"),
+        ({"echo_timeout": float("nan")}, 1, "echo timeout must be > 0 seconds"),
+        ({}, 0, r"processes must be from 1 to the concurrency \(10\)"),
+        ({}, 11, r"processes must be from 1 to the concurrency \(10\)"),
+        ({"concurrency": 20}, 11, "processes must not exceed the number of handshakes"),
+    ],
+)  # fmt: skip
+def test_a_run_that_cannot_be_done_is_refused_in_one_line(
+    changes: dict[str, Any], processes: int, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        check_spec(spec(**changes), processes)
+
+
+def test_the_edges_of_a_possible_run_are_accepted() -> None:
+    check_spec(spec(message_size=4, messages=0), processes=1)
+    check_spec(spec(message_size=16384, concurrency=10), processes=10)
+    check_spec(spec(handshakes=None, duration=0.01, concurrency=3), processes=3)
+
+
+def test_a_run_is_split_fairly_over_processes() -> None:
+    parts = perf._split(spec(concurrency=10, handshakes=7), 3)
+    assert [(p.concurrency, p.handshakes) for p in parts] == [(4, 3), (3, 2), (3, 2)]
+    timed = perf._split(spec(concurrency=5, handshakes=None, duration=2.0, messages=3), 2)
+    assert [(p.concurrency, p.handshakes, p.duration, p.messages) for p in timed] == [
+        (3, None, 2.0, 3), (2, None, 2.0, 3),
+    ]  # fmt: skip
+
+
+# -- the engine against a server on the same loop -----------------------------------------------
+
+
+async def settle(stats: ServerStats, result: LoadResult) -> None:
+    """Wait (bounded) until the server has counted every datagram the generator sent: the
+    last close_notify may still be on its way when the run returns."""
+    deadline = time.monotonic() + 5.0
+    while stats.datagrams_received < result.datagrams_sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def test_a_counted_run_agrees_with_the_server() -> None:
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            load = spec(handshakes=12, concurrency=4, messages=3, message_size=32,
+                        port=server.address[1])
+            result = await run_engine(load)
+            await settle(server.stats, result)
+            stats = server.stats
+        assert (result.started, result.completed, result.completed_in_window) == (12, 12, 12)
+        assert result.failures == Counter() and result.unfinished == 0
+        assert len(result.latencies) == 12 and min(result.latencies) > 0
+        assert (result.messages_sent, result.messages_echoed, result.messages_lost) == (36, 36, 0)
+        assert len(result.echo_latencies) == 36
+        assert stats.handshakes_completed == 12
+        assert (stats.datagrams_received, stats.bytes_received) == (
+            result.datagrams_sent, result.bytes_sent,
+        )  # fmt: skip
+        # The server answers each close_notify, to a socket the generator has closed.
+        assert stats.datagrams_sent == result.datagrams_received + 12
+        assert result.window == result.elapsed > 0
+        assert result.loop == "asyncio" and result.processes == 1
+
+    run(main())
+
+
+def test_failed_handshakes_are_counted_by_cause() -> None:
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            wrong = spec(handshakes=3, concurrency=1, port=server.address[1],
+                         config=client_config(psk=WRONG_PSK))
+            result = await run_engine(wrong)
+        assert result.failures == Counter({"received alert decrypt_error": 3})
+        assert result.completed == 0 and result.latencies == []
+        assert result.started == 3
+
+    run(main())
+
+
+def test_a_port_nobody_serves_gives_icmp_errors_and_timeouts() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((LOCALHOST, 0))
+        port = probe.getsockname()[1]
+    load = spec(handshakes=2, concurrency=2, port=port,
+                config=client_config(handshake_timeout=0.5))
+
+    async def main() -> None:
+        result = await run_engine(load)
+        assert result.failures == Counter({"handshake timeout": 2})
+        assert result.icmp_errors >= 2  # port unreachable, once per datagram sent at least
+        assert result.datagrams_received == 0
+
+    run(main())
+
+
+async def swallow(session: aio.ServerSession) -> None:
+    async for _ in session:
+        pass
+
+
+async def answer_wrongly(session: aio.ServerSession) -> None:
+    async for datagram in session:
+        session.send(b"!" + datagram[1:])
+
+
+async def answer_late(session: aio.ServerSession) -> None:
+    """Each datagram echoed twice, the second copy after the client has sent its next one."""
+    previous = b""
+    async for datagram in session:
+        if previous:
+            session.send(previous)
+        session.send(datagram)
+        previous = datagram
+
+
+async def hang_up(session: aio.ServerSession) -> None:
+    await session.recv()
+    session.close()
+
+
+@pytest.mark.parametrize(
+    ("handler", "echoed", "lost", "failures"),
+    [
+        (swallow, 0, 4, {}),
+        # An answer that is not the datagram sent is no echo of it.
+        (answer_wrongly, 0, 4, {}),
+        # A late copy of the previous datagram is passed over; the echo itself counts.
+        (answer_late, 4, 0, {}),
+        # The server ends the association: the message is lost and the association failed.
+        (hang_up, 0, 2, {"closed by the server": 2}),
+    ],
+    ids=["swallowed", "wrong", "late-copies", "hang-up"],
+)  # fmt: skip
+def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
+    handler: Any, echoed: int, lost: int, failures: dict[str, int]
+) -> None:
+    async def main() -> None:
+        async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
+            load = spec(handshakes=2, concurrency=1, messages=2, echo_timeout=0.2,
+                        port=server.address[1])
+            started = time.monotonic()
+            result = await run_engine(load)
+            took = time.monotonic() - started
+        assert result.completed == 2
+        assert (result.messages_echoed, result.messages_lost) == (echoed, lost)
+        assert len(result.echo_latencies) == echoed
+        assert result.failures == Counter(failures)
+        assert result.messages_sent == echoed + lost
+        assert took < 0.2 * lost + 2.0  # each lost message waits out its echo timeout, once
+
+    run(main())
+
+
+def test_a_timed_run_starts_no_association_after_its_duration() -> None:
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            load = spec(handshakes=None, duration=0.5, concurrency=2, port=server.address[1])
+            result = await run_engine(load)
+        assert result.completed > 0 and result.failed == 0 and result.unfinished == 0
+        assert result.completed == result.started
+        assert 0 < result.completed_in_window <= result.completed
+        assert result.window == 0.5 <= result.elapsed < 2.0
+        assert result.rate == result.completed_in_window / 0.5
+
+    run(main())
+
+
+def test_a_stopped_run_counts_what_was_in_progress_as_unfinished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that never answers: stop ends the run, the handshakes in progress are neither
+    completed nor failed; progress was reported on the way, each a snapshot of the engine."""
+    monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.05)
+    seen: list[LoadProgress] = []
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind((LOCALHOST, 0))
+            load = spec(handshakes=None, duration=30.0, concurrency=3,
+                        port=silent.getsockname()[1])
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.3, stop.set)
+            result = await run_engine(load, seen.append, stop)
+        assert (result.started, result.unfinished, result.completed, result.failed) == (3, 3, 0, 0)
+        assert result.window == result.elapsed < 2.0
+        assert result.datagrams_sent >= 3
+
+    run(main())
+    assert len(seen) >= 3
+    assert set(seen) == {LoadProgress(completed=0, failed=0, in_flight=3)}
+
+
+@contextlib.contextmanager
+def server_on_a_thread() -> Iterator[aio.DtlsServer]:
+    """An echoing server on its own loop in another thread (`run_load` runs a loop of its own
+    on this one)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        server = asyncio.run_coroutine_threadsafe(
+            aio.serve(echo, LOCALHOST, 0, server_config()), loop
+        ).result(10.0)
+        try:
+            yield server
+        finally:
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(10.0)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10.0)
+        loop.close()
+
+
+def test_run_load_here_and_over_two_processes() -> None:
+    """`run_load` in this process, then split over two generator processes whose results are
+    merged (their progress summed on the way)."""
+    seen: list[LoadProgress] = []
+    with server_on_a_thread() as server:
+        load = spec(handshakes=6, concurrency=3, messages=1, port=server.address[1])
+        here = run_load(load, loop_choice="asyncio")
+        split = run_load(dataclasses.replace(load, handshakes=40), processes=2,
+                         loop_choice="asyncio", progress=seen.append)
+        stats = server.stats
+    assert (here.completed, here.messages_echoed, here.processes) == (6, 6, 1)
+    assert (split.started, split.completed, split.messages_echoed) == (40, 40, 40)
+    assert split.processes == 2 and split.loop == "asyncio"
+    assert len(split.latencies) == 40
+    assert stats.handshakes_completed == 46
+    assert all(p.completed <= 40 and p.in_flight <= 3 for p in seen)
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "raised_to"),
+    [
+        (100, 200, 114),  # 50 sockets and the spare files: lifted to what is needed
+        (1000, 2000, None),  # enough already
+        (resource.RLIM_INFINITY, resource.RLIM_INFINITY, None),
+        (100, resource.RLIM_INFINITY, 114),
+    ],
+)
+def test_the_open_files_limit_is_lifted_to_what_the_concurrency_needs(
+    monkeypatch: pytest.MonkeyPatch, soft: int, hard: int, raised_to: int | None
+) -> None:
+    lifted: list[tuple[int, int]] = []
+    monkeypatch.setattr(perf.resource, "getrlimit", lambda which: (soft, hard))
+    monkeypatch.setattr(perf.resource, "setrlimit", lambda which, limits: lifted.append(limits))
+    perf._raise_open_files_limit(50)
+    assert lifted == ([] if raised_to is None else [(raised_to, hard)])
+
+
+def test_a_concurrency_past_the_hard_open_files_limit_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(perf.resource, "getrlimit", lambda which: (100, 113))
+    with pytest.raises(ConfigError) as refused:
+        perf._raise_open_files_limit(50)
+    assert str(refused.value) == (
+        "concurrency 50 needs 114 open files, the limit is 113: "
+        "lower --concurrency, use --processes, or raise `ulimit -n`"
+    )
