@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
+import logging
+import re
 import resource
 import socket
 import threading
@@ -22,7 +25,9 @@ from typing import Any
 
 import pytest
 
-from iotdtls import aio, perf
+from iotdtls import aio, cli, perf
+from iotdtls.cli import perf as perf_cli
+from iotdtls.config import ClientConfig
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -37,8 +42,8 @@ from iotdtls.perf.engine import failure_cause, run_engine
 from iotdtls.perf.result import percentile
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, run, server_config
-from tests.interop_support import WRONG_PSK
-from tests.peers import LOCALHOST
+from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX
+from tests.peers import CLIENT_IDENTITY, LOCALHOST
 
 # -- what a run measured ------------------------------------------------------------------------
 
@@ -449,3 +454,96 @@ def test_a_concurrency_past_the_hard_open_files_limit_is_refused(
         "concurrency 50 needs 114 open files, the limit is 113: "
         "lower --concurrency, use --processes, or raise `ulimit -n`"
     )
+
+
+# -- `iotdtls perf` in this process -------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def restored_logging_levels() -> Iterator[None]:
+    """`cli.main` sets the levels of the library's loggers: put them back for other tests."""
+    names = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def perf_command(port: int, *args: str, credentials: tuple[str, ...] = tuple(CREDENTIALS)) -> int:
+    return cli.main(["perf", f"{LOCALHOST}:{port}", *credentials, "--loop", "asyncio", *args])
+
+
+def test_the_perf_command_reports_as_json_and_fails_when_a_handshake_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with server_on_a_thread() as server:
+        port = server.address[1]
+        ok = perf_command(port, "-n", "4", "-c", "2", "-m", "2", "--size", "16", "--json", "-q")
+        good = capsys.readouterr()
+        wrong_key = ("--psk-identity", CLIENT_IDENTITY, "--psk", WRONG_PSK_HEX)
+        wrong = perf_command(port, "-n", "1", "-c", "1", "-q", credentials=wrong_key)
+        bad = capsys.readouterr()
+    assert ok == 0 and good.err == ""
+    summary = json.loads(good.out)
+    assert summary["handshakes"]["completed"] == 4 and summary["handshakes"]["failed"] == 0
+    assert summary["messages"]["echoed"] == 8
+    assert summary["datagrams"]["bytes_sent"] > 0
+    assert wrong == 1 and bad.err == ""
+    assert bad.out.splitlines()[0].startswith(f"iotdtls perf {LOCALHOST}:{port}: ")
+    assert "failures: received alert decrypt_error 1" in bad.out.splitlines()
+
+
+def test_the_perf_command_runs_ten_seconds_unless_told_and_shows_progress(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --duration or --handshakes a run lasts DEFAULT_DURATION (shortened here); the
+    progress lines go to stderr, the report to stdout; --timeout is the handshake deadline."""
+    monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.1)
+    monkeypatch.setattr(perf_cli, "DEFAULT_DURATION", 0.5)
+    specs: list[LoadSpec] = []
+    real_run_load = perf_cli.run_load
+
+    def spy(spec: LoadSpec, **kwargs: Any) -> LoadResult:
+        specs.append(spec)
+        return real_run_load(spec, **kwargs)
+
+    monkeypatch.setattr(perf_cli, "run_load", spy)
+    with server_on_a_thread() as server:
+        status = perf_command(server.address[1], "-c", "2", "--timeout", "7", "--echo-timeout",
+                              "0.5")
+    out, err = capsys.readouterr()
+    assert status == 0
+    (load,) = specs
+    assert (load.duration, load.handshakes, load.concurrency) == (0.5, None, 2)
+    assert (load.messages, load.message_size, load.echo_timeout) == (0, 64, 0.5)
+    assert isinstance(load.config, ClientConfig) and load.config.handshake_timeout == 7.0
+    progress = err.splitlines()
+    assert progress and all(
+        re.fullmatch(r" +\d+\.\d s  \d+ handshakes, 0 failed, [0-2] in flight", line)
+        for line in progress
+    ), progress
+    assert out.startswith(f"iotdtls perf {LOCALHOST}:{server.address[1]}: ")
+    assert "concurrency 2, 1 process (asyncio)" in out
+
+
+def test_the_perf_command_builds_the_configuration_again_in_each_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    specs: list[LoadSpec] = []
+    real_run_load = perf_cli.run_load
+
+    def spy(spec: LoadSpec, **kwargs: Any) -> LoadResult:
+        specs.append(spec)
+        return real_run_load(spec, **kwargs)
+
+    monkeypatch.setattr(perf_cli, "run_load", spy)
+    with server_on_a_thread() as server:
+        status = perf_command(server.address[1], "-n", "4", "-c", "2", "-p", "2", "-q")
+    out, _ = capsys.readouterr()
+    assert status == 0
+    (load,) = specs
+    assert callable(load.config)
+    built = load.config()
+    assert isinstance(built, ClientConfig) and built.psk_identity == CLIENT_IDENTITY.encode()
+    assert "handshakes: 4 completed, 0 failed" in out
+    assert "2 processes" in out
