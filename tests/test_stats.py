@@ -1,0 +1,78 @@
+"""A server's counters (`iotdtls.stats.ServerStats`): how they add over workers, the log line,
+and what the asyncio server counts for each way an association ends."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.errors import AlertReceived
+from iotdtls.stats import ServerStats
+from tests.aio_support import client_config, echo, run, server_config
+from tests.interop_support import WRONG_PSK, SameAddressClient
+from tests.peers import LOCALHOST
+
+COUNTERS = [f.name for f in dataclasses.fields(ServerStats) if f.name != "gate"]
+
+
+def numbered(first: int, gate: dict[str, int]) -> ServerStats:
+    return ServerStats(**{name: first + i for i, name in enumerate(COUNTERS)},
+                       gate=Counter(gate))
+
+
+def test_the_counters_of_two_workers_add_up() -> None:
+    a = numbered(1, {"COOKIE_ACCEPTED": 3, "HELLO_VERIFY_SENT": 4})
+    b = numbered(10, {"COOKIE_ACCEPTED": 1, "NOT_A_CLIENT_HELLO": 2})
+    total = a + b
+    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(7)]
+    assert total.gate == Counter(
+        {"COOKIE_ACCEPTED": 4, "HELLO_VERIFY_SENT": 4, "NOT_A_CLIENT_HELLO": 2}
+    )
+    assert a.gate == Counter({"COOKIE_ACCEPTED": 3, "HELLO_VERIFY_SENT": 4})  # a part, unchanged
+    assert ServerStats() + ServerStats() == ServerStats()
+
+
+def test_the_log_line_names_every_counter() -> None:
+    stats = numbered(1, {"HELLO_VERIFY_SENT": 4, "COOKIE_ACCEPTED": 3})
+    assert stats.describe() == (
+        "handshakes 1 completed, 2 failed; associations failed 3; "
+        "datagrams 4 in (6 B), 5 out (7 B); gate: cookie_accepted 3, hello_verify_sent 4"
+    )
+    assert ServerStats().describe().endswith("; gate: nothing")
+
+
+@pytest.mark.req("ERR-1")
+def test_the_asyncio_server_counts_each_way_an_association_ends() -> None:
+    """A completed handshake, a handshake that failed (a wrong key), an established
+    association that failed (replaced by a restart from its address, RFC 6347 §4.2.8) and one
+    closed cleanly are each counted once, where they belong; so are the datagrams."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as conn:
+                conn.send(b"ping")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"ping"
+            with pytest.raises(AlertReceived):
+                await aio.connect(*server.address, client_config(psk=WRONG_PSK))
+            device = await SameAddressClient.open(server.address)
+            try:
+                await device.handshake(client_config())
+                await device.handshake(client_config())  # the restart replaces the first
+            finally:
+                device.close()
+            await asyncio.sleep(0.1)
+            stats = server.stats
+        assert stats.handshakes_completed == 3
+        assert stats.handshakes_failed == 1
+        assert stats.associations_failed == 1
+        assert stats.gate["COOKIE_ACCEPTED"] == 4
+        assert stats.gate["HELLO_VERIFY_SENT"] == 4
+        assert stats.datagrams_received > stats.gate["HELLO_VERIFY_SENT"] > 0
+        assert stats.bytes_received > stats.datagrams_received
+        assert stats.bytes_sent > stats.datagrams_sent > 0
+
+    run(main())
