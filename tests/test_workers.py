@@ -1,0 +1,148 @@
+"""The multi-process server (`iotdtls.workers`) in this process: the cookie secret its workers
+share, the sockets it binds, and what it does when a worker cannot start or dies.
+
+`tests/test_cli.py` and `tests/test_scale.py` run `iotdtls server --workers N` and measure it;
+these tests reach the parent's own code and the failures a command line rarely shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from iotdtls import aio, workers
+from iotdtls.cli.echo import echo
+from tests.aio_support import client_config, run, server_config
+from tests.peers import LOCALHOST
+
+GIVEN_SECRET = bytes(range(32))
+
+
+def test_every_worker_gets_the_one_cookie_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 6347 §4.2.1: a cookie made by one worker must verify at any other, so all get the
+    configuration's secret, or one drawn for them all (a new one for each server)."""
+    started: list[list[Any]] = []
+
+    def capture(specs: list[Any], sockets: list[socket.socket]) -> list[Any]:
+        started.append(specs)
+        for sock in sockets:
+            sock.close()
+        raise RuntimeError("not started")
+
+    monkeypatch.setattr(workers, "_start_workers", capture)
+    for config in (server_config(), server_config(), server_config(cookie_secret=GIVEN_SECRET)):
+        with pytest.raises(RuntimeError, match="not started"):
+            asyncio.run(workers.serve(echo, LOCALHOST, 0, config, workers=3))
+    drawn, drawn_again, given = started
+    for specs in started:
+        assert [spec.index for spec in specs] == [0, 1, 2]
+        assert len({spec.cookie_secret for spec in specs}) == 1
+        assert all(spec.server_config().cookie_secret == spec.cookie_secret for spec in specs)
+    assert len(drawn[0].cookie_secret) == workers.COOKIE_SECRET_LENGTH
+    assert drawn[0].cookie_secret != drawn_again[0].cookie_secret
+    assert given[0].cookie_secret == GIVEN_SECRET
+
+
+def test_the_workers_sockets_share_one_port() -> None:
+    sockets = workers._bind_reuseport(LOCALHOST, 0, 3)
+    try:
+        names = {sock.getsockname() for sock in sockets}
+        assert len(sockets) == 3 and len(names) == 1
+        ((host, port),) = names
+        assert host == LOCALHOST and port != 0
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("no set-up here")
+
+
+def slow_initializer() -> None:
+    time.sleep(1.5)
+
+
+@pytest.mark.parametrize(
+    ("initializer", "ready_timeout", "message"),
+    [
+        (failing_initializer, 60.0, "worker 0 failed: RuntimeError: no set-up here"),
+        (slow_initializer, 0.3, "worker 0 did not start within 0.3 s"),
+    ],
+    ids=["failed", "too-slow"],
+)
+def test_a_worker_that_does_not_start_stops_them_all(
+    monkeypatch: pytest.MonkeyPatch, initializer: Any, ready_timeout: float, message: str
+) -> None:
+    monkeypatch.setattr(workers, "READY_TIMEOUT", ready_timeout)
+    started = time.monotonic()
+    with pytest.raises(ChildProcessError) as failed:
+        asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                  loop_choice="asyncio", initializer=initializer))
+    assert str(failed.value) == message
+    assert multiprocessing.active_children() == []
+    assert time.monotonic() - started < 8.0
+
+
+def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        pool = await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                   loop_choice="asyncio")
+        try:
+            assert repr(pool) == f"<WorkerServer {LOCALHOST}:{pool.address[1]} workers=2>"
+            first, second = pool.pids
+            assert first != second and os.getpid() not in pool.pids
+            async with aio.connect(*pool.address, client_config()) as conn:
+                conn.send(b"before")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"before"
+            os.kill(first, signal.SIGKILL)
+            await asyncio.wait_for(pool.worker_exited.wait(), 5.0)
+        finally:
+            totals = await pool.close()
+        assert await pool.close() is totals  # idempotent
+        # Only the survivor reports its counters, and the sum is its own.
+        records = [r.getMessage() for r in caplog.records]
+        assert f"worker 0 (pid {first}) ended unexpectedly" in records
+        assert f"worker 1 (pid {second}): {totals.describe()}" in records
+        assert f"all 2 workers: {totals.describe()}" in records
+        assert not any(m.startswith("worker 0 (pid") and ": handshakes" in m for m in records)
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
+def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> None:
+    """Eight clients (from eight ports, spread over the workers by the kernel's hash): the
+    sum counts them all, and is the sum of what each worker logged."""
+
+    async def main() -> None:
+        async with await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                       loop_choice="asyncio") as pool:
+            for n in range(8):
+                async with aio.connect(*pool.address, client_config()) as conn:
+                    conn.send(b"%d" % n)
+                    assert await asyncio.wait_for(conn.recv(), 5.0) == b"%d" % n
+        totals = await pool.close()
+        assert totals.handshakes_completed == 8
+        assert totals.datagrams_received >= 8 * 4  # two flights, the datagram, close_notify
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    counted = [
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.match(r"worker \d \(pid \d+\): handshakes (\d+) completed", r.getMessage()))
+    ]
+    assert len(counted) == 2 and sum(counted) == 8
