@@ -14,8 +14,10 @@ import dataclasses
 import errno
 import json
 import logging
+import os
 import re
 import resource
+import signal
 import socket
 import threading
 import time
@@ -76,9 +78,11 @@ def test_the_results_of_two_processes_add_up() -> None:
     """Counters and failures add, latencies join, the longer run's times and the first loop
     name stand, and the processes are counted."""
     a = numbered(1, elapsed=3.0, window=2.0, failures=Counter({"handshake timeout": 2}),
+                 association_failures=Counter({"closed by the server": 1}),
                  latencies=[0.1], echo_latencies=[0.01], loop="")
     b = numbered(100, elapsed=2.5, window=2.5,
                  failures=Counter({"handshake timeout": 1, "received alert decrypt_error": 4}),
+                 association_failures=Counter({"closed by the server": 2, "x": 1}),
                  latencies=[0.2, 0.3], echo_latencies=[0.02], processes=2, loop="uvloop")
     total = a + b
     assert {name: getattr(total, name) for name in COUNTERS} == {
@@ -86,6 +90,7 @@ def test_the_results_of_two_processes_add_up() -> None:
     }
     assert total.failures == Counter({"handshake timeout": 3, "received alert decrypt_error": 4})
     assert total.failed == 7
+    assert total.association_failures == Counter({"closed by the server": 3, "x": 1})
     assert total.latencies == [0.1, 0.2, 0.3]
     assert total.echo_latencies == [0.01, 0.02]
     assert (total.elapsed, total.window) == (3.0, 2.5)
@@ -101,44 +106,57 @@ def test_the_rate_counts_the_handshakes_inside_the_window() -> None:
 
 
 def busy_result() -> LoadResult:
+    """Figures whose rounding shows: to 3 places in the summary, 2 in the report."""
     return LoadResult(
-        elapsed=2.0, window=1.5, started=12, completed=8, completed_in_window=6,
+        elapsed=2.0126, window=1.75, started=12, completed=8, completed_in_window=6,
         failures=Counter({"received alert decrypt_error": 1, "handshake timeout": 2}),
-        unfinished=1, latencies=[0.004, 0.001, 0.002, 0.003], messages_sent=16,
-        messages_echoed=15, messages_lost=1, echo_latencies=[0.0005, 0.0015],
+        unfinished=1, latencies=[0.0041234, 0.0010005, 0.0020004, 0.0030009], messages_sent=16,
+        messages_echoed=15, messages_lost=1, echo_latencies=[0.00151234, 0.00051234],
         datagrams_sent=50, datagrams_received=40, bytes_sent=5000, bytes_received=4000,
         icmp_errors=3, processes=2, loop="uvloop",
+        association_failures=Counter({"closed by the server": 1}),
     )  # fmt: skip
 
 
 def test_the_summary_has_every_figure() -> None:
     assert busy_result().summary() == {
-        "elapsed_s": 2.0,
-        "window_s": 1.5,
+        "elapsed_s": 2.013,
+        "window_s": 1.75,
         "processes": 2,
         "loop": "uvloop",
         "handshakes": {"started": 12, "completed": 8, "completed_in_window": 6, "failed": 3,
-                       "unfinished": 1, "per_second": 4.0},
-        "latency_ms": {"median": 2.0, "p99": 4.0, "max": 4.0},
+                       "unfinished": 1, "per_second": 3.4},
+        "latency_ms": {"median": 2.0, "p99": 4.123, "max": 4.123},
         "failures": {"handshake timeout": 2, "received alert decrypt_error": 1},
+        "association_failures": {"closed by the server": 1},
         "messages": {"sent": 16, "echoed": 15, "lost": 1, "per_second": 7.5,
-                     "rtt_ms": {"median": 0.5, "p99": 1.5, "max": 1.5}},
+                     "rtt_ms": {"median": 0.512, "p99": 1.512, "max": 1.512}},
         "datagrams": {"sent": 50, "received": 40, "bytes_sent": 5000, "bytes_received": 4000},
         "icmp_errors": 3,
     }  # fmt: skip
     empty = LoadResult().summary()
     assert empty["latency_ms"] == {"median": 0.0, "p99": 0.0, "max": 0.0}
+    assert empty["failures"] == empty["association_failures"] == {}
     assert empty["messages"]["per_second"] == 0
     assert empty["handshakes"]["per_second"] == 0.0
 
 
+def test_the_summary_tells_the_median_the_p99_and_the_maximum_apart() -> None:
+    """Nearest rank over 200 latencies given in no order: the 100th, the 198th, the last."""
+    seconds = [n / 1000 for n in range(200, 0, -1)]
+    summary = LoadResult(latencies=seconds, echo_latencies=seconds[1::2]).summary()
+    assert summary["latency_ms"] == {"median": 100.0, "p99": 198.0, "max": 200.0}
+    assert summary["messages"]["rtt_ms"] == {"median": 99.0, "p99": 197.0, "max": 199.0}
+
+
 def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
     assert busy_result().report("192.0.2.7:5684", 10).splitlines() == [
-        "iotdtls perf 192.0.2.7:5684: 2.00 s, concurrency 10, 2 processes (uvloop)",
-        "handshakes: 8 completed, 3 failed, 1 unfinished; 4.0/s",
-        "latency ms: median 2.00, p99 4.00, max 4.00",
-        "failures: handshake timeout 2, received alert decrypt_error 1",
-        "messages: 16 sent, 15 echoed, 1 lost; 7.5/s; rtt ms median 0.50, p99 1.50",
+        "iotdtls perf 192.0.2.7:5684: 2.01 s, concurrency 10, 2 processes (uvloop)",
+        "handshakes: 8 completed, 3 failed, 1 unfinished; 3.4/s",
+        "latency ms: median 2.00, p99 4.12, max 4.12",
+        "failures: handshake timeout 2, received alert decrypt_error 1; "
+        "after the handshake: closed by the server 1",
+        "messages: 16 sent, 15 echoed, 1 lost; 7.5/s; rtt ms median 0.51, p99 1.51",
         "datagrams: 50 sent (5000 B), 40 received (4000 B); ICMP errors 3",
     ]
     quiet = LoadResult(elapsed=1.0, window=1.0, started=2, completed=2, completed_in_window=2,
@@ -283,7 +301,8 @@ def test_a_port_nobody_serves_gives_icmp_errors_and_timeouts() -> None:
     async def main() -> None:
         result = await run_engine(load)
         assert result.failures == Counter({"handshake timeout": 2})
-        assert result.icmp_errors >= 2  # port unreachable, once per datagram sent at least
+        # Port unreachable: one ICMP error for each datagram sent (and retransmitted).
+        assert result.icmp_errors == result.datagrams_sent >= 2
         assert result.datagrams_received == 0
 
     run(main())
@@ -315,20 +334,21 @@ async def hang_up(session: aio.ServerSession) -> None:
 
 
 @pytest.mark.parametrize(
-    ("handler", "echoed", "lost", "failures"),
+    ("handler", "echoed", "lost", "after_handshake"),
     [
         (swallow, 0, 4, {}),
         # An answer that is not the datagram sent is no echo of it.
         (answer_wrongly, 0, 4, {}),
         # A late copy of the previous datagram is passed over; the echo itself counts.
         (answer_late, 4, 0, {}),
-        # The server ends the association: the message is lost and the association failed.
+        # The server ends the association: the message is lost and the association failed
+        # (after its handshake, which counts as completed).
         (hang_up, 0, 2, {"closed by the server": 2}),
     ],
     ids=["swallowed", "wrong", "late-copies", "hang-up"],
 )  # fmt: skip
 def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
-    handler: Any, echoed: int, lost: int, failures: dict[str, int]
+    handler: Any, echoed: int, lost: int, after_handshake: dict[str, int]
 ) -> None:
     async def main() -> None:
         async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
@@ -340,7 +360,8 @@ def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
         assert result.completed == 2
         assert (result.messages_echoed, result.messages_lost) == (echoed, lost)
         assert len(result.echo_latencies) == echoed
-        assert result.failures == Counter(failures)
+        assert result.failures == Counter() and result.failed == 0
+        assert result.association_failures == Counter(after_handshake)
         assert result.messages_sent == echoed + lost
         assert took < 0.2 * lost + 2.0  # each lost message waits out its echo timeout, once
 
@@ -387,15 +408,15 @@ def test_a_stopped_run_counts_what_was_in_progress_as_unfinished(
 
 
 @contextlib.contextmanager
-def server_on_a_thread() -> Iterator[aio.DtlsServer]:
-    """An echoing server on its own loop in another thread (`run_load` runs a loop of its own
-    on this one)."""
+def server_on_a_thread(handler: aio.Handler = echo) -> Iterator[aio.DtlsServer]:
+    """A server (echoing) on its own loop in another thread (`run_load` runs a loop of its
+    own on this one)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
         server = asyncio.run_coroutine_threadsafe(
-            aio.serve(echo, LOCALHOST, 0, server_config()), loop
+            aio.serve(handler, LOCALHOST, 0, server_config()), loop
         ).result(10.0)
         try:
             yield server
@@ -423,6 +444,47 @@ def test_run_load_here_and_over_two_processes() -> None:
     assert len(split.latencies) == 40
     assert stats.handshakes_completed == 46
     assert all(p.completed <= 40 and p.in_flight <= 3 for p in seen)
+
+
+@pytest.mark.parametrize(
+    ("processes", "sig"),
+    [(1, signal.SIGINT), (1, signal.SIGTERM), (2, signal.SIGINT), (2, signal.SIGTERM)],
+)
+def test_a_signal_ends_a_run_early_with_the_figures_so_far(
+    monkeypatch: pytest.MonkeyPatch, processes: int, sig: signal.Signals
+) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM, sent here once progress shows a completed handshake, ends
+    a 30-second run at once; what was done is counted, what was in progress is unfinished.
+    Over two processes the progress is the sum of theirs (each reports once a second)."""
+    monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.05)
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
+    missed: list[int] = []  # the signal reaching no handler of the run's
+    previous = signal.signal(sig, lambda number, frame: missed.append(number))
+    seen: list[LoadProgress] = []
+
+    def note(progress: LoadProgress) -> None:
+        if progress.completed and not seen:
+            os.kill(os.getpid(), sig)
+        if progress.completed:
+            seen.append(progress)
+
+    try:
+        with server_on_a_thread() as server:
+            load = spec(handshakes=None, duration=30.0, concurrency=4, messages=1,
+                        port=server.address[1])
+            started = time.monotonic()
+            result = run_load(load, processes=processes, loop_choice="asyncio", progress=note)
+            took = time.monotonic() - started
+    finally:
+        signal.signal(sig, previous)
+    assert missed == []
+    assert took < 15.0
+    assert seen[0].completed > 0 and all(p.in_flight <= 4 and not p.failed for p in seen)
+    assert result.completed >= seen[0].completed and result.failed == 0
+    assert result.started == result.completed + result.unfinished
+    assert result.unfinished <= 4
+    assert result.window == result.elapsed < 15.0
+    assert result.processes == processes
 
 
 @pytest.mark.parametrize(
@@ -547,3 +609,15 @@ def test_the_perf_command_builds_the_configuration_again_in_each_process(
     assert isinstance(built, ClientConfig) and built.psk_identity == CLIENT_IDENTITY.encode()
     assert "handshakes: 4 completed, 0 failed" in out
     assert "2 processes" in out
+
+
+def test_the_perf_command_fails_when_an_association_fails_after_its_handshake(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with server_on_a_thread(hang_up) as server:
+        status = perf_command(server.address[1], "-n", "2", "-c", "1", "-m", "1", "-q",
+                              "--echo-timeout", "0.5")
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 1
+    assert "handshakes: 2 completed, 0 failed; " in "\n".join(lines)
+    assert "failures: none; after the handshake: closed by the server 2" in lines

@@ -98,4 +98,5 @@ def run_perf(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary(), indent=2))
     else:
         print(result.report(f"{host}:{port}", args.concurrency))
-    return 0 if result.completed and not result.failed else 1
+    failed = result.failed or result.association_failures
+    return 0 if result.completed and not failed else 1

@@ -193,16 +193,20 @@ class _Engine:
     async def _one(self) -> None:
         self.in_flight += 1
         assoc: _Association | None = None
+        shaken = False
         try:
             assoc = await self._open()
             await assoc.handshake
             self._record_handshake(time.perf_counter(), assoc.begun)
+            shaken = True
             for number in range(self.spec.messages):
                 await self._echo(assoc, number)
         except (DtlsError, OSError) as exc:
-            self.result.failures[failure_cause(exc)] += 1
+            failures = self.result.association_failures if shaken else self.result.failures
+            failures[failure_cause(exc)] += 1
         except asyncio.CancelledError:
-            self.result.unfinished += 1
+            if not shaken:  # a handshake cut short; one that completed is counted already
+                self.result.unfinished += 1
             raise
         finally:
             self.in_flight -= 1

@@ -39,8 +39,11 @@ class LoadResult:
     completed: int = 0
     #: Handshakes completed inside the window (the rate counts these).
     completed_in_window: int = 0
-    #: Failed associations by cause ("handshake timeout", "received alert decrypt_error", ...).
+    #: Failed handshakes by cause ("handshake timeout", "received alert decrypt_error", ...).
     failures: Counter[str] = field(default_factory=Counter)
+    #: Associations that failed after their handshake completed (the server closed or ended
+    #: them during the echoes), by cause: their handshakes count as completed.
+    association_failures: Counter[str] = field(default_factory=Counter)
     #: Associations still in progress when the run was stopped (Ctrl-C): neither counted
     #: as completed nor as failed.
     unfinished: int = 0
@@ -66,6 +69,7 @@ class LoadResult:
             elapsed=max(self.elapsed, other.elapsed),
             window=max(self.window, other.window),
             failures=self.failures + other.failures,
+            association_failures=self.association_failures + other.association_failures,
             latencies=self.latencies + other.latencies,
             echo_latencies=self.echo_latencies + other.echo_latencies,
             processes=self.processes + other.processes,
@@ -107,6 +111,7 @@ class LoadResult:
             },
             "latency_ms": _latency_ms(hs),
             "failures": dict(sorted(self.failures.items())),
+            "association_failures": dict(sorted(self.association_failures.items())),
             "messages": {
                 "sent": self.messages_sent,
                 "echoed": self.messages_echoed,
@@ -135,7 +140,12 @@ class LoadResult:
             + f"; {hs['per_second']:.1f}/s",
             f"latency ms: median {lat['median']:.2f}, p99 {lat['p99']:.2f}, max {lat['max']:.2f}",
             "failures: "
-            + (", ".join(f"{cause} {n}" for cause, n in s["failures"].items()) or "none"),
+            + (_by_cause(s["failures"]) or "none")
+            + (
+                f"; after the handshake: {_by_cause(s['association_failures'])}"
+                if self.association_failures
+                else ""
+            ),
         ]
         msg = s["messages"]
         if msg["sent"]:
@@ -150,6 +160,10 @@ class LoadResult:
             + (f"; ICMP errors {self.icmp_errors}" if self.icmp_errors else "")
         )
         return "\n".join(lines)
+
+
+def _by_cause(counts: dict[str, int]) -> str:
+    return ", ".join(f"{cause} {n}" for cause, n in counts.items())
 
 
 def _latency_ms(sorted_seconds: list[float]) -> dict[str, float]:
