@@ -114,7 +114,8 @@ def busy_result() -> LoadResult:
         messages_echoed=15, messages_lost=1, echo_latencies=[0.00151234, 0.00051234],
         datagrams_sent=50, datagrams_received=40, bytes_sent=5000, bytes_received=4000,
         icmp_errors=3, processes=2, loop="uvloop",
-        association_failures=Counter({"closed by the server": 1}),
+        association_failures=Counter({"closed by the server": 1}), sessions_offered=5,
+        resumed_latencies=[0.0009001, 0.0005006, 0.0007004, 0.0006009],
     )  # fmt: skip
 
 
@@ -125,8 +126,9 @@ def test_the_summary_has_every_figure() -> None:
         "processes": 2,
         "loop": "uvloop",
         "handshakes": {"started": 12, "completed": 8, "completed_in_window": 6, "failed": 3,
-                       "unfinished": 1, "per_second": 3.4},
+                       "unfinished": 1, "per_second": 3.4, "sessions_offered": 5, "resumed": 4},
         "latency_ms": {"median": 2.0, "p99": 4.123, "max": 4.123},
+        "resumed_latency_ms": {"median": 0.601, "p99": 0.9, "max": 0.9},
         "failures": {"handshake timeout": 2, "received alert decrypt_error": 1},
         "association_failures": {"closed by the server": 1},
         "messages": {"sent": 16, "echoed": 15, "lost": 1, "per_second": 7.5,
@@ -153,7 +155,8 @@ def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
     assert busy_result().report("192.0.2.7:5684", 10).splitlines() == [
         "iotdtls perf 192.0.2.7:5684: 2.01 s, concurrency 10, 2 processes (uvloop)",
         "handshakes: 8 completed, 3 failed, 1 unfinished; 3.4/s",
-        "latency ms: median 2.00, p99 4.12, max 4.12",
+        "latency ms: median 2.00, p99 4.12, max 4.12 (full handshakes)",
+        "resumed: 4 of 5 sessions offered; latency ms median 0.60, p99 0.90, max 0.90",
         "failures: handshake timeout 2, received alert decrypt_error 1; "
         "after the handshake: closed by the server 1",
         "messages: 16 sent, 15 echoed, 1 lost; 7.5/s; rtt ms median 0.51, p99 1.51",
@@ -366,6 +369,38 @@ def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
         assert took < 0.2 * lost + 2.0  # each lost message waits out its echo timeout, once
 
     run(main())
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(
+    ("resume", "cache", "offered", "resumed"),
+    [
+        (True, 100, 8, 8),  # each lane: one full handshake, then resumptions
+        # A server that keeps no session sends no session_id: nothing to offer, all full.
+        (True, 0, 0, 0),
+        (False, 100, 0, 0),
+    ],
+    ids=["resume", "no-server-cache", "no-resume"],
+)
+def test_resume_offers_each_association_the_session_of_the_one_before(
+    caplog: pytest.LogCaptureFixture, resume: bool, cache: int, offered: int, resumed: int
+) -> None:
+    async def main() -> None:
+        config = server_config(session_cache_size=cache)
+        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
+            load = spec(handshakes=10, concurrency=2, messages=1, resume=resume,
+                        port=server.address[1])
+            result = await run_engine(load)
+        assert (result.completed, result.failed, result.messages_echoed) == (10, 0, 10)
+        assert (result.sessions_offered, result.resumed) == (offered, resumed)
+        assert len(result.latencies) == 10 - resumed
+        assert len(result.resumed_latencies) == resumed
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
+        run(main())
+    done = [r.getMessage() for r in caplog.records if "handshake complete" in r.getMessage()]
+    assert len(done) == 10
+    assert sum("(resumed)" in line for line in done) == resumed
 
 
 def test_a_timed_run_starts_no_association_after_its_duration() -> None:
@@ -621,3 +656,15 @@ def test_the_perf_command_fails_when_an_association_fails_after_its_handshake(
     assert status == 1
     assert "handshakes: 2 completed, 0 failed; " in "\n".join(lines)
     assert "failures: none; after the handshake: closed by the server 2" in lines
+
+
+def test_the_perf_command_resumes_sessions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with server_on_a_thread() as server:
+        status = perf_command(server.address[1], "-n", "6", "-c", "2", "-q", "--resume")
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert "handshakes: 6 completed, 0 failed; " in lines[1]
+    assert lines[2].startswith("latency ms: median ") and lines[2].endswith(" (full handshakes)")
+    assert lines[3].startswith("resumed: 4 of 4 sessions offered; latency ms median ")

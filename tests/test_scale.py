@@ -148,6 +148,28 @@ def test_perf_against_openssl_server_counts_agree() -> None:
     assert hs["completed"] <= output.count("DONE") <= hs["completed"] + hs["unfinished"]
 
 
+@pytest.mark.interop
+@pytest.mark.req("RES-1")
+def test_perf_resumes_sessions_with_openssl_server() -> None:
+    """`--resume` against s_server: one full handshake, then four abbreviated ones, which
+    s_server reports as reused sessions (RFC 5246 §7.3)."""
+    require_peer("openssl")
+    port = free_udp_port()
+    with openssl_psk_server(port, naccept=100000, time_limit=30.0) as peer:
+        peer.wait_for_output(OPENSSL_SERVER_READY, 5.0)
+        summary = perf_json(port, "-n", "5", "-c", "1", "--resume")
+        deadline = time.monotonic() + 5.0
+        while peer.output.count("DONE") < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        output = peer.output
+    hs = summary["handshakes"]
+    assert (hs["completed"], hs["failed"]) == (5, 0)
+    assert (hs["sessions_offered"], hs["resumed"]) == (4, 4)
+    assert summary["resumed_latency_ms"]["median"] > 0
+    assert output.count("Reused session-id") == 4
+    assert output.count("CIPHER is PSK-AES128-CCM8") == 5
+
+
 def rpk_server_config(key_file: str, client_pin: bytes) -> ServerConfig:
     """Built in each worker: a private key does not pickle, so it is read there."""
     return ServerConfig(raw_public_key=PrivateKey.load(key_file), client_public_keys=[client_pin],

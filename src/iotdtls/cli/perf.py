@@ -45,6 +45,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--size", type=int, default=64, metavar="B", help="bytes per message")
     p.add_argument(
+        "--resume", action="store_true",
+        help="offer each association the session of the one before it in its lane "
+        "(one full handshake per lane, then abbreviated ones)",
+    )
+    p.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="handshake deadline"
     )
     p.add_argument(
@@ -80,6 +85,7 @@ def run_perf(args: argparse.Namespace) -> int:
         host, port, source,
         concurrency=args.concurrency, duration=duration, handshakes=args.handshakes,
         messages=args.messages, message_size=args.size, echo_timeout=args.echo_timeout,
+        resume=args.resume,
     )
     started = time.monotonic()
 

@@ -10,10 +10,9 @@ own UDP socket; `processes` > 1 splits the concurrency (and a handshake count) o
 processes, started with ``spawn``, and merges what they measured. Works against any DTLS 1.2
 server the client configuration fits: iotdtls, ``openssl s_server``, ``gnutls-serv`` (the last
 two serve one peer at a time: use concurrency 1). Ctrl-C (SIGINT) or SIGTERM ends a run early
-with the figures so far.
-
-Resumption (``--resume``) will fit as one more association kind in the engine once the core
-resumes sessions: a lane would then run one full handshake and abbreviated ones after it.
+with the figures so far. ``resume=True`` (``--resume``) measures session resumption (RFC 5246
+§7.3): each lane runs one full handshake, then offers every new association the session of the
+one before.
 """
 
 from __future__ import annotations

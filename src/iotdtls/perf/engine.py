@@ -5,7 +5,9 @@ association after another, each association a sans-I/O `DtlsConnection` on its o
 An association: a fresh socket connected to the server, the full handshake (with whatever
 cookie exchange the server asks for, RFC 6347 §4.2.1), `messages` echoed datagrams one after
 the other, then close_notify (RFC 5246 §7.2.1; serial servers such as gnutls-serv wait for it
-before taking the next peer) and the socket closed.
+before taking the next peer) and the socket closed. With `resume`, a lane offers each new
+association the session of its previous one (RFC 5246 §7.3): one full handshake, then
+abbreviated ones for as long as the server resumes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from iotdtls.errors import AlertReceived, AlertSent, DtlsError, HandshakeTimeout
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
+from iotdtls.sessions import SessionState
 
 __all__ = ["LoadSpec", "run_engine"]
 
@@ -52,15 +55,17 @@ class LoadSpec:
     message_size: int = 64
     #: Seconds to wait for each echo before counting the message lost.
     echo_timeout: float = 2.0
+    #: Offer each association the session of the lane's previous one (RFC 5246 §7.3).
+    resume: bool = False
 
 
 class _Association(asyncio.DatagramProtocol):
     """One client association driven on the loop; results land in the engine's counters."""
 
-    def __init__(self, engine: _Engine) -> None:
+    def __init__(self, engine: _Engine, session: SessionState | None) -> None:
         self.engine = engine
         self.loop = engine.loop
-        self.conn = DtlsConnection(engine.config)
+        self.conn = DtlsConnection(engine.config, session=session)
         self.transport: asyncio.DatagramTransport | None = None
         self.handshake: asyncio.Future[None] = self.loop.create_future()
         self.echo: asyncio.Future[bytes | None] | None = None
@@ -187,17 +192,21 @@ class _Engine:
         return True
 
     async def lane(self) -> None:
+        session: SessionState | None = None
         while self._take():
-            await self._one()
+            session = await self._one(session)
 
-    async def _one(self) -> None:
+    async def _one(self, session: SessionState | None) -> SessionState | None:
+        """One association, offering `session`; returns the session its lane offers next."""
         self.in_flight += 1
         assoc: _Association | None = None
         shaken = False
+        if session is not None:
+            self.result.sessions_offered += 1
         try:
-            assoc = await self._open()
+            assoc = await self._open(session)
             await assoc.handshake
-            self._record_handshake(time.perf_counter(), assoc.begun)
+            self._record_handshake(time.perf_counter(), assoc.begun, assoc.conn.resumed)
             shaken = True
             for number in range(self.spec.messages):
                 await self._echo(assoc, number)
@@ -212,26 +221,31 @@ class _Engine:
             self.in_flight -= 1
             if assoc is not None:
                 assoc.finish()
+        if not self.spec.resume or not shaken or assoc is None:
+            return None
+        # None after a fatal alert (RFC 5246 §7.2.2) or when the server gave no session_id.
+        return assoc.conn.session
 
-    async def _open(self) -> _Association:
+    async def _open(self, session: SessionState | None) -> _Association:
         """A fresh UDP socket connected to the server, and the association on it."""
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             sock.connect(self._address)
             _, assoc = await self.loop.create_datagram_endpoint(
-                lambda: _Association(self), sock=sock
+                lambda: _Association(self, session), sock=sock
             )
         except BaseException:
             sock.close()
             raise
         return assoc
 
-    def _record_handshake(self, now: float, begun: float) -> None:
-        self.result.completed += 1
+    def _record_handshake(self, now: float, begun: float, resumed: bool) -> None:
+        result = self.result
+        result.completed += 1
         if now <= self._deadline:
-            self.result.completed_in_window += 1
-        self.result.latencies.append(now - begun)
+            result.completed_in_window += 1
+        (result.resumed_latencies if resumed else result.latencies).append(now - begun)
 
     async def _echo(self, assoc: _Association, number: int) -> None:
         """Send one datagram (its number in the first 4 bytes) and wait for it to come back."""

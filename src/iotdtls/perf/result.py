@@ -47,8 +47,13 @@ class LoadResult:
     #: Associations still in progress when the run was stopped (Ctrl-C): neither counted
     #: as completed nor as failed.
     unfinished: int = 0
-    #: Handshake latencies in seconds: first ClientHello sent to the server's Finished checked.
+    #: Full handshake latencies in seconds: first ClientHello sent to the server's Finished
+    #: checked.
     latencies: list[float] = field(default_factory=list)
+    #: Associations that offered the session of their lane's previous one (`--resume`) ...
+    sessions_offered: int = 0
+    #: ... and the latencies of the abbreviated handshakes that resumed one (RFC 5246 §7.3).
+    resumed_latencies: list[float] = field(default_factory=list)
     messages_sent: int = 0
     messages_echoed: int = 0
     #: Messages whose echo did not come back within the echo timeout.
@@ -71,17 +76,24 @@ class LoadResult:
             failures=self.failures + other.failures,
             association_failures=self.association_failures + other.association_failures,
             latencies=self.latencies + other.latencies,
+            resumed_latencies=self.resumed_latencies + other.resumed_latencies,
             echo_latencies=self.echo_latencies + other.echo_latencies,
             processes=self.processes + other.processes,
             loop=self.loop or other.loop,
         )
         for name in (
-            "started", "completed", "completed_in_window", "unfinished", "messages_sent",
+            "started", "completed", "completed_in_window", "unfinished", "sessions_offered",
+            "messages_sent",
             "messages_echoed", "messages_lost", "datagrams_sent", "datagrams_received",
             "bytes_sent", "bytes_received", "icmp_errors",
         ):
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         return merged
+
+    @property
+    def resumed(self) -> int:
+        """Handshakes that resumed a session (abbreviated)."""
+        return len(self.resumed_latencies)
 
     @property
     def failed(self) -> int:
@@ -96,6 +108,7 @@ class LoadResult:
         """Every figure as plain JSON-ready values (milliseconds for latencies)."""
         hs = sorted(self.latencies)
         echo = sorted(self.echo_latencies)
+        resumed = sorted(self.resumed_latencies)
         return {
             "elapsed_s": round(self.elapsed, 3),
             "window_s": round(self.window, 3),
@@ -108,8 +121,11 @@ class LoadResult:
                 "failed": self.failed,
                 "unfinished": self.unfinished,
                 "per_second": round(self.rate, 1),
+                "sessions_offered": self.sessions_offered,
+                "resumed": self.resumed,
             },
             "latency_ms": _latency_ms(hs),
+            "resumed_latency_ms": _latency_ms(resumed),
             "failures": dict(sorted(self.failures.items())),
             "association_failures": dict(sorted(self.association_failures.items())),
             "messages": {
@@ -138,15 +154,22 @@ class LoadResult:
             f"handshakes: {hs['completed']} completed, {hs['failed']} failed"
             + (f", {hs['unfinished']} unfinished" if hs["unfinished"] else "")
             + f"; {hs['per_second']:.1f}/s",
-            f"latency ms: median {lat['median']:.2f}, p99 {lat['p99']:.2f}, max {lat['max']:.2f}",
+            f"latency ms: {_spread(lat)}" + (" (full handshakes)" if self.sessions_offered else ""),
+        ]
+        if self.sessions_offered:
+            lines.append(
+                f"resumed: {self.resumed} of {self.sessions_offered} sessions offered; "
+                f"latency ms {_spread(s['resumed_latency_ms'])}"
+            )
+        lines.append(
             "failures: "
             + (_by_cause(s["failures"]) or "none")
             + (
                 f"; after the handshake: {_by_cause(s['association_failures'])}"
                 if self.association_failures
                 else ""
-            ),
-        ]
+            )
+        )
         msg = s["messages"]
         if msg["sent"]:
             lines.append(
@@ -160,6 +183,13 @@ class LoadResult:
             + (f"; ICMP errors {self.icmp_errors}" if self.icmp_errors else "")
         )
         return "\n".join(lines)
+
+
+def _spread(latency_ms: dict[str, float]) -> str:
+    return (
+        f"median {latency_ms['median']:.2f}, p99 {latency_ms['p99']:.2f}, "
+        f"max {latency_ms['max']:.2f}"
+    )
 
 
 def _by_cause(counts: dict[str, int]) -> str:
