@@ -44,8 +44,8 @@ class LoadResult:
     #: Associations that failed after their handshake completed (the server closed or ended
     #: them during the echoes), by cause: their handshakes count as completed.
     association_failures: Counter[str] = field(default_factory=Counter)
-    #: Associations still in progress when the run was stopped (Ctrl-C): neither counted
-    #: as completed nor as failed.
+    #: Handshakes still in progress when the run was stopped (Ctrl-C): neither counted as
+    #: completed nor as failed.
     unfinished: int = 0
     #: Full handshake latencies in seconds: first ClientHello sent to the server's Finished
     #: checked.
@@ -83,9 +83,8 @@ class LoadResult:
         )
         for name in (
             "started", "completed", "completed_in_window", "unfinished", "sessions_offered",
-            "messages_sent",
-            "messages_echoed", "messages_lost", "datagrams_sent", "datagrams_received",
-            "bytes_sent", "bytes_received", "icmp_errors",
+            "messages_sent", "messages_echoed", "messages_lost", "datagrams_sent",
+            "datagrams_received", "bytes_sent", "bytes_received", "icmp_errors",
         ):
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         return merged
