@@ -489,7 +489,7 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     monkeypatch: pytest.MonkeyPatch, processes: int, sig: signal.Signals
 ) -> None:
     """Ctrl-C (SIGINT) or SIGTERM, sent here once progress shows a completed handshake, ends
-    a 30-second run at once; what was done is counted, what was in progress is unfinished.
+    a 10-second run at once; what was done is counted, what was in progress is unfinished.
     Over two processes the progress is the sum of theirs (each reports once a second)."""
     monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.05)
     monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
@@ -505,7 +505,7 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
 
     try:
         with server_on_a_thread() as server:
-            load = spec(handshakes=None, duration=30.0, concurrency=4, messages=1,
+            load = spec(handshakes=None, duration=10.0, concurrency=4, messages=1,
                         port=server.address[1])
             started = time.monotonic()
             result = run_load(load, processes=processes, loop_choice="asyncio", progress=note)
@@ -513,12 +513,12 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     finally:
         signal.signal(sig, previous)
     assert missed == []
-    assert took < 15.0
+    assert took < 15.0 and result.elapsed < 10.0  # ended by the signal, not by its duration
     assert seen[0].completed > 0 and all(p.in_flight <= 4 and not p.failed for p in seen)
     assert result.completed >= seen[0].completed and result.failed == 0
     assert result.started == result.completed + result.unfinished
     assert result.unfinished <= 4
-    assert result.window == result.elapsed < 15.0
+    assert result.window == result.elapsed
     assert result.processes == processes
 
 
