@@ -590,13 +590,9 @@ def test_the_perf_command_reports_as_json_and_fails_when_a_handshake_fails(
     assert "failures: received alert decrypt_error 1" in bad.out.splitlines()
 
 
-def test_the_perf_command_runs_ten_seconds_unless_told_and_shows_progress(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Without --duration or --handshakes a run lasts DEFAULT_DURATION (shortened here); the
-    progress lines go to stderr, the report to stdout; --timeout is the handshake deadline."""
-    monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.1)
-    monkeypatch.setattr(perf_cli, "DEFAULT_DURATION", 0.5)
+@pytest.fixture
+def specs_run(monkeypatch: pytest.MonkeyPatch) -> list[LoadSpec]:
+    """Every `LoadSpec` the perf command hands to `run_load` (which still runs it)."""
     specs: list[LoadSpec] = []
     real_run_load = perf_cli.run_load
 
@@ -605,13 +601,23 @@ def test_the_perf_command_runs_ten_seconds_unless_told_and_shows_progress(
         return real_run_load(spec, **kwargs)
 
     monkeypatch.setattr(perf_cli, "run_load", spy)
+    return specs
+
+
+def test_the_perf_command_runs_ten_seconds_unless_told_and_shows_progress(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], specs_run: list[LoadSpec]
+) -> None:
+    """Without --duration or --handshakes a run lasts DEFAULT_DURATION (shortened here); the
+    progress lines go to stderr, the report to stdout; --timeout is the handshake deadline."""
+    monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.1)
+    monkeypatch.setattr(perf_cli, "DEFAULT_DURATION", 0.5)
     with server_on_a_thread() as server:
         status = perf_command(server.address[1], "-c", "2", "--timeout", "7", "--echo-timeout",
                               "0.5")
     out, err = capsys.readouterr()
     assert status == 0
-    (load,) = specs
-    assert (load.duration, load.handshakes, load.concurrency) == (0.5, None, 2)
+    (load,) = specs_run
+    assert (load.duration, load.handshakes, load.concurrency, load.resume) == (0.5, None, 2, False)
     assert (load.messages, load.message_size, load.echo_timeout) == (0, 64, 0.5)
     assert isinstance(load.config, ClientConfig) and load.config.handshake_timeout == 7.0
     progress = err.splitlines()
@@ -624,21 +630,13 @@ def test_the_perf_command_runs_ten_seconds_unless_told_and_shows_progress(
 
 
 def test_the_perf_command_builds_the_configuration_again_in_each_process(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], specs_run: list[LoadSpec]
 ) -> None:
-    specs: list[LoadSpec] = []
-    real_run_load = perf_cli.run_load
-
-    def spy(spec: LoadSpec, **kwargs: Any) -> LoadResult:
-        specs.append(spec)
-        return real_run_load(spec, **kwargs)
-
-    monkeypatch.setattr(perf_cli, "run_load", spy)
     with server_on_a_thread() as server:
         status = perf_command(server.address[1], "-n", "4", "-c", "2", "-p", "2", "-q")
     out, _ = capsys.readouterr()
     assert status == 0
-    (load,) = specs
+    (load,) = specs_run
     assert callable(load.config)
     built = load.config()
     assert isinstance(built, ClientConfig) and built.psk_identity == CLIENT_IDENTITY.encode()
@@ -659,12 +657,13 @@ def test_the_perf_command_fails_when_an_association_fails_after_its_handshake(
 
 
 def test_the_perf_command_resumes_sessions(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], specs_run: list[LoadSpec]
 ) -> None:
     with server_on_a_thread() as server:
         status = perf_command(server.address[1], "-n", "6", "-c", "2", "-q", "--resume")
     lines = capsys.readouterr().out.splitlines()
     assert status == 0
+    assert [load.resume for load in specs_run] == [True]
     assert "handshakes: 6 completed, 0 failed; " in lines[1]
     assert lines[2].startswith("latency ms: median ") and lines[2].endswith(" (full handshakes)")
     assert lines[3].startswith("resumed: 4 of 4 sessions offered; latency ms median ")
