@@ -109,8 +109,9 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
             os.kill(first, signal.SIGKILL)
             await asyncio.wait_for(pool.worker_exited.wait(), 5.0)
         finally:
-            totals = await pool.close()
-        assert await pool.close() is totals  # idempotent
+            # Closed twice at once and once more after: the same sum each time.
+            totals, again = await asyncio.gather(pool.close(), pool.close())
+        assert again is totals and await pool.close() is totals
         # Only the survivor reports its counters, and the sum is its own.
         records = [r.getMessage() for r in caplog.records]
         assert f"worker 0 (pid {first}) ended unexpectedly" in records
@@ -146,3 +147,14 @@ def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> 
         if (m := re.match(r"worker \d \(pid \d+\): handshakes (\d+) completed", r.getMessage()))
     ]
     assert len(counted) == 2 and sum(counted) == 8
+
+
+def test_a_worker_builds_its_configuration_with_the_shared_secret() -> None:
+    """What each worker runs (in its own process): the configuration, or the function that
+    builds it, with the cookie secret of all the workers."""
+    given = workers._WorkerSpec(0, echo, server_config(), GIVEN_SECRET, "asyncio", None)
+    built = workers._WorkerSpec(1, echo, server_config, GIVEN_SECRET, "asyncio", None)
+    for spec in (given, built):
+        config = spec.server_config()
+        assert config.cookie_secret == GIVEN_SECRET
+        assert config.psk_store == server_config().psk_store

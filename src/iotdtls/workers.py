@@ -132,7 +132,8 @@ class WorkerServer:
     def __init__(self, address: tuple[str, int], workers: list[_Worker]) -> None:
         self._address = address
         self._workers = workers
-        self._closed: ServerStats | None = None
+        #: The stop of every worker, once `close()` has begun (shared by later calls).
+        self._closing: asyncio.Task[ServerStats] | None = None
         #: Set when a worker process ends without having been asked to.
         self.worker_exited = asyncio.Event()
         running = asyncio.get_running_loop()
@@ -154,16 +155,19 @@ class WorkerServer:
 
     def _on_exit(self, worker: _Worker) -> None:
         asyncio.get_running_loop().remove_reader(worker.process.sentinel)
-        if self._closed is None:
+        if self._closing is None:
             logger.error("worker %d (pid %d) ended unexpectedly", worker.index, worker.pid)
             self.worker_exited.set()
 
     async def close(self) -> ServerStats:
         """Stop every worker (each closes its associations with close_notify), reap them, log
-        each one's counters and their sum, and return the sum. Idempotent."""
-        if self._closed is not None:
-            return self._closed
-        self._closed = ServerStats()
+        each one's counters and their sum, and return the sum. Idempotent: a second call,
+        even while the first is under way, waits for the same sum."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._stop())
+        return await asyncio.shield(self._closing)
+
+    async def _stop(self) -> ServerStats:
         running = asyncio.get_running_loop()
         for worker in self._workers:
             running.remove_reader(worker.process.sentinel)
@@ -175,7 +179,6 @@ class WorkerServer:
                             worker.stats.describe())
                 total = total + worker.stats
         logger.info("all %d workers: %s", len(self._workers), total.describe())
-        self._closed = total
         return total
 
     async def __aenter__(self) -> WorkerServer:
