@@ -15,6 +15,7 @@ import errno
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import re
 import resource
@@ -611,6 +612,32 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     assert result.unfinished <= 4
     assert result.window == result.elapsed
     assert result.processes == processes
+
+
+def test_a_generator_process_that_dies_ends_the_run_with_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One of two generator processes killed once progress shows: the run raises a
+    ChildProcessError naming it, at once, and the other process is stopped and reaped."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
+    killed: list[int] = []
+
+    def kill_one(progress: LoadProgress) -> None:
+        children = multiprocessing.active_children()
+        if progress.completed and not killed and children:
+            victim = min(children, key=lambda child: child.name)  # iotdtls-perf-0
+            killed.append(victim.pid or 0)
+            victim.kill()
+
+    with server_on_a_thread() as server:
+        load = spec(handshakes=None, duration=10.0, concurrency=4, port=server.address[1])
+        started = time.monotonic()
+        with pytest.raises(ChildProcessError) as failed:
+            run_load(load, processes=2, loop_choice="asyncio", progress=kill_one)
+        took = time.monotonic() - started
+    assert str(failed.value) == "load generator process 0: ended unexpectedly"
+    assert killed and took < 8.0
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize(
