@@ -93,11 +93,12 @@ def test_the_results_of_two_processes_add_up() -> None:
     name stand, and the processes are counted."""
     a = numbered(1, elapsed=3.0, window=2.0, failures=Counter({"handshake timeout": 2}),
                  association_failures=Counter({"closed by the server": 1}),
-                 latencies=[0.1], echo_latencies=[0.01], loop="")
+                 latencies=[0.1], echo_latencies=[0.01], resumed_latencies=[0.05], loop="")
     b = numbered(100, elapsed=2.5, window=2.5,
                  failures=Counter({"handshake timeout": 1, "received alert decrypt_error": 4}),
                  association_failures=Counter({"closed by the server": 2, "x": 1}),
-                 latencies=[0.2, 0.3], echo_latencies=[0.02], processes=2, loop="uvloop")
+                 latencies=[0.2, 0.3], echo_latencies=[0.02], resumed_latencies=[0.06],
+                 processes=2, loop="uvloop")
     total = a + b
     assert {name: getattr(total, name) for name in COUNTERS} == {
         name: 101 + 2 * i for i, name in enumerate(COUNTERS)
@@ -107,6 +108,7 @@ def test_the_results_of_two_processes_add_up() -> None:
     assert total.association_failures == Counter({"closed by the server": 3, "x": 1})
     assert total.latencies == [0.1, 0.2, 0.3]
     assert total.echo_latencies == [0.01, 0.02]
+    assert total.resumed_latencies == [0.05, 0.06] and total.resumed == 2
     assert (total.elapsed, total.window) == (3.0, 2.5)
     assert total.processes == 3
     assert total.loop == "uvloop"
@@ -487,6 +489,29 @@ def test_a_server_closing_during_an_echo_ends_the_wait_at_once() -> None:
     run(main())
 
 
+def test_a_socket_that_cannot_reach_the_server_is_a_failure_by_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`connect` refused by the system (here: a socket class that raises, as for an
+    unreachable network): counted as a socket error, and the socket closed."""
+    made: list[socket.socket] = []
+
+    class Unreachable(socket.socket):
+        def connect(self, address: Any) -> None:
+            made.append(self)
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(perf_engine.socket, "socket", Unreachable)
+
+    async def main() -> None:
+        result = await run_engine(spec(handshakes=3, concurrency=1))
+        assert result.failures == Counter({"socket error: Network is unreachable": 3})
+        assert result.started == 3 and result.datagrams_sent == 0
+
+    run(main())
+    assert len(made) == 3 and all(sock.fileno() == -1 for sock in made)
+
+
 def test_a_timed_run_starts_no_association_after_its_duration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -525,6 +550,9 @@ def test_a_stopped_run_counts_what_was_in_progress_as_unfinished(
             stop = asyncio.Event()
             asyncio.get_running_loop().call_later(0.3, stop.set)
             result = await run_engine(load, seen.append, stop)
+            reported = len(seen)
+            await asyncio.sleep(0.2)
+            assert len(seen) == reported  # the reporter stopped with the run
         assert (result.started, result.unfinished, result.completed, result.failed) == (3, 3, 0, 0)
         assert result.window == result.elapsed < 2.0
         assert result.datagrams_sent >= 3
@@ -606,7 +634,7 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
         signal.signal(sig, previous)
     assert missed == []
     assert took < 15.0 and result.elapsed < 10.0  # ended by the signal, not by its duration
-    assert seen[0].completed > 0 and all(p.in_flight <= 4 and not p.failed for p in seen)
+    assert seen[0].completed > 0 and all(p.in_flight <= 4 and p.failed == 0 for p in seen)
     assert result.completed >= seen[0].completed and result.failed == 0
     assert result.started == result.completed + result.unfinished
     assert result.unfinished <= 4

@@ -25,9 +25,8 @@ from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import PrivateKey
-from iotdtls.errors import ConfigError
 from iotdtls.stats import ServerStats
-from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX, cli_server, server_config
+from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX, cli_server
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
@@ -198,14 +197,3 @@ def test_workers_build_a_raw_public_key_configuration_each(tmp_path: Path) -> No
     totals = asyncio.run(run())
     assert totals.handshakes_completed == 4
     assert totals.handshakes_failed == 0
-
-
-def test_workers_refuse_what_cannot_be_sent_to_a_process() -> None:
-    async def start() -> None:
-        await workers.serve(lambda session: echo(session), LOCALHOST, 0, server_config(),
-                            workers=2)
-
-    with pytest.raises(ConfigError, match="picklable"):
-        asyncio.run(start())
-    with pytest.raises(ConfigError, match="workers must be from 1"):
-        asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=0))

@@ -15,14 +15,16 @@ import re
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
+from iotdtls.errors import ConfigError
 from tests.aio_support import client_config, run, server_config
-from tests.peers import LOCALHOST
+from tests.peers import LOCALHOST, free_udp_port
 
 GIVEN_SECRET = bytes(range(32))
 
@@ -158,3 +160,104 @@ def test_a_worker_builds_its_configuration_with_the_shared_secret() -> None:
         config = spec.server_config()
         assert config.cookie_secret == GIVEN_SECRET
         assert config.psk_store == server_config().psk_store
+
+
+def test_workers_refuse_what_cannot_be_sent_to_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def start() -> None:
+        await workers.serve(lambda session: echo(session), LOCALHOST, 0, server_config(),
+                            workers=1)
+
+    with pytest.raises(ConfigError, match=r"^with workers, the handler, .* must be picklable"):
+        asyncio.run(start())
+    monkeypatch.setattr(workers, "MAX_WORKERS", 2)
+    for count in (0, 3):
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=count))
+        assert str(refused.value) == f"workers must be from 1 to 2, got {count}"
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_workers_serve_on_the_port_asked_for(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """One worker, or as many as allowed (MAX_WORKERS lowered to 2), on a given port; the
+    configuration given as a function building it."""
+    monkeypatch.setattr(workers, "MAX_WORKERS", 2)
+    port = free_udp_port()
+
+    async def main() -> None:
+        async with await workers.serve(echo, LOCALHOST, port, server_config, workers=count,
+                                       loop_choice="asyncio") as pool:
+            assert pool.address == (LOCALHOST, port) and len(pool.pids) == count
+            async with aio.connect(LOCALHOST, port, client_config()) as conn:
+                conn.send(b"hi")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"hi"
+
+    run(main(), limit=60.0)
+
+
+def test_the_workers_sockets_get_the_large_receive_buffer() -> None:
+    """As the single-process server's (a burst of ClientHellos waits instead of being
+    dropped), up to what the kernel allows (net.core.rmem_max; Linux reports it doubled)."""
+    allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    port = free_udp_port()
+    sockets = workers._bind_reuseport(LOCALHOST, port, 2)
+    try:
+        for sock in sockets:
+            assert sock.getsockname() == (LOCALHOST, port)
+            buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            assert buffer >= 2 * min(aio.SERVER_RECEIVE_BUFFER, allowed)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_failed_start_stops_the_workers_already_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_spawn = workers.spawn
+    spawned: list[Any] = []
+
+    def spawn_once(*args: Any) -> Any:
+        if spawned:
+            raise OSError("no more processes")
+        spawned.append(real_spawn(*args))
+        return spawned[-1]
+
+    monkeypatch.setattr(workers, "spawn", spawn_once)
+    with pytest.raises(OSError, match="no more processes"):
+        asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                  loop_choice="asyncio"))
+    ((process, _),) = spawned
+    assert not process.is_alive() and process.exitcode == 0  # asked to stop, not killed
+    assert multiprocessing.active_children() == []
+
+
+class Stuck(aio.DatagramHandler):
+    """A handler that blocks its worker's event loop (so that it cannot hear "stop")."""
+
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        time.sleep(30.0)
+
+
+def test_a_worker_that_does_not_stop_is_killed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers, "STOP_TIMEOUT", 1.0)
+
+    async def main() -> None:
+        pool = await workers.serve(Stuck(), LOCALHOST, 0, server_config(), workers=1,
+                                   loop_choice="asyncio")
+        (pid,) = pool.pids
+        async with aio.connect(*pool.address, client_config()) as conn:
+            conn.send(b"block")
+            await asyncio.sleep(0.2)
+        started = time.monotonic()
+        totals = await pool.close()
+        assert time.monotonic() - started < 5.0
+        assert totals == workers.ServerStats()  # the killed worker reported nothing
+        assert f"worker 0 (pid {pid}) did not stop; killed" in [
+            r.getMessage() for r in caplog.records
+        ]
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []

@@ -254,8 +254,9 @@ def _wait_ready(workers: list[_Worker], timeout: float) -> str | None:
     return None
 
 
-def _stop_workers(workers: list[_Worker], timeout: float = STOP_TIMEOUT) -> None:
-    """Ask every worker to stop, collect its counters, reap it (SIGKILL after `timeout`)."""
+def _stop_workers(workers: list[_Worker]) -> None:
+    """Ask every worker to stop, collect its counters, reap it (SIGKILL after STOP_TIMEOUT)."""
+    timeout = STOP_TIMEOUT
     for worker in workers:
         with contextlib.suppress(OSError):
             worker.conn.send(_STOP)
