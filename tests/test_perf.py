@@ -247,6 +247,7 @@ def test_a_run_that_cannot_be_done_is_refused_in_one_line(
 
 
 def test_the_edges_of_a_possible_run_are_accepted() -> None:
+    check_spec(spec(concurrency=1, handshakes=1))  # one process unless told
     check_spec(spec(message_size=4, messages=0), processes=1)
     check_spec(spec(message_size=16384, concurrency=10), processes=10)
     check_spec(spec(handshakes=None, duration=0.01, concurrency=3), processes=3)
@@ -589,16 +590,19 @@ def test_run_load_here_and_over_two_processes() -> None:
     seen: list[LoadProgress] = []
     with server_on_a_thread() as server:
         load = spec(handshakes=6, concurrency=3, messages=1, port=server.address[1])
-        here = run_load(load, loop_choice="asyncio")
-        split = run_load(dataclasses.replace(load, handshakes=40), processes=2,
+        here = run_load(load)  # on uvloop (the `fast` extra is installed here)
+        split = run_load(dataclasses.replace(load, handshakes=41), processes=2,
                          loop_choice="asyncio", progress=seen.append)
+        with pytest.raises(ConfigError, match="processes must be from 1 to the concurrency"):
+            run_load(load, processes=4)
         stats = server.stats
-    assert (here.completed, here.messages_echoed, here.processes) == (6, 6, 1)
-    assert (split.started, split.completed, split.messages_echoed) == (40, 40, 40)
+    assert (here.completed, here.messages_echoed, here.processes, here.loop) == (6, 6, 1, "uvloop")
+    # 21 and 20 handshakes: the two processes' results both count, each once.
+    assert (split.started, split.completed, split.messages_echoed) == (41, 41, 41)
     assert split.processes == 2 and split.loop == "asyncio"
-    assert len(split.latencies) == 40
-    assert stats.handshakes_completed == 46
-    assert all(p.completed <= 40 and p.in_flight <= 3 for p in seen)
+    assert len(split.latencies) == 41
+    assert stats.handshakes_completed == 47
+    assert all(p.completed <= 41 and p.in_flight <= 3 for p in seen)
 
 
 @pytest.mark.parametrize(
