@@ -66,8 +66,9 @@ fuzz: $(STAMP)
 # Mutation testing (mutmut) of the record layer, the connection, crypto/, handshake/, the
 # endpoint, messages/ with its byte cursors, heartbeats, the session store, the chain cache, the
 # configuration and credentials, the certificate-URL fetcher, the UDP transport, the coaps
-# credentials, remotes and errors, the asyncio and blocking adapters, the trace lines and the
-# lossy test proxy against the fast tests ([tool.mutmut] in pyproject.toml); then the kill rate and every mutant
+# credentials, remotes and errors, the asyncio and blocking adapters, the trace lines, the
+# lossy test proxy, the load generator, the server counters and the multi-process server
+# against the fast tests ([tool.mutmut] in pyproject.toml); then the kill rate and every mutant
 # that is neither killed nor explained in docs/mutation.md.
 MUTATION_STAMP := $(VENV)/.mutation-installed
 $(MUTATION_STAMP): $(STAMP)
