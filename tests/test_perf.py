@@ -24,14 +24,14 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from iotdtls import aio, cli, loop, perf
 from iotdtls.cli import perf as perf_cli
-from iotdtls.config import ClientConfig
+from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -324,17 +324,34 @@ def test_a_counted_run_agrees_with_the_server(
     assert {d[4:] for d in echoed} == {bytes(28)}
 
 
-def test_failed_handshakes_are_counted_by_cause() -> None:
+def run_against(
+    handler: aio.Handler,
+    *,
+    server: ServerConfig | None = None,
+    progress: Callable[[LoadProgress], None] | None = None,
+    **changes: Any,
+) -> tuple[LoadResult, float]:
+    """`spec(**changes)` run by the engine, in a fresh loop, against an in-process server of
+    `handler` (configured by `server_config()` unless given): the result and the seconds the
+    run took."""
+    outcome: list[tuple[LoadResult, float]] = []
+
     async def main() -> None:
-        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
-            wrong = spec(handshakes=3, concurrency=1, port=server.address[1],
-                         config=client_config(psk=WRONG_PSK))
-            result = await run_engine(wrong)
-        assert result.failures == Counter({"received alert decrypt_error": 3})
-        assert result.completed == 0 and result.latencies == []
-        assert result.started == 3
+        async with await aio.serve(handler, LOCALHOST, 0, server or server_config()) as running:
+            started = time.monotonic()
+            result = await run_engine(spec(port=running.address[1], **changes), progress)
+            outcome.append((result, time.monotonic() - started))
 
     run(main())
+    return outcome[0]
+
+
+def test_failed_handshakes_are_counted_by_cause() -> None:
+    result, _ = run_against(echo, handshakes=3, concurrency=1,
+                            config=client_config(psk=WRONG_PSK))
+    assert result.failures == Counter({"received alert decrypt_error": 3})
+    assert result.completed == 0 and result.latencies == []
+    assert result.started == 3
 
 
 def test_a_port_nobody_serves_gives_icmp_errors_and_timeouts() -> None:
@@ -396,22 +413,15 @@ async def hang_up(session: aio.ServerSession) -> None:
 def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
     handler: Any, echoed: int, lost: int, after_handshake: dict[str, int]
 ) -> None:
-    async def main() -> None:
-        async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
-            load = spec(handshakes=2, concurrency=1, messages=2, echo_timeout=0.2,
-                        port=server.address[1])
-            started = time.monotonic()
-            result = await run_engine(load)
-            took = time.monotonic() - started
-        assert result.completed == 2
-        assert (result.messages_echoed, result.messages_lost) == (echoed, lost)
-        assert len(result.echo_latencies) == echoed
-        assert result.failures == Counter() and result.failed == 0
-        assert result.association_failures == Counter(after_handshake)
-        assert result.messages_sent == echoed + lost
-        assert took < 0.2 * lost + 2.0  # each lost message waits out its echo timeout, once
-
-    run(main())
+    result, took = run_against(handler, handshakes=2, concurrency=1, messages=2,
+                               echo_timeout=0.2)
+    assert result.completed == 2
+    assert (result.messages_echoed, result.messages_lost) == (echoed, lost)
+    assert len(result.echo_latencies) == echoed
+    assert result.failures == Counter() and result.failed == 0
+    assert result.association_failures == Counter(after_handshake)
+    assert result.messages_sent == echoed + lost
+    assert took < 0.2 * lost + 2.0  # each lost message waits out its echo timeout, once
 
 
 @pytest.mark.req("RES-1")
@@ -428,19 +438,13 @@ def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
 def test_resume_offers_each_association_the_session_of_the_one_before(
     caplog: pytest.LogCaptureFixture, resume: bool, cache: int, offered: int, resumed: int
 ) -> None:
-    async def main() -> None:
-        config = server_config(session_cache_size=cache)
-        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
-            load = spec(handshakes=10, concurrency=2, messages=1, resume=resume,
-                        port=server.address[1])
-            result = await run_engine(load)
-        assert (result.completed, result.failed, result.messages_echoed) == (10, 0, 10)
-        assert (result.sessions_offered, result.resumed) == (offered, resumed)
-        assert len(result.latencies) == 10 - resumed
-        assert len(result.resumed_latencies) == resumed
-
     with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
-        run(main())
+        result, _ = run_against(echo, server=server_config(session_cache_size=cache),
+                                handshakes=10, concurrency=2, messages=1, resume=resume)
+    assert (result.completed, result.failed, result.messages_echoed) == (10, 0, 10)
+    assert (result.sessions_offered, result.resumed) == (offered, resumed)
+    assert len(result.latencies) == 10 - resumed
+    assert len(result.resumed_latencies) == resumed
     done = [r.getMessage() for r in caplog.records if "handshake complete" in r.getMessage()]
     assert len(done) == 10
     assert sum("(resumed)" in line for line in done) == resumed
@@ -477,17 +481,11 @@ def test_a_server_closing_during_the_handshake_fails_it() -> None:
 
 
 def test_a_server_closing_during_an_echo_ends_the_wait_at_once() -> None:
-    async def main() -> None:
-        async with await aio.serve(hang_up, LOCALHOST, 0, server_config()) as server:
-            load = spec(handshakes=2, concurrency=1, messages=3, echo_timeout=10.0,
-                        port=server.address[1])
-            started = time.monotonic()
-            result = await run_engine(load)
-            assert time.monotonic() - started < 3.0
-        assert (result.messages_sent, result.messages_lost) == (2, 2)
-        assert result.association_failures == Counter({"closed by the server": 2})
-
-    run(main())
+    result, took = run_against(hang_up, handshakes=2, concurrency=1, messages=3,
+                               echo_timeout=10.0)
+    assert took < 3.0
+    assert (result.messages_sent, result.messages_lost) == (2, 2)
+    assert result.association_failures == Counter({"closed by the server": 2})
 
 
 def test_a_socket_that_cannot_reach_the_server_is_a_failure_by_cause(
@@ -520,19 +518,15 @@ def test_a_timed_run_starts_no_association_after_its_duration(
     monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.02)
     seen: list[LoadProgress] = []
 
-    async def main() -> None:
-        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
-            load = spec(handshakes=None, duration=0.5, concurrency=3, port=server.address[1])
-            result = await run_engine(load, seen.append)
-        assert result.completed > 0 and result.failed == 0 and result.unfinished == 0
-        assert result.completed == result.started
-        assert 0 < result.completed_in_window <= result.completed
-        assert result.window == 0.5 <= result.elapsed < 2.0
-        assert result.rate == result.completed_in_window / 0.5
-        assert len(seen) >= 5 and {p.in_flight for p in seen[:-2]} == {3}
-        assert [p.completed for p in seen] == sorted(p.completed for p in seen)
-
-    run(main())
+    result, _ = run_against(echo, progress=seen.append, handshakes=None, duration=0.5,
+                            concurrency=3)
+    assert result.completed > 0 and result.failed == 0 and result.unfinished == 0
+    assert result.completed == result.started
+    assert 0 < result.completed_in_window <= result.completed
+    assert result.window == 0.5 <= result.elapsed < 2.0
+    assert result.rate == result.completed_in_window / 0.5
+    assert len(seen) >= 5 and {p.in_flight for p in seen[:-2]} == {3}
+    assert [p.completed for p in seen] == sorted(p.completed for p in seen)
 
 
 def test_a_stopped_run_counts_what_was_in_progress_as_unfinished(
