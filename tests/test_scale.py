@@ -144,7 +144,12 @@ def test_perf_against_openssl_server_counts_agree() -> None:
         output = peer.output
     assert hs["unfinished"] <= 1
     assert output.count("CIPHER is PSK-AES128-CCM8") == hs["completed"]
-    assert hs["completed"] <= output.count("DONE") <= hs["completed"] + hs["unfinished"]
+    # One "DONE" more than that was seen once in a CI run (4,942 for 4,941 handshakes, none
+    # unfinished, on a machine doing about 2,500 a second): as with our server above, the
+    # kernel can give a closed client socket's port straight to the next client, and s_server
+    # then ends a connection of that address twice. Every handshake is still counted once.
+    surplus = output.count("DONE") - hs["completed"] - hs["unfinished"]
+    assert hs["completed"] <= output.count("DONE") and surplus <= 3
 
 
 @pytest.mark.interop
