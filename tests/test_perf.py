@@ -32,6 +32,7 @@ import pytest
 from iotdtls import aio, cli, loop, perf
 from iotdtls.cli import perf as perf_cli
 from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.crypto.aead import CCM8_TAG_LENGTH, EXPLICIT_NONCE_LENGTH
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -44,6 +45,7 @@ from iotdtls.perf import LoadProgress, LoadResult, LoadSpec, check_spec, run_loa
 from iotdtls.perf import engine as perf_engine
 from iotdtls.perf.engine import failure_cause, run_engine
 from iotdtls.perf.result import percentile
+from iotdtls.record import RECORD_HEADER_LEN
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, run, server_config
 from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX
@@ -274,7 +276,7 @@ async def settle(stats: ServerStats, result: LoadResult) -> None:
 
 
 #: A close_notify under AES_128_CCM_8: record header, explicit nonce, the alert, the tag.
-CLOSE_NOTIFY_RECORD = 13 + 8 + 2 + 8
+CLOSE_NOTIFY_RECORD = RECORD_HEADER_LEN + EXPLICIT_NONCE_LENGTH + 2 + CCM8_TAG_LENGTH
 
 
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
@@ -580,13 +582,12 @@ def server_on_a_thread(handler: aio.Handler = echo) -> Iterator[aio.DtlsServer]:
 
 def test_run_load_here_and_over_two_processes() -> None:
     """`run_load` in this process, then split over two generator processes whose results are
-    merged (their progress summed on the way)."""
-    seen: list[LoadProgress] = []
+    merged (their summed progress: see the signal tests, whose runs last long enough)."""
     with server_on_a_thread() as server:
         load = spec(handshakes=6, concurrency=3, messages=1, port=server.address[1])
         here = run_load(load)  # on uvloop (the `fast` extra is installed here)
         split = run_load(dataclasses.replace(load, handshakes=41), processes=2,
-                         loop_choice="asyncio", progress=seen.append)
+                         loop_choice="asyncio")
         with pytest.raises(ConfigError, match="processes must be from 1 to the concurrency"):
             run_load(load, processes=4)
         stats = server.stats
@@ -596,7 +597,6 @@ def test_run_load_here_and_over_two_processes() -> None:
     assert split.processes == 2 and split.loop == "asyncio"
     assert len(split.latencies) == 41
     assert stats.handshakes_completed == 47
-    assert all(p.completed <= 41 and p.in_flight <= 3 for p in seen)
 
 
 @pytest.mark.parametrize(

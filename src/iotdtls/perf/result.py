@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["LoadProgress", "LoadResult", "percentile"]
@@ -70,23 +70,18 @@ class LoadResult:
     loop: str = ""
 
     def __add__(self, other: LoadResult) -> LoadResult:
-        merged = LoadResult(
-            elapsed=max(self.elapsed, other.elapsed),
-            window=max(self.window, other.window),
-            failures=self.failures + other.failures,
-            association_failures=self.association_failures + other.association_failures,
-            latencies=self.latencies + other.latencies,
-            resumed_latencies=self.resumed_latencies + other.resumed_latencies,
-            echo_latencies=self.echo_latencies + other.echo_latencies,
-            processes=self.processes + other.processes,
-            loop=self.loop or other.loop,
-        )
-        for name in (
-            "started", "completed", "completed_in_window", "unfinished", "sessions_offered",
-            "messages_sent", "messages_echoed", "messages_lost", "datagrams_sent",
-            "datagrams_received", "bytes_sent", "bytes_received", "icmp_errors",
-        ):
-            setattr(merged, name, getattr(self, name) + getattr(other, name))
+        """The figures of two generator processes as one run: the longer run's times, the
+        first loop name; every count, cause counter and latency list added together."""
+        merged = LoadResult()
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, float):
+                value = max(mine, theirs)
+            elif isinstance(mine, str):
+                value = mine or theirs
+            else:
+                value = mine + theirs
+            setattr(merged, f.name, value)
         return merged
 
     @property
