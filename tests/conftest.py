@@ -71,6 +71,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(autouse=True)
+def restored_logging_levels() -> Generator[None, None, None]:
+    """`iotdtls.cli.main` sets the levels of the library's loggers (`setup_logging`): every
+    test that runs the command line in this process leaves them as it found them."""
+    import logging
+
+    names = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def secret_guard(request: pytest.FixtureRequest) -> Generator[SecretGuard | None, None, None]:
     """SEC-1 for every test: no secret the library handled in the test shows in any log line,
     error text, repr or command-line output it produced (`tests.secret_guard`). A test that

@@ -704,16 +704,6 @@ def test_a_concurrency_past_the_hard_open_files_limit_is_refused(
 # -- `iotdtls perf` in this process -------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def restored_logging_levels() -> Iterator[None]:
-    """`cli.main` sets the levels of the library's loggers: put them back for other tests."""
-    names = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
-    levels = {name: logging.getLogger(name).level for name in names}
-    yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
 def perf_command(port: int, *args: str, credentials: tuple[str, ...] = tuple(CREDENTIALS)) -> int:
     return cli.main(["perf", f"{LOCALHOST}:{port}", *credentials, "--loop", "asyncio", *args])
 

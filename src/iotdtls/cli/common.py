@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import string
 import sys
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
+_HEX_DIGITS = frozenset(string.hexdigits)
 
 
 class UsageError(Exception):
@@ -50,17 +52,28 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     return host, int(port)
 
 
-def hex_bytes(name: str, text: str) -> bytes:
-    """Non-empty hexadecimal bytes, or a one-line `UsageError` naming the flag."""
+def hex_bytes(name: str, text: str, *, secret: bool = False) -> bytes:
+    """Non-empty hexadecimal bytes, or a one-line `UsageError` naming the flag. The message
+    quotes a wrong value, except a `secret` one (a key mistyped by one digit is nearly the
+    key): then it says where the value goes wrong."""
     try:
         value = bytes.fromhex(text)
     except ValueError:
+        problem = _hex_problem(text) if secret else f"got {text!r}"
         raise UsageError(
-            f"{name} must be hexadecimal bytes (e.g. 0102...0f10), got {text!r}"
+            f"{name} must be hexadecimal bytes (e.g. 0102...0f10), {problem}"
         ) from None
     if not value:
         raise UsageError(f"{name} is empty")
     return value
+
+
+def _hex_problem(text: str) -> str:
+    """What is wrong with `text` as hexadecimal bytes, without quoting any of it."""
+    for position, char in enumerate(text, 1):
+        if char not in _HEX_DIGITS and not char.isspace():
+            return f"character {position} of {len(text)} is not a hex digit"
+    return "the digits do not pair up into whole bytes"
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:

@@ -47,7 +47,7 @@ def read_psk_file(path: str) -> dict[bytes, bytes]:
         identity, sep, key = line.rpartition(":")
         if not sep or not identity:
             raise UsageError(f"{path}:{number}: expected identity:HEXKEY")
-        store[identity.encode()] = hex_bytes(f"{path}:{number} key", key)
+        store[identity.encode()] = hex_bytes(f"{path}:{number} key", key, secret=True)
     return store
 
 
@@ -159,9 +159,8 @@ def client_config(
     if psk:
         if args.psk_identity is None or args.psk is None:
             raise UsageError("give --psk-identity ID and --psk HEX together")
-        return ClientConfig(
-            psk_identity=args.psk_identity, psk=hex_bytes("--psk", args.psk), **settings
-        )
+        psk_key = hex_bytes("--psk", args.psk, secret=True)
+        return ClientConfig(psk_identity=args.psk_identity, psk=psk_key, **settings)
     if rpk:
         own = None if args.rpk_key is None else PrivateKey.load(args.rpk_key)
         pins = _pins(args.peer_rpk, args.peer_rpk_sha256, "--peer-rpk")
@@ -211,7 +210,7 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     if (args.psk_identity is None) != (args.psk is None):
         raise UsageError("give --psk-identity and --psk together")
     if args.psk is not None:
-        store[args.psk_identity.encode()] = hex_bytes("--psk", args.psk)
+        store[args.psk_identity.encode()] = hex_bytes("--psk", args.psk, secret=True)
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")

@@ -1,0 +1,334 @@
+"""The command line's flags turned into configurations, in this process (CFG-1): every
+credential mode of `client`, `server` and `perf`, the settings the flags carry, and each
+refused mix with its one-line message. (test_cli.py and test_cli_pubkey.py run the same
+commands as subprocesses, end to end; these reach the translation itself, where a mutation
+test can see it.)"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from iotdtls.chaincache import ChainCache
+from iotdtls.cli import _parser, main
+from iotdtls.cli.common import UsageError, hex_bytes, parse_hostport
+from iotdtls.cli.credentials import chain_cache, client_config, read_psk_file, server_config
+from iotdtls.cli.echo import server_config_of
+from iotdtls.cli.perf import client_config_of
+from iotdtls.config import DEFAULT_MTU, ServerConfig
+from iotdtls.credentials import PrivateKey, load_certificate_file, public_key_pin
+from tests.peers import Pki
+
+KEY_HEX = "0102030405060708090a0b0c0d0e0f10"
+KEY = bytes.fromhex(KEY_HEX)
+PSK = ["--psk-identity", "dev1", "--psk", KEY_HEX]
+NO_ANCHORS = "--cert/--key need trust anchors for the server: --cafile FILE"
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    return _parser().parse_args(list(argv))
+
+
+def client_args(*flags: str) -> argparse.Namespace:
+    return parsed("client", "sensor.example:5684", *flags)
+
+
+def server_args(*flags: str) -> argparse.Namespace:
+    return parsed("server", *flags)
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the command line on `argv`, which must be refused with exit status 2 before any
+    socket; return its one line on stderr (without the `iotdtls: error: ` prefix)."""
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    assert status == 2 and out == "", (status, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iotdtls: error: "), err
+    return lines[0].removeprefix("iotdtls: error: ")
+
+
+# -- client ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("CFG-1")
+def test_client_psk_mode_and_the_settings_beside_it() -> None:
+    config = client_config(client_args(*PSK), "sensor.example", mtu=600)
+    assert (config.psk_identity, config.psk) == (b"dev1", KEY)
+    assert config.mtu == 600
+    assert config.server_name == "sensor.example"  # the host, sent as SNI (RFC 6066 §3)
+    assert config.require_extended_master_secret
+    assert config.server_public_keys == () and config.trust_anchors == ()
+
+
+def test_client_server_name_flag_overrides_the_host_and_allow_no_ems_relaxes_ems() -> None:
+    args = client_args(*PSK, "--server-name", "gw.example", "--allow-no-ems")
+    config = client_config(args, "192.0.2.1")
+    assert config.server_name == "gw.example"
+    assert not config.require_extended_master_secret
+
+
+def test_client_raw_public_key_mode_pins_files_and_hashes(pki: Pki) -> None:
+    digest = "ab" * 32
+    args = client_args("--peer-rpk", str(pki.server_pub), "--peer-rpk-sha256", digest)
+    config = client_config(args, "localhost")
+    assert tuple(config.server_public_keys) == (
+        public_key_pin(pki.server_pub.read_bytes()), bytes.fromhex(digest),
+    )
+    assert config.raw_public_key is None and config.psk is None
+    mutual = client_config(
+        client_args("--peer-rpk-sha256", digest, "--rpk-key", str(pki.client_key)), "localhost"
+    )
+    assert mutual.raw_public_key is not None
+    assert mutual.raw_public_key.spki_sha256 == PrivateKey.load(pki.client_key).spki_sha256
+
+
+def test_client_certificate_mode_with_and_without_our_own_certificate(pki: Pki) -> None:
+    anchors = load_certificate_file(pki.ca_crt)
+    alone = client_config(client_args("--cafile", str(pki.ca_crt)), "localhost")
+    assert tuple(alone.trust_anchors) == tuple(anchors) and alone.certificate is None
+    mutual = client_config(
+        client_args("--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
+                    "--key", str(pki.client_key)),
+        "localhost",
+    )
+    assert mutual.certificate is not None
+    assert mutual.certificate.chain == tuple(load_certificate_file(pki.client_crt))
+
+
+def test_chain_cache_only_with_the_flag(tmp_path: Path, pki: Pki) -> None:
+    assert chain_cache(client_args(*PSK)) is None
+    cache = chain_cache(client_args("--cafile", str(pki.ca_crt), "--cache-dir", str(tmp_path)))
+    assert isinstance(cache, ChainCache)
+
+
+def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> None:
+    args = parsed("perf", "192.0.2.1:5684", *PSK, "--timeout", "7", "--mtu", "900",
+                  "--keylog", "/tmp/keys.log")
+    config = client_config_of(args, "192.0.2.1")
+    assert (config.psk_identity, config.psk) == (b"dev1", KEY)
+    assert (config.handshake_timeout, config.mtu) == (7.0, 900)
+    assert config.keylog_file == "/tmp/keys.log"
+
+
+@pytest.mark.req("CFG-1")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / "
+             "--peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),
+        ([*PSK, "--cafile", "ca.pem"], "choose one mode"),
+        ([*PSK, "--peer-rpk", "server.pem"], "choose one mode"),
+        (["--peer-rpk-sha256", "00" * 32, "--cafile", "ca.pem"], "choose one mode"),
+        ([*PSK, "--rpk-key", "key.pem"],
+         "--rpk-key needs the server's key: --peer-rpk or --peer-rpk-sha256"),
+        ([*PSK, "--cert", "c.pem"], NO_ANCHORS),
+        ([*PSK, "--key", "k.pem"], NO_ANCHORS),
+        ([*PSK, "--cache-dir", "cache"],
+         "--cache-dir keeps certificate chains: it needs --cafile FILE"),
+        (["--psk-identity", "dev1"], "give --psk-identity ID and --psk HEX together"),
+        (["--psk", KEY_HEX], "give --psk-identity ID and --psk HEX together"),
+        (["--peer-rpk-sha256", "abcd"],
+         "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), got 'abcd'"),
+        (["--peer-rpk-sha256", "xy"],
+         "--peer-rpk-sha256 must be hexadecimal bytes (e.g. 0102...0f10), got 'xy'"),
+        (["--peer-rpk", "/nonexistent/server.pem"],
+         "cannot read --peer-rpk /nonexistent/server.pem: No such file or directory"),
+        (["--psk-identity", "dev1", "--psk", ""], "--psk is empty"),
+        (["--retries", "-1", *PSK], "--retries must be 0 or more, got -1"),
+    ],
+)
+def test_client_flag_mistakes_are_one_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert refused(capsys, "client", "127.0.0.1:9", *flags).startswith(message)
+
+
+def test_client_certificate_without_its_key_is_refused(
+    capsys: pytest.CaptureFixture[str], pki: Pki
+) -> None:
+    for pair in (["--cert", str(pki.client_crt)], ["--key", str(pki.client_key)]):
+        message = refused(capsys, "client", "127.0.0.1:9", "--cafile", str(pki.ca_crt), *pair)
+        assert message == "give --cert and --key together"
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ("0102030405060708090a0b0c0d0e0fzz", "character 31 of 32 is not a hex digit"),
+        ("0102030405060708090a0b0c0d0e0f1", "the digits do not pair up into whole bytes"),
+    ],
+)
+def test_a_mistyped_psk_is_named_by_position_never_quoted(
+    capsys: pytest.CaptureFixture[str], value: str, where: str
+) -> None:
+    """A key one digit off is nearly the key: the message says where it goes wrong."""
+    for command in (["client", "127.0.0.1:9"], ["server"]):
+        message = refused(capsys, *command, "--psk-identity", "dev1", "--psk", value)
+        assert message == f"--psk must be hexadecimal bytes (e.g. 0102...0f10), {where}"
+        assert value[:8] not in message
+
+
+# -- server ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("CFG-1")
+def test_server_every_mode_at_once(pki: Pki, tmp_path: Path) -> None:
+    psk_file = tmp_path / "psk.txt"
+    psk_file.write_text("# fleet keys\n\nsensor-7:0a0b\n")
+    config = server_config(
+        server_args(*PSK, "--psk-file", str(psk_file),
+                    "--rpk-key", str(pki.server_key), "--rpk-allow", str(pki.client_pub),
+                    "--rpk-allow-sha256", "cd" * 32,
+                    "--cert", str(pki.server_crt), "--key", str(pki.server_key),
+                    "--client-cafile", str(pki.ca_crt)),
+    )
+    assert config.psk_store == {b"sensor-7": b"\x0a\x0b", b"dev1": KEY}
+    assert config.raw_public_key is not None
+    assert config.raw_public_key.spki_sha256 == PrivateKey.load(pki.server_key).spki_sha256
+    assert tuple(config.client_public_keys) == (
+        public_key_pin(pki.client_pub.read_bytes()), bytes.fromhex("cd" * 32),
+    )
+    (certified,) = config.certificates
+    assert certified.chain == tuple(load_certificate_file(pki.server_crt))
+    assert tuple(config.client_trust_anchors) == tuple(load_certificate_file(pki.ca_crt))
+    assert config.require_extended_master_secret
+
+
+def test_server_psk_alone_has_no_public_key_material() -> None:
+    config = server_config(server_args(*PSK, "--allow-no-ems"))
+    assert config.psk_store == {b"dev1": KEY}
+    assert config.raw_public_key is None and config.client_public_keys == ()
+    assert config.certificates == () and config.client_trust_anchors == ()
+    assert not config.require_extended_master_secret
+
+
+def test_server_flags_beside_the_credentials() -> None:
+    defaults = server_config_of(server_args(*PSK))
+    assert defaults.cookie_exchange and defaults.mtu == DEFAULT_MTU
+    assert defaults.keylog_file is None and not defaults.heartbeat
+    assert defaults.max_handshakes == ServerConfig.max_handshakes
+    assert defaults.max_connections == ServerConfig.max_connections
+    config = server_config_of(server_args(
+        *PSK, "--no-cookie", "--mtu", "700", "--keylog", "/tmp/k.log", "--max-handshakes", "9",
+        "--max-connections", "99", "--idle-timeout", "12.5", "--heartbeat", "3",
+    ))
+    assert not config.cookie_exchange and config.mtu == 700
+    assert config.keylog_file == "/tmp/k.log"
+    assert (config.max_handshakes, config.max_connections) == (9, 99)
+    assert config.idle_timeout == 12.5
+    assert config.heartbeat and config.keepalive_interval == 3.0
+
+
+@pytest.mark.req("CFG-1")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, "
+             "--rpk-key FILE, or --cert FILE --key FILE"),
+        (["--psk-identity", "dev1"], "give --psk-identity and --psk together"),
+        (["--psk", KEY_HEX], "give --psk-identity and --psk together"),
+        ([*PSK, "--rpk-allow-sha256", "00" * 32],
+         "--rpk-allow needs the server's own key: --rpk-key FILE"),
+        ([*PSK, "--client-cafile", "ca.pem"],
+         "--client-cafile needs the server's own --cert and --key"),
+        ([*PSK, "--cert", "c.pem"], "give --cert and --key together"),
+        ([*PSK, "--rpk-allow-sha256", "00"],
+         "--rpk-allow-sha256 must be 64 hex digits (a SHA-256), got '00'"),
+        (["--psk-file", "/nonexistent/psk.txt"],
+         "cannot read --psk-file /nonexistent/psk.txt: No such file or directory"),
+        ([*PSK, "--rpk-key", "/nonexistent/k.pem", "--rpk-allow", "/nonexistent/c.pem"],
+         "cannot read --rpk-allow /nonexistent/c.pem: No such file or directory"),
+        (["--listen", "127.0.0.1:x", *PSK], "port must be a number from 0 to 65535, got 'x'"),
+    ],
+)
+def test_server_flag_mistakes_are_one_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert refused(capsys, "server", *flags) == message
+
+
+def test_psk_file_format(tmp_path: Path) -> None:
+    """GnuTLS psktool lines: the key after the last colon, so an identity may hold colons."""
+    path = tmp_path / "keys.psk"
+    path.write_text("  # comment\n\n  urn:dev:mac:0024befffe804ff1:0102  \nb:ff\n")
+    assert read_psk_file(str(path)) == {b"urn:dev:mac:0024befffe804ff1": b"\x01\x02", b"b": b"\xff"}
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("no-colon-here", "expected identity:HEXKEY"),
+        (":0102", "expected identity:HEXKEY"),
+        ("dev1:", "key is empty"),
+        ("dev1:0102zz", "key must be hexadecimal bytes (e.g. 0102...0f10), "
+                        "character 5 of 6 is not a hex digit"),
+    ],
+)
+def test_psk_file_mistakes_name_the_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "keys.psk"
+    path.write_text(f"good:01\n# comment\n{line}\n")
+    with pytest.raises(UsageError) as caught:
+        read_psk_file(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}:3") and message.endswith(problem)
+    assert message in (f"{path}:3: {problem}", f"{path}:3 {problem}")
+
+
+# -- shared parsing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.1:5684", ("192.0.2.1", 5684)),
+        (":0", ("127.0.0.1", 0)),
+        ("[::1]:65535", ("::1", 65535)),
+        ("[2001:db8::7]:5684", ("2001:db8::7", 5684)),
+        ("gw.example:1", ("gw.example", 1)),
+    ],
+)
+def test_hostport_forms(text: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(text) == expected
+
+
+def test_hostport_default_host_is_the_callers() -> None:
+    assert parse_hostport(":5684", "::") == ("::", 5684)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5684", "expected HOST:PORT, got '5684'"),
+        ("host:65536", "port must be a number from 0 to 65535, got '65536'"),
+        ("host:-1", "port must be a number from 0 to 65535, got '-1'"),
+        ("host:", "port must be a number from 0 to 65535, got ''"),
+    ],
+)
+def test_hostport_mistakes(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_hostport(text)
+    assert str(caught.value) == message
+
+
+def test_hex_bytes_quotes_a_wrong_public_value_and_accepts_spaces() -> None:
+    assert hex_bytes("--x", "01 0a ff") == b"\x01\x0a\xff"
+    with pytest.raises(UsageError) as caught:
+        hex_bytes("--x", "0g")
+    assert str(caught.value) == "--x must be hexadecimal bytes (e.g. 0102...0f10), got '0g'"
+    with pytest.raises(UsageError) as caught:
+        hex_bytes("--x", "")
+    assert str(caught.value) == "--x is empty"
+
+
+def test_hex_bytes_of_a_secret_says_where_it_goes_wrong() -> None:
+    with pytest.raises(UsageError) as caught:
+        hex_bytes("--k", "01 0x", secret=True)
+    assert str(caught.value).endswith(", character 5 of 5 is not a hex digit")
+    with pytest.raises(UsageError) as caught:
+        hex_bytes("--k", "01 0", secret=True)
+    assert str(caught.value).endswith(", the digits do not pair up into whole bytes")
+    assert hex_bytes("--k", "01 02", secret=True) == b"\x01\x02"
