@@ -1,0 +1,225 @@
+"""`iotdtls.coap` from its front door (`client_context`, `server_context`): one fixed
+`ClientConfig` / `ServerConfig` instead of aiocoap's credentials map, the bind address, plain
+`coap://` beside coaps, the chain cache, and the life of a client association: closed with the
+context, failed with its cause, forgotten when its handshake fails (COAP-1)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import pytest
+from aiocoap import error, resource
+
+from iotdtls.chaincache import ChainCache
+from iotdtls.coap import AssociationClosed, AssociationFailed, ClientRemote, client_context
+from iotdtls.coap import server_context as coap_server_context
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.credentials import CertifiedKey, load_certificate_file
+from iotdtls.errors import PeerUnresponsive
+from iotdtls.identity import PskIdentity
+from iotdtls.proxy import Impairment
+from tests.coap_support import (
+    CoapSite,
+    coaps_client,
+    coaps_server,
+    get,
+    run,
+    uri,
+    x509_server_credentials,
+)
+from tests.interop_support import FAST, proxied
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, Pki, free_udp_port
+
+IDENTITY = PskIdentity(CLIENT_IDENTITY.encode())
+
+
+def fixed_client_config(**settings: Any) -> ClientConfig:
+    return ClientConfig(**{"psk_identity": CLIENT_IDENTITY, "psk": PSK, "retransmit": FAST,
+                           "handshake_timeout": 5.0, **settings})
+
+
+def fixed_server_config() -> ServerConfig:
+    return ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK}, retransmit=FAST)
+
+
+def transports_of(context: aiocoap.Context) -> list[Any]:
+    """The message-layer transports of an aiocoap context (aiocoap keeps them two levels
+    down: request interface, then its message interface)."""
+    found = []
+    for interface in context.request_interfaces:
+        manager = getattr(interface, "token_interface", None)
+        transport = getattr(manager, "message_interface", None)
+        if transport is not None:
+            found.append(transport)
+    return found
+
+
+@pytest.mark.req("COAP-1")
+def test_fixed_configurations_on_both_sides_on_the_port_asked_for() -> None:
+    """config= instead of a credentials map: every request uses it, the server authenticates
+    against it (no labels to add to the claims), and it listens where `bind` says."""
+    site = CoapSite()
+    port = free_udp_port()
+
+    async def main() -> None:
+        server = await coap_server_context(
+            site.site, (LOCALHOST, port), config=fixed_server_config()
+        )
+        try:
+            client = await client_context(config=fixed_client_config(), plain_coap=False)
+            try:
+                response = await get(client, f"coaps://{LOCALHOST}:{port}/whoami")
+                assert response.payload == str(IDENTITY).encode()
+                assert response.remote.peer == IDENTITY
+            finally:
+                await client.shutdown()
+            [transport] = transports_of(server)
+            assert transport.address[:2] == (LOCALHOST, port)
+        finally:
+            await server.shutdown()
+        [(_remote, claims)] = site.whoami.seen
+        assert claims == (IDENTITY,)
+
+    run(main())
+
+
+class Plain(resource.Resource):
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(payload=b"plain")
+
+
+def test_plain_coap_goes_beside_coaps_unless_turned_off() -> None:
+    site = resource.Site()
+    site.add_resource(["plain"], Plain())
+    port = free_udp_port()
+
+    async def main() -> None:
+        plain_server = await aiocoap.Context.create_server_context(site, bind=(LOCALHOST, port))
+        try:
+            both = await client_context(config=fixed_client_config())
+            try:
+                response = await get(both, f"coap://{LOCALHOST}:{port}/plain")
+                assert response.payload == b"plain"
+            finally:
+                await both.shutdown()
+            coaps_only = await client_context(config=fixed_client_config(), plain_coap=False)
+            try:
+                with pytest.raises(error.NoRequestInterface):
+                    await get(coaps_only, f"coap://{LOCALHOST}:{port}/plain")
+            finally:
+                await coaps_only.shutdown()
+        finally:
+            await plain_server.shutdown()
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_the_chain_cache_keeps_the_servers_chain(pki: Pki, tmp_path: Path) -> None:
+    """chain_cache= reaches the associations: after one request the server's chain is in the
+    cache (RFC 7924 cached_info then spares sending it again)."""
+    cache = ChainCache(tmp_path)
+
+    async def main() -> None:
+        async with coaps_server(credentials=x509_server_credentials(pki)) as server:
+            config = ClientConfig(trust_anchors=load_certificate_file(pki.ca_crt),
+                                  certificate=CertifiedKey.load(pki.client_crt, pki.client_key),
+                                  retransmit=FAST, handshake_timeout=5.0)
+            client = await client_context(config=config, plain_coap=False, chain_cache=cache)
+            try:
+                response = await get(client, uri(("localhost", server.address[1]), "hello"))
+                assert response.code == aiocoap.CONTENT
+            finally:
+                await client.shutdown()
+        assert list(tmp_path.iterdir()), "nothing was cached"
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_shutting_the_client_down_closes_its_association_with_close_notify() -> None:
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server:
+            async with coaps_client() as client:
+                response = await get(client, uri(server.address, "whoami"))
+                remote = response.remote
+                assert isinstance(remote, ClientRemote) and not remote.ended
+            assert remote.ended
+            [(server_remote, _claims)] = site.whoami.seen
+            for _ in range(100):  # the server hears the close_notify at once
+                if server_remote.ended:
+                    break
+                await asyncio.sleep(0.01)
+            assert server_remote.ended
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_shutting_down_during_the_handshake_fails_the_request_at_once() -> None:
+    """A request waiting for a handshake that cannot complete (nobody answers) ends with the
+    context: aiocoap's LibraryShutdown, without waiting for the handshake deadline."""
+    async def main() -> None:
+        client = await client_context(config=fixed_client_config(), plain_coap=False)
+        request = client.request(aiocoap.Message(
+            code=aiocoap.GET, uri=f"coaps://{LOCALHOST}:{free_udp_port()}/hello"))
+        await asyncio.sleep(0.3)  # the handshake has started
+        await asyncio.wait_for(client.shutdown(), 2.0)
+        with pytest.raises(error.LibraryShutdown):
+            await asyncio.wait_for(request.response, 2.0)
+
+    run(main(), limit=10.0)
+
+
+@pytest.mark.req("COAP-1")
+def test_a_failed_handshake_leaves_no_association_behind() -> None:
+    async def main() -> None:
+        async with coaps_server() as server:
+            wrong = ClientConfig(psk_identity=CLIENT_IDENTITY, psk=b"\x00" * 16,
+                                 retransmit=FAST, handshake_timeout=5.0)
+            client = await client_context(config=wrong, plain_coap=False)
+            try:
+                with pytest.raises(AssociationFailed):
+                    await get(client, uri(server.address, "hello"))
+                [transport] = transports_of(client)
+                assert repr(transport) == "<CoapsClientInterface associations=0>"
+            finally:
+                await client.shutdown()
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_an_association_that_dies_fails_its_pending_request_with_the_cause() -> None:
+    """The server goes silent with a request pending; the client's heartbeats go unanswered
+    (RFC 6520), the association ends with PeerUnresponsive, and the request fails with an
+    AssociationClosed whose cause is that error."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site, heartbeat=True) as server:
+            with proxied(server.address[1]) as proxy:
+                config = fixed_client_config(heartbeat=True, keepalive_interval=1.0,
+                                             handshake_timeout=1.0)
+                client = await client_context(config=config, plain_coap=False)
+                try:
+                    await get(client, uri(proxy.address, "hello"))
+                    pending = client.request(aiocoap.Message(
+                        code=aiocoap.GET, uri=uri(proxy.address, "slow"))).response
+                    await asyncio.wait_for(site.slow.started.wait(), 5.0)
+                    proxy.impairments["server"] = Impairment(loss=1.0)
+                    with pytest.raises(AssociationClosed) as caught:
+                        await asyncio.wait_for(pending, 10.0)
+                    assert isinstance(caught.value.__cause__, PeerUnresponsive)
+                    assert "ended: the peer did not answer heartbeats" in str(caught.value)
+                finally:
+                    site.slow.release.set()
+                    await client.shutdown()
+
+    run(main())
+

@@ -1,0 +1,104 @@
+"""The typed errors an association ends with, and the events that carry identities: each error
+names what happened in its message and keeps its details as attributes (the brief: "a typed
+error naming it"); `psk_identity` of an event is empty outside PSK mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    AssociationEvicted,
+    AssociationReplaced,
+    DatagramTooLarge,
+    DtlsError,
+    HandshakeTimeout,
+    IdleTimeout,
+    IntegrityLimitReached,
+    PeerUnresponsive,
+)
+from iotdtls.events import ConnectionClosed, HandshakeComplete
+from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
+
+
+def test_alert_sent_names_the_alert_and_the_reason_when_there_is_one() -> None:
+    bare = AlertSent(AlertDescription.handshake_failure)
+    assert str(bare) == "sent fatal alert handshake_failure"
+    assert (bare.alert, bare.reason) == (AlertDescription.handshake_failure, "")
+    told = AlertSent(AlertDescription.decrypt_error, "Finished does not verify")
+    assert str(told) == "sent fatal alert decrypt_error: Finished does not verify"
+    assert told.reason == "Finished does not verify"
+
+
+def test_integrity_limit_is_a_bad_record_mac_alert_with_its_count() -> None:
+    error = IntegrityLimitReached(epoch=1, count=64)
+    assert isinstance(error, AlertSent) and error.alert is AlertDescription.bad_record_mac
+    assert (error.epoch, error.count) == (1, 64)
+    assert str(error) == (
+        "sent fatal alert bad_record_mac: 64 records failed authentication in epoch 1, "
+        "the integrity limit (RFC 9147 §4.5.3)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("alert", "kept", "message"),
+    [
+        (AlertDescription.unknown_psk_identity, AlertDescription.unknown_psk_identity,
+         "received fatal alert unknown_psk_identity"),
+        (40, AlertDescription.handshake_failure, "received fatal alert handshake_failure"),
+        (200, 200, "received fatal alert alert 200"),
+    ],
+)
+def test_alert_received_names_known_alerts_and_numbers_unknown_ones(
+    alert: AlertDescription | int, kept: AlertDescription | int, message: str
+) -> None:
+    error = AlertReceived(alert)
+    assert error.alert == kept and type(error.alert) is type(kept)
+    assert str(error) == message
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (AssociationReplaced(), "the peer started a new handshake from the same address"),
+        (AssociationEvicted("server full"), "association evicted: server full"),
+        (PeerUnresponsive(7.5), "the peer did not answer heartbeats for 7.5 s"),
+        (HandshakeTimeout(30.0), "handshake timed out after 30 s"),
+        (IdleTimeout(120.0), "association idle for 120 s, closed"),
+    ],
+)
+def test_how_an_association_ended_is_told_in_one_line(error: DtlsError, message: str) -> None:
+    assert str(error) == message
+
+
+def test_the_timeouts_keep_their_seconds() -> None:
+    assert PeerUnresponsive(7.5).seconds == 7.5
+    assert HandshakeTimeout(30.0).seconds == 30.0
+    assert IdleTimeout(120.0).seconds == 120.0
+
+
+def test_datagram_too_large_says_which_limit() -> None:
+    by_mtu = DatagramTooLarge(1300, 1203, 1232)
+    assert (by_mtu.size, by_mtu.limit) == (1300, 1203)
+    assert str(by_mtu) == (
+        "1300 bytes of application data do not fit one datagram: at most 1203 bytes fit the "
+        "MTU of 1232 bytes"
+    )
+    by_extension = DatagramTooLarge(600, 512, 1232, max_fragment_length=512)
+    assert str(by_extension) == (
+        "600 bytes of application data do not fit one datagram: the max_fragment_length "
+        "negotiated with the peer is 512 bytes (RFC 6066 §4)"
+    )
+
+
+def test_psk_identity_of_events_is_empty_outside_psk_mode() -> None:
+    psk = PskIdentity(b"dev1")
+    others = (RawPublicKeyIdentity(b"\x30\x59"), CertificateIdentity("01-23-45-67-89-AB-CD-EF"))
+    assert HandshakeComplete(0xC0A8, psk, True).psk_identity == b"dev1"
+    assert ConnectionClosed(None, psk).psk_identity == b"dev1"
+    for peer in others:
+        assert HandshakeComplete(0xC0AE, peer, True).psk_identity == b""
+        assert ConnectionClosed(None, peer).psk_identity == b""
+    assert ConnectionClosed(None).psk_identity == b""
