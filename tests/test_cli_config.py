@@ -7,13 +7,24 @@ test can see it.)"""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import _parser, main
-from iotdtls.cli.common import UsageError, hex_bytes, parse_hostport
+from iotdtls.cli.common import (
+    UsageError,
+    hex_bytes,
+    parse_hostport,
+    setup_logging,
+    stop_on_signals,
+)
 from iotdtls.cli.credentials import chain_cache, client_config, read_psk_file, server_config
 from iotdtls.cli.echo import server_config_of
 from iotdtls.cli.perf import client_config_of
@@ -332,3 +343,112 @@ def test_hex_bytes_of_a_secret_says_where_it_goes_wrong() -> None:
         hex_bytes("--k", "01 0", secret=True)
     assert str(caught.value).endswith(", the digits do not pair up into whole bytes")
     assert hex_bytes("--k", "01 02", secret=True) == b"\x01\x02"
+
+
+# -- common flags, logging, signals ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["server"], ["client", "h:1"], ["perf", "h:1"]])
+def test_common_flags_and_their_defaults(command: list[str]) -> None:
+    defaults = parsed(*command)
+    assert (defaults.mtu, defaults.keylog, defaults.verbose) == (DEFAULT_MTU, None, False)
+    given = parsed(*command, "--mtu", "500", "--keylog", "k.log", "-v")
+    assert (given.mtu, given.keylog, given.verbose) == (500, "k.log", True)
+    assert parsed(*command, "--verbose").verbose
+
+
+@pytest.mark.parametrize("command", [["server"], ["perf", "h:1"]])
+def test_the_loop_flag(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert parsed(*command).loop == "auto"
+    assert parsed(*command, "--loop", "asyncio").loop == "asyncio"
+    assert parsed(*command, "--loop", "uvloop").loop == "uvloop"
+    with pytest.raises(SystemExit) as caught:
+        parsed(*command, "--loop", "trio")
+    assert caught.value.code == 2
+    assert "invalid choice: 'trio'" in capsys.readouterr().err
+
+
+def test_mtu_must_be_a_number(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parsed("server", "--mtu", "big")
+    assert "--mtu: invalid int value: 'big'" in capsys.readouterr().err
+
+
+LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
+
+
+@pytest.mark.parametrize(
+    ("verbose", "server", "levels"),
+    [
+        # A server says where it listens and one line per handshake; a client only its error.
+        (False, True, (logging.WARNING, logging.INFO, logging.INFO, logging.INFO)),
+        (False, False, (logging.WARNING, logging.NOTSET, logging.NOTSET, logging.NOTSET)),
+        # -v: everything, from the top logger down.
+        (True, True, (logging.DEBUG, logging.NOTSET, logging.NOTSET, logging.NOTSET)),
+        (True, False, (logging.DEBUG, logging.NOTSET, logging.NOTSET, logging.NOTSET)),
+    ],
+)
+def test_logging_levels(
+    verbose: bool, server: bool, levels: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in LIBRARY_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    setup_logging(verbose, server)
+    assert tuple(logging.getLogger(name).level for name in LIBRARY_LOGGERS) == levels
+
+
+def test_logging_goes_to_stderr_with_time_and_logger_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logging.root, "handlers", [])  # as in a fresh process
+    monkeypatch.setattr(logging.root, "level", logging.NOTSET)
+    setup_logging(False, True)
+    [handler] = logging.root.handlers
+    assert isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr
+    assert handler.formatter is not None
+    assert handler.formatter._fmt == "%(asctime)s %(name)s: %(message)s"
+    assert logging.root.level == logging.WARNING
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_the_stop_signals_set_the_stop_event(sig: signal.Signals) -> None:
+    caught_elsewhere: list[int] = []
+    previous = signal.signal(sig, lambda number, frame: caught_elsewhere.append(number))
+
+    async def main() -> bool:
+        stop = stop_on_signals()  # the loop's handler replaces the fallback above
+        assert not stop.is_set()
+        os.kill(os.getpid(), sig)
+        try:
+            await asyncio.wait_for(stop.wait(), 2.0)
+        except TimeoutError:
+            return False
+        return True
+
+    try:
+        assert asyncio.run(main()), f"{sig.name} did not stop the server"
+        assert caught_elsewhere == []
+    finally:
+        signal.signal(sig, previous)
+
+
+# -- settings and key files in every mode --------------------------------------------------------
+
+
+def test_settings_reach_every_client_mode(pki: Pki) -> None:
+    modes = [
+        list(PSK),
+        ["--peer-rpk-sha256", "00" * 32],
+        ["--cafile", str(pki.ca_crt)],
+    ]
+    for flags in modes:
+        config = client_config(client_args(*flags, "--allow-no-ems"), "h", mtu=512)
+        assert config.mtu == 512 and not config.require_extended_master_secret, flags
+
+
+def test_key_files_in_der_are_read_as_bytes(pki: Pki, tmp_path: Path) -> None:
+    spki = PrivateKey.load(pki.server_key).spki
+    der = tmp_path / "server.spki.der"
+    der.write_bytes(spki)
+    config = client_config(client_args("--peer-rpk", str(der)), "h")
+    assert tuple(config.server_public_keys) == (public_key_pin(spki),)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiocoap
 import pytest
-from aiocoap import error, resource
+from aiocoap import error, interfaces, resource
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.coap import AssociationClosed, AssociationFailed, ClientRemote, client_context
@@ -223,3 +223,46 @@ def test_an_association_that_dies_fails_its_pending_request_with_the_cause() -> 
 
     run(main())
 
+
+
+def test_a_server_recognizes_only_its_own_live_remotes() -> None:
+    """aiocoap asks before it sends to a remote (a notification, say): only a remote of this
+    server's live associations is one it can send to (RFC 7252 §9.1)."""
+    site, other_site = CoapSite(), CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server, coaps_server(other_site) as other:
+            async with coaps_client() as client:
+                ours = (await get(client, uri(server.address, "whoami"))).remote
+                await get(client, uri(other.address, "whoami"))
+                [(remote, _claims)] = site.whoami.seen
+                [(foreign, _claims)] = other_site.whoami.seen
+                assert await server.recognize_remote(remote)
+                assert not await server.recognize_remote(foreign)
+                assert isinstance(ours, ClientRemote)  # the client's end of the same one
+                assert not await server.recognize_remote(ours)
+                # aiocoap asks every transport about every remote, a plain UDP one too.
+                other_transports = cast(interfaces.EndpointAddress, object())
+                assert not await server.recognize_remote(other_transports)
+            for _ in range(100):  # the client's close_notify ends the association
+                if remote.ended:
+                    break
+                await asyncio.sleep(0.01)
+            assert not await server.recognize_remote(remote)
+
+    run(main())
+
+
+def test_the_server_context_logs_as_coap_server() -> None:
+    """aiocoap's own log lines of the server context come under `coap-server` (as in
+    aiocoap's servers), apart from a client context's in the same process."""
+    async def main() -> None:
+        server = await coap_server_context(
+            CoapSite().site, (LOCALHOST, 0), config=fixed_server_config()
+        )
+        try:
+            assert server.log.name == "coap-server"
+        finally:
+            await server.shutdown()
+
+    run(main())

@@ -4,6 +4,8 @@ error naming it"); `psk_identity` of an event is empty outside PSK mode."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from iotdtls.errors import (
@@ -60,17 +62,19 @@ def test_alert_received_names_known_alerts_and_numbers_unknown_ones(
 
 
 @pytest.mark.parametrize(
-    ("error", "message"),
+    ("make", "message"),
     [
-        (AssociationReplaced(), "the peer started a new handshake from the same address"),
-        (AssociationEvicted("server full"), "association evicted: server full"),
-        (PeerUnresponsive(7.5), "the peer did not answer heartbeats for 7.5 s"),
-        (HandshakeTimeout(30.0), "handshake timed out after 30 s"),
-        (IdleTimeout(120.0), "association idle for 120 s, closed"),
+        (AssociationReplaced, "the peer started a new handshake from the same address"),
+        (lambda: AssociationEvicted("server full"), "association evicted: server full"),
+        (lambda: PeerUnresponsive(7.5), "the peer did not answer heartbeats for 7.5 s"),
+        (lambda: HandshakeTimeout(30.0), "handshake timed out after 30 s"),
+        (lambda: IdleTimeout(120.0), "association idle for 120 s, closed"),
     ],
 )
-def test_how_an_association_ended_is_told_in_one_line(error: DtlsError, message: str) -> None:
-    assert str(error) == message
+def test_how_an_association_ended_is_told_in_one_line(
+    make: Callable[[], DtlsError], message: str
+) -> None:
+    assert str(make()) == message  # made here, in the test (a mutant reaches it there)
 
 
 def test_the_timeouts_keep_their_seconds() -> None:

@@ -126,8 +126,9 @@ def _add_legacy_flag(p: argparse.ArgumentParser, peers: str) -> None:
 
 
 def _legacy(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
-    """`settings` with `require_extended_master_secret` off when --allow-no-ems was given."""
-    if getattr(args, "allow_no_ems", False):
+    """`settings` with `require_extended_master_secret` off when --allow-no-ems was given
+    (every command with credential flags has it)."""
+    if args.allow_no_ems:
         return {**settings, "require_extended_master_secret": False}
     return settings
 
