@@ -78,7 +78,10 @@ def _hex_problem(text: str) -> str:
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """--mtu, --keylog and -v, for every command that runs associations."""
-    p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help="largest datagram to send (bytes)")
+    p.add_argument(
+        "--mtu", type=int, default=DEFAULT_MTU,
+        help=f"largest datagram to send, in bytes (default {DEFAULT_MTU})",
+    )
     p.add_argument(
         "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"
     )

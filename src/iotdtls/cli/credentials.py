@@ -176,8 +176,8 @@ def client_config(
 def add_server_credentials(p: argparse.ArgumentParser) -> None:
     """The server's credentials; several modes may be given at once."""
     g = p.add_argument_group("credentials (any mix)")
-    g.add_argument("--psk-identity", metavar="ID")
-    g.add_argument("--psk", metavar="HEX")
+    g.add_argument("--psk-identity", metavar="ID", help="a client's PSK identity")
+    g.add_argument("--psk", metavar="HEX", help="its pre-shared key in hex")
     g.add_argument("--psk-file", metavar="FILE", help="lines identity:HEXKEY")
     g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
     g.add_argument(

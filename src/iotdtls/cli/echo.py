@@ -58,7 +58,10 @@ STOP_GRACE = 5.0
 def register(sub: Any) -> None:
     """Add `server` and `client` to the subcommands."""
     srv = sub.add_parser("server", help="echo server: every datagram received is sent back")
-    srv.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
+    srv.add_argument(
+        "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
+        help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT})",
+    )
     add_server_credentials(srv)
     srv.add_argument(
         "--no-cookie", action="store_true", help="skip the HelloVerifyRequest exchange"
@@ -95,7 +98,7 @@ def register(sub: Any) -> None:
     srv.set_defaults(run=run_server, server_logging=True)
 
     cli = sub.add_parser("client", help="send each stdin line as one datagram, print replies")
-    cli.add_argument("address", metavar="HOST:PORT")
+    cli.add_argument("address", metavar="HOST:PORT", help="the server ([V6]:PORT for IPv6)")
     add_client_credentials(cli)
     cli.add_argument("--timeout", type=float, default=30.0, metavar="S", help="handshake deadline")
     cli.add_argument(

@@ -28,7 +28,9 @@ def register(sub: Any) -> None:
         "perf",
         help="load generator: many handshakes at once against a DTLS server, then a report",
     )
-    p.add_argument("address", metavar="HOST:PORT")
+    p.add_argument(
+        "address", metavar="HOST:PORT", help="the DTLS server to load ([V6]:PORT for IPv6)"
+    )
     add_client_credentials(p)
     p.add_argument(
         "--concurrency", "-c", type=int, default=10, metavar="N", help="handshakes in flight"
