@@ -300,6 +300,7 @@ def test_psk_file_mistakes_name_the_line(tmp_path: Path, line: str, problem: str
         ("[::1]:65535", ("::1", 65535)),
         ("[2001:db8::7]:5684", ("2001:db8::7", 5684)),
         ("gw.example:1", ("gw.example", 1)),
+        ("GATEWAY-X:2", ("GATEWAY-X", 2)),  # only the brackets of an IPv6 address go
     ],
 )
 def test_hostport_forms(text: str, expected: tuple[str, int]) -> None:

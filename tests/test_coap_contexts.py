@@ -6,6 +6,7 @@ context, failed with its cause, forgotten when its handshake fails (COAP-1)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any, cast
 
@@ -140,8 +141,11 @@ def test_the_chain_cache_keeps_the_servers_chain(pki: Pki, tmp_path: Path) -> No
 
 
 @pytest.mark.req("COAP-1")
-def test_shutting_the_client_down_closes_its_association_with_close_notify() -> None:
+def test_shutting_the_client_down_closes_its_association_with_close_notify(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     site = CoapSite()
+    caplog.set_level(logging.INFO, "iotdtls")
 
     async def main() -> None:
         async with coaps_server(site) as server:
@@ -156,6 +160,27 @@ def test_shutting_the_client_down_closes_its_association_with_close_notify() -> 
                     break
                 await asyncio.sleep(0.01)
             assert server_remote.ended
+
+    run(main())
+    # The server's side of the association ended cleanly, its handler without an error.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.req("COAP-1")
+def test_a_remote_being_closed_is_not_used_for_the_next_request() -> None:
+    """`ClientRemote.close()` marks the remote ended at once: a request made while its
+    close_notify is on the way opens a new association instead of using the closing one."""
+    async def main() -> None:
+        async with coaps_server() as server, coaps_client() as client:
+            first = await get(client, uri(server.address, "hello"))
+            remote = first.remote
+            assert isinstance(remote, ClientRemote)
+            closing = asyncio.ensure_future(remote.close())
+            await asyncio.sleep(0)  # close() has started, its close_notify not yet answered
+            assert remote.ended and not closing.done()
+            second = await asyncio.wait_for(get(client, uri(server.address, "hello")), 5.0)
+            assert second.remote is not remote
+            await closing
 
     run(main())
 
@@ -217,6 +242,8 @@ def test_an_association_that_dies_fails_its_pending_request_with_the_cause() -> 
                         await asyncio.wait_for(pending, 10.0)
                     assert isinstance(caught.value.__cause__, PeerUnresponsive)
                     assert "ended: the peer did not answer heartbeats" in str(caught.value)
+                    [transport] = transports_of(client)  # the dead association is forgotten
+                    assert repr(transport) == "<CoapsClientInterface associations=0>"
                 finally:
                     site.slow.release.set()
                     await client.shutdown()
