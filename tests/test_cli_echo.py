@@ -10,22 +10,26 @@ import contextlib
 import io
 import logging
 import os
+import re
+import signal
 import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
-from iotdtls import aio
-from iotdtls.cli import echo
+from iotdtls import aio, loop
+from iotdtls.cli import echo, main
 from iotdtls.config import DEFAULT_MTU, ClientConfig, Mode, ServerConfig
 from iotdtls.errors import DatagramTooLarge
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
 from tests.interop_support import FAST
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK
+
+KEY_HEX = "0102030405060708090a0b0c0d0e0f10"
 
 
 def lines_of(stdin: object, monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
@@ -231,3 +235,169 @@ def test_the_session_file_resumes_the_next_run(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "session"))
     assert talk([b"hello\n", b"again\n"], client_settings(), file) == [False, True]
     assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+
+
+# -- the commands' flags, as the client and server receive them ----------------------------------
+
+
+def test_client_flags_reach_its_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    async def recorded(*args: Any) -> None:
+        seen.append(args)
+
+    monkeypatch.setattr(echo, "_talk", recorded)
+    session = tmp_path / "session"
+    status = main([
+        "client", "gw.example:6000", "--psk-identity", "dev1", "--psk", KEY_HEX,
+        "--timeout", "7", "--mtu", "600", "--keylog", str(tmp_path / "k.log"), "--retries", "2",
+        "--max-fragment-length", "512", "--heartbeat", "3", "--session-file", str(session),
+    ])
+    assert status == 0
+    [(config, host, port, cache, session_file)] = seen
+    assert (host, port, cache) == ("gw.example", 6000, None)
+    assert isinstance(session_file, echo.SessionFile) and session_file.path == session
+    assert (config.psk_identity, config.server_name) == (b"dev1", "gw.example")
+    assert (config.handshake_timeout, config.mtu) == (7.0, 600)
+    assert config.keylog_file == str(tmp_path / "k.log")
+    assert config.retry is not None and config.retry.attempts == 3
+    assert config.max_fragment_length == 512
+    assert config.heartbeat and config.keepalive_interval == 3.0
+    seen.clear()
+    assert main(["client", "gw.example:6000", "--psk-identity", "dev1", "--psk", KEY_HEX]) == 0
+    [(config, _host, _port, _cache, session_file)] = seen
+    assert config.retry is None and session_file is None and not config.heartbeat
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_server_flags_reach_one_process_or_the_workers(
+    monkeypatch: pytest.MonkeyPatch, loop_choice: str
+) -> None:
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def alone(*args: Any) -> int:
+        seen.append((loop.loop_name(asyncio.get_running_loop()), args))
+        return 0
+
+    async def pool(*args: Any) -> int:
+        seen.append((loop.loop_name(asyncio.get_running_loop()), args))
+        return 1
+
+    monkeypatch.setattr(echo, "_serve_alone", alone)
+    monkeypatch.setattr(echo, "_serve_workers", pool)
+    common = ["server", "--listen", "127.0.0.1:7000", "--psk-identity", "dev1", "--psk", KEY_HEX,
+              "--mtu", "700", "--loop", loop_choice]
+    assert main(common) == 0
+    [(running, (config, host, port))] = seen
+    assert (running, host, port, config.mtu) == (loop_choice, "127.0.0.1", 7000, 700)
+    seen.clear()
+    assert main([*common, "--workers", "3", "-q"]) == 1  # what the workers' run returned
+    [(running, (source, host, port, count, choice, initializer))] = seen
+    assert (running, host, port, count, choice) == (loop_choice, "127.0.0.1", 7000, 3, loop_choice)
+    built = source()  # each worker builds the configuration from the flags itself
+    assert isinstance(built, ServerConfig) and built.mtu == 700
+    assert built.psk_store == {b"dev1": bytes.fromhex(KEY_HEX)}
+    logging.getLogger("iotdtls.aio").setLevel(logging.DEBUG)
+    initializer()  # a worker's logging: -q, so no line per handshake
+    assert logging.getLogger("iotdtls.aio").level == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    ("verbose", "quiet", "aio_level"),
+    [(False, False, logging.INFO), (False, True, logging.WARNING), (True, True, logging.NOTSET)],
+)
+def test_server_logging(
+    verbose: bool, quiet: bool, aio_level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("iotdtls", "iotdtls.aio"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    echo.server_logging(verbose, quiet)
+    assert logging.getLogger("iotdtls.aio").level == aio_level
+    assert logging.getLogger("iotdtls").level == (logging.DEBUG if verbose else logging.WARNING)
+
+
+# -- the server until its stop signal --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sigterm_guard() -> Iterator[list[int]]:
+    """A fallback SIGTERM handler while a test sends itself one (the server under test
+    installs its own; if it did not, the test fails instead of the test run dying)."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: caught.append(number))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def listening_port(caplog: pytest.LogCaptureFixture, serving: asyncio.Future[int]) -> int:
+    """The port of the server's "listening on HOST:PORT" line, once it is logged."""
+    for _ in range(2000):  # worker processes take a few seconds to start on a busy machine
+        if serving.done():
+            raise AssertionError(f"the server ended before listening: {serving.result()}")
+        for record in caplog.records:
+            if match := re.match(r"listening on 127\.0\.0\.1:(\d+) ", record.getMessage()):
+                return int(match.group(1))
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server did not say where it listens")
+
+
+async def echo_once(port: int) -> bytes | None:
+    config = ClientConfig(psk_identity=CLIENT_IDENTITY, psk=PSK, retransmit=FAST,
+                          handshake_timeout=5.0)
+    async with aio.connect(LOCALHOST, port, config) as conn:
+        conn.send(b"ping")
+        return await asyncio.wait_for(conn.recv(), 5.0)
+
+
+SERVER_CONFIG = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK}, retransmit=FAST)
+
+
+def server_config() -> ServerConfig:
+    """What each worker builds (module level: it goes to the workers by pickle)."""
+    return SERVER_CONFIG
+
+
+def no_setup() -> None:
+    """A worker initializer doing nothing."""
+
+
+def test_one_process_serves_until_sigterm_and_logs_its_counters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "iotdtls.cli")
+
+    async def main() -> int:
+        serving = asyncio.ensure_future(echo._serve_alone(SERVER_CONFIG, LOCALHOST, 0))
+        port = await listening_port(caplog, serving)
+        assert await echo_once(port) == b"ping"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await asyncio.wait_for(serving, 10.0)
+
+    with sigterm_guard() as fallback:
+        assert asyncio.run(main()) == 0
+    assert fallback == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
+    assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+ \(asyncio\)", lines[0])
+    assert lines[-1].startswith("stopped: handshakes 1 completed, 0 failed; ")
+
+
+def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "iotdtls.cli")
+
+    async def main() -> int:
+        serving = asyncio.ensure_future(echo._serve_workers(
+            server_config, LOCALHOST, 0, 2, "asyncio", no_setup))
+        port = await listening_port(caplog, serving)
+        assert await echo_once(port) == b"ping"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await asyncio.wait_for(serving, 20.0)
+
+    with sigterm_guard() as fallback:
+        assert asyncio.run(main()) == 0
+    assert fallback == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
+    assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+ \(2 workers\)", lines[0])
