@@ -10,6 +10,7 @@ import pytest
 
 from iotdtls import demo
 from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.endpoint import ServerEndpoint
 
 DATAGRAM = re.compile(r"^ *[\d.]+ ms  (client|server) -> (?:client|server) +(\d+) B  (.*)$")
 
@@ -53,6 +54,12 @@ def test_the_demo_runs_both_modes_and_sums_what_it_shows(
         ) in part
     assert "hello_verify_request#0" in first and "hello_verify_request#0" in second
     assert "certificate_verify#4" in second and "certificate_verify" not in first
+    times = [float(t) for t in re.findall(r"^ *([\d.]+) ms  ", out, re.MULTILINE)]
+    # Milliseconds since each association's start: from 0, never back within one, in time.
+    assert times and all(0 <= t < demo.DEMO_DEADLINE * 1000 for t in times)
+    for part in (first, second):
+        shown = [float(t) for t in re.findall(r"^ *([\d.]+) ms  ", part, re.MULTILINE)]
+        assert shown == sorted(shown)
     keys = re.findall(r"^  (server|client) key sha256:([0-9a-f]{64})$", out, re.MULTILINE)
     assert [side for side, _ in keys] == ["server", "client"]
     assert f"raw public key sha256:{keys[0][1]}" in second  # the client names the server's
@@ -70,3 +77,14 @@ def test_a_failed_handshake_is_reported_and_fails_the_demo(
     outcomes = iter([True, False])
     monkeypatch.setattr(demo, "_run", lambda *args: next(outcomes))
     assert demo.run_demo() == 1
+
+
+def test_missing_echoes_are_reported(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "DEMO_DEADLINE", 1.0)
+    monkeypatch.setattr(ServerEndpoint, "send", lambda self, address, data: None)  # no echo
+    config = ServerConfig(psk_store={demo.DEMO_IDENTITY: demo.DEMO_PSK})
+    client = ClientConfig(psk_identity=demo.DEMO_IDENTITY, psk=demo.DEMO_PSK)
+    assert not demo._run("silent echo", client, config)
+    assert "\necho: mismatch: []\n" in capsys.readouterr().out
