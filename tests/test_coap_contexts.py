@@ -15,14 +15,21 @@ import pytest
 from aiocoap import error, interfaces, resource
 
 from iotdtls.chaincache import ChainCache
-from iotdtls.coap import AssociationClosed, AssociationFailed, ClientRemote, client_context
+from iotdtls.coap import (
+    AssociationClosed,
+    AssociationFailed,
+    ClientRemote,
+    add_client_transport,
+    client_context,
+)
 from iotdtls.coap import server_context as coap_server_context
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, load_certificate_file
-from iotdtls.errors import PeerUnresponsive
+from iotdtls.errors import ConfigError, PeerUnresponsive
 from iotdtls.identity import PskIdentity
 from iotdtls.proxy import Impairment
 from tests.coap_support import (
+    CLIENT_CREDENTIALS,
     CoapSite,
     coaps_client,
     coaps_server,
@@ -293,3 +300,61 @@ def test_the_server_context_logs_as_coap_server() -> None:
             await server.shutdown()
 
     run(main())
+
+
+def test_a_client_recognizes_only_the_remotes_in_its_pool() -> None:
+    async def main() -> None:
+        async with coaps_server() as server, coaps_client() as client:
+            [transport] = transports_of(client)
+            remote = (await get(client, uri(server.address, "hello"))).remote
+            assert await transport.recognize_remote(remote)
+            assert not await transport.recognize_remote(cast(Any, object()))
+            await remote.close()  # ended: the next request makes a new remote
+            newer = (await get(client, uri(server.address, "hello"))).remote
+            assert await transport.recognize_remote(newer)
+            assert not await transport.recognize_remote(remote)
+
+    run(main())
+
+
+def test_settings_of_either_side_are_accepted_and_not_beside_a_config() -> None:
+    async def main() -> None:
+        # max_fragment_length is a client setting only, cookie_exchange a server one.
+        client = await client_context(credentials=CLIENT_CREDENTIALS, plain_coap=False,
+                                      max_fragment_length=512, retransmit=FAST)
+        await client.shutdown()
+        context = aiocoap.Context()  # no transport: nothing to shut down (aiocoap refuses to)
+        with pytest.raises(ConfigError) as caught:
+            await add_client_transport(context, config=fixed_client_config(), mtu=300)
+        assert str(caught.value) == "give the DTLS settings inside config=, not beside it"
+
+    run(main())
+
+
+def test_bind_without_a_port_takes_the_coaps_port() -> None:
+    """RFC 7252 §12.7: coaps is 5684 when the bind address names no port."""
+    async def main() -> None:
+        server = await coap_server_context(None, (LOCALHOST, None), config=fixed_server_config())
+        try:
+            [transport] = transports_of(server)
+            assert transport.address[:2] == (LOCALHOST, 5684)
+        finally:
+            await server.shutdown()
+
+    run(main())
+
+
+def test_a_server_shut_down_under_a_live_association_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def main() -> None:
+        # The server goes first, with close_notify to the live association; then the client.
+        async with coaps_client() as client, coaps_server() as server:
+            await get(client, uri(server.address, "hello"))
+
+    run(main())
+    problems = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+                if r.levelno >= logging.ERROR]
+    assert problems == []

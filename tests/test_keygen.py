@@ -122,3 +122,12 @@ def test_keygen_is_a_subcommand_of_the_installed_cli() -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(bytes.fromhex(done.stdout.strip())) == 16
+
+
+def test_keygen_without_a_kind_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["keygen"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "iotdtls: error: the following arguments are required: {ec-p256,spki,psk} " \
+        "(see --help)\n"
