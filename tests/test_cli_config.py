@@ -28,7 +28,7 @@ from iotdtls.cli.common import (
 from iotdtls.cli.credentials import chain_cache, client_config, read_psk_file, server_config
 from iotdtls.cli.echo import server_config_of
 from iotdtls.cli.perf import client_config_of
-from iotdtls.config import DEFAULT_MTU, ServerConfig
+from iotdtls.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_MTU, ServerConfig
 from iotdtls.credentials import PrivateKey, load_certificate_file, public_key_pin
 from tests.peers import Pki
 
@@ -223,6 +223,7 @@ def test_server_flags_beside_the_credentials() -> None:
     assert defaults.keylog_file is None and not defaults.heartbeat
     assert defaults.max_handshakes == ServerConfig.max_handshakes
     assert defaults.max_connections == ServerConfig.max_connections
+    assert defaults.idle_timeout == DEFAULT_IDLE_TIMEOUT
     config = server_config_of(server_args(
         *PSK, "--no-cookie", "--mtu", "700", "--keylog", "/tmp/k.log", "--max-handshakes", "9",
         "--max-connections", "99", "--idle-timeout", "12.5", "--heartbeat", "3",

@@ -21,13 +21,14 @@ from typing import Any, cast
 import pytest
 
 from iotdtls import aio, loop
+from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.config import DEFAULT_MTU, ClientConfig, Mode, ServerConfig
 from iotdtls.errors import DatagramTooLarge
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
 from tests.interop_support import FAST
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, Pki, free_udp_port
 
 KEY_HEX = "0102030405060708090a0b0c0d0e0f10"
 
@@ -49,8 +50,9 @@ def lines_of(stdin: object, monkeypatch: pytest.MonkeyPatch) -> list[bytes | Non
     return asyncio.run(main())
 
 
-EXPECTED = [b"one", b"two", b"", b"last without newline", None]
-TEXT = b"one\r\ntwo\n\nlast without newline"
+# CRLF or LF ends a line; other trailing bytes, spaces and X included, are the line's own.
+EXPECTED = [b"one", b"two ", b"", b"boX", b"last without newline", None]
+TEXT = b"one\r\ntwo \n\nboX\r\nlast without newline\r"
 
 
 def test_stdin_lines_from_a_regular_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +120,10 @@ def test_a_damaged_session_file_is_ignored_with_a_warning(
     caplog.set_level(logging.WARNING, "iotdtls.cli")
     assert echo.SessionFile(str(path)).load() is None
     [record] = [r for r in caplog.records if r.name == "iotdtls.cli"]
-    assert record.getMessage().startswith("ignoring --session-file: ")
+    assert record.getMessage() == (
+        "ignoring --session-file: not a session saved by this version of iotdtls (message "
+        "truncated: need 15 bytes, have 13)"
+    )
     unreadable = tmp_path / "a directory"
     unreadable.mkdir()
     assert echo.SessionFile(str(unreadable)).load() is None
@@ -265,10 +270,30 @@ def test_client_flags_reach_its_configuration(
     assert config.retry is not None and config.retry.attempts == 3
     assert config.max_fragment_length == 512
     assert config.heartbeat and config.keepalive_interval == 3.0
+    assert logging.getLogger("iotdtls.aio").level == logging.NOTSET  # a client: no INFO lines
     seen.clear()
     assert main(["client", "gw.example:6000", "--psk-identity", "dev1", "--psk", KEY_HEX]) == 0
     [(config, _host, _port, _cache, session_file)] = seen
     assert config.retry is None and session_file is None and not config.heartbeat
+    assert config.handshake_timeout == 30.0
+    with pytest.raises(SystemExit):  # RFC 6066 §4 has four lengths only
+        main(["client", "h:1", "--psk-identity", "a", "--psk", "01", "--max-fragment-length",
+              "1000"])
+
+
+def test_client_chain_cache_flag_reaches_the_conversation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki: Pki
+) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    async def recorded(*args: Any) -> None:
+        seen.append(args)
+
+    monkeypatch.setattr(echo, "_talk", recorded)
+    assert main(["client", "localhost:6000", "--cafile", str(pki.ca_crt),
+                 "--cache-dir", str(tmp_path)]) == 0
+    [(_config, _host, _port, cache, _session)] = seen
+    assert isinstance(cache, ChainCache)
 
 
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
@@ -292,16 +317,23 @@ def test_server_flags_reach_one_process_or_the_workers(
     assert main(common) == 0
     [(running, (config, host, port))] = seen
     assert (running, host, port, config.mtu) == (loop_choice, "127.0.0.1", 7000, 700)
+    assert logging.getLogger("iotdtls.aio").level == logging.INFO  # a line per handshake
     seen.clear()
-    assert main([*common, "--workers", "3", "-q"]) == 1  # what the workers' run returned
+    assert main([*common, "-q", "-v"]) == 0
+    assert logging.getLogger("iotdtls").level == logging.DEBUG  # -v wins over -q
+    logging.getLogger("iotdtls.aio").setLevel(logging.NOTSET)
+    assert main([*common, "-q"]) == 0
+    assert logging.getLogger("iotdtls.aio").level == logging.WARNING
+    seen.clear()
+    assert main([*common, "--workers", "3", "-q", "-v"]) == 1  # what the workers' run returned
     [(running, (source, host, port, count, choice, initializer))] = seen
     assert (running, host, port, count, choice) == (loop_choice, "127.0.0.1", 7000, 3, loop_choice)
     built = source()  # each worker builds the configuration from the flags itself
     assert isinstance(built, ServerConfig) and built.mtu == 700
     assert built.psk_store == {b"dev1": bytes.fromhex(KEY_HEX)}
-    logging.getLogger("iotdtls.aio").setLevel(logging.DEBUG)
-    initializer()  # a worker's logging: -q, so no line per handshake
-    assert logging.getLogger("iotdtls.aio").level == logging.WARNING
+    logging.getLogger("iotdtls").setLevel(logging.WARNING)
+    initializer()  # a worker's logging: -v, everything
+    assert logging.getLogger("iotdtls").level == logging.DEBUG
 
 
 @pytest.mark.parametrize(
@@ -370,27 +402,31 @@ def test_one_process_serves_until_sigterm_and_logs_its_counters(
 ) -> None:
     caplog.set_level(logging.INFO, "iotdtls.cli")
 
+    wanted = free_udp_port()
+
     async def main() -> int:
-        serving = asyncio.ensure_future(echo._serve_alone(SERVER_CONFIG, LOCALHOST, 0))
+        serving = asyncio.ensure_future(echo._serve_alone(SERVER_CONFIG, LOCALHOST, wanted))
         port = await listening_port(caplog, serving)
         assert await echo_once(port) == b"ping"
         os.kill(os.getpid(), signal.SIGTERM)
         return await asyncio.wait_for(serving, 10.0)
 
     with sigterm_guard() as fallback:
-        assert asyncio.run(main()) == 0
+        assert loop.run(main(), "uvloop") == 0
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
-    assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+ \(asyncio\)", lines[0])
+    assert lines[0] == f"listening on 127.0.0.1:{wanted} (uvloop)"
     assert lines[-1].startswith("stopped: handshakes 1 completed, 0 failed; ")
 
 
 def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "iotdtls.cli")
 
+    wanted = free_udp_port()
+
     async def main() -> int:
         serving = asyncio.ensure_future(echo._serve_workers(
-            server_config, LOCALHOST, 0, 2, "asyncio", no_setup))
+            server_config, LOCALHOST, wanted, 2, "asyncio", no_setup))
         port = await listening_port(caplog, serving)
         assert await echo_once(port) == b"ping"
         os.kill(os.getpid(), signal.SIGTERM)
@@ -400,4 +436,4 @@ def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
         assert asyncio.run(main()) == 0
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
-    assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+ \(2 workers\)", lines[0])
+    assert lines[0] == f"listening on 127.0.0.1:{wanted} (2 workers)"
