@@ -51,8 +51,8 @@ def lines_of(stdin: object, monkeypatch: pytest.MonkeyPatch) -> list[bytes | Non
 
 
 # CRLF or LF ends a line; other trailing bytes, spaces and X included, are the line's own.
-EXPECTED = [b"one", b"two ", b"", b"boX", b"last without newline", None]
-TEXT = b"one\r\ntwo \n\nboX\r\nlast without newline\r"
+EXPECTED = [b"one", b"two ", b"", b"boX", b"last without newline X", None]
+TEXT = b"one\r\ntwo \n\nboX\r\nlast without newline X\r"
 
 
 def test_stdin_lines_from_a_regular_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
