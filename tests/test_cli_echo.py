@@ -55,12 +55,18 @@ EXPECTED = [b"one", b"two ", b"", b"boX", b"last without newline X", None]
 TEXT = b"one\r\ntwo \n\nboX\r\nlast without newline X\r"
 
 
-def test_stdin_lines_from_a_regular_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(TEXT, EXPECTED), (b"spaces stay \r", [b"spaces stay ", None])],
+)
+def test_stdin_lines_from_a_regular_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: bytes, expected: list[bytes | None]
+) -> None:
     """A file cannot be watched by the loop: it is read at once, and ends."""
     path = tmp_path / "input.txt"
-    path.write_bytes(TEXT)
+    path.write_bytes(text)
     with open(path, encoding="utf-8") as stdin:
-        assert lines_of(stdin, monkeypatch) == EXPECTED
+        assert lines_of(stdin, monkeypatch) == expected
 
 
 @pytest.fixture
