@@ -4,7 +4,9 @@ timer and a 5 s handshake bound, a bounded run of a coroutine, an echoing handle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import signal
+from collections.abc import Coroutine, Iterator
 from functools import partial
 from typing import Any
 
@@ -24,3 +26,16 @@ def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
 async def echo(session: aio.ServerSession) -> None:
     async for datagram in session:
         session.send(datagram)
+
+
+@contextlib.contextmanager
+def signal_fallback(sig: signal.Signals) -> Iterator[list[int]]:
+    """A handler of `sig` recording what reaches it, for a test that sends itself `sig` to stop
+    a server: the server's own handler takes the signal; when it has none (a bug, a mutant),
+    the test fails on the recorded signal instead of the test run dying of it."""
+    caught: list[int] = []
+    previous = signal.signal(sig, lambda number, frame: caught.append(number))
+    try:
+        yield caught
+    finally:
+        signal.signal(sig, previous)

@@ -30,11 +30,11 @@ from iotdtls.cli.echo import server_config_of
 from iotdtls.cli.perf import client_config_of
 from iotdtls.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_MTU, ServerConfig
 from iotdtls.credentials import PrivateKey, load_certificate_file, public_key_pin
-from tests.peers import Pki
+from tests.aio_support import signal_fallback
+from tests.peers import PSK as KEY
+from tests.peers import PSK_HEX, Pki
 
-KEY_HEX = "0102030405060708090a0b0c0d0e0f10"
-KEY = bytes.fromhex(KEY_HEX)
-PSK = ["--psk-identity", "dev1", "--psk", KEY_HEX]
+PSK = ["--psk-identity", "dev1", "--psk", PSK_HEX]
 NO_ANCHORS = "--cert/--key need trust anchors for the server: --cafile FILE"
 
 
@@ -140,7 +140,7 @@ def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> No
         ([*PSK, "--cache-dir", "cache"],
          "--cache-dir keeps certificate chains: it needs --cafile FILE"),
         (["--psk-identity", "dev1"], "give --psk-identity ID and --psk HEX together"),
-        (["--psk", KEY_HEX], "give --psk-identity ID and --psk HEX together"),
+        (["--psk", PSK_HEX], "give --psk-identity ID and --psk HEX together"),
         (["--peer-rpk-sha256", "abcd"],
          "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), got 'abcd'"),
         (["--peer-rpk-sha256", "xy"],
@@ -242,7 +242,7 @@ def test_server_flags_beside_the_credentials() -> None:
         ([], "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, "
              "--rpk-key FILE, or --cert FILE --key FILE"),
         (["--psk-identity", "dev1"], "give --psk-identity and --psk together"),
-        (["--psk", KEY_HEX], "give --psk-identity and --psk together"),
+        (["--psk", PSK_HEX], "give --psk-identity and --psk together"),
         ([*PSK, "--rpk-allow-sha256", "00" * 32],
          "--rpk-allow needs the server's own key: --rpk-key FILE"),
         ([*PSK, "--client-cafile", "ca.pem"],
@@ -414,11 +414,8 @@ def test_logging_goes_to_stderr_with_time_and_logger_name(
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_the_stop_signals_set_the_stop_event(sig: signal.Signals) -> None:
-    caught_elsewhere: list[int] = []
-    previous = signal.signal(sig, lambda number, frame: caught_elsewhere.append(number))
-
     async def main() -> bool:
-        stop = stop_on_signals()  # the loop's handler replaces the fallback above
+        stop = stop_on_signals()  # the loop's handler replaces the fallback
         assert not stop.is_set()
         os.kill(os.getpid(), sig)
         try:
@@ -427,11 +424,9 @@ def test_the_stop_signals_set_the_stop_event(sig: signal.Signals) -> None:
             return False
         return True
 
-    try:
+    with signal_fallback(sig) as caught_elsewhere:
         assert asyncio.run(main()), f"{sig.name} did not stop the server"
-        assert caught_elsewhere == []
-    finally:
-        signal.signal(sig, previous)
+    assert caught_elsewhere == []
 
 
 # -- settings and key files in every mode --------------------------------------------------------

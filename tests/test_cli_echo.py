@@ -23,14 +23,12 @@ import pytest
 from iotdtls import aio, loop
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
-from iotdtls.config import DEFAULT_MTU, ClientConfig, Mode, ServerConfig
+from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.errors import DatagramTooLarge
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
-from tests.interop_support import FAST
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, Pki, free_udp_port
-
-KEY_HEX = "0102030405060708090a0b0c0d0e0f10"
+from tests.aio_support import client_config, server_config, signal_fallback
+from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
 
 
 def lines_of(stdin: object, monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
@@ -165,11 +163,6 @@ def test_echo_sends_back_and_only_warns_when_a_reply_cannot_fit(
 # -- the client's conversation -------------------------------------------------------------------
 
 
-def client_settings(mtu: int = DEFAULT_MTU) -> ClientConfig:
-    return ClientConfig(psk_identity=CLIENT_IDENTITY, psk=PSK, retransmit=FAST,
-                        handshake_timeout=5.0, mtu=mtu)
-
-
 class Recording(aio.DatagramHandler):
     """The echo handler, noting for each handshake whether it resumed a session."""
 
@@ -210,8 +203,7 @@ def talk(
     handler = Recording()
 
     async def main() -> None:
-        server_config = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK}, retransmit=FAST)
-        server = await aio.serve(handler, LOCALHOST, 0, server_config)
+        server = await aio.serve(handler, LOCALHOST, 0, server_config())
         try:
             for text in texts:
                 await talk_once(server, text, config, session_file)
@@ -225,7 +217,7 @@ def talk(
 def test_the_client_sends_each_line_and_prints_each_reply(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
-    assert talk([b"first\nsecond\r\n"], client_settings()) == [False]
+    assert talk([b"first\nsecond\r\n"], client_config()) == [False]
     out, _err = capsysbinary.readouterr()
     assert out == b"first\nsecond\n"
 
@@ -234,7 +226,7 @@ def test_a_line_too_long_for_the_mtu_is_skipped_with_a_warning(
     capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "iotdtls.cli")
-    talk([b"a\n" + b"x" * 400 + b"\nb\n"], client_settings(mtu=300))
+    talk([b"a\n" + b"x" * 400 + b"\nb\n"], client_config(mtu=300))
     out, _err = capsysbinary.readouterr()
     assert out == b"a\nb\n"
     [record] = [r for r in caplog.records if r.name == "iotdtls.cli"]
@@ -244,25 +236,30 @@ def test_a_line_too_long_for_the_mtu_is_skipped_with_a_warning(
 @pytest.mark.req("RES-1")
 def test_the_session_file_resumes_the_next_run(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "session"))
-    assert talk([b"hello\n", b"again\n"], client_settings(), file) == [False, True]
+    assert talk([b"hello\n", b"again\n"], client_config(), file) == [False, True]
     assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
 
 
 # -- the commands' flags, as the client and server receive them ----------------------------------
 
 
-def test_client_flags_reach_its_configuration(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def talks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The arguments of each `_talk` the client command starts (which then does nothing)."""
     seen: list[tuple[Any, ...]] = []
 
     async def recorded(*args: Any) -> None:
         seen.append(args)
 
     monkeypatch.setattr(echo, "_talk", recorded)
+    return seen
+
+
+def test_client_flags_reach_its_configuration(talks: list[tuple[Any, ...]], tmp_path: Path) -> None:
+    seen = talks
     session = tmp_path / "session"
     status = main([
-        "client", "gw.example:6000", "--psk-identity", "dev1", "--psk", KEY_HEX,
+        "client", "gw.example:6000", "--psk-identity", "dev1", "--psk", PSK_HEX,
         "--timeout", "7", "--mtu", "600", "--keylog", str(tmp_path / "k.log"), "--retries", "2",
         "--max-fragment-length", "512", "--heartbeat", "3", "--session-file", str(session),
     ])
@@ -278,7 +275,7 @@ def test_client_flags_reach_its_configuration(
     assert config.heartbeat and config.keepalive_interval == 3.0
     assert logging.getLogger("iotdtls.aio").level == logging.NOTSET  # a client: no INFO lines
     seen.clear()
-    assert main(["client", "gw.example:6000", "--psk-identity", "dev1", "--psk", KEY_HEX]) == 0
+    assert main(["client", "gw.example:6000", "--psk-identity", "dev1", "--psk", PSK_HEX]) == 0
     [(config, _host, _port, _cache, session_file)] = seen
     assert config.retry is None and session_file is None and not config.heartbeat
     assert config.handshake_timeout == 30.0
@@ -288,17 +285,11 @@ def test_client_flags_reach_its_configuration(
 
 
 def test_client_chain_cache_flag_reaches_the_conversation(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki: Pki
+    talks: list[tuple[Any, ...]], tmp_path: Path, pki: Pki
 ) -> None:
-    seen: list[tuple[Any, ...]] = []
-
-    async def recorded(*args: Any) -> None:
-        seen.append(args)
-
-    monkeypatch.setattr(echo, "_talk", recorded)
     assert main(["client", "localhost:6000", "--cafile", str(pki.ca_crt),
                  "--cache-dir", str(tmp_path)]) == 0
-    [(_config, _host, _port, cache, _session)] = seen
+    [(_config, _host, _port, cache, _session)] = talks
     assert isinstance(cache, ChainCache)
 
 
@@ -318,7 +309,7 @@ def test_server_flags_reach_one_process_or_the_workers(
 
     monkeypatch.setattr(echo, "_serve_alone", alone)
     monkeypatch.setattr(echo, "_serve_workers", pool)
-    common = ["server", "--listen", "127.0.0.1:7000", "--psk-identity", "dev1", "--psk", KEY_HEX,
+    common = ["server", "--listen", "127.0.0.1:7000", "--psk-identity", "dev1", "--psk", PSK_HEX,
               "--mtu", "700", "--loop", loop_choice]
     assert main(common) == 0
     [(running, (config, host, port))] = seen
@@ -336,7 +327,7 @@ def test_server_flags_reach_one_process_or_the_workers(
     assert (running, host, port, count, choice) == (loop_choice, "127.0.0.1", 7000, 3, loop_choice)
     built = source()  # each worker builds the configuration from the flags itself
     assert isinstance(built, ServerConfig) and built.mtu == 700
-    assert built.psk_store == {b"dev1": bytes.fromhex(KEY_HEX)}
+    assert built.psk_store == {b"dev1": bytes.fromhex(PSK_HEX)}
     logging.getLogger("iotdtls").setLevel(logging.WARNING)
     initializer()  # a worker's logging: -v, everything
     assert logging.getLogger("iotdtls").level == logging.DEBUG
@@ -359,18 +350,6 @@ def test_server_logging(
 # -- the server until its stop signal --------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def sigterm_guard() -> Iterator[list[int]]:
-    """A fallback SIGTERM handler while a test sends itself one (the server under test
-    installs its own; if it did not, the test fails instead of the test run dying)."""
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: caught.append(number))
-    try:
-        yield caught
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 async def listening_port(caplog: pytest.LogCaptureFixture, serving: asyncio.Future[int]) -> int:
     """The port of the server's "listening on HOST:PORT" line, once it is logged."""
     for _ in range(2000):  # worker processes take a few seconds to start on a busy machine
@@ -384,19 +363,14 @@ async def listening_port(caplog: pytest.LogCaptureFixture, serving: asyncio.Futu
 
 
 async def echo_once(port: int) -> bytes | None:
-    config = ClientConfig(psk_identity=CLIENT_IDENTITY, psk=PSK, retransmit=FAST,
-                          handshake_timeout=5.0)
-    async with aio.connect(LOCALHOST, port, config) as conn:
+    async with aio.connect(LOCALHOST, port, client_config()) as conn:
         conn.send(b"ping")
         return await asyncio.wait_for(conn.recv(), 5.0)
 
 
-SERVER_CONFIG = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK}, retransmit=FAST)
-
-
-def server_config() -> ServerConfig:
+def worker_config() -> ServerConfig:
     """What each worker builds (module level: it goes to the workers by pickle)."""
-    return SERVER_CONFIG
+    return server_config()
 
 
 def no_setup() -> None:
@@ -411,13 +385,13 @@ def test_one_process_serves_until_sigterm_and_logs_its_counters(
     wanted = free_udp_port()
 
     async def main() -> int:
-        serving = asyncio.ensure_future(echo._serve_alone(SERVER_CONFIG, LOCALHOST, wanted))
+        serving = asyncio.ensure_future(echo._serve_alone(server_config(), LOCALHOST, wanted))
         port = await listening_port(caplog, serving)
         assert await echo_once(port) == b"ping"
         os.kill(os.getpid(), signal.SIGTERM)
         return await asyncio.wait_for(serving, 10.0)
 
-    with sigterm_guard() as fallback:
+    with signal_fallback(signal.SIGTERM) as fallback:
         assert loop.run(main(), "uvloop") == 0
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
@@ -432,13 +406,13 @@ def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
 
     async def main() -> int:
         serving = asyncio.ensure_future(echo._serve_workers(
-            server_config, LOCALHOST, wanted, 2, "asyncio", no_setup))
+            worker_config, LOCALHOST, wanted, 2, "asyncio", no_setup))
         port = await listening_port(caplog, serving)
         assert await echo_once(port) == b"ping"
         os.kill(os.getpid(), signal.SIGTERM)
         return await asyncio.wait_for(serving, 20.0)
 
-    with sigterm_guard() as fallback:
+    with signal_fallback(signal.SIGTERM) as fallback:
         assert asyncio.run(main()) == 0
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]

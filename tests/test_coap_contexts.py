@@ -23,11 +23,12 @@ from iotdtls.coap import (
     client_context,
 )
 from iotdtls.coap import server_context as coap_server_context
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig
 from iotdtls.credentials import CertifiedKey, load_certificate_file
 from iotdtls.errors import ConfigError, PeerUnresponsive
 from iotdtls.identity import PskIdentity
 from iotdtls.proxy import Impairment
+from tests.aio_support import client_config, server_config
 from tests.coap_support import (
     CLIENT_CREDENTIALS,
     CoapSite,
@@ -39,18 +40,9 @@ from tests.coap_support import (
     x509_server_credentials,
 )
 from tests.interop_support import FAST, proxied
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, PSK, Pki, free_udp_port
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, free_udp_port
 
 IDENTITY = PskIdentity(CLIENT_IDENTITY.encode())
-
-
-def fixed_client_config(**settings: Any) -> ClientConfig:
-    return ClientConfig(**{"psk_identity": CLIENT_IDENTITY, "psk": PSK, "retransmit": FAST,
-                           "handshake_timeout": 5.0, **settings})
-
-
-def fixed_server_config() -> ServerConfig:
-    return ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK}, retransmit=FAST)
 
 
 def transports_of(context: aiocoap.Context) -> list[Any]:
@@ -74,10 +66,10 @@ def test_fixed_configurations_on_both_sides_on_the_port_asked_for() -> None:
 
     async def main() -> None:
         server = await coap_server_context(
-            site.site, (LOCALHOST, port), config=fixed_server_config()
+            site.site, (LOCALHOST, port), config=server_config()
         )
         try:
-            client = await client_context(config=fixed_client_config(), plain_coap=False)
+            client = await client_context(config=client_config(), plain_coap=False)
             try:
                 response = await get(client, f"coaps://{LOCALHOST}:{port}/whoami")
                 assert response.payload == str(IDENTITY).encode()
@@ -107,13 +99,13 @@ def test_plain_coap_goes_beside_coaps_unless_turned_off() -> None:
     async def main() -> None:
         plain_server = await aiocoap.Context.create_server_context(site, bind=(LOCALHOST, port))
         try:
-            both = await client_context(config=fixed_client_config())
+            both = await client_context(config=client_config())
             try:
                 response = await get(both, f"coap://{LOCALHOST}:{port}/plain")
                 assert response.payload == b"plain"
             finally:
                 await both.shutdown()
-            coaps_only = await client_context(config=fixed_client_config(), plain_coap=False)
+            coaps_only = await client_context(config=client_config(), plain_coap=False)
             try:
                 with pytest.raises(error.NoRequestInterface):
                     await get(coaps_only, f"coap://{LOCALHOST}:{port}/plain")
@@ -197,7 +189,7 @@ def test_shutting_down_during_the_handshake_fails_the_request_at_once() -> None:
     """A request waiting for a handshake that cannot complete (nobody answers) ends with the
     context: aiocoap's LibraryShutdown, without waiting for the handshake deadline."""
     async def main() -> None:
-        client = await client_context(config=fixed_client_config(), plain_coap=False)
+        client = await client_context(config=client_config(), plain_coap=False)
         request = client.request(aiocoap.Message(
             code=aiocoap.GET, uri=f"coaps://{LOCALHOST}:{free_udp_port()}/hello"))
         await asyncio.sleep(0.3)  # the handshake has started
@@ -236,7 +228,7 @@ def test_an_association_that_dies_fails_its_pending_request_with_the_cause() -> 
     async def main() -> None:
         async with coaps_server(site, heartbeat=True) as server:
             with proxied(server.address[1]) as proxy:
-                config = fixed_client_config(heartbeat=True, keepalive_interval=1.0,
+                config = client_config(heartbeat=True, keepalive_interval=1.0,
                                              handshake_timeout=1.0)
                 client = await client_context(config=config, plain_coap=False)
                 try:
@@ -292,7 +284,7 @@ def test_the_server_context_logs_as_coap_server() -> None:
     aiocoap's servers), apart from a client context's in the same process."""
     async def main() -> None:
         server = await coap_server_context(
-            CoapSite().site, (LOCALHOST, 0), config=fixed_server_config()
+            CoapSite().site, (LOCALHOST, 0), config=server_config()
         )
         try:
             assert server.log.name == "coap-server"
@@ -325,7 +317,7 @@ def test_settings_of_either_side_are_accepted_and_not_beside_a_config() -> None:
         await client.shutdown()
         context = aiocoap.Context()  # no transport: nothing to shut down (aiocoap refuses to)
         with pytest.raises(ConfigError) as caught:
-            await add_client_transport(context, config=fixed_client_config(), mtu=300)
+            await add_client_transport(context, config=client_config(), mtu=300)
         assert str(caught.value) == "give the DTLS settings inside config=, not beside it"
 
     run(main())
@@ -334,7 +326,7 @@ def test_settings_of_either_side_are_accepted_and_not_beside_a_config() -> None:
 def test_bind_without_a_port_takes_the_coaps_port() -> None:
     """RFC 7252 §12.7: coaps is 5684 when the bind address names no port."""
     async def main() -> None:
-        server = await coap_server_context(None, (LOCALHOST, None), config=fixed_server_config())
+        server = await coap_server_context(None, (LOCALHOST, None), config=server_config())
         try:
             [transport] = transports_of(server)
             assert transport.address[:2] == (LOCALHOST, 5684)
