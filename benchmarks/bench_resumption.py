@@ -172,9 +172,6 @@ class MbedCertificates(Mbed):
             certificate_chain=chain(c.server_chain, c.server), **common
         )
 
-    def handshake(self, wire: HandshakeWire | None = None) -> tuple[Any, Any]:
-        return super().handshake(wire)
-
 
 # -- the report -------------------------------------------------------------------------------
 

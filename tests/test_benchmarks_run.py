@@ -36,7 +36,17 @@ def test_benchmark_runs(command: list[str]) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     if command[0] == "bench_psk.py":
+        check_handshake_ways(result.stdout)
         check_interpreted_work(result.stdout)
+
+
+def check_handshake_ways(report: str) -> None:
+    """`make bench` (a) times both stacks both ways (new associations, contexts reset) and
+    gives each way its ratio."""
+    for way in ("new associations", "contexts reset"):
+        for stack in ("iotdtls", "Mbed TLS 2.28"):
+            assert re.search(rf"{stack}, {way} +[\d.]+ us +[\d.]+ us", report), (way, stack)
+    assert len(re.findall(r"ratio iotdtls/Mbed TLS +[\d.]+x +[\d.]+x", report)) == 2, report
 
 
 def check_interpreted_work(report: str) -> None:
