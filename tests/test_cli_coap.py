@@ -1,0 +1,349 @@
+"""`iotdtls coap` in this process (COAP-1): the requests' flags, payloads, content formats,
+output streams and exit statuses against our coaps server (and a plain CoAP one) running in a
+thread of this process, the observe mode, the errors, and `coap serve` until SIGTERM.
+test_coap_cli.py runs the same commands as subprocesses, against libcoap too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import aiocoap
+import pytest
+from aiocoap import resource
+
+from iotdtls.cli import coap as coap_cli
+from iotdtls.cli import main
+from iotdtls.cli.common import UsageError
+from iotdtls.coap import AssociationFailed
+from iotdtls.errors import AlertDescription, AlertReceived
+from tests.aio_support import signal_fallback
+from tests.coap_support import CoapSite, coaps_client, coaps_server, get
+from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, free_udp_port
+
+#: What `/hello` answers the test identity.
+HELLO = f"Hello, psk identity {CLIENT_IDENTITY.encode()!r}!\n"
+
+
+class Recorder(resource.Resource):
+    """POST and PUT: keep the payload and content format, answer 2.04 with the payload;
+    DELETE: 2.02; GET: 2.05 with an empty payload."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[tuple[str, bytes, int | None]] = []
+
+    async def _keep(self, request: aiocoap.Message) -> aiocoap.Message:
+        number = request.opt.content_format
+        self.got.append(
+            (str(request.code), request.payload, None if number is None else int(number))
+        )
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=request.payload)
+
+    render_put = render_post = _keep
+
+    async def render_delete(self, request: aiocoap.Message) -> aiocoap.Message:
+        self.got.append((str(request.code), request.payload, None))
+        return aiocoap.Message(code=aiocoap.DELETED)
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message()
+
+
+class Served:
+    """A server's address, site parts and the recorder, from `served_in_thread`."""
+
+    def __init__(self, site: CoapSite, recorder: Recorder) -> None:
+        self.site, self.recorder = site, recorder
+        self.address: tuple[str, int] = ("", 0)
+
+    def uri(self, path: str, scheme: str = "coaps") -> str:
+        return f"{scheme}://{self.address[0]}:{self.address[1]}/{path}"
+
+
+@contextlib.contextmanager
+def served_in_thread(
+    start: Callable[[Served], contextlib.AbstractAsyncContextManager[tuple[str, int]]],
+) -> Iterator[Served]:
+    """Run the server `start(served)` opens in a thread with its own event loop (the command
+    under test runs `asyncio.run` in this one) until the test is done."""
+    served = Served(CoapSite(counter_interval=0.05), Recorder())
+    served.site.site.add_resource(["recorder"], served.recorder)
+    ready, failed = threading.Event(), []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with start(served) as address:
+                served.address = address
+                ready.set()
+                await stop.wait()
+        except BaseException as exc:
+            failed.append(exc)
+            ready.set()
+            raise
+
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(asyncio.wait_for(serve(), 120.0),), daemon=True
+    )
+    thread.start()
+    try:
+        assert ready.wait(10.0) and not failed, failed
+        yield served
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10.0)
+        loop.close()
+        assert not thread.is_alive()
+
+
+@contextlib.asynccontextmanager
+async def coaps(served: Served) -> Any:
+    async with coaps_server(served.site) as transport:
+        yield transport.address
+
+
+@contextlib.asynccontextmanager
+async def plain_coap(served: Served) -> Any:
+    port = free_udp_port()
+    context = await aiocoap.Context.create_server_context(served.site.site, bind=(LOCALHOST, port))
+    try:
+        yield (LOCALHOST, port)
+    finally:
+        await context.shutdown()
+
+
+@pytest.fixture
+def server() -> Iterator[Served]:
+    with served_in_thread(coaps) as served:
+        yield served
+
+
+def coap(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`iotdtls coap ARGS` here: exit status, stdout, stderr."""
+    status = main(["coap", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.req("COAP-1")
+def test_get_prints_the_code_on_stderr_and_the_payload_on_stdout(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert coap(capsys, "get", server.uri("hello"), *CREDENTIALS) == (0, HELLO, "2.05 Content\n")
+    # A payload that ends in a newline gets none added; an empty one prints nothing.
+    assert coap(capsys, "get", server.uri("recorder"), *CREDENTIALS) == (0, "", "2.05 Content\n")
+
+
+def test_an_error_response_exits_1_with_its_code(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert coap(capsys, "get", server.uri("nowhere"), *CREDENTIALS) == (1, "", "4.04 Not Found\n")
+
+
+@pytest.mark.parametrize(
+    ("method", "code"), [("put", "PUT"), ("post", "POST")]
+)
+def test_put_and_post_send_the_argument_with_its_content_format(
+    server: Served, capsys: pytest.CaptureFixture[str], method: str, code: str
+) -> None:
+    result = coap(capsys, method, server.uri("recorder"), "21.5", "--content-format",
+                  "text/plain", *CREDENTIALS)
+    assert result == (0, "21.5\n", "2.04 Changed\n")
+    assert server.recorder.got == [(code, b"21.5", 0)]
+
+
+def test_a_payload_of_dash_or_none_is_read_from_stdin(
+    server: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for argument in (["-"], []):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from stdin\n")))
+        result = coap(capsys, "put", server.uri("recorder"), *argument, "--content-format", "50",
+                      *CREDENTIALS)
+        assert result == (0, "from stdin\n", "2.04 Changed\n")
+    assert server.recorder.got == [("PUT", b"from stdin\n", 50)] * 2
+
+
+def test_delete_and_a_put_without_content_format(
+    server: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert coap(capsys, "delete", server.uri("recorder"), *CREDENTIALS) == (
+        0, "", "2.02 Deleted\n")
+    assert coap(capsys, "put", server.uri("recorder"), "x", *CREDENTIALS)[0] == 0
+    assert server.recorder.got == [("DELETE", b"", None), ("PUT", b"x", None)]
+
+
+class Terminal(io.TextIOWrapper):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_payload_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The argument itself; stdin for '-' or none; nothing at all from a terminal when none is
+    given ('-' still reads it)."""
+    assert coap_cli._payload("text") == b"text"
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO(b"typed")))
+    assert coap_cli._payload(None) == b""
+    assert coap_cli._payload("-") == b"typed"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"piped")))
+    assert coap_cli._payload(None) == b"piped"
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("0", 0), ("65535", 65535), ("text/plain", 0), ("text/plain; charset=utf-8", 0),
+     ("application/json", 50), ("application/cbor", 60)],
+)
+def test_content_format_by_number_or_media_type(text: str, number: int) -> None:
+    assert coap_cli._content_format(text) == number
+
+
+@pytest.mark.parametrize("text", ["65536", "text/nonsense", "-1", ""])
+def test_an_unknown_content_format_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match=r"^--content-format: unknown media type "):
+        coap_cli._content_format(text)
+
+
+def test_observe_prints_each_notification_until_the_duration(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = coap(capsys, "get", server.uri("counter"), "--observe", "--duration",
+                            "0.5", *CREDENTIALS)
+    assert (status, err) == (0, "2.05 Content\n")
+    values = [int(line) for line in out.splitlines()]
+    # The counter ticks every 0.05 s: the first answer, then a notification per tick.
+    assert len(values) >= 4 and values == sorted(values), values
+
+
+def test_without_observe_a_counter_is_read_once(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = coap(capsys, "get", server.uri("counter"), "--duration", "0.3",
+                          *CREDENTIALS)
+    assert status == 0 and len(out.splitlines()) == 1
+
+
+@pytest.mark.req("COAP-1")
+def test_a_coap_uri_goes_without_dtls(capsys: pytest.CaptureFixture[str]) -> None:
+    """coap:// needs no credentials and reaches a plain CoAP server (no peer to greet)."""
+    with served_in_thread(plain_coap) as served:
+        assert coap(capsys, "get", served.uri("hello", "coap")) == (0, "Hello!\n", "2.05 Content\n")
+
+
+def test_a_failed_handshake_exits_1_with_the_reason_and_advice(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = coap(capsys, "get", server.uri("hello"), "--psk-identity",
+                            CLIENT_IDENTITY, "--psk", WRONG_PSK_HEX, "--timeout", "5")
+    lines = err.splitlines()
+    assert (status, out, len(lines)) == (1, "", 2), err
+    assert lines[0].startswith(
+        f"iotdtls: coaps: DTLS handshake with {server.address[0]}:{server.address[1]} failed: ")
+    assert lines[1] == "iotdtls: Check the credentials: the PSK does not match the server's."
+
+
+def test_no_response_in_time_exits_1(server: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    """The handshake has --timeout; the response as long again after it."""
+    status, out, err = coap(capsys, "get", server.uri("slow"), "--timeout", "0.25", *CREDENTIALS)
+    server.site.slow.release.set()
+    assert (status, out, err) == (1, "", "iotdtls: no response within 0.5 s\n")
+
+
+def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[str]) -> None:
+    assert coap_cli._failed("no luck") == 1
+    assert capsys.readouterr().err == "iotdtls: no luck\n"
+    cause = AlertReceived(AlertDescription.decrypt_error)
+    assert coap_cli._failed(AssociationFailed("h:1", cause)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"iotdtls: coaps: DTLS handshake with h:1 failed: {cause}"
+    assert len(err) == 2 and err[1].startswith("iotdtls: ")
+    # A problem whose advice is empty prints only itself.
+    assert coap_cli._failed(AssociationFailed("h:1", None)) == 1
+    assert capsys.readouterr().err == "iotdtls: coaps: DTLS handshake with h:1 failed\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["get", "coaps://127.0.0.1/x", "--timeout", "0", *CREDENTIALS],
+         "--timeout must be > 0 seconds"),
+        (["get", "coaps://127.0.0.1/x", "--timeout", "-1", *CREDENTIALS],
+         "--timeout must be > 0 seconds"),
+        (["get", "coaps:///x", *CREDENTIALS], "expected a coaps://HOST[:PORT]/PATH URI, got "
+         "'coaps:///x'"),
+        (["get", "https://127.0.0.1/x", *CREDENTIALS], "expected a coaps://HOST[:PORT]/PATH"),
+        (["get", "coaps://127.0.0.1/x"], "choose one mode: --psk-identity ID --psk HEX, or"),
+        (["serve", "--listen", "127.0.0.1:5684"], "give credentials: --psk-identity ID"),
+        (["serve", "--listen", "127.0.0.1", *CREDENTIALS], "HOST:PORT"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    status, out, err = coap(capsys, *args)
+    assert (status, out) == (2, "")
+    assert err.startswith("iotdtls: error: ") and message in err, err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["get", "coaps://127.0.0.1/x", *CREDENTIALS],
+                                     ["serve", *CREDENTIALS]])
+def test_without_aiocoap_the_commands_say_how_to_get_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "aiocoap" else real(name)
+    )
+    assert coap(capsys, *command) == (
+        2, "", "iotdtls: error: iotdtls coap needs aiocoap: pip install 'iotdtls[coap]'\n")
+
+
+def in_thread(coro: Callable[[], Coroutine[Any, Any, None]]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: asyncio.run(asyncio.wait_for(coro(), 30.0)),
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.req("COAP-1")
+def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
+    """`coap serve` serves the demo site on the --listen address until SIGTERM, then ends
+    with 0; a client in another thread checks /hello and /.well-known/core first."""
+    port = free_udp_port()
+    answers: list[bytes] = []
+
+    async def client() -> None:
+        try:
+            async with coaps_client() as context:
+                for _ in range(100):  # until the server listens
+                    try:
+                        hello = await get(context, f"coaps://{LOCALHOST}:{port}/hello")
+                        break
+                    except aiocoap.error.NetworkError:
+                        await asyncio.sleep(0.05)
+                core = await get(context, f"coaps://{LOCALHOST}:{port}/.well-known/core")
+                answers.extend([hello.payload, core.payload])
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with signal_fallback(signal.SIGTERM) as fallback, caplog.at_level(logging.INFO):
+        thread = in_thread(client)
+        status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS])
+        thread.join(10.0)
+    assert (status, fallback) == (0, [])
+    assert answers[0] == HELLO.removesuffix("\n").encode()
+    assert b"</hello>" in answers[1] and b"</counter>" in answers[1] and b"obs" in answers[1]
+    assert f"listening on coaps://{LOCALHOST}:{port}" in caplog.text
+
