@@ -21,6 +21,7 @@ import re
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -49,7 +50,7 @@ from iotdtls.record import RECORD_HEADER_LEN
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, run, server_config
 from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX
-from tests.peers import CLIENT_IDENTITY, LOCALHOST
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki
 
 
 @pytest.fixture(autouse=True)
@@ -805,3 +806,118 @@ def test_the_perf_command_resumes_sessions(
     assert "handshakes: 6 completed, 0 failed; " in lines[1]
     assert lines[2].startswith("latency ms: median ") and lines[2].endswith(" (full handshakes)")
     assert lines[3].startswith("resumed: 4 of 4 sessions offered; latency ms median ")
+
+
+# -- `iotdtls perf`: the flags' way to `run_load` (which is not run) ----------------------------
+
+#: What the stubbed `run_load` returns: three handshakes, one after its deadline.
+STUB_RESULT = LoadResult(elapsed=1.5, window=1.0, started=3, completed=3,
+                         completed_in_window=2, latencies=[0.010, 0.012, 0.030])
+
+
+@pytest.fixture
+def stub_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[LoadSpec, dict[str, Any]]]:
+    """Every run the perf command asks for, with its keyword arguments; none is run: a
+    progress snapshot is shown (when there is a callback) and `STUB_RESULT` comes back."""
+    runs: list[tuple[LoadSpec, dict[str, Any]]] = []
+
+    def stub(spec: LoadSpec, **kwargs: Any) -> LoadResult:
+        runs.append((spec, kwargs))
+        if kwargs["progress"] is not None:
+            kwargs["progress"](LoadProgress(completed=3, failed=1, in_flight=2))
+        return STUB_RESULT
+
+    monkeypatch.setattr(perf_cli, "run_load", stub)
+    return runs
+
+
+def test_the_perf_defaults(stub_runs: list[tuple[LoadSpec, dict[str, Any]]],
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-q"]) == 0
+    ((spec, kwargs),) = stub_runs
+    assert (spec.host, spec.port, spec.concurrency) == ("192.0.2.1", 5684, 10)
+    assert (spec.duration, spec.handshakes) == (perf_cli.DEFAULT_DURATION, None) == (10.0, None)
+    assert (spec.messages, spec.message_size, spec.echo_timeout, spec.resume) == (0, 64, 2.0, False)
+    assert isinstance(spec.config, ClientConfig) and spec.config.handshake_timeout == 10.0
+    assert kwargs == {"processes": 1, "progress": None, "loop_choice": "auto"}
+
+
+def test_the_perf_flags_reach_the_run(stub_runs: list[tuple[LoadSpec, dict[str, Any]]],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-c", "7", "-d", "0.25", "-m", "3",
+                       "--size", "100", "--resume", "--timeout", "4", "--echo-timeout", "0.5",
+                       "--loop", "asyncio", "--mtu", "600", "-q"])
+    assert status == 0
+    ((spec, kwargs),) = stub_runs
+    assert (spec.concurrency, spec.duration, spec.handshakes) == (7, 0.25, None)
+    assert isinstance(spec.duration, float)
+    assert (spec.messages, spec.message_size, spec.echo_timeout, spec.resume) == (3, 100, 0.5, True)
+    assert isinstance(spec.config, ClientConfig)
+    assert (spec.config.handshake_timeout, spec.config.mtu) == (4.0, 600)
+    assert kwargs["loop_choice"] == "asyncio"
+
+
+def test_the_perf_host_reaches_each_processes_configuration(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], pki: Pki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In certificate mode the host is the name the server's certificate must carry: in this
+    process's configuration and in the one each generator process builds again (-p)."""
+    flags = ["--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
+             "--key", str(pki.client_key), "-n", "2", "-q"]
+    assert cli.main(["perf", "localhost:5684", *flags]) == 0
+    assert cli.main(["perf", "localhost:5684", *flags, "-p", "2"]) == 0
+    (here, _), (spread, kwargs) = stub_runs
+    assert isinstance(here.config, ClientConfig) and here.config.server_name == "localhost"
+    assert kwargs["processes"] == 2 and not isinstance(spread.config, ClientConfig)
+    assert spread.config().server_name == "localhost"
+
+
+class FlushedText:
+    """A text stream that keeps what was flushed apart from what was only written."""
+
+    def __init__(self) -> None:
+        self.written, self.flushed = "", ""
+
+    def write(self, text: str) -> int:
+        self.written += text
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushed = self.written
+
+
+def test_the_perf_progress_lines_are_flushed_at_once(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """stderr may be a pipe (buffered): each progress line is flushed as it is printed."""
+    stderr = FlushedText()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3"]) == 0
+    assert callable(stub_runs[0][1]["progress"])
+    assert re.fullmatch(r" +\d+\.\d s  3 handshakes, 1 failed, 2 in flight\n", stderr.flushed)
+
+
+def test_the_perf_json_report_is_the_summary_indented(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q", "--json"]) == 0
+    assert capsys.readouterr().out == json.dumps(STUB_RESULT.summary(), indent=2) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (STUB_RESULT, 0),
+        (LoadResult(started=1), 1),  # nothing completed
+        (dataclasses.replace(STUB_RESULT, failures=Counter({"handshake timeout": 1})), 1),
+        (dataclasses.replace(STUB_RESULT, association_failures=Counter({"closed": 1})), 1),
+    ],
+)
+def test_the_perf_exit_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    result: LoadResult, status: int,
+) -> None:
+    monkeypatch.setattr(perf_cli, "run_load", lambda spec, **kwargs: result)
+    assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q"]) == status

@@ -1,0 +1,94 @@
+"""The demo site of `iotdtls coap serve` (COAP-1), resource by resource in this process:
+`/hello` greets the authenticated identity (or plainly, over plain CoAP), `/counter` counts
+intervals and ticks for its observers only while there are some (RFC 7641 §4.2)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiocoap import GET, Message
+
+from iotdtls.coap import demo
+from tests.coap_support import run
+
+TEXT_PLAIN = 0  # RFC 7252 §12.3: text/plain; charset=utf-8
+
+
+def request(remote: Any) -> Message:
+    message = Message(code=GET)
+    message.remote = remote
+    return message
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize(
+    ("remote", "greeting"),
+    [
+        (SimpleNamespace(peer="psk identity b'dev1'"), b"Hello, psk identity b'dev1'!"),
+        (SimpleNamespace(), b"Hello!"),  # plain CoAP: no authenticated peer
+        (SimpleNamespace(peer=None), b"Hello!"),
+    ],
+)
+def test_hello_greets_the_peer_the_handshake_authenticated(remote: Any, greeting: bytes) -> None:
+    async def main() -> None:
+        answer = await demo.Hello().render_get(request(remote))
+        assert (answer.payload, answer.opt.content_format) == (greeting, TEXT_PLAIN)
+
+    run(main())
+
+
+def test_the_counter_counts_intervals_in_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(demo.time, "monotonic", lambda: now[0])
+    assert demo.Counter().interval == 1.0
+    counter = demo.Counter(0.5)
+    now[0] += 1.74
+
+    async def main() -> None:
+        answer = await counter.render_get(request(SimpleNamespace()))
+        assert (answer.payload, answer.opt.content_format) == (b"3", TEXT_PLAIN)
+
+    run(main())
+
+
+def test_the_counter_ticks_only_while_observed() -> None:
+    """One ticking task from the first observer on, kept while observers come and go, ended
+    (quietly, not as a cancelled task) with the last; a later observer starts a new one."""
+    async def main() -> None:
+        counter = demo.Counter(0.02)
+        ticks: list[int] = []
+        counter.updated_state = lambda *args, **kwargs: ticks.append(counter.value)
+        assert counter._ticker is None
+        counter.update_observation_count(1)
+        first = counter._ticker
+        assert first is not None
+        counter.update_observation_count(2)
+        assert counter._ticker is first
+        await asyncio.sleep(0.15)
+        assert len(ticks) >= 3 and ticks == sorted(ticks), ticks
+        counter.update_observation_count(1)
+        assert counter._ticker is first and not first.done()
+        counter.update_observation_count(0)
+        assert counter._ticker is None
+        assert await asyncio.wait_for(first, 1.0) is None
+        assert not first.cancelled()
+        seen = len(ticks)
+        await asyncio.sleep(0.06)
+        assert len(ticks) == seen  # nobody observes: no ticks
+        counter.update_observation_count(1)
+        second = counter._ticker
+        assert second is not None and second is not first
+        await asyncio.sleep(0.01)
+        assert not second.done()
+        counter.update_observation_count(0)
+        assert await asyncio.wait_for(second, 1.0) is None
+
+    run(main())
+
+
+def test_the_demo_site_has_its_three_resources() -> None:
+    links = str(demo.demo_site(0.05).get_resources_as_linkheader())
+    assert "</hello>" in links and "</counter>" in links and "obs" in links
