@@ -92,3 +92,17 @@ def test_the_counter_ticks_only_while_observed() -> None:
 def test_the_demo_site_has_its_three_resources() -> None:
     links = str(demo.demo_site(0.05).get_resources_as_linkheader())
     assert "</hello>" in links and "</counter>" in links and "obs" in links
+
+
+def test_the_demo_counter_counts_seconds_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    intervals: list[float] = []
+    real = demo.Counter
+
+    def counter(interval: float) -> demo.Counter:
+        intervals.append(interval)
+        return real(interval)
+
+    monkeypatch.setattr(demo, "Counter", counter)
+    demo.demo_site()
+    demo.demo_site(0.25)
+    assert intervals == [1.0, 0.25]

@@ -172,7 +172,9 @@ async def _request(
 
 
 async def _follow(observation: ClientObservation, duration: float | None) -> int:
-    """Print notifications until `duration` passes (or forever), or the observation ends."""
+    """Print notifications until `duration` passes (or forever), or the observation ends: the
+    resource is not observable (RFC 7641 §3.1: a response without Observe), or it failed (the
+    association ended, RFC 7252 §9.1). aiocoap cancels an observation that ended itself."""
     from aiocoap import error
 
     async def notifications() -> None:
@@ -186,7 +188,8 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
     except error.Error as exc:
         return _failed(exc)
     finally:
-        observation.cancel()
+        if not observation.cancelled:
+            observation.cancel()
     return 0
 
 

@@ -1,0 +1,78 @@
+"""The child processes of the server workers and the load generator (`iotdtls._children`):
+a fresh interpreter with the given name and a pipe to the parent, SIGINT ignored while
+children start, a child that does not end killed after a bounded wait."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from iotdtls._children import ignore_sigint, reap, spawn
+
+
+def answer(question: str, conn: Any) -> None:
+    """A child: answers through its pipe what it was given, and how it was started."""
+    import multiprocessing
+
+    conn.send((question, multiprocessing.current_process().name,
+               multiprocessing.get_start_method(allow_none=True),
+               signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
+    conn.close()
+
+
+def linger(conn: Any) -> None:
+    """A child that outlives any reasonable wait."""
+    time.sleep(60)
+
+
+def test_a_child_is_a_named_spawned_daemon_with_a_pipe() -> None:
+    with ignore_sigint():
+        process, conn = spawn(answer, ("ping",), "iotdtls-test-child")
+    try:
+        assert (process.name, process.daemon) == ("iotdtls-test-child", True)
+        assert conn.poll(30.0)
+        question, name, method, sigint_ignored = conn.recv()
+        assert (question, name, method) == ("ping", "iotdtls-test-child", "spawn")
+        assert sigint_ignored  # inherited from the parent's ignore_sigint()
+    finally:
+        conn.close()
+        assert reap(process, 10.0) is True
+    assert process.exitcode == 0
+
+
+def test_a_child_that_does_not_end_is_killed() -> None:
+    process, conn = spawn(linger, (), "iotdtls-test-linger")
+    conn.close()
+    started = time.monotonic()
+    assert reap(process, 0.2) is False
+    assert time.monotonic() - started < 10.0
+    assert not process.is_alive() and process.exitcode == -signal.SIGKILL
+
+
+def test_ignore_sigint_restores_the_handler() -> None:
+    def handler(number: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        with ignore_sigint():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ignore_sigint_outside_the_main_thread_changes_nothing() -> None:
+    seen: list[object] = []
+
+    def elsewhere() -> None:
+        with ignore_sigint():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    before = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join(5.0)
+    assert seen == [before] and signal.getsignal(signal.SIGINT) == before
