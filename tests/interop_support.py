@@ -354,6 +354,20 @@ def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
 # -- our client, OpenSSL server -----------------------------------------------------------------
 
 
+class FlushedText:
+    """A text stream that keeps what was flushed apart from what was only written."""
+
+    def __init__(self) -> None:
+        self.written, self.flushed = "", ""
+
+    def write(self, text: str) -> int:
+        self.written += text
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushed = self.written
+
+
 CLI = [sys.executable, "-m", "iotdtls"]
 #: The CLI server as one process, and as two worker processes on one port (SO_REUSEPORT):
 #: `@SERVER_MODES` gives a test a `mode` argument to add to the server's command line.

@@ -32,9 +32,8 @@ from iotdtls.coap import AssociationFailed
 from iotdtls.errors import AlertDescription, AlertReceived
 from tests.aio_support import signal_fallback
 from tests.coap_support import CoapSite, coaps_client, coaps_server, get
-from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX
+from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, FlushedText
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, free_udp_port
-from tests.test_perf import FlushedText
 
 #: What `/hello` answers the test identity.
 HELLO = f"Hello, psk identity {CLIENT_IDENTITY.encode()!r}!\n"

@@ -49,7 +49,7 @@ from iotdtls.perf.result import percentile
 from iotdtls.record import RECORD_HEADER_LEN
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, run, server_config
-from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX
+from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX, FlushedText
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki
 
 
@@ -871,20 +871,6 @@ def test_the_perf_host_reaches_each_processes_configuration(
     assert isinstance(here.config, ClientConfig) and here.config.server_name == "localhost"
     assert kwargs["processes"] == 2 and not isinstance(spread.config, ClientConfig)
     assert spread.config().server_name == "localhost"
-
-
-class FlushedText:
-    """A text stream that keeps what was flushed apart from what was only written."""
-
-    def __init__(self) -> None:
-        self.written, self.flushed = "", ""
-
-    def write(self, text: str) -> int:
-        self.written += text
-        return len(text)
-
-    def flush(self) -> None:
-        self.flushed = self.written
 
 
 def test_the_perf_progress_lines_are_flushed_at_once(
