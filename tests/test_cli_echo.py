@@ -29,6 +29,7 @@ from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
 from tests.aio_support import client_config, server_config, signal_fallback
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
+from tests.pubkey_support import x509_configs
 
 
 def lines_of(stdin: object, monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
@@ -181,6 +182,7 @@ async def talk_once(
     text: bytes,
     config: ClientConfig,
     session_file: echo.SessionFile | None = None,
+    cache: ChainCache | None = None,
 ) -> None:
     """`_talk` with `text` on stdin (a pipe) against `server`."""
     read_fd, write_fd = os.pipe()
@@ -190,23 +192,29 @@ async def talk_once(
         saved = sys.stdin
         sys.stdin = reader
         try:
-            await echo._talk(config, LOCALHOST, server.address[1], None, session_file)
+            await echo._talk(config, LOCALHOST, server.address[1], cache, session_file)
         finally:
             sys.stdin = saved
 
 
 def talk(
-    texts: list[bytes], config: ClientConfig, session_file: echo.SessionFile | None = None
+    texts: list[bytes],
+    config: ClientConfig,
+    session_file: echo.SessionFile | None = None,
+    *,
+    cache: ChainCache | None = None,
+    serving: ServerConfig | None = None,
 ) -> list[bool]:
-    """One `_talk` per text against one echo server on loopback; returns, for each handshake
-    the server completed, whether it resumed a session."""
+    """One `_talk` per text against one echo server on loopback (PSK unless `serving` says
+    otherwise); returns, for each handshake the server completed, whether it resumed a
+    session."""
     handler = Recording()
 
     async def main() -> None:
-        server = await aio.serve(handler, LOCALHOST, 0, server_config())
+        server = await aio.serve(handler, LOCALHOST, 0, serving or server_config())
         try:
             for text in texts:
-                await talk_once(server, text, config, session_file)
+                await talk_once(server, text, config, session_file, cache)
         finally:
             await server.close()
 
@@ -231,6 +239,18 @@ def test_a_line_too_long_for_the_mtu_is_skipped_with_a_warning(
     assert out == b"a\nb\n"
     [record] = [r for r in caplog.records if r.name == "iotdtls.cli"]
     assert record.getMessage().startswith("line not sent: 400 bytes of application data")
+
+
+def test_the_client_keeps_the_servers_chain_in_its_cache(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """--cache-dir: the chain the server sent is kept for the next run (RFC 7924)."""
+    client, server = x509_configs()
+    cache = ChainCache(tmp_path / "chains")
+    talk([b"one\n"], client, cache=cache, serving=server)
+    assert capsysbinary.readouterr().out == b"one\n"
+    (entry,) = cache.directory.iterdir()
+    assert entry.stat().st_size > 0
 
 
 @pytest.mark.req("RES-1")

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiocoap import error
+from aiocoap import GET, error
 from aiocoap.credentials import CredentialsMissingError
-from aiocoap.message import Message
+from aiocoap.message import Message, UndecidedRemote
 
 from iotdtls.coap.addresses import (
     COAP_HEADROOM,
@@ -22,6 +22,7 @@ from iotdtls.coap.addresses import (
     block_size_exp,
     hostinfo,
 )
+from iotdtls.coap.client import _destination
 from iotdtls.coap.credentials import (
     DtlsRawPublicKey,
     DtlsX509,
@@ -275,3 +276,24 @@ def test_a_raw_key_client_config_carries_the_settings(files: RpkFiles) -> None:
     config = client_config_for(entry, {"mtu": 512})
     assert config.mtu == 512
     assert config.server_key_pins == (entry.peer_pin,)
+
+
+@pytest.mark.parametrize(
+    ("uri", "destination"),
+    [
+        ("coaps://h.example:1234/x", ("h.example", 1234)),
+        ("coaps://h.example/x", ("h.example", 5684)),  # RFC 7252 §6.2
+        ("coaps://[2001:db8::1]:9/x", ("2001:db8::1", 9)),
+    ],
+)
+def test_a_request_goes_to_the_host_and_port_of_its_uri(
+    uri: str, destination: tuple[str, int]
+) -> None:
+    assert _destination(Message(code=GET, uri=uri)) == destination
+
+
+def test_a_request_without_a_host_is_refused() -> None:
+    message = Message(code=GET, uri_path=("x",), uri_host="h.example")
+    message.remote = UndecidedRemote("coaps", "")
+    with pytest.raises(ValueError, match=r"^no host to send the coaps request to$"):
+        _destination(message)

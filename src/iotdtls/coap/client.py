@@ -182,11 +182,10 @@ def named_for(config: ClientConfig, host: str) -> ClientConfig:
 
 
 def _destination(message: Message) -> tuple[str, int]:
-    """The (host, port) a request goes to, from its URI (RFC 7252 §6.2: 5684 by default)."""
-    if message.unresolved_remote:
-        host, port = hostportsplit(message.unresolved_remote)
-    elif message.opt.uri_host:
-        host, port = message.opt.uri_host, message.opt.uri_port
-    else:
-        raise ValueError("no host to send the coaps request to (no URI host, no remote)")
+    """The (host, port) a request goes to, from its URI (RFC 7252 §6.2: 5684 by default).
+    aiocoap (the pinned 0.4.17) gives every request the URI's host as its remote; a request
+    addressed by Uri-Host options alone cannot be built."""
+    if not message.unresolved_remote:
+        raise ValueError("no host to send the coaps request to")
+    host, port = hostportsplit(message.unresolved_remote)
     return str(host), int(port or COAPS_PORT)
