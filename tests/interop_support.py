@@ -22,9 +22,11 @@ import pytest
 from iotdtls import aio
 from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
 from iotdtls.connection import DtlsConnection
-from iotdtls.errors import DtlsError
+from iotdtls.endpoint import ServerEndpoint
+from iotdtls.errors import AlertDescription, AlertLevel, DtlsError
 from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.proxy import LoggedDatagram, LossyProxy
+from iotdtls.record import ContentType
 from tests import memory_link
 from tests.peers import (
     CLIENT_IDENTITY,
@@ -352,6 +354,46 @@ def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
 
 
 # -- our client, OpenSSL server -----------------------------------------------------------------
+
+
+class AlertingServer:
+    """A PSK server on a real UDP socket (the sans-I/O endpoint in a thread) that answers the
+    first application datagram of a peer with a fatal internal_error alert."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOCALHOST, 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        config = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK})
+        self.endpoint = ServerEndpoint(config)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AlertingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self.sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, address = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.endpoint.receive_datagram(data, address, time.monotonic())
+            while (item := self.endpoint.next_event()) is not None:
+                if isinstance(item[1], DataReceived):
+                    conn = self.endpoint.connections[item[0]]
+                    alert = bytes([AlertLevel.FATAL, AlertDescription.internal_error])
+                    record = memory_link.record_layer(conn).seal(ContentType.alert, alert, 1)
+                    self.sock.sendto(record, address)
+            for out, to in self.endpoint.datagrams_to_send(time.monotonic()):
+                self.sock.sendto(out, to)
 
 
 class FlushedText:

@@ -6,20 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from iotdtls.config import ServerConfig
-from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertLevel
-from iotdtls.events import DataReceived
 from iotdtls.proxy import LossyProxy
-from iotdtls.record import ContentType
 from tests.interop_support import (
     CLI,
     CREDENTIALS,
@@ -27,18 +20,17 @@ from tests.interop_support import (
     KEYLOG_LINE,
     SERVER_MODES,
     WRONG_PSK_HEX,
+    AlertingServer,
     cli_server,
     handshake_types,
     run_client,
 )
-from tests.memory_link import record_layer
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
     OPENSSL_CLIENT_HANDSHAKE_DONE,
     OPENSSL_SERVER_HANDSHAKE_DONE,
     OPENSSL_SERVER_READY,
-    PSK,
     PSK_HEX,
     PeerProcess,
     free_udp_port,
@@ -46,45 +38,6 @@ from tests.peers import (
     openssl_psk_server,
     require_peer,
 )
-
-
-class AlertingServer:
-    """A PSK server on a real UDP socket (the sans-I/O endpoint in a thread) that answers the
-    first application datagram of a peer with a fatal internal_error alert."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOCALHOST, 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        config = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK})
-        self.endpoint = ServerEndpoint(config)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> AlertingServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5.0)
-        self.sock.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, address = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            self.endpoint.receive_datagram(data, address, time.monotonic())
-            while (item := self.endpoint.next_event()) is not None:
-                if isinstance(item[1], DataReceived):
-                    conn = self.endpoint.connections[item[0]]
-                    alert = bytes([AlertLevel.FATAL, AlertDescription.internal_error])
-                    self.sock.sendto(record_layer(conn).seal(ContentType.alert, alert, 1), address)
-            for out, to in self.endpoint.datagrams_to_send(time.monotonic()):
-                self.sock.sendto(out, to)
 
 
 def stop_with(server: PeerProcess, sig: signal.Signals) -> int | None:

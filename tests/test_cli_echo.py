@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -24,10 +25,11 @@ from iotdtls import aio, loop
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.config import ClientConfig, Mode, ServerConfig
-from iotdtls.errors import DatagramTooLarge
+from iotdtls.errors import AlertDescription, AlertReceived, DatagramTooLarge
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
 from tests.aio_support import client_config, server_config, signal_fallback
+from tests.interop_support import AlertingServer
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
 from tests.pubkey_support import x509_configs
 
@@ -89,6 +91,20 @@ def test_stdin_lines_from_a_pipe_across_chunks(
     os.write(write_fd, TEXT[6:])
     os.close(write_fd)
     assert lines_of(reader, monkeypatch) == EXPECTED
+
+
+def test_a_read_error_on_stdin_ends_the_input(
+    pipe: tuple[io.TextIOWrapper, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipe that fails to read (EIO) ends the input like EOF: nothing is made up."""
+    reader, write_fd = pipe
+    os.write(write_fd, b"never read\n")
+
+    def broken(fd: int, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(echo.os, "read", broken)
+    assert lines_of(reader, monkeypatch) == [None]
 
 
 def test_no_stdin_at_all_is_an_empty_input(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,13 +194,13 @@ class Recording(aio.DatagramHandler):
 
 
 async def talk_once(
-    server: aio.DtlsServer,
+    port: int,
     text: bytes,
     config: ClientConfig,
     session_file: echo.SessionFile | None = None,
     cache: ChainCache | None = None,
 ) -> None:
-    """`_talk` with `text` on stdin (a pipe) against `server`."""
+    """`_talk` with `text` on stdin (a pipe) against the server on loopback `port`."""
     read_fd, write_fd = os.pipe()
     os.write(write_fd, text)
     os.close(write_fd)
@@ -192,7 +208,7 @@ async def talk_once(
         saved = sys.stdin
         sys.stdin = reader
         try:
-            await echo._talk(config, LOCALHOST, server.address[1], cache, session_file)
+            await echo._talk(config, LOCALHOST, port, cache, session_file)
         finally:
             sys.stdin = saved
 
@@ -214,7 +230,7 @@ def talk(
         server = await aio.serve(handler, LOCALHOST, 0, serving or server_config())
         try:
             for text in texts:
-                await talk_once(server, text, config, session_file, cache)
+                await talk_once(server.address[1], text, config, session_file, cache)
         finally:
             await server.close()
 
@@ -251,6 +267,19 @@ def test_the_client_keeps_the_servers_chain_in_its_cache(
     assert capsysbinary.readouterr().out == b"one\n"
     (entry,) = cache.directory.iterdir()
     assert entry.stat().st_size > 0
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize("with_file", [True, False])
+def test_a_fatal_alert_ends_the_talk_and_its_session_file(tmp_path: Path, with_file: bool) -> None:
+    """RFC 5246 §7.2.2: a session ended by a fatal alert must not be resumed: the file saved
+    after the handshake goes; the alert is what `_talk` raises (the command's error line)."""
+    file = echo.SessionFile(str(tmp_path / "session")) if with_file else None
+    with AlertingServer() as server, pytest.raises(AlertReceived) as ended:
+        asyncio.run(asyncio.wait_for(
+            talk_once(server.port, b"provoke\n", client_config(), file), 10.0))
+    assert ended.value.alert is AlertDescription.internal_error
+    assert file is None or not file.path.exists()
 
 
 @pytest.mark.req("RES-1")
