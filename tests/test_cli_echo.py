@@ -15,6 +15,7 @@ import re
 import signal
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -445,6 +446,43 @@ def test_one_process_serves_until_sigterm_and_logs_its_counters(
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[0] == f"listening on 127.0.0.1:{wanted} (uvloop)"
+    assert lines[-1].startswith("stopped: handshakes 1 completed, 0 failed; ")
+
+
+def test_a_handler_that_outlives_the_stop_grace_is_left_behind(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handler that ignores its cancellation does not hold the stop up past STOP_GRACE (0.3 s
+    here): the server says so and still ends with 0, its counters logged."""
+    caplog.set_level(logging.INFO, "iotdtls.cli")
+    monkeypatch.setattr(echo, "STOP_GRACE", 0.3)
+    handling = asyncio.Event()
+
+    async def stubborn(session: aio.ServerSession) -> None:
+        handling.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(30)  # the first cancellation ignored (the loop's end cancels again)
+
+    monkeypatch.setattr(echo, "echo", stubborn)
+
+    async def main() -> tuple[int, float]:
+        serving = asyncio.ensure_future(echo._serve_alone(server_config(), LOCALHOST, 0))
+        port = await listening_port(caplog, serving)
+        async with aio.connect(LOCALHOST, port, client_config()):
+            await asyncio.wait_for(handling.wait(), 5.0)
+            started = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+            status = await asyncio.wait_for(serving, 10.0)
+            return status, time.monotonic() - started
+
+    with signal_fallback(signal.SIGTERM) as fallback:
+        status, took = loop.run(main(), "asyncio")
+    assert (status, fallback) == (0, [])
+    assert 0.3 <= took < 3.0, took
+    lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
+    assert lines[-2] == "stopped after 0.3 s with handlers still running", lines
     assert lines[-1].startswith("stopped: handshakes 1 completed, 0 failed; ")
 
 
