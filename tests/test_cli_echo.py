@@ -10,6 +10,7 @@ import contextlib
 import errno
 import io
 import logging
+import multiprocessing
 import os
 import re
 import signal
@@ -504,3 +505,21 @@ def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[0] == f"listening on 127.0.0.1:{wanted} (2 workers)"
+
+
+def test_the_workers_end_with_status_1_when_one_dies(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker killed under the server: the others are stopped and the command fails."""
+    caplog.set_level(logging.INFO, "iotdtls.cli")
+
+    async def main() -> int:
+        serving = asyncio.ensure_future(echo._serve_workers(
+            worker_config, LOCALHOST, 0, 2, "asyncio", no_setup))
+        await listening_port(caplog, serving)
+        victim = next(p for p in multiprocessing.active_children()
+                      if p.name.startswith("iotdtls-worker-"))
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        return await asyncio.wait_for(serving, 20.0)
+
+    assert asyncio.run(main()) == 1
+    assert multiprocessing.active_children() == []
