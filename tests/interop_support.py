@@ -353,7 +353,7 @@ def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
     return out
 
 
-# -- our client, OpenSSL server -----------------------------------------------------------------
+# -- the command line: a server that alerts, a stream that records flushes, the CLI runners -----
 
 
 class AlertingServer:

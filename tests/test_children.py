@@ -4,6 +4,7 @@ children start, a child that does not end killed after a bounded wait."""
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import threading
 import time
@@ -14,8 +15,6 @@ from iotdtls._children import ignore_sigint, reap, spawn
 
 def answer(question: str, conn: Any) -> None:
     """A child: answers through its pipe what it was given, and how it was started."""
-    import multiprocessing
-
     conn.send((question, multiprocessing.current_process().name,
                multiprocessing.get_start_method(allow_none=True),
                signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
