@@ -28,6 +28,7 @@ from iotdtls.identity import CertificateIdentity
 from iotdtls.proxy import LossyProxy
 from tests import pki
 from tests.aio_support import client_config, echo, run, server_config
+from tests.interop_support import SameAddressClient
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
 
@@ -571,3 +572,82 @@ def test_a_client_keeps_at_most_receive_queue_unread_datagrams() -> None:
             assert [await client.recv(), await client.recv()] == [b"\0", b"\1"]
 
     run(main())
+
+
+# -- answers that come after the peer has closed -----------------------------------------------
+
+
+def test_a_peer_closing_behind_its_last_datagram_is_no_error_of_the_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that sends and closes at once (`async with connect(...)`) has usually gone
+    before the handler answers: the answer is dropped, and the handler goes on (what it does
+    after its send still runs); the server logs no error."""
+    noted: list[bytes] = []
+
+    async def answer_then_note(session: aio.ServerSession) -> None:
+        async for datagram in session:
+            session.send(b"thanks")
+            noted.append(datagram)
+
+    async def main() -> None:
+        async with await aio.serve(answer_then_note, LOCALHOST, 0, server_config()) as server:
+            for n in range(10):
+                async with aio.connect(*server.address, client_config()) as client:
+                    client.send(b"reading %d" % n)
+            for _ in range(100):
+                if len(noted) == 10:
+                    break
+                await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    assert noted == [b"reading %d" % n for n in range(10)]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    dropped = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert dropped  # the race this test is about did happen
+    assert all(
+        re.fullmatch(r"datagram to 127\.0\.0\.1:\d+ not sent: the association has ended", line)
+        for line in dropped
+    ), dropped
+
+
+def test_data_and_close_notify_in_one_datagram_reach_a_datagram_handler_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handler hears the data, answers it (dropped: the close came in the same datagram,
+    RFC 6347 §4.1.1 lets records share one) and then hears the clean end; no error."""
+    calls: list[tuple[str, object]] = []
+
+    class Answering(aio.DatagramHandler):
+        def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+            session.send(b"answer to " + data)
+            calls.append(("datagram", data))
+
+        def session_ended(self, session: aio.ServerSession, error: Any) -> None:
+            calls.append(("ended", error))
+
+    async def main() -> None:
+        async with await aio.serve(Answering(), LOCALHOST, 0, server_config()) as server:
+            device = await SameAddressClient.open(server.address)
+            try:
+                await device.handshake(client_config())
+                assert device.connection is not None and device.transport is not None
+                device.connection.send(b"last words")
+                device.connection.close()
+                records = device.connection.datagrams_to_send(asyncio.get_running_loop().time())
+                assert len(records) == 2
+                device.transport.sendto(b"".join(records))
+                for _ in range(100):
+                    if calls:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                device.close()
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    assert calls == [("datagram", b"last words"), ("ended", None)]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("not sent: the association has ended" in r.getMessage()
+               for r in caplog.records) == 1

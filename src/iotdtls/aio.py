@@ -500,12 +500,15 @@ class ServerSession:
         return self._ended
 
     def send(self, data: bytes) -> None:
-        """Send one datagram over this session's association. Raises `LocalProtocolError` once
-        it has ended: a newer association of the same address never gets what was meant for
-        this one (RFC 6347 §4.2.8 makes it a new connection; RFC 7252 §9.1 relies on that)."""
-        if self.ended:
-            raise LocalProtocolError("the association with this peer has ended")
-        self._server.send(self.address, data)
+        """Send one datagram over this session's association; once it has ended, the datagram
+        is dropped (a DEBUG line says so), as UDP drops one for a peer that has gone. A peer
+        may close right behind its last datagram, so a handler's answer can always come too
+        late: that is no error of the handler's. A newer association of the same address never
+        gets what was meant for this one (RFC 6347 §4.2.8 makes it a new connection; RFC 7252
+        §9.1 relies on that). Raises `DatagramTooLarge` for data that does not fit one
+        datagram (`max_send_size` of the association)."""
+        if self._ended or not self._server.send(self.address, data):
+            logger.debug("datagram to %s not sent: the association has ended", _fmt(self.address))
 
     async def recv(self) -> bytes | None:
         """The next datagram; None after a clean close. (A `DatagramHandler` gets them in
@@ -603,12 +606,17 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def send(self, address: Address, data: bytes) -> None:
-        conn = self.endpoint.connections.get(address)
-        if conn is None:
-            raise LocalProtocolError("the association with this peer has ended")
+    def send(self, address: Address, data: bytes) -> bool:
+        """Send `data` over the association of `address`; False (nothing sent) when it has
+        gone before its session heard so: it ended with a record that came in the same
+        datagram as the data being answered, and its `ConnectionClosed` waits behind the
+        data's event. (A newer association of the address is never there yet: only a datagram
+        that starts with a ClientHello begins one, RFC 6347 §4.2.8.)"""
+        if address not in self.endpoint.connections:
+            return False
         self.endpoint.send(address, data, self.loop.time())
         self.flush()
+        return True
 
     def close_peer(self, address: Address) -> None:
         self.endpoint.close(address)

@@ -11,7 +11,6 @@ as an error of that remote, which ends its observations and pending exchanges.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,12 +20,10 @@ from aiocoap.message import Message
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.config import ServerConfig
-from iotdtls.errors import DtlsError, LocalProtocolError
+from iotdtls.errors import DtlsError
 from iotdtls.identity import PeerIdentity
 
 __all__ = ["ClaimLabels", "CoapsServerInterface", "ServerRemote"]
-
-logger = logging.getLogger("iotdtls.coap")
 
 #: The labels of the credentials that authenticated a peer (e.g. the keys of an aiocoap
 #: credentials map), listed after the identity in `authenticated_claims`.
@@ -48,11 +45,9 @@ class ServerRemote(CoapsAddress):
         return self._interface.address
 
     def send(self, data: bytes) -> None:
-        """Send one CoAP message over this association; dropped once it has ended."""
-        try:
-            self._session.send(data)
-        except LocalProtocolError:
-            logger.info("%r: association ended, message not sent", self)
+        """Send one CoAP message over this association; dropped once it has ended
+        (`ServerSession.send`)."""
+        self._session.send(data)
 
 
 class CoapsServerInterface(CoapsInterface):
