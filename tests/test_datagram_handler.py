@@ -107,3 +107,33 @@ def test_the_error_that_ended_the_association_reaches_session_ended() -> None:
     run(main())
     ((_, error),) = [c for c in handler.calls if c[0] == "ended"]
     assert isinstance(error, IdleTimeout)
+
+
+def test_a_session_ended_that_raises_is_logged_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handler's exception at the end of one association is its bug, logged with the
+    peer; the server keeps serving the next client."""
+
+    class BrokenAtTheEnd(Recorder):
+        def session_ended(self, session: aio.ServerSession, error: DtlsError | None) -> None:
+            super().session_ended(session, error)
+            raise RuntimeError("the application broke at the end")
+
+    handler = BrokenAtTheEnd()
+    ports: list[int] = []
+
+    async def main() -> None:
+        async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as first:
+                ports.append(first.local_address[1])
+            await asyncio.wait_for(handler.ended.wait(), 5.0)
+            async with aio.connect(*server.address, client_config()) as second:
+                second.send(b"next")
+                assert await second.recv() == b"txen"
+
+    caplog.set_level(logging.ERROR)
+    run(main())
+    failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failed][:1] == [f"handler failed for peer 127.0.0.1:{ports[0]}"]
+    assert all(r.getMessage().startswith("handler failed for peer ") for r in failed)

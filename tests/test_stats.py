@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import re
 from collections import Counter
 
 import pytest
@@ -46,33 +48,56 @@ def test_the_log_line_names_every_counter() -> None:
 
 
 @pytest.mark.req("ERR-1")
-def test_the_asyncio_server_counts_each_way_an_association_ends() -> None:
-    """A completed handshake, a handshake that failed (a wrong key), an established
-    association that failed (replaced by a restart from its address, RFC 6347 §4.2.8) and one
-    closed cleanly are each counted once, where they belong; so are the datagrams."""
+def test_the_asyncio_server_counts_and_logs_each_way_an_association_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Completed handshakes, handshakes that failed (a wrong key, twice), established
+    associations that failed (each replaced by a restart from its address, RFC 6347 §4.2.8,
+    twice), one closed cleanly and two let go when idle are each counted where they belong,
+    and each end is one log line naming the peer, its identity and what ended it (INFO; a
+    clean close at DEBUG). The datagrams are counted too."""
 
     async def main() -> None:
-        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+        config = server_config(idle_timeout=0.3)
+        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
             async with aio.connect(*server.address, client_config()) as conn:
                 conn.send(b"ping")
                 assert await asyncio.wait_for(conn.recv(), 5.0) == b"ping"
-            with pytest.raises(AlertReceived):
-                await aio.connect(*server.address, client_config(psk=WRONG_PSK))
+            for _ in range(2):
+                with pytest.raises(AlertReceived):
+                    await aio.connect(*server.address, client_config(psk=WRONG_PSK))
             device = await SameAddressClient.open(server.address)
             try:
-                await device.handshake(client_config())
-                await device.handshake(client_config())  # the restart replaces the first
+                for _ in range(3):  # each restart replaces the association before it
+                    await device.handshake(client_config())
             finally:
-                device.close()
+                device.close()  # its last association is left to idle
+            async with aio.connect(*server.address, client_config()) as quiet:
+                assert await asyncio.wait_for(quiet.recv(), 5.0) is None  # idle, closed
             await asyncio.sleep(0.1)
             stats = server.stats
-        assert stats.handshakes_completed == 3
-        assert stats.handshakes_failed == 1
-        assert stats.associations_failed == 1
-        assert stats.gate["COOKIE_ACCEPTED"] == 4
-        assert stats.gate["HELLO_VERIFY_SENT"] == 4
+        assert stats.handshakes_completed == 5
+        assert stats.handshakes_failed == 2
+        assert stats.associations_failed == 2
+        assert stats.gate["COOKIE_ACCEPTED"] == 7
+        assert stats.gate["HELLO_VERIFY_SENT"] == 7
         assert stats.datagrams_received > stats.gate["HELLO_VERIFY_SENT"] > 0
         assert stats.bytes_received > stats.datagrams_received
         assert stats.bytes_sent > stats.datagrams_sent > 0
 
-    run(main())
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    peer = "peer 127.0.0.1:P psk identity b'Client_identity'"
+    ends = Counter(
+        (r.levelname, re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:P", r.getMessage()))
+        for r in caplog.records
+        if r.name == "iotdtls.aio" and re.match("(association|handshake failed)", r.getMessage())
+    )
+    assert ends == {
+        ("DEBUG", f"association closed: {peer}"): 1,
+        ("INFO", f"handshake failed: {peer}: sent fatal alert decrypt_error: "
+                 "the peer's Finished record does not authenticate"): 2,
+        ("INFO", f"association failed: {peer}: "
+                 "the peer started a new handshake from the same address"): 2,
+        ("INFO", f"association closed: {peer}: association idle for 0.3 s, closed"): 2,
+    }
