@@ -190,7 +190,8 @@ def test_no_secret_in_logs_errors_or_reprs(caplog: pytest.LogCaptureFixture, tmp
 
 def test_session_of_a_replaced_association_sends_nothing() -> None:
     """A client that restarts from the same address makes a new association (RFC 6347 §4.2.8):
-    the old session ends, and what its handler sends afterwards must not reach the new one."""
+    the old session ends, and what its handler sends or closes afterwards must not reach the
+    new one."""
     sessions: list[aio.ServerSession] = []
     two = asyncio.Event()
 
@@ -217,6 +218,7 @@ def test_session_of_a_replaced_association_sends_nothing() -> None:
                 old.send(b"meant for the old association")  # dropped, not an error
                 with pytest.raises(LocalProtocolError):  # a heartbeat (both negotiated them)
                     await old.heartbeat(1.0)
+                old.close()  # not the new association's close_notify
                 client.send(b"second")
                 assert await client.recv(5.0) == b"second"
                 assert await client.recv(0.3) is None

@@ -534,7 +534,11 @@ class ServerSession:
         return await _wait_heartbeat(conn, self._heartbeats, send, timeout)
 
     def close(self) -> None:
-        self._server.close_peer(self.address)
+        """Send the peer close_notify and end the association (RFC 5246 §7.2.1); nothing once
+        it has ended. The address may have a newer association by then (a device that
+        restarted, RFC 6347 §4.2.8): that one is not this session's to close."""
+        if not self._ended:
+            self._server.close_peer(self.address)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
