@@ -26,6 +26,7 @@ from iotdtls.errors import (
 )
 from iotdtls.identity import CertificateIdentity
 from iotdtls.proxy import LossyProxy
+from iotdtls.sessions import MemorySessionStore
 from tests import pki
 from tests.aio_support import client_config, echo, run, server_config
 from tests.interop_support import SameAddressClient
@@ -334,11 +335,72 @@ def test_a_failed_fetch_ends_the_handshake_with_its_alert(
         async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
             with pytest.raises(AlertReceived) as failed:
                 await aio.connect(*server.address, client_config)
+            for _ in range(100):  # the fetch's task is let go once done
+                if not server._protocol.tasks:
+                    break
+                await asyncio.sleep(0.01)
+            assert not server._protocol.tasks
         assert failed.value.alert is alert
 
     with caplog.at_level(logging.WARNING, logger="iotdtls.aio"):
         run(main())
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == warnings
+
+
+@pytest.mark.req("CRT-7")
+def test_a_fetch_for_a_replaced_association_does_not_answer_the_new_one() -> None:
+    """A device restarts from the same address (RFC 6347 §4.2.8) while the server fetches its
+    chain: the first fetch's outcome (here a failure, coming while the new association waits
+    for its own fetch) is not the new association's; the new handshake completes on its own
+    chain."""
+    first_started, first_may_end = threading.Event(), threading.Event()
+    second_started, second_may_end = threading.Event(), threading.Event()
+
+    def fetcher(url: str, limit: int, timeout: float) -> bytes:
+        if not first_started.is_set():
+            first_started.set()
+            first_may_end.wait(5.0)
+            raise OSError("the first fetch fails, late")
+        second_started.set()
+        second_may_end.wait(5.0)
+        return SERVED[url]
+
+    peers: list[object] = []
+
+    async def note(session: aio.ServerSession) -> None:
+        peers.append(session.peer)
+        await echo(session)
+
+    async def until(event: threading.Event) -> None:
+        for _ in range(500):
+            if event.is_set():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the fetcher was not called")
+
+    async def main() -> None:
+        server_config, client_config = url_configs(fetcher)
+        async with await aio.serve(note, LOCALHOST, 0, server_config) as server:
+            device = await SameAddressClient.open(server.address)
+            first = asyncio.ensure_future(device.handshake(client_config, timeout=10.0))
+            try:
+                await until(first_started)
+                second = asyncio.ensure_future(device.handshake(client_config, timeout=3.0))
+                await until(second_started)
+                first_may_end.set()
+                await asyncio.sleep(0.2)  # the first fetch's failure reaches the server
+                second_may_end.set()
+                await second
+                device.send(b"ping")
+                assert await device.recv(5.0) == b"ping"
+            finally:
+                first.cancel()
+                first_may_end.set()
+                second_may_end.set()
+                device.close()
+        assert peers == [CertificateIdentity(CLIENT_EUI64)]
+
+    run(main())
 
 
 # -- DEBUG trace lines -------------------------------------------------------------------------
@@ -651,3 +713,89 @@ def test_data_and_close_notify_in_one_datagram_reach_a_datagram_handler_cleanly(
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum("not sent: the association has ended" in r.getMessage()
                for r in caplog.records) == 1
+
+
+# -- what the server keeps and how it is set up ------------------------------------------------
+
+
+def test_the_server_socket_gets_the_large_receive_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` asks for `SERVER_RECEIVE_BUFFER` on the socket it makes, up to what the kernel
+    allows (net.core.rmem_max; Linux reports it doubled), so a burst of ClientHellos waits."""
+    allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    enlarged: list[socket.socket] = []
+    enlarge = aio.enlarge_receive_buffer
+
+    def noted(sock: socket.socket) -> None:
+        enlarged.append(sock)
+        enlarge(sock)
+
+    monkeypatch.setattr(aio, "enlarge_receive_buffer", noted)
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            sock = server._transport.get_extra_info("socket")
+            assert enlarged == [sock]
+            buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            assert buffer >= 2 * min(aio.SERVER_RECEIVE_BUFFER, allowed)
+
+    run(main())
+
+
+def test_servers_sharing_a_session_store_resume_each_others_sessions() -> None:
+    """`serve(session_store=...)`: two servers (say, behind one name) keep their sessions in
+    one store, so a client resumes on the second the session the first made (RES-1)."""
+    store = MemorySessionStore()
+
+    async def main() -> None:
+        async with (
+            await aio.serve(echo, LOCALHOST, 0, server_config(), session_store=store) as first,
+            await aio.serve(echo, LOCALHOST, 0, server_config(), session_store=store) as second,
+        ):
+            async with aio.connect(*first.address, client_config()) as client:
+                saved = client.session
+            assert len(store) == 1
+            async with aio.connect(*second.address, client_config(), session=saved) as again:
+                assert again.resumed
+
+    run(main())
+
+
+def test_a_finished_handler_task_is_let_go() -> None:
+    """The server holds a task per peer only while its handler runs: a fleet of peers that
+    came and went leaves nothing behind."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            for _ in range(3):
+                async with aio.connect(*server.address, client_config()) as client:
+                    client.send(b"ping")
+                    assert await client.recv() == b"ping"
+            for _ in range(100):
+                if not server._protocol.tasks:
+                    break
+                await asyncio.sleep(0.01)
+            assert not server._protocol.tasks and not server._protocol.sessions
+
+    run(main())
+
+
+def test_a_session_started_that_raises_ends_that_peer_with_close_notify(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenAtTheStart(aio.DatagramHandler):
+        def session_started(self, session: aio.ServerSession) -> None:
+            raise RuntimeError("the application broke at the start")
+
+    async def main() -> None:
+        async with (
+            await aio.serve(BrokenAtTheStart(), LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            port.append(client.local_address[1])
+            assert await asyncio.wait_for(client.recv(), 5.0) is None  # close_notify
+
+    port: list[int] = []
+    caplog.set_level(logging.ERROR, logger="iotdtls.aio")
+    run(main())
+    failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failed] == [f"handler failed for peer 127.0.0.1:{port[0]}"]
