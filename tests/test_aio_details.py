@@ -239,6 +239,23 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.req("CRT-2")
+def test_without_a_server_name_the_chain_is_cached_under_the_host(tmp_path: Path) -> None:
+    """The cache files a chain under the name the client checks, or the host it connected to
+    when it checks none (`chaincache.cache_key`)."""
+    client, server = x509_configs(client={"handshake_timeout": 10.0, "server_name": None})
+    cache = ChainCache(tmp_path)
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server) as running:
+            port = running.address[1]
+            async with aio.connect(LOCALHOST, port, client, chain_cache=cache):
+                pass
+            assert cache.load(f"{LOCALHOST}:{port}") is not None
+
+    run(main())
+
+
 # -- client certificate URLs (RFC 6066 §5, CRT-7) --------------------------------------------
 
 
