@@ -447,6 +447,7 @@ def test_each_datagram_is_traced_at_debug_on_both_sides(caplog: pytest.LogCaptur
         rf"<- {server} 35 B ApplicationData\(e1/s1, 22 B protected\)",
     ):
         assert re.search(f"^{expected}$", lines, re.MULTILINE), expected
+    assert "not sent" not in lines  # the echo went out: no line says it was dropped
 
 
 def test_a_malformed_datagram_is_traced_as_such(caplog: pytest.LogCaptureFixture) -> None:
