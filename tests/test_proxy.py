@@ -218,6 +218,20 @@ def test_reordered_datagram_follows_the_next_one(echo: UdpEcho, client: socket.s
     assert fates(proxy, "client") == ["reordered", "sent"]
 
 
+def test_a_duplicated_datagram_releases_the_held_one_too(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    """A held datagram goes out right behind the next one that is forwarded, whether that one
+    is sent once or duplicated (not at its 2 s timer)."""
+    with LossyProxy(echo.address, seed=3, client_to_server=Impairment(reorder=1.0, duplicate=1.0),
+                    server_to_client=Impairment(), reorder_timeout=2.0, lifetime=10) as proxy:
+        client.sendto(b"first", proxy.address)
+        assert recv_or_none(client, 0.2) is None  # held
+        client.sendto(b"second", proxy.address)
+        assert drain(client) == [b"second", b"second", b"first"]
+    assert fates(proxy, "client") == ["reordered", "duplicated"]
+
+
 def test_reordered_datagram_released_by_timer(echo: UdpEcho, client: socket.socket) -> None:
     with LossyProxy(echo.address, seed=3, reorder=1.0, reorder_timeout=0.1,
                     server_to_client=Impairment(), lifetime=10) as proxy:
