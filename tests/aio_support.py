@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
 
@@ -21,6 +21,18 @@ client_config = partial(interop_support.client_config, retransmit=FAST, handshak
 def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
     """Run `coro` in a fresh loop with an overall bound."""
     asyncio.run(asyncio.wait_for(coro, limit))
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 1.0) -> bool:
+    """Poll `condition` every 10 ms, letting the loop run, until it holds or `timeout` seconds
+    pass; return whether it held (for what a server does after the client has its answer)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 async def echo(session: aio.ServerSession) -> None:

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from functools import partial
 from typing import Any
 
 import pytest
 
 from iotdtls import aio
 from iotdtls.errors import DtlsError, IdleTimeout, LocalProtocolError
-from tests import interop_support
-from tests.interop_support import FAST
+from tests.aio_support import client_config, run, server_config
 from tests.peers import CLIENT_IDENTITY, LOCALHOST
-
-server_config = partial(interop_support.server_config, retransmit=FAST, handshake_timeout=5.0)
-client_config = partial(interop_support.client_config, retransmit=FAST, handshake_timeout=5.0)
-
-
-def run(coro: Coroutine[Any, Any, None], limit: float = 20.0) -> None:
-    asyncio.run(asyncio.wait_for(coro, limit))
 
 
 class Recorder(aio.DatagramHandler):
@@ -137,3 +127,25 @@ def test_a_session_ended_that_raises_is_logged_and_the_server_goes_on(
     failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in failed][:1] == [f"handler failed for peer 127.0.0.1:{ports[0]}"]
     assert all(r.getMessage().startswith("handler failed for peer ") for r in failed)
+
+
+def test_a_session_started_that_raises_ends_that_peer_with_close_notify(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenAtTheStart(aio.DatagramHandler):
+        def session_started(self, session: aio.ServerSession) -> None:
+            raise RuntimeError("the application broke at the start")
+
+    async def main() -> None:
+        async with (
+            await aio.serve(BrokenAtTheStart(), LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            port.append(client.local_address[1])
+            assert await asyncio.wait_for(client.recv(), 5.0) is None  # close_notify
+
+    port: list[int] = []
+    caplog.set_level(logging.ERROR, logger="iotdtls.aio")
+    run(main())
+    failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failed] == [f"handler failed for peer 127.0.0.1:{port[0]}"]
