@@ -274,6 +274,16 @@ SERVED = {
 }
 
 
+def noting(peers: list[object]) -> aio.Handler:
+    """An echo handler that first notes who its peer is in `peers`."""
+
+    async def note(session: aio.ServerSession) -> None:
+        peers.append(session.peer)
+        await echo(session)
+
+    return note
+
+
 @pytest.mark.req("CRT-7")
 def test_certificate_urls_are_fetched_a_bounded_number_at_once() -> None:
     """Six clients send URLs; a slow fetcher (given the configured size limit and what is left
@@ -296,13 +306,9 @@ def test_certificate_urls_are_fetched_a_bounded_number_at_once() -> None:
 
     peers: list[object] = []
 
-    async def note(session: aio.ServerSession) -> None:
-        peers.append(session.peer)
-        await echo(session)
-
     async def main() -> None:
         server_config, client_config = url_configs(slow_fetcher)
-        async with await aio.serve(note, LOCALHOST, 0, server_config) as server:
+        async with await aio.serve(noting(peers), LOCALHOST, 0, server_config) as server:
             clients = await asyncio.gather(
                 *(aio.connect(*server.address, client_config) for _ in range(6))
             )
@@ -379,13 +385,9 @@ def test_a_fetch_for_a_replaced_association_does_not_answer_the_new_one() -> Non
 
     peers: list[object] = []
 
-    async def note(session: aio.ServerSession) -> None:
-        peers.append(session.peer)
-        await echo(session)
-
     async def main() -> None:
         server_config, client_config = url_configs(fetcher)
-        async with await aio.serve(note, LOCALHOST, 0, server_config) as server:
+        async with await aio.serve(noting(peers), LOCALHOST, 0, server_config) as server:
             device = await SameAddressClient.open(server.address)
             first = asyncio.ensure_future(device.handshake(client_config, timeout=10.0))
             try:
