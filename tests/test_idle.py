@@ -56,7 +56,10 @@ def test_default_is_documented_and_positive() -> None:
             ServerConfig(psk_store={IDENTITY: KEY}, idle_timeout=bad)
 
 
-def test_idle_association_gets_close_notify_and_a_typed_event() -> None:
+def test_idle_association_gets_close_notify_and_a_typed_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG", logger="iotdtls.connection")
     link = idle_link()
     start = link.now
     assert link.server.get_timer() == start + IDLE
@@ -73,6 +76,9 @@ def test_idle_association_gets_close_notify_and_a_typed_event() -> None:
     assert link.client.state is ConnectionState.CLOSED and link.client.error is None
     assert events_of(link, "client", ConnectionClosed) == [ConnectionClosed(None)]
     assert link.server.get_timer() is None
+    # A close of the server's choosing, not a failure, in its debug line too.
+    assert "association closed: association idle for 30 s, closed" in caplog.messages
+    assert not [m for m in caplog.messages if m.startswith("association failed")]
 
 
 def test_traffic_both_ways_moves_the_deadline() -> None:

@@ -553,7 +553,9 @@ class DtlsConnection:
             return
         if self.state is not _IDLE:
             self._send_alert(_WARNING, _CLOSE_NOTIFY)
-        self._close(reason)
+        if reason is not None:
+            logger.debug("association closed: %s", reason)
+        self._close(reason, failed=False)
 
     # -- records ------------------------------------------------------------------------------
     def _dispatch(self, record: PlainRecord, now: float) -> None:
@@ -861,8 +863,10 @@ class DtlsConnection:
         self._send_alert(AlertLevel.FATAL, alert)
         self._close(AlertSent(alert, str(exc)))
 
-    def _close(self, error: DtlsError | None) -> None:
-        if error is not None:
+    def _close(self, error: DtlsError | None, failed: bool = True) -> None:
+        """End the association; `error` is what the closing event tells. `failed`: a debug
+        line says the association failed (False for a close of our own choosing)."""
+        if failed and error is not None:
             logger.debug("association failed: %s", error)
         if isinstance(error, AlertSent | AlertReceived):
             self._handshake.forget_session()  # RFC 5246 §7.2.2
