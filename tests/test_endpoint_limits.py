@@ -134,6 +134,34 @@ def test_full_table_evicts_the_least_recently_active() -> None:
     assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
     (closed,) = net.closed_events(b)
     assert isinstance(closed.error, AssociationEvicted)
+    # b was told with close_notify (a clean close on its side), not left sending into the void.
+    assert net.clients[b].state is ConnectionState.CLOSED and net.clients[b].error is None
+    assert net.clients[a].state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("HS-2")
+def test_full_table_drops_a_half_open_association_silently() -> None:
+    """Only an established association is told of its eviction; a handshake in progress is
+    dropped without a word, as `max_handshakes` drops one."""
+    net = Net(server_config(max_connections=2, max_handshakes=2))
+    a, b, c = (("198.51.100.5", 5000 + i) for i in range(3))
+    net.client(a)
+    hello_verify: dict[str, int] = {"n": 0}
+
+    def drop_after_hvr(address: Address) -> bool:
+        hello_verify["n"] += 1
+        return hello_verify["n"] > 1
+
+    net.pump(drop_to=drop_after_hvr)  # a's handshake stays half-open at the server
+    for address in (b, c):
+        net.client(address)
+        net.pump()
+        assert net.clients[address].state is ConnectionState.ESTABLISHED
+    assert set(net.server.connections) == {b, c}
+    assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
+    (closed,) = net.closed_events(a)
+    assert isinstance(closed.error, AssociationEvicted)
+    assert net.clients[a].state is ConnectionState.HANDSHAKING
 
 
 def test_restarted_client_ends_the_old_association_with_an_event() -> None:

@@ -255,11 +255,28 @@ class ServerEndpoint:
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
         if len(self.connections) >= self.config.max_connections:
             idlest = next(iter(self.connections))  # kept in order of last activity
-            self._drop(idlest, self.connections[idlest], AssociationEvicted("server full"))
+            evicted = self.connections[idlest]
+            self._drop(
+                idlest,
+                evicted,
+                AssociationEvicted("server full"),
+                notify=evicted.state is _ESTABLISHED,
+            )
             self.gate[GateOutcome.IDLE_EVICTED] += 1
 
-    def _drop(self, address: Address, conn: DtlsConnection, error: DtlsError) -> None:
-        conn.terminate(error)
+    def _drop(
+        self, address: Address, conn: DtlsConnection, error: DtlsError, notify: bool = False
+    ) -> None:
+        """Forget `conn`. `notify`: send it close_notify first (RFC 5246 §7.2.1), so an
+        established peer whose slot another took learns that its association is gone instead
+        of sending into the void; never for an address whose peer started over (the alert would
+        reach the new association)."""
+        if notify:
+            conn.close(error)
+            for datagram in conn.datagrams_to_send(self._clock):
+                self._outgoing.append((datagram, address))
+        else:
+            conn.terminate(error)
         self._untime(address)
         self._handshaking.pop(address, None)
         self._activity.pop(address, None)
