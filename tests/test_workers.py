@@ -8,6 +8,7 @@ these tests reach the parent's own code and the failures a command line rarely s
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -202,6 +203,34 @@ def test_the_workers_sockets_share_one_port_and_a_large_receive_buffer(given: bo
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_a_second_server_on_a_port_in_use_is_refused() -> None:
+    """A second set of workers on the port of a running one (or of anything else) fails like a
+    single-process server's bind, instead of joining its SO_REUSEPORT group and taking a share
+    of its clients; the failed attempt leaves no socket open."""
+    port = free_udp_port()
+    running = workers._bind_reuseport(LOCALHOST, port, 2)
+    opened: list[socket.socket] = []
+    real_socket = socket.socket
+
+    def counting_socket(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = real_socket(*args, **kwargs)
+        opened.append(sock)
+        return sock
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(workers.socket, "socket", counting_socket)
+            with pytest.raises(OSError) as refused:
+                workers._bind_reuseport(LOCALHOST, port, 2)
+        assert refused.value.errno == errno.EADDRINUSE
+        assert opened and all(sock.fileno() == -1 for sock in opened)
+    finally:
+        for sock in running:
+            sock.close()
+    for sock in workers._bind_reuseport(LOCALHOST, port, 2):  # free again: bound as before
+        sock.close()
 
 
 def test_a_failed_start_stops_the_workers_already_started(

@@ -189,10 +189,18 @@ class WorkerServer:
 
 
 def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
-    """`count` UDP sockets bound to one address with SO_REUSEPORT (the first resolves port 0)."""
+    """`count` UDP sockets bound to one address with SO_REUSEPORT (the first resolves port 0).
+
+    A port somebody already holds raises `OSError` (EADDRINUSE) as a single-process server's
+    bind does, even when the holder is another reuseport group of ours (a second server
+    started by mistake): the kernel would let us join it and share its clients out between
+    two servers that know nothing of each other's associations."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError("workers need SO_REUSEPORT, which this system does not have")
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    if port:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind(address)  # without SO_REUSEPORT: fails if any socket holds the port
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
