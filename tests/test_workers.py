@@ -107,7 +107,9 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
         records = [r.getMessage() for r in caplog.records]
         assert f"worker 0 (pid {first}) ended unexpectedly" in records
         assert f"worker 1 (pid {second}): {totals.describe()}" in records
-        assert f"all 2 workers: {totals.describe()}" in records
+        assert f"worker 0 (pid {first}): no counters (it did not report)" in records
+        assert f"the 1 of 2 workers that reported: {totals.describe()}" in records
+        assert not any(m.startswith("all 2 workers") for m in records)
         assert not any(m.startswith("worker 0 (pid") and ": handshakes" in m for m in records)
 
     with caplog.at_level(logging.INFO, logger="iotdtls.workers"):

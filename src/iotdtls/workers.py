@@ -173,12 +173,21 @@ class WorkerServer:
             running.remove_reader(worker.process.sentinel)
         await asyncio.to_thread(_stop_workers, self._workers)
         total = ServerStats()
+        reported = 0
         for worker in self._workers:
-            if worker.stats is not None:
-                logger.info("worker %d (pid %d): %s", worker.index, worker.pid,
-                            worker.stats.describe())
-                total = total + worker.stats
-        logger.info("all %d workers: %s", len(self._workers), total.describe())
+            if worker.stats is None:
+                logger.info("worker %d (pid %d): no counters (it did not report)", worker.index,
+                            worker.pid)
+                continue
+            logger.info("worker %d (pid %d): %s", worker.index, worker.pid,
+                        worker.stats.describe())
+            total = total + worker.stats
+            reported += 1
+        if reported == len(self._workers):
+            logger.info("all %d workers: %s", reported, total.describe())
+        else:
+            logger.info("the %d of %d workers that reported: %s", reported, len(self._workers),
+                        total.describe())
         return total
 
     async def __aenter__(self) -> WorkerServer:
