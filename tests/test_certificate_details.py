@@ -218,8 +218,7 @@ def test_the_verifier_reason_has_no_prefix(store: TrustStore) -> None:
     """RFC 5246 §7.2.2 unknown_ca: the one-line reason without the verifier's prefix."""
     leaf = server_leaf(root("stranger"))
     message = refusal(A.unknown_ca, server, chain_der(leaf), store)
-    assert message.startswith("server chain leads to no trusted CA: candidates exhausted")
-    assert "validation failed" not in message
+    assert message == "server chain leads to no trusted CA: no issuer of it among the trust anchors"
 
 
 def test_malformed_extensions_of_a_valid_leaf_are_bad_certificate(anchor: Issued,

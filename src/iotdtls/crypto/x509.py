@@ -373,7 +373,10 @@ def _diagnose(
         )
     reason = _verifier_reason(exc)
     if "candidates exhausted" in reason:
-        return ProtocolError(f"{role} chain leads to no trusted CA: {reason}", _A.unknown_ca)
+        detail = reason.removeprefix("candidates exhausted: ")
+        if "with no interior errors" in detail:  # nothing tried failed: no issuer was found
+            detail = "no issuer of it among the trust anchors"
+        return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
 
 
