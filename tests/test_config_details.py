@@ -3,6 +3,7 @@ message, the last value accepted passes, and each mode's extras are refused in t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,9 @@ def test_psk_identity_and_key_lengths_at_the_protocol_limit() -> None:
     assert refusal(ClientConfig, psk_identity="d", psk=bytes(MAX_PSK_LENGTH + 1)) == (
         f"psk is {MAX_PSK_LENGTH + 1} bytes; at most {MAX_PSK_LENGTH} fit the protocol"
     )
-    assert refusal(ServerConfig, psk_store={"d": ""}) == (
+    assert refusal(ServerConfig, psk_store={"d": b""}) == (
         "a psk in psk_store is empty: give the pre-shared key bytes"
     )
-    assert ServerConfig(psk_store={"d": "text key"}).lookup_psk(b"d") == b"text key"
 
 
 def test_each_modes_credentials_are_refused_in_the_others() -> None:
@@ -196,7 +196,7 @@ def test_certificates_given_as_pem_are_kept_as_der_and_junk_is_named() -> None:
         assert refusal(ClientConfig, **given) == (
             f"{setting}: not a PEM or DER X.509 certificate"
         )
-    assert refusal(ClientConfig, psk_identity="d", psk=5) == "psk must be bytes or str, got int"
+    assert refusal(ClientConfig, psk_identity="d", psk=5) == "psk must be bytes, got int"
     assert refusal(ClientConfig, **PSK_CLIENT, server_name=b"gw.example") == (
         "server_name must be a DNS name or an IP address (a str)"
     )
@@ -284,3 +284,166 @@ def test_handshakes_in_progress_are_bounded_by_the_associations() -> None:
     assert refusal(ServerConfig, **PSK_SERVER, max_connections=8, max_handshakes=9) == message
     assert ServerConfig(**PSK_SERVER, max_connections=8, max_handshakes=8).max_handshakes == 8
     assert ServerConfig(**PSK_SERVER, max_connections=1, max_handshakes=1).max_handshakes == 1
+
+
+# -- types: every setting's type is checked when the configuration is built -----------------------
+
+#: Wrong-typed values of the settings both roles share: (setting, value, message).
+COMMON_TYPE_MISTAKES = [
+    # Once accepted, then an AttributeError out of connect (leaking its socket).
+    ("retransmit", 2.0, "retransmit must be a RetransmitPolicy, got float"),
+    ("handshake_timeout", "5", "handshake_timeout must be a number of seconds, got str"),
+    ("handshake_timeout", True, "handshake_timeout must be a number of seconds, got bool"),
+    ("require_extended_master_secret", 1,
+     "require_extended_master_secret must be True or False, got int"),
+    ("max_handshake_message", "16384", "max_handshake_message must be an integer, got str"),
+    ("receive_queue", "10", "receive_queue must be an integer, got str"),
+    ("receive_queue", 2.5, "receive_queue must be an integer, got float"),
+    ("keylog", "keys.log", "keylog must be callable (or None), got str"),
+    ("keylog_file", b"keys.log",
+     "keylog_file must be a str or os.PathLike path (or None), got bytes"),
+    ("heartbeat", "yes", "heartbeat must be True or False, got str"),
+    ("answer_heartbeats", None, "answer_heartbeats must be True or False, got NoneType"),
+    ("keepalive_interval", "30",
+     "keepalive_interval must be a number of seconds (or None), got str"),
+    ("mtu", True, f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got True"),
+    ("mtu", "big", f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got str"),
+    ("integrity_limit", True, "integrity_limit must be a whole number >= 1 (or None), got True"),
+]
+HEX_KEY = KEY.hex()
+HEX_HINT = " (a hex key? bytes.fromhex(...))"
+CLIENT_TYPE_MISTAKES = [
+    # Once accepted, then an AttributeError in the event loop, and connect never returned.
+    ("retry", 3, "retry must be a RetryPolicy (or None), got int"),
+    ("psk", HEX_KEY, f"psk must be bytes, got str{HEX_HINT}"),
+    ("server_public_keys", SERVER_KEY.spki_sha256.hex(),
+     "server_public_keys must be a list of public keys or their SHA-256 (bytes or str), got str"),
+    ("raw_public_key", SERVER_KEY.to_pem(),
+     "raw_public_key must be a PrivateKey (or None), got bytes"),
+    ("trust_anchors", ANCHOR.der,
+     "trust_anchors must be a list of certificates (DER or PEM bytes), got bytes"),
+    ("certificate", LEAF.der, "certificate must be a CertifiedKey (or None), got bytes"),
+    ("max_fragment_length", 512.0,
+     "max_fragment_length must be 512, 1024, 2048 or 4096, got 512.0"),
+    ("max_fragment_length", "512", "max_fragment_length must be 512, 1024, 2048 or 4096, got str"),
+    ("max_chain_depth", True,
+     f"max_chain_depth must be an integer from 0 to {MAX_CHAIN_DEPTH_LIMIT}, got True"),
+    ("wall_clock", 0.0, "wall_clock must be callable, got float"),
+    ("cached_server_chain", 5,
+     "cached_server_chain must be a list of certificates (DER or PEM bytes), got int"),
+    ("indicate_trusted_cas", "no", "indicate_trusted_cas must be True or False, got str"),
+]
+SERVER_TYPE_MISTAKES = [
+    ("psk_store", [(b"device", KEY)],
+     "psk_store must be a mapping of identity to key (or None), got list of tuple"),
+    ("psk_store", {b"device": HEX_KEY}, f"a psk in psk_store must be bytes, got str{HEX_HINT}"),
+    ("psk_store", {5: KEY}, "an identity in psk_store must be bytes or str, got int"),
+    # Once accepted: psk_lookup failed, and a raw_public_key raised, at every ClientHello.
+    ("psk_lookup", b"not callable", "psk_lookup must be callable (or None), got bytes"),
+    ("raw_public_key", b"server.pem", "raw_public_key must be a PrivateKey (or None), got bytes"),
+    ("client_public_keys", SERVER_KEY.spki,
+     "client_public_keys must be a list of public keys or their SHA-256 (bytes or str), got bytes"),
+    ("client_key_lookup", True, "client_key_lookup must be callable (or None), got bool"),
+    ("certificates", CERTIFIED, "certificates must be a list of CertifiedKey, got CertifiedKey"),
+    ("certificates", [LEAF.der], "certificates must be a list of CertifiedKey, got list of bytes"),
+    ("client_trust_anchors", ANCHOR.pem,
+     "client_trust_anchors must be a list of certificates (DER or PEM bytes), got bytes"),
+    ("certificate_fetcher", "http://ca.example/",
+     "certificate_fetcher must be callable (or None), got str"),
+    ("certificate_url_size_limit", 16384.0,
+     "certificate_url_size_limit must be an integer, got float"),
+    ("certificate_url_timeout", "10",
+     "certificate_url_timeout must be a number of seconds, got str"),
+    ("wall_clock", None, "wall_clock must be callable, got NoneType"),
+    ("cookie_exchange", 0, "cookie_exchange must be True or False, got int"),
+    ("cookie_rotation", "300", "cookie_rotation must be a number of seconds, got str"),
+    ("max_connections", "10", "max_connections must be an integer, got str"),
+    ("max_handshakes", 2.0, "max_handshakes must be an integer, got float"),
+    ("cookie_secret", "x" * 32, "cookie_secret must be bytes (or None), got str"),
+    ("session_cache_size", True, "session_cache_size must be an integer >= 0 (0: no resumption)"),
+    ("session_lifetime", "3600", "session_lifetime must be a number of seconds, got str"),
+    ("server_name_lookup", {}, "server_name_lookup must be callable (or None), got dict"),
+    ("reject_unknown_server_names", "yes",
+     "reject_unknown_server_names must be True or False, got str"),
+    ("idle_timeout", "30", "idle_timeout must be a number of seconds (or None), got str"),
+]
+TYPE_MISTAKES = [
+    *[(role, *mistake) for role in (ClientConfig, ServerConfig)
+      for mistake in COMMON_TYPE_MISTAKES],
+    *[(ClientConfig, *mistake) for mistake in CLIENT_TYPE_MISTAKES],
+    *[(ServerConfig, *mistake) for mistake in SERVER_TYPE_MISTAKES],
+]
+
+
+@pytest.mark.parametrize(
+    ("role", "setting", "value", "message"),
+    TYPE_MISTAKES,
+    ids=[f"{role.__name__}.{setting}-{type(value).__name__}"
+         for role, setting, value, _ in TYPE_MISTAKES],
+)
+def test_a_wrong_type_is_refused_in_one_line_naming_the_setting(
+    role: Any, setting: str, value: object, message: str
+) -> None:
+    base = PSK_CLIENT if role is ClientConfig else PSK_SERVER
+    assert refusal(role, **{**base, setting: value}) == message
+
+
+def test_every_setting_of_both_roles_has_its_type_checked() -> None:
+    """No setting takes just anything: a field added without a check fails here."""
+    for role, base in ((ClientConfig, PSK_CLIENT), (ServerConfig, PSK_SERVER)):
+        for setting in (f.name for f in dataclasses.fields(role)):
+            if setting == "certificate_urls":  # only in certificate mode, checked there
+                given = {**X509_CLIENT, "certificate": CERTIFIED, setting: object()}
+            else:
+                given = {**base, setting: object()}
+            assert refusal(role, **given).startswith(f"{setting} must be ")
+    for policy, prefix in ((RetransmitPolicy, "retransmit"), (RetryPolicy, "retry")):
+        for setting in (f.name for f in dataclasses.fields(policy)):
+            assert refusal(policy, **{setting: object()}).startswith(f"{prefix} {setting} must be ")
+
+
+def test_policies_refuse_wrong_types_and_bools() -> None:
+    assert refusal(RetransmitPolicy, initial="1") == (
+        "retransmit initial must be a number of seconds, got str"
+    )
+    assert refusal(RetransmitPolicy, maximum=None) == (
+        "retransmit maximum must be a number of seconds, got NoneType"
+    )
+    assert refusal(RetransmitPolicy, maximum=float("nan")) == (
+        "retransmit maximum (nan s) must be >= initial (1.0 s)"
+    )
+    assert refusal(RetryPolicy, initial="1") == "retry initial must be a number of seconds, got str"
+    assert refusal(RetryPolicy, maximum=True) == (
+        "retry maximum must be a number of seconds, got bool"
+    )
+    assert refusal(RetryPolicy, attempts=True) == "retry attempts must be an integer >= 1, got True"
+    # Whole numbers are seconds too.
+    assert RetransmitPolicy(initial=2, maximum=8) == RetransmitPolicy(2.0, 8.0)
+
+
+def test_the_right_types_in_their_other_forms_are_accepted(tmp_path: Path) -> None:
+    config = ClientConfig(
+        psk_identity="device", psk=memoryview(KEY), handshake_timeout=5, keylog_file=tmp_path,
+        retry=RetryPolicy(), max_fragment_length=None, keepalive_interval=None,
+    )
+    assert type(config.psk) is bytes and config.psk == KEY
+    assert config.handshake_timeout == 5
+    assert isinstance(config.keylog, FileKeyLog) and config.keylog.path == str(tmp_path)
+    server = ServerConfig(psk_store={"device": bytearray(KEY)}, certificates=[CERTIFIED],
+                          idle_timeout=None, cookie_secret=bytes(32), session_lifetime=60)
+    assert server.lookup_psk(b"device") == KEY and type(server.lookup_psk(b"device")) is bytes
+    assert server.certificates == (CERTIFIED,)
+    assert ServerConfig(psk_lookup=lambda identity: None, client_public_keys=()).has_psk
+
+
+def test_a_psk_in_text_is_refused_whatever_it_holds() -> None:
+    """Keys are entered as text or in hex (RFC 4279 §5.3): the caller says which by giving
+    bytes (`b"..."`, `.encode()` or `bytes.fromhex(...)`); a str identity stays its UTF-8."""
+    for text in (HEX_KEY, "a passphrase"):
+        assert refusal(ClientConfig, psk_identity="device", psk=text) == (
+            f"psk must be bytes, got str{HEX_HINT}"
+        )
+        assert refusal(ServerConfig, psk_store={"device": text}) == (
+            f"a psk in psk_store must be bytes, got str{HEX_HINT}"
+        )
+    assert ClientConfig(psk_identity="device", psk=bytes.fromhex(HEX_KEY)).psk == KEY

@@ -356,7 +356,8 @@ def test_public_key_operations_only_after_the_cookie_and_no_more_than_needed(
         ({"psk_identity": b"a", "psk": b"k", "server_public_keys": [b"\x00" * 32]},
          "exactly one of"),
         ({"server_public_keys": [b"not a key"]}, "SubjectPublicKeyInfo"),
-        ({"psk_identity": b"a", "psk": b"k", "raw_public_key": "key"}, "raw-public-key mode"),
+        ({"psk_identity": b"a", "psk": b"k", "raw_public_key": client_key()},
+         "raw-public-key mode"),
     ],
 )
 def test_client_config_mistakes_are_one_line(kwargs: dict[str, Any], message: str) -> None:

@@ -1,6 +1,8 @@
 """Configuration of a DTLS client or server (validated on construction).
 
-Every mistake raises `ConfigError` with one line saying what to fix. The role follows from the
+Every mistake raises `ConfigError` with one line saying what to fix, when the configuration is
+built: each setting's type is checked first (a bool is neither a number nor a count here), so a
+wrong one is named at once instead of failing later in the event loop. The role follows from the
 class: `ClientConfig` or `ServerConfig`. A client is provisioned per server in one of the
 profile's three modes (PSK, raw public keys, certificates: profile §3, CFG-1); a server may hold
 all three at once and picks by what the client offers.
@@ -71,6 +73,72 @@ CertificateFetcher = Callable[[str, int, float], bytes]
 KeyLogCallback = Callable[[str], None]
 
 
+#: What a setting must be: its words in the error, and the test of a value.
+_Kind = tuple[str, Callable[[object], bool]]
+
+
+def _is_int(value: object) -> bool:
+    """An integer, but not a bool (True is an int to Python, never a count or a size here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seconds(value: object) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _instance(what: str, *types: type) -> _Kind:
+    return what, lambda value: isinstance(value, types)
+
+
+def _optional(kind: _Kind) -> _Kind:
+    what, accepts = kind
+    return f"{what} (or None)", lambda value: value is None or accepts(value)
+
+
+def _is_list_of(value: object, *items: type) -> bool:
+    """A list or tuple (not one str or bytes value), of `items` when given (otherwise the
+    setting's own normalisation checks each item, naming it)."""
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes | bytearray):
+        return False
+    return not items or all(isinstance(item, items) for item in value)
+
+
+def _list_of(what: str, *items: type) -> _Kind:
+    return what, lambda value: _is_list_of(value, *items)
+
+
+_SECONDS: _Kind = ("a number of seconds", _is_seconds)
+_COUNT: _Kind = ("an integer", _is_int)
+_FLAG = _instance("True or False", bool)
+_FUNCTION: _Kind = ("callable", callable)
+
+
+def _type_name(value: object) -> str:
+    """`value`'s type for an error; a list's item types too ("list of str")."""
+    name = type(value).__name__
+    if isinstance(value, list | tuple) and value:
+        return f"{name} of {'/'.join(sorted({type(item).__name__ for item in value}))}"
+    return name
+
+
+def _shown(value: object) -> str:
+    """A value in an error: a number as itself, anything else by its type (whose repr may run
+    to many lines)."""
+    return repr(value) if isinstance(value, int | float) else _type_name(value)
+
+
+def _check_types(settings: object, kinds: Mapping[str, _Kind], prefix: str = "") -> None:
+    """ConfigError in one line for the first of `kinds` whose value has the wrong type: at
+    construction, rather than an AttributeError where the event loop first uses it."""
+    for name, (what, accepts) in kinds.items():
+        value = getattr(settings, name)
+        if not accepts(value):
+            raise ConfigError(f"{prefix}{name} must be {what}, got {_type_name(value)}")
+
+
+_POLICY_KINDS = {"initial": _SECONDS, "maximum": _SECONDS}
+
+
 @dataclass(frozen=True, slots=True)
 class RetransmitPolicy:
     """Handshake retransmission timer (RFC 6347 §4.2.4.1): start, doubling, cap."""
@@ -79,9 +147,10 @@ class RetransmitPolicy:
     maximum: float = 60.0
 
     def __post_init__(self) -> None:
+        _check_types(self, _POLICY_KINDS, "retransmit ")
         if not self.initial > 0:
             raise ConfigError(f"retransmit initial must be > 0 seconds, got {self.initial}")
-        if self.maximum < self.initial:
+        if not self.maximum >= self.initial:
             raise ConfigError(
                 f"retransmit maximum ({self.maximum} s) must be >= initial ({self.initial} s)"
             )
@@ -105,8 +174,11 @@ class RetryPolicy:
     maximum: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ConfigError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
+        _check_types(self, _POLICY_KINDS, "retry ")
+        if not _is_int(self.attempts) or self.attempts < 1:
+            raise ConfigError(
+                f"retry attempts must be an integer >= 1, got {_shown(self.attempts)}"
+            )
         if not 0 < self.initial <= self.maximum:
             raise ConfigError("retry needs 0 < initial <= maximum (seconds)")
 
@@ -140,12 +212,23 @@ def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:
     return FileKeyLog(path)
 
 
-def _as_bytes(name: str, value: bytes | str) -> bytes:
+def _identity_bytes(name: str, value: bytes | str) -> bytes:
+    """A PSK identity as bytes: a str is its UTF-8 encoding (RFC 4279 §5.1)."""
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise ConfigError(f"{name} must be bytes or str, got {type(value).__name__}")
+
+
+def _key_bytes(name: str, value: object) -> bytes:
+    """A pre-shared key as immutable bytes. A str is refused, not encoded: keys are entered as
+    text or in hex (RFC 4279 §5.3; `iotdtls keygen psk` prints hex), and which one a str
+    means cannot be told, so a hex key would silently become another key."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    hint = " (a hex key? bytes.fromhex(...))" if isinstance(value, str) else ""
+    raise ConfigError(f"{name} must be bytes, got {type(value).__name__}{hint}")
 
 
 def _check_psk(name: str, key: bytes) -> None:
@@ -155,11 +238,69 @@ def _check_psk(name: str, key: bytes) -> None:
         raise ConfigError(f"{name} is {len(key)} bytes; at most {MAX_PSK_LENGTH} fit the protocol")
 
 
+_PATH = _instance("a str or os.PathLike path", str, PathLike)
+_CERTIFICATE_LIST = _list_of("a list of certificates (DER or PEM bytes)")
+_KEY_LIST = _list_of("a list of public keys or their SHA-256 (bytes or str)")
+_OWN_KEY = _optional(_instance("a PrivateKey", PrivateKey))
+
+# The type of every setting, checked before any value. Those left out check their type with
+# their value: mtu, integrity_limit, max_chain_depth, max_fragment_length, session_cache_size,
+# psk_identity, psk, psk_store's items, server_name and certificate_urls.
+_COMMON_KINDS: dict[str, _Kind] = {
+    "retransmit": _instance("a RetransmitPolicy", RetransmitPolicy),
+    "handshake_timeout": _SECONDS,
+    "require_extended_master_secret": _FLAG,
+    "max_handshake_message": _COUNT,
+    "receive_queue": _COUNT,
+    "keylog": _optional(_FUNCTION),
+    "keylog_file": _optional(_PATH),
+    "heartbeat": _FLAG,
+    "answer_heartbeats": _FLAG,
+    "keepalive_interval": _optional(_SECONDS),
+}
+_CLIENT_KINDS: dict[str, _Kind] = {
+    **_COMMON_KINDS,
+    "server_public_keys": _KEY_LIST,
+    "raw_public_key": _OWN_KEY,
+    "trust_anchors": _CERTIFICATE_LIST,
+    "certificate": _optional(_instance("a CertifiedKey", CertifiedKey)),
+    "wall_clock": _FUNCTION,
+    "retry": _optional(_instance("a RetryPolicy", RetryPolicy)),
+    "cached_server_chain": _CERTIFICATE_LIST,
+    "indicate_trusted_cas": _FLAG,
+}
+_SERVER_KINDS: dict[str, _Kind] = {
+    **_COMMON_KINDS,
+    "psk_store": _optional(_instance("a mapping of identity to key", Mapping)),
+    "psk_lookup": _optional(_FUNCTION),
+    "raw_public_key": _OWN_KEY,
+    "client_public_keys": _KEY_LIST,
+    "client_key_lookup": _optional(_FUNCTION),
+    "certificates": _list_of("a list of CertifiedKey", CertifiedKey),
+    "client_trust_anchors": _CERTIFICATE_LIST,
+    "certificate_fetcher": _optional(_FUNCTION),
+    "certificate_url_size_limit": _COUNT,
+    "certificate_url_timeout": _SECONDS,
+    "wall_clock": _FUNCTION,
+    "cookie_exchange": _FLAG,
+    "cookie_rotation": _SECONDS,
+    "max_connections": _COUNT,
+    "max_handshakes": _COUNT,
+    "cookie_secret": _optional(_instance("bytes", bytes)),
+    "session_lifetime": _SECONDS,
+    "server_name_lookup": _optional(_FUNCTION),
+    "reject_unknown_server_names": _FLAG,
+    "idle_timeout": _optional(_SECONDS),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class _CommonConfig:
     """Settings both roles share."""
 
     is_client: ClassVar[bool]
+    #: The type of each setting (`_check_types`), checked before any value.
+    _kinds: ClassVar[Mapping[str, _Kind]] = _COMMON_KINDS
 
     #: Largest UDP payload to send, headers of DTLS included (HS-3).
     mtu: int = DEFAULT_MTU
@@ -185,7 +326,7 @@ class _CommonConfig:
     #: Called with NSS key-log lines; only when the user asked (SEC-1). See `file_keylog`.
     keylog: KeyLogCallback | None = field(default=None, repr=False)
     #: Convenience: a path to append the key log to (turned into `keylog`).
-    keylog_file: str | None = None
+    keylog_file: str | PathLike[str] | None = None
     #: Negotiate heartbeats (RFC 6520, EXT-5) with a peer that offers them too.
     heartbeat: bool = False
     #: With `heartbeat`: answer the peer's heartbeat requests (mode peer_allowed_to_send);
@@ -199,9 +340,12 @@ class _CommonConfig:
     keepalive_interval: float | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self, self._kinds)
         _check_heartbeat(self.heartbeat, self.keepalive_interval)
-        if not isinstance(self.mtu, int) or not MIN_MTU <= self.mtu <= MAX_MTU:
-            raise ConfigError(f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got {self.mtu}")
+        if not _is_int(self.mtu) or not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ConfigError(
+                f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got {_shown(self.mtu)}"
+            )
         if not self.handshake_timeout > 0:
             raise ConfigError(
                 f"handshake_timeout must be > 0 seconds, got {self.handshake_timeout}"
@@ -211,11 +355,11 @@ class _CommonConfig:
         if self.max_handshake_message < 256:
             raise ConfigError("max_handshake_message must be at least 256 bytes")
         if self.integrity_limit is not None and not (
-            isinstance(self.integrity_limit, int) and self.integrity_limit >= 1
+            _is_int(self.integrity_limit) and self.integrity_limit >= 1
         ):
             raise ConfigError(
                 "integrity_limit must be a whole number >= 1 (or None), "
-                f"got {self.integrity_limit!r}"
+                f"got {_shown(self.integrity_limit)}"
             )
         if self.keylog_file is not None and self.keylog is None:
             object.__setattr__(self, "keylog", file_keylog(self.keylog_file))
@@ -246,9 +390,10 @@ def _pins(values: Sequence[bytes | str]) -> tuple[bytes, ...]:
 
 
 def _check_depth(depth: int) -> None:
-    if not isinstance(depth, int) or not 0 <= depth <= MAX_CHAIN_DEPTH_LIMIT:
+    if not _is_int(depth) or not 0 <= depth <= MAX_CHAIN_DEPTH_LIMIT:
         raise ConfigError(
-            f"max_chain_depth must be an integer from 0 to {MAX_CHAIN_DEPTH_LIMIT}, got {depth!r}"
+            f"max_chain_depth must be an integer from 0 to {MAX_CHAIN_DEPTH_LIMIT}, "
+            f"got {_shown(depth)}"
         )
 
 
@@ -269,6 +414,7 @@ class ClientConfig(_CommonConfig):
       `certificate` (our `CertifiedKey`)."""
 
     is_client: ClassVar[bool] = True
+    _kinds: ClassVar[Mapping[str, _Kind]] = _CLIENT_KINDS
 
     psk_identity: bytes | str | None = None
     psk: bytes | None = field(default=None, repr=False)
@@ -320,8 +466,10 @@ class ClientConfig(_CommonConfig):
         if modes[0] is Mode.PSK:
             if self.psk_identity is None or self.psk is None:
                 raise ConfigError("PSK mode needs both psk_identity and psk")
-            object.__setattr__(self, "psk_identity", _as_bytes("psk_identity", self.psk_identity))
-            object.__setattr__(self, "psk", _as_bytes("psk", self.psk))
+            object.__setattr__(
+                self, "psk_identity", _identity_bytes("psk_identity", self.psk_identity)
+            )
+            object.__setattr__(self, "psk", _key_bytes("psk", self.psk))
             if len(self.identity) > MAX_PSK_LENGTH:
                 raise ConfigError(f"psk_identity is longer than {MAX_PSK_LENGTH} bytes")
             _check_psk("psk", self.psk)
@@ -336,10 +484,10 @@ class ClientConfig(_CommonConfig):
         )
         object.__setattr__(self, "_store", _trust_store(self.trust_anchors))
         _check_depth(self.max_chain_depth)
-        if self.max_fragment_length not in (None, *MAX_FRAGMENT_LENGTHS):
+        length = self.max_fragment_length
+        if length is not None and not (_is_int(length) and length in MAX_FRAGMENT_LENGTHS):
             raise ConfigError(
-                f"max_fragment_length must be 512, 1024, 2048 or 4096, "
-                f"got {self.max_fragment_length!r}"
+                f"max_fragment_length must be 512, 1024, 2048 or 4096, got {_shown(length)}"
             )
         sni = None if self.server_name is None else reference_identity(self.server_name)
         object.__setattr__(self, "_sni", sni if isinstance(sni, str) else None)
@@ -356,9 +504,9 @@ class ClientConfig(_CommonConfig):
             "cached_server_chain",
             as_der_sequence("cached_server_chain", self.cached_server_chain),
         )
-        urls = tuple(self.certificate_urls)
-        if isinstance(self.certificate_urls, str) or not all(isinstance(u, str) for u in urls):
+        if not _is_list_of(self.certificate_urls, str):
             raise ConfigError("certificate_urls must be a list of URL strings")
+        urls = tuple(self.certificate_urls)
         if urls and (self.certificate is None or len(urls) != len(self.certificate.chain)):
             raise ConfigError(
                 "certificate_urls needs a certificate and one URL per certificate of its chain"
@@ -428,6 +576,7 @@ class ServerConfig(_CommonConfig):
       must present a chain to `client_trust_anchors` when it is given."""
 
     is_client: ClassVar[bool] = False
+    _kinds: ClassVar[Mapping[str, _Kind]] = _SERVER_KINDS
 
     psk_store: Mapping[bytes, bytes] | None = field(default=None, repr=False)
     psk_lookup: PskLookup | None = field(default=None, repr=False)
@@ -489,7 +638,8 @@ class ServerConfig(_CommonConfig):
         super().__post_init__()
         if self.psk_store is not None:
             store = {
-                _as_bytes("psk identity", k): _as_bytes("psk", v) for k, v in self.psk_store.items()
+                _identity_bytes("an identity in psk_store", k): _key_bytes("a psk in psk_store", v)
+                for k, v in self.psk_store.items()
             }
             for key in store.values():
                 _check_psk("a psk in psk_store", key)
@@ -523,7 +673,7 @@ class ServerConfig(_CommonConfig):
             raise ConfigError("max_connections must be at least 1")
         if not 1 <= self.max_handshakes <= self.max_connections:
             raise ConfigError("max_handshakes must be from 1 to max_connections")
-        if not isinstance(self.session_cache_size, int) or self.session_cache_size < 0:
+        if not _is_int(self.session_cache_size) or self.session_cache_size < 0:
             raise ConfigError("session_cache_size must be an integer >= 0 (0: no resumption)")
         if not self.session_lifetime > 0:
             raise ConfigError(f"session_lifetime must be > 0 seconds, got {self.session_lifetime}")
