@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from iotdtls.credentials import (
     CertifiedKey,
+    PrivateKey,
     as_der_sequence,
     load_certificate_file,
     pem_blocks,
@@ -163,3 +164,18 @@ def test_pem_blocks_are_read_by_label_and_checked_as_base64() -> None:
     assert config_error(pem_blocks, bad, "PUBLIC KEY") == (
         "a PEM PUBLIC KEY block is not valid base64"
     )
+
+
+def test_a_private_key_and_its_password_must_be_bytes(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    """A PEM read as text is refused by what it is, not as an unreadable key (TypeError)."""
+    pem = key_pem(issued[2], PASSWORD)
+    assert config_error(PrivateKey.from_pem, pem.decode()) == (
+        "give the key as bytes (PEM or DER), got str"
+    )
+    assert config_error(PrivateKey.from_pem, pem, PASSWORD.decode()) == (
+        "give the key's password as bytes, got str"
+    )
+    loaded = PrivateKey.from_pem(bytearray(pem), PASSWORD)
+    assert loaded.spki == PrivateKey(issued[2].key).spki

@@ -158,9 +158,9 @@ class AlertReceived(DtlsError):
         try:
             self.alert: AlertDescription | int = AlertDescription(alert)
             name = self.alert.name
-        except ValueError:
+        except ValueError:  # a code AlertDescription does not name: its number
             self.alert = alert
-            name = f"alert {alert}"
+            name = str(alert)
         super().__init__(f"received fatal alert {name}")
 
 

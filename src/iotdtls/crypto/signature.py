@@ -68,6 +68,11 @@ class PrivateKey:
     @classmethod
     def from_pem(cls, data: bytes, password: bytes | None = None) -> PrivateKey:
         """A PEM (PKCS#8 or SEC1 "EC PRIVATE KEY") or DER private key."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ConfigError(f"give the key as bytes (PEM or DER), got {type(data).__name__}")
+        if password is not None and not isinstance(password, bytes):
+            raise ConfigError(f"give the key's password as bytes, got {type(password).__name__}")
+        data = bytes(data)
         try:
             if data.lstrip().startswith(b"-----"):
                 key = serialization.load_pem_private_key(data, password)
