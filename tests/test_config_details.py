@@ -100,6 +100,7 @@ def test_a_key_log_file_becomes_a_callback_appending_lines(tmp_path: Path) -> No
     keylog("CLIENT_RANDOM 00 11")
     keylog("CLIENT_RANDOM 22 33")
     assert path.read_text("ascii") == "CLIENT_RANDOM 00 11\nCLIENT_RANDOM 22 33\n"
+    assert path.stat().st_mode & 0o777 == 0o600  # master secrets: its owner's eyes only
     assert config_module.file_keylog(path).path == str(path)  # a PathLike is fine too
     lines: list[str] = []
     given = ClientConfig(**PSK_CLIENT, keylog=lines.append, keylog_file=str(path)).keylog

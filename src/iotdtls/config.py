@@ -10,6 +10,7 @@ all three at once and picks by what the client offers.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -203,7 +204,9 @@ class FileKeyLog:
         return f"FileKeyLog({self.path!r})"
 
     def __call__(self, line: str) -> None:
-        with open(self.path, "a", encoding="ascii") as fh:
+        # Created readable by its owner only, like a private key: it holds master secrets.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "a", encoding="ascii") as fh:
             fh.write(line + "\n")
 
 
