@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -55,6 +56,40 @@ def test_connect_echo_close(server: ServerThread) -> None:
     client.close()  # idempotent
     assert server.wait_until(lambda: server.ended == [(server.received[0][0], None)])
 
+
+def test_recv_with_timeout_0_polls(server: ServerThread) -> None:
+    """`recv(timeout=0)` returns a datagram that has already arrived (one at a time, in order)
+    and None at once when none is waiting."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sync.connect(*server.address, client_config(retransmit=FAST), sock=sock) as client:
+        started = time.monotonic()
+        assert client.recv(timeout=0) is None
+        assert time.monotonic() - started < 0.2
+        client.send(b"one")
+        client.send(b"two")
+        for expected in (b"one", b"two"):
+            assert select.select([sock], [], [], 5.0)[0] == [sock]  # the echo is waiting
+            assert client.recv(timeout=0) == expected
+        assert client.recv(timeout=0) is None
+
+
+def test_recv_reads_a_bounded_number_of_datagrams_after_its_timeout(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that never stops sending what is not application data (retransmissions,
+    heartbeats) cannot hold `recv` past its timeout for ever."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        reads = 0
+
+        def read_one_not_data(deadline: float | None) -> bool:
+            nonlocal reads
+            reads += 1
+            assert reads <= 10 * sync.MAX_LATE_READS, "recv() goes on reading"
+            return True
+
+        monkeypatch.setattr(client, "_pump", read_one_not_data)
+        assert client.recv(timeout=0) is None
+        assert reads == sync.MAX_LATE_READS + 1
 
 def test_recv_returns_none_after_server_close() -> None:
     with ServerThread(server_config()) as running:

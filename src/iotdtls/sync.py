@@ -24,6 +24,10 @@ __all__ = ["DtlsClient", "connect"]
 
 #: Largest datagram we read from the socket.
 RECEIVE_SIZE = 65535
+#: Datagrams `recv` still reads after its timeout has passed (those already waiting, which
+#: may be handshake retransmissions or heartbeats before the data): a bound for a peer that
+#: never stops sending.
+MAX_LATE_READS = 64
 
 
 class DtlsClient:
@@ -115,15 +119,20 @@ class DtlsClient:
         return self._answered
 
     def recv(self, timeout: float | None = None) -> bytes | None:
-        """The next application datagram, or None after `timeout` seconds (or a clean close)."""
+        """The next application datagram, or None after `timeout` seconds (or a clean close).
+        What has already arrived is read even once the timeout has passed, so `timeout=0`
+        polls: it returns a datagram that is waiting and None at once when there is none."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        late_reads = 0
         while not self._received:
             if self._ended():
                 self._raise_if_failed()
                 return None
+            read = self._pump(deadline)
             if deadline is not None and time.monotonic() >= deadline:
-                return None
-            self._pump(deadline)
+                if not read or late_reads >= MAX_LATE_READS:
+                    return None
+                late_reads += 1
         return self._received.popleft()
 
     def close(self) -> None:
@@ -134,11 +143,14 @@ class DtlsClient:
         self._sock.close()
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _pump(self, deadline: float | None) -> None:
+    def _pump(self, deadline: float | None) -> bool:
+        """Read one datagram, waiting until the retransmission timer or `deadline` at most (not
+        at all once either has passed), or handle the timer; True when one was read."""
         now = time.monotonic()
         timer = self.connection.get_timer()
         waits = [t - now for t in (timer, deadline) if t is not None]
         self._sock.settimeout(max(0.0, min(waits)) if waits else None)
+        read = False
         try:
             data = self._sock.recv(RECEIVE_SIZE)
         except (TimeoutError, BlockingIOError):  # a timeout of 0 makes the socket non-blocking
@@ -147,7 +159,9 @@ class DtlsClient:
             pass  # ICMP port unreachable: the server is not there (yet); the timer retries
         else:
             self.connection.receive_datagram(data, time.monotonic())
+            read = True
         self._flush()
+        return read
 
     def _flush(self) -> None:
         for datagram in self.connection.datagrams_to_send(time.monotonic()):
