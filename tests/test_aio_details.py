@@ -764,3 +764,36 @@ def test_a_finished_handler_task_is_let_go() -> None:
             assert not server._protocol.tasks and not server._protocol.sessions
 
     run(main())
+
+
+# -- what connect and serve are given ----------------------------------------------------------
+
+
+def no_socket(*args: object, **kwargs: object) -> socket.socket:
+    raise AssertionError("a socket was made for arguments that were refused")
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_connect_refuses_a_port_out_of_range_before_making_a_socket(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket layer would take 70000 for 4464 (or raise OverflowError from deep inside
+    asyncio); `connect` says what is wrong when it is called."""
+    monkeypatch.setattr(socket, "socket", no_socket)
+    with pytest.raises(ValueError, match=rf"^port must be from 1 to 65535, got {port}$"):
+        aio.connect(LOCALHOST, port, client_config())
+    text: Any = "5684"
+    with pytest.raises(TypeError, match=r"^port must be an int, got str$"):
+        aio.connect(LOCALHOST, text, client_config())
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
+def test_serve_refuses_a_port_out_of_range_before_making_a_socket(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
+        with pytest.raises(ValueError, match=rf"^port must be from 0 to 65535, got {port}$"):
+            await aio.serve(echo, LOCALHOST, port, server_config())
+
+    run(main())

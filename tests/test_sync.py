@@ -272,3 +272,19 @@ def test_a_send_refused_by_the_network_is_not_an_error() -> None:
         time.sleep(0.2)  # the ICMP error arrives and waits on the socket
         client.send(b"refused")  # raises ConnectionRefusedError underneath, suppressed
         client.send(b"and again")
+
+
+@pytest.mark.parametrize("port", [0, 65536, 70000])
+def test_a_port_out_of_range_is_refused_before_making_a_socket(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getaddrinfo would take 70000 for 4464: a handshake timeout against the wrong port."""
+
+    def no_socket(*args: object) -> socket.socket:
+        raise AssertionError("a socket was made for a port that was refused")
+
+    monkeypatch.setattr(socket, "socket", no_socket)
+    with pytest.raises(ValueError, match=rf"^port must be from 1 to 65535, got {port}$"):
+        sync.connect(LOCALHOST, port, client_config())
+    with pytest.raises(ValueError, match=rf"^port must be from 1 to 65535, got {port}$"):
+        sync.DtlsClient(LOCALHOST, port, client_config())

@@ -160,6 +160,8 @@ def test_workers_refuse_what_cannot_be_sent_to_a_process(monkeypatch: pytest.Mon
 
     with pytest.raises(ConfigError, match=r"^with workers, the handler, .* must be picklable"):
         asyncio.run(start())
+    with pytest.raises(ConfigError, match=r"^port must be from 0 to 65535, got 70000$"):
+        asyncio.run(workers.serve(echo, LOCALHOST, 70000, server_config(), workers=1))
     monkeypatch.setattr(workers, "MAX_WORKERS", 2)
     for count in (0, 3):
         with pytest.raises(ConfigError) as refused:

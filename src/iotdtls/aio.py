@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, cast
 
+from iotdtls._arguments import check_port
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig
@@ -440,6 +441,7 @@ def connect(
     short handshake if the server still has it, a full one otherwise (RES-1). Raises the
     `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
     (after `config.handshake_timeout`)."""
+    check_port(port)
     return _Connect(host, port, config, sock, chain_cache, session)
 
 
@@ -870,7 +872,9 @@ async def serve(
 
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
-    the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1)."""
+    the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
+    free port (`DtlsServer.address` says which)."""
+    check_port(port, any_port=True)
     loop = asyncio.get_running_loop()
     protocol = _ServerProtocol(handler, config, session_store)
     if sock is None:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from types import TracebackType
 
+from iotdtls._arguments import check_port
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -44,6 +45,7 @@ class DtlsClient:
     ) -> None:
         """Prepare the socket (`sock` if given, e.g. one made in another network namespace);
         `handshake()` starts the association, offering `session` for resumption (RES-1)."""
+        check_port(port)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         family, _, _, _, address = infos[0]
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
@@ -202,6 +204,7 @@ def connect(
     """Connect and complete the handshake (resuming `session` if the server still has it);
     raises `DtlsError` on failure. `chain_cache` keeps the server's certificate chain between
     runs for cached_info (RFC 7924)."""
+    check_port(port)
     key = cache_key(config, host, port)
     config = with_cached_chain(config, chain_cache, key)
     client = DtlsClient(host, port, config, sock=sock, session=session)

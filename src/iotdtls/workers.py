@@ -38,6 +38,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
+from iotdtls._arguments import check_port
 from iotdtls._children import ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
@@ -308,6 +309,7 @@ async def serve(
     first in every worker (e.g. to set up logging, which a fresh interpreter does not inherit).
     Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
     worker and `ChildProcessError` if a worker does not start."""
+    check_port(port, any_port=True)
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"workers must be from 1 to {MAX_WORKERS}, got {workers}")
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError here, not in a worker
