@@ -1,14 +1,19 @@
 """What the asyncio adapter's tests share: the test credentials with a quick retransmission
-timer and a 5 s handshake bound, a bounded run of a coroutine, an echoing handler."""
+timer and a 5 s handshake bound, a bounded run of a coroutine, an echoing handler; and for
+the sync adapter's tests too, the wrong arguments `connect` refuses and a record of the UDP
+sockets a test makes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
+
+import pytest
 
 from iotdtls import aio
 from tests import interop_support
@@ -51,3 +56,32 @@ def signal_fallback(sig: signal.Signals) -> Iterator[list[int]]:
         yield caught
     finally:
         signal.signal(sig, previous)
+
+
+#: Arguments `aio.connect` and `sync.connect` refuse (one wrong, the rest right) and the
+#: message of the `TypeError` each gives.
+WRONG_CLIENT_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
+    ({"config": None}, "config must be a ClientConfig, got None"),
+    ({"config": server_config()}, "config must be a ClientConfig, got ServerConfig"),
+    ({"session": b"saved"},
+     "session must be a SessionState (SessionState.from_bytes(saved)), got bytes"),
+    ({"chain_cache": "cache/"},
+     "chain_cache must be a ChainCache (ChainCache(directory)), got str"),
+    ({"sock": 3}, "sock must be a socket, got int"),
+    ({"host": None}, "host must be a str, got None"),
+]
+
+
+def udp_sockets_made(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:
+    """From now on, every UDP socket made (by the library or asyncio) is added to the list
+    returned, to check that those of a failed set-up are closed."""
+    made: list[socket.socket] = []
+
+    class Recorded(socket.socket):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.type == socket.SOCK_DGRAM:
+                made.append(self)
+
+    monkeypatch.setattr(socket, "socket", Recorded)
+    return made

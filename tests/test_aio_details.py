@@ -28,7 +28,15 @@ from iotdtls.identity import CertificateIdentity
 from iotdtls.proxy import LossyProxy
 from iotdtls.sessions import MemorySessionStore
 from tests import pki
-from tests.aio_support import client_config, echo, eventually, run, server_config
+from tests.aio_support import (
+    WRONG_CLIENT_ARGUMENTS,
+    client_config,
+    echo,
+    eventually,
+    run,
+    server_config,
+    udp_sockets_made,
+)
 from tests.interop_support import SameAddressClient
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
@@ -797,3 +805,68 @@ def test_serve_refuses_a_port_out_of_range_before_making_a_socket(
             await aio.serve(echo, LOCALHOST, port, server_config())
 
     run(main())
+
+
+@pytest.mark.parametrize(("wrong", "message"), WRONG_CLIENT_ARGUMENTS)
+def test_connect_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
+    wrong: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line naming the argument and what to pass, raised by the call itself (not by the
+    library deep inside, after a socket was made and left open)."""
+    monkeypatch.setattr(socket, "socket", no_socket)
+    arguments = {"host": LOCALHOST, "port": 5684, "config": client_config(), **wrong}
+    with pytest.raises(TypeError) as refused:
+        aio.connect(**arguments)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("wrong", "message"), [
+    ({"config": client_config()}, "config must be a ServerConfig, got ClientConfig"),
+    ({"config": None}, "config must be a ServerConfig, got None"),
+    ({"sock": "0.0.0.0:5684"}, "sock must be a socket, got str"),
+    ({"session_store": {}},
+     "session_store must be a SessionStore (with get, put and remove), got dict"),
+])
+def test_serve_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
+    wrong: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
+        arguments = {"host": LOCALHOST, "port": 0, "config": server_config(), **wrong}
+        with pytest.raises(TypeError) as refused:
+            await aio.serve(echo, **arguments)
+        assert str(refused.value) == message
+
+    run(main())
+
+
+class Broken(Exception):
+    """What a test makes part of the set-up raise."""
+
+
+def broken(*args: object, **kwargs: object) -> Any:
+    raise Broken
+
+
+@pytest.mark.parametrize("where", ["DtlsConnection", "DtlsConnection.connect", "remember_chain"])
+def test_a_failed_connect_closes_the_socket_whatever_failed(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever raises while `connect` sets up (making the connection, which asyncio would call
+    after making its socket; starting the handshake, in a loop callback; noting the chain
+    after it) reaches the caller, at once, and the socket is closed."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            if where == "DtlsConnection":
+                monkeypatch.setattr(aio, "DtlsConnection", broken)
+            elif where == "DtlsConnection.connect":
+                monkeypatch.setattr(aio.DtlsConnection, "connect", broken)
+            else:
+                monkeypatch.setattr(aio, "remember_chain", broken)
+            made = udp_sockets_made(monkeypatch)
+            with pytest.raises(Broken):
+                await aio.connect(*server.address, client_config())
+            assert [sock.fileno() for sock in made] in ([], [-1])
+
+    run(main(), limit=5.0)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from iotdtls.errors import (
 )
 from iotdtls.proxy import LossyProxy
 from tests import pki
+from tests.aio_support import WRONG_CLIENT_ARGUMENTS, udp_sockets_made
 from tests.interop_support import (
     FAST,
     WRONG_PSK,
@@ -288,3 +290,39 @@ def test_a_port_out_of_range_is_refused_before_making_a_socket(
         sync.connect(LOCALHOST, port, client_config())
     with pytest.raises(ValueError, match=rf"^port must be from 1 to 65535, got {port}$"):
         sync.DtlsClient(LOCALHOST, port, client_config())
+
+
+@pytest.mark.parametrize(("wrong", "message"), WRONG_CLIENT_ARGUMENTS)
+def test_an_argument_of_the_wrong_type_is_refused_before_making_a_socket(
+    wrong: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = udp_sockets_made(monkeypatch)
+    arguments = {"host": LOCALHOST, "port": 5684, "config": client_config(), **wrong}
+    with pytest.raises(TypeError) as refused:
+        sync.connect(**arguments)
+    assert str(refused.value) == message
+    assert made == []
+
+
+class Broken(Exception):
+    """What a test makes part of the set-up raise."""
+
+
+def broken(*args: object, **kwargs: object) -> Any:
+    raise Broken
+
+
+@pytest.mark.parametrize("where", ["DtlsConnection", "socket.connect", "remember_chain"])
+def test_a_failed_connect_closes_the_socket_whatever_failed(
+    server: ServerThread, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = udp_sockets_made(monkeypatch)
+    if where == "DtlsConnection":
+        monkeypatch.setattr(sync, "DtlsConnection", broken)
+    elif where == "socket.connect":
+        monkeypatch.setattr(socket.socket, "connect", broken)  # the recording class's
+    else:
+        monkeypatch.setattr(sync, "remember_chain", broken)
+    with pytest.raises(Broken):
+        sync.connect(*server.address, client_config(retransmit=FAST))
+    assert [sock.fileno() for sock in made] in ([], [-1])

@@ -169,6 +169,29 @@ def test_workers_refuse_what_cannot_be_sent_to_a_process(monkeypatch: pytest.Mon
         assert str(refused.value) == f"workers must be from 1 to 2, got {count}"
 
 
+@pytest.mark.parametrize(("wrong", "message"), [
+    ({"config": client_config()},
+     "config must be a ServerConfig or a function returning one, got ClientConfig"),
+    ({"config": client_config},
+     "config must be a ServerConfig or a function returning one, got ClientConfig"),
+    ({"initializer": "setup_logging"}, "initializer must be a function or None, got str"),
+    ({"workers": "2"}, "workers must be an int, got str"),
+])
+def test_workers_refuse_an_argument_of_the_wrong_type_before_starting(
+    wrong: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_socket(*args: object) -> socket.socket:
+        raise AssertionError("a socket was made for arguments that were refused")
+
+    async def start() -> None:
+        monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
+        arguments = {"config": server_config(), "workers": 1, **wrong}
+        await workers.serve(echo, LOCALHOST, 0, **arguments)
+
+    with pytest.raises(TypeError) as refused:
+        asyncio.run(start())
+    assert str(refused.value) == message
+
 @pytest.mark.parametrize("count", [1, 2])
 def test_workers_serve_on_the_port_asked_for(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
     """One worker, or as many as allowed (MAX_WORKERS lowered to 2), on a given port; the

@@ -4,9 +4,14 @@ inside the library (or from the socket layer, which wraps a port above 65535 aro
 
 from __future__ import annotations
 
-from iotdtls.errors import ConfigError
+from socket import socket
 
-__all__ = ["check_port"]
+from iotdtls.chaincache import ChainCache
+from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.errors import ConfigError
+from iotdtls.sessions import SessionState
+
+__all__ = ["check_client_arguments", "check_port", "check_server_arguments", "check_type"]
 
 #: The largest UDP port number (RFC 768: a 16-bit field).
 MAX_PORT = 65535
@@ -20,6 +25,53 @@ def check_port(port: object, *, any_port: bool = False) -> None:
     lowest = 0 if any_port else 1
     if not lowest <= port <= MAX_PORT:
         raise ConfigError(f"port must be from {lowest} to {MAX_PORT}, got {port}")
+
+
+def check_type(
+    name: str, value: object, kind: type, hint: str = "", *, optional: bool = False
+) -> None:
+    """`value` is a `kind` (or None, when `optional`); else `TypeError` naming the argument, the
+    type it takes (with `hint`: how to make one) and what it got."""
+    if not (isinstance(value, kind) or (optional and value is None)):
+        article = "an" if kind.__name__[0] in "aeiouAEIOU" else "a"
+        raise TypeError(
+            f"{name} must be {article} {kind.__name__}{hint}, got {type_name(value)}"
+        )
+
+
+def check_client_arguments(
+    host: object,
+    port: object,
+    config: object,
+    *,
+    sock: object,
+    chain_cache: object,
+    session: object,
+) -> None:
+    """What `aio.connect` and `sync.connect` take."""
+    check_type("host", host, str)
+    check_port(port)
+    check_type("config", config, ClientConfig)
+    check_type("sock", sock, socket, optional=True)
+    check_type("chain_cache", chain_cache, ChainCache, " (ChainCache(directory))", optional=True)
+    check_type("session", session, SessionState, " (SessionState.from_bytes(saved))",
+               optional=True)
+
+
+def check_server_arguments(
+    port: object, config: object, *, sock: object, session_store: object
+) -> None:
+    """What `aio.serve` takes besides its handler."""
+    check_port(port, any_port=True)
+    check_type("config", config, ServerConfig)
+    check_type("sock", sock, socket, optional=True)
+    if session_store is not None and not all(
+        callable(getattr(session_store, method, None)) for method in ("get", "put", "remove")
+    ):
+        raise TypeError(
+            "session_store must be a SessionStore (with get, put and remove), "
+            f"got {type_name(session_store)}"
+        )
 
 
 def type_name(value: object) -> str:

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._arguments import check_port
+from iotdtls._arguments import check_client_arguments, check_server_arguments
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig
@@ -203,8 +203,12 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
-        self.connection.connect(self.loop.time())
-        self.flush()
+        try:
+            self.connection.connect(self.loop.time())
+            self.flush()
+        except Exception as exc:  # to `connect`'s caller (which closes the socket), not the loop
+            if not self.handshake_done.done():
+                self.handshake_done.set_exception(exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         _trace("<-", addr, data)
@@ -386,21 +390,22 @@ class _Connect:
         key = cache_key(config, host, port)
         config = with_cached_chain(config, self._cache, key)
         loop = asyncio.get_running_loop()
+        # Made before the socket: asyncio leaks the socket it made if the factory raises.
+        protocol = _ClientProtocol(config, self._session)
         if self._sock is None:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _ClientProtocol(config, self._session), remote_addr=(host, port)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: protocol, remote_addr=(host, port)
             )
         else:
             _connect_socket(self._sock, host, port)
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _ClientProtocol(config, self._session), sock=self._sock
-            )
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=self._sock)
         try:
             await protocol.handshake_done
+            remember_chain(self._cache, key, config, protocol.connection.peer)
         except BaseException:
             transport.close()
+            await protocol.lost  # the socket is closed when the error reaches the caller
             raise
-        remember_chain(self._cache, key, config, protocol.connection.peer)
         self._conn = ClientConnection(protocol, transport)
         return self._conn
 
@@ -440,8 +445,10 @@ def connect(
     `session` (from an earlier association's `session`) asks the server to resume it: the
     short handshake if the server still has it, a full one otherwise (RES-1). Raises the
     `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
-    (after `config.handshake_timeout`)."""
-    check_port(port)
+    (after `config.handshake_timeout`). A wrong argument raises `TypeError` (or `ConfigError`
+    for the port) here, before any socket is made."""
+    check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
+                           session=session)
     return _Connect(host, port, config, sock, chain_cache, session)
 
 
@@ -873,8 +880,9 @@ async def serve(
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
-    free port (`DtlsServer.address` says which)."""
-    check_port(port, any_port=True)
+    free port (`DtlsServer.address` says which). A wrong argument raises `TypeError` (or
+    `ConfigError` for the port) before any socket is made."""
+    check_server_arguments(port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()
     protocol = _ServerProtocol(handler, config, session_store)
     if sock is None:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from types import TracebackType
 
-from iotdtls._arguments import check_port
+from iotdtls._arguments import check_client_arguments
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -45,13 +45,17 @@ class DtlsClient:
     ) -> None:
         """Prepare the socket (`sock` if given, e.g. one made in another network namespace);
         `handshake()` starts the association, offering `session` for resumption (RES-1)."""
-        check_port(port)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, address = infos[0]
-        self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
-        self._sock.connect(address)
+        check_client_arguments(host, port, config, sock=sock, chain_cache=None, session=session)
         self._config = config
         self.connection = DtlsConnection(config, session=session)
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._sock.connect(address)
+        except BaseException:
+            if sock is None:
+                self._sock.close()  # ours; a caller's socket stays theirs when this fails
+            raise
         self._received: deque[bytes] = deque()
         #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
         self.dropped = 0
@@ -203,15 +207,17 @@ def connect(
 ) -> DtlsClient:
     """Connect and complete the handshake (resuming `session` if the server still has it);
     raises `DtlsError` on failure. `chain_cache` keeps the server's certificate chain between
-    runs for cached_info (RFC 7924)."""
-    check_port(port)
+    runs for cached_info (RFC 7924). A wrong argument raises `TypeError` (or `ConfigError`
+    for the port) before any socket is made."""
+    check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
+                           session=session)
     key = cache_key(config, host, port)
     config = with_cached_chain(config, chain_cache, key)
     client = DtlsClient(host, port, config, sock=sock, session=session)
     try:
         client.handshake()
+        remember_chain(chain_cache, key, config, client.connection.peer)
     except BaseException:
         client.close()
         raise
-    remember_chain(chain_cache, key, config, client.connection.peer)
     return client

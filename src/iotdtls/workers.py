@@ -38,7 +38,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
-from iotdtls._arguments import check_port
+from iotdtls._arguments import check_port, check_type, type_name
 from iotdtls._children import ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
@@ -308,12 +308,17 @@ async def serve(
     starts). `loop_choice` picks each worker's event loop (`iotdtls.loop`); `initializer` runs
     first in every worker (e.g. to set up logging, which a fresh interpreter does not inherit).
     Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
-    worker and `ChildProcessError` if a worker does not start."""
+    worker and `ChildProcessError` if a worker does not start; `TypeError` for an argument
+    of the wrong type."""
     check_port(port, any_port=True)
+    check_type("workers", workers, int)
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"workers must be from 1 to {MAX_WORKERS}, got {workers}")
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError here, not in a worker
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be a function or None, got {type_name(initializer)}")
     checked = config() if callable(config) else config
+    check_type("config", checked, ServerConfig, " or a function returning one")
     secret = checked.cookie_secret or random_bytes(COOKIE_SECRET_LENGTH)
     specs = [
         _WorkerSpec(i, handler, config, secret, loop_choice, initializer) for i in range(workers)
