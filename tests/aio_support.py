@@ -1,7 +1,7 @@
 """What the asyncio adapter's tests share: the test credentials with a quick retransmission
 timer and a 5 s handshake bound, a bounded run of a coroutine, an echoing handler; and for
-the sync adapter's tests too, the wrong arguments `connect` refuses and a record of the UDP
-sockets a test makes."""
+the sync adapter's and the workers' tests too, the wrong arguments `connect` and `serve` refuse
+and a record of the UDP sockets a test makes."""
 
 from __future__ import annotations
 
@@ -85,3 +85,19 @@ def udp_sockets_made(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:
 
     monkeypatch.setattr(socket, "socket", Recorded)
     return made
+
+
+class EchoHandler(aio.DatagramHandler):
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        session.send(data)
+
+
+#: Handlers `aio.serve` and `workers.serve` refuse, and the message of the `TypeError` of each.
+WRONG_HANDLERS: list[tuple[object, str]] = [
+    (EchoHandler,
+     "handler EchoHandler is a DatagramHandler class: pass an instance: EchoHandler()"),
+    (None, "handler must be a coroutine function taking a ServerSession or a DatagramHandler "
+           "instance, got None"),
+    ("echo", "handler must be a coroutine function taking a ServerSession or a DatagramHandler "
+             "instance, got str"),
+]

@@ -30,6 +30,8 @@ from iotdtls.sessions import MemorySessionStore
 from tests import pki
 from tests.aio_support import (
     WRONG_CLIENT_ARGUMENTS,
+    WRONG_HANDLERS,
+    EchoHandler,
     client_config,
     echo,
     eventually,
@@ -870,3 +872,31 @@ def test_a_failed_connect_closes_the_socket_whatever_failed(
             assert [sock.fileno() for sock in made] in ([], [-1])
 
     run(main(), limit=5.0)
+
+
+@pytest.mark.parametrize(("handler", "message"), WRONG_HANDLERS)
+def test_serve_refuses_a_handler_that_cannot_handle_a_peer(
+    handler: Any, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At `serve` time, not from every peer's handler after its handshake."""
+
+    async def main() -> None:
+        monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
+        with pytest.raises(TypeError) as refused:
+            await aio.serve(handler, LOCALHOST, 0, server_config())
+        assert str(refused.value) == message
+
+    run(main())
+
+
+def test_serve_takes_a_datagram_handler_instance_or_any_callable() -> None:
+    async def main() -> None:
+        for handler in (EchoHandler(), echo, lambda session: echo(session)):
+            async with (
+                await aio.serve(handler, LOCALHOST, 0, server_config()) as server,
+                aio.connect(*server.address, client_config()) as client,
+            ):
+                client.send(b"ping")
+                assert await client.recv() == b"ping"
+
+    run(main())

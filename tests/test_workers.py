@@ -24,7 +24,7 @@ import pytest
 from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
 from iotdtls.errors import ConfigError
-from tests.aio_support import client_config, run, server_config
+from tests.aio_support import WRONG_HANDLERS, client_config, run, server_config
 from tests.peers import LOCALHOST, free_udp_port
 
 GIVEN_SECRET = bytes(range(32))
@@ -190,6 +190,12 @@ def test_workers_refuse_an_argument_of_the_wrong_type_before_starting(
 
     with pytest.raises(TypeError) as refused:
         asyncio.run(start())
+    assert str(refused.value) == message
+
+@pytest.mark.parametrize(("handler", "message"), WRONG_HANDLERS)
+def test_workers_refuse_a_handler_that_cannot_handle_a_peer(handler: Any, message: str) -> None:
+    with pytest.raises(TypeError) as refused:
+        asyncio.run(workers.serve(handler, LOCALHOST, 0, server_config(), workers=1))
     assert str(refused.value) == message
 
 @pytest.mark.parametrize("count", [1, 2])

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._arguments import check_client_arguments, check_server_arguments
+from iotdtls._arguments import check_client_arguments, check_server_arguments, type_name
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig
@@ -578,6 +578,22 @@ class DatagramHandler:
         """The association ended: cleanly (None), or with the error that ended it."""
 
 
+def check_handler(handler: object) -> None:
+    """A server's handler is a `DatagramHandler` instance or a function taking a
+    `ServerSession` (a coroutine function); `TypeError` for anything else, at `serve` time
+    rather than from every peer's handler after its handshake."""
+    if isinstance(handler, DatagramHandler):
+        return
+    if isinstance(handler, type) and issubclass(handler, DatagramHandler):
+        name = handler.__name__
+        raise TypeError(f"handler {name} is a DatagramHandler class: pass an instance: {name}()")
+    if not callable(handler):
+        raise TypeError(
+            "handler must be a coroutine function taking a ServerSession or a DatagramHandler "
+            f"instance, got {type_name(handler)}"
+        )
+
+
 class _ServerProtocol(asyncio.DatagramProtocol):
     def __init__(
         self,
@@ -882,6 +898,7 @@ async def serve(
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
     free port (`DtlsServer.address` says which). A wrong argument raises `TypeError` (or
     `ConfigError` for the port) before any socket is made."""
+    check_handler(handler)
     check_server_arguments(port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()
     protocol = _ServerProtocol(handler, config, session_store)

@@ -310,6 +310,7 @@ async def serve(
     Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
     worker and `ChildProcessError` if a worker does not start; `TypeError` for an argument
     of the wrong type."""
+    aio.check_handler(handler)
     check_port(port, any_port=True)
     check_type("workers", workers, int)
     if not 1 <= workers <= MAX_WORKERS:
