@@ -4,11 +4,13 @@ handshake log line says, how `DtlsServer.close` ends its peers and handlers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerCo
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
+    HandshakeTimeout,
     IdleTimeout,
     LocalProtocolError,
     PeerUnresponsive,
@@ -900,3 +903,36 @@ def test_serve_takes_a_datagram_handler_instance_or_any_callable() -> None:
                 assert await client.recv() == b"ping"
 
     run(main())
+
+
+def test_connect_is_a_coroutine_and_an_async_context_manager() -> None:
+    """`await connect(...)`, `async with connect(...)`, and `connect(...)` given to
+    `create_task`, `ensure_future` or `asyncio.run` as any coroutine; none of them (nor a
+    `connect(...)` never used) leaves a coroutine that was never awaited, or a socket."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            address = server.address
+            opened = [
+                await aio.connect(*address, client_config()),
+                await asyncio.create_task(aio.connect(*address, client_config())),
+                await asyncio.ensure_future(aio.connect(*address, client_config())),
+            ]
+            async with aio.connect(*address, client_config()) as within:
+                opened.append(within)
+                for number, conn in enumerate(opened):
+                    conn.send(b"%d" % number)
+                    assert await conn.recv() == b"%d" % number
+            for conn in opened:
+                await conn.close()
+            unused = aio.connect(*address, client_config())
+            del unused
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(main())
+        with pytest.raises(HandshakeTimeout):  # nobody serves that port
+            asyncio.run(aio.connect(LOCALHOST, free_udp_port(),
+                                    client_config(handshake_timeout=0.5)))
+        gc.collect()
+    assert [w.message for w in caught if w.category in (RuntimeWarning, ResourceWarning)] == []

@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, cast
 
@@ -364,8 +364,14 @@ class ClientConnection:
         await self.close()
 
 
-class _Connect:
-    """Awaitable and async context manager returned by `connect`."""
+class _Connect(Coroutine[Any, Any, ClientConnection]):
+    """What `connect` returns: a coroutine (to await, or to hand to `asyncio.create_task`,
+    `asyncio.run` or `asyncio.ensure_future`) and an async context manager. Either way one
+    underlying coroutine opens the connection, made when first used: `async with` leaves no
+    coroutine that was never awaited."""
+
+    #: How a task running it names it (`Task.__repr__`).
+    __name__ = "connect"
 
     def __init__(
         self,
@@ -381,9 +387,27 @@ class _Connect:
         self._cache = chain_cache
         self._session = session
         self._conn: ClientConnection | None = None
+        self._opening: Coroutine[Any, Any, ClientConnection] | None = None
 
-    def __await__(self) -> Any:
-        return self._open().__await__()
+    def _coroutine(self) -> Coroutine[Any, Any, ClientConnection]:
+        if self._opening is None:
+            self._opening = self._open()
+        return self._opening
+
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
+        return self._coroutine().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coroutine().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        if val is None and tb is None:
+            return self._coroutine().throw(typ)
+        return self._coroutine().throw(typ, val, tb)  # the older three-argument form
+
+    def close(self) -> None:
+        if self._opening is not None:
+            self._opening.close()
 
     async def _open(self) -> ClientConnection:
         host, port, config = self._args
@@ -410,7 +434,7 @@ class _Connect:
         return self._conn
 
     async def __aenter__(self) -> ClientConnection:
-        return await self._open()
+        return await self._coroutine()
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
@@ -436,7 +460,9 @@ def connect(
     chain_cache: ChainCache | None = None,
     session: SessionState | None = None,
 ) -> _Connect:
-    """Open a UDP socket to `host:port` and complete the handshake.
+    """Open a UDP socket to `host:port` and complete the handshake: a coroutine returning the
+    `ClientConnection` (await it, or hand it to `asyncio.create_task` or `asyncio.run`), and
+    an async context manager that closes the connection at its end.
 
     `sock` is an optional UDP socket to use instead of a new one (e.g. one made in another
     network namespace); it is connected to `host:port` if it is not connected yet, and closed
