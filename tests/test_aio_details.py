@@ -936,3 +936,46 @@ def test_connect_is_a_coroutine_and_an_async_context_manager() -> None:
                                     client_config(handshake_timeout=0.5)))
         gc.collect()
     assert [w.message for w in caught if w.category in (RuntimeWarning, ResourceWarning)] == []
+
+
+NOT_BYTES: list[tuple[Any, str]] = [
+    ("text", "data must be bytes-like (bytes, bytearray, memoryview), got str"),
+    (None, "data must be bytes-like (bytes, bytearray, memoryview), got None"),
+    ([1, 2], "data must be bytes-like (bytes, bytearray, memoryview), got list"),
+]
+
+
+def refusal(send: Any, data: Any) -> str:
+    """The message of the `TypeError` `send(data)` raises, checked to stand alone (not chained
+    to the error from inside the cipher)."""
+    with pytest.raises(TypeError) as refused:
+        send(data)
+    assert refused.value.__suppress_context__ or refused.value.__context__ is None
+    return str(refused.value)
+
+
+def test_send_refuses_data_that_is_not_bytes_like_in_one_line() -> None:
+    """`send("text")` on a client or a server's session (even one that has ended) says what to
+    pass; nothing is sent and the association goes on."""
+    server_refusals: list[str] = []
+    ended: list[aio.ServerSession] = []
+
+    async def handler(session: aio.ServerSession) -> None:
+        async for datagram in session:
+            server_refusals.extend(refusal(session.send, data) for data, _ in NOT_BYTES)
+            session.send(datagram)
+        ended.append(session)
+
+    async def main() -> None:
+        async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                assert [refusal(client.send, data) for data, _ in NOT_BYTES] == [
+                    message for _, message in NOT_BYTES
+                ]
+                client.send(memoryview(b"ping"))
+                assert await client.recv() == b"ping"
+            assert await eventually(lambda: ended)
+            assert refusal(ended[0].send, "late") == NOT_BYTES[0][1]
+
+    run(main())
+    assert server_refusals == [message for _, message in NOT_BYTES]

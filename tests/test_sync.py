@@ -326,3 +326,17 @@ def test_a_failed_connect_closes_the_socket_whatever_failed(
     with pytest.raises(Broken):
         sync.connect(*server.address, client_config(retransmit=FAST))
     assert [sock.fileno() for sock in made] in ([], [-1])
+
+
+def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThread) -> None:
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        wrong: list[tuple[Any, str]] = [("text", "str"), (None, "None")]
+        for data, kind in wrong:
+            with pytest.raises(TypeError) as refused:
+                client.send(data)
+            assert str(refused.value) == (
+                f"data must be bytes-like (bytes, bytearray, memoryview), got {kind}"
+            )
+            assert refused.value.__suppress_context__ or refused.value.__context__ is None
+        client.send(bytearray(b"still here"))
+        assert client.recv(timeout=5.0) == b"still here"

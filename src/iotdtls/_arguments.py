@@ -1,6 +1,7 @@
 """Checks of what the adapters (`aio`, `sync`, `workers`) are given, made before any socket
-exists: a mistake is one line naming the argument and what to pass, not an error from deep
-inside the library (or from the socket layer, which wraps a port above 65535 around)."""
+exists, and of the data given to send: a mistake is one line naming the argument and what to
+pass, not an error from deep inside the library (or from the socket layer, which wraps a port
+above 65535 around)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.errors import ConfigError
 from iotdtls.sessions import SessionState
 
-__all__ = ["check_client_arguments", "check_port", "check_server_arguments", "check_type"]
+__all__ = [
+    "check_bytes_like",
+    "check_client_arguments",
+    "check_port",
+    "check_server_arguments",
+    "check_type",
+]
 
 #: The largest UDP port number (RFC 768: a 16-bit field).
 MAX_PORT = 65535
@@ -72,6 +79,15 @@ def check_server_arguments(
             "session_store must be a SessionStore (with get, put and remove), "
             f"got {type_name(session_store)}"
         )
+
+
+def check_bytes_like(data: object) -> None:
+    """`data` is bytes, a bytearray or a memoryview; else `TypeError` (raised on its own, even
+    while another is being handled: a str given to `send` fails inside the cipher first)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"data must be bytes-like (bytes, bytearray, memoryview), got {type_name(data)}"
+        ) from None
 
 
 def type_name(value: object) -> str:

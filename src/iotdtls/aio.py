@@ -26,7 +26,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._arguments import check_client_arguments, check_server_arguments, type_name
+from iotdtls._arguments import (
+    check_bytes_like,
+    check_client_arguments,
+    check_server_arguments,
+    type_name,
+)
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig
@@ -325,7 +330,7 @@ class ClientConnection:
         return self._protocol.connection.resumed
 
     def send(self, data: bytes) -> None:
-        """Send one datagram of application data."""
+        """Send one datagram of application data (bytes-like; see `DtlsConnection.send`)."""
         self._protocol.connection.send(data)
         self._protocol.flush()
 
@@ -541,8 +546,10 @@ class ServerSession:
         late: that is no error of the handler's. A newer association of the same address never
         gets what was meant for this one (RFC 6347 §4.2.8 makes it a new connection; RFC 7252
         §9.1 relies on that). Raises `DatagramTooLarge` for data that does not fit one
-        datagram (`max_send_size` of the association)."""
+        datagram (`max_send_size` of the association), `TypeError` for data that is not
+        bytes-like."""
         if self._ended or not self._server.send(self.address, data):
+            check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
             logger.debug("datagram to %s not sent: the association has ended", _fmt(self.address))
 
     async def recv(self) -> bytes | None:

@@ -20,6 +20,7 @@ import logging
 from collections import Counter
 from enum import Enum, auto
 
+from iotdtls._arguments import check_bytes_like
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.suites import EpochKeys
@@ -485,22 +486,30 @@ class DtlsConnection:
         `config.mtu` bytes (RFC 6347 §4.1.1: a record never spans datagrams, and we never hand
         IP a datagram it must fragment), nor more than a negotiated max_fragment_length (RFC
         6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
-        `max_send_size` says what fits."""
+        `max_send_size` says what fits; data that is not bytes-like raises `TypeError`."""
         if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
-        if len(data) > self._max_send_size:
-            fragment_limit = self._fragment_limit
-            raise DatagramTooLarge(
-                len(data),
-                self._max_send_size,
-                self.config.mtu,
-                max_fragment_length=(
-                    fragment_limit
-                    if len(data) > fragment_limit and fragment_limit < MAX_PLAINTEXT_LENGTH
-                    else None
-                ),
-            )
-        self._queue([self._records.seal(DATA_CONTENT, data, self._write_epoch)])
+        try:
+            if len(data) > self._max_send_size:
+                raise self._too_large(len(data))
+            record = self._records.seal(DATA_CONTENT, data, self._write_epoch)
+        except TypeError:  # checked only here, off the path of every datagram sent
+            check_bytes_like(data)
+            raise  # bytes-like data, so a failure of ours
+        self._queue([record])
+
+    def _too_large(self, size: int) -> DatagramTooLarge:
+        fragment_limit = self._fragment_limit
+        return DatagramTooLarge(
+            size,
+            self._max_send_size,
+            self.config.mtu,
+            max_fragment_length=(
+                fragment_limit
+                if size > fragment_limit and fragment_limit < MAX_PLAINTEXT_LENGTH
+                else None
+            ),
+        )
 
     def send_heartbeat(self, now: float) -> None:
         """Send a heartbeat request (RFC 6520 §3, EXT-5); `HeartbeatAnswered` reports the
