@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iotdtls import aio
+from iotdtls import aio, loop
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
 from iotdtls.errors import (
@@ -979,3 +979,30 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line() -> None:
 
     run(main())
     assert server_refusals == [message for _, message in NOT_BYTES]
+
+
+def test_a_wake_up_due_at_once_on_uvloop_does_not_break_the_next_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvloop hands back a plain `Handle` (no `when()`) for a time under 1 ms away: the server
+    keeps the time it asked for itself, so the flush after such a wake-up (here with a later
+    deadline, which keeps the earlier wake-up) does not fail, and the wake-up still fires."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        try:
+            protocol = server._protocol
+            now = asyncio.get_running_loop().time()
+            deadlines: list[float] = [now, now + 5.0]
+            monkeypatch.setattr(
+                protocol.endpoint, "get_timer", lambda: deadlines.pop(0) if deadlines else None
+            )
+            protocol.flush()
+            assert type(protocol._timer) is not asyncio.TimerHandle  # uvloop's plain Handle
+            protocol.flush()  # a later deadline: the armed wake-up stays
+            assert await eventually(lambda: protocol._timer is None)  # it fired
+            assert deadlines == []
+        finally:
+            await server.close()
+
+    assert loop.run(main(), "uvloop") is None

@@ -640,7 +640,10 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.sessions: dict[Address, ServerSession] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        #: The loop's wake-up for the endpoint's timers, and the time it is set for (kept here:
+        #: uvloop hands back a plain `Handle`, without `when()`, for a time under 1 ms away).
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
         #: Certificate URL fetches running at once (each holds an executor thread).
@@ -700,11 +703,12 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         # would cost a cancel and a new handle for nearly every datagram of a busy server.
         when = self.endpoint.get_timer()
         armed = self._timer
-        if when is None or (armed is not None and armed.when() <= when):
+        if when is None or (armed is not None and self._timer_at <= when):
             return
         if armed is not None:
             armed.cancel()
         self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer_at = when
 
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
