@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iotdtls import aio, loop
+from iotdtls import aio
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
 from iotdtls.errors import (
@@ -28,6 +28,7 @@ from iotdtls.errors import (
     PeerUnresponsive,
 )
 from iotdtls.identity import CertificateIdentity
+from iotdtls.loop import run as run_on_loop
 from iotdtls.proxy import LossyProxy
 from iotdtls.sessions import MemorySessionStore
 from tests import pki
@@ -1005,4 +1006,4 @@ def test_a_wake_up_due_at_once_on_uvloop_does_not_break_the_next_flush(
         finally:
             await server.close()
 
-    assert loop.run(main(), "uvloop") is None
+    assert run_on_loop(main(), "uvloop") is None
