@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from iotdtls import loop
@@ -135,6 +136,15 @@ def _split(spec: LoadSpec, processes: int) -> list[LoadSpec]:
     ]
 
 
+def _watch(conn: Any, callback: Callable[..., None], *args: Any) -> None:
+    """Call `callback(*args)` on the running loop whenever `conn` (a pipe) has something to
+    read, and keep the pipe blocking: uvloop (libuv) makes a descriptor it watches
+    non-blocking, and `Connection.recv` (`send`) would then fail with BlockingIOError in the
+    middle of a message that has not all arrived yet (that the pipe has no room for yet)."""
+    asyncio.get_running_loop().add_reader(conn.fileno(), callback, *args)
+    os.set_blocking(conn.fileno(), True)
+
+
 def _child_main(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
     """A generator process: run its share, report progress and the result on `conn`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -145,17 +155,22 @@ def _child_main(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
         with contextlib.suppress(OSError):
             conn.send((_FAILED, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
-    conn.send((_RESULT, result))
+    with contextlib.suppress(OSError):  # the parent has gone: nobody to tell
+        conn.send((_RESULT, result))
     conn.close()
 
 
 async def _child_run(spec: LoadSpec, conn: Any) -> LoadResult:
+    """Run the share until done, or until the parent says "stop" (or goes away), or SIGTERM
+    (sent to the whole process group, e.g. by a service manager): the figures so far."""
     running = asyncio.get_running_loop()
     stop = asyncio.Event()
-    running.add_reader(conn.fileno(), stop.set)  # "stop", or the parent went away
+    _watch(conn, stop.set)
+    running.add_signal_handler(signal.SIGTERM, stop.set)
     try:
         return await run_engine(spec, lambda p: conn.send((_PROGRESS, p)), stop)
     finally:
+        running.remove_signal_handler(signal.SIGTERM)
         running.remove_reader(conn.fileno())
 
 
@@ -172,7 +187,7 @@ def _start_children(
         for index, share in enumerate(_split(spec, processes)):
             child = spawn(_child_main, (share, loop_choice), f"iotdtls-perf-{index}")
             future: asyncio.Future[LoadResult] = running.create_future()
-            running.add_reader(child[1].fileno(), _on_child, child[1], index, latest, future)
+            _watch(child[1], _on_child, child[1], index, latest, future)
             children.append(child)
             results.append(future)
     return children, results
