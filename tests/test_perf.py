@@ -156,7 +156,9 @@ def test_the_summary_has_every_figure() -> None:
         "icmp_errors": 3,
     }  # fmt: skip
     empty = LoadResult().summary()
-    assert empty["latency_ms"] == {"median": 0.0, "p99": 0.0, "max": 0.0}
+    nothing = {"median": None, "p99": None, "max": None}  # null in JSON, never a zero
+    assert empty["latency_ms"] == empty["resumed_latency_ms"] == nothing
+    assert empty["messages"]["rtt_ms"] == nothing
     assert empty["failures"] == empty["association_failures"] == {}
     assert empty["messages"]["per_second"] == 0
     assert empty["handshakes"]["per_second"] == 0.0
@@ -191,6 +193,20 @@ def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
         "failures: none",
         "datagrams: 6 sent (600 B), 6 received (500 B)",
     ]
+
+
+def test_the_report_says_none_where_nothing_was_measured() -> None:
+    """No handshake completed, no session resumed, no echo came back: "none", not zeros."""
+    unanswered = LoadResult(elapsed=1.0, window=1.0, started=3, completed=1,
+                            failures=Counter({"handshake timeout": 2}), sessions_offered=1,
+                            messages_sent=1, messages_lost=1, loop="asyncio")
+    lines = unanswered.report("h:1", 1).splitlines()
+    assert lines[2:4] == [
+        "latency ms: none (full handshakes)",
+        "resumed: 0 of 1 sessions offered; latency ms none",
+    ]
+    assert lines[5] == "messages: 1 sent, 0 echoed, 1 lost; 0.0/s; rtt ms none"
+    assert "latency ms: none" in LoadResult(started=1, unfinished=1).report("h:1", 1)
 
 
 @pytest.mark.req("ERR-1")
@@ -795,6 +811,23 @@ def test_the_perf_command_fails_when_an_association_fails_after_its_handshake(
     assert "failures: none; after the handshake: closed by the server 2" in lines
 
 
+def test_the_perf_command_fails_when_an_echo_is_lost(capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that does not echo (as `openssl s_server`): every handshake completes, every
+    message is lost, the round-trip time is none (null in JSON), and the status is 1."""
+    with server_on_a_thread(swallow) as server:
+        args = ("-n", "2", "-c", "1", "-m", "1", "-q", "--echo-timeout", "0.2")
+        text = perf_command(server.address[1], *args)
+        lines = capsys.readouterr().out.splitlines()
+        as_json = perf_command(server.address[1], *args, "--json")
+        summary = json.loads(capsys.readouterr().out)
+    assert text == as_json == 1
+    assert "handshakes: 2 completed, 0 failed; " in lines[1] and "failures: none" in lines
+    assert any(line.startswith("messages: 2 sent, 0 echoed, 2 lost; ") and
+               line.endswith("; rtt ms none") for line in lines), lines
+    assert summary["messages"]["lost"] == 2
+    assert summary["messages"]["rtt_ms"] == {"median": None, "p99": None, "max": None}
+
+
 def test_the_perf_command_resumes_sessions(
     capsys: pytest.CaptureFixture[str], specs_run: list[LoadSpec]
 ) -> None:
@@ -899,6 +932,8 @@ def test_the_perf_json_report_is_the_summary_indented(
         (LoadResult(started=1), 1),  # nothing completed
         (dataclasses.replace(STUB_RESULT, failures=Counter({"handshake timeout": 1})), 1),
         (dataclasses.replace(STUB_RESULT, association_failures=Counter({"closed": 1})), 1),
+        (dataclasses.replace(STUB_RESULT, messages_sent=3, messages_echoed=2,
+                             messages_lost=1), 1),  # an echo lost
     ],
 )
 def test_the_perf_exit_status(

@@ -106,5 +106,5 @@ def run_perf(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary(), indent=2))
     else:
         print(result.report(f"{host}:{port}", args.concurrency))
-    failed = result.failed or result.association_failures
+    failed = result.failed or result.association_failures or result.messages_lost
     return 0 if result.completed and not failed else 1

@@ -168,8 +168,7 @@ class LoadResult:
         if msg["sent"]:
             lines.append(
                 f"messages: {msg['sent']} sent, {msg['echoed']} echoed, {msg['lost']} lost; "
-                f"{msg['per_second']:.1f}/s; rtt ms median {msg['rtt_ms']['median']:.2f}, "
-                f"p99 {msg['rtt_ms']['p99']:.2f}"
+                f"{msg['per_second']:.1f}/s; rtt ms {_spread(msg['rtt_ms'], ('median', 'p99'))}"
             )
         lines.append(
             f"datagrams: {self.datagrams_sent} sent ({self.bytes_sent} B), "
@@ -179,20 +178,26 @@ class LoadResult:
         return "\n".join(lines)
 
 
-def _spread(latency_ms: dict[str, float]) -> str:
-    return (
-        f"median {latency_ms['median']:.2f}, p99 {latency_ms['p99']:.2f}, "
-        f"max {latency_ms['max']:.2f}"
-    )
+def _spread(
+    latency_ms: dict[str, float | None], names: tuple[str, ...] = ("median", "p99", "max")
+) -> str:
+    """"median 1.00, p99 2.00, max 3.00" (the figures `names`), or "none" when nothing was
+    measured: never zeros that read like a measurement."""
+    if latency_ms["median"] is None:
+        return "none"
+    return ", ".join(f"{name} {latency_ms[name]:.2f}" for name in names)
 
 
 def _by_cause(counts: dict[str, int]) -> str:
     return ", ".join(f"{cause} {n}" for cause, n in counts.items())
 
 
-def _latency_ms(sorted_seconds: list[float]) -> dict[str, float]:
+def _latency_ms(sorted_seconds: list[float]) -> dict[str, float | None]:
+    """Median, p99 and maximum in milliseconds; each None (JSON null) when there is none."""
+    if not sorted_seconds:
+        return {"median": None, "p99": None, "max": None}
     return {
         "median": round(percentile(sorted_seconds, 0.5) * 1000, 3),
         "p99": round(percentile(sorted_seconds, 0.99) * 1000, 3),
-        "max": round((sorted_seconds[-1] if sorted_seconds else 0.0) * 1000, 3),
+        "max": round(sorted_seconds[-1] * 1000, 3),
     }
