@@ -251,6 +251,12 @@ def spec(**changes: Any) -> LoadSpec:
         ({"messages": -1}, 1, "messages must be 0 or more, got -1"),
         ({"message_size": 3}, 1, "message size must be from 4 to 16384 bytes"),
         ({"message_size": 16385}, 1, "message size must be from 4 to 16384 bytes"),
+        ({"message_size": 1204}, 1,
+         r"a message of 1204 bytes does not fit one datagram of 1232 bytes \(the MTU\): at most "
+         "1203$"),
+        ({"message_size": 572, "config": client_config(mtu=600)}, 1,
+         r"a message of 572 bytes does not fit one datagram of 600 bytes \(the MTU\): at most "
+         "571$"),
         ({"echo_timeout": 0.0}, 1, "echo timeout must be > 0 seconds"),
         ({"echo_timeout": float("nan")}, 1, "echo timeout must be > 0 seconds"),
         ({}, 0, r"processes must be from 1 to the concurrency \(10\)"),
@@ -268,7 +274,10 @@ def test_a_run_that_cannot_be_done_is_refused_in_one_line(
 def test_the_edges_of_a_possible_run_are_accepted() -> None:
     check_spec(spec(concurrency=1, handshakes=1))  # one process unless told
     check_spec(spec(message_size=4, messages=0), processes=1)
-    check_spec(spec(message_size=16384, concurrency=10), processes=10)
+    check_spec(spec(message_size=1203))  # the default MTU less a record's 29 bytes
+    check_spec(spec(message_size=16384, concurrency=10, config=client_config(mtu=16384 + 29)),
+               processes=10)
+    check_spec(spec(message_size=16384, config=client_config))  # built later: not checked here
     check_spec(spec(handshakes=None, duration=0.01, concurrency=3), processes=3)
 
 
@@ -904,6 +913,39 @@ def test_the_perf_host_reaches_each_processes_configuration(
     assert isinstance(here.config, ClientConfig) and here.config.server_name == "localhost"
     assert kwargs["processes"] == 2 and not isinstance(spread.config, ClientConfig)
     assert spread.config().server_name == "localhost"
+
+
+@pytest.mark.parametrize(
+    ("flags", "largest"),
+    [((), 1203), (("--mtu", "600"), 571), (("-p", "2", "-c", "2"), 1203)],
+)
+def test_a_perf_message_size_is_checked_against_the_mtu_before_the_run(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], capsys: pytest.CaptureFixture[str],
+    flags: tuple[str, ...], largest: int,
+) -> None:
+    """The largest --size is what one record carries in one datagram of --mtu bytes (less
+    29: header, explicit nonce, tag): it runs; one byte more, or fewer than 4, is refused in
+    one line naming --size and the largest, with the status of a usage error."""
+    mtu = 600 if "--mtu" in flags else 1232
+    command = ["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-m", "1", "-q", *flags]
+    assert cli.main([*command, "--size", str(largest)]) == 0
+    assert [spec.message_size for spec, _ in stub_runs] == [largest]
+    capsys.readouterr()
+    for size in (largest + 1, 5000, 3):
+        assert cli.main([*command, "--size", str(size)]) == 2
+        assert capsys.readouterr().err == (
+            f"iotdtls: error: --size must be from 4 to {largest} bytes (what one datagram of "
+            f"--mtu {mtu} carries), got {size}\n"
+        )
+    assert len(stub_runs) == 1
+
+
+def test_the_largest_perf_message_is_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    with server_on_a_thread() as server:
+        status = perf_command(server.address[1], "-n", "1", "-c", "1", "-m", "1", "-q",
+                              "--mtu", "600", "--size", "571", "--json")
+    assert status == 0
+    assert json.loads(capsys.readouterr().out)["messages"]["echoed"] == 1
 
 
 def test_the_perf_progress_lines_are_flushed_at_once(

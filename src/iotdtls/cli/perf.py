@@ -12,10 +12,10 @@ import sys
 import time
 from typing import Any
 
-from iotdtls.cli.common import add_common_flags, add_loop_flag, parse_hostport
+from iotdtls.cli.common import UsageError, add_common_flags, add_loop_flag, parse_hostport
 from iotdtls.cli.credentials import add_client_credentials, client_config
 from iotdtls.config import ClientConfig
-from iotdtls.perf import LoadProgress, LoadSpec, run_load
+from iotdtls.perf import MIN_MESSAGE_SIZE, LoadProgress, LoadSpec, largest_message, run_load
 
 __all__ = ["register"]
 
@@ -79,6 +79,12 @@ def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
 def run_perf(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
     config = client_config_of(args, host)  # bad flags end here, in one line
+    largest = largest_message(config.mtu)
+    if not MIN_MESSAGE_SIZE <= args.size <= largest:
+        raise UsageError(
+            f"--size must be from {MIN_MESSAGE_SIZE} to {largest} bytes (what one datagram "
+            f"of --mtu {config.mtu} carries), got {args.size}"
+        )
     source = functools.partial(client_config_of, args, host) if args.processes > 1 else config
     duration = args.duration
     if duration is None and args.handshakes is None:

@@ -28,20 +28,37 @@ from typing import Any
 
 from iotdtls import loop
 from iotdtls._children import Child, ignore_sigint, reap, spawn
+from iotdtls.config import ClientConfig
+from iotdtls.crypto.aead import CCM8_OVERHEAD
 from iotdtls.errors import ConfigError
 from iotdtls.perf.engine import PROGRESS_INTERVAL, LoadSpec, ProgressCallback, run_engine
 from iotdtls.perf.result import LoadProgress, LoadResult
+from iotdtls.record import RECORD_HEADER_LEN
 
-__all__ = ["LoadProgress", "LoadResult", "LoadSpec", "check_spec", "run_load"]
+__all__ = [
+    "MIN_MESSAGE_SIZE", "LoadProgress", "LoadResult", "LoadSpec", "check_spec",
+    "largest_message", "run_load",
+]
 
 #: File descriptors a generator process needs beside one socket per association.
 SPARE_FILES = 64
-MAX_MESSAGE_SIZE = 16384
+#: A message carries its number in its first 4 bytes.
+MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 4, 16384
+#: What a record adds to the message it carries under the profile's suites (both
+#: AES-128-CCM-8, RFC 6655 §3): the record header, the explicit nonce and the tag.
+RECORD_OVERHEAD = RECORD_HEADER_LEN + CCM8_OVERHEAD
 _PROGRESS, _RESULT, _FAILED, _STOP = "progress", "result", "failed", "stop"
 
 
+def largest_message(mtu: int) -> int:
+    """The largest message one record in one datagram of `mtu` bytes carries (a record never
+    spans datagrams, RFC 6347 §4.1.1), and at most `MAX_MESSAGE_SIZE` (2^14)."""
+    return min(mtu - RECORD_OVERHEAD, MAX_MESSAGE_SIZE)
+
+
 def check_spec(spec: LoadSpec, processes: int = 1) -> None:
-    """Raise `ConfigError` (one line) for a run that cannot be done."""
+    """Raise `ConfigError` (one line) for a run that cannot be done (a message size is checked
+    against the MTU when `spec.config` is a configuration, not a function building one)."""
     if spec.concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {spec.concurrency}")
     if (spec.duration is None) == (spec.handshakes is None):
@@ -52,8 +69,17 @@ def check_spec(spec: LoadSpec, processes: int = 1) -> None:
         raise ConfigError(f"handshakes must be at least 1, got {spec.handshakes}")
     if spec.messages < 0:
         raise ConfigError(f"messages must be 0 or more, got {spec.messages}")
-    if not 4 <= spec.message_size <= MAX_MESSAGE_SIZE:
-        raise ConfigError(f"message size must be from 4 to {MAX_MESSAGE_SIZE} bytes")
+    if not MIN_MESSAGE_SIZE <= spec.message_size <= MAX_MESSAGE_SIZE:
+        raise ConfigError(
+            f"message size must be from {MIN_MESSAGE_SIZE} to {MAX_MESSAGE_SIZE} bytes"
+        )
+    if isinstance(spec.config, ClientConfig):
+        largest = largest_message(spec.config.mtu)
+        if spec.message_size > largest:
+            raise ConfigError(
+                f"a message of {spec.message_size} bytes does not fit one datagram of "
+                f"{spec.config.mtu} bytes (the MTU): at most {largest}"
+            )
     if not spec.echo_timeout > 0:
         raise ConfigError("echo timeout must be > 0 seconds")
     if not 1 <= processes <= spec.concurrency:
