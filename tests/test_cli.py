@@ -181,6 +181,18 @@ def test_cli_line_too_long_for_the_mtu_is_refused_and_the_rest_goes_on() -> None
                             "datagram: at most 99 bytes fit the MTU of 128 bytes"), warning
 
 
+def test_cli_client_with_stdout_closed_says_so_in_one_line() -> None:
+    port = free_udp_port()
+    closed_stdout = ["sh", "-c", 'exec "$@" >&-', "sh", *CLI]
+    with cli_server(port, *CREDENTIALS):
+        done = subprocess.run(
+            [*closed_stdout, "client", f"{LOCALHOST}:{port}", *CREDENTIALS], input=b"hi\n",
+            stderr=subprocess.PIPE, timeout=20, check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr == b"iotdtls: cannot print: stdout is closed\n"
+
+
 @pytest.mark.req("CFG-1")
 def test_cli_psk_file_and_no_cookie(tmp_path: Path) -> None:
     psk_file = tmp_path / "psk.txt"

@@ -154,6 +154,15 @@ def test_get_prints_the_code_on_stderr_and_the_payload_on_stdout(
     assert coap(capsys, "get", server.uri("recorder"), *CREDENTIALS) == (0, "", "2.05 Content\n")
 
 
+def test_a_payload_with_stdout_closed_is_one_line_and_status_1(
+    server: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Started with stdout closed (`>&-`: sys.stdout is None): no traceback."""
+    monkeypatch.setattr(sys, "stdout", None)
+    status, _out, err = coap(capsys, "get", server.uri("hello"), *CREDENTIALS)
+    assert (status, err) == (1, "2.05 Content\niotdtls: cannot print: stdout is closed\n")
+
+
 def test_an_error_response_exits_1_with_its_code(
     server: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -248,6 +248,15 @@ def test_the_client_sends_each_line_and_prints_each_reply(
     assert out == b"first\nsecond\n"
 
 
+def test_replies_with_stdout_closed_end_the_talk_with_an_os_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Started with stdout closed (`>&-`: sys.stdout is None): the command's one line."""
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(OSError, match=r"^cannot print: stdout is closed$"):
+        talk([b"one\n"], client_config())
+
+
 def test_a_line_too_long_for_the_mtu_is_skipped_with_a_warning(
     capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture,
 ) -> None:

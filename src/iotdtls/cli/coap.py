@@ -22,6 +22,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     parse_hostport,
+    stdout_buffer,
     stop_on_signals,
 )
 from iotdtls.cli.credentials import (
@@ -197,10 +198,11 @@ def _print(message: Message, code: bool) -> None:
     if code:
         print(message.code, file=sys.stderr, flush=True)
     if message.payload:
-        sys.stdout.buffer.write(message.payload)
+        out = stdout_buffer()
+        out.write(message.payload)
         if not message.payload.endswith(b"\n"):
-            sys.stdout.buffer.write(b"\n")
-        sys.stdout.buffer.flush()
+            out.write(b"\n")
+        out.flush()
 
 
 def _failed(problem: object) -> int:

@@ -1,5 +1,5 @@
 """What every `iotdtls` subcommand shares: the one-line usage error, HOST:PORT and hex parsing,
-the common flags and the stderr logging set-up."""
+the common flags, stdout for bytes and the stderr logging set-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import signal
 import string
 import sys
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from iotdtls.config import DEFAULT_MTU
 from iotdtls.loop import LOOP_CHOICES
@@ -22,6 +22,7 @@ __all__ = [
     "hex_bytes",
     "parse_hostport",
     "setup_logging",
+    "stdout_buffer",
     "stop_on_signals",
 ]
 
@@ -86,6 +87,14 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
         "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
+
+
+def stdout_buffer() -> BinaryIO:
+    """stdout for bytes; an `OSError` (the command's one line, status 1) when the command was
+    started with stdout closed, as a full disk or a closed pipe would give."""
+    if sys.stdout is None:
+        raise OSError("cannot print: stdout is closed")
+    return sys.stdout.buffer
 
 
 def add_loop_flag(p: argparse.ArgumentParser) -> None:

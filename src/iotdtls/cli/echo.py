@@ -26,6 +26,7 @@ from iotdtls.cli.common import (
     add_loop_flag,
     parse_hostport,
     setup_logging,
+    stdout_buffer,
     stop_on_signals,
 )
 from iotdtls.cli.credentials import (
@@ -320,8 +321,9 @@ class StdinLines:
 async def _print_replies(conn: aio.ClientConnection) -> None:
     """Each datagram on its own line until the association ends; raises what ended it."""
     while (data := await conn.recv()) is not None:
-        sys.stdout.buffer.write(data + b"\n")
-        sys.stdout.buffer.flush()
+        out = stdout_buffer()
+        out.write(data + b"\n")
+        out.flush()
 
 
 async def _talk(
