@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -228,6 +229,8 @@ def test_cli_keylog_and_verbose_logs_without_secrets(tmp_path: Path) -> None:
         assert stop_with(server, signal.SIGTERM) == 0
     lines = client_log.read_text().splitlines()
     assert len(lines) == 1 and KEYLOG_LINE.match(lines[0]), lines
+    for log in (client_log, server_log):  # master secrets: for our eyes only
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
     assert server_log.read_text().splitlines() == lines
     master = lines[0].split()[2]
     for text in (server.output, done.stderr, done.stdout):

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli import _parser, main
+from iotdtls.cli import _parser, coap, echo, main, perf
 from iotdtls.cli.common import (
     UsageError,
     hex_bytes,
@@ -374,6 +375,52 @@ def test_mtu_must_be_a_number(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parsed("server", "--mtu", "big")
     assert "--mtu: invalid int value: 'big'" in capsys.readouterr().err
+
+
+#: Every command with --keylog, with the flags it needs besides.
+KEYLOG_COMMANDS = [
+    ["client", "127.0.0.1:9", *PSK],
+    ["server", *PSK],
+    ["perf", "127.0.0.1:9", *PSK],
+    ["coap", "get", "coaps://127.0.0.1/x", *PSK],
+    ["coap", "serve", *PSK],
+]
+
+
+@pytest.mark.parametrize("command", KEYLOG_COMMANDS, ids=lambda argv: " ".join(argv[:2]))
+def test_a_keylog_that_cannot_be_written_is_refused_before_any_handshake(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    command: list[str],
+) -> None:
+    for module, run in [(echo, "run_client"), (echo, "run_server"), (perf, "run_perf"),
+                        (coap, "run_request"), (coap, "run_serve")]:
+        monkeypatch.setattr(module, run, lambda args: 0)  # never reached
+    for path, problem in [
+        (tmp_path / "missing" / "k.log", "No such file or directory"),
+        (tmp_path, "Is a directory"),
+    ]:
+        message = refused(capsys, *command, "--keylog", str(path))
+        assert message == f"cannot write --keylog {path}: {problem}"
+
+
+@pytest.mark.req("SEC-1")
+def test_a_new_keylog_is_private_and_an_existing_one_keeps_its_mode_and_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The key log holds master secrets: made 0600 before the library appends to it."""
+    monkeypatch.setattr(echo, "run_client", lambda args: 0)
+    new, kept = tmp_path / "new.log", tmp_path / "kept.log"
+    kept.write_text("CLIENT_RANDOM earlier line\n")
+    kept.chmod(0o640)
+    umask = os.umask(0o022)
+    try:
+        for path in (new, kept):
+            assert main(["client", "127.0.0.1:9", *PSK, "--keylog", str(path)]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600 and new.read_text() == ""
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    assert kept.read_text() == "CLIENT_RANDOM earlier line\n"
 
 
 LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")

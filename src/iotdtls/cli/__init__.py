@@ -3,9 +3,10 @@
 
 Each subcommand lives in a module of this package with a `register(subparsers)` function that
 adds its parser and sets `run` (the function taking the parsed arguments and returning the exit
-status) and `server_logging`. This module parses, sets up logging and turns the errors a user
-can cause into one line and an exit status: 2 for usage and configuration, 1 for a failed
-association, a datagram the association cannot carry or a socket error, 130 for Ctrl-C.
+status) and `server_logging`. This module parses, sets up logging, prepares the --keylog file
+of the commands that have one, and turns the errors a user can cause into one line and an exit
+status: 2 for usage and configuration, 1 for a failed association, a datagram the association
+cannot carry or a socket error, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import sys
 from collections.abc import Sequence
 
 from iotdtls.cli import coap, echo, keygen, perf
-from iotdtls.cli.common import Parser, UsageError, parse_hostport, setup_logging
+from iotdtls.cli.common import (
+    Parser,
+    UsageError,
+    parse_hostport,
+    prepare_keylog,
+    setup_logging,
+)
 from iotdtls.demo import run_demo
 from iotdtls.errors import ConfigError, DtlsError, LocalProtocolError
 
@@ -40,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server_logging is not None:
         setup_logging(args.verbose, server=args.server_logging)
     try:
+        if getattr(args, "keylog", None) is not None:  # the commands that run associations
+            prepare_keylog(args.keylog)
         status: int = args.run(args)
         return status
     except (UsageError, ConfigError) as exc:

@@ -1,11 +1,13 @@
 """What every `iotdtls` subcommand shares: the one-line usage error, HOST:PORT and hex parsing,
-the common flags, stdout for bytes and the stderr logging set-up."""
+the common flags (the --keylog file made private before any handshake), stdout for bytes
+and the stderr logging set-up."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import string
 import sys
@@ -21,6 +23,7 @@ __all__ = [
     "add_loop_flag",
     "hex_bytes",
     "parse_hostport",
+    "prepare_keylog",
     "setup_logging",
     "stdout_buffer",
     "stop_on_signals",
@@ -87,6 +90,17 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
         "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
+
+
+def prepare_keylog(path: str) -> None:
+    """--keylog FILE, before any handshake: the file must take appended lines, and a missing
+    one is created with mode 0600, as it will hold every association's master secret (an
+    existing file keeps its mode). A `UsageError` naming the flag and the file otherwise."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot write --keylog {path}: {exc.strerror or exc}") from None
+    os.close(fd)
 
 
 def stdout_buffer() -> BinaryIO:
