@@ -353,6 +353,38 @@ def test_client_chain_cache_flag_reaches_the_conversation(
     assert isinstance(cache, ChainCache)
 
 
+@pytest.mark.req("RES-1")
+def test_a_session_file_that_cannot_be_written_is_refused_before_connecting(
+    talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found only after the handshake, it cost the handshake and stdin's data; a file that is
+    missing is fine (made after the handshake), so is one that holds garbage (a warning)."""
+    a_file = tmp_path / "a file"
+    a_file.write_bytes(b"not a directory")
+    for path, problem in [
+        (tmp_path / "missing" / "s.bin", "No such file or directory"),
+        (tmp_path, "Is a directory"),
+        (a_file / "s.bin", "Not a directory"),
+    ]:
+        status = main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+                       "--session-file", str(path)])
+        assert (status, capsys.readouterr().err, talks) == (
+            2, f"iotdtls: error: cannot write --session-file {path}: {problem}\n", [])
+    assert sorted(tmp_path.iterdir()) == [a_file]  # the trial file in the directory is gone
+    for path in (tmp_path / "new", a_file):
+        assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+                     "--session-file", str(path)]) == 0
+    assert len(talks) == 2
+
+
+def test_a_session_that_cannot_be_saved_names_the_file(tmp_path: Path) -> None:
+    file = echo.SessionFile(str(tmp_path / "gone" / "session"))
+    with pytest.raises(OSError) as caught:
+        file.save(a_session())
+    assert caught.value.strerror == (  # the command's one line
+        f"cannot write --session-file {file.path}: No such file or directory")
+
+
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_server_flags_reach_one_process_or_the_workers(
     monkeypatch: pytest.MonkeyPatch, loop_choice: str

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import functools
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,8 @@ def run_client(args: argparse.Namespace) -> int:
         **_heartbeat_settings(args),
     )
     session_file = None if args.session_file is None else SessionFile(args.session_file)
+    if session_file is not None:
+        session_file.check()
     asyncio.run(_talk(config, host, port, chain_cache(args), session_file))
     return 0
 
@@ -383,6 +387,19 @@ class SessionFile:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
+    def check(self) -> None:
+        """Before connecting: the session can be saved after the handshake, i.e. the path is
+        not a directory and a file can be made in its directory (the file itself may be
+        missing). A `UsageError` naming the flag and the file otherwise."""
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            fd, trial = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise UsageError(self._cannot_write(exc)) from None
+        os.close(fd)
+        os.unlink(trial)
+
     def load(self) -> SessionState | None:
         try:
             return SessionState.from_bytes(self.path.read_bytes())
@@ -396,7 +413,13 @@ class SessionFile:
         if session is None:
             self.discard()
         else:
-            write_atomically(self.path, session.to_bytes(), mode=0o600)
+            try:
+                write_atomically(self.path, session.to_bytes(), mode=0o600)
+            except OSError as exc:
+                raise OSError(exc.errno, self._cannot_write(exc)) from None
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def _cannot_write(self, exc: OSError) -> str:
+        return f"cannot write --session-file {self.path}: {exc.strerror or exc}"
