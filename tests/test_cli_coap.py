@@ -297,10 +297,6 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["get", "coaps://127.0.0.1/x", "--timeout", "0", *CREDENTIALS],
-         "--timeout must be > 0 seconds"),
-        (["get", "coaps://127.0.0.1/x", "--timeout", "-1", *CREDENTIALS],
-         "--timeout must be > 0 seconds"),
         (["get", "coaps:///x", *CREDENTIALS],
          "expected a coaps://HOST[:PORT]/PATH URI, got 'coaps:///x'"),
         (["get", "https://127.0.0.1/x", *CREDENTIALS],

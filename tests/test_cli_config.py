@@ -13,6 +13,7 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,12 @@ def server_args(*flags: str) -> argparse.Namespace:
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """Run the command line on `argv`, which must be refused with exit status 2 before any
-    socket; return its one line on stderr (without the `iotdtls: error: ` prefix)."""
-    status = main(list(argv))
+    socket (by argparse, or by the command); return its one line on stderr (without the
+    `iotdtls: error: ` prefix)."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exited:
+        status = exited.code
     out, err = capsys.readouterr()
     assert status == 2 and out == "", (status, out, err)
     lines = err.splitlines()
@@ -149,7 +154,8 @@ def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> No
         (["--peer-rpk", "/nonexistent/server.pem"],
          "cannot read --peer-rpk /nonexistent/server.pem: No such file or directory"),
         (["--psk-identity", "dev1", "--psk", ""], "--psk is empty"),
-        (["--retries", "-1", *PSK], "--retries must be 0 or more, got -1"),
+        (["--retries", "-1", *PSK],
+         "argument --retries: must be a whole number >= 0, got '-1' (see --help)"),
     ],
 )
 def test_client_flag_mistakes_are_one_line(
@@ -371,10 +377,105 @@ def test_the_loop_flag(command: list[str], capsys: pytest.CaptureFixture[str]) -
     assert "invalid choice: 'trio'" in capsys.readouterr().err
 
 
-def test_mtu_must_be_a_number(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        parsed("server", "--mtu", "big")
-    assert "--mtu: invalid int value: 'big'" in capsys.readouterr().err
+#: Every number flag (perf's own aside) with a value out of its range, and the message naming it.
+NUMBER_MISTAKES = [
+    (["server", *PSK, "--heartbeat", "0"],
+     "--heartbeat: must be a number of seconds >= 1, got '0'"),
+    (["client", "h:1", *PSK, "--heartbeat", "0.5"],
+     "--heartbeat: must be a number of seconds >= 1, got '0.5'"),
+    (["client", "h:1", *PSK, "--timeout", "0"],
+     "--timeout: must be a number of seconds > 0, got '0'"),
+    (["client", "h:1", *PSK, "--timeout", "nan"],
+     "--timeout: must be a number of seconds > 0, got 'nan'"),
+    (["client", "h:1", *PSK, "--timeout", "soon"],
+     "--timeout: must be a number of seconds > 0, got 'soon'"),
+    (["client", "h:1", *PSK, "--retries", "-1"],
+     "--retries: must be a whole number >= 0, got '-1'"),
+    (["server", *PSK, "--idle-timeout", "0"],
+     "--idle-timeout: must be a number of seconds > 0, got '0'"),
+    (["server", *PSK, "--idle-timeout", "inf"],
+     "--idle-timeout: must be a number of seconds > 0, got 'inf'"),
+    (["server", *PSK, "--max-handshakes", "0"],
+     "--max-handshakes: must be a whole number >= 1, got '0'"),
+    (["server", *PSK, "--max-connections", "0"],
+     "--max-connections: must be a whole number >= 1, got '0'"),
+    (["server", *PSK, "--workers", "0"],
+     "--workers: must be a whole number from 1 to 256, got '0'"),
+    (["server", *PSK, "--workers", "1.5"],
+     "--workers: must be a whole number from 1 to 256, got '1.5'"),
+    (["server", *PSK, "--mtu", "big"],
+     "--mtu: must be a whole number from 128 to 65507, got 'big'"),
+    (["client", "h:1", *PSK, "--mtu", "127"],
+     "--mtu: must be a whole number from 128 to 65507, got '127'"),
+    (["perf", "h:1", *PSK, "--mtu", "65508"],
+     "--mtu: must be a whole number from 128 to 65507, got '65508'"),
+    (["keygen", "psk", "--bytes", "0"], "--bytes: must be a whole number from 1 to 256, got '0'"),
+    (["coap", "get", "coaps://h/x", *PSK, "--timeout", "-1"],
+     "--timeout: must be a number of seconds > 0, got '-1'"),
+    (["coap", "get", "coaps://h/x", *PSK, "--observe", "--duration", "0"],
+     "--duration: must be a number of seconds > 0, got '0'"),
+    (["coap", "serve", *PSK, "--mtu", "0"],
+     "--mtu: must be a whole number from 128 to 65507, got '0'"),
+]
+
+
+@pytest.mark.usefixtures("no_runs")
+@pytest.mark.parametrize(
+    ("argv", "message"), NUMBER_MISTAKES, ids=[" ".join(argv[-2:]) for argv, _ in NUMBER_MISTAKES]
+)
+def test_number_flags_are_checked_when_parsed_and_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """The flag the user typed, not the configuration field it becomes."""
+    assert refused(capsys, *argv) == f"argument {message} (see --help)"
+
+
+def parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """`parser` and those of its subcommands, each with its command path."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from parsers(sub, (*path, name))
+
+
+def test_every_number_flag_has_a_checked_type() -> None:
+    """A flag added with a bare type=int or float would be checked (if at all) by the
+    configuration, in its words: every number flag takes its bounds from `whole_number` or
+    `seconds`. (perf's own flags are iotdtls.cli.perf's and checked by its run.)"""
+    bare = [
+        (" ".join(path), action.dest)
+        for path, parser in parsers(_parser())
+        if path[:1] != ("perf",)
+        for action in parser._actions
+        if action.type in (int, float) and action.choices is None
+    ]
+    assert bare == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "handshakes", "connections"),
+    [
+        ([], ServerConfig.max_handshakes, ServerConfig.max_connections),
+        (["--max-connections", "10"], 10, 10),  # the default lowered to fit
+        (["--max-connections", "10", "--max-handshakes", "4"], 4, 10),
+        (["--max-handshakes", "1000"], 1000, ServerConfig.max_connections),
+    ],
+)
+def test_max_handshakes_fits_max_connections(
+    flags: list[str], handshakes: int, connections: int
+) -> None:
+    config = server_config_of(server_args(*PSK, *flags))
+    assert (config.max_handshakes, config.max_connections) == (handshakes, connections)
+
+
+def test_more_handshakes_than_connections_is_refused_naming_both_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message = refused(capsys, "server", *PSK, "--max-connections", "10", "--max-handshakes", "11")
+    assert message == "--max-handshakes (11) cannot exceed --max-connections (10)"
 
 
 #: Every command with --keylog, with the flags it needs besides.
@@ -387,14 +488,19 @@ KEYLOG_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("command", KEYLOG_COMMANDS, ids=lambda argv: " ".join(argv[:2]))
-def test_a_keylog_that_cannot_be_written_is_refused_before_any_handshake(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-    command: list[str],
-) -> None:
+@pytest.fixture
+def no_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands that open sockets do nothing: a command line not refused returns 0."""
     for module, run in [(echo, "run_client"), (echo, "run_server"), (perf, "run_perf"),
                         (coap, "run_request"), (coap, "run_serve")]:
-        monkeypatch.setattr(module, run, lambda args: 0)  # never reached
+        monkeypatch.setattr(module, run, lambda args: 0)
+
+
+@pytest.mark.usefixtures("no_runs")
+@pytest.mark.parametrize("command", KEYLOG_COMMANDS, ids=lambda argv: " ".join(argv[:2]))
+def test_a_keylog_that_cannot_be_written_is_refused_before_any_handshake(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
     for path, problem in [
         (tmp_path / "missing" / "k.log", "No such file or directory"),
         (tmp_path, "Is a directory"),

@@ -22,6 +22,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     parse_hostport,
+    seconds,
     stdout_buffer,
     stop_on_signals,
 )
@@ -63,12 +64,12 @@ def register(sub: Any) -> None:
         if method == "get":
             p.add_argument("--observe", action="store_true", help="print every notification")
             p.add_argument(
-                "--duration", type=float, metavar="S", help="with --observe: stop after S s"
+                "--duration", type=seconds(), metavar="S", help="with --observe: stop after S s"
             )
         add_client_credentials(p)
         p.add_argument(
             "--timeout",
-            type=float,
+            type=seconds(),
             default=30.0,
             metavar="S",
             help="deadline of the handshake, and of the response after it",
@@ -96,8 +97,6 @@ def run_request(args: argparse.Namespace) -> int:
     scheme = urlsplit(args.uri).scheme
     if scheme not in ("coap", "coaps") or not urlsplit(args.uri).hostname:
         raise UsageError(f"expected a coaps://HOST[:PORT]/PATH URI, got {args.uri!r}")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be > 0 seconds")
     config = None
     if scheme == "coaps":
         config = client_config(

@@ -1,19 +1,21 @@
 """What every `iotdtls` subcommand shares: the one-line usage error, HOST:PORT and hex parsing,
-the common flags (the --keylog file made private before any handshake), stdout for bytes
-and the stderr logging set-up."""
+the number flags' checked types, the common flags (the --keylog file made private before any
+handshake), stdout for bytes and the stderr logging set-up."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import string
 import sys
+from collections.abc import Callable
 from typing import BinaryIO, NoReturn
 
-from iotdtls.config import DEFAULT_MTU
+from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU
 from iotdtls.loop import LOOP_CHOICES
 
 __all__ = [
@@ -24,9 +26,11 @@ __all__ = [
     "hex_bytes",
     "parse_hostport",
     "prepare_keylog",
+    "seconds",
     "setup_logging",
     "stdout_buffer",
     "stop_on_signals",
+    "whole_number",
 ]
 
 DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
@@ -56,6 +60,43 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     return host, int(port)
 
 
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: a whole number from `minimum` (to `maximum`). argparse names the
+    flag in the one-line error: "argument --workers: must be a whole number from 1 to 256,
+    got '0'"."""
+    bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+def seconds(minimum: float = 0.0, *, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse `type`: a finite number of seconds above `minimum` (at least `minimum` when
+    `inclusive`), refused like `whole_number`'s: "argument --timeout: must be a number of
+    seconds > 0, got '0'"."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        in_range = value >= minimum if inclusive else value > minimum
+        if not (math.isfinite(value) and in_range):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def hex_bytes(name: str, text: str, *, secret: bool = False) -> bytes:
     """Non-empty hexadecimal bytes, or a one-line `UsageError` naming the flag. The message
     quotes a wrong value, except a `secret` one (a key mistyped by one digit is nearly the
@@ -83,7 +124,7 @@ def _hex_problem(text: str) -> str:
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """--mtu, --keylog and -v, for every command that runs associations."""
     p.add_argument(
-        "--mtu", type=int, default=DEFAULT_MTU,
+        "--mtu", type=whole_number(MIN_MTU, MAX_MTU), default=DEFAULT_MTU,
         help=f"largest datagram to send, in bytes (default {DEFAULT_MTU})",
     )
     p.add_argument(

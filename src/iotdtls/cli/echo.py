@@ -27,9 +27,11 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     parse_hostport,
+    seconds,
     setup_logging,
     stdout_buffer,
     stop_on_signals,
+    whole_number,
 )
 from iotdtls.cli.credentials import (
     add_client_credentials,
@@ -41,6 +43,7 @@ from iotdtls.cli.credentials import (
 from iotdtls.config import (
     DEFAULT_IDLE_TIMEOUT,
     MAX_FRAGMENT_LENGTHS,
+    MIN_KEEPALIVE_INTERVAL,
     ClientConfig,
     RetryPolicy,
     ServerConfig,
@@ -71,17 +74,18 @@ def register(sub: Any) -> None:
     )
     srv.add_argument(
         "--workers",
-        type=int,
+        type=whole_number(1, workers.MAX_WORKERS),
         default=1,
         metavar="N",
         help="N processes on the port (SO_REUSEPORT), one cookie secret (default 1)",
     )
     srv.add_argument(
-        "--max-handshakes", type=int, default=ServerConfig.max_handshakes, metavar="N",
+        "--max-handshakes", type=whole_number(1), metavar="N",
         help="half-open handshakes kept at once, per worker (the oldest is dropped when full)",
     )
     srv.add_argument(
-        "--max-connections", type=int, default=ServerConfig.max_connections, metavar="N",
+        "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
+        metavar="N",
         help="associations kept at once, per worker (the idlest makes room when full)",
     )
     srv.add_argument(
@@ -92,7 +96,7 @@ def register(sub: Any) -> None:
     _add_heartbeat_flag(srv)
     srv.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds(),
         default=DEFAULT_IDLE_TIMEOUT,
         metavar="S",
         help=f"close associations idle for S seconds (default {DEFAULT_IDLE_TIMEOUT:g})",
@@ -103,10 +107,12 @@ def register(sub: Any) -> None:
     cli = sub.add_parser("client", help="send each stdin line as one datagram, print replies")
     cli.add_argument("address", metavar="HOST:PORT", help="the server ([V6]:PORT for IPv6)")
     add_client_credentials(cli)
-    cli.add_argument("--timeout", type=float, default=30.0, metavar="S", help="handshake deadline")
+    cli.add_argument(
+        "--timeout", type=seconds(), default=30.0, metavar="S", help="handshake deadline"
+    )
     cli.add_argument(
         "--retries",
-        type=int,
+        type=whole_number(0),
         default=0,
         metavar="N",
         help="after a failed handshake, try N more times with back-off",
@@ -132,7 +138,7 @@ def register(sub: Any) -> None:
 def _add_heartbeat_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--heartbeat",
-        type=float,
+        type=seconds(MIN_KEEPALIVE_INTERVAL, inclusive=True),
         metavar="SECONDS",
         help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; a peer "
         "that stops answering ends its association",
@@ -166,11 +172,25 @@ def server_config_of(args: argparse.Namespace) -> ServerConfig:
         cookie_exchange=not args.no_cookie,
         mtu=args.mtu,
         keylog_file=args.keylog,
-        max_handshakes=args.max_handshakes,
+        max_handshakes=_max_handshakes(args),
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         **_heartbeat_settings(args),
     )
+
+
+def _max_handshakes(args: argparse.Namespace) -> int:
+    """--max-handshakes, at most --max-connections; by default the library's, lowered to a
+    smaller --max-connections."""
+    connections: int = args.max_connections
+    handshakes: int | None = args.max_handshakes
+    if handshakes is None:
+        return min(ServerConfig.max_handshakes, connections)
+    if handshakes > connections:
+        raise UsageError(
+            f"--max-handshakes ({handshakes}) cannot exceed --max-connections ({connections})"
+        )
+    return handshakes
 
 
 def server_logging(verbose: bool, quiet: bool) -> None:
@@ -183,8 +203,6 @@ def server_logging(verbose: bool, quiet: bool) -> None:
 
 def run_client(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
-    if args.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
     config = client_config(
         args,
         host,

@@ -17,7 +17,7 @@ import base64
 from typing import Any, Final
 
 from iotdtls._files import write_atomically
-from iotdtls.cli.common import UsageError
+from iotdtls.cli.common import UsageError, whole_number
 from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
 
@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
     psk = kinds.add_parser("psk", help="print a random pre-shared key in hex")
     psk.add_argument(
         "--bytes",
-        type=int,
+        type=whole_number(1, MAX_PSK_BYTES),
         default=DEFAULT_PSK_BYTES,
         metavar="N",
         help=f"key length in bytes (default {DEFAULT_PSK_BYTES})",
@@ -71,8 +71,6 @@ def run_spki(args: argparse.Namespace) -> int:
 
 
 def run_psk(args: argparse.Namespace) -> int:
-    if not 1 <= args.bytes <= MAX_PSK_BYTES:
-        raise UsageError(f"--bytes must be from 1 to {MAX_PSK_BYTES}, got {args.bytes}")
     print(random_bytes(args.bytes).hex())
     return 0
 
