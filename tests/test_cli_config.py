@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import _parser, coap, echo, main, perf
@@ -268,6 +269,82 @@ def test_server_flag_mistakes_are_one_line(
     capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
     assert refused(capsys, "server", *flags) == message
+
+
+@pytest.mark.parametrize("text", ["", "# no keys yet\n\n"])
+def test_a_psk_file_without_keys_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str
+) -> None:
+    """Not 'give credentials: ... or --psk-file FILE' when a file was given."""
+    path = tmp_path / "keys.psk"
+    path.write_text(text)
+    message = refused(capsys, "server", "--psk-file", str(path))
+    assert message == f"--psk-file {path} holds no keys (lines identity:HEXKEY)"
+
+
+def encrypted_key(pki: Pki, encoding: serialization.Encoding) -> bytes:
+    """The test server key encrypted with a password (PKCS#8)."""
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), None)
+    return key.private_bytes(encoding, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(b"secret"))
+
+
+ENCRYPTED_ENCODINGS = {
+    "encrypted pem": serialization.Encoding.PEM,
+    "encrypted der": serialization.Encoding.DER,  # no ENCRYPTED header to see
+}
+GARBAGE = b"garbage\n"
+UNREADABLE_KEY = "not a readable private key (ValueError)"
+ENCRYPTED = "encrypted keys are not supported: decrypt it first (openssl pkey -in {} -out KEY.pem)"
+NO_SPKI = "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
+NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
+
+
+@pytest.mark.parametrize(
+    ("flags", "flag", "content", "problem"),
+    [
+        (["client", "h:1", "--peer-rpk-sha256", "00" * 32], "--rpk-key", GARBAGE, UNREADABLE_KEY),
+        (["server"], "--rpk-key", "encrypted pem", ENCRYPTED),
+        (["server"], "--rpk-key", "encrypted der", ENCRYPTED),
+        (["server", "--cert", "{server_crt}"], "--key", GARBAGE, UNREADABLE_KEY),
+        (["client", "h:1", "--cafile", "{ca_crt}", "--cert", "{client_crt}"], "--key",
+         "encrypted pem", ENCRYPTED),
+        (["keygen", "spki"], "--key", GARBAGE, UNREADABLE_KEY),
+        (["keygen", "spki"], "--key", "encrypted der", ENCRYPTED),
+        (["server", "--rpk-key", "{server_key}"], "--rpk-allow", GARBAGE, NO_SPKI),
+        (["client", "h:1"], "--peer-rpk", "{server_key}",
+         "a public key PEM must hold exactly one PUBLIC KEY block"),
+        (["client", "h:1"], "--cafile", GARBAGE, NO_CERTIFICATE),
+        (["server", "--key", "{server_key}"], "--cert", GARBAGE, NO_CERTIFICATE),
+        (["server", "--cert", "{server_crt}", "--key", "{server_key}"], "--client-cafile",
+         GARBAGE, NO_CERTIFICATE),
+    ],
+    ids=lambda value: value if isinstance(value, str) and value.startswith("--") else "",
+)
+def test_a_key_or_certificate_file_that_cannot_be_used_is_named_with_its_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, pki: Pki,
+    flags: list[str], flag: str, content: bytes | str, problem: str,
+) -> None:
+    files = {name: str(getattr(pki, name)) for name in ("ca_crt", "server_crt", "server_key",
+                                                         "client_crt")}
+    path = tmp_path / "file.pem"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content in ENCRYPTED_ENCODINGS:
+        path.write_bytes(encrypted_key(pki, ENCRYPTED_ENCODINGS[content]))
+    else:
+        path = Path(content.format(**files))
+    argv = [arg.format(**files) for arg in flags]
+    message = refused(capsys, *argv, flag, str(path))
+    assert message == f"{flag} {path}: {problem.format(path)}"
+
+
+def test_a_certificate_with_another_key_names_both_files(
+    capsys: pytest.CaptureFixture[str], pki: Pki
+) -> None:
+    message = refused(capsys, "server", "--cert", str(pki.server_crt), "--key", str(pki.client_key))
+    assert message == (f"--cert {pki.server_crt} with --key {pki.client_key}: the private key "
+                       "does not belong to the leaf certificate")
 
 
 def test_psk_file_format(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ SPKI.pem` / `--rpk-allow-sha256 HEX` (client keys, which then are required), `--
 --key FILE` with `--client-cafile FILE` (client certificates, which then are required).
 Both: `--allow-no-ems` to reach peers without the extended master secret (RFC 7627; RES-3:
 such a session is never resumed, and the log line of its handshake says so).
+
+A key or certificate file that cannot be used is refused in one line naming its flag and file.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from typing import Any
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import UsageError, hex_bytes
 from iotdtls.config import ClientConfig, ServerConfig
-from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file
+from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
+from iotdtls.crypto.x509 import load_certificates
+from iotdtls.errors import ConfigError
 
 __all__ = [
     "add_client_credentials",
     "add_server_credentials",
     "chain_cache",
     "client_config",
+    "load_private_key",
     "read_psk_file",
     "server_config",
 ]
@@ -59,9 +64,41 @@ def _read(path: str, flag: str) -> bytes:
         raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from None
 
 
+def load_private_key(path: str, flag: str) -> PrivateKey:
+    """The private key in file `path`, given as `flag`; a `UsageError` naming both when the
+    file cannot be read or holds no usable key (encrypted keys are not supported)."""
+    data = _read(path, flag)
+    try:
+        return PrivateKey.from_pem(data)
+    except ConfigError as exc:
+        # cryptography refuses an encrypted key without its password with a TypeError.
+        if b"ENCRYPTED" in data or isinstance(exc.__context__, TypeError):
+            raise UsageError(
+                f"{flag} {path}: encrypted keys are not supported: decrypt it first "
+                f"(openssl pkey -in {path} -out KEY.pem)"
+            ) from None
+        raise UsageError(f"{flag} {path}: {exc}") from None
+
+
+def _certificates(path: str, flag: str) -> tuple[bytes, ...]:
+    """The certificates (DER) in file `path`, given as `flag`."""
+    try:
+        return load_certificates(_read(path, flag))
+    except ConfigError as exc:
+        raise UsageError(f"{flag} {path}: {exc}") from None
+
+
+def _pin_file(path: str, flag: str) -> bytes:
+    """The pin of the SubjectPublicKeyInfo in file `path`, given as `flag`."""
+    try:
+        return public_key_pin(_read(path, flag))
+    except ConfigError as exc:
+        raise UsageError(f"{flag} {path}: {exc}") from None
+
+
 def _pins(files: list[str], hashes: list[str], flag: str) -> list[bytes]:
     """Raw public keys from SPKI files and SHA-256 hex digests."""
-    pins = [_read(path, flag) for path in files]
+    pins = [_pin_file(path, flag) for path in files]
     for text in hashes:
         digest = hex_bytes(f"{flag}-sha256", text)
         if len(digest) != 32:
@@ -75,7 +112,12 @@ def _certified(args: argparse.Namespace) -> CertifiedKey | None:
         raise UsageError("give --cert and --key together")
     if args.cert is None:
         return None
-    return CertifiedKey.load(args.cert, args.key)
+    chain = _certificates(args.cert, "--cert")
+    key = load_private_key(args.key, "--key")
+    try:
+        return CertifiedKey(chain, key)
+    except ConfigError as exc:
+        raise UsageError(f"--cert {args.cert} with --key {args.key}: {exc}") from None
 
 
 def add_client_credentials(p: argparse.ArgumentParser) -> None:
@@ -163,11 +205,11 @@ def client_config(
         psk_key = hex_bytes("--psk", args.psk, secret=True)
         return ClientConfig(psk_identity=args.psk_identity, psk=psk_key, **settings)
     if rpk:
-        own = None if args.rpk_key is None else PrivateKey.load(args.rpk_key)
+        own = None if args.rpk_key is None else load_private_key(args.rpk_key, "--rpk-key")
         pins = _pins(args.peer_rpk, args.peer_rpk_sha256, "--peer-rpk")
         return ClientConfig(server_public_keys=pins, raw_public_key=own, **settings)
     return ClientConfig(
-        trust_anchors=load_certificate_file(args.cafile),
+        trust_anchors=_certificates(args.cafile, "--cafile"),
         certificate=_certified(args),
         **settings,
     )
@@ -219,17 +261,23 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     if args.client_cafile is not None and certified is None:
         raise UsageError("--client-cafile needs the server's own --cert and --key")
     if not store and args.rpk_key is None and certified is None:
+        if args.psk_file:
+            raise UsageError(f"--psk-file {args.psk_file} holds no keys (lines identity:HEXKEY)")
         raise UsageError(
             "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, "
             "--rpk-key FILE, or --cert FILE --key FILE"
         )
     return ServerConfig(
         psk_store=store or None,
-        raw_public_key=None if args.rpk_key is None else PrivateKey.load(args.rpk_key),
+        raw_public_key=(
+            None if args.rpk_key is None else load_private_key(args.rpk_key, "--rpk-key")
+        ),
         client_public_keys=allow,
         certificates=() if certified is None else (certified,),
         client_trust_anchors=(
-            () if args.client_cafile is None else load_certificate_file(args.client_cafile)
+            ()
+            if args.client_cafile is None
+            else _certificates(args.client_cafile, "--client-cafile")
         ),
         **settings,
     )

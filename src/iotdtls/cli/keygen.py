@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from iotdtls._files import write_atomically
 from iotdtls.cli.common import UsageError, whole_number
+from iotdtls.cli.credentials import load_private_key
 from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
 
@@ -63,7 +64,7 @@ def run_ec_p256(args: argparse.Namespace) -> int:
 
 
 def run_spki(args: argparse.Namespace) -> int:
-    key = PrivateKey.load(args.key)
+    key = load_private_key(args.key, "--key")
     if args.out is not None:
         _write(args.out, spki_pem(key.spki), mode=0o644, force=args.force)
     print(spki_sha256(key.spki).hex())
