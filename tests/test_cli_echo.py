@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import signal
+import socket
 import stat
 import sys
 import time
@@ -26,6 +27,7 @@ import pytest
 from iotdtls import aio, loop
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
+from iotdtls.cli.common import listening_on
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.errors import AlertDescription, AlertReceived, DatagramTooLarge
 from iotdtls.identity import PskIdentity
@@ -467,6 +469,33 @@ def worker_config() -> ServerConfig:
 
 def no_setup() -> None:
     """A worker initializer doing nothing."""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["server"], ["server", "--workers", "2"], ["coap", "serve"]],
+    ids=["one-process", "workers", "coap"],
+)
+def test_a_port_in_use_is_named_in_one_line(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind((LOCALHOST, 0))
+        port = holder.getsockname()[1]
+        status = main([*command, "--listen", f"{LOCALHOST}:{port}", "--psk-identity", "dev1",
+                       "--psk", PSK_HEX])
+    assert (status, capsys.readouterr().err) == (
+        1, f"iotdtls: cannot listen on 127.0.0.1:{port}: Address already in use\n")
+
+
+def test_listening_errors_name_the_address_but_not_a_worker_that_failed() -> None:
+    with pytest.raises(OSError) as caught, listening_on("::1", 5684):
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+    assert caught.value.errno == errno.EADDRNOTAVAIL
+    assert caught.value.strerror == "cannot listen on [::1]:5684: Cannot assign requested address"
+    with pytest.raises(ChildProcessError, match=r"^worker 0 did not start$"), \
+            listening_on(LOCALHOST, 5684):
+        raise ChildProcessError("worker 0 did not start")
 
 
 def test_one_process_serves_until_sigterm_and_logs_its_counters(

@@ -21,6 +21,7 @@ from iotdtls.cli.common import (
     DEFAULT_PORT,
     UsageError,
     add_common_flags,
+    listening_on,
     parse_hostport,
     seconds,
     stdout_buffer,
@@ -228,7 +229,8 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
 
     stop = stop_on_signals()
     context = Context(serversite=demo_site(), loggername="coap-server")
-    transport = await add_server_transport(context, (host, port), config=config)
+    with listening_on(host, port):
+        transport = await add_server_transport(context, (host, port), config=config)
     bound = transport.address
     logging.getLogger("iotdtls.cli").info("listening on coaps://%s:%d", bound[0], bound[1])
     await stop.wait()

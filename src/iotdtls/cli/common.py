@@ -1,18 +1,20 @@
 """What every `iotdtls` subcommand shares: the one-line usage error, HOST:PORT and hex parsing,
 the number flags' checked types, the common flags (the --keylog file made private before any
-handshake), stdout for bytes and the stderr logging set-up."""
+handshake), stdout for bytes, a server's socket errors naming its address and the stderr
+logging set-up."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import signal
 import string
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU
@@ -23,7 +25,9 @@ __all__ = [
     "UsageError",
     "add_common_flags",
     "add_loop_flag",
+    "format_hostport",
     "hex_bytes",
+    "listening_on",
     "parse_hostport",
     "prepare_keylog",
     "seconds",
@@ -58,6 +62,11 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
+
+
+def format_hostport(host: str, port: int) -> str:
+    """`HOST:PORT`, or `[V6]:PORT` for an IPv6 address (as `parse_hostport` reads them)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -150,6 +159,20 @@ def stdout_buffer() -> BinaryIO:
     if sys.stdout is None:
         raise OSError("cannot print: stdout is closed")
     return sys.stdout.buffer
+
+
+@contextlib.contextmanager
+def listening_on(host: str, port: int) -> Iterator[None]:
+    """Around opening a server: its socket errors (a port in use, an address not ours, a name
+    that does not resolve) re-raised naming the address, for the command's one line: "cannot
+    listen on 127.0.0.1:5684: Address already in use"."""
+    try:
+        yield
+    except ChildProcessError:  # a worker process that did not start: not the address
+        raise
+    except OSError as exc:
+        where = format_hostport(host, port)
+        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def add_loop_flag(p: argparse.ArgumentParser) -> None:

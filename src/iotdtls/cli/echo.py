@@ -26,6 +26,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     add_loop_flag,
+    listening_on,
     parse_hostport,
     seconds,
     setup_logging,
@@ -241,7 +242,8 @@ async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
     stdin is never read: a server run from a terminal or a pipe does not care whether it stays
     open."""
     stop = stop_on_signals()
-    server = await aio.serve(echo, host, port, config)
+    with listening_on(host, port):
+        server = await aio.serve(echo, host, port, config)
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
@@ -266,10 +268,11 @@ async def _serve_workers(
     """Serve with worker processes until SIGINT/SIGTERM (status 0) or until a worker dies
     (status 1); the workers' counters are logged at the end."""
     stop = stop_on_signals()
-    pool = await workers.serve(
-        echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
-        initializer=initializer,
-    )
+    with listening_on(host, port):
+        pool = await workers.serve(
+            echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
+            initializer=initializer,
+        )
     logging.getLogger("iotdtls.cli").info(
         "listening on %s:%d (%d workers)", *pool.address, worker_count
     )
