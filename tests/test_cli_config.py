@@ -454,8 +454,18 @@ def test_the_loop_flag(command: list[str], capsys: pytest.CaptureFixture[str]) -
     assert "invalid choice: 'trio'" in capsys.readouterr().err
 
 
-#: Every number flag (perf's own aside) with a value out of its range, and the message naming it.
+#: Every number flag with a value out of its range, and the message naming it.
 NUMBER_MISTAKES = [
+    (["perf", "h:1", *PSK, "-c", "0"], "--concurrency/-c: must be a whole number >= 1, got '0'"),
+    (["perf", "h:1", *PSK, "-n", "0"], "--handshakes/-n: must be a whole number >= 1, got '0'"),
+    (["perf", "h:1", *PSK, "-d", "0"], "--duration/-d: must be a number of seconds > 0, got '0'"),
+    (["perf", "h:1", *PSK, "-m", "-1"], "--messages/-m: must be a whole number >= 0, got '-1'"),
+    (["perf", "h:1", *PSK, "--size", "0"], "--size: must be a whole number >= 1, got '0'"),
+    (["perf", "h:1", *PSK, "--timeout", "0"],
+     "--timeout: must be a number of seconds > 0, got '0'"),
+    (["perf", "h:1", *PSK, "--echo-timeout", "-2"],
+     "--echo-timeout: must be a number of seconds > 0, got '-2'"),
+    (["perf", "h:1", *PSK, "-p", "0"], "--processes/-p: must be a whole number >= 1, got '0'"),
     (["server", *PSK, "--heartbeat", "0"],
      "--heartbeat: must be a number of seconds >= 1, got '0'"),
     (["client", "h:1", *PSK, "--heartbeat", "0.5"],
@@ -521,11 +531,10 @@ def parsers(
 def test_every_number_flag_has_a_checked_type() -> None:
     """A flag added with a bare type=int or float would be checked (if at all) by the
     configuration, in its words: every number flag takes its bounds from `whole_number` or
-    `seconds`. (perf's own flags are iotdtls.cli.perf's and checked by its run.)"""
+    `seconds`."""
     bare = [
         (" ".join(path), action.dest)
         for path, parser in parsers(_parser())
-        if path[:1] != ("perf",)
         for action in parser._actions
         if action.type in (int, float) and action.choices is None
     ]
@@ -679,3 +688,20 @@ def test_key_files_in_der_are_read_as_bytes(pki: Pki, tmp_path: Path) -> None:
     der.write_bytes(spki)
     config = client_config(client_args("--peer-rpk", str(der)), "h")
     assert tuple(config.server_public_keys) == (public_key_pin(spki),)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["-c", "2", "-p", "3"],
+         "--processes 3 is more than the --concurrency (2): each process needs a handshake of "
+         "its own"),
+        (["-c", "10", "-n", "2", "-p", "3"],
+         "--processes 3 is more than the --concurrency or --handshakes (2): each process needs "
+         "a handshake of its own"),
+    ],
+)
+def test_perf_processes_beyond_its_handshakes_are_refused_naming_the_flags(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert refused(capsys, "perf", "127.0.0.1:9", *PSK, *flags) == message

@@ -12,7 +12,14 @@ import sys
 import time
 from typing import Any
 
-from iotdtls.cli.common import UsageError, add_common_flags, add_loop_flag, parse_hostport
+from iotdtls.cli.common import (
+    UsageError,
+    add_common_flags,
+    add_loop_flag,
+    parse_hostport,
+    seconds,
+    whole_number,
+)
 from iotdtls.cli.credentials import add_client_credentials, client_config
 from iotdtls.config import ClientConfig
 from iotdtls.perf import MIN_MESSAGE_SIZE, LoadProgress, LoadSpec, largest_message, run_load
@@ -33,33 +40,39 @@ def register(sub: Any) -> None:
     )
     add_client_credentials(p)
     p.add_argument(
-        "--concurrency", "-c", type=int, default=10, metavar="N", help="handshakes in flight"
+        "--concurrency", "-c", type=whole_number(1), default=10, metavar="N",
+        help="handshakes in flight",
     )
     amount = p.add_mutually_exclusive_group()
     amount.add_argument(
-        "--duration", "-d", type=float, metavar="S",
+        "--duration", "-d", type=seconds(), metavar="S",
         help=f"start new handshakes for S seconds (default {DEFAULT_DURATION:g})",
     )
-    amount.add_argument("--handshakes", "-n", type=int, metavar="N", help="run N handshakes")
+    amount.add_argument(
+        "--handshakes", "-n", type=whole_number(1), metavar="N", help="run N handshakes"
+    )
     p.add_argument(
-        "--messages", "-m", type=int, default=0, metavar="K",
+        "--messages", "-m", type=whole_number(0), default=0, metavar="K",
         help="datagrams echoed over each association (default 0)",
     )
-    p.add_argument("--size", type=int, default=64, metavar="B", help="bytes per message")
+    # Its range (up to what one datagram of the MTU carries) is checked with the MTU, below.
+    p.add_argument(
+        "--size", type=whole_number(1), default=64, metavar="B", help="bytes per message"
+    )
     p.add_argument(
         "--resume", action="store_true",
         help="offer each association the session of the one before it in its lane "
         "(one full handshake per lane, then abbreviated ones)",
     )
     p.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="handshake deadline"
+        "--timeout", type=seconds(), default=10.0, metavar="S", help="handshake deadline"
     )
     p.add_argument(
-        "--echo-timeout", type=float, default=2.0, metavar="S",
+        "--echo-timeout", type=seconds(), default=2.0, metavar="S",
         help="wait this long for each echo",
     )
     p.add_argument(
-        "--processes", "-p", type=int, default=1, metavar="P",
+        "--processes", "-p", type=whole_number(1), default=1, metavar="P",
         help="generator processes sharing the concurrency",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -79,6 +92,13 @@ def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
 def run_perf(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
     config = client_config_of(args, host)  # bad flags end here, in one line
+    lanes = args.concurrency if args.handshakes is None else min(args.concurrency, args.handshakes)
+    if args.processes > lanes:
+        raise UsageError(
+            f"--processes {args.processes} is more than the --concurrency"
+            f"{'' if lanes == args.concurrency else ' or --handshakes'} ({lanes}): "
+            "each process needs a handshake of its own"
+        )
     largest = largest_message(config.mtu)
     if not MIN_MESSAGE_SIZE <= args.size <= largest:
         raise UsageError(
