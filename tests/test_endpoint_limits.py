@@ -69,6 +69,25 @@ class Net:
             if not moved:
                 return
 
+    def established(self, address: Address) -> None:
+        """A client at `address` completes its handshake."""
+        self.client(address)
+        self.pump()
+        assert self.clients[address].state is ConnectionState.ESTABLISHED
+
+    def half_open(self, address: Address) -> None:
+        """A client at `address` gets its HelloVerifyRequest, but no later flight of the
+        server's: its handshake stays in progress at the server."""
+        self.client(address)
+        delivered = 0
+
+        def drop_after_hello_verify(to: Address) -> bool:
+            nonlocal delivered
+            delivered += 1
+            return delivered > 1
+
+        self.pump(drop_to=drop_after_hello_verify)
+
     def closed_events(self, address: Address) -> list[ConnectionClosed]:
         return [
             e for a, e in self.server_events if a == address and isinstance(e, ConnectionClosed)
@@ -84,15 +103,7 @@ def test_half_open_cap_evicts_with_a_typed_event() -> None:
     net = Net(server_config(max_handshakes=2))
     addresses = [("198.51.100.2", 2000 + i) for i in range(3)]
     for address in addresses:
-        net.client(address)
-        # HelloVerifyRequest reaches the client; the server's flight 4 does not.
-        seen: dict[str, int] = {"n": 0}
-
-        def drop_after_hvr(a: Address, seen: dict[str, int] = seen) -> bool:
-            seen["n"] += 1
-            return seen["n"] > 1
-
-        net.pump(drop_to=drop_after_hvr)
+        net.half_open(address)
     assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 1
     assert len(net.server.connections) == 2
     evicted = net.closed_events(addresses[0])
@@ -122,14 +133,10 @@ def test_full_table_evicts_the_least_recently_active() -> None:
     net = Net(server_config(max_connections=2, max_handshakes=1))
     a, b, c = (("198.51.100.3", 3000 + i) for i in range(3))
     for address in (a, b):
-        net.client(address)
-        net.pump()
-        assert net.clients[address].state is ConnectionState.ESTABLISHED
+        net.established(address)
     net.clients[a].send(b"a is active")  # b is now the least recently active
     net.pump()
-    net.client(c)
-    net.pump()
-    assert net.clients[c].state is ConnectionState.ESTABLISHED
+    net.established(c)
     assert set(net.server.connections) == {a, c}
     assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
     (closed,) = net.closed_events(b)
@@ -145,18 +152,9 @@ def test_full_table_drops_a_half_open_association_silently() -> None:
     dropped without a word, as `max_handshakes` drops one."""
     net = Net(server_config(max_connections=2, max_handshakes=2))
     a, b, c = (("198.51.100.5", 5000 + i) for i in range(3))
-    net.client(a)
-    hello_verify: dict[str, int] = {"n": 0}
-
-    def drop_after_hvr(address: Address) -> bool:
-        hello_verify["n"] += 1
-        return hello_verify["n"] > 1
-
-    net.pump(drop_to=drop_after_hvr)  # a's handshake stays half-open at the server
+    net.half_open(a)
     for address in (b, c):
-        net.client(address)
-        net.pump()
-        assert net.clients[address].state is ConnectionState.ESTABLISHED
+        net.established(address)
     assert set(net.server.connections) == {b, c}
     assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
     (closed,) = net.closed_events(a)
