@@ -265,6 +265,9 @@ SERVER_EDGES = [
     ("session_lifetime", 0, "session_lifetime must be > 0 seconds, got 0", 0.5),
     ("idle_timeout", 0, "idle_timeout must be > 0 seconds (or None: never), got 0", 0.5),
     ("idle_timeout", -1, "idle_timeout must be > 0 seconds (or None: never), got -1", None),
+    ("certificate_url_size_limit", 0, "certificate_url_size_limit must be at least 1 byte, got 0",
+     1),
+    ("certificate_url_timeout", 0, "certificate_url_timeout must be > 0 seconds, got 0", 0.5),
 ]
 
 

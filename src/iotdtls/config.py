@@ -684,6 +684,15 @@ class ServerConfig(_CommonConfig):
             raise ConfigError(
                 f"idle_timeout must be > 0 seconds (or None: never), got {self.idle_timeout}"
             )
+        if self.certificate_url_size_limit < 1:
+            raise ConfigError(
+                "certificate_url_size_limit must be at least 1 byte, "
+                f"got {self.certificate_url_size_limit}"
+            )
+        if not self.certificate_url_timeout > 0:
+            raise ConfigError(
+                f"certificate_url_timeout must be > 0 seconds, got {self.certificate_url_timeout}"
+            )
 
     @property
     def has_psk(self) -> bool:
