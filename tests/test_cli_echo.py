@@ -593,3 +593,23 @@ def test_the_workers_end_with_status_1_when_one_dies(caplog: pytest.LogCaptureFi
 
     assert asyncio.run(main()) == 1
     assert multiprocessing.active_children() == []
+
+
+def test_an_ipv6_server_logs_its_address_in_brackets(caplog: pytest.LogCaptureFixture) -> None:
+    """"listening on [::1]:PORT", the form HOST:PORT arguments take (RFC 3986 §3.2.2)."""
+    caplog.set_level(logging.INFO, "iotdtls.cli")
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(echo._serve_alone(server_config(), "::1", 0))
+        try:
+            for _ in range(200):
+                if any(r.name == "iotdtls.cli" for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    loop.run(main(), "asyncio")
+    first = next(r.getMessage() for r in caplog.records if r.name == "iotdtls.cli")
+    assert re.fullmatch(r"listening on \[::1\]:\d+ \(asyncio\)", first), first

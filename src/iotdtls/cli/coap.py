@@ -21,6 +21,7 @@ from iotdtls.cli.common import (
     DEFAULT_PORT,
     UsageError,
     add_common_flags,
+    format_hostport,
     listening_on,
     parse_hostport,
     seconds,
@@ -232,6 +233,7 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
     with listening_on(host, port):
         transport = await add_server_transport(context, (host, port), config=config)
     bound = transport.address
-    logging.getLogger("iotdtls.cli").info("listening on coaps://%s:%d", bound[0], bound[1])
+    host, port = bound[0], bound[1]
+    logging.getLogger("iotdtls.cli").info("listening on coaps://%s", format_hostport(host, port))
     await stop.wait()
     await context.shutdown()
