@@ -266,6 +266,24 @@ def test_a_second_server_on_a_port_in_use_is_refused() -> None:
         sock.close()
 
 
+def test_a_start_cancelled_while_the_workers_start_stops_them() -> None:
+    """`workers.serve` cancelled (a timeout around it, Ctrl-C) while its workers are still
+    starting stops and reaps them: none outlives the call."""
+
+    async def main() -> None:
+        starting = asyncio.ensure_future(
+            workers.serve(echo, LOCALHOST, 0, server_config(), workers=2, loop_choice="asyncio")
+        )
+        await asyncio.sleep(0)  # the workers are spawned; serve waits for them to be ready
+        assert len(multiprocessing.active_children()) == 2
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
 def test_a_failed_start_stops_the_workers_already_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -328,7 +328,11 @@ async def serve(
     sockets = _bind_reuseport(host, port, workers)
     address = sockets[0].getsockname()
     started = _start_workers(specs, sockets)
-    failure = await asyncio.to_thread(_wait_ready, started, READY_TIMEOUT)
+    try:
+        failure = await asyncio.to_thread(_wait_ready, started, READY_TIMEOUT)
+    except BaseException:  # cancelled while they start: no worker outlives the call
+        _stop_workers(started)
+        raise
     if failure is not None:
         await asyncio.to_thread(_stop_workers, started)
         raise ChildProcessError(failure)
