@@ -984,3 +984,44 @@ def test_the_perf_exit_status(
 ) -> None:
     monkeypatch.setattr(perf_cli, "run_load", lambda spec, **kwargs: result)
     assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q"]) == status
+
+
+def _silent_generator(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
+    """A generator process that has hung: it never reports, and ends by itself after 3 s."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    time.sleep(3.0)
+
+
+def test_a_generator_that_does_not_report_after_the_stop_ends_the_run_with_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Told to stop, generator processes abandon what is in flight and report at once; one
+    that has not reported within STOP_GRACE has hung, and the run fails naming that instead
+    of waiting for ever."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
+    monkeypatch.setattr(perf, "STOP_GRACE", 0.5)
+    real_spawn = perf.spawn
+    monkeypatch.setattr(
+        perf, "spawn", lambda target, args, name: real_spawn(_silent_generator, args, name)
+    )
+    missed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: missed.append(number))
+    stops: list[LoadProgress] = []
+
+    def stop_once(progress: LoadProgress) -> None:
+        if not stops:
+            stops.append(progress)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ChildProcessError) as failed:
+            run_load(spec(handshakes=None, duration=30.0, concurrency=2), processes=2,
+                     loop_choice="asyncio", progress=stop_once)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert str(failed.value) == (
+        "a load generator process did not report within 0.5 s of the stop"
+    )
+    assert missed == [] and stops and time.monotonic() - started < 10.0
+    assert multiprocessing.active_children() == []

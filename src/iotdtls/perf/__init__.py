@@ -44,6 +44,8 @@ __all__ = [
 SPARE_FILES = 64
 #: A message carries its number in its first 4 bytes.
 MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 4, 16384
+#: Seconds the generator processes have to send their figures once told to stop.
+STOP_GRACE = 10.0
 #: What a record adds to the message it carries under the profile's suites (both
 #: AES-128-CCM-8, RFC 6655 §3): the record header, the explicit nonce and the tag.
 RECORD_OVERHEAD = RECORD_HEADER_LEN + CCM8_OVERHEAD
@@ -232,10 +234,12 @@ async def _run_processes(
             gathered = asyncio.gather(*results)
             waiters: set[asyncio.Future[Any]] = {gathered, stopper}
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
             if stop.is_set():
                 _tell_children(children, _STOP)
-            stopper.cancel()
-            merged = await gathered
+                merged = await _stopped(gathered)
+            else:
+                merged = await gathered
     finally:
         if reporter is not None:
             reporter.cancel()
@@ -249,6 +253,18 @@ async def _run_processes(
     for result in merged[1:]:
         total = total + result
     return total
+
+
+async def _stopped(gathered: asyncio.Future[list[LoadResult]]) -> list[LoadResult]:
+    """The generators' figures once told to stop, within `STOP_GRACE` seconds: they abandon
+    what is in flight at once, so one that has not reported by then has hung, and the run
+    ends with an error instead of waiting for ever."""
+    try:
+        return await asyncio.wait_for(gathered, STOP_GRACE)
+    except TimeoutError:
+        raise ChildProcessError(
+            f"a load generator process did not report within {STOP_GRACE:g} s of the stop"
+        ) from None
 
 
 def _tell_children(children: list[Child], message: str) -> None:
