@@ -942,7 +942,7 @@ def test_connect_is_a_coroutine_and_an_async_context_manager() -> None:
 NOT_BYTES: list[tuple[Any, str]] = [
     ("text", "data must be bytes-like (bytes, bytearray, memoryview), got str"),
     (None, "data must be bytes-like (bytes, bytearray, memoryview), got None"),
-    ([1, 2], "data must be bytes-like (bytes, bytearray, memoryview), got list"),
+    ([1, 2], "data must be bytes-like (bytes, bytearray, memoryview), got list of int"),
 ]
 
 

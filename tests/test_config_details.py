@@ -307,7 +307,7 @@ COMMON_TYPE_MISTAKES = [
     ("keylog_file", b"keys.log",
      "keylog_file must be a str or os.PathLike path (or None), got bytes"),
     ("heartbeat", "yes", "heartbeat must be True or False, got str"),
-    ("answer_heartbeats", None, "answer_heartbeats must be True or False, got NoneType"),
+    ("answer_heartbeats", None, "answer_heartbeats must be True or False, got None"),
     ("keepalive_interval", "30",
      "keepalive_interval must be a number of seconds (or None), got str"),
     ("mtu", True, f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got True"),
@@ -358,7 +358,7 @@ SERVER_TYPE_MISTAKES = [
      "certificate_url_size_limit must be an integer, got float"),
     ("certificate_url_timeout", "10",
      "certificate_url_timeout must be a number of seconds, got str"),
-    ("wall_clock", None, "wall_clock must be callable, got NoneType"),
+    ("wall_clock", None, "wall_clock must be callable, got None"),
     ("cookie_exchange", 0, "cookie_exchange must be True or False, got int"),
     ("cookie_rotation", "300", "cookie_rotation must be a number of seconds, got str"),
     ("max_connections", "10", "max_connections must be an integer, got str"),
@@ -411,7 +411,7 @@ def test_policies_refuse_wrong_types_and_bools() -> None:
         "retransmit initial must be a number of seconds, got str"
     )
     assert refusal(RetransmitPolicy, maximum=None) == (
-        "retransmit maximum must be a number of seconds, got NoneType"
+        "retransmit maximum must be a number of seconds, got None"
     )
     assert refusal(RetransmitPolicy, maximum=float("nan")) == (
         "retransmit maximum (nan s) must be >= initial (1.0 s)"

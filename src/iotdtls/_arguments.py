@@ -8,7 +8,7 @@ from __future__ import annotations
 from socket import socket
 
 from iotdtls.chaincache import ChainCache
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
 from iotdtls.sessions import SessionState
 
@@ -88,8 +88,3 @@ def check_bytes_like(data: object) -> None:
         raise TypeError(
             f"data must be bytes-like (bytes, bytearray, memoryview), got {type_name(data)}"
         ) from None
-
-
-def type_name(value: object) -> str:
-    """How an error message names what it was given: None, or the type's name."""
-    return "None" if value is None else type(value).__name__

@@ -30,11 +30,10 @@ from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
     check_server_arguments,
-    type_name,
 )
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint

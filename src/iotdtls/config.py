@@ -43,6 +43,7 @@ __all__ = [
     "ServerConfig",
     "ServerNameLookup",
     "file_keylog",
+    "type_name",
 ]
 
 #: Largest UDP payload we send by default: the IPv6 minimum link MTU (1280) less 40 bytes of
@@ -114,8 +115,11 @@ _FLAG = _instance("True or False", bool)
 _FUNCTION: _Kind = ("callable", callable)
 
 
-def _type_name(value: object) -> str:
-    """`value`'s type for an error; a list's item types too ("list of str")."""
+def type_name(value: object) -> str:
+    """How an error message names what it was given: None, the type's name, and a list's item
+    types too ("list of str"). Shared with the adapters' argument checks (`_arguments`)."""
+    if value is None:
+        return "None"
     name = type(value).__name__
     if isinstance(value, list | tuple) and value:
         return f"{name} of {'/'.join(sorted({type(item).__name__ for item in value}))}"
@@ -125,7 +129,7 @@ def _type_name(value: object) -> str:
 def _shown(value: object) -> str:
     """A value in an error: a number as itself, anything else by its type (whose repr may run
     to many lines)."""
-    return repr(value) if isinstance(value, int | float) else _type_name(value)
+    return repr(value) if isinstance(value, int | float) else type_name(value)
 
 
 def _check_types(settings: object, kinds: Mapping[str, _Kind], prefix: str = "") -> None:
@@ -134,7 +138,7 @@ def _check_types(settings: object, kinds: Mapping[str, _Kind], prefix: str = "")
     for name, (what, accepts) in kinds.items():
         value = getattr(settings, name)
         if not accepts(value):
-            raise ConfigError(f"{prefix}{name} must be {what}, got {_type_name(value)}")
+            raise ConfigError(f"{prefix}{name} must be {what}, got {type_name(value)}")
 
 
 _POLICY_KINDS = {"initial": _SECONDS, "maximum": _SECONDS}

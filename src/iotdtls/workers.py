@@ -38,9 +38,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
-from iotdtls._arguments import check_port, check_type, type_name
+from iotdtls._arguments import check_port, check_type
 from iotdtls._children import ignore_sigint, reap, spawn
-from iotdtls.config import ServerConfig
+from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.errors import ConfigError
 from iotdtls.stats import ServerStats
