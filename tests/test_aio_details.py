@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from iotdtls import aio
+from iotdtls._arguments import check_port, check_type
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
 from iotdtls.errors import (
@@ -801,6 +802,29 @@ def test_connect_refuses_a_port_out_of_range_before_making_a_socket(
         aio.connect(LOCALHOST, text, client_config())
 
 
+def test_the_ends_of_the_port_range_are_taken() -> None:
+    """1 and 65535 (and 0 for a server, "any free port") are ports; the refusals above start
+    one past them."""
+    for port in (1, 65535):
+        check_port(port)
+    check_port(0, any_port=True)
+    check_port(65535, any_port=True)
+
+
+def test_a_type_named_with_a_vowel_takes_an() -> None:
+    """The line reads "an Event", "an int", "a str", whatever the case of the type's name."""
+
+    class Event:
+        pass
+
+    with pytest.raises(TypeError, match=r"^handler must be an Event, got int$"):
+        check_type("handler", 1, Event)
+    with pytest.raises(TypeError, match=r"^count must be an int, got str$"):
+        check_type("count", "1", int)
+    with pytest.raises(TypeError, match=r"^name must be a str, got None$"):
+        check_type("name", None, str)
+
+
 @pytest.mark.parametrize("port", [-1, 65536, 70000])
 def test_serve_refuses_a_port_out_of_range_before_making_a_socket(
     port: int, monkeypatch: pytest.MonkeyPatch
@@ -943,6 +967,8 @@ NOT_BYTES: list[tuple[Any, str]] = [
     ("text", "data must be bytes-like (bytes, bytearray, memoryview), got str"),
     (None, "data must be bytes-like (bytes, bytearray, memoryview), got None"),
     ([1, 2], "data must be bytes-like (bytes, bytearray, memoryview), got list of int"),
+    ((b"a", "b", 1), "data must be bytes-like (bytes, bytearray, memoryview), "
+     "got tuple of bytes/int/str"),
 ]
 
 
