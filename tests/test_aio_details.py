@@ -23,6 +23,7 @@ from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerCo
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
+    AlertSent,
     HandshakeTimeout,
     IdleTimeout,
     LocalProtocolError,
@@ -252,10 +253,18 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path) -> None:
 
 
 @pytest.mark.req("CRT-2")
+def server_for_the_address() -> dict[str, Any]:
+    """Server settings: a certificate for the address LOCALHOST (an iPAddress SAN) alone."""
+    p = x509_pki()
+    return {"certificates": [p.certified(pki.server_leaf(p.ca, san=pki.ip(LOCALHOST)))]}
+
+
 def test_without_a_server_name_the_chain_is_cached_under_the_host(tmp_path: Path) -> None:
-    """The cache files a chain under the name the client checks, or the host it connected to
-    when it checks none (`chaincache.cache_key`)."""
-    client, server = x509_configs(client={"handshake_timeout": 10.0, "server_name": None})
+    """The cache files a chain under the name the client checks, which is the host it
+    connected to when the configuration names none (`chaincache.cache_key`)."""
+    client, server = x509_configs(
+        client={"handshake_timeout": 10.0, "server_name": None}, server=server_for_the_address()
+    )
     cache = ChainCache(tmp_path)
 
     async def main() -> None:
@@ -264,6 +273,26 @@ def test_without_a_server_name_the_chain_is_cached_under_the_host(tmp_path: Path
             async with aio.connect(LOCALHOST, port, client, chain_cache=cache):
                 pass
             assert cache.load(f"{LOCALHOST}:{port}") is not None
+
+    run(main())
+
+
+@pytest.mark.req("CRT-3")
+def test_without_a_server_name_the_certificate_must_name_the_host() -> None:
+    """A client always checks the server's identity (RFC 7925 §4.4.1): with no `server_name`,
+    the host given to `connect` is the name the certificate must carry. A certificate for
+    "localhost" alone does not do for 127.0.0.1; one for 127.0.0.1 does."""
+    client, server = x509_configs(client={"handshake_timeout": 10.0, "server_name": None})
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server) as running:
+            with pytest.raises(AlertSent, match="bad_certificate"):
+                await aio.connect(LOCALHOST, running.address[1], client)
+        _, by_address = x509_configs(server=server_for_the_address())
+        async with await aio.serve(echo, LOCALHOST, 0, by_address) as running:
+            conn = await aio.connect(LOCALHOST, running.address[1], client)
+            assert conn.connection.peer == CertificateIdentity(LOCALHOST)
+            await conn.close()
 
     run(main())
 

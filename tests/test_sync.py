@@ -17,6 +17,7 @@ from iotdtls.chaincache import ChainCache
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
+    AlertSent,
     HandshakeTimeout,
     LocalProtocolError,
 )
@@ -245,8 +246,11 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path, server_name: str
     else the host connected to); the next one offers it in cached_info (RFC 7924) and
     completes with it."""
     p = x509_pki()
+    # Without a server_name the host connected to is the name checked: a certificate for it.
+    leaf = pki.server_leaf(p.ca, san=pki.ip(LOCALHOST)) if server_name is None else p.server
     client, config = x509_configs(
-        client={"server_name": server_name, "handshake_timeout": 10.0}
+        client={"server_name": server_name, "handshake_timeout": 10.0},
+        server={"certificates": [p.certified(leaf)]},
     )
     cache = ChainCache(tmp_path)
     name = server_name or LOCALHOST
@@ -255,13 +259,22 @@ def test_the_chain_cache_is_filled_then_offered(tmp_path: Path, server_name: str
         with sync.connect(LOCALHOST, port, client, chain_cache=cache) as first:
             assert tuple(first.connection.config.cached_server_chain) == ()
         chain = cache.load(f"{name}:{port}")
-        assert chain == pki.chain_der(p.server, p.ca)
+        assert chain == pki.chain_der(leaf, p.ca)
         with sync.connect(LOCALHOST, port, client, chain_cache=cache) as second:
             assert tuple(second.connection.config.cached_server_chain) == chain
             second.send(b"cached")
             assert second.recv(timeout=5.0) == b"cached"
     saved = [entry.name for entry in tmp_path.iterdir()]
     assert saved == [cache.path_for(f"{name}:{port}").name]
+
+
+@pytest.mark.req("CRT-3")
+def test_without_a_server_name_the_certificate_must_name_the_host() -> None:
+    """As with `aio.connect`: no `server_name`, and the certificate must carry the host given
+    (RFC 7925 §4.4.1); one for "localhost" alone is refused for 127.0.0.1."""
+    client, config = x509_configs(client={"server_name": None, "handshake_timeout": 10.0})
+    with ServerThread(config) as running, pytest.raises(AlertSent, match="bad_certificate"):
+        sync.connect(LOCALHOST, running.address[1], client)
 
 
 def test_a_send_refused_by_the_network_is_not_an_error() -> None:

@@ -476,10 +476,11 @@ def connect(
     short handshake if the server still has it, a full one otherwise (RES-1). Raises the
     `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
     (after `config.handshake_timeout`). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port) here, before any socket is made."""
+    for the port) here, before any socket is made. In certificate mode, the server's
+    certificate must carry `config.server_name` or, without one, `host` (RFC 7925 §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
-    return _Connect(host, port, config, sock, chain_cache, session)
+    return _Connect(host, port, config.for_host(host), sock, chain_cache, session)
 
 
 class ServerSession:

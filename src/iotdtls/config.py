@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from os import PathLike, fspath
 from typing import ClassVar
@@ -434,7 +434,9 @@ class ClientConfig(_CommonConfig):
     #: Our certificate chain and key, for servers that ask for one.
     certificate: CertifiedKey | None = None
     #: The server's name: matched against its certificate (RFC 6125, CRT-3) and, when it is a
-    #: DNS name (not an IP address), sent as server_name (SNI, RFC 6066 §3, EXT-2).
+    #: DNS name (not an IP address), sent as server_name (SNI, RFC 6066 §3, EXT-2). Without
+    #: it, `aio.connect`, `sync.connect` and the CoAP client check the host they are given
+    #: (`for_host`); a bare `DtlsConnection` then checks no name.
     server_name: str | None = None
     #: Ask the server for smaller records: 512, 1024, 2048 or 4096 bytes of plaintext at most
     #: (max_fragment_length, RFC 6066 §4, EXT-1). None: the 2^14 of RFC 5246.
@@ -532,6 +534,16 @@ class ClientConfig(_CommonConfig):
         if self.psk is not None:
             return Mode.PSK
         return Mode.RAW_PUBLIC_KEY if self.server_public_keys else Mode.X509
+
+    def for_host(self, host: str) -> ClientConfig:
+        """This configuration for a server reached as `host`: in certificate mode without a
+        `server_name` of its own, the server's certificate is checked against `host` (and
+        `host` is sent as server_name when it is a DNS name), since a client always checks the
+        server's identity (RFC 7925 §4.4.1, RFC 6125 §6.2). Any other configuration is returned
+        as it is."""
+        if self.mode is not Mode.X509 or self.server_name is not None:
+            return self
+        return replace(self, server_name=host)
 
     @property
     def trust_store(self) -> TrustStore:

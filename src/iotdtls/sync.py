@@ -208,9 +208,11 @@ def connect(
     """Connect and complete the handshake (resuming `session` if the server still has it);
     raises `DtlsError` on failure. `chain_cache` keeps the server's certificate chain between
     runs for cached_info (RFC 7924). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port) before any socket is made."""
+    for the port) before any socket is made. In certificate mode, the server's certificate
+    must carry `config.server_name` or, without one, `host` (RFC 7925 §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
+    config = config.for_host(host)
     key = cache_key(config, host, port)
     config = with_cached_chain(config, chain_cache, key)
     client = DtlsClient(host, port, config, sock=sock, session=session)
