@@ -28,6 +28,7 @@ from iotdtls.errors import (
     IdleTimeout,
     LocalProtocolError,
     PeerUnresponsive,
+    PortUnreachable,
 )
 from iotdtls.identity import CertificateIdentity
 from iotdtls.loop import run as run_on_loop
@@ -273,6 +274,38 @@ def test_without_a_server_name_the_chain_is_cached_under_the_host(tmp_path: Path
             async with aio.connect(LOCALHOST, port, client, chain_cache=cache):
                 pass
             assert cache.load(f"{LOCALHOST}:{port}") is not None
+
+    run(main())
+
+
+def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
+    """Nothing listens: the network answers the ClientHello and its retransmission with ICMP
+    port unreachable, and `connect` raises `PortUnreachable` then, not after the handshake
+    deadline (here 30 s)."""
+    port = free_udp_port()
+    started = time.monotonic()
+    with pytest.raises(PortUnreachable) as refused:
+        run(aio.connect(LOCALHOST, port, client_config(handshake_timeout=30.0)))
+    assert time.monotonic() - started < 10.0
+    assert refused.value.refusals == 2
+    assert str(refused.value) == (
+        f"nothing listens on {LOCALHOST}:{port}: the network reported the port unreachable "
+        "2 times (ICMP)"
+    )
+
+
+def test_a_refusal_before_the_server_starts_is_retried_within_the_handshake() -> None:
+    """One refusal alone does not end the handshake: a server that starts between the first
+    flight and its retransmission gets the client."""
+
+    async def main() -> None:
+        port = free_udp_port()
+        config = client_config(retransmit=RetransmitPolicy(1.0, 2.0))
+        connecting = asyncio.ensure_future(aio.connect(LOCALHOST, port, config))
+        await asyncio.sleep(0.3)  # the ClientHello refused once; retransmitted after 1 s
+        async with await aio.serve(echo, LOCALHOST, port, server_config()):
+            client = await asyncio.wait_for(connecting, 5.0)
+            await client.close()
 
     run(main())
 
@@ -608,8 +641,9 @@ def test_an_unanswered_server_heartbeat_gives_false_after_its_timeout() -> None:
 def test_a_handshake_retried_after_a_failure_completes_and_closes_cleanly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The server is not there for the first attempt (its timeout passes), it is for the
-    retry; that association then works and closes like any other."""
+    """The server is not there for the first attempt (the network refuses its flights, or its
+    timeout passes), it is for a retry; that association then works and closes like any
+    other."""
     port = free_udp_port()
     retry = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
 
@@ -626,7 +660,9 @@ def test_a_handshake_retried_after_a_failure_completes_and_closes_cleanly(
     with caplog.at_level(logging.INFO):
         run(main())
     assert any(
-        r.getMessage().startswith("handshake failed (handshake timed out")
+        r.getMessage().startswith(
+            ("handshake failed (handshake timed out", "handshake failed (nothing listens on")
+        )
         and r.getMessage().endswith(" s")
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
@@ -985,7 +1021,7 @@ def test_connect_is_a_coroutine_and_an_async_context_manager() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run(main())
-        with pytest.raises(HandshakeTimeout):  # nobody serves that port
+        with pytest.raises((HandshakeTimeout, PortUnreachable)):  # nobody serves that port
             asyncio.run(aio.connect(LOCALHOST, free_udp_port(),
                                     client_config(handshake_timeout=0.5)))
         gc.collect()

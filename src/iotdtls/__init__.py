@@ -37,6 +37,7 @@ from iotdtls.errors import (
     HandshakeTimeout,
     LocalProtocolError,
     PeerUnresponsive,
+    PortUnreachable,
 )
 from iotdtls.identity import (
     CertificateIdentity,
@@ -71,6 +72,7 @@ __all__ = [
     "Mode",
     "PeerIdentity",
     "PeerUnresponsive",
+    "PortUnreachable",
     "PrivateKey",
     "PskIdentity",
     "RawPublicKeyIdentity",

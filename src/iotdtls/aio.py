@@ -38,10 +38,12 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
+    REFUSALS_TO_GIVE_UP,
     AlertDescription,
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
+    PortUnreachable,
     ProtocolError,
 )
 from iotdtls.events import (
@@ -204,6 +206,10 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        #: ICMP port-unreachable reports since the handshake began, and whether any datagram
+        #: came from the server (`PortUnreachable`).
+        self._refusals = 0
+        self._heard_from_peer = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -216,11 +222,26 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         _trace("<-", addr, data)
+        self._heard_from_peer = True
         self.connection.receive_datagram(data, self.loop.time())
         self.flush()
 
     def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionRefusedError) and self._gives_up_on_refusal():
+            assert self.transport is not None
+            peer = self.transport.get_extra_info("peername")
+            self.connection.terminate(PortUnreachable(peer, self._refusals))
+            self.flush()
+            return
         logger.debug("socket error ignored (the retransmission timer retries): %s", exc)
+
+    def _gives_up_on_refusal(self) -> bool:
+        """Count an ICMP port unreachable; True once the handshake should end on them: enough
+        of them and nothing ever heard from the server."""
+        if self.handshake_done.done() or self._heard_from_peer:
+            return False
+        self._refusals += 1
+        return self._refusals >= REFUSALS_TO_GIVE_UP
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -279,6 +300,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
     def _restart(self) -> None:
         # A retry is a full handshake: whatever failed may have been the session we offered.
         self._retry = None
+        self._refusals = 0
         self.connection = DtlsConnection(self.config)
         self.connection.connect(self.loop.time())
         self.flush()

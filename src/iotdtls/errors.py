@@ -15,6 +15,7 @@ sent or received, or the timeout.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 __all__ = [
     "AlertDescription",
@@ -32,6 +33,7 @@ __all__ = [
     "IntegrityLimitReached",
     "LocalProtocolError",
     "PeerUnresponsive",
+    "PortUnreachable",
     "ProtocolError",
 ]
 
@@ -185,6 +187,29 @@ class PeerUnresponsive(DtlsError):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"the peer did not answer heartbeats for {seconds:g} s")
+
+
+class PortUnreachable(DtlsError):
+    """Nothing listens where the client sends its handshake: the network answered its flights
+    with ICMP port unreachable (`refusals` times) and no datagram came back. The adapters give
+    up then instead of retransmitting until the handshake deadline (RFC 8085 §5.2: a UDP
+    application acts on the ICMP errors its socket reports)."""
+
+    def __init__(self, address: tuple[Any, ...], refusals: int) -> None:
+        self.address = address
+        self.refusals = refusals
+        host, port = address[0], address[1]
+        where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        super().__init__(
+            f"nothing listens on {where}: the network reported the port unreachable "
+            f"{refusals} times (ICMP)"
+        )
+
+
+#: ICMP port-unreachable reports, with no datagram from the peer, after which a client's
+#: handshake gives up (`PortUnreachable`): the first flight and its first retransmission (one
+#: report alone may be stale: the port of a server that was restarting).
+REFUSALS_TO_GIVE_UP = 2
 
 
 class HandshakeTimeout(DtlsError):
