@@ -192,8 +192,8 @@ class PeerUnresponsive(DtlsError):
 class PortUnreachable(DtlsError):
     """Nothing listens where the client sends its handshake: the network answered its flights
     with ICMP port unreachable (`refusals` times) and no datagram came back. The adapters give
-    up then instead of retransmitting until the handshake deadline (RFC 8085 §5.2: a UDP
-    application acts on the ICMP errors its socket reports)."""
+    up then instead of retransmitting until the handshake deadline (RFC 8085's ICMP
+    guidelines: a UDP application acts on the ICMP errors its socket reports)."""
 
     def __init__(self, address: tuple[Any, ...], refusals: int) -> None:
         self.address = address
