@@ -342,6 +342,32 @@ def test_a_pinned_leaf_is_trusted_directly(anchor: Issued) -> None:
     assert server(chain_der(leaf), TrustStore([leaf.der])) == "localhost"
 
 
+@pytest.mark.req("CRT-1", "CRT-3", "CRT-4")
+def test_a_pinned_self_signed_ca_certificate_is_trusted_directly_with_the_leaf_checks() -> None:
+    # what `openssl req -x509` makes: self-signed, basicConstraints cA asserted
+    pinned = issue("localhost", None, ca=True, san=dns("localhost"))
+    assert server(chain_der(pinned), TrustStore([pinned.der])) == "localhost"
+    device = issue("01-23-45-67-89-AB-CD-EF", None, ca=True)
+    assert client(chain_der(device), TrustStore([device.der])) == "01-23-45-67-89-AB-CD-EF"
+    # still checked: the name, the EUI-64, the validity, the key type and the key usage
+    refused(A.bad_certificate, server, chain_der(pinned), TrustStore([pinned.der]), "example.com")
+    no_eui = issue("device", None, ca=True)
+    assert "EUI-64" in refused(A.bad_certificate, client, chain_der(no_eui),
+                               TrustStore([no_eui.der]))
+    expired = issue("localhost", None, ca=True, san=dns("localhost"), not_after=NOW - DAY)
+    refused(A.certificate_expired, server, chain_der(expired), TrustStore([expired.der]))
+    p384 = issue("localhost", None, ca=True, san=dns("localhost"),
+                 key=ec.generate_private_key(ec.SECP384R1()))
+    refused(A.unsupported_certificate, server, chain_der(p384), TrustStore([p384.der]))
+    no_signing = issue("localhost", None, ca=True, san=dns("localhost"), digital_signature=False)
+    assert "digitalSignature" in refused(A.unsupported_certificate, server,
+                                         chain_der(no_signing), TrustStore([no_signing.der]))
+    # a CA certificate is no leaf when it is not itself an anchor
+    top = root()
+    below = issue("localhost", top, ca=True, san=dns("localhost"))
+    refused(A.bad_certificate, server, chain_der(below), TrustStore([top.der]))
+
+
 @pytest.mark.req("CRT-1")
 def test_leaf_public_key_spki_is_the_leaf_key(anchor: Issued) -> None:
     leaf = server_leaf(anchor)
@@ -553,9 +579,9 @@ def test_a_chain_validated_before_is_remembered_only_while_everything_is_valid(
     built: list[int] = []
     real = module._verifier
 
-    def counting(*args: Any) -> Any:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "_verifier", counting)
     assert server((leaf.der,), store) == "localhost"

@@ -97,6 +97,24 @@ def test_server_only_certificate() -> None:
     assert HandshakeType.certificate_request not in message_types(wire_from(link, "server"))
 
 
+@pytest.mark.req("CRT-1", "CRT-3", "CRT-4")
+def test_self_signed_ca_certificates_pinned_as_anchors_both_ways() -> None:
+    server_cert = pki.issue("localhost", None, ca=True, san=pki.dns("localhost"))
+    client_cert = pki.issue(CLIENT_EUI64, None, ca=True)
+    link = x509_link(
+        client={"trust_anchors": [server_cert.der], "certificate": CertifiedKey(
+            (client_cert.der,), PrivateKey(client_cert.key))},
+        server={"client_trust_anchors": [client_cert.der], "certificates": [CertifiedKey(
+            (server_cert.der,), PrivateKey(server_cert.key))]},
+    )
+    link.handshake()
+    assert established(link)
+    (client_done,) = events_of(link, "client", HandshakeComplete)
+    (server_done,) = events_of(link, "server", HandshakeComplete)
+    assert client_done.peer == CertificateIdentity("localhost")
+    assert server_done.peer == CertificateIdentity(CLIENT_EUI64)
+
+
 @pytest.mark.req("CRT-1", "HS-3")
 def test_fragmented_chains_at_mtu_256() -> None:
     link = x509_link(client={"mtu": 256}, server={"mtu": 256})

@@ -109,6 +109,13 @@ _EE_POLICY = (
     .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
     .may_be_present(x509.AuthorityKeyIdentifier, _AGNOSTIC, None)
 )
+_PINNED_EE_POLICY = (
+    _EE_POLICY.may_be_present(x509.BasicConstraints, _AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, _AGNOSTIC, None)
+)
+"""For a leaf that is itself a trust anchor (pinned): it may be a CA certificate, as a
+self-signed certificate usually is (`openssl req -x509` asserts cA). Its keyUsage is checked
+here like any leaf's (`_check_leaf_usage`)."""
 _CA_POLICY = (
     verification.ExtensionPolicy.webpki_defaults_ca()
     .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
@@ -145,7 +152,8 @@ class TrustStore:
     """The provisioned trust anchors (CRT-1): immutable, built from DER certificates.
 
     Anchors change only by configuration (CRT-5). A leaf certificate given as an anchor is
-    trusted directly (pinning).
+    trusted directly (pinning), even when it is a CA certificate (a self-signed one usually
+    asserts cA); its validity, key, keyUsage and names are checked as any leaf's.
     """
 
     __slots__ = ("_anchors", "_certificates", "_store", "_validated", "_window")
@@ -288,8 +296,9 @@ def _validate_path(
     certs = [_parse(der, role, index) for index, der in enumerate(chain)]
     leaf_key = _check_leaf_key(certs[0], role)
     _check_validity(certs, when, role)
+    pinned = bytes(chain[0]) in store._anchors
     try:
-        _verifier(store, when, max_depth).verify(certs[0], certs[1:])
+        _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:])
     except (verification.VerificationError, ValueError) as exc:
         raise _diagnose(exc, certs, store, when, max_depth, role) from None
     leaf = _Leaf.of(certs[0], leaf_key, role)
@@ -326,9 +335,11 @@ def _window_of(certs: Iterable[x509.Certificate]) -> _Window:
 
 
 def _verifier(
-    store: TrustStore, when: datetime.datetime, max_depth: int
+    store: TrustStore, when: datetime.datetime, max_depth: int, *, pinned: bool = False
 ) -> verification.ClientVerifier:
-    """A verifier with no name check (the names are matched here) and the relaxed policies.
+    """A verifier with no name check (the names are matched here) and the relaxed policies;
+    `pinned` (the leaf is one of the anchors, trusted directly) lets the leaf be a CA
+    certificate.
 
     The client verifier of `cryptography` is used for both roles: it is the one that accepts
     an end-entity policy without subjectAltName.
@@ -338,7 +349,9 @@ def _verifier(
         .store(store._store)
         .time(when)
         .max_chain_depth(max_depth)
-        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .extension_policies(
+            ca_policy=_CA_POLICY, ee_policy=_PINNED_EE_POLICY if pinned else _EE_POLICY
+        )
         .build_client_verifier()
     )
 
