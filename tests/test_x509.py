@@ -177,6 +177,22 @@ def test_chain_from_an_unknown_ca_is_unknown_ca(store: TrustStore) -> None:
 
 
 @pytest.mark.req("CRT-1")
+@pytest.mark.parametrize("max_depth", [0, 1, 2])
+def test_a_chain_with_its_own_root_under_another_ca_says_no_issuer_is_trusted(
+    store: TrustStore, max_depth: int
+) -> None:
+    stranger = root("stranger")
+    message = refused(A.unknown_ca, server, chain_der(server_leaf(stranger), stranger), store,
+                      max_depth=max_depth)
+    assert message == "server chain leads to no trusted CA: no issuer of it among the trust anchors"
+    top = root("another root")
+    middle = intermediate(top, "another issuing CA")
+    message = refused(A.unknown_ca, client, chain_der(client_leaf(middle), middle, top), store,
+                      max_depth=max(max_depth, 1))
+    assert message == "client chain leads to no trusted CA: no issuer of it among the trust anchors"
+
+
+@pytest.mark.req("CRT-1")
 def test_missing_intermediate_is_unknown_ca() -> None:
     top, (middle,) = ca_chain(1)
     refused(A.unknown_ca, lambda: server(chain_der(server_leaf(middle)), TrustStore([top.der])))

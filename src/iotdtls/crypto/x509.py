@@ -387,7 +387,9 @@ def _diagnose(
     reason = _verifier_reason(exc)
     if "candidates exhausted" in reason:
         detail = reason.removeprefix("candidates exhausted: ")
-        if "with no interior errors" in detail:  # nothing tried failed: no issuer was found
+        # Nothing tried failed, or no anchor issued any certificate sent (a self-signed root
+        # sent along then makes the verifier loop on it to its "max depth"): no issuer found.
+        if "with no interior errors" in detail or not _anchors_for(certs, store):
             detail = "no issuer of it among the trust anchors"
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
