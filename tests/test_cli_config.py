@@ -313,7 +313,8 @@ NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
         (["keygen", "spki"], "--key", "encrypted der", ENCRYPTED),
         (["server", "--rpk-key", "{server_key}"], "--rpk-allow", GARBAGE, NO_SPKI),
         (["client", "h:1"], "--peer-rpk", "{server_key}",
-         "a public key PEM must hold exactly one PUBLIC KEY block"),
+         "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem "
+         "writes it) or the public key's SHA-256"),
         (["client", "h:1"], "--cafile", GARBAGE, NO_CERTIFICATE),
         (["server", "--key", "{server_key}"], "--cert", GARBAGE, NO_CERTIFICATE),
         (["server", "--cert", "{server_crt}", "--key", "{server_key}"], "--client-cafile",

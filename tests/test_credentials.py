@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from iotdtls.credentials import (
     CertifiedKey,
@@ -22,7 +23,7 @@ from iotdtls.credentials import (
 )
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.errors import ConfigError
-from tests.pki import Issued, intermediate, root, server_leaf
+from tests.pki import Issued, intermediate, p256, root, server_leaf
 
 pytestmark = pytest.mark.req("CFG-1")
 
@@ -150,6 +151,34 @@ def test_what_is_not_a_public_key_is_refused_in_one_line(
     assert "SubjectPublicKeyInfo" in config_error(public_key_pin, b"\x04" + bytes(64))
     assert "SubjectPublicKeyInfo" in config_error(public_key_pin, "not hex at all")
     assert "exactly one PUBLIC KEY" in config_error(public_key_pin, leaf.pem)
+
+
+@pytest.mark.req("RPK-3")
+def test_a_der_pin_must_be_a_p256_subject_public_key_info(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    """RFC 7250 §3, RFC 7925 §4.3: what is not a P-256 SubjectPublicKeyInfo is refused when
+    configured, not at the handshake as "not provisioned"; no key bytes in the message."""
+    _, _, leaf = issued
+    private = PrivateKey(p256()).to_pem()
+    private_der = serialization.load_pem_private_key(private, None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    for form in (private, private_der, key_pem(leaf, PASSWORD)):
+        message = config_error(public_key_pin, form)
+        assert message.startswith("that is a private key; give its public key"), message
+        assert "iotdtls keygen spki" in message
+    assert config_error(public_key_pin, leaf.der).startswith("that is a certificate")
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    for key, shown in ((p384, "is on secp384r1"), (rsa_key, "is RSA, not ECDSA")):
+        spki = key.public_bytes(serialization.Encoding.DER,
+                                serialization.PublicFormat.SubjectPublicKeyInfo)
+        assert config_error(public_key_pin, spki) == (
+            f"the public key {shown}; the profile needs P-256")
+    for junk in (b"\x30\x03\x02\x01\x05", leaf.spki[:-1], leaf.spki + b"\x00"):
+        assert config_error(public_key_pin, junk) == (
+            "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256")
 
 
 def test_pem_blocks_are_read_by_label_and_checked_as_base64() -> None:

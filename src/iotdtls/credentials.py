@@ -3,8 +3,8 @@
 * `PrivateKey` (from `iotdtls.crypto`): an ECDSA P-256 key pair, the own half of a raw-public-key
   or certificate credential.
 * `public_key_pin(value)`: the form a provisioned raw public key takes here: the SHA-256 of its
-  DER SubjectPublicKeyInfo (RPK-3). The key itself (DER or PEM) or its SHA-256 (32 bytes, or 64
-  hex digits) are accepted.
+  DER SubjectPublicKeyInfo (RPK-3). The key itself (DER or PEM, a P-256 key) or its SHA-256 (32
+  bytes, or 64 hex digits) are accepted.
 * `CertifiedKey`: a certificate chain (DER, leaf first, root left out) with its private key.
 """
 
@@ -15,6 +15,11 @@ import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
 from iotdtls.crypto.x509 import leaf_public_key_spki, load_certificates
@@ -54,11 +59,54 @@ def public_key_pin(value: bytes | str) -> bytes:
     if value.lstrip().startswith(b"-----"):
         blocks = pem_blocks(value, "PUBLIC KEY")
         if len(blocks) != 1:
+            if not blocks and b"PRIVATE KEY-----" in value:
+                raise ConfigError(_PRIVATE_NOT_PUBLIC)
             raise ConfigError("a public key PEM must hold exactly one PUBLIC KEY block")
         value = blocks[0]
-    if not value.startswith(b"\x30"):
-        raise ConfigError("a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256")
+    _check_p256_spki(value)
     return spki_sha256(value)
+
+
+_PRIVATE_NOT_PUBLIC = (
+    "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem writes it) "
+    "or the public key's SHA-256"
+)
+
+
+def _check_p256_spki(der: bytes) -> None:
+    """A raw public key is a DER SubjectPublicKeyInfo (RFC 7250 §3) of a P-256 key, the only
+    kind the profile's ECDHE_ECDSA suite signs with (RFC 7925 §4.3)."""
+    try:
+        key = serialization.load_der_public_key(der)
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigError(f"the public key is on {key.curve.name}; the profile needs P-256")
+    if key is not None:
+        kind = type(key).__name__.removesuffix("PublicKey")
+        raise ConfigError(f"the public key is {kind}, not ECDSA; the profile needs P-256")
+    if _is_private_key(der):
+        raise ConfigError(_PRIVATE_NOT_PUBLIC)
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise ConfigError(
+            "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
+        ) from None
+    raise ConfigError("that is a certificate; give its public key (a SubjectPublicKeyInfo) "
+                      "or the key's SHA-256")
+
+
+def _is_private_key(der: bytes) -> bool:
+    try:
+        serialization.load_der_private_key(der, None)
+    except TypeError:  # an encrypted one: it needs a password
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:
