@@ -294,7 +294,7 @@ ENCRYPTED_ENCODINGS = {
     "encrypted der": serialization.Encoding.DER,  # no ENCRYPTED header to see
 }
 GARBAGE = b"garbage\n"
-UNREADABLE_KEY = "not a readable private key (ValueError)"
+UNREADABLE_KEY = "no private key in it (PEM or DER, PKCS#8 or SEC1)"
 ENCRYPTED = "encrypted keys are not supported: decrypt it first (openssl pkey -in {} -out KEY.pem)"
 NO_SPKI = "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
 NO_CERTIFICATE = "not a PEM or DER X.509 certificate"

@@ -83,6 +83,35 @@ def test_a_certified_key_loads_from_a_chain_file_and_an_encrypted_key_file(
     )
 
 
+@pytest.mark.parametrize("encoding", [serialization.Encoding.PEM, serialization.Encoding.DER])
+def test_a_private_key_that_cannot_be_read_says_why(
+    files: Path, issued: tuple[Issued, Issued, Issued], encoding: serialization.Encoding,
+) -> None:
+    leaf = issued[2]
+
+    def key(password: bytes | None) -> bytes:
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password) if password
+            else serialization.NoEncryption())
+        return leaf.key.private_bytes(encoding, serialization.PrivateFormat.PKCS8, encryption)
+
+    encrypted, clear = key(PASSWORD), key(None)
+    assert config_error(PrivateKey.from_pem, encrypted, b"wrong") == (
+        "wrong password for the encrypted private key")
+    assert config_error(PrivateKey.from_pem, encrypted) == (
+        "the private key is encrypted: give its password")
+    assert config_error(PrivateKey.from_pem, clear, PASSWORD) == (
+        "the private key is not encrypted: give no password")
+    for junk in (b"", b"garbage\n", clear[: len(clear) // 2]):
+        for password in (None, PASSWORD):
+            assert config_error(PrivateKey.from_pem, junk, password) == (
+                "no private key in it (PEM or DER, PKCS#8 or SEC1)")
+    assert config_error(PrivateKey.load, str(files / "key.pem"), b"wrong") == (
+        "wrong password for the encrypted private key")
+    assert config_error(PrivateKey.load, str(files / "junk.pem")) == (
+        "no private key in it (PEM or DER, PKCS#8 or SEC1)")
+
+
 def test_unreadable_files_are_named_with_what_they_were_for(files: Path) -> None:
     missing = str(files / "missing.pem")
     assert config_error(CertifiedKey.load, missing, str(files / "key.pem")) == (

@@ -18,6 +18,7 @@ from os import PathLike, fspath
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
@@ -74,12 +75,17 @@ class PrivateKey:
             raise ConfigError(f"give the key's password as bytes, got {type(password).__name__}")
         data = bytes(data)
         try:
-            if data.lstrip().startswith(b"-----"):
-                key = serialization.load_pem_private_key(data, password)
-            else:
-                key = serialization.load_der_private_key(data, password)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise ConfigError(f"not a readable private key ({type(exc).__name__})") from None
+            key = _load_private_key(data, password)
+        except TypeError:  # cryptography's way to say the password does not fit the key
+            if password is None:
+                raise ConfigError("the private key is encrypted: give its password") from None
+            raise ConfigError("the private key is not encrypted: give no password") from None
+        except ValueError:
+            if password is not None and _is_encrypted(data):
+                raise ConfigError("wrong password for the encrypted private key") from None
+            raise ConfigError(f"no private key in it ({_PRIVATE_KEY_FORMS})") from None
+        except UnsupportedAlgorithm:
+            raise ConfigError("the private key is of an unsupported type; use P-256") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError("the private key is not an elliptic-curve key; use P-256")
         return cls(key)
@@ -118,6 +124,26 @@ class PrivateKey:
         return f"PrivateKey(p256, spki sha256 {self.spki_sha256.hex()[:16]}..)"
 
     __str__ = __repr__
+
+
+_PRIVATE_KEY_FORMS = "PEM or DER, PKCS#8 or SEC1"
+
+
+def _load_private_key(data: bytes, password: bytes | None) -> PrivateKeyTypes:
+    if data.lstrip().startswith(b"-----"):
+        return serialization.load_pem_private_key(data, password)
+    return serialization.load_der_private_key(data, password)
+
+
+def _is_encrypted(data: bytes) -> bool:
+    """Whether `data` is an encrypted private key (one that asks for a password)."""
+    try:
+        _load_private_key(data, None)
+    except TypeError:
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return False
 
 
 def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:
