@@ -322,7 +322,8 @@ class ClientHandshake(HandshakeMachine):
                 config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
             )
         raise ProtocolError(
-            f"server certificate type {cert_type} is not what we are provisioned for",
+            f"server certificate type {getattr(cert_type, 'name', cert_type)} (RFC 7250 §3) "
+            "is not what we are provisioned for",
             AlertDescription.unsupported_certificate,
         )
 
