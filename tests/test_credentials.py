@@ -112,6 +112,18 @@ def test_a_private_key_that_cannot_be_read_says_why(
         "no private key in it (PEM or DER, PKCS#8 or SEC1)")
 
 
+def test_a_certified_key_repr_is_short_and_leaves_the_key_out(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    _, middle, leaf = issued
+    key = PrivateKey(leaf.key)
+    text = repr(CertifiedKey((leaf.der, middle.der), key))
+    assert text == (
+        "CertifiedKey(leaf 'CN=server,O=iotdtls tests', 2 certificates, private key redacted)")
+    assert str(CertifiedKey((leaf.der,), key)).endswith(", 1 certificate, private key redacted)")
+    assert "PrivateKey" not in text and "\\x" not in text  # neither the key nor DER bytes
+
+
 def test_unreadable_files_are_named_with_what_they_were_for(files: Path) -> None:
     missing = str(files / "missing.pem")
     assert config_error(CertifiedKey.load, missing, str(files / "key.pem")) == (

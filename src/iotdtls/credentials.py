@@ -14,7 +14,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -119,12 +119,14 @@ def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:
     return tuple(pins)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CertifiedKey:
-    """Our certificate chain (DER, leaf first; the root is not sent, CRT-1) and its key."""
+    """Our certificate chain (DER, leaf first; the root is not sent, CRT-1) and its key.
+
+    Its repr names the leaf's subject and counts the certificates; the key is left out."""
 
     chain: tuple[bytes, ...]
-    private_key: PrivateKey = field(repr=False)
+    private_key: PrivateKey
 
     def __post_init__(self) -> None:
         chain = as_der_sequence("a certificate chain", self.chain)
@@ -137,6 +139,14 @@ class CertifiedKey:
         if leaf_key != self.private_key.spki:
             raise ConfigError("the private key does not belong to the leaf certificate")
         object.__setattr__(self, "chain", chain)
+
+    def __repr__(self) -> str:
+        subject = x509.load_der_x509_certificate(self.chain[0]).subject.rfc4514_string()
+        count = len(self.chain)
+        return (
+            f"CertifiedKey(leaf {subject!r}, {count} certificate{'s' * (count != 1)}, "
+            "private key redacted)"
+        )
 
     @classmethod
     def from_pem(
