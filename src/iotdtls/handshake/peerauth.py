@@ -130,7 +130,8 @@ class RawKeyVerifier:
         identity = RawPublicKeyIdentity(spki)
         if spki_sha256(spki) not in self._pins and not self._accepted(identity):
             raise ProtocolError(
-                f"raw public key {identity.sha256.hex()[:16]}.. is not provisioned",
+                # The whole hash: what a pin (--rpk-allow-sha256, a SHA-256 pin) is written as.
+                f"raw public key with SHA-256 {identity.sha256.hex()} is not provisioned",
                 AlertDescription.bad_certificate,
             )
         return identity, key
