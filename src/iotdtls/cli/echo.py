@@ -110,7 +110,8 @@ def register(sub: Any) -> None:
     cli.add_argument("address", metavar="HOST:PORT", help="the server ([V6]:PORT for IPv6)")
     add_client_credentials(cli)
     cli.add_argument(
-        "--timeout", type=seconds(), default=30.0, metavar="S", help="handshake deadline"
+        "--timeout", type=seconds(), default=30.0, metavar="S",
+        help="handshake deadline (default 30)",
     )
     cli.add_argument(
         "--retries",

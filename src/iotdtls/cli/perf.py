@@ -65,7 +65,8 @@ def register(sub: Any) -> None:
         "(one full handshake per lane, then abbreviated ones)",
     )
     p.add_argument(
-        "--timeout", type=seconds(), default=10.0, metavar="S", help="handshake deadline"
+        "--timeout", type=seconds(), default=10.0, metavar="S",
+        help="handshake deadline (default 10)",
     )
     p.add_argument(
         "--echo-timeout", type=seconds(), default=2.0, metavar="S",
