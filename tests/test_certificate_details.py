@@ -320,9 +320,9 @@ def verifier_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     built: list[int] = []
     real = x509_module._verifier
 
-    def counting(*args: Any) -> Any:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(x509_module, "_verifier", counting)
     return built

@@ -460,13 +460,18 @@ def test_ip_address_names_match_ip_sans_only(anchor: Issued, store: TrustStore) 
 
 
 @pytest.mark.req("CRT-3")
-def test_without_a_server_name_the_identity_is_the_common_name(
+def test_without_a_server_name_the_identity_is_the_first_subject_alt_name(
     anchor: Issued, store: TrustStore
 ) -> None:
+    """Nothing checked, the name is for logs: the subjectAltName the certificate is for, the CN
+    only without one (RFC 6125 §6.4.4)."""
     assert server(chain_der(issue("device CN", anchor, san=dns("x.example"))), store,
-                  None) == "device CN"
+                  None) == "x.example"
     assert server(chain_der(issue(None, anchor, san=dns("x.example"))), store,
                   None) == "x.example"
+    assert server(chain_der(issue("device CN", anchor, san=ip("192.0.2.7"))), store,
+                  None) == "192.0.2.7"
+    assert server(chain_der(issue("device CN", anchor)), store, None) == "device CN"
 
 
 @pytest.mark.parametrize("name", ["", ".", "*.example.com", "a..b", "bad name", "-x.example",
@@ -638,7 +643,8 @@ def test_a_remembered_chain_keeps_its_name_checks_and_their_bound(
     assert matched == [*names, names[-1]]  # past the bound: matched again
     refused(A.bad_certificate, server, (leaf.der,), store, "example.com")
     refused(A.bad_certificate, server, (leaf.der,), store, "a.b.example.com")
-    assert server((leaf.der,), store, None) == "server"  # no name asked: the CN, for logs
+    # No name asked: for logs, the subjectAltName before the CN "server" (RFC 6125 §6.4.4).
+    assert server((leaf.der,), store, None) == "*.example.com"
     (remembered,) = store._validated.values()
     assert len(remembered[0].names) == module.NAMES_KEPT_PER_LEAF
 

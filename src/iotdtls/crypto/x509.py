@@ -223,7 +223,8 @@ def verify_server_chain(
     `ConfigError` before the chain is looked at), a DNS name is matched against the leaf's
     dNSName subjectAltNames, or its subject CN when it has no subjectAltName at all; an IP
     address only against iPAddress subjectAltNames. The identity's `name` is the matched
-    reference name; without `server_name` nothing is matched and `name` is the leaf's CN.
+    reference name; without `server_name` nothing is matched and `name` is the leaf's first
+    DNS or IP subjectAltName, else its CN (for logs).
     """
     reference = None if server_name is None else _reference_identity(server_name)
     leaf = _validate_path(chain, store, when, max_depth, "server")
@@ -604,16 +605,18 @@ def _common_names(cert: x509.Certificate) -> list[str]:
 
 
 def _display_name(leaf: _Leaf) -> str:
-    """A name for logs when none was checked: the CN, else the first subjectAltName."""
-    common = _common_names(leaf.cert)
-    if common:
-        return common[-1]
+    """A name for logs when none was checked: the first DNS or IP subjectAltName, else the CN
+    (which names the server only without subjectAltNames: RFC 6125 §6.4.4), else the whole
+    subject."""
     names = leaf.extension(x509.SubjectAlternativeName)
     if names is not None:
         for kind in (x509.DNSName, x509.IPAddress):
             values = names.get_values_for_type(kind)
             if values:
                 return str(values[0])
+    common = _common_names(leaf.cert)
+    if common:
+        return common[-1]
     return leaf.cert.subject.rfc4514_string()
 
 
