@@ -32,6 +32,7 @@ from iotdtls.messages import ClientHello, ExtensionType, HandshakeType, ServerHe
 from iotdtls.messages.extensions import UnknownExtension
 from iotdtls.record import ContentType
 from iotdtls.sessions import MemorySessionStore, SessionState
+from tests import pki
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
@@ -56,9 +57,11 @@ from tests.memory_link import (
 )
 from tests.pubkey_support import (
     client_key,
+    failure,
     rpk_link,
     server_key,
     stranger_key,
+    x509_configs,
     x509_link,
 )
 
@@ -345,6 +348,27 @@ def test_client_does_not_offer_a_session_that_does_not_fit(change: dict[str, Any
     second.client.connect(second.now)
     second.step()
     assert client_hellos(second)[0].session_id == b""
+
+
+@pytest.mark.req("RES-1", "CRT-1")
+@pytest.mark.parametrize(
+    ("change", "alert"),
+    [
+        ({"trust_anchors": [pki.root("another root").der]}, AlertDescription.unknown_ca),
+        ({"wall_clock": (pki.NOW + 2 * pki.YEAR).timestamp}, AlertDescription.certificate_expired),
+    ],
+    ids=["other-anchors", "expired-now"],
+)
+def test_a_client_does_not_resume_a_server_chain_it_no_longer_accepts(
+    change: dict[str, Any], alert: AlertDescription
+) -> None:
+    """The full handshake instead, which refuses the server as it would without a session."""
+    first = full_handshake(x509_link)
+    config, _ = x509_configs(client=change)
+    second = next_link(first, client_config=config)
+    second.handshake()
+    assert client_hellos(second)[0].session_id == b""
+    assert failure(second, "client").alert is alert
 
 
 @pytest.mark.req("RES-1", "EXT-1", "EXT-2")

@@ -223,6 +223,68 @@ def test_why_a_client_does_not_offer_a_session(
     assert offerable_session(saved, config) == reason
 
 
+def x509_session(peer_name: str, leaf: pki.Issued | None = None) -> SessionState:
+    """An X.509 session whose server showed `leaf` (the PKI's server leaf by default); an IP
+    address sends no server_name (RFC 6066 §3)."""
+    p = x509_pki()
+    chain = pki.chain_der(leaf or p.server, p.ca)
+    sni = "" if peer_name[0].isdigit() else peer_name
+    return session(ECDHE_SUITE, Mode.X509, CertificateIdentity(peer_name, chain), sni)
+
+
+def ip_leaf() -> pki.Issued:
+    """A server leaf for two IP addresses (iPAddress subjectAltNames)."""
+    return pki.server_leaf(x509_pki().ca, san=pki.ip("192.0.2.1", "192.0.2.2"))
+
+
+@pytest.mark.req("RES-1", "CRT-1", "CRT-3")
+@pytest.mark.parametrize(
+    ("change", "peer_name", "leaf", "reason"),
+    [
+        ({}, "localhost", None, None),
+        (
+            {"trust_anchors": [pki.root("another root").der]},
+            "localhost",
+            None,
+            "the server's chain is no longer accepted (server chain leads to no trusted CA",
+        ),
+        (
+            {"wall_clock": (pki.NOW + 2 * pki.YEAR).timestamp},
+            "localhost",
+            None,
+            "the server's chain is no longer accepted (server certificate 0 is not valid",
+        ),
+        ({"server_name": "192.0.2.1"}, "192.0.2.1", ip_leaf, None),
+        # Neither address sends a server_name: the name the chain was checked for tells.
+        ({"server_name": "192.0.2.2"}, "192.0.2.1", ip_leaf, "the session was made for another"),
+        (
+            {"server_name": "192.0.2.3"},
+            "192.0.2.1",
+            ip_leaf,
+            "the server's chain is no longer accepted (",
+        ),
+    ],
+    ids=["x509", "other-anchors", "expired-now", "ip", "other-ip", "ip-not-in-chain"],
+)
+def test_a_client_offers_an_x509_session_only_if_the_chain_is_still_accepted(
+    change: dict[str, Any], peer_name: str, leaf: Any, reason: str | None
+) -> None:
+    """The saved chain is checked as a full handshake would check it now: the current trust
+    anchors, clock and server name (the server does the same with a client's chain)."""
+    settings: dict[str, Any] = {
+        "trust_anchors": [x509_pki().root.der],
+        "server_name": "localhost",
+        "wall_clock": pki.NOW.timestamp,
+        **change,
+    }
+    saved = x509_session(peer_name, None if leaf is None else leaf())
+    why = offerable_session(saved, ClientConfig(**settings))
+    if reason is None:
+        assert why is None
+    else:
+        assert why is not None and why.startswith(reason)
+
+
 # -- why a server does not resume a session ------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from iotdtls.handshake.peerauth import (
     PeerVerifier,
     RawKeyVerifier,
     X509ClientVerifier,
+    X509ServerVerifier,
     own_raw_key,
     own_x509,
 )
@@ -141,7 +142,9 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
     it always carries, `client_offer`, as RFC 7627 §5.3 requires; a client keeps only sessions
     made with it); RFC 6066 §3, §4: and the session's server_name and fragment length.
     The session must also be one with the server this configuration is provisioned for (the
-    same PSK identity, a pinned raw key)."""
+    same PSK identity, a pinned raw key, a chain the full handshake would accept today: valid
+    under the current trust anchors at the configured clock and for the name checked now,
+    CRT-1, CRT-3), so a resumption never outlives the trust a full handshake needs."""
     offered_suites, _ = client_offer(config)
     peer = session.peer
     wanted_mfl = 0 if config.max_fragment_length is None else config.max_fragment_length
@@ -155,9 +158,28 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
         same = isinstance(peer, PskIdentity) and peer.identity == config.identity
     elif config.mode is Mode.RAW_PUBLIC_KEY:
         same = isinstance(peer, RawPublicKeyIdentity) and peer.sha256 in config.server_key_pins
+    elif not isinstance(peer, CertificateIdentity):
+        same = False
     else:
-        same = isinstance(peer, CertificateIdentity)
+        return _server_chain_refusal(peer, config)
     return None if same else "the session is with another server identity"
+
+
+def _server_chain_refusal(peer: CertificateIdentity, config: ClientConfig) -> str | None:
+    """The saved server chain checked as the full handshake checks it (`X509ServerVerifier`):
+    the trust anchors, clock and server_name of `config`. The name it matches must be the one
+    the session was made for: an IP address sends no server_name (RFC 6066 §3), so the
+    session's empty server_name alone does not tell two addresses apart."""
+    verifier = X509ServerVerifier(
+        config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
+    )
+    try:
+        identity, _ = verifier.verify(Certificate(peer.chain).encode())
+    except ProtocolError as exc:
+        return f"the server's chain is no longer accepted ({exc})"
+    if not isinstance(identity, CertificateIdentity) or identity.name != peer.name:
+        return "the session was made for another server name"
+    return None
 
 
 def cached_chain_fingerprint(config: ClientConfig) -> bytes:
