@@ -11,7 +11,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 import iotdtls.connection
 from iotdtls.errors import AlertDescription, AlertLevel, AlertReceived, AlertSent, ProtocolError
 from iotdtls.events import ConnectionClosed
-from iotdtls.handshake.alerts import PSK_MODE_ALERTS, RPK_MODE_ALERTS, permitted_alert
+from iotdtls.handshake.alerts import (
+    BASE_ALERTS,
+    CERTIFICATE_TYPE_ALERTS,
+    PSK_MODE_ALERTS,
+    RPK_MODE_ALERTS,
+    permitted_alert,
+)
 from iotdtls.messages import HandshakeType, RawPublicKeyCertificate
 from tests.memory_link import MemoryLink, events_of
 from tests.pubkey_support import rewrite, rpk_link, stranger_key
@@ -31,6 +37,13 @@ CERTIFICATE_ALERTS = [
 def test_no_certificate_alerts_in_psk_mode(alert: AlertDescription) -> None:
     assert alert not in PSK_MODE_ALERTS
     assert permitted_alert(alert) is AlertDescription.handshake_failure
+
+
+@pytest.mark.req("ERR-1")
+def test_a_certificate_type_failure_adds_only_unsupported_certificate() -> None:
+    """RFC 7250 §4.2: the one certificate alert a server sends before any mode is agreed."""
+    assert {AlertDescription.unsupported_certificate} == CERTIFICATE_TYPE_ALERTS - BASE_ALERTS
+    assert AlertDescription.unsupported_certificate not in PSK_MODE_ALERTS
 
 
 @pytest.mark.req("ERR-1", "PSK-4")

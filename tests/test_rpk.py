@@ -17,6 +17,7 @@ from iotdtls.crypto.ecdhe import EphemeralKey
 from iotdtls.crypto.signature import PrivateKey
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 from iotdtls.events import DataReceived, HandshakeComplete
+from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity, UnauthenticatedPeer
 from iotdtls.messages import (
     CertificateType,
@@ -43,7 +44,16 @@ from tests.memory_link import (
     plain_handshake,
     wire_from,
 )
-from tests.pubkey_support import client_key, failure, rewrite, rpk_link, server_key, stranger_key
+from tests.pubkey_support import (
+    client_key,
+    failure,
+    rewrite,
+    rpk_link,
+    server_key,
+    stranger_key,
+    x509_configs,
+    x509_pki,
+)
 
 ECDHE = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
 
@@ -285,7 +295,40 @@ def test_server_without_a_raw_key_refuses_a_raw_key_only_client() -> None:
         ServerConfig(psk_store={IDENTITY: KEY}),
     )
     link.handshake()
-    assert failure(link, "server").alert is AlertDescription.handshake_failure
+    error = failure(link, "server")
+    assert error.alert is AlertDescription.handshake_failure
+    assert error.reason == "no cipher suite in common"  # no key of ours, not a type question
+
+
+def x509_only_server_and_raw_key_client() -> tuple[ClientConfig, ServerConfig]:
+    p = x509_pki()
+    return ClientConfig(server_public_keys=[server_key().spki]), ServerConfig(
+        certificates=[p.certified(p.server)]
+    )
+
+
+def raw_key_only_server_and_x509_client() -> tuple[ClientConfig, ServerConfig]:
+    client, _ = x509_configs()
+    return client, ServerConfig(raw_public_key=server_key())
+
+
+@pytest.mark.req("RPK-1", "ERR-1")
+@pytest.mark.parametrize(
+    "configs",
+    [x509_only_server_and_raw_key_client, raw_key_only_server_and_x509_client],
+    ids=["x509-server-rpk-client", "rpk-server-x509-client"],
+)
+def test_no_certificate_type_in_common_is_unsupported_certificate(configs: Any) -> None:
+    """RFC 7250 §4.2: a server with none of the client's server certificate types ends the
+    handshake with unsupported_certificate, on the wire too (a certificate-based suite was
+    asked for: this is never PSK mode, whose alerts have no certificate alerts)."""
+    client, server = configs()
+    link = MemoryLink(client, server, allowed_alerts=CERTIFICATE_TYPE_ALERTS)
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is AlertDescription.unsupported_certificate
+    assert error.reason == "no server certificate type in common"
+    assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
 
 
 @pytest.mark.req("CFG-1", "PSK-1", "RPK-2")

@@ -4,7 +4,8 @@ The profile lists alerts that cannot apply to it: no certificate alerts in PSK o
 mode, no unknown_psk_identity (PSK-4: decrypt_error instead), nothing about compression or
 versions other than DTLS 1.2's protocol_version. Every alert we send passes through
 `permitted_alert` with the set of the association's mode (the base set until the hellos fix
-it), so a handler that names an alert of another mode still sends a valid one.
+it, or `CERTIFICATE_TYPE_ALERTS` when they fail on the server certificate type), so a handler that
+names an alert of another mode still sends a valid one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from iotdtls.errors import AlertDescription as A
 
 __all__ = [
     "BASE_ALERTS",
+    "CERTIFICATE_TYPE_ALERTS",
     "MODE_ALERTS",
     "PSK_MODE_ALERTS",
     "RPK_MODE_ALERTS",
@@ -58,6 +60,10 @@ X509_MODE_ALERTS = BASE_ALERTS | {
     A.certificate_unobtainable,
     A.bad_certificate_hash_value,
 }
+#: A ClientHello the server cannot serve for want of a server certificate type in common (RFC
+#: 7250 §4.2, unsupported_certificate): no mode is agreed yet, but the client asked for the
+#: ECDHE_ECDSA suite, which authenticates with certificates or raw keys, never a PSK one.
+CERTIFICATE_TYPE_ALERTS = BASE_ALERTS | {A.unsupported_certificate}
 MODE_ALERTS = {
     Mode.PSK: PSK_MODE_ALERTS,
     Mode.RAW_PUBLIC_KEY: RPK_MODE_ALERTS,

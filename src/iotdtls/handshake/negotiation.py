@@ -62,6 +62,7 @@ from iotdtls.messages.extensions import encode_vector
 from iotdtls.sessions import SessionState
 
 __all__ = [
+    "NoServerCertificateType",
     "ServerChoice",
     "cached_chain_fingerprint",
     "check_renegotiation_info",
@@ -214,6 +215,13 @@ def check_renegotiation_info(extensions: tuple[Extension, ...]) -> Renegotiation
     return reneg
 
 
+class NoServerCertificateType(ProtocolError):
+    """We hold a credential for none of the server certificate types the client takes: RFC 7250
+    §4.2 ends the handshake with unsupported_certificate, before any mode is agreed."""
+
+    alert = AlertDescription.unsupported_certificate
+
+
 @dataclass(slots=True)
 class ServerChoice:
     """What the server decided from a ClientHello (a value like `OutgoingMessage`)."""
@@ -238,8 +246,9 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
     """The first suite of the client's list we can serve (RFC 5246 §7.4.1.3).
 
     handshake_failure when no suite fits; unsupported_certificate when the ECDHE suite fails
-    only on certificate types (RFC 7250 §4.2)."""
+    only on certificate types (RFC 7250 §4.2), not when we hold no key to sign with at all."""
     failure: ProtocolError | None = None
+    signs = config.raw_public_key is not None or bool(config.certificates)
     for code in hello.cipher_suites:
         suite = suite_info(code)
         if suite is None:
@@ -248,7 +257,7 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
             if config.has_psk:
                 return ServerChoice(suite, _PSK)
             continue
-        if not _client_takes_p256_ecdsa(hello):
+        if not signs or not _client_takes_p256_ecdsa(hello):
             continue
         try:
             return _choose_ecdhe(suite, hello, config)
@@ -290,9 +299,7 @@ def _choose_ecdhe(suite: SuiteInfo, hello: ClientHello, config: ServerConfig) ->
         if own is not None:
             break
     if own is None:
-        raise ProtocolError(
-            "no server certificate type in common", AlertDescription.unsupported_certificate
-        )
+        raise NoServerCertificateType("no server certificate type in common")
     body = own.body
     if own.certificate_type == CertificateType.X509:
         body = _cached_certificate_body(hello, own.body, answers)

@@ -25,7 +25,7 @@ from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PublicKey, verify_digest_signature
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.handshake.alerts import MODE_ALERTS
+from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS, MODE_ALERTS
 from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs
 from iotdtls.handshake.keyexchange import (
     EcdheServerExchange,
@@ -40,6 +40,7 @@ from iotdtls.handshake.machine import (
     Transition,
 )
 from iotdtls.handshake.negotiation import (
+    NoServerCertificateType,
     ServerChoice,
     check_renegotiation_info,
     choose_server_parameters,
@@ -175,7 +176,11 @@ class ServerHandshake(HandshakeMachine):
         if session is not None:
             self.record(msg)
             return self._resume(hello, session, extras)
-        choice = choose_server_parameters(hello, self.credentials)
+        try:
+            choice = choose_server_parameters(hello, self.credentials)
+        except NoServerCertificateType:
+            self.allowed_alerts = CERTIFICATE_TYPE_ALERTS  # RFC 7250 §4.2; never PSK mode
+            raise
         self.record(msg)
         return self._full_handshake(hello, choice, ems, extras)
 
