@@ -4,8 +4,9 @@ RFC 6347 §4.1.2.7: a record that fails authentication is silently discarded, wh
 state, in both roles (REC-3), and plaintext that arrives where only protected records belong is
 dropped unread. PSK-4 still holds: a client with a wrong key (or an unknown identity) gets a
 decrypt_error, because the server concludes it only from a record that fails authentication
-*with the peer's own flight* (in the datagram whose messages moved the handshake, or the next
-one). REC-6: records that fail authentication are counted per epoch, and at
+*with the peer's own flight* (in the datagram whose messages moved the handshake, or alone
+right after the peer's ChangeCipherSpec a second time: peers that send one record per datagram
+repeat their flight). REC-6: records that fail authentication are counted per epoch, and at
 `integrity_limit` (default 2^7, RFC 9147 §4.5.3 and Appendix B.3 for AES-128-CCM-8) the
 association ends with a fatal bad_record_mac alert and an `IntegrityLimitReached` error.
 """
@@ -178,13 +179,27 @@ def wrong_key_flight_five() -> tuple[MemoryLink, list[bytes]]:
     return link, flight_five_records(link)
 
 
+def repeated_flight_five(link: MemoryLink) -> list[bytes]:
+    """The client's flight 5 once more, as its retransmission timer sends it (new record
+    sequence numbers), cut into its records."""
+    link.run(until=link.now + 5.0, stop=lambda lk: lk.sent["client"] >= 4)
+    (_, _, _, again) = [data for d, _, data in link.wire if d == "client"][:4]
+    return [header.encode() + fragment for header, fragment in records(again)]
+
+
 @pytest.mark.req("PSK-4", "ERR-1")
-@pytest.mark.parametrize("layout", ["one-datagram", "ccs-with-finished"])
+@pytest.mark.parametrize("layout", ["one-datagram", "ccs-with-finished", "one-record-each"])
 def test_a_wrong_key_still_ends_with_decrypt_error(layout: str) -> None:
     """PSK-4: the Finished fails in the datagram whose records moved the server's handshake
-    (our own client always cuts its ChangeCipherSpec and Finished together)."""
+    (our own client always cuts its ChangeCipherSpec and Finished together), or, from a peer
+    that sends one record per datagram (GnuTLS), alone right after the ChangeCipherSpec of
+    its flight and of its repeated flight."""
     link, (cke, ccs, finished) = wrong_key_flight_five()
-    datagrams = {"one-datagram": [cke + ccs + finished], "ccs-with-finished": [cke, ccs + finished]}
+    datagrams = {
+        "one-datagram": [cke + ccs + finished],
+        "ccs-with-finished": [cke, ccs + finished],
+        "one-record-each": [cke, ccs, finished, *repeated_flight_five(link)],
+    }
     for datagram in datagrams[layout]:
         to_server(link, datagram)
     (closed,) = [e for e in _server_events(link) if isinstance(e, ConnectionClosed)]
@@ -193,19 +208,21 @@ def test_a_wrong_key_still_ends_with_decrypt_error(layout: str) -> None:
 
 
 @pytest.mark.req("PSK-4", "REC-3")
-def test_a_finished_alone_in_its_datagram_is_not_evidence() -> None:
+def test_a_finished_alone_in_its_datagram_is_not_evidence_the_first_time() -> None:
     """A record that fails authentication alone in a datagram is what an attacker off the path
-    can send: the server drops it even right after the peer's ChangeCipherSpec. A peer that
-    sends its Finished alone with a wrong key meets silence and the handshake deadline, the
-    same for an unknown identity (PSK-4's indistinguishability holds)."""
-    link, (cke, ccs, finished) = wrong_key_flight_five()
-    for datagram in (cke, ccs, finished):
+    can send: the server drops it even right after the peer's ChangeCipherSpec, and one that
+    does not come right after one (taken or repeated) never counts. The genuine Finished
+    then completes the handshake."""
+    link, (cke, ccs, finished) = link_before_flight_five()
+    for datagram in (cke, forged(1), ccs, forged(1), b"not dtls at all", forged(1), ccs):
         to_server(link, datagram)
     server_conn = link.server_conn
     assert server_conn is not None
     assert server_conn.state is ConnectionState.HANDSHAKING
-    assert server_conn.discards[DiscardReason.BAD_TAG] == 1
+    assert server_conn.discards[DiscardReason.BAD_TAG] == 3
     assert link.server.datagrams_to_send(link.now) == []  # no alert, nothing at all
+    to_server(link, finished)
+    assert server_conn.state is ConnectionState.ESTABLISHED
 
 
 def _server_events(link: MemoryLink) -> list[object]:

@@ -118,6 +118,7 @@ class DtlsConnection:
     # Slots: a server holds one of these per association (memory per association, issue 9).
     __slots__ = (
         "_bad_tags_at_progress",
+        "_datagrams_since_ccs",
         "_datagrams_since_progress",
         "_deadline",
         "_deferred_ccs",
@@ -128,6 +129,7 @@ class DtlsConnection:
         "_handshake",
         "_heartbeats",
         "_hold_until",
+        "_lone_bad_finished",
         "_max_send_size",
         "_newest_handshake_record",
         "_next_triggered_retransmit",
@@ -167,9 +169,13 @@ class DtlsConnection:
         )
         self._newest_handshake_record = _NO_RECORD
         #: Datagrams since the peer's flight last moved the handshake, and the count of
-        #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`).
+        #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`);
+        #: datagrams since the peer's ChangeCipherSpec (taken or repeated), and how many
+        #: datagrams right after one failed authentication.
         self._datagrams_since_progress = 2
         self._bad_tags_at_progress = 0
+        self._datagrams_since_ccs = 2
+        self._lone_bad_finished = 0
         self._next_triggered_retransmit = _NEVER
         self._handshake: HandshakeMachine
         if isinstance(config, ClientConfig):
@@ -315,6 +321,8 @@ class DtlsConnection:
         if self.state in (_IDLE, _CLOSED):
             return
         self._datagrams_since_progress += 1
+        self._datagrams_since_ccs += 1
+        bad_tags_before = self._records.bad_tags(HANDSHAKE_EPOCH)
         try:
             for record in self._records.open_records(data):
                 if len(record.payload) > self._fragment_limit:
@@ -322,7 +330,7 @@ class DtlsConnection:
                 self._dispatch(record, now)
                 if self.state is _CLOSED:
                     return
-            self._check_finished_authenticates()
+            self._check_finished_authenticates(bad_tags_before)
         except ProtocolError as exc:
             self._fail(exc)
             return
@@ -334,21 +342,29 @@ class DtlsConnection:
         self._datagrams_since_progress = 0
         self._bad_tags_at_progress = self._records.bad_tags(HANDSHAKE_EPOCH)
 
-    def _check_finished_authenticates(self) -> None:
+    def _check_finished_authenticates(self, bad_tags_before: int) -> None:
         """PSK-4: a wrong key (or an unknown identity, which the server turned into a random
         key) shows as the client's Finished failing to authenticate: decrypt_error.
 
         Only a server waiting for that Finished concludes so, and only from a record that
-        arrives with the peer's own flight: in the datagram whose messages moved the handshake,
-        or in the next one (peers that send one record per datagram). Any other record that
-        fails authentication is dropped (RFC 6347 §4.1.2.7): an attacker off the path cannot
-        end a handshake with forged records, unless it forges the peer's flight itself, which
-        spoils the transcript anyway."""
-        if (
-            self._datagrams_since_progress == 0
-            and self._handshake.awaits_authenticated_finished()
-            and self._records.bad_tags(HANDSHAKE_EPOCH) > self._bad_tags_at_progress
-        ):
+        arrives with the peer's own flight: in the datagram whose messages moved the handshake;
+        or, for peers that send one record per datagram (GnuTLS), alone in the datagram right
+        after the peer's ChangeCipherSpec, the second time it happens (the peer repeats its
+        flight when we do not answer it). Any other record that fails authentication is
+        dropped (RFC 6347 §4.1.2.7): an attacker off the path cannot end a handshake with
+        forged records, unless it forges the peer's flight itself, which spoils the transcript
+        anyway; a single lone record is what it could slip in before the peer's Finished."""
+        if not self._handshake.awaits_authenticated_finished():
+            return
+        bad_tags = self._records.bad_tags(HANDSHAKE_EPOCH)
+        if self._datagrams_since_progress == 0:
+            failed = bad_tags > self._bad_tags_at_progress
+        elif self._datagrams_since_ccs == 1 and bad_tags > bad_tags_before:
+            self._lone_bad_finished += 1
+            failed = self._lone_bad_finished > 1
+        else:
+            failed = False
+        if failed:
             raise ProtocolError(
                 "the peer's Finished record does not authenticate",
                 AlertDescription.decrypt_error,
@@ -630,6 +646,7 @@ class DtlsConnection:
             ChangeCipherSpec.decode(record.payload)
             self._deferred_ccs = True
             return
+        self._datagrams_since_ccs = 0
         if record.epoch != hs.peer_epoch or not hs.expects_change_cipher_spec():
             # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
             self.dropped[DropReason.UNEXPECTED_CCS] += 1
