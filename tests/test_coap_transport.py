@@ -289,3 +289,28 @@ def test_raw_public_keys_from_credentials_maps(tmp_path: Path) -> None:
         assert claims == (RawPublicKeyIdentity(client_spki), ":dev2")
 
     run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_a_server_that_lost_the_association_without_close_notify_gets_a_new_one() -> None:
+    """The server crashes (no close_notify) and a new one serves the same port, knowing nothing
+    of the old association: once a confirmable request has used up its retransmissions with
+    nothing heard from the server, the next request makes a new association and completes."""
+    quick = aiocoap.TransportTuning()
+    quick.ACK_TIMEOUT, quick.MAX_RETRANSMIT = 0.2, 1
+
+    async def main() -> None:
+        async with coaps_client() as client:
+            async with coaps_server() as crashed:
+                address = crashed.address
+                first = await get(client, uri(address, "hello"))
+                crashed.endpoint_server._transport.abort()  # gone, no close_notify sent
+            async with coaps_server(bind=address) as restarted:
+                with pytest.raises(error.ConRetransmitsExceeded):
+                    await get(client, uri(address, "hello"), transport_tuning=quick)
+                second = await get(client, uri(address, "hello"), transport_tuning=quick)
+                assert second.payload.startswith(b"Hello, ")
+                assert second.remote is not first.remote and first.remote.ended
+                assert restarted.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+    run(main(), 15.0)

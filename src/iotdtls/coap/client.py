@@ -8,6 +8,11 @@ for the handshake while its remote is chosen (`determine_remote`), so a handshak
 times out fails that request with an `AssociationFailed` at once; an association that ends
 later fails every request still pending on it (`AssociationClosed`), and the next request makes
 a new one, a new remote (RFC 7252 §9.1: no response crosses from one association to another).
+
+A server that lost the association without a close_notify (it crashed and restarted, say)
+ignores its records and stays silent. So once a confirmable message has been sent as often as
+CoAP allows (RFC 7252 §4.2, MAX_RETRANSMIT) with nothing received over the association since,
+the association counts as unresponsive: the next request closes it and makes a new one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from aiocoap import error, interfaces
 from aiocoap.message import Message
 from aiocoap.numbers.constants import COAPS_PORT
+from aiocoap.numbers.types import CON
 from aiocoap.util import hostportsplit
 
 from iotdtls import aio
@@ -53,6 +59,12 @@ class ClientRemote(CoapsAddress):
         self._established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._established.add_done_callback(_retrieve)
         self._task = asyncio.ensure_future(self._run())
+        #: How often each confirmable message (by message ID) has been sent since the server
+        #: was last heard from.
+        self._unanswered: dict[int, int] = {}
+        #: True once a confirmable message used up its retransmissions unanswered (see the
+        #: module docstring); the next request replaces the association.
+        self.unresponsive = False
 
     @property
     def local_address(self) -> tuple[Any, ...]:
@@ -73,6 +85,16 @@ class ClientRemote(CoapsAddress):
             self._connection.send(data)
         except LocalProtocolError:
             logger.debug("%r: association ended before a message could be sent", self)
+
+    def sent(self, message: Message) -> None:
+        """Count the transmissions of a confirmable message (RFC 7252 §4.2): the last one
+        allowed, unanswered, makes the association `unresponsive`."""
+        if message.mtype is not CON or message.mid is None:
+            return
+        count = self._unanswered.get(message.mid, 0) + 1
+        self._unanswered[message.mid] = count
+        if count > message.transport_tuning.MAX_RETRANSMIT:
+            self.unresponsive = True
 
     async def close(self) -> None:
         """Send close_notify (if established) and release the socket."""
@@ -102,6 +124,8 @@ class ClientRemote(CoapsAddress):
         failure: DtlsError | None = None
         try:
             while (data := await self._connection.recv()) is not None:
+                self._unanswered.clear()  # the server is there
+                self.unresponsive = False
                 self._interface.deliver(self, data)
         except DtlsError as exc:
             failure = exc
@@ -144,6 +168,11 @@ class CoapsClientInterface(CoapsInterface):
         source, config = self._config_for(message)
         key = (host, port, source)
         remote = self._pool.get(key)
+        if remote is not None and remote.unresponsive:
+            logger.info("%r: no answer to a confirmable message, making a new association", remote)
+            self.forget(remote)
+            await remote.close()
+            remote = self._pool.get(key)  # another request may have made one meanwhile
         if remote is None or remote.ended:
             logger.debug("new DTLS association with %s:%d", host, port)
             remote = ClientRemote(self, host, port, named_for(config, host))
@@ -152,7 +181,16 @@ class CoapsClientInterface(CoapsInterface):
         return remote
 
     async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
-        return isinstance(remote, ClientRemote) and remote in self._pool.values()
+        return (
+            isinstance(remote, ClientRemote)
+            and not remote.unresponsive
+            and remote in self._pool.values()
+        )
+
+    def send(self, message: Message) -> None:
+        if isinstance(message.remote, ClientRemote):
+            message.remote.sent(message)
+        super().send(message)
 
     async def shutdown(self) -> None:
         self._mman = None
