@@ -77,13 +77,6 @@ def test_our_client_against_libcoap_server(build: str) -> None:
         assert server.returncode is None, server.output
 
 
-# coap-client can send its last request and its close_notify back to back; the server reads both
-# at one wake-up, so the association ends before aiocoap has started rendering that request.
-# aiocoap then cancels the rendering task before its first step (nobody is left to answer), and
-# Python notes that its coroutine was never awaited.
-@pytest.mark.filterwarnings(
-    "ignore:coroutine 'Context._render_to_pipe' was never awaited:RuntimeWarning"
-)
 @pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("build", BUILDS)
 def test_libcoap_client_against_our_server(build: str) -> None:

@@ -4,7 +4,9 @@ loopback (RFC 7252 §9: coaps; RFC 7959 block-wise; RFC 7641 observe)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +316,30 @@ def test_a_server_that_lost_the_association_without_close_notify_gets_a_new_one(
                 assert restarted.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
 
     run(main(), 15.0)
+
+
+def test_a_request_and_close_notify_together_leave_no_unawaited_rendering() -> None:
+    """A client sends its last request and close_notify in one datagram (libcoap does): the
+    server reads both at one wake-up; the request is served or dropped, and no rendering
+    coroutine of aiocoap is left never awaited."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server:
+            device = await SameAddressClient.open(server.address)
+            try:
+                await device.handshake(client_config())
+                assert device.connection is not None
+                device.connection.send(raw_request(1, b"last", "whoami"))
+                device.connection.close()
+                device._flush()  # both records in one datagram
+                await asyncio.sleep(0.3)
+            finally:
+                device.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(main())
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
+    assert len(site.whoami.seen) == 1  # served; its response dropped with the association

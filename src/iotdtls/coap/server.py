@@ -11,6 +11,7 @@ as an error of that remote, which ends its observations and pending exchanges.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,10 @@ class CoapsServerInterface(CoapsInterface):
         except DtlsError as exc:
             failure = exc
         finally:
+            # A request may have come in the same wake-up as the end (a last request and
+            # close_notify in one datagram): let aiocoap start rendering it before it hears of
+            # the end and cancels that; the response is then dropped (`ServerSession.send`).
+            await asyncio.sleep(0)
             self.association_ended(remote, failure)
 
     async def determine_remote(self, message: Message) -> None:
