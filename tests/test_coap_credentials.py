@@ -11,9 +11,14 @@ import aiocoap
 import pytest
 from aiocoap.credentials import CredentialsMissingError
 
-from iotdtls.coap import load_credentials, server_context
+from iotdtls.coap import client_context, load_credentials, server_context
 from iotdtls.coap.client import named_for
-from iotdtls.coap.credentials import CredentialsMap, ServerCredentials, client_config_for
+from iotdtls.coap.credentials import (
+    CredentialsMap,
+    ServerCredentials,
+    UnusableCredentials,
+    client_config_for,
+)
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.errors import ConfigError
 from iotdtls.identity import CertificateIdentity, PskIdentity
@@ -218,5 +223,39 @@ def test_requests_without_usable_credentials_fail_with_aiocoaps_error() -> None:
             with pytest.raises(ConfigError, match="inside config="):
                 async with coaps_client(config=fixed, mtu=300):
                     pass
+
+    run(main())
+
+
+def test_a_client_map_that_cannot_make_a_config_is_refused_by_client_context(pki: Pki) -> None:
+    """Our certificate without trust-anchors: a one-line `ConfigError` when the context is
+    made, not at the first request."""
+    bad = {"coaps://*": {"dtls-x509": {"certificate": str(pki.client_crt),
+                                       "private-key": str(pki.client_key)}}}
+
+    async def main() -> None:
+        with pytest.raises(ConfigError) as info:
+            await client_context(credentials=bad)
+        assert str(info.value).startswith("credentials coaps://*: a client's dtls-x509 entry "
+                                          "needs trust-anchors")
+        assert "\n" not in str(info.value)
+
+    run(main())
+
+
+def test_a_map_made_unusable_later_fails_the_request_with_an_aiocoap_error(pki: Pki) -> None:
+    """The map is read at each request: an entry that cannot make a config fails the request
+    with an `aiocoap.error.Error`, its cause the `ConfigError` saying what to fix."""
+    bad = {"coaps://*": {"dtls-x509": {"certificate": str(pki.client_crt),
+                                       "private-key": str(pki.client_key)}}}
+
+    async def main() -> None:
+        async with coaps_client() as client:
+            client.client_credentials = load_credentials(bad)
+            with pytest.raises(aiocoap.error.Error) as info:
+                await get(client, "coaps://127.0.0.1:9/hello")
+            assert isinstance(info.value, UnusableCredentials)
+            assert "needs trust-anchors" in str(info.value)
+            assert isinstance(info.value.__cause__, ConfigError)
 
     run(main())

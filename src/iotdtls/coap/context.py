@@ -21,6 +21,7 @@ from iotdtls.coap.client import CoapsClientInterface, ConfigForRequest
 from iotdtls.coap.credentials import (
     CredentialsSource,
     ServerCredentials,
+    check_client_credentials,
     load_credentials,
     map_client_configs,
 )
@@ -62,9 +63,10 @@ async def add_client_transport(
     """Send the `coaps://` requests of `context` through iotdtls.
 
     Credentials come from `context.client_credentials` (aiocoap's map, see
-    `iotdtls.coap.credentials`), read per request, or else from `config`, one `ClientConfig`
-    for every coaps request. `settings` are the other `ClientConfig` fields (`mtu`,
-    `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made from the map.
+    `iotdtls.coap.credentials`), checked now and read per request, or else from `config`,
+    one `ClientConfig` for every coaps request. `settings` are the other `ClientConfig`
+    fields (`mtu`, `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made
+    from the map.
     `chain_cache` keeps servers' certificate chains between runs (RFC 7924)."""
     chooser = _client_chooser(context, config, settings)
     transports: list[CoapsClientInterface] = []
@@ -83,6 +85,7 @@ def _client_chooser(
     """How a request gets its `ClientConfig`: `config` always, or the map's entry for its URI."""
     _check_settings(config, settings)
     if config is None:
+        check_client_credentials(context.client_credentials, settings)
         return map_client_configs(lambda: context.client_credentials, settings)
     fixed = config
 
@@ -140,7 +143,8 @@ async def client_context(
     """An aiocoap client context whose `coaps://` requests go through iotdtls.
 
     `credentials`: aiocoap's credentials map (a map, a dict, or a JSON file) for
-    `context.client_credentials`; or `config`, one `ClientConfig` for every coaps request.
+    `context.client_credentials`, a `ConfigError` if an entry cannot make a DTLS config; or
+    `config`, one `ClientConfig` for every coaps request.
     In certificate mode a server's certificate must name the host of the request URI (or the
     `server_name` of the config or entry). `plain_coap`: also send `coap://` requests
     (aiocoap's UDP transport). `chain_cache`: see `add_client_transport`. Shut it down with

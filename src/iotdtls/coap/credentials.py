@@ -44,6 +44,10 @@ admits every client whose chain leads to its `trust-anchors` and hands the clien
 follows the identity in `authenticated_claims` (a resource may then answer 4.01 or 4.03 to
 clients it does not list, the way aiocoap leaves authorization to resources).
 
+A client's map is checked when its context is made: every entry that cannot make a config is a
+`ConfigError` then. The map is read again at each request (it may change); an entry that cannot
+make a config by then fails the request with `UnusableCredentials`, an aiocoap error.
+
 Each credential mode is one *form*: a function from a map entry to a `ClientConfig` (client)
 and, on the server, the credentials it contributes to the `ServerConfig` and the entries that
 authenticate a `PeerIdentity` (its labels).
@@ -57,6 +61,7 @@ from os import PathLike, fspath
 from typing import Any, ClassVar, TypeVar
 
 from aiocoap import credentials as aiocoap_credentials
+from aiocoap import error
 from aiocoap.credentials import CredentialsLoadError, CredentialsMissingError
 from aiocoap.message import Message
 
@@ -72,10 +77,17 @@ __all__ = [
     "DtlsRawPublicKey",
     "DtlsX509",
     "ServerCredentials",
+    "UnusableCredentials",
+    "check_client_credentials",
     "client_config_for",
     "load_credentials",
     "map_client_configs",
 ]
+
+
+class UnusableCredentials(error.Error):
+    """A request's entry of the client credentials map cannot make a DTLS configuration (the
+    map changed since the context was made); `__cause__` is the `ConfigError` saying why."""
 
 
 class DtlsRawPublicKey:
@@ -340,6 +352,23 @@ def _dereferenced(entry: object) -> object:
     raise ConfigError(f"the credentials refer from label to label more than {MAX_REFERENCES} times")
 
 
+def check_client_credentials(
+    credentials: aiocoap_credentials.CredentialsMap, settings: Mapping[str, Any]
+) -> None:
+    """Make the config of every URI pattern's entry of a client's map once, so that a mistake
+    is a `ConfigError` (naming the pattern) before the first request. Entries of no DTLS form
+    are left to the requests they match (aiocoap's `CredentialsMissingError`)."""
+    for pattern, entry in credentials.items():
+        if pattern.startswith(":"):
+            continue  # a label: checked through the patterns that refer to it
+        try:
+            client_config_for(entry, settings)
+        except CredentialsMissingError:
+            continue
+        except ConfigError as exc:
+            raise ConfigError(f"credentials {pattern}: {exc}") from None
+
+
 def map_client_configs(
     credentials: Callable[[], aiocoap_credentials.CredentialsMap], settings: Mapping[str, Any]
 ) -> Callable[[Message], tuple[object, ClientConfig]]:
@@ -348,7 +377,11 @@ def map_client_configs(
 
     def config_for(message: Message) -> tuple[object, ClientConfig]:
         entry = credentials().credentials_from_request(message)
-        return entry, client_config_for(entry, settings)
+        try:
+            return entry, client_config_for(entry, settings)
+        except ConfigError as exc:
+            uri = message.get_request_uri()
+            raise UnusableCredentials(f"credentials for {uri}: {exc}") from exc
 
     return config_for
 
