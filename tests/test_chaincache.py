@@ -23,6 +23,7 @@ from iotdtls.chaincache import (
     with_cached_chain,
 )
 from iotdtls.config import ClientConfig
+from iotdtls.errors import ConfigError
 from iotdtls.identity import CertificateIdentity, PskIdentity
 from iotdtls.messages.certificate import Certificate
 from tests.pki import ca_chain, chain_der, server_leaf
@@ -152,6 +153,15 @@ def test_a_failed_save_leaves_the_old_entry_and_no_temporary_file(
     assert not ChainCache(not_a_directory / "cache").save(KEY, chain)
 
 
+def test_a_path_that_is_not_a_directory_is_refused_at_once(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    with pytest.raises(ConfigError) as info:
+        ChainCache(not_a_directory)
+    assert str(info.value) == (f"chain cache {not_a_directory} is not a directory: name a "
+                               "directory (it is made if missing)")
+
+
 def test_keys_are_1_to_65535_bytes(tmp_path: Path) -> None:
     cache = ChainCache(tmp_path)
     assert cache.path_for("k" * 65535).suffix == ".chain"
@@ -173,12 +183,13 @@ def test_failures_to_store_are_logged_with_the_key_and_the_reason(
     tmp_path: Path, chain: tuple[bytes, ...], caplog: pytest.LogCaptureFixture
 ) -> None:
     not_a_directory = tmp_path / "file"
-    not_a_directory.write_bytes(b"")
+    cache = ChainCache(not_a_directory)
+    not_a_directory.write_bytes(b"")  # a file took the directory's name meanwhile
     with caplog.at_level(logging.DEBUG, logger="iotdtls.chaincache"):
-        assert not ChainCache(not_a_directory).save(KEY, chain)
+        assert not cache.save(KEY, chain)
         assert not ChainCache(tmp_path, max_entry_size=100).save(KEY, chain)
     failed, too_large = (record.getMessage() for record in caplog.records)
-    assert failed == f"could not cache the chain for {KEY!r} in {not_a_directory}: File exists"
+    assert failed == f"could not cache the chain for {KEY!r} in {not_a_directory}: not a directory"
     assert too_large.startswith(f"chain for {KEY!r} not cached: ")
     assert too_large.endswith(" bytes is over the limit")
 

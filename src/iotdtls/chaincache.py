@@ -19,7 +19,8 @@ sans-I/O core only needs `chain_hash`.
   `max_entry_size` bytes, and a file that is damaged, truncated, too large or for another key
   reads as absent. Each file holds a magic line, the key, the Certificate body and a SHA-256
   over all of it. Saving never raises for an I/O problem: a cache must not break a connection
-  (it logs a warning and returns False).
+  (it logs a warning and returns False). A `directory` that exists but is not a directory is a
+  `ConfigError` at once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Final
 from iotdtls._files import write_atomically
 from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto.x509 import chain_hash
-from iotdtls.errors import DecodeError
+from iotdtls.errors import ConfigError, DecodeError
 from iotdtls.identity import CertificateIdentity, PeerIdentity
 from iotdtls.messages.certificate import Certificate
 
@@ -72,6 +73,11 @@ class ChainCache:
     ) -> None:
         self.directory = Path(directory)
         self.max_entry_size = max_entry_size
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(
+                f"chain cache {self.directory} is not a directory: name a directory "
+                "(it is made if missing)"
+            )
 
     def __repr__(self) -> str:
         return f"ChainCache({str(self.directory)!r})"
@@ -101,15 +107,15 @@ class ChainCache:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_atomically(self.path_for(key), entry)
+        except FileExistsError:  # mkdir(exist_ok=True): something else than a directory
+            return self._not_stored(key, "not a directory")
         except OSError as exc:
-            _log.warning(
-                "could not cache the chain for %r in %s: %s",
-                key,
-                self.directory,
-                exc.strerror or exc,
-            )
-            return False
+            return self._not_stored(key, exc.strerror or str(exc))
         return True
+
+    def _not_stored(self, key: str, reason: str) -> bool:
+        _log.warning("could not cache the chain for %r in %s: %s", key, self.directory, reason)
+        return False
 
     def discard(self, key: str) -> None:
         """Forget `key`'s chain (for example after it failed validation)."""
