@@ -36,7 +36,7 @@ from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, FlushedText
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, free_udp_port
 
 #: What `/hello` answers the test identity.
-HELLO = f"Hello, psk identity {CLIENT_IDENTITY.encode()!r}!\n"
+HELLO = f"Hello, {CLIENT_IDENTITY}!\n"
 
 
 class Recorder(resource.Resource):

@@ -12,6 +12,7 @@ import pytest
 from aiocoap import GET, Message
 
 from iotdtls.coap import demo
+from iotdtls.identity import CertificateIdentity, PskIdentity
 from tests.coap_support import run
 
 TEXT_PLAIN = 0  # RFC 7252 §12.3: text/plain; charset=utf-8
@@ -27,7 +28,11 @@ def request(remote: Any) -> Message:
 @pytest.mark.parametrize(
     ("remote", "greeting"),
     [
-        (SimpleNamespace(peer="psk identity b'dev1'"), b"Hello, psk identity b'dev1'!"),
+        (SimpleNamespace(peer=PskIdentity(b"dev1")), b"Hello, dev1!"),
+        (SimpleNamespace(peer=PskIdentity(b"\xff\x01")), b"Hello, psk identity b'\\xff\\x01'!"),
+        (SimpleNamespace(peer=PskIdentity(b"a\nb")), b"Hello, psk identity b'a\\nb'!"),
+        (SimpleNamespace(peer=CertificateIdentity("dev.example")),
+         b"Hello, certificate dev.example!"),
         (SimpleNamespace(), b"Hello!"),  # plain CoAP: no authenticated peer
         (SimpleNamespace(peer=None), b"Hello!"),
     ],

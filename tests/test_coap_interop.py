@@ -93,7 +93,7 @@ def test_libcoap_client_against_our_server(build: str) -> None:
     async def main() -> None:
         async with coaps_server(site, credentials=SERVER_CREDENTIALS) as server:
             hello = await client(target=uri(server.address, "hello"))
-            assert "Hello, psk identity b'Client_identity'!" in hello
+            assert "Hello, Client_identity!" in hello
             await client(target=uri(server.address, "whoami"))
             # 64-byte blocks chosen by libcoap (RFC 7959 §2.4, early negotiation).
             large = await client("-b", "64", target=uri(server.address, "large"))

@@ -64,7 +64,7 @@ def test_get_over_coaps_and_the_identity_reaches_the_handler() -> None:
                 assert response.remote.peer == PskIdentity(CLIENT_IDENTITY.encode())
                 assert response.remote.scheme == "coaps"
                 hello = await get(client, uri(proxy.address, "hello"))
-                assert hello.payload == b"Hello, psk identity b'Client_identity'!"
+                assert hello.payload == b"Hello, Client_identity!"
                 assert hello.remote is response.remote  # one association for both
             # CoAP went inside DTLS records only (RFC 7252 §9.1.1).
             assert_encrypted(proxy.snapshot(), b"whoami", b"Hello")

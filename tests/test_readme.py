@@ -35,7 +35,7 @@ def test_readme_coap_example_runs() -> None:
         [sys.executable, "-c", source], capture_output=True, text=True, timeout=30, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "2.05 Content Hello, psk identity b'dev1'!"
+    assert done.stdout.strip() == "2.05 Content Hello, dev1!"
 
 
 def test_readme_resumption_example_runs() -> None:

@@ -12,20 +12,35 @@ from aiocoap import resource
 from aiocoap.message import Message
 from aiocoap.numbers.contentformat import ContentFormat
 
-__all__ = ["Counter", "Hello", "demo_site"]
+from iotdtls.identity import PskIdentity
+
+__all__ = ["Counter", "Hello", "demo_site", "name_of"]
 
 TEXT = ContentFormat.TEXT
 
 
 class Hello(resource.Resource):
-    """GET: `Hello, <identity>!` with the identity the handshake authenticated."""
+    """GET: `Hello, <identity>!` with the identity the handshake authenticated (`name_of`)."""
 
     ct = int(TEXT)
 
     async def render_get(self, request: Message) -> Message:
         peer = getattr(request.remote, "peer", None)
-        greeting = f"Hello, {peer}!" if peer is not None else "Hello!"
+        greeting = f"Hello, {name_of(peer)}!" if peer is not None else "Hello!"
         return Message(payload=greeting.encode(), content_format=TEXT)
+
+
+def name_of(peer: object) -> str:
+    """How `/hello` names a peer: a PSK identity by its text when it is printable UTF-8 (as
+    RFC 4279 §5.1 has identities be), any other identity as it describes itself."""
+    if isinstance(peer, PskIdentity):
+        try:
+            text = peer.identity.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if text.isprintable() and text:
+            return text
+    return str(peer)
 
 
 class Counter(resource.ObservableResource):
