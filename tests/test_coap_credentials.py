@@ -12,7 +12,6 @@ import pytest
 from aiocoap.credentials import CredentialsMissingError
 
 from iotdtls.coap import client_context, load_credentials, server_context
-from iotdtls.coap.client import named_for
 from iotdtls.coap.credentials import (
     CredentialsMap,
     ServerCredentials,
@@ -89,9 +88,9 @@ def test_certificate_entries_make_certificate_configs(pki: Pki) -> None:
     assert (config.mode, config.mtu, config.server_name) == (Mode.X509, 300, None)
     assert config.certificate is not None and config.trust_anchors == (pki.ca_der.read_bytes(),)
     # No server-name in the entry: the transport checks the request URI's host instead.
-    assert named_for(config, "localhost").server_name == "localhost"
+    assert config.for_host("localhost").server_name == "localhost"
     named = load_credentials(x509_client_credentials(pki, **{"server-name": "gw.example"}))
-    assert named_for(client_config_for(named["coaps://*"], {}), "localhost").server_name == (
+    assert client_config_for(named["coaps://*"], {}).for_host("localhost").server_name == (
         "gw.example")
     server = ServerCredentials(lambda: load_credentials(x509_server_credentials(pki)))
     served = server.server_config({})

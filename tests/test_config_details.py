@@ -451,3 +451,11 @@ def test_a_psk_in_text_is_refused_whatever_it_holds() -> None:
             f"a psk in psk_store must be bytes, got str{HEX_HINT}"
         )
     assert ClientConfig(psk_identity="device", psk=bytes.fromhex(HEX_KEY)).psk == KEY
+
+
+def test_for_host_names_the_host_only_for_certificates_without_a_server_name() -> None:
+    """`for_host` (what `connect` and the CoAP client apply): a PSK or raw-key configuration,
+    or one naming its server already, is returned as it is (no server_name sent for them)."""
+    psk = ClientConfig(psk_identity=b"dev", psk=bytes(16))
+    assert psk.for_host("gw.example") is psk
+    assert psk.for_host("gw.example").server_name is None

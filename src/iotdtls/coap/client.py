@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,10 +33,10 @@ from iotdtls import aio
 from iotdtls.chaincache import ChainCache
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.errors import association_error
-from iotdtls.config import ClientConfig, Mode
+from iotdtls.config import ClientConfig
 from iotdtls.errors import DtlsError, LocalProtocolError
 
-__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest", "named_for"]
+__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest"]
 
 logger = logging.getLogger("iotdtls.coap")
 
@@ -175,7 +174,7 @@ class CoapsClientInterface(CoapsInterface):
             remote = self._pool.get(key)  # another request may have made one meanwhile
         if remote is None or remote.ended:
             logger.debug("new DTLS association with %s:%d", host, port)
-            remote = ClientRemote(self, host, port, named_for(config, host))
+            remote = ClientRemote(self, host, port, config.for_host(host))
             self._pool[key] = remote
         await remote.established()
         return remote
@@ -209,14 +208,6 @@ class CoapsClientInterface(CoapsInterface):
         for key, pooled in list(self._pool.items()):
             if pooled is remote:
                 del self._pool[key]
-
-
-def named_for(config: ClientConfig, host: str) -> ClientConfig:
-    """`config`, checking the server's certificate against `host`, the host of the request URI
-    (RFC 7252 §9.1.3.3, RFC 6125 §6.2), unless it names a `server_name` of its own."""
-    if config.mode is not Mode.X509 or config.server_name is not None:
-        return config
-    return dataclasses.replace(config, server_name=host)
 
 
 def _destination(message: Message) -> tuple[str, int]:
