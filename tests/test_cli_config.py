@@ -25,6 +25,7 @@ from iotdtls.cli.common import (
     UsageError,
     hex_bytes,
     parse_hostport,
+    seconds,
     setup_logging,
     stop_on_signals,
 )
@@ -706,3 +707,14 @@ def test_perf_processes_beyond_its_handshakes_are_refused_naming_the_flags(
     capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
     assert refused(capsys, "perf", "127.0.0.1:9", *PSK, *flags) == message
+
+
+def test_seconds_takes_its_minimum_only_when_inclusive() -> None:
+    """`--keepalive 1` is the least interval (>= 1 s); `--timeout 0` is refused (> 0)."""
+    assert seconds(1.0, inclusive=True)("1") == 1.0
+    assert seconds(1.0, inclusive=True)("1.5") == 1.5
+    with pytest.raises(argparse.ArgumentTypeError, match=r"seconds >= 1, got '0.5'"):
+        seconds(1.0, inclusive=True)("0.5")
+    assert seconds()("0.01") == 0.01
+    with pytest.raises(argparse.ArgumentTypeError, match=r"seconds > 0, got '0'"):
+        seconds()("0")

@@ -929,7 +929,8 @@ def test_a_perf_message_size_is_checked_against_the_mtu_before_the_run(
     mtu = 600 if "--mtu" in flags else 1232
     command = ["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-m", "1", "-q", *flags]
     assert cli.main([*command, "--size", str(largest)]) == 0
-    assert [spec.message_size for spec, _ in stub_runs] == [largest]
+    assert cli.main([*command, "--size", "4"]) == 0
+    assert [spec.message_size for spec, _ in stub_runs] == [largest, 4]
     capsys.readouterr()
     for size in (largest + 1, 5000, 3):
         assert cli.main([*command, "--size", str(size)]) == 2
@@ -937,7 +938,7 @@ def test_a_perf_message_size_is_checked_against_the_mtu_before_the_run(
             f"iotdtls: error: --size must be from 4 to {largest} bytes (what one datagram of "
             f"--mtu {mtu} carries), got {size}\n"
         )
-    assert len(stub_runs) == 1
+    assert len(stub_runs) == 2
 
 
 def test_the_largest_perf_message_is_echoed(capsys: pytest.CaptureFixture[str]) -> None:
