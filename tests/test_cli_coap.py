@@ -301,6 +301,17 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
          "expected a coaps://HOST[:PORT]/PATH URI, got 'coaps:///x'"),
         (["get", "https://127.0.0.1/x", *CREDENTIALS],
          "expected a coaps://HOST[:PORT]/PATH URI, got 'https://127.0.0.1/x'"),
+        (["get", "coaps://[::1/x", *CREDENTIALS],
+         "expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://[::1/x': Invalid IPv6 URL"),
+        *[(["get", f"coaps://127.0.0.1:{port}/x", *CREDENTIALS],
+           f"expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://127.0.0.1:{port}/x': the port "
+           "must be a number from 1 to 65535") for port in ("99999", "0", "x1")],
+        (["get", "coap://127.0.0.1/x#part"],
+         "expected a coaps://HOST[:PORT]/PATH URI, got 'coap://127.0.0.1/x#part': Fragment "
+         "identifiers can not be set on a request URI"),
+        (["get", "coaps://me@127.0.0.1/x", *CREDENTIALS],
+         "expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://me@127.0.0.1/x': User name and "
+         "password not supported"),
         (["get", "coaps://127.0.0.1/x"],
          "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / --peer-rpk-sha256 "
          "HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),

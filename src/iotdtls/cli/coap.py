@@ -96,14 +96,12 @@ def _require_aiocoap() -> None:
 
 def run_request(args: argparse.Namespace) -> int:
     _require_aiocoap()
-    scheme = urlsplit(args.uri).scheme
-    if scheme not in ("coap", "coaps") or not urlsplit(args.uri).hostname:
-        raise UsageError(f"expected a coaps://HOST[:PORT]/PATH URI, got {args.uri!r}")
+    scheme, host = _target(args.uri)
     config = None
     if scheme == "coaps":
         config = client_config(
             args,
-            urlsplit(args.uri).hostname,
+            host,
             handshake_timeout=args.timeout,
             mtu=args.mtu,
             keylog_file=args.keylog,
@@ -116,7 +114,43 @@ def run_request(args: argparse.Namespace) -> int:
     observe = args.method == "get" and args.observe
     if observe:
         options["observe"] = 0
-    return asyncio.run(_request(args, config, chain_cache(args), options, observe))
+    message = _message(args.method, args.uri, options)
+    return asyncio.run(_request(args, message, config, chain_cache(args), observe))
+
+
+#: A request URI that cannot be used, and why.
+_EXPECTED_URI = "expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}{reason}"
+
+
+def _target(uri: str) -> tuple[str, str]:
+    """The scheme and host of a request URI, or a one-line `UsageError` saying what is wrong
+    with it (a port is 1 to 65535: 0 is no port to send to)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unclosed [IPv6 address
+        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {exc}")) from None
+    if parts.scheme not in ("coap", "coaps") or not parts.hostname:
+        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=""))
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        reason = ": the port must be a number from 1 to 65535"
+        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
+    return parts.scheme, parts.hostname
+
+
+def _message(method: str, uri: str, options: dict[str, Any]) -> Message:
+    """The request; aiocoap's objections to its URI as one line (a fragment, which RFC 7252
+    §6.4 refuses, or a user name)."""
+    from aiocoap import Code, Message
+
+    try:
+        return Message(code=Code[method.upper()], uri=uri, **options)
+    except ValueError as exc:  # aiocoap's MalformedUrlError
+        reason = str(exc).removeprefix("Malformed URL: ").rstrip(".")
+        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {reason}")) from None
 
 
 def _payload(argument: str | None) -> bytes:
@@ -145,18 +179,18 @@ def _content_format(text: str) -> int:
 
 async def _request(
     args: argparse.Namespace,
+    message: Message,
     config: ClientConfig | None,
     cache: ChainCache | None,
-    options: dict[str, Any],
     observe: bool,
 ) -> int:
-    from aiocoap import Code, Message, error
+    from aiocoap import error
 
     from iotdtls.coap import client_context
 
     context = await client_context(config=config, plain_coap=config is None, chain_cache=cache)
     try:
-        request = context.request(Message(code=Code[args.method.upper()], uri=args.uri, **options))
+        request = context.request(message)
         # The handshake has its own deadline (handshake_timeout); the response then has as long.
         response = await asyncio.wait_for(request.response, 2 * args.timeout)
         _print(response, code=True)
