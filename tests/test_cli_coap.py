@@ -243,14 +243,6 @@ def test_observe_prints_each_notification_until_the_duration(
     assert len(values) >= 4 and values == sorted(values), values
 
 
-def test_without_observe_a_counter_is_read_once(
-    server: Served, capsys: pytest.CaptureFixture[str]
-) -> None:
-    status, out, _ = coap(capsys, "get", server.uri("counter"), "--duration", "0.3",
-                          *CREDENTIALS)
-    assert status == 0 and len(out.splitlines()) == 1
-
-
 @pytest.mark.req("COAP-1")
 def test_a_coap_uri_goes_without_dtls(capsys: pytest.CaptureFixture[str]) -> None:
     """coap:// needs no credentials and reaches a plain CoAP server (no peer to greet)."""
@@ -312,6 +304,16 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
         (["get", "coaps://me@127.0.0.1/x", *CREDENTIALS],
          "expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://me@127.0.0.1/x': User name and "
          "password not supported"),
+        (["get", "coaps://127.0.0.1/x", "--duration", "3", *CREDENTIALS],
+         "--duration needs --observe"),
+        (["get", "coap://127.0.0.1/x", "--psk", "xyz"],
+         "--psk is for coaps:// URIs (coap:// has no DTLS)"),
+        (["put", "coap://127.0.0.1/x", "v", "--cafile", "ca.crt"],
+         "--cafile is for coaps:// URIs (coap:// has no DTLS)"),
+        (["get", "coap://127.0.0.1/x", "--peer-rpk", "server.pem"],
+         "--peer-rpk is for coaps:// URIs (coap:// has no DTLS)"),
+        (["get", "coap://127.0.0.1/x", "--allow-no-ems"],
+         "--allow-no-ems is for coaps:// URIs (coap:// has no DTLS)"),
         (["get", "coaps://127.0.0.1/x"],
          "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / --peer-rpk-sha256 "
          "HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),

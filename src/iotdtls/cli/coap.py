@@ -97,8 +97,12 @@ def _require_aiocoap() -> None:
 def run_request(args: argparse.Namespace) -> int:
     _require_aiocoap()
     scheme, host = _target(args.uri)
+    if getattr(args, "duration", None) is not None and not args.observe:
+        raise UsageError("--duration needs --observe")
     config = None
-    if scheme == "coaps":
+    if scheme == "coap":
+        _refuse_dtls_flags(args)
+    else:
         config = client_config(
             args,
             host,
@@ -139,6 +143,22 @@ def _target(uri: str) -> tuple[str, str]:
         reason = ": the port must be a number from 1 to 65535"
         raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
     return parts.scheme, parts.hostname
+
+
+#: The flags of a coaps request, each with its value when not given.
+_DTLS_FLAGS: dict[str, object] = {
+    "--psk-identity": None, "--psk": None, "--peer-rpk": [], "--peer-rpk-sha256": [],
+    "--rpk-key": None, "--cafile": None, "--cert": None, "--key": None, "--server-name": None,
+    "--cache-dir": None, "--allow-no-ems": False, "--keylog": None,
+}
+
+
+def _refuse_dtls_flags(args: argparse.Namespace) -> None:
+    """A coap:// request has no DTLS: a credential flag given with one is a mistake (a coaps
+    URI meant, or a flag left over) rather than something to ignore."""
+    for flag, unset in _DTLS_FLAGS.items():
+        if getattr(args, flag.removeprefix("--").replace("-", "_")) != unset:
+            raise UsageError(f"{flag} is for coaps:// URIs (coap:// has no DTLS)")
 
 
 def _message(method: str, uri: str, options: dict[str, Any]) -> Message:
