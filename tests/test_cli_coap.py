@@ -201,6 +201,16 @@ def test_delete_and_a_put_without_content_format(
     assert server.recorder.got == [("DELETE", b"", None), ("PUT", b"x", None)]
 
 
+@pytest.mark.parametrize("argument", [["-"], []])
+def test_a_payload_with_stdin_closed_is_one_line_and_status_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argument: list[str]
+) -> None:
+    """Started with stdin closed (`<&-`: sys.stdin is None): no traceback, no request."""
+    monkeypatch.setattr(sys, "stdin", None)
+    assert coap(capsys, "post", "coaps://127.0.0.1:9/x", *argument, *CREDENTIALS) == (
+        1, "", "iotdtls: cannot read the payload: stdin is closed\n")
+
+
 class Terminal(io.TextIOWrapper):
     def isatty(self) -> bool:
         return True

@@ -174,8 +174,14 @@ def _message(method: str, uri: str, options: dict[str, Any]) -> Message:
 
 
 def _payload(argument: str | None) -> bytes:
+    """The argument; or stdin to its end for '-', and for no argument unless stdin is a
+    terminal (then the payload is empty, as libcoap's coap-client sends none without -f/-e).
+    An `OSError` (the command's one line, status 1, as `stdout_buffer`'s) when the command
+    was started with stdin closed."""
     if argument is not None and argument != "-":
         return argument.encode()
+    if sys.stdin is None:
+        raise OSError("cannot read the payload: stdin is closed")
     if argument is None and sys.stdin.isatty():
         return b""
     return sys.stdin.buffer.read()
