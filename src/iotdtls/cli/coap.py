@@ -59,7 +59,12 @@ def register(sub: Any) -> None:
         p = commands.add_parser(method, help=text)
         p.add_argument("uri", metavar="URI", help="coaps://HOST[:PORT]/PATH (or coap://)")
         if method in ("post", "put"):
-            p.add_argument("payload", nargs="?", help="the payload; '-' or none: read stdin")
+            p.add_argument(
+                "payload",
+                nargs="?",
+                help="the payload; '-': read stdin; none: read stdin, unless it is a "
+                "terminal (then send an empty payload)",
+            )
             p.add_argument(
                 "--content-format", metavar="CF", help="number or media type, e.g. text/plain"
             )
