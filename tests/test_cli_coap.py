@@ -181,6 +181,20 @@ def test_put_and_post_send_the_argument_with_its_content_format(
     assert server.recorder.got == [(code, b"21.5", 0)]
 
 
+def test_the_payload_may_follow_the_flags(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`coap post URI [flags] PAYLOAD`, as `coap post URI PAYLOAD [flags]`."""
+    result = coap(capsys, "post", server.uri("recorder"), "--content-format", "text/plain",
+                  *CREDENTIALS, "21.5")
+    assert result[0] == 0, result
+    assert server.recorder.got == [("POST", b"21.5", 0)]
+    with pytest.raises(SystemExit) as exited:  # one payload only
+        main(["coap", "post", server.uri("recorder"), "a", *CREDENTIALS, "b"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "iotdtls: error: unrecognized arguments: b (see --help)\n"
+
+
 def test_a_payload_of_dash_or_none_is_read_from_stdin(
     server: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
+    Parser,
     UsageError,
     add_common_flags,
     format_hostport,
@@ -54,7 +55,9 @@ METHODS = {
 def register(sub: Any) -> None:
     """Add `coap` and its subcommands (`get`, `post`, `put`, `delete`, `serve`)."""
     coap = sub.add_parser("coap", help="CoAP over DTLS (coaps://) with aiocoap: client, server")
-    commands = coap.add_subparsers(dest="coap_command", required=True)
+    commands = coap.add_subparsers(
+        dest="coap_command", required=True, parser_class=_IntermixedParser
+    )
     for method, text in METHODS.items():
         p = commands.add_parser(method, help=text)
         p.add_argument("uri", metavar="URI", help="coaps://HOST[:PORT]/PATH (or coap://)")
@@ -62,6 +65,7 @@ def register(sub: Any) -> None:
             p.add_argument(
                 "payload",
                 nargs="?",
+                metavar="PAYLOAD",
                 help="the payload; '-': read stdin; none: read stdin, unless it is a "
                 "terminal (then send an empty payload)",
             )
@@ -92,6 +96,23 @@ def register(sub: Any) -> None:
     add_server_credentials(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_serve, server_logging=True)
+
+
+class _IntermixedParser(Parser):
+    """The requests' parser: flags may come between the positionals (`coap post URI
+    --content-format CF PAYLOAD`), where plain argparse binds the optional PAYLOAD, empty,
+    with URI and refuses the payload as an unrecognized argument."""
+
+    _intermixing = False
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+        if self._intermixing:  # parse_known_intermixed_args calls back (Python < 3.13)
+            return super().parse_known_args(*args, **kwargs)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(*args, **kwargs)
+        finally:
+            self._intermixing = False
 
 
 def _require_aiocoap() -> None:
