@@ -36,7 +36,7 @@ from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, FlushedText
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, free_udp_port
 
 #: What `/hello` answers the test identity.
-HELLO = f"Hello, {CLIENT_IDENTITY}!\n"
+HELLO = f"Hello, {CLIENT_IDENTITY}!"
 
 
 class Recorder(resource.Resource):
@@ -150,8 +150,23 @@ def test_get_prints_the_code_on_stderr_and_the_payload_on_stdout(
     server: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert coap(capsys, "get", server.uri("hello"), *CREDENTIALS) == (0, HELLO, "2.05 Content\n")
-    # A payload that ends in a newline gets none added; an empty one prints nothing.
+    # An empty payload prints nothing.
     assert coap(capsys, "get", server.uri("recorder"), *CREDENTIALS) == (0, "", "2.05 Content\n")
+
+
+def test_a_payload_goes_to_a_pipe_exactly_and_to_a_terminal_as_a_line(
+    server: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`coap post URI - < in > out` gives out the bytes of the response, nothing added; a
+    terminal gets a final newline when the payload has none."""
+    binary = bytes(range(256)) * 4
+    for wrapper, expected in ((io.TextIOWrapper, binary), (Terminal, binary + b"\n")):
+        written = io.BytesIO()
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(binary)))
+        monkeypatch.setattr(sys, "stdout", wrapper(written))
+        assert main(["coap", "post", server.uri("recorder"), "-", *CREDENTIALS]) == 0
+        assert written.getvalue() == expected
+    assert capsys.readouterr().err == "2.04 Changed\n" * 2
 
 
 def test_a_payload_with_stdout_closed_is_one_line_and_status_1(
@@ -177,7 +192,7 @@ def test_put_and_post_send_the_argument_with_its_content_format(
 ) -> None:
     result = coap(capsys, method, server.uri("recorder"), "21.5", "--content-format",
                   "text/plain", *CREDENTIALS)
-    assert result == (0, "21.5\n", "2.04 Changed\n")
+    assert result == (0, "21.5", "2.04 Changed\n")
     assert server.recorder.got == [(code, b"21.5", 0)]
 
 
@@ -271,7 +286,7 @@ def test_observe_prints_each_notification_until_the_duration(
 def test_a_coap_uri_goes_without_dtls(capsys: pytest.CaptureFixture[str]) -> None:
     """coap:// needs no credentials and reaches a plain CoAP server (no peer to greet)."""
     with served_in_thread(plain_coap) as served:
-        assert coap(capsys, "get", served.uri("hello", "coap")) == (0, "Hello!\n", "2.05 Content\n")
+        assert coap(capsys, "get", served.uri("hello", "coap")) == (0, "Hello!", "2.05 Content\n")
 
 
 def test_a_failed_handshake_exits_1_with_the_reason_and_advice(
@@ -406,7 +421,7 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
         status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS])
         thread.join(10.0)
     assert (status, fallback) == (0, [])
-    assert answers[0] == HELLO.removesuffix("\n").encode()
+    assert answers[0] == HELLO.encode()
     assert b"</hello>" in answers[1] and b"</counter>" in answers[1] and b"obs" in answers[1]
     assert b"impl-info" not in answers[1]  # the site names no implementation
     assert ("iotdtls.cli", logging.INFO, f"listening on coaps://{LOCALHOST}:{port}") in (
@@ -484,7 +499,7 @@ def test_observe_of_a_resource_that_cannot_be_observed_prints_it_once(
     server: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert coap(capsys, "get", server.uri("hello"), "--observe", "--duration", "0.3",
-                *CREDENTIALS) == (0, HELLO, "2.05 Content\n")
+                *CREDENTIALS) == (0, HELLO + "\n", "2.05 Content\n")
 
 
 def test_an_observation_the_server_ends_exits_1_with_why(

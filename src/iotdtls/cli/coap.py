@@ -245,7 +245,7 @@ async def _request(
         request = context.request(message)
         # The handshake has its own deadline (handshake_timeout); the response then has as long.
         response = await asyncio.wait_for(request.response, 2 * args.timeout)
-        _print(response, code=True)
+        _print(response, code=True, lines=observe)
         if not response.code.is_successful():
             return 1
         if observe and request.observation is not None:
@@ -267,7 +267,7 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
 
     async def notifications() -> None:
         async for notification in observation:
-            _print(notification, code=False)
+            _print(notification, code=False, lines=True)
 
     try:
         await asyncio.wait_for(notifications(), duration)
@@ -281,13 +281,16 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
     return 0
 
 
-def _print(message: Message, code: bool) -> None:
+def _print(message: Message, code: bool, lines: bool) -> None:
+    """The code (when `code`) on stderr, then the payload on stdout: its bytes exactly, so
+    that `> file` or a pipe gets the resource as it is, unless stdout is a terminal or
+    `lines` (observe: one notification a line), where a missing final newline is added."""
     if code:
         print(message.code, file=sys.stderr, flush=True)
     if message.payload:
         out = stdout_buffer()
         out.write(message.payload)
-        if not message.payload.endswith(b"\n"):
+        if not message.payload.endswith(b"\n") and (lines or sys.stdout.isatty()):
             out.write(b"\n")
         out.flush()
 
