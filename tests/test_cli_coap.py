@@ -302,14 +302,15 @@ def test_a_failed_handshake_exits_1_with_the_reason_and_advice(
 
 
 def test_no_response_in_time_exits_1(server: Served, capsys: pytest.CaptureFixture[str]) -> None:
-    """The handshake has --timeout; the response as long again after it: twice --timeout in
-    all, not more."""
+    """The handshake has --timeout; the response as long again from the end of the handshake
+    (quick on loopback), not more."""
     started = time.monotonic()
     status, out, err = coap(capsys, "get", server.uri("slow"), "--timeout", "0.5", *CREDENTIALS)
     waited = time.monotonic() - started
     server.loop.call_soon_threadsafe(server.site.slow.release.set)
-    assert (status, out, err) == (1, "", "iotdtls: no response within 1 s\n")
-    assert 0.95 <= waited < 1.45, waited
+    assert (status, out, err) == (1, "", "iotdtls: no response within 0.5 s after the "
+                                  "handshake\n")
+    assert 0.5 <= waited < 0.95, waited
 
 
 def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[str]) -> None:

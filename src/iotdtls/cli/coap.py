@@ -83,7 +83,8 @@ def register(sub: Any) -> None:
             type=seconds(),
             default=30.0,
             metavar="S",
-            help="deadline of the handshake, and of the response after it",
+            help="deadline of the handshake, then as long for the response (for all the "
+            "blocks of a block-wise transfer)",
         )
         add_common_flags(p)
         p.set_defaults(run=run_request, server_logging=False, method=method)
@@ -242,9 +243,12 @@ async def _request(
 
     context = await client_context(config=config, plain_coap=config is None, chain_cache=cache)
     try:
+        if config is not None:
+            # The handshake first, within its own deadline (handshake_timeout, --timeout):
+            # the association is kept for the request, whose response then has --timeout.
+            await context.find_remote_and_interface(message.copy())
         request = context.request(message)
-        # The handshake has its own deadline (handshake_timeout); the response then has as long.
-        response = await asyncio.wait_for(request.response, 2 * args.timeout)
+        response = await asyncio.wait_for(request.response, args.timeout)
         _print(response, code=True, lines=observe)
         if not response.code.is_successful():
             return 1
@@ -254,7 +258,8 @@ async def _request(
     except error.Error as exc:
         return _failed(exc)
     except TimeoutError:
-        return _failed(f"no response within {2 * args.timeout:g} s")
+        after = "" if config is None else " after the handshake"
+        return _failed(f"no response within {args.timeout:g} s{after}")
     finally:
         await context.shutdown()
 
