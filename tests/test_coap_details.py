@@ -194,6 +194,13 @@ ADDRESS = "Check the server address and its DTLS configuration."
      "Check the credentials: the server does not know this PSK identity."),
     (AlertSent(AlertDescription.decrypt_error),
      "Check the credentials: the PSK does not match the server's."),
+    (AlertReceived(AlertDescription.handshake_failure),
+     "Check the credentials: the server refused the credentials or cipher suites."),
+    # We refused the server (its raw public key is not one we were given, say).
+    (AlertSent(AlertDescription.handshake_failure),
+     "Check the server's raw public key or certificate authority we were given, and what we "
+     "require of the server: we refused it, for the reason above."),
+    (AlertSent(AlertDescription.unknown_psk_identity), ADDRESS),  # a client never sends it
     (AlertSent(AlertDescription.internal_error), ADDRESS),
     (DtlsError("anything else"), ADDRESS),
     (ConnectionRefusedError(111, "Connection refused"), ADDRESS),

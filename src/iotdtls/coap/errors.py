@@ -65,14 +65,24 @@ def association_error(
     return AssociationFailed(peer, cause)
 
 
-#: Alerts a PSK handshake ends with when the two sides do not share a key (RFC 4279 §2,
-#: RFC 5246 §7.2.2: a wrong key shows as a Finished that does not verify).
+#: Alerts a PSK handshake ends with when the two sides do not share a key, whichever side
+#: sends them (RFC 5246 §7.2.2: a wrong key shows as a Finished that does not verify).
 _KEY_MISMATCH = {
-    AlertDescription.unknown_psk_identity: "the server does not know this PSK identity",
     AlertDescription.decrypt_error: "the PSK does not match the server's",
     AlertDescription.bad_record_mac: "the PSK does not match the server's",
+}
+#: Alerts with which the server refuses us (RFC 4279 §2, RFC 5246 §7.2.2).
+_REFUSED_BY_SERVER = {
+    **_KEY_MISMATCH,
+    AlertDescription.unknown_psk_identity: "the server does not know this PSK identity",
     AlertDescription.handshake_failure: "the server refused the credentials or cipher suites",
 }
+#: handshake_failure sent: we refused the server (a raw public key that is not provisioned,
+#: RFC 7250 §3, is refused with it: the profile's raw-key mode has no certificate alerts).
+_WE_REFUSED_THE_SERVER = (
+    "Check the server's raw public key or certificate authority we were given, and what we "
+    "require of the server: we refused it, for the reason above."
+)
 #: Alerts about a certificate (RFC 5246 §7.2.2, RFC 6066 §9), the ones only certificate mode
 #: sends: when we send one, the server's chain did not validate; when we receive one, the
 #: server refused ours.
@@ -97,8 +107,12 @@ def _advice(cause: BaseException | None) -> str | None:
         return _SERVER_CERTIFICATE_REFUSED
     if isinstance(cause, AlertReceived) and alert in _CERTIFICATE_ALERTS:
         return _OUR_CERTIFICATE_REFUSED
-    if isinstance(cause, AlertReceived | AlertSent) and alert in _KEY_MISMATCH:
+    if isinstance(cause, AlertReceived) and alert in _REFUSED_BY_SERVER:
+        return f"Check the credentials: {_REFUSED_BY_SERVER[AlertDescription(alert)]}."
+    if isinstance(cause, AlertSent) and alert in _KEY_MISMATCH:
         return f"Check the credentials: {_KEY_MISMATCH[AlertDescription(alert)]}."
+    if isinstance(cause, AlertSent) and alert == AlertDescription.handshake_failure:
+        return _WE_REFUSED_THE_SERVER
     if isinstance(cause, DtlsError | OSError):
         return "Check the server address and its DTLS configuration."
     return None
