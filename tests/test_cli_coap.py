@@ -24,6 +24,7 @@ import pytest
 from aiocoap import resource
 
 import iotdtls.coap
+import iotdtls.coap.client
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import coap as coap_cli
 from iotdtls.cli import main
@@ -311,6 +312,28 @@ def test_no_response_in_time_exits_1(server: Served, capsys: pytest.CaptureFixtu
     assert (status, out, err) == (1, "", "iotdtls: no response within 0.5 s after the "
                                   "handshake\n")
     assert 0.5 <= waited < 0.95, waited
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_ends_a_request_with_close_notify_and_128_plus_its_number(
+    server: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    sig: signal.Signals,
+) -> None:
+    """As Ctrl-C does: the pending request is given up and the association closed (close_notify
+    sent); the status is the shell's for the signal (143 for SIGTERM)."""
+    closed: list[bool] = []
+    close = iotdtls.coap.client.ClientRemote.close
+
+    async def spy(remote: iotdtls.coap.client.ClientRemote) -> None:
+        closed.append(remote.peer is not None)  # established: close sends close_notify
+        await close(remote)
+
+    monkeypatch.setattr(iotdtls.coap.client.ClientRemote, "close", spy)
+    with signal_fallback(sig) as fallback:
+        threading.Timer(0.5, os.kill, (os.getpid(), sig)).start()
+        status, out, err = coap(capsys, "get", server.uri("slow"), *CREDENTIALS)
+    server.loop.call_soon_threadsafe(server.site.slow.release.set)
+    assert (status, out, err, fallback, closed) == (128 + sig, "", "", [], [True])
 
 
 def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,8 @@
 the DTLS is `iotdtls.coap`'s. Needs the `coap` extra (aiocoap); imported only when run.
 
 A request prints the response code on stderr and the payload on stdout, and exits 0 for a
-success (2.xx) response, 1 for an error response, a failed association or no response in time.
+success (2.xx) response, 1 for an error response, a failed association or no response in time;
+Ctrl-C (130), SIGTERM (143) and SIGHUP (129) end it with close_notify.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -146,7 +149,37 @@ def run_request(args: argparse.Namespace) -> int:
     if observe:
         options["observe"] = 0
     message = _message(args.method, args.uri, options)
-    return asyncio.run(_request(args, message, config, chain_cache(args), observe))
+    request = _request(args, message, config, chain_cache(args), observe)
+    return asyncio.run(_ended_by_signals(request))
+
+
+#: Signals that end a request as Ctrl-C does (a terminal closing sends SIGHUP).
+_END_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+async def _ended_by_signals(work: Coroutine[Any, Any, int]) -> int:
+    """`work`'s exit status; or, when SIGTERM or SIGHUP comes, `work` cancelled as Ctrl-C
+    cancels it (the association ends with close_notify, RFC 5246 §7.2.1) and 128 + the
+    signal's number, the status a shell gives a process the signal ended."""
+    task = asyncio.ensure_future(work)
+    received: list[int] = []
+
+    def end(number: int) -> None:
+        received.append(number)
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in _END_SIGNALS:
+        loop.add_signal_handler(sig, end, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return 128 + received[0]
+    finally:
+        for sig in _END_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
 #: A request URI that cannot be used, and why.
