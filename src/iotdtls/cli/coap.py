@@ -59,7 +59,10 @@ def register(sub: Any) -> None:
     """Add `coap` and its subcommands (`get`, `post`, `put`, `delete`, `serve`)."""
     coap = sub.add_parser("coap", help="CoAP over DTLS (coaps://) with aiocoap: client, server")
     commands = coap.add_subparsers(
-        dest="coap_command", required=True, parser_class=_IntermixedParser
+        dest="coap_command",
+        metavar="{" + ",".join([*METHODS, "serve"]) + "}",  # named so when it is missing
+        required=True,
+        parser_class=_IntermixedParser,
     )
     for method, text in METHODS.items():
         p = commands.add_parser(method, help=text)
