@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.util
 import io
 import logging
@@ -288,6 +289,26 @@ def test_a_coap_uri_goes_without_dtls(capsys: pytest.CaptureFixture[str]) -> Non
     """coap:// needs no credentials and reaches a plain CoAP server (no peer to greet)."""
     with served_in_thread(plain_coap) as served:
         assert coap(capsys, "get", served.uri("hello", "coap")) == (0, "Hello!", "2.05 Content\n")
+
+
+def test_a_closed_port_is_named_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """coap:// to a port nobody listens on: the ICMP port unreachable, said once."""
+    port = free_udp_port()
+    assert coap(capsys, "get", f"coap://{LOCALHOST}:{port}/hello", "--timeout", "10") == (
+        1, "", f"iotdtls: coap: nothing listens on {LOCALHOST}:{port} (ICMP port unreachable)\n")
+
+
+def test_unreachable_names_the_socket_error_under_a_bare_network_error() -> None:
+    def network_error(cause: BaseException | None) -> aiocoap.error.NetworkError:
+        exc = aiocoap.error.NetworkError()
+        exc.__cause__ = cause
+        return exc
+
+    no_route = OSError(errno.EHOSTUNREACH, "No route to host")
+    assert coap_cli._unreachable(network_error(no_route), "coap://[2001:db8::1]/x") == (
+        "coap: cannot reach [2001:db8::1]:5683: No route to host")
+    assert coap_cli._unreachable(network_error(None), "coap://h/x") is None
+    assert coap_cli._unreachable(AssociationFailed("h:1", no_route), "coaps://h/x") is None
 
 
 def test_a_failed_handshake_exits_1_with_the_reason_and_advice(

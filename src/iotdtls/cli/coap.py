@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib.util
 import logging
 import signal
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from aiocoap.protocol import ClientObservation
 
 __all__ = ["register"]
+
+COAP_PORT = 5683  # coap (RFC 7252 §12.6): where a coap:// URI without a port goes
 
 METHODS = {
     "get": "GET a resource",
@@ -292,7 +295,7 @@ async def _request(
             return await _follow(request.observation, args.duration)
         return 0
     except error.Error as exc:
-        return _failed(exc)
+        return _failed(_unreachable(exc, args.uri) or exc)
     except TimeoutError:
         after = "" if config is None else " after the handshake"
         return _failed(f"no response within {args.timeout:g} s{after}")
@@ -334,6 +337,21 @@ def _print(message: Message, code: bool, lines: bool) -> None:
         if not message.payload.endswith(b"\n") and (lines or sys.stdout.isatty()):
             out.write(b"\n")
         out.flush()
+
+
+def _unreachable(exc: Exception, uri: str) -> str | None:
+    """What the socket error under aiocoap's bare `NetworkError` of a coap:// request was: the
+    error itself reads only "Network error: NetworkError"."""
+    from aiocoap import error
+
+    cause = exc.__cause__
+    if type(exc) is not error.NetworkError or not isinstance(cause, OSError):
+        return None
+    parts = urlsplit(uri)
+    where = format_hostport(parts.hostname or "", parts.port or COAP_PORT)
+    if cause.errno == errno.ECONNREFUSED:
+        return f"coap: nothing listens on {where} (ICMP port unreachable)"
+    return f"coap: cannot reach {where}: {cause.strerror or cause}"
 
 
 def _failed(problem: object) -> int:
