@@ -443,9 +443,11 @@ def in_thread(coro: Callable[[], Coroutine[Any, Any, None]]) -> threading.Thread
 
 
 @pytest.mark.req("COAP-1")
-def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
-    """`coap serve` serves the demo site on the --listen address until SIGTERM, then ends
-    with 0; a client in another thread checks /hello and /.well-known/core first."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: signal.Signals) -> None:
+    """`coap serve` serves the demo site on the --listen address until SIGTERM (or Ctrl-C),
+    then ends with 0, as `iotdtls server` does; a client in another thread checks /hello and
+    /.well-known/core first."""
     port = free_udp_port()
     answers: list[bytes] = []
 
@@ -461,9 +463,9 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
                 core = await get(context, f"coaps://{LOCALHOST}:{port}/.well-known/core")
                 answers.extend([hello.payload, core.payload])
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
 
-    with signal_fallback(signal.SIGTERM) as fallback, caplog.at_level(logging.INFO):
+    with signal_fallback(sig) as fallback, caplog.at_level(logging.INFO):
         thread = in_thread(client)
         status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS])
         thread.join(10.0)

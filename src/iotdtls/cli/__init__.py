@@ -6,7 +6,9 @@ adds its parser and sets `run` (the function taking the parsed arguments and ret
 status) and `server_logging`. This module parses, sets up logging, prepares the --keylog file
 of the commands that have one, and turns the errors a user can cause into one line and an exit
 status: 2 for usage and configuration, 1 for a failed association, a datagram the association
-cannot carry or a socket error, 130 for Ctrl-C.
+cannot carry or a socket error, 130 for Ctrl-C of a client (a `coap` request also ends with
+close_notify on SIGTERM, 143, and SIGHUP, 129). A server (`server`, `coap serve`) stops cleanly
+on SIGINT, SIGTERM or SIGHUP and exits 0.
 """
 
 from __future__ import annotations
