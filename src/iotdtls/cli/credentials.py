@@ -241,7 +241,7 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--client-cafile",
         metavar="FILE",
-        help="trust anchors for client certificates (then required)",
+        help="trust anchors for client certificates (then required, each naming its EUI-64)",
     )
     _add_legacy_flag(p, "clients")
 
