@@ -65,17 +65,24 @@ def handshake_bytes(link: MemoryLink, sender: Direction) -> int:
     return sum(len(d) for d in wire_from(link, sender))
 
 
-@pytest.mark.req("CRT-1", "CRT-3", "CRT-4", "CFG-1")
-def test_mutual_certificates_without_the_root() -> None:
-    p = x509_pki()
-    link = x509_link()
+def authenticated_peers(link: MemoryLink) -> tuple[Any, Any]:
+    """Run the handshake to its end: the peer identity each side's HandshakeComplete names
+    (client's, server's)."""
     link.handshake()
     assert established(link)
     (client_done,) = events_of(link, "client", HandshakeComplete)
     (server_done,) = events_of(link, "server", HandshakeComplete)
-    assert client_done.peer == CertificateIdentity("localhost")
-    assert server_done.peer == CertificateIdentity(CLIENT_EUI64)
-    assert server_done.peer.chain == (p.client.der, p.ca.der)  # the root is not sent
+    return client_done.peer, server_done.peer
+
+
+@pytest.mark.req("CRT-1", "CRT-3", "CRT-4", "CFG-1")
+def test_mutual_certificates_without_the_root() -> None:
+    p = x509_pki()
+    link = x509_link()
+    client_peer, server_peer = authenticated_peers(link)
+    assert client_peer == CertificateIdentity("localhost")
+    assert server_peer == CertificateIdentity(CLIENT_EUI64)
+    assert server_peer.chain == (p.client.der, p.ca.der)  # the root is not sent
     (server_cert,) = bodies(link, "server", HandshakeType.certificate)
     assert Certificate.decode(server_cert).certificates == (p.server.der, p.ca.der)
     assert HandshakeType.certificate_verify in message_types(wire_from(link, "client"))
@@ -107,12 +114,9 @@ def test_self_signed_ca_certificates_pinned_as_anchors_both_ways() -> None:
         server={"client_trust_anchors": [client_cert.der], "certificates": [CertifiedKey(
             (server_cert.der,), PrivateKey(server_cert.key))]},
     )
-    link.handshake()
-    assert established(link)
-    (client_done,) = events_of(link, "client", HandshakeComplete)
-    (server_done,) = events_of(link, "server", HandshakeComplete)
-    assert client_done.peer == CertificateIdentity("localhost")
-    assert server_done.peer == CertificateIdentity(CLIENT_EUI64)
+    assert authenticated_peers(link) == (
+        CertificateIdentity("localhost"), CertificateIdentity(CLIENT_EUI64)
+    )
 
 
 @pytest.mark.req("CRT-1", "HS-3")
