@@ -92,6 +92,16 @@ def test_a_bad_server_name_is_a_configuration_error() -> None:
         ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name="bad name!")
 
 
+@pytest.mark.req("EXT-2")
+@pytest.mark.parametrize("name", ["127.1", "10", "256.1.1.1", "1.2.3.4.5"])
+def test_digits_and_dots_that_make_no_address_are_no_server_name(name: str) -> None:
+    """Never sent as a DNS name in server_name (RFC 6066 §3 allows no address there, and
+    RFC 1123 §2.1 no all-numeric host name): refused, saying how to write an address."""
+    with pytest.raises(ConfigError, match=r"write an IPv4 address in full"):
+        ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name=name)
+    assert ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name="127.0.0.1").sni_name is None
+
+
 def psk_server(**extra: Any) -> dict[str, Any]:
     names = {
         "a.example": ServerConfig(psk_store={IDENTITY: KEY}),

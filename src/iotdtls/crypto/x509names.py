@@ -50,13 +50,21 @@ def reference_identity(server_name: str) -> str | IpAddress:
     """The reference identifier for `server_name`: an IP address, or a DNS name in lower-case
     ASCII (U-labels converted to A-labels, one trailing dot dropped).
 
-    Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels).
+    Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels, digits
+    and dots that make no IP address, such as "127.1").
     """
     if ":" in server_name or _DOTTED_DIGITS.fullmatch(server_name):
         try:
             return ipaddress.ip_address(server_name)
         except ValueError:
             pass
+    if _DOTTED_DIGITS.fullmatch(server_name):
+        # Digits and dots are no host name (RFC 1123 §2.1: a top-level label is alphabetic),
+        # and "127.1" is the inet_aton shorthand of an address, not one written out.
+        raise ConfigError(
+            f"server name {server_name!r} is neither a DNS name nor an IP address "
+            "(write an IPv4 address in full: four numbers 0-255)"
+        )
     name = server_name[:-1] if server_name.endswith(".") else server_name
     try:
         ascii_name = (name if name.isascii() else name.encode("idna").decode("ascii")).lower()
