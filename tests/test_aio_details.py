@@ -18,8 +18,10 @@ import pytest
 
 from iotdtls import aio
 from iotdtls._arguments import check_port, check_type
+from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
+from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -292,6 +294,21 @@ def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
         f"nothing listens on {LOCALHOST}:{port}: the network reported the port unreachable "
         "2 times (ICMP)"
     )
+
+
+def test_refusals_after_the_server_was_heard_do_not_end_the_handshake() -> None:
+    """The rule both adapters share (`RefusedHandshake`): two reports end a handshake that has
+    heard nothing from its server, never one that has (its ICMP may be a stale one)."""
+    peer = (LOCALHOST, 5684)
+    for heard, ended in ((False, True), (True, False)):
+        connection = DtlsConnection(client_config())
+        connection.connect(0.0)
+        refused = RefusedHandshake()
+        refused.heard = heard
+        assert not refused.refused(connection, peer)
+        assert refused.refused(connection, peer) is ended
+        assert (connection.state is ConnectionState.CLOSED) is ended
+        assert isinstance(connection.error, PortUnreachable) is ended
 
 
 def test_a_refusal_before_the_server_starts_is_retried_within_the_handshake() -> None:

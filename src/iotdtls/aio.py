@@ -31,6 +31,7 @@ from iotdtls._arguments import (
     check_client_arguments,
     check_server_arguments,
 )
+from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -38,12 +39,10 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
-    REFUSALS_TO_GIVE_UP,
     AlertDescription,
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
-    PortUnreachable,
     ProtocolError,
 )
 from iotdtls.events import (
@@ -206,10 +205,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
-        #: ICMP port-unreachable reports since the handshake began, and whether any datagram
-        #: came from the server (`PortUnreachable`).
-        self._refusals = 0
-        self._heard_from_peer = False
+        #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
+        self._refused = RefusedHandshake()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -222,26 +219,17 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         _trace("<-", addr, data)
-        self._heard_from_peer = True
+        self._refused.heard = True
         self.connection.receive_datagram(data, self.loop.time())
         self.flush()
 
     def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionRefusedError) and self._gives_up_on_refusal():
+        if isinstance(exc, ConnectionRefusedError):
             assert self.transport is not None
-            peer = self.transport.get_extra_info("peername")
-            self.connection.terminate(PortUnreachable(peer, self._refusals))
-            self.flush()
-            return
+            if self._refused.refused(self.connection, self.transport.get_extra_info("peername")):
+                self.flush()
+                return
         logger.debug("socket error ignored (the retransmission timer retries): %s", exc)
-
-    def _gives_up_on_refusal(self) -> bool:
-        """Count an ICMP port unreachable; True once the handshake should end on them: enough
-        of them and nothing ever heard from the server."""
-        if self.handshake_done.done() or self._heard_from_peer:
-            return False
-        self._refusals += 1
-        return self._refusals >= REFUSALS_TO_GIVE_UP
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -300,7 +288,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
     def _restart(self) -> None:
         # A retry is a full handshake: whatever failed may have been the session we offered.
         self._retry = None
-        self._refusals = 0
+        self._refused.refusals = 0
         self.connection = DtlsConnection(self.config)
         self.connection.connect(self.loop.time())
         self.flush()

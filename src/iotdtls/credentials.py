@@ -21,7 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from iotdtls.crypto.signature import PrivateKey, spki_sha256
+from iotdtls.crypto.signature import PrivateKey, private_key_form, spki_sha256
 from iotdtls.crypto.x509 import leaf_public_key_spki, load_certificates
 from iotdtls.errors import ConfigError, ProtocolError
 
@@ -87,7 +87,7 @@ def _check_p256_spki(der: bytes) -> None:
     if key is not None:
         kind = type(key).__name__.removesuffix("PublicKey")
         raise ConfigError(f"the public key is {kind}, not ECDSA; the profile needs P-256")
-    if _is_private_key(der):
+    if private_key_form(der) is not None:
         raise ConfigError(_PRIVATE_NOT_PUBLIC)
     try:
         x509.load_der_x509_certificate(der)
@@ -97,16 +97,6 @@ def _check_p256_spki(der: bytes) -> None:
         ) from None
     raise ConfigError("that is a certificate; give its public key (a SubjectPublicKeyInfo) "
                       "or the key's SHA-256")
-
-
-def _is_private_key(der: bytes) -> bool:
-    try:
-        serialization.load_der_private_key(der, None)
-    except TypeError:  # an encrypted one: it needs a password
-        return True
-    except (ValueError, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:

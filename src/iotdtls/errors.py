@@ -192,8 +192,7 @@ class PeerUnresponsive(DtlsError):
 class PortUnreachable(DtlsError):
     """Nothing listens where the client sends its handshake: the network answered its flights
     with ICMP port unreachable (`refusals` times) and no datagram came back. The adapters give
-    up then instead of retransmitting until the handshake deadline (RFC 8085's ICMP
-    guidelines: a UDP application acts on the ICMP errors its socket reports)."""
+    up then instead of retransmitting until the handshake deadline (`iotdtls._unreachable`)."""
 
     def __init__(self, address: tuple[Any, ...], refusals: int) -> None:
         self.address = address
@@ -204,12 +203,6 @@ class PortUnreachable(DtlsError):
             f"nothing listens on {where}: the network reported the port unreachable "
             f"{refusals} times (ICMP)"
         )
-
-
-#: ICMP port-unreachable reports, with no datagram from the peer, after which a client's
-#: handshake gives up (`PortUnreachable`): the first flight and its first retransmission (one
-#: report alone may be stale: the port of a server that was restarting).
-REFUSALS_TO_GIVE_UP = 2
 
 
 class HandshakeTimeout(DtlsError):

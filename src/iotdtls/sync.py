@@ -14,15 +14,11 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls._arguments import check_client_arguments
+from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import (
-    REFUSALS_TO_GIVE_UP,
-    DtlsError,
-    LocalProtocolError,
-    PortUnreachable,
-)
+from iotdtls.errors import DtlsError, LocalProtocolError
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
 from iotdtls.sessions import SessionState
 
@@ -65,10 +61,8 @@ class DtlsClient:
         #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
         self.dropped = 0
         self._answered = False
-        #: ICMP port-unreachable reports in this handshake, and whether any datagram came
-        #: from the server (`PortUnreachable`).
-        self._refusals = 0
-        self._heard_from_peer = False
+        #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
+        self._refused = RefusedHandshake()
 
     def __enter__(self) -> DtlsClient:
         return self
@@ -95,7 +89,7 @@ class DtlsClient:
             self.connection = DtlsConnection(self._config)  # a retry is a full handshake
 
     def _handshake_once(self) -> None:
-        self._refusals = 0
+        self._refused.refusals = 0
         self.connection.connect(time.monotonic())
         self._flush()
         while self.connection.state is ConnectionState.HANDSHAKING:
@@ -159,14 +153,6 @@ class DtlsClient:
         self._sock.close()
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _gives_up_on_refusal(self) -> bool:
-        """Count an ICMP port unreachable; True once the handshake should end on them: enough
-        of them and nothing ever heard from the server."""
-        if self.connection.state is not ConnectionState.HANDSHAKING or self._heard_from_peer:
-            return False
-        self._refusals += 1
-        return self._refusals >= REFUSALS_TO_GIVE_UP
-
     def _pump(self, deadline: float | None) -> bool:
         """Read one datagram, waiting until the retransmission timer or `deadline` at most (not
         at all once either has passed), or handle the timer; True when one was read."""
@@ -182,11 +168,9 @@ class DtlsClient:
         except ConnectionRefusedError:
             # ICMP port unreachable: the server is not there (yet); the timer retries, up to
             # `PortUnreachable` while the handshake has heard nothing from it.
-            if self._gives_up_on_refusal():
-                peer = self._sock.getpeername()
-                self.connection.terminate(PortUnreachable(peer, self._refusals))
+            self._refused.refused(self.connection, self._sock.getpeername())
         else:
-            self._heard_from_peer = True
+            self._refused.heard = True
             self.connection.receive_datagram(data, time.monotonic())
             read = True
         self._flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from os import PathLike, fspath
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +28,7 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "load_public_key",
+    "private_key_form",
     "spki_sha256",
     "verify_digest_signature",
     "verify_signature",
@@ -81,7 +83,7 @@ class PrivateKey:
                 raise ConfigError("the private key is encrypted: give its password") from None
             raise ConfigError("the private key is not encrypted: give no password") from None
         except ValueError:
-            if password is not None and _is_encrypted(data):
+            if password is not None and private_key_form(data) == "encrypted":
                 raise ConfigError("wrong password for the encrypted private key") from None
             raise ConfigError(f"no private key in it ({_PRIVATE_KEY_FORMS})") from None
         except UnsupportedAlgorithm:
@@ -135,15 +137,17 @@ def _load_private_key(data: bytes, password: bytes | None) -> PrivateKeyTypes:
     return serialization.load_der_private_key(data, password)
 
 
-def _is_encrypted(data: bytes) -> bool:
-    """Whether `data` is an encrypted private key (one that asks for a password)."""
+def private_key_form(data: bytes) -> Literal["plain", "encrypted"] | None:
+    """Whether `data` is a private key (PEM or DER, PKCS#8 or SEC1), one that asks for a
+    password ("encrypted") or not ("plain"); None for anything else (to say what a file that
+    cannot be used is)."""
     try:
         _load_private_key(data, None)
-    except TypeError:
-        return True
+    except TypeError:  # cryptography's way to say it needs a password
+        return "encrypted"
     except (ValueError, UnsupportedAlgorithm):
-        return False
-    return False
+        return None
+    return "plain"
 
 
 def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:

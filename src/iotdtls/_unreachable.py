@@ -1,0 +1,41 @@
+"""The ICMP port-unreachable reports of a client's handshake, shared by the adapters (`aio`,
+`sync`): they end the handshake with `PortUnreachable` instead of letting it retransmit until
+its deadline (RFC 8085's ICMP guidelines: a UDP application acts on the ICMP errors its socket
+reports). The sans-I/O core never sees them: they come from the socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.errors import PortUnreachable
+
+__all__ = ["REFUSALS_TO_GIVE_UP", "RefusedHandshake"]
+
+#: Reports, with no datagram from the server, after which a handshake gives up: the first
+#: flight's and its first retransmission's (one report alone may be stale: the port of a server
+#: that was restarting).
+REFUSALS_TO_GIVE_UP = 2
+
+
+class RefusedHandshake:
+    """The reports one client has had in its current handshake (`refusals`, reset for each new
+    handshake) and whether any datagram ever came from the server (`heard`: reports mean
+    nothing after that)."""
+
+    __slots__ = ("heard", "refusals")
+
+    def __init__(self) -> None:
+        self.heard = False
+        self.refusals = 0
+
+    def refused(self, connection: DtlsConnection, peer: tuple[Any, ...]) -> bool:
+        """Count one report for `connection` (sending to `peer`); at the
+        `REFUSALS_TO_GIVE_UP`-th, end its handshake with `PortUnreachable` and return True."""
+        if self.heard or connection.state is not ConnectionState.HANDSHAKING:
+            return False
+        self.refusals += 1
+        if self.refusals < REFUSALS_TO_GIVE_UP:
+            return False
+        connection.terminate(PortUnreachable(peer, self.refusals))
+        return True
