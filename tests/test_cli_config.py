@@ -597,6 +597,22 @@ def test_a_keylog_that_cannot_be_written_is_refused_before_any_handshake(
         assert message == f"cannot write --keylog {path}: {problem}"
 
 
+def test_a_refused_command_leaves_no_new_keylog_behind(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A command refused after its key-log file was made (a flag the URI has no use for, an
+    unreadable credential file) removes the empty file it made; a file that was there stays."""
+    new, kept = tmp_path / "new.log", tmp_path / "kept.log"
+    kept.write_text("")
+    for command in [
+        ["coap", "get", "coap://127.0.0.1/x"],
+        ["server", "--psk-file", str(tmp_path / "missing.txt")],
+    ]:
+        for path in (new, kept):
+            refused(capsys, *command, "--keylog", str(path))
+        assert not new.exists() and kept.exists()
+
+
 @pytest.mark.req("SEC-1")
 def test_a_new_keylog_is_private_and_an_existing_one_keeps_its_mode_and_lines(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

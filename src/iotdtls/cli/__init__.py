@@ -21,6 +21,7 @@ from iotdtls.cli import coap, echo, keygen, perf
 from iotdtls.cli.common import (
     Parser,
     UsageError,
+    discard_new_keylog,
     parse_hostport,
     prepare_keylog,
     setup_logging,
@@ -48,12 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.server_logging is not None:
         setup_logging(args.verbose, server=args.server_logging)
+    made_keylog = False
     try:
         if getattr(args, "keylog", None) is not None:  # the commands that run associations
-            prepare_keylog(args.keylog)
+            made_keylog = prepare_keylog(args.keylog)
         status: int = args.run(args)
         return status
     except (UsageError, ConfigError) as exc:
+        if made_keylog:
+            discard_new_keylog(args.keylog)
         print(f"iotdtls: error: {exc}", file=sys.stderr)
         return 2
     except (DtlsError, LocalProtocolError) as exc:  # the association failed, or refused data

@@ -25,6 +25,7 @@ __all__ = [
     "UsageError",
     "add_common_flags",
     "add_loop_flag",
+    "discard_new_keylog",
     "format_hostport",
     "hex_bytes",
     "listening_on",
@@ -142,15 +143,27 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
 
 
-def prepare_keylog(path: str) -> None:
+def prepare_keylog(path: str) -> bool:
     """--keylog FILE, before any handshake: the file must take appended lines, and a missing
     one is created with mode 0600, as it will hold every association's master secret (an
-    existing file keeps its mode). A `UsageError` naming the flag and the file otherwise."""
+    existing file keeps its mode). Whether the file was made now (see `discard_new_keylog`); a
+    `UsageError` naming the flag and the file otherwise."""
+    made = not os.path.lexists(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
         raise UsageError(f"cannot write --keylog {path}: {exc.strerror or exc}") from None
     os.close(fd)
+    return made
+
+
+def discard_new_keylog(path: str) -> None:
+    """Remove the key-log file `prepare_keylog` made for a command that was then refused (a
+    flag that does not fit the URI, a credential file that cannot be read): nothing ran, so
+    nothing is left behind. A file that has lines meanwhile is kept."""
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) == 0:
+            os.remove(path)
 
 
 def stdout_buffer() -> BinaryIO:
