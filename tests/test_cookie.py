@@ -139,7 +139,9 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
     for n, variant in enumerate(variants):
         assert len(variant) == len(good)
         assert ask(endpoint, variant, ("192.0.2.50", 1000 + n)) == [], n
-    assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants)
+    # The first fragment is a ClientHello in parts (RFC 6347 §4.2.3), the rest malformed.
+    assert endpoint.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 1
+    assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants) - 1
     assert endpoint.connections == {}
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 import struct
+from dataclasses import replace
 
 import pytest
 
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertDescription, AlertLevel, AlertSent, DecodeError
 from iotdtls.events import DataReceived
 from iotdtls.handshake.reassembly import (
@@ -99,6 +101,82 @@ def test_fragmented_handshake_survives_each_loss(direction: str, index: int) -> 
     link.handshake()
     assert established(link)
     assert all(len(data) <= 128 for _, _, data in link.wire)
+
+
+# -- a ClientHello in fragments ------------------------------------------------------------------
+
+#: A 244-character server_name: the ClientHello no longer fits a datagram of 200 bytes.
+LONG_NAME = ".".join(["a" * 60] * 4)
+
+
+def long_hello_link(cookie: bool, fate: FateFn = deliver_all) -> MemoryLink:
+    return make_link(
+        fate,
+        cookie=cookie,
+        client={"server_name": LONG_NAME, "mtu": 200, "handshake_timeout": 10},
+        server={"reject_unknown_server_names": False},
+    )
+
+
+def client_hello_parts(link: MemoryLink) -> list[int]:
+    """The fragment offsets of the ClientHellos the client sent."""
+    return [
+        hs.fragment_offset
+        for data in wire_from(link, "client")
+        for hs, _ in plain_handshake(data)
+        if hs.msg_type == HandshakeType.client_hello
+    ]
+
+
+@pytest.mark.req("HS-2")
+def test_a_fragmented_client_hello_is_counted_and_dropped_under_cookie_exchange() -> None:
+    """The stateless gate judges only a whole ClientHello (HS-2): its parts are counted as
+    such (not as "not a ClientHello"), nothing is kept and nothing is answered."""
+    link = long_hello_link(cookie=True)
+    link.handshake(until=30)
+    parts = client_hello_parts(link)
+    assert parts[:2] == [0, parts[1]] and parts[1] > 0  # really in fragments
+    assert link.client.state is ConnectionState.CLOSED
+    assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: len(parts)}
+    assert link.server.connections == {} and wire_from(link, "server") == []
+
+
+@pytest.mark.req("HS-3")
+@pytest.mark.parametrize(
+    ("fate", "hellos"),
+    [
+        (deliver_all, 1),
+        (lambda d, i, data: "hold" if (d, i) == ("client", 1) else "deliver", 1),  # reordered
+        (drop_exactly("server", 1), 2),  # the client repeats its ClientHello to the association
+    ],
+    ids=["in-order", "reordered", "repeated"],
+)
+def test_without_cookie_exchange_a_fragmented_client_hello_makes_one_association(
+    fate: FateFn, hellos: int
+) -> None:
+    """A server without cookie exchange keeps state from the first datagram anyway: the first
+    part of a ClientHello (RFC 6347 §4.2.3) starts the association, the other parts and any
+    repeat of them go to it, and the handshake completes."""
+    link = long_hello_link(cookie=False, fate=fate)
+    link.handshake(until=30)
+    assert established(link)
+    parts = client_hello_parts(link)
+    assert len(set(parts)) > 1 and parts.count(0) == hellos
+    assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: 1}
+
+
+@pytest.mark.req("HS-2")
+def test_without_cookie_exchange_hello_fragments_are_held_to_max_handshakes() -> None:
+    """Each first part from a new address is an association, bounded like any other."""
+    link = long_hello_link(cookie=False)
+    link.server.config = replace(link.server.config, max_handshakes=4)
+    link.client.connect(0.0)
+    first = link.client.datagrams_to_send(0.0)[0]
+    for port in range(10):
+        link.server.receive_datagram(first, ("192.0.2.9", port), 0.0)
+    assert len(link.server.connections) == 4
+    assert link.server.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 10
+    assert link.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 6
 
 
 # -- the reassembler -----------------------------------------------------------------------------

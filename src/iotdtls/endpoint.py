@@ -6,6 +6,12 @@ HelloVerifyRequest computed from the datagram alone (HMAC over the client's addr
 ClientHello without its cookie, under a secret that rotates, the previous one still valid). No
 per-peer state, no public-key operation and no allocation that outlives the call happen before
 the cookie verifies. A HelloVerifyRequest is never larger than the ClientHello that caused it.
+
+A ClientHello in fragments (RFC 6347 §4.2.3) cannot be judged without keeping its parts, so
+under cookie exchange the gate drops it, counted as `GateOutcome.FRAGMENTED_CLIENT_HELLO`
+(OpenSSL's DTLSv1_listen and Mbed TLS refuse one too); without cookie exchange the server
+keeps state from the first datagram anyway, and a fragment starts an association that
+reassembles the hello.
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ class GateOutcome(IdentityHashEnum):
     """What the stateless gate did with a datagram from an unknown address (counted)."""
 
     NOT_A_CLIENT_HELLO = auto()
+    #: A part of an epoch-0 ClientHello (RFC 6347 §4.2.3): dropped under cookie exchange (HS-2:
+    #: no state before a valid cookie), else the start of an association that reassembles it.
+    FRAGMENTED_CLIENT_HELLO = auto()
     HELLO_VERIFY_SENT = auto()
     HELLO_VERIFY_TOO_LARGE = auto()
     COOKIE_ACCEPTED = auto()
@@ -215,7 +224,12 @@ class ServerEndpoint:
         except DecodeError:
             parsed = None
         if parsed is None:
-            self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+            if _hello_fragment(data) is None:
+                self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+                return
+            self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
+            if not self.config.cookie_exchange:
+                self._associate(data, address, now)
             return
         record_seq, message_seq, body = parsed
         try:
@@ -235,6 +249,11 @@ class ServerEndpoint:
             self._hello_verify(data, record_seq, message_seq, new_cookie, address)
             return
         self.gate[_COOKIE_ACCEPTED] += 1
+        self._associate(data, address, now)
+
+    def _associate(self, data: bytes, address: Address, now: float) -> None:
+        """A new association from `address` (its cookie verified, or none asked), given `data`,
+        the datagram that starts its ClientHello."""
         self._make_room(address)
         conn = DtlsConnection(self.config, session_store=self.sessions)
         self.connections[address] = conn
@@ -474,6 +493,14 @@ def _is_new_hello(data: bytes, conn: DtlsConnection) -> bool:
     the one that began `conn`'s: a delayed or retransmitted copy must not replace it."""
     if not _starts_with_hello(data):
         return False
+    fragment = _hello_fragment(data)
+    if fragment is not None:
+        # A part of a ClientHello goes to the association unless it is a first part with a
+        # random other than the association's: without cookie exchange the association may be
+        # reassembling its own hello from its parts, and a later part shows no random at all.
+        offset, part = fragment
+        random = conn.client_random
+        return bool(random) and offset == 0 and len(part) >= 2 + 32 and part[2:34] != random
     try:
         parsed = _parse_initial_hello(data)
     except DecodeError:
@@ -523,6 +550,42 @@ def _parse_initial_hello(data: bytes) -> tuple[int, int, bytes] | None:
     ):
         return None
     return (seq_high << 32) | seq_low, message_seq, data[_INITIAL_HEADERS.size : end]
+
+
+def _hello_fragment(data: bytes) -> tuple[int, bytes] | None:
+    """(fragment_offset, fragment) of the first record of `data` if it is a part, not the whole,
+    of an epoch-0 ClientHello (RFC 6347 §4.2.3), inside both its message and its record; None
+    for anything else, a whole ClientHello included."""
+    if len(data) < _INITIAL_HEADERS.size:
+        return None
+    (
+        content_type,
+        version,
+        epoch,
+        _,
+        _,
+        record_length,
+        type_and_length,
+        _,
+        offset_high,
+        offset_low_and_fragment_length,
+    ) = _INITIAL_HEADERS.unpack_from(data)
+    length = type_and_length & 0xFFFFFF
+    offset = (offset_high << 8) | (offset_low_and_fragment_length >> 24)
+    fragment_length = offset_low_and_fragment_length & 0xFFFFFF
+    end = _INITIAL_HEADERS.size + fragment_length
+    if (
+        content_type != HANDSHAKE_CONTENT
+        or epoch != 0
+        or version not in (DTLS_1_0, DTLS_1_2)
+        or type_and_length >> 24 != _CLIENT_HELLO
+        or not 0 < fragment_length < length
+        or offset + fragment_length > length
+        or end > len(data)
+        or end > RECORD_HEADER_LEN + record_length
+    ):
+        return None
+    return offset, data[_INITIAL_HEADERS.size : end]
 
 
 def _plain_record(content_type: int, version: int, seq: int, payload: bytes) -> bytes:
