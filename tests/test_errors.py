@@ -68,6 +68,12 @@ def test_alert_received_names_known_alerts_and_numbers_unknown_ones(
         (lambda: AssociationEvicted("server full"), "association evicted: server full"),
         (lambda: PeerUnresponsive(7.5), "the peer did not answer heartbeats for 7.5 s"),
         (lambda: HandshakeTimeout(30.0), "handshake timed out after 30 s"),
+        (
+            lambda: HandshakeTimeout(60.0, hello_size=1350, mtu=1232),
+            "handshake timed out after 60 s (the ClientHello needs a 1350-byte datagram and went"
+            " in fragments to fit mtu 1232; servers with stateless cookies (iotdtls, OpenSSL's"
+            " listener, Mbed TLS) drop those: raise mtu or send less)",
+        ),
         (lambda: IdleTimeout(120.0), "association idle for 120 s, closed"),
     ],
 )

@@ -17,7 +17,7 @@ import pytest
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import GateOutcome
-from iotdtls.errors import AlertDescription, AlertLevel, AlertSent, DecodeError
+from iotdtls.errors import AlertDescription, AlertLevel, AlertSent, DecodeError, HandshakeTimeout
 from iotdtls.events import DataReceived
 from iotdtls.handshake.reassembly import (
     MAX_MESSAGES_AHEAD,
@@ -139,6 +139,37 @@ def test_a_fragmented_client_hello_is_counted_and_dropped_under_cookie_exchange(
     assert link.client.state is ConnectionState.CLOSED
     assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: len(parts)}
     assert link.server.connections == {} and wire_from(link, "server") == []
+
+
+def test_a_client_whose_fragmented_client_hello_got_no_answer_says_so() -> None:
+    """The HandshakeTimeout of a client that heard no ServerHello after a ClientHello in
+    fragments names the datagram that ClientHello needs and the mtu, on one line."""
+    link = long_hello_link(cookie=True)
+    link.handshake(until=30)
+    error = link.client.error
+    assert isinstance(error, HandshakeTimeout)
+    hello_length = max(hs.length for d in wire_from(link, "client") for hs, _ in plain_handshake(d))
+    needed = 13 + 12 + hello_length  # record header, handshake header, body
+    assert error.hello_size == needed > 200 and error.mtu == 200
+    assert str(error) == (
+        f"handshake timed out after 10 s (the ClientHello needs a {needed}-byte datagram and went"
+        " in fragments to fit mtu 200; servers with stateless cookies (iotdtls, OpenSSL's"
+        " listener, Mbed TLS) drop those: raise mtu or send less)"
+    )
+
+
+@pytest.mark.parametrize("case", ["whole hello, no answer", "fragmented hello, answered"])
+def test_other_handshake_timeouts_say_nothing_of_fragments(case: str) -> None:
+    if case == "whole hello, no answer":
+        link = make_link(lambda d, i, data: "drop", client={"handshake_timeout": 10})
+    else:  # the ServerHello arrives, the rest of the server's flight never does
+        link = long_hello_link(
+            cookie=False, fate=lambda d, i, data: "drop" if d == "server" and i > 1 else "deliver"
+        )
+    link.handshake(until=30)
+    error = link.client.error
+    assert isinstance(error, HandshakeTimeout) and error.hello_size is None
+    assert str(error) == "handshake timed out after 10 s"
 
 
 @pytest.mark.req("HS-3")

@@ -49,8 +49,14 @@ from iotdtls.events import (
     HeartbeatAnswered,
 )
 from iotdtls.handshake.alerts import permitted_alert
-from iotdtls.handshake.client import ClientHandshake
-from iotdtls.handshake.flight import Flight, OutgoingCcs, RetransmitTimer, cut_flight
+from iotdtls.handshake.client import ClientHandshake, ClientState
+from iotdtls.handshake.flight import (
+    Flight,
+    OutgoingCcs,
+    OutgoingMessage,
+    RetransmitTimer,
+    cut_flight,
+)
 from iotdtls.handshake.machine import HandshakeMachine
 from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler, fragments_of
 from iotdtls.handshake.server import ServerHandshake
@@ -454,12 +460,28 @@ class DtlsConnection:
         if self.state is not _HANDSHAKING:
             return
         if self._deadline is not None and now >= self._deadline:
-            self._close(HandshakeTimeout(self.config.handshake_timeout))
+            self._close(self._handshake_timeout())
             return
         timer = self._timer
         if timer is not None and timer.expired(now) and self._flight is not None:
             timer.back_off(now)
             self._transmit_flight()
+
+    def _handshake_timeout(self) -> HandshakeTimeout:
+        """The error of a handshake past its deadline. A client still waiting for a ServerHello
+        whose ClientHello did not fit `config.mtu` sent it in fragments (RFC 6347 §4.2.3), which
+        servers with stateless cookies drop (§4.2.1): the error names the size and the mtu."""
+        seconds = self.config.handshake_timeout
+        flight = self._flight
+        if (
+            self._handshake.state is ClientState.WAIT_SERVER_HELLO
+            and flight is not None
+            and isinstance(hello := flight.items[0], OutgoingMessage)
+        ):
+            size = self._records.overhead(hello.epoch) + len(hello.encoded)
+            if size > self.config.mtu:
+                return HandshakeTimeout(seconds, hello_size=size, mtu=self.config.mtu)
+        return HandshakeTimeout(seconds)
 
     def next_event(self) -> Event | None:
         events = self._events

@@ -206,11 +206,27 @@ class PortUnreachable(DtlsError):
 
 
 class HandshakeTimeout(DtlsError):
-    """The handshake did not complete within the configured deadline."""
+    """The handshake did not complete within the configured deadline.
 
-    def __init__(self, seconds: float) -> None:
+    `hello_size`: set for a client that heard no ServerHello after a ClientHello that needed a
+    datagram of that many bytes and went in fragments (RFC 6347 §4.2.3) to fit `mtu`; servers
+    with stateless cookies drop a fragmented ClientHello (RFC 6347 §4.2.1), so the text says
+    so."""
+
+    def __init__(
+        self, seconds: float, *, hello_size: int | None = None, mtu: int | None = None
+    ) -> None:
         self.seconds = seconds
-        super().__init__(f"handshake timed out after {seconds:g} s")
+        self.hello_size = hello_size
+        self.mtu = mtu
+        text = f"handshake timed out after {seconds:g} s"
+        if hello_size is not None:
+            text += (
+                f" (the ClientHello needs a {hello_size}-byte datagram and went in fragments to"
+                f" fit mtu {mtu}; servers with stateless cookies (iotdtls, OpenSSL's listener,"
+                " Mbed TLS) drop those: raise mtu or send less)"
+            )
+        super().__init__(text)
 
 
 class IdleTimeout(DtlsError):
