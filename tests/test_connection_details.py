@@ -3,8 +3,8 @@ test for once `connection.py` joined the mutated set: the public state of a new 
 the guards of `connect` and `accept`, a server connection used without an endpoint, every
 record of a datagram after the handshake, exact drop counters, a Finished that overtakes its
 ChangeCipherSpec, the close_notify answer, the retransmission trigger's rate limit at its
-boundary, a new handshake message after the handshake, heartbeats one side refused, and the
-debug log of a failed association.
+boundary, a new handshake message after the handshake, heartbeats one side refused, the
+debug log of a failed association, and arguments of the wrong type given to the core.
 
 The two sides here are bare `DtlsConnection`s (no endpoint, so no cookie exchange): the
 client's messages are ClientHello 0, ClientKeyExchange 1 and Finished 2."""
@@ -12,6 +12,7 @@ client's messages are ClientHello 0, ClientKeyExchange 1 and Finished 2."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from iotdtls.connection import (
     DtlsConnection,
 )
 from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
     AlertLevel,
@@ -51,9 +53,11 @@ from iotdtls.record import (
 )
 from tests import pki
 from tests.memory_link import (
+    CLIENT_ADDR,
     IDENTITY,
     KEY,
     drain,
+    established,
     events_of,
     handshake_record,
     make_link,
@@ -185,6 +189,60 @@ def test_connect_is_for_a_new_client_and_accept_for_a_new_server() -> None:
         client.connect(0.0)
     with pytest.raises(LocalProtocolError, match="accept"):
         server.accept(0.0)
+
+
+CONFIG_HINT = "config must be a ClientConfig or a ServerConfig, got "
+SESSION_HINT = "session must be a SessionState (SessionState.from_bytes(saved)), got bytes"
+STORE_HINT = "session_store must be a SessionStore (with get, put and remove), got int"
+DATA_HINT = "data must be bytes-like (bytes, bytearray, memoryview), got "
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c, s: DtlsConnection(None), CONFIG_HINT + "None"),
+        (lambda c, s: DtlsConnection({}), CONFIG_HINT + "dict"),
+        (lambda c, s: DtlsConnection(c, session=b"saved"), SESSION_HINT),
+        (lambda c, s: DtlsConnection(s, session_store=1), STORE_HINT),
+        (lambda c, s: ServerEndpoint(c), "config must be a ServerConfig, got ClientConfig"),
+        (lambda c, s: ServerEndpoint(None), "config must be a ServerConfig, got None"),
+        (lambda c, s: ServerEndpoint(s, session_store=1), STORE_HINT),
+        (lambda c, s: DtlsConnection(c).receive_datagram("abc", 0.0), DATA_HINT + "str"),
+        (lambda c, s: DtlsConnection(c).receive_datagram(None, 0.0), DATA_HINT + "None"),
+        (
+            lambda c, s: ServerEndpoint(s).receive_datagram("abc", CLIENT_ADDR, 0.0),
+            DATA_HINT + "str",
+        ),
+        (
+            lambda c, s: ServerEndpoint(s).receive_datagram(None, CLIENT_ADDR, 0.0),
+            DATA_HINT + "None",
+        ),
+    ],
+)
+def test_wrong_types_given_to_the_core_fail_at_the_call(
+    call: Callable[[ClientConfig, ServerConfig], object], message: str
+) -> None:
+    """A one-line TypeError naming the argument and the type it takes, not an AttributeError
+    from deep inside (or, for a session store, an error logged at every handshake)."""
+    with pytest.raises(TypeError) as raised:
+        call(*configs())
+    assert str(raised.value) == message
+
+
+def test_a_datagram_of_the_wrong_type_fails_on_an_association_too() -> None:
+    """From a known address (past the gate) and on an established client; bytes-like data
+    other than bytes is taken."""
+    link = make_link()
+    link.handshake()
+    with pytest.raises(TypeError) as at_server:
+        link.server.receive_datagram("abc", link.address, link.now)
+    with pytest.raises(TypeError) as at_client:
+        link.client.receive_datagram("abc", link.now)
+    assert str(at_server.value) == str(at_client.value) == DATA_HINT + "str"
+    for data in (bytearray(b"\x17\xfe\xfd"), memoryview(b"\x17\xfe\xfd")):
+        link.server.receive_datagram(data, link.address, link.now)
+        link.client.receive_datagram(data, link.now)
+    assert established(link)
 
 
 def test_a_client_that_has_not_connected_ignores_datagrams() -> None:

@@ -17,6 +17,8 @@ __all__ = [
     "check_client_arguments",
     "check_port",
     "check_server_arguments",
+    "check_session",
+    "check_session_store",
     "check_type",
 ]
 
@@ -61,8 +63,7 @@ def check_client_arguments(
     check_type("config", config, ClientConfig)
     check_type("sock", sock, socket, optional=True)
     check_type("chain_cache", chain_cache, ChainCache, " (ChainCache(directory))", optional=True)
-    check_type("session", session, SessionState, " (SessionState.from_bytes(saved))",
-               optional=True)
+    check_session(session)
 
 
 def check_server_arguments(
@@ -72,6 +73,17 @@ def check_server_arguments(
     check_port(port, any_port=True)
     check_type("config", config, ServerConfig)
     check_type("sock", sock, socket, optional=True)
+    check_session_store(session_store)
+
+
+def check_session(session: object) -> None:
+    """A client's `session=`: a `SessionState` or None (saved bytes go through from_bytes)."""
+    check_type("session", session, SessionState, " (SessionState.from_bytes(saved))",
+               optional=True)
+
+
+def check_session_store(session_store: object) -> None:
+    """A server's `session_store=`: None, or an object with the methods of a `SessionStore`."""
     if session_store is not None and not all(
         callable(getattr(session_store, method, None)) for method in ("get", "put", "remove")
     ):

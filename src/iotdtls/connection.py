@@ -20,9 +20,9 @@ import logging
 from collections import Counter
 from enum import Enum, auto
 
-from iotdtls._arguments import check_bytes_like
+from iotdtls._arguments import check_bytes_like, check_session, check_session_store
 from iotdtls._enum import IdentityHashEnum
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.crypto.suites import EpochKeys
 from iotdtls.errors import (
     AlertDescription,
@@ -107,6 +107,9 @@ _CLOSED = ConnectionState.CLOSED
 _CLOSE_NOTIFY = AlertDescription.close_notify
 _WARNING = AlertLevel.WARNING
 _CLIENT_HELLO = HandshakeType.client_hello
+#: What `receive_datagram` takes (an isinstance check per datagram; the message is
+#: `check_bytes_like`'s).
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class DropReason(IdentityHashEnum):
@@ -162,7 +165,12 @@ class DtlsConnection:
     ) -> None:
         """A client offers `session` for resumption (RES-1; see `session` after the
         handshake); a server caches and looks up sessions in `session_store` (None: no
-        resumption; a `ServerEndpoint` passes its own)."""
+        resumption; a `ServerEndpoint` passes its own). Arguments of the wrong type raise
+        `TypeError` naming them."""
+        if not isinstance(config, ClientConfig | ServerConfig):
+            raise TypeError(
+                f"config must be a ClientConfig or a ServerConfig, got {type_name(config)}"
+            )
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
         self.state = _IDLE
@@ -187,10 +195,12 @@ class DtlsConnection:
         if isinstance(config, ClientConfig):
             if session_store is not None:
                 raise LocalProtocolError("session_store is for servers; a client takes session=")
+            check_session(session)
             self._handshake = ClientHandshake(config, session)
         else:
             if session is not None:
                 raise LocalProtocolError("session= is for clients; a server takes session_store")
+            check_session_store(session_store)
             self._handshake = ServerHandshake(config, session_store)
         self._reassembler = Reassembler(config.max_handshake_message)
         #: The retransmission timer (RFC 6347 §4.2.4.1); None once the handshake is settled.
@@ -318,7 +328,10 @@ class DtlsConnection:
         self._deadline = now + self.config.handshake_timeout
 
     def receive_datagram(self, data: bytes, now: float) -> None:
-        """Process one datagram from the peer. Never raises for anything the peer sent."""
+        """Process one datagram from the peer. Never raises for anything the peer sent; data
+        that is not bytes-like raises `TypeError`."""
+        if not isinstance(data, _BYTES_LIKE):
+            check_bytes_like(data)
         if self.state is _ESTABLISHED:
             self._receive_established(data, now)
             return

@@ -24,6 +24,7 @@ from collections import Counter, deque
 from enum import auto
 from typing import Any
 
+from iotdtls._arguments import check_bytes_like, check_session_store, check_type
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -87,6 +88,7 @@ _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
 _CLIENT_HELLO = HandshakeType.client_hello
 _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class CookieJar:
@@ -164,7 +166,10 @@ class ServerEndpoint:
 
     def __init__(self, config: ServerConfig, *, session_store: SessionStore | None = None) -> None:
         """`session_store` replaces the default in-memory cache (`config.session_cache_size`
-        sessions for `config.session_lifetime` seconds; none when the size is 0)."""
+        sessions for `config.session_lifetime` seconds; none when the size is 0). Arguments of
+        the wrong type raise `TypeError` naming them."""
+        check_type("config", config, ServerConfig)
+        check_session_store(session_store)
         self.config = config
         if session_store is None and config.session_cache_size > 0:
             session_store = MemorySessionStore(config.session_cache_size, config.session_lifetime)
@@ -203,7 +208,10 @@ class ServerEndpoint:
             self._clock = now
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
-        """Route a datagram to its association, or through the stateless cookie gate."""
+        """Route a datagram to its association, or through the stateless cookie gate; data
+        that is not bytes-like raises `TypeError`."""
+        if not isinstance(data, _BYTES_LIKE):
+            check_bytes_like(data)
         self._advance_clock(now)
         conn = self.connections.get(address)
         # A ClientHello with a new random from a known address is a restarted client (RFC 6347
