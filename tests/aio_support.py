@@ -92,8 +92,33 @@ class EchoHandler(aio.DatagramHandler):
         session.send(data)
 
 
+async def _echo_later(self: object, session: aio.ServerSession, data: bytes) -> None:
+    session.send(data)
+
+
+#: A `DatagramHandler` written with `async def` (made with `type`, as a class statement would
+#: not type-check): the server would call its method and never await it (the data would
+#: vanish, with a "never awaited" warning).
+AsyncMethodsHandler = type(
+    "AsyncMethodsHandler", (aio.DatagramHandler,), {"datagram_received": _echo_later}
+)
+
+
+def plain_handler(session: aio.ServerSession) -> None:
+    """A plain function: every peer would log "object NoneType can't be used in 'await'"."""
+
+
 #: Handlers `aio.serve` and `workers.serve` refuse, and the message of the `TypeError` of each.
 WRONG_HANDLERS: list[tuple[object, str]] = [
+    (plain_handler, "handler plain_handler is not a coroutine function: the server awaits "
+     "handler(session) for every peer: write it as async def (or pass a DatagramHandler "
+     "instance)"),
+    (lambda session: None, "handler <lambda> is not a coroutine function: the server awaits "
+     "handler(session) for every peer: write it as async def (or pass a DatagramHandler "
+     "instance)"),
+    (AsyncMethodsHandler(), "handler method AsyncMethodsHandler.datagram_received is async def: "
+     "the server calls DatagramHandler methods without awaiting them: make it a plain def "
+     "(and start a task for async work)"),
     (EchoHandler,
      "handler EchoHandler is a DatagramHandler class: pass an instance: EchoHandler()"),
     (None, "handler must be a coroutine function taking a ServerSession or a DatagramHandler "

@@ -4,6 +4,7 @@ handshake log line says, how `DtlsServer.close` ends its peers and handlers."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import re
@@ -999,9 +1000,17 @@ def test_serve_refuses_a_handler_that_cannot_handle_a_peer(
     run(main())
 
 
-def test_serve_takes_a_datagram_handler_instance_or_any_callable() -> None:
+class AsyncCallable:
+    async def __call__(self, session: aio.ServerSession) -> None:
+        await echo(session)
+
+
+def test_serve_takes_a_datagram_handler_instance_or_any_coroutine_function() -> None:
+    """Also a partial of one, a bound async method and an object whose __call__ is async."""
+
     async def main() -> None:
-        for handler in (EchoHandler(), echo, lambda session: echo(session)):
+        for handler in (EchoHandler(), echo, functools.partial(echo), AsyncCallable(),
+                        AsyncCallable().__call__, functools.partial(AsyncCallable())):
             async with (
                 await aio.serve(handler, LOCALHOST, 0, server_config()) as server,
                 aio.connect(*server.address, client_config()) as client,

@@ -154,9 +154,11 @@ def test_a_worker_builds_its_configuration_with_the_shared_secret() -> None:
 
 
 def test_workers_refuse_what_cannot_be_sent_to_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Local(aio.DatagramHandler):  # a local class: its instances do not pickle
+        pass
+
     async def start() -> None:
-        await workers.serve(lambda session: echo(session), LOCALHOST, 0, server_config(),
-                            workers=1)
+        await workers.serve(Local(), LOCALHOST, 0, server_config(), workers=1)
 
     with pytest.raises(ConfigError, match=r"^with workers, the handler, .* must be picklable"):
         asyncio.run(start())

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
@@ -622,10 +623,19 @@ class DatagramHandler:
 
 
 def check_handler(handler: object) -> None:
-    """A server's handler is a `DatagramHandler` instance or a function taking a
-    `ServerSession` (a coroutine function); `TypeError` for anything else, at `serve` time
-    rather than from every peer's handler after its handshake."""
+    """A server's handler is a `DatagramHandler` instance with plain (not async) methods, or a
+    coroutine function taking a `ServerSession` (also a `functools.partial` of one, or an object
+    whose `__call__` is one); `TypeError` for anything else, at `serve` time rather than from
+    every peer's handler after its handshake. A plain function is refused even when it returns
+    a coroutine (`lambda s: echo(s)`): serve cannot tell it from one that returns None."""
     if isinstance(handler, DatagramHandler):
+        for method in ("session_started", "datagram_received", "session_ended"):
+            if inspect.iscoroutinefunction(getattr(handler, method)):
+                raise TypeError(
+                    f"handler method {type(handler).__name__}.{method} is async def: the server "
+                    "calls DatagramHandler methods without awaiting them: make it a plain def "
+                    "(and start a task for async work)"
+                )
         return
     if isinstance(handler, type) and issubclass(handler, DatagramHandler):
         name = handler.__name__
@@ -634,6 +644,17 @@ def check_handler(handler: object) -> None:
         raise TypeError(
             "handler must be a coroutine function taking a ServerSession or a DatagramHandler "
             f"instance, got {type_name(handler)}"
+        )
+    called: object = handler
+    while isinstance(called, functools.partial):
+        called = called.func
+    if not inspect.iscoroutinefunction(called) and not inspect.iscoroutinefunction(
+        type(called).__call__  # an object whose __call__ is async def
+    ):
+        name = getattr(called, "__name__", type_name(called))
+        raise TypeError(
+            f"handler {name} is not a coroutine function: the server awaits handler(session) "
+            "for every peer: write it as async def (or pass a DatagramHandler instance)"
         )
 
 
