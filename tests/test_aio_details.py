@@ -1054,6 +1054,30 @@ def test_connect_is_a_coroutine_and_an_async_context_manager() -> None:
     assert [w.message for w in caught if w.category in (RuntimeWarning, ResourceWarning)] == []
 
 
+def test_connect_cancelled_while_making_its_socket_leaves_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An application that gives up on `connect` at once (shutting down; `asyncio.timeout`
+    around `async with connect(...)`) cancels it while asyncio makes the socket: the socket
+    closing then must not log "Future exception was never retrieved ... socket closed during
+    the handshake" once the future is collected."""
+
+    async def main() -> None:
+        task = asyncio.create_task(aio.connect(LOCALHOST, free_udp_port(), client_config()))
+        await asyncio.sleep(0)  # it is now inside create_datagram_endpoint
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)  # the transport's connection_lost runs
+        del task
+        gc.collect()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run(main(), limit=5.0)
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
 NOT_BYTES: list[tuple[Any, str]] = [
     ("text", "data must be bytes-like (bytes, bytearray, memoryview), got str"),
     (None, "data must be bytes-like (bytes, bytearray, memoryview), got None"),

@@ -431,13 +431,22 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
         loop = asyncio.get_running_loop()
         # Made before the socket: asyncio leaks the socket it made if the factory raises.
         protocol = _ClientProtocol(config, self._session)
-        if self._sock is None:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, remote_addr=(host, port)
-            )
-        else:
-            _connect_socket(self._sock, host, port)
-            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=self._sock)
+        try:
+            if self._sock is None:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: protocol, remote_addr=(host, port)
+                )
+            else:
+                _connect_socket(self._sock, host, port)
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: protocol, sock=self._sock
+                )
+        except BaseException:
+            # Cancelled (or failed) while asyncio makes the socket: it closes the transport
+            # later, and the handshake's end then has nobody to await it (no "Future
+            # exception was never retrieved" line for a caller who gave up).
+            protocol.handshake_done.cancel()
+            raise
         try:
             await protocol.handshake_done
             remember_chain(self._cache, key, config, protocol.connection.peer)
