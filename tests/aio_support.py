@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from iotdtls import aio
+from iotdtls.errors import ConfigError
 from tests import interop_support
 from tests.interop_support import FAST
 
@@ -70,6 +71,23 @@ WRONG_CLIENT_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"sock": 3}, "sock must be a socket, got int"),
     ({"host": None}, "host must be a str, got None"),
 ]
+
+
+#: Sockets `sock=` refuses (made by `wrong_socket`), with the error and message of each.
+WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [
+    ("tcp", TypeError, "sock must be a UDP socket (SOCK_DGRAM), got SOCK_STREAM"),
+    ("closed", ConfigError, "sock is closed: pass an open UDP socket (SOCK_DGRAM)"),
+]
+
+
+@contextlib.contextmanager
+def wrong_socket(kind: str) -> Iterator[socket.socket]:
+    """A TCP socket, or a closed UDP one (closed at the end either way)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+                       ) as sock:
+        if kind == "closed":
+            sock.close()
+        yield sock
 
 
 def udp_sockets_made(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:

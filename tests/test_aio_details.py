@@ -41,6 +41,7 @@ from tests import pki
 from tests.aio_support import (
     WRONG_CLIENT_ARGUMENTS,
     WRONG_HANDLERS,
+    WRONG_SOCKETS,
     EchoHandler,
     client_config,
     echo,
@@ -48,6 +49,7 @@ from tests.aio_support import (
     run,
     server_config,
     udp_sockets_made,
+    wrong_socket,
 )
 from tests.interop_support import SameAddressClient
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
@@ -949,6 +951,25 @@ def test_serve_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
         with pytest.raises(TypeError) as refused:
             await aio.serve(echo, **arguments)
         assert str(refused.value) == message
+
+    run(main())
+
+
+@pytest.mark.parametrize(("kind", "error", "message"), WRONG_SOCKETS)
+def test_connect_and_serve_refuse_a_socket_that_is_not_an_open_udp_one(
+    kind: str, error: type[Exception], message: str
+) -> None:
+    """A TCP socket was served and never received anything (and made a client fail with a raw
+    ConnectionRefusedError); a closed one failed with "Bad file descriptor"."""
+
+    async def main() -> None:
+        with wrong_socket(kind) as sock:
+            with pytest.raises(error) as refused:
+                aio.connect(LOCALHOST, 5684, client_config(), sock=sock)
+            assert str(refused.value) == message
+            with pytest.raises(error) as refused:
+                await aio.serve(echo, LOCALHOST, 0, server_config(), sock=sock)
+            assert str(refused.value) == message
 
     run(main())
 

@@ -24,7 +24,12 @@ from iotdtls.errors import (
 )
 from iotdtls.proxy import LossyProxy
 from tests import pki
-from tests.aio_support import WRONG_CLIENT_ARGUMENTS, udp_sockets_made
+from tests.aio_support import (
+    WRONG_CLIENT_ARGUMENTS,
+    WRONG_SOCKETS,
+    udp_sockets_made,
+    wrong_socket,
+)
 from tests.interop_support import (
     FAST,
     WRONG_PSK,
@@ -319,6 +324,19 @@ def test_an_argument_of_the_wrong_type_is_refused_before_making_a_socket(
         sync.connect(**arguments)
     assert str(refused.value) == message
     assert made == []
+
+
+@pytest.mark.parametrize(("kind", "error", "message"), WRONG_SOCKETS)
+def test_a_socket_that_is_not_an_open_udp_one_is_refused(
+    kind: str, error: type[Exception], message: str
+) -> None:
+    """A TCP socket failed with a raw ConnectionRefusedError, a closed one with "Bad file
+    descriptor"."""
+    with wrong_socket(kind) as sock:
+        for make in (sync.connect, sync.DtlsClient):
+            with pytest.raises(error) as refused:
+                make(LOCALHOST, 5684, client_config(), sock=sock)
+            assert str(refused.value) == message
 
 
 class Broken(Exception):

@@ -5,7 +5,7 @@ above 65535 around)."""
 
 from __future__ import annotations
 
-from socket import socket
+from socket import SOCK_DGRAM, socket
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -19,6 +19,7 @@ __all__ = [
     "check_server_arguments",
     "check_session",
     "check_session_store",
+    "check_sock",
     "check_type",
 ]
 
@@ -61,7 +62,7 @@ def check_client_arguments(
     check_type("host", host, str)
     check_port(port)
     check_type("config", config, ClientConfig)
-    check_type("sock", sock, socket, optional=True)
+    check_sock(sock)
     check_type("chain_cache", chain_cache, ChainCache, " (ChainCache(directory))", optional=True)
     check_session(session)
 
@@ -72,8 +73,20 @@ def check_server_arguments(
     """What `aio.serve` takes besides its handler."""
     check_port(port, any_port=True)
     check_type("config", config, ServerConfig)
-    check_type("sock", sock, socket, optional=True)
+    check_sock(sock)
     check_session_store(session_store)
+
+
+def check_sock(sock: object) -> None:
+    """`sock=`: None or an open UDP socket. A TCP socket is a `TypeError` (a server would never
+    receive a datagram on it, a client would fail with ConnectionRefusedError), a closed one a
+    `ConfigError` (not "Bad file descriptor" from the socket layer)."""
+    check_type("sock", sock, socket, optional=True)
+    if isinstance(sock, socket):
+        if sock.fileno() == -1:
+            raise ConfigError("sock is closed: pass an open UDP socket (SOCK_DGRAM)")
+        if sock.type != SOCK_DGRAM:
+            raise TypeError(f"sock must be a UDP socket (SOCK_DGRAM), got {sock.type.name}")
 
 
 def check_session(session: object) -> None:

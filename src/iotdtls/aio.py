@@ -496,8 +496,9 @@ def connect(
     short handshake if the server still has it, a full one otherwise (RES-1). Raises the
     `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
     (after `config.handshake_timeout`). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port) here, before any socket is made. In certificate mode, the server's
-    certificate must carry `config.server_name` or, without one, `host` (RFC 7925 §4.4.1)."""
+    for the port or a closed `sock`) here, before any socket is made. In certificate mode, the
+    server's certificate must carry `config.server_name` or, without one, `host` (RFC 7925
+    §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
     return _Connect(host, port, config.for_host(host), sock, chain_cache, session)
@@ -974,7 +975,7 @@ async def serve(
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
     free port (`DtlsServer.address` says which). A wrong argument raises `TypeError` (or
-    `ConfigError` for the port) before any socket is made."""
+    `ConfigError` for the port or a closed `sock`) before any socket is made."""
     check_handler(handler)
     check_server_arguments(port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()

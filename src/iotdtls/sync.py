@@ -215,8 +215,9 @@ def connect(
     """Connect and complete the handshake (resuming `session` if the server still has it);
     raises `DtlsError` on failure. `chain_cache` keeps the server's certificate chain between
     runs for cached_info (RFC 7924). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port) before any socket is made. In certificate mode, the server's certificate
-    must carry `config.server_name` or, without one, `host` (RFC 7925 §4.4.1)."""
+    for the port or a closed `sock`) before any socket is made. In certificate mode, the
+    server's certificate must carry `config.server_name` or, without one, `host` (RFC 7925
+    §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
     config = config.for_host(host)
