@@ -37,7 +37,7 @@ from tests.interop_support import (
     client_config,
     server_config,
 )
-from tests.peers import LOCALHOST
+from tests.peers import LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
 
 
@@ -337,6 +337,16 @@ def test_a_socket_that_is_not_an_open_udp_one_is_refused(
             with pytest.raises(error) as refused:
                 make(LOCALHOST, 5684, client_config(), sock=sock)
             assert str(refused.value) == message
+
+
+def test_a_client_before_its_handshake_refuses_send_recv_and_heartbeat() -> None:
+    """recv() returned None (and recv(timeout=None) blocked for ever) where send and heartbeat
+    said what was missing."""
+    with sync.DtlsClient(LOCALHOST, free_udp_port(), client_config()) as client:
+        for call in (lambda: client.send(b"x"), lambda: client.recv(0.1), client.recv,
+                     lambda: client.heartbeat(0.1)):
+            with pytest.raises(LocalProtocolError, match=r"^handshake\(\) has not been called$"):
+                call()
 
 
 class Broken(Exception):

@@ -131,7 +131,9 @@ class DtlsClient:
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next application datagram, or None after `timeout` seconds (or a clean close).
         What has already arrived is read even once the timeout has passed, so `timeout=0`
-        polls: it returns a datagram that is waiting and None at once when there is none."""
+        polls: it returns a datagram that is waiting and None at once when there is none.
+        Before `handshake()`, raises `LocalProtocolError` (as `send` and `heartbeat`)."""
+        self._raise_if_idle()
         deadline = None if timeout is None else time.monotonic() + timeout
         late_reads = 0
         while not self._received:
@@ -199,6 +201,9 @@ class DtlsClient:
         """Raise the error that ended the association (its `ConnectionClosed` event's)."""
         if self.connection.error is not None:
             raise self.connection.error
+        self._raise_if_idle()
+
+    def _raise_if_idle(self) -> None:
         if self.connection.state is ConnectionState.IDLE:
             raise LocalProtocolError("handshake() has not been called")
 
