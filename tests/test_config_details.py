@@ -240,6 +240,15 @@ def test_server_credentials_and_what_needs_them() -> None:
         "server needs credentials: psk_store or psk_lookup (PSK), raw_public_key (raw public "
         "keys) or certificates (X.509)"
     )
+    assert refusal(ServerConfig, psk_store={}) == (
+        "server needs credentials (psk_store is empty): psk_store or psk_lookup (PSK), "
+        "raw_public_key (raw public keys) or certificates (X.509)"
+    )
+    assert refusal(ServerConfig, **PSK_SERVER, psk_lookup=lambda identity: None) == (
+        "psk_store and psk_lookup are both given: give one (psk_lookup would be asked for every "
+        "identity and psk_store never read)"
+    )
+    ServerConfig(psk_store={}, certificates=[CERTIFIED])  # certificates only
     ServerConfig(psk_lookup=lambda identity: None)
     ServerConfig(raw_public_key=SERVER_KEY)
     ServerConfig(certificates=[CERTIFIED])

@@ -588,7 +588,8 @@ ServerNameLookup = Callable[[str], "ServerConfig | None"]
 class ServerConfig(_CommonConfig):
     """A server's credentials, in any mix (it picks by what the client offers):
 
-    * PSK: `psk_store` ({identity: key}) or `psk_lookup` (identity -> key or None);
+    * PSK: `psk_store` ({identity: key}, copied: later changes to the dict are not seen) or
+      `psk_lookup` (identity -> key or None, asked at each handshake), not both;
     * raw public keys: `raw_public_key` (our `PrivateKey`); clients must present a key from
       `client_public_keys` (or one `client_key_lookup` accepts) when either is given;
     * certificates: `certificates` (our `CertifiedKey`s; the first is the default); clients
@@ -671,9 +672,17 @@ class ServerConfig(_CommonConfig):
         )
         object.__setattr__(self, "_store", _trust_store(self.client_trust_anchors))
         object.__setattr__(self, "certificates", tuple(self.certificates))
-        if not (self.has_psk or self.raw_public_key is not None or self.certificates):
+        if self.psk_store is not None and self.psk_lookup is not None:
             raise ConfigError(
-                "server needs credentials: psk_store or psk_lookup (PSK), raw_public_key "
+                "psk_store and psk_lookup are both given: give one (psk_lookup would be asked "
+                "for every identity and psk_store never read)"
+            )
+        if not (self.psk_store or self.psk_lookup is not None or self.raw_public_key is not None
+                or self.certificates):
+            # An empty store (copied above, so never filled later) authenticates no one.
+            empty = " (psk_store is empty)" if self.psk_store is not None else ""
+            raise ConfigError(
+                f"server needs credentials{empty}: psk_store or psk_lookup (PSK), raw_public_key "
                 "(raw public keys) or certificates (X.509)"
             )
         if self.client_authenticates_rpk and self.raw_public_key is None:
