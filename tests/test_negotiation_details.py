@@ -193,10 +193,11 @@ def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture)
     link.handshake()
     assert established(link)
     caplog.set_level(logging.WARNING, logger="iotdtls")
-    for bad, name in ((longest + b"!", "bytes"), ("text", "str")):
+    for bad, name in ((longest + b"!", "a key of 65536 bytes"), (b"", "an empty key"),
+                      ("text", "str")):
         broken = make_link(server={"psk_store": None, "psk_lookup": lambda i, b=bad: b})
         broken.handshake()
-        assert f"psk_lookup returned {name}, not 1 to 65535 bytes" in caplog.messages
+        assert f"psk_lookup returned {name} (a key is 1 to 65535 bytes)" in caplog.messages
 
     def failing(identity: bytes) -> bytes:
         raise KeyError(identity)

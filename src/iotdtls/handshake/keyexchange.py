@@ -116,11 +116,18 @@ class PskServerExchange:
             logger.warning("psk_lookup raised %s", type(exc).__name__)
             raise ProtocolError("psk_lookup failed", AlertDescription.internal_error) from None
         if psk is not None and (not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH):
-            logger.warning("psk_lookup returned %s, not 1 to 65535 bytes", type(psk).__name__)
+            logger.warning("psk_lookup returned %s (a key is 1 to 65535 bytes)", _what_key(psk))
             raise ProtocolError(
                 "psk_lookup returned an invalid key", AlertDescription.internal_error
             )
         return psk
+
+
+def _what_key(psk: object) -> str:
+    """What a `psk_lookup` returned instead of a key, for its warning (never the bytes)."""
+    if not isinstance(psk, bytes):
+        return type(psk).__name__
+    return f"a key of {len(psk)} bytes" if psk else "an empty key"
 
 
 def _signed_content(keys: KeySchedule, params: bytes) -> bytes:
