@@ -235,6 +235,19 @@ def test_fragment_length_and_chain_depth_edges() -> None:
             )
 
 
+def test_an_identity_with_no_utf8_form_is_refused_in_one_line() -> None:
+    """A str with a lone surrogate (what os.fsdecode makes of undecodable bytes) raised
+    UnicodeEncodeError from inside the configuration."""
+    assert refusal(ClientConfig, psk_identity="dev\udcff", psk=KEY) == (
+        "psk_identity is a str with no UTF-8 form (a lone surrogate at index 3): give the "
+        "identity as bytes"
+    )
+    assert refusal(ServerConfig, psk_store={"\udcff": KEY}) == (
+        "an identity in psk_store is a str with no UTF-8 form (a lone surrogate at index 0): "
+        "give the identity as bytes"
+    )
+
+
 def test_server_credentials_and_what_needs_them() -> None:
     assert refusal(ServerConfig) == (
         "server needs credentials: psk_store or psk_lookup (PSK), raw_public_key (raw public "

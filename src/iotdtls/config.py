@@ -222,7 +222,13 @@ def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:
 def _identity_bytes(name: str, value: bytes | str) -> bytes:
     """A PSK identity as bytes: a str is its UTF-8 encoding (RFC 4279 §5.1)."""
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate (os.fsdecode of undecodable bytes)
+            raise ConfigError(
+                f"{name} is a str with no UTF-8 form (a lone surrogate at index {exc.start}): "
+                "give the identity as bytes"
+            ) from None
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise ConfigError(f"{name} must be bytes or str, got {type(value).__name__}")
