@@ -27,6 +27,7 @@ from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     AlertSent,
+    ConfigError,
     HandshakeTimeout,
     IdleTimeout,
     LocalProtocolError,
@@ -939,6 +940,7 @@ def test_connect_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
     ({"config": client_config()}, "config must be a ServerConfig, got ClientConfig"),
     ({"config": None}, "config must be a ServerConfig, got None"),
     ({"sock": "0.0.0.0:5684"}, "sock must be a socket, got str"),
+    ({"host": 5}, "host must be a str, got int"),
     ({"session_store": {}},
      "session_store must be a SessionStore (with get, put and remove), got dict"),
 ])
@@ -970,6 +972,25 @@ def test_connect_and_serve_refuse_a_socket_that_is_not_an_open_udp_one(
             with pytest.raises(error) as refused:
                 await aio.serve(echo, LOCALHOST, 0, server_config(), sock=sock)
             assert str(refused.value) == message
+
+    run(main())
+
+
+def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"" made the resolver raise socket.gaierror "Name or service not known"; a server is told
+    how to serve on every address instead."""
+
+    async def main() -> None:
+        monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
+        with pytest.raises(ConfigError) as refused:
+            aio.connect("", 5684, client_config())
+        assert str(refused.value) == "host is empty: give the server's name or IP address"
+        with pytest.raises(ConfigError) as refused:
+            await aio.serve(echo, "", 0, server_config())
+        assert str(refused.value) == (
+            'host is empty: give "0.0.0.0" (every IPv4 address), "::" (every IPv6 address) or '
+            "the address to serve on"
+        )
 
     run(main())
 

@@ -18,6 +18,7 @@ from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     AlertSent,
+    ConfigError,
     HandshakeTimeout,
     LocalProtocolError,
     PortUnreachable,
@@ -347,6 +348,15 @@ def test_a_client_before_its_handshake_refuses_send_recv_and_heartbeat() -> None
                      lambda: client.heartbeat(0.1)):
             with pytest.raises(LocalProtocolError, match=r"^handshake\(\) has not been called$"):
                 call()
+
+
+def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = udp_sockets_made(monkeypatch)
+    for make in (sync.connect, sync.DtlsClient):
+        with pytest.raises(ConfigError) as refused:
+            make("", 5684, client_config())
+        assert str(refused.value) == "host is empty: give the server's name or IP address"
+    assert made == []
 
 
 class Broken(Exception):

@@ -15,6 +15,7 @@ from iotdtls.sessions import SessionState
 __all__ = [
     "check_bytes_like",
     "check_client_arguments",
+    "check_host",
     "check_port",
     "check_server_arguments",
     "check_session",
@@ -35,6 +36,19 @@ def check_port(port: object, *, any_port: bool = False) -> None:
     lowest = 0 if any_port else 1
     if not lowest <= port <= MAX_PORT:
         raise ConfigError(f"port must be from {lowest} to {MAX_PORT}, got {port}")
+
+
+def check_host(host: object, *, server: bool = False) -> None:
+    """`host` is a str (or None for a server: every address); not "", which the resolver
+    refuses (socket.gaierror) though `socket.bind` would take it for every IPv4 address."""
+    check_type("host", host, str, optional=server)
+    if host == "":
+        if server:
+            raise ConfigError(
+                'host is empty: give "0.0.0.0" (every IPv4 address), "::" (every IPv6 '
+                "address) or the address to serve on"
+            )
+        raise ConfigError("host is empty: give the server's name or IP address")
 
 
 def check_type(
@@ -59,7 +73,7 @@ def check_client_arguments(
     session: object,
 ) -> None:
     """What `aio.connect` and `sync.connect` take."""
-    check_type("host", host, str)
+    check_host(host)
     check_port(port)
     check_type("config", config, ClientConfig)
     check_sock(sock)
@@ -68,9 +82,10 @@ def check_client_arguments(
 
 
 def check_server_arguments(
-    port: object, config: object, *, sock: object, session_store: object
+    host: object, port: object, config: object, *, sock: object, session_store: object
 ) -> None:
     """What `aio.serve` takes besides its handler."""
+    check_host(host, server=True)
     check_port(port, any_port=True)
     check_type("config", config, ServerConfig)
     check_sock(sock)

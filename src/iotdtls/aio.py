@@ -974,10 +974,11 @@ async def serve(
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
-    free port (`DtlsServer.address` says which). A wrong argument raises `TypeError` (or
-    `ConfigError` for the port or a closed `sock`) before any socket is made."""
+    free port (`DtlsServer.address` says which); host "0.0.0.0" or "::" every address ("" is
+    refused). A wrong argument raises `TypeError` (or `ConfigError` for the port, an empty
+    host or a closed `sock`) before any socket is made."""
     check_handler(handler)
-    check_server_arguments(port, config, sock=sock, session_store=session_store)
+    check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()
     protocol = _ServerProtocol(handler, config, session_store)
     if sock is None:
