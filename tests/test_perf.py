@@ -516,6 +516,35 @@ def test_a_server_closing_during_an_echo_ends_the_wait_at_once() -> None:
     assert result.association_failures == Counter({"closed by the server": 2})
 
 
+class EchoThenHangUp(aio.DatagramHandler):
+    """Echoes a datagram and closes at once: echo and close_notify in one datagram."""
+
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        session.send(data)
+        session.close()
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_server_closing_between_two_echoes_fails_the_association_and_the_run_goes_on(
+    loop_choice: str,
+) -> None:
+    """The server echoes the first datagram and closes the association (its close_notify
+    right behind the echo; uvloop reads both before the engine sends again): the next message
+    is not sent, the association failed after its handshake ("closed by the server"), and the
+    run goes on to its report."""
+
+    async def main() -> LoadResult:
+        async with await aio.serve(EchoThenHangUp(), LOCALHOST, 0, server_config()) as server:
+            return await run_engine(spec(port=server.address[1], handshakes=3, concurrency=1,
+                                         messages=2, echo_timeout=1.0))
+
+    result = loop.run(main(), loop_choice)
+    assert (result.completed, result.failed) == (3, 0)
+    assert result.messages_echoed == 3
+    assert result.messages_sent == result.messages_echoed + result.messages_lost
+    assert result.association_failures == Counter({"closed by the server": 3})
+
+
 def test_a_socket_that_cannot_reach_the_server_is_a_failure_by_cause(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -248,7 +248,11 @@ class _Engine:
         (result.resumed_latencies if resumed else result.latencies).append(now - begun)
 
     async def _echo(self, assoc: _Association, number: int) -> None:
-        """Send one datagram (its number in the first 4 bytes) and wait for it to come back."""
+        """Send one datagram (its number in the first 4 bytes) and wait for it to come back.
+        An association the server has closed (its close_notify may come right behind an echo,
+        RFC 5246 §7.2.1) sends nothing more: it failed after its handshake."""
+        if assoc.conn.closed:
+            raise assoc.conn.error or DtlsError("closed by the server")
         payload = number.to_bytes(4, "big") + self._payload[4:]
         assoc.echo = self.loop.create_future()
         timeout = self.loop.call_later(self.spec.echo_timeout, _settle, assoc.echo, None)
