@@ -20,9 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from iotdtls._unreachable import RefusedHandshake
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import AlertReceived, AlertSent, DtlsError, HandshakeTimeout
+from iotdtls.errors import (
+    AlertReceived,
+    AlertSent,
+    DtlsError,
+    HandshakeTimeout,
+    PortUnreachable,
+)
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
@@ -73,6 +80,9 @@ class _Association(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
         #: When the first ClientHello left (the start of the handshake latency).
         self.begun = 0.0
+        #: ICMP port-unreachable reports of the handshake: it gives up on the second, as the
+        #: adapters' clients do (`iotdtls._unreachable`), instead of waiting for its deadline.
+        self._refused = RefusedHandshake()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -84,11 +94,16 @@ class _Association(asyncio.DatagramProtocol):
         result = self.engine.result
         result.datagrams_received += 1
         result.bytes_received += len(data)
+        self._refused.heard = True
         self.conn.receive_datagram(data, self.loop.time())
         self.flush()
 
     def error_received(self, exc: Exception) -> None:
-        self.engine.result.icmp_errors += 1  # the retransmission timer retries
+        self.engine.result.icmp_errors += 1  # otherwise the retransmission timer retries
+        if isinstance(exc, ConnectionRefusedError) and self._refused.refused(
+            self.conn, self.engine.address
+        ):
+            self.flush()  # the handshake ends with PortUnreachable
 
     def flush(self) -> None:
         result = self.engine.result
@@ -149,6 +164,8 @@ def failure_cause(error: BaseException) -> str:
     """A short, stable name for why an association failed (the report groups by it)."""
     if isinstance(error, HandshakeTimeout):
         return "handshake timeout"
+    if isinstance(error, PortUnreachable):
+        return "port unreachable"
     if isinstance(error, AlertReceived | AlertSent):
         alert = error.alert
         name = alert.name if hasattr(alert, "name") else str(alert)
@@ -175,7 +192,7 @@ class _Engine:
         family, _, _, _, address = socket.getaddrinfo(
             spec.host, spec.port, type=socket.SOCK_DGRAM
         )[0]
-        self._family, self._address = family, address
+        self._family, self.address = family, address
         self._payload = bytes(spec.message_size)
 
     def stop(self) -> None:
@@ -231,7 +248,7 @@ class _Engine:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            sock.connect(self._address)
+            sock.connect(self.address)
             _, assoc = await self.loop.create_datagram_endpoint(
                 lambda: _Association(self, session), sock=sock
             )

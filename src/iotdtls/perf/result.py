@@ -64,7 +64,8 @@ class LoadResult:
     bytes_sent: int = 0
     bytes_received: int = 0
     #: ICMP errors reported on the clients' sockets (e.g. port unreachable: no server, or a
-    #: server busy with another peer on a connected socket); the handshakes retransmit.
+    #: server busy with another peer on a connected socket); the handshakes retransmit, and
+    #: give up at the second port unreachable ("port unreachable") if nothing came back.
     icmp_errors: int = 0
     processes: int = 1
     loop: str = ""
