@@ -763,6 +763,22 @@ def test_a_concurrency_past_the_hard_open_files_limit_is_refused(
     )
 
 
+def test_a_count_run_needs_files_for_its_handshakes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrency of 100000 for one handshake runs one association: it needs one socket and
+    the spare files, not 100064 (nor 100000 lanes)."""
+    lifted: list[Any] = []
+    monkeypatch.setattr(perf.resource, "getrlimit", lambda which: (100, 113))
+    monkeypatch.setattr(perf.resource, "setrlimit", lambda *limits: lifted.append(limits))
+    with server_on_a_thread() as server:
+        result = run_load(spec(concurrency=100000, handshakes=1, port=server.address[1]),
+                          loop_choice="asyncio")
+    assert (result.completed, result.failed) == (1, 0)
+    assert lifted == []
+    assert perf.lanes(spec(concurrency=100000, handshakes=1)) == 1
+    assert perf.lanes(spec(concurrency=3, handshakes=10)) == 3
+    assert perf.lanes(spec(concurrency=7, handshakes=None, duration=1.0)) == 7
+
+
 # -- `iotdtls perf` in this process -------------------------------------------------------------
 
 
@@ -995,6 +1011,14 @@ def test_the_perf_progress_lines_are_flushed_at_once(
     assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3"]) == 0
     assert callable(stub_runs[0][1]["progress"])
     assert re.fullmatch(r" +\d+\.\d s  3 handshakes, 1 failed, 2 in flight\n", stderr.flushed)
+
+
+def test_the_perf_report_names_an_ipv6_server_in_brackets(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["perf", "[::1]:21080", *CREDENTIALS, "-n", "3", "-q"]) == 0
+    assert stub_runs[0][0].host == "::1"
+    assert capsys.readouterr().out.startswith("iotdtls perf [::1]:21080: 1.50 s, ")
 
 
 def test_the_perf_json_report_is_the_summary_indented(

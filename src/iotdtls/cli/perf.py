@@ -16,6 +16,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     add_loop_flag,
+    format_hostport,
     parse_hostport,
     seconds,
     whole_number,
@@ -132,6 +133,6 @@ def run_perf(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.summary(), indent=2))
     else:
-        print(result.report(f"{host}:{port}", args.concurrency))
+        print(result.report(format_hostport(host, port), args.concurrency))
     failed = result.failed or result.association_failures or result.messages_lost
     return 0 if result.completed and not failed else 1

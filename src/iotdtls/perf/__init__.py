@@ -31,13 +31,13 @@ from iotdtls._children import Child, ignore_sigint, reap, spawn
 from iotdtls.config import ClientConfig
 from iotdtls.crypto.aead import CCM8_OVERHEAD
 from iotdtls.errors import ConfigError
-from iotdtls.perf.engine import PROGRESS_INTERVAL, LoadSpec, ProgressCallback, run_engine
+from iotdtls.perf.engine import PROGRESS_INTERVAL, LoadSpec, ProgressCallback, lanes, run_engine
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.record import RECORD_HEADER_LEN
 
 __all__ = [
     "MIN_MESSAGE_SIZE", "LoadProgress", "LoadResult", "LoadSpec", "check_spec",
-    "largest_message", "run_load",
+    "lanes", "largest_message", "run_load",
 ]
 
 #: File descriptors a generator process needs beside one socket per association.
@@ -102,13 +102,14 @@ def run_load(
     check_spec(spec, processes)
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError before anything starts
     if processes == 1:
-        _raise_open_files_limit(spec.concurrency)
+        _raise_open_files_limit(lanes(spec))
         return loop.run(_run_here(spec, progress), loop_choice)
     return loop.run(_run_processes(spec, processes, progress, loop_choice), loop_choice)
 
 
 def _raise_open_files_limit(concurrency: int) -> None:
-    """One socket per association in flight: lift the soft limit on open files if needed."""
+    """One socket per association in flight (`concurrency` of them, see `lanes`): lift the
+    soft limit on open files if needed."""
     needed = concurrency + SPARE_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -177,7 +178,7 @@ def _child_main(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
     """A generator process: run its share, report progress and the result on `conn`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     try:
-        _raise_open_files_limit(spec.concurrency)
+        _raise_open_files_limit(lanes(spec))
         result = loop.run(_child_run(spec, conn), loop_choice)
     except Exception as exc:
         with contextlib.suppress(OSError):

@@ -35,7 +35,7 @@ from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.sessions import SessionState
 
-__all__ = ["LoadSpec", "run_engine"]
+__all__ = ["LoadSpec", "lanes", "run_engine"]
 
 ProgressCallback = Callable[[LoadProgress], None]
 #: Seconds between progress reports.
@@ -64,6 +64,13 @@ class LoadSpec:
     echo_timeout: float = 2.0
     #: Offer each association the session of the lane's previous one (RFC 5246 §7.3).
     resume: bool = False
+
+
+def lanes(spec: LoadSpec) -> int:
+    """Associations that may be in progress at once: the concurrency, or fewer handshakes."""
+    if spec.handshakes is None:
+        return spec.concurrency
+    return min(spec.concurrency, spec.handshakes)
 
 
 class _Association(asyncio.DatagramProtocol):
@@ -312,8 +319,8 @@ async def run_engine(
     """Run `spec` on the running loop until done or until `stop` is set (then associations
     still in progress are abandoned and counted as unfinished)."""
     engine = _Engine(spec, asyncio.get_running_loop())
-    lanes = [asyncio.ensure_future(engine.lane()) for _ in range(spec.concurrency)]
-    everything = asyncio.gather(*lanes)
+    running = [asyncio.ensure_future(engine.lane()) for _ in range(lanes(spec))]
+    everything = asyncio.gather(*running)
     waiters: set[asyncio.Future[Any]] = {everything}
     if stop is not None:
         waiters.add(asyncio.ensure_future(stop.wait()))
@@ -322,7 +329,7 @@ async def run_engine(
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         engine.stop()
-        for task in (*lanes, *waiters, *([reporter] if reporter else [])):
+        for task in (*running, *waiters, *([reporter] if reporter else [])):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await everything
