@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import re
 import resource
 import signal
@@ -26,11 +27,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iotdtls import aio, cli, loop, perf
+from iotdtls.chaincache import ChainCache
 from iotdtls.cli import perf as perf_cli
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.aead import CCM8_TAG_LENGTH, EXPLICIT_NONCE_LENGTH
@@ -52,6 +55,8 @@ from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, run, server_config
 from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX, FlushedText
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki
+from tests.pki import chain_der
+from tests.pubkey_support import x509_configs, x509_pki
 
 
 @pytest.fixture(autouse=True)
@@ -374,6 +379,36 @@ def run_against(
 
     run(main())
     return outcome[0]
+
+
+@pytest.mark.req("CRT-2")
+def test_a_chain_cache_is_filled_then_offered_by_every_association(tmp_path: Path) -> None:
+    """With a chain cache the first association that sees the server's chain keeps it, and
+    every later one (of this run and of the next) offers it in cached_info (RFC 7924): the
+    server then sends its fingerprint instead of its Certificate, and less comes back."""
+    client, server = x509_configs(client={"handshake_timeout": 10.0})
+    cache = ChainCache(tmp_path)
+    chain = chain_der(x509_pki().server, x509_pki().ca)
+    chain_size = sum(len(certificate) for certificate in chain)
+
+    results: list[LoadResult] = []
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server) as running:
+            port = running.address[1]
+            for cached in (None, cache, cache):
+                load = spec(port=port, config=client, handshakes=2, concurrency=1, messages=1,
+                            chain_cache=cached)
+                results.append(await run_engine(load))
+            assert cache.load(f"localhost:{port}") == chain
+
+    run(main())
+    uncached, filled, offered = results
+    for result in (uncached, filled, offered):
+        assert (result.completed, result.failed, result.messages_echoed) == (2, 0, 2)
+    # Two chains came in the run without a cache, one in the run that filled it, none after.
+    assert uncached.bytes_received - filled.bytes_received > chain_size - 64
+    assert filled.bytes_received - offered.bytes_received > chain_size - 64
 
 
 def test_failed_handshakes_are_counted_by_cause() -> None:
@@ -965,6 +1000,22 @@ def test_the_perf_host_reaches_each_processes_configuration(
     assert isinstance(here.config, ClientConfig) and here.config.server_name == "localhost"
     assert kwargs["processes"] == 2 and not isinstance(spread.config, ClientConfig)
     assert spread.config().server_name == "localhost"
+
+
+def test_the_perf_cache_dir_reaches_the_run(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], pki: Pki, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--cache-dir: the store every association's handshake offers the server's chain from
+    (in each generator process too: it pickles)."""
+    flags = ["--cafile", str(pki.ca_crt), "-n", "2", "-q"]
+    assert cli.main(["perf", "localhost:5684", *flags]) == 0
+    assert cli.main(["perf", "localhost:5684", *flags, "--cache-dir", str(tmp_path)]) == 0
+    (without, _), (cached, _) = stub_runs
+    assert without.chain_cache is None
+    assert isinstance(cached.chain_cache, ChainCache)
+    assert cached.chain_cache.directory == tmp_path
+    assert pickle.loads(pickle.dumps(cached.chain_cache)).directory == tmp_path
 
 
 @pytest.mark.parametrize(

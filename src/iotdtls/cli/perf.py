@@ -21,7 +21,7 @@ from iotdtls.cli.common import (
     seconds,
     whole_number,
 )
-from iotdtls.cli.credentials import add_client_credentials, client_config
+from iotdtls.cli.credentials import add_client_credentials, chain_cache, client_config
 from iotdtls.config import ClientConfig
 from iotdtls.perf import MIN_MESSAGE_SIZE, LoadProgress, LoadSpec, largest_message, run_load
 
@@ -115,7 +115,7 @@ def run_perf(args: argparse.Namespace) -> int:
         host, port, source,
         concurrency=args.concurrency, duration=duration, handshakes=args.handshakes,
         messages=args.messages, message_size=args.size, echo_timeout=args.echo_timeout,
-        resume=args.resume,
+        resume=args.resume, chain_cache=chain_cache(args),
     )
     started = time.monotonic()
 

@@ -7,13 +7,16 @@ cookie exchange the server asks for, RFC 6347 §4.2.1), `messages` echoed datagr
 the other, then close_notify (RFC 5246 §7.2.1; serial servers such as gnutls-serv wait for it
 before taking the next peer) and the socket closed. With `resume`, a lane offers each new
 association the session of its previous one (RFC 5246 §7.3): one full handshake, then
-abbreviated ones for as long as the server resumes.
+abbreviated ones for as long as the server resumes. With a `chain_cache` (certificate mode),
+every association offers the server's chain in cached_info (RFC 7924), as `aio.connect` does:
+the one the cache held when the run began, or the one a handshake of the run brought.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from iotdtls._unreachable import RefusedHandshake
+from iotdtls.chaincache import ChainCache, cache_key, with_cached_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import (
@@ -31,6 +35,7 @@ from iotdtls.errors import (
     PortUnreachable,
 )
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.identity import CertificateIdentity
 from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.sessions import SessionState
@@ -64,6 +69,9 @@ class LoadSpec:
     echo_timeout: float = 2.0
     #: Offer each association the session of the lane's previous one (RFC 5246 §7.3).
     resume: bool = False
+    #: Server chains kept between runs: each association offers the server's in cached_info
+    #: (RFC 7924; certificate mode).
+    chain_cache: ChainCache | None = None
 
 
 def lanes(spec: LoadSpec) -> int:
@@ -187,7 +195,9 @@ class _Engine:
 
     def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
-        self.config = spec.config() if callable(spec.config) else spec.config
+        config = spec.config() if callable(spec.config) else spec.config
+        self._cache_key = cache_key(config, spec.host, spec.port)
+        self.config = with_cached_chain(config, spec.chain_cache, self._cache_key)
         self.loop = loop
         self.result = LoadResult(loop=loop_name(loop))
         self.in_flight = 0
@@ -232,6 +242,7 @@ class _Engine:
             await assoc.handshake
             self._record_handshake(time.perf_counter(), assoc.begun, assoc.conn.resumed)
             shaken = True
+            self._remember_chain(assoc.conn)
             for number in range(self.spec.messages):
                 await self._echo(assoc, number)
         except (DtlsError, OSError) as exc:
@@ -263,6 +274,16 @@ class _Engine:
             sock.close()
             raise
         return assoc
+
+    def _remember_chain(self, conn: DtlsConnection) -> None:
+        """Keep a server chain new to the cache, in it and in what later associations offer
+        (the file is read once, when the run begins; `chaincache.remember_chain`)."""
+        peer, cache = conn.peer, self.spec.chain_cache
+        if cache is None or not isinstance(peer, CertificateIdentity) or not peer.chain:
+            return
+        if tuple(self.config.cached_server_chain) != peer.chain:
+            cache.save(self._cache_key, peer.chain)
+            self.config = dataclasses.replace(self.config, cached_server_chain=peer.chain)
 
     def _record_handshake(self, now: float, begun: float, resumed: bool) -> None:
         result = self.result
