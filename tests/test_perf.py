@@ -135,8 +135,9 @@ def busy_result() -> LoadResult:
     return LoadResult(
         elapsed=2.0126, window=1.7504, started=12, completed=8, completed_in_window=6,
         failures=Counter({"received alert decrypt_error": 1, "handshake timeout": 2}),
-        unfinished=1, latencies=[0.0041234, 0.0010005, 0.0020004, 0.0030009], messages_sent=16,
-        messages_echoed=15, messages_lost=1, echo_latencies=[0.00151234, 0.00051234],
+        unfinished=1, latencies=[0.0041234, 0.0010005, 0.0020004, 0.0030009], messages_sent=18,
+        messages_echoed=15, messages_lost=1, messages_unanswered=2,
+        echo_latencies=[0.00151234, 0.00051234],
         datagrams_sent=50, datagrams_received=40, bytes_sent=5000, bytes_received=4000,
         icmp_errors=3, processes=2, loop="uvloop",
         association_failures=Counter({"closed by the server": 1}), sessions_offered=5,
@@ -156,7 +157,7 @@ def test_the_summary_has_every_figure() -> None:
         "resumed_latency_ms": {"median": 0.601, "p99": 0.9, "max": 0.9},
         "failures": {"handshake timeout": 2, "received alert decrypt_error": 1},
         "association_failures": {"closed by the server": 1},
-        "messages": {"sent": 16, "echoed": 15, "lost": 1, "per_second": 7.5,
+        "messages": {"sent": 18, "echoed": 15, "lost": 1, "unanswered": 2, "per_second": 7.5,
                      "rtt_ms": {"median": 0.512, "p99": 1.512, "max": 1.512}},
         "datagrams": {"sent": 50, "received": 40, "bytes_sent": 5000, "bytes_received": 4000},
         "icmp_errors": 3,
@@ -186,7 +187,8 @@ def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
         "resumed: 4 of 5 sessions offered; latency ms median 0.60, p99 0.90, max 0.90",
         "failures: handshake timeout 2, received alert decrypt_error 1; "
         "after the handshake: closed by the server 1",
-        "messages: 16 sent, 15 echoed, 1 lost; 7.5/s; rtt ms median 0.51, p99 1.51",
+        "messages: 18 sent, 15 echoed, 1 lost, 2 unanswered at stop; 7.5/s; "
+        "rtt ms median 0.51, p99 1.51",
         "datagrams: 50 sent (5000 B), 40 received (4000 B); ICMP errors 3",
     ]
     quiet = LoadResult(elapsed=1.0, window=1.0, started=2, completed=2, completed_in_window=2,
@@ -656,6 +658,26 @@ def test_a_stopped_run_counts_what_was_in_progress_as_unfinished(
     assert set(seen) == {LoadProgress(completed=0, failed=0, in_flight=3)}
 
 
+def test_a_stopped_run_counts_the_echoes_it_was_waiting_for_as_unanswered() -> None:
+    """Stopped while each lane waits for an echo (of a server that echoes nothing): those
+    messages are neither echoed nor lost but unanswered at the stop, and the figures add up."""
+
+    async def main() -> LoadResult:
+        async with await aio.serve(swallow, LOCALHOST, 0, server_config()) as server:
+            load = spec(port=server.address[1], handshakes=None, duration=30.0, concurrency=3,
+                        messages=2, echo_timeout=30.0)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.5, stop.set)
+            return await run_engine(load, None, stop)
+
+    result = loop.run(main(), "asyncio")
+    assert (result.completed, result.unfinished) == (3, 0)
+    assert (result.messages_sent, result.messages_echoed, result.messages_lost) == (3, 0, 0)
+    assert result.messages_unanswered == 3
+    assert result.summary()["messages"]["unanswered"] == 3
+    assert "messages: 3 sent, 0 echoed, 0 lost, 3 unanswered at stop; " in result.report("h:1", 3)
+
+
 @contextlib.contextmanager
 def server_on_a_thread(handler: aio.Handler = echo) -> Iterator[aio.DtlsServer]:
     """A server (echoing) on its own loop in another thread (`run_load` runs a loop of its
@@ -1088,6 +1110,11 @@ def test_the_perf_json_report_is_the_summary_indented(
         (dataclasses.replace(STUB_RESULT, association_failures=Counter({"closed": 1})), 1),
         (dataclasses.replace(STUB_RESULT, messages_sent=3, messages_echoed=2,
                              messages_lost=1), 1),  # an echo lost
+        # Stopped (Ctrl-C, SIGTERM) with a handshake or an echo cut short: not everything
+        # completed, not every echo came back.
+        (dataclasses.replace(STUB_RESULT, started=4, unfinished=1), 1),
+        (dataclasses.replace(STUB_RESULT, messages_sent=3, messages_echoed=2,
+                             messages_unanswered=1), 1),
     ],
 )
 def test_the_perf_exit_status(

@@ -135,4 +135,6 @@ def run_perf(args: argparse.Namespace) -> int:
     else:
         print(result.report(format_hostport(host, port), args.concurrency))
     failed = result.failed or result.association_failures or result.messages_lost
-    return 0 if result.completed and not failed else 1
+    # A stop (Ctrl-C, SIGTERM) that cut handshakes or echoes short: not everything completed.
+    cut_short = result.unfinished or result.messages_unanswered
+    return 0 if result.completed and not failed and not cut_short else 1

@@ -310,6 +310,9 @@ class _Engine:
                 assoc.echo = self.loop.create_future()  # a late echo of an earlier message
                 timeout.cancel()
                 timeout = self.loop.call_later(self.spec.echo_timeout, _settle, assoc.echo, None)
+        except asyncio.CancelledError:  # the run was stopped
+            self.result.messages_unanswered += 1
+            raise
         finally:
             timeout.cancel()
             assoc.echo = None

@@ -58,6 +58,9 @@ class LoadResult:
     messages_echoed: int = 0
     #: Messages whose echo did not come back within the echo timeout.
     messages_lost: int = 0
+    #: Messages still waiting for their echo when the run was stopped (Ctrl-C): neither
+    #: echoed nor lost (sent = echoed + lost + unanswered).
+    messages_unanswered: int = 0
     echo_latencies: list[float] = field(default_factory=list)
     datagrams_sent: int = 0
     datagrams_received: int = 0
@@ -127,6 +130,7 @@ class LoadResult:
                 "sent": self.messages_sent,
                 "echoed": self.messages_echoed,
                 "lost": self.messages_lost,
+                "unanswered": self.messages_unanswered,
                 "per_second": round(self.messages_echoed / self.elapsed, 1) if self.elapsed else 0,
                 "rtt_ms": _latency_ms(echo),
             },
@@ -168,8 +172,9 @@ class LoadResult:
         msg = s["messages"]
         if msg["sent"]:
             lines.append(
-                f"messages: {msg['sent']} sent, {msg['echoed']} echoed, {msg['lost']} lost; "
-                f"{msg['per_second']:.1f}/s; rtt ms {_spread(msg['rtt_ms'], ('median', 'p99'))}"
+                f"messages: {msg['sent']} sent, {msg['echoed']} echoed, {msg['lost']} lost"
+                + (f", {msg['unanswered']} unanswered at stop" if msg["unanswered"] else "")
+                + f"; {msg['per_second']:.1f}/s; rtt ms {_spread(msg['rtt_ms'], ('median', 'p99'))}"
             )
         lines.append(
             f"datagrams: {self.datagrams_sent} sent ({self.bytes_sent} B), "
