@@ -1,6 +1,6 @@
 """The child processes of the server workers and the load generator (`iotdtls._children`):
 a fresh interpreter with the given name and a pipe to the parent, SIGINT ignored while
-children start, a child that does not end killed after a bounded wait."""
+children start (and others held), a child that does not end killed after a bounded wait."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from iotdtls._children import ignore_sigint, reap, spawn
+from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
 
 
 def answer(question: str, conn: Any) -> None:
@@ -18,6 +18,12 @@ def answer(question: str, conn: Any) -> None:
     conn.send((question, multiprocessing.current_process().name,
                multiprocessing.get_start_method(allow_none=True),
                signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
+    conn.close()
+
+
+def blocked(conn: Any) -> None:
+    """A child: answers the signals it was started with blocked."""
+    conn.send(signal.pthread_sigmask(signal.SIG_BLOCK, []))
     conn.close()
 
 
@@ -75,3 +81,20 @@ def test_ignore_sigint_outside_the_main_thread_changes_nothing() -> None:
     thread.start()
     thread.join(5.0)
     assert seen == [before] and signal.getsignal(signal.SIGINT) == before
+
+
+def test_a_child_started_holding_signals_starts_with_them_blocked() -> None:
+    """A signal held while children start waits in each child until it unblocks it (it cannot
+    end a child before the child handles it); the parent's own mask comes back unchanged."""
+    held = frozenset({signal.SIGTERM, signal.SIGHUP})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with hold_signals(held):
+        assert held <= signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        process, conn = spawn(blocked, (), "iotdtls-test-held")
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    try:
+        assert conn.poll(30.0)
+        assert held <= conn.recv()
+    finally:
+        conn.close()
+        assert reap(process, 10.0) is True

@@ -3,6 +3,7 @@ options, their exit statuses and messages, and both against OpenSSL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -99,6 +100,51 @@ def test_cli_workers_stop_when_one_dies() -> None:
         server.wait_for_output(r"worker \d \(pid \d+\) ended unexpectedly", 1.0)
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_workers_stop_cleanly_when_their_whole_group_is_signalled(sig: signal.Signals) -> None:
+    """A Ctrl-C (SIGINT), a closing terminal (SIGHUP) or a stop of the whole group (SIGTERM)
+    reaches the workers as well as the parent: every worker still closes its associations with
+    close_notify and reports its counters, and the server exits 0."""
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS, "--workers", "2") as server, \
+            interactive_client(port) as client:
+        client.write_line("before the stop")
+        client.wait_for_output("before the stop", 5.0)
+        os.killpg(server.pid, sig)
+        assert server.wait(10.0) == 0, server.output
+        assert "all 2 workers: handshakes 1 completed" in server.output, server.output
+        assert_clean_exit(client, 0, 5.0)  # the close_notify of its worker ended it
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The children of `pid` that multiprocessing's spawn started (not its resource tracker)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent = int(stat_file.read_text().rpartition(")")[2].split()[1])
+            if parent == pid and b"spawn_main" in (stat_file.parent / "cmdline").read_bytes():
+                found.append(int(stat_file.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_cli_workers_signalled_while_they_start_are_a_clean_stop(sig: signal.Signals) -> None:
+    """A stop of the whole group while the workers are still starting (their interpreter still
+    importing) is a stop, not a worker that "ended while starting": they start, stop at once
+    and report, and the server exits 0."""
+    argv = [*CLI, "server", "--listen", f"{LOCALHOST}:{free_udp_port()}", *CREDENTIALS,
+            "--workers", "2"]
+    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
+        deadline = time.monotonic() + 30.0
+        while len(spawned_children(server.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "serving" not in server.output  # still starting
+        os.killpg(server.pid, sig)
+        assert server.wait(30.0) == 0, server.output
+    assert "all 2 workers: handshakes 0 completed" in server.output, server.output
+    assert "Traceback" not in server.output
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_cli_server_stops_cleanly_on_signals(sig: signal.Signals) -> None:
     port = free_udp_port()

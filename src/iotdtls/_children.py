@@ -1,19 +1,21 @@
 """Child processes of the server workers and of the load generator: started with ``spawn`` (a
 fresh interpreter, never a fork of a process that may run threads), SIGINT ignored (a Ctrl-C
 reaches the whole process group; the parent decides what happens), one pipe to the parent,
-and reaped by pid with a bounded wait."""
+and reaped by pid with a bounded wait. Other signals can be held (blocked) while they start, so
+that one sent before a child is ready for it waits in the child instead of killing it."""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import signal
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-__all__ = ["Child", "ignore_sigint", "reap", "spawn"]
+__all__ = ["Child", "hold_signals", "ignore_sigint", "reap", "spawn"]
 
 #: The parent's end of a child's pipe (`multiprocessing.connection.Connection`).
 Child = tuple[BaseProcess, Any]
@@ -32,6 +34,23 @@ def ignore_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def hold_signals(signals: frozenset[signal.Signals]) -> Iterator[None]:
+    """Block `signals` in this thread while children start. A child inherits the blocked set
+    through fork and exec, so such a signal that comes while it starts (importing, unpickling)
+    stays pending until the child unblocks it, once it has a handler for it: a stop, not a
+    death. Here the signals stay pending too, and are delivered when the block ends.
+
+    multiprocessing's resource tracker, started with the first child, unblocks SIGINT and
+    SIGTERM once it is started: it is started before the block, not inside it."""
+    multiprocessing.resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def spawn(target: Callable[..., None], args: tuple[Any, ...], name: str) -> Child:

@@ -16,9 +16,10 @@ one worker verifies at any other and all rotate in step.
 Workers are started with the ``spawn`` method (a fresh interpreter, never a fork of a process
 that may run threads), so `handler`, `config` and `initializer` must be picklable: module-level
 functions, a `psk_store` or a module-level `psk_lookup`, no lambdas or closures. Workers ignore
-SIGINT (a Ctrl-C reaches the whole process group; the parent decides) and stop cleanly when the
-parent asks, when their parent goes away, or on SIGTERM. `close()` reaps every worker and
-returns and logs the counters of each and their sum.
+SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
+decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
+even one that comes while they start (it waits until the worker can stop). `close()` reaps
+every worker and returns and logs the counters of each and their sum.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 
 from iotdtls import aio, loop
 from iotdtls._arguments import check_port, check_type
-from iotdtls._children import ignore_sigint, reap, spawn
+from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.errors import ConfigError
@@ -55,6 +56,9 @@ STOP_TIMEOUT = 10.0
 COOKIE_SECRET_LENGTH = 32
 MAX_WORKERS = 256
 _STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
+#: Held (blocked) from the spawn of a worker until it has its own handling of them: the worker
+#: ignores SIGHUP as it ignores SIGINT (the parent decides), SIGTERM stops it cleanly.
+_HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
 #: A `ServerConfig`, or a picklable function that builds one (called in each worker, so that
 #: credentials that do not pickle, such as private keys, are loaded there).
 ConfigSource = ServerConfig | Callable[[], ServerConfig]
@@ -84,6 +88,8 @@ class _WorkerSpec:
 def _worker_main(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> None:
     """Entry point of a worker: serve on `sock` until told to stop, then report the counters."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # drops one held while starting
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
         if spec.initializer is not None:
             spec.initializer()
@@ -101,6 +107,7 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     running = asyncio.get_running_loop()
     stop = asyncio.Event()
     running.add_signal_handler(signal.SIGTERM, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one held stops it now
     # The parent's "stop", or the end of the pipe when the parent has gone away.
     running.add_reader(conn.fileno(), stop.set)
     host, port = sock.getsockname()[:2]
@@ -241,7 +248,7 @@ def _check_picklable(spec: _WorkerSpec) -> None:
 def _start_workers(specs: list[_WorkerSpec], sockets: list[socket.socket]) -> list[_Worker]:
     workers: list[_Worker] = []
     try:
-        with ignore_sigint():
+        with ignore_sigint(), hold_signals(_HELD_SIGNALS):
             for spec, sock in zip(specs, sockets, strict=True):
                 process, conn = spawn(_worker_main, (spec, sock), f"iotdtls-worker-{spec.index}")
                 sock.close()  # the worker holds the socket now; the parent must not read it
