@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import multiprocessing
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +173,91 @@ def test_workers_refuse_what_cannot_be_sent_to_a_process(monkeypatch: pytest.Mon
         with pytest.raises(ConfigError) as refused:
             asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=count))
         assert str(refused.value) == f"workers must be from 1 to 2, got {count}"
+
+
+def main_echo(session: aio.ServerSession) -> None:
+    """Stands for a handler defined in `__main__` (see `a_main_module`)."""
+
+
+class MainEcho(aio.DatagramHandler):
+    """Stands for a handler class defined in `__main__`."""
+
+
+def main_config() -> workers.ServerConfig:
+    return server_config()
+
+
+@pytest.fixture
+def a_main_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A `__main__` holding `main_echo`, `MainEcho` and `main_config` (pickled by name from
+    it), as `python -c` has: no file, no module name; no worker is started."""
+    main = types.ModuleType("__main__")
+    for thing in (main_echo, MainEcho, main_config):
+        monkeypatch.setattr(thing, "__module__", "__main__")
+        setattr(main, thing.__name__, thing)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+
+    def not_started(specs: list[Any], sockets: list[socket.socket]) -> list[Any]:
+        for sock in sockets:
+            sock.close()
+        raise RuntimeError("not started")
+
+    monkeypatch.setattr(workers, "_start_workers", not_started)
+    return main
+
+
+@pytest.mark.parametrize(("arguments", "name"), [
+    ({"handler": main_echo}, "main_echo"),
+    ({"handler": MainEcho()}, "MainEcho"),
+    ({"config": main_config}, "main_config"),
+    ({"initializer": functools.partial(main_config)}, "main_config"),
+], ids=["function", "instance", "config", "initializer"])
+def test_workers_refuse_what_a_worker_cannot_find_in_main(
+    a_main_module: types.ModuleType, arguments: dict[str, Any], name: str
+) -> None:
+    """`python -c`, a notebook: a spawned worker does not rebuild such a `__main__`, so what is
+    defined there would fail every worker ("Can't get attribute"); refused before any starts."""
+    given = {"handler": echo, "config": server_config(), **arguments}
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(workers.serve(given.pop("handler"), LOCALHOST, 0, given.pop("config"),
+                                  workers=2, **given))
+    assert str(refused.value) == (
+        f"with workers, {name} must be defined in a module or a script file: it is in the "
+        "__main__ of python -c or a notebook, which a worker (a fresh interpreter) cannot import"
+    )
+
+
+def test_workers_from_a_script_file_or_stdin(a_main_module: types.ModuleType) -> None:
+    """A script file is run again in each worker (its functions are found there); stdin's
+    ``<stdin>`` cannot be, whatever the handler."""
+    a_main_module.__file__ = __file__
+    with pytest.raises(RuntimeError, match="not started"):
+        asyncio.run(workers.serve(main_echo, LOCALHOST, 0, server_config(), workers=2))
+    a_main_module.__file__ = "<stdin>"
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=2))
+    assert str(refused.value) == (
+        "with workers, run a script file or a module: a worker (a fresh interpreter) runs the "
+        "main module again and cannot run <stdin>"
+    )
+
+
+def test_workers_started_from_python_c_with_a_handler_of_main_are_refused() -> None:
+    program = (
+        "import asyncio, iotdtls, iotdtls.workers\n"
+        "async def echo(session):\n"
+        "    pass\n"
+        "config = iotdtls.ServerConfig(psk_store={b'a': bytes(16)})\n"
+        f"asyncio.run(iotdtls.workers.serve(echo, '{LOCALHOST}', 0, config, workers=2))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60.0, check=False)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "iotdtls.errors.ConfigError: with workers, echo must be defined in a module or a script "
+        "file: it is in the __main__ of python -c or a notebook, which a worker (a fresh "
+        "interpreter) cannot import"
+    )
 
 
 @pytest.mark.parametrize(("wrong", "message"), [

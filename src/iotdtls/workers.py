@@ -15,7 +15,9 @@ one worker verifies at any other and all rotate in step.
 
 Workers are started with the ``spawn`` method (a fresh interpreter, never a fork of a process
 that may run threads), so `handler`, `config` and `initializer` must be picklable: module-level
-functions, a `psk_store` or a module-level `psk_lookup`, no lambdas or closures. Workers ignore
+functions, a `psk_store` or a module-level `psk_lookup`, no lambdas or closures, defined in a
+module or a script file (a worker re-imports the script as ``__mp_main__``: it needs the
+``if __name__ == "__main__":`` guard). Workers ignore
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
 even one that comes while they start (it waits until the worker can stop). `close()` reaps
@@ -27,12 +29,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import pickle
 import signal
 import socket
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -234,15 +239,56 @@ def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+class _MainFinder(pickle.Pickler):
+    """Pickles to nowhere, noting the first function or class of `__main__` it meets (pickled
+    by name, found in a worker only if the worker can rebuild `__main__`)."""
+
+    found: str | None = None
+
+    def reducer_override(self, obj: object) -> Any:
+        if (self.found is None and isinstance(obj, type | types.FunctionType)
+                and obj.__module__ == "__main__"):
+            self.found = obj.__qualname__
+        return NotImplemented  # pickled as usual
+
+
+def _main_rebuilt_in_workers() -> bool:
+    """Whether a spawned worker rebuilds the parent's `__main__`, as multiprocessing's spawn
+    does: from the module name of ``python -m NAME`` (not a package's ``__main__``) or by
+    running the script file again; never for ``python -c``, an interactive session or a
+    notebook. A `__main__` file that cannot be run again (stdin's ``<stdin>``) would fail
+    every worker: `ConfigError`."""
+    main = sys.modules["__main__"]
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        return name != "__main__" and not name.endswith(".__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.splitext(os.path.basename(path))[0] == "ipython":
+        return False
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"with workers, run a script file or a module: a worker (a fresh interpreter) "
+            f"runs the main module again and cannot run {path}"
+        )
+    return True
+
+
 def _check_picklable(spec: _WorkerSpec) -> None:
+    finder = _MainFinder(io.BytesIO())
     try:
-        pickle.dumps(spec)
+        finder.dump(spec)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise ConfigError(
             "with workers, the handler, the configuration (or the function that builds it) and "
             "the initializer must be picklable: module-level functions, no lambdas or closures; "
             f"pass a function building the ServerConfig for private keys ({exc})"
         ) from None
+    if not _main_rebuilt_in_workers() and finder.found is not None:
+        raise ConfigError(
+            f"with workers, {finder.found} must be defined in a module or a script file: it is "
+            "in the __main__ of python -c or a notebook, which a worker (a fresh interpreter) "
+            "cannot import"
+        )
 
 
 def _start_workers(specs: list[_WorkerSpec], sockets: list[socket.socket]) -> list[_Worker]:
