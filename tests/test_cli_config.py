@@ -356,6 +356,25 @@ def test_psk_file_format(tmp_path: Path) -> None:
     assert read_psk_file(str(path)) == {b"urn:dev:mac:0024befffe804ff1": b"\x01\x02", b"b": b"\xff"}
 
 
+def test_psk_file_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """An editor's UTF-8 BOM is not part of the first identity."""
+    path = tmp_path / "keys.psk"
+    path.write_bytes(b"\xef\xbb\xbfClient_identity:0102\nb:ff\n")
+    assert read_psk_file(str(path)) == {b"Client_identity": b"\x01\x02", b"b": b"\xff"}
+
+
+def test_psk_file_with_an_identity_twice_is_refused(tmp_path: Path) -> None:
+    """Not the last key silently: both lines named, neither key."""
+    path = tmp_path / "keys.psk"
+    path.write_text("a:0102030405060708090a0b0c0d0e0f10\n# comment\nb:ff\n"
+                    "a:0a0b0c0d0e0f10111213141516171819\n")
+    with pytest.raises(UsageError) as caught:
+        read_psk_file(str(path))
+    assert str(caught.value) == (
+        f"{path}:4: identity 'a' is already on line 1 (one key per identity)"
+    )
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [

@@ -38,10 +38,13 @@ __all__ = [
 
 
 def read_psk_file(path: str) -> dict[bytes, bytes]:
-    """Lines `identity:HEXKEY` (GnuTLS psktool format); blank lines and # comments skipped."""
+    """Lines `identity:HEXKEY` (GnuTLS psktool format); blank lines and # comments skipped, a
+    UTF-8 byte order mark ignored; an identity given twice is refused (which key would be
+    meant?), naming both lines."""
     store: dict[bytes, bytes] = {}
+    line_of: dict[bytes, int] = {}
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             lines = fh.read().splitlines()
     except OSError as exc:
         raise UsageError(f"cannot read --psk-file {path}: {exc.strerror}") from None
@@ -52,7 +55,14 @@ def read_psk_file(path: str) -> dict[bytes, bytes]:
         identity, sep, key = line.rpartition(":")
         if not sep or not identity:
             raise UsageError(f"{path}:{number}: expected identity:HEXKEY")
-        store[identity.encode()] = hex_bytes(f"{path}:{number} key", key, secret=True)
+        name = identity.encode()
+        if name in line_of:
+            raise UsageError(
+                f"{path}:{number}: identity {identity!r} is already on line {line_of[name]} "
+                "(one key per identity)"
+            )
+        line_of[name] = number
+        store[name] = hex_bytes(f"{path}:{number} key", key, secret=True)
     return store
 
 
