@@ -254,6 +254,15 @@ def test_cookie_exchange_can_be_switched_off() -> None:
     assert len(wire_from(link, "client")) == 2  # ClientHello, then flight 5
 
 
+def test_without_cookie_exchange_the_gate_counts_no_cookie_accepted() -> None:
+    """`--no-cookie` logged "cookie_accepted" for associations where no cookie was exchanged:
+    they are counted as what happened, a ClientHello accepted without a cookie."""
+    endpoint = ServerEndpoint(ServerConfig(psk_store={IDENTITY: KEY}, cookie_exchange=False))
+    ask(endpoint, hello_datagram(hello()), CLIENT_ADDR)
+    assert CLIENT_ADDR in endpoint.connections
+    assert endpoint.gate == {GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE: 1}
+
+
 def client_hellos(datagrams: list[bytes]) -> list[tuple[int, bytes]]:
     return [
         (hs.message_seq, ClientHello.decode(body).cookie)

@@ -75,6 +75,9 @@ class GateOutcome(IdentityHashEnum):
     HELLO_VERIFY_SENT = auto()
     HELLO_VERIFY_TOO_LARGE = auto()
     COOKIE_ACCEPTED = auto()
+    #: A ClientHello that starts an association with cookie exchange off (no cookie asked for;
+    #: RFC 6347 §4.2.1 allows a server to skip it).
+    HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
     HANDSHAKE_EVICTED = auto()
     IDLE_EVICTED = auto()
@@ -83,6 +86,7 @@ class GateOutcome(IdentityHashEnum):
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _HELLO_VERIFY_SENT = GateOutcome.HELLO_VERIFY_SENT
 _COOKIE_ACCEPTED = GateOutcome.COOKIE_ACCEPTED
+_HELLO_ACCEPTED_WITHOUT_COOKIE = GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE
 _HANDSHAKING = ConnectionState.HANDSHAKING
 _ESTABLISHED = ConnectionState.ESTABLISHED
 _CLOSED = ConnectionState.CLOSED
@@ -250,13 +254,14 @@ class ServerEndpoint:
             )
             return
         addr_bytes = repr(address).encode()
-        if self.config.cookie_exchange and not self._cookies.verify(
-            now, addr_bytes, without_cookie, cookie
-        ):
+        if not self.config.cookie_exchange:
+            self.gate[_HELLO_ACCEPTED_WITHOUT_COOKIE] += 1
+        elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
+            self.gate[_COOKIE_ACCEPTED] += 1
+        else:
             new_cookie = self._cookies.make(now, addr_bytes, without_cookie)
             self._hello_verify(data, record_seq, message_seq, new_cookie, address)
             return
-        self.gate[_COOKIE_ACCEPTED] += 1
         self._associate(data, address, now)
 
     def _associate(self, data: bytes, address: Address, now: float) -> None:
