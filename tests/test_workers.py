@@ -121,6 +121,31 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
     assert multiprocessing.active_children() == []
 
 
+def test_a_worker_stopped_by_sigterm_reports_its_counters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGTERM stops a worker cleanly: it is no crash ("ended unexpectedly"), its counters
+    count, and the server learns that it is one worker short."""
+
+    async def main() -> None:
+        pool = await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                   loop_choice="asyncio")
+        try:
+            first = pool.pids[0]
+            os.kill(first, signal.SIGTERM)
+            await asyncio.wait_for(pool.worker_exited.wait(), 10.0)
+        finally:
+            totals = await pool.close()
+        records = [r.getMessage() for r in caplog.records]
+        assert f"worker 0 (pid {first}) stopped on SIGTERM" in records
+        assert not any("ended unexpectedly" in m for m in records)
+        assert f"all 2 workers: {totals.describe()}" in records
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
 def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> None:
     """Eight clients (from eight ports, spread over the workers by the kernel's hash): the
     sum counts them all, and is the sum of what each worker logged."""

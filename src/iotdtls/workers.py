@@ -168,9 +168,14 @@ class WorkerServer:
 
     def _on_exit(self, worker: _Worker) -> None:
         asyncio.get_running_loop().remove_reader(worker.process.sentinel)
-        if self._closing is None:
+        if self._closing is not None:
+            return
+        _collect_stats(worker, 0.0)  # a worker stopped by SIGTERM has reported them
+        if worker.stats is None:
             logger.error("worker %d (pid %d) ended unexpectedly", worker.index, worker.pid)
-            self.worker_exited.set()
+        else:  # SIGTERM sent to it, or to the whole group (the parent then stops too)
+            logger.warning("worker %d (pid %d) stopped on SIGTERM", worker.index, worker.pid)
+        self.worker_exited.set()
 
     async def close(self) -> ServerStats:
         """Stop every worker (each closes its associations with close_notify), reap them, log
@@ -333,15 +338,22 @@ def _stop_workers(workers: list[_Worker]) -> None:
             worker.conn.send(_STOP)
     deadline = time.monotonic() + timeout
     for worker in workers:
-        with contextlib.suppress(EOFError, OSError):
-            while worker.conn.poll(max(0.0, deadline - time.monotonic())):
-                kind, value = worker.conn.recv()
-                if kind == _STOPPED:
-                    worker.stats = value
-                    break
+        if worker.stats is None:
+            _collect_stats(worker, deadline - time.monotonic())
         if not reap(worker.process, max(0.1, deadline - time.monotonic())):
             logger.warning("worker %d (pid %d) did not stop; killed", worker.index, worker.pid)
         worker.conn.close()
+
+
+def _collect_stats(worker: _Worker, timeout: float) -> None:
+    """Wait up to `timeout` seconds for the worker's counters (sent as it stops)."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(EOFError, OSError):
+        while worker.conn.poll(max(0.0, deadline - time.monotonic())):
+            kind, value = worker.conn.recv()
+            if kind == _STOPPED:
+                worker.stats = value
+                return
 
 
 async def serve(

@@ -267,8 +267,9 @@ async def _serve_workers(
     loop_choice: str,
     initializer: Callable[[], None],
 ) -> int:
-    """Serve with worker processes until SIGINT/SIGTERM (status 0) or until a worker dies
-    (status 1); the workers' counters are logged at the end."""
+    """Serve with worker processes until SIGINT, SIGTERM or SIGHUP (status 0, even when a
+    worker that got the same signal, sent to the whole group, ended first) or until a worker
+    dies (status 1); the workers' counters are logged at the end."""
     stop = stop_on_signals()
     with listening_on(host, port):
         pool = await workers.serve(
@@ -283,8 +284,9 @@ async def _serve_workers(
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for waiter in waiters:
         waiter.cancel()
+    status = 0 if stop.is_set() else 1
     await pool.close()
-    return 1 if pool.worker_exited.is_set() else 0
+    return status
 class StdinLines:
     """Lines of stdin for the event loop, read without a thread.
 
