@@ -308,6 +308,13 @@ def test_workers_refuse_an_argument_of_the_wrong_type_before_starting(
         asyncio.run(start())
     assert str(refused.value) == message
 
+def test_workers_refuse_an_empty_host_in_one_line() -> None:
+    """"" made the resolver raise socket.gaierror; as aio.serve, the workers say what to give."""
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(workers.serve(echo, "", 0, server_config(), workers=1))
+    assert str(refused.value).startswith('host is empty: give "0.0.0.0" (every IPv4 address)')
+
+
 @pytest.mark.parametrize(("handler", "message"), WRONG_HANDLERS)
 def test_workers_refuse_a_handler_that_cannot_handle_a_peer(handler: Any, message: str) -> None:
     with pytest.raises(TypeError) as refused:

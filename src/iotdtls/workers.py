@@ -44,7 +44,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
-from iotdtls._arguments import check_port, check_type
+from iotdtls._arguments import check_host, check_port, check_type
 from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
@@ -376,6 +376,7 @@ async def serve(
     worker and `ChildProcessError` if a worker does not start; `TypeError` for an argument
     of the wrong type."""
     aio.check_handler(handler)
+    check_host(host, server=True)
     check_port(port, any_port=True)
     check_type("workers", workers, int)
     if not 1 <= workers <= MAX_WORKERS:
