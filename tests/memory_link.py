@@ -230,10 +230,12 @@ def make_link(
     client: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
 ) -> MemoryLink:
-    """A link between a client with the test identity and a server knowing it."""
+    """A link between a client with the test identity and a server knowing it (from a
+    `psk_store`, unless `server` gives a `psk_lookup` instead)."""
     ckw: dict[str, Any] = {"psk_identity": IDENTITY, "psk": KEY, **(client or {})}
-    skw: dict[str, Any] = {"psk_store": {IDENTITY: KEY}, "cookie_exchange": cookie}
-    skw.update(server or {})
+    skw: dict[str, Any] = {"cookie_exchange": cookie, **(server or {})}
+    if "psk_lookup" not in skw:
+        skw.setdefault("psk_store", {IDENTITY: KEY})
     return MemoryLink(ClientConfig(**ckw), ServerConfig(**skw), fate=fate)
 
 
