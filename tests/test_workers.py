@@ -200,7 +200,7 @@ def test_workers_refuse_what_cannot_be_sent_to_a_process(monkeypatch: pytest.Mon
         assert str(refused.value) == f"workers must be from 1 to 2, got {count}"
 
 
-def main_echo(session: aio.ServerSession) -> None:
+async def main_echo(session: aio.ServerSession) -> None:
     """Stands for a handler defined in `__main__` (see `a_main_module`)."""
 
 
