@@ -31,7 +31,12 @@ from iotdtls.identity import (
 from iotdtls.messages import ClientHello, ExtensionType, HandshakeType, ServerHello
 from iotdtls.messages.extensions import UnknownExtension
 from iotdtls.record import ContentType
-from iotdtls.sessions import MemorySessionStore, SessionState
+from iotdtls.sessions import (
+    MemorySessionStore,
+    SessionState,
+    own_credential_digest,
+    psk_digest,
+)
 from tests import pki
 from tests.memory_link import (
     CLIENT_ADDR,
@@ -63,6 +68,7 @@ from tests.pubkey_support import (
     stranger_key,
     x509_configs,
     x509_link,
+    x509_pki,
 )
 
 H = HandshakeType
@@ -336,8 +342,9 @@ def test_a_client_that_accepts_legacy_servers_still_offers_ems_and_resumes() -> 
         {"max_fragment_length": 512},
         {"server_name": "other.example"},
         {"psk_identity": None, "psk": None, "server_public_keys": [server_key().spki]},
+        {"psk": bytes(range(16))},
     ],
-    ids=["identity", "mfl", "server_name", "mode"],
+    ids=["identity", "mfl", "server_name", "mode", "new-psk"],
 )
 def test_client_does_not_offer_a_session_that_does_not_fit(change: dict[str, Any]) -> None:
     first = full_handshake(client={"server_name": "iot.example"})
@@ -417,6 +424,122 @@ def test_a_forgotten_psk_identity_is_not_resumed() -> None:
     assert closed.error.alert is AlertDescription.decrypt_error
 
 
+NEW_KEY = bytes(range(0xF0, 0x100))
+
+
+@pytest.mark.req("RES-1", "PSK-4")
+@pytest.mark.parametrize(
+    ("client_key_now", "works"), [(KEY, False), (NEW_KEY, True)], ids=["old-key", "new-key"]
+)
+def test_a_rotated_psk_ends_the_session(
+    monkeypatch: pytest.MonkeyPatch, client_key_now: bytes, works: bool
+) -> None:
+    """The operator gives the identity a new key (the old one leaked: PSK has no forward
+    secrecy, so whoever recorded the full handshake knows the master secret). The session made
+    with the old key is not resumed: the full handshake instead, which fails with the old key
+    (decrypt_error, PSK-4) and succeeds with the new one. (The client is made to offer the
+    session with either key.)"""
+    first = full_handshake(server={"psk_store": None, "psk_lookup": lambda identity: KEY})
+    saved = first.client.session
+    assert saved is not None
+    monkeypatch.setattr(iotdtls.handshake.client, "offerable_session", lambda *a: None)
+    client = ClientConfig(psk_identity=IDENTITY, psk=client_key_now)
+    config = ServerConfig(psk_lookup=lambda identity: NEW_KEY, cookie_exchange=True)
+    endpoint = ServerEndpoint(config, session_store=first.server.sessions)
+    second = MemoryLink(client, config, now=first.now + 10, session=saved, endpoint=endpoint)
+    second.handshake()
+    assert client_hellos(second)[0].session_id == saved.session_id
+    assert H.server_hello_done in message_types(wire_from(second, "server"))
+    if works:
+        assert_resumed(second, False)
+        assert second.client.session is not None
+        assert second.client.session.credential_digest == psk_digest(NEW_KEY)
+    else:
+        assert events_of(second, "server", HandshakeComplete) == []
+        (closed,) = events_of(second, "server", ConnectionClosed)
+        assert isinstance(closed.error, AlertSent)
+        assert closed.error.alert is AlertDescription.decrypt_error
+
+
+@pytest.mark.req("RES-1")
+def test_the_same_psk_from_a_new_lookup_still_resumes() -> None:
+    """Only the key counts, not where it comes from: a store replaced by a lookup giving the
+    same key resumes the session."""
+    first = full_handshake()
+    second = reconfigured(first, psk_lookup={IDENTITY: bytes(KEY)}.get)
+    assert_resumed(second)
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize("mode", LINKS)
+def test_a_session_keeps_a_digest_of_our_credential_never_the_credential(mode: str) -> None:
+    """The PSK's digest on both sides; a client's own raw key or certificate digest (the
+    server keeps none: the client checks the server's key or chain itself); resumed sessions
+    carry it forward."""
+    first = full_handshake(LINKS[mode])
+    saved = first.client.session
+    store = first.server.sessions
+    assert saved is not None and store is not None
+    kept = store.get(saved.session_id, first.now)
+    assert kept is not None
+    config = first.client_config
+    if mode == "psk":
+        assert saved.credential_digest == kept.credential_digest == psk_digest(KEY)
+        assert KEY not in saved.to_bytes()
+    else:
+        if mode == "rpk":
+            assert config.raw_public_key is not None
+            own = config.raw_public_key.spki
+        else:
+            assert config.certificate is not None
+            own = config.certificate.chain[0]
+        assert saved.credential_digest == own_credential_digest(own)
+        assert kept.credential_digest == b""
+    second = next_link(first)
+    second.handshake()
+    assert_resumed(second)
+    assert second.client.session is not None
+    assert second.client.session.credential_digest == saved.credential_digest
+
+
+@pytest.mark.req("RES-1", "RPK-3", "CRT-1")
+@pytest.mark.parametrize("mode", ["rpk", "x509"])
+def test_a_client_with_a_new_own_key_does_not_offer_its_session(mode: str) -> None:
+    """A client now provisioned with another key (or certificate) runs a full handshake: the
+    server learns the new credential instead of resuming as the old one."""
+    if mode == "rpk":
+        both = [client_key().spki_sha256, stranger_key().spki_sha256]
+        first = full_handshake(rpk_link, server={"client_public_keys": both})
+        config = ClientConfig(server_public_keys=[server_key().spki], raw_public_key=stranger_key())
+        expected: PeerIdentity = RawPublicKeyIdentity(stranger_key().spki)
+    else:
+        first = full_handshake(x509_link)
+        p = x509_pki()
+        leaf = pki.client_leaf(p.ca, "FE-DC-BA-98-76-54-32-10")
+        config, _ = x509_configs(client={"certificate": p.certified(leaf)})
+        expected = CertificateIdentity("FE-DC-BA-98-76-54-32-10", ())
+    second = next_link(first, client_config=config)
+    second.handshake()
+    assert client_hellos(second)[0].session_id == b""
+    assert_resumed(second, False)
+    peer = completed(second)[1].peer
+    if isinstance(expected, CertificateIdentity):
+        assert isinstance(peer, CertificateIdentity) and peer.name == expected.name
+    else:
+        assert peer == expected
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_made_without_our_key_is_offered_with_a_new_key() -> None:
+    """A server that did not ask for our key bound nothing to it: a new key does not matter."""
+    first = full_handshake(rpk_link, server={"client_public_keys": ()})
+    assert first.client.session is not None and first.client.session.credential_digest == b""
+    config = ClientConfig(server_public_keys=[server_key().spki], raw_public_key=stranger_key())
+    second = next_link(first, client_config=config)
+    second.handshake()
+    assert_resumed(second)
+
+
 @pytest.mark.req("RES-1", "RPK-3")
 def test_a_server_that_now_requires_client_keys_runs_a_full_handshake() -> None:
     first = full_handshake(rpk_link, server={"client_public_keys": ()})
@@ -473,14 +596,19 @@ PEERS: list[PeerIdentity] = [
 @pytest.mark.parametrize("peer", PEERS, ids=lambda p: type(p).__name__)
 def test_session_state_round_trip_and_redacted_repr(peer: PeerIdentity) -> None:
     master = bytes(range(100, 148))
-    state = SessionState(bytes(range(32)), 0xC0AE, Mode.X509, master, peer, 2, "iot.example")
+    digest = psk_digest(KEY)
+    state = SessionState(
+        bytes(range(32)), 0xC0AE, Mode.X509, master, peer, 2, "iot.example", digest
+    )
     again = SessionState.from_bytes(state.to_bytes())
     assert again == state and again.master_secret == master
+    assert again.credential_digest == digest
     if isinstance(peer, CertificateIdentity):
         assert again.peer == peer and isinstance(again.peer, CertificateIdentity)
         assert again.peer.chain == peer.chain
     for text in (repr(state), str(state)):
         assert master.hex() not in text and repr(master) not in text
+        assert digest.hex()[:8] not in text and repr(digest)[:8] not in text
         assert "redacted" in text
 
 
@@ -492,7 +620,7 @@ def test_session_state_round_trip_and_redacted_repr(peer: PeerIdentity) -> None:
         lambda b: b"garbage",
         lambda b: b[:-1],
         lambda b: b + b"\0",
-        lambda b: b[:15] + b"\x02" + b[16:],  # another format version
+        lambda b: b[:15] + b"\x01" + b[16:],  # another format version (1: no credential_digest)
         lambda b: b.replace(b"\xc0\xa8", b"\x00\x2f", 1),  # a suite we do not implement
     ],
     ids=["empty", "garbage", "truncated", "trailing", "version", "suite"],
@@ -527,6 +655,8 @@ def test_session_state_checks_its_fields() -> None:
         {"cipher_suite": 0x002F},
         {"max_fragment_length": 5},
         {"server_name": "bücher.example"},
+        {"credential_digest": bytes(31)},
+        {"credential_digest": KEY},  # a digest, never the key itself
     ):
         fields: dict[str, Any] = {
             "session_id": b"\x01",
@@ -559,6 +689,7 @@ _STATES = st.builds(
     peer=_PEER_STRATEGY,
     max_fragment_length=st.integers(0, 4),
     server_name=st.from_regex(r"[a-z0-9.-]{0,40}", fullmatch=True),
+    credential_digest=st.one_of(st.just(b""), st.binary(min_size=32, max_size=32)),
 )
 _PROPS = settings(max_examples=150, deadline=None)
 
@@ -569,6 +700,7 @@ _PROPS = settings(max_examples=150, deadline=None)
 def test_session_bytes_round_trip_property(state: SessionState) -> None:
     again = SessionState.from_bytes(state.to_bytes())
     assert again == state and again.master_secret == state.master_secret
+    assert again.credential_digest == state.credential_digest
 
 
 @pytest.mark.req("RES-1")

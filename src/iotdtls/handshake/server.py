@@ -357,6 +357,14 @@ class ServerHandshake(HandshakeMachine):
         self.pending_certificate_urls = ()
         self.peer, self._client_key = self._verifier.verify(Certificate(chain).encode())
 
+    def credential_digest(self) -> bytes:
+        """The PSK's digest in a PSK handshake (a server's own key or certificate is checked by
+        the client); read when the session is cached, before `release` drops the exchange, so
+        an established association keeps nothing of it (the state it reports later has no
+        digest, which this server would not resume)."""
+        exchange = self._exchange
+        return exchange.psk_digest if isinstance(exchange, PskServerExchange) else b""
+
     def release(self) -> None:
         super().release()
         self._exchange = None
