@@ -379,6 +379,38 @@ def test_a_session_file_that_cannot_be_written_is_refused_before_connecting(
     assert len(talks) == 2
 
 
+def test_a_session_file_that_is_not_a_regular_file_is_refused_before_connecting(
+    talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO blocked the client for ever in reading it, and as root a device (/dev/null) was
+    replaced by a file holding the master secret; "" was taken for the current directory.
+    Each is refused in one line before any socket, and neither file is opened: /dev/null is
+    only stat'ed (`talks` stands in for the conversation)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    through_a_link = tmp_path / "link"
+    through_a_link.symlink_to("/dev/null")
+    for path, message in [
+        (str(fifo), f"--session-file {fifo} is a FIFO, not a regular file"),
+        ("/dev/null", "--session-file /dev/null is a character device, not a regular file"),
+        (str(through_a_link), f"--session-file {through_a_link} is a character device, not a "
+                              "regular file"),
+        ("", "--session-file is empty"),
+    ]:
+        status = main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+                       "--session-file", path])
+        err = capsys.readouterr().err
+        assert (status, talks) == (2, [])
+        assert err.startswith(f"iotdtls: error: {message}: give the file to keep the session in")
+        assert err.count("\n") == 1
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and through_a_link.is_symlink()
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")  # replaced by the session after the handshake
+    assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+                 "--session-file", str(dangling)]) == 0
+
+
 def test_a_session_that_cannot_be_saved_names_the_file(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "gone" / "session"))
     with pytest.raises(OSError) as caught:

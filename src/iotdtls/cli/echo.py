@@ -12,6 +12,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -410,14 +411,30 @@ class SessionFile:
     be read as a session is ignored (a full handshake replaces it)."""
 
     def __init__(self, path: str) -> None:
+        self.given = path
         self.path = Path(path)
 
     def check(self) -> None:
         """Before connecting: the session can be saved after the handshake, i.e. the path is
-        not a directory and a file can be made in its directory (the file itself may be
-        missing). A `UsageError` naming the flag and the file otherwise."""
+        given, is a regular file if it exists (followed through a symlink, as reading it is;
+        a FIFO or a device is never opened, nor replaced by the file), and a file can be made
+        in its directory (the file itself may be missing, a dangling symlink is replaced). A
+        `UsageError` naming the flag and the file otherwise."""
+        if not self.given:
+            raise UsageError("--session-file is empty: give the file to keep the session in")
         try:
-            if self.path.is_dir():
+            mode = self.path.stat().st_mode
+        except FileNotFoundError:
+            mode = None  # made after the handshake (a dangling symlink: replaced)
+        except OSError as exc:
+            raise UsageError(self._cannot_write(exc)) from None
+        if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise UsageError(
+                f"--session-file {self.path} is {_file_kind(mode)}, not a regular file: "
+                "give the file to keep the session in"
+            )
+        try:
+            if mode is not None and stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
             fd, trial = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
         except OSError as exc:
@@ -448,3 +465,16 @@ class SessionFile:
 
     def _cannot_write(self, exc: OSError) -> str:
         return f"cannot write --session-file {self.path}: {exc.strerror or exc}"
+
+
+def _file_kind(mode: int) -> str:
+    """What a file that is neither regular nor a directory is, for a message."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
