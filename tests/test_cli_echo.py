@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import io
 import logging
@@ -29,7 +30,12 @@ from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.cli.common import listening_on
 from iotdtls.config import ClientConfig, Mode, ServerConfig
-from iotdtls.errors import AlertDescription, AlertReceived, DatagramTooLarge
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    DatagramTooLarge,
+    HandshakeTimeout,
+)
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
 from tests.aio_support import client_config, server_config, signal_fallback
@@ -300,6 +306,40 @@ def test_the_session_file_resumes_the_next_run(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "session"))
     assert talk([b"hello\n", b"again\n"], client_config(), file) == [False, True]
     assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+
+
+@pytest.mark.req("RES-1")
+def test_a_saved_session_that_fails_its_handshake_is_dropped(tmp_path: Path) -> None:
+    """A saved session the server cannot resume correctly (here its master secret damaged)
+    failed every later run with "handshake timed out" while the file was kept; the failure now
+    removes the file and says so, and the next run makes a full handshake."""
+    file = echo.SessionFile(str(tmp_path / "session"))
+    handler = Recording()
+    quick = client_config(handshake_timeout=1.0)
+
+    async def main() -> None:
+        server = await aio.serve(handler, LOCALHOST, 0, server_config())
+        try:
+            port = server.address[1]
+            await talk_once(port, b"one\n", quick, file)
+            saved = file.load()
+            assert saved is not None
+            damaged = bytes([saved.master_secret[0] ^ 1]) + saved.master_secret[1:]
+            file.save(dataclasses.replace(saved, master_secret=damaged))
+            with pytest.raises(echo.SessionDropped) as failed:
+                await talk_once(port, b"two\n", quick, file)
+            assert isinstance(failed.value.__cause__, HandshakeTimeout)
+            assert str(failed.value) == (
+                f"handshake timed out after 1 s; the saved session in {file.path} was dropped: "
+                "the next run makes a full handshake")
+            assert not file.path.exists()
+            await talk_once(port, b"three\n", quick, file)
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))
+    assert handler.resumed == [False, False]  # the damaged session never completed
+    assert file.load() is not None
 
 
 # -- the commands' flags, as the client and server receive them ----------------------------------

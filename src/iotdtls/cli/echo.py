@@ -51,7 +51,7 @@ from iotdtls.config import (
     RetryPolicy,
     ServerConfig,
 )
-from iotdtls.errors import DatagramTooLarge
+from iotdtls.errors import DatagramTooLarge, DtlsError, PortUnreachable
 from iotdtls.sessions import SessionState
 
 __all__ = ["register"]
@@ -365,9 +365,10 @@ async def _talk(
 ) -> None:
     """Send stdin lines until EOF, then close_notify; end at once when the server ends the
     association (close_notify: clean; a fatal alert: its `DtlsError` is raised). With a
-    session file: saved after the handshake, removed when a fatal alert ends the session."""
-    saved = None if session_file is None else session_file.load()
-    async with aio.connect(host, port, config, chain_cache=cache, session=saved) as conn:
+    session file: saved after the handshake, removed when a fatal alert ends the session or
+    when a handshake offering it fails."""
+    conn = await _handshake(config, host, port, cache, session_file)
+    try:
         if session_file is not None:
             session_file.save(conn.session)
         lines = StdinLines(asyncio.get_running_loop())
@@ -385,6 +386,32 @@ async def _talk(
             printer.cancel()
             if session_file is not None and conn.session is None:
                 session_file.discard()  # ended by a fatal alert: never resume it
+    finally:
+        await conn.close()
+
+
+async def _handshake(
+    config: ClientConfig,
+    host: str,
+    port: int,
+    cache: ChainCache | None,
+    session_file: SessionFile | None,
+) -> aio.ClientConnection:
+    """The association, offering the session of `session_file` if it has one (RES-1). When
+    that handshake fails, the file goes: a session the server cannot resume correctly (a
+    damaged secret, a server that breaks resumption) would fail the same way every run, and
+    the file is only a cache; `SessionDropped` says so. Not when nothing listens there
+    (`PortUnreachable`): the session is not to blame."""
+    saved = None if session_file is None else session_file.load()
+    try:
+        return await aio.connect(host, port, config, chain_cache=cache, session=saved)
+    except PortUnreachable:
+        raise
+    except DtlsError as exc:
+        if session_file is None or saved is None:
+            raise
+        session_file.discard()
+        raise SessionDropped(exc, session_file.path) from exc
 
 
 async def _next_line(lines: StdinLines, printer: asyncio.Future[None]) -> bytes | None:
@@ -403,6 +430,18 @@ def _send_line(conn: aio.ClientConnection, line: bytes) -> None:
         conn.send(line)
     except DatagramTooLarge as exc:
         logging.getLogger("iotdtls.cli").warning("line not sent: %s", exc)
+
+
+class SessionDropped(DtlsError):
+    """A handshake that offered the session of --session-file failed, so the file was removed
+    (RES-1: a cache; the next run makes a full handshake). The message is the failure's, and
+    says so; `__cause__` is the failure."""
+
+    def __init__(self, failure: DtlsError, path: Path) -> None:
+        super().__init__(
+            f"{failure}; the saved session in {path} was dropped: the next run makes a full "
+            "handshake"
+        )
 
 
 class SessionFile:
