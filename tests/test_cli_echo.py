@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,12 +45,14 @@ from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
 from tests.pubkey_support import x509_configs
 
 
-def lines_of(stdin: object, monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
+def lines_of(
+    stdin: object, monkeypatch: pytest.MonkeyPatch, limit: int | None = None
+) -> list[bytes | None]:
     """What `StdinLines` yields for `stdin` (as sys.stdin) up to and with the final None."""
     async def main() -> list[bytes | None]:
         with monkeypatch.context() as patch:
             patch.setattr(sys, "stdin", stdin)
-            lines = echo.StdinLines(asyncio.get_running_loop())
+            lines = echo.StdinLines(asyncio.get_running_loop(), limit)
         got: list[bytes | None] = []
         while True:
             line = await asyncio.wait_for(lines.get(), 5.0)
@@ -115,6 +118,47 @@ def test_a_read_error_on_stdin_ends_the_input(
 
     monkeypatch.setattr(echo.os, "read", broken)
     assert lines_of(reader, monkeypatch) == [None]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b""], ids=["then-more", "at-eof"])
+def test_a_line_longer_than_a_datagram_is_skipped_not_kept(
+    pipe: tuple[io.TextIOWrapper, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    ending: bytes,
+) -> None:
+    """A 64 MB line was gathered whole, each 64 KiB chunk copying all before it (23 s, 227
+    MB), to be refused by send(); past the most one datagram carries nothing more of it is
+    kept, and it is skipped with one warning."""
+    reader, write_fd = pipe
+    long_line = b"x" * (4 * 1024 * 1024 + 5)
+    after = b"next\n" if ending else b""
+    kept: list[int] = []
+    feed = echo.StdinLines._feed
+
+    def watched(self: echo.StdinLines, chunk: bytes) -> None:
+        feed(self, chunk)
+        kept.append(len(self._pending))
+
+    monkeypatch.setattr(echo.StdinLines, "_feed", watched)
+
+    def write() -> None:
+        with open(write_fd, "wb", closefd=True) as out:
+            out.write(b"before\n" + long_line + ending + after)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    caplog.set_level(logging.WARNING, "iotdtls.cli")
+    try:
+        got = lines_of(reader, monkeypatch, limit=1000)
+    finally:
+        writer.join(10.0)
+    assert got == [b"before", *([b"next"] if ending else []), None]
+    assert max(kept) <= 1001  # never more than a datagram (and a "\r")
+    [record] = [r for r in caplog.records if r.name == "iotdtls.cli"]
+    assert record.getMessage() == (
+        f"line not sent: {len(long_line)} bytes of application data do not fit one datagram "
+        "(at most 1000 bytes)")
 
 
 def test_no_stdin_at_all_is_an_empty_input(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -295,12 +295,19 @@ class StdinLines:
     moment, whatever stdin is doing, and no reader thread is left blocked in `read()` when the
     interpreter shuts down. A regular file or /dev/null cannot be watched (and never blocks):
     it is read at once. `get()` returns each line without its end of line, then None at EOF.
+
+    A line longer than `limit` (the most one datagram carries) is not kept: the rest of it is
+    skipped up to its end of line and a warning says it was not sent, so a huge line costs
+    neither memory nor time (it was gathered whole, to be refused anyway).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int | None = None) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._pending = b""
+        self._limit = limit
+        #: Bytes of the too long line being skipped (0: none).
+        self._skipped = 0
         self._fd: int | None = None
         stdin = sys.stdin
         if stdin is None:
@@ -337,11 +344,32 @@ class StdinLines:
             self._end()
 
     def _feed(self, chunk: bytes) -> None:
+        if self._skipped:
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._skipped += len(chunk)
+                return
+            self._skipped += end
+            self._too_long()
+            chunk = chunk[end + 1:]
         *lines, self._pending = (self._pending + chunk).split(b"\n")
         for line in lines:
             self._queue.put_nowait(line.rstrip(b"\r"))
+        # One byte more for a "\r" before the "\n" still to come.
+        if self._limit is not None and len(self._pending) > self._limit + 1:
+            self._skipped = len(self._pending)
+            self._pending = b""
+
+    def _too_long(self) -> None:
+        logging.getLogger("iotdtls.cli").warning(
+            "line not sent: %d bytes of application data do not fit one datagram (at most %d "
+            "bytes)", self._skipped, self._limit,
+        )
+        self._skipped = 0
 
     def _end(self) -> None:
+        if self._skipped:
+            self._too_long()
         if self._pending:
             self._queue.put_nowait(self._pending.rstrip(b"\r"))
             self._pending = b""
@@ -371,7 +399,7 @@ async def _talk(
     try:
         if session_file is not None:
             session_file.save(conn.session)
-        lines = StdinLines(asyncio.get_running_loop())
+        lines = StdinLines(asyncio.get_running_loop(), conn.connection.max_send_size)
         printer = asyncio.ensure_future(_print_replies(conn))
         try:
             while (line := await _next_line(lines, printer)) is not None:
