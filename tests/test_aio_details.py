@@ -995,6 +995,23 @@ def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -
     run(main())
 
 
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("own_socket", [False, True], ids=["new-socket", "given-socket"])
+def test_a_host_that_does_not_resolve_is_named(loop_choice: str, own_socket: bool) -> None:
+    """The resolver's socket.gaierror said only "Name or service not known"; it now names the
+    host, still a socket.gaierror with its errno (.invalid fails without any network)."""
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            given = sock if own_socket else None
+            with pytest.raises(socket.gaierror) as failed:
+                await aio.connect("nonexistent.invalid", 5684, client_config(), sock=given)
+        assert failed.value.errno is not None and failed.value.errno < 0  # an EAI_ code
+        assert str(failed.value.strerror).startswith("cannot resolve nonexistent.invalid: ")
+
+    run_on_loop(main(), loop_choice)
+
+
 class Broken(Exception):
     """What a test makes part of the set-up raise."""
 

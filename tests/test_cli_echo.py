@@ -495,6 +495,15 @@ def test_a_session_file_that_is_not_a_regular_file_is_refused_before_connecting(
                  "--session-file", str(dangling)]) == 0
 
 
+def test_a_server_name_that_does_not_resolve_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """"iotdtls: Name or service not known" named nothing; the one line names the host."""
+    status = main(["client", "nonexistent.invalid:5684", "--psk-identity", "dev1", "--psk",
+                   PSK_HEX, "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("iotdtls: cannot resolve nonexistent.invalid: ") and err.count("\n") == 1
+
+
 def test_a_session_that_cannot_be_saved_names_the_file(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "gone" / "session"))
     with pytest.raises(OSError) as caught:

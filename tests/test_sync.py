@@ -359,6 +359,14 @@ def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -
     assert made == []
 
 
+def test_a_host_that_does_not_resolve_is_named() -> None:
+    """As in aio: a socket.gaierror naming the host, not only "Name or service not known"."""
+    for make in (sync.connect, sync.DtlsClient):
+        with pytest.raises(socket.gaierror) as failed:
+            make("nonexistent.invalid", 5684, client_config())
+        assert str(failed.value.strerror).startswith("cannot resolve nonexistent.invalid: ")
+
+
 class Broken(Exception):
     """What a test makes part of the set-up raise."""
 

@@ -31,6 +31,7 @@ from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
     check_server_arguments,
+    naming_host,
 )
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
@@ -433,11 +434,13 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
         protocol = _ClientProtocol(config, self._session)
         try:
             if self._sock is None:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: protocol, remote_addr=(host, port)
-                )
+                with naming_host(host):
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda: protocol, remote_addr=(host, port)
+                    )
             else:
-                _connect_socket(self._sock, host, port)
+                with naming_host(host):
+                    _connect_socket(self._sock, host, port)
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: protocol, sock=self._sock
                 )
@@ -496,7 +499,8 @@ def connect(
     short handshake if the server still has it, a full one otherwise (RES-1). Raises the
     `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
     (after `config.handshake_timeout`). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port or a closed `sock`) here, before any socket is made. In certificate mode, the
+    for the port or a closed `sock`) here, before any socket is made; a host that does not
+    resolve, `socket.gaierror` naming it ("cannot resolve HOST: ..."). In certificate mode, the
     server's certificate must carry `config.server_name` or, without one, `host` (RFC 7925
     §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
