@@ -386,6 +386,42 @@ def test_a_saved_session_that_fails_its_handshake_is_dropped(tmp_path: Path) -> 
     assert file.load() is not None
 
 
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize(
+    ("serving", "warning", "notes"),
+    [
+        ({"heartbeat": True}, None, ["negotiated", "negotiated"]),
+        ({}, "the server did not agree to heartbeats (RFC 6520)",
+         ["not negotiated by the peer", None]),
+        ({"heartbeat": True, "answer_heartbeats": False},
+         "the server accepts no heartbeat requests (peer_not_allowed_to_send, RFC 6520)",
+         ["negotiated, but the peer accepts no requests", "negotiated"]),
+    ],
+    ids=["agreed", "not-negotiated", "not-answered"],
+)
+def test_heartbeats_the_server_refuses_are_a_warning(
+    caplog: pytest.LogCaptureFixture,
+    serving: dict[str, Any],
+    warning: str | None,
+    notes: list[str | None],
+) -> None:
+    """--heartbeat did nothing, silently, with a server that left heartbeats out of its hello
+    or announced peer_not_allowed_to_send (RFC 6520 §2); the client now warns once after the
+    handshake. At -v (DEBUG) each side's "handshake complete" line says what was negotiated:
+    per peer for a server, no flood of warnings (`notes`: the client's, the server's; None for
+    a server that did not ask)."""
+    caplog.set_level(logging.DEBUG, "iotdtls")
+    config = client_config(heartbeat=True, keepalive_interval=5.0)
+    talk([b"one\n"], config, serving=server_config(**serving))
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "iotdtls.cli" and r.levelno == logging.WARNING]
+    assert warned == ([] if warning is None else [f"{warning}: --heartbeat has no effect"])
+    complete = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("handshake complete: suite")]
+    said = [line.partition(", heartbeats: ")[2] or None for line in complete]
+    assert sorted(said, key=str) == sorted(notes, key=str)
+
+
 # -- the commands' flags, as the client and server receive them ----------------------------------
 
 

@@ -102,6 +102,8 @@ def test_negotiation_honours_both_modes(
     link = hb_link(client, server)
     both = client.get("heartbeat", True) and server.get("heartbeat", True)
     assert link.client.heartbeats_negotiated is server_of(link).heartbeats_negotiated is both
+    assert link.client.heartbeat_requests_accepted is client_may_send
+    assert server_of(link).heartbeat_requests_accepted is server_may_send
     # The modes on the wire: "peer_allowed_to_send" says "you may send me requests".
     if client.get("heartbeat", True):
         mode = NOT_ALLOWED if client.get("answer_heartbeats") is False else ALLOWED

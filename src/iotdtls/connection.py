@@ -62,7 +62,7 @@ from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler, fragmen
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
 from iotdtls.identity import PeerIdentity, PskIdentity
-from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeType
+from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeType, HeartbeatMode
 from iotdtls.record import (
     ALERT_CONTENT,
     CCS_CONTENT,
@@ -276,6 +276,12 @@ class DtlsConnection:
         """Both hellos agreed on heartbeats (RFC 6520 §2); `send_heartbeat` further needs the
         peer to accept requests."""
         return self._heartbeats is not None and self._heartbeats.negotiated
+
+    @property
+    def heartbeat_requests_accepted(self) -> bool:
+        """Heartbeats were negotiated and the peer accepts our requests: it said
+        peer_allowed_to_send (RFC 6520 §2), so `send_heartbeat` and keep-alive can work."""
+        return self._heartbeats is not None and self._heartbeats.may_send
 
     @property
     def heartbeat_in_flight(self) -> bool:
@@ -876,13 +882,14 @@ class DtlsConnection:
             self._hold_until = now + FINAL_FLIGHT_HOLD
         else:
             self._settle()
+        peer_mode = hs.peer_heartbeat_mode if self.config.heartbeat else None
         logger.debug(
-            "handshake complete: suite %#06x, ems=%s, resumed=%s",
+            "handshake complete: suite %#06x, ems=%s, resumed=%s%s",
             session.cipher_suite,
             session.extended_master_secret,
             session.resumed,
+            _heartbeat_note(peer_mode) if self.config.heartbeat else "",
         )
-        peer_mode = hs.peer_heartbeat_mode if self.config.heartbeat else None
         if peer_mode is not None or self._heartbeats is not None:
             self._beats().start(peer_mode, hs.now)
         self._emit(
@@ -953,3 +960,13 @@ def _record_overflow(length: int, limit: int) -> ProtocolError:
         f"a {length}-byte record exceeds the negotiated max_fragment_length of {limit} bytes",
         AlertDescription.record_overflow,
     )
+
+
+def _heartbeat_note(peer_mode: int | None) -> str:
+    """For the "handshake complete" line when we asked for heartbeats (RFC 6520 §2): whether
+    the peer agreed, and whether it accepts our requests."""
+    if peer_mode is None:
+        return ", heartbeats: not negotiated by the peer"
+    if peer_mode == HeartbeatMode.peer_allowed_to_send:
+        return ", heartbeats: negotiated"
+    return ", heartbeats: negotiated, but the peer accepts no requests"

@@ -51,6 +51,7 @@ from iotdtls.config import (
     RetryPolicy,
     ServerConfig,
 )
+from iotdtls.connection import DtlsConnection
 from iotdtls.errors import DatagramTooLarge, DtlsError, PortUnreachable
 from iotdtls.sessions import SessionState
 
@@ -96,7 +97,7 @@ def register(sub: Any) -> None:
         help="no log line per handshake (where it listens and the counters at exit only)",
     )
     add_loop_flag(srv)
-    _add_heartbeat_flag(srv)
+    _add_heartbeat_flag(srv, f"{ServerConfig.handshake_timeout:g} s")
     srv.add_argument(
         "--idle-timeout",
         type=seconds(),
@@ -112,7 +113,7 @@ def register(sub: Any) -> None:
     add_client_credentials(cli)
     cli.add_argument(
         "--timeout", type=seconds(), default=30.0, metavar="S",
-        help="handshake deadline (default 30)",
+        help="deadline of a handshake, and of the answer to a heartbeat (default 30)",
     )
     cli.add_argument(
         "--retries",
@@ -134,18 +135,20 @@ def register(sub: Any) -> None:
         metavar="{512,1024,2048,4096}",
         help="ask the server for records of at most this many bytes (RFC 6066)",
     )
-    _add_heartbeat_flag(cli)
+    _add_heartbeat_flag(cli, "--timeout")
     add_common_flags(cli)
     cli.set_defaults(run=run_client, server_logging=False)
 
 
-def _add_heartbeat_flag(p: argparse.ArgumentParser) -> None:
+def _add_heartbeat_flag(p: argparse.ArgumentParser, unanswered: str) -> None:
+    """--heartbeat; `unanswered`: how long a heartbeat may go unanswered (the handshake
+    timeout, the threshold of RFC 6520 §3)."""
     p.add_argument(
         "--heartbeat",
         type=seconds(MIN_KEEPALIVE_INTERVAL, inclusive=True),
         metavar="SECONDS",
-        help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; a peer "
-        "that stops answering ends its association",
+        help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; one "
+        f"unanswered for {unanswered} ends the association",
     )
 
 
@@ -396,6 +399,8 @@ async def _talk(
     session file: saved after the handshake, removed when a fatal alert ends the session or
     when a handshake offering it fails."""
     conn = await _handshake(config, host, port, cache, session_file)
+    if config.heartbeat:
+        _check_heartbeats(conn.connection)
     try:
         if session_file is not None:
             session_file.save(conn.session)
@@ -416,6 +421,18 @@ async def _talk(
                 session_file.discard()  # ended by a fatal alert: never resume it
     finally:
         await conn.close()
+
+
+def _check_heartbeats(connection: DtlsConnection) -> None:
+    """--heartbeat: a warning when the server's hello left them out, or refused our requests
+    (RFC 6520 §2): no heartbeat will go, so the flag has no effect."""
+    if connection.heartbeat_requests_accepted:
+        return
+    if connection.heartbeats_negotiated:
+        why = "the server accepts no heartbeat requests (peer_not_allowed_to_send, RFC 6520)"
+    else:
+        why = "the server did not agree to heartbeats (RFC 6520)"
+    logging.getLogger("iotdtls.cli").warning("%s: --heartbeat has no effect", why)
 
 
 async def _handshake(
