@@ -240,11 +240,11 @@ def test_heartbeat_after_the_server_closed_gives_false() -> None:
 @pytest.mark.req("RES-1")
 def test_a_saved_session_is_resumed(server: ServerThread) -> None:
     with sync.connect(*server.address, client_config()) as first:
-        assert not first.connection.resumed
+        assert not first.resumed
         saved = first.session
     assert saved is not None
     with sync.connect(*server.address, client_config(), session=saved) as second:
-        assert second.connection.resumed
+        assert second.resumed
         second.send(b"resumed")
         assert second.recv(timeout=5.0) == b"resumed"
 

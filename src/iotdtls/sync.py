@@ -104,6 +104,11 @@ class DtlsClient:
         """The session to save for a later resumption (see `aio.ClientConnection.session`)."""
         return self.connection.session
 
+    @property
+    def resumed(self) -> bool:
+        """True when this association resumed the session given to `connect` (RFC 5246 §7.3)."""
+        return self.connection.resumed
+
     def send(self, data: bytes) -> None:
         self._raise_if_failed()
         self.connection.send(data)
