@@ -130,3 +130,17 @@ def test_command_line_report(tmp_path: Path) -> None:
     row = next(line for line in lines if line.startswith("AAA-1"))
     assert "tests/test_a.py::test_both" in row
     assert any(line.startswith("warning: ZZZ-9 is not in the spec") for line in lines)
+
+
+def test_a_missing_spec_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    """A clone away from ../shared has no spec: one line saying so, not a traceback."""
+    missing = tmp_path / "nowhere" / "requirements.md"
+    done = subprocess.run(
+        [sys.executable, str(TOOL), "--spec", str(missing), "--tests", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"requirements_report: cannot read the spec {missing}: No such file or directory; "
+        "give its path with --spec PATH\n"
+    )

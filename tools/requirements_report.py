@@ -11,7 +11,8 @@ imported or run). Recognised forms:
 - ``pytestmark = pytest.mark.req(...)`` or a list/tuple of marks, at module or class level.
 
 Prints a table ``ID | level | covered by`` and ``covered N/M``; IDs used in tests but absent
-from the spec are listed as warnings. Always exits 0 (it reports, it does not gate).
+from the spec are listed as warnings. Exits 0 (it reports, it does not gate); 2 with one
+line when the spec cannot be read (a clone outside the work tree has none: ``--spec``).
 
 Usage: ``python tools/requirements_report.py [--spec PATH] [--tests DIR]`` or ``make
 requirements``.
@@ -155,14 +156,20 @@ def render(requirements: list[Requirement], covered: dict[str, list[str]]) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the report; exit 0."""
+    """Print the report; exit 0 (2, with one line, when the spec cannot be read)."""
     parser = argparse.ArgumentParser(description="Requirement coverage report.")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
                         help=f"requirements.md (default {DEFAULT_SPEC})")
     parser.add_argument("--tests", type=Path, default=DEFAULT_TESTS,
                         help=f"tests directory (default {DEFAULT_TESTS})")
     args = parser.parse_args(argv)
-    requirements = parse_spec(args.spec.read_text(encoding="utf-8"))
+    try:
+        text = args.spec.read_text(encoding="utf-8")
+    except OSError as exc:
+        # The spec lives beside the repository, not in it: a clone elsewhere has none.
+        parser.exit(2, f"requirements_report: cannot read the spec {args.spec}: "
+                       f"{exc.strerror or exc}; give its path with --spec PATH\n")
+    requirements = parse_spec(text)
     print(render(requirements, scan_tests(args.tests)))
     return 0
 
