@@ -3,9 +3,10 @@
     python -m fuzz.campaign [--runs N] [--seconds S] [--seed K] [--jobs J] [TARGET ...]
 
 Each target runs in a fresh process (atheris ends its process when done); with `--jobs J`, in J
-processes at once, each with its own seed and its share of the inputs, all growing the same
-corpus (for the slow targets on a machine with several cores). Prints one line per
-target (inputs executed, rate, coverage, corpus size, peak memory, outcome)
+processes at once, each with its own seed, its share of the inputs and its own copy of the
+corpus, merged back into the corpus when they end (for the slow targets on a machine with several
+cores). Inputs are the ones fuzzed: loading the corpus first is not counted. Prints one line per
+target (inputs fuzzed, rate, coverage, corpus size, peak memory, outcome)
 and exits 1 if any target found a crash (its input is in `fuzz/crashes/TARGET/`). `make fuzz`
 runs every target for a million inputs; `tests/test_fuzz.py` runs a short campaign.
 """
@@ -16,6 +17,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -84,12 +86,13 @@ def _run_in_child(argv: list[str], log: str) -> None:
 def fuzz_target(
     target: str, runs: int, seconds: int, seed: int, timeout: float, corpus: Path | None = None
 ) -> Outcome:
-    """Run `python -m fuzz.run TARGET` in a fresh process for `runs` inputs or `seconds`,
-    whichever ends first (in `corpus`, a directory, instead of the default one if given)."""
+    """Run `python -m fuzz.run TARGET` in a fresh process for `runs` inputs fuzzed beyond the
+    corpus it loads first, or `seconds`, whichever ends first (in `corpus`, a directory, instead
+    of the default one if given). The process has the corpus to itself: it does not reload it."""
     argv = ["fuzz.run", target]
     if corpus is not None:
         argv.append(f"--corpus={corpus}")
-    argv += [f"-runs={runs}", f"-seed={seed}"]
+    argv += [f"--inputs={runs}", f"-seed={seed}", "-reload=0"]
     if seconds:
         argv.append(f"-max_total_time={seconds}")
     started = time.monotonic()
@@ -106,7 +109,9 @@ def fuzz_target(
         with open(log_path, encoding="utf-8", errors="replace") as fh:
             log = fh.read()
     elapsed = time.monotonic() - started
-    inputs = _stat(log, "number_of_executed_units")
+    # libFuzzer counts the loading of the corpus as runs too, up to its "#N INITED" line.
+    loaded = _last(log, r"#(\d+)\s+INITED")
+    inputs = max(_stat(log, "number_of_executed_units") - loaded, 0) if loaded else 0
     return Outcome(
         target=target,
         returncode=child.exitcode if child.exitcode is not None else -1,
@@ -126,14 +131,31 @@ def fuzz_in_parallel(
     target: str, runs: int, seconds: int, seed: int, jobs: int, corpus: Path | None = None
 ) -> Outcome:
     """Run `target` in `jobs` processes at once (seeds `seed`, `seed + 1`, ...), `runs` inputs in
-    all, and sum what they did: inputs, new units; the widest coverage; the first crash."""
+    all, and sum what they did: inputs, new units; the widest coverage; the first crash. Each
+    job fuzzes its own copy of `corpus` (so that it loads a known set of units, and no other
+    job's finds while it runs); what the jobs found is copied into `corpus` when they end."""
+    if jobs == 1:
+        return fuzz_target(target, runs, seconds, seed, PROCESS_TIMEOUT, corpus)
+    if corpus is None:
+        corpus = ROOT / ".fuzz" / "corpus" / target  # fuzz.run's default
+    corpus.mkdir(parents=True, exist_ok=True)
     share = -(-runs // jobs)
     started = time.monotonic()
-    with ThreadPoolExecutor(jobs) as pool:
-        outcomes = list(pool.map(
-            lambda job: fuzz_target(target, share, seconds, seed + job, PROCESS_TIMEOUT, corpus),
-            range(jobs),
-        ))
+    with tempfile.TemporaryDirectory() as tmp:
+        copies = [Path(tmp) / f"job-{job}" for job in range(jobs)]
+        for copy in copies:
+            shutil.copytree(corpus, copy)
+        with ThreadPoolExecutor(jobs) as pool:
+            outcomes = list(pool.map(
+                lambda job: fuzz_target(
+                    target, share, seconds, seed + job, PROCESS_TIMEOUT, copies[job]
+                ),
+                range(jobs),
+            ))
+        for copy in copies:  # units are named by their content: same name, same unit
+            for unit in copy.iterdir():
+                if unit.is_file() and not (corpus / unit.name).exists():
+                    shutil.copy2(unit, corpus / unit.name)
     elapsed = time.monotonic() - started
     inputs = sum(o.inputs for o in outcomes)
     crashed = [o for o in outcomes if o.crashed]

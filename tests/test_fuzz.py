@@ -11,6 +11,7 @@ invariant is found: the harness's own checks are mutated below and must fire.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,12 +104,45 @@ def test_short_coverage_guided_run(target: str, tmp_path: Path) -> None:
     assert outcome.new_units > 0, outcome.log_tail  # coverage guidance found new inputs
 
 
-def test_parallel_jobs_share_the_inputs_and_sum_them(tmp_path: Path) -> None:
-    """`--jobs 2` runs two fuzzing processes at once; the outcome counts both (docs/fuzzing.md)."""
+def test_a_run_on_a_grown_corpus_counts_only_the_inputs_it_fuzzed(tmp_path: Path) -> None:
+    """libFuzzer counts the loading of the corpus toward -runs; `--runs N` means N fuzzed inputs
+    beyond it, however many units the corpus already holds (docs/fuzzing.md)."""
     pytest.importorskip("atheris", reason="atheris comes with `make test` (the fuzz extra)")
-    from fuzz.campaign import fuzz_in_parallel
+    from fuzz.campaign import fuzz_target
 
-    outcome = fuzz_in_parallel("messages", 3000, seconds=120, seed=1, jobs=2, corpus=tmp_path)
+    first = fuzz_target("messages", 1000, seconds=120, seed=1, timeout=300, corpus=tmp_path)
+    assert not first.crashed, first.log_tail
+    assert len(list(tmp_path.iterdir())) > 500  # the seeds and the units found: more than runs
+    again = fuzz_target("messages", 500, seconds=120, seed=2, timeout=300, corpus=tmp_path)
+    assert not again.crashed, again.log_tail
+    for outcome, runs in ((first, 1000), (again, 500)):
+        assert runs <= outcome.inputs <= runs + 16, outcome.log_tail
+
+
+def test_parallel_jobs_share_the_inputs_and_sum_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--jobs 2` runs two fuzzing processes at once, each fuzzing its share of the inputs; the
+    outcome counts both, and what both found ends in the corpus (docs/fuzzing.md)."""
+    pytest.importorskip("atheris", reason="atheris comes with `make test` (the fuzz extra)")
+    from fuzz import campaign
+
+    jobs: list[campaign.Outcome] = []
+    real = campaign.fuzz_target
+
+    def recorded(*args: Any, **kwargs: Any) -> campaign.Outcome:
+        outcome = real(*args, **kwargs)
+        jobs.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(campaign, "fuzz_target", recorded)
+    outcome = campaign.fuzz_in_parallel(
+        "messages", 1000, seconds=120, seed=1, jobs=2, corpus=tmp_path
+    )
     assert not outcome.crashed, outcome.log_tail
-    assert outcome.inputs == 3000, outcome.log_tail
+    assert len(jobs) == 2
+    for job in jobs:
+        assert 500 <= job.inputs <= 516, job.log_tail  # each job fuzzed its share
+    assert outcome.inputs == sum(job.inputs for job in jobs)
     assert outcome.new_units > 0 and outcome.coverage > 50, outcome.log_tail
+    assert len(list(tmp_path.iterdir())) > len(set(seeds("messages")))
