@@ -348,6 +348,46 @@ def test_restarted_client_replaces_a_half_open_flow_after_the_cookie() -> None:
     assert link.server.connections[CLIENT_ADDR].state is ConnectionState.ESTABLISHED
 
 
+@pytest.mark.req("HS-1")
+def test_restarted_client_drops_a_server_hello_held_from_before_its_cookie() -> None:
+    """RFC 6347 §4.2.1: a HelloVerifyRequest restarts the exchange. The server's flight for a
+    previous client on the same address (ServerHello message_seq 1, ServerHelloDone 2) reaches
+    the restarted client before its own HelloVerifyRequest: held for later, it must not answer
+    the ClientHello sent after the cookie (it did: decrypt_error, both sides blamed the key)."""
+    endpoint = server()
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY)
+    first = DtlsConnection(config)
+    first.connect(0.0)
+    for data in first.datagrams_to_send(0.0):
+        endpoint.receive_datagram(data, CLIENT_ADDR, 0.0)
+    for data, _ in endpoint.datagrams_to_send(0.0):
+        first.receive_datagram(data, 0.0)  # the HelloVerifyRequest
+    for data in first.datagrams_to_send(0.0):
+        endpoint.receive_datagram(data, CLIENT_ADDR, 0.0)  # the ClientHello with the cookie
+    stale = [data for data, _ in endpoint.datagrams_to_send(0.0)]
+    assert message_types(stale) == [
+        HandshakeType.server_hello,
+        HandshakeType.server_hello_done,
+    ]
+    client = DtlsConnection(config)  # the first client restarted, same address
+    client.connect(0.0)
+    hello_out = client.datagrams_to_send(0.0)
+    for data in stale:
+        client.receive_datagram(data, 0.0)
+    assert client.datagrams_to_send(0.0) == []
+    out = hello_out
+    for _ in range(10):  # bounded: a handful of round trips
+        for data in out:
+            endpoint.receive_datagram(data, CLIENT_ADDR, 0.0)
+        for data, _ in endpoint.datagrams_to_send(0.0):
+            client.receive_datagram(data, 0.0)
+        out = client.datagrams_to_send(0.0)
+        if not out:
+            break
+    assert client.state is ConnectionState.ESTABLISHED, client.error
+    assert endpoint.connections[CLIENT_ADDR].state is ConnectionState.ESTABLISHED
+
+
 @pytest.mark.req("HS-2")
 def test_endpoints_sharing_a_cookie_secret_accept_each_others_cookies() -> None:
     """Server processes given one master secret (`iotdtls.workers`) make the same cookies,

@@ -814,6 +814,10 @@ class DtlsConnection:
                 self._emit(CertificateUrlsReceived(hs.pending_certificate_urls))
             if hs.max_fragment_length:
                 self._apply_fragment_limit()
+            if outcome.restart:
+                # A stale ServerHello flight (for a previous client on this address) held for
+                # message_seq 1 would be taken for the answer to our next ClientHello.
+                self._reassembler.clear()
             if outcome.keys is not None:
                 self._install_keys(outcome.keys)
             if outcome.flight is not None:

@@ -202,7 +202,7 @@ class ClientHandshake(HandshakeMachine):
             raise ProtocolError("too many HelloVerifyRequests", AlertDescription.handshake_failure)
         # RFC 6347 §4.2.6: the first ClientHello and the HelloVerifyRequest are not hashed.
         self.keys.transcript.reset()
-        return Outcome(Flight((self._client_hello(hvr.cookie),)))
+        return Outcome(Flight((self._client_hello(hvr.cookie),)), restart=True)
 
     def _on_server_hello(self, msg: ReassembledMessage) -> Outcome | None:
         hello = ServerHello.decode(msg.body)

@@ -70,11 +70,14 @@ class NegotiatedSession:
 
 @dataclass(slots=True)
 class Outcome:
-    """What a handler hands back: our next flight, and the keys of the next epoch (installed
-    before the flight is cut, so a Finished in it is protected)."""
+    """What a handler hands back: our next flight, the keys of the next epoch (installed
+    before the flight is cut, so a Finished in it is protected), and whether the peer restarted
+    the exchange (a HelloVerifyRequest, RFC 6347 §4.2.1): then what was held for later
+    message_seqs came before our next ClientHello and cannot answer it, so it is forgotten."""
 
     flight: Flight | None = None
     keys: EpochKeys | None = None
+    restart: bool = False
 
 
 NOTHING = Outcome()

@@ -240,8 +240,9 @@ class Reassembler:
         self.next_seq += 1
 
     def clear(self) -> None:
-        """Forget every buffered fragment (the association closed, or its handshake ended):
-        the dict goes too, since a cleared one keeps the room it grew to."""
+        """Forget every buffered fragment (the association closed, its handshake ended, or a
+        HelloVerifyRequest restarted it, RFC 6347 §4.2.1): `next_seq` stays; the dict goes
+        too, since a cleared one keeps the room it grew to."""
         self._partials = None
 
     @property
