@@ -29,6 +29,8 @@ class Route:
     dribble: float = 0.0
     #: send no Content-Length (the body ends when the connection closes)
     chunked_close: bool = False
+    #: seconds between single bytes of a header line that never ends (after the status line)
+    trickle_headers: float = 0.0
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -39,6 +41,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         route = self.server.routes.get(self.path, Route(b"not found", 404))
         if route.delay:
             time.sleep(route.delay)
+        if route.trickle_headers:
+            self._trickle(route.trickle_headers)
+            return
         self.send_response(route.status)
         for key, value in route.headers.items():
             self.send_header(key, value)
@@ -60,6 +65,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route.chunked_close:
             self.close_connection = True
 
+    def _trickle(self, pause: float) -> None:
+        """A status line, then one header byte at a time until the client hangs up (recorded
+        in `hung_up`) or a minute has passed."""
+        try:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+            for _ in range(int(60 / pause)):
+                self.wfile.write(b"X")
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:
+            self.server.hung_up.append(self.path)
+        self.close_connection = True
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -77,6 +95,8 @@ class LocalHttpServer(http.server.ThreadingHTTPServer):
         self.scheme = "http" if tls is None else "https"
         self.routes: dict[str, Route] = dict(routes or {})
         self.hits: list[str] = []
+        #: paths whose client closed the connection while a trickled answer was being sent
+        self.hung_up: list[str] = []
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 

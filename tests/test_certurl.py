@@ -64,7 +64,8 @@ def test_http_fetch_returns_the_body(web: LocalHttpServer) -> None:
     assert web.hits == ["/cert.der"]
 
 
-def test_https_fetch_checks_the_server_with_the_given_trust(tmp_path: Path) -> None:
+def _tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context for 127.0.0.1 and a client context that trusts it."""
     now = datetime.datetime.now(datetime.UTC)
     valid = {"not_before": now - datetime.timedelta(days=1),
              "not_after": now + datetime.timedelta(days=1)}
@@ -76,7 +77,11 @@ def test_https_fetch_checks_the_server_with_the_given_trust(tmp_path: Path) -> N
         serialization.NoEncryption()))
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    trusting = ssl.create_default_context(cadata=anchor.pem.decode())
+    return server_side, ssl.create_default_context(cadata=anchor.pem.decode())
+
+
+def test_https_fetch_checks_the_server_with_the_given_trust(tmp_path: Path) -> None:
+    server_side, trusting = _tls_pair(tmp_path)
     with LocalHttpServer({"/cert.der": Route(CERT)}, tls=server_side) as web:
         url = web.url("/cert.der")
         assert url.startswith("https://")
@@ -147,6 +152,25 @@ def test_a_worker_stops_reading_at_the_deadline(web: LocalHttpServer, route: Rou
     while any(t.name == "iotdtls-certurl" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the fetch worker outlived its deadline"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_server_trickling_its_headers_loses_the_worker_and_connection_at_the_deadline(
+    scheme: str, tmp_path: Path
+) -> None:
+    """http.client reads headers a line at a time, each read bounded by the socket timeout
+    only: the deadline shuts the connection, so the worker ends and the socket closes."""
+    tls, trusting = _tls_pair(tmp_path) if scheme == "https" else (None, None)
+    with LocalHttpServer({"/trickle": Route(trickle_headers=0.05)}, tls=tls) as web:
+        started = time.monotonic()
+        with pytest.raises(CertificateFetchError, match=r"no answer within 0\.5 s"):
+            make_fetcher(ssl_context=trusting)(web.url("/trickle"), LIMIT, 0.5)
+        assert time.monotonic() - started < 1.0
+        deadline = time.monotonic() + 1.0
+        while any(t.name == "iotdtls-certurl" for t in threading.enumerate()) or not web.hung_up:
+            assert time.monotonic() < deadline, "the fetch outlived its deadline"
+            time.sleep(0.02)
+        assert web.hung_up == ["/trickle"]
 
 
 def test_http_errors_and_refused_connections(web: LocalHttpServer) -> None:

@@ -24,10 +24,12 @@ sans-I/O core never imports it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.client
 import os
+import socket
 import ssl
 import stat
 import threading
@@ -35,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Sequence
-from typing import IO, Final, Protocol
+from typing import IO, Any, Final, Protocol
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from iotdtls.crypto import constant_time_equal
@@ -94,18 +96,23 @@ def make_fetcher(
                 f"{_describe(parts)}: the URL scheme is not one of {', '.join(sorted(allowed))}"
             )
         if scheme == "file":
-            job = functools.partial(_read_file, parts, size_limit)
-        else:
-            job = functools.partial(_read_http, url, size_limit, timeout, ssl_context)
-        return _within(timeout, job, parts)
+            return _within(timeout, functools.partial(_read_file, parts, size_limit), parts)
+        deadline = _Deadline(timeout)
+        job = functools.partial(_read_http, url, size_limit, deadline, ssl_context)
+        return _within(timeout, job, parts, deadline.expire)
 
     return fetch
 
 
-def _within(timeout: float, job: Callable[[], bytes], parts: SplitResult) -> bytes:
-    """Run `job` in a worker thread and give up after `timeout` seconds (name resolution and
-    connection set-up have no time limit of their own). A worker left behind ends by itself:
-    every read it makes is bounded by the socket timeout and the deadline."""
+def _within(
+    timeout: float,
+    job: Callable[[], bytes],
+    parts: SplitResult,
+    expire: Callable[[], None] | None = None,
+) -> bytes:
+    """Run `job` in a worker thread and give up after `timeout` seconds (name resolution has
+    no time limit of its own). `expire`, called when the time is up, makes the worker end: an
+    HTTP fetch's `_Deadline.expire` shuts its connection, which wakes a blocked read."""
     outcome: list[bytes | Exception] = []
 
     def run() -> None:
@@ -117,6 +124,8 @@ def _within(timeout: float, job: Callable[[], bytes], parts: SplitResult) -> byt
     worker = threading.Thread(target=run, name="iotdtls-certurl", daemon=True)
     worker.start()
     worker.join(max(timeout, 0.0))
+    if not outcome and expire is not None:
+        expire()
     if not outcome:
         raise CertificateFetchError(f"{_describe(parts)}: no answer within {timeout:g} s")
     result = outcome[0]
@@ -129,18 +138,120 @@ def _within(timeout: float, job: Callable[[], bytes], parts: SplitResult) -> byt
     return result
 
 
-def _read_http(url: str, size_limit: int, timeout: float, context: ssl.SSLContext | None) -> bytes:
-    deadline = time.monotonic() + timeout
+def _read_http(
+    url: str, size_limit: int, deadline: _Deadline, context: ssl.SSLContext | None
+) -> bytes:
+    """GET `url` (and its redirects) over connections `deadline` can shut."""
     opener = urllib.request.build_opener(
-        _SameSchemeRedirects(), urllib.request.HTTPSHandler(context=context)
+        _SameSchemeRedirects(), _HttpHandler(deadline), _HttpsHandler(deadline, context)
     )
-    with opener.open(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > size_limit:
-            raise CertificateFetchError(
-                f"{_describe(urlsplit(url))}: {length} bytes, more than {size_limit}"
-            )
-        return _read_limited(response, size_limit, deadline, urlsplit(url))
+    try:
+        with opener.open(url, timeout=deadline.remaining()) as response:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > size_limit:
+                raise CertificateFetchError(
+                    f"{_describe(urlsplit(url))}: {length} bytes, more than {size_limit}"
+                )
+            return _read_limited(response, size_limit, deadline.at, urlsplit(url))
+    finally:
+        deadline.release()
+
+
+class _Deadline:
+    """The end of one HTTP fetch (RFC 6066 §5: it must not outlive its handshake) and the
+    TCP connections it opened. http.client reads the status line and headers line by line,
+    the socket timeout bounding each read only: a server trickling one byte at a time would
+    keep the worker and its connection for ever. `expire` shuts every connection down (on a
+    duplicate descriptor, so that a socket closed meanwhile is never confused with another),
+    which ends a blocked read, TLS handshake included, at once."""
+
+    def __init__(self, timeout: float) -> None:
+        self.at = time.monotonic() + timeout
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+
+    def remaining(self) -> float:
+        """Seconds left, as a socket timeout (never 0: that would make it non-blocking)."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise CertificateFetchError("no time left")
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        twin = sock.dup()
+        with self._lock:
+            self._sockets.append(twin)
+            if self._expired:
+                _shut(twin)
+
+    def expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            for twin in self._sockets:
+                _shut(twin)
+
+    def release(self) -> None:
+        """Close the duplicates (the worker is done with the connections)."""
+        with self._lock:
+            for twin in self._sockets:
+                twin.close()
+            self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedConnection(http.client.HTTPConnection):
+    """A TCP connection made within the time left and handed to its `_Deadline`."""
+
+    deadline: _Deadline
+
+    def connect(self) -> None:
+        self.timeout = self.deadline.remaining()
+        super().connect()
+        self.deadline.watch(self.sock)
+
+
+class _WatchedTlsConnection(http.client.HTTPSConnection, _WatchedConnection):
+    """https: `HTTPSConnection.connect` makes the TCP connection with `_WatchedConnection`'s
+    (next in the method order), so it is watched during the TLS handshake too."""
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(_WatchedConnection, self.deadline), req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self.deadline = deadline
+        self.context = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            _watched(_WatchedTlsConnection, self.deadline), req, context=self.context
+        )
+
+
+def _watched(
+    kind: type[_WatchedConnection], deadline: _Deadline
+) -> Callable[..., http.client.HTTPConnection]:
+    """What `do_open` calls to make a connection: one of `kind` watched by `deadline`."""
+
+    def make(host: str, /, **options: Any) -> http.client.HTTPConnection:
+        connection = kind(host, **options)
+        connection.deadline = deadline
+        return connection
+
+    return make
 
 
 def _read_file(parts: SplitResult, size_limit: int) -> bytes:
