@@ -46,9 +46,9 @@ def test_block_is_confined() -> None:
 
 
 def test_vector_bounds() -> None:
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match=r"^vector of 3 bytes, at most 2 expected$"):
         Reader(b"\x03abc").pull_vector(1, maximum=2)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match=r"^vector of 0 bytes, at least 1 expected$"):
         Reader(b"\x00").pull_vector(1, minimum=1)
 
 

@@ -146,17 +146,20 @@ def test_hello_session_id_of_33_bytes_is_refused(
 ) -> None:
     # RFC 5246 §7.4.1.2: SessionID<0..32>
     assert decode(with_session_id_of(32, encoded)).session_id == b"\x5a" * 32
-    with pytest.raises(DecodeError, match=r"vector length 33 outside 0\.\.32"):
+    with pytest.raises(DecodeError, match=r"^vector of 33 bytes, at most 32 expected$"):
         decode(with_session_id_of(33, encoded))
+
+
+EMPTY_VECTOR = r"^vector of 0 bytes, at least 1 expected$"
 
 
 @pytest.mark.parametrize(
     ("extension_data", "reason"),
     [
         # RFC 6066 §3: server_name_list<1..2^16-1>
-        pytest.param(b"\x00\x00", "vector length 0 outside 1", id="empty list"),
+        pytest.param(b"\x00\x00", EMPTY_VECTOR, id="empty list"),
         # HostName<1..2^16-1>
-        pytest.param(b"\x00\x03\x00\x00\x00", "vector length 0 outside 1", id="empty name"),
+        pytest.param(b"\x00\x03\x00\x00\x00", EMPTY_VECTOR, id="empty name"),
     ],
 )
 def test_server_name_refuses_empty_list_and_empty_name(extension_data: bytes, reason: str) -> None:
@@ -168,7 +171,7 @@ def test_certificate_url_refuses_an_empty_url() -> None:
     # RFC 6066 §5: url<1..2^16-1>; the entry is url, padding 0x01, SHA1Hash[20]
     entry = b"\x00\x00" + b"\x01" + SHA1
     body = b"\x00" + len(entry).to_bytes(2, "big") + entry
-    with pytest.raises(DecodeError, match="vector length 0 outside 1"):
+    with pytest.raises(DecodeError, match=EMPTY_VECTOR):
         CertificateUrl.decode(body)
     good = CertificateUrl(0, (UrlAndHash("h", SHA1),)).encode()
     assert CertificateUrl.decode(good).urls == (UrlAndHash("h", SHA1),)

@@ -124,8 +124,10 @@ class Reader:
         else:
             length = self.pull_uint(length_width)
             start = self._pos
-        if length < minimum or (maximum is not None and length > maximum):
-            raise DecodeError(f"vector length {length} outside {minimum}..{maximum}")
+        if length < minimum:
+            raise DecodeError(f"vector of {length} bytes, at least {minimum} expected")
+        if maximum is not None and length > maximum:
+            raise DecodeError(f"vector of {length} bytes, at most {maximum} expected")
         stop = start + length
         if stop > end:
             self._pos = start
