@@ -441,15 +441,23 @@ def test_a_cached_info_answer_of_another_type_is_illegal_parameter() -> None:
 # -- client certificate URLs (RFC 6066 §5, CRT-7) through the sans-I/O endpoint ----------------
 
 
-def test_a_pkipath_certificate_url_is_certificate_unobtainable() -> None:
+@pytest.mark.parametrize(("chain_type", "alert", "reason"), [
+    (1, A.certificate_unobtainable, "CertificateURL of type pkipath is not supported"),
+    (5, A.illegal_parameter, "CertificateURL of unknown type 5 "),
+])
+def test_a_pkipath_certificate_url_is_unobtainable_and_an_unknown_type_illegal(
+    chain_type: int, alert: A, reason: str
+) -> None:
     """RFC 6066 §5: a server that takes only individual_certs answers a pkipath CertificateURL
-    with certificate_unobtainable."""
+    with certificate_unobtainable; a type the RFC does not define is illegal_parameter."""
     client_kw, server_kw, fetched = url_setup({})
     link = x509_link(rewrite("client", HandshakeType.certificate_url,
-                             lambda body: b"\x01" + body[1:], times=9),
+                             lambda body: bytes([chain_type]) + body[1:], times=9),
                      client=client_kw, server=server_kw)
     link.handshake()
-    assert failure(link, "server").alert is A.certificate_unobtainable
+    error = failure(link, "server")
+    assert error.alert is alert
+    assert reason in str(error)
     assert fetched == []
 
 

@@ -342,10 +342,16 @@ class ServerHandshake(HandshakeMachine):
         waits (`waiting_for_chain`) until the adapter has fetched them and handed the chain to
         `supply_client_chain`; no I/O happens here."""
         urls = CertificateUrl.decode(msg.body)
-        if urls.chain_type != CertChainType.individual_certs:
+        if urls.chain_type == CertChainType.pkipath:
             raise ProtocolError(
                 "CertificateURL of type pkipath is not supported",
                 AlertDescription.certificate_unobtainable,
+            )
+        if urls.chain_type != CertChainType.individual_certs:
+            raise ProtocolError(
+                f"CertificateURL of unknown type {urls.chain_type} (RFC 6066 §5 defines "
+                "individual_certs(0) and pkipath(1))",
+                AlertDescription.illegal_parameter,
             )
         self.pending_certificate_urls = tuple((u.url, u.sha1_hash) for u in urls.urls)
         self.record(msg)
