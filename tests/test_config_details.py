@@ -219,6 +219,23 @@ def test_certificate_urls_are_strings_one_per_certificate() -> None:
                    certificate_urls=[url, url]) == URLS_PER_CERTIFICATE
 
 
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://ex\u00e4mple/c", "URL 1 has 'ä' at character 10: use printable ASCII without "
+                               "spaces (percent-encode the rest, RFC 3986)"),
+    ("http://ca.example/c\nx", "URL 1 has '\\n' at character 20: "),
+    ("http://ca.example/a c", "URL 1 has ' ' at character 20: "),
+    ("", "URL 1 is empty"),
+    ("http://ca.example/" + "x" * 70_000, "take 70041 bytes in a CertificateURL, more than 65535 "
+                                          "(RFC 6066 §5): use shorter URLs"),
+])
+def test_certificate_urls_a_certificate_url_cannot_carry_are_refused(url: str, reason: str) -> None:
+    """RFC 6066 §5: url<1..2^16-1> (printable ASCII here) in url_and_hash_list<1..2^16-1>:
+    refused at construction, not in the middle of a handshake."""
+    message = refusal(ClientConfig, **X509_CLIENT, certificate=CERTIFIED, certificate_urls=[url])
+    assert reason in message
+    assert len(message) < 200
+
+
 def test_fragment_length_and_chain_depth_edges() -> None:
     for length in (512, 4096, None):
         assert ClientConfig(**PSK_CLIENT, max_fragment_length=length).max_fragment_length == length

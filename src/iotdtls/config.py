@@ -132,6 +132,27 @@ def _shown(value: object) -> str:
     return repr(value) if isinstance(value, int | float) else type_name(value)
 
 
+def _check_certificate_urls(urls: Sequence[str]) -> None:
+    """What a CertificateURL can carry (RFC 6066 §5): each url<1..2^16-1> in printable ASCII
+    (as `CertificateUrl.encode` takes it), all with their hashes in url_and_hash_list<1..2^16-1>.
+    The URL is not shown: it could hold user information."""
+    for number, url in enumerate(urls, 1):
+        if not url:
+            raise ConfigError(f"certificate_urls: URL {number} is empty")
+        for position, char in enumerate(url, 1):
+            if not "!" <= char <= "~":
+                raise ConfigError(
+                    f"certificate_urls: URL {number} has {char!r} at character {position}: "
+                    "use printable ASCII without spaces (percent-encode the rest, RFC 3986)"
+                )
+    size = sum(2 + len(url) + 1 + 20 for url in urls)  # length, URL, padding, SHA-1
+    if size > 0xFFFF:
+        raise ConfigError(
+            f"certificate_urls take {size} bytes in a CertificateURL, more than 65535 "
+            "(RFC 6066 §5): use shorter URLs"
+        )
+
+
 def _check_types(settings: object, kinds: Mapping[str, _Kind], prefix: str = "") -> None:
     """ConfigError in one line for the first of `kinds` whose value has the wrong type: at
     construction, rather than an AttributeError where the event loop first uses it."""
@@ -522,6 +543,7 @@ class ClientConfig(_CommonConfig):
         if not _is_list_of(self.certificate_urls, str):
             raise ConfigError("certificate_urls must be a list of URL strings")
         urls = tuple(self.certificate_urls)
+        _check_certificate_urls(urls)
         if urls and (self.certificate is None or len(urls) != len(self.certificate.chain)):
             raise ConfigError(
                 "certificate_urls needs a certificate and one URL per certificate of its chain"
