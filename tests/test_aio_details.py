@@ -28,6 +28,7 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     ConfigError,
+    DtlsError,
     HandshakeTimeout,
     IdleTimeout,
     LocalProtocolError,
@@ -1207,3 +1208,36 @@ def test_a_wake_up_due_at_once_on_uvloop_does_not_break_the_next_flush(
             await server.close()
 
     assert run_on_loop(main(), "uvloop") is None
+
+
+def test_a_failed_handshake_names_a_certificate_as_claimed_only(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client whose CertificateVerify does not verify (RFC 5246 §7.4.8) never proved the
+    certificate it sent: the server's log line calls it claimed, not the peer's identity."""
+    from iotdtls.handshake import client as client_handshake
+
+    client, server = x509_configs(client={"handshake_timeout": 3.0})
+    assert client.certificate is not None
+    key, real = client.certificate.private_key, client_handshake.CertificateVerify
+
+    def forged(scheme: Any, signature: bytes) -> Any:
+        return real(scheme, key.sign_digest(bytes(32)))  # a signature over another transcript
+
+    monkeypatch.setattr(client_handshake, "CertificateVerify", forged)
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server) as running:
+            with pytest.raises(DtlsError):
+                async with aio.connect(LOCALHOST, running.address[1], client):
+                    pass
+            for _ in range(100):
+                if running.stats.handshakes_failed:
+                    break
+                await asyncio.sleep(0.02)
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
+        run(main())
+    (line,) = [r.getMessage() for r in caplog.records if "handshake failed:" in r.getMessage()]
+    assert re.match(rf"handshake failed: peer 127\.0\.0\.1:\d+ claimed certificate {CLIENT_EUI64}: "
+                    "sent fatal alert decrypt_error", line), line

@@ -55,7 +55,7 @@ from iotdtls.events import (
     HandshakeComplete,
     HeartbeatAnswered,
 )
-from iotdtls.identity import PskIdentity
+from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
 from iotdtls.sessions import SessionState, SessionStore
 from iotdtls.stats import ServerStats
 from iotdtls.trace import describe_datagram
@@ -836,7 +836,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 logger.debug("association closed: %s", who)
         elif error is not None:
             self.stats.handshakes_failed += 1
-            logger.info("handshake failed: %s: %s", who, error)
+            logger.info("handshake failed: %s: %s", _PeerLabel(address, event.peer, True), error)
 
     def _ended(self, session: ServerSession, error: DtlsError | None) -> None:
         session._end(error)
@@ -901,16 +901,23 @@ def _ems_note(event: HandshakeComplete) -> str:
 
 
 class _PeerLabel:
-    """"peer ADDRESS IDENTITY" for a log line, formatted only if the line is emitted."""
+    """"peer ADDRESS IDENTITY" for a log line, formatted only if the line is emitted. Of a
+    handshake that failed (`claimed`), a key or certificate is "claimed": the peer sent it but
+    may not have proved it holds its private key (CertificateVerify, RFC 5246 §7.4.8). A PSK
+    identity names itself as what the client said (RFC 4279 §2)."""
 
-    __slots__ = ("address", "peer")
+    __slots__ = ("address", "claimed", "peer")
 
-    def __init__(self, address: Address, peer: object) -> None:
+    def __init__(self, address: Address, peer: object, claimed: bool = False) -> None:
         self.address = address
         self.peer = peer
+        self.claimed = claimed
 
     def __str__(self) -> str:
-        return f"peer {_fmt(self.address)} {self.peer or 'before any identity'}"
+        peer = self.peer
+        if self.claimed and isinstance(peer, CertificateIdentity | RawPublicKeyIdentity):
+            return f"peer {_fmt(self.address)} claimed {peer}"
+        return f"peer {_fmt(self.address)} {peer or 'before any identity'}"
 
 
 def _fmt(address: Address) -> str:
