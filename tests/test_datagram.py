@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from iotdtls import datagram
+from iotdtls import loop as iotdtls_loop
 from iotdtls.datagram import DrainingTransport, bind_udp, open_server_transport
 from tests.peers import LOCALHOST
 
@@ -257,34 +259,75 @@ def test_bind_udp_binds_the_address_asked_for() -> None:
     run(main())
 
 
-class Resolving:
-    """A loop whose name resolution gives fixed addresses (bind_udp asks it nothing else)."""
+def resolving(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
+    """Name resolution (bind_udp's `resolve_udp`) gives fixed addresses."""
 
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses
-
-    async def getaddrinfo(self, host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+    async def resolve(loop: Any, host: str, port: int, flags: int = 0) -> list[tuple[Any, ...]]:
         return [(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", (address, port))
-                for address in self.addresses]
+                for address in addresses]
+
+    monkeypatch.setattr(datagram, "resolve_udp", resolve)
 
 
-def test_bind_udp_tries_each_address_and_reports_the_last_failure() -> None:
+def test_bind_udp_tries_each_address_and_reports_the_last_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     not_here = "192.0.2.1"  # TEST-NET-1: no interface of this machine has it
 
     async def main() -> None:
-        with await bind_udp(Resolving(not_here, LOCALHOST), "gw.example", 0) as sock:
-            assert sock.getsockname()[0] == LOCALHOST
-        with pytest.raises(OSError) as info:
-            await bind_udp(Resolving(not_here), "gw.example", 0)
-        assert info.value.errno == errno.EADDRNOTAVAIL
-        with pytest.raises(OSError, match=r"gw\.example:5684 resolves to no address"):
-            await bind_udp(Resolving(), "gw.example", 5684)
-        with await bind_udp(asyncio.get_running_loop(), LOCALHOST, 0) as taken:
+        loop = asyncio.get_running_loop()
+        with monkeypatch.context() as patch:
+            resolving(patch, not_here, LOCALHOST)
+            with await bind_udp(loop, "gw.example", 0) as sock:
+                assert sock.getsockname()[0] == LOCALHOST
+            resolving(patch, not_here)
             with pytest.raises(OSError) as info:
-                await bind_udp(asyncio.get_running_loop(), *taken.getsockname())
+                await bind_udp(loop, "gw.example", 0)
+            assert info.value.errno == errno.EADDRNOTAVAIL
+            resolving(patch)
+            with pytest.raises(OSError, match=r"gw\.example:5684 resolves to no address"):
+                await bind_udp(loop, "gw.example", 5684)
+        with await bind_udp(loop, LOCALHOST, 0) as taken:
+            with pytest.raises(OSError) as info:
+                await bind_udp(loop, *taken.getsockname())
             assert info.value.errno == errno.EADDRINUSE
 
     run(main())
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_link_local_address_keeps_its_scope_id(loop_choice: str) -> None:
+    """"fe80::1%lo" resolves with the interface's index as scope id on both loops (uvloop's own
+    getaddrinfo gives 0, which no socket binds: the server said "Invalid argument"); and where
+    this machine has a link-local address, a server binds it by name."""
+    lo = socket.if_nametoindex("lo")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        infos = await datagram.resolve_udp(loop, "fe80::1%lo", 5684, socket.AI_PASSIVE)
+        assert [info[4] for info in infos] == [("fe80::1", 5684, 0, lo)]
+        for address, interface in link_local_addresses():
+            with await bind_udp(loop, f"{address}%{interface}", 0) as sock:
+                name = sock.getsockname()
+                assert (name[0], name[3]) == (address, socket.if_nametoindex(interface))
+
+    assert iotdtls_loop.run(asyncio.wait_for(main(), 10.0), loop_choice) is None
+
+
+def link_local_addresses() -> list[tuple[str, str]]:
+    """(address, interface) of this machine's link-local IPv6 addresses (Linux; none
+    elsewhere, or in a network namespace with only loopback)."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        return []
+    found = []
+    for row in rows:
+        address = ipaddress.IPv6Address(bytes.fromhex(row[0]))
+        if address.is_link_local:
+            found.append((str(address), row[5]))
+    return found
 
 
 class Scripted(socket.socket):

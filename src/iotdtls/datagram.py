@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import socket
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "DrainingTransport",
     "bind_udp",
     "open_server_transport",
+    "resolve_udp",
 ]
 
 #: Datagrams read per wake-up before the loop runs its other callbacks and timers.
@@ -146,9 +148,22 @@ async def open_server_transport(
         return transport
 
 
+async def resolve_udp(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, flags: int = 0
+) -> list[tuple[Any, ...]]:
+    """`socket.getaddrinfo` for UDP, run in the loop's default executor. Not
+    `loop.getaddrinfo`: uvloop's drops the scope id of a link-local IPv6 address
+    ("fe80::1%eth0" comes back with scope id 0, which no socket can bind or reach)."""
+    infos = await loop.run_in_executor(
+        None,
+        functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_DGRAM, flags=flags),
+    )
+    return list(infos)
+
+
 async def bind_udp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
     """A UDP socket bound to the first address `host:port` resolves to that can be bound."""
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
     failure: OSError | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
