@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from iotdtls import aio
+from iotdtls._addresses import format_address
 from iotdtls._arguments import check_port, check_type
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache
@@ -558,11 +559,20 @@ def test_a_malformed_datagram_is_traced_as_such(caplog: pytest.LogCaptureFixture
 
 
 def test_addresses_in_log_lines() -> None:
-    assert aio._fmt(("192.0.2.1", 5684)) == "192.0.2.1:5684"
-    assert aio._fmt(("::1", 5684, 0, 0)) == "[::1]:5684"
-    assert aio._fmt(("fe80::1%eth0", 5684, 0, 2)) == "[fe80::1%eth0]:5684"
-    assert aio._fmt(("192.0.2.1",)) == "('192.0.2.1',)"
-    assert aio._fmt("/run/peer") == "'/run/peer'"
+    """A scope id names the interface (logs of peers on two links told them apart only by
+    port: "peer [fe80::1]:36267"), by index when no interface has it."""
+    lo = socket.if_nametoindex("lo")
+    assert format_address(("192.0.2.1", 5684)) == "192.0.2.1:5684"
+    assert format_address(("::1", 5684, 0, 0)) == "[::1]:5684"
+    assert format_address(("fe80::1%eth0", 5684, 0, 2)) == "[fe80::1%eth0]:5684"
+    assert format_address(("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
+    unused = max(index for index, _ in socket.if_nameindex()) + 1000
+    assert format_address(("fe80::1", 5684, 0, unused)) == f"[fe80::1%{unused}]:5684"
+    assert format_address(("192.0.2.1",)) == "('192.0.2.1',)"
+    assert format_address("/run/peer") == "'/run/peer'"
+    assert str(aio._PeerLabel(("fe80::1", 5684, 0, lo), None)) == (
+        "peer [fe80::1%lo]:5684 before any identity"
+    )
 
 
 def test_a_trace_that_fails_does_not_cost_the_datagram(

@@ -29,7 +29,7 @@ import pytest
 from iotdtls import aio, loop
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
-from iotdtls.cli.common import listening_on
+from iotdtls.cli.common import listening_address, listening_on
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.errors import (
     AlertDescription,
@@ -657,6 +657,16 @@ def test_listening_errors_name_the_address_but_not_a_worker_that_failed() -> Non
     with pytest.raises(ChildProcessError, match=r"^worker 0 did not start$"), \
             listening_on(LOCALHOST, 5684):
         raise ChildProcessError("worker 0 did not start")
+
+
+def test_the_listening_line_names_the_interface_of_a_link_local_address() -> None:
+    """The bound (host, port) leaves the scope id out: "listening on [fe80::1]:5684" did not
+    say on which link."""
+    lo = socket.if_nametoindex("lo")
+    assert listening_address("fe80::1%lo", ("fe80::1", 5684)) == "[fe80::1%lo]:5684"
+    assert listening_address(f"fe80::1%{lo}", ("fe80::1", 5684)) == "[fe80::1%lo]:5684"
+    assert listening_address("::", ("::", 5684)) == "[::]:5684"
+    assert listening_address("localhost", (LOCALHOST, 5684)) == "127.0.0.1:5684"
 
 
 def test_one_process_serves_until_sigterm_and_logs_its_counters(

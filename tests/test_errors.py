@@ -4,6 +4,7 @@ error naming it"); `psk_identity` of an event is empty outside PSK mode."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -20,6 +21,7 @@ from iotdtls.errors import (
     IdleTimeout,
     IntegrityLimitReached,
     PeerUnresponsive,
+    PortUnreachable,
 )
 from iotdtls.events import ConnectionClosed, HandshakeComplete
 from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
@@ -87,6 +89,18 @@ def test_the_timeouts_keep_their_seconds() -> None:
     assert PeerUnresponsive(7.5).seconds == 7.5
     assert HandshakeTimeout(30.0).seconds == 30.0
     assert IdleTimeout(120.0).seconds == 120.0
+
+
+def test_port_unreachable_names_the_address_with_its_interface() -> None:
+    """The client's "nothing listens on ..." names a link-local server's interface too."""
+    lo = socket.if_nametoindex("lo")
+    assert str(PortUnreachable(("fe80::1", 5684, 0, lo), 2)) == (
+        "nothing listens on [fe80::1%lo]:5684: the network reported the port unreachable "
+        "2 times (ICMP)"
+    )
+    assert str(PortUnreachable(("192.0.2.1", 5684), 2)).startswith(
+        "nothing listens on 192.0.2.1:5684: "
+    )
 
 
 def test_datagram_too_large_says_which_limit() -> None:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, cast
 
+from iotdtls._addresses import format_address
 from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
@@ -575,7 +576,9 @@ class ServerSession:
         bytes-like."""
         if self._ended or not self._server.send(self.address, data):
             check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
-            logger.debug("datagram to %s not sent: the association has ended", _fmt(self.address))
+            logger.debug(
+                "datagram to %s not sent: the association has ended", format_address(self.address)
+            )
 
     async def recv(self) -> bytes | None:
         """The next datagram; None after a clean close. (A `DatagramHandler` gets them in
@@ -759,7 +762,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if isinstance(event, HandshakeComplete):
             self.stats.handshakes_completed += 1
             if logger.isEnabledFor(logging.INFO):  # a server under load logs nothing here
-                who = f"{_fmt(address)} {event.peer}"
+                who = f"{format_address(address)} {event.peer}"
                 logger.info(
                     "handshake complete: peer %s%s%s", who, _notes(event), _ems_note(event)
                 )
@@ -848,7 +851,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         try:
             method(*args)
         except Exception:
-            logger.exception("handler failed for peer %s", _fmt(session.address))
+            logger.exception("handler failed for peer %s", format_address(session.address))
             if self.sessions.get(session.address) is session:
                 self.close_peer(session.address)
 
@@ -856,7 +859,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         try:
             await handler(session)
         except Exception:
-            logger.exception("handler failed for peer %s", _fmt(session.address))
+            logger.exception("handler failed for peer %s", format_address(session.address))
         finally:
             if self.sessions.get(session.address) is session:
                 self.close_peer(session.address)
@@ -881,7 +884,7 @@ def _trace(direction: str, address: Any, data: bytes) -> None:
             text = describe_datagram(data)
         except Exception as exc:  # a malformed datagram from the network
             text = f"undecodable ({type(exc).__name__})"
-        logger.debug("%s %s %d B %s", direction, _fmt(address), len(data), text)
+        logger.debug("%s %s %d B %s", direction, format_address(address), len(data), text)
 
 
 def _notes(done: HandshakeComplete) -> str:
@@ -915,16 +918,10 @@ class _PeerLabel:
 
     def __str__(self) -> str:
         peer = self.peer
+        address = format_address(self.address)
         if self.claimed and isinstance(peer, CertificateIdentity | RawPublicKeyIdentity):
-            return f"peer {_fmt(self.address)} claimed {peer}"
-        return f"peer {_fmt(self.address)} {peer or 'before any identity'}"
-
-
-def _fmt(address: Address) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return repr(address)
+            return f"peer {address} claimed {peer}"
+        return f"peer {address} {peer or 'before any identity'}"
 
 
 class DtlsServer:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
+from iotdtls._addresses import format_address
+
 __all__ = [
     "AlertDescription",
     "AlertLevel",
@@ -197,11 +199,9 @@ class PortUnreachable(DtlsError):
     def __init__(self, address: tuple[Any, ...], refusals: int) -> None:
         self.address = address
         self.refusals = refusals
-        host, port = address[0], address[1]
-        where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
         super().__init__(
-            f"nothing listens on {where}: the network reported the port unreachable "
-            f"{refusals} times (ICMP)"
+            f"nothing listens on {format_address(address)}: the network reported the port "
+            f"unreachable {refusals} times (ICMP)"
         )
 
 

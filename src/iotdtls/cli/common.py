@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
+from iotdtls._addresses import format_address, format_hostport, interface_name
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU
 from iotdtls.loop import LOOP_CHOICES
 
@@ -26,8 +27,10 @@ __all__ = [
     "add_common_flags",
     "add_loop_flag",
     "discard_new_keylog",
+    "format_address",
     "format_hostport",
     "hex_bytes",
+    "listening_address",
     "listening_on",
     "parse_hostport",
     "prepare_keylog",
@@ -63,11 +66,6 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
-
-
-def format_hostport(host: str, port: int) -> str:
-    """`HOST:PORT`, or `[V6]:PORT` for an IPv6 address (as `parse_hostport` reads them)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -172,6 +170,18 @@ def stdout_buffer() -> BinaryIO:
     if sys.stdout is None:
         raise OSError("cannot print: stdout is closed")
     return sys.stdout.buffer
+
+
+def listening_address(host: str, bound: tuple[str, int]) -> str:
+    """Where a server listens, for its log line: `bound` (its (host, port)) with the interface
+    of a link-local `host` as --listen gave it ("fe80::1%eth0" or "fe80::1%4"), which the pair
+    leaves out: "[fe80::1%eth0]:5684"."""
+    zone = host.partition("%")[2]
+    if not zone:
+        return format_hostport(*bound)
+    return format_hostport(
+        f"{bound[0]}%{interface_name(int(zone)) if zone.isdigit() else zone}", bound[1]
+    )
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     add_loop_flag,
-    format_hostport,
+    listening_address,
     listening_on,
     parse_hostport,
     seconds,
@@ -253,7 +253,8 @@ async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
-    log.info("listening on %s (%s)", format_hostport(*server.address), loop.loop_name(running))
+    where = listening_address(host, server.address)
+    log.info("listening on %s (%s)", where, loop.loop_name(running))
     await stop.wait()
     try:
         await asyncio.wait_for(server.close(), STOP_GRACE)
@@ -281,7 +282,7 @@ async def _serve_workers(
             initializer=initializer,
         )
     logging.getLogger("iotdtls.cli").info(
-        "listening on %s (%d workers)", format_hostport(*pool.address), worker_count
+        "listening on %s (%d workers)", listening_address(host, pool.address), worker_count
     )
     ended = asyncio.ensure_future(pool.worker_exited.wait())
     waiters = {asyncio.ensure_future(stop.wait()), ended}
