@@ -4,6 +4,7 @@ handshake log line says, how `DtlsServer.close` ends its peers and handlers."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import gc
 import logging
@@ -1019,6 +1020,29 @@ def test_a_host_that_does_not_resolve_is_named(loop_choice: str, own_socket: boo
                 await aio.connect("nonexistent.invalid", 5684, client_config(), sock=given)
         assert failed.value.errno is not None and failed.value.errno < 0  # an EAI_ code
         assert str(failed.value.strerror).startswith("cannot resolve nonexistent.invalid: ")
+
+    run_on_loop(main(), loop_choice)
+
+
+#: What a link-local address without its interface now says (the kernel's EINVAL said
+#: only "Invalid argument"); Linux refuses it whatever interfaces the machine has.
+NEEDS_INTERFACE = (
+    "cannot reach [fe80::1]:5684: a link-local address needs %interface, "
+    "as in [fe80::1%eth0]:5684"
+)
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("own_socket", [False, True], ids=["new-socket", "given-socket"])
+def test_a_link_local_address_without_its_interface_is_named(
+    loop_choice: str, own_socket: bool
+) -> None:
+    async def main() -> None:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            given = sock if own_socket else None
+            with pytest.raises(OSError) as failed:
+                await aio.connect("fe80::1", 5684, client_config(), sock=given)
+        assert (failed.value.errno, failed.value.strerror) == (errno.EINVAL, NEEDS_INTERFACE)
 
     run_on_loop(main(), loop_choice)
 

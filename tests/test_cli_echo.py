@@ -540,6 +540,23 @@ def test_a_server_name_that_does_not_resolve_is_named(capsys: pytest.CaptureFixt
     assert err.startswith("iotdtls: cannot resolve nonexistent.invalid: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("command", "doing"),
+    [(["client"], "reach"), (["server", "--listen"], "listen on")],
+    ids=["client", "server"],
+)
+def test_a_link_local_address_without_its_interface_says_to_add_it(
+    capsys: pytest.CaptureFixture[str], command: list[str], doing: str
+) -> None:
+    """"iotdtls: Invalid argument" named neither the address nor what was missing."""
+    port = free_udp_port()
+    status = main([*command, f"[fe80::1]:{port}", "--psk-identity", "dev1", "--psk", PSK_HEX])
+    assert (status, capsys.readouterr().err) == (1, (
+        f"iotdtls: cannot {doing} [fe80::1]:{port}: a link-local address needs %interface, "
+        f"as in [fe80::1%eth0]:{port}\n"
+    ))
+
+
 def test_a_session_that_cannot_be_saved_names_the_file(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "gone" / "session"))
     with pytest.raises(OSError) as caught:

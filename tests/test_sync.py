@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import threading
@@ -365,6 +366,17 @@ def test_a_host_that_does_not_resolve_is_named() -> None:
         with pytest.raises(socket.gaierror) as failed:
             make("nonexistent.invalid", 5684, client_config())
         assert str(failed.value.strerror).startswith("cannot resolve nonexistent.invalid: ")
+
+
+def test_a_link_local_address_without_its_interface_is_named() -> None:
+    """As in aio: "Invalid argument" alone did not say to add %interface."""
+    for make in (sync.connect, sync.DtlsClient):
+        with pytest.raises(OSError) as failed:
+            make("fe80::1", 5684, client_config())
+        assert (failed.value.errno, failed.value.strerror) == (errno.EINVAL, (
+            "cannot reach [fe80::1]:5684: a link-local address needs %interface, "
+            "as in [fe80::1%eth0]:5684"
+        ))
 
 
 class Broken(Exception):

@@ -4,10 +4,14 @@ without its interface: RFC 4007 §11 writes the zone after "%")."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import ipaddress
 import socket
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["format_address", "format_hostport"]
+__all__ = ["format_address", "format_hostport", "interface_name", "reaching", "socket_error"]
 
 
 def format_hostport(host: str, port: int) -> str:
@@ -33,3 +37,36 @@ def interface_name(index: int) -> str:
         return socket.if_indextoname(index)
     except (OSError, OverflowError, TypeError, ValueError):
         return str(index)
+
+
+@contextlib.contextmanager
+def reaching(host: str, port: int) -> Iterator[None]:
+    """Around connecting a client's socket to `host:port`: a socket error raised again naming
+    the address, same type and errno (the resolver's `socket.gaierror` is left to
+    `naming_host`). The kernel refuses a link-local IPv6 address without its interface with a
+    bare "Invalid argument": the message says to add it instead, "cannot reach
+    [fe80::1]:5684: a link-local address needs %interface, as in [fe80::1%eth0]:5684"."""
+    try:
+        yield
+    except socket.gaierror:
+        raise
+    except OSError as exc:
+        text = f"cannot reach {format_hostport(host, port)}: {socket_error(exc, host, port)}"
+        raise type(exc)(exc.errno, text) from None
+
+
+def socket_error(exc: OSError, host: str, port: int) -> str:
+    """What went wrong using `host:port`: the error's text, or for the kernel's "Invalid
+    argument" about a link-local IPv6 address without its interface, what to write instead."""
+    if exc.errno == errno.EINVAL and _link_local_without_zone(host):
+        example = format_hostport(f"{host}%eth0", port)
+        return f"a link-local address needs %interface, as in {example}"
+    return exc.strerror or str(exc)
+
+
+def _link_local_without_zone(host: str) -> bool:
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return address.is_link_local and address.scope_id is None

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._addresses import format_address
+from iotdtls._addresses import format_address, reaching
 from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
@@ -435,12 +435,12 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
         protocol = _ClientProtocol(config, self._session)
         try:
             if self._sock is None:
-                with naming_host(host):
+                with naming_host(host), reaching(host, port):
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda: protocol, remote_addr=(host, port)
                     )
             else:
-                with naming_host(host):
+                with naming_host(host), reaching(host, port):
                     _connect_socket(self._sock, host, port)
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: protocol, sock=self._sock

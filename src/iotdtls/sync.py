@@ -13,6 +13,7 @@ import time
 from collections import deque
 from types import TracebackType
 
+from iotdtls._addresses import reaching
 from iotdtls._arguments import check_client_arguments, naming_host
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
@@ -53,7 +54,8 @@ class DtlsClient:
             family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self._sock.connect(address)
+            with reaching(host, port):
+                self._sock.connect(address)
         except BaseException:
             if sock is None:
                 self._sock.close()  # ours; a caller's socket stays theirs when this fails

@@ -17,7 +17,12 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
-from iotdtls._addresses import format_address, format_hostport, interface_name
+from iotdtls._addresses import (
+    format_address,
+    format_hostport,
+    interface_name,
+    socket_error,
+)
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU
 from iotdtls.loop import LOOP_CHOICES
 
@@ -194,8 +199,8 @@ def listening_on(host: str, port: int) -> Iterator[None]:
     except ChildProcessError:  # a worker process that did not start: not the address
         raise
     except OSError as exc:
-        where = format_hostport(host, port)
-        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
+        text = f"cannot listen on {format_hostport(host, port)}: {socket_error(exc, host, port)}"
+        raise OSError(exc.errno, text) from None
 
 
 def add_loop_flag(p: argparse.ArgumentParser) -> None:
