@@ -405,6 +405,8 @@ def test_psk_file_mistakes_name_the_line(tmp_path: Path, line: str, problem: str
         (":0", ("127.0.0.1", 0)),
         ("[::1]:65535", ("::1", 65535)),
         ("[2001:db8::7]:5684", ("2001:db8::7", 5684)),
+        ("[fe80::1%eth0]:5684", ("fe80::1%eth0", 5684)),
+        ("[]:7", ("127.0.0.1", 7)),
         ("gw.example:1", ("gw.example", 1)),
         ("GATEWAY-X:2", ("GATEWAY-X", 2)),  # only the brackets of an IPv6 address go
     ],
@@ -423,7 +425,12 @@ def test_hostport_default_host_is_the_callers() -> None:
         ("5684", "expected HOST:PORT, got '5684'"),
         ("host:65536", "port must be a number from 0 to 65535, got '65536'"),
         ("host:-1", "port must be a number from 0 to 65535, got '-1'"),
-        ("host:", "port must be a number from 0 to 65535, got ''"),
+        ("host:", "expected HOST:PORT, got 'host:': the port is missing"),
+        ("[::1]", "expected HOST:PORT, got '[::1]': the port is missing"),  # said got '1]'
+        ("[::1]:", "expected HOST:PORT, got '[::1]:': the port is missing"),
+        ("[::1", "expected HOST:PORT, got '[::1'"),
+        ("[::1]5684", "expected HOST:PORT, got '[::1]5684'"),
+        ("[::1]:x", "port must be a number from 0 to 65535, got 'x'"),
     ],
 )
 def test_hostport_mistakes(text: str, message: str) -> None:

@@ -63,11 +63,20 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """`HOST:PORT`, `[V6]:PORT` or `:PORT`."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise UsageError(f"expected HOST:PORT, got {text!r}")
-    host = host.strip("[]") or default_host
+    """`HOST:PORT`, `[V6]:PORT` (a link-local address with its interface: `[fe80::1%eth0]:PORT`)
+    or `:PORT`."""
+    if text.startswith("["):
+        host, bracket, after = text[1:].partition("]")
+        sep, port = after[:1], after[1:]
+        if not bracket or sep not in ("", ":"):
+            raise UsageError(f"expected HOST:PORT, got {text!r}")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise UsageError(f"expected HOST:PORT, got {text!r}")
+    if not port:
+        raise UsageError(f"expected HOST:PORT, got {text!r}: the port is missing")
+    host = host or default_host
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
