@@ -22,6 +22,7 @@ from iotdtls import aio
 from iotdtls._addresses import format_address
 from iotdtls._arguments import check_port, check_type
 from iotdtls._unreachable import RefusedHandshake
+from iotdtls.certurl import default_fetcher
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -56,6 +57,7 @@ from tests.aio_support import (
     wrong_socket,
 )
 from tests.interop_support import SameAddressClient
+from tests.local_http import LocalHttpServer, Route
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
 
@@ -357,13 +359,18 @@ def test_without_a_server_name_the_certificate_must_name_the_host() -> None:
 # -- client certificate URLs (RFC 6066 §5, CRT-7) --------------------------------------------
 
 
-def url_configs(fetcher: Any) -> tuple[ServerConfig, ClientConfig]:
-    """Mutual certificates, the client sending URLs of its chain instead of the chain."""
+def url_configs(fetcher: Any, urls: Any = None) -> tuple[ServerConfig, ClientConfig]:
+    """Mutual certificates, the client sending URLs of its chain instead of the chain (those of
+    `SERVED`, or `urls`)."""
     # A slow retransmission timer: a flight left waiting would show in the time taken.
     slow = RetransmitPolicy(3.0, 6.0)
     client, server = x509_configs(
         cookie=False,
-        client={"handshake_timeout": 10.0, "certificate_urls": list(SERVED), "retransmit": slow},
+        client={
+            "handshake_timeout": 10.0,
+            "certificate_urls": list(SERVED) if urls is None else urls,
+            "retransmit": slow,
+        },
         server={"certificate_fetcher": fetcher, "retransmit": slow, "certificate_url_timeout": 4.0},
     )
     return server, client
@@ -507,6 +514,139 @@ def test_a_fetch_for_a_replaced_association_does_not_answer_the_new_one() -> Non
                 second_may_end.set()
                 device.close()
         assert peers == [CertificateIdentity(CLIENT_EUI64)]
+
+    run(main())
+
+
+async def finish(*futures: asyncio.Future[Any]) -> None:
+    """Cancel the client handshakes a test left, and wait for them to go."""
+    for future in futures:
+        future.cancel()
+    await asyncio.gather(*futures, return_exceptions=True)
+
+
+def blocking_fetcher(leaves: list[str], may_end: threading.Event) -> Any:
+    """A fetcher noting each chain it fetches (its leaf URL) in `leaves`, and holding each
+    until `may_end` is set (5 s at most)."""
+
+    def fetcher(url: str, limit: int, timeout: float) -> bytes:
+        if url.endswith("/client.der"):
+            leaves.append(url)
+            may_end.wait(5.0)
+        return SERVED[url]
+
+    return fetcher
+
+
+@pytest.mark.req("CRT-7")
+def test_the_waiting_fetch_of_an_ended_association_never_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fetch at a time: a second client's fetch waits for the first; its association ends
+    meanwhile (closed by the server; evicted, replaced or timed out alike). Its fetch leaves
+    the line: the fetcher is never called for it once the slot is free."""
+    monkeypatch.setattr(aio, "MAX_CONCURRENT_FETCHES", 1)
+    leaves: list[str] = []
+    may_end = threading.Event()
+
+    async def main() -> None:
+        server_config, client_config = url_configs(blocking_fetcher(leaves, may_end))
+        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+            protocol = server._protocol
+            first = asyncio.ensure_future(aio.connect(*server.address, client_config))
+            second = asyncio.ensure_future(asyncio.sleep(0))
+            try:
+                assert await eventually(lambda: leaves, 5.0), "no first fetch"
+                (first_address,) = server.endpoint.connections
+                second = asyncio.ensure_future(aio.connect(*server.address, client_config))
+                assert await eventually(lambda: len(protocol.tasks) == 2, 5.0), "no second fetch"
+                (second_address,) = set(server.endpoint.connections) - {first_address}
+                protocol.close_peer(second_address)
+                may_end.set()
+                await (await asyncio.wait_for(first, 5.0)).close()
+                await asyncio.sleep(0.3)  # time for a waiting fetch to run
+                assert not protocol.tasks
+            finally:
+                may_end.set()
+                await finish(first, second)
+        assert leaves == ["http://certs.example/client.der"]
+
+    run(main())
+
+
+@pytest.mark.req("CRT-7")
+def test_the_running_fetch_of_an_ended_association_frees_its_slot_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fetch at a time; a client's certificate server trickles its headers (the fetch
+    would hold the slot for the whole certificate_url_timeout, 4 s). Its association ends: the
+    fetch stops, its connection is shut, and the next client's chain is fetched at once."""
+    monkeypatch.setattr(aio, "MAX_CONCURRENT_FETCHES", 1)
+    routes = {
+        "/client.der": Route(SERVED["http://certs.example/client.der"]),
+        "/ca.der": Route(SERVED["http://certs.example/ca.der"]),
+        "/slow/client.der": Route(trickle_headers=0.05),
+    }
+
+    async def main() -> None:
+        with LocalHttpServer(routes) as web:
+            server_config, fast = url_configs(
+                default_fetcher, [web.url("/client.der"), web.url("/ca.der")]
+            )
+            _, slow = url_configs(
+                default_fetcher, [web.url("/slow/client.der"), web.url("/ca.der")]
+            )
+            async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+                stuck = asyncio.ensure_future(aio.connect(*server.address, slow))
+                try:
+                    assert await eventually(lambda: web.hits, 5.0), "no slow fetch"
+                    (slow_address,) = server.endpoint.connections
+                    server._protocol.close_peer(slow_address)
+                    started = time.monotonic()
+                    client = await asyncio.wait_for(aio.connect(*server.address, fast), 5.0)
+                    assert time.monotonic() - started < 1.5
+                    await client.close()
+                    assert await eventually(lambda: web.hung_up, 2.0), "connection kept"
+                finally:
+                    await finish(stuck)
+            assert web.hung_up == ["/slow/client.der"]
+
+    run(main())
+
+
+@pytest.mark.req("CRT-7")
+def test_past_the_waiting_fetches_a_handshake_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fetch running and one waiting, the most allowed here: a third client's handshake
+    fails at once with certificate_unobtainable (RFC 6066 §5) instead of joining the line."""
+    monkeypatch.setattr(aio, "MAX_CONCURRENT_FETCHES", 1)
+    monkeypatch.setattr(aio, "MAX_WAITING_FETCHES", 1)
+    leaves: list[str] = []
+    may_end = threading.Event()
+
+    async def main() -> None:
+        server_config, client_config = url_configs(blocking_fetcher(leaves, may_end))
+        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+            protocol = server._protocol
+            first = asyncio.ensure_future(aio.connect(*server.address, client_config))
+            second = asyncio.ensure_future(asyncio.sleep(0))
+            try:
+                assert await eventually(lambda: leaves, 5.0), "no first fetch"
+                second = asyncio.ensure_future(aio.connect(*server.address, client_config))
+                assert await eventually(lambda: len(protocol.tasks) == 2, 5.0), "no second fetch"
+                started = time.monotonic()
+                with pytest.raises(AlertReceived) as failed:
+                    await asyncio.wait_for(aio.connect(*server.address, client_config), 2.0)
+                assert failed.value.alert is AlertDescription.certificate_unobtainable
+                assert time.monotonic() - started < 1.5
+                may_end.set()
+                for waited in (first, second):
+                    await (await asyncio.wait_for(waited, 5.0)).close()
+            finally:
+                may_end.set()
+                await finish(first, second)
+        assert len(leaves) == 2
 
     run(main())
 

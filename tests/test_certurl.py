@@ -379,3 +379,31 @@ def test_a_fetcher_failing_without_a_text_is_named_by_its_type() -> None:
 
     message = refused(AlertDescription.certificate_unobtainable, [("cache:x", sha1(CERT))], broken)
     assert message == "certificate URL 1 could not be fetched: OSError"
+
+
+def test_a_cancelled_fetch_stops_at_once_and_shuts_its_connection() -> None:
+    """The handshake has ended (the server sets `cancel`): the fetch does not wait for its
+    time limit, and the connection to a server trickling its headers is shut; a fetch
+    cancelled before it starts fetches nothing."""
+    unobtainable = AlertDescription.certificate_unobtainable
+    with LocalHttpServer({"/trickle": Route(trickle_headers=0.05)}) as web:
+        entries = [(web.url("/trickle"), sha1(CERT))]
+        cancel = threading.Event()
+        timer = threading.Timer(0.2, cancel.set)
+        timer.start()
+        started = time.monotonic()
+        try:
+            message = refused(unobtainable, entries, default_fetcher, LIMIT, 5.0, cancel=cancel)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 1.0
+        assert message.endswith("/trickle: cancelled, the handshake has ended")
+        deadline = time.monotonic() + 1.0
+        while any(t.name == "iotdtls-certurl" for t in threading.enumerate()) or not web.hung_up:
+            assert time.monotonic() < deadline, "the cancelled fetch kept its connection"
+            time.sleep(0.02)
+        assert web.hung_up == ["/trickle"]
+        hits = len(web.hits)
+        message = refused(unobtainable, entries, default_fetcher, cancel=cancel)
+        assert message == "the certificate fetch was cancelled: the handshake has ended"
+        assert len(web.hits) == hits

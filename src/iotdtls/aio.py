@@ -23,6 +23,7 @@ import functools
 import inspect
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, cast
@@ -67,6 +68,10 @@ __all__ = ["ClientConnection", "DatagramHandler", "DtlsServer", "ServerSession",
 logger = logging.getLogger("iotdtls.aio")
 #: Client certificate URL fetches a server runs at once (RFC 6066 §5; the rest wait).
 MAX_CONCURRENT_FETCHES = 4
+#: Fetches that may wait for one of those; a handshake past them fails at once with
+#: certificate_unobtainable rather than waiting behind fetches of up to
+#: `certificate_url_timeout` each.
+MAX_WAITING_FETCHES = 4 * MAX_CONCURRENT_FETCHES
 #: Receive buffer a server asks for on the sockets it makes: room for thousands of handshake
 #: datagrams arriving at once (a fleet reconnecting after a power cut); Linux's default of
 #: about 200 KiB holds a few hundred, and the rest would wait for a retransmission (>= 1 s).
@@ -696,6 +701,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()
         #: Certificate URL fetches running at once (each holds an executor thread).
         self._fetches = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
+        #: The fetch of each address whose handshake waits for its chain (one at most).
+        self._fetching: dict[Address, _Fetch] = {}
+        self._max_fetching = MAX_CONCURRENT_FETCHES + MAX_WAITING_FETCHES
         self.stats = ServerStats()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -714,6 +722,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self.stop_fetches()
         for session in self.sessions.values():
             session._end(None)
         if not self.lost.done():
@@ -792,13 +801,47 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             if s is not None:
                 s._heartbeat_answered()
         elif isinstance(event, ConnectionClosed):
+            self._stop_fetch(address)
             self._on_closed(address, event)
         elif isinstance(event, CertificateUrlsReceived):
-            task = self.loop.create_task(self._fetch_chain(address, event))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._start_fetch(address, event)
 
-    async def _fetch_chain(self, address: Address, request: CertificateUrlsReceived) -> None:
+    def _start_fetch(self, address: Address, request: CertificateUrlsReceived) -> None:
+        """RFC 6066 §5 (CRT-7): fetch `address`'s chain in a task (one fetch per address). Past
+        `MAX_WAITING_FETCHES` waiting for a slot, the handshake fails at once with
+        certificate_unobtainable: a line without end would let clients pointing at slow URLs
+        keep every other client's chain waiting."""
+        self._stop_fetch(address)  # of an association this one replaced (RFC 6347 §4.2.8)
+        if len(self._fetching) >= self._max_fetching:
+            busy = ProtocolError(
+                f"too many certificate URL fetches ({len(self._fetching)} running or "
+                "waiting): try again later",
+                AlertDescription.certificate_unobtainable,
+            )
+            self.loop.call_soon(self._supply, address, request, busy)
+            return
+        job = _Fetch()
+        task = self.loop.create_task(self._fetch_chain(address, request, job))
+        job.task = task
+        self._fetching[address] = job
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _stop_fetch(self, address: Address) -> None:
+        """The association of `address` has ended (closed, failed, timed out, evicted or
+        replaced): its fetch is of no more use and must not hold a slot (RFC 6066 §5)."""
+        job = self._fetching.pop(address, None)
+        if job is not None:
+            job.stop()
+
+    def stop_fetches(self) -> None:
+        """The server closes: stop every fetch."""
+        for address in list(self._fetching):
+            self._stop_fetch(address)
+
+    async def _fetch_chain(
+        self, address: Address, request: CertificateUrlsReceived, job: _Fetch
+    ) -> None:
         """RFC 6066 §5 (CRT-7): fetch a client's certificates off the event loop (a bounded
         number at once), then let its handshake go on (only the association that asked)."""
         config = self.endpoint.config
@@ -809,16 +852,33 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             config.certificate_fetcher,
             config.certificate_url_size_limit,
             config.certificate_url_timeout,
+            cancel=job.cancel,
         )
         result: tuple[bytes, ...] | ProtocolError
-        async with self._fetches:
-            try:
-                result = await self.loop.run_in_executor(None, fetch)
-            except ProtocolError as exc:
-                result = exc
-            except Exception as exc:  # a fetcher of the application's that broke
-                logger.warning("certificate fetcher raised %s", type(exc).__name__)
-                result = ProtocolError("certificate fetch failed", AlertDescription.internal_error)
+        try:
+            async with self._fetches:
+                job.running = True
+                try:
+                    result = await self.loop.run_in_executor(None, fetch)
+                except ProtocolError as exc:
+                    result = exc
+                except Exception as exc:  # a fetcher of the application's that broke
+                    logger.warning("certificate fetcher raised %s", type(exc).__name__)
+                    result = ProtocolError(
+                        "certificate fetch failed", AlertDescription.internal_error
+                    )
+        finally:
+            if self._fetching.get(address) is job:
+                del self._fetching[address]
+        if not job.cancel.is_set():
+            self._supply(address, request, result)
+
+    def _supply(
+        self,
+        address: Address,
+        request: CertificateUrlsReceived,
+        result: tuple[bytes, ...] | ProtocolError,
+    ) -> None:
         self.endpoint.supply_certificate_chain(address, result, self.loop.time(), request=request)
         self.flush()
 
@@ -868,6 +928,26 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self._timer = None
         self.endpoint.handle_timer(self.loop.time())
         self.flush()
+
+
+class _Fetch:
+    """A client's certificate URL fetch (RFC 6066 §5) and how to stop it."""
+
+    __slots__ = ("cancel", "running", "task")
+
+    def __init__(self) -> None:
+        #: Set when the association has ended (`fetch_client_chain` gives up early).
+        self.cancel = threading.Event()
+        #: Holds one of the `MAX_CONCURRENT_FETCHES` slots.
+        self.running = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        """A waiting fetch leaves the line; a running one stops early (the default fetcher
+        shuts its connections) and frees its slot when its thread returns."""
+        self.cancel.set()
+        if not self.running and self.task is not None:
+            self.task.cancel()
 
 
 def enlarge_receive_buffer(sock: Any) -> None:
@@ -952,6 +1032,7 @@ class DtlsServer:
         """Send close_notify to every peer, stop the handlers and the socket."""
         for address in list(self._protocol.endpoint.connections):
             self._protocol.close_peer(address)
+        self._protocol.stop_fetches()
         for task in list(self._protocol.tasks):
             task.cancel()
         await asyncio.gather(*self._protocol.tasks, return_exceptions=True)

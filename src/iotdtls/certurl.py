@@ -19,7 +19,9 @@ sans-I/O core never imports it.
 * `fetch_client_chain`: fetch each `individual_certs` URL in order (leaf first, RFC 6066 §5),
   compare its SHA-1 with the one sent, in constant time, and return the DER chain. A failure to
   fetch is certificate_unobtainable(111), a hash mismatch bad_certificate_hash_value(114), as
-  RFC 6066 §5 prescribes.
+  RFC 6066 §5 prescribes. Its `cancel` event, set when the handshake has ended, stops the
+  fetch early: no further URL, and `make_fetcher`'s fetchers give up at once, shutting their
+  connections (a fetcher of the application's is not interrupted: its URL is let finish).
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ _HTTP_SCHEMES = frozenset({"http", "https"})
 _ALL_SCHEMES = ("http", "https", "file")
 _READ_CHUNK = 16 * 1024
 _SHOWN_URL = 80
+#: How often a fetch looks at its `cancel` event (seconds).
+_CANCEL_POLL = 0.02
+
+#: The `cancel` event of the `fetch_client_chain` running in this thread, for `_within` (a
+#: fetcher is called as `(url, size_limit, timeout)`, also through an application's wrapper).
+_current = threading.local()
 
 
 class CertificateFetchError(Exception):
@@ -111,8 +119,9 @@ def _within(
     expire: Callable[[], None] | None = None,
 ) -> bytes:
     """Run `job` in a worker thread and give up after `timeout` seconds (name resolution has
-    no time limit of its own). `expire`, called when the time is up, makes the worker end: an
-    HTTP fetch's `_Deadline.expire` shuts its connection, which wakes a blocked read."""
+    no time limit of its own), or at once when the `cancel` event of the `fetch_client_chain`
+    calling it is set. `expire`, called when the time is up (or cancelled), makes the worker
+    end: an HTTP fetch's `_Deadline.expire` shuts its connection, which wakes a blocked read."""
     outcome: list[bytes | Exception] = []
 
     def run() -> None:
@@ -123,9 +132,17 @@ def _within(
 
     worker = threading.Thread(target=run, name="iotdtls-certurl", daemon=True)
     worker.start()
-    worker.join(max(timeout, 0.0))
+    cancel: threading.Event | None = getattr(_current, "cancel", None)
+    if cancel is None:
+        worker.join(max(timeout, 0.0))
+    else:
+        end = time.monotonic() + timeout
+        while worker.is_alive() and not cancel.is_set() and (left := end - time.monotonic()) > 0:
+            worker.join(min(left, _CANCEL_POLL))
     if not outcome and expire is not None:
         expire()
+    if not outcome and cancel is not None and cancel.is_set():
+        raise CertificateFetchError(f"{_describe(parts)}: cancelled, the handshake has ended")
     if not outcome:
         raise CertificateFetchError(f"{_describe(parts)}: no answer within {timeout:g} s")
     result = outcome[0]
@@ -368,14 +385,33 @@ def fetch_client_chain(
     timeout: float = DEFAULT_FETCH_TIMEOUT,
     *,
     max_urls: int = DEFAULT_MAX_URLS,
+    cancel: threading.Event | None = None,
 ) -> tuple[bytes, ...]:
     """The client's chain (DER, in the order sent: leaf first) from a CertificateURL of type
-    individual_certs (RFC 6066 §5); `timeout` bounds all the fetches together.
+    individual_certs (RFC 6066 §5); `timeout` bounds all the fetches together. `cancel`, set
+    when the handshake has ended, stops the fetch early (see the module's text).
 
     Raises `ProtocolError` with certificate_unobtainable when a URL cannot be fetched in time
-    or there are more than `max_urls`, and with bad_certificate_hash_value when what was
-    fetched does not have the SHA-1 that was sent (RFC 6066 §5).
+    (or the fetch was cancelled) or there are more than `max_urls`, and with
+    bad_certificate_hash_value when what was fetched does not have the SHA-1 that was sent
+    (RFC 6066 §5).
     """
+    outer = getattr(_current, "cancel", None)
+    _current.cancel = cancel
+    try:
+        return _fetch_chain(urls_and_hashes, fetcher, size_limit, timeout, max_urls, cancel)
+    finally:
+        _current.cancel = outer
+
+
+def _fetch_chain(
+    urls_and_hashes: Sequence[tuple[str, bytes]],
+    fetcher: CertificateFetcher,
+    size_limit: int,
+    timeout: float,
+    max_urls: int,
+    cancel: threading.Event | None,
+) -> tuple[bytes, ...]:
     unobtainable = AlertDescription.certificate_unobtainable
     if not urls_and_hashes or len(urls_and_hashes) > max_urls:
         raise ProtocolError(
@@ -385,6 +421,10 @@ def fetch_client_chain(
     deadline = time.monotonic() + timeout
     chain: list[bytes] = []
     for number, (url, sha1_hash) in enumerate(urls_and_hashes, 1):
+        if cancel is not None and cancel.is_set():
+            raise ProtocolError(
+                "the certificate fetch was cancelled: the handshake has ended", unobtainable
+            )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ProtocolError(
