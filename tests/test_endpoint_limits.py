@@ -134,6 +134,7 @@ def test_full_table_evicts_the_least_recently_active() -> None:
     a, b, c = (("198.51.100.3", 3000 + i) for i in range(3))
     for address in (a, b):
         net.established(address)
+    net.now += 1.0
     net.clients[a].send(b"a is active")  # b is now the least recently active
     net.pump()
     net.established(c)
@@ -144,6 +145,28 @@ def test_full_table_evicts_the_least_recently_active() -> None:
     # b was told with close_notify (a clean close on its side), not left sending into the void.
     assert net.clients[b].state is ConnectionState.CLOSED and net.clients[b].error is None
     assert net.clients[a].state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("HS-2")
+def test_full_table_counts_activity_as_the_idle_timeout_does() -> None:
+    """Data the server sends is activity; a datagram that fails authentication is not: a forger
+    cannot keep an association from being the one a full table lets go."""
+    net = Net(server_config(max_connections=3, max_handshakes=3))
+    a, b, c, d = (("198.51.100.7", 7000 + i) for i in range(4))
+    for address in (a, b, c):
+        net.established(address)
+        net.now += 1.0
+    net.now = 10.0
+    net.server.send(a, b"notification", net.now)  # a was active last
+    net.pump()
+    net.now = 11.0
+    forged = b"\x17\xfe\xfd\x00\x01" + bytes(8) + b"\x00\x10" + b"\xaa" * 16  # epoch 1, bad tag
+    net.server.receive_datagram(forged, b, net.now)
+    net.now = 12.0
+    net.established(d)
+    assert set(net.server.connections) == {a, c, d}
+    (closed,) = net.closed_events(b)
+    assert isinstance(closed.error, AssociationEvicted)
 
 
 @pytest.mark.req("HS-2")

@@ -181,8 +181,9 @@ class ServerEndpoint:
         self.sessions = session_store
         self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
-        #: Handshakes in progress, oldest first (`ServerConfig.max_handshakes`).
-        self._handshaking: dict[Address, DtlsConnection] = {}
+        #: Handshakes in progress and when each started, oldest first
+        #: (`ServerConfig.max_handshakes`).
+        self._handshaking: dict[Address, float] = {}
         #: Associations with a pending timer: handshakes, and established ones with a
         #: keep-alive or a final flight held for their peer.
         self._timed: dict[Address, DtlsConnection] = {}
@@ -222,8 +223,6 @@ class ServerEndpoint:
         # §4.2.8): it goes through the cookie gate, and replaces the old association (complete
         # or half-open) only once the cookie proves the address.
         if conn is not None and not _is_new_hello(data, conn):
-            del self.connections[address]  # keep the table in order of last activity
-            self.connections[address] = conn
             conn.receive_datagram(data, now)
             self._collect(address, conn)
             return
@@ -270,7 +269,7 @@ class ServerEndpoint:
         self._make_room(address)
         conn = DtlsConnection(self.config, session_store=self.sessions)
         self.connections[address] = conn
-        self._handshaking[address] = conn
+        self._handshaking[address] = now
         conn.accept(now)
         conn.receive_datagram(data, now)
         self._collect(address, conn)
@@ -283,10 +282,10 @@ class ServerEndpoint:
             self._drop(address, old, AssociationReplaced())
         if len(self._handshaking) >= self.config.max_handshakes:
             oldest = next(iter(self._handshaking))
-            self._drop(oldest, self._handshaking[oldest], AssociationEvicted("too many handshakes"))
+            self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
         if len(self.connections) >= self.config.max_connections:
-            idlest = next(iter(self.connections))  # kept in order of last activity
+            idlest = self._least_recently_active()
             evicted = self.connections[idlest]
             self._drop(
                 idlest,
@@ -295,6 +294,22 @@ class ServerEndpoint:
                 notify=evicted.state is _ESTABLISHED,
             )
             self.gate[GateOutcome.IDLE_EVICTED] += 1
+
+    def _least_recently_active(self) -> Address:
+        """The association a full table lets go: the least recently active, an established one
+        by its last activity as the idle timeout counts it (`_activity`: an authenticated
+        record from its peer or data sent to it), a half-open one by when its cookie verified
+        (nothing it sent since is authenticated, and a forger may send as it); on a tie, the
+        half-open one. Either table is kept oldest first, so this is the older of two firsts,
+        and a datagram that fails authentication protects no association."""
+        handshake = next(iter(self._handshaking), None)
+        established = next(iter(self._activity), None)
+        if established is None or (
+            handshake is not None
+            and self._handshaking[handshake] <= self._activity[established]
+        ):
+            return handshake
+        return established
 
     def _drop(
         self, address: Address, conn: DtlsConnection, error: DtlsError, notify: bool = False
