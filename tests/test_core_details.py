@@ -206,7 +206,7 @@ def test_caps_count_each_eviction() -> None:
         clients.append(client)
     assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1 + 3
     assert endpoint.gate[GateOutcome.HANDSHAKE_EVICTED] == 2
-    assert endpoint.gate[GateOutcome.IDLE_EVICTED] == 1  # the established one made room
+    assert endpoint.gate[GateOutcome.EVICTED_WHEN_FULL] == 1  # the established one made room
     assert len(endpoint.connections) == 1 and len(endpoint._timed) == 1
 
 
@@ -505,7 +505,7 @@ def test_evicted_and_replaced_associations_leave_no_idle_deadline() -> None:
                 if to == address:
                     client.receive_datagram(data, 1.0 + i)
         assert client.state is ConnectionState.ESTABLISHED
-    assert endpoint.gate[GateOutcome.IDLE_EVICTED] == 2
+    assert endpoint.gate[GateOutcome.EVICTED_WHEN_FULL] == 2
     assert list(endpoint._activity) == [("198.51.100.9", 9001)]
     assert endpoint.get_timer() == 2.0 + 30.0
     endpoint.handle_timer(100.0)

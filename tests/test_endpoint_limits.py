@@ -139,7 +139,7 @@ def test_full_table_evicts_the_least_recently_active() -> None:
     net.pump()
     net.established(c)
     assert set(net.server.connections) == {a, c}
-    assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
+    assert net.server.gate[GateOutcome.EVICTED_WHEN_FULL] == 1
     (closed,) = net.closed_events(b)
     assert isinstance(closed.error, AssociationEvicted)
     # b was told with close_notify (a clean close on its side), not left sending into the void.
@@ -179,7 +179,7 @@ def test_full_table_drops_a_half_open_association_silently() -> None:
     for address in (b, c):
         net.established(address)
     assert set(net.server.connections) == {b, c}
-    assert net.server.gate[GateOutcome.IDLE_EVICTED] == 1
+    assert net.server.gate[GateOutcome.EVICTED_WHEN_FULL] == 1
     (closed,) = net.closed_events(a)
     assert isinstance(closed.error, AssociationEvicted)
     assert net.clients[a].state is ConnectionState.HANDSHAKING

@@ -30,7 +30,7 @@ def test_the_counters_of_two_workers_add_up() -> None:
     a = numbered(1, {"COOKIE_ACCEPTED": 3, "HELLO_VERIFY_SENT": 4})
     b = numbered(10, {"COOKIE_ACCEPTED": 1, "NOT_A_CLIENT_HELLO": 2})
     total = a + b
-    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(7)]
+    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(8)]
     assert total.gate == Counter(
         {"COOKIE_ACCEPTED": 4, "HELLO_VERIFY_SENT": 4, "NOT_A_CLIENT_HELLO": 2}
     )
@@ -41,8 +41,8 @@ def test_the_counters_of_two_workers_add_up() -> None:
 def test_the_log_line_names_every_counter() -> None:
     stats = numbered(1, {"HELLO_VERIFY_SENT": 4, "COOKIE_ACCEPTED": 3})
     assert stats.describe() == (
-        "handshakes 1 completed, 2 failed; associations failed 3; "
-        "datagrams 4 in (6 B), 5 out (7 B); gate: cookie_accepted 3, hello_verify_sent 4"
+        "handshakes 1 completed, 2 failed; associations failed 3, idle expired 4; "
+        "datagrams 5 in (7 B), 6 out (8 B); gate: cookie_accepted 3, hello_verify_sent 4"
     )
     assert ServerStats().describe().endswith("; gate: nothing")
 
@@ -79,6 +79,7 @@ def test_the_asyncio_server_counts_and_logs_each_way_an_association_ends(
         assert stats.handshakes_completed == 5
         assert stats.handshakes_failed == 2
         assert stats.associations_failed == 2
+        assert stats.idle_expired == 2  # not failures, but counted
         assert stats.gate["COOKIE_ACCEPTED"] == 7
         assert stats.gate["HELLO_VERIFY_SENT"] == 7
         assert stats.datagrams_received > stats.gate["HELLO_VERIFY_SENT"] > 0

@@ -1023,8 +1023,10 @@ class DtlsServer:
 
     @property
     def stats(self) -> ServerStats:
-        """A snapshot of this server's counters (handshakes, datagrams, gate outcomes)."""
+        """A snapshot of this server's counters (handshakes, datagrams, idle timeouts, gate
+        outcomes)."""
         snapshot = ServerStats() + self._protocol.stats
+        snapshot.idle_expired = self.endpoint.idle_expired
         snapshot.gate.update({o.name: n for o, n in self.endpoint.gate.items()})
         return snapshot
 

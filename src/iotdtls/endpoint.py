@@ -80,7 +80,9 @@ class GateOutcome(IdentityHashEnum):
     HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
     HANDSHAKE_EVICTED = auto()
-    IDLE_EVICTED = auto()
+    #: An association let go to make room in a full table (`ServerConfig.max_connections`);
+    #: the idle timeout's closes are `ServerEndpoint.idle_expired`.
+    EVICTED_WHEN_FULL = auto()
 
 
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
@@ -293,7 +295,7 @@ class ServerEndpoint:
                 AssociationEvicted("server full"),
                 notify=evicted.state is _ESTABLISHED,
             )
-            self.gate[GateOutcome.IDLE_EVICTED] += 1
+            self.gate[GateOutcome.EVICTED_WHEN_FULL] += 1
 
     def _least_recently_active(self) -> Address:
         """The association a full table lets go: the least recently active, an established one

@@ -24,6 +24,8 @@ class ServerStats:
     handshakes_failed: int = 0
     #: Established associations that ended with an error (alert, eviction, replacement).
     associations_failed: int = 0
+    #: Established associations let go by `ServerConfig.idle_timeout` (with close_notify).
+    idle_expired: int = 0
     datagrams_received: int = 0
     datagrams_sent: int = 0
     bytes_received: int = 0
@@ -44,7 +46,7 @@ class ServerStats:
         gate = ", ".join(f"{name.lower()} {count}" for name, count in sorted(self.gate.items()))
         return (
             f"handshakes {self.handshakes_completed} completed, {self.handshakes_failed} failed; "
-            f"associations failed {self.associations_failed}; "
+            f"associations failed {self.associations_failed}, idle expired {self.idle_expired}; "
             f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
             f"{self.datagrams_sent} out ({self.bytes_sent} B); gate: {gate or 'nothing'}"
         )
