@@ -8,12 +8,14 @@ every HelloVerifyRequest, a second one included, and stops after a few.
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 
 import iotdtls.endpoint
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.endpoint import CookieJar, GateOutcome, ServerEndpoint
+from iotdtls.endpoint import COOKIE_LENGTH, CookieJar, GateOutcome, ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent, DecodeError
 from iotdtls.messages import (
     DTLS_1_0,
@@ -118,7 +120,7 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
     the datagram (RFC 6347 §4.2.2), is refused on its own."""
     endpoint = server()
     good = hello_datagram(hello())
-    assert len(cookie_of(ask(endpoint, good, CLIENT_ADDR))) == 16
+    assert len(cookie_of(ask(endpoint, good, CLIENT_ADDR))) == COOKIE_LENGTH
 
     def with_bytes(at: int, new: bytes) -> bytes:
         return good[:at] + new + good[at + len(new) :]
@@ -153,7 +155,7 @@ def test_the_hello_verify_request_reuses_a_large_record_sequence_number() -> Non
     for seq in (5, (1 << 32) + 5, (1 << 48) - 2):
         datagram = good[:5] + seq.to_bytes(6, "big") + good[11:]
         answer = ask(server(), datagram, CLIENT_ADDR)
-        assert len(cookie_of(answer)) == 16
+        assert len(cookie_of(answer)) == COOKIE_LENGTH
         assert records(answer[0])[0][0].sequence_number == seq
 
 
@@ -197,10 +199,13 @@ def test_cookie_binds_address_and_hello() -> None:
 def test_rotating_secret() -> None:
     endpoint = server(rotation=10.0)
     cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=9.9))
-    # Within one period the same address and ClientHello get the same cookie ...
-    assert cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=0.1)) == cookie
-    # ... and after a rotation another one: only the secret changed.
-    assert cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=10.1)) != cookie
+    # The same address and ClientHello at the same time get the same cookie ...
+    assert cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=9.9)) == cookie
+    # ... and after a rotation, at the same issue time modulo 2^32 ms, another one: only the
+    # secret changed.
+    wrapped = 9.9 + 2**32 / 1000
+    rotated = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=wrapped))
+    assert rotated[:4] == cookie[:4] and rotated != cookie
     assert endpoint.gate[GateOutcome.HELLO_VERIFY_SENT] == 3
     # After one rotation the previous secret's cookie is still accepted.
     ask(endpoint, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=10.5)
@@ -243,6 +248,39 @@ def test_cookie_jar_rejects_wrong_lengths() -> None:
     for bad in (b"", good[:-1], good + b"\x00", bytes(len(good))):
         assert not jar.verify(1.0, b"addr", b"hello", bad)
     assert not jar.verify(1.0, b"addr2", b"hello", good)
+
+
+@pytest.mark.req("HS-2")
+def test_cookie_carries_its_issue_time_under_the_mac() -> None:
+    """A cookie starts with its issue time (ms of the endpoint's clock, mod 2^32), which the
+    MAC covers: a cookie of the old format (the MAC alone), one whose time was altered, and
+    one issued later than the clock allows (1 s of slack) are refused (RFC 6347 §4.2.8: the
+    time tells a restarted client's cookie from a replayed one)."""
+    master = bytes(range(32))
+    jar = CookieJar(60.0, master)
+    good = jar.make(10.0, b"addr", b"hello")
+    assert len(good) == COOKIE_LENGTH <= 32
+    assert good[:4] == (10_000).to_bytes(4, "big")
+    assert jar.verify(10.0, b"addr", b"hello", good)
+    # The old format: HMAC-SHA256 over the address and the hello, 16 bytes, no time.
+    secret = hmac.digest(master, b"iotdtls cookie secret" + (0).to_bytes(8, "big"), "sha256")
+    old_format = hmac.digest(secret, b"addr" + b"hello", "sha256")[:16]
+    assert not jar.verify(10.0, b"addr", b"hello", old_format)
+    assert not jar.verify(10.0, b"addr", b"hello", bytes(4) + old_format)
+    # The time altered (earlier, later, by one tick): the MAC no longer verifies.
+    for issued in (9_000, 10_001, 11_000):
+        assert not jar.verify(11.0, b"addr", b"hello", issued.to_bytes(4, "big") + good[4:])
+    # Issued ahead of the clock (same period, valid MAC): beyond 1 s refused, within accepted.
+    assert not jar.verify(8.5, b"addr", b"hello", good)
+    assert jar.verify(9.5, b"addr", b"hello", good)
+    # Through the endpoint: a tampered time gets a new HelloVerifyRequest, and no state.
+    endpoint = server()
+    cookie = cookie_of(ask(endpoint, hello_datagram(hello()), CLIENT_ADDR, now=5.0))
+    tampered = (int.from_bytes(cookie[:4], "big") + 1).to_bytes(4, "big") + cookie[4:]
+    answer = ask(endpoint, hello_datagram(hello(cookie=tampered), seq=1), CLIENT_ADDR, now=6.0)
+    assert cookie_of(answer) != tampered
+    assert endpoint.connections == {}
+    assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 0
 
 
 @pytest.mark.req("HS-2", "HS-1")
@@ -401,8 +439,8 @@ def test_endpoints_sharing_a_cookie_secret_accept_each_others_cookies() -> None:
 
     first, second, stranger = endpoint(secret), endpoint(secret), endpoint(bytes(32))
     cookie = cookie_of(ask(first, hello_datagram(hello()), CLIENT_ADDR, now=9.0))
-    assert cookie_of(ask(second, hello_datagram(hello()), CLIENT_ADDR, now=5.0)) == cookie
-    assert cookie_of(ask(stranger, hello_datagram(hello()), CLIENT_ADDR, now=5.0)) != cookie
+    assert cookie_of(ask(second, hello_datagram(hello()), CLIENT_ADDR, now=9.0)) == cookie
+    assert cookie_of(ask(stranger, hello_datagram(hello()), CLIENT_ADDR, now=9.0)) != cookie
     # The previous period's cookie, made by `first`, is accepted by `second` after a rotation.
     ask(second, hello_datagram(hello(cookie=cookie), seq=1), CLIENT_ADDR, now=15.0)
     assert second.gate[GateOutcome.COOKIE_ACCEPTED] == 1
@@ -412,8 +450,9 @@ def test_endpoints_sharing_a_cookie_secret_accept_each_others_cookies() -> None:
     # Rotated in step: the next period's cookie is the same at both, and a new one.
     other = ("192.0.2.9", 1)
     rotated = cookie_of(ask(first, hello_datagram(hello()), other, now=15.0))
-    assert cookie_of(ask(second, hello_datagram(hello()), other, now=19.0)) == rotated
-    assert rotated != cookie_of(ask(first, hello_datagram(hello()), other, now=5.0))
+    assert cookie_of(ask(second, hello_datagram(hello()), other, now=15.0)) == rotated
+    wrapped = 15.0 - 2**32 / 1000  # the same issue time modulo 2^32 ms, the period before
+    assert rotated != cookie_of(ask(first, hello_datagram(hello()), other, now=wrapped))
 
 
 @pytest.mark.req("HS-2")

@@ -200,6 +200,80 @@ def test_restarted_client_ends_the_old_association_with_an_event() -> None:
     assert closed.psk_identity == IDENTITY
 
 
+def hello_with_cookie(net: Net, address: Address) -> bytes:
+    """A client at `address` starts; its ClientHello with the cookie, delivered to the server,
+    is returned (what a passive observer could replay)."""
+    client = net.client(address)
+    for data in client.datagrams_to_send(net.now):
+        net.server.receive_datagram(data, address, net.now)
+    for data, _ in net.server.datagrams_to_send(net.now):
+        client.receive_datagram(data, net.now)  # the HelloVerifyRequest
+    (hello,) = client.datagrams_to_send(net.now)
+    net.server.receive_datagram(hello, address, net.now)
+    return hello
+
+
+@pytest.mark.req("HS-2")
+@pytest.mark.parametrize("half_open", [False, True])
+def test_replayed_hello_with_cookie_leaves_a_newer_association(half_open: bool) -> None:
+    """RFC 6347 §4.2.8: only a cookie exchange demonstrates that a restarted client is at the
+    address. A completed and closed, B connected from its address, then a copy of A's
+    ClientHello with its cookie (still valid, 600 s) from that address ended B's association
+    without telling B and sent server flights to B. The cookie predates B's association:
+    dropped, counted, B untouched."""
+    net = Net(server_config())
+    address = ("198.51.100.5", 5000)
+    replay = hello_with_cookie(net, address)
+    net.pump()
+    net.clients[address].close()
+    net.pump()
+    assert address not in net.server.connections
+    net.now = 1.0
+    if half_open:
+        net.half_open(address)
+    else:
+        net.established(address)
+    newer = net.server.connections[address]
+    net.server_events.clear()
+    net.now = 2.0
+    net.server.receive_datagram(replay, address, net.now)
+    assert net.server.connections[address] is newer
+    assert net.server.datagrams_to_send(net.now) == []
+    assert net.server.next_event() is None
+    assert net.server.gate[GateOutcome.STALE_COOKIE] == 1
+    if not half_open:
+        net.clients[address].send(b"still here")
+        net.pump()
+        assert [e.data for a, e in net.server_events if isinstance(e, DataReceived)] == [
+            b"still here"
+        ]
+
+
+@pytest.mark.req("HS-2")
+@pytest.mark.parametrize("half_open", [False, True])
+def test_restarted_client_with_a_fresh_cookie_replaces_the_association(half_open: bool) -> None:
+    """RFC 6347 §4.2.8: a client that restarted gets its cookie after its old association
+    began and last heard from it, so the new handshake replaces that association."""
+    net = Net(server_config())
+    address = ("198.51.100.6", 6000)
+    net.now = 1.0
+    if half_open:
+        net.half_open(address)
+    else:
+        net.established(address)
+        net.now = 5.0
+        net.clients[address].send(b"reading")
+        net.pump()
+    old = net.server.connections[address]
+    net.now = 9.0
+    net.established(address)  # the device rebooted: same address, new handshake
+    assert net.server.connections[address] is not old
+    assert net.server.connections[address].state is ConnectionState.ESTABLISHED
+    (closed,) = net.closed_events(address)
+    assert isinstance(closed.error, AssociationReplaced)
+    assert net.server.gate[GateOutcome.STALE_COOKIE] == 0
+
+
 @pytest.mark.req("REC-3")
 def test_hostile_record_sequence_number_in_client_hello() -> None:
     """A ClientHello whose record sequence number is 2^48 - 1 (cookie still valid: the cookie

@@ -7,6 +7,11 @@ ClientHello without its cookie, under a secret that rotates, the previous one st
 per-peer state, no public-key operation and no allocation that outlives the call happen before
 the cookie verifies. A HelloVerifyRequest is never larger than the ClientHello that caused it.
 
+A cookie starts with when it was issued (covered by its MAC), so that a ClientHello with a valid
+cookie replaces the association of its address (RFC 6347 §4.2.8) only when the cookie is newer
+than that association: a replayed copy of an earlier hello demonstrates no reachability, and is
+dropped (`GateOutcome.STALE_COOKIE`) without the endpoint remembering any cookie.
+
 A ClientHello in fragments (RFC 6347 §4.2.3) cannot be judged without keeping its parts, so
 under cookie exchange the gate drops it, counted as `GateOutcome.FRAGMENTED_CLIENT_HELLO`
 (OpenSSL's DTLSv1_listen and Mbed TLS refuse one too); without cookie exchange the server
@@ -57,7 +62,16 @@ __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 
 #: A peer address: any hashable value (asyncio gives (host, port) tuples).
 Address = Any
-COOKIE_LENGTH = 16
+#: A cookie: its issue time (`COOKIE_TIME`), then the MAC over that time, the address and the
+#: ClientHello (RFC 6347 §4.2.1: small, so the HelloVerifyRequest stays below the hello).
+COOKIE_TIME = struct.Struct(">I")
+COOKIE_MAC_LENGTH = 16
+COOKIE_LENGTH = COOKIE_TIME.size + COOKIE_MAC_LENGTH
+#: Issue times count milliseconds of the endpoint's clock, modulo 2^32 (49 days).
+COOKIE_TICKS_PER_SECOND = 1000
+COOKIE_TIME_RANGE = 1 << (8 * COOKIE_TIME.size)
+#: How far ahead of the clock an issue time may be (clocks of processes sharing a secret).
+COOKIE_FUTURE_TICKS = COOKIE_TICKS_PER_SECOND
 SECRET_LENGTH = 32
 #: Domain separation of the per-period cookie secrets derived from the master secret.
 COOKIE_SECRET_LABEL = b"iotdtls cookie secret"
@@ -83,6 +97,10 @@ class GateOutcome(IdentityHashEnum):
     #: An association let go to make room in a full table (`ServerConfig.max_connections`);
     #: the idle timeout's closes are `ServerEndpoint.idle_expired`.
     EVICTED_WHEN_FULL = auto()
+    #: A ClientHello with a valid cookie issued before the association of its address last
+    #: heard from its peer (or began, while half-open): a replay, dropped, the association kept
+    #: (RFC 6347 §4.2.8: a replayed cookie demonstrates no reachability).
+    STALE_COOKIE = auto()
 
 
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
@@ -98,18 +116,28 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class CookieJar:
-    """Stateless cookies: HMAC-SHA256 truncated to 16 bytes, secret rotating every period.
+    """Stateless cookies: 4 bytes of issue time, then HMAC-SHA256 (over that time, the address
+    and the ClientHello) truncated to 16 bytes, under a secret rotating every period.
 
-    Each period's secret is derived from one master secret (HMAC-SHA256 of the period number
-    under the master), so processes given the same master (`ServerConfig.cookie_secret`, e.g.
-    the workers of `iotdtls.workers`) make and accept the same cookies and rotate in step.
-    Without a master, a random one is drawn: cookies then hold for this jar only."""
+    A cookie verifies for two periods at most (the current and the previous secret), and only
+    while its issue time is neither ahead of the clock (beyond `COOKIE_FUTURE_TICKS`) nor older
+    than two periods; `cookie_time` reads that time, which says whether the cookie is newer
+    than an association (`issued_since`). Each period's secret is derived from one master
+    secret (HMAC-SHA256 of the period number under the master), so processes given the same
+    master (`ServerConfig.cookie_secret`, e.g. the workers of `iotdtls.workers`) make and
+    accept the same cookies and rotate in step. Without a master, a random one is drawn:
+    cookies then hold for this jar only."""
 
     def __init__(self, rotation: float, master_secret: bytes | None = None) -> None:
         self._rotation = rotation
         self._master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
         #: The secrets of the periods around the current one, keyed for HMAC-SHA256.
         self._period_macs: dict[int, HmacSha256] = {}
+        #: The oldest a cookie may be, in ticks: two periods, below half the range of the time
+        #: field so that an age modulo that range is never ambiguous.
+        self._max_age = min(
+            int(2 * rotation * COOKIE_TICKS_PER_SECOND), COOKIE_TIME_RANGE // 2 - 1
+        )
 
     def __repr__(self) -> str:
         return f"<CookieJar rotation={self._rotation}s>"
@@ -127,24 +155,50 @@ class CookieJar:
                 del self._period_macs[old]
         return keyed
 
-    def _mac(self, index: int, address: bytes, hello_without_cookie: bytes) -> bytes:
-        return self._keyed(index).digest(address + hello_without_cookie)[:COOKIE_LENGTH]
+    def _cookie(self, index: int, issued: bytes, address: bytes, hello: bytes) -> bytes:
+        return issued + self._keyed(index).digest(issued + address + hello)[:COOKIE_MAC_LENGTH]
 
     def make(self, now: float, address: bytes, hello_without_cookie: bytes) -> bytes:
-        return self._mac(int(now // self._rotation), address, hello_without_cookie)
+        issued = COOKIE_TIME.pack(_ticks(now))
+        return self._cookie(int(now // self._rotation), issued, address, hello_without_cookie)
 
     def verify(
         self, now: float, address: bytes, hello_without_cookie: bytes, cookie: bytes
     ) -> bool:
-        """Constant-time check against the current, then the previous period's secret
-        (SEC-2). Which period a cookie belongs to is no secret: the previous one is tried only
-        for a cookie that the current one refuses."""
-        if len(cookie) != COOKIE_LENGTH:  # the length is public: no MAC for a first hello
+        """The cookie's issue time is neither ahead of `now` nor older than two periods, and
+        its MAC verifies: a constant-time check against the current, then the previous
+        period's secret (SEC-2). The length, the issue time and which period a cookie belongs
+        to are no secret: the previous one is tried only for a cookie the current one
+        refuses."""
+        if len(cookie) != COOKIE_LENGTH:  # no MAC for a first hello, nor an old-format cookie
+            return False
+        age = (_ticks(now) - cookie_time(cookie)) % COOKIE_TIME_RANGE
+        if self._max_age < age < COOKIE_TIME_RANGE - COOKIE_FUTURE_TICKS:
             return False
         index = int(now // self._rotation)
+        issued = cookie[: COOKIE_TIME.size]
         return constant_time_equal(
-            self._mac(index, address, hello_without_cookie), cookie
-        ) or constant_time_equal(self._mac(index - 1, address, hello_without_cookie), cookie)
+            self._cookie(index, issued, address, hello_without_cookie), cookie
+        ) or constant_time_equal(
+            self._cookie(index - 1, issued, address, hello_without_cookie), cookie
+        )
+
+
+def _ticks(when: float) -> int:
+    """`when` (seconds of the endpoint's clock) in cookie ticks, modulo the time field."""
+    return int(when * COOKIE_TICKS_PER_SECOND) % COOKIE_TIME_RANGE
+
+
+def cookie_time(cookie: bytes) -> int:
+    """The issue time (ticks modulo 2^32) at the head of a `COOKIE_LENGTH`-byte cookie."""
+    return int(COOKIE_TIME.unpack_from(cookie)[0])
+
+
+def issued_since(cookie: bytes, when: float) -> bool:
+    """A verified cookie was issued at or after `when` (within the tick: a cookie made at
+    `when` is newer). Cookies verify up to two periods old, so the difference is small
+    beside the range of the time field and taken modulo it."""
+    return (cookie_time(cookie) - _ticks(when)) % COOKIE_TIME_RANGE < COOKIE_TIME_RANGE // 2
 
 
 def _split_cookie(body: bytes) -> tuple[bytes, bytes]:
@@ -258,6 +312,10 @@ class ServerEndpoint:
         if not self.config.cookie_exchange:
             self.gate[_HELLO_ACCEPTED_WITHOUT_COOKIE] += 1
         elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
+            old = self.connections.get(address)
+            if old is not None and not issued_since(cookie, self._heard_since(address, old)):
+                self.gate[GateOutcome.STALE_COOKIE] += 1
+                return
             self.gate[_COOKIE_ACCEPTED] += 1
         else:
             new_cookie = self._cookies.make(now, addr_bytes, without_cookie)
@@ -275,6 +333,14 @@ class ServerEndpoint:
         conn.accept(now)
         conn.receive_datagram(data, now)
         self._collect(address, conn)
+
+    def _heard_since(self, address: Address, conn: DtlsConnection) -> float:
+        """When `conn`'s peer last showed itself: when its cookie verified while half-open,
+        else its last authenticated record (`DtlsConnection.last_activity`). A restarted
+        client gets its new cookie after that; a replayed ClientHello carries an older one
+        (RFC 6347 §4.2.8), and no cookie table is needed to tell them apart."""
+        started = self._handshaking.get(address)
+        return conn.last_activity if started is None else started
 
     def _make_room(self, address: Address) -> None:
         """Before a new association from `address` (whose cookie proved it): end the old one
