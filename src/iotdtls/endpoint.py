@@ -65,7 +65,7 @@ Address = Any
 #: A cookie: its issue time (`COOKIE_TIME`), then the MAC over that time, the address and the
 #: ClientHello (RFC 6347 §4.2.1: small, so the HelloVerifyRequest stays below the hello).
 COOKIE_TIME = struct.Struct(">I")
-COOKIE_MAC_LENGTH = 16
+COOKIE_MAC_LENGTH = 12
 COOKIE_LENGTH = COOKIE_TIME.size + COOKIE_MAC_LENGTH
 #: Issue times count milliseconds of the endpoint's clock, modulo 2^32 (49 days).
 COOKIE_TICKS_PER_SECOND = 1000
@@ -117,7 +117,8 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 class CookieJar:
     """Stateless cookies: 4 bytes of issue time, then HMAC-SHA256 (over that time, the address
-    and the ClientHello) truncated to 16 bytes, under a secret rotating every period.
+    and the ClientHello) truncated to 12 bytes (96 bits, beyond guessing in the two periods a
+    cookie lives), under a secret rotating every period: 16 bytes in all.
 
     A cookie verifies for two periods at most (the current and the previous secret), and only
     while its issue time is neither ahead of the clock (beyond `COOKIE_FUTURE_TICKS`) nor older
