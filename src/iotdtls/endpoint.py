@@ -27,7 +27,7 @@ import itertools
 import struct
 from collections import Counter, deque
 from enum import auto
-from typing import Any
+from typing import Any, NamedTuple
 
 from iotdtls._arguments import check_bytes_like, check_session_store, check_type
 from iotdtls._enum import IdentityHashEnum
@@ -614,10 +614,22 @@ def _is_new_hello(data: bytes, conn: DtlsConnection) -> bool:
 _INITIAL_HEADERS = struct.Struct(">BHHHIHIHHI")
 
 
-def _parse_initial_hello(data: bytes) -> tuple[int, int, bytes] | None:
-    """(record sequence number, message_seq, body) of the first record of `data` if it is an
-    epoch-0 ClientHello in one fragment that its record holds whole; None for anything else,
-    malformed input included (the gate runs this for every first datagram of a peer)."""
+class _HelloRecord(NamedTuple):
+    """The headers of a datagram's first record when it carries (a part of) an epoch-0
+    ClientHello (RFC 6347 §4.1, §4.2.2)."""
+
+    record_seq: int
+    message_seq: int
+    length: int
+    fragment_offset: int
+    fragment_length: int
+
+
+def _hello_record(data: bytes) -> _HelloRecord | None:
+    """The headers of the first record of `data` if it is an epoch-0 handshake record of a
+    DTLS 1.0/1.2 ClientHello whose fragment lies inside both the record and the datagram; None
+    for anything else, malformed input included (the gate runs this for every first datagram
+    of a peer)."""
     if len(data) < _INITIAL_HEADERS.size:
         return None
     (
@@ -632,43 +644,6 @@ def _parse_initial_hello(data: bytes) -> tuple[int, int, bytes] | None:
         offset_high,
         offset_low_and_fragment_length,
     ) = _INITIAL_HEADERS.unpack_from(data)
-    length = type_and_length & 0xFFFFFF
-    end = _INITIAL_HEADERS.size + length
-    if (
-        content_type != HANDSHAKE_CONTENT
-        or epoch != 0
-        or version not in (DTLS_1_0, DTLS_1_2)
-        or type_and_length >> 24 != _CLIENT_HELLO
-        # fragment_offset 0 and fragment_length == length, read from the packed fields
-        or offset_high != 0
-        or offset_low_and_fragment_length != length
-        or end > len(data)
-        or end > RECORD_HEADER_LEN + record_length
-    ):
-        return None
-    return (seq_high << 32) | seq_low, message_seq, data[_INITIAL_HEADERS.size : end]
-
-
-def _hello_fragment(data: bytes) -> tuple[int, bytes] | None:
-    """(fragment_offset, fragment) of the first record of `data` if it is a part, not the whole,
-    of an epoch-0 ClientHello (RFC 6347 §4.2.3), inside both its message and its record; None
-    for anything else, a whole ClientHello included."""
-    if len(data) < _INITIAL_HEADERS.size:
-        return None
-    (
-        content_type,
-        version,
-        epoch,
-        _,
-        _,
-        record_length,
-        type_and_length,
-        _,
-        offset_high,
-        offset_low_and_fragment_length,
-    ) = _INITIAL_HEADERS.unpack_from(data)
-    length = type_and_length & 0xFFFFFF
-    offset = (offset_high << 8) | (offset_low_and_fragment_length >> 24)
     fragment_length = offset_low_and_fragment_length & 0xFFFFFF
     end = _INITIAL_HEADERS.size + fragment_length
     if (
@@ -676,13 +651,42 @@ def _hello_fragment(data: bytes) -> tuple[int, bytes] | None:
         or epoch != 0
         or version not in (DTLS_1_0, DTLS_1_2)
         or type_and_length >> 24 != _CLIENT_HELLO
-        or not 0 < fragment_length < length
-        or offset + fragment_length > length
         or end > len(data)
         or end > RECORD_HEADER_LEN + record_length
     ):
         return None
-    return offset, data[_INITIAL_HEADERS.size : end]
+    return _HelloRecord(
+        (seq_high << 32) | seq_low,
+        message_seq,
+        type_and_length & 0xFFFFFF,
+        (offset_high << 8) | (offset_low_and_fragment_length >> 24),
+        fragment_length,
+    )
+
+
+def _parse_initial_hello(data: bytes) -> tuple[int, int, bytes] | None:
+    """(record sequence number, message_seq, body) of the first record of `data` if it is an
+    epoch-0 ClientHello in one fragment that its record holds whole; None for anything else."""
+    hello = _hello_record(data)
+    if hello is None or hello.fragment_offset != 0 or hello.fragment_length != hello.length:
+        return None
+    end = _INITIAL_HEADERS.size + hello.length
+    return hello.record_seq, hello.message_seq, data[_INITIAL_HEADERS.size : end]
+
+
+def _hello_fragment(data: bytes) -> tuple[int, bytes] | None:
+    """(fragment_offset, fragment) of the first record of `data` if it is a part, not the whole,
+    of an epoch-0 ClientHello (RFC 6347 §4.2.3), inside both its message and its record; None
+    for anything else, a whole ClientHello included."""
+    hello = _hello_record(data)
+    if (
+        hello is None
+        or not 0 < hello.fragment_length < hello.length
+        or hello.fragment_offset + hello.fragment_length > hello.length
+    ):
+        return None
+    end = _INITIAL_HEADERS.size + hello.fragment_length
+    return hello.fragment_offset, data[_INITIAL_HEADERS.size : end]
 
 
 def _plain_record(content_type: int, version: int, seq: int, payload: bytes) -> bytes:
