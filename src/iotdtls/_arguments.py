@@ -12,7 +12,7 @@ from socket import SOCK_DGRAM, gaierror, socket
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
-from iotdtls.sessions import SessionState
+from iotdtls.sessions import MemorySessionStore, SessionState
 
 __all__ = [
     "check_bytes_like",
@@ -125,8 +125,12 @@ def check_session(session: object) -> None:
 
 
 def check_session_store(session_store: object) -> None:
-    """A server's `session_store=`: None, or an object with the methods of a `SessionStore`."""
-    if session_store is not None and not all(
+    """A server's `session_store=`: None, or an object with the methods of a `SessionStore`
+    (the endpoint's own `MemorySessionStore` passes at once: it is given to every association
+    it makes)."""
+    if session_store is None or type(session_store) is MemorySessionStore:
+        return
+    if not all(
         callable(getattr(session_store, method, None)) for method in ("get", "put", "remove")
     ):
         raise TypeError(
