@@ -22,8 +22,8 @@ from iotdtls.errors import (
 )
 from iotdtls.events import AlertReceived as AlertEvent
 from iotdtls.events import ConnectionClosed, DataReceived, Event, HandshakeComplete
-from iotdtls.messages import HandshakeType
-from iotdtls.record import ContentType, RecordLayer
+from iotdtls.messages import DTLS_1_2, HandshakeType
+from iotdtls.record import ContentType, DiscardReason, RecordHeader, RecordLayer
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
@@ -160,8 +160,10 @@ def test_full_table_counts_activity_as_the_idle_timeout_does() -> None:
     net.server.send(a, b"notification", net.now)  # a was active last
     net.pump()
     net.now = 11.0
-    forged = b"\x17\xfe\xfd\x00\x01" + bytes(8) + b"\x00\x10" + b"\xaa" * 16  # epoch 1, bad tag
-    net.server.receive_datagram(forged, b, net.now)
+    # A whole epoch-1 application_data record of a fresh sequence number: it fails its tag.
+    forged = RecordHeader(ContentType.application_data, DTLS_1_2, 1, 1000, 24).encode()
+    net.server.receive_datagram(forged + b"\xaa" * 24, b, net.now)
+    assert net.server.connections[b].discards[DiscardReason.BAD_TAG] == 1
     net.now = 12.0
     net.established(d)
     assert set(net.server.connections) == {a, c, d}

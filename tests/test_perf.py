@@ -54,7 +54,7 @@ from iotdtls.record import RECORD_HEADER_LEN
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, run, server_config
 from tests.interop_support import CREDENTIALS, WRONG_PSK, WRONG_PSK_HEX, FlushedText
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, free_udp_port
 from tests.pki import chain_der
 from tests.pubkey_support import x509_configs, x509_pki
 
@@ -425,9 +425,7 @@ def test_a_port_nobody_serves_fails_each_handshake_early_as_port_unreachable() -
     """ICMP port unreachable for the ClientHello and its first retransmission, nothing from
     the server: each handshake gives up then (as `aio.connect` does), long before its
     deadline, and the report says why: nothing listens, not a server too busy to answer."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((LOCALHOST, 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port()
     load = spec(handshakes=2, concurrency=2, port=port,
                 config=client_config(handshake_timeout=10.0))
 

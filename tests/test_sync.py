@@ -123,9 +123,7 @@ def test_handshake_timeout_against_silent_port() -> None:
 
 
 def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
-        gone.bind((LOCALHOST, 0))
-        address = gone.getsockname()
+    address = (LOCALHOST, free_udp_port())
     # ICMP port unreachable for the ClientHello and its retransmission: a typed failure then,
     # not at the handshake deadline.
     started = time.monotonic()

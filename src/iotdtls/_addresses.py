@@ -41,15 +41,17 @@ def interface_name(index: int) -> str:
 
 @contextlib.contextmanager
 def reaching(host: str, port: int) -> Iterator[None]:
-    """Around connecting a client's socket to `host:port`: a socket error raised again naming
-    the address, same type and errno (the resolver's `socket.gaierror` is left to
-    `naming_host`). The kernel refuses a link-local IPv6 address without its interface with a
-    bare "Invalid argument": the message says to add it instead, "cannot reach
-    [fe80::1]:5684: a link-local address needs %interface, as in [fe80::1%eth0]:5684"."""
+    """Around resolving `host` and connecting a client's socket to `host:port`: a socket error
+    raised again naming what failed, same type and errno. The resolver's `socket.gaierror`
+    names nothing ("Name or service not known"): "cannot resolve gw.example: Name or service
+    not known". The kernel refuses a link-local IPv6 address without its interface with a bare
+    "Invalid argument": the message says to add it instead, "cannot reach [fe80::1]:5684: a
+    link-local address needs %interface, as in [fe80::1%eth0]:5684"."""
     try:
         yield
-    except socket.gaierror:
-        raise
+    except socket.gaierror as exc:
+        text = f"cannot resolve {host}: {exc.strerror or exc}"
+        raise socket.gaierror(exc.errno, text) from None
     except OSError as exc:
         text = f"cannot reach {format_hostport(host, port)}: {socket_error(exc, host, port)}"
         raise type(exc)(exc.errno, text) from None

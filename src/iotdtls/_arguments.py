@@ -5,9 +5,7 @@ above 65535 around)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from socket import SOCK_DGRAM, gaierror, socket
+from socket import SOCK_DGRAM, socket
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -24,7 +22,6 @@ __all__ = [
     "check_session_store",
     "check_sock",
     "check_type",
-    "naming_host",
 ]
 
 #: The largest UDP port number (RFC 768: a 16-bit field).
@@ -52,17 +49,6 @@ def check_host(host: object, *, server: bool = False) -> None:
                 "address) or the address to serve on"
             )
         raise ConfigError("host is empty: give the server's name or IP address")
-
-
-@contextlib.contextmanager
-def naming_host(host: str) -> Iterator[None]:
-    """Around resolving a client's `host`: the resolver's `socket.gaierror`, which names
-    nothing ("Name or service not known"), raised again naming the host, same type and errno:
-    "cannot resolve gw.example: Name or service not known"."""
-    try:
-        yield
-    except gaierror as exc:
-        raise gaierror(exc.errno, f"cannot resolve {host}: {exc.strerror or exc}") from None
 
 
 def check_type(

@@ -33,7 +33,6 @@ from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
     check_server_arguments,
-    naming_host,
 )
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
@@ -440,12 +439,12 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
         protocol = _ClientProtocol(config, self._session)
         try:
             if self._sock is None:
-                with naming_host(host), reaching(host, port):
+                with reaching(host, port):
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda: protocol, remote_addr=(host, port)
                     )
             else:
-                with naming_host(host), reaching(host, port):
+                with reaching(host, port):
                     _connect_socket(self._sock, host, port)
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: protocol, sock=self._sock

@@ -169,7 +169,7 @@ def _read_http(
                 raise CertificateFetchError(
                     f"{_describe(urlsplit(url))}: {length} bytes, more than {size_limit}"
                 )
-            return _read_limited(response, size_limit, deadline.at, urlsplit(url))
+            return _read_limited(response, size_limit, urlsplit(url))
     finally:
         deadline.release()
 
@@ -292,23 +292,21 @@ def _read_file(parts: SplitResult, size_limit: int) -> bytes:
         raise
     with file:
         # st_size can be short (a file still growing, or 0 as in /proc): the read is bounded too.
-        return _read_limited(file, size_limit, None, parts)
+        return _read_limited(file, size_limit, parts)
 
 
 class _Stream(Protocol):
     def read1(self, size: int, /) -> bytes: ...
 
 
-def _read_limited(
-    stream: _Stream, size_limit: int, deadline: float | None, parts: SplitResult
-) -> bytes:
+def _read_limited(stream: _Stream, size_limit: int, parts: SplitResult) -> bytes:
+    """At most `size_limit` bytes of `stream` (a slow one is ended by its fetch's deadline,
+    which shuts its connection)."""
     data = bytearray()
     while chunk := stream.read1(_READ_CHUNK):
         data += chunk
         if len(data) > size_limit:
             raise CertificateFetchError(f"{_describe(parts)}: more than {size_limit} bytes")
-        if deadline is not None and time.monotonic() > deadline:
-            raise CertificateFetchError(f"{_describe(parts)}: too slow")
     return bytes(data)
 
 

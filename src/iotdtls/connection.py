@@ -347,7 +347,10 @@ class DtlsConnection:
             return
         self._datagrams_since_progress += 1
         self._datagrams_since_ccs += 1
-        bad_tags_before = self._records.bad_tags(HANDSHAKE_EPOCH)
+        # Only the datagram right after the peer's ChangeCipherSpec may hold a lone Finished.
+        bad_tags_before = (
+            self._records.bad_tags(HANDSHAKE_EPOCH) if self._datagrams_since_ccs == 1 else 0
+        )
         try:
             for record in self._records.open_records(data):
                 if len(record.payload) > self._fragment_limit:

@@ -286,20 +286,22 @@ class ServerEndpoint:
         self._gate(data, address, now)
 
     def _gate(self, data: bytes, address: Address, now: float) -> None:
-        try:
-            parsed = _parse_initial_hello(data)
-            without_cookie, cookie = _split_cookie(parsed[2]) if parsed else (b"", b"")
-        except DecodeError:
-            parsed = None
-        if parsed is None:
-            if _hello_fragment(data) is None:
-                self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
-                return
+        hello = _hello_record(data)
+        if hello is None or not (hello.whole or hello.part):
+            self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+            return
+        if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
             if not self.config.cookie_exchange:
                 self._associate(data, address, now)
             return
-        record_seq, message_seq, body = parsed
+        body = hello.fragment(data)
+        try:
+            without_cookie, cookie = _split_cookie(body)
+        except DecodeError:
+            self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+            return
+        record_seq, message_seq = hello.record_seq, hello.message_seq
         try:
             check_client_version(int.from_bytes(body[:2], "big"))
         except ProtocolError as exc:  # protocol_version, sent statelessly (REC-5)
@@ -590,21 +592,18 @@ def _is_new_hello(data: bytes, conn: DtlsConnection) -> bool:
     the one that began `conn`'s: a delayed or retransmitted copy must not replace it."""
     if not _starts_with_hello(data):
         return False
-    fragment = _hello_fragment(data)
-    if fragment is not None:
+    hello = _hello_record(data)
+    if hello is None or not (hello.whole or hello.part):
+        return True
+    fragment = hello.fragment(data)
+    shows_random = hello.fragment_offset == 0 and len(fragment) >= 2 + 32
+    if hello.part:
         # A part of a ClientHello goes to the association unless it is a first part with a
         # random other than the association's: without cookie exchange the association may be
         # reassembling its own hello from its parts, and a later part shows no random at all.
-        offset, part = fragment
         random = conn.client_random
-        return bool(random) and offset == 0 and len(part) >= 2 + 32 and part[2:34] != random
-    try:
-        parsed = _parse_initial_hello(data)
-    except DecodeError:
-        return True
-    if parsed is None or len(parsed[2]) < 2 + 32:
-        return True
-    return parsed[2][2 : 2 + 32] != conn.client_random
+        return bool(random) and shows_random and fragment[2:34] != random
+    return not shows_random or fragment[2:34] != conn.client_random
 
 
 #: The record header (RFC 6347 §4.1: type, version, epoch, 48-bit sequence number as u16 + u32,
@@ -623,6 +622,22 @@ class _HelloRecord(NamedTuple):
     length: int
     fragment_offset: int
     fragment_length: int
+
+    @property
+    def whole(self) -> bool:
+        """The ClientHello in one fragment, which its record holds whole."""
+        return self.fragment_offset == 0 and self.fragment_length == self.length
+
+    @property
+    def part(self) -> bool:
+        """A part, not the whole, of the ClientHello (RFC 6347 §4.2.3), inside its message."""
+        return 0 < self.fragment_length < self.length and (
+            self.fragment_offset + self.fragment_length <= self.length
+        )
+
+    def fragment(self, data: bytes) -> bytes:
+        """The fragment this record of `data` carries (the whole body when `whole`)."""
+        return data[_INITIAL_HEADERS.size : _INITIAL_HEADERS.size + self.fragment_length]
 
 
 def _hello_record(data: bytes) -> _HelloRecord | None:
@@ -662,31 +677,6 @@ def _hello_record(data: bytes) -> _HelloRecord | None:
         (offset_high << 8) | (offset_low_and_fragment_length >> 24),
         fragment_length,
     )
-
-
-def _parse_initial_hello(data: bytes) -> tuple[int, int, bytes] | None:
-    """(record sequence number, message_seq, body) of the first record of `data` if it is an
-    epoch-0 ClientHello in one fragment that its record holds whole; None for anything else."""
-    hello = _hello_record(data)
-    if hello is None or hello.fragment_offset != 0 or hello.fragment_length != hello.length:
-        return None
-    end = _INITIAL_HEADERS.size + hello.length
-    return hello.record_seq, hello.message_seq, data[_INITIAL_HEADERS.size : end]
-
-
-def _hello_fragment(data: bytes) -> tuple[int, bytes] | None:
-    """(fragment_offset, fragment) of the first record of `data` if it is a part, not the whole,
-    of an epoch-0 ClientHello (RFC 6347 §4.2.3), inside both its message and its record; None
-    for anything else, a whole ClientHello included."""
-    hello = _hello_record(data)
-    if (
-        hello is None
-        or not 0 < hello.fragment_length < hello.length
-        or hello.fragment_offset + hello.fragment_length > hello.length
-    ):
-        return None
-    end = _INITIAL_HEADERS.size + hello.fragment_length
-    return hello.fragment_offset, data[_INITIAL_HEADERS.size : end]
 
 
 def _plain_record(content_type: int, version: int, seq: int, payload: bytes) -> bytes:

@@ -14,7 +14,7 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls._addresses import reaching
-from iotdtls._arguments import check_client_arguments, naming_host
+from iotdtls._arguments import check_client_arguments
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
 from iotdtls.config import ClientConfig
@@ -50,7 +50,7 @@ class DtlsClient:
         check_client_arguments(host, port, config, sock=sock, chain_cache=None, session=session)
         self._config = config
         self.connection = DtlsConnection(config, session=session)
-        with naming_host(host):
+        with reaching(host, port):
             family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         try:

@@ -23,7 +23,14 @@ from iotdtls.cli.common import (
 )
 from iotdtls.cli.credentials import add_client_credentials, chain_cache, client_config
 from iotdtls.config import ClientConfig
-from iotdtls.perf import MIN_MESSAGE_SIZE, LoadProgress, LoadSpec, largest_message, run_load
+from iotdtls.perf import (
+    MIN_MESSAGE_SIZE,
+    LoadProgress,
+    LoadSpec,
+    lanes,
+    largest_message,
+    run_load,
+)
 
 __all__ = ["register"]
 
@@ -94,13 +101,6 @@ def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
 def run_perf(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
     config = client_config_of(args, host)  # bad flags end here, in one line
-    lanes = args.concurrency if args.handshakes is None else min(args.concurrency, args.handshakes)
-    if args.processes > lanes:
-        raise UsageError(
-            f"--processes {args.processes} is more than the --concurrency"
-            f"{'' if lanes == args.concurrency else ' or --handshakes'} ({lanes}): "
-            "each process needs a handshake of its own"
-        )
     largest = largest_message(config.mtu)
     if not MIN_MESSAGE_SIZE <= args.size <= largest:
         raise UsageError(
@@ -117,6 +117,13 @@ def run_perf(args: argparse.Namespace) -> int:
         messages=args.messages, message_size=args.size, echo_timeout=args.echo_timeout,
         resume=args.resume, chain_cache=chain_cache(args),
     )
+    in_flight = lanes(spec)
+    if args.processes > in_flight:
+        raise UsageError(
+            f"--processes {args.processes} is more than the --concurrency"
+            f"{'' if in_flight == args.concurrency else ' or --handshakes'} ({in_flight}): "
+            "each process needs a handshake of its own"
+        )
     started = time.monotonic()
 
     def show(p: LoadProgress) -> None:
