@@ -686,6 +686,17 @@ def test_the_listening_line_names_the_interface_of_a_link_local_address() -> Non
     assert listening_address("localhost", (LOCALHOST, 5684)) == "127.0.0.1:5684"
 
 
+def test_the_listening_line_takes_the_interface_from_the_whole_socket_name() -> None:
+    """An IPv6 socket name (host, port, flowinfo, scope_id) says the interface even when
+    --listen did not (a host name for a link-local address); other addresses read as before."""
+    lo = socket.if_nametoindex("lo")
+    assert listening_address("router.local", ("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
+    assert listening_address("fe80::1%lo", ("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
+    assert listening_address("::1", ("::1", 5684, 0, 0)) == "[::1]:5684"
+    assert listening_address("0.0.0.0", ("0.0.0.0", 5684)) == "0.0.0.0:5684"
+    assert listening_address("localhost", (LOCALHOST, 5684)) == "127.0.0.1:5684"
+
+
 def test_one_process_serves_until_sigterm_and_logs_its_counters(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

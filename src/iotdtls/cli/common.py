@@ -15,7 +15,7 @@ import signal
 import string
 import sys
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from iotdtls._addresses import (
     format_address,
@@ -186,16 +186,16 @@ def stdout_buffer() -> BinaryIO:
     return sys.stdout.buffer
 
 
-def listening_address(host: str, bound: tuple[str, int]) -> str:
-    """Where a server listens, for its log line: `bound` (its (host, port)) with the interface
-    of a link-local `host` as --listen gave it ("fe80::1%eth0" or "fe80::1%4"), which the pair
-    leaves out: "[fe80::1%eth0]:5684"."""
+def listening_address(host: str, sockname: tuple[Any, ...]) -> str:
+    """Where a server listens, for its log line: its socket name as `format_address` writes
+    it, an IPv6 scope id as its interface (RFC 4007 §11): "[fe80::1%eth0]:5684". A bare
+    (host, port), which leaves the scope id out, takes the interface of a link-local `host`
+    as --listen gave it ("fe80::1%eth0" or "fe80::1%4")."""
     zone = host.partition("%")[2]
-    if not zone:
-        return format_hostport(*bound)
-    return format_hostport(
-        f"{bound[0]}%{interface_name(int(zone)) if zone.isdigit() else zone}", bound[1]
-    )
+    if zone and len(sockname) < 4:
+        named = interface_name(int(zone)) if zone.isdigit() else zone
+        sockname = (f"{sockname[0]}%{named}", sockname[1])
+    return format_address(sockname)
 
 
 @contextlib.contextmanager
