@@ -32,7 +32,6 @@ __all__ = [
     "add_common_flags",
     "add_loop_flag",
     "discard_new_keylog",
-    "format_address",
     "format_hostport",
     "hex_bytes",
     "listening_address",
