@@ -390,14 +390,8 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
          "password not supported"),
         (["get", "coaps://127.0.0.1/x", "--duration", "3", *CREDENTIALS],
          "--duration needs --observe"),
-        (["get", "coap://127.0.0.1/x", "--psk", "xyz"],
-         "--psk is for coaps:// URIs (coap:// has no DTLS)"),
         (["put", "coap://127.0.0.1/x", "v", "--cafile", "ca.crt"],
          "--cafile is for coaps:// URIs (coap:// has no DTLS)"),
-        (["get", "coap://127.0.0.1/x", "--peer-rpk", "server.pem"],
-         "--peer-rpk is for coaps:// URIs (coap:// has no DTLS)"),
-        (["get", "coap://127.0.0.1/x", "--allow-no-ems"],
-         "--allow-no-ems is for coaps:// URIs (coap:// has no DTLS)"),
         (["get", "coaps://127.0.0.1/x"],
          "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / --peer-rpk-sha256 "
          "HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),
@@ -411,6 +405,27 @@ def test_usage_errors_exit_2_with_one_line(
     capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     assert coap(capsys, *args) == (2, "", f"iotdtls: error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--psk-identity", "dev1"], ["--psk", "xyz"], ["--peer-rpk", "server.pem"],
+        ["--peer-rpk-sha256", "00" * 32], ["--rpk-key", "key.pem"], ["--cafile", "ca.crt"],
+        ["--cert", "client.crt"], ["--key", "client.key"], ["--server-name", "gw.example"],
+        ["--cache-dir", "chains"], ["--allow-no-ems"], ["--mtu", "500"], ["--keylog", "KEYLOG"],
+    ],
+)
+def test_every_dtls_flag_is_refused_with_a_coap_uri(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: list[str]
+) -> None:
+    """Before the value is read (--psk xyz is no hex); --mtu too, which only a coaps://
+    request uses; a --keylog file made for the refused command is not left behind."""
+    keylog = tmp_path / "keys.log"
+    given = [str(keylog) if word == "KEYLOG" else word for word in flag]
+    assert coap(capsys, "get", "coap://127.0.0.1/x", *given) == (
+        2, "", f"iotdtls: error: {flag[0]} is for coaps:// URIs (coap:// has no DTLS)\n")
+    assert not keylog.exists()
 
 
 def test_coap_needs_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

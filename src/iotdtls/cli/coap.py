@@ -211,20 +211,25 @@ def _target(uri: str) -> tuple[str, str]:
     return parts.scheme, parts.hostname
 
 
-#: The flags of a coaps request, each with its value when not given.
-_DTLS_FLAGS: dict[str, object] = {
-    "--psk-identity": None, "--psk": None, "--peer-rpk": [], "--peer-rpk-sha256": [],
-    "--rpk-key": None, "--cafile": None, "--cert": None, "--key": None, "--server-name": None,
-    "--cache-dir": None, "--allow-no-ems": False, "--keylog": None,
-}
-
-
 def _refuse_dtls_flags(args: argparse.Namespace) -> None:
-    """A coap:// request has no DTLS: a credential flag given with one is a mistake (a coaps
-    URI meant, or a flag left over) rather than something to ignore."""
-    for flag, unset in _DTLS_FLAGS.items():
-        if getattr(args, flag.removeprefix("--").replace("-", "_")) != unset:
+    """A coap:// request has no DTLS: a DTLS flag given with one is a mistake (a coaps URI
+    meant, or a flag left over) rather than something to ignore."""
+    for dest, unset in _dtls_defaults().items():
+        if getattr(args, dest) != unset:
+            flag = "--" + dest.replace("_", "-")
             raise UsageError(f"{flag} is for coaps:// URIs (coap:// has no DTLS)")
+
+
+def _dtls_defaults() -> dict[str, object]:
+    """The DTLS flags of a request, each (as its argparse dest) with its value when not
+    given: what the shared builders add (the credentials, --allow-no-ems, --mtu, --keylog),
+    read from a parser that has only them, so that a flag added there is refused too."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_client_credentials(p)
+    add_common_flags(p)
+    defaults = vars(p.parse_args([]))
+    del defaults["verbose"]  # logging, for coap:// as well
+    return defaults
 
 
 def _message(method: str, uri: str, options: dict[str, Any]) -> Message:
