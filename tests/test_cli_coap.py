@@ -307,6 +307,12 @@ def test_unreachable_names_the_socket_error_under_a_bare_network_error() -> None
     no_route = OSError(errno.EHOSTUNREACH, "No route to host")
     assert coap_cli._unreachable(network_error(no_route), "coap://[2001:db8::1]/x") == (
         "coap: cannot reach [2001:db8::1]:5683: No route to host")
+    # The kernel's bare "Invalid argument" for a link-local address without its interface:
+    # what to write instead, as a coaps:// request (and `iotdtls client`) says it.
+    no_zone = OSError(errno.EINVAL, "Invalid argument")
+    assert coap_cli._unreachable(network_error(no_zone), "coap://[fe80::1]:61616/x") == (
+        "coap: cannot reach [fe80::1]:61616: a link-local address needs %interface, as in "
+        "[fe80::1%eth0]:61616")
     assert coap_cli._unreachable(network_error(None), "coap://h/x") is None
     assert coap_cli._unreachable(AssociationFailed("h:1", no_route), "coaps://h/x") is None
 

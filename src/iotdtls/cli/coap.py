@@ -20,6 +20,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from iotdtls._addresses import socket_error
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     from aiocoap.protocol import ClientObservation
 
 __all__ = ["register"]
-
-COAP_PORT = 5683  # coap (RFC 7252 §12.6): where a coap:// URI without a port goes
 
 METHODS = {
     "get": "GET a resource",
@@ -346,17 +345,21 @@ def _print(message: Message, code: bool, lines: bool) -> None:
 
 def _unreachable(exc: Exception, uri: str) -> str | None:
     """What the socket error under aiocoap's bare `NetworkError` of a coap:// request was: the
-    error itself reads only "Network error: NetworkError"."""
+    error itself reads only "Network error: NetworkError". Worded as a DTLS client's socket
+    errors are (`socket_error`: a link-local address without its interface says to add it);
+    a URI without a port goes to 5683 (RFC 7252 §6.1)."""
     from aiocoap import error
+    from aiocoap.numbers.constants import COAP_PORT
 
     cause = exc.__cause__
     if type(exc) is not error.NetworkError or not isinstance(cause, OSError):
         return None
     parts = urlsplit(uri)
-    where = format_hostport(parts.hostname or "", parts.port or COAP_PORT)
+    host, port = parts.hostname or "", parts.port or COAP_PORT
+    where = format_hostport(host, port)
     if cause.errno == errno.ECONNREFUSED:
         return f"coap: nothing listens on {where} (ICMP port unreachable)"
-    return f"coap: cannot reach {where}: {cause.strerror or cause}"
+    return f"coap: cannot reach {where}: {socket_error(cause, host, port)}"
 
 
 def _failed(problem: object) -> int:
