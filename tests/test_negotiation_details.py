@@ -6,6 +6,7 @@ client answers a CertificateRequest with (RFC 5246 §7.4.1.4, §7.4.4; RFC 5746 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
     KEY,
+    MemoryLink,
     established,
     events_of,
     handshake_record,
@@ -254,3 +256,32 @@ def test_a_password_protected_der_key_loads_with_its_password() -> None:
     assert PrivateKey.from_pem(der, b"pw").spki == key.spki
 
 
+
+
+def test_a_client_digests_its_credential_once_per_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a session keeps of the client's own credential (the PSK, its raw key) is worked out
+    once per (immutable) configuration, not again at every handshake. The server digests the
+    key its store gives for the identity in each PSK handshake."""
+    sha256 = hashlib.sha256
+    digested: list[bytes] = []
+
+    def counting(data: bytes = b"", **kwargs: Any) -> Any:
+        if data.startswith(b"iotdtls session "):
+            digested.append(data.split(b"\x00")[0])
+        return sha256(data, **kwargs)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    first = make_link()
+    first.handshake()
+    second = MemoryLink(first.client_config, first.server_config)
+    second.handshake()
+    assert established(first) and established(second)
+    assert digested.count(b"iotdtls session psk") == 1 + 2  # the client once, the server twice
+    mutual = rpk_link()
+    mutual.handshake()
+    again = MemoryLink(mutual.client_config, mutual.server_config)
+    again.handshake()
+    assert established(mutual) and established(again)
+    assert digested.count(b"iotdtls session own credential") == 1

@@ -20,7 +20,14 @@ from os import PathLike, fspath
 from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
-from iotdtls.credentials import CertifiedKey, PrivateKey, as_der_sequence, public_key_pins
+from iotdtls.credentials import (
+    CertifiedKey,
+    PrivateKey,
+    as_der_sequence,
+    own_credential_digest,
+    psk_digest,
+    public_key_pins,
+)
 from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, TrustStore
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.errors import ConfigError
@@ -562,6 +569,21 @@ class ClientConfig(_CommonConfig):
         if self.psk is not None:
             return Mode.PSK
         return Mode.RAW_PUBLIC_KEY if self.server_public_keys else Mode.X509
+
+    @cached_property
+    def credential_digest(self) -> bytes:
+        """What a session keeps of our own credential (`SessionState.credential_digest`): the
+        digest of the PSK (RFC 4279 §2), of our raw key's SubjectPublicKeyInfo (RFC 7250 §3) or
+        of our leaf certificate (RFC 5246 §7.4.6), whichever we authenticate with; empty for
+        none. Worked out once per configuration, not at every handshake. A session made
+        without sending our credential keeps the empty digest."""
+        if self.mode is Mode.PSK:
+            return psk_digest(self.psk_key)
+        if self.raw_public_key is not None:
+            return own_credential_digest(self.raw_public_key.spki)
+        if self.certificate is not None:
+            return own_credential_digest(self.certificate.chain[0])
+        return b""
 
     def for_host(self, host: str) -> ClientConfig:
         """This configuration for a server reached as `host`: in certificate mode without a

@@ -6,12 +6,16 @@
   DER SubjectPublicKeyInfo (RPK-3). The key itself (DER or PEM, a P-256 key) or its SHA-256 (32
   bytes, or 64 hex digits) are accepted.
 * `CertifiedKey`: a certificate chain (DER, leaf first, root left out) with its private key.
+* `psk_digest(psk)`, `own_credential_digest(credential)`: what a resumable session keeps of the
+  credential it was made with (`iotdtls.sessions.SessionState.credential_digest`), never the
+  credential itself.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +29,14 @@ from iotdtls.crypto.signature import PrivateKey, private_key_form, spki_sha256
 from iotdtls.crypto.x509 import leaf_public_key_spki, load_certificates
 from iotdtls.errors import ConfigError, ProtocolError
 
-__all__ = ["CertifiedKey", "PrivateKey", "public_key_pin", "public_key_pins"]
+__all__ = [
+    "CertifiedKey",
+    "PrivateKey",
+    "own_credential_digest",
+    "psk_digest",
+    "public_key_pin",
+    "public_key_pins",
+]
 
 _SHA256_LEN = 32
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", re.DOTALL)
@@ -107,6 +118,25 @@ def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:
         if pin not in pins:
             pins.append(pin)
     return tuple(pins)
+
+
+#: Labels of the credential digests: SHA-256 over a label and the credential, never the
+#: credential itself (a PSK has no forward secrecy: its digest alone is kept with a session).
+_PSK_LABEL = b"iotdtls session psk\x00"
+_OWN_CREDENTIAL_LABEL = b"iotdtls session own credential\x00"
+
+
+def psk_digest(psk: bytes) -> bytes:
+    """What a session keeps of the PSK it was made with (RFC 4279 §2): SHA-256 over a fixed
+    label and the key, to tell whether today's key for the identity is still that one."""
+    return hashlib.sha256(_PSK_LABEL + psk).digest()
+
+
+def own_credential_digest(credential: bytes) -> bytes:
+    """What a client's session keeps of the credential it authenticated with (RFC 7250 §3: our
+    SubjectPublicKeyInfo; RFC 5246 §7.4.6: our certificate): SHA-256 over a fixed label and
+    it."""
+    return hashlib.sha256(_OWN_CREDENTIAL_LABEL + credential).digest()
 
 
 @dataclass(frozen=True, slots=True, repr=False)

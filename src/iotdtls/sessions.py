@@ -23,13 +23,13 @@ reads none.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
+from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import ConfigError, DecodeError
 from iotdtls.identity import (
@@ -61,24 +61,8 @@ _MODES = {code: mode for mode, code in _MODE_CODES.items()}
 _PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
 #: max_fragment_length codes a session may carry (RFC 6066 §4), 0 for none.
 _FRAGMENT_LENGTH_CODES = frozenset((0, *MaxFragmentLengthCode))
-#: Labels of the credential digests: SHA-256 over a label and the credential, never the
-#: credential itself (a PSK has no forward secrecy: its digest alone is kept with a session).
-_PSK_LABEL = b"iotdtls session psk\x00"
-_OWN_CREDENTIAL_LABEL = b"iotdtls session own credential\x00"
+#: Length of `psk_digest` and `own_credential_digest` (SHA-256).
 CREDENTIAL_DIGEST_LENGTH = 32
-
-
-def psk_digest(psk: bytes) -> bytes:
-    """What a session keeps of the PSK it was made with (RFC 4279 §2): SHA-256 over a fixed
-    label and the key, to tell whether today's key for the identity is still that one."""
-    return hashlib.sha256(_PSK_LABEL + psk).digest()
-
-
-def own_credential_digest(credential: bytes) -> bytes:
-    """What a client's session keeps of the credential it authenticated with (RFC 7250 §3: our
-    SubjectPublicKeyInfo; RFC 5246 §7.4.6: our certificate): SHA-256 over a fixed label and
-    it."""
-    return hashlib.sha256(_OWN_CREDENTIAL_LABEL + credential).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,6 @@ from iotdtls.handshake.machine import (
 from iotdtls.handshake.negotiation import (
     cached_chain_fingerprint,
     check_renegotiation_info,
-    client_credential_digest,
     client_offer,
     offerable_session,
 )
@@ -228,7 +227,7 @@ class ClientHandshake(HandshakeMachine):
         self.mode = self.config.mode
         if suite.key_exchange is _PSK_EXCHANGE:
             self._exchange = PskClientExchange(self.config.identity, self.config.psk_key)
-            self._credential_digest = client_credential_digest(self.config)
+            self._credential_digest = self.config.credential_digest
             self.peer = PskIdentity(self.config.identity)
             self.table = PSK_FLOW
         else:
@@ -392,7 +391,7 @@ class ClientHandshake(HandshakeMachine):
         if own is not None:
             items.append(self.outgoing(own.msg_type, own.body))
             if own.key is not None:  # not an empty Certificate: the session is bound to it
-                self._credential_digest = client_credential_digest(self.config)
+                self._credential_digest = self.config.credential_digest
         cke_body, premaster = self._exchange.client_key_exchange()
         items.append(self.outgoing(_CLIENT_KEY_EXCHANGE, cke_body))
         keys = self.derive(premaster)  # the session hash ends with the ClientKeyExchange

@@ -59,7 +59,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.extensions import encode_vector
-from iotdtls.sessions import SessionState, own_credential_digest, psk_digest
+from iotdtls.sessions import SessionState, psk_digest
 
 __all__ = [
     "NoServerCertificateType",
@@ -67,7 +67,6 @@ __all__ = [
     "cached_chain_fingerprint",
     "check_renegotiation_info",
     "choose_server_parameters",
-    "client_credential_digest",
     "client_offer",
     "fragment_length_code",
     "offerable_session",
@@ -147,8 +146,9 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
     same PSK identity, a pinned raw key, a chain the full handshake would accept today: valid
     under the current trust anchors at the configured clock and for the name checked now,
     CRT-1, CRT-3), so a resumption never outlives the trust a full handshake needs. And it
-    must have been made with today's own credential (`client_credential_digest`: the PSK, or
-    the raw key or certificate we authenticated with, if any), so that a new key ends it."""
+    must have been made with today's own credential (`ClientConfig.credential_digest`: the
+    PSK, or the raw key or certificate we authenticated with, if any), so that a new key ends
+    it."""
     offered_suites, _ = client_offer(config)
     peer = session.peer
     wanted_mfl = 0 if config.max_fragment_length is None else config.max_fragment_length
@@ -172,24 +172,10 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
         return "the session is with another server identity"
     made_with = session.credential_digest
     if (made_with or config.mode is _PSK) and not constant_time_equal(
-        made_with, client_credential_digest(config)
+        made_with, config.credential_digest
     ):
         return "the session was made with another credential of ours"
     return None
-
-
-def client_credential_digest(config: ClientConfig) -> bytes:
-    """What a session keeps of the client's own credential (`SessionState.credential_digest`):
-    the PSK (RFC 4279 §2), our raw key's SubjectPublicKeyInfo (RFC 7250 §3) or our leaf
-    certificate (RFC 5246 §7.4.6), whichever `config` authenticates with; empty for none. A
-    session made without sending our credential keeps the empty digest."""
-    if config.mode is _PSK:
-        return psk_digest(config.psk_key)
-    if config.raw_public_key is not None:
-        return own_credential_digest(config.raw_public_key.spki)
-    if config.certificate is not None:
-        return own_credential_digest(config.certificate.chain[0])
-    return b""
 
 
 def _server_chain_refusal(peer: CertificateIdentity, config: ClientConfig) -> str | None:
