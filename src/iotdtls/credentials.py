@@ -25,7 +25,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from iotdtls.crypto.signature import PrivateKey, private_key_form, spki_sha256
+from iotdtls.crypto.signature import (
+    PrivateKey,
+    load_public_key,
+    private_key_form,
+    spki_sha256,
+)
 from iotdtls.crypto.x509 import leaf_public_key_spki, load_certificates
 from iotdtls.errors import ConfigError, ProtocolError
 
@@ -86,28 +91,35 @@ _PRIVATE_NOT_PUBLIC = (
 
 def _check_p256_spki(der: bytes) -> None:
     """A raw public key is a DER SubjectPublicKeyInfo (RFC 7250 §3) of a P-256 key, the only
-    kind the profile's ECDHE_ECDSA suite signs with (RFC 7925 §4.3)."""
+    kind the profile's ECDHE_ECDSA suite signs with (RFC 7925 §4.3): accepted as a peer's key
+    is (`load_public_key`), otherwise the error says what it is instead."""
+    try:
+        load_public_key(der)
+    except ProtocolError:
+        raise ConfigError(_not_p256_spki(der)) from None
+
+
+def _not_p256_spki(der: bytes) -> str:
+    """What `der`, not a P-256 SubjectPublicKeyInfo, is: another kind of key, a private key or
+    a certificate (each a common mix-up), or none of them."""
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm):
         key = None
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return
     if isinstance(key, ec.EllipticCurvePublicKey):
-        raise ConfigError(f"the public key is on {key.curve.name}; the profile needs P-256")
+        return f"the public key is on {key.curve.name}; the profile needs P-256"
     if key is not None:
         kind = type(key).__name__.removesuffix("PublicKey")
-        raise ConfigError(f"the public key is {kind}, not ECDSA; the profile needs P-256")
+        return f"the public key is {kind}, not ECDSA; the profile needs P-256"
     if private_key_form(der) is not None:
-        raise ConfigError(_PRIVATE_NOT_PUBLIC)
+        return _PRIVATE_NOT_PUBLIC
     try:
         x509.load_der_x509_certificate(der)
     except ValueError:
-        raise ConfigError(
-            "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
-        ) from None
-    raise ConfigError("that is a certificate; give its public key (a SubjectPublicKeyInfo) "
-                      "or the key's SHA-256")
+        return "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
+    return (
+        "that is a certificate; give its public key (a SubjectPublicKeyInfo) or the key's SHA-256"
+    )
 
 
 def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:
