@@ -32,6 +32,8 @@ from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, 
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.errors import ConfigError
 from iotdtls.identity import RawPublicKeyIdentity
+from iotdtls.messages import CertChainType, CertificateUrl, UrlAndHash
+from iotdtls.messages.extensions import SHA1_LEN
 
 __all__ = [
     "CONSTRAINED_RETRANSMIT",
@@ -140,24 +142,36 @@ def _shown(value: object) -> str:
 
 
 def _check_certificate_urls(urls: Sequence[str]) -> None:
-    """What a CertificateURL can carry (RFC 6066 §5): each url<1..2^16-1> in printable ASCII
-    (as `CertificateUrl.encode` takes it), all with their hashes in url_and_hash_list<1..2^16-1>.
-    The URL is not shown: it could hold user information."""
+    """What a CertificateURL can carry (RFC 6066 §5): the message our URLs make must encode,
+    by the rules `CertificateUrl.encode` holds (each url<1..2^16-1> in printable ASCII, all
+    with their hashes in url_and_hash_list<1..2^16-1>), checked here rather than in a
+    handshake."""
+    if not urls:
+        return
+    entries = tuple(UrlAndHash(url, bytes(SHA1_LEN)) for url in urls)
+    try:
+        CertificateUrl(CertChainType.individual_certs, entries).encode()
+    except ValueError:
+        raise ConfigError(_certificate_urls_refusal(urls)) from None
+
+
+def _certificate_urls_refusal(urls: Sequence[str]) -> str:
+    """What to change in `urls`, whose CertificateURL does not encode. The URL is not shown: it
+    could hold user information."""
     for number, url in enumerate(urls, 1):
         if not url:
-            raise ConfigError(f"certificate_urls: URL {number} is empty")
+            return f"certificate_urls: URL {number} is empty"
         for position, char in enumerate(url, 1):
             if not "!" <= char <= "~":
-                raise ConfigError(
+                return (
                     f"certificate_urls: URL {number} has {char!r} at character {position}: "
                     "use printable ASCII without spaces (percent-encode the rest, RFC 3986)"
                 )
-    size = sum(2 + len(url) + 1 + 20 for url in urls)  # length, URL, padding, SHA-1
-    if size > 0xFFFF:
-        raise ConfigError(
-            f"certificate_urls take {size} bytes in a CertificateURL, more than 65535 "
-            "(RFC 6066 §5): use shorter URLs"
-        )
+    size = sum(2 + len(url) + 1 + SHA1_LEN for url in urls)  # length, URL, padding, SHA-1
+    return (
+        f"certificate_urls take {size} bytes in a CertificateURL, more than 65535 "
+        "(RFC 6066 §5): use shorter URLs"
+    )
 
 
 def _check_types(settings: object, kinds: Mapping[str, _Kind], prefix: str = "") -> None:
