@@ -19,6 +19,7 @@ from iotdtls.chaincache import (
     ChainCache,
     chain_hash,
     chain_hash_of,
+    offering_cached_chain,
     remember_chain,
     with_cached_chain,
 )
@@ -215,22 +216,38 @@ def test_a_client_offers_the_chain_the_cache_holds_for_its_server(
     assert with_cached_chain(psk, cache, KEY) is psk  # cached_info is for certificates only
 
 
+def test_before_a_handshake_a_client_offers_the_cached_chain_and_knows_its_key(
+    tmp_path: Path, chain: tuple[bytes, ...], x509_config: ClientConfig
+) -> None:
+    """`offering_cached_chain`, what the asyncio and blocking clients and the load generator
+    call: the key is the checked name and the port (`cache_key`), whatever host was dialled."""
+    cache = ChainCache(tmp_path)
+    assert offering_cached_chain(x509_config, cache, "192.0.2.1", 5684) == (x509_config, KEY)
+    cache.save(KEY, chain)
+    offering, key = offering_cached_chain(x509_config, cache, "192.0.2.1", 5684)
+    assert (tuple(offering.cached_server_chain), key) == (chain, KEY)
+    unnamed = dataclasses.replace(x509_config, server_name=None)
+    assert offering_cached_chain(unnamed, None, "gw.example", 5684) == (unnamed, "gw.example:5684")
+
+
 def test_a_client_remembers_a_validated_chain_new_to_its_cache(
     tmp_path: Path, chain: tuple[bytes, ...], x509_config: ClientConfig
 ) -> None:
+    """It returns the configuration the next handshake offers: with the new chain (what
+    the load generator's later associations use), otherwise the one it was given."""
     cache = ChainCache(tmp_path)
-    remember_chain(None, KEY, x509_config, CertificateIdentity("coap.example.org", chain))
-    remember_chain(cache, KEY, x509_config, PskIdentity(b"id"))
-    remember_chain(cache, KEY, x509_config, CertificateIdentity("coap.example.org", ()))
-    remember_chain(cache, KEY, x509_config, None)
+    seen = CertificateIdentity("coap.example.org", chain)
+    assert remember_chain(None, KEY, x509_config, seen) is x509_config
+    for peer in (PskIdentity(b"id"), CertificateIdentity("coap.example.org", ()), None):
+        assert remember_chain(cache, KEY, x509_config, peer) is x509_config
     assert list(tmp_path.iterdir()) == []
-    remember_chain(cache, KEY, x509_config, CertificateIdentity("coap.example.org", chain))
+    offered = remember_chain(cache, KEY, x509_config, seen)
     assert cache.load(KEY) == chain
+    assert offered == dataclasses.replace(x509_config, cached_server_chain=chain)
     # A chain the client offered and got again is not written again.
     path = cache.path_for(KEY)
     path.write_bytes(b"left alone")
-    offered = dataclasses.replace(x509_config, cached_server_chain=chain)
-    remember_chain(cache, KEY, offered, CertificateIdentity("coap.example.org", chain))
+    assert remember_chain(cache, KEY, offered, seen) is offered
     assert path.read_bytes() == b"left alone"
 
 

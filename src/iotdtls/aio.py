@@ -36,7 +36,7 @@ from iotdtls._arguments import (
 )
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
-from iotdtls.chaincache import ChainCache, cache_key, remember_chain, with_cached_chain
+from iotdtls.chaincache import ChainCache, offering_cached_chain, remember_chain
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import bind_udp, open_server_transport
@@ -432,8 +432,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
 
     async def _open(self) -> ClientConnection:
         host, port, config = self._args
-        key = cache_key(config, host, port)
-        config = with_cached_chain(config, self._cache, key)
+        config, key = offering_cached_chain(config, self._cache, host, port)
         loop = asyncio.get_running_loop()
         # Made before the socket: asyncio leaks the socket it made if the factory raises.
         protocol = _ClientProtocol(config, self._session)

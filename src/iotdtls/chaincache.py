@@ -46,6 +46,7 @@ __all__ = [
     "cache_key",
     "chain_hash",
     "chain_hash_of",
+    "offering_cached_chain",
     "remember_chain",
     "with_cached_chain",
 ]
@@ -138,14 +139,28 @@ def with_cached_chain(config: ClientConfig, cache: ChainCache | None, key: str) 
     return dataclasses.replace(config, cached_server_chain=chain)
 
 
+def offering_cached_chain(
+    config: ClientConfig, cache: ChainCache | None, host: str, port: int
+) -> tuple[ClientConfig, str]:
+    """Before a client's handshake with `host:port`: `config` offering the chain `cache` holds
+    for that server (`with_cached_chain`), and the key to `remember_chain` it under
+    (`cache_key`). What the asyncio and blocking clients and the load generator call."""
+    key = cache_key(config, host, port)
+    return with_cached_chain(config, cache, key), key
+
+
 def remember_chain(
     cache: ChainCache | None, key: str, config: ClientConfig, peer: PeerIdentity | None
-) -> None:
-    """After a handshake: keep the server's validated chain if it is new to the cache."""
+) -> ClientConfig:
+    """After a handshake with the configuration `config`: keep the server's validated chain if
+    it is new to the cache; returns the configuration the next handshake with that server
+    offers (`config` itself, or offering the new chain, RFC 7924)."""
     if cache is None or not isinstance(peer, CertificateIdentity) or not peer.chain:
-        return
-    if tuple(config.cached_server_chain) != peer.chain:
-        cache.save(key, peer.chain)
+        return config
+    if tuple(config.cached_server_chain) == peer.chain:
+        return config
+    cache.save(key, peer.chain)
+    return dataclasses.replace(config, cached_server_chain=peer.chain)
 
 
 def _key_bytes(key: str) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import socket
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from iotdtls._unreachable import RefusedHandshake
-from iotdtls.chaincache import ChainCache, cache_key, with_cached_chain
+from iotdtls.chaincache import ChainCache, offering_cached_chain, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import (
@@ -35,7 +34,6 @@ from iotdtls.errors import (
     PortUnreachable,
 )
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
-from iotdtls.identity import CertificateIdentity
 from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.sessions import SessionState
@@ -196,8 +194,9 @@ class _Engine:
     def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
         config = spec.config() if callable(spec.config) else spec.config
-        self._cache_key = cache_key(config, spec.host, spec.port)
-        self.config = with_cached_chain(config, spec.chain_cache, self._cache_key)
+        self.config, self._cache_key = offering_cached_chain(
+            config, spec.chain_cache, spec.host, spec.port
+        )
         self.loop = loop
         self.result = LoadResult(loop=loop_name(loop))
         self.in_flight = 0
@@ -242,7 +241,11 @@ class _Engine:
             await assoc.handshake
             self._record_handshake(time.perf_counter(), assoc.begun, assoc.conn.resumed)
             shaken = True
-            self._remember_chain(assoc.conn)
+            # Later associations offer a chain new to the cache (the file is read only once,
+            # when the run begins).
+            self.config = remember_chain(
+                self.spec.chain_cache, self._cache_key, self.config, assoc.conn.peer
+            )
             for number in range(self.spec.messages):
                 await self._echo(assoc, number)
         except (DtlsError, OSError) as exc:
@@ -274,16 +277,6 @@ class _Engine:
             sock.close()
             raise
         return assoc
-
-    def _remember_chain(self, conn: DtlsConnection) -> None:
-        """Keep a server chain new to the cache, in it and in what later associations offer
-        (the file is read once, when the run begins; `chaincache.remember_chain`)."""
-        peer, cache = conn.peer, self.spec.chain_cache
-        if cache is None or not isinstance(peer, CertificateIdentity) or not peer.chain:
-            return
-        if tuple(self.config.cached_server_chain) != peer.chain:
-            cache.save(self._cache_key, peer.chain)
-            self.config = dataclasses.replace(self.config, cached_server_chain=peer.chain)
 
     def _record_handshake(self, now: float, begun: float, resumed: bool) -> None:
         result = self.result
