@@ -19,7 +19,7 @@ from iotdtls.chaincache import (
     ChainCache,
     chain_hash,
     chain_hash_of,
-    offering_cached_chain,
+    for_server,
     remember_chain,
     with_cached_chain,
 )
@@ -219,15 +219,17 @@ def test_a_client_offers_the_chain_the_cache_holds_for_its_server(
 def test_before_a_handshake_a_client_offers_the_cached_chain_and_knows_its_key(
     tmp_path: Path, chain: tuple[bytes, ...], x509_config: ClientConfig
 ) -> None:
-    """`offering_cached_chain`, what the asyncio and blocking clients and the load generator
-    call: the key is the checked name and the port (`cache_key`), whatever host was dialled."""
+    """`for_server`, what the asyncio and blocking clients and the load generator call: the
+    key is the checked name and the port (`cache_key`), whatever host was dialled; without a
+    name of its own, the configuration checks the dialled host (`ClientConfig.for_host`)."""
     cache = ChainCache(tmp_path)
-    assert offering_cached_chain(x509_config, cache, "192.0.2.1", 5684) == (x509_config, KEY)
+    assert for_server(x509_config, cache, "192.0.2.1", 5684) == (x509_config, KEY)
     cache.save(KEY, chain)
-    offering, key = offering_cached_chain(x509_config, cache, "192.0.2.1", 5684)
+    offering, key = for_server(x509_config, cache, "192.0.2.1", 5684)
     assert (tuple(offering.cached_server_chain), key) == (chain, KEY)
     unnamed = dataclasses.replace(x509_config, server_name=None)
-    assert offering_cached_chain(unnamed, None, "gw.example", 5684) == (unnamed, "gw.example:5684")
+    named = dataclasses.replace(x509_config, server_name="gw.example")
+    assert for_server(unnamed, None, "gw.example", 5684) == (named, "gw.example:5684")
 
 
 def test_a_client_remembers_a_validated_chain_new_to_its_cache(

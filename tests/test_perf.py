@@ -413,6 +413,28 @@ def test_a_chain_cache_is_filled_then_offered_by_every_association(tmp_path: Pat
     assert filled.bytes_received - offered.bytes_received > chain_size - 64
 
 
+@pytest.mark.req("CRT-3")
+def test_a_load_spec_checks_the_server_certificate_against_its_host_as_connect_does() -> None:
+    """From Python too (not only `iotdtls perf`, whose configuration names the host): a
+    certificate-mode configuration without a server_name checks the host it is given
+    (`ClientConfig.for_host`), so a server whose certificate names only localhost, reached
+    at 127.0.0.1, fails every handshake as it fails `aio.connect`."""
+    client, server = x509_configs(client={"server_name": None, "handshake_timeout": 10.0})
+    outcome: list[tuple[DtlsError, LoadResult]] = []
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server) as running:
+            with pytest.raises(DtlsError) as refused:
+                await aio.connect(*running.address, client)
+            load = spec(port=running.address[1], config=client, handshakes=2, concurrency=1)
+            outcome.append((refused.value, await run_engine(load)))
+
+    run(main())
+    (error, result), = outcome
+    assert result.completed == 0
+    assert result.failures == Counter({failure_cause(error): 2})
+
+
 def test_failed_handshakes_are_counted_by_cause() -> None:
     result, _ = run_against(echo, handshakes=3, concurrency=1,
                             config=client_config(psk=WRONG_PSK))

@@ -36,7 +36,7 @@ from iotdtls._arguments import (
 )
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
-from iotdtls.chaincache import ChainCache, offering_cached_chain, remember_chain
+from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import bind_udp, open_server_transport
@@ -432,7 +432,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
 
     async def _open(self) -> ClientConnection:
         host, port, config = self._args
-        config, key = offering_cached_chain(config, self._cache, host, port)
+        config, key = for_server(config, self._cache, host, port)
         loop = asyncio.get_running_loop()
         # Made before the socket: asyncio leaks the socket it made if the factory raises.
         protocol = _ClientProtocol(config, self._session)
@@ -509,7 +509,7 @@ def connect(
     §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
-    return _Connect(host, port, config.for_host(host), sock, chain_cache, session)
+    return _Connect(host, port, config, sock, chain_cache, session)
 
 
 class ServerSession:

@@ -21,6 +21,9 @@ sans-I/O core only needs `chain_hash`.
   over all of it. Saving never raises for an I/O problem: a cache must not break a connection
   (it logs a warning and returns False). A `directory` that exists but is not a directory is a
   `ConfigError` at once.
+* `for_server(config, cache, host, port)` before a client's handshake (the configuration for
+  that server, offering the chain the cache holds, and its key) and `remember_chain` after it:
+  the one way the asyncio and blocking clients and the load generator use a cache.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ __all__ = [
     "cache_key",
     "chain_hash",
     "chain_hash_of",
-    "offering_cached_chain",
+    "for_server",
     "remember_chain",
     "with_cached_chain",
 ]
@@ -139,12 +142,16 @@ def with_cached_chain(config: ClientConfig, cache: ChainCache | None, key: str) 
     return dataclasses.replace(config, cached_server_chain=chain)
 
 
-def offering_cached_chain(
+def for_server(
     config: ClientConfig, cache: ChainCache | None, host: str, port: int
 ) -> tuple[ClientConfig, str]:
-    """Before a client's handshake with `host:port`: `config` offering the chain `cache` holds
-    for that server (`with_cached_chain`), and the key to `remember_chain` it under
-    (`cache_key`). What the asyncio and blocking clients and the load generator call."""
+    """Before a client's handshake with `host:port`: `config` for that server, checking its
+    certificate against `host` unless `config` names a server of its own
+    (`ClientConfig.for_host`, RFC 7925 §4.4.1) and offering the chain `cache` holds for it
+    (`with_cached_chain`), and the key to `remember_chain` it under (`cache_key`). What the
+    asyncio and blocking clients and the load generator call, so all three check the same
+    name and send the same server_name."""
+    config = config.for_host(host)
     key = cache_key(config, host, port)
     return with_cached_chain(config, cache, key), key
 

@@ -16,7 +16,7 @@ from types import TracebackType
 from iotdtls._addresses import reaching
 from iotdtls._arguments import check_client_arguments
 from iotdtls._unreachable import RefusedHandshake
-from iotdtls.chaincache import ChainCache, offering_cached_chain, remember_chain
+from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import DtlsError, LocalProtocolError
@@ -233,7 +233,7 @@ def connect(
     §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
-    config, key = offering_cached_chain(config.for_host(host), chain_cache, host, port)
+    config, key = for_server(config, chain_cache, host, port)
     client = DtlsClient(host, port, config, sock=sock, session=session)
     try:
         client.handshake()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from iotdtls._unreachable import RefusedHandshake
-from iotdtls.chaincache import ChainCache, offering_cached_chain, remember_chain
+from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import (
@@ -52,7 +52,9 @@ class LoadSpec:
     host: str
     port: int
     #: The clients' configuration, or a picklable function building it (called once in each
-    #: generator process, so private keys, which do not pickle, are loaded there).
+    #: generator process, so private keys, which do not pickle, are loaded there). In
+    #: certificate mode the server's certificate must carry its server_name or, without one,
+    #: `host` (RFC 7925 §4.4.1), as for `aio.connect` (`chaincache.for_server`).
     config: ClientConfig | Callable[[], ClientConfig]
     #: Associations in progress at once.
     concurrency: int = 10
@@ -194,7 +196,7 @@ class _Engine:
     def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
         config = spec.config() if callable(spec.config) else spec.config
-        self.config, self._cache_key = offering_cached_chain(
+        self.config, self._cache_key = for_server(
             config, spec.chain_cache, spec.host, spec.port
         )
         self.loop = loop
