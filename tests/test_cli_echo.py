@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import pytest
 
-from iotdtls import aio, loop
+from iotdtls import aio, loop, workers
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.cli.common import listening_address, listening_on
@@ -676,25 +676,34 @@ def test_listening_errors_name_the_address_but_not_a_worker_that_failed() -> Non
         raise ChildProcessError("worker 0 did not start")
 
 
-def test_the_listening_line_names_the_interface_of_a_link_local_address() -> None:
-    """The bound (host, port) leaves the scope id out: "listening on [fe80::1]:5684" did not
-    say on which link."""
+def test_the_listening_line_names_the_interface_from_the_socket_name() -> None:
+    """An IPv6 socket name (host, port, flowinfo, scope_id) says the interface of a link-local
+    address ("listening on [fe80::1]:5684" did not say on which link), however --listen
+    named it; other addresses read as they are."""
     lo = socket.if_nametoindex("lo")
-    assert listening_address("fe80::1%lo", ("fe80::1", 5684)) == "[fe80::1%lo]:5684"
-    assert listening_address(f"fe80::1%{lo}", ("fe80::1", 5684)) == "[fe80::1%lo]:5684"
-    assert listening_address("::", ("::", 5684)) == "[::]:5684"
-    assert listening_address("localhost", (LOCALHOST, 5684)) == "127.0.0.1:5684"
+    assert listening_address(("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
+    assert listening_address(("::1", 5684, 0, 0)) == "[::1]:5684"
+    assert listening_address(("0.0.0.0", 5684)) == "0.0.0.0:5684"
 
 
-def test_the_listening_line_takes_the_interface_from_the_whole_socket_name() -> None:
-    """An IPv6 socket name (host, port, flowinfo, scope_id) says the interface even when
-    --listen did not (a host name for a link-local address); other addresses read as before."""
-    lo = socket.if_nametoindex("lo")
-    assert listening_address("router.local", ("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
-    assert listening_address("fe80::1%lo", ("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
-    assert listening_address("::1", ("::1", 5684, 0, 0)) == "[::1]:5684"
-    assert listening_address("0.0.0.0", ("0.0.0.0", 5684)) == "0.0.0.0:5684"
-    assert listening_address("localhost", (LOCALHOST, 5684)) == "127.0.0.1:5684"
+@pytest.mark.parametrize("worker_count", [1, 2])
+def test_a_server_gives_its_whole_socket_name(worker_count: int) -> None:
+    """`sockname` keeps what `address` cuts off, an IPv6 socket's flowinfo and scope id, for
+    the CLI's listening line; both kinds of server."""
+    async def main() -> None:
+        if worker_count == 1:
+            server = await aio.serve(echo.echo, "::1", 0, server_config())
+        else:
+            server = await workers.serve(echo.echo, "::1", 0, server_config, workers=2)
+        try:
+            port = server.address[1]
+            assert server.address == ("::1", port)
+            assert server.sockname == ("::1", port, 0, 0)
+            assert listening_address(server.sockname) == f"[::1]:{port}"
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_one_process_serves_until_sigterm_and_logs_its_counters(

@@ -1012,8 +1012,14 @@ class DtlsServer:
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port)."""
-        sockname = self._transport.get_extra_info("sockname")
+        sockname = self.sockname
         return sockname[0], sockname[1]
+
+    @property
+    def sockname(self) -> tuple[Any, ...]:
+        """The socket's whole name: for IPv6 (host, port, flowinfo, scope_id), whose scope id
+        names the interface of a link-local address (RFC 4007 §11)."""
+        return tuple(self._transport.get_extra_info("sockname"))
 
     @property
     def endpoint(self) -> ServerEndpoint:

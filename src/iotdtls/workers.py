@@ -142,7 +142,7 @@ class _Worker:
 class WorkerServer:
     """Running worker processes (see `serve`); `close()` stops them."""
 
-    def __init__(self, address: tuple[str, int], workers: list[_Worker]) -> None:
+    def __init__(self, address: tuple[Any, ...], workers: list[_Worker]) -> None:
         self._address = address
         self._workers = workers
         #: The stop of every worker, once `close()` has begun (shared by later calls).
@@ -159,6 +159,12 @@ class WorkerServer:
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port), shared by every worker."""
+        return self._address[0], self._address[1]
+
+    @property
+    def sockname(self) -> tuple[Any, ...]:
+        """The shared socket's whole name: for IPv6 (host, port, flowinfo, scope_id), whose
+        scope id names the interface of a link-local address (RFC 4007 §11)."""
         return self._address
 
     @property
@@ -402,4 +408,4 @@ async def serve(
     if failure is not None:
         await asyncio.to_thread(_stop_workers, started)
         raise ChildProcessError(failure)
-    return WorkerServer((address[0], address[1]), started)
+    return WorkerServer(tuple(address), started)

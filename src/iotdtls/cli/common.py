@@ -20,7 +20,6 @@ from typing import Any, BinaryIO, NoReturn
 from iotdtls._addresses import (
     format_address,
     format_hostport,
-    interface_name,
     socket_error,
 )
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU
@@ -185,15 +184,9 @@ def stdout_buffer() -> BinaryIO:
     return sys.stdout.buffer
 
 
-def listening_address(host: str, sockname: tuple[Any, ...]) -> str:
-    """Where a server listens, for its log line: its socket name as `format_address` writes
-    it, an IPv6 scope id as its interface (RFC 4007 §11): "[fe80::1%eth0]:5684". A bare
-    (host, port), which leaves the scope id out, takes the interface of a link-local `host`
-    as --listen gave it ("fe80::1%eth0" or "fe80::1%4")."""
-    zone = host.partition("%")[2]
-    if zone and len(sockname) < 4:
-        named = interface_name(int(zone)) if zone.isdigit() else zone
-        sockname = (f"{sockname[0]}%{named}", sockname[1])
+def listening_address(sockname: tuple[Any, ...]) -> str:
+    """Where a server listens, for its log line: its whole socket name as `format_address`
+    writes it, an IPv6 scope id as its interface (RFC 4007 §11): "[fe80::1%eth0]:5684"."""
     return format_address(sockname)
 
 

@@ -253,7 +253,7 @@ async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
-    where = listening_address(host, server.address)
+    where = listening_address(server.sockname)
     log.info("listening on %s (%s)", where, loop.loop_name(running))
     await stop.wait()
     try:
@@ -282,7 +282,7 @@ async def _serve_workers(
             initializer=initializer,
         )
     logging.getLogger("iotdtls.cli").info(
-        "listening on %s (%d workers)", listening_address(host, pool.address), worker_count
+        "listening on %s (%d workers)", listening_address(pool.sockname), worker_count
     )
     ended = asyncio.ensure_future(pool.worker_exited.wait())
     waiters = {asyncio.ensure_future(stop.wait()), ended}
