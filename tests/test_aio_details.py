@@ -4,6 +4,7 @@ handshake log line says, how `DtlsServer.close` ends its peers and handlers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import gc
@@ -13,8 +14,9 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -538,6 +540,45 @@ def blocking_fetcher(leaves: list[str], may_end: threading.Event) -> Any:
     return fetcher
 
 
+class FetchLine(NamedTuple):
+    """What `one_fetch_running_one_waiting` gives a test."""
+
+    server: aio.DtlsServer
+    client_config: ClientConfig
+    leaves: list[str]  # the leaf URL of each chain fetched so far
+    may_end: threading.Event  # set: the fetches held by the fetcher return
+    first: asyncio.Future[Any]  # the handshake of the client whose fetch runs
+    second: asyncio.Future[Any]  # and of the one whose fetch waits for the slot
+    second_address: Any  # the second client's, as the server knows it
+
+
+@contextlib.asynccontextmanager
+async def one_fetch_running_one_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[FetchLine]:
+    """A server fetching one certificate chain at a time (RFC 6066 §5, CRT-7) and two clients:
+    the first's fetch running, held by the fetcher until `may_end` is set, the second's
+    waiting for the slot. On leaving, `may_end` is set and both handshakes are let go."""
+    monkeypatch.setattr(aio, "MAX_CONCURRENT_FETCHES", 1)
+    leaves: list[str] = []
+    may_end = threading.Event()
+    server_config, client_config = url_configs(blocking_fetcher(leaves, may_end))
+    async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+        protocol = server._protocol
+        first = asyncio.ensure_future(aio.connect(*server.address, client_config))
+        second: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(0))
+        try:
+            assert await eventually(lambda: leaves, 5.0), "no first fetch"
+            (first_address,) = server.endpoint.connections
+            second = asyncio.ensure_future(aio.connect(*server.address, client_config))
+            assert await eventually(lambda: len(protocol.tasks) == 2, 5.0), "no second fetch"
+            (second_address,) = set(server.endpoint.connections) - {first_address}
+            yield FetchLine(server, client_config, leaves, may_end, first, second, second_address)
+        finally:
+            may_end.set()
+            await finish(first, second)
+
+
 @pytest.mark.req("CRT-7")
 def test_the_waiting_fetch_of_an_ended_association_never_runs(
     monkeypatch: pytest.MonkeyPatch,
@@ -545,31 +586,16 @@ def test_the_waiting_fetch_of_an_ended_association_never_runs(
     """One fetch at a time: a second client's fetch waits for the first; its association ends
     meanwhile (closed by the server; evicted, replaced or timed out alike). Its fetch leaves
     the line: the fetcher is never called for it once the slot is free."""
-    monkeypatch.setattr(aio, "MAX_CONCURRENT_FETCHES", 1)
-    leaves: list[str] = []
-    may_end = threading.Event()
 
     async def main() -> None:
-        server_config, client_config = url_configs(blocking_fetcher(leaves, may_end))
-        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
-            protocol = server._protocol
-            first = asyncio.ensure_future(aio.connect(*server.address, client_config))
-            second = asyncio.ensure_future(asyncio.sleep(0))
-            try:
-                assert await eventually(lambda: leaves, 5.0), "no first fetch"
-                (first_address,) = server.endpoint.connections
-                second = asyncio.ensure_future(aio.connect(*server.address, client_config))
-                assert await eventually(lambda: len(protocol.tasks) == 2, 5.0), "no second fetch"
-                (second_address,) = set(server.endpoint.connections) - {first_address}
-                protocol.close_peer(second_address)
-                may_end.set()
-                await (await asyncio.wait_for(first, 5.0)).close()
-                await asyncio.sleep(0.3)  # time for a waiting fetch to run
-                assert not protocol.tasks
-            finally:
-                may_end.set()
-                await finish(first, second)
-        assert leaves == ["http://certs.example/client.der"]
+        async with one_fetch_running_one_waiting(monkeypatch) as line:
+            protocol = line.server._protocol
+            protocol.close_peer(line.second_address)
+            line.may_end.set()
+            await (await asyncio.wait_for(line.first, 5.0)).close()
+            await asyncio.sleep(0.3)  # time for a waiting fetch to run
+            assert not protocol.tasks
+        assert line.leaves == ["http://certs.example/client.der"]
 
     run(main())
 
@@ -620,33 +646,19 @@ def test_past_the_waiting_fetches_a_handshake_fails_at_once(
 ) -> None:
     """One fetch running and one waiting, the most allowed here: a third client's handshake
     fails at once with certificate_unobtainable (RFC 6066 §5) instead of joining the line."""
-    monkeypatch.setattr(aio, "MAX_CONCURRENT_FETCHES", 1)
     monkeypatch.setattr(aio, "MAX_WAITING_FETCHES", 1)
-    leaves: list[str] = []
-    may_end = threading.Event()
 
     async def main() -> None:
-        server_config, client_config = url_configs(blocking_fetcher(leaves, may_end))
-        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
-            protocol = server._protocol
-            first = asyncio.ensure_future(aio.connect(*server.address, client_config))
-            second = asyncio.ensure_future(asyncio.sleep(0))
-            try:
-                assert await eventually(lambda: leaves, 5.0), "no first fetch"
-                second = asyncio.ensure_future(aio.connect(*server.address, client_config))
-                assert await eventually(lambda: len(protocol.tasks) == 2, 5.0), "no second fetch"
-                started = time.monotonic()
-                with pytest.raises(AlertReceived) as failed:
-                    await asyncio.wait_for(aio.connect(*server.address, client_config), 2.0)
-                assert failed.value.alert is AlertDescription.certificate_unobtainable
-                assert time.monotonic() - started < 1.5
-                may_end.set()
-                for waited in (first, second):
-                    await (await asyncio.wait_for(waited, 5.0)).close()
-            finally:
-                may_end.set()
-                await finish(first, second)
-        assert len(leaves) == 2
+        async with one_fetch_running_one_waiting(monkeypatch) as line:
+            started = time.monotonic()
+            with pytest.raises(AlertReceived) as failed:
+                await asyncio.wait_for(aio.connect(*line.server.address, line.client_config), 2.0)
+            assert failed.value.alert is AlertDescription.certificate_unobtainable
+            assert time.monotonic() - started < 1.5
+            line.may_end.set()
+            for waited in (line.first, line.second):
+                await (await asyncio.wait_for(waited, 5.0)).close()
+        assert len(line.leaves) == 2
 
     run(main())
 
