@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +54,21 @@ def fetch_error(url: str, limit: int = LIMIT, timeout: float = 5.0) -> str:
 def web() -> Iterator[LocalHttpServer]:
     with LocalHttpServer({"/cert.der": Route(CERT)}) as server:
         yield server
+
+
+def no_fetch_worker() -> bool:
+    return not any(t.name == "iotdtls-certurl" for t in threading.enumerate())
+
+
+def holds_within(condition: Callable[[], object], timeout: float) -> bool:
+    """Poll `condition` every 20 ms until it holds or `timeout` seconds pass; whether it held
+    (`tests.aio_support.eventually` for a test without an event loop)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 # -- the default fetcher ----------------------------------------------------------------------
@@ -148,10 +163,7 @@ def test_a_worker_stops_reading_at_the_deadline(web: LocalHttpServer, route: Rou
     """Silent or slow, the server does not keep the worker: its socket has the time limit."""
     web.routes["/slow"] = route
     fetch_error(web.url("/slow"), timeout=0.3)
-    deadline = time.monotonic() + 2.0
-    while any(t.name == "iotdtls-certurl" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the fetch worker outlived its deadline"
-        time.sleep(0.02)
+    assert holds_within(no_fetch_worker, 2.0), "the fetch worker outlived its deadline"
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
@@ -166,10 +178,9 @@ def test_a_server_trickling_its_headers_loses_the_worker_and_connection_at_the_d
         with pytest.raises(CertificateFetchError, match=r"no answer within 0\.5 s"):
             make_fetcher(ssl_context=trusting)(web.url("/trickle"), LIMIT, 0.5)
         assert time.monotonic() - started < 1.0
-        deadline = time.monotonic() + 1.0
-        while any(t.name == "iotdtls-certurl" for t in threading.enumerate()) or not web.hung_up:
-            assert time.monotonic() < deadline, "the fetch outlived its deadline"
-            time.sleep(0.02)
+        assert holds_within(lambda: no_fetch_worker() and web.hung_up, 1.0), (
+            "the fetch outlived its deadline"
+        )
         assert web.hung_up == ["/trickle"]
 
 
@@ -398,10 +409,9 @@ def test_a_cancelled_fetch_stops_at_once_and_shuts_its_connection() -> None:
             timer.cancel()
         assert time.monotonic() - started < 1.0
         assert message.endswith("/trickle: cancelled, the handshake has ended")
-        deadline = time.monotonic() + 1.0
-        while any(t.name == "iotdtls-certurl" for t in threading.enumerate()) or not web.hung_up:
-            assert time.monotonic() < deadline, "the cancelled fetch kept its connection"
-            time.sleep(0.02)
+        assert holds_within(lambda: no_fetch_worker() and web.hung_up, 1.0), (
+            "the cancelled fetch kept its connection"
+        )
         assert web.hung_up == ["/trickle"]
         hits = len(web.hits)
         message = refused(unobtainable, entries, default_fetcher, cancel=cancel)
