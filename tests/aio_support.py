@@ -1,7 +1,7 @@
 """What the asyncio adapter's tests share: the test credentials with a quick retransmission
 timer and a 5 s handshake bound, a bounded run of a coroutine, an echoing handler; and for
-the sync adapter's and the workers' tests too, the wrong arguments `connect` and `serve` refuse
-and a record of the UDP sockets a test makes."""
+the sync adapter's and the workers' tests too, the wrong arguments `connect` and `serve` refuse,
+the messages both adapters' clients give, and a record of the UDP sockets a test makes."""
 
 from __future__ import annotations
 
@@ -72,6 +72,27 @@ WRONG_CLIENT_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"host": None}, "host must be a str, got None"),
 ]
 
+
+#: What `aio.connect` and `sync.connect` say of an empty host, of a host that does not resolve
+#: (the start of the message: the resolver's own reason follows) and of a link-local address
+#: without its interface (the kernel's EINVAL said only "Invalid argument"; Linux refuses it
+#: whatever interfaces the machine has).
+EMPTY_HOST = "host is empty: give the server's name or IP address"
+UNRESOLVED = "cannot resolve nonexistent.invalid: "
+NEEDS_INTERFACE = (
+    "cannot reach [fe80::1]:5684: a link-local address needs %interface, "
+    "as in [fe80::1%eth0]:5684"
+)
+
+#: Data `send` refuses, on a client of either adapter or a server's session, and the message
+#: of the `TypeError` of each.
+NOT_BYTES: list[tuple[Any, str]] = [
+    ("text", "data must be bytes-like (bytes, bytearray, memoryview), got str"),
+    (None, "data must be bytes-like (bytes, bytearray, memoryview), got None"),
+    ([1, 2], "data must be bytes-like (bytes, bytearray, memoryview), got list of int"),
+    ((b"a", "b", 1), "data must be bytes-like (bytes, bytearray, memoryview), "
+     "got tuple of bytes/int/str"),
+]
 
 #: Sockets `sock=` refuses (made by `wrong_socket`), with the error and message of each.
 WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [

@@ -46,6 +46,10 @@ from iotdtls.proxy import LossyProxy
 from iotdtls.sessions import MemorySessionStore
 from tests import pki
 from tests.aio_support import (
+    EMPTY_HOST,
+    NEEDS_INTERFACE,
+    NOT_BYTES,
+    UNRESOLVED,
     WRONG_CLIENT_ARGUMENTS,
     WRONG_HANDLERS,
     WRONG_SOCKETS,
@@ -1148,7 +1152,7 @@ def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
         with pytest.raises(ConfigError) as refused:
             aio.connect("", 5684, client_config())
-        assert str(refused.value) == "host is empty: give the server's name or IP address"
+        assert str(refused.value) == EMPTY_HOST
         with pytest.raises(ConfigError) as refused:
             await aio.serve(echo, "", 0, server_config())
         assert str(refused.value) == (
@@ -1171,17 +1175,9 @@ def test_a_host_that_does_not_resolve_is_named(loop_choice: str, own_socket: boo
             with pytest.raises(socket.gaierror) as failed:
                 await aio.connect("nonexistent.invalid", 5684, client_config(), sock=given)
         assert failed.value.errno is not None and failed.value.errno < 0  # an EAI_ code
-        assert str(failed.value.strerror).startswith("cannot resolve nonexistent.invalid: ")
+        assert str(failed.value.strerror).startswith(UNRESOLVED)
 
     run_on_loop(main(), loop_choice)
-
-
-#: What a link-local address without its interface now says (the kernel's EINVAL said
-#: only "Invalid argument"); Linux refuses it whatever interfaces the machine has.
-NEEDS_INTERFACE = (
-    "cannot reach [fe80::1]:5684: a link-local address needs %interface, "
-    "as in [fe80::1%eth0]:5684"
-)
 
 
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
@@ -1322,15 +1318,6 @@ def test_connect_cancelled_while_making_its_socket_leaves_no_unretrieved_error(
         run(main(), limit=5.0)
         gc.collect()
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
-
-
-NOT_BYTES: list[tuple[Any, str]] = [
-    ("text", "data must be bytes-like (bytes, bytearray, memoryview), got str"),
-    (None, "data must be bytes-like (bytes, bytearray, memoryview), got None"),
-    ([1, 2], "data must be bytes-like (bytes, bytearray, memoryview), got list of int"),
-    ((b"a", "b", 1), "data must be bytes-like (bytes, bytearray, memoryview), "
-     "got tuple of bytes/int/str"),
-]
 
 
 def refusal(send: Any, data: Any) -> str:
