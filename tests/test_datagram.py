@@ -298,14 +298,45 @@ def test_bind_udp_tries_each_address_and_reports_the_last_failure(
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_a_link_local_address_keeps_its_scope_id(loop_choice: str) -> None:
     """"fe80::1%lo" resolves with the interface's index as scope id on both loops (uvloop's own
-    getaddrinfo gives 0, which no socket binds: the server said "Invalid argument"); and where
-    this machine has a link-local address, a server binds it by name."""
+    getaddrinfo gives 0, which no socket binds: the server said "Invalid argument")."""
     lo = socket.if_nametoindex("lo")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         infos = await datagram.resolve_udp(loop, "fe80::1%lo", 5684, socket.AI_PASSIVE)
         assert [info[4] for info in infos] == [("fe80::1", 5684, 0, lo)]
+
+    assert iotdtls_loop.run(asyncio.wait_for(main(), 10.0), loop_choice) is None
+
+
+class TakesAnyAddress(socket.socket):
+    """A socket bound without the kernel (which binds a link-local address only on an
+    interface that has it): it keeps the address it is given and names it as its own."""
+
+    bound: Any = None
+
+    def bind(self, address: Any) -> None:
+        self.bound = address
+
+    def getsockname(self) -> Any:
+        return self.bound
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_server_binds_a_link_local_address_by_name(
+    loop_choice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bind_udp` binds "fe80::1%lo" with the interface's index as scope id, on any machine (a
+    socket that takes any address stands in for the kernel's); and each link-local address this
+    machine has, if any, the kernel binds by name."""
+    lo = socket.if_nametoindex("lo")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with monkeypatch.context() as patch:
+            patch.setattr(socket, "socket", TakesAnyAddress)
+            with await bind_udp(loop, "fe80::1%lo", 5684) as sock:
+                assert sock.getsockname() == ("fe80::1", 5684, 0, lo)
         for address, interface in link_local_addresses():
             with await bind_udp(loop, f"{address}%{interface}", 0) as sock:
                 name = sock.getsockname()
