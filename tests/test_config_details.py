@@ -498,3 +498,20 @@ def test_for_host_names_the_host_only_for_certificates_without_a_server_name() -
     psk = ClientConfig(psk_identity=b"dev", psk=bytes(16))
     assert psk.for_host("gw.example") is psk
     assert psk.for_host("gw.example").server_name is None
+    raw = ClientConfig(server_public_keys=[SERVER_KEY.spki])
+    assert raw.for_host("gw.example") is raw
+    named = ClientConfig(**X509_CLIENT)
+    assert named.for_host("other.example") is named
+
+
+def test_for_host_gives_a_certificate_configuration_without_a_server_name_the_host() -> None:
+    """In certificate mode without a server_name, the server's certificate is checked against
+    the host (RFC 7925 §4.4.1, RFC 6125 §6.2), and a DNS name is sent as server_name (RFC 6066
+    §3), an IP address never; the rest of the configuration is kept."""
+    anchored = ClientConfig(trust_anchors=[ANCHOR.der], mtu=600)
+    assert anchored.server_name is None
+    for host, sent in [("GW.example.", "gw.example"), ("192.0.2.1", None), ("2001:db8::1", None)]:
+        config = anchored.for_host(host)
+        assert (config.server_name, config.sni_name) == (host, sent)
+        assert dataclasses.replace(config, server_name=None) == anchored
+    assert anchored.server_name is None  # the configuration given is left as it was
