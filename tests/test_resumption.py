@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import iotdtls.connection
 import iotdtls.handshake.client
+import iotdtls.handshake.server
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState
 from iotdtls.endpoint import ServerEndpoint
@@ -28,7 +29,14 @@ from iotdtls.identity import (
     RawPublicKeyIdentity,
     UnauthenticatedPeer,
 )
-from iotdtls.messages import ClientHello, ExtensionType, HandshakeType, ServerHello
+from iotdtls.messages import (
+    ClientHello,
+    ExtendedMasterSecret,
+    Extension,
+    ExtensionType,
+    HandshakeType,
+    ServerHello,
+)
 from iotdtls.messages.extensions import UnknownExtension
 from iotdtls.record import ContentType
 from iotdtls.sessions import (
@@ -70,6 +78,7 @@ from tests.pubkey_support import (
     x509_link,
     x509_pki,
 )
+from tests.test_negotiation import assert_link_failed
 
 H = HandshakeType
 LINKS: dict[str, Callable[..., MemoryLink]] = {"psk": make_link, "rpk": rpk_link, "x509": x509_link}
@@ -304,11 +313,13 @@ def test_sessions_without_extended_master_secret_are_never_resumable(
 
 
 @pytest.mark.req("RES-3")
+@pytest.mark.parametrize("require", [True, False])
 def test_server_aborts_a_resumption_without_extended_master_secret(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, require: bool
 ) -> None:
-    """RFC 7627 §5.3: the session used the extension, the new ClientHello lacks it."""
-    first = full_handshake(server={"require_extended_master_secret": False})
+    """RFC 7627 §5.3: the session used the extension, the new ClientHello lacks it; whatever
+    `require_extended_master_secret` says."""
+    first = full_handshake(server={"require_extended_master_secret": require})
     monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
     second = next_link(first)
     second.handshake()
@@ -316,6 +327,31 @@ def test_server_aborts_a_resumption_without_extended_master_secret(
     assert isinstance(closed.error, AlertSent)
     assert closed.error.alert is AlertDescription.handshake_failure
     assert "extended master secret" in closed.error.reason
+
+
+@pytest.mark.req("RES-3", "ERR-1")
+@pytest.mark.parametrize("require", [True, False])
+def test_client_aborts_a_resumption_without_extended_master_secret(
+    monkeypatch: pytest.MonkeyPatch, require: bool
+) -> None:
+    """RFC 7627 §5.3: the session used the extension, the abbreviated ServerHello lacks it;
+    the client aborts also when it accepts legacy servers in a full handshake."""
+    first = full_handshake()
+    real = iotdtls.handshake.server.session_answers
+
+    def without_ems(*args: Any) -> tuple[Extension, ...]:
+        return tuple(e for e in real(*args) if not isinstance(e, ExtendedMasterSecret))
+
+    # Only the abbreviated handshake's ServerHello: the full one is built in negotiation.
+    monkeypatch.setattr(iotdtls.handshake.server, "session_answers", without_ems)
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, require_extended_master_secret=require)
+    second = next_link(first, client_config=config)
+    second.handshake()
+    assert server_hello(second).session_id == first.client.session.session_id
+    assert_link_failed(second, "client", AlertDescription.handshake_failure)
+    (closed,) = events_of(second, "client", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert "RFC 7627 §5.3" in closed.error.reason
 
 
 @pytest.mark.req("RES-3")

@@ -241,8 +241,9 @@ class ClientHandshake(HandshakeMachine):
         """The server echoed our session_id: the abbreviated handshake (RFC 5246 §7.3). The
         session's suite, peer, fragment length and server name carry over (RFC 6066 §3, §4);
         its master secret and the fresh randoms give the keys that open the server's Finished.
-        `_check_extensions` has made sure of the extended master secret (RFC 7627 §5.3: we
-        offer sessions only with it, so a ServerHello without it was refused already)."""
+        `_check_extensions` has made sure of the extended master secret (RFC 7627 §5.3: every
+        session we offer used it, so a ServerHello without it was refused already, whatever
+        `require_extended_master_secret` says)."""
         if hello.cipher_suite != session.cipher_suite:
             raise ProtocolError(
                 "server resumed the session with another cipher suite",
@@ -262,7 +263,8 @@ class ClientHandshake(HandshakeMachine):
 
     def _check_extensions(self, hello: ServerHello) -> None:
         """Only answers to what we offered (RFC 5246 §7.4.1.4); the extended master secret
-        unless allowed without (RES-3); an empty renegotiation_info (RFC 5746 §3.4)."""
+        unless allowed without (RES-3), and always when resuming (RFC 7627 §5.3); an empty
+        renegotiation_info (RFC 5746 §3.4)."""
         offered = {type(e) for e in self._offered_extensions}
         for ext in hello.extensions:
             if type(ext) not in offered:
@@ -298,6 +300,15 @@ class ClientHandshake(HandshakeMachine):
         self.peer_heartbeat_mode = None if heartbeat is None else heartbeat.mode
         self.server_name = self.config.sni_name or ""
         ems = find_extension(hello.extensions, ExtendedMasterSecret) is not None
+        session = self._offered_session
+        if not ems and session is not None and hello.session_id == session.session_id:
+            # RFC 7627 §5.3: every SessionState used the extension (RES-3), so the converse
+            # rule (a session without it resumed with it) cannot arise on our side.
+            raise ProtocolError(
+                "server resumed a session made with the extended master secret without it "
+                "(RFC 7627 §5.3)",
+                AlertDescription.handshake_failure,
+            )
         if self.config.require_extended_master_secret and not ems:
             raise ProtocolError(
                 "server refused the extended master secret", AlertDescription.handshake_failure
