@@ -52,7 +52,7 @@ from tests.memory_link import (
     plain_handshake,
     wire_from,
 )
-from tests.pubkey_support import rewrite, rpk_link, server_key
+from tests.pubkey_support import failure, rewrite, rpk_link, server_key
 from tests.test_negotiation import answer, hello, server_hello_of
 
 PSK = 0xC0A8
@@ -186,6 +186,26 @@ def test_a_raw_key_client_refuses_a_server_confirming_x509() -> None:
     assert closed.error.alert is AlertDescription.handshake_failure  # RPK mode: no cert alerts
     assert closed.error.reason.endswith(
         "server certificate type X509 (RFC 7250 §3) is not what we are provisioned for")
+
+
+@pytest.mark.parametrize("formats", [(1,), (2, 1)], ids=["compressed", "compressed-both"])
+def test_a_client_refuses_server_point_formats_without_uncompressed(
+    formats: tuple[int, ...],
+) -> None:
+    """RFC 8422 §5.2: the server's ec_point_formats "MUST contain the value 0"."""
+
+    def compressed(body: bytes) -> bytes:
+        sh = ServerHello.decode(body)
+        exts = tuple(
+            EcPointFormats(formats) if isinstance(e, EcPointFormats) else e for e in sh.extensions
+        )
+        return replace(sh, extensions=exts).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.server_hello, compressed, times=9))
+    link.handshake()
+    error = failure(link, "client")
+    assert error.alert is AlertDescription.illegal_parameter
+    assert error.reason.endswith("server's ec_point_formats lacks uncompressed (RFC 8422 §5.2)")
 
 
 def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture) -> None:

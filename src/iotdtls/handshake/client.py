@@ -68,6 +68,8 @@ from iotdtls.messages import (
     ClientCertificateType,
     ClientCertificateUrl,
     ClientHello,
+    ECPointFormat,
+    EcPointFormats,
     ExtendedMasterSecret,
     HandshakeType,
     Heartbeat,
@@ -264,7 +266,8 @@ class ClientHandshake(HandshakeMachine):
     def _check_extensions(self, hello: ServerHello) -> None:
         """Only answers to what we offered (RFC 5246 §7.4.1.4); the extended master secret
         unless allowed without (RES-3), and always when resuming (RFC 7627 §5.3); an empty
-        renegotiation_info (RFC 5746 §3.4)."""
+        renegotiation_info (RFC 5746 §3.4); uncompressed among the point formats, if any (RFC
+        8422 §5.2)."""
         offered = {type(e) for e in self._offered_extensions}
         for ext in hello.extensions:
             if type(ext) not in offered:
@@ -287,6 +290,12 @@ class ClientHandshake(HandshakeMachine):
                     AlertDescription.illegal_parameter,
                 )
         check_renegotiation_info(hello.extensions)
+        formats = find_extension(hello.extensions, EcPointFormats)
+        if formats is not None and ECPointFormat.uncompressed not in formats.formats:
+            raise ProtocolError(
+                "server's ec_point_formats lacks uncompressed (RFC 8422 §5.2)",
+                AlertDescription.illegal_parameter,
+            )
         cached = find_extension(hello.extensions, CachedInfo)
         if cached is not None and any(o.type != CachedInformationType.cert for o in cached.objects):
             raise ProtocolError(
