@@ -95,11 +95,11 @@ def test_the_first_suite_the_server_can_serve_is_chosen() -> None:
     "ec",
     [
         (SupportedGroups((24,)), EcPointFormats((0,)), SignatureAlgorithms((0x0403,))),
-        (SupportedGroups((23,)), EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
+        (SupportedGroups((256,)), EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
         (SupportedGroups((23,)), EcPointFormats((0,)), SignatureAlgorithms((0x0503,))),
         (SupportedGroups((23,)), EcPointFormats((0,))),
     ],
-    ids=["p384-only", "compressed-only", "sha384-only", "no-signature-algorithms"],
+    ids=["p384-only", "ffdhe-compressed", "sha384-only", "no-signature-algorithms"],
 )
 def test_an_ecdhe_client_without_p256_uncompressed_ecdsa_sha256_is_refused(
     ec: tuple[Extension, ...],
@@ -112,6 +112,38 @@ def test_an_ecdhe_client_without_p256_uncompressed_ecdsa_sha256_is_refused(
     assert item is not None and isinstance(item[1], ConnectionClosed)
     assert isinstance(item[1].error, AlertSent)
     assert item[1].error.alert is AlertDescription.handshake_failure
+
+
+@pytest.mark.parametrize(
+    ("suites", "formats"),
+    [((ECDHE,), (1,)), ((ECDHE,), (2, 1)), ((PSK, ECDHE), (1,))],
+    ids=["ecdhe-compressed", "ecdhe-both-compressed", "psk-first-then-ecdhe"],
+)
+def test_an_ecc_client_without_uncompressed_points_gets_illegal_parameter(
+    suites: tuple[int, ...], formats: tuple[int, ...]
+) -> None:
+    """RFC 8422 §5.1.2: an ECC suite, P-256 in supported_groups, ec_point_formats without
+    uncompressed: the server MUST abort with illegal_parameter (not "no suite in common"),
+    also when it could serve a PSK suite the client lists first."""
+    ec = (SupportedGroups((23,)), EcPointFormats(formats), SignatureAlgorithms((0x0403,)))
+    msg = hello(suites=suites, extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                           *ec, *RPK_TYPES))
+    out, endpoint = server_answers(msg, raw_public_key=server_key())
+    assert [plain_handshake(d) for d in out] == [[]]  # only an alert, no ServerHello
+    item = endpoint.next_event()
+    assert item is not None and isinstance(item[1], ConnectionClosed)
+    assert isinstance(item[1].error, AlertSent)
+    assert item[1].error.alert is AlertDescription.illegal_parameter
+    assert item[1].error.reason.endswith(
+        "client's ec_point_formats lacks uncompressed (RFC 8422 §5.1.2)")
+
+
+def test_a_psk_only_client_with_compressed_point_formats_is_served() -> None:
+    """RFC 8422 §5.1.2 concerns clients of ECC suites (§5.1): a PSK-only hello goes on."""
+    ec = (SupportedGroups((23,)), EcPointFormats((1,)))
+    msg = hello(suites=(PSK,), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(), *ec))
+    out, _ = server_answers(msg, raw_public_key=server_key())
+    assert server_hello_of(out).cipher_suite == PSK
 
 
 def test_the_server_answers_the_ec_and_certificate_type_extensions_it_was_sent() -> None:

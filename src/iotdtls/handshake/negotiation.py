@@ -87,6 +87,17 @@ _EC_EXTENSIONS: tuple[Extension, ...] = (
     SignatureAlgorithms((SignatureScheme.ecdsa_secp256r1_sha256,)),
 )
 
+#: The curves RFC 8422 defines (§5.1.1), whose clients must take uncompressed points (§5.1.2).
+_RFC8422_CURVES = frozenset(
+    {
+        NamedGroup.secp256r1,
+        NamedGroup.secp384r1,
+        NamedGroup.secp521r1,
+        NamedGroup.x25519,
+        NamedGroup.x448,
+    }
+)
+
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _PSK = Mode.PSK
 _PSK_EXCHANGE = KeyExchangeKind.PSK
@@ -267,7 +278,9 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
     """The first suite of the client's list we can serve (RFC 5246 §7.4.1.3).
 
     handshake_failure when no suite fits; unsupported_certificate when the ECDHE suite fails
-    only on certificate types (RFC 7250 §4.2), not when we hold no key to sign with at all."""
+    only on certificate types (RFC 7250 §4.2), not when we hold no key to sign with at all;
+    illegal_parameter for point formats without uncompressed (`_check_point_formats`)."""
+    _check_point_formats(hello)
     failure: ProtocolError | None = None
     signs = config.raw_public_key is not None or bool(config.certificates)
     for code in hello.cipher_suites:
@@ -285,6 +298,26 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
         except ProtocolError as exc:
             failure = exc
     raise failure or ProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
+
+
+def _check_point_formats(hello: ClientHello) -> None:
+    """RFC 8422 §5.1.2: a client that offers an ECC suite and names one of the RFC's curves in
+    supported_groups must list uncompressed among its ec_point_formats, or the server aborts
+    with illegal_parameter. A hello offering no ECC suite is not concerned (the extensions are
+    those of ECC suites, §5.1): a PSK-only client goes on."""
+    formats = find_extension(hello.extensions, EcPointFormats)
+    if formats is None or ECPointFormat.uncompressed in formats.formats:
+        return
+    groups = find_extension(hello.extensions, SupportedGroups)
+    if groups is None or _RFC8422_CURVES.isdisjoint(groups.groups):
+        return
+    for code in hello.cipher_suites:
+        suite = suite_info(code)
+        if suite is not None and suite.key_exchange is not _PSK_EXCHANGE:
+            raise ProtocolError(
+                "client's ec_point_formats lacks uncompressed (RFC 8422 §5.1.2)",
+                AlertDescription.illegal_parameter,
+            )
 
 
 def _client_takes_p256_ecdsa(hello: ClientHello) -> bool:
