@@ -21,6 +21,7 @@ from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent, ConfigError
 from iotdtls.events import ConnectionClosed
+from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS
 from iotdtls.messages import (
     CertificateRequest,
     CertificateType,
@@ -213,11 +214,13 @@ def test_a_raw_key_client_refuses_a_server_confirming_x509() -> None:
         return replace(sh, extensions=exts).encode()
 
     link = rpk_link(rewrite("server", HandshakeType.server_hello, x509, times=9))
+    link.allowed_alerts = CERTIFICATE_TYPE_ALERTS  # RFC 7250 §4.2: no mode agreed yet
     link.handshake()
     (closed,) = events_of(link, "client", ConnectionClosed)
-    assert closed.error.alert is AlertDescription.handshake_failure  # RPK mode: no cert alerts
+    assert closed.error.alert is AlertDescription.unsupported_certificate
     assert closed.error.reason.endswith(
         "server certificate type X509 (RFC 7250 §3) is not what we are provisioned for")
+    assert ("client", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
 
 
 @pytest.mark.parametrize("formats", [(1,), (2, 1)], ids=["compressed", "compressed-both"])

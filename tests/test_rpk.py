@@ -174,12 +174,41 @@ def test_server_lookup_decides_on_unlisted_client_keys() -> None:
     assert failure(refused, "server").alert is AlertDescription.handshake_failure
 
 
-@pytest.mark.req("RPK-3")
-def test_client_without_a_key_cannot_pass_a_server_that_requires_one() -> None:
-    link = rpk_link(client={"raw_public_key": None})
+def raw_key_client_without_a_key() -> tuple[ClientConfig, ServerConfig]:
+    """No client_certificate_type: X.509 alone (RFC 7250 §4.1), which the server does not take."""
+    return ClientConfig(server_public_keys=[server_key().spki]), ServerConfig(
+        raw_public_key=server_key(), client_public_keys=[client_key().spki]
+    )
+
+
+def raw_key_client_and_x509_client_auth() -> tuple[ClientConfig, ServerConfig]:
+    """The server answers with its raw key, but takes only certificates from clients."""
+    client = ClientConfig(server_public_keys=[server_key().spki], raw_public_key=client_key())
+    p = x509_pki()
+    return client, ServerConfig(
+        raw_public_key=server_key(),
+        certificates=[p.certified(p.server)],
+        client_trust_anchors=[p.root.der],
+    )
+
+
+@pytest.mark.req("RPK-3", "ERR-1")
+@pytest.mark.parametrize(
+    "configs",
+    [raw_key_client_without_a_key, raw_key_client_and_x509_client_auth],
+    ids=["client-without-key", "x509-client-auth"],
+)
+def test_no_client_certificate_type_in_common_is_unsupported_certificate(configs: Any) -> None:
+    """RFC 7250 §4.2 for the client certificate type of a server that requires client
+    authentication: unsupported_certificate on the wire, as for the server certificate type
+    (no mode is agreed yet; a certificate-based suite was asked for)."""
+    client, server = configs()
+    link = MemoryLink(client, server, allowed_alerts=CERTIFICATE_TYPE_ALERTS)
     link.handshake()
     error = failure(link, "server")
-    assert error.alert is AlertDescription.handshake_failure
+    assert error.alert is AlertDescription.unsupported_certificate
+    assert error.reason == "the client offers no certificate type we can authenticate"
+    assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
 
 
 @pytest.mark.req("RPK-2", "ERR-1")

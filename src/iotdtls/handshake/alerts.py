@@ -4,8 +4,9 @@ The profile lists alerts that cannot apply to it: no certificate alerts in PSK o
 mode, no unknown_psk_identity (PSK-4: decrypt_error instead), nothing about compression or
 versions other than DTLS 1.2's protocol_version. Every alert we send passes through
 `permitted_alert` with the set of the association's mode (the base set until the hellos fix
-it, or `CERTIFICATE_TYPE_ALERTS` when they fail on the server certificate type), so a handler that
-names an alert of another mode still sends a valid one.
+it, or `CERTIFICATE_TYPE_ALERTS` when they fail on a certificate type, the server's or the
+client's, on either side), so a handler that names an alert of another mode still sends a valid
+one. An agreed PSK or raw public key mode never sends a certificate alert.
 """
 
 from __future__ import annotations
@@ -60,9 +61,12 @@ X509_MODE_ALERTS = BASE_ALERTS | {
     A.certificate_unobtainable,
     A.bad_certificate_hash_value,
 }
-#: A ClientHello the server cannot serve for want of a server certificate type in common (RFC
-#: 7250 §4.2, unsupported_certificate): no mode is agreed yet, but the client asked for the
-#: ECDHE_ECDSA suite, which authenticates with certificates or raw keys, never a PSK one.
+#: Hellos that fail for want of a certificate type in common (RFC 7250 §4.2 names
+#: unsupported_certificate): a ClientHello the server cannot serve for want of a server
+#: certificate type, or of a client certificate type when it requires client authentication; a
+#: ServerHello whose server certificate type the client is not provisioned for. No mode is
+#: agreed yet, but the hellos are about the ECDHE_ECDSA suite, which authenticates with
+#: certificates or raw keys, never a PSK one.
 CERTIFICATE_TYPE_ALERTS = BASE_ALERTS | {A.unsupported_certificate}
 MODE_ALERTS = {
     Mode.PSK: PSK_MODE_ALERTS,

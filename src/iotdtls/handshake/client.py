@@ -24,7 +24,7 @@ from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.suites import KeyExchangeKind, suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.handshake.alerts import MODE_ALERTS
+from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS, MODE_ALERTS
 from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyexchange import (
     ClientKeyExchanger,
@@ -39,6 +39,7 @@ from iotdtls.handshake.machine import (
     Transition,
 )
 from iotdtls.handshake.negotiation import (
+    NoCertificateType,
     cached_chain_fingerprint,
     check_renegotiation_info,
     client_offer,
@@ -339,7 +340,8 @@ class ClientHandshake(HandshakeMachine):
 
     def _server_verifier(self, hello: ServerHello) -> PeerVerifier:
         """How the server's Certificate is checked: the type it confirmed (X.509 when it sent
-        no server_certificate_type, RFC 7250 §4.2) must be the one we are provisioned for."""
+        no server_certificate_type, RFC 7250 §4.2) must be the one we are provisioned for, or
+        we end with unsupported_certificate (RFC 7250 §4.2)."""
         confirmed = find_extension(hello.extensions, ServerCertificateType)
         cert_type = CertificateType.X509 if confirmed is None else confirmed.types[0]
         if self.config.mode is Mode.RAW_PUBLIC_KEY and cert_type == CertificateType.RawPublicKey:
@@ -349,10 +351,10 @@ class ClientHandshake(HandshakeMachine):
             return X509ServerVerifier(
                 config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
             )
-        raise ProtocolError(
+        self.allowed_alerts = CERTIFICATE_TYPE_ALERTS  # no mode agreed: see `alerts`
+        raise NoCertificateType(
             f"server certificate type {getattr(cert_type, 'name', cert_type)} (RFC 7250 §3) "
-            "is not what we are provisioned for",
-            AlertDescription.unsupported_certificate,
+            "is not what we are provisioned for"
         )
 
     # -- the rest of the server's flight ------------------------------------------------------

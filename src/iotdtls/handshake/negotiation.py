@@ -67,6 +67,8 @@ from iotdtls.messages.extensions import encode_vector
 from iotdtls.sessions import SessionState, psk_digest
 
 __all__ = [
+    "NoCertificateType",
+    "NoClientCertificateType",
     "NoServerCertificateType",
     "ServerChoice",
     "cached_chain_fingerprint",
@@ -247,11 +249,20 @@ def check_renegotiation_info(extensions: tuple[Extension, ...]) -> Renegotiation
     return reneg
 
 
-class NoServerCertificateType(ProtocolError):
-    """We hold a credential for none of the server certificate types the client takes: RFC 7250
-    §4.2 ends the handshake with unsupported_certificate, before any mode is agreed."""
+class NoCertificateType(ProtocolError):
+    """No certificate type in common: RFC 7250 §4.2 ends the handshake with
+    unsupported_certificate, before any mode is agreed (`CERTIFICATE_TYPE_ALERTS`)."""
 
     alert = AlertDescription.unsupported_certificate
+
+
+class NoServerCertificateType(NoCertificateType):
+    """We hold a credential for none of the server certificate types the client takes."""
+
+
+class NoClientCertificateType(NoCertificateType):
+    """We require client authentication and take none of the client certificate types the
+    client offers."""
 
 
 @dataclass(slots=True)
@@ -422,10 +433,7 @@ def _client_verifier(hello: ClientHello, config: ServerConfig) -> PeerVerifier |
             return RawKeyVerifier(config.client_key_pins, config.client_key_lookup)
         if cert_type == CertificateType.X509 and store is not None:
             return X509ClientVerifier(store, config.max_chain_depth, config.wall_clock())
-    raise ProtocolError(
-        "the client offers no certificate type we can authenticate",
-        AlertDescription.unsupported_certificate,
-    )
+    raise NoClientCertificateType("the client offers no certificate type we can authenticate")
 
 
 def session_answers(

@@ -40,7 +40,7 @@ from iotdtls.handshake.machine import (
     Transition,
 )
 from iotdtls.handshake.negotiation import (
-    NoServerCertificateType,
+    NoCertificateType,
     ServerChoice,
     check_renegotiation_info,
     choose_server_parameters,
@@ -178,7 +178,7 @@ class ServerHandshake(HandshakeMachine):
             return self._resume(hello, session, extras)
         try:
             choice = choose_server_parameters(hello, self.credentials)
-        except NoServerCertificateType:
+        except NoCertificateType:  # the server's or the client's
             self.allowed_alerts = CERTIFICATE_TYPE_ALERTS  # RFC 7250 §4.2; never PSK mode
             raise
         self.record(msg)
