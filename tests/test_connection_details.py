@@ -396,6 +396,29 @@ def test_a_repeated_flight_triggers_a_retransmission_again_exactly_a_quarter_tim
     assert server.retransmissions == 2
 
 
+@pytest.mark.req("HS-4")
+def test_a_resend_for_a_repeated_flight_restarts_the_timer_with_its_interval() -> None:
+    """RFC 6347 §4.2.4: on the peer's repeated flight we resend ours and reset the retransmit
+    timer: the next timer resend comes a whole interval later (not at the old deadline), and
+    the interval stays what it was (2 s after one back-off: neither doubled nor reset)."""
+    client, server = started_pair()
+    deliver(client, server)
+    server.datagrams_to_send(0.0)  # flight 4, lost
+    server.handle_timer(1.0)
+    assert server.datagrams_to_send(1.0)  # resent by the timer (lost too), which is now 2 s
+    assert server.get_timer() == 3.0
+    client.handle_timer(1.0)  # the client repeats its ClientHello
+    for datagram in client.datagrams_to_send(1.0):
+        server.receive_datagram(datagram, 1.5)
+    assert server.datagrams_to_send(1.5)
+    assert server.get_timer() == 3.5
+    server.handle_timer(3.0)
+    assert server.datagrams_to_send(3.0) == []
+    server.handle_timer(3.5)
+    assert server.datagrams_to_send(3.5)
+    assert server.get_timer() == 3.5 + 4.0
+
+
 def test_a_new_handshake_message_after_the_handshake_is_unexpected() -> None:
     """HS-5: after the handshake, a repeat of the peer's last message is dropped, a new
     message (other than a renegotiation request) ends the association."""

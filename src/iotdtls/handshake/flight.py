@@ -155,6 +155,14 @@ class RetransmitTimer:
         self.retransmitted = False
         self.deadline = now + self.interval
 
+    def restart(self, now: float) -> None:
+        """Re-arm after resending the flight because the peer repeated its own (RFC 6347
+        §4.2.4: the implementation "retransmits the flight, resets the retransmit timer, and
+        returns to the WAITING state"), keeping the interval: the repeat shows that the peer
+        is alive and the path carries its flight, which is no reason to wait longer; and a
+        forged repeat cannot push the timer towards its cap."""
+        self.deadline = now + self.interval
+
     def stop(self) -> None:
         self.deadline = None
 
