@@ -43,6 +43,7 @@ from iotdtls.events import (
     DataReceived,
     HandshakeComplete,
 )
+from iotdtls.handshake.transcript import handshake_header
 from iotdtls.heartbeat import HeartbeatDrop
 from iotdtls.messages import Alert, HandshakeType
 from iotdtls.record import (
@@ -363,6 +364,42 @@ def test_plaintext_where_the_finished_belongs_is_dropped_and_counted_each_time()
     assert server.state is ConnectionState.HANDSHAKING
     server.receive_datagram(finished, 0.0)
     assert server.state is ConnectionState.ESTABLISHED
+
+
+#: Handshake record payloads that do not parse (RFC 6347 §4.2.2): a header cut short, and a
+#: fragment of 12 bytes with 4 in the record.
+MALFORMED_HANDSHAKE = (
+    bytes([HandshakeType.finished, 0, 0, 12, 0]),
+    handshake_header(HandshakeType.finished, CLIENT_FINISHED_SEQ, 12, 0, 12) + bytes(4),
+)
+
+
+@pytest.mark.req("REC-3")
+@pytest.mark.parametrize("payload", MALFORMED_HANDSHAKE, ids=["short-header", "short-fragment"])
+def test_malformed_plaintext_after_the_change_cipher_spec_is_dropped_and_counted(
+    payload: bytes,
+) -> None:
+    """RFC 6347 §4.1.2.7: after the peer's ChangeCipherSpec an epoch-0 handshake record is a
+    forgery or a stale copy; malformed, it is dropped like a well-formed one and the handshake
+    goes on. Before it, the peer's malformed plaintext is still decode_error."""
+    _client, server, (key_exchange, ccs, finished) = up_to_client_flight()
+    forger = RecordLayer()
+    forger.set_next_sequence_number(0, 100)
+    server.receive_datagram(key_exchange, 0.0)
+    server.receive_datagram(ccs, 0.0)
+    for n in (1, 2):
+        server.receive_datagram(forger.seal(ContentType.handshake, payload, 0), 0.0)
+        assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == n
+        assert server.state is ConnectionState.HANDSHAKING
+    assert server.datagrams_to_send(0.0) == []
+    server.receive_datagram(finished, 0.0)
+    assert server.state is ConnectionState.ESTABLISHED
+
+    _client, server, (key_exchange, _ccs, _finished) = up_to_client_flight()
+    server.receive_datagram(key_exchange, 0.0)
+    server.receive_datagram(forger.seal(ContentType.handshake, payload, 0), 0.0)
+    assert isinstance(server.error, AlertSent)
+    assert server.error.alert is AlertDescription.decode_error
 
 
 def test_records_the_handshake_does_not_take_are_counted_each_time() -> None:

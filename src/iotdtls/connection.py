@@ -30,6 +30,7 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     DatagramTooLarge,
+    DecodeError,
     DtlsError,
     HandshakeTimeout,
     IntegrityLimitReached,
@@ -701,13 +702,22 @@ class DtlsConnection:
         self._process_messages(now)
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
+        """A malformed record of an epoch the peer has left (its ChangeCipherSpec came: a
+        forgery or a stale copy) is dropped unread like a well-formed one: it cannot end the
+        handshake (RFC 6347 §4.1.2.7, REC-3); in the peer's current epoch it is decode_error."""
         record_id = (record.epoch, record.sequence_number)
-        for frag in fragments_of(record.payload, record.epoch):
-            if not self._numbering_adopted:
-                self._adopt_client_numbering(record, frag)
-            self._on_fragment(frag, record_id, now)
-            if self.state is _CLOSED:
-                return
+        try:
+            for frag in fragments_of(record.payload, record.epoch):
+                if not self._numbering_adopted:
+                    self._adopt_client_numbering(record, frag)
+                self._on_fragment(frag, record_id, now)
+                if self.state is _CLOSED:
+                    return
+        except DecodeError:
+            if record.epoch >= self._handshake.peer_epoch:
+                raise
+            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+            return
         if record_id > self._newest_handshake_record:
             self._newest_handshake_record = record_id
         self._process_messages(now)
