@@ -673,6 +673,12 @@ class DtlsConnection:
         self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
 
     def _on_alert(self, record: PlainRecord) -> None:
+        """An alert of an epoch the peer has left (after its ChangeCipherSpec the genuine peer
+        sends alerts under its new keys) is a forgery or a stale copy: dropped unread, it
+        cannot end the handshake (RFC 6347 §4.1.2.7, REC-3), as after the handshake."""
+        if record.epoch < self._handshake.peer_epoch:
+            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+            return
         alert = Alert.decode(record.payload)
         if alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
