@@ -36,6 +36,7 @@ from iotdtls.errors import (
     HandshakeTimeout,
     LocalProtocolError,
 )
+from iotdtls.errors import AlertReceived as AlertReceivedError
 from iotdtls.events import (
     AlertReceived,
     CertificateUrlsReceived,
@@ -52,6 +53,7 @@ from iotdtls.record import (
     ContentType,
     RecordLayer,
 )
+from iotdtls.sessions import MemorySessionStore
 from tests import pki
 from tests.memory_link import (
     CLIENT_ADDR,
@@ -537,6 +539,27 @@ def test_close_notify_is_answered_with_close_notify() -> None:
     assert (alert.level, alert.description) == (
         AlertLevel.WARNING, AlertDescription.close_notify
     )
+
+
+def test_a_fatal_close_notify_is_a_fatal_alert_and_ends_the_session() -> None:
+    """RFC 5246 §7.2: a fatal alert ends the association at once and invalidates its session,
+    whatever its description: a close_notify at level fatal is no clean close, and gets no
+    close_notify back."""
+    client_config, server_config = configs()
+    store = MemorySessionStore()
+    client = DtlsConnection(client_config)
+    server = DtlsConnection(server_config, session_store=store)
+    client.connect(0.0)
+    server.accept(0.0)
+    exchange(client, server)
+    assert server.session is not None and len(store) == 1
+    fatal = Alert(AlertLevel.FATAL, AlertDescription.close_notify).encode()
+    server.receive_datagram(record_layer(client).seal(ContentType.alert, fatal, 1), 1.0)
+    assert server.state is ConnectionState.CLOSED
+    assert isinstance(server.error, AlertReceivedError)
+    assert server.error.alert is AlertDescription.close_notify
+    assert server.session is None and len(store) == 0
+    assert server.datagrams_to_send(1.0) == []
 
 
 def test_heartbeats_one_side_refused_are_not_negotiated_on_either() -> None:

@@ -680,12 +680,14 @@ class DtlsConnection:
             self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
             return
         alert = Alert.decode(record.payload)
-        if alert.description == _CLOSE_NOTIFY:
+        if alert.level == AlertLevel.FATAL:
+            # Whatever its description, close_notify included: the association ends at once
+            # and its session can no longer be resumed (RFC 5246 §7.2).
+            self._close(AlertReceived(alert.description))
+        elif alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
                 self._send_alert(_WARNING, _CLOSE_NOTIFY)
                 self._close(None)
-        elif alert.level == AlertLevel.FATAL:
-            self._close(AlertReceived(alert.description))
         else:
             self._emit(AlertEvent(alert.description))
 
