@@ -25,6 +25,7 @@ from iotdtls.connection import (
     ConnectionState,
     DropReason,
     DtlsConnection,
+    SequenceNumbersExhausted,
 )
 from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.endpoint import ServerEndpoint
@@ -49,6 +50,7 @@ from iotdtls.heartbeat import HeartbeatDrop
 from iotdtls.messages import Alert, HandshakeType
 from iotdtls.record import (
     MAX_PLAINTEXT_LENGTH,
+    MAX_SEQUENCE_NUMBER,
     RECORD_HEADER_LEN,
     ContentType,
     RecordLayer,
@@ -560,6 +562,52 @@ def test_a_fatal_close_notify_is_a_fatal_alert_and_ends_the_session() -> None:
     assert server.error.alert is AlertDescription.close_notify
     assert server.session is None and len(store) == 0
     assert server.datagrams_to_send(1.0) == []
+
+
+def exhausted(conn: DtlsConnection) -> None:
+    """Use up the last record number of `conn`'s write epoch 1 (RFC 6347 §4.1)."""
+    record_layer(conn).set_next_sequence_number(1, MAX_SEQUENCE_NUMBER - 1)
+    conn.send(b"last")
+    conn.datagrams_to_send(1.0)
+
+
+@pytest.mark.parametrize("request_kind", ["close_notify", "renegotiation"])
+def test_an_answer_past_the_last_record_number_abandons_the_association(
+    request_kind: str,
+) -> None:
+    """RFC 6347 §4.1: a sequence number never wraps. A peer's record we answer (its
+    close_notify, a renegotiation request) when our numbers are used up ends the association
+    with `SequenceNumbersExhausted`, sending nothing; receive_datagram does not raise."""
+    client, server = established_pair()
+    exhausted(server)
+    layer = record_layer(client)
+    if request_kind == "close_notify":
+        close_notify = Alert(AlertLevel.WARNING, AlertDescription.close_notify).encode()
+        datagram = layer.seal(ContentType.alert, close_notify, 1)
+    else:
+        datagram = handshake_record(layer, HandshakeType.client_hello, 0, bytes(40), 1)
+    server.receive_datagram(datagram, 2.0)
+    assert server.state is ConnectionState.CLOSED
+    assert isinstance(server.error, SequenceNumbersExhausted)
+    assert str(server.error) == (
+        "association abandoned: sequence numbers of epoch 1 are exhausted (RFC 6347 §4.1)"
+    )
+    assert server.datagrams_to_send(2.0) == []
+    assert drain(server) == [ConnectionClosed(server.error, server.peer)]
+
+
+def test_a_heartbeat_resend_past_the_last_record_number_abandons_the_association() -> None:
+    """The same for a resend on our timer (RFC 6520 §3): handle_timer does not raise."""
+    client, _server = established_pair(client={"heartbeat": True}, server={"heartbeat": True})
+    client.send_heartbeat(1.0)
+    client.datagrams_to_send(1.0)  # lost
+    exhausted(client)
+    when = client.get_timer()
+    assert when is not None
+    client.handle_timer(when)
+    assert client.state is ConnectionState.CLOSED
+    assert isinstance(client.error, SequenceNumbersExhausted)
+    assert client.datagrams_to_send(when) == []
 
 
 def test_heartbeats_one_side_refused_are_not_negotiated_on_either() -> None:

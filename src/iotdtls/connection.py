@@ -73,10 +73,11 @@ from iotdtls.record import (
     ContentType,
     PlainRecord,
     RecordLayer,
+    SequenceExhausted,
 )
 from iotdtls.sessions import SessionState, SessionStore
 
-__all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
+__all__ = ["ConnectionState", "DropReason", "DtlsConnection", "SequenceNumbersExhausted"]
 
 logger = logging.getLogger("iotdtls")
 
@@ -111,6 +112,14 @@ _CLIENT_HELLO = HandshakeType.client_hello
 #: What `receive_datagram` takes (an isinstance check per datagram; the message is
 #: `check_bytes_like`'s).
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class SequenceNumbersExhausted(DtlsError):
+    """Our records of an epoch used up the 48-bit sequence number (RFC 6347 §4.1: it must not
+    wrap), so the association was abandoned; a new handshake starts a new one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"association abandoned: {reason} (RFC 6347 §4.1)")
 
 
 class DropReason(IdentityHashEnum):
@@ -336,12 +345,25 @@ class DtlsConnection:
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Process one datagram from the peer. Never raises for anything the peer sent; data
-        that is not bytes-like raises `TypeError`."""
+        that is not bytes-like raises `TypeError`. An answer that needs a record number past
+        the last of its epoch ends the association with `SequenceNumbersExhausted`."""
         if not isinstance(data, _BYTES_LIKE):
             check_bytes_like(data)
-        if self.state is _ESTABLISHED:
-            self._receive_established(data, now)
-            return
+        try:
+            if self.state is _ESTABLISHED:
+                self._receive_established(data, now)
+            else:
+                self._receive_handshaking(data, now)
+        except SequenceExhausted as exc:
+            self._abandon(exc)
+
+    def _abandon(self, exc: SequenceExhausted) -> None:
+        """RFC 6347 §4.1: a sequence number must not wrap, so an association whose write epoch
+        ran out is abandoned, without an alert (there is no number left to send one with)."""
+        if self.state is not _CLOSED:
+            self._close(SequenceNumbersExhausted(str(exc)))
+
+    def _receive_handshaking(self, data: bytes, now: float) -> None:
         if self.state is _IDLE and not self.is_client:
             self._begin(now)
         if self.state in (_IDLE, _CLOSED):
@@ -474,7 +496,14 @@ class DtlsConnection:
     def handle_timer(self, now: float) -> None:
         """Retransmit on timer expiry (RFC 6347 §4.2.4.1) or fail past the handshake deadline;
         once established, the end of the final flight's hold (§4.2.4) and the heartbeat timers
-        (RFC 6520 §3)."""
+        (RFC 6520 §3). A resend past the last record number of its epoch ends the association
+        with `SequenceNumbersExhausted`."""
+        try:
+            self._on_timer(now)
+        except SequenceExhausted as exc:
+            self._abandon(exc)
+
+    def _on_timer(self, now: float) -> None:
         if self.state is _ESTABLISHED:
             if self._hold_until is not None and now >= self._hold_until:
                 self._settle()
