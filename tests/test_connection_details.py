@@ -466,6 +466,22 @@ def test_a_repeated_flight_triggers_a_retransmission_again_exactly_a_quarter_tim
     assert server.retransmissions == 2
 
 
+def test_retransmissions_counts_the_resends_the_peer_asked_for_not_the_timer_ones() -> None:
+    """`retransmissions` counts the flights resent because the peer repeated its own (RFC 6347
+    §4.2.4), not the resends of our timer (§4.2.4.1)."""
+    client, server = started_pair()
+    deliver(client, server)
+    server.datagrams_to_send(0.0)  # flight 4, lost
+    for when in (1.0, 3.0, 7.0, 15.0):
+        server.handle_timer(when)
+        assert server.datagrams_to_send(when)  # resent by the timer (lost too)
+    assert server.retransmissions == 0
+    client.handle_timer(1.0)  # the client repeats its ClientHello
+    deliver(client, server, 16.0)
+    assert server.datagrams_to_send(16.0)
+    assert server.retransmissions == 1
+
+
 @pytest.mark.req("HS-4")
 def test_a_resend_for_a_repeated_flight_restarts_the_timer_with_its_interval() -> None:
     """RFC 6347 §4.2.4: on the peer's repeated flight we resend ours and reset the retransmit

@@ -228,6 +228,10 @@ class DtlsConnection:
         self._events: list[Event] | None = None
         self._dropped: Counter[DropReason] | None = None
         self.error: DtlsError | None = None
+        #: Flights resent because the peer repeated its previous flight (RFC 6347 §4.2.4:
+        #: ours was lost), as many as the rate limit of `_maybe_retransmit` let out, a held
+        #: final flight's included. Resends on our own retransmission timer (§4.2.4.1) are
+        #: not counted: this says how often the peer had to ask.
         self.retransmissions = 0
         self._numbering_adopted = self.is_client
         #: A ChangeCipherSpec that arrived while its flight waited for a fetched chain.
