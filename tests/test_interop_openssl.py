@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from iotdtls import sync
-from iotdtls.errors import DtlsError, HandshakeTimeout
+from iotdtls.errors import AlertDescription, AlertReceived, DtlsError, HandshakeTimeout
 from iotdtls.proxy import LoggedDatagram
 from tests.interop_support import (
+    ALERT,
     APPLICATION_DATA,
     DECRYPT_ERROR,
     HANDSHAKE,
@@ -36,6 +37,7 @@ from tests.interop_support import (
 )
 from tests.peers import (
     CLIENT_IDENTITY,
+    LOCALHOST,
     OPENSSL_CLIENT_HANDSHAKE_DONE,
     OPENSSL_SERVER_HANDSHAKE_DONE,
     OPENSSL_SERVER_READY,
@@ -123,6 +125,31 @@ def test_our_client_wrong_key_fails_within_deadline() -> None:
     server = [r for d in log if d.direction == "server" for r in records(d.data)]
     assert plaintext_alerts(log, "server") == []
     assert all(e == 0 and t == HANDSHAKE for t, e, _ in server)
+
+
+def test_our_client_hears_a_dtls10_server_refuse() -> None:
+    """s_server speaking DTLS 1.0 only refuses our DTLS 1.2 ClientHello (no suite in common)
+    with a fatal alert in a record of its own version, 0xFEFF (RFC 6347 §4.1, RFC 5246
+    Appendix E): our client reports that alert at once instead of retransmitting until its
+    deadline."""
+    require_peer("openssl")
+    port = free_udp_port()
+    # DTLS 1.0 works at security level 0 only; its suites (CBC) are not ours: no suite in common
+    argv = ["openssl", "s_server", "-dtls1", "-accept", f"{LOCALHOST}:{port}", "-nocert",
+            "-psk", PSK_HEX, "-cipher", "PSK-AES128-CBC-SHA:@SECLEVEL=0", "-naccept", "1"]
+    with PeerProcess(argv, name="s_server", time_limit=30.0) as peer, proxied(port) as proxy:
+        peer.wait_for_output(OPENSSL_SERVER_READY, 5.0)
+        config = client_config(handshake_timeout=10.0)
+        started = time.monotonic()
+        with pytest.raises(AlertReceived) as info:
+            sync.connect(*proxy.address, config)
+        elapsed = time.monotonic() - started
+    assert info.value.alert is AlertDescription.handshake_failure
+    assert "handshake_failure" in str(info.value)
+    assert elapsed < 3.0
+    log = proxy.snapshot()
+    refusals = [d.data for d in log if d.direction == "server" and d.data[0] == ALERT]
+    assert refusals and all(data[1:3] == b"\xfe\xff" for data in refusals)
 
 
 # -- OpenSSL client, our server -----------------------------------------------------------------

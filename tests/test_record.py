@@ -261,14 +261,17 @@ def test_short_fragment_and_truncated_datagram() -> None:
 
 
 @pytest.mark.req("REC-3")
-def test_dtls10_version_tolerated_only_for_epoch0_handshake() -> None:
+def test_dtls10_version_tolerated_only_for_epoch0_handshake_and_alert() -> None:
     layer = RecordLayer()
     layer.install_read_epoch(1, NullProtector())
     hello = raw_record(22, 0xFEFF, 0, 0, b"client hello")
     assert [r.payload for r in layer.open_datagram(hello)] == [b"client hello"]
-    for ctype, epoch, seq in ((23, 0, 1), (21, 0, 2), (22, 1, 0)):
+    # a DTLS 1.0 server refuses in its own version: a fatal handshake_failure, epoch 0
+    refusal = raw_record(21, 0xFEFF, 0, 1, b"\x02\x28")
+    assert layer.open_datagram(refusal) == [PlainRecord(ContentType.alert, 0, 1, b"\x02\x28")]
+    for ctype, epoch, seq in ((23, 0, 2), (20, 0, 3), (24, 0, 4), (22, 1, 0), (21, 1, 1)):
         assert layer.open_datagram(raw_record(ctype, 0xFEFF, epoch, seq, b"x")) == []
-    assert layer.discards[DiscardReason.BAD_VERSION] == 3
+    assert layer.discards[DiscardReason.BAD_VERSION] == 5
 
 
 def test_replay_check_can_be_turned_off_per_epoch() -> None:

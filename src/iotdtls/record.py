@@ -508,12 +508,19 @@ class RecordLayer:
         self, ctype: int, version: int, epoch: int, seq: int, fragment: bytes
     ) -> PlainRecord | DiscardReason:
         """Check and unprotect one record (RFC 6347 §4.1.2.6-7); the replay window moves only
-        once the record has authenticated."""
+        once the record has authenticated.
+
+        Version 0xFEFF is accepted in epoch 0 for handshake and alert records only: a peer that
+        does not speak DTLS 1.2 answers in its own version (RFC 6347 §4.1, RFC 5246 Appendix E),
+        a HelloVerifyRequest or a refusing alert, so the refusal is heard rather than retried
+        into a timeout. An epoch-0 record is unauthenticated whatever its version."""
         content_type = _CONTENT_TYPES.get(ctype)
         if content_type is None:
             return DiscardReason.UNKNOWN_CONTENT_TYPE
         if version != _DTLS_1_2 and not (
-            version == _DTLS_1_0 and epoch == 0 and ctype == HANDSHAKE_CONTENT
+            version == _DTLS_1_0
+            and epoch == 0
+            and ctype in (HANDSHAKE_CONTENT, ALERT_CONTENT)
         ):
             return DiscardReason.BAD_VERSION
         read = self._read
