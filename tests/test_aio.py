@@ -83,6 +83,41 @@ def test_handshake_timeout_against_silent_port() -> None:
         run(main())
 
 
+class _ClosingPeer(asyncio.DatagramProtocol):
+    """Answers every datagram with a plaintext close_notify (epoch 0)."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        close_notify = bytes.fromhex("15 fefd 0000 000000000007 0002 0100")
+        self.transport.sendto(close_notify, addr)
+
+
+def test_peer_close_notify_during_the_handshake_is_the_peers_doing() -> None:
+    """RFC 5246 §7.2.1: the peer's close_notify before the handshake completed ends connect()
+    with AlertReceived(close_notify) saying the peer closed, not LocalProtocolError (the
+    user's own misuse)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            _ClosingPeer, local_addr=(LOCALHOST, 0)
+        )
+        try:
+            port = transport.get_extra_info("sockname")[1]
+            with pytest.raises(AlertReceived) as info:
+                await asyncio.wait_for(
+                    aio.connect(LOCALHOST, port, client_config(handshake_timeout=5.0)), 3.0
+                )
+        finally:
+            transport.close()
+        assert info.value.alert is AlertDescription.close_notify
+        assert str(info.value) == "the peer closed the association during the handshake"
+
+    run(main())
+
+
 @pytest.mark.req("ERR-1", "PSK-4")
 @pytest.mark.parametrize("credentials", [
     {"psk": WRONG_PSK}, {"psk_identity": "nobody"}])

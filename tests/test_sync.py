@@ -136,6 +136,28 @@ def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
     assert time.monotonic() - started < 10.0
 
 
+def test_peer_close_notify_during_the_handshake_raises_alert_received() -> None:
+    """RFC 5246 §7.2.1: a close_notify answering the ClientHello ends connect() with
+    AlertReceived(close_notify), as in `aio`, not LocalProtocolError (the user's misuse)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind((LOCALHOST, 0))
+        peer.settimeout(5.0)
+
+        def answer() -> None:
+            _, address = peer.recvfrom(65535)
+            peer.sendto(bytes.fromhex("15 fefd 0000 000000000007 0002 0100"), address)
+
+        answering = threading.Thread(target=answer)
+        answering.start()
+        try:
+            with pytest.raises(AlertReceived) as info:
+                sync.connect(*peer.getsockname(), client_config(handshake_timeout=5.0))
+        finally:
+            answering.join(6.0)
+    assert info.value.alert is AlertDescription.close_notify
+    assert str(info.value) == "the peer closed the association during the handshake"
+
+
 @pytest.mark.req("ERR-1", "PSK-4")
 def test_wrong_key_raises_alert_received(server: ServerThread) -> None:
     with pytest.raises(AlertReceived) as info:

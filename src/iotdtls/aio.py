@@ -43,6 +43,7 @@ from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
+    AlertReceived,
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
@@ -278,7 +279,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self.heartbeats.closed(event.error)
             self.inbox.end(event.error)
             if not self.handshake_done.done():
-                error = event.error or LocalProtocolError("closed during the handshake")
+                # No error: the peer's close_notify (RFC 5246 §7.2.1), not the user's doing.
+                error = event.error or AlertReceived(AlertDescription.close_notify)
                 self.handshake_done.set_exception(error)
 
     def _retry_later(self, error: DtlsError | None) -> bool:

@@ -156,7 +156,9 @@ class IntegrityLimitReached(AlertSent):
 
 
 class AlertReceived(DtlsError):
-    """The peer ended the association with a fatal alert."""
+    """The peer ended the association with a fatal alert, or with close_notify before the
+    handshake completed (RFC 5246 §7.2.1; once established, close_notify is a clean end, no
+    error)."""
 
     def __init__(self, alert: AlertDescription | int) -> None:
         try:
@@ -165,7 +167,10 @@ class AlertReceived(DtlsError):
         except ValueError:  # a code AlertDescription does not name: its number
             self.alert = alert
             name = str(alert)
-        super().__init__(f"received fatal alert {name}")
+        if self.alert == AlertDescription.close_notify:
+            super().__init__("the peer closed the association during the handshake")
+        else:
+            super().__init__(f"received fatal alert {name}")
 
 
 class AssociationReplaced(DtlsError):
