@@ -25,7 +25,6 @@ from iotdtls.connection import (
     ConnectionState,
     DropReason,
     DtlsConnection,
-    SequenceNumbersExhausted,
 )
 from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.endpoint import ServerEndpoint
@@ -36,6 +35,7 @@ from iotdtls.errors import (
     DatagramTooLarge,
     HandshakeTimeout,
     LocalProtocolError,
+    SequenceNumbersExhausted,
 )
 from iotdtls.errors import AlertReceived as AlertReceivedError
 from iotdtls.events import (

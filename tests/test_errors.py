@@ -22,6 +22,7 @@ from iotdtls.errors import (
     IntegrityLimitReached,
     PeerUnresponsive,
     PortUnreachable,
+    SequenceNumbersExhausted,
 )
 from iotdtls.events import ConnectionClosed, HandshakeComplete
 from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
@@ -77,6 +78,10 @@ def test_alert_received_names_known_alerts_and_numbers_unknown_ones(
             " listener, Mbed TLS) drop those: raise mtu or send less)",
         ),
         (lambda: IdleTimeout(120.0), "association idle for 120 s, closed"),
+        (
+            lambda: SequenceNumbersExhausted("epoch 1 is used up"),
+            "association abandoned: epoch 1 is used up (RFC 6347 §4.1)",
+        ),
     ],
 )
 def test_how_an_association_ended_is_told_in_one_line(

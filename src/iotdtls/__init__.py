@@ -38,6 +38,7 @@ from iotdtls.errors import (
     LocalProtocolError,
     PeerUnresponsive,
     PortUnreachable,
+    SequenceNumbersExhausted,
 )
 from iotdtls.identity import (
     CertificateIdentity,
@@ -78,6 +79,7 @@ __all__ = [
     "RawPublicKeyIdentity",
     "RetransmitPolicy",
     "RetryPolicy",
+    "SequenceNumbersExhausted",
     "ServerConfig",
     "ServerEndpoint",
     "ServerSession",

@@ -37,6 +37,7 @@ from iotdtls.errors import (
     LocalProtocolError,
     PeerUnresponsive,
     ProtocolError,
+    SequenceNumbersExhausted,
 )
 from iotdtls.events import (
     AlertReceived as AlertEvent,
@@ -77,7 +78,7 @@ from iotdtls.record import (
 )
 from iotdtls.sessions import SessionState, SessionStore
 
-__all__ = ["ConnectionState", "DropReason", "DtlsConnection", "SequenceNumbersExhausted"]
+__all__ = ["ConnectionState", "DropReason", "DtlsConnection"]
 
 logger = logging.getLogger("iotdtls")
 
@@ -112,14 +113,6 @@ _CLIENT_HELLO = HandshakeType.client_hello
 #: What `receive_datagram` takes (an isinstance check per datagram; the message is
 #: `check_bytes_like`'s).
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-
-
-class SequenceNumbersExhausted(DtlsError):
-    """Our records of an epoch used up the 48-bit sequence number (RFC 6347 §4.1: it must not
-    wrap), so the association was abandoned; a new handshake starts a new one."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"association abandoned: {reason} (RFC 6347 §4.1)")
 
 
 class DropReason(IdentityHashEnum):

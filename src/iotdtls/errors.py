@@ -37,6 +37,7 @@ __all__ = [
     "PeerUnresponsive",
     "PortUnreachable",
     "ProtocolError",
+    "SequenceNumbersExhausted",
 ]
 
 
@@ -194,6 +195,14 @@ class PeerUnresponsive(DtlsError):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"the peer did not answer heartbeats for {seconds:g} s")
+
+
+class SequenceNumbersExhausted(DtlsError):
+    """Our records of an epoch used up the 48-bit sequence number (RFC 6347 §4.1: it must not
+    wrap), so the association was abandoned; a new handshake starts a new one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"association abandoned: {reason} (RFC 6347 §4.1)")
 
 
 class PortUnreachable(DtlsError):
