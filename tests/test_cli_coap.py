@@ -31,6 +31,7 @@ from iotdtls.cli import coap as coap_cli
 from iotdtls.cli import main
 from iotdtls.cli.common import UsageError
 from iotdtls.coap import AssociationFailed
+from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.errors import AlertDescription, AlertReceived
 from tests.aio_support import signal_fallback
 from tests.coap_support import CoapSite, coaps_client, coaps_server, get
@@ -419,7 +420,8 @@ def test_usage_errors_exit_2_with_one_line(
         ["--psk-identity", "dev1"], ["--psk", "xyz"], ["--peer-rpk", "server.pem"],
         ["--peer-rpk-sha256", "00" * 32], ["--rpk-key", "key.pem"], ["--cafile", "ca.crt"],
         ["--cert", "client.crt"], ["--key", "client.key"], ["--server-name", "gw.example"],
-        ["--cache-dir", "chains"], ["--allow-no-ems"], ["--mtu", "500"], ["--keylog", "KEYLOG"],
+        ["--cache-dir", "chains"], ["--allow-no-ems"], ["--mtu", "500"], ["--retransmit", "9"],
+        ["--keylog", "KEYLOG"],
     ],
 )
 def test_every_dtls_flag_is_refused_with_a_coap_uri(
@@ -526,7 +528,7 @@ def test_a_request_hands_its_flags_to_the_client_context(
     keylog = tmp_path / "keys.log"
     assert main(["coap", "get", "coaps://localhost/x", *CREDENTIALS]) == 130
     assert main(["coap", "get", "coaps://localhost/x", *CREDENTIALS, "--timeout", "4",
-                 "--mtu", "600", "--keylog", str(keylog)]) == 130
+                 "--mtu", "600", "--keylog", str(keylog), "--retransmit", "9"]) == 130
     (_, defaults), (_, told) = handed.calls
     for kwargs in (defaults, told):
         assert (kwargs["plain_coap"], kwargs["chain_cache"]) == (False, None)
@@ -534,6 +536,9 @@ def test_a_request_hands_its_flags_to_the_client_context(
     assert (defaults["config"].handshake_timeout, defaults["config"].keylog_file) == (30.0, None)
     config = told["config"]
     assert (config.handshake_timeout, config.mtu, config.keylog_file) == (4.0, 600, str(keylog))
+    assert (defaults["config"].retransmit, config.retransmit) == (
+        RFC6347_RETRANSMIT, CONSTRAINED_RETRANSMIT
+    )
 
 
 def test_a_coap_uri_hands_no_configuration(handed: Handed) -> None:
@@ -555,7 +560,7 @@ def test_serve_hands_its_flags_to_the_server_transport(handed: Handed, tmp_path:
     keylog = tmp_path / "keys.log"
     assert main(["coap", "serve", *CREDENTIALS]) == 130
     assert main(["coap", "serve", "--listen", "[::1]:9999", *CREDENTIALS, "--mtu", "600",
-                 "--keylog", str(keylog)]) == 130
+                 "--keylog", str(keylog), "--retransmit", "90"]) == 130
     (defaults, told) = handed.calls
     (context, bind), kwargs = defaults
     assert bind == ("127.0.0.1", 5684) and kwargs["config"].keylog_file is None
@@ -563,6 +568,7 @@ def test_serve_hands_its_flags_to_the_server_transport(handed: Handed, tmp_path:
     (_, bind), kwargs = told
     assert bind == ("::1", 9999)
     assert (kwargs["config"].mtu, kwargs["config"].keylog_file) == (600, str(keylog))
+    assert kwargs["config"].retransmit == RetransmitPolicy(90.0, 90.0)  # the cap never below it
 
 
 def test_observe_of_a_resource_that_cannot_be_observed_prints_it_once(

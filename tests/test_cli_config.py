@@ -32,7 +32,14 @@ from iotdtls.cli.common import (
 from iotdtls.cli.credentials import chain_cache, client_config, read_psk_file, server_config
 from iotdtls.cli.echo import server_config_of
 from iotdtls.cli.perf import client_config_of
-from iotdtls.config import DEFAULT_IDLE_TIMEOUT, DEFAULT_MTU, ServerConfig
+from iotdtls.config import (
+    CONSTRAINED_RETRANSMIT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MTU,
+    RFC6347_RETRANSMIT,
+    RetransmitPolicy,
+    ServerConfig,
+)
 from iotdtls.credentials import PrivateKey, load_certificate_file, public_key_pin
 from tests.aio_support import signal_fallback
 from tests.peers import PSK as KEY
@@ -125,11 +132,12 @@ def test_chain_cache_only_with_the_flag(tmp_path: Path, pki: Pki) -> None:
 
 def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> None:
     args = parsed("perf", "192.0.2.1:5684", *PSK, "--timeout", "7", "--mtu", "900",
-                  "--keylog", "/tmp/keys.log")
+                  "--keylog", "/tmp/keys.log", "--retransmit", "9")
     config = client_config_of(args, "192.0.2.1")
     assert (config.psk_identity, config.psk) == (b"dev1", KEY)
     assert (config.handshake_timeout, config.mtu) == (7.0, 900)
     assert config.keylog_file == "/tmp/keys.log"
+    assert config.retransmit == CONSTRAINED_RETRANSMIT
 
 
 @pytest.mark.req("CFG-1")
@@ -233,7 +241,9 @@ def test_server_flags_beside_the_credentials() -> None:
     assert defaults.max_handshakes == ServerConfig.max_handshakes
     assert defaults.max_connections == ServerConfig.max_connections
     assert defaults.idle_timeout == DEFAULT_IDLE_TIMEOUT
+    assert defaults.retransmit == RFC6347_RETRANSMIT
     config = server_config_of(server_args(
+        "--retransmit", "2.5",
         *PSK, "--no-cookie", "--mtu", "700", "--keylog", "/tmp/k.log", "--max-handshakes", "9",
         "--max-connections", "99", "--idle-timeout", "12.5", "--heartbeat", "3",
     ))
@@ -242,6 +252,7 @@ def test_server_flags_beside_the_credentials() -> None:
     assert (config.max_handshakes, config.max_connections) == (9, 99)
     assert config.idle_timeout == 12.5
     assert config.heartbeat and config.keepalive_interval == 3.0
+    assert config.retransmit == RetransmitPolicy(2.5, 60.0)
 
 
 @pytest.mark.req("CFG-1")

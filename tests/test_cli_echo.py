@@ -30,7 +30,13 @@ from iotdtls import aio, loop, workers
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.cli.common import listening_address, listening_on
-from iotdtls.config import ClientConfig, Mode, ServerConfig
+from iotdtls.config import (
+    CONSTRAINED_RETRANSMIT,
+    RFC6347_RETRANSMIT,
+    ClientConfig,
+    Mode,
+    ServerConfig,
+)
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -443,6 +449,7 @@ def test_client_flags_reach_its_configuration(talks: list[tuple[Any, ...]], tmp_
     status = main([
         "client", "gw.example:6000", "--psk-identity", "dev1", "--psk", PSK_HEX,
         "--timeout", "7", "--mtu", "600", "--keylog", str(tmp_path / "k.log"), "--retries", "2",
+        "--retransmit", "9",
         "--max-fragment-length", "512", "--heartbeat", "3", "--session-file", str(session),
     ])
     assert status == 0
@@ -455,12 +462,13 @@ def test_client_flags_reach_its_configuration(talks: list[tuple[Any, ...]], tmp_
     assert config.retry is not None and config.retry.attempts == 3
     assert config.max_fragment_length == 512
     assert config.heartbeat and config.keepalive_interval == 3.0
+    assert config.retransmit == CONSTRAINED_RETRANSMIT
     assert logging.getLogger("iotdtls.aio").level == logging.NOTSET  # a client: no INFO lines
     seen.clear()
     assert main(["client", "gw.example:6000", "--psk-identity", "dev1", "--psk", PSK_HEX]) == 0
     [(config, _host, _port, _cache, session_file)] = seen
     assert config.retry is None and session_file is None and not config.heartbeat
-    assert config.handshake_timeout == 30.0
+    assert config.handshake_timeout == 30.0 and config.retransmit == RFC6347_RETRANSMIT
     with pytest.raises(SystemExit):  # RFC 6066 §4 has four lengths only
         main(["client", "h:1", "--psk-identity", "a", "--psk", "01", "--max-fragment-length",
               "1000"])

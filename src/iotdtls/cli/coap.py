@@ -27,6 +27,7 @@ from iotdtls.cli.common import (
     Parser,
     UsageError,
     add_common_flags,
+    common_settings,
     format_hostport,
     listening_on,
     parse_hostport,
@@ -139,11 +140,7 @@ def run_request(args: argparse.Namespace) -> int:
         _refuse_dtls_flags(args)
     else:
         config = client_config(
-            args,
-            host,
-            handshake_timeout=args.timeout,
-            mtu=args.mtu,
-            keylog_file=args.keylog,
+            args, host, handshake_timeout=args.timeout, **common_settings(args)
         )
     options: dict[str, Any] = {}
     if args.method in ("post", "put"):
@@ -374,7 +371,7 @@ def _failed(problem: object) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     _require_aiocoap()
     host, port = parse_hostport(args.listen)
-    config = server_config(args, mtu=args.mtu, keylog_file=args.keylog)
+    config = server_config(args, **common_settings(args))
     asyncio.run(_serve(config, host, port))
     return 0
 

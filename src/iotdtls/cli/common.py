@@ -22,7 +22,7 @@ from iotdtls._addresses import (
     format_hostport,
     socket_error,
 )
-from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU
+from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "UsageError",
     "add_common_flags",
     "add_loop_flag",
+    "common_settings",
     "discard_new_keylog",
     "format_hostport",
     "hex_bytes",
@@ -142,15 +143,33 @@ def _hex_problem(text: str) -> str:
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
-    """--mtu, --keylog and -v, for every command that runs associations."""
+    """--mtu, --retransmit, --keylog and -v, for every command that runs associations."""
     p.add_argument(
         "--mtu", type=whole_number(MIN_MTU, MAX_MTU), default=DEFAULT_MTU,
         help=f"largest datagram to send, in bytes (default {DEFAULT_MTU})",
     )
     p.add_argument(
+        "--retransmit", type=seconds(), default=RFC6347_RETRANSMIT.initial, metavar="S",
+        help=f"first handshake retransmission after S s, doubling up to "
+        f"{RFC6347_RETRANSMIT.maximum:g} s (default {RFC6347_RETRANSMIT.initial:g}; "
+        "RFC 7925 §11 suggests 9 on constrained networks)",
+    )
+    p.add_argument(
         "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
+
+
+def common_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration settings of `add_common_flags`' flags, for a client or server
+    configuration: mtu, the retransmission timer (RFC 6347 §4.2.4.1: doubling from --retransmit
+    to a cap of at least 60 s) and the key-log file."""
+    initial: float = args.retransmit
+    return {
+        "mtu": args.mtu,
+        "retransmit": RetransmitPolicy(initial, max(RFC6347_RETRANSMIT.maximum, initial)),
+        "keylog_file": args.keylog,
+    }
 
 
 def prepare_keylog(path: str) -> bool:

@@ -16,6 +16,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     add_loop_flag,
+    common_settings,
     format_hostport,
     parse_hostport,
     seconds,
@@ -93,9 +94,7 @@ def register(sub: Any) -> None:
 
 def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
     """The clients' configuration from the flags (built again in each generator process)."""
-    return client_config(
-        args, host, handshake_timeout=args.timeout, mtu=args.mtu, keylog_file=args.keylog
-    )
+    return client_config(args, host, handshake_timeout=args.timeout, **common_settings(args))
 
 
 def run_perf(args: argparse.Namespace) -> int:
