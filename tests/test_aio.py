@@ -113,7 +113,7 @@ def test_peer_close_notify_during_the_handshake_is_the_peers_doing() -> None:
         finally:
             transport.close()
         assert info.value.alert is AlertDescription.close_notify
-        assert str(info.value) == "the peer closed the association during the handshake"
+        assert str(info.value) == "the peer closed the association (close_notify)"
 
     run(main())
 

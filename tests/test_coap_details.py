@@ -160,7 +160,7 @@ def test_association_errors_by_what_happened() -> None:
     assert str(closed) == "coaps: the DTLS association with gw was closed"
     ended = association_error("gw", AlertReceived(AlertDescription.close_notify), True)
     assert str(ended) == (
-        "coaps: the DTLS association with gw ended: received fatal alert close_notify"
+        "coaps: the DTLS association with gw ended: the peer closed the association (close_notify)"
     )
     timed_out = association_error("gw", timeout, False)
     assert type(timed_out) is AssociationTimeout and timed_out.__cause__ is timeout

@@ -54,6 +54,7 @@ def test_integrity_limit_is_a_bad_record_mac_alert_with_its_count() -> None:
          "received fatal alert unknown_psk_identity"),
         (40, AlertDescription.handshake_failure, "received fatal alert handshake_failure"),
         (200, 200, "received fatal alert 200"),
+        (0, AlertDescription.close_notify, "the peer closed the association (close_notify)"),
     ],
 )
 def test_alert_received_names_known_alerts_and_numbers_unknown_ones(

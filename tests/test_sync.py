@@ -155,7 +155,7 @@ def test_peer_close_notify_during_the_handshake_raises_alert_received() -> None:
         finally:
             answering.join(6.0)
     assert info.value.alert is AlertDescription.close_notify
-    assert str(info.value) == "the peer closed the association during the handshake"
+    assert str(info.value) == "the peer closed the association (close_notify)"
 
 
 @pytest.mark.req("ERR-1", "PSK-4")

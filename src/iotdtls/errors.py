@@ -157,9 +157,9 @@ class IntegrityLimitReached(AlertSent):
 
 
 class AlertReceived(DtlsError):
-    """The peer ended the association with a fatal alert, or with close_notify before the
-    handshake completed (RFC 5246 §7.2.1; once established, close_notify is a clean end, no
-    error)."""
+    """The peer ended the association with a fatal alert (a fatal-level close_notify too), or
+    with close_notify before the handshake completed (RFC 5246 §7.2.1; once established, a
+    warning-level close_notify is a clean end, no error)."""
 
     def __init__(self, alert: AlertDescription | int) -> None:
         try:
@@ -169,7 +169,7 @@ class AlertReceived(DtlsError):
             self.alert = alert
             name = str(alert)
         if self.alert == AlertDescription.close_notify:
-            super().__init__("the peer closed the association during the handshake")
+            super().__init__("the peer closed the association (close_notify)")
         else:
             super().__init__(f"received fatal alert {name}")
 
