@@ -612,6 +612,17 @@ def test_an_answer_past_the_last_record_number_abandons_the_association(
     assert drain(server) == [ConnectionClosed(server.error, server.peer)]
 
 
+def test_closing_past_the_last_record_number_ends_the_association_without_its_alert() -> None:
+    """close() with our numbers used up cannot send close_notify (RFC 6347 §4.1); it still ends
+    the association instead of raising and leaving it open."""
+    _client, server = established_pair()
+    exhausted(server)
+    server.close()
+    assert server.state is ConnectionState.CLOSED and server.error is None
+    assert server.datagrams_to_send(2.0) == []
+    assert drain(server) == [ConnectionClosed(None, server.peer)]
+
+
 def test_a_heartbeat_resend_past_the_last_record_number_abandons_the_association() -> None:
     """The same for a resend on our timer (RFC 6520 §3): handle_timer does not raise."""
     client, _server = established_pair(client={"heartbeat": True}, server={"heartbeat": True})

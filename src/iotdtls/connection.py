@@ -16,6 +16,7 @@ EXT-5) run in `iotdtls.heartbeat` once the handshake is complete.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from enum import Enum, auto
@@ -648,7 +649,9 @@ class DtlsConnection:
         if self.state is _CLOSED:
             return
         if self.state is not _IDLE:
-            self._send_alert(_WARNING, _CLOSE_NOTIFY)
+            # With no record number left for it (RFC 6347 §4.1), the association ends silent.
+            with contextlib.suppress(SequenceExhausted):
+                self._send_alert(_WARNING, _CLOSE_NOTIFY)
         if reason is not None:
             logger.debug("association closed: %s", reason)
         self._close(reason, failed=False)
