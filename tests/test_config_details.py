@@ -492,14 +492,17 @@ def test_a_psk_in_text_is_refused_whatever_it_holds() -> None:
     assert ClientConfig(psk_identity="device", psk=bytes.fromhex(HEX_KEY)).psk == KEY
 
 
-def test_for_host_names_the_host_only_for_certificates_without_a_server_name() -> None:
-    """`for_host` (what `connect` and the CoAP client apply): a PSK or raw-key configuration,
-    or one naming its server already, is returned as it is (no server_name sent for them)."""
+@pytest.mark.req("EXT-2")
+def test_for_host_sends_the_host_as_server_name_in_every_mode() -> None:
+    """`for_host` (what `connect`, perf and the CoAP client apply): a PSK or raw-key client
+    reached by name sends it too (a server may choose its credentials by it), an IP address
+    never; a configuration naming its server already is returned as it is."""
     psk = ClientConfig(psk_identity=b"dev", psk=bytes(16))
-    assert psk.for_host("gw.example") is psk
-    assert psk.for_host("gw.example").server_name is None
     raw = ClientConfig(server_public_keys=[SERVER_KEY.spki])
-    assert raw.for_host("gw.example") is raw
+    for config in (psk, raw):
+        assert config.for_host("GW.example").sni_name == "gw.example"
+        assert config.for_host("192.0.2.1").sni_name is None
+        assert dataclasses.replace(config.for_host("gw.example"), server_name=None) == config
     named = ClientConfig(**X509_CLIENT)
     assert named.for_host("other.example") is named
 

@@ -4,10 +4,12 @@ default credentials), a lookup that fails, and resumption with names."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from iotdtls import aio
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, ConfigError
 from iotdtls.events import ConnectionClosed, HandshakeComplete
@@ -21,6 +23,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from tests import pki
+from tests.aio_support import echo
 from tests.memory_link import (
     IDENTITY,
     KEY,
@@ -218,3 +221,25 @@ def test_resumption_keeps_the_name_and_answers_none() -> None:
     assert answered_name(second) is None
     (done,) = events_of(second, "server", HandshakeComplete)
     assert done.server_name == "a.example" and done.resumed
+
+
+@pytest.mark.req("EXT-2")
+def test_connect_by_name_sends_it_in_psk_mode_too() -> None:
+    """`connect` to a host name sends it as server_name in every mode, not only with
+    certificates: a server that keys its PSKs by name serves a PSK client that gave none."""
+    names = {"localhost": ServerConfig(psk_store={IDENTITY: OTHER_KEY})}
+    server_config = ServerConfig(
+        psk_store={IDENTITY: KEY}, server_name_lookup=lookup(names)
+    )
+
+    async def main() -> bytes:
+        server = await aio.serve(echo, "localhost", 0, server_config)
+        try:
+            config = ClientConfig(psk_identity=IDENTITY, psk=OTHER_KEY, handshake_timeout=10)
+            async with aio.connect("localhost", server.address[1], config) as conn:
+                conn.send(b"by name")
+                return await asyncio.wait_for(conn.recv(), 10)
+        finally:
+            await server.close()
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == b"by name"

@@ -600,12 +600,13 @@ class ClientConfig(_CommonConfig):
         return b""
 
     def for_host(self, host: str) -> ClientConfig:
-        """This configuration for a server reached as `host`: in certificate mode without a
-        `server_name` of its own, the server's certificate is checked against `host` (and
-        `host` is sent as server_name when it is a DNS name), since a client always checks the
-        server's identity (RFC 7925 §4.4.1, RFC 6125 §6.2). Any other configuration is returned
-        as it is."""
-        if self.mode is not Mode.X509 or self.server_name is not None:
+        """This configuration for a server reached as `host`, when it names no `server_name` of
+        its own: `host` is sent as server_name when it is a DNS name, in every mode (EXT-2, RFC
+        6066 §3: a client that connects by name names it, and the server may choose its
+        credentials by it), and in certificate mode the server's certificate is checked against
+        it, since a client always checks the server's identity (RFC 7925 §4.4.1, RFC 6125
+        §6.2). A configuration with a `server_name` is returned as it is."""
+        if self.server_name is not None:
             return self
         return replace(self, server_name=host)
 
