@@ -311,6 +311,45 @@ def test_a_unicode_name_idna_refuses_is_a_config_error() -> None:
         reference_identity("ü" * 64 + ".example")
 
 
+@pytest.mark.req("CRT-3")
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("faß.example", "to 'fass'"),  # IDNA 2008: xn--fa-hia, another name than fass.example
+        ("βόλος.example", "to 'βόλοσ'"),  # final sigma
+        ("ab\u200dc.example", "to 'abc'"),  # zero-width joiner
+        ("ab\u200cc.example", "to 'abc'"),  # zero-width non-joiner
+        ("\uff27\uff37.example", "to 'gw'"),  # full-width letters (NFKC)
+        ("♥.example", "holds '♥'"),  # a symbol IDNA 2003 allows
+        ("bücher\u3002example", "holds '\u3002'"),  # IDNA 2003 reads it as a dot
+    ],
+)
+def test_a_u_label_idna_2003_and_2008_convert_differently_is_refused(name: str,
+                                                                     shown: str) -> None:
+    """RFC 6125 §6.4.2 compares A-labels of IDNA 2008 (RFC 5890); the standard library's codec
+    is IDNA 2003, whose mappings would check (and send) another name: the user is told to
+    give the A-label, in one line."""
+    with pytest.raises(ConfigError) as refused:
+        reference_identity(name)
+    message = str(refused.value)
+    assert shown in message and "A-label (xn--...)" in message and "\n" not in message
+
+
+@pytest.mark.req("CRT-3")
+@pytest.mark.parametrize(
+    ("name", "a_labels"),
+    [
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("BÜCHER.Example.", "xn--bcher-kva.example"),
+        ("bu\u0308cher.example", "xn--bcher-kva.example"),  # decomposed: NFC is no mapping
+        ("日本語.jp", "xn--wgv71a119e.jp"),
+        ("xn--fa-hia.example", "xn--fa-hia.example"),  # faß.example, given as its A-labels
+    ],
+)
+def test_a_u_label_both_idnas_convert_alike_is_converted(name: str, a_labels: str) -> None:
+    assert reference_identity(name) == a_labels
+
+
 # -- remembered validations (CRT-1, CRT-5) ----------------------------------------------------
 
 

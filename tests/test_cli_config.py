@@ -96,6 +96,17 @@ def test_client_server_name_flag_overrides_the_host_and_allow_no_ems_relaxes_ems
     assert not config.require_extended_master_secret
 
 
+def test_a_server_name_idna_2008_would_convert_otherwise_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """RFC 6125 §6.4.2: IDNA 2003 would check and send fass.example for faß.example."""
+    message = refused(capsys, "client", "127.0.0.1:9", *PSK, "--server-name", "faß.example")
+    assert message == (
+        "server name 'faß.example': IDNA 2003 maps its label 'faß' to 'fass' and IDNA 2008 "
+        "(RFC 5890) does not: give the name's A-label (xn--...)"
+    )
+
+
 def test_client_raw_public_key_mode_pins_files_and_hashes(pki: Pki) -> None:
     digest = "ab" * 32
     args = client_args("--peer-rpk", str(pki.server_pub), "--peer-rpk-sha256", digest)

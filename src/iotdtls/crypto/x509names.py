@@ -5,7 +5,10 @@ and asks these functions whether they fit.
 
 * `reference_identity`: the name the client was told to reach (RFC 6125 §6.2.1 "reference
   identifier"), as a lower-case A-label DNS name or an IP address. A bad one is the local
-  configuration's fault: `ConfigError`.
+  configuration's fault: `ConfigError`. U-labels are converted with the standard library's
+  IDNA 2003 codec, which maps some labels that IDNA 2008 (RFC 5890/5891, what RFC 6125 §6.4.2
+  asks for) keeps, e.g. "faß" to "fass", another name: such a label is refused, to be given as
+  its A-label (xn--...); a label the two convert alike (e.g. "bücher") is converted.
 * `dns_name_matches`: one presented DNS-ID (or CN-ID) against that reference (RFC 6125 §6.4):
   case-insensitive, trailing dot ignored, and a wildcard only as the whole left-most label,
   standing for exactly one label (§6.4.3 rules 1 and 2). Partial-label wildcards (`f*.example`,
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
+from encodings import idna
 
 from iotdtls.errors import ConfigError
 
@@ -41,6 +46,9 @@ _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _MIN_WILDCARD_LABELS = 3
 #: What could be an IPv4 address (an IPv6 one has a colon); anything else is a DNS name.
 _DOTTED_DIGITS = re.compile(r"[0-9.]+")
+
+#: RFC 5892 §2.1 LetterDigits: the general categories IDNA 2008 may allow in a U-label.
+_LETTER_DIGITS = frozenset({"Ll", "Lu", "Lo", "Nd", "Lm", "Mn", "Mc"})
 
 _HEX = "[0-9A-Fa-f]{2}"
 _EUI64 = re.compile(rf"(?:{_HEX}){{8}}|{_HEX}(?P<sep>[-:]){_HEX}(?:(?P=sep){_HEX}){{6}}")
@@ -67,7 +75,7 @@ def reference_identity(server_name: str) -> str | IpAddress:
         )
     name = server_name[:-1] if server_name.endswith(".") else server_name
     try:
-        ascii_name = (name if name.isascii() else name.encode("idna").decode("ascii")).lower()
+        ascii_name = ".".join(_a_label(server_name, label) for label in name.split(".")).lower()
     except UnicodeError:
         ascii_name = ""
     labels = ascii_name.split(".")
@@ -78,6 +86,35 @@ def reference_identity(server_name: str) -> str | IpAddress:
     ):
         raise ConfigError(f"server name {server_name!r} is neither a DNS name nor an IP address")
     return ascii_name
+
+
+def _a_label(server_name: str, label: str) -> str:
+    """`label` as ASCII: an ASCII label as it is, a U-label as its A-label (RFC 5891 §4.4).
+
+    IDNA 2003 nameprep (RFC 3491) maps more than case: "ß" to "ss", final sigma to the medial
+    one, the joiners ZWJ/ZWNJ to nothing, compatibility forms such as full-width letters (NFKC).
+    IDNA 2008 maps none of these (RFC 5894 §7.2), so its A-label differs or there is none:
+    a label nameprep changes beyond lower case (and NFC) is a `ConfigError` naming it. So is
+    a character other than a letter, mark or digit (RFC 5892 §2.1), such as a symbol or the
+    ideographic full stop IDNA 2003 reads as a dot: IDNA 2008 allows none of them (save a few
+    in context, which the A-label still spells). Raises UnicodeError when the codec refuses
+    the label.
+    """
+    if label.isascii():
+        return label
+    prepared = idna.nameprep(label)
+    if prepared != unicodedata.normalize("NFC", label.lower()):
+        raise ConfigError(
+            f"server name {server_name!r}: IDNA 2003 maps its label {label!r} to {prepared!r} "
+            "and IDNA 2008 (RFC 5890) does not: give the name's A-label (xn--...)"
+        )
+    for char in label:
+        if not char.isascii() and unicodedata.category(char) not in _LETTER_DIGITS:
+            raise ConfigError(
+                f"server name {server_name!r}: its label {label!r} holds {char!r}, which IDNA "
+                "2008 (RFC 5892) does not allow: give the name's A-label (xn--...) if it has one"
+            )
+    return idna.ToASCII(label).decode("ascii")
 
 
 def dns_name_matches(reference: str, presented: str) -> bool:
