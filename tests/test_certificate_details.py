@@ -62,6 +62,7 @@ from tests.pki import (
     client_leaf,
     dns,
     intermediate,
+    ip,
     issue,
     root,
     server_leaf,
@@ -348,6 +349,17 @@ def test_a_u_label_idna_2003_and_2008_convert_differently_is_refused(name: str,
 )
 def test_a_u_label_both_idnas_convert_alike_is_converted(name: str, a_labels: str) -> None:
     assert reference_identity(name) == a_labels
+
+
+@pytest.mark.req("CRT-3")
+def test_a_scoped_link_local_address_matches_its_ip_san(anchor: Issued, store: TrustStore) -> None:
+    """RFC 4007 §11: the zone ("%lo", what `connect` is given for a link-local peer) is local
+    to this host; the certificate's iPAddress names the address alone."""
+    leaf = server_leaf(anchor, san=ip("fe80::1"))
+    assert server(chain_der(leaf), store, name="fe80::1%lo") == "fe80::1"
+    assert server(chain_der(leaf), store, name="fe80::1") == "fe80::1"
+    refused = refusal(A.bad_certificate, server, chain_der(leaf), store, name="fe80::2%lo")
+    assert refused == "the server certificate is not valid for fe80::2"
 
 
 # -- remembered validations (CRT-1, CRT-5) ----------------------------------------------------

@@ -55,17 +55,21 @@ _EUI64 = re.compile(rf"(?:{_HEX}){{8}}|{_HEX}(?P<sep>[-:]){_HEX}(?:(?P=sep){_HEX
 
 
 def reference_identity(server_name: str) -> str | IpAddress:
-    """The reference identifier for `server_name`: an IP address, or a DNS name in lower-case
-    ASCII (U-labels converted to A-labels, one trailing dot dropped).
+    """The reference identifier for `server_name`: an IP address (without an IPv6 zone), or a
+    DNS name in lower-case ASCII (U-labels converted to A-labels, one trailing dot dropped).
 
     Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels, digits
     and dots that make no IP address, such as "127.1").
     """
     if ":" in server_name or _DOTTED_DIGITS.fullmatch(server_name):
         try:
-            return ipaddress.ip_address(server_name)
+            address = ipaddress.ip_address(server_name)
         except ValueError:
             pass
+        else:
+            # A zone ("fe80::1%eth0") is local to this host (RFC 4007 §11): the certificate's
+            # iPAddress names the address alone, so the reference is the address without it.
+            return ipaddress.ip_address(address.packed)
     if _DOTTED_DIGITS.fullmatch(server_name):
         # Digits and dots are no host name (RFC 1123 §2.1: a top-level label is alphabetic),
         # and "127.1" is the inet_aton shorthand of an address, not one written out.
