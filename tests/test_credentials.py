@@ -41,6 +41,28 @@ def key_pem(issued: Issued, password: bytes | None = None) -> bytes:
     )
 
 
+#: AlgorithmIdentifier of a P-256 key: id-ecPublicKey, secp256r1 (RFC 5480 §2.1.1).
+P256_ALGORITHM = bytes.fromhex("301306072a8648ce3d020106082a8648ce3d030107")
+
+
+def point_spki(point: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a P-256 point in the encoding given (SEC 1 §2.3.3:
+    0x04 uncompressed, 0x02/0x03 compressed, 0x06/0x07 hybrid)."""
+    body = P256_ALGORITHM + b"\x03" + bytes([len(point) + 1, 0]) + point
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def compressed_spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    """What `openssl ec -pubout -conv_form compressed` writes for `key` (as DER)."""
+    return point_spki(key.public_bytes(serialization.Encoding.X962,
+                                       serialization.PublicFormat.CompressedPoint))
+
+
+def der_to_pem(der: bytes) -> bytes:
+    text = base64.encodebytes(der).decode().replace("\n", "")
+    return f"-----BEGIN PUBLIC KEY-----\n{text}\n-----END PUBLIC KEY-----\n".encode()
+
+
 def config_error(call: Callable[..., object], *args: object) -> str:
     with pytest.raises(ConfigError) as info:
         call(*args)
@@ -178,6 +200,12 @@ def test_a_public_key_is_pinned_from_any_of_its_provisioned_forms(
     for form in (leaf.spki, bytearray(leaf.spki), pem, b"\n  " + pem, pem.decode(),
                  pin, pin.hex(), pin.hex().upper(), f"  {pin.hex()}\n"):
         assert public_key_pin(form) == pin, form
+    # RFC 8422 §5.1.2: the peer sends its point uncompressed (RPK-2), so a key provisioned
+    # compressed (openssl ec -pubout -conv_form compressed) pins as that: the same key.
+    compressed = compressed_spki(leaf.key.public_key())
+    assert compressed != leaf.spki
+    assert public_key_pin(compressed) == pin
+    assert public_key_pin(der_to_pem(compressed)) == pin
     assert public_key_pins([leaf.spki, pin.hex(), pem]) == (pin,)
     other = spki_sha256(root().spki)
     assert public_key_pins([pin, other, pin]) == (pin, other)

@@ -54,6 +54,7 @@ from tests.pubkey_support import (
     x509_configs,
     x509_pki,
 )
+from tests.test_credentials import compressed_spki, der_to_pem
 
 ECDHE = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
 
@@ -127,10 +128,14 @@ def test_server_only_raw_public_key() -> None:
             iotdtls.crypto.signature.serialization.Encoding.PEM,
             iotdtls.crypto.signature.serialization.PublicFormat.SubjectPublicKeyInfo,
         ),
+        lambda k: compressed_spki(iotdtls.crypto.signature.load_public_key(k.spki)),
+        lambda k: der_to_pem(compressed_spki(iotdtls.crypto.signature.load_public_key(k.spki))),
     ],
-    ids=["spki-der", "sha256", "sha256-hex", "spki-pem"],
+    ids=["spki-der", "sha256", "sha256-hex", "spki-pem", "compressed-der", "compressed-pem"],
 )
 def test_a_provisioned_key_may_be_given_in_every_form(pin: Any) -> None:
+    """Each pins the key as peers send it, its point uncompressed (RFC 8422 §5.1.2, RPK-2):
+    one provisioned compressed (openssl ec -pubout -conv_form compressed) is the same key."""
     link = rpk_link(client={"server_public_keys": [pin(server_key())]},
                     server={"client_public_keys": [pin(client_key())]})
     link.handshake()

@@ -3,8 +3,9 @@
 * `PrivateKey` (from `iotdtls.crypto`): an ECDSA P-256 key pair, the own half of a raw-public-key
   or certificate credential.
 * `public_key_pin(value)`: the form a provisioned raw public key takes here: the SHA-256 of its
-  DER SubjectPublicKeyInfo (RPK-3). The key itself (DER or PEM, a P-256 key) or its SHA-256 (32
-  bytes, or 64 hex digits) are accepted.
+  DER SubjectPublicKeyInfo (RPK-3), with the point uncompressed as peers send it (RPK-2). The
+  key itself (DER or PEM, a P-256 key, its point in either form) or that SHA-256 (32 bytes, or
+  64 hex digits) are accepted.
 * `CertifiedKey`: a certificate chain (DER, leaf first, root left out) with its private key.
 * `psk_digest(psk)`, `own_credential_digest(credential)`: what a resumable session keeps of the
   credential it was made with (`iotdtls.sessions.SessionState.credential_digest`), never the
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from iotdtls.crypto.signature import (
     PrivateKey,
-    load_public_key,
+    PublicKey,
     private_key_form,
     spki_sha256,
 )
@@ -60,8 +61,9 @@ def pem_blocks(data: bytes, label: str) -> list[bytes]:
 
 
 def public_key_pin(value: bytes | str) -> bytes:
-    """The SHA-256 of a raw public key's SubjectPublicKeyInfo, from the key (DER or PEM) or from
-    the hash itself (32 bytes or 64 hex digits)."""
+    """The SHA-256 of a raw public key's SubjectPublicKeyInfo with its point uncompressed (the
+    form a peer sends, RFC 8422 §5.1.2), from the key (DER or PEM, either point form) or from
+    that hash itself (32 bytes or 64 hex digits)."""
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"[0-9A-Fa-f]{64}", text):
@@ -79,8 +81,7 @@ def public_key_pin(value: bytes | str) -> bytes:
                 raise ConfigError(_PRIVATE_NOT_PUBLIC)
             raise ConfigError("a public key PEM must hold exactly one PUBLIC KEY block")
         value = blocks[0]
-    _check_p256_spki(value)
-    return spki_sha256(value)
+    return spki_sha256(_uncompressed_p256_spki(value))
 
 
 _PRIVATE_NOT_PUBLIC = (
@@ -89,14 +90,19 @@ _PRIVATE_NOT_PUBLIC = (
 )
 
 
-def _check_p256_spki(der: bytes) -> None:
+def _uncompressed_p256_spki(der: bytes) -> bytes:
     """A raw public key is a DER SubjectPublicKeyInfo (RFC 7250 §3) of a P-256 key, the only
-    kind the profile's ECDHE_ECDSA suite signs with (RFC 7925 §4.3): accepted as a peer's key
-    is (`load_public_key`), otherwise the error says what it is instead."""
+    kind the profile's ECDHE_ECDSA suite signs with (RFC 7925 §4.3); otherwise the error says
+    what it is instead. Returned with its point uncompressed, the only form a peer sends
+    (RFC 8422 §5.1.2, RPK-2), so that the key pins alike however it was provisioned
+    (`openssl ec -pubout -conv_form compressed` writes a compressed one)."""
     try:
-        load_public_key(der)
-    except ProtocolError:
+        key = serialization.load_der_public_key(der)
+    except (ValueError, UnsupportedAlgorithm):
         raise ConfigError(_not_p256_spki(der)) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(_not_p256_spki(der))
+    return PublicKey.of(key).spki
 
 
 def _not_p256_spki(der: bytes) -> str:

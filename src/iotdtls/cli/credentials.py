@@ -147,7 +147,8 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
         metavar="HEX",
         action="append",
         default=[],
-        help="SHA-256 of the server's SubjectPublicKeyInfo (repeatable)",
+        help="SHA-256 of the server's SubjectPublicKeyInfo, its point uncompressed "
+        "(repeatable)",
     )
     g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
     g.add_argument("--cafile", metavar="FILE", help="trust anchors for the server certificate")
@@ -244,7 +245,8 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
         metavar="HEX",
         action="append",
         default=[],
-        help="SHA-256 of a client SubjectPublicKeyInfo to accept (repeatable)",
+        help="SHA-256 of a client SubjectPublicKeyInfo, its point uncompressed, to accept "
+        "(repeatable)",
     )
     g.add_argument("--cert", metavar="FILE", help="our certificate chain (PEM, leaf first)")
     g.add_argument("--key", metavar="FILE", help="the private key of --cert")
