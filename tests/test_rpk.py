@@ -54,7 +54,7 @@ from tests.pubkey_support import (
     x509_configs,
     x509_pki,
 )
-from tests.test_credentials import compressed_spki, der_to_pem
+from tests.test_credentials import compressed_spki, der_to_pem, point_spki
 
 ECDHE = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
 
@@ -294,6 +294,38 @@ def test_server_point_that_is_no_p256_point_is_illegal_parameter(
     link = rpk_link()
     link.handshake()
     assert failure(link, "client").alert is AlertDescription.illegal_parameter
+
+
+def point_forms(key: PrivateKey) -> dict[str, bytes]:
+    """`key`'s SubjectPublicKeyInfo with its point compressed and hybrid (SEC 1 §2.3.3)."""
+    point = key.spki[-65:]
+    assert point[0] == 4
+    return {
+        "compressed": compressed_spki(iotdtls.crypto.signature.load_public_key(key.spki)),
+        "hybrid": point_spki(bytes([6 + (point[-1] & 1)]) + point[1:]),
+    }
+
+
+@pytest.mark.req("RPK-2", "ERR-1")
+@pytest.mark.parametrize("form", ["compressed", "hybrid"])
+def test_a_raw_key_whose_point_is_not_uncompressed_is_refused(form: str) -> None:
+    """RFC 8422 §5.1.2: points are uncompressed (RPK-2); the same key in another form is
+    refused as such, not as "not provisioned" (nor accepted by a pin of that form)."""
+    spki = point_forms(server_key())[form]
+    with pytest.raises(ProtocolError) as info:
+        iotdtls.crypto.signature.PublicKey.from_spki(spki)
+    assert info.value.alert is AlertDescription.unsupported_certificate
+    assert str(info.value) == "the peer's P-256 key is not in uncompressed form (RFC 8422 §5.1.2)"
+
+    def other_form(body: bytes) -> bytes:
+        return RawPublicKeyCertificate(spki).encode()
+
+    link = rpk_link(rewrite("server", HandshakeType.certificate, other_form, times=9))
+    link.handshake()
+    error = failure(link, "client")
+    # unsupported_certificate is a certificate alert: the profile excludes it in raw key mode.
+    assert error.alert is AlertDescription.handshake_failure
+    assert "not in uncompressed form" in error.reason
 
 
 @pytest.mark.req("RPK-2")

@@ -5,8 +5,8 @@ SubjectPublicKeyInfo of raw public keys (RFC 7250 §3).
 str show only the fingerprint of its public half (SEC-1). `PublicKey` is a peer's key, decoded
 once when its Certificate is checked and used for the signature that follows. Verification
 failures are decrypt_error (RFC 5246 §7.4.3, §7.4.8: a signature that does not verify); a key
-that is not ECDSA P-256 is unsupported_certificate (RFC 5246 §7.2.2); an undecodable key
-bad_certificate.
+that is not ECDSA P-256, or whose point is not uncompressed (RFC 8422 §5.1.2), is
+unsupported_certificate (RFC 5246 §7.2.2); an undecodable key bad_certificate.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def private_key_form(data: bytes) -> Literal["plain", "encrypted"] | None:
 
 
 def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:
-    """The P-256 public key of a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7)."""
+    """The P-256 public key of a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) whose point is
+    uncompressed (RFC 8422 §5.1.2)."""
     try:
         key = serialization.load_der_public_key(spki)
     except (ValueError, UnsupportedAlgorithm):
@@ -161,6 +162,14 @@ def load_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ProtocolError(
             "the peer's key is not an ECDSA P-256 key", AlertDescription.unsupported_certificate
+        )
+    if _spki_of(key) != spki:
+        # Decoded, so a valid point, but compressed (0x02/0x03) or hybrid (0x06/0x07): the
+        # profile's points are uncompressed (RFC 8422 §5.1.2, RFC 7925 §4.3, RPK-2), which is
+        # also the one form a raw key is pinned in (RPK-3).
+        raise ProtocolError(
+            "the peer's P-256 key is not in uncompressed form (RFC 8422 §5.1.2)",
+            AlertDescription.unsupported_certificate,
         )
     return key
 
