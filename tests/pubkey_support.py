@@ -4,11 +4,13 @@ of an epoch-0 flight)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from iotdtls._buffer import Reader
@@ -181,3 +183,25 @@ def rewrite(
         return "deliver"
 
     return fate
+
+
+#: AlgorithmIdentifier of a P-256 key: id-ecPublicKey, secp256r1 (RFC 5480 §2.1.1).
+P256_ALGORITHM = bytes.fromhex("301306072a8648ce3d020106082a8648ce3d030107")
+
+
+def point_spki(point: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a P-256 point in the encoding given (SEC 1 §2.3.3:
+    0x04 uncompressed, 0x02/0x03 compressed, 0x06/0x07 hybrid)."""
+    body = P256_ALGORITHM + b"\x03" + bytes([len(point) + 1, 0]) + point
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def compressed_spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    """What `openssl ec -pubout -conv_form compressed` writes for `key` (as DER)."""
+    return point_spki(key.public_bytes(serialization.Encoding.X962,
+                                       serialization.PublicFormat.CompressedPoint))
+
+
+def der_to_pem(der: bytes) -> bytes:
+    text = base64.encodebytes(der).decode().replace("\n", "")
+    return f"-----BEGIN PUBLIC KEY-----\n{text}\n-----END PUBLIC KEY-----\n".encode()

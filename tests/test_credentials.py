@@ -24,6 +24,7 @@ from iotdtls.credentials import (
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.errors import ConfigError
 from tests.pki import Issued, intermediate, p256, root, server_leaf
+from tests.pubkey_support import compressed_spki, der_to_pem
 
 pytestmark = pytest.mark.req("CFG-1")
 
@@ -39,28 +40,6 @@ def key_pem(issued: Issued, password: bytes | None = None) -> bytes:
     return issued.key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-
-
-#: AlgorithmIdentifier of a P-256 key: id-ecPublicKey, secp256r1 (RFC 5480 §2.1.1).
-P256_ALGORITHM = bytes.fromhex("301306072a8648ce3d020106082a8648ce3d030107")
-
-
-def point_spki(point: bytes) -> bytes:
-    """The SubjectPublicKeyInfo of a P-256 point in the encoding given (SEC 1 §2.3.3:
-    0x04 uncompressed, 0x02/0x03 compressed, 0x06/0x07 hybrid)."""
-    body = P256_ALGORITHM + b"\x03" + bytes([len(point) + 1, 0]) + point
-    return b"\x30" + bytes([len(body)]) + body
-
-
-def compressed_spki(key: ec.EllipticCurvePublicKey) -> bytes:
-    """What `openssl ec -pubout -conv_form compressed` writes for `key` (as DER)."""
-    return point_spki(key.public_bytes(serialization.Encoding.X962,
-                                       serialization.PublicFormat.CompressedPoint))
-
-
-def der_to_pem(der: bytes) -> bytes:
-    text = base64.encodebytes(der).decode().replace("\n", "")
-    return f"-----BEGIN PUBLIC KEY-----\n{text}\n-----END PUBLIC KEY-----\n".encode()
 
 
 def config_error(call: Callable[..., object], *args: object) -> str:

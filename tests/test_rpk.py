@@ -46,7 +46,10 @@ from tests.memory_link import (
 )
 from tests.pubkey_support import (
     client_key,
+    compressed_spki,
+    der_to_pem,
     failure,
+    point_spki,
     rewrite,
     rpk_link,
     server_key,
@@ -54,7 +57,6 @@ from tests.pubkey_support import (
     x509_configs,
     x509_pki,
 )
-from tests.test_credentials import compressed_spki, der_to_pem, point_spki
 
 ECDHE = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
 
