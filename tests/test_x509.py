@@ -8,6 +8,7 @@ import hashlib
 import sys
 import urllib.request
 from collections.abc import Callable, Sequence
+from ipaddress import IPv4Network
 from typing import Any
 
 import pytest
@@ -447,6 +448,40 @@ def test_common_name_counts_only_without_any_subject_alt_name(
     refused(A.bad_certificate, lambda: server(chain_der(email_only), store, "coap.example.org"))
     wildcard_cn = issue("*.example.org", anchor)
     assert server(chain_der(wildcard_cn), store, "coap.example.org") == "coap.example.org"
+
+
+@pytest.mark.req("CRT-3", "CRT-4")
+def test_a_common_name_taken_as_the_name_must_satisfy_the_name_constraints() -> None:
+    """RFC 5280 §4.2.1.10: the verifier applies name constraints to subjectAltNames only; a CN
+    used instead (RFC 6125 §6.4.4, RFC 7252 §9.1.3.3) must satisfy them as a dNSName would."""
+    top = root()
+    plant = x509.NameConstraints(permitted_subtrees=dns("plant-a.example"),
+                                 excluded_subtrees=dns("lab.plant-a.example"))
+    middle = intermediate(top, "plant a", extensions=[(plant, True)])
+    store = TrustStore([top.der])
+
+    def cn_server(common_name: str) -> tuple[bytes, ...]:
+        return chain_der(issue(common_name, middle, eku=[SERVER_AUTH]), middle)
+
+    assert server(cn_server("gw.plant-a.example"), store, "gw.plant-a.example") == (
+        "gw.plant-a.example")
+    assert server(cn_server("plant-a.example"), store, "plant-a.example") == "plant-a.example"
+    outside = refused(A.bad_certificate, server, cn_server("gw.other.example"), store,
+                      "gw.other.example")
+    assert "gw.other.example" in outside and "permitted" in outside
+    assert "excluded" in refused(A.bad_certificate, server, cn_server("x.lab.plant-a.example"),
+                                 store, "x.lab.plant-a.example")
+    # the same on the anchor itself, and for a client's EUI-64 in the CN
+    constrained_root = root(extensions=[(plant, True)])
+    leaf = issue("gw.other.example", constrained_root, eku=[SERVER_AUTH])
+    refused(A.bad_certificate, server, chain_der(leaf), TrustStore([constrained_root.der]),
+            "gw.other.example")
+    refused(A.bad_certificate, client, chain_der(client_leaf(middle), middle), store)
+    # constraints on other name forms leave a CN alone
+    addresses = [x509.IPAddress(IPv4Network("192.0.2.0/24"))]
+    ip_only = x509.NameConstraints(permitted_subtrees=addresses, excluded_subtrees=None)
+    other = intermediate(top, "ip only", extensions=[(ip_only, True)])
+    assert client(chain_der(client_leaf(other), other), store) == "01-23-45-67-89-AB-CD-EF"
 
 
 @pytest.mark.req("CRT-3")

@@ -16,7 +16,9 @@ The profile's certificate rules (draft "Certificate Use with DTLS", CRT-1 .. CRT
   TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 uses in this profile, RFC 7251), its keyUsage (when present)
   allows digitalSignature and its extendedKeyUsage (when present) the role (RFC 8422 §5.3 and
   §5.6, RFC 5280 §4.2.1.3 and §4.2.1.12), the server name per RFC 6125 (CRT-3) and the client's
-  EUI-64 (CRT-4).
+  EUI-64 (CRT-4). The verifier applies name constraints to subjectAltNames only: a CN taken as
+  the name (a server's CN-ID, a client's EUI-64) must satisfy the DNS name constraints of
+  every CA on the path here (RFC 5280 §4.2.1.10), as OpenSSL checks a host-name CN.
 
 Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
 
@@ -24,7 +26,8 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   verify ("contained signatures that did not verify correctly"), any other rejection by the
   verifier, and a name that does not match or a client certificate without an EUI-64. The name
   cases have no alert of their own; the certificate is not acceptable as presented, which is
-  bad_certificate's "etc.", and what OpenSSL sends for a host name mismatch.
+  bad_certificate's "etc.", and what OpenSSL sends for a host name mismatch. So is a CN outside
+  the path's name constraints (the alert OpenSSL sends for a name constraint violation).
 * unsupported_certificate: a leaf key that is not ECDSA P-256, or whose keyUsage or
   extendedKeyUsage forbids the use (a certificate "of an unsupported type" for this suite).
 * certificate_expired: a certificate outside its validity period ("has expired or is not
@@ -299,10 +302,10 @@ def _validate_path(
     _check_validity(certs, when, role)
     pinned = bytes(chain[0]) in store._anchors
     try:
-        _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:])
+        path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
     except (verification.VerificationError, ValueError) as exc:
         raise _diagnose(exc, certs, store, when, max_depth, role) from None
-    leaf = _Leaf.of(certs[0], leaf_key, role)
+    leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
     store._validated[key] = (leaf, _window_of(certs).within(store._window))
     if len(store._validated) > VALIDATED_CHAINS_KEPT:
@@ -511,33 +514,98 @@ def _check_leaf_usage(leaf: _Leaf, role: str) -> None:
         )
 
 
-class _Leaf:
-    """A validated leaf certificate with its key and its extensions parsed once, by type, and
-    the names it was found valid for (a chain seen again is not matched again)."""
+class _DnsConstraint:
+    """The dNSName subtrees of one CA's nameConstraints (RFC 5280 §4.2.1.10): `permitted` None
+    when the CA permits no DNS subtree (DNS names are then unrestricted by it)."""
 
-    __slots__ = ("cert", "extensions", "names", "public_key")
+    __slots__ = ("ca", "excluded", "permitted")
+
+    def __init__(
+        self, ca: str, permitted: tuple[str, ...] | None, excluded: tuple[str, ...]
+    ) -> None:
+        self.ca = ca
+        self.permitted = permitted
+        self.excluded = excluded
+
+    def violation(self, name: str) -> str | None:
+        """Why `name` (a DNS name) breaks this constraint, or None when it does not."""
+        if self.permitted is not None and not any(_in_subtree(name, b) for b in self.permitted):
+            return f"outside the DNS names permitted by CA '{self.ca}'"
+        if any(_in_subtree(name, base) for base in self.excluded):
+            return f"among the DNS names excluded by CA '{self.ca}'"
+        return None
+
+
+def _dns_constraints(cas: Iterable[x509.Certificate]) -> tuple[_DnsConstraint, ...]:
+    """The DNS name constraints of the CA certificates of a validated path (the verifier has
+    parsed them already, so they parse)."""
+    found = []
+    for ca in cas:
+        try:
+            value = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            continue
+        permitted = [n.value for n in value.permitted_subtrees or () if isinstance(n, x509.DNSName)]
+        excluded = [n.value for n in value.excluded_subtrees or () if isinstance(n, x509.DNSName)]
+        if permitted or excluded:
+            found.append(
+                _DnsConstraint(
+                    ca.subject.rfc4514_string(), tuple(permitted) or None, tuple(excluded)
+                )
+            )
+    return tuple(found)
+
+
+def _in_subtree(name: str, base: str) -> bool:
+    """RFC 5280 §4.2.1.10: a DNS name is within the subtree `base` when it is `base` with zero
+    or more labels added on the left (case-insensitive); a `base` with a leading dot, a common
+    spelling, holds only the names below it; an empty `base` holds every name."""
+    name = name.lower().removesuffix(".")
+    base = base.lower().removesuffix(".")
+    if not base:
+        return True
+    if base.startswith("."):
+        return name.endswith(base)
+    return name == base or name.endswith("." + base)
+
+
+class _Leaf:
+    """A validated leaf certificate with its key and its extensions parsed once, by type, the
+    DNS name constraints of its path (for a CN used as its name: the verifier applies them to
+    subjectAltNames only), and the names it was found valid for (a chain seen again is not
+    matched again)."""
+
+    __slots__ = ("cert", "constraints", "extensions", "names", "public_key")
 
     def __init__(
         self,
         cert: x509.Certificate,
         public_key: PublicKey,
         extensions: dict[type, x509.ExtensionType],
+        constraints: tuple[_DnsConstraint, ...] = (),
     ) -> None:
         self.cert = cert
         self.public_key = public_key
         self.extensions = extensions
+        self.constraints = constraints
         #: Reference identity (None: the client's EUI-64, or no name checked) -> the name.
         self.names: dict[str | IpAddress | None, str] = {}
 
     @classmethod
-    def of(cls, cert: x509.Certificate, public_key: PublicKey, role: str) -> _Leaf:
+    def of(
+        cls,
+        cert: x509.Certificate,
+        public_key: PublicKey,
+        role: str,
+        constraints: tuple[_DnsConstraint, ...] = (),
+    ) -> _Leaf:
         try:
             extensions = {type(ext.value): ext.value for ext in cert.extensions}
         except ValueError:
             raise ProtocolError(
                 f"the {role} certificate has malformed extensions", _A.bad_certificate
             ) from None
-        return cls(cert, public_key, extensions)
+        return cls(cert, public_key, extensions, constraints)
 
     def name_for(self, reference: str | IpAddress | None, check: Callable[[], str]) -> str:
         """The name `check` finds for `reference` (it raises when there is none), asked once:
@@ -553,6 +621,18 @@ class _Leaf:
         value = self.extensions.get(kind)
         return value if isinstance(value, kind) else None
 
+    def check_common_name(self, common_name: str, role: str) -> None:
+        """A CN taken as the name must satisfy the path's DNS name constraints as a dNSName
+        would (RFC 5280 §4.2.1.10, RFC 6125 §6.4.4): what OpenSSL checks too."""
+        for constraint in self.constraints:
+            problem = constraint.violation(common_name)
+            if problem is not None:
+                raise ProtocolError(
+                    f"the {role} certificate's common name {common_name} is {problem} "
+                    "(RFC 5280 §4.2.1.10)",
+                    _A.bad_certificate,
+                )
+
 
 def _as_utc(when: datetime.datetime) -> datetime.datetime:
     """`when` in UTC; a naive datetime is taken as UTC."""
@@ -566,14 +646,19 @@ def _as_utc(when: datetime.datetime) -> datetime.datetime:
 
 def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
     """RFC 6125 §6.4: DNS-IDs when the certificate has a subjectAltName, else the CN-IDs
-    (§6.4.4); an IP address against iPAddress entries only."""
+    (§6.4.4), which must satisfy the path's DNS name constraints (RFC 5280 §4.2.1.10); an IP
+    address against iPAddress entries only."""
     names = leaf.extension(x509.SubjectAlternativeName)
     if isinstance(reference, str):
         if names is not None:
             presented = names.get_values_for_type(x509.DNSName)
         else:
             presented = _common_names(leaf.cert)
-        if any(dns_name_matches(reference, name) for name in presented):
+        matching = [name for name in presented if dns_name_matches(reference, name)]
+        if matching:
+            if names is None:
+                for common_name in matching:
+                    leaf.check_common_name(common_name, "server")
             return reference
     elif names is not None and reference in names.get_values_for_type(x509.IPAddress):
         return str(reference)
@@ -581,7 +666,8 @@ def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
 
 
 def _client_eui64(leaf: _Leaf) -> str:
-    """CRT-4: the EUI-64 of a dNSName subjectAltName, or of the CN when there is no SAN."""
+    """CRT-4: the EUI-64 of a dNSName subjectAltName, or of the CN when there is no SAN (a CN
+    within the path's DNS name constraints, as a dNSName must be)."""
     names = leaf.extension(x509.SubjectAlternativeName)
     if names is not None:
         where = "subjectAltName"
@@ -591,6 +677,8 @@ def _client_eui64(leaf: _Leaf) -> str:
         candidates = _common_names(leaf.cert)[-1:]  # the most specific CN (RFC 7252 §9.1.3.3)
     found = {eui for eui in map(canonical_eui64, candidates) if eui is not None}
     if len(found) == 1:
+        if names is None:
+            leaf.check_common_name(candidates[0], "client")
         return found.pop()
     problem = "several different EUI-64s" if found else "no EUI-64"
     raise ProtocolError(
