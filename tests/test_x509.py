@@ -275,6 +275,28 @@ def test_certificates_outside_their_validity_are_certificate_expired(
             lambda: server(chain_der(leaf, middle), TrustStore([top.der]), when=when))
 
 
+@pytest.mark.req("CRT-1")
+def test_only_the_certificates_of_the_path_must_be_valid() -> None:
+    """RFC 5280 §6.1.3 (a)(2): an expired certificate sent along but on no path (an old copy of
+    a renewed root, an expired cross-sign, anything else) does not fail a valid chain; an
+    expired one on the path is named."""
+    top = root(not_before=NOW - DAY)
+    old_top = root("iotdtls test root", key=top.key, not_before=NOW - 2 * YEAR,
+                   not_after=NOW - DAY)
+    old_ca = root("old ca", not_before=NOW - 2 * YEAR, not_after=NOW - DAY)
+    cross = issue("iotdtls test root", old_ca, key=top.key, ca=True,
+                  not_before=NOW - 2 * YEAR, not_after=NOW - DAY)
+    middle = intermediate(top, "intermediate")
+    leaf = server_leaf(middle)
+    store = TrustStore([top.der])
+    for extra in (old_top, cross, root("unrelated", not_after=NOW - DAY)):
+        assert server(chain_der(leaf, middle, extra), store) == "localhost"
+    expired_middle = intermediate(top, "intermediate", key=middle.key, not_after=NOW - DAY)
+    message = refused(A.certificate_expired, server,
+                      chain_der(leaf, expired_middle, old_top), store)
+    assert "certificate 1 is not valid" in message
+
+
 def test_validity_is_checked_at_the_time_given_and_naive_times_are_utc(
     anchor: Issued, store: TrustStore
 ) -> None:

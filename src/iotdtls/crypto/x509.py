@@ -30,8 +30,9 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   the path's name constraints (the alert OpenSSL sends for a name constraint violation).
 * unsupported_certificate: a leaf key that is not ECDSA P-256, or whose keyUsage or
   extendedKeyUsage forbids the use (a certificate "of an unsupported type" for this suite).
-* certificate_expired: a certificate outside its validity period ("has expired or is not
-  currently valid").
+* certificate_expired: a certificate of the path outside its validity period ("has expired or
+  is not currently valid"). A certificate sent that is on no path (an expired cross-sign, an
+  expired copy of a renewed root) is ignored, as RFC 5280 §6.1.3 (a)(2) checks the path only.
 * unknown_ca: no path to a trust anchor, including paths through a certificate that may not
   act as a CA and chains deeper than `max_depth`: within the allowed depth no trusted CA "could
   be located" (the same choice as OpenSSL for too-long chains and bad CAs).
@@ -159,16 +160,15 @@ class TrustStore:
     asserts cA); its validity, key, keyUsage and names are checked as any leaf's.
     """
 
-    __slots__ = ("_anchors", "_certificates", "_store", "_validated", "_window")
+    __slots__ = ("_anchors", "_certificates", "_store", "_validated")
 
     _anchors: tuple[bytes, ...]
     _certificates: tuple[x509.Certificate, ...]
     _store: verification.Store
     #: Chains validated before (see `_validate_path`): the same bytes under the same anchors
-    #: need no second path validation while the time stays inside every validity period.
+    #: need no second path validation while the time stays inside the validity period of
+    #: every certificate of the path found.
     _validated: collections.OrderedDict[tuple[object, ...], tuple[_Leaf, _Window]]
-    #: When every anchor is valid.
-    _window: _Window
 
     def __init__(self, anchors: Sequence[bytes]) -> None:
         ders = tuple(dict.fromkeys(bytes(anchor) for anchor in anchors))
@@ -184,7 +184,6 @@ class TrustStore:
         object.__setattr__(self, "_certificates", tuple(certificates))
         object.__setattr__(self, "_store", verification.Store(certificates))
         object.__setattr__(self, "_validated", collections.OrderedDict())
-        object.__setattr__(self, "_window", _window_of(certificates))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a TrustStore is immutable")
@@ -299,7 +298,8 @@ def _validate_path(
         return known[0]
     certs = [_parse(der, role, index) for index, der in enumerate(chain)]
     leaf_key = _check_leaf_key(certs[0], role)
-    _check_validity(certs, when, role)
+    if not _valid_at(certs[0], when):  # the leaf is on every path
+        raise _not_valid(certs[0], 0, when, role)
     pinned = bytes(chain[0]) in store._anchors
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
@@ -307,7 +307,7 @@ def _validate_path(
         raise _diagnose(exc, certs, store, when, max_depth, role) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
-    store._validated[key] = (leaf, _window_of(certs).within(store._window))
+    store._validated[key] = (leaf, _window_of(path))
     if len(store._validated) > VALIDATED_CHAINS_KEPT:
         store._validated.popitem(last=False)
     return leaf
@@ -324,11 +324,6 @@ class _Window:
 
     def contains(self, when: datetime.datetime) -> bool:
         return self.not_before <= when <= self.not_after
-
-    def within(self, other: _Window) -> _Window:
-        return _Window(
-            max(self.not_before, other.not_before), min(self.not_after, other.not_after)
-        )
 
 
 def _window_of(certs: Iterable[x509.Certificate]) -> _Window:
@@ -376,6 +371,9 @@ def _diagnose(
                 f"the trust anchor of the {role} chain is not valid at {when:%Y-%m-%d %H:%M}Z",
                 _A.certificate_expired,
             )
+    expired = _expired_on_path(certs, store, when)
+    if expired is not None:
+        return _not_valid(certs[expired], expired, when, role)
     needed = _intermediates_needed(certs, store, when)
     if needed is not None and needed > max_depth:
         return ProtocolError(
@@ -397,6 +395,25 @@ def _diagnose(
             detail = "no issuer of it among the trust anchors"
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
+
+
+def _expired_on_path(
+    certs: list[x509.Certificate], store: TrustStore, when: datetime.datetime
+) -> int | None:
+    """Index of a CA certificate sent that is not valid at `when` but is on the path found at
+    a time it is valid: the one that made the chain fail (RFC 5280 §6.1.3 (a)(2)). A
+    certificate sent but on no path (an expired cross-sign, an old copy of a root) is not."""
+    for index, cert in enumerate(certs[1:], 1):
+        if _valid_at(cert, when):
+            continue
+        then = min(max(when, cert.not_valid_before_utc), cert.not_valid_after_utc)
+        try:
+            path = _verifier(store, then, MAX_CHAIN_DEPTH_LIMIT).verify(certs[0], certs[1:]).chain
+        except (verification.VerificationError, ValueError):
+            continue
+        if cert in path:
+            return index
+    return None
 
 
 def _intermediates_needed(
@@ -478,16 +495,17 @@ def _describe_key(key: object) -> str:
     return "of an unsupported type" if key is None else type(key).__name__.removesuffix("PublicKey")
 
 
-def _check_validity(certs: list[x509.Certificate], when: datetime.datetime, role: str) -> None:
-    """RFC 5280 §6.1.3 (a)(2); every certificate sent belongs to the path (RFC 5246 §7.4.2)."""
-    for index, cert in enumerate(certs):
-        if not _valid_at(cert, when):
-            raise ProtocolError(
-                f"{role} certificate {index} is not valid at {when:%Y-%m-%d %H:%M}Z "
-                f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to "
-                f"{cert.not_valid_after_utc:%Y-%m-%d})",
-                _A.certificate_expired,
-            )
+def _not_valid(
+    cert: x509.Certificate, index: int, when: datetime.datetime, role: str
+) -> ProtocolError:
+    """RFC 5280 §6.1.3 (a)(2): certificate `index` of the chain sent is on the path but not
+    valid at `when`."""
+    return ProtocolError(
+        f"{role} certificate {index} is not valid at {when:%Y-%m-%d %H:%M}Z "
+        f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to "
+        f"{cert.not_valid_after_utc:%Y-%m-%d})",
+        _A.certificate_expired,
+    )
 
 
 def _valid_at(cert: x509.Certificate, when: datetime.datetime) -> bool:
