@@ -315,6 +315,29 @@ def test_issuer_that_is_not_a_ca_is_unknown_ca(anchor: Issued, store: TrustStore
 
 
 @pytest.mark.req("CRT-1")
+def test_a_ca_without_key_usage_is_fine_but_one_without_key_cert_sign_is_not() -> None:
+    """RFC 5280 §6.1.4 (n): keyCertSign is checked when keyUsage is present; `openssl req
+    -x509` makes CA certificates without it. basicConstraints cA stays required."""
+    top = root(key_usage=False)
+    middle = intermediate(top, "intermediate", key_usage=False)
+    store = TrustStore([top.der])
+    assert server(chain_der(server_leaf(middle), middle), store) == "localhost"
+    assert server(chain_der(server_leaf(top)), store) == "localhost"
+    signing_only = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=True,
+        encipher_only=False, decipher_only=False,
+    )
+    no_cert_sign = intermediate(top, "no cert sign", key_usage=False,
+                                extensions=[(signing_only, True)])
+    message = refused(A.unknown_ca, server,
+                      chain_der(server_leaf(no_cert_sign), no_cert_sign), store)
+    assert message.endswith("a CA certificate's keyUsage does not allow keyCertSign"), message
+    not_a_ca = issue("no constraints", top, basic_constraints=False, key_usage=False)
+    refused(A.unknown_ca, server, chain_der(server_leaf(not_a_ca), not_a_ca), store)
+
+
+@pytest.mark.req("CRT-1")
 def test_path_length_constraint_is_enforced() -> None:
     top = root(path_length=0)
     middle = intermediate(top, "intermediate")

@@ -120,11 +120,25 @@ _PINNED_EE_POLICY = (
 """For a leaf that is itself a trust anchor (pinned): it may be a CA certificate, as a
 self-signed certificate usually is (`openssl req -x509` asserts cA). Its keyUsage is checked
 here like any leaf's (`_check_leaf_usage`)."""
+
+
+def _check_ca_key_usage(
+    policy: verification.Policy, cert: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
+    """RFC 5280 §6.1.4 (n): a CA certificate's keyUsage, when present, asserts keyCertSign."""
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("a CA certificate's keyUsage does not allow keyCertSign")
+
+
 _CA_POLICY = (
     verification.ExtensionPolicy.webpki_defaults_ca()
     .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
     .may_be_present(x509.AuthorityKeyIdentifier, _AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, _AGNOSTIC, _check_ca_key_usage)
 )
+"""The web-PKI CA policy (basicConstraints cA required) without its demand for a keyUsage
+extension: RFC 5280 §6.1.4 (n) asks for keyCertSign only when keyUsage is present, and a CA
+made by `openssl req -x509` has none."""
 _ROLE_USAGE = {
     "server": ExtendedKeyUsageOID.SERVER_AUTH,
     "client": ExtendedKeyUsageOID.CLIENT_AUTH,
@@ -455,9 +469,11 @@ def _anchors_for(certs: Iterable[x509.Certificate], store: TrustStore) -> list[x
 
 
 def _verifier_reason(exc: Exception) -> str:
-    """The verifier's message without its prefix and the certificate dump it appends."""
+    """The verifier's message without its prefix, the certificate dump it appends and the
+    wrapping of the messages of this module's extension validators."""
     text = str(exc).removeprefix("validation failed: ")
-    return text.split(" (encountered processing", 1)[0]
+    text = text.split(" (encountered processing", 1)[0]
+    return text.replace("Python extension validator failed: ValueError: ", "")
 
 
 # -- per-certificate checks -------------------------------------------------------------------
