@@ -481,16 +481,25 @@ def test_server_name_mismatch_is_bad_certificate(anchor: Issued, store: TrustSto
 
 
 @pytest.mark.req("CRT-3")
-def test_common_name_counts_only_without_any_subject_alt_name(
+def test_common_name_counts_only_without_a_dns_srv_or_uri_subject_alt_name(
     anchor: Issued, store: TrustStore
 ) -> None:
+    """RFC 6125 §6.4.4: a DNS-ID, SRV-ID or URI-ID bars the CN; other subjectAltNames (an
+    iPAddress, an rfc822Name) do not."""
     cn_only = issue("coap.example.org", anchor, eku=[SERVER_AUTH])
     assert server(chain_der(cn_only), store, "coap.example.org") == "coap.example.org"
     refused(A.bad_certificate, lambda: server(chain_der(cn_only), store, "other.example.org"))
     with_san = issue("coap.example.org", anchor, san=dns("other.example.org"))
     refused(A.bad_certificate, lambda: server(chain_der(with_san), store, "coap.example.org"))
-    email_only = issue("coap.example.org", anchor, san=[x509.RFC822Name("a@example.org")])
-    refused(A.bad_certificate, lambda: server(chain_der(email_only), store, "coap.example.org"))
+    srv = x509.OtherName(ObjectIdentifier("1.3.6.1.5.5.7.8.7"), b"\x16\x11_coap.example.org")
+    for barring in ([x509.UniformResourceIdentifier("coaps://other.example.org")], [srv]):
+        barred = issue("coap.example.org", anchor, san=barring)
+        refused(A.bad_certificate, server, chain_der(barred), store, "coap.example.org")
+    for other in ([x509.RFC822Name("a@example.org")], ip("192.0.2.7")):
+        leaf = issue("coap.example.org", anchor, san=other)
+        assert server(chain_der(leaf), store, "coap.example.org") == "coap.example.org"
+    gateway = issue("coap.example.org", anchor, san=ip("192.0.2.7"))
+    assert server(chain_der(gateway), store, "192.0.2.7") == "192.0.2.7"
     wildcard_cn = issue("*.example.org", anchor)
     assert server(chain_der(wildcard_cn), store, "coap.example.org") == "coap.example.org"
 
@@ -581,11 +590,15 @@ def test_client_eui64_from_the_common_name_in_any_usual_spelling(
 
 
 @pytest.mark.req("CRT-4")
-def test_client_eui64_from_the_subject_alt_name(anchor: Issued, store: TrustStore) -> None:
+def test_client_eui64_from_the_subject_alt_name_or_the_cn(anchor: Issued,
+                                                          store: TrustStore) -> None:
     in_san = client_leaf(anchor, "device", san=dns("not-an-eui", "a0:b1:c2:d3:e4:f5:06:17"))
     assert client(chain_der(in_san), store) == "A0-B1-C2-D3-E4-F5-06-17"
     twice = client_leaf(anchor, "device", san=dns("a0b1c2d3e4f50617", "A0-B1-C2-D3-E4-F5-06-17"))
     assert client(chain_der(twice), store) == "A0-B1-C2-D3-E4-F5-06-17"
+    # the CN, when the subjectAltName presents no DNS-ID, SRV-ID or URI-ID (RFC 6125 §6.4.4)
+    addressed = client_leaf(anchor, "0123456789abcdef", san=ip("192.0.2.7"))
+    assert client(chain_der(addressed), store) == "01-23-45-67-89-AB-CD-EF"
     top, (middle,) = ca_chain(1)
     deep = client_leaf(middle, "0011223344556677")
     assert client(chain_der(deep, middle), TrustStore([top.der])) == "00-11-22-33-44-55-66-77"
@@ -601,6 +614,7 @@ def test_client_eui64_from_the_subject_alt_name(anchor: Issued, store: TrustStor
         ("0123456789abcdeg", None),
         ("01-23-45-67-89-AB-CD-EF", dns("device.example")),
         ("device", dns("0123456789abcdef", "fedcba9876543210")),
+        ("01-23-45-67-89-AB-CD-EF", [x509.UniformResourceIdentifier("urn:dev:ops:x")]),
     ],
 )
 def test_client_certificate_without_one_eui64_is_bad_certificate(

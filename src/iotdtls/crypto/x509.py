@@ -144,6 +144,8 @@ _ROLE_USAGE = {
     "client": ExtendedKeyUsageOID.CLIENT_AUTH,
 }
 _SHA1_LEN = 20
+_SRV_NAME = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.7")
+"""id-on-dnsSRV, the otherName of an SRV-ID (RFC 4985 §2, RFC 6125 §6.4.4)."""
 _E = TypeVar("_E", bound=x509.ExtensionType)
 
 
@@ -237,7 +239,8 @@ def verify_server_chain(
 
     With `server_name` (a DNS name or an IP address, from the configuration: a bad one raises
     `ConfigError` before the chain is looked at), a DNS name is matched against the leaf's
-    dNSName subjectAltNames, or its subject CN when it has no subjectAltName at all; an IP
+    dNSName subjectAltNames, or its subject CN when its subjectAltName presents no DNS-ID,
+    SRV-ID or URI-ID (RFC 6125 §6.4.4: none at all, or only iPAddress entries, say); an IP
     address only against iPAddress subjectAltNames. The identity's `name` is the matched
     reference name; without `server_name` nothing is matched and `name` is the leaf's first
     DNS or IP subjectAltName, else its CN (for logs).
@@ -261,8 +264,9 @@ def verify_client_chain(
     """Validate a client's chain (CRT-1); return its EUI-64 identity (CRT-4) and the leaf's key,
     which verifies the client's CertificateVerify.
 
-    The EUI-64 comes from a dNSName subjectAltName, or from the subject CN when there is no
-    subjectAltName (RFC 7252 §9.1.3.3); `name` is its canonical form `01-23-45-67-89-AB-CD-EF`.
+    The EUI-64 comes from a dNSName subjectAltName, or from the subject CN when the
+    subjectAltName presents no DNS-ID, SRV-ID or URI-ID (RFC 7252 §9.1.3.3, RFC 6125 §6.4.4);
+    `name` is its canonical form `01-23-45-67-89-AB-CD-EF`.
     """
     leaf = _validate_path(chain, store, when, max_depth, "client")
     name = leaf.name_for(None, lambda: _client_eui64(leaf))
@@ -678,19 +682,29 @@ def _as_utc(when: datetime.datetime) -> datetime.datetime:
 # -- names ------------------------------------------------------------------------------------
 
 
+def _presents_identifiers(names: x509.SubjectAlternativeName) -> bool:
+    """Whether the subjectAltName presents a DNS-ID, SRV-ID or URI-ID: only then is the CN
+    no identifier (RFC 6125 §6.4.4); iPAddress or rfc822Name entries alone leave the CN."""
+    return any(
+        isinstance(name, x509.DNSName | x509.UniformResourceIdentifier)
+        or (isinstance(name, x509.OtherName) and name.type_id == _SRV_NAME)
+        for name in names
+    )
+
+
 def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
-    """RFC 6125 §6.4: DNS-IDs when the certificate has a subjectAltName, else the CN-IDs
-    (§6.4.4), which must satisfy the path's DNS name constraints (RFC 5280 §4.2.1.10); an IP
-    address against iPAddress entries only."""
+    """RFC 6125 §6.4: the DNS-IDs, or the CN-IDs when the subjectAltName presents no DNS-ID,
+    SRV-ID or URI-ID (§6.4.4), which must satisfy the path's DNS name constraints (RFC 5280
+    §4.2.1.10); an IP address against iPAddress entries only."""
     names = leaf.extension(x509.SubjectAlternativeName)
     if isinstance(reference, str):
-        if names is not None:
-            presented = names.get_values_for_type(x509.DNSName)
+        if names is not None and _presents_identifiers(names):
+            by_cn, presented = False, names.get_values_for_type(x509.DNSName)
         else:
-            presented = _common_names(leaf.cert)
+            by_cn, presented = True, _common_names(leaf.cert)
         matching = [name for name in presented if dns_name_matches(reference, name)]
         if matching:
-            if names is None:
+            if by_cn:
                 for common_name in matching:
                     leaf.check_common_name(common_name, "server")
             return reference
@@ -700,18 +714,21 @@ def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
 
 
 def _client_eui64(leaf: _Leaf) -> str:
-    """CRT-4: the EUI-64 of a dNSName subjectAltName, or of the CN when there is no SAN (a CN
-    within the path's DNS name constraints, as a dNSName must be)."""
+    """CRT-4: the EUI-64 of a dNSName subjectAltName, or of the CN when the subjectAltName
+    presents no identifier (the profile's "in the SubjectAltName or in the CN", read with the
+    RFC 6125 §6.4.4 rule the server name follows: a DNS-ID, SRV-ID or URI-ID bars the CN; an
+    iPAddress alone does not). A CN must be within the path's DNS name constraints, as a
+    dNSName must."""
     names = leaf.extension(x509.SubjectAlternativeName)
-    if names is not None:
-        where = "subjectAltName"
+    if names is not None and _presents_identifiers(names):
+        by_cn, where = False, "subjectAltName"
         candidates = names.get_values_for_type(x509.DNSName)
     else:
-        where = "common name"
+        by_cn, where = True, "common name"
         candidates = _common_names(leaf.cert)[-1:]  # the most specific CN (RFC 7252 §9.1.3.3)
     found = {eui for eui in map(canonical_eui64, candidates) if eui is not None}
     if len(found) == 1:
-        if names is None:
+        if by_cn:
             leaf.check_common_name(candidates[0], "client")
         return found.pop()
     problem = "several different EUI-64s" if found else "no EUI-64"
@@ -728,8 +745,8 @@ def _common_names(cert: x509.Certificate) -> list[str]:
 
 def _display_name(leaf: _Leaf) -> str:
     """A name for logs when none was checked: the first DNS or IP subjectAltName, else the CN
-    (which names the server only without subjectAltNames: RFC 6125 §6.4.4), else the whole
-    subject."""
+    (which names the server only when the subjectAltName presents no DNS-ID, SRV-ID or
+    URI-ID: RFC 6125 §6.4.4), else the whole subject."""
     names = leaf.extension(x509.SubjectAlternativeName)
     if names is not None:
         for kind in (x509.DNSName, x509.IPAddress):
