@@ -536,6 +536,12 @@ def test_a_common_name_taken_as_the_name_must_satisfy_the_name_constraints() -> 
     ip_only = x509.NameConstraints(permitted_subtrees=addresses, excluded_subtrees=None)
     other = intermediate(top, "ip only", extensions=[(ip_only, True)])
     assert client(chain_der(client_leaf(other), other), store) == "01-23-45-67-89-AB-CD-EF"
+    # a CA extension the verifier does not parse hides the constraints: no CN satisfies them
+    bad_aki = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.35"), b"\x05\x00")
+    odd = intermediate(top, "odd", authority_key_id=False, extensions=[(bad_aki, False)])
+    assert server(chain_der(server_leaf(odd), odd), store) == "localhost"
+    assert "malformed" in refused(A.bad_certificate, server,
+                                  chain_der(issue("localhost", odd), odd), store)
 
 
 @pytest.mark.req("CRT-3")

@@ -554,19 +554,29 @@ def _check_leaf_usage(leaf: _Leaf, role: str) -> None:
 
 class _DnsConstraint:
     """The dNSName subtrees of one CA's nameConstraints (RFC 5280 §4.2.1.10): `permitted` None
-    when the CA permits no DNS subtree (DNS names are then unrestricted by it)."""
+    when the CA permits no DNS subtree (DNS names are then unrestricted by it). `readable`
+    False: the CA's extensions do not all parse (the verifier parses only those it checks), so
+    its constraints are unknown and no name satisfies them."""
 
-    __slots__ = ("ca", "excluded", "permitted")
+    __slots__ = ("ca", "excluded", "permitted", "readable")
 
     def __init__(
-        self, ca: str, permitted: tuple[str, ...] | None, excluded: tuple[str, ...]
+        self,
+        ca: str,
+        permitted: tuple[str, ...] | None,
+        excluded: tuple[str, ...],
+        *,
+        readable: bool = True,
     ) -> None:
         self.ca = ca
         self.permitted = permitted
         self.excluded = excluded
+        self.readable = readable
 
     def violation(self, name: str) -> str | None:
         """Why `name` (a DNS name) breaks this constraint, or None when it does not."""
+        if not self.readable:
+            return f"unchecked against the name constraints of CA '{self.ca}' (malformed extension)"
         if self.permitted is not None and not any(_in_subtree(name, b) for b in self.permitted):
             return f"outside the DNS names permitted by CA '{self.ca}'"
         if any(_in_subtree(name, base) for base in self.excluded):
@@ -575,13 +585,15 @@ class _DnsConstraint:
 
 
 def _dns_constraints(cas: Iterable[x509.Certificate]) -> tuple[_DnsConstraint, ...]:
-    """The DNS name constraints of the CA certificates of a validated path (the verifier has
-    parsed them already, so they parse)."""
+    """The DNS name constraints of the CA certificates of a validated path."""
     found = []
     for ca in cas:
         try:
             value = ca.extensions.get_extension_for_class(x509.NameConstraints).value
         except x509.ExtensionNotFound:
+            continue
+        except ValueError:
+            found.append(_DnsConstraint(ca.subject.rfc4514_string(), None, (), readable=False))
             continue
         permitted = [n.value for n in value.permitted_subtrees or () if isinstance(n, x509.DNSName)]
         excluded = [n.value for n in value.excluded_subtrees or () if isinstance(n, x509.DNSName)]
