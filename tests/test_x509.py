@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import (
     AuthorityInformationAccessOID,
@@ -396,6 +396,46 @@ def test_malformed_input_is_bad_certificate(anchor: Issued, store: TrustStore) -
                 True)
     odd = server_leaf(anchor, extensions=[critical])
     refused(A.bad_certificate, lambda: server(chain_der(odd), store))
+
+
+@pytest.mark.req("CRT-1")
+def test_chain_defects_the_verifier_reports_in_its_own_terms_are_worded_plainly(
+    anchor: Issued, store: TrustStore
+) -> None:
+    """The verifier's Rust debug text ("AlgorithmIdentifier { oid: ...", "Tag { value: 4, ...")
+    never reaches the user: the certificate at fault is named in one plain line."""
+
+    def plain(message: str) -> str:
+        assert "{" not in message and "PhantomData" not in message, message
+        return message
+
+    ed_root = root(key=ed25519.Ed25519PrivateKey.generate())
+    message = plain(refused(A.unknown_ca, server, chain_der(server_leaf(ed_root)),
+                            TrustStore([ed_root.der])))
+    assert "trust anchor" in message and "is Ed25519" in message
+    ed_middle = intermediate(anchor, "ed25519 ca", key=ed25519.Ed25519PrivateKey.generate())
+    message = plain(refused(A.unknown_ca, server, chain_der(server_leaf(ed_middle), ed_middle),
+                            store))
+    assert "certificate 1 (CA) is Ed25519" in message
+    leaf = server_leaf(anchor)
+    sha224 = (
+        x509.CertificateBuilder(extensions=list(leaf.cert.extensions))
+        .subject_name(leaf.cert.subject).issuer_name(anchor.cert.subject)
+        .public_key(leaf.cert.public_key()).serial_number(1)
+        .not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+        .sign(anchor.key, hashes.SHA224())
+    )
+    sha224_der = sha224.public_bytes(serialization.Encoding.DER)
+    message = plain(refused(A.unknown_ca, server, (sha224_der,), store))
+    assert "certificate 0 is signed with ECDSA with SHA224" in message
+    garbage_usage = (x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.15"), b"\x04\x00"), True)
+    odd_leaf = server_leaf(anchor, key_usage=False, extensions=[garbage_usage])
+    assert plain(refused(A.bad_certificate, server, chain_der(odd_leaf), store)) == (
+        "server certificate 0 has a malformed extension")
+    garbage_ca = (x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.19"), b"\x01\x01"), True)
+    odd_ca = intermediate(anchor, "odd", basic_constraints=False, extensions=[garbage_ca])
+    assert plain(refused(A.bad_certificate, client, chain_der(client_leaf(odd_ca), odd_ca),
+                         store)) == "client certificate 1 has a malformed extension"
 
 
 @pytest.mark.req("CRT-1")

@@ -52,7 +52,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.x509names import (
@@ -405,14 +405,94 @@ def _diagnose(
             _A.bad_certificate,
         )
     reason = _verifier_reason(exc)
+    malformed = _malformed_extensions(certs) if "ASN.1" in reason else None
+    if malformed is not None:
+        return ProtocolError(
+            f"{role} certificate {malformed} has a malformed extension", _A.bad_certificate
+        )
     if "candidates exhausted" in reason:
         detail = reason.removeprefix("candidates exhausted: ")
+        if "Forbidden public key algorithm" in detail:
+            detail = _forbidden_key(certs, store) or "a CA key of a type not allowed"
+        elif "Forbidden signature algorithm" in detail:
+            detail = _forbidden_signature(certs) or "a signature algorithm not allowed"
         # Nothing tried failed, or no anchor issued any certificate sent (a self-signed root
         # sent along then makes the verifier loop on it to its "max depth"): no issuer found.
         if "with no interior errors" in detail or not _anchors_for(certs, store):
             detail = "no issuer of it among the trust anchors"
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
+
+
+def _malformed_extensions(certs: list[x509.Certificate]) -> int | None:
+    """Index of the first certificate whose extensions do not parse."""
+    for index, cert in enumerate(certs):
+        try:
+            _ = cert.extensions
+        except ValueError:
+            return index
+    return None
+
+
+_CA_KEY_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_SIGNATURES_ALLOWED = frozenset(
+    {
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+        SignatureAlgorithmOID.RSA_WITH_SHA256,
+        SignatureAlgorithmOID.RSA_WITH_SHA384,
+        SignatureAlgorithmOID.RSA_WITH_SHA512,
+        SignatureAlgorithmOID.RSASSA_PSS,
+    }
+)
+"""The signature algorithms the verifier's web-PKI policy accepts (besides, it refuses an RSA
+key under 2048 bits, with a message of its own)."""
+
+
+def _forbidden_key(certs: list[x509.Certificate], store: TrustStore) -> str | None:
+    """The verifier's "Forbidden public key algorithm" in plain words: which CA certificate
+    (sent, or a trust anchor) has a key of a type CA keys may not have."""
+    sent = [(f"certificate {index}", cert) for index, cert in enumerate(certs) if index]
+    anchors = [
+        (f"trust anchor '{anchor.subject.rfc4514_string()}'", anchor)
+        for anchor in _anchors_for(certs, store)
+    ]
+    for what, cert in (*sent, *anchors):
+        try:
+            key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            key = None
+        if isinstance(key, rsa.RSAPublicKey) or (
+            isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _CA_KEY_CURVES)
+        ):
+            continue
+        return (
+            f"the key of {what} (CA) is {_describe_key(key)}: a CA key must be ECDSA P-256, "
+            "P-384 or P-521, or RSA"
+        )
+    return None
+
+
+def _forbidden_signature(certs: list[x509.Certificate]) -> str | None:
+    """The verifier's "Forbidden signature algorithm" in plain words: which certificate is
+    signed with an algorithm the path validation does not accept."""
+    for index, cert in enumerate(certs):
+        algorithm = cert.signature_algorithm_oid
+        if algorithm not in _SIGNATURES_ALLOWED:
+            return (
+                f"certificate {index} is signed with {_signature_name(algorithm)}: signatures "
+                "must be ECDSA or RSA with SHA-256, SHA-384 or SHA-512"
+            )
+    return None
+
+
+def _signature_name(algorithm: x509.ObjectIdentifier) -> str:
+    """A readable name of a signature algorithm: `ECDSA_WITH_SHA224` as "ECDSA with SHA224"."""
+    for attribute, value in vars(SignatureAlgorithmOID).items():
+        if value == algorithm:
+            return attribute.replace("_WITH_", " with ").replace("_", "-")
+    return f"algorithm {algorithm.dotted_string}"
 
 
 def _expired_on_path(
@@ -477,7 +557,12 @@ def _verifier_reason(exc: Exception) -> str:
     wrapping of the messages of this module's extension validators."""
     text = str(exc).removeprefix("validation failed: ")
     text = text.split(" (encountered processing", 1)[0]
-    return text.replace("Python extension validator failed: ValueError: ", "")
+    text = text.replace("Python extension validator failed: ValueError: ", "")
+    # A Rust structure printed for debugging ("... AlgorithmIdentifier { oid: ...", "Tag {
+    # value: 4, ...") tells a user nothing: keep the words before it.
+    while "{" in text and ": " in text:
+        text = text.rsplit(": ", 1)[0]
+    return text
 
 
 # -- per-certificate checks -------------------------------------------------------------------
