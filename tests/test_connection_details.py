@@ -378,51 +378,34 @@ MALFORMED_HANDSHAKE = (
 )
 
 
-@pytest.mark.req("REC-3")
-@pytest.mark.parametrize("payload", MALFORMED_HANDSHAKE, ids=["short-header", "short-fragment"])
-def test_malformed_plaintext_after_the_change_cipher_spec_is_dropped_and_counted(
-    payload: bytes,
-) -> None:
-    """RFC 6347 §4.1.2.7: after the peer's ChangeCipherSpec an epoch-0 handshake record is a
-    forgery or a stale copy; malformed, it is dropped like a well-formed one and the handshake
-    goes on. Before it, the peer's malformed plaintext is still decode_error."""
-    _client, server, (key_exchange, ccs, finished) = up_to_client_flight()
-    forger = RecordLayer()
-    forger.set_next_sequence_number(0, 100)
-    server.receive_datagram(key_exchange, 0.0)
-    server.receive_datagram(ccs, 0.0)
-    for n in (1, 2):
-        server.receive_datagram(forger.seal(ContentType.handshake, payload, 0), 0.0)
-        assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == n
-        assert server.state is ConnectionState.HANDSHAKING
-    assert server.datagrams_to_send(0.0) == []
-    server.receive_datagram(finished, 0.0)
-    assert server.state is ConnectionState.ESTABLISHED
-
-    _client, server, (key_exchange, _ccs, _finished) = up_to_client_flight()
-    server.receive_datagram(key_exchange, 0.0)
-    server.receive_datagram(forger.seal(ContentType.handshake, payload, 0), 0.0)
-    assert isinstance(server.error, AlertSent)
-    assert server.error.alert is AlertDescription.decode_error
+PLAINTEXT_FORGERIES = [
+    *((ContentType.handshake, payload) for payload in MALFORMED_HANDSHAKE),
+    (ContentType.alert, b"\x02\x28"),
+    (ContentType.alert, b"\x01\x00"),
+    (ContentType.alert, b"\x02"),
+]
 
 
 @pytest.mark.req("REC-3")
 @pytest.mark.parametrize(
-    "payload", [b"\x02\x28", b"\x01\x00", b"\x02"], ids=["fatal", "close-notify", "malformed"]
+    ("content_type", "payload"),
+    PLAINTEXT_FORGERIES,
+    ids=["short-header", "short-fragment", "fatal-alert", "close-notify", "malformed-alert"],
 )
-def test_a_plaintext_alert_after_the_change_cipher_spec_is_dropped_and_counted(
-    payload: bytes,
+def test_plaintext_after_the_change_cipher_spec_is_dropped_and_counted(
+    content_type: ContentType, payload: bytes
 ) -> None:
-    """RFC 6347 §4.1.2.7: after its ChangeCipherSpec the peer sends alerts under its new keys,
-    so an epoch-0 alert (fatal, close_notify or one that does not parse) is a forgery: dropped
-    and counted, the handshake goes on. Before it, the peer's plaintext alert is heard."""
+    """RFC 6347 §4.1.2.7: after its ChangeCipherSpec the peer sends under its new keys, so an
+    epoch-0 record (a malformed handshake message; an alert, fatal, close_notify or one that
+    does not parse) is a forgery or a stale copy: dropped and counted, the handshake goes on.
+    Before it, the peer's plaintext ends the association (a malformed message: decode_error)."""
     _client, server, (key_exchange, ccs, finished) = up_to_client_flight()
     forger = RecordLayer()
     forger.set_next_sequence_number(0, 100)
     server.receive_datagram(key_exchange, 0.0)
     server.receive_datagram(ccs, 0.0)
     for n in (1, 2):
-        server.receive_datagram(forger.seal(ContentType.alert, payload, 0), 0.0)
+        server.receive_datagram(forger.seal(content_type, payload, 0), 0.0)
         assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == n
         assert server.state is ConnectionState.HANDSHAKING
     assert server.datagrams_to_send(0.0) == []
@@ -431,8 +414,11 @@ def test_a_plaintext_alert_after_the_change_cipher_spec_is_dropped_and_counted(
 
     _client, server, (key_exchange, _ccs, _finished) = up_to_client_flight()
     server.receive_datagram(key_exchange, 0.0)
-    server.receive_datagram(forger.seal(ContentType.alert, payload, 0), 0.0)
+    server.receive_datagram(forger.seal(content_type, payload, 0), 0.0)
     assert server.state is ConnectionState.CLOSED
+    if content_type is ContentType.handshake:
+        assert isinstance(server.error, AlertSent)
+        assert server.error.alert is AlertDescription.decode_error
 
 
 def test_records_the_handshake_does_not_take_are_counted_each_time() -> None:
