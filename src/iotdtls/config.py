@@ -188,7 +188,9 @@ _POLICY_KINDS = {"initial": _SECONDS, "maximum": _SECONDS}
 
 @dataclass(frozen=True, slots=True)
 class RetransmitPolicy:
-    """Handshake retransmission timer (RFC 6347 §4.2.4.1): start, doubling, cap."""
+    """Handshake retransmission timer (RFC 6347 §4.2.4.1): start, doubling, cap. The RFC's cap
+    is "no less than 60 seconds"; a smaller `maximum` is taken (a test or a simulation may want
+    a fast timer), the CLI never sets one."""
 
     initial: float = 1.0
     maximum: float = 60.0
