@@ -3,8 +3,10 @@
 `require_extended_master_secret=False` (`--allow-no-ems` on `iotdtls server` and `iotdtls
 client`) lets a peer without the extension through; the extension is still offered and used
 with every peer that has it (RFC 7627 §5.3). The log line of such a handshake says the session
-has no extended master secret and will never be resumed. Off by default: the legacy peer is
-refused with handshake_failure. The legacy peer here is GnuTLS with `%NO_SESSION_HASH`.
+has no extended master secret and will never be resumed: the client keeps no such session
+(`session` is None, `--session-file` is not written), though the legacy server gives a
+session_id. Off by default: the legacy peer is refused with handshake_failure. The legacy
+peer here is GnuTLS with `%NO_SESSION_HASH`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from pathlib import Path
 import pytest
 
 import iotdtls.connection
+from iotdtls import sync
 from iotdtls.errors import AlertDescription
 from iotdtls.events import HandshakeComplete
-from iotdtls.messages import ClientHello, ExtendedMasterSecret, HandshakeType, find_extension
+from iotdtls.messages import (
+    ClientHello,
+    ExtendedMasterSecret,
+    HandshakeType,
+    ServerHello,
+    find_extension,
+)
+from iotdtls.proxy import LossyProxy
 from tests import peers
-from tests.interop_support import CLI, CREDENTIALS, cli_server
+from tests.interop_support import CLI, CREDENTIALS, cli_server, client_config
 from tests.memory_link import (
     LegacyClient,
     established,
@@ -50,6 +60,15 @@ LEGACY_PRIORITY = GNUTLS_PRIO_PSK + ":%NO_SESSION_HASH"
 NO_EMS_NOTE = (
     "without the extended master secret (RFC 7627): this session will never be resumed"
 )
+
+
+def server_session_ids(datagrams: list[bytes]) -> list[bytes]:
+    return [
+        ServerHello.decode(body).session_id
+        for d in datagrams
+        for h, body in plain_handshake(d)
+        if h.msg_type == HandshakeType.server_hello
+    ]
 
 
 def offered_ems(datagrams: list[bytes]) -> list[bool]:
@@ -169,3 +188,43 @@ def test_cli_client_and_a_legacy_gnutls_server(
     warning, echoed = client.output.splitlines()
     assert warning.endswith(f"iotdtls.aio: handshake complete {NO_EMS_NOTE}"), warning
     assert echoed == "legacy hello"
+
+
+@pytest.mark.interop
+@pytest.mark.req("RES-3")
+def test_a_session_without_ems_is_not_kept_for_resumption(
+    netns: NetNamespace, tmp_path: Path
+) -> None:
+    """The legacy GnuTLS server gives a session_id, yet the client offers no session to save:
+    without the extended master secret it must never be resumed (RFC 7627 §5.3)."""
+    config = client_config(require_extended_master_secret=False)
+    with legacy_gnutls_server(netns, tmp_path) as port, \
+            LossyProxy((LOCALHOST, port), seed=0, lifetime=60.0,
+                       socket_factory=lambda family: netns.socket(family)) as proxy:
+        client = sync.connect(*proxy.address, config, sock=netns.socket())
+        try:
+            assert client.session is None
+        finally:
+            client.close()
+    from_server = [d.data for d in proxy.snapshot() if d.direction == "server"]
+    assert [len(i) for i in server_session_ids(from_server)] == [32]  # not vacuous
+
+
+@pytest.mark.interop
+@pytest.mark.req("RES-3")
+def test_cli_client_writes_no_session_file_without_ems(
+    netns: NetNamespace, tmp_path: Path
+) -> None:
+    """`--session-file` with `--allow-no-ems`: a session without the extended master secret
+    is not saved, so every run makes a full handshake with the legacy server."""
+    session = tmp_path / "session"
+    with legacy_gnutls_server(netns, tmp_path) as port:
+        argv = [*CLI, "client", f"{LOCALHOST}:{port}", *CREDENTIALS, "--timeout", "5",
+                "--allow-no-ems", "--session-file", str(session)]
+        for run in ("first", "second"):
+            with PeerProcess(netns.wrap(argv), name="iotdtls-client", time_limit=30.0) as client:
+                client.write_line(f"{run} run")
+                client.wait_for_output(rf"(?m)^{run} run$", 10.0)
+                client.close_stdin()
+                assert client.wait(10.0) == 0, client.output
+            assert not session.exists(), run
