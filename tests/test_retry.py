@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,8 @@ from tests.interop_support import ServerThread
 from tests.peers import Pki
 
 QUICK = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
+#: Four attempts, so the three waits show the doubling and then the cap: 0.05, 0.1, 0.1 s at most.
+CAPPED = RetryPolicy(attempts=4, initial=0.05, maximum=0.1)
 
 
 @pytest.mark.req("RPK-4")
@@ -70,3 +75,56 @@ def test_asyncio_client_makes_the_configured_attempts(pki: Pki) -> None:
             asyncio.run(asyncio.wait_for(attempt(), 10.0))
         assert server.wait_until(lambda: failed_handshakes(server) >= QUICK.attempts)
         assert failed_handshakes(server) == QUICK.attempts
+
+
+def assert_backed_off(waits: list[float], policy: RetryPolicy) -> None:
+    """One wait after each failed handshake but the last, the n-th between half and all of
+    `initial * 2**(n-1)`, at most `maximum` (RetryPolicy)."""
+    assert len(waits) == policy.attempts - 1, waits
+    for failures, wait in enumerate(waits, start=1):
+        ceiling = min(policy.initial * 2 ** (failures - 1), policy.maximum)
+        assert ceiling / 2 <= wait <= ceiling, (failures, waits)
+
+
+@pytest.mark.req("RPK-4")
+def test_sync_client_backs_off_between_attempts(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    sleep, caller = time.sleep, threading.get_ident()
+
+    def recording_sleep(seconds: float) -> None:
+        if threading.get_ident() == caller:  # not the server's thread
+            waits.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(sync.time, "sleep", recording_sleep)
+    with refusing_server(pki) as server, pytest.raises(AlertReceived):
+        sync.connect(*server.address, client(pki, CAPPED))
+    assert_backed_off(waits, CAPPED)
+
+
+@pytest.mark.req("RPK-4")
+def test_asyncio_client_backs_off_between_attempts(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+
+    async def attempt() -> None:
+        loop = asyncio.get_running_loop()
+        call_later = loop.call_later
+
+        def recording_call_later(
+            delay: float, callback: Callable[..., object], *args: Any
+        ) -> asyncio.TimerHandle:
+            if getattr(callback, "__name__", "") == "_restart":  # the next handshake
+                waits.append(delay)
+            return call_later(delay, callback, *args)
+
+        monkeypatch.setattr(loop, "call_later", recording_call_later)
+        async with aio.connect(*server.address, client(pki, CAPPED)):
+            pass
+
+    with refusing_server(pki) as server, pytest.raises(AlertReceived):
+        asyncio.run(asyncio.wait_for(attempt(), 10.0))
+    assert_backed_off(waits, CAPPED)
