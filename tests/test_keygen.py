@@ -4,6 +4,7 @@ SubjectPublicKeyInfo and its SHA-256, and random PSKs."""
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 import subprocess
 import sys
@@ -42,6 +43,31 @@ def test_ec_p256_writes_a_private_pkcs8_key_and_prints_its_spki_sha256(
     assert printed == hashlib.sha256(spki_of(pem)).hexdigest() + "\n"
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]
+
+
+@pytest.mark.req("CFG-2")
+def test_ec_p256_key_scalar_comes_from_os_urandom(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The private scalar is 32 bytes of `os.urandom` (FIPS 186-5 §A.4.2), never OpenSSL's own
+    generator."""
+    drawn: list[bytes] = []
+
+    def fake_urandom(n: int) -> bytes:
+        drawn.append(hashlib.sha256(b"keygen %d" % len(drawn)).digest()[:n])
+        return drawn[-1]
+
+    def refuse(*args: object) -> ec.EllipticCurvePrivateKey:
+        raise AssertionError("a key from OpenSSL's generator, not os.urandom")
+
+    monkeypatch.setattr(os, "urandom", fake_urandom)
+    monkeypatch.setattr(ec, "generate_private_key", refuse)
+    out = tmp_path / "key.pem"
+    status, _, err = keygen(capsys, "ec-p256", "--out", str(out))
+    assert status == 0 and err == ""
+    key = serialization.load_pem_private_key(out.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.private_numbers().private_value.to_bytes(32, "big") in drawn
 
 
 def test_ec_p256_keeps_an_existing_file_unless_forced(

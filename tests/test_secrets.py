@@ -2,7 +2,8 @@
 
 CFG-2 (profile "Random Number Generation", RFC 4086): every random value of a handshake is
 drawn from `os.urandom`: the client random and server random (RFC 5246 §7.4.1.2), the cookie
-secret (RFC 6347 §4.2.1) and the stand-in key of an unknown identity (PSK-4). SEC-1 (profile
+secret (RFC 6347 §4.2.1), the stand-in key of an unknown identity (PSK-4) and the private
+scalars of the ECDHE keys (rejection sampling, FIPS 186-5 §A.4.2). SEC-1 (profile
 "Privacy and Security Considerations"): the PSK, the master secret (RFC 5246 §8.1) and the
 write keys and IVs (RFC 5246 §6.3) appear in no log message, error text, repr or str; they
 reach only an explicit key log (NSS SSLKEYLOGFILE format) that the user asked for.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import iotdtls.connection
 import iotdtls.crypto.suites
@@ -29,6 +31,9 @@ import iotdtls.handshake.keyexchange
 from iotdtls.config import ServerConfig
 from iotdtls.connection import DtlsConnection
 from iotdtls.crypto import Ccm8Protector, KeyBlock, derive_key_block
+from iotdtls.crypto.ecdhe import EphemeralKey
+from iotdtls.crypto.rand import P256_ORDER, random_scalar
+from iotdtls.crypto.signature import PrivateKey
 from iotdtls.errors import AlertSent, LocalProtocolError
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.keyexchange import PskServerExchange
@@ -46,6 +51,7 @@ from tests.memory_link import (
     records,
     wire_from,
 )
+from tests.pubkey_support import client_key, rpk_link, server_key, x509_link, x509_pki
 from tests.secret_guard import SecretGuard
 
 
@@ -145,6 +151,80 @@ def test_every_random_value_comes_from_os_urandom(monkeypatch: pytest.MonkeyPatc
     assert [len(v) for v in used.values()] == [32, 32, 32, 32, 16]
     (closed,) = events_of(link, "server", ConnectionClosed)
     assert isinstance(closed.error, AlertSent)  # the stand-in key failed like a wrong key
+
+
+def no_openssl_keygen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make `ec.generate_private_key` (OpenSSL's own generator) fail, and collect the scalars
+    P-256 keys are made from instead."""
+    scalars: list[int] = []
+    real = ec.derive_private_key
+
+    def refuse(*args: Any, **kwargs: Any) -> ec.EllipticCurvePrivateKey:
+        raise AssertionError("a key from OpenSSL's generator, not os.urandom")
+
+    def spy(d: int, curve: ec.EllipticCurve) -> ec.EllipticCurvePrivateKey:
+        scalars.append(d)
+        return real(d, curve)
+
+    monkeypatch.setattr(ec, "generate_private_key", refuse)
+    monkeypatch.setattr(ec, "derive_private_key", spy)
+    return scalars
+
+
+@pytest.mark.req("CFG-2")
+@pytest.mark.parametrize("link_of", [rpk_link, x509_link], ids=["raw-public-keys", "x509"])
+def test_public_key_handshakes_draw_every_random_value_from_os_urandom(
+    monkeypatch: pytest.MonkeyPatch, link_of: Callable[[], MemoryLink]
+) -> None:
+    """Both roles of an ECDHE_ECDSA handshake: the randoms, the session id, the cookie secret
+    and both ephemeral scalars are the only draws, all from `os.urandom`."""
+    server_key(), client_key(), x509_pki()  # long-term credentials, made beforehand
+    fake = CountingUrandom()
+    monkeypatch.setattr(os, "urandom", fake)
+    scalars = no_openssl_keygen(monkeypatch)
+    link = link_of()
+    link.handshake()
+    assert established(link)
+    client_hellos, server_hello = hellos(link)
+    first, second = (ClientHello.decode(b) for b in client_hellos)
+    client_scalar, server_scalar = (d.to_bytes(32, "big") for d in scalars)
+    used = {
+        "client random": first.random,
+        "server random": server_hello.random,
+        "cookie secret": cookie_key(fake.outputs, client_hellos[0], second.cookie),
+        "session id": server_hello.session_id,
+        "client ECDHE scalar": client_scalar,
+        "server ECDHE scalar": server_scalar,
+    }
+    for what, value in used.items():
+        assert value in fake.outputs, what
+    assert sorted(fake.outputs) == sorted(used.values())
+
+
+@pytest.mark.req("CFG-2")
+def test_p256_keys_come_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = CountingUrandom()
+    monkeypatch.setattr(os, "urandom", fake)
+    scalars = no_openssl_keygen(monkeypatch)
+    long_term, ephemeral = PrivateKey.generate(), EphemeralKey()
+    assert [d.to_bytes(32, "big") for d in scalars] == fake.outputs
+    assert long_term.spki != ephemeral.public_point  # two draws, two keys
+
+
+@pytest.mark.req("CFG-2")
+def test_a_scalar_out_of_range_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejection sampling (FIPS 186-5 §A.4.2): n and 0 are refused, not reduced."""
+    valid = P256_ORDER - 1
+    draws = [P256_ORDER.to_bytes(32, "big"), bytes(32), valid.to_bytes(32, "big")]
+    asked: list[int] = []
+
+    def stub(n: int) -> bytes:
+        asked.append(n)
+        return draws.pop(0)
+
+    monkeypatch.setattr(os, "urandom", stub)
+    assert random_scalar(P256_ORDER) == valid
+    assert asked == [32, 32, 32]
 
 
 # -- SEC-1 -----------------------------------------------------------------------------------

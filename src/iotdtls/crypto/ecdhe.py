@@ -1,8 +1,10 @@
 """Ephemeral ECDH on secp256r1 (RFC 8422 §5.4, §5.7; RFC 7251; profile "Raw Public Key Use").
 
-A fresh key pair per handshake gives perfect forward secrecy. Points travel in the uncompressed
-form only (RFC 8422 §5.1.2: the profile negotiates `uncompressed`); a point that is malformed,
-compressed or not on the curve is an illegal_parameter (RFC 8422 §5.10 requires the check).
+A fresh key pair per handshake gives perfect forward secrecy; its private scalar is drawn
+from `os.urandom` (CFG-2, RFC 4086; rejection sampling, FIPS 186-5 §A.4.2). Points travel in
+the uncompressed form only (RFC 8422 §5.1.2: the profile negotiates `uncompressed`); a point
+that is malformed, compressed or not on the curve is an illegal_parameter (RFC 8422 §5.10
+requires the check).
 The premaster secret is the x-coordinate of the shared point (RFC 8422 §5.10).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from iotdtls.crypto.rand import p256_private_key
 from iotdtls.errors import AlertDescription, ProtocolError
 
 __all__ = ["P256_POINT_LENGTH", "EphemeralKey", "check_point"]
@@ -40,7 +43,7 @@ class EphemeralKey:
     __slots__ = ("_key", "public_point")
 
     def __init__(self) -> None:
-        self._key = ec.generate_private_key(_CURVE)
+        self._key = p256_private_key()
         self.public_point = self._key.public_key().public_bytes(
             Encoding.X962, PublicFormat.UncompressedPoint
         )

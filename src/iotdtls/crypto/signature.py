@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from iotdtls.crypto.rand import p256_private_key
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
 
 #: Raw public keys remembered decoded (least recently used dropped).
 PUBLIC_KEYS_KEPT = 256
-_CURVE = ec.SECP256R1()
 _SIGN = ec.ECDSA(hashes.SHA256())
 _SIGN_DIGEST = ec.ECDSA(Prehashed(hashes.SHA256()))
 
@@ -66,7 +66,8 @@ class PrivateKey:
 
     @classmethod
     def generate(cls) -> PrivateKey:
-        return cls(ec.generate_private_key(_CURVE))
+        """A new key, its scalar from `os.urandom` (CFG-2, RFC 4086; FIPS 186-5 §A.4.2)."""
+        return cls(p256_private_key())
 
     @classmethod
     def from_pem(cls, data: bytes, password: bytes | None = None) -> PrivateKey:
