@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.backends.openssl.backend import backend
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import iotdtls.connection
+import iotdtls.crypto.signature
 import iotdtls.crypto.suites
 import iotdtls.endpoint
 import iotdtls.handshake.keyexchange
@@ -33,7 +36,12 @@ from iotdtls.connection import DtlsConnection
 from iotdtls.crypto import Ccm8Protector, KeyBlock, derive_key_block
 from iotdtls.crypto.ecdhe import EphemeralKey
 from iotdtls.crypto.rand import P256_ORDER, random_scalar
-from iotdtls.crypto.signature import PrivateKey
+from iotdtls.crypto.signature import (
+    PrivateKey,
+    PublicKey,
+    verify_digest_signature,
+    verify_signature,
+)
 from iotdtls.errors import AlertSent, LocalProtocolError
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.keyexchange import PskServerExchange
@@ -225,6 +233,28 @@ def test_a_scalar_out_of_range_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(os, "urandom", stub)
     assert random_scalar(P256_ORDER) == valid
     assert asked == [32, 32, 32]
+
+
+@pytest.mark.req("CFG-2")
+def test_ecdsa_signatures_are_deterministic_and_verify() -> None:
+    """RFC 6979: no random nonce, so the same key signs the same data the same way."""
+    key, data = server_key(), b"ServerKeyExchange params"
+    digest = hashlib.sha256(data).digest()
+    public = PublicKey.from_spki(key.spki)
+    assert key.sign(data) == key.sign(data) != key.sign(data + b".")
+    assert key.sign_digest(digest) == key.sign_digest(digest)
+    verify_signature(public, key.sign(data), data)
+    verify_digest_signature(public, key.sign_digest(digest), digest)
+
+
+def test_ecdsa_falls_back_to_a_random_nonce_without_rfc_6979(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backend, "ecdsa_deterministic_supported", lambda: False)
+    algorithm = iotdtls.crypto.signature._ecdsa(hashes.SHA256())
+    assert not algorithm.deterministic_signing
+    data = b"signed twice"
+    assert server_key()._key.sign(data, algorithm) != server_key()._key.sign(data, algorithm)
 
 
 # -- SEC-1 -----------------------------------------------------------------------------------

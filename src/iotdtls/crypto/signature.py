@@ -1,6 +1,8 @@
 """ECDSA with P-256 and SHA-256 (RFC 8422 §5.4, §5.8; RFC 5246 §7.4.3, §7.4.8) and the
 SubjectPublicKeyInfo of raw public keys (RFC 7250 §3).
 
+Signatures are deterministic (RFC 6979) where OpenSSL offers it: signing draws no randomness.
+
 `PrivateKey` is the long-term key of a raw-public-key or certificate credential; its repr and
 str show only the fingerprint of its public half (SEC-1). `PublicKey` is a peer's key, decoded
 once when its Certificate is checked and used for the signature that follows. Verification
@@ -37,8 +39,22 @@ __all__ = [
 
 #: Raw public keys remembered decoded (least recently used dropped).
 PUBLIC_KEYS_KEPT = 256
-_SIGN = ec.ECDSA(hashes.SHA256())
-_SIGN_DIGEST = ec.ECDSA(Prehashed(hashes.SHA256()))
+
+
+def _ecdsa(algorithm: hashes.HashAlgorithm | Prehashed) -> ec.ECDSA:
+    """Deterministic ECDSA (RFC 6979 §3.2): the nonce is derived from the key and the message, so
+    signing draws no random value at all (CFG-2) and a weak generator cannot leak the key
+    through a repeated nonce. The signature is an ordinary ECDSA signature to the verifier. With
+    OpenSSL older than 3.2 (or in FIPS mode), which does not offer it, the nonce is random, from
+    OpenSSL's generator."""
+    try:
+        return ec.ECDSA(algorithm, deterministic_signing=True)
+    except UnsupportedAlgorithm:
+        return ec.ECDSA(algorithm)
+
+
+_SIGN = _ecdsa(hashes.SHA256())
+_SIGN_DIGEST = _ecdsa(Prehashed(hashes.SHA256()))
 
 
 def spki_sha256(spki: bytes) -> bytes:
@@ -116,11 +132,13 @@ class PrivateKey:
         return spki_sha256(self.spki)
 
     def sign(self, data: bytes) -> bytes:
-        """DER ECDSA-SHA256 signature of `data` (ServerKeyExchange params, RFC 8422 §5.4)."""
+        """DER ECDSA-SHA256 signature of `data` (ServerKeyExchange params, RFC 8422 §5.4),
+        deterministic (RFC 6979) where OpenSSL has it."""
         return self._key.sign(data, _SIGN)
 
     def sign_digest(self, digest: bytes) -> bytes:
-        """DER ECDSA signature of a SHA-256 digest (CertificateVerify, RFC 5246 §7.4.8)."""
+        """DER ECDSA signature of a SHA-256 digest (CertificateVerify, RFC 5246 §7.4.8),
+        deterministic (RFC 6979) where OpenSSL has it."""
         return self._key.sign(digest, _SIGN_DIGEST)
 
     def __repr__(self) -> str:
