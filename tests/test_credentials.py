@@ -23,7 +23,7 @@ from iotdtls.credentials import (
 )
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.errors import ConfigError
-from tests.pki import Issued, intermediate, p256, root, server_leaf
+from tests.pki import Issued, intermediate, issue, p256, root, server_leaf
 from tests.pubkey_support import compressed_spki, der_to_pem
 
 pytestmark = pytest.mark.req("CFG-1")
@@ -82,6 +82,26 @@ def test_a_certified_key_loads_from_a_chain_file_and_an_encrypted_key_file(
     assert "private key" in config_error(
         CertifiedKey.load, str(files / "chain.pem"), str(files / "key.pem")
     )
+
+
+@pytest.mark.req("CRT-1")
+def test_a_full_chain_file_loses_its_self_signed_root(
+    tmp_path: Path, issued: tuple[Issued, Issued, Issued]
+) -> None:
+    anchor, middle, leaf = issued
+    (tmp_path / "full.pem").write_bytes(leaf.pem + middle.pem + anchor.pem)
+    (tmp_path / "key.pem").write_bytes(key_pem(leaf))
+    full = CertifiedKey.load(str(tmp_path / "full.pem"), str(tmp_path / "key.pem"))
+    assert full.chain == (leaf.der, middle.der)
+    direct = server_leaf(anchor, "gw.example")
+    assert CertifiedKey((direct.der, anchor.der), PrivateKey(direct.key)).chain == (direct.der,)
+    # A lone self-signed certificate (a pinned leaf) stays; so does a last certificate that
+    # names itself as issuer but is signed by another key (not a root).
+    pinned = issue("gw.example", None, ca=True)
+    assert CertifiedKey((pinned.der,), PrivateKey(pinned.key)).chain == (pinned.der,)
+    forged = issue("iotdtls test root", None, ca=True, signing_key=p256())
+    chain = (leaf.der, middle.der, forged.der)
+    assert CertifiedKey(chain, PrivateKey(leaf.key)).chain == chain
 
 
 @pytest.mark.parametrize("encoding", [serialization.Encoding.PEM, serialization.Encoding.DER])

@@ -77,12 +77,21 @@ def authenticated_peers(link: MemoryLink) -> tuple[Any, Any]:
 
 @pytest.mark.req("CRT-1", "CRT-3", "CRT-4", "CFG-1")
 def test_mutual_certificates_without_the_root() -> None:
+    """Both sides configured with a full chain (leaf, CA, root) send it without the root."""
     p = x509_pki()
-    link = x509_link()
+
+    def full_chain(leaf: pki.Issued) -> CertifiedKey:
+        return CertifiedKey((leaf.der, p.ca.der, p.root.der), p.certified(leaf).private_key)
+
+    link = x509_link(
+        client={"certificate": full_chain(p.client)},
+        server={"certificates": [full_chain(p.server)]},
+    )
     client_peer, server_peer = authenticated_peers(link)
     assert client_peer == CertificateIdentity("localhost")
     assert server_peer == CertificateIdentity(CLIENT_EUI64)
     assert server_peer.chain == (p.client.der, p.ca.der)  # the root is not sent
+    assert client_peer.chain == (p.server.der, p.ca.der)
     (server_cert,) = bodies(link, "server", HandshakeType.certificate)
     assert Certificate.decode(server_cert).certificates == (p.server.der, p.ca.der)
     assert HandshakeType.certificate_verify in message_types(wire_from(link, "client"))

@@ -6,7 +6,8 @@
   DER SubjectPublicKeyInfo (RPK-3), with the point uncompressed as peers send it (RPK-2). The
   key itself (DER or PEM, a P-256 key, its point in either form) or that SHA-256 (32 bytes, or
   64 hex digits) are accepted.
-* `CertifiedKey`: a certificate chain (DER, leaf first, root left out) with its private key.
+* `CertifiedKey`: a certificate chain (DER, leaf first, root left out: a trailing self-signed
+  certificate is dropped, CRT-1) with its private key.
 * `psk_digest(psk)`, `own_credential_digest(credential)`: what a resumable session keeps of the
   credential it was made with (`iotdtls.sessions.SessionState.credential_digest`), never the
   credential itself.
@@ -17,12 +18,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -43,6 +45,8 @@ __all__ = [
     "public_key_pin",
     "public_key_pins",
 ]
+
+_log = logging.getLogger("iotdtls.credentials")
 
 _SHA256_LEN = 32
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", re.DOTALL)
@@ -161,6 +165,11 @@ def own_credential_digest(credential: bytes) -> bytes:
 class CertifiedKey:
     """Our certificate chain (DER, leaf first; the root is not sent, CRT-1) and its key.
 
+    A chain of more than one certificate that ends in a self-signed one (a full-chain file:
+    leaf, CA, root) loses that root here: the profile ("Certificate Use with DTLS", CRT-1)
+    omits it from the chain, the peer holding it as a trust anchor (RFC 5246 §7.4.2). A lone
+    self-signed certificate (a pinned leaf) stays.
+
     Its repr names the leaf's subject and counts the certificates; the key is left out."""
 
     chain: tuple[bytes, ...]
@@ -176,6 +185,9 @@ class CertifiedKey:
             raise ConfigError(f"the leaf certificate is not usable: {exc}") from None
         if leaf_key != self.private_key.spki:
             raise ConfigError("the private key does not belong to the leaf certificate")
+        if len(chain) > 1 and _self_signed(chain[-1]):
+            _log.debug("certificate chain: the self-signed root at its end is not sent (CRT-1)")
+            chain = chain[:-1]
         object.__setattr__(self, "chain", chain)
 
     def __repr__(self) -> str:
@@ -197,6 +209,20 @@ class CertifiedKey:
     def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
         """From a certificate file (PEM chain or one DER certificate) and a key file."""
         return cls.from_pem(_read(cert_file, "certificate"), _read(key_file, "key"), password)
+
+
+def _self_signed(der: bytes) -> bool:
+    """Whether a certificate is a root: issued by its own subject and signed with its own key
+    (RFC 5280 §3.2). One that does not parse or verify is not (the peer's path validation
+    reports it)."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        if cert.subject != cert.issuer:
+            return False
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def load_certificate_file(path: str) -> tuple[bytes, ...]:

@@ -152,7 +152,10 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
     g.add_argument("--cafile", metavar="FILE", help="trust anchors for the server certificate")
-    g.add_argument("--cert", metavar="FILE", help="our certificate chain (PEM, leaf first)")
+    g.add_argument(
+        "--cert", metavar="FILE",
+        help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
+    )
     g.add_argument("--key", metavar="FILE", help="the private key of --cert")
     g.add_argument(
         "--server-name",
@@ -248,7 +251,10 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
         help="SHA-256 of a client SubjectPublicKeyInfo, its point uncompressed, to accept "
         "(repeatable)",
     )
-    g.add_argument("--cert", metavar="FILE", help="our certificate chain (PEM, leaf first)")
+    g.add_argument(
+        "--cert", metavar="FILE",
+        help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
+    )
     g.add_argument("--key", metavar="FILE", help="the private key of --cert")
     g.add_argument(
         "--client-cafile",
