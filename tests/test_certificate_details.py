@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.x509.oid import ExtensionOID
 
@@ -276,20 +277,30 @@ def test_eui64_refusals_say_where_and_what(anchor: Issued, store: TrustStore) ->
         "(RFC 7252 §9.1.3.3)")
 
 
-def test_only_the_most_specific_common_name_counts(anchor: Issued, store: TrustStore) -> None:
-    """RFC 7252 §9.1.3.3: with several CNs, the last (most specific) one is the EUI-64."""
-    leaf = client_leaf(anchor, "fedcba9876543210")
-    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "0123456789abcdef"),
+def _with_an_earlier_common_name(anchor: Issued, leaf: Issued, common_name: str) -> Issued:
+    """`leaf` re-issued with `common_name` as a first CN before its own one."""
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name),
                          *leaf.cert.subject])
-    assert anchor.key is not None
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(anchor.cert.subject)
                .public_key(leaf.cert.public_key()).serial_number(leaf.cert.serial_number)
                .not_valid_before(leaf.cert.not_valid_before_utc)
                .not_valid_after(leaf.cert.not_valid_after_utc))
     for extension in leaf.cert.extensions:
         builder = builder.add_extension(extension.value, extension.critical)
-    two_cns = Issued(builder.sign(anchor.key, leaf.cert.signature_hash_algorithm), leaf.key)  # type: ignore[arg-type]
-    assert client(chain_der(two_cns), store) == "FE-DC-BA-98-76-54-32-10"
+    return Issued(builder.sign(anchor.key, hashes.SHA256()), leaf.key)
+
+
+@pytest.mark.req("CRT-4")
+def test_only_the_most_specific_common_name_counts(anchor: Issued, store: TrustStore) -> None:
+    """RFC 7252 §9.1.3.3: with several CNs, the last (most specific) one is the EUI-64: an
+    earlier one neither competes with it nor stands in for a last CN that is none."""
+    two_euis = _with_an_earlier_common_name(
+        anchor, client_leaf(anchor, "fedcba9876543210"), "0123456789abcdef")
+    assert client(chain_der(two_euis), store) == "FE-DC-BA-98-76-54-32-10"
+    last_not_eui = _with_an_earlier_common_name(
+        anchor, client_leaf(anchor, "sensor"), "0123456789abcdef")
+    assert refusal(A.bad_certificate, client, chain_der(last_not_eui), store) == (
+        "the client certificate's common name holds no EUI-64 (RFC 7252 §9.1.3.3)")
 
 
 # -- reference names (RFC 6125 §6.2.1, RFC 1035 §2.3.4) ---------------------------------------
