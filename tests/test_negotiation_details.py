@@ -74,7 +74,10 @@ def server_answers(msg: ClientHello, **config: Any) -> tuple[list[bytes], Server
     return [d for d, _ in endpoint.datagrams_to_send(0.0)], endpoint
 
 
+@pytest.mark.req("EXT-4")
 def test_the_scsv_alone_gets_an_empty_renegotiation_info() -> None:
+    """RFC 5746 §3.6: a ClientHello with TLS_EMPTY_RENEGOTIATION_INFO_SCSV and no
+    renegotiation_info gets an empty renegotiation_info; one with neither gets none."""
     scsv = hello(suites=(PSK, 0x00FF), extensions=(ExtendedMasterSecret(),))
     out, _ = answer(scsv)
     sh = server_hello_of(out)
