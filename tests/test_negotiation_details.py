@@ -102,12 +102,19 @@ def test_the_first_suite_the_server_can_serve_is_chosen() -> None:
         (SupportedGroups((256,)), EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
         (SupportedGroups((23,)), EcPointFormats((0,)), SignatureAlgorithms((0x0503,))),
         (SupportedGroups((23,)), EcPointFormats((0,))),
+        (EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
     ],
-    ids=["p384-only", "ffdhe-compressed", "sha384-only", "no-signature-algorithms"],
+    ids=["p384-only", "ffdhe-compressed", "sha384-only", "no-signature-algorithms",
+         "no-groups-compressed-only"],
 )
+@pytest.mark.req("RPK-2")
 def test_an_ecdhe_client_without_p256_uncompressed_ecdsa_sha256_is_refused(
     ec: tuple[Extension, ...],
 ) -> None:
+    """RPK-2: the ECDHE suite needs P-256, uncompressed points and ecdsa_secp256r1_sha256.
+    A client without supported_groups leaves the curve to us (RFC 8422 §4) but one whose
+    ec_point_formats lacks uncompressed cannot take our point: no suite in common (the
+    illegal_parameter of RFC 8422 §5.1.2 is for clients that name one of its curves)."""
     msg = hello(suites=(ECDHE,), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
                                               *ec, *RPK_TYPES))
     out, endpoint = server_answers(msg, psk_store=None, raw_public_key=server_key())
