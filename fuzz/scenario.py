@@ -13,9 +13,9 @@ state and handshake state) is kept, so the fuzzed datagrams meet every state of 
 in every mode, however the flows change. The targets feed their input through the public
 sans-I/O API only: `DtlsConnection` for the client, `ServerEndpoint` for the server.
 
-The library's own randomness is untouched outside a `role_randomness` block: it always uses
-`os.urandom` and `cryptography` (CFG-2). ECDSA signatures are made deterministic (RFC 6979)
-in the harness for the same reason.
+The library's own randomness is untouched outside a `role_randomness` block: every random value
+it draws comes from `os.urandom` (CFG-2), ECDH and ECDSA keys included, and its ECDSA signatures
+are deterministic (RFC 6979), so replacing `os.urandom` makes a whole handshake replay.
 """
 
 from __future__ import annotations
@@ -29,15 +29,11 @@ from enum import Enum
 from functools import cache
 from unittest import mock
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
 from fuzz.pki import NOW, SERVER_NAME, p256_key, test_pki
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import DtlsConnection
 from iotdtls.credentials import PrivateKey
-from iotdtls.crypto import NullProtector, signature
+from iotdtls.crypto import NullProtector
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import HandshakeType, ServerKeyExchangePsk
@@ -88,31 +84,16 @@ class _Stream:
             self._counter += 1
         return out[:n]
 
-    def p256_key(self, curve: ec.EllipticCurve) -> ec.EllipticCurvePrivateKey:
-        """An ephemeral ECDH key from the stream (stands in for `ec.generate_private_key`)."""
-        return p256_key(self(32), curve)
-
-
-#: ECDSA with RFC 6979 nonces: the same signature each time, so transcripts replay.
-_DETERMINISTIC_SIGN = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
-_DETERMINISTIC_SIGN_DIGEST = ec.ECDSA(Prehashed(hashes.SHA256()), deterministic_signing=True)
-
 
 @contextmanager
 def _drawing_from(stream: _Stream) -> Iterator[None]:
-    with (
-        mock.patch.object(os, "urandom", stream),
-        mock.patch.object(ec, "generate_private_key", stream.p256_key),
-        mock.patch.object(signature, "_SIGN", _DETERMINISTIC_SIGN),
-        mock.patch.object(signature, "_SIGN_DIGEST", _DETERMINISTIC_SIGN_DIGEST),
-    ):
+    with mock.patch.object(os, "urandom", stream):
         yield
 
 
 @contextmanager
 def role_randomness(role: Role) -> Iterator[None]:
-    """`os.urandom` and ECDH key generation replaced by a fresh deterministic stream of `role`,
-    and ECDSA made deterministic, inside the block."""
+    """`os.urandom` replaced by a fresh deterministic stream of `role` inside the block."""
     with _drawing_from(_Stream(role)):
         yield
 
