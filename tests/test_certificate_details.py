@@ -6,6 +6,7 @@ sans-I/O endpoint and the server's choice among mixed credentials. All in memory
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -672,3 +673,25 @@ def test_a_certificate_server_with_raw_key_clients_is_in_certificate_mode() -> N
     assert choice.own.certificate_type == CertificateType.X509
     assert choice.client_verifier.certificate_type == CertificateType.RawPublicKey
     assert MODE_ALERTS[choice.mode] == X509_MODE_ALERTS
+
+
+@pytest.mark.req("CRT-1", "CRT-8")
+def test_a_root_left_out_of_the_chain_still_answers_an_indication_of_it() -> None:
+    """A full-chain file (leaf, CA, root) sends no root (CRT-1), but a client that names that
+    root in trusted_ca_keys by its certificate hash (RFC 6066 §6: cert_sha1_hash) still gets
+    the chain under it: the withheld root counts among the chain's authorities."""
+    chains = []
+    for name in ("root A", "root B"):
+        top = root(name)
+        middle = intermediate(top, f"CA under {name}", authority_key_id=False)
+        leaf = server_leaf(middle, authority_key_id=False)
+        assert isinstance(leaf.key, x509_module.ec.EllipticCurvePrivateKey)
+        chains.append(CertifiedKey((leaf.der, middle.der, top.der), PrivateKey(leaf.key)))
+        assert chains[-1].chain == (leaf.der, middle.der)
+        assert chains[-1].withheld_root == top.der
+    root_b = chains[1].withheld_root
+    assert root_b is not None
+    named = TrustedCaKeys(((IdentifierType.cert_sha1_hash, hashlib.sha1(root_b).digest()),))
+    choice = choose((named,), certificates=chains)
+    assert Certificate.decode(choice.certificate_body).certificates == chains[1].chain
+    assert find_extension(choice.answers, TrustedCaKeys) == TrustedCaKeys()

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -168,12 +168,14 @@ class CertifiedKey:
     A chain of more than one certificate that ends in a self-signed one (a full-chain file:
     leaf, CA, root) loses that root here: the profile ("Certificate Use with DTLS", CRT-1)
     omits it from the chain, the peer holding it as a trust anchor (RFC 5246 §7.4.2). A lone
-    self-signed certificate (a pinned leaf) stays.
+    self-signed certificate (a pinned leaf) stays. The root left out is kept as
+    `withheld_root`, so a client's trusted_ca_keys can still name it (RFC 6066 §6).
 
     Its repr names the leaf's subject and counts the certificates; the key is left out."""
 
     chain: tuple[bytes, ...]
     private_key: PrivateKey
+    withheld_root: bytes | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         chain = as_der_sequence("a certificate chain", self.chain)
@@ -187,6 +189,7 @@ class CertifiedKey:
             raise ConfigError("the private key does not belong to the leaf certificate")
         if len(chain) > 1 and _self_signed(chain[-1]):
             _log.debug("certificate chain: the self-signed root at its end is not sent (CRT-1)")
+            object.__setattr__(self, "withheld_root", chain[-1])
             chain = chain[:-1]
         object.__setattr__(self, "chain", chain)
 

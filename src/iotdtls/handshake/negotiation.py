@@ -390,7 +390,7 @@ def _indicated_chain(
     indication = find_extension(hello.extensions, TrustedCaKeys)
     if indication is None or len(certificates) == 1:
         return certificates[0]
-    candidates = [_authorities(c.chain) for c in certificates]
+    candidates = [_authorities(c.chain, c.withheld_root) for c in certificates]
     index = select_chain_index(candidates, indication.authorities)
     if index is None:
         return certificates[0]
@@ -399,9 +399,12 @@ def _indicated_chain(
 
 
 @functools.lru_cache(maxsize=64)
-def _authorities(chain: tuple[bytes, ...]) -> frozenset[tuple[int, bytes]]:
-    """The TrustedAuthority identifiers of one of our chains (computed once per chain)."""
-    return authority_identifiers(chain)
+def _authorities(
+    chain: tuple[bytes, ...], withheld_root: bytes | None
+) -> frozenset[tuple[int, bytes]]:
+    """The TrustedAuthority identifiers of one of our chains and of the root it does not send
+    (computed once per chain)."""
+    return authority_identifiers(chain, issuers=() if withheld_root is None else (withheld_root,))
 
 
 def _cached_certificate_body(
