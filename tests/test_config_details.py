@@ -45,7 +45,8 @@ X509_EXTRAS = (
     "add trust_anchors"
 )
 URLS_PER_CERTIFICATE = (
-    "certificate_urls needs a certificate and one URL per certificate of its chain"
+    "certificate_urls needs a certificate and one URL per certificate of its chain as sent ({}: "
+    "a self-signed root at its end is not sent), got {}"
 )
 
 
@@ -214,9 +215,11 @@ def test_certificate_urls_are_strings_one_per_certificate() -> None:
                    certificate_urls=[url.encode()]) == (
         "certificate_urls must be a list of URL strings"
     )
-    assert refusal(ClientConfig, **X509_CLIENT, certificate_urls=[url]) == URLS_PER_CERTIFICATE
+    assert refusal(ClientConfig, **X509_CLIENT, certificate_urls=[url]) == (
+        URLS_PER_CERTIFICATE.format(0, 1)
+    )
     assert refusal(ClientConfig, **X509_CLIENT, certificate=CERTIFIED,
-                   certificate_urls=[url, url]) == URLS_PER_CERTIFICATE
+                   certificate_urls=[url, url]) == URLS_PER_CERTIFICATE.format(1, 2)
 
 
 @pytest.mark.parametrize(("url", "reason"), [

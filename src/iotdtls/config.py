@@ -568,8 +568,10 @@ class ClientConfig(_CommonConfig):
         urls = tuple(self.certificate_urls)
         _check_certificate_urls(urls)
         if urls and (self.certificate is None or len(urls) != len(self.certificate.chain)):
+            sent = 0 if self.certificate is None else len(self.certificate.chain)
             raise ConfigError(
-                "certificate_urls needs a certificate and one URL per certificate of its chain"
+                "certificate_urls needs a certificate and one URL per certificate of its chain "
+                f"as sent ({sent}: a self-signed root at its end is not sent), got {len(urls)}"
             )
         object.__setattr__(self, "certificate_urls", urls)
         if self.server_name is not None:
