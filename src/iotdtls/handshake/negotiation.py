@@ -10,7 +10,6 @@ the client's list it has a credential for.
 
 from __future__ import annotations
 
-import datetime
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,18 +18,14 @@ from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.credentials import CertifiedKey
 from iotdtls.crypto import constant_time_equal
 from iotdtls.crypto.suites import KeyExchangeKind, SuiteInfo, suite_info
-from iotdtls.crypto.x509 import (
-    authority_identifiers,
-    chain_hash,
-    select_chain_index,
-    verify_server_chain,
-)
+from iotdtls.crypto.x509 import authority_identifiers, chain_hash, select_chain_index
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.peerauth import (
     OwnCertificate,
     PeerVerifier,
     RawKeyVerifier,
     X509ClientVerifier,
+    X509ServerVerifier,
     own_raw_key,
     own_x509,
 )
@@ -197,19 +192,15 @@ def offerable_session(session: SessionState, config: ClientConfig) -> str | None
 
 
 def _server_chain_refusal(peer: CertificateIdentity, config: ClientConfig) -> str | None:
-    """The saved server chain checked as the full handshake checks it (`verify_server_chain`,
-    CRT-1, CRT-3): the trust anchors, clock and server_name of `config`. The name it matches
-    must be the one the session was made for: an IP address sends no server_name (RFC 6066
-    §3), so the session's empty server_name alone does not tell two addresses apart."""
-    when = datetime.datetime.fromtimestamp(config.wall_clock(), datetime.UTC)
+    """The saved server chain checked as the full handshake checks it (`X509ServerVerifier`):
+    the trust anchors, clock and server_name of `config`. The name it matches must be the one
+    the session was made for: an IP address sends no server_name (RFC 6066 §3), so the
+    session's empty server_name alone does not tell two addresses apart."""
+    verifier = X509ServerVerifier(
+        config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
+    )
     try:
-        identity, _ = verify_server_chain(
-            peer.chain,
-            config.trust_store,
-            server_name=config.server_name,
-            when=when,
-            max_depth=config.max_chain_depth,
-        )
+        identity, _ = verifier.verify_chain(peer.chain)
     except ProtocolError as exc:
         return f"the server's chain is no longer accepted ({exc})"
     if identity.name != peer.name:

@@ -20,7 +20,7 @@ from iotdtls.credentials import CertifiedKey
 from iotdtls.crypto.signature import PrivateKey, PublicKey, spki_sha256
 from iotdtls.crypto.x509 import TrustStore, verify_client_chain, verify_server_chain
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.identity import PeerIdentity, RawPublicKeyIdentity
+from iotdtls.identity import CertificateIdentity, PeerIdentity, RawPublicKeyIdentity
 from iotdtls.messages import (
     CertChainType,
     Certificate,
@@ -172,15 +172,18 @@ class X509ServerVerifier:
         self._when = datetime.datetime.fromtimestamp(now, datetime.UTC)
 
     def verify(self, body: bytes) -> tuple[PeerIdentity, PublicKey]:
-        chain = _chain_of(body, "server")
-        identity, leaf_key = verify_server_chain(
+        return self.verify_chain(_chain_of(body, "server"))
+
+    def verify_chain(self, chain: Sequence[bytes]) -> tuple[CertificateIdentity, PublicKey]:
+        """The server chain, leaf first, checked against the trust anchors, clock, name and
+        depth this verifier was made with (RFC 5246 §7.4.2, CRT-1; RFC 6125, CRT-3)."""
+        return verify_server_chain(
             chain,
             self._store,
             server_name=self._server_name,
             when=self._when,
             max_depth=self._max_depth,
         )
-        return identity, leaf_key
 
 
 class X509ClientVerifier:
