@@ -521,3 +521,15 @@ def test_for_host_gives_a_certificate_configuration_without_a_server_name_the_ho
         assert (config.server_name, config.sni_name) == (host, sent)
         assert dataclasses.replace(config, server_name=None) == anchored
     assert anchored.server_name is None  # the configuration given is left as it was
+
+
+def test_for_host_gives_one_configuration_per_host() -> None:
+    """`for_host` runs per connection (`chaincache.for_server`, the CoAP client): a host's
+    configuration is made once, so its trust store and the chains it validated are shared by
+    every connection to that host."""
+    anchored = ClientConfig(trust_anchors=[ANCHOR.der])
+    first = anchored.for_host("gw.example")
+    again = anchored.for_host("gw.example")
+    assert again is first and again.trust_store is first.trust_store
+    assert anchored.for_host("other.example").server_name == "other.example"
+    assert anchored.for_host("gw.example") is first

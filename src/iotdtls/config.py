@@ -454,6 +454,10 @@ def _check_depth(depth: int) -> None:
         )
 
 
+#: Hosts whose `ClientConfig.for_host` configuration is kept; all are dropped when full.
+_FOR_HOST_KEPT = 64
+
+
 def _trust_store(anchors: Sequence[bytes]) -> TrustStore | None:
     """The trust store of `anchors` (certificates `as_der_sequence` checked), None for none."""
     return TrustStore(anchors) if anchors else None
@@ -609,10 +613,19 @@ class ClientConfig(_CommonConfig):
         6066 §3: a client that connects by name names it, and the server may choose its
         credentials by it), and in certificate mode the server's certificate is checked against
         it, since a client always checks the server's identity (RFC 7925 §4.4.1, RFC 6125
-        §6.2). A configuration with a `server_name` is returned as it is."""
+        §6.2). A configuration with a `server_name` is returned as it is.
+
+        Each host's configuration is made once and kept (up to `_FOR_HOST_KEPT` hosts), so
+        connections to one host share it and the chains its trust store validated."""
         if self.server_name is not None:
             return self
-        return replace(self, server_name=host)
+        kept: dict[str, ClientConfig] = self.__dict__.setdefault("_for_host", {})
+        config = kept.get(host)
+        if config is None:
+            if len(kept) >= _FOR_HOST_KEPT:
+                kept.clear()
+            config = kept[host] = replace(self, server_name=host)
+        return config
 
     @property
     def trust_store(self) -> TrustStore:
