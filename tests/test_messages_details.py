@@ -211,7 +211,7 @@ EMPTY_WHERE_ONE_IS_THE_FLOOR: list[tuple[str, Callable[[], object]]] = [
     "encode", [pytest.param(encode, id=what) for what, encode in EMPTY_WHERE_ONE_IS_THE_FLOOR]
 )
 def test_encoders_refuse_empty_vectors_below_the_floor(encode: Callable[[], object]) -> None:
-    with pytest.raises(ValueError, match=r"vector of 0 bytes outside [12]\.\."):
+    with pytest.raises(ValueError, match=r"of 0 bytes outside [12]\.\."):
         encode()
 
 

@@ -142,36 +142,17 @@ def _shown(value: object) -> str:
 
 
 def _check_certificate_urls(urls: Sequence[str]) -> None:
-    """What a CertificateURL can carry (RFC 6066 §5): the message our URLs make must encode,
-    by the rules `CertificateUrl.encode` holds (each url<1..2^16-1> in printable ASCII, all
-    with their hashes in url_and_hash_list<1..2^16-1>), checked here rather than in a
-    handshake."""
+    """What a CertificateURL can carry (RFC 6066 §5): the message our URLs make must encode
+    (`CertificateUrl.encode`: each url<1..2^16-1> in printable ASCII, all with their hashes in
+    url_and_hash_list<1..2^16-1>), checked here rather than in a handshake. Its refusal names
+    a URL by its number, never its text (which could hold user information)."""
     if not urls:
         return
     entries = tuple(UrlAndHash(url, bytes(SHA1_LEN)) for url in urls)
     try:
         CertificateUrl(CertChainType.individual_certs, entries).encode()
-    except ValueError:
-        raise ConfigError(_certificate_urls_refusal(urls)) from None
-
-
-def _certificate_urls_refusal(urls: Sequence[str]) -> str:
-    """What to change in `urls`, whose CertificateURL does not encode. The URL is not shown: it
-    could hold user information."""
-    for number, url in enumerate(urls, 1):
-        if not url:
-            return f"certificate_urls: URL {number} is empty"
-        for position, char in enumerate(url, 1):
-            if not "!" <= char <= "~":
-                return (
-                    f"certificate_urls: URL {number} has {char!r} at character {position}: "
-                    "use printable ASCII without spaces (percent-encode the rest, RFC 3986)"
-                )
-    size = sum(2 + len(url) + 1 + SHA1_LEN for url in urls)  # length, URL, padding, SHA-1
-    return (
-        f"certificate_urls take {size} bytes in a CertificateURL, more than 65535 "
-        "(RFC 6066 §5): use shorter URLs"
-    )
+    except ValueError as exc:
+        raise ConfigError(f"certificate_urls: {exc} (RFC 6066 §5)") from None
 
 
 def _check_types(settings: object, kinds: Mapping[str, _Kind], prefix: str = "") -> None:

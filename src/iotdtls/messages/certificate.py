@@ -142,13 +142,14 @@ class CertificateUrl:
         writer = Writer()
         writer.push_uint8(self.chain_type)
         entries = Writer()
-        for entry in self.urls:
-            push_checked_vector(entries, 2, encode_ascii(entry.url, "certificate URL"), 1)
+        for number, entry in enumerate(self.urls, 1):
+            url = f"URL {number}"  # by its number: the text may hold user information
+            push_checked_vector(entries, 2, encode_ascii(entry.url, url), 1, what=url)
             entries.push_uint8(1)
             if len(entry.sha1_hash) != SHA1_LEN:
                 raise ValueError("URLAndHash.SHA1Hash must be 20 bytes")
             entries.push_bytes(entry.sha1_hash)
-        push_checked_vector(writer, 2, entries.getvalue(), 1)
+        push_checked_vector(writer, 2, entries.getvalue(), 1, what="url_and_hash_list")
         return writer.getvalue()
 
     @classmethod

@@ -91,12 +91,18 @@ class ExtensionType(IntEnum):
 
 
 def push_checked_vector(
-    writer: Writer, length_width: int, data: bytes, minimum: int = 0, maximum: int | None = None
+    writer: Writer,
+    length_width: int,
+    data: bytes,
+    minimum: int = 0,
+    maximum: int | None = None,
+    what: str = "vector",
 ) -> None:
-    """Write `opaque x<minimum..maximum>`, refusing (ValueError) what a decoder would refuse."""
+    """Write `opaque x<minimum..maximum>`, refusing (ValueError naming it as `what`) what a
+    decoder would refuse."""
     limit = (1 << (8 * length_width)) - 1 if maximum is None else maximum
     if not minimum <= len(data) <= limit:
-        raise ValueError(f"vector of {len(data)} bytes outside {minimum}..{limit}")
+        raise ValueError(f"{what} of {len(data)} bytes outside {minimum}..{limit}")
     writer.push_vector(length_width, data)
 
 
@@ -157,9 +163,13 @@ def decode_ascii(data: bytes, what: str) -> str:
 
 
 def encode_ascii(text: str, what: str) -> bytes:
-    """Encode printable ASCII (0x21..0x7e) or raise `ValueError`."""
+    """Encode printable ASCII (0x21..0x7e) or raise `ValueError` naming the first other
+    character and its place, not `text` (a URL may hold user information)."""
     if not text.isascii() or text.encode("ascii").translate(None, _PRINTABLE_ASCII):
-        raise ValueError(f"{what} must be printable ASCII: {text!r}")
+        position, char = next((i, c) for i, c in enumerate(text, 1) if not "!" <= c <= "~")
+        raise ValueError(
+            f"{what} must be printable ASCII without spaces, not {char!r} at character {position}"
+        )
     return text.encode("ascii")
 
 
