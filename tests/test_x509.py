@@ -24,6 +24,7 @@ from cryptography.x509.oid import (
 from iotdtls.crypto.x509 import (
     DEFAULT_MAX_CHAIN_DEPTH,
     TrustStore,
+    is_self_signed,
     leaf_public_key_spki,
     load_certificates,
     verify_client_chain,
@@ -799,3 +800,13 @@ def test_a_remembered_chain_keeps_its_name_checks_and_their_bound(
     device = chain_der(client_leaf(anchor))
     assert client(device, store) == client(device, store) == "01-23-45-67-89-AB-CD-EF"
     assert eui64 == [1]
+
+
+def test_is_self_signed_takes_only_a_root_signed_with_its_own_key() -> None:
+    """RFC 5280 §3.2: issued by its own subject and signed with its own key; a certificate that
+    names itself as issuer but is signed by another key, or does not parse, is not."""
+    ca = root()
+    assert is_self_signed(ca.der)
+    assert not is_self_signed(server_leaf(ca, "gw.example").der)
+    assert not is_self_signed(issue("impostor", None, ca=True, signing_key=p256()).der)
+    assert not is_self_signed(b"not a certificate")

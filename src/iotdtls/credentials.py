@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -34,7 +34,7 @@ from iotdtls.crypto.signature import (
     private_key_form,
     spki_sha256,
 )
-from iotdtls.crypto.x509 import leaf_public_key_spki, load_certificates
+from iotdtls.crypto.x509 import is_self_signed, leaf_public_key_spki, load_certificates
 from iotdtls.errors import ConfigError, ProtocolError
 
 __all__ = [
@@ -187,7 +187,7 @@ class CertifiedKey:
             raise ConfigError(f"the leaf certificate is not usable: {exc}") from None
         if leaf_key != self.private_key.spki:
             raise ConfigError("the private key does not belong to the leaf certificate")
-        if len(chain) > 1 and _self_signed(chain[-1]):
+        if len(chain) > 1 and is_self_signed(chain[-1]):
             _log.debug("certificate chain: the self-signed root at its end is not sent (CRT-1)")
             object.__setattr__(self, "withheld_root", chain[-1])
             chain = chain[:-1]
@@ -212,20 +212,6 @@ class CertifiedKey:
     def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
         """From a certificate file (PEM chain or one DER certificate) and a key file."""
         return cls.from_pem(_read(cert_file, "certificate"), _read(key_file, "key"), password)
-
-
-def _self_signed(der: bytes) -> bool:
-    """Whether a certificate is a root: issued by its own subject and signed with its own key
-    (RFC 5280 §3.2). One that does not parse or verify is not (the peer's path validation
-    reports it)."""
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        if cert.subject != cert.issuer:
-            return False
-        cert.verify_directly_issued_by(cert)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def load_certificate_file(path: str) -> tuple[bytes, ...]:

@@ -72,6 +72,7 @@ __all__ = [
     "authority_identifiers",
     "chain_hash",
     "chain_matches_authority",
+    "is_self_signed",
     "leaf_public_key_spki",
     "load_certificates",
     "select_chain_index",
@@ -538,12 +539,30 @@ def _bad_signature(certs: list[x509.Certificate], store: TrustStore) -> int | No
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s key signed `cert`; a check that cannot be made (another key type or
+    algorithm) counts as signed: not a signature failure, so the verifier's reason stands."""
+    return _signature_check(cert, issuer) is not False
+
+
+def is_self_signed(der: bytes) -> bool:
+    """Whether a certificate is a root: issued by its own subject and signed with its own key
+    (RFC 5280 §3.2). One that does not parse, or whose signature cannot be checked, is not
+    (the peer's path validation reports it)."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return False
+    return cert.subject == cert.issuer and _signature_check(cert, cert) is True
+
+
+def _signature_check(cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+    """Whether `issuer`'s key verifies `cert`'s signature; None when that cannot be checked."""
     try:
         cert.verify_directly_issued_by(issuer)
     except InvalidSignature:
         return False
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        return True  # not a signature failure: let the verifier's reason stand
+        return None
     return True
 
 
