@@ -63,8 +63,6 @@ from iotdtls.sessions import SessionState, psk_digest
 
 __all__ = [
     "NoCertificateType",
-    "NoClientCertificateType",
-    "NoServerCertificateType",
     "ServerChoice",
     "cached_chain_fingerprint",
     "check_renegotiation_info",
@@ -247,15 +245,6 @@ class NoCertificateType(ProtocolError):
     alert = AlertDescription.unsupported_certificate
 
 
-class NoServerCertificateType(NoCertificateType):
-    """We hold a credential for none of the server certificate types the client takes."""
-
-
-class NoClientCertificateType(NoCertificateType):
-    """We require client authentication and take none of the client certificate types the
-    client offers."""
-
-
 @dataclass(slots=True)
 class ServerChoice:
     """What the server decided from a ClientHello (a value like `OutgoingMessage`)."""
@@ -355,7 +344,7 @@ def _choose_ecdhe(suite: SuiteInfo, hello: ClientHello, config: ServerConfig) ->
         if own is not None:
             break
     if own is None:
-        raise NoServerCertificateType("no server certificate type in common")
+        raise NoCertificateType("no server certificate type in common")
     body = own.body
     if own.certificate_type == CertificateType.X509:
         body = _cached_certificate_body(hello, own.body, answers)
@@ -427,7 +416,7 @@ def _client_verifier(hello: ClientHello, config: ServerConfig) -> PeerVerifier |
             return RawKeyVerifier(config.client_key_pins, config.client_key_lookup)
         if cert_type == CertificateType.X509 and store is not None:
             return X509ClientVerifier(store, config.max_chain_depth, config.wall_clock())
-    raise NoClientCertificateType("the client offers no certificate type we can authenticate")
+    raise NoCertificateType("the client offers no certificate type we can authenticate")
 
 
 def session_answers(
