@@ -22,6 +22,7 @@ from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent, ConfigError
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS
+from iotdtls.handshake.negotiation import takes_uncompressed
 from iotdtls.messages import (
     CertificateRequest,
     CertificateType,
@@ -350,3 +351,11 @@ def test_a_client_digests_its_credential_once_per_configuration(
     again.handshake()
     assert established(mutual) and established(again)
     assert digested.count(b"iotdtls session own credential") == 1
+
+
+def test_takes_uncompressed_unless_the_point_formats_leave_it_out() -> None:
+    """RFC 8422 §5.1.2: a peer without ec_point_formats, or listing uncompressed (0) among
+    them, takes uncompressed points; one listing only compressed formats does not."""
+    assert takes_uncompressed(None)
+    assert takes_uncompressed(EcPointFormats((1, 0)))
+    assert not takes_uncompressed(EcPointFormats((1, 2)))

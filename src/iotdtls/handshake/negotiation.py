@@ -74,6 +74,7 @@ __all__ = [
     "resumption_refusal",
     "server_hello_extensions",
     "session_answers",
+    "takes_uncompressed",
 ]
 
 _EC_EXTENSIONS: tuple[Extension, ...] = (
@@ -271,9 +272,15 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
     handshake_failure when no suite fits; unsupported_certificate when the ECDHE suite fails
     only on certificate types (RFC 7250 §4.2), not when we hold no key to sign with at all;
     illegal_parameter for point formats without uncompressed (`_check_point_formats`)."""
-    _check_point_formats(hello)
-    failure: ProtocolError | None = None
+    extensions = hello.extensions
+    groups = find_extension(extensions, SupportedGroups)
+    formats = find_extension(extensions, EcPointFormats)
+    _check_point_formats(hello, groups, formats)
     signs = config.raw_public_key is not None or bool(config.certificates)
+    ecdhe = signs and _client_takes_p256_ecdsa(
+        groups, formats, find_extension(extensions, SignatureAlgorithms)
+    )
+    failure: ProtocolError | None = None
     for code in hello.cipher_suites:
         suite = suite_info(code)
         if suite is None:
@@ -282,7 +289,7 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
             if config.has_psk:
                 return ServerChoice(suite, _PSK)
             continue
-        if not signs or not _client_takes_p256_ecdsa(hello):
+        if not ecdhe:
             continue
         try:
             return _choose_ecdhe(suite, hello, config)
@@ -291,16 +298,21 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
     raise failure or ProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
 
 
-def _check_point_formats(hello: ClientHello) -> None:
+def takes_uncompressed(formats: EcPointFormats | None) -> bool:
+    """Whether a peer that sent `formats` (its ec_point_formats, None for none) takes
+    uncompressed points: it lists them, or it sent no list, which leaves uncompressed, the
+    format every implementation supports (RFC 8422 §5.1.2)."""
+    return formats is None or ECPointFormat.uncompressed in formats.formats
+
+
+def _check_point_formats(
+    hello: ClientHello, groups: SupportedGroups | None, formats: EcPointFormats | None
+) -> None:
     """RFC 8422 §5.1.2: a client that offers an ECC suite and names one of the RFC's curves in
     supported_groups must list uncompressed among its ec_point_formats, or the server aborts
     with illegal_parameter. A hello offering no ECC suite is not concerned (the extensions are
     those of ECC suites, §5.1): a PSK-only client goes on."""
-    formats = find_extension(hello.extensions, EcPointFormats)
-    if formats is None or ECPointFormat.uncompressed in formats.formats:
-        return
-    groups = find_extension(hello.extensions, SupportedGroups)
-    if groups is None or _RFC8422_CURVES.isdisjoint(groups.groups):
+    if takes_uncompressed(formats) or groups is None or _RFC8422_CURVES.isdisjoint(groups.groups):
         return
     for code in hello.cipher_suites:
         suite = suite_info(code)
@@ -311,15 +323,16 @@ def _check_point_formats(hello: ClientHello) -> None:
             )
 
 
-def _client_takes_p256_ecdsa(hello: ClientHello) -> bool:
+def _client_takes_p256_ecdsa(
+    groups: SupportedGroups | None,
+    formats: EcPointFormats | None,
+    schemes: SignatureAlgorithms | None,
+) -> bool:
     """P-256, uncompressed points and ECDSA-SHA256 (RFC 8422 §5.1; RFC 5246 §7.4.1.4.1: without
     signature_algorithms the client only takes SHA-1, which the profile does not use)."""
-    groups = find_extension(hello.extensions, SupportedGroups)
-    formats = find_extension(hello.extensions, EcPointFormats)
-    schemes = find_extension(hello.extensions, SignatureAlgorithms)
     return (
         (groups is None or NamedGroup.secp256r1 in groups.groups)
-        and (formats is None or ECPointFormat.uncompressed in formats.formats)
+        and takes_uncompressed(formats)
         and schemes is not None
         and SignatureScheme.ecdsa_secp256r1_sha256 in schemes.schemes
     )
