@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from iotdtls.crypto.signature import (
     PrivateKey,
@@ -100,22 +101,20 @@ def _uncompressed_p256_spki(der: bytes) -> bytes:
     what it is instead. Returned with its point uncompressed, the only form a peer sends
     (RFC 8422 §5.1.2, RPK-2), so that the key pins alike however it was provisioned
     (`openssl ec -pubout -conv_form compressed` writes a compressed one)."""
-    try:
-        key = serialization.load_der_public_key(der)
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(_not_p256_spki(der)) from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ConfigError(_not_p256_spki(der))
-    return PublicKey.of(key).spki
-
-
-def _not_p256_spki(der: bytes) -> str:
-    """What `der`, not a P-256 SubjectPublicKeyInfo, is: another kind of key, a private key or
-    a certificate (each a common mix-up), or none of them."""
+    key: PublicKeyTypes | None
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm):
         key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(_not_p256_spki(der, key))
+    return PublicKey.of(key).spki
+
+
+def _not_p256_spki(der: bytes, key: PublicKeyTypes | None) -> str:
+    """What `der`, not a P-256 SubjectPublicKeyInfo, is: another kind of key (`key`, the public
+    key it holds, None for none), a private key or a certificate (each a common mix-up), or
+    none of them."""
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"the public key is on {key.curve.name}; the profile needs P-256"
     if key is not None:
