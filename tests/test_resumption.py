@@ -19,6 +19,7 @@ import iotdtls.handshake.client
 import iotdtls.handshake.server
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState
+from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, ConfigError
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
@@ -39,12 +40,7 @@ from iotdtls.messages import (
 )
 from iotdtls.messages.extensions import UnknownExtension
 from iotdtls.record import ContentType
-from iotdtls.sessions import (
-    MemorySessionStore,
-    SessionState,
-    own_credential_digest,
-    psk_digest,
-)
+from iotdtls.sessions import MemorySessionStore, SessionState
 from tests import pki
 from tests.memory_link import (
     CLIENT_ADDR,

@@ -17,6 +17,7 @@ import iotdtls.connection
 import iotdtls.handshake.client
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent
 from iotdtls.events import ConnectionClosed
@@ -29,12 +30,7 @@ from iotdtls.identity import (
     UnauthenticatedPeer,
 )
 from iotdtls.messages import DTLS_1_2, ClientHello, Extension, HandshakeType, ServerHello
-from iotdtls.sessions import (
-    MemorySessionStore,
-    SessionState,
-    own_credential_digest,
-    psk_digest,
-)
+from iotdtls.sessions import MemorySessionStore, SessionState
 from tests import pki
 from tests.fake_server import FakeServer, drive, honest_flights
 from tests.memory_link import (

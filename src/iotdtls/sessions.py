@@ -29,7 +29,6 @@ from typing import Protocol
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
-from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import ConfigError, DecodeError
 from iotdtls.identity import (
@@ -45,8 +44,6 @@ __all__ = [
     "MemorySessionStore",
     "SessionState",
     "SessionStore",
-    "own_credential_digest",
-    "psk_digest",
 ]
 
 #: RFC 5246 §7.4.1.2: SessionID<0..32>; a resumable session has a non-empty one.
@@ -61,7 +58,7 @@ _MODES = {code: mode for mode, code in _MODE_CODES.items()}
 _PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
 #: max_fragment_length codes a session may carry (RFC 6066 §4), 0 for none.
 _FRAGMENT_LENGTH_CODES = frozenset((0, *MaxFragmentLengthCode))
-#: Length of `psk_digest` and `own_credential_digest` (SHA-256).
+#: Length of `credentials.psk_digest` and `credentials.own_credential_digest` (SHA-256).
 CREDENTIAL_DIGEST_LENGTH = 32
 
 

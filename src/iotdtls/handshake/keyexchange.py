@@ -17,6 +17,7 @@ import logging
 from typing import Protocol
 
 from iotdtls.config import MAX_PSK_LENGTH, PskLookup
+from iotdtls.credentials import psk_digest
 from iotdtls.crypto import psk_premaster_secret, random_bytes
 from iotdtls.crypto.ecdhe import EphemeralKey
 from iotdtls.crypto.signature import PrivateKey, PublicKey, verify_signature
@@ -31,7 +32,6 @@ from iotdtls.messages import (
     ServerKeyExchangePsk,
     SignatureScheme,
 )
-from iotdtls.sessions import psk_digest
 
 __all__ = [
     "ClientKeyExchanger",

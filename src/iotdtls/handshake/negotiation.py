@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from iotdtls.config import ClientConfig, Mode, ServerConfig
-from iotdtls.credentials import CertifiedKey
+from iotdtls.credentials import CertifiedKey, psk_digest
 from iotdtls.crypto import constant_time_equal
 from iotdtls.crypto.suites import KeyExchangeKind, SuiteInfo, suite_info
 from iotdtls.crypto.x509 import authority_identifiers, chain_hash, select_chain_index
@@ -59,7 +59,7 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.extensions import encode_vector
-from iotdtls.sessions import SessionState, psk_digest
+from iotdtls.sessions import SessionState
 
 __all__ = [
     "NoCertificateType",
