@@ -216,7 +216,8 @@ def test_p256_keys_come_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None
     scalars = no_openssl_keygen(monkeypatch)
     long_term, ephemeral = PrivateKey.generate(), EphemeralKey()
     assert [d.to_bytes(32, "big") for d in scalars] == fake.outputs
-    assert long_term.spki != ephemeral.public_point  # two draws, two keys
+    # Two draws, two keys: the SubjectPublicKeyInfo ends in the 65-byte uncompressed point.
+    assert long_term.spki[-65:] != ephemeral.public_point
 
 
 @pytest.mark.req("CFG-2")
