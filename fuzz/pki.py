@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.crypto.rand import P256_ORDER
 
 __all__ = ["CLIENT_EUI64", "NOW", "SERVER_NAME", "TestPki", "test_pki"]
 
@@ -24,12 +25,11 @@ _NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(2040, 1, 1, tzinfo=datetime.UTC)
 #: The wall clock of every certificate check in the harness (inside the validity period).
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def p256_key(seed: bytes, curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
     """The P-256 key derived from `seed` (the same seed, the same key, in every process)."""
-    scalar = int.from_bytes(hashlib.sha256(seed).digest(), "big") % (_P256_ORDER - 1) + 1
+    scalar = int.from_bytes(hashlib.sha256(seed).digest(), "big") % (P256_ORDER - 1) + 1
     return ec.derive_private_key(scalar, curve or ec.SECP256R1())
 
 
