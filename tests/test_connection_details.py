@@ -566,6 +566,49 @@ def test_a_fatal_close_notify_is_a_fatal_alert_and_ends_the_session() -> None:
     assert server.datagrams_to_send(1.0) == []
 
 
+def test_a_close_notify_during_the_handshake_ends_it_with_alert_received() -> None:
+    """RFC 5246 §7.2.1: the peer's close_notify (plaintext, epoch 0) answering the ClientHello
+    fails the handshake, and the core says so: AlertReceived(close_notify), not a clean close;
+    it is answered with close_notify."""
+    client, _server = started_pair()
+    client.datagrams_to_send(0.0)
+    close_notify = Alert(AlertLevel.WARNING, AlertDescription.close_notify).encode()
+    client.receive_datagram(RecordLayer().seal(ContentType.alert, close_notify, 0), 1.0)
+    assert client.state is ConnectionState.CLOSED
+    assert isinstance(client.error, AlertReceivedError)
+    assert client.error.alert is AlertDescription.close_notify
+    assert drain(client) == [ConnectionClosed(client.error, client.peer)]
+    (answer,) = client.datagrams_to_send(1.0)
+    (record,) = RecordLayer().open_datagram(answer)
+    assert Alert.decode(record.payload) == Alert(AlertLevel.WARNING, AlertDescription.close_notify)
+
+
+def test_a_close_notify_during_a_resumption_leaves_the_session_resumable() -> None:
+    """A warning-level close_notify is no fatal alert (RFC 5246 §7.2.1, §7.2.2): the session
+    an abbreviated handshake was resuming stays in the server's cache, so a forged one cannot
+    evict it."""
+    client_config, server_config = configs()
+    store = MemorySessionStore()
+    client = DtlsConnection(client_config)
+    server = DtlsConnection(server_config, session_store=store)
+    client.connect(0.0)
+    server.accept(0.0)
+    exchange(client, server)
+    session = client.session
+    assert session is not None and len(store) == 1
+    client = DtlsConnection(client_config, session=session)
+    server = DtlsConnection(server_config, session_store=store)
+    client.connect(1.0)
+    server.accept(1.0)
+    deliver(client, server, 1.0)
+    assert server.resumed and server.state is ConnectionState.HANDSHAKING
+    close_notify = Alert(AlertLevel.WARNING, AlertDescription.close_notify).encode()
+    server.receive_datagram(RecordLayer().seal(ContentType.alert, close_notify, 0), 1.0)
+    assert isinstance(server.error, AlertReceivedError)
+    assert server.error.alert is AlertDescription.close_notify
+    assert len(store) == 1
+
+
 def exhausted(conn: DtlsConnection) -> None:
     """Use up the last record number of `conn`'s write epoch 1 (RFC 6347 §4.1)."""
     record_layer(conn).set_next_sequence_number(1, MAX_SEQUENCE_NUMBER - 1)

@@ -543,8 +543,8 @@ def test_resume_offers_each_association_the_session_of_the_one_before(
 
 
 def test_a_server_closing_during_the_handshake_fails_it() -> None:
-    """A peer answering the ClientHello with a (plaintext) close_notify: the handshake fails as
-    "closed by the server", at once."""
+    """A peer answering the ClientHello with a (plaintext) close_notify: the handshake fails at
+    once, grouped under that alert as the core names it (AlertReceived, RFC 5246 §7.2.1)."""
     close_notify = bytes.fromhex("15fefd" "0000" "000000000000" "0002" "0100")
 
     async def main() -> None:
@@ -566,7 +566,7 @@ def test_a_server_closing_during_the_handshake_fails_it() -> None:
                 assert time.monotonic() - started < 2.0
             finally:
                 running.remove_reader(peer.fileno())
-        assert result.failures == Counter({"closed by the server": 2})
+        assert result.failures == Counter({"received alert close_notify": 2})
         assert result.completed == 0
 
     run(main())

@@ -43,7 +43,6 @@ from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
-    AlertReceived,
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
@@ -279,9 +278,9 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self.heartbeats.closed(event.error)
             self.inbox.end(event.error)
             if not self.handshake_done.done():
-                # No error: the peer's close_notify (RFC 5246 §7.2.1), not the user's doing.
-                error = event.error or AlertReceived(AlertDescription.close_notify)
-                self.handshake_done.set_exception(error)
+                # The core names why every handshake ends (the peer's close_notify too).
+                assert event.error is not None
+                self.handshake_done.set_exception(event.error)
 
     def _retry_later(self, error: DtlsError | None) -> bool:
         """After a failed handshake, schedule a fresh one if `config.retry` allows (RPK-4)."""

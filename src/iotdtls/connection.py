@@ -716,7 +716,11 @@ class DtlsConnection:
         elif alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
                 self._send_alert(_WARNING, _CLOSE_NOTIFY)
-                self._close(None)
+                # Before the handshake completed, the peer's close_notify fails it, and says
+                # so; being no fatal alert, it leaves a session being resumed resumable (RFC
+                # 5246 §7.2.1, §7.2.2): a forged one cannot evict it from the cache.
+                error = AlertReceived(_CLOSE_NOTIFY) if self.state is _HANDSHAKING else None
+                self._close(error, keep_session=True)
         else:
             self._emit(AlertEvent(alert.description))
 
@@ -990,12 +994,16 @@ class DtlsConnection:
         self._send_alert(AlertLevel.FATAL, alert)
         self._close(AlertSent(alert, str(exc)))
 
-    def _close(self, error: DtlsError | None, failed: bool = True) -> None:
+    def _close(
+        self, error: DtlsError | None, failed: bool = True, *, keep_session: bool = False
+    ) -> None:
         """End the association; `error` is what the closing event tells. `failed`: a debug
-        line says the association failed (False for a close of our own choosing)."""
+        line says the association failed (False for a close of our own choosing). A fatal
+        alert, sent or received, makes the session unresumable (RFC 5246 §7.2.2);
+        `keep_session`: the alert was a warning-level close_notify."""
         if failed and error is not None:
             logger.debug("association failed: %s", error)
-        if isinstance(error, AlertSent | AlertReceived):
+        if isinstance(error, AlertSent | AlertReceived) and not keep_session:
             self._handshake.forget_session()  # RFC 5246 §7.2.2
         self.state = _CLOSED
         self.error = error

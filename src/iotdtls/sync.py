@@ -19,7 +19,7 @@ from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import AlertDescription, AlertReceived, DtlsError, LocalProtocolError
+from iotdtls.errors import DtlsError, LocalProtocolError
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
 from iotdtls.sessions import SessionState
 
@@ -97,9 +97,7 @@ class DtlsClient:
         self._flush()
         while self.connection.state is ConnectionState.HANDSHAKING:
             self._pump(None)
-        self._raise_if_failed()
-        if self.connection.state is not ConnectionState.ESTABLISHED:
-            raise AlertReceived(AlertDescription.close_notify)  # RFC 5246 §7.2.1
+        self._raise_if_failed()  # the core names why a handshake ended (close_notify too)
 
     @property
     def session(self) -> SessionState | None:

@@ -134,9 +134,10 @@ class _Association(asyncio.DatagramProtocol):
                 if self.echo is not None:
                     _settle(self.echo, event.data)
             elif isinstance(event, ConnectionClosed):
-                error = event.error or DtlsError("closed by the server")
                 if not self.handshake.done():
-                    self.handshake.set_exception(error)
+                    # The core names why every handshake ends (the server's close_notify too).
+                    assert event.error is not None
+                    self.handshake.set_exception(event.error)
                 if self.echo is not None:
                     _settle(self.echo, None)
         self._arm_timer()
