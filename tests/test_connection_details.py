@@ -421,6 +421,32 @@ def test_plaintext_after_the_change_cipher_spec_is_dropped_and_counted(
         assert server.error.alert is AlertDescription.decode_error
 
 
+def test_every_record_of_an_epoch_the_peer_left_is_dropped_but_a_repeated_ccs() -> None:
+    """RFC 6347 §4.1.2.7: after the peer's ChangeCipherSpec, any record of epoch 0 (data and
+    heartbeats too, and a well-formed repeat of its flight, which asks for no resend: the peer
+    has ours) is dropped unread, as once established; a repeated ChangeCipherSpec is counted
+    as unexpected."""
+    _client, server, (key_exchange, ccs, finished) = up_to_client_flight()
+    server.receive_datagram(key_exchange, 0.0)
+    server.receive_datagram(ccs, 0.0)
+    forger = RecordLayer()
+    forger.set_next_sequence_number(0, 100)
+    for content_type, payload in [
+        (ContentType.application_data, b"late"),
+        (ContentType.heartbeat, b"\x01\x00\x00"),
+    ]:
+        server.receive_datagram(forger.seal(content_type, payload, 0), 0.0)
+    server.receive_datagram(key_exchange, 1.0)
+    server.receive_datagram(ccs, 1.0)
+    assert server.dropped == {
+        DropReason.PLAINTEXT_AFTER_HANDSHAKE: 3, DropReason.UNEXPECTED_CCS: 1
+    }
+    assert server.discards[HeartbeatDrop.DURING_HANDSHAKE] == 0
+    assert server.datagrams_to_send(1.0) == []
+    server.receive_datagram(finished, 1.0)
+    assert server.state is ConnectionState.ESTABLISHED
+
+
 def test_records_the_handshake_does_not_take_are_counted_each_time() -> None:
     client, server = started_pair()
     deliver(client, server)

@@ -31,7 +31,6 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     DatagramTooLarge,
-    DecodeError,
     DtlsError,
     HandshakeTimeout,
     IntegrityLimitReached,
@@ -376,6 +375,16 @@ class DtlsConnection:
             for record in self._records.open_records(data):
                 if len(record.payload) > self._fragment_limit:
                     raise _record_overflow(len(record.payload), self._fragment_limit)
+                if (
+                    record.epoch < self._handshake.peer_epoch
+                    and record.content_type is not CCS_CONTENT
+                ):
+                    # After its ChangeCipherSpec the genuine peer sends under its new keys: a
+                    # record of the epoch it left is a forgery or a stale copy, dropped unread
+                    # (it cannot end the handshake: RFC 6347 §4.1.2.7, REC-3), as once
+                    # established. A repeated ChangeCipherSpec is counted as unexpected.
+                    self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
+                    continue
                 self._dispatch(record, now)
                 if self.state is _CLOSED:
                     return
@@ -702,12 +711,6 @@ class DtlsConnection:
         self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
 
     def _on_alert(self, record: PlainRecord) -> None:
-        """An alert of an epoch the peer has left (after its ChangeCipherSpec the genuine peer
-        sends alerts under its new keys) is a forgery or a stale copy: dropped unread, it
-        cannot end the handshake (RFC 6347 §4.1.2.7, REC-3), as after the handshake."""
-        if record.epoch < self._handshake.peer_epoch:
-            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
-            return
         alert = Alert.decode(record.payload)
         if alert.level == AlertLevel.FATAL:
             # Whatever its description, close_notify included: the association ends at once
@@ -743,22 +746,13 @@ class DtlsConnection:
         self._process_messages(now)
 
     def _on_handshake_record(self, record: PlainRecord, now: float) -> None:
-        """A malformed record of an epoch the peer has left (its ChangeCipherSpec came: a
-        forgery or a stale copy) is dropped unread like a well-formed one: it cannot end the
-        handshake (RFC 6347 §4.1.2.7, REC-3); in the peer's current epoch it is decode_error."""
         record_id = (record.epoch, record.sequence_number)
-        try:
-            for frag in fragments_of(record.payload, record.epoch):
-                if not self._numbering_adopted:
-                    self._adopt_client_numbering(record, frag)
-                self._on_fragment(frag, record_id, now)
-                if self.state is _CLOSED:
-                    return
-        except DecodeError:
-            if record.epoch >= self._handshake.peer_epoch:
-                raise
-            self.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] += 1
-            return
+        for frag in fragments_of(record.payload, record.epoch):
+            if not self._numbering_adopted:
+                self._adopt_client_numbering(record, frag)
+            self._on_fragment(frag, record_id, now)
+            if self.state is _CLOSED:
+                return
         if record_id > self._newest_handshake_record:
             self._newest_handshake_record = record_id
         self._process_messages(now)
