@@ -39,10 +39,12 @@ from iotdtls.errors import (
     LocalProtocolError,
     PeerUnresponsive,
     PortUnreachable,
+    SequenceNumbersExhausted,
 )
 from iotdtls.identity import CertificateIdentity
 from iotdtls.loop import run as run_on_loop
 from iotdtls.proxy import LossyProxy
+from iotdtls.record import MAX_SEQUENCE_NUMBER
 from iotdtls.sessions import MemorySessionStore
 from tests import pki
 from tests.aio_support import (
@@ -64,6 +66,7 @@ from tests.aio_support import (
 )
 from tests.interop_support import SameAddressClient
 from tests.local_http import LocalHttpServer, Route
+from tests.memory_link import record_layer
 from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
 
@@ -1327,6 +1330,28 @@ def refusal(send: Any, data: Any) -> str:
         send(data)
     assert refused.value.__suppress_context__ or refused.value.__context__ is None
     return str(refused.value)
+
+
+def test_a_send_past_the_last_record_number_ends_the_association_and_recv() -> None:
+    """RFC 6347 §4.1: send() with the epoch's record numbers used up raises
+    `SequenceNumbersExhausted`, and a recv waiting meanwhile ends with it at once."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        async with server, aio.connect(*server.address, client_config()) as client:
+            waiting = asyncio.ensure_future(client.recv())
+            conn = client.connection
+            record_layer(conn).set_next_sequence_number(1, MAX_SEQUENCE_NUMBER - 1)
+            conn.send(b"last")
+            conn.datagrams_to_send(0.0)  # not sent: no echo to wake the recv
+            with pytest.raises(SequenceNumbersExhausted) as info:
+                client.send(b"one too many")
+            assert conn.state is ConnectionState.CLOSED
+            with pytest.raises(SequenceNumbersExhausted) as ended:
+                await asyncio.wait_for(waiting, 2.0)
+            assert ended.value is info.value
+
+    run(main())
 
 
 def test_send_refuses_data_that_is_not_bytes_like_in_one_line() -> None:

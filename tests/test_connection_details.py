@@ -692,6 +692,32 @@ def test_a_heartbeat_resend_past_the_last_record_number_abandons_the_association
     assert client.datagrams_to_send(when) == []
 
 
+def test_sending_past_the_last_record_number_raises_and_abandons_the_association() -> None:
+    """RFC 6347 §4.1: send() with our numbers used up raises `SequenceNumbersExhausted` (the
+    one exception for it, not the record layer's) and ends the association with it: it does
+    not stay established, sending nothing."""
+    _client, server = established_pair()
+    exhausted(server)
+    with pytest.raises(SequenceNumbersExhausted) as info:
+        server.send(b"one too many")
+    assert info.value.epoch == 1
+    assert server.state is ConnectionState.CLOSED and server.error is info.value
+    assert server.datagrams_to_send(2.0) == []
+    assert drain(server) == [ConnectionClosed(info.value, server.peer)]
+    with pytest.raises(LocalProtocolError, match="CLOSED"):
+        server.send(b"again")
+
+
+def test_a_heartbeat_request_past_the_last_record_number_raises_and_abandons() -> None:
+    """The same for send_heartbeat (RFC 6520 §3)."""
+    client, _server = established_pair(client={"heartbeat": True}, server={"heartbeat": True})
+    exhausted(client)
+    with pytest.raises(SequenceNumbersExhausted) as info:
+        client.send_heartbeat(1.0)
+    assert client.state is ConnectionState.CLOSED and client.error is info.value
+    assert client.datagrams_to_send(1.0) == []
+
+
 def test_heartbeats_one_side_refused_are_not_negotiated_on_either() -> None:
     """RFC 6520 §2: heartbeats run only when both hellos carry the extension; a server
     configured without them keeps no heartbeat state (memory per association, issue 9)."""

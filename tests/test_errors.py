@@ -80,8 +80,8 @@ def test_alert_received_names_known_alerts_and_numbers_unknown_ones(
         ),
         (lambda: IdleTimeout(120.0), "association idle for 120 s, closed"),
         (
-            lambda: SequenceNumbersExhausted("epoch 1 is used up"),
-            "association abandoned: epoch 1 is used up (RFC 6347 §4.1)",
+            lambda: SequenceNumbersExhausted(1),
+            "association abandoned: sequence numbers of epoch 1 are exhausted (RFC 6347 §4.1)",
         ),
     ],
 )

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iotdtls.crypto import Ccm8Protector, NullProtector
-from iotdtls.errors import DecodeError, LocalProtocolError
+from iotdtls.errors import DecodeError, LocalProtocolError, SequenceNumbersExhausted
 from iotdtls.record import (
     MAX_CIPHERTEXT_LENGTH,
     MAX_SEQUENCE_NUMBER,
@@ -19,7 +19,6 @@ from iotdtls.record import (
     PlainRecord,
     RecordHeader,
     RecordLayer,
-    SequenceExhausted,
     split_datagram,
 )
 
@@ -187,9 +186,10 @@ def test_sequence_exhaustion_raises_instead_of_wrapping() -> None:
     layer.install_write_epoch(1, Ccm8Protector(KEY_S, IV_S), next_sequence_number=2**48 - 2)
     last = layer.seal(APP, b"last")
     assert RecordHeader.decode(last).sequence_number == 2**48 - 2
-    with pytest.raises(SequenceExhausted):
+    with pytest.raises(SequenceNumbersExhausted) as info:
         layer.seal(APP, b"one too many")
-    with pytest.raises(LocalProtocolError):  # SequenceExhausted is a LocalProtocolError
+    assert info.value.epoch == 1
+    with pytest.raises(SequenceNumbersExhausted):
         layer.seal(APP, b"still no")
     assert layer.next_sequence_number() == MAX_SEQUENCE_NUMBER
     assert RecordHeader.decode(layer.seal(APP, b"old epoch", epoch=0)).epoch == 0

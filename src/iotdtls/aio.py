@@ -348,8 +348,11 @@ class ClientConnection:
 
     def send(self, data: bytes) -> None:
         """Send one datagram of application data (bytes-like; see `DtlsConnection.send`)."""
-        self._protocol.connection.send(data)
-        self._protocol.flush()
+        try:
+            self._protocol.connection.send(data)
+        finally:
+            # A send that ended the association (`SequenceNumbersExhausted`) ends recv too.
+            self._protocol.flush()
 
     async def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5; needs `config.heartbeat` and a peer that

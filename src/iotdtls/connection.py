@@ -74,7 +74,6 @@ from iotdtls.record import (
     ContentType,
     PlainRecord,
     RecordLayer,
-    SequenceExhausted,
 )
 from iotdtls.sessions import SessionState, SessionStore
 
@@ -351,14 +350,15 @@ class DtlsConnection:
                 self._receive_established(data, now)
             else:
                 self._receive_handshaking(data, now)
-        except SequenceExhausted as exc:
+        except SequenceNumbersExhausted as exc:
             self._abandon(exc)
 
-    def _abandon(self, exc: SequenceExhausted) -> None:
+    def _abandon(self, exc: SequenceNumbersExhausted) -> None:
         """RFC 6347 §4.1: a sequence number must not wrap, so an association whose write epoch
-        ran out is abandoned, without an alert (there is no number left to send one with)."""
+        ran out is abandoned, without an alert (there is no number left to send one with).
+        Every public method that seals records ends the association so."""
         if self.state is not _CLOSED:
-            self._close(SequenceNumbersExhausted(str(exc)))
+            self._close(exc)
 
     def _receive_handshaking(self, data: bytes, now: float) -> None:
         if self.state is _IDLE and not self.is_client:
@@ -507,7 +507,7 @@ class DtlsConnection:
         with `SequenceNumbersExhausted`."""
         try:
             self._on_timer(now)
-        except SequenceExhausted as exc:
+        except SequenceNumbersExhausted as exc:
             self._abandon(exc)
 
     def _on_timer(self, now: float) -> None:
@@ -583,7 +583,9 @@ class DtlsConnection:
         `config.mtu` bytes (RFC 6347 §4.1.1: a record never spans datagrams, and we never hand
         IP a datagram it must fragment), nor more than a negotiated max_fragment_length (RFC
         6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
-        `max_send_size` says what fits; data that is not bytes-like raises `TypeError`."""
+        `max_send_size` says what fits; data that is not bytes-like raises `TypeError`. Past
+        the last record number of the epoch it raises `SequenceNumbersExhausted`, which has
+        ended the association (RFC 6347 §4.1)."""
         if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
         try:
@@ -593,6 +595,9 @@ class DtlsConnection:
         except TypeError:  # checked only here, off the path of every datagram sent
             check_bytes_like(data)
             raise  # bytes-like data, so a failure of ours
+        except SequenceNumbersExhausted as exc:
+            self._abandon(exc)
+            raise
         self._queue([record])
 
     def _too_large(self, size: int) -> DatagramTooLarge:
@@ -613,10 +618,15 @@ class DtlsConnection:
         response. It is retransmitted on the handshake timer; unanswered for
         `config.handshake_timeout` seconds, the association ends with `PeerUnresponsive`.
         `LocalProtocolError` unless established with heartbeats the peer accepts, or while
-        another request is in flight (one at a time)."""
+        another request is in flight (one at a time); `SequenceNumbersExhausted`, which has
+        ended the association, past the last record number of the epoch (RFC 6347 §4.1)."""
         if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send a heartbeat in state {self.state.name}")
-        self._send_heartbeat_message(self._beats().send_request(now))
+        try:
+            self._send_heartbeat_message(self._beats().send_request(now))
+        except SequenceNumbersExhausted as exc:
+            self._abandon(exc)
+            raise
 
     def supply_certificate_chain(
         self,
@@ -628,11 +638,18 @@ class DtlsConnection:
         error that ended the fetch (RFC 6066 §5: certificate_unobtainable or
         bad_certificate_hash_value). The handshake then goes on, or ends with that alert.
         Given `request`, the event answered, an answer to another association's event is
-        ignored."""
+        ignored. An answer past the last record number of its epoch ends the association with
+        `SequenceNumbersExhausted` (as in `receive_datagram`)."""
         if self.state is not _HANDSHAKING or not self._handshake.waiting_for_chain:
             return  # the association ended (or moved on) while the fetch ran
         if request is not None and not self._asked(request):
             return
+        try:
+            self._go_on_with_chain(chain, now)
+        except SequenceNumbersExhausted as exc:
+            self._abandon(exc)
+
+    def _go_on_with_chain(self, chain: tuple[bytes, ...] | ProtocolError, now: float) -> None:
         try:
             if isinstance(chain, ProtocolError):
                 raise chain
@@ -659,7 +676,7 @@ class DtlsConnection:
             return
         if self.state is not _IDLE:
             # With no record number left for it (RFC 6347 §4.1), the association ends silent.
-            with contextlib.suppress(SequenceExhausted):
+            with contextlib.suppress(SequenceNumbersExhausted):
                 self._send_alert(_WARNING, _CLOSE_NOTIFY)
         if reason is not None:
             logger.debug("association closed: %s", reason)

@@ -198,11 +198,16 @@ class PeerUnresponsive(DtlsError):
 
 
 class SequenceNumbersExhausted(DtlsError):
-    """Our records of an epoch used up the 48-bit sequence number (RFC 6347 §4.1: it must not
-    wrap), so the association was abandoned; a new handshake starts a new one."""
+    """Our records of `epoch` used up the 48-bit sequence number (RFC 6347 §4.1: it must not
+    wrap), so the association was abandoned; a new handshake starts a new one. Raised by
+    `RecordLayer.seal`; a connection then ends with it."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"association abandoned: {reason} (RFC 6347 §4.1)")
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        super().__init__(
+            f"association abandoned: sequence numbers of epoch {epoch} are exhausted "
+            "(RFC 6347 §4.1)"
+        )
 
 
 class PortUnreachable(DtlsError):

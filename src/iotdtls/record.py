@@ -29,7 +29,7 @@ from typing import NamedTuple, TypeVar
 
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.crypto.aead import NULL_PROTECTOR, BadTag, NullProtector, RecordProtector
-from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError
+from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError, SequenceNumbersExhausted
 
 __all__ = [
     "ALERT_CONTENT",
@@ -46,7 +46,6 @@ __all__ = [
     "RecordHeader",
     "RecordLayer",
     "ReplayWindow",
-    "SequenceExhausted",
     "split_datagram",
 ]
 
@@ -104,11 +103,6 @@ class DiscardReason(IdentityHashEnum):
     #: An unprotected record larger than the negotiated max_fragment_length (RFC 6066 §4:
     #: no alert for what did not authenticate in DTLS).
     OVER_FRAGMENT_LIMIT = "over_fragment_limit"
-
-
-class SequenceExhausted(LocalProtocolError):
-    """The 48-bit sequence number of the epoch is used up (RFC 6347 §4.1): the association must
-    be abandoned or a new epoch installed; it is never wrapped."""
 
 
 class RecordHeader(NamedTuple):
@@ -442,7 +436,7 @@ class RecordLayer:
         """Protect `payload` into one record with the next sequence number of `epoch`.
 
         The record version is DTLS 1.2 (0xFEFD); `version=0xFEFF` is allowed in epoch 0 only,
-        for a HelloVerifyRequest (RFC 6347 §4.2.1). Raises `SequenceExhausted` instead of
+        for a HelloVerifyRequest (RFC 6347 §4.2.1). Raises `SequenceNumbersExhausted` instead of
         reaching the last 48-bit sequence number (RFC 6347 §4.1).
         """
         if epoch is None:
@@ -457,7 +451,7 @@ class RecordLayer:
             raise LocalProtocolError("record payload exceeds 2^14 bytes (RFC 5246 §6.2.1)")
         seq = state.next_seq
         if seq >= MAX_SEQUENCE_NUMBER:
-            raise SequenceExhausted(f"sequence numbers of epoch {epoch} are exhausted")
+            raise SequenceNumbersExhausted(epoch)
         fragment = state.protector.seal(epoch, seq, content_type, version, payload)
         state.next_seq = seq + 1
         header = _HEADER.pack(
