@@ -50,7 +50,7 @@ from iotdtls.events import (
     HandshakeComplete,
     HeartbeatAnswered,
 )
-from iotdtls.handshake.alerts import permitted_alert
+from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS, permitted_alert
 from iotdtls.handshake.client import ClientHandshake, ClientState
 from iotdtls.handshake.flight import (
     Flight,
@@ -60,6 +60,7 @@ from iotdtls.handshake.flight import (
     cut_flight,
 )
 from iotdtls.handshake.machine import HandshakeMachine
+from iotdtls.handshake.negotiation import NoCertificateType
 from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler, fragments_of
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
@@ -938,10 +939,17 @@ class DtlsConnection:
             mtu = min(mtu, limit + max(records.overhead(item.epoch) for item in items))
         self._queue(cut_flight(items, mtu, records.overhead, records.seal, limit))
 
-    def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
-        payload = Alert(
-            level, permitted_alert(description, self._handshake.allowed_alerts)
-        ).encode()
+    def _send_alert(
+        self,
+        level: AlertLevel,
+        description: AlertDescription,
+        allowed: frozenset[AlertDescription] | None = None,
+    ) -> None:
+        """`description`, or the nearest alert in `allowed` (by default the handshake's set:
+        its mode's, ERR-1)."""
+        if allowed is None:
+            allowed = self._handshake.allowed_alerts
+        payload = Alert(level, permitted_alert(description, allowed)).encode()
         self._queue([self._records.seal(ALERT_CONTENT, payload, self._write_epoch)])
 
     def _complete(self, now: float) -> None:
@@ -998,11 +1006,18 @@ class DtlsConnection:
         self._reassembler.clear()
 
     def _fail(self, exc: ProtocolError) -> None:
-        """The one place a protocol violation becomes a fatal alert and a closed association."""
+        """The one place a protocol violation becomes a fatal alert and a closed association.
+        The alert is one the handshake's mode may send (ERR-1); with no certificate type in
+        common no mode was agreed, and it is unsupported_certificate (RFC 7250 §4.2)."""
         if self.state is _CLOSED:
             return
-        alert = permitted_alert(exc.alert, self._handshake.allowed_alerts)
-        self._send_alert(AlertLevel.FATAL, alert)
+        allowed = (
+            CERTIFICATE_TYPE_ALERTS
+            if isinstance(exc, NoCertificateType)
+            else self._handshake.allowed_alerts
+        )
+        alert = permitted_alert(exc.alert, allowed)
+        self._send_alert(AlertLevel.FATAL, alert, allowed)
         self._close(AlertSent(alert, str(exc)))
 
     def _close(

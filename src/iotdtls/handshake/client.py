@@ -24,7 +24,7 @@ from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.suites import KeyExchangeKind, suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS, MODE_ALERTS
+from iotdtls.handshake.alerts import MODE_ALERTS
 from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyexchange import (
     ClientKeyExchanger,
@@ -351,8 +351,7 @@ class ClientHandshake(HandshakeMachine):
             return X509ServerVerifier(
                 config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
             )
-        self.allowed_alerts = CERTIFICATE_TYPE_ALERTS  # no mode agreed: see `alerts`
-        raise NoCertificateType(
+        raise NoCertificateType(  # no mode agreed: its alert set is `DtlsConnection._fail`'s
             f"server certificate type {getattr(cert_type, 'name', cert_type)} (RFC 7250 §3) "
             "is not what we are provisioned for"
         )

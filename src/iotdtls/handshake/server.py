@@ -25,7 +25,7 @@ from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PublicKey, verify_digest_signature
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
-from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS, MODE_ALERTS
+from iotdtls.handshake.alerts import MODE_ALERTS
 from iotdtls.handshake.flight import Flight, FlightItem, OutgoingCcs
 from iotdtls.handshake.keyexchange import (
     EcdheServerExchange,
@@ -40,7 +40,6 @@ from iotdtls.handshake.machine import (
     Transition,
 )
 from iotdtls.handshake.negotiation import (
-    NoCertificateType,
     ServerChoice,
     check_renegotiation_info,
     choose_server_parameters,
@@ -176,11 +175,8 @@ class ServerHandshake(HandshakeMachine):
         if session is not None:
             self.record(msg)
             return self._resume(hello, session, extras)
-        try:
-            choice = choose_server_parameters(hello, self.credentials)
-        except NoCertificateType:  # the server's or the client's
-            self.allowed_alerts = CERTIFICATE_TYPE_ALERTS  # RFC 7250 §4.2; never PSK mode
-            raise
+        # NoCertificateType (the server's or the client's): its alert, `DtlsConnection._fail`.
+        choice = choose_server_parameters(hello, self.credentials)
         self.record(msg)
         return self._full_handshake(hello, choice, ems, extras)
 
