@@ -27,9 +27,10 @@ from typing import Any, cast
 import pytest
 
 from iotdtls import aio, loop, workers
+from iotdtls._addresses import format_address
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
-from iotdtls.cli.common import listening_address, listening_on
+from iotdtls.cli.common import listening_on
 from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,
@@ -684,16 +685,6 @@ def test_listening_errors_name_the_address_but_not_a_worker_that_failed() -> Non
         raise ChildProcessError("worker 0 did not start")
 
 
-def test_the_listening_line_names_the_interface_from_the_socket_name() -> None:
-    """An IPv6 socket name (host, port, flowinfo, scope_id) says the interface of a link-local
-    address ("listening on [fe80::1]:5684" did not say on which link), however --listen
-    named it; other addresses read as they are."""
-    lo = socket.if_nametoindex("lo")
-    assert listening_address(("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
-    assert listening_address(("::1", 5684, 0, 0)) == "[::1]:5684"
-    assert listening_address(("0.0.0.0", 5684)) == "0.0.0.0:5684"
-
-
 @pytest.mark.parametrize("worker_count", [1, 2])
 def test_a_server_gives_its_whole_socket_name(worker_count: int) -> None:
     """`sockname` keeps what `address` cuts off, an IPv6 socket's flowinfo and scope id, for
@@ -707,7 +698,7 @@ def test_a_server_gives_its_whole_socket_name(worker_count: int) -> None:
             port = server.address[1]
             assert server.address == ("::1", port)
             assert server.sockname == ("::1", port, 0, 0)
-            assert listening_address(server.sockname) == f"[::1]:{port}"
+            assert format_address(server.sockname) == f"[::1]:{port}"
         finally:
             await server.close()
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn
 
 from iotdtls._addresses import (
-    format_address,
     format_hostport,
     socket_error,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "discard_new_keylog",
     "format_hostport",
     "hex_bytes",
-    "listening_address",
     "listening_on",
     "parse_hostport",
     "prepare_keylog",
@@ -201,12 +199,6 @@ def stdout_buffer() -> BinaryIO:
     if sys.stdout is None:
         raise OSError("cannot print: stdout is closed")
     return sys.stdout.buffer
-
-
-def listening_address(sockname: tuple[Any, ...]) -> str:
-    """Where a server listens, for its log line: its whole socket name as `format_address`
-    writes it, an IPv6 scope id as its interface (RFC 4007 §11): "[fe80::1%eth0]:5684"."""
-    return format_address(sockname)
 
 
 @contextlib.contextmanager

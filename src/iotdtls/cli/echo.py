@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from iotdtls import aio, loop, workers
+from iotdtls._addresses import format_address
 from iotdtls._files import write_atomically
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
@@ -28,7 +29,6 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     common_settings,
-    listening_address,
     listening_on,
     parse_hostport,
     seconds,
@@ -252,7 +252,8 @@ async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
-    where = listening_address(server.sockname)
+    # The whole socket name: a link-local address with its interface (RFC 4007 §11).
+    where = format_address(server.sockname)
     log.info("listening on %s (%s)", where, loop.loop_name(running))
     await stop.wait()
     try:
@@ -281,7 +282,7 @@ async def _serve_workers(
             initializer=initializer,
         )
     logging.getLogger("iotdtls.cli").info(
-        "listening on %s (%d workers)", listening_address(pool.sockname), worker_count
+        "listening on %s (%d workers)", format_address(pool.sockname), worker_count
     )
     ended = asyncio.ensure_future(pool.worker_exited.wait())
     waiters = {asyncio.ensure_future(stop.wait()), ended}
