@@ -395,6 +395,20 @@ def test_the_retransmission_timer_remembers_a_loss_for_the_next_flight() -> None
     assert timer.deadline == 5.0
 
 
+def test_a_restart_keeps_the_interval_and_leaves_a_stopped_timer_stopped() -> None:
+    """RFC 6347 §4.2.4: a resend for the peer's repeated flight re-arms the timer a whole
+    interval on, not doubled; after our final flight the timer is stopped (only the peer's
+    repeats resend it), and a restart leaves it so."""
+    timer = RetransmitTimer(RetransmitPolicy(1.0, 60.0))
+    timer.start(0.0)
+    timer.back_off(1.0)
+    timer.restart(2.5)
+    assert (timer.interval, timer.deadline) == (2.0, 4.5)
+    timer.stop()
+    timer.restart(5.0)
+    assert timer.deadline is None and not timer.expired(100.0)
+
+
 # -- reassembly -----------------------------------------------------------------------------------
 
 

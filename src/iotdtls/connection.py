@@ -805,20 +805,18 @@ class DtlsConnection:
         and at most once per quarter of the initial timer, so forged repeats cannot turn us
         into an amplifier. The resent flight restarts the retransmission timer, its interval
         kept (`RetransmitTimer.restart`): the old deadline would send it again at once."""
-        flight = self._flight
         if (
             frag.message_seq == self._handshake.peer_flight_last_seq
             and frag.fragment_offset == 0
-            and flight is not None
+            and self._flight is not None
             and record_id > self._newest_handshake_record
             and now >= self._next_triggered_retransmit
         ):
             self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
             self.retransmissions += 1
             self._transmit_flight()
-            timer = self._timer
-            if timer is not None and not flight.final:
-                timer.restart(now)
+            if self._timer is not None:
+                self._timer.restart(now)
 
     def _post_handshake_fragment(
         self, frag: HandshakeFragment, record_id: tuple[int, int], now: float

@@ -160,8 +160,10 @@ class RetransmitTimer:
         §4.2.4: the implementation "retransmits the flight, resets the retransmit timer, and
         returns to the WAITING state"), keeping the interval: the repeat shows that the peer
         is alive and the path carries its flight, which is no reason to wait longer; and a
-        forged repeat cannot push the timer towards its cap."""
-        self.deadline = now + self.interval
+        forged repeat cannot push the timer towards its cap. A stopped timer (our final
+        flight's: only the peer's repeats resend it, §4.2.4) stays stopped."""
+        if self.deadline is not None:
+            self.deadline = now + self.interval
 
     def stop(self) -> None:
         self.deadline = None
