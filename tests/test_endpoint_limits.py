@@ -276,6 +276,26 @@ def test_restarted_client_with_a_fresh_cookie_replaces_the_association(half_open
     assert net.server.gate[GateOutcome.STALE_COOKIE] == 0
 
 
+@pytest.mark.req("HS-2")
+@pytest.mark.parametrize("days", [20, 30, 60])
+def test_a_device_silent_for_weeks_replaces_its_association_when_it_restarts(days: int) -> None:
+    """Without an idle timeout an association may stay silent for weeks. A cookie's issue time
+    counts milliseconds modulo 2^32 (49.7 days): a restart 30 days later was read as a cookie
+    issued before the association last heard from its device, dropped as STALE_COOKIE, and the
+    device locked out until the count wrapped. The cookie is fresh: it replaces the association."""
+    net = Net(server_config(idle_timeout=None))
+    address = ("198.51.100.7", 7000)
+    net.now = 1.0
+    net.established(address)
+    old = net.server.connections[address]
+    net.now = 1.0 + days * 86400.0
+    net.established(address)
+    assert net.server.connections[address] is not old
+    assert net.server.gate[GateOutcome.STALE_COOKIE] == 0
+    (closed,) = net.closed_events(address)
+    assert isinstance(closed.error, AssociationReplaced)
+
+
 @pytest.mark.req("REC-3")
 def test_hostile_record_sequence_number_in_client_hello() -> None:
     """A ClientHello whose record sequence number is 2^48 - 1 (cookie still valid: the cookie

@@ -195,11 +195,16 @@ def cookie_time(cookie: bytes) -> int:
     return int(COOKIE_TIME.unpack_from(cookie)[0])
 
 
-def issued_since(cookie: bytes, when: float) -> bool:
-    """A verified cookie was issued at or after `when` (within the tick: a cookie made at
-    `when` is newer). Cookies verify up to two periods old, so the difference is small
-    beside the range of the time field and taken modulo it."""
-    return (cookie_time(cookie) - _ticks(when)) % COOKIE_TIME_RANGE < COOKIE_TIME_RANGE // 2
+def issued_since(cookie: bytes, when: float, now: float) -> bool:
+    """A cookie verified at `now` was issued at or after `when` (within the tick: a cookie made
+    at `when` is newer). Its age at `now` is small beside the range of the time field (two
+    periods at most, or up to `COOKIE_FUTURE_TICKS` ahead), so it is read modulo that range
+    from `now`, and compared with `when` on the clock itself: `when` may lie weeks back, for an
+    association silent without an idle timeout, further than the time field's range."""
+    age = (_ticks(now) - cookie_time(cookie)) % COOKIE_TIME_RANGE
+    if age >= COOKIE_TIME_RANGE // 2:  # issued ahead of this clock
+        age -= COOKIE_TIME_RANGE
+    return int(now * COOKIE_TICKS_PER_SECOND) - age >= int(when * COOKIE_TICKS_PER_SECOND)
 
 
 def _split_cookie(body: bytes) -> tuple[bytes, bytes]:
@@ -316,7 +321,7 @@ class ServerEndpoint:
             self.gate[_HELLO_ACCEPTED_WITHOUT_COOKIE] += 1
         elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
             old = self.connections.get(address)
-            if old is not None and not issued_since(cookie, self._heard_since(address, old)):
+            if old is not None and not issued_since(cookie, self._heard_since(address, old), now):
                 self.gate[GateOutcome.STALE_COOKIE] += 1
                 return
             self.gate[_COOKIE_ACCEPTED] += 1
