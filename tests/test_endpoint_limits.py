@@ -296,6 +296,50 @@ def test_a_device_silent_for_weeks_replaces_its_association_when_it_restarts(day
     assert isinstance(closed.error, AssociationReplaced)
 
 
+@pytest.mark.req("HS-2")
+def test_a_cookie_from_a_process_whose_clock_runs_ahead_replaces_the_association() -> None:
+    """Processes sharing a cookie secret (`iotdtls.workers`) accept each other's cookies up to
+    1 s ahead of their own clock: a restarted device whose cookie came from such a process is
+    as fresh as any, and its new handshake replaces its old association."""
+    secret = bytes(range(32))
+    net = Net(server_config(cookie_secret=secret))
+    address = ("198.51.100.8", 8000)
+    net.now = 1.0
+    net.established(address)
+    old = net.server.connections[address]
+    ahead = ServerEndpoint(server_config(cookie_secret=secret))
+    net.now = 10.0
+    client = net.client(address)
+    for data in client.datagrams_to_send(net.now):
+        ahead.receive_datagram(data, address, net.now + 0.5)
+    (hello_verify,) = ahead.datagrams_to_send(net.now + 0.5)
+    client.receive_datagram(hello_verify[0], net.now)
+    net.pump()  # the ClientHello with that cookie goes to the first process
+    assert client.state is ConnectionState.ESTABLISHED
+    assert net.server.connections[address] is not old
+    assert net.server.gate[GateOutcome.STALE_COOKIE] == 0
+
+
+@pytest.mark.req("HS-2")
+def test_a_replay_stays_stale_under_a_long_cookie_rotation() -> None:
+    """A cookie verifies for two periods: with a rotation of ten days, a ClientHello copied 18
+    days earlier still verifies, and is still older than the association begun since."""
+    day = 86400.0
+    net = Net(server_config(cookie_rotation=10 * day, idle_timeout=None))
+    address = ("198.51.100.9", 9000)
+    replay = hello_with_cookie(net, address)
+    net.pump()
+    net.clients[address].close()
+    net.pump()
+    net.now = day
+    net.established(address)
+    newer = net.server.connections[address]
+    net.now = 18 * day
+    net.server.receive_datagram(replay, address, net.now)
+    assert net.server.connections[address] is newer
+    assert net.server.gate[GateOutcome.STALE_COOKIE] == 1
+
+
 @pytest.mark.req("REC-3")
 def test_hostile_record_sequence_number_in_client_hello() -> None:
     """A ClientHello whose record sequence number is 2^48 - 1 (cookie still valid: the cookie
