@@ -17,7 +17,14 @@ import pytest
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.endpoint import GateOutcome
-from iotdtls.errors import AlertDescription, AlertLevel, AlertSent, DecodeError, HandshakeTimeout
+from iotdtls.errors import (
+    AlertDescription,
+    AlertLevel,
+    AlertSent,
+    AssociationReplaced,
+    DecodeError,
+    HandshakeTimeout,
+)
 from iotdtls.events import DataReceived
 from iotdtls.handshake.reassembly import (
     MAX_MESSAGES_AHEAD,
@@ -194,6 +201,24 @@ def test_without_cookie_exchange_a_fragmented_client_hello_makes_one_association
     parts = client_hello_parts(link)
     assert len(set(parts)) > 1 and parts.count(0) == hellos
     assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: 1}
+
+
+@pytest.mark.req("HS-3")
+def test_without_cookie_exchange_a_restarted_client_in_fragments_replaces_it() -> None:
+    """RFC 6347 §4.2.8: a client that restarted from the same address starts a new handshake.
+    The first part of its new ClientHello (a random the association does not know) goes to
+    the gate, not to the old association, and starts the new one; the old one is replaced."""
+    link = long_hello_link(cookie=False)
+    link.handshake(until=30)
+    assert established(link)
+    old = link.server_conn
+    assert old is not None
+    link.client = DtlsConnection(link.client_config)
+    link.now = 40.0
+    link.handshake(until=70)
+    assert established(link)
+    assert link.server_conn is not old and isinstance(old.error, AssociationReplaced)
+    assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: 2}
 
 
 @pytest.mark.req("HS-2")
