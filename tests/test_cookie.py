@@ -131,7 +131,8 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
     longer[11:13] = (12 + body_length + 1).to_bytes(2, "big")  # the record claims it too
     variants = [
         with_bytes(13, bytes([HandshakeType.server_hello])),  # not a ClientHello
-        with_bytes(19, b"\x01\x00\x00"),  # fragment_offset 256, fragment_length == length
+        with_bytes(19, b"\x01\x00\x00"),  # fragment_offset 65536, fragment_length == length
+        with_bytes(19, b"\x00\x01\x00"),  # fragment_offset 256 (its middle byte)
         with_bytes(19, b"\x00\x00\x01"),  # fragment_offset 1
         with_bytes(22, (body_length - 1).to_bytes(3, "big")),  # a first fragment only
         bytes(longer),
@@ -299,6 +300,8 @@ def test_without_cookie_exchange_the_gate_counts_no_cookie_accepted() -> None:
     ask(endpoint, hello_datagram(hello()), CLIENT_ADDR)
     assert CLIENT_ADDR in endpoint.connections
     assert endpoint.gate == {GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE: 1}
+    ask(endpoint, hello_datagram(hello()), ("192.0.2.60", 6000))  # each one counted
+    assert endpoint.gate == {GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE: 2}
 
 
 def client_hellos(datagrams: list[bytes]) -> list[tuple[int, bytes]]:
