@@ -135,6 +135,8 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
         with_bytes(19, b"\x00\x01\x00"),  # fragment_offset 256 (its middle byte)
         with_bytes(19, b"\x00\x00\x01"),  # fragment_offset 1
         with_bytes(22, (body_length - 1).to_bytes(3, "big")),  # a first fragment only
+        # a later part: at offset 256 of a message 256 bytes longer than this fragment
+        with_bytes(14, (body_length + 256).to_bytes(3, "big") + good[17:19] + b"\x00\x01\x00"),
         bytes(longer),
         with_bytes(11, (12 + body_length - 1).to_bytes(2, "big")),  # record cuts it short
         with_bytes(3, b"\x00\x01"),  # epoch 1
@@ -142,9 +144,10 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
     for n, variant in enumerate(variants):
         assert len(variant) == len(good)
         assert ask(endpoint, variant, ("192.0.2.50", 1000 + n)) == [], n
-    # The first fragment is a ClientHello in parts (RFC 6347 §4.2.3), the rest malformed.
-    assert endpoint.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 1
-    assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants) - 1
+    # The first fragment and the later part are a ClientHello in parts (RFC 6347 §4.2.3), the
+    # rest malformed.
+    assert endpoint.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 2
+    assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants) - 2
     assert endpoint.connections == {}
 
 
