@@ -7,7 +7,9 @@ a handshake without a session leaves the store alone (RES-3)."""
 
 from __future__ import annotations
 
+import datetime
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -328,6 +330,29 @@ def test_a_client_offers_an_x509_session_only_if_the_chain_is_still_accepted(
         assert why is None
     else:
         assert why is not None and why.startswith(reason)
+
+
+@pytest.mark.req("RES-1", "CRT-3")
+def test_a_saved_chain_is_checked_at_utc_time_in_any_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clock gives POSIX time; the chain's validity is in UTC. A chain expired an hour ago
+    is refused on a machine ten hours behind UTC too (read as local time, the clock would
+    say nine hours before the expiry)."""
+    expiry = x509_pki().server.cert.not_valid_after_utc
+    config = ClientConfig(
+        trust_anchors=[x509_pki().root.der],
+        server_name="localhost",
+        wall_clock=(expiry + datetime.timedelta(hours=1)).timestamp,
+    )
+    monkeypatch.setenv("TZ", "Etc/GMT+10")  # POSIX sign: ten hours behind UTC
+    time.tzset()
+    try:
+        why = offerable_session(x509_session("localhost", None), config)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert why is not None and why.startswith("the server's chain is no longer accepted")
 
 
 # -- why a server does not resume a session ------------------------------------------------------
