@@ -332,6 +332,18 @@ def test_a_client_offers_an_x509_session_only_if_the_chain_is_still_accepted(
         assert why is not None and why.startswith(reason)
 
 
+@pytest.mark.req("RES-1", "CRT-1")
+def test_a_certificate_session_whose_server_showed_no_chain_is_not_offered() -> None:
+    """A saved certificate-mode session holding no certificate identity for its server (a
+    session file written by hand, or for another mode) is not offered: there is no chain
+    to check today."""
+    saved = session(ECDHE_SUITE, Mode.X509, RawPublicKeyIdentity(server_key().spki), "localhost")
+    config = ClientConfig(
+        trust_anchors=[x509_pki().root.der], server_name="localhost", wall_clock=pki.NOW.timestamp
+    )
+    assert offerable_session(saved, config) == "the session is with another server identity"
+
+
 @pytest.mark.req("RES-1", "CRT-3")
 def test_a_saved_chain_is_checked_at_utc_time_in_any_time_zone(
     monkeypatch: pytest.MonkeyPatch,
