@@ -225,6 +225,23 @@ def test_a_finished_alone_in_its_datagram_is_not_evidence_the_first_time() -> No
     assert server_conn.state is ConnectionState.ESTABLISHED
 
 
+@pytest.mark.req("PSK-4", "REC-3")
+def test_a_record_that_failed_before_the_change_cipher_spec_never_counts_after_it() -> None:
+    """What counts right after the peer's ChangeCipherSpec is a record failing in that
+    datagram, not one that failed earlier: a forged record ahead of the ChangeCipherSpec, then
+    a datagram without a failing record right after the ChangeCipherSpec, twice (taken, then
+    repeated), end nothing. The genuine Finished then completes the handshake."""
+    link, (cke, ccs, finished) = link_before_flight_five()
+    for datagram in (cke, forged(1), ccs, b"not dtls at all", ccs, b"not dtls at all"):
+        to_server(link, datagram)
+    server_conn = link.server_conn
+    assert server_conn is not None
+    assert server_conn.state is ConnectionState.HANDSHAKING
+    assert server_conn.discards[DiscardReason.BAD_TAG] == 1
+    to_server(link, finished)
+    assert server_conn.state is ConnectionState.ESTABLISHED
+
+
 def _server_events(link: MemoryLink) -> list[object]:
     out = []
     while (item := link.server.next_event()) is not None:
