@@ -165,15 +165,29 @@ def test_a_client_whose_fragmented_client_hello_got_no_answer_says_so() -> None:
     )
 
 
-@pytest.mark.parametrize("case", ["whole hello, no answer", "fragmented hello, answered"])
+#: A 113-character server_name: the ClientHello fills a datagram of 200 bytes exactly.
+FILLING_NAME = ".".join(["a" * 60, "a" * 52])
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["whole hello, no answer", "hello filling the mtu, no answer", "fragmented hello, answered"],
+)
 def test_other_handshake_timeouts_say_nothing_of_fragments(case: str) -> None:
     if case == "whole hello, no answer":
         link = make_link(lambda d, i, data: "drop", client={"handshake_timeout": 10})
+    elif case == "hello filling the mtu, no answer":
+        link = make_link(
+            lambda d, i, data: "drop",
+            client={"server_name": FILLING_NAME, "mtu": 200, "handshake_timeout": 10},
+        )
     else:  # the ServerHello arrives, the rest of the server's flight never does
         link = long_hello_link(
             cookie=False, fate=lambda d, i, data: "drop" if d == "server" and i > 1 else "deliver"
         )
     link.handshake(until=30)
+    if case == "hello filling the mtu, no answer":
+        assert {len(data) for _, _, data in link.wire} == {200}  # whole, not in fragments
     error = link.client.error
     assert isinstance(error, HandshakeTimeout) and error.hello_size is None
     assert str(error) == "handshake timed out after 10 s"
