@@ -232,7 +232,9 @@ def test_before_a_handshake_a_client_offers_the_cached_chain_and_knows_its_key(
     assert for_server(unnamed, None, "gw.example", 5684) == (named, "gw.example:5684")
     # A configuration that checks no name (no certificates) files under the dialled host.
     psk = ClientConfig(psk_identity=b"id", psk=bytes(16))
-    assert for_server(psk, cache, "192.0.2.1", 5684) == (psk, "192.0.2.1:5684")
+    offering, key = for_server(psk, cache, "192.0.2.1", 5684)
+    assert (offering, key) == (psk.for_host("192.0.2.1"), "192.0.2.1:5684")
+    assert offering.sni_name is None  # an IP address is never sent as server_name
 
 
 def test_a_client_remembers_a_validated_chain_new_to_its_cache(
