@@ -55,7 +55,7 @@ from iotdtls.record import (
     ContentType,
     RecordLayer,
 )
-from iotdtls.sessions import MemorySessionStore
+from iotdtls.sessions import MemorySessionStore, SessionState
 from tests import pki
 from tests.memory_link import (
     CLIENT_ADDR,
@@ -571,16 +571,25 @@ def test_close_notify_is_answered_with_close_notify() -> None:
     )
 
 
+def cached_pair(
+    store: MemorySessionStore, session: SessionState | None = None, now: float = 0.0
+) -> tuple[DtlsConnection, DtlsConnection]:
+    """A client (offering `session`, if any) and a server keeping its sessions in `store`,
+    started at `now`."""
+    client_config, server_config = configs()
+    client = DtlsConnection(client_config, session=session)
+    server = DtlsConnection(server_config, session_store=store)
+    client.connect(now)
+    server.accept(now)
+    return client, server
+
+
 def test_a_fatal_close_notify_is_a_fatal_alert_and_ends_the_session() -> None:
     """RFC 5246 §7.2: a fatal alert ends the association at once and invalidates its session,
     whatever its description: a close_notify at level fatal is no clean close, and gets no
     close_notify back."""
-    client_config, server_config = configs()
     store = MemorySessionStore()
-    client = DtlsConnection(client_config)
-    server = DtlsConnection(server_config, session_store=store)
-    client.connect(0.0)
-    server.accept(0.0)
+    client, server = cached_pair(store)
     exchange(client, server)
     assert server.session is not None and len(store) == 1
     fatal = Alert(AlertLevel.FATAL, AlertDescription.close_notify).encode()
@@ -613,19 +622,12 @@ def test_a_close_notify_during_a_resumption_leaves_the_session_resumable() -> No
     """A warning-level close_notify is no fatal alert (RFC 5246 §7.2.1, §7.2.2): the session
     an abbreviated handshake was resuming stays in the server's cache, so a forged one cannot
     evict it."""
-    client_config, server_config = configs()
     store = MemorySessionStore()
-    client = DtlsConnection(client_config)
-    server = DtlsConnection(server_config, session_store=store)
-    client.connect(0.0)
-    server.accept(0.0)
+    client, server = cached_pair(store)
     exchange(client, server)
     session = client.session
     assert session is not None and len(store) == 1
-    client = DtlsConnection(client_config, session=session)
-    server = DtlsConnection(server_config, session_store=store)
-    client.connect(1.0)
-    server.accept(1.0)
+    client, server = cached_pair(store, session, 1.0)
     deliver(client, server, 1.0)
     assert server.resumed and server.state is ConnectionState.HANDSHAKING
     close_notify = Alert(AlertLevel.WARNING, AlertDescription.close_notify).encode()
