@@ -103,8 +103,12 @@ def test_a_server_name_idna_2008_would_convert_otherwise_is_one_line(
     message = refused(capsys, "client", "127.0.0.1:9", *PSK, "--server-name", "faß.example")
     assert message == (
         "server name 'faß.example': IDNA 2003 maps its label 'faß' to 'fass' and IDNA 2008 "
-        "(RFC 5890) does not: give the name's A-label (xn--...)"
+        "(RFC 5890) does not: write 'fass' if that is the label meant, else give the name's "
+        "A-label (xn--...), if it has one"
     )
+    # Full-width letters have no A-label in IDNA 2008: the plain form is what to write.
+    message = refused(capsys, "client", "127.0.0.1:9", *PSK, "--server-name", "\uff42ücher.example")
+    assert "write 'bücher' if that is the label meant" in message
 
 
 def test_client_raw_public_key_mode_pins_files_and_hashes(pki: Pki) -> None:
@@ -546,6 +550,10 @@ NUMBER_MISTAKES = [
      "--mtu: must be a whole number from 128 to 65507, got '127'"),
     (["perf", "h:1", *PSK, "--mtu", "65508"],
      "--mtu: must be a whole number from 128 to 65507, got '65508'"),
+    (["client", "h:1", *PSK, "--retransmit", "1e-300"],
+     "--retransmit: must be a number of seconds >= 0.1, got '1e-300'"),
+    (["server", *PSK, "--no-cookie", "--retransmit", "0.05"],
+     "--retransmit: must be a number of seconds >= 0.1, got '0.05'"),
     (["keygen", "psk", "--bytes", "0"], "--bytes: must be a whole number from 1 to 256, got '0'"),
     (["coap", "get", "coaps://h/x", *PSK, "--timeout", "-1"],
      "--timeout: must be a number of seconds > 0, got '-1'"),

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
+#: The smallest --retransmit: a first timeout far below a round trip only floods the path (a
+#: server without cookie exchange would answer one ClientHello with a flight per doubling).
+MIN_RETRANSMIT = 0.1
 _HEX_DIGITS = frozenset(string.hexdigits)
 
 
@@ -147,10 +150,11 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
         help=f"largest datagram to send, in bytes (default {DEFAULT_MTU})",
     )
     p.add_argument(
-        "--retransmit", type=seconds(), default=RFC6347_RETRANSMIT.initial, metavar="S",
-        help=f"first handshake retransmission after S s, doubling up to "
-        f"{RFC6347_RETRANSMIT.maximum:g} s (default {RFC6347_RETRANSMIT.initial:g}; "
-        "RFC 7925 §11 suggests 9 on constrained networks)",
+        "--retransmit", type=seconds(MIN_RETRANSMIT, inclusive=True),
+        default=RFC6347_RETRANSMIT.initial, metavar="S",
+        help=f"first handshake retransmission after S s (at least {MIN_RETRANSMIT:g}), doubling "
+        f"up to {RFC6347_RETRANSMIT.maximum:g} s or S if larger (default "
+        f"{RFC6347_RETRANSMIT.initial:g}; RFC 7925 §11 suggests 9 on constrained networks)",
     )
     p.add_argument(
         "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"

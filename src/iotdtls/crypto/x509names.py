@@ -110,7 +110,8 @@ def _a_label(server_name: str, label: str) -> str:
     if prepared != unicodedata.normalize("NFC", label.lower()):
         raise ConfigError(
             f"server name {server_name!r}: IDNA 2003 maps its label {label!r} to {prepared!r} "
-            "and IDNA 2008 (RFC 5890) does not: give the name's A-label (xn--...)"
+            f"and IDNA 2008 (RFC 5890) does not: write {prepared!r} if that is the label meant, "
+            "else give the name's A-label (xn--...), if it has one"
         )
     for char in label:
         if not char.isascii() and unicodedata.category(char) not in _LETTER_DIGITS:
