@@ -298,6 +298,29 @@ def test_only_the_certificates_of_the_path_must_be_valid() -> None:
     assert "certificate 1 is not valid" in message
 
 
+@pytest.mark.req("CRT-1")
+def test_a_ca_outside_its_validity_is_named_even_when_no_moment_suits_the_whole_path() -> None:
+    """RFC 5280 §6.1.3 (a)(2): a leaf issued after its CA expired (or before its CA becomes
+    valid, or after the anchor expired) fails on the CA's validity, as OpenSSL says
+    ("certificate has expired" at depth 1): certificate_expired naming the certificate, never
+    the verifier's own words, although no moment exists when every certificate is valid."""
+    top = root(not_before=NOW - 2 * YEAR)
+    expired = intermediate(top, "expired ca", not_before=NOW - 100 * DAY, not_after=NOW - DAY)
+    not_yet = intermediate(top, "future ca", not_before=NOW + DAY, not_after=NOW + YEAR)
+    store = TrustStore([top.der])
+    for middle in (expired, not_yet):
+        leaf = server_leaf(middle, not_before=NOW - DAY // 2, not_after=NOW + DAY // 2)
+        message = refused(A.certificate_expired, server, chain_der(leaf, middle), store)
+        assert message.startswith("server certificate 1 is not valid at"), message
+        assert "validation time" not in message
+    old_top = root("old root", not_before=NOW - 2 * YEAR, not_after=NOW - DAY)
+    leaf = server_leaf(old_top, not_before=NOW - DAY // 2)
+    message = refused(A.certificate_expired, server, chain_der(leaf), TrustStore([old_top.der]))
+    assert message.startswith(
+        "the trust anchor 'CN=old root,O=iotdtls tests' of the server chain is not valid at "
+    ), message
+
+
 def test_validity_is_checked_at_the_time_given_and_naive_times_are_utc(
     anchor: Issued, store: TrustStore
 ) -> None:

@@ -344,6 +344,9 @@ class _Window:
     def contains(self, when: datetime.datetime) -> bool:
         return self.not_before <= when <= self.not_after
 
+    def is_empty(self) -> bool:
+        return self.not_before > self.not_after
+
 
 def _window_of(certs: Iterable[x509.Certificate]) -> _Window:
     certs = list(certs)
@@ -387,7 +390,8 @@ def _diagnose(
     for anchor in _anchors_for(certs, store):
         if not _valid_at(anchor, when):
             return ProtocolError(
-                f"the trust anchor of the {role} chain is not valid at {when:%Y-%m-%d %H:%M}Z",
+                f"the trust anchor '{anchor.subject.rfc4514_string()}' of the {role} chain is "
+                f"not valid at {when:%Y-%m-%d %H:%M}Z {_validity(anchor)}",
                 _A.certificate_expired,
             )
     expired = _expired_on_path(certs, store, when)
@@ -501,7 +505,12 @@ def _expired_on_path(
 ) -> int | None:
     """Index of a CA certificate sent that is not valid at `when` but is on the path found at
     a time it is valid: the one that made the chain fail (RFC 5280 §6.1.3 (a)(2)). A
-    certificate sent but on no path (an expired cross-sign, an old copy of a root) is not."""
+    certificate sent but on no path (an expired cross-sign, an old copy of a root) is not.
+
+    When no moment exists at which every certificate of the path is valid (a leaf issued
+    after its CA expired), the verifier can be asked at no time: the path is then the one
+    the names and signatures link (`_signed_path`), and its first certificate sent that is
+    not valid at `when` is named."""
     for index, cert in enumerate(certs[1:], 1):
         if _valid_at(cert, when):
             continue
@@ -512,7 +521,35 @@ def _expired_on_path(
             continue
         if cert in path:
             return index
+    linked = _signed_path(certs, store)
+    if linked is None or not _window_of(linked).is_empty():
+        return None  # no path, or the verifier was asked above at a time all of it is valid
+    for index, cert in enumerate(certs[1:], 1):
+        if cert in linked and not _valid_at(cert, when):
+            return index
     return None
+
+
+def _signed_path(
+    certs: list[x509.Certificate], store: TrustStore
+) -> list[x509.Certificate] | None:
+    """A path from the leaf to a trust anchor through the certificates sent, each issued by
+    the next by name and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)), validity not looked at;
+    None when there is none. Each certificate sent is used once, so the search ends."""
+
+    def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
+        last = path[-1]
+        for anchor in store._certificates:
+            if anchor.subject == last.issuer and _issued_by(last, anchor):
+                return [*path, anchor]
+        for cert in certs[1:]:
+            if cert not in path and cert.subject == last.issuer and _issued_by(last, cert):
+                found = extend([*path, cert])
+                if found is not None:
+                    return found
+        return None
+
+    return extend(certs[:1])
 
 
 def _intermediates_needed(
@@ -625,11 +662,13 @@ def _not_valid(
     """RFC 5280 §6.1.3 (a)(2): certificate `index` of the chain sent is on the path but not
     valid at `when`."""
     return ProtocolError(
-        f"{role} certificate {index} is not valid at {when:%Y-%m-%d %H:%M}Z "
-        f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to "
-        f"{cert.not_valid_after_utc:%Y-%m-%d})",
+        f"{role} certificate {index} is not valid at {when:%Y-%m-%d %H:%M}Z {_validity(cert)}",
         _A.certificate_expired,
     )
+
+
+def _validity(cert: x509.Certificate) -> str:
+    return f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
 
 
 def _valid_at(cert: x509.Certificate, when: datetime.datetime) -> bool:
