@@ -356,7 +356,13 @@ def test_a_ca_without_key_usage_is_fine_but_one_without_key_cert_sign_is_not() -
                                 extensions=[(signing_only, True)])
     message = refused(A.unknown_ca, server,
                       chain_der(server_leaf(no_cert_sign), no_cert_sign), store)
-    assert message.endswith("a CA certificate's keyUsage does not allow keyCertSign"), message
+    assert message.endswith(
+        "the keyUsage of certificate 1 (CA) does not allow keyCertSign"), message
+    signing_root = root("signing root", key_usage=False, extensions=[(signing_only, True)])
+    message = refused(A.unknown_ca, server, chain_der(server_leaf(signing_root)),
+                      TrustStore([signing_root.der]))
+    assert message.endswith("the keyUsage of trust anchor 'CN=signing root,O=iotdtls tests' "
+                            "(CA) does not allow keyCertSign"), message
     not_a_ca = issue("no constraints", top, basic_constraints=False, key_usage=False)
     refused(A.unknown_ca, server, chain_der(server_leaf(not_a_ca), not_a_ca), store)
 

@@ -128,7 +128,10 @@ def _check_ca_key_usage(
 ) -> None:
     """RFC 5280 §6.1.4 (n): a CA certificate's keyUsage, when present, asserts keyCertSign."""
     if usage is not None and not usage.key_cert_sign:
-        raise ValueError("a CA certificate's keyUsage does not allow keyCertSign")
+        raise ValueError(_NO_CERT_SIGN)
+
+
+_NO_CERT_SIGN: Final = "a CA certificate's keyUsage does not allow keyCertSign"
 
 
 _CA_POLICY = (
@@ -421,6 +424,8 @@ def _diagnose(
             detail = _forbidden_key(certs, store) or "a CA key of a type not allowed"
         elif "Forbidden signature algorithm" in detail:
             detail = _forbidden_signature(certs) or "a signature algorithm not allowed"
+        elif _NO_CERT_SIGN in detail:
+            detail = _no_cert_sign(certs, store) or detail
         # Nothing tried failed, or no anchor issued any certificate sent (a self-signed root
         # sent along then makes the verifier loop on it to its "max depth"): no issuer found.
         if "with no interior errors" in detail or not _anchors_for(certs, store):
@@ -458,12 +463,7 @@ key under 2048 bits, with a message of its own)."""
 def _forbidden_key(certs: list[x509.Certificate], store: TrustStore) -> str | None:
     """The verifier's "Forbidden public key algorithm" in plain words: which CA certificate
     (sent, or a trust anchor) has a key of a type CA keys may not have."""
-    sent = [(f"certificate {index}", cert) for index, cert in enumerate(certs) if index]
-    anchors = [
-        (f"trust anchor '{anchor.subject.rfc4514_string()}'", anchor)
-        for anchor in _anchors_for(certs, store)
-    ]
-    for what, cert in (*sent, *anchors):
+    for what, cert in _ca_candidates(certs, store):
         try:
             key = cert.public_key()
         except (ValueError, UnsupportedAlgorithm):
@@ -476,6 +476,36 @@ def _forbidden_key(certs: list[x509.Certificate], store: TrustStore) -> str | No
             f"the key of {what} (CA) is {_describe_key(key)}: a CA key must be ECDSA P-256, "
             "P-384 or P-521, or RSA"
         )
+    return None
+
+
+def _ca_candidates(
+    certs: list[x509.Certificate], store: TrustStore
+) -> list[tuple[str, x509.Certificate]]:
+    """The certificates that may act as a CA for the chain, named for a message: those sent
+    after the leaf that issued one sent (by name), then the trust anchors that did."""
+    sent = [
+        (f"certificate {index}", cert)
+        for index, cert in enumerate(certs)
+        if index and any(other.issuer == cert.subject for other in certs if other is not cert)
+    ]
+    anchors = [
+        (f"trust anchor '{anchor.subject.rfc4514_string()}'", anchor)
+        for anchor in _anchors_for(certs, store)
+    ]
+    return [*sent, *anchors]
+
+
+def _no_cert_sign(certs: list[x509.Certificate], store: TrustStore) -> str | None:
+    """The verifier's refusal of a CA keyUsage without keyCertSign (RFC 5280 §6.1.4 (n)) naming
+    the CA certificate: sent (its index) or a trust anchor (its subject)."""
+    for what, cert in _ca_candidates(certs, store):
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        if not usage.key_cert_sign:
+            return f"the keyUsage of {what} (CA) does not allow keyCertSign"
     return None
 
 
