@@ -296,6 +296,15 @@ def test_only_the_certificates_of_the_path_must_be_valid() -> None:
     message = refused(A.certificate_expired, server,
                       chain_der(leaf, expired_middle, old_top), store)
     assert "certificate 1 is not valid" in message
+    # ... also behind a valid CA certificate, or behind one on no path at any time
+    low = intermediate(middle, "low")
+    message = refused(A.certificate_expired, server,
+                      chain_der(server_leaf(low), low, expired_middle), store)
+    assert "certificate 2 is not valid" in message
+    long_ago = root("long ago", not_before=NOW - 3 * YEAR, not_after=NOW - 2 * YEAR)
+    message = refused(A.certificate_expired, server,
+                      chain_der(leaf, long_ago, expired_middle), store)
+    assert "certificate 2 is not valid" in message
 
 
 @pytest.mark.req("CRT-1")
@@ -592,7 +601,7 @@ def test_a_common_name_taken_as_the_name_must_satisfy_the_name_constraints() -> 
     assert server(cn_server("plant-a.example"), store, "plant-a.example") == "plant-a.example"
     outside = refused(A.bad_certificate, server, cn_server("gw.other.example"), store,
                       "gw.other.example")
-    assert "gw.other.example" in outside and "permitted" in outside
+    assert "gw.other.example" in outside and "permitted by CA 'CN=plant a," in outside
     assert "excluded" in refused(A.bad_certificate, server, cn_server("x.lab.plant-a.example"),
                                  store, "x.lab.plant-a.example")
     # the same on the anchor itself, and for a client's EUI-64 in the CN
@@ -610,8 +619,47 @@ def test_a_common_name_taken_as_the_name_must_satisfy_the_name_constraints() -> 
     bad_aki = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.35"), b"\x05\x00")
     odd = intermediate(top, "odd", authority_key_id=False, extensions=[(bad_aki, False)])
     assert server(chain_der(server_leaf(odd), odd), store) == "localhost"
-    assert "malformed" in refused(A.bad_certificate, server,
-                                  chain_der(issue("localhost", odd), odd), store)
+    unchecked = refused(A.bad_certificate, server, chain_der(issue("localhost", odd), odd), store)
+    assert "name constraints of CA 'CN=odd," in unchecked and "malformed" in unchecked
+    # ... for a CN only: a client's EUI-64 in a dNSName subjectAltName is the verifier's to check
+    in_san = client_leaf(odd, "device", san=dns("a0:b1:c2:d3:e4:f5:06:17"))
+    assert client(chain_der(in_san, odd), store) == "A0-B1-C2-D3-E4-F5-06-17"
+
+
+@pytest.mark.req("CRT-3", "CRT-4")
+def test_name_constraints_on_a_common_name_in_detail() -> None:
+    """RFC 5280 §4.2.1.10 for a CN taken as the name: every CA of the path counts (one without
+    constraints below a constrained one too), permitted subtrees alone constrain, a trailing
+    dot is no label, a base with a leading dot holds only the names below it, and an empty
+    base holds every name."""
+    top = root()
+    store = TrustStore([top.der])
+
+    def cn_server(common_name: str, *cas: Issued) -> tuple[bytes, ...]:
+        return chain_der(issue(common_name, cas[0], eku=[SERVER_AUTH]), *cas)
+
+    def constrained(name: str, *permitted: str) -> Issued:
+        subtrees = x509.NameConstraints(permitted_subtrees=dns(*permitted),
+                                        excluded_subtrees=None)
+        return intermediate(top, name, extensions=[(subtrees, True)])
+
+    permitted_only = root("plant root", extensions=[(x509.NameConstraints(
+        permitted_subtrees=dns("plant-a.example"), excluded_subtrees=None), True)])
+    plain = intermediate(permitted_only, "plain")
+    message = refused(A.bad_certificate, server, cn_server("gw.other.example", plain),
+                      TrustStore([permitted_only.der]), "gw.other.example")
+    assert "permitted by CA 'CN=plant root," in message
+    plant = constrained("plant a", "plant-a.example")
+    assert server(cn_server("gw.plant-a.example.", plant), store, "gw.plant-a.example") == (
+        "gw.plant-a.example")
+    below = constrained("below plant a", ".plant-a.example.")
+    assert server(cn_server("gw.plant-a.example", below), store, "gw.plant-a.example") == (
+        "gw.plant-a.example")
+    refused(A.bad_certificate, server, cn_server("plant-a.example", below), store,
+            "plant-a.example")
+    anything = constrained("anything", "")
+    assert server(cn_server("gw.any.example", anything), store, "gw.any.example") == (
+        "gw.any.example")
 
 
 @pytest.mark.req("CRT-3")
