@@ -237,6 +237,20 @@ def test_a_scalar_out_of_range_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.req("CFG-2")
+def test_a_scalar_has_as_many_bits_as_its_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draw's top bits, as many as the order has: an order of 2 (two bits) takes the top
+    two bits of a byte and has one scalar, 1; an order of 5 (three bits) the top three. An
+    order below 2 has none."""
+    draws = [b"\x80", b"\x40", b"\x80"]
+    monkeypatch.setattr(os, "urandom", lambda n: draws.pop(0))
+    assert random_scalar(2) == 1  # 0b10 is refused, 0b01 taken
+    assert random_scalar(5) == 4  # 0b100
+    assert draws == []
+    with pytest.raises(ValueError, match="at least 2"):
+        random_scalar(1)
+
+
+@pytest.mark.req("CFG-2")
 def test_ecdsa_signatures_are_deterministic_and_verify() -> None:
     """RFC 6979: no random nonce, so the same key signs the same data the same way."""
     key, data = server_key(), b"ServerKeyExchange params"
@@ -246,6 +260,8 @@ def test_ecdsa_signatures_are_deterministic_and_verify() -> None:
     assert key.sign_digest(digest) == key.sign_digest(digest)
     verify_signature(public, key.sign(data), data)
     verify_digest_signature(public, key.sign_digest(digest), digest)
+    algorithm = iotdtls.crypto.signature._ecdsa(hashes.SHA384())
+    assert algorithm.deterministic_signing and isinstance(algorithm.algorithm, hashes.SHA384)
 
 
 def test_ecdsa_falls_back_to_a_random_nonce_without_rfc_6979(
