@@ -544,3 +544,9 @@ def test_for_host_gives_one_configuration_per_host() -> None:
     assert again is first and again.trust_store is first.trust_store
     assert anchored.for_host("other.example").server_name == "other.example"
     assert anchored.for_host("gw.example") is first
+    # 64 hosts are kept; a 65th drops them all.
+    for n in range(62):
+        anchored.for_host(f"host{n}.example")
+    assert anchored.for_host("gw.example") is first
+    anchored.for_host("one-more.example")
+    assert anchored.for_host("gw.example") is not first
