@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from iotdtls.config import ServerConfig
 from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertSent, ConfigError
+from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, ConfigError
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS
 from iotdtls.handshake.negotiation import takes_uncompressed
@@ -232,6 +232,9 @@ def test_a_raw_key_client_refuses_a_server_confirming_x509() -> None:
     assert closed.error.reason.endswith(
         "server certificate type X509 (RFC 7250 §3) is not what we are provisioned for")
     assert ("client", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
+    (received,) = events_of(link, "server", ConnectionClosed)  # the alert the wire carried
+    assert isinstance(received.error, AlertReceived)
+    assert received.error.alert is AlertDescription.unsupported_certificate
 
 
 @pytest.mark.parametrize("formats", [(1,), (2, 1)], ids=["compressed", "compressed-both"])

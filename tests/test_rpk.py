@@ -15,8 +15,8 @@ import iotdtls.handshake.keyexchange
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.crypto.ecdhe import EphemeralKey
 from iotdtls.crypto.signature import PrivateKey
-from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
-from iotdtls.events import DataReceived, HandshakeComplete
+from iotdtls.errors import AlertDescription, AlertReceived, ConfigError, ProtocolError
+from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity, UnauthenticatedPeer
 from iotdtls.messages import (
@@ -216,6 +216,9 @@ def test_no_client_certificate_type_in_common_is_unsupported_certificate(configs
     assert error.alert is AlertDescription.unsupported_certificate
     assert error.reason == "the client offers no certificate type we can authenticate"
     assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
+    (received,) = events_of(link, "client", ConnectionClosed)  # the alert the wire carried
+    assert isinstance(received.error, AlertReceived)
+    assert received.error.alert is AlertDescription.unsupported_certificate
 
 
 @pytest.mark.req("RPK-2", "ERR-1")
@@ -397,6 +400,9 @@ def test_no_certificate_type_in_common_is_unsupported_certificate(configs: Any) 
     assert error.alert is AlertDescription.unsupported_certificate
     assert error.reason == "no server certificate type in common"
     assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
+    (received,) = events_of(link, "client", ConnectionClosed)  # the alert the wire carried
+    assert isinstance(received.error, AlertReceived)
+    assert received.error.alert is AlertDescription.unsupported_certificate
 
 
 @pytest.mark.req("CFG-1", "PSK-1", "RPK-2")
