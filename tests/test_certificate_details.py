@@ -33,7 +33,12 @@ from iotdtls.crypto.x509 import (
 )
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+from iotdtls.errors import (
+    AlertDescription,
+    ConfigError,
+    ProtocolError,
+    SequenceNumbersExhausted,
+)
 from iotdtls.events import CertificateUrlsReceived, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import MODE_ALERTS, X509_MODE_ALERTS
 from iotdtls.handshake.negotiation import choose_server_parameters
@@ -54,7 +59,8 @@ from iotdtls.messages import (
     find_extension,
 )
 from iotdtls.messages.constants import IdentifierType
-from tests.memory_link import CLIENT_ADDR, MemoryLink, established, events_of
+from iotdtls.record import MAX_SEQUENCE_NUMBER, ContentType
+from tests.memory_link import CLIENT_ADDR, MemoryLink, established, events_of, record_layer
 from tests.pki import (
     NOW,
     YEAR,
@@ -610,6 +616,38 @@ def test_a_fetch_for_a_replaced_association_is_not_answered_to_its_successor(
     )
     second.run()
     assert established(second)
+
+
+@pytest.mark.req("CRT-7")
+def test_a_fetched_chain_past_the_last_record_number_abandons_the_association(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 6347 §4.1: when the chain comes (RFC 6066 §5) and the server's epoch-0 numbers are
+    used up, its next flight cannot be sent: the association ends with
+    `SequenceNumbersExhausted`, as in receive_datagram, and supply_certificate_chain does not
+    raise."""
+    asked: list[CertificateUrlsReceived] = []
+
+    def hold(link: MemoryLink, address: object, event: CertificateUrlsReceived) -> None:
+        asked.append(event)
+
+    monkeypatch.setattr(MemoryLink, "_fetch_client_chain", hold)
+    client_kw, server_kw, _ = url_setup({})
+    link = x509_link(client=client_kw, server=server_kw)
+    link.client.connect(link.now)
+    link.run(stop=lambda lk: len(asked) == 1)
+    conn = link.server_conn
+    assert conn is not None
+    layer = record_layer(conn)
+    layer.set_next_sequence_number(0, MAX_SEQUENCE_NUMBER - 1)
+    layer.seal(ContentType.alert, b"\x01\x00", 0)  # the last number of epoch 0
+    p = x509_pki()
+    link.server.supply_certificate_chain(
+        CLIENT_ADDR, (p.client.der, p.ca.der), link.now, request=asked[0]
+    )
+    assert conn.state is ConnectionState.CLOSED
+    assert isinstance(conn.error, SequenceNumbersExhausted) and conn.error.epoch == 0
+    assert conn.datagrams_to_send(link.now) == []
 
 # -- the server's choice among its credentials (RFC 7250 §4.1, RFC 6066 §6) -------------------
 
