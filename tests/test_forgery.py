@@ -242,6 +242,21 @@ def test_a_record_that_failed_before_the_change_cipher_spec_never_counts_after_i
     assert server_conn.state is ConnectionState.ESTABLISHED
 
 
+@pytest.mark.req("REC-3")
+def test_a_plaintext_record_ahead_of_the_finished_leaves_the_rest_of_its_datagram() -> None:
+    """Only the record of the epoch the peer left is dropped: the genuine Finished after it in
+    the same datagram is read, and completes the handshake."""
+    link, (cke, ccs, finished) = link_before_flight_five()
+    to_server(link, cke + ccs)
+    conn = link.server_conn
+    assert conn is not None
+    seq = conn._reassembler.next_seq
+    plain = handshake_record(_plain(), HandshakeType.finished, seq, bytes(12))
+    to_server(link, plain + finished)
+    assert conn.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == 1
+    assert conn.state is ConnectionState.ESTABLISHED
+
+
 def _server_events(link: MemoryLink) -> list[object]:
     out = []
     while (item := link.server.next_event()) is not None:
