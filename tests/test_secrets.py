@@ -260,6 +260,11 @@ def test_ecdsa_signatures_are_deterministic_and_verify() -> None:
     assert key.sign_digest(digest) == key.sign_digest(digest)
     verify_signature(public, key.sign(data), data)
     verify_digest_signature(public, key.sign_digest(digest), digest)
+
+
+@pytest.mark.req("CFG-2")
+def test_ecdsa_is_asked_for_deterministic_signatures_with_the_hash_given() -> None:
+    """What the signing keys are built with (once, at import): RFC 6979 where OpenSSL has it."""
     algorithm = iotdtls.crypto.signature._ecdsa(hashes.SHA384())
     assert algorithm.deterministic_signing and isinstance(algorithm.algorithm, hashes.SHA384)
 
