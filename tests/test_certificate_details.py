@@ -582,13 +582,11 @@ def test_the_endpoint_answers_the_fetched_chain_to_the_right_peer(
 
 
 
-@pytest.mark.req("CRT-7")
-def test_a_fetch_for_a_replaced_association_is_not_answered_to_its_successor(
+def holding_fetches(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """RFC 6066 §5 with RFC 6347 §4.2.8: a client restarts from the same address while the
-    server fetches its chain. The first fetch's outcome, when it comes, is not handed to the
-    new association, which waits for its own fetch (equal URLs, another request)."""
+) -> tuple[list[CertificateUrlsReceived], dict[str, Any], dict[str, Any]]:
+    """The client and server settings of a certificate-URL handshake (RFC 6066 §5) whose
+    server's fetches are held: each request is kept in the list returned, never answered."""
     asked: list[CertificateUrlsReceived] = []
 
     def hold(link: MemoryLink, address: object, event: CertificateUrlsReceived) -> None:
@@ -596,6 +594,17 @@ def test_a_fetch_for_a_replaced_association_is_not_answered_to_its_successor(
 
     monkeypatch.setattr(MemoryLink, "_fetch_client_chain", hold)
     client_kw, server_kw, _ = url_setup({})
+    return asked, client_kw, server_kw
+
+
+@pytest.mark.req("CRT-7")
+def test_a_fetch_for_a_replaced_association_is_not_answered_to_its_successor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 6066 §5 with RFC 6347 §4.2.8: a client restarts from the same address while the
+    server fetches its chain. The first fetch's outcome, when it comes, is not handed to the
+    new association, which waits for its own fetch (equal URLs, another request)."""
+    asked, client_kw, server_kw = holding_fetches(monkeypatch)
     first = x509_link(client=client_kw, server=server_kw)
     first.client.connect(first.now)
     first.run(stop=lambda link: len(asked) == 1)
@@ -626,13 +635,7 @@ def test_a_fetched_chain_past_the_last_record_number_abandons_the_association(
     used up, its next flight cannot be sent: the association ends with
     `SequenceNumbersExhausted`, as in receive_datagram, and supply_certificate_chain does not
     raise."""
-    asked: list[CertificateUrlsReceived] = []
-
-    def hold(link: MemoryLink, address: object, event: CertificateUrlsReceived) -> None:
-        asked.append(event)
-
-    monkeypatch.setattr(MemoryLink, "_fetch_client_chain", hold)
-    client_kw, server_kw, _ = url_setup({})
+    asked, client_kw, server_kw = holding_fetches(monkeypatch)
     link = x509_link(client=client_kw, server=server_kw)
     link.client.connect(link.now)
     link.run(stop=lambda lk: len(asked) == 1)
@@ -648,6 +651,7 @@ def test_a_fetched_chain_past_the_last_record_number_abandons_the_association(
     assert conn.state is ConnectionState.CLOSED
     assert isinstance(conn.error, SequenceNumbersExhausted) and conn.error.epoch == 0
     assert conn.datagrams_to_send(link.now) == []
+
 
 # -- the server's choice among its credentials (RFC 7250 §4.1, RFC 6066 §6) -------------------
 

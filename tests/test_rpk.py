@@ -199,6 +199,22 @@ def raw_key_client_and_x509_client_auth() -> tuple[ClientConfig, ServerConfig]:
     )
 
 
+def assert_unsupported_certificate(
+    client: ClientConfig, server: ServerConfig, reason: str
+) -> None:
+    """The server ends the handshake with unsupported_certificate for `reason`, and the client
+    receives that alert on the wire (RFC 7250 §4.2)."""
+    link = MemoryLink(client, server, allowed_alerts=CERTIFICATE_TYPE_ALERTS)
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is AlertDescription.unsupported_certificate
+    assert error.reason == reason
+    assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
+    (received,) = events_of(link, "client", ConnectionClosed)  # the alert the wire carried
+    assert isinstance(received.error, AlertReceived)
+    assert received.error.alert is AlertDescription.unsupported_certificate
+
+
 @pytest.mark.req("RPK-3", "ERR-1")
 @pytest.mark.parametrize(
     "configs",
@@ -209,16 +225,9 @@ def test_no_client_certificate_type_in_common_is_unsupported_certificate(configs
     """RFC 7250 §4.2 for the client certificate type of a server that requires client
     authentication: unsupported_certificate on the wire, as for the server certificate type
     (no mode is agreed yet; a certificate-based suite was asked for)."""
-    client, server = configs()
-    link = MemoryLink(client, server, allowed_alerts=CERTIFICATE_TYPE_ALERTS)
-    link.handshake()
-    error = failure(link, "server")
-    assert error.alert is AlertDescription.unsupported_certificate
-    assert error.reason == "the client offers no certificate type we can authenticate"
-    assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
-    (received,) = events_of(link, "client", ConnectionClosed)  # the alert the wire carried
-    assert isinstance(received.error, AlertReceived)
-    assert received.error.alert is AlertDescription.unsupported_certificate
+    assert_unsupported_certificate(
+        *configs(), "the client offers no certificate type we can authenticate"
+    )
 
 
 @pytest.mark.req("RPK-2", "ERR-1")
@@ -393,16 +402,7 @@ def test_no_certificate_type_in_common_is_unsupported_certificate(configs: Any) 
     """RFC 7250 §4.2: a server with none of the client's server certificate types ends the
     handshake with unsupported_certificate, on the wire too (a certificate-based suite was
     asked for: this is never PSK mode, whose alerts have no certificate alerts)."""
-    client, server = configs()
-    link = MemoryLink(client, server, allowed_alerts=CERTIFICATE_TYPE_ALERTS)
-    link.handshake()
-    error = failure(link, "server")
-    assert error.alert is AlertDescription.unsupported_certificate
-    assert error.reason == "no server certificate type in common"
-    assert ("server", 2, AlertDescription.unsupported_certificate) in link.checked_alerts
-    (received,) = events_of(link, "client", ConnectionClosed)  # the alert the wire carried
-    assert isinstance(received.error, AlertReceived)
-    assert received.error.alert is AlertDescription.unsupported_certificate
+    assert_unsupported_certificate(*configs(), "no server certificate type in common")
 
 
 @pytest.mark.req("CFG-1", "PSK-1", "RPK-2")
