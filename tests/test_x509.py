@@ -21,8 +21,10 @@ from cryptography.x509.oid import (
     ObjectIdentifier,
 )
 
+from iotdtls.crypto import x509 as x509_module
 from iotdtls.crypto.x509 import (
     DEFAULT_MAX_CHAIN_DEPTH,
+    MAX_CHAIN_DEPTH_LIMIT,
     TrustStore,
     is_self_signed,
     leaf_public_key_spki,
@@ -887,3 +889,32 @@ def test_is_self_signed_takes_only_a_root_signed_with_its_own_key() -> None:
     assert not is_self_signed(server_leaf(ca, "gw.example").der)
     assert not is_self_signed(issue("impostor", None, ca=True, signing_key=p256()).der)
     assert not is_self_signed(b"not a certificate")
+
+
+def test_a_chain_of_certificates_issuing_one_another_is_diagnosed_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile chain: fourteen self-signed CA certificates of one name and one key (each
+    issues every other), one of them expired, under no trust anchor, on a server that allows
+    the deepest chains (MAX_CHAIN_DEPTH_LIMIT). Naming the expired one
+    looks for a signed path: a search of the graph checks each pair's signature at most once,
+    where one of the orderings would never end (14! of them)."""
+    key = p256()
+    cas = [
+        issue("loop ca", None, key=key, ca=True, not_after=NOW - DAY if n == 0 else NOW + YEAR)
+        for n in range(14)
+    ]
+    leaf = server_leaf(cas[0])
+    checks = 0
+    real = x509_module._issued_by
+
+    def counted(cert: Any, issuer: Any) -> bool:
+        nonlocal checks
+        checks += 1
+        assert checks < 1000, "a search of the orderings"
+        return real(cert, issuer)
+
+    monkeypatch.setattr(x509_module, "_issued_by", counted)
+    refused(A.unknown_ca, server, chain_der(leaf, *cas), TrustStore([root("other").der]),
+            max_depth=MAX_CHAIN_DEPTH_LIMIT)
+    assert checks <= 15 * 15

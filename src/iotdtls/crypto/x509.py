@@ -551,6 +551,8 @@ def _expired_on_path(
             continue
         if cert in path:
             return index
+    if all(_valid_at(cert, when) for cert in certs[1:]):
+        return None
     linked = _signed_path(certs, store)
     if linked is None or not _window_of(linked).is_empty():
         return None  # no path, or the verifier was asked above at a time all of it is valid
@@ -565,18 +567,23 @@ def _signed_path(
 ) -> list[x509.Certificate] | None:
     """A path from the leaf to a trust anchor through the certificates sent, each issued by
     the next by name and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)), validity not looked at;
-    None when there is none. Each certificate sent is used once, so the search ends."""
+    None when there is none. A search of the graph, not of the orderings: a certificate
+    entered once is never entered again, so a hostile chain of certificates that all issue
+    one another costs at most one signature check per pair, not one per permutation."""
+    entered: set[int] = set()
 
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         last = path[-1]
         for anchor in store._certificates:
             if anchor.subject == last.issuer and _issued_by(last, anchor):
                 return [*path, anchor]
-        for cert in certs[1:]:
-            if cert not in path and cert.subject == last.issuer and _issued_by(last, cert):
-                found = extend([*path, cert])
-                if found is not None:
-                    return found
+        for index, cert in enumerate(certs[1:], 1):
+            if index in entered or cert.subject != last.issuer or not _issued_by(last, cert):
+                continue
+            entered.add(index)
+            found = extend([*path, cert])
+            if found is not None:
+                return found
         return None
 
     return extend(certs[:1])
