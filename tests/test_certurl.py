@@ -264,6 +264,19 @@ def test_redirects_stay_on_the_same_scheme(web: LocalHttpServer, tmp_path: Path)
     assert "/cert.der" in web.hits and web.hits.count("/loop") <= 6
 
 
+def test_a_redirects_body_is_not_read(web: LocalHttpServer) -> None:
+    """urllib reads a redirect's body whole before following it: the server (one the peer
+    named) could fill memory for as long as the fetch's time allows. The body is left
+    unread: here one that would take ten seconds to arrive."""
+    web.routes["/moved"] = Route(
+        b"x" * 500, status=302, headers={"Location": web.url("/cert.der")}, dribble=0.02
+    )
+    started = time.monotonic()
+    assert default_fetcher(web.url("/moved"), LIMIT, 3.0) == CERT
+    assert time.monotonic() - started < 1.5
+    assert web.hits == ["/moved", "/cert.der"]
+
+
 def test_file_urls(tmp_path: Path) -> None:
     target = tmp_path / "a cert.der"
     target.write_bytes(CERT)

@@ -311,7 +311,9 @@ def _read_limited(stream: _Stream, size_limit: int, parts: SplitResult) -> bytes
 
 
 class _SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to the scheme of the request (http to http, https to https)."""
+    """Follow a redirect only to the scheme of the request (http to http, https to https),
+    without reading the redirect's body: urllib reads it whole before following, so a server
+    the peer named could send it as fast, and as long, as the fetch's time allows."""
 
     max_redirections = MAX_REDIRECTS
 
@@ -329,7 +331,10 @@ class _SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
             raise CertificateFetchError(
                 f"{_describe(old)}: redirect to another scheme ({new.scheme or 'none'}) refused"
             )
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new_request = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new_request is not None:
+            fp.close()  # urllib's read of the body to discard then finds nothing to read
+        return new_request
 
 
 def _split(url: str) -> SplitResult:
