@@ -310,6 +310,22 @@ def test_incomplete_message_is_not_released() -> None:
     assert r.peek() is not None
 
 
+@pytest.mark.req("HS-5")
+def test_a_later_message_of_an_epoch_is_found_and_the_due_one_is_not() -> None:
+    """`later_message_seq(epoch)`: something of a message past the one due, in that epoch
+    (what shows the peer numbered a message that was not taken); the due message itself, in
+    pieces, is still awaited."""
+    r = fresh(next_seq=3)
+    assert r.later_message_seq(1) is None
+    r.add(HandshakeFragment(20, 12, 3, 0, b"f" * 6, 1))  # the due message, half of it
+    r.add(HandshakeFragment(20, 12, 6, 0, b"f" * 12, 0))  # a later one, in another epoch
+    assert r.later_message_seq(1) is None
+    r.add(HandshakeFragment(20, 12, 5, 6, b"f" * 6, 1))
+    r.add(HandshakeFragment(20, 12, 4, 0, b"f" * 12, 1))
+    assert r.later_message_seq(1) == 4
+    assert r.later_message_seq(0) == 6
+
+
 @pytest.mark.req("HS-3")
 @pytest.mark.parametrize(
     "bad",

@@ -30,7 +30,9 @@ from iotdtls.events import AlertReceived as AlertEvent
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.client import ClientHandshake
-from iotdtls.handshake.flight import OutgoingMessage
+from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
+from iotdtls.handshake.machine import Outcome
+from iotdtls.handshake.reassembly import ReassembledMessage
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.messages import (
     DTLS_1_0,
@@ -157,6 +159,61 @@ def test_client_refuses_unexpected_message_in_server_flight(
     assert_link_failed(link, "client", UNEXPECTED)
     assert alert_of(wire_from(link, "client")[-1]) == (AlertLevel.FATAL, UNEXPECTED)
     assert link.server.connections == {}
+
+
+def extra_before_change_cipher_spec(outcome: Outcome, extra: tuple[int, bytes]) -> Outcome:
+    """`outcome`'s flight with the message `extra` (type, body), in epoch 0, numbered where
+    the Finished was, between the last message and the ChangeCipherSpec; the Finished moves
+    one message_seq on."""
+    assert outcome.flight is not None
+    *before, ccs, finished = outcome.flight.items
+    assert isinstance(ccs, OutgoingCcs) and isinstance(finished, OutgoingMessage)
+    seq = finished.message_seq
+    moved = OutgoingMessage(finished.msg_type, seq + 1, finished.body, finished.epoch)
+    added = OutgoingMessage(extra[0], seq, extra[1], 0)
+    flight = Flight((*before, added, ccs, moved), final=outcome.flight.final)
+    return Outcome(flight, outcome.keys)
+
+
+class ClientWithExtraMessage(ClientHandshake):
+    """Flight 5 with a second ClientKeyExchange before the ChangeCipherSpec."""
+
+    def _on_server_hello_done(self, msg: ReassembledMessage) -> Outcome:
+        outcome = super()._on_server_hello_done(msg)
+        self.send_seq += 1
+        cke = ClientKeyExchangePsk(IDENTITY).encode()
+        return extra_before_change_cipher_spec(outcome, (HandshakeType.client_key_exchange, cke))
+
+
+class ServerWithExtraMessage(ServerHandshake):
+    """Flight 6 with a ServerHelloDone before the ChangeCipherSpec."""
+
+    def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
+        outcome = super()._on_finished_then_ours(msg)
+        self.send_seq += 1
+        return extra_before_change_cipher_spec(outcome, (HandshakeType.server_hello_done, b""))
+
+
+@pytest.mark.req("HS-5", "ERR-1")
+@pytest.mark.parametrize("sender", ["client", "server"])
+def test_a_message_numbered_where_the_change_cipher_spec_is_due_is_unexpected(
+    monkeypatch: pytest.MonkeyPatch, sender: Direction
+) -> None:
+    """RFC 5246 §7.4: messages out of order are fatal. A plaintext message where the peer's
+    ChangeCipherSpec is due is dropped as a possible forgery; the Finished, authenticated one
+    message_seq later, shows the peer really numbered a message there: unexpected_message at
+    once, not a wait for that message_seq until the handshake times out."""
+    if sender == "client":
+        monkeypatch.setattr(iotdtls.connection, "ClientHandshake", ClientWithExtraMessage)
+    else:
+        monkeypatch.setattr(iotdtls.connection, "ServerHandshake", ServerWithExtraMessage)
+    link = make_link()
+    link.handshake(until=5.0)
+    receiver: Direction = "server" if sender == "client" else "client"
+    assert_link_failed(link, receiver, UNEXPECTED)
+    (closed,) = events_of(link, receiver, ConnectionClosed)
+    assert "out of turn" in str(closed.error)
+    assert link.now < 1.0  # at once, not after retransmissions or the handshake timeout
 
 
 def link_waiting_for_key_exchange() -> MemoryLink:

@@ -849,7 +849,11 @@ class DtlsConnection:
                 self._deferred_ccs = False
                 hs.change_cipher_spec()
             msg = self._reassembler.peek()
-            if msg is None or hs.holds(msg.msg_type):
+            if msg is None:
+                if hs.peer_epoch:
+                    self._check_no_message_skipped()
+                return
+            if hs.holds(msg.msg_type):
                 return
             if hs.expects_change_cipher_spec():
                 if msg.epoch > hs.peer_epoch:
@@ -893,6 +897,23 @@ class DtlsConnection:
                 self._send_flight(outcome.flight, now)
             if hs.complete():
                 self._complete(now)
+
+    def _check_no_message_skipped(self) -> None:
+        """A message authenticated under the peer's new epoch (from its ChangeCipherSpec on)
+        whose message_seq lies past the one due shows that the peer numbered a message we did
+        not take: one in the old epoch where its ChangeCipherSpec was due (a repeated
+        CertificateVerify, say), dropped as unauthenticated above. RFC 5246 §7.4: "Sending
+        handshake messages in an unexpected order results in a fatal error"; waiting for that
+        message_seq would stall both sides until the handshake timeout."""
+        epoch = self._handshake.peer_epoch
+        later = self._reassembler.later_message_seq(epoch)
+        if later is not None:
+            raise ProtocolError(
+                f"handshake message {later} in epoch {epoch} where message "
+                f"{self._reassembler.next_seq} is due: the peer sent a message out of turn "
+                f"(state {self._handshake.state.name})",
+                AlertDescription.unexpected_message,
+            )
 
     def _apply_fragment_limit(self) -> None:
         """RFC 6066 §4: from the hello that negotiated it on, both directions keep to the

@@ -228,6 +228,17 @@ class Reassembler:
             return None
         return ReassembledMessage(entry.msg_type, self.next_seq, bytes(entry.data), entry.epoch)
 
+    def later_message_seq(self, epoch: int) -> int | None:
+        """The lowest message_seq past the next one of which something (whole or a part) came
+        in `epoch`; None when there is none."""
+        if not self._partials:
+            return None
+        due = self.next_seq
+        return min(
+            (seq for seq, entry in self._partials.items() if seq > due and entry.epoch == epoch),
+            default=None,
+        )
+
     def discard(self) -> None:
         """Forget what arrived for the next message_seq (a forgery); keep waiting for it."""
         if self._partials is not None:
