@@ -55,6 +55,7 @@ from tests.pubkey_support import (
     server_key,
     stranger_key,
     x509_configs,
+    x509_link,
     x509_pki,
 )
 
@@ -366,6 +367,64 @@ def test_client_refuses_a_certificate_type_it_did_not_offer() -> None:
     link = rpk_link(rewrite("server", HandshakeType.server_hello, x509, times=9))
     link.handshake()
     assert failure(link, "client").alert is AlertDescription.illegal_parameter
+
+
+def server_hello_with(change: Any) -> Any:
+    """A ServerHello body rewriter: `change` maps its extensions to the ones sent."""
+    def rewritten(body: bytes) -> bytes:
+        sh = ServerHello.decode(body)
+        return ServerHello(sh.server_version, sh.random, sh.session_id, sh.cipher_suite,
+                           sh.compression_method, tuple(change(sh.extensions))).encode()
+    return rewritten
+
+
+def without_client_certificate_type(extensions: Any) -> Any:
+    return [e for e in extensions if not isinstance(e, ClientCertificateType)]
+
+
+@pytest.mark.req("RPK-1")
+def test_a_raw_key_client_asked_for_x509_sends_an_empty_certificate() -> None:
+    """RFC 7250 §4.2: a ServerHello without client_certificate_type leaves X.509 as the
+    client's certificate type; the CertificateRequest that follows gets an empty Certificate
+    from a raw-key client (RFC 5246 §7.4.6), not its SubjectPublicKeyInfo."""
+    link = rpk_link(rewrite("server", HandshakeType.server_hello,
+                            server_hello_with(without_client_certificate_type), times=9))
+    link.handshake()
+    (client_cert,) = hello_bodies(link, "client", HandshakeType.certificate)
+    assert client_cert == b"\x00\x00\x00"  # no certificates
+    assert HandshakeType.certificate_verify not in message_types(wire_from(link, "client"))
+    error = failure(link, "server")  # it confirmed raw keys: the key it wanted is missing
+    assert error.alert is AlertDescription.handshake_failure
+    assert error.reason == "the peer sent no raw public key"
+
+
+@pytest.mark.req("RPK-1", "ERR-1")
+@pytest.mark.parametrize(
+    ("make_link", "alert"),
+    [
+        # RFC 5246 §7.4.1.4: an X.509 client offers no client_certificate_type.
+        (lambda fate: x509_link(fate), AlertDescription.unsupported_extension),
+        # A raw-key client offers only RawPublicKey: X.509 is a type it did not offer.
+        (lambda fate: rpk_link(fate), AlertDescription.illegal_parameter),
+    ],
+    ids=["x509-client-given-raw-key", "raw-key-client-given-x509"],
+)
+def test_client_refuses_a_client_certificate_type_it_cannot_use(
+    make_link: Any, alert: AlertDescription
+) -> None:
+    """A ServerHello selecting for the client a certificate type other than its credential's is
+    refused at the hello, before any Certificate."""
+    def other_type(extensions: Any) -> Any:
+        kept = without_client_certificate_type(extensions)
+        mine = find_extension(extensions, ClientCertificateType)
+        other = CertificateType.RawPublicKey if mine is None else CertificateType.X509
+        return [*kept, ClientCertificateType((other,))]
+
+    link = make_link(rewrite("server", HandshakeType.server_hello, server_hello_with(other_type),
+                             times=9))
+    link.handshake()
+    assert failure(link, "client").alert is alert
+    assert HandshakeType.certificate not in message_types(wire_from(link, "client"))
 
 
 @pytest.mark.req("RPK-1")

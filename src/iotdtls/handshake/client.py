@@ -117,6 +117,7 @@ class ClientHandshake(HandshakeMachine):
 
     __slots__ = (
         "_cached_chain",
+        "_client_type",
         "_credential_digest",
         "_exchange",
         "_hello_parts",
@@ -151,6 +152,8 @@ class ClientHandshake(HandshakeMachine):
         self._server_key: PublicKey | None = None
         #: What we answer a CertificateRequest with (None: not requested).
         self._requested: OwnCertificate | None = None
+        #: The certificate type the ServerHello selected for ours (RFC 7250 §4.2).
+        self._client_type: int = CertificateType.X509
         #: The server confirmed cached_info (RFC 7924) / client_certificate_url (RFC 6066 §5).
         self._cached_chain = False
         self._send_urls = False
@@ -236,6 +239,10 @@ class ClientHandshake(HandshakeMachine):
         else:
             self._exchange = EcdheClientExchange()
             self._verifier = self._server_verifier(hello)
+            # RFC 7250 §4.2: without client_certificate_type in the ServerHello, X.509 applies.
+            # `_check_extensions` made sure a type confirmed is one we offered.
+            confirmed = find_extension(hello.extensions, ClientCertificateType)
+            self._client_type = CertificateType.X509 if confirmed is None else confirmed.types[0]
             self.table = CERTIFICATE_FLOW
         self.allowed_alerts = MODE_ALERTS[self.config.mode]
         return None
@@ -380,8 +387,9 @@ class ClientHandshake(HandshakeMachine):
         self.record(msg)
 
     def _on_certificate_request(self, msg: ReassembledMessage) -> None:
-        """RFC 5246 §7.4.4: we answer with our credential if it fits the request, otherwise with
-        an empty Certificate (the server decides whether to go on, §7.4.6)."""
+        """RFC 5246 §7.4.4: we answer with our credential if it fits the request and is of the
+        type the ServerHello selected for us (RFC 7250 §4.2), otherwise with an empty
+        Certificate (the server decides whether to go on, §7.4.6)."""
         request = CertificateRequest.decode(msg.body)
         self.record(msg)
         own = self._own_certificate()
@@ -389,7 +397,8 @@ class ClientHandshake(HandshakeMachine):
             RequestedCertificateType.ecdsa_sign in request.certificate_types
             and SignatureScheme.ecdsa_secp256r1_sha256 in request.signature_schemes
         )
-        self._requested = own if own is not None and fits else NO_CERTIFICATE
+        suitable = own is not None and fits and own.certificate_type == self._client_type
+        self._requested = own if suitable else NO_CERTIFICATE
 
     def _own_certificate(self) -> OwnCertificate | None:
         config = self.config
