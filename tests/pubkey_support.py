@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey
-from iotdtls.errors import AlertSent
+from iotdtls.errors import AlertReceived, AlertSent
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import X509_MODE_ALERTS
 from iotdtls.messages import HandshakeHeader
@@ -28,6 +28,7 @@ __all__ = [
     "X509Pki",
     "client_key",
     "failure",
+    "received_alert",
     "rewrite",
     "rpk_link",
     "server_key",
@@ -145,6 +146,13 @@ def failure(link: MemoryLink, sender: Direction) -> AlertSent:
     other: Direction = "server" if sender == "client" else "client"
     assert events_of(link, other, DataReceived) == []
     assert events_of(link, other, HandshakeComplete) == []
+    return closed.error
+
+
+def received_alert(link: MemoryLink, side: Direction) -> AlertReceived:
+    """The AlertReceived that ended `side`'s association."""
+    (closed,) = events_of(link, side, ConnectionClosed)
+    assert isinstance(closed.error, AlertReceived), closed
     return closed.error
 
 

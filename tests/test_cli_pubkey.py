@@ -123,6 +123,22 @@ def x509_client_args(pki: Pki) -> list[str]:
             "--key", str(pki.client_key), "--server-name", "localhost"]
 
 
+@pytest.mark.req("CRT-1", "ERR-1")
+def test_cli_client_without_a_certificate_is_told_why_it_was_refused(pki: Pki) -> None:
+    """The server's handshake_failure says nothing more; the client's line says what it sent
+    (RFC 5246 §7.4.6), as the server's log does."""
+    port = free_udp_port()
+    with cli_server(port, *x509_server_args(pki)) as server:
+        done = run_client(port, ["never"], "--cafile", str(pki.ca_crt),
+                          "--server-name", "localhost", "--timeout", "5")
+        server.wait_for_output(r"the client sent no certificate", 5.0)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "iotdtls: received fatal alert handshake_failure (the server asked for a client "
+        "certificate; none was sent: no client credential configured)"
+    ], done.stderr
+
+
 @pytest.mark.req("CRT-1", "CRT-2", "CRT-4")
 def test_cli_certificates_with_a_chain_cache(pki: Pki, tmp_path: Path) -> None:
     """Mutual certificates from the command line; with --cache-dir the first run keeps the

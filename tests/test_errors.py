@@ -65,6 +65,12 @@ def test_alert_received_names_known_alerts_and_numbers_unknown_ones(
     assert str(error) == message
 
 
+def test_alert_received_adds_what_our_side_knows_in_parentheses() -> None:
+    error = AlertReceived(40, "no certificate was sent")
+    assert error.alert is AlertDescription.handshake_failure
+    assert str(error) == "received fatal alert handshake_failure (no certificate was sent)"
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -50,6 +50,7 @@ from tests.pubkey_support import (
     der_to_pem,
     failure,
     point_spki,
+    received_alert,
     rewrite,
     rpk_link,
     server_key,
@@ -396,6 +397,10 @@ def test_a_raw_key_client_asked_for_x509_sends_an_empty_certificate() -> None:
     error = failure(link, "server")  # it confirmed raw keys: the key it wanted is missing
     assert error.alert is AlertDescription.handshake_failure
     assert error.reason == "the peer sent no raw public key"
+    assert str(received_alert(link, "client")) == (
+        "received fatal alert handshake_failure (the server asked for a client certificate; "
+        "none was sent: it asked for an X.509 certificate and ours is a raw public key)"
+    )
 
 
 @pytest.mark.req("RPK-1", "ERR-1")

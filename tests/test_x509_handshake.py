@@ -5,6 +5,7 @@ indication (RFC 6066 §5, §6), and one server holding all three credential kind
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -43,7 +44,15 @@ from tests.memory_link import (
     records,
     wire_from,
 )
-from tests.pubkey_support import client_key, failure, rewrite, server_key, x509_link, x509_pki
+from tests.pubkey_support import (
+    client_key,
+    failure,
+    received_alert,
+    rewrite,
+    server_key,
+    x509_link,
+    x509_pki,
+)
 
 A = AlertDescription
 CLIENT_EUI64 = "01-23-45-67-89-AB-CD-EF"
@@ -145,10 +154,40 @@ def test_fragmented_chains_at_mtu_256() -> None:
 
 
 @pytest.mark.req("CRT-1", "ERR-1")
-def test_client_without_a_certificate_meets_handshake_failure() -> None:
+def test_client_without_a_certificate_meets_handshake_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client's error says why the server's bare handshake_failure came (RFC 5246 §7.4.6),
+    and its debug log says once that it sent an empty Certificate."""
+    caplog.set_level(logging.DEBUG, "iotdtls")
     link = x509_link(client={"certificate": None})
     link.handshake()
     assert failure(link, "server").alert is A.handshake_failure
+    assert str(received_alert(link, "client")) == NONE_SENT + "no client credential configured)"
+    assert caplog.messages.count("empty Certificate sent: no client credential configured") == 1
+
+
+#: The client's error when the server refused the empty Certificate it answered a request with.
+NONE_SENT = ("received fatal alert handshake_failure (the server asked for a client certificate; "
+             "none was sent: ")
+
+
+def rsa_sign_only(body: bytes) -> bytes:
+    """A CertificateRequest body whose certificate_types is rsa_sign alone (RFC 5246 §7.4.4)."""
+    return b"\x01\x01" + body[1 + body[0]:]
+
+
+@pytest.mark.req("CRT-1", "ERR-1")
+def test_a_client_certificate_that_does_not_fit_the_request_is_not_sent() -> None:
+    link = x509_link(rewrite("server", HandshakeType.certificate_request, rsa_sign_only, times=9))
+    link.handshake()
+    (sent,) = [body for d in wire_from(link, "client") for h, body in plain_handshake(d)
+               if h.msg_type == HandshakeType.certificate]
+    assert Certificate.decode(sent).certificates == ()
+    assert failure(link, "server").alert is A.handshake_failure
+    assert str(received_alert(link, "client")) == (
+        NONE_SENT + "ours (ECDSA P-256, SHA-256) does not fit its request)"
+    )
 
 
 def other_pki_client() -> dict[str, Any]:

@@ -733,7 +733,7 @@ class DtlsConnection:
         if alert.level == AlertLevel.FATAL:
             # Whatever its description, close_notify included: the association ends at once
             # and its session can no longer be resumed (RFC 5246 §7.2).
-            self._close(AlertReceived(alert.description))
+            self._close(AlertReceived(alert.description, self._handshake.alert_context()))
         elif alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
                 self._send_alert(_WARNING, _CLOSE_NOTIFY)

@@ -159,19 +159,22 @@ class IntegrityLimitReached(AlertSent):
 class AlertReceived(DtlsError):
     """The peer ended the association with a fatal alert (a fatal-level close_notify too), or
     with close_notify before the handshake completed (RFC 5246 §7.2.1; once established, a
-    warning-level close_notify is a clean end, no error)."""
+    warning-level close_notify is a clean end, no error). `context`: what our side knows of
+    why, added to the message in parentheses (e.g. that we sent no certificate)."""
 
-    def __init__(self, alert: AlertDescription | int) -> None:
+    def __init__(self, alert: AlertDescription | int, context: str = "") -> None:
         try:
             self.alert: AlertDescription | int = AlertDescription(alert)
             name = self.alert.name
         except ValueError:  # a code AlertDescription does not name: its number
             self.alert = alert
             name = str(alert)
+        self.context = context
         if self.alert == AlertDescription.close_notify:
-            super().__init__("the peer closed the association (close_notify)")
+            message = "the peer closed the association (close_notify)"
         else:
-            super().__init__(f"received fatal alert {name}")
+            message = f"received fatal alert {name}"
+        super().__init__(f"{message} ({context})" if context else message)
 
 
 class AssociationReplaced(DtlsError):

@@ -98,6 +98,12 @@ _CLIENT_HELLO = HandshakeType.client_hello
 _CLIENT_KEY_EXCHANGE = HandshakeType.client_key_exchange
 _PSK_EXCHANGE = KeyExchangeKind.PSK
 
+#: The RFC 7250 certificate types (the two a ServerHello may select for us) as messages say them.
+_TYPE_NAMES: dict[int, str] = {
+    CertificateType.X509: "an X.509 certificate",
+    CertificateType.RawPublicKey: "a raw public key",
+}
+
 
 class ClientState(IdentityHashEnum):
     START = auto()
@@ -122,6 +128,7 @@ class ClientHandshake(HandshakeMachine):
         "_exchange",
         "_hello_parts",
         "_hello_verify_requests",
+        "_no_certificate_reason",
         "_offered_extensions",
         "_offered_session",
         "_requested",
@@ -154,6 +161,8 @@ class ClientHandshake(HandshakeMachine):
         self._requested: OwnCertificate | None = None
         #: The certificate type the ServerHello selected for ours (RFC 7250 §4.2).
         self._client_type: int = CertificateType.X509
+        #: Why we answered a CertificateRequest with an empty Certificate ("": we did not).
+        self._no_certificate_reason = ""
         #: The server confirmed cached_info (RFC 7924) / client_certificate_url (RFC 6066 §5).
         self._cached_chain = False
         self._send_urls = False
@@ -172,6 +181,7 @@ class ClientHandshake(HandshakeMachine):
         self._server_key = None
         self._hello_parts = None
         self._requested = None
+        self._no_certificate_reason = ""
 
     def credential_digest(self) -> bytes:
         return self._credential_digest
@@ -397,8 +407,31 @@ class ClientHandshake(HandshakeMachine):
             RequestedCertificateType.ecdsa_sign in request.certificate_types
             and SignatureScheme.ecdsa_secp256r1_sha256 in request.signature_schemes
         )
-        suitable = own is not None and fits and own.certificate_type == self._client_type
-        self._requested = own if suitable else NO_CERTIFICATE
+        if own is None:
+            reason = "no client credential configured"
+        elif own.certificate_type != self._client_type:
+            reason = (
+                f"it asked for {_TYPE_NAMES[self._client_type]} "
+                f"and ours is {_TYPE_NAMES[own.certificate_type]}"
+            )
+        elif not fits:
+            reason = "ours (ECDSA P-256, SHA-256) does not fit its request"
+        else:
+            self._requested = own
+            return
+        logger.debug("empty Certificate sent: %s", reason)
+        self._requested = NO_CERTIFICATE
+        self._no_certificate_reason = reason
+
+    def alert_context(self) -> str:
+        """RFC 5246 §7.4.6: a server may end the handshake when we sent no certificate; the
+        alert it sends does not say why, so we say what we did."""
+        if not self._no_certificate_reason:
+            return ""
+        return (
+            "the server asked for a client certificate; none was sent: "
+            + self._no_certificate_reason
+        )
 
     def _own_certificate(self) -> OwnCertificate | None:
         config = self.config

@@ -302,6 +302,11 @@ class HandshakeMachine:
         """The digest of our side's credential that the session keeps (`SessionState`)."""
         return b""
 
+    def alert_context(self) -> str:
+        """What our side knows of why the peer may end this handshake with a fatal alert, for
+        `AlertReceived` ("" for nothing)."""
+        return ""
+
     def release(self) -> None:
         """The handshake completed (its session cached): drop what only the handshake needed,
         so an established association keeps as little as it can (subclasses add theirs)."""
