@@ -89,6 +89,25 @@ def test_a_new_layer_writes_epoch_0_and_drops_unknown_epochs_quietly() -> None:
     layer.drop_write_epoch(9)
 
 
+@pytest.mark.req("REC-3")
+def test_an_epoch_is_authenticated_from_its_first_record_that_opens() -> None:
+    """`authenticated_in(epoch)`: what lets a failure forget a session (only a peer that used
+    the session's keys can): a record that opened, not one that failed or an epoch not read."""
+    key = bytes(16)
+    writer, reader = RecordLayer(), RecordLayer()
+    writer.install_write_epoch(1, Ccm8Protector(key, bytes(4)))
+    assert not reader.authenticated_in(1) and not reader.authenticated_in(3)
+    reader.install_read_epoch(1, Ccm8Protector(key, bytes(4)))
+    forged = RecordLayer()
+    forged.install_write_epoch(1, Ccm8Protector(bytes(range(16)), bytes(4)))
+    reader.open_datagram(forged.seal(ContentType.handshake, b"f", 1))
+    assert not reader.authenticated_in(1)
+    opened = reader.open_datagram(writer.seal(ContentType.handshake, b"f", 1))
+    assert [r.sequence_number for r in opened] == [0]
+    assert reader.authenticated_in(1)
+    assert not reader.authenticated_in(0)  # epoch 0 of this layer has a window, but no record
+
+
 def test_the_largest_plaintext_opens_and_an_empty_record_is_a_record() -> None:
     layer = RecordLayer()
     big = layer.seal(ContentType.application_data, bytes(MAX_PLAINTEXT_LENGTH))

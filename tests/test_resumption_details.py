@@ -20,8 +20,9 @@ import iotdtls.handshake.client
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.credentials import own_credential_digest, psk_digest
+from iotdtls.crypto import NullProtector
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertSent
+from iotdtls.errors import AlertDescription, AlertLevel, AlertSent
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.negotiation import client_offer, offerable_session, resumption_refusal
 from iotdtls.identity import (
@@ -31,7 +32,8 @@ from iotdtls.identity import (
     RawPublicKeyIdentity,
     UnauthenticatedPeer,
 )
-from iotdtls.messages import DTLS_1_2, ClientHello, Extension, HandshakeType, ServerHello
+from iotdtls.messages import DTLS_1_2, Alert, ClientHello, Extension, HandshakeType, ServerHello
+from iotdtls.record import ContentType, RecordLayer
 from iotdtls.sessions import MemorySessionStore, SessionState
 from tests import pki
 from tests.fake_server import FakeServer, drive, honest_flights
@@ -130,6 +132,44 @@ def test_a_fatal_alert_ends_a_resumed_session() -> None:
     third = next_link(second, address=("192.0.2.78", 8), session=saved)
     third.handshake()
     assert_resumed(third, False)
+
+
+@pytest.mark.req("RES-1", "REC-3")
+@pytest.mark.parametrize("forgery", ["plaintext fatal alert", "malformed ChangeCipherSpec"])
+def test_a_stranger_offering_a_seen_session_id_cannot_evict_it(forgery: str) -> None:
+    """A session_id travels in clear in the hellos. A stranger offering it (from its own
+    address, without the master secret) gets the server's abbreviated flight; a plaintext
+    fatal alert, or a record the server answers with one (a malformed ChangeCipherSpec: a
+    decode_error), then ends that attempt,
+    but the session stays cached: only a peer that sent a record under the session's keys
+    can make the server forget it (RFC 5246 §7.2.2, RFC 6347 §4.1.2.7)."""
+    first = full_handshake()
+    saved = first.client.session
+    assert saved is not None
+    stranger = next_link(
+        first,
+        session=replace(saved, master_secret=bytes(48)),
+        address=("198.51.100.66", 5555),
+        fate=lambda d, i, data: "drop" if d == "client" and i >= 3 else "deliver",
+    )
+    stranger.client.connect(stranger.now)
+    stranger.run(until=stranger.now + 0.5, stop=lambda lk: lk.sent["server"] >= 2)
+    server_conn = stranger.server_conn
+    assert server_conn is not None and server_conn.resumed
+    forger = RecordLayer()
+    forger.install_write_epoch(0, NullProtector(), next_sequence_number=50)
+    if forgery == "plaintext fatal alert":
+        payload = Alert(AlertLevel.FATAL, AlertDescription.handshake_failure).encode()
+        record = forger.seal(ContentType.alert, payload, 0)
+    else:
+        record = forger.seal(ContentType.change_cipher_spec, b"\x02", 0)
+    stranger.server.receive_datagram(record, stranger.address, stranger.now)
+    assert server_conn.state is ConnectionState.CLOSED
+    store = stranger.server.sessions
+    assert store is not None and store.get(saved.session_id, stranger.now) is not None
+    victim = next_link(stranger, address=("192.0.2.78", 8), session=saved)
+    victim.handshake()
+    assert_resumed(victim)
 
 
 # -- a server that resumes with another suite ----------------------------------------------------

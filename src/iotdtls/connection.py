@@ -1045,10 +1045,18 @@ class DtlsConnection:
         """End the association; `error` is what the closing event tells. `failed`: a debug
         line says the association failed (False for a close of our own choosing). A fatal
         alert, sent or received, makes the session unresumable (RFC 5246 §7.2.2);
-        `keep_session`: the alert was a warning-level close_notify."""
+        `keep_session`: the alert was a warning-level close_notify. A session is forgotten
+        only once the peer sent a record under the keys it derives (epoch 1): before that,
+        in an abbreviated handshake, the failure may be anyone's who saw the session_id (in
+        clear in the hellos): a forged plaintext alert, or a plaintext message that makes us
+        send one, must not evict the session from the server's cache (RFC 6347 §4.1.2.7)."""
         if failed and error is not None:
             logger.debug("association failed: %s", error)
-        if isinstance(error, AlertSent | AlertReceived) and not keep_session:
+        if (
+            isinstance(error, AlertSent | AlertReceived)
+            and not keep_session
+            and self._records.authenticated_in(1)
+        ):
             self._handshake.forget_session()  # RFC 5246 §7.2.2
         self.state = _CLOSED
         self.error = error

@@ -347,6 +347,13 @@ class RecordLayer:
         """How many records of `epoch` failed authentication (without making a counter)."""
         return 0 if self._bad_tags is None else self._bad_tags[epoch]
 
+    def authenticated_in(self, epoch: int) -> bool:
+        """Whether a record of `epoch` has been opened: for a protected epoch, one that
+        authenticated under its keys (its replay window moved; an epoch read without
+        anti-replay never tells, False)."""
+        state = self._read[epoch] if epoch < len(self._read) else None
+        return state is not None and state.window is not None and state.window.right_edge >= 0
+
     # -- epochs -------------------------------------------------------------------------------
 
     def install_read_epoch(
