@@ -28,6 +28,7 @@ import pytest
 from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
 from iotdtls.errors import ConfigError
+from iotdtls.sessions import MemorySessionStore, SessionState
 from tests.aio_support import WRONG_HANDLERS, client_config, run, server_config
 from tests.peers import LOCALHOST, free_udp_port
 
@@ -236,7 +237,8 @@ def a_main_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     ({"handler": MainEcho()}, "MainEcho"),
     ({"config": main_config}, "main_config"),
     ({"initializer": functools.partial(main_config)}, "main_config"),
-], ids=["function", "instance", "config", "initializer"])
+    ({"session_store": main_config}, "main_config"),
+], ids=["function", "instance", "config", "initializer", "session-store"])
 def test_workers_refuse_what_a_worker_cannot_find_in_main(
     a_main_module: types.ModuleType, arguments: dict[str, Any], name: str
 ) -> None:
@@ -291,6 +293,9 @@ def test_workers_started_from_python_c_with_a_handler_of_main_are_refused() -> N
     ({"config": client_config},
      "config must be a ServerConfig or a function returning one, got ClientConfig"),
     ({"initializer": "setup_logging"}, "initializer must be a function or None, got str"),
+    ({"session_store": MemorySessionStore()},
+     "session_store must be a function returning a SessionStore, or None, got "
+     "MemorySessionStore"),
     ({"workers": "2"}, "workers must be an int, got str"),
 ])
 def test_workers_refuse_an_argument_of_the_wrong_type_before_starting(
@@ -457,4 +462,74 @@ def test_a_worker_that_does_not_stop_is_killed(
 
     with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
         run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
+class DirectorySessionStore:
+    """A `SessionStore` whose sessions live outside the process: one file per session in a
+    directory every worker reads (no expiry: the test is shorter than any lifetime). Each one
+    made adds its pid to the file ``made``, to count the calls of the factory."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+        with (self.directory / "made").open("a") as made:
+            made.write(f"{os.getpid()}\n")
+
+    def get(self, session_id: bytes, now: float) -> SessionState | None:
+        path = self.directory / session_id.hex()
+        return SessionState.from_bytes(path.read_bytes()) if path.exists() else None
+
+    def put(self, state: SessionState, now: float) -> None:
+        temporary = self.directory / f"{state.session_id.hex()}.{os.getpid()}"
+        temporary.write_bytes(state.to_bytes())
+        temporary.replace(self.directory / state.session_id.hex())
+
+    def remove(self, session_id: bytes) -> None:
+        (self.directory / session_id.hex()).unlink(missing_ok=True)
+
+
+class WhoServes(aio.DatagramHandler):
+    """Answers every datagram with the pid of the worker serving it and whether the
+    association resumed a session."""
+
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        session.send(b"%d %d" % (os.getpid(), session.resumed))
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-store", "own-caches"])
+def test_workers_resume_each_others_sessions_only_with_a_shared_store(
+    tmp_path: Path, shared: bool
+) -> None:
+    """A client resuming from a new source port each time lands on either worker (the kernel
+    hashes the 4-tuple). With a `session_store` factory whose data lives outside the process,
+    called once in each worker, every round resumes, on both workers; without one, the worker
+    that did not make the session runs a full handshake (its cache is its own)."""
+    factory = functools.partial(DirectorySessionStore, str(tmp_path)) if shared else None
+
+    async def ask(port: int, session: SessionState | None) -> tuple[int, bool, Any]:
+        async with aio.connect(LOCALHOST, port, client_config(), session=session) as conn:
+            conn.send(b"who")
+            pid, resumed = (await asyncio.wait_for(conn.recv(), 5.0)).split()
+            assert conn.resumed == (resumed == b"1")
+            return int(pid), conn.resumed, conn.session
+
+    async def main() -> None:
+        async with await workers.serve(WhoServes(), LOCALHOST, 0, server_config(), workers=2,
+                                       loop_choice="asyncio", session_store=factory) as pool:
+            port = pool.address[1]
+            maker, resumed, session = await ask(port, None)
+            assert not resumed and session is not None
+            seen = {maker}
+            for _ in range(40):  # both workers hit: all but certain (1 in 2**39 not)
+                pid, resumed, _ = await ask(port, session)
+                seen.add(pid)
+                assert resumed == (shared or pid == maker), (pid, maker)
+                if len(seen) == 2:
+                    break
+            assert seen == set(pool.pids)
+            if shared:
+                made = (tmp_path / "made").read_text().split()
+                assert sorted(map(int, made)) == sorted(pool.pids)  # once in each worker
+
+    run(main(), limit=90.0)
     assert multiprocessing.active_children() == []

@@ -13,11 +13,21 @@ RFC 6347 §4.2.1 are the one thing the workers agree on: they get one master sec
 (`ServerConfig.cookie_secret`, drawn here when the configuration has none), so a cookie made by
 one worker verifies at any other and all rotate in step.
 
+Sessions (RFC 5246 §7.3) are not shared by default: each worker's session cache is its own
+memory, so a client that resumes from another source port may reach another worker and gets a
+full handshake there. `session_store=FACTORY`, a function returning an
+`iotdtls.sessions.SessionStore` (called once in each worker, never in the parent), lets
+the workers resume each other's sessions, provided the store keeps its data outside the
+process (a database, files in a shared directory, a `multiprocessing.Manager` dict): a
+`MemorySessionStore` made by the factory would still be one per worker. A store that raises is
+logged and counts as a miss (get: a full handshake; put, remove: the session is not kept or not
+forgotten), never the end of a handshake.
+
 Workers are started with the ``spawn`` method (a fresh interpreter, never a fork of a process
-that may run threads), so `handler`, `config` and `initializer` must be picklable: module-level
-functions, a `psk_store` or a module-level `psk_lookup`, no lambdas or closures, defined in a
-module or a script file (a worker re-imports the script as ``__mp_main__``: it needs the
-``if __name__ == "__main__":`` guard). Workers ignore
+that may run threads), so `handler`, `config`, `initializer` and `session_store` must be
+picklable: module-level functions, a `psk_store` or a module-level `psk_lookup`, no lambdas or
+closures, defined in a module or a script file (a worker re-imports the script as
+``__mp_main__``: it needs the ``if __name__ == "__main__":`` guard). Workers ignore
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
 even one that comes while they start (it waits until the worker can stop). `close()` reaps
@@ -49,6 +59,7 @@ from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.errors import ConfigError
+from iotdtls.sessions import SessionStore
 from iotdtls.stats import ServerStats
 
 __all__ = ["WorkerServer", "serve"]
@@ -67,6 +78,8 @@ _HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
 #: A `ServerConfig`, or a picklable function that builds one (called in each worker, so that
 #: credentials that do not pickle, such as private keys, are loaded there).
 ConfigSource = ServerConfig | Callable[[], ServerConfig]
+#: A picklable function that makes a worker's `SessionStore` (called in each worker).
+SessionStoreFactory = Callable[[], SessionStore]
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,8 @@ class _WorkerSpec:
     cookie_secret: bytes
     loop: str
     initializer: Callable[[], None] | None
+    #: The function each worker calls to make its session store; None: its own in memory.
+    session_store: SessionStoreFactory | None = None
 
     def server_config(self) -> ServerConfig:
         config = self.config() if callable(self.config) else self.config
@@ -116,7 +131,9 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     # The parent's "stop", or the end of the pipe when the parent has gone away.
     running.add_reader(conn.fileno(), stop.set)
     host, port = sock.getsockname()[:2]
-    server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock)
+    store = None if spec.session_store is None else spec.session_store()
+    server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock,
+                             session_store=store)
     logger.info(
         "worker %d (pid %d, %s) serving", spec.index, os.getpid(), loop.loop_name(running)
     )
@@ -290,8 +307,9 @@ def _check_picklable(spec: _WorkerSpec) -> None:
         finder.dump(spec)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            "with workers, the handler, the configuration (or the function that builds it) and "
-            "the initializer must be picklable: module-level functions, no lambdas or closures; "
+            "with workers, the handler, the configuration (or the function that builds it), the "
+            "initializer and the session store function must be picklable: module-level "
+            "functions, no lambdas or closures; "
             f"pass a function building the ServerConfig for private keys ({exc})"
         ) from None
     if not _main_rebuilt_in_workers() and finder.found is not None:
@@ -371,6 +389,7 @@ async def serve(
     workers: int,
     loop_choice: str = "auto",
     initializer: Callable[[], None] | None = None,
+    session_store: SessionStoreFactory | None = None,
 ) -> WorkerServer:
     """Start `workers` processes serving `handler` on `host:port` (see the module docstring).
 
@@ -378,6 +397,9 @@ async def serve(
     keys, which do not pickle; it is also called once here, so mistakes show before any worker
     starts). `loop_choice` picks each worker's event loop (`iotdtls.loop`); `initializer` runs
     first in every worker (e.g. to set up logging, which a fresh interpreter does not inherit).
+    `session_store` is a function each worker calls once to make its `SessionStore` (RES-1):
+    to let the workers resume each other's sessions, one whose data lives outside the process
+    (see the module docstring); without it each worker has its own cache in memory.
     Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
     worker and `ChildProcessError` if a worker does not start; `TypeError` for an argument
     of the wrong type."""
@@ -390,11 +412,17 @@ async def serve(
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError here, not in a worker
     if initializer is not None and not callable(initializer):
         raise TypeError(f"initializer must be a function or None, got {type_name(initializer)}")
+    if session_store is not None and not callable(session_store):
+        raise TypeError(
+            "session_store must be a function returning a SessionStore, or None, "
+            f"got {type_name(session_store)}"
+        )
     checked = config() if callable(config) else config
     check_type("config", checked, ServerConfig, " or a function returning one")
     secret = checked.cookie_secret or random_bytes(COOKIE_SECRET_LENGTH)
     specs = [
-        _WorkerSpec(i, handler, config, secret, loop_choice, initializer) for i in range(workers)
+        _WorkerSpec(i, handler, config, secret, loop_choice, initializer, session_store)
+        for i in range(workers)
     ]
     _check_picklable(specs[0])
     sockets = _bind_reuseport(host, port, workers)
