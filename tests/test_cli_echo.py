@@ -30,7 +30,7 @@ from iotdtls import aio, loop, workers
 from iotdtls._addresses import format_address
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
-from iotdtls.cli.common import listening_on
+from iotdtls.cli.common import UsageError, listening_on
 from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,
@@ -192,6 +192,40 @@ def test_session_file_round_trip_is_private(tmp_path: Path) -> None:
     file.save(None)  # no session to keep (the server gave no session_id)
     assert not file.path.exists()
     file.discard()  # already gone: no error
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_file_through_a_symlink_writes_and_removes_the_file_it_points_to(
+    tmp_path: Path,
+) -> None:
+    """The link was replaced by a regular file, leaving the old session (its master secret)
+    in the file it pointed to, which `discard` left there too; both now act on that file, the
+    link stays, and messages name the path given."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    real = tmp_path / "real" / "s.sess"
+    link = tmp_path / "links" / "s.sess"
+    link.symlink_to(Path("..", "real", "s.sess"))
+    echo.SessionFile(str(real)).save(a_session())
+    file = echo.SessionFile(str(link))
+    file.check()
+    assert file.path == link
+    newer = a_session()
+    file.save(newer)
+    assert link.is_symlink() and file.load() == newer
+    assert echo.SessionFile(str(real)).load() == newer
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["links", "real", "s.sess", "s.sess"]
+    file.discard()  # after a failed handshake: the secret goes, the link stays (dangling)
+    assert not real.exists() and link.is_symlink()
+    file.save(newer)  # made again through the link
+    assert link.is_symlink() and echo.SessionFile(str(real)).load() == newer
+    astray = tmp_path / "links" / "astray"  # to a directory that is not there
+    astray.symlink_to(Path("..", "gone", "s.sess"))
+    with pytest.raises(UsageError) as refused:
+        echo.SessionFile(str(astray)).check()
+    assert str(refused.value) == (
+        f"cannot write --session-file {astray}: No such file or directory")
 
 
 def test_a_damaged_session_file_is_ignored_with_a_warning(
@@ -535,7 +569,7 @@ def test_a_session_file_that_is_not_a_regular_file_is_refused_before_connecting(
     assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and through_a_link.is_symlink()
     dangling = tmp_path / "dangling"
-    dangling.symlink_to(tmp_path / "nowhere")  # replaced by the session after the handshake
+    dangling.symlink_to(tmp_path / "nowhere")  # made (through the link) after the handshake
     assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
                  "--session-file", str(dangling)]) == 0
 

@@ -88,6 +88,26 @@ def test_ec_p256_keeps_an_existing_file_unless_forced(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key.pem"]
 
 
+def test_ec_p256_forced_through_a_symlink_writes_the_file_it_points_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `openssl genpkey -out` and `ssh-keygen -f` do: the key goes into the file the link
+    points to and the link stays; the link was replaced by a new file, the old key left where
+    every user of the link still found it. Without --force, a link to a file is a file that
+    exists."""
+    (tmp_path / "keys").mkdir()
+    real = tmp_path / "keys" / "key.pem"
+    real.write_bytes(b"old key")
+    link = tmp_path / "key.pem"
+    link.symlink_to(Path("keys", "key.pem"))
+    status, _, err = keygen(capsys, "ec-p256", "--out", str(link))
+    assert status == 2 and err == f"iotdtls: error: {link} exists; add --force to replace it\n"
+    assert keygen(capsys, "ec-p256", "--out", str(link), "--force")[0] == 0
+    assert link.is_symlink() and real.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["key.pem", "key.pem", "keys"]
+
+
 def test_ec_p256_into_a_missing_directory_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

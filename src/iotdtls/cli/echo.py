@@ -493,18 +493,24 @@ class SessionDropped(DtlsError):
 class SessionFile:
     """`--session-file`: a saved session (RES-1) for a device that sleeps or restarts. The
     file holds the master secret, so it is written atomically with mode 0600; one that cannot
-    be read as a session is ignored (a full handshake replaces it)."""
+    be read as a session is ignored (a full handshake replaces it). A symlink is followed, once
+    (resolved here): the file it points to is read, written and removed, and the link stays;
+    messages name the path given."""
 
     def __init__(self, path: str) -> None:
         self.given = path
+        #: The path given, for messages.
         self.path = Path(path)
+        #: The file read, written and removed: `path` with its symlinks resolved.
+        self.target = Path(os.path.realpath(path)) if path else self.path
 
     def check(self) -> None:
         """Before connecting: the session can be saved after the handshake, i.e. the path is
         given, is a regular file if it exists (followed through a symlink, as reading it is;
         a FIFO or a device is never opened, nor replaced by the file), and a file can be made
-        in its directory (the file itself may be missing, a dangling symlink is replaced). A
-        `UsageError` naming the flag and the file otherwise."""
+        in the directory of the file a symlink points to (the file itself may be missing: a
+        dangling symlink's target is made). A `UsageError` naming the flag and the path given
+        otherwise."""
         if not self.given:
             raise UsageError("--session-file is empty: give the file to keep the session in")
         try:
@@ -521,7 +527,7 @@ class SessionFile:
         try:
             if mode is not None and stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-            fd, trial = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+            fd, trial = tempfile.mkstemp(dir=self.target.parent, prefix=".tmp-")
         except OSError as exc:
             raise UsageError(self._cannot_write(exc)) from None
         os.close(fd)
@@ -529,7 +535,7 @@ class SessionFile:
 
     def load(self) -> SessionState | None:
         try:
-            return SessionState.from_bytes(self.path.read_bytes())
+            return SessionState.from_bytes(self.target.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -541,12 +547,13 @@ class SessionFile:
             self.discard()
         else:
             try:
-                write_atomically(self.path, session.to_bytes(), mode=0o600)
+                write_atomically(self.target, session.to_bytes(), mode=0o600)
             except OSError as exc:
                 raise OSError(exc.errno, self._cannot_write(exc)) from None
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Remove the saved session: the file itself, not a symlink to it (the secret goes)."""
+        self.target.unlink(missing_ok=True)
 
     def _cannot_write(self, exc: OSError) -> str:
         return f"cannot write --session-file {self.path}: {exc.strerror or exc}"
