@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 peers:
 	@sh scripts/install-peers.sh
+	@sh scripts/install-node-peer.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests tools benchmarks stubs fuzz
