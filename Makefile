@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m iotdtls demo
 
-peers:
-	@sh scripts/install-peers.sh
+# The Debian peers (as root), then tinydtls: PyPI's DTLSSocket bundles it and builds here (the
+# script installs the build tools). A failed build fails under root; otherwise its tests skip.
+# Then the Node.js peer, node-dtls-client (tests/node_peer).
+peers: $(STAMP)
+	@PYTHON=$(PYTHON) sh scripts/install-peers.sh
+	@$(PY) -c "import DTLSSocket.dtls" 2>/dev/null || $(PY) -m pip install -q DTLSSocket==0.2.3 \
+	  || { echo "DTLSSocket==0.2.3 (tinydtls) did not build: it needs autoconf, automake, gcc" \
+	       "and the Python headers (make peers installs them as root)" >&2; [ "$$(id -u)" != 0 ]; }
 	@sh scripts/install-node-peer.sh
 
 lint: $(STAMP)
