@@ -43,6 +43,7 @@ from iotdtls.errors import (
     AlertReceived,
     DatagramTooLarge,
     HandshakeTimeout,
+    PortUnreachable,
 )
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import SessionState
@@ -414,6 +415,7 @@ def test_a_saved_session_that_fails_its_handshake_is_dropped(tmp_path: Path) -> 
             with pytest.raises(echo.SessionDropped) as failed:
                 await talk_once(port, b"two\n", quick, file)
             assert isinstance(failed.value.__cause__, HandshakeTimeout)
+            assert failed.value.__cause__.resuming  # the server took the session up
             assert str(failed.value) == (
                 f"handshake timed out after 1 s; the saved session in {file.path} was dropped: "
                 "the next run makes a full handshake")
@@ -425,6 +427,31 @@ def test_a_saved_session_that_fails_its_handshake_is_dropped(tmp_path: Path) -> 
     asyncio.run(asyncio.wait_for(main(), 20.0))
     assert handler.resumed == [False, False]  # the damaged session never completed
     assert file.load() is not None
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize("peer", ["silent", "nothing listening"])
+def test_a_handshake_failing_before_the_server_took_the_session_keeps_the_file(
+    tmp_path: Path, peer: str
+) -> None:
+    """A device that wakes while its server cannot be reached (no answer within the deadline,
+    or nothing listening) keeps its saved session: the session is not what failed, and it
+    still saves a full handshake once the server is back."""
+    file = echo.SessionFile(str(tmp_path / "session"))
+    quick = client_config(handshake_timeout=0.5)
+    assert talk([b"one\n"], quick, file) == [False]
+    kept = file.path.read_bytes()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOCALHOST, 0))
+        port = silent.getsockname()[1]
+        if peer == "nothing listening":
+            silent.close()
+        expected = HandshakeTimeout if peer == "silent" else PortUnreachable
+        with pytest.raises(expected) as failed:
+            asyncio.run(asyncio.wait_for(talk_once(port, b"two\n", quick, file), 10.0))
+    assert not isinstance(failed.value, echo.SessionDropped)
+    assert not (isinstance(failed.value, HandshakeTimeout) and failed.value.resuming)
+    assert file.path.read_bytes() == kept
 
 
 @pytest.mark.req("EXT-5")

@@ -541,7 +541,7 @@ class DtlsConnection:
             size = self._records.overhead(hello.epoch) + len(hello.encoded)
             if size > self.config.mtu:
                 return HandshakeTimeout(seconds, hello_size=size, mtu=self.config.mtu)
-        return HandshakeTimeout(seconds)
+        return HandshakeTimeout(seconds, resuming=self._handshake.resumed)
 
     def next_event(self) -> Event | None:
         events = self._events

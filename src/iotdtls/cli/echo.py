@@ -53,7 +53,7 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.connection import DtlsConnection
-from iotdtls.errors import DatagramTooLarge, DtlsError, PortUnreachable
+from iotdtls.errors import DatagramTooLarge, DtlsError, HandshakeTimeout, PortUnreachable
 from iotdtls.sessions import SessionState
 
 __all__ = ["register"]
@@ -398,7 +398,7 @@ async def _talk(
     """Send stdin lines until EOF, then close_notify; end at once when the server ends the
     association (close_notify: clean; a fatal alert: its `DtlsError` is raised). With a
     session file: saved after the handshake, removed when a fatal alert ends the session or
-    when a handshake offering it fails."""
+    when a handshake offering it fails because of it (`_handshake`)."""
     conn = await _handshake(config, host, port, cache, session_file)
     if config.heartbeat:
         _check_heartbeats(conn.connection)
@@ -446,18 +446,27 @@ async def _handshake(
     """The association, offering the session of `session_file` if it has one (RES-1). When
     that handshake fails, the file goes: a session the server cannot resume correctly (a
     damaged secret, a server that breaks resumption) would fail the same way every run, and
-    the file is only a cache; `SessionDropped` says so. Not when nothing listens there
-    (`PortUnreachable`): the session is not to blame."""
+    the file is only a cache; `SessionDropped` says so. Not when the session is not to blame:
+    nothing listens there (`PortUnreachable`), or the time ran out before the server took the
+    session up (no answer: a device that wakes while its network is down keeps its session;
+    or a full handshake)."""
     saved = None if session_file is None else session_file.load()
     try:
         return await aio.connect(host, port, config, chain_cache=cache, session=saved)
-    except PortUnreachable:
-        raise
     except DtlsError as exc:
-        if session_file is None or saved is None:
+        if session_file is None or saved is None or not _session_to_blame(exc):
             raise
         session_file.discard()
         raise SessionDropped(exc, session_file.path) from exc
+
+
+def _session_to_blame(failure: DtlsError) -> bool:
+    """Whether a failed handshake that offered a saved session may have failed because of it:
+    not when nothing listens (`PortUnreachable`), nor when it timed out before the server
+    resumed the session (`HandshakeTimeout.resuming`)."""
+    if isinstance(failure, PortUnreachable):
+        return False
+    return not isinstance(failure, HandshakeTimeout) or failure.resuming
 
 
 async def _next_line(lines: StdinLines, printer: asyncio.Future[None]) -> bytes | None:
