@@ -581,8 +581,27 @@ def test_common_name_counts_only_without_a_dns_srv_or_uri_subject_alt_name(
         assert server(chain_der(leaf), store, "coap.example.org") == "coap.example.org"
     gateway = issue("coap.example.org", anchor, san=ip("192.0.2.7"))
     assert server(chain_der(gateway), store, "192.0.2.7") == "192.0.2.7"
+
+
+@pytest.mark.req("CRT-3")
+def test_a_wildcard_common_name_names_no_server(anchor: Issued, store: TrustStore) -> None:
+    """RFC 7252 §9.1.3.3 (which RFC 7925 §4.4.2 follows): a CN is matched "with the exception
+    that certificates with wildcards are not allowed"; the refusal says so. A wildcard in a
+    dNSName still counts (RFC 6125 §6.4.3), and a CN is compared case-insensitively."""
     wildcard_cn = issue("*.example.org", anchor)
-    assert server(chain_der(wildcard_cn), store, "coap.example.org") == "coap.example.org"
+    message = refused(A.bad_certificate, server, chain_der(wildcard_cn), store,
+                      "coap.example.org")
+    assert message == (
+        "the server certificate is not valid for coap.example.org: its common name "
+        "*.example.org has a wildcard, which a common name may not (RFC 7252 §9.1.3.3; "
+        "a wildcard counts in a subjectAltName dNSName only)")
+    # one that would not cover the name anyway gets the usual refusal
+    assert refused(A.bad_certificate, server, chain_der(wildcard_cn), store,
+                   "a.b.example.org") == "the server certificate is not valid for a.b.example.org"
+    exact = issue("Coap.Example.org.", anchor)
+    assert server(chain_der(exact), store, "coap.example.org") == "coap.example.org"
+    in_san = issue("*.example.org", anchor, san=dns("*.example.org"))
+    assert server(chain_der(in_san), store, "coap.example.org") == "coap.example.org"
 
 
 @pytest.mark.req("CRT-3", "CRT-4")

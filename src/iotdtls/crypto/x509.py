@@ -887,19 +887,34 @@ def _presents_identifiers(names: x509.SubjectAlternativeName) -> bool:
 def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
     """RFC 6125 §6.4: the DNS-IDs, or the CN-IDs when the subjectAltName presents no DNS-ID,
     SRV-ID or URI-ID (§6.4.4), which must satisfy the path's DNS name constraints (RFC 5280
-    §4.2.1.10); an IP address against iPAddress entries only."""
+    §4.2.1.10); an IP address against iPAddress entries only. A CN-ID is compared as a whole
+    name: "certificates with wildcards are not allowed" there (RFC 7252 §9.1.3.3, which RFC
+    7925 §4.4.2 follows), so a wildcard only counts in a DNS-ID (RFC 6125 §6.4.3)."""
     names = leaf.extension(x509.SubjectAlternativeName)
     if isinstance(reference, str):
         if names is not None and _presents_identifiers(names):
             by_cn, presented = False, names.get_values_for_type(x509.DNSName)
         else:
             by_cn, presented = True, _common_names(leaf.cert)
-        matching = [name for name in presented if dns_name_matches(reference, name)]
+        wildcards = [name for name in presented if "*" in name] if by_cn else []
+        matching = [
+            name
+            for name in presented
+            if name not in wildcards and dns_name_matches(reference, name)
+        ]
         if matching:
             if by_cn:
                 for common_name in matching:
                     leaf.check_common_name(common_name, "server")
             return reference
+        for common_name in wildcards:
+            if dns_name_matches(reference, common_name):
+                raise ProtocolError(
+                    f"the server certificate is not valid for {reference}: its common name "
+                    f"{common_name} has a wildcard, which a common name may not "
+                    "(RFC 7252 §9.1.3.3; a wildcard counts in a subjectAltName dNSName only)",
+                    _A.bad_certificate,
+                )
     elif names is not None and reference in names.get_values_for_type(x509.IPAddress):
         return str(reference)
     raise ProtocolError(f"the server certificate is not valid for {reference}", _A.bad_certificate)

@@ -14,6 +14,7 @@ and asks these functions whether they fit.
   standing for exactly one label (§6.4.3 rules 1 and 2). Partial-label wildcards (`f*.example`,
   the MAY of rule 3) are refused, and so is a wildcard over fewer than three labels (`*.com`),
   which would span a public suffix: without a public-suffix list, two labels is the line.
+  `iotdtls.crypto.x509` gives it no CN-ID with a wildcard, which RFC 7252 §9.1.3.3 forbids.
 * `canonical_eui64`: an EUI-64 in one of its usual spellings (`0123456789abcdef`,
   `01:23:45:67:89:ab:cd:ef`, `01-23-45-67-89-AB-CD-EF`), or None; the canonical form is the IEEE
   one, upper-case hex octets joined by hyphens (RFC 7252 §9.1.3.3 asks client certificates to
