@@ -8,6 +8,8 @@ itself on ``sys.path`` and ``import peers`` (tools/record_vectors.py does).
 What it gives (see /work/shared/peers.md for the peers and their pitfalls):
 
 - `free_udp_port()`: a fresh loopback UDP port, never the same twice in one process.
+- `TakesAnyAddress`: a socket class to patch in for `socket.socket`, which "binds" any
+  address (a link-local one on a machine without it) and names it as its own.
 - `require_peer(name)`: `pytest.skip` when an executable or Python module is missing (under
   ``CI=true`` the conftest turns that skip into a failure, on purpose).
 - `PeerProcess`: a peer command in its own session (process group) with a hard time bound,
@@ -59,7 +61,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import pytest
 from cryptography import x509
@@ -149,6 +151,19 @@ def free_udp_port() -> int:
                 _handed_out.add(port)
                 return port
     raise RuntimeError("no free UDP port found")
+
+
+class TakesAnyAddress(socket.socket):
+    """A socket bound without the kernel (which binds a link-local address only on an
+    interface that has it): it keeps the address it is given and names it as its own."""
+
+    bound: Any = None
+
+    def bind(self, address: Any) -> None:
+        self.bound = address
+
+    def getsockname(self) -> Any:
+        return self.bound
 
 
 # -- peers ------------------------------------------------------------------------------------

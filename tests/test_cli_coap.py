@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ from iotdtls.errors import AlertDescription, AlertReceived
 from tests.aio_support import signal_fallback
 from tests.coap_support import CoapSite, coaps_client, coaps_server, get
 from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, FlushedText
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, free_udp_port
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, TakesAnyAddress, free_udp_port
 
 #: What `/hello` answers the test identity.
 HELLO = f"Hello, {CLIENT_IDENTITY}!"
@@ -497,6 +498,28 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: sign
     assert b"</hello>" in answers[1] and b"</counter>" in answers[1] and b"obs" in answers[1]
     assert b"impl-info" not in answers[1]  # the site names no implementation
     assert ("iotdtls.cli", logging.INFO, f"listening on coaps://{LOCALHOST}:{port}") in (
+        caplog.record_tuples)
+
+
+def test_serve_names_a_link_local_address_with_its_zone(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "listening on" URI of a link-local address carries its zone, written as a URI
+    does (`%25lo`, RFC 6874 §2), so that it reaches the server as printed. A socket that takes
+    any address stands in for the kernel's; the server stops as soon as it listens."""
+    port = free_udp_port()
+
+    def stopped() -> asyncio.Event:
+        stop = asyncio.Event()
+        stop.set()
+        return stop
+
+    monkeypatch.setattr(socket, "socket", TakesAnyAddress)
+    monkeypatch.setattr(coap_cli, "stop_on_signals", stopped)
+    with caplog.at_level(logging.INFO):
+        status = main(["coap", "serve", "--listen", f"[fe80::1%lo]:{port}", *CREDENTIALS])
+    assert status == 0
+    assert ("iotdtls.cli", logging.INFO, f"listening on coaps://[fe80::1%25lo]:{port}") in (
         caplog.record_tuples)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,16 @@ def test_hostinfo_leaves_out_the_coaps_port_only() -> None:
     assert hostinfo(("192.0.2.1", 5684)) == "192.0.2.1"
     assert hostinfo(("192.0.2.1", 5683)) == "192.0.2.1:5683"
     assert hostinfo(("2001:db8::1", 5684, 0, 0)) == "[2001:db8::1]"
+
+
+def test_hostinfo_writes_a_zone_as_a_uri_does() -> None:
+    """RFC 6874 §2: `[fe80::1%25eth0]`, from a scope id (by the interface's name) or a zone
+    in the host; a URI read back gives the socket's `fe80::1%lo` again."""
+    lo = socket.if_nametoindex("lo")
+    assert hostinfo(("fe80::1", 5684, 0, lo)) == "[fe80::1%25lo]"
+    assert hostinfo(("fe80::1%eth0", 9)) == "[fe80::1%25eth0]:9"
+    assert _destination(Message(code=GET, uri=f"coaps://{hostinfo(('fe80::1', 9, 0, lo))}/")) == (
+        "fe80::1%lo", 9)
 
 
 def test_claims_are_the_peer_then_the_matching_labels() -> None:
@@ -291,6 +302,11 @@ def test_a_raw_key_client_config_carries_the_settings(files: RpkFiles) -> None:
         ("coaps://h.example:1234/x", ("h.example", 1234)),
         ("coaps://h.example/x", ("h.example", 5684)),  # RFC 7252 §6.2
         ("coaps://[2001:db8::1]:9/x", ("2001:db8::1", 9)),
+        # RFC 6874 §2: the zone after "%25", the encoded "%"; the bare "%" is taken too
+        ("coaps://[fe80::1%25eth0]:9/x", ("fe80::1%eth0", 9)),
+        ("coaps://[fe80::1%eth0]/x", ("fe80::1%eth0", 5684)),
+        ("coaps://[fe80::1%2525]/x", ("fe80::1%25", 5684)),
+        ("coaps://[fe80::1%25]/x", ("fe80::1%25", 5684)),  # bare: interface 25
     ],
 )
 def test_a_request_goes_to_the_host_and_port_of_its_uri(

@@ -14,7 +14,7 @@ import pytest
 from iotdtls import datagram
 from iotdtls import loop as iotdtls_loop
 from iotdtls.datagram import DrainingTransport, bind_udp, open_server_transport
-from tests.peers import LOCALHOST
+from tests.peers import LOCALHOST, TakesAnyAddress
 
 
 def run(coro: Coroutine[Any, Any, None], limit: float = 10.0) -> None:
@@ -307,19 +307,6 @@ def test_a_link_local_address_keeps_its_scope_id(loop_choice: str) -> None:
         assert [info[4] for info in infos] == [("fe80::1", 5684, 0, lo)]
 
     assert iotdtls_loop.run(asyncio.wait_for(main(), 10.0), loop_choice) is None
-
-
-class TakesAnyAddress(socket.socket):
-    """A socket bound without the kernel (which binds a link-local address only on an
-    interface that has it): it keeps the address it is given and names it as its own."""
-
-    bound: Any = None
-
-    def bind(self, address: Any) -> None:
-        self.bound = address
-
-    def getsockname(self) -> Any:
-        return self.bound
 
 
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])

@@ -1,6 +1,8 @@
 """Socket addresses as people read them, in logs and messages: `HOST:PORT`, `[V6]:PORT`, and
 `[fe80::1%eth0]:PORT` for an IPv6 address with a scope id (a link-local address means nothing
-without its interface: RFC 4007 §11 writes the zone after "%")."""
+without its interface: RFC 4007 §11 writes the zone after "%"). In a URI the "%" is itself
+percent-encoded, `[fe80::1%25eth0]` (RFC 6874 §2): `uri_host` writes that form and
+`host_from_uri` reads it back (the bare "%" too, as RFC 6874 §4 suggests accepting)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,20 @@ import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, unquote
 
-__all__ = ["format_address", "format_hostport", "interface_name", "reaching", "socket_error"]
+__all__ = [
+    "format_address",
+    "format_hostport",
+    "host_from_uri",
+    "interface_name",
+    "reaching",
+    "socket_error",
+    "uri_host",
+]
+
+#: RFC 6874 §2: in a URI, the zone of an IPv6 address follows the percent-encoded "%".
+_URI_ZONE = "%25"
 
 
 def format_hostport(host: str, port: int) -> str:
@@ -29,6 +43,32 @@ def format_address(address: Any) -> str:
     if len(address) >= 4 and address[3] and "%" not in host:
         host = f"{host}%{interface_name(address[3])}"
     return format_hostport(host, address[1])
+
+
+def uri_host(address: Any) -> str:
+    """The host of a socket address as a URI writes it (RFC 3986 §3.2.2): an IPv6 address in
+    brackets, its zone (a "%zone" in the host, or the interface of a non-zero scope id) after
+    "%25" and percent-encoded (RFC 6874 §2), as in `[fe80::1%25eth0]`."""
+    host = str(address[0])
+    host, _, zone = host.partition("%")
+    if not zone and len(address) >= 4 and address[3]:
+        zone = interface_name(address[3])
+    if zone:
+        host = f"{host}{_URI_ZONE}{quote(zone, safe='')}"
+    return f"[{host}]" if ":" in host else host
+
+
+def host_from_uri(host: str) -> str:
+    """The host of a URI's authority (without brackets) as sockets take it: an IPv6 zone written
+    after "%25" (RFC 6874 §2) percent-decoded and after a plain "%" (`fe80::1%eth0`, the form
+    RFC 6874 §4 suggests accepting, and `HOST:PORT` arguments take); other hosts as they are."""
+    if ":" not in host or "%" not in host:
+        return host
+    address, _, zone = host.partition("%")
+    encoded = zone.removeprefix("25")  # "%25" is the encoded "%"; "%25" alone is zone 25
+    if encoded and encoded != zone:
+        zone = unquote(encoded)
+    return f"{address}%{zone}"
 
 
 def interface_name(index: int) -> str:

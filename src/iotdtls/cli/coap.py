@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from iotdtls._addresses import socket_error
+from iotdtls._addresses import socket_error, uri_host
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -385,8 +385,7 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
     context = Context(serversite=demo_site(), loggername="coap-server")
     with listening_on(host, port):
         transport = await add_server_transport(context, (host, port), config=config)
-    bound = transport.address
-    host, port = bound[0], bound[1]
-    logging.getLogger("iotdtls.cli").info("listening on coaps://%s", format_hostport(host, port))
+    bound = transport.address  # with its scope id: a link-local address needs its zone
+    logging.getLogger("iotdtls.cli").info("listening on coaps://%s:%d", uri_host(bound), bound[1])
     await stop.wait()
     await context.shutdown()

@@ -21,6 +21,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from aiocoap.util import hostportjoin
 
+from iotdtls._addresses import uri_host
 from iotdtls.coap.errors import association_error
 from iotdtls.errors import DtlsError
 from iotdtls.identity import PeerIdentity, UnauthenticatedPeer
@@ -56,9 +57,10 @@ def block_size_exp(mtu: int) -> int:
 
 
 def hostinfo(address: tuple[Any, ...]) -> str:
-    """`host[:port]` of a socket address as it appears in a coaps URI (port omitted if 5684)."""
-    host, port = str(address[0]), int(address[1])
-    return str(hostportjoin(host, None if port == COAPS_PORT else port))
+    """`host[:port]` of a socket address as it appears in a coaps URI (port omitted if 5684;
+    an IPv6 zone as `[fe80::1%25eth0]`, RFC 6874 §2)."""
+    port = int(address[1])
+    return str(hostportjoin(uri_host(address), None if port == COAPS_PORT else port))
 
 
 class CoapsAddress(interfaces.EndpointAddress):

@@ -30,6 +30,7 @@ from aiocoap.numbers.types import CON
 from aiocoap.util import hostportsplit
 
 from iotdtls import aio
+from iotdtls._addresses import host_from_uri
 from iotdtls.chaincache import ChainCache
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.errors import association_error
@@ -211,10 +212,11 @@ class CoapsClientInterface(CoapsInterface):
 
 
 def _destination(message: Message) -> tuple[str, int]:
-    """The (host, port) a request goes to, from its URI (RFC 7252 §6.2: 5684 by default).
+    """The (host, port) a request goes to, from its URI (RFC 7252 §6.2: 5684 by default; an
+    IPv6 zone written `%25eth0`, RFC 6874 §2, or `%eth0`, as the socket takes it: `%eth0`).
     aiocoap (the pinned 0.4.17) gives every request the URI's host as its remote; a request
     addressed by Uri-Host options alone cannot be built."""
     if not message.unresolved_remote:
         raise ValueError("no host to send the coaps request to")
     host, port = hostportsplit(message.unresolved_remote)
-    return str(host), int(port or COAPS_PORT)
+    return host_from_uri(str(host)), int(port or COAPS_PORT)

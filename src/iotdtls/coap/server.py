@@ -61,7 +61,8 @@ class CoapsServerInterface(CoapsInterface):
         self.config = config
         self._labels = labels
         self._server: aio.DtlsServer | None = None
-        #: The socket address bound (host, port).
+        #: The socket address bound: (host, port), for IPv6 (host, port, flowinfo, scope_id),
+        #: whose scope id names the interface of a link-local address (RFC 4007 §11).
         self.address: tuple[Any, ...] = ("::", 0)
 
     def __repr__(self) -> str:
@@ -78,7 +79,7 @@ class CoapsServerInterface(CoapsInterface):
         """Bind `bind` and serve; returns once the socket is bound."""
         self = cls(mman, config, labels)
         self._server = await aio.serve(self._serve_association, bind[0], bind[1], config)
-        self.address = self._server.address
+        self.address = self._server.sockname
         return self
 
     @property
