@@ -222,6 +222,20 @@ def test_a_failed_handshake_leaves_no_association_behind() -> None:
     run(main())
 
 
+def test_a_request_to_port_0_ends_with_a_malformed_uri_error() -> None:
+    """Port 0 is no port to send to: the request ends with the error of a URI whose port is
+    above 65535 (it used to go to 5684), and no association is made."""
+
+    async def main() -> None:
+        async with coaps_client() as client:
+            with pytest.raises(error.MalformedUrlError, match="port must be a number from 1 to"):
+                await get(client, f"coaps://{LOCALHOST}:0/hello")
+            [transport] = transports_of(client)
+            assert repr(transport) == "<CoapsClientInterface associations=0>"
+
+    run(main())
+
+
 @pytest.mark.req("COAP-1")
 def test_an_association_that_dies_fails_its_pending_request_with_the_cause() -> None:
     """The server goes silent with a request pending; the client's heartbeats go unanswered

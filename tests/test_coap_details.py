@@ -315,6 +315,14 @@ def test_a_request_goes_to_the_host_and_port_of_its_uri(
     assert _destination(Message(code=GET, uri=uri)) == destination
 
 
+def test_port_0_is_refused_as_a_malformed_uri() -> None:
+    """Port 0 names no port to send to (it was taken for 5684): aiocoap's error for a port
+    above 65535, as the request ends with, and the command line's reason."""
+    with pytest.raises(error.MalformedUrlError) as info:
+        _destination(Message(code=GET, uri="coaps://127.0.0.1:0/x"))
+    assert str(info.value) == "Malformed URL: the port must be a number from 1 to 65535"
+
+
 def test_a_request_without_a_host_is_refused() -> None:
     message = Message(code=GET, uri_path=("x",), uri_host="h.example")
     message.remote = UndecidedRemote("coaps", "")
