@@ -41,7 +41,7 @@ from iotdtls.errors import (
     PortUnreachable,
     SequenceNumbersExhausted,
 )
-from iotdtls.identity import CertificateIdentity
+from iotdtls.identity import CertificateIdentity, PskIdentity
 from iotdtls.loop import run as run_on_loop
 from iotdtls.proxy import LossyProxy
 from iotdtls.record import MAX_SEQUENCE_NUMBER
@@ -733,6 +733,24 @@ def test_addresses_in_log_lines() -> None:
     assert str(aio._PeerLabel(("fe80::1", 5684, 0, lo), None)) == (
         "peer [fe80::1%lo]:5684 before any identity"
     )
+
+
+def test_a_psk_identity_in_log_lines_is_cut_short() -> None:
+    """A client names any identity of up to 65535 bytes before proving anything (RFC 4279
+    §2): each failed handshake logged it whole, 260 KB of escapes for 65535 NULs. Log lines,
+    event text and reprs show 64 bytes and the length; `identity` itself stays whole."""
+    address = ("192.0.2.1", 5684)
+    short = PskIdentity(b"dev\n1")
+    label = aio._PeerLabel(address, short, True)
+    assert str(label) == "peer 192.0.2.1:5684 psk identity b'dev\\n1'"
+    assert repr(short) == "PskIdentity(identity=b'dev\\n1')"
+    exact = PskIdentity(b"i" * 64)
+    assert str(exact) == "psk identity b'" + "i" * 64 + "'"
+    flood = PskIdentity(b"\x00" * 65535)
+    shown = "b'" + "\\x00" * 64 + "'... (65535 bytes)"
+    assert str(aio._PeerLabel(address, flood, True)) == f"peer 192.0.2.1:5684 psk identity {shown}"
+    assert repr(flood) == f"PskIdentity(identity={shown})"
+    assert flood.identity == b"\x00" * 65535
 
 
 def test_a_trace_that_fails_does_not_cost_the_datagram(

@@ -10,7 +10,9 @@ One type per credential kind of the profile:
   checked: the server's DNS name (RFC 6125, CRT-3) or the client's EUI-64 (CRT-4).
 * `UnauthenticatedPeer`: a client of a server that did not ask for its certificate.
 
-All three are small frozen dataclasses whose `str()` is one short, log-safe phrase.
+All three are small frozen dataclasses whose `str()` is one short, log-safe phrase: a PSK
+identity, chosen by a client before it has proved anything and up to 65535 bytes long, is shown
+escaped and cut after `SHOWN_IDENTITY_BYTES` bytes (`shown_identity`).
 """
 
 from __future__ import annotations
@@ -25,18 +27,35 @@ __all__ = [
     "PskIdentity",
     "RawPublicKeyIdentity",
     "UnauthenticatedPeer",
+    "shown_identity",
 ]
+
+#: Bytes of a PSK identity shown in log lines, event text and errors; the rest is only counted.
+SHOWN_IDENTITY_BYTES = 64
+
+
+def shown_identity(identity: bytes) -> str:
+    """`identity` as an escaped bytes literal, cut after `SHOWN_IDENTITY_BYTES` bytes and then
+    counted: "b'...'... (N bytes)". The identity travels unauthenticated and may be 65535 bytes
+    (RFC 4279 §2), which whole would make one log line of hundreds of kilobytes."""
+    if len(identity) <= SHOWN_IDENTITY_BYTES:
+        return repr(identity)
+    return f"{identity[:SHOWN_IDENTITY_BYTES]!r}... ({len(identity)} bytes)"
 
 
 @dataclass(frozen=True, slots=True)
 class PskIdentity:
-    """The PSK identity of the association (RFC 4279 §2)."""
+    """The PSK identity of the association (RFC 4279 §2). `identity` is whole; `str()` and
+    `repr()` show at most `SHOWN_IDENTITY_BYTES` of it."""
 
     mode: ClassVar[str] = "psk"
     identity: bytes
 
+    def __repr__(self) -> str:
+        return f"PskIdentity(identity={shown_identity(self.identity)})"
+
     def __str__(self) -> str:
-        return f"psk identity {self.identity!r}"
+        return f"psk identity {shown_identity(self.identity)}"
 
 
 @dataclass(frozen=True, slots=True)
