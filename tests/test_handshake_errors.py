@@ -447,11 +447,21 @@ def server_wire_shape(link: MemoryLink) -> list[tuple[int, list[tuple[int, int, 
     ]
 
 
+#: Where the server finds its keys: a psk_store, or a psk_lookup that returns None or raises a
+#: LookupError for an unknown identity (`keys.get`, `keys.__getitem__`), all answered alike.
+KEY_SOURCES: dict[str, dict[str, Any]] = {
+    "psk_store": {},
+    "lookup-get": {"psk_store": None, "psk_lookup": {IDENTITY: KEY}.get},
+    "lookup-getitem": {"psk_store": None, "psk_lookup": {IDENTITY: KEY}.__getitem__},
+}
+
+
 @pytest.mark.req("PSK-4", "ERR-1")
-def test_unknown_identity_and_wrong_key_look_alike() -> None:
-    unknown = make_link(client={"psk_identity": b"Client_identitx"})
+@pytest.mark.parametrize("source", list(KEY_SOURCES))
+def test_unknown_identity_and_wrong_key_look_alike(source: str) -> None:
+    unknown = make_link(client={"psk_identity": b"Client_identitx"}, server=KEY_SOURCES[source])
     unknown.handshake()
-    wrong = make_link(client={"psk": bytes(16)})
+    wrong = make_link(client={"psk": bytes(16)}, server=KEY_SOURCES[source])
     wrong.handshake()
     for link in (unknown, wrong):
         assert_link_failed(link, "server", AlertDescription.decrypt_error)
@@ -521,8 +531,9 @@ def spy_on_key_schedule(
 
 
 @pytest.mark.req("PSK-4")
+@pytest.mark.parametrize("source", list(KEY_SOURCES))
 def test_unknown_identity_runs_the_same_key_schedule_as_a_wrong_key(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
     """No early exit for an unknown identity: the server derives keys from a stand-in key and
     fails on the client's Finished record exactly as it does for a wrong key (timing side)."""
@@ -531,7 +542,7 @@ def test_unknown_identity_runs_the_same_key_schedule_as_a_wrong_key(
     traces = []
     for client in ({"psk_identity": b"Client_identitx"}, {"psk": bytes(16)}):
         calls.clear()
-        make_link(client=client).handshake()
+        make_link(client=client, server=KEY_SOURCES[source]).handshake()
         traces.append(list(calls))
     unknown, wrong = traces
     assert unknown == wrong

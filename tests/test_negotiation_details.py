@@ -23,6 +23,7 @@ from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, ConfigErr
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS
 from iotdtls.handshake.negotiation import takes_uncompressed
+from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     CertificateRequest,
     CertificateType,
@@ -268,14 +269,22 @@ def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture)
                       ("text", "str")):
         broken = make_link(server={"psk_store": None, "psk_lookup": lambda i, b=bad: b})
         broken.handshake()
-        assert f"psk_lookup returned {name} (a key is 1 to 65535 bytes)" in caplog.messages
+        assert (f"psk_lookup returned {name} for psk identity b'Client_identity' (a key is 1 "
+                "to 65535 bytes)") in caplog.messages
+    for bytes_like in (bytearray, memoryview):  # taken as bytes, as psk_store takes them
+        link = make_link(server={"psk_store": None, "psk_lookup": lambda i, t=bytes_like: t(KEY)})
+        link.handshake()
+        assert established(link)
 
     def failing(identity: bytes) -> bytes:
-        raise KeyError(identity)
+        raise RuntimeError("database down")
 
     failed = make_link(server={"psk_store": None, "psk_lookup": failing})
     failed.handshake()
-    assert "psk_lookup raised KeyError" in caplog.messages
+    assert "psk_lookup raised RuntimeError for psk identity b'Client_identity'" in caplog.messages
+    (closed,) = events_of(failed, "server", ConnectionClosed)  # "handshake failed: peer ... psk
+    assert closed.peer == PskIdentity(IDENTITY)  # identity b'Client_identity'", not "before any"
+    assert closed.error.alert is AlertDescription.internal_error
 
 
 def test_private_keys_in_pem_and_der_round_trip(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ MIN_KEEPALIVE_INTERVAL = 1.0
 DEFAULT_SESSION_CACHE_SIZE = 1024
 DEFAULT_SESSION_LIFETIME = 24 * 3600.0
 
+#: identity -> its key (bytes-like), or None, or a raised LookupError (KeyError...), for an
+#: unknown identity, which then fails like a wrong key (PSK-4).
 PskLookup = Callable[[bytes], bytes | None]
 #: (url, size limit in bytes, timeout in seconds) -> the bytes at that URL (see
 #: `iotdtls.certurl.default_fetcher`; RFC 6066 §5).
@@ -652,7 +654,8 @@ class ServerConfig(_CommonConfig):
     """A server's credentials, in any mix (it picks by what the client offers):
 
     * PSK: `psk_store` ({identity: key}, copied: later changes to the dict are not seen) or
-      `psk_lookup` (identity -> key or None, asked at each handshake), not both;
+      `psk_lookup` (identity -> key, or None or a LookupError for an unknown identity; asked
+      at each handshake, on the server's event loop), not both;
     * raw public keys: `raw_public_key` (our `PrivateKey`); clients must present a key from
       `client_public_keys` (or one `client_key_lookup` accepts) when either is given;
     * certificates: `certificates` (our `CertifiedKey`s; the first is the default); clients

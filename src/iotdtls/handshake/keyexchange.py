@@ -97,31 +97,43 @@ class PskServerExchange:
         self._lookup = lookup
         #: `psk_digest` of the identity's key, for the session (empty for an unknown identity).
         self.psk_digest = b""
+        #: The identity the ClientKeyExchange named, kept even when its lookup then fails.
+        self.claimed: PskIdentity | None = None
 
     def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
         return None  # no identity hint (PSK-3)
 
     def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
-        identity = ClientKeyExchangePsk.decode(body).identity
-        psk = self._key_for(identity)
+        self.claimed = PskIdentity(ClientKeyExchangePsk.decode(body).identity)
+        psk = self._key_for(self.claimed)
         if psk is None:
             # PSK-4: carry on with a random key so an unknown identity fails exactly like a
             # wrong key: the client's Finished does not authenticate -> decrypt_error.
             psk = random_bytes(UNKNOWN_IDENTITY_KEY_LENGTH)
         else:
             self.psk_digest = psk_digest(psk)
-        return psk_premaster_secret(psk), PskIdentity(identity)
+        return psk_premaster_secret(psk), self.claimed
 
-    def _key_for(self, identity: bytes) -> bytes | None:
-        """The application's key for `identity`; its mistakes end the handshake with
-        internal_error instead of escaping into the network path."""
+    def _key_for(self, claimed: PskIdentity) -> bytes | None:
+        """The application's key for the identity, or None when unknown: the lookup returned
+        None or raised a `LookupError` (`psk_lookup=keys.__getitem__` raises KeyError), both
+        answered alike (PSK-4). Its other mistakes end the handshake with internal_error
+        instead of escaping into the network path. A bytes-like key is taken as bytes."""
         try:
-            psk = self._lookup(identity)
+            psk = self._lookup(claimed.identity)
+        except LookupError:
+            return None
         except Exception as exc:
-            logger.warning("psk_lookup raised %s", type(exc).__name__)
+            logger.warning("psk_lookup raised %s for %s", type(exc).__name__, claimed)
             raise ProtocolError("psk_lookup failed", AlertDescription.internal_error) from None
+        if isinstance(psk, bytearray | memoryview):
+            psk = bytes(psk)
         if psk is not None and (not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH):
-            logger.warning("psk_lookup returned %s (a key is 1 to 65535 bytes)", _what_key(psk))
+            logger.warning(
+                "psk_lookup returned %s for %s (a key is 1 to 65535 bytes)",
+                _what_key(psk),
+                claimed,
+            )
             raise ProtocolError(
                 "psk_lookup returned an invalid key", AlertDescription.internal_error
             )

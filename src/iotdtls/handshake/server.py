@@ -375,7 +375,12 @@ class ServerHandshake(HandshakeMachine):
 
     def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
         assert self._exchange is not None
-        premaster, claimed = self._exchange.on_client_key_exchange(msg.body)
+        try:
+            premaster, claimed = self._exchange.on_client_key_exchange(msg.body)
+        except ProtocolError:
+            if isinstance(self._exchange, PskServerExchange):
+                self.peer = self._exchange.claimed  # named, though its psk_lookup failed
+            raise
         if claimed is not None:
             self.peer = claimed
         self.record(msg)
