@@ -174,6 +174,24 @@ def test_psk_identity_and_key_lengths_at_the_protocol_limit() -> None:
     )
 
 
+def test_a_stored_identity_must_fit_the_client_key_exchange() -> None:
+    """A 65536-byte identity in psk_store was taken (ClientConfig refuses it), and one over
+    16382 bytes could never arrive: its ClientKeyExchange (2 + its length bytes) exceeds the
+    server's max_handshake_message."""
+    assert refusal(ServerConfig, psk_store={b"i" * (MAX_PSK_LENGTH + 1): KEY},
+                   max_handshake_message=70000) == (
+        f"an identity in psk_store is longer than {MAX_PSK_LENGTH} bytes"
+    )
+    longest = b"i" * 16382
+    assert ServerConfig(psk_store={longest: KEY}).psk_store == {longest: KEY}
+    assert refusal(ServerConfig, psk_store={longest + b"i": KEY}) == (
+        "an identity in psk_store is 16383 bytes; at most 16382 fit max_handshake_message=16384 "
+        "(its ClientKeyExchange has 2 more bytes): raise max_handshake_message to at least 16385"
+    )
+    widest = b"i" * MAX_PSK_LENGTH
+    assert ServerConfig(psk_store={widest: KEY}, max_handshake_message=MAX_PSK_LENGTH + 2)
+
+
 def test_each_modes_credentials_are_refused_in_the_others() -> None:
     assert refusal(ClientConfig, **PSK_CLIENT, raw_public_key=SERVER_KEY) == (
         "raw_public_key is for raw-public-key mode: add server_public_keys"

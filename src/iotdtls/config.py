@@ -278,6 +278,21 @@ def _check_psk(name: str, key: bytes) -> None:
         raise ConfigError(f"{name} is {len(key)} bytes; at most {MAX_PSK_LENGTH} fit the protocol")
 
 
+def _check_stored_identity(identity: bytes, max_handshake_message: int) -> None:
+    """An identity of `psk_store` must fit the ClientKeyExchange (a 2-byte length, RFC 4279
+    §2) and that message (2 + its length bytes) our `max_handshake_message`, or no client
+    could ever use it."""
+    if len(identity) > MAX_PSK_LENGTH:
+        raise ConfigError(f"an identity in psk_store is longer than {MAX_PSK_LENGTH} bytes")
+    if len(identity) + 2 > max_handshake_message:
+        raise ConfigError(
+            f"an identity in psk_store is {len(identity)} bytes; at most "
+            f"{max_handshake_message - 2} fit max_handshake_message={max_handshake_message} "
+            f"(its ClientKeyExchange has 2 more bytes): raise max_handshake_message to at least "
+            f"{len(identity) + 2}"
+        )
+
+
 _PATH = _instance("a str or os.PathLike path", str, PathLike)
 _CERTIFICATE_LIST = _list_of("a list of certificates (DER or PEM bytes)")
 _KEY_LIST = _list_of("a list of public keys or their SHA-256 (bytes or str)")
@@ -352,7 +367,8 @@ class _CommonConfig:
     #: accepted (server); True refuses a peer without it, False lets a legacy peer through
     #: (such a session is never resumed, RES-3, and the adapters' log line says so).
     require_extended_master_secret: bool = True
-    #: Largest handshake message we reassemble (bounded memory per peer, HS-3).
+    #: Largest handshake message we reassemble (bounded memory per peer, HS-3). A server
+    #: takes PSK identities of up to this less 2 bytes (the ClientKeyExchange, RFC 4279 §2).
     max_handshake_message: int = 16384
     #: Records of one epoch that may fail authentication before the association is closed
     #: (REC-6). Default 2^7 = 128: RFC 9147 §4.5.3 asks for such a limit and Appendix B.3
@@ -450,7 +466,8 @@ def _trust_store(anchors: Sequence[bytes]) -> TrustStore | None:
 class ClientConfig(_CommonConfig):
     """A client provisioned for the one server it talks to (profile §3, CFG-1), in one mode:
 
-    * PSK: `psk_identity` and `psk`;
+    * PSK: `psk_identity` and `psk`; an identity over 16382 bytes needs a server whose
+      `max_handshake_message` was raised (its ClientKeyExchange has 2 + its length bytes);
     * raw public keys (RFC 7250): `server_public_keys` (the server's key, or its SHA-256) and,
       for mutual authentication, `raw_public_key` (our own `PrivateKey`);
     * certificates: `trust_anchors` (CA certificates, DER or PEM), `server_name` (checked
@@ -727,7 +744,8 @@ class ServerConfig(_CommonConfig):
                 _identity_bytes("an identity in psk_store", k): _key_bytes("a psk in psk_store", v)
                 for k, v in self.psk_store.items()
             }
-            for key in store.values():
+            for identity, key in store.items():
+                _check_stored_identity(identity, self.max_handshake_message)
                 _check_psk("a psk in psk_store", key)
             object.__setattr__(self, "psk_store", store)
         object.__setattr__(self, "client_public_keys", public_key_pins(self.client_public_keys))
