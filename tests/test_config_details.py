@@ -192,6 +192,18 @@ def test_a_stored_identity_must_fit_the_client_key_exchange() -> None:
     assert ServerConfig(psk_store={widest: KEY}, max_handshake_message=MAX_PSK_LENGTH + 2)
 
 
+def test_an_identity_given_as_str_and_as_bytes_is_refused() -> None:
+    """{"a": K1, b"a": K2} is one identity on the wire: the last key silently won."""
+    assert refusal(ServerConfig, psk_store={"dev\n1": KEY, b"dev\n1": bytes(16)}) == (
+        "psk_store has the identity b'dev\\n1' twice, as str and as bytes: keep one"
+    )
+    long_text = "é" * 40  # 80 bytes of UTF-8: shown cut after 64
+    assert refusal(ServerConfig, psk_store={long_text.encode(): KEY, long_text: KEY}) == (
+        f"psk_store has the identity {long_text.encode()[:64]!r}... (80 bytes) twice, as str "
+        "and as bytes: keep one"
+    )
+
+
 def test_each_modes_credentials_are_refused_in_the_others() -> None:
     assert refusal(ClientConfig, **PSK_CLIENT, raw_public_key=SERVER_KEY) == (
         "raw_public_key is for raw-public-key mode: add server_public_keys"

@@ -31,7 +31,7 @@ from iotdtls.credentials import (
 from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, TrustStore
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.errors import ConfigError
-from iotdtls.identity import RawPublicKeyIdentity
+from iotdtls.identity import RawPublicKeyIdentity, shown_identity
 from iotdtls.messages import CertChainType, CertificateUrl, UrlAndHash
 from iotdtls.messages.extensions import SHA1_LEN
 
@@ -740,10 +740,15 @@ class ServerConfig(_CommonConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.psk_store is not None:
-            store = {
-                _identity_bytes("an identity in psk_store", k): _key_bytes("a psk in psk_store", v)
-                for k, v in self.psk_store.items()
-            }
+            store: dict[bytes, bytes] = {}
+            for name, value in self.psk_store.items():
+                identity = _identity_bytes("an identity in psk_store", name)
+                if identity in store:  # "a" and b"a": one identity on the wire (RFC 4279 §5.1)
+                    raise ConfigError(
+                        f"psk_store has the identity {shown_identity(identity)} twice, as str "
+                        "and as bytes: keep one"
+                    )
+                store[identity] = _key_bytes("a psk in psk_store", value)
             for identity, key in store.items():
                 _check_stored_identity(identity, self.max_handshake_message)
                 _check_psk("a psk in psk_store", key)
