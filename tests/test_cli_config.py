@@ -215,6 +215,23 @@ def test_a_mistyped_psk_is_named_by_position_never_quoted(
         assert value[:8] not in message
 
 
+@pytest.mark.req("PSK-2")
+def test_a_psk_identity_is_the_bytes_typed_in_any_encoding(tmp_path: Path) -> None:
+    """Python decodes arguments with surrogateescape ('\\udcff' for the byte 0xff): the
+    identity sent or looked up is the byte typed, on every command, never a traceback nor
+    'give the identity as bytes', which a command line cannot (RFC 7925 §4.2)."""
+    typed = os.fsdecode(b"dev\xff")
+    flags = ["--psk-identity", typed, "--psk", PSK_HEX]
+    for args in (client_args(*flags), parsed("perf", "192.0.2.1:5684", *flags),
+                 parsed("coap", "get", "coaps://192.0.2.1/x", *flags)):
+        assert client_config(args, "192.0.2.1").psk_identity == b"dev\xff"
+    for args in (server_args(*flags), parsed("coap", "serve", *flags)):
+        assert server_config(args).psk_store == {b"dev\xff": KEY}
+    psk_file = tmp_path / "keys.psk"
+    psk_file.write_bytes(b"dev\xff:0102\n\xe9t\xe9:ff\n")  # not UTF-8: Latin-1
+    assert read_psk_file(str(psk_file)) == {b"dev\xff": b"\x01\x02", b"\xe9t\xe9": b"\xff"}
+
+
 # -- server ---------------------------------------------------------------------------------------
 
 

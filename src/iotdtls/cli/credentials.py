@@ -17,6 +17,7 @@ A key or certificate file that cannot be used is refused in one line naming its 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from iotdtls.chaincache import ChainCache
@@ -40,30 +41,46 @@ __all__ = [
 def read_psk_file(path: str) -> dict[bytes, bytes]:
     """Lines `identity:HEXKEY` (GnuTLS psktool format); blank lines and # comments skipped, a
     UTF-8 byte order mark ignored; an identity given twice is refused (which key would be
-    meant?), naming both lines."""
+    meant?), naming both lines. The file is read as bytes: an identity is the bytes written,
+    whatever their encoding (RFC 7925 §4.2, PSK-2: identities are opaque)."""
     store: dict[bytes, bytes] = {}
     line_of: dict[bytes, int] = {}
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read --psk-file {path}: {exc.strerror}") from None
-    for number, line in enumerate(lines, 1):
+    data = _read(path, "--psk-file").removeprefix(b"\xef\xbb\xbf")
+    for number, line in enumerate(data.splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(b"#"):
             continue
-        identity, sep, key = line.rpartition(":")
-        if not sep or not identity:
+        name, sep, key = line.rpartition(b":")
+        if not sep or not name:
             raise UsageError(f"{path}:{number}: expected identity:HEXKEY")
-        name = identity.encode()
         if name in line_of:
             raise UsageError(
-                f"{path}:{number}: identity {identity!r} is already on line {line_of[name]} "
-                "(one key per identity)"
+                f"{path}:{number}: identity {shown_identity(name)} is already on line "
+                f"{line_of[name]} (one key per identity)"
             )
         line_of[name] = number
-        store[name] = hex_bytes(f"{path}:{number} key", key, secret=True)
+        text = key.decode("ascii", "surrogateescape")  # a byte not ASCII: not a hex digit
+        store[name] = hex_bytes(f"{path}:{number} key", text, secret=True)
     return store
+
+
+def shown_identity(identity: bytes) -> str:
+    """A PSK identity quoted for a message: as text when it is UTF-8 ('dev1'), else as bytes
+    (b'dev\\xff')."""
+    try:
+        return repr(identity.decode())
+    except UnicodeDecodeError:
+        return repr(identity)
+
+
+def identity_bytes(text: str, flag: str = "--psk-identity") -> bytes:
+    """A PSK identity given on the command line, as the bytes typed: Python's decoding of the
+    arguments (surrogateescape) undone, so an identity in any encoding is sent as it was
+    typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes)."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} {text!r} cannot be encoded as bytes") from None
 
 
 def _read(path: str, flag: str) -> bytes:
@@ -217,7 +234,9 @@ def client_config(
         if args.psk_identity is None or args.psk is None:
             raise UsageError("give --psk-identity ID and --psk HEX together")
         psk_key = hex_bytes("--psk", args.psk, secret=True)
-        return ClientConfig(psk_identity=args.psk_identity, psk=psk_key, **settings)
+        return ClientConfig(
+            psk_identity=identity_bytes(args.psk_identity), psk=psk_key, **settings
+        )
     if rpk:
         own = None if args.rpk_key is None else load_private_key(args.rpk_key, "--rpk-key")
         pins = _pins(args.peer_rpk, args.peer_rpk_sha256, "--peer-rpk")
@@ -271,7 +290,7 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     if (args.psk_identity is None) != (args.psk is None):
         raise UsageError("give --psk-identity and --psk together")
     if args.psk is not None:
-        store[args.psk_identity.encode()] = hex_bytes("--psk", args.psk, secret=True)
+        store[identity_bytes(args.psk_identity)] = hex_bytes("--psk", args.psk, secret=True)
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
