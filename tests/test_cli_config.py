@@ -399,6 +399,41 @@ def test_psk_file_format(tmp_path: Path) -> None:
     assert read_psk_file(str(path)) == {b"urn:dev:mac:0024befffe804ff1": b"\x01\x02", b"b": b"\xff"}
 
 
+
+def test_psk_file_spaces_around_identity_and_key_are_ignored_alike(tmp_path: Path) -> None:
+    """'  dev1 : 0102' is dev1, not 'dev1 ' (leading spaces went, the trailing one stayed)."""
+    path = tmp_path / "keys.psk"
+    path.write_text("  dev1 : 0102\n\tdev2\t:\tff\t\n")
+    assert read_psk_file(str(path)) == {b"dev1": b"\x01\x02", b"dev2": b"\xff"}
+
+
+def test_psk_file_that_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO is not waited on (the server hung), a device not read (/dev/zero took 1.3 GB in
+    3 s): one line each, as --session-file."""
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device"),
+                       (tmp_path, "a directory")):
+        message = refused(capsys, "server", "--psk-file", str(path))
+        assert message == f"--psk-file {path} is {kind}, not a regular file"
+
+
+def test_psk_file_larger_than_a_mebibyte_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read up to the bound, not all of what is there: refused in one line."""
+    path = tmp_path / "keys.psk"
+    key = b"dev1:0102\n"
+    path.write_bytes(key + b"#" * ((1 << 20) - len(key)))  # 1 MiB exactly: read
+    assert read_psk_file(str(path)) == {b"dev1": b"\x01\x02"}
+    with path.open("ab") as fh:
+        fh.write(b"#")
+    message = refused(capsys, "server", "--psk-file", str(path))
+    assert message == f"--psk-file {path} is larger than 1 MiB: is it the right file?"
+
+
 def test_psk_file_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
     """An editor's UTF-8 BOM is not part of the first identity."""
     path = tmp_path / "keys.psk"

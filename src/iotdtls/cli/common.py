@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import signal
+import stat
 import string
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "add_loop_flag",
     "common_settings",
     "discard_new_keylog",
+    "file_kind",
     "format_hostport",
     "hex_bytes",
     "listening_on",
@@ -142,6 +144,21 @@ def _hex_problem(text: str) -> str:
             return f"character {position} of {len(text)} is not a hex digit"
     return "the digits do not pair up into whole bytes"
 
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is (`mode` from stat), for a message."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """--mtu, --retransmit, --keylog and -v, for every command that runs associations."""

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from typing import Any
 
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli.common import UsageError, hex_bytes
+from iotdtls.cli.common import UsageError, file_kind, hex_bytes
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.x509 import load_certificates
@@ -38,19 +39,26 @@ __all__ = [
 ]
 
 
+#: The largest --psk-file read: far more keys than one server process holds.
+MAX_PSK_FILE = 1 << 20
+
+
 def read_psk_file(path: str) -> dict[bytes, bytes]:
     """Lines `identity:HEXKEY` (GnuTLS psktool format); blank lines and # comments skipped, a
-    UTF-8 byte order mark ignored; an identity given twice is refused (which key would be
-    meant?), naming both lines. The file is read as bytes: an identity is the bytes written,
-    whatever their encoding (RFC 7925 §4.2, PSK-2: identities are opaque)."""
+    UTF-8 byte order mark ignored, spaces around the identity and the key too; an identity
+    given twice is refused (which key would be meant?), naming both lines. The file is read
+    as bytes: an identity is the bytes written, whatever their encoding (RFC 7925 §4.2, PSK-2:
+    identities are opaque). Only a regular file of at most `MAX_PSK_FILE` bytes is read (a
+    FIFO would block the command, /dev/zero fill its memory)."""
     store: dict[bytes, bytes] = {}
     line_of: dict[bytes, int] = {}
-    data = _read(path, "--psk-file").removeprefix(b"\xef\xbb\xbf")
+    data = _read_regular(path, "--psk-file", MAX_PSK_FILE).removeprefix(b"\xef\xbb\xbf")
     for number, line in enumerate(data.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith(b"#"):
             continue
         name, sep, key = line.rpartition(b":")
+        name, key = name.strip(), key.strip()
         if not sep or not name:
             raise UsageError(f"{path}:{number}: expected identity:HEXKEY")
         if name in line_of:
@@ -81,6 +89,27 @@ def identity_bytes(text: str, flag: str = "--psk-identity") -> bytes:
         return os.fsencode(text)
     except UnicodeEncodeError:
         raise UsageError(f"{flag} {text!r} cannot be encoded as bytes") from None
+
+
+def _read_regular(path: str, flag: str, limit: int) -> bytes:
+    """The bytes of the regular file `path`, given as `flag`, at most `limit` (whole MiB); a
+    `UsageError` naming both for anything else (a FIFO or a device is opened without
+    blocking and never read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise UsageError(f"{flag} {path} is {file_kind(mode)}, not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(limit + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UsageError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise UsageError(f"{flag} {path} is larger than {limit >> 20} MiB: is it the right file?")
+    return data
 
 
 def _read(path: str, flag: str) -> bytes:
@@ -253,7 +282,10 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("credentials (any mix)")
     g.add_argument("--psk-identity", metavar="ID", help="a client's PSK identity")
     g.add_argument("--psk", metavar="HEX", help="its pre-shared key in hex")
-    g.add_argument("--psk-file", metavar="FILE", help="lines identity:HEXKEY")
+    g.add_argument(
+        "--psk-file", metavar="FILE",
+        help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB)",
+    )
     g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
     g.add_argument(
         "--rpk-allow",

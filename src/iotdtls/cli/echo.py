@@ -29,6 +29,7 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     common_settings,
+    file_kind,
     listening_on,
     parse_hostport,
     seconds,
@@ -530,7 +531,7 @@ class SessionFile:
             raise UsageError(self._cannot_write(exc)) from None
         if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
             raise UsageError(
-                f"--session-file {self.path} is {_file_kind(mode)}, not a regular file: "
+                f"--session-file {self.path} is {file_kind(mode)}, not a regular file: "
                 "give the file to keep the session in"
             )
         try:
@@ -567,15 +568,3 @@ class SessionFile:
     def _cannot_write(self, exc: OSError) -> str:
         return f"cannot write --session-file {self.path}: {exc.strerror or exc}"
 
-
-def _file_kind(mode: int) -> str:
-    """What a file that is neither regular nor a directory is, for a message."""
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
