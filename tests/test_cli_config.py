@@ -258,6 +258,21 @@ def test_server_every_mode_at_once(pki: Pki, tmp_path: Path) -> None:
     assert config.require_extended_master_secret
 
 
+
+def test_server_psk_flags_for_an_identity_of_the_psk_file_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The flags' key silently replaced the file's: refused as an identity twice in the file
+    is, naming neither key."""
+    psk_file = tmp_path / "psk.txt"
+    psk_file.write_text(f"dev1:{PSK_HEX}\nsensor-7:0a0b\n")
+    message = refused(capsys, "server", "--psk-file", str(psk_file),
+                      "--psk-identity", "dev1", "--psk", "ffff")
+    assert message == (
+        f"--psk-identity 'dev1' is also in --psk-file {psk_file} (one key per identity)"
+    )
+
+
 def test_server_psk_alone_has_no_public_key_material() -> None:
     config = server_config(server_args(*PSK, "--allow-no-ems"))
     assert config.psk_store == {b"dev1": KEY}

@@ -322,7 +322,13 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     if (args.psk_identity is None) != (args.psk is None):
         raise UsageError("give --psk-identity and --psk together")
     if args.psk is not None:
-        store[identity_bytes(args.psk_identity)] = hex_bytes("--psk", args.psk, secret=True)
+        name = identity_bytes(args.psk_identity)
+        if name in store:  # which key would be meant? As for an identity twice in the file
+            raise UsageError(
+                f"--psk-identity {shown_identity(name)} is also in --psk-file {args.psk_file} "
+                "(one key per identity)"
+            )
+        store[name] = hex_bytes("--psk", args.psk, secret=True)
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
