@@ -401,8 +401,8 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
         (["put", "coap://127.0.0.1/x", "v", "--cafile", "ca.crt"],
          "--cafile is for coaps:// URIs (coap:// has no DTLS)"),
         (["get", "coaps://127.0.0.1/x"],
-         "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / --peer-rpk-sha256 "
-         "HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),
+         "choose one mode: --psk-identity ID --psk HEX, or --psk-file FILE, or --peer-rpk FILE "
+         "/ --peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),
         (["serve", "--listen", "127.0.0.1:5684"],
          "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, --rpk-key FILE, or "
          "--cert FILE --key FILE"),

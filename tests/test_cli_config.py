@@ -159,8 +159,9 @@ def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> No
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ([], "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / "
-             "--peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"),
+        ([], "choose one mode: --psk-identity ID --psk HEX, or --psk-file FILE, or --peer-rpk "
+             "FILE / --peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE "
+             "--key FILE]"),
         ([*PSK, "--cafile", "ca.pem"], "choose one mode"),
         ([*PSK, "--peer-rpk", "server.pem"], "choose one mode"),
         (["--peer-rpk-sha256", "00" * 32, "--cafile", "ca.pem"], "choose one mode"),
@@ -213,6 +214,45 @@ def test_a_mistyped_psk_is_named_by_position_never_quoted(
         message = refused(capsys, *command, "--psk-identity", "dev1", "--psk", value)
         assert message == f"--psk must be hexadecimal bytes (e.g. 0102...0f10), {where}"
         assert value[:8] not in message
+
+
+
+def test_client_psk_from_a_file_keeps_the_key_out_of_the_process_list(tmp_path: Path) -> None:
+    """client, perf and the coap requests: the file's one entry, or the entry of
+    --psk-identity when it has several (the server's format)."""
+    one = tmp_path / "one.psk"
+    one.write_text(f"# this device\n dev1 : {PSK_HEX}\n")
+    for args in (client_args("--psk-file", str(one)),
+                 parsed("perf", "192.0.2.1:5684", "--psk-file", str(one)),
+                 parsed("coap", "get", "coaps://192.0.2.1/x", "--psk-file", str(one))):
+        config = client_config(args, "192.0.2.1")
+        assert (config.psk_identity, config.psk) == (b"dev1", KEY)
+    several = tmp_path / "several.psk"
+    several.write_text(f"dev1:{PSK_HEX}\ndev2:0a0b\n")
+    config = client_config(client_args("--psk-file", str(several), "--psk-identity", "dev2"), "h")
+    assert (config.psk_identity, config.psk) == (b"dev2", b"\x0a\x0b")
+
+
+def test_client_psk_file_mistakes_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    several = tmp_path / "several.psk"
+    several.write_text(f"dev1:{PSK_HEX}\ndev2:0a0b\n")
+    empty = tmp_path / "empty.psk"
+    empty.write_text("# none yet\n")
+    for flags, message in (
+        (["--psk-file", str(several)],
+         f"--psk-file {several} holds 2 identities: choose one with --psk-identity ID"),
+        (["--psk-file", str(several), "--psk-identity", "dev3"],
+         f"--psk-file {several} has no key for --psk-identity 'dev3'"),
+        (["--psk-file", str(several), "--psk-identity", "dev1", "--psk", PSK_HEX],
+         "give the key once: --psk-file FILE or --psk HEX"),
+        (["--psk-file", str(empty)], f"--psk-file {empty} holds no keys (lines identity:HEXKEY)"),
+        (["--psk-file", str(tmp_path)],
+         f"--psk-file {tmp_path} is a directory, not a regular file"),
+        (["--psk-file", str(several), "--cafile", "ca.pem"], "choose one mode"),
+    ):
+        assert refused(capsys, "client", "127.0.0.1:9", *flags).startswith(message)
 
 
 @pytest.mark.req("PSK-2")

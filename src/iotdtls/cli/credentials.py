@@ -2,9 +2,10 @@
 the tools built on them): one place that turns flags into a `ClientConfig` / `ServerConfig`,
 so each command gets every credential mode at once (profile §3, CFG-1).
 
-Client, one mode per server: `--psk-identity ID --psk HEX`; or `--peer-rpk SPKI.pem` /
-`--peer-rpk-sha256 HEX` (the server's raw key) with `--rpk-key KEY.pem` (ours, for mutual
-authentication); or `--cafile FILE` (trust anchors) with `--cert FILE --key FILE` (ours) and
+Client, one mode per server: `--psk-identity ID --psk HEX` or `--psk-file FILE` (the key out
+of the process list); or `--peer-rpk SPKI.pem` / `--peer-rpk-sha256 HEX` (the server's raw
+key) with `--rpk-key KEY.pem` (ours, for mutual authentication); or `--cafile FILE` (trust
+anchors) with `--cert FILE --key FILE` (ours) and
 `--server-name NAME`. Server, any mix: the PSK flags, `--rpk-key KEY.pem` with `--rpk-allow
 SPKI.pem` / `--rpk-allow-sha256 HEX` (client keys, which then are required), `--cert FILE
 --key FILE` with `--client-cafile FILE` (client certificates, which then are required).
@@ -179,8 +180,17 @@ def _certified(args: argparse.Namespace) -> CertifiedKey | None:
 def add_client_credentials(p: argparse.ArgumentParser) -> None:
     """The client's credentials for the one server it talks to (CFG-1)."""
     g = p.add_argument_group("credentials (one mode)")
-    g.add_argument("--psk-identity", metavar="ID", help="PSK identity")
-    g.add_argument("--psk", metavar="HEX", help="pre-shared key in hex")
+    g.add_argument(
+        "--psk-identity", metavar="ID", help="PSK identity (with --psk-file: the entry to use)"
+    )
+    g.add_argument(
+        "--psk", metavar="HEX",
+        help="pre-shared key in hex (other users see it in the process list: prefer --psk-file)",
+    )
+    g.add_argument(
+        "--psk-file", metavar="FILE",
+        help="lines identity:HEXKEY as the server's (several: choose one with --psk-identity)",
+    )
     g.add_argument(
         "--peer-rpk",
         metavar="SPKI.pem",
@@ -242,13 +252,13 @@ def client_config(
     the server the client connects to, is the name its certificate must carry unless
     `--server-name` says otherwise (RFC 6125, CRT-3)."""
     settings = _legacy(args, settings)
-    psk = args.psk_identity is not None or args.psk is not None
+    psk = args.psk_identity is not None or args.psk is not None or args.psk_file is not None
     rpk = bool(args.peer_rpk or args.peer_rpk_sha256)
     x509 = args.cafile is not None
     if psk + rpk + x509 != 1:
         raise UsageError(
-            "choose one mode: --psk-identity ID --psk HEX, or --peer-rpk FILE / "
-            "--peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"
+            "choose one mode: --psk-identity ID --psk HEX, or --psk-file FILE, or --peer-rpk FILE "
+            "/ --peer-rpk-sha256 HEX [--rpk-key FILE], or --cafile FILE [--cert FILE --key FILE]"
         )
     if args.rpk_key is not None and not rpk:
         raise UsageError("--rpk-key needs the server's key: --peer-rpk or --peer-rpk-sha256")
@@ -260,12 +270,8 @@ def client_config(
     # RFC 6066 §3) and, with certificates, the name the server's certificate must carry.
     settings.setdefault("server_name", args.server_name or host)
     if psk:
-        if args.psk_identity is None or args.psk is None:
-            raise UsageError("give --psk-identity ID and --psk HEX together")
-        psk_key = hex_bytes("--psk", args.psk, secret=True)
-        return ClientConfig(
-            psk_identity=identity_bytes(args.psk_identity), psk=psk_key, **settings
-        )
+        identity, psk_key = _client_psk(args)
+        return ClientConfig(psk_identity=identity, psk=psk_key, **settings)
     if rpk:
         own = None if args.rpk_key is None else load_private_key(args.rpk_key, "--rpk-key")
         pins = _pins(args.peer_rpk, args.peer_rpk_sha256, "--peer-rpk")
@@ -277,11 +283,45 @@ def client_config(
     )
 
 
+
+def _client_psk(args: argparse.Namespace) -> tuple[bytes, bytes]:
+    """The client's PSK identity and key: `--psk-identity ID --psk HEX`, or the entry of
+    `--psk-file FILE` (its only one, or the one of `--psk-identity`), which keeps the key out
+    of the process list."""
+    if args.psk_file is None:
+        if args.psk_identity is None or args.psk is None:
+            raise UsageError("give --psk-identity ID and --psk HEX together")
+        return identity_bytes(args.psk_identity), hex_bytes("--psk", args.psk, secret=True)
+    if args.psk is not None:
+        raise UsageError("give the key once: --psk-file FILE or --psk HEX")
+    store = read_psk_file(args.psk_file)
+    if args.psk_identity is not None:
+        identity = identity_bytes(args.psk_identity)
+        if identity not in store:
+            raise UsageError(
+                f"--psk-file {args.psk_file} has no key for --psk-identity "
+                f"{shown_identity(identity)}"
+            )
+        return identity, store[identity]
+    if not store:
+        raise UsageError(f"--psk-file {args.psk_file} holds no keys (lines identity:HEXKEY)")
+    if len(store) > 1:
+        raise UsageError(
+            f"--psk-file {args.psk_file} holds {len(store)} identities: choose one with "
+            "--psk-identity ID"
+        )
+    ((identity, key),) = store.items()
+    return identity, key
+
 def add_server_credentials(p: argparse.ArgumentParser) -> None:
     """The server's credentials; several modes may be given at once."""
     g = p.add_argument_group("credentials (any mix)")
     g.add_argument("--psk-identity", metavar="ID", help="a client's PSK identity")
-    g.add_argument("--psk", metavar="HEX", help="its pre-shared key in hex")
+    g.add_argument(
+        "--psk", metavar="HEX",
+        help="its pre-shared key in hex (other users see it in the process list: prefer "
+        "--psk-file)",
+    )
     g.add_argument(
         "--psk-file", metavar="FILE",
         help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB)",
