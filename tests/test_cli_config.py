@@ -47,6 +47,7 @@ from tests.peers import PSK_HEX, Pki
 
 PSK = ["--psk-identity", "dev1", "--psk", PSK_HEX]
 NO_ANCHORS = "--cert/--key need trust anchors for the server: --cafile FILE"
+TOGETHER = "give --psk-identity ID and --psk HEX (or --psk-text TEXT) together"
 
 
 def parsed(*argv: str) -> argparse.Namespace:
@@ -171,8 +172,12 @@ def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> No
         ([*PSK, "--key", "k.pem"], NO_ANCHORS),
         ([*PSK, "--cache-dir", "cache"],
          "--cache-dir keeps certificate chains: it needs --cafile FILE"),
-        (["--psk-identity", "dev1"], "give --psk-identity ID and --psk HEX together"),
-        (["--psk", PSK_HEX], "give --psk-identity ID and --psk HEX together"),
+        (["--psk-identity", "dev1"], TOGETHER),
+        (["--psk", PSK_HEX], TOGETHER),
+        (["--psk-text", "secretPSK"], TOGETHER),
+        (["--psk-identity", "dev1", "--psk-text", ""], "--psk-text is empty"),
+        ([*PSK, "--psk-text", "secretPSK"],
+         "argument --psk-text: not allowed with argument --psk (see --help)"),
         (["--peer-rpk-sha256", "abcd"],
          "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), got 'abcd'"),
         (["--peer-rpk-sha256", "xy"],
@@ -247,12 +252,28 @@ def test_client_psk_file_mistakes_are_one_line(
          f"--psk-file {several} has no key for --psk-identity 'dev3'"),
         (["--psk-file", str(several), "--psk-identity", "dev1", "--psk", PSK_HEX],
          "give the key once: --psk-file FILE or --psk HEX"),
+        (["--psk-file", str(several), "--psk-identity", "dev1", "--psk-text", "secretPSK"],
+         "give the key once: --psk-file FILE or --psk-text TEXT"),
         (["--psk-file", str(empty)], f"--psk-file {empty} holds no keys (lines identity:HEXKEY)"),
         (["--psk-file", str(tmp_path)],
          f"--psk-file {tmp_path} is a directory, not a regular file"),
         (["--psk-file", str(several), "--cafile", "ca.pem"], "choose one mode"),
     ):
         assert refused(capsys, "client", "127.0.0.1:9", *flags).startswith(message)
+
+
+
+def test_a_psk_given_as_text_is_its_bytes_on_every_command() -> None:
+    """RFC 4279 §5.4: a management interface takes a PSK as an ASCII string as well as in
+    hex (libcoap's -k); the bytes typed, as an identity's."""
+    flags = ["--psk-identity", "dev1", "--psk-text", "secretPSK"]
+    for args in (client_args(*flags), parsed("perf", "192.0.2.1:5684", *flags),
+                 parsed("coap", "get", "coaps://192.0.2.1/x", *flags)):
+        assert client_config(args, "192.0.2.1").psk == b"secretPSK"
+    for args in (server_args(*flags), parsed("coap", "serve", *flags)):
+        assert server_config(args).psk_store == {b"dev1": b"secretPSK"}
+    typed = client_args("--psk-identity", "dev1", "--psk-text", os.fsdecode(b"cl\xe9"))
+    assert client_config(typed, "h").psk == b"cl\xe9"
 
 
 @pytest.mark.req("PSK-2")
@@ -348,8 +369,9 @@ def test_server_flags_beside_the_credentials() -> None:
     [
         ([], "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, "
              "--rpk-key FILE, or --cert FILE --key FILE"),
-        (["--psk-identity", "dev1"], "give --psk-identity and --psk together"),
-        (["--psk", PSK_HEX], "give --psk-identity and --psk together"),
+        (["--psk-identity", "dev1"], "give --psk-identity and --psk (or --psk-text) together"),
+        (["--psk", PSK_HEX], "give --psk-identity and --psk (or --psk-text) together"),
+        (["--psk-text", "secretPSK"], "give --psk-identity and --psk (or --psk-text) together"),
         ([*PSK, "--rpk-allow-sha256", "00" * 32],
          "--rpk-allow needs the server's own key: --rpk-key FILE"),
         ([*PSK, "--client-cafile", "ca.pem"],

@@ -183,10 +183,7 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--psk-identity", metavar="ID", help="PSK identity (with --psk-file: the entry to use)"
     )
-    g.add_argument(
-        "--psk", metavar="HEX",
-        help="pre-shared key in hex (other users see it in the process list: prefer --psk-file)",
-    )
+    _add_key_flags(g, "pre-shared key")
     g.add_argument(
         "--psk-file", metavar="FILE",
         help="lines identity:HEXKEY as the server's (several: choose one with --psk-identity)",
@@ -227,6 +224,36 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     _add_legacy_flag(p, "servers")
 
 
+
+def _add_key_flags(g: argparse._ArgumentGroup, what: str) -> None:
+    """--psk HEX or --psk-text TEXT: a management interface takes a PSK both in hex and as
+    text (RFC 4279 §5.4); either shows in the process list, which --psk-file avoids."""
+    keys = g.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--psk", metavar="HEX",
+        help=f"{what} in hex (other users see it in the process list: prefer --psk-file)",
+    )
+    keys.add_argument(
+        "--psk-text", metavar="TEXT",
+        help=f"{what} as text, its bytes as typed (seen in the process list too)",
+    )
+
+
+def _key_flag(args: argparse.Namespace) -> bytes | None:
+    """The key of --psk or --psk-text (the bytes typed, as an identity's), if one was given."""
+    if args.psk is not None:
+        return hex_bytes("--psk", args.psk, secret=True)
+    if args.psk_text is None:
+        return None
+    try:
+        key = os.fsencode(args.psk_text)
+    except UnicodeEncodeError:
+        raise UsageError("--psk-text cannot be encoded as bytes") from None
+    if not key:
+        raise UsageError("--psk-text is empty")
+    return key
+
+
 def _add_legacy_flag(p: argparse.ArgumentParser, peers: str) -> None:
     """--allow-no-ems: reach peers that lack the extended master secret (RFC 7627)."""
     p.add_argument(
@@ -252,7 +279,7 @@ def client_config(
     the server the client connects to, is the name its certificate must carry unless
     `--server-name` says otherwise (RFC 6125, CRT-3)."""
     settings = _legacy(args, settings)
-    psk = args.psk_identity is not None or args.psk is not None or args.psk_file is not None
+    psk = (args.psk_identity, args.psk, args.psk_text, args.psk_file) != (None,) * 4
     rpk = bool(args.peer_rpk or args.peer_rpk_sha256)
     x509 = args.cafile is not None
     if psk + rpk + x509 != 1:
@@ -288,12 +315,14 @@ def _client_psk(args: argparse.Namespace) -> tuple[bytes, bytes]:
     """The client's PSK identity and key: `--psk-identity ID --psk HEX`, or the entry of
     `--psk-file FILE` (its only one, or the one of `--psk-identity`), which keeps the key out
     of the process list."""
+    key = _key_flag(args)
     if args.psk_file is None:
-        if args.psk_identity is None or args.psk is None:
-            raise UsageError("give --psk-identity ID and --psk HEX together")
-        return identity_bytes(args.psk_identity), hex_bytes("--psk", args.psk, secret=True)
-    if args.psk is not None:
-        raise UsageError("give the key once: --psk-file FILE or --psk HEX")
+        if args.psk_identity is None or key is None:
+            raise UsageError("give --psk-identity ID and --psk HEX (or --psk-text TEXT) together")
+        return identity_bytes(args.psk_identity), key
+    if key is not None:
+        given = "--psk HEX" if args.psk is not None else "--psk-text TEXT"
+        raise UsageError(f"give the key once: --psk-file FILE or {given}")
     store = read_psk_file(args.psk_file)
     if args.psk_identity is not None:
         identity = identity_bytes(args.psk_identity)
@@ -317,11 +346,7 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     """The server's credentials; several modes may be given at once."""
     g = p.add_argument_group("credentials (any mix)")
     g.add_argument("--psk-identity", metavar="ID", help="a client's PSK identity")
-    g.add_argument(
-        "--psk", metavar="HEX",
-        help="its pre-shared key in hex (other users see it in the process list: prefer "
-        "--psk-file)",
-    )
+    _add_key_flags(g, "its pre-shared key")
     g.add_argument(
         "--psk-file", metavar="FILE",
         help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB)",
@@ -359,16 +384,17 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     """A `ServerConfig` from the credential flags plus `settings`."""
     settings = _legacy(args, settings)
     store: dict[bytes, bytes] = read_psk_file(args.psk_file) if args.psk_file else {}
-    if (args.psk_identity is None) != (args.psk is None):
-        raise UsageError("give --psk-identity and --psk together")
-    if args.psk is not None:
+    key = _key_flag(args)
+    if (args.psk_identity is None) != (key is None):
+        raise UsageError("give --psk-identity and --psk (or --psk-text) together")
+    if key is not None:
         name = identity_bytes(args.psk_identity)
         if name in store:  # which key would be meant? As for an identity twice in the file
             raise UsageError(
                 f"--psk-identity {shown_identity(name)} is also in --psk-file {args.psk_file} "
                 "(one key per identity)"
             )
-        store[name] = hex_bytes("--psk", args.psk, secret=True)
+        store[name] = key
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
