@@ -145,7 +145,6 @@ def _hex_problem(text: str) -> str:
     return "the digits do not pair up into whole bytes"
 
 
-
 def file_kind(mode: int) -> str:
     """What a file that is not a regular file is (`mode` from stat), for a message."""
     if stat.S_ISDIR(mode):
@@ -159,6 +158,7 @@ def file_kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a special file"
+
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """--mtu, --retransmit, --keylog and -v, for every command that runs associations."""

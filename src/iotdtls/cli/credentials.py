@@ -64,7 +64,7 @@ def read_psk_file(path: str) -> dict[bytes, bytes]:
             raise UsageError(f"{path}:{number}: expected identity:HEXKEY")
         if name in line_of:
             raise UsageError(
-                f"{path}:{number}: identity {shown_identity(name)} is already on line "
+                f"{path}:{number}: identity {_as_typed(name)} is already on line "
                 f"{line_of[name]} (one key per identity)"
             )
         line_of[name] = number
@@ -73,7 +73,7 @@ def read_psk_file(path: str) -> dict[bytes, bytes]:
     return store
 
 
-def shown_identity(identity: bytes) -> str:
+def _as_typed(identity: bytes) -> str:
     """A PSK identity quoted for a message: as text when it is UTF-8 ('dev1'), else as bytes
     (b'dev\\xff')."""
     try:
@@ -82,7 +82,7 @@ def shown_identity(identity: bytes) -> str:
         return repr(identity)
 
 
-def identity_bytes(text: str, flag: str = "--psk-identity") -> bytes:
+def _identity_bytes(text: str, flag: str = "--psk-identity") -> bytes:
     """A PSK identity given on the command line, as the bytes typed: Python's decoding of the
     arguments (surrogateescape) undone, so an identity in any encoding is sent as it was
     typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes)."""
@@ -224,7 +224,6 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     _add_legacy_flag(p, "servers")
 
 
-
 def _add_key_flags(g: argparse._ArgumentGroup, what: str) -> None:
     """--psk HEX or --psk-text TEXT: a management interface takes a PSK both in hex and as
     text (RFC 4279 §5.4); either shows in the process list, which --psk-file avoids."""
@@ -310,7 +309,6 @@ def client_config(
     )
 
 
-
 def _client_psk(args: argparse.Namespace) -> tuple[bytes, bytes]:
     """The client's PSK identity and key: `--psk-identity ID --psk HEX`, or the entry of
     `--psk-file FILE` (its only one, or the one of `--psk-identity`), which keeps the key out
@@ -319,17 +317,17 @@ def _client_psk(args: argparse.Namespace) -> tuple[bytes, bytes]:
     if args.psk_file is None:
         if args.psk_identity is None or key is None:
             raise UsageError("give --psk-identity ID and --psk HEX (or --psk-text TEXT) together")
-        return identity_bytes(args.psk_identity), key
+        return _identity_bytes(args.psk_identity), key
     if key is not None:
         given = "--psk HEX" if args.psk is not None else "--psk-text TEXT"
         raise UsageError(f"give the key once: --psk-file FILE or {given}")
     store = read_psk_file(args.psk_file)
     if args.psk_identity is not None:
-        identity = identity_bytes(args.psk_identity)
+        identity = _identity_bytes(args.psk_identity)
         if identity not in store:
             raise UsageError(
                 f"--psk-file {args.psk_file} has no key for --psk-identity "
-                f"{shown_identity(identity)}"
+                f"{_as_typed(identity)}"
             )
         return identity, store[identity]
     if not store:
@@ -341,6 +339,7 @@ def _client_psk(args: argparse.Namespace) -> tuple[bytes, bytes]:
         )
     ((identity, key),) = store.items()
     return identity, key
+
 
 def add_server_credentials(p: argparse.ArgumentParser) -> None:
     """The server's credentials; several modes may be given at once."""
@@ -388,10 +387,10 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     if (args.psk_identity is None) != (key is None):
         raise UsageError("give --psk-identity and --psk (or --psk-text) together")
     if key is not None:
-        name = identity_bytes(args.psk_identity)
+        name = _identity_bytes(args.psk_identity)
         if name in store:  # which key would be meant? As for an identity twice in the file
             raise UsageError(
-                f"--psk-identity {shown_identity(name)} is also in --psk-file {args.psk_file} "
+                f"--psk-identity {_as_typed(name)} is also in --psk-file {args.psk_file} "
                 "(one key per identity)"
             )
         store[name] = key
