@@ -108,6 +108,39 @@ def test_ec_p256_forced_through_a_symlink_writes_the_file_it_points_to(
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["key.pem", "key.pem", "keys"]
 
 
+@pytest.mark.parametrize("what", ["fifo", "link to a fifo", "symlink loop", "directory"])
+@pytest.mark.parametrize("command", ["ec-p256", "spki"])
+def test_keygen_never_replaces_what_is_not_a_regular_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str, command: str
+) -> None:
+    """--out --force through a link to a device replaced the device itself (a link to
+    /dev/null made /dev/null a 0600 key file): a FIFO, a device, a directory or a symlink loop
+    there is refused in one line and left as it was (a FIFO stands in for a device here)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.pem"
+    if what == "fifo":
+        out = fifo
+    elif what == "link to a fifo":
+        out.symlink_to(fifo)
+    elif what == "symlink loop":
+        out.symlink_to(tmp_path / "other.pem")
+        (tmp_path / "other.pem").symlink_to(out)
+    else:
+        out.mkdir()
+    key = tmp_path / "key.pem"
+    assert keygen(capsys, "ec-p256", "--out", str(key))[0] == 0
+    args = ["--out", str(out), "--force"]
+    status, _, err = keygen(capsys, command, *(["--key", str(key)] if command == "spki" else []),
+                            *args)
+    kind = {"fifo": "a FIFO", "link to a fifo": "a FIFO", "directory": "a directory",
+            "symlink loop": "a symbolic link that leads nowhere (a loop)"}[what]
+    assert status != 0
+    assert err == f"iotdtls: cannot write {out}: {kind} is there, not a regular file\n"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert what != "directory" or out.is_dir()
+
+
 def test_ec_p256_into_a_missing_directory_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

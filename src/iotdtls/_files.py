@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["file_kind", "write_atomically"]
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is (`mode` from stat), for a message."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link that leads nowhere (a loop)"
+    return "a special file"
 
 
 def write_atomically(
@@ -21,9 +40,17 @@ def write_atomically(
     file it pointed to.
 
     With `replace`, an existing file is replaced (rename); without, `FileExistsError` is raised
-    when `path` exists, checked in the same step (a hard link, which never overwrites).
+    when `path` exists, checked in the same step (a hard link, which never overwrites). What
+    exists there and is not a regular file (a device such as /dev/null, a FIFO, a directory, a
+    symlink loop) is never replaced: `OSError` (EINVAL) saying what it is.
     """
     target = Path(os.path.realpath(path))
+    try:
+        existing = os.lstat(target).st_mode
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):
+        raise OSError(errno.EINVAL, f"{file_kind(existing)} is there, not a regular file")
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
     try:
         with os.fdopen(fd, "wb") as file:

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import signal
-import stat
 import string
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from iotdtls._addresses import (
     format_hostport,
     socket_error,
 )
+from iotdtls._files import file_kind
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
 
@@ -143,21 +143,6 @@ def _hex_problem(text: str) -> str:
         if char not in _HEX_DIGITS and not char.isspace():
             return f"character {position} of {len(text)} is not a hex digit"
     return "the digits do not pair up into whole bytes"
-
-
-def file_kind(mode: int) -> str:
-    """What a file that is not a regular file is (`mode` from stat), for a message."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
