@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import gc
@@ -877,6 +878,30 @@ def test_a_handshake_retried_after_a_failure_completes_and_closes_cleanly(
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.req("RES-1")
+def test_a_retry_after_a_failed_resumption_still_says_the_session_was_resumed() -> None:
+    """A retry is a full handshake: when the first attempt resumed the session offered and
+    failed (its secret damaged), the error that ends the last attempt (here: the server gone)
+    still says `resuming`, so an application drops the saved session."""
+    retry = RetryPolicy(attempts=2, initial=1.0, maximum=1.0)  # the retry 0.5-1 s later
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        async with aio.connect(*server.address, client_config()) as first:
+            saved = first.session
+        assert saved is not None
+        damaged = dataclasses.replace(saved, master_secret=bytes(48))
+        config = client_config(handshake_timeout=0.5, retry=retry)
+        connecting = asyncio.ensure_future(aio.connect(*server.address, config, session=damaged))
+        await asyncio.sleep(0.75)  # the resumed attempt has timed out; the retry not begun
+        await server.close()
+        with pytest.raises(DtlsError) as failed:
+            await asyncio.wait_for(connecting, 10.0)
+        assert failed.value.resuming is True
+
+    run(main())
 
 
 def test_a_server_that_only_sends_keeps_the_association_alive() -> None:

@@ -454,6 +454,33 @@ def test_a_handshake_failing_before_the_server_took_the_session_keeps_the_file(
     assert file.path.read_bytes() == kept
 
 
+@pytest.mark.req("RES-1")
+def test_a_session_not_offered_is_kept_when_the_handshake_fails(tmp_path: Path) -> None:
+    """A run with a mistyped key does not offer the session (made with another credential of
+    ours) and fails with decrypt_error: the session is not what failed, and the next run with
+    the right key still resumes it."""
+    file = echo.SessionFile(str(tmp_path / "session"))
+    handler = Recording()
+    wrong = client_config(psk=bytes(range(16)))
+
+    async def main() -> None:
+        server = await aio.serve(handler, LOCALHOST, 0, server_config())
+        try:
+            port = server.address[1]
+            await talk_once(port, b"one\n", client_config(), file)
+            kept = file.path.read_bytes()
+            with pytest.raises(AlertReceived) as failed:
+                await talk_once(port, b"two\n", wrong, file)
+            assert failed.value.resuming is False
+            assert file.path.read_bytes() == kept
+            await talk_once(port, b"three\n", client_config(), file)
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))
+    assert handler.resumed == [False, True]
+
+
 @pytest.mark.req("EXT-5")
 @pytest.mark.parametrize(
     ("serving", "warning", "notes"),

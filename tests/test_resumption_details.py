@@ -22,7 +22,7 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.crypto import NullProtector
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertLevel, AlertSent
+from iotdtls.errors import AlertDescription, AlertLevel, AlertSent, HandshakeTimeout
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.negotiation import client_offer, offerable_session, resumption_refusal
 from iotdtls.identity import (
@@ -170,6 +170,34 @@ def test_a_stranger_offering_a_seen_session_id_cannot_evict_it(forgery: str) -> 
     victim = next_link(stranger, address=("192.0.2.78", 8), session=saved)
     victim.handshake()
     assert_resumed(victim)
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize("case", ["damaged secret", "not offered", "alert before ServerHello"])
+def test_a_failed_handshake_says_whether_the_session_offered_was_resumed(case: str) -> None:
+    """`DtlsError.resuming`: only a handshake the server resumed (RFC 5246 §7.3) can have
+    failed because of the session offered; an application (the CLI's --session-file) keeps a
+    saved session otherwise."""
+    first = full_handshake()
+    saved = first.client.session
+    assert saved is not None
+    if case == "damaged secret":  # the server resumes; its Finished never authenticates
+        second = next_link(first, session=replace(saved, master_secret=bytes(48)))
+        second.handshake(until=second.now + 70.0)
+    elif case == "not offered":  # made with another key of ours: a full handshake, refused
+        other = replace(first.client_config, psk=bytes(16))
+        second = next_link(first, client_config=other)
+        second.handshake()
+    else:
+        second = next_link(first)
+        second.client.connect(second.now)
+        forger = RecordLayer()
+        payload = Alert(AlertLevel.FATAL, AlertDescription.handshake_failure).encode()
+        second.client.receive_datagram(forger.seal(ContentType.alert, payload, 0), second.now)
+    error = second.client.error
+    assert error is not None
+    assert error.resuming is (case == "damaged secret"), error
+    assert HandshakeTimeout(1).resuming is False
 
 
 # -- a server that resumes with another suite ----------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import select
 import socket
@@ -15,11 +16,13 @@ import pytest
 
 from iotdtls import sync
 from iotdtls.chaincache import ChainCache
+from iotdtls.config import RetryPolicy
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     AlertSent,
     ConfigError,
+    DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
     PortUnreachable,
@@ -272,6 +275,29 @@ def test_a_saved_session_is_resumed(server: ServerThread) -> None:
         assert second.resumed
         second.send(b"resumed")
         assert second.recv(timeout=5.0) == b"resumed"
+
+
+@pytest.mark.req("RES-1")
+def test_a_retry_after_a_failed_resumption_still_says_the_session_was_resumed() -> None:
+    """As with aio: the first attempt resumes a session whose secret is damaged and times
+    out, the retry (a full handshake) finds the server gone; its error says `resuming`."""
+    server = ServerThread(server_config())
+    server.start()
+    with sync.connect(*server.address, client_config()) as first:
+        saved = first.session
+    assert saved is not None
+    damaged = dataclasses.replace(saved, master_secret=bytes(48))
+    retry = RetryPolicy(attempts=2, initial=1.0, maximum=1.0)
+    config = client_config(handshake_timeout=0.5, retry=retry)
+    stopper = threading.Timer(0.75, server.stop)  # after the first attempt, before the retry
+    stopper.start()
+    try:
+        with pytest.raises(DtlsError) as failed:
+            sync.connect(*server.address, config, session=damaged)
+    finally:
+        stopper.join(5.0)
+        server.stop()
+    assert failed.value.resuming is True
 
 
 @pytest.mark.req("CRT-2")

@@ -205,6 +205,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.heartbeats = _HeartbeatWaiters(self.loop)
         #: Failed handshakes so far (retried per `config.retry`, RPK-4).
         self.failures = 0
+        #: A failed handshake so far had resumed the session offered (`DtlsError.resuming`).
+        self._resumed_before = False
         self._retry: asyncio.TimerHandle | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.inbox = _Inbox(config.receive_queue)
@@ -273,8 +275,14 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         elif isinstance(event, HeartbeatAnswered):
             self.heartbeats.answered()
         elif isinstance(event, ConnectionClosed):
-            if not self.handshake_done.done() and self._retry_later(event.error):
-                return
+            if not self.handshake_done.done() and event.error is not None:
+                # A retry is a full handshake: the session counts as failed (`resuming`) if
+                # any attempt resumed it.
+                if self._resumed_before:
+                    event.error.resuming = True
+                self._resumed_before = event.error.resuming
+                if self._retry_later(event.error):
+                    return
             self.heartbeats.closed(event.error)
             self.inbox.end(event.error)
             if not self.handshake_done.done():

@@ -541,7 +541,7 @@ class DtlsConnection:
             size = self._records.overhead(hello.epoch) + len(hello.encoded)
             if size > self.config.mtu:
                 return HandshakeTimeout(seconds, hello_size=size, mtu=self.config.mtu)
-        return HandshakeTimeout(seconds, resuming=self._handshake.resumed)
+        return HandshakeTimeout(seconds)
 
     def next_event(self) -> Event | None:
         events = self._events
@@ -1052,6 +1052,8 @@ class DtlsConnection:
         send one, must not evict the session from the server's cache (RFC 6347 §4.1.2.7)."""
         if failed and error is not None:
             logger.debug("association failed: %s", error)
+        if error is not None and self.state is _HANDSHAKING and self._handshake.resumed:
+            error.resuming = True  # the session offered may be what failed
         if (
             isinstance(error, AlertSent | AlertReceived)
             and not keep_session

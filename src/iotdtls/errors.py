@@ -128,7 +128,15 @@ class ConfigError(ValueError):
 
 
 class DtlsError(Exception):
-    """An association ended abnormally; raised to the application."""
+    """An association ended abnormally; raised to the application.
+
+    `resuming`: the handshake that failed had resumed a session (RFC 5246 §7.3: the server
+    echoed the session_id offered), so the session may be to blame (a damaged secret, a server
+    that breaks resumption); False when it failed before that (no answer, an alert before the
+    ServerHello, a full handshake), when the saved session is still worth offering. Set by the
+    core when the association ends (for a client with `RetryPolicy`: by any attempt)."""
+
+    resuming: bool = False
 
 
 class AlertSent(DtlsError):
@@ -233,23 +241,14 @@ class HandshakeTimeout(DtlsError):
     `hello_size`: set for a client that heard no ServerHello after a ClientHello that needed a
     datagram of that many bytes and went in fragments (RFC 6347 §4.2.3) to fit `mtu`; servers
     with stateless cookies drop a fragmented ClientHello (RFC 6347 §4.2.1), so the text says
-    so. `resuming`: the server had taken up the session offered (its ServerHello resumed it,
-    RFC 5246 §7.3) when time ran out, so the session may be to blame (a damaged secret); when
-    False the time ran out before that (no answer, or a full handshake), and the session is
-    still worth offering next time."""
+    so."""
 
     def __init__(
-        self,
-        seconds: float,
-        *,
-        hello_size: int | None = None,
-        mtu: int | None = None,
-        resuming: bool = False,
+        self, seconds: float, *, hello_size: int | None = None, mtu: int | None = None
     ) -> None:
         self.seconds = seconds
         self.hello_size = hello_size
         self.mtu = mtu
-        self.resuming = resuming
         text = f"handshake timed out after {seconds:g} s"
         if hello_size is not None:
             text += (

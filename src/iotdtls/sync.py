@@ -80,12 +80,16 @@ class DtlsClient:
         `config.retry`, failed handshakes are repeated after a back-off first (RPK-4)."""
         policy = self._config.retry
         failures = 0
+        resumed_before = False  # an earlier attempt resumed the session (DtlsError.resuming)
         while True:
             try:
                 self._handshake_once()
                 return
-            except DtlsError:
+            except DtlsError as exc:
                 failures += 1
+                if resumed_before:
+                    exc.resuming = True
+                resumed_before = exc.resuming
                 if policy is None or failures >= policy.attempts:
                     raise
             time.sleep(policy.delay(failures))

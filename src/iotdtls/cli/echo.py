@@ -54,7 +54,7 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.connection import DtlsConnection
-from iotdtls.errors import DatagramTooLarge, DtlsError, HandshakeTimeout, PortUnreachable
+from iotdtls.errors import DatagramTooLarge, DtlsError
 from iotdtls.sessions import SessionState
 
 __all__ = ["register"]
@@ -447,27 +447,19 @@ async def _handshake(
     """The association, offering the session of `session_file` if it has one (RES-1). When
     that handshake fails, the file goes: a session the server cannot resume correctly (a
     damaged secret, a server that breaks resumption) would fail the same way every run, and
-    the file is only a cache; `SessionDropped` says so. Not when the session is not to blame:
-    nothing listens there (`PortUnreachable`), or the time ran out before the server took the
-    session up (no answer: a device that wakes while its network is down keeps its session;
-    or a full handshake)."""
+    the file is only a cache; `SessionDropped` says so. Only when the server had resumed the
+    session (`DtlsError.resuming`): not when nothing listens or answers (a device that wakes
+    while its network is down keeps its session), an alert came before the ServerHello, the
+    session was not offered (made with another credential) or the server chose a full
+    handshake."""
     saved = None if session_file is None else session_file.load()
     try:
         return await aio.connect(host, port, config, chain_cache=cache, session=saved)
     except DtlsError as exc:
-        if session_file is None or saved is None or not _session_to_blame(exc):
+        if session_file is None or saved is None or not exc.resuming:
             raise
         session_file.discard()
         raise SessionDropped(exc, session_file.path) from exc
-
-
-def _session_to_blame(failure: DtlsError) -> bool:
-    """Whether a failed handshake that offered a saved session may have failed because of it:
-    not when nothing listens (`PortUnreachable`), nor when it timed out before the server
-    resumed the session (`HandshakeTimeout.resuming`)."""
-    if isinstance(failure, PortUnreachable):
-        return False
-    return not isinstance(failure, HandshakeTimeout) or failure.resuming
 
 
 async def _next_line(lines: StdinLines, printer: asyncio.Future[None]) -> bytes | None:
