@@ -577,7 +577,7 @@ def test_a_session_file_that_cannot_be_written_is_refused_before_connecting(
     talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Found only after the handshake, it cost the handshake and stdin's data; a file that is
-    missing is fine (made after the handshake), so is one that holds garbage (a warning)."""
+    missing is fine (made after the handshake), so is a damaged session (a warning)."""
     a_file = tmp_path / "a file"
     a_file.write_bytes(b"not a directory")
     for path, problem in [
@@ -590,6 +590,7 @@ def test_a_session_file_that_cannot_be_written_is_refused_before_connecting(
         assert (status, capsys.readouterr().err, talks) == (
             2, f"iotdtls: error: cannot write --session-file {path}: {problem}\n", [])
     assert sorted(tmp_path.iterdir()) == [a_file]  # the trial file in the directory is gone
+    a_file.write_bytes(b"iotdtls-session\x01")  # of another version
     for path in (tmp_path / "new", a_file):
         assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
                      "--session-file", str(path)]) == 0
@@ -626,6 +627,45 @@ def test_a_session_file_that_is_not_a_regular_file_is_refused_before_connecting(
     dangling.symlink_to(tmp_path / "nowhere")  # made (through the link) after the handshake
     assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
                  "--session-file", str(dangling)]) == 0
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
+    talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str], pki: Pki
+) -> None:
+    """`--psk-file dup.psk --session-file dup.psk` only warned "ignoring --session-file" and
+    then wrote the session over the keys; a key, a certificate or any file that is not a
+    session was lost the same way. Both are refused before connecting, in one line, and the
+    file is left as it was; through a symlink too."""
+    keys = tmp_path / "dup.psk"
+    keys.write_bytes(b"dev1:" + PSK_HEX.encode() + b"\n")
+    link = tmp_path / "link"
+    link.symlink_to(keys)
+    psk = ["client", "127.0.0.1:9", "--psk-file", str(keys)]
+    for command, flag, path in [
+        (psk, "--psk-file", keys),
+        (psk, "--psk-file", link),
+        ([*psk, "--keylog", str(tmp_path / "k.log")], "--keylog", tmp_path / "k.log"),
+        (["client", "localhost:9", "--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
+          "--key", str(pki.client_key)], "--key", pki.client_key),
+        (["client", "127.0.0.1:9", "--peer-rpk", str(pki.client_pub), "--peer-rpk",
+          str(pki.server_pub)], "--peer-rpk", pki.server_pub),
+    ]:
+        before = Path(path).read_bytes() if Path(path).exists() else None
+        status = main([*command, "--session-file", str(path)])
+        assert (status, capsys.readouterr().err, talks) == (2, (
+            f"iotdtls: error: --session-file {path} is the {flag} file too: give the session "
+            "a file of its own\n"), [])
+        assert (Path(path).read_bytes() if Path(path).exists() else None) == before
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    assert main([*psk, "--session-file", str(other)]) == 2
+    assert capsys.readouterr().err == (
+        f"iotdtls: error: --session-file {other} holds something else than a saved session: "
+        "give another path\n")
+    assert other.read_bytes() == b"-----BEGIN PRIVATE KEY-----\n" and talks == []
+    other.write_bytes(b"")  # empty: nothing lost
+    assert main([*psk, "--session-file", str(other)]) == 0 and len(talks) == 1
 
 
 def test_a_server_name_that_does_not_resolve_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,7 +45,7 @@ def test_session_file_resumes_from_a_new_process(tmp_path: Path) -> None:
 @pytest.mark.req("RES-1")
 def test_a_damaged_session_file_means_a_full_handshake(tmp_path: Path) -> None:
     session_file = tmp_path / "device.session"
-    session_file.write_bytes(b"not a session")
+    session_file.write_bytes(b"iotdtls-session\x01 of another version")  # not refused: replaced
     port = free_udp_port()
     with cli_server(port, *CREDENTIALS) as server:
         done = run_client(port, ["hello"], *CREDENTIALS, "--session-file", str(session_file))

@@ -44,6 +44,7 @@ __all__ = [
     "MemorySessionStore",
     "SessionState",
     "SessionStore",
+    "starts_like_a_session",
 ]
 
 #: RFC 5246 §7.4.1.2: SessionID<0..32>; a resumable session has a non-empty one.
@@ -53,6 +54,8 @@ MASTER_SECRET_LENGTH = 48
 #: Start of the serialized form, followed by its version byte.
 _MAGIC = b"iotdtls-session"
 _VERSION = 2
+#: How many first bytes `starts_like_a_session` looks at.
+SESSION_MAGIC_LENGTH = len(_MAGIC)
 _MODE_CODES = {Mode.PSK: 1, Mode.RAW_PUBLIC_KEY: 2, Mode.X509: 3}
 _MODES = {code: mode for mode, code in _MODE_CODES.items()}
 _PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
@@ -139,6 +142,14 @@ class SessionState:
             return cls(session_id, suite, mode, master, peer, mfl, name, digest)
         except (DecodeError, ConfigError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a session saved by this version of iotdtls ({exc})") from None
+
+
+def starts_like_a_session(head: bytes) -> bool:
+    """Whether bytes beginning with `head` could be `SessionState.to_bytes` of some version:
+    `head` starts with the format's magic (or, shorter, with as much of it). Bytes that do not
+    hold something else than a saved session, where `from_bytes` refuses an older version or
+    a damaged one alike."""
+    return head[:SESSION_MAGIC_LENGTH] == _MAGIC[: len(head)]
 
 
 def _push_peer(w: Writer, peer: PeerIdentity) -> None:

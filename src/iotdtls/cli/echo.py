@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from iotdtls.config import (
 )
 from iotdtls.connection import DtlsConnection
 from iotdtls.errors import DatagramTooLarge, DtlsError
-from iotdtls.sessions import SessionState
+from iotdtls.sessions import SESSION_MAGIC_LENGTH, SessionState, starts_like_a_session
 
 __all__ = ["register"]
 
@@ -128,7 +128,8 @@ def register(sub: Any) -> None:
         "--session-file",
         metavar="FILE",
         help="resume the session saved in FILE if there is one, and save the session there "
-        "after the handshake (it holds a secret: written with mode 0600)",
+        "after the handshake (it holds a secret: written with mode 0600; a file holding anything "
+        "else is refused)",
     )
     cli.add_argument(
         "--max-fragment-length",
@@ -222,9 +223,23 @@ def run_client(args: argparse.Namespace) -> int:
     )
     session_file = None if args.session_file is None else SessionFile(args.session_file)
     if session_file is not None:
-        session_file.check()
+        session_file.check(_file_flags(args))
     asyncio.run(_talk(config, host, port, chain_cache(args), session_file))
     return 0
+
+
+#: The client's flags that name a file it reads or appends to, which --session-file must not be.
+_FILE_FLAGS = ("--psk-file", "--peer-rpk", "--rpk-key", "--cafile", "--cert", "--key", "--keylog")
+
+
+def _file_flags(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The files the client's other flags name, each with its flag (--peer-rpk repeats)."""
+    named: list[tuple[str, str]] = []
+    for flag in _FILE_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        paths = value if isinstance(value, list) else [] if value is None else [value]
+        named.extend((flag, path) for path in paths)
+    return named
 
 
 class Echo(aio.DatagramHandler):
@@ -506,15 +521,24 @@ class SessionFile:
         #: The file read, written and removed: `path` with its symlinks resolved.
         self.target = Path(os.path.realpath(path)) if path else self.path
 
-    def check(self) -> None:
+    def check(self, others: Iterable[tuple[str, str]] = ()) -> None:
         """Before connecting: the session can be saved after the handshake, i.e. the path is
         given, is a regular file if it exists (followed through a symlink, as reading it is;
         a FIFO or a device is never opened, nor replaced by the file), and a file can be made
         in the directory of the file a symlink points to (the file itself may be missing: a
-        dangling symlink's target is made). A `UsageError` naming the flag and the path given
-        otherwise."""
+        dangling symlink's target is made). Nothing that is not a session is replaced: not
+        the file of another of the command's flags (`others`: flag and path), nor an existing
+        file that does not start like a saved session (a damaged one or one of another version
+        does, and is replaced after a full handshake). A `UsageError` naming the flag and the
+        path given otherwise."""
         if not self.given:
             raise UsageError("--session-file is empty: give the file to keep the session in")
+        for flag, other in others:
+            if self._is(other):
+                raise UsageError(
+                    f"--session-file {self.path} is the {flag} file too: give the session a "
+                    "file of its own"
+                )
         try:
             mode = self.path.stat().st_mode
         except FileNotFoundError:
@@ -534,6 +558,27 @@ class SessionFile:
             raise UsageError(self._cannot_write(exc)) from None
         os.close(fd)
         os.unlink(trial)
+        if mode is not None and not self._holds_a_session():
+            raise UsageError(
+                f"--session-file {self.path} holds something else than a saved session: give "
+                "another path"
+            )
+
+    def _is(self, other: str) -> bool:
+        """Whether the path `other` is this file, through links (or will be: neither exists)."""
+        try:
+            return os.path.samefile(self.target, other)
+        except OSError:  # one of them is missing
+            return self.target == Path(os.path.realpath(other))
+
+    def _holds_a_session(self) -> bool:
+        """Whether the file, a regular one, is empty or starts like a saved session."""
+        try:
+            with self.target.open("rb") as fh:
+                head = fh.read(SESSION_MAGIC_LENGTH)
+        except OSError as exc:
+            raise UsageError(f"cannot read --session-file {self.path}: {exc.strerror}") from None
+        return starts_like_a_session(head)
 
     def load(self) -> SessionState | None:
         try:
