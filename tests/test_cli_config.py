@@ -334,6 +334,93 @@ def test_server_psk_flags_for_an_identity_of_the_psk_file_are_refused(
     )
 
 
+def test_the_server_takes_several_psk_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--psk-file a.psk --psk-file b.psk` served b.psk only (argparse kept the last): the
+    files are merged; an identity in two of them is refused as one twice in a file is, naming
+    both places, and so is a file given twice."""
+    first, second = tmp_path / "a.psk", tmp_path / "b.psk"
+    first.write_text("dev1:0102\n")
+    second.write_text("# more\ndev2:0304\n")
+    config = server_config(server_args("--psk-file", str(first), "--psk-file", str(second)))
+    assert config.psk_store == {b"dev1": b"\x01\x02", b"dev2": b"\x03\x04"}
+    second.write_text("# more\ndev2:0304\ndev1:0506\n")
+    assert refused(capsys, "server", "--psk-file", str(first), "--psk-file", str(second)) == (
+        f"{second}:3: identity 'dev1' is already in {first}:1 (one key per identity)")
+    assert refused(capsys, "server", "--psk-file", str(first), "--psk-file", str(first)) == (
+        f"--psk-file {first} given twice")
+    second.write_text("# more\ndev2:0304\n")
+    assert refused(capsys, "server", "--psk-file", str(first), "--psk-file", str(second),
+                   "--psk-identity", "dev2", "--psk", "ff") == (
+        f"--psk-identity 'dev2' is also in --psk-file {second} (one key per identity)")
+    empty = tmp_path / "empty.psk"
+    empty.write_text("# none yet\n")
+    assert refused(capsys, "server", "--psk-file", str(empty), "--psk-file", str(empty) + "2"
+                   ).startswith(f"cannot read --psk-file {empty}2: ")
+    (tmp_path / "empty.psk2").write_text("")
+    assert refused(capsys, "server", "--psk-file", str(empty), "--psk-file", str(empty) + "2"
+                   ) == f"--psk-file {empty}, {empty}2 hold no keys (lines identity:HEXKEY)"
+
+
+@pytest.fixture
+def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server command that is not refused returns at once (status 0) instead of serving:
+    none binds a port, whatever the code under test does."""
+
+    async def served(*args: object) -> int:
+        return 0
+
+    monkeypatch.setattr(echo, "_serve_alone", served)
+    monkeypatch.setattr(coap, "_serve", served)
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        (["server"], "--psk", "00"),
+        (["server"], "--psk-text", "k"),
+        (["server"], "--rpk-key", "k.pem"),
+        (["server"], "--cert", "c.pem"),
+        (["server"], "--key", "k.pem"),
+        (["server"], "--client-cafile", "ca.pem"),
+        (["server"], "--keylog", "k.log"),
+        (["client", "h:1"], "--psk-identity", "a"),
+        (["client", "h:1"], "--psk-file", "a.psk"),
+        (["client", "h:1"], "--rpk-key", "k.pem"),
+        (["client", "h:1"], "--cafile", "ca.pem"),
+        (["client", "h:1"], "--server-name", "a.example"),
+        (["client", "h:1"], "--cache-dir", "d"),
+        (["client", "h:1"], "--session-file", "s"),
+        (["perf", "h:1"], "--psk-file", "a.psk"),
+        (["coap", "get", "coaps://h/x"], "--psk-file", "a.psk"),
+        (["coap", "serve"], "--cert", "c.pem"),
+    ],
+)
+def test_a_flag_that_takes_one_value_given_twice_is_refused(
+    capsys: pytest.CaptureFixture[str], never_serve: None, command: list[str], flag: str,
+    value: str
+) -> None:
+    """argparse kept the last: `--psk-file A --psk-file B` silently took B, `--psk-identity a
+    --psk 00 --psk-identity b --psk 11` served b only. Refused in one line naming the flag."""
+    assert refused(capsys, *command, flag, value, flag, value + "2") == (
+        f"{flag} given twice: it takes one value (see --help)")
+
+
+def test_several_psk_identities_for_the_server_go_in_a_psk_file(
+    capsys: pytest.CaptureFixture[str], never_serve: None
+) -> None:
+    assert refused(capsys, "server", "--psk-identity", "a", "--psk", "00",
+                   "--psk-identity", "b", "--psk", "11") == (
+        "--psk-identity given twice: it takes one value; several PSK clients go in --psk-file "
+        "(see --help)")
+    # The repeatable flags stay repeatable.
+    served = server_args("--rpk-allow-sha256", "ab" * 32, "--rpk-allow-sha256", "cd" * 32)
+    assert served.rpk_allow_sha256 == ["ab" * 32, "cd" * 32]
+    client = client_args("--peer-rpk", "a.pem", "--peer-rpk", "b.pem")
+    assert client.peer_rpk == ["a.pem", "b.pem"]
+
+
 def test_server_psk_alone_has_no_public_key_material() -> None:
     config = server_config(server_args(*PSK, "--allow-no-ems"))
     assert config.psk_store == {b"dev1": KEY}

@@ -27,6 +27,7 @@ from iotdtls.loop import LOOP_CHOICES
 
 __all__ = [
     "DEFAULT_PORT",
+    "Once",
     "UsageError",
     "add_common_flags",
     "add_loop_flag",
@@ -62,6 +63,29 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"iotdtls: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+class Once(argparse.Action):
+    """argparse's `store` for a flag that takes one value, refusing it given twice (argparse
+    keeps the last: `--psk-file A --psk-file B` would silently take B) in one line naming the
+    flag; `hint`, if given, follows: "--psk-identity given twice: it takes one value; several
+    PSK clients go in --psk-file"."""
+
+    def __init__(self, *args: Any, hint: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, self.default) is not self.default:
+            hint = f"; {self.hint}" if self.hint else ""
+            parser.error(f"{option_string} given twice: it takes one value{hint}")
+        setattr(namespace, self.dest, values)
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -159,7 +183,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
         f"{RFC6347_RETRANSMIT.initial:g}; RFC 7925 §11 suggests 9 on constrained networks)",
     )
     p.add_argument(
-        "--keylog", metavar="FILE", help="append NSS key-log lines to FILE (for Wireshark)"
+        "--keylog", metavar="FILE", action=Once,
+        help="append NSS key-log lines to FILE (for Wireshark)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every datagram")
 

@@ -23,7 +23,7 @@ import stat
 from typing import Any
 
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli.common import UsageError, file_kind, hex_bytes
+from iotdtls.cli.common import Once, UsageError, file_kind, hex_bytes
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.x509 import load_certificates
@@ -44,15 +44,19 @@ __all__ = [
 MAX_PSK_FILE = 1 << 20
 
 
-def read_psk_file(path: str) -> dict[bytes, bytes]:
+def read_psk_file(
+    path: str, known: dict[bytes, tuple[str, int]] | None = None
+) -> dict[bytes, bytes]:
     """Lines `identity:HEXKEY` (GnuTLS psktool format); blank lines and # comments skipped, a
     UTF-8 byte order mark ignored, spaces around the identity and the key too; an identity
-    given twice is refused (which key would be meant?), naming both lines. The file is read
-    as bytes: an identity is the bytes written, whatever their encoding (RFC 7925 §4.2, PSK-2:
-    identities are opaque). Only a regular file of at most `MAX_PSK_FILE` bytes is read (a
-    FIFO would block the command, /dev/zero fill its memory)."""
+    given twice is refused (which key would be meant?), naming both lines, also one already
+    in `known` (the file and line of each identity of the files read before, to which this
+    file's are added). The file is read as bytes: an identity is the bytes written, whatever
+    their encoding (RFC 7925 §4.2, PSK-2: identities are opaque). Only a regular file of at
+    most `MAX_PSK_FILE` bytes is read (a FIFO would block the command, /dev/zero fill its
+    memory)."""
     store: dict[bytes, bytes] = {}
-    line_of: dict[bytes, int] = {}
+    place_of = {} if known is None else known
     data = _read_regular(path, "--psk-file", MAX_PSK_FILE).removeprefix(b"\xef\xbb\xbf")
     for number, line in enumerate(data.splitlines(), 1):
         line = line.strip()
@@ -62,12 +66,14 @@ def read_psk_file(path: str) -> dict[bytes, bytes]:
         name, key = name.strip(), key.strip()
         if not sep or not name:
             raise UsageError(f"{path}:{number}: expected identity:HEXKEY")
-        if name in line_of:
+        if name in place_of:
+            earlier, first = place_of[name]
+            where = f"on line {first}" if earlier == path else f"in {earlier}:{first}"
             raise UsageError(
-                f"{path}:{number}: identity {_as_typed(name)} is already on line "
-                f"{line_of[name]} (one key per identity)"
+                f"{path}:{number}: identity {_as_typed(name)} is already {where} "
+                "(one key per identity)"
             )
-        line_of[name] = number
+        place_of[name] = (path, number)
         text = key.decode("ascii", "surrogateescape")  # a byte not ASCII: not a hex digit
         store[name] = hex_bytes(f"{path}:{number} key", text, secret=True)
     return store
@@ -181,11 +187,12 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     """The client's credentials for the one server it talks to (CFG-1)."""
     g = p.add_argument_group("credentials (one mode)")
     g.add_argument(
-        "--psk-identity", metavar="ID", help="PSK identity (with --psk-file: the entry to use)"
+        "--psk-identity", metavar="ID", action=Once,
+        help="PSK identity (with --psk-file: the entry to use)",
     )
     _add_key_flags(g, "pre-shared key")
     g.add_argument(
-        "--psk-file", metavar="FILE",
+        "--psk-file", metavar="FILE", action=Once,
         help="lines identity:HEXKEY as the server's (several: choose one with --psk-identity)",
     )
     g.add_argument(
@@ -203,25 +210,36 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
         help="SHA-256 of the server's SubjectPublicKeyInfo, its point uncompressed "
         "(repeatable)",
     )
-    g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
-    g.add_argument("--cafile", metavar="FILE", help="trust anchors for the server certificate")
     g.add_argument(
-        "--cert", metavar="FILE",
-        help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
+        "--rpk-key", metavar="KEY.pem", action=Once, help="our raw-public-key private key"
     )
-    g.add_argument("--key", metavar="FILE", help="the private key of --cert")
+    g.add_argument(
+        "--cafile", metavar="FILE", action=Once, help="trust anchors for the server certificate"
+    )
+    _add_certificate_flags(g)
     g.add_argument(
         "--server-name",
         metavar="NAME",
+        action=Once,
         help="the server's DNS name: sent as server_name (SNI) and checked against its "
         "certificate (default: the host)",
     )
     g.add_argument(
         "--cache-dir",
         metavar="DIR",
+        action=Once,
         help="keep the server's chain here between runs (cached_info, RFC 7924)",
     )
     _add_legacy_flag(p, "servers")
+
+
+def _add_certificate_flags(g: argparse._ArgumentGroup) -> None:
+    """--cert FILE and --key FILE: our certificate chain and its key."""
+    g.add_argument(
+        "--cert", metavar="FILE", action=Once,
+        help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
+    )
+    g.add_argument("--key", metavar="FILE", action=Once, help="the private key of --cert")
 
 
 def _add_key_flags(g: argparse._ArgumentGroup, what: str) -> None:
@@ -229,11 +247,11 @@ def _add_key_flags(g: argparse._ArgumentGroup, what: str) -> None:
     text (RFC 4279 §5.4); either shows in the process list, which --psk-file avoids."""
     keys = g.add_mutually_exclusive_group()
     keys.add_argument(
-        "--psk", metavar="HEX",
+        "--psk", metavar="HEX", action=Once,
         help=f"{what} in hex (other users see it in the process list: prefer --psk-file)",
     )
     keys.add_argument(
-        "--psk-text", metavar="TEXT",
+        "--psk-text", metavar="TEXT", action=Once,
         help=f"{what} as text, its bytes as typed (seen in the process list too)",
     )
 
@@ -344,13 +362,18 @@ def _client_psk(args: argparse.Namespace) -> tuple[bytes, bytes]:
 def add_server_credentials(p: argparse.ArgumentParser) -> None:
     """The server's credentials; several modes may be given at once."""
     g = p.add_argument_group("credentials (any mix)")
-    g.add_argument("--psk-identity", metavar="ID", help="a client's PSK identity")
+    g.add_argument(
+        "--psk-identity", metavar="ID", action=Once, hint="several PSK clients go in --psk-file",
+        help="a client's PSK identity",
+    )
     _add_key_flags(g, "its pre-shared key")
     g.add_argument(
-        "--psk-file", metavar="FILE",
-        help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB)",
+        "--psk-file", metavar="FILE", action="append", default=[],
+        help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB; repeatable)",
     )
-    g.add_argument("--rpk-key", metavar="KEY.pem", help="our raw-public-key private key")
+    g.add_argument(
+        "--rpk-key", metavar="KEY.pem", action=Once, help="our raw-public-key private key"
+    )
     g.add_argument(
         "--rpk-allow",
         metavar="SPKI.pem",
@@ -366,14 +389,11 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
         help="SHA-256 of a client SubjectPublicKeyInfo, its point uncompressed, to accept "
         "(repeatable)",
     )
-    g.add_argument(
-        "--cert", metavar="FILE",
-        help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
-    )
-    g.add_argument("--key", metavar="FILE", help="the private key of --cert")
+    _add_certificate_flags(g)
     g.add_argument(
         "--client-cafile",
         metavar="FILE",
+        action=Once,
         help="trust anchors for client certificates (then required, each naming its EUI-64)",
     )
     _add_legacy_flag(p, "clients")
@@ -382,7 +402,13 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
 def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     """A `ServerConfig` from the credential flags plus `settings`."""
     settings = _legacy(args, settings)
-    store: dict[bytes, bytes] = read_psk_file(args.psk_file) if args.psk_file else {}
+    store: dict[bytes, bytes] = {}
+    place_of: dict[bytes, tuple[str, int]] = {}
+    files: list[str] = args.psk_file
+    for number, path in enumerate(files):
+        if path in files[:number]:
+            raise UsageError(f"--psk-file {path} given twice")
+        store.update(read_psk_file(path, place_of))  # an identity in two files: refused
     key = _key_flag(args)
     if (args.psk_identity is None) != (key is None):
         raise UsageError("give --psk-identity and --psk (or --psk-text) together")
@@ -390,7 +416,7 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
         name = _identity_bytes(args.psk_identity)
         if name in store:  # which key would be meant? As for an identity twice in the file
             raise UsageError(
-                f"--psk-identity {_as_typed(name)} is also in --psk-file {args.psk_file} "
+                f"--psk-identity {_as_typed(name)} is also in --psk-file {place_of[name][0]} "
                 "(one key per identity)"
             )
         store[name] = key
@@ -401,8 +427,11 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     if args.client_cafile is not None and certified is None:
         raise UsageError("--client-cafile needs the server's own --cert and --key")
     if not store and args.rpk_key is None and certified is None:
-        if args.psk_file:
-            raise UsageError(f"--psk-file {args.psk_file} holds no keys (lines identity:HEXKEY)")
+        if files:
+            holds = "holds" if len(files) == 1 else "hold"
+            raise UsageError(
+                f"--psk-file {', '.join(files)} {holds} no keys (lines identity:HEXKEY)"
+            )
         raise UsageError(
             "give credentials: --psk-identity ID --psk HEX or --psk-file FILE, "
             "--rpk-key FILE, or --cert FILE --key FILE"

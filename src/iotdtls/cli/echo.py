@@ -25,6 +25,7 @@ from iotdtls._files import write_atomically
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
+    Once,
     UsageError,
     add_common_flags,
     add_loop_flag,
@@ -127,6 +128,7 @@ def register(sub: Any) -> None:
     cli.add_argument(
         "--session-file",
         metavar="FILE",
+        action=Once,
         help="resume the session saved in FILE if there is one, and save the session there "
         "after the handshake (it holds a secret: written with mode 0600; a file holding anything "
         "else is refused)",
