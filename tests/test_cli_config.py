@@ -421,6 +421,23 @@ def test_several_psk_identities_for_the_server_go_in_a_psk_file(
     assert client.peer_rpk == ["a.pem", "b.pem"]
 
 
+def test_a_psk_identity_too_long_for_the_handshake_names_its_line_or_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The library's message ("an identity in psk_store is 20000 bytes ... raise
+    max_handshake_message to at least 20002") named an API setting the CLI has no flag for."""
+    psk_file = tmp_path / "big.psk"
+    psk_file.write_bytes(b"dev1:0102\n" + b"x" * 16_383 + b":0304\n")
+    assert refused(capsys, "server", "--psk-file", str(psk_file)) == (
+        f"{psk_file}:2: the identity is 16,383 bytes: too long for the handshake (at most "
+        "16,382 bytes with the CLI's settings)")
+    assert refused(capsys, "server", "--psk-identity", "y" * 20_000, "--psk", "01") == (
+        "--psk-identity is 20,000 bytes: too long for the handshake (at most 16,382 bytes with "
+        "the CLI's settings)")
+    psk_file.write_bytes(b"x" * 16_382 + b":0304\n")  # the longest that fits
+    assert server_config(server_args("--psk-file", str(psk_file))).psk_store is not None
+
+
 def test_server_psk_alone_has_no_public_key_material() -> None:
     config = server_config(server_args(*PSK, "--allow-no-ems"))
     assert config.psk_store == {b"dev1": KEY}

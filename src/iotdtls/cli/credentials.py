@@ -420,6 +420,7 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
                 "(one key per identity)"
             )
         store[name] = key
+    _check_identity_lengths(store, place_of, settings)
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
@@ -450,6 +451,24 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
         ),
         **settings,
     )
+
+
+def _check_identity_lengths(
+    store: dict[bytes, bytes], place_of: dict[bytes, tuple[str, int]], settings: dict[str, Any]
+) -> None:
+    """Each PSK identity must fit a ClientKeyExchange (2 + its length bytes, RFC 4279 §2) of
+    at most the configuration's `max_handshake_message`, which the CLI has no flag for: a
+    `UsageError` naming the --psk-file line or --psk-identity of one that does not (the
+    library's message names the API's setting)."""
+    limit = settings.get("max_handshake_message", ServerConfig.max_handshake_message) - 2
+    for name in store:
+        if len(name) > limit:
+            path, line = place_of.get(name, ("", 0))
+            where = f"{path}:{line}: the identity" if path else "--psk-identity"
+            raise UsageError(
+                f"{where} is {len(name):,} bytes: too long for the handshake (at most "
+                f"{limit:,} bytes with the CLI's settings)"
+            )
 
 
 def chain_cache(args: argparse.Namespace) -> ChainCache | None:
