@@ -305,8 +305,7 @@ def test_a_raw_key_client_config_carries_the_settings(files: RpkFiles) -> None:
         # RFC 6874 §2: the zone after "%25", the encoded "%"; the bare "%" is taken too
         ("coaps://[fe80::1%25eth0]:9/x", ("fe80::1%eth0", 9)),
         ("coaps://[fe80::1%eth0]/x", ("fe80::1%eth0", 5684)),
-        ("coaps://[fe80::1%2525]/x", ("fe80::1%25", 5684)),
-        ("coaps://[fe80::1%25]/x", ("fe80::1%25", 5684)),  # bare: interface 25
+        ("coaps://[fe80::1%2525]/x", ("fe80::1%25", 5684)),  # interface 25
     ],
 )
 def test_a_request_goes_to_the_host_and_port_of_its_uri(
@@ -321,6 +320,17 @@ def test_port_0_is_refused_as_a_malformed_uri() -> None:
     with pytest.raises(error.MalformedUrlError) as info:
         _destination(Message(code=GET, uri="coaps://127.0.0.1:0/x"))
     assert str(info.value) == "Malformed URL: the port must be a number from 1 to 65535"
+
+
+def test_an_empty_zone_is_refused_as_a_malformed_uri() -> None:
+    """RFC 6874 §2: a ZoneID has at least one character. `[fe80::1%25]` was taken for
+    interface 25 (the bare "%" form) and the error named `[fe80::1%2525]`. (aiocoap refuses a
+    bare "%" with nothing after it itself.)"""
+    with pytest.raises(error.MalformedUrlError) as info:
+        _destination(Message(code=GET, uri="coaps://[fe80::1%25]:9/x"))
+    assert str(info.value) == (
+        "Malformed URL: the IPv6 zone of [fe80::1%25] is empty (RFC 6874): give the "
+        "interface, as in [fe80::1%25eth0]")
 
 
 def test_a_request_without_a_host_is_refused() -> None:

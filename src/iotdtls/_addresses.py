@@ -61,13 +61,19 @@ def uri_host(address: Any) -> str:
 def host_from_uri(host: str) -> str:
     """The host of a URI's authority (without brackets) as sockets take it: an IPv6 zone written
     after "%25" (RFC 6874 §2) percent-decoded and after a plain "%" (`fe80::1%eth0`, the form
-    RFC 6874 §4 suggests accepting, and `HOST:PORT` arguments take); other hosts as they are."""
+    RFC 6874 §4 suggests accepting, and `HOST:PORT` arguments take); other hosts as they are.
+    A `ValueError` for an empty zone (`fe80::1%25`, `fe80::1%`): RFC 6874 §2's ZoneID has at
+    least one character (interface 25 is written `%2525`)."""
     if ":" not in host or "%" not in host:
         return host
     address, _, zone = host.partition("%")
-    encoded = zone.removeprefix("25")  # "%25" is the encoded "%"; "%25" alone is zone 25
-    if encoded and encoded != zone:
-        zone = unquote(encoded)
+    if zone.startswith("25"):  # "%25" is the encoded "%"
+        zone = unquote(zone.removeprefix("25"))
+    if not zone:
+        raise ValueError(
+            f"the IPv6 zone of [{host}] is empty (RFC 6874): give the interface, as in "
+            f"[{address}%25eth0]"
+        )
     return f"{address}%{zone}"
 
 

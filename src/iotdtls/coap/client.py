@@ -214,9 +214,10 @@ class CoapsClientInterface(CoapsInterface):
 def _destination(message: Message) -> tuple[str, int]:
     """The (host, port) a request goes to, from its URI (RFC 7252 §6.2: 5684 by default; an
     IPv6 zone written `%25eth0`, RFC 6874 §2, or `%eth0`, as the socket takes it: `%eth0`).
-    Port 0 names no port to send to: aiocoap's `MalformedUrlError`, as a port above 65535 is
-    (the request ends with it). aiocoap (the pinned 0.4.17) gives every request the URI's host
-    as its remote; a request addressed by Uri-Host options alone cannot be built."""
+    Port 0 names no port to send to, and an empty zone (`[fe80::1%25]`) no interface: aiocoap's
+    `MalformedUrlError`, as a port above 65535 is (the request ends with it). aiocoap (the
+    pinned 0.4.17) gives every request the URI's host as its remote; a request addressed by
+    Uri-Host options alone cannot be built."""
     if not message.unresolved_remote:
         raise ValueError("no host to send the coaps request to")
     host, port = hostportsplit(message.unresolved_remote)
@@ -224,4 +225,7 @@ def _destination(message: Message) -> tuple[str, int]:
         port = COAPS_PORT
     elif port == 0:
         raise error.MalformedUrlError("the port must be a number from 1 to 65535")
-    return host_from_uri(host), port
+    try:
+        return host_from_uri(host), port
+    except ValueError as exc:
+        raise error.MalformedUrlError(str(exc)) from None
