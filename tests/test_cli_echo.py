@@ -181,7 +181,10 @@ def a_session() -> SessionState:
 
 
 @pytest.mark.req("RES-1")
-def test_session_file_round_trip_is_private(tmp_path: Path) -> None:
+def test_session_file_round_trip_is_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "iotdtls.cli")
     file = echo.SessionFile(str(tmp_path / "session"))
     assert file.load() is None  # none yet: a full handshake
     session = a_session()
@@ -190,8 +193,11 @@ def test_session_file_round_trip_is_private(tmp_path: Path) -> None:
     loaded = file.load()
     assert loaded == session and loaded is not None
     assert loaded.master_secret == session.master_secret
+    assert caplog.messages == []
     file.save(None)  # no session to keep (the server gave no session_id)
     assert not file.path.exists()
+    assert caplog.messages == [  # it said nothing, even with -v
+        f"the server gave no session to resume (no session_id): nothing saved in {file.path}"]
     file.discard()  # already gone: no error
 
 

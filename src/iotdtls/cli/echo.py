@@ -592,7 +592,13 @@ class SessionFile:
             return None
 
     def save(self, session: SessionState | None) -> None:
+        """Keep `session`, the handshake's; None (a server that gives no session_id: tinydtls,
+        a server without a session cache) leaves no file, and says so at info level (-v)."""
         if session is None:
+            logging.getLogger("iotdtls.cli").info(
+                "the server gave no session to resume (no session_id): nothing saved in %s",
+                self.path,
+            )
             self.discard()
         else:
             try:
