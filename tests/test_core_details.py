@@ -97,6 +97,7 @@ def test_an_epoch_is_authenticated_from_its_first_record_that_opens() -> None:
     writer, reader = RecordLayer(), RecordLayer()
     writer.install_write_epoch(1, Ccm8Protector(key, bytes(4)))
     assert not reader.authenticated_in(1) and not reader.authenticated_in(3)
+    assert not reader.authenticated_in(2)  # the epoch just past the table's end
     reader.install_read_epoch(1, Ccm8Protector(key, bytes(4)))
     forged = RecordLayer()
     forged.install_write_epoch(1, Ccm8Protector(bytes(range(16)), bytes(4)))
