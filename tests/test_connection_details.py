@@ -845,3 +845,34 @@ def test_without_a_fragment_limit_a_flight_fills_a_datagram_as_large_as_the_mtu(
     in_flight = records(flight)
     assert len(in_flight) > 1
     assert max(len(payload) for _, payload in in_flight) <= MAX_PLAINTEXT_LENGTH
+
+
+def test_plaintext_held_behind_a_fetched_chain_is_dropped_when_the_change_cipher_spec_applies(
+) -> None:
+    """RFC 6347 §4.1.2.7 with RFC 6066 §5: while the server fetches the client's chain it
+    holds the CertificateVerify and the ChangeCipherSpec behind it; a plaintext Finished that
+    came meanwhile lies in the epoch the peer then leaves: dropped and counted once, and the
+    genuine Finished completes the handshake."""
+    served: dict[str, bytes] = {}
+    client_options, server_options, _ = url_setup(served)
+    link = x509_link(client=client_options, server=server_options)
+    client, server = started(link.client_config, link.server_config)
+    deliver(client, server)
+    deliver(server, client)
+    flight = [r for d in client.datagrams_to_send(0.0) for r in single_records(d)]
+    for record in flight[:-1]:  # all but the Finished: the CertificateVerify and CCS wait
+        server.receive_datagram(record, 0.0)
+    assert server._handshake.waiting_for_chain
+    forger = RecordLayer()
+    forger.set_next_sequence_number(0, 100)
+    finished_seq = server._reassembler.next_seq + 1
+    server.receive_datagram(
+        handshake_record(forger, HandshakeType.finished, finished_seq, bytes(12)), 0.0
+    )
+    assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == 0
+    chain = tuple(served[url] for url in client_options["certificate_urls"])
+    server.supply_certificate_chain(chain, 0.0)
+    assert server.dropped[DropReason.PLAINTEXT_AFTER_HANDSHAKE] == 1
+    assert server.state is ConnectionState.HANDSHAKING
+    server.receive_datagram(flight[-1], 0.0)
+    assert server.state is ConnectionState.ESTABLISHED
