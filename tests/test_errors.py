@@ -69,6 +69,8 @@ def test_alert_received_adds_what_our_side_knows_in_parentheses() -> None:
     error = AlertReceived(40, "no certificate was sent")
     assert error.alert is AlertDescription.handshake_failure
     assert str(error) == "received fatal alert handshake_failure (no certificate was sent)"
+    assert error.context == "no certificate was sent"
+    assert AlertReceived(40).context == ""  # a str either way
 
 
 @pytest.mark.parametrize(
@@ -101,6 +103,14 @@ def test_the_timeouts_keep_their_seconds() -> None:
     assert PeerUnresponsive(7.5).seconds == 7.5
     assert HandshakeTimeout(30.0).seconds == 30.0
     assert IdleTimeout(120.0).seconds == 120.0
+
+
+def test_a_handshake_timeout_blames_the_session_only_when_told_it_was_resumed() -> None:
+    """`resuming` (the CLI removes a --session-file only then): False unless said, a timeout
+    after a ClientHello in fragments included."""
+    assert HandshakeTimeout(30.0).resuming is False
+    assert HandshakeTimeout(60.0, hello_size=1350, mtu=1232).resuming is False
+    assert HandshakeTimeout(30.0, resuming=True).resuming is True
 
 
 def test_port_unreachable_names_the_address_with_its_interface() -> None:
