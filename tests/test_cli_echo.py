@@ -436,6 +436,28 @@ def test_a_saved_session_that_fails_its_handshake_is_dropped(tmp_path: Path) -> 
 
 
 @pytest.mark.req("RES-1")
+def test_a_failed_handshake_without_a_saved_session_is_told_as_it_is(tmp_path: Path) -> None:
+    """With --session-file but nothing saved yet (a first run), a handshake refused with a
+    fatal alert (here a wrong key: decrypt_error, PSK-4) is that alert: no session was
+    offered, so none is said to be dropped."""
+    file = echo.SessionFile(str(tmp_path / "session"))
+    wrong_key = client_config(psk=bytes(16))
+
+    async def main() -> None:
+        server = await aio.serve(Recording(), LOCALHOST, 0, server_config())
+        try:
+            await talk_once(server.address[1], b"one\n", wrong_key, file)
+        finally:
+            await server.close()
+
+    with pytest.raises(AlertReceived) as failed:
+        asyncio.run(asyncio.wait_for(main(), 10.0))
+    assert not isinstance(failed.value, echo.SessionDropped)
+    assert failed.value.alert is AlertDescription.decrypt_error
+    assert not file.path.exists()
+
+
+@pytest.mark.req("RES-1")
 @pytest.mark.parametrize("peer", ["silent", "nothing listening"])
 def test_a_handshake_failing_before_the_server_took_the_session_keeps_the_file(
     tmp_path: Path, peer: str
