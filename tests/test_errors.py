@@ -105,12 +105,14 @@ def test_the_timeouts_keep_their_seconds() -> None:
     assert IdleTimeout(120.0).seconds == 120.0
 
 
-def test_a_handshake_timeout_blames_the_session_only_when_told_it_was_resumed() -> None:
-    """`resuming` (the CLI removes a --session-file only then): False unless said, a timeout
-    after a ClientHello in fragments included."""
-    assert HandshakeTimeout(30.0).resuming is False
-    assert HandshakeTimeout(60.0, hello_size=1350, mtu=1232).resuming is False
-    assert HandshakeTimeout(30.0, resuming=True).resuming is True
+def test_an_error_blames_the_session_only_when_the_core_says_it_was_resumed() -> None:
+    """`DtlsError.resuming` (the CLI removes a --session-file only then): False unless the
+    core set it on that error, a timeout after a ClientHello in fragments included."""
+    timeout = HandshakeTimeout(60.0, hello_size=1350, mtu=1232)
+    assert timeout.resuming is False and HandshakeTimeout(30.0).resuming is False
+    assert DtlsError("x").resuming is False
+    timeout.resuming = True
+    assert HandshakeTimeout(30.0).resuming is False and DtlsError.resuming is False
 
 
 def test_port_unreachable_names_the_address_with_its_interface() -> None:
