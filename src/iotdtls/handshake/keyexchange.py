@@ -66,8 +66,13 @@ class ServerKeyExchanger(Protocol):
     def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
         """The ServerKeyExchange body, or None when the suite sends none."""
 
-    def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
-        """(premaster secret, the identity the message claims, if the exchange names one)."""
+    @property
+    def claimed(self) -> PeerIdentity | None:
+        """The identity the ClientKeyExchange named, if the exchange names one (PSK), set as
+        soon as it is read: kept even when its key cannot be found then."""
+
+    def on_client_key_exchange(self, body: bytes) -> bytes:
+        """The premaster secret."""
 
 
 class PskClientExchange:
@@ -103,7 +108,7 @@ class PskServerExchange:
     def server_key_exchange(self, keys: KeySchedule) -> bytes | None:
         return None  # no identity hint (PSK-3)
 
-    def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
+    def on_client_key_exchange(self, body: bytes) -> bytes:
         self.claimed = PskIdentity(ClientKeyExchangePsk.decode(body).identity)
         psk = self._key_for(self.claimed)
         if psk is None:
@@ -112,7 +117,7 @@ class PskServerExchange:
             psk = random_bytes(UNKNOWN_IDENTITY_KEY_LENGTH)
         else:
             self.psk_digest = psk_digest(psk)
-        return psk_premaster_secret(psk), self.claimed
+        return psk_premaster_secret(psk)
 
     def _key_for(self, claimed: PskIdentity) -> bytes | None:
         """The application's key for the identity, or None when unknown: the lookup returned
@@ -155,6 +160,9 @@ def _signed_content(keys: KeySchedule, params: bytes) -> bytes:
 class EcdheServerExchange:
     """RFC 8422 §5.4, server: a fresh P-256 key per handshake, signed with our long-term key."""
 
+    #: Its ClientKeyExchange names no one (the certificate or raw key does).
+    claimed: PeerIdentity | None = None
+
     def __init__(self, signer: PrivateKey) -> None:
         self._signer = signer
         self._ephemeral = EphemeralKey()
@@ -174,9 +182,9 @@ class EcdheServerExchange:
             unsigned.named_curve, unsigned.public_point, unsigned.signature_scheme, signature
         ).encode()
 
-    def on_client_key_exchange(self, body: bytes) -> tuple[bytes, PeerIdentity | None]:
+    def on_client_key_exchange(self, body: bytes) -> bytes:
         point = ClientKeyExchangeEcdhe.decode(body).public_point
-        return self._ephemeral.shared_secret(point), None
+        return self._ephemeral.shared_secret(point)
 
 
 class EcdheClientExchange:

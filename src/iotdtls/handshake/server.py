@@ -374,15 +374,13 @@ class ServerHandshake(HandshakeMachine):
         self._client_key = None
 
     def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
-        assert self._exchange is not None
+        exchange = self._exchange
+        assert exchange is not None
         try:
-            premaster, claimed = self._exchange.on_client_key_exchange(msg.body)
-        except ProtocolError:
-            if isinstance(self._exchange, PskServerExchange):
-                self.peer = self._exchange.claimed  # named, though its psk_lookup failed
-            raise
-        if claimed is not None:
-            self.peer = claimed
+            premaster = exchange.on_client_key_exchange(msg.body)
+        finally:
+            if exchange.claimed is not None:  # named, even when its psk_lookup then failed
+                self.peer = exchange.claimed
         self.record(msg)
         return Outcome(keys=self.derive(premaster))
 
