@@ -47,6 +47,7 @@ from iotdtls.errors import (
     IdleTimeout,
     LocalProtocolError,
     ProtocolError,
+    carry_resuming,
 )
 from iotdtls.events import (
     CertificateUrlsReceived,
@@ -276,11 +277,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self.heartbeats.answered()
         elif isinstance(event, ConnectionClosed):
             if not self.handshake_done.done() and event.error is not None:
-                # A retry is a full handshake: the session counts as failed (`resuming`) if
-                # any attempt resumed it.
-                if self._resumed_before:
-                    event.error.resuming = True
-                self._resumed_before = event.error.resuming
+                self._resumed_before = carry_resuming(event.error, self._resumed_before)
                 if self._retry_later(event.error):
                     return
             self.heartbeats.closed(event.error)

@@ -38,6 +38,7 @@ __all__ = [
     "PortUnreachable",
     "ProtocolError",
     "SequenceNumbersExhausted",
+    "carry_resuming",
 ]
 
 
@@ -137,6 +138,15 @@ class DtlsError(Exception):
     core when the association ends (for a client with `RetryPolicy`: by any attempt)."""
 
     resuming: bool = False
+
+
+def carry_resuming(error: DtlsError, earlier: bool) -> bool:
+    """For a client retrying its handshake (`RetryPolicy`): `error` ends one attempt, `earlier`
+    says whether an attempt before it resumed the session (only the first offers it; every
+    retry is a full handshake). Marks `error` so (`DtlsError.resuming`) and returns the same
+    for the next attempt."""
+    error.resuming = error.resuming or earlier
+    return error.resuming
 
 
 class AlertSent(DtlsError):

@@ -19,7 +19,7 @@ from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import DtlsError, LocalProtocolError
+from iotdtls.errors import DtlsError, LocalProtocolError, carry_resuming
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
 from iotdtls.sessions import SessionState
 
@@ -87,9 +87,7 @@ class DtlsClient:
                 return
             except DtlsError as exc:
                 failures += 1
-                if resumed_before:
-                    exc.resuming = True
-                resumed_before = exc.resuming
+                resumed_before = carry_resuming(exc, resumed_before)
                 if policy is None or failures >= policy.attempts:
                     raise
             time.sleep(policy.delay(failures))
