@@ -39,20 +39,23 @@ def format_address(address: Any) -> str:
     anything else as its repr."""
     if not (isinstance(address, tuple) and len(address) >= 2):
         return repr(address)
+    return format_hostport(_zoned_host(address), address[1])
+
+
+def _zoned_host(address: Any) -> str:
+    """The host of a socket address with its zone, `fe80::1%eth0` (RFC 4007 §11): the one its
+    host names, else the interface of a non-zero scope id."""
     host = str(address[0])
     if len(address) >= 4 and address[3] and "%" not in host:
         host = f"{host}%{interface_name(address[3])}"
-    return format_hostport(host, address[1])
+    return host
 
 
 def uri_host(address: Any) -> str:
     """The host of a socket address as a URI writes it (RFC 3986 §3.2.2): an IPv6 address in
-    brackets, its zone (a "%zone" in the host, or the interface of a non-zero scope id) after
-    "%25" and percent-encoded (RFC 6874 §2), as in `[fe80::1%25eth0]`."""
-    host = str(address[0])
-    host, _, zone = host.partition("%")
-    if not zone and len(address) >= 4 and address[3]:
-        zone = interface_name(address[3])
+    brackets, its zone after "%25" and percent-encoded (RFC 6874 §2), as in
+    `[fe80::1%25eth0]`."""
+    host, _, zone = _zoned_host(address).partition("%")
     if zone:
         host = f"{host}{_URI_ZONE}{quote(zone, safe='')}"
     return f"[{host}]" if ":" in host else host
