@@ -896,25 +896,21 @@ def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
             by_cn, presented = False, names.get_values_for_type(x509.DNSName)
         else:
             by_cn, presented = True, _common_names(leaf.cert)
-        wildcards = [name for name in presented if "*" in name] if by_cn else []
-        matching = [
-            name
-            for name in presented
-            if name not in wildcards and dns_name_matches(reference, name)
-        ]
-        if matching:
-            if by_cn:
-                for common_name in matching:
-                    leaf.check_common_name(common_name, "server")
-            return reference
-        for common_name in wildcards:
-            if dns_name_matches(reference, common_name):
+        matching = [name for name in presented if dns_name_matches(reference, name)]
+        if by_cn:
+            whole = [name for name in matching if "*" not in name]
+            if matching and not whole:
                 raise ProtocolError(
                     f"the server certificate is not valid for {reference}: its common name "
-                    f"{common_name} has a wildcard, which a common name may not "
+                    f"{matching[0]} has a wildcard, which a common name may not "
                     "(RFC 7252 §9.1.3.3; a wildcard counts in a subjectAltName dNSName only)",
                     _A.bad_certificate,
                 )
+            matching = whole
+            for common_name in matching:
+                leaf.check_common_name(common_name, "server")
+        if matching:
+            return reference
     elif names is not None and reference in names.get_values_for_type(x509.IPAddress):
         return str(reference)
     raise ProtocolError(f"the server certificate is not valid for {reference}", _A.bad_certificate)
