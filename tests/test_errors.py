@@ -23,6 +23,7 @@ from iotdtls.errors import (
     PeerUnresponsive,
     PortUnreachable,
     SequenceNumbersExhausted,
+    carry_resuming,
 )
 from iotdtls.events import ConnectionClosed, HandshakeComplete
 from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
@@ -108,11 +109,18 @@ def test_the_timeouts_keep_their_seconds() -> None:
 def test_an_error_blames_the_session_only_when_the_core_says_it_was_resumed() -> None:
     """`DtlsError.resuming` (the CLI removes a --session-file only then): False unless the
     core set it on that error, a timeout after a ClientHello in fragments included."""
-    timeout = HandshakeTimeout(60.0, hello_size=1350, mtu=1232)
-    assert timeout.resuming is False and HandshakeTimeout(30.0).resuming is False
+    assert HandshakeTimeout(60.0, hello_size=1350, mtu=1232).resuming is False
     assert DtlsError("x").resuming is False
-    timeout.resuming = True
-    assert HandshakeTimeout(30.0).resuming is False and DtlsError.resuming is False
+
+
+def test_carry_resuming_keeps_what_any_attempt_said() -> None:
+    """A retry is a full handshake: the last attempt's error says `resuming` when an earlier
+    attempt (the only one that offers the session) resumed it."""
+    first, second, third = DtlsError("1"), DtlsError("2"), DtlsError("3")
+    first.resuming = True
+    assert carry_resuming(first, False) is True
+    assert carry_resuming(second, True) is True and second.resuming is True
+    assert carry_resuming(third, False) is False and third.resuming is False
 
 
 def test_port_unreachable_names_the_address_with_its_interface() -> None:
