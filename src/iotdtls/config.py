@@ -278,12 +278,17 @@ def _check_psk(name: str, key: bytes) -> None:
         raise ConfigError(f"{name} is {len(key)} bytes; at most {MAX_PSK_LENGTH} fit the protocol")
 
 
+def _check_identity_length(name: str, identity: bytes) -> None:
+    """A PSK identity must fit the ClientKeyExchange's 2-byte length (RFC 4279 §2)."""
+    if len(identity) > MAX_PSK_LENGTH:
+        raise ConfigError(f"{name} is longer than {MAX_PSK_LENGTH} bytes")
+
+
 def _check_stored_identity(identity: bytes, max_handshake_message: int) -> None:
     """An identity of `psk_store` must fit the ClientKeyExchange (a 2-byte length, RFC 4279
     §2) and that message (2 + its length bytes) our `max_handshake_message`, or no client
     could ever use it."""
-    if len(identity) > MAX_PSK_LENGTH:
-        raise ConfigError(f"an identity in psk_store is longer than {MAX_PSK_LENGTH} bytes")
+    _check_identity_length("an identity in psk_store", identity)
     if len(identity) + 2 > max_handshake_message:
         raise ConfigError(
             f"an identity in psk_store is {len(identity)} bytes; at most "
@@ -533,8 +538,7 @@ class ClientConfig(_CommonConfig):
                 self, "psk_identity", _identity_bytes("psk_identity", self.psk_identity)
             )
             object.__setattr__(self, "psk", _key_bytes("psk", self.psk))
-            if len(self.identity) > MAX_PSK_LENGTH:
-                raise ConfigError(f"psk_identity is longer than {MAX_PSK_LENGTH} bytes")
+            _check_identity_length("psk_identity", self.identity)
             _check_psk("psk", self.psk)
         if self.raw_public_key is not None and modes[0] is not Mode.RAW_PUBLIC_KEY:
             raise ConfigError("raw_public_key is for raw-public-key mode: add server_public_keys")
