@@ -601,6 +601,37 @@ def test_psk_file_that_is_not_a_regular_file_is_refused_without_waiting(
         assert message == f"--psk-file {path} is {kind}, not a regular file"
 
 
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["server"], "--rpk-key"),
+        (["server", "--rpk-key", "{key}"], "--rpk-allow"),
+        (["server", "--key", "{key}"], "--cert"),
+        (["server", "--cert", "{crt}"], "--key"),
+        (["server", "--cert", "{crt}", "--key", "{key}"], "--client-cafile"),
+        (["client", "127.0.0.1:9"], "--cafile"),
+        (["client", "127.0.0.1:9"], "--peer-rpk"),
+        (["keygen", "spki"], "--key"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else " ".join(value[:1]),
+)
+def test_a_pem_file_that_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pki: Pki, command: list[str], flag: str
+) -> None:
+    """`server --rpk-key FIFO` hung as --psk-file did, and /dev/zero was read without end:
+    every key, certificate and public-key file is read as --psk-file is, one line each."""
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"#" * ((1 << 20) + 1))
+    files = {"key": pki.server_key, "crt": pki.server_crt}
+    argv = [arg.format(**files) for arg in command]
+    for path, problem in ((fifo, "is a FIFO, not a regular file"),
+                          (Path("/dev/zero"), "is a character device, not a regular file"),
+                          (big, "is larger than 1 MiB: is it the right file?")):
+        assert refused(capsys, *argv, flag, str(path)) == f"{flag} {path} {problem}"
+
+
 def test_psk_file_larger_than_a_mebibyte_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

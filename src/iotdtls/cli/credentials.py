@@ -42,6 +42,9 @@ __all__ = [
 
 #: The largest --psk-file read: far more keys than one server process holds.
 MAX_PSK_FILE = 1 << 20
+#: The largest key, certificate or public-key file read: far more than a chain or trust-anchor
+#: bundle holds.
+MAX_PEM_FILE = 1 << 20
 
 
 def read_psk_file(
@@ -120,11 +123,10 @@ def _read_regular(path: str, flag: str, limit: int) -> bytes:
 
 
 def _read(path: str, flag: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from None
+    """The key, certificate or public-key file `path`, given as `flag`: a regular file of at
+    most `MAX_PEM_FILE` bytes, as --psk-file (a FIFO would block the command, /dev/zero fill
+    its memory)."""
+    return _read_regular(path, flag, MAX_PEM_FILE)
 
 
 def load_private_key(path: str, flag: str) -> PrivateKey:
