@@ -664,26 +664,30 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
     """`--psk-file dup.psk --session-file dup.psk` only warned "ignoring --session-file" and
     then wrote the session over the keys; a key, a certificate or any file that is not a
     session was lost the same way. Both are refused before connecting, in one line, and the
-    file is left as it was; through a symlink too."""
+    file is left as it was; through a symlink too. The key and certificate files are read
+    first, so they hold data that is not a session; the --keylog file may be missing or empty,
+    so it is compared by path."""
     keys = tmp_path / "dup.psk"
     keys.write_bytes(b"dev1:" + PSK_HEX.encode() + b"\n")
     link = tmp_path / "link"
     link.symlink_to(keys)
     psk = ["client", "127.0.0.1:9", "--psk-file", str(keys)]
-    for command, flag, path in [
-        (psk, "--psk-file", keys),
-        (psk, "--psk-file", link),
-        ([*psk, "--keylog", str(tmp_path / "k.log")], "--keylog", tmp_path / "k.log"),
+    keylog = tmp_path / "k.log"
+    other_data = "holds something else than a saved session: give another path"
+    for command, path, problem in [
+        (psk, keys, other_data),
+        (psk, link, other_data),
+        ([*psk, "--keylog", str(keylog)], keylog,
+         "is the --keylog file too: give the session a file of its own"),
         (["client", "localhost:9", "--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
-          "--key", str(pki.client_key)], "--key", pki.client_key),
+          "--key", str(pki.client_key)], pki.client_key, other_data),
         (["client", "127.0.0.1:9", "--peer-rpk", str(pki.client_pub), "--peer-rpk",
-          str(pki.server_pub)], "--peer-rpk", pki.server_pub),
+          str(pki.server_pub)], pki.server_pub, other_data),
     ]:
         before = Path(path).read_bytes() if Path(path).exists() else None
         status = main([*command, "--session-file", str(path)])
-        assert (status, capsys.readouterr().err, talks) == (2, (
-            f"iotdtls: error: --session-file {path} is the {flag} file too: give the session "
-            "a file of its own\n"), [])
+        assert (status, capsys.readouterr().err, talks) == (
+            2, f"iotdtls: error: --session-file {path} {problem}\n", [])
         assert (Path(path).read_bytes() if Path(path).exists() else None) == before
     other = tmp_path / "notes.txt"
     other.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")

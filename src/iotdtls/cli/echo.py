@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,23 +225,9 @@ def run_client(args: argparse.Namespace) -> int:
     )
     session_file = None if args.session_file is None else SessionFile(args.session_file)
     if session_file is not None:
-        session_file.check(_file_flags(args))
+        session_file.check(keylog=args.keylog)
     asyncio.run(_talk(config, host, port, chain_cache(args), session_file))
     return 0
-
-
-#: The client's flags that name a file it reads or appends to, which --session-file must not be.
-_FILE_FLAGS = ("--psk-file", "--peer-rpk", "--rpk-key", "--cafile", "--cert", "--key", "--keylog")
-
-
-def _file_flags(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The files the client's other flags name, each with its flag (--peer-rpk repeats)."""
-    named: list[tuple[str, str]] = []
-    for flag in _FILE_FLAGS:
-        value = getattr(args, flag[2:].replace("-", "_"))
-        paths = value if isinstance(value, list) else [] if value is None else [value]
-        named.extend((flag, path) for path in paths)
-    return named
 
 
 class Echo(aio.DatagramHandler):
@@ -523,24 +509,24 @@ class SessionFile:
         #: The file read, written and removed: `path` with its symlinks resolved.
         self.target = Path(os.path.realpath(path)) if path else self.path
 
-    def check(self, others: Iterable[tuple[str, str]] = ()) -> None:
+    def check(self, keylog: str | None = None) -> None:
         """Before connecting: the session can be saved after the handshake, i.e. the path is
         given, is a regular file if it exists (followed through a symlink, as reading it is;
         a FIFO or a device is never opened, nor replaced by the file), and a file can be made
         in the directory of the file a symlink points to (the file itself may be missing: a
-        dangling symlink's target is made). Nothing that is not a session is replaced: not
-        the file of another of the command's flags (`others`: flag and path), nor an existing
-        file that does not start like a saved session (a damaged one or one of another version
-        does, and is replaced after a full handshake). A `UsageError` naming the flag and the
-        path given otherwise."""
+        dangling symlink's target is made). Nothing that is not a session is replaced: no
+        existing file that does not start like a saved session (a damaged one or one of another
+        version does, and is replaced after a full handshake), which covers the key and
+        certificate files (read before this check, so they hold their data), nor the
+        `keylog` file (--keylog, which may be missing or empty: compared by path). A
+        `UsageError` naming the flag and the path given otherwise."""
         if not self.given:
             raise UsageError("--session-file is empty: give the file to keep the session in")
-        for flag, other in others:
-            if self._is(other):
-                raise UsageError(
-                    f"--session-file {self.path} is the {flag} file too: give the session a "
-                    "file of its own"
-                )
+        if keylog is not None and self._is(keylog):
+            raise UsageError(
+                f"--session-file {self.path} is the --keylog file too: give the session a file "
+                "of its own"
+            )
         try:
             mode = self.path.stat().st_mode
         except FileNotFoundError:
