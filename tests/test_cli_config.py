@@ -436,6 +436,11 @@ def test_a_psk_identity_too_long_for_the_handshake_names_its_line_or_flag(
         "the CLI's settings)")
     psk_file.write_bytes(b"x" * 16_382 + b":0304\n")  # the longest that fits
     assert server_config(server_args("--psk-file", str(psk_file))).psk_store is not None
+    # The limit is the server's: a client may reach a server that takes longer identities.
+    long_identity = client_config(client_args("--psk-identity", "y" * 20_000, "--psk", "01"))
+    assert len(long_identity.identity) == 20_000
+    psk_file.write_bytes(b"x" * 16_383 + b":0304\n")
+    assert client_config(client_args("--psk-file", str(psk_file))).identity == b"x" * 16_383
 
 
 def test_server_psk_alone_has_no_public_key_material() -> None:

@@ -40,6 +40,8 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_INTEGRITY_LIMIT",
     "DEFAULT_MAX_CHAIN_DEPTH",
+    "DEFAULT_MAX_HANDSHAKE_MESSAGE",
+    "DEFAULT_MAX_PSK_IDENTITY",
     "DEFAULT_MTU",
     "RFC6347_RETRANSMIT",
     "CertificateFetcher",
@@ -66,6 +68,11 @@ DEFAULT_INTEGRITY_LIMIT = 2**7
 DEFAULT_IDLE_TIMEOUT = 3600.0
 #: RFC 4279 §2 encodes identities and keys with a 2-byte length: the only limit (profile, PSK-2).
 MAX_PSK_LENGTH = 0xFFFF
+#: Largest handshake message reassembled by default (`max_handshake_message`, HS-3).
+DEFAULT_MAX_HANDSHAKE_MESSAGE = 16384
+#: The longest PSK identity a server with the default `max_handshake_message` takes: its
+#: ClientKeyExchange has 2 + its length bytes (RFC 4279 §2).
+DEFAULT_MAX_PSK_IDENTITY = DEFAULT_MAX_HANDSHAKE_MESSAGE - 2
 #: Shortest master secret of the stateless cookies we accept (128 bits).
 MIN_COOKIE_SECRET = 16
 #: The max_fragment_length values a client may ask for (RFC 6066 §4, EXT-1).
@@ -374,7 +381,7 @@ class _CommonConfig:
     require_extended_master_secret: bool = True
     #: Largest handshake message we reassemble (bounded memory per peer, HS-3). A server
     #: takes PSK identities of up to this less 2 bytes (the ClientKeyExchange, RFC 4279 §2).
-    max_handshake_message: int = 16384
+    max_handshake_message: int = DEFAULT_MAX_HANDSHAKE_MESSAGE
     #: Records of one epoch that may fail authentication before the association is closed
     #: (REC-6). Default 2^7 = 128: RFC 9147 §4.5.3 asks for such a limit and Appendix B.3
     #: derives 2^7 for AES-128-CCM-8 (its 64-bit tag) to keep the margins of the other AEADs,

@@ -24,7 +24,7 @@ from typing import Any
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, file_kind, hex_bytes
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
@@ -48,16 +48,16 @@ MAX_PEM_FILE = 1 << 20
 
 
 def read_psk_file(
-    path: str, known: dict[bytes, tuple[str, int]] | None = None
+    path: str, known: dict[bytes, tuple[str, int]] | None = None, longest: int | None = None
 ) -> dict[bytes, bytes]:
     """Lines `identity:HEXKEY` (GnuTLS psktool format); blank lines and # comments skipped, a
     UTF-8 byte order mark ignored, spaces around the identity and the key too; an identity
     given twice is refused (which key would be meant?), naming both lines, also one already
     in `known` (the file and line of each identity of the files read before, to which this
     file's are added). The file is read as bytes: an identity is the bytes written, whatever
-    their encoding (RFC 7925 §4.2, PSK-2: identities are opaque). Only a regular file of at
-    most `MAX_PSK_FILE` bytes is read (a FIFO would block the command, /dev/zero fill its
-    memory)."""
+    their encoding (RFC 7925 §4.2, PSK-2: identities are opaque), of at most `longest` bytes
+    when given (`_check_length`). Only a regular file of at most `MAX_PSK_FILE` bytes is read
+    (a FIFO would block the command, /dev/zero fill its memory)."""
     store: dict[bytes, bytes] = {}
     place_of = {} if known is None else known
     data = _read_regular(path, "--psk-file", MAX_PSK_FILE).removeprefix(b"\xef\xbb\xbf")
@@ -76,6 +76,7 @@ def read_psk_file(
                 f"{path}:{number}: identity {_as_typed(name)} is already {where} "
                 "(one key per identity)"
             )
+        _check_length(name, longest, f"{path}:{number}: the identity")
         place_of[name] = (path, number)
         text = key.decode("ascii", "surrogateescape")  # a byte not ASCII: not a hex digit
         store[name] = hex_bytes(f"{path}:{number} key", text, secret=True)
@@ -91,14 +92,31 @@ def _as_typed(identity: bytes) -> str:
         return repr(identity)
 
 
-def _identity_bytes(text: str, flag: str = "--psk-identity") -> bytes:
+def _identity_bytes(
+    text: str, flag: str = "--psk-identity", longest: int | None = None
+) -> bytes:
     """A PSK identity given on the command line, as the bytes typed: Python's decoding of the
     arguments (surrogateescape) undone, so an identity in any encoding is sent as it was
-    typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes)."""
+    typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes); at most `longest` bytes when
+    given (`_check_length`)."""
     try:
-        return os.fsencode(text)
+        identity = os.fsencode(text)
     except UnicodeEncodeError:
         raise UsageError(f"{flag} {text!r} cannot be encoded as bytes") from None
+    _check_length(identity, longest, flag)
+    return identity
+
+
+def _check_length(identity: bytes, longest: int | None, where: str) -> None:
+    """A server's PSK identity must fit its ClientKeyExchange (2 + its length bytes, RFC 4279
+    §2), which must fit the default `max_handshake_message` (the CLI has no flag for it): so
+    at most `longest` (`DEFAULT_MAX_PSK_IDENTITY`) bytes, else a `UsageError` naming `where`,
+    the --psk-file line or --psk-identity (the library's message names the API's setting)."""
+    if longest is not None and len(identity) > longest:
+        raise UsageError(
+            f"{where} is {len(identity):,} bytes: too long for the handshake (at most "
+            f"{longest:,} bytes with the CLI's settings)"
+        )
 
 
 def _read_regular(path: str, flag: str, limit: int) -> bytes:
@@ -410,19 +428,19 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     for number, path in enumerate(files):
         if path in files[:number]:
             raise UsageError(f"--psk-file {path} given twice")
-        store.update(read_psk_file(path, place_of))  # an identity in two files: refused
+        # An identity in two files is refused.
+        store.update(read_psk_file(path, place_of, DEFAULT_MAX_PSK_IDENTITY))
     key = _key_flag(args)
     if (args.psk_identity is None) != (key is None):
         raise UsageError("give --psk-identity and --psk (or --psk-text) together")
     if key is not None:
-        name = _identity_bytes(args.psk_identity)
+        name = _identity_bytes(args.psk_identity, longest=DEFAULT_MAX_PSK_IDENTITY)
         if name in store:  # which key would be meant? As for an identity twice in the file
             raise UsageError(
                 f"--psk-identity {_as_typed(name)} is also in --psk-file {place_of[name][0]} "
                 "(one key per identity)"
             )
         store[name] = key
-    _check_identity_lengths(store, place_of, settings)
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
@@ -453,24 +471,6 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
         ),
         **settings,
     )
-
-
-def _check_identity_lengths(
-    store: dict[bytes, bytes], place_of: dict[bytes, tuple[str, int]], settings: dict[str, Any]
-) -> None:
-    """Each PSK identity must fit a ClientKeyExchange (2 + its length bytes, RFC 4279 §2) of
-    at most the configuration's `max_handshake_message`, which the CLI has no flag for: a
-    `UsageError` naming the --psk-file line or --psk-identity of one that does not (the
-    library's message names the API's setting)."""
-    limit = settings.get("max_handshake_message", ServerConfig.max_handshake_message) - 2
-    for name in store:
-        if len(name) > limit:
-            path, line = place_of.get(name, ("", 0))
-            where = f"{path}:{line}: the identity" if path else "--psk-identity"
-            raise UsageError(
-                f"{where} is {len(name):,} bytes: too long for the handshake (at most "
-                f"{limit:,} bytes with the CLI's settings)"
-            )
 
 
 def chain_cache(args: argparse.Namespace) -> ChainCache | None:
