@@ -670,6 +670,30 @@ def test_psk_file_with_an_identity_twice_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_long_identity_is_cut_in_a_message(tmp_path: Path) -> None:
+    """A duplicate or unknown identity was quoted whole: up to 16 KB in a one-line error. Cut
+    after 64 bytes and counted, as the logs show one (as text when it is UTF-8)."""
+    path = tmp_path / "keys.psk"
+    long_text, long_bytes = "é" * 500, b"\xff" * 500  # "é" is 2 bytes: 1,000 in all
+    path.write_bytes(long_text.encode() + b":01\n" + long_text.encode() + b":02\n")
+    with pytest.raises(UsageError) as caught:
+        read_psk_file(str(path))
+    assert str(caught.value) == (
+        f"{path}:2: identity {'é' * 32!r}... (1000 bytes) is already on line 1 "
+        "(one key per identity)")
+    path.write_bytes(long_bytes + b":01\n" + long_bytes + b":02\n")
+    with pytest.raises(UsageError) as caught:
+        read_psk_file(str(path))
+    assert str(caught.value) == (
+        f"{path}:2: identity {long_bytes[:64]!r}... (500 bytes) is already on line 1 "
+        "(one key per identity)")
+    path.write_bytes(b"dev1:01\n")
+    with pytest.raises(UsageError) as caught:
+        client_config(client_args("--psk-file", str(path), "--psk-identity", "x" * 16_000))
+    assert str(caught.value) == (
+        f"--psk-file {path} has no key for --psk-identity {'x' * 64!r}... (16000 bytes)")
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [

@@ -28,6 +28,7 @@ from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
+from iotdtls.identity import SHOWN_IDENTITY_BYTES, shown_identity
 
 __all__ = [
     "add_client_credentials",
@@ -85,11 +86,17 @@ def read_psk_file(
 
 def _as_typed(identity: bytes) -> str:
     """A PSK identity quoted for a message: as text when it is UTF-8 ('dev1'), else as bytes
-    (b'dev\\xff')."""
+    (b'dev\\xff'); cut after `SHOWN_IDENTITY_BYTES` bytes and then counted, as
+    `shown_identity` does ('dev...'... (16000 bytes)): an identity may be 65535 bytes (RFC 4279
+    §2), too long for one line."""
     try:
-        return repr(identity.decode())
+        identity.decode()
     except UnicodeDecodeError:
-        return repr(identity)
+        return shown_identity(identity)
+    if len(identity) <= SHOWN_IDENTITY_BYTES:
+        return repr(identity.decode())
+    shown = identity[:SHOWN_IDENTITY_BYTES].decode(errors="ignore")  # a character cut: left out
+    return f"{shown!r}... ({len(identity)} bytes)"
 
 
 def _identity_bytes(
