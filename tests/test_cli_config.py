@@ -293,6 +293,19 @@ def test_a_psk_identity_is_the_bytes_typed_in_any_encoding(tmp_path: Path) -> No
     assert read_psk_file(str(psk_file)) == {b"dev\xff": b"\x01\x02", b"\xe9t\xe9": b"\xff"}
 
 
+def test_a_value_that_cannot_be_bytes_is_refused_the_key_unquoted() -> None:
+    """A lone surrogate is no byte typed: refused naming the flag; a key is never quoted."""
+    lone = "dev\ud800"
+    for args in (client_args("--psk-identity", lone, "--psk", "01"),
+                 server_args("--psk-identity", lone, "--psk", "01")):
+        with pytest.raises(UsageError) as caught:
+            (client_config if args.command == "client" else server_config)(args)
+        assert str(caught.value) == "--psk-identity 'dev\\ud800' cannot be encoded as bytes"
+    with pytest.raises(UsageError) as caught:
+        client_config(client_args("--psk-identity", "dev1", "--psk-text", lone))
+    assert str(caught.value) == "--psk-text cannot be encoded as bytes"
+
+
 # -- server ---------------------------------------------------------------------------------------
 
 

@@ -102,16 +102,24 @@ def _as_typed(identity: bytes) -> str:
 def _identity_bytes(
     text: str, flag: str = "--psk-identity", longest: int | None = None
 ) -> bytes:
-    """A PSK identity given on the command line, as the bytes typed: Python's decoding of the
-    arguments (surrogateescape) undone, so an identity in any encoding is sent as it was
-    typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes); at most `longest` bytes when
-    given (`_check_length`)."""
-    try:
-        identity = os.fsencode(text)
-    except UnicodeEncodeError:
-        raise UsageError(f"{flag} {text!r} cannot be encoded as bytes") from None
+    """A PSK identity given on the command line, as the bytes typed (`_typed_bytes`), so an
+    identity in any encoding is sent as it was typed (RFC 7925 §4.2, PSK-2: identities are
+    opaque bytes); at most `longest` bytes when given (`_check_length`)."""
+    identity = _typed_bytes(text, flag, quoted=True)
     _check_length(identity, longest, flag)
     return identity
+
+
+def _typed_bytes(text: str, flag: str, *, quoted: bool) -> bytes:
+    """The value of `flag` as the bytes typed: Python's decoding of the arguments
+    (surrogateescape) undone. A `UsageError` naming the flag for one that cannot be (a lone
+    surrogate), quoting the value only when `quoted` (never a key: RFC 4279 §5.4 keys as
+    text)."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        shown = f" {text!r}" if quoted else ""
+        raise UsageError(f"{flag}{shown} cannot be encoded as bytes") from None
 
 
 def _check_length(identity: bytes, longest: int | None, where: str) -> None:
@@ -289,10 +297,7 @@ def _key_flag(args: argparse.Namespace) -> bytes | None:
         return hex_bytes("--psk", args.psk, secret=True)
     if args.psk_text is None:
         return None
-    try:
-        key = os.fsencode(args.psk_text)
-    except UnicodeEncodeError:
-        raise UsageError("--psk-text cannot be encoded as bytes") from None
+    key = _typed_bytes(args.psk_text, "--psk-text", quoted=False)
     if not key:
         raise UsageError("--psk-text is empty")
     return key
