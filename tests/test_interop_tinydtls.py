@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -23,6 +23,7 @@ import pytest
 from iotdtls import sync
 from iotdtls.errors import DtlsError, HandshakeTimeout
 from iotdtls.proxy import LoggedDatagram, LossyProxy
+from tests import tinydtls_peer
 from tests.interop_support import (
     DECRYPT_ERROR,
     HANDSHAKE,
@@ -169,6 +170,59 @@ def test_tinydtls_client_against_our_server_with_loss() -> None:
     log = proxy.snapshot()
     assert proxy.counts["client", "dropped"] and proxy.counts["server", "dropped"]
     assert retransmitted(log, "client") and retransmitted(log, "server")
+
+
+# -- the tinydtls client's resend interval --------------------------------------------------------
+
+
+class StalePeer(tinydtls_peer.Peer):
+    """`tests.tinydtls_peer.Peer` without a socket, its own tinydtls context: connected at
+    once; every wait sees a late duplicate of an earlier echo, never the echo it waits for."""
+
+    def __init__(self) -> None:  # no socket, no tinydtls: the client loop alone is tested
+        self.v6 = False
+        self.events = [(0, tinydtls_peer.EVENT_CONNECTED)]
+        self.received: list[tuple[tuple[str, int], bytes]] = []
+        self.sent: list[float] = []
+        self.dtls = self
+
+    def tiny_address(self, address: tuple[str, int]) -> tuple[str, int]:
+        return address
+
+    def connect(self, host: str, port: int) -> object:
+        return (host, port)
+
+    def write(self, connection: object, data: bytes) -> None:
+        self.sent.append(time.monotonic())
+
+    def close(self, connection: object) -> None:
+        pass
+
+    def fatal_alert(self) -> int | None:
+        return None
+
+    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        self.received.append(((LOCALHOST, 9), b"tinydtls message 0"))
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def test_the_tinydtls_client_resends_no_faster_than_its_interval(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A datagram that was not the echo waited for (a late duplicate of the one before) ended
+    the wait at once, so the client resent back to back until its deadline."""
+    peer = StalePeer()
+    started = time.monotonic()
+    assert tinydtls_peer.client(peer, LOCALHOST, 9, 1, 1.0, 0.25) == 1
+    assert capsys.readouterr().out.endswith("failed: no echo of message 1 within 1.0 s\n")
+    assert 3 <= len(peer.sent) <= 5, len(peer.sent)  # at 0, 0.25, 0.5, 0.75 s
+    gaps = [b - a for a, b in zip([started, *peer.sent], peer.sent, strict=False)][1:]
+    assert min(gaps) >= 0.2, gaps
 
 
 # -- a wrong key ----------------------------------------------------------------------------------

@@ -151,15 +151,24 @@ def client(peer: Peer, host: str, port: int, count: int, timeout: float, resend:
         return fail(f"fatal alert {alert} during the handshake")
     for number in range(1, count + 1):
         message = f"tinydtls message {number}".encode()
+
+        def answered(message: bytes = message) -> bool:
+            # Only the echo of this message (or an alert) ends the wait: a late duplicate of
+            # an earlier echo is dropped, so the message is resent every `resend` s, not back
+            # to back.
+            echoed = any(data == message for _, data in peer.received)
+            peer.received.clear()
+            return echoed or peer.fatal_alert() is not None
+
         peer.received.clear()
-        while not any(data == message for _, data in peer.received):
+        while True:
             if time.monotonic() >= deadline:
                 return fail(f"no echo of message {number} within {timeout} s")
             peer.dtls.write(connection, message)
-            peer.run_until(lambda: bool(peer.received) or peer.fatal_alert() is not None,
-                           min(resend, max(0.0, deadline - time.monotonic())))
-            if (alert := peer.fatal_alert()) is not None:
-                return fail(f"fatal alert {alert} after the handshake")
+            if peer.run_until(answered, min(resend, max(0.0, deadline - time.monotonic()))):
+                break
+        if (alert := peer.fatal_alert()) is not None:
+            return fail(f"fatal alert {alert} after the handshake")
         say(f"echo {number}: {message.hex()}")
     peer.dtls.close(connection)  # close_notify
     peer.run_until(lambda: False, 0.1)
