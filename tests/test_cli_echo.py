@@ -196,7 +196,7 @@ def test_session_file_round_trip_is_private(
     assert caplog.messages == []
     file.save(None)  # no session to keep (the server gave no session_id)
     assert not file.path.exists()
-    assert caplog.messages == [  # it said nothing, even with -v
+    assert caplog.messages == [  # one info line (-v) says why no file was saved
         f"the server gave no session to resume (no session_id): nothing saved in {file.path}"]
     file.discard()  # already gone: no error
 
