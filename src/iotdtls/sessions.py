@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
@@ -54,8 +54,6 @@ MASTER_SECRET_LENGTH = 48
 #: Start of the serialized form, followed by its version byte.
 _MAGIC = b"iotdtls-session"
 _VERSION = 2
-#: How many first bytes `starts_like_a_session` looks at.
-SESSION_MAGIC_LENGTH = len(_MAGIC)
 _MODE_CODES = {Mode.PSK: 1, Mode.RAW_PUBLIC_KEY: 2, Mode.X509: 3}
 _MODES = {code: mode for mode, code in _MODE_CODES.items()}
 _PSK, _RPK, _X509, _NONE = 1, 2, 3, 4
@@ -144,12 +142,13 @@ class SessionState:
             raise ValueError(f"not a session saved by this version of iotdtls ({exc})") from None
 
 
-def starts_like_a_session(head: bytes) -> bool:
-    """Whether bytes beginning with `head` could be `SessionState.to_bytes` of some version:
-    `head` starts with the format's magic (or, shorter, with as much of it). Bytes that do not
-    hold something else than a saved session, where `from_bytes` refuses an older version or
-    a damaged one alike."""
-    return head[:SESSION_MAGIC_LENGTH] == _MAGIC[: len(head)]
+def starts_like_a_session(stream: BinaryIO) -> bool:
+    """Whether what `stream` holds (read from where it is) could be `SessionState.to_bytes` of
+    some version: it starts with the format's magic (or, shorter, with as much of it; nothing
+    at all too). What does not holds something else than a saved session, where `from_bytes`
+    refuses an older version or a damaged one alike."""
+    head = stream.read(len(_MAGIC))
+    return head == _MAGIC[: len(head)]
 
 
 def _push_peer(w: Writer, peer: PeerIdentity) -> None:

@@ -56,7 +56,7 @@ from iotdtls.config import (
 )
 from iotdtls.connection import DtlsConnection
 from iotdtls.errors import DatagramTooLarge, DtlsError
-from iotdtls.sessions import SESSION_MAGIC_LENGTH, SessionState, starts_like_a_session
+from iotdtls.sessions import SessionState, starts_like_a_session
 
 __all__ = ["register"]
 
@@ -563,10 +563,9 @@ class SessionFile:
         """Whether the file, a regular one, is empty or starts like a saved session."""
         try:
             with self.target.open("rb") as fh:
-                head = fh.read(SESSION_MAGIC_LENGTH)
+                return starts_like_a_session(fh)
         except OSError as exc:
             raise UsageError(f"cannot read --session-file {self.path}: {exc.strerror}") from None
-        return starts_like_a_session(head)
 
     def load(self) -> SessionState | None:
         try:
