@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from iotdtls.config import ServerConfig
 from iotdtls.identity import PskIdentity
 from iotdtls.messages import HandshakeType, ServerHello
 from iotdtls.proxy import LoggedDatagram, LossyProxy
@@ -122,21 +123,30 @@ def test_node_client_echo_psk_ccm8() -> None:
     assert_encrypted(log, *MESSAGES)
 
 
-@pytest.mark.req("RES-3", "ERR-1")
-def test_node_client_refused_by_default_without_extended_master_secret() -> None:
-    """Our default server refuses node-dtls-client, which never offers the extended master
-    secret: a fatal handshake_failure that node reports at once, and a log line saying why."""
-    with ServerThread(server_config()) as server, proxied(server.port) as proxy, \
-            node_client(proxy.address[1]) as peer:
+def refused_run(config: ServerConfig, alert: int, name: str, **node: str) -> ServerThread:
+    """node-dtls-client against our server with `config`, which refuses it: node reports the
+    fatal `alert` (`name`) within 3 s and exits 1, our server logs the failure, starts no
+    session, receives no data and sends that one plaintext alert. Returns the stopped server
+    (its log lines) for the caller's own checks."""
+    with ServerThread(config) as server, proxied(server.port) as proxy, \
+            node_client(proxy.address[1], **node) as peer:
         started = time.monotonic()
         assert peer.wait(10.0) == 1, peer.output
         elapsed = time.monotonic() - started
         assert server.wait_until(lambda: any("handshake failed" in s for s in server.log_lines))
-    assert peer.output == "error: received fatal alert: handshake_failure\n"
+    assert peer.output == f"error: received fatal alert: {name}\n"
     assert elapsed < 3.0
-    assert any("does not offer the extended master secret" in s for s in server.log_lines)
     assert not server.started and not server.data()
-    assert plaintext_alerts(proxy.snapshot(), "server") == [(2, HANDSHAKE_FAILURE)]
+    assert plaintext_alerts(proxy.snapshot(), "server") == [(2, alert)]
+    return server
+
+
+@pytest.mark.req("RES-3", "ERR-1")
+def test_node_client_refused_by_default_without_extended_master_secret() -> None:
+    """Our default server refuses node-dtls-client, which never offers the extended master
+    secret: a fatal handshake_failure that node reports at once, and a log line saying why."""
+    server = refused_run(server_config(), HANDSHAKE_FAILURE, "handshake_failure")
+    assert any("does not offer the extended master secret" in s for s in server.log_lines)
 
 
 @pytest.mark.req("HS-4")
@@ -173,15 +183,7 @@ def test_node_client_wrong_credentials(identity: str, psk_hex: str) -> None:
     decrypt_error (never unknown_psk_identity) and logs why; node reports that alert and exits 1;
     no data passes and the key is in no output."""
     config = server_config(require_extended_master_secret=False)
-    with ServerThread(config) as server, proxied(server.port) as proxy, \
-            node_client(proxy.address[1], identity=identity, psk_hex=psk_hex) as peer:
-        started = time.monotonic()
-        assert peer.wait(10.0) == 1, peer.output
-        elapsed = time.monotonic() - started
-        assert server.wait_until(lambda: any("handshake failed" in s for s in server.log_lines))
-    assert peer.output == "error: received fatal alert: decrypt_error\n"
-    assert elapsed < 3.0
+    server = refused_run(config, DECRYPT_ERROR, "decrypt_error", identity=identity,
+                         psk_hex=psk_hex)
     assert any("sent fatal alert decrypt_error" in s for s in server.log_lines)
     assert not any(psk_hex in s for s in server.log_lines)
-    assert not server.started and not server.data()
-    assert plaintext_alerts(proxy.snapshot(), "server") == [(2, DECRYPT_ERROR)]

@@ -11,21 +11,20 @@ from pathlib import Path
 __all__ = ["file_kind", "write_atomically"]
 
 
+#: What a mode that is not a regular file's is, by the test that says so.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link that leads nowhere (a loop)"),
+)
+
+
 def file_kind(mode: int) -> str:
     """What a file that is not a regular file is (`mode` from stat), for a message."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link that leads nowhere (a loop)"
-    return "a special file"
+    return next((kind for test, kind in _KINDS if test(mode)), "a special file")
 
 
 def write_atomically(
