@@ -645,6 +645,28 @@ def test_dtls10_client_hello_is_refused_statelessly(cookie: bool) -> None:
     assert endpoint.gate[GateOutcome.VERSION_REFUSED] == 1
 
 
+@pytest.mark.req("HS-5", "ERR-1")
+@pytest.mark.parametrize(("message_seq", "refused"), [(0xFFFA, False), (0xFFFB, True),
+                                                      (0xFFFF, True)])
+def test_a_client_hello_numbered_too_high_to_answer_is_illegal_parameter(
+    message_seq: int, refused: bool
+) -> None:
+    """The server numbers its messages on from the ClientHello's message_seq (RFC 6347
+    §4.2.2), up to six of them: a ClientHello at 65535 made the ServerHelloDone's number
+    overflow 16 bits, and the ValueError escaped `receive_datagram` (found by the fuzzer).
+    Now illegal_parameter, with room for a whole handshake below it."""
+    endpoint = ServerEndpoint(ServerConfig(psk_store={IDENTITY: KEY}, cookie_exchange=False))
+    hello = client_hello().encode()
+    datagram = handshake_record(RecordLayer(), HandshakeType.client_hello, message_seq, hello)
+    endpoint.receive_datagram(datagram, CLIENT_ADDR, 0.0)
+    ((out, _),) = endpoint.datagrams_to_send(0.0)
+    if refused:
+        assert alert_of(out) == (AlertLevel.FATAL, AlertDescription.illegal_parameter)
+        assert endpoint.connections == {}
+    else:
+        assert [h.message_seq for h, _ in plain_handshake(out)] == [0xFFFA, 0xFFFB]
+
+
 def downgrade_server_hello(direction: Direction, index: int, data: bytes) -> Fate | bytes:
     """Rewrite the ServerHello's server_version to DTLS 1.0 (plaintext, so it still parses)."""
     frags = plain_handshake(data) if direction == "server" else []

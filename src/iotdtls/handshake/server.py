@@ -106,6 +106,10 @@ class ServerState(IdentityHashEnum):
     ESTABLISHED = auto()
 
 
+#: The highest ClientHello message_seq a handshake can follow: we number our messages on from
+#: it (RFC 6347 §4.2.2), up to six of them (ServerHello, Certificate, ServerKeyExchange,
+#: CertificateRequest, ServerHelloDone, Finished), and a message_seq has 16 bits.
+_LAST_CLIENT_HELLO_SEQ = 0xFFFF - 5
 #: Where a record that fails authentication can only be the client's Finished (PSK-4).
 _BEFORE_CLIENT_FINISHED = (ServerState.WAIT_CCS, ServerState.WAIT_FINISHED)
 
@@ -169,6 +173,12 @@ class ServerHandshake(HandshakeMachine):
         self.keys.client_random = hello.random
         self.keys.server_random = random_bytes(32)
         # The first ClientHello we see starts the message numbering (RFC 6347 §4.2.2).
+        if msg.message_seq > _LAST_CLIENT_HELLO_SEQ:
+            raise ProtocolError(
+                f"ClientHello message_seq {msg.message_seq} leaves no room to number the "
+                "handshake's messages (16 bits)",
+                AlertDescription.illegal_parameter,
+            )
         self.send_seq = msg.message_seq
         extras = self._negotiate_extensions(hello)
         session = self._resumable(hello, ems)
