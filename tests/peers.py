@@ -8,6 +8,8 @@ itself on ``sys.path`` and ``import peers`` (tools/record_vectors.py does).
 What it gives (see /work/shared/peers.md for the peers and their pitfalls):
 
 - `free_udp_port()`: a fresh loopback UDP port, never the same twice in one process.
+- `holds_within(condition, timeout)`: poll a condition until it holds or the time is up
+  (`tests.aio_support.eventually` for a test with an event loop).
 - `TakesAnyAddress`: a socket class to patch in for `socket.socket`, which "binds" any
   address (a link-local one on a machine without it) and names it as its own.
 - `require_peer(name)`: `pytest.skip` when an executable or Python module is missing (under
@@ -57,7 +59,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -120,6 +122,16 @@ def _udp_port_is_free(port: int) -> bool:
                 sock.bind((host, port))
             except OSError:
                 return False
+    return True
+
+
+def holds_within(condition: Callable[[], object], timeout: float) -> bool:
+    """Poll `condition` every 10 ms until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
     return True
 
 

@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ from iotdtls.certurl import (
 from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, TrustStore, verify_client_chain
 from iotdtls.errors import AlertDescription, ProtocolError
 from tests.local_http import LocalHttpServer, Route
+from tests.peers import holds_within
 from tests.pki import NOW, ca_chain, client_leaf, ip, root, server_leaf
 
 pytestmark = pytest.mark.req("CRT-7")
@@ -58,17 +59,6 @@ def web() -> Iterator[LocalHttpServer]:
 
 def no_fetch_worker() -> bool:
     return not any(t.name == "iotdtls-certurl" for t in threading.enumerate())
-
-
-def holds_within(condition: Callable[[], object], timeout: float) -> bool:
-    """Poll `condition` every 20 ms until it holds or `timeout` seconds pass; whether it held
-    (`tests.aio_support.eventually` for a test without an event loop)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- the default fetcher ----------------------------------------------------------------------

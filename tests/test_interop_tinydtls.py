@@ -43,6 +43,7 @@ from tests.peers import (
     PeerExited,
     PeerProcess,
     free_udp_port,
+    holds_within,
     require_peer,
 )
 
@@ -213,12 +214,7 @@ class StalePeer(tinydtls_peer.Peer):
 
     def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
         self.received.append(((LOCALHOST, 9), b"tinydtls message 0"))
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-        return True
+        return holds_within(done, timeout)
 
 
 def test_the_tinydtls_client_resends_no_faster_than_its_interval(

@@ -114,16 +114,6 @@ class Collector:
         self._thread.join(1.0)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll `condition` every 10 ms for up to `timeout` seconds; return its last value."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def fates(proxy: LossyProxy, direction: str) -> list[str]:
     return [d.fate for d in proxy.snapshot() if d.direction == direction]
 

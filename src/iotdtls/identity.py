@@ -34,13 +34,24 @@ __all__ = [
 SHOWN_IDENTITY_BYTES = 64
 
 
-def shown_identity(identity: bytes) -> str:
+def shown_identity(identity: bytes, *, as_text: bool = False) -> str:
     """`identity` as an escaped bytes literal, cut after `SHOWN_IDENTITY_BYTES` bytes and then
     counted: "b'...'... (N bytes)". The identity travels unauthenticated and may be 65535 bytes
-    (RFC 4279 §2), which whole would make one log line of hundreds of kilobytes."""
+    (RFC 4279 §2), which whole would make one log line of hundreds of kilobytes. `as_text`: an
+    identity that is UTF-8 is quoted as the text a person typed ('dev1'; a character the cut
+    splits is left out), any other as bytes."""
+    head = identity[:SHOWN_IDENTITY_BYTES]
+    shown = repr(head)
+    if as_text:
+        try:
+            identity.decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            shown = repr(head.decode(errors="ignore"))
     if len(identity) <= SHOWN_IDENTITY_BYTES:
-        return repr(identity)
-    return f"{identity[:SHOWN_IDENTITY_BYTES]!r}... ({len(identity)} bytes)"
+        return shown
+    return f"{shown}... ({len(identity)} bytes)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from iotdtls._addresses import (
     format_hostport,
     socket_error,
 )
-from iotdtls._files import file_kind
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
 
@@ -33,7 +32,6 @@ __all__ = [
     "add_loop_flag",
     "common_settings",
     "discard_new_keylog",
-    "file_kind",
     "format_hostport",
     "hex_bytes",
     "listening_on",

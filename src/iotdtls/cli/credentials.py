@@ -22,13 +22,14 @@ import os
 import stat
 from typing import Any
 
+from iotdtls._files import file_kind
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli.common import Once, UsageError, file_kind, hex_bytes
+from iotdtls.cli.common import Once, UsageError, hex_bytes
 from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
-from iotdtls.identity import SHOWN_IDENTITY_BYTES, shown_identity
+from iotdtls.identity import shown_identity
 
 __all__ = [
     "add_client_credentials",
@@ -85,28 +86,17 @@ def read_psk_file(
 
 
 def _as_typed(identity: bytes) -> str:
-    """A PSK identity quoted for a message: as text when it is UTF-8 ('dev1'), else as bytes
-    (b'dev\\xff'); cut after `SHOWN_IDENTITY_BYTES` bytes and then counted, as
-    `shown_identity` does ('dev...'... (16000 bytes)): an identity may be 65535 bytes (RFC 4279
-    §2), too long for one line."""
-    try:
-        identity.decode()
-    except UnicodeDecodeError:
-        return shown_identity(identity)
-    if len(identity) <= SHOWN_IDENTITY_BYTES:
-        return repr(identity.decode())
-    shown = identity[:SHOWN_IDENTITY_BYTES].decode(errors="ignore")  # a character cut: left out
-    return f"{shown!r}... ({len(identity)} bytes)"
+    """A PSK identity quoted for a message as the user wrote it: as text when it is UTF-8
+    ('dev1'), else as bytes; cut as in log lines (`shown_identity`)."""
+    return shown_identity(identity, as_text=True)
 
 
-def _identity_bytes(
-    text: str, flag: str = "--psk-identity", longest: int | None = None
-) -> bytes:
-    """A PSK identity given on the command line, as the bytes typed (`_typed_bytes`), so an
-    identity in any encoding is sent as it was typed (RFC 7925 §4.2, PSK-2: identities are
-    opaque bytes); at most `longest` bytes when given (`_check_length`)."""
-    identity = _typed_bytes(text, flag, quoted=True)
-    _check_length(identity, longest, flag)
+def _identity_bytes(text: str, longest: int | None = None) -> bytes:
+    """A --psk-identity, as the bytes typed (`_typed_bytes`), so an identity in any encoding is
+    sent as it was typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes); at most `longest`
+    bytes when given (`_check_length`)."""
+    identity = _typed_bytes(text, "--psk-identity", quoted=True)
+    _check_length(identity, longest, "--psk-identity")
     return identity
 
 

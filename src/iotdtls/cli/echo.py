@@ -21,7 +21,7 @@ from typing import Any
 
 from iotdtls import aio, loop, workers
 from iotdtls._addresses import format_address
-from iotdtls._files import write_atomically
+from iotdtls._files import file_kind, write_atomically
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -30,7 +30,6 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     common_settings,
-    file_kind,
     listening_on,
     parse_hostport,
     seconds,
