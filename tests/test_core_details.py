@@ -226,8 +226,9 @@ def test_caps_count_each_eviction() -> None:
         clients.append(client)
     assert endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1 + 3
     assert endpoint.gate[GateOutcome.HANDSHAKE_EVICTED] == 2
-    assert endpoint.gate[GateOutcome.EVICTED_WHEN_FULL] == 1  # the established one made room
-    assert len(endpoint.connections) == 1 and len(endpoint._timed) == 1
+    assert endpoint.gate[GateOutcome.EVICTED_WHEN_FULL] == 0  # half-open ones count apart
+    assert len(endpoint.connections) == 2 and len(endpoint._handshaking) == 1
+    assert set(endpoint._timed) <= set(endpoint.connections)  # the evicted left no timer
 
 
 def test_cookies_of_the_current_period_verify_while_the_previous_secret_lives() -> None:

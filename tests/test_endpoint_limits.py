@@ -172,19 +172,41 @@ def test_full_table_counts_activity_as_the_idle_timeout_does() -> None:
 
 
 @pytest.mark.req("HS-2")
-def test_full_table_drops_a_half_open_association_silently() -> None:
-    """Only an established association is told of its eviction; a handshake in progress is
-    dropped without a word, as `max_handshakes` drops one."""
+def test_half_open_handshakes_never_evict_established_associations() -> None:
+    """A cookie proves an address, not a peer: handshakes that stop after it (no credentials
+    needed) are capped apart by `max_handshakes` and never take an established slot."""
+    net = Net(server_config(max_connections=3, max_handshakes=2))
+    established = [("198.51.100.5", 5000 + i) for i in range(3)]
+    for address in established:
+        net.established(address)
+    for i in range(20):
+        net.half_open(("203.0.113.5", 6000 + i))
+    assert net.server.gate[GateOutcome.EVICTED_WHEN_FULL] == 0
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 18
+    assert all(net.clients[a].state is ConnectionState.ESTABLISHED for a in established)
+    assert len(net.server.connections) == 3 + 2  # max_connections + max_handshakes
+    assert set(established) <= set(net.server.connections)
+
+
+@pytest.mark.req("HS-2")
+def test_a_completed_handshake_evicts_the_least_recently_active_and_no_half_open() -> None:
+    """Only a handshake that completes into a full table lets an established association go
+    (with close_notify); the half-open one waiting beside them is left alone."""
     net = Net(server_config(max_connections=2, max_handshakes=2))
-    a, b, c = (("198.51.100.5", 5000 + i) for i in range(3))
+    a, b, c, d = (("198.51.100.6", 5000 + i) for i in range(4))
     net.half_open(a)
     for address in (b, c):
         net.established(address)
-    assert set(net.server.connections) == {b, c}
+        net.now += 1.0
+    assert set(net.server.connections) == {a, b, c}
+    net.established(d)
+    assert set(net.server.connections) == {a, c, d}
     assert net.server.gate[GateOutcome.EVICTED_WHEN_FULL] == 1
-    (closed,) = net.closed_events(a)
+    (closed,) = net.closed_events(b)
     assert isinstance(closed.error, AssociationEvicted)
-    assert net.clients[a].state is ConnectionState.HANDSHAKING
+    assert net.clients[b].state is ConnectionState.CLOSED and net.clients[b].error is None
+    assert net.closed_events(a) == []
+    assert net.server.connections[a].state is ConnectionState.HANDSHAKING
 
 
 def test_restarted_client_ends_the_old_association_with_an_event() -> None:

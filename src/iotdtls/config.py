@@ -716,11 +716,14 @@ class ServerConfig(_CommonConfig):
     cookie_exchange: bool = True
     #: Seconds a cookie secret is used before rotating; the previous one is still accepted.
     cookie_rotation: float = 300.0
-    #: Most associations (established or in progress) a server endpoint keeps at once; when
-    #: full, the least recently active one makes room for a peer that proved its address.
+    #: Most established associations a server endpoint keeps at once; when a handshake
+    #: completes into a full table, the least recently active one gets close_notify and makes
+    #: room. A handshake in progress never does: half-open associations count apart, within
+    #: `max_handshakes`, so a server holds at most `max_connections + max_handshakes`.
     max_connections: int = 4096
-    #: Most handshakes in progress at once; when full, the oldest is dropped. Kept below
-    #: `max_connections` so half-open associations cannot crowd out established ones.
+    #: Most handshakes in progress (half-open associations) at once, on top of
+    #: `max_connections`; when full, the oldest is dropped (RFC 6347 §4.2.1: a cookie proves
+    #: an address, not a peer, so these cannot crowd out established associations).
     max_handshakes: int = 256
     #: Master secret of the stateless cookies (at least 16 bytes; None: a random one per
     #: endpoint). Give several server processes on one host the same secret and they accept

@@ -93,9 +93,12 @@ class GateOutcome(IdentityHashEnum):
     #: RFC 6347 §4.2.1 allows a server to skip it).
     HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
+    #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
+    #: are in progress (silently: its peer never authenticated).
     HANDSHAKE_EVICTED = auto()
-    #: An association let go to make room in a full table (`ServerConfig.max_connections`);
-    #: the idle timeout's closes are `ServerEndpoint.idle_expired`.
+    #: An established association let go, with close_notify, when a completed handshake would
+    #: take the table beyond `ServerConfig.max_connections` (never for a half-open one); the
+    #: idle timeout's closes are `ServerEndpoint.idle_expired`.
     EVICTED_WHEN_FULL = auto()
     #: A ClientHello with a valid cookie issued before the association of its address last
     #: heard from its peer (or began, while half-open): a replay, dropped, the association kept
@@ -352,7 +355,10 @@ class ServerEndpoint:
 
     def _make_room(self, address: Address) -> None:
         """Before a new association from `address` (whose cookie proved it): end the old one
-        of that address (RFC 6347 §4.2.8), then respect the caps of `ServerConfig`."""
+        of that address (RFC 6347 §4.2.8), then keep the half-open ones within
+        `ServerConfig.max_handshakes`, the oldest making room. Half-open associations count
+        on top of the established ones: only a completed handshake lets an established one go
+        (`_keep_established_within_cap`)."""
         old = self.connections.get(address)
         if old is not None:
             self._drop(address, old, AssociationReplaced())
@@ -360,32 +366,19 @@ class ServerEndpoint:
             oldest = next(iter(self._handshaking))
             self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
-        if len(self.connections) >= self.config.max_connections:
-            idlest = self._least_recently_active()
-            evicted = self.connections[idlest]
-            self._drop(
-                idlest,
-                evicted,
-                AssociationEvicted("server full"),
-                notify=evicted.state is _ESTABLISHED,
-            )
-            self.gate[GateOutcome.EVICTED_WHEN_FULL] += 1
 
-    def _least_recently_active(self) -> Address:
-        """The association a full table lets go: the least recently active, an established one
-        by its last activity as the idle timeout counts it (`_activity`: an authenticated
-        record from its peer or data sent to it), a half-open one by when its cookie verified
-        (nothing it sent since is authenticated, and a forger may send as it); on a tie, the
-        half-open one. Either table is kept oldest first, so this is the older of two firsts,
-        and a datagram that fails authentication protects no association."""
-        handshake = next(iter(self._handshaking), None)
-        established = next(iter(self._activity), None)
-        if established is None or (
-            handshake is not None
-            and self._handshaking[handshake] <= self._activity[established]
-        ):
-            return handshake
-        return established
+    def _keep_established_within_cap(self) -> None:
+        """A handshake just completed (its peer authenticated, RFC 5246 §7.4.9): beyond
+        `ServerConfig.max_connections` established associations, the least recently active
+        one goes, by its last activity as the idle timeout counts it (`_activity`, oldest
+        first: an authenticated record from its peer or data sent to it; a datagram that fails
+        authentication protects no association). It gets close_notify first, so its peer
+        learns that the association is gone."""
+        if len(self.connections) - len(self._handshaking) > self.config.max_connections:
+            idlest = next(iter(self._activity))
+            evicted = self.connections[idlest]
+            self._drop(idlest, evicted, AssociationEvicted("server full"), notify=True)
+            self.gate[GateOutcome.EVICTED_WHEN_FULL] += 1
 
     def _drop(
         self, address: Address, conn: DtlsConnection, error: DtlsError, notify: bool = False
@@ -435,13 +428,16 @@ class ServerEndpoint:
             self._events.append((address, event))
         if self.connections.get(address) is not conn:
             return
-        if conn.state is not _HANDSHAKING:
-            self._handshaking.pop(address, None)
+        ended = conn.state is not _HANDSHAKING and address in self._handshaking
+        if ended:
+            self._handshaking.pop(address)
         if conn.state is _CLOSED:
             del self.connections[address]
             self._activity.pop(address, None)
         elif conn.state is _ESTABLISHED:
             self._note_activity(address, conn.last_activity)
+            if ended:
+                self._keep_established_within_cap()
         # Only associations with a pending timer (handshakes, heartbeats and keep-alives) are
         # kept with their timers, so an endpoint with many established peers without a
         # keep-alive pays nothing per datagram for them.

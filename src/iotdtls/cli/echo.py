@@ -92,7 +92,7 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
         metavar="N",
-        help="associations kept at once, per worker (the idlest makes room when full)",
+        help="established associations kept at once, per worker (the idlest makes room when full)",
     )
     srv.add_argument(
         "-q", "--quiet", action="store_true",
