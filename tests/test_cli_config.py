@@ -470,13 +470,16 @@ def test_server_flags_beside_the_credentials() -> None:
     assert defaults.keylog_file is None and not defaults.heartbeat
     assert defaults.max_handshakes == ServerConfig.max_handshakes
     assert defaults.max_connections == ServerConfig.max_connections
+    assert defaults.max_handshakes_per_host == ServerConfig.max_handshakes_per_host
     assert defaults.idle_timeout == DEFAULT_IDLE_TIMEOUT
     assert defaults.retransmit == RFC6347_RETRANSMIT
     config = server_config_of(server_args(
         "--retransmit", "2.5",
         *PSK, "--no-cookie", "--mtu", "700", "--keylog", "/tmp/k.log", "--max-handshakes", "9",
         "--max-connections", "99", "--idle-timeout", "12.5", "--heartbeat", "3",
+        "--max-handshakes-per-host", "5",
     ))
+    assert config.max_handshakes_per_host == 5
     assert not config.cookie_exchange and config.mtu == 700
     assert config.keylog_file == "/tmp/k.log"
     assert (config.max_handshakes, config.max_connections) == (9, 99)

@@ -371,6 +371,11 @@ def test_handshakes_in_progress_are_bounded_by_the_associations() -> None:
     assert refusal(ServerConfig, **PSK_SERVER, max_connections=8, max_handshakes=9) == message
     assert ServerConfig(**PSK_SERVER, max_connections=8, max_handshakes=8).max_handshakes == 8
     assert ServerConfig(**PSK_SERVER, max_connections=1, max_handshakes=1).max_handshakes == 1
+    assert refusal(ServerConfig, **PSK_SERVER, max_handshakes_per_host=0) == (
+        "max_handshakes_per_host must be at least 1"
+    )
+    # Above max_handshakes (the default 64 beside a smaller one): no cap of its own, no error.
+    assert ServerConfig(**PSK_SERVER, max_handshakes=2).max_handshakes_per_host == 64
 
 
 # -- types: every setting's type is checked when the configuration is built -----------------------
@@ -446,6 +451,7 @@ SERVER_TYPE_MISTAKES = [
     ("cookie_rotation", "300", "cookie_rotation must be a number of seconds, got str"),
     ("max_connections", "10", "max_connections must be an integer, got str"),
     ("max_handshakes", 2.0, "max_handshakes must be an integer, got float"),
+    ("max_handshakes_per_host", "8", "max_handshakes_per_host must be an integer, got str"),
     ("cookie_secret", "x" * 32, "cookie_secret must be bytes (or None), got str"),
     ("session_cache_size", True, "session_cache_size must be an integer >= 0 (0: no resumption)"),
     ("session_lifetime", "3600", "session_lifetime must be a number of seconds, got str"),

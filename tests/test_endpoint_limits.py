@@ -3,6 +3,7 @@ its table without bound, or end a good association (HS-2, REC-3, EXT-4, RFC 6347
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import NullProtector
-from iotdtls.endpoint import GateOutcome, ServerEndpoint
+from iotdtls.endpoint import GateOutcome, ServerEndpoint, host_of
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -510,3 +511,64 @@ def test_endpoint_timer_is_the_earliest_of_many_handshakes() -> None:
     assert net.server.get_timer() is None
     assert net.server.connections == {}  # every other handshake reached its deadline
     assert resent >= 66 * 5  # flight 4 resent at 1, 3, 7, 15, 31 s ... for each
+
+
+@pytest.mark.req("HS-2")
+def test_one_hosts_half_open_handshakes_evict_only_its_own() -> None:
+    """A host (one IP, many ports) at `max_handshakes_per_host` that starts one more loses its
+    own oldest half-open handshake: another host's, started before the flood, still completes."""
+    net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
+    real = ("198.51.100.8", 8000)
+    net.half_open(real)  # its flight 4 lost on the way: a long round trip
+    flood = [("203.0.113.8", 10000 + i) for i in range(50)]
+    for address in flood:
+        net.half_open(address)
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 50 - 3
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0
+    assert set(net.server.connections) == {real, *flood[-3:]}
+    assert all(isinstance(e.error, AssociationEvicted) for e in net.closed_events(flood[0]))
+    timer = net.clients[real].get_timer()
+    assert timer is not None
+    net.now = timer
+    net.clients[real].handle_timer(net.now)  # flight 3 again: the server repeats its flight 4
+    net.pump()
+    assert net.clients[real].state is ConnectionState.ESTABLISHED
+    assert net.server._handshakes_by_host == {"203.0.113.8": dict.fromkeys(flood[-3:])}
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        (("192.0.2.1", 5684), "192.0.2.1"),
+        (("::ffff:192.0.2.1", 5684, 0, 0), "192.0.2.1"),  # IPv4-mapped: its IPv4 address
+        (("2001:db8:1:2:aaaa::1", 5684, 0, 0), ipaddress.IPv6Network("2001:db8:1:2::/64")),
+        (("2001:db8:1:2:ffff::9", 1, 0, 0), ipaddress.IPv6Network("2001:db8:1:2::/64")),
+        (("fe80::1%eth0", 5684, 0, 2), ipaddress.IPv6Network("fe80::/64")),
+        (("client-a", 1), "client-a"),  # a test's or an adapter's own address: its first element
+        (("not:an:address", 1), "not:an:address"),
+        ((b"\x01\x02", 7), b"\x01\x02"),
+        ("peer", "peer"),
+        ((), ()),
+        (7, 7),
+    ],
+)
+def test_host_of_groups_an_ipv6_64_and_v4_mapped_addresses(address: Any, host: Any) -> None:
+    assert host_of(address) == host
+
+
+@pytest.mark.req("HS-2")
+def test_an_ipv6_64_is_one_host_and_v4_mapped_counts_as_ipv4() -> None:
+    """Ports and interface identifiers of one /64 are one host; another /64 is another."""
+    net = Net(server_config(max_handshakes=8, max_handshakes_per_host=2))
+    one_subnet = [(f"2001:db8:0:1::{i:x}", 6000 + i, 0, 0) for i in range(1, 5)]
+    other = ("2001:db8:0:2::1", 6000, 0, 0)
+    mapped = [("::ffff:192.0.2.9", 7000, 0, 0), ("192.0.2.9", 7001)]
+    for address in (other, *one_subnet, *mapped, ("192.0.2.9", 7002)):
+        net.half_open(address)
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 2 + 1
+    assert set(net.server.connections) == {other, *one_subnet[-2:], mapped[1], ("192.0.2.9", 7002)}
+    assert net.server._handshakes_by_host.keys() == {
+        ipaddress.IPv6Network("2001:db8:0:1::/64"),
+        ipaddress.IPv6Network("2001:db8:0:2::/64"),
+        "192.0.2.9",
+    }

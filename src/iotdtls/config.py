@@ -353,6 +353,7 @@ _SERVER_KINDS: dict[str, _Kind] = {
     "cookie_rotation": _SECONDS,
     "max_connections": _COUNT,
     "max_handshakes": _COUNT,
+    "max_handshakes_per_host": _COUNT,
     "cookie_secret": _optional(_instance("bytes", bytes)),
     "session_lifetime": _SECONDS,
     "server_name_lookup": _optional(_FUNCTION),
@@ -725,6 +726,10 @@ class ServerConfig(_CommonConfig):
     #: `max_connections`; when full, the oldest is dropped (RFC 6347 §4.2.1: a cookie proves
     #: an address, not a peer, so these cannot crowd out established associations).
     max_handshakes: int = 256
+    #: Most of those `max_handshakes` from one host (an IPv4 address, or an IPv6 /64 prefix: one
+    #: subscriber's allocation); a host at its cap that starts one more loses its own oldest,
+    #: never another host's. A value of `max_handshakes` or more sets no cap of its own.
+    max_handshakes_per_host: int = 64
     #: Master secret of the stateless cookies (at least 16 bytes; None: a random one per
     #: endpoint). Give several server processes on one host the same secret and they accept
     #: each other's cookies, rotating in step (`iotdtls.workers` does this for its workers).
@@ -804,6 +809,8 @@ class ServerConfig(_CommonConfig):
             raise ConfigError("max_connections must be at least 1")
         if not 1 <= self.max_handshakes <= self.max_connections:
             raise ConfigError("max_handshakes must be from 1 to max_connections")
+        if self.max_handshakes_per_host < 1:
+            raise ConfigError("max_handshakes_per_host must be at least 1")
         if not _is_int(self.session_cache_size) or self.session_cache_size < 0:
             raise ConfigError("session_cache_size must be an integer >= 0 (0: no resumption)")
         if not self.session_lifetime > 0:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import heapq
 import hmac
+import ipaddress
 import itertools
 import struct
 from collections import Counter, deque
+from collections.abc import Hashable
 from enum import auto
 from typing import Any, NamedTuple
 
@@ -96,6 +98,10 @@ class GateOutcome(IdentityHashEnum):
     #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
     #: are in progress (silently: its peer never authenticated).
     HANDSHAKE_EVICTED = auto()
+    #: A host's own oldest half-open association, let go when that host (`host_of`: an IPv4
+    #: address, an IPv6 /64) starts one more at `ServerConfig.max_handshakes_per_host`: one host
+    #: completing cookie exchanges fast cannot push other hosts' handshakes out of the table.
+    HOST_HANDSHAKE_EVICTED = auto()
     #: An established association let go, with close_notify, when a completed handshake would
     #: take the table beyond `ServerConfig.max_connections` (never for a half-open one); the
     #: idle timeout's closes are `ServerEndpoint.idle_expired`.
@@ -249,6 +255,9 @@ class ServerEndpoint:
         #: Handshakes in progress and when each started, oldest first
         #: (`ServerConfig.max_handshakes`).
         self._handshaking: dict[Address, float] = {}
+        #: The same by host (`host_of`), oldest first (`ServerConfig.max_handshakes_per_host`);
+        #: `_start_handshake` and `_end_handshake` keep both in step.
+        self._handshakes_by_host: dict[Hashable, dict[Address, None]] = {}
         #: Associations with a pending timer: handshakes, and established ones with a
         #: keep-alive or a final flight held for their peer.
         self._timed: dict[Address, DtlsConnection] = {}
@@ -340,7 +349,7 @@ class ServerEndpoint:
         self._make_room(address)
         conn = DtlsConnection(self.config, session_store=self.sessions)
         self.connections[address] = conn
-        self._handshaking[address] = now
+        self._start_handshake(address, now)
         conn.accept(now)
         conn.receive_datagram(data, now)
         self._collect(address, conn)
@@ -356,16 +365,39 @@ class ServerEndpoint:
     def _make_room(self, address: Address) -> None:
         """Before a new association from `address` (whose cookie proved it): end the old one
         of that address (RFC 6347 §4.2.8), then keep the half-open ones within
-        `ServerConfig.max_handshakes`, the oldest making room. Half-open associations count
+        `ServerConfig.max_handshakes_per_host` (the host's own oldest making room) and
+        `ServerConfig.max_handshakes` (the oldest making room). Half-open associations count
         on top of the established ones: only a completed handshake lets an established one go
         (`_keep_established_within_cap`)."""
         old = self.connections.get(address)
         if old is not None:
             self._drop(address, old, AssociationReplaced())
-        if len(self._handshaking) >= self.config.max_handshakes:
+        own = self._handshakes_by_host.get(host_of(address))
+        if own is not None and len(own) >= self.config.max_handshakes_per_host:
+            oldest = next(iter(own))
+            evicted = self.connections[oldest]
+            self._drop(oldest, evicted, AssociationEvicted("too many handshakes from its host"))
+            self.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] += 1
+        elif len(self._handshaking) >= self.config.max_handshakes:
             oldest = next(iter(self._handshaking))
             self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
+
+    def _start_handshake(self, address: Address, now: float) -> None:
+        """`address`'s association is half-open from `now`: in `_handshaking`, and among its
+        host's."""
+        self._handshaking[address] = now
+        self._handshakes_by_host.setdefault(host_of(address), {})[address] = None
+
+    def _end_handshake(self, address: Address) -> None:
+        """`address`'s association is no longer half-open (established, or gone), if it was."""
+        if self._handshaking.pop(address, None) is None:
+            return
+        host = host_of(address)
+        own = self._handshakes_by_host[host]
+        del own[address]
+        if not own:
+            del self._handshakes_by_host[host]
 
     def _keep_established_within_cap(self) -> None:
         """A handshake just completed (its peer authenticated, RFC 5246 §7.4.9): beyond
@@ -394,7 +426,7 @@ class ServerEndpoint:
         else:
             conn.terminate(error)
         self._untime(address)
-        self._handshaking.pop(address, None)
+        self._end_handshake(address)
         self._activity.pop(address, None)
         self.connections.pop(address, None)
         while (event := conn.next_event()) is not None:
@@ -430,7 +462,7 @@ class ServerEndpoint:
             return
         ended = conn.state is not _HANDSHAKING and address in self._handshaking
         if ended:
-            self._handshaking.pop(address)
+            self._end_handshake(address)
         if conn.state is _CLOSED:
             del self.connections[address]
             self._activity.pop(address, None)
@@ -578,6 +610,26 @@ class ServerEndpoint:
         if conn is not None:
             conn.close()
             self._collect(address, conn)
+
+
+def host_of(address: Address) -> Hashable:
+    """The host whose half-open handshakes `address`'s counts among
+    (`ServerConfig.max_handshakes_per_host`). For a socket address (host, port, ...): the IPv4
+    address; for IPv6 its /64 prefix (RFC 4291 §2.5.4: one subnet, the least an end site is
+    given, RFC 6177 §2), so one subscriber cannot pass for many hosts by changing its low
+    bits; an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2) as its IPv4 address. Any other tuple
+    (the sans-I/O core takes whatever addresses an adapter gives) by its first element;
+    anything else as it is."""
+    host: Hashable = address[0] if type(address) is tuple and address else address
+    if type(host) is not str or ":" not in host:  # an IPv4 address is its own host
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
 
 
 def _starts_with_hello(data: bytes) -> bool:

@@ -90,6 +90,12 @@ def register(sub: Any) -> None:
         help="half-open handshakes kept at once, per worker (the oldest is dropped when full)",
     )
     srv.add_argument(
+        "--max-handshakes-per-host", type=whole_number(1),
+        default=ServerConfig.max_handshakes_per_host, metavar="N",
+        help="of those, kept from one host (IPv4 address, IPv6 /64); its own oldest is dropped "
+        f"when full (default {ServerConfig.max_handshakes_per_host})",
+    )
+    srv.add_argument(
         "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
         metavar="N",
         help="established associations kept at once, per worker (the idlest makes room when full)",
@@ -183,6 +189,7 @@ def server_config_of(args: argparse.Namespace) -> ServerConfig:
         cookie_exchange=not args.no_cookie,
         **common_settings(args),
         max_handshakes=_max_handshakes(args),
+        max_handshakes_per_host=args.max_handshakes_per_host,
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         **_heartbeat_settings(args),
