@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 from collections import Counter
@@ -13,17 +14,21 @@ import pytest
 
 from iotdtls import aio
 from iotdtls.errors import AlertReceived
+from iotdtls.messages import DTLS_1_2
+from iotdtls.record import ContentType, RecordHeader
 from iotdtls.stats import ServerStats
-from tests.aio_support import client_config, echo, run, server_config
+from tests.aio_support import client_config, echo, eventually, run, server_config
 from tests.interop_support import WRONG_PSK, SameAddressClient
 from tests.peers import LOCALHOST
 
-COUNTERS = [f.name for f in dataclasses.fields(ServerStats) if f.name != "gate"]
+COUNTERS = [f.name for f in dataclasses.fields(ServerStats) if f.name not in {"gate", "discards"}]
 
 
-def numbered(first: int, gate: dict[str, int]) -> ServerStats:
+def numbered(
+    first: int, gate: dict[str, int], discards: dict[str, int] | None = None
+) -> ServerStats:
     return ServerStats(**{name: first + i for i, name in enumerate(COUNTERS)},
-                       gate=Counter(gate))
+                       gate=Counter(gate), discards=Counter(discards or {}))
 
 
 def test_the_counters_of_two_workers_add_up() -> None:
@@ -38,13 +43,68 @@ def test_the_counters_of_two_workers_add_up() -> None:
     assert ServerStats() + ServerStats() == ServerStats()
 
 
+@pytest.mark.req("REC-3")
+def test_the_discards_of_two_workers_add_up() -> None:
+    a = numbered(1, {}, {"BAD_TAG": 100, "REPLAYED": 5})
+    b = numbered(1, {}, {"BAD_TAG": 1, "UNKNOWN_EPOCH": 2})
+    assert (a + b).discards == Counter({"BAD_TAG": 101, "REPLAYED": 5, "UNKNOWN_EPOCH": 2})
+    assert a.discards == Counter({"BAD_TAG": 100, "REPLAYED": 5})  # a part, unchanged
+
+
 def test_the_log_line_names_every_counter() -> None:
-    stats = numbered(1, {"HELLO_VERIFY_SENT": 4, "COOKIE_ACCEPTED": 3})
+    stats = numbered(
+        1, {"HELLO_VERIFY_SENT": 4, "COOKIE_ACCEPTED": 3}, {"REPLAYED": 500, "BAD_TAG": 100}
+    )
     assert stats.describe() == (
         "handshakes 1 completed, 2 failed; associations failed 3, idle expired 4; "
-        "datagrams 5 in (7 B), 6 out (8 B); gate: cookie_accepted 3, hello_verify_sent 4"
+        "datagrams 5 in (7 B), 6 out (8 B); gate: cookie_accepted 3, hello_verify_sent 4; "
+        "dropped: bad_tag 100, replayed 500"
     )
-    assert ServerStats().describe().endswith("; gate: nothing")
+    assert ServerStats().describe().endswith("; gate: nothing; dropped: nothing")
+
+
+def forged(epoch: int, seq: int) -> bytes:
+    """An application_data record of `epoch` that no key authenticates."""
+    payload = bytes(40)
+    header = RecordHeader(ContentType.application_data, DTLS_1_2, epoch, seq, len(payload))
+    return header.encode() + payload
+
+
+@pytest.mark.req("REC-3")
+def test_the_asyncio_server_counts_what_its_associations_discarded() -> None:
+    """Records an established association drops (RFC 6347 §4.1.2.7: a forged tag, a replay, an
+    epoch it never had) are in `DtlsServer.stats` while it lives and once it has ended, whether
+    another association of its address replaced it or its peer closed it."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+
+            def dropped(each: int) -> bool:
+                kinds = ("BAD_TAG", "REPLAYED", "UNKNOWN_EPOCH")
+                return server.stats.discards == Counter(dict.fromkeys(kinds, each))
+
+            device = await SameAddressClient.open(server.address)
+            try:
+                for association in (1, 2):  # the second replaces the first (RFC 6347 §4.2.8)
+                    await device.handshake(client_config())
+                    conn, transport = device.connection, device.transport
+                    assert conn is not None and transport is not None
+                    conn.send(b"ping")
+                    (ping,) = conn.datagrams_to_send(0.0)
+                    for datagram in (ping, ping, forged(1, 1000), forged(7, 1)):
+                        transport.sendto(datagram)
+                    assert await eventually(functools.partial(dropped, association), 2.0)
+                conn.close()  # the second ends with close_notify
+                for datagram in conn.datagrams_to_send(0.0):
+                    transport.sendto(datagram)
+                assert await eventually(lambda: not server.endpoint.connections, 2.0)
+            finally:
+                device.close()
+            assert dropped(2)
+            assert server.endpoint.ended_discards == server.endpoint.discards()
+            assert "; dropped: bad_tag 2, replayed 2, unknown_epoch 2" in server.stats.describe()
+
+    run(main())
 
 
 @pytest.mark.req("ERR-1")

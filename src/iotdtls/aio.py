@@ -1037,10 +1037,11 @@ class DtlsServer:
     @property
     def stats(self) -> ServerStats:
         """A snapshot of this server's counters (handshakes, datagrams, idle timeouts, gate
-        outcomes)."""
+        outcomes, records its associations discarded, RFC 6347 §4.1.2.7)."""
         snapshot = ServerStats() + self._protocol.stats
         snapshot.idle_expired = self.endpoint.idle_expired
         snapshot.gate.update({o.name: n for o, n in self.endpoint.gate.items()})
+        snapshot.discards.update({r.name: n for r, n in self.endpoint.discards().items()})
         return snapshot
 
     async def close(self) -> None:

@@ -252,13 +252,20 @@ class DtlsConnection:
         return self._dropped
 
     @property
-    def discards(self) -> Counter[object]:
+    def discards(self) -> Counter[IdentityHashEnum]:
         """Records dropped by the record layer and by the connection, by reason."""
-        total: Counter[object] = Counter(self._records.discards)
-        total.update(self.dropped)
-        if self._heartbeats is not None:
-            total.update(self._heartbeats.dropped)
+        total: Counter[IdentityHashEnum] = Counter()
+        self.add_discards(total)
         return total
+
+    def add_discards(self, total: Counter[IdentityHashEnum]) -> None:
+        """Add `discards` to `total` without making a counter in the connection (a server
+        sums those of its associations, RFC 6347 §4.1.2.7)."""
+        self._records.add_discards(total)
+        if self._dropped is not None:
+            total.update(self._dropped)
+        if self._heartbeats is not None:
+            self._heartbeats.add_dropped(total)
 
     @property
     def session(self) -> SessionState | None:

@@ -276,6 +276,9 @@ class ServerEndpoint:
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[tuple[Address, Event]] = deque()
         self.gate: Counter[GateOutcome] = Counter()
+        #: Records silently discarded by associations that have ended, by reason (RFC 6347
+        #: §4.1.2.7): each adds its `DtlsConnection.discards` here as it leaves `connections`.
+        self.ended_discards: Counter[IdentityHashEnum] = Counter()
 
     def __repr__(self) -> str:
         return f"<ServerEndpoint connections={len(self.connections)}>"
@@ -429,8 +432,22 @@ class ServerEndpoint:
         self._end_handshake(address)
         self._activity.pop(address, None)
         self.connections.pop(address, None)
+        self._ended(conn)
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
+
+    def _ended(self, conn: DtlsConnection) -> None:
+        """`conn` has left `connections`: its discards outlive it in `ended_discards`."""
+        conn.add_discards(self.ended_discards)
+
+    def discards(self) -> Counter[IdentityHashEnum]:
+        """Records silently discarded (RFC 6347 §4.1.2.7) by the associations that ended and by
+        the live ones, by reason: a walk of every association, for reading counters, not for
+        every datagram."""
+        total = Counter(self.ended_discards)
+        for conn in self.connections.values():
+            conn.add_discards(total)
+        return total
 
     def _hello_verify(
         self,
@@ -465,6 +482,7 @@ class ServerEndpoint:
             self._end_handshake(address)
         if conn.state is _CLOSED:
             del self.connections[address]
+            self._ended(conn)
             self._activity.pop(address, None)
         elif conn.state is _ESTABLISHED:
             self._note_activity(address, conn.last_activity)

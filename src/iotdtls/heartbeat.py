@@ -108,6 +108,11 @@ class Heartbeats:
             self._dropped = Counter()
         return self._dropped
 
+    def add_dropped(self, total: Counter[IdentityHashEnum]) -> None:
+        """Add `dropped` to `total` (without making a counter)."""
+        if self._dropped is not None:
+            total.update(self._dropped)
+
     def __repr__(self) -> str:
         return f"<Heartbeats negotiated={self.negotiated} in_flight={self.in_flight}>"
 

@@ -336,6 +336,11 @@ class RecordLayer:
             self._discards = Counter()
         return self._discards
 
+    def add_discards(self, total: Counter[IdentityHashEnum]) -> None:
+        """Add `discards` to `total` (without making a counter)."""
+        if self._discards is not None:
+            total.update(self._discards)
+
     @property
     def bad_tag_by_epoch(self) -> Counter[int]:
         """Records that failed authentication, by epoch (REC-6)."""

@@ -32,21 +32,29 @@ class ServerStats:
     bytes_sent: int = 0
     #: `iotdtls.endpoint.GateOutcome` names and how often the stateless gate reached each.
     gate: Counter[str] = field(default_factory=Counter)
+    #: Records the associations silently discarded (RFC 6347 §4.1.2.7), by the name of their
+    #: reason (`iotdtls.record.DiscardReason`, `iotdtls.connection.DropReason`,
+    #: `iotdtls.heartbeat.HeartbeatDrop`): those that ended and those still live.
+    discards: Counter[str] = field(default_factory=Counter)
 
     def __add__(self, other: ServerStats) -> ServerStats:
         total = ServerStats()
         for f in fields(self):
-            if f.name != "gate":
-                setattr(total, f.name, getattr(self, f.name) + getattr(other, f.name))
-        total.gate = self.gate + other.gate
+            setattr(total, f.name, getattr(self, f.name) + getattr(other, f.name))
         return total
 
     def describe(self) -> str:
-        """One log line: every counter, gate outcomes in lower case."""
-        gate = ", ".join(f"{name.lower()} {count}" for name, count in sorted(self.gate.items()))
+        """One log line: every counter, gate outcomes and discard reasons in lower case."""
         return (
             f"handshakes {self.handshakes_completed} completed, {self.handshakes_failed} failed; "
             f"associations failed {self.associations_failed}, idle expired {self.idle_expired}; "
             f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
-            f"{self.datagrams_sent} out ({self.bytes_sent} B); gate: {gate or 'nothing'}"
+            f"{self.datagrams_sent} out ({self.bytes_sent} B); gate: {_named(self.gate)}; "
+            f"dropped: {_named(self.discards)}"
         )
+
+
+def _named(counts: Counter[str]) -> str:
+    """`counts` as "name 3, other 1" (lower case, by name), or "nothing"."""
+    named = ", ".join(f"{name.lower()} {count}" for name, count in sorted(counts.items()))
+    return named or "nothing"
