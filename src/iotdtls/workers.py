@@ -30,8 +30,9 @@ closures, defined in a module or a script file (a worker re-imports the script a
 ``__mp_main__``: it needs the ``if __name__ == "__main__":`` guard). Workers ignore
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
-even one that comes while they start (it waits until the worker can stop). `close()` reaps
-every worker and returns and logs the counters of each and their sum.
+even one that comes while they start (it waits until the worker can stop). They ignore SIGUSR1
+too: `log_counters()` asks each, through its pipe, to log its counters and go on serving.
+`close()` reaps every worker and returns and logs the counters of each and their sum.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ STOP_TIMEOUT = 10.0
 COOKIE_SECRET_LENGTH = 32
 MAX_WORKERS = 256
 _STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
+#: The parent's request to log the counters now (`WorkerServer.log_counters`).
+_COUNTERS = "counters"
 #: Held (blocked) from the spawn of a worker until it has its own handling of them: the worker
-#: ignores SIGHUP as it ignores SIGINT (the parent decides), SIGTERM stops it cleanly.
-_HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
+#: ignores SIGHUP and SIGUSR1 as it ignores SIGINT (the parent decides), SIGTERM stops it
+#: cleanly.
+_HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1})
 #: A `ServerConfig`, or a picklable function that builds one (called in each worker, so that
 #: credentials that do not pickle, such as private keys, are loaded there).
 ConfigSource = ServerConfig | Callable[[], ServerConfig]
@@ -109,7 +113,8 @@ def _worker_main(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> None:
     """Entry point of a worker: serve on `sock` until told to stop, then report the counters."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # drops one held while starting
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the parent asks through the pipe
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGUSR1})
     try:
         if spec.initializer is not None:
             spec.initializer()
@@ -128,8 +133,22 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     stop = asyncio.Event()
     running.add_signal_handler(signal.SIGTERM, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one held stops it now
-    # The parent's "stop", or the end of the pipe when the parent has gone away.
-    running.add_reader(conn.fileno(), stop.set)
+    server: aio.DtlsServer | None = None
+
+    def on_parent() -> None:
+        """The parent's "counters" (log them, go on), its "stop", or the end of the pipe when
+        the parent has gone away (stop)."""
+        try:
+            asked = conn.recv()
+        except (EOFError, OSError):
+            asked = _STOP
+        if asked != _COUNTERS:
+            stop.set()
+        elif server is not None:  # labelled as the parent labels them at the stop
+            logger.info("worker %d (pid %d): %s", spec.index, os.getpid(),
+                        server.stats.describe())
+
+    running.add_reader(conn.fileno(), on_parent)
     host, port = sock.getsockname()[:2]
     store = None if spec.session_store is None else spec.session_store()
     server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock,
@@ -199,6 +218,13 @@ class WorkerServer:
         else:  # SIGTERM sent to it, or to the whole group (the parent then stops too)
             logger.warning("worker %d (pid %d) stopped on SIGTERM", worker.index, worker.pid)
         self.worker_exited.set()
+
+    def log_counters(self) -> None:
+        """Ask every worker to log its counters now, one line each labelled as `close()` labels
+        them (``worker 0 (pid 1234): handshakes ...``); they go on serving."""
+        for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send(_COUNTERS)
 
     async def close(self) -> ServerStats:
         """Stop every worker (each closes its associations with close_notify), reap them, log

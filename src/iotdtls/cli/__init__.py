@@ -8,7 +8,7 @@ of the commands that have one, and turns the errors a user can cause into one li
 status: 2 for usage and configuration, 1 for a failed association, a datagram the association
 cannot carry or a socket error, 130 for Ctrl-C of a client (a `coap` request also ends with
 close_notify on SIGTERM, 143, and SIGHUP, 129). A server (`server`, `coap serve`) stops cleanly
-on SIGINT, SIGTERM or SIGHUP and exits 0.
+on SIGINT, SIGTERM or SIGHUP and exits 0; `server` logs its counters on SIGUSR1 and goes on.
 """
 
 from __future__ import annotations

@@ -269,6 +269,8 @@ def setup_logging(verbose: bool, server: bool) -> None:
 
 #: Signals that stop a server cleanly (a terminal closing sends SIGHUP).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: The signal that makes a server log its counters and go on serving.
+COUNTERS_SIGNAL = signal.SIGUSR1
 
 
 def stop_on_signals() -> asyncio.Event:

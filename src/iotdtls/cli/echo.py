@@ -24,6 +24,7 @@ from iotdtls._addresses import format_address
 from iotdtls._files import file_kind, write_atomically
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
+    COUNTERS_SIGNAL,
     DEFAULT_PORT,
     Once,
     UsageError,
@@ -69,7 +70,13 @@ STOP_GRACE = 5.0
 
 def register(sub: Any) -> None:
     """Add `server` and `client` to the subcommands."""
-    srv = sub.add_parser("server", help="echo server: every datagram received is sent back")
+    srv = sub.add_parser(
+        "server",
+        help="echo server: every datagram received is sent back",
+        description="Echo server: every datagram received is sent back. SIGINT, SIGTERM or "
+        "SIGHUP stop it cleanly and it logs its counters; SIGUSR1 logs them and it goes on "
+        "serving (with --workers, one line per worker).",
+    )
     srv.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
         help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT})",
@@ -102,7 +109,7 @@ def register(sub: Any) -> None:
     )
     srv.add_argument(
         "-q", "--quiet", action="store_true",
-        help="no log line per handshake (where it listens and the counters at exit only)",
+        help="no log line per handshake (where it listens and the counters only)",
     )
     add_loop_flag(srv)
     _add_heartbeat_flag(srv, f"{ServerConfig.handshake_timeout:g} s")
@@ -253,15 +260,18 @@ echo = Echo()
 
 async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
     """Serve in this process until SIGINT, SIGTERM or SIGHUP, then stop: close_notify to every
-    peer, handlers cancelled, socket closed, within `STOP_GRACE` seconds; log the counters.
-    stdin is never read: a server run from a terminal or a pipe does not care whether it stays
-    open."""
+    peer, handlers cancelled, socket closed, within `STOP_GRACE` seconds; log the counters
+    (and on SIGUSR1 without stopping). stdin is never read: a server run from a terminal or a
+    pipe does not care whether it stays open."""
     stop = stop_on_signals()
     with listening_on(host, port):
         server = await aio.serve(echo, host, port, config)
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
+    running.add_signal_handler(
+        COUNTERS_SIGNAL, lambda: log.info("counters: %s", server.stats.describe())
+    )
     # The whole socket name: a link-local address with its interface (RFC 4007 §11).
     where = format_address(server.sockname)
     log.info("listening on %s (%s)", where, loop.loop_name(running))
@@ -284,13 +294,15 @@ async def _serve_workers(
 ) -> int:
     """Serve with worker processes until SIGINT, SIGTERM or SIGHUP (status 0, even when a
     worker that got the same signal, sent to the whole group, ended first) or until a worker
-    dies (status 1); the workers' counters are logged at the end."""
+    dies (status 1); the workers' counters are logged at the end, and by each worker (its own
+    line) on SIGUSR1."""
     stop = stop_on_signals()
     with listening_on(host, port):
         pool = await workers.serve(
             echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
             initializer=initializer,
         )
+    asyncio.get_running_loop().add_signal_handler(COUNTERS_SIGNAL, pool.log_counters)
     logging.getLogger("iotdtls.cli").info(
         "listening on %s (%d workers)", format_address(pool.sockname), worker_count
     )
