@@ -473,13 +473,16 @@ def test_server_flags_beside_the_credentials() -> None:
     assert defaults.max_handshakes_per_host == ServerConfig.max_handshakes_per_host
     assert defaults.idle_timeout == DEFAULT_IDLE_TIMEOUT
     assert defaults.retransmit == RFC6347_RETRANSMIT
+    assert defaults.handshake_timeout == ServerConfig.handshake_timeout
     config = server_config_of(server_args(
         "--retransmit", "2.5",
         *PSK, "--no-cookie", "--mtu", "700", "--keylog", "/tmp/k.log", "--max-handshakes", "9",
         "--max-connections", "99", "--idle-timeout", "12.5", "--heartbeat", "3",
         "--max-handshakes-per-host", "5",
+        "--timeout", "7.5",
     ))
     assert config.max_handshakes_per_host == 5
+    assert config.handshake_timeout == 7.5  # half-open handshakes go after it
     assert not config.cookie_exchange and config.mtu == 700
     assert config.keylog_file == "/tmp/k.log"
     assert (config.max_handshakes, config.max_connections) == (9, 99)
@@ -841,6 +844,8 @@ NUMBER_MISTAKES = [
      "--timeout: must be a number of seconds > 0, got 'soon'"),
     (["client", "h:1", *PSK, "--retries", "-1"],
      "--retries: must be a whole number >= 0, got '-1'"),
+    (["server", *PSK, "--timeout", "-5"],
+     "--timeout: must be a number of seconds > 0, got '-5'"),
     (["server", *PSK, "--idle-timeout", "0"],
      "--idle-timeout: must be a number of seconds > 0, got '0'"),
     (["server", *PSK, "--idle-timeout", "inf"],

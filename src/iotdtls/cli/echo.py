@@ -94,7 +94,8 @@ def register(sub: Any) -> None:
     )
     srv.add_argument(
         "--max-handshakes", type=whole_number(1), metavar="N",
-        help="half-open handshakes kept at once, per worker (the oldest is dropped when full)",
+        help="half-open handshakes kept at once, per worker (the oldest is dropped when full; "
+        f"default {ServerConfig.max_handshakes}, or --max-connections if fewer)",
     )
     srv.add_argument(
         "--max-handshakes-per-host", type=whole_number(1),
@@ -105,14 +106,20 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
         metavar="N",
-        help="established associations kept at once, per worker (the idlest makes room when full)",
+        help="established associations kept at once, per worker (the idlest makes room when "
+        f"full; default {ServerConfig.max_connections})",
     )
     srv.add_argument(
         "-q", "--quiet", action="store_true",
         help="no log line per handshake (where it listens and the counters only)",
     )
     add_loop_flag(srv)
-    _add_heartbeat_flag(srv, f"{ServerConfig.handshake_timeout:g} s")
+    srv.add_argument(
+        "--timeout", type=seconds(), default=ServerConfig.handshake_timeout, metavar="S",
+        help="deadline of a handshake (a half-open one is dropped after it), and of the answer "
+        f"to a heartbeat (default {ServerConfig.handshake_timeout:g})",
+    )
+    _add_heartbeat_flag(srv, "--timeout")
     srv.add_argument(
         "--idle-timeout",
         type=seconds(),
@@ -194,6 +201,7 @@ def server_config_of(args: argparse.Namespace) -> ServerConfig:
     return server_config(
         args,
         cookie_exchange=not args.no_cookie,
+        handshake_timeout=args.timeout,
         **common_settings(args),
         max_handshakes=_max_handshakes(args),
         max_handshakes_per_host=args.max_handshakes_per_host,
