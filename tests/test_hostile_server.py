@@ -392,6 +392,36 @@ def test_plaintext_alerts_and_hello_requests_after_the_handshake_are_ignored() -
     assert client.next_event() is None
 
 
+@pytest.mark.req("EXT-4", "HS-3")
+def test_hello_requests_during_the_handshake_are_ignored() -> None:
+    """RFC 5246 §7.4.1.1: a client negotiating ignores a HelloRequest. Two plaintext ones,
+    numbered as the next message of the server and the one after it, come ahead of each of
+    its flights: they take no message_seq, so the real messages complete the handshake."""
+    honest = honest_flights()
+
+    def script(fake: FakeServer, got: Received) -> list[bytes]:
+        seq = fake.send_seq
+        hello_request = HandshakeType.hello_request
+        requests = [fragment(fake, hello_request, n, 0, 0, b"") for n in (seq, seq + 1)]
+        return [*requests, *honest(fake, got)]
+
+    ex = drive(psk_client(), script)
+    assert_completed(ex)
+    assert ex.client.dropped[DropReason.HELLO_REQUEST_DURING_HANDSHAKE] == 6
+    assert not ex.alerts
+
+
+@pytest.mark.req("HS-5", "ERR-1")
+def test_hello_request_with_a_body_during_the_handshake_is_decode_error() -> None:
+    def script(fake: FakeServer, got: Received) -> list[bytes]:
+        if HandshakeType.client_hello in got.types() and fake.hello and fake.hello.cookie:
+            return [fragment(fake, HandshakeType.hello_request, fake.send_seq, 1, 0, b"\x00")]
+        return honest_flights()(fake, got)
+
+    ex = drive(psk_client(), script)
+    assert_refused(ex, A.decode_error, "HelloRequest with a 1-byte body")
+
+
 @pytest.mark.req("ERR-1")
 def test_a_protected_fatal_alert_ends_it_with_a_typed_error() -> None:
     ex = established_exchange()

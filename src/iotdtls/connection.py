@@ -31,6 +31,7 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     DatagramTooLarge,
+    DecodeError,
     DtlsError,
     HandshakeTimeout,
     IntegrityLimitReached,
@@ -110,6 +111,7 @@ _CLOSED = ConnectionState.CLOSED
 _CLOSE_NOTIFY = AlertDescription.close_notify
 _WARNING = AlertLevel.WARNING
 _CLIENT_HELLO = HandshakeType.client_hello
+_HELLO_REQUEST = HandshakeType.hello_request
 #: What `receive_datagram` takes (an isinstance check per datagram; the message is
 #: `check_bytes_like`'s).
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -122,6 +124,7 @@ class DropReason(IdentityHashEnum):
     DATA_BEFORE_HANDSHAKE = auto()
     PLAINTEXT_AFTER_HANDSHAKE = auto()
     UNEXPECTED_CCS = auto()
+    HELLO_REQUEST_DURING_HANDSHAKE = auto()
 
 
 class DtlsConnection:
@@ -798,10 +801,22 @@ class DtlsConnection:
     def _on_fragment(self, frag: HandshakeFragment, record_id: tuple[int, int], now: float) -> None:
         if self.state is _ESTABLISHED:
             self._post_handshake_fragment(frag, record_id, now)
+        elif frag.msg_type == _HELLO_REQUEST and self.is_client:
+            self._hello_request_during_handshake(frag)
         elif frag.message_seq >= self._reassembler.next_seq:
             self._reassembler.add(frag)
         else:
             self._maybe_retransmit(frag, record_id, now)
+
+    def _hello_request_during_handshake(self, frag: HandshakeFragment) -> None:
+        """A client "currently negotiating" ignores a HelloRequest (RFC 5246 §7.4.1.1): it is
+        counted and dropped before reassembly, so it takes no message_seq (a server sends one
+        only on an established association, RFC 6347 §4.2.2) and the ServerHello numbered
+        where it claimed to be is still taken. Unauthenticated in epoch 0, it must not end
+        the handshake. One with a body is malformed: decode_error, as a HelloRequest is empty."""
+        if frag.length:
+            raise DecodeError(f"HelloRequest with a {frag.length}-byte body (it is empty)")
+        self.dropped[DropReason.HELLO_REQUEST_DURING_HANDSHAKE] += 1
 
     def _maybe_retransmit(
         self, frag: HandshakeFragment, record_id: tuple[int, int], now: float
