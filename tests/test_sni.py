@@ -96,13 +96,34 @@ def test_a_bad_server_name_is_a_configuration_error() -> None:
 
 
 @pytest.mark.req("EXT-2")
-@pytest.mark.parametrize("name", ["127.1", "10", "256.1.1.1", "1.2.3.4.5"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "127.1", "10", "256.1.1.1", "1.2.3.4.5",
+        # inet_aton's other spellings of 127.0.0.1, which the resolver connects to
+        "0x7f.1", "0x7f000001", "0X7F.0.0.1", "127.0.0.0x1", "0177.0.0.1", "0x7f.1.",
+    ],
+)
 def test_digits_and_dots_that_make_no_address_are_no_server_name(name: str) -> None:
     """Never sent as a DNS name in server_name (RFC 6066 §3 allows no address there, and
     RFC 1123 §2.1 no all-numeric host name): refused, saying how to write an address."""
     with pytest.raises(ConfigError, match=r"write an IPv4 address in full"):
         ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name=name)
     assert ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name="127.0.0.1").sni_name is None
+
+
+@pytest.mark.req("EXT-2")
+@pytest.mark.parametrize("name", ["a.1", "host.123", "iot.example.42."])
+def test_a_numeric_last_label_is_no_server_name(name: str) -> None:
+    """RFC 3696 §2: a top-level domain is not all digits, so no host name ends in one."""
+    with pytest.raises(ConfigError, match=r"last label of a DNS name is not all digits"):
+        ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name=name)
+
+
+@pytest.mark.req("EXT-2")
+@pytest.mark.parametrize("name", ["1.example", "0x7f.example", "a.0x1", "cafe", "host-1.b2"])
+def test_numbers_elsewhere_in_a_name_are_sent(name: str) -> None:
+    assert ClientConfig(psk_identity=IDENTITY, psk=KEY, server_name=name).sni_name == name
 
 
 def psk_server(**extra: Any) -> dict[str, Any]:

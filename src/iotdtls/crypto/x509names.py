@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import unicodedata
 from encodings import idna
 
@@ -47,6 +48,8 @@ _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _MIN_WILDCARD_LABELS = 3
 #: What could be an IPv4 address (an IPv6 one has a colon); anything else is a DNS name.
 _DOTTED_DIGITS = re.compile(r"[0-9.]+")
+#: What inet_aton might read as an address: numbers in decimal, octal or hex ("0x7f.1").
+_DOTTED_NUMBERS = re.compile(r"[0-9a-fx.]+", re.IGNORECASE)
 
 #: RFC 5892 §2.1 LetterDigits: the general categories IDNA 2008 may allow in a U-label.
 _LETTER_DIGITS = frozenset({"Ll", "Lu", "Lo", "Nd", "Lm", "Mn", "Mc"})
@@ -60,7 +63,10 @@ def reference_identity(server_name: str) -> str | IpAddress:
     DNS name in lower-case ASCII (U-labels converted to A-labels, one trailing dot dropped).
 
     Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels, digits
-    and dots that make no IP address, such as "127.1").
+    and dots that make no IP address), for an address in another spelling of inet_aton's
+    ("127.1", "0x7f.1", "0x7f000001": RFC 6066 §3 permits no address literal in a HostName,
+    and a resolver connects to 127.0.0.1 for them), and for a name whose last label is all
+    digits ("host.123": no host name, RFC 3696 §2, RFC 1123 §2.1).
     """
     if ":" in server_name or _DOTTED_DIGITS.fullmatch(server_name):
         try:
@@ -71,14 +77,14 @@ def reference_identity(server_name: str) -> str | IpAddress:
             # A zone ("fe80::1%eth0") is local to this host (RFC 4007 §11): the certificate's
             # iPAddress names the address alone, so the reference is the address without it.
             return ipaddress.ip_address(address.packed)
-    if _DOTTED_DIGITS.fullmatch(server_name):
+    name = server_name[:-1] if server_name.endswith(".") else server_name
+    if _DOTTED_DIGITS.fullmatch(server_name) or _inet_aton_address(name):
         # Digits and dots are no host name (RFC 1123 §2.1: a top-level label is alphabetic),
-        # and "127.1" is the inet_aton shorthand of an address, not one written out.
+        # and "127.1" or "0x7f.1" is an address in inet_aton's shorthand, not one written out.
         raise ConfigError(
             f"server name {server_name!r} is neither a DNS name nor an IP address "
-            "(write an IPv4 address in full: four numbers 0-255)"
+            "(write an IPv4 address in full: four decimal numbers 0-255)"
         )
-    name = server_name[:-1] if server_name.endswith(".") else server_name
     try:
         ascii_name = ".".join(_a_label(server_name, label) for label in name.split(".")).lower()
     except UnicodeError:
@@ -90,7 +96,25 @@ def reference_identity(server_name: str) -> str | IpAddress:
         or not all(_LABEL.fullmatch(label) for label in labels)
     ):
         raise ConfigError(f"server name {server_name!r} is neither a DNS name nor an IP address")
+    if labels[-1].isdigit():
+        raise ConfigError(
+            f"server name {server_name!r} is neither a DNS name nor an IP address "
+            "(the last label of a DNS name is not all digits, RFC 3696 §2)"
+        )
     return ascii_name
+
+
+def _inet_aton_address(name: str) -> bool:
+    """Whether `name` is an IPv4 address as inet_aton, and so the resolver, reads it: one to
+    four numbers, each decimal, octal (leading 0) or hex (0x), the last filling what is left
+    of the 32 bits ("0x7f.1", "2130706433", "127.0.0.0x1" are all 127.0.0.1)."""
+    if not _DOTTED_NUMBERS.fullmatch(name):
+        return False  # glibc's inet_aton also takes "1.2.3.4 anything": no name of ours
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
 
 
 def _a_label(server_name: str, label: str) -> str:
