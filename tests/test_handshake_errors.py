@@ -37,6 +37,7 @@ from iotdtls.handshake.server import ServerHandshake
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
+    Alert,
     CipherSuite,
     ClientHello,
     ClientKeyExchangePsk,
@@ -597,6 +598,35 @@ def test_server_answers_renegotiating_client_hello_with_no_renegotiation() -> No
     link.server.send(CLIENT_ADDR, b"still up")
     link.step()
     assert events_of(link, "client", DataReceived) == [DataReceived(b"still up")]
+
+
+REFUSED = "(after we refused the peer's renegotiation with no_renegotiation, RFC 5746)"
+
+
+@pytest.mark.req("EXT-4")
+@pytest.mark.parametrize("refused", [True, False], ids=["after-the-refusal", "without"])
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_fatal_alert_after_our_no_renegotiation_says_we_refused(
+    side: Direction, refused: bool
+) -> None:
+    """OpenSSL answers our no_renegotiation with a fatal handshake_failure: the error (and the
+    server's log line, which prints it) says the peer had asked to renegotiate."""
+    link = make_link()
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    ours, peer = (link.client, server_conn) if side == "client" else (server_conn, link.client)
+    if refused:
+        request = HandshakeType.hello_request if side == "client" else HandshakeType.client_hello
+        body = b"" if side == "client" else client_hello().encode()
+        forged = handshake_record(record_layer(peer), request, next_send_seq(peer), body, 1)
+        ours.receive_datagram(forged, link.now)
+        assert ours.state is ConnectionState.ESTABLISHED
+    fatal = Alert(AlertLevel.FATAL, AlertDescription.handshake_failure).encode()
+    ours.receive_datagram(record_layer(peer).seal(ContentType.alert, fatal, 1), link.now)
+    assert isinstance(ours.error, AlertReceived)
+    expected = "received fatal alert handshake_failure"
+    assert str(ours.error) == (f"{expected} {REFUSED}" if refused else expected)
 
 
 @pytest.mark.req("EXT-4", "ERR-1")

@@ -152,6 +152,7 @@ class DtlsConnection:
         "_outgoing",
         "_reassembler",
         "_records",
+        "_refused_renegotiation",
         "_timer",
         "_write_epoch",
         "config",
@@ -232,6 +233,8 @@ class DtlsConnection:
         self._numbering_adopted = self.is_client
         #: A ChangeCipherSpec that arrived while its flight waited for a fetched chain.
         self._deferred_ccs = False
+        #: We answered the peer's renegotiation with no_renegotiation (`_on_alert` says so).
+        self._refused_renegotiation = False
         #: Largest record plaintext either side may send (RFC 6066 §4), 2^14 by default.
         self._fragment_limit = MAX_PLAINTEXT_LENGTH
         #: RFC 6520 state: made when both hellos agreed on heartbeats (or a peer sends one
@@ -743,7 +746,7 @@ class DtlsConnection:
         if alert.level == AlertLevel.FATAL:
             # Whatever its description, close_notify included: the association ends at once
             # and its session can no longer be resumed (RFC 5246 §7.2).
-            self._close(AlertReceived(alert.description, self._handshake.alert_context()))
+            self._close(AlertReceived(alert.description, self._alert_context()))
         elif alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
                 self._send_alert(_WARNING, _CLOSE_NOTIFY)
@@ -754,6 +757,15 @@ class DtlsConnection:
                 self._close(error, keep_session=True)
         else:
             self._emit(AlertEvent(alert.description))
+
+    def _alert_context(self) -> str:
+        """What we know of why the peer sends a fatal alert, for `AlertReceived`. After our
+        no_renegotiation "the original requester can decide whether to proceed" (RFC 5246
+        §7.2.2; RFC 5746 §4.2): OpenSSL ends the association with handshake_failure, an alert
+        that does not say why, so we say what we did."""
+        if self._refused_renegotiation:
+            return "after we refused the peer's renegotiation with no_renegotiation, RFC 5746"
+        return self._handshake.alert_context()
 
     def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
         hs = self._handshake
@@ -846,13 +858,15 @@ class DtlsConnection:
         """After the handshake: refuse renegotiation (EXT-4), reject anything else (HS-5).
 
         A renegotiation starts again at message_seq 0 (RFC 6347 §4.2.2), so the request is
-        recognised by its type whatever its number; the replay window drops duplicates."""
+        recognised by its type whatever its number; the replay window drops duplicates. The
+        refusal is remembered for the fatal alert the peer may answer it with (`_alert_context`)."""
         renegotiation = (
             HandshakeType.hello_request if self.is_client else HandshakeType.client_hello
         )
         if frag.msg_type == renegotiation:
             if frag.fragment_offset == 0:
                 self._send_alert(AlertLevel.WARNING, AlertDescription.no_renegotiation)
+                self._refused_renegotiation = True
             return
         if frag.message_seq < self._reassembler.next_seq:
             self._maybe_retransmit(frag, record_id, now)
