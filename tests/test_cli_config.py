@@ -376,6 +376,33 @@ def test_the_server_takes_several_psk_files(
                    ) == f"--psk-file {empty}, {empty}2 hold no keys (lines identity:HEXKEY)"
 
 
+@pytest.mark.req("SEC-1")
+def test_a_key_given_instead_of_its_file_is_never_quoted(
+    capsys: pytest.CaptureFixture[str], pki: Pki
+) -> None:
+    pem = pki.client_key.read_text()
+    line = f"dev1:{PSK_HEX}"  # a --psk-file line
+    for flags, message in (
+        (["--psk-file", line], "--psk-file was given a key in hex"),
+        (["--psk-file", line + "\n"], "--psk-file was given text of several lines"),
+        (["--peer-rpk-sha256", "00" * 32, "--rpk-key", pem], "--rpk-key was given PEM text"),
+        (["--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt), "--key", pem],
+         "--key was given PEM text"),
+    ):
+        shown = refused(capsys, "client", "127.0.0.1:9", *flags)
+        assert shown == f"{message}, not a path: give the file's path"
+        assert PSK_HEX not in shown and pem.splitlines()[1] not in shown
+
+
+def test_an_unreadable_path_is_shown_on_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    odd = f"{tmp_path}/dev\x1b[2J.psk"
+    assert refused(capsys, "server", "--psk-file", odd) == (
+        f"cannot read --psk-file {tmp_path}/dev\\x1b[2J.psk: No such file or directory"
+    )
+
+
 @pytest.fixture
 def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """A server command that is not refused returns at once (status 0) instead of serving:

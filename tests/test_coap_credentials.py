@@ -182,6 +182,30 @@ def test_certificate_entries_in_the_wrong_role(role: str, fields: dict[str, str]
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.req("SEC-1")
+def test_a_key_given_instead_of_its_file_is_never_quoted(pki: Pki) -> None:
+    pem = pki.client_key.read_text()
+    body = pem.splitlines()[1]
+    entries = {
+        "dtls-rpk": {"private-key": pem},
+        "dtls-x509": {"certificate": str(pki.client_crt), "private-key": pem,
+                      "trust-anchors": str(pki.ca_crt)},
+    }
+    for form, entry in entries.items():
+        with pytest.raises(ConfigError) as info:
+            load_credentials({"coaps://*": {form: entry}})
+        message = str(info.value)
+        assert message.startswith(f'"{form}" private-key: key file was given PEM text, not a path')
+        assert body not in message and "\n" not in message
+    psk = {"coaps://*": {"dtls": {"psk": {"hex": PSK.hex()}, "client-identity": "a"}}}
+    with pytest.raises(ConfigError) as info:
+        load_credentials(json.dumps(psk))  # the file's text, not its path
+    assert str(info.value) == (
+        "credentials file was given JSON text, not a path: give the file's path (or pass its "
+        "object: json.loads of the text)"
+    )
+
+
 def test_unreadable_or_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read credentials file"):
         load_credentials(str(tmp_path / "missing.json"))

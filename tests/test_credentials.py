@@ -158,6 +158,36 @@ def test_unreadable_files_are_named_with_what_they_were_for(files: Path) -> None
     )
 
 
+@pytest.mark.req("SEC-1")
+def test_a_key_given_instead_of_its_file_is_never_quoted(
+    files: Path, issued: tuple[Issued, Issued, Issued]
+) -> None:
+    pem = key_pem(issued[2])
+    body = pem.splitlines()[1].decode()
+    for given in (pem.decode(), pem):  # PrivateKey.load takes a str or bytes path
+        message = config_error(PrivateKey.load, given)
+        assert message == (
+            "key file was given PEM text, not a path: give the file's path (or pass the key's "
+            "bytes to PrivateKey.from_pem)"
+        )
+    message = config_error(CertifiedKey.load, str(files / "chain.pem"), pem.decode())
+    assert message.startswith("key file was given PEM text, not a path") and body not in message
+    message = config_error(PrivateKey.load, "/keys/a\0b.pem")  # open() raises ValueError
+    assert message.startswith("key file was given text with a NUL character, not a path")
+    assert config_error(PrivateKey.load, "0102030405060708090a0b0c0d0e0f10").startswith(
+        "key file was given a key in hex, not a path")
+
+
+def test_an_unreadable_path_is_shown_on_one_line_and_cut(files: Path) -> None:
+    odd = str(files / "new\tline\x1b.pem")
+    assert config_error(PrivateKey.load, odd) == (
+        f"cannot read key file {files}/new\\tline\\x1b.pem: No such file or directory"
+    )
+    long = "/" + "d" * 300
+    message = config_error(PrivateKey.load, long)
+    assert message == f"cannot read key file /{'d' * 199}... (301 characters): File name too long"
+
+
 def test_a_certificate_file_gives_its_certificates_in_order(
     files: Path, issued: tuple[Issued, Issued, Issued]
 ) -> None:

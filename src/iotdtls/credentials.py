@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from iotdtls._paths import cannot_read, shown_path
 from iotdtls.crypto.signature import (
     PrivateKey,
     PublicKey,
@@ -209,8 +210,13 @@ class CertifiedKey:
 
     @classmethod
     def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
-        """From a certificate file (PEM chain or one DER certificate) and a key file."""
-        return cls.from_pem(_read(cert_file, "certificate"), _read(key_file, "key"), password)
+        """From a certificate file (PEM chain or one DER certificate) and a key file. The key
+        itself given instead of a path is not quoted in the error (`cannot_read`): `from_pem`
+        takes it."""
+        instead = " (or pass the bytes to CertifiedKey.from_pem)"
+        return cls.from_pem(
+            _read(cert_file, "certificate", instead), _read(key_file, "key", instead), password
+        )
 
 
 def load_certificate_file(path: str) -> tuple[bytes, ...]:
@@ -219,15 +225,15 @@ def load_certificate_file(path: str) -> tuple[bytes, ...]:
     try:
         return load_certificates(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{shown_path(path)}: {exc}") from None
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, instead: str = "") -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(cannot_read(f"{what} file", path, exc, instead)) from None
 
 
 def as_der_sequence(name: str, values: Sequence[bytes]) -> tuple[bytes, ...]:

@@ -23,6 +23,7 @@ import stat
 from typing import Any
 
 from iotdtls._files import file_kind
+from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, hex_bytes
 from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
@@ -133,15 +134,18 @@ def _read_regular(path: str, flag: str, limit: int) -> bytes:
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                raise UsageError(f"{flag} {path} is {file_kind(mode)}, not a regular file")
+                shown = shown_path(path)
+                raise UsageError(f"{flag} {shown} is {file_kind(mode)}, not a regular file")
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(limit + 1)
         finally:
             os.close(fd)
-    except OSError as exc:
-        raise UsageError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(cannot_read(flag, path, exc)) from None
     if len(data) > limit:
-        raise UsageError(f"{flag} {path} is larger than {limit >> 20} MiB: is it the right file?")
+        raise UsageError(
+            f"{flag} {shown_path(path)} is larger than {limit >> 20} MiB: is it the right file?"
+        )
     return data
 
 

@@ -65,6 +65,7 @@ from aiocoap import error
 from aiocoap.credentials import CredentialsLoadError, CredentialsMissingError
 from aiocoap.message import Message
 
+from iotdtls._paths import cannot_read, not_a_path, shown_path
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
 from iotdtls.crypto.x509names import canonical_eui64, reference_identity
@@ -111,8 +112,11 @@ class DtlsRawPublicKey:
             "dtls-rpk", data, cls.FIELDS, "private-key and/or peer-public-key", "a key hash"
         )
         private, peer = fields.get("private-key"), fields.get("peer-public-key")
+        key = None
+        if private is not None:
+            key = _loading("private-key", private, lambda: PrivateKey.load(private), "dtls-rpk")
         return cls(
-            PrivateKey.load(private) if private is not None else None,
+            key,
             _public_key_pin(peer) if peer is not None else None,
         )
 
@@ -138,8 +142,8 @@ def _public_key_pin(text: str) -> bytes:
     try:
         with open(text, "rb") as fh:
             return public_key_pin(fh.read())
-    except OSError as exc:
-        raise ConfigError(f"cannot read public key file {text}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(cannot_read("public key file", text, exc)) from None
 
 
 class DtlsX509:
@@ -226,13 +230,17 @@ def _certified_key(cert: str, key: str) -> CertifiedKey:
 T = TypeVar("T")
 
 
-def _loading(field_name: str, value: str, load: Callable[[], T]) -> T:
-    """`load()`, its `ConfigError` saying which field of the "dtls-x509" entry it is about."""
+def _loading(field_name: str, value: str, load: Callable[[], T], form: str = "dtls-x509") -> T:
+    """`load()`, its `ConfigError` saying which field of the `form` entry it is about; the
+    value is quoted as a path (`shown_path`), never when it is no path (`not_a_path`: a key's
+    PEM text, say, whose loader's message says what it is)."""
     try:
         return load()
     except ConfigError as exc:
-        where = field_name if value in str(exc) else f"{field_name} {value}"
-        raise ConfigError(f'"dtls-x509" {where}: {exc}') from None
+        shown = shown_path(value)
+        quoted = not_a_path(value) is None and shown not in str(exc)
+        where = f"{field_name} {shown}" if quoted else field_name
+        raise ConfigError(f'"{form}" {where}: {exc}') from None
 
 
 class CredentialsMap(aiocoap_credentials.CredentialsMap):
@@ -251,6 +259,10 @@ CredentialsSource = aiocoap_credentials.CredentialsMap | Mapping[str, Any] | str
 ClientForm = Callable[[object, Mapping[str, Any]], ClientConfig | None]
 
 
+#: The other way to give a credentials file's content, for `cannot_read`.
+_OR_OBJECT = " (or pass its object: json.loads of the text)"
+
+
 def load_credentials(source: CredentialsSource) -> aiocoap_credentials.CredentialsMap:
     """A `CredentialsMap` from a map (returned as is), a dict, or a JSON file; a `ConfigError`
     in one line if it cannot be read."""
@@ -262,10 +274,12 @@ def load_credentials(source: CredentialsSource) -> aiocoap_credentials.Credentia
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except OSError as exc:
-            raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ConfigError(f"credentials file {path} is not JSON: {exc}") from None
-        where = f"credentials file {path}"
+            raise ConfigError(cannot_read("credentials file", path, exc, _OR_OBJECT)) from None
+        except ValueError as exc:  # a NUL in the path too, which `cannot_read` names
+            if not_a_path(path) is not None:
+                raise ConfigError(cannot_read("credentials file", path, exc, _OR_OBJECT)) from None
+            raise ConfigError(f"credentials file {shown_path(path)} is not JSON: {exc}") from None
+        where = f"credentials file {shown_path(path)}"
     else:
         data, where = source, "credentials"
     if not isinstance(data, Mapping):

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from iotdtls._paths import cannot_read
 from iotdtls.crypto.rand import p256_private_key
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 
@@ -111,12 +112,14 @@ class PrivateKey:
 
     @classmethod
     def load(cls, path: str | PathLike[str], password: bytes | None = None) -> PrivateKey:
-        """Read a private key file (PEM or DER)."""
+        """Read a private key file (PEM or DER). The key itself given instead of a path is
+        not quoted in the error (`cannot_read`): `from_pem` takes it."""
         try:
             with open(fspath(path), "rb") as fh:
                 data = fh.read()
-        except OSError as exc:
-            raise ConfigError(f"cannot read key file {fspath(path)}: {exc.strerror}") from None
+        except (OSError, ValueError) as exc:
+            instead = " (or pass the key's bytes to PrivateKey.from_pem)"
+            raise ConfigError(cannot_read("key file", fspath(path), exc, instead)) from None
         return cls.from_pem(data, password)
 
     def to_pem(self) -> bytes:

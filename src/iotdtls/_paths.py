@@ -1,0 +1,60 @@
+"""How a file name given for a key, a certificate or a credentials file appears in a one-line
+error (errors are one line saying what to fix, with no key material in them).
+
+A secret given where its file's path was expected (the PEM text of a private key, a
+--psk-file line) is never quoted: the message says what it looks like instead. Any other path
+is quoted, as the user wants to see a typo, on one line (control characters escaped) and cut
+when very long."""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["SHOWN_PATH_CHARS", "cannot_read", "not_a_path", "shown_path"]
+
+#: Characters of a path shown in a message; the rest is cut.
+SHOWN_PATH_CHARS = 200
+
+#: A key in hex, alone or as the key of an identity:HEXKEY line (GnuTLS psktool format).
+_HEX_KEY = re.compile(r"(?:.*:)?\s*[0-9A-Fa-f]{16,}\s*")
+
+
+def not_a_path(path: str | bytes) -> str | None:
+    """What `path` looks like when it cannot be a file's name but may be a secret (never to
+    be quoted): "PEM text", "JSON text", "text of several lines", "text with a NUL
+    character" or "a key in hex"; None for a plausible path."""
+    text = os.fsdecode(path)
+    if text.lstrip().startswith("-----BEGIN"):
+        return "PEM text"
+    if text.lstrip().startswith("{"):
+        return "JSON text"
+    if "\n" in text or "\r" in text:
+        return "text of several lines"
+    if "\0" in text:
+        return "text with a NUL character"
+    if _HEX_KEY.fullmatch(text):
+        return "a key in hex"
+    return None
+
+
+def shown_path(path: str | bytes) -> str:
+    """`path` for a one-line message: control and other unprintable characters escaped as in
+    a Python literal, cut after `SHOWN_PATH_CHARS` characters ("..." and the length)."""
+    text = os.fsdecode(path)
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:SHOWN_PATH_CHARS])
+    if len(text) <= SHOWN_PATH_CHARS:
+        return shown
+    return f"{shown}... ({len(text)} characters)"
+
+
+def cannot_read(what: str, path: str | bytes, exc: OSError | ValueError, instead: str = "") -> str:
+    """The message for `path`, given as `what` ("key file", "--rpk-key"), that could not be
+    opened or read (`exc`: `open` raises ValueError for a NUL): "cannot read WHAT PATH:
+    REASON", or, for a value that is no path (`not_a_path`), what it is and `instead`, the
+    other way to give it (" (or ...)")."""
+    given = not_a_path(path)
+    if given is not None:
+        return f"{what} was given {given}, not a path: give the file's path{instead}"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot read {what} {shown_path(path)}: {reason}"
