@@ -394,6 +394,28 @@ def test_a_key_given_instead_of_its_file_is_never_quoted(
         assert PSK_HEX not in shown and pem.splitlines()[1] not in shown
 
 
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--psk-key", PSK_HEX], "unrecognized arguments: --psk-key (and 1 value, not shown)"),
+        ([f"--psk-key={PSK_HEX}", "--psk-txt", "secretPSK42xyz"],
+         "unrecognized arguments: --psk-key --psk-txt (and 2 values, not shown)"),
+        (["--psk-text", "secret", "PSK42xyz"], "unrecognized arguments: 1 value, not shown"),
+        ([f"--ps={PSK_HEX}"],
+         "ambiguous option: --ps could match --psk-identity, --psk, --psk-text, --psk-file"),
+        ([f"--allow-no-ems={PSK_HEX}"],
+         "argument --allow-no-ems: takes no value (the one given is not shown)"),
+        ([f"-v{PSK_HEX}"], "argument -v/--verbose: takes no value (the one given is not shown)"),
+    ],
+)
+def test_a_mistyped_key_flag_never_shows_the_key(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    shown = refused(capsys, "client", "127.0.0.1:9", "--psk-identity", "dev1", *flags)
+    assert shown == f"{message} (see --help)"
+
+
 def test_an_unreadable_path_is_shown_on_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -14,7 +14,7 @@ import os
 import signal
 import string
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, NoReturn
 
 from iotdtls._addresses import (
@@ -56,11 +56,56 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage block) and exit status 2."""
+    """argparse with a one-line error (no usage block) and exit status 2, which never shows a
+    value of the command line that may be a key (SEC-1): a mistyped key flag (`--psk-key HEX`,
+    `--ps=HEX`) is named, its value only counted."""
+
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        """argparse's, its unrecognized arguments named by their flags (`_unrecognized`)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {_unrecognized(extras)}")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
-        print(f"iotdtls: error: {message} (see --help)", file=sys.stderr)
+        print(f"iotdtls: error: {_without_values(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _flag_name(arg: str) -> str:
+    """The flag of a command-line word, without a value given with it: "--psk" of
+    "--psk=HEX", "-v" of "-vHEX" (a short flag's value may follow it)."""
+    return arg.partition("=")[0] if arg.startswith("--") else arg[:2]
+
+
+def _is_flag(arg: str) -> bool:
+    """Whether a word looks like a flag (argparse's negative numbers do not)."""
+    return arg.startswith("-") and arg[1:2] not in ("", *string.digits, ".")
+
+
+def _unrecognized(extras: list[str]) -> str:
+    """Unrecognized arguments for a message: the flags by name (`_flag_name`); values, alone
+    or joined to a flag, only counted: "--psk-key (and 1 value, not shown)"."""
+    flags = [_flag_name(arg) for arg in extras if _is_flag(arg)]
+    values = len(extras) - len(flags) + sum(
+        _flag_name(arg) != arg for arg in extras if _is_flag(arg)
+    )
+    counted = f"{values} value{'s' * (values != 1)}, not shown"
+    if not flags:
+        return counted
+    return " ".join(flags) + (f" (and {counted})" if values else "")
+
+
+def _without_values(message: str) -> str:
+    """argparse's `message` without the command-line values it quotes where they may be a key
+    (an unknown flag's "=VALUE", a value given to a flag that takes none)."""
+    if message.startswith("ambiguous option: ") and " could match " in message:
+        given, _, matches = message.removeprefix("ambiguous option: ").rpartition(" could match ")
+        return f"ambiguous option: {_flag_name(given)} could match {matches}"
+    argument, sep, _ = message.partition(": ignored explicit argument ")
+    if sep:
+        return f"{argument}: takes no value (the one given is not shown)"
+    return message
 
 
 class Once(argparse.Action):
