@@ -665,6 +665,18 @@ def test_damaged_session_bytes_are_refused_in_one_line(damage: Callable[[bytes],
 
 
 @pytest.mark.req("RES-1")
+def test_session_text_is_refused_in_one_line_saying_to_pass_bytes() -> None:
+    saved = SessionState(b"\x01" * 32, 0xC0A8, Mode.PSK, b"\x42" * 48, PskIdentity(b"d"))
+    text: Any = saved.to_bytes().hex()  # as a user may keep it
+    with pytest.raises(TypeError) as refused:
+        SessionState.from_bytes(text)
+    assert str(refused.value) == (
+        "data must be the bytes of to_bytes (bytes.fromhex(text) for its hex), got str"
+    )
+    assert SessionState.from_bytes(bytearray(saved.to_bytes())).master_secret == b"\x42" * 48
+
+
+@pytest.mark.req("RES-1")
 @pytest.mark.parametrize(
     "peer",
     [RawPublicKeyIdentity(b""), CertificateIdentity("n", (b"c", b""))],

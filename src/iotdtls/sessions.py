@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from iotdtls._buffer import Reader, Writer
-from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
+from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode, type_name
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import ConfigError, DecodeError
 from iotdtls.identity import (
@@ -121,7 +121,13 @@ class SessionState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionState:
-        """A session from `to_bytes`; `ValueError` (one line) for anything else."""
+        """A session from `to_bytes`; `ValueError` (one line) for anything else, `TypeError`
+        (one line, without the value: its hex is the master secret) for what is not bytes."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                "data must be the bytes of to_bytes (bytes.fromhex(text) for its hex), got "
+                f"{type_name(data)}"
+            )
         try:
             r = Reader(bytes(data))
             if r.pull_bytes(len(_MAGIC)) != _MAGIC or r.pull_uint8() != _VERSION:
