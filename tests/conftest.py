@@ -17,7 +17,9 @@ A test under a real ``xfail`` marker keeps its usual outcome.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import pwd
+from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -68,6 +70,29 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     from tests.peers import make_test_pki  # here: the conftest must import on its own
 
     return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def give_away(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], str]:
+    """Make a file (a symlink itself, not what it points to) another user's, for the refusals
+    of what another user could have planted; returns its owner as messages name it. As root (CI)
+    by lchown to nobody (uid 65534); otherwise, as only root can give a file away, the code
+    under test is told another effective uid (os.geteuid), so that every file of ours is another
+    user's to it: the test runs either way, never skipped."""
+
+    def give(path: Path) -> str:
+        if os.geteuid() == 0:
+            os.lchown(path, 65534, 65534)
+        else:
+            uid = os.geteuid()
+            monkeypatch.setattr(os, "geteuid", lambda: uid + 1)
+        owner = os.lstat(path).st_uid
+        try:
+            return f"{pwd.getpwuid(owner).pw_name} (uid {owner})"
+        except KeyError:
+            return f"uid {owner}"
+
+    return give
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -655,6 +655,26 @@ def test_a_session_file_that_is_not_a_regular_file_is_refused_before_connecting(
     dangling.symlink_to(tmp_path / "nowhere")  # made (through the link) after the handshake
     assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
                  "--session-file", str(dangling)]) == 0
+
+
+def test_a_session_file_through_another_users_symlink_is_refused_before_connecting(
+    talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    give_away: Callable[[Path], str],
+) -> None:
+    """A dangling link another user planted in a shared directory made the client write the
+    session (its master secret) into that user's directory: only links of this user or root
+    are followed; another's is refused in one line naming it and its owner."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    link = tmp_path / "s.sess"
+    link.symlink_to(theirs / "s.sess")
+    owner = give_away(link)
+    status = main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+                   "--session-file", str(link)])
+    assert (status, talks, list(theirs.iterdir())) == (2, [], [])
+    assert capsys.readouterr().err == (
+        f"iotdtls: error: cannot write --session-file {link}: {link} is a symbolic link owned "
+        f"by {owner}, who could point it anywhere: name the file itself\n")
 
 
 @pytest.mark.req("RES-1")

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,27 @@ def test_ec_p256_forced_through_a_symlink_writes_the_file_it_points_to(
     assert link.is_symlink() and real.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["key.pem", "key.pem", "keys"]
+
+
+def test_keygen_follows_no_symlink_of_another_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], give_away: Callable[[Path], str]
+) -> None:
+    """A dangling link another user planted in a shared directory (/tmp) sent root's new 0600
+    key into that user's directory (realpath follows any link, whatever fs.protected_symlinks
+    says): only links of this user or root are followed, at the name or in its directories,
+    and the refusal names the link and its owner."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    out, folder = tmp_path / "key.pem", tmp_path / "folder"
+    out.symlink_to(Path("theirs", "key.pem"))
+    folder.symlink_to("theirs")
+    owner = give_away(out)
+    give_away(folder)
+    for given, link in [(out, out), (folder / "key.pem", folder)]:
+        status, _, err = keygen(capsys, "ec-p256", "--out", str(given), "--force")
+        assert status != 0 and list(theirs.iterdir()) == []
+        assert err == (f"iotdtls: cannot write {given}: {link} is a symbolic link owned by "
+                       f"{owner}, who could point it anywhere: name the file itself\n")
 
 
 @pytest.mark.parametrize("what", ["fifo", "link to a fifo", "symlink loop", "directory"])

@@ -1,14 +1,19 @@
-"""Writing a file so that no reader ever sees half of it (key files, the chain cache)."""
+"""Writing a file so that no reader ever sees half of it (key files, the chain cache), following
+only the symlinks another user cannot have planted."""
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
 import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["file_kind", "write_atomically"]
+__all__ = ["file_kind", "resolve_links", "write_atomically"]
+
+#: Symlinks followed in one path at most, as the kernel's limit (MAXSYMLINKS): then it is a loop.
+_MAX_LINKS = 40
 
 
 #: What a mode that is not a regular file's is, by the test that says so.
@@ -27,6 +32,53 @@ def file_kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "a special file")
 
 
+def resolve_links(path: str | os.PathLike[str]) -> Path:
+    """`path` absolute with its symlinks resolved, as `os.path.realpath` (what is missing is
+    kept as given), following only symlinks owned by this user or by root: the rule of the
+    kernel's fs.protected_symlinks, applied whatever that setting (realpath bypassed it), so
+    that a link another user planted in a shared directory never sends our file to a place
+    of theirs. Such a link is an `OSError` (EACCES) naming it and its owner. After
+    `_MAX_LINKS` links the path is kept as reached (a loop, which the caller sees)."""
+    resolved = Path("/") if os.fspath(path).startswith("/") else Path.cwd()
+    todo = os.fspath(path).split("/")[::-1]
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = resolved.parent
+            continue
+        step = resolved / part
+        try:
+            info = os.lstat(step)
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISLNK(info.st_mode) or links == _MAX_LINKS:
+            resolved = step
+            continue
+        if info.st_uid not in (os.geteuid(), 0):
+            raise OSError(
+                errno.EACCES,
+                f"{step} is a symbolic link owned by {_user(info.st_uid)}, who could point it "
+                "anywhere: name the file itself",
+            )
+        links += 1
+        target = os.readlink(step)
+        if target.startswith("/"):
+            resolved = Path("/")
+        todo.extend(target.split("/")[::-1])
+    return resolved
+
+
+def _user(uid: int) -> str:
+    """A user for a message: "nobody (uid 65534)", or the number alone without a name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def write_atomically(
     path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, replace: bool = True
 ) -> None:
@@ -36,14 +88,15 @@ def write_atomically(
     A symlink at `path` is followed, as `open` follows it: the file it points to is written
     (its temporary file made beside it, so the rename stays on one filesystem) and the link
     stays a link; replacing the link instead left the old content, a secret maybe, in the
-    file it pointed to.
+    file it pointed to. Only symlinks of this user or root are followed (`resolve_links`):
+    another user's is an `OSError` naming it.
 
     With `replace`, an existing file is replaced (rename); without, `FileExistsError` is raised
     when `path` exists, checked in the same step (a hard link, which never overwrites). What
     exists there and is not a regular file (a device such as /dev/null, a FIFO, a directory, a
     symlink loop) is never replaced: `OSError` (EINVAL) saying what it is.
     """
-    target = Path(os.path.realpath(path))
+    target = resolve_links(path)
     try:
         existing = os.lstat(target).st_mode
     except FileNotFoundError:

@@ -21,7 +21,7 @@ from typing import Any
 
 from iotdtls import aio, loop, workers
 from iotdtls._addresses import format_address
-from iotdtls._files import file_kind, write_atomically
+from iotdtls._files import file_kind, resolve_links, write_atomically
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     COUNTERS_SIGNAL,
@@ -526,14 +526,17 @@ class SessionFile:
     file holds the master secret, so it is written atomically with mode 0600; one that cannot
     be read as a session is ignored (a full handshake replaces it). A symlink is followed, once
     (resolved here): the file it points to is read, written and removed, and the link stays;
-    messages name the path given."""
+    messages name the path given. Another user's symlink is refused (`resolve_links`)."""
 
     def __init__(self, path: str) -> None:
         self.given = path
         #: The path given, for messages.
         self.path = Path(path)
         #: The file read, written and removed: `path` with its symlinks resolved.
-        self.target = Path(os.path.realpath(path)) if path else self.path
+        try:
+            self.target = resolve_links(path) if path else self.path
+        except OSError as exc:
+            raise UsageError(self._cannot_write(exc)) from None
 
     def check(self, keylog: str | None = None) -> None:
         """Before connecting: the session can be saved after the handshake, i.e. the path is
