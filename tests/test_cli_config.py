@@ -13,7 +13,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -1040,7 +1040,7 @@ def test_a_new_keylog_is_private_and_an_existing_one_keeps_its_mode_and_lines(
     monkeypatch.setattr(echo, "run_client", lambda args: 0)
     new, kept = tmp_path / "new.log", tmp_path / "kept.log"
     kept.write_text("CLIENT_RANDOM earlier line\n")
-    kept.chmod(0o640)
+    kept.chmod(0o400)
     umask = os.umask(0o022)
     try:
         for path in (new, kept):
@@ -1048,8 +1048,43 @@ def test_a_new_keylog_is_private_and_an_existing_one_keeps_its_mode_and_lines(
     finally:
         os.umask(umask)
     assert stat.S_IMODE(new.stat().st_mode) == 0o600 and new.read_text() == ""
-    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o400
     assert kept.read_text() == "CLIENT_RANDOM earlier line\n"
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.usefixtures("no_runs")
+def test_a_keylog_another_user_planted_or_can_read_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, give_away: Callable[[Path], str]
+) -> None:
+    """A symlink another user planted in a shared directory (/tmp), to a 0666 file of theirs,
+    took every master secret there: the key log is not opened through a symlink, and an
+    existing one must be ours and private (0600 or less), else refused in one line saying what
+    to do, the file left as it was."""
+    theirs = tmp_path / "theirs.log"
+    theirs.write_text("")
+    theirs.chmod(0o666)
+    link = tmp_path / "link.log"
+    link.symlink_to(theirs)
+    shared = tmp_path / "shared.log"
+    shared.write_text("")
+    shared.chmod(0o640)
+    for path, problem in [
+        (link, "is a symbolic link; name the file itself"),
+        (theirs, "is open to group or others (mode 0666): chmod 600 it or name a new file"),
+        (shared, "is open to group or others (mode 0640): chmod 600 it or name a new file"),
+    ]:
+        assert refused(capsys, "client", "127.0.0.1:9", *PSK, "--keylog", str(path)) == (
+            f"--keylog {path} {problem}")
+    assert theirs.read_text() == "" and link.is_symlink()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+    owned = tmp_path / "owned.log"
+    owned.write_text("")
+    owned.chmod(0o600)
+    owner = give_away(owned)
+    assert refused(capsys, "server", *PSK, "--keylog", str(owned)) == (
+        f"--keylog {owned} is owned by {owner}, not by this user: name a file of your own "
+        "(another user could read it)")
 
 
 LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")

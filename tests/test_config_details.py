@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from iotdtls import config as config_module
+from iotdtls._files import RefusedFile
 from iotdtls.config import (
     MAX_MTU,
     MAX_PSK_LENGTH,
@@ -109,6 +110,27 @@ def test_a_key_log_file_becomes_a_callback_appending_lines(tmp_path: Path) -> No
     lines: list[str] = []
     given = ClientConfig(**PSK_CLIENT, keylog=lines.append, keylog_file=str(path)).keylog
     assert given == lines.append  # an explicit callback wins
+
+
+@pytest.mark.req("SEC-1")
+def test_a_key_log_file_is_never_written_through_a_symlink_nor_when_others_can_read_it(
+    tmp_path: Path,
+) -> None:
+    """The callback appended master secrets wherever a symlink planted at the path led (a
+    shared directory), and to a file others could read: it now refuses either when it writes
+    (`RefusedFile`, which the handshake logs and goes on), and nothing is appended."""
+    path, theirs = tmp_path / "keys.log", tmp_path / "theirs.log"
+    keylog = FileKeyLog(path)
+    theirs.write_text("")
+    path.symlink_to(theirs)
+    with pytest.raises(RefusedFile, match=r"^is a symbolic link; name the file itself$"):
+        keylog("CLIENT_RANDOM 00 11")
+    path.unlink()
+    path.write_text("")
+    path.chmod(0o644)
+    with pytest.raises(RefusedFile, match=r"^is open to group or others \(mode 0644\)"):
+        keylog("CLIENT_RANDOM 00 11")
+    assert theirs.read_text() == path.read_text() == ""
 
 
 def test_retransmit_policy_edges() -> None:

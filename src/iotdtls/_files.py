@@ -1,5 +1,6 @@
 """Writing a file so that no reader ever sees half of it (key files, the chain cache), following
-only the symlinks another user cannot have planted."""
+only the symlinks another user cannot have planted, and opening the key log so that it cannot be
+another user's file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["file_kind", "resolve_links", "write_atomically"]
+__all__ = [
+    "RefusedFile",
+    "file_kind",
+    "open_private_append",
+    "private_file_problem",
+    "resolve_links",
+    "write_atomically",
+]
 
 #: Symlinks followed in one path at most, as the kernel's limit (MAXSYMLINKS): then it is a loop.
 _MAX_LINKS = 40
@@ -30,6 +38,52 @@ _KINDS = (
 def file_kind(mode: int) -> str:
     """What a file that is not a regular file is (`mode` from stat), for a message."""
     return next((kind for test, kind in _KINDS if test(mode)), "a special file")
+
+
+class RefusedFile(Exception):
+    """A file we will not write secrets to; the message says what it is and what to do, and
+    follows the path: "is a symbolic link; name the file itself"."""
+
+
+def private_file_problem(info: os.stat_result) -> str | None:
+    """What makes the file `info` describes unfit to hold secrets (the key log), as the end of
+    a sentence naming it; None when it is a regular file of ours that only we can read."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"is {file_kind(info.st_mode)}, not a regular file: name a regular file"
+    if info.st_uid != os.geteuid():
+        return (
+            f"is owned by {_user(info.st_uid)}, not by this user: name a file of your own "
+            "(another user could read it)"
+        )
+    if info.st_mode & 0o077:
+        return (
+            f"is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it "
+            "or name a new file"
+        )
+    return None
+
+
+def open_private_append(path: str) -> int:
+    """A descriptor appending to `path` (created with mode 0600), for secrets: the key log.
+
+    What another user could have planted there is refused with `RefusedFile`: a symlink
+    (not followed, O_NOFOLLOW), a file that is not regular, owned by another user or open to
+    group or others (`private_file_problem`). Other failures are `OSError`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise RefusedFile("is a symbolic link; name the file itself") from None
+        raise
+    try:
+        problem = private_file_problem(os.fstat(fd))
+        if problem is not None:
+            raise RefusedFile(problem)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def resolve_links(path: str | os.PathLike[str]) -> Path:

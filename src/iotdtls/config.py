@@ -10,7 +10,6 @@ all three at once and picks by what the client offers.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +19,7 @@ from os import PathLike, fspath
 from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
+from iotdtls._files import open_private_append
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
@@ -242,8 +242,9 @@ class FileKeyLog:
         return f"FileKeyLog({self.path!r})"
 
     def __call__(self, line: str) -> None:
-        # Created readable by its owner only, like a private key: it holds master secrets.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Created readable by its owner only, like a private key: it holds master secrets. Not
+        # through a symlink, nor into a file another user owns or can read (`RefusedFile`).
+        fd = open_private_append(self.path)
         with open(fd, "a", encoding="ascii") as fh:
             fh.write(line + "\n")
 

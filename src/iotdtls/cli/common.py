@@ -21,6 +21,7 @@ from iotdtls._addresses import (
     format_hostport,
     socket_error,
 )
+from iotdtls._files import RefusedFile, open_private_append
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
 
@@ -246,12 +247,16 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def prepare_keylog(path: str) -> bool:
     """--keylog FILE, before any handshake: the file must take appended lines, and a missing
-    one is created with mode 0600, as it will hold every association's master secret (an
-    existing file keeps its mode). Whether the file was made now (see `discard_new_keylog`); a
-    `UsageError` naming the flag and the file otherwise."""
+    one is created with mode 0600, as it will hold every association's master secret. An
+    existing one must be a regular file of this user's that only it can read or write, and
+    not a symlink (`open_private_append`: what another user could have planted, or could
+    read). Whether the file was made now (see `discard_new_keylog`); a `UsageError` naming the
+    flag and the file otherwise."""
     made = not os.path.lexists(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_private_append(path)
+    except RefusedFile as exc:
+        raise UsageError(f"--keylog {path} {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot write --keylog {path}: {exc.strerror or exc}") from None
     os.close(fd)
