@@ -306,6 +306,23 @@ def test_cli_keylog_and_verbose_logs_without_secrets(tmp_path: Path) -> None:
     assert "client_hello" in done.stderr  # -v traces the datagrams
 
 
+@pytest.mark.parametrize("command", [["client", "127.0.0.1:{port}"], ["server", "--listen",
+                                                                    "127.0.0.1:{port}"]])
+def test_cli_keylog_fifo_is_refused_at_once(tmp_path: Path, command: list[str]) -> None:
+    """--keylog naming a FIFO hung the command for ever, silently, in opening it: it is opened
+    without blocking and refused in one line like the other file flags, nothing run."""
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    argv = [arg.replace("{port}", str(free_udp_port())) for arg in command]
+    done = subprocess.run([*CLI, *argv, *CREDENTIALS, "--keylog", str(fifo)],
+                          capture_output=True, text=True, timeout=20,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"iotdtls: error: --keylog {fifo} is a FIFO, not a regular file: name a regular "
+               "file\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
 @pytest.mark.req("ERR-1")
 @SERVER_MODES
 def test_cli_wrong_key_one_line_and_nonzero(mode: list[str]) -> None:

@@ -4,6 +4,7 @@ message, the last value accepted passes, and each mode's extras are refused in t
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,37 @@ def test_a_key_log_file_is_never_written_through_a_symlink_nor_when_others_can_r
     with pytest.raises(RefusedFile, match=r"^is open to group or others \(mode 0644\)"):
         keylog("CLIENT_RANDOM 00 11")
     assert theirs.read_text() == path.read_text() == ""
+
+
+@pytest.mark.parametrize("settings", [ClientConfig, ServerConfig])
+def test_a_key_log_file_that_is_a_fifo_is_refused_where_it_is_configured(
+    tmp_path: Path, settings: type[ClientConfig] | type[ServerConfig]
+) -> None:
+    """`keylog_file=FIFO` froze the whole event loop at the first handshake (the callback
+    opened the FIFO, waiting for a reader): refused when the configuration is made, as is a
+    symlink or a file others can read, which the callback would refuse anyway."""
+    fifo, link, shared = tmp_path / "keys.fifo", tmp_path / "link.log", tmp_path / "shared.log"
+    os.mkfifo(fifo)
+    link.symlink_to(tmp_path / "keys.log")
+    shared.write_text("")
+    shared.chmod(0o604)
+    credentials = PSK_CLIENT if settings is ClientConfig else PSK_SERVER
+    for path, problem in [
+        (fifo, "is a FIFO, not a regular file: name a regular file"),
+        (link, "is a symbolic link; name the file itself"),
+        (shared, "is open to group or others (mode 0604): chmod 600 it or name a new file"),
+    ]:
+        assert refusal(settings, **credentials, keylog_file=path) == (
+            f"keylog_file {str(path)!r} {problem}")
+    keylog = FileKeyLog(tmp_path / "keys.log")
+    os.mkfifo(keylog.path)  # made after the configuration: refused by the callback too
+    reader = os.open(keylog.path, os.O_RDONLY | os.O_NONBLOCK)  # so that no version blocks
+    try:
+        with pytest.raises(RefusedFile, match=r"^is a FIFO, not a regular file"):
+            keylog("CLIENT_RANDOM 00 11")
+        assert os.read(reader, 100) == b""  # nothing was written (and no writer is left)
+    finally:
+        os.close(reader)
 
 
 def test_retransmit_policy_edges() -> None:
@@ -538,12 +570,14 @@ def test_policies_refuse_wrong_types_and_bools() -> None:
 
 def test_the_right_types_in_their_other_forms_are_accepted(tmp_path: Path) -> None:
     config = ClientConfig(
-        psk_identity="device", psk=memoryview(KEY), handshake_timeout=5, keylog_file=tmp_path,
+        psk_identity="device", psk=memoryview(KEY), handshake_timeout=5,
+        keylog_file=tmp_path / "keys.log",
         retry=RetryPolicy(), max_fragment_length=None, keepalive_interval=None,
     )
     assert type(config.psk) is bytes and config.psk == KEY
     assert config.handshake_timeout == 5
-    assert isinstance(config.keylog, FileKeyLog) and config.keylog.path == str(tmp_path)
+    assert isinstance(config.keylog, FileKeyLog)
+    assert config.keylog.path == str(tmp_path / "keys.log")
     server = ServerConfig(psk_store={"device": bytearray(KEY)}, certificates=[CERTIFIED],
                           idle_timeout=None, cookie_secret=bytes(32), session_lifetime=60)
     assert server.lookup_psk(b"device") == KEY and type(server.lookup_psk(b"device")) is bytes

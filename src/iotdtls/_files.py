@@ -15,6 +15,7 @@ __all__ = [
     "RefusedFile",
     "file_kind",
     "open_private_append",
+    "path_problem",
     "private_file_problem",
     "resolve_links",
     "write_atomically",
@@ -68,22 +69,40 @@ def open_private_append(path: str) -> int:
 
     What another user could have planted there is refused with `RefusedFile`: a symlink
     (not followed, O_NOFOLLOW), a file that is not regular, owned by another user or open to
-    group or others (`private_file_problem`). Other failures are `OSError`."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    group or others (`private_file_problem`). A FIFO or a device is opened without blocking
+    (O_NONBLOCK, cleared for a regular file): one nobody reads fails to open, any other is
+    refused after, so neither ever blocks. Other failures are `OSError`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
-            raise RefusedFile("is a symbolic link; name the file itself") from None
-        raise
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        problem = path_problem(path)  # a symlink (ELOOP), a FIFO nobody reads (ENXIO)?
+        if problem is None:
+            raise
+        raise RefusedFile(problem) from None
     try:
         problem = private_file_problem(os.fstat(fd))
         if problem is not None:
             raise RefusedFile(problem)
+        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def path_problem(path: str) -> str | None:
+    """What `open_private_append` would refuse at `path`, from lstat alone (nothing opened,
+    nothing made, so cheap enough for a configuration's check); None when nothing is there."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link; name the file itself"
+    return private_file_problem(info)
 
 
 def resolve_links(path: str | os.PathLike[str]) -> Path:

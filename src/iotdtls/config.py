@@ -19,7 +19,7 @@ from os import PathLike, fspath
 from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
-from iotdtls._files import open_private_append
+from iotdtls._files import open_private_append, path_problem
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
@@ -233,10 +233,17 @@ class FileKeyLog:
     """A key-log callback appending NSS `CLIENT_RANDOM` lines to a file (SEC-1: only on request).
 
     An object rather than a closure so that a configuration carrying it can be pickled (the
-    worker processes of `iotdtls.workers` receive their `ServerConfig` that way)."""
+    worker processes of `iotdtls.workers` receive their `ServerConfig` that way). What is at
+    the path when it is made must be fit to hold secrets (`iotdtls._files.path_problem`: no
+    symlink, FIFO or device, no file of another user's or that others can read), or
+    `ConfigError`; each line checks it again (`open_private_append`), never blocking."""
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = fspath(path)
+        # Here, not at the first handshake: a FIFO there blocked the event loop in opening it.
+        problem = path_problem(self.path)
+        if problem is not None:
+            raise ConfigError(f"keylog_file {self.path!r} {problem}")
 
     def __repr__(self) -> str:
         return f"FileKeyLog({self.path!r})"
