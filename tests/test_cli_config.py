@@ -1087,6 +1087,53 @@ def test_a_keylog_another_user_planted_or_can_read_is_refused(
         "(another user could read it)")
 
 
+@pytest.mark.req("SEC-1")
+@pytest.mark.usefixtures("no_runs")
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["client", "127.0.0.1:9", "--psk-file", "FILE"], "--psk-file"),
+        (["server", "--psk-file", "OTHER", "--psk-file", "FILE"], "--psk-file"),
+        (["client", "localhost:9", "--cafile", "FILE", "--cert", "OTHER", "--key", "KEY"],
+         "--cafile"),
+        (["client", "localhost:9", "--cafile", "KEY", "--cert", "FILE", "--key", "OTHER"],
+         "--cert"),
+        (["server", "--cert", "OTHER", "--key", "FILE", "--client-cafile", "KEY"], "--key"),
+        (["server", "--cert", "OTHER", "--key", "KEY", "--client-cafile", "FILE"],
+         "--client-cafile"),
+        (["server", "--rpk-key", "OTHER", "--rpk-allow", "KEY", "--rpk-allow", "FILE"],
+         "--rpk-allow"),
+        (["client", "127.0.0.1:9", "--rpk-key", "FILE", "--peer-rpk", "OTHER"], "--rpk-key"),
+        (["perf", "127.0.0.1:9", "--rpk-key", "OTHER", "--peer-rpk", "FILE"], "--peer-rpk"),
+        (["client", "127.0.0.1:9", *PSK, "--session-file", "FILE"], "--session-file"),
+        (["coap", "get", "coaps://127.0.0.1/x", "--psk-file", "FILE"], "--psk-file"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else " ".join(value[:2]),
+)
+def test_a_keylog_that_is_another_file_of_the_command_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], flag: str
+) -> None:
+    """`--keylog ca.crt` appended master secrets to the CA file, `--keylog` naming the --key or
+    the --psk-file file to the private key or the PSKs (corrupting the file for the next run):
+    refused in one line before any file is opened, the file left as it was; named otherwise
+    too (a symlink, `..`), and a file to come (--session-file) by path."""
+    files = {name: tmp_path / f"{name.lower()}.pem" for name in ("FILE", "OTHER", "KEY")}
+    for file in files.values():
+        file.write_bytes(b"data\n")
+        file.chmod(0o600)
+    (tmp_path / "link").symlink_to(files["FILE"])
+    (tmp_path / "sub").mkdir()
+    argv = [str(files[word]) if word in files else word for word in command]
+    for keylog in (files["FILE"], tmp_path / "link", tmp_path / "sub" / ".." / "file.pem"):
+        assert refused(capsys, *argv, "--keylog", str(keylog)) == (
+            f"--keylog {keylog} is the {flag} file too: give the key log a file of its own")
+    assert all(file.read_bytes() == b"data\n" for file in files.values())
+    files["FILE"].unlink()  # the session file is made after the handshake
+    assert refused(capsys, *argv, "--keylog", str(files["FILE"])) == (
+        f"--keylog {files['FILE']} is the {flag} file too: give the key log a file of its own")
+    assert not files["FILE"].exists()
+
+
 LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
 
 

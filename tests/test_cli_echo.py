@@ -686,7 +686,7 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
     session was lost the same way. Both are refused before connecting, in one line, and the
     file is left as it was; through a symlink too. The key and certificate files are read
     first, so they hold data that is not a session; the --keylog file may be missing or empty,
-    so it is compared by path."""
+    so it is compared by path (by `prepare_keylog`, which refuses it first)."""
     keys = tmp_path / "dup.psk"
     keys.write_bytes(b"dev1:" + PSK_HEX.encode() + b"\n")
     link = tmp_path / "link"
@@ -697,8 +697,6 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
     for command, path, problem in [
         (psk, keys, other_data),
         (psk, link, other_data),
-        ([*psk, "--keylog", str(keylog)], keylog,
-         "is the --keylog file too: give the session a file of its own"),
         (["client", "localhost:9", "--cafile", str(pki.ca_crt), "--cert", str(pki.client_crt),
           "--key", str(pki.client_key)], pki.client_key, other_data),
         (["client", "127.0.0.1:9", "--peer-rpk", str(pki.client_pub), "--peer-rpk",
@@ -709,6 +707,10 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
         assert (status, capsys.readouterr().err, talks) == (
             2, f"iotdtls: error: --session-file {path} {problem}\n", [])
         assert (Path(path).read_bytes() if Path(path).exists() else None) == before
+    status = main([*psk, "--keylog", str(keylog), "--session-file", str(keylog)])
+    assert (status, capsys.readouterr().err, talks, keylog.exists()) == (
+        2, f"iotdtls: error: --keylog {keylog} is the --session-file file too: give the key log "
+           "a file of its own\n", [], False)
     other = tmp_path / "notes.txt"
     other.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
     assert main([*psk, "--session-file", str(other)]) == 2

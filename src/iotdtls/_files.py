@@ -18,6 +18,7 @@ __all__ = [
     "path_problem",
     "private_file_problem",
     "resolve_links",
+    "same_file",
     "write_atomically",
 ]
 
@@ -142,6 +143,14 @@ def resolve_links(path: str | os.PathLike[str]) -> Path:
             resolved = Path("/")
         todo.extend(target.split("/")[::-1])
     return resolved
+
+
+def same_file(path: str | os.PathLike[str], other: str | os.PathLike[str]) -> bool:
+    """Whether the paths name one file, through links (or will: neither exists yet)."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them is missing
+        return os.path.realpath(path) == os.path.realpath(other)
 
 
 def _user(uid: int) -> str:

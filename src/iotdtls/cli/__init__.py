@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     made_keylog = False
     try:
         if getattr(args, "keylog", None) is not None:  # the commands that run associations
-            made_keylog = prepare_keylog(args.keylog)
+            made_keylog = prepare_keylog(args)
         status: int = args.run(args)
         return status
     except (UsageError, ConfigError) as exc:

@@ -21,7 +21,7 @@ from iotdtls._addresses import (
     format_hostport,
     socket_error,
 )
-from iotdtls._files import RefusedFile, open_private_append
+from iotdtls._files import RefusedFile, open_private_append, same_file
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
 
@@ -245,13 +245,37 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def prepare_keylog(path: str) -> bool:
+#: The flags naming a file the command reads (or keeps, --session-file), by argparse dest: the
+#: --keylog file is none of them (master secrets appended to a key or a CA file).
+_FILE_FLAGS = {
+    "psk_file": "--psk-file",
+    "key": "--key",
+    "cert": "--cert",
+    "cafile": "--cafile",
+    "client_cafile": "--client-cafile",
+    "rpk_key": "--rpk-key",
+    "peer_rpk": "--peer-rpk",
+    "rpk_allow": "--rpk-allow",
+    "session_file": "--session-file",
+}
+
+
+def prepare_keylog(args: argparse.Namespace) -> bool:
     """--keylog FILE, before any handshake: the file must take appended lines, and a missing
     one is created with mode 0600, as it will hold every association's master secret. An
     existing one must be a regular file of this user's that only it can read or write, and
     not a symlink (`open_private_append`: what another user could have planted, or could
-    read). Whether the file was made now (see `discard_new_keylog`); a `UsageError` naming the
-    flag and the file otherwise."""
+    read), nor another of the command's files (`_FILE_FLAGS`, through links too; which may be
+    missing yet, as the session file: compared by path then). Whether the file was made now
+    (see `discard_new_keylog`); a `UsageError` naming the flag and the file otherwise."""
+    path: str = args.keylog
+    for dest, flag in _FILE_FLAGS.items():
+        given = getattr(args, dest, None)
+        for other in given if isinstance(given, list) else [given]:
+            if other is not None and same_file(path, other):
+                raise UsageError(
+                    f"--keylog {path} is the {flag} file too: give the key log a file of its own"
+                )
     made = not os.path.lexists(path)
     try:
         fd = open_private_append(path)

@@ -246,7 +246,7 @@ def run_client(args: argparse.Namespace) -> int:
     )
     session_file = None if args.session_file is None else SessionFile(args.session_file)
     if session_file is not None:
-        session_file.check(keylog=args.keylog)
+        session_file.check()
     asyncio.run(_talk(config, host, port, chain_cache(args), session_file))
     return 0
 
@@ -538,7 +538,7 @@ class SessionFile:
         except OSError as exc:
             raise UsageError(self._cannot_write(exc)) from None
 
-    def check(self, keylog: str | None = None) -> None:
+    def check(self) -> None:
         """Before connecting: the session can be saved after the handshake, i.e. the path is
         given, is a regular file if it exists (followed through a symlink, as reading it is;
         a FIFO or a device is never opened, nor replaced by the file), and a file can be made
@@ -546,16 +546,11 @@ class SessionFile:
         dangling symlink's target is made). Nothing that is not a session is replaced: no
         existing file that does not start like a saved session (a damaged one or one of another
         version does, and is replaced after a full handshake), which covers the key and
-        certificate files (read before this check, so they hold their data), nor the
-        `keylog` file (--keylog, which may be missing or empty: compared by path). A
-        `UsageError` naming the flag and the path given otherwise."""
+        certificate files (read before this check, so they hold their data); the --keylog
+        file, which may be missing or empty, was refused as this one before (`prepare_keylog`,
+        by path). A `UsageError` naming the flag and the path given otherwise."""
         if not self.given:
             raise UsageError("--session-file is empty: give the file to keep the session in")
-        if keylog is not None and self._is(keylog):
-            raise UsageError(
-                f"--session-file {self.path} is the --keylog file too: give the session a file "
-                "of its own"
-            )
         try:
             mode = self.path.stat().st_mode
         except FileNotFoundError:
@@ -580,13 +575,6 @@ class SessionFile:
                 f"--session-file {self.path} holds something else than a saved session: give "
                 "another path"
             )
-
-    def _is(self, other: str) -> bool:
-        """Whether the path `other` is this file, through links (or will be: neither exists)."""
-        try:
-            return os.path.samefile(self.target, other)
-        except OSError:  # one of them is missing
-            return self.target == Path(os.path.realpath(other))
 
     def _holds_a_session(self) -> bool:
         """Whether the file, a regular one, is empty or starts like a saved session."""
