@@ -131,6 +131,11 @@ def test_a_key_log_file_is_never_written_through_a_symlink_nor_when_others_can_r
     path.chmod(0o644)
     with pytest.raises(RefusedFile, match=r"^is open to group or others \(mode 0644\)"):
         keylog("CLIENT_RANDOM 00 11")
+    path.unlink()
+    theirs.chmod(0o600)
+    os.link(theirs, path)  # a hard link to a file of ours: appending would write into it
+    with pytest.raises(RefusedFile, match=r"^has 2 hard links, so it is also another file"):
+        keylog("CLIENT_RANDOM 00 11")
     assert theirs.read_text() == path.read_text() == ""
 
 

@@ -49,7 +49,8 @@ class RefusedFile(Exception):
 
 def private_file_problem(info: os.stat_result) -> str | None:
     """What makes the file `info` describes unfit to hold secrets (the key log), as the end of
-    a sentence naming it; None when it is a regular file of ours that only we can read."""
+    a sentence naming it; None when it is a regular file of ours, with one name, that only we
+    can read."""
     if not stat.S_ISREG(info.st_mode):
         return f"is {file_kind(info.st_mode)}, not a regular file: name a regular file"
     if info.st_uid != os.geteuid():
@@ -62,6 +63,10 @@ def private_file_problem(info: os.stat_result) -> str | None:
             f"is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it "
             "or name a new file"
         )
+    if info.st_nlink > 1:
+        # A hard link another user made to one of ours (where fs.protected_hardlinks is 0)
+        # would pass the tests above, and the secrets would be appended to that file.
+        return f"has {info.st_nlink} hard links, so it is also another file: name a new file"
     return None
 
 
