@@ -147,6 +147,11 @@ def test_datagram_too_large_says_which_limit() -> None:
         "600 bytes of application data do not fit one datagram: the max_fragment_length "
         "negotiated with the peer is 512 bytes (RFC 6066 §4)"
     )
+    by_record = DatagramTooLarge(16385, 16384, 65507, record_limit=True)
+    assert str(by_record) == (
+        "16385 bytes of application data do not fit one datagram: a DTLS record carries at "
+        "most 16384 bytes (2^14, RFC 5246 §6.2.1), whatever the MTU"
+    )
 
 
 def test_psk_identity_of_events_is_empty_outside_psk_mode() -> None:

@@ -625,6 +625,7 @@ class DtlsConnection:
                 if size > fragment_limit and fragment_limit < MAX_PLAINTEXT_LENGTH
                 else None
             ),
+            record_limit=self._max_send_size == MAX_PLAINTEXT_LENGTH,
         )
 
     def send_heartbeat(self, now: float) -> None:

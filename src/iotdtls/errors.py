@@ -108,14 +108,28 @@ class DatagramTooLarge(LocalProtocolError):
     sending a packet which will be fragmented". Nothing is sent; the association stays open."""
 
     def __init__(
-        self, size: int, limit: int, mtu: int, *, max_fragment_length: int | None = None
+        self,
+        size: int,
+        limit: int,
+        mtu: int,
+        *,
+        max_fragment_length: int | None = None,
+        record_limit: bool = False,
     ) -> None:
+        """The bound named is the one that applies: a negotiated `max_fragment_length`, the
+        record's 2^14 bytes of data (`record_limit`, RFC 6347 §4.1, RFC 5246 §6.2.1: no MTU
+        lifts it), else the MTU."""
         self.size = size
         self.limit = limit
         if max_fragment_length is not None:
             reason = (
                 f"the max_fragment_length negotiated with the peer is {max_fragment_length} "
                 "bytes (RFC 6066 §4)"
+            )
+        elif record_limit:
+            reason = (
+                f"a DTLS record carries at most {limit} bytes (2^14, RFC 5246 §6.2.1), "
+                "whatever the MTU"
             )
         else:
             reason = f"at most {limit} bytes fit the MTU of {mtu} bytes"
