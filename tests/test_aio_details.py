@@ -34,6 +34,7 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     ConfigError,
+    DatagramTooLarge,
     DtlsError,
     HandshakeTimeout,
     IdleTimeout,
@@ -1239,6 +1240,68 @@ def test_a_link_local_address_without_its_interface_is_named(
         assert (failed.value.errno, failed.value.strerror) == (errno.EINVAL, NEEDS_INTERFACE)
 
     run_on_loop(main(), loop_choice)
+
+
+def narrow_path_socket() -> socket.socket:
+    """An IPv6 UDP socket whose path MTU is 1280 bytes (IPV6_MTU) and that never fragments
+    (IPV6_DONTFRAG): the kernel refuses a larger datagram at once with EMSGSIZE, as for a path
+    narrower than `config.mtu`."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, 62, 1)  # IPV6_DONTFRAG (Linux)
+    sock.setsockopt(socket.IPPROTO_IPV6, 24, 1280)  # IPV6_MTU (Linux)
+    return sock
+
+
+#: What `send` says when the kernel refused its datagram (RFC 6347 §4.1.1).
+REFUSED_BY_THE_PATH = (
+    "1400 bytes of application data do not fit one datagram: the network refused it "
+    "(EMSGSIZE): the path MTU is below the mtu of 1500 bytes: lower mtu"
+)
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_datagram_the_path_refuses_raises_datagram_too_large(
+    loop_choice: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """config.mtu above the path's: the kernel refuses the datagram (EMSGSIZE) and `send`
+    raises `DatagramTooLarge` saying so (RFC 6347 §4.1.1), where it returned as if sent and the
+    datagram was lost, and the DEBUG line said the retransmission timer would retry it. The
+    association goes on; a server's session raises the same."""
+    refusals: list[str] = []
+
+    async def narrow_echo(session: aio.ServerSession) -> None:
+        async for datagram in session:
+            try:
+                session.send(datagram)
+            except DatagramTooLarge as exc:
+                refusals.append(str(exc))
+                session.send(b"refused")
+
+    async def main() -> None:
+        sock = narrow_path_socket()
+        sock.bind(("::1", 0))
+        config = server_config(mtu=1500)
+        async with await aio.serve(narrow_echo, "::1", 0, config, sock=sock) as server:
+            port = server.address[1]
+            config = client_config(mtu=1500)
+            async with aio.connect("::1", port, config, sock=narrow_path_socket()) as client:
+                with pytest.raises(DatagramTooLarge) as refused:
+                    client.send(b"q" * 1400)
+                assert str(refused.value) == REFUSED_BY_THE_PATH
+                assert refused.value.size == 1400
+                client.send(b"small")
+                assert await asyncio.wait_for(client.recv(), 5.0) == b"small"
+            async with aio.connect("::1", port, config) as client:  # a path without the limit
+                client.send(b"w" * 1400)
+                assert await asyncio.wait_for(client.recv(), 5.0) == b"refused"
+        assert refusals == [REFUSED_BY_THE_PATH]
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
+    errors = [r.getMessage() for r in caplog.records if "socket error" in r.getMessage()]
+    assert errors and all(line.endswith(
+        "(a datagram was lost: handshake flights are retransmitted, application data is not)"
+    ) for line in errors)
 
 
 class Broken(Exception):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import functools
 import inspect
 import logging
@@ -43,6 +44,7 @@ from iotdtls.datagram import bind_udp, open_server_transport
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
+    DatagramTooLarge,
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
@@ -78,6 +80,8 @@ MAX_WAITING_FETCHES = 4 * MAX_CONCURRENT_FETCHES
 SERVER_RECEIVE_BUFFER = 4 * 1024 * 1024
 #: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
+#: What a socket error the adapters log means for the datagram (RFC 6347 §4.2.4).
+_LOST = "a datagram was lost: handshake flights are retransmitted, application data is not"
 
 
 class _Inbox:
@@ -217,6 +221,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
         self._refused = RefusedHandshake()
+        #: The kernel refused a datagram as too large (EMSGSIZE) since `send` cleared it.
+        self.oversized = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -239,7 +245,9 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             if self._refused.refused(self.connection, self.transport.get_extra_info("peername")):
                 self.flush()
                 return
-        logger.debug("socket error ignored (the retransmission timer retries): %s", exc)
+        if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
+            self.oversized = True  # asyncio and uvloop report it from within `sendto`
+        logger.debug("socket error: %s (%s)", exc, _LOST)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -352,12 +360,19 @@ class ClientConnection:
         return self._protocol.connection.resumed
 
     def send(self, data: bytes) -> None:
-        """Send one datagram of application data (bytes-like; see `DtlsConnection.send`)."""
+        """Send one datagram of application data (bytes-like; see `DtlsConnection.send`).
+        Raises `DatagramTooLarge` also when the kernel refuses the datagram as larger than the
+        path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347 §4.1.1)."""
+        protocol = self._protocol
+        protocol.oversized = False
         try:
-            self._protocol.connection.send(data)
+            protocol.connection.send(data)
         finally:
             # A send that ended the association (`SequenceNumbersExhausted`) ends recv too.
-            self._protocol.flush()
+            protocol.flush()
+        if protocol.oversized:
+            raise DatagramTooLarge(len(data), len(data) - 1, protocol.config.mtu,
+                                   path_refused=True)
 
     async def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5; needs `config.heartbeat` and a peer that
@@ -584,8 +599,8 @@ class ServerSession:
         late: that is no error of the handler's. A newer association of the same address never
         gets what was meant for this one (RFC 6347 §4.2.8 makes it a new connection; RFC 7252
         §9.1 relies on that). Raises `DatagramTooLarge` for data that does not fit one
-        datagram (`max_send_size` of the association), `TypeError` for data that is not
-        bytes-like."""
+        datagram (`max_send_size` of the association, or the path: the kernel refused it with
+        EMSGSIZE), `TypeError` for data that is not bytes-like."""
         if self._ended or not self._server.send(self.address, data):
             check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
             logger.debug(
@@ -712,6 +727,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self._fetching: dict[Address, _Fetch] = {}
         self._max_fetching = MAX_CONCURRENT_FETCHES + MAX_WAITING_FETCHES
         self.stats = ServerStats()
+        #: The kernel refused a datagram as too large (EMSGSIZE) since `send` cleared it.
+        self.oversized = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -724,7 +741,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.flush()
 
     def error_received(self, exc: Exception) -> None:
-        logger.debug("socket error ignored: %s", exc)
+        if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
+            self.oversized = True  # reported from within `sendto`
+        logger.debug("socket error: %s (%s)", exc, _LOST)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -744,7 +763,11 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if address not in self.endpoint.connections:
             return False
         self.endpoint.send(address, data, self.loop.time())
+        self.oversized = False
         self.flush()
+        if self.oversized:
+            mtu = self.endpoint.config.mtu
+            raise DatagramTooLarge(len(data), len(data) - 1, mtu, path_refused=True)
         return True
 
     def close_peer(self, address: Address) -> None:
