@@ -1242,6 +1242,45 @@ def test_a_link_local_address_without_its_interface_is_named(
     run_on_loop(main(), loop_choice)
 
 
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_serve_names_the_address_it_cannot_listen_on(loop_choice: str) -> None:
+    """A bind that fails raised the kernel's or the resolver's bare words ("[Errno 98] Address
+    already in use", "Name or service not known", "Invalid argument" for a link-local address
+    without its interface); it now names the address, and the fix where there is one, as
+    `connect` and the CLI do. Same type and errno, so `except OSError` still catches it."""
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+            holder.bind((LOCALHOST, 0))
+            busy = holder.getsockname()[1]
+            port = free_udp_port()
+            cases: list[tuple[str, int, int | None, str]] = [
+                (LOCALHOST, busy, errno.EADDRINUSE, "Address already in use"),
+                ("192.0.2.1", port, errno.EADDRNOTAVAIL, "Cannot assign requested address"),
+                ("fe80::1", port, errno.EINVAL,
+                 f"a link-local address needs %interface, as in [fe80::1%eth0]:{port}"),
+                ("nonexistent.invalid", port, None, ""),
+            ]
+            for host, at, code, reason in cases:
+                with pytest.raises(OSError) as failed:
+                    await aio.serve(echo, host, at, server_config())
+                where = f"[{host}]:{at}" if ":" in host else f"{host}:{at}"
+                assert str(failed.value.strerror).startswith(f"cannot listen on {where}: ")
+                if code is None:
+                    assert isinstance(failed.value, socket.gaierror)
+                else:
+                    assert failed.value.errno == code
+                    assert failed.value.strerror == f"cannot listen on {where}: {reason}"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as given, \
+                    pytest.raises(OSError) as failed:
+                await aio.serve(echo, LOCALHOST, busy, server_config(), sock=given)
+            assert failed.value.strerror == (
+                f"cannot listen on {LOCALHOST}:{busy}: Address already in use"
+            )
+
+    run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
+
+
 def narrow_path_socket() -> socket.socket:
     """An IPv6 UDP socket whose path MTU is 1280 bytes (IPV6_MTU) and that never fragments
     (IPV6_DONTFRAG): the kernel refuses a larger datagram at once with EMSGSIZE, as for a path

@@ -27,10 +27,10 @@ from typing import Any, cast
 import pytest
 
 from iotdtls import aio, loop, workers
-from iotdtls._addresses import format_address
+from iotdtls._addresses import format_address, listening_on
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
-from iotdtls.cli.common import UsageError, listening_on
+from iotdtls.cli.common import UsageError
 from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,

@@ -394,6 +394,24 @@ def test_a_second_server_on_a_port_in_use_is_refused() -> None:
         sock.close()
 
 
+def test_workers_serve_names_the_address_it_cannot_listen_on() -> None:
+    """As `aio.serve`: the bind's error names the address ("[Errno 98] Address already in use"
+    alone before), same errno, and no worker starts."""
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+            holder.bind((LOCALHOST, 0))
+            port = holder.getsockname()[1]
+            with pytest.raises(OSError) as refused:
+                await workers.serve(echo, LOCALHOST, port, server_config(), workers=2)
+        assert refused.value.errno == errno.EADDRINUSE
+        assert refused.value.strerror == (
+            f"cannot listen on {LOCALHOST}:{port}: Address already in use"
+        )
+
+    run(main())
+
+
 def test_a_start_cancelled_while_the_workers_start_stops_them() -> None:
     """`workers.serve` cancelled (a timeout around it, Ctrl-C) while its workers are still
     starting stops and reaps them: none outlives the call."""

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._addresses import format_address, reaching
+from iotdtls._addresses import format_address, listening_on, reaching
 from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
@@ -1104,13 +1104,16 @@ async def serve(
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
     free port (`DtlsServer.address` says which); host "0.0.0.0" or "::" every address ("" is
     refused). A wrong argument raises `TypeError` (or `ConfigError` for the port, an empty
-    host or a closed `sock`) before any socket is made."""
+    host or a closed `sock`) before any socket is made; an address that cannot be bound, the
+    `OSError` naming it, same type and errno ("cannot listen on 127.0.0.1:5684: Address
+    already in use"; a host that does not resolve, a `socket.gaierror`)."""
     check_handler(handler)
     check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()
     protocol = _ServerProtocol(handler, config, session_store)
     if sock is None:
-        sock = await bind_udp(loop, host, port)
+        with listening_on(host, port):
+            sock = await bind_udp(loop, host, port)
         enlarge_receive_buffer(sock)
         try:
             transport = await open_server_transport(loop, protocol, sock)
@@ -1119,6 +1122,7 @@ async def serve(
             raise
     else:
         if sock.getsockname()[1] == 0:
-            sock.bind((host, port))
+            with listening_on(host, port):
+                sock.bind((host, port))
         transport = await open_server_transport(loop, protocol, sock)
     return DtlsServer(transport, protocol)

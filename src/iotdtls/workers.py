@@ -55,6 +55,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
+from iotdtls._addresses import listening_on
 from iotdtls._arguments import check_host, check_port, check_type
 from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
@@ -428,7 +429,8 @@ async def serve(
     (see the module docstring); without it each worker has its own cache in memory.
     Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
     worker and `ChildProcessError` if a worker does not start; `TypeError` for an argument
-    of the wrong type."""
+    of the wrong type; an address that cannot be bound, the `OSError` naming it (as
+    `aio.serve`)."""
     aio.check_handler(handler)
     check_host(host, server=True)
     check_port(port, any_port=True)
@@ -451,7 +453,8 @@ async def serve(
         for i in range(workers)
     ]
     _check_picklable(specs[0])
-    sockets = _bind_reuseport(host, port, workers)
+    with listening_on(host, port):
+        sockets = _bind_reuseport(host, port, workers)
     address = sockets[0].getsockname()
     started = _start_workers(specs, sockets)
     try:

@@ -29,7 +29,6 @@ from iotdtls.cli.common import (
     add_common_flags,
     common_settings,
     format_hostport,
-    listening_on,
     parse_hostport,
     seconds,
     stdout_buffer,
@@ -383,8 +382,8 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
 
     stop = stop_on_signals()
     context = Context(serversite=demo_site(), loggername="coap-server")
-    with listening_on(host, port):
-        transport = await add_server_transport(context, (host, port), config=config)
+    # Its errors name the address (`aio.serve` underneath).
+    transport = await add_server_transport(context, (host, port), config=config)
     bound = transport.address  # with its scope id: a link-local address needs its zone
     logging.getLogger("iotdtls.cli").info("listening on coaps://%s:%d", uri_host(bound), bound[1])
     await stop.wait()

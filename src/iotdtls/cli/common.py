@@ -14,13 +14,10 @@ import os
 import signal
 import string
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, NoReturn
 
-from iotdtls._addresses import (
-    format_hostport,
-    socket_error,
-)
+from iotdtls._addresses import format_hostport
 from iotdtls._files import RefusedFile, open_private_append, same_file
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
@@ -35,7 +32,6 @@ __all__ = [
     "discard_new_keylog",
     "format_hostport",
     "hex_bytes",
-    "listening_on",
     "parse_hostport",
     "prepare_keylog",
     "seconds",
@@ -302,20 +298,6 @@ def stdout_buffer() -> BinaryIO:
     if sys.stdout is None:
         raise OSError("cannot print: stdout is closed")
     return sys.stdout.buffer
-
-
-@contextlib.contextmanager
-def listening_on(host: str, port: int) -> Iterator[None]:
-    """Around opening a server: its socket errors (a port in use, an address not ours, a name
-    that does not resolve) re-raised naming the address, for the command's one line: "cannot
-    listen on 127.0.0.1:5684: Address already in use"."""
-    try:
-        yield
-    except ChildProcessError:  # a worker process that did not start: not the address
-        raise
-    except OSError as exc:
-        text = f"cannot listen on {format_hostport(host, port)}: {socket_error(exc, host, port)}"
-        raise OSError(exc.errno, text) from None
 
 
 def add_loop_flag(p: argparse.ArgumentParser) -> None:

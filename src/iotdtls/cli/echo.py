@@ -31,7 +31,6 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     common_settings,
-    listening_on,
     parse_hostport,
     seconds,
     setup_logging,
@@ -272,8 +271,7 @@ async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
     (and on SIGUSR1 without stopping). stdin is never read: a server run from a terminal or a
     pipe does not care whether it stays open."""
     stop = stop_on_signals()
-    with listening_on(host, port):
-        server = await aio.serve(echo, host, port, config)
+    server = await aio.serve(echo, host, port, config)  # its errors name the address
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
@@ -305,11 +303,10 @@ async def _serve_workers(
     dies (status 1); the workers' counters are logged at the end, and by each worker (its own
     line) on SIGUSR1."""
     stop = stop_on_signals()
-    with listening_on(host, port):
-        pool = await workers.serve(
-            echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
-            initializer=initializer,
-        )
+    pool = await workers.serve(  # its errors name the address
+        echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
+        initializer=initializer,
+    )
     asyncio.get_running_loop().add_signal_handler(COUNTERS_SIGNAL, pool.log_counters)
     logging.getLogger("iotdtls.cli").info(
         "listening on %s (%d workers)", format_address(pool.sockname), worker_count
