@@ -1444,6 +1444,14 @@ def test_connect_is_a_coroutine_and_an_async_context_manager() -> None:
     assert [w.message for w in caught if w.category in (RuntimeWarning, ResourceWarning)] == []
 
 
+def test_connect_does_not_suggest_asyncio_run() -> None:
+    """The docstrings suggested handing `connect(...)` to `asyncio.run`, which returns a
+    connection on a closed loop (its recv never returns, close raises, the socket leaks):
+    they now say not to, and where to open it instead."""
+    assert "so not `asyncio.run(connect(...))`" in " ".join(str(aio.connect.__doc__).split())
+    assert "not to `asyncio.run`, see `connect`" in " ".join(str(aio._Connect.__doc__).split())
+
+
 def test_connect_cancelled_while_making_its_socket_leaves_no_unretrieved_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

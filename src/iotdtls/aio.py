@@ -410,10 +410,10 @@ class ClientConnection:
 
 
 class _Connect(Coroutine[Any, Any, ClientConnection]):
-    """What `connect` returns: a coroutine (to await, or to hand to `asyncio.create_task`,
-    `asyncio.run` or `asyncio.ensure_future`) and an async context manager. Either way one
-    underlying coroutine opens the connection, made when first used: `async with` leaves no
-    coroutine that was never awaited."""
+    """What `connect` returns: a coroutine (to await, or to hand to `asyncio.create_task` or
+    `asyncio.ensure_future`; not to `asyncio.run`, see `connect`) and an async context manager.
+    Either way one underlying coroutine opens the connection, made when first used: `async
+    with` leaves no coroutine that was never awaited."""
 
     #: How a task running it names it (`Task.__repr__`).
     __name__ = "connect"
@@ -516,8 +516,11 @@ def connect(
     session: SessionState | None = None,
 ) -> _Connect:
     """Open a UDP socket to `host:port` and complete the handshake: a coroutine returning the
-    `ClientConnection` (await it, or hand it to `asyncio.create_task` or `asyncio.run`), and
-    an async context manager that closes the connection at its end.
+    `ClientConnection` (await it, or hand it to `asyncio.create_task`), and an async context
+    manager that closes the connection at its end. The connection works only on the event
+    loop that opened it, so not `asyncio.run(connect(...))`: that loop is closed when it
+    returns (the connection could never receive nor close, and its socket would stay open).
+    Open it inside the `main()` given to `asyncio.run`.
 
     `sock` is an optional UDP socket to use instead of a new one (e.g. one made in another
     network namespace); it is connected to `host:port` if it is not connected yet, and closed
