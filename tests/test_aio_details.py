@@ -331,6 +331,36 @@ def test_refusals_after_the_server_was_heard_do_not_end_the_handshake() -> None:
         assert isinstance(connection.error, PortUnreachable) is ended
 
 
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(
+    loop_choice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with an IPv6 and an IPv4 address, the server on IPv4 only: the handshake to
+    [::1] ends with `PortUnreachable` (before any answer) and the next address is tried, where
+    only the first was and `connect` raised PortUnreachable. With every address unreachable,
+    the last one's error is raised."""
+    real = socket.getaddrinfo
+
+    def dual(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return real("::1", *args, **kwargs) + real(LOCALHOST, *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dual)
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            port = server.address[1]
+            async with aio.connect("dual.test", port, client_config()) as client:
+                assert client.connection.peer is not None
+                client.send(b"over IPv4")
+                assert await asyncio.wait_for(client.recv(), 5.0) == b"over IPv4"
+        with pytest.raises(PortUnreachable, match=rf"^nothing listens on {LOCALHOST}:{port}: "):
+            await aio.connect("dual.test", port, client_config())
+
+    run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
+
+
 def test_a_refusal_before_the_server_starts_is_retried_within_the_handshake() -> None:
     """One refusal alone does not end the handshake: a server that starts between the first
     flight and its retransmission gets the client."""

@@ -40,7 +40,7 @@ from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.datagram import bind_udp, open_server_transport
+from iotdtls.datagram import bind_udp, open_server_transport, resolve_udp
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
@@ -48,6 +48,7 @@ from iotdtls.errors import (
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
+    PortUnreachable,
     ProtocolError,
     carry_resuming,
 )
@@ -455,23 +456,44 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             self._opening.close()
 
     async def _open(self) -> ClientConnection:
+        """Without `sock`, each address `host` resolves to in turn (IPv6 and IPv4 of one name)
+        while the one before fails before any answer: its socket cannot connect, or the
+        network reports its port unreachable (`PortUnreachable`, RFC 8085 §5.2). The last
+        one's error is raised; a handshake that times out is not tried again elsewhere."""
         host, port, config = self._args
         config, key = for_server(config, self._cache, host, port)
         loop = asyncio.get_running_loop()
-        # Made before the socket: asyncio leaks the socket it made if the factory raises.
-        protocol = _ClientProtocol(config, self._session)
+        if self._sock is not None:
+            with reaching(host, port):
+                _connect_socket(self._sock, host, port)
+            return await self._open_on(loop, config, key, self._sock)
+        with reaching(host, port):
+            *firsts, last = await resolve_udp(loop, host, port)
+        for target in firsts:
+            try:
+                sock = _socket_to(target, host, port)
+            except OSError as exc:
+                logger.info("%s; trying the next address of %s", exc, host)
+                continue
+            try:
+                return await self._open_on(loop, config, key, sock)
+            except PortUnreachable as exc:
+                logger.info("%s; trying the next address of %s", exc, host)
+        return await self._open_on(loop, config, key, _socket_to(last, host, port))
+
+    async def _open_on(
+        self, loop: asyncio.AbstractEventLoop, config: ClientConfig, key: str,
+        sock: socket.socket,
+    ) -> ClientConnection:
+        """The handshake over `sock`, connected to one address of the server."""
         try:
-            if self._sock is None:
-                with reaching(host, port):
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda: protocol, remote_addr=(host, port)
-                    )
-            else:
-                with reaching(host, port):
-                    _connect_socket(self._sock, host, port)
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: protocol, sock=self._sock
-                )
+            protocol = _ClientProtocol(config, self._session)
+        except BaseException:
+            if sock is not self._sock:
+                sock.close()  # ours: a caller's socket stays theirs when connecting fails
+            raise
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         except BaseException:
             # Cancelled (or failed) while asyncio makes the socket: it closes the transport
             # later, and the handshake's end then has nobody to await it (no "Future
@@ -498,6 +520,19 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             await self._conn.close()
 
 
+def _socket_to(target: tuple[Any, ...], host: str, port: int) -> socket.socket:
+    """A UDP socket connected to `target`, one of getaddrinfo's answers for `host:port`."""
+    family, kind, proto, _, address = target
+    sock = socket.socket(family, kind, proto)
+    try:
+        with reaching(host, port):
+            sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _connect_socket(sock: socket.socket, host: str, port: int) -> None:
     """Connect a caller-supplied UDP socket to `host:port` unless it is connected already."""
     try:
@@ -520,7 +555,9 @@ def connect(
     manager that closes the connection at its end. The connection works only on the event
     loop that opened it, so not `asyncio.run(connect(...))`: that loop is closed when it
     returns (the connection could never receive nor close, and its socket would stay open).
-    Open it inside the `main()` given to `asyncio.run`.
+    Open it inside the `main()` given to `asyncio.run`. Of a name with several addresses (IPv6
+    and IPv4), each is tried in turn while the one before fails before any answer (its socket
+    cannot connect, or `PortUnreachable`); a handshake that times out is not tried elsewhere.
 
     `sock` is an optional UDP socket to use instead of a new one (e.g. one made in another
     network namespace); it is connected to `host:port` if it is not connected yet, and closed
