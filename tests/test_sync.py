@@ -459,3 +459,43 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThre
             assert refused.value.__suppress_context__ or refused.value.__context__ is None
         client.send(bytearray(b"still here"))
         assert client.recv(timeout=5.0) == b"still here"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        (float("nan"), ValueError, "timeout must be a number of seconds, got nan"),
+        (-1, ValueError, "timeout must not be negative, got -1"),
+        (-0.5, ValueError, "timeout must not be negative, got -0.5"),
+        ("1", TypeError, "timeout must be a number of seconds or None, got str"),
+        (True, TypeError, "timeout must be a number of seconds or None, got bool"),
+    ],
+    ids=["nan", "negative", "negative-float", "str", "bool"],
+)
+def test_a_nan_negative_or_non_number_timeout_is_refused_in_one_line(
+    server: ServerThread, timeout: Any, error: type[Exception], message: str
+) -> None:
+    """recv(timeout=nan) spun a core until data came (a NaN deadline never passes, and each
+    wait computed from it returned at once); a negative one returned None, a str failed
+    deep inside with "unsupported operand type(s)". A datagram waits meanwhile (so a recv
+    that took the timeout returns at once), and is still there after the refusals."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sync.connect(*server.address, client_config(retransmit=FAST), sock=sock) as client:
+        client.send(b"still here")
+        assert select.select([sock], [], [], 5.0)[0] == [sock]  # the echo is waiting
+        with pytest.raises(error) as refused:
+            client.recv(timeout=timeout)
+        assert str(refused.value) == message
+        heartbeat_message = message.replace(" or None", "")
+        with pytest.raises(error) as refused:
+            client.heartbeat(timeout)
+        assert str(refused.value) == heartbeat_message
+        assert client.recv(timeout=5.0) == b"still here"
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e20])
+def test_an_infinite_or_huge_timeout_waits_like_none(server: ServerThread, timeout: float) -> None:
+    """Both failed with OverflowError ("timestamp out of range for platform time_t")."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        client.send(b"forever")
+        assert client.recv(timeout=timeout) == b"forever"

@@ -5,6 +5,7 @@ above 65535 around)."""
 
 from __future__ import annotations
 
+import math
 from socket import SOCK_DGRAM, socket
 
 from iotdtls.chaincache import ChainCache
@@ -21,6 +22,7 @@ __all__ = [
     "check_session",
     "check_session_store",
     "check_sock",
+    "check_timeout",
     "check_type",
 ]
 
@@ -123,6 +125,24 @@ def check_session_store(session_store: object) -> None:
             "session_store must be a SessionStore (with get, put and remove), "
             f"got {type_name(session_store)}"
         )
+
+
+def check_timeout(timeout: object, *, optional: bool = False) -> None:
+    """A blocking call's `timeout`: a number of seconds, 0 or more (infinity: no limit), or
+    None too when `optional`. NaN or a negative number is a `ValueError`, as
+    `socket.settimeout` says: a NaN deadline never passes, and a wait computed from it
+    returned at once, spinning a core until data came."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float | None):
+        kind = "a number of seconds or None" if optional else "a number of seconds"
+        raise TypeError(f"timeout must be {kind}, got {type_name(timeout)}")
+    if timeout is None:
+        if not optional:
+            raise TypeError("timeout must be a number of seconds, got None")
+        return
+    if math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds, got nan")
+    if timeout < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
 
 
 def check_bytes_like(data: object) -> None:

@@ -14,7 +14,7 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls._addresses import reaching
-from iotdtls._arguments import check_client_arguments
+from iotdtls._arguments import check_client_arguments, check_timeout
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
@@ -31,6 +31,9 @@ RECEIVE_SIZE = 65535
 #: may be handshake retransmissions or heartbeats before the data): a bound for a peer that
 #: never stops sending.
 MAX_LATE_READS = 64
+#: Longest single wait for the socket (seconds): a longer timeout, infinity included, is waited
+#: in steps of it (the socket layer refuses waits beyond what its clock can hold).
+MAX_WAIT = 86400.0
 
 
 class DtlsClient:
@@ -120,7 +123,9 @@ class DtlsClient:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
         `timeout` seconds for the answer; True when it came. Datagrams that arrive meanwhile
         are kept for `recv`. Raises the error that ended the association, or
-        `LocalProtocolError` once it has ended cleanly (as `aio.ClientConnection.heartbeat`)."""
+        `LocalProtocolError` once it has ended cleanly (as `aio.ClientConnection.heartbeat`).
+        A `timeout` that is NaN or negative is a `ValueError`."""
+        check_timeout(timeout)
         self._raise_if_failed()
         if self._ended():
             raise LocalProtocolError("the association has ended")
@@ -140,7 +145,9 @@ class DtlsClient:
         """The next application datagram, or None after `timeout` seconds (or a clean close).
         What has already arrived is read even once the timeout has passed, so `timeout=0`
         polls: it returns a datagram that is waiting and None at once when there is none.
-        Before `handshake()`, raises `LocalProtocolError` (as `send` and `heartbeat`)."""
+        Before `handshake()`, raises `LocalProtocolError` (as `send` and `heartbeat`). A
+        `timeout` that is NaN or negative is a `ValueError` (infinity waits as None does)."""
+        check_timeout(timeout, optional=True)
         self._raise_if_idle()
         deadline = None if timeout is None else time.monotonic() + timeout
         late_reads = 0
@@ -169,7 +176,7 @@ class DtlsClient:
         now = time.monotonic()
         timer = self.connection.get_timer()
         waits = [t - now for t in (timer, deadline) if t is not None]
-        self._sock.settimeout(max(0.0, min(waits)) if waits else None)
+        self._sock.settimeout(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
         read = False
         try:
             data = self._sock.recv(RECEIVE_SIZE)
