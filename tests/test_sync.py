@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import select
@@ -197,6 +198,43 @@ def test_given_socket_is_used(server: ServerThread) -> None:
         assert client.recv(timeout=5.0) == b"mine"
     assert [address for address, _ in server.received] == [source]
     assert sock.fileno() == -1  # closed with the client
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize("peer", ["answering", "silent"])
+def test_close_from_another_thread_wakes_a_waiting_recv_with_none(
+    server: ServerThread, peer: str, timeout: float | None
+) -> None:
+    """A reader thread and a closer: recv raised a bare "OSError: Bad file descriptor" (the
+    socket closed under it, at once when the server answered the close_notify, at the timeout
+    otherwise), and without a timeout, behind a peer that does not answer, waited for ever.
+    Now it returns None (a clean close by us) at once, and the socket is closed after it."""
+    with contextlib.ExitStack() as stack:
+        address = server.address
+        if peer == "silent":  # the server's datagrams after the handshake's three are dropped
+            drop = {("server", index) for index in range(4, 40)}
+            proxy = LossyProxy(server.address, seed=1, drop=drop, lifetime=20)
+            address = stack.enter_context(proxy).address
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client = sync.connect(*address, client_config(), sock=sock)
+        result: list[object] = []
+
+        def read() -> None:
+            try:
+                result.append(client.recv(timeout=timeout))
+            except Exception as exc:  # what the test reports
+                result.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(0.2)  # the reader waits for the socket
+        started = time.monotonic()
+        client.close()
+        reader.join(3.0)
+        assert not reader.is_alive(), "recv() still waits after close()"
+        assert result == [None]
+        assert time.monotonic() - started < 2.0
+        assert sock.fileno() == -1
 
 
 # -- heartbeats (RFC 6520, EXT-5) ------------------------------------------------------------

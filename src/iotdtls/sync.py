@@ -8,7 +8,10 @@ with iotdtls.sync.connect("127.0.0.1", 5684, config) as conn:
 from __future__ import annotations
 
 import contextlib
+import math
+import select
 import socket
+import threading
 import time
 from collections import deque
 from types import TracebackType
@@ -34,10 +37,20 @@ MAX_LATE_READS = 64
 #: Longest single wait for the socket (seconds): a longer timeout, infinity included, is waited
 #: in steps of it (the socket layer refuses waits beyond what its clock can hold).
 MAX_WAIT = 86400.0
+#: How long `close()` waits for a thread it woke to leave its wait for the socket (seconds).
+CLOSE_WAIT = 5.0
+#: Read without waiting: the wait is `_wait`'s, on the socket and the wake-up together (0
+#: where the platform has no such flag: there a read follows only a wait that saw a datagram).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 class DtlsClient:
-    """A connected UDP socket and one DTLS association, driven synchronously."""
+    """A connected UDP socket and one DTLS association, driven synchronously.
+
+    Threads: one thread may read (`recv`, `heartbeat`, `handshake`) while another sends
+    (`send`), and any thread may `close()`: a `recv` (or `heartbeat`) waiting meanwhile is
+    woken and returns None (False) at once, as after a clean close. Two threads reading at
+    once are not supported (which would get a datagram is anyone's guess)."""
 
     def __init__(
         self,
@@ -59,6 +72,9 @@ class DtlsClient:
         try:
             with reaching(host, port):
                 self._sock.connect(address)
+            # `close()` from another thread writes to it to wake a thread waiting for the
+            # socket: the socket is closed only once no thread waits for it any more.
+            self._wake_reader, self._wake_writer = socket.socketpair()
         except BaseException:
             if sock is None:
                 self._sock.close()  # ours; a caller's socket stays theirs when this fails
@@ -69,6 +85,16 @@ class DtlsClient:
         self._answered = False
         #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
         self._refused = RefusedHandshake()
+        self._sock.setblocking(True)  # `_wait` waits; reads never do (`_DONTWAIT`)
+        self._wake_reader.setblocking(False)
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            for waited in (self._sock, self._wake_reader):
+                self._poll.register(waited, select.POLLIN)
+        #: Held while the core or the socket is used; `close()` waits on it for `_waiting`.
+        self._lock = threading.Condition()
+        self._waiting = 0  # threads waiting for the socket (`_wait`)
+        self._closing = False
 
     def __enter__(self) -> DtlsClient:
         return self
@@ -98,8 +124,9 @@ class DtlsClient:
 
     def _handshake_once(self) -> None:
         self._refused.refusals = 0
-        self.connection.connect(time.monotonic())
-        self._flush()
+        with self._lock:
+            self.connection.connect(time.monotonic())
+            self._flush()
         while self.connection.state is ConnectionState.HANDSHAKING:
             self._pump(None)
         self._raise_if_failed()  # the core names why a handshake ended (close_notify too)
@@ -115,9 +142,11 @@ class DtlsClient:
         return self.connection.resumed
 
     def send(self, data: bytes) -> None:
-        self._raise_if_failed()
-        self.connection.send(data)
-        self._flush()
+        """Send one datagram of application data (see `DtlsConnection.send`)."""
+        with self._lock:
+            self._raise_if_failed()
+            self.connection.send(data)
+            self._flush()
 
     def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
@@ -129,9 +158,10 @@ class DtlsClient:
         self._raise_if_failed()
         if self._ended():
             raise LocalProtocolError("the association has ended")
-        if not self.connection.heartbeat_in_flight:
-            self.connection.send_heartbeat(time.monotonic())
-            self._flush()
+        with self._lock:
+            if not self.connection.heartbeat_in_flight:
+                self.connection.send_heartbeat(time.monotonic())
+                self._flush()
         deadline = time.monotonic() + timeout
         self._answered = False
         while not self._answered and time.monotonic() < deadline:
@@ -163,35 +193,71 @@ class DtlsClient:
         return self._received.popleft()
 
     def close(self) -> None:
-        """Send close_notify (if still open) and close the socket."""
-        if not self._ended():
-            self.connection.close()
-            self._flush()
-        self._sock.close()
+        """Send close_notify (if still open) and close the socket. From another thread, it
+        wakes a `recv` waiting there (which returns None), and closes the socket once that
+        thread has left it."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            if not self._ended():
+                self.connection.close()
+                self._flush()
+            with contextlib.suppress(OSError):
+                self._wake_writer.send(b"\0")
+            self._lock.wait_for(lambda: self._waiting == 0, CLOSE_WAIT)
+            for sock in (self._sock, self._wake_reader, self._wake_writer):
+                sock.close()
 
     # -- plumbing -----------------------------------------------------------------------------
     def _pump(self, deadline: float | None) -> bool:
         """Read one datagram, waiting until the retransmission timer or `deadline` at most (not
-        at all once either has passed), or handle the timer; True when one was read."""
-        now = time.monotonic()
-        timer = self.connection.get_timer()
-        waits = [t - now for t in (timer, deadline) if t is not None]
-        self._sock.settimeout(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
-        read = False
+        at all once either has passed), or handle the timer; True when one was read. False
+        at once when `close()` was called (from another thread), the socket untouched."""
+        with self._lock:
+            if self._closing:
+                return False
+            now = time.monotonic()
+            timer = self.connection.get_timer()
+            self._waiting += 1
         try:
-            data = self._sock.recv(RECEIVE_SIZE)
-        except (TimeoutError, BlockingIOError):  # a timeout of 0 makes the socket non-blocking
-            self.connection.handle_timer(time.monotonic())
-        except ConnectionRefusedError:
-            # ICMP port unreachable: the server is not there (yet); the timer retries, up to
-            # `PortUnreachable` while the handshake has heard nothing from it.
-            self._refused.refused(self.connection, self._sock.getpeername())
-        else:
-            self._refused.heard = True
-            self.connection.receive_datagram(data, time.monotonic())
-            read = True
-        self._flush()
-        return read
+            waits = [t - now for t in (timer, deadline) if t is not None]
+            readable = self._wait(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                self._lock.notify_all()
+        with self._lock:
+            if self._closing:
+                return False
+            read = False
+            try:
+                if not readable:
+                    raise BlockingIOError
+                data = self._sock.recv(RECEIVE_SIZE, _DONTWAIT)
+            except BlockingIOError:
+                self.connection.handle_timer(time.monotonic())
+            except ConnectionRefusedError:
+                # ICMP port unreachable: the server is not there (yet); the timer retries, up
+                # to `PortUnreachable` while the handshake has heard nothing from it.
+                self._refused.refused(self.connection, self._sock.getpeername())
+            else:
+                self._refused.heard = True
+                self.connection.receive_datagram(data, time.monotonic())
+                read = True
+            self._flush()
+            return read
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds (None: no limit) for a datagram (or an ICMP error) on
+        the socket, or for `close()` to wake us; True when the socket has one. Not holding
+        the lock: another thread sends meanwhile."""
+        if self._poll is None:  # no poll(): select(), fine for the few descriptors of Windows
+            readable, _, _ = select.select([self._sock, self._wake_reader], [], [], timeout)
+            return self._sock in readable
+        milliseconds = None if timeout is None else math.ceil(timeout * 1000)
+        ready = self._poll.poll(milliseconds)
+        return any(fd == self._sock.fileno() for fd, _ in ready)
 
     def _flush(self) -> None:
         for datagram in self.connection.datagrams_to_send(time.monotonic()):
