@@ -23,9 +23,11 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     ConfigError,
+    DatagramTooLarge,
     DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
+    PathMtuExceeded,
     PortUnreachable,
 )
 from iotdtls.proxy import LossyProxy
@@ -235,6 +237,36 @@ def test_close_from_another_thread_wakes_a_waiting_recv_with_none(
         assert result == [None]
         assert time.monotonic() - started < 2.0
         assert sock.fileno() == -1
+
+
+#: Linux's IPV6_MTU socket option (not in the socket module): the path MTU a connected socket
+#: uses; with IPV6_DONTFRAG the kernel refuses a larger datagram with EMSGSIZE.
+IPV6_MTU = 24
+
+
+def test_a_datagram_the_path_refuses_as_too_large_raises_datagram_too_large() -> None:
+    """config.mtu above the path's MTU: send() raised a bare "OSError: [Errno 90] Message too
+    long". Now a `DatagramTooLarge` (`PathMtuExceeded`) says to lower mtu (RFC 6347 §4.1.1),
+    and the association stays open for smaller datagrams."""
+    server_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    server_sock.bind(("::1", 0))
+    address = server_sock.getsockname()[:2]
+    with ServerThread(server_config(retransmit=FAST), sock=server_sock):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1)
+        sock.connect(address)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU, 1280)  # the path, below config.mtu
+        config = client_config(retransmit=FAST, mtu=1500)
+        with sync.connect(*address, config, sock=sock) as client:
+            with pytest.raises(DatagramTooLarge) as refused:
+                client.send(bytes(1400))
+            assert isinstance(refused.value, PathMtuExceeded)
+            assert str(refused.value) == (
+                "the network path refused a datagram of 1429 bytes as too large (EMSGSIZE): "
+                "lower mtu (now 1500) to the path's MTU"
+            )
+            client.send(b"smaller")
+            assert client.recv(timeout=5.0) == b"smaller"
 
 
 # -- heartbeats (RFC 6520, EXT-5) ------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "IdleTimeout",
     "IntegrityLimitReached",
     "LocalProtocolError",
+    "PathMtuExceeded",
     "PeerUnresponsive",
     "PortUnreachable",
     "ProtocolError",
@@ -144,6 +145,25 @@ class DatagramTooLarge(LocalProtocolError):
             reason = f"at most {limit} bytes fit the MTU of {mtu} bytes"
         super().__init__(
             f"{size} bytes of application data do not fit one datagram: {reason}"
+        )
+
+
+class PathMtuExceeded(DatagramTooLarge):
+    """The network refused a datagram of ours as larger than its path takes: the kernel
+    answered EMSGSIZE, the path MTU being below `config.mtu`. RFC 6347 §4.1.1 asks for "an
+    error to the application" rather than a datagram lost unseen. `size` is the datagram's
+    bytes, `mtu` the configured one; `limit` here counts whole datagrams: fewer than `size`
+    bytes pass. Nothing was sent; the association stays open (a smaller datagram gets
+    through)."""
+
+    def __init__(self, size: int, mtu: int) -> None:
+        self.size = size
+        self.limit = size - 1
+        self.mtu = mtu
+        LocalProtocolError.__init__(
+            self,
+            f"the network path refused a datagram of {size} bytes as too large (EMSGSIZE): "
+            f"lower mtu (now {mtu}) to the path's MTU",
         )
 
 

@@ -8,6 +8,7 @@ with iotdtls.sync.connect("127.0.0.1", 5684, config) as conn:
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import select
 import socket
@@ -22,7 +23,7 @@ from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import DtlsError, LocalProtocolError, carry_resuming
+from iotdtls.errors import DtlsError, LocalProtocolError, PathMtuExceeded, carry_resuming
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
 from iotdtls.sessions import SessionState
 
@@ -260,11 +261,25 @@ class DtlsClient:
         return any(fd == self._sock.fileno() for fd, _ in ready)
 
     def _flush(self) -> None:
+        """Send what the core has to send and take its events. A datagram the network path
+        refuses as too large (EMSGSIZE: its MTU is below `config.mtu`) raises
+        `PathMtuExceeded` once the rest is sent (RFC 6347 §4.1.1: an error to the
+        application): from `send` for application data, from `connect` for a handshake
+        flight, which could never get through."""
+        refused: PathMtuExceeded | None = None
         for datagram in self.connection.datagrams_to_send(time.monotonic()):
-            with contextlib.suppress(ConnectionRefusedError):
+            try:
                 self._sock.send(datagram)
+            except ConnectionRefusedError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+                refused = refused or PathMtuExceeded(len(datagram), self.connection.config.mtu)
         while (event := self.connection.next_event()) is not None:
             self._on_event(event)
+        if refused is not None:
+            raise refused
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived):
