@@ -101,6 +101,15 @@ WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [
 ]
 
 
+#: A `sock=` of one IP family and a host address of the other, with the message refusing it.
+FAMILY_MISMATCHES: list[tuple[socket.AddressFamily, str, str]] = [
+    (socket.AF_INET, "::1", "sock is an AF_INET (IPv4) socket but ::1 is an IPv6 address: pass "
+     "an AF_INET6 socket, or an IPv4 address"),
+    (socket.AF_INET6, "127.0.0.1", "sock is an AF_INET6 (IPv6) socket but 127.0.0.1 is an IPv4 "
+     "address: pass an AF_INET socket, or an IPv6 address"),
+]
+
+
 @contextlib.contextmanager
 def wrong_socket(kind: str) -> Iterator[socket.socket]:
     """A TCP socket, or a closed UDP one (closed at the end either way)."""

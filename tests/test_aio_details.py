@@ -51,6 +51,7 @@ from iotdtls.sessions import MemorySessionStore
 from tests import pki
 from tests.aio_support import (
     EMPTY_HOST,
+    FAMILY_MISMATCHES,
     NEEDS_INTERFACE,
     NOT_BYTES,
     UNRESOLVED,
@@ -1219,6 +1220,18 @@ def test_connect_and_serve_refuse_a_socket_that_is_not_an_open_udp_one(
             assert str(refused.value) == message
 
     run(main())
+
+
+@pytest.mark.parametrize(("family", "host", "message"), FAMILY_MISMATCHES)
+def test_connect_refuses_a_socket_of_the_other_family_than_the_address_in_one_line(
+    family: socket.AddressFamily, host: str, message: str
+) -> None:
+    """Both said "cannot resolve HOST: Address family for hostname not supported"."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(ConfigError) as refused:
+            aio.connect(host, 5684, client_config(), sock=sock)
+        assert str(refused.value) == message
+        assert sock.fileno() != -1
 
 
 def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from iotdtls.proxy import LossyProxy
 from tests import pki
 from tests.aio_support import (
     EMPTY_HOST,
+    FAMILY_MISMATCHES,
     NEEDS_INTERFACE,
     NOT_BYTES,
     UNRESOLVED,
@@ -459,6 +460,49 @@ def test_a_socket_that_is_not_an_open_udp_one_is_refused(
             with pytest.raises(error) as refused:
                 make(LOCALHOST, 5684, client_config(), sock=sock)
             assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("family", "host", "message"), FAMILY_MISMATCHES)
+def test_a_socket_of_the_other_family_than_the_address_is_refused_in_one_line(
+    family: socket.AddressFamily, host: str, message: str
+) -> None:
+    """An IPv4 socket and ::1 failed with a raw "TypeError: AF_INET address must be a pair",
+    an IPv6 one and 127.0.0.1 with "cannot resolve 127.0.0.1: Address family for hostname
+    not supported"; the caller's socket stays open."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        for make in (sync.connect, sync.DtlsClient):
+            with pytest.raises(ConfigError) as refused:
+                make(host, 5684, client_config(), sock=sock)
+            assert str(refused.value) == message
+        assert sock.fileno() != -1
+
+
+def test_a_name_is_reached_at_its_address_of_the_socket_s_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name with an IPv6 address first: an IPv4 socket given connects to its IPv4 one (it
+    failed with "AF_INET address must be a pair"); a name with no address of the socket's
+    family is refused naming both."""
+    port = free_udp_port()
+    resolved = [
+        (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::1", port, 0, 0)),
+        (socket.AF_INET, socket.SOCK_DGRAM, 17, "", (LOCALHOST, port)),
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: resolved)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        client = sync.DtlsClient("dual.example", port, client_config(), sock=sock)
+        assert sock.getpeername() == (LOCALHOST, port)
+        client.close()
+    del resolved[1]
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        pytest.raises(ConfigError) as refused,
+    ):
+        sync.DtlsClient("dual.example", port, client_config(), sock=sock)
+    assert str(refused.value) == (
+        "sock is an AF_INET (IPv4) socket but dual.example has no address of that family: "
+        "pass an AF_INET6 socket, or an IPv4 address"
+    )
 
 
 def test_a_client_before_its_handshake_refuses_send_recv_and_heartbeat() -> None:

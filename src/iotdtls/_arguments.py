@@ -5,8 +5,9 @@ above 65535 around)."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from socket import SOCK_DGRAM, socket
+from socket import AF_INET, AF_INET6, SOCK_DGRAM, AddressFamily, socket
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -24,6 +25,7 @@ __all__ = [
     "check_sock",
     "check_timeout",
     "check_type",
+    "wrong_family",
 ]
 
 #: The largest UDP port number (RFC 768: a 16-bit field).
@@ -79,6 +81,8 @@ def check_client_arguments(
     check_port(port)
     check_type("config", config, ClientConfig)
     check_sock(sock)
+    if isinstance(sock, socket) and isinstance(host, str):
+        check_sock_family(sock, host)
     check_type("chain_cache", chain_cache, ChainCache, " (ChainCache(directory))", optional=True)
     check_session(session)
 
@@ -104,6 +108,34 @@ def check_sock(sock: object) -> None:
             raise ConfigError("sock is closed: pass an open UDP socket (SOCK_DGRAM)")
         if sock.type != SOCK_DGRAM:
             raise TypeError(f"sock must be a UDP socket (SOCK_DGRAM), got {sock.type.name}")
+
+
+#: The IP version of each socket family.
+_VERSIONS: dict[int, int] = {AF_INET: 4, AF_INET6: 6}
+
+
+def check_sock_family(sock: socket, host: str) -> None:
+    """A client's `sock=` of one IP family and a host that is an address of the other: a
+    `ConfigError` naming both (the socket layer said "AF_INET address must be a pair", or
+    that the resolver could not resolve the address). A name is resolved for the socket's
+    family later (`sync`)."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return
+    if sock.family in _VERSIONS and _VERSIONS[sock.family] != version:
+        raise wrong_family(sock.family, host, f"is an IPv{version} address")
+
+
+def wrong_family(family: int, host: str, what: str) -> ConfigError:
+    """The error for a `sock=` of `family` (AF_INET or AF_INET6) and a `host` that `what`
+    ("is an IPv6 address", "has no address of that family")."""
+    ours = _VERSIONS[family]
+    other = AF_INET6 if family == AF_INET else AF_INET
+    return ConfigError(
+        f"sock is an {AddressFamily(family).name} (IPv{ours}) socket but {host} {what}: pass "
+        f"an {other.name} socket, or an IPv{ours} address"
+    )
 
 
 def check_session(session: object) -> None:

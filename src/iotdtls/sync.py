@@ -18,7 +18,7 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls._addresses import reaching
-from iotdtls._arguments import check_client_arguments, check_timeout
+from iotdtls._arguments import check_client_arguments, check_timeout, wrong_family
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
@@ -68,7 +68,13 @@ class DtlsClient:
         self._config = config
         self.connection = DtlsConnection(config, session=session)
         with reaching(host, port):
-            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # an address of the socket's family, in the resolver's order (RFC 6724)
+            infos = [info for info in infos if info[0] == sock.family]
+            if not infos:
+                raise wrong_family(sock.family, host, "has no address of that family")
+        family, _, _, _, address = infos[0]
         self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         try:
             with reaching(host, port):
