@@ -33,6 +33,7 @@ from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     AlertSent,
+    AssociationEnded,
     ConfigError,
     DatagramTooLarge,
     DtlsError,
@@ -102,6 +103,25 @@ def test_a_heartbeat_after_a_clean_close_is_refused() -> None:
             await client.close()
             with pytest.raises(LocalProtocolError, match="the association has ended"):
                 await client.heartbeat(1.0)
+
+    run(main())
+
+
+def test_send_after_the_server_closed_says_so_and_is_a_dtls_error() -> None:
+    """It said "cannot send application data in state CLOSED", a `LocalProtocolError` only: a
+    client catching `DtlsError` to connect again missed it (as with sync)."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        async with aio.connect(*server.address, client_config()) as client:
+            await server.close()
+            assert await asyncio.wait_for(client.recv(), 5.0) is None
+            with pytest.raises(DtlsError) as late:
+                client.send(b"reading")
+            assert isinstance(late.value, AssociationEnded)
+            assert str(late.value) == (
+                "cannot send application data: the peer closed the association (close_notify)"
+            )
 
     run(main())
 
@@ -202,10 +222,18 @@ def test_a_peer_that_stops_answering_ends_with_peer_unresponsive_on_both_sides()
             with LossyProxy(server.address, seed=1, drop=drop, lifetime=20) as p:
                 config = client_config(heartbeat=True, handshake_timeout=1.0)
                 async with aio.connect(*p.address, config) as client:
-                    with pytest.raises(PeerUnresponsive):
+                    with pytest.raises(PeerUnresponsive) as ended:
                         await client.heartbeat(10.0)
                     with pytest.raises(PeerUnresponsive):
                         await client.recv()
+                    # It said "cannot send application data in state CLOSED", as sync now.
+                    with pytest.raises(AssociationEnded) as late:
+                        client.send(b"reading")
+                    assert late.value.__cause__ is ended.value
+                    assert str(late.value) == (
+                        "cannot send application data: the association ended with "
+                        f"PeerUnresponsive: {ended.value}"
+                    )
                 await eventually(lambda: len(server_errors) == 2, 5)
         assert [type(e) for e in server_errors] == [PeerUnresponsive, PeerUnresponsive]
 

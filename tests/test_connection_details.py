@@ -32,7 +32,9 @@ from iotdtls.errors import (
     AlertDescription,
     AlertLevel,
     AlertSent,
+    AssociationEnded,
     DatagramTooLarge,
+    DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
     SequenceNumbersExhausted,
@@ -706,8 +708,33 @@ def test_sending_past_the_last_record_number_raises_and_abandons_the_association
     assert server.state is ConnectionState.CLOSED and server.error is info.value
     assert server.datagrams_to_send(2.0) == []
     assert drain(server) == [ConnectionClosed(info.value, server.peer)]
-    with pytest.raises(LocalProtocolError, match="CLOSED"):
+    with pytest.raises(AssociationEnded) as late:
         server.send(b"again")
+    assert late.value.error is info.value and late.value.__cause__ is info.value
+    assert str(late.value) == (
+        "cannot send application data: the association ended with SequenceNumbersExhausted: "
+        f"{info.value}"
+    )
+
+
+@pytest.mark.parametrize("closer", ["ours", "peer"])
+def test_send_after_a_clean_close_says_who_closed_and_is_a_dtls_error(closer: str) -> None:
+    """It said "cannot send application data in state CLOSED", a `LocalProtocolError` only: a
+    sensor catching `DtlsError` to connect again missed it."""
+    client, server = established_pair()
+    if closer == "ours":
+        client.close()
+        why = "the association was closed (close())"
+    else:
+        server.close()
+        deliver(server, client)
+        why = "the peer closed the association (close_notify)"
+    assert client.state is ConnectionState.CLOSED and client.error is None
+    with pytest.raises(AssociationEnded) as late:
+        client.send(b"late")
+    assert str(late.value) == f"cannot send application data: {why}"
+    assert late.value.by_peer is (closer == "peer")
+    assert isinstance(late.value, DtlsError) and isinstance(late.value, LocalProtocolError)
 
 
 def test_a_heartbeat_request_past_the_last_record_number_raises_and_abandons() -> None:

@@ -22,12 +22,14 @@ from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     AlertSent,
+    AssociationEnded,
     ConfigError,
     DatagramTooLarge,
     DtlsError,
     HandshakeTimeout,
     LocalProtocolError,
     PathMtuExceeded,
+    PeerUnresponsive,
     PortUnreachable,
 )
 from iotdtls.proxy import LossyProxy
@@ -331,6 +333,42 @@ def test_heartbeat_after_the_server_closed_gives_false() -> None:
     with pytest.raises(LocalProtocolError):
         client.heartbeat(5.0)
     client.close()
+
+
+def test_send_after_the_peer_closed_says_so_and_is_a_dtls_error() -> None:
+    """It said "cannot send application data in state CLOSED", a `LocalProtocolError` only: a
+    sensor catching `DtlsError` to connect again crashed instead (as with aio)."""
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+    with client:
+        assert client.recv(timeout=5.0) is None  # the server's close_notify
+        with pytest.raises(DtlsError) as late:
+            client.send(b"reading")
+        assert isinstance(late.value, AssociationEnded)
+        assert str(late.value) == (
+            "cannot send application data: the peer closed the association (close_notify)"
+        )
+
+
+@pytest.mark.req("EXT-5")
+def test_send_after_peer_unresponsive_says_so_as_aio_does(
+    heartbeat_server: ServerThread,
+) -> None:
+    """sync re-raised the PeerUnresponsive where aio said "cannot send application data in
+    state CLOSED": both raise `AssociationEnded` naming the error, its `__cause__`."""
+    drop = {("server", index) for index in range(4, 60)}
+    with LossyProxy(heartbeat_server.address, seed=1, drop=drop, lifetime=20) as proxy:
+        config = client_config(heartbeat=True, handshake_timeout=1.0)
+        with sync.connect(*proxy.address, config) as client:
+            with pytest.raises(PeerUnresponsive) as ended:
+                client.heartbeat(10.0)
+            with pytest.raises(AssociationEnded) as late:
+                client.send(b"reading")
+    assert late.value.__cause__ is ended.value
+    assert str(late.value) == (
+        "cannot send application data: the association ended with PeerUnresponsive: the peer "
+        "did not answer heartbeats for 1 s"
+    )
 
 
 # -- what connect() passes on ----------------------------------------------------------------

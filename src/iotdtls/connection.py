@@ -30,6 +30,7 @@ from iotdtls.errors import (
     AlertLevel,
     AlertReceived,
     AlertSent,
+    AssociationEnded,
     DatagramTooLarge,
     DecodeError,
     DtlsError,
@@ -150,6 +151,7 @@ class DtlsConnection:
         "_next_triggered_retransmit",
         "_numbering_adopted",
         "_outgoing",
+        "_peer_closed",
         "_reassembler",
         "_records",
         "_refused_renegotiation",
@@ -225,6 +227,8 @@ class DtlsConnection:
         self._events: list[Event] | None = None
         self._dropped: Counter[DropReason] | None = None
         self.error: DtlsError | None = None
+        #: The peer's warning-level close_notify ended the association (`AssociationEnded`).
+        self._peer_closed = False
         #: Flights resent because the peer repeated its previous flight (RFC 6347 §4.2.4:
         #: ours was lost), as many as the rate limit of `_maybe_retransmit` let out, a held
         #: final flight's included. Resends on our own retransmission timer (§4.2.4.1) are
@@ -599,7 +603,11 @@ class DtlsConnection:
         6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
         `max_send_size` says what fits; data that is not bytes-like raises `TypeError`. Past
         the last record number of the epoch it raises `SequenceNumbersExhausted`, which has
-        ended the association (RFC 6347 §4.1)."""
+        ended the association (RFC 6347 §4.1). Once the association has ended it raises
+        `AssociationEnded`, saying how (the error that ended it, the peer's close_notify or
+        `close()`); before the handshake completed, `LocalProtocolError`."""
+        if self.state is _CLOSED:
+            raise AssociationEnded(self.error, by_peer=self._peer_closed)
         if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
         try:
@@ -755,6 +763,7 @@ class DtlsConnection:
                 # so; being no fatal alert, it leaves a session being resumed resumable (RFC
                 # 5246 §7.2.1, §7.2.2): a forged one cannot evict it from the cache.
                 error = AlertReceived(_CLOSE_NOTIFY) if self.state is _HANDSHAKING else None
+                self._peer_closed = True
                 self._close(error, keep_session=True)
         else:
             self._emit(AlertEvent(alert.description))

@@ -24,6 +24,7 @@ __all__ = [
     "AlertLevel",
     "AlertReceived",
     "AlertSent",
+    "AssociationEnded",
     "AssociationEvicted",
     "AssociationReplaced",
     "ConfigError",
@@ -236,6 +237,26 @@ class AlertReceived(DtlsError):
         else:
             message = f"received fatal alert {name}"
         super().__init__(f"{message} ({context})" if context else message)
+
+
+class AssociationEnded(LocalProtocolError, DtlsError):
+    """`send()` of application data after the association ended. A `LocalProtocolError` (the
+    send came too late) and a `DtlsError` too: an application that catches `DtlsError` to
+    connect again sees it however the association ended. `error` is the `DtlsError` that
+    ended it (also the `__cause__`), None after a clean close: `by_peer` says whether the
+    peer's close_notify ended it (RFC 5246 §7.2.1) or our own `close()`."""
+
+    def __init__(self, error: DtlsError | None, *, by_peer: bool = False) -> None:
+        self.error = error
+        self.by_peer = by_peer
+        if error is not None:
+            why = f"the association ended with {type(error).__name__}: {error}"
+        elif by_peer:
+            why = "the peer closed the association (close_notify)"
+        else:
+            why = "the association was closed (close())"
+        super().__init__(f"cannot send application data: {why}")
+        self.__cause__ = error
 
 
 class AssociationReplaced(DtlsError):

@@ -149,9 +149,10 @@ class DtlsClient:
         return self.connection.resumed
 
     def send(self, data: bytes) -> None:
-        """Send one datagram of application data (see `DtlsConnection.send`)."""
+        """Send one datagram of application data (see `DtlsConnection.send`). Once the
+        association has ended, raises `AssociationEnded` saying how (a `DtlsError`)."""
         with self._lock:
-            self._raise_if_failed()
+            self._raise_if_idle()
             self.connection.send(data)
             self._flush()
 
