@@ -602,6 +602,18 @@ def test_a_failed_connect_closes_the_socket_whatever_failed(
     assert [sock.fileno() for sock in made] in ([], [-1])
 
 
+def test_close_closes_the_sockets_whatever_sending_close_notify_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.DtlsClient(LOCALHOST, free_udp_port(), client_config(), sock=sock)
+    monkeypatch.setattr(sync.DtlsConnection, "close", broken)
+    with pytest.raises(Broken):
+        client.close()
+    assert sock.fileno() == -1
+    assert client._wake_reader.fileno() == client._wake_writer.fileno() == -1
+
+
 def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThread) -> None:
     with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
         for data, message in NOT_BYTES:

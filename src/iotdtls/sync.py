@@ -208,14 +208,16 @@ class DtlsClient:
             if self._closing:
                 return
             self._closing = True
-            if not self._ended():
-                self.connection.close()
-                self._flush()
-            with contextlib.suppress(OSError):
-                self._wake_writer.send(b"\0")
-            self._lock.wait_for(lambda: self._waiting == 0, CLOSE_WAIT)
-            for sock in (self._sock, self._wake_reader, self._wake_writer):
-                sock.close()
+            try:
+                if not self._ended():
+                    self.connection.close()
+                    self._flush()
+            finally:  # the sockets are closed whatever sending close_notify raised
+                with contextlib.suppress(OSError):
+                    self._wake_writer.send(b"\0")
+                self._lock.wait_for(lambda: self._waiting == 0, CLOSE_WAIT)
+                for sock in (self._sock, self._wake_reader, self._wake_writer):
+                    sock.close()
 
     # -- plumbing -----------------------------------------------------------------------------
     def _pump(self, deadline: float | None) -> bool:
