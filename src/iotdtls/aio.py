@@ -44,10 +44,10 @@ from iotdtls.datagram import bind_udp, open_server_transport, resolve_udp
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
-    DatagramTooLarge,
     DtlsError,
     IdleTimeout,
     LocalProtocolError,
+    PathMtuExceeded,
     PortUnreachable,
     ProtocolError,
     carry_resuming,
@@ -362,8 +362,9 @@ class ClientConnection:
 
     def send(self, data: bytes) -> None:
         """Send one datagram of application data (bytes-like; see `DtlsConnection.send`).
-        Raises `DatagramTooLarge` also when the kernel refuses the datagram as larger than the
-        path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347 §4.1.1)."""
+        Raises `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as
+        larger than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
+        §4.1.1)."""
         protocol = self._protocol
         protocol.oversized = False
         try:
@@ -372,8 +373,8 @@ class ClientConnection:
             # A send that ended the association (`SequenceNumbersExhausted`) ends recv too.
             protocol.flush()
         if protocol.oversized:
-            raise DatagramTooLarge(len(data), len(data) - 1, protocol.config.mtu,
-                                   path_refused=True)
+            connection = protocol.connection
+            raise PathMtuExceeded(len(data) + connection.record_overhead, connection.config.mtu)
 
     async def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5; needs `config.heartbeat` and a peer that
@@ -806,8 +807,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.oversized = False
         self.flush()
         if self.oversized:
-            mtu = self.endpoint.config.mtu
-            raise DatagramTooLarge(len(data), len(data) - 1, mtu, path_refused=True)
+            overhead = self.endpoint.connections[address].record_overhead
+            raise PathMtuExceeded(len(data) + overhead, self.endpoint.config.mtu)
         return True
 
     def close_peer(self, address: Address) -> None:

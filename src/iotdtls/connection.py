@@ -589,6 +589,12 @@ class DtlsConnection:
         return self._heartbeats
 
     @property
+    def record_overhead(self) -> int:
+        """Bytes a record of ours adds to its data in the current write epoch (header, explicit
+        nonce and tag: 29 with CCM_8): an application datagram of n bytes leaves as n + this."""
+        return self._records.overhead(self._write_epoch)
+
+    @property
     def max_send_size(self) -> int:
         """The largest application datagram `send()` accepts once established: what one record
         in one datagram of `config.mtu` bytes carries (RFC 6347 §4.1.1), at most 2^14 and at

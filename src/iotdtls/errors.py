@@ -107,9 +107,9 @@ class DatagramTooLarge(LocalProtocolError):
 
     RFC 6347 §4.1.1: a record never spans datagrams, and "if the application attempts to send a
     record larger than the MTU, the DTLS implementation SHOULD generate an error, thus avoiding
-    sending a packet which will be fragmented". Also raised, by the adapters, when the kernel
-    refuses the datagram as larger than the path allows (EMSGSIZE). Nothing is sent; the
-    association stays open."""
+    sending a packet which will be fragmented". A datagram the kernel refuses as larger than
+    the path allows (EMSGSIZE) is `PathMtuExceeded`, raised by the adapters. Nothing is sent;
+    the association stays open."""
 
     def __init__(
         self,
@@ -119,20 +119,13 @@ class DatagramTooLarge(LocalProtocolError):
         *,
         max_fragment_length: int | None = None,
         record_limit: bool = False,
-        path_refused: bool = False,
     ) -> None:
         """The bound named is the one that applies: a negotiated `max_fragment_length`, the
         record's 2^14 bytes of data (`record_limit`, RFC 6347 §4.1, RFC 5246 §6.2.1: no MTU
-        lifts it), else the MTU. `path_refused`: the datagram fitted `mtu` but the kernel
-        refused it (EMSGSIZE: the path's MTU is smaller; `limit` is then only below `size`)."""
+        lifts it), else the MTU (a path that takes less than the MTU: `PathMtuExceeded`)."""
         self.size = size
         self.limit = limit
-        if path_refused:
-            reason = (
-                f"the network refused it (EMSGSIZE): the path MTU is below the mtu of {mtu} "
-                "bytes: lower mtu"
-            )
-        elif max_fragment_length is not None:
+        if max_fragment_length is not None:
             reason = (
                 f"the max_fragment_length negotiated with the peer is {max_fragment_length} "
                 "bytes (RFC 6066 §4)"
