@@ -145,6 +145,31 @@ def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
     assert time.monotonic() - started < 10.0
 
 
+def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `aio.connect`: a name with an IPv6 and an IPv4 address, the server on IPv4 only:
+    the handshake to [::1] ends with `PortUnreachable` and the next address is tried, where
+    `connect` raised PortUnreachable for the first. With none reachable, the last one's error
+    is raised."""
+    real = socket.getaddrinfo
+
+    def dual(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return real("::1", *args, **kwargs) + real(LOCALHOST, *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dual)
+    port = server.address[1]
+    with sync.connect("dual.test", port, client_config(retransmit=FAST)) as client:
+        assert client.connection.peer is not None
+        client.send(b"over IPv4")
+        assert client.recv(timeout=5.0) == b"over IPv4"
+    closed = free_udp_port()
+    with pytest.raises(PortUnreachable, match=rf"^nothing listens on {LOCALHOST}:{closed}: "):
+        sync.connect("dual.test", closed, client_config(retransmit=FAST))
+
+
 def test_peer_close_notify_during_the_handshake_raises_alert_received() -> None:
     """RFC 5246 §7.2.1: a close_notify answering the ClientHello ends connect() with
     AlertReceived(close_notify), as in `aio`, not LocalProtocolError (the user's misuse)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import select
 import socket
@@ -23,11 +24,19 @@ from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import DtlsError, LocalProtocolError, PathMtuExceeded, carry_resuming
+from iotdtls.errors import (
+    DtlsError,
+    LocalProtocolError,
+    PathMtuExceeded,
+    PortUnreachable,
+    carry_resuming,
+)
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
 from iotdtls.sessions import SessionState
 
 __all__ = ["DtlsClient", "connect"]
+
+logger = logging.getLogger(__name__)
 
 #: Largest datagram we read from the socket.
 RECEIVE_SIZE = 65535
@@ -38,6 +47,7 @@ MAX_LATE_READS = 64
 #: Longest single wait for the socket (seconds): a longer timeout, infinity included, is waited
 #: in steps of it (the socket layer refuses waits beyond what its clock can hold).
 MAX_WAIT = 86400.0
+
 #: How long `close()` waits for a thread it woke to leave its wait for the socket (seconds).
 CLOSE_WAIT = 5.0
 #: Read without waiting: the wait is `_wait`'s, on the socket and the wake-up together (0
@@ -323,15 +333,40 @@ def connect(
     session: SessionState | None = None,
 ) -> DtlsClient:
     """Connect and complete the handshake (resuming `session` if the server still has it);
-    raises `DtlsError` on failure. `chain_cache` keeps the server's certificate chain between
-    runs for cached_info (RFC 7924). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port or a closed `sock`) before any socket is made. In certificate mode, the
-    server's certificate must carry `config.server_name` or, without one, `host` (RFC 7925
-    §4.4.1)."""
+    raises `DtlsError` on failure. Without `sock`, each address of `host` (IPv6 and IPv4 of
+    one name) is tried in turn while the one before fails before any answer (its socket
+    cannot connect, or `PortUnreachable`, RFC 8085 §5.2), as `iotdtls.aio.connect` does; a
+    handshake that times out is not tried elsewhere. `chain_cache` keeps the server's
+    certificate chain between runs for cached_info (RFC 7924). A wrong argument raises
+    `TypeError` (or `ConfigError` for the port or a closed `sock`) before any socket is made.
+    In certificate mode, the server's certificate must carry `config.server_name` or, without
+    one, `host` (RFC 7925 §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
     config, key = for_server(config, chain_cache, host, port)
-    client = DtlsClient(host, port, config, sock=sock, session=session)
+    if sock is not None:
+        return _handshake(DtlsClient(host, port, config, sock=sock, session=session),
+                          chain_cache, key, config)
+    with reaching(host, port):
+        *firsts, last = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    for target in firsts:
+        try:
+            client = DtlsClient(str(target[4][0]), port, config, session=session)
+        except OSError as exc:
+            logger.info("%s; trying the next address of %s", exc, host)
+            continue
+        try:
+            return _handshake(client, chain_cache, key, config)
+        except PortUnreachable as exc:
+            logger.info("%s; trying the next address of %s", exc, host)
+    return _handshake(DtlsClient(str(last[4][0]), port, config, session=session),
+                      chain_cache, key, config)
+
+
+def _handshake(
+    client: DtlsClient, chain_cache: ChainCache | None, key: str, config: ClientConfig
+) -> DtlsClient:
+    """`client`'s handshake; closed when it fails."""
     try:
         client.handshake()
         remember_chain(chain_cache, key, config, client.connection.peer)
