@@ -20,10 +20,11 @@ SHOWN_PATH_CHARS = 200
 _HEX_KEY = re.compile(r"(?:.*:)?\s*[0-9A-Fa-f]{16,}\s*")
 
 
-def not_a_path(path: str | bytes) -> str | None:
+def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
     """What `path` looks like when it cannot be a file's name but may be a secret (never to
     be quoted): "PEM text", "JSON text", "text of several lines", "text with a NUL
-    character" or "a key in hex"; None for a plausible path."""
+    character" or "a key in hex" (unless not `hex_is_secret`: hex where a public key's file
+    is expected is a mistyped pin, public); None for a plausible path."""
     text = os.fsdecode(path)
     if text.lstrip().startswith("-----BEGIN"):
         return "PEM text"
@@ -33,7 +34,7 @@ def not_a_path(path: str | bytes) -> str | None:
         return "text of several lines"
     if "\0" in text:
         return "text with a NUL character"
-    if _HEX_KEY.fullmatch(text):
+    if hex_is_secret and _HEX_KEY.fullmatch(text):
         return "a key in hex"
     return None
 
@@ -48,12 +49,19 @@ def shown_path(path: str | bytes) -> str:
     return f"{shown}... ({len(text)} characters)"
 
 
-def cannot_read(what: str, path: str | bytes, exc: OSError | ValueError, instead: str = "") -> str:
+def cannot_read(
+    what: str,
+    path: str | bytes,
+    exc: OSError | ValueError,
+    instead: str = "",
+    *,
+    hex_is_secret: bool = True,
+) -> str:
     """The message for `path`, given as `what` ("key file", "--rpk-key"), that could not be
     opened or read (`exc`: `open` raises ValueError for a NUL): "cannot read WHAT PATH:
-    REASON", or, for a value that is no path (`not_a_path`), what it is and `instead`, the
-    other way to give it (" (or ...)")."""
-    given = not_a_path(path)
+    REASON", or, for a value that is no path (`not_a_path`, `hex_is_secret` passed on), what
+    it is and `instead`, the other way to give it (" (or ...)")."""
+    given = not_a_path(path, hex_is_secret=hex_is_secret)
     if given is not None:
         return f"{what} was given {given}, not a path: give the file's path{instead}"
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

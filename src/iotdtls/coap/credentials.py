@@ -143,7 +143,7 @@ def _public_key_pin(text: str) -> bytes:
         with open(text, "rb") as fh:
             return public_key_pin(fh.read())
     except (OSError, ValueError) as exc:
-        raise ConfigError(cannot_read("public key file", text, exc)) from None
+        raise ConfigError(cannot_read("public key file", text, exc, hex_is_secret=False)) from None
 
 
 class DtlsX509:
