@@ -616,6 +616,41 @@ def test_a_failing_session_store_is_logged_by_exception_type(
     assert iotdtls_warnings(caplog) == [f"session store {failing} raised RuntimeError"]
 
 
+class BytesStore(MemorySessionStore):
+    """A store whose get returns what it saved, not read back (SessionState.from_bytes
+    forgotten): the mistake its user makes most easily."""
+
+    def get(self, session_id: bytes, now: float) -> Any:
+        state = super().get(session_id, now)
+        return None if state is None else state.to_bytes()
+
+
+@pytest.mark.req("RES-1", "SEC-1")
+def test_a_session_store_returning_the_wrong_type_is_logged_and_a_miss(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A get returning saved bytes crashed the datagram callback (AttributeError, no alert,
+    the client waiting for its timeout); it is now a miss like a store that raises: a full
+    handshake, and a warning naming the type returned, never the value (key material)."""
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    config = ServerConfig(psk_store={IDENTITY: KEY}, cookie_exchange=True)
+    store = BytesStore()
+    first = MemoryLink(
+        ClientConfig(psk_identity=IDENTITY, psk=KEY),
+        config,
+        endpoint=ServerEndpoint(config, session_store=store),
+    )
+    first.handshake()
+    assert established(first)
+    second = next_link(first)
+    second.handshake()
+    assert established(second)
+    assert_resumed(second, False)
+    assert iotdtls_warnings(caplog) == [
+        "session store get returned bytes, not a SessionState or None"
+    ]
+
+
 @pytest.mark.req("RES-1")
 def test_a_server_without_a_cache_ignores_an_offered_session_quietly(
     caplog: pytest.LogCaptureFixture,

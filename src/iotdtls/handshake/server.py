@@ -290,15 +290,23 @@ class ServerHandshake(HandshakeMachine):
 
     def _resumable(self, hello: ClientHello, ems: bool) -> SessionState | None:
         """The cached session the client asks to resume, if it may be (RES-1): looked up by
-        session_id only, so a client that moved to another address resumes too (RES-2)."""
+        session_id only, so a client that moved to another address resumes too (RES-2). An
+        application store that raises, or returns anything but a SessionState or None (saved
+        bytes not read back, an awaitable), is logged by type and is a miss: a full handshake."""
         if self._store is None or not hello.session_id:
             return None
         try:
-            session = self._store.get(hello.session_id, self.now)
+            session: object = self._store.get(hello.session_id, self.now)
         except Exception as exc:  # an application store that failed: a full handshake
             logger.warning("session store get raised %s", type(exc).__name__)
             return None
         if session is None:
+            return None
+        if not isinstance(session, SessionState):  # its value is never logged: key material
+            logger.warning(
+                "session store get returned %s, not a SessionState or None",
+                type(session).__name__,
+            )
             return None
         if not ems:
             # RFC 7627 §5.3: every cached session used the extended master secret (RES-3).
