@@ -1210,6 +1210,20 @@ def test_connect_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
     assert str(refused.value) == message
 
 
+class AsyncSessionStore:
+    """An aiosqlite-style store: its get is a coroutine function, which the handshake (calling
+    the store synchronously) would never await."""
+
+    async def get(self, session_id: bytes, now: float) -> None:
+        return None
+
+    def put(self, state: object, now: float) -> None:
+        pass
+
+    def remove(self, session_id: bytes) -> None:
+        pass
+
+
 @pytest.mark.parametrize(("wrong", "message"), [
     ({"config": client_config()}, "config must be a ServerConfig, got ClientConfig"),
     ({"config": None}, "config must be a ServerConfig, got None"),
@@ -1217,6 +1231,13 @@ def test_connect_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
     ({"host": 5}, "host must be a str, got int"),
     ({"session_store": {}},
      "session_store must be a SessionStore (with get, put and remove), got dict"),
+    ({"session_store": MemorySessionStore},
+     "session_store must be a SessionStore instance, got the class MemorySessionStore: pass "
+     "MemorySessionStore()"),
+    ({"session_store": AsyncSessionStore()},
+     "session_store.get must be a plain function, not async def: the store is called "
+     "synchronously on the event loop; keep a slow store's data in memory (see README, "
+     "Session resumption)"),
 ])
 def test_serve_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
     wrong: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch

@@ -551,3 +551,33 @@ def test_workers_resume_each_others_sessions_only_with_a_shared_store(
 
     run(main(), limit=90.0)
     assert multiprocessing.active_children() == []
+
+
+def store_forgotten() -> None:
+    """A session_store factory that forgot its `return`."""
+    MemorySessionStore()
+
+
+def store_class() -> type[MemorySessionStore]:
+    """A session_store factory that returns the class, not a store."""
+    return MemorySessionStore
+
+
+@pytest.mark.parametrize(("factory", "message"), [
+    (store_forgotten,
+     "worker 0 failed: TypeError: session_store must be a function returning a SessionStore, "
+     "and it returned None"),
+    (store_class,
+     "worker 0 failed: TypeError: session_store must be a SessionStore instance, got the class "
+     "MemorySessionStore: pass MemorySessionStore()"),
+], ids=["none", "class"])
+def test_a_session_store_factory_that_makes_no_store_stops_the_workers(
+    factory: Any, message: str
+) -> None:
+    """A factory returning None silently gave each worker its own store in memory (sessions
+    not shared, nothing said); it is refused as a factory returning a dict is."""
+    with pytest.raises(ChildProcessError) as failed:
+        asyncio.run(workers.serve(echo, LOCALHOST, 0, server_config(), workers=1,
+                                  loop_choice="asyncio", session_store=factory))
+    assert str(failed.value) == message
+    assert multiprocessing.active_children() == []

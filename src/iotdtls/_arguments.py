@@ -5,6 +5,7 @@ above 65535 around)."""
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import math
 from socket import AF_INET, AF_INET6, SOCK_DGRAM, AddressFamily, socket
@@ -147,16 +148,29 @@ def check_session(session: object) -> None:
 def check_session_store(session_store: object) -> None:
     """A server's `session_store=`: None, or an object with the methods of a `SessionStore`
     (the endpoint's own `MemorySessionStore` passes at once: it is given to every association
-    it makes)."""
+    it makes). A class is refused (its methods are unbound), and so is an `async def` method:
+    the handshake calls the store synchronously, on the event loop (RES-1), so a coroutine
+    would never run and its result would not be a session."""
     if session_store is None or type(session_store) is MemorySessionStore:
         return
-    if not all(
-        callable(getattr(session_store, method, None)) for method in ("get", "put", "remove")
-    ):
+    methods = ("get", "put", "remove")
+    if not all(callable(getattr(session_store, method, None)) for method in methods):
         raise TypeError(
             "session_store must be a SessionStore (with get, put and remove), "
             f"got {type_name(session_store)}"
         )
+    if isinstance(session_store, type):
+        name = session_store.__name__
+        raise TypeError(
+            f"session_store must be a SessionStore instance, got the class {name}: pass {name}()"
+        )
+    for method in methods:
+        if inspect.iscoroutinefunction(getattr(session_store, method)):
+            raise TypeError(
+                f"session_store.{method} must be a plain function, not async def: the store is "
+                "called synchronously on the event loop; keep a slow store's data in memory "
+                "(see README, Session resumption)"
+            )
 
 
 def check_timeout(timeout: object, *, optional: bool = False) -> None:

@@ -152,6 +152,10 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     running.add_reader(conn.fileno(), on_parent)
     host, port = sock.getsockname()[:2]
     store = None if spec.session_store is None else spec.session_store()
+    if spec.session_store is not None and store is None:  # not a fallback to a store per worker
+        raise TypeError(
+            "session_store must be a function returning a SessionStore, and it returned None"
+        )
     server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock,
                              session_store=store)
     logger.info(
