@@ -9,6 +9,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -109,6 +110,38 @@ def test_cli_server_logs_its_counters_on_sigusr1_and_goes_on(mode: list[str]) ->
         assert len(re.findall(rf"{label}: handshakes 0 completed", server.output)) == (
             2 if mode else 1
         )
+        assert_stopped_cleanly(server, mode, signal.SIGTERM, handshakes=1)
+
+
+#: `iotdtls server` (argv after the program) signalling itself with SIGUSR1 as soon as it runs:
+#: when it reads its --listen (and, with workers, again as it starts them).
+SIGNALLED_AT_ONCE = (
+    "import os, signal, sys\n"
+    "import iotdtls.cli, iotdtls.cli.echo as echo, iotdtls.workers as workers\n"
+    "def signalled(original):\n"
+    "    def call(*args):\n"
+    "        os.kill(os.getpid(), signal.SIGUSR1)\n"
+    "        return original(*args)\n"
+    "    return call\n"
+    "echo.parse_hostport = signalled(echo.parse_hostport)\n"
+    "workers._start_workers = signalled(workers._start_workers)\n"
+    "raise SystemExit(iotdtls.cli.main(sys.argv[1:]))\n"
+)
+
+
+@SERVER_MODES
+def test_cli_server_signalled_with_sigusr1_while_it_starts_goes_on(mode: list[str]) -> None:
+    """SIGUSR1 before the server handles it (loading its keys, spawning its workers) killed it
+    (status 138): its default action. It is ignored until the counters handler is installed:
+    the server starts, serves, and stops cleanly."""
+    port = free_udp_port()
+    argv = [sys.executable, "-c", SIGNALLED_AT_ONCE, "server", "--listen",
+            f"{LOCALHOST}:{port}", *CREDENTIALS, *mode]
+    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
+        server.wait_for_output(r"listening on 127\.0\.0\.1:\d+", 20.0)
+        done = run_client(port, ["still serving"], *CREDENTIALS)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "still serving\n"
         assert_stopped_cleanly(server, mode, signal.SIGTERM, handshakes=1)
 
 

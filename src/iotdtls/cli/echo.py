@@ -12,6 +12,7 @@ import errno
 import functools
 import logging
 import os
+import signal
 import stat
 import sys
 import tempfile
@@ -182,6 +183,18 @@ def _heartbeat_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    """Serve until a stop signal. SIGUSR1 is ignored until the loop handles it (its default
+    action ended a server signalled while it started: its keys loading, its workers
+    spawning); spawned workers inherit that, and ignore it anyway."""
+    previous = signal.signal(COUNTERS_SIGNAL, signal.SIG_IGN)
+    try:
+        return _run_server(args)
+    finally:  # the loop, closing, left SIG_DFL: as it was before, for a caller in-process
+        if previous is not None:
+            signal.signal(COUNTERS_SIGNAL, previous)
+
+
+def _run_server(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.listen)
     config = server_config_of(args)  # bad flags end here, in one line, before any worker
     server_logging(args.verbose, args.quiet)
