@@ -31,7 +31,9 @@ closures, defined in a module or a script file (a worker re-imports the script a
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
 even one that comes while they start (it waits until the worker can stop). They ignore SIGUSR1
-too: `log_counters()` asks each, through its pipe, to log its counters and go on serving.
+too: `log_counters()` asks each, through its pipe, to log its counters and go on serving (a
+SIGUSR1 handler that calls it should be signalled alone, not with its process group, where a
+`multiprocessing.Manager` or the resource tracker would die of the signal's default action).
 `close()` reaps every worker and returns and logs the counters of each and their sum.
 """
 
