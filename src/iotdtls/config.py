@@ -746,7 +746,8 @@ class ServerConfig(_CommonConfig):
     #: RES-3), least recently used evicted; 0 turns resumption off. A `ServerEndpoint` may be
     #: given its own store instead (`iotdtls.sessions.SessionStore`).
     session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE
-    #: Seconds a session can be resumed after the full handshake that created it.
+    #: Seconds a session can be resumed after the full handshake that created it, in the
+    #: default store only: a `SessionStore` given instead keeps sessions as long as it decides.
     session_lifetime: float = DEFAULT_SESSION_LIFETIME
     #: Server Name Indication (RFC 6066 §3, EXT-2): the server_name a client sent (lower-case)
     #: -> the `ServerConfig` whose credentials serve that name (PSK store or lookup, raw keys,

@@ -193,16 +193,28 @@ def _pull_peer(r: Reader) -> PeerIdentity:
 
 
 class SessionStore(Protocol):
-    """A server's session cache, keyed by session_id (RES-1). `now` is the connection's
-    clock. An implementation may forget a session at any time: the client then gets a full
-    handshake."""
+    """A server's session cache, keyed by session_id (RES-1). An implementation may forget a
+    session at any time: the client then gets a full handshake.
+
+    Its methods are plain functions (not ``async def``), called synchronously on the server's
+    event loop in the middle of a handshake: while one runs, every association of that server
+    (of that worker, with `iotdtls.workers`) waits, so a slow store (a network database) must
+    answer from memory that another thread or task keeps up to date. `now` is the connection's
+    clock, the event loop's monotonic one: it means nothing on another host or after a reboot,
+    so a store kept across them keeps its own wall-clock expiry. The store keeps sessions for
+    as long as it decides: `ServerConfig.session_lifetime` is the default store's lifetime
+    only. A method that raises, or a `get` returning anything but a `SessionState` or None, is
+    logged by the exception's or the value's type only (its text may carry data) and is a miss:
+    a full handshake, never a failed one."""
 
     def get(self, session_id: bytes, now: float) -> SessionState | None:
-        """The live session of that id, or None."""
+        """The live session of that id, or None (what `put` was given: saved bytes are read
+        back with `SessionState.from_bytes`)."""
         ...
 
     def put(self, state: SessionState, now: float) -> None:
-        """Keep a session created (by a full handshake) at `now`."""
+        """Keep a session created (by a full handshake) at `now`; `state.to_bytes()` holds
+        the master secret: keep it like a key."""
         ...
 
     def remove(self, session_id: bytes) -> None:

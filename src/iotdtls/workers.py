@@ -21,7 +21,9 @@ the workers resume each other's sessions, provided the store keeps its data outs
 process (a database, files in a shared directory, a `multiprocessing.Manager` dict): a
 `MemorySessionStore` made by the factory would still be one per worker. A store that raises is
 logged and counts as a miss (get: a full handshake; put, remove: the session is not kept or not
-forgotten), never the end of a handshake.
+forgotten), never the end of a handshake; a factory returning None fails the worker's start.
+The store is called on the worker's event loop (see `iotdtls.sessions.SessionStore`): a slow
+one stalls every association of that worker.
 
 Workers are started with the ``spawn`` method (a fresh interpreter, never a fork of a process
 that may run threads), so `handler`, `config`, `initializer` and `session_store` must be
