@@ -816,8 +816,8 @@ class ServerConfig(_CommonConfig):
             )
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
-        if not 1 <= self.max_handshakes <= self.max_connections:
-            raise ConfigError("max_handshakes must be from 1 to max_connections")
+        if self.max_handshakes < 1:
+            raise ConfigError("max_handshakes must be at least 1")
         if self.max_handshakes_per_host < 1:
             raise ConfigError("max_handshakes_per_host must be at least 1")
         if not _is_int(self.session_cache_size) or self.session_cache_size < 0:

@@ -93,9 +93,10 @@ def register(sub: Any) -> None:
         help="N processes on the port (SO_REUSEPORT), one cookie secret (default 1)",
     )
     srv.add_argument(
-        "--max-handshakes", type=whole_number(1), metavar="N",
+        "--max-handshakes", type=whole_number(1), default=ServerConfig.max_handshakes,
+        metavar="N",
         help="half-open handshakes kept at once, per worker (the oldest is dropped when full; "
-        f"default {ServerConfig.max_handshakes}, or --max-connections if fewer)",
+        f"default {ServerConfig.max_handshakes})",
     )
     srv.add_argument(
         "--max-handshakes-per-host", type=whole_number(1),
@@ -215,26 +216,12 @@ def server_config_of(args: argparse.Namespace) -> ServerConfig:
         cookie_exchange=not args.no_cookie,
         handshake_timeout=args.timeout,
         **common_settings(args),
-        max_handshakes=_max_handshakes(args),
+        max_handshakes=args.max_handshakes,
         max_handshakes_per_host=args.max_handshakes_per_host,
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         **_heartbeat_settings(args),
     )
-
-
-def _max_handshakes(args: argparse.Namespace) -> int:
-    """--max-handshakes, at most --max-connections; by default the library's, lowered to a
-    smaller --max-connections."""
-    connections: int = args.max_connections
-    handshakes: int | None = args.max_handshakes
-    if handshakes is None:
-        return min(ServerConfig.max_handshakes, connections)
-    if handshakes > connections:
-        raise UsageError(
-            f"--max-handshakes ({handshakes}) cannot exceed --max-connections ({connections})"
-        )
-    return handshakes
 
 
 def server_logging(verbose: bool, quiet: bool) -> None:
