@@ -46,6 +46,8 @@ DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
 #: server without cookie exchange would answer one ClientHello with a flight per doubling).
 MIN_RETRANSMIT = 0.1
 _HEX_DIGITS = frozenset(string.hexdigits)
+#: The namespace attribute where `Once` keeps the dests of the flags given.
+_GIVEN_ONCE = "_given_once"
 
 
 class UsageError(Exception):
@@ -55,7 +57,14 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage block) and exit status 2, which never shows a
     value of the command line that may be a key (SEC-1): a mistyped key flag (`--psk-key HEX`,
-    `--ps=HEX`) is named, its value only counted."""
+    `--ps=HEX`) is named, its value only counted. A flag that takes one value is refused given
+    twice (`Once` is its default action; the repeatable ones say `action="append"`), in every
+    subcommand: `add_subparsers` makes them of the parent's class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, Once)
+        self.register("action", "store", Once)
 
     def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         """argparse's, its unrecognized arguments named by their flags (`_unrecognized`)."""
@@ -122,9 +131,13 @@ class Once(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        if getattr(namespace, self.dest, self.default) is not self.default:
+        # The flags given so far, by dest: a value equal to the default (`--workers 1 --workers
+        # 2`) or the default object itself (a small int) is given all the same.
+        given: set[str] = namespace.__dict__.setdefault(_GIVEN_ONCE, set())
+        if self.dest in given:
             hint = f"; {self.hint}" if self.hint else ""
             parser.error(f"{option_string} given twice: it takes one value{hint}")
+        given.add(self.dest)
         setattr(namespace, self.dest, values)
 
 
