@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -666,7 +667,7 @@ NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
         (["server", "--rpk-key", "{server_key}"], "--rpk-allow", GARBAGE, NO_SPKI),
         (["client", "h:1"], "--peer-rpk", "{server_key}",
          "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem "
-         "writes it) or the public key's SHA-256"),
+         "--out PUB.pem writes it) or the public key's SHA-256"),
         (["client", "h:1"], "--cafile", GARBAGE, NO_CERTIFICATE),
         (["server", "--key", "{server_key}"], "--cert", GARBAGE, NO_CERTIFICATE),
         (["server", "--cert", "{server_crt}", "--key", "{server_key}"], "--client-cafile",
@@ -690,6 +691,22 @@ def test_a_key_or_certificate_file_that_cannot_be_used_is_named_with_its_flag(
     argv = [arg.format(**files) for arg in flags]
     message = refused(capsys, *argv, flag, str(path))
     assert message == f"{flag} {path}: {problem.format(path)}"
+
+
+def test_the_command_a_private_key_given_as_peer_rpk_is_told_writes_its_public_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, pki: Pki
+) -> None:
+    """The hint said `iotdtls keygen spki --key KEY.pem writes it`, which only prints the
+    key's SHA-256: the command it gives, run, makes the file --peer-rpk takes."""
+    message = refused(capsys, "client", "h:1", "--peer-rpk", str(pki.server_key))
+    hinted = re.search(r"\((iotdtls keygen spki [^)]*) writes it\)", message)
+    assert hinted is not None, message
+    public = tmp_path / "server.pub"
+    argv = hinted.group(1).replace("KEY.pem", str(pki.server_key)).replace("PUB.pem", str(public))
+    assert main(argv.split()[1:]) == 0
+    capsys.readouterr()
+    config = client_config(client_args("--peer-rpk", str(public)), "localhost")
+    assert tuple(config.server_public_keys) == (public_key_pin(pki.server_pub.read_bytes()),)
 
 
 def test_a_certificate_with_another_key_names_both_files(

@@ -91,8 +91,8 @@ def public_key_pin(value: bytes | str) -> bytes:
 
 
 _PRIVATE_NOT_PUBLIC = (
-    "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem writes it) "
-    "or the public key's SHA-256"
+    "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem --out "
+    "PUB.pem writes it) or the public key's SHA-256"
 )
 
 

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     ec.add_argument("--force", action="store_true", help="replace KEY.pem if it exists")
     ec.set_defaults(run=run_ec_p256, server_logging=None)
 
-    spki = kinds.add_parser("spki", help="write a key's SubjectPublicKeyInfo, print its SHA-256")
+    spki = kinds.add_parser("spki", help="print a key's SPKI SHA-256; --out writes its public key")
     spki.add_argument("--key", required=True, metavar="KEY.pem", help="private key (PEM or DER)")
     spki.add_argument("--out", metavar="PUB.pem", help="file to write the public key to")
     spki.add_argument("--force", action="store_true", help="replace PUB.pem if it exists")
