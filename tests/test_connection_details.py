@@ -808,6 +808,18 @@ def test_a_failed_association_says_why_in_the_debug_log(caplog: pytest.LogCaptur
     assert [e.error for e in closed] == [server.error]
 
 
+def test_the_handshake_line_names_the_negotiated_max_fragment_length(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """README: `-v` shows what each handshake negotiated; the client's line (this one) left out
+    the max_fragment_length (RFC 6066 §4) that only the server's INFO line named."""
+    caplog.set_level(logging.DEBUG, logger="iotdtls")
+    established_pair(client={"max_fragment_length": 512})
+    assert caplog.messages.count(
+        "handshake complete: suite 0xc0a8, ems=True, resumed=False, max_fragment_length 512"
+    ) == 2
+
+
 def test_certificate_urls_are_reported_as_soon_as_their_message_is_handled() -> None:
     """RFC 6066 §5: the server fetches the client's chain while the rest of the flight is on
     its way: `CertificateUrlsReceived` comes with the CertificateURL's record, not later."""

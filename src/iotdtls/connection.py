@@ -1037,10 +1037,11 @@ class DtlsConnection:
             self._settle()
         peer_mode = hs.peer_heartbeat_mode if self.config.heartbeat else None
         logger.debug(
-            "handshake complete: suite %#06x, ems=%s, resumed=%s%s",
+            "handshake complete: suite %#06x, ems=%s, resumed=%s%s%s",
             session.cipher_suite,
             session.extended_master_secret,
             session.resumed,
+            _fragment_note(session.max_fragment_length),
             _heartbeat_note(peer_mode) if self.config.heartbeat else "",
         )
         if peer_mode is not None or self._heartbeats is not None:
@@ -1134,6 +1135,14 @@ def _record_overflow(length: int, limit: int) -> ProtocolError:
         f"a {length}-byte record exceeds the negotiated max_fragment_length of {limit} bytes",
         AlertDescription.record_overflow,
     )
+
+
+def _fragment_note(max_fragment_length: int | None) -> str:
+    """For the "handshake complete" line (what -v shows a client): the max_fragment_length
+    the hellos negotiated (RFC 6066 §4), named as the server's line names it."""
+    if max_fragment_length is None:
+        return ""
+    return f", max_fragment_length {max_fragment_length}"
 
 
 def _heartbeat_note(peer_mode: int | None) -> str:
