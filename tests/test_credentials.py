@@ -23,6 +23,7 @@ from iotdtls.credentials import (
 )
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.errors import ConfigError
+from tests.peers import Pki
 from tests.pki import Issued, intermediate, issue, p256, root, server_leaf
 from tests.pubkey_support import compressed_spki, der_to_pem
 
@@ -128,9 +129,33 @@ def test_a_private_key_that_cannot_be_read_says_why(
             assert config_error(PrivateKey.from_pem, junk, password) == (
                 "no private key in it (PEM or DER, PKCS#8 or SEC1)")
     assert config_error(PrivateKey.load, str(files / "key.pem"), b"wrong") == (
-        "wrong password for the encrypted private key")
+        f"key file {files / 'key.pem'}: wrong password for the encrypted private key")
     assert config_error(PrivateKey.load, str(files / "junk.pem")) == (
-        "no private key in it (PEM or DER, PKCS#8 or SEC1)")
+        f"key file {files / 'junk.pem'}: no private key in it (PEM or DER, PKCS#8 or SEC1)")
+
+
+def test_the_file_loaders_name_the_file_their_error_is_about(files: Path, pki: Pki) -> None:
+    """`PrivateKey.load("ca.crt")` said only "no private key in it", `CertifiedKey.load` with
+    the key file twice "no valid PEM certificate found": which file, of several, was wrong?"""
+    certificate, key = str(pki.server_crt), str(pki.server_key)
+    assert config_error(PrivateKey.load, certificate) == (
+        f"key file {certificate}: no private key in it (PEM or DER, PKCS#8 or SEC1)")
+    assert config_error(CertifiedKey.load, key, key) == (
+        f"certificate file {key}: no valid PEM certificate found")
+    junk = str(files / "junk.pem")
+    assert config_error(CertifiedKey.load, junk, key) == (
+        f"certificate file {junk}: not a PEM or DER X.509 certificate")
+    assert config_error(CertifiedKey.load, certificate, certificate) == (
+        f"key file {certificate}: no private key in it (PEM or DER, PKCS#8 or SEC1)")
+    other = str(pki.client_key)
+    assert config_error(CertifiedKey.load, certificate, other) == (
+        f"certificate file {certificate} with key file {other}: the private key does not "
+        "belong to the leaf certificate")
+    # A path is shown on one line, its control characters escaped (`shown_path`).
+    odd = files / "new\nline.pem"
+    odd.write_bytes(b"hello")
+    assert config_error(PrivateKey.load, odd).startswith("key file " + str(odd).replace(
+        "\n", "\\n"))
 
 
 def test_a_certified_key_repr_is_short_and_leaves_the_key_out(

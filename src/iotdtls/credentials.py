@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from os import fspath
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -210,13 +211,27 @@ class CertifiedKey:
 
     @classmethod
     def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
-        """From a certificate file (PEM chain or one DER certificate) and a key file. The key
-        itself given instead of a path is not quoted in the error (`cannot_read`): `from_pem`
-        takes it."""
+        """From a certificate file (PEM chain or one DER certificate) and a key file; an error
+        names the file it is about ("certificate file PATH: no valid PEM certificate found"),
+        or both. The key itself given instead of a path is not quoted in the error
+        (`cannot_read`): `from_pem` takes it."""
         instead = " (or pass the bytes to CertifiedKey.from_pem)"
-        return cls.from_pem(
-            _read(cert_file, "certificate", instead), _read(key_file, "key", instead), password
-        )
+        certificates = _read(cert_file, "certificate", instead)
+        key_data = _read(key_file, "key", instead)
+        cert_shown = f"certificate file {shown_path(fspath(cert_file))}"
+        key_shown = f"key file {shown_path(fspath(key_file))}"
+        try:
+            chain = load_certificates(certificates)
+        except ConfigError as exc:
+            raise ConfigError(f"{cert_shown}: {exc}") from None
+        try:
+            private_key = PrivateKey.from_pem(key_data, password)
+        except ConfigError as exc:
+            raise ConfigError(f"{key_shown}: {exc}") from None
+        try:
+            return cls(chain, private_key)
+        except ConfigError as exc:
+            raise ConfigError(f"{cert_shown} with {key_shown}: {exc}") from None
 
 
 def load_certificate_file(path: str) -> tuple[bytes, ...]:

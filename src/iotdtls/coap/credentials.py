@@ -141,9 +141,13 @@ def _public_key_pin(text: str) -> bytes:
         return public_key_pin(text)
     try:
         with open(text, "rb") as fh:
-            return public_key_pin(fh.read())
+            data = fh.read()
     except (OSError, ValueError) as exc:
         raise ConfigError(cannot_read("public key file", text, exc, hex_is_secret=False)) from None
+    try:
+        return public_key_pin(data)
+    except ConfigError as exc:
+        raise ConfigError(f"public key file {shown_path(text)}: {exc}") from None
 
 
 class DtlsX509:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from iotdtls._paths import cannot_read
+from iotdtls._paths import cannot_read, shown_path
 from iotdtls.crypto.rand import p256_private_key
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 
@@ -112,15 +112,19 @@ class PrivateKey:
 
     @classmethod
     def load(cls, path: str | PathLike[str], password: bytes | None = None) -> PrivateKey:
-        """Read a private key file (PEM or DER). The key itself given instead of a path is
-        not quoted in the error (`cannot_read`): `from_pem` takes it."""
+        """Read a private key file (PEM or DER); an error names the file ("key file PATH:
+        no private key in it ..."). The key itself given instead of a path is not quoted in
+        the error (`cannot_read`): `from_pem` takes it."""
         try:
             with open(fspath(path), "rb") as fh:
                 data = fh.read()
         except (OSError, ValueError) as exc:
             instead = " (or pass the key's bytes to PrivateKey.from_pem)"
             raise ConfigError(cannot_read("key file", fspath(path), exc, instead)) from None
-        return cls.from_pem(data, password)
+        try:
+            return cls.from_pem(data, password)
+        except ConfigError as exc:
+            raise ConfigError(f"key file {shown_path(fspath(path))}: {exc}") from None
 
     def to_pem(self) -> bytes:
         """PKCS#8 PEM, unencrypted: for a key file the user asked for (mode 0600)."""
