@@ -479,6 +479,24 @@ def test_chain_defects_the_verifier_reports_in_its_own_terms_are_worded_plainly(
                          store)) == "client certificate 1 has a malformed extension"
 
 
+def test_a_self_signed_certificate_not_among_the_anchors_is_said_to_be_so(
+    store: TrustStore,
+) -> None:
+    """`openssl req -x509` (cA asserted) against an unrelated CA was "certificate rejected:
+    basicConstraints.cA must not be asserted in an EE certificate", as if the certificate were
+    wrong; what is wrong is that no anchor vouches for it. unknown_ca, on both sides."""
+    expected = (" certificate rejected: a self-signed certificate that is not among the trust "
+                "anchors (give it as an anchor to pin it)")
+    openssl_like = issue("localhost", None, ca=True, san=dns("localhost"))
+    assert refused(A.unknown_ca, server, chain_der(openssl_like), store) == "server" + expected
+    device = issue("01-23-45-67-89-AB-CD-EF", None, ca=True)
+    assert refused(A.unknown_ca, client, chain_der(device), store) == "client" + expected
+    end_entity = issue("localhost", None, san=dns("localhost"))  # cA not asserted
+    assert refused(A.unknown_ca, server, chain_der(end_entity), store) == "server" + expected
+    # Given as an anchor, it is trusted (pinned).
+    assert server(chain_der(openssl_like), TrustStore([openssl_like.der])) == "localhost"
+
+
 @pytest.mark.req("CRT-1")
 def test_a_pinned_leaf_is_trusted_directly(anchor: Issued) -> None:
     leaf = server_leaf(anchor)

@@ -418,6 +418,12 @@ def _diagnose(
         return ProtocolError(
             f"{role} certificate {malformed} has a malformed extension", _A.bad_certificate
         )
+    if _unanchored_self_signed(certs[0], store):
+        return ProtocolError(
+            f"{role} certificate rejected: a self-signed certificate that is not among the "
+            "trust anchors (give it as an anchor to pin it)",
+            _A.unknown_ca,
+        )
     if "candidates exhausted" in reason:
         detail = reason.removeprefix("candidates exhausted: ")
         if "Forbidden public key algorithm" in detail:
@@ -432,6 +438,18 @@ def _diagnose(
             detail = "no issuer of it among the trust anchors"
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
+
+
+def _unanchored_self_signed(leaf: x509.Certificate, store: TrustStore) -> bool:
+    """Whether the leaf signed itself (RFC 5280 §3.2) and is not an anchor: a certificate no
+    anchor can have issued, whatever else the verifier saw first (`openssl req -x509` asserts
+    cA, which an end-entity certificate must not: RFC 5280 §4.2.1.9). RFC 5246 §7.2.2's
+    unknown_ca: no trusted CA matches; pinning it as an anchor is the way to trust it."""
+    return (
+        leaf.subject == leaf.issuer
+        and _signature_check(leaf, leaf) is True
+        and leaf.public_bytes(serialization.Encoding.DER) not in store._anchors
+    )
 
 
 def _malformed_extensions(certs: list[x509.Certificate]) -> int | None:
