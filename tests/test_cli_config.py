@@ -877,6 +877,18 @@ def test_hostport_default_host_is_the_callers() -> None:
     assert parse_hostport(":5684", "::") == ("::", 5684)
 
 
+@pytest.mark.parametrize("command", [["server"], ["coap", "serve"]])
+@pytest.mark.parametrize("listen", [":9", "[]:9"])
+def test_a_server_listen_address_without_host_is_refused(
+    capsys: pytest.CaptureFixture[str], never_serve: None, command: list[str], listen: str
+) -> None:
+    """`--listen :PORT` quietly served 127.0.0.1 only, where other tools take it for every
+    address, while the API refuses an empty host: refused, saying what to write."""
+    assert refused(capsys, *command, "--listen", listen, *PSK) == (
+        f"--listen {listen!r} has no host: give 127.0.0.1:9 to serve this machine only, "
+        "0.0.0.0:9 or [::]:9 to serve every address")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

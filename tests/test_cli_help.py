@@ -54,3 +54,22 @@ def test_help_text(
     if UPDATE:
         path.write_text(out, encoding="utf-8")
     assert out == path.read_text(encoding="utf-8")
+
+
+def test_every_flag_with_a_default_value_names_it() -> None:
+    """`perf --help` gave no default for --size (64), --echo-timeout (2) or --concurrency
+    (10): each flag that takes a value and has a default says it in its help."""
+
+    def silent(parser: argparse.ArgumentParser, command: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += silent(sub, f"{command} {name}")
+            elif (action.option_strings and action.nargs != 0
+                  and action.default not in (None, [], argparse.SUPPRESS)
+                  and "default" not in (action.help or "")):
+                found.append(f"{command} {action.option_strings[0]}")
+        return found
+
+    assert silent(_parser(), "iotdtls") == []

@@ -29,7 +29,7 @@ from iotdtls.cli.common import (
     add_common_flags,
     common_settings,
     format_hostport,
-    parse_hostport,
+    parse_listen,
     seconds,
     stdout_buffer,
     stop_on_signals,
@@ -92,7 +92,7 @@ def register(sub: Any) -> None:
             default=30.0,
             metavar="S",
             help="deadline of the handshake, then as long for the response (for all the "
-            "blocks of a block-wise transfer)",
+            "blocks of a block-wise transfer; default 30)",
         )
         add_common_flags(p)
         p.set_defaults(run=run_request, server_logging=False, method=method)
@@ -369,7 +369,7 @@ def _failed(problem: object) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     _require_aiocoap()
-    host, port = parse_hostport(args.listen)
+    host, port = parse_listen(args.listen)
     config = server_config(args, **common_settings(args))
     asyncio.run(_serve(config, host, port))
     return 0

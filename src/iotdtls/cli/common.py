@@ -33,6 +33,7 @@ __all__ = [
     "format_hostport",
     "hex_bytes",
     "parse_hostport",
+    "parse_listen",
     "prepare_keylog",
     "seconds",
     "setup_logging",
@@ -159,6 +160,18 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """A server's --listen `HOST:PORT`, its host required: `:PORT` means every address to
+    some tools and loopback to others, so it is refused as the API refuses an empty host."""
+    host, port = parse_hostport(text, default_host="")
+    if not host:
+        raise UsageError(
+            f"--listen {text!r} has no host: give 127.0.0.1:{port} to serve this machine "
+            f"only, 0.0.0.0:{port} or [::]:{port} to serve every address"
+        )
+    return host, port
 
 
 def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -319,7 +332,7 @@ def add_loop_flag(p: argparse.ArgumentParser) -> None:
         "--loop",
         choices=LOOP_CHOICES,
         default="auto",
-        help="event loop: uvloop when installed (auto), or force one",
+        help="event loop (default auto: uvloop when installed), or force one",
     )
 
 

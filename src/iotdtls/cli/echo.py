@@ -33,6 +33,7 @@ from iotdtls.cli.common import (
     add_loop_flag,
     common_settings,
     parse_hostport,
+    parse_listen,
     seconds,
     setup_logging,
     stdout_buffer,
@@ -143,7 +144,7 @@ def register(sub: Any) -> None:
         type=whole_number(0),
         default=0,
         metavar="N",
-        help="after a failed handshake, try N more times with back-off",
+        help="after a failed handshake, try N more times with back-off (default 0)",
     )
     cli.add_argument(
         "--session-file",
@@ -196,7 +197,7 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    host, port = parse_hostport(args.listen)
+    host, port = parse_listen(args.listen)
     config = server_config_of(args)  # bad flags end here, in one line, before any worker
     server_logging(args.verbose, args.quiet)
     if args.workers == 1:

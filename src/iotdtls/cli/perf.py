@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
     add_client_credentials(p)
     p.add_argument(
         "--concurrency", "-c", type=whole_number(1), default=10, metavar="N",
-        help="handshakes in flight",
+        help="handshakes in flight (default 10)",
     )
     amount = p.add_mutually_exclusive_group()
     amount.add_argument(
@@ -66,7 +66,9 @@ def register(sub: Any) -> None:
     )
     # Its range (up to what one datagram of the MTU carries) is checked with the MTU, below.
     p.add_argument(
-        "--size", type=whole_number(1), default=64, metavar="B", help="bytes per message"
+        "--size", type=whole_number(1), default=64, metavar="B",
+        help=f"bytes per message, {MIN_MESSAGE_SIZE} up to what one datagram of --mtu carries "
+        "(default 64)",
     )
     p.add_argument(
         "--resume", action="store_true",
@@ -79,11 +81,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--echo-timeout", type=seconds(), default=2.0, metavar="S",
-        help="wait this long for each echo",
+        help="wait this long for each echo (default 2)",
     )
     p.add_argument(
         "--processes", "-p", type=whole_number(1), default=1, metavar="P",
-        help="generator processes sharing the concurrency",
+        help="generator processes sharing the concurrency (default 1)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
