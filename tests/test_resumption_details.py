@@ -595,7 +595,8 @@ def test_a_failing_session_store_is_logged_by_exception_type(
     failing: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An application store that raises costs a resumption, never the association; the
-    warning names the exception's type, not its text (which may carry secrets)."""
+    warning names the exception's type, not its text (which may carry secrets), and the
+    endpoint counts it (`ServerEndpoint.session_store_errors`)."""
     caplog.set_level(logging.WARNING, logger="iotdtls")
     store = RecordingStore()
     store.failing = "put" if failing == "put" else ""
@@ -614,6 +615,7 @@ def test_a_failing_session_store_is_logged_by_exception_type(
         end_with_a_fatal_alert(first)
         assert store.calls[-1] == ("remove", store.calls[0][1])
     assert iotdtls_warnings(caplog) == [f"session store {failing} raised RuntimeError"]
+    assert first.server.session_store_errors == 1  # counted for the server's counters
 
 
 class BytesStore(MemorySessionStore):

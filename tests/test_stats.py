@@ -16,6 +16,7 @@ from iotdtls import aio
 from iotdtls.errors import AlertReceived
 from iotdtls.messages import DTLS_1_2
 from iotdtls.record import ContentType, RecordHeader
+from iotdtls.sessions import MemorySessionStore, SessionState
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, eventually, run, server_config
 from tests.interop_support import WRONG_PSK, SameAddressClient
@@ -35,7 +36,7 @@ def test_the_counters_of_two_workers_add_up() -> None:
     a = numbered(1, {"COOKIE_ACCEPTED": 3, "HELLO_VERIFY_SENT": 4})
     b = numbered(10, {"COOKIE_ACCEPTED": 1, "NOT_A_CLIENT_HELLO": 2})
     total = a + b
-    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(8)]
+    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(10)]
     assert total.gate == Counter(
         {"COOKIE_ACCEPTED": 4, "HELLO_VERIFY_SENT": 4, "NOT_A_CLIENT_HELLO": 2}
     )
@@ -56,8 +57,9 @@ def test_the_log_line_names_every_counter() -> None:
         1, {"HELLO_VERIFY_SENT": 4, "COOKIE_ACCEPTED": 3}, {"REPLAYED": 500, "BAD_TAG": 100}
     )
     assert stats.describe() == (
-        "handshakes 1 completed, 2 failed; associations failed 3, idle expired 4; "
-        "datagrams 5 in (7 B), 6 out (8 B); gate: cookie_accepted 3, hello_verify_sent 4; "
+        "handshakes 1 completed (2 resumed), 3 failed; "
+        "associations failed 4, idle expired 5; session store errors 6; "
+        "datagrams 7 in (9 B), 8 out (10 B); gate: cookie_accepted 3, hello_verify_sent 4; "
         "dropped: bad_tag 100, replayed 500"
     )
     assert ServerStats().describe().endswith("; gate: nothing; dropped: nothing")
@@ -162,3 +164,40 @@ def test_the_asyncio_server_counts_and_logs_each_way_an_association_ends(
                  "the peer started a new handshake from the same address"): 2,
         ("INFO", f"association closed: {peer}: association idle for 0.3 s, closed"): 2,
     }
+
+
+class FlakyStore(MemorySessionStore):
+    """An application's session store whose `get` raises while `failing` is set."""
+
+    failing = False
+
+    def get(self, session_id: bytes, now: float) -> SessionState | None:
+        if self.failing:
+            raise OSError("store offline")
+        return super().get(session_id, now)
+
+
+@pytest.mark.req("RES-1")
+def test_the_asyncio_server_counts_resumed_handshakes_and_store_errors() -> None:
+    """Of the completed handshakes, those that resumed a session (the cache's hit rate), and
+    the calls to an application's session store that raised (each taken as a miss: a full
+    handshake) are counted, in the log line too."""
+    store = FlakyStore()
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config(),
+                                   session_store=store) as server:
+            async with aio.connect(*server.address, client_config()) as first:
+                saved = first.session
+            for resumed in (True, True, False):
+                store.failing = not resumed
+                async with aio.connect(*server.address, client_config(), session=saved) as conn:
+                    assert conn.resumed is resumed
+            stats = server.stats
+        assert (stats.handshakes_completed, stats.handshakes_resumed) == (4, 2)
+        assert stats.session_store_errors == 1
+        assert stats.describe().startswith("handshakes 4 completed (2 resumed), 0 failed; ")
+        assert "; session store errors 1; " in stats.describe()
+
+    run(main())
+

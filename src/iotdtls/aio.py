@@ -841,6 +841,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def _on_event(self, address: Address, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
             self.stats.handshakes_completed += 1
+            if event.resumed:
+                self.stats.handshakes_resumed += 1
             if logger.isEnabledFor(logging.INFO):  # a server under load logs nothing here
                 who = f"{format_address(address)} {event.peer}"
                 logger.info(
@@ -1104,6 +1106,7 @@ class DtlsServer:
         outcomes, records its associations discarded, RFC 6347 §4.1.2.7)."""
         snapshot = ServerStats() + self._protocol.stats
         snapshot.idle_expired = self.endpoint.idle_expired
+        snapshot.session_store_errors = self.endpoint.session_store_errors
         snapshot.gate.update({o.name: n for o, n in self.endpoint.gate.items()})
         snapshot.discards.update({r.name: n for r, n in self.endpoint.discards().items()})
         return snapshot

@@ -58,7 +58,7 @@ from iotdtls.messages import (
 )
 from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import HANDSHAKE_CONTENT, RECORD_HEADER_LEN, ContentType, RecordHeader
-from iotdtls.sessions import MemorySessionStore, SessionStore
+from iotdtls.sessions import MemorySessionStore, SessionState, SessionStore
 
 __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 
@@ -122,6 +122,38 @@ _CLOSED = ConnectionState.CLOSED
 _CLIENT_HELLO = HandshakeType.client_hello
 _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class _CountedStore:
+    """An application's `SessionStore` (RES-1), counting the calls that raise. What a call
+    raises goes on to the handshake, which logs it and takes it as a miss."""
+
+    __slots__ = ("errors", "store")
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self.errors = 0
+
+    def get(self, session_id: bytes, now: float) -> SessionState | None:
+        try:
+            return self.store.get(session_id, now)
+        except Exception:
+            self.errors += 1
+            raise
+
+    def put(self, state: SessionState, now: float) -> None:
+        try:
+            self.store.put(state, now)
+        except Exception:
+            self.errors += 1
+            raise
+
+    def remove(self, session_id: bytes) -> None:
+        try:
+            self.store.remove(session_id)
+        except Exception:
+            self.errors += 1
+            raise
 
 
 class CookieJar:
@@ -250,6 +282,11 @@ class ServerEndpoint:
             session_store = MemorySessionStore(config.session_cache_size, config.session_lifetime)
         #: Where this endpoint's sessions are cached (None: no resumption).
         self.sessions = session_store
+        #: What the associations are given: an application's store behind a count of the
+        #: calls that raised (`session_store_errors`); our own in memory as it is.
+        self._store: SessionStore | None = session_store
+        if session_store is not None and type(session_store) is not MemorySessionStore:
+            self._store = _CountedStore(session_store)
         self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
         #: Handshakes in progress and when each started, oldest first
@@ -282,6 +319,12 @@ class ServerEndpoint:
 
     def __repr__(self) -> str:
         return f"<ServerEndpoint connections={len(self.connections)}>"
+
+    @property
+    def session_store_errors(self) -> int:
+        """Calls to the application's session store that raised: each was logged and taken as
+        a miss (get: a full handshake; put, remove: the session not kept, or not forgotten)."""
+        return self._store.errors if isinstance(self._store, _CountedStore) else 0
 
     def _advance_clock(self, now: float) -> None:
         """The latest time the endpoint was given: a caller's older clock never moves it back
@@ -350,7 +393,7 @@ class ServerEndpoint:
         """A new association from `address` (its cookie verified, or none asked), given `data`,
         the datagram that starts its ClientHello."""
         self._make_room(address)
-        conn = DtlsConnection(self.config, session_store=self.sessions)
+        conn = DtlsConnection(self.config, session_store=self._store)
         self.connections[address] = conn
         self._start_handshake(address, now)
         conn.accept(now)

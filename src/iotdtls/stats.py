@@ -19,6 +19,9 @@ class ServerStats:
 
     #: Handshakes that ended in an established association (RFC 5246 §7.4.9).
     handshakes_completed: int = 0
+    #: Of those completed, the abbreviated handshakes that resumed a session (RFC 5246 §7.3,
+    #: RES-1): with `handshakes_completed`, the session cache's hit rate.
+    handshakes_resumed: int = 0
     #: Associations that ended with an error before their handshake completed (a bad key, a
     #: timeout, an eviction of a half-open handshake, ...).
     handshakes_failed: int = 0
@@ -26,6 +29,9 @@ class ServerStats:
     associations_failed: int = 0
     #: Established associations let go by `ServerConfig.idle_timeout` (with close_notify).
     idle_expired: int = 0
+    #: Calls to an application's session store (`iotdtls.sessions.SessionStore`) that raised:
+    #: each logged and taken as a miss (a full handshake, a session not kept or not forgotten).
+    session_store_errors: int = 0
     datagrams_received: int = 0
     datagrams_sent: int = 0
     bytes_received: int = 0
@@ -46,8 +52,10 @@ class ServerStats:
     def describe(self) -> str:
         """One log line: every counter, gate outcomes and discard reasons in lower case."""
         return (
-            f"handshakes {self.handshakes_completed} completed, {self.handshakes_failed} failed; "
+            f"handshakes {self.handshakes_completed} completed ({self.handshakes_resumed} "
+            f"resumed), {self.handshakes_failed} failed; "
             f"associations failed {self.associations_failed}, idle expired {self.idle_expired}; "
+            f"session store errors {self.session_store_errors}; "
             f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
             f"{self.datagrams_sent} out ({self.bytes_sent} B); gate: {_named(self.gate)}; "
             f"dropped: {_named(self.discards)}"
