@@ -906,7 +906,9 @@ def test_one_process_serves_until_sigterm_and_logs_its_counters(
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[0] == f"listening on 127.0.0.1:{wanted} (uvloop)"
-    assert lines[-1].startswith("stopped: handshakes 1 completed (0 resumed), 0 failed; ")
+    assert lines[-1].startswith(
+        "stopped: handshakes 1 completed (0 resumed), 0 failed, 0 unfinished; "
+    )
 
 
 def test_a_handler_that_outlives_the_stop_grace_is_left_behind(
@@ -943,7 +945,9 @@ def test_a_handler_that_outlives_the_stop_grace_is_left_behind(
     assert 0.3 <= took < 3.0, took
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[-2] == "stopped after 0.3 s with handlers still running", lines
-    assert lines[-1].startswith("stopped: handshakes 1 completed (0 resumed), 0 failed; ")
+    assert lines[-1].startswith(
+        "stopped: handshakes 1 completed (0 resumed), 0 failed, 0 unfinished; "
+    )
 
 
 def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,10 +9,13 @@ import functools
 import logging
 import re
 from collections import Counter
+from typing import Any, cast
 
 import pytest
 
 from iotdtls import aio
+from iotdtls.connection import DtlsConnection
+from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertReceived
 from iotdtls.messages import DTLS_1_2
 from iotdtls.record import ContentType, RecordHeader
@@ -36,7 +39,7 @@ def test_the_counters_of_two_workers_add_up() -> None:
     a = numbered(1, {"COOKIE_ACCEPTED": 3, "HELLO_VERIFY_SENT": 4})
     b = numbered(10, {"COOKIE_ACCEPTED": 1, "NOT_A_CLIENT_HELLO": 2})
     total = a + b
-    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(10)]
+    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(11)]
     assert total.gate == Counter(
         {"COOKIE_ACCEPTED": 4, "HELLO_VERIFY_SENT": 4, "NOT_A_CLIENT_HELLO": 2}
     )
@@ -57,9 +60,9 @@ def test_the_log_line_names_every_counter() -> None:
         1, {"HELLO_VERIFY_SENT": 4, "COOKIE_ACCEPTED": 3}, {"REPLAYED": 500, "BAD_TAG": 100}
     )
     assert stats.describe() == (
-        "handshakes 1 completed (2 resumed), 3 failed; "
-        "associations failed 4, idle expired 5; session store errors 6; "
-        "datagrams 7 in (9 B), 8 out (10 B); gate: cookie_accepted 3, hello_verify_sent 4; "
+        "handshakes 1 completed (2 resumed), 3 failed, 4 unfinished; "
+        "associations failed 5, idle expired 6; session store errors 7; "
+        "datagrams 8 in (10 B), 9 out (11 B); gate: cookie_accepted 3, hello_verify_sent 4; "
         "dropped: bad_tag 100, replayed 500"
     )
     assert ServerStats().describe().endswith("; gate: nothing; dropped: nothing")
@@ -196,8 +199,66 @@ def test_the_asyncio_server_counts_resumed_handshakes_and_store_errors() -> None
             stats = server.stats
         assert (stats.handshakes_completed, stats.handshakes_resumed) == (4, 2)
         assert stats.session_store_errors == 1
-        assert stats.describe().startswith("handshakes 4 completed (2 resumed), 0 failed; ")
+        assert stats.describe().startswith(
+            "handshakes 4 completed (2 resumed), 0 failed, 0 unfinished; "
+        )
         assert "; session store errors 1; " in stats.describe()
 
     run(main())
 
+
+class HalfOpen(asyncio.DatagramProtocol):
+    """A client that answers the HelloVerifyRequest (RFC 6347 §4.2.1: the server then holds
+    state for it) and then says nothing more."""
+
+    def __init__(self) -> None:
+        self.connection = DtlsConnection(client_config())
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.connection.connect(0.0)
+        self._flush()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.answered:  # the HelloVerifyRequest: send the ClientHello with the cookie
+            self.answered = True
+            self.connection.receive_datagram(data, 0.0)
+            self._flush()
+
+    def _flush(self) -> None:
+        for datagram in self.connection.datagrams_to_send(0.0):
+            self.transport.sendto(datagram)
+
+
+def test_handshakes_in_progress_at_the_stop_are_counted_unfinished() -> None:
+    """Three handshakes half-open when the server stops are neither completed nor failed, but
+    unfinished: the associations the gate let in add up to the ends counted (one completed,
+    one failed, three unfinished)."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        async with aio.connect(*server.address, client_config()):
+            pass
+        with pytest.raises(AlertReceived):
+            await aio.connect(*server.address, client_config(psk=WRONG_PSK))
+        clients = [
+            await asyncio.get_running_loop().create_datagram_endpoint(
+                HalfOpen, remote_addr=server.address
+            )
+            for _ in range(3)
+        ]
+        try:
+            assert await eventually(lambda: len(server.endpoint.connections) == 3, 5.0)
+            assert server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 5
+            await server.close()
+        finally:
+            for transport, _ in clients:
+                transport.close()
+        stats = server.stats
+        assert stats.gate["COOKIE_ACCEPTED"] == 5 == (
+            stats.handshakes_completed + stats.handshakes_failed + stats.handshakes_unfinished
+        )
+        assert "handshakes 1 completed (0 resumed), 1 failed, 3 unfinished; " in stats.describe()
+
+    run(main())

@@ -973,6 +973,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         elif error is not None:
             self.stats.handshakes_failed += 1
             logger.info("handshake failed: %s: %s", _PeerLabel(address, event.peer, True), error)
+        else:  # closed by us before it completed: the server stops
+            self.stats.handshakes_unfinished += 1
+            logger.debug("handshake unfinished: %s", _PeerLabel(address, event.peer, True))
 
     def _ended(self, session: ServerSession, error: DtlsError | None) -> None:
         session._end(error)

@@ -25,6 +25,10 @@ class ServerStats:
     #: Associations that ended with an error before their handshake completed (a bad key, a
     #: timeout, an eviction of a half-open handshake, ...).
     handshakes_failed: int = 0
+    #: Handshakes still in progress when the server closed them as it stopped: neither completed
+    #: nor failed. Once it has stopped, the associations the gate let in (`cookie_accepted`,
+    #: `hello_accepted_without_cookie`) are completed + failed + unfinished.
+    handshakes_unfinished: int = 0
     #: Established associations that ended with an error (alert, eviction, replacement).
     associations_failed: int = 0
     #: Established associations let go by `ServerConfig.idle_timeout` (with close_notify).
@@ -53,7 +57,7 @@ class ServerStats:
         """One log line: every counter, gate outcomes and discard reasons in lower case."""
         return (
             f"handshakes {self.handshakes_completed} completed ({self.handshakes_resumed} "
-            f"resumed), {self.handshakes_failed} failed; "
+            f"resumed), {self.handshakes_failed} failed, {self.handshakes_unfinished} unfinished; "
             f"associations failed {self.associations_failed}, idle expired {self.idle_expired}; "
             f"session store errors {self.session_store_errors}; "
             f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
