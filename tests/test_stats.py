@@ -9,16 +9,18 @@ import functools
 import logging
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from iotdtls import aio
-from iotdtls.connection import DtlsConnection
+from iotdtls.connection import DropReason, DtlsConnection
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertReceived
+from iotdtls.heartbeat import HeartbeatDrop
 from iotdtls.messages import DTLS_1_2
-from iotdtls.record import ContentType, RecordHeader
+from iotdtls.record import ContentType, DiscardReason, RecordHeader
 from iotdtls.sessions import MemorySessionStore, SessionState
 from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, eventually, run, server_config
@@ -66,6 +68,20 @@ def test_the_log_line_names_every_counter() -> None:
         "dropped: bad_tag 100, replayed 500"
     )
     assert ServerStats().describe().endswith("; gate: nothing; dropped: nothing")
+
+
+def test_every_name_the_log_line_can_show_is_in_the_readme() -> None:
+    """Each gate outcome and reason for a dropped record, as the counters line names it, is
+    explained in the README (a new one cannot go undocumented)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    drops = [m.name for kind in (DiscardReason, DropReason, HeartbeatDrop) for m in kind]
+    line = ServerStats(
+        gate=Counter({o.name: 1 for o in GateOutcome}), discards=Counter(dict.fromkeys(drops, 1))
+    ).describe()
+    shown = re.findall(r"(\w+) 1\b", line.partition("; gate: ")[2])
+    assert len(shown) == len(GateOutcome) + len(drops)
+    missing = [name for name in shown if f"`{name}`" not in readme]
+    assert missing == []
 
 
 def forged(epoch: int, seq: int) -> bytes:

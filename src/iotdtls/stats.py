@@ -54,7 +54,8 @@ class ServerStats:
         return total
 
     def describe(self) -> str:
-        """One log line: every counter, gate outcomes and discard reasons in lower case."""
+        """One log line: every counter, gate outcomes and discard reasons in lower case (the
+        README explains each name)."""
         return (
             f"handshakes {self.handshakes_completed} completed ({self.handshakes_resumed} "
             f"resumed), {self.handshakes_failed} failed, {self.handshakes_unfinished} unfinished; "
