@@ -185,6 +185,25 @@ def test_the_asyncio_server_counts_and_logs_each_way_an_association_ends(
     }
 
 
+def test_a_failed_handshake_is_one_log_line_naming_the_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With DEBUG on (the CLI's -v), a handshake that fails at the server is logged once, by
+    the server with the peer's address and claimed identity, not again by the association."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            with pytest.raises(AlertReceived):
+                await aio.connect(*server.address, client_config(psk=WRONG_PSK))
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls"):
+        run(main())
+    lines = [(r.name, r.getMessage()) for r in caplog.records
+             if "sent fatal alert decrypt_error" in r.getMessage()]
+    assert [name for name, _ in lines] == ["iotdtls.aio"], lines
+    assert lines[0][1].startswith("handshake failed: peer 127.0.0.1:")
+
+
 class FlakyStore(MemorySessionStore):
     """An application's session store whose `get` raises while `failing` is set."""
 

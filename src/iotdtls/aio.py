@@ -752,6 +752,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.endpoint = ServerEndpoint(config, session_store=session_store)
+        self.endpoint.log_failures = False  # `_on_closed` logs each end, naming the peer
         self.handler = handler
         self.transport: asyncio.DatagramTransport | None = None
         self.sessions: dict[Address, ServerSession] = {}

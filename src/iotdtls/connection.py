@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections import Counter
 from enum import Enum, auto
+from typing import ClassVar
 
 from iotdtls._arguments import check_bytes_like, check_session, check_session_store
 from iotdtls._enum import IdentityHashEnum
@@ -164,6 +165,10 @@ class DtlsConnection:
         "retransmissions",
         "state",
     )
+
+    #: `_close` logs a failure at DEBUG ("association failed: ..."); not in the associations
+    #: of a `ServerEndpoint` whose adapter logs each end itself, naming the peer.
+    log_failures: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -1103,7 +1108,7 @@ class DtlsConnection:
         in an abbreviated handshake, the failure may be anyone's who saw the session_id (in
         clear in the hellos): a forged plaintext alert, or a plaintext message that makes us
         send one, must not evict the session from the server's cache (RFC 6347 §4.1.2.7)."""
-        if failed and error is not None:
+        if failed and error is not None and self.log_failures:
             logger.debug("association failed: %s", error)
         if error is not None and self.state is _HANDSHAKING and self._handshake.resumed:
             error.resuming = True  # the session offered may be what failed

@@ -124,6 +124,13 @@ _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
+class _QuietConnection(DtlsConnection):
+    """An association whose failures the endpoint's adapter logs (`log_failures`)."""
+
+    __slots__ = ()
+    log_failures = False
+
+
 class _CountedStore:
     """An application's `SessionStore` (RES-1), counting the calls that raise. What a call
     raises goes on to the handshake, which logs it and takes it as a miss."""
@@ -289,6 +296,10 @@ class ServerEndpoint:
             self._store = _CountedStore(session_store)
         self._cookies = CookieJar(config.cookie_rotation, config.cookie_secret)
         self.connections: dict[Address, DtlsConnection] = {}
+        #: Its associations log their failures at DEBUG, as a lone `DtlsConnection` does; an
+        #: adapter that logs each `ConnectionClosed` itself (`iotdtls.aio`'s server, with the
+        #: peer's address and identity) sets it False: one line for one failure.
+        self.log_failures = True
         #: Handshakes in progress and when each started, oldest first
         #: (`ServerConfig.max_handshakes`).
         self._handshaking: dict[Address, float] = {}
@@ -393,7 +404,8 @@ class ServerEndpoint:
         """A new association from `address` (its cookie verified, or none asked), given `data`,
         the datagram that starts its ClientHello."""
         self._make_room(address)
-        conn = DtlsConnection(self.config, session_store=self._store)
+        kind = DtlsConnection if self.log_failures else _QuietConnection
+        conn = kind(self.config, session_store=self._store)
         self.connections[address] = conn
         self._start_handshake(address, now)
         conn.accept(now)
