@@ -172,6 +172,52 @@ def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> 
     assert len(counted) == 2 and sum(counted) == 8
 
 
+def log_to_file(path: str) -> None:
+    """A worker's initializer: its log lines, INFO and above, to the file `path`."""
+    logging.basicConfig(filename=path, level=logging.INFO, format="%(name)s: %(message)s")
+
+
+def test_log_counters_logs_each_workers_counters_and_their_sum(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """`log_counters` (the CLI's SIGUSR1) has each worker send its counters and logs them as
+    the stop does, each line starting "counters: ", and their sum; the workers go on serving.
+    A worker's own log lines start with its label: a handshake is tied to the worker that made
+    it."""
+    logs = tmp_path / "workers.log"
+
+    async def main() -> None:
+        async with await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                       loop_choice="asyncio",
+                                       initializer=functools.partial(log_to_file, str(logs))
+                                       ) as pool:
+            async with aio.connect(*pool.address, client_config()) as conn:
+                conn.send(b"one")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"one"
+            pool.log_counters()
+            pool.log_counters()  # while the first waits: one round of lines
+            for _ in range(500):
+                if any(r.getMessage().startswith("counters: all") for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+            lines = [r.getMessage() for r in caplog.records]
+            pids = pool.pids
+        counters = [m for m in lines if m.startswith("counters: ")]
+        assert [m.partition(": handshakes ")[0] for m in counters] == [
+            f"counters: worker {i} (pid {pid})" for i, pid in enumerate(pids)
+        ] + ["counters: all 2 workers"]
+        assert counters[-1].startswith("counters: all 2 workers: handshakes 1 completed")
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    written = logs.read_text().splitlines()
+    (complete,) = [line for line in written if "handshake complete" in line]
+    assert re.match(r"iotdtls\.aio: worker [01]: handshake complete: peer 127\.0\.0\.1:", complete)
+    assert sum(" serving" in line for line in written) == 2
+    assert not any(re.match(r"iotdtls\.workers: worker \d: ", line)
+                   for line in written)  # its own lines name it once, with its pid
+
+
 def test_a_worker_builds_its_configuration_with_the_shared_secret() -> None:
     """What each worker runs (in its own process): the configuration, or the function that
     builds it, with the cookie secret of all the workers."""

@@ -33,10 +33,12 @@ closures, defined in a module or a script file (a worker re-imports the script a
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
 even one that comes while they start (it waits until the worker can stop). They ignore SIGUSR1
-too: `log_counters()` asks each, through its pipe, to log its counters and go on serving (a
-SIGUSR1 handler that calls it should be signalled alone, not with its process group, where a
-`multiprocessing.Manager` or the resource tracker would die of the signal's default action).
-`close()` reaps every worker and returns and logs the counters of each and their sum.
+too: `log_counters()` asks each, through its pipe, for its counters (it goes on serving) and
+logs them and their sum (a SIGUSR1 handler that calls it should be signalled alone, not with its
+process group, where a `multiprocessing.Manager` or the resource tracker would die of the
+signal's default action). `close()` reaps every worker and returns and logs the counters of each
+and their sum. What a worker logs, but for its own lines of `iotdtls.workers`, starts with its
+label ("worker 1: handshake complete: ..."), so that a line can be tied to a worker.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ logger = logging.getLogger("iotdtls.workers")
 READY_TIMEOUT = 60.0
 #: Seconds a worker may take to close its associations and report after being asked to stop.
 STOP_TIMEOUT = 10.0
+#: Seconds `log_counters` waits for the workers' counters before it logs those it has.
+COUNTERS_TIMEOUT = 5.0
 COOKIE_SECRET_LENGTH = 32
 MAX_WORKERS = 256
 _STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
-#: The parent's request to log the counters now (`WorkerServer.log_counters`).
+#: The parent's request for the counters now (`WorkerServer.log_counters`), and the answer's kind.
 _COUNTERS = "counters"
 #: Held (blocked) from the spawn of a worker until it has its own handling of them: the worker
 #: ignores SIGHUP and SIGUSR1 as it ignores SIGINT (the parent decides), SIGTERM stops it
@@ -123,6 +127,7 @@ def _worker_main(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> None:
     try:
         if spec.initializer is not None:
             spec.initializer()
+        _label_records(spec.index)
         stats = loop.run(_serve_worker(spec, sock, conn), spec.loop)
     except Exception as exc:  # reported to the parent as one line, no traceback
         with contextlib.suppress(OSError):
@@ -133,6 +138,22 @@ def _worker_main(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> None:
     conn.close()
 
 
+def _label_records(index: int) -> None:
+    """Every line this worker logs starts with "worker INDEX: " (whatever the logging set-up
+    the initializer made), but for those of `iotdtls.workers`, which name the worker and its
+    pid themselves."""
+    make = logging.getLogRecordFactory()
+    label = f"worker {index}: "
+
+    def labelled(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if record.name != logger.name:
+            record.msg = label + str(record.msg)  # no % in the label: args format as before
+        return record
+
+    logging.setLogRecordFactory(labelled)
+
+
 async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> ServerStats:
     running = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -141,7 +162,7 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     server: aio.DtlsServer | None = None
 
     def on_parent() -> None:
-        """The parent's "counters" (log them, go on), its "stop", or the end of the pipe when
+        """The parent's "counters" (send them, go on), its "stop", or the end of the pipe when
         the parent has gone away (stop)."""
         try:
             asked = conn.recv()
@@ -149,9 +170,9 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
             asked = _STOP
         if asked != _COUNTERS:
             stop.set()
-        elif server is not None:  # labelled as the parent labels them at the stop
-            logger.info("worker %d (pid %d): %s", spec.index, os.getpid(),
-                        server.stats.describe())
+        elif server is not None:
+            with contextlib.suppress(OSError):
+                conn.send((_COUNTERS, server.stats))
 
     running.add_reader(conn.fileno(), on_parent)
     host, port = sock.getsockname()[:2]
@@ -194,9 +215,14 @@ class WorkerServer:
         self._closing: asyncio.Task[ServerStats] | None = None
         #: Set when a worker process ends without having been asked to.
         self.worker_exited = asyncio.Event()
+        #: The counters each worker sent since `log_counters` asked (by worker index), and the
+        #: time limit of that wait.
+        self._answers: dict[int, ServerStats] = {}
+        self._answers_due: asyncio.TimerHandle | None = None
         running = asyncio.get_running_loop()
         for worker in workers:
             running.add_reader(worker.process.sentinel, self._on_exit, worker)
+            running.add_reader(worker.conn.fileno(), self._on_message, worker)
 
     def __repr__(self) -> str:
         return f"<WorkerServer {self._address[0]}:{self._address[1]} workers={len(self._workers)}>"
@@ -218,7 +244,9 @@ class WorkerServer:
         return [w.pid for w in self._workers]
 
     def _on_exit(self, worker: _Worker) -> None:
-        asyncio.get_running_loop().remove_reader(worker.process.sentinel)
+        running = asyncio.get_running_loop()
+        running.remove_reader(worker.process.sentinel)
+        running.remove_reader(worker.conn.fileno())
         if self._closing is not None:
             return
         _collect_stats(worker, 0.0)  # a worker stopped by SIGTERM has reported them
@@ -228,12 +256,44 @@ class WorkerServer:
             logger.warning("worker %d (pid %d) stopped on SIGTERM", worker.index, worker.pid)
         self.worker_exited.set()
 
+    def _on_message(self, worker: _Worker) -> None:
+        """What a worker sent while serving: its counters that `log_counters` asked for, or
+        those it sends as it stops (SIGTERM sent to it)."""
+        try:
+            kind, value = worker.conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
+            return
+        if kind == _STOPPED:
+            worker.stats = value
+        elif kind == _COUNTERS and self._answers_due is not None:
+            self._answers[worker.index] = value
+            if len(self._answers) == len(self._workers):
+                self._log_answers()
+
     def log_counters(self) -> None:
-        """Ask every worker to log its counters now, one line each labelled as `close()` labels
-        them (``worker 0 (pid 1234): handshakes ...``); they go on serving."""
+        """Ask every worker for its counters now (they go on serving), then log them as
+        `close()` does, each line starting with "counters: " (``counters: worker 0 (pid 1234):
+        handshakes ...``, ``counters: all 2 workers: ...``), once every worker has answered or
+        after `COUNTERS_TIMEOUT` seconds (those that answered)."""
+        if self._closing is not None:
+            return
+        if self._answers_due is not None:  # a request still waits: this one joins it
+            return
+        self._answers = {}
+        self._answers_due = asyncio.get_running_loop().call_later(
+            COUNTERS_TIMEOUT, self._log_answers
+        )
         for worker in self._workers:
             with contextlib.suppress(OSError):
                 worker.conn.send(_COUNTERS)
+
+    def _log_answers(self) -> None:
+        if self._answers_due is not None:
+            self._answers_due.cancel()
+            self._answers_due = None
+        answers = [(w, self._answers.get(w.index)) for w in self._workers]
+        _log_sum("counters: ", answers, "answered")
 
     async def close(self) -> ServerStats:
         """Stop every worker (each closes its associations with close_notify), reap them, log
@@ -245,32 +305,44 @@ class WorkerServer:
 
     async def _stop(self) -> ServerStats:
         running = asyncio.get_running_loop()
+        if self._answers_due is not None:  # counters asked for: the stop's come instead
+            self._answers_due.cancel()
+            self._answers_due = None
         for worker in self._workers:
             running.remove_reader(worker.process.sentinel)
+            running.remove_reader(worker.conn.fileno())
         await asyncio.to_thread(_stop_workers, self._workers)
-        total = ServerStats()
-        reported = 0
-        for worker in self._workers:
-            if worker.stats is None:
-                logger.info("worker %d (pid %d): no counters (it did not report)", worker.index,
-                            worker.pid)
-                continue
-            logger.info("worker %d (pid %d): %s", worker.index, worker.pid,
-                        worker.stats.describe())
-            total = total + worker.stats
-            reported += 1
-        if reported == len(self._workers):
-            logger.info("all %d workers: %s", reported, total.describe())
-        else:
-            logger.info("the %d of %d workers that reported: %s", reported, len(self._workers),
-                        total.describe())
-        return total
+        return _log_sum("", [(w, w.stats) for w in self._workers], "reported")
 
     async def __aenter__(self) -> WorkerServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _log_sum(
+    prefix: str, counted: list[tuple[_Worker, ServerStats | None]], verb: str
+) -> ServerStats:
+    """Log each worker's counters (or that it sent none) and their sum, each line starting with
+    `prefix`; return the sum."""
+    total = ServerStats()
+    reported = 0
+    for worker, stats in counted:
+        if stats is None:
+            logger.info("%sworker %d (pid %d): no counters (it did not %s)", prefix,
+                        worker.index, worker.pid, verb.removesuffix("ed"))
+            continue
+        logger.info("%sworker %d (pid %d): %s", prefix, worker.index, worker.pid,
+                    stats.describe())
+        total = total + stats
+        reported += 1
+    if reported == len(counted):
+        logger.info("%sall %d workers: %s", prefix, reported, total.describe())
+    else:
+        logger.info("%sthe %d of %d workers that %s: %s", prefix, reported, len(counted), verb,
+                    total.describe())
+    return total
 
 
 def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:

@@ -76,7 +76,7 @@ def register(sub: Any) -> None:
         help="echo server: every datagram received is sent back",
         description="Echo server: every datagram received is sent back. SIGINT, SIGTERM or "
         "SIGHUP stop it cleanly and it logs its counters; SIGUSR1 logs them and it goes on "
-        "serving (with --workers, one line per worker).",
+        "serving (with --workers, one line per worker and their sum).",
     )
     srv.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
@@ -301,8 +301,8 @@ async def _serve_workers(
 ) -> int:
     """Serve with worker processes until SIGINT, SIGTERM or SIGHUP (status 0, even when a
     worker that got the same signal, sent to the whole group, ended first) or until a worker
-    dies (status 1); the workers' counters are logged at the end, and by each worker (its own
-    line) on SIGUSR1."""
+    dies (status 1); the workers' counters are logged at the end, and on SIGUSR1 (the parent
+    asks each worker for them: one line each and their sum)."""
     stop = stop_on_signals()
     pool = await workers.serve(  # its errors name the address
         echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
