@@ -3,11 +3,13 @@ SubjectPublicKeyInfo and its SHA-256, and random PSKs."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from iotdtls._files import file_kind, write_atomically
 from iotdtls.cli import main
 from iotdtls.credentials import public_key_pin
 
@@ -161,6 +164,32 @@ def test_keygen_never_replaces_what_is_not_a_regular_file(
     assert err == f"iotdtls: cannot write {out}: {kind} is there, not a regular file\n"
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert what != "directory" or out.is_dir()
+
+
+def test_what_is_not_a_regular_file_is_refused_as_einval_naming_its_kind(tmp_path: Path) -> None:
+    """`write_atomically` refuses a FIFO with the errno its docstring gives (EINVAL), for
+    callers that test it; a mode of no type `stat` knows (none on Linux) is "a special file"."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as refused:
+        write_atomically(fifo, b"key")
+    assert refused.value.errno == errno.EINVAL
+    assert refused.value.strerror == "a FIFO is there, not a regular file"
+    assert file_kind(stat.S_IFCHR) == "a character device"
+    assert file_kind(stat.S_IFSOCK | 0o600) == "a socket"
+    assert file_kind(0o600) == "a special file"
+
+
+def test_the_temporary_file_is_made_beside_the_key_not_in_the_temp_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made in /tmp, the temporary file could not be renamed over a key on another filesystem
+    (EXDEV): it is made in the key's directory. A temp directory that does not exist shows
+    it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no such directory"))
+    (tmp_path / "keys").mkdir()
+    write_atomically(tmp_path / "keys" / "key.pem", b"key")
+    assert (tmp_path / "keys" / "key.pem").read_bytes() == b"key"
 
 
 def test_ec_p256_into_a_missing_directory_fails_in_one_line(
