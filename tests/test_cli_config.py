@@ -820,6 +820,13 @@ def test_a_long_identity_is_cut_in_a_message(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{path}:2: identity {'é' * 32!r}... (1000 bytes) is already on line 1 "
         "(one key per identity)")
+    split = ("-" + "é" * 40).encode()  # the cut after 64 bytes halves an "é": left out
+    path.write_bytes(split + b":01\n" + split + b":02\n")
+    with pytest.raises(UsageError) as caught:
+        read_psk_file(str(path))
+    assert str(caught.value) == (
+        f"{path}:2: identity {'-' + 'é' * 31!r}... (81 bytes) is already on line 1 "
+        "(one key per identity)")
     path.write_bytes(long_bytes + b":01\n" + long_bytes + b":02\n")
     with pytest.raises(UsageError) as caught:
         read_psk_file(str(path))
