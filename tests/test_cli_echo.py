@@ -27,7 +27,7 @@ from typing import Any, cast
 import pytest
 
 from iotdtls import aio, loop, workers
-from iotdtls._addresses import format_address, listening_on
+from iotdtls._addresses import format_address, listening_on, socket_error
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.cli.common import UsageError
@@ -746,6 +746,27 @@ def test_a_link_local_address_without_its_interface_says_to_add_it(
         f"iotdtls: cannot {doing} [fe80::1]:{port}: a link-local address needs %interface, "
         f"as in [fe80::1%eth0]:{port}\n"
     ))
+
+
+@pytest.mark.parametrize(
+    ("error", "host", "said"),
+    [
+        (OSError(errno.EINVAL, "Invalid argument"), "fe80::1", "a link-local address needs "
+         "%interface, as in [fe80::1%eth0]:5684"),
+        (OSError(errno.EINVAL, "Invalid argument"), "fe80::1%eth0", "Invalid argument"),
+        (OSError(errno.EINVAL, "Invalid argument"), "2001:db8::1", "Invalid argument"),
+        (OSError(errno.EINVAL, "Invalid argument"), "gw.example", "Invalid argument"),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), "fe80::1",
+         "Network is unreachable"),
+        (OSError("no errno"), "fe80::1", "no errno"),
+    ],
+)
+def test_only_invalid_argument_for_a_link_local_address_is_told_to_add_its_interface(
+    error: OSError, host: str, said: str
+) -> None:
+    """The kernel's "Invalid argument" is explained for an IPv6 link-local address without its
+    zone only; any other error, or that one for any other host, is shown as it is."""
+    assert socket_error(error, host, 5684) == said
 
 
 def test_a_session_that_cannot_be_saved_names_the_file(tmp_path: Path) -> None:
