@@ -788,6 +788,10 @@ def test_psk_file_larger_than_a_mebibyte_is_refused(
         fh.write(b"#")
     message = refused(capsys, "server", "--psk-file", str(path))
     assert message == f"--psk-file {path} is larger than 1 MiB: is it the right file?"
+    with path.open("r+b") as fh:  # a sparse tebibyte: read whole, it would not fit in memory
+        fh.truncate(1 << 40)
+    message = refused(capsys, "server", "--psk-file", str(path))
+    assert message == f"--psk-file {path} is larger than 1 MiB: is it the right file?"
 
 
 def test_psk_file_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
@@ -848,6 +852,8 @@ def test_a_long_identity_is_cut_in_a_message(tmp_path: Path) -> None:
         ("dev1:", "key is empty"),
         ("dev1:0102zz", "key must be hexadecimal bytes (e.g. 0102...0f10), "
                         "character 5 of 6 is not a hex digit"),
+        ("dev1:01é2", "key must be hexadecimal bytes (e.g. 0102...0f10), "
+                      "character 3 of 5 is not a hex digit"),  # "é" is 2 bytes, not ASCII
     ],
 )
 def test_psk_file_mistakes_name_the_line(tmp_path: Path, line: str, problem: str) -> None:
