@@ -15,6 +15,7 @@ from aiocoap import GET, error
 from aiocoap.credentials import CredentialsMissingError
 from aiocoap.message import Message, UndecidedRemote
 
+from iotdtls._addresses import host_from_uri
 from iotdtls.coap.addresses import (
     COAP_HEADROOM,
     RECORD_OVERHEAD_BOUND,
@@ -85,6 +86,9 @@ def test_hostinfo_writes_a_zone_as_a_uri_does() -> None:
     lo = socket.if_nametoindex("lo")
     assert hostinfo(("fe80::1", 5684, 0, lo)) == "[fe80::1%25lo]"
     assert hostinfo(("fe80::1%eth0", 9)) == "[fe80::1%25eth0]:9"
+    # a zone's own "%" and "/" are percent-encoded too, and read back from the first "%25"
+    assert hostinfo(("fe80::1%a/b%c", 9)) == "[fe80::1%25a%2Fb%25c]:9"
+    assert host_from_uri("fe80::1%25a%2Fb%25c") == "fe80::1%a/b%c"
     assert _destination(Message(code=GET, uri=f"coaps://{hostinfo(('fe80::1', 9, 0, lo))}/")) == (
         "fe80::1%lo", 9)
 
