@@ -197,6 +197,7 @@ def test_wrong_key_raises_alert_received(server: ServerThread) -> None:
     with pytest.raises(AlertReceived) as info:
         sync.connect(*server.address, client_config(psk=WRONG_PSK))
     assert info.value.alert is AlertDescription.decrypt_error
+    assert info.value.resuming is False  # a full handshake: no saved session to drop
 
 
 def test_several_concurrent_clients(server: ServerThread) -> None:
