@@ -205,7 +205,9 @@ def test_close_ends_the_peers_of_a_datagram_handler_cleanly() -> None:
 def test_a_peer_that_stops_answering_ends_with_peer_unresponsive_on_both_sides() -> None:
     """Through the proxy, every datagram after the handshake is dropped both ways: each side's
     heartbeat goes unanswered until its handshake_timeout, then the association ends with
-    PeerUnresponsive, which the waiting heartbeat() and every later recv() raise."""
+    PeerUnresponsive, which the waiting heartbeat() and every later recv() raise. The client's
+    retry policy is for handshakes (RPK-4): an established association that ends is not
+    retried."""
     drop = AFTER_THE_HANDSHAKE | {("client", index) for index in range(4, 60)}
     server_errors: list[BaseException] = []
 
@@ -220,7 +222,8 @@ def test_a_peer_that_stops_answering_ends_with_peer_unresponsive_on_both_sides()
         config = server_config(heartbeat=True, handshake_timeout=1.0)
         async with await aio.serve(beat, LOCALHOST, 0, config) as server:
             with LossyProxy(server.address, seed=1, drop=drop, lifetime=20) as p:
-                config = client_config(heartbeat=True, handshake_timeout=1.0)
+                retry = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
+                config = client_config(heartbeat=True, handshake_timeout=1.0, retry=retry)
                 async with aio.connect(*p.address, config) as client:
                     with pytest.raises(PeerUnresponsive) as ended:
                         await client.heartbeat(10.0)
