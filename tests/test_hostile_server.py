@@ -314,6 +314,21 @@ def test_protected_data_before_the_finished_is_never_delivered() -> None:
     assert ex.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
 
 
+@pytest.mark.req("HS-5")
+def test_data_behind_the_finished_in_its_datagram_is_delivered() -> None:
+    """RFC 6347 §4.1: a datagram may carry several records; data behind the server's
+    Finished comes after the handshake completed."""
+
+    def final(fake: FakeServer) -> list[bytes]:
+        return [fake.finished() + fake.protected(ContentType.application_data, b"behind")]
+
+    ex = drive(psk_client(), honest_flights(finished=final))
+    assert ex.client.state is ConnectionState.ESTABLISHED
+    assert [type(e) for e in ex.events] == [HandshakeComplete, DataReceived]
+    assert ex.events[1] == DataReceived(b"behind")
+    assert ex.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
+
+
 # -- hostile handshake lengths and fragments ------------------------------------------------------
 
 

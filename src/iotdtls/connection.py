@@ -757,8 +757,12 @@ class DtlsConnection:
             self._close(PeerUnresponsive(self.config.handshake_timeout))
 
     def _on_application_data(self, record: PlainRecord) -> None:
-        """Only reached before completion (`_receive_established` delivers the rest): HS-5,
-        application data is never accepted before the handshake completes."""
+        """Reached in a datagram that began before completion (`_receive_established` delivers
+        the rest): HS-5, application data is never accepted before the handshake completes;
+        behind the peer's Finished in the same datagram, it is delivered."""
+        if self.state is _ESTABLISHED:
+            self._emit(DataReceived(record.payload))
+            return
         self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
 
     def _on_alert(self, record: PlainRecord) -> None:
