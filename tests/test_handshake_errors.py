@@ -311,9 +311,10 @@ def test_plaintext_application_data_is_never_delivered() -> None:
 
 
 @pytest.mark.req("HS-5")
-def test_protected_data_before_client_completes_is_dropped() -> None:
+def test_protected_data_before_client_completes_waits_for_its_finished() -> None:
     # The server's final flight (server datagram 3) is lost; the server, already done, sends
-    # data in epoch 1 that the client can decrypt but must not deliver before its Finished.
+    # data in epoch 1 that the client can decrypt but must not deliver before its Finished:
+    # held, it comes right after the handshake completes (RFC 6347 §4.1).
     link = make_link(fate=lambda d, i, data: "drop" if (d, i) == ("server", 3) else "deliver")
     link.client.connect(0.0)
     link.run(
@@ -325,11 +326,13 @@ def test_protected_data_before_client_completes_is_dropped() -> None:
     link.server.send(CLIENT_ADDR, b"too early")
     link.step()
     assert link.client.state is ConnectionState.HANDSHAKING
-    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    assert events_of(link, "client", DataReceived) == []
     link.client.receive_datagram(final_flight, link.now)
     link.step()
     assert link.client.state is ConnectionState.ESTABLISHED
-    assert events_of(link, "client", DataReceived) == []
+    assert [type(e) for e in link.client_events][-2:] == [HandshakeComplete, DataReceived]
+    assert events_of(link, "client", DataReceived) == [DataReceived(b"too early")]
+    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
 
 
 def strip_ccs(sender: Direction) -> FateFn:

@@ -43,7 +43,7 @@ from iotdtls.messages import (
     ServerName,
     UnknownExtension,
 )
-from iotdtls.record import ContentType, DiscardReason, RecordHeader
+from iotdtls.record import ContentType, DiscardReason, RecordHeader, split_datagram
 from tests.fake_server import (
     Exchange,
     FakeServer,
@@ -302,16 +302,19 @@ def test_junk_mixed_into_every_flight_is_ignored() -> None:
 
 
 @pytest.mark.req("HS-5")
-def test_protected_data_before_the_finished_is_never_delivered() -> None:
+def test_protected_data_before_the_finished_is_delivered_only_after_it() -> None:
+    """Data that overtook the server's Finished is held, and delivered once the Finished is
+    verified, before what came after it (RFC 6347 §4.1)."""
+
     def final(fake: FakeServer) -> list[bytes]:
         early = fake.protected(ContentType.application_data, b"before the Finished")
         return [early, fake.finished(), fake.protected(ContentType.application_data, b"after")]
 
     ex = drive(psk_client(), honest_flights(finished=final))
     assert ex.client.state is ConnectionState.ESTABLISHED
-    assert [type(e) for e in ex.events] == [HandshakeComplete, DataReceived]
-    assert ex.events[1] == DataReceived(b"after")
-    assert ex.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    assert [type(e) for e in ex.events] == [HandshakeComplete, DataReceived, DataReceived]
+    assert ex.events[1:] == [DataReceived(b"before the Finished"), DataReceived(b"after")]
+    assert ex.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
 
 
 @pytest.mark.req("HS-5")
@@ -326,6 +329,22 @@ def test_data_behind_the_finished_in_its_datagram_is_delivered() -> None:
     assert ex.client.state is ConnectionState.ESTABLISHED
     assert [type(e) for e in ex.events] == [HandshakeComplete, DataReceived]
     assert ex.events[1] == DataReceived(b"behind")
+    assert ex.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
+
+
+@pytest.mark.req("HS-5")
+def test_data_between_the_ccs_and_the_finished_waits_for_the_finished() -> None:
+    """A record of the server's new epoch between its ChangeCipherSpec and its Finished, in
+    one datagram, is held until the Finished is verified (RFC 6347 §4.1)."""
+
+    def final(fake: FakeServer) -> list[bytes]:
+        ccs, fin = (header.encode() + body for header, body in split_datagram(fake.finished())[0])
+        return [ccs + fake.protected(ContentType.application_data, b"between") + fin]
+
+    ex = drive(psk_client(), honest_flights(finished=final))
+    assert ex.client.state is ConnectionState.ESTABLISHED
+    assert [type(e) for e in ex.events] == [HandshakeComplete, DataReceived]
+    assert ex.events[1] == DataReceived(b"between")
     assert ex.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
 
 

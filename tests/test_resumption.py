@@ -18,10 +18,16 @@ import iotdtls.connection
 import iotdtls.handshake.client
 import iotdtls.handshake.server
 from iotdtls.config import ClientConfig, Mode, ServerConfig
-from iotdtls.connection import ConnectionState
+from iotdtls.connection import ConnectionState, DropReason, DtlsConnection
 from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.endpoint import ServerEndpoint
-from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, ConfigError
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    ConfigError,
+    HandshakeTimeout,
+)
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.identity import (
     CertificateIdentity,
@@ -39,7 +45,7 @@ from iotdtls.messages import (
     ServerHello,
 )
 from iotdtls.messages.extensions import UnknownExtension
-from iotdtls.record import ContentType
+from iotdtls.record import ContentType, DiscardReason, split_datagram
 from iotdtls.sessions import MemorySessionStore, SessionState
 from tests import pki
 from tests.memory_link import (
@@ -48,6 +54,7 @@ from tests.memory_link import (
     KEY,
     MOVED_ADDR,
     Direction,
+    FateFn,
     LegacyClient,
     MemoryLink,
     drop_exactly,
@@ -188,6 +195,104 @@ def test_lost_abbreviated_flights_are_retransmitted(lost: str) -> None:
     second.handshake()
     assert_resumed(second)
     assert second.sent["client"] >= 4  # a ClientHello or the last flight went twice
+
+
+def client_done_first(
+    fate: FateFn, client_config: ClientConfig | None = None
+) -> tuple[MemoryLink, DtlsConnection]:
+    """A resumed handshake whose client completed (it has the server's Finished, RFC 5246
+    §7.4) while its own ChangeCipherSpec and Finished (client datagram 3) were lost: the link
+    and the server's association, still waiting for them."""
+    first = full_handshake()
+    second = next_link(first, fate=fate, client_config=client_config)
+    second.client.connect(second.now)
+    second.run(stop=lambda lk: lk.client.state is ConnectionState.ESTABLISHED)
+    server = second.server_conn
+    assert server is not None and server.state is ConnectionState.HANDSHAKING
+    return second, server
+
+
+def send_early(link: MemoryLink, messages: list[bytes]) -> list[bytes]:
+    """The client's datagrams carrying `messages`, delivered to the server at once."""
+    for message in messages:
+        link.client.send(message)
+    link.step()
+    return [data for direction, _, data in link.wire[-len(messages):] if direction == "client"]
+
+
+def server_established(link: MemoryLink) -> bool:
+    return link.server_conn is not None and link.server_conn.state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("RES-1", "HS-5")
+def test_data_that_overtakes_the_clients_lost_finished_is_delivered_once_in_order() -> None:
+    """The resumed client sends at once; the server holds that data until the retransmitted
+    Finished is verified (RFC 6347 §4.1), then delivers it in order; repeats are replays."""
+    link, server = client_done_first(drop_exactly("client", 3))
+    messages = [b"msg-%d" % n for n in range(5)]
+    early = send_early(link, messages)
+    assert len(early) == 5
+    for datagram in early:  # duplicated on the way
+        link.server.receive_datagram(datagram, link.address, link.now)
+    link.step()
+    assert server.state is ConnectionState.HANDSHAKING
+    assert events_of(link, "server", DataReceived) == []
+    link.run(stop=server_established)
+    assert server.state is ConnectionState.ESTABLISHED
+    assert [type(e) for e in link.server_events][-6:] == [HandshakeComplete] + [DataReceived] * 5
+    for datagram in early:
+        link.server.receive_datagram(datagram, link.address, link.now)
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(m) for m in messages]
+    assert server.discards[DiscardReason.REPLAYED] == 10
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
+
+
+@pytest.mark.req("RES-1", "HS-5")
+def test_a_forged_record_among_held_data_is_dropped_as_any_bad_record() -> None:
+    link, server = client_done_first(drop_exactly("client", 3))
+    (genuine,) = send_early(link, [b"genuine"])
+    header, body = split_datagram(genuine)[0][0]
+    forged = header._replace(sequence_number=header.sequence_number + 1).encode()
+    link.server.receive_datagram(forged + bytes(len(body)), link.address, link.now)
+    link.run(stop=server_established)
+    assert server.state is ConnectionState.ESTABLISHED
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"genuine")]
+    assert server.discards[DiscardReason.BAD_TAG] == 1
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0
+
+
+@pytest.mark.req("RES-1", "HS-5")
+@pytest.mark.parametrize("mtu", [None, 9000])
+def test_data_held_before_the_finished_is_bounded(mtu: int | None) -> None:
+    """At most EARLY_DATA_RECORDS records and EARLY_DATA_BYTES bytes are held; the rest are
+    dropped and counted as before."""
+    config = None if mtu is None else ClientConfig(psk_identity=IDENTITY, psk=KEY, mtu=mtu)
+    link, server = client_done_first(drop_exactly("client", 3), client_config=config)
+    size = link.client.max_send_size
+    fits = min(
+        iotdtls.connection.EARLY_DATA_RECORDS, iotdtls.connection.EARLY_DATA_BYTES // size
+    )
+    messages = [bytes([n]) * size for n in range(fits + 2)]
+    send_early(link, messages)
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 2
+    link.run(stop=server_established)
+    assert events_of(link, "server", DataReceived) == [DataReceived(m) for m in messages[:fits]]
+
+
+@pytest.mark.req("RES-1", "HS-5")
+def test_held_data_is_dropped_and_counted_when_the_handshake_fails() -> None:
+    """The client's Finished never arrives (its final flight and every repeat lost): the
+    server's handshake times out and the held data goes, never delivered."""
+    link, server = client_done_first(
+        lambda d, i, data: "drop" if d == "client" and (i == 3 or i > 5) else "deliver"
+    )
+    send_early(link, [b"one", b"two"])
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 0  # held
+    link.run(stop=lambda lk: server.closed)
+    assert isinstance(server.error, HandshakeTimeout)
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 2
+    assert events_of(link, "server", DataReceived) == []
 
 
 @pytest.mark.req("RES-1")

@@ -94,6 +94,12 @@ ADOPTABLE_SEQUENCE_LIMIT = 1 << 40
 #: last flight, unless the peer shows sooner that it has it (RFC 6347 §4.2.4: at least twice
 #: TCP's maximum segment lifetime of two minutes). Then the handshake state goes.
 FINAL_FLIGHT_HOLD = 240.0
+#: Application records of the handshake's new epoch that reach us before the peer's Finished,
+#: held to deliver once it is verified (RFC 6347 §4.1: implementations "MAY choose to retain
+#: packets for a future epoch"): at most this many, and this many bytes of data, per
+#: association; the rest are dropped as `DropReason.DATA_BEFORE_HANDSHAKE`.
+EARLY_DATA_RECORDS = 8
+EARLY_DATA_BYTES = MAX_PLAINTEXT_LENGTH
 _NO_RECORD = (-1, -1)
 _NEVER = float("-inf")
 
@@ -140,6 +146,7 @@ class DtlsConnection:
         "_deadline",
         "_deferred_ccs",
         "_dropped",
+        "_early_data",
         "_events",
         "_flight",
         "_fragment_limit",
@@ -231,6 +238,8 @@ class DtlsConnection:
         # connection's events are drained after every datagram (a handful at most).
         self._events: list[Event] | None = None
         self._dropped: Counter[DropReason] | None = None
+        #: The peer's data held until its Finished is verified (`_on_application_data`).
+        self._early_data: list[bytes] | None = None
         self.error: DtlsError | None = None
         #: The peer's warning-level close_notify ended the association (`AssociationEnded`).
         self._peer_closed = False
@@ -759,10 +768,28 @@ class DtlsConnection:
     def _on_application_data(self, record: PlainRecord) -> None:
         """Reached in a datagram that began before completion (`_receive_established` delivers
         the rest): HS-5, application data is never accepted before the handshake completes;
-        behind the peer's Finished in the same datagram, it is delivered."""
+        behind the peer's Finished in the same datagram, it is delivered.
+
+        Once we sent our ChangeCipherSpec and Finished, the peer may have completed (the
+        client of a full handshake, the server of a resumed one, RFC 5246 §7.4) and sent data
+        that overtook its own ChangeCipherSpec or Finished, or came while they were lost. Such
+        a record, authenticated under the new epoch's keys (and so through its replay window),
+        is held, up to `EARLY_DATA_RECORDS` and `EARLY_DATA_BYTES`, and delivered in arrival
+        order once the peer's Finished is verified (`_complete`; RFC 6347 §4.1), or dropped
+        and counted if the handshake ends without it. Any other is dropped and counted."""
         if self.state is _ESTABLISHED:
             self._emit(DataReceived(record.payload))
             return
+        if record.epoch == HANDSHAKE_EPOCH and self._write_epoch == HANDSHAKE_EPOCH:
+            held = self._early_data or []
+            payload = record.payload
+            if (
+                len(held) < EARLY_DATA_RECORDS
+                and sum(map(len, held)) + len(payload) <= EARLY_DATA_BYTES
+            ):
+                held.append(payload)
+                self._early_data = held
+                return
         self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += 1
 
     def _on_alert(self, record: PlainRecord) -> None:
@@ -1065,6 +1092,15 @@ class DtlsConnection:
                 session.max_fragment_length,
             )
         )
+        if self._early_data:
+            self._deliver_early_data()
+
+    def _deliver_early_data(self) -> None:
+        """The peer's data that came before its Finished, now verified, in arrival order
+        (`_on_application_data`, RFC 6347 §4.1)."""
+        for payload in self._early_data or ():
+            self._emit(DataReceived(payload))
+        self._early_data = None
 
     def _settle(self) -> None:
         """The handshake is behind both sides: our final flight is no longer needed (the peer
@@ -1124,6 +1160,9 @@ class DtlsConnection:
             self._handshake.forget_session()  # RFC 5246 §7.2.2
         self.state = _CLOSED
         self.error = error
+        if self._early_data is not None:  # never delivered: the Finished was not verified
+            self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += len(self._early_data)
+            self._early_data = None
         self._forget_handshake()
         self._deadline = None
         self._emit(ConnectionClosed(error, self._handshake.peer))
