@@ -11,6 +11,7 @@ import logging
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from iotdtls._buffer import Reader
 from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import Ccm8Protector, NullProtector, psk_premaster_secret, random_bytes
@@ -30,7 +31,7 @@ from iotdtls.handshake.flight import (
 from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.handshake.reassembly import MAX_RANGES, HandshakeFragment, Reassembler
 from iotdtls.handshake.transcript import handshake_header
-from iotdtls.messages import HandshakeType
+from iotdtls.messages import HandshakeHeader, HandshakeType
 from iotdtls.record import (
     MAX_PLAINTEXT_LENGTH,
     MAX_SEQUENCE_NUMBER,
@@ -378,11 +379,55 @@ def test_a_fragment_starts_in_the_tail_when_it_just_fits() -> None:
 
 def test_a_larger_message_begins_in_a_tail_of_at_least_min_fragment_bytes() -> None:
     big = OutgoingMessage(HandshakeType.certificate, 1, bytes(200), 0)
-    request = OutgoingMessage(HandshakeType.certificate_request, 2, bytes(100), 0)
-    # After the first message, MIN_FRAGMENT bytes of the second one's body fit the tail.
+    request = OutgoingMessage(HandshakeType.certificate_request, 2, bytes(300), 0)
+    # After the first message, MIN_FRAGMENT bytes of the second one's body fit the tail; the
+    # second one (300 bytes) fits no datagram whole (241 or 240 bytes of body).
     mtu = (13 + 12 + 200) + (13 + 12 + MIN_FRAGMENT)
-    assert cut([big, request], mtu) == [[CKE, CKE], [CKE]]
-    assert cut([big, request], mtu - 1) == [[CKE], [CKE]]  # too short a tail: left empty
+    assert cut([big, request], mtu) == [[CKE, CKE], [CKE], [CKE]]
+    assert cut([big, request], mtu - 1) == [[CKE], [CKE], [CKE]]  # too short a tail: left empty
+
+
+def test_a_message_that_fits_a_datagram_whole_is_not_split() -> None:
+    """RFC 6347 §4.2.3 allows a message in fragments or whole: one that fits no more in the
+    room left but whole in an empty datagram starts one, and what follows it joins it."""
+    big = OutgoingMessage(HandshakeType.certificate, 1, bytes(200), 0)
+    request = OutgoingMessage(HandshakeType.certificate_request, 2, bytes(100), 0)
+    done = OutgoingMessage(HandshakeType.server_hello_done, 3, b"", 0)
+    # After the first message, the tail holds 50 bytes of body: room for a first fragment.
+    mtu = (13 + 12 + 200) + (13 + 12 + 50)
+    layer = layer_with_keys()
+    datagrams = cut_flight([big, request, done], mtu, layer.overhead, layer.seal)
+    assert [len(split_datagram(d)[0]) for d in datagrams] == [1, 2]
+    assert [fragment for d in datagrams for _, fragment in split_datagram(d)[0]] == [
+        big.encoded, request.encoded, done.encoded
+    ]
+
+
+@pytest.mark.req("HS-3")
+@pytest.mark.parametrize("max_payload", [MAX_PLAINTEXT_LENGTH, 12 + 64])
+def test_a_message_larger_than_a_datagram_is_still_cut_into_fragments(max_payload: int) -> None:
+    """A message no datagram holds whole still starts in the tail and is cut into fragments
+    (RFC 6347 §4.2.3) whose records fit the MTU and, with max_fragment_length, that limit."""
+    hello = OutgoingMessage(HandshakeType.server_hello, 1, bytes(40), 0)
+    body = bytes(range(256)) * 2
+    certificate = OutgoingMessage(HandshakeType.certificate, 2, body, 0)
+    mtu = 200
+    layer = layer_with_keys()
+    datagrams = cut_flight([hello, certificate], mtu, layer.overhead, layer.seal, max_payload)
+    assert all(len(d) <= mtu for d in datagrams)
+    records = [fragment for d in datagrams for _, fragment in split_datagram(d)[0]]
+    assert len(split_datagram(datagrams[0])[0]) >= 2  # it begins in the tail of the first
+    assert all(len(r) <= max_payload for r in records)
+    assert records[0] == hello.encoded
+    joined = b""
+    for record in records[1:]:
+        reader = Reader(record)
+        header = HandshakeHeader.decode(reader)
+        assert (header.msg_type, header.length, header.message_seq) == (11, len(body), 2)
+        assert header.fragment_offset == len(joined) and header.fragment_length > 0
+        joined += reader.pull_bytes(header.fragment_length)
+        assert reader.eof()
+    assert joined == body
 
 
 def test_an_outgoing_message_repr_leaves_out_the_body() -> None:

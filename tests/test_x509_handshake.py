@@ -153,6 +153,30 @@ def test_fragmented_chains_at_mtu_256() -> None:
     assert len(certificate_fragments) >= 3  # the chain crossed several datagrams
 
 
+@pytest.mark.parametrize("mtu", [1232, 576, 300, 256])
+def test_only_messages_larger_than_a_datagram_are_split(mtu: int) -> None:
+    """A message that fits whole in a datagram (13-byte record header, 12-byte handshake
+    header and body) is sent whole: at the default MTU 1232 the ServerKeyExchange no longer
+    ends the first server datagram in a fragment (RFC 6347 §4.2.3 allows both; GnuTLS 3.7.9
+    failed to join the pieces of a retransmitted flight)."""
+    link = x509_link(client={"mtu": mtu}, server={"mtu": mtu})
+    link.handshake()
+    assert established(link)
+    sides: tuple[Direction, ...] = ("client", "server")
+    for direction in sides:
+        split = {
+            (h.msg_type, h.length) for d in wire_from(link, direction)
+            for h, _ in plain_handshake(d) if h.fragment_length != h.length
+        }
+        assert all(13 + 12 + length > mtu for _, length in split), (direction, split)
+    if mtu == 1232:
+        H = HandshakeType
+        assert [[h.msg_type for h, _ in plain_handshake(d)] for d in wire_from(link, "server")][
+            1:3
+        ] == [[H.server_hello, H.certificate],
+              [H.server_key_exchange, H.certificate_request, H.server_hello_done]]
+
+
 @pytest.mark.req("CRT-1", "ERR-1")
 def test_client_without_a_certificate_meets_handshake_failure(
     caplog: pytest.LogCaptureFixture,

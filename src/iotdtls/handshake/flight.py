@@ -2,8 +2,11 @@
 
 A flight is kept as data (messages with their message_seq and epoch, and ChangeCipherSpec
 markers), so a retransmission re-cuts and re-seals it with fresh record sequence numbers. The
-cutting fills each datagram up to the MTU: a handshake message is split into fragments whose
-record (header, handshake header, body and AEAD overhead) fits the room left (RFC 6347 §4.2.3).
+cutting packs the records of a flight into datagrams of at most the MTU (RFC 6347 §4.1.1); a
+message that does not fit the room left but fits whole in an empty datagram starts a new one,
+and only a message larger than a datagram is split, into fragments whose record (header,
+handshake header, body and AEAD overhead) fits the room left (§4.2.3 allows both ways; whole
+messages leave a peer fewer fragments to reassemble, as OpenSSL and GnuTLS send them).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from iotdtls.record import CCS_CONTENT, HANDSHAKE_CONTENT, MAX_PLAINTEXT_LENGTH
 
 __all__ = ["Flight", "OutgoingCcs", "OutgoingMessage", "RetransmitTimer", "cut_flight"]
 
-#: Smallest handshake fragment body worth starting in the tail of a datagram.
+#: Smallest first fragment body of a message larger than a datagram worth starting in the tail
+#: of one: below it, its 25 or more bytes of record and handshake headers would carry almost
+#: nothing, and the peer would have one more piece to reassemble for it.
 MIN_FRAGMENT = 16
 _CCS_BODY = ChangeCipherSpec().encode()
 
@@ -84,7 +89,8 @@ def cut_flight(
 ) -> list[bytes]:
     """Fragment and pack a flight into datagrams of at most `mtu` bytes each, with no record
     plaintext (handshake header and fragment) over `max_payload` bytes: the negotiated
-    max_fragment_length (RFC 6066 §4) or 2^14."""
+    max_fragment_length (RFC 6066 §4) or 2^14. Only a message that fits no empty datagram in
+    one record is cut into fragments (RFC 6347 §4.2.3)."""
     datagrams: list[bytes] = []
     current = bytearray()
     for index, item in enumerate(items):
@@ -106,7 +112,12 @@ def cut_flight(
         while True:
             room = mtu - len(current) - fixed
             left = len(body) - offset
-            if current and room < left and room < MIN_FRAGMENT:
+            # A message that fits whole in an empty datagram starts one rather than being split
+            # (fewer fragments, fewer ways for a peer's reassembly to fail); a larger one
+            # starts in the tail when MIN_FRAGMENT bytes of it fit there.
+            if current and room < left and (
+                room < MIN_FRAGMENT or (not offset and left <= mtu - fixed and left <= largest)
+            ):
                 datagrams.append(bytes(current))
                 current = bytearray()
                 room = mtu - fixed
