@@ -263,3 +263,25 @@ def test_keygen_without_a_kind_is_a_one_line_error(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert err == "iotdtls: error: the following arguments are required: {ec-p256,spki,psk} " \
         "(see --help)\n"
+
+
+@pytest.mark.parametrize("kind", ["psk", "ec-p256", "spki"])
+def test_keygen_with_stdout_closed_fails_in_one_line(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`keygen psk >&-` exited 0 having printed nothing: the key (or the pin) was lost."""
+    key = tmp_path / "key.pem"
+    keygen(capsys, "ec-p256", "--out", str(key))
+    argv = {"psk": ["psk"], "ec-p256": ["ec-p256", "--out", str(tmp_path / "new.pem")],
+            "spki": ["spki", "--key", str(key)]}[kind]
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["keygen", *argv]) == 1
+    assert capsys.readouterr().err == "iotdtls: cannot print: stdout is closed\n"
+    assert not (tmp_path / "new.pem").exists()  # no key whose pin nobody saw
+
+
+def test_keygen_psk_started_with_stdout_closed_exits_1() -> None:
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "iotdtls",
+                           "keygen", "psk"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "iotdtls: cannot print: stdout is closed\n")

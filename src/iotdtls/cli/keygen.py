@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from iotdtls._files import write_atomically
-from iotdtls.cli.common import UsageError, whole_number
+from iotdtls.cli.common import UsageError, stdout_buffer, whole_number
 from iotdtls.cli.credentials import load_private_key
 from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
@@ -57,23 +57,32 @@ def register(sub: Any) -> None:
 
 
 def run_ec_p256(args: argparse.Namespace) -> int:
+    out = stdout_buffer()  # before the key is written: its pin is printed only there
     key = PrivateKey.generate()
     _write(args.out, key.to_pem(), mode=0o600, force=args.force)
-    print(key.spki_sha256.hex())
+    _print(out, key.spki_sha256.hex())
     return 0
 
 
 def run_spki(args: argparse.Namespace) -> int:
+    out = stdout_buffer()
     key = load_private_key(args.key, "--key")
     if args.out is not None:
         _write(args.out, spki_pem(key.spki), mode=0o644, force=args.force)
-    print(spki_sha256(key.spki).hex())
+    _print(out, spki_sha256(key.spki).hex())
     return 0
 
 
 def run_psk(args: argparse.Namespace) -> int:
-    print(random_bytes(args.bytes).hex())
+    _print(stdout_buffer(), random_bytes(args.bytes).hex())
     return 0
+
+
+def _print(out: BinaryIO, line: str) -> None:
+    """`line` on stdout, flushed: a key or pin that cannot be printed is an `OSError` (the
+    command's one line, status 1), never lost in silence."""
+    out.write(line.encode("ascii") + b"\n")
+    out.flush()
 
 
 def spki_pem(spki: bytes) -> bytes:
