@@ -285,3 +285,21 @@ def test_keygen_psk_started_with_stdout_closed_exits_1() -> None:
     done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "iotdtls",
                            "keygen", "psk"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (1, "iotdtls: cannot print: stdout is closed\n")
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_spki_never_writes_over_its_own_key(
+    force: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spki --key K.pem --out K.pem --force` (or --out a symlink to K.pem) replaced the private
+    key with the public key."""
+    key, link = tmp_path / "key.pem", tmp_path / "link.pem"
+    keygen(capsys, "ec-p256", "--out", str(key))
+    pem = key.read_bytes()
+    link.symlink_to(key.name)
+    for out in (key, link):
+        status, printed, err = keygen(capsys, "spki", "--key", str(key), "--out", str(out), *force)
+        assert (status, printed) == (2, "")
+        assert err == (f"iotdtls: error: --out {out} is the --key file: name another file for "
+                       "the public key\n")
+    assert key.read_bytes() == pem and link.is_symlink()

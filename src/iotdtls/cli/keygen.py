@@ -4,7 +4,7 @@
   0600, written atomically; an existing file is kept unless `--force`); prints the SHA-256 of
   its SubjectPublicKeyInfo in hex, the pin a peer provisions for it (RPK-3).
 * `keygen spki --key KEY.pem [--out PUB.pem] [--force]`: the SubjectPublicKeyInfo of a key as
-  PEM (`--peer-rpk` / `--rpk-allow` files) and its SHA-256.
+  PEM (`--peer-rpk` / `--rpk-allow` files; never over the --key file) and its SHA-256.
 * `keygen psk [--bytes N]`: a random pre-shared key in hex (CFG-2: from the OS CSPRNG).
 
 Argument wiring only: keys come from `iotdtls.crypto`.
@@ -16,7 +16,7 @@ import argparse
 import base64
 from typing import Any, BinaryIO, Final
 
-from iotdtls._files import write_atomically
+from iotdtls._files import same_file, write_atomically
 from iotdtls.cli.common import UsageError, stdout_buffer, whole_number
 from iotdtls.cli.credentials import load_private_key
 from iotdtls.crypto import random_bytes
@@ -66,6 +66,10 @@ def run_ec_p256(args: argparse.Namespace) -> int:
 
 def run_spki(args: argparse.Namespace) -> int:
     out = stdout_buffer()
+    if args.out and same_file(args.out, args.key):
+        raise UsageError(
+            f"--out {args.out} is the --key file: name another file for the public key"
+        )
     key = load_private_key(args.key, "--key")
     if args.out is not None:
         _write(args.out, spki_pem(key.spki), mode=0o644, force=args.force)
