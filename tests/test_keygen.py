@@ -303,3 +303,15 @@ def test_spki_never_writes_over_its_own_key(
         assert err == (f"iotdtls: error: --out {out} is the --key file: name another file for "
                        "the public key\n")
     assert key.read_bytes() == pem and link.is_symlink()
+
+
+def test_an_empty_out_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out ''` said "cannot write : a directory is there, not a regular file"."""
+    key = tmp_path / "key.pem"
+    keygen(capsys, "ec-p256", "--out", str(key))
+    for argv in (["ec-p256"], ["spki", "--key", str(key)]):
+        status, printed, err = keygen(capsys, *argv, "--out", "")
+        assert (status, printed) == (2, "")
+        assert err == "iotdtls: error: --out is empty: name the file to write\n"

@@ -99,6 +99,8 @@ def spki_pem(spki: bytes) -> bytes:
 
 
 def _write(path: str, data: bytes, *, mode: int, force: bool) -> None:
+    if not path:
+        raise UsageError("--out is empty: name the file to write")
     try:
         write_atomically(path, data, mode=mode, replace=force)
     except FileExistsError:
