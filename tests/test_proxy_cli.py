@@ -104,6 +104,8 @@ def test_every_flag_parses_to_its_value() -> None:
         (["--drop", "peer:1"], "expected client:N or server:N, got 'peer:1'"),
         (["--drop", "server:0"], "expected client:N or server:N, got 'server:0'"),
         (["--drop", "server:x"], "expected client:N or server:N, got 'server:x'"),
+        (["--drop", "client:\N{SUPERSCRIPT TWO}"],
+         "argument --drop: expected client:N or server:N, got 'client:\N{SUPERSCRIPT TWO}'"),
     ],
 )
 def test_flag_mistakes_are_one_line(
@@ -113,7 +115,7 @@ def test_flag_mistakes_are_one_line(
         argv = ["--target", "127.0.0.1:9", *argv]
     err = usage_error(argv, capsys)
     assert message in err, err
-    assert err.startswith("iotdtls: error: ") and err.endswith("(see --help)")
+    assert err.startswith("python -m iotdtls.proxy: error: ") and err.endswith("(see --help)")
 
 
 @pytest.mark.parametrize(
@@ -152,7 +154,8 @@ def test_an_unwritable_log_is_refused_before_the_run(
     path = tmp_path / "missing" / "log.json"
     err = usage_error(["--target", "127.0.0.1:9", "--log-json", str(path)], capsys)
     assert err == (
-        f"iotdtls: error: cannot write the log {path}: No such file or directory (see --help)"
+        f"python -m iotdtls.proxy: error: cannot write the log {path}: No such file or directory "
+        "(see --help)"
     )
 
 

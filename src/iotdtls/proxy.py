@@ -89,6 +89,8 @@ _MAX_DATAGRAM = 65535
 _SELECT_TIMEOUT = 0.05
 _READS_PER_WAKEUP = 64
 _DIRECTIONS: tuple[Direction, Direction] = ("client", "server")
+#: The command's name, as its usage and its error lines give it.
+PROGRAM = "python -m iotdtls.proxy"
 
 
 class _SeededPrng(random.Random):
@@ -563,16 +565,19 @@ def _parse_impairment(text: str) -> Impairment:
 
 def _parse_drop(text: str) -> tuple[Direction, int]:
     direction, sep, index = text.partition(":")
-    if not sep or direction not in _DIRECTIONS or not index.isdigit() or int(index) < 1:
+    # ASCII digits only: "²".isdigit() is true, yet int() refuses it.
+    if (not sep or direction not in _DIRECTIONS or not (index.isascii() and index.isdigit())
+            or int(index) < 1):
         raise argparse.ArgumentTypeError(f"expected client:N or server:N, got {text!r}")
     return ("client" if direction == "client" else "server"), int(index)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="python -m iotdtls.proxy",
+        prog=PROGRAM,
         description="Lossy UDP proxy for tests (seeded loss, duplication, reordering, delay).",
     )
+    parser.program = PROGRAM
     parser.add_argument("--listen", type=_parse_address, default=("127.0.0.1", 0),
                         help="HOST:PORT clients send to (default 127.0.0.1:0, any port)")
     parser.add_argument("--target", type=_parse_address, required=True,

@@ -60,7 +60,10 @@ class Parser(argparse.ArgumentParser):
     value of the command line that may be a key (SEC-1): a mistyped key flag (`--psk-key HEX`,
     `--ps=HEX`) is named, its value only counted. A flag that takes one value is refused given
     twice (`Once` is its default action; the repeatable ones say `action="append"`), in every
-    subcommand: `add_subparsers` makes them of the parent's class."""
+    subcommand: `add_subparsers` makes them of the parent's class. `program` begins the error
+    line: "iotdtls" for the `iotdtls` command and its subcommands."""
+
+    program = "iotdtls"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,7 +78,7 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
     def error(self, message: str) -> NoReturn:
-        print(f"iotdtls: error: {_without_values(message)} (see --help)", file=sys.stderr)
+        print(f"{self.program}: error: {_without_values(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
