@@ -133,6 +133,18 @@ def test_flag_mistakes_are_one_line(
         (["--lifetime", "nan"], "lifetime must be a positive number of seconds, got nan"),
         (["--listen", "192.0.2.1:5000"], "cannot listen on 192.0.2.1:5000: "),
         (["--target", "nosuch.invalid:9"], "cannot resolve 'nosuch.invalid': "),
+        # A target no reply can come from: each a line saying what to name instead.
+        (["--target", "0.0.0.0:37811"], "target 0.0.0.0:37811 is not a server's address: "
+         "name the server's address, e.g. 127.0.0.1:37811 (see --help)"),
+        (["--target", "[::]:37811"], "target [::]:37811 is not a server's address: "
+         "name the server's address, e.g. [::1]:37811 (see --help)"),
+        (["--target", "127.0.0.1:0"], "target 127.0.0.1:0 has port 0: name the port the "
+         "server uses (see --help)"),
+        (["--target", "127.0.0.1:37812", "--listen", "127.0.0.1:37812"],
+         "target 127.0.0.1:37812 is the proxy's own listening address (127.0.0.1:37812): "
+         "name the server's address (see --help)"),
+        (["--target", "127.0.0.1:37812", "--listen", "0.0.0.0:37812"],
+         "target 127.0.0.1:37812 is the proxy's own listening address (0.0.0.0:37812)"),
     ],
 )
 def test_configuration_mistakes_are_one_line(

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import ipaddress
 import json
 import math
 import random
@@ -65,6 +66,7 @@ from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Literal, Self
 
+from iotdtls._addresses import format_hostport
 from iotdtls.cli.common import Parser, UsageError, parse_hostport
 
 __all__ = [
@@ -179,6 +181,31 @@ def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[str,
     return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
+def _target_problem(target: tuple[str, int], listen: tuple[str, int]) -> str | None:
+    """Why the proxy could never reach a server at `target` (both resolved), as a line saying
+    what to name instead; None when it can: a port 0, an unspecified address (the server's
+    replies come from its real address, not from "0.0.0.0", and would all be ignored), or the
+    proxy's own listening address (what it forwards would come back to itself)."""
+    host, port = target
+    if port == 0:
+        return f"target {format_hostport(host, port)} has port 0: name the port the server uses"
+    if ipaddress.ip_address(host.partition("%")[0]).is_unspecified:
+        example = format_hostport("::1" if ":" in host else "127.0.0.1", port)
+        return (
+            f"target {format_hostport(host, port)} is not a server's address: name the "
+            f"server's address, e.g. {example}"
+        )
+    listen_host, listen_port = listen
+    if listen_port == port and (
+        listen_host == host or ipaddress.ip_address(listen_host.partition("%")[0]).is_unspecified
+    ):
+        return (
+            f"target {format_hostport(host, port)} is the proxy's own listening address "
+            f"({format_hostport(*listen)}): name the server's address"
+        )
+    return None
+
+
 def _bind_listening(sock: socket.socket, address: tuple[str, int]) -> None:
     """Bind the socket clients send to; an error names the address."""
     try:
@@ -227,7 +254,8 @@ class LossyProxy:
         `loss`, `duplicate`, `reorder` and `delay` apply to both directions unless
         `client_to_server` or `server_to_client` overrides that direction as a whole. `drop`
         lists exact (direction, 1-based index) pairs to drop. `socket_factory` makes the UDP
-        sockets (default: plain `socket.socket`).
+        sockets (default: plain `socket.socket`). A `target` no server can be at (port 0, an
+        unspecified address such as 0.0.0.0, the `listen` address itself) is a ValueError.
         """
         if not 0 < lifetime < math.inf:  # a NaN lifetime would never end
             raise ValueError(f"lifetime must be a positive number of seconds, got {lifetime!r}")
@@ -270,6 +298,9 @@ class LossyProxy:
 
         self._target_family, self.target = _resolve(target)
         listen_family, listen_addr = _resolve(listen)
+        problem = _target_problem(self.target, listen_addr)
+        if problem is not None:
+            raise ValueError(problem)
         self._listen = self._socket_factory(listen_family)
         self._upstream: socket.socket | None = None
         try:
