@@ -191,10 +191,12 @@ class Client(threading.Thread):
     but the last awaited at the target), then sends the process `stop_with`, if any."""
 
     def __init__(
-        self, capsys: pytest.CaptureFixture[str], datagrams: list[bytes], stop_with: int | None
+        self, capsys: pytest.CaptureFixture[str], datagrams: list[bytes], stop_with: int | None,
+        strangers: int = 0,
     ) -> None:
         super().__init__(daemon=True)
         self.capsys, self.datagrams, self.stop_with = capsys, datagrams, stop_with
+        self.strangers = strangers  # datagrams then sent from another port
         self.target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.target.bind((LOCALHOST, 0))
         self.target.settimeout(2.0)
@@ -214,6 +216,9 @@ class Client(threading.Thread):
                 sender.sendto(datagram, (LOCALHOST, int(found.group(1))))
                 if datagram is not self.datagrams[-1]:
                     self.received.append(self.target.recv(100))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                for _ in range(self.strangers):
+                    stranger.sendto(b"stranger", (LOCALHOST, int(found.group(1))))
             time.sleep(0.1)
             if self.stop_with is not None:
                 os.kill(os.getpid(), self.stop_with)
@@ -288,6 +293,24 @@ def test_a_signal_stops_the_run_at_once(
     assert out[1:] == ["stopped; client sent: 1"]
 
 
+def test_the_summary_and_the_log_count_the_datagrams_of_a_second_client(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """A second client (another source port) got nothing, and neither the summary nor the log
+    said that any datagram was ignored."""
+    client = Client(capsys, [b"one", b"two"], stop_with=signal.SIGTERM, strangers=3)
+    log_path = tmp_path / "log.json"
+    argv = ["--target", f"{LOCALHOST}:{client.target.getsockname()[1]}", "--lifetime", "20",
+            "--log-json", str(log_path)]
+    status, _, out = run_main(argv, client)
+    assert status == 0
+    assert out[1:] == [
+        "stopped; client sent: 2, ignored (not from the client or the target): 3"
+    ]
+    log = json.loads(log_path.read_text(encoding="utf-8"))
+    assert log["ignored"] == 3 and len(log["datagrams"]) == 2
+
+
 def test_a_run_without_datagrams_says_so(
     capsys: pytest.CaptureFixture[str], harmless_signals: None
 ) -> None:
@@ -309,3 +332,5 @@ def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
         assert shown in text, shown
     for action in proxy_module._build_parser()._actions:
         assert action.help, action.dest
+    assert ("one client: the first source address to send is served, datagrams from any other "
+            "are ignored and counted in the summary and the log") in text

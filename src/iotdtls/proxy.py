@@ -610,7 +610,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.program = PROGRAM
     parser.add_argument("--listen", type=_parse_address, default=("127.0.0.1", 0),
-                        help="HOST:PORT clients send to (default 127.0.0.1:0, any port)")
+                        help="HOST:PORT the client sends to (default 127.0.0.1:0, any port); "
+                        "one client: the first source address to send is served, datagrams "
+                        "from any other are ignored and counted in the summary and the log")
     parser.add_argument("--target", type=_parse_address, required=True,
                         help="HOST:PORT of the server")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
@@ -645,7 +647,17 @@ def _log_as_json(proxy: LossyProxy) -> str:
         }
         for d in proxy.snapshot()
     ]
-    return json.dumps({"address": list(proxy.address), "datagrams": entries}, indent=1)
+    return json.dumps(
+        {"address": list(proxy.address), "ignored": proxy.ignored, "datagrams": entries}, indent=1
+    )
+
+
+def _summary(proxy: LossyProxy) -> str:
+    """The line printed at the stop: each (direction, fate) count, then the datagrams ignored."""
+    parts = [f"{d} {f}: {n}" for (d, f), n in sorted(proxy.counts.items())]
+    if proxy.ignored:
+        parts.append(f"ignored (not from the client or the target): {proxy.ignored}")
+    return f"stopped; {', '.join(parts) or 'no datagrams'}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,8 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"listening on {host}:{port} -> {proxy.target[0]}:{proxy.target[1]}", flush=True)
     while not proxy.wait_stopped(0.2):
         pass
-    summary = ", ".join(f"{d} {f}: {n}" for (d, f), n in sorted(proxy.counts.items()))
-    print(f"stopped; {summary or 'no datagrams'}", flush=True)
+    print(_summary(proxy), flush=True)
     if args.log_json:
         with open(args.log_json, "w", encoding="utf-8") as out:
             out.write(_log_as_json(proxy))
