@@ -334,3 +334,6 @@ def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
         assert action.help, action.dest
     assert ("one client: the first source address to send is served, datagrams from any other "
             "are ignored and counted in the summary and the log") in text
+    # A SPEC replaces the four flags for its direction as a whole, and says so.
+    assert ("instead of --loss, --duplicate, --reorder and --delay, which then do not apply to "
+            "that direction at all (what SPEC leaves out is 0)") in text

@@ -622,10 +622,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--delay", type=_parse_delay, default=(0.0, 0.0),
                         help="delay range in seconds, MIN[:MAX]")
     parser.add_argument("--client-to-server", type=_parse_impairment, default=None,
-                        metavar="SPEC", help="override for client-to-server datagrams, e.g. "
-                        "loss=0.2,duplicate=0.1,reorder=0.05,delay=0.01:0.05")
+                        metavar="SPEC", help="the impairments of client-to-server datagrams, "
+                        "e.g. loss=0.2,duplicate=0.1,reorder=0.05,delay=0.01:0.05, instead of "
+                        "--loss, --duplicate, --reorder and --delay, which then do not apply "
+                        "to that direction at all (what SPEC leaves out is 0)")
     parser.add_argument("--server-to-client", type=_parse_impairment, default=None,
-                        metavar="SPEC", help="override for server-to-client datagrams")
+                        metavar="SPEC", help="the same for server-to-client datagrams")
     parser.add_argument("--drop", type=_parse_drop, action="append", default=[],
                         metavar="DIR:N", help="drop the N-th datagram sent by DIR "
                         "(client or server); repeatable")
