@@ -284,13 +284,25 @@ def test_a_run_prints_its_address_and_summary_and_writes_its_log(
 
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_at_once(
-    stop_with: int, capsys: pytest.CaptureFixture[str], harmless_signals: None
+    stop_with: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    harmless_signals: None,
 ) -> None:
     client = Client(capsys, [b"only"], stop_with=stop_with)
     argv = ["--target", f"{LOCALHOST}:{client.target.getsockname()[1]}", "--lifetime", "20"]
+    made: list[LossyProxy] = []
+
+    class Recorded(LossyProxy):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(proxy_module, "LossyProxy", Recorded)
     status, elapsed, out = run_main(argv, client)
     assert status == 0 and elapsed < 5.0
     assert out[1:] == ["stopped; client sent: 1"]
+    assert made[0].log == []  # no --log-json: no datagram kept in memory
 
 
 def test_the_summary_and_the_log_count_the_datagrams_of_a_second_client(

@@ -225,7 +225,8 @@ class LossyProxy:
     Attributes:
         address: the (host, port) that clients send to.
         log: every datagram received, in order of arrival (a list appended by the thread;
-            read it after `stop()` or through `snapshot()` while running).
+            read it after `stop()` or through `snapshot()` while running); empty without
+            `keep_log`.
         counts: a Counter of (direction, fate) pairs.
         ignored: datagrams from unexpected sources, not forwarded.
         rebinds: how many times the upstream socket was replaced (see `rebind()`).
@@ -248,14 +249,17 @@ class LossyProxy:
         lifetime: float = 60.0,
         reorder_timeout: float = 0.1,
         socket_factory: SocketFactory | None = None,
+        keep_log: bool = True,
     ) -> None:
         """Bind the sockets and start the proxy thread.
 
         `loss`, `duplicate`, `reorder` and `delay` apply to both directions unless
         `client_to_server` or `server_to_client` overrides that direction as a whole. `drop`
         lists exact (direction, 1-based index) pairs to drop. `socket_factory` makes the UDP
-        sockets (default: plain `socket.socket`). A `target` no server can be at (port 0, an
-        unspecified address such as 0.0.0.0, the `listen` address itself) is a ValueError.
+        sockets (default: plain `socket.socket`). `keep_log=False` keeps the counters only, not
+        `log` (each datagram, payload included, kept for the proxy's life). A `target` no
+        server can be at (port 0, an unspecified address such as 0.0.0.0, the `listen` address
+        itself) is a ValueError.
         """
         if not 0 < lifetime < math.inf:  # a NaN lifetime would never end
             raise ValueError(f"lifetime must be a positive number of seconds, got {lifetime!r}")
@@ -275,6 +279,7 @@ class LossyProxy:
         self.seed = seed
         self.lifetime = lifetime
         self.reorder_timeout = reorder_timeout
+        self.keep_log = keep_log
         self.log: list[LoggedDatagram] = []
         self.counts: Counter[tuple[Direction, Fate]] = Counter()
         self.ignored = 0
@@ -514,9 +519,9 @@ class LossyProxy:
                 # The held datagram goes out right after the one that overtook it.
                 self._held[direction] = None
                 self._schedule(direction, held.data, now + max(delay, held.delay))
-        entry = LoggedDatagram(direction, data, fate, now, index)
         with self._lock:
-            self.log.append(entry)
+            if self.keep_log:
+                self.log.append(LoggedDatagram(direction, data, fate, now, index))
             self.counts[(direction, fate)] += 1
         self._flush_due()
 
@@ -634,7 +639,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lifetime", type=float, default=60.0,
                         help="stop after this many seconds (default 60)")
     parser.add_argument("--log-json", default=None, metavar="PATH",
-                        help="write the datagram log as JSON to PATH when stopping")
+                        help="write the datagram log as JSON to PATH when stopping (every "
+                        "datagram received, payload included, is kept in memory until then)")
     return parser
 
 
@@ -685,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_to_client=args.server_to_client,
             drop=args.drop,
             lifetime=args.lifetime,
+            keep_log=args.log_json is not None,
         )
     except ValueError as exc:
         parser.error(str(exc))
