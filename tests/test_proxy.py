@@ -298,6 +298,24 @@ def test_without_keep_log_only_the_counters_are_kept(
     assert proxy.counts == Counter({("client", "sent"): 2, ("server", "sent"): 2})
 
 
+def test_what_is_still_waiting_at_the_stop_is_counted_as_discarded(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    """Datagrams still delayed (or held back) when the proxy stopped were never sent, yet
+    counted as "sent": their fate is now "discarded"."""
+    with LossyProxy(echo.address, seed=1, lifetime=10, delay=(5.0, 5.0)) as proxy:
+        for data in (b"one", b"two", b"three"):
+            client.sendto(data, proxy.address)
+        assert proxy.wait_for_count("client", 3, 2.0)
+    assert echo.received == []
+    assert proxy.counts == Counter({("client", "discarded"): 3})
+    assert fates(proxy, "client") == ["discarded"] * 3
+    with LossyProxy(echo.address, seed=3, reorder=1.0, reorder_timeout=5.0, lifetime=10) as proxy:
+        client.sendto(b"held", proxy.address)
+        assert proxy.wait_for_count("client", 1, 2.0)
+    assert proxy.counts == Counter({("client", "discarded"): 1})
+
+
 def test_socket_factory_is_used(echo: UdpEcho, client: socket.socket) -> None:
     made: list[socket.socket] = []
 

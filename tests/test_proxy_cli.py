@@ -323,6 +323,18 @@ def test_the_summary_and_the_log_count_the_datagrams_of_a_second_client(
     assert log["ignored"] == 3 and len(log["datagrams"]) == 2
 
 
+def test_the_summary_counts_what_is_discarded_at_the_stop_apart(
+    capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """With --delay, a datagram still waiting at the stop was called "sent" by the summary."""
+    client = Client(capsys, [b"late"], stop_with=signal.SIGTERM)
+    argv = ["--target", f"{LOCALHOST}:{client.target.getsockname()[1]}", "--lifetime", "20",
+            "--delay", "10"]
+    status, _, out = run_main(argv, client)
+    assert status == 0
+    assert out[1:] == ["stopped; client discarded at stop: 1"]
+
+
 def test_a_run_without_datagrams_says_so(
     capsys: pytest.CaptureFixture[str], harmless_signals: None
 ) -> None:

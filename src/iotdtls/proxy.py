@@ -31,7 +31,8 @@ the direction's ``delay`` range is then applied to every copy that is sent. Each
 its own generator seeded from ``seed`` and draws the same number of values for every datagram,
 so the fate of the n-th datagram of a direction depends only on the seed and the fates before
 it, never on timing or on the other direction (timing decides only *when* a held datagram
-leaves: right after the next forwarded one, or by its timer).
+leaves: right after the next forwarded one, or by its timer). What is still delayed or held
+back when the proxy stops never goes out: its fate becomes ``"discarded"``.
 
 Example::
 
@@ -49,6 +50,7 @@ Command line (for a peer that is not driven from Python)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import ipaddress
 import json
@@ -81,8 +83,9 @@ __all__ = [
 Direction = Literal["client", "server"]
 """Who sent a datagram: ``"client"`` (towards the target) or ``"server"`` (the target)."""
 
-Fate = Literal["sent", "dropped", "duplicated", "reordered"]
-"""What the proxy did with a datagram."""
+Fate = Literal["sent", "dropped", "duplicated", "reordered", "discarded"]
+"""What the proxy did with a datagram (``"discarded"``: still delayed or held back when the proxy
+stopped, so never sent)."""
 
 SocketFactory = Callable[[socket.AddressFamily], socket.socket]
 """Makes an unbound UDP socket of the given family (for example inside a network namespace)."""
@@ -150,6 +153,8 @@ class _Pending:
     order: int
     direction: Direction = field(compare=False)
     data: bytes = field(compare=False)
+    index: int = field(compare=False)
+    fate: Fate = field(compare=False)
 
 
 @dataclass
@@ -159,6 +164,7 @@ class _Held:
     data: bytes
     deadline: float
     delay: float
+    index: int
 
 
 def _default_socket_factory(family: socket.AddressFamily) -> socket.socket:
@@ -439,6 +445,7 @@ class LossyProxy:
                     self._read_all(direction)
                 self._flush_due()
         finally:
+            self._discard_unsent()
             self._selector.close()
             self._close_sockets()
             self._stop_event.set()
@@ -505,29 +512,33 @@ class LossyProxy:
         elif reorder_draw < impairment.reorder and not self._holding[direction]:
             fate = "reordered"
             self._holding[direction] = True
-            self._held[direction] = _Held(data, now + self.reorder_timeout, delay)
+            self._held[direction] = _Held(data, now + self.reorder_timeout, delay, index)
         elif duplicate_draw < impairment.duplicate:
             fate = "duplicated"
-            self._schedule(direction, data, now + delay)
-            self._schedule(direction, data, now + delay)
+            self._schedule(direction, data, now + delay, index, fate)
+            self._schedule(direction, data, now + delay, index, fate)
         else:
             fate = "sent"
-            self._schedule(direction, data, now + delay)
+            self._schedule(direction, data, now + delay, index, fate)
         if fate in ("sent", "duplicated"):
             self._holding[direction] = False
             if held is not None:
                 # The held datagram goes out right after the one that overtook it.
                 self._held[direction] = None
-                self._schedule(direction, held.data, now + max(delay, held.delay))
+                self._schedule(
+                    direction, held.data, now + max(delay, held.delay), held.index, "reordered"
+                )
         with self._lock:
             if self.keep_log:
                 self.log.append(LoggedDatagram(direction, data, fate, now, index))
             self.counts[(direction, fate)] += 1
         self._flush_due()
 
-    def _schedule(self, direction: Direction, data: bytes, due: float) -> None:
+    def _schedule(
+        self, direction: Direction, data: bytes, due: float, index: int, fate: Fate
+    ) -> None:
         self._order += 1
-        heapq.heappush(self._pending, _Pending(due, self._order, direction, data))
+        heapq.heappush(self._pending, _Pending(due, self._order, direction, data, index, fate))
 
     def _flush_due(self) -> None:
         now = self._now()
@@ -535,10 +546,46 @@ class LossyProxy:
             held = self._held[direction]
             if held is not None and held.deadline <= now:
                 self._held[direction] = None
-                self._schedule(direction, held.data, now + held.delay)
+                self._schedule(direction, held.data, now + held.delay, held.index, "reordered")
         while self._pending and self._pending[0].due <= now:
             item = heapq.heappop(self._pending)
             self._send(item.direction, item.data)
+
+    def _discard_unsent(self) -> None:
+        """At the stop: the datagrams still delayed or held back never go out, so their fate
+        becomes ``"discarded"`` in `counts` and `log` (a duplicated one of which one copy went
+        out becomes ``"sent"``)."""
+        waiting: Counter[tuple[Direction, int]] = Counter()
+        fates: dict[tuple[Direction, int], Fate] = {}
+        for item in self._pending:
+            waiting[(item.direction, item.index)] += 1
+            fates[(item.direction, item.index)] = item.fate
+        for direction, held in self._held.items():
+            if held is not None:
+                waiting[(direction, held.index)] += 1
+                fates[(direction, held.index)] = "reordered"
+        self._pending.clear()
+        self._held = {"client": None, "server": None}
+        changed: dict[tuple[Direction, int], Fate] = {}
+        for (direction, index), copies in waiting.items():
+            fate = fates[(direction, index)]
+            changed[(direction, index)] = (
+                "sent" if fate == "duplicated" and copies == 1 else "discarded"
+            )
+        with self._lock:
+            for (direction, index), new in changed.items():
+                old = fates[(direction, index)]
+                self.counts[(direction, old)] -= 1
+                if not self.counts[(direction, old)]:
+                    del self.counts[(direction, old)]
+                self.counts[(direction, new)] += 1
+            for position in range(len(self.log) - 1, -1, -1):
+                if not changed:
+                    break
+                entry = self.log[position]
+                new_fate = changed.pop((entry.direction, entry.index), None)
+                if new_fate is not None:
+                    self.log[position] = dataclasses.replace(entry, fate=new_fate)
 
     def _send(self, direction: Direction, data: bytes) -> None:
         try:
@@ -661,8 +708,12 @@ def _log_as_json(proxy: LossyProxy) -> str:
 
 
 def _summary(proxy: LossyProxy) -> str:
-    """The line printed at the stop: each (direction, fate) count, then the datagrams ignored."""
-    parts = [f"{d} {f}: {n}" for (d, f), n in sorted(proxy.counts.items())]
+    """The line printed at the stop: each (direction, fate) count ("discarded at stop": still
+    delayed or held back at the stop, never sent), then the datagrams ignored."""
+    parts = [
+        f"{d} {f}{' at stop' * (f == 'discarded')}: {n}"
+        for (d, f), n in sorted(proxy.counts.items())
+    ]
     if proxy.ignored:
         parts.append(f"ignored (not from the client or the target): {proxy.ignored}")
     return f"stopped; {', '.join(parts) or 'no datagrams'}"
