@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import pytest
 
 from iotdtls import proxy as proxy_module
 from iotdtls.proxy import Impairment, LossyProxy, main
-from tests.peers import LOCALHOST
+from tests.peers import LOCALHOST, free_udp_port
 
 
 @pytest.fixture
@@ -333,6 +335,42 @@ def test_the_summary_counts_what_is_discarded_at_the_stop_apart(
     status, _, out = run_main(argv, client)
     assert status == 0
     assert out[1:] == ["stopped; client discarded at stop: 1"]
+
+
+def test_a_log_that_cannot_be_written_at_the_stop_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """The --log-json directory removed during the run: a FileNotFoundError traceback."""
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    log_path = directory / "log.json"
+    remover = threading.Timer(0.1, lambda: (log_path.unlink(), directory.rmdir()))
+    remover.start()
+    status = main(["--target", "127.0.0.1:9", "--lifetime", "0.5", "--log-json", str(log_path)])
+    remover.join(5.0)
+    assert status == 1
+    assert capsys.readouterr().err == (
+        f"python -m iotdtls.proxy: cannot write the log {log_path}: No such file or directory\n"
+    )
+
+
+def test_a_closed_stdout_pipe_at_the_stop_is_one_line() -> None:
+    """stdout a pipe whose reader went away (`| head -c 5`): a BrokenPipeError traceback."""
+    command = [sys.executable, "-m", "iotdtls.proxy", "--target", f"{LOCALHOST}:{free_udp_port()}",
+               "--lifetime", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.read(5) == b"liste"
+        process.stdout.close()
+        try:
+            err = process.stderr.read().decode()
+            status = process.wait(10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert (status, err) == (1, "python -m iotdtls.proxy: cannot print: Broken pipe\n")
 
 
 def test_a_run_without_datagrams_says_so(

@@ -50,11 +50,13 @@ Command line (for a peer that is not driven from Python)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import heapq
 import ipaddress
 import json
 import math
+import os
 import random
 import selectors
 import signal
@@ -755,14 +757,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     host, port = proxy.address
-    print(f"listening on {host}:{port} -> {proxy.target[0]}:{proxy.target[1]}", flush=True)
+    status = 0
+    if not _print_line(f"listening on {host}:{port} -> {proxy.target[0]}:{proxy.target[1]}"):
+        proxy.stop()
+        status = 1
     while not proxy.wait_stopped(0.2):
         pass
-    print(_summary(proxy), flush=True)
+    if status == 0 and not _print_line(_summary(proxy)):
+        status = 1
     if args.log_json:
-        with open(args.log_json, "w", encoding="utf-8") as out:
-            out.write(_log_as_json(proxy))
-    return 0
+        try:
+            with open(args.log_json, "w", encoding="utf-8") as out:
+                out.write(_log_as_json(proxy))
+        except OSError as exc:
+            print(f"{PROGRAM}: cannot write the log {args.log_json}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            status = 1
+    return status
+
+
+def _print_line(line: str) -> bool:
+    """Print `line` on stdout; False, having said why on stderr in one line, when it cannot
+    be (a closed pipe, a full disk). Then stdout is pointed at /dev/null, so the interpreter's
+    own flush at exit finds nothing left to fail on."""
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        print(f"{PROGRAM}: cannot print: {exc.strerror or exc}", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return False
+    return True
 
 
 if __name__ == "__main__":
