@@ -136,7 +136,7 @@ def busy_result() -> LoadResult:
         elapsed=2.0126, window=1.7504, started=12, completed=8, completed_in_window=6,
         failures=Counter({"received alert decrypt_error": 1, "handshake timeout": 2}),
         unfinished=1, latencies=[0.0041234, 0.0010005, 0.0020004, 0.0030009], messages_sent=18,
-        messages_echoed=15, messages_lost=1, messages_unanswered=2,
+        messages_echoed=15, messages_lost=1, messages_mismatched=3, messages_unanswered=2,
         echo_latencies=[0.00151234, 0.00051234],
         datagrams_sent=50, datagrams_received=40, bytes_sent=5000, bytes_received=4000,
         icmp_errors=3, processes=2, loop="uvloop",
@@ -157,7 +157,8 @@ def test_the_summary_has_every_figure() -> None:
         "resumed_latency_ms": {"median": 0.601, "p99": 0.9, "max": 0.9},
         "failures": {"handshake timeout": 2, "received alert decrypt_error": 1},
         "association_failures": {"closed by the server": 1},
-        "messages": {"sent": 18, "echoed": 15, "lost": 1, "unanswered": 2, "per_second": 7.5,
+        "messages": {"sent": 18, "echoed": 15, "lost": 1, "mismatched": 3, "unanswered": 2,
+                     "per_second": 7.5,
                      "rtt_ms": {"median": 0.512, "p99": 1.512, "max": 1.512}},
         "datagrams": {"sent": 50, "received": 40, "bytes_sent": 5000, "bytes_received": 4000},
         "icmp_errors": 3,
@@ -187,7 +188,7 @@ def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
         "resumed: 4 of 5 sessions offered; latency ms median 0.60, p99 0.90, max 0.90",
         "failures: handshake timeout 2, received alert decrypt_error 1; "
         "after the handshake: closed by the server 1",
-        "messages: 18 sent, 15 echoed, 1 lost, 2 unanswered at stop; 7.5/s; "
+        "messages: 18 sent, 15 echoed, 1 lost, 3 mismatched, 2 unanswered at stop; 7.5/s; "
         "rtt ms median 0.51, p99 1.51",
         "datagrams: 50 sent (5000 B), 40 received (4000 B); ICMP errors 3",
     ]
@@ -489,31 +490,53 @@ async def hang_up(session: aio.ServerSession) -> None:
 
 
 @pytest.mark.parametrize(
-    ("handler", "echoed", "lost", "after_handshake"),
+    ("handler", "echoed", "lost", "mismatched", "after_handshake"),
     [
-        (swallow, 0, 4, {}),
-        # An answer that is not the datagram sent is no echo of it.
-        (answer_wrongly, 0, 4, {}),
+        (swallow, 0, 4, 0, {}),
+        # An answer that is not the datagram sent is no echo of it: mismatched, not lost.
+        (answer_wrongly, 0, 0, 4, {}),
         # A late copy of the previous datagram is passed over; the echo itself counts.
-        (answer_late, 4, 0, {}),
+        (answer_late, 4, 0, 0, {}),
         # The server ends the association: the message is lost and the association failed
         # (after its handshake, which counts as completed).
-        (hang_up, 0, 2, {"closed by the server": 2}),
+        (hang_up, 0, 2, 0, {"closed by the server": 2}),
     ],
     ids=["swallowed", "wrong", "late-copies", "hang-up"],
 )  # fmt: skip
 def test_an_echo_counts_only_when_the_datagram_itself_comes_back(
-    handler: Any, echoed: int, lost: int, after_handshake: dict[str, int]
+    handler: Any, echoed: int, lost: int, mismatched: int, after_handshake: dict[str, int]
 ) -> None:
     result, took = run_against(handler, handshakes=2, concurrency=1, messages=2,
                                echo_timeout=0.2)
     assert result.completed == 2
     assert (result.messages_echoed, result.messages_lost) == (echoed, lost)
+    assert result.messages_mismatched == mismatched
     assert len(result.echo_latencies) == echoed
     assert result.failures == Counter() and result.failed == 0
     assert result.association_failures == Counter(after_handshake)
-    assert result.messages_sent == echoed + lost
-    assert took < 0.2 * lost + 2.0  # each lost message waits out its echo timeout, once
+    assert result.messages_sent == echoed + lost + mismatched
+    # Each message not echoed waits out its echo timeout, once.
+    assert took < 0.2 * (lost + mismatched) + 2.0
+
+
+async def chatter(session: aio.ServerSession) -> None:
+    """No echo, but a status datagram every 50 ms for 3 s after each datagram received."""
+    async for _ in session:
+        for _ in range(60):
+            session.send(b"status")
+            await asyncio.sleep(0.05)
+
+
+def test_the_echo_timeout_counts_from_the_send_whatever_else_arrives() -> None:
+    """A server that sends other datagrams more often than the echo timeout does not keep the
+    wait going: each message is given up `echo_timeout` after its send (it waited for the
+    server to fall silent before), and counted as mismatched since data came back."""
+    result, took = run_against(chatter, handshakes=1, concurrency=1, messages=1,
+                               echo_timeout=0.3)
+    assert result.completed == 1
+    assert (result.messages_sent, result.messages_echoed) == (1, 0)
+    assert (result.messages_lost, result.messages_mismatched) == (0, 1)
+    assert took < 2.0
 
 
 @pytest.mark.req("RES-1")
@@ -964,6 +987,22 @@ def test_the_perf_command_fails_when_an_echo_is_lost(capsys: pytest.CaptureFixtu
                line.endswith("; rtt ms none") for line in lines), lines
     assert summary["messages"]["lost"] == 2
     assert summary["messages"]["rtt_ms"] == {"median": None, "p99": None, "max": None}
+
+
+def test_the_perf_command_reports_mismatched_answers_apart_and_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server answering other bytes of the right length: the answers came, none an echo."""
+    with server_on_a_thread(answer_wrongly) as server:
+        args = ("-n", "2", "-c", "1", "-m", "2", "-q", "--echo-timeout", "0.2")
+        text = perf_command(server.address[1], *args)
+        lines = capsys.readouterr().out.splitlines()
+        as_json = perf_command(server.address[1], *args, "--json")
+        summary = json.loads(capsys.readouterr().out)
+    assert text == as_json == 1
+    assert any(line.startswith("messages: 4 sent, 0 echoed, 0 lost, 4 mismatched; ")
+               for line in lines), lines
+    assert (summary["messages"]["lost"], summary["messages"]["mismatched"]) == (0, 4)
 
 
 def test_the_perf_command_resumes_sessions(

@@ -81,7 +81,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--echo-timeout", type=seconds(), default=2.0, metavar="S",
-        help="wait this long for each echo (default 2)",
+        help="wait this long from each send for its echo (default 2)",
     )
     p.add_argument(
         "--processes", "-p", type=whole_number(1), default=1, metavar="P",
@@ -142,7 +142,10 @@ def run_perf(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary(), indent=2))
     else:
         print(result.report(format_hostport(host, port), args.concurrency))
-    failed = result.failed or result.association_failures or result.messages_lost
+    failed = (
+        result.failed or result.association_failures or result.messages_lost
+        or result.messages_mismatched
+    )
     # A stop (Ctrl-C, SIGTERM) that cut handshakes or echoes short: not everything completed.
     cut_short = result.unfinished or result.messages_unanswered
     return 0 if result.completed and not failed and not cut_short else 1

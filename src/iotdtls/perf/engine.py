@@ -289,23 +289,29 @@ class _Engine:
         (result.resumed_latencies if resumed else result.latencies).append(now - begun)
 
     async def _echo(self, assoc: _Association, number: int) -> None:
-        """Send one datagram (its number in the first 4 bytes) and wait for it to come back.
-        An association the server has closed (its close_notify may come right behind an echo,
-        RFC 5246 §7.2.1) sends nothing more: it failed after its handshake."""
+        """Send one datagram (its number in the first 4 bytes) and wait for it to come back,
+        at most `echo_timeout` seconds from the send whatever else arrives meanwhile. A
+        message whose wait saw data other than its echo (or a late echo of an earlier
+        message) is counted as mismatched, not lost. An association the server has closed
+        (its close_notify may come right behind an echo, RFC 5246 §7.2.1) sends nothing
+        more: it failed after its handshake."""
         if assoc.conn.closed:
             raise assoc.conn.error or DtlsError("closed by the server")
         payload = number.to_bytes(4, "big") + self._payload[4:]
         assoc.echo = self.loop.create_future()
-        timeout = self.loop.call_later(self.spec.echo_timeout, _settle, assoc.echo, None)
+        deadline = self.loop.time() + self.spec.echo_timeout
+        timeout = self.loop.call_at(deadline, _settle, assoc.echo, None)
         sent = time.perf_counter()
         assoc.conn.send(payload)
         assoc.flush()
         self.result.messages_sent += 1
+        answered = False  # something came back that is not an echo of ours
         try:
             while (data := await assoc.echo) is not None and data != payload:
-                assoc.echo = self.loop.create_future()  # a late echo of an earlier message
+                answered = answered or not self._late_echo(data, number)
+                assoc.echo = self.loop.create_future()
                 timeout.cancel()
-                timeout = self.loop.call_later(self.spec.echo_timeout, _settle, assoc.echo, None)
+                timeout = self.loop.call_at(deadline, _settle, assoc.echo, None)
         except asyncio.CancelledError:  # the run was stopped
             self.result.messages_unanswered += 1
             raise
@@ -313,12 +319,23 @@ class _Engine:
             timeout.cancel()
             assoc.echo = None
         if data is None:
-            self.result.messages_lost += 1
+            if answered:
+                self.result.messages_mismatched += 1
+            else:
+                self.result.messages_lost += 1
             if assoc.conn.closed:
                 raise assoc.conn.error or DtlsError("closed by the server")
             return
         self.result.messages_echoed += 1
         self.result.echo_latencies.append(time.perf_counter() - sent)
+
+    def _late_echo(self, data: bytes, number: int) -> bool:
+        """Whether `data` is the echo of a message sent before message `number`."""
+        return (
+            len(data) == len(self._payload)
+            and data[4:] == self._payload[4:]
+            and int.from_bytes(data[:4], "big") < number
+        )
 
     def progress(self) -> LoadProgress:
         return LoadProgress(self.result.completed, self.result.failed, self.in_flight)

@@ -56,10 +56,13 @@ class LoadResult:
     resumed_latencies: list[float] = field(default_factory=list)
     messages_sent: int = 0
     messages_echoed: int = 0
-    #: Messages whose echo did not come back within the echo timeout.
+    #: Messages whose echo did not come back within the echo timeout, nor anything else.
     messages_lost: int = 0
+    #: Messages whose echo did not come back within the echo timeout though other data did
+    #: (a server answering other bytes; late echoes of earlier messages are not counted).
+    messages_mismatched: int = 0
     #: Messages still waiting for their echo when the run was stopped (Ctrl-C): neither
-    #: echoed nor lost (sent = echoed + lost + unanswered).
+    #: echoed, lost nor mismatched (sent = echoed + lost + mismatched + unanswered).
     messages_unanswered: int = 0
     echo_latencies: list[float] = field(default_factory=list)
     datagrams_sent: int = 0
@@ -130,6 +133,7 @@ class LoadResult:
                 "sent": self.messages_sent,
                 "echoed": self.messages_echoed,
                 "lost": self.messages_lost,
+                "mismatched": self.messages_mismatched,
                 "unanswered": self.messages_unanswered,
                 "per_second": round(self.messages_echoed / self.elapsed, 1) if self.elapsed else 0,
                 "rtt_ms": _latency_ms(echo),
@@ -173,6 +177,7 @@ class LoadResult:
         if msg["sent"]:
             lines.append(
                 f"messages: {msg['sent']} sent, {msg['echoed']} echoed, {msg['lost']} lost"
+                + (f", {msg['mismatched']} mismatched" if msg["mismatched"] else "")
                 + (f", {msg['unanswered']} unanswered at stop" if msg["unanswered"] else "")
                 + f"; {msg['per_second']:.1f}/s; rtt ms {_spread(msg['rtt_ms'], ('median', 'p99'))}"
             )
