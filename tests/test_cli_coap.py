@@ -12,6 +12,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -343,6 +344,25 @@ def test_no_response_in_time_exits_1(server: Served, capsys: pytest.CaptureFixtu
     assert (status, out, err) == (1, "", "iotdtls: no response within 0.5 s after the "
                                   "handshake\n")
     assert 0.5 <= waited < 0.95, waited
+
+
+class Huge(resource.Resource):
+    """GET: 8 MiB, block-wise: more blocks than half a second brings over loopback."""
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(payload=bytes(8 << 20))
+
+
+def test_a_response_not_complete_in_time_says_so(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Blocks of the response came but not all of them: not "no response" (it said so after
+    ~1900 blocks of a block-wise response had come)."""
+    server.site.site.add_resource(["huge"], Huge())
+    status, out, err = coap(capsys, "get", server.uri("huge"), "--timeout", "0.5", *CREDENTIALS)
+    assert (status, out) == (1, ""), err
+    assert re.fullmatch(r"iotdtls: response not complete within 0\.5 s after the handshake "
+                        r"\(\d+ CoAP responses received\)\n", err), err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import aiocoap
 import pytest
 from aiocoap import error
+from aiocoap.messagemanager import MessageManager
 
 from iotdtls.coap import (
     AssociationClosed,
@@ -316,6 +318,42 @@ def test_a_server_that_lost_the_association_without_close_notify_gets_a_new_one(
                 assert restarted.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
 
     run(main(), 15.0)
+
+
+@pytest.mark.req("COAP-1")
+def test_an_exception_of_aiocoaps_message_layer_leaves_the_association_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiocoap may raise while it takes a received message (InvalidStateError: a block of the
+    response to a request that timed out, set on its cancelled future). The receive loop logs
+    it and goes on: the association every request shares stays up (it ended, and the next
+    request made a new handshake, with "Task exception was never retrieved")."""
+    caplog.set_level(logging.DEBUG, "iotdtls.coap")
+    quick = aiocoap.TransportTuning()
+    quick.ACK_TIMEOUT = 0.2
+    dispatch = MessageManager.dispatch_message
+    raised: list[aiocoap.Message] = []
+
+    def fail_once(self: MessageManager, message: aiocoap.Message) -> None:
+        if message.code.is_response() and not raised:
+            raised.append(message)
+            raise asyncio.InvalidStateError("invalid state")
+        dispatch(self, message)
+
+    async def main() -> None:
+        async with coaps_server() as server, coaps_client() as client:
+            first = await get(client, uri(server.address, "hello"))
+            monkeypatch.setattr(MessageManager, "dispatch_message", fail_once)
+            # The response is lost to the exception; the retransmitted request's comes.
+            second = await get(client, uri(server.address, "hello"), transport_tuning=quick)
+            assert raised and second.payload.startswith(b"Hello, ")
+            assert second.remote is first.remote and not first.remote.ended
+            assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+    run(main())
+    assert "aiocoap failed on a received message (InvalidStateError: invalid state)" in (
+        caplog.text
+    )
 
 
 def test_a_request_and_close_notify_together_leave_no_unawaited_rendering() -> None:

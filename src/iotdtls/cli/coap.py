@@ -278,14 +278,17 @@ async def _request(
 ) -> int:
     from aiocoap import error
 
-    from iotdtls.coap import client_context
+    from iotdtls.coap import ClientRemote, client_context
 
     context = await client_context(config=config, plain_coap=config is None, chain_cache=cache)
+    remote: ClientRemote | None = None  # its association, for what came over it
     try:
         if config is not None:
             # The handshake first, within its own deadline (handshake_timeout, --timeout):
             # the association is kept for the request, whose response then has --timeout.
-            await context.find_remote_and_interface(message.copy())
+            first = message.copy()
+            await context.find_remote_and_interface(first)
+            remote = first.remote if isinstance(first.remote, ClientRemote) else None
         request = context.request(message)
         response = await asyncio.wait_for(request.response, args.timeout)
         _print(response, code=True, lines=observe)
@@ -297,8 +300,14 @@ async def _request(
     except error.Error as exc:
         return _failed(_unreachable(exc, args.uri) or exc)
     except TimeoutError:
-        after = "" if config is None else " after the handshake"
-        return _failed(f"no response within {args.timeout:g} s{after}")
+        if remote is None:
+            return _failed(f"no response within {args.timeout:g} s")
+        if received := remote.responses_received:  # a block-wise transfer cut short
+            return _failed(
+                f"response not complete within {args.timeout:g} s after the handshake "
+                f"({received} CoAP response{'s' if received > 1 else ''} received)"
+            )
+        return _failed(f"no response within {args.timeout:g} s after the handshake")
     finally:
         await context.shutdown()
 

@@ -89,6 +89,9 @@ class CoapsAddress(interfaces.EndpointAddress):
         self._block_size_exp = block_size_exp(mtu)
         #: True once the association has ended; nothing is sent over it any more.
         self.ended = False
+        #: CoAP responses received over the association (blocks of one count one each): the
+        #: command line tells a response that did not complete in time from none.
+        self.responses_received = 0
 
     def __repr__(self) -> str:
         state = " ended" if self.ended else ""
@@ -157,7 +160,10 @@ class CoapsInterface(interfaces.MessageInterface):
         self._mman: interfaces.MessageManager | None = mman
 
     def deliver(self, remote: CoapsAddress, data: bytes) -> None:
-        """A datagram received over `remote`'s association."""
+        """A datagram received over `remote`'s association. An exception of aiocoap's message
+        layer is logged and the association goes on: it would otherwise end the receive loop,
+        and with it the association every request to that peer shares (aiocoap 0.4.17 raises
+        InvalidStateError for a block arriving for a request that timed out)."""
         if self._mman is None:
             return
         try:
@@ -165,7 +171,13 @@ class CoapsInterface(interfaces.MessageInterface):
         except error.UnparsableMessage:
             logger.warning("%r: ignoring a datagram that is not a CoAP message", remote)
             return
-        self._mman.dispatch_message(message)
+        if message.code.is_response():
+            remote.responses_received += 1
+        try:
+            self._mman.dispatch_message(message)
+        except Exception as exc:
+            logger.debug("%r: aiocoap failed on a received message (%s: %s); going on",
+                         remote, type(exc).__name__, exc)
 
     def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
         """`remote`'s association ended: aiocoap fails its requests, exchanges, observations."""
