@@ -38,6 +38,7 @@ from iotdtls.coap.errors import (
     AssociationTimeout,
     association_error,
 )
+from iotdtls.config import Mode
 from iotdtls.credentials import pem_blocks, public_key_pin
 from iotdtls.errors import (
     AlertDescription,
@@ -225,7 +226,41 @@ ADDRESS = "Check the server address and its DTLS configuration."
     (None, None),
 ])
 def test_advice_follows_the_cause(cause: BaseException | None, advice: str | None) -> None:
-    assert AssociationFailed("gw", cause).extra_help() == advice
+    assert AssociationFailed("gw", cause, Mode.PSK).extra_help() == advice
+
+
+SERVER_SIGNATURE = (
+    "Check the server's key pair: its signature did not verify with the raw public key or "
+    "certificate it sent."
+)
+OUR_SIGNATURE = (
+    "Check our key pair: the server could not verify our signature (does our private key "
+    "match the raw public key or certificate we send?) or our Finished."
+)
+PSK_MISMATCH = "Check the credentials: the PSK does not match the server's."
+
+
+@pytest.mark.parametrize(("cause", "mode", "advice"), [
+    (AlertSent(AlertDescription.decrypt_error), Mode.PSK, PSK_MISMATCH),
+    (AlertReceived(AlertDescription.decrypt_error), Mode.PSK, PSK_MISMATCH),
+    (AlertReceived(AlertDescription.bad_record_mac), Mode.PSK, PSK_MISMATCH),
+    # With signatures, decrypt_error is a signature (or Finished) that did not verify.
+    (AlertSent(AlertDescription.decrypt_error), Mode.RAW_PUBLIC_KEY, SERVER_SIGNATURE),
+    (AlertSent(AlertDescription.decrypt_error), Mode.X509, SERVER_SIGNATURE),
+    (AlertReceived(AlertDescription.decrypt_error), Mode.RAW_PUBLIC_KEY, OUR_SIGNATURE),
+    (AlertReceived(AlertDescription.decrypt_error), Mode.X509, OUR_SIGNATURE),
+    (AlertReceived(AlertDescription.bad_record_mac), Mode.X509, ADDRESS),
+    # The mode unknown: no PSK named.
+    (AlertSent(AlertDescription.decrypt_error), None,
+     "Check the credentials: they do not match the server's."),
+])  # fmt: skip
+def test_a_key_that_did_not_verify_is_named_by_the_mode(
+    cause: BaseException, mode: Mode | None, advice: str
+) -> None:
+    """The PSK hint was given in raw-public-key and certificate modes too, where decrypt_error
+    means a signature did not verify (RFC 5246 §7.4.3, §7.4.8)."""
+    assert AssociationFailed("gw", cause, mode).extra_help() == advice
+    assert association_error("gw", cause, False, mode).extra_help() == advice
 
 
 # -- raw public keys in a credentials map ------------------------------------------------------

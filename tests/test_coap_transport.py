@@ -23,6 +23,7 @@ from iotdtls.coap import (
     ClientRemote,
     block_size_exp,
 )
+from iotdtls.config import Mode
 from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import DtlsError
@@ -286,9 +287,10 @@ def test_raw_public_keys_from_credentials_maps(tmp_path: Path) -> None:
             stranger = rpk_client_credentials(files, key=files.stranger_key)
             async with coaps_client(credentials=stranger) as client:
                 started = time.monotonic()
-                with pytest.raises(AssociationFailed):
+                with pytest.raises(AssociationFailed) as info:
                     await get(client, uri(server.address, "whoami"))
                 assert time.monotonic() - started < 2.0
+                assert info.value.mode is Mode.RAW_PUBLIC_KEY  # for the advice
         [(_, claims)] = site.whoami.seen
         assert claims == (RawPublicKeyIdentity(client_spki), ":dev2")
 

@@ -117,7 +117,9 @@ class ClientRemote(CoapsAddress):
         except (DtlsError, OSError, LocalProtocolError) as exc:
             self.ended = True
             self._interface.forget(self)
-            self._established.set_exception(association_error(self.hostinfo, exc, False))
+            self._established.set_exception(
+                association_error(self.hostinfo, exc, False, self._config.mode)
+            )
             return
         self.peer = self._connection.connection.peer
         self._established.set_result(None)

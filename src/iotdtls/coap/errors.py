@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiocoap import error
 
+from iotdtls.config import Mode
 from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, DtlsError, HandshakeTimeout
 from iotdtls.handshake.alerts import BASE_ALERTS, X509_MODE_ALERTS
 
@@ -23,10 +24,12 @@ class AssociationFailed(error.NetworkError):
 
     what = "DTLS handshake with"
 
-    def __init__(self, peer: str, cause: BaseException | None) -> None:
+    def __init__(self, peer: str, cause: BaseException | None, mode: Mode | None = None) -> None:
         super().__init__(peer, cause)
         #: `host:port` of the peer (as in a URI).
         self.peer = peer
+        #: The client's credential kind, when known: the advice depends on it.
+        self.mode = mode
         self.__cause__ = cause
 
     def __str__(self) -> str:
@@ -35,7 +38,7 @@ class AssociationFailed(error.NetworkError):
 
     def extra_help(self, hints: dict[str, object] | None = None) -> str | None:
         """What to check, for the command line (aiocoap's `HelpfulError` hook)."""
-        return _advice(self.__cause__)
+        return _advice(self.__cause__, self.mode)
 
 
 class AssociationTimeout(AssociationFailed, error.TimeoutError):
@@ -55,25 +58,35 @@ class AssociationClosed(AssociationFailed, error.RemoteServerShutdown):
 
 
 def association_error(
-    peer: str, cause: BaseException | None, established: bool
+    peer: str, cause: BaseException | None, established: bool, mode: Mode | None = None
 ) -> AssociationFailed:
-    """The aiocoap error for an association that failed to form or ended."""
+    """The aiocoap error for an association that failed to form or ended (`mode`: the
+    client's credential kind, for the advice)."""
     if established:
-        return AssociationClosed(peer, cause)
+        return AssociationClosed(peer, cause, mode)
     if isinstance(cause, HandshakeTimeout):
-        return AssociationTimeout(peer, cause)
-    return AssociationFailed(peer, cause)
+        return AssociationTimeout(peer, cause, mode)
+    return AssociationFailed(peer, cause, mode)
 
 
-#: Alerts a PSK handshake ends with when the two sides do not share a key, whichever side
-#: sends them (RFC 5246 §7.2.2: a wrong key shows as a Finished that does not verify).
-_KEY_MISMATCH = {
-    AlertDescription.decrypt_error: "the PSK does not match the server's",
-    AlertDescription.bad_record_mac: "the PSK does not match the server's",
-}
+#: Alerts a handshake ends with when something did not verify, whichever side sends them
+#: (RFC 5246 §7.2.2). In PSK mode the two sides do not share a key: a wrong key shows as a
+#: Finished that does not verify. With raw public keys or certificates decrypt_error is a
+#: signature that did not verify (RFC 5246 §7.4.3, §7.4.8): the key pair of the side that
+#: signed, not a PSK.
+_KEY_MISMATCH = frozenset({AlertDescription.decrypt_error, AlertDescription.bad_record_mac})
+_PSK_MISMATCH = "Check the credentials: the PSK does not match the server's."
+_CREDENTIALS_MISMATCH = "Check the credentials: they do not match the server's."
+_SERVER_SIGNATURE = (
+    "Check the server's key pair: its signature did not verify with the raw public key or "
+    "certificate it sent."
+)
+_OUR_SIGNATURE = (
+    "Check our key pair: the server could not verify our signature (does our private key "
+    "match the raw public key or certificate we send?) or our Finished."
+)
 #: Alerts with which the server refuses us (RFC 4279 §2, RFC 5246 §7.2.2).
 _REFUSED_BY_SERVER = {
-    **_KEY_MISMATCH,
     AlertDescription.unknown_psk_identity: "the server does not know this PSK identity",
     AlertDescription.handshake_failure: "the server refused the credentials or cipher suites",
 }
@@ -96,7 +109,19 @@ _OUR_CERTIFICATE_REFUSED = (
 )
 
 
-def _advice(cause: BaseException | None) -> str | None:
+def _key_mismatch(cause: AlertSent | AlertReceived, mode: Mode | None) -> str | None:
+    """The advice for a decrypt_error or bad_record_mac alert (see `_KEY_MISMATCH`) in the
+    client's `mode`: None for bad_record_mac with signatures (a record, not a key)."""
+    if mode is Mode.PSK:
+        return _PSK_MISMATCH
+    if mode is None:
+        return _CREDENTIALS_MISMATCH
+    if cause.alert != AlertDescription.decrypt_error:
+        return None
+    return _SERVER_SIGNATURE if isinstance(cause, AlertSent) else _OUR_SIGNATURE
+
+
+def _advice(cause: BaseException | None, mode: Mode | None = None) -> str | None:
     if isinstance(cause, HandshakeTimeout):
         return (
             "No handshake completed in time: check that a coaps server listens there and that "
@@ -107,10 +132,12 @@ def _advice(cause: BaseException | None) -> str | None:
         return _SERVER_CERTIFICATE_REFUSED
     if isinstance(cause, AlertReceived) and alert in _CERTIFICATE_ALERTS:
         return _OUR_CERTIFICATE_REFUSED
+    if isinstance(cause, AlertSent | AlertReceived) and alert in _KEY_MISMATCH:
+        advice = _key_mismatch(cause, mode)
+        if advice is not None:
+            return advice
     if isinstance(cause, AlertReceived) and alert in _REFUSED_BY_SERVER:
         return f"Check the credentials: {_REFUSED_BY_SERVER[AlertDescription(alert)]}."
-    if isinstance(cause, AlertSent) and alert in _KEY_MISMATCH:
-        return f"Check the credentials: {_KEY_MISMATCH[AlertDescription(alert)]}."
     if isinstance(cause, AlertSent) and alert == AlertDescription.handshake_failure:
         return _WE_REFUSED_THE_SERVER
     if isinstance(cause, DtlsError | OSError):
