@@ -92,6 +92,10 @@ class CoapsAddress(interfaces.EndpointAddress):
         #: CoAP responses received over the association (blocks of one count one each): the
         #: command line tells a response that did not complete in time from none.
         self.responses_received = 0
+        #: Datagrams received over the association that were not CoAP messages (ignored; the
+        #: first is logged as a warning, the others at debug level, so a flood of them does
+        #: not flood the log).
+        self.not_coap = 0
 
     def __repr__(self) -> str:
         state = " ended" if self.ended else ""
@@ -169,7 +173,15 @@ class CoapsInterface(interfaces.MessageInterface):
         try:
             message = Message.decode(data, remote)
         except error.UnparsableMessage:
-            logger.warning("%r: ignoring a datagram that is not a CoAP message", remote)
+            remote.not_coap += 1
+            if remote.not_coap == 1:
+                logger.warning(
+                    "%r: ignoring a datagram that is not a CoAP message (any more are logged "
+                    "at debug level)", remote,
+                )
+            else:
+                logger.debug("%r: ignoring a datagram that is not a CoAP message (%d so far)",
+                             remote, remote.not_coap)
             return
         if message.code.is_response():
             remote.responses_received += 1
@@ -182,6 +194,9 @@ class CoapsInterface(interfaces.MessageInterface):
     def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
         """`remote`'s association ended: aiocoap fails its requests, exchanges, observations."""
         remote.ended = True
+        if remote.not_coap > 1:
+            logger.info("%r: %d datagrams that were not CoAP messages were ignored",
+                        remote, remote.not_coap)
         if self._mman is not None:
             self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
 
