@@ -49,7 +49,7 @@ from iotdtls.events import (
 )
 from iotdtls.handshake.transcript import handshake_header
 from iotdtls.heartbeat import HeartbeatDrop
-from iotdtls.messages import Alert, HandshakeType
+from iotdtls.messages import Alert, HandshakeType, HeartbeatMessage, HeartbeatMessageType
 from iotdtls.record import (
     MAX_PLAINTEXT_LENGTH,
     MAX_SEQUENCE_NUMBER,
@@ -745,6 +745,24 @@ def test_a_heartbeat_request_past_the_last_record_number_raises_and_abandons() -
         client.send_heartbeat(1.0)
     assert client.state is ConnectionState.CLOSED and client.error is info.value
     assert client.datagrams_to_send(1.0) == []
+
+
+def test_a_heartbeat_request_larger_than_our_mtu_is_answered_whole() -> None:
+    """RFC 6520 §4: the response MUST carry an exact copy of the request's payload, and
+    requests probe the path MTU (§5.1): `mtu` bounds what we originate, not this answer (§4's
+    "payload_length too large" is one beyond the record, dropped as malformed)."""
+    client, server = established_pair(client={"heartbeat": True},
+                                      server={"heartbeat": True, "mtu": MAX_MTU})
+    payload = bytes(range(256)) * 16
+    server._send_heartbeat_message(HeartbeatMessage(
+        HeartbeatMessageType.heartbeat_request, payload, bytes(16)).encode())
+    (request,) = server.datagrams_to_send(0.0)
+    client.receive_datagram(request, 0.0)
+    (answer,) = client.datagrams_to_send(0.0)
+    [(header, _)] = records(answer)
+    assert header.content_type == ContentType.heartbeat
+    # The payload and the least padding, as the request: as large, beyond the client's mtu.
+    assert len(answer) == len(request) > client.config.mtu == 1232
 
 
 def test_heartbeats_one_side_refused_are_not_negotiated_on_either() -> None:

@@ -378,7 +378,9 @@ class _CommonConfig:
     #: The type of each setting (`_check_types`), checked before any value.
     _kinds: ClassVar[Mapping[str, _Kind]] = _COMMON_KINDS
 
-    #: Largest UDP payload to send, headers of DTLS included (HS-3).
+    #: Largest UDP payload to send, headers of DTLS included (HS-3). It bounds what we
+    #: originate: a heartbeat response carries an exact copy of the request's payload (RFC 6520
+    #: §4; requests probe the path MTU, §5.1), so it is as large as the peer's request.
     mtu: int = DEFAULT_MTU
     #: Handshake retransmission timer (HS-4); `CONSTRAINED_RETRANSMIT` for RFC 7925 §11.
     retransmit: RetransmitPolicy = RFC6347_RETRANSMIT

@@ -9,7 +9,10 @@ to a peer that refused them, and we drop, unanswered, every request we did not a
   the response with the same payload arrives. Unanswered for `handshake_timeout` seconds, the
   threshold of handshake flights (RFC 6520 §3), the peer counts as gone.
 * Responses: to every well-formed, authenticated request in the association's epoch (the
-  connection hands over only those), carrying an exact copy of its payload.
+  connection hands over only those), carrying an exact copy of its payload (§4: a MUST unless
+  the requests were refused, §2), so as large as the request even beyond our `mtu`: a peer
+  probes the path MTU with requests (§5.1). §4's "payload_length too large: discard" is a
+  payload_length beyond what the record holds (below), not a size we would not send.
 * Dropped silently and counted (`dropped`): a payload_length the record cannot hold and padding
   under 16 bytes (§4, the Heartbleed check, `HeartbeatMessage.decode`), an unknown type, a
   response nobody asked for or with the wrong payload, a request we did not allow.

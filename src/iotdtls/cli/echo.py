@@ -174,7 +174,8 @@ def _add_heartbeat_flag(p: argparse.ArgumentParser, unanswered: str) -> None:
         type=seconds(MIN_KEEPALIVE_INTERVAL, inclusive=True),
         metavar="SECONDS",
         help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; one "
-        f"unanswered for {unanswered} ends the association",
+        f"unanswered for {unanswered} ends the association; an answer to the peer's request is "
+        "as large as the request, even beyond --mtu",
     )
 
 
