@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from iotdtls import config as config_module
-from iotdtls._files import RefusedFile
 from iotdtls.config import (
     MAX_MTU,
     MAX_PSK_LENGTH,
     MIN_MTU,
     ClientConfig,
     FileKeyLog,
+    KeyLogFailed,
     RetransmitPolicy,
     RetryPolicy,
     ServerConfig,
@@ -119,22 +119,26 @@ def test_a_key_log_file_is_never_written_through_a_symlink_nor_when_others_can_r
 ) -> None:
     """The callback appended master secrets wherever a symlink planted at the path led (a
     shared directory), and to a file others could read: it now refuses either when it writes
-    (`RefusedFile`, which the handshake logs and goes on), and nothing is appended."""
+    (`KeyLogFailed` naming the file and why, which the handshake logs and goes on), and
+    nothing is appended."""
     path, theirs = tmp_path / "keys.log", tmp_path / "theirs.log"
     keylog = FileKeyLog(path)
     theirs.write_text("")
     path.symlink_to(theirs)
-    with pytest.raises(RefusedFile, match=r"^is a symbolic link; name the file itself$"):
+    symlink = r"^key log '.*keys\.log' is a symbolic link; name the file itself$"
+    with pytest.raises(KeyLogFailed, match=symlink):
         keylog("CLIENT_RANDOM 00 11")
     path.unlink()
     path.write_text("")
     path.chmod(0o644)
-    with pytest.raises(RefusedFile, match=r"^is open to group or others \(mode 0644\)"):
+    readable = r"^key log '.*' is open to group or others \(mode 0644\)"
+    with pytest.raises(KeyLogFailed, match=readable):
         keylog("CLIENT_RANDOM 00 11")
     path.unlink()
     theirs.chmod(0o600)
     os.link(theirs, path)  # a hard link to a file of ours: appending would write into it
-    with pytest.raises(RefusedFile, match=r"^has 2 hard links, so it is also another file"):
+    linked = r"^key log '.*' has 2 hard links, so it is also another file"
+    with pytest.raises(KeyLogFailed, match=linked):
         keylog("CLIENT_RANDOM 00 11")
     assert theirs.read_text() == path.read_text() == ""
 
@@ -163,11 +167,30 @@ def test_a_key_log_file_that_is_a_fifo_is_refused_where_it_is_configured(
     os.mkfifo(keylog.path)  # made after the configuration: refused by the callback too
     reader = os.open(keylog.path, os.O_RDONLY | os.O_NONBLOCK)  # so that no version blocks
     try:
-        with pytest.raises(RefusedFile, match=r"^is a FIFO, not a regular file"):
+        with pytest.raises(KeyLogFailed, match=r"^key log '.*' is a FIFO, not a regular file"):
             keylog("CLIENT_RANDOM 00 11")
         assert os.read(reader, 100) == b""  # nothing was written (and no writer is left)
     finally:
         os.close(reader)
+
+
+@pytest.mark.parametrize("settings", [ClientConfig, ServerConfig])
+def test_a_key_log_in_a_directory_that_does_not_exist_is_refused_where_it_is_configured(
+    tmp_path: Path, settings: type[ClientConfig] | type[ServerConfig]
+) -> None:
+    """`keylog_file="nodir/keys.log"` was accepted, then each handshake warned only "key log
+    callback failed: FileNotFoundError": refused when the configuration is made, naming the
+    directory; a directory gone later makes the callback say which file and why."""
+    credentials = PSK_CLIENT if settings is ClientConfig else PSK_SERVER
+    missing = tmp_path / "nodir" / "keys.log"
+    assert refusal(settings, **credentials, keylog_file=missing) == (
+        f"keylog_file {str(missing)!r} is in a directory that does not exist "
+        f"({tmp_path / 'nodir'}): make it or name another")
+    (tmp_path / "gone").mkdir()
+    keylog = FileKeyLog(tmp_path / "gone" / "keys.log")
+    (tmp_path / "gone").rmdir()
+    with pytest.raises(KeyLogFailed, match=r"^cannot write key log '.*keys\.log': No such file"):
+        keylog("CLIENT_RANDOM 00 11")
 
 
 def test_retransmit_policy_edges() -> None:

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from iotdtls._buffer import Reader
-from iotdtls.config import ClientConfig, RetransmitPolicy, ServerConfig
+from iotdtls.config import ClientConfig, KeyLogFailed, RetransmitPolicy, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import Ccm8Protector, NullProtector, psk_premaster_secret, random_bytes
 from iotdtls.crypto.ecdhe import check_point
@@ -177,6 +177,17 @@ def test_key_schedule_finished_labels_repr_and_keylog_failure(
     with caplog.at_level(logging.WARNING, logger="iotdtls"):
         keys.derive(psk_premaster_secret(KEY), SUITES[0xC0A8], True)
     assert [r.getMessage() for r in caplog.records] == ["key log callback failed: OSError"]
+    caplog.clear()
+
+    def our_file(line: str) -> None:  # what FileKeyLog raises: its text is shown
+        raise KeyLogFailed("cannot write key log 'k.log': No space left on device")
+
+    ours = KeySchedule(our_file)
+    ours.client_random, ours.server_random = bytes(32), bytes(range(32))
+    with caplog.at_level(logging.WARNING, logger="iotdtls"):
+        ours.derive(psk_premaster_secret(KEY), SUITES[0xC0A8], True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot write key log 'k.log': No space left on device"]
     assert repr(keys) == "<KeySchedule ems=False master=set>"
     digest = keys.transcript.digest()
     client, server = keys.verify_data(from_client=True), keys.verify_data(from_client=False)

@@ -101,10 +101,14 @@ def open_private_append(path: str) -> int:
 
 def path_problem(path: str) -> str | None:
     """What `open_private_append` would refuse at `path`, from lstat alone (nothing opened,
-    nothing made, so cheap enough for a configuration's check); None when nothing is there."""
+    nothing made, so cheap enough for a configuration's check); None when nothing is there
+    yet but its directory is."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            return f"is in a directory that does not exist ({directory}): make it or name another"
         return None
     if stat.S_ISLNK(info.st_mode):
         return "is a symbolic link; name the file itself"

@@ -19,7 +19,7 @@ from os import PathLike, fspath
 from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
-from iotdtls._files import open_private_append, path_problem
+from iotdtls._files import RefusedFile, open_private_append, path_problem
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
@@ -249,11 +249,23 @@ class FileKeyLog:
         return f"FileKeyLog({self.path!r})"
 
     def __call__(self, line: str) -> None:
+        """Append `line`; `KeyLogFailed` naming the file and why when it cannot."""
         # Created readable by its owner only, like a private key: it holds master secrets. Not
         # through a symlink, nor into a file another user owns or can read (`RefusedFile`).
-        fd = open_private_append(self.path)
-        with open(fd, "a", encoding="ascii") as fh:
-            fh.write(line + "\n")
+        try:
+            fd = open_private_append(self.path)
+            with open(fd, "a", encoding="ascii") as fh:
+                fh.write(line + "\n")
+        except RefusedFile as exc:
+            raise KeyLogFailed(f"key log {self.path!r} {exc}") from None
+        except OSError as exc:
+            raise KeyLogFailed(f"cannot write key log {self.path!r}: {exc.strerror}") from None
+
+
+class KeyLogFailed(Exception):
+    """`FileKeyLog` could not append a line: the message names the file and why (never a
+    key), so the handshake's warning can show it where another callback's error shows only
+    its type."""
 
 
 def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from iotdtls.config import KeyLogCallback
+from iotdtls.config import KeyLogCallback, KeyLogFailed
 from iotdtls.crypto import (
     constant_time_equal,
     derive_key_block,
@@ -114,5 +114,7 @@ class KeySchedule:
             return
         try:
             self._keylog(keylog_line(self.client_random, self._master))
+        except KeyLogFailed as exc:  # our file's: its text names the file and why, no key
+            logger.warning("%s", exc)
         except Exception as exc:  # the key log is a debugging aid: never fatal
             logger.warning("key log callback failed: %s", type(exc).__name__)
