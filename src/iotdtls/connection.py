@@ -95,8 +95,9 @@ ADOPTABLE_SEQUENCE_LIMIT = 1 << 40
 #: TCP's maximum segment lifetime of two minutes). Then the handshake state goes.
 FINAL_FLIGHT_HOLD = 240.0
 #: Application records of the handshake's new epoch that reach us before the peer's Finished,
-#: held to deliver once it is verified (RFC 6347 §4.1: implementations "MAY choose to retain
-#: packets for a future epoch"): at most this many, and this many bytes of data, per
+#: held to deliver once it is verified (RFC 6347 §4.1: of packets of a new epoch that arrive
+#: before the handshake has completed, "implementations MAY either buffer or discard such
+#: packets"): at most this many, and this many bytes of data, per
 #: association; the rest are dropped as `DropReason.DATA_BEFORE_HANDSHAKE`.
 EARLY_DATA_RECORDS = 8
 EARLY_DATA_BYTES = MAX_PLAINTEXT_LENGTH
