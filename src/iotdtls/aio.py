@@ -1102,6 +1102,7 @@ class DtlsServer:
 
     @property
     def endpoint(self) -> ServerEndpoint:
+        """The sans-I/O endpoint this server drives (its associations, gate counters)."""
         return self._protocol.endpoint
 
     @property

@@ -854,6 +854,7 @@ class ServerConfig(_CommonConfig):
 
     @property
     def has_psk(self) -> bool:
+        """Whether PSK clients can be served (a `psk_store` or a `psk_lookup`)."""
         return self.psk_store is not None or self.psk_lookup is not None
 
     @property

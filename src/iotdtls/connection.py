@@ -350,6 +350,8 @@ class DtlsConnection:
 
     @property
     def handshake_state(self) -> Enum:
+        """Where the handshake machine is (a `ClientState` or `ServerState`), for logs and
+        tests."""
         return self._handshake.state
 
     def connect(self, now: float) -> None:
@@ -576,6 +578,7 @@ class DtlsConnection:
         return HandshakeTimeout(seconds)
 
     def next_event(self) -> Event | None:
+        """The oldest event not yet taken (handshake complete, data, alerts, closure), or None."""
         events = self._events
         if events is None:
             return None

@@ -599,10 +599,13 @@ class ServerEndpoint:
             self._collect(address, conn)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Every datagram waiting to leave, each with the address it goes to, oldest first
+        (the list is handed over: the endpoint keeps none of them)."""
         out, self._outgoing = self._outgoing, []
         return out
 
     def next_event(self) -> tuple[Address, Event] | None:
+        """The oldest event of any association with its address, or None."""
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
@@ -622,6 +625,8 @@ class ServerEndpoint:
         return earliest
 
     def handle_timer(self, now: float) -> None:
+        """Run every timer due by `now` (`get_timer`): retransmissions, handshake deadlines,
+        heartbeats, idle timeouts."""
         self._advance_clock(now)
         heap = self._timer_heap
         due = []
@@ -679,6 +684,7 @@ class ServerEndpoint:
             self._collect(address, conn)
 
     def close(self, address: Address) -> None:
+        """Close the association of `address`, if any, with close_notify (RFC 5246 §7.2.1)."""
         conn = self.connections.get(address)
         if conn is not None:
             conn.close()
