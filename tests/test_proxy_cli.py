@@ -40,6 +40,20 @@ def harmless_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[LossyProxy]:
+    """The proxies `main()` makes while the test runs, to look into after it."""
+    proxies: list[LossyProxy] = []
+
+    class Recorded(LossyProxy):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            proxies.append(self)
+
+    monkeypatch.setattr(proxy_module, "LossyProxy", Recorded)
+    return proxies
+
+
 def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one stderr line `main(argv)` exits with (status 2)."""
     with pytest.raises(SystemExit) as exited:
@@ -240,7 +254,7 @@ def run_main(argv: list[str], client: Client) -> tuple[int, float, list[str]]:
 def test_a_run_prints_its_address_and_summary_and_writes_its_log(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    made: list[LossyProxy],
     harmless_signals: None,
 ) -> None:
     """Two datagrams from a client, the second dropped by --drop; main() runs until its
@@ -251,14 +265,6 @@ def test_a_run_prints_its_address_and_summary_and_writes_its_log(
     argv = ["--target", target, "--drop", "client:2", "--lifetime", "1.0", "--seed", "7",
             "--client-to-server", "delay=0:0.001", "--server-to-client", "delay=0.001",
             "--log-json", str(log_path)]  # fmt: skip
-    made: list[LossyProxy] = []
-
-    class Recorded(LossyProxy):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(proxy_module, "LossyProxy", Recorded)
     status, elapsed, out = run_main(argv, client)
     (proxy,) = made
     assert (proxy.seed, proxy.lifetime, proxy.drop) == (7, 1.0, {("client", 2)})
@@ -288,19 +294,11 @@ def test_a_run_prints_its_address_and_summary_and_writes_its_log(
 def test_a_signal_stops_the_run_at_once(
     stop_with: int,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    made: list[LossyProxy],
     harmless_signals: None,
 ) -> None:
     client = Client(capsys, [b"only"], stop_with=stop_with)
     argv = ["--target", f"{LOCALHOST}:{client.target.getsockname()[1]}", "--lifetime", "20"]
-    made: list[LossyProxy] = []
-
-    class Recorded(LossyProxy):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(proxy_module, "LossyProxy", Recorded)
     status, elapsed, out = run_main(argv, client)
     assert status == 0 and elapsed < 5.0
     assert out[1:] == ["stopped; client sent: 1"]
