@@ -94,6 +94,34 @@ def test_an_unanswered_heartbeat_gives_false_after_its_timeout() -> None:
     run(main())
 
 
+@pytest.mark.parametrize(("timeout", "refused"), [
+    (float("nan"), ValueError), (-1.0, ValueError), ("1", TypeError), (None, TypeError)])
+def test_a_heartbeat_timeout_that_is_no_number_of_seconds_is_refused_before_sending(
+    timeout: Any, refused: type[Exception]
+) -> None:
+    """As the blocking API's: a NaN or negative timeout (or no number) is refused in one line,
+    before any request is sent, on both sides."""
+    refusals: list[str] = []
+
+    async def beat(session: aio.ServerSession) -> None:
+        with pytest.raises(refused, match=r"^timeout must ") as caught:
+            await session.heartbeat(timeout)
+        refusals.append(str(caught.value))
+
+    async def main() -> None:
+        config = server_config(heartbeat=True)
+        async with (
+            await aio.serve(beat, LOCALHOST, 0, config) as server,
+            aio.connect(*server.address, client_config(heartbeat=True)) as client,
+        ):
+            with pytest.raises(refused, match=r"^timeout must "):
+                await client.heartbeat(timeout)
+            assert not client.connection.heartbeat_in_flight
+            assert await eventually(lambda: refusals, 2)
+
+    run(main())
+
+
 @pytest.mark.req("EXT-5")
 def test_a_heartbeat_after_a_clean_close_is_refused() -> None:
     async def main() -> None:

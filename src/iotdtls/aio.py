@@ -34,6 +34,7 @@ from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
     check_server_arguments,
+    check_timeout,
 )
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
@@ -191,7 +192,9 @@ async def _wait_heartbeat(
     conn: DtlsConnection, waiters: _HeartbeatWaiters, send: Callable[[], None], timeout: float
 ) -> bool:
     """Send a heartbeat request (`send`) unless one is in flight, and wait up to `timeout`
-    seconds for its answer (EXT-5)."""
+    seconds for its answer (EXT-5); a NaN or negative `timeout` is refused first
+    (`check_timeout`), as `iotdtls.sync`'s is."""
+    check_timeout(timeout)
     if conn.state is not ConnectionState.ESTABLISHED:
         raise conn.error or LocalProtocolError("the association has ended")
     if not conn.heartbeat_in_flight:
