@@ -156,7 +156,7 @@ def test_bad_certificate_files_name_the_field_and_file(pki: Pki, tmp_path: Path)
         (x509(certificate=str(pki.server_crt), **{"private-key": str(not_a_key)}),
          f'"dtls-x509" private-key: key file {not_a_key}: no private key in it'),
         (x509(certificate=str(not_a_key), **{"private-key": str(pki.server_key)}),
-         f'"dtls-x509" certificate: {not_a_key}: '),
+         f'"dtls-x509" certificate: certificate file {not_a_key}: '),
         ({":server": {"dtls-rpk": {"peer-public-key": str(pki.server_key)}}},
          f"public key file {pki.server_key}: that is a private key; "),
     ]:

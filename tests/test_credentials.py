@@ -221,7 +221,7 @@ def test_a_certificate_file_gives_its_certificates_in_order(
     assert load_certificate_file(str(files / "leaf.der")) == (leaf.der,)
     junk = str(files / "junk.pem")
     assert config_error(load_certificate_file, junk) == (
-        f"{junk}: not a PEM or DER X.509 certificate"
+        f"certificate file {junk}: not a PEM or DER X.509 certificate"
     )
 
 

@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from os import fspath
+from os import PathLike, fspath
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -210,45 +210,38 @@ class CertifiedKey:
         return cls(load_certificates(certificates), PrivateKey.from_pem(key, password))
 
     @classmethod
-    def load(cls, cert_file: str, key_file: str, password: bytes | None = None) -> CertifiedKey:
-        """From a certificate file (PEM chain or one DER certificate) and a key file; an error
-        names the file it is about ("certificate file PATH: no valid PEM certificate found"),
-        or both. The key itself given instead of a path is not quoted in the error
-        (`cannot_read`): `from_pem` takes it."""
-        instead = " (or pass the bytes to CertifiedKey.from_pem)"
-        certificates = _read(cert_file, "certificate", instead)
-        key_data = _read(key_file, "key", instead)
-        cert_shown = f"certificate file {shown_path(fspath(cert_file))}"
-        key_shown = f"key file {shown_path(fspath(key_file))}"
-        try:
-            chain = load_certificates(certificates)
-        except ConfigError as exc:
-            raise ConfigError(f"{cert_shown}: {exc}") from None
-        try:
-            private_key = PrivateKey.from_pem(key_data, password)
-        except ConfigError as exc:
-            raise ConfigError(f"{key_shown}: {exc}") from None
+    def load(
+        cls, cert_file: str | PathLike[str], key_file: str | PathLike[str],
+        password: bytes | None = None,
+    ) -> CertifiedKey:
+        """From a certificate file (PEM chain or one DER certificate, `load_certificate_file`)
+        and a key file (`PrivateKey.load`); an error names the file it is about ("certificate
+        file PATH: no valid PEM certificate found"), or both when they do not pair. The key
+        itself given instead of a path is not quoted in the error (`cannot_read`)."""
+        chain = load_certificate_file(cert_file)
+        private_key = PrivateKey.load(key_file, password)
         try:
             return cls(chain, private_key)
         except ConfigError as exc:
-            raise ConfigError(f"{cert_shown} with {key_shown}: {exc}") from None
+            cert_shown = shown_path(fspath(cert_file))
+            key_shown = shown_path(fspath(key_file))
+            raise ConfigError(
+                f"certificate file {cert_shown} with key file {key_shown}: {exc}"
+            ) from None
 
 
-def load_certificate_file(path: str) -> tuple[bytes, ...]:
-    """The certificates of a PEM file (any number) or a DER file (one), as DER."""
-    data = _read(path, "certificate")  # its error names the file already
+def load_certificate_file(path: str | PathLike[str]) -> tuple[bytes, ...]:
+    """The certificates of a PEM file (any number) or a DER file (one), as DER; an error names
+    the file ("certificate file PATH: not a PEM or DER X.509 certificate")."""
+    try:
+        with open(fspath(path), "rb") as fh:
+            data = fh.read()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(cannot_read("certificate file", fspath(path), exc)) from None
     try:
         return load_certificates(data)
     except ConfigError as exc:
-        raise ConfigError(f"{shown_path(path)}: {exc}") from None
-
-
-def _read(path: str, what: str, instead: str = "") -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except (OSError, ValueError) as exc:
-        raise ConfigError(cannot_read(f"{what} file", path, exc, instead)) from None
+        raise ConfigError(f"certificate file {shown_path(fspath(path))}: {exc}") from None
 
 
 def as_der_sequence(name: str, values: Sequence[bytes]) -> tuple[bytes, ...]:
