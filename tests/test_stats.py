@@ -242,6 +242,33 @@ def test_the_asyncio_server_counts_resumed_handshakes_and_store_errors() -> None
     run(main())
 
 
+class BytesStore(MemorySessionStore):
+    """An application's session store whose `get` returns the saved bytes, not read back with
+    `SessionState.from_bytes`."""
+
+    def get(self, session_id: bytes, now: float) -> Any:
+        state = super().get(session_id, now)
+        return None if state is None else state.to_bytes()
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_store_get_returning_the_wrong_type_is_counted_as_a_store_error() -> None:
+    """A `get` returning saved bytes was logged and taken as a miss, but
+    session_store_errors stayed 0 (only calls that raised were counted): it counts as one."""
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config(),
+                                   session_store=BytesStore()) as server:
+            async with aio.connect(*server.address, client_config()) as first:
+                saved = first.session
+            async with aio.connect(*server.address, client_config(), session=saved) as conn:
+                assert not conn.resumed
+            stats = server.stats
+        assert (stats.handshakes_completed, stats.session_store_errors) == (2, 1)
+
+    run(main())
+
+
 class HalfOpen(asyncio.DatagramProtocol):
     """A client that answers the HelloVerifyRequest (RFC 6347 §4.2.1: the server then holds
     state for it) and then says nothing more."""

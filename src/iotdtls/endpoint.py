@@ -58,7 +58,7 @@ from iotdtls.messages import (
 )
 from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import HANDSHAKE_CONTENT, RECORD_HEADER_LEN, ContentType, RecordHeader
-from iotdtls.sessions import MemorySessionStore, SessionState, SessionStore
+from iotdtls.sessions import MemorySessionStore, SessionState, SessionStore, not_a_session
 
 __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 
@@ -132,8 +132,9 @@ class _QuietConnection(DtlsConnection):
 
 
 class _CountedStore:
-    """An application's `SessionStore` (RES-1), counting the calls that raise. What a call
-    raises goes on to the handshake, which logs it and takes it as a miss."""
+    """An application's `SessionStore` (RES-1), counting the calls that raise and the `get`s
+    that return neither a SessionState nor None (`not_a_session`). Both go on to the
+    handshake, which logs them and takes them as a miss."""
 
     __slots__ = ("errors", "store")
 
@@ -143,10 +144,13 @@ class _CountedStore:
 
     def get(self, session_id: bytes, now: float) -> SessionState | None:
         try:
-            return self.store.get(session_id, now)
+            session = self.store.get(session_id, now)
         except Exception:
             self.errors += 1
             raise
+        if not_a_session(session):
+            self.errors += 1
+        return session
 
     def put(self, state: SessionState, now: float) -> None:
         try:
@@ -289,8 +293,8 @@ class ServerEndpoint:
             session_store = MemorySessionStore(config.session_cache_size, config.session_lifetime)
         #: Where this endpoint's sessions are cached (None: no resumption).
         self.sessions = session_store
-        #: What the associations are given: an application's store behind a count of the
-        #: calls that raised (`session_store_errors`); our own in memory as it is.
+        #: What the associations are given: an application's store behind a count of its
+        #: misuses (`session_store_errors`); our own in memory as it is.
         self._store: SessionStore | None = session_store
         if session_store is not None and type(session_store) is not MemorySessionStore:
             self._store = _CountedStore(session_store)
@@ -333,8 +337,9 @@ class ServerEndpoint:
 
     @property
     def session_store_errors(self) -> int:
-        """Calls to the application's session store that raised: each was logged and taken as
-        a miss (get: a full handshake; put, remove: the session not kept, or not forgotten)."""
+        """Calls to the application's session store that raised, or `get`s that returned
+        neither a SessionState nor None: each was logged and taken as a miss (get: a full
+        handshake; put, remove: the session not kept, or not forgotten)."""
         return self._store.errors if isinstance(self._store, _CountedStore) else 0
 
     def _advance_clock(self, now: float) -> None:

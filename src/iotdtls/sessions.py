@@ -192,6 +192,13 @@ def _pull_peer(r: Reader) -> PeerIdentity:
     raise DecodeError(f"unknown peer kind {kind}")
 
 
+def not_a_session(value: object) -> bool:
+    """Whether what a `SessionStore.get` returned is a misuse (RES-1): neither a `SessionState`
+    nor None (saved bytes not read back with `SessionState.from_bytes`, an awaitable). The
+    handshake logs it and takes it as a miss; `iotdtls.endpoint` counts it as a store error."""
+    return value is not None and not isinstance(value, SessionState)
+
+
 class SessionStore(Protocol):
     """A server's session cache, keyed by session_id (RES-1). An implementation may forget a
     session at any time: the client then gets a full handshake.

@@ -33,8 +33,9 @@ class ServerStats:
     associations_failed: int = 0
     #: Established associations let go by `ServerConfig.idle_timeout` (with close_notify).
     idle_expired: int = 0
-    #: Calls to an application's session store (`iotdtls.sessions.SessionStore`) that raised:
-    #: each logged and taken as a miss (a full handshake, a session not kept or not forgotten).
+    #: Calls to an application's session store (`iotdtls.sessions.SessionStore`) that raised,
+    #: or `get`s returning neither a SessionState nor None: each logged and taken as a miss (a
+    #: full handshake, a session not kept or not forgotten).
     session_store_errors: int = 0
     datagrams_received: int = 0
     datagrams_sent: int = 0

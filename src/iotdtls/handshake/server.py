@@ -70,7 +70,7 @@ from iotdtls.messages import (
     SignatureScheme,
     find_extension,
 )
-from iotdtls.sessions import SessionState, SessionStore
+from iotdtls.sessions import SessionState, SessionStore, not_a_session
 
 __all__ = [
     "CLIENT_AUTH_FLOW",
@@ -296,17 +296,17 @@ class ServerHandshake(HandshakeMachine):
         if self._store is None or not hello.session_id:
             return None
         try:
-            session: object = self._store.get(hello.session_id, self.now)
+            session = self._store.get(hello.session_id, self.now)
         except Exception as exc:  # an application store that failed: a full handshake
             logger.warning("session store get raised %s", type(exc).__name__)
             return None
-        if session is None:
-            return None
-        if not isinstance(session, SessionState):  # its value is never logged: key material
+        if not_a_session(session):  # its value is never logged: key material
             logger.warning(
                 "session store get returned %s, not a SessionState or None",
                 type(session).__name__,
             )
+            return None
+        if session is None:
             return None
         if not ems:
             # RFC 7627 §5.3: every cached session used the extended master secret (RES-3).
