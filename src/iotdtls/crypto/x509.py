@@ -326,7 +326,7 @@ def _validate_path(
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
     except (verification.VerificationError, ValueError) as exc:
-        raise _diagnose(exc, certs, store, when, max_depth, role) from None
+        raise _diagnose(exc, certs, store, when, max_depth, role, pinned=pinned) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
     store._validated[key] = (leaf, _window_of(path))
@@ -387,9 +387,11 @@ def _diagnose(
     when: datetime.datetime,
     max_depth: int,
     role: str,
+    *,
+    pinned: bool,
 ) -> ProtocolError:
     """Turn a verifier failure into the right alert by checking the usual causes one by one
-    (the verifier's error has no machine-readable reason)."""
+    (the verifier's error has no machine-readable reason); `pinned`: the leaf is an anchor."""
     for anchor in _anchors_for(certs, store):
         if not _valid_at(anchor, when):
             return ProtocolError(
@@ -418,7 +420,11 @@ def _diagnose(
         return ProtocolError(
             f"{role} certificate {malformed} has a malformed extension", _A.bad_certificate
         )
-    if _unanchored_self_signed(certs[0], store):
+    if not pinned and _signs_itself(certs[0]):
+        # A certificate no anchor can have issued, whatever else the verifier saw first
+        # (`openssl req -x509` asserts cA, which an end-entity certificate must not: RFC 5280
+        # §4.2.1.9). RFC 5246 §7.2.2's unknown_ca: no trusted CA matches; pinning it as an
+        # anchor is the way to trust it.
         return ProtocolError(
             f"{role} certificate rejected: a self-signed certificate that is not among the "
             "trust anchors (give it as an anchor to pin it)",
@@ -438,18 +444,6 @@ def _diagnose(
             detail = "no issuer of it among the trust anchors"
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
-
-
-def _unanchored_self_signed(leaf: x509.Certificate, store: TrustStore) -> bool:
-    """Whether the leaf signed itself (RFC 5280 §3.2) and is not an anchor: a certificate no
-    anchor can have issued, whatever else the verifier saw first (`openssl req -x509` asserts
-    cA, which an end-entity certificate must not: RFC 5280 §4.2.1.9). RFC 5246 §7.2.2's
-    unknown_ca: no trusted CA matches; pinning it as an anchor is the way to trust it."""
-    return (
-        leaf.subject == leaf.issuer
-        and _signature_check(leaf, leaf) is True
-        and leaf.public_bytes(serialization.Encoding.DER) not in store._anchors
-    )
 
 
 def _malformed_extensions(certs: list[x509.Certificate]) -> int | None:
@@ -644,6 +638,12 @@ def is_self_signed(der: bytes) -> bool:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
         return False
+    return _signs_itself(cert)
+
+
+def _signs_itself(cert: x509.Certificate) -> bool:
+    """Whether a parsed certificate is issued by its own subject and signed with its own key
+    (RFC 5280 §3.2); one whose signature cannot be checked is not."""
     return cert.subject == cert.issuer and _signature_check(cert, cert) is True
 
 
