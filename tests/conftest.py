@@ -95,6 +95,36 @@ def give_away(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], str]:
     return give
 
 
+@pytest.fixture
+def in_shared_dir(tmp_path: Path) -> Generator[Callable[[str], Path], None, None]:
+    """Names in a sticky world-writable directory (as /tmp) whose owner is not the user
+    `give_away` gives a file to: where another user's symlink is refused (`resolve_links`). As
+    root (CI), a new one of root's (mode 1777); otherwise /tmp itself, root's (a directory of
+    another user cannot be made without root), each name made unique there and its file
+    removed after the test."""
+    if os.geteuid() == 0:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        prefix = ""
+    else:
+        shared = Path("/tmp")
+        info = shared.lstat()
+        assert info.st_mode & 0o1002 == 0o1002 and info.st_uid != os.geteuid(), (
+            "/tmp is not a sticky world-writable directory of another user")
+        prefix = f"iotdtls-test-{os.getpid()}-{tmp_path.name}-"
+    made: list[Path] = []
+
+    def name(base: str) -> Path:
+        made.append(shared / f"{prefix}{base}")
+        return made[-1]
+
+    yield name
+    for path in made:
+        if os.path.lexists(path):
+            path.unlink()
+
+
 @pytest.fixture(autouse=True)
 def restored_logging_levels() -> Generator[None, None, None]:
     """`iotdtls.cli.main` sets the levels of the library's loggers (`setup_logging`): every

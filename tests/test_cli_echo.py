@@ -659,22 +659,31 @@ def test_a_session_file_that_is_not_a_regular_file_is_refused_before_connecting(
 
 def test_a_session_file_through_another_users_symlink_is_refused_before_connecting(
     talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    give_away: Callable[[Path], str],
+    give_away: Callable[[Path], str], in_shared_dir: Callable[[str], Path],
 ) -> None:
     """A dangling link another user planted in a shared directory made the client write the
-    session (its master secret) into that user's directory: only links of this user or root
-    are followed; another's is refused in one line naming it and its owner."""
+    session (its master secret) into that user's directory: only links of this user, root or
+    the directory's owner are followed there; another's is refused in one line naming it and
+    its owner. In a directory only its owner writes, the link is followed (as the kernel's
+    fs.protected_symlinks does): an admin's link there failed the same way."""
     theirs = tmp_path / "theirs"
     theirs.mkdir()
-    link = tmp_path / "s.sess"
+    link = in_shared_dir("s.sess")
     link.symlink_to(theirs / "s.sess")
     owner = give_away(link)
-    status = main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
-                   "--session-file", str(link)])
+    command = ["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+               "--session-file"]
+    status = main([*command, str(link)])
     assert (status, talks, list(theirs.iterdir())) == (2, [], [])
     assert capsys.readouterr().err == (
         f"iotdtls: error: cannot write --session-file {link}: {link} is a symbolic link owned "
         f"by {owner}, who could point it anywhere: name the file itself\n")
+    tmp_path.chmod(0o755)
+    private = tmp_path / "private.sess"
+    private.symlink_to(theirs / "s.sess")
+    give_away(private)
+    assert main([*command, str(private)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.req("RES-1")

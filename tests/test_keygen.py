@@ -113,17 +113,18 @@ def test_ec_p256_forced_through_a_symlink_writes_the_file_it_points_to(
 
 
 def test_keygen_follows_no_symlink_of_another_user(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], give_away: Callable[[Path], str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], give_away: Callable[[Path], str],
+    in_shared_dir: Callable[[str], Path],
 ) -> None:
     """A dangling link another user planted in a shared directory (/tmp) sent root's new 0600
     key into that user's directory (realpath follows any link, whatever fs.protected_symlinks
-    says): only links of this user or root are followed, at the name or in its directories,
-    and the refusal names the link and its owner."""
+    says): only links of this user, root or the directory's owner are followed there, at the
+    name or in its directories, and the refusal names the link and its owner."""
     theirs = tmp_path / "theirs"
     theirs.mkdir()
-    out, folder = tmp_path / "key.pem", tmp_path / "folder"
-    out.symlink_to(Path("theirs", "key.pem"))
-    folder.symlink_to("theirs")
+    out, folder = in_shared_dir("key.pem"), in_shared_dir("folder")
+    out.symlink_to(theirs / "key.pem")
+    folder.symlink_to(theirs)
     owner = give_away(out)
     give_away(folder)
     for given, link in [(out, out), (folder / "key.pem", folder)]:
@@ -131,6 +132,22 @@ def test_keygen_follows_no_symlink_of_another_user(
         assert status != 0 and list(theirs.iterdir()) == []
         assert err == (f"iotdtls: cannot write {given}: {link} is a symbolic link owned by "
                        f"{owner}, who could point it anywhere: name the file itself\n")
+
+
+def test_keygen_follows_another_users_symlink_in_a_directory_only_we_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], give_away: Callable[[Path], str]
+) -> None:
+    """keygen --out through an admin's link in a directory nobody else can write failed ("a
+    symbolic link owned by ..."), where the kernel's fs.protected_symlinks follows it: a link
+    is refused only in a directory others can write (`test_keygen_follows_no_symlink_...`)."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    tmp_path.chmod(0o755)
+    out = tmp_path / "key.pem"
+    out.symlink_to(Path("theirs", "key.pem"))
+    give_away(out)
+    assert keygen(capsys, "ec-p256", "--out", str(out))[0] == 0
+    assert out.is_symlink() and (theirs / "key.pem").read_bytes().startswith(b"-----BEGIN")
 
 
 @pytest.mark.parametrize("what", ["fifo", "link to a fifo", "symlink loop", "directory"])

@@ -117,11 +117,12 @@ def path_problem(path: str) -> str | None:
 
 def resolve_links(path: str | os.PathLike[str]) -> Path:
     """`path` absolute with its symlinks resolved, as `os.path.realpath` (what is missing is
-    kept as given), following only symlinks owned by this user or by root: the rule of the
-    kernel's fs.protected_symlinks, applied whatever that setting (realpath bypassed it), so
-    that a link another user planted in a shared directory never sends our file to a place
-    of theirs. Such a link is an `OSError` (EACCES) naming it and its owner. After
-    `_MAX_LINKS` links the path is kept as reached (a loop, which the caller sees)."""
+    kept as given), with the rule of the kernel's fs.protected_symlinks applied whatever that
+    setting (realpath bypassed it), and to every directory others can write: a link in such a
+    directory is followed only if owned by this user, root or the directory's owner
+    (`_planted`), so that a link another user planted in a shared directory never sends our
+    file to a place of theirs. Such a link is an `OSError` (EACCES) naming it and its owner.
+    After `_MAX_LINKS` links the path is kept as reached (a loop, which the caller sees)."""
     resolved = Path("/") if os.fspath(path).startswith("/") else Path.cwd()
     todo = os.fspath(path).split("/")[::-1]
     links = 0
@@ -140,7 +141,7 @@ def resolve_links(path: str | os.PathLike[str]) -> Path:
         if info is None or not stat.S_ISLNK(info.st_mode) or links == _MAX_LINKS:
             resolved = step
             continue
-        if info.st_uid not in (os.geteuid(), 0):
+        if _planted(info, resolved):
             raise OSError(
                 errno.EACCES,
                 f"{step} is a symbolic link owned by {_user(info.st_uid)}, who could point it "
@@ -152,6 +153,21 @@ def resolve_links(path: str | os.PathLike[str]) -> Path:
             resolved = Path("/")
         todo.extend(target.split("/")[::-1])
     return resolved
+
+
+def _planted(link: os.stat_result, directory: Path) -> bool:
+    """Whether a symlink (lstat `link`) in `directory` may be another user's plant: the
+    directory is writable by others than its owner (sticky world-writable as /tmp, or group- or
+    other-writable) and the link is owned by neither this user, root, nor the directory's
+    owner (fs.protected_symlinks, in proc_sys_fs(5), on sticky world-writable directories)."""
+    if link.st_uid in (os.geteuid(), 0):
+        return False
+    try:
+        info = os.lstat(directory)
+    except OSError:
+        return True
+    shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return bool(shared) and link.st_uid != info.st_uid
 
 
 def same_file(path: str | os.PathLike[str], other: str | os.PathLike[str]) -> bool:
@@ -179,8 +195,9 @@ def write_atomically(
     A symlink at `path` is followed, as `open` follows it: the file it points to is written
     (its temporary file made beside it, so the rename stays on one filesystem) and the link
     stays a link; replacing the link instead left the old content, a secret maybe, in the
-    file it pointed to. Only symlinks of this user or root are followed (`resolve_links`):
-    another user's is an `OSError` naming it.
+    file it pointed to. In a directory others can write, only symlinks of this user, root or
+    the directory's owner are followed (`resolve_links`): another user's is an `OSError`
+    naming it.
 
     With `replace`, an existing file is replaced (rename); without, `FileExistsError` is raised
     when `path` exists, checked in the same step (a hard link, which never overwrites). What
