@@ -304,9 +304,9 @@ class ServerEndpoint:
         #: adapter that logs each `ConnectionClosed` itself (`iotdtls.aio`'s server, with the
         #: peer's address and identity) sets it False: one line for one failure.
         self.log_failures = True
-        #: Handshakes in progress and when each started, oldest first
-        #: (`ServerConfig.max_handshakes`).
-        self._handshaking: dict[Address, float] = {}
+        #: Handshakes in progress, when each started and its host (`host_of`, computed once),
+        #: oldest first (`ServerConfig.max_handshakes`).
+        self._handshaking: dict[Address, tuple[float, Hashable]] = {}
         #: The same by host (`host_of`), oldest first (`ServerConfig.max_handshakes_per_host`);
         #: `_start_handshake` and `_end_handshake` keep both in step.
         self._handshakes_by_host: dict[Hashable, dict[Address, None]] = {}
@@ -408,11 +408,12 @@ class ServerEndpoint:
     def _associate(self, data: bytes, address: Address, now: float) -> None:
         """A new association from `address` (its cookie verified, or none asked), given `data`,
         the datagram that starts its ClientHello."""
-        self._make_room(address)
+        host = host_of(address)
+        self._make_room(address, host)
         kind = DtlsConnection if self.log_failures else _QuietConnection
         conn = kind(self.config, session_store=self._store)
         self.connections[address] = conn
-        self._start_handshake(address, now)
+        self._start_handshake(address, host, now)
         conn.accept(now)
         conn.receive_datagram(data, now)
         self._collect(address, conn)
@@ -422,12 +423,12 @@ class ServerEndpoint:
         else its last authenticated record (`DtlsConnection.last_activity`). A restarted
         client gets its new cookie after that; a replayed ClientHello carries an older one
         (RFC 6347 §4.2.8), and no cookie table is needed to tell them apart."""
-        started = self._handshaking.get(address)
-        return conn.last_activity if started is None else started
+        half_open = self._handshaking.get(address)
+        return conn.last_activity if half_open is None else half_open[0]
 
-    def _make_room(self, address: Address) -> None:
-        """Before a new association from `address` (whose cookie proved it): end the old one
-        of that address (RFC 6347 §4.2.8), then keep the half-open ones within
+    def _make_room(self, address: Address, host: Hashable) -> None:
+        """Before a new association from `address` (whose cookie proved it), of `host`: end
+        the old one of that address (RFC 6347 §4.2.8), then keep the half-open ones within
         `ServerConfig.max_handshakes_per_host` (the host's own oldest making room) and
         `ServerConfig.max_handshakes` (the oldest making room). Half-open associations count
         on top of the established ones: only a completed handshake lets an established one go
@@ -435,7 +436,7 @@ class ServerEndpoint:
         old = self.connections.get(address)
         if old is not None:
             self._drop(address, old, AssociationReplaced())
-        own = self._handshakes_by_host.get(host_of(address))
+        own = self._handshakes_by_host.get(host)
         if own is not None and len(own) >= self.config.max_handshakes_per_host:
             oldest = next(iter(own))
             evicted = self.connections[oldest]
@@ -446,17 +447,18 @@ class ServerEndpoint:
             self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
 
-    def _start_handshake(self, address: Address, now: float) -> None:
+    def _start_handshake(self, address: Address, host: Hashable, now: float) -> None:
         """`address`'s association is half-open from `now`: in `_handshaking`, and among its
-        host's."""
-        self._handshaking[address] = now
-        self._handshakes_by_host.setdefault(host_of(address), {})[address] = None
+        `host`'s."""
+        self._handshaking[address] = (now, host)
+        self._handshakes_by_host.setdefault(host, {})[address] = None
 
     def _end_handshake(self, address: Address) -> None:
         """`address`'s association is no longer half-open (established, or gone), if it was."""
-        if self._handshaking.pop(address, None) is None:
+        half_open = self._handshaking.pop(address, None)
+        if half_open is None:
             return
-        host = host_of(address)
+        host = half_open[1]
         own = self._handshakes_by_host[host]
         del own[address]
         if not own:
