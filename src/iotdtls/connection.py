@@ -20,7 +20,6 @@ import contextlib
 import logging
 from collections import Counter
 from enum import Enum, auto
-from typing import ClassVar
 
 from iotdtls._arguments import check_bytes_like, check_session, check_session_store
 from iotdtls._enum import IdentityHashEnum
@@ -154,6 +153,7 @@ class DtlsConnection:
         "_handshake",
         "_heartbeats",
         "_hold_until",
+        "_log_failures",
         "_lone_bad_finished",
         "_max_send_size",
         "_newest_handshake_record",
@@ -174,20 +174,19 @@ class DtlsConnection:
         "state",
     )
 
-    #: `_close` logs a failure at DEBUG ("association failed: ..."); not in the associations
-    #: of a `ServerEndpoint` whose adapter logs each end itself, naming the peer.
-    log_failures: ClassVar[bool] = True
-
     def __init__(
         self,
         config: ClientConfig | ServerConfig,
         *,
         session: SessionState | None = None,
         session_store: SessionStore | None = None,
+        log_failures: bool = True,
     ) -> None:
         """A client offers `session` for resumption (RES-1; see `session` after the
         handshake); a server caches and looks up sessions in `session_store` (None: no
-        resumption; a `ServerEndpoint` passes its own). Arguments of the wrong type raise
+        resumption; a `ServerEndpoint` passes its own). A failure is logged at DEBUG
+        ("association failed: ...") unless not `log_failures` (an adapter that logs each
+        `ConnectionClosed` itself, naming the peer). Arguments of the wrong type raise
         `TypeError` naming them."""
         if not isinstance(config, ClientConfig | ServerConfig):
             raise TypeError(
@@ -195,6 +194,7 @@ class DtlsConnection:
             )
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
+        self._log_failures = log_failures
         self.state = _IDLE
         # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
@@ -1152,7 +1152,7 @@ class DtlsConnection:
         in an abbreviated handshake, the failure may be anyone's who saw the session_id (in
         clear in the hellos): a forged plaintext alert, or a plaintext message that makes us
         send one, must not evict the session from the server's cache (RFC 6347 §4.1.2.7)."""
-        if failed and error is not None and self.log_failures:
+        if failed and error is not None and self._log_failures:
             logger.debug("association failed: %s", error)
         if error is not None and self.state is _HANDSHAKING and self._handshake.resumed:
             error.resuming = True  # the session offered may be what failed

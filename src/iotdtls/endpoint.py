@@ -124,13 +124,6 @@ _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-class _QuietConnection(DtlsConnection):
-    """An association whose failures the endpoint's adapter logs (`log_failures`)."""
-
-    __slots__ = ()
-    log_failures = False
-
-
 class _CountedStore:
     """An application's `SessionStore` (RES-1), counting the calls that raise and the `get`s
     that return neither a SessionState nor None (`not_a_session`). Both go on to the
@@ -302,7 +295,8 @@ class ServerEndpoint:
         self.connections: dict[Address, DtlsConnection] = {}
         #: Its associations log their failures at DEBUG, as a lone `DtlsConnection` does; an
         #: adapter that logs each `ConnectionClosed` itself (`iotdtls.aio`'s server, with the
-        #: peer's address and identity) sets it False: one line for one failure.
+        #: peer's address and identity) sets it False: one line for one failure. Each
+        #: association is made with it (`DtlsConnection(log_failures=...)`).
         self.log_failures = True
         #: Handshakes in progress, when each started and its host (`host_of`, computed once),
         #: oldest first (`ServerConfig.max_handshakes`).
@@ -410,8 +404,9 @@ class ServerEndpoint:
         the datagram that starts its ClientHello."""
         host = host_of(address)
         self._make_room(address, host)
-        kind = DtlsConnection if self.log_failures else _QuietConnection
-        conn = kind(self.config, session_store=self._store)
+        conn = DtlsConnection(
+            self.config, session_store=self._store, log_failures=self.log_failures
+        )
         self.connections[address] = conn
         self._start_handshake(address, host, now)
         conn.accept(now)
