@@ -617,7 +617,7 @@ class DtlsConnection:
         """The largest application datagram `send()` accepts once established: what one record
         in one datagram of `config.mtu` bytes carries (RFC 6347 §4.1.1), at most 2^14 and at
         most a negotiated max_fragment_length (RFC 6066 §4)."""
-        room = self.config.mtu - self._records.overhead(self._write_epoch)
+        room = self.config.mtu - self.record_overhead
         return min(room, self._fragment_limit)
 
     def send(self, data: bytes) -> None:
