@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import logging
 import select
 import socket
 import threading
@@ -18,6 +19,7 @@ import pytest
 from iotdtls import sync
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import RetryPolicy
+from iotdtls.connection import DtlsConnection
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -296,6 +298,32 @@ def test_a_datagram_the_path_refuses_as_too_large_raises_datagram_too_large() ->
             )
             client.send(b"smaller")
             assert client.recv(timeout=5.0) == b"smaller"
+
+
+def test_a_refused_datagram_that_recv_sends_is_logged_not_raised(
+    server: ServerThread, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A datagram the path refuses (EMSGSIZE) while `recv` reads, say our answer to a peer's
+    heartbeat request larger than the path (RFC 6520 §4): recv() raised `PathMtuExceeded`
+    for data the application never sent, and the datagram read stayed undelivered. Now it is
+    logged as lost (as in `aio`) and recv() returns the datagram; `send` still raises."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        client.send(b"echoed")
+        ours = client.connection
+        answer = DtlsConnection.datagrams_to_send
+
+        def with_a_refused_one(core: DtlsConnection, now: float) -> list[bytes]:
+            if core is not ours:  # the server's
+                return answer(core, now)
+            monkeypatch.setattr(DtlsConnection, "datagrams_to_send", answer)
+            return [bytes(70000), *answer(core, now)]  # over UDP's limit: EMSGSIZE
+
+        monkeypatch.setattr(DtlsConnection, "datagrams_to_send", with_a_refused_one)
+        with caplog.at_level(logging.DEBUG, logger="iotdtls.sync"):
+            assert client.recv(timeout=5.0) == b"echoed"
+        assert any(r.getMessage().startswith("socket error: ") and r.getMessage().endswith(
+            "(a datagram was lost: handshake flights are retransmitted, application data is "
+            "not)") for r in caplog.records)
 
 
 # -- heartbeats (RFC 6520, EXT-5) ------------------------------------------------------------

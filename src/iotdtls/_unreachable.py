@@ -1,7 +1,8 @@
 """The ICMP port-unreachable reports of a client's handshake, shared by the adapters (`aio`,
 `sync`): they end the handshake with `PortUnreachable` instead of letting it retransmit until
 its deadline (RFC 8085's ICMP guidelines: a UDP application acts on the ICMP errors its socket
-reports). The sans-I/O core never sees them: they come from the socket."""
+reports). The sans-I/O core never sees them: they come from the socket. Also what the
+adapters add when they log a socket error (`LOST`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import PortUnreachable
 
-__all__ = ["REFUSALS_TO_GIVE_UP", "RefusedHandshake"]
+__all__ = ["LOST", "REFUSALS_TO_GIVE_UP", "RefusedHandshake"]
+
+#: What a socket error the adapters log means for the datagram (RFC 6347 §4.2.4).
+LOST = "a datagram was lost: handshake flights are retransmitted, application data is not"
 
 #: Reports, with no datagram from the server, after which a handshake gives up: the first
 #: flight's and its first retransmission's (one report alone may be stale: the port of a server

@@ -36,7 +36,7 @@ from iotdtls._arguments import (
     check_server_arguments,
     check_timeout,
 )
-from iotdtls._unreachable import RefusedHandshake
+from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -82,8 +82,6 @@ MAX_WAITING_FETCHES = 4 * MAX_CONCURRENT_FETCHES
 SERVER_RECEIVE_BUFFER = 4 * 1024 * 1024
 #: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
-#: What a socket error the adapters log means for the datagram (RFC 6347 §4.2.4).
-_LOST = "a datagram was lost: handshake flights are retransmitted, application data is not"
 
 
 class _Inbox:
@@ -251,7 +249,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
                 return
         if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
             self.oversized = True  # asyncio and uvloop report it from within `sendto`
-        logger.debug("socket error: %s (%s)", exc, _LOST)
+        logger.debug("socket error: %s (%s)", exc, LOST)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -788,7 +786,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
             self.oversized = True  # reported from within `sendto`
-        logger.debug("socket error: %s (%s)", exc, _LOST)
+        logger.debug("socket error: %s (%s)", exc, LOST)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:

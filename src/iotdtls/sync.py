@@ -20,7 +20,7 @@ from types import TracebackType
 
 from iotdtls._addresses import reaching
 from iotdtls._arguments import check_client_arguments, check_timeout, wrong_family
-from iotdtls._unreachable import RefusedHandshake
+from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -102,6 +102,9 @@ class DtlsClient:
         self._answered = False
         #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
         self._refused = RefusedHandshake()
+        #: The size of a datagram the kernel refused as too large (EMSGSIZE) since `send` or
+        #: the handshake cleared it; 0 when none was.
+        self._oversized = 0
         self._sock.setblocking(True)  # `_wait` waits; reads never do (`_DONTWAIT`)
         self._wake_reader.setblocking(False)
         self._poll = select.poll() if hasattr(select, "poll") else None
@@ -140,11 +143,18 @@ class DtlsClient:
             self.connection = DtlsConnection(self._config)  # a retry is a full handshake
 
     def _handshake_once(self) -> None:
+        """One handshake. A flight the network path refuses as too large (EMSGSIZE: its MTU is
+        below `config.mtu`) could never get through: `PathMtuExceeded` (RFC 6347 §4.1.1)."""
         self._refused.refusals = 0
         with self._lock:
+            self._oversized = 0
             self.connection.connect(time.monotonic())
             self._flush()
-        while self.connection.state is ConnectionState.HANDSHAKING:
+        while True:
+            if self._oversized:
+                raise PathMtuExceeded(self._oversized, self.connection.config.mtu)
+            if self.connection.state is not ConnectionState.HANDSHAKING:
+                break
             self._pump(None)
         self._raise_if_failed()  # the core names why a handshake ended (close_notify too)
 
@@ -160,11 +170,18 @@ class DtlsClient:
 
     def send(self, data: bytes) -> None:
         """Send one datagram of application data (see `DtlsConnection.send`). Once the
-        association has ended, raises `AssociationEnded` saying how (a `DtlsError`)."""
+        association has ended, raises `AssociationEnded` saying how (a `DtlsError`). Raises
+        `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as larger
+        than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
+        §4.1.1)."""
         with self._lock:
             self._raise_if_idle()
+            self._oversized = 0
             self.connection.send(data)
             self._flush()
+            if self._oversized:
+                overhead = self.connection.record_overhead
+                raise PathMtuExceeded(len(data) + overhead, self.connection.config.mtu)
 
     def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
@@ -281,11 +298,11 @@ class DtlsClient:
 
     def _flush(self) -> None:
         """Send what the core has to send and take its events. A datagram the network path
-        refuses as too large (EMSGSIZE: its MTU is below `config.mtu`) raises
-        `PathMtuExceeded` once the rest is sent (RFC 6347 §4.1.1: an error to the
-        application): from `send` for application data, from `connect` for a handshake
-        flight, which could never get through."""
-        refused: PathMtuExceeded | None = None
+        refuses as too large (EMSGSIZE: its MTU is below `config.mtu`) is logged and noted
+        (`_oversized`), as `aio` does: `send` raises it for its application data and the
+        handshake for its flights (RFC 6347 §4.1.1: an error to the application); any other
+        (say our answer to a peer's heartbeat request larger than the path, RFC 6520 §4) is
+        lost, and the datagram being read is still delivered."""
         for datagram in self.connection.datagrams_to_send(time.monotonic()):
             try:
                 self._sock.send(datagram)
@@ -294,11 +311,10 @@ class DtlsClient:
             except OSError as exc:
                 if exc.errno != errno.EMSGSIZE:
                     raise
-                refused = refused or PathMtuExceeded(len(datagram), self.connection.config.mtu)
+                self._oversized = len(datagram)
+                logger.debug("socket error: %s (%s)", exc, LOST)
         while (event := self.connection.next_event()) is not None:
             self._on_event(event)
-        if refused is not None:
-            raise refused
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived):
