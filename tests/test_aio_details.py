@@ -1416,8 +1416,8 @@ def narrow_path_socket() -> socket.socket:
 
 #: What `send` says when the kernel refused its datagram (RFC 6347 §4.1.1).
 REFUSED_BY_THE_PATH = (
-    "the network path refused a datagram of 1429 bytes as too large (EMSGSIZE): lower mtu "
-    "(now 1500) to the path's MTU"
+    "the network path refused a datagram of 1429 bytes (1400 bytes of application data) as "
+    "too large (EMSGSIZE): lower mtu (now 1500) to the path's MTU"
 )
 
 
@@ -1450,7 +1450,9 @@ def test_a_datagram_the_path_refuses_raises_datagram_too_large(
                 with pytest.raises(PathMtuExceeded) as refused:
                     client.send(b"q" * 1400)
                 assert str(refused.value) == REFUSED_BY_THE_PATH
-                assert refused.value.size == 1400 + 29  # the datagram: CCM_8's record overhead
+                # application data, as DatagramTooLarge counts it; the datagram: + CCM_8's 29
+                assert (refused.value.size, refused.value.limit) == (1400, 1399)
+                assert refused.value.datagram_size == 1400 + 29
                 client.send(b"small")
                 assert await asyncio.wait_for(client.recv(), 5.0) == b"small"
             async with aio.connect("::1", port, config) as client:  # a path without the limit

@@ -20,6 +20,7 @@ from iotdtls.errors import (
     HandshakeTimeout,
     IdleTimeout,
     IntegrityLimitReached,
+    PathMtuExceeded,
     PeerUnresponsive,
     PortUnreachable,
     SequenceNumbersExhausted,
@@ -151,6 +152,27 @@ def test_datagram_too_large_says_which_limit() -> None:
     assert str(by_record) == (
         "16385 bytes of application data do not fit one datagram: a DTLS record carries at "
         "most 16384 bytes (2^14, RFC 5246 §6.2.1), whatever the MTU"
+    )
+
+
+def test_path_mtu_exceeded_counts_application_data_as_its_parent() -> None:
+    """`size` and `limit` count application data, as in `DatagramTooLarge`: they counted the
+    whole datagram, `limit` = datagram - 1 >= the data, and an application resending in chunks
+    of `limit` bytes failed for ever. The datagram's size is its own attribute."""
+    refused = PathMtuExceeded(1400, 29, 1500)
+    assert isinstance(refused, DatagramTooLarge)
+    assert (refused.size, refused.limit, refused.datagram_size, refused.mtu) == (
+        1400, 1399, 1429, 1500
+    )
+    assert str(refused) == (
+        "the network path refused a datagram of 1429 bytes (1400 bytes of application data) "
+        "as too large (EMSGSIZE): lower mtu (now 1500) to the path's MTU"
+    )
+    flight = PathMtuExceeded(1300, 0, 1500, handshake=True)
+    assert flight.datagram_size == 1300
+    assert str(flight) == (
+        "the network path refused a handshake datagram of 1300 bytes as too large "
+        "(EMSGSIZE): lower mtu (now 1500) to the path's MTU"
     )
 
 

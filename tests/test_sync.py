@@ -293,9 +293,12 @@ def test_a_datagram_the_path_refuses_as_too_large_raises_datagram_too_large() ->
                 client.send(bytes(1400))
             assert isinstance(refused.value, PathMtuExceeded)
             assert str(refused.value) == (
-                "the network path refused a datagram of 1429 bytes as too large (EMSGSIZE): "
-                "lower mtu (now 1500) to the path's MTU"
+                "the network path refused a datagram of 1429 bytes (1400 bytes of application "
+                "data) as too large (EMSGSIZE): lower mtu (now 1500) to the path's MTU"
             )
+            # the parent's units: a resend in chunks of `limit` bytes gets through
+            assert (refused.value.size, refused.value.limit) == (1400, 1399)
+            assert refused.value.datagram_size == 1429
             client.send(b"smaller")
             assert client.recv(timeout=5.0) == b"smaller"
 

@@ -375,7 +375,7 @@ class ClientConnection:
             protocol.flush()
         if protocol.oversized:
             connection = protocol.connection
-            raise PathMtuExceeded(len(data) + connection.record_overhead, connection.config.mtu)
+            raise PathMtuExceeded(len(data), connection.record_overhead, connection.config.mtu)
 
     async def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5; needs `config.heartbeat` and a peer that
@@ -810,7 +810,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.flush()
         if self.oversized:
             overhead = self.endpoint.connections[address].record_overhead
-            raise PathMtuExceeded(len(data) + overhead, self.endpoint.config.mtu)
+            raise PathMtuExceeded(len(data), overhead, self.endpoint.config.mtu)
         return True
 
     def close_peer(self, address: Address) -> None:

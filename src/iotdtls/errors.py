@@ -145,19 +145,24 @@ class DatagramTooLarge(LocalProtocolError):
 class PathMtuExceeded(DatagramTooLarge):
     """The network refused a datagram of ours as larger than its path takes: the kernel
     answered EMSGSIZE, the path MTU being below `config.mtu`. RFC 6347 §4.1.1 asks for "an
-    error to the application" rather than a datagram lost unseen. `size` is the datagram's
-    bytes, `mtu` the configured one; `limit` here counts whole datagrams: fewer than `size`
-    bytes pass. Nothing was sent; the association stays open (a smaller datagram gets
-    through)."""
+    error to the application" rather than a datagram lost unseen. As in `DatagramTooLarge`,
+    `size` and `limit` count application data (`size` bytes did not get through, so at most
+    `limit` = `size` - 1 may), `mtu` is the configured one; `datagram_size` is the refused
+    datagram's, `size` plus the record's `overhead`. For a handshake flight (`handshake`),
+    `size` is the datagram's too (no application data). Nothing was sent; the association
+    stays open (a smaller datagram gets through)."""
 
-    def __init__(self, size: int, mtu: int) -> None:
+    def __init__(self, size: int, overhead: int, mtu: int, *, handshake: bool = False) -> None:
         self.size = size
         self.limit = size - 1
         self.mtu = mtu
+        self.datagram_size = size + overhead
+        what = "a handshake datagram" if handshake else "a datagram"
+        data = "" if handshake else f" ({size} bytes of application data)"
         LocalProtocolError.__init__(
             self,
-            f"the network path refused a datagram of {size} bytes as too large (EMSGSIZE): "
-            f"lower mtu (now {mtu}) to the path's MTU",
+            f"the network path refused {what} of {self.datagram_size} bytes{data} as too "
+            f"large (EMSGSIZE): lower mtu (now {mtu}) to the path's MTU",
         )
 
 

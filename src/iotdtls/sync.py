@@ -152,7 +152,8 @@ class DtlsClient:
             self._flush()
         while True:
             if self._oversized:
-                raise PathMtuExceeded(self._oversized, self.connection.config.mtu)
+                mtu = self.connection.config.mtu
+                raise PathMtuExceeded(self._oversized, 0, mtu, handshake=True)
             if self.connection.state is not ConnectionState.HANDSHAKING:
                 break
             self._pump(None)
@@ -181,7 +182,7 @@ class DtlsClient:
             self._flush()
             if self._oversized:
                 overhead = self.connection.record_overhead
-                raise PathMtuExceeded(len(data) + overhead, self.connection.config.mtu)
+                raise PathMtuExceeded(len(data), overhead, self.connection.config.mtu)
 
     def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
