@@ -270,6 +270,42 @@ def test_close_from_another_thread_wakes_a_waiting_recv_with_none(
         assert sock.fileno() == -1
 
 
+@pytest.mark.parametrize("when", ["mid-handshake", "retry back-off"])
+def test_close_from_another_thread_during_the_handshake_raises_from_it(when: str) -> None:
+    """close() from another thread while handshake() runs against a server that never
+    answers: mid-handshake, handshake() returned as if it had succeeded, a closed client;
+    during a retry's back-off, it woke later, made a new association and sent on the closed
+    socket (a bare OSError, EBADF). Now it raises `LocalProtocolError` at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOCALHOST, 0))  # bound: no ICMP port unreachable, no answer either
+        if when == "mid-handshake":
+            config = client_config(handshake_timeout=30.0)
+        else:  # the first attempt times out after 0.5 s, then 2.5 to 5 s of back-off
+            retry = RetryPolicy(attempts=2, initial=5.0, maximum=5.0)
+            config = client_config(handshake_timeout=0.5, retry=retry)
+        client = sync.DtlsClient(*silent.getsockname(), config)
+        result: list[BaseException | None] = []
+
+        def handshake() -> None:
+            try:
+                client.handshake()
+                result.append(None)
+            except Exception as exc:  # what the test reports
+                result.append(exc)
+
+        shaker = threading.Thread(target=handshake)
+        shaker.start()
+        time.sleep(0.3 if when == "mid-handshake" else 1.2)
+        started = time.monotonic()
+        client.close()
+        shaker.join(5.0)
+        assert not shaker.is_alive(), "handshake() still runs after close()"
+        assert time.monotonic() - started < 1.0
+        [error] = result
+        assert type(error) is LocalProtocolError, repr(error)
+        assert str(error) == "close() was called during the handshake"
+
+
 #: Linux's IPV6_MTU socket option (not in the socket module): the path MTU a connected socket
 #: uses; with IPV6_DONTFRAG the kernel refuses a larger datagram with EMSGSIZE.
 IPV6_MTU = 24

@@ -126,7 +126,9 @@ class DtlsClient:
 
     def handshake(self) -> None:
         """Run the handshake; raises the `DtlsError` that ended it (alert or timeout). With
-        `config.retry`, failed handshakes are repeated after a back-off first (RPK-4)."""
+        `config.retry`, failed handshakes are repeated after a back-off first (RPK-4).
+        `close()` from another thread meanwhile (during the back-off too) makes it raise
+        `LocalProtocolError` at once."""
         policy = self._config.retry
         failures = 0
         resumed_before = False  # an earlier attempt resumed the session (DtlsError.resuming)
@@ -139,18 +141,24 @@ class DtlsClient:
                 resumed_before = carry_resuming(exc, resumed_before)
                 if policy is None or failures >= policy.attempts:
                     raise
-            time.sleep(policy.delay(failures))
-            self.connection = DtlsConnection(self._config)  # a retry is a full handshake
+            with self._lock:  # the back-off, which `close()` ends
+                if self._lock.wait_for(lambda: self._closing, policy.delay(failures)):
+                    raise _closed_during_handshake()
+                self.connection = DtlsConnection(self._config)  # a retry is a full handshake
 
     def _handshake_once(self) -> None:
         """One handshake. A flight the network path refuses as too large (EMSGSIZE: its MTU is
         below `config.mtu`) could never get through: `PathMtuExceeded` (RFC 6347 §4.1.1)."""
         self._refused.refusals = 0
         with self._lock:
+            if self._closing:
+                raise _closed_during_handshake()
             self._oversized = 0
             self.connection.connect(time.monotonic())
             self._flush()
         while True:
+            if self._closing:  # the core ended with close_notify: no handshake to speak of
+                raise _closed_during_handshake()
             if self._oversized:
                 mtu = self.connection.config.mtu
                 raise PathMtuExceeded(self._oversized, 0, mtu, handshake=True)
@@ -236,6 +244,7 @@ class DtlsClient:
             if self._closing:
                 return
             self._closing = True
+            self._lock.notify_all()  # a handshake's back-off ends (`handshake`)
             try:
                 if not self._ended():
                     self.connection.close()
@@ -338,6 +347,10 @@ class DtlsClient:
     def _raise_if_idle(self) -> None:
         if self.connection.state is ConnectionState.IDLE:
             raise LocalProtocolError("handshake() has not been called")
+
+
+def _closed_during_handshake() -> LocalProtocolError:
+    return LocalProtocolError("close() was called during the handshake")
 
 
 def connect(
