@@ -153,20 +153,28 @@ def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(
     """As `aio.connect`: a name with an IPv6 and an IPv4 address, the server on IPv4 only:
     the handshake to [::1] ends with `PortUnreachable` and the next address is tried, where
     `connect` raised PortUnreachable for the first. With none reachable, the last one's error
-    is raised."""
+    is raised. The name is resolved once: each address's socket is made as `aio` makes it
+    and handed to the client (which resolved the address again), the unreachable one's
+    closed."""
     real = socket.getaddrinfo
+    resolved: list[str] = []
 
     def dual(host: Any, *args: Any, **kwargs: Any) -> Any:
+        resolved.append(host)
         if host == "dual.test":
             return real("::1", *args, **kwargs) + real(LOCALHOST, *args, **kwargs)
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", dual)
+    made = udp_sockets_made(monkeypatch)
     port = server.address[1]
     with sync.connect("dual.test", port, client_config(retransmit=FAST)) as client:
         assert client.connection.peer is not None
         client.send(b"over IPv4")
         assert client.recv(timeout=5.0) == b"over IPv4"
+        assert resolved == ["dual.test"]
+        assert [sock.family for sock in made] == [socket.AF_INET6, socket.AF_INET]
+        assert made[0].fileno() == -1 and made[1] is client._sock
     closed = free_udp_port()
     with pytest.raises(PortUnreachable, match=rf"^nothing listens on {LOCALHOST}:{closed}: "):
         sync.connect("dual.test", closed, client_config(retransmit=FAST))
@@ -693,6 +701,25 @@ def test_a_failed_connect_closes_the_socket_whatever_failed(
     with pytest.raises(Broken):
         sync.connect(*server.address, client_config(retransmit=FAST))
     assert [sock.fileno() for sock in made] in ([], [-1])
+
+
+@pytest.mark.parametrize("whose", ["ours", "the caller's"])
+def test_a_client_that_cannot_be_made_closes_our_socket_never_the_caller_s(
+    whose: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket `connect` made (now handed to the client as `sock`) is closed when the
+    client cannot be made; a socket the caller gave stays theirs."""
+    given = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if whose != "ours" else None
+    port = free_udp_port()
+    made = udp_sockets_made(monkeypatch)
+    monkeypatch.setattr(socket, "socketpair", broken)
+    with pytest.raises(Broken):
+        sync.connect(LOCALHOST, port, client_config(), sock=given)
+    if given is None:
+        assert [sock.fileno() for sock in made] == [-1]
+    else:
+        assert made == [] and given.fileno() != -1
+        given.close()
 
 
 def test_close_closes_the_sockets_whatever_sending_close_notify_raised(

@@ -22,6 +22,7 @@ __all__ = [
     "listening_on",
     "reaching",
     "socket_error",
+    "socket_to",
     "uri_host",
 ]
 
@@ -121,6 +122,21 @@ def listening_on(host: str, port: int) -> Iterator[None]:
     except OSError as exc:
         text = f"cannot listen on {format_hostport(host, port)}: {socket_error(exc, host, port)}"
         raise (type(exc)(text) if exc.errno is None else type(exc)(exc.errno, text)) from None
+
+
+def socket_to(target: tuple[Any, ...], host: str, port: int) -> socket.socket:
+    """A UDP socket connected to `target`, one of getaddrinfo's answers for `host:port`, for
+    the adapters' clients trying each address in turn (`aio.connect`, `sync.connect`): an
+    `OSError` (named by `reaching`, the socket closed) moves them on to the next address."""
+    family, kind, proto, _, address = target
+    sock = socket.socket(family, kind, proto)
+    try:
+        with reaching(host, port):
+            sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def socket_error(exc: OSError, host: str, port: int) -> str:

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._addresses import format_address, listening_on, reaching
+from iotdtls._addresses import format_address, listening_on, reaching, socket_to
 from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
@@ -473,7 +473,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             *firsts, last = await resolve_udp(loop, host, port)
         for target in firsts:
             try:
-                sock = _socket_to(target, host, port)
+                sock = socket_to(target, host, port)
             except OSError as exc:
                 logger.info("%s; trying the next address of %s", exc, host)
                 continue
@@ -481,7 +481,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
                 return await self._open_on(loop, config, key, sock)
             except PortUnreachable as exc:
                 logger.info("%s; trying the next address of %s", exc, host)
-        return await self._open_on(loop, config, key, _socket_to(last, host, port))
+        return await self._open_on(loop, config, key, socket_to(last, host, port))
 
     async def _open_on(
         self, loop: asyncio.AbstractEventLoop, config: ClientConfig, key: str,
@@ -520,19 +520,6 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
     ) -> None:
         if self._conn is not None:
             await self._conn.close()
-
-
-def _socket_to(target: tuple[Any, ...], host: str, port: int) -> socket.socket:
-    """A UDP socket connected to `target`, one of getaddrinfo's answers for `host:port`."""
-    family, kind, proto, _, address = target
-    sock = socket.socket(family, kind, proto)
-    try:
-        with reaching(host, port):
-            sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _connect_socket(sock: socket.socket, host: str, port: int) -> None:

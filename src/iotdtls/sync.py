@@ -18,7 +18,7 @@ import time
 from collections import deque
 from types import TracebackType
 
-from iotdtls._addresses import reaching
+from iotdtls._addresses import reaching, socket_to
 from iotdtls._arguments import check_client_arguments, check_timeout, wrong_family
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
@@ -72,29 +72,29 @@ class DtlsClient:
         sock: socket.socket | None = None,
         session: SessionState | None = None,
     ) -> None:
-        """Prepare the socket (`sock` if given, e.g. one made in another network namespace);
+        """Prepare the socket (`sock` if given, e.g. one made in another network namespace,
+        connected to `host:port` unless it is connected already, as in `aio.connect`);
         `handshake()` starts the association, offering `session` for resumption (RES-1)."""
         check_client_arguments(host, port, config, sock=sock, chain_cache=None, session=session)
         self._config = config
         self.connection = DtlsConnection(config, session=session)
-        with reaching(host, port):
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # an address of the socket's family, in the resolver's order (RFC 6724)
-            infos = [info for info in infos if info[0] == sock.family]
-            if not infos:
-                raise wrong_family(sock.family, host, "has no address of that family")
-        family, _, _, _, address = infos[0]
-        self._sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
-        try:
+        if sock is None:
             with reaching(host, port):
-                self._sock.connect(address)
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            sock = self._sock = socket_to(infos[0], host, port)
+            mine = True
+        else:
+            self._sock = sock
+            mine = False
+            if not _connected(sock):
+                _connect_to(sock, host, port)
+        try:
             # `close()` from another thread writes to it to wake a thread waiting for the
             # socket: the socket is closed only once no thread waits for it any more.
             self._wake_reader, self._wake_writer = socket.socketpair()
         except BaseException:
-            if sock is None:
-                self._sock.close()  # ours; a caller's socket stays theirs when this fails
+            if mine:
+                sock.close()  # ours; a caller's socket stays theirs when this fails
             raise
         self._received: deque[bytes] = deque()
         #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
@@ -349,6 +349,27 @@ class DtlsClient:
             raise LocalProtocolError("handshake() has not been called")
 
 
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def _connect_to(sock: socket.socket, host: str, port: int) -> None:
+    """Connect a caller's `sock` to `host:port`: to its first address of the socket's family,
+    in the resolver's order (RFC 6724)."""
+    with reaching(host, port):
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        infos = [info for info in infos if info[0] == sock.family]
+        if not infos:
+            raise wrong_family(sock.family, host, "has no address of that family")
+    with reaching(host, port):
+        sock.connect(infos[0][4])
+
+
 def _closed_during_handshake() -> LocalProtocolError:
     return LocalProtocolError("close() was called during the handshake")
 
@@ -381,16 +402,29 @@ def connect(
         *firsts, last = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     for target in firsts:
         try:
-            client = DtlsClient(str(target[4][0]), port, config, session=session)
+            sock = socket_to(target, host, port)
         except OSError as exc:
             logger.info("%s; trying the next address of %s", exc, host)
             continue
         try:
-            return _handshake(client, chain_cache, key, config)
+            return _handshake(_client_on(sock, host, port, config, session),
+                              chain_cache, key, config)
         except PortUnreachable as exc:
             logger.info("%s; trying the next address of %s", exc, host)
-    return _handshake(DtlsClient(str(last[4][0]), port, config, session=session),
-                      chain_cache, key, config)
+    client = _client_on(socket_to(last, host, port), host, port, config, session)
+    return _handshake(client, chain_cache, key, config)
+
+
+def _client_on(
+    sock: socket.socket, host: str, port: int, config: ClientConfig,
+    session: SessionState | None,
+) -> DtlsClient:
+    """A client over `sock`, ours (made by `connect`): closed when the client cannot be made."""
+    try:
+        return DtlsClient(host, port, config, sock=sock, session=session)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _handshake(
