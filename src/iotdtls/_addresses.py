@@ -113,12 +113,9 @@ def listening_on(host: str, port: int) -> Iterator[None]:
     """Around resolving `host` and binding a server's socket to `host:port`: a socket error
     raised again naming the address, same type and errno ("cannot listen on 127.0.0.1:5684:
     Address already in use"; for a link-local address without its interface, what to write
-    instead, as `reaching` says). A `ChildProcessError` (a worker that did not start) is not
-    about the address and goes through as it is."""
+    instead, as `reaching` says)."""
     try:
         yield
-    except ChildProcessError:
-        raise
     except OSError as exc:
         text = f"cannot listen on {format_hostport(host, port)}: {socket_error(exc, host, port)}"
         raise (type(exc)(text) if exc.errno is None else type(exc)(exc.errno, text)) from None
