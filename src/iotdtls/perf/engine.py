@@ -300,23 +300,22 @@ class _Engine:
         payload = number.to_bytes(4, "big") + self._payload[4:]
         assoc.echo = self.loop.create_future()
         deadline = self.loop.time() + self.spec.echo_timeout
-        timeout = self.loop.call_at(deadline, _settle, assoc.echo, None)
         sent = time.perf_counter()
         assoc.conn.send(payload)
         assoc.flush()
         self.result.messages_sent += 1
         answered = False  # something came back that is not an echo of ours
         try:
-            while (data := await assoc.echo) is not None and data != payload:
-                answered = answered or not self._late_echo(data, number)
-                assoc.echo = self.loop.create_future()
-                timeout.cancel()
-                timeout = self.loop.call_at(deadline, _settle, assoc.echo, None)
+            async with asyncio.timeout_at(deadline):  # one timer for the whole wait
+                while (data := await assoc.echo) is not None and data != payload:
+                    answered = answered or not self._late_echo(data, number)
+                    assoc.echo = self.loop.create_future()
+        except TimeoutError:
+            data = None
         except asyncio.CancelledError:  # the run was stopped
             self.result.messages_unanswered += 1
             raise
         finally:
-            timeout.cancel()
             assoc.echo = None
         if data is None:
             if answered:
