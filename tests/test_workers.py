@@ -29,7 +29,8 @@ from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
 from iotdtls.errors import ConfigError
 from iotdtls.sessions import MemorySessionStore, SessionState
-from tests.aio_support import WRONG_HANDLERS, client_config, run, server_config
+from iotdtls.stats import ServerStats
+from tests.aio_support import WRONG_HANDLERS, client_config, eventually, run, server_config
 from tests.peers import LOCALHOST, free_udp_port
 
 GIVEN_SECRET = bytes(range(32))
@@ -216,6 +217,77 @@ def test_log_counters_logs_each_workers_counters_and_their_sum(
     assert sum(" serving" in line for line in written) == 2
     assert not any(re.match(r"iotdtls\.workers: worker \d: ", line)
                    for line in written)  # its own lines name it once, with its pid
+
+
+class PlayedWorker:
+    """A worker the test plays: `conn` is the pipe's worker end; writing to `exit_end` makes
+    the process look ended (its sentinel readable)."""
+
+    def __init__(self, index: int) -> None:
+        parent_end, self.conn = multiprocessing.Pipe()
+        sentinel, self.exit_end = socket.socketpair()
+        self._ends = (parent_end, sentinel)
+        process: Any = types.SimpleNamespace(sentinel=sentinel.fileno())
+        self.worker = workers._Worker(index, process, parent_end, pid=1000 + index)
+
+    def answer(self, handshakes: int) -> None:
+        """Answer the parent's latest request for the counters, as a worker does."""
+        kind, number = self.conn.recv()
+        assert kind == "counters"
+        self.conn.send(("counters", (number, ServerStats(handshakes_completed=handshakes))))
+
+    def close(self) -> None:
+        for end in (self.conn, self.exit_end, *self._ends):
+            end.close()
+
+
+def test_log_counters_takes_only_answers_to_its_own_request_from_running_workers(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that came after `COUNTERS_TIMEOUT` was taken for the next request's,
+    completing it at once with old figures; a worker that had exited was still waited for, so
+    every later request waited the whole timeout. Each request now has a number the answer
+    carries back, and only running workers are waited for."""
+    monkeypatch.setattr(workers, "COUNTERS_TIMEOUT", 0.3)
+
+    def sums() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if re.match(r"counters: (all|the)", r.getMessage())]
+
+    async def main() -> None:
+        played = [PlayedWorker(0), PlayedWorker(1)]
+        pool = workers.WorkerServer((LOCALHOST, 5), [p.worker for p in played])
+        running = asyncio.get_running_loop()
+        try:
+            pool.log_counters()  # worker 1 answers too late
+            played[0].answer(1)
+            assert await eventually(lambda: len(sums()) == 1)
+            assert sums()[0].startswith("counters: the 1 of 2 workers that answered: ")
+            pool.log_counters()
+            played[1].answer(99)  # its answer to the first request, late
+            played[0].answer(2)
+            await asyncio.sleep(0.1)
+            assert len(sums()) == 1  # not taken for this request's
+            played[1].answer(3)
+            assert await eventually(lambda: len(sums()) == 2)
+            assert sums()[1].startswith("counters: all 2 workers: handshakes 5 completed")
+            played[1].exit_end.send(b"x")  # worker 1 ends
+            await asyncio.wait_for(pool.worker_exited.wait(), 5.0)
+            started = running.time()
+            pool.log_counters()
+            played[0].answer(4)
+            assert await eventually(lambda: len(sums()) == 3, 0.2)  # before the time limit
+            assert running.time() - started < 0.25
+            assert sums()[2].startswith("counters: the 1 of 2 workers that answered: "
+                                        "handshakes 4 completed")
+        finally:
+            for p in played:
+                running.remove_reader(p.worker.process.sentinel)
+                running.remove_reader(p.worker.conn.fileno())
+                p.close()
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=20.0)
 
 
 def test_a_worker_builds_its_configuration_with_the_shared_secret() -> None:

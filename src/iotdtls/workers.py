@@ -82,7 +82,8 @@ COUNTERS_TIMEOUT = 5.0
 COOKIE_SECRET_LENGTH = 32
 MAX_WORKERS = 256
 _STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
-#: The parent's request for the counters now (`WorkerServer.log_counters`), and the answer's kind.
+#: The parent's request for the counters now (`WorkerServer.log_counters`), and the answer's kind:
+#: the request is (_COUNTERS, round), the answer (_COUNTERS, (round, stats)).
 _COUNTERS = "counters"
 #: Held (blocked) from the spawn of a worker until it has its own handling of them: the worker
 #: ignores SIGHUP and SIGUSR1 as it ignores SIGINT (the parent decides), SIGTERM stops it
@@ -162,17 +163,17 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
     server: aio.DtlsServer | None = None
 
     def on_parent() -> None:
-        """The parent's "counters" (send them, go on), its "stop", or the end of the pipe when
-        the parent has gone away (stop)."""
+        """The parent's "counters" of a round (send them with its number, go on), its "stop",
+        or the end of the pipe when the parent has gone away (stop)."""
         try:
             asked = conn.recv()
         except (EOFError, OSError):
             asked = _STOP
-        if asked != _COUNTERS:
+        if not (isinstance(asked, tuple) and asked[0] == _COUNTERS):
             stop.set()
         elif server is not None:
             with contextlib.suppress(OSError):
-                conn.send((_COUNTERS, server.stats))
+                conn.send((_COUNTERS, (asked[1], server.stats)))
 
     running.add_reader(conn.fileno(), on_parent)
     host, port = sock.getsockname()[:2]
@@ -203,6 +204,8 @@ class _Worker:
     conn: Any
     pid: int = 0
     stats: ServerStats | None = None
+    #: The process has ended (`WorkerServer._on_exit`): no more answers from it.
+    exited: bool = False
 
 
 class WorkerServer:
@@ -219,6 +222,9 @@ class WorkerServer:
         #: time limit of that wait.
         self._answers: dict[int, ServerStats] = {}
         self._answers_due: asyncio.TimerHandle | None = None
+        #: The number of `log_counters`' latest request, which the answers carry back: one to
+        #: an earlier request, come after its time limit, is not taken for this one's.
+        self._round = 0
         running = asyncio.get_running_loop()
         for worker in workers:
             running.add_reader(worker.process.sentinel, self._on_exit, worker)
@@ -244,6 +250,7 @@ class WorkerServer:
         return [w.pid for w in self._workers]
 
     def _on_exit(self, worker: _Worker) -> None:
+        worker.exited = True
         running = asyncio.get_running_loop()
         running.remove_reader(worker.process.sentinel)
         running.remove_reader(worker.conn.fileno())
@@ -255,6 +262,8 @@ class WorkerServer:
         else:  # SIGTERM sent to it, or to the whole group (the parent then stops too)
             logger.warning("worker %d (pid %d) stopped on SIGTERM", worker.index, worker.pid)
         self.worker_exited.set()
+        if self._answers_due is not None and self._all_answered():  # it was the one awaited
+            self._log_answers()
 
     def _on_message(self, worker: _Worker) -> None:
         """What a worker sent while serving: its counters that `log_counters` asked for, or
@@ -267,26 +276,37 @@ class WorkerServer:
         if kind == _STOPPED:
             worker.stats = value
         elif kind == _COUNTERS and self._answers_due is not None:
-            self._answers[worker.index] = value
-            if len(self._answers) == len(self._workers):
+            answered, stats = value
+            if answered != self._round:  # late, to an earlier request
+                return
+            self._answers[worker.index] = stats
+            if self._all_answered():
                 self._log_answers()
+
+    def _all_answered(self) -> bool:
+        """Every worker still running has answered `log_counters`' latest request."""
+        return all(w.index in self._answers for w in self._workers if not w.exited)
 
     def log_counters(self) -> None:
         """Ask every worker for its counters now (they go on serving), then log them as
         `close()` does, each line starting with "counters: " (``counters: worker 0 (pid 1234):
-        handshakes ...``, ``counters: all 2 workers: ...``), once every worker has answered or
-        after `COUNTERS_TIMEOUT` seconds (those that answered)."""
+        handshakes ...``, ``counters: all 2 workers: ...``), once every worker still running has
+        answered or after `COUNTERS_TIMEOUT` seconds (those that answered)."""
         if self._closing is not None:
             return
         if self._answers_due is not None:  # a request still waits: this one joins it
             return
         self._answers = {}
+        self._round += 1
         self._answers_due = asyncio.get_running_loop().call_later(
             COUNTERS_TIMEOUT, self._log_answers
         )
         for worker in self._workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send(_COUNTERS)
+            if not worker.exited:
+                with contextlib.suppress(OSError):
+                    worker.conn.send((_COUNTERS, self._round))
+        if self._all_answered():  # no worker left to ask
+            self._log_answers()
 
     def _log_answers(self) -> None:
         if self._answers_due is not None:
