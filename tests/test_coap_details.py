@@ -4,6 +4,7 @@ advice they give, and the raw-public-key pins of a credentials map."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -160,6 +161,33 @@ def test_the_interface_hands_over_messages_and_logs_what_is_not_coap(
         (logging.INFO, f"{remote!r}: 3 datagrams that were not CoAP messages were ignored"),
     ]
     assert len(layer.messages) == 1 and remote.not_coap == 3
+
+
+@pytest.mark.parametrize(
+    ("raised", "level"),
+    [(asyncio.InvalidStateError("invalid state"), logging.DEBUG),
+     (KeyError("a bug"), logging.WARNING)],
+)
+def test_what_aiocoap_raises_on_a_message_is_logged_and_the_association_goes_on(
+    raised: Exception, level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiocoap's InvalidStateError (a block for a request that timed out) is expected: debug
+    level. Anything else was logged at debug level too, hiding a bug in dispatch: now a
+    warning with its traceback. Neither ends the association."""
+    class Failing(Layer):
+        def dispatch_message(self, message: Message) -> None:
+            raise raised
+
+    interface = Interface(Failing())
+    remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER)
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.coap"):
+        interface.deliver(remote, bytes([0x41, 0x01, 0x00, 0x07]) + b"t")
+    [record] = caplog.records
+    assert (record.levelno, record.getMessage()) == (
+        level, f"{remote!r}: aiocoap failed on a received message ({type(raised).__name__}: "
+               f"{raised}); going on")
+    assert (record.exc_info is not None) is (level == logging.WARNING)
+    assert not remote.ended
 
 
 def test_an_ended_association_fails_what_is_pending_on_it() -> None:

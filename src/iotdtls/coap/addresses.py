@@ -13,6 +13,7 @@ one record, must fit one datagram (RFC 7959 §2.2, RFC 6347 §4.1.1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -166,8 +167,9 @@ class CoapsInterface(interfaces.MessageInterface):
     def deliver(self, remote: CoapsAddress, data: bytes) -> None:
         """A datagram received over `remote`'s association. An exception of aiocoap's message
         layer is logged and the association goes on: it would otherwise end the receive loop,
-        and with it the association every request to that peer shares (aiocoap 0.4.17 raises
-        InvalidStateError for a block arriving for a request that timed out)."""
+        and with it the association every request to that peer shares. The InvalidStateError
+        aiocoap 0.4.17 raises for a block arriving for a request that timed out is logged at
+        debug level; any other (a bug) as a warning with its traceback."""
         if self._mman is None:
             return
         try:
@@ -187,9 +189,12 @@ class CoapsInterface(interfaces.MessageInterface):
             remote.responses_received += 1
         try:
             self._mman.dispatch_message(message)
-        except Exception as exc:
+        except asyncio.InvalidStateError as exc:
             logger.debug("%r: aiocoap failed on a received message (%s: %s); going on",
                          remote, type(exc).__name__, exc)
+        except Exception as exc:
+            logger.warning("%r: aiocoap failed on a received message (%s: %s); going on",
+                           remote, type(exc).__name__, exc, exc_info=True)
 
     def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
         """`remote`'s association ended: aiocoap fails its requests, exchanges, observations."""
