@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from iotdtls import cli
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import _parser, coap, echo, main, perf
 from iotdtls.cli.common import (
     UsageError,
+    file_flags,
+    file_path,
     hex_bytes,
     parse_hostport,
     seconds,
@@ -1221,6 +1224,54 @@ def test_a_keylog_that_is_another_file_of_the_command_is_refused(
     assert refused(capsys, *argv, "--keylog", str(files["FILE"])) == (
         f"--keylog {files['FILE']} is the {flag} file too: give the key log a file of its own")
     assert not files["FILE"].exists()
+
+
+def subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """`parser` and every subcommand's parser, at any depth (`coap get`)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from subparsers(sub)
+
+
+@pytest.mark.req("SEC-1")
+def test_every_flag_naming_a_file_is_checked_against_the_keylog() -> None:
+    """The --keylog file was checked against a hand-kept list of the file flags, which a file
+    flag added later would silently have escaped. Every flag whose value is a file (FILE,
+    *.pem) is now marked (`file_path`), and the check reads the marked ones from the parser
+    (a --cache-dir is a directory: never the key-log file)."""
+    checked = file_flags(_parser())
+    for parser in subparsers(_parser()):
+        for action in parser._actions:
+            metavar = action.metavar if isinstance(action.metavar, str) else ""
+            if action.dest == "keylog" or not (metavar == "FILE" or metavar.endswith(".pem")):
+                continue
+            flag = max(action.option_strings, key=len)
+            assert action.type is file_path, f"{parser.prog} {flag}"
+            assert checked[action.dest] == flag
+    assert {"psk_file", "cert", "key", "cafile", "client_cafile", "rpk_key", "peer_rpk",
+            "rpk_allow", "session_file"} <= checked.keys()
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.usefixtures("no_runs")
+def test_a_file_flag_added_later_is_checked_against_the_keylog_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def with_a_new_flag() -> argparse.ArgumentParser:
+        parser = _parser()
+        client = next(p for p in subparsers(parser) if p.prog.endswith(" client"))
+        client.add_argument("--extra-file", metavar="FILE", type=file_path)
+        return parser
+
+    monkeypatch.setattr(cli, "_parser", with_a_new_flag)
+    path = tmp_path / "extra.txt"
+    path.write_text("data\n")
+    assert refused(capsys, "client", "127.0.0.1:9", *PSK, "--extra-file", str(path),
+                   "--keylog", str(path)) == (
+        f"--keylog {path} is the --extra-file file too: give the key log a file of its own")
+    assert path.read_text() == "data\n"
 
 
 LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")

@@ -22,6 +22,7 @@ from iotdtls.cli.common import (
     Parser,
     UsageError,
     discard_new_keylog,
+    file_flags,
     parse_hostport,
     prepare_keylog,
     setup_logging,
@@ -46,13 +47,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.server_logging is not None:
         setup_logging(args.verbose, server=args.server_logging)
     made_keylog = False
     try:
         if getattr(args, "keylog", None) is not None:  # the commands that run associations
-            made_keylog = prepare_keylog(args)
+            made_keylog = prepare_keylog(args, file_flags(parser))
         status: int = args.run(args)
         return status
     except (UsageError, ConfigError) as exc:

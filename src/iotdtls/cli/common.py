@@ -30,6 +30,8 @@ __all__ = [
     "add_loop_flag",
     "common_settings",
     "discard_new_keylog",
+    "file_flags",
+    "file_path",
     "format_hostport",
     "hex_bytes",
     "parse_hostport",
@@ -270,31 +272,37 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-#: The flags naming a file the command reads (or keeps, --session-file), by argparse dest: the
-#: --keylog file is none of them (master secrets appended to a key or a CA file).
-_FILE_FLAGS = {
-    "psk_file": "--psk-file",
-    "key": "--key",
-    "cert": "--cert",
-    "cafile": "--cafile",
-    "client_cafile": "--client-cafile",
-    "rpk_key": "--rpk-key",
-    "peer_rpk": "--peer-rpk",
-    "rpk_allow": "--rpk-allow",
-    "session_file": "--session-file",
-}
+def file_path(value: str) -> str:
+    """The `type` of every flag naming a file the command reads, writes or keeps
+    (--session-file): the mark `file_flags` finds them by. The value is taken as it is."""
+    return value
 
 
-def prepare_keylog(args: argparse.Namespace) -> bool:
+def file_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The flags `file_path` marks in `parser` and its subcommands, by argparse dest: the
+    --keylog file must be none of them (SEC-1: master secrets appended to a key or a CA
+    file). Read from the parser, so that a file flag added later is checked too."""
+    found: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.update(file_flags(sub))
+        elif action.type is file_path:
+            found[action.dest] = max(action.option_strings, key=len)
+    return found
+
+
+def prepare_keylog(args: argparse.Namespace, files: dict[str, str]) -> bool:
     """--keylog FILE, before any handshake: the file must take appended lines, and a missing
     one is created with mode 0600, as it will hold every association's master secret. An
     existing one must be a regular file of this user's that only it can read or write, and
     not a symlink (`open_private_append`: what another user could have planted, or could
-    read), nor another of the command's files (`_FILE_FLAGS`, through links too; which may be
-    missing yet, as the session file: compared by path then). Whether the file was made now
-    (see `discard_new_keylog`); a `UsageError` naming the flag and the file otherwise."""
+    read), nor another of the command's files (`files`, from `file_flags`; through links too;
+    which may be missing yet, as the session file: compared by path then). Whether the file was
+    made now (see `discard_new_keylog`); a `UsageError` naming the flag and the file
+    otherwise."""
     path: str = args.keylog
-    for dest, flag in _FILE_FLAGS.items():
+    for dest, flag in files.items():
         given = getattr(args, dest, None)
         for other in given if isinstance(given, list) else [given]:
             if other is not None and same_file(path, other):

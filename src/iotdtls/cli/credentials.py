@@ -25,7 +25,7 @@ from typing import Any
 from iotdtls._files import file_kind
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli.common import Once, UsageError, hex_bytes
+from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes
 from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.x509 import load_certificates
@@ -221,12 +221,12 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     )
     _add_key_flags(g, "pre-shared key")
     g.add_argument(
-        "--psk-file", metavar="FILE", action=Once,
+        "--psk-file", metavar="FILE", type=file_path, action=Once,
         help="lines identity:HEXKEY as the server's (several: choose one with --psk-identity)",
     )
     g.add_argument(
         "--peer-rpk",
-        metavar="SPKI.pem",
+        metavar="SPKI.pem", type=file_path,
         action="append",
         default=[],
         help="the server's raw public key (repeatable)",
@@ -240,10 +240,12 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
         "(repeatable)",
     )
     g.add_argument(
-        "--rpk-key", metavar="KEY.pem", action=Once, help="our raw-public-key private key"
+        "--rpk-key", metavar="KEY.pem", type=file_path, action=Once,
+        help="our raw-public-key private key",
     )
     g.add_argument(
-        "--cafile", metavar="FILE", action=Once, help="trust anchors for the server certificate"
+        "--cafile", metavar="FILE", type=file_path, action=Once,
+        help="trust anchors for the server certificate",
     )
     _add_certificate_flags(g)
     g.add_argument(
@@ -265,10 +267,12 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
 def _add_certificate_flags(g: argparse._ArgumentGroup) -> None:
     """--cert FILE and --key FILE: our certificate chain and its key."""
     g.add_argument(
-        "--cert", metavar="FILE", action=Once,
+        "--cert", metavar="FILE", type=file_path, action=Once,
         help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
     )
-    g.add_argument("--key", metavar="FILE", action=Once, help="the private key of --cert")
+    g.add_argument(
+        "--key", metavar="FILE", type=file_path, action=Once, help="the private key of --cert"
+    )
 
 
 def _add_key_flags(g: argparse._ArgumentGroup, what: str) -> None:
@@ -394,15 +398,16 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     )
     _add_key_flags(g, "its pre-shared key")
     g.add_argument(
-        "--psk-file", metavar="FILE", action="append", default=[],
+        "--psk-file", metavar="FILE", type=file_path, action="append", default=[],
         help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB; repeatable)",
     )
     g.add_argument(
-        "--rpk-key", metavar="KEY.pem", action=Once, help="our raw-public-key private key"
+        "--rpk-key", metavar="KEY.pem", type=file_path, action=Once,
+        help="our raw-public-key private key",
     )
     g.add_argument(
         "--rpk-allow",
-        metavar="SPKI.pem",
+        metavar="SPKI.pem", type=file_path,
         action="append",
         default=[],
         help="a client raw public key to accept (repeatable)",
@@ -418,7 +423,7 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     _add_certificate_flags(g)
     g.add_argument(
         "--client-cafile",
-        metavar="FILE",
+        metavar="FILE", type=file_path,
         action=Once,
         help="trust anchors for client certificates (then required, each naming its EUI-64)",
     )

@@ -32,6 +32,7 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     common_settings,
+    file_path,
     parse_hostport,
     parse_listen,
     seconds,
@@ -149,6 +150,7 @@ def register(sub: Any) -> None:
     cli.add_argument(
         "--session-file",
         metavar="FILE",
+        type=file_path,
         action=Once,
         help="resume the session saved in FILE if there is one, and save the session there "
         "after the handshake (it holds a secret: written with mode 0600; a file holding anything "

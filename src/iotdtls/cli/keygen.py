@@ -17,7 +17,7 @@ import base64
 from typing import Any, BinaryIO, Final
 
 from iotdtls._files import same_file, write_atomically
-from iotdtls.cli.common import UsageError, stdout_buffer, whole_number
+from iotdtls.cli.common import UsageError, file_path, stdout_buffer, whole_number
 from iotdtls.cli.credentials import load_private_key
 from iotdtls.crypto import random_bytes
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
@@ -35,13 +35,20 @@ def register(sub: Any) -> None:
     kinds = keygen.add_subparsers(dest="kind", required=True, metavar="{ec-p256,spki,psk}")
 
     ec = kinds.add_parser("ec-p256", help="write a new P-256 private key, print its SPKI SHA-256")
-    ec.add_argument("--out", required=True, metavar="KEY.pem", help="file to create (mode 0600)")
+    ec.add_argument(
+        "--out", required=True, metavar="KEY.pem", type=file_path,
+        help="file to create (mode 0600)",
+    )
     ec.add_argument("--force", action="store_true", help="replace KEY.pem if it exists")
     ec.set_defaults(run=run_ec_p256, server_logging=None)
 
     spki = kinds.add_parser("spki", help="print a key's SPKI SHA-256; --out writes its public key")
-    spki.add_argument("--key", required=True, metavar="KEY.pem", help="private key (PEM or DER)")
-    spki.add_argument("--out", metavar="PUB.pem", help="file to write the public key to")
+    spki.add_argument(
+        "--key", required=True, metavar="KEY.pem", type=file_path, help="private key (PEM or DER)"
+    )
+    spki.add_argument(
+        "--out", metavar="PUB.pem", type=file_path, help="file to write the public key to"
+    )
     spki.add_argument("--force", action="store_true", help="replace PUB.pem if it exists")
     spki.set_defaults(run=run_spki, server_logging=None)
 
