@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "format_address",
@@ -134,6 +137,21 @@ def socket_to(target: tuple[Any, ...], host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def sockets_in_turn(
+    targets: list[tuple[Any, ...]], host: str, port: int
+) -> Iterator[socket.socket]:
+    """For a client trying getaddrinfo's answers for `host:port` in turn before the last one
+    (IPv6 and IPv4 of one name, `aio.connect`, `sync.connect`): a socket connected to each of
+    `targets`; one whose socket cannot connect (`socket_to`) is passed over, logged."""
+    for target in targets:
+        try:
+            sock = socket_to(target, host, port)
+        except OSError as exc:
+            logger.info("%s; trying the next address of %s", exc, host)
+            continue
+        yield sock
 
 
 def socket_error(exc: OSError, host: str, port: int) -> str:

@@ -29,7 +29,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any, cast
 
-from iotdtls._addresses import format_address, listening_on, reaching, socket_to
+from iotdtls._addresses import (
+    format_address,
+    listening_on,
+    reaching,
+    socket_to,
+    sockets_in_turn,
+)
 from iotdtls._arguments import (
     check_bytes_like,
     check_client_arguments,
@@ -471,12 +477,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             return await self._open_on(loop, config, key, self._sock)
         with reaching(host, port):
             *firsts, last = await resolve_udp(loop, host, port)
-        for target in firsts:
-            try:
-                sock = socket_to(target, host, port)
-            except OSError as exc:
-                logger.info("%s; trying the next address of %s", exc, host)
-                continue
+        for sock in sockets_in_turn(firsts, host, port):
             try:
                 return await self._open_on(loop, config, key, sock)
             except PortUnreachable as exc:

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from types import TracebackType
 
-from iotdtls._addresses import reaching, socket_to
+from iotdtls._addresses import reaching, socket_to, sockets_in_turn
 from iotdtls._arguments import check_client_arguments, check_timeout, wrong_family
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
@@ -400,12 +400,7 @@ def connect(
                           chain_cache, key, config)
     with reaching(host, port):
         *firsts, last = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    for target in firsts:
-        try:
-            sock = socket_to(target, host, port)
-        except OSError as exc:
-            logger.info("%s; trying the next address of %s", exc, host)
-            continue
+    for sock in sockets_in_turn(firsts, host, port):
         try:
             return _handshake(_client_on(sock, host, port, config, session),
                               chain_cache, key, config)
