@@ -91,14 +91,19 @@ def test_sync_client_backs_off_between_attempts(
     pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waits: list[float] = []
-    sleep, caller = time.sleep, threading.get_ident()
+    wait_for, caller = threading.Condition.wait_for, threading.get_ident()
 
-    def recording_sleep(seconds: float) -> None:
-        if threading.get_ident() == caller:  # not the server's thread
-            waits.append(seconds)
-        sleep(seconds)
+    def recording_wait_for(
+        self: threading.Condition, predicate: Callable[[], bool], timeout: float | None = None
+    ) -> bool:
+        # The back-off waits on the client's condition, which close() ends early; close()
+        # waits on it too, for a reader it woke (CLOSE_WAIT): no back-off.
+        backing_off = timeout is not None and timeout != sync.CLOSE_WAIT
+        if threading.get_ident() == caller and backing_off:  # not the server's thread
+            waits.append(timeout)
+        return wait_for(self, predicate, timeout)
 
-    monkeypatch.setattr(sync.time, "sleep", recording_sleep)
+    monkeypatch.setattr(threading.Condition, "wait_for", recording_wait_for)
     with refusing_server(pki) as server, pytest.raises(AlertReceived):
         sync.connect(*server.address, client(pki, CAPPED))
     assert_backed_off(waits, CAPPED)
