@@ -516,24 +516,50 @@ def test_endpoint_timer_is_the_earliest_of_many_handshakes() -> None:
 @pytest.mark.req("HS-2")
 def test_one_hosts_half_open_handshakes_evict_only_its_own() -> None:
     """A host (one IP, many ports) at `max_handshakes_per_host` that starts one more loses its
-    own oldest half-open handshake: another host's, started before the flood, still completes."""
+    own oldest half-open handshake once that one has stalled (two initial retransmission
+    intervals), and waits while none has (its ClientHello dropped: its client sends it again):
+    another host's handshake, started before the flood, still completes."""
     net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
     real = ("198.51.100.8", 8000)
     net.half_open(real)  # its flight 4 lost on the way: a long round trip
     flood = [("203.0.113.8", 10000 + i) for i in range(50)]
-    for address in flood:
+    for address in flood[:3]:
         net.half_open(address)
-    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 50 - 3
+    net.now += 2.5  # the flood's first three have stalled (2 x the initial 1 s)
+    for address in flood[3:]:
+        net.half_open(address)
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 3
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 50 - 6
     assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0
-    assert set(net.server.connections) == {real, *flood[-3:]}
+    assert set(net.server.connections) == {real, *flood[3:6]}
     assert all(isinstance(e.error, AssociationEvicted) for e in net.closed_events(flood[0]))
     timer = net.clients[real].get_timer()
     assert timer is not None
-    net.now = timer
+    net.now = max(net.now, timer)
     net.clients[real].handle_timer(net.now)  # flight 3 again: the server repeats its flight 4
     net.pump()
     assert net.clients[real].state is ConnectionState.ESTABLISHED
-    assert net.server._handshakes_by_host == {"203.0.113.8": dict.fromkeys(flood[-3:])}
+    assert net.server._handshakes_by_host == {"203.0.113.8": dict.fromkeys(flood[3:6])}
+
+
+def test_a_hosts_burst_beyond_its_cap_completes_in_turns_none_evicted() -> None:
+    """A NAT's devices after a power cut, a load generator: one host starts more handshakes
+    than its cap at once. While its handshakes are under way, the ones beyond the cap wait
+    (dropped, retransmitted by their clients) instead of pushing the others out before they
+    finish: every handshake completes, none is evicted."""
+    net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
+    burst = [("203.0.113.9", 11000 + i) for i in range(6)]
+    for address in burst:
+        net.client(address)
+    net.pump()  # all six at once: three associations, three ClientHellos dropped to wait
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 3
+    assert sum(c.state is ConnectionState.ESTABLISHED for c in net.clients.values()) == 3
+    net.now += 1.0  # their retransmission timers
+    for client in net.clients.values():
+        client.handle_timer(net.now)
+    net.pump()
+    assert all(c.state is ConnectionState.ESTABLISHED for c in net.clients.values())
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 0
 
 
 @pytest.mark.parametrize(
@@ -565,6 +591,7 @@ def test_an_ipv6_64_is_one_host_and_v4_mapped_counts_as_ipv4() -> None:
     mapped = [("::ffff:192.0.2.9", 7000, 0, 0), ("192.0.2.9", 7001)]
     for address in (other, *one_subnet, *mapped, ("192.0.2.9", 7002)):
         net.half_open(address)
+        net.now += 2.5  # each stalled before the next: its host's next one evicts it
     assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 2 + 1
     assert set(net.server.connections) == {other, *one_subnet[-2:], mapped[1], ("192.0.2.9", 7002)}
     assert net.server._handshakes_by_host.keys() == {

@@ -749,8 +749,10 @@ class ServerConfig(_CommonConfig):
     #: an address, not a peer, so these cannot crowd out established associations).
     max_handshakes: int = 256
     #: Most of those `max_handshakes` from one host (an IPv4 address, or an IPv6 /64 prefix: one
-    #: subscriber's allocation); a host at its cap that starts one more loses its own oldest,
-    #: never another host's. A value of `max_handshakes` or more sets no cap of its own.
+    #: subscriber's allocation); a host at its cap that starts one more loses its own oldest
+    #: once that one has stalled (two initial retransmission intervals), never another host's,
+    #: and otherwise waits (its ClientHello dropped; its client sends it again). A value of
+    #: `max_handshakes` or more sets no cap of its own.
     max_handshakes_per_host: int = 64
     #: Master secret of the stateless cookies (at least 16 bytes; None: a random one per
     #: endpoint). Give several server processes on one host the same secret and they accept

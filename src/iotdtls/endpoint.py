@@ -98,10 +98,15 @@ class GateOutcome(IdentityHashEnum):
     #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
     #: are in progress (silently: its peer never authenticated).
     HANDSHAKE_EVICTED = auto()
-    #: A host's own oldest half-open association, let go when that host (`host_of`: an IPv4
-    #: address, an IPv6 /64) starts one more at `ServerConfig.max_handshakes_per_host`: one host
-    #: completing cookie exchanges fast cannot push other hosts' handshakes out of the table.
+    #: A host's own oldest half-open association, stalled (`ServerEndpoint._stalled`), let go
+    #: when that host (`host_of`: an IPv4 address, an IPv6 /64) starts one more at
+    #: `ServerConfig.max_handshakes_per_host`: one host completing cookie exchanges fast cannot
+    #: push other hosts' handshakes out of the table.
     HOST_HANDSHAKE_EVICTED = auto()
+    #: A ClientHello with a valid cookie dropped unanswered, its host at
+    #: `ServerConfig.max_handshakes_per_host` with none of them stalled: its client sends it
+    #: again (RFC 6347 §4.2.4), and it is taken once one of its host's handshakes has ended.
+    HOST_HANDSHAKES_WAIT = auto()
     #: An established association let go, with close_notify, when a completed handshake would
     #: take the table beyond `ServerConfig.max_connections` (never for a half-open one); the
     #: idle timeout's closes are `ServerEndpoint.idle_expired`.
@@ -403,7 +408,8 @@ class ServerEndpoint:
         """A new association from `address` (its cookie verified, or none asked), given `data`,
         the datagram that starts its ClientHello."""
         host = host_of(address)
-        self._make_room(address, host)
+        if not self._make_room(address, host, now):
+            return
         conn = DtlsConnection(
             self.config, session_store=self._store, log_failures=self.log_failures
         )
@@ -421,11 +427,15 @@ class ServerEndpoint:
         half_open = self._handshaking.get(address)
         return conn.last_activity if half_open is None else half_open[0]
 
-    def _make_room(self, address: Address, host: Hashable) -> None:
+    def _make_room(self, address: Address, host: Hashable, now: float) -> bool:
         """Before a new association from `address` (whose cookie proved it), of `host`: end
         the old one of that address (RFC 6347 §4.2.8), then keep the half-open ones within
-        `ServerConfig.max_handshakes_per_host` (the host's own oldest making room) and
-        `ServerConfig.max_handshakes` (the oldest making room). Half-open associations count
+        `ServerConfig.max_handshakes_per_host` and `ServerConfig.max_handshakes` (the oldest
+        making room). At its host's cap, the host's own oldest makes room only once it has
+        stalled (`_stalled`); while the host's handshakes are all under way, False: the new
+        one waits (its ClientHello dropped, its client sends it again), so that one host's
+        burst (a NAT's devices after a power cut, a load generator) completes in turns instead
+        of pushing its own handshakes out before they can finish. Half-open associations count
         on top of the established ones: only a completed handshake lets an established one go
         (`_keep_established_within_cap`)."""
         old = self.connections.get(address)
@@ -434,6 +444,9 @@ class ServerEndpoint:
         own = self._handshakes_by_host.get(host)
         if own is not None and len(own) >= self.config.max_handshakes_per_host:
             oldest = next(iter(own))
+            if not self._stalled(oldest, now):
+                self.gate[GateOutcome.HOST_HANDSHAKES_WAIT] += 1
+                return False
             evicted = self.connections[oldest]
             self._drop(oldest, evicted, AssociationEvicted("too many handshakes from its host"))
             self.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] += 1
@@ -441,6 +454,15 @@ class ServerEndpoint:
             oldest = next(iter(self._handshaking))
             self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
+        return True
+
+    def _stalled(self, address: Address, now: float) -> bool:
+        """Whether `address`'s half-open handshake has stalled: begun (its cookie verified)
+        more than two initial retransmission intervals ago (`ServerConfig.retransmit`, 1 s by
+        default, RFC 6347 §4.2.4.1), by when a client that is still there has answered our
+        flight or sent its own again."""
+        started, _ = self._handshaking[address]
+        return now - started > 2 * self.config.retransmit.initial
 
     def _start_handshake(self, address: Address, host: Hashable, now: float) -> None:
         """`address`'s association is half-open from `now`: in `_handshaking`, and among its

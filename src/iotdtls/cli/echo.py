@@ -103,8 +103,9 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--max-handshakes-per-host", type=whole_number(1),
         default=ServerConfig.max_handshakes_per_host, metavar="N",
-        help="of those, kept from one host (IPv4 address, IPv6 /64); its own oldest is dropped "
-        f"when full (default {ServerConfig.max_handshakes_per_host})",
+        help="of those, kept from one host (IPv4 address, IPv6 /64); when full, its own oldest "
+        "is dropped once stalled, else the new one waits for a retransmission (default "
+        f"{ServerConfig.max_handshakes_per_host})",
     )
     srv.add_argument(
         "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
