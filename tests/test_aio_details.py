@@ -985,11 +985,16 @@ def test_a_retry_after_a_failed_resumption_still_says_the_session_was_resumed() 
         assert saved is not None
         damaged = dataclasses.replace(saved, master_secret=bytes(48))
         config = client_config(handshake_timeout=0.5, retry=retry)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         connecting = asyncio.ensure_future(aio.connect(*server.address, config, session=damaged))
         await asyncio.sleep(0.75)  # the resumed attempt has timed out; the retry not begun
         await server.close()
         with pytest.raises(DtlsError) as failed:
             await asyncio.wait_for(connecting, 10.0)
+        # The error is the retry's (0.5 s attempt, back-off of 0.5 s at least, 0.5 s attempt),
+        # not the first attempt's, which says `resuming` on its own.
+        assert loop.time() - started >= 1.4
         assert failed.value.resuming is True
 
     run(main())

@@ -360,12 +360,15 @@ def test_a_closed_stdout_pipe_at_the_stop_is_one_line() -> None:
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=env) as process:
         assert process.stdout is not None and process.stderr is not None
-        assert process.stdout.read(5) == b"liste"
-        process.stdout.close()
+        watchdog = threading.Timer(20.0, process.kill)  # bounds the reads below
+        watchdog.start()
         try:
+            assert process.stdout.read(5) == b"liste"
+            process.stdout.close()
             err = process.stderr.read().decode()
             status = process.wait(10)
         finally:
+            watchdog.cancel()
             if process.poll() is None:
                 process.kill()
     assert (status, err) == (1, "python -m iotdtls.proxy: cannot print: Broken pipe\n")

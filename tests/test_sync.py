@@ -371,6 +371,9 @@ def test_a_refused_datagram_that_recv_sends_is_logged_not_raised(
         assert any(r.getMessage().startswith("socket error: ") and r.getMessage().endswith(
             "(a datagram was lost: handshake flights are retransmitted, application data is "
             "not)") for r in caplog.records)
+        monkeypatch.setattr(DtlsConnection, "datagrams_to_send", with_a_refused_one)
+        with pytest.raises(PathMtuExceeded):  # send's own datagram refused: raised there
+            client.send(b"too large for the path")
 
 
 # -- heartbeats (RFC 6520, EXT-5) ------------------------------------------------------------
@@ -501,12 +504,16 @@ def test_a_retry_after_a_failed_resumption_still_says_the_session_was_resumed() 
     config = client_config(handshake_timeout=0.5, retry=retry)
     stopper = threading.Timer(0.75, server.stop)  # after the first attempt, before the retry
     stopper.start()
+    started = time.monotonic()
     try:
         with pytest.raises(DtlsError) as failed:
             sync.connect(*server.address, config, session=damaged)
     finally:
         stopper.join(5.0)
         server.stop()
+    # The error is the retry's (0.5 s attempt, back-off of 0.5 s at least, 0.5 s attempt), not
+    # the first attempt's, which says `resuming` on its own.
+    assert time.monotonic() - started >= 1.4
     assert failed.value.resuming is True
 
 
