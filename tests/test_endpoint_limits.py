@@ -513,53 +513,127 @@ def test_endpoint_timer_is_the_earliest_of_many_handshakes() -> None:
     assert resent >= 66 * 5  # flight 4 resent at 1, 3, 7, 15, 31 s ... for each
 
 
-@pytest.mark.req("HS-2")
-def test_one_hosts_half_open_handshakes_evict_only_its_own() -> None:
-    """A host (one IP, many ports) at `max_handshakes_per_host` that starts one more loses its
-    own oldest half-open handshake once that one has stalled (two initial retransmission
-    intervals), and waits while none has (its ClientHello dropped: its client sends it again):
-    another host's handshake, started before the flood, still completes."""
+EVICTIONS_AND_WAITS = (
+    GateOutcome.HANDSHAKE_EVICTED,
+    GateOutcome.OVER_CAP_HANDSHAKE_EVICTED,
+    GateOutcome.HOST_HANDSHAKE_EVICTED,
+    GateOutcome.HOST_HANDSHAKES_WAIT,
+)
+
+
+def test_a_host_may_exceed_its_cap_while_the_table_has_room() -> None:
+    """`max_handshakes_per_host` binds only in a full table: below `max_handshakes`, a host
+    (one IP, many ports: a NAT, a load generator) has as many half-open handshakes as it
+    starts, none waiting and none evicted."""
     net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
-    real = ("198.51.100.8", 8000)
-    net.half_open(real)  # its flight 4 lost on the way: a long round trip
-    flood = [("203.0.113.8", 10000 + i) for i in range(50)]
-    for address in flood[:3]:
+    burst = [("203.0.113.7", 9000 + i) for i in range(8)]
+    for address in burst:
         net.half_open(address)
-    net.now += 2.5  # the flood's first three have stalled (2 x the initial 1 s)
-    for address in flood[3:]:
+    assert set(net.server.connections) == set(burst)
+    assert net.server._handshakes_by_host == {"203.0.113.7": dict.fromkeys(burst)}
+    assert sum(net.server.gate[o] for o in EVICTIONS_AND_WAITS) == 0
+
+
+@pytest.mark.req("HS-2")
+def test_in_a_full_table_another_host_takes_the_place_of_the_host_over_its_cap() -> None:
+    """A table full of one host's handshakes (taken while it had room): another host's
+    ClientHellos take the places of that host's oldest until that other host reaches its own
+    cap; then each host's next ClientHello waits, and evicts only its own oldest once that one
+    has stalled."""
+    net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
+    crowd = [("203.0.113.6", 9000 + i) for i in range(8)]
+    for address in crowd:
         net.half_open(address)
-    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 3
-    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 50 - 6
+    others = [("198.51.100.6", 9000 + i) for i in range(4)]
+    for address in others[:3]:
+        net.half_open(address)
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 3
+    assert set(net.server.connections) == {*others[:3], *crowd[3:]}
+    for address in crowd[:3]:
+        (closed,) = net.closed_events(address)
+        assert isinstance(closed.error, AssociationEvicted)
+    # Both hosts at or over their cap, nothing stalled: their next ones wait.
+    late = ("203.0.113.6", 9100)
+    for address in (others[3], late):
+        net.half_open(address)
+        assert address not in net.server.connections
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 2
+    net.now += 2.5  # all stalled: the crowding host's next one evicts its own oldest
+    net.half_open(("203.0.113.6", 9101))
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 1
+    assert set(net.server.connections) == {*others[:3], *crowd[4:], ("203.0.113.6", 9101)}
+    assert all(net.closed_events(address) == [] for address in others)
     assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0
-    assert set(net.server.connections) == {real, *flood[3:6]}
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 3
+
+
+@pytest.mark.req("HS-2")
+def test_with_no_host_over_its_cap_a_full_table_lets_the_oldest_of_all_go() -> None:
+    """Hosts at their cap but none beyond it: a new host's handshake in a full table takes the
+    place of the oldest of all, whichever host it is from."""
+    net = Net(server_config(max_handshakes=4, max_handshakes_per_host=2))
+    first = [("198.51.100.4", 4400), ("198.51.100.5", 4500)]
+    rest = [("198.51.100.5", 4501), ("198.51.100.4", 4401)]
+    for address in (*first, *rest, ("192.0.2.44", 1)):
+        net.half_open(address)
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 1
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 0
+    assert set(net.server.connections) == {first[1], *rest, ("192.0.2.44", 1)}
+
+
+@pytest.mark.req("HS-2")
+def test_one_host_flooding_cookie_exchanges_never_evicts_another_hosts_handshake() -> None:
+    """One host (one IP, many ports) completing cookie exchanges fast and never going further
+    fills the table while it has room, then can only wait or make room with its own stalled
+    oldest (two initial retransmission intervals): the handshakes of other hosts with a long
+    round trip, begun before the table filled or after, take the flood's places and are never
+    evicted; each completes once its client retransmits."""
+    net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
+    reals = [("198.51.100.8", 8000), ("198.51.100.18", 8000), ("198.51.100.28", 8000)]
+    flood = [("203.0.113.8", 10000 + i) for i in range(200)]
+    net.half_open(reals[0])  # its flight 4 lost on the way: a long round trip
+    for i, address in enumerate(flood):
+        net.now = 0.02 * i
+        net.half_open(address)
+        if i in (20, 150):  # the table full, the flood over its cap; then long after
+            net.half_open(reals[1 if i == 20 else 2])
+    gate = net.server.gate
+    assert gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 2  # each real one's place
+    assert gate[GateOutcome.HANDSHAKE_EVICTED] == 0
+    assert gate[GateOutcome.HOST_HANDSHAKE_EVICTED] > 0
+    assert gate[GateOutcome.HOST_HANDSHAKES_WAIT] > 0
+    assert len(net.server._handshaking) == 8
+    assert all(net.closed_events(real) == [] for real in reals)
+    for real in reals:
+        timer = net.clients[real].get_timer()
+        assert timer is not None
+        net.now = max(net.now, timer)
+        net.clients[real].handle_timer(net.now)  # flight 3 again: the server repeats flight 4
+        net.pump()
+        assert net.clients[real].state is ConnectionState.ESTABLISHED
     assert all(isinstance(e.error, AssociationEvicted) for e in net.closed_events(flood[0]))
-    timer = net.clients[real].get_timer()
-    assert timer is not None
-    net.now = max(net.now, timer)
-    net.clients[real].handle_timer(net.now)  # flight 3 again: the server repeats its flight 4
-    net.pump()
-    assert net.clients[real].state is ConnectionState.ESTABLISHED
-    assert net.server._handshakes_by_host == {"203.0.113.8": dict.fromkeys(flood[3:6])}
+    assert net.server._handshakes_by_host.keys() == {"203.0.113.8"}
 
 
-def test_a_hosts_burst_beyond_its_cap_completes_in_turns_none_evicted() -> None:
+def test_a_hosts_burst_beyond_the_table_completes_in_turns_none_evicted() -> None:
     """A NAT's devices after a power cut, a load generator: one host starts more handshakes
-    than its cap at once. While its handshakes are under way, the ones beyond the cap wait
+    than the table holds at once. While its handshakes are under way, the ones beyond wait
     (dropped, retransmitted by their clients) instead of pushing the others out before they
     finish: every handshake completes, none is evicted."""
     net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
-    burst = [("203.0.113.9", 11000 + i) for i in range(6)]
+    burst = [("203.0.113.9", 11000 + i) for i in range(12)]
     for address in burst:
         net.client(address)
-    net.pump()  # all six at once: three associations, three ClientHellos dropped to wait
-    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 3
-    assert sum(c.state is ConnectionState.ESTABLISHED for c in net.clients.values()) == 3
+    net.pump()  # all twelve at once: eight associations, four ClientHellos dropped to wait
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 4
+    assert sum(c.state is ConnectionState.ESTABLISHED for c in net.clients.values()) == 8
     net.now += 1.0  # their retransmission timers
     for client in net.clients.values():
         client.handle_timer(net.now)
     net.pump()
     assert all(c.state is ConnectionState.ESTABLISHED for c in net.clients.values())
     assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 0
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 0
 
 
 @pytest.mark.parametrize(
@@ -584,18 +658,29 @@ def test_host_of_groups_an_ipv6_64_and_v4_mapped_addresses(address: Any, host: A
 
 @pytest.mark.req("HS-2")
 def test_an_ipv6_64_is_one_host_and_v4_mapped_counts_as_ipv4() -> None:
-    """Ports and interface identifiers of one /64 are one host; another /64 is another."""
+    """Ports and interface identifiers of one /64 are one host; another /64 is another; an
+    IPv4-mapped address counts as its IPv4 address: so the caps count in a full table."""
     net = Net(server_config(max_handshakes=8, max_handshakes_per_host=2))
     one_subnet = [(f"2001:db8:0:1::{i:x}", 6000 + i, 0, 0) for i in range(1, 5)]
     other = ("2001:db8:0:2::1", 6000, 0, 0)
-    mapped = [("::ffff:192.0.2.9", 7000, 0, 0), ("192.0.2.9", 7001)]
-    for address in (other, *one_subnet, *mapped, ("192.0.2.9", 7002)):
+    mapped = [("::ffff:192.0.2.9", 7000, 0, 0), ("192.0.2.9", 7001), ("192.0.2.9", 7002)]
+    for address in (other, *one_subnet, *mapped):
         net.half_open(address)
-        net.now += 2.5  # each stalled before the next: its host's next one evicts it
-    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 2 + 1
-    assert set(net.server.connections) == {other, *one_subnet[-2:], mapped[1], ("192.0.2.9", 7002)}
-    assert net.server._handshakes_by_host.keys() == {
-        ipaddress.IPv6Network("2001:db8:0:1::/64"),
-        ipaddress.IPv6Network("2001:db8:0:2::/64"),
-        "192.0.2.9",
+        net.now += 2.5  # each stalled before the next
+    subnet = ipaddress.IPv6Network("2001:db8:0:1::/64")
+    assert net.server._handshakes_by_host == {
+        ipaddress.IPv6Network("2001:db8:0:2::/64"): {other: None},
+        subnet: dict.fromkeys(one_subnet),
+        "192.0.2.9": dict.fromkeys(mapped),
     }
+    assert net.server._over_cap == {subnet, "192.0.2.9"}
+    # The table full: one more of the /64 evicts its own oldest ...
+    net.half_open(("2001:db8:0:1:ffff::1", 6099, 0, 0))
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 1
+    assert one_subnet[0] not in net.server.connections
+    # ... a new IPv4 host (mapped) takes the place of the oldest of the host with the most.
+    net.half_open(("::ffff:192.0.2.10", 7000, 0, 0))
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 1
+    assert one_subnet[1] not in net.server.connections
+    assert net.server._over_cap == {subnet, "192.0.2.9"}  # 3 each, beyond 2
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0

@@ -748,11 +748,13 @@ class ServerConfig(_CommonConfig):
     #: `max_connections`; when full, the oldest is dropped (RFC 6347 §4.2.1: a cookie proves
     #: an address, not a peer, so these cannot crowd out established associations).
     max_handshakes: int = 256
-    #: Most of those `max_handshakes` from one host (an IPv4 address, or an IPv6 /64 prefix: one
-    #: subscriber's allocation); a host at its cap that starts one more loses its own oldest
-    #: once that one has stalled (two initial retransmission intervals), never another host's,
-    #: and otherwise waits (its ClientHello dropped; its client sends it again). A value of
-    #: `max_handshakes` or more sets no cap of its own.
+    #: Of those `max_handshakes`, the most one host (an IPv4 address, or an IPv6 /64 prefix: one
+    #: subscriber's allocation) keeps once the table is full; while it has room, a host takes
+    #: any number. In a full table, a host at or beyond its cap that starts one more loses its
+    #: own oldest once that one has stalled (two initial retransmission intervals), never
+    #: another host's, and otherwise waits (its ClientHello dropped; its client sends it
+    #: again); a host under its cap takes the place of the oldest of the host furthest beyond
+    #: its cap. A value of `max_handshakes` or more sets no cap of its own.
     max_handshakes_per_host: int = 64
     #: Master secret of the stateless cookies (at least 16 bytes; None: a random one per
     #: endpoint). Give several server processes on one host the same secret and they accept

@@ -96,16 +96,24 @@ class GateOutcome(IdentityHashEnum):
     HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
     #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
-    #: are in progress (silently: its peer never authenticated).
+    #: are in progress and no host (`host_of`) has more than `ServerConfig.max_handshakes_per_host`
+    #: of them (silently: its peer never authenticated).
     HANDSHAKE_EVICTED = auto()
+    #: The oldest half-open association of the host with the most of them, beyond its
+    #: `ServerConfig.max_handshakes_per_host` (taken while the table had room), let go when
+    #: `ServerConfig.max_handshakes` are in progress for a new one of a host under its cap:
+    #: another host's handshakes take the place of the crowding host's, never the reverse.
+    OVER_CAP_HANDSHAKE_EVICTED = auto()
     #: A host's own oldest half-open association, stalled (`ServerEndpoint._stalled`), let go
-    #: when that host (`host_of`: an IPv4 address, an IPv6 /64) starts one more at
-    #: `ServerConfig.max_handshakes_per_host`: one host completing cookie exchanges fast cannot
-    #: push other hosts' handshakes out of the table.
+    #: when that host (`host_of`: an IPv4 address, an IPv6 /64) at or over
+    #: `ServerConfig.max_handshakes_per_host` starts one more while `ServerConfig.max_handshakes`
+    #: are in progress: one host completing cookie exchanges fast cannot push other hosts'
+    #: handshakes out of the table.
     HOST_HANDSHAKE_EVICTED = auto()
-    #: A ClientHello with a valid cookie dropped unanswered, its host at
-    #: `ServerConfig.max_handshakes_per_host` with none of them stalled: its client sends it
-    #: again (RFC 6347 §4.2.4), and it is taken once one of its host's handshakes has ended.
+    #: A ClientHello with a valid cookie dropped unanswered, `ServerConfig.max_handshakes` in
+    #: progress and its host at or over `ServerConfig.max_handshakes_per_host` with none of its
+    #: own stalled: its client sends it again (RFC 6347 §4.2.4), and it is taken once a
+    #: handshake has ended.
     HOST_HANDSHAKES_WAIT = auto()
     #: An established association let go, with close_notify, when a completed handshake would
     #: take the table beyond `ServerConfig.max_connections` (never for a half-open one); the
@@ -309,6 +317,9 @@ class ServerEndpoint:
         #: The same by host (`host_of`), oldest first (`ServerConfig.max_handshakes_per_host`);
         #: `_start_handshake` and `_end_handshake` keep both in step.
         self._handshakes_by_host: dict[Hashable, dict[Address, None]] = {}
+        #: The hosts with more than `ServerConfig.max_handshakes_per_host` of them (possible
+        #: while the table has room), kept in step by the same two.
+        self._over_cap: set[Hashable] = set()
         #: Associations with a pending timer: handshakes, and established ones with a
         #: keep-alive or a final flight held for their peer.
         self._timed: dict[Address, DtlsConnection] = {}
@@ -430,17 +441,23 @@ class ServerEndpoint:
     def _make_room(self, address: Address, host: Hashable, now: float) -> bool:
         """Before a new association from `address` (whose cookie proved it), of `host`: end
         the old one of that address (RFC 6347 §4.2.8), then keep the half-open ones within
-        `ServerConfig.max_handshakes_per_host` and `ServerConfig.max_handshakes` (the oldest
-        making room). At its host's cap, the host's own oldest makes room only once it has
-        stalled (`_stalled`); while the host's handshakes are all under way, False: the new
-        one waits (its ClientHello dropped, its client sends it again), so that one host's
-        burst (a NAT's devices after a power cut, a load generator) completes in turns instead
-        of pushing its own handshakes out before they can finish. Half-open associations count
-        on top of the established ones: only a completed handshake lets an established one go
-        (`_keep_established_within_cap`)."""
+        `ServerConfig.max_handshakes`. While the table has room, any host's is taken, however
+        many its host has: a host's burst (a NAT's devices after a power cut, a load
+        generator) costs no other host anything then. In a full table, a host at or over
+        `ServerConfig.max_handshakes_per_host` makes room with its own oldest only once that
+        one has stalled (`_stalled`); while its handshakes are all under way, False: the new
+        one waits (its ClientHello dropped, its client sends it again), so the burst completes
+        in turns instead of pushing its own handshakes out before they can finish. A host
+        under its cap takes the place of the oldest of the host with the most beyond its cap
+        (O(hosts over their cap), and only in a full table), else of the oldest of all: one
+        host completing cookie exchanges fast never makes another host's handshake go.
+        Half-open associations count on top of the established ones: only a completed
+        handshake lets an established one go (`_keep_established_within_cap`)."""
         old = self.connections.get(address)
         if old is not None:
             self._drop(address, old, AssociationReplaced())
+        if len(self._handshaking) < self.config.max_handshakes:
+            return True
         own = self._handshakes_by_host.get(host)
         if own is not None and len(own) >= self.config.max_handshakes_per_host:
             oldest = next(iter(own))
@@ -450,7 +467,14 @@ class ServerEndpoint:
             evicted = self.connections[oldest]
             self._drop(oldest, evicted, AssociationEvicted("too many handshakes from its host"))
             self.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] += 1
-        elif len(self._handshaking) >= self.config.max_handshakes:
+        elif self._over_cap:
+            by_host = self._handshakes_by_host
+            crowding = max(self._over_cap, key=lambda other: len(by_host[other]))
+            oldest = next(iter(by_host[crowding]))
+            evicted = self.connections[oldest]
+            self._drop(oldest, evicted, AssociationEvicted("too many handshakes from its host"))
+            self.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] += 1
+        else:
             oldest = next(iter(self._handshaking))
             self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
@@ -468,7 +492,10 @@ class ServerEndpoint:
         """`address`'s association is half-open from `now`: in `_handshaking`, and among its
         `host`'s."""
         self._handshaking[address] = (now, host)
-        self._handshakes_by_host.setdefault(host, {})[address] = None
+        own = self._handshakes_by_host.setdefault(host, {})
+        own[address] = None
+        if len(own) > self.config.max_handshakes_per_host:
+            self._over_cap.add(host)
 
     def _end_handshake(self, address: Address) -> None:
         """`address`'s association is no longer half-open (established, or gone), if it was."""
@@ -478,8 +505,10 @@ class ServerEndpoint:
         host = half_open[1]
         own = self._handshakes_by_host[host]
         del own[address]
-        if not own:
-            del self._handshakes_by_host[host]
+        if len(own) <= self.config.max_handshakes_per_host:
+            self._over_cap.discard(host)
+            if not own:
+                del self._handshakes_by_host[host]
 
     def _keep_established_within_cap(self) -> None:
         """A handshake just completed (its peer authenticated, RFC 5246 §7.4.9): beyond

@@ -103,9 +103,10 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--max-handshakes-per-host", type=whole_number(1),
         default=ServerConfig.max_handshakes_per_host, metavar="N",
-        help="of those, kept from one host (IPv4 address, IPv6 /64); when full, its own oldest "
-        "is dropped once stalled, else the new one waits for a retransmission (default "
-        f"{ServerConfig.max_handshakes_per_host})",
+        help="of those, kept from one host (IPv4 address, IPv6 /64) once all are in use: a "
+        "host under it takes the place of the oldest of the host most beyond it; at or beyond "
+        "it, its own oldest is dropped once stalled, else the new one waits for a "
+        f"retransmission (default {ServerConfig.max_handshakes_per_host})",
     )
     srv.add_argument(
         "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
