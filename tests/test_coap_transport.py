@@ -21,6 +21,7 @@ from iotdtls.coap import (
     AssociationFailed,
     AssociationTimeout,
     ClientRemote,
+    MessageTooLarge,
     block_size_exp,
 )
 from iotdtls.config import Mode
@@ -108,6 +109,38 @@ def test_blockwise_4_kib_both_ways_at_mtu_256() -> None:
 def test_block_size_follows_the_mtu() -> None:
     # RFC 7252 §4.6: 128 bytes of headroom for header and options, 37 for the record.
     assert [block_size_exp(mtu) for mtu in (128, 256, 300, 1232, 1500)] == [0, 2, 3, 6, 6]
+
+
+def test_a_request_too_large_for_the_mtu_fails_at_once_and_the_association_stays() -> None:
+    """RFC 6347 §4.1.1: a request whose options cannot fit one datagram of the mtu fails at
+    once, saying so (it was dropped at each retransmission, failed after 93 s, and the
+    association was then replaced as unresponsive); the next request goes over the same
+    association, and a large payload still goes block-wise (RFC 7959)."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server, coaps_client(mtu=128) as client:
+            first = await get(client, uri(server.address, "hello"))
+            started = time.monotonic()
+            with pytest.raises(MessageTooLarge) as raised:
+                await get(client, uri(server.address, "a" * 250))
+            assert time.monotonic() - started < 1.0
+            assert raised.value.mtu == 128 and raised.value.size > raised.value.limit
+            assert str(raised.value) == (
+                f"coaps: a request of {raised.value.size} bytes to 127.0.0.1:"
+                f"{server.address[1]} was not sent: at most {raised.value.limit} bytes of CoAP "
+                "message fit one DTLS record in a datagram of the mtu, 128 bytes"
+            )
+            assert isinstance(raised.value, error.NetworkError)
+            second = await get(client, uri(server.address, "hello"))
+            assert second.remote is first.remote and not first.remote.ended
+            put = aiocoap.Message(code=aiocoap.PUT, uri=uri(server.address, "large"),
+                                  payload=LARGE)
+            changed = await client.request(put).response
+            assert changed.code == aiocoap.CHANGED and site.large.stored == LARGE
+            assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+    run(main(), 20.0)
 
 
 @pytest.mark.req("COAP-1")

@@ -36,7 +36,12 @@ from iotdtls.coap.context import (
 )
 from iotdtls.coap.credentials import ServerCredentials, load_credentials
 from iotdtls.coap.demo import demo_site
-from iotdtls.coap.errors import AssociationClosed, AssociationFailed, AssociationTimeout
+from iotdtls.coap.errors import (
+    AssociationClosed,
+    AssociationFailed,
+    AssociationTimeout,
+    MessageTooLarge,
+)
 from iotdtls.coap.server import CoapsServerInterface, ServerRemote
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "CoapsAddress",
     "CoapsClientInterface",
     "CoapsServerInterface",
+    "MessageTooLarge",
     "ServerCredentials",
     "ServerRemote",
     "add_client_transport",

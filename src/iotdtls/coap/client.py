@@ -13,6 +13,11 @@ A server that lost the association without a close_notify (it crashed and restar
 ignores its records and stays silent. So once a confirmable message has been sent as often as
 CoAP allows (RFC 7252 §4.2, MAX_RETRANSMIT) with nothing received over the association since,
 the association counts as unresponsive: the next request closes it and makes a new one.
+
+A request must fit one record in one datagram of the association's `mtu` (RFC 6347 §4.1.1). A
+large payload goes block-wise (RFC 7959); header and options cannot, so a request whose
+options are too large fails at once with `MessageTooLarge`, before it is sent, and the
+association stays up for the next.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from iotdtls import aio
 from iotdtls._addresses import host_from_uri
 from iotdtls.chaincache import ChainCache
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
-from iotdtls.coap.errors import association_error
+from iotdtls.coap.errors import MessageTooLarge, association_error
 from iotdtls.config import ClientConfig
-from iotdtls.errors import DtlsError, LocalProtocolError
+from iotdtls.errors import DatagramTooLarge, DtlsError, LocalProtocolError
 
 __all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest"]
 
@@ -83,8 +88,33 @@ class ClientRemote(CoapsAddress):
             return
         try:
             self._connection.send(data)
+        except DatagramTooLarge as exc:
+            # A request's first message is checked before it is sent (`check_size`); this is
+            # the kernel refusing a datagram (a path MTU below the mtu), or a later message
+            # larger than the first (a request for a later block, RFC 7959 §2.4).
+            logger.warning("%r: a CoAP message was not sent: %s", self, exc)
         except LocalProtocolError:
             logger.debug("%r: association ended before a message could be sent", self)
+
+    def check_size(self, message: Message) -> None:
+        """Raise `MessageTooLarge` for a request whose first datagram cannot fit one record
+        (RFC 6347 §4.1.1): as aiocoap sends it, the first block of a payload larger than one
+        (RFC 7959 §2.3: with Block1 and Size1), with a token at its longest, 8 bytes (RFC 7252
+        §3; aiocoap picks it after the remote). aiocoap asks for the remote of a request's
+        first message only (`determine_remote`); later blocks carry the same options."""
+        if self._connection is None:
+            return
+        block: dict[str, Any] = {}
+        if len(message.payload) > self.maximum_payload_size:
+            block = {
+                "payload": message.payload[: self.maximum_payload_size],
+                "block1": (0, True, self.maximum_block_size_exp),
+                "size1": len(message.payload),
+            }
+        size = len(message.copy(mtype=CON, mid=0, token=bytes(8), **block).encode())
+        limit = self._connection.connection.max_send_size
+        if size > limit:
+            raise MessageTooLarge(self.hostinfo, size, limit, self._config.mtu)
 
     def sent(self, message: Message) -> None:
         """Count the transmissions of a confirmable message (RFC 7252 §4.2): the last one
@@ -180,6 +210,7 @@ class CoapsClientInterface(CoapsInterface):
             remote = ClientRemote(self, host, port, config.for_host(host))
             self._pool[key] = remote
         await remote.established()
+        remote.check_size(message)
         return remote
 
     async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:

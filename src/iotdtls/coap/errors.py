@@ -16,7 +16,13 @@ from iotdtls.config import Mode
 from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, DtlsError, HandshakeTimeout
 from iotdtls.handshake.alerts import BASE_ALERTS, X509_MODE_ALERTS
 
-__all__ = ["AssociationClosed", "AssociationFailed", "AssociationTimeout", "association_error"]
+__all__ = [
+    "AssociationClosed",
+    "AssociationFailed",
+    "AssociationTimeout",
+    "MessageTooLarge",
+    "association_error",
+]
 
 
 class AssociationFailed(error.NetworkError):
@@ -55,6 +61,32 @@ class AssociationClosed(AssociationFailed, error.RemoteServerShutdown):
         if self.__cause__ is None:
             return f"coaps: the DTLS association with {self.peer} was closed"
         return f"coaps: the DTLS association with {self.peer} ended: {self.__cause__}"
+
+
+class MessageTooLarge(error.NetworkError):
+    """A coaps request that cannot travel in one DTLS record in one datagram of the
+    association's `mtu` (RFC 6347 §4.1.1: the application is told, nothing is sent), its header
+    and options being too large for block-wise transfer (RFC 7959) to help. Only that request
+    fails; the association stays up for the next."""
+
+    def __init__(self, peer: str, size: int, limit: int, mtu: int) -> None:
+        super().__init__(peer, size, limit, mtu)
+        #: `host:port` of the server (as in a URI).
+        self.peer = peer
+        #: The request's size as sent (a payload counted up to one block, the token at its
+        #: longest, 8 bytes), the most one datagram carries, the `mtu` setting.
+        self.size, self.limit, self.mtu = size, limit, mtu
+
+    def __str__(self) -> str:
+        return (
+            f"coaps: a request of {self.size} bytes to {self.peer} was not sent: at most "
+            f"{self.limit} bytes of CoAP message fit one DTLS record in a datagram of the "
+            f"mtu, {self.mtu} bytes"
+        )
+
+    def extra_help(self, hints: dict[str, object] | None = None) -> str | None:
+        """What to change, for the command line (aiocoap's `HelpfulError` hook)."""
+        return "Shorten the request's options (its URI path and query), or raise the mtu."
 
 
 def association_error(
