@@ -13,7 +13,7 @@ from typing import Any
 
 import aiocoap
 import pytest
-from aiocoap import error
+from aiocoap import error, resource
 from aiocoap.messagemanager import MessageManager
 
 from iotdtls.coap import (
@@ -298,6 +298,56 @@ def test_a_response_never_crosses_to_a_newer_association() -> None:
                 device.close()
 
     run(main())
+
+
+class Oversized(resource.Resource):
+    """GET: a 2.05 whose Location-Path (180 bytes) fits no datagram of a 128-byte mtu."""
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(code=aiocoap.CONTENT, location_path=["x" * 60, "y" * 60, "z" * 60])
+
+
+def test_a_response_too_large_for_the_mtu_is_answered_with_5_00(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 6347 §4.1.1: a response that cannot fit one datagram of the server's mtu becomes a
+    bare 5.00 Internal Server Error, piggybacked on the ACK, with one warning line; the
+    retransmitted request gets the same 5.00 and no second warning, and the next request on
+    the association is answered at once. (aiocoap got the DatagramTooLarge: a traceback, a
+    separate 5.00 never sent either, the request never ACKed, each retransmission replaying
+    the oversized response, the next request failing after 88 s.)"""
+    caplog.set_level(logging.WARNING)
+    site = CoapSite()
+    site.site.add_resource(["oversized"], Oversized())
+
+    async def main() -> None:
+        async with coaps_server(site, mtu=128) as server:
+            device = await SameAddressClient.open(server.address)
+            try:
+                await device.handshake(client_config())
+                answers = []
+                for mid, token, path in ((1, b"big", "oversized"), (1, b"big", "oversized"),
+                                         (2, b"next", "hello")):
+                    device.send(raw_request(mid, token, path))
+                    data = await device.recv(2.0)
+                    assert data is not None, (mid, path)
+                    answers.append(aiocoap.Message.decode(data))
+            finally:
+                device.close()
+        for answer in answers[:2]:
+            assert (answer.code, answer.mtype, answer.mid, answer.token) == (
+                aiocoap.INTERNAL_SERVER_ERROR, aiocoap.ACK, 1, b"big")
+            assert answer.opt.location_path == () and answer.payload == b""
+        assert answers[2].code == aiocoap.CONTENT and answers[2].payload.startswith(b"Hello, ")
+
+    run(main())
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.exc_info) for r in warnings] == [("iotdtls.coap", None)]
+    assert warnings[0].getMessage().endswith(
+        "a 2.05 Content response was not sent: 193 bytes of application data do not fit one "
+        "datagram: at most 99 bytes fit the MTU of 128 bytes; sending 5.00 Internal Server "
+        "Error in its place"
+    )
 
 
 @pytest.mark.req("COAP-1")

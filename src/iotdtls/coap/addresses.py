@@ -8,7 +8,9 @@ itself: a newer association with the same peer is a different remote, and nothin
 the old one can be answered over the new one.
 
 Block sizes follow the association's MTU: a block and its CoAP header and options, sealed in
-one record, must fit one datagram (RFC 7959 §2.2, RFC 6347 §4.1.1).
+one record, must fit one datagram (RFC 7959 §2.2, RFC 6347 §4.1.1). A response whose options
+alone do not fit is answered with a bare 5.00 Internal Server Error in its place, so the client
+learns at once that its request failed (see `CoapsInterface.send`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any
 
 from aiocoap import error, interfaces
 from aiocoap.message import Message
+from aiocoap.numbers.codes import INTERNAL_SERVER_ERROR
 from aiocoap.numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
+from aiocoap.options import Options
 from aiocoap.util import hostportjoin
 
 from iotdtls._addresses import uri_host
 from iotdtls.coap.errors import association_error
-from iotdtls.errors import DtlsError
+from iotdtls.errors import DatagramTooLarge, DtlsError
 from iotdtls.identity import PeerIdentity, UnauthenticatedPeer
 
 logger = logging.getLogger("iotdtls.coap")
@@ -117,7 +121,8 @@ class CoapsAddress(interfaces.EndpointAddress):
         raise NotImplementedError
 
     def send(self, data: bytes) -> None:
-        """Send one CoAP message over this association (dropped once it has ended)."""
+        """Send one CoAP message over this association (dropped once it has ended); raises
+        `DatagramTooLarge` for one that does not fit a datagram."""
         raise NotImplementedError
 
     @property
@@ -206,6 +211,21 @@ class CoapsInterface(interfaces.MessageInterface):
             self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
 
     def send(self, message: Message) -> None:
+        """Send a message of aiocoap's over its remote's association. One that does not fit a
+        datagram (`DatagramTooLarge`, RFC 6347 §4.1.1) is not sent; a warning names it. A
+        response is then turned, in place, into a 5.00 Internal Server Error without options
+        or payload (RFC 7252 §5.9.3), with the same type, message ID and token, which fits any
+        mtu: the client learns at once that its request failed, and a retransmitted request
+        gets that 5.00 again from aiocoap's duplicate cache (the same message object)."""
         remote = message.remote
         assert isinstance(remote, CoapsAddress)
-        remote.send(message.encode())
+        try:
+            remote.send(message.encode())
+        except DatagramTooLarge as exc:
+            if not message.code.is_response() or message.code == INTERNAL_SERVER_ERROR:
+                logger.warning("%r: a CoAP message was not sent: %s", remote, exc)
+                return
+            logger.warning("%r: a %s response was not sent: %s; sending 5.00 Internal Server "
+                           "Error in its place", remote, message.code, exc)
+            message.code, message.opt, message.payload = INTERNAL_SERVER_ERROR, Options(), b""
+            remote.send(message.encode())

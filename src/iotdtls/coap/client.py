@@ -82,17 +82,18 @@ class ClientRemote(CoapsAddress):
         await asyncio.shield(self._established)
 
     def send(self, data: bytes) -> None:
-        """Send one CoAP message over this association (dropped once it has ended)."""
+        """Send one CoAP message over this association (dropped once it has ended); raises
+        `DatagramTooLarge` for one that does not fit a datagram."""
         if self._connection is None or self.ended:
             logger.debug("%r: not sending over an ended association", self)
             return
         try:
             self._connection.send(data)
-        except DatagramTooLarge as exc:
+        except DatagramTooLarge:
             # A request's first message is checked before it is sent (`check_size`); this is
             # the kernel refusing a datagram (a path MTU below the mtu), or a later message
             # larger than the first (a request for a later block, RFC 7959 §2.4).
-            logger.warning("%r: a CoAP message was not sent: %s", self, exc)
+            raise  # `CoapsInterface.send` says so
         except LocalProtocolError:
             logger.debug("%r: association ended before a message could be sent", self)
 

@@ -47,7 +47,8 @@ class ServerRemote(CoapsAddress):
 
     def send(self, data: bytes) -> None:
         """Send one CoAP message over this association; dropped once it has ended
-        (`ServerSession.send`)."""
+        (`ServerSession.send`); raises `DatagramTooLarge` for one that does not fit a
+        datagram."""
         self._session.send(data)
 
 

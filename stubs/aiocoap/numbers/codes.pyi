@@ -8,6 +8,7 @@ class Code(IntEnum):
     DELETE = 4
     CONTENT = 69
     CHANGED = 68
+    INTERNAL_SERVER_ERROR = 160
     def is_request(self) -> bool: ...
     def is_response(self) -> bool: ...
     def is_successful(self) -> bool: ...
@@ -23,3 +24,4 @@ PUT: Code
 DELETE: Code
 CONTENT: Code
 CHANGED: Code
+INTERNAL_SERVER_ERROR: Code
