@@ -216,12 +216,24 @@ def test_unreadable_or_malformed_files(tmp_path: Path) -> None:
         load_credentials(tmp_path / "bad.json")
 
 
+def test_an_entry_aiocoap_cannot_read_is_named() -> None:
+    """A PSK in hex digits of odd number: aiocoap's message, after the entry's key (it named
+    no entry: "credentials: Hex object can not be read...")."""
+    entry = {"dtls": {"psk": {"hex": "abc"}, "client-identity": {"ascii": "a"}}}
+    with pytest.raises(ConfigError) as info:
+        load_credentials({"coaps://ok.example/*": {"dtls": PSK_ENTRY}, "coaps://bad/*": entry})
+    assert str(info.value).startswith("credentials coaps://bad/*: Hex object can not be read")
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({}, "give the server credentials= (aiocoap's map) or config=, one of them"),
     ({"credentials": SERVER_CREDENTIALS,
       "config": ServerConfig(psk_store={b"a": b"b"})}, "one of them"),
     ({"credentials": {"coaps://*": {"tlscert": {"certfile": "x"}}}},
      'no "dtls", "dtls-rpk" or "dtls-x509" entry'),
+    ({"credentials": {":c": {"dtls-rpk": {"peer-public-key": "ab" * 32}}}},
+     "the server's dtls-rpk entries need the server's own private-key in one more entry, e.g. "
+     '{":server": {"dtls-rpk": {"private-key": "server.pem"}}}'),
     ({"credentials": SERVER_CREDENTIALS, "psk_store": {}}, "psk_store: credentials go into"),
     ({"credentials": SERVER_CREDENTIALS, "mtuu": 300}, "unknown DTLS setting mtuu"),
     ({"config": ServerConfig(psk_store={b"a": b"b"}), "mtu": 300}, "inside config="),

@@ -289,10 +289,11 @@ def load_credentials(source: CredentialsSource) -> aiocoap_credentials.Credentia
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected an object of URI patterns or labels")
     loaded = CredentialsMap()
-    try:
-        loaded.load_from_dict(dict(data))
-    except CredentialsLoadError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    for key, entry in data.items():  # one at a time, so that a mistake names its entry
+        try:
+            loaded.load_from_dict({key: entry})
+        except CredentialsLoadError as exc:
+            raise ConfigError(f"{where} {key}: {exc}") from None
     return loaded
 
 
@@ -487,6 +488,11 @@ class ServerCredentials:
         if len(own_keys) > 1:
             raise ConfigError("the server credentials hold more than one own dtls-rpk private-key")
         if not own_keys:
+            if rpk:
+                raise ConfigError(
+                    "the server's dtls-rpk entries need the server's own private-key in one "
+                    'more entry, e.g. {":server": {"dtls-rpk": {"private-key": "server.pem"}}}'
+                )
             return {}
         credentials: dict[str, Any] = {"raw_public_key": next(iter(own_keys.values()))}
         if any(e.peer_pin for e in rpk):
