@@ -81,7 +81,13 @@ def register(sub: Any) -> None:
                 "--content-format", metavar="CF", help="number or media type, e.g. text/plain"
             )
         if method == "get":
-            p.add_argument("--observe", action="store_true", help="print every notification")
+            p.add_argument(
+                "--observe",
+                action="store_true",
+                help="print every notification until the observation ends or --duration "
+                "passes (a server gone without close_notify just falls silent: without "
+                "--duration this then waits for ever)",
+            )
             p.add_argument(
                 "--duration", type=seconds(), metavar="S", help="with --observe: stop after S s"
             )
@@ -315,7 +321,10 @@ async def _request(
 async def _follow(observation: ClientObservation, duration: float | None) -> int:
     """Print notifications until `duration` passes (or forever), or the observation ends: the
     resource is not observable (RFC 7641 §3.1: a response without Observe), or it failed (the
-    association ended, RFC 7252 §9.1). aiocoap cancels an observation that ended itself."""
+    association ended, RFC 7252 §9.1). aiocoap cancels an observation that ended itself. A
+    server that vanished without close_notify (killed, say) only stops notifying: no error
+    comes (the observation is not re-registered after Max-Age, RFC 7641 §3.3.1), so without
+    `duration` this waits for ever; the help says so."""
     from aiocoap import error
 
     async def notifications() -> None:
