@@ -405,6 +405,30 @@ def test_a_server_that_lost_the_association_without_close_notify_gets_a_new_one(
     run(main(), 15.0)
 
 
+def test_keep_alive_ends_an_association_the_restarted_server_lost() -> None:
+    """With heartbeats negotiated and a keep-alive (RFC 6520 §5.2), an association the server
+    lost without close_notify ends once a heartbeat request goes unanswered: a request pending
+    on it fails with AssociationClosed within keepalive_interval + handshake_timeout, not
+    after CoAP's retransmissions (about 60 s), and the next request makes a new association."""
+
+    async def main() -> None:
+        async with coaps_client(heartbeat=True, keepalive_interval=1.0,
+                                handshake_timeout=1.0) as client:
+            async with coaps_server(heartbeat=True) as crashed:
+                address = crashed.address
+                await get(client, uri(address, "hello"))
+                crashed.endpoint_server._transport.abort()  # gone, no close_notify sent
+            async with coaps_server(bind=address, heartbeat=True):
+                started = time.monotonic()
+                with pytest.raises(AssociationClosed):
+                    await get(client, uri(address, "hello"))
+                assert time.monotonic() - started < 6.0
+                second = await get(client, uri(address, "hello"))
+                assert second.payload.startswith(b"Hello, ")
+
+    run(main(), 20.0)
+
+
 @pytest.mark.req("COAP-1")
 def test_an_exception_of_aiocoaps_message_layer_leaves_the_association_up(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
