@@ -71,7 +71,7 @@ from tests.aio_support import (
 from tests.interop_support import SameAddressClient
 from tests.local_http import LocalHttpServer, Route
 from tests.memory_link import record_layer
-from tests.peers import CLIENT_EUI64, LOCALHOST, free_udp_port
+from tests.peers import CLIENT_EUI64, LOCALHOST, TakesAnyAddress, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
 
 #: Every server datagram after the handshake's three (the HelloVerifyRequest and two flights).
@@ -1368,6 +1368,58 @@ def test_a_link_local_address_without_its_interface_is_named(
         assert (failed.value.errno, failed.value.strerror) == (errno.EINVAL, NEEDS_INTERFACE)
 
     run_on_loop(main(), loop_choice)
+
+
+class _Connected(Exception):
+    """Raised by `RecordsConnect.connect` once it has the address (no link to reach)."""
+
+
+class RecordsConnect(socket.socket):
+    """A socket that records the address it is connected to instead of connecting."""
+
+    def connect(self, address: Any) -> None:
+        raise _Connected(address)
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_given_socket_keeps_the_zone_of_a_link_local_address(loop_choice: str) -> None:
+    """connect("fe80::1%eth0", sock=) and serve(sock=) used (host, port), scope id 0: "cannot
+    reach [fe80::1%eth0]:P: Invalid argument" where sync.connect and the calls without sock=
+    worked; the socket now gets the resolver's address with its scope id (RFC 4007 §11). A
+    name with no address of the socket's family is refused as sync.connect refuses it (it
+    said "cannot resolve localhost: Name or service not known")."""
+    lo = socket.if_nametoindex("lo")
+    port = free_udp_port()
+
+    async def main() -> None:
+        with RecordsConnect(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            with pytest.raises(_Connected) as connected:
+                await aio.connect("fe80::1%lo", port, client_config(), sock=sock)
+            assert connected.value.args[0] == ("fe80::1", port, 0, lo)
+        with TakesAnyAddress(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bound = ("::", 0, 0, 0)
+            server = await aio.serve(echo, "fe80::1%lo", port, server_config(), sock=sock)
+            assert sock.bound == ("fe80::1", port, 0, lo)
+            await server.close()
+        with (
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock,
+            pytest.raises(ConfigError) as refused,
+        ):
+            await aio.connect("v4.example", port, client_config(), sock=sock)
+        assert str(refused.value) == (
+            "sock is an AF_INET6 (IPv6) socket but v4.example has no address of that family: "
+            "pass an AF_INET socket, or an IPv6 address"
+        )
+
+    resolved = [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", (LOCALHOST, port))]
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        return resolved if host == "v4.example" else real(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+        run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
 
 
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])

@@ -9,6 +9,7 @@ import inspect
 import ipaddress
 import math
 from socket import AF_INET, AF_INET6, SOCK_DGRAM, AddressFamily, socket
+from typing import Any
 
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -26,6 +27,7 @@ __all__ = [
     "check_sock",
     "check_timeout",
     "check_type",
+    "sock_address",
     "wrong_family",
 ]
 
@@ -126,6 +128,19 @@ def check_sock_family(sock: socket, host: str) -> None:
         return
     if sock.family in _VERSIONS and _VERSIONS[sock.family] != version:
         raise wrong_family(sock.family, host, f"is an IPv{version} address")
+
+
+def sock_address(sock: socket, infos: list[tuple[Any, ...]], host: str) -> Any:
+    """The address a caller's `sock=` connects or binds to for `host`: the first of
+    getaddrinfo's `infos` of the socket's family, in the resolver's order (RFC 6724), whole, so
+    an IPv6 address keeps its scope id (a link-local address's zone, RFC 4007 §11; a bare
+    `(host, port)` would give it scope 0, "Invalid argument"). A `ConfigError` when `host` has
+    no address of that family."""
+    if sock.family in _VERSIONS:
+        infos = [info for info in infos if info[0] == sock.family]
+        if not infos:
+            raise wrong_family(sock.family, host, "has no address of that family")
+    return infos[0][4]
 
 
 def wrong_family(family: int, host: str, what: str) -> ConfigError:

@@ -41,6 +41,7 @@ from iotdtls._arguments import (
     check_client_arguments,
     check_server_arguments,
     check_timeout,
+    sock_address,
 )
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
@@ -472,8 +473,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
         config, key = for_server(config, self._cache, host, port)
         loop = asyncio.get_running_loop()
         if self._sock is not None:
-            with reaching(host, port):
-                _connect_socket(self._sock, host, port)
+            await _connect_socket(loop, self._sock, host, port)
             return await self._open_on(loop, config, key, self._sock)
         with reaching(host, port):
             *firsts, last = await resolve_udp(loop, host, port)
@@ -523,12 +523,22 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             await self._conn.close()
 
 
-def _connect_socket(sock: socket.socket, host: str, port: int) -> None:
-    """Connect a caller-supplied UDP socket to `host:port` unless it is connected already."""
+async def _connect_socket(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int
+) -> None:
+    """Connect a caller-supplied UDP socket to `host:port` unless it is connected already: to
+    its first address of the socket's family (`sock_address`, a link-local zone kept), as
+    `sync.connect` does."""
     try:
         sock.getpeername()
+        return
     except OSError:
-        sock.connect((host, port))
+        pass
+    with reaching(host, port):
+        infos = await resolve_udp(loop, host, port)
+    address = sock_address(sock, infos, host)
+    with reaching(host, port):
+        sock.connect(address)
 
 
 def connect(
@@ -1161,6 +1171,9 @@ async def serve(
     else:
         if sock.getsockname()[1] == 0:
             with listening_on(host, port):
-                sock.bind((host, port))
+                infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
+            address = sock_address(sock, infos, host)
+            with listening_on(host, port):
+                sock.bind(address)
         transport = await open_server_transport(loop, protocol, sock)
     return DtlsServer(transport, protocol)

@@ -19,7 +19,7 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls._addresses import reaching, socket_to, sockets_in_turn
-from iotdtls._arguments import check_client_arguments, check_timeout, wrong_family
+from iotdtls._arguments import check_client_arguments, check_timeout, sock_address
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
@@ -362,12 +362,9 @@ def _connect_to(sock: socket.socket, host: str, port: int) -> None:
     in the resolver's order (RFC 6724)."""
     with reaching(host, port):
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        infos = [info for info in infos if info[0] == sock.family]
-        if not infos:
-            raise wrong_family(sock.family, host, "has no address of that family")
+    address = sock_address(sock, infos, host)
     with reaching(host, port):
-        sock.connect(infos[0][4])
+        sock.connect(address)
 
 
 def _closed_during_handshake() -> LocalProtocolError:
