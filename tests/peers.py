@@ -178,6 +178,21 @@ class TakesAnyAddress(socket.socket):
         return self.bound
 
 
+class V6OnlyByDefault(socket.socket):
+    """A socket made as on a host whose IPv6 sockets take no IPv4 unless told to (Linux with
+    net.ipv6.bindv6only=1, the BSDs, Windows): IPV6_V6ONLY on from the start."""
+
+    def __init__(self, family: int = -1, *args: Any, **kwargs: Any) -> None:
+        super().__init__(family, *args, **kwargs)
+        if self.family == socket.AF_INET6:
+            self.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def v6only(sock: Any) -> int:
+    """The IPV6_V6ONLY option of an IPv6 socket (or of a transport's socket)."""
+    return int(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+
+
 # -- peers ------------------------------------------------------------------------------------
 
 

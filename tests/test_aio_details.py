@@ -71,7 +71,14 @@ from tests.aio_support import (
 from tests.interop_support import SameAddressClient
 from tests.local_http import LocalHttpServer, Route
 from tests.memory_link import record_layer
-from tests.peers import CLIENT_EUI64, LOCALHOST, TakesAnyAddress, free_udp_port
+from tests.peers import (
+    CLIENT_EUI64,
+    LOCALHOST,
+    TakesAnyAddress,
+    V6OnlyByDefault,
+    free_udp_port,
+    v6only,
+)
 from tests.pubkey_support import x509_configs, x509_pki
 
 #: Every server datagram after the handshake's three (the HelloVerifyRequest and two flights).
@@ -1420,6 +1427,31 @@ def test_a_given_socket_keeps_the_zone_of_a_link_local_address(loop_choice: str)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket, "getaddrinfo", getaddrinfo)
         run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
+
+
+def test_a_server_on_the_ipv6_unspecified_address_takes_ipv4_too() -> None:
+    """`[::]:PORT` is every address, as README says, only where IPv6 sockets take IPv4 by
+    default (Linux's net.ipv6.bindv6only=0): elsewhere a server on "::" never heard an IPv4
+    client. It now turns IPV6_V6ONLY off itself; a specific IPv6 address and a socket given
+    with sock= are left as they are."""
+
+    async def main() -> None:
+        port = free_udp_port()
+        async with await aio.serve(echo, "::", port, server_config()) as server:
+            assert v6only(server._transport.get_extra_info("socket")) == 0
+            async with aio.connect(LOCALHOST, port, client_config()) as client:
+                client.send(b"over IPv4")
+                assert await asyncio.wait_for(client.recv(), 5.0) == b"over IPv4"
+        async with await aio.serve(echo, "::1", 0, server_config()) as server:
+            assert v6only(server._transport.get_extra_info("socket")) == 1
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as given:
+            server = await aio.serve(echo, "::", 0, server_config(), sock=given)
+            assert v6only(given) == 1
+            await server.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "socket", V6OnlyByDefault)
+        run(main())
 
 
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])

@@ -31,7 +31,7 @@ from iotdtls.errors import ConfigError
 from iotdtls.sessions import MemorySessionStore, SessionState
 from iotdtls.stats import ServerStats
 from tests.aio_support import WRONG_HANDLERS, client_config, eventually, run, server_config
-from tests.peers import LOCALHOST, free_udp_port
+from tests.peers import LOCALHOST, V6OnlyByDefault, free_udp_port, v6only
 
 GIVEN_SECRET = bytes(range(32))
 
@@ -482,6 +482,28 @@ def test_the_workers_sockets_share_one_port_and_a_large_receive_buffer(given: bo
             assert buffer >= 2 * min(aio.SERVER_RECEIVE_BUFFER, allowed)
     finally:
         for sock in sockets:
+            sock.close()
+
+
+def test_the_workers_sockets_on_the_ipv6_unspecified_address_take_ipv4_too() -> None:
+    """On a host whose IPv6 sockets take no IPv4 by default, workers on "::" heard IPv6 only
+    (README calls `[::]:PORT` every address): their sockets now have IPV6_V6ONLY off, the
+    port is taken for IPv4 too; a specific IPv6 address is left as it is."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(workers.socket, "socket", V6OnlyByDefault)
+        port = free_udp_port()
+        sockets = workers._bind_reuseport("::", port, 2)
+        try:
+            assert [v6only(sock) for sock in sockets] == [0, 0]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ipv4, \
+                    pytest.raises(OSError) as taken:
+                ipv4.bind((LOCALHOST, port))
+            assert taken.value.errno == errno.EADDRINUSE
+        finally:
+            for sock in sockets:
+                sock.close()
+        for sock in workers._bind_reuseport("::1", 0, 1):
+            assert v6only(sock) == 1
             sock.close()
 
 

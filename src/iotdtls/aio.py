@@ -1150,11 +1150,12 @@ async def serve(
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
-    free port (`DtlsServer.address` says which); host "0.0.0.0" or "::" every address ("" is
-    refused). A wrong argument raises `TypeError` (or `ConfigError` for the port, an empty
-    host or a closed `sock`) before any socket is made; an address that cannot be bound, the
-    `OSError` naming it, same type and errno ("cannot listen on 127.0.0.1:5684: Address
-    already in use"; a host that does not resolve, a `socket.gaierror`)."""
+    free port (`DtlsServer.address` says which); host "0.0.0.0" every IPv4 address, "::" every
+    address, IPv4 too (IPV6_V6ONLY turned off, whatever the host's default; not on a `sock`
+    given); "" is refused. A wrong argument raises `TypeError` (or `ConfigError` for the port,
+    an empty host or a closed `sock`) before any socket is made; an address that cannot be
+    bound, the `OSError` naming it, same type and errno ("cannot listen on 127.0.0.1:5684:
+    Address already in use"; a host that does not resolve, a `socket.gaierror`)."""
     check_handler(handler)
     check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ __all__ = [
     "SEND_QUEUE_LIMIT",
     "DrainingTransport",
     "bind_udp",
+    "dual_stack",
     "open_server_transport",
     "resolve_udp",
 ]
@@ -161,13 +162,24 @@ async def resolve_udp(
     return list(infos)
 
 
+def dual_stack(sock: socket.socket, address: Any) -> None:
+    """Before a server binds `sock` to `address`: for the IPv6 unspecified address `::`, take
+    IPv4 too (IPV6_V6ONLY off, IPv4 peers seen as ::ffff:a.b.c.d, RFC 4291 §2.5.5.2), so that
+    `[::]:PORT` is every address whatever the host's default (Linux's net.ipv6.bindv6only,
+    the BSDs' and Windows' IPv6 only). A specific IPv6 address is left as it is."""
+    if sock.family == socket.AF_INET6 and str(address[0]).partition("%")[0] == "::":
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+
+
 async def bind_udp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    """A UDP socket bound to the first address `host:port` resolves to that can be bound."""
+    """A UDP socket bound to the first address `host:port` resolves to that can be bound (`::`
+    dual-stack, `dual_stack`)."""
     infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
     failure: OSError | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
         try:
+            dual_stack(sock, address)
             sock.bind(address)
         except OSError as exc:
             sock.close()

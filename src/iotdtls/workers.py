@@ -66,6 +66,7 @@ from iotdtls._arguments import check_host, check_port, check_type
 from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
+from iotdtls.datagram import dual_stack
 from iotdtls.errors import ConfigError
 from iotdtls.sessions import SessionStore
 from iotdtls.stats import ServerStats
@@ -377,6 +378,7 @@ def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
     if port:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            dual_stack(probe, address)  # the IPv4 port too, as the workers' sockets take it
             probe.bind(address)  # without SO_REUSEPORT: fails if any socket holds the port
     sockets: list[socket.socket] = []
     try:
@@ -385,6 +387,7 @@ def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             aio.enlarge_receive_buffer(sock)
+            dual_stack(sock, address)
             sock.bind(address)
             address = sock.getsockname()
     except BaseException:
