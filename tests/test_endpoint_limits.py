@@ -636,6 +636,26 @@ def test_a_hosts_burst_beyond_the_table_completes_in_turns_none_evicted() -> Non
     assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 0
 
 
+def test_a_cookie_accepted_is_counted_once_its_association_is_made() -> None:
+    """A ClientHello with a valid cookie left to wait was counted `cookie_accepted` as well
+    as `host_handshakes_wait`, so `cookie_accepted` (16 here) exceeded the associations made
+    (12), which README says completed + failed + unfinished add up to. A wait is now counted
+    only as a wait, and the copy taken later as accepted."""
+    net = Net(server_config(max_handshakes=8, max_handshakes_per_host=3))
+    burst = [("203.0.113.10", 12000 + i) for i in range(12)]
+    for address in burst:
+        net.client(address)
+    net.pump()
+    gate = net.server.gate
+    assert (gate[GateOutcome.COOKIE_ACCEPTED], gate[GateOutcome.HOST_HANDSHAKES_WAIT]) == (8, 4)
+    net.now += 1.0
+    for client in net.clients.values():
+        client.handle_timer(net.now)
+    net.pump()
+    completed = sum(c.state is ConnectionState.ESTABLISHED for c in net.clients.values())
+    assert gate[GateOutcome.COOKIE_ACCEPTED] == completed == 12
+
+
 @pytest.mark.parametrize(
     ("address", "host"),
     [

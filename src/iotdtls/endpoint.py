@@ -90,6 +90,8 @@ class GateOutcome(IdentityHashEnum):
     FRAGMENTED_CLIENT_HELLO = auto()
     HELLO_VERIFY_SENT = auto()
     HELLO_VERIFY_TOO_LARGE = auto()
+    #: A ClientHello with a valid cookie (RFC 6347 §4.2.1) that starts an association; one
+    #: left to wait is `HOST_HANDSHAKES_WAIT` instead, counted here when a later copy is taken.
     COOKIE_ACCEPTED = auto()
     #: A ClientHello that starts an association with cookie exchange off (no cookie asked for;
     #: RFC 6347 §4.2.1 allows a server to skip it).
@@ -113,7 +115,8 @@ class GateOutcome(IdentityHashEnum):
     #: A ClientHello with a valid cookie dropped unanswered, `ServerConfig.max_handshakes` in
     #: progress and its host at or over `ServerConfig.max_handshakes_per_host` with none of its
     #: own stalled: its client sends it again (RFC 6347 §4.2.4), and it is taken once a
-    #: handshake has ended.
+    #: handshake has ended (then counted `COOKIE_ACCEPTED`). Counted at every copy that waits,
+    #: so a client may be counted here several times.
     HOST_HANDSHAKES_WAIT = auto()
     #: An established association let go, with close_notify, when a completed handshake would
     #: take the table beyond `ServerConfig.max_connections` (never for a half-open one); the
@@ -402,25 +405,32 @@ class ServerEndpoint:
             return
         addr_bytes = repr(address).encode()
         if not self.config.cookie_exchange:
-            self.gate[_HELLO_ACCEPTED_WITHOUT_COOKIE] += 1
+            accepted = _HELLO_ACCEPTED_WITHOUT_COOKIE
         elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
             old = self.connections.get(address)
             if old is not None and not issued_since(cookie, self._heard_since(address, old), now):
                 self.gate[GateOutcome.STALE_COOKIE] += 1
                 return
-            self.gate[_COOKIE_ACCEPTED] += 1
+            accepted = _COOKIE_ACCEPTED
         else:
             new_cookie = self._cookies.make(now, addr_bytes, without_cookie)
             self._hello_verify(data, record_seq, message_seq, new_cookie, address)
             return
-        self._associate(data, address, now)
+        self._associate(data, address, now, accepted)
 
-    def _associate(self, data: bytes, address: Address, now: float) -> None:
+    def _associate(
+        self, data: bytes, address: Address, now: float, accepted: GateOutcome | None = None
+    ) -> None:
         """A new association from `address` (its cookie verified, or none asked), given `data`,
-        the datagram that starts its ClientHello."""
+        the datagram that starts its ClientHello; counted as `accepted` once it is made, so
+        that a ClientHello left to wait (`GateOutcome.HOST_HANDSHAKES_WAIT`) is not: the
+        associations counted are those that complete, fail or are unfinished at the stop
+        (`ServerStats.handshakes_unfinished`)."""
         host = host_of(address)
         if not self._make_room(address, host, now):
             return
+        if accepted is not None:
+            self.gate[accepted] += 1
         conn = DtlsConnection(
             self.config, session_store=self._store, log_failures=self.log_failures
         )
