@@ -663,7 +663,12 @@ def test_a_cookie_accepted_is_counted_once_its_association_is_made() -> None:
         (("::ffff:192.0.2.1", 5684, 0, 0), "192.0.2.1"),  # IPv4-mapped: its IPv4 address
         (("2001:db8:1:2:aaaa::1", 5684, 0, 0), ipaddress.IPv6Network("2001:db8:1:2::/64")),
         (("2001:db8:1:2:ffff::9", 1, 0, 0), ipaddress.IPv6Network("2001:db8:1:2::/64")),
-        (("fe80::1%eth0", 5684, 0, 2), ipaddress.IPv6Network("fe80::/64")),
+        # A link-local address: its /64 and its zone, each link its own (RFC 4007 §5).
+        (("fe80::1%eth0", 5684, 0, 2), (ipaddress.IPv6Network("fe80::/64"), 2)),
+        (("fe80::1", 5684, 0, 4), (ipaddress.IPv6Network("fe80::/64"), 4)),
+        (("fe80::2", 5684, 0, 5), (ipaddress.IPv6Network("fe80::/64"), 5)),
+        (("fe80::1%eth1", 5684), (ipaddress.IPv6Network("fe80::/64"), "eth1")),
+        (("64:ff9b::c000:201", 1, 0, 0), ipaddress.IPv6Network("64:ff9b::/64")),  # NAT64
         (("client-a", 1), "client-a"),  # a test's or an adapter's own address: its first element
         (("not:an:address", 1), "not:an:address"),
         ((b"\x01\x02", 7), b"\x01\x02"),
@@ -674,6 +679,20 @@ def test_a_cookie_accepted_is_counted_once_its_association_is_made() -> None:
 )
 def test_host_of_groups_an_ipv6_64_and_v4_mapped_addresses(address: Any, host: Any) -> None:
     assert host_of(address) == host
+
+
+def test_link_local_peers_on_two_links_are_two_hosts() -> None:
+    """fe80::1 on interface 4 and fe80::1 on interface 5 are on two links (RFC 4007 §5):
+    they counted as one host, so one link's burst made the other link's peers wait; each
+    link's peers now count apart, and those of one link together."""
+    net = Net(server_config(max_handshakes=4, max_handshakes_per_host=2))
+    for i in range(4):
+        net.half_open((f"fe80::{i + 1:x}", 4000 + i, 0, 4))
+    net.half_open(("fe80::1", 5000, 0, 5))  # another link: under its cap, not left to wait
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 0
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 1
+    net.half_open(("fe80::99", 5001, 0, 4))  # the crowded link: waits
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKES_WAIT] == 1
 
 
 @pytest.mark.req("HS-2")

@@ -107,10 +107,10 @@ class GateOutcome(IdentityHashEnum):
     #: another host's handshakes take the place of the crowding host's, never the reverse.
     OVER_CAP_HANDSHAKE_EVICTED = auto()
     #: A host's own oldest half-open association, stalled (`ServerEndpoint._stalled`), let go
-    #: when that host (`host_of`: an IPv4 address, an IPv6 /64) at or over
-    #: `ServerConfig.max_handshakes_per_host` starts one more while `ServerConfig.max_handshakes`
-    #: are in progress: one host completing cookie exchanges fast cannot push other hosts'
-    #: handshakes out of the table.
+    #: when that host (`host_of`: an IPv4 address, an IPv6 /64, a link-local one's with its
+    #: zone) at or over `ServerConfig.max_handshakes_per_host` starts one more while
+    #: `ServerConfig.max_handshakes` are in progress: one host completing cookie exchanges
+    #: fast cannot push other hosts' handshakes out of the table.
     HOST_HANDSHAKE_EVICTED = auto()
     #: A ClientHello with a valid cookie dropped unanswered, `ServerConfig.max_handshakes` in
     #: progress and its host at or over `ServerConfig.max_handshakes_per_host` with none of its
@@ -759,9 +759,12 @@ def host_of(address: Address) -> Hashable:
     (`ServerConfig.max_handshakes_per_host`). For a socket address (host, port, ...): the IPv4
     address; for IPv6 its /64 prefix (RFC 4291 §2.5.4: one subnet, the least an end site is
     given, RFC 6177 §2), so one subscriber cannot pass for many hosts by changing its low
-    bits; an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2) as its IPv4 address. Any other tuple
-    (the sans-I/O core takes whatever addresses an adapter gives) by its first element;
-    anything else as it is."""
+    bits; a link-local one's /64 with its zone, the scope id (or the "%zone" of its host),
+    since fe80::/64 on another interface is another link (RFC 4007 §5); an IPv4-mapped IPv6
+    address (RFC 4291 §2.5.5.2) as its IPv4 address. NAT64 addresses (64:ff9b::/96, RFC 6052
+    §2.1) are left in their /64: every IPv4 client behind one NAT64 counts as one host. Any
+    other tuple (the sans-I/O core takes whatever addresses an adapter gives) by its first
+    element; anything else as it is."""
     host: Hashable = address[0] if type(address) is tuple and address else address
     if type(host) is not str or ":" not in host:  # an IPv4 address is its own host
         return host
@@ -771,7 +774,11 @@ def host_of(address: Address) -> Hashable:
         return host
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
-    return ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
+    prefix = ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
+    if ip.is_link_local:
+        scope = address[3] if type(address) is tuple and len(address) >= 4 else 0
+        return (prefix, scope or ip.scope_id)
+    return prefix
 
 
 def _starts_with_hello(data: bytes) -> bool:
