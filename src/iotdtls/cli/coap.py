@@ -106,7 +106,9 @@ def register(sub: Any) -> None:
     srv = commands.add_parser("serve", help="serve /.well-known/core, /hello, /counter")
     srv.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
-        help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT})",
+        help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT}); "
+        "[::] and 0.0.0.0 answer from the address the kernel picks: on a host with several, "
+        "name one",
     )
     add_server_credentials(srv)
     add_common_flags(srv)
