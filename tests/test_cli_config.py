@@ -880,6 +880,7 @@ def test_psk_file_mistakes_name_the_line(tmp_path: Path, line: str, problem: str
         ("[::1]:65535", ("::1", 65535)),
         ("[2001:db8::7]:5684", ("2001:db8::7", 5684)),
         ("[fe80::1%eth0]:5684", ("fe80::1%eth0", 5684)),
+        ("[fe80::1%25eth0]:5684", ("fe80::1%eth0", 5684)),  # a coaps URI's zone (RFC 6874)
         ("[]:7", ("127.0.0.1", 7)),
         ("gw.example:1", ("gw.example", 1)),
         ("GATEWAY-X:2", ("GATEWAY-X", 2)),  # only the brackets of an IPv6 address go
@@ -917,12 +918,49 @@ def test_a_server_listen_address_without_host_is_refused(
         ("[::1", "expected HOST:PORT, got '[::1'"),
         ("[::1]5684", "expected HOST:PORT, got '[::1]5684'"),
         ("[::1]:x", "port must be a number from 0 to 65535, got 'x'"),
+        ("[fe80::1%25]:1", "the IPv6 zone of [fe80::1%25] is empty (RFC 6874): give the "
+         "interface, as in [fe80::1%25eth0]"),
     ],
 )
 def test_hostport_mistakes(text: str, message: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse_hostport(text)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "example"),
+    [
+        ("::1", "[::1]:PORT"),  # was host ":" port 1
+        ("fd00::2", "[fd00::2]:PORT"),  # was host "fd00:" port 2
+        ("::1:39960", "[::1]:39960"),  # was taken as [::1]:39960 without a word
+        ("fd00::2:5684", "[fd00::2]:5684 or [fd00::2:5684]:PORT"),  # both are addresses
+        ("fe80::1%eth0:5684", "[fe80::1%eth0]:5684"),
+        ("a:b:1", "[::1]:5684"),
+    ],
+)
+@pytest.mark.parametrize("command", [["client"], ["perf"], ["server", "--listen"],
+                                     ["coap", "serve", "--listen"]])
+def test_an_ipv6_address_outside_brackets_is_refused(
+    capsys: pytest.CaptureFixture[str], never_serve: None, command: list[str], text: str,
+    example: str,
+) -> None:
+    """An IPv6 address without brackets was split at its last ":" (as host and port), which
+    gave a host that makes no sense or, worse, a port taken from the address: refused, in one
+    line saying to write it in brackets."""
+    assert refused(capsys, *command, text, *PSK) == (
+        f"expected HOST:PORT, got {text!r}: write an IPv6 address in brackets, as in {example}"
+    )
+
+
+def test_a_host_in_brackets_is_refused_as_a_server_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--server-name [::1] said only that '[::1]' is neither a DNS name nor an IP address."""
+    assert refused(capsys, "client", "[::1]:5684", "--server-name", "[::1]", *PSK) == (
+        "server name '[::1]' is neither a DNS name nor an IP address (give it without "
+        "brackets, '::1')"
+    )
 
 
 def test_hex_bytes_quotes_a_wrong_public_value_and_accepts_spaces() -> None:

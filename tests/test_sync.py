@@ -670,6 +670,20 @@ def test_an_empty_host_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -
     assert made == []
 
 
+def test_a_host_in_brackets_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect("[::1]", ...) said "server name '[::1]' is neither a DNS name nor an IP
+    address": brackets are for [V6]:PORT and URIs, the host goes without them."""
+    made = udp_sockets_made(monkeypatch)
+    for make in (sync.connect, sync.DtlsClient):
+        with pytest.raises(ConfigError) as refused:
+            make("[::1]", 5684, client_config())
+        assert str(refused.value) == (
+            "host '[::1]' is in brackets: give it without them, '::1' (brackets are for "
+            "[V6]:PORT and URIs)"
+        )
+    assert made == []
+
+
 def test_a_host_that_does_not_resolve_is_named() -> None:
     """As in aio: a socket.gaierror naming the host, not only "Name or service not known"."""
     for make in (sync.connect, sync.DtlsClient):

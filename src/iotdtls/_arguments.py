@@ -47,8 +47,15 @@ def check_port(port: object, *, any_port: bool = False) -> None:
 
 def check_host(host: object, *, server: bool = False) -> None:
     """`host` is a str (or None for a server: every address); not "", which the resolver
-    refuses (socket.gaierror) though `socket.bind` would take it for every IPv4 address."""
+    refuses (socket.gaierror) though `socket.bind` would take it for every IPv4 address; not
+    an IPv6 address in brackets ("[::1]"), which are for `[V6]:PORT` and URIs (RFC 3986
+    §3.2.2), not for a host alone."""
     check_type("host", host, str, optional=server)
+    if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
+        raise ConfigError(
+            f"host {host!r} is in brackets: give it without them, {host[1:-1]!r} (brackets "
+            "are for [V6]:PORT and URIs)"
+        )
     if host == "":
         if server:
             raise ConfigError(

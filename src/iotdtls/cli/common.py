@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, NoReturn
 
-from iotdtls._addresses import format_hostport
+from iotdtls._addresses import format_hostport, host_from_uri
 from iotdtls._files import RefusedFile, open_private_append, same_file
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
@@ -148,23 +149,54 @@ class Once(argparse.Action):
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """`HOST:PORT`, `[V6]:PORT` (a link-local address with its interface: `[fe80::1%eth0]:PORT`)
-    or `:PORT`."""
+    """`HOST:PORT`, `[V6]:PORT` (a link-local address with its interface: `[fe80::1%eth0]:PORT`,
+    or as a coaps URI writes it, `[fe80::1%25eth0]:PORT`, RFC 6874 §2) or `:PORT`. An IPv6
+    address outside brackets is refused: `fd00::2:5684` is itself an IPv6 address, and
+    `::1` would be read as host ":" and port 1."""
     if text.startswith("["):
         host, bracket, after = text[1:].partition("]")
         sep, port = after[:1], after[1:]
         if not bracket or sep not in ("", ":"):
             raise UsageError(f"expected HOST:PORT, got {text!r}")
+        try:
+            host = host_from_uri(host)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
             raise UsageError(f"expected HOST:PORT, got {text!r}")
+        if ":" in host:
+            raise UsageError(
+                f"expected HOST:PORT, got {text!r}: write an IPv6 address in brackets, "
+                f"as in {_bracketed_examples(text)}"
+            )
     if not port:
         raise UsageError(f"expected HOST:PORT, got {text!r}: the port is missing")
     host = host or default_host
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
+
+
+def _bracketed_examples(text: str) -> str:
+    """What `text`, an IPv6 address with or without a port after it, may have meant in
+    `[V6]:PORT` form: "[fd00::2]:5684 or [fd00::2:5684]:PORT"."""
+    host, _, port = text.rpartition(":")
+    examples = []
+    if port.isdigit() and _is_ipv6(host):
+        examples.append(f"[{host}]:{port}")
+    if ":" not in text.partition("%")[2] and _is_ipv6(text):  # a ":" after the zone: a port
+        examples.append(f"[{text}]:PORT")
+    return " or ".join(examples) or f"[::1]:{DEFAULT_PORT}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -66,8 +66,14 @@ def reference_identity(server_name: str) -> str | IpAddress:
     and dots that make no IP address), for an address in another spelling of inet_aton's
     ("127.1", "0x7f.1", "0x7f000001": RFC 6066 §3 permits no address literal in a HostName,
     and a resolver connects to 127.0.0.1 for them), and for a name whose last label is all
-    digits ("host.123": no host name, RFC 3696 §2, RFC 1123 §2.1).
+    digits ("host.123": no host name, RFC 3696 §2, RFC 1123 §2.1), and for an address in
+    brackets ("[::1]": the brackets of a URI's host, RFC 3986 §3.2.2, are not part of it).
     """
+    if server_name.startswith("[") and server_name.endswith("]"):
+        raise ConfigError(
+            f"server name {server_name!r} is neither a DNS name nor an IP address (give it "
+            f"without brackets, {server_name[1:-1]!r})"
+        )
     if ":" in server_name or _DOTTED_DIGITS.fullmatch(server_name):
         try:
             address = ipaddress.ip_address(server_name)
