@@ -139,7 +139,7 @@ def busy_result() -> LoadResult:
         messages_echoed=15, messages_lost=1, messages_mismatched=3, messages_unanswered=2,
         echo_latencies=[0.00151234, 0.00051234],
         datagrams_sent=50, datagrams_received=40, bytes_sent=5000, bytes_received=4000,
-        icmp_errors=3, processes=2, loop="uvloop",
+        icmp_errors=3, processes=2, loop="uvloop", address="192.0.2.7:5684",
         association_failures=Counter({"closed by the server": 1}), sessions_offered=5,
         resumed_latencies=[0.0009001, 0.0005006, 0.0007004, 0.0006009],
     )  # fmt: skip
@@ -149,6 +149,7 @@ def test_the_summary_has_every_figure() -> None:
     assert busy_result().summary() == {
         "elapsed_s": 2.013,
         "window_s": 1.75,
+        "address": "192.0.2.7:5684",
         "processes": 2,
         "loop": "uvloop",
         "handshakes": {"started": 12, "completed": 8, "completed_in_window": 6, "failed": 3,
@@ -194,9 +195,9 @@ def test_the_report_shows_what_happened_and_leaves_out_what_did_not() -> None:
     ]
     quiet = LoadResult(elapsed=1.0, window=1.0, started=2, completed=2, completed_in_window=2,
                        latencies=[0.001, 0.001], datagrams_sent=6, datagrams_received=6,
-                       bytes_sent=600, bytes_received=500, loop="asyncio")
+                       bytes_sent=600, bytes_received=500, loop="asyncio", address="[::1]:1")
     assert quiet.report("h:1", 1).splitlines() == [
-        "iotdtls perf h:1: 1.00 s, concurrency 1, 1 process (asyncio)",
+        "iotdtls perf h:1 ([::1]:1): 1.00 s, concurrency 1, 1 process (asyncio)",
         "handshakes: 2 completed, 0 failed; 2.0/s",
         "latency ms: median 1.00, p99 1.00, max 1.00",
         "failures: none",
@@ -462,6 +463,34 @@ def test_a_port_nobody_serves_fails_each_handshake_early_as_port_unreachable() -
         assert result.datagrams_received == 0
 
     run(main())
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_name_with_several_addresses_is_run_against_the_first_that_answers(
+    monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """A name resolving to ::1 first, a server on 127.0.0.1 only: the run used the first
+    address alone, and every handshake failed "port unreachable" where `iotdtls client`
+    moves on to 127.0.0.1. It now picks its address as `aio.connect` does (a handshake to
+    ::1 refused, not counted), and says which it used."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def dual(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return [*real_getaddrinfo("::1", port, *args, **kwargs),
+                    *real_getaddrinfo(LOCALHOST, port, *args, **kwargs)]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dual)
+    with server_on_a_thread() as server:
+        port = server.address[1]
+        load = spec(host="dual.test", port=port, handshakes=2, concurrency=2,
+                    config=client_config(handshake_timeout=10.0))
+        result = run_load(load, processes=processes, loop_choice="asyncio")
+    assert (result.completed, result.failures, result.icmp_errors) == (2, Counter(), 0)
+    assert result.address == f"{LOCALHOST}:{port}"
+    assert result.report(f"dual.test:{port}", 2).startswith(
+        f"iotdtls perf dual.test:{port} ({LOCALHOST}:{port}): ")
 
 
 async def swallow(session: aio.ServerSession) -> None:

@@ -31,7 +31,14 @@ from iotdtls._children import Child, ignore_sigint, reap, spawn
 from iotdtls.config import ClientConfig
 from iotdtls.crypto.aead import CCM8_OVERHEAD
 from iotdtls.errors import ConfigError
-from iotdtls.perf.engine import PROGRESS_INTERVAL, LoadSpec, ProgressCallback, lanes, run_engine
+from iotdtls.perf.engine import (
+    PROGRESS_INTERVAL,
+    LoadSpec,
+    ProgressCallback,
+    lanes,
+    pick_target,
+    run_engine,
+)
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.record import RECORD_HEADER_LEN
 
@@ -226,6 +233,7 @@ async def _run_processes(
     spec: LoadSpec, processes: int, progress: ProgressCallback | None, loop_choice: str
 ) -> LoadResult:
     latest: dict[int, LoadProgress] = {}
+    spec = await pick_target(spec)  # once, here: every generator process uses that address
     children, results = _start_children(spec, processes, loop_choice, latest)
     stop = asyncio.Event()
     reporter = asyncio.ensure_future(_report_children(latest, progress)) if progress else None

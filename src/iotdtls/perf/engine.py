@@ -10,22 +10,29 @@ association the session of its previous one (RFC 5246 §7.3): one full handshake
 abbreviated ones for as long as the server resumes. With a `chain_cache` (certificate mode),
 every association offers the server's chain in cached_info (RFC 7924), as `aio.connect` does:
 the one the cache held when the run began, or the one a handshake of the run brought.
+
+Of a name with several addresses (IPv6 and IPv4), the run uses the one `aio.connect` would:
+the first whose handshake does not fail before any answer (`pick_target`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from iotdtls._addresses import format_address, reaching
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
+from iotdtls.datagram import resolve_udp
 from iotdtls.errors import (
     AlertReceived,
     AlertSent,
@@ -38,7 +45,9 @@ from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.sessions import SessionState
 
-__all__ = ["LoadSpec", "lanes", "run_engine"]
+__all__ = ["LoadSpec", "lanes", "pick_target", "run_engine"]
+
+logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[LoadProgress], None]
 #: Seconds between progress reports.
@@ -72,6 +81,9 @@ class LoadSpec:
     #: Server chains kept between runs: each association offers the server's in cached_info
     #: (RFC 7924; certificate mode).
     chain_cache: ChainCache | None = None
+    #: The server's address: one of getaddrinfo's answers for `host:port` (family, type,
+    #: proto, canonname, sockaddr), or None to let `pick_target` choose it.
+    target: tuple[Any, ...] | None = None
 
 
 def lanes(spec: LoadSpec) -> int:
@@ -208,10 +220,11 @@ class _Engine:
         self._deadline = (
             self._start + spec.duration if spec.duration is not None else float("inf")
         )
-        family, _, _, _, address = socket.getaddrinfo(
-            spec.host, spec.port, type=socket.SOCK_DGRAM
-        )[0]
+        if spec.target is None:
+            raise ValueError("the spec has no target: run pick_target first")
+        family, _, _, _, address = spec.target
         self._family, self.address = family, address
+        self.result.address = format_address(address)
         self._payload = bytes(spec.message_size)
 
     def stop(self) -> None:
@@ -266,6 +279,27 @@ class _Engine:
             return None
         # None after a fatal alert (RFC 5246 §7.2.2) or when the server gave no session_id.
         return assoc.conn.session
+
+    async def answers(self) -> bool:
+        """Whether a handshake with `address` gets past its first flight: False when its
+        socket cannot connect or the network reports the port unreachable (RFC 8085 §5.2)
+        before any answer, True otherwise (completed, or ended by an alert or a timeout, as
+        `aio.connect` then tries no other address). Counted in this engine's figures only."""
+        try:
+            assoc = await self._open(None)
+        except OSError as exc:
+            logger.info("cannot reach %s: %s", self.result.address, exc.strerror or exc)
+            return False
+        try:
+            await assoc.handshake
+        except PortUnreachable as exc:
+            logger.info("%s", exc)
+            return False
+        except DtlsError:
+            pass
+        finally:
+            assoc.finish()
+        return True
 
     async def _open(self, session: SessionState | None) -> _Association:
         """A fresh UDP socket connected to the server, and the association on it."""
@@ -347,14 +381,33 @@ class _Engine:
         return result
 
 
+async def pick_target(spec: LoadSpec) -> LoadSpec:
+    """`spec` with its `target` chosen as `aio.connect` chooses an address: of those `host`
+    resolves to (IPv6 and IPv4 of one name), the first whose handshake does not fail before
+    any answer (`_Engine.answers`), else the last. Each but the last is tried with a handshake
+    of its own, before the run and not counted in its figures (ended with close_notify)."""
+    if spec.target is not None:
+        return spec
+    loop = asyncio.get_running_loop()
+    with reaching(spec.host, spec.port):
+        *firsts, last = await resolve_udp(loop, spec.host, spec.port)
+    for target in firsts:
+        chosen = dataclasses.replace(spec, target=target)
+        if await _Engine(chosen, loop).answers():
+            return chosen
+        logger.info("trying the next address of %s", spec.host)
+    return dataclasses.replace(spec, target=last)
+
+
 async def run_engine(
     spec: LoadSpec,
     progress: ProgressCallback | None = None,
     stop: asyncio.Event | None = None,
 ) -> LoadResult:
     """Run `spec` on the running loop until done or until `stop` is set (then associations
-    still in progress are abandoned and counted as unfinished)."""
-    engine = _Engine(spec, asyncio.get_running_loop())
+    still in progress are abandoned and counted as unfinished); its target, if it names
+    none, is the one `pick_target` chooses."""
+    engine = _Engine(await pick_target(spec), asyncio.get_running_loop())
     running = [asyncio.ensure_future(engine.lane()) for _ in range(lanes(spec))]
     everything = asyncio.gather(*running)
     waiters: set[asyncio.Future[Any]] = {everything}

@@ -75,6 +75,9 @@ class LoadResult:
     icmp_errors: int = 0
     processes: int = 1
     loop: str = ""
+    #: The server's address the run used ("[::1]:5684"): of a name with several, the first
+    #: that answered (`pick_target`).
+    address: str = ""
 
     def __add__(self, other: LoadResult) -> LoadResult:
         """The figures of two generator processes as one run: the longer run's times, the
@@ -113,6 +116,7 @@ class LoadResult:
         return {
             "elapsed_s": round(self.elapsed, 3),
             "window_s": round(self.window, 3),
+            "address": self.address,
             "processes": self.processes,
             "loop": self.loop,
             "handshakes": {
@@ -151,8 +155,9 @@ class LoadResult:
         """The final report, a few lines of text."""
         s = self.summary()
         hs, lat = s["handshakes"], s["latency_ms"]
+        used = f" ({self.address})" if self.address not in ("", target) else ""
         lines = [
-            f"iotdtls perf {target}: {self.elapsed:.2f} s, concurrency {concurrency}, "
+            f"iotdtls perf {target}{used}: {self.elapsed:.2f} s, concurrency {concurrency}, "
             f"{self.processes} process{'es' if self.processes > 1 else ''} ({self.loop})",
             f"handshakes: {hs['completed']} completed, {hs['failed']} failed"
             + (f", {hs['unfinished']} unfinished" if hs["unfinished"] else "")
