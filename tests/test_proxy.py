@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -59,6 +60,50 @@ class UdpEcho:
         self._stop.set()
         self._thread.join(1.0)
         self.sock.close()
+
+
+def link_local_address() -> str | None:
+    """A link-local IPv6 address of this host with its interface ("fe80::1%eth0"), from
+    Linux's /proc/net/if_inet6 (address, index, prefix length, scope, flags, name); None
+    elsewhere or without one."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        address, _, _, scope, _, name = line.split()
+        if scope == "20":  # IPV6_ADDR_LINKLOCAL
+            return f"{ipaddress.IPv6Address(bytes.fromhex(address))}%{name}"
+    return None
+
+
+LINK_LOCAL = link_local_address()
+
+
+def sockaddr(host: str, port: int) -> tuple[Any, ...]:
+    """The socket address of `host:port` (an IPv6 zone as its scope id)."""
+    return tuple(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4])
+
+
+@pytest.mark.skipif(LINK_LOCAL is None, reason="no link-local IPv6 address here")
+def test_a_link_local_address_keeps_its_interface() -> None:
+    """The proxy kept only (host, port) of the addresses it resolved: the scope id of
+    [fe80::1%eth0] was lost, listening on it failed "Invalid argument" and datagrams to such
+    a target or client were refused unseen. Its interface is kept, and named."""
+    assert LINK_LOCAL is not None
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+        server.bind(sockaddr(LINK_LOCAL, 0))
+        server.settimeout(2.0)
+        client.settimeout(2.0)
+        port = server.getsockname()[1]
+        with LossyProxy((LINK_LOCAL, port), seed=1, listen=(LINK_LOCAL, 0), lifetime=5.0) as p:
+            assert p.target == (LINK_LOCAL, port) and p.address[0] == LINK_LOCAL
+            client.sendto(b"there", sockaddr(*p.address))
+            data, source = server.recvfrom(100)
+            server.sendto(b"back", source)
+            assert (data, client.recv(100)) == (b"there", b"back")
+            assert p.client_address is not None and p.client_address[0] == LINK_LOCAL
 
 
 @pytest.fixture

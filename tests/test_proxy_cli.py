@@ -161,6 +161,12 @@ def test_flag_mistakes_are_one_line(
          "name the server's address (see --help)"),
         (["--target", "127.0.0.1:37812", "--listen", "0.0.0.0:37812"],
          "target 127.0.0.1:37812 is the proxy's own listening address (0.0.0.0:37812)"),
+        # A link-local address without its interface: what the rest of the project says (the
+        # target was taken, every datagram to it then refused by the kernel unseen).
+        (["--target", "[fe80::1]:40930"], "target [fe80::1]:40930: a link-local address needs "
+         "%interface, as in [fe80::1%eth0]:40930 (see --help)"),
+        (["--listen", "[fe80::1]:40931"], "cannot listen on [fe80::1]:40931: a link-local "
+         "address needs %interface, as in [fe80::1%eth0]:40931 (see --help)"),
     ],
 )
 def test_configuration_mistakes_are_one_line(
@@ -379,6 +385,15 @@ def test_a_run_without_datagrams_says_so(
 ) -> None:
     assert main(["--target", "127.0.0.1:9", "--lifetime", "0.1"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "stopped; no datagrams"
+
+
+def test_an_ipv6_address_is_printed_in_brackets(
+    capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """"listening on :::39991 -> ::1:39990": now as the rest of the project writes them."""
+    assert main(["--listen", "[::1]:0", "--target", "[::1]:9", "--lifetime", "0.1"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(r"listening on \[::1\]:\d+ -> \[::1\]:9", line), line
 
 
 def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,12 +21,14 @@ __all__ = [
     "format_address",
     "format_hostport",
     "host_from_uri",
+    "host_port",
     "interface_name",
     "listening_on",
     "reaching",
     "socket_error",
     "socket_to",
     "uri_host",
+    "zone_needed",
 ]
 
 #: RFC 6874 §2: in a URI, the zone of an IPv6 address follows the percent-encoded "%".
@@ -45,6 +47,12 @@ def format_address(address: Any) -> str:
     if not (isinstance(address, tuple) and len(address) >= 2):
         return repr(address)
     return format_hostport(_zoned_host(address), address[1])
+
+
+def host_port(address: tuple[Any, ...]) -> tuple[str, int]:
+    """The (host, port) of a socket address, a non-zero IPv6 scope id kept as the host's zone
+    (`("fe80::1%eth0", 5684)`, which getaddrinfo reads back with its scope id)."""
+    return _zoned_host(address), int(address[1])
 
 
 def _zoned_host(address: Any) -> str:
@@ -157,10 +165,18 @@ def sockets_in_turn(
 def socket_error(exc: OSError, host: str, port: int) -> str:
     """What went wrong using `host:port`: the error's text, or for the kernel's "Invalid
     argument" about a link-local IPv6 address without its interface, what to write instead."""
-    if exc.errno == errno.EINVAL and _link_local_without_zone(host):
-        example = format_hostport(f"{host}%eth0", port)
-        return f"a link-local address needs %interface, as in {example}"
+    if exc.errno == errno.EINVAL and (needed := zone_needed(host, port)):
+        return needed
     return exc.strerror or str(exc)
+
+
+def zone_needed(host: str, port: int) -> str:
+    """For a link-local IPv6 address without its interface (which the kernel refuses with a
+    bare "Invalid argument"), what to write instead, its zone after "%" (RFC 4007 §11): "a
+    link-local address needs %interface, as in [fe80::1%eth0]:5684"; "" for any other host."""
+    if not _link_local_without_zone(host):
+        return ""
+    return f"a link-local address needs %interface, as in {format_hostport(f'{host}%eth0', port)}"
 
 
 def _link_local_without_zone(host: str) -> bool:

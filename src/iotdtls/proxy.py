@@ -68,9 +68,9 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from iotdtls._addresses import format_hostport
+from iotdtls._addresses import format_hostport, host_port, listening_on, zone_needed
 from iotdtls.cli.common import Parser, UsageError, parse_hostport
 
 __all__ = [
@@ -173,9 +173,10 @@ def _default_socket_factory(family: socket.AddressFamily) -> socket.socket:
     return socket.socket(family, socket.SOCK_DGRAM)
 
 
-def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[str, int]]:
-    """The family and socket address of `address`; ValueError for a port outside 0-65535
-    (getaddrinfo would take it modulo 65536), OSError naming a host that does not resolve."""
+def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The family and socket address of `address` (an IPv6 one with its scope id: the zone of
+    "fe80::1%eth0"); ValueError for a port outside 0-65535 (getaddrinfo would take it modulo
+    65536), OSError naming a host that does not resolve."""
     host, port = address
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
@@ -186,17 +187,20 @@ def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[str,
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, sockaddr = infos[0]
-    return family, (str(sockaddr[0]), int(sockaddr[1]))
+    return family, tuple(sockaddr)
 
 
 def _target_problem(target: tuple[str, int], listen: tuple[str, int]) -> str | None:
     """Why the proxy could never reach a server at `target` (both resolved), as a line saying
     what to name instead; None when it can: a port 0, an unspecified address (the server's
     replies come from its real address, not from "0.0.0.0", and would all be ignored), or the
-    proxy's own listening address (what it forwards would come back to itself)."""
+    proxy's own listening address (what it forwards would come back to itself), a link-local
+    address without its interface (the kernel would refuse every datagram sent to it)."""
     host, port = target
     if port == 0:
         return f"target {format_hostport(host, port)} has port 0: name the port the server uses"
+    if needed := zone_needed(host, port):
+        return f"target {format_hostport(host, port)}: {needed}"
     if ipaddress.ip_address(host.partition("%")[0]).is_unspecified:
         example = format_hostport("::1" if ":" in host else "127.0.0.1", port)
         return (
@@ -214,13 +218,10 @@ def _target_problem(target: tuple[str, int], listen: tuple[str, int]) -> str | N
     return None
 
 
-def _bind_listening(sock: socket.socket, address: tuple[str, int]) -> None:
-    """Bind the socket clients send to; an error names the address."""
-    try:
+def _bind_listening(sock: socket.socket, address: tuple[Any, ...]) -> None:
+    """Bind the socket clients send to; an error names the address (`listening_on`)."""
+    with listening_on(*host_port(address)):
         sock.bind(address)
-    except OSError as exc:
-        host, port = address
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 class LossyProxy:
@@ -231,7 +232,8 @@ class LossyProxy:
     blocks for more than a few tens of milliseconds, so `stop()` returns within a second.
 
     Attributes:
-        address: the (host, port) that clients send to.
+        address: the (host, port) that clients send to; an IPv6 host with its zone, if it
+            has one ("fe80::1%eth0"), as are `target` and `client_address`.
         log: every datagram received, in order of arrival (a list appended by the thread;
             read it after `stop()` or through `snapshot()` while running); empty without
             `keep_log`.
@@ -309,9 +311,12 @@ class LossyProxy:
         self._rebind_requested = threading.Event()
         self._socket_factory = socket_factory or _default_socket_factory
 
-        self._target_family, self.target = _resolve(target)
+        self._target_family, self._target_sockaddr = _resolve(target)
+        self.target: tuple[str, int] = host_port(self._target_sockaddr)
+        #: Where the client's datagrams come from (its scope id kept), once it has sent one.
+        self._client_sockaddr: tuple[Any, ...] | None = None
         listen_family, listen_addr = _resolve(listen)
-        problem = _target_problem(self.target, listen_addr)
+        problem = _target_problem(self.target, host_port(listen_addr))
         if problem is not None:
             raise ValueError(problem)
         self._listen = self._socket_factory(listen_family)
@@ -323,8 +328,7 @@ class LossyProxy:
         except BaseException:
             self._close_sockets()
             raise
-        host, port = self._listen.getsockname()[:2]
-        self.address: tuple[str, int] = (str(host), int(port))
+        self.address: tuple[str, int] = host_port(self._listen.getsockname())
 
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listen, selectors.EVENT_READ, "client")
@@ -481,14 +485,14 @@ class LossyProxy:
             except OSError:
                 # ICMP errors reported on the socket: nothing to forward.
                 return
-            source = (str(source[0]), int(source[1]))
+            sender = host_port(source)
             if direction == "client":
                 if self.client_address is None:
-                    self.client_address = source
-                elif source != self.client_address:
+                    self.client_address, self._client_sockaddr = sender, source
+                elif sender != self.client_address:
                     self._ignore()
                     continue
-            elif source != self.target:
+            elif sender != self.target:
                 self._ignore()
                 continue
             self._handle(direction, data)
@@ -593,9 +597,9 @@ class LossyProxy:
         try:
             if direction == "client":
                 if self._upstream is not None:
-                    self._upstream.sendto(data, self.target)
-            elif self.client_address is not None:
-                self._listen.sendto(data, self.client_address)
+                    self._upstream.sendto(data, self._target_sockaddr)
+            elif self._client_sockaddr is not None:
+                self._listen.sendto(data, self._client_sockaddr)
         except OSError:
             # A full buffer or an unreachable peer is just one more lost datagram.
             pass
@@ -756,9 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    host, port = proxy.address
     status = 0
-    if not _print_line(f"listening on {host}:{port} -> {proxy.target[0]}:{proxy.target[1]}"):
+    listening = f"{format_hostport(*proxy.address)} -> {format_hostport(*proxy.target)}"
+    if not _print_line(f"listening on {listening}"):
         proxy.stop()
         status = 1
     while not proxy.wait_stopped(0.2):
