@@ -42,10 +42,12 @@ def test_benchmark_runs(command: list[str]) -> None:
 
 def check_handshake_ways(report: str) -> None:
     """`make bench` (a) times both stacks both ways (new associations, contexts reset) and
-    gives each way its ratio."""
+    gives each way its ratio. A time of a millisecond or more is shown in ms (a loaded machine
+    makes one of three runs that slow)."""
     for way in ("new associations", "contexts reset"):
         for stack in ("iotdtls", "Mbed TLS 2.28"):
-            assert re.search(rf"{stack}, {way} +[\d.]+ us +[\d.]+ us", report), (way, stack)
+            found = re.search(rf"{stack}, {way} +[\d.]+ [um]s +[\d.]+ [um]s", report)
+            assert found, (way, stack)
     assert len(re.findall(r"ratio iotdtls/Mbed TLS +[\d.]+x +[\d.]+x", report)) == 2, report
 
 
