@@ -281,6 +281,20 @@ def test_data_held_before_the_finished_is_bounded(mtu: int | None) -> None:
 
 
 @pytest.mark.req("RES-1", "HS-5")
+def test_held_data_may_fill_the_byte_bound_exactly() -> None:
+    """EARLY_DATA_BYTES bytes are held, not one more."""
+    config = ClientConfig(psk_identity=IDENTITY, psk=KEY, mtu=9000)
+    link, server = client_done_first(drop_exactly("client", 3), client_config=config)
+    half = iotdtls.connection.EARLY_DATA_BYTES // 2
+    assert link.client.max_send_size >= half
+    messages = [b"a" * half, b"b" * half, b"c"]
+    send_early(link, messages)
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    link.run(stop=server_established)
+    assert events_of(link, "server", DataReceived) == [DataReceived(m) for m in messages[:2]]
+
+
+@pytest.mark.req("RES-1", "HS-5")
 def test_held_data_is_dropped_and_counted_when_the_handshake_fails() -> None:
     """The client's Finished never arrives (its final flight and every repeat lost): the
     server's handshake times out and the held data goes, never delivered."""

@@ -21,7 +21,7 @@ from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.credentials import own_credential_digest, psk_digest
 from iotdtls.crypto import NullProtector
-from iotdtls.endpoint import ServerEndpoint
+from iotdtls.endpoint import ServerEndpoint, _CountedStore
 from iotdtls.errors import AlertDescription, AlertLevel, AlertSent
 from iotdtls.events import ConnectionClosed
 from iotdtls.handshake.negotiation import client_offer, offerable_session, resumption_refusal
@@ -651,6 +651,29 @@ def test_a_session_store_returning_the_wrong_type_is_logged_and_a_miss(
     assert iotdtls_warnings(caplog) == [
         "session store get returned bytes, not a SessionState or None"
     ]
+
+
+@pytest.mark.req("RES-1")
+def test_every_failed_get_of_an_application_store_adds_to_the_count() -> None:
+    """`session_store_errors` counts each get that raised and each that returned neither a
+    SessionState nor None, not only whether one did."""
+
+    class Misused(MemorySessionStore):
+        answers = iter([RuntimeError("offline"), b"saved", RuntimeError("offline"), b"saved"])
+
+        def get(self, session_id: bytes, now: float) -> Any:
+            answer = next(self.answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    counted = _CountedStore(Misused())
+    for expected in (1, 2, 3, 4):
+        try:
+            counted.get(b"id", 0.0)
+        except RuntimeError:
+            pass
+        assert counted.errors == expected
 
 
 @pytest.mark.req("RES-1")
