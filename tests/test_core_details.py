@@ -414,6 +414,31 @@ def test_a_message_that_fits_a_datagram_whole_is_not_split() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "max_payload", "records"),
+    [
+        # 275 bytes fill an empty datagram of 300 exactly (25 of headers): whole in the next.
+        (275, MAX_PLAINTEXT_LENGTH, [1, 1]),
+        # One byte more fits no datagram: it starts in the 50 bytes of the first one's tail.
+        (276, MAX_PLAINTEXT_LENGTH, [2, 1]),
+        # 64 bytes fill one record of max_fragment_length 76 exactly: whole in the next.
+        (64, 12 + 64, [1, 1]),
+        # One byte more is cut whatever the datagram: it starts in the tail.
+        (65, 12 + 64, [2, 1]),
+    ],
+)
+def test_a_message_fitting_one_record_of_an_empty_datagram_exactly_is_not_split(
+    body: int, max_payload: int, records: list[int]
+) -> None:
+    first = OutgoingMessage(HandshakeType.server_hello, 1, bytes(200 if body > 200 else 40), 0)
+    second = OutgoingMessage(HandshakeType.certificate, 2, bytes(body), 0)
+    mtu = 300 if body > 200 else (13 + 12 + 40) + (13 + 12 + 50)
+    layer = layer_with_keys()
+    datagrams = cut_flight([first, second], mtu, layer.overhead, layer.seal, max_payload)
+    assert all(len(d) <= mtu for d in datagrams)
+    assert [len(split_datagram(d)[0]) for d in datagrams] == records
+
+
 @pytest.mark.req("HS-3")
 @pytest.mark.parametrize("max_payload", [MAX_PLAINTEXT_LENGTH, 12 + 64])
 def test_a_message_larger_than_a_datagram_is_still_cut_into_fragments(max_payload: int) -> None:
