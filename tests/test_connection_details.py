@@ -811,6 +811,21 @@ def test_the_held_final_flight_times_out_before_a_later_keep_alive() -> None:
     assert server.get_timer() == FINAL_FLIGHT_HOLD
 
 
+@pytest.mark.parametrize("log_failures", [True, False])
+def test_a_server_endpoints_associations_log_their_failures_as_it_says(
+    log_failures: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ServerEndpoint.log_failures` is handed to each association it makes: a failure
+    logged at DEBUG by default, not for an adapter that logs each end itself."""
+    caplog.set_level(logging.DEBUG, logger="iotdtls")
+    link = make_link(client={"psk": bytes(16)})  # a wrong key: the server's Finished check fails
+    link.server.log_failures = log_failures
+    link.handshake()
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert closed.error is not None
+    assert (f"association failed: {closed.error}" in caplog.messages) is log_failures
+
+
 def test_a_failed_association_says_why_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="iotdtls")
     client, server = established_pair()
