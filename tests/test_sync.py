@@ -279,6 +279,24 @@ def test_close_from_another_thread_wakes_a_waiting_recv_with_none(
         assert sock.fileno() == -1
 
 
+def test_close_waits_for_a_thread_that_does_not_leave_the_socket_at_most_close_wait(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that never leaves the socket (stood in for by the count of waiters) holds
+    `close()` back `CLOSE_WAIT` seconds at most, then the sockets are closed all the same."""
+    monkeypatch.setattr(sync, "CLOSE_WAIT", 0.2)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(), sock=sock)
+    client._waiting = 1
+    closer = threading.Thread(target=client.close, daemon=True)
+    started = time.monotonic()
+    closer.start()
+    closer.join(3.0)
+    assert not closer.is_alive(), "close() waits for ever"
+    assert 0.2 <= time.monotonic() - started < 2.0
+    assert sock.fileno() == -1
+
+
 @pytest.mark.parametrize("when", ["mid-handshake", "retry back-off"])
 def test_close_from_another_thread_during_the_handshake_raises_from_it(when: str) -> None:
     """close() from another thread while handshake() runs against a server that never
