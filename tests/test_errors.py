@@ -13,6 +13,7 @@ from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
     AlertSent,
+    AssociationEnded,
     AssociationEvicted,
     AssociationReplaced,
     DatagramTooLarge,
@@ -174,6 +175,13 @@ def test_path_mtu_exceeded_counts_application_data_as_its_parent() -> None:
         "the network path refused a handshake datagram of 1300 bytes as too large "
         "(EMSGSIZE): lower mtu (now 1500) to the path's MTU"
     )
+
+
+def test_association_ended_without_an_error_is_our_own_close_unless_told() -> None:
+    ours = AssociationEnded(None)
+    assert not ours.by_peer and ours.error is None
+    assert str(ours).endswith("the association was closed (close())")
+    assert AssociationEnded(None, by_peer=True).by_peer
 
 
 def test_psk_identity_of_events_is_empty_outside_psk_mode() -> None:
