@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from iotdtls._files import file_kind, write_atomically
+from iotdtls._files import _planted, file_kind, write_atomically
 from iotdtls.cli import main
 from iotdtls.credentials import public_key_pin
 
@@ -132,6 +132,26 @@ def test_keygen_follows_no_symlink_of_another_user(
         assert status != 0 and list(theirs.iterdir()) == []
         assert err == (f"iotdtls: cannot write {given}: {link} is a symbolic link owned by "
                        f"{owner}, who could point it anywhere: name the file itself\n")
+
+
+def test_roots_symlink_in_a_shared_directory_is_no_plant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link owned by root is followed in a directory others can write (as the kernel's
+    fs.protected_symlinks does), whoever we are and whoever owns the directory; another
+    user's is not."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    if os.geteuid() == 0:
+        os.chown(shared, 4321, 4321)  # the directory's owner is neither root nor us
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    def link_of(uid: int) -> os.stat_result:
+        return os.stat_result((stat.S_IFLNK | 0o777, 0, 0, 1, uid, uid, 0, 0, 0, 0))
+
+    assert not _planted(link_of(0), shared)
+    assert _planted(link_of(1), shared)
 
 
 def test_keygen_follows_another_users_symlink_in_a_directory_only_we_write(
