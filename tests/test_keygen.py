@@ -152,6 +152,7 @@ def test_roots_symlink_in_a_shared_directory_is_no_plant(
 
     assert not _planted(link_of(0), shared)
     assert _planted(link_of(1), shared)
+    assert _planted(link_of(1), tmp_path / "gone")  # a directory it cannot read: refused
 
 
 def test_keygen_follows_another_users_symlink_in_a_directory_only_we_write(
