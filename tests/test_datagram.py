@@ -91,6 +91,30 @@ def test_a_burst_is_read_in_one_wake_up() -> None:
     run(main())
 
 
+def test_each_datagram_is_handed_over_as_its_own_bytes() -> None:
+    """Datagrams are read into one reused buffer: each goes to the protocol as bytes of its
+    own size, still whole after later reads filled the buffer, up to the largest IPv4 UDP
+    payload."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        protocol = Recorder()
+        transport = DrainingTransport(loop, bound_socket(), protocol)
+        largest = bytes(range(256)) * 255 + bytes(range(187))  # 65,467 bytes
+        sent = [b"first", largest, b"x" * 3, b"", b"last one"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 18)
+            for data in sent:
+                sender.sendto(data, transport.get_extra_info("sockname"))
+            await until_received(protocol, len(sent))
+        assert [data for data, _ in protocol.received] == sent
+        assert all(type(data) is bytes for data, _ in protocol.received)
+        transport.close()
+        await protocol.lost
+
+    run(main())
+
+
 class Stubborn(socket.socket):
     """A UDP socket whose send buffer is full for the first `refusals` datagrams."""
 
@@ -354,12 +378,14 @@ class Scripted(socket.socket):
     receives: list[Exception | tuple[bytes, Any]]
     sends: list[Exception]
 
-    def recvfrom(self, size: int, *args: Any) -> tuple[bytes, Any]:
+    def recvfrom_into(self, buffer: Any, *args: Any) -> tuple[int, Any]:
         if self.receives:
             outcome = self.receives.pop(0)
             if isinstance(outcome, Exception):
                 raise outcome
-            return outcome
+            data, address = outcome
+            buffer[: len(data)] = data
+            return len(data), address
         raise BlockingIOError
 
     def sendto(self, data: Any, *args: Any) -> int:
