@@ -12,6 +12,7 @@ What it gives (see /work/shared/peers.md for the peers and their pitfalls):
   (`tests.aio_support.eventually` for a test with an event loop).
 - `TakesAnyAddress`: a socket class to patch in for `socket.socket`, which "binds" any
   address (a link-local one on a machine without it) and names it as its own.
+- `link_local_addresses()`: this machine's link-local IPv6 addresses and their interfaces.
 - `require_peer(name)`: `pytest.skip` when an executable or Python module is missing (under
   ``CI=true`` the conftest turns that skip into a failure, on purpose).
 - `PeerProcess`: a peer command in its own session (process group) with a hard time bound,
@@ -176,6 +177,22 @@ class TakesAnyAddress(socket.socket):
 
     def getsockname(self) -> Any:
         return self.bound
+
+
+def link_local_addresses() -> list[tuple[str, str]]:
+    """(address, interface) of this machine's link-local IPv6 addresses (Linux; none
+    elsewhere, or in a network namespace with only loopback)."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        return []
+    found = []
+    for row in rows:
+        address = ipaddress.IPv6Address(bytes.fromhex(row[0]))
+        if address.is_link_local:
+            found.append((str(address), row[5]))
+    return found
 
 
 class V6OnlyByDefault(socket.socket):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from iotdtls import datagram
 from iotdtls import loop as iotdtls_loop
 from iotdtls.datagram import DrainingTransport, bind_udp, open_server_transport
-from tests.peers import LOCALHOST, TakesAnyAddress
+from tests.peers import LOCALHOST, TakesAnyAddress, link_local_addresses
 
 
 def run(coro: Coroutine[Any, Any, None], limit: float = 10.0) -> None:
@@ -354,22 +353,6 @@ def test_a_server_binds_a_link_local_address_by_name(
                 assert (name[0], name[3]) == (address, socket.if_nametoindex(interface))
 
     assert iotdtls_loop.run(asyncio.wait_for(main(), 10.0), loop_choice) is None
-
-
-def link_local_addresses() -> list[tuple[str, str]]:
-    """(address, interface) of this machine's link-local IPv6 addresses (Linux; none
-    elsewhere, or in a network namespace with only loopback)."""
-    try:
-        with open("/proc/net/if_inet6") as table:
-            rows = [line.split() for line in table]
-    except OSError:
-        return []
-    found = []
-    for row in rows:
-        address = ipaddress.IPv6Address(bytes.fromhex(row[0]))
-        if address.is_link_local:
-            found.append((str(address), row[5]))
-    return found
 
 
 class Scripted(socket.socket):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import os
@@ -21,7 +20,13 @@ import pytest
 
 from iotdtls.proxy import Direction, Impairment, LossyProxy
 from tests.interop_support import drain, recv_or_none
-from tests.peers import LOCALHOST, PeerProcess
+from tests.peers import (
+    LOCALHOST,
+    PeerProcess,
+    free_udp_port,
+    holds_within,
+    link_local_addresses,
+)
 
 
 class UdpEcho:
@@ -62,48 +67,89 @@ class UdpEcho:
         self.sock.close()
 
 
-def link_local_address() -> str | None:
-    """A link-local IPv6 address of this host with its interface ("fe80::1%eth0"), from
-    Linux's /proc/net/if_inet6 (address, index, prefix length, scope, flags, name); None
-    elsewhere or without one."""
-    try:
-        lines = Path("/proc/net/if_inet6").read_text(encoding="ascii").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        address, _, _, scope, _, name = line.split()
-        if scope == "20":  # IPV6_ADDR_LINKLOCAL
-            return f"{ipaddress.IPv6Address(bytes.fromhex(address))}%{name}"
-    return None
+class RecordsAddresses(socket.socket):
+    """A UDP socket for the proxy on any machine: it records the address it is told to bind
+    and those it sends to (sending nothing), and gives each datagram it receives as from
+    `source`. Its own socket, bound to ::1 when made, lets a test wake the proxy's selector
+    through `real`."""
+
+    def __init__(self, family: socket.AddressFamily) -> None:
+        super().__init__(family, socket.SOCK_DGRAM)
+        super().bind(("::1", 0))
+        self.real: tuple[Any, ...] = super().getsockname()
+        self.bound: Any = None
+        self.source: Any = None
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def bind(self, address: Any) -> None:
+        self.bound = address
+
+    def getsockname(self) -> Any:
+        return self.bound
+
+    def sendto(self, data: Any, *flags_address: Any) -> int:
+        self.sent.append((bytes(data), flags_address[-1]))
+        return len(data)
+
+    def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, Any]:
+        data, _ = super().recvfrom(size, flags)
+        return data, self.source
 
 
-LINK_LOCAL = link_local_address()
+def test_a_link_local_address_keeps_its_interface() -> None:
+    """The proxy kept only (host, port) of the addresses it resolved: the scope id of
+    [fe80::1%eth0] was lost, listening on it failed "Invalid argument" and datagrams to such
+    a target or client were refused unseen. The scope id reaches the bind and both sends, and
+    the addresses are named with their interface."""
+    lo = socket.if_nametoindex("lo")
+    listen_port, target_port, client_port = (free_udp_port() for _ in range(3))
+    made: list[RecordsAddresses] = []
+
+    def factory(family: socket.AddressFamily) -> socket.socket:
+        made.append(RecordsAddresses(family))
+        return made[-1]
+
+    proxy = LossyProxy(("fe80::2%lo", target_port), seed=1, listen=("fe80::1%lo", listen_port),
+                       lifetime=5.0, socket_factory=factory)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as waker, proxy as p:
+        listening, upstream = made
+        assert listening.bound == ("fe80::1", listen_port, 0, lo)
+        assert (p.address, p.target) == (("fe80::1%lo", listen_port),
+                                          ("fe80::2%lo", target_port))
+        listening.source = ("fe80::3", client_port, 0, lo)
+        waker.sendto(b"there", listening.real)
+        assert holds_within(lambda: upstream.sent, 2.0)
+        assert upstream.sent == [(b"there", ("fe80::2", target_port, 0, lo))]
+        assert p.client_address == ("fe80::3%lo", client_port)
+        upstream.source = ("fe80::2", target_port, 0, lo)
+        waker.sendto(b"back", upstream.real)
+        assert holds_within(lambda: listening.sent, 2.0)
+        assert listening.sent == [(b"back", ("fe80::3", client_port, 0, lo))]
+
+
+def test_a_link_local_address_of_this_machine_round_trips() -> None:
+    """Through each link-local address this machine has, if any, a datagram goes to the
+    server and its answer back to the client (the kernel takes the scope ids)."""
+    for address, interface in link_local_addresses():
+        host = f"{address}%{interface}"
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server, \
+                socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+            server.bind(sockaddr(host, 0))
+            server.settimeout(2.0)
+            client.settimeout(2.0)
+            port = server.getsockname()[1]
+            with LossyProxy((host, port), seed=1, listen=(host, 0), lifetime=5.0) as p:
+                assert p.target == (host, port) and p.address[0] == host
+                client.sendto(b"there", sockaddr(*p.address))
+                data, source = server.recvfrom(100)
+                server.sendto(b"back", source)
+                assert (data, client.recv(100)) == (b"there", b"back")
+                assert p.client_address is not None and p.client_address[0] == host
 
 
 def sockaddr(host: str, port: int) -> tuple[Any, ...]:
     """The socket address of `host:port` (an IPv6 zone as its scope id)."""
     return tuple(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4])
-
-
-@pytest.mark.skipif(LINK_LOCAL is None, reason="no link-local IPv6 address here")
-def test_a_link_local_address_keeps_its_interface() -> None:
-    """The proxy kept only (host, port) of the addresses it resolved: the scope id of
-    [fe80::1%eth0] was lost, listening on it failed "Invalid argument" and datagrams to such
-    a target or client were refused unseen. Its interface is kept, and named."""
-    assert LINK_LOCAL is not None
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server, \
-            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
-        server.bind(sockaddr(LINK_LOCAL, 0))
-        server.settimeout(2.0)
-        client.settimeout(2.0)
-        port = server.getsockname()[1]
-        with LossyProxy((LINK_LOCAL, port), seed=1, listen=(LINK_LOCAL, 0), lifetime=5.0) as p:
-            assert p.target == (LINK_LOCAL, port) and p.address[0] == LINK_LOCAL
-            client.sendto(b"there", sockaddr(*p.address))
-            data, source = server.recvfrom(100)
-            server.sendto(b"back", source)
-            assert (data, client.recv(100)) == (b"there", b"back")
-            assert p.client_address is not None and p.client_address[0] == LINK_LOCAL
 
 
 @pytest.fixture
