@@ -327,3 +327,27 @@ def test_handshakes_in_progress_at_the_stop_are_counted_unfinished() -> None:
         assert "handshakes 1 completed (0 resumed), 1 failed, 3 unfinished; " in stats.describe()
 
     run(main())
+
+
+def test_a_fragmented_client_hello_without_cookie_exchange_is_counted_accepted() -> None:
+    """With cookie exchange off, a ClientHello in fragments (RFC 6347 §4.2.3) starts an
+    association that was not counted `hello_accepted_without_cookie`: one completed handshake
+    and no association let in. It is counted so (and `fragmented_client_hello`, the form it
+    came in): the associations the gate let in add up to the ends counted."""
+
+    async def main() -> None:
+        config = server_config(cookie_exchange=False, reject_unknown_server_names=False)
+        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
+            long_name = ".".join(["a" * 60] * 4)
+            async with aio.connect(*server.address,
+                                   client_config(server_name=long_name, mtu=200)):
+                pass
+        stats = server.stats
+        assert stats.gate == {"FRAGMENTED_CLIENT_HELLO": 1, "HELLO_ACCEPTED_WITHOUT_COOKIE": 1}
+        let_in = stats.gate["COOKIE_ACCEPTED"] + stats.gate["HELLO_ACCEPTED_WITHOUT_COOKIE"]
+        assert (stats.handshakes_completed, let_in) == (1, 1)
+        assert let_in == (
+            stats.handshakes_completed + stats.handshakes_failed + stats.handshakes_unfinished
+        )
+
+    run(main())

@@ -86,7 +86,8 @@ class GateOutcome(IdentityHashEnum):
 
     NOT_A_CLIENT_HELLO = auto()
     #: A part of an epoch-0 ClientHello (RFC 6347 §4.2.3): dropped under cookie exchange (HS-2:
-    #: no state before a valid cookie), else the start of an association that reassembles it.
+    #: no state before a valid cookie), else the start of an association that reassembles it,
+    #: then also counted `HELLO_ACCEPTED_WITHOUT_COOKIE` (this one counts the form it came in).
     FRAGMENTED_CLIENT_HELLO = auto()
     HELLO_VERIFY_SENT = auto()
     HELLO_VERIFY_TOO_LARGE = auto()
@@ -94,7 +95,7 @@ class GateOutcome(IdentityHashEnum):
     #: left to wait is `HOST_HANDSHAKES_WAIT` instead, counted here when a later copy is taken.
     COOKIE_ACCEPTED = auto()
     #: A ClientHello that starts an association with cookie exchange off (no cookie asked for;
-    #: RFC 6347 §4.2.1 allows a server to skip it).
+    #: RFC 6347 §4.2.1 allows a server to skip it), whole or its first part.
     HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
     #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
@@ -385,7 +386,7 @@ class ServerEndpoint:
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
             if not self.config.cookie_exchange:
-                self._associate(data, address, now)
+                self._associate(data, address, now, _HELLO_ACCEPTED_WITHOUT_COOKIE)
             return
         body = hello.fragment(data)
         try:
@@ -419,18 +420,17 @@ class ServerEndpoint:
         self._associate(data, address, now, accepted)
 
     def _associate(
-        self, data: bytes, address: Address, now: float, accepted: GateOutcome | None = None
+        self, data: bytes, address: Address, now: float, accepted: GateOutcome
     ) -> None:
         """A new association from `address` (its cookie verified, or none asked), given `data`,
-        the datagram that starts its ClientHello; counted as `accepted` once it is made, so
-        that a ClientHello left to wait (`GateOutcome.HOST_HANDSHAKES_WAIT`) is not: the
-        associations counted are those that complete, fail or are unfinished at the stop
-        (`ServerStats.handshakes_unfinished`)."""
+        the datagram that starts its ClientHello (whole, or its first part without cookie
+        exchange); counted as `accepted` once it is made, so that a ClientHello left to wait
+        (`GateOutcome.HOST_HANDSHAKES_WAIT`) is not: the associations counted are those that
+        complete, fail or are unfinished at the stop (`ServerStats.handshakes_unfinished`)."""
         host = host_of(address)
         if not self._make_room(address, host, now):
             return
-        if accepted is not None:
-            self.gate[accepted] += 1
+        self.gate[accepted] += 1
         conn = DtlsConnection(
             self.config, session_store=self._store, log_failures=self.log_failures
         )
