@@ -493,6 +493,36 @@ def test_a_name_with_several_addresses_is_run_against_the_first_that_answers(
         f"iotdtls perf dual.test:{port} ({LOCALHOST}:{port}): ")
 
 
+def test_the_address_passed_over_is_logged_as_aio_connect_logs_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`pick_target` tries the addresses as `aio.connect` does (`sockets_in_turn`): the one
+    refused is one line, the refusal and the move to the next address, as the client says it;
+    nothing counted."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def dual(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return [*real_getaddrinfo("::1", port, *args, **kwargs),
+                    *real_getaddrinfo(LOCALHOST, port, *args, **kwargs)]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dual)
+    port = free_udp_port()
+    load = spec(host="dual.test", port=port, handshakes=1,
+                config=client_config(handshake_timeout=10.0))
+    caplog.set_level(logging.INFO, logger=perf_engine.__name__)
+
+    async def main() -> None:
+        chosen = await perf_engine.pick_target(load)
+        assert chosen.target is not None and chosen.target[4] == (LOCALHOST, port)
+
+    run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == perf_engine.__name__]
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("; trying the next address of dual.test"), lines
+
+
 async def swallow(session: aio.ServerSession) -> None:
     async for _ in session:
         pass

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from iotdtls._addresses import format_address, reaching
+from iotdtls._addresses import format_address, reaching, sockets_in_turn
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
@@ -220,8 +220,7 @@ class _Engine:
         self._deadline = (
             self._start + spec.duration if spec.duration is not None else float("inf")
         )
-        if spec.target is None:
-            raise ValueError("the spec has no target: run pick_target first")
+        assert spec.target is not None, "pick_target chose it"
         family, _, _, _, address = spec.target
         self._family, self.address = family, address
         self.result.address = format_address(address)
@@ -280,20 +279,16 @@ class _Engine:
         # None after a fatal alert (RFC 5246 §7.2.2) or when the server gave no session_id.
         return assoc.conn.session
 
-    async def answers(self) -> bool:
-        """Whether a handshake with `address` gets past its first flight: False when its
-        socket cannot connect or the network reports the port unreachable (RFC 8085 §5.2)
-        before any answer, True otherwise (completed, or ended by an alert or a timeout, as
+    async def answers(self, sock: socket.socket) -> bool:
+        """Whether a handshake over `sock` (connected to `address`) gets past its first
+        flight: False when the network reports the port unreachable (RFC 8085 §5.2) before
+        any answer, True otherwise (completed, or ended by an alert or a timeout, as
         `aio.connect` then tries no other address). Counted in this engine's figures only."""
-        try:
-            assoc = await self._open(None)
-        except OSError as exc:
-            logger.info("cannot reach %s: %s", self.result.address, exc.strerror or exc)
-            return False
+        assoc = await self._open(None, sock)
         try:
             await assoc.handshake
         except PortUnreachable as exc:
-            logger.info("%s", exc)
+            logger.info("%s; trying the next address of %s", exc, self.spec.host)
             return False
         except DtlsError:
             pass
@@ -301,12 +296,20 @@ class _Engine:
             assoc.finish()
         return True
 
-    async def _open(self, session: SessionState | None) -> _Association:
-        """A fresh UDP socket connected to the server, and the association on it."""
-        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+    async def _open(
+        self, session: SessionState | None, sock: socket.socket | None = None
+    ) -> _Association:
+        """The association on `sock`, by default a fresh UDP socket connected to the server
+        (closed if the association cannot be made)."""
+        if sock is None:
+            sock = socket.socket(self._family, socket.SOCK_DGRAM)
+            try:
+                sock.connect(self.address)
+            except BaseException:
+                sock.close()
+                raise
         try:
             sock.setblocking(False)
-            sock.connect(self.address)
             _, assoc = await self.loop.create_datagram_endpoint(
                 lambda: _Association(self, session), sock=sock
             )
@@ -391,11 +394,16 @@ async def pick_target(spec: LoadSpec) -> LoadSpec:
     loop = asyncio.get_running_loop()
     with reaching(spec.host, spec.port):
         *firsts, last = await resolve_udp(loop, spec.host, spec.port)
-    for target in firsts:
+    for sock in sockets_in_turn(firsts, spec.host, spec.port):
+        target = (sock.family, sock.type, sock.proto, "", sock.getpeername())
         chosen = dataclasses.replace(spec, target=target)
-        if await _Engine(chosen, loop).answers():
+        try:
+            engine = _Engine(chosen, loop)
+        except BaseException:
+            sock.close()
+            raise
+        if await engine.answers(sock):
             return chosen
-        logger.info("trying the next address of %s", spec.host)
     return dataclasses.replace(spec, target=last)
 
 
