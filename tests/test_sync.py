@@ -11,6 +11,7 @@ import select
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,52 @@ def test_given_socket_is_used(server: ServerThread) -> None:
         assert client.recv(timeout=5.0) == b"mine"
     assert [address for address, _ in server.received] == [source]
     assert sock.fileno() == -1  # closed with the client
+
+
+def test_each_datagram_read_is_handed_to_the_core_as_its_own_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Datagrams are read into one reused buffer: each reaches the core as bytes of its own
+    size, still whole after the next read filled the buffer again; no read allocates the
+    64 KiB that `recv(65535)` did (then shrank: holes in a long-lived client's heap)."""
+
+    class Recorder:
+        """The core, as far as `_pump` uses it before a handshake: it keeps what it gets."""
+
+        def __init__(self) -> None:
+            self.got: list[Any] = []
+
+        def get_timer(self) -> None:
+            return None
+
+        def receive_datagram(self, data: Any, now: float) -> None:
+            self.got.append(data)
+
+        def datagrams_to_send(self, now: float) -> list[bytes]:
+            return []
+
+        def next_event(self) -> None:
+            return None
+
+    core = Recorder()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind((LOCALHOST, 0))
+        with sync.DtlsClient(*peer.getsockname(), client_config()) as client:
+            monkeypatch.setattr(client, "connection", core)
+            sent = [b"the first datagram", b"second"]
+            for data in sent:
+                peer.sendto(data, client._sock.getsockname())
+            tracemalloc.start()
+            try:
+                for _ in sent:
+                    assert client._pump(time.monotonic() + 5.0)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            monkeypatch.undo()  # the real core again, for close()
+    assert core.got == sent
+    assert all(type(data) is bytes for data in core.got)
+    assert peak < 16384
 
 
 @pytest.mark.parametrize("timeout", [None, 5.0], ids=["no-timeout", "timeout"])

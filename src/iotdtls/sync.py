@@ -105,6 +105,10 @@ class DtlsClient:
         #: The size of a datagram the kernel refused as too large (EMSGSIZE) since `send` or
         #: the handshake cleared it; 0 when none was.
         self._oversized = 0
+        #: One buffer every datagram is read into, then copied out at its own size (as
+        #: `DrainingTransport` reads): `recv(RECEIVE_SIZE)` allocated 64 KiB per datagram and
+        #: shrank it, leaving the heap holes no later read could reuse.
+        self._buffer = memoryview(bytearray(RECEIVE_SIZE))
         self._sock.setblocking(True)  # `_wait` waits; reads never do (`_DONTWAIT`)
         self._wake_reader.setblocking(False)
         self._poll = select.poll() if hasattr(select, "poll") else None
@@ -281,7 +285,7 @@ class DtlsClient:
             try:
                 if not readable:
                     raise BlockingIOError
-                data = self._sock.recv(RECEIVE_SIZE, _DONTWAIT)
+                size = self._sock.recv_into(self._buffer, 0, _DONTWAIT)
             except BlockingIOError:
                 self.connection.handle_timer(time.monotonic())
             except ConnectionRefusedError:
@@ -290,7 +294,7 @@ class DtlsClient:
                 self._refused.refused(self.connection, self._sock.getpeername())
             else:
                 self._refused.heard = True
-                self.connection.receive_datagram(data, time.monotonic())
+                self.connection.receive_datagram(bytes(self._buffer[:size]), time.monotonic())
                 read = True
             self._flush()
             return read
