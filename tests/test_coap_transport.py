@@ -143,6 +143,55 @@ def test_a_request_too_large_for_the_mtu_fails_at_once_and_the_association_stays
     run(main(), 20.0)
 
 
+@pytest.mark.parametrize(
+    "payload", [b"", b"x" * 10, b"x" * 100], ids=["no-payload", "one-block", "block-wise"]
+)
+def test_a_request_is_copied_to_be_measured_only_near_the_limit(
+    monkeypatch: pytest.MonkeyPatch, payload: bytes
+) -> None:
+    """`check_size` copies and encodes a request (its first block, with Block1 and Size1, and
+    the longest token) only when a bound taken from its options and payload says it may not
+    fit: a small request is not copied, and near the limit a request fails exactly when its
+    first datagram is larger than the limit."""
+    real_copy = aiocoap.Message.copy
+    copies: list[object] = []
+
+    def counted(self: aiocoap.Message, **changes: Any) -> aiocoap.Message:
+        copies.append(self)
+        return real_copy(self, **changes)
+
+    async def main() -> None:
+        async with coaps_server(CoapSite()) as server, coaps_client(mtu=128) as client:
+            remote = (await get(client, uri(server.address, "hello"))).remote
+            assert isinstance(remote, ClientRemote) and remote._connection is not None
+            limit = remote._connection.connection.max_send_size
+            monkeypatch.setattr(aiocoap.Message, "copy", counted)
+            remote.check_size(aiocoap.Message(code=aiocoap.PUT, uri_path=("s",),
+                                              payload=payload))
+            assert copies == []
+            block: dict[str, Any] = {}
+            if len(payload) > remote.maximum_payload_size:
+                block = {"payload": payload[: remote.maximum_payload_size],
+                         "block1": (0, True, remote.maximum_block_size_exp),
+                         "size1": len(payload)}
+            sizes = []
+            for length in range(1, 100):
+                request = aiocoap.Message(code=aiocoap.PUT, uri_path=("a" * length,),
+                                          payload=payload)
+                size = len(real_copy(request, mtype=aiocoap.CON, mid=0, token=bytes(8),
+                                     **block).encode())
+                sizes.append(size)
+                if size <= limit:
+                    remote.check_size(request)
+                else:
+                    with pytest.raises(MessageTooLarge) as raised:
+                        remote.check_size(request)
+                    assert raised.value.size == size
+            assert limit in sizes and limit + 1 in sizes  # the limit itself was tried
+
+    run(main())
+
+
 @pytest.mark.req("COAP-1")
 def test_observe_over_one_association_for_seconds() -> None:
     async def main() -> None:

@@ -10,3 +10,4 @@ class Options:
     block1: BlockOption.BlockwiseTuple | None
     block2: BlockOption.BlockwiseTuple | None
     size2: int | None
+    def encode(self) -> bytes: ...

@@ -51,6 +51,28 @@ logger = logging.getLogger("iotdtls.coap")
 ConfigForRequest = Callable[[Message], tuple[object, ClientConfig]]
 
 
+#: RFC 7252 §3: the fixed header, the longest token and the payload marker.
+_HEADER_TOKEN_MARKER = 4 + 8 + 1
+#: RFC 7252 §3.1: an option's first byte and its extended delta and length, 2 bytes each at
+#: most (an option inserted among others only shortens the delta of the one after it).
+_OPTION_OVERHEAD = 1 + 2 + 2
+#: RFC 7959 §2.2: a Block1 value is at most 3 bytes.
+_BLOCK1_VALUE = 3
+
+
+def _size_bound(message: Message, block_payload: int) -> int:
+    """At least the size of `message`'s first datagram as `ClientRemote.check_size` measures
+    it (RFC 7252 §3), without copying and encoding the message: its options as they are, at
+    most one block of payload, and for a payload sent block-wise (RFC 7959 §2.3) a Block1 and
+    a Size1 option (§4: its value the payload's length) more."""
+    payload = len(message.payload)
+    bound = _HEADER_TOKEN_MARKER + len(message.opt.encode()) + min(payload, block_payload)
+    if payload > block_payload:
+        size1 = (payload.bit_length() + 7) // 8
+        bound += 2 * _OPTION_OVERHEAD + _BLOCK1_VALUE + size1
+    return bound
+
+
 class ClientRemote(CoapsAddress):
     """The server end of one client association."""
 
@@ -105,6 +127,9 @@ class ClientRemote(CoapsAddress):
         first message only (`determine_remote`); later blocks carry the same options."""
         if self._connection is None:
             return
+        limit = self._connection.connection.max_send_size
+        if _size_bound(message, self.maximum_payload_size) <= limit:
+            return  # fits for sure: no need to copy and encode it to know
         block: dict[str, Any] = {}
         if len(message.payload) > self.maximum_payload_size:
             block = {
@@ -113,7 +138,6 @@ class ClientRemote(CoapsAddress):
                 "size1": len(message.payload),
             }
         size = len(message.copy(mtype=CON, mid=0, token=bytes(8), **block).encode())
-        limit = self._connection.connection.max_send_size
         if size > limit:
             raise MessageTooLarge(self.hostinfo, size, limit, self._config.mtu)
 
