@@ -10,6 +10,7 @@ import errno
 import functools
 import gc
 import logging
+import os
 import re
 import socket
 import threading
@@ -23,7 +24,7 @@ import pytest
 
 from iotdtls import aio
 from iotdtls._addresses import format_address
-from iotdtls._arguments import check_port, check_type
+from iotdtls._arguments import attach_socket, check_port, check_type
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import default_fetcher
 from iotdtls.chaincache import ChainCache
@@ -1212,6 +1213,36 @@ def test_the_ends_of_the_port_range_are_taken() -> None:
         check_port(port)
     check_port(0, any_port=True)
     check_port(65535, any_port=True)
+
+
+def test_a_caller_s_socket_is_connected_or_bound_naming_what_failed() -> None:
+    """`attach_socket`, the step `aio.connect`, `aio.serve` and `sync.connect` share for a
+    `sock=`: to its address of the socket's family, a socket error naming the host and port
+    as the client ("cannot reach") or the server ("cannot listen on") says it."""
+    port = free_udp_port()
+    infos = socket.getaddrinfo(LOCALHOST, port, type=socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        attach_socket(sock, infos, LOCALHOST, port)
+        assert sock.getpeername() == (LOCALHOST, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        attach_socket(sock, infos, LOCALHOST, port, bind=True)
+        assert sock.getsockname() == (LOCALHOST, port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+            with pytest.raises(OSError) as raised:
+                attach_socket(second, infos, LOCALHOST, port, bind=True)
+            assert raised.value.errno == errno.EADDRINUSE
+            assert str(raised.value) == (
+                f"[Errno {errno.EADDRINUSE}] cannot listen on {LOCALHOST}:{port}: "
+                f"{os.strerror(errno.EADDRINUSE)}"
+            )
+    broadcast = "255.255.255.255"  # refused without SO_BROADCAST
+    infos = socket.getaddrinfo(broadcast, port, type=socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(OSError) as raised:
+            attach_socket(sock, infos, broadcast, port)
+        assert str(raised.value).startswith(
+            f"[Errno {raised.value.errno}] cannot reach {broadcast}:{port}: "
+        )
 
 
 def test_a_type_named_with_a_vowel_takes_an() -> None:

@@ -11,6 +11,7 @@ import math
 from socket import AF_INET, AF_INET6, SOCK_DGRAM, AddressFamily, socket
 from typing import Any
 
+from iotdtls._addresses import listening_on, reaching
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
@@ -148,6 +149,21 @@ def sock_address(sock: socket, infos: list[tuple[Any, ...]], host: str) -> Any:
         if not infos:
             raise wrong_family(sock.family, host, "has no address of that family")
     return infos[0][4]
+
+
+def attach_socket(
+    sock: socket, infos: list[tuple[Any, ...]], host: str, port: int, *, bind: bool = False
+) -> None:
+    """Connect a caller's `sock=` (bind it, for a server: `bind=True`) to its address among
+    getaddrinfo's `infos` for `host:port` (`sock_address`); a socket error is raised again
+    naming what failed, as `reaching` ("cannot reach ...") or `listening_on` ("cannot listen
+    on ...") says it."""
+    address = sock_address(sock, infos, host)
+    with (listening_on if bind else reaching)(host, port):
+        if bind:
+            sock.bind(address)
+        else:
+            sock.connect(address)
 
 
 def wrong_family(family: int, host: str, what: str) -> ConfigError:

@@ -37,11 +37,11 @@ from iotdtls._addresses import (
     sockets_in_turn,
 )
 from iotdtls._arguments import (
+    attach_socket,
     check_bytes_like,
     check_client_arguments,
     check_server_arguments,
     check_timeout,
-    sock_address,
 )
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
@@ -536,9 +536,7 @@ async def _connect_socket(
         pass
     with reaching(host, port):
         infos = await resolve_udp(loop, host, port)
-    address = sock_address(sock, infos, host)
-    with reaching(host, port):
-        sock.connect(address)
+    attach_socket(sock, infos, host, port)
 
 
 def connect(
@@ -1173,8 +1171,6 @@ async def serve(
         if sock.getsockname()[1] == 0:
             with listening_on(host, port):
                 infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
-            address = sock_address(sock, infos, host)
-            with listening_on(host, port):
-                sock.bind(address)
+            attach_socket(sock, infos, host, port, bind=True)
         transport = await open_server_transport(loop, protocol, sock)
     return DtlsServer(transport, protocol)

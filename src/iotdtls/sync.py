@@ -19,7 +19,7 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls._addresses import reaching, socket_to, sockets_in_turn
-from iotdtls._arguments import check_client_arguments, check_timeout, sock_address
+from iotdtls._arguments import attach_socket, check_client_arguments, check_timeout
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
@@ -366,9 +366,7 @@ def _connect_to(sock: socket.socket, host: str, port: int) -> None:
     in the resolver's order (RFC 6724)."""
     with reaching(host, port):
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    address = sock_address(sock, infos, host)
-    with reaching(host, port):
-        sock.connect(address)
+    attach_socket(sock, infos, host, port)
 
 
 def _closed_during_handshake() -> LocalProtocolError:
