@@ -936,7 +936,7 @@ def test_one_process_serves_until_sigterm_and_logs_its_counters(
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[0] == f"listening on 127.0.0.1:{wanted} (uvloop)"
     assert lines[-1].startswith(
-        "stopped: handshakes 1 completed (0 resumed), 0 failed, 0 unfinished; "
+        "stopped: handshakes 1 completed (0 resumed), 0 failed, 0 in progress, 0 unfinished; "
     )
 
 
@@ -975,7 +975,7 @@ def test_a_handler_that_outlives_the_stop_grace_is_left_behind(
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[-2] == "stopped after 0.3 s with handlers still running", lines
     assert lines[-1].startswith(
-        "stopped: handshakes 1 completed (0 resumed), 0 failed, 0 unfinished; "
+        "stopped: handshakes 1 completed (0 resumed), 0 failed, 0 in progress, 0 unfinished; "
     )
 
 

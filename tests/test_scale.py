@@ -67,7 +67,7 @@ def server_counts(log: str, who: str = "stopped") -> dict[str, int]:
     """The counters a server logged at exit (`who`: "stopped", "all 2 workers", "worker 0")."""
     match = re.search(
         rf"{who}(?: \(pid \d+\))?: handshakes (\d+) completed \(\d+ resumed\), (\d+) failed, "
-        r"\d+ unfinished; .*?"
+        r"\d+ in progress, \d+ unfinished; .*?"
         r"datagrams (\d+) in \((\d+) B\), (\d+) out", log)
     assert match, log
     names = ("completed", "failed", "datagrams_in", "bytes_in", "datagrams_out")

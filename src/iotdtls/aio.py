@@ -1107,6 +1107,7 @@ class DtlsServer:
         """A snapshot of this server's counters (handshakes, datagrams, idle timeouts, gate
         outcomes, records its associations discarded, RFC 6347 §4.1.2.7)."""
         snapshot = ServerStats() + self._protocol.stats
+        snapshot.handshakes_in_progress = self.endpoint.handshakes_in_progress
         snapshot.idle_expired = self.endpoint.idle_expired
         snapshot.session_store_errors = self.endpoint.session_store_errors
         snapshot.gate.update({o.name: n for o, n in self.endpoint.gate.items()})

@@ -350,6 +350,12 @@ class ServerEndpoint:
         return f"<ServerEndpoint connections={len(self.connections)}>"
 
     @property
+    def handshakes_in_progress(self) -> int:
+        """Associations whose handshake has begun (their ClientHello let in by the gate, RFC
+        6347 §4.2.1) and has neither completed nor ended: the half-open ones."""
+        return len(self._handshaking)
+
+    @property
     def session_store_errors(self) -> int:
         """Calls to the application's session store that raised, or `get`s that returned
         neither a SessionState nor None: each was logged and taken as a miss (get: a full

@@ -25,9 +25,12 @@ class ServerStats:
     #: Associations that ended with an error before their handshake completed (a bad key, a
     #: timeout, an eviction of a half-open handshake, ...).
     handshakes_failed: int = 0
+    #: Handshakes in progress when these counters were read (the endpoint's half-open ones,
+    #: `iotdtls.endpoint.ServerEndpoint.handshakes_in_progress`); 0 once the server has stopped.
+    handshakes_in_progress: int = 0
     #: Handshakes still in progress when the server closed them as it stopped: neither completed
-    #: nor failed. Once it has stopped, the associations the gate let in (`cookie_accepted`,
-    #: `hello_accepted_without_cookie`) are completed + failed + unfinished.
+    #: nor failed. At any time, the associations the gate let in (`cookie_accepted`,
+    #: `hello_accepted_without_cookie`) are completed + failed + in progress + unfinished.
     handshakes_unfinished: int = 0
     #: Established associations that ended with an error (alert, eviction, replacement).
     associations_failed: int = 0
@@ -59,7 +62,8 @@ class ServerStats:
         README explains each name)."""
         return (
             f"handshakes {self.handshakes_completed} completed ({self.handshakes_resumed} "
-            f"resumed), {self.handshakes_failed} failed, {self.handshakes_unfinished} unfinished; "
+            f"resumed), {self.handshakes_failed} failed, "
+            f"{self.handshakes_in_progress} in progress, {self.handshakes_unfinished} unfinished; "
             f"associations failed {self.associations_failed}, idle expired {self.idle_expired}; "
             f"session store errors {self.session_store_errors}; "
             f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
