@@ -1184,6 +1184,20 @@ def test_a_perf_message_size_is_checked_against_the_mtu_before_the_run(
     assert len(stub_runs) == 2
 
 
+def test_a_perf_target_link_local_without_its_interface_is_refused_up_front(
+    stub_runs: list[tuple[LoadSpec, dict[str, Any]]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`perf '[fe80::1]:P'` ran and counted every handshake "socket error: Invalid argument"
+    (the kernel needs the interface of a link-local address, RFC 4007 §11): it is refused in
+    one line saying what to write, with the status of a usage error, as the client refuses it."""
+    assert cli.main(["perf", "[fe80::1]:5684", *CREDENTIALS, "-n", "1", "-q"]) == 2
+    assert capsys.readouterr().err == (
+        "iotdtls: error: cannot reach [fe80::1]:5684: a link-local address needs %interface, "
+        "as in [fe80::1%eth0]:5684\n"
+    )
+    assert stub_runs == []
+
+
 def test_the_largest_perf_message_is_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     with server_on_a_thread() as server:
         status = perf_command(server.address[1], "-n", "1", "-c", "1", "-m", "1", "-q",

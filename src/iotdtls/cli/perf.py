@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from iotdtls._addresses import zone_needed
 from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
@@ -101,6 +102,8 @@ def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
 
 def run_perf(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
+    if needed := zone_needed(host, port):  # else every handshake fails, "Invalid argument"
+        raise UsageError(f"cannot reach {format_hostport(host, port)}: {needed}")
     config = client_config_of(args, host)  # bad flags end here, in one line
     largest = largest_message(config.mtu)
     if not MIN_MESSAGE_SIZE <= args.size <= largest:
