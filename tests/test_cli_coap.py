@@ -412,6 +412,12 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
         *[(["get", f"coaps://127.0.0.1:{port}/x", *CREDENTIALS],
            f"expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://127.0.0.1:{port}/x': the port "
            "must be a number from 1 to 65535") for port in ("99999", "0", "x1")],
+        # An empty IPv6 zone (RFC 6874 §2): "%25" was taken as zone "25" and failed at the
+        # request (status 1), a bare "%" was refused without saying why.
+        *[(["get", f"coaps://[fe80::1{zone}]:5684/x", *CREDENTIALS],
+           f"expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://[fe80::1{zone}]:5684/x': the "
+           f"IPv6 zone of [fe80::1{zone}] is empty (RFC 6874): give the interface, as in "
+           "[fe80::1%25eth0]") for zone in ("%25", "%")],
         (["get", "coap://127.0.0.1/x#part"],
          "expected a coaps://HOST[:PORT]/PATH URI, got 'coap://127.0.0.1/x#part': Fragment "
          "identifiers can not be set on a request URI"),

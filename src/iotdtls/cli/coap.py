@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from iotdtls._addresses import socket_error, uri_host
+from iotdtls._addresses import host_from_uri, socket_error, uri_host
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -197,7 +197,10 @@ _EXPECTED_URI = "expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}{reason}"
 
 def _target(uri: str) -> tuple[str, str]:
     """The scheme and host of a request URI, or a one-line `UsageError` saying what is wrong
-    with it (a port is 1 to 65535: 0 is no port to send to)."""
+    with it (a port is 1 to 65535: 0 is no port to send to; an IPv6 zone, RFC 6874 §2, has at
+    least one character, `%25` or `%` alone naming no interface)."""
+    if zone_problem := _empty_zone(uri):
+        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {zone_problem}"))
     try:
         parts = urlsplit(uri)
     except ValueError as exc:  # an unclosed [IPv6 address
@@ -212,6 +215,20 @@ def _target(uri: str) -> tuple[str, str]:
         reason = ": the port must be a number from 1 to 65535"
         raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
     return parts.scheme, parts.hostname
+
+
+def _empty_zone(uri: str) -> str | None:
+    """What `host_from_uri` objects to in the bracketed host of `uri`'s authority (an empty
+    IPv6 zone, `[fe80::1%25]` or `[fe80::1%]`), or None: urlsplit refuses the second with a
+    reason that says nothing of the zone, and takes the first as zone "25"."""
+    authority = uri.partition("//")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    try:
+        host_from_uri(authority.partition("[")[2].partition("]")[0])
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _refuse_dtls_flags(args: argparse.Namespace) -> None:
