@@ -319,7 +319,31 @@ def test_unreachable_names_the_socket_error_under_a_bare_network_error() -> None
         "coap: cannot reach [fe80::1]:61616: a link-local address needs %interface, as in "
         "[fe80::1%eth0]:61616")
     assert coap_cli._unreachable(network_error(None), "coap://h/x") is None
-    assert coap_cli._unreachable(AssociationFailed("h:1", no_route), "coaps://h/x") is None
+    cause = AlertReceived(AlertDescription.decrypt_error)
+    assert coap_cli._unreachable(AssociationFailed("h:1", cause), "coaps://h/x") is None
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("[fe80::fc:ff:fe00:1]",
+         "cannot reach [fe80::fc:ff:fe00:1]:{port}: a link-local address needs %interface, as in "
+         "[fe80::fc:ff:fe00:1%eth0]:{port}"),
+        ("[fe80::1%25nosuch]", "cannot resolve fe80::1%nosuch: "),
+    ],
+)
+def test_a_coaps_server_that_cannot_be_reached_is_named_as_the_client_names_it(
+    capsys: pytest.CaptureFixture[str], host: str, message: str
+) -> None:
+    """No handshake began: the request said "DTLS handshake with ... failed: [Errno 22] cannot
+    reach ..." (and "[Errno -2] cannot resolve ..."), and advice about the DTLS configuration.
+    It says what `iotdtls client` says, in one line."""
+    port = free_udp_port()
+    status, out, err = coap(capsys, "get", f"coaps://{host}:{port}/hello", *CREDENTIALS,
+                            "--timeout", "5")
+    assert (status, out) == (1, ""), err
+    assert err.startswith(f"iotdtls: coaps: {message.format(port=port)}"), err
+    assert err.count("\n") == 1 and "Errno" not in err, err
 
 
 def test_a_failed_handshake_exits_1_with_the_reason_and_advice(

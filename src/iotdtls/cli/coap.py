@@ -380,11 +380,17 @@ def _unreachable(exc: Exception, uri: str) -> str | None:
     """What the socket error under aiocoap's bare `NetworkError` of a coap:// request was: the
     error itself reads only "Network error: NetworkError". Worded as a DTLS client's socket
     errors are (`socket_error`: a link-local address without its interface says to add it);
-    a URI without a port goes to 5683 (RFC 7252 §6.1)."""
+    a URI without a port goes to 5683 (RFC 7252 §6.1). A coaps:// association that failed on
+    a socket error (the server's address cannot be resolved or reached: no handshake began)
+    says so as `iotdtls client` does, its text without "[Errno 22]"."""
     from aiocoap import error
     from aiocoap.numbers.constants import COAP_PORT
 
+    from iotdtls.coap.errors import AssociationFailed
+
     cause = exc.__cause__
+    if type(exc) is AssociationFailed and isinstance(cause, OSError):
+        return f"coaps: {cause.strerror or cause}"
     if type(exc) is not error.NetworkError or not isinstance(cause, OSError):
         return None
     parts = urlsplit(uri)
