@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -654,6 +655,34 @@ def test_a_cookie_accepted_is_counted_once_its_association_is_made() -> None:
     net.pump()
     completed = sum(c.state is ConnectionState.ESTABLISHED for c in net.clients.values())
     assert gate[GateOutcome.COOKIE_ACCEPTED] == completed == 12
+
+
+def test_without_cookie_exchange_waits_are_counted_per_client_hello_and_per_fragment() -> None:
+    """With cookie exchange off, a ClientHello without a cookie that waits is counted
+    `host_handshakes_wait`, and a ClientHello in fragments (RFC 6347 §4.2.3) once per fragment
+    (each may start the association); README described only "a ClientHello with a valid cookie
+    dropped to wait": it says both."""
+    net = Net(server_config(cookie_exchange=False, max_handshakes=2, max_handshakes_per_host=1))
+
+    def hello(port: int, **config: Any) -> int:
+        address = ("203.0.113.11", port)
+        datagrams = net.client(address, **config).datagrams_to_send(net.now)
+        for data in datagrams:
+            net.server.receive_datagram(data, address, net.now)
+        return len(datagrams)
+
+    hello(13000)
+    hello(13001)  # the table full of the host's handshakes, none stalled
+    assert hello(13002) == 1
+    assert hello(13003, mtu=200, server_name=".".join(["a" * 60] * 4)) == 2
+    gate = net.server.gate
+    assert (gate[GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE], gate[GateOutcome.HOST_HANDSHAKES_WAIT],
+            gate[GateOutcome.FRAGMENTED_CLIENT_HELLO]) == (2, 3, 2)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    bullet = " ".join(readme.partition("`host_handshakes_wait` (")[2].partition("),")[0].split())
+    assert "with cookie exchange off, a ClientHello without a cookie too, and each fragment" in (
+        bullet
+    )
 
 
 @pytest.mark.parametrize(

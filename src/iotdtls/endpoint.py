@@ -117,7 +117,9 @@ class GateOutcome(IdentityHashEnum):
     #: progress and its host at or over `ServerConfig.max_handshakes_per_host` with none of its
     #: own stalled: its client sends it again (RFC 6347 §4.2.4), and it is taken once a
     #: handshake has ended (then counted `COOKIE_ACCEPTED`). Counted at every copy that waits,
-    #: so a client may be counted here several times.
+    #: so a client may be counted here several times. With cookie exchange off, the same for a
+    #: ClientHello without a cookie and for each fragment of one (`HELLO_ACCEPTED_WITHOUT_COOKIE`
+    #: once taken).
     HOST_HANDSHAKES_WAIT = auto()
     #: An established association let go, with close_notify, when a completed handshake would
     #: take the table beyond `ServerConfig.max_connections` (never for a half-open one); the
