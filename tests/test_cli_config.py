@@ -920,6 +920,11 @@ def test_a_server_listen_address_without_host_is_refused(
         ("[::1]:x", "port must be a number from 0 to 65535, got 'x'"),
         ("[fe80::1%25]:1", "the IPv6 zone of [fe80::1%25] is empty (RFC 6874): give the "
          "interface, as in [fe80::1%25eth0]"),
+        # Brackets are for IPv6 (RFC 3986 §3.2.2): 127.0.0.1 was served, v1.x looked up in DNS.
+        ("[127.0.0.1]:5684", "expected HOST:PORT, got '[127.0.0.1]:5684': brackets are for an "
+         "IPv6 address only, write 127.0.0.1:5684"),
+        ("[v1.x]:1", "expected HOST:PORT, got '[v1.x]:1': brackets are for an IPv6 address "
+         "only, write v1.x:1"),
     ],
 )
 def test_hostport_mistakes(text: str, message: str) -> None:

@@ -152,7 +152,8 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     """`HOST:PORT`, `[V6]:PORT` (a link-local address with its interface: `[fe80::1%eth0]:PORT`,
     or as a coaps URI writes it, `[fe80::1%25eth0]:PORT`, RFC 6874 §2) or `:PORT`. An IPv6
     address outside brackets is refused: `fd00::2:5684` is itself an IPv6 address, and
-    `::1` would be read as host ":" and port 1."""
+    `::1` would be read as host ":" and port 1. Brackets around anything else are refused too
+    (RFC 3986 §3.2.2 keeps them for IP literals): `[127.0.0.1]` or `[v1.x]` is not IPv6."""
     if text.startswith("["):
         host, bracket, after = text[1:].partition("]")
         sep, port = after[:1], after[1:]
@@ -173,10 +174,14 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
             )
     if not port:
         raise UsageError(f"expected HOST:PORT, got {text!r}: the port is missing")
-    host = host or default_host
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
-    return host, int(port)
+    if text.startswith("[") and host and not _is_ipv6(host):
+        raise UsageError(
+            f"expected HOST:PORT, got {text!r}: brackets are for an IPv6 address only, "
+            f"write {host}:{port}"
+        )
+    return host or default_host, int(port)
 
 
 def _bracketed_examples(text: str) -> str:
