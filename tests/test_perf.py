@@ -465,14 +465,8 @@ def test_a_port_nobody_serves_fails_each_handshake_early_as_port_unreachable() -
     run(main())
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_a_name_with_several_addresses_is_run_against_the_first_that_answers(
-    monkeypatch: pytest.MonkeyPatch, processes: int
-) -> None:
-    """A name resolving to ::1 first, a server on 127.0.0.1 only: the run used the first
-    address alone, and every handshake failed "port unreachable" where `iotdtls client`
-    moves on to 127.0.0.1. It now picks its address as `aio.connect` does (a handshake to
-    ::1 refused, not counted), and says which it used."""
+def resolve_dual_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the name "dual.test" resolve to ::1 first, then to 127.0.0.1."""
     real_getaddrinfo = socket.getaddrinfo
 
     def dual(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
@@ -482,6 +476,17 @@ def test_a_name_with_several_addresses_is_run_against_the_first_that_answers(
         return real_getaddrinfo(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", dual)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_name_with_several_addresses_is_run_against_the_first_that_answers(
+    monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """A name resolving to ::1 first, a server on 127.0.0.1 only: the run used the first
+    address alone, and every handshake failed "port unreachable" where `iotdtls client`
+    moves on to 127.0.0.1. It now picks its address as `aio.connect` does (a handshake to
+    ::1 refused, not counted), and says which it used."""
+    resolve_dual_test(monkeypatch)
     with server_on_a_thread() as server:
         port = server.address[1]
         load = spec(host="dual.test", port=port, handshakes=2, concurrency=2,
@@ -499,15 +504,7 @@ def test_the_address_passed_over_is_logged_as_aio_connect_logs_it(
     """`pick_target` tries the addresses as `aio.connect` does (`sockets_in_turn`): the one
     refused is one line, the refusal and the move to the next address, as the client says it;
     nothing counted."""
-    real_getaddrinfo = socket.getaddrinfo
-
-    def dual(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        if host == "dual.test":
-            return [*real_getaddrinfo("::1", port, *args, **kwargs),
-                    *real_getaddrinfo(LOCALHOST, port, *args, **kwargs)]
-        return real_getaddrinfo(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", dual)
+    resolve_dual_test(monkeypatch)
     port = free_udp_port()
     load = spec(host="dual.test", port=port, handshakes=1,
                 config=client_config(handshake_timeout=10.0))
