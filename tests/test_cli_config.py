@@ -821,25 +821,17 @@ def test_a_long_identity_is_cut_in_a_message(tmp_path: Path) -> None:
     after 64 bytes and counted, as the logs show one (as text when it is UTF-8)."""
     path = tmp_path / "keys.psk"
     long_text, long_bytes = "é" * 500, b"\xff" * 500  # "é" is 2 bytes: 1,000 in all
-    path.write_bytes(long_text.encode() + b":01\n" + long_text.encode() + b":02\n")
-    with pytest.raises(UsageError) as caught:
-        read_psk_file(str(path))
-    assert str(caught.value) == (
-        f"{path}:2: identity {'é' * 32!r}... (1000 bytes) is already on line 1 "
-        "(one key per identity)")
     split = ("-" + "é" * 40).encode()  # the cut after 64 bytes halves an "é": left out
-    path.write_bytes(split + b":01\n" + split + b":02\n")
-    with pytest.raises(UsageError) as caught:
-        read_psk_file(str(path))
-    assert str(caught.value) == (
-        f"{path}:2: identity {'-' + 'é' * 31!r}... (81 bytes) is already on line 1 "
-        "(one key per identity)")
-    path.write_bytes(long_bytes + b":01\n" + long_bytes + b":02\n")
-    with pytest.raises(UsageError) as caught:
-        read_psk_file(str(path))
-    assert str(caught.value) == (
-        f"{path}:2: identity {long_bytes[:64]!r}... (500 bytes) is already on line 1 "
-        "(one key per identity)")
+    for identity, shown in (
+        (long_text.encode(), f"{'é' * 32!r}... (1000 bytes)"),
+        (split, f"{'-' + 'é' * 31!r}... (81 bytes)"),
+        (long_bytes, f"{long_bytes[:64]!r}... (500 bytes)"),
+    ):
+        path.write_bytes(identity + b":01\n" + identity + b":02\n")
+        with pytest.raises(UsageError) as caught:
+            read_psk_file(str(path))
+        assert str(caught.value) == (
+            f"{path}:2: identity {shown} is already on line 1 (one key per identity)")
     path.write_bytes(b"dev1:01\n")
     with pytest.raises(UsageError) as caught:
         client_config(client_args("--psk-file", str(path), "--psk-identity", "x" * 16_000))

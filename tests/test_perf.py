@@ -1028,16 +1028,26 @@ def test_the_perf_command_fails_when_an_association_fails_after_its_handshake(
     assert "failures: none; after the handshake: closed by the server 2" in lines
 
 
-def test_the_perf_command_fails_when_an_echo_is_lost(capsys: pytest.CaptureFixture[str]) -> None:
-    """A server that does not echo (as `openssl s_server`): every handshake completes, every
-    message is lost, the round-trip time is none (null in JSON), and the status is 1."""
-    with server_on_a_thread(swallow) as server:
-        args = ("-n", "2", "-c", "1", "-m", "1", "-q", "--echo-timeout", "0.2")
+def perf_text_and_json_failing(
+    handler: Any, *flags: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[list[str], Any]:
+    """Two handshakes, one at a time, against a server on a thread running `handler`, each
+    message's echo awaited 0.2 s: the text report's lines and the JSON summary, each run
+    asserted to exit with status 1."""
+    with server_on_a_thread(handler) as server:
+        args = ("-n", "2", "-c", "1", *flags, "-q", "--echo-timeout", "0.2")
         text = perf_command(server.address[1], *args)
         lines = capsys.readouterr().out.splitlines()
         as_json = perf_command(server.address[1], *args, "--json")
         summary = json.loads(capsys.readouterr().out)
     assert text == as_json == 1
+    return lines, summary
+
+
+def test_the_perf_command_fails_when_an_echo_is_lost(capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that does not echo (as `openssl s_server`): every handshake completes, every
+    message is lost, the round-trip time is none (null in JSON), and the status is 1."""
+    lines, summary = perf_text_and_json_failing(swallow, "-m", "1", capsys=capsys)
     assert "handshakes: 2 completed, 0 failed; " in lines[1] and "failures: none" in lines
     assert any(line.startswith("messages: 2 sent, 0 echoed, 2 lost; ") and
                line.endswith("; rtt ms none") for line in lines), lines
@@ -1049,13 +1059,7 @@ def test_the_perf_command_reports_mismatched_answers_apart_and_fails(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A server answering other bytes of the right length: the answers came, none an echo."""
-    with server_on_a_thread(answer_wrongly) as server:
-        args = ("-n", "2", "-c", "1", "-m", "2", "-q", "--echo-timeout", "0.2")
-        text = perf_command(server.address[1], *args)
-        lines = capsys.readouterr().out.splitlines()
-        as_json = perf_command(server.address[1], *args, "--json")
-        summary = json.loads(capsys.readouterr().out)
-    assert text == as_json == 1
+    lines, summary = perf_text_and_json_failing(answer_wrongly, "-m", "2", capsys=capsys)
     assert any(line.startswith("messages: 4 sent, 0 echoed, 0 lost, 4 mismatched; ")
                for line in lines), lines
     assert (summary["messages"]["lost"], summary["messages"]["mismatched"]) == (0, 4)
