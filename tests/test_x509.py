@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import math
 import sys
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -955,3 +956,128 @@ def test_a_chain_of_certificates_issuing_one_another_is_diagnosed_in_bounded_tim
     refused(A.unknown_ca, server, chain_der(leaf, *cas), TrustStore([root("other").der]),
             max_depth=MAX_CHAIN_DEPTH_LIMIT)
     assert checks <= 15 * 15
+
+
+# -- keys too dear to verify with ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa3072() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+def _ca_with_public_key(
+    subject: x509.Name, public_key: rsa.RSAPublicKey, signer: rsa.RSAPrivateKey
+) -> bytes:
+    """A CA certificate named `subject`, self-issued, holding `public_key` (whose private key
+    need not exist), signed by `signer`."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _huge_exponent_chain(
+    anchor: Issued, leaf_of: Callable[..., Issued], signer: rsa.RSAPrivateKey, fakes: int
+) -> tuple[bytes, ...]:
+    """The probe's hostile chain: a P-256 leaf "issued by" the anchor's name but signed with
+    RSA, and `fakes` CA certificates named like the anchor whose key is the signer's modulus
+    with a public exponent two bits shorter (~5 ms a signature check)."""
+    modulus = signer.public_key().public_numbers().n
+    exponent = (1 << (modulus.bit_length() - 2)) + 1
+    dear = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    leaf = leaf_of(anchor, signing_key=signer)
+    cas = (_ca_with_public_key(anchor.cert.subject, dear, signer) for _ in range(fakes))
+    return (leaf.der, *cas)
+
+
+def _rsa_key_with_exponent(exponent: int) -> rsa.RSAPrivateKey:
+    """A 2048-bit RSA key with any odd public exponent coprime to the generated primes' λ."""
+    if exponent in (3, 65537):
+        return rsa.generate_private_key(public_exponent=exponent, key_size=2048)
+    primes = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    p, q = primes.p, primes.q
+    private = pow(exponent, -1, (p - 1) * (q - 1) // math.gcd(p - 1, q - 1))
+    public = rsa.RSAPublicNumbers(exponent, p * q)
+    return rsa.RSAPrivateNumbers(
+        p, q, private, rsa.rsa_crt_dmp1(private, p), rsa.rsa_crt_dmq1(private, q),
+        rsa.rsa_crt_iqmp(p, q), public,
+    ).private_key()
+
+
+def _count_signature_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the verifier runs and this module's own signature checks."""
+    counts = {"verifier": 0, "signature": 0}
+    verifier, signature_check = x509_module._verifier, x509_module._signature_check
+
+    def counted_verifier(*args: Any, **kwargs: Any) -> Any:
+        counts["verifier"] += 1
+        return verifier(*args, **kwargs)
+
+    def counted_signature_check(*args: Any) -> bool | None:
+        counts["signature"] += 1
+        return signature_check(*args)
+
+    monkeypatch.setattr(x509_module, "_verifier", counted_verifier)
+    monkeypatch.setattr(x509_module, "_signature_check", counted_signature_check)
+    return counts
+
+
+@pytest.mark.parametrize("fakes", [1, 3])
+def test_a_client_chain_with_a_huge_rsa_exponent_is_refused_before_any_signature_check(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore,
+    rsa3072: rsa.RSAPrivateKey, fakes: int,
+) -> None:
+    """The probe's pre-authentication CPU attack: each check under the fake CAs' key costs
+    ~100x one under e = 65537, and the verifier and the diagnosis tried every fake CA."""
+    chain = _huge_exponent_chain(anchor, client_leaf, rsa3072, fakes)
+    counts = _count_signature_work(monkeypatch)
+    message = refused(A.unknown_ca, client, chain, store)
+    assert counts == {"verifier": 0, "signature": 0}
+    assert "certificate 1 is RSA-3072 with a 3071-bit public exponent" in message
+    assert "odd public exponent from 3 to 2^32-1" in message
+
+
+def test_a_server_chain_with_a_huge_rsa_exponent_is_refused_before_any_signature_check(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore,
+    rsa3072: rsa.RSAPrivateKey,
+) -> None:
+    """The same attack from a hostile server on a client: the same validation."""
+    chain = _huge_exponent_chain(anchor, server_leaf, rsa3072, 3)
+    counts = _count_signature_work(monkeypatch)
+    message = refused(A.unknown_ca, server, chain, store)
+    assert counts == {"verifier": 0, "signature": 0}
+    assert message.startswith("server chain leads to no trusted CA: the key of certificate 1")
+
+
+def test_an_rsa_key_above_8192_bits_is_refused_before_any_signature_check(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore,
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    """A big modulus (any odd number: the key is never used) with e = 65537."""
+    modulus = (1 << 8199) | 0x1234567 | 1
+    big = rsa.RSAPublicNumbers(65537, modulus).public_key()
+    fake = _ca_with_public_key(anchor.cert.subject, big, rsa_key)
+    counts = _count_signature_work(monkeypatch)
+    message = refused(A.unknown_ca, client, (client_leaf(anchor).der, fake), store)
+    assert counts == {"verifier": 0, "signature": 0}
+    assert "the key of certificate 1 is RSA-8200:" in message
+
+
+@pytest.mark.parametrize("exponent", [3, 65537, 4294967291])
+def test_rsa_cas_with_usual_exponents_still_validate(exponent: int) -> None:
+    """e = 3 (old CAs), 65537 (every CA now) and the largest prime below 2^32 (any odd
+    exponent up to 2^32 - 1 is accepted)."""
+    key = _rsa_key_with_exponent(exponent)
+    top = root("rsa root", key=key)
+    middle = intermediate(top, "rsa intermediate", key=key)
+    store = TrustStore([top.der])
+    assert client(chain_der(client_leaf(middle), middle), store) == "01-23-45-67-89-AB-CD-EF"
+    assert server(chain_der(server_leaf(middle), middle), store) == "localhost"

@@ -35,7 +35,9 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   expired copy of a renewed root) is ignored, as RFC 5280 §6.1.3 (a)(2) checks the path only.
 * unknown_ca: no path to a trust anchor, including paths through a certificate that may not
   act as a CA and chains deeper than `max_depth`: within the allowed depth no trusted CA "could
-  be located" (the same choice as OpenSSL for too-long chains and bad CAs).
+  be located" (the same choice as OpenSSL for too-long chains and bad CAs). So is a CA
+  certificate sent with an RSA key too dear to check signatures with (`_refuse_dear_keys`),
+  refused before any signature is checked.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ from iotdtls.messages.constants import IdentifierType
 __all__ = [
     "DEFAULT_MAX_CHAIN_DEPTH",
     "MAX_CHAIN_DEPTH_LIMIT",
+    "RSA_MAX_MODULUS_BITS",
+    "RSA_MAX_PUBLIC_EXPONENT",
     "TrustStore",
     "authority_identifiers",
     "chain_hash",
@@ -99,6 +103,26 @@ and every anchor is still valid (nothing is revoked in this profile, CRT-5)."""
 NAMES_KEPT_PER_LEAF: Final = 8
 """Name checks remembered per validated leaf: a chain seen again is not matched again against
 a name it was already found valid for (a client reaches a server under few names)."""
+
+RSA_MAX_PUBLIC_EXPONENT: Final = 2**32 - 1
+"""The largest RSA public exponent accepted in a certificate a peer sends.
+
+Checking a signature costs one modular exponentiation by the exponent, so its cost grows with
+the exponent's length: with e = 65537 a 3072-bit check takes ~0.05 ms, with a 3070-bit e (which
+OpenSSL accepts for moduli up to 3072 bits) ~5 ms, enough for a peer with no credentials to
+make the path validation of a few chains a second eat a core. RFC 8017 §3.1 allows any odd
+e from 3 to n - 1 and FIPS 186-5 / NIST SP 800-89 any odd e below 2^256, but those are bounds
+for key generation, not for the cost a verifier accepts from a stranger; deployed CAs use 65537
+(and a few old ones 3). 2^32 - 1 is what Windows CryptoAPI can hold (a DWORD), and close to
+the 33 bits BoringSSL and ring allow, so no key in use is refused; a check then costs at most
+~2x one with 65537."""
+
+RSA_MAX_MODULUS_BITS: Final = 8192
+"""The largest RSA modulus accepted in a certificate a peer sends: what ring/webpki verify
+(2048 to 8192 bits), above the 4096 of the largest CA keys in use. With the exponent bounded
+a check then costs ~0.6 ms here, about as much as one with a P-521 key (which a CA may have);
+OpenSSL alone would go to 16384 bits (~2.3 ms a check). The lower bound, 2048 bits, is the
+verifier's own (its web-PKI policy)."""
 
 REFERENCE_IDENTITIES_KEPT: Final = 64
 """Server names whose reference identity is remembered (a client's every certificate handshake
@@ -322,6 +346,7 @@ def _validate_path(
     leaf_key = _check_leaf_key(certs[0], role)
     if not _valid_at(certs[0], when):  # the leaf is on every path
         raise _not_valid(certs[0], 0, when, role)
+    _refuse_dear_keys(certs, role)
     pinned = bytes(chain[0]) in store._anchors
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
@@ -701,6 +726,43 @@ def _check_leaf_key(leaf: x509.Certificate, role: str) -> PublicKey:
         f"the {role} certificate key is {_describe_key(key)}, not ECDSA P-256",
         _A.unsupported_certificate,
     )
+
+
+def _refuse_dear_keys(certs: Sequence[x509.Certificate], role: str) -> None:
+    """Refuse, before any signature is checked, a chain with a CA certificate (one sent after
+    the leaf, whose key may check another's signature) whose RSA key makes that check dear: an
+    exponent that is even, below 3 or above `RSA_MAX_PUBLIC_EXPONENT`, or a modulus above
+    `RSA_MAX_MODULUS_BITS`. Such a key can be no CA of a path (unknown_ca, RFC 5246 §7.2.2,
+    as for a CA key of a type not allowed). The trust anchors are the operator's and not
+    looked at."""
+    for index, cert in enumerate(certs[1:], 1):
+        problem = _dear_rsa_key(cert)
+        if problem is not None:
+            raise ProtocolError(
+                f"{role} chain leads to no trusted CA: the key of certificate {index} is "
+                f"{problem}: an RSA key sent must have an odd public exponent from 3 to 2^32-1 "
+                f"and at most {RSA_MAX_MODULUS_BITS} bits (its signature checks would be dear)",
+                _A.unknown_ca,
+            )
+
+
+def _dear_rsa_key(cert: x509.Certificate) -> str | None:
+    """What makes the certificate's RSA key dear to verify with, or None when it is not (or is
+    no RSA key, or does not load: the verifier refuses that without checking a signature)."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    if not isinstance(key, rsa.RSAPublicKey):
+        return None
+    exponent = key.public_numbers().e
+    if exponent % 2 == 0:
+        return f"RSA-{key.key_size} with an even public exponent"
+    if not 3 <= exponent <= RSA_MAX_PUBLIC_EXPONENT:
+        return f"RSA-{key.key_size} with a {exponent.bit_length()}-bit public exponent"
+    if key.key_size > RSA_MAX_MODULUS_BITS:
+        return f"RSA-{key.key_size}"
+    return None
 
 
 def _describe_key(key: object) -> str:
