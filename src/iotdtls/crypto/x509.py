@@ -416,7 +416,17 @@ def _diagnose(
     pinned: bool,
 ) -> ProtocolError:
     """Turn a verifier failure into the right alert by checking the usual causes one by one
-    (the verifier's error has no machine-readable reason); `pinned`: the leaf is an anchor."""
+    (the verifier's error has no machine-readable reason); `pinned`: the leaf is an anchor.
+
+    The work is bounded whatever the peer sent: each signature is checked at most once per
+    (certificate, issuer named) pair (`_Signatures`), and the verifier is run again (to name an
+    expired CA or count the CAs a too-deep chain needs) only when the names and signatures
+    link the leaf to an anchor. Without such a link, which a peer with no CA to issue its
+    certificates cannot make, those runs could find no path: a hostile chain of CA
+    certificates of one name would cost one more full search each.
+    """
+    signatures = _Signatures()
+    linked = pinned or _signed_path(certs, store, signatures.verified) is not None
     for anchor in _anchors_for(certs, store):
         if not _valid_at(anchor, when):
             return ProtocolError(
@@ -424,16 +434,16 @@ def _diagnose(
                 f"not valid at {when:%Y-%m-%d %H:%M}Z {_validity(anchor)}",
                 _A.certificate_expired,
             )
-    expired = _expired_on_path(certs, store, when)
+    expired = _expired_on_path(certs, store, when, signatures) if linked else None
     if expired is not None:
         return _not_valid(certs[expired], expired, when, role)
-    needed = _intermediates_needed(certs, store, when)
+    needed = _intermediates_needed(certs, store, when) if linked else None
     if needed is not None and needed > max_depth:
         return ProtocolError(
             f"{role} chain needs {needed} CA certificates, more than the allowed {max_depth}",
             _A.unknown_ca,
         )
-    bad_signature = _bad_signature(certs, store)
+    bad_signature = _bad_signature(certs, store, signatures)
     if bad_signature is not None:
         return ProtocolError(
             f"the signature on {role} certificate {bad_signature} does not verify",
@@ -568,7 +578,10 @@ def _signature_name(algorithm: x509.ObjectIdentifier) -> str:
 
 
 def _expired_on_path(
-    certs: list[x509.Certificate], store: TrustStore, when: datetime.datetime
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    when: datetime.datetime,
+    signatures: _Signatures,
 ) -> int | None:
     """Index of a CA certificate sent that is not valid at `when` but is on the path found at
     a time it is valid: the one that made the chain fail (RFC 5280 §6.1.3 (a)(2)). A
@@ -590,7 +603,7 @@ def _expired_on_path(
             return index
     if all(_valid_at(cert, when) for cert in certs[1:]):
         return None
-    linked = _signed_path(certs, store)
+    linked = _signed_path(certs, store, signatures.issued_by)
     if linked is None or not _window_of(linked).is_empty():
         return None  # no path, or the verifier was asked above at a time all of it is valid
     for index, cert in enumerate(certs[1:], 1):
@@ -600,22 +613,29 @@ def _expired_on_path(
 
 
 def _signed_path(
-    certs: list[x509.Certificate], store: TrustStore
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    signed: Callable[[x509.Certificate, x509.Certificate], bool],
 ) -> list[x509.Certificate] | None:
     """A path from the leaf to a trust anchor through the certificates sent, each issued by
     the next by name and signature (RFC 5280 §6.1.3 (a)(1), (a)(4)), validity not looked at;
     None when there is none. A search of the graph, not of the orderings: a certificate
     entered once is never entered again, so a hostile chain of certificates that all issue
-    one another costs at most one signature check per pair, not one per permutation."""
+    one another costs at most one signature check per pair, not one per permutation.
+    `signed(cert, issuer)` tells whether a signature links them."""
     entered: set[int] = set()
 
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         last = path[-1]
         for anchor in store._certificates:
-            if anchor.subject == last.issuer and _issued_by(last, anchor):
+            if anchor.subject == last.issuer and signed(last, anchor):
                 return [*path, anchor]
         for index, cert in enumerate(certs[1:], 1):
-            if index in entered or cert.subject != last.issuer or not _issued_by(last, cert):
+            if (
+                index in entered
+                or cert.subject != last.issuer
+                or not signed(last, cert)
+            ):
                 continue
             entered.add(index)
             found = extend([*path, cert])
@@ -638,15 +658,42 @@ def _intermediates_needed(
     return max(len(path) - 2, 0)
 
 
-def _bad_signature(certs: list[x509.Certificate], store: TrustStore) -> int | None:
+def _bad_signature(
+    certs: list[x509.Certificate], store: TrustStore, signatures: _Signatures
+) -> int | None:
     """Index of a certificate whose issuer is present by name (next in the chain, or an
     anchor) but whose signature verifies under none of them."""
     for index, cert in enumerate(certs):
         candidates = (*certs[index + 1 :], *store._certificates)
         issuers = [c for c in candidates if c.subject == cert.issuer]
-        if issuers and not any(_issued_by(cert, issuer) for issuer in issuers):
+        if issuers and not any(signatures.issued_by(cert, issuer) for issuer in issuers):
             return index
     return None
+
+
+class _Signatures:
+    """The signature checks of one diagnosis, each (certificate, issuer) pair checked at most
+    once however many of its steps ask."""
+
+    __slots__ = ("_checked",)
+
+    def __init__(self) -> None:
+        self._checked: dict[tuple[int, int], bool | None] = {}
+
+    def _check(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+        """`_signature_check`, remembered (the certificates live as long as the diagnosis)."""
+        pair = (id(cert), id(issuer))
+        if pair not in self._checked:
+            self._checked[pair] = _signature_check(cert, issuer)
+        return self._checked[pair]
+
+    def issued_by(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """As `_issued_by`: a check that cannot be made counts as signed."""
+        return self._check(cert, issuer) is not False
+
+    def verified(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """Whether the signature verifies, as the verifier requires of a path."""
+        return self._check(cert, issuer) is True
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
