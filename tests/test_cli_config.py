@@ -11,8 +11,10 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -669,8 +671,22 @@ NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
         (["keygen", "spki"], "--key", "encrypted der", ENCRYPTED),
         (["server", "--rpk-key", "{server_key}"], "--rpk-allow", GARBAGE, NO_SPKI),
         (["client", "h:1"], "--peer-rpk", "{server_key}",
-         "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem "
-         "--out PUB.pem writes it) or the public key's SHA-256"),
+         "that is a private key (PEM PRIVATE KEY), not a public key; give its public key "
+         "(iotdtls keygen spki --key KEY.pem --out PUB.pem writes it) or the public key's "
+         "SHA-256"),
+        (["server", "--rpk-key", "{server_key}"], "--rpk-allow", "{client_crt}",
+         "that is a certificate (PEM CERTIFICATE), not a public key; give its public key "
+         "(openssl x509 -in CERT.pem -pubkey -noout > PUB.pem writes it) or the public key's "
+         "SHA-256"),
+        (["server", "--key", "{server_key}"], "--cert", "{server_key}",
+         "that is a private key (PEM PRIVATE KEY), not a certificate"),
+        (["server", "--cert", "{server_crt}"], "--key", "{server_crt}",
+         "that is a certificate (PEM CERTIFICATE), not a private key"),
+        (["client", "h:1"], "--cafile", "{server_key}",
+         "that is a private key (PEM PRIVATE KEY), not a certificate"),
+        (["keygen", "spki"], "--key", "{client_crt}",
+         "that is a certificate (PEM CERTIFICATE), not a private key; the certificate holds "
+         "its public key: openssl x509 -in {} -pubkey -noout prints it"),
         (["client", "h:1"], "--cafile", GARBAGE, NO_CERTIFICATE),
         (["server", "--key", "{server_key}"], "--cert", GARBAGE, NO_CERTIFICATE),
         (["server", "--cert", "{server_crt}", "--key", "{server_key}"], "--client-cafile",
@@ -710,6 +726,31 @@ def test_the_command_a_private_key_given_as_peer_rpk_is_told_writes_its_public_k
     capsys.readouterr()
     config = client_config(client_args("--peer-rpk", str(public)), "localhost")
     assert tuple(config.server_public_keys) == (public_key_pin(pki.server_pub.read_bytes()),)
+
+
+def test_a_certificate_and_key_given_the_other_way_round_are_told_to_swap(
+    capsys: pytest.CaptureFixture[str], pki: Pki
+) -> None:
+    """`--cert server.key --key server.crt` said "--cert server.key: no valid PEM certificate
+    found": the two files named, and what to do."""
+    message = refused(capsys, "server", "--cert", str(pki.server_key), "--key", str(pki.server_crt))
+    assert message == (f"--cert {pki.server_key} holds a private key and --key {pki.server_crt} "
+                       "a certificate: swap --cert and --key")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_the_command_a_certificate_given_as_rpk_allow_is_told_writes_its_public_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, pki: Pki
+) -> None:
+    """The hint for a certificate given where a raw public key goes, run, makes the file
+    --rpk-allow takes: the certificate's own key."""
+    message = refused(capsys, "server", "--rpk-key", str(pki.server_key),
+                      "--rpk-allow", str(pki.client_crt))
+    hinted = re.search(r"\((openssl x509 [^)]*) > PUB.pem writes it\)", message)
+    assert hinted is not None, message
+    argv = hinted.group(1).replace("CERT.pem", str(pki.client_crt)).split()
+    public = subprocess.run(argv, check=True, capture_output=True, timeout=30).stdout
+    assert public_key_pin(public) == public_key_pin(pki.client_pub.read_bytes())
 
 
 def test_a_certificate_with_another_key_names_both_files(

@@ -158,7 +158,7 @@ def test_bad_certificate_files_name_the_field_and_file(pki: Pki, tmp_path: Path)
         (x509(certificate=str(not_a_key), **{"private-key": str(pki.server_key)}),
          f'"dtls-x509" certificate: certificate file {not_a_key}: '),
         ({":server": {"dtls-rpk": {"peer-public-key": str(pki.server_key)}}},
-         f"public key file {pki.server_key}: that is a private key; "),
+         f"public key file {pki.server_key}: that is a private key (PEM PRIVATE KEY), "),
     ]:
         with pytest.raises(ConfigError) as info:
             load_credentials(data)

@@ -22,6 +22,7 @@ from iotdtls.credentials import (
     public_key_pins,
 )
 from iotdtls.crypto.signature import spki_sha256
+from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
 from tests.peers import Pki
 from tests.pki import Issued, intermediate, issue, p256, root, server_leaf
@@ -139,14 +140,14 @@ def test_the_file_loaders_name_the_file_their_error_is_about(files: Path, pki: P
     the key file twice "no valid PEM certificate found": which file, of several, was wrong?"""
     certificate, key = str(pki.server_crt), str(pki.server_key)
     assert config_error(PrivateKey.load, certificate) == (
-        f"key file {certificate}: no private key in it (PEM or DER, PKCS#8 or SEC1)")
+        f"key file {certificate}: that is a certificate (PEM CERTIFICATE), not a private key")
     assert config_error(CertifiedKey.load, key, key) == (
-        f"certificate file {key}: no valid PEM certificate found")
+        f"certificate file {key}: that is a private key (PEM PRIVATE KEY), not a certificate")
     junk = str(files / "junk.pem")
     assert config_error(CertifiedKey.load, junk, key) == (
         f"certificate file {junk}: not a PEM or DER X.509 certificate")
     assert config_error(CertifiedKey.load, certificate, certificate) == (
-        f"key file {certificate}: no private key in it (PEM or DER, PKCS#8 or SEC1)")
+        f"key file {certificate}: that is a certificate (PEM CERTIFICATE), not a private key")
     other = str(pki.client_key)
     assert config_error(CertifiedKey.load, certificate, other) == (
         f"certificate file {certificate} with key file {other}: the private key does not "
@@ -266,14 +267,59 @@ def test_a_public_key_is_pinned_from_any_of_its_provisioned_forms(
     assert public_key_pins([]) == ()
 
 
-def test_what_is_not_a_public_key_is_refused_in_one_line(
-    issued: tuple[Issued, Issued, Issued],
-) -> None:
-    _, _, leaf = issued
+def test_what_is_not_a_public_key_is_refused_in_one_line() -> None:
     assert "bytes or str" in config_error(public_key_pin, 42)
     assert "SubjectPublicKeyInfo" in config_error(public_key_pin, b"\x04" + bytes(64))
     assert "SubjectPublicKeyInfo" in config_error(public_key_pin, "not hex at all")
-    assert "exactly one PUBLIC KEY" in config_error(public_key_pin, leaf.pem)
+    assert "exactly one PUBLIC KEY" in config_error(public_key_pin, PUBLIC_TWICE)
+
+
+PUBLIC_TWICE = (
+    b"-----BEGIN PUBLIC KEY-----\nMAMCAQU=\n-----END PUBLIC KEY-----\n" * 2
+)
+
+
+def test_each_loader_names_what_a_file_of_another_kind_holds(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    """A private key given as the certificate said "no valid PEM certificate found", a
+    certificate given as the key "no private key in it", a certificate given as a raw public key
+    "a public key PEM must hold exactly one PUBLIC KEY block": each loader now names what it
+    found (its PEM label, or DER) and what it wanted, and for a public key how to get one."""
+    _, _, leaf = issued
+    private_pem = key_pem(leaf)
+    private_der = leaf.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    public_pem = leaf.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    sec1 = leaf.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption())
+    assert config_error(load_certificates, private_pem) == (
+        "that is a private key (PEM PRIVATE KEY), not a certificate")
+    assert config_error(load_certificates, b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n"
+                        b"-----END EC PARAMETERS-----\n" + sec1) == (
+        "that is a private key (PEM EC PRIVATE KEY), not a certificate")
+    assert config_error(load_certificates, private_der) == (
+        "that is a private key (DER), not a certificate")
+    assert config_error(load_certificates, public_pem) == (
+        "that is a public key (PEM PUBLIC KEY), not a certificate")
+    assert config_error(PrivateKey.from_pem, leaf.pem) == (
+        "that is a certificate (PEM CERTIFICATE), not a private key")
+    assert config_error(PrivateKey.from_pem, leaf.der) == (
+        "that is a certificate (DER), not a private key")
+    assert config_error(PrivateKey.from_pem, public_pem) == (
+        "that is a public key (PEM PUBLIC KEY), not a private key")
+    openssl = "(openssl x509 -in CERT.pem -pubkey -noout > PUB.pem writes it)"
+    for form, shown in ((leaf.pem, "PEM CERTIFICATE"), (leaf.der, "DER")):
+        assert config_error(public_key_pin, form) == (
+            f"that is a certificate ({shown}), not a public key; give its public key "
+            f"{openssl} or the public key's SHA-256")
+    assert config_error(public_key_pin, private_pem) == (
+        "that is a private key (PEM PRIVATE KEY), not a public key; give its public key "
+        "(iotdtls keygen spki --key KEY.pem --out PUB.pem writes it) or the public key's "
+        "SHA-256")
 
 
 @pytest.mark.req("RPK-3")
@@ -289,7 +335,7 @@ def test_a_der_pin_must_be_a_p256_subject_public_key_info(
         serialization.NoEncryption())
     for form in (private, private_der, key_pem(leaf, PASSWORD)):
         message = config_error(public_key_pin, form)
-        assert message.startswith("that is a private key; give its public key"), message
+        assert message.startswith("that is a private key ("), message
         assert "iotdtls keygen spki" in message
     assert config_error(public_key_pin, leaf.der).startswith("that is a certificate")
     p384 = ec.generate_private_key(ec.SECP384R1()).public_key()

@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from iotdtls._paths import cannot_read, shown_path
+from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, PUBLIC_KEY, kind_of, that_is
 from iotdtls.crypto.signature import (
     PrivateKey,
     PublicKey,
-    private_key_form,
     spki_sha256,
 )
 from iotdtls.crypto.x509 import is_self_signed, leaf_public_key_spki, load_certificates
@@ -84,17 +84,31 @@ def public_key_pin(value: bytes | str) -> bytes:
     if value.lstrip().startswith(b"-----"):
         blocks = pem_blocks(value, "PUBLIC KEY")
         if len(blocks) != 1:
-            if not blocks and b"PRIVATE KEY-----" in value:
-                raise ConfigError(_PRIVATE_NOT_PUBLIC)
-            raise ConfigError("a public key PEM must hold exactly one PUBLIC KEY block")
+            instead = None if blocks else _not_public_key(value)
+            raise ConfigError(instead or "a public key PEM must hold exactly one PUBLIC KEY block")
         value = blocks[0]
     return spki_sha256(_uncompressed_p256_spki(value))
 
 
-_PRIVATE_NOT_PUBLIC = (
-    "that is a private key; give its public key (iotdtls keygen spki --key KEY.pem --out "
-    "PUB.pem writes it) or the public key's SHA-256"
-)
+#: How to get the public key out of what was given instead (RFC 7250 §3: a raw public key is
+#: a SubjectPublicKeyInfo), by what that is.
+_PUBLIC_KEY_OF = {
+    PRIVATE_KEY: "iotdtls keygen spki --key KEY.pem --out PUB.pem writes it",
+    CERTIFICATE: "openssl x509 -in CERT.pem -pubkey -noout > PUB.pem writes it",
+}
+
+
+def _not_public_key(data: bytes) -> str | None:
+    """What `data`, which holds no public key, holds instead, with how to get the public key
+    out of a private key or a certificate ("that is a certificate (PEM CERTIFICATE), not a
+    public key; give its public key (openssl x509 ... writes it) or the public key's SHA-256"); None
+    when it is nothing `iotdtls.crypto.pem` recognises."""
+    instead = that_is(data, PUBLIC_KEY)
+    found = kind_of(data)
+    if instead is None or found is None or found[0] not in _PUBLIC_KEY_OF:
+        return instead
+    how = _PUBLIC_KEY_OF[found[0]]
+    return f"{instead}; give its public key ({how}) or the public key's SHA-256"
 
 
 def _uncompressed_p256_spki(der: bytes) -> bytes:
@@ -122,15 +136,8 @@ def _not_p256_spki(der: bytes, key: PublicKeyTypes | None) -> str:
     if key is not None:
         kind = type(key).__name__.removesuffix("PublicKey")
         return f"the public key is {kind}, not ECDSA; the profile needs P-256"
-    if private_key_form(der) is not None:
-        return _PRIVATE_NOT_PUBLIC
-    try:
-        x509.load_der_x509_certificate(der)
-    except ValueError:
-        return "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
-    return (
-        "that is a certificate; give its public key (a SubjectPublicKeyInfo) or the key's SHA-256"
-    )
+    instead = _not_public_key(der)
+    return instead or "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
 
 
 def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:

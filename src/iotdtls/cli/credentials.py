@@ -28,6 +28,7 @@ from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes
 from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
+from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, kind_of
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
 from iotdtls.identity import shown_identity
@@ -37,6 +38,7 @@ __all__ = [
     "add_server_credentials",
     "chain_cache",
     "client_config",
+    "file_holds",
     "load_private_key",
     "read_psk_file",
     "server_config",
@@ -204,12 +206,33 @@ def _certified(args: argparse.Namespace) -> CertifiedKey | None:
         raise UsageError("give --cert and --key together")
     if args.cert is None:
         return None
-    chain = _certificates(args.cert, "--cert")
+    try:
+        chain = _certificates(args.cert, "--cert")
+    except UsageError:
+        _refuse_swapped(args.cert, args.key)
+        raise
     key = load_private_key(args.key, "--key")
     try:
         return CertifiedKey(chain, key)
     except ConfigError as exc:
         raise UsageError(f"--cert {args.cert} with --key {args.key}: {exc}") from None
+
+
+def file_holds(path: str, flag: str) -> str | None:
+    """What the file `path`, given as `flag`, holds (`iotdtls.crypto.pem.kind_of`): `CERTIFICATE`,
+    `PRIVATE_KEY`, ..., or None; to say what a file that was refused holds."""
+    found = kind_of(_read(path, flag))
+    return None if found is None else found[0]
+
+
+def _refuse_swapped(cert: str, key: str) -> None:
+    """A `UsageError` when --cert holds a private key and --key a certificate: the two files
+    were given the other way round."""
+    if file_holds(cert, "--cert") == PRIVATE_KEY and file_holds(key, "--key") == CERTIFICATE:
+        raise UsageError(
+            f"--cert {cert} holds a private key and --key {key} a certificate: swap --cert "
+            "and --key"
+        )
 
 
 def add_client_credentials(p: argparse.ArgumentParser) -> None:

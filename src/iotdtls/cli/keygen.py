@@ -18,8 +18,9 @@ from typing import Any, BinaryIO, Final
 
 from iotdtls._files import same_file, write_atomically
 from iotdtls.cli.common import UsageError, file_path, stdout_buffer, whole_number
-from iotdtls.cli.credentials import load_private_key
+from iotdtls.cli.credentials import file_holds, load_private_key
 from iotdtls.crypto import random_bytes
+from iotdtls.crypto.pem import CERTIFICATE
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
 
 __all__ = ["register"]
@@ -77,11 +78,25 @@ def run_spki(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out} is the --key file: name another file for the public key"
         )
-    key = load_private_key(args.key, "--key")
+    key = _private_key(args.key)
     if args.out is not None:
         _write(args.out, spki_pem(key.spki), mode=0o644, force=args.force)
     _print(out, spki_sha256(key.spki).hex())
     return 0
+
+
+def _private_key(path: str) -> PrivateKey:
+    """The --key file's key; a certificate given instead is refused with the command that
+    prints the public key it holds (`spki` reads private keys only)."""
+    try:
+        return load_private_key(path, "--key")
+    except UsageError as exc:
+        if file_holds(path, "--key") != CERTIFICATE:
+            raise
+        raise UsageError(
+            f"{exc}; the certificate holds its public key: openssl x509 -in {path} -pubkey "
+            "-noout prints it"
+        ) from None
 
 
 def run_psk(args: argparse.Namespace) -> int:

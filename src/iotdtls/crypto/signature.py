@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from iotdtls._paths import cannot_read, shown_path
+from iotdtls.crypto.pem import PRIVATE_KEY, that_is
 from iotdtls.crypto.rand import p256_private_key
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 
@@ -88,7 +89,9 @@ class PrivateKey:
 
     @classmethod
     def from_pem(cls, data: bytes, password: bytes | None = None) -> PrivateKey:
-        """A PEM (PKCS#8 or SEC1 "EC PRIVATE KEY") or DER private key."""
+        """A PEM (PKCS#8 or SEC1 "EC PRIVATE KEY") or DER private key; a certificate or public
+        key given instead is named as such ("that is a certificate (PEM CERTIFICATE), not a
+        private key")."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ConfigError(f"give the key as bytes (PEM or DER), got {type(data).__name__}")
         if password is not None and not isinstance(password, bytes):
@@ -103,7 +106,8 @@ class PrivateKey:
         except ValueError:
             if password is not None and private_key_form(data) == "encrypted":
                 raise ConfigError("wrong password for the encrypted private key") from None
-            raise ConfigError(f"no private key in it ({_PRIVATE_KEY_FORMS})") from None
+            instead = that_is(data, PRIVATE_KEY) or f"no private key in it ({_PRIVATE_KEY_FORMS})"
+            raise ConfigError(instead) from None
         except UnsupportedAlgorithm:
             raise ConfigError("the private key is of an unsupported type; use P-256") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):

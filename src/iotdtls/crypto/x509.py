@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
+from iotdtls.crypto.pem import CERTIFICATE, that_is
 from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.x509names import (
     IpAddress,
@@ -182,18 +183,25 @@ _E = TypeVar("_E", bound=x509.ExtensionType)
 
 def load_certificates(data: bytes) -> tuple[bytes, ...]:
     """The certificates of a PEM file (one or more CERTIFICATE blocks) or of one DER
-    certificate, as DER, in file order. Anything else is a one-line `ConfigError`."""
+    certificate, as DER, in file order. Anything else is a one-line `ConfigError`, naming what
+    the data holds instead when it is a key (a file given for another)."""
     if b"-----BEGIN" in data:
         try:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError:
-            raise ConfigError("no valid PEM certificate found") from None
+            raise ConfigError(_not_certificate(data, "no valid PEM certificate found")) from None
         return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in certs)
     try:
         x509.load_der_x509_certificate(data)
     except ValueError:
-        raise ConfigError("not a PEM or DER X.509 certificate") from None
+        raise ConfigError(_not_certificate(data, "not a PEM or DER X.509 certificate")) from None
     return (bytes(data),)
+
+
+def _not_certificate(data: bytes, otherwise: str) -> str:
+    """What `data`, which holds no certificate, holds instead ("that is a private key (PEM
+    PRIVATE KEY), not a certificate"), else `otherwise`."""
+    return that_is(data, CERTIFICATE) or otherwise
 
 
 class TrustStore:
