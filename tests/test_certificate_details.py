@@ -413,9 +413,8 @@ def test_the_oldest_remembered_chain_is_forgotten_first(
     anchor: Issued, store: TrustStore, verifier_builds: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """CRT-5: the store keeps the VALIDATED_CHAINS_KEPT most recent validations (here 2)."""
-    monkeypatch.setattr(x509_module, "VALIDATED_CHAINS_KEPT", 2)
-    store = TrustStore([anchor.der])
+    """CRT-5: the store keeps the `validated_chains` most recent validations (here 2)."""
+    store = TrustStore([anchor.der], validated_chains=2)
     chain = chain_der(server_leaf(anchor))
     for depth in (0, 1, 2):  # three questions about one chain
         server(chain, store, max_depth=depth)
@@ -425,6 +424,28 @@ def test_the_oldest_remembered_chain_is_forgotten_first(
     assert len(verifier_builds) == 3  # the two newest are remembered
     server(chain, store, max_depth=0)
     assert len(verifier_builds) == 4  # the oldest was forgotten
+    assert len(store._validated) == 2
+    assert (store.validated_chain_hits, store.validated_chain_misses) == (2, 4)
+
+
+def test_a_store_keeping_no_validated_chain_validates_each_time(
+    anchor: Issued, verifier_builds: list[int],
+) -> None:
+    """`validated_chains=0`: nothing remembered, every look a full path validation (a miss)."""
+    store = TrustStore([anchor.der], validated_chains=0)
+    chain = chain_der(server_leaf(anchor))
+    for _ in range(3):
+        assert server(chain, store) == "localhost"
+    assert len(verifier_builds) == 3 and len(store._validated) == 0
+    assert (store.validated_chain_hits, store.validated_chain_misses) == (0, 3)
+
+
+@pytest.mark.parametrize("kept", [-1, 1.5, True, "8"])
+def test_the_number_of_validated_chains_kept_is_a_whole_number(anchor: Issued, kept: Any) -> None:
+    with pytest.raises(ConfigError, match=r"^validated_chains must be an integer >= 0"):
+        TrustStore([anchor.der], validated_chains=kept)
+    with pytest.raises(ConfigError, match=r"^validated_chains must be an integer >= 0"):
+        x509_configs(server={"validated_chains": kept})
 
 
 # -- trusted CA identifiers (RFC 6066 §6, CRT-8) ----------------------------------------------

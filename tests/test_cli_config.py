@@ -336,6 +336,17 @@ def test_server_every_mode_at_once(pki: Pki, tmp_path: Path) -> None:
     assert certified.chain == tuple(load_certificate_file(pki.server_crt))
     assert tuple(config.client_trust_anchors) == tuple(load_certificate_file(pki.ca_crt))
     assert config.require_extended_master_secret
+    assert config.validated_chains == ServerConfig.validated_chains
+
+
+def test_server_validated_chains_sets_what_the_client_trust_store_keeps(pki: Pki) -> None:
+    config = server_config(
+        server_args("--cert", str(pki.server_crt), "--key", str(pki.server_key),
+                    "--client-cafile", str(pki.ca_crt), "--validated-chains", "5000"),
+    )
+    assert config.validated_chains == 5000
+    assert config.client_trust_store is not None
+    assert config.client_trust_store._validated.capacity == 5000
 
 
 
@@ -614,6 +625,10 @@ def test_server_flags_beside_the_credentials() -> None:
         ([*PSK, "--client-cafile", "ca.pem"],
          "--client-cafile needs the server's own --cert and --key"),
         ([*PSK, "--cert", "c.pem"], "give --cert and --key together"),
+        ([*PSK, "--validated-chains", "10"],
+         "--validated-chains counts client certificate chains: it needs --client-cafile FILE"),
+        ([*PSK, "--validated-chains", "-1"],
+         "argument --validated-chains: must be a whole number >= 0, got '-1' (see --help)"),
         ([*PSK, "--rpk-allow-sha256", "00"],
          "--rpk-allow-sha256 must be 64 hex digits (a SHA-256), got '00'"),
         (["--psk-file", "/nonexistent/psk.txt"],

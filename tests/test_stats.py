@@ -26,6 +26,7 @@ from iotdtls.stats import ServerStats
 from tests.aio_support import client_config, echo, eventually, run, server_config
 from tests.interop_support import WRONG_PSK, SameAddressClient
 from tests.peers import LOCALHOST
+from tests.pubkey_support import x509_configs
 
 COUNTERS = [f.name for f in dataclasses.fields(ServerStats) if f.name not in {"gate", "discards"}]
 
@@ -41,7 +42,7 @@ def test_the_counters_of_two_workers_add_up() -> None:
     a = numbered(1, {"COOKIE_ACCEPTED": 3, "HELLO_VERIFY_SENT": 4})
     b = numbered(10, {"COOKIE_ACCEPTED": 1, "NOT_A_CLIENT_HELLO": 2})
     total = a + b
-    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(12)]
+    assert [getattr(total, name) for name in COUNTERS] == [11 + 2 * i for i in range(14)]
     assert total.gate == Counter(
         {"COOKIE_ACCEPTED": 4, "HELLO_VERIFY_SENT": 4, "NOT_A_CLIENT_HELLO": 2}
     )
@@ -64,7 +65,8 @@ def test_the_log_line_names_every_counter() -> None:
     assert stats.describe() == (
         "handshakes 1 completed (2 resumed), 3 failed, 4 in progress, 5 unfinished; "
         "associations failed 6, idle expired 7; session store errors 8; "
-        "datagrams 9 in (11 B), 10 out (12 B); gate: cookie_accepted 3, hello_verify_sent 4; "
+        "validated-chain cache hits 9, misses 10; "
+        "datagrams 11 in (13 B), 12 out (14 B); gate: cookie_accepted 3, hello_verify_sent 4; "
         "dropped: bad_tag 100, replayed 500"
     )
     assert ServerStats().describe().endswith("; gate: nothing; dropped: nothing")
@@ -362,3 +364,31 @@ def test_a_fragmented_client_hello_without_cookie_exchange_is_counted_accepted()
         )
 
     run(main())
+
+
+@pytest.mark.req("CRT-1")
+@pytest.mark.parametrize(("kept", "hits", "misses"), [(2, 2, 1), (0, 0, 3)])
+def test_the_server_counts_client_chains_found_validated_and_validated_in_full(
+    kept: int, hits: int, misses: int,
+) -> None:
+    """A server's CPU per certificate handshake rose by 60% once more devices than the 256
+    chains the trust store remembered reconnected in turn, with nothing to show it nor to
+    change: `validated_chains` sets the number, the counters show hits and misses (three
+    handshakes of one client: the first validates, the next two find it; 0 keeps none)."""
+    client, server_config = x509_configs(server={"validated_chains": kept})
+
+    async def main() -> ServerStats:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config)
+        try:
+            for _ in range(3):
+                async with aio.connect(LOCALHOST, server.address[1], client) as conn:
+                    conn.send(b"x")
+                    assert await asyncio.wait_for(conn.recv(), 10) == b"x"
+            return server.stats
+        finally:
+            await server.close()
+
+    stats = asyncio.run(asyncio.wait_for(main(), 30))
+    assert (stats.handshakes_completed, stats.handshakes_resumed) == (3, 0)
+    assert (stats.validated_chain_hits, stats.validated_chain_misses) == (hits, misses)
+    assert f"validated-chain cache hits {hits}, misses {misses}; " in stats.describe()

@@ -904,7 +904,7 @@ def test_a_remembered_chain_keeps_its_name_checks_and_their_bound(
     refused(A.bad_certificate, server, (leaf.der,), store, "a.b.example.com")
     # No name asked: for logs, the subjectAltName before the CN "server" (RFC 6125 §6.4.4).
     assert server((leaf.der,), store, None) == "*.example.com"
-    (remembered,) = store._validated.values()
+    (remembered,) = store._validated._entries.values()
     assert len(remembered[0].names) == module.NAMES_KEPT_PER_LEAF
 
     eui64: list[int] = []

@@ -1110,6 +1110,10 @@ class DtlsServer:
         snapshot.handshakes_in_progress = self.endpoint.handshakes_in_progress
         snapshot.idle_expired = self.endpoint.idle_expired
         snapshot.session_store_errors = self.endpoint.session_store_errors
+        store = self.endpoint.config.client_trust_store
+        if store is not None:
+            snapshot.validated_chain_hits = store.validated_chain_hits
+            snapshot.validated_chain_misses = store.validated_chain_misses
         snapshot.gate.update({o.name: n for o, n in self.endpoint.gate.items()})
         snapshot.discards.update({r.name: n for r, n in self.endpoint.discards().items()})
         return snapshot

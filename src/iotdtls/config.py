@@ -28,7 +28,12 @@ from iotdtls.credentials import (
     psk_digest,
     public_key_pins,
 )
-from iotdtls.crypto.x509 import DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT, TrustStore
+from iotdtls.crypto.x509 import (
+    DEFAULT_MAX_CHAIN_DEPTH,
+    MAX_CHAIN_DEPTH_LIMIT,
+    VALIDATED_CHAINS_KEPT,
+    TrustStore,
+)
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.errors import ConfigError
 from iotdtls.identity import RawPublicKeyIdentity, shown_identity
@@ -332,7 +337,7 @@ _OWN_KEY = _optional(_instance("a PrivateKey", PrivateKey))
 
 # The type of every setting, checked before any value. Those left out check their type with
 # their value: mtu, integrity_limit, max_chain_depth, max_fragment_length, session_cache_size,
-# psk_identity, psk, psk_store's items, server_name and certificate_urls.
+# validated_chains, psk_identity, psk, psk_store's items, server_name and certificate_urls.
 _COMMON_KINDS: dict[str, _Kind] = {
     "retransmit": _instance("a RetransmitPolicy", RetransmitPolicy),
     "handshake_timeout": _SECONDS,
@@ -492,9 +497,12 @@ def _check_depth(depth: int) -> None:
 _FOR_HOST_KEPT = 64
 
 
-def _trust_store(anchors: Sequence[bytes]) -> TrustStore | None:
-    """The trust store of `anchors` (certificates `as_der_sequence` checked), None for none."""
-    return TrustStore(anchors) if anchors else None
+def _trust_store(
+    anchors: Sequence[bytes], validated_chains: int = VALIDATED_CHAINS_KEPT
+) -> TrustStore | None:
+    """The trust store of `anchors` (certificates `as_der_sequence` checked), remembering
+    `validated_chains` chains it validated; None for no anchors."""
+    return TrustStore(anchors, validated_chains=validated_chains) if anchors else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -733,6 +741,12 @@ class ServerConfig(_CommonConfig):
     certificate_url_timeout: float = 10.0
     #: Most certificates between a client's leaf and the trust anchor (CRT-6).
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
+    #: Client chains remembered as validated (least recently used dropped): a client that
+    #: comes back with the same chain skips the path validation (while the chain is valid).
+    #: Set it to the number of devices that reconnect in turn; each kept chain costs its bytes
+    #: and one parsed leaf (README: "certificate mode at scale"). 0: every chain validated.
+    #: `ServerStats.validated_chain_hits` / `_misses` show how it does.
+    validated_chains: int = VALIDATED_CHAINS_KEPT
     #: Seconds since the epoch for certificate validity.
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Stateless cookie exchange before any per-peer state (RFC 6347 §4.2.1, HS-2).
@@ -805,7 +819,14 @@ class ServerConfig(_CommonConfig):
             "client_trust_anchors",
             as_der_sequence("client_trust_anchors", self.client_trust_anchors),
         )
-        object.__setattr__(self, "_store", _trust_store(self.client_trust_anchors))
+        if not _is_int(self.validated_chains) or self.validated_chains < 0:
+            raise ConfigError(
+                "validated_chains must be an integer >= 0 (0: every client chain validated), "
+                f"got {_shown(self.validated_chains)}"
+            )
+        object.__setattr__(
+            self, "_store", _trust_store(self.client_trust_anchors, self.validated_chains)
+        )
         object.__setattr__(self, "certificates", tuple(self.certificates))
         if self.psk_store is not None and self.psk_lookup is not None:
             raise ConfigError(

@@ -40,6 +40,14 @@ class ServerStats:
     #: or `get`s returning neither a SessionState nor None: each logged and taken as a miss (a
     #: full handshake, a session not kept or not forgotten).
     session_store_errors: int = 0
+    #: Client certificate chains found among those the trust store remembers as validated
+    #: (`ServerConfig.validated_chains`: no path validation), and those validated in full (not
+    #: remembered, or evicted: raise `validated_chains` when these grow with the handshakes).
+    #: Counted by the trust store of the server's configuration (not those of the
+    #: configurations `server_name_lookup` picks): servers sharing one configuration in a
+    #: process share these counts.
+    validated_chain_hits: int = 0
+    validated_chain_misses: int = 0
     datagrams_received: int = 0
     datagrams_sent: int = 0
     bytes_received: int = 0
@@ -66,6 +74,8 @@ class ServerStats:
             f"{self.handshakes_in_progress} in progress, {self.handshakes_unfinished} unfinished; "
             f"associations failed {self.associations_failed}, idle expired {self.idle_expired}; "
             f"session store errors {self.session_store_errors}; "
+            f"validated-chain cache hits {self.validated_chain_hits}, "
+            f"misses {self.validated_chain_misses}; "
             f"datagrams {self.datagrams_received} in ({self.bytes_received} B), "
             f"{self.datagrams_sent} out ({self.bytes_sent} B); gate: {_named(self.gate)}; "
             f"dropped: {_named(self.discards)}"

@@ -25,7 +25,7 @@ from typing import Any
 from iotdtls._files import file_kind
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes
+from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes, whole_number
 from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
 from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, kind_of
@@ -450,6 +450,12 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
         action=Once,
         help="trust anchors for client certificates (then required, each naming its EUI-64)",
     )
+    g.add_argument(
+        "--validated-chains", metavar="N", type=whole_number(0), action=Once,
+        help="client chains remembered as validated, so that a client coming back skips the "
+        "path validation: at least the number of devices that reconnect in turn (0: none; "
+        f"default {ServerConfig.validated_chains})",
+    )
     _add_legacy_flag(p, "clients")
 
 
@@ -481,6 +487,11 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     certified = _certified(args)
     if args.client_cafile is not None and certified is None:
         raise UsageError("--client-cafile needs the server's own --cert and --key")
+    if args.validated_chains is not None:
+        if args.client_cafile is None:
+            raise UsageError("--validated-chains counts client certificate chains: it needs "
+                             "--client-cafile FILE")
+        settings = {**settings, "validated_chains": args.validated_chains}
     if not store and args.rpk_key is None and certified is None:
         if files:
             holds = "holds" if len(files) == 1 else "hold"

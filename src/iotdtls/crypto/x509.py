@@ -97,9 +97,11 @@ MAX_CHAIN_DEPTH_LIMIT: Final = 16
 """The largest `max_depth` accepted: a configuration asking for more is a mistake."""
 
 VALIDATED_CHAINS_KEPT: Final = 256
-"""Chains a `TrustStore` remembers as validated (least recently used dropped): a peer that
-comes back with the same chain skips the path validation while every certificate of the chain
-and every anchor is still valid (nothing is revoked in this profile, CRT-5)."""
+"""Chains a `TrustStore` remembers as validated by default (least recently used dropped): a
+peer that comes back with the same chain skips the path validation while every certificate of
+the chain and every anchor is still valid (nothing is revoked in this profile, CRT-5). A server
+whose devices, more of them than this, reconnect in turn sets its own
+(`TrustStore(validated_chains=)`, `ServerConfig.validated_chains`)."""
 
 NAMES_KEPT_PER_LEAF: Final = 8
 """Name checks remembered per validated leaf: a chain seen again is not matched again against
@@ -220,9 +222,19 @@ class TrustStore:
     #: Chains validated before (see `_validate_path`): the same bytes under the same anchors
     #: need no second path validation while the time stays inside the validity period of
     #: every certificate of the path found.
-    _validated: collections.OrderedDict[tuple[object, ...], tuple[_Leaf, _Window]]
+    _validated: _ValidatedChains
 
-    def __init__(self, anchors: Sequence[bytes]) -> None:
+    def __init__(
+        self, anchors: Sequence[bytes], *, validated_chains: int = VALIDATED_CHAINS_KEPT
+    ) -> None:
+        """`validated_chains`: how many validated chains to remember (0: none, every chain is
+        validated each time); `VALIDATED_CHAINS_KEPT` by default."""
+        if isinstance(validated_chains, bool) or not isinstance(validated_chains, int) or (
+            validated_chains < 0
+        ):
+            raise ConfigError(
+                f"validated_chains must be an integer >= 0 (0: none kept), got {validated_chains!r}"
+            )
         ders = tuple(dict.fromkeys(bytes(anchor) for anchor in anchors))
         if not ders:
             raise ConfigError("the trust store needs at least one CA certificate")
@@ -235,7 +247,7 @@ class TrustStore:
         object.__setattr__(self, "_anchors", ders)
         object.__setattr__(self, "_certificates", tuple(certificates))
         object.__setattr__(self, "_store", verification.Store(certificates))
-        object.__setattr__(self, "_validated", collections.OrderedDict())
+        object.__setattr__(self, "_validated", _ValidatedChains(validated_chains))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a TrustStore is immutable")
@@ -245,6 +257,16 @@ class TrustStore:
 
     def __repr__(self) -> str:
         return f"TrustStore({len(self)} anchors)"
+
+    @property
+    def validated_chain_hits(self) -> int:
+        """Chains found among those remembered as validated: no path validation needed."""
+        return self._validated.hits
+
+    @property
+    def validated_chain_misses(self) -> int:
+        """Chains not remembered (or out of their validity period): validated in full."""
+        return self._validated.misses
 
     @property
     def anchors(self) -> tuple[bytes, ...]:
@@ -346,10 +368,9 @@ def _validate_path(
         )
     when = _as_utc(when)
     key = (tuple(chain), role, max_depth)
-    known = store._validated.get(key)
-    if known is not None and known[1].contains(when):
-        store._validated.move_to_end(key)
-        return known[0]
+    known = store._validated.recall(key, when)
+    if known is not None:
+        return known
     certs = [_parse(der, role, index) for index, der in enumerate(chain)]
     leaf_key = _check_leaf_key(certs[0], role)
     if not _valid_at(certs[0], when):  # the leaf is on every path
@@ -362,10 +383,46 @@ def _validate_path(
         raise _diagnose(exc, certs, store, when, max_depth, role, pinned=pinned) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
-    store._validated[key] = (leaf, _window_of(path))
-    if len(store._validated) > VALIDATED_CHAINS_KEPT:
-        store._validated.popitem(last=False)
+    store._validated.keep(key, leaf, _window_of(path))
     return leaf
+
+
+class _ValidatedChains:
+    """A `TrustStore`'s chains found valid, least recently used dropped beyond `capacity` (0:
+    none kept), with the count of lookups that found one (`hits`) and that did not (`misses`:
+    a full path validation). Each is kept with its parsed leaf and the window in which its whole
+    path is valid."""
+
+    __slots__ = ("_entries", "capacity", "hits", "misses")
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: collections.OrderedDict[tuple[object, ...], tuple[_Leaf, _Window]] = (
+            collections.OrderedDict()
+        )
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def recall(self, key: tuple[object, ...], when: datetime.datetime) -> _Leaf | None:
+        """The leaf of the chain `key` if it was validated and `when` is in its window."""
+        known = self._entries.get(key)
+        if known is not None and known[1].contains(when):
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return known[0]
+        self.misses += 1
+        return None
+
+    def keep(self, key: tuple[object, ...], leaf: _Leaf, window: _Window) -> None:
+        """Remember the chain `key`, just validated, dropping the least recently used."""
+        if not self.capacity:
+            return
+        self._entries[key] = (leaf, window)
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
 
 
 class _Window:
