@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import re
@@ -47,6 +48,7 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.credentials import PrivateKey, load_certificate_file, public_key_pin
+from tests import pki as tests_pki
 from tests.aio_support import signal_fallback
 from tests.peers import PSK as KEY
 from tests.peers import PSK_HEX, Pki
@@ -667,6 +669,7 @@ ENCRYPTED_ENCODINGS = {
     "encrypted der": serialization.Encoding.DER,  # no ENCRYPTED header to see
 }
 GARBAGE = b"garbage\n"
+DAY = datetime.timedelta(days=1)
 UNREADABLE_KEY = "no private key in it (PEM or DER, PKCS#8 or SEC1)"
 ENCRYPTED = "encrypted keys are not supported: decrypt it first (openssl pkey -in {} -out KEY.pem)"
 NO_SPKI = "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
@@ -766,6 +769,30 @@ def test_the_command_a_certificate_given_as_rpk_allow_is_told_writes_its_public_
     argv = hinted.group(1).replace("CERT.pem", str(pki.client_crt)).split()
     public = subprocess.run(argv, check=True, capture_output=True, timeout=30).stdout
     assert public_key_pin(public) == public_key_pin(pki.client_pub.read_bytes())
+
+
+@pytest.mark.parametrize("flags", [[], ["--client-cafile", "{ca}"]], ids=["alone", "mutual"])
+def test_server_with_an_expired_certificate_warns_on_stderr_naming_the_file(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, flags: list[str],
+) -> None:
+    """`iotdtls server --cert server-expired.crt` started in silence and every client failed:
+    it starts (the clock may be what is wrong), with a warning naming the file and its window."""
+    anchor = tests_pki.root()
+    now = datetime.datetime.now(datetime.UTC)
+    leaf = tests_pki.server_leaf(anchor, not_before=now - 10 * DAY, not_after=now - DAY)
+    cert, key, ca = tmp_path / "server.crt", tmp_path / "server.key", tmp_path / "ca.crt"
+    cert.write_bytes(leaf.pem)
+    key.write_bytes(leaf.key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ca.write_bytes(anchor.pem)
+    with caplog.at_level(logging.WARNING, "iotdtls"):
+        config = server_config(server_args("--cert", str(cert), "--key", str(key),
+                                           *(f.format(ca=ca) for f in flags)))
+    assert len(config.certificates) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"our certificate {cert} expired {now - DAY:%Y-%m-%d} (valid {now - 10 * DAY:%Y-%m-%d} "
+        f"to {now - DAY:%Y-%m-%d}): peers will refuse it with certificate_expired"]
 
 
 def test_a_certificate_with_another_key_names_both_files(

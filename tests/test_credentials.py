@@ -5,6 +5,8 @@ from files, raw public keys in the forms users provision them (RPK-3), and the o
 from __future__ import annotations
 
 import base64
+import datetime
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
@@ -25,12 +28,13 @@ from iotdtls.crypto.signature import spki_sha256
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
 from tests.peers import Pki
-from tests.pki import Issued, intermediate, issue, p256, root, server_leaf
+from tests.pki import NOW, Issued, intermediate, issue, p256, root, server_leaf
 from tests.pubkey_support import compressed_spki, der_to_pem
 
 pytestmark = pytest.mark.req("CFG-1")
 
 PASSWORD = b"correct horse"
+DAY = datetime.timedelta(days=1)
 
 
 def key_pem(issued: Issued, password: bytes | None = None) -> bytes:
@@ -377,3 +381,34 @@ def test_a_private_key_and_its_password_must_be_bytes(
     )
     loaded = PrivateKey.from_pem(bytearray(pem), PASSWORD)
     assert loaded.spki == PrivateKey(issued[2].key).spki
+
+
+@pytest.mark.req("CRT-1")
+def test_our_own_certificate_out_of_its_window_is_a_warning_when_configured(
+    issued: tuple[Issued, Issued, Issued], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`iotdtls server --cert server-expired.crt` started in silence, then every client failed
+    with certificate_expired: loading such a certificate into a configuration logs one warning
+    naming the file and the window (once per chain), and still works (a device's clock may be
+    the one that is wrong)."""
+    _, middle, _ = issued
+    leaf = server_leaf(middle, not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    cert.write_bytes(leaf.pem)
+    key.write_bytes(key_pem(leaf))
+    expired = CertifiedKey.load(cert, key)
+    with caplog.at_level(logging.WARNING, "iotdtls"):
+        config = ServerConfig(certificates=[expired], wall_clock=NOW.timestamp)
+        ServerConfig(certificates=[expired], wall_clock=NOW.timestamp)
+        fine = CertifiedKey(expired.chain, expired.private_key)
+        ServerConfig(certificates=[fine], wall_clock=(NOW - 5 * DAY).timestamp)
+        ClientConfig(trust_anchors=[middle.der], certificate=fine, wall_clock=NOW.timestamp)
+    assert config.certificates == (expired,)
+    window = f"(valid {NOW - 10 * DAY:%Y-%m-%d} to {NOW - DAY:%Y-%m-%d})"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"our certificate {cert} expired {NOW - DAY:%Y-%m-%d} {window}: peers will refuse it "
+        "with certificate_expired",
+        f"our certificate 'CN=server,O=iotdtls tests' expired {NOW - DAY:%Y-%m-%d} {window}: "
+        "peers will refuse it with certificate_expired",
+    ]
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2

@@ -453,3 +453,29 @@ def test_one_server_holds_psk_raw_key_and_certificate_credentials() -> None:
         (done,) = events_of(link, "server", HandshakeComplete)
         assert done.peer == peer
         assert records(wire_from(link, "client")[-1])  # something went both ways
+
+
+@pytest.mark.req("CRT-1", "ERR-1")
+@pytest.mark.parametrize(
+    ("window", "state"),
+    [((-2 * pki.YEAR, -pki.YEAR), "expired 2029-06-01"),
+     ((pki.YEAR, 2 * pki.YEAR), "is not valid before 2031-06-01")],
+    ids=["expired", "not-yet-valid"],
+)
+def test_certificate_expired_from_the_peer_names_our_own_certificate_out_of_its_window(
+    window: tuple[Any, Any], state: str,
+) -> None:
+    """A server started with an expired certificate saw every client fail with "received fatal
+    alert certificate_expired", which does not say whose: ours is out of its window by our own
+    clock, so the error says so, naming the file and the window."""
+    p = x509_pki()
+    leaf = pki.server_leaf(p.ca, not_before=pki.NOW + window[0], not_after=pki.NOW + window[1])
+    assert isinstance(leaf.key, pki.ec.EllipticCurvePrivateKey)
+    own = CertifiedKey(pki.chain_der(leaf, p.ca), PrivateKey(leaf.key), source="server.crt")
+    link = x509_link(server={"certificates": [own]})
+    link.handshake()
+    assert failure(link, "client").alert == A.certificate_expired
+    start, end = ((pki.NOW + w).strftime("%Y-%m-%d") for w in window)
+    assert str(received_alert(link, "server")) == (
+        f"received fatal alert certificate_expired (our certificate server.crt {state} "
+        f"(valid {start} to {end}))")

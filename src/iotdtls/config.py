@@ -27,6 +27,7 @@ from iotdtls.credentials import (
     own_credential_digest,
     psk_digest,
     public_key_pins,
+    warn_if_out_of_validity,
 )
 from iotdtls.crypto.x509 import (
     DEFAULT_MAX_CHAIN_DEPTH,
@@ -582,6 +583,8 @@ class ClientConfig(_CommonConfig):
             raise ConfigError("raw_public_key is for raw-public-key mode: add server_public_keys")
         if self.certificate is not None and modes[0] is not Mode.X509:
             raise ConfigError("certificate is for certificate mode: add trust_anchors")
+        if self.certificate is not None:
+            warn_if_out_of_validity(self.certificate, self.wall_clock())
         self._check_x509_extras(modes[0])
         object.__setattr__(self, "server_public_keys", public_key_pins(self.server_public_keys))
         object.__setattr__(
@@ -845,6 +848,8 @@ class ServerConfig(_CommonConfig):
             raise ConfigError("client_public_keys needs raw_public_key (the server's own key)")
         if self.client_trust_anchors and not self.certificates:
             raise ConfigError("client_trust_anchors needs certificates (the server's own chain)")
+        for certified in self.certificates:
+            warn_if_out_of_validity(certified, self.wall_clock())
         _check_depth(self.max_chain_depth)
         if not self.cookie_rotation > 0:
             raise ConfigError(f"cookie_rotation must be > 0 seconds, got {self.cookie_rotation}")

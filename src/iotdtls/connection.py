@@ -24,6 +24,7 @@ from enum import Enum, auto
 from iotdtls._arguments import check_bytes_like, check_session, check_session_store
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig, type_name
+from iotdtls.credentials import validity_problem
 from iotdtls.crypto.suites import EpochKeys
 from iotdtls.errors import (
     AlertDescription,
@@ -801,7 +802,7 @@ class DtlsConnection:
         if alert.level == AlertLevel.FATAL:
             # Whatever its description, close_notify included: the association ends at once
             # and its session can no longer be resumed (RFC 5246 §7.2).
-            self._close(AlertReceived(alert.description, self._alert_context()))
+            self._close(AlertReceived(alert.description, self._alert_context(alert.description)))
         elif alert.description == _CLOSE_NOTIFY:
             if self.state is not _CLOSED:
                 self._send_alert(_WARNING, _CLOSE_NOTIFY)
@@ -814,14 +815,28 @@ class DtlsConnection:
         else:
             self._emit(AlertEvent(alert.description))
 
-    def _alert_context(self) -> str:
+    def _alert_context(self, description: int) -> str:
         """What we know of why the peer sends a fatal alert, for `AlertReceived`. After our
         no_renegotiation "the original requester can decide whether to proceed" (RFC 5246
         §7.2.2; RFC 5746 §4.2): OpenSSL ends the association with handshake_failure, an alert
-        that does not say why, so we say what we did."""
+        that does not say why, so we say what we did. certificate_expired while our own
+        certificate is out of its validity period: most likely ours it is about."""
         if self._refused_renegotiation:
             return "after we refused the peer's renegotiation with no_renegotiation, RFC 5746"
+        if description == AlertDescription.certificate_expired:
+            expired = self._own_certificate_out_of_validity()
+            if expired:
+                return expired
         return self._handshake.alert_context()
+
+    def _own_certificate_out_of_validity(self) -> str:
+        """How our certificate (any of a server's) is out of its validity period by our
+        clock, or "" (`credentials.validity_problem`)."""
+        config = self.config
+        own = (config.certificate,) if isinstance(config, ClientConfig) else config.certificates
+        now = config.wall_clock()
+        problems = (validity_problem(c, now) for c in own if c is not None)
+        return next((p for p in problems if p is not None), "")
 
     def _on_change_cipher_spec(self, record: PlainRecord, now: float) -> None:
         hs = self._handshake

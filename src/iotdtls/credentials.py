@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
 import logging
 import re
@@ -47,6 +48,8 @@ __all__ = [
     "psk_digest",
     "public_key_pin",
     "public_key_pins",
+    "validity_problem",
+    "warn_if_out_of_validity",
 ]
 
 _log = logging.getLogger("iotdtls.credentials")
@@ -183,7 +186,12 @@ class CertifiedKey:
 
     chain: tuple[bytes, ...]
     private_key: PrivateKey
+    #: Where the chain came from (its file, as `load` read it), for messages; None if unknown.
+    source: str | None = field(default=None, compare=False)
     withheld_root: bytes | None = field(default=None, init=False, compare=False)
+    #: Whether `warn_if_out_of_validity` has logged this chain's warning (once is enough:
+    #: `ClientConfig.for_host` makes a configuration per host from one chain).
+    validity_warned: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         chain = as_der_sequence("a certificate chain", self.chain)
@@ -228,13 +236,40 @@ class CertifiedKey:
         chain = load_certificate_file(cert_file)
         private_key = PrivateKey.load(key_file, password)
         try:
-            return cls(chain, private_key)
+            return cls(chain, private_key, source=shown_path(fspath(cert_file)))
         except ConfigError as exc:
             cert_shown = shown_path(fspath(cert_file))
             key_shown = shown_path(fspath(key_file))
             raise ConfigError(
                 f"certificate file {cert_shown} with key file {key_shown}: {exc}"
             ) from None
+
+
+def validity_problem(certified: CertifiedKey, now: float) -> str | None:
+    """How our leaf certificate is out of its validity period at `now` (seconds since the
+    epoch): "our certificate server.crt expired 2026-12-04 (valid 2026-11-25 to 2026-12-04)",
+    or "... is not valid before ..."; None inside it. A peer checking it (RFC 5280 §6.1.3
+    (a)(2)) refuses it with certificate_expired (RFC 5246 §7.2.2)."""
+    leaf = x509.load_der_x509_certificate(certified.chain[0])
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    if start <= when <= end:
+        return None
+    name = certified.source or repr(leaf.subject.rfc4514_string())
+    state = f"expired {end:%Y-%m-%d}" if when > end else f"is not valid before {start:%Y-%m-%d}"
+    return f"our certificate {name} {state} (valid {start:%Y-%m-%d} to {end:%Y-%m-%d})"
+
+
+def warn_if_out_of_validity(certified: CertifiedKey, now: float) -> None:
+    """Log, once per chain, that our certificate is out of its validity period at `now`: a
+    warning, not a refusal (a device's clock may be wrong, not the certificate), but every peer
+    will refuse it."""
+    if certified.validity_warned:
+        return
+    problem = validity_problem(certified, now)
+    if problem is not None:
+        object.__setattr__(certified, "validity_warned", True)
+        _log.warning("%s: peers will refuse it with certificate_expired", problem)
 
 
 def load_certificate_file(path: str | PathLike[str]) -> tuple[bytes, ...]:

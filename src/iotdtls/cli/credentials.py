@@ -213,7 +213,7 @@ def _certified(args: argparse.Namespace) -> CertifiedKey | None:
         raise
     key = load_private_key(args.key, "--key")
     try:
-        return CertifiedKey(chain, key)
+        return CertifiedKey(chain, key, source=args.cert)
     except ConfigError as exc:
         raise UsageError(f"--cert {args.cert} with --key {args.key}: {exc}") from None
 
