@@ -508,7 +508,8 @@ def test_without_aiocoap_the_commands_say_how_to_get_it(
         importlib.util, "find_spec", lambda name, *rest: None if name == "aiocoap" else real(name)
     )
     assert coap(capsys, *command) == (
-        2, "", "iotdtls: error: iotdtls coap needs aiocoap: pip install 'iotdtls[coap]'\n")
+        2, "", "iotdtls: error: iotdtls coap needs aiocoap: pip install 'aiocoap==0.4.17' (or the"
+        " iotdtls checkout with its extra: pip install '/path/to/iotdtls[coap]')\n")
 
 
 def in_thread(coro: Callable[[], Coroutine[Any, Any, None]]) -> threading.Thread:

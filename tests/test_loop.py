@@ -34,7 +34,9 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(
     assert loop.run(running_loop_name(), "auto") == "asyncio"
     with pytest.raises(ConfigError) as caught:
         loop.loop_factory("uvloop")
-    assert str(caught.value) == "uvloop is not installed: pip install 'iotdtls[fast]'"
+    assert str(caught.value) == (
+        "uvloop is not installed: pip install 'uvloop>=0.19' (or the iotdtls checkout with its"
+        " extra: pip install '/path/to/iotdtls[fast]')")
 
 
 def test_an_unknown_choice_is_refused_and_its_coroutine_closed() -> None:

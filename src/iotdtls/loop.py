@@ -1,5 +1,5 @@
-"""Which asyncio event loop the adapters run on: uvloop when installed (the `fast` extra,
-``pip install 'iotdtls[fast]'``), else asyncio's own.
+"""Which asyncio event loop the adapters run on: uvloop when installed (the `fast` extra:
+``pip install 'uvloop>=0.19'``), else asyncio's own.
 
     iotdtls.loop.run(main(), "auto")     # uvloop if installed
     iotdtls.loop.run(main(), "asyncio")  # always the standard loop
@@ -17,6 +17,7 @@ import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar, get_args
 
+from iotdtls._extras import UVLOOP_HINT
 from iotdtls.errors import ConfigError
 
 __all__ = [
@@ -46,7 +47,7 @@ def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop
         return None
     if not uvloop_available():
         if choice == "uvloop":
-            raise ConfigError("uvloop is not installed: pip install 'iotdtls[fast]'")
+            raise ConfigError(f"uvloop is not installed: {UVLOOP_HINT}")
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(
         "uvloop"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from iotdtls._addresses import host_from_uri, socket_error, uri_host
+from iotdtls._extras import AIOCOAP_HINT
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -134,7 +135,7 @@ class _IntermixedParser(Parser):
 
 def _require_aiocoap() -> None:
     if importlib.util.find_spec("aiocoap") is None:
-        raise UsageError("iotdtls coap needs aiocoap: pip install 'iotdtls[coap]'")
+        raise UsageError(f"iotdtls coap needs aiocoap: {AIOCOAP_HINT}")
 
 
 def run_request(args: argparse.Namespace) -> int:

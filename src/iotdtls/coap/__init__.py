@@ -1,4 +1,5 @@
-"""CoAP over DTLS ("coaps", RFC 7252 §9) for aiocoap, on iotdtls (`pip install iotdtls[coap]`).
+"""CoAP over DTLS ("coaps", RFC 7252 §9) for aiocoap, on iotdtls (needs aiocoap:
+`pip install 'aiocoap==0.4.17'`).
 
     import aiocoap
     from iotdtls import coap
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 
+from iotdtls._extras import AIOCOAP_HINT
+
 if importlib.util.find_spec("aiocoap") is None:  # the optional extra is not installed
-    raise ImportError("iotdtls.coap needs aiocoap: pip install 'iotdtls[coap]'", name="aiocoap")
+    raise ImportError(f"iotdtls.coap needs aiocoap: {AIOCOAP_HINT}", name="aiocoap")
 
 from iotdtls.coap.addresses import CoapsAddress, block_size_exp
 from iotdtls.coap.client import ClientRemote, CoapsClientInterface
