@@ -25,7 +25,8 @@ import inspect
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, cast
 
@@ -53,6 +54,7 @@ from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
     DtlsError,
+    ForeignEventLoop,
     IdleTimeout,
     LocalProtocolError,
     PathMtuExceeded,
@@ -334,12 +336,58 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self._timer = None
 
 
+def _require_own_loop(loop: asyncio.AbstractEventLoop, what: str = "connection") -> None:
+    """Refuse (`ForeignEventLoop`) to use an association outside the loop that opened it: once
+    that loop is closed, or from another running loop, where nothing would ever read its
+    socket nor run its timers. A caller outside any loop may still send while that loop is
+    open (between two `run_until_complete` calls): its transport sends at once."""
+    if loop.is_closed() or asyncio._get_running_loop() not in (None, loop):
+        raise ForeignEventLoop(what)
+
+
+async def _until_loop_end(on_end: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
+    """Once started, the running loop keeps this among its async generators, and
+    `asyncio.run` closes those as it ends the loop (`loop.shutdown_asyncgens`, the loop still
+    running): `on_end` is awaited then (or when the generator is closed before)."""
+    try:
+        yield
+    finally:
+        await on_end()
+
+
 class ClientConnection:
-    """An established client association (see `connect`)."""
+    """An established client association (see `connect`). It belongs to the event loop that
+    opened it: used once that loop is closed, or from another loop, it raises
+    `ForeignEventLoop`; still open when `asyncio.run` ends that loop, it is closed then, with
+    a RuntimeWarning."""
 
     def __init__(self, protocol: _ClientProtocol, transport: asyncio.DatagramTransport) -> None:
         self._protocol = protocol
         self._transport = transport
+        self._closed = False
+        self._loop_end: AsyncGenerator[None, None] | None = None
+
+    async def _watch_loop_end(self) -> None:
+        """Have the loop close this connection, if still open, as `asyncio.run` ends it."""
+        self._loop_end = _until_loop_end(self._loop_ending)
+        await anext(self._loop_end)
+
+    async def _loop_ending(self) -> None:
+        """The loop is ending (or `close()` stops the watch): a connection still open then
+        (`asyncio.run(connect(...))` returns one with its loop about to close, or one never
+        closed) is closed, with a RuntimeWarning, rather than left with a socket that no loop
+        reads; later calls raise `ForeignEventLoop`."""
+        self._loop_end = None
+        if not self._closed:
+            server = format_address(self._transport.get_extra_info("peername"))
+            warnings.warn(
+                f"iotdtls: the connection to {server} was still open when its event loop ended"
+                " (asyncio.run(connect(...))?): closed it; open, use and close it inside one"
+                " asyncio.run",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            await self.close()
 
     @property
     def connection(self) -> DtlsConnection:
@@ -372,8 +420,9 @@ class ClientConnection:
         """Send one datagram of application data (bytes-like; see `DtlsConnection.send`).
         Raises `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as
         larger than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
-        §4.1.1)."""
+        §4.1.1). Raises `ForeignEventLoop` outside the loop that opened the connection."""
         protocol = self._protocol
+        _require_own_loop(protocol.loop)
         protocol.oversized = False
         try:
             protocol.connection.send(data)
@@ -391,6 +440,7 @@ class ClientConnection:
         association meanwhile (`PeerUnresponsive` after `config.handshake_timeout` seconds
         without an answer)."""
         proto = self._protocol
+        _require_own_loop(proto.loop)
 
         def send() -> None:
             proto.connection.send_heartbeat(proto.loop.time())
@@ -399,16 +449,23 @@ class ClientConnection:
         return await _wait_heartbeat(proto.connection, proto.heartbeats, send, timeout)
 
     async def recv(self) -> bytes | None:
-        """The next datagram; None after a clean close; raises the error that ended it."""
+        """The next datagram; None after a clean close; raises the error that ended it
+        (`ForeignEventLoop` outside the loop that opened the connection)."""
+        _require_own_loop(self._protocol.loop)
         return await self._protocol.inbox.get()
 
     async def close(self) -> None:
-        """Send close_notify and release the socket."""
+        """Send close_notify and release the socket (`ForeignEventLoop` outside the loop that
+        opened the connection: only that loop can)."""
+        _require_own_loop(self._protocol.loop)
+        self._closed = True
         if self._protocol.connection.state is not ConnectionState.CLOSED:
             self._protocol.connection.close()
             self._protocol.flush()
         self._transport.close()
         await self._protocol.lost  # the socket is closed when close() returns
+        if self._loop_end is not None:
+            await self._loop_end.aclose()
 
     async def __aenter__(self) -> ClientConnection:
         return self
@@ -511,6 +568,7 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             await protocol.lost  # the socket is closed when the error reaches the caller
             raise
         self._conn = ClientConnection(protocol, transport)
+        await self._conn._watch_loop_end()
         return self._conn
 
     async def __aenter__(self) -> ClientConnection:
@@ -552,8 +610,9 @@ def connect(
     `ClientConnection` (await it, or hand it to `asyncio.create_task`), and an async context
     manager that closes the connection at its end. The connection works only on the event
     loop that opened it, so not `asyncio.run(connect(...))`: that loop is closed when it
-    returns (the connection could never receive nor close, and its socket would stay open).
-    Open it inside the `main()` given to `asyncio.run`. Of a name with several addresses (IPv6
+    returns, and the loop's end closes the connection with a RuntimeWarning; its methods raise
+    `ForeignEventLoop` then (and from another loop). Open it inside the `main()` given to
+    `asyncio.run`. Of a name with several addresses (IPv6
     and IPv4), each is tried in turn while the one before fails before any answer (its socket
     cannot connect, or `PortUnreachable`); a handshake that times out is not tried elsewhere.
 
@@ -638,7 +697,9 @@ class ServerSession:
         gets what was meant for this one (RFC 6347 §4.2.8 makes it a new connection; RFC 7252
         §9.1 relies on that). Raises `DatagramTooLarge` for data that does not fit one
         datagram (`max_send_size` of the association, or the path: the kernel refused it with
-        EMSGSIZE), `TypeError` for data that is not bytes-like."""
+        EMSGSIZE), `TypeError` for data that is not bytes-like, `ForeignEventLoop` outside the
+        server's event loop."""
+        _require_own_loop(self._server.loop, "session")
         if self._ended or not self._server.send(self.address, data):
             check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
             logger.debug(
@@ -648,6 +709,7 @@ class ServerSession:
     async def recv(self) -> bytes | None:
         """The next datagram; None after a clean close. (A `DatagramHandler` gets them in
         `datagram_received` instead.)"""
+        _require_own_loop(self._server.loop, "session")
         if self.inbox is None:
             raise LocalProtocolError("this server hands datagrams to its DatagramHandler")
         return await self.inbox.get()
@@ -655,6 +717,7 @@ class ServerSession:
     async def heartbeat(self, timeout: float) -> bool:
         """Send this client a heartbeat request (RFC 6520, EXT-5) and wait up to `timeout`
         seconds: True when it answered (see `ClientConnection.heartbeat`)."""
+        _require_own_loop(self._server.loop, "session")
         conn = self._server.endpoint.connections.get(self.address)
         if self.ended or conn is None:
             raise LocalProtocolError("the association with this peer has ended")
@@ -672,6 +735,7 @@ class ServerSession:
         """Send the peer close_notify and end the association (RFC 5246 §7.2.1); nothing once
         it has ended. The address may have a newer association by then (a device that
         restarted, RFC 6347 §4.2.8): that one is not this session's to close."""
+        _require_own_loop(self._server.loop, "session")
         if not self._ended:
             self._server.close_peer(self.address)
 
@@ -1119,7 +1183,9 @@ class DtlsServer:
         return snapshot
 
     async def close(self) -> None:
-        """Send close_notify to every peer, stop the handlers and the socket."""
+        """Send close_notify to every peer, stop the handlers and the socket
+        (`ForeignEventLoop` outside the event loop that runs the server: only that one can)."""
+        _require_own_loop(self._protocol.loop, "server")
         for address in list(self._protocol.endpoint.connections):
             self._protocol.close_peer(address)
         self._protocol.stop_fetches()

@@ -31,6 +31,7 @@ __all__ = [
     "DatagramTooLarge",
     "DecodeError",
     "DtlsError",
+    "ForeignEventLoop",
     "HandshakeTimeout",
     "IdleTimeout",
     "IntegrityLimitReached",
@@ -100,6 +101,19 @@ class DecodeError(ProtocolError):
 
 class LocalProtocolError(Exception):
     """The local application used the API in a way the protocol state does not allow."""
+
+
+class ForeignEventLoop(LocalProtocolError):
+    """An asyncio connection (or a server's session) used outside the event loop that opened
+    it: that loop is closed (`asyncio.run(connect(...))` closes it as it returns the
+    connection) or another one is running. Its socket is read, and its timers run, by that
+    loop only, so there it could never receive, retransmit nor close."""
+
+    def __init__(self, what: str = "connection") -> None:
+        super().__init__(
+            f"this {what} belongs to another (closed) event loop: open and use it inside one "
+            "asyncio.run"
+        )
 
 
 class DatagramTooLarge(LocalProtocolError):

@@ -1,0 +1,120 @@
+"""An asyncio connection belongs to the event loop that opened it: `asyncio.run(connect(...))`
+ends with a warning and the connection closed; using it (or a server's session) once that
+loop is closed, or from another running loop, raises `ForeignEventLoop` rather than sending
+into nowhere, waiting forever or leaving a coroutine never awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import warnings
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.errors import ForeignEventLoop, LocalProtocolError
+from tests.aio_support import client_config, echo, server_config
+from tests.interop_support import ServerThread
+
+FOREIGN = re.escape("this connection belongs to another (closed) event loop: open and use it"
+                    " inside one asyncio.run")
+FOREIGN_SESSION = FOREIGN.replace("connection", "session")
+#: Bound of each asyncio.run of these tests (seconds).
+LIMIT = 10.0
+
+
+def refused_in_another_loop(conn: aio.ClientConnection) -> None:
+    """send, recv, heartbeat and close of `conn` all raise ForeignEventLoop from within
+    another loop."""
+
+    async def use() -> None:
+        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+            conn.send(b"late")
+        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+            await conn.recv()
+        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+            await conn.heartbeat(1.0)
+        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+            await conn.close()
+
+    asyncio.run(asyncio.wait_for(use(), LIMIT))
+
+
+def test_asyncio_run_of_connect_warns_closes_and_later_use_raises() -> None:
+    with ServerThread(server_config()) as server:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            conn = asyncio.run(asyncio.wait_for(
+                aio.connect(*server.address, client_config()), LIMIT))
+        assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
+            f"iotdtls: the connection to 127.0.0.1:{server.port} was still open when its event"
+            " loop ended (asyncio.run(connect(...))?): closed it; open, use and close it inside"
+            " one asyncio.run"]
+        # Closed as the loop ended: the server got close_notify (a clean end).
+        assert server.wait_until(lambda: len(server.ended) == 1)
+        assert server.ended[0][1] is None
+        with pytest.raises(ForeignEventLoop, match=FOREIGN):  # outside any loop too
+            conn.send(b"late")
+        refused_in_another_loop(conn)
+    assert issubclass(ForeignEventLoop, LocalProtocolError)
+
+
+def test_a_connection_used_from_another_loop_raises_and_still_works_on_its_own() -> None:
+    with ServerThread(server_config()) as server, asyncio.Runner() as own:
+        conn = own.run(asyncio.wait_for(aio.connect(*server.address, client_config()), LIMIT))
+        refused_in_another_loop(conn)
+
+        async def echo_then_close() -> None:
+            conn.send(b"still mine")
+            assert await conn.recv() == b"still mine"
+            await conn.close()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            own.run(asyncio.wait_for(echo_then_close(), LIMIT))
+        assert [w for w in caught if w.category is RuntimeWarning] == []
+
+
+def test_outside_any_loop_a_connection_of_an_open_loop_sends() -> None:
+    """Between two `run_until_complete` calls no loop runs: the transport sends at once."""
+    with ServerThread(server_config()) as server, asyncio.Runner() as own:
+        conn = own.run(asyncio.wait_for(aio.connect(*server.address, client_config()), LIMIT))
+        conn.send(b"between runs")
+        assert own.run(asyncio.wait_for(conn.recv(), LIMIT)) == b"between runs"
+        own.run(conn.close())
+
+
+def test_a_server_and_its_session_used_from_another_loop_raise() -> None:
+    sessions: list[aio.ServerSession] = []
+
+    async def keep(session: aio.ServerSession) -> None:
+        sessions.append(session)
+        await echo(session)
+
+    async def open_server() -> tuple[aio.DtlsServer, aio.ClientConnection]:
+        server = await aio.serve(keep, "127.0.0.1", 0, server_config())
+        conn = await aio.connect(*server.address, client_config())
+        conn.send(b"hello")
+        assert await conn.recv() == b"hello"
+        return server, conn
+
+    async def use_session(server: aio.DtlsServer) -> None:
+        (session,) = sessions
+        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+            session.send(b"late")
+        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+            await session.recv()
+        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+            await session.heartbeat(1.0)
+        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+            session.close()
+        with pytest.raises(ForeignEventLoop, match=FOREIGN.replace("connection", "server")):
+            await server.close()
+
+    async def close(server: aio.DtlsServer, conn: aio.ClientConnection) -> None:
+        await conn.close()
+        await server.close()
+
+    with asyncio.Runner() as own:
+        server, conn = own.run(asyncio.wait_for(open_server(), LIMIT))
+        asyncio.run(asyncio.wait_for(use_session(server), LIMIT))
+        own.run(asyncio.wait_for(close(server, conn), LIMIT))
