@@ -4,7 +4,10 @@
     server = await iotdtls.serve(handler, host, port, iotdtls.ServerConfig(...))
 
 `iotdtls.sync` has a blocking client; `DtlsConnection` and `ServerEndpoint` are the sans-I/O
-core for other event loops.
+core for other event loops. Here: what the asyncio adapters take and give (configurations,
+credentials, `ChainCache`, identities, session stores) and every error an application may
+catch. The core's events are in `iotdtls.events` (whose `AlertReceived` event is not the
+`AlertReceived` error here); the other submodules are imported by name.
 """
 
 from iotdtls.aio import (
@@ -15,6 +18,7 @@ from iotdtls.aio import (
     connect,
     serve,
 )
+from iotdtls.chaincache import ChainCache
 from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,
@@ -32,12 +36,17 @@ from iotdtls.errors import (
     AlertReceived,
     AlertSent,
     AssociationEnded,
+    AssociationEvicted,
+    AssociationReplaced,
     ConfigError,
     DatagramTooLarge,
     DtlsError,
     ForeignEventLoop,
     HandshakeTimeout,
+    IdleTimeout,
+    IntegrityLimitReached,
     LocalProtocolError,
+    PathMtuExceeded,
     PeerUnresponsive,
     PortUnreachable,
     SequenceNumbersExhausted,
@@ -60,8 +69,11 @@ __all__ = [
     "AlertReceived",
     "AlertSent",
     "AssociationEnded",
+    "AssociationEvicted",
+    "AssociationReplaced",
     "CertificateIdentity",
     "CertifiedKey",
+    "ChainCache",
     "ClientConfig",
     "ClientConnection",
     "ConfigError",
@@ -72,9 +84,12 @@ __all__ = [
     "DtlsServer",
     "ForeignEventLoop",
     "HandshakeTimeout",
+    "IdleTimeout",
+    "IntegrityLimitReached",
     "LocalProtocolError",
     "MemorySessionStore",
     "Mode",
+    "PathMtuExceeded",
     "PeerIdentity",
     "PeerUnresponsive",
     "PortUnreachable",

@@ -70,7 +70,12 @@ from iotdtls.events import (
     HandshakeComplete,
     HeartbeatAnswered,
 )
-from iotdtls.identity import CertificateIdentity, PskIdentity, RawPublicKeyIdentity
+from iotdtls.identity import (
+    CertificateIdentity,
+    PeerIdentity,
+    PskIdentity,
+    RawPublicKeyIdentity,
+)
 from iotdtls.sessions import SessionState, SessionStore
 from iotdtls.stats import ServerStats
 from iotdtls.trace import describe_datagram
@@ -400,6 +405,22 @@ class ClientConnection:
         return self._protocol.inbox.dropped
 
     @property
+    def peer(self) -> PeerIdentity:
+        """Who the handshake authenticated (`iotdtls.identity`): the server's raw public key
+        (`RawPublicKeyIdentity`) or certificate (`CertificateIdentity`); in PSK mode the
+        `PskIdentity` whose key both sides proved. For a resumed session, who the full
+        handshake of that session authenticated."""
+        peer = self._protocol.connection.peer
+        assert peer is not None  # established: the handshake named the server
+        return peer
+
+    @property
+    def max_send_size(self) -> int:
+        """The largest datagram `send()` accepts: what one record in one datagram of
+        `config.mtu` bytes carries (RFC 6347 §4.1.1; see `DtlsConnection.max_send_size`)."""
+        return self._protocol.connection.max_send_size
+
+    @property
     def local_address(self) -> Address:
         """The socket address of our end, as asyncio gives it."""
         return tuple(self._transport.get_extra_info("sockname"))
@@ -688,6 +709,14 @@ class ServerSession:
         """True once this association has ended (closed, failed, or replaced by a newer one
         from the same address)."""
         return self._ended
+
+    @property
+    def max_send_size(self) -> int:
+        """The largest datagram `send()` accepts: what one record in one datagram of
+        `config.mtu` bytes carries, at most a negotiated max_fragment_length (RFC 6347 §4.1.1,
+        RFC 6066 §4); 0 once the association has ended."""
+        conn = self._server.endpoint.connections.get(self.address)
+        return 0 if self._ended or conn is None else conn.max_send_size
 
     def send(self, data: bytes) -> None:
         """Send one datagram over this session's association; once it has ended, the datagram

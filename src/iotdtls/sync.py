@@ -32,6 +32,7 @@ from iotdtls.errors import (
     carry_resuming,
 )
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
+from iotdtls.identity import PeerIdentity
 from iotdtls.sessions import SessionState
 
 __all__ = ["DtlsClient", "connect"]
@@ -97,8 +98,7 @@ class DtlsClient:
                 sock.close()  # ours; a caller's socket stays theirs when this fails
             raise
         self._received: deque[bytes] = deque()
-        #: Datagrams dropped because more than `config.receive_queue` were waiting unread.
-        self.dropped = 0
+        self._dropped_datagrams = 0
         self._answered = False
         #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
         self._refused = RefusedHandshake()
@@ -180,6 +180,29 @@ class DtlsClient:
     def resumed(self) -> bool:
         """True when this association resumed the session given to `connect` (RFC 5246 §7.3)."""
         return self.connection.resumed
+
+    @property
+    def peer(self) -> PeerIdentity | None:
+        """Who the handshake authenticated (see `aio.ClientConnection.peer`) once `handshake()`
+        returned; None before the handshake got that far."""
+        return self.connection.peer
+
+    @property
+    def max_send_size(self) -> int:
+        """The largest datagram `send()` accepts: what one record in one datagram of
+        `config.mtu` bytes carries (RFC 6347 §4.1.1; see `DtlsConnection.max_send_size`)."""
+        return self.connection.max_send_size
+
+    @property
+    def dropped_datagrams(self) -> int:
+        """Received datagrams dropped because more than `config.receive_queue` were waiting
+        unread (as `aio.ClientConnection.dropped_datagrams`)."""
+        return self._dropped_datagrams
+
+    @property
+    def dropped(self) -> int:
+        """The same counter as `dropped_datagrams`, by its earlier name (kept working)."""
+        return self._dropped_datagrams
 
     def send(self, data: bytes) -> None:
         """Send one datagram of application data (see `DtlsConnection.send`). Once the
@@ -333,7 +356,7 @@ class DtlsClient:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived):
             if len(self._received) >= self.connection.config.receive_queue:
-                self.dropped += 1
+                self._dropped_datagrams += 1
             else:
                 self._received.append(event.data)
         elif isinstance(event, HeartbeatAnswered):
