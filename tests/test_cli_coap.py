@@ -201,6 +201,30 @@ def test_put_and_post_send_the_argument_with_its_content_format(
     assert server.recorder.got == [(code, b"21.5", 0)]
 
 
+def test_the_demo_temp_takes_the_readme_put_and_gives_it_back(
+    server: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's `echo 21.5 | iotdtls coap put coaps://HOST/temp --content-format text/plain`
+    against `iotdtls coap serve`'s demo site: 2.04, and GET answers the reading; a payload
+    that is no number, too long or of another content format is refused with its code."""
+    assert coap(capsys, "get", server.uri("temp"), *CREDENTIALS) == (0, "", "2.05 Content\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"21.5\n")))
+    assert coap(capsys, "put", server.uri("temp"), "--content-format", "text/plain",
+                *CREDENTIALS) == (0, "", "2.04 Changed\n")
+    assert coap(capsys, "get", server.uri("temp"), *CREDENTIALS) == (0, "21.5", "2.05 Content\n")
+    for payload, flags, answer in [
+        ("warm", [], (1, "expected a number, such as 21.5", "4.00 Bad Request\n")),
+        ("nan", [], (1, "expected a number, such as 21.5", "4.00 Bad Request\n")),
+        ("1" * 33, [], (1, "at most 32 bytes", "4.13 Request Entity Too Large\n")),
+        ("22", ["--content-format", "50"],
+         (1, "text/plain only", "4.15 Unsupported Content Format\n")),
+    ]:
+        assert coap(capsys, "put", server.uri("temp"), payload, *flags, *CREDENTIALS) == answer
+    assert coap(capsys, "put", server.uri("temp"), " -3e1 ", *CREDENTIALS) == (
+        0, "", "2.04 Changed\n")
+    assert coap(capsys, "get", server.uri("temp"), *CREDENTIALS) == (0, "-3e1", "2.05 Content\n")
+
+
 def test_the_payload_may_follow_the_flags(
     server: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:

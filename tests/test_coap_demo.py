@@ -94,9 +94,10 @@ def test_the_counter_ticks_only_while_observed() -> None:
     run(main())
 
 
-def test_the_demo_site_has_its_three_resources() -> None:
+def test_the_demo_site_has_its_four_resources() -> None:
     links = str(demo.demo_site(0.05).get_resources_as_linkheader())
     assert "</hello>" in links and "</counter>" in links and "obs" in links
+    assert "</temp>" in links
 
 
 def test_the_demo_counter_counts_seconds_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,5 +9,6 @@ class Options:
     observe: int | None
     block1: BlockOption.BlockwiseTuple | None
     block2: BlockOption.BlockwiseTuple | None
+    size1: int | None
     size2: int | None
     def encode(self) -> bytes: ...

@@ -104,7 +104,7 @@ def register(sub: Any) -> None:
         add_common_flags(p)
         p.set_defaults(run=run_request, server_logging=False, method=method)
 
-    srv = commands.add_parser("serve", help="serve /.well-known/core, /hello, /counter")
+    srv = commands.add_parser("serve", help="serve /.well-known/core, /hello, /counter, /temp")
     srv.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
         help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT}); "

@@ -1,22 +1,27 @@
 """The demo site of `iotdtls coap serve`: `/.well-known/core` (RFC 6690), a text resource
-`/hello` that greets the client by its authenticated identity, and `/counter`, a counter of
-seconds (by default) that observers (RFC 7641) are notified of at every tick."""
+`/hello` that greets the client by its authenticated identity, `/counter`, a counter of
+seconds (by default) that observers (RFC 7641) are notified of at every tick, and `/temp`, a
+number a client PUTs as text and GETs back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 
 from aiocoap import resource
 from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
 from aiocoap.numbers.contentformat import ContentFormat
 
 from iotdtls.identity import PskIdentity
 
-__all__ = ["Counter", "Hello", "demo_site", "name_of"]
+__all__ = ["MAX_TEMPERATURE_SIZE", "Counter", "Hello", "Temperature", "demo_site", "name_of"]
 
 TEXT = ContentFormat.TEXT
+#: Bytes of a `/temp` PUT payload: room for any reading written as a decimal number.
+MAX_TEMPERATURE_SIZE = 32
 
 
 class Hello(resource.Resource):
@@ -77,8 +82,53 @@ class Counter(resource.ObservableResource):
         return Message(payload=str(self.value).encode(), content_format=TEXT)
 
 
+class Temperature(resource.Resource):
+    """PUT: a reading, a finite decimal number in text/plain (spaces and a newline around it
+    allowed, as `echo 21.5 |` sends), at most `MAX_TEMPERATURE_SIZE` bytes: 2.04 Changed;
+    4.13 (with Size1, RFC 7252 §5.10.9) when longer, 4.15 for another content format, 4.00
+    for anything but a number. GET: the last reading (empty before the first)."""
+
+    ct = int(TEXT)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = b""
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(payload=self.value, content_format=TEXT)
+
+    async def render_put(self, request: Message) -> Message:
+        if len(request.payload) > MAX_TEMPERATURE_SIZE:
+            too_large = _diagnostic(Code.REQUEST_ENTITY_TOO_LARGE,
+                                    f"at most {MAX_TEMPERATURE_SIZE} bytes")
+            too_large.opt.size1 = MAX_TEMPERATURE_SIZE
+            return too_large
+        if request.opt.content_format not in (None, TEXT):
+            return _diagnostic(Code.UNSUPPORTED_CONTENT_FORMAT, "text/plain only")
+        reading = _reading(request.payload)
+        if reading is None:
+            return _diagnostic(Code.BAD_REQUEST, "expected a number, such as 21.5")
+        self.value = reading
+        return Message(code=Code.CHANGED)
+
+
+def _reading(payload: bytes) -> bytes | None:
+    """The number `payload` holds, as sent without surrounding spaces; None for no number."""
+    text = payload.strip()
+    try:
+        number = float(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return text if math.isfinite(number) else None
+
+
+def _diagnostic(code: Code, text: str) -> Message:
+    """An error response with its diagnostic payload (RFC 7252 §5.5.2)."""
+    return Message(code=code, payload=text.encode())
+
+
 def demo_site(counter_interval: float = 1.0) -> resource.Site:
-    """A `Site` with `/.well-known/core`, `/hello` and `/counter`."""
+    """A `Site` with `/.well-known/core`, `/hello`, `/counter` and `/temp`."""
     site = resource.Site()
     site.add_resource(
         [".well-known", "core"],
@@ -86,4 +136,5 @@ def demo_site(counter_interval: float = 1.0) -> resource.Site:
     )
     site.add_resource(["hello"], Hello())
     site.add_resource(["counter"], Counter(counter_interval))
+    site.add_resource(["temp"], Temperature())
     return site

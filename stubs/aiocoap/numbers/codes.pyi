@@ -8,6 +8,9 @@ class Code(IntEnum):
     DELETE = 4
     CONTENT = 69
     CHANGED = 68
+    BAD_REQUEST = 128
+    REQUEST_ENTITY_TOO_LARGE = 141
+    UNSUPPORTED_CONTENT_FORMAT = 143
     INTERNAL_SERVER_ERROR = 160
     def is_request(self) -> bool: ...
     def is_response(self) -> bool: ...
