@@ -962,7 +962,7 @@ def test_psk_file_mistakes_name_the_line(tmp_path: Path, line: str, problem: str
     ],
 )
 def test_hostport_forms(text: str, expected: tuple[str, int]) -> None:
-    assert parse_hostport(text) == expected
+    assert parse_hostport(text, any_port=expected[1] == 0) == expected
 
 
 def test_hostport_default_host_is_the_callers() -> None:
@@ -985,14 +985,15 @@ def test_a_server_listen_address_without_host_is_refused(
     ("text", "message"),
     [
         ("5684", "expected HOST:PORT, got '5684'"),
-        ("host:65536", "port must be a number from 0 to 65535, got '65536'"),
-        ("host:-1", "port must be a number from 0 to 65535, got '-1'"),
+        ("host:65536", "port must be a number from 1 to 65535, got '65536'"),
+        ("host:-1", "port must be a number from 1 to 65535, got '-1'"),
+        ("host:0", "port must be a number from 1 to 65535, got '0'"),  # said "from 1" elsewhere
         ("host:", "expected HOST:PORT, got 'host:': the port is missing"),
         ("[::1]", "expected HOST:PORT, got '[::1]': the port is missing"),  # said got '1]'
         ("[::1]:", "expected HOST:PORT, got '[::1]:': the port is missing"),
         ("[::1", "expected HOST:PORT, got '[::1'"),
         ("[::1]5684", "expected HOST:PORT, got '[::1]5684'"),
-        ("[::1]:x", "port must be a number from 0 to 65535, got 'x'"),
+        ("[::1]:x", "port must be a number from 1 to 65535, got 'x'"),
         ("[fe80::1%25]:1", "the IPv6 zone of [fe80::1%25] is empty (RFC 6874): give the "
          "interface, as in [fe80::1%25eth0]"),
         # Brackets are for IPv6 (RFC 3986 §3.2.2): 127.0.0.1 was served, v1.x looked up in DNS.
@@ -1006,6 +1007,24 @@ def test_hostport_mistakes(text: str, message: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse_hostport(text)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("command", "lowest"),
+    [(["client"], 1), (["perf"], 1), (["server", "--listen"], 0),
+     (["coap", "serve", "--listen"], 0)],
+)
+def test_each_command_has_one_port_rule_and_message(
+    capsys: pytest.CaptureFixture[str], command: list[str], lowest: int
+) -> None:
+    """A client or perf sends to a port from 1 (port 0 was refused by another check, "must be
+    from 1", after "a number from 0" for 70000; perf sent to it); a server listens on 0 too,
+    the port the kernel picks."""
+    for port in ("0", "70000"):
+        if port == "0" and lowest == 0:
+            continue
+        assert refused(capsys, *command, f"127.0.0.1:{port}", *PSK) == (
+            f"port must be a number from {lowest} to 65535, got '{port}'")
 
 
 @pytest.mark.parametrize(

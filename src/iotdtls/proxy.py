@@ -610,7 +610,7 @@ class LossyProxy:
 
 def _parse_address(text: str) -> tuple[str, int]:
     try:
-        return parse_hostport(text)
+        return parse_hostport(text, any_port=True)  # a target's port 0: `_target_problem`
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

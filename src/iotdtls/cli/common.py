@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, NoReturn
 
 from iotdtls._addresses import format_hostport, host_from_uri
+from iotdtls._arguments import MAX_PORT
 from iotdtls._files import RefusedFile, open_private_append, same_file
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
@@ -148,12 +149,16 @@ class Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+def parse_hostport(
+    text: str, default_host: str = "127.0.0.1", *, any_port: bool = False
+) -> tuple[str, int]:
     """`HOST:PORT`, `[V6]:PORT` (a link-local address with its interface: `[fe80::1%eth0]:PORT`,
     or as a coaps URI writes it, `[fe80::1%25eth0]:PORT`, RFC 6874 §2) or `:PORT`. An IPv6
     address outside brackets is refused: `fd00::2:5684` is itself an IPv6 address, and
     `::1` would be read as host ":" and port 1. Brackets around anything else are refused too
-    (RFC 3986 §3.2.2 keeps them for IP literals): `[127.0.0.1]` or `[v1.x]` is not IPv6."""
+    (RFC 3986 §3.2.2 keeps them for IP literals): `[127.0.0.1]` or `[v1.x]` is not IPv6.
+    The port is 1 to 65535 (where to send), 0 too with `any_port` (where to listen: a free
+    port the kernel picks), as the API's `check_port` has it, in one message."""
     if text.startswith("["):
         host, bracket, after = text[1:].partition("]")
         sep, port = after[:1], after[1:]
@@ -174,8 +179,9 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
             )
     if not port:
         raise UsageError(f"expected HOST:PORT, got {text!r}: the port is missing")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"port must be a number from 0 to 65535, got {port!r}")
+    lowest = 0 if any_port else 1
+    if not port.isdigit() or not lowest <= int(port) <= MAX_PORT:
+        raise UsageError(f"port must be a number from {lowest} to {MAX_PORT}, got {port!r}")
     if text.startswith("[") and host and not _is_ipv6(host):
         raise UsageError(
             f"expected HOST:PORT, got {text!r}: brackets are for an IPv6 address only, "
@@ -207,7 +213,7 @@ def _is_ipv6(text: str) -> bool:
 def parse_listen(text: str) -> tuple[str, int]:
     """A server's --listen `HOST:PORT`, its host required: `:PORT` means every address to
     some tools and loopback to others, so it is refused as the API refuses an empty host."""
-    host, port = parse_hostport(text, default_host="")
+    host, port = parse_hostport(text, default_host="", any_port=True)
     if not host:
         raise UsageError(
             f"--listen {text!r} has no host: give 127.0.0.1:{port} to serve this machine "
