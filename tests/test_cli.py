@@ -168,7 +168,8 @@ def test_cli_workers_stop_cleanly_when_their_whole_group_is_signalled(sig: signa
         client.wait_for_output("before the stop", 5.0)
         os.killpg(server.pid, sig)
         assert server.wait(10.0) == 0, server.output
-        assert "all 2 workers: handshakes 1 completed" in server.output, server.output
+        # The sum starts "stopped:" as a single server's line does.
+        assert "stopped: all 2 workers: handshakes 1 completed" in server.output, server.output
         assert_clean_exit(client, 0, 5.0)  # the close_notify of its worker ended it
 
 

@@ -37,8 +37,9 @@ too: `log_counters()` asks each, through its pipe, for its counters (it goes on 
 logs them and their sum (a SIGUSR1 handler that calls it should be signalled alone, not with its
 process group, where a `multiprocessing.Manager` or the resource tracker would die of the
 signal's default action). `close()` reaps every worker and returns and logs the counters of each
-and their sum. What a worker logs, but for its own lines of `iotdtls.workers`, starts with its
-label ("worker 1: handshake complete: ..."), so that a line can be tied to a worker.
+and their sum (``stopped: all 2 workers: ...``, as a single CLI server's ``stopped:`` line).
+What a worker logs, but for its own lines of `iotdtls.workers`, starts with its label
+("worker 1: handshake complete: ..."), so that a line can be tied to a worker.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ class WorkerServer:
             self._answers_due.cancel()
             self._answers_due = None
         answers = [(w, self._answers.get(w.index)) for w in self._workers]
-        _log_sum("counters: ", answers, "answered")
+        _log_sum("counters: ", answers, "answered", "counters: ")
 
     async def close(self) -> ServerStats:
         """Stop every worker (each closes its associations with close_notify), reap them, log
@@ -333,7 +334,7 @@ class WorkerServer:
             running.remove_reader(worker.process.sentinel)
             running.remove_reader(worker.conn.fileno())
         await asyncio.to_thread(_stop_workers, self._workers)
-        return _log_sum("", [(w, w.stats) for w in self._workers], "reported")
+        return _log_sum("", [(w, w.stats) for w in self._workers], "reported", "stopped: ")
 
     async def __aenter__(self) -> WorkerServer:
         return self
@@ -343,10 +344,11 @@ class WorkerServer:
 
 
 def _log_sum(
-    prefix: str, counted: list[tuple[_Worker, ServerStats | None]], verb: str
+    prefix: str, counted: list[tuple[_Worker, ServerStats | None]], verb: str, sum_prefix: str
 ) -> ServerStats:
-    """Log each worker's counters (or that it sent none) and their sum, each line starting with
-    `prefix`; return the sum."""
+    """Log each worker's counters (or that it sent none), each line starting with `prefix`,
+    and their sum, starting with `sum_prefix` ("stopped: " at the stop, as a single server's
+    line, "counters: " on request); return the sum."""
     total = ServerStats()
     reported = 0
     for worker, stats in counted:
@@ -359,10 +361,10 @@ def _log_sum(
         total = total + stats
         reported += 1
     if reported == len(counted):
-        logger.info("%sall %d workers: %s", prefix, reported, total.describe())
+        logger.info("%sall %d workers: %s", sum_prefix, reported, total.describe())
     else:
-        logger.info("%sthe %d of %d workers that %s: %s", prefix, reported, len(counted), verb,
-                    total.describe())
+        logger.info("%sthe %d of %d workers that %s: %s", sum_prefix, reported, len(counted),
+                    verb, total.describe())
     return total
 
 
