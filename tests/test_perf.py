@@ -1001,6 +1001,16 @@ def test_the_perf_command_runs_ten_seconds_unless_told_and_shows_progress(
     assert "concurrency 2, 1 process (asyncio)" in out
 
 
+def test_the_perf_report_gives_the_concurrency_used(capsys: pytest.CaptureFixture[str]) -> None:
+    """`perf -n 1` runs one association at a time, whatever -c (10 by default): the report
+    said "concurrency 10"; `-n 5 -c 2` uses 2."""
+    with server_on_a_thread() as server:
+        for flags, used in [(("-n", "1"), 1), (("-n", "5", "-c", "2"), 2), (("-n", "3"), 3)]:
+            assert perf_command(server.address[1], *flags, "-q") == 0
+            head = capsys.readouterr().out.splitlines()[0]
+            assert f", concurrency {used}, 1 process " in head, head
+
+
 def test_the_perf_command_builds_the_configuration_again_in_each_process(
     capsys: pytest.CaptureFixture[str], specs_run: list[LoadSpec]
 ) -> None:

@@ -144,7 +144,8 @@ def run_perf(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.summary(), indent=2))
     else:
-        print(result.report(format_hostport(host, port), args.concurrency))
+        # The associations actually in flight at most: fewer than -c with fewer -n.
+        print(result.report(format_hostport(host, port), in_flight))
     failed = (
         result.failed or result.association_failures or result.messages_lost
         or result.messages_mismatched

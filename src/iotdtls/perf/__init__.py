@@ -3,7 +3,7 @@
     spec = LoadSpec("127.0.0.1", 5684, ClientConfig(psk_identity=..., psk=...),
                     concurrency=100, duration=10.0, messages=1)
     result = run_load(spec, processes=1)
-    print(result.report("127.0.0.1:5684", spec.concurrency))
+    print(result.report("127.0.0.1:5684", lanes(spec)))  # associations in flight at most
 
 Many sans-I/O clients run on one event loop per process (`iotdtls.perf.engine`), each on its
 own UDP socket; `processes` > 1 splits the concurrency (and a handshake count) over several

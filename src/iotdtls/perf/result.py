@@ -152,7 +152,9 @@ class LoadResult:
         }
 
     def report(self, target: str, concurrency: int) -> str:
-        """The final report, a few lines of text."""
+        """The final report, a few lines of text; `concurrency` is the associations that
+        were in flight at most (`engine.lanes` of the spec: fewer handshakes than the
+        concurrency asked for leave fewer)."""
         s = self.summary()
         hs, lat = s["handshakes"], s["latency_ms"]
         used = f" ({self.address})" if self.address not in ("", target) else ""
