@@ -1084,25 +1084,120 @@ def test_rsa_cas_with_usual_exponents_still_validate(exponent: int) -> None:
     assert server(chain_der(server_leaf(middle), middle), store) == "localhost"
 
 
+def _fake_cas_of_the_anchors_name(
+    anchor: Issued, leaf_of: Callable[..., Issued], fakes: int, *, expired: bool = False
+) -> tuple[bytes, ...]:
+    """A leaf "issued by" the anchor's name but signed by a key of the peer's own, and `fakes`
+    CA certificates named like the anchor, self-issued under that key, each issuing the
+    others and itself (the first one expired if `expired`)."""
+    key = p256()
+    subject = str(anchor.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    cas = [
+        issue(subject, None, key=key, ca=True, authority_key_id=False,
+              not_after=NOW - DAY if expired and n == 0 else NOW + YEAR)
+        for n in range(fakes)
+    ]
+    return chain_der(leaf_of(anchor, signing_key=key, authority_key_id=False), *cas)
+
+
 @pytest.mark.parametrize("expired", [False, True])
 def test_a_chain_of_fake_cas_of_the_anchors_name_is_diagnosed_with_one_verifier_run(
     monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore, expired: bool,
 ) -> None:
-    """Keys that are cheap one check at a time, but three CA certificates named like the
-    anchor, self-issued under one key, each issuing the others: every full search of paths
-    costs dozens of checks (~15 ms with P-256, ~65 ms with P-521 before). The diagnosis runs
-    no second search when nothing links the leaf to an anchor, and checks each pair once."""
-    key = p256()
-    subject = str(anchor.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-    fakes = [
-        issue(subject, None, key=key, ca=True, authority_key_id=False,
-              not_after=NOW - DAY if expired and n == 0 else NOW + YEAR)
-        for n in range(3)
-    ]
-    leaf = client_leaf(anchor, signing_key=key, authority_key_id=False)
+    """Keys that are cheap one check at a time, but a CA certificate named like the anchor,
+    self-issued under the leaf's signing key: the verifier tries it at every level (more of
+    them are refused unchecked, see below). The diagnosis runs no second search when nothing
+    links the leaf to an anchor, and checks each pair once."""
+    fakes = 1
+    chain = _fake_cas_of_the_anchors_name(anchor, client_leaf, fakes, expired=expired)
     counts = _count_signature_work(monkeypatch)
-    message = refused(A.bad_certificate, client, chain_der(leaf, *fakes), store)
-    assert message == "the signature on client certificate 3 does not verify", message
+    message = refused(A.bad_certificate, client, chain, store)
+    assert message == "the signature on client certificate 1 does not verify", message
     assert counts["verifier"] == 1, counts
-    pairs = 4 * (1 + len(fakes))  # each certificate under each one of the issuer's name
+    pairs = (1 + fakes) ** 2  # each certificate under each one of the issuer's name
     assert counts["signature"] <= pairs
+
+
+# -- chains whose names offer too many candidate issuers ----------------------------------------
+
+
+@pytest.mark.parametrize(("fakes", "max_depth"), [(3, DEFAULT_MAX_CHAIN_DEPTH), (2, 2),
+                                                  (2, MAX_CHAIN_DEPTH_LIMIT),
+                                                  (16, MAX_CHAIN_DEPTH_LIMIT)])
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_a_chain_of_fake_cas_of_the_anchors_name_is_refused_before_any_signature_check(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore,
+    fakes: int, max_depth: int, role: str,
+) -> None:
+    """The pre-authentication CPU attack left once dear RSA keys are refused: CA certificates
+    named like the anchor under one key of the peer's own, all issuing one another, make the
+    verifier check dozens of signatures (52 for three of them at depth 2: ~4 ms with P-256
+    keys, ~20 ms with P-521; 128, its own limit, at depth 16). Counted by names alone, the
+    candidates exceed 2 per level allowed: unknown_ca before any signature is checked."""
+    leaf_of, call = (client_leaf, client) if role == "client" else (server_leaf, server)
+    chain = _fake_cas_of_the_anchors_name(anchor, leaf_of, fakes)
+    counts = _count_signature_work(monkeypatch)
+    message = refused(A.unknown_ca, call, chain, store, max_depth=max_depth)
+    assert counts == {"verifier": 0, "signature": 0}
+    allowed = 2 * (max_depth + 2)
+    assert message == (
+        f"{role} chain leads to no trusted CA: it is ambiguous, its names offer more than "
+        f"{allowed} candidate issuers to check"
+    )
+
+
+def test_one_fake_ca_of_the_anchors_name_is_left_to_the_verifier_at_any_depth(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore,
+) -> None:
+    """One self-issued CA certificate gives the verifier two candidates per level (it and the
+    anchor), as an honest expired copy of a root sent along does: within the bound at every
+    depth, so the verifier's own reason stands."""
+    chain = _fake_cas_of_the_anchors_name(anchor, client_leaf, 1)
+    for max_depth in (0, DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT):
+        counts = _count_signature_work(monkeypatch)
+        message = refused(A.bad_certificate, client, chain, store, max_depth=max_depth)
+        assert message == "the signature on client certificate 1 does not verify"
+        assert counts["verifier"] == 1
+
+
+def test_honest_chains_with_several_candidate_issuers_still_validate() -> None:
+    """What gives an honest chain a second candidate issuer at some level: a root sent along
+    (a copy of the anchor), an expired copy of a renewed root sent along (self-issued, a
+    candidate at every level), an old and a new anchor of one name, a CA cross-signed (two
+    certificates of one key with different issuers, one of the anchors sent along under
+    another), at the default depth and the deepest."""
+    top, cas = ca_chain(2)
+    leaf = server_leaf(cas[-1])
+    store = TrustStore([top.der])
+    old_top = root(key=top.key, not_before=NOW - 2 * YEAR, not_after=NOW - DAY)
+    for max_depth in (DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT):
+        for extra in (top, old_top):
+            chain = chain_der(leaf, *reversed(cas), extra)
+            assert server(chain, store, max_depth=max_depth) == "localhost"
+    for anchors in ([top.der, old_top.der], [old_top.der, top.der]):
+        assert server(chain_der(leaf, *reversed(cas), old_top), TrustStore(anchors)) \
+            == "localhost"
+    renewed = root(not_before=NOW - DAY)  # same name, another key
+    middle = intermediate(renewed, "issuing ca")
+    both = TrustStore([old_top.der, renewed.der])
+    assert server(chain_der(server_leaf(middle), middle, old_top), both) == "localhost"
+
+    first, second = root("first root"), root("second root")
+    under_first = intermediate(first, "issuing ca")
+    under_second = intermediate(second, "issuing ca", key=under_first.key)
+    second_by_first = intermediate(first, "second root", key=second.key)
+    leaf = server_leaf(under_first)
+    for anchors in ([first.der], [second.der], [first.der, second.der]):
+        assert server(chain_der(leaf, under_first, under_second), TrustStore(anchors)) \
+            == "localhost"
+        assert server(chain_der(leaf, under_second, under_first), TrustStore(anchors)) \
+            == "localhost"
+    assert server(chain_der(leaf, under_second, second_by_first), TrustStore([first.der])) \
+        == "localhost"
+
+    deep_top, deep = ca_chain(MAX_CHAIN_DEPTH_LIMIT)
+    deep_leaf = server_leaf(deep[-1])
+    for extra in (deep_top, root(key=deep_top.key, not_after=NOW - DAY)):
+        chain = chain_der(deep_leaf, *reversed(deep), extra)
+        assert server(chain, TrustStore([deep_top.der]), max_depth=MAX_CHAIN_DEPTH_LIMIT) \
+            == "localhost"

@@ -37,7 +37,8 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   act as a CA and chains deeper than `max_depth`: within the allowed depth no trusted CA "could
   be located" (the same choice as OpenSSL for too-long chains and bad CAs). So is a CA
   certificate sent with an RSA key too dear to check signatures with (`_refuse_dear_keys`),
-  refused before any signature is checked.
+  and a chain whose names leave the verifier too many candidate issuers to check
+  (`_refuse_ambiguous_chain`), both refused before any signature is checked.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from iotdtls.identity import CertificateIdentity
 from iotdtls.messages.constants import IdentifierType
 
 __all__ = [
+    "CANDIDATE_CHECKS_PER_LEVEL",
     "DEFAULT_MAX_CHAIN_DEPTH",
     "MAX_CHAIN_DEPTH_LIMIT",
     "RSA_MAX_MODULUS_BITS",
@@ -126,6 +128,23 @@ RSA_MAX_MODULUS_BITS: Final = 8192
 a check then costs ~0.6 ms here, about as much as one with a P-521 key (which a CA may have);
 OpenSSL alone would go to 16384 bits (~2.3 ms a check). The lower bound, 2048 bits, is the
 verifier's own (its web-PKI policy)."""
+
+CANDIDATE_CHECKS_PER_LEVEL: Final = 2
+"""Signature checks the verifier may be led to make per level of depth allowed: a chain whose
+names offer more candidate issuers than `CANDIDATE_CHECKS_PER_LEVEL * (max_depth + 2)` is
+refused before any signature is checked (`_refuse_ambiguous_chain`).
+
+The verifier of `cryptography` builds the path depth first: for each certificate it reaches it
+checks the signature of every certificate sent or anchor named as its issuer, and goes on from
+each one that verifies, the same certificate again if it issues itself, down to `max_depth`
+(it stops only after 128 checks). A peer with no credentials can send CA certificates named
+like a trust anchor, under one key of its own and issuing one another: three make 52 checks at
+the default depth (20 ms with P-521 keys, 0.5 ms a check here). An honest chain of `max_depth`
+CAs gives at most `max_depth + 2` candidates (one per CA, the anchor, a copy of the root sent
+along); twice that leaves room for a second candidate at every level: an old and a new anchor
+of one name, an expired copy of a renewed root sent along (self-issued: a candidate at every
+level), a CA cross-signed (two certificates of one key with different issuers). At the
+default depth 2: 8."""
 
 REFERENCE_IDENTITIES_KEPT: Final = 64
 """Server names whose reference identity is remembered (a client's every certificate handshake
@@ -376,6 +395,7 @@ def _validate_path(
     if not _valid_at(certs[0], when):  # the leaf is on every path
         raise _not_valid(certs[0], 0, when, role)
     _refuse_dear_keys(certs, role)
+    _refuse_ambiguous_chain(chain, certs, store, max_depth, role)
     pinned = bytes(chain[0]) in store._anchors
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
@@ -856,6 +876,57 @@ def _refuse_dear_keys(certs: Sequence[x509.Certificate], role: str) -> None:
                 f"and at most {RSA_MAX_MODULUS_BITS} bits (its signature checks would be dear)",
                 _A.unknown_ca,
             )
+
+
+def _refuse_ambiguous_chain(
+    chain: Sequence[bytes],
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    max_depth: int,
+    role: str,
+) -> None:
+    """Refuse, before any signature is checked, a chain whose names leave the verifier more
+    candidate issuers to check than `CANDIDATE_CHECKS_PER_LEVEL * (max_depth + 2)`: unknown_ca
+    (RFC 5246 §7.2.2), as no trusted CA can be located at an acceptable cost. Such a chain is
+    no honest one (see `CANDIDATE_CHECKS_PER_LEVEL`); the check costs no signature."""
+    allowed = CANDIDATE_CHECKS_PER_LEVEL * (max_depth + 2)
+    if _candidate_checks(chain, certs, store, max_depth) > allowed:
+        raise ProtocolError(
+            f"{role} chain leads to no trusted CA: it is ambiguous, its names offer more than "
+            f"{allowed} candidate issuers to check",
+            _A.unknown_ca,
+        )
+
+
+def _candidate_checks(
+    chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore, max_depth: int
+) -> int:
+    """The most signature checks the verifier can make to build a path for the chain, from
+    the names alone (RFC 5280 §6.1.3 (a)(4): an issuer is first found by its name).
+
+    The verifier's search, as a count: from the leaf at depth 0, a certificate that is no
+    trust anchor and is at a depth up to `max_depth` has every anchor and every certificate
+    sent whose subject is its issuer checked as its issuer; those sent go on at the next
+    depth, the same one again included. Counted per (certificate, depth) once, so the work
+    is polynomial (at most (max_depth + 2)^2 (max_depth + 1) name pairs), not one step per
+    path: the number of paths grows exponentially with the depth."""
+    issuers = [cert.issuer for cert in certs]
+    sent_named = [
+        [index for index, cert in enumerate(certs[1:], 1) if cert.subject == issuer]
+        for issuer in issuers
+    ]
+    anchors_named = [
+        sum(anchor.subject == issuer for anchor in store._certificates) for issuer in issuers
+    ]
+    trusted = [bytes(der) in store._anchors for der in chain]
+
+    @functools.cache
+    def below(index: int, depth: int) -> int:
+        if trusted[index] or depth > max_depth:
+            return 0
+        return anchors_named[index] + sum(1 + below(j, depth + 1) for j in sent_named[index])
+
+    return below(0, 0)
 
 
 def _dear_rsa_key(cert: x509.Certificate) -> str | None:
