@@ -213,11 +213,13 @@ def client_done_first(
 
 
 def send_early(link: MemoryLink, messages: list[bytes]) -> list[bytes]:
-    """The client's datagrams carrying `messages`, delivered to the server at once."""
+    """The client's datagrams carrying `messages`, delivered to the server at once (what the
+    server sends back is routed too, but not the client's answer)."""
     for message in messages:
         link.client.send(message)
+    sent_before = len(link.wire)
     link.step()
-    return [data for direction, _, data in link.wire[-len(messages):] if direction == "client"]
+    return [data for direction, _, data in link.wire[sent_before:] if direction == "client"]
 
 
 def server_established(link: MemoryLink) -> bool:
@@ -234,7 +236,6 @@ def test_data_that_overtakes_the_clients_lost_finished_is_delivered_once_in_orde
     assert len(early) == 5
     for datagram in early:  # duplicated on the way
         link.server.receive_datagram(datagram, link.address, link.now)
-    link.step()
     assert server.state is ConnectionState.HANDSHAKING
     assert events_of(link, "server", DataReceived) == []
     link.run(stop=server_established)
@@ -309,6 +310,76 @@ def test_held_data_is_dropped_and_counted_when_the_handshake_fails() -> None:
     assert isinstance(server.error, HandshakeTimeout)
     assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1 + held
     assert events_of(link, "server", DataReceived) == []
+
+
+def server_datagrams(link: MemoryLink) -> int:
+    return len(wire_from(link, "server"))
+
+
+def lost_last_flights(d: Direction, i: int, data: bytes) -> str:
+    """The client's ChangeCipherSpec and Finished lost each time they are sent (each flight
+    datagram from the third on that opens with its ChangeCipherSpec record)."""
+    return "drop" if d == "client" and i >= 3 and data[0] == ContentType.change_cipher_spec else (
+        "deliver"
+    )
+
+
+@pytest.mark.req("RES-1", "HS-4")
+def test_data_past_a_lost_finished_brings_it_again_before_the_servers_timer() -> None:
+    """RFC 6347 §4.2.4: the server's timer is the least it must do; the resumed client's data
+    under the new keys shows that its ChangeCipherSpec and Finished were lost, so the server
+    resends its flight at once, the client answers with its last flight, and the held data is
+    delivered with no timer fired."""
+    link, server = client_done_first(drop_exactly("client", 3))
+    started, timer = link.now, link.server.get_timer()
+    assert timer is not None and timer > started
+    send_early(link, [b"reading 42"])
+    link.run(stop=server_established)
+    assert server.state is ConnectionState.ESTABLISHED
+    assert link.now == started
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"reading 42")]
+    assert server.retransmissions == 1
+    assert link.client.retransmissions == 1
+
+
+@pytest.mark.req("RES-1", "HS-4")
+def test_data_past_a_lost_finished_resends_at_most_once_per_quarter_timer() -> None:
+    """Many records of the client's data (its last flight lost every time) get one early resend
+    of the server's flight, and another only a quarter of the initial timer later."""
+    link, server = client_done_first(lost_last_flights)
+    before = server_datagrams(link)
+    flight = server_datagrams(link) - 1  # the cookie exchange's HelloVerifyRequest
+    send_early(link, [b"%d" % n for n in range(6)])
+    link.step()
+    assert server_datagrams(link) == before + flight
+    assert server.retransmissions == 1
+    quarter = link.server_config.retransmit.initial / 4
+    link.now += quarter * 0.99
+    send_early(link, [b"too soon"])
+    assert server_datagrams(link) == before + flight
+    link.now += quarter * 0.01
+    send_early(link, [b"in time"])
+    assert server_datagrams(link) == before + 2 * flight
+    assert server.retransmissions == 2
+    assert server.state is ConnectionState.HANDSHAKING
+
+
+@pytest.mark.req("HS-4")
+def test_data_past_the_servers_lost_final_flight_brings_it_again_at_once() -> None:
+    """The same in a full handshake, roles swapped: the server completes first (its last
+    flight, RFC 5246 §7.3) and sends; its ChangeCipherSpec and Finished lost, the client holds
+    the data, resends its flight at once and the server answers with its final flight."""
+    link = make_link(drop_exactly("server", 3))
+    link.client.connect(link.now)
+    link.run(stop=server_established)
+    assert link.client.state is ConnectionState.HANDSHAKING
+    started = link.now
+    link.server.send(link.address, b"pushed")
+    link.run(stop=lambda lk: lk.client.state is ConnectionState.ESTABLISHED)
+    assert link.client.state is ConnectionState.ESTABLISHED
+    assert link.now == started
+    assert events_of(link, "client", DataReceived) == [DataReceived(b"pushed")]
+    assert link.client.retransmissions == 1
 
 
 @pytest.mark.req("RES-1")

@@ -245,10 +245,12 @@ class DtlsConnection:
         self.error: DtlsError | None = None
         #: The peer's warning-level close_notify ended the association (`AssociationEnded`).
         self._peer_closed = False
-        #: Flights resent because the peer repeated its previous flight (RFC 6347 §4.2.4:
-        #: ours was lost), as many as the rate limit of `_maybe_retransmit` let out, a held
-        #: final flight's included. Resends on our own retransmission timer (§4.2.4.1) are
-        #: not counted: this says how often the peer had to ask.
+        #: Flights resent early on evidence of loss (RFC 6347 §4.2.4), as many as the rate
+        #: limit of `_resend_flight_early` let out: the peer repeated its previous flight
+        #: (ours was lost; a held final flight's resends included), or sent data under the
+        #: new keys while its Finished is missing (its last flight was lost). Resends on our
+        #: own retransmission timer (§4.2.4.1) are not counted: this says how often the
+        #: peer showed a loss.
         self.retransmissions = 0
         self._numbering_adopted = self.is_client
         #: A ChangeCipherSpec that arrived while its flight waited for a fetched chain.
@@ -740,7 +742,7 @@ class DtlsConnection:
         elif ctype is ALERT_CONTENT:
             self._on_alert(record)
         elif ctype is DATA_CONTENT:
-            self._on_application_data(record)
+            self._on_application_data(record, now)
         else:
             self._on_heartbeat(record, now)
 
@@ -770,7 +772,7 @@ class DtlsConnection:
         elif outcome is TimerOutcome.PEER_GONE:
             self._close(PeerUnresponsive(self.config.handshake_timeout))
 
-    def _on_application_data(self, record: PlainRecord) -> None:
+    def _on_application_data(self, record: PlainRecord, now: float) -> None:
         """Reached in a datagram that began before completion (`_receive_established` delivers
         the rest): HS-5, application data is never accepted before the handshake completes;
         behind the peer's Finished in the same datagram, it is delivered.
@@ -781,11 +783,19 @@ class DtlsConnection:
         a record, authenticated under the new epoch's keys (and so through its replay window),
         is held, up to `EARLY_DATA_RECORDS` and `EARLY_DATA_BYTES`, and delivered in arrival
         order once the peer's Finished is verified (`_complete`; RFC 6347 §4.1), or dropped
-        and counted if the handshake ends without it. Any other is dropped and counted."""
+        and counted if the handshake ends without it. Any other is dropped and counted.
+
+        Such a record also shows that the peer completed and sent its last flight, which has
+        not come: lost, most likely. Nothing else brings it again before our timer fires (1 s,
+        2 s, 4 s on) and the held data waits as long, so our flight goes out again at once,
+        within the rate limit of `_resend_flight_early`: the peer answers a repeat of our
+        flight with its last flight (`_maybe_retransmit`, RFC 6347 §4.2.4). Only a holder of
+        the new epoch's keys can make a record authenticate, so no stranger can cause it."""
         if self.state is _ESTABLISHED:
             self._emit(DataReceived(record.payload))
             return
         if record.epoch == HANDSHAKE_EPOCH and self._write_epoch == HANDSHAKE_EPOCH:
+            self._resend_flight_early(now)
             held = self._early_data or []
             payload = record.payload
             if (
@@ -906,22 +916,30 @@ class DtlsConnection:
     ) -> None:
         """An old message: the peer repeats its previous flight, so ours was lost (§4.2.4).
 
-        Answered only for a record newer than any seen (a duplicated datagram gets no answer)
-        and at most once per quarter of the initial timer, so forged repeats cannot turn us
-        into an amplifier. The resent flight restarts the retransmission timer, its interval
-        kept (`RetransmitTimer.restart`): the old deadline would send it again at once."""
+        Answered only for a record newer than any seen (a duplicated datagram gets no answer),
+        within the rate limit of `_resend_flight_early`, so forged repeats cannot turn us into
+        an amplifier."""
         if (
             frag.message_seq == self._handshake.peer_flight_last_seq
             and frag.fragment_offset == 0
-            and self._flight is not None
             and record_id > self._newest_handshake_record
-            and now >= self._next_triggered_retransmit
         ):
-            self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
-            self.retransmissions += 1
-            self._transmit_flight()
-            if self._timer is not None:
-                self._timer.restart(now)
+            self._resend_flight_early(now)
+
+    def _resend_flight_early(self, now: float) -> None:
+        """Resend our flight before its timer on evidence of loss (RFC 6347 §4.2.4: the timer
+        sets the least an implementation retransmits, not the most), at most once per
+        quarter of the initial timer whatever the evidence, so no run of the peer's records
+        can turn us into an amplifier. The resent flight restarts the retransmission timer,
+        its interval kept (`RetransmitTimer.restart`): the old deadline would send it again
+        at once."""
+        if self._flight is None or now < self._next_triggered_retransmit:
+            return
+        self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
+        self.retransmissions += 1
+        self._transmit_flight()
+        if self._timer is not None:
+            self._timer.restart(now)
 
     def _post_handshake_fragment(
         self, frag: HandshakeFragment, record_id: tuple[int, int], now: float
