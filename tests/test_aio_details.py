@@ -1826,3 +1826,43 @@ def test_a_failed_handshake_names_a_certificate_as_claimed_only(
     (line,) = [r.getMessage() for r in caplog.records if "handshake failed:" in r.getMessage()]
     assert re.match(rf"handshake failed: peer 127\.0\.0\.1:\d+ claimed certificate {CLIENT_EUI64}: "
                     "sent fatal alert decrypt_error", line), line
+
+
+@pytest.mark.req("RES-1")
+def test_a_resumed_client_closing_before_its_lost_finished_is_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resumed client sends and closes at once while its ChangeCipherSpec and Finished are
+    lost (inherent to DTLS: nothing acknowledges its last flight). The server's log line says
+    why the data it held went, and the counters still add up: one failed handshake, one
+    DATA_BEFORE_HANDSHAKE record, the gate's accepted associations all accounted for."""
+    got: list[bytes] = []
+
+    async def collect(session: aio.ServerSession) -> None:
+        async for data in session:
+            got.append(data)
+
+    async def main() -> None:
+        async with await aio.serve(collect, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as first:
+                session = first.session
+            with LossyProxy(server.address, seed=0, drop={("client", 3)}, lifetime=20) as p:
+                async with aio.connect(*p.address, client_config(), session=session) as again:
+                    assert again.resumed
+                    again.send(b"reading 42")
+                assert await eventually(lambda: server.stats.handshakes_failed, 2.0)
+                stats = server.stats
+            assert (stats.handshakes_completed, stats.handshakes_failed) == (1, 1)
+            accepted = stats.gate["COOKIE_ACCEPTED"]
+            assert accepted == stats.handshakes_completed + stats.handshakes_failed
+            assert stats.discards["DATA_BEFORE_HANDSHAKE"] == 1
+            assert got == []
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
+        run(main())
+    failed = [r.getMessage() for r in caplog.records if "handshake failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].endswith(
+        "the peer closed the association (close_notify) (before its Finished arrived; "
+        "1 held record of its data dropped)"
+    )

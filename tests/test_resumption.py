@@ -382,6 +382,58 @@ def test_data_past_the_servers_lost_final_flight_brings_it_again_at_once() -> No
     assert link.client.retransmissions == 1
 
 
+@pytest.mark.req("RES-1", "HS-5")
+def test_a_client_that_closes_before_its_lost_finished_arrives_says_what_was_dropped() -> None:
+    """Inherent to DTLS (nothing acknowledges the client's last flight): the resumed client
+    sends and closes at once, its ChangeCipherSpec and Finished lost. The server cannot verify
+    the data, drops it, and says so: the handshake failed on the peer's close_notify before its
+    Finished arrived, with the held records dropped (and counted); the session stays."""
+    link, server = client_done_first(drop_exactly("client", 3))
+    link.client.send(b"reading 42")
+    link.client.close()
+    link.run(stop=lambda lk: server.closed)
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert isinstance(closed.error, AlertReceived)
+    assert closed.error.alert is AlertDescription.close_notify
+    assert str(closed.error) == (
+        "the peer closed the association (close_notify) (before its Finished arrived; "
+        "1 held record of its data dropped)"
+    )
+    assert server.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+    assert events_of(link, "server", DataReceived) == []
+    again = next_link(link, address=("203.0.113.9", 40001))
+    again.handshake()
+    assert_resumed(again)
+
+
+@pytest.mark.req("HS-5")
+def test_a_server_that_closes_before_its_lost_final_flight_arrives_is_named_so() -> None:
+    """The same for a full handshake, roles swapped: the server sends the last flight, so data
+    it sends before closing at once is dropped by a client that never got its Finished."""
+    link = make_link(drop_exactly("server", 3))
+    link.client.connect(link.now)
+    link.run(stop=server_established)
+    link.server.send(link.address, b"pushed")
+    link.server.close(link.address)
+    link.run(stop=lambda lk: lk.client.closed)
+    error = link.client.error
+    assert isinstance(error, AlertReceived)
+    assert error.context == "before its Finished arrived; 1 held record of its data dropped"
+    assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
+
+
+def test_a_close_notify_in_the_clear_during_the_handshake_claims_no_lost_finished() -> None:
+    """Only a close_notify under the new keys shows that the peer completed: one in epoch 0
+    (anyone's) fails the handshake as before, with nothing added."""
+    link = make_link()
+    link.client.connect(link.now)
+    link.step()
+    link.client.close()
+    link.run(stop=lambda lk: lk.server_conn is None or lk.server_conn.closed)
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert str(closed.error) == "the peer closed the association (close_notify)"
+
+
 @pytest.mark.req("RES-1")
 def test_the_session_ticket_extension_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that also offers an empty SessionTicket extension (RFC 5077 §3.2, as OpenSSL

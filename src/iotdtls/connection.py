@@ -819,11 +819,30 @@ class DtlsConnection:
                 # Before the handshake completed, the peer's close_notify fails it, and says
                 # so; being no fatal alert, it leaves a session being resumed resumable (RFC
                 # 5246 §7.2.1, §7.2.2): a forged one cannot evict it from the cache.
-                error = AlertReceived(_CLOSE_NOTIFY) if self.state is _HANDSHAKING else None
+                error = (
+                    AlertReceived(_CLOSE_NOTIFY, self._close_before_finished(record))
+                    if self.state is _HANDSHAKING
+                    else None
+                )
                 self._peer_closed = True
                 self._close(error, keep_session=True)
         else:
             self._emit(AlertEvent(alert.description))
+
+    def _close_before_finished(self, record: PlainRecord) -> str:
+        """What a close_notify during our handshake tells beyond itself, for `AlertReceived`.
+
+        Under the new keys after our ChangeCipherSpec, it comes from a peer that completed and
+        sent its last flight before closing (the resumed client, or the server of a full
+        handshake, RFC 5246 §7.3), and that flight was lost: nothing acknowledges it, so a peer
+        that closes at once leaves us no Finished to verify, and the data it sent, held for
+        that Finished (`_on_application_data`), is dropped and counted as
+        DATA_BEFORE_HANDSHAKE by `_close`. The line the server logs says so."""
+        if record.epoch != HANDSHAKE_EPOCH or self._write_epoch != HANDSHAKE_EPOCH:
+            return ""
+        held = len(self._early_data or ())
+        dropped = f"; {held} held record{'' if held == 1 else 's'} of its data dropped"
+        return "before its Finished arrived" + (dropped if held else "")
 
     def _alert_context(self, description: int) -> str:
         """What we know of why the peer sends a fatal alert, for `AlertReceived`. After our
