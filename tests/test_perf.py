@@ -153,7 +153,8 @@ def test_the_summary_has_every_figure() -> None:
         "processes": 2,
         "loop": "uvloop",
         "handshakes": {"started": 12, "completed": 8, "completed_in_window": 6, "failed": 3,
-                       "unfinished": 1, "per_second": 3.4, "sessions_offered": 5, "resumed": 4},
+                       "unfinished": 1, "per_second": 3.4, "sessions_offered": 5, "resumed": 4,
+                       "no_session_id": 0, "no_extended_master_secret": 0},
         "latency_ms": {"median": 2.0, "p99": 4.123, "max": 4.123},
         "resumed_latency_ms": {"median": 0.601, "p99": 0.9, "max": 0.9},
         "failures": {"handshake timeout": 2, "received alert decrypt_error": 1},
@@ -217,6 +218,38 @@ def test_the_report_says_none_where_nothing_was_measured() -> None:
     ]
     assert lines[5] == "messages: 1 sent, 0 echoed, 1 lost; 0.0/s; rtt ms none"
     assert "latency ms: none" in LoadResult(started=1, unfinished=1).report("h:1", 1)
+
+
+@pytest.mark.req("RES-1")
+@pytest.mark.parametrize(
+    ("figures", "line"),
+    [
+        ({"no_session_id": 4},
+         "resumed: 0 (the server offered no session to resume: no session_id in its ServerHello)"),
+        ({"no_extended_master_secret": 4},
+         "resumed: 0 (no session to resume: the handshakes had no extended master secret, "
+         "RFC 7627, and such a session is never resumed)"),
+        ({}, "resumed: 0 (no session offered: no lane completed a handshake before its next)"),
+    ],
+    ids=["no-session-id", "no-ems", "nothing-completed"],
+)
+def test_a_resume_run_that_offered_no_session_says_why(figures: dict[str, int], line: str) -> None:
+    """With --resume the report always has its resumed line; with no session offered it says
+    why rather than leaving the line out."""
+    result = LoadResult(elapsed=1.0, window=1.0, started=4, completed=4, loop="asyncio",
+                        latencies=[0.001] * 4, resume=True, **figures)
+    lines = result.report("h:1", 2).splitlines()
+    assert lines[2:4] == ["latency ms: median 1.00, p99 1.00, max 1.00 (full handshakes)", line]
+    assert not any(
+        x.startswith("resumed") for x in LoadResult(**figures).report("h:1", 2).splitlines()
+    )
+
+
+def test_the_resume_flag_survives_merging_the_processes_figures() -> None:
+    merged = LoadResult(resume=True, no_session_id=2) + LoadResult(resume=True, no_session_id=3)
+    assert merged.resume is True
+    assert merged.no_session_id == 5
+    assert (LoadResult() + LoadResult()).resume is False
 
 
 @pytest.mark.req("ERR-1")
@@ -614,6 +647,11 @@ def test_resume_offers_each_association_the_session_of_the_one_before(
                                 handshakes=10, concurrency=2, messages=1, resume=resume)
     assert (result.completed, result.failed, result.messages_echoed) == (10, 0, 10)
     assert (result.sessions_offered, result.resumed) == (offered, resumed)
+    # A full handshake of a --resume run without a session_id is counted, and said.
+    assert result.no_session_id == (10 if resume and not cache else 0)
+    assert result.no_extended_master_secret == 0
+    told = "resumed: 0 (the server offered no session to resume: no session_id in its ServerHello)"
+    assert (told in result.report("h:1", 2).splitlines()) == (resume and not cache)
     assert len(result.latencies) == 10 - resumed
     assert len(result.resumed_latencies) == resumed
     done = [r.getMessage() for r in caplog.records if "handshake complete" in r.getMessage()]
@@ -778,15 +816,17 @@ def test_a_stopped_run_counts_the_echoes_it_was_waiting_for_as_unanswered() -> N
 
 
 @contextlib.contextmanager
-def server_on_a_thread(handler: aio.Handler = echo) -> Iterator[aio.DtlsServer]:
-    """A server (echoing) on its own loop in another thread (`run_load` runs a loop of its
-    own on this one)."""
+def server_on_a_thread(
+    handler: aio.Handler = echo, config: ServerConfig | None = None
+) -> Iterator[aio.DtlsServer]:
+    """A server (echoing; `config`, by default the tests' own) on its own loop in another
+    thread (`run_load` runs a loop of its own on this one)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
         server = asyncio.run_coroutine_threadsafe(
-            aio.serve(handler, LOCALHOST, 0, server_config()), loop
+            aio.serve(handler, LOCALHOST, 0, config or server_config()), loop
         ).result(10.0)
         try:
             yield server
@@ -1086,6 +1126,21 @@ def test_the_perf_command_resumes_sessions(
     assert "handshakes: 6 completed, 0 failed; " in lines[1]
     assert lines[2].startswith("latency ms: median ") and lines[2].endswith(" (full handshakes)")
     assert lines[3].startswith("resumed: 4 of 4 sessions offered; latency ms median ")
+
+
+def test_the_perf_command_says_when_the_server_offered_no_session(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--resume against a server that keeps no sessions (no session_id in its ServerHello):
+    the report says so instead of leaving the resumed line out."""
+    with server_on_a_thread(config=server_config(session_cache_size=0)) as server:
+        status = perf_command(server.address[1], "-n", "4", "-c", "2", "-q", "--resume")
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert "handshakes: 4 completed, 0 failed; " in lines[1]
+    assert lines[3] == (
+        "resumed: 0 (the server offered no session to resume: no session_id in its ServerHello)"
+    )
 
 
 # -- `iotdtls perf`: the flags' way to `run_load` (which is not run) ----------------------------

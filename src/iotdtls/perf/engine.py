@@ -107,6 +107,8 @@ class _Association(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
         #: When the first ClientHello left (the start of the handshake latency).
         self.begun = 0.0
+        #: Whether the completed handshake used the extended master secret (RFC 7627).
+        self.extended_master_secret = False
         #: ICMP port-unreachable reports of the handshake: it gives up on the second, as the
         #: adapters' clients do (`iotdtls._unreachable`), instead of waiting for its deadline.
         self._refused = RefusedHandshake()
@@ -141,6 +143,7 @@ class _Association(asyncio.DatagramProtocol):
                 result.bytes_sent += len(datagram)
         while (event := self.conn.next_event()) is not None:
             if isinstance(event, HandshakeComplete):
+                self.extended_master_secret = event.extended_master_secret
                 _settle(self.handshake, None)
             elif isinstance(event, DataReceived):
                 if self.echo is not None:
@@ -213,7 +216,7 @@ class _Engine:
             config, spec.chain_cache, spec.host, spec.port
         )
         self.loop = loop
-        self.result = LoadResult(loop=loop_name(loop))
+        self.result = LoadResult(loop=loop_name(loop), resume=spec.resume)
         self.in_flight = 0
         self._stopping = False
         self._start = time.perf_counter()
@@ -256,6 +259,7 @@ class _Engine:
             await assoc.handshake
             self._record_handshake(time.perf_counter(), assoc.begun, assoc.conn.resumed)
             shaken = True
+            self._note_no_session(assoc)
             # Later associations offer a chain new to the cache (the file is read only once,
             # when the run begins).
             self.config = remember_chain(
@@ -324,6 +328,16 @@ class _Engine:
         if now <= self._deadline:
             result.completed_in_window += 1
         (result.resumed_latencies if resumed else result.latencies).append(now - begun)
+
+    def _note_no_session(self, assoc: _Association) -> None:
+        """With `resume`, count a completed handshake that leaves no session to offer next, by
+        why (the report says it when no session was ever offered)."""
+        if not self.spec.resume or assoc.conn.session is not None:
+            return
+        if assoc.extended_master_secret:
+            self.result.no_session_id += 1
+        else:
+            self.result.no_extended_master_secret += 1
 
     async def _echo(self, assoc: _Association, number: int) -> None:
         """Send one datagram (its number in the first 4 bytes) and wait for it to come back,

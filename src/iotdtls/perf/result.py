@@ -54,6 +54,14 @@ class LoadResult:
     sessions_offered: int = 0
     #: ... and the latencies of the abbreviated handshakes that resumed one (RFC 5246 §7.3).
     resumed_latencies: list[float] = field(default_factory=list)
+    #: The run offered sessions (`--resume`): the report then always says what resumed.
+    resume: bool = False
+    #: Full handshakes of such a run that left their lane no session to offer: the server's
+    #: ServerHello had no session_id (a server that keeps no sessions) ...
+    no_session_id: int = 0
+    #: ... or the handshake had no extended master secret (RFC 7627 §5.3: never resumed; only
+    #: with `require_extended_master_secret=False`).
+    no_extended_master_secret: int = 0
     messages_sent: int = 0
     messages_echoed: int = 0
     #: Messages whose echo did not come back within the echo timeout, nor anything else.
@@ -81,11 +89,14 @@ class LoadResult:
 
     def __add__(self, other: LoadResult) -> LoadResult:
         """The figures of two generator processes as one run: the longer run's times, the
-        first loop name; every count, cause counter and latency list added together."""
+        first loop name, either's flag; every count, cause counter and latency list added
+        together."""
         merged = LoadResult()
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, float):
+            if isinstance(mine, bool):
+                value = mine or theirs
+            elif isinstance(mine, float):
                 value = max(mine, theirs)
             elif isinstance(mine, str):
                 value = mine or theirs
@@ -128,6 +139,8 @@ class LoadResult:
                 "per_second": round(self.rate, 1),
                 "sessions_offered": self.sessions_offered,
                 "resumed": self.resumed,
+                "no_session_id": self.no_session_id,
+                "no_extended_master_secret": self.no_extended_master_secret,
             },
             "latency_ms": _latency_ms(hs),
             "resumed_latency_ms": _latency_ms(resumed),
@@ -164,13 +177,11 @@ class LoadResult:
             f"handshakes: {hs['completed']} completed, {hs['failed']} failed"
             + (f", {hs['unfinished']} unfinished" if hs["unfinished"] else "")
             + f"; {hs['per_second']:.1f}/s",
-            f"latency ms: {_spread(lat)}" + (" (full handshakes)" if self.sessions_offered else ""),
+            f"latency ms: {_spread(lat)}"
+            + (" (full handshakes)" if self.resume or self.sessions_offered else ""),
         ]
-        if self.sessions_offered:
-            lines.append(
-                f"resumed: {self.resumed} of {self.sessions_offered} sessions offered; "
-                f"latency ms {_spread(s['resumed_latency_ms'])}"
-            )
+        if self.resume or self.sessions_offered:
+            lines.append(self._resumption_line(s["resumed_latency_ms"]))
         lines.append(
             "failures: "
             + (_by_cause(s["failures"]) or "none")
@@ -194,6 +205,25 @@ class LoadResult:
             + (f"; ICMP errors {self.icmp_errors}" if self.icmp_errors else "")
         )
         return "\n".join(lines)
+
+
+    def _resumption_line(self, latency_ms: dict[str, float | None]) -> str:
+        """How many sessions offered were resumed (RFC 5246 §7.3), or why none was offered."""
+        if self.sessions_offered:
+            return (
+                f"resumed: {self.resumed} of {self.sessions_offered} sessions offered; "
+                f"latency ms {_spread(latency_ms)}"
+            )
+        if self.no_session_id:
+            why = "the server offered no session to resume: no session_id in its ServerHello"
+        elif self.no_extended_master_secret:
+            why = (
+                "no session to resume: the handshakes had no extended master secret, RFC 7627, "
+                "and such a session is never resumed"
+            )
+        else:
+            why = "no session offered: no lane completed a handshake before its next"
+        return f"resumed: 0 ({why})"
 
 
 def _spread(
