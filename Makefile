@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-server-instructions bench-memory bench-resumption bench-flood fuzz mutation clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-server-instructions bench-memory bench-resumption bench-session-store bench-flood fuzz mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-memory: $(STAMP)
 
 bench-resumption: $(STAMP)
 	$(PY) benchmarks/bench_resumption.py
+
+# What a get and a put of a session store cost: in memory, in a directory on disk and on tmpfs.
+bench-session-store: $(STAMP)
+	$(PY) benchmarks/bench_session_store.py
 bench-flood: $(STAMP)
 	$(PY) benchmarks/bench_flood.py
 

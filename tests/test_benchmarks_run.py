@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ["bench_load.py", "--duration", "0.3", "--levels", "1", "--messages", "1",
          "--only", "curve"],
         ["bench_flood.py", "--seconds", "0.2"],
+        ["bench_session_store.py", "--runs", "20", "--disk", tempfile.gettempdir()],
     ],
     ids=lambda command: command[0].removesuffix(".py"),
 )

@@ -28,7 +28,7 @@ import pytest
 from iotdtls import aio, workers
 from iotdtls.cli.echo import echo
 from iotdtls.errors import ConfigError
-from iotdtls.sessions import MemorySessionStore, SessionState
+from iotdtls.sessions import DirectorySessionStore, MemorySessionStore, SessionState
 from iotdtls.stats import ServerStats
 from tests.aio_support import WRONG_HANDLERS, client_config, eventually, run, server_config
 from tests.peers import LOCALHOST, V6OnlyByDefault, free_udp_port, v6only
@@ -625,27 +625,15 @@ def test_a_worker_that_does_not_stop_is_killed(
     assert multiprocessing.active_children() == []
 
 
-class DirectorySessionStore:
-    """A `SessionStore` whose sessions live outside the process: one file per session in a
-    directory every worker reads (no expiry: the test is shorter than any lifetime). Each one
-    made adds its pid to the file ``made``, to count the calls of the factory."""
+class CountedDirectoryStore(DirectorySessionStore):
+    """`iotdtls.sessions.DirectorySessionStore` on ``DIRECTORY/sessions``, whose sessions live
+    outside the process. Each one made adds its pid to the file ``DIRECTORY/made``, to count
+    the calls of the factory."""
 
     def __init__(self, directory: str) -> None:
-        self.directory = Path(directory)
-        with (self.directory / "made").open("a") as made:
+        super().__init__(Path(directory) / "sessions")
+        with (Path(directory) / "made").open("a") as made:
             made.write(f"{os.getpid()}\n")
-
-    def get(self, session_id: bytes, now: float) -> SessionState | None:
-        path = self.directory / session_id.hex()
-        return SessionState.from_bytes(path.read_bytes()) if path.exists() else None
-
-    def put(self, state: SessionState, now: float) -> None:
-        temporary = self.directory / f"{state.session_id.hex()}.{os.getpid()}"
-        temporary.write_bytes(state.to_bytes())
-        temporary.replace(self.directory / state.session_id.hex())
-
-    def remove(self, session_id: bytes) -> None:
-        (self.directory / session_id.hex()).unlink(missing_ok=True)
 
 
 class WhoServes(aio.DatagramHandler):
@@ -664,7 +652,7 @@ def test_workers_resume_each_others_sessions_only_with_a_shared_store(
     hashes the 4-tuple). With a `session_store` factory whose data lives outside the process,
     called once in each worker, every round resumes, on both workers; without one, the worker
     that did not make the session runs a full handshake (its cache is its own)."""
-    factory = functools.partial(DirectorySessionStore, str(tmp_path)) if shared else None
+    factory = functools.partial(CountedDirectoryStore, str(tmp_path)) if shared else None
 
     async def ask(port: int, session: SessionState | None) -> tuple[int, bool, Any]:
         async with aio.connect(LOCALHOST, port, client_config(), session=session) as conn:

@@ -58,7 +58,12 @@ from iotdtls.identity import (
     RawPublicKeyIdentity,
     UnauthenticatedPeer,
 )
-from iotdtls.sessions import MemorySessionStore, SessionState, SessionStore
+from iotdtls.sessions import (
+    DirectorySessionStore,
+    MemorySessionStore,
+    SessionState,
+    SessionStore,
+)
 
 __version__ = "0.1.0"
 
@@ -79,6 +84,7 @@ __all__ = [
     "ConfigError",
     "DatagramHandler",
     "DatagramTooLarge",
+    "DirectorySessionStore",
     "DtlsConnection",
     "DtlsError",
     "DtlsServer",

@@ -4,6 +4,7 @@ another user's file."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pwd
@@ -16,7 +17,10 @@ __all__ = [
     "file_kind",
     "open_private_append",
     "path_problem",
+    "private_directory",
+    "private_directory_problem",
     "private_file_problem",
+    "replace_in_private_directory",
     "resolve_links",
     "same_file",
     "write_atomically",
@@ -53,21 +57,71 @@ def private_file_problem(info: os.stat_result) -> str | None:
     can read."""
     if not stat.S_ISREG(info.st_mode):
         return f"is {file_kind(info.st_mode)}, not a regular file: name a regular file"
-    if info.st_uid != os.geteuid():
-        return (
-            f"is owned by {_user(info.st_uid)}, not by this user: name a file of your own "
-            "(another user could read it)"
-        )
-    if info.st_mode & 0o077:
-        return (
-            f"is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it "
-            "or name a new file"
-        )
+    problem = _not_ours_alone(info, "file", "600")
+    if problem is not None:
+        return problem
     if info.st_nlink > 1:
         # A hard link another user made to one of ours (where fs.protected_hardlinks is 0)
         # would pass the tests above, and the secrets would be appended to that file.
         return f"has {info.st_nlink} hard links, so it is also another file: name a new file"
     return None
+
+
+def _not_ours_alone(info: os.stat_result, kind: str, private_mode: str) -> str | None:
+    """What lets another user at the `kind` ("file", "directory") `info` describes, as the end
+    of a sentence naming it: owned by another user, or open to group or others (the fix:
+    chmod `private_mode`); None when only this user can reach it."""
+    if info.st_uid != os.geteuid():
+        return (
+            f"is owned by {_user(info.st_uid)}, not by this user: name a {kind} of your own "
+            "(another user could read it)"
+        )
+    if info.st_mode & 0o077:
+        return (
+            f"is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}): chmod "
+            f"{private_mode} it or name a new {kind}"
+        )
+    return None
+
+
+def private_directory_problem(info: os.stat_result) -> str | None:
+    """What makes the directory `info` (from lstat) describes unfit to hold secrets (saved
+    sessions), as the end of a sentence naming it; None when it is a directory of ours that
+    only we can enter, read or write."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link; name the directory itself"
+    if not stat.S_ISDIR(info.st_mode):
+        kind = "a regular file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
+        return f"is {kind}, not a directory: name a directory"
+    return _not_ours_alone(info, "directory", "700")
+
+
+def private_directory(path: str | os.PathLike[str]) -> Path:
+    """`path`, a directory for secrets, absolute with its parents' symlinks resolved
+    (`resolve_links`: another user's link planted in a shared parent is an `OSError`), made
+    with mode 0700 when missing (its parent must exist). `RefusedFile` when it is a symlink
+    itself, not a directory, another user's, or open to group or others
+    (`private_directory_problem`); other failures (no such parent, no permission) are
+    `OSError`."""
+    given = os.fspath(path).rstrip("/") or "/"
+    info = _lstat_or_none(given)  # before resolve_links, which would follow the link itself
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise RefusedFile("is a symbolic link; name the directory itself")
+    resolved = resolve_links(given)
+    if info is None:
+        with contextlib.suppress(FileExistsError):  # made meanwhile: checked below
+            os.mkdir(resolved, 0o700)
+    problem = private_directory_problem(os.lstat(resolved))
+    if problem is not None:
+        raise RefusedFile(problem)
+    return resolved
+
+
+def _lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def open_private_append(path: str) -> int:
@@ -187,10 +241,17 @@ def _user(uid: int) -> str:
 
 
 def write_atomically(
-    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, replace: bool = True
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    replace: bool = True,
+    sync: bool = True,
 ) -> None:
     """Write `data` to `path` through a temporary file in the same directory (created with
-    `mode`, synced to disk) that then takes the final name in one step.
+    `mode`, synced to disk unless not `sync`) that then takes the final name in one step.
+    Without `sync`, for a cache: a reader still never sees half of the file, and a restart of
+    the program finds it, but a crash of the machine may leave it empty or lose it.
 
     A symlink at `path` is followed, as `open` follows it: the file it points to is written
     (its temporary file made beside it, so the rename stays on one filesystem) and the link
@@ -211,13 +272,31 @@ def write_atomically(
         existing = None
     if existing is not None and not stat.S_ISREG(existing):
         raise OSError(errno.EINVAL, f"{file_kind(existing)} is there, not a regular file")
+    _write_through_temporary(target, data, mode=mode, replace=replace, sync=sync)
+
+
+def replace_in_private_directory(
+    target: Path, data: bytes, *, mode: int = 0o600, sync: bool = True
+) -> None:
+    """`write_atomically` for a `target` in a `private_directory`, where no other user can have
+    put a link or anything else: the file is written and replaced as named (no link resolved,
+    nothing checked first), a few system calls instead of one per part of the path."""
+    _write_through_temporary(target, data, mode=mode, replace=True, sync=sync)
+
+
+def _write_through_temporary(
+    target: Path, data: bytes, *, mode: int, replace: bool, sync: bool
+) -> None:
+    """`data` into a temporary file beside `target` (mode `mode`, synced if `sync`), which
+    then takes its name: replacing what is there, or (not `replace`) `FileExistsError`."""
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
     try:
         with os.fdopen(fd, "wb") as file:
             os.fchmod(file.fileno(), mode)
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                os.fsync(file.fileno())
         if replace:
             os.replace(temporary, target)
         else:

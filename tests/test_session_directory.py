@@ -1,0 +1,271 @@
+"""`iotdtls.sessions.DirectorySessionStore`: sessions in a directory the worker processes of one
+server share (RES-1) and a restart finds again. One file per session, named by the hex of its
+id, written atomically with mode 0600; a lifetime by the wall clock; a bound kept by scans that
+are rare; a directory refused unless only this user can reach it; no secret in its repr."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
+from iotdtls.errors import ConfigError
+from iotdtls.identity import PskIdentity
+from iotdtls.sessions import DirectorySessionStore, SessionState
+
+PSK_SUITE = 0xC0A8
+MASTER = bytes(range(100, 148))
+#: The wall clock of most tests, years before the files' real modification times (which the
+#: test sets back to it for the files it dates).
+START = 1_000_000_000.0
+
+
+class Clock:
+    """A wall clock the test sets."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def session(number: int = 1) -> SessionState:
+    return SessionState(
+        number.to_bytes(32, "big"), PSK_SUITE, Mode.PSK, MASTER, PskIdentity(b"Client_identity")
+    )
+
+
+def store_in(
+    tmp_path: Path,
+    max_entries: int = DEFAULT_SESSION_CACHE_SIZE,
+    lifetime: float = DEFAULT_SESSION_LIFETIME,
+    clock: Callable[[], float] = time.time,
+) -> DirectorySessionStore:
+    return DirectorySessionStore(tmp_path / "sessions", max_entries, lifetime, clock=clock)
+
+
+def session_files(directory: Path) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
+
+
+def test_a_session_is_one_private_file_named_by_its_id_in_a_private_directory(
+    tmp_path: Path,
+) -> None:
+    store = store_in(tmp_path)
+    assert stat.S_IMODE((tmp_path / "sessions").stat().st_mode) == 0o700
+    state = session()
+    store.put(state, now=5.0)
+    path = tmp_path / "sessions" / state.session_id.hex()
+    assert session_files(tmp_path / "sessions") == [path.name]  # no temporary file left
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    got = store.get(state.session_id, now=5.0)
+    assert got == state and got is not None and got.master_secret == MASTER
+    store.remove(state.session_id)
+    assert not path.exists()
+    assert store.get(state.session_id, now=5.0) is None
+
+
+def test_another_store_on_the_directory_finds_the_session(tmp_path: Path) -> None:
+    """Another worker, or the server after a restart, with its own monotonic clock."""
+    state = session()
+    store_in(tmp_path).put(state, now=1000.0)
+    other = store_in(tmp_path)
+    got = other.get(state.session_id, now=0.5)
+    assert got is not None and got.master_secret == MASTER
+    other.remove(state.session_id)
+    assert store_in(tmp_path).get(state.session_id, now=0.5) is None
+
+
+@pytest.mark.parametrize(("later", "live"), [(99.0, True), (100.0, False), (-100.0, False)])
+def test_the_lifetime_runs_by_the_wall_clock_not_by_now(
+    tmp_path: Path, later: float, live: bool
+) -> None:
+    """`now` is a per-process monotonic clock: the store keeps its own wall-clock expiry (an
+    expired file is removed); a clock set back far does not make a session live forever."""
+    clock = Clock()
+    store = store_in(tmp_path, lifetime=100.0, clock=clock)
+    state = session()
+    store.put(state, now=0.0)
+    clock.now = START + later
+    assert (store.get(state.session_id, now=0.0) is not None) == live
+    assert (tmp_path / "sessions" / state.session_id.hex()).exists() == live
+    assert store.expired == (0 if live else 1)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut", "garbage", "another_id"])
+def test_a_damaged_file_is_a_miss_removed_and_counted(tmp_path: Path, damage: str) -> None:
+    store = store_in(tmp_path)
+    state = session()
+    store.put(state, now=0.0)
+    path = tmp_path / "sessions" / state.session_id.hex()
+    data = path.read_bytes()
+    damaged = {
+        "empty": b"",
+        "cut": data[:-3],
+        "garbage": data[:8] + b"not a session",
+        "another_id": data[:8] + session(2).to_bytes(),
+    }[damage]
+    path.write_bytes(damaged)
+    assert store.get(state.session_id, now=0.0) is None
+    assert not path.exists()
+    assert store.damaged == 1
+    assert store.get(state.session_id, now=0.0) is None  # now a plain miss
+    assert store.damaged == 1
+
+
+def test_ids_that_name_no_file_are_misses(tmp_path: Path) -> None:
+    """An empty or over-long session_id would name the directory itself or no session."""
+    store = store_in(tmp_path)
+    assert store.get(b"", now=0.0) is None
+    assert store.get(bytes(33), now=0.0) is None
+    store.remove(b"")
+    assert (tmp_path / "sessions").is_dir()
+
+
+def test_a_symlink_in_place_of_a_session_file_is_not_followed(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    state = session()
+    elsewhere = tmp_path / "elsewhere"
+    store.put(state, now=0.0)
+    (tmp_path / "sessions" / state.session_id.hex()).rename(elsewhere)
+    (tmp_path / "sessions" / state.session_id.hex()).symlink_to(elsewhere)
+    with pytest.raises(OSError):  # ELOOP: the server logs it by type, a miss
+        store.get(state.session_id, now=0.0)
+
+
+def fill(store: DirectorySessionStore, directory: Path, first: int, count: int) -> None:
+    """`count` sessions put one second apart (by their files' modification times)."""
+    for number in range(first, first + count):
+        store.put(session(number), now=0.0)
+        os.utime(directory / session(number).session_id.hex(), (START + number, START + number))
+
+
+def test_the_directory_is_bounded_the_oldest_files_removed_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most about max_entries files, the oldest by modification time removed; the
+    directory is scanned now and then, never at every put."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path, max_entries=100, clock=Clock(START + 1000))
+    scans = 0
+    real_scandir = os.scandir
+
+    def counted(path: Path) -> object:
+        nonlocal scans
+        scans += 1
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+    fill(store, directory, 1, 400)
+    names = session_files(directory)
+    assert 90 <= len(names) <= 110, len(names)
+    kept = {int(name, 16) for name in names}
+    assert max(kept) == 400 and min(kept) >= 400 - len(names)  # the newest kept
+    assert 1 < scans <= 400 // 10, scans
+
+
+def test_a_scan_removes_expired_files_first(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    clock = Clock(START + 100)
+    store = store_in(tmp_path, max_entries=10, lifetime=50.0, clock=clock)
+    fill(store, directory, 1, 60)  # the files of 1 to 50 expired by modification time
+    kept = {int(name, 16) for name in session_files(directory)}
+    assert kept and min(kept) > 50
+
+
+def test_the_files_already_there_count_from_the_start(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    fill(store_in(tmp_path, max_entries=1000), directory, 1, 50)
+    store = store_in(tmp_path, max_entries=20, clock=Clock(START + 1000))
+    assert len(session_files(directory)) <= 20
+    store.put(session(999), now=0.0)
+    assert len(session_files(directory)) <= 21
+
+
+def test_two_stores_on_one_directory_keep_it_near_the_bound(tmp_path: Path) -> None:
+    """Two workers each count their own puts only: the bound is approximate, not lost."""
+    directory = tmp_path / "sessions"
+    stores = [store_in(tmp_path, max_entries=100) for _ in range(2)]
+    for number in range(1, 1001):
+        stores[number % 2].put(session(number), now=0.0)
+    assert len(session_files(directory)) <= 120
+
+
+def test_other_files_in_the_directory_are_left_alone(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path, max_entries=5)
+    (directory / "notes.txt").write_text("mine")
+    (directory / ".tmp-crashed").write_bytes(b"")
+    fill(store, directory, 1, 30)
+    assert (directory / "notes.txt").exists() and (directory / ".tmp-crashed").exists()
+
+
+@pytest.mark.parametrize(("make", "problem"), [
+    ("symlink", "is a symbolic link; name the directory itself"),
+    ("file", "is a regular file, not a directory: name a directory"),
+    ("mode 0755", "is open to group or others (mode 0755): chmod 700 it or name a new directory"),
+    ("mode 0710", "is open to group or others (mode 0710): chmod 700 it or name a new directory"),
+    ("mode 0701", "is open to group or others (mode 0701): chmod 700 it or name a new directory"),
+])
+def test_a_directory_others_could_reach_is_refused_in_one_line(
+    tmp_path: Path, make: str, problem: str
+) -> None:
+    path = tmp_path / "sessions"
+    if make == "symlink":
+        (tmp_path / "real").mkdir(mode=0o700)
+        path.symlink_to(tmp_path / "real")
+    elif make == "file":
+        path.write_bytes(b"")
+    else:
+        path.mkdir()
+        path.chmod(int(make.split()[1], 8))
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(path)
+    assert str(refused.value) == f"session directory {path} {problem}"
+    left = ["real", "sessions"] if make == "symlink" else ["sessions"]
+    assert sorted(os.listdir(tmp_path)) == left  # nothing made, nothing removed
+
+
+def test_a_symlink_given_with_a_trailing_slash_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "sessions").symlink_to(tmp_path / "real")
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        DirectorySessionStore(f"{tmp_path}/sessions/")
+
+
+def test_a_directory_whose_parent_is_missing_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "sessions"
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(path)
+    assert str(refused.value) == (
+        f"cannot use session directory {path}: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(("max_entries", "lifetime", "message"), [
+    (0, 60.0, "session cache size must be at least 1, got 0"),
+    (10, 0.0, "session lifetime must be > 0 seconds, got 0.0"),
+])
+def test_bad_bounds_are_refused(
+    tmp_path: Path, max_entries: int, lifetime: float, message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        store_in(tmp_path, max_entries, lifetime)
+    assert str(refused.value) == message
+
+
+def test_no_secret_in_the_repr(tmp_path: Path) -> None:
+    store = store_in(tmp_path, max_entries=7, lifetime=60.0)
+    state = session()
+    store.put(state, now=0.0)
+    store.get(state.session_id, now=0.0)
+    shown = repr(store)
+    assert shown == f"<DirectorySessionStore {str(tmp_path / 'sessions')!r} max_entries=7 " \
+        "lifetime=60.0s>"
+    assert MASTER.hex() not in shown and state.session_id.hex() not in shown
