@@ -3,6 +3,7 @@ options, their exit statuses and messages, and both against OpenSSL."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -11,11 +12,16 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from iotdtls import aio
 from iotdtls.proxy import LossyProxy
+from iotdtls.sessions import SessionState
+from tests.aio_support import client_config
 from tests.interop_support import (
     CLI,
     CREDENTIALS,
@@ -41,6 +47,8 @@ from tests.peers import (
     openssl_psk_server,
     require_peer,
 )
+
+T = TypeVar("T")
 
 
 def stop_with(server: PeerProcess, sig: signal.Signals) -> int | None:
@@ -156,6 +164,85 @@ def test_cli_workers_stop_when_one_dies() -> None:
         server.wait_for_output(r"worker \d \(pid \d+\) ended unexpectedly", 1.0)
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+#: Comebacks of a client from new source ports in the tests of --session-dir: all reach the
+#: worker that made the session (the kernel hashes each new 4-tuple to either) by a chance of
+#: one in 2**23.
+COMEBACKS = 24
+
+
+async def comebacks(port: int, count: int) -> list[bool]:
+    """A full handshake, then `count` associations offering its session, each from a socket of
+    its own (a new source port), each echoing a line: whether each one resumed."""
+
+    async def associate(session: SessionState | None) -> tuple[bool, SessionState | None]:
+        async with aio.connect(LOCALHOST, port, client_config(), session=session) as conn:
+            conn.send(b"ping")
+            assert await asyncio.wait_for(conn.recv(), 5.0) == b"ping"
+            return conn.resumed, conn.session
+
+    resumed, session = await associate(None)
+    assert not resumed and session is not None
+    return [(await associate(session))[0] for _ in range(count)]
+
+
+def resumed_per_worker(output: str) -> dict[int, int]:
+    """The resumed handshakes of each worker, from the counters it logged at the stop."""
+    found = re.findall(r"worker (\d+) \(pid \d+\): handshakes \d+ completed \((\d+) resumed",
+                       output)
+    return {int(worker): int(resumed) for worker, resumed in found}
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["session-dir", "own-caches"])
+def test_cli_workers_resume_each_others_sessions_with_a_session_dir(
+    tmp_path: Path, shared: bool
+) -> None:
+    """`--workers 2 --session-dir DIR`: a client coming back from a new source port reaches
+    either worker (SO_REUSEPORT hashes the 4-tuple) and resumes there all the same, and both
+    workers' counters show resumptions. Without --session-dir each worker keeps its own
+    sessions: about half the comebacks are full handshakes."""
+    port = free_udp_port()
+    shared_flags = ["--session-dir", str(tmp_path / "sessions")] if shared else []
+    with cli_server(port, *CREDENTIALS, "--workers", "2", *shared_flags) as server:
+        resumed = run_bounded(comebacks(port, COMEBACKS), 60.0)
+        assert stop_with(server, signal.SIGTERM) == 0, server.output
+    per_worker = resumed_per_worker(server.output)
+    if shared:
+        assert all(resumed), resumed
+        assert sorted(per_worker) == [0, 1] and all(per_worker.values()), per_worker
+        assert len(os.listdir(tmp_path / "sessions")) == 1  # the one session, as one file
+    else:
+        assert not all(resumed) and any(resumed), resumed
+
+
+def test_cli_sessions_in_a_session_dir_outlive_a_restart_of_the_server(tmp_path: Path) -> None:
+    """The sessions of --session-dir are files: a server started again on the directory
+    resumes the sessions the one before made."""
+    port = free_udp_port()
+    directory = str(tmp_path / "sessions")
+
+    async def full() -> SessionState:
+        async with aio.connect(LOCALHOST, port, client_config()) as conn:
+            assert not conn.resumed and conn.session is not None
+            return conn.session
+
+    async def resume(session: SessionState) -> bool:
+        async with aio.connect(LOCALHOST, port, client_config(), session=session) as conn:
+            return conn.resumed
+
+    with cli_server(port, *CREDENTIALS, "--session-dir", directory) as server:
+        session = run_bounded(full(), 30.0)
+        assert stop_with(server, signal.SIGTERM) == 0, server.output
+    with cli_server(port, *CREDENTIALS, "--session-dir", directory) as server:
+        assert run_bounded(resume(session), 30.0)
+        assert stop_with(server, signal.SIGTERM) == 0, server.output
+    assert "handshakes 1 completed (1 resumed)" in server.output, server.output
+
+
+def run_bounded(coro: Coroutine[Any, Any, T], limit: float) -> T:
+    """What `coro` returns, run in a fresh loop within `limit` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, limit))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_cli_workers_stop_cleanly_when_their_whole_group_is_signalled(sig: signal.Signals) -> None:
     """A Ctrl-C (SIGINT), a closing terminal (SIGHUP) or a stop of the whole group (SIGTERM)

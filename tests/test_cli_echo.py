@@ -13,6 +13,7 @@ import io
 import logging
 import multiprocessing
 import os
+import pickle
 import re
 import signal
 import socket
@@ -46,7 +47,7 @@ from iotdtls.errors import (
     PortUnreachable,
 )
 from iotdtls.identity import PskIdentity
-from iotdtls.sessions import SessionState
+from iotdtls.sessions import DirectorySessionStore, SessionState
 from tests.aio_support import client_config, server_config, signal_fallback
 from tests.interop_support import AlertingServer
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
@@ -805,8 +806,9 @@ def test_server_flags_reach_one_process_or_the_workers(
     common = ["server", "--listen", "127.0.0.1:7000", "--psk-identity", "dev1", "--psk", PSK_HEX,
               "--mtu", "700", "--loop", loop_choice]
     assert main(common) == 0
-    [(running, (config, host, port))] = seen
+    [(running, (config, host, port, store))] = seen
     assert (running, host, port, config.mtu) == (loop_choice, "127.0.0.1", 7000, 700)
+    assert store is None  # without --session-dir: the sessions in memory
     assert logging.getLogger("iotdtls.aio").level == logging.INFO  # a line per handshake
     seen.clear()
     assert main([*common, "-q", "-v"]) == 0
@@ -816,14 +818,70 @@ def test_server_flags_reach_one_process_or_the_workers(
     assert logging.getLogger("iotdtls.aio").level == logging.WARNING
     seen.clear()
     assert main([*common, "--workers", "3", "-q", "-v"]) == 1  # what the workers' run returned
-    [(running, (source, host, port, count, choice, initializer))] = seen
+    [(running, (source, host, port, count, choice, initializer, sessions))] = seen
     assert (running, host, port, count, choice) == (loop_choice, "127.0.0.1", 7000, 3, loop_choice)
+    assert sessions is None  # each worker its own sessions in memory
     built = source()  # each worker builds the configuration from the flags itself
     assert isinstance(built, ServerConfig) and built.mtu == 700
     assert built.psk_store == {b"dev1": bytes.fromhex(PSK_HEX)}
     logging.getLogger("iotdtls").setLevel(logging.WARNING)
     initializer()  # a worker's logging: -v, everything
     assert logging.getLogger("iotdtls").level == logging.DEBUG
+
+
+@pytest.mark.parametrize("count", ["1", "2"])
+def test_the_session_dir_reaches_one_process_or_each_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, count: str
+) -> None:
+    """--session-dir DIR: the directory is made (0700) before anything serves; one process
+    gets a store on it, the workers a picklable function each calls to make its own."""
+    seen: list[tuple[Any, ...]] = []
+
+    async def serve(*args: Any) -> int:
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(echo, "_serve_alone", serve)
+    monkeypatch.setattr(echo, "_serve_workers", serve)
+    directory = tmp_path / "sessions"
+    assert main(["server", "--listen", "127.0.0.1:44401", "--psk-identity", "dev1", "--psk",
+                 PSK_HEX, "--workers", count,
+                 "--session-dir", str(directory)]) == 0
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    [args] = seen
+    store = args[-1] if count == "1" else pickle.loads(pickle.dumps(args[-1]))()
+    assert isinstance(store, DirectorySessionStore) and store.path == directory
+
+
+@pytest.mark.parametrize(("make", "problem"), [
+    ("open", "is open to group or others (mode 0755): chmod 700 it or name a new directory"),
+    ("file", "is a regular file, not a directory: name a directory"),
+])
+def test_a_session_dir_others_could_reach_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    make: str, problem: str,
+) -> None:
+    served: list[object] = []
+
+    async def serve(*args: Any) -> int:
+        served.append(args)
+        return 0
+
+    monkeypatch.setattr(echo, "_serve_alone", serve)
+    monkeypatch.setattr(echo, "_serve_workers", serve)
+    directory = tmp_path / "sessions"
+    if make == "open":
+        directory.mkdir(mode=0o755)
+        directory.chmod(0o755)
+    else:
+        directory.write_bytes(b"")
+    assert main(["server", "--listen", "127.0.0.1:44401", "--psk-identity", "dev1", "--psk",
+                 PSK_HEX, "--workers", "2",
+                 "--session-dir", str(directory)]) == 2
+    assert capsys.readouterr().err == (
+        f"iotdtls: error: --session-dir: session directory {directory} {problem}\n"
+    )
+    assert served == []
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ memory, so a client that resumes from another source port may reach another work
 full handshake there. `session_store=FACTORY`, a function returning an
 `iotdtls.sessions.SessionStore` (called once in each worker, never in the parent), lets
 the workers resume each other's sessions, provided the store keeps its data outside the
-process (a database, files in a shared directory, a `multiprocessing.Manager` dict): a
-`MemorySessionStore` made by the factory would still be one per worker. A store that raises is
+process, as `functools.partial(iotdtls.sessions.DirectorySessionStore, DIRECTORY)` (files in a
+directory, what ``iotdtls server --session-dir`` uses) or a database: a `MemorySessionStore`
+made by the factory would still be one per worker. A store that raises is
 logged and counts as a miss (get: a full handshake; put, remove: the session is not kept or not
 forgotten), never the end of a handshake; a factory returning None fails the worker's start.
 The store is called on the worker's event loop (see `iotdtls.sessions.SessionStore`): a slow

@@ -1,8 +1,9 @@
 """`iotdtls server` (an echo server) and `iotdtls client` (stdin lines as datagrams, replies on
 stdout): argument wiring only, every protocol decision lives in the library. The client can
 keep its session in a file (`--session-file`, RES-1), ask for small records
-(`--max-fragment-length`, EXT-1) and name the server (`--server-name`, SNI, EXT-2); both keep
-their associations alive with heartbeats (`--heartbeat`, EXT-5)."""
+(`--max-fragment-length`, EXT-1) and name the server (`--server-name`, SNI, EXT-2); the server
+can keep its sessions in a directory its workers share (`--session-dir`); both keep their
+associations alive with heartbeats (`--heartbeat`, EXT-5)."""
 
 from __future__ import annotations
 
@@ -57,8 +58,13 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.connection import DtlsConnection
-from iotdtls.errors import DatagramTooLarge, DtlsError
-from iotdtls.sessions import SessionState, starts_like_a_session
+from iotdtls.errors import ConfigError, DatagramTooLarge, DtlsError
+from iotdtls.sessions import (
+    DirectorySessionStore,
+    SessionState,
+    SessionStore,
+    starts_like_a_session,
+)
 
 __all__ = ["register"]
 
@@ -94,7 +100,16 @@ def register(sub: Any) -> None:
         type=whole_number(1, workers.MAX_WORKERS),
         default=1,
         metavar="N",
-        help="N processes on the port (SO_REUSEPORT), one cookie secret (default 1)",
+        help="N processes on the port (SO_REUSEPORT), one cookie secret; each keeps its own "
+        "sessions unless --session-dir (default 1)",
+    )
+    srv.add_argument(
+        "--session-dir",
+        metavar="DIR",
+        help="keep the sessions for resumption in DIR, one file each, so that the --workers "
+        "resume each other's and a restarted server finds them (DIR holds secrets: made with "
+        "mode 0700 if missing, refused if others can reach it; a tmpfs one, under /run or "
+        "/dev/shm, is the fastest)",
     )
     srv.add_argument(
         "--max-handshakes", type=whole_number(1), default=ServerConfig.max_handshakes,
@@ -206,15 +221,32 @@ def run_server(args: argparse.Namespace) -> int:
 def _run_server(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     config = server_config_of(args)  # bad flags end here, in one line, before any worker
+    sessions = session_store_factory(args.session_dir)
     server_logging(args.verbose, args.quiet)
     if args.workers == 1:
-        return loop.run(_serve_alone(config, host, port), args.loop)
+        store = None if sessions is None else sessions()
+        return loop.run(_serve_alone(config, host, port, store), args.loop)
     # Each worker builds its configuration from the flags itself (keys stay out of pipes).
     source = functools.partial(server_config_of, args)
     initializer = functools.partial(server_logging, args.verbose, args.quiet)
     return loop.run(
-        _serve_workers(source, host, port, args.workers, args.loop, initializer), args.loop
+        _serve_workers(source, host, port, args.workers, args.loop, initializer, sessions),
+        args.loop,
     )
+
+
+def session_store_factory(directory: str | None) -> workers.SessionStoreFactory | None:
+    """--session-dir: what makes a process's session store on the directory (RES-1), a
+    `functools.partial` that pickles to the workers, each of which makes its own; None without
+    the flag (each process keeps its sessions in memory). The directory is checked here, and
+    made with mode 0700 if missing, so that a mistake is one line before any worker starts."""
+    if directory is None:
+        return None
+    try:
+        checked = DirectorySessionStore(directory)
+    except ConfigError as exc:
+        raise UsageError(f"--session-dir: {exc}") from None
+    return functools.partial(DirectorySessionStore, checked.path)
 
 
 def server_config_of(args: argparse.Namespace) -> ServerConfig:
@@ -273,13 +305,16 @@ class Echo(aio.DatagramHandler):
 echo = Echo()
 
 
-async def _serve_alone(config: ServerConfig, host: str, port: int) -> int:
+async def _serve_alone(
+    config: ServerConfig, host: str, port: int, store: SessionStore | None = None
+) -> int:
     """Serve in this process until SIGINT, SIGTERM or SIGHUP, then stop: close_notify to every
     peer, handlers cancelled, socket closed, within `STOP_GRACE` seconds; log the counters
     (and on SIGUSR1 without stopping). stdin is never read: a server run from a terminal or a
-    pipe does not care whether it stays open."""
+    pipe does not care whether it stays open. `store`: the sessions' (None: in memory)."""
     stop = stop_on_signals()
-    server = await aio.serve(echo, host, port, config)  # its errors name the address
+    # Its errors name the address.
+    server = await aio.serve(echo, host, port, config, session_store=store)
     # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
     running = asyncio.get_running_loop()
@@ -305,15 +340,17 @@ async def _serve_workers(
     worker_count: int,
     loop_choice: str,
     initializer: Callable[[], None],
+    sessions: workers.SessionStoreFactory | None = None,
 ) -> int:
     """Serve with worker processes until SIGINT, SIGTERM or SIGHUP (status 0, even when a
     worker that got the same signal, sent to the whole group, ended first) or until a worker
     dies (status 1); the workers' counters are logged at the end, and on SIGUSR1 (the parent
-    asks each worker for them: one line each and their sum)."""
+    asks each worker for them: one line each and their sum). `sessions` makes each worker's
+    session store (None: each its own in memory)."""
     stop = stop_on_signals()
     pool = await workers.serve(  # its errors name the address
         echo, host, port, source, workers=worker_count, loop_choice=loop_choice,
-        initializer=initializer,
+        initializer=initializer, session_store=sessions,
     )
     asyncio.get_running_loop().add_signal_handler(COUNTERS_SIGNAL, pool.log_counters)
     logging.getLogger("iotdtls.cli").info(
