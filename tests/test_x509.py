@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509 import verification
 from cryptography.x509.oid import (
     AuthorityInformationAccessOID,
     ExtendedKeyUsageOID,
@@ -1201,3 +1202,85 @@ def test_honest_chains_with_several_candidate_issuers_still_validate() -> None:
         chain = chain_der(deep_leaf, *reversed(deep), extra)
         assert server(chain, TrustStore([deep_top.der]), max_depth=MAX_CHAIN_DEPTH_LIMIT) \
             == "localhost"
+
+
+# -- the diagnosis of a refused chain runs the verifier again within the same bound -------------
+
+
+def _count_verifier_candidates(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Count the CA candidates the verifier weighs, every run (a Python keyUsage validator in
+    the CA policy is called for each issuer candidate valid at the time, just before its
+    signature is checked), and the depth of each run."""
+    counts: dict[str, Any] = {"weighed": 0, "depths": []}
+    verifier, check_usage = x509_module._verifier, x509_module._check_ca_key_usage
+
+    def counted_usage(policy: Any, cert: x509.Certificate, usage: Any) -> None:
+        counts["weighed"] += 1
+        check_usage(policy, cert, usage)
+
+    def counted_verifier(store: TrustStore, when: Any, max_depth: int, **kwargs: Any) -> Any:
+        counts["depths"].append(max_depth)
+        return verifier(store, when, max_depth, **kwargs)
+
+    agnostic = verification.Criticality.AGNOSTIC
+    policy = (
+        verification.ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.ExtendedKeyUsage, agnostic, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, agnostic, None)
+        .may_be_present(x509.KeyUsage, agnostic, counted_usage)
+    )
+    monkeypatch.setattr(x509_module, "_CA_POLICY", policy)
+    monkeypatch.setattr(x509_module, "_verifier", counted_verifier)
+    return counts
+
+
+@pytest.mark.parametrize("max_depth", [DEFAULT_MAX_CHAIN_DEPTH, MAX_CHAIN_DEPTH_LIMIT])
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_an_expired_ca_sent_with_looping_forgeries_is_named_with_few_verifier_checks(
+    monkeypatch: pytest.MonkeyPatch, max_depth: int, role: str,
+) -> None:
+    """A peer with no CA key copies a real leaf and the expired certificate of its CA's key
+    (linked to the anchor: the diagnosis runs the verifier again to name it), and adds a
+    certificate carrying the CA's public key "issued" by a CA of its own, and that CA
+    self-issued, both expired: each run again at depth 16 followed the loop, one run per
+    expired certificate sent (4 runs, 57 candidates weighed at depth 2, each a signature check;
+    ~20 ms with P-521 keys of its own). Now the runs again allow `len(chain) - 1` CAs, are
+    bounded by names as the first run is, and are made only for certificates on a signed path
+    to an anchor: the message is the same, the work that of two runs within the bound."""
+    leaf_of, call = (client_leaf, client) if role == "client" else (server_leaf, server)
+    top = root(not_before=NOW - 2 * YEAR)
+    middle = intermediate(top, "issuing ca")
+    expired = intermediate(top, "issuing ca", key=middle.key, not_after=NOW - DAY)
+    own = root("peer's own ca", not_after=NOW - DAY)
+    forged = intermediate(own, "issuing ca", key=middle.key, not_after=NOW - DAY)
+    chain = chain_der(leaf_of(middle), forged, own, expired)
+    assert call(chain_der(leaf_of(middle), middle), TrustStore([top.der])) is not None
+    counts = _count_verifier_candidates(monkeypatch)
+    message = refused(A.certificate_expired, call, chain, TrustStore([top.der]),
+                      max_depth=max_depth)
+    assert message.startswith(f"{role} certificate 3 is not valid at "), message
+    again = len(chain) - 1
+    bound = 2 * (max_depth + 2) + 2 * (again + 2)  # CANDIDATE_CHECKS_PER_LEVEL per level
+    assert counts["weighed"] <= bound, counts
+    assert counts["depths"] == [max_depth, again], counts
+
+
+def test_a_long_chain_of_cas_expired_in_turn_is_named_with_two_verifier_runs_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sixteen CAs, each expired before the one below it was valid, on a server allowing the
+    deepest chains: no moment suits the path, and the diagnosis ran the verifier again at
+    depth 16 for each of them (17 runs in all). Now at most
+    VERIFIER_RUNS_AGAIN runs are added, and the first expired CA of the path is still named."""
+    top = root(not_before=NOW - 3 * YEAR)
+    cas: list[Issued] = []
+    for level in range(MAX_CHAIN_DEPTH_LIMIT):
+        first_day = NOW - (2 * MAX_CHAIN_DEPTH_LIMIT - 2 * level) * DAY
+        cas.append(intermediate(cas[-1] if cas else top, f"ca {level}",
+                                not_before=first_day, not_after=first_day + DAY // 2))
+    chain = chain_der(server_leaf(cas[-1]), *reversed(cas))
+    counts = _count_verifier_candidates(monkeypatch)
+    message = refused(A.certificate_expired, server, chain, TrustStore([top.der]),
+                      max_depth=MAX_CHAIN_DEPTH_LIMIT)
+    assert message.startswith("server certificate 1 is not valid at "), message
+    assert len(counts["depths"]) == 1 + x509_module.VERIFIER_RUNS_AGAIN, counts

@@ -38,7 +38,9 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   be located" (the same choice as OpenSSL for too-long chains and bad CAs). So is a CA
   certificate sent with an RSA key too dear to check signatures with (`_refuse_dear_keys`),
   and a chain whose names leave the verifier too many candidate issuers to check
-  (`_refuse_ambiguous_chain`), both refused before any signature is checked.
+  (`_refuse_ambiguous_chain`), both refused before any signature is checked. Finding the
+  reason of a refusal runs the verifier at most `VERIFIER_RUNS_AGAIN` more times, each within
+  that bound.
 """
 
 from __future__ import annotations
@@ -145,6 +147,21 @@ along); twice that leaves room for a second candidate at every level: an old and
 of one name, an expired copy of a renewed root sent along (self-issued: a candidate at every
 level), a CA cross-signed (two certificates of one key with different issuers). At the
 default depth 2: 8."""
+
+VERIFIER_RUNS_AGAIN: Final = 2
+"""Runs of the verifier that the diagnosis of a refused chain may add to the first one
+(`_VerifierAgain`): at the time an expired CA certificate sent is valid, to name it if it is on
+the path then, and now with room for every certificate sent, to count the CAs a chain longer
+than allowed needs. Each is bounded as the first run is (`CANDIDATE_CHECKS_PER_LEVEL` per
+level, at `len(chain) - 1` CAs), so refusing any chain costs the verifier at most
+`CANDIDATE_CHECKS_PER_LEVEL * ((max_depth + 2) + VERIFIER_RUNS_AGAIN * (max_depth + 3))`
+signature checks: 28 at the default depth 2, 112 at 16.
+
+An honest chain needs one: its expired CA is on the path, or none is and it is too long (a
+copy of a root sent along, expired when the CA was, shares the CA's run); 2 leave room for an
+expired certificate on another signed path tried first. Only certificates on a signed path to
+an anchor are tried, which a peer with no CA key cannot add: a chain needing more runs is
+refused with the verifier's reason, the same alert."""
 
 REFERENCE_IDENTITIES_KEPT: Final = 64
 """Server names whose reference identity is remembered (a client's every certificate handshake
@@ -400,7 +417,7 @@ def _validate_path(
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
     except (verification.VerificationError, ValueError) as exc:
-        raise _diagnose(exc, certs, store, when, max_depth, role, pinned=pinned) from None
+        raise _diagnose(exc, chain, certs, store, when, max_depth, role, pinned=pinned) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
     store._validated.keep(key, leaf, _window_of(path))
@@ -492,6 +509,7 @@ def _verifier(
 
 def _diagnose(
     exc: Exception,
+    chain: Sequence[bytes],
     certs: list[x509.Certificate],
     store: TrustStore,
     when: datetime.datetime,
@@ -508,7 +526,8 @@ def _diagnose(
     expired CA or count the CAs a too-deep chain needs) only when the names and signatures
     link the leaf to an anchor. Without such a link, which a peer with no CA to issue its
     certificates cannot make, those runs could find no path: a hostile chain of CA
-    certificates of one name would cost one more full search each.
+    certificates of one name would cost one more full search each. The runs again are at most
+    `VERIFIER_RUNS_AGAIN`, each bounded by names as the first one is (`_VerifierAgain`).
     """
     signatures = _Signatures()
     linked = pinned or _signed_path(certs, store, signatures.verified) is not None
@@ -519,10 +538,13 @@ def _diagnose(
                 f"not valid at {when:%Y-%m-%d %H:%M}Z {_validity(anchor)}",
                 _A.certificate_expired,
             )
-    expired = _expired_on_path(certs, store, when, signatures) if linked else None
+    again = _VerifierAgain.of(chain, certs, store) if linked else None
+    expired = _expired_on_path(certs, store, when, signatures, again) if linked else None
     if expired is not None:
         return _not_valid(certs[expired], expired, when, role)
-    needed = _intermediates_needed(certs, store, when) if linked else None
+    needed = None  # a path needs at most the CAs sent: more than allowed only if more were sent
+    if again is not None and again.depth > max_depth:
+        needed = _intermediates_needed(when, again)
     if needed is not None and needed > max_depth:
         return ProtocolError(
             f"{role} chain needs {needed} CA certificates, more than the allowed {max_depth}",
@@ -667,25 +689,22 @@ def _expired_on_path(
     store: TrustStore,
     when: datetime.datetime,
     signatures: _Signatures,
+    again: _VerifierAgain | None,
 ) -> int | None:
     """Index of a CA certificate sent that is not valid at `when` but is on the path found at
     a time it is valid: the one that made the chain fail (RFC 5280 §6.1.3 (a)(2)). A
     certificate sent but on no path (an expired cross-sign, an old copy of a root) is not.
+    The verifier is asked again (`again`; not at all when None) as `_expired_on_verified_path`
+    says.
 
     When no moment exists at which every certificate of the path is valid (a leaf issued
     after its CA expired), the verifier can be asked at no time: the path is then the one
     the names and signatures link (`_signed_path`), and its first certificate sent that is
     not valid at `when` is named."""
-    for index, cert in enumerate(certs[1:], 1):
-        if _valid_at(cert, when):
-            continue
-        then = min(max(when, cert.not_valid_before_utc), cert.not_valid_after_utc)
-        try:
-            path = _verifier(store, then, MAX_CHAIN_DEPTH_LIMIT).verify(certs[0], certs[1:]).chain
-        except (verification.VerificationError, ValueError):
-            continue
-        if cert in path:
-            return index
+    if again is not None:
+        found = _expired_on_verified_path(certs, store, when, signatures, again)
+        if found is not None:
+            return found
     if all(_valid_at(cert, when) for cert in certs[1:]):
         return None
     linked = _signed_path(certs, store, signatures.issued_by)
@@ -695,6 +714,103 @@ def _expired_on_path(
         if cert in linked and not _valid_at(cert, when):
             return index
     return None
+
+
+def _expired_on_verified_path(
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    when: datetime.datetime,
+    signatures: _Signatures,
+    again: _VerifierAgain,
+) -> int | None:
+    """The first CA certificate sent not valid at `when` that is on the verifier's path at a
+    time it is valid. Only the certificates on a signed path to an anchor are tried (no other
+    can be on the verifier's path, and a peer with no CA key cannot add one)."""
+    on_paths = _on_signed_paths(certs, store, signatures.verified)
+    for index, cert in enumerate(certs[1:], 1):
+        if _valid_at(cert, when) or index not in on_paths:
+            continue
+        then = min(max(when, cert.not_valid_before_utc), cert.not_valid_after_utc)
+        path = again.path(then)
+        if path is not None and cert in path:
+            return index
+    return None
+
+
+def _on_signed_paths(
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    signed: Callable[[x509.Certificate, x509.Certificate], bool],
+) -> set[int]:
+    """Indexes of the certificates sent after the leaf that lie on some path from the leaf to
+    a trust anchor, each issued by the next by name and signature (RFC 5280 §6.1.3 (a)(1),
+    (a)(4)), validity not looked at. A search of the graph: each pair checked once."""
+    issuers: dict[int, list[int]] = {}
+    anchored: set[int] = set()
+    reached, todo = {0}, [0]
+    while todo:
+        index = todo.pop()
+        cert = certs[index]
+        if any(a.subject == cert.issuer and signed(cert, a) for a in store._certificates):
+            anchored.add(index)
+        issuers[index] = [
+            other
+            for other, issuer in enumerate(certs[1:], 1)
+            if issuer.subject == cert.issuer and signed(cert, issuer)
+        ]
+        todo.extend(other for other in issuers[index] if other not in reached)
+        reached.update(issuers[index])
+    leading = set(anchored)  # those from which an anchor is reached
+    grown = True
+    while grown:
+        before = len(leading)
+        leading.update(i for i, up in issuers.items() if not leading.isdisjoint(up))
+        grown = len(leading) > before
+    return leading - {0}
+
+
+class _VerifierAgain:
+    """The diagnosis's runs of the verifier again, at other times than the first run: at
+    `depth`, `len(certs) - 1` (room for any path through the certificates sent, each once),
+    one per time asked, `VERIFIER_RUNS_AGAIN` at most (then no path is found). Made only
+    when at that depth the names offer no more candidate issuers than allowed
+    (`_refuse_ambiguous_chain`'s bound): each run costs what the first one may."""
+
+    __slots__ = ("_certs", "_paths", "_store", "depth")
+
+    def __init__(self, certs: list[x509.Certificate], store: TrustStore, depth: int) -> None:
+        self._certs = certs
+        self._store = store
+        self.depth = depth
+        self._paths: dict[datetime.datetime, list[x509.Certificate] | None] = {}
+
+    @classmethod
+    def of(
+        cls, chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore
+    ) -> _VerifierAgain | None:
+        """Runs again for the chain, or None when its names make them dear."""
+        depth = len(certs) - 1
+        if _candidate_checks(chain, certs, store, depth) > _candidates_allowed(depth):
+            return None
+        return cls(certs, store, depth)
+
+    def path(self, when: datetime.datetime) -> list[x509.Certificate] | None:
+        """The verifier's path at `when`, or None (none, or no run left)."""
+        if when not in self._paths:
+            if len(self._paths) >= VERIFIER_RUNS_AGAIN:
+                return None
+            self._paths[when] = _verifier_path(self._certs, self._store, when, self.depth)
+        return self._paths[when]
+
+
+def _verifier_path(
+    certs: list[x509.Certificate], store: TrustStore, when: datetime.datetime, depth: int
+) -> list[x509.Certificate] | None:
+    """The path the verifier finds for the chain at `when` allowing `depth` CAs, or None."""
+    try:
+        return _verifier(store, when, depth).verify(certs[0], certs[1:]).chain
+    except (verification.VerificationError, ValueError):
+        return None
 
 
 def _signed_path(
@@ -731,16 +847,11 @@ def _signed_path(
     return extend(certs[:1])
 
 
-def _intermediates_needed(
-    certs: list[x509.Certificate], store: TrustStore, when: datetime.datetime
-) -> int | None:
-    """How many CA certificates the chain needs when the depth is not limited, or None when it
-    fails for another reason."""
-    try:
-        path = _verifier(store, when, MAX_CHAIN_DEPTH_LIMIT).verify(certs[0], certs[1:]).chain
-    except (verification.VerificationError, ValueError):
-        return None
-    return max(len(path) - 2, 0)
+def _intermediates_needed(when: datetime.datetime, again: _VerifierAgain) -> int | None:
+    """How many CA certificates the chain needs when there is room for every one sent, or None
+    when it fails for another reason."""
+    path = again.path(when)
+    return None if path is None else max(len(path) - 2, 0)
 
 
 def _bad_signature(
@@ -889,13 +1000,19 @@ def _refuse_ambiguous_chain(
     candidate issuers to check than `CANDIDATE_CHECKS_PER_LEVEL * (max_depth + 2)`: unknown_ca
     (RFC 5246 §7.2.2), as no trusted CA can be located at an acceptable cost. Such a chain is
     no honest one (see `CANDIDATE_CHECKS_PER_LEVEL`); the check costs no signature."""
-    allowed = CANDIDATE_CHECKS_PER_LEVEL * (max_depth + 2)
+    allowed = _candidates_allowed(max_depth)
     if _candidate_checks(chain, certs, store, max_depth) > allowed:
         raise ProtocolError(
             f"{role} chain leads to no trusted CA: it is ambiguous, its names offer more than "
             f"{allowed} candidate issuers to check",
             _A.unknown_ca,
         )
+
+
+def _candidates_allowed(depth: int) -> int:
+    """The candidate issuers a chain may offer the verifier allowed `depth` CAs:
+    `CANDIDATE_CHECKS_PER_LEVEL` for each level of the longest path (leaf, CAs, anchor)."""
+    return CANDIDATE_CHECKS_PER_LEVEL * (depth + 2)
 
 
 def _candidate_checks(
