@@ -829,12 +829,9 @@ def test_server_flags_reach_one_process_or_the_workers(
     assert logging.getLogger("iotdtls").level == logging.DEBUG
 
 
-@pytest.mark.parametrize("count", ["1", "2"])
-def test_the_session_dir_reaches_one_process_or_each_worker(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, count: str
-) -> None:
-    """--session-dir DIR: the directory is made (0700) before anything serves; one process
-    gets a store on it, the workers a picklable function each calls to make its own."""
+def _record_serving(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Serving replaced by a recorder: the arguments of each `_serve_alone`/`_serve_workers`
+    call, which then ends at once with status 0."""
     seen: list[tuple[Any, ...]] = []
 
     async def serve(*args: Any) -> int:
@@ -843,6 +840,16 @@ def test_the_session_dir_reaches_one_process_or_each_worker(
 
     monkeypatch.setattr(echo, "_serve_alone", serve)
     monkeypatch.setattr(echo, "_serve_workers", serve)
+    return seen
+
+
+@pytest.mark.parametrize("count", ["1", "2"])
+def test_the_session_dir_reaches_one_process_or_each_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, count: str
+) -> None:
+    """--session-dir DIR: the directory is made (0700) before anything serves; one process
+    gets a store on it, the workers a picklable function each calls to make its own."""
+    seen = _record_serving(monkeypatch)
     directory = tmp_path / "sessions"
     assert main(["server", "--listen", "127.0.0.1:44401", "--psk-identity", "dev1", "--psk",
                  PSK_HEX, "--workers", count,
@@ -861,14 +868,7 @@ def test_a_session_dir_others_could_reach_is_refused_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
     make: str, problem: str,
 ) -> None:
-    served: list[object] = []
-
-    async def serve(*args: Any) -> int:
-        served.append(args)
-        return 0
-
-    monkeypatch.setattr(echo, "_serve_alone", serve)
-    monkeypatch.setattr(echo, "_serve_workers", serve)
+    served = _record_serving(monkeypatch)
     directory = tmp_path / "sessions"
     if make == "open":
         directory.mkdir(mode=0o755)

@@ -16,7 +16,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509 import verification
 from cryptography.x509.oid import (
     AuthorityInformationAccessOID,
     ExtendedKeyUsageOID,
@@ -1222,14 +1221,7 @@ def _count_verifier_candidates(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
         counts["depths"].append(max_depth)
         return verifier(store, when, max_depth, **kwargs)
 
-    agnostic = verification.Criticality.AGNOSTIC
-    policy = (
-        verification.ExtensionPolicy.webpki_defaults_ca()
-        .may_be_present(x509.ExtendedKeyUsage, agnostic, None)
-        .may_be_present(x509.AuthorityKeyIdentifier, agnostic, None)
-        .may_be_present(x509.KeyUsage, agnostic, counted_usage)
-    )
-    monkeypatch.setattr(x509_module, "_CA_POLICY", policy)
+    monkeypatch.setattr(x509_module, "_CA_POLICY", x509_module._ca_policy(counted_usage))
     monkeypatch.setattr(x509_module, "_verifier", counted_verifier)
     return counts
 

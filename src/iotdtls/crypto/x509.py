@@ -197,15 +197,23 @@ def _check_ca_key_usage(
 _NO_CERT_SIGN: Final = "a CA certificate's keyUsage does not allow keyCertSign"
 
 
-_CA_POLICY = (
-    verification.ExtensionPolicy.webpki_defaults_ca()
-    .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
-    .may_be_present(x509.AuthorityKeyIdentifier, _AGNOSTIC, None)
-    .may_be_present(x509.KeyUsage, _AGNOSTIC, _check_ca_key_usage)
-)
-"""The web-PKI CA policy (basicConstraints cA required) without its demand for a keyUsage
-extension: RFC 5280 §6.1.4 (n) asks for keyCertSign only when keyUsage is present, and a CA
-made by `openssl req -x509` has none."""
+def _ca_policy(
+    key_usage_check: Callable[
+        [verification.Policy, x509.Certificate, x509.KeyUsage | None], None
+    ],
+) -> verification.ExtensionPolicy:
+    """The web-PKI CA policy (basicConstraints cA required) without its demand for a keyUsage
+    extension: RFC 5280 §6.1.4 (n) asks for keyCertSign only when keyUsage is present, and a
+    CA made by `openssl req -x509` has none; `key_usage_check` sees each CA's keyUsage."""
+    return (
+        verification.ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.ExtendedKeyUsage, _AGNOSTIC, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, _AGNOSTIC, None)
+        .may_be_present(x509.KeyUsage, _AGNOSTIC, key_usage_check)
+    )
+
+
+_CA_POLICY = _ca_policy(_check_ca_key_usage)
 _ROLE_USAGE = {
     "server": ExtendedKeyUsageOID.SERVER_AUTH,
     "client": ExtendedKeyUsageOID.CLIENT_AUTH,
