@@ -563,6 +563,12 @@ def test_in_a_full_table_another_host_takes_the_place_of_the_host_over_its_cap()
     net.half_open(("203.0.113.6", 9101))
     assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 1
     assert set(net.server.connections) == {*others[:3], *crowd[4:], ("203.0.113.6", 9101)}
+    (closed,) = net.closed_events(crowd[3])
+    assert isinstance(closed.error, AssociationEvicted)
+    assert str(closed.error) == "association evicted: too many handshakes from its host"
+    net.half_open(("203.0.113.6", 9102))  # its next oldest, stalled too: each eviction counts
+    assert net.server.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] == 2
+    assert crowd[4] not in net.server.connections
     assert all(net.closed_events(address) == [] for address in others)
     assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0
     assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 3
@@ -580,6 +586,32 @@ def test_with_no_host_over_its_cap_a_full_table_lets_the_oldest_of_all_go() -> N
     assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 1
     assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 0
     assert set(net.server.connections) == {first[1], *rest, ("192.0.2.44", 1)}
+
+
+@pytest.mark.req("HS-2")
+def test_a_host_back_at_its_cap_is_no_longer_counted_over_it() -> None:
+    """A host beyond its cap (taken while the table had room) whose handshake completes is
+    back at its cap, not beyond it: in a full table a new host's handshake then takes the
+    place of the oldest of all, not of that host's oldest."""
+    net = Net(server_config(max_handshakes=4, max_handshakes_per_host=2))
+    crowd = [("203.0.113.12", 14000 + i) for i in range(3)]
+    for address in crowd:
+        net.half_open(address)
+    assert net.server._over_cap == {"203.0.113.12"}
+    client = net.clients[crowd[2]]
+    timer = client.get_timer()
+    assert timer is not None
+    net.now = timer
+    client.handle_timer(net.now)  # its flight 3 again: the server repeats flight 4
+    net.pump()
+    assert client.state is ConnectionState.ESTABLISHED
+    assert net.server._over_cap == set()
+    others = [("198.51.100.12", 14000), ("198.51.100.13", 14000), ("192.0.2.12", 14000)]
+    for address in others:
+        net.half_open(address)  # the table full, then one more
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 1
+    assert net.server.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] == 0
+    assert set(net.server._handshaking) == {crowd[1], *others}
 
 
 @pytest.mark.req("HS-2")
