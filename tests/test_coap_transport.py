@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from iotdtls.coap import (
     MessageTooLarge,
     block_size_exp,
 )
+from iotdtls.coap.client import _size_bound
 from iotdtls.config import Mode
 from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
@@ -126,6 +128,11 @@ def test_a_request_too_large_for_the_mtu_fails_at_once_and_the_association_stays
                 await get(client, uri(server.address, "a" * 250))
             assert time.monotonic() - started < 1.0
             assert raised.value.mtu == 128 and raised.value.size > raised.value.limit
+            too_large = raised.value
+            assert too_large.args == (
+                f"127.0.0.1:{server.address[1]}", too_large.size, too_large.limit, 128
+            )  # as made: a copy (pickle) makes it again from them
+            assert str(pickle.loads(pickle.dumps(too_large))) == str(too_large)
             assert str(raised.value) == (
                 f"coaps: a request of {raised.value.size} bytes to 127.0.0.1:"
                 f"{server.address[1]} was not sent: at most {raised.value.limit} bytes of CoAP "
@@ -144,15 +151,17 @@ def test_a_request_too_large_for_the_mtu_fails_at_once_and_the_association_stays
 
 
 @pytest.mark.parametrize(
-    "payload", [b"", b"x" * 10, b"x" * 100], ids=["no-payload", "one-block", "block-wise"]
+    "length", [0, 10, 16, 100], ids=["no-payload", "in-one-block", "one-whole-block", "block-wise"]
 )
 def test_a_request_is_copied_to_be_measured_only_near_the_limit(
-    monkeypatch: pytest.MonkeyPatch, payload: bytes
+    monkeypatch: pytest.MonkeyPatch, length: int
 ) -> None:
     """`check_size` copies and encodes a request (its first block, with Block1 and Size1, and
     the longest token) only when a bound taken from its options and payload says it may not
-    fit: a small request is not copied, and near the limit a request fails exactly when its
-    first datagram is larger than the limit."""
+    fit (`_size_bound`, a bound equal to the limit fits): a small request is not copied, and
+    near the limit a request fails exactly when its first datagram is larger than the limit;
+    a payload of exactly one block goes whole, without Block1 (RFC 7959 §2.3)."""
+    payload = b"x" * length
     real_copy = aiocoap.Message.copy
     copies: list[object] = []
 
@@ -169,27 +178,57 @@ def test_a_request_is_copied_to_be_measured_only_near_the_limit(
             remote.check_size(aiocoap.Message(code=aiocoap.PUT, uri_path=("s",),
                                               payload=payload))
             assert copies == []
+            assert remote.maximum_payload_size == 16  # at mtu 128
             block: dict[str, Any] = {}
             if len(payload) > remote.maximum_payload_size:
                 block = {"payload": payload[: remote.maximum_payload_size],
                          "block1": (0, True, remote.maximum_block_size_exp),
                          "size1": len(payload)}
-            sizes = []
-            for length in range(1, 100):
-                request = aiocoap.Message(code=aiocoap.PUT, uri_path=("a" * length,),
+            sizes, bounds = [], []
+            for path in range(1, 100):
+                request = aiocoap.Message(code=aiocoap.PUT, uri_path=("a" * path,),
                                           payload=payload)
                 size = len(real_copy(request, mtype=aiocoap.CON, mid=0, token=bytes(8),
                                      **block).encode())
                 sizes.append(size)
+                bound = _size_bound(request, remote.maximum_payload_size)
+                bounds.append(bound)
+                copies.clear()
                 if size <= limit:
                     remote.check_size(request)
                 else:
                     with pytest.raises(MessageTooLarge) as raised:
                         remote.check_size(request)
                     assert raised.value.size == size
+                assert copies == ([] if bound <= limit else [request])
             assert limit in sizes and limit + 1 in sizes  # the limit itself was tried
+            assert limit in bounds
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("length", "block_options"),
+    [(0, 0), (10, 0), (64, 0), (65, 13 + 1), (255, 13 + 1), (256, 13 + 2), (65535, 13 + 2),
+     (65536, 13 + 3)],
+)
+def test_a_requests_size_bound_is_its_first_datagram_at_the_most(
+    length: int, block_options: int
+) -> None:
+    """`_size_bound`: the header, the longest token and the payload marker (13 bytes), the
+    options as they are and one block of payload (64 bytes here); beyond one block (RFC 7959
+    §2.3) a Block1 and a Size1 option at their longest header (5 bytes each), Block1's value
+    at its longest (3 bytes) and Size1's, the payload's length in as few bytes as it takes
+    (RFC 7252 §3.2). Never below the size `check_size` measures, so a request too large is
+    never let through unmeasured."""
+    request = aiocoap.Message(code=aiocoap.PUT, uri_path=("a" * 20,), payload=b"x" * length)
+    options = len(request.opt.encode())
+    assert _size_bound(request, 64) == 13 + options + min(length, 64) + block_options
+    block: dict[str, Any] = {}
+    if length > 64:
+        block = {"payload": request.payload[:64], "block1": (0, True, 2), "size1": length}
+    size = len(request.copy(mtype=aiocoap.CON, mid=0, token=bytes(8), **block).encode())
+    assert size <= _size_bound(request, 64) <= size + 10
 
 
 @pytest.mark.req("COAP-1")
