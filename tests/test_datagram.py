@@ -292,6 +292,26 @@ def resolving(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
     monkeypatch.setattr(datagram, "resolve_udp", resolve)
 
 
+@pytest.mark.parametrize(
+    ("address", "v6only_after"),
+    [(("::", 0, 0, 0), 0), (("::%lo", 0, 0, 1), 0), (("::1", 0, 0, 0), 1),
+     (("::ffff:127.0.0.1", 0, 0, 0), 1), (("fe80::1%lo", 0, 0, 1), 1)],
+)
+def test_dual_stack_turns_ipv6_only_off_for_the_unspecified_address_only(
+    address: tuple[str, int, int, int], v6only_after: int
+) -> None:
+    """`dual_stack` turns IPV6_V6ONLY off for `::` alone: a specific IPv6 address (an
+    IPv4-mapped one too, which would then take IPv4 where the host says not to) is left as
+    the host made it, here IPv6 only as on the BSDs or with net.ipv6.bindv6only=1; an IPv4
+    socket is never touched."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        datagram.dual_stack(sock, address)
+        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == v6only_after
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock4:
+        datagram.dual_stack(sock4, ("::", 0))  # no IPv6 option on an IPv4 socket: no error
+
+
 def test_bind_udp_tries_each_address_and_reports_the_last_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
