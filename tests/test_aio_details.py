@@ -1485,6 +1485,21 @@ def test_a_server_on_the_ipv6_unspecified_address_takes_ipv4_too() -> None:
         run(main())
 
 
+def test_a_server_on_host_none_serves_every_address() -> None:
+    """serve's host may be None (`check_host`: every address, getaddrinfo's passive ones): it
+    is bound, and a client reaches it over the loopback address."""
+
+    async def main() -> None:
+        async with (
+            await aio.serve(echo, None, 0, server_config()) as server,
+            aio.connect(LOCALHOST, server.address[1], client_config()) as client,
+        ):
+            client.send(b"to every address")
+            assert await asyncio.wait_for(client.recv(), 5.0) == b"to every address"
+
+    run(main())
+
+
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_serve_names_the_address_it_cannot_listen_on(loop_choice: str) -> None:
     """A bind that fails raised the kernel's or the resolver's bare words ("[Errno 98] Address

@@ -993,6 +993,7 @@ def test_a_server_listen_address_without_host_is_refused(
         ("[::1]:", "expected HOST:PORT, got '[::1]:': the port is missing"),
         ("[::1", "expected HOST:PORT, got '[::1'"),
         ("[::1]5684", "expected HOST:PORT, got '[::1]5684'"),
+        ("[::1]]:5684", "expected HOST:PORT, got '[::1]]:5684'"),  # the first "]" ends it
         ("[::1]:x", "port must be a number from 1 to 65535, got 'x'"),
         ("[fe80::1%25]:1", "the IPv6 zone of [fe80::1%25] is empty (RFC 6874): give the "
          "interface, as in [fe80::1%25eth0]"),

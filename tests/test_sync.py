@@ -751,6 +751,32 @@ def test_a_host_in_brackets_is_refused_in_one_line(monkeypatch: pytest.MonkeyPat
     assert made == []
 
 
+class _Unreachable(socket.socket):
+    """A socket whose connect fails as on a host without a route."""
+
+    def connect(self, address: Any) -> None:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+
+def test_a_given_socket_is_connected_to_the_host_asked_for_and_failures_name_it() -> None:
+    """`sync.connect(sock=)` connects the socket to `host`'s own address (127.0.0.2 here, not
+    the loopback address a resolver gives for no host at all), and a host that does not
+    resolve, or an address the socket cannot reach, is named in the error."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sync._connect_to(sock, "127.0.0.2", 5684)
+        assert sock.getpeername() == ("127.0.0.2", 5684)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(socket.gaierror) as unresolved:
+            sync._connect_to(sock, "nonexistent.invalid", 5684)
+        assert str(unresolved.value.strerror).startswith(UNRESOLVED)
+    with _Unreachable(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(OSError) as unreachable:
+            sync._connect_to(sock, "127.0.0.2", 5684)
+        assert unreachable.value.strerror == (
+            "cannot reach 127.0.0.2:5684: Network is unreachable"
+        )
+
+
 def test_a_host_that_does_not_resolve_is_named() -> None:
     """As in aio: a socket.gaierror naming the host, not only "Name or service not known"."""
     for make in (sync.connect, sync.DtlsClient):
