@@ -498,6 +498,13 @@ def test_a_port_nobody_serves_fails_each_handshake_early_as_port_unreachable() -
     run(main())
 
 
+def test_a_host_that_does_not_resolve_is_named() -> None:
+    """As `aio.connect` says it: a `socket.gaierror` naming the host before any handshake."""
+    with pytest.raises(socket.gaierror) as unresolved:
+        asyncio.run(run_engine(spec(host="nonexistent.invalid", handshakes=1)))
+    assert str(unresolved.value.strerror).startswith("cannot resolve nonexistent.invalid: ")
+
+
 def resolve_dual_test(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the name "dual.test" resolve to ::1 first, then to 127.0.0.1."""
     real_getaddrinfo = socket.getaddrinfo
@@ -538,6 +545,14 @@ def test_the_address_passed_over_is_logged_as_aio_connect_logs_it(
     refused is one line, the refusal and the move to the next address, as the client says it;
     nothing counted."""
     resolve_dual_test(monkeypatch)
+    made: list[socket.socket] = []
+
+    class Recorded(socket.socket):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(socket, "socket", Recorded)
     port = free_udp_port()
     load = spec(host="dual.test", port=port, handshakes=1,
                 config=client_config(handshake_timeout=10.0))
@@ -548,9 +563,70 @@ def test_the_address_passed_over_is_logged_as_aio_connect_logs_it(
         assert chosen.target is not None and chosen.target[4] == (LOCALHOST, port)
 
     run(main())
+    # The probe's handshake goes over the socket that was connected to ::1, then closed.
+    (probe,) = [sock for sock in made if sock.family == socket.AF_INET6]
+    assert probe.fileno() == -1
     lines = [r.getMessage() for r in caplog.records if r.name == perf_engine.__name__]
     assert len(lines) == 1, lines
+    assert lines[0].startswith(f"nothing listens on [::1]:{port}: "), lines  # the refusal
     assert lines[0].endswith("; trying the next address of dual.test"), lines
+
+
+def test_the_first_address_that_answers_is_chosen_over_the_last(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of a name's addresses, the first whose handshake gets an answer is the run's, though
+    later ones remain: 127.0.0.1 first, then ::1, a server on 127.0.0.1."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def ipv4_first(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return [*real_getaddrinfo(LOCALHOST, port, *args, **kwargs),
+                    *real_getaddrinfo("::1", port, *args, **kwargs)]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", ipv4_first)
+    with server_on_a_thread() as server:
+        port = server.address[1]
+        load = spec(host="dual.test", port=port, handshakes=1,
+                    config=client_config(handshake_timeout=10.0))
+
+        async def main() -> None:
+            chosen = await perf_engine.pick_target(load)
+            assert chosen.target is not None and chosen.target[4] == (LOCALHOST, port)
+
+        run(main())
+
+
+def test_an_address_the_socket_cannot_reach_is_passed_over_and_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An address whose socket cannot even connect (a link-local one without its zone:
+    "Invalid argument") is passed over in one line naming the name and port asked for, as
+    `aio.connect` says it; the next address is taken."""
+    real_getaddrinfo = socket.getaddrinfo
+    unreachable = (socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "",
+                   ("fe80::1", 9, 0, 0))
+
+    def first_unreachable(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return [unreachable, *real_getaddrinfo(LOCALHOST, port, *args, **kwargs)]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", first_unreachable)
+    port = free_udp_port()
+    load = spec(host="dual.test", port=port, handshakes=1)
+    caplog.set_level(logging.INFO)
+
+    async def main() -> None:
+        chosen = await perf_engine.pick_target(load)
+        assert chosen.target is not None and chosen.target[4] == (LOCALHOST, port)
+
+    run(main())
+    assert [r.getMessage() for r in caplog.records if "trying the next" in r.getMessage()] == [
+        f"[Errno {errno.EINVAL}] cannot reach dual.test:{port}: Invalid argument; trying the next "
+        "address of dual.test"
+    ]
 
 
 async def swallow(session: aio.ServerSession) -> None:
