@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import warnings
 
 import pytest
 
-from iotdtls import aio
+from iotdtls import aio, sync
 from iotdtls.errors import ForeignEventLoop, LocalProtocolError
 from tests.aio_support import client_config, echo, server_config
 from tests.interop_support import ServerThread
@@ -118,3 +119,45 @@ def test_a_server_and_its_session_used_from_another_loop_raise() -> None:
         server, conn = own.run(asyncio.wait_for(open_server(), LIMIT))
         asyncio.run(asyncio.wait_for(use_session(server), LIMIT))
         own.run(asyncio.wait_for(close(server, conn), LIMIT))
+
+
+def test_asyncio_run_of_serve_warns_closes_with_close_notify_and_frees_the_port() -> None:
+    """A server still open as `asyncio.run` ends its loop is closed then, like a connection:
+    its peers get close_notify, its port is free again, one RuntimeWarning says why."""
+
+    async def start() -> tuple[aio.DtlsServer, sync.DtlsClient]:
+        server = await aio.serve(echo, "127.0.0.1", 0, server_config())
+        client = await asyncio.to_thread(sync.connect, *server.address, client_config())
+        return server, client
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        server, client = asyncio.run(asyncio.wait_for(start(), LIMIT))
+    host, port = server.address
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
+        f"iotdtls: the server on 127.0.0.1:{port} was still open when its event loop ended"
+        " (asyncio.run(serve(...))?): closed it; serve and close it inside one asyncio.run"]
+    with client:
+        assert client.recv(LIMIT) is None  # the server's close_notify: a clean end
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind((host, port))
+    with pytest.raises(ForeignEventLoop, match=FOREIGN.replace("connection", "server")):
+        asyncio.run(server.close())
+
+
+def test_a_server_closed_in_its_loop_gives_no_warning_and_a_dropped_one_serves_on() -> None:
+    async def main() -> None:
+        server = await aio.serve(echo, "127.0.0.1", 0, server_config())
+        address = server.address
+        del server  # the loop keeps it serving until it ends
+        async with aio.connect(*address, client_config()) as conn:
+            conn.send(b"still served")
+            assert await conn.recv() == b"still served"
+        second = await aio.serve(echo, "127.0.0.1", 0, server_config())
+        await second.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(asyncio.wait_for(main(), LIMIT))
+    assert [str(w.message)[:26] for w in caught if w.category is RuntimeWarning] == [
+        "iotdtls: the server on 127"]

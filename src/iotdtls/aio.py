@@ -861,6 +861,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.stats = ServerStats()
         #: The kernel refused a datagram as too large (EMSGSIZE) since `send` cleared it.
         self.oversized = False
+        #: The watch that closes the server as `asyncio.run` ends the loop (`DtlsServer`).
+        self.loop_end: AsyncGenerator[None, None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -1172,11 +1174,41 @@ class _PeerLabel:
 
 
 class DtlsServer:
-    """A running server (see `serve`); `close()` stops it."""
+    """A running server (see `serve`); `close()` stops it. It belongs to the event loop that
+    runs it: `close()` from another loop raises `ForeignEventLoop`; still open when
+    `asyncio.run` ends that loop, it is closed then (close_notify to its peers, socket
+    released), with a RuntimeWarning."""
 
     def __init__(self, transport: asyncio.DatagramTransport, protocol: _ServerProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        #: `close()` was called (the loop's end then only finishes what it left undone).
+        self._closed = False
+
+    async def _watch_loop_end(self) -> None:
+        """Have the loop close this server, if still open, as `asyncio.run` ends it. The watch
+        is kept by the protocol, which the loop keeps while the socket is open: a server the
+        application holds no reference to goes on serving until then."""
+        watch = _until_loop_end(self._loop_ending)
+        self._protocol.loop_end = watch
+        await anext(watch)
+
+    async def _loop_ending(self) -> None:
+        """The loop is ending (or `close()` stops the watch): a server still open then
+        (`asyncio.run(serve(...))` returns one with its loop about to close, or one never
+        closed) is closed, with a RuntimeWarning, rather than holding its port for good."""
+        self._protocol.loop_end = None
+        if not self._closed:
+            where = format_address(self.sockname)
+            warnings.warn(
+                f"iotdtls: the server on {where} was still open when its event loop ended"
+                " (asyncio.run(serve(...))?): closed it; serve and close it inside one"
+                " asyncio.run",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+        if not self._protocol.lost.done():  # also a close() cut short (a timeout)
+            await self.close()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -1215,6 +1247,7 @@ class DtlsServer:
         """Send close_notify to every peer, stop the handlers and the socket
         (`ForeignEventLoop` outside the event loop that runs the server: only that one can)."""
         _require_own_loop(self._protocol.loop, "server")
+        self._closed = True
         for address in list(self._protocol.endpoint.connections):
             self._protocol.close_peer(address)
         self._protocol.stop_fetches()
@@ -1223,6 +1256,10 @@ class DtlsServer:
         await asyncio.gather(*self._protocol.tasks, return_exceptions=True)
         self._transport.close()
         await self._protocol.lost  # the port is free again when close() returns
+        watch = self._protocol.loop_end
+        if watch is not None:
+            self._protocol.loop_end = None
+            await watch.aclose()
 
     async def __aenter__(self) -> DtlsServer:
         return self
@@ -1273,4 +1310,6 @@ async def serve(
                 infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
             attach_socket(sock, infos, host, port, bind=True)
         transport = await open_server_transport(loop, protocol, sock)
-    return DtlsServer(transport, protocol)
+    server = DtlsServer(transport, protocol)
+    await server._watch_loop_end()
+    return server
