@@ -6,6 +6,7 @@ into nowhere, waiting forever or leaving a coroutine never awaited."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import socket
 import warnings
@@ -13,8 +14,8 @@ import warnings
 import pytest
 
 from iotdtls import aio, sync
-from iotdtls.errors import ForeignEventLoop, LocalProtocolError
-from tests.aio_support import client_config, echo, server_config
+from iotdtls.errors import AssociationEnded, ForeignEventLoop, LocalProtocolError
+from tests.aio_support import client_config, echo, eventually, server_config
 from tests.interop_support import ServerThread
 
 FOREIGN = re.escape("this connection belongs to another (closed) event loop: open and use it"
@@ -161,3 +162,80 @@ def test_a_server_closed_in_its_loop_gives_no_warning_and_a_dropped_one_serves_o
         asyncio.run(asyncio.wait_for(main(), LIMIT))
     assert [str(w.message)[:26] for w in caught if w.category is RuntimeWarning] == [
         "iotdtls: the server on 127"]
+
+
+async def close_after_one(session: aio.ServerSession) -> None:
+    """The server ends each association with close_notify at its first datagram."""
+    async for _ in session:
+        session.close()
+        break
+
+
+def iotdtls_warnings(caught: list[warnings.WarningMessage]) -> list[tuple[type, str]]:
+    return [(w.category, str(w.message)) for w in caught if "iotdtls" in str(w.message)]
+
+
+def assert_port_free(address: tuple[object, ...]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(address[:2])
+
+
+def test_a_connection_the_peer_closed_is_released_quietly_as_the_loop_ends() -> None:
+    """recv() gave None (the peer's close_notify), send raised AssociationEnded: the
+    application ending without close() is told nothing misleading; the socket is freed."""
+    kept: list[aio.ClientConnection] = []
+
+    async def main() -> None:
+        server = await aio.serve(close_after_one, "127.0.0.1", 0, server_config())
+        conn = await aio.connect(*server.address, client_config())
+        kept.append(conn)
+        conn.send(b"bye")
+        assert await conn.recv() is None
+        with pytest.raises(AssociationEnded):
+            conn.send(b"too late")
+        await server.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(asyncio.wait_for(main(), LIMIT))
+    assert iotdtls_warnings(caught) == []
+    assert_port_free(kept[0].local_address)
+
+
+def test_a_dropped_open_connection_is_closed_when_collected_with_a_resource_warning() -> None:
+    async def main(port: int) -> tuple[object, ...]:
+        conn = await aio.connect("127.0.0.1", port, client_config())
+        local = conn.local_address
+        del conn
+        gc.collect()
+        assert await eventually(lambda: len(server.ended) == 1, LIMIT)
+        return local
+
+    with ServerThread(server_config()) as server:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            local = asyncio.run(asyncio.wait_for(main(server.port), LIMIT))
+        assert server.ended[0][1] is None  # close_notify: a clean end
+    assert iotdtls_warnings(caught) == [
+        (ResourceWarning, f"iotdtls: unclosed connection to 127.0.0.1:{server.port}")]
+    assert_port_free(local)
+
+
+def test_a_dropped_connection_the_peer_closed_is_released_quietly() -> None:
+    async def main() -> tuple[object, ...]:
+        server = await aio.serve(close_after_one, "127.0.0.1", 0, server_config())
+        conn = await aio.connect(*server.address, client_config())
+        conn.send(b"bye")
+        assert await conn.recv() is None
+        local = conn.local_address
+        del conn
+        gc.collect()
+        await asyncio.sleep(0.05)  # the release runs on the loop
+        await server.close()
+        return local
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        local = asyncio.run(asyncio.wait_for(main(), LIMIT))
+    assert iotdtls_warnings(caught) == []
+    assert_port_free(local)

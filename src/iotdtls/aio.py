@@ -360,11 +360,22 @@ async def _until_loop_end(on_end: Callable[[], Awaitable[None]]) -> AsyncGenerat
         await on_end()
 
 
+def _release(protocol: _ClientProtocol, transport: asyncio.DatagramTransport) -> None:
+    """Send close_notify if the association is still open (RFC 5246 §7.2.1) and close the
+    socket (done once `protocol.lost` is)."""
+    if protocol.connection.state is not ConnectionState.CLOSED:
+        protocol.connection.close()
+        protocol.flush()
+    transport.close()
+
+
 class ClientConnection:
     """An established client association (see `connect`). It belongs to the event loop that
     opened it: used once that loop is closed, or from another loop, it raises
     `ForeignEventLoop`; still open when `asyncio.run` ends that loop, it is closed then, with
-    a RuntimeWarning."""
+    a RuntimeWarning; one the application drops without `close()` is closed when collected,
+    with a ResourceWarning (as asyncio's transports). Neither warns of an association the
+    peer or an error had already ended: its socket is released quietly."""
 
     def __init__(self, protocol: _ClientProtocol, transport: asyncio.DatagramTransport) -> None:
         self._protocol = protocol
@@ -383,16 +394,43 @@ class ClientConnection:
         closed) is closed, with a RuntimeWarning, rather than left with a socket that no loop
         reads; later calls raise `ForeignEventLoop`."""
         self._loop_end = None
-        if not self._closed:
-            server = format_address(self._transport.get_extra_info("peername"))
+        if self._closed:
+            return
+        if self._still_open():
             warnings.warn(
-                f"iotdtls: the connection to {server} was still open when its event loop ended"
-                " (asyncio.run(connect(...))?): closed it; open, use and close it inside one"
-                " asyncio.run",
+                f"iotdtls: the connection to {self._server_name()} was still open when its"
+                " event loop ended (asyncio.run(connect(...))?): closed it; open, use and close"
+                " it inside one asyncio.run",
                 RuntimeWarning,
                 stacklevel=1,
             )
-            await self.close()
+        await self.close()
+
+    def __del__(self) -> None:
+        """Collected without `close()` (the application dropped it; a cycle with the loop-end
+        watch may keep it until a garbage collection): send close_notify and release the
+        socket on its loop, with a ResourceWarning if the association was still open. A
+        loop already closed cannot: the transport's own finalizer closes the socket then."""
+        if self._closed:
+            return
+        self._closed = True  # the watch, finalized with it, has nothing left to do
+        if self._still_open():
+            warnings.warn(
+                f"iotdtls: unclosed connection to {self._server_name()}",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._protocol.loop.call_soon_threadsafe(_release, self._protocol, self._transport)
+
+    def _still_open(self) -> bool:
+        """The association was still usable: neither the peer (close_notify) nor an error
+        had ended it."""
+        return self._protocol.connection.state is not ConnectionState.CLOSED
+
+    def _server_name(self) -> str:
+        return format_address(self._transport.get_extra_info("peername"))
 
     @property
     def connection(self) -> DtlsConnection:
@@ -480,10 +518,7 @@ class ClientConnection:
         opened the connection: only that loop can)."""
         _require_own_loop(self._protocol.loop)
         self._closed = True
-        if self._protocol.connection.state is not ConnectionState.CLOSED:
-            self._protocol.connection.close()
-            self._protocol.flush()
-        self._transport.close()
+        _release(self._protocol, self._transport)
         await self._protocol.lost  # the socket is closed when close() returns
         if self._loop_end is not None:
             await self._loop_end.aclose()
