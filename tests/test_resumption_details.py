@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import logging
 import time
 from dataclasses import replace
@@ -617,6 +618,35 @@ def test_a_failing_session_store_is_logged_by_exception_type(
         assert store.calls[-1] == ("remove", store.calls[0][1])
     assert iotdtls_warnings(caplog) == [f"session store {failing} raised RuntimeError"]
     assert first.server.session_store_errors == 1  # counted for the server's counters
+
+
+class FullDiskStore(MemorySessionStore):
+    """A store on a full disk: every put raises ENOSPC, its text naming the session's file."""
+
+    def put(self, state: SessionState, now: float) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", f"/s/{state.session_id.hex()}")
+
+
+@pytest.mark.req("RES-1", "SEC-1")
+def test_a_store_failing_at_every_handshake_is_logged_once_then_summed_up_a_minute_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk fails every handshake's put: one line names it (the errno's name, never
+    the text, which names the session's file), the later failures one summary line after a
+    minute at most; each is counted."""
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    link = store_link(FullDiskStore())
+    link.handshake()
+    for later in (10.0, 10.0, 10.0, 70.0, 10.0):  # at 10, 20, 30, 100 and 110 s
+        link = next_link(link, later=later)
+        link.handshake()
+        assert established(link)
+    assert iotdtls_warnings(caplog) == [
+        "session store put raised OSError ENOSPC",
+        "session store: 4 more failures (the latest: put raised OSError ENOSPC)",
+    ]
+    assert link.server.session_store_errors == 6
+    assert "/s/" not in caplog.text
 
 
 class BytesStore(MemorySessionStore):

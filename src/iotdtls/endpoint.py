@@ -25,6 +25,7 @@ import heapq
 import hmac
 import ipaddress
 import itertools
+import logging
 import struct
 from collections import Counter, deque
 from collections.abc import Hashable
@@ -58,7 +59,15 @@ from iotdtls.messages import (
 )
 from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import HANDSHAKE_CONTENT, RECORD_HEADER_LEN, ContentType, RecordHeader
-from iotdtls.sessions import MemorySessionStore, SessionState, SessionStore, not_a_session
+from iotdtls.sessions import (
+    MemorySessionStore,
+    SessionState,
+    SessionStore,
+    not_a_session,
+    store_failure,
+)
+
+logger = logging.getLogger("iotdtls")
 
 __all__ = ["CookieJar", "GateOutcome", "ServerEndpoint"]
 
@@ -143,40 +152,73 @@ _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-class _CountedStore:
-    """An application's `SessionStore` (RES-1), counting the calls that raise and the `get`s
-    that return neither a SessionState nor None (`not_a_session`). Both go on to the
-    handshake, which logs them and takes them as a miss."""
+#: Seconds between two lines summing up a failing session store's later failures.
+STORE_FAILURE_SUMMARY_INTERVAL = 60.0
 
-    __slots__ = ("errors", "store")
+
+class _CountedStore:
+    """An application's `SessionStore` (RES-1). A call that raises, or a `get` that returns
+    neither a SessionState nor None (`not_a_session`), is counted (`session_store_errors`),
+    logged and taken as a miss: `get` gives None (a full handshake); a session `put` is not
+    kept, one `remove`d not forgotten. A store that keeps failing (a full or read-only disk)
+    fails at every handshake: the first failure of each kind is logged at once, the later ones
+    summed up in one line at most every `STORE_FAILURE_SUMMARY_INTERVAL` seconds."""
+
+    __slots__ = ("_kinds", "_now", "_summary_due", "_unlogged", "errors", "store")
 
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.errors = 0
+        #: The failures logged so far ("put raised OSError ENOSPC"): type names, few.
+        self._kinds: set[str] = set()
+        #: Failures since the last line, and when a summary of them may be logged.
+        self._unlogged = 0
+        self._summary_due = 0.0
+        #: The latest time given to `get` or `put` (`remove` is given none).
+        self._now = 0.0
 
     def get(self, session_id: bytes, now: float) -> SessionState | None:
+        self._now = now
         try:
             session = self.store.get(session_id, now)
-        except Exception:
-            self.errors += 1
-            raise
-        if not_a_session(session):
-            self.errors += 1
+        except Exception as exc:
+            self._failed(f"get raised {store_failure(exc)}")
+            return None
+        if not_a_session(session):  # its value is never logged: key material
+            self._failed(f"get returned {type(session).__name__}, not a SessionState or None")
+            return None
         return session
 
     def put(self, state: SessionState, now: float) -> None:
+        self._now = now
         try:
             self.store.put(state, now)
-        except Exception:
-            self.errors += 1
-            raise
+        except Exception as exc:
+            self._failed(f"put raised {store_failure(exc)}")
 
     def remove(self, session_id: bytes) -> None:
         try:
             self.store.remove(session_id)
-        except Exception:
-            self.errors += 1
-            raise
+        except Exception as exc:
+            self._failed(f"remove raised {store_failure(exc)}")
+
+    def _failed(self, what: str) -> None:
+        """Count a failure; log it if it is the first of its kind, or sum up those not logged
+        once the interval since the last summary has passed."""
+        self.errors += 1
+        if what not in self._kinds:
+            self._kinds.add(what)
+            if not self._unlogged:
+                self._summary_due = self._now + STORE_FAILURE_SUMMARY_INTERVAL
+            logger.warning("session store %s", what)
+            return
+        self._unlogged += 1
+        if self._now >= self._summary_due:
+            logger.warning(
+                "session store: %d more failures (the latest: %s)", self._unlogged, what
+            )
+            self._unlogged = 0
+            self._summary_due = self._now + STORE_FAILURE_SUMMARY_INTERVAL
 
 
 class CookieJar:

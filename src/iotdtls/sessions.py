@@ -25,6 +25,7 @@ runs by the wall clock.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections import OrderedDict
@@ -207,6 +208,17 @@ def not_a_session(value: object) -> bool:
     return value is not None and not isinstance(value, SessionState)
 
 
+def store_failure(exc: BaseException) -> str:
+    """How a log line names what a session store raised: its type, and for an `OSError` the
+    errno's name ("OSError ENOSPC": a full disk, "PermissionError EACCES"), never its text,
+    which may name a session's file (its id) or whatever an application's store put there."""
+    name = type(exc).__name__
+    code = exc.errno if isinstance(exc, OSError) else None
+    if isinstance(code, int):
+        return f"{name} {errno.errorcode.get(code, code)}"
+    return name
+
+
 class SessionStore(Protocol):
     """A server's session cache, keyed by session_id (RES-1). An implementation may forget a
     session at any time: the client then gets a full handshake.
@@ -317,7 +329,7 @@ class DirectorySessionStore:
     the wall clock (`clock`, `time.time`; `now` is a per-process monotonic clock, meaningless
     in another process or after a restart), which is removed (counted in `damaged` and
     `expired`). `remove` unlinks the file. A file that cannot be read for another reason
-    raises `OSError`, which the server logs by type and takes as a miss.
+    raises `OSError`, which the server logs by type and errno name and takes as a miss.
 
     The directory holds master secrets: keep it like a key. Missing, it is made with mode
     0700 (its parent must exist); a symlink, something else than a directory, another user's

@@ -70,7 +70,7 @@ from iotdtls.messages import (
     SignatureScheme,
     find_extension,
 )
-from iotdtls.sessions import SessionState, SessionStore, not_a_session
+from iotdtls.sessions import SessionState, SessionStore, not_a_session, store_failure
 
 __all__ = [
     "CLIENT_AUTH_FLOW",
@@ -298,7 +298,7 @@ class ServerHandshake(HandshakeMachine):
         try:
             session = self._store.get(hello.session_id, self.now)
         except Exception as exc:  # an application store that failed: a full handshake
-            logger.warning("session store get raised %s", type(exc).__name__)
+            logger.warning("session store get raised %s", store_failure(exc))
             return None
         if not_a_session(session):  # its value is never logged: key material
             logger.warning(
@@ -430,14 +430,14 @@ class ServerHandshake(HandshakeMachine):
         try:
             self._store.put(self.session_state(), self.now)
         except Exception as exc:
-            logger.warning("session store put raised %s", type(exc).__name__)
+            logger.warning("session store put raised %s", store_failure(exc))
 
     def forget_session(self) -> None:
         if self._store is not None and self.session_id:
             try:
                 self._store.remove(self.session_id)
             except Exception as exc:
-                logger.warning("session store remove raised %s", type(exc).__name__)
+                logger.warning("session store remove raised %s", store_failure(exc))
         super().forget_session()
 
     HELLO_TABLE: ClassVar[Table] = {
