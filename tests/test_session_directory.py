@@ -5,6 +5,7 @@ are rare; a directory refused unless only this user can reach it; no secret in i
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import iotdtls.sessions
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
 from iotdtls.errors import ConfigError
 from iotdtls.identity import PskIdentity
@@ -204,6 +206,46 @@ def test_other_files_in_the_directory_are_left_alone(tmp_path: Path) -> None:
     (directory / ".tmp-crashed").write_bytes(b"")
     fill(store, directory, 1, 30)
     assert (directory / "notes.txt").exists() and (directory / ".tmp-crashed").exists()
+
+
+def test_a_put_failing_for_want_of_room_frees_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full file system (ENOSPC) well below max_entries: the put fails (the server counts
+    it), and a scan removes the oldest tenth of the files, so that later puts find room
+    rather than failing for good."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path, max_entries=1000, clock=Clock(START + 1000))
+    fill(store, directory, 1, 50)
+
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(iotdtls.sessions, "replace_in_private_directory", no_room)
+    with pytest.raises(OSError) as failed:
+        store.put(session(51), now=0.0)
+    assert failed.value.errno == errno.ENOSPC
+    kept = {int(name, 16) for name in session_files(directory)}
+    assert kept == set(range(6, 51))  # the 5 oldest removed
+    monkeypatch.undo()
+    store.put(session(51), now=0.0)
+    assert len(session_files(directory)) == 46
+
+
+def test_a_scan_removes_the_temporary_files_of_killed_puts(tmp_path: Path) -> None:
+    """A put killed as it wrote leaves its temporary file, a master secret no session file
+    names: a scan (here the one a new store makes) removes it once a minute old, not a
+    younger one (a put in progress in another process)."""
+    directory = tmp_path / "sessions"
+    store_in(tmp_path)
+    stale, fresh = directory / ".tmp-killed", directory / ".tmp-writing"
+    stale.write_bytes(MASTER)
+    fresh.write_bytes(MASTER)
+    now = time.time()
+    old = now - 61  # older than a minute
+    os.utime(stale, (old, old))
+    store_in(tmp_path, clock=lambda: now)
+    assert not stale.exists() and fresh.exists()
 
 
 @pytest.mark.parametrize(("make", "problem"), [

@@ -275,6 +275,11 @@ def write_atomically(
     _write_through_temporary(target, data, mode=mode, replace=replace, sync=sync)
 
 
+#: How the temporary file of a write (`write_atomically`, `replace_in_private_directory`)
+#: begins its name, beside its target until renamed.
+TEMPORARY_PREFIX = ".tmp-"
+
+
 def replace_in_private_directory(
     target: Path, data: bytes, *, mode: int = 0o600, sync: bool = True
 ) -> None:
@@ -289,7 +294,9 @@ def _write_through_temporary(
 ) -> None:
     """`data` into a temporary file beside `target` (mode `mode`, synced if `sync`), which
     then takes its name: replacing what is there, or (not `replace`) `FileExistsError`."""
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    fd, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=TEMPORARY_PREFIX, suffix=target.suffix
+    )
     try:
         with os.fdopen(fd, "wb") as file:
             os.fchmod(file.fileno(), mode)

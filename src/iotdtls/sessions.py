@@ -25,6 +25,7 @@ runs by the wall clock.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -35,7 +36,12 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from iotdtls._buffer import Reader, Writer
-from iotdtls._files import RefusedFile, private_directory, replace_in_private_directory
+from iotdtls._files import (
+    TEMPORARY_PREFIX,
+    RefusedFile,
+    private_directory,
+    replace_in_private_directory,
+)
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode, type_name
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import ConfigError, DecodeError
@@ -301,6 +307,11 @@ def _check_bounds(max_entries: int, lifetime: float) -> None:
 #: Bytes of a `DirectorySessionStore` file before the session's `to_bytes`: the wall-clock
 #: time of its `put`, in milliseconds since the epoch.
 _CREATED_WIDTH = 8
+#: Seconds after which a temporary file in a session directory is taken for one a killed put
+#: left (a put takes well under a millisecond).
+STALE_TEMPORARY_AGE = 60.0
+#: The errors of a file system with no room left (the disk, or the user's quota).
+_NO_ROOM = frozenset((errno.ENOSPC, errno.EDQUOT))
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -343,7 +354,10 @@ class DirectorySessionStore:
     oldest files by modification time (the expired first) down to nine tenths of it. Each
     process counts only its own `put`s between its scans, so with N workers the bound is
     approximate: the directory may hold up to about max(N / 2, 1 + N / 10) times
-    `max_entries` between two scans.
+    `max_entries` between two scans. A `put` that fails for want of room (ENOSPC, EDQUOT: a
+    small tmpfs full before `max_entries`) scans at once and removes the oldest tenth of the
+    files, so that the next puts find room. A scan also removes the temporary files older
+    than `STALE_TEMPORARY_AGE` (a put killed as it wrote: each holds a master secret).
 
     Costs, on the event loop (`make bench-session-store`; a 2-core VM): a `get` reads one
     small file, about 17 us (a miss 7 us), a `put` writes and renames one, about 40 us on
@@ -409,7 +423,12 @@ class DirectorySessionStore:
         created = Writer()
         created.push_uint(_CREATED_WIDTH, max(0, round(self._clock() * 1000)))
         data = created.getvalue() + state.to_bytes()
-        replace_in_private_directory(self._file(state.session_id), data, sync=False)
+        try:
+            replace_in_private_directory(self._file(state.session_id), data, sync=False)
+        except OSError as exc:
+            if exc.errno in _NO_ROOM:  # the next put finds room
+                self._scan(full=True)
+            raise
         self._puts_before_scan -= 1
         if self._puts_before_scan <= 0:
             self._scan()
@@ -437,22 +456,43 @@ class DirectorySessionStore:
             return None
         return state
 
-    def _scan(self) -> None:
-        """Count the session files; beyond `max_entries`, remove the oldest (`_trim`). Then
-        set how many `put`s of this process come before the next scan: half the room left
-        (other processes fill it too), at least a tenth of `max_entries`."""
+    def _scan(self, *, full: bool = False) -> None:
+        """Count the session files; beyond `max_entries`, or when the file system is `full`
+        (a put failed with ENOSPC: at fewer files), remove the oldest (`_trim`); remove the
+        temporary files of puts cut short (`_remove_stale_temporaries`). Then set how many
+        `put`s of this process come before the next scan: half the room left (other
+        processes fill it too), at least a tenth of `max_entries`."""
+        names: list[str] = []
+        temporaries: list[str] = []
         with os.scandir(self.path) as entries:
-            names = [entry.name for entry in entries if _is_session_file_name(entry.name)]
+            for entry in entries:
+                if _is_session_file_name(entry.name):
+                    names.append(entry.name)
+                elif entry.name.startswith(TEMPORARY_PREFIX):
+                    temporaries.append(entry.name)
+        self._remove_stale_temporaries(temporaries)
         found = len(names)
-        if found > self.max_entries:
-            found = self._trim(names)
+        if found > self.max_entries or (full and names):
+            found = self._trim(names, min(found, self.max_entries))
         tenth = max(1, self.max_entries // 10)
         self._puts_before_scan = max(tenth, (self.max_entries - found) // 2)
 
-    def _trim(self, names: list[str]) -> int:
+    def _remove_stale_temporaries(self, names: list[str]) -> None:
+        """Remove the temporary files (`replace_in_private_directory`) older than
+        `STALE_TEMPORARY_AGE`: of a put whose process was killed as it wrote, each holding a
+        master secret that no session file names; a younger one may be a put in progress in
+        another process."""
+        oldest_allowed = self._clock() - STALE_TEMPORARY_AGE
+        for name in names:
+            path = self.path / name
+            with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+                if os.lstat(path).st_mtime < oldest_allowed:
+                    path.unlink(missing_ok=True)
+
+    def _trim(self, names: list[str], bound: int) -> int:
         """Remove the expired files and the oldest others (by modification time, the time of
-        their `put`) down to nine tenths of `max_entries`; the number of files left."""
-        keep = self.max_entries - max(1, self.max_entries // 10)
+        their `put`) down to nine tenths of `bound`; the number of files left."""
+        keep = bound - max(1, bound // 10)
         oldest_allowed = self._clock() - self.lifetime
         dated: list[tuple[float, str]] = []
         for name in names:
