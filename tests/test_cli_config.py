@@ -771,12 +771,9 @@ def test_the_command_a_certificate_given_as_rpk_allow_is_told_writes_its_public_
     assert public_key_pin(public) == public_key_pin(pki.client_pub.read_bytes())
 
 
-@pytest.mark.parametrize("flags", [[], ["--client-cafile", "{ca}"]], ids=["alone", "mutual"])
-def test_server_with_an_expired_certificate_warns_on_stderr_naming_the_file(
-    caplog: pytest.LogCaptureFixture, tmp_path: Path, flags: list[str],
-) -> None:
-    """`iotdtls server --cert server-expired.crt` started in silence and every client failed:
-    it starts (the clock may be what is wrong), with a warning naming the file and its window."""
+def expired_certificate_files(tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """A server certificate expired yesterday, its key and CA files, and the warning a
+    configuration taking it logs."""
     anchor = tests_pki.root()
     now = datetime.datetime.now(datetime.UTC)
     leaf = tests_pki.server_leaf(anchor, not_before=now - 10 * DAY, not_after=now - DAY)
@@ -786,13 +783,47 @@ def test_server_with_an_expired_certificate_warns_on_stderr_naming_the_file(
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     ca.write_bytes(anchor.pem)
+    warning = (f"our certificate {cert} expired {now - DAY:%Y-%m-%d} (valid "
+               f"{now - 10 * DAY:%Y-%m-%d} to {now - DAY:%Y-%m-%d}): peers will refuse it with "
+               "certificate_expired")
+    return cert, key, ca, warning
+
+
+@pytest.mark.parametrize("flags", [[], ["--client-cafile", "{ca}"]], ids=["alone", "mutual"])
+def test_server_with_an_expired_certificate_warns_on_stderr_naming_the_file(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, flags: list[str],
+) -> None:
+    """`iotdtls server --cert server-expired.crt` started in silence and every client failed:
+    it starts (the clock may be what is wrong), with a warning naming the file and its window."""
+    cert, key, ca, warning = expired_certificate_files(tmp_path)
     with caplog.at_level(logging.WARNING, "iotdtls"):
         config = server_config(server_args("--cert", str(cert), "--key", str(key),
                                            *(f.format(ca=ca) for f in flags)))
     assert len(config.certificates) == 1
-    assert [r.getMessage() for r in caplog.records] == [
-        f"our certificate {cert} expired {now - DAY:%Y-%m-%d} (valid {now - 10 * DAY:%Y-%m-%d} "
-        f"to {now - DAY:%Y-%m-%d}): peers will refuse it with certificate_expired"]
+    assert [r.getMessage() for r in caplog.records] == [warning]
+
+
+def test_server_workers_with_an_expired_certificate_warn_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """With --workers N the warning came N + 2 times (the parent built the configuration
+    twice, each worker once more from the flags): the parent gives it once, for them all."""
+    cert, key, _, warning = expired_certificate_files(tmp_path)
+    sources: list[Callable[[], ServerConfig]] = []
+
+    async def serve_workers(source: Callable[[], ServerConfig], *args: object) -> int:
+        sources.append(source)
+        return 0
+
+    monkeypatch.setattr(echo, "_serve_workers", serve_workers)
+    monkeypatch.setattr(echo, "server_logging", lambda verbose, quiet: None)
+    with caplog.at_level(logging.WARNING, "iotdtls"):
+        assert main(["server", "--listen", "127.0.0.1:45800", "--cert", str(cert),
+                     "--key", str(key), "--workers", "2"]) == 0
+        [source] = sources
+        for _ in range(3):  # `workers.serve` checks it in the parent, then each worker
+            assert len(source().certificates) == 1
+    assert [r.getMessage() for r in caplog.records] == [warning]
 
 
 def test_a_certificate_with_another_key_names_both_files(

@@ -268,8 +268,15 @@ def warn_if_out_of_validity(certified: CertifiedKey, now: float) -> None:
         return
     problem = validity_problem(certified, now)
     if problem is not None:
-        object.__setattr__(certified, "validity_warned", True)
+        mark_validity_warned(certified)
         _log.warning("%s: peers will refuse it with certificate_expired", problem)
+
+
+def mark_validity_warned(certified: CertifiedKey) -> None:
+    """Keep `warn_if_out_of_validity` silent about this chain: its warning is given already,
+    here or by another process (the parent of ``iotdtls server --workers N`` warns once for
+    the workers, which each load the same file again)."""
+    object.__setattr__(certified, "validity_warned", True)
 
 
 def load_certificate_file(path: str | PathLike[str]) -> tuple[bytes, ...]:

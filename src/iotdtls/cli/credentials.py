@@ -27,7 +27,7 @@ from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes, whole_number
 from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
-from iotdtls.credentials import CertifiedKey, PrivateKey, public_key_pin
+from iotdtls.credentials import CertifiedKey, PrivateKey, mark_validity_warned, public_key_pin
 from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, kind_of
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
@@ -201,7 +201,9 @@ def _pins(files: list[str], hashes: list[str], flag: str) -> list[bytes]:
     return pins
 
 
-def _certified(args: argparse.Namespace) -> CertifiedKey | None:
+def _certified(args: argparse.Namespace, *, warned: bool = False) -> CertifiedKey | None:
+    """--cert and --key; `warned`: its validity warning is given already (by the parent of
+    the workers), not again (`mark_validity_warned`)."""
     if (args.cert is None) != (args.key is None):
         raise UsageError("give --cert and --key together")
     if args.cert is None:
@@ -213,9 +215,12 @@ def _certified(args: argparse.Namespace) -> CertifiedKey | None:
         raise
     key = load_private_key(args.key, "--key")
     try:
-        return CertifiedKey(chain, key, source=args.cert)
+        certified = CertifiedKey(chain, key, source=args.cert)
     except ConfigError as exc:
         raise UsageError(f"--cert {args.cert} with --key {args.key}: {exc}") from None
+    if warned:
+        mark_validity_warned(certified)
+    return certified
 
 
 def file_holds(path: str, flag: str) -> str | None:
@@ -459,8 +464,11 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     _add_legacy_flag(p, "clients")
 
 
-def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
-    """A `ServerConfig` from the credential flags plus `settings`."""
+def server_config(
+    args: argparse.Namespace, *, validity_warned: bool = False, **settings: Any
+) -> ServerConfig:
+    """A `ServerConfig` from the credential flags plus `settings`; `validity_warned`: the
+    warning of a --cert out of its validity period is given already (`_certified`)."""
     settings = _legacy(args, settings)
     store: dict[bytes, bytes] = {}
     place_of: dict[bytes, tuple[str, int]] = {}
@@ -484,7 +492,7 @@ def server_config(args: argparse.Namespace, **settings: Any) -> ServerConfig:
     allow = _pins(args.rpk_allow, args.rpk_allow_sha256, "--rpk-allow")
     if allow and args.rpk_key is None:
         raise UsageError("--rpk-allow needs the server's own key: --rpk-key FILE")
-    certified = _certified(args)
+    certified = _certified(args, warned=validity_warned)
     if args.client_cafile is not None and certified is None:
         raise UsageError("--client-cafile needs the server's own --cert and --key")
     if args.validated_chains is not None:

@@ -226,8 +226,9 @@ def _run_server(args: argparse.Namespace) -> int:
     if args.workers == 1:
         store = None if sessions is None else sessions()
         return loop.run(_serve_alone(config, host, port, store), args.loop)
-    # Each worker builds its configuration from the flags itself (keys stay out of pipes).
-    source = functools.partial(server_config_of, args)
+    # Each worker builds its configuration from the flags itself (keys stay out of pipes);
+    # what the flags warn of (an expired --cert) was said once, above.
+    source = functools.partial(server_config_of, args, validity_warned=True)
     initializer = functools.partial(server_logging, args.verbose, args.quiet)
     return loop.run(
         _serve_workers(source, host, port, args.workers, args.loop, initializer, sessions),
@@ -249,10 +250,11 @@ def session_store_factory(directory: str | None) -> workers.SessionStoreFactory 
     return functools.partial(DirectorySessionStore, checked.path)
 
 
-def server_config_of(args: argparse.Namespace) -> ServerConfig:
-    """The server's configuration from its flags."""
+def server_config_of(args: argparse.Namespace, validity_warned: bool = False) -> ServerConfig:
+    """The server's configuration from its flags (`validity_warned`: see `server_config`)."""
     return server_config(
         args,
+        validity_warned=validity_warned,
         cookie_exchange=not args.no_cookie,
         handshake_timeout=args.timeout,
         **common_settings(args),
