@@ -884,6 +884,21 @@ def test_a_session_dir_others_could_reach_is_refused_in_one_line(
     assert served == []
 
 
+def test_an_empty_session_dir_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """--session-dir "" was the working directory ("session directory  is open to group or
+    others"): refused as --session-file "" is, before anything serves."""
+    served = _record_serving(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert main(["server", "--listen", "127.0.0.1:44401", "--psk-identity", "dev1", "--psk",
+                 PSK_HEX, "--session-dir", ""]) == 2
+    assert capsys.readouterr().err == (
+        "iotdtls: error: --session-dir is empty: give the directory to keep the sessions in\n"
+    )
+    assert served == []
+
+
 @pytest.mark.parametrize(
     ("verbose", "quiet", "aio_level"),
     [(False, False, logging.INFO), (False, True, logging.WARNING), (True, True, logging.NOTSET)],

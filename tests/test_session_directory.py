@@ -281,6 +281,15 @@ def test_a_symlink_given_with_a_trailing_slash_is_refused_too(tmp_path: Path) ->
         DirectorySessionStore(f"{tmp_path}/sessions/")
 
 
+def test_an_empty_path_is_refused_not_taken_for_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore("")
+    assert str(refused.value) == 'session directory is empty: name the directory ("." for this one)'
+
+
 def test_a_directory_whose_parent_is_missing_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "missing" / "sessions"
     with pytest.raises(ConfigError) as refused:

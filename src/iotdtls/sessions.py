@@ -377,6 +377,8 @@ class DirectorySessionStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         _check_bounds(max_entries, lifetime)
+        if not os.fspath(path):  # Path("") would be the working directory
+            raise ConfigError("session directory is empty: name the directory (\".\" for this one)")
         try:
             self.path: Path = private_directory(path)
         except RefusedFile as exc:

@@ -243,6 +243,8 @@ def session_store_factory(directory: str | None) -> workers.SessionStoreFactory 
     made with mode 0700 if missing, so that a mistake is one line before any worker starts."""
     if directory is None:
         return None
+    if not directory:  # not the working directory, as the API would take it
+        raise UsageError("--session-dir is empty: give the directory to keep the sessions in")
     try:
         checked = DirectorySessionStore(directory)
     except ConfigError as exc:
