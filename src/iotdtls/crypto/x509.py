@@ -37,8 +37,10 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   act as a CA and chains deeper than `max_depth`: within the allowed depth no trusted CA "could
   be located" (the same choice as OpenSSL for too-long chains and bad CAs). So is a CA
   certificate sent with an RSA key too dear to check signatures with (`_refuse_dear_keys`),
-  and a chain whose names leave the verifier too many candidate issuers to check
-  (`_refuse_ambiguous_chain`), both refused before any signature is checked. Finding the
+  a chain in which no path by names leads from the leaf to an anchor
+  (`_refuse_unanchored_names`), and a chain whose names leave the verifier too many candidate
+  issuers to check (`_refuse_ambiguous_chain`), all refused before any signature is checked
+  (but a self-signed leaf's own, to name it as such). Finding the
   reason of a refusal runs the verifier at most `VERIFIER_RUNS_AGAIN` more times, each within
   that bound.
 """
@@ -420,8 +422,10 @@ def _validate_path(
     if not _valid_at(certs[0], when):  # the leaf is on every path
         raise _not_valid(certs[0], 0, when, role)
     _refuse_dear_keys(certs, role)
-    _refuse_ambiguous_chain(chain, certs, store, max_depth, role)
     pinned = bytes(chain[0]) in store._anchors
+    if not pinned:
+        _refuse_unanchored_names(chain, certs, store, role)
+    _refuse_ambiguous_chain(chain, certs, store, max_depth, role)
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
     except (verification.VerificationError, ValueError) as exc:
@@ -571,15 +575,8 @@ def _diagnose(
             f"{role} certificate {malformed} has a malformed extension", _A.bad_certificate
         )
     if not pinned and _signs_itself(certs[0]):
-        # A certificate no anchor can have issued, whatever else the verifier saw first
-        # (`openssl req -x509` asserts cA, which an end-entity certificate must not: RFC 5280
-        # §4.2.1.9). RFC 5246 §7.2.2's unknown_ca: no trusted CA matches; pinning it as an
-        # anchor is the way to trust it.
-        return ProtocolError(
-            f"{role} certificate rejected: a self-signed certificate that is not among the "
-            "trust anchors (give it as an anchor to pin it)",
-            _A.unknown_ca,
-        )
+        # Whatever else the verifier saw first.
+        return _self_signed_not_anchor(role)
     if "candidates exhausted" in reason:
         detail = reason.removeprefix("candidates exhausted: ")
         if "Forbidden public key algorithm" in detail:
@@ -591,7 +588,7 @@ def _diagnose(
         # Nothing tried failed, or no anchor issued any certificate sent (a self-signed root
         # sent along then makes the verifier loop on it to its "max depth"): no issuer found.
         if "with no interior errors" in detail or not _anchors_for(certs, store):
-            detail = "no issuer of it among the trust anchors"
+            detail = _NO_ANCHOR_ISSUER
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
 
@@ -1017,6 +1014,85 @@ def _refuse_ambiguous_chain(
         )
 
 
+def _refuse_unanchored_names(
+    chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore, role: str
+) -> None:
+    """Refuse, before the verifier, a chain in which no path by names leads from the leaf to
+    a trust anchor (RFC 5280 §6.1.3 (a)(4): each issuer is the next one's subject): no
+    signature check could find one. unknown_ca (RFC 5246 §7.2.2), the verifier's outcome for
+    such a chain, with the diagnosis's message: it costs no signature, where the verifier
+    would check every candidate named within the bound (a ring of CA names never reaching an
+    anchor, under a P-521 key: ~6 ms). A self-signed leaf is still named as such, at the cost
+    of the check of its own signature (a P-256 key, `_check_leaf_key`)."""
+    if _reaches_anchor_by_name(_IssuerNames.of(chain, certs, store)):
+        return
+    if _signs_itself(certs[0]):
+        raise _self_signed_not_anchor(role)
+    raise ProtocolError(
+        f"{role} chain leads to no trusted CA: {_NO_ANCHOR_ISSUER}", _A.unknown_ca
+    )
+
+
+_NO_ANCHOR_ISSUER: Final = "no issuer of it among the trust anchors"
+
+
+def _self_signed_not_anchor(role: str) -> ProtocolError:
+    """A leaf no anchor can have issued (`openssl req -x509` asserts cA, which an end-entity
+    certificate must not: RFC 5280 §4.2.1.9). RFC 5246 §7.2.2's unknown_ca: no trusted CA
+    matches; pinning it as an anchor is the way to trust it."""
+    return ProtocolError(
+        f"{role} certificate rejected: a self-signed certificate that is not among the "
+        "trust anchors (give it as an anchor to pin it)",
+        _A.unknown_ca,
+    )
+
+
+class _IssuerNames:
+    """Who may have issued whom, by names alone, for the certificates of a chain (index 0 the
+    leaf): `sent[i]` the indexes of the certificates sent after the leaf whose subject is
+    certificate i's issuer, `anchors[i]` how many trust anchors have that subject, `trusted[i]`
+    whether certificate i is itself an anchor (where a path ends)."""
+
+    __slots__ = ("anchors", "sent", "trusted")
+
+    def __init__(
+        self, sent: list[list[int]], anchors: list[int], trusted: list[bool]
+    ) -> None:
+        self.sent = sent
+        self.anchors = anchors
+        self.trusted = trusted
+
+    @classmethod
+    def of(
+        cls, chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore
+    ) -> _IssuerNames:
+        issuers = [cert.issuer for cert in certs]
+        sent = [
+            [index for index, cert in enumerate(certs[1:], 1) if cert.subject == issuer]
+            for issuer in issuers
+        ]
+        anchors = [
+            sum(anchor.subject == issuer for anchor in store._certificates) for issuer in issuers
+        ]
+        return cls(sent, anchors, [bytes(der) in store._anchors for der in chain])
+
+
+def _reaches_anchor_by_name(names: _IssuerNames) -> bool:
+    """Whether some path by names leads from the leaf to a trust anchor, through the
+    certificates sent, at any depth: the walk of `_candidate_checks` without its depth bound
+    (a chain needing more CAs than allowed is left to the verifier, and the diagnosis says
+    how many it needs)."""
+    reached, todo = {0}, [0]
+    while todo:
+        index = todo.pop()
+        if names.trusted[index] or names.anchors[index]:
+            return True
+        fresh = [issuer for issuer in names.sent[index] if issuer not in reached]
+        reached.update(fresh)
+        todo.extend(fresh)
+    return False
+
+
 def _candidates_allowed(depth: int) -> int:
     """The candidate issuers a chain may offer the verifier allowed `depth` CAs:
     `CANDIDATE_CHECKS_PER_LEVEL` for each level of the longest path (leaf, CAs, anchor)."""
@@ -1035,21 +1111,13 @@ def _candidate_checks(
     depth, the same one again included. Counted per (certificate, depth) once, so the work
     is polynomial (at most (max_depth + 2)^2 (max_depth + 1) name pairs), not one step per
     path: the number of paths grows exponentially with the depth."""
-    issuers = [cert.issuer for cert in certs]
-    sent_named = [
-        [index for index, cert in enumerate(certs[1:], 1) if cert.subject == issuer]
-        for issuer in issuers
-    ]
-    anchors_named = [
-        sum(anchor.subject == issuer for anchor in store._certificates) for issuer in issuers
-    ]
-    trusted = [bytes(der) in store._anchors for der in chain]
+    names = _IssuerNames.of(chain, certs, store)
 
     @functools.cache
     def below(index: int, depth: int) -> int:
-        if trusted[index] or depth > max_depth:
+        if names.trusted[index] or depth > max_depth:
             return 0
-        return anchors_named[index] + sum(1 + below(j, depth + 1) for j in sent_named[index])
+        return names.anchors[index] + sum(1 + below(j, depth + 1) for j in names.sent[index])
 
     return below(0, 0)
 
