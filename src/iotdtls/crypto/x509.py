@@ -260,10 +260,12 @@ class TrustStore:
     asserts cA); its validity, key, keyUsage and names are checked as any leaf's.
     """
 
-    __slots__ = ("_anchors", "_certificates", "_store", "_validated")
+    __slots__ = ("_anchor_subjects", "_anchors", "_certificates", "_store", "_validated")
 
     _anchors: tuple[bytes, ...]
     _certificates: tuple[x509.Certificate, ...]
+    #: The DER subject of each of `_certificates` (see `_Names`).
+    _anchor_subjects: tuple[bytes, ...]
     _store: verification.Store
     #: Chains validated before (see `_validate_path`): the same bytes under the same anchors
     #: need no second path validation while the time stays inside the validity period of
@@ -292,6 +294,11 @@ class TrustStore:
                 raise ConfigError(f"trust anchor {number} is not a DER X.509 certificate") from None
         object.__setattr__(self, "_anchors", ders)
         object.__setattr__(self, "_certificates", tuple(certificates))
+        object.__setattr__(
+            self,
+            "_anchor_subjects",
+            tuple(_der_names(der, cert)[1] for der, cert in zip(ders, certificates, strict=True)),
+        )
         object.__setattr__(self, "_store", verification.Store(certificates))
         object.__setattr__(self, "_validated", _ValidatedChains(validated_chains))
 
@@ -422,14 +429,17 @@ def _validate_path(
     if not _valid_at(certs[0], when):  # the leaf is on every path
         raise _not_valid(certs[0], 0, when, role)
     _refuse_dear_keys(certs, role)
+    names = _Names(chain, certs, store)
     pinned = bytes(chain[0]) in store._anchors
     if not pinned:
-        _refuse_unanchored_names(chain, certs, store, role)
-    _refuse_ambiguous_chain(chain, certs, store, max_depth, role)
+        _refuse_unanchored_names(chain, certs, store, names, role)
+    _refuse_ambiguous_chain(chain, certs, store, names, max_depth, role)
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
     except (verification.VerificationError, ValueError) as exc:
-        raise _diagnose(exc, chain, certs, store, when, max_depth, role, pinned=pinned) from None
+        raise _diagnose(
+            exc, chain, certs, store, names, when, max_depth, role, pinned=pinned
+        ) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
     store._validated.keep(key, leaf, _window_of(path))
@@ -524,6 +534,7 @@ def _diagnose(
     chain: Sequence[bytes],
     certs: list[x509.Certificate],
     store: TrustStore,
+    names: _Names,
     when: datetime.datetime,
     max_depth: int,
     role: str,
@@ -542,16 +553,16 @@ def _diagnose(
     `VERIFIER_RUNS_AGAIN`, each bounded by names as the first one is (`_VerifierAgain`).
     """
     signatures = _Signatures()
-    linked = pinned or _signed_path(certs, store, signatures.verified) is not None
-    for anchor in _anchors_for(certs, store):
+    linked = pinned or _signed_path(certs, store, names, signatures.verified) is not None
+    for anchor in _anchors_for(certs, store, names):
         if not _valid_at(anchor, when):
             return ProtocolError(
                 f"the trust anchor '{anchor.subject.rfc4514_string()}' of the {role} chain is "
                 f"not valid at {when:%Y-%m-%d %H:%M}Z {_validity(anchor)}",
                 _A.certificate_expired,
             )
-    again = _VerifierAgain.of(chain, certs, store) if linked else None
-    expired = _expired_on_path(certs, store, when, signatures, again) if linked else None
+    again = _VerifierAgain.of(chain, certs, store, names) if linked else None
+    expired = _expired_on_path(certs, store, names, when, signatures, again) if linked else None
     if expired is not None:
         return _not_valid(certs[expired], expired, when, role)
     needed = None  # a path needs at most the CAs sent: more than allowed only if more were sent
@@ -562,7 +573,7 @@ def _diagnose(
             f"{role} chain needs {needed} CA certificates, more than the allowed {max_depth}",
             _A.unknown_ca,
         )
-    bad_signature = _bad_signature(certs, store, signatures)
+    bad_signature = _bad_signature(certs, store, names, signatures)
     if bad_signature is not None:
         return ProtocolError(
             f"the signature on {role} certificate {bad_signature} does not verify",
@@ -574,20 +585,20 @@ def _diagnose(
         return ProtocolError(
             f"{role} certificate {malformed} has a malformed extension", _A.bad_certificate
         )
-    if not pinned and _signs_itself(certs[0]):
+    if not pinned and names.signs_itself(certs[0]):
         # Whatever else the verifier saw first.
         return _self_signed_not_anchor(role)
     if "candidates exhausted" in reason:
         detail = reason.removeprefix("candidates exhausted: ")
         if "Forbidden public key algorithm" in detail:
-            detail = _forbidden_key(certs, store) or "a CA key of a type not allowed"
+            detail = _forbidden_key(certs, store, names) or "a CA key of a type not allowed"
         elif "Forbidden signature algorithm" in detail:
             detail = _forbidden_signature(certs) or "a signature algorithm not allowed"
         elif _NO_CERT_SIGN in detail:
-            detail = _no_cert_sign(certs, store) or detail
+            detail = _no_cert_sign(certs, store, names) or detail
         # Nothing tried failed, or no anchor issued any certificate sent (a self-signed root
         # sent along then makes the verifier loop on it to its "max depth"): no issuer found.
-        if "with no interior errors" in detail or not _anchors_for(certs, store):
+        if "with no interior errors" in detail or not _anchors_for(certs, store, names):
             detail = _NO_ANCHOR_ISSUER
         return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
     return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
@@ -619,10 +630,12 @@ _SIGNATURES_ALLOWED = frozenset(
 key under 2048 bits, with a message of its own)."""
 
 
-def _forbidden_key(certs: list[x509.Certificate], store: TrustStore) -> str | None:
+def _forbidden_key(
+    certs: list[x509.Certificate], store: TrustStore, names: _Names
+) -> str | None:
     """The verifier's "Forbidden public key algorithm" in plain words: which CA certificate
     (sent, or a trust anchor) has a key of a type CA keys may not have."""
-    for what, cert in _ca_candidates(certs, store):
+    for what, cert in _ca_candidates(certs, store, names):
         try:
             key = cert.public_key()
         except (ValueError, UnsupportedAlgorithm):
@@ -639,26 +652,28 @@ def _forbidden_key(certs: list[x509.Certificate], store: TrustStore) -> str | No
 
 
 def _ca_candidates(
-    certs: list[x509.Certificate], store: TrustStore
+    certs: list[x509.Certificate], store: TrustStore, names: _Names
 ) -> list[tuple[str, x509.Certificate]]:
     """The certificates that may act as a CA for the chain, named for a message: those sent
     after the leaf that issued one sent (by name), then the trust anchors that did."""
     sent = [
         (f"certificate {index}", cert)
         for index, cert in enumerate(certs)
-        if index and any(other.issuer == cert.subject for other in certs if other is not cert)
+        if index and any(names.issued(other, cert) for other in certs if other is not cert)
     ]
     anchors = [
         (f"trust anchor '{anchor.subject.rfc4514_string()}'", anchor)
-        for anchor in _anchors_for(certs, store)
+        for anchor in _anchors_for(certs, store, names)
     ]
     return [*sent, *anchors]
 
 
-def _no_cert_sign(certs: list[x509.Certificate], store: TrustStore) -> str | None:
+def _no_cert_sign(
+    certs: list[x509.Certificate], store: TrustStore, names: _Names
+) -> str | None:
     """The verifier's refusal of a CA keyUsage without keyCertSign (RFC 5280 §6.1.4 (n)) naming
     the CA certificate: sent (its index) or a trust anchor (its subject)."""
-    for what, cert in _ca_candidates(certs, store):
+    for what, cert in _ca_candidates(certs, store, names):
         try:
             usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
         except (x509.ExtensionNotFound, ValueError):
@@ -692,6 +707,7 @@ def _signature_name(algorithm: x509.ObjectIdentifier) -> str:
 def _expired_on_path(
     certs: list[x509.Certificate],
     store: TrustStore,
+    names: _Names,
     when: datetime.datetime,
     signatures: _Signatures,
     again: _VerifierAgain | None,
@@ -707,12 +723,12 @@ def _expired_on_path(
     the names and signatures link (`_signed_path`), and its first certificate sent that is
     not valid at `when` is named."""
     if again is not None:
-        found = _expired_on_verified_path(certs, store, when, signatures, again)
+        found = _expired_on_verified_path(certs, store, names, when, signatures, again)
         if found is not None:
             return found
     if all(_valid_at(cert, when) for cert in certs[1:]):
         return None
-    linked = _signed_path(certs, store, signatures.issued_by)
+    linked = _signed_path(certs, store, names, signatures.issued_by)
     if linked is None or not _window_of(linked).is_empty():
         return None  # no path, or the verifier was asked above at a time all of it is valid
     for index, cert in enumerate(certs[1:], 1):
@@ -724,6 +740,7 @@ def _expired_on_path(
 def _expired_on_verified_path(
     certs: list[x509.Certificate],
     store: TrustStore,
+    names: _Names,
     when: datetime.datetime,
     signatures: _Signatures,
     again: _VerifierAgain,
@@ -731,7 +748,7 @@ def _expired_on_verified_path(
     """The first CA certificate sent not valid at `when` that is on the verifier's path at a
     time it is valid. Only the certificates on a signed path to an anchor are tried (no other
     can be on the verifier's path, and a peer with no CA key cannot add one)."""
-    on_paths = _on_signed_paths(certs, store, signatures.verified)
+    on_paths = _on_signed_paths(certs, store, names, signatures.verified)
     for index, cert in enumerate(certs[1:], 1):
         if _valid_at(cert, when) or index not in on_paths:
             continue
@@ -745,6 +762,7 @@ def _expired_on_verified_path(
 def _on_signed_paths(
     certs: list[x509.Certificate],
     store: TrustStore,
+    names: _Names,
     signed: Callable[[x509.Certificate, x509.Certificate], bool],
 ) -> set[int]:
     """Indexes of the certificates sent after the leaf that lie on some path from the leaf to
@@ -756,12 +774,12 @@ def _on_signed_paths(
     while todo:
         index = todo.pop()
         cert = certs[index]
-        if any(a.subject == cert.issuer and signed(cert, a) for a in store._certificates):
+        if any(names.issued(cert, a) and signed(cert, a) for a in store._certificates):
             anchored.add(index)
         issuers[index] = [
             other
             for other, issuer in enumerate(certs[1:], 1)
-            if issuer.subject == cert.issuer and signed(cert, issuer)
+            if names.issued(cert, issuer) and signed(cert, issuer)
         ]
         todo.extend(other for other in issuers[index] if other not in reached)
         reached.update(issuers[index])
@@ -791,11 +809,15 @@ class _VerifierAgain:
 
     @classmethod
     def of(
-        cls, chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore
+        cls,
+        chain: Sequence[bytes],
+        certs: list[x509.Certificate],
+        store: TrustStore,
+        names: _Names,
     ) -> _VerifierAgain | None:
         """Runs again for the chain, or None when its names make them dear."""
         depth = len(certs) - 1
-        if _candidate_checks(chain, certs, store, depth) > _candidates_allowed(depth):
+        if _candidate_checks(chain, certs, store, names, depth) > _candidates_allowed(depth):
             return None
         return cls(certs, store, depth)
 
@@ -821,6 +843,7 @@ def _verifier_path(
 def _signed_path(
     certs: list[x509.Certificate],
     store: TrustStore,
+    names: _Names,
     signed: Callable[[x509.Certificate, x509.Certificate], bool],
 ) -> list[x509.Certificate] | None:
     """A path from the leaf to a trust anchor through the certificates sent, each issued by
@@ -834,12 +857,12 @@ def _signed_path(
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         last = path[-1]
         for anchor in store._certificates:
-            if anchor.subject == last.issuer and signed(last, anchor):
+            if names.issued(last, anchor) and signed(last, anchor):
                 return [*path, anchor]
         for index, cert in enumerate(certs[1:], 1):
             if (
                 index in entered
-                or cert.subject != last.issuer
+                or not names.issued(last, cert)
                 or not signed(last, cert)
             ):
                 continue
@@ -860,13 +883,13 @@ def _intermediates_needed(when: datetime.datetime, again: _VerifierAgain) -> int
 
 
 def _bad_signature(
-    certs: list[x509.Certificate], store: TrustStore, signatures: _Signatures
+    certs: list[x509.Certificate], store: TrustStore, names: _Names, signatures: _Signatures
 ) -> int | None:
     """Index of a certificate whose issuer is present by name (next in the chain, or an
     anchor) but whose signature verifies under none of them."""
     for index, cert in enumerate(certs):
         candidates = (*certs[index + 1 :], *store._certificates)
-        issuers = [c for c in candidates if c.subject == cert.issuer]
+        issuers = [c for c in candidates if names.issued(cert, c)]
         if issuers and not any(signatures.issued_by(cert, issuer) for issuer in issuers):
             return index
     return None
@@ -931,9 +954,12 @@ def _signature_check(cert: x509.Certificate, issuer: x509.Certificate) -> bool |
     return True
 
 
-def _anchors_for(certs: Iterable[x509.Certificate], store: TrustStore) -> list[x509.Certificate]:
-    issuers = {cert.issuer for cert in certs}
-    return [anchor for anchor in store._certificates if anchor.subject in issuers]
+def _anchors_for(
+    certs: Iterable[x509.Certificate], store: TrustStore, names: _Names
+) -> list[x509.Certificate]:
+    """The trust anchors named as the issuer of a certificate sent."""
+    certs = list(certs)
+    return [a for a in store._certificates if any(names.issued(c, a) for c in certs)]
 
 
 def _verifier_reason(exc: Exception) -> str:
@@ -947,6 +973,86 @@ def _verifier_reason(exc: Exception) -> str:
     while "{" in text and ": " in text:
         text = text.rsplit(": ", 1)[0]
     return text
+
+
+# -- names as DER ----------------------------------------------------------------------------
+
+
+class _Names:
+    """The DER issuer and subject names of the certificates of one validation (those sent and
+    the trust anchors), read once from their bytes (`_der_names`) and compared as bytes, as the
+    verifier compares them (DER is canonical). `Name.__eq__` compares attribute by attribute in
+    Python (~64 us for names of 120 RDNs, which a peer may send) and `Name.public_bytes()`
+    encodes again (~80 us); a name here costs ~1 us once. The certificates are known by
+    identity: the objects live as long as the validation."""
+
+    __slots__ = ("_issuers", "_subjects")
+
+    def __init__(
+        self, chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore
+    ) -> None:
+        self._issuers: dict[int, bytes] = {}
+        self._subjects: dict[int, bytes] = dict(
+            zip(map(id, store._certificates), store._anchor_subjects, strict=True)
+        )
+        for der, cert in zip(chain, certs, strict=True):
+            self._issuers[id(cert)], self._subjects[id(cert)] = _der_names(bytes(der), cert)
+
+    def issued(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """Whether `issuer`'s subject is `cert`'s issuer name (RFC 5280 §6.1.3 (a)(4)):
+        `cert` is one sent, `issuer` one sent or a trust anchor."""
+        return self._issuers[id(cert)] == self._subjects[id(issuer)]
+
+    def signs_itself(self, cert: x509.Certificate) -> bool:
+        """`_signs_itself` for a certificate sent, its names compared as bytes."""
+        return self.issued(cert, cert) and _signature_check(cert, cert) is True
+
+
+def _der_names(der: bytes, cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """The DER issuer and subject names of a certificate, `cert` parsed from `der`: the fourth
+    and sixth fields of its TBSCertificate, after an optional [0] version (RFC 5280 §4.1),
+    sliced from the bytes. Should the walk not find them, encoded again from `cert`."""
+    try:
+        tbs_start = _der_element(der, _der_element(der, 0)[1])[1]
+        fields = _der_fields(der, tbs_start, 6 if der[tbs_start] == _EXPLICIT_VERSION else 5)
+        issuer, subject = fields[-3], fields[-1]
+        if der[issuer[0]] == der[subject[0]] == _SEQUENCE:
+            return der[issuer[0] : issuer[1]], der[subject[0] : subject[1]]
+    except (IndexError, ValueError):
+        pass
+    return cert.issuer.public_bytes(), cert.subject.public_bytes()
+
+
+_SEQUENCE: Final = 0x30
+_EXPLICIT_VERSION: Final = 0xA0
+
+
+def _der_fields(der: bytes, start: int, count: int) -> list[tuple[int, int]]:
+    """The (start, end) of the `count` DER elements one after the other from `start`."""
+    fields = []
+    for _ in range(count):
+        end = _der_element(der, start)[2]
+        fields.append((start, end))
+        start = end
+    return fields
+
+
+def _der_element(der: bytes, at: int) -> tuple[int, int, int]:
+    """The tag, content start and end of the DER element at `at` (X.690 §8.1.2-8.1.3: a
+    one-byte tag, as every field up to the subject has, and a short or long definite length).
+    ValueError when it overruns the data."""
+    tag, first = der[at], der[at + 1]
+    content = at + 2
+    if first & 0x80:
+        count = first & 0x7F
+        length = int.from_bytes(der[content : content + count], "big")
+        content += count
+    else:
+        length = first
+    end = content + length
+    if end > len(der):
+        raise ValueError("DER element overruns the data")
+    return tag, content, end
 
 
 # -- per-certificate checks -------------------------------------------------------------------
@@ -998,6 +1104,7 @@ def _refuse_ambiguous_chain(
     chain: Sequence[bytes],
     certs: list[x509.Certificate],
     store: TrustStore,
+    names: _Names,
     max_depth: int,
     role: str,
 ) -> None:
@@ -1006,7 +1113,7 @@ def _refuse_ambiguous_chain(
     (RFC 5246 §7.2.2), as no trusted CA can be located at an acceptable cost. Such a chain is
     no honest one (see `CANDIDATE_CHECKS_PER_LEVEL`); the check costs no signature."""
     allowed = _candidates_allowed(max_depth)
-    if _candidate_checks(chain, certs, store, max_depth) > allowed:
+    if _candidate_checks(chain, certs, store, names, max_depth) > allowed:
         raise ProtocolError(
             f"{role} chain leads to no trusted CA: it is ambiguous, its names offer more than "
             f"{allowed} candidate issuers to check",
@@ -1015,7 +1122,11 @@ def _refuse_ambiguous_chain(
 
 
 def _refuse_unanchored_names(
-    chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore, role: str
+    chain: Sequence[bytes],
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    names: _Names,
+    role: str,
 ) -> None:
     """Refuse, before the verifier, a chain in which no path by names leads from the leaf to
     a trust anchor (RFC 5280 §6.1.3 (a)(4): each issuer is the next one's subject): no
@@ -1024,9 +1135,9 @@ def _refuse_unanchored_names(
     would check every candidate named within the bound (a ring of CA names never reaching an
     anchor, under a P-521 key: ~6 ms). A self-signed leaf is still named as such, at the cost
     of the check of its own signature (a P-256 key, `_check_leaf_key`)."""
-    if _reaches_anchor_by_name(_IssuerNames.of(chain, certs, store)):
+    if _reaches_anchor_by_name(_IssuerNames.of(chain, certs, store, names)):
         return
-    if _signs_itself(certs[0]):
+    if names.signs_itself(certs[0]):
         raise _self_signed_not_anchor(role)
     raise ProtocolError(
         f"{role} chain leads to no trusted CA: {_NO_ANCHOR_ISSUER}", _A.unknown_ca
@@ -1064,16 +1175,17 @@ class _IssuerNames:
 
     @classmethod
     def of(
-        cls, chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore
+        cls,
+        chain: Sequence[bytes],
+        certs: list[x509.Certificate],
+        store: TrustStore,
+        names: _Names,
     ) -> _IssuerNames:
-        issuers = [cert.issuer for cert in certs]
         sent = [
-            [index for index, cert in enumerate(certs[1:], 1) if cert.subject == issuer]
-            for issuer in issuers
+            [index for index, issuer in enumerate(certs[1:], 1) if names.issued(cert, issuer)]
+            for cert in certs
         ]
-        anchors = [
-            sum(anchor.subject == issuer for anchor in store._certificates) for issuer in issuers
-        ]
+        anchors = [sum(names.issued(cert, a) for a in store._certificates) for cert in certs]
         return cls(sent, anchors, [bytes(der) in store._anchors for der in chain])
 
 
@@ -1100,7 +1212,11 @@ def _candidates_allowed(depth: int) -> int:
 
 
 def _candidate_checks(
-    chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore, max_depth: int
+    chain: Sequence[bytes],
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    names: _Names,
+    max_depth: int,
 ) -> int:
     """The most signature checks the verifier can make to build a path for the chain, from
     the names alone (RFC 5280 §6.1.3 (a)(4): an issuer is first found by its name).
@@ -1111,13 +1227,13 @@ def _candidate_checks(
     depth, the same one again included. Counted per (certificate, depth) once, so the work
     is polynomial (at most (max_depth + 2)^2 (max_depth + 1) name pairs), not one step per
     path: the number of paths grows exponentially with the depth."""
-    names = _IssuerNames.of(chain, certs, store)
+    graph = _IssuerNames.of(chain, certs, store, names)
 
     @functools.cache
     def below(index: int, depth: int) -> int:
-        if names.trusted[index] or depth > max_depth:
+        if graph.trusted[index] or depth > max_depth:
             return 0
-        return names.anchors[index] + sum(1 + below(j, depth + 1) for j in names.sent[index])
+        return graph.anchors[index] + sum(1 + below(j, depth + 1) for j in graph.sent[index])
 
     return below(0, 0)
 
