@@ -1238,6 +1238,58 @@ def test_the_der_names_read_from_the_bytes_are_the_names_encoded(anchor: Issued)
         )
 
 
+def test_a_refused_chain_sent_again_is_refused_again_with_no_work(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued,
+) -> None:
+    """A peer resending the bytes of a refused chain made the store do the whole work again
+    each time (a chain diagnosed: one verifier run and its signature checks; ~3.5 ms with
+    P-521 keys). The store remembers the refusal by the chain's digest, its role and depth:
+    the same error (type, alert, message) with no parse, verifier run or signature check; a
+    chain seen again counts no validated-chain miss (no validation)."""
+    store = TrustStore([anchor.der])
+    chain = _fake_cas_of_the_anchors_name(anchor, client_leaf, 1)
+    first = refused(A.bad_certificate, client, chain, store)
+    counts = _count_signature_work(monkeypatch)
+    parse = x509_module._parse
+    parsed: list[int] = []
+
+    def counted_parse(der: bytes, role: str, index: int) -> x509.Certificate:
+        parsed.append(index)
+        return parse(der, role, index)
+
+    monkeypatch.setattr(x509_module, "_parse", counted_parse)
+    for _ in range(3):
+        with pytest.raises(ProtocolError) as again:
+            client(chain, store)
+        assert type(again.value) is ProtocolError and again.value.alert is A.bad_certificate
+        assert str(again.value) == first
+    assert counts == {"verifier": 0, "signature": 0} and parsed == []
+    assert (store.refused_chain_hits, store.validated_chain_misses) == (3, 1)
+    # another role or depth is another question: answered in full, then remembered too
+    assert refused(A.bad_certificate, client, chain, store, max_depth=1) == first
+    assert counts["verifier"] == 1
+    refused(A.bad_certificate, server, chain, store)
+    assert counts["verifier"] == 2
+
+
+def test_a_refusal_is_remembered_only_while_every_certificate_keeps_its_validity(
+    anchor: Issued,
+) -> None:
+    """The time counts only through which certificates are valid: a refusal holds until one
+    of the chain or an anchor enters or leaves its validity period (here the leaf expires),
+    and one naming the time (certificate_expired) is not remembered."""
+    store = TrustStore([anchor.der])
+    chain = _fake_cas_of_the_anchors_name(
+        anchor, lambda issuer, **kwargs: client_leaf(issuer, not_after=NOW + DAY, **kwargs), 1
+    )
+    message = refused(A.bad_certificate, client, chain, store)
+    assert refused(A.bad_certificate, client, chain, store, when=NOW + DAY // 2) == message
+    later = refused(A.certificate_expired, client, chain, store, when=NOW + 2 * DAY)
+    assert later.startswith("client certificate 0 is not valid at ")
+    assert refused(A.certificate_expired, client, chain, store, when=NOW + 3 * DAY) != later
+    assert store.refused_chain_hits == 1
+
+
 def test_one_fake_ca_of_the_anchors_name_is_left_to_the_verifier_at_any_depth(
     monkeypatch: pytest.MonkeyPatch, anchor: Issued, store: TrustStore,
 ) -> None:

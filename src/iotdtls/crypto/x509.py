@@ -109,6 +109,12 @@ the chain and every anchor is still valid (nothing is revoked in this profile, C
 whose devices, more of them than this, reconnect in turn sets its own
 (`TrustStore(validated_chains=)`, `ServerConfig.validated_chains`)."""
 
+REFUSED_CHAINS_KEPT: Final = 256
+"""Chains a `TrustStore` remembers as refused (least recently used dropped), by a SHA-256
+digest: a peer sending the same refused chain again gets the same refusal with no parse, path
+search or diagnosis, while no certificate of the chain or anchor enters or leaves its validity
+period (`_RefusedChains`). A refusal naming the time (certificate_expired) is not kept."""
+
 NAMES_KEPT_PER_LEAF: Final = 8
 """Name checks remembered per validated leaf: a chain seen again is not matched again against
 a name it was already found valid for (a client reaches a server under few names)."""
@@ -258,9 +264,19 @@ class TrustStore:
     Anchors change only by configuration (CRT-5). A leaf certificate given as an anchor is
     trusted directly (pinning), even when it is a CA certificate (a self-signed one usually
     asserts cA); its validity, key, keyUsage and names are checked as any leaf's.
+
+    A store remembers the chains it validated (`validated_chains`) and the last
+    `REFUSED_CHAINS_KEPT` it refused, each while it stays valid or refused.
     """
 
-    __slots__ = ("_anchor_subjects", "_anchors", "_certificates", "_store", "_validated")
+    __slots__ = (
+        "_anchor_subjects",
+        "_anchors",
+        "_certificates",
+        "_refused",
+        "_store",
+        "_validated",
+    )
 
     _anchors: tuple[bytes, ...]
     _certificates: tuple[x509.Certificate, ...]
@@ -271,6 +287,8 @@ class TrustStore:
     #: need no second path validation while the time stays inside the validity period of
     #: every certificate of the path found.
     _validated: _ValidatedChains
+    #: Chains refused before (see `_validate_path`): the same refusal again, without work.
+    _refused: _RefusedChains
 
     def __init__(
         self, anchors: Sequence[bytes], *, validated_chains: int = VALIDATED_CHAINS_KEPT
@@ -301,6 +319,7 @@ class TrustStore:
         )
         object.__setattr__(self, "_store", verification.Store(certificates))
         object.__setattr__(self, "_validated", _ValidatedChains(validated_chains))
+        object.__setattr__(self, "_refused", _RefusedChains(REFUSED_CHAINS_KEPT))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a TrustStore is immutable")
@@ -320,6 +339,11 @@ class TrustStore:
     def validated_chain_misses(self) -> int:
         """Chains not remembered (or out of their validity period): validated in full."""
         return self._validated.misses
+
+    @property
+    def refused_chain_hits(self) -> int:
+        """Chains found among those remembered as refused: refused again with no work."""
+        return self._refused.hits
 
     @property
     def anchors(self) -> tuple[bytes, ...]:
@@ -424,7 +448,31 @@ def _validate_path(
     known = store._validated.recall(key, when)
     if known is not None:
         return known
-    certs = [_parse(der, role, index) for index, der in enumerate(chain)]
+    refusal_key = _refusal_key(chain, role, max_depth)
+    store._refused.repeat(refusal_key, when)
+    store._validated.misses += 1
+    certs: list[x509.Certificate] = []
+    try:
+        for index, der in enumerate(chain):  # those before one that does not parse are kept
+            certs.append(_parse(der, role, index))
+        leaf, path = _validate_parsed(chain, certs, store, when, max_depth, role)
+    except ProtocolError as refusal:
+        store._refused.keep(refusal_key, refusal, _steady_window(certs, store, when))
+        raise
+    store._validated.keep(key, leaf, _window_of(path))
+    return leaf
+
+
+def _validate_parsed(
+    chain: Sequence[bytes],
+    certs: list[x509.Certificate],
+    store: TrustStore,
+    when: datetime.datetime,
+    max_depth: int,
+    role: str,
+) -> tuple[_Leaf, list[x509.Certificate]]:
+    """`_validate_path` of a chain seen neither validated nor refused, parsed: the leaf and
+    the path found."""
     leaf_key = _check_leaf_key(certs[0], role)
     if not _valid_at(certs[0], when):  # the leaf is on every path
         raise _not_valid(certs[0], 0, when, role)
@@ -442,8 +490,7 @@ def _validate_path(
         ) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
-    store._validated.keep(key, leaf, _window_of(path))
-    return leaf
+    return leaf, path
 
 
 class _ValidatedChains:
@@ -472,8 +519,7 @@ class _ValidatedChains:
             self._entries.move_to_end(key)
             self.hits += 1
             return known[0]
-        self.misses += 1
-        return None
+        return None  # a miss once the chain is known not to be refused (`_validate_path`)
 
     def keep(self, key: tuple[object, ...], leaf: _Leaf, window: _Window) -> None:
         """Remember the chain `key`, just validated, dropping the least recently used."""
@@ -482,6 +528,81 @@ class _ValidatedChains:
         self._entries[key] = (leaf, window)
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
+
+
+class _RefusedChains:
+    """A `TrustStore`'s chains refused, least recently used dropped beyond `capacity`: by the
+    digest of the chain, role and depth allowed (`_refusal_key`), the refusal (its type, alert
+    and message) and the window in which it holds (`_steady_window`), with the count of those
+    refused again (`hits`)."""
+
+    __slots__ = ("_entries", "capacity", "hits")
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: collections.OrderedDict[
+            bytes, tuple[type[ProtocolError], AlertDescription, str, _Window]
+        ] = collections.OrderedDict()
+        self.capacity = capacity
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def repeat(self, key: bytes, when: datetime.datetime) -> None:
+        """Raise again the refusal of the chain `key` if it was refused and `when` is in the
+        window in which that refusal holds."""
+        known = self._entries.get(key)
+        if known is None or not known[3].contains(when):
+            return
+        self._entries.move_to_end(key)
+        self.hits += 1
+        kind, alert, message, _ = known
+        raise kind(message, alert)
+
+    def keep(self, key: bytes, refusal: ProtocolError, window: _Window) -> None:
+        """Remember the refusal of the chain `key` for `window`, unless it names the time (a
+        certificate not valid at it), dropping the least recently used."""
+        if not self.capacity or refusal.alert is _A.certificate_expired:
+            return
+        self._entries[key] = (type(refusal), refusal.alert, str(refusal), window)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+def _refusal_key(chain: Sequence[bytes], role: str, max_depth: int) -> bytes:
+    """SHA-256 over the role, the depth allowed and each DER certificate with its length."""
+    digest = hashlib.sha256(f"{role} {max_depth} {len(chain)}".encode())
+    for der in chain:
+        digest.update(len(der).to_bytes(4, "big"))
+        digest.update(der)
+    return digest.digest()
+
+
+_TICK: Final = datetime.timedelta(microseconds=1)
+_ALL_TIME: Final = (
+    datetime.datetime.min.replace(tzinfo=datetime.UTC),
+    datetime.datetime.max.replace(tzinfo=datetime.UTC),
+)
+
+
+def _steady_window(
+    certs: Iterable[x509.Certificate], store: TrustStore, when: datetime.datetime
+) -> _Window:
+    """The span around `when` in which no certificate of `certs` (those of a chain that
+    parsed) or trust anchor enters or leaves its validity period: the time counts in a path
+    validation only through which certificates are valid (RFC 5280 §6.1.3 (a)(2)), so an
+    outcome at `when` is the outcome anywhere in it."""
+    start, end = _ALL_TIME
+    for cert in (*certs, *store._certificates):
+        first, last = cert.not_valid_before_utc, cert.not_valid_after_utc
+        if when < first:
+            end = min(end, first - _TICK)
+        elif when <= last:
+            start, end = max(start, first), min(end, last)
+        else:
+            start = max(start, last + _TICK)
+    return _Window(start, end)
 
 
 class _Window:
