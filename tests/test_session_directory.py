@@ -181,6 +181,24 @@ def test_a_scan_removes_expired_files_first(tmp_path: Path) -> None:
     assert kept and min(kept) > 50
 
 
+def test_every_scan_removes_the_expired_files_below_the_bound_too(tmp_path: Path) -> None:
+    """Expired sessions (master secrets) do not stay on disk until the directory fills or
+    their id comes back: the scan a store makes as it starts removes them, and so does each
+    scan after puts, far below `max_entries`."""
+    directory = tmp_path / "sessions"
+    clock = Clock(START + 1000)
+    store = store_in(tmp_path, max_entries=100, lifetime=100.0, clock=clock)
+    for number, mtime in ((1, START + 899), (2, START + 950), (3, START + 950)):  # 1 expired
+        store.put(session(number), now=0.0)
+        os.utime(directory / session(number).session_id.hex(), (mtime, mtime))
+    store = store_in(tmp_path, max_entries=100, lifetime=100.0, clock=clock)
+    assert {int(name, 16) for name in session_files(directory)} == {2, 3}
+    clock.now = START + 1100  # 2 and 3 expire too
+    for number in range(4, 64):  # the next scan comes after half the room left: 48 puts
+        store.put(session(number), now=0.0)  # dated now by the file system: live
+    assert {int(name, 16) for name in session_files(directory)} == set(range(4, 64))
+
+
 def test_the_files_already_there_count_from_the_start(tmp_path: Path) -> None:
     directory = tmp_path / "sessions"
     fill(store_in(tmp_path, max_entries=1000), directory, 1, 50)

@@ -347,11 +347,14 @@ class DirectorySessionStore:
     directory or one open to group or others is refused (`ConfigError`, one line). The repr
     shows the path and bounds only.
 
-    At most about `max_entries` files: a scan of the directory (names only) counts them when
-    the store is made, then again after a number of `put`s, half the room the last scan left
-    and at least a tenth of `max_entries`, so that the scans cost a few directory entries per
-    `put`, never a scan per `put`. A scan that finds more than `max_entries` removes the
-    oldest files by modification time (the expired first) down to nine tenths of it. Each
+    At most about `max_entries` files: a scan of the directory (names, and the modification
+    time of each session file) counts them when the store is made, then again after a number
+    of `put`s, half the room the last scan left and at least a tenth of `max_entries`, so that
+    the scans cost a few directory entries per `put`, never a scan per `put`. Every scan
+    removes the files whose modification time (that of their `put`) is `lifetime` or more ago
+    by `clock`, however few the files: an expired session's master secret does not stay on
+    disk until the directory fills or its id comes back. A scan that still finds more than
+    `max_entries` removes the oldest files down to nine tenths of it. Each
     process counts only its own `put`s between its scans, so with N workers the bound is
     approximate: the directory may hold up to about max(N / 2, 1 + N / 10) times
     `max_entries` between two scans. A `put` that fails for want of room (ENOSPC, EDQUOT: a
@@ -362,8 +365,9 @@ class DirectorySessionStore:
     Costs, on the event loop (`make bench-session-store`; a 2-core VM): a `get` reads one
     small file, about 17 us (a miss 7 us), a `put` writes and renames one, about 40 us on
     tmpfs and 100 to 170 us on an ext4 disk (its journal), where `MemorySessionStore` takes
-    under 1 us and a full handshake some milliseconds; a scan of 1,000 names takes about
-    0.5 ms, more in a directory many files went through. A tmpfs directory (under ``/run``
+    under 1 us and a full handshake some milliseconds; a scan of 1,000 files takes about
+    4 ms (an lstat of each; the names alone, a quarter of it), more in a directory many files
+    went through. A tmpfs directory (under ``/run``
     or ``/dev/shm``) is the fast choice and survives a restart of the server; one on a disk
     survives a reboot too.
     """
@@ -459,23 +463,26 @@ class DirectorySessionStore:
         return state
 
     def _scan(self, *, full: bool = False) -> None:
-        """Count the session files; beyond `max_entries`, or when the file system is `full`
-        (a put failed with ENOSPC: at fewer files), remove the oldest (`_trim`); remove the
-        temporary files of puts cut short (`_remove_stale_temporaries`). Then set how many
+        """Date the session files and remove those older than `lifetime` (`_remove_expired`:
+        master secrets no `get` will take); beyond `max_entries`, or when the file system is
+        `full` (a put failed with ENOSPC: at fewer files), remove the oldest (`_trim`); remove
+        the temporary files of puts cut short (`_remove_stale_temporaries`). Then set how many
         `put`s of this process come before the next scan: half the room left (other
         processes fill it too), at least a tenth of `max_entries`."""
-        names: list[str] = []
+        dated: list[tuple[float, str]] = []
         temporaries: list[str] = []
         with os.scandir(self.path) as entries:
             for entry in entries:
                 if _is_session_file_name(entry.name):
-                    names.append(entry.name)
+                    with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                        dated.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
                 elif entry.name.startswith(TEMPORARY_PREFIX):
                     temporaries.append(entry.name)
         self._remove_stale_temporaries(temporaries)
-        found = len(names)
-        if found > self.max_entries or (full and names):
-            found = self._trim(names, min(found, self.max_entries))
+        live = self._remove_expired(dated)
+        found = len(live)
+        if found > self.max_entries or (full and live):
+            found = self._trim(live, min(found, self.max_entries))
         tenth = max(1, self.max_entries // 10)
         self._puts_before_scan = max(tenth, (self.max_entries - found) // 2)
 
@@ -491,25 +498,26 @@ class DirectorySessionStore:
                 if os.lstat(path).st_mtime < oldest_allowed:
                     path.unlink(missing_ok=True)
 
-    def _trim(self, names: list[str], bound: int) -> int:
-        """Remove the expired files and the oldest others (by modification time, the time of
-        their `put`) down to nine tenths of `bound`; the number of files left."""
-        keep = bound - max(1, bound // 10)
+    def _remove_expired(self, dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
+        """Remove the session files (modification time, name) whose `put` (the modification
+        time) is `lifetime` or more ago by `clock`, as `get` would; the others."""
         oldest_allowed = self._clock() - self.lifetime
-        dated: list[tuple[float, str]] = []
-        for name in names:
-            try:
-                dated.append((os.lstat(self.path / name).st_mtime, name))
-            except FileNotFoundError:  # removed meanwhile by another process
-                continue
-        dated.sort(reverse=True)
-        kept = 0
+        live: list[tuple[float, str]] = []
         for mtime, name in dated:
-            if kept < keep and mtime > oldest_allowed:
-                kept += 1
+            if mtime > oldest_allowed:
+                live.append((mtime, name))
             else:
                 (self.path / name).unlink(missing_ok=True)
-        return kept
+        return live
+
+    def _trim(self, dated: list[tuple[float, str]], bound: int) -> int:
+        """Remove the oldest of the session files (modification time, name: the time of their
+        `put`) down to nine tenths of `bound`; the number of files left."""
+        keep = bound - max(1, bound // 10)
+        dated.sort(reverse=True)
+        for _, name in dated[keep:]:
+            (self.path / name).unlink(missing_ok=True)
+        return min(keep, len(dated))
 
 
 def _read_unfollowed(path: Path) -> bytes:
