@@ -18,25 +18,28 @@ from iotdtls.errors import AssociationEnded, ForeignEventLoop, LocalProtocolErro
 from tests.aio_support import client_config, echo, eventually, server_config
 from tests.interop_support import ServerThread
 
-FOREIGN = re.escape("this connection belongs to another (closed) event loop: open and use it"
-                    " inside one asyncio.run")
-FOREIGN_SESSION = FOREIGN.replace("connection", "session")
+#: What `ForeignEventLoop` says of a connection whose loop is closed, and used from another
+#: running loop.
+CLOSED = re.escape("this connection's event loop is closed: open and use it inside one"
+                   " asyncio.run")
+ANOTHER_LOOP = re.escape("this connection belongs to another event loop than the one running"
+                         " here: use it only in the loop that opened it")
 #: Bound of each asyncio.run of these tests (seconds).
 LIMIT = 10.0
 
 
-def refused_in_another_loop(conn: aio.ClientConnection) -> None:
+def refused_in_another_loop(conn: aio.ClientConnection, why: str) -> None:
     """send, recv, heartbeat and close of `conn` all raise ForeignEventLoop from within
-    another loop."""
+    another loop, saying `why` (a pattern)."""
 
     async def use() -> None:
-        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+        with pytest.raises(ForeignEventLoop, match=why):
             conn.send(b"late")
-        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+        with pytest.raises(ForeignEventLoop, match=why):
             await conn.recv()
-        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+        with pytest.raises(ForeignEventLoop, match=why):
             await conn.heartbeat(1.0)
-        with pytest.raises(ForeignEventLoop, match=FOREIGN):
+        with pytest.raises(ForeignEventLoop, match=why):
             await conn.close()
 
     asyncio.run(asyncio.wait_for(use(), LIMIT))
@@ -55,16 +58,16 @@ def test_asyncio_run_of_connect_warns_closes_and_later_use_raises() -> None:
         # Closed as the loop ended: the server got close_notify (a clean end).
         assert server.wait_until(lambda: len(server.ended) == 1)
         assert server.ended[0][1] is None
-        with pytest.raises(ForeignEventLoop, match=FOREIGN):  # outside any loop too
+        with pytest.raises(ForeignEventLoop, match=CLOSED):  # outside any loop too
             conn.send(b"late")
-        refused_in_another_loop(conn)
+        refused_in_another_loop(conn, CLOSED)
     assert issubclass(ForeignEventLoop, LocalProtocolError)
 
 
 def test_a_connection_used_from_another_loop_raises_and_still_works_on_its_own() -> None:
     with ServerThread(server_config()) as server, asyncio.Runner() as own:
         conn = own.run(asyncio.wait_for(aio.connect(*server.address, client_config()), LIMIT))
-        refused_in_another_loop(conn)
+        refused_in_another_loop(conn, ANOTHER_LOOP)
 
         async def echo_then_close() -> None:
             conn.send(b"still mine")
@@ -101,15 +104,16 @@ def test_a_server_and_its_session_used_from_another_loop_raise() -> None:
 
     async def use_session(server: aio.DtlsServer) -> None:
         (session,) = sessions
-        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+        foreign_session = ANOTHER_LOOP.replace("connection", "session")
+        with pytest.raises(ForeignEventLoop, match=foreign_session):
             session.send(b"late")
-        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+        with pytest.raises(ForeignEventLoop, match=foreign_session):
             await session.recv()
-        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+        with pytest.raises(ForeignEventLoop, match=foreign_session):
             await session.heartbeat(1.0)
-        with pytest.raises(ForeignEventLoop, match=FOREIGN_SESSION):
+        with pytest.raises(ForeignEventLoop, match=foreign_session):
             session.close()
-        with pytest.raises(ForeignEventLoop, match=FOREIGN.replace("connection", "server")):
+        with pytest.raises(ForeignEventLoop, match=ANOTHER_LOOP.replace("connection", "server")):
             await server.close()
 
     async def close(server: aio.DtlsServer, conn: aio.ClientConnection) -> None:
@@ -142,7 +146,7 @@ def test_asyncio_run_of_serve_warns_closes_with_close_notify_and_frees_the_port(
         assert client.recv(LIMIT) is None  # the server's close_notify: a clean end
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind((host, port))
-    with pytest.raises(ForeignEventLoop, match=FOREIGN.replace("connection", "server")):
+    with pytest.raises(ForeignEventLoop, match=CLOSED.replace("connection", "server")):
         asyncio.run(server.close())
 
 

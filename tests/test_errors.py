@@ -4,8 +4,10 @@ error naming it"); `psk_identity` of an event is empty outside PSK mode."""
 
 from __future__ import annotations
 
+import pickle
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from iotdtls.errors import (
     AssociationReplaced,
     DatagramTooLarge,
     DtlsError,
+    ForeignEventLoop,
     HandshakeTimeout,
     IdleTimeout,
     IntegrityLimitReached,
@@ -182,6 +185,28 @@ def test_association_ended_without_an_error_is_our_own_close_unless_told() -> No
     assert not ours.by_peer and ours.error is None
     assert str(ours).endswith("the association was closed (close())")
     assert AssociationEnded(None, by_peer=True).by_peer
+
+
+@pytest.mark.parametrize(("what", "reason", "message"), [
+    ("connection", "closed",
+     "this connection's event loop is closed: open and use it inside one asyncio.run"),
+    ("session", "another loop",
+     "this session belongs to another event loop than the one running here: use it only in the"
+     " loop that opened it"),
+    ("server", "another thread",
+     "this server belongs to an event loop running in another thread, not in this one: hand the"
+     " call to that loop (loop.call_soon_threadsafe, asyncio.run_coroutine_threadsafe)"),
+])
+def test_foreign_event_loop_says_why_and_a_copy_says_the_same(
+    what: str, reason: Any, message: str
+) -> None:
+    """The message gives the reason (the loop closed, another loop, another thread), and a
+    pickled copy (an error crossing to another process) is made again from the same arguments:
+    it said "this this session belongs ... belongs to" before."""
+    error = ForeignEventLoop(what, reason)
+    assert (str(error), error.what, error.reason) == (message, what, reason)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.args) == (ForeignEventLoop, message, (what, reason))
 
 
 def test_psk_identity_of_events_is_empty_outside_psk_mode() -> None:

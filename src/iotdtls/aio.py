@@ -342,12 +342,14 @@ class _ClientProtocol(asyncio.DatagramProtocol):
 
 
 def _require_own_loop(loop: asyncio.AbstractEventLoop, what: str = "connection") -> None:
-    """Refuse (`ForeignEventLoop`) to use an association outside the loop that opened it: once
-    that loop is closed, or from another running loop, where nothing would ever read its
-    socket nor run its timers. A caller outside any loop may still send while that loop is
-    open (between two `run_until_complete` calls): its transport sends at once."""
-    if loop.is_closed() or asyncio._get_running_loop() not in (None, loop):
-        raise ForeignEventLoop(what)
+    """Refuse (`ForeignEventLoop`, saying why) to use an association outside the loop that
+    opened it: once that loop is closed, or from another running loop, where nothing would
+    ever read its socket nor run its timers. A caller outside any loop may still send while
+    that loop is open (between two `run_until_complete` calls): its transport sends at once."""
+    if loop.is_closed():
+        raise ForeignEventLoop(what, "closed")
+    if asyncio._get_running_loop() not in (None, loop):
+        raise ForeignEventLoop(what, "another loop")
 
 
 async def _until_loop_end(on_end: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:

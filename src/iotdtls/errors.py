@@ -15,7 +15,7 @@ sent or received, or the timeout.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Literal
 
 from iotdtls._addresses import format_address
 
@@ -103,17 +103,40 @@ class LocalProtocolError(Exception):
     """The local application used the API in a way the protocol state does not allow."""
 
 
-class ForeignEventLoop(LocalProtocolError):
-    """An asyncio connection (or a server's session) used outside the event loop that opened
-    it: that loop is closed (`asyncio.run(connect(...))` closes it as it returns the
-    connection) or another one is running. Its socket is read, and its timers run, by that
-    loop only, so there it could never receive, retransmit nor close."""
+#: Why an association was used outside its event loop (`ForeignEventLoop.reason`): the
+#: message, which names the object (`what`), says so and what to do.
+ForeignLoopReason = Literal["closed", "another loop", "another thread"]
+_FOREIGN_LOOP_MESSAGES: dict[ForeignLoopReason, str] = {
+    "closed": "this {what}'s event loop is closed: open and use it inside one asyncio.run",
+    "another loop": (
+        "this {what} belongs to another event loop than the one running here: use it only in"
+        " the loop that opened it"
+    ),
+    "another thread": (
+        "this {what} belongs to an event loop running in another thread, not in this one:"
+        " hand the call to that loop (loop.call_soon_threadsafe,"
+        " asyncio.run_coroutine_threadsafe)"
+    ),
+}
 
-    def __init__(self, what: str = "connection") -> None:
-        super().__init__(
-            f"this {what} belongs to another (closed) event loop: open and use it inside one "
-            "asyncio.run"
-        )
+
+class ForeignEventLoop(LocalProtocolError):
+    """An asyncio connection (or a server, or a server's session) used outside the event loop
+    that opened it. `reason` says how: "closed" (that loop is closed:
+    `asyncio.run(connect(...))` closes it as it returns the connection), "another loop"
+    (called from another running loop) or "another thread" (called from a thread where no
+    loop runs while that loop runs in its own: asyncio's loops are not thread-safe). Its
+    socket is read, and its timers run, by that loop only, in its thread. `what` names the
+    object ("connection", "server", "session"). The arguments are kept (`args`), so a copy
+    (pickle) says the same."""
+
+    def __init__(self, what: str = "connection", reason: ForeignLoopReason = "closed") -> None:
+        super().__init__(what, reason)
+        self.what = what
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return _FOREIGN_LOOP_MESSAGES[self.reason].format(what=self.what)
 
 
 class DatagramTooLarge(LocalProtocolError):
