@@ -24,6 +24,9 @@ CLOSED = re.escape("this connection's event loop is closed: open and use it insi
                    " asyncio.run")
 ANOTHER_LOOP = re.escape("this connection belongs to another event loop than the one running"
                          " here: use it only in the loop that opened it")
+ANOTHER_THREAD = re.escape(
+    "this connection belongs to an event loop running in another thread, not in this one: hand"
+    " the call to that loop (loop.call_soon_threadsafe, asyncio.run_coroutine_threadsafe)")
 #: Bound of each asyncio.run of these tests (seconds).
 LIMIT = 10.0
 
@@ -86,6 +89,41 @@ def test_outside_any_loop_a_connection_of_an_open_loop_sends() -> None:
         conn.send(b"between runs")
         assert own.run(asyncio.wait_for(conn.recv(), LIMIT)) == b"between runs"
         own.run(conn.close())
+
+
+def test_from_another_thread_while_the_loop_runs_a_send_raises_and_a_handed_one_goes() -> None:
+    """asyncio's loops and transports are not thread-safe: a thread where no loop runs may not
+    send over a connection (or a server's session) while its loop runs in its own thread; it
+    hands the call to that loop (`call_soon_threadsafe`), which sends it."""
+    sessions: list[aio.ServerSession] = []
+
+    async def keep(session: aio.ServerSession) -> None:
+        sessions.append(session)
+        await echo(session)
+
+    def from_a_thread(conn: aio.ClientConnection) -> None:
+        with pytest.raises(ForeignEventLoop, match=ANOTHER_THREAD):
+            conn.send(b"unsafe")
+        (session,) = sessions
+        with pytest.raises(ForeignEventLoop, match=ANOTHER_THREAD.replace("connection", "session")):
+            session.send(b"unsafe")
+        with pytest.raises(ForeignEventLoop, match=ANOTHER_THREAD.replace("connection", "session")):
+            session.close()
+
+    async def main() -> None:
+        async with (
+            await aio.serve(keep, "127.0.0.1", 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as conn,
+        ):
+            conn.send(b"hello")
+            assert await conn.recv() == b"hello"
+            await asyncio.to_thread(from_a_thread, conn)
+            loop = asyncio.get_running_loop()
+            await asyncio.to_thread(loop.call_soon_threadsafe, conn.send, b"handed over")
+            assert await conn.recv() == b"handed over"
+            assert not sessions[0].ended
+
+    asyncio.run(asyncio.wait_for(main(), LIMIT))
 
 
 def test_a_server_and_its_session_used_from_another_loop_raise() -> None:

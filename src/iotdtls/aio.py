@@ -341,15 +341,28 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self._timer = None
 
 
+#: The loop running in the calling thread, or None: asyncio's own helper, bound once. In a
+#: loop it costs what `asyncio.get_running_loop` does (about 0.2 us on CPython 3.11, a getpid
+#: call); outside any loop it answers None where the public one raises, six times dearer.
+_running_loop = asyncio._get_running_loop
+
+
 def _require_own_loop(loop: asyncio.AbstractEventLoop, what: str = "connection") -> None:
     """Refuse (`ForeignEventLoop`, saying why) to use an association outside the loop that
-    opened it: once that loop is closed, or from another running loop, where nothing would
-    ever read its socket nor run its timers. A caller outside any loop may still send while
-    that loop is open (between two `run_until_complete` calls): its transport sends at once."""
+    opened it: once that loop is closed, from another running loop, where nothing would ever
+    read its socket nor run its timers, or from another thread while that loop runs in its
+    own (asyncio's loops and transports are not thread-safe: the thread must hand the call to
+    the loop). A caller outside any loop may still send while that loop is open and runs
+    nowhere (between two `run_until_complete` calls): its transport sends at once."""
+    running = _running_loop()
+    if running is loop:  # the usual case, first: one call
+        return
     if loop.is_closed():
         raise ForeignEventLoop(what, "closed")
-    if asyncio._get_running_loop() not in (None, loop):
+    if running is not None:
         raise ForeignEventLoop(what, "another loop")
+    if loop.is_running():
+        raise ForeignEventLoop(what, "another thread")
 
 
 async def _until_loop_end(on_end: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
@@ -373,11 +386,12 @@ def _release(protocol: _ClientProtocol, transport: asyncio.DatagramTransport) ->
 
 class ClientConnection:
     """An established client association (see `connect`). It belongs to the event loop that
-    opened it: used once that loop is closed, or from another loop, it raises
-    `ForeignEventLoop`; still open when `asyncio.run` ends that loop, it is closed then, with
-    a RuntimeWarning; one the application drops without `close()` is closed when collected,
-    with a ResourceWarning (as asyncio's transports). Neither warns of an association the
-    peer or an error had already ended: its socket is released quietly."""
+    opened it: used once that loop is closed, from another loop, or from another thread while
+    that loop runs, it raises `ForeignEventLoop`; still open when `asyncio.run` ends that
+    loop, it is closed then, with a RuntimeWarning; one the application drops without
+    `close()` is closed when collected, with a ResourceWarning (as asyncio's transports).
+    Neither warns of an association the peer or an error had already ended: its socket is
+    released quietly."""
 
     def __init__(self, protocol: _ClientProtocol, transport: asyncio.DatagramTransport) -> None:
         self._protocol = protocol
