@@ -31,9 +31,10 @@ ANOTHER_THREAD = re.escape(
 LIMIT = 10.0
 
 
-def refused_in_another_loop(conn: aio.ClientConnection, why: str) -> None:
+def refused_in_another_loop(conn: aio.ClientConnection, why: str, *, closed: bool) -> None:
     """send, recv, heartbeat and close of `conn` all raise ForeignEventLoop from within
-    another loop, saying `why` (a pattern)."""
+    another loop, saying `why` (a pattern); a close of a connection `closed` already does
+    nothing instead."""
 
     async def use() -> None:
         with pytest.raises(ForeignEventLoop, match=why):
@@ -42,8 +43,11 @@ def refused_in_another_loop(conn: aio.ClientConnection, why: str) -> None:
             await conn.recv()
         with pytest.raises(ForeignEventLoop, match=why):
             await conn.heartbeat(1.0)
-        with pytest.raises(ForeignEventLoop, match=why):
+        if closed:
             await conn.close()
+        else:
+            with pytest.raises(ForeignEventLoop, match=why):
+                await conn.close()
 
     asyncio.run(asyncio.wait_for(use(), LIMIT))
 
@@ -63,14 +67,47 @@ def test_asyncio_run_of_connect_warns_closes_and_later_use_raises() -> None:
         assert server.ended[0][1] is None
         with pytest.raises(ForeignEventLoop, match=CLOSED):  # outside any loop too
             conn.send(b"late")
-        refused_in_another_loop(conn, CLOSED)
+        refused_in_another_loop(conn, CLOSED, closed=True)
     assert issubclass(ForeignEventLoop, LocalProtocolError)
+
+
+def test_closing_again_what_the_loop_end_closed_does_nothing_whatever_the_loop() -> None:
+    """`finally: await conn.close()` in another asyncio.run, after the loop's end closed the
+    connection (and the server, and so its sessions): nothing to do, no ForeignEventLoop."""
+    sessions: list[aio.ServerSession] = []
+
+    async def keep(session: aio.ServerSession) -> None:
+        sessions.append(session)
+        await echo(session)
+
+    async def start() -> tuple[aio.DtlsServer, aio.ClientConnection]:
+        server = await aio.serve(keep, "127.0.0.1", 0, server_config())
+        conn = await aio.connect(*server.address, client_config())
+        conn.send(b"hello")
+        assert await conn.recv() == b"hello"
+        return server, conn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # each still open at the loop's end
+        server, conn = asyncio.run(asyncio.wait_for(start(), LIMIT))
+
+    async def close_all() -> None:
+        await conn.close()
+        await server.close()
+        sessions[0].close()
+
+    asyncio.run(asyncio.wait_for(close_all(), LIMIT))
+    close_all_again = close_all()
+    with pytest.raises(StopIteration):  # outside any loop: returns at once, nothing awaited
+        close_all_again.send(None)
+    with pytest.raises(ForeignEventLoop, match=CLOSED):  # still unusable
+        conn.send(b"late")
 
 
 def test_a_connection_used_from_another_loop_raises_and_still_works_on_its_own() -> None:
     with ServerThread(server_config()) as server, asyncio.Runner() as own:
         conn = own.run(asyncio.wait_for(aio.connect(*server.address, client_config()), LIMIT))
-        refused_in_another_loop(conn, ANOTHER_LOOP)
+        refused_in_another_loop(conn, ANOTHER_LOOP, closed=False)
 
         async def echo_then_close() -> None:
             conn.send(b"still mine")
@@ -184,8 +221,7 @@ def test_asyncio_run_of_serve_warns_closes_with_close_notify_and_frees_the_port(
         assert client.recv(LIMIT) is None  # the server's close_notify: a clean end
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind((host, port))
-    with pytest.raises(ForeignEventLoop, match=CLOSED.replace("connection", "server")):
-        asyncio.run(server.close())
+    asyncio.run(server.close())  # closed already: nothing to do, whatever the loop
 
 
 def test_a_server_closed_in_its_loop_gives_no_warning_and_a_dropped_one_serves_on() -> None:

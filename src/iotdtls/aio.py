@@ -531,7 +531,11 @@ class ClientConnection:
 
     async def close(self) -> None:
         """Send close_notify and release the socket (`ForeignEventLoop` outside the loop that
-        opened the connection: only that loop can)."""
+        opened the connection: only that loop can). Once closed (by `close()`, or as its loop
+        ended), a call does nothing, from whatever loop: `finally: await conn.close()` is
+        safe."""
+        if self._closed and self._protocol.lost.done():
+            return
         _require_own_loop(self._protocol.loop)
         self._closed = True
         _release(self._protocol, self._transport)
@@ -814,10 +818,12 @@ class ServerSession:
     def close(self) -> None:
         """Send the peer close_notify and end the association (RFC 5246 §7.2.1); nothing once
         it has ended. The address may have a newer association by then (a device that
-        restarted, RFC 6347 §4.2.8): that one is not this session's to close."""
+        restarted, RFC 6347 §4.2.8): that one is not this session's to close. Nothing, from
+        whatever loop, either, once the association has ended (its server closed)."""
+        if self._ended:
+            return
         _require_own_loop(self._server.loop, "session")
-        if not self._ended:
-            self._server.close_peer(self.address)
+        self._server.close_peer(self.address)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -1296,7 +1302,11 @@ class DtlsServer:
 
     async def close(self) -> None:
         """Send close_notify to every peer, stop the handlers and the socket
-        (`ForeignEventLoop` outside the event loop that runs the server: only that one can)."""
+        (`ForeignEventLoop` outside the event loop that runs the server: only that one can).
+        Once closed (by `close()`, or as its loop ended), a call does nothing, from whatever
+        loop."""
+        if self._closed and self._protocol.lost.done():
+            return
         _require_own_loop(self._protocol.loop, "server")
         self._closed = True
         for address in list(self._protocol.endpoint.connections):
