@@ -884,6 +884,36 @@ def test_a_session_dir_others_could_reach_is_refused_in_one_line(
     assert served == []
 
 
+def test_a_session_dir_we_cannot_write_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """A directory of mode 0500 was accepted and every put failed; one of 0300 ended the
+    command with "iotdtls: Permission denied" and status 1. Refused in one line, status 2
+    (os.access as a user that is not root: root passes the mode bits)."""
+    served = _record_serving(monkeypatch)
+    directory = tmp_path / "sessions"
+    directory.mkdir(mode=0o500)
+    directory.chmod(0o500)
+    real_access = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if Path(os.fspath(path)) == directory:
+            return not mode & os.W_OK
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    try:
+        assert main(["server", "--listen", "127.0.0.1:46201", "--psk-identity", "dev1", "--psk",
+                     PSK_HEX, "--session-dir", str(directory)]) == 2
+    finally:
+        directory.chmod(0o700)
+    assert capsys.readouterr().err == (
+        f"iotdtls: error: --session-dir: session directory {directory} cannot be written by this"
+        " user (mode 0500): chmod 700 it or name another directory\n"
+    )
+    assert served == []
+
+
 def test_an_empty_session_dir_is_refused_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,6 +291,82 @@ def test_a_directory_others_could_reach_is_refused_in_one_line(
     assert str(refused.value) == f"session directory {path} {problem}"
     left = ["real", "sessions"] if make == "symlink" else ["sessions"]
     assert sorted(os.listdir(tmp_path)) == left  # nothing made, nothing removed
+
+
+def access_by_the_mode_bits(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`os.access` of `directory` answers from its owner's mode bits, as for a user that is
+    not root: root passes the mode bits, and the tests run as root in CI."""
+    real_access = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if Path(os.fspath(path)) != directory:
+            return real_access(path, mode, **kwargs)
+        owner = stat.S_IMODE(os.stat(directory).st_mode) >> 6
+        return owner & mode == mode
+
+    monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize(("mode", "problem"), [
+    (0o300, "cannot be read by this user (mode 0300): chmod 700 it or name another directory"),
+    (0o500, "cannot be written by this user (mode 0500): chmod 700 it or name another directory"),
+    (0o600, "cannot be searched by this user (mode 0600): chmod 700 it or name another directory"),
+])
+def test_a_directory_we_cannot_use_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int, problem: str
+) -> None:
+    """Not readable (a bare PermissionError from the first scan), not writable (accepted, and
+    every put failed): refused when the store is made, in one line naming the directory."""
+    path = tmp_path / "sessions"
+    path.mkdir(mode=0o700)
+    path.chmod(mode)
+    access_by_the_mode_bits(path, monkeypatch)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            DirectorySessionStore(path)
+    finally:
+        path.chmod(0o700)
+    assert str(refused.value) == f"session directory {path} {problem}"
+
+
+def test_a_directory_on_a_read_only_file_system_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sessions"
+    path.mkdir(mode=0o700)
+    real_access, real_statvfs = os.access, os.statvfs
+
+    def access(where: Any, mode: int, **kwargs: Any) -> bool:
+        return not mode & os.W_OK and real_access(where, mode, **kwargs)
+
+    def statvfs(where: Any) -> Any:
+        real = real_statvfs(where)
+        return type("Statvfs", (), {"f_flag": real.f_flag | os.ST_RDONLY})()
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(path)
+    assert str(refused.value) == (
+        f"session directory {path} cannot be written by this user (mode 0700): it is on a"
+        " read-only file system: name another directory"
+    )
+
+
+def test_a_first_scan_that_fails_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever os.access said (root passes the mode bits; an ACL, a security module), the
+    first scan failing is a ConfigError naming the directory, not a bare OSError."""
+    path = tmp_path / "sessions"
+
+    def refused_scan(where: Any) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", str(where))
+
+    monkeypatch.setattr(os, "scandir", refused_scan)
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(path)
+    assert str(refused.value) == f"cannot use session directory {path}: Permission denied"
 
 
 def test_a_symlink_given_with_a_trailing_slash_is_refused_too(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "RefusedFile",
+    "directory_access_problem",
     "file_kind",
     "open_private_append",
     "path_problem",
@@ -96,13 +97,40 @@ def private_directory_problem(info: os.stat_result) -> str | None:
     return _not_ours_alone(info, "directory", "700")
 
 
+#: What a directory must let this user do, and how a message says each (os.access).
+_DIRECTORY_ACCESS = ((os.R_OK, "read"), (os.W_OK, "written"), (os.X_OK, "searched"))
+
+
+def directory_access_problem(path: Path) -> str | None:
+    """What this user (the effective one, as the files' owner) cannot do in the directory at
+    `path` of those it reads, writes and searches, as the end of a sentence naming it, with
+    the fix: its mode, or a read-only file system; None when it can do all three. Root passes
+    the mode bits (os.access says so), not a read-only file system."""
+    effective = os.access in os.supports_effective_ids
+    denied = [
+        what for flag, what in _DIRECTORY_ACCESS
+        if not os.access(path, flag, effective_ids=effective)
+    ]
+    if not denied:
+        return None
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if os.statvfs(path).f_flag & os.ST_RDONLY and "written" in denied:
+        fix = "it is on a read-only file system: name another directory"
+    elif mode & 0o700 != 0o700:
+        fix = "chmod 700 it or name another directory"
+    else:  # an access control list, a security module
+        fix = "name another directory"
+    return f"cannot be {' or '.join(denied)} by this user (mode {mode:04o}): {fix}"
+
+
 def private_directory(path: str | os.PathLike[str]) -> Path:
     """`path`, a directory for secrets, absolute with its parents' symlinks resolved
     (`resolve_links`: another user's link planted in a shared parent is an `OSError`), made
     with mode 0700 when missing (its parent must exist). `RefusedFile` when it is a symlink
-    itself, not a directory, another user's, or open to group or others
-    (`private_directory_problem`); other failures (no such parent, no permission) are
-    `OSError`."""
+    itself, not a directory, another user's, open to group or others
+    (`private_directory_problem`), or one this user cannot read, write and search
+    (`directory_access_problem`: mode 0500, a read-only file system); other failures (no such
+    parent, no permission) are `OSError`."""
     given = os.fspath(path).rstrip("/") or "/"
     info = _lstat_or_none(given)  # before resolve_links, which would follow the link itself
     if info is not None and stat.S_ISLNK(info.st_mode):
@@ -111,7 +139,7 @@ def private_directory(path: str | os.PathLike[str]) -> Path:
     if info is None:
         with contextlib.suppress(FileExistsError):  # made meanwhile: checked below
             os.mkdir(resolved, 0o700)
-    problem = private_directory_problem(os.lstat(resolved))
+    problem = private_directory_problem(os.lstat(resolved)) or directory_access_problem(resolved)
     if problem is not None:
         raise RefusedFile(problem)
     return resolved

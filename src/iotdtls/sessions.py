@@ -344,8 +344,9 @@ class DirectorySessionStore:
 
     The directory holds master secrets: keep it like a key. Missing, it is made with mode
     0700 (its parent must exist); a symlink, something else than a directory, another user's
-    directory or one open to group or others is refused (`ConfigError`, one line). The repr
-    shows the path and bounds only.
+    directory, one open to group or others, or one this user cannot read, write and search
+    (mode 0500, a read-only file system; or whose first scan fails) is refused (`ConfigError`,
+    one line naming it). The repr shows the path and bounds only.
 
     At most about `max_entries` files: a scan of the directory (names, and the modification
     time of each session file) counts them when the store is made, then again after a number
@@ -388,9 +389,7 @@ class DirectorySessionStore:
         except RefusedFile as exc:
             raise ConfigError(f"session directory {os.fspath(path)} {exc}") from None
         except OSError as exc:
-            raise ConfigError(
-                f"cannot use session directory {os.fspath(path)}: {exc.strerror or exc}"
-            ) from None
+            raise _unusable_directory(path, exc) from None
         self.max_entries = max_entries
         self.lifetime = lifetime
         self._clock = clock
@@ -400,7 +399,10 @@ class DirectorySessionStore:
         self.expired = 0
         #: `put`s left before the next scan of the directory (`_scan`).
         self._puts_before_scan = 0
-        self._scan()
+        try:
+            self._scan()
+        except OSError as exc:  # what os.access did not tell (root, an ACL, a security module)
+            raise _unusable_directory(path, exc) from None
 
     def __repr__(self) -> str:
         return (
@@ -518,6 +520,12 @@ class DirectorySessionStore:
         for _, name in dated[keep:]:
             (self.path / name).unlink(missing_ok=True)
         return min(keep, len(dated))
+
+
+def _unusable_directory(path: str | os.PathLike[str], exc: OSError) -> ConfigError:
+    """The one-line error for a session directory that failed as it was checked or first
+    scanned (no such parent, no permission), naming it and the reason."""
+    return ConfigError(f"cannot use session directory {os.fspath(path)}: {exc.strerror or exc}")
 
 
 def _read_unfollowed(path: Path) -> bytes:
