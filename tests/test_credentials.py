@@ -5,12 +5,14 @@ from files, raw public keys in the forms users provision them (RPK-3), and the o
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -412,3 +414,27 @@ def test_our_own_certificate_out_of_its_window_is_a_warning_when_configured(
         "peers will refuse it with certificate_expired",
     ]
     assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
+
+
+def test_a_valid_own_certificate_is_parsed_once_for_every_configuration_made_with_it(
+    issued: tuple[Issued, Issued, Issued], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each configuration (each `dataclasses.replace`, each coap `for_host`) checks our
+    certificate's validity: the window is read from the leaf once per `CertifiedKey`, then
+    only compared with the clock (it was parsed again every time)."""
+    _, middle, leaf = issued
+    certified = CertifiedKey((leaf.der,), PrivateKey(leaf.key))
+    parsed = 0
+    real = x509.load_der_x509_certificate
+
+    def counted(data: bytes) -> x509.Certificate:
+        nonlocal parsed
+        parsed += bytes(data) == leaf.der
+        return real(data)
+
+    monkeypatch.setattr(x509, "load_der_x509_certificate", counted)
+    config = ServerConfig(certificates=[certified], wall_clock=NOW.timestamp)
+    for _ in range(5):
+        config = dataclasses.replace(config, mtu=config.mtu)
+        ClientConfig(trust_anchors=[middle.der], certificate=certified, wall_clock=NOW.timestamp)
+    assert parsed == 1

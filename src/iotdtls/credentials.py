@@ -192,6 +192,11 @@ class CertifiedKey:
     #: Whether `warn_if_out_of_validity` has logged this chain's warning (once is enough:
     #: `ClientConfig.for_host` makes a configuration per host from one chain).
     validity_warned: bool = field(default=False, init=False, compare=False)
+    #: The leaf's validity period (notBefore, notAfter; RFC 5280 §4.1.2.5), read from it the
+    #: first time `validity_problem` asks (`validity_window`), then kept.
+    _validity: tuple[datetime.datetime, datetime.datetime] | None = field(
+        default=None, init=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         chain = as_der_sequence("a certificate chain", self.chain)
@@ -245,16 +250,28 @@ class CertifiedKey:
             ) from None
 
 
+def validity_window(certified: CertifiedKey) -> tuple[datetime.datetime, datetime.datetime]:
+    """Our leaf certificate's validity period (notBefore, notAfter, UTC; RFC 5280 §4.1.2.5),
+    parsed from the leaf once per `CertifiedKey` and kept: each configuration made with it
+    (each `dataclasses.replace`, each coap `for_host`) only compares it with its clock."""
+    window = certified._validity
+    if window is None:
+        leaf = x509.load_der_x509_certificate(certified.chain[0])
+        window = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+        object.__setattr__(certified, "_validity", window)
+    return window
+
+
 def validity_problem(certified: CertifiedKey, now: float) -> str | None:
     """How our leaf certificate is out of its validity period at `now` (seconds since the
     epoch): "our certificate server.crt expired 2026-12-04 (valid 2026-11-25 to 2026-12-04)",
     or "... is not valid before ..."; None inside it. A peer checking it (RFC 5280 §6.1.3
     (a)(2)) refuses it with certificate_expired (RFC 5246 §7.2.2)."""
-    leaf = x509.load_der_x509_certificate(certified.chain[0])
-    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    start, end = validity_window(certified)
     when = datetime.datetime.fromtimestamp(now, datetime.UTC)
     if start <= when <= end:
         return None
+    leaf = x509.load_der_x509_certificate(certified.chain[0])  # for a message, once
     name = certified.source or repr(leaf.subject.rfc4514_string())
     state = f"expired {end:%Y-%m-%d}" if when > end else f"is not valid before {start:%Y-%m-%d}"
     return f"our certificate {name} {state} (valid {start:%Y-%m-%d} to {end:%Y-%m-%d})"
