@@ -315,26 +315,36 @@ async def _serve_alone(
     """Serve in this process until SIGINT, SIGTERM or SIGHUP, then stop: close_notify to every
     peer, handlers cancelled, socket closed, within `STOP_GRACE` seconds; log the counters
     (and on SIGUSR1 without stopping). stdin is never read: a server run from a terminal or a
-    pipe does not care whether it stays open. `store`: the sessions' (None: in memory)."""
+    pipe does not care whether it stays open. `store`: the sessions' (None: in memory).
+    Cancelled (an application or a test running it as a task), it closes the server the same
+    way before the cancellation goes on."""
     stop = stop_on_signals()
     # Its errors name the address.
     server = await aio.serve(echo, host, port, config, session_store=store)
-    # Announced only once the signals are handled: from here on they stop it cleanly.
     log = logging.getLogger("iotdtls.cli")
-    running = asyncio.get_running_loop()
-    running.add_signal_handler(
-        COUNTERS_SIGNAL, lambda: log.info("counters: %s", server.stats.describe())
-    )
-    # The whole socket name: a link-local address with its interface (RFC 4007 §11).
-    where = format_address(server.sockname)
-    log.info("listening on %s (%s)", where, loop.loop_name(running))
-    await stop.wait()
+    try:
+        # Announced only once the signals are handled: from here on they stop it cleanly.
+        running = asyncio.get_running_loop()
+        running.add_signal_handler(
+            COUNTERS_SIGNAL, lambda: log.info("counters: %s", server.stats.describe())
+        )
+        # The whole socket name: a link-local address with its interface (RFC 4007 §11).
+        where = format_address(server.sockname)
+        log.info("listening on %s (%s)", where, loop.loop_name(running))
+        await stop.wait()
+    finally:
+        await _close_within_grace(server, log)
+    log.info("stopped: %s", server.stats.describe())
+    return 0
+
+
+async def _close_within_grace(server: aio.DtlsServer, log: logging.Logger) -> None:
+    """Close `server` (close_notify to every peer, handlers cancelled, socket closed), waiting
+    at most `STOP_GRACE` seconds for its handlers; a warning says when they did not end."""
     try:
         await asyncio.wait_for(server.close(), STOP_GRACE)
     except TimeoutError:
         log.warning("stopped after %g s with handlers still running", STOP_GRACE)
-    log.info("stopped: %s", server.stats.describe())
-    return 0
 
 
 async def _serve_workers(
