@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from iotdtls import aio, sync
+from iotdtls import aio, loop, sync
 from iotdtls.errors import AssociationEnded, ForeignEventLoop, LocalProtocolError
 from tests.aio_support import client_config, echo, eventually, server_config
 from tests.interop_support import ServerThread
@@ -52,12 +52,14 @@ def refused_in_another_loop(conn: aio.ClientConnection, why: str, *, closed: boo
     asyncio.run(asyncio.wait_for(use(), LIMIT))
 
 
-def test_asyncio_run_of_connect_warns_closes_and_later_use_raises() -> None:
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_asyncio_run_of_connect_warns_closes_and_later_use_raises(loop_choice: str) -> None:
+    """On either loop: the loop's end (its runner's shutdown_asyncgens) closes the connection."""
     with ServerThread(server_config()) as server:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            conn = asyncio.run(asyncio.wait_for(
-                aio.connect(*server.address, client_config()), LIMIT))
+            conn = loop.run(asyncio.wait_for(
+                aio.connect(*server.address, client_config()), LIMIT), loop_choice)
         assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
             f"iotdtls: the connection to 127.0.0.1:{server.port} was still open when its event"
             " loop ended (asyncio.run(connect(...))?): closed it; open, use and close it inside"
@@ -155,8 +157,8 @@ def test_from_another_thread_while_the_loop_runs_a_send_raises_and_a_handed_one_
             conn.send(b"hello")
             assert await conn.recv() == b"hello"
             await asyncio.to_thread(from_a_thread, conn)
-            loop = asyncio.get_running_loop()
-            await asyncio.to_thread(loop.call_soon_threadsafe, conn.send, b"handed over")
+            running = asyncio.get_running_loop()
+            await asyncio.to_thread(running.call_soon_threadsafe, conn.send, b"handed over")
             assert await conn.recv() == b"handed over"
             assert not sessions[0].ended
 
@@ -201,9 +203,13 @@ def test_a_server_and_its_session_used_from_another_loop_raise() -> None:
         own.run(asyncio.wait_for(close(server, conn), LIMIT))
 
 
-def test_asyncio_run_of_serve_warns_closes_with_close_notify_and_frees_the_port() -> None:
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_asyncio_run_of_serve_warns_closes_with_close_notify_and_frees_the_port(
+    loop_choice: str,
+) -> None:
     """A server still open as `asyncio.run` ends its loop is closed then, like a connection:
-    its peers get close_notify, its port is free again, one RuntimeWarning says why."""
+    its peers get close_notify, its port is free again, one RuntimeWarning says why (on
+    either loop)."""
 
     async def start() -> tuple[aio.DtlsServer, sync.DtlsClient]:
         server = await aio.serve(echo, "127.0.0.1", 0, server_config())
@@ -212,7 +218,7 @@ def test_asyncio_run_of_serve_warns_closes_with_close_notify_and_frees_the_port(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        server, client = asyncio.run(asyncio.wait_for(start(), LIMIT))
+        server, client = loop.run(asyncio.wait_for(start(), LIMIT), loop_choice)
     host, port = server.address
     assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
         f"iotdtls: the server on 127.0.0.1:{port} was still open when its event loop ended"

@@ -164,9 +164,9 @@ def test_cli_workers_stop_when_one_dies() -> None:
         server.wait_for_output(r"worker \d \(pid \d+\) ended unexpectedly", 1.0)
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
-#: Comebacks of a client from new source ports in the tests of --session-dir: all reach the
-#: worker that made the session (the kernel hashes each new 4-tuple to either) by a chance of
-#: one in 2**23.
+#: Comebacks of a client from new source ports in the tests of --session-dir: all reach one
+#: and the same worker (the kernel hashes each new 4-tuple to either) by a chance of 2 in
+#: 2**24, one in 2**23 (see the test).
 COMEBACKS = 24
 
 
@@ -199,7 +199,12 @@ def test_cli_workers_resume_each_others_sessions_with_a_session_dir(
     """`--workers 2 --session-dir DIR`: a client coming back from a new source port reaches
     either worker (SO_REUSEPORT hashes the 4-tuple) and resumes there all the same, and both
     workers' counters show resumptions. Without --session-dir each worker keeps its own
-    sessions: about half the comebacks are full handshakes."""
+    sessions: about half the comebacks are full handshakes.
+
+    Both cases rest on chance: each fails when all `COMEBACKS` (24) comebacks reach one and the
+    same worker (own-caches: all resumed, or none; session-dir: one worker's counters show no
+    resumption), which happens with a probability of 2 * 2**-24 = 2**-23, about once in 8.4
+    million runs, if the kernel's hash spreads the new source ports evenly over the two."""
     port = free_udp_port()
     shared_flags = ["--session-dir", str(tmp_path / "sessions")] if shared else []
     with cli_server(port, *CREDENTIALS, "--workers", "2", *shared_flags) as server:
