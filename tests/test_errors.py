@@ -4,6 +4,8 @@ error naming it"); `psk_identity` of an event is empty outside PSK mode."""
 
 from __future__ import annotations
 
+import copy as copying
+import inspect
 import pickle
 import socket
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import iotdtls.errors as errors_module
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -18,15 +21,19 @@ from iotdtls.errors import (
     AssociationEnded,
     AssociationEvicted,
     AssociationReplaced,
+    ConfigError,
     DatagramTooLarge,
+    DecodeError,
     DtlsError,
     ForeignEventLoop,
     HandshakeTimeout,
     IdleTimeout,
     IntegrityLimitReached,
+    LocalProtocolError,
     PathMtuExceeded,
     PeerUnresponsive,
     PortUnreachable,
+    ProtocolError,
     SequenceNumbersExhausted,
     carry_resuming,
 )
@@ -207,6 +214,54 @@ def test_foreign_event_loop_says_why_and_a_copy_says_the_same(
     assert (str(error), error.what, error.reason) == (message, what, reason)
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), str(copy), copy.args) == (ForeignEventLoop, message, (what, reason))
+
+
+ERRORS_AS_MADE: list[Exception] = [
+    ProtocolError("a bad hello", AlertDescription.illegal_parameter),
+    DecodeError("a short vector"),
+    LocalProtocolError("not yet"),
+    ConfigError("mtu must be at least 256"),
+    ForeignEventLoop("session", "another loop"),
+    DatagramTooLarge(2000, 1203, 1232, max_fragment_length=512),
+    PathMtuExceeded(1300, 29, 1400, handshake=True),
+    AlertSent(AlertDescription.handshake_failure, "no shared suite"),
+    IntegrityLimitReached(1, 5),
+    AlertReceived(AlertDescription.unknown_ca, "after our no_renegotiation"),
+    AssociationEnded(IdleTimeout(30.0), by_peer=True),
+    AssociationReplaced(),
+    AssociationEvicted("too many handshakes from its host"),
+    PeerUnresponsive(60.0),
+    SequenceNumbersExhausted(1),
+    PortUnreachable(("127.0.0.1", 5684), 3),
+    HandshakeTimeout(60.0, hello_size=1500, mtu=1232),
+    IdleTimeout(30.0),
+]
+
+
+@pytest.mark.parametrize("error", ERRORS_AS_MADE, ids=lambda error: type(error).__name__)
+def test_every_error_copied_or_pickled_says_the_same(error: Exception) -> None:
+    """An error crossing to another process (multiprocessing, concurrent.futures pickle it) or
+    copied is made again by the call that made it: Python's default remakes it from `args`,
+    its message for most of these, so AlertSent, PeerUnresponsive, IdleTimeout and the others
+    failed to unpickle (TypeError) or said something else. What was set on it later
+    (`resuming`) goes along."""
+    if isinstance(error, DtlsError):
+        error.resuming = True
+    for again in (pickle.loads(pickle.dumps(error)), copying.copy(error)):
+        assert (type(again), str(again), again.args) == (type(error), str(error), error.args)
+        assert {name: str(value) for name, value in vars(again).items()} == {
+            name: str(value) for name, value in vars(error).items()
+        }
+
+
+def test_every_error_type_is_among_those_copied() -> None:
+    """A new error type gets the copy test too."""
+    kinds = {
+        kind for kind in vars(errors_module).values()
+        if inspect.isclass(kind) and issubclass(kind, Exception)
+        and kind.__module__ == errors_module.__name__ and not kind.__name__.startswith("_")
+    }
+    assert kinds - {type(error) for error in ERRORS_AS_MADE} == {DtlsError}
 
 
 def test_psk_identity_of_events_is_empty_outside_psk_mode() -> None:

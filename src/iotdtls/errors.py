@@ -15,7 +15,7 @@ sent or received, or the timeout.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from iotdtls._addresses import format_address
 
@@ -82,7 +82,31 @@ class AlertDescription(IntEnum):
     unknown_psk_identity = 115
 
 
-class ProtocolError(Exception):
+def _made_again(
+    kind: type[_MadeAgain], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _MadeAgain:
+    return kind(*args, **kwargs)
+
+
+class _MadeAgain(Exception):
+    """An error that keeps the arguments it was made with, so that a copy (pickle, as
+    `multiprocessing` and `concurrent.futures` hand errors between processes; `copy`) is made
+    by the same call and says the same: Python's default makes a copy from `args` alone, which
+    for most of these errors is their message, not their arguments."""
+
+    _made_with: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        error = super().__new__(cls, *args)
+        error._made_with = (args, kwargs)
+        return error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._made_with
+        return (_made_again, (type(self), args, kwargs), self.__dict__)
+
+
+class ProtocolError(_MadeAgain):
     """The peer violated the protocol; `alert` is what we send before closing."""
 
     alert: AlertDescription = AlertDescription.internal_error
@@ -99,7 +123,7 @@ class DecodeError(ProtocolError):
     alert = AlertDescription.decode_error
 
 
-class LocalProtocolError(Exception):
+class LocalProtocolError(_MadeAgain):
     """The local application used the API in a way the protocol state does not allow."""
 
 
@@ -207,7 +231,7 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message says, in one line, what to fix."""
 
 
-class DtlsError(Exception):
+class DtlsError(_MadeAgain):
     """An association ended abnormally; raised to the application.
 
     `resuming`: the handshake that failed had resumed a session (RFC 5246 §7.3: the server
