@@ -73,25 +73,31 @@ def test_asyncio_run_of_connect_warns_closes_and_later_use_raises(loop_choice: s
     assert issubclass(ForeignEventLoop, LocalProtocolError)
 
 
-def test_closing_again_what_the_loop_end_closed_does_nothing_whatever_the_loop() -> None:
-    """`finally: await conn.close()` in another asyncio.run, after the loop's end closed the
-    connection (and the server, and so its sessions): nothing to do, no ForeignEventLoop."""
-    sessions: list[aio.ServerSession] = []
+async def serve_and_echo_once(
+    sessions: list[aio.ServerSession],
+) -> tuple[aio.DtlsServer, aio.ClientConnection]:
+    """An echo server keeping its sessions in `sessions`, and a connection to it that had one
+    datagram echoed."""
 
     async def keep(session: aio.ServerSession) -> None:
         sessions.append(session)
         await echo(session)
 
-    async def start() -> tuple[aio.DtlsServer, aio.ClientConnection]:
-        server = await aio.serve(keep, "127.0.0.1", 0, server_config())
-        conn = await aio.connect(*server.address, client_config())
-        conn.send(b"hello")
-        assert await conn.recv() == b"hello"
-        return server, conn
+    server = await aio.serve(keep, "127.0.0.1", 0, server_config())
+    conn = await aio.connect(*server.address, client_config())
+    conn.send(b"hello")
+    assert await conn.recv() == b"hello"
+    return server, conn
+
+
+def test_closing_again_what_the_loop_end_closed_does_nothing_whatever_the_loop() -> None:
+    """`finally: await conn.close()` in another asyncio.run, after the loop's end closed the
+    connection (and the server, and so its sessions): nothing to do, no ForeignEventLoop."""
+    sessions: list[aio.ServerSession] = []
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # each still open at the loop's end
-        server, conn = asyncio.run(asyncio.wait_for(start(), LIMIT))
+        server, conn = asyncio.run(asyncio.wait_for(serve_and_echo_once(sessions), LIMIT))
 
     async def close_all() -> None:
         await conn.close()
@@ -168,17 +174,6 @@ def test_from_another_thread_while_the_loop_runs_a_send_raises_and_a_handed_one_
 def test_a_server_and_its_session_used_from_another_loop_raise() -> None:
     sessions: list[aio.ServerSession] = []
 
-    async def keep(session: aio.ServerSession) -> None:
-        sessions.append(session)
-        await echo(session)
-
-    async def open_server() -> tuple[aio.DtlsServer, aio.ClientConnection]:
-        server = await aio.serve(keep, "127.0.0.1", 0, server_config())
-        conn = await aio.connect(*server.address, client_config())
-        conn.send(b"hello")
-        assert await conn.recv() == b"hello"
-        return server, conn
-
     async def use_session(server: aio.DtlsServer) -> None:
         (session,) = sessions
         foreign_session = ANOTHER_LOOP.replace("connection", "session")
@@ -198,7 +193,7 @@ def test_a_server_and_its_session_used_from_another_loop_raise() -> None:
         await server.close()
 
     with asyncio.Runner() as own:
-        server, conn = own.run(asyncio.wait_for(open_server(), LIMIT))
+        server, conn = own.run(asyncio.wait_for(serve_and_echo_once(sessions), LIMIT))
         asyncio.run(asyncio.wait_for(use_session(server), LIMIT))
         own.run(asyncio.wait_for(close(server, conn), LIMIT))
 
