@@ -480,13 +480,13 @@ def _validate_parsed(
     names = _Names(chain, certs, store)
     pinned = bytes(chain[0]) in store._anchors
     if not pinned:
-        _refuse_unanchored_names(chain, certs, store, names, role)
-    _refuse_ambiguous_chain(chain, certs, store, names, max_depth, role)
+        _refuse_unanchored_names(certs, names, role)
+    _refuse_ambiguous_chain(names, max_depth, role)
     try:
         path = _verifier(store, when, max_depth, pinned=pinned).verify(certs[0], certs[1:]).chain
     except (verification.VerificationError, ValueError) as exc:
         raise _diagnose(
-            exc, chain, certs, store, names, when, max_depth, role, pinned=pinned
+            exc, certs, store, names, when, max_depth, role, pinned=pinned
         ) from None
     leaf = _Leaf.of(certs[0], leaf_key, role, _dns_constraints(path[1:]))
     _check_leaf_usage(leaf, role)
@@ -652,7 +652,6 @@ def _verifier(
 
 def _diagnose(
     exc: Exception,
-    chain: Sequence[bytes],
     certs: list[x509.Certificate],
     store: TrustStore,
     names: _Names,
@@ -682,7 +681,7 @@ def _diagnose(
                 f"not valid at {when:%Y-%m-%d %H:%M}Z {_validity(anchor)}",
                 _A.certificate_expired,
             )
-    again = _VerifierAgain.of(chain, certs, store, names) if linked else None
+    again = _VerifierAgain.of(certs, store, names) if linked else None
     expired = _expired_on_path(certs, store, names, when, signatures, again) if linked else None
     if expired is not None:
         return _not_valid(certs[expired], expired, when, role)
@@ -930,15 +929,11 @@ class _VerifierAgain:
 
     @classmethod
     def of(
-        cls,
-        chain: Sequence[bytes],
-        certs: list[x509.Certificate],
-        store: TrustStore,
-        names: _Names,
+        cls, certs: list[x509.Certificate], store: TrustStore, names: _Names
     ) -> _VerifierAgain | None:
         """Runs again for the chain, or None when its names make them dear."""
         depth = len(certs) - 1
-        if _candidate_checks(chain, certs, store, names, depth) > _candidates_allowed(depth):
+        if _candidate_checks(names.graph(), depth) > _candidates_allowed(depth):
             return None
         return cls(certs, store, depth)
 
@@ -1107,11 +1102,13 @@ class _Names:
     encodes again (~80 us); a name here costs ~1 us once. The certificates are known by
     identity: the objects live as long as the validation."""
 
-    __slots__ = ("_issuers", "_subjects")
+    __slots__ = ("_certs", "_chain", "_graph", "_issuers", "_store", "_subjects")
 
     def __init__(
         self, chain: Sequence[bytes], certs: list[x509.Certificate], store: TrustStore
     ) -> None:
+        self._chain, self._certs, self._store = chain, certs, store
+        self._graph: _IssuerNames | None = None
         self._issuers: dict[int, bytes] = {}
         self._subjects: dict[int, bytes] = dict(
             zip(map(id, store._certificates), store._anchor_subjects, strict=True)
@@ -1127,6 +1124,13 @@ class _Names:
     def signs_itself(self, cert: x509.Certificate) -> bool:
         """`_signs_itself` for a certificate sent, its names compared as bytes."""
         return self.issued(cert, cert) and _signature_check(cert, cert) is True
+
+    def graph(self) -> _IssuerNames:
+        """Who may have issued whom among the chain's certificates, made once for every
+        check of the validation that walks it."""
+        if self._graph is None:
+            self._graph = _IssuerNames.of(self._chain, self._certs, self._store, self)
+        return self._graph
 
 
 def _der_names(der: bytes, cert: x509.Certificate) -> tuple[bytes, bytes]:
@@ -1221,20 +1225,13 @@ def _refuse_dear_keys(certs: Sequence[x509.Certificate], role: str) -> None:
             )
 
 
-def _refuse_ambiguous_chain(
-    chain: Sequence[bytes],
-    certs: list[x509.Certificate],
-    store: TrustStore,
-    names: _Names,
-    max_depth: int,
-    role: str,
-) -> None:
+def _refuse_ambiguous_chain(names: _Names, max_depth: int, role: str) -> None:
     """Refuse, before any signature is checked, a chain whose names leave the verifier more
     candidate issuers to check than `CANDIDATE_CHECKS_PER_LEVEL * (max_depth + 2)`: unknown_ca
     (RFC 5246 §7.2.2), as no trusted CA can be located at an acceptable cost. Such a chain is
     no honest one (see `CANDIDATE_CHECKS_PER_LEVEL`); the check costs no signature."""
     allowed = _candidates_allowed(max_depth)
-    if _candidate_checks(chain, certs, store, names, max_depth) > allowed:
+    if _candidate_checks(names.graph(), max_depth) > allowed:
         raise ProtocolError(
             f"{role} chain leads to no trusted CA: it is ambiguous, its names offer more than "
             f"{allowed} candidate issuers to check",
@@ -1243,11 +1240,7 @@ def _refuse_ambiguous_chain(
 
 
 def _refuse_unanchored_names(
-    chain: Sequence[bytes],
-    certs: list[x509.Certificate],
-    store: TrustStore,
-    names: _Names,
-    role: str,
+    certs: list[x509.Certificate], names: _Names, role: str
 ) -> None:
     """Refuse, before the verifier, a chain in which no path by names leads from the leaf to
     a trust anchor (RFC 5280 §6.1.3 (a)(4): each issuer is the next one's subject): no
@@ -1256,7 +1249,7 @@ def _refuse_unanchored_names(
     would check every candidate named within the bound (a ring of CA names never reaching an
     anchor, under a P-521 key: ~6 ms). A self-signed leaf is still named as such, at the cost
     of the check of its own signature (a P-256 key, `_check_leaf_key`)."""
-    if _reaches_anchor_by_name(_IssuerNames.of(chain, certs, store, names)):
+    if _reaches_anchor_by_name(names.graph()):
         return
     if names.signs_itself(certs[0]):
         raise _self_signed_not_anchor(role)
@@ -1332,13 +1325,7 @@ def _candidates_allowed(depth: int) -> int:
     return CANDIDATE_CHECKS_PER_LEVEL * (depth + 2)
 
 
-def _candidate_checks(
-    chain: Sequence[bytes],
-    certs: list[x509.Certificate],
-    store: TrustStore,
-    names: _Names,
-    max_depth: int,
-) -> int:
+def _candidate_checks(graph: _IssuerNames, max_depth: int) -> int:
     """The most signature checks the verifier can make to build a path for the chain, from
     the names alone (RFC 5280 §6.1.3 (a)(4): an issuer is first found by its name).
 
@@ -1348,7 +1335,6 @@ def _candidate_checks(
     depth, the same one again included. Counted per (certificate, depth) once, so the work
     is polynomial (at most (max_depth + 2)^2 (max_depth + 1) name pairs), not one step per
     path: the number of paths grows exponentially with the depth."""
-    graph = _IssuerNames.of(chain, certs, store, names)
 
     @functools.cache
     def below(index: int, depth: int) -> int:
