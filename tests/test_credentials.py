@@ -438,3 +438,35 @@ def test_a_valid_own_certificate_is_parsed_once_for_every_configuration_made_wit
         config = dataclasses.replace(config, mtu=config.mtu)
         ClientConfig(trust_anchors=[middle.der], certificate=certified, wall_clock=NOW.timestamp)
     assert parsed == 1
+
+
+def _clock_raising() -> float:
+    raise OSError("clock broken")
+
+
+@pytest.mark.parametrize(
+    ("clock", "message"),
+    [
+        (datetime.datetime.now,
+         "wall_clock returned datetime, not a number of seconds since the epoch"),
+        (lambda: "1700000000", "wall_clock returned str, not a number of seconds since the epoch"),
+        (lambda: float("nan"), "wall_clock returned nan, not a number of seconds since the epoch"),
+        (lambda: 1e300, "wall_clock returned 1e+300, not a number of seconds since the epoch"),
+        (_clock_raising, "wall_clock raised OSError"),
+    ],
+    ids=["datetime", "str", "nan", "far", "raises"],
+)
+def test_a_wall_clock_read_by_the_configuration_must_answer_seconds(
+    issued: tuple[Issued, Issued, Issued], clock: Callable[[], float], message: str,
+) -> None:
+    """Our certificate's validity is checked at construction by the configured clock: a clock
+    that raises or answers no number is a one-line ConfigError naming it (was a raw TypeError
+    from `validity_problem`)."""
+    _, middle, leaf = issued
+    certified = CertifiedKey((leaf.der,), PrivateKey(leaf.key))
+    with pytest.raises(ConfigError) as client:
+        ClientConfig(trust_anchors=[middle.der], certificate=certified, wall_clock=clock)
+    with pytest.raises(ConfigError) as server:
+        ServerConfig(certificates=[certified], wall_clock=clock)
+    assert str(client.value) == str(server.value) == message
+    assert "clock broken" not in message

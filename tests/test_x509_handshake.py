@@ -479,3 +479,35 @@ def test_certificate_expired_from_the_peer_names_our_own_certificate_out_of_its_
     assert str(received_alert(link, "server")) == (
         f"received fatal alert certificate_expired (our certificate server.crt {state} "
         f"(valid {start} to {end}))")
+
+
+def _clock_raising() -> float:
+    raise OSError("clock broken")
+
+
+@pytest.mark.req("CRT-1", "ERR-1")
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize(
+    ("broken", "warning"),
+    [(_clock_raising, "wall_clock raised OSError"),
+     (lambda: "1700000000", "wall_clock returned str, not a number of seconds since the epoch"),
+     (lambda: float("inf"), "wall_clock returned inf, not a number of seconds since the epoch")],
+    ids=["raises", "str", "inf"],
+)
+def test_a_wall_clock_failing_in_a_handshake_ends_it_with_internal_error(
+    side: Direction, broken: Any, warning: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The clock is the application's callback, like psk_lookup: failing when a peer's chain
+    is checked, it ends that handshake with internal_error, a warning and the typed error,
+    instead of escaping `receive_datagram` (the client then answered the server's Certificate
+    with unexpected_message; the server sent no alert and never counted the handshake)."""
+    clock = [pki.NOW.timestamp]  # right when the configuration reads it, broken afterwards
+    link = x509_link(**{side: {"wall_clock": lambda: clock[0]()}})
+    clock[0] = broken
+    caplog.set_level(logging.WARNING, logger="iotdtls")
+    link.handshake()
+    error = failure(link, side)
+    assert error.alert is A.internal_error
+    assert "wall_clock" in error.reason
+    assert "clock broken" not in str(error)
+    assert warning in caplog.messages

@@ -23,10 +23,12 @@ from iotdtls._files import RefusedFile, open_private_append, path_problem
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
+    WallClockFailed,
     as_der_sequence,
     own_credential_digest,
     psk_digest,
     public_key_pins,
+    read_wall_clock,
     warn_if_out_of_validity,
 )
 from iotdtls.crypto.x509 import (
@@ -154,6 +156,15 @@ def _shown(value: object) -> str:
     """A value in an error: a number as itself, anything else by its type (whose repr may run
     to many lines)."""
     return repr(value) if isinstance(value, int | float) else type_name(value)
+
+
+def _clock_reading(wall_clock: Callable[[], float]) -> float:
+    """`wall_clock` read at construction (for our own certificate's validity warning): one
+    line naming it when it raises or answers no time (`read_wall_clock`)."""
+    try:
+        return read_wall_clock(wall_clock)
+    except WallClockFailed as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_certificate_urls(urls: Sequence[str]) -> None:
@@ -542,6 +553,8 @@ class ClientConfig(_CommonConfig):
     #: Most certificates between the server's leaf and the trust anchor (CRT-6).
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     #: Seconds since the epoch for certificate validity (a device without a clock can pin it).
+    #: Raising or answering no number: `ConfigError` when read here (for `certificate`), and
+    #: internal_error ending a handshake (`credentials.read_wall_clock`).
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Retry a failed handshake with back-off (RPK-4); None: fail at the first error.
     retry: RetryPolicy | None = None
@@ -584,7 +597,7 @@ class ClientConfig(_CommonConfig):
         if self.certificate is not None and modes[0] is not Mode.X509:
             raise ConfigError("certificate is for certificate mode: add trust_anchors")
         if self.certificate is not None:
-            warn_if_out_of_validity(self.certificate, self.wall_clock())
+            warn_if_out_of_validity(self.certificate, _clock_reading(self.wall_clock))
         self._check_x509_extras(modes[0])
         object.__setattr__(self, "server_public_keys", public_key_pins(self.server_public_keys))
         object.__setattr__(
@@ -750,7 +763,9 @@ class ServerConfig(_CommonConfig):
     #: and one parsed leaf (README: "certificate mode at scale"). 0: every chain validated.
     #: `ServerStats.validated_chain_hits` / `_misses` show how it does.
     validated_chains: int = VALIDATED_CHAINS_KEPT
-    #: Seconds since the epoch for certificate validity.
+    #: Seconds since the epoch for certificate validity. Raising or answering no number:
+    #: `ConfigError` when read here (for `certificates`), and internal_error ending a
+    #: handshake (`credentials.read_wall_clock`).
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Stateless cookie exchange before any per-peer state (RFC 6347 §4.2.1, HS-2).
     cookie_exchange: bool = True
@@ -849,7 +864,7 @@ class ServerConfig(_CommonConfig):
         if self.client_trust_anchors and not self.certificates:
             raise ConfigError("client_trust_anchors needs certificates (the server's own chain)")
         for certified in self.certificates:
-            warn_if_out_of_validity(certified, self.wall_clock())
+            warn_if_out_of_validity(certified, _clock_reading(self.wall_clock))
         _check_depth(self.max_chain_depth)
         if not self.cookie_rotation > 0:
             raise ConfigError(f"cookie_rotation must be > 0 seconds, got {self.cookie_rotation}")

@@ -24,7 +24,7 @@ from enum import Enum, auto
 from iotdtls._arguments import check_bytes_like, check_session, check_session_store
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig, type_name
-from iotdtls.credentials import validity_problem
+from iotdtls.credentials import WallClockFailed, read_wall_clock, validity_problem
 from iotdtls.crypto.suites import EpochKeys
 from iotdtls.errors import (
     AlertDescription,
@@ -863,7 +863,10 @@ class DtlsConnection:
         clock, or "" (`credentials.validity_problem`)."""
         config = self.config
         own = (config.certificate,) if isinstance(config, ClientConfig) else config.certificates
-        now = config.wall_clock()
+        try:
+            now = read_wall_clock(config.wall_clock)
+        except WallClockFailed:
+            return ""  # the peer's alert is told without our certificate's validity
         problems = (validity_problem(c, now) for c in own if c is not None)
         return next((p for p in problems if p is not None), "")
 

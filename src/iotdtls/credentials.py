@@ -21,7 +21,7 @@ import datetime
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 
@@ -48,6 +48,7 @@ __all__ = [
     "psk_digest",
     "public_key_pin",
     "public_key_pins",
+    "read_wall_clock",
     "validity_problem",
     "warn_if_out_of_validity",
 ]
@@ -260,6 +261,34 @@ def validity_window(certified: CertifiedKey) -> tuple[datetime.datetime, datetim
         window = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
         object.__setattr__(certified, "_validity", window)
     return window
+
+
+class WallClockFailed(Exception):
+    """The application's `wall_clock` raised or answered no time: the message names the
+    setting and what went wrong (the type of its error, never its text)."""
+
+
+def read_wall_clock(wall_clock: Callable[[], float]) -> float:
+    """The application's `wall_clock`, read for a certificate's validity (RFC 5280 §6.1.3
+    (a)(2)): seconds since the epoch that a date can be made of (not NaN, not out of range).
+    `WallClockFailed` when it raises or answers anything else; each caller says what that
+    means (a `ConfigError` at construction, internal_error in a handshake)."""
+    try:
+        now: object = wall_clock()
+    except Exception as exc:
+        raise WallClockFailed(f"wall_clock raised {type(exc).__name__}") from None
+    if isinstance(now, int | float) and not isinstance(now, bool) and _is_a_date(now):
+        return float(now)
+    shown = repr(now) if isinstance(now, int | float) else type(now).__name__
+    raise WallClockFailed(f"wall_clock returned {shown}, not a number of seconds since the epoch")
+
+
+def _is_a_date(now: float) -> bool:
+    try:
+        datetime.datetime.fromtimestamp(now, datetime.UTC)
+    except (OverflowError, ValueError, OSError):  # NaN, infinity, past the year 9999
+        return False
+    return True
 
 
 def validity_problem(certified: CertifiedKey, now: float) -> str | None:

@@ -51,6 +51,7 @@ from iotdtls.handshake.peerauth import (
     PeerVerifier,
     RawKeyVerifier,
     X509ServerVerifier,
+    handshake_clock,
     own_raw_key,
     own_x509,
     own_x509_urls,
@@ -365,8 +366,9 @@ class ClientHandshake(HandshakeMachine):
             return RawKeyVerifier(self.config.server_key_pins)
         if self.config.mode is Mode.X509 and cert_type == CertificateType.X509:
             config = self.config
+            now = handshake_clock(config.wall_clock)
             return X509ServerVerifier(
-                config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
+                config.trust_store, config.server_name, config.max_chain_depth, now
             )
         raise NoCertificateType(  # no mode agreed: its alert set is `DtlsConnection._fail`'s
             f"server certificate type {getattr(cert_type, 'name', cert_type)} (RFC 7250 §3) "

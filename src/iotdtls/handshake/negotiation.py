@@ -26,6 +26,7 @@ from iotdtls.handshake.peerauth import (
     RawKeyVerifier,
     X509ClientVerifier,
     X509ServerVerifier,
+    handshake_clock,
     own_raw_key,
     own_x509,
 )
@@ -195,10 +196,11 @@ def _server_chain_refusal(peer: CertificateIdentity, config: ClientConfig) -> st
     the trust anchors, clock and server_name of `config`. The name it matches must be the one
     the session was made for: an IP address sends no server_name (RFC 6066 §3), so the
     session's empty server_name alone does not tell two addresses apart."""
-    verifier = X509ServerVerifier(
-        config.trust_store, config.server_name, config.max_chain_depth, config.wall_clock()
-    )
     try:
+        now = handshake_clock(config.wall_clock)
+        verifier = X509ServerVerifier(
+            config.trust_store, config.server_name, config.max_chain_depth, now
+        )
         identity, _ = verifier.verify_chain(peer.chain)
     except ProtocolError as exc:
         return f"the server's chain is no longer accepted ({exc})"
@@ -428,7 +430,9 @@ def _client_verifier(hello: ClientHello, config: ServerConfig) -> PeerVerifier |
         if cert_type == CertificateType.RawPublicKey and config.client_authenticates_rpk:
             return RawKeyVerifier(config.client_key_pins, config.client_key_lookup)
         if cert_type == CertificateType.X509 and store is not None:
-            return X509ClientVerifier(store, config.max_chain_depth, config.wall_clock())
+            return X509ClientVerifier(
+                store, config.max_chain_depth, handshake_clock(config.wall_clock)
+            )
     raise NoCertificateType("the client offers no certificate type we can authenticate")
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from iotdtls.credentials import CertifiedKey
+from iotdtls.credentials import CertifiedKey, WallClockFailed, read_wall_clock
 from iotdtls.crypto.signature import PrivateKey, PublicKey, spki_sha256
 from iotdtls.crypto.x509 import TrustStore, verify_client_chain, verify_server_chain
 from iotdtls.errors import AlertDescription, ProtocolError
@@ -39,6 +40,7 @@ __all__ = [
     "RawKeyVerifier",
     "X509ClientVerifier",
     "X509ServerVerifier",
+    "handshake_clock",
     "own_raw_key",
     "own_x509",
     "own_x509_urls",
@@ -154,6 +156,22 @@ def _chain_of(body: bytes, what: str) -> tuple[bytes, ...]:
         # meets handshake_failure; a server must always send one (§7.4.2).
         raise ProtocolError(f"the {what} sent no certificate", AlertDescription.handshake_failure)
     return chain
+
+
+logger = logging.getLogger("iotdtls")
+
+
+def handshake_clock(wall_clock: Callable[[], float]) -> float:
+    """The configured `wall_clock` read for checking a peer's chain (RFC 5280 §6.1.3 (a)(2)).
+    The clock is the application's callback: when it raises or answers no time
+    (`read_wall_clock`), the handshake ends with internal_error and a warning, as a failing
+    `psk_lookup` ends it (`PskServerExchange._key_for`), instead of the error escaping into
+    the network path."""
+    try:
+        return read_wall_clock(wall_clock)
+    except WallClockFailed as exc:
+        logger.warning("%s", exc)
+        raise ProtocolError(str(exc), AlertDescription.internal_error) from None
 
 
 class X509ServerVerifier:
