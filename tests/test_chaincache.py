@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import stat
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from iotdtls import chaincache
 from iotdtls.chaincache import (
     DEFAULT_MAX_ENTRY_SIZE,
     ChainCache,
@@ -27,6 +25,7 @@ from iotdtls.config import ClientConfig
 from iotdtls.errors import ConfigError
 from iotdtls.identity import CertificateIdentity, PskIdentity
 from iotdtls.messages.certificate import Certificate
+from tests.blocking_support import outcome_without_blocking
 from tests.pki import ca_chain, chain_der, server_leaf
 
 pytestmark = pytest.mark.req("CRT-2")
@@ -258,18 +257,24 @@ def test_a_client_remembers_a_validated_chain_new_to_its_cache(
     assert path.read_bytes() == b"left alone"
 
 
-def test_a_cache_file_is_read_no_further_than_the_size_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_cache_file_is_read_no_further_than_the_size_limit(tmp_path: Path) -> None:
+    # A file that never ends (a link to /dev/zero, say) must not be read whole into memory:
+    # a device is never read, a regular file no further than the limit.
+    cache = ChainCache(tmp_path, max_entry_size=1000)
+    cache.path_for(KEY).symlink_to("/dev/zero")
+    assert cache.load(KEY) is None
+    cache.path_for(KEY).unlink()
+    cache.path_for(KEY).write_bytes(bytes(1001))
+    assert cache.load(KEY) is None
+
+
+def test_an_entry_that_is_no_regular_file_is_a_miss_without_blocking(
+    tmp_path: Path, chain: tuple[bytes, ...]
 ) -> None:
-    # A file that never ends (a link to /dev/zero, say) must not be read whole into memory.
-    asked: list[int | None] = []
-
-    class EndlessFile(io.RawIOBase):
-        def read(self, size: int | None = -1) -> bytes:
-            asked.append(size)
-            assert size is not None and 0 <= size <= 1001, "read without a bound"
-            return bytes(size)
-
-    monkeypatch.setattr(chaincache, "open", lambda path, mode: EndlessFile(), raising=False)
-    assert ChainCache(tmp_path, max_entry_size=1000).load(KEY) is None
-    assert asked == [1001]
+    """A FIFO where an entry belongs blocked `load` (and the connect waiting on it) forever."""
+    cache = ChainCache(tmp_path)
+    fifo = cache.path_for(KEY)
+    os.mkfifo(fifo)
+    found: list[tuple[bytes, ...] | None] = []
+    assert outcome_without_blocking(lambda: found.append(cache.load(KEY)), fifo) == "loaded"
+    assert found == [None]

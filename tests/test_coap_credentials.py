@@ -4,6 +4,7 @@ may come in, the configs made from it, and a one-line `ConfigError` for every mi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from iotdtls.coap.credentials import (
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.errors import ConfigError
 from iotdtls.identity import CertificateIdentity, PskIdentity
+from tests.blocking_support import outcome_without_blocking
 from tests.coap_support import (
     CLIENT_CREDENTIALS,
     PSK_ENTRY,
@@ -296,3 +298,23 @@ def test_a_map_made_unusable_later_fails_the_request_with_an_aiocoap_error(pki: 
             assert isinstance(info.value.__cause__, ConfigError)
 
     run(main())
+
+
+def test_credential_and_public_key_files_are_read_only_when_regular(tmp_path: Path) -> None:
+    """A FIFO named as the credentials file or a peer's public key file blocked the context
+    forever (and /dev/zero filled memory): refused in one line naming the file, as the CLI
+    and the key loaders refuse them."""
+    fifo = tmp_path / "creds.fifo"
+    os.mkfifo(fifo)
+    assert outcome_without_blocking(lambda: load_credentials(str(fifo)), fifo) == (
+        f"credentials file {fifo} is a FIFO, not a regular file")
+    files = make_rpk_files(tmp_path)
+    entry = {"coaps://*": {"dtls-rpk": {"private-key": str(files.client_key),
+                                        "peer-public-key": str(fifo)}}}
+    assert outcome_without_blocking(
+        lambda: client_config_for(load_credentials(entry)["coaps://*"], {}), fifo
+    ) == f"public key file {fifo} is a FIFO, not a regular file"
+    big = tmp_path / "big.json"
+    big.write_text("{}" + " " * (1 << 20))
+    with pytest.raises(ConfigError, match=f"^credentials file {big} is larger than 1 MiB"):
+        load_credentials(str(big))

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import datetime
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from iotdtls.credentials import (
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
+from tests.blocking_support import outcome_without_blocking
 from tests.peers import Pki
 from tests.pki import NOW, Issued, intermediate, issue, p256, root, server_leaf
 from tests.pubkey_support import compressed_spki, der_to_pem
@@ -470,3 +472,31 @@ def test_a_wall_clock_read_by_the_configuration_must_answer_seconds(
         ServerConfig(certificates=[certified], wall_clock=clock)
     assert str(client.value) == str(server.value) == message
     assert "clock broken" not in message
+
+
+def test_api_file_loaders_read_only_a_regular_file_of_at_most_1_mib(
+    files: Path, tmp_path: Path,
+) -> None:
+    """As the CLI refuses them: a FIFO blocked `PrivateKey.load` and `CertifiedKey.load`
+    forever, /dev/zero filled memory until MemoryError; each is now a ConfigError naming the
+    file, and a FIFO is never read."""
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    big.write_bytes((files / "clear-key.pem").read_bytes() + b"#" * (1 << 20))
+    chain, key = files / "chain.pem", files / "clear-key.pem"
+    loaders: list[tuple[str, Callable[[Path], object]]] = [
+        ("key file", lambda path: PrivateKey.load(path)),
+        ("certificate file", lambda path: CertifiedKey.load(path, key)),
+        ("key file", lambda path: CertifiedKey.load(chain, path)),
+    ]
+    for what, load in loaders:
+        assert outcome_without_blocking(lambda load=load: load(fifo), fifo) == (
+            f"{what} {fifo} is a FIFO, not a regular file")
+        with pytest.raises(ConfigError) as device:
+            load(Path(os.devnull))
+        assert str(device.value) == f"{what} {os.devnull} is a character device, not a regular file"
+        with pytest.raises(ConfigError) as large:
+            load(big)
+        assert str(large.value) == f"{what} {big} is larger than 1 MiB: is it the right file?"
+    assert PrivateKey.load(key).spki == CertifiedKey.load(chain, key).private_key.spki

@@ -1,6 +1,7 @@
 """Writing a file so that no reader ever sees half of it (key files, the chain cache), following
-only the symlinks another user cannot have planted, and opening the key log so that it cannot be
-another user's file."""
+only the symlinks another user cannot have planted, opening the key log so that it cannot be
+another user's file, and reading a credential file so that a FIFO or a device can neither block
+nor fill memory."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
+    "MAX_CREDENTIAL_FILE",
     "RefusedFile",
     "directory_access_problem",
     "file_kind",
@@ -21,11 +23,16 @@ __all__ = [
     "private_directory",
     "private_directory_problem",
     "private_file_problem",
+    "read_regular_file",
     "replace_in_private_directory",
     "resolve_links",
     "same_file",
     "write_atomically",
 ]
+
+#: Largest key, certificate, public-key, PSK or credentials file read: a PEM chain is a few
+#: kilobytes, so a larger file is the wrong one (or /dev/zero), refused before it fills memory.
+MAX_CREDENTIAL_FILE = 1 << 20
 
 #: Symlinks followed in one path at most, as the kernel's limit (MAXSYMLINKS): then it is a loop.
 _MAX_LINKS = 40
@@ -143,6 +150,27 @@ def private_directory(path: str | os.PathLike[str]) -> Path:
     if problem is not None:
         raise RefusedFile(problem)
     return resolved
+
+
+def read_regular_file(path: str, limit: int = MAX_CREDENTIAL_FILE) -> bytes:
+    """The bytes of the regular file `path`, at most `limit`. Anything else is `RefusedFile`,
+    its message the end of a sentence naming the file: "is a FIFO, not a regular file" (a FIFO
+    or a device is opened without blocking, O_NONBLOCK, and never read: one would block the
+    caller, /dev/zero fill its memory), "is larger than 1 MiB: is it the right file?". Other
+    failures are `OSError` (`ValueError` for a NUL in `path`), as from `open`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise RefusedFile(f"is {file_kind(mode)}, not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(limit + 1)  # st_size may be short (a growing file, /proc)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+        raise RefusedFile(f"is larger than {size}: is it the right file?")
+    return data
 
 
 def _lstat_or_none(path: str) -> os.stat_result | None:

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from iotdtls._files import write_atomically
+from iotdtls._files import RefusedFile, read_regular_file, write_atomically
 from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto.x509 import chain_hash
 from iotdtls.errors import ConfigError, DecodeError
@@ -92,10 +92,9 @@ class ChainCache:
 
     def load(self, key: str) -> tuple[bytes, ...] | None:
         """The chain saved for `key`, or None when there is none or its file is unusable."""
-        try:
-            with open(self.path_for(key), "rb") as file:
-                data = file.read(self.max_entry_size + 1)
-        except OSError:
+        try:  # a FIFO or a device there is a miss, never opened blocking nor read
+            data = read_regular_file(str(self.path_for(key)), self.max_entry_size)
+        except (OSError, RefusedFile):
             return None
         return _decode_entry(data, _key_bytes(key), self.max_entry_size)
 

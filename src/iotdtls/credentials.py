@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, PUBLIC_KEY, kind_of, that_is
 from iotdtls.crypto.signature import (
@@ -326,11 +327,13 @@ def mark_validity_warned(certified: CertifiedKey) -> None:
 
 
 def load_certificate_file(path: str | PathLike[str]) -> tuple[bytes, ...]:
-    """The certificates of a PEM file (any number) or a DER file (one), as DER; an error names
-    the file ("certificate file PATH: not a PEM or DER X.509 certificate")."""
+    """The certificates of a PEM file (any number) or a DER file (one), as DER; a regular file
+    of at most 1 MiB (`read_regular_file`: a FIFO or a device is refused, never read); an
+    error names the file ("certificate file PATH: not a PEM or DER X.509 certificate")."""
     try:
-        with open(fspath(path), "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(fspath(path))
+    except RefusedFile as exc:
+        raise ConfigError(f"certificate file {shown_path(fspath(path))} {exc}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(cannot_read("certificate file", fspath(path), exc)) from None
     try:

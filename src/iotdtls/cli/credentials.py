@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 from typing import Any
 
-from iotdtls._files import file_kind
+from iotdtls._files import MAX_CREDENTIAL_FILE, RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes, whole_number
@@ -48,8 +47,8 @@ __all__ = [
 #: The largest --psk-file read: far more keys than one server process holds.
 MAX_PSK_FILE = 1 << 20
 #: The largest key, certificate or public-key file read: far more than a chain or trust-anchor
-#: bundle holds.
-MAX_PEM_FILE = 1 << 20
+#: bundle holds (the API's loaders take as much).
+MAX_PEM_FILE = MAX_CREDENTIAL_FILE
 
 
 def read_psk_file(
@@ -128,27 +127,14 @@ def _check_length(identity: bytes, longest: int | None, where: str) -> None:
 
 
 def _read_regular(path: str, flag: str, limit: int) -> bytes:
-    """The bytes of the regular file `path`, given as `flag`, at most `limit` (whole MiB); a
-    `UsageError` naming both for anything else (a FIFO or a device is opened without
-    blocking and never read)."""
+    """The bytes of the regular file `path`, given as `flag`, at most `limit`
+    (`read_regular_file`); a `UsageError` naming both for anything else."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                shown = shown_path(path)
-                raise UsageError(f"{flag} {shown} is {file_kind(mode)}, not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                data = fh.read(limit + 1)
-        finally:
-            os.close(fd)
+        return read_regular_file(path, limit)
+    except RefusedFile as exc:
+        raise UsageError(f"{flag} {shown_path(path)} {exc}") from None
     except (OSError, ValueError) as exc:
         raise UsageError(cannot_read(flag, path, exc)) from None
-    if len(data) > limit:
-        raise UsageError(
-            f"{flag} {shown_path(path)} is larger than {limit >> 20} MiB: is it the right file?"
-        )
-    return data
 
 
 def _read(path: str, flag: str) -> bytes:

@@ -65,6 +65,7 @@ from aiocoap import error
 from aiocoap.credentials import CredentialsLoadError, CredentialsMissingError
 from aiocoap.message import Message
 
+from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, not_a_path, shown_path
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
@@ -140,8 +141,9 @@ def _public_key_pin(text: str) -> bytes:
     if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
         return public_key_pin(text)
     try:
-        with open(text, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(text)
+    except RefusedFile as exc:
+        raise ConfigError(f"public key file {shown_path(text)} {exc}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(cannot_read("public key file", text, exc, hex_is_secret=False)) from None
     try:
@@ -275,8 +277,9 @@ def load_credentials(source: CredentialsSource) -> aiocoap_credentials.Credentia
     if isinstance(source, str | PathLike):
         path = fspath(source)
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_regular_file(path).decode("utf-8"))
+        except RefusedFile as exc:
+            raise ConfigError(f"credentials file {shown_path(path)} {exc}") from None
         except OSError as exc:
             raise ConfigError(cannot_read("credentials file", path, exc, _OR_OBJECT)) from None
         except ValueError as exc:  # a NUL in the path too, which `cannot_read` names

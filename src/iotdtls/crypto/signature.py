@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.crypto.pem import PRIVATE_KEY, that_is
 from iotdtls.crypto.rand import p256_private_key
@@ -116,12 +117,14 @@ class PrivateKey:
 
     @classmethod
     def load(cls, path: str | PathLike[str], password: bytes | None = None) -> PrivateKey:
-        """Read a private key file (PEM or DER); an error names the file ("key file PATH:
-        no private key in it ..."). The key itself given instead of a path is not quoted in
-        the error (`cannot_read`): `from_pem` takes it."""
+        """Read a private key file (PEM or DER): a regular file of at most 1 MiB (a FIFO or a
+        device is refused, never read: `read_regular_file`); an error names the file ("key
+        file PATH: no private key in it ..."). The key itself given instead of a path is not
+        quoted in the error (`cannot_read`): `from_pem` takes it."""
         try:
-            with open(fspath(path), "rb") as fh:
-                data = fh.read()
+            data = read_regular_file(fspath(path))
+        except RefusedFile as exc:
+            raise ConfigError(f"key file {shown_path(fspath(path))} {exc}") from None
         except (OSError, ValueError) as exc:
             instead = " (or pass the key's bytes to PrivateKey.from_pem)"
             raise ConfigError(cannot_read("key file", fspath(path), exc, instead)) from None
