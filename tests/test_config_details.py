@@ -4,6 +4,7 @@ message, the last value accepted passes, and each mode's extras are refused in t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -567,6 +568,43 @@ def test_a_wrong_type_is_refused_in_one_line_naming_the_setting(
 ) -> None:
     base = PSK_CLIENT if role is ClientConfig else PSK_SERVER
     assert refusal(role, **{**base, setting: value}) == message
+
+
+async def _async_callback(*args: object) -> None:
+    return None
+
+
+class _AsyncCall:
+    async def __call__(self, *args: object) -> None:
+        return None
+
+
+CALLBACKS = [
+    (ClientConfig, "keylog"), (ClientConfig, "wall_clock"), (ServerConfig, "keylog"),
+    (ServerConfig, "wall_clock"), (ServerConfig, "psk_lookup"),
+    (ServerConfig, "client_key_lookup"), (ServerConfig, "server_name_lookup"),
+    (ServerConfig, "certificate_fetcher"),
+]
+
+
+@pytest.mark.parametrize(("role", "setting"), CALLBACKS,
+                         ids=[f"{role.__name__}.{setting}" for role, setting in CALLBACKS])
+@pytest.mark.parametrize(
+    "callback",
+    [_async_callback, _AsyncCall(), functools.partial(_async_callback, 1),
+     functools.partial(_AsyncCall())],
+    ids=["async-def", "async-__call__", "partial", "partial-of-object"],
+)
+def test_an_async_callback_is_refused_in_one_line(role: Any, setting: str,
+                                                  callback: object) -> None:
+    """The handshake calls these synchronously: an async one only made a coroutine (never
+    awaited: a psk_lookup that failed every handshake, a key log silently lost), so it is
+    refused here, as serve refuses async DatagramHandler methods."""
+    base = PSK_CLIENT if role is ClientConfig else PSK_SERVER
+    assert refusal(role, **{**base, setting: callback}) == (
+        f"{setting} is async def: it is called synchronously (never awaited), so it would only "
+        "make a coroutine: make it a plain def"
+    )
 
 
 def test_every_setting_of_both_roles_has_its_type_checked() -> None:

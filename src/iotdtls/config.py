@@ -10,6 +10,8 @@ all three at once and picks by what the client offers.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -342,6 +344,43 @@ def _check_stored_identity(identity: bytes, max_handshake_message: int) -> None:
         )
 
 
+#: The callbacks a handshake calls synchronously, on the event loop or the sync client's
+#: thread, and never awaits: each must be a plain function.
+_CALLBACKS = (
+    "keylog",
+    "wall_clock",
+    "psk_lookup",
+    "client_key_lookup",
+    "server_name_lookup",
+    "certificate_fetcher",
+)
+
+
+def _is_async(callback: object) -> bool:
+    """Whether calling `callback` only makes a coroutine: an async def function (also one
+    marked by `inspect.markcoroutinefunction`, or wrapped in `functools.partial`), or an object
+    whose `__call__` is async def."""
+    called = callback
+    while isinstance(called, functools.partial):
+        called = called.func
+    if inspect.iscoroutinefunction(called):
+        return True
+    if not callable(called) or inspect.isroutine(called):
+        return False
+    return inspect.iscoroutinefunction(type(called).__call__)
+
+
+def _check_plain_callbacks(settings: object) -> None:
+    """ConfigError in one line for an async callback (`_CALLBACKS`): called and never awaited,
+    it would fail every handshake (or lose the key log) without a word until then."""
+    for name in _CALLBACKS:
+        if _is_async(getattr(settings, name, None)):
+            raise ConfigError(
+                f"{name} is async def: it is called synchronously (never awaited), so it "
+                "would only make a coroutine: make it a plain def"
+            )
+
+
 _PATH = _instance("a str or os.PathLike path", str, PathLike)
 _CERTIFICATE_LIST = _list_of("a list of certificates (DER or PEM bytes)")
 _KEY_LIST = _list_of("a list of public keys or their SHA-256 (bytes or str)")
@@ -432,6 +471,9 @@ class _CommonConfig:
     #: this they are dropped like any UDP datagram and counted, so a peer cannot grow memory.
     receive_queue: int = 1024
     #: Called with NSS key-log lines; only when the user asked (SEC-1). See `file_keylog`.
+    #: Like every callback of a configuration (`wall_clock`, `psk_lookup`,
+    #: `client_key_lookup`, `server_name_lookup`, `certificate_fetcher`), a plain function:
+    #: it is called synchronously and never awaited, so an async one is refused.
     keylog: KeyLogCallback | None = field(default=None, repr=False)
     #: Convenience: a path to append the key log to (turned into `keylog`).
     keylog_file: str | PathLike[str] | None = None
@@ -449,6 +491,7 @@ class _CommonConfig:
 
     def __post_init__(self) -> None:
         _check_types(self, self._kinds)
+        _check_plain_callbacks(self)
         _check_heartbeat(self.heartbeat, self.keepalive_interval)
         if not _is_int(self.mtu) or not MIN_MTU <= self.mtu <= MAX_MTU:
             raise ConfigError(
@@ -554,7 +597,8 @@ class ClientConfig(_CommonConfig):
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     #: Seconds since the epoch for certificate validity (a device without a clock can pin it).
     #: Raising or answering no number: `ConfigError` when read here (for `certificate`), and
-    #: internal_error ending a handshake (`credentials.read_wall_clock`).
+    #: internal_error ending a handshake (`credentials.read_wall_clock`). A plain function:
+    #: async def is refused.
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Retry a failed handshake with back-off (RPK-4); None: fail at the first error.
     retry: RetryPolicy | None = None
@@ -730,7 +774,8 @@ class ServerConfig(_CommonConfig):
 
     * PSK: `psk_store` ({identity: key}, copied: later changes to the dict are not seen) or
       `psk_lookup` (identity -> key, or None or a LookupError for an unknown identity; asked
-      at each handshake, on the server's event loop), not both;
+      at each handshake, on the server's event loop, so a plain function: async def is
+      refused, as for every callback here), not both;
     * raw public keys: `raw_public_key` (our `PrivateKey`); clients must present a key from
       `client_public_keys` (or one `client_key_lookup` accepts) when either is given;
     * certificates: `certificates` (our `CertifiedKey`s; the first is the default); clients
@@ -744,6 +789,8 @@ class ServerConfig(_CommonConfig):
     raw_public_key: PrivateKey | None = None
     #: Provisioned client keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3).
     client_public_keys: Sequence[bytes | str] = ()
+    #: Decides about raw public keys beyond `client_public_keys` (RPK-3): a plain function,
+    #: called synchronously in the handshake (async def is refused).
     client_key_lookup: ClientKeyLookup | None = field(default=None, repr=False)
     certificates: Sequence[CertifiedKey] = ()
     #: Trust anchors for client certificates (CRT-1); when given, clients must present one.
@@ -751,6 +798,7 @@ class ServerConfig(_CommonConfig):
     #: Fetches client certificates from the URLs a client sends instead of its chain (RFC 6066
     #: §5, CRT-7); None refuses the extension. A fetcher reaches wherever a client points it:
     #: restrict it (`iotdtls.certurl.make_fetcher`) on a server facing untrusted clients.
+    #: A plain function (called synchronously: async def is refused).
     certificate_fetcher: CertificateFetcher | None = field(default=None, repr=False)
     #: Bytes accepted per fetched certificate, and seconds for all the URLs of one client.
     certificate_url_size_limit: int = 16384
@@ -765,7 +813,7 @@ class ServerConfig(_CommonConfig):
     validated_chains: int = VALIDATED_CHAINS_KEPT
     #: Seconds since the epoch for certificate validity. Raising or answering no number:
     #: `ConfigError` when read here (for `certificates`), and internal_error ending a
-    #: handshake (`credentials.read_wall_clock`).
+    #: handshake (`credentials.read_wall_clock`). A plain function: async def is refused.
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Stateless cookie exchange before any per-peer state (RFC 6347 §4.2.1, HS-2).
     cookie_exchange: bool = True
@@ -803,7 +851,8 @@ class ServerConfig(_CommonConfig):
     #: -> the `ServerConfig` whose credentials serve that name (PSK store or lookup, raw keys,
     #: certificates, client trust anchors and key pins, certificate fetcher, chain depth, clock),
     #: or None for a name we do not serve. Every other setting stays this configuration's.
-    #: Clients that send no name get this configuration's credentials.
+    #: Clients that send no name get this configuration's credentials. A plain function
+    #: (called synchronously in the handshake: async def is refused).
     server_name_lookup: ServerNameLookup | None = field(default=None, repr=False)
     #: With `server_name_lookup`: a name it does not know ends the handshake with
     #: unrecognized_name (True) or is served with this configuration's credentials (False).
