@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import logging
 import os
 import select
@@ -12,6 +13,7 @@ import socket
 import threading
 import time
 import tracemalloc
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -897,3 +899,43 @@ def test_an_infinite_or_huge_timeout_waits_like_none(server: ServerThread, timeo
     with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
         client.send(b"forever")
         assert client.recv(timeout=timeout) == b"forever"
+
+
+def test_a_dropped_client_is_closed_when_collected_with_one_resource_warning(
+    server: ServerThread,
+) -> None:
+    """As `aio` does for a dropped connection: close_notify is sent and the three sockets
+    (the UDP one and the wake-up pair) are released, with one ResourceWarning naming the
+    server, not three raw ones for the sockets."""
+    client = sync.connect(*server.address, client_config(retransmit=FAST))
+    sockets = [client._sock, client._wake_reader, client._wake_writer]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (ResourceWarning, f"iotdtls: unclosed client to {LOCALHOST}:{server.port}")]
+    assert [sock.fileno() for sock in sockets] == [-1, -1, -1]
+    assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+
+
+def test_a_dropped_client_the_peer_closed_is_released_quietly_one_never_used_warns() -> None:
+    """Nothing to warn of when the association had ended (as `aio`); a client that never
+    started its handshake holds its sockets all the same: one warning, nothing sent."""
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+    assert client.recv(timeout=5.0) is None  # the server's close_notify as it stopped
+    sockets = [client._sock, client._wake_reader, client._wake_writer]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert caught == []
+    assert [sock.fileno() for sock in sockets] == [-1, -1, -1]
+    port = free_udp_port()
+    idle = sync.DtlsClient(LOCALHOST, port, client_config())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del idle
+        gc.collect()
+    assert [str(w.message) for w in caught] == [f"iotdtls: unclosed client to {LOCALHOST}:{port}"]

@@ -15,10 +15,11 @@ import select
 import socket
 import threading
 import time
+import warnings
 from collections import deque
 from types import TracebackType
 
-from iotdtls._addresses import reaching, socket_to, sockets_in_turn
+from iotdtls._addresses import format_address, reaching, socket_to, sockets_in_turn
 from iotdtls._arguments import attach_socket, check_client_arguments, check_timeout
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
@@ -119,6 +120,29 @@ class DtlsClient:
         self._lock = threading.Condition()
         self._waiting = 0  # threads waiting for the socket (`_wait`)
         self._closing = False
+
+    def __del__(self) -> None:
+        """Collected without `close()` (the application dropped it): closed as `close()` does,
+        close_notify included, with one ResourceWarning if the association was still open or
+        never started (as `aio.ClientConnection` warns of a dropped connection), instead of
+        the three sockets' own. One the peer or an error had ended is released quietly."""
+        if getattr(self, "_closing", True):  # closed, or `__init__` did not get that far
+            return
+        if not self._ended():
+            warnings.warn(
+                f"iotdtls: unclosed client to {self._server_name()}",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        with contextlib.suppress(OSError):  # the sockets are closed whatever sending raised
+            self.close()
+
+    def _server_name(self) -> str:
+        try:
+            return format_address(self._sock.getpeername())
+        except OSError:  # a caller's socket, closed under us
+            return "an unknown address"
 
     def __enter__(self) -> DtlsClient:
         return self
@@ -266,7 +290,9 @@ class DtlsClient:
     def close(self) -> None:
         """Send close_notify (if still open) and close the socket. From another thread, it
         wakes a `recv` waiting there (which returns None), and closes the socket once that
-        thread has left it."""
+        thread has left it. A client dropped without it is closed so when collected, with a
+        ResourceWarning ("iotdtls: unclosed client to HOST:PORT") unless its association had
+        already ended, as `aio` does for a dropped connection."""
         with self._lock:
             if self._closing:
                 return
