@@ -939,3 +939,23 @@ def test_a_dropped_client_the_peer_closed_is_released_quietly_one_never_used_war
         del idle
         gc.collect()
     assert [str(w.message) for w in caught] == [f"iotdtls: unclosed client to {LOCALHOST}:{port}"]
+
+
+def test_handshake_again_returns_at_once_and_says_why_it_cannot_once_ended() -> None:
+    """An established client's `handshake()` has nothing left to do (it said "connect() is
+    for a new client connection", a call the user never made); after `close()` it said
+    "close() was called during the handshake", which it was not."""
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+        client.handshake()  # established: returns, the association untouched
+        client.send(b"still here")
+        assert client.recv(timeout=5.0) == b"still here"
+    assert client.recv(timeout=5.0) is None  # the server's close_notify as it stopped
+    with pytest.raises(LocalProtocolError) as ended:
+        client.handshake()
+    assert str(ended.value) == (
+        "the association has ended: a new handshake needs a new DtlsClient")
+    client.close()
+    with pytest.raises(LocalProtocolError) as closed:
+        client.handshake()
+    assert str(closed.value) == "the client is closed: a new handshake needs a new DtlsClient"

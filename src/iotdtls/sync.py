@@ -156,7 +156,18 @@ class DtlsClient:
         """Run the handshake; raises the `DtlsError` that ended it (alert or timeout). With
         `config.retry`, failed handshakes are repeated after a back-off first (RPK-4).
         `close()` from another thread meanwhile (during the back-off too) makes it raise
-        `LocalProtocolError` at once."""
+        `LocalProtocolError` at once. A client handshakes once: on an established one it
+        returns at once (as `sync.connect` did it already); after `close()`, or once the
+        association has ended, it raises `LocalProtocolError` saying which (a new handshake
+        needs a new `DtlsClient`)."""
+        if self._closing:
+            raise LocalProtocolError("the client is closed: a new handshake needs a new DtlsClient")
+        if self.connection.state is ConnectionState.ESTABLISHED:
+            return
+        if self._ended():
+            raise LocalProtocolError(
+                "the association has ended: a new handshake needs a new DtlsClient"
+            )
         policy = self._config.retry
         failures = 0
         resumed_before = False  # an earlier attempt resumed the session (DtlsError.resuming)
