@@ -1544,3 +1544,13 @@ def test_seconds_takes_its_minimum_only_when_inclusive() -> None:
     assert seconds()("0.01") == 0.01
     with pytest.raises(argparse.ArgumentTypeError, match=r"seconds > 0, got '0'"):
         seconds()("0")
+
+
+def test_an_empty_psk_identity_is_refused_as_an_empty_psk_file_identity_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--psk-identity ''` was accepted (the server's store then held an identity naming no
+    one), while a --psk-file line ":HEX" is refused."""
+    for command in (["server"], ["client", "127.0.0.1:9"]):
+        assert refused(capsys, *command, "--psk-identity", "", "--psk", PSK_HEX) == (
+            "--psk-identity is empty: give the identity the key is known by")

@@ -607,6 +607,20 @@ def test_an_async_callback_is_refused_in_one_line(role: Any, setting: str,
     )
 
 
+def test_an_empty_psk_identity_is_refused_in_one_line() -> None:
+    """An empty identity names no one (RFC 4279 §5: the identity is how the server picks the
+    key): refused as a --psk-file line ":HEX" is, where both were accepted."""
+    for identity in (b"", ""):
+        assert refusal(ClientConfig, psk_identity=identity, psk=KEY) == (
+            "psk_identity is empty: give the identity the server knows the key by "
+            "(RFC 4279 §5)"
+        )
+        assert refusal(ServerConfig, psk_store={b"dev": KEY, identity: KEY}) == (
+            "an identity in psk_store is empty: give the identity the client names its key "
+            "by (RFC 4279 §5)"
+        )
+
+
 def test_every_setting_of_both_roles_has_its_type_checked() -> None:
     """No setting takes just anything: a field added without a check fails here."""
     for role, base in ((ClientConfig, PSK_CLIENT), (ServerConfig, PSK_SERVER)):

@@ -483,6 +483,20 @@ def test_unknown_identity_and_wrong_key_look_alike(source: str) -> None:
     assert AlertDescription.unknown_psk_identity not in [a.description for a in alerts]
 
 
+@pytest.mark.req("PSK-4")
+@pytest.mark.parametrize("source", list(KEY_SOURCES))
+def test_an_empty_identity_on_the_wire_is_an_unknown_identity(source: str) -> None:
+    """No configuration makes an empty identity (it names no one), but a peer may send one
+    (psk_identity<0..2^16-1>, RFC 4279 §2): it fails as any unknown identity does."""
+    client = ClientConfig(psk_identity=IDENTITY, psk=KEY)
+    object.__setattr__(client, "psk_identity", b"")  # what another implementation may send
+    server = ServerConfig(**{"psk_store": {IDENTITY: KEY}, **KEY_SOURCES[source]})
+    link = MemoryLink(client, server)
+    link.handshake()
+    assert_link_failed(link, "server", AlertDescription.decrypt_error)
+    assert link.server.connections == {}
+
+
 def handshake_role() -> str:
     """The class name of the handshake machine up the call stack ("ServerHandshake", ...)."""
     frame = inspect.currentframe()

@@ -324,8 +324,12 @@ def _check_psk(name: str, key: bytes) -> None:
         raise ConfigError(f"{name} is {len(key)} bytes; at most {MAX_PSK_LENGTH} fit the protocol")
 
 
-def _check_identity_length(name: str, identity: bytes) -> None:
-    """A PSK identity must fit the ClientKeyExchange's 2-byte length (RFC 4279 §2)."""
+def _check_identity_length(name: str, identity: bytes, known_by: str) -> None:
+    """A PSK identity names whose key it is (RFC 4279 §5: the server picks the key by it), so
+    it is not empty, and it must fit the ClientKeyExchange's 2-byte length (RFC 4279 §2).
+    `known_by` ends the empty one's message: how the identity is meant."""
+    if not identity:
+        raise ConfigError(f"{name} is empty: give the identity {known_by} (RFC 4279 §5)")
     if len(identity) > MAX_PSK_LENGTH:
         raise ConfigError(f"{name} is longer than {MAX_PSK_LENGTH} bytes")
 
@@ -334,7 +338,9 @@ def _check_stored_identity(identity: bytes, max_handshake_message: int) -> None:
     """An identity of `psk_store` must fit the ClientKeyExchange (a 2-byte length, RFC 4279
     §2) and that message (2 + its length bytes) our `max_handshake_message`, or no client
     could ever use it."""
-    _check_identity_length("an identity in psk_store", identity)
+    _check_identity_length(
+        "an identity in psk_store", identity, "the client names its key by"
+    )
     if len(identity) + 2 > max_handshake_message:
         raise ConfigError(
             f"an identity in psk_store is {len(identity)} bytes; at most "
@@ -634,7 +640,7 @@ class ClientConfig(_CommonConfig):
                 self, "psk_identity", _identity_bytes("psk_identity", self.psk_identity)
             )
             object.__setattr__(self, "psk", _key_bytes("psk", self.psk))
-            _check_identity_length("psk_identity", self.identity)
+            _check_identity_length("psk_identity", self.identity, "the server knows the key by")
             _check_psk("psk", self.psk)
         if self.raw_public_key is not None and modes[0] is not Mode.RAW_PUBLIC_KEY:
             raise ConfigError("raw_public_key is for raw-public-key mode: add server_public_keys")

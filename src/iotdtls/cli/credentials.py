@@ -96,8 +96,10 @@ def _as_typed(identity: bytes) -> str:
 def _identity_bytes(text: str, longest: int | None = None) -> bytes:
     """A --psk-identity, as the bytes typed (`_typed_bytes`), so an identity in any encoding is
     sent as it was typed (RFC 7925 §4.2, PSK-2: identities are opaque bytes); at most `longest`
-    bytes when given (`_check_length`)."""
+    bytes when given (`_check_length`), not empty."""
     identity = _typed_bytes(text, "--psk-identity", quoted=True)
+    if not identity:  # names no one, as a --psk-file line ":HEX" (RFC 4279 §5)
+        raise UsageError("--psk-identity is empty: give the identity the key is known by")
     _check_length(identity, longest, "--psk-identity")
     return identity
 
