@@ -1554,3 +1554,21 @@ def test_an_empty_psk_identity_is_refused_as_an_empty_psk_file_identity_is(
     for command in (["server"], ["client", "127.0.0.1:9"]):
         assert refused(capsys, *command, "--psk-identity", "", "--psk", PSK_HEX) == (
             "--psk-identity is empty: give the identity the key is known by")
+
+
+def test_a_psk_file_key_too_long_for_the_protocol_names_its_line(tmp_path: Path) -> None:
+    """A key of more than 65535 bytes (RFC 4279 §2) was refused by the configuration, in the
+    API's words ("a psk in psk_store is 70000 bytes"), not naming the file or the line."""
+    path = tmp_path / "keys.psk"
+    path.write_text(f"good:01\nlong:{'ab' * 70_000}\nmost:{'cd' * 65_535}\n")
+    with pytest.raises(UsageError) as caught:
+        read_psk_file(str(path))
+    assert str(caught.value) == (
+        f"{path}:2 key is 70,000 bytes; at most 65,535 fit the protocol (RFC 4279 §2)")
+    path.write_text(f"good:01\nmost:{'cd' * 65_535}\n")
+    assert len(read_psk_file(str(path))[b"most"]) == 65_535
+    for flag, value in (("--psk", "ab" * 70_000), ("--psk-text", "k" * 70_000)):
+        with pytest.raises(UsageError) as caught:
+            client_config(client_args("--psk-identity", "dev1", flag, value))
+        assert str(caught.value) == (
+            f"{flag} is 70,000 bytes; at most 65,535 fit the protocol (RFC 4279 §2)")

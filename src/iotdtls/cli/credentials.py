@@ -25,7 +25,12 @@ from iotdtls._files import MAX_CREDENTIAL_FILE, RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes, whole_number
-from iotdtls.config import DEFAULT_MAX_PSK_IDENTITY, ClientConfig, ServerConfig
+from iotdtls.config import (
+    DEFAULT_MAX_PSK_IDENTITY,
+    MAX_PSK_LENGTH,
+    ClientConfig,
+    ServerConfig,
+)
 from iotdtls.credentials import CertifiedKey, PrivateKey, mark_validity_warned, public_key_pin
 from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, kind_of
 from iotdtls.crypto.x509 import load_certificates
@@ -83,8 +88,21 @@ def read_psk_file(
         _check_length(name, longest, f"{path}:{number}: the identity")
         place_of[name] = (path, number)
         text = key.decode("ascii", "surrogateescape")  # a byte not ASCII: not a hex digit
-        store[name] = hex_bytes(f"{path}:{number} key", text, secret=True)
+        where = f"{path}:{number} key"
+        store[name] = _fitting_psk(hex_bytes(where, text, secret=True), where)
     return store
+
+
+def _fitting_psk(key: bytes, where: str) -> bytes:
+    """A key of --psk, --psk-text or a --psk-file line, refused naming it (`where`) when longer
+    than the 2-byte length of RFC 4279 §2 allows, rather than by the configuration in the
+    API's words ("a psk in psk_store")."""
+    if len(key) > MAX_PSK_LENGTH:
+        raise UsageError(
+            f"{where} is {len(key):,} bytes; at most {MAX_PSK_LENGTH:,} fit the protocol "
+            "(RFC 4279 §2)"
+        )
+    return key
 
 
 def _as_typed(identity: bytes) -> str:
@@ -308,13 +326,13 @@ def _add_key_flags(g: argparse._ArgumentGroup, what: str) -> None:
 def _key_flag(args: argparse.Namespace) -> bytes | None:
     """The key of --psk or --psk-text (the bytes typed, as an identity's), if one was given."""
     if args.psk is not None:
-        return hex_bytes("--psk", args.psk, secret=True)
+        return _fitting_psk(hex_bytes("--psk", args.psk, secret=True), "--psk")
     if args.psk_text is None:
         return None
     key = _typed_bytes(args.psk_text, "--psk-text", quoted=False)
     if not key:
         raise UsageError("--psk-text is empty")
-    return key
+    return _fitting_psk(key, "--psk-text")
 
 
 def _add_legacy_flag(p: argparse.ArgumentParser, peers: str) -> None:
