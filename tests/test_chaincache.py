@@ -9,6 +9,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,3 +279,21 @@ def test_an_entry_that_is_no_regular_file_is_a_miss_without_blocking(
     found: list[tuple[bytes, ...] | None] = []
     assert outcome_without_blocking(lambda: found.append(cache.load(KEY)), fifo) == "loaded"
     assert found == [None]
+
+
+def test_an_empty_path_or_a_size_limit_below_one_byte_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ChainCache("")` became the working directory, where `DirectorySessionStore("")` is
+    refused; a limit of 0 or less cached nothing, silently."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as empty:
+        ChainCache("")
+    assert str(empty.value) == (
+        'chain cache directory is empty: name the directory ("." for this one)')
+    sizes: list[Any] = [0, -1, True, 10.5]
+    for size in sizes:
+        with pytest.raises(ConfigError) as refused:
+            ChainCache(tmp_path, max_entry_size=size)
+        assert str(refused.value) == (
+            f"chain cache max_entry_size must be an integer >= 1 (bytes), got {size!r}")

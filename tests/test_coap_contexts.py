@@ -381,3 +381,17 @@ def test_a_server_shut_down_under_a_live_association_logs_no_error(
     problems = [f"{r.name}: {r.getMessage()}" for r in caplog.records
                 if r.levelno >= logging.ERROR]
     assert problems == []
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:5684", ("127.0.0.1",), ("127.0.0.1", 5684, 0),
+                                  (5684, "127.0.0.1"), ("127.0.0.1", "5684")])
+def test_a_bind_address_of_another_form_is_refused_in_one_line(bind: Any) -> None:
+    """"127.0.0.1:5684" gave "ValueError: too many values to unpack (expected 2)"."""
+
+    async def main() -> None:
+        await coap_server_context(None, bind, config=server_config())
+
+    with pytest.raises(TypeError) as refused:
+        run(main())
+    assert str(refused.value).startswith(
+        'bind must be a (host, port) tuple such as ("127.0.0.1", 5684) (port None: 5684), got ')

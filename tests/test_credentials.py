@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -500,3 +501,19 @@ def test_api_file_loaders_read_only_a_regular_file_of_at_most_1_mib(
             load(big)
         assert str(large.value) == f"{what} {big} is larger than 1 MiB: is it the right file?"
     assert PrivateKey.load(key).spki == CertifiedKey.load(chain, key).private_key.spki
+
+
+def test_certified_key_from_pem_refuses_text_as_private_key_from_pem_does(files: Path) -> None:
+    """A str gave "TypeError: 'in <string>' requires string as left operand, not bytes"."""
+    chain: Any = (files / "chain.pem").read_text()
+    key: Any = (files / "clear-key.pem").read_text()
+    for certificates, private_key in ((chain, key.encode()), (chain, key)):
+        with pytest.raises(ConfigError) as refused:
+            CertifiedKey.from_pem(certificates, private_key)
+        assert str(refused.value) == "give the certificates as bytes (PEM or DER), got str"
+    with pytest.raises(ConfigError) as refused:
+        CertifiedKey.from_pem(chain.encode(), key)
+    assert str(refused.value) == "give the key as bytes (PEM or DER), got str"
+    expected = CertifiedKey.from_pem(chain.encode(), key.encode()).chain
+    for form in (bytearray, memoryview):
+        assert CertifiedKey.from_pem(form(chain.encode()), key.encode()).chain == expected

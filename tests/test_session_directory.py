@@ -415,3 +415,17 @@ def test_no_secret_in_the_repr(tmp_path: Path) -> None:
     assert shown == f"<DirectorySessionStore {str(tmp_path / 'sessions')!r} max_entries=7 " \
         "lifetime=60.0s>"
     assert MASTER.hex() not in shown and state.session_id.hex() not in shown
+
+
+@pytest.mark.parametrize("clock", [5, "time.time", None])
+def test_a_clock_that_is_not_callable_is_refused_when_the_store_is_made(
+    tmp_path: Path, clock: Any
+) -> None:
+    """It was taken, then a TypeError ('int' object is not callable) at the first put."""
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(tmp_path / "sessions", clock=clock)
+    assert str(refused.value) == (
+        f"session store clock must be callable (like time.time), got {type(clock).__name__}"
+        if clock is not None else
+        "session store clock must be callable (like time.time), got None")
+    assert not (tmp_path / "sessions").exists()

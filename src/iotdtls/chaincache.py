@@ -17,10 +17,12 @@ sans-I/O core only needs `chain_hash`.
   `discard(key)` forgets it. File names are the SHA-256 of the key (no path can be smuggled in
   through it), files are written to a temporary name and renamed (atomic), an entry is at most
   `max_entry_size` bytes, and a file that is damaged, truncated, too large or for another key
-  reads as absent. Each file holds a magic line, the key, the Certificate body and a SHA-256
+  reads as absent, as does one that is no regular file (a FIFO is never opened blocking). Each
+  file holds a magic line, the key, the Certificate body and a SHA-256
   over all of it. Saving never raises for an I/O problem: a cache must not break a connection
-  (it logs a warning and returns False). A `directory` that exists but is not a directory is a
-  `ConfigError` at once.
+  (it logs a warning and returns False). A `directory` that exists but is not a directory, an
+  empty one ("" is not taken for the working directory) and a `max_entry_size` below 1 byte are
+  a `ConfigError` at once.
 * `for_server(config, cache, host, port)` before a client's handshake (the configuration for
   that server, offering the chain the cache holds, and its key) and `remember_chain` after it:
   the one way the asyncio and blocking clients and the load generator use a cache.
@@ -75,6 +77,15 @@ class ChainCache:
     def __init__(
         self, directory: str | os.PathLike[str], *, max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     ) -> None:
+        if not os.fspath(directory):  # Path("") would be the working directory
+            raise ConfigError(
+                'chain cache directory is empty: name the directory ("." for this one)'
+            )
+        size = max_entry_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(
+                f"chain cache max_entry_size must be an integer >= 1 (bytes), got {size!r}"
+            )
         self.directory = Path(directory)
         self.max_entry_size = max_entry_size
         if self.directory.exists() and not self.directory.is_dir():

@@ -228,8 +228,14 @@ class CertifiedKey:
     def from_pem(
         cls, certificates: bytes, key: bytes, password: bytes | None = None
     ) -> CertifiedKey:
-        """From PEM certificate(s) (or one DER certificate), leaf first, and a private key."""
-        return cls(load_certificates(certificates), PrivateKey.from_pem(key, password))
+        """From PEM certificate(s) (or one DER certificate), leaf first, and a private key
+        (`PrivateKey.from_pem`), each given as bytes: text is a one-line `ConfigError`, as
+        `PrivateKey.from_pem` says of a key."""
+        if not isinstance(certificates, bytes | bytearray | memoryview):
+            raise ConfigError(
+                f"give the certificates as bytes (PEM or DER), got {type(certificates).__name__}"
+            )
+        return cls(load_certificates(bytes(certificates)), PrivateKey.from_pem(key, password))
 
     @classmethod
     def load(

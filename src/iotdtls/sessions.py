@@ -337,8 +337,9 @@ class DirectorySessionStore:
     0600, renamed: a reader never sees half of it; not synced to disk, as a cache: a crash of
     the machine may lose a session, never a restart of the server). `get` reads the file: a
     missing one is a miss, and so is a damaged one or one older than `lifetime` seconds by
-    the wall clock (`clock`, `time.time`; `now` is a per-process monotonic clock, meaningless
-    in another process or after a restart), which is removed (counted in `damaged` and
+    the wall clock (`clock`, `time.time`, checked callable when the store is made; `now` is
+    a per-process monotonic clock, meaningless in another process or after a restart), which
+    is removed (counted in `damaged` and
     `expired`). `remove` unlinks the file. A file that cannot be read for another reason
     raises `OSError`, which the server logs by type and errno name and takes as a miss.
 
@@ -382,6 +383,10 @@ class DirectorySessionStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         _check_bounds(max_entries, lifetime)
+        if not callable(clock):  # not at the first put, as a TypeError
+            raise ConfigError(
+                f"session store clock must be callable (like time.time), got {type_name(clock)}"
+            )
         if not os.fspath(path):  # Path("") would be the working directory
             raise ConfigError("session directory is empty: name the directory (\".\" for this one)")
         try:

@@ -26,7 +26,7 @@ from iotdtls.coap.credentials import (
     map_client_configs,
 )
 from iotdtls.coap.server import CoapsServerInterface
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
 from iotdtls.identity import PeerIdentity
 
@@ -106,7 +106,7 @@ async def add_server_transport(
 
     Clients are authenticated against `context.server_credentials` (aiocoap's map, read at each
     handshake), or else against `config`. `settings` are the other `ServerConfig` fields."""
-    host, port = bind if bind is not None else DEFAULT_BIND
+    host, port = _bind_address(bind)
     _check_settings(config, settings)
     if config is not None:
         server_config = config
@@ -173,8 +173,9 @@ async def server_context(
     config: ServerConfig | None = None,
     **settings: Any,
 ) -> Context:
-    """An aiocoap context serving `site` over coaps (iotdtls) on `bind` (default: every address,
-    port 5684), and nothing else.
+    """An aiocoap context serving `site` over coaps (iotdtls) on `bind`, a (host, port) tuple
+    (port None: 5684; default: every address, port 5684; another form is a `TypeError`), and
+    nothing else.
 
     Clients authenticate with `credentials` (aiocoap's map: a map, a dict, or a JSON file, one
     entry per client) or against `config`. Resource handlers find the client's identity in
@@ -182,11 +183,31 @@ async def server_context(
     `await context.shutdown()`."""
     if (credentials is None) == (config is None):
         raise ConfigError("give the server credentials= (aiocoap's map) or config=, one of them")
+    _bind_address(bind)  # before the context is made
     context = Context(serversite=site, loggername="coap-server")
     if credentials is not None:
         context.server_credentials = load_credentials(credentials)
     await add_server_transport(context, bind, config=config, **settings)
     return context
+
+
+def _bind_address(bind: object) -> tuple[str, int | None]:
+    """`bind` as (host, port), `DEFAULT_BIND` for None; a one-line `TypeError` saying the form
+    for anything else ("127.0.0.1:5684" gave "too many values to unpack")."""
+    if bind is None:
+        return DEFAULT_BIND
+    if (
+        isinstance(bind, tuple | list)
+        and len(bind) == 2
+        and isinstance(bind[0], str)
+        and (bind[1] is None or (isinstance(bind[1], int) and not isinstance(bind[1], bool)))
+    ):
+        return bind[0], bind[1]
+    shown = repr(bind) if isinstance(bind, str | tuple | list) else type_name(bind)
+    raise TypeError(
+        f'bind must be a (host, port) tuple such as ("127.0.0.1", 5684) (port None: '
+        f"{COAPS_PORT}), got {shown}"
+    )
 
 
 def _check_settings(config: object | None, settings: dict[str, Any]) -> None:
