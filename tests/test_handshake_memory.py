@@ -47,6 +47,7 @@ from tests.memory_link import (
     record_layer,
     wire_from,
 )
+from tests.pubkey_support import rpk_link, x509_link
 
 
 def exchange_data(link: MemoryLink) -> None:
@@ -170,6 +171,29 @@ def test_our_client_hello_extensions() -> None:
     sh = ServerHello.decode(server_hello)
     assert find_extension(sh.extensions, RenegotiationInfo) == RenegotiationInfo(b"")
     assert find_extension(sh.extensions, ExtendedMasterSecret) is not None
+
+
+@pytest.mark.req("EXT-3")
+@pytest.mark.parametrize("mode", ["psk", "rpk", "x509"])
+def test_no_client_hello_of_any_mode_offers_truncated_hmac(mode: str) -> None:
+    """EXT-3 (RFC 6066 §7): truncated_hmac is never offered with an AEAD suite; the
+    public-key modes build their offer on a branch of their own, and a server ignores an
+    unknown extension, so only the ClientHellos themselves show it (both, with the cookie's)."""
+    link = {"psk": make_link, "rpk": rpk_link, "x509": x509_link}[mode]()
+    link.handshake()
+    assert established(link)
+    hellos = [
+        ClientHello.decode(body)
+        for datagram in wire_from(link, "client")
+        for header, body in plain_handshake(datagram)
+        if header.msg_type == HandshakeType.client_hello
+    ]
+    assert len(hellos) == 2  # without and with the cookie (RFC 6347 §4.2.1)
+    for hello in hellos:
+        types = {
+            e.ext_type if isinstance(e, UnknownExtension) else e.TYPE for e in hello.extensions
+        }
+        assert 4 not in types
 
 
 @pytest.mark.req("PSK-2")
