@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -429,3 +430,94 @@ def test_a_clock_that_is_not_callable_is_refused_when_the_store_is_made(
         if clock is not None else
         "session store clock must be callable (like time.time), got None")
     assert not (tmp_path / "sessions").exists()
+
+
+def plant_foreign_entries(directory: Path, when: float) -> list[Path]:
+    """A subdirectory, a symlink, a FIFO and a subdirectory named as a temporary file, with
+    session-file names (all hex) or a temporary's, dated `when` (long expired)."""
+    subdirectory, symlink, fifo = directory / "2026", directory / "beef", directory / "cafe"
+    temporary_like = directory / ".tmp-mine"
+    subdirectory.mkdir()
+    temporary_like.mkdir()
+    symlink.symlink_to(directory.parent / "elsewhere")
+    os.mkfifo(fifo)
+    planted = [subdirectory, symlink, fifo, temporary_like]
+    for entry in planted:
+        os.utime(entry, (when, when), follow_symlinks=False)
+    return planted
+
+
+def test_entries_that_are_not_regular_files_are_left_alone_and_the_bound_holds(
+    tmp_path: Path,
+) -> None:
+    """An old subdirectory, symlink or FIFO with a hex name (DIR/2026) is not a session file:
+    no scan counts, dates or removes it, nor fails on it (IsADirectoryError stopped the scan
+    before its trim, every later put rescanned and failed again, the directory grew past the
+    bound); a restart takes the directory."""
+    directory = tmp_path / "sessions"
+    clock = Clock(START + 1000)
+    store = store_in(tmp_path, max_entries=20, lifetime=100.0, clock=clock)
+    planted = plant_foreign_entries(directory, START - 10_000)
+    fill(store, directory, 1, 200)
+    assert all(os.path.lexists(entry) for entry in planted)
+    assert len(session_files(directory)) <= 22 + len(planted) - 1
+    restarted = store_in(tmp_path, max_entries=20, lifetime=100.0, clock=clock)
+    restarted.put(session(999), now=0.0)
+    assert restarted.get(session(999).session_id, now=0.0) == session(999)
+    assert all(os.path.lexists(entry) for entry in planted)
+
+
+def test_an_entry_that_cannot_be_removed_does_not_stop_the_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session file that will not go (EPERM: an immutable file) is skipped: the scan
+    removes the other expired files, trims, removes the stale temporaries and sets the next
+    scan, rather than failing at every later put."""
+    directory = tmp_path / "sessions"
+    clock = Clock(START + 100)
+    store = store_in(tmp_path, max_entries=20, lifetime=500.0, clock=clock)
+    fill(store, directory, 1, 15)
+    assert len(session_files(directory)) == 15
+    stale = directory / ".tmp-killed"
+    stale.write_bytes(MASTER)
+    os.utime(stale, (START, START))
+    stubborn = session(1).session_id.hex()
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name == stubborn:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    clock.now = START + 2000  # all 15 expired; the stale temporary too
+    for number in range(100, 200):
+        store.put(session(number), now=0.0)  # no OSError
+    names = session_files(directory)
+    assert stubborn in names and not stale.exists()
+    assert len(names) <= 23, len(names)
+
+
+def test_a_get_of_an_id_named_by_a_fifo_or_a_subdirectory_is_a_miss_left_alone(
+    tmp_path: Path,
+) -> None:
+    """A client's session_id whose hex names a FIFO in the directory does not block the
+    server on opening it (no writer), nor does a subdirectory's fail it: a miss, the entry
+    kept."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    os.mkfifo(directory / "cafe")
+    (directory / "2026").mkdir()
+    result: list[SessionState | None] = []
+    getter = threading.Thread(
+        target=lambda: result.append(store.get(bytes.fromhex("cafe"), now=0.0)), daemon=True
+    )
+    getter.start()
+    getter.join(timeout=5)
+    if getter.is_alive():  # blocked in open(): give it a writer, then fail
+        os.close(os.open(directory / "cafe", os.O_WRONLY | os.O_NONBLOCK))
+        getter.join(timeout=5)
+        pytest.fail("get blocked on a FIFO")
+    assert result == [None]
+    assert store.get(bytes.fromhex("2026"), now=0.0) is None
+    assert (directory / "cafe").exists() and (directory / "2026").is_dir()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -343,6 +344,12 @@ class DirectorySessionStore:
     `expired`). `remove` unlinks the file. A file that cannot be read for another reason
     raises `OSError`, which the server logs by type and errno name and takes as a miss.
 
+    Other entries in the directory are left alone: the store only counts, dates, reads and
+    removes regular files (not followed) named by the hex of a session_id, and its own
+    temporary files; a subdirectory, a symlink or a FIFO is none of these whatever its name
+    (a ``2026`` or ``beef`` subdirectory included: a `get` of that id is a miss), nor is a
+    file named otherwise. A file a scan cannot remove (EPERM) stays, and the scan goes on.
+
     The directory holds master secrets: keep it like a key. Missing, it is made with mode
     0700 (its parent must exist); a symlink, something else than a directory, another user's
     directory, one open to group or others, or one this user cannot read, write and search
@@ -425,6 +432,8 @@ class DirectorySessionStore:
             data = _read_unfollowed(path)
         except FileNotFoundError:
             return None
+        if data is None:  # not a session file: not ours to remove
+            return None
         state = self._live_session(session_id, data)
         if state is None:
             path.unlink(missing_ok=True)
@@ -476,10 +485,13 @@ class DirectorySessionStore:
         the temporary files of puts cut short (`_remove_stale_temporaries`). Then set how many
         `put`s of this process come before the next scan: half the room left (other
         processes fill it too), at least a tenth of `max_entries`."""
+        self._puts_before_scan = max(1, self.max_entries // 10)  # if this scan fails
         dated: list[tuple[float, str]] = []
         temporaries: list[str] = []
         with os.scandir(self.path) as entries:
             for entry in entries:
+                if not _is_our_regular_file(entry):  # a subdirectory named 2026: not ours
+                    continue
                 if _is_session_file_name(entry.name):
                     with contextlib.suppress(FileNotFoundError):  # removed meanwhile
                         dated.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
@@ -501,9 +513,9 @@ class DirectorySessionStore:
         oldest_allowed = self._clock() - STALE_TEMPORARY_AGE
         for name in names:
             path = self.path / name
-            with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+            with contextlib.suppress(OSError):  # renamed or removed meanwhile; see _remove
                 if os.lstat(path).st_mtime < oldest_allowed:
-                    path.unlink(missing_ok=True)
+                    self._remove(name)
 
     def _remove_expired(self, dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
         """Remove the session files (modification time, name) whose `put` (the modification
@@ -514,7 +526,7 @@ class DirectorySessionStore:
             if mtime > oldest_allowed:
                 live.append((mtime, name))
             else:
-                (self.path / name).unlink(missing_ok=True)
+                self._remove(name)
         return live
 
     def _trim(self, dated: list[tuple[float, str]], bound: int) -> int:
@@ -523,8 +535,24 @@ class DirectorySessionStore:
         keep = bound - max(1, bound // 10)
         dated.sort(reverse=True)
         for _, name in dated[keep:]:
-            (self.path / name).unlink(missing_ok=True)
+            self._remove(name)
         return min(keep, len(dated))
+
+    def _remove(self, name: str) -> None:
+        """Unlink the file `name` the scan found, if it still can: one that will not go (an
+        immutable file, EPERM; replaced meanwhile by a subdirectory, EISDIR) stays, and the
+        scan goes on with the others, its trim and the temporaries."""
+        with contextlib.suppress(OSError):
+            (self.path / name).unlink(missing_ok=True)
+
+
+def _is_our_regular_file(entry: os.DirEntry[str]) -> bool:
+    """Whether a directory entry is a regular file, not followed (a subdirectory, a symlink,
+    a FIFO is never a session file nor one of our temporaries, whatever its name)."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:  # it cannot tell: leave it alone
+        return False
 
 
 def _unusable_directory(path: str | os.PathLike[str], exc: OSError) -> ConfigError:
@@ -533,8 +561,14 @@ def _unusable_directory(path: str | os.PathLike[str], exc: OSError) -> ConfigErr
     return ConfigError(f"cannot use session directory {os.fspath(path)}: {exc.strerror or exc}")
 
 
-def _read_unfollowed(path: Path) -> bytes:
-    """The content of the file at `path`, never through a symlink (O_NOFOLLOW)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with open(fd, "rb") as file:
-        return file.read()
+def _read_unfollowed(path: Path) -> bytes | None:
+    """The content of the regular file at `path`, never through a symlink (O_NOFOLLOW); None
+    for anything else there (a subdirectory; a FIFO, opened without waiting for a writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(fd)
