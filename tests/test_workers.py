@@ -8,6 +8,7 @@ these tests reach the parent's own code and the failures a command line rarely s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -111,12 +112,38 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
         assert again is totals and await pool.close() is totals
         # Only the survivor reports its counters, and the sum is its own.
         records = [r.getMessage() for r in caplog.records]
-        assert f"worker 0 (pid {first}) ended unexpectedly" in records
+        assert f"worker 0 (pid {first}) ended unexpectedly: killed by SIGKILL" in records
         assert f"worker 1 (pid {second}): {totals.describe()}" in records
         assert f"worker 0 (pid {first}): no counters (it did not report)" in records
         assert f"stopped: the 1 of 2 workers that reported: {totals.describe()}" in records
         assert not any("all 2 workers" in m for m in records)
         assert not any(m.startswith("worker 0 (pid") and ": handshakes" in m for m in records)
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
+async def exit_with_status_3(session: aio.ServerSession) -> None:
+    """A handler that crashes its worker with an exit status (as a fatal error would)."""
+    os._exit(3)
+
+
+def test_a_worker_that_exits_says_with_which_status(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        pool = await workers.serve(exit_with_status_3, LOCALHOST, 0, server_config(),
+                                   workers=1, loop_choice="asyncio")
+        try:
+            (pid,) = pool.pids
+            with contextlib.suppress(Exception):  # the worker dies under the handshake
+                async with aio.connect(*pool.address, client_config()) as conn:
+                    conn.send(b"crash")
+                    await asyncio.wait_for(conn.recv(), 1.0)
+            await asyncio.wait_for(pool.worker_exited.wait(), 10.0)
+        finally:
+            await pool.close()
+        records = [r.getMessage() for r in caplog.records]
+        assert f"worker 0 (pid {pid}) ended unexpectedly: exited with status 3" in records
 
     with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
         run(main(), limit=60.0)
@@ -229,7 +256,9 @@ class PlayedWorker:
         parent_end, self.conn = multiprocessing.Pipe()
         sentinel, self.exit_end = socket.socketpair()
         self._ends = (parent_end, sentinel)
-        process: Any = types.SimpleNamespace(sentinel=sentinel.fileno())
+        process: Any = types.SimpleNamespace(
+            sentinel=sentinel.fileno(), exitcode=-signal.SIGKILL, join=lambda timeout: None
+        )
         self.worker = workers._Worker(index, process, parent_end, pid=1000 + index)
 
     def answer(self, handshakes: int) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-__all__ = ["Child", "hold_signals", "ignore_sigint", "reap", "spawn"]
+__all__ = ["Child", "hold_signals", "how_it_ended", "ignore_sigint", "reap", "spawn"]
 
 #: The parent's end of a child's pipe (`multiprocessing.connection.Connection`).
 Child = tuple[BaseProcess, Any]
@@ -79,3 +79,24 @@ def reap(process: BaseProcess, timeout: float) -> bool:
     process.kill()
     process.join(5.0)
     return False
+
+
+#: How long `how_it_ended` waits for a child whose end was just seen (its pipe or sentinel
+#: closed as it exited) to be reapable: the kernel closes its files a moment before.
+_REAP_WAIT = 1.0
+
+
+def how_it_ended(process: BaseProcess) -> str | None:
+    """How a child that has ended did: "killed by SIGKILL" (a negative exit code is the
+    signal, as multiprocessing reports it: the OOM killer, a kill -9) or "exited with status
+    3"; None when it cannot tell (still not reapable after `_REAP_WAIT` seconds)."""
+    process.join(_REAP_WAIT)
+    code = process.exitcode
+    if code is None:
+        return None
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"

@@ -65,7 +65,7 @@ from typing import Any
 from iotdtls import aio, loop
 from iotdtls._addresses import listening_on
 from iotdtls._arguments import check_host, check_port, check_type
-from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
+from iotdtls._children import hold_signals, how_it_ended, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.datagram import dual_stack
@@ -261,7 +261,11 @@ class WorkerServer:
             return
         _collect_stats(worker, 0.0)  # a worker stopped by SIGTERM has reported them
         if worker.stats is None:
-            logger.error("worker %d (pid %d) ended unexpectedly", worker.index, worker.pid)
+            how = how_it_ended(worker.process)
+            logger.error(
+                "worker %d (pid %d) ended unexpectedly%s",
+                worker.index, worker.pid, f": {how}" if how else "",
+            )
         else:  # SIGTERM sent to it, or to the whole group (the parent then stops too)
             logger.warning("worker %d (pid %d) stopped on SIGTERM", worker.index, worker.pid)
         self.worker_exited.set()
