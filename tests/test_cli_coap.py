@@ -578,6 +578,49 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: sign
         caplog.record_tuples)
 
 
+def test_serve_logs_its_counters_on_sigusr1_and_at_stop(caplog: pytest.LogCaptureFixture) -> None:
+    """As `iotdtls server`: SIGUSR1 logs the DTLS server's counters and it goes on serving
+    (SIGUSR1's default action killed it: status 138, no close_notify), and a stop logs them
+    too ("stopped: handshakes 1 completed ...")."""
+    port = free_udp_port()
+    answers: list[bytes] = []
+
+    def lines(start: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "iotdtls.cli" and r.getMessage().startswith(start)]
+
+    async def client() -> None:
+        try:
+            async with coaps_client() as context:
+                for _ in range(100):  # until the server listens
+                    try:
+                        hello = await get(context, f"coaps://{LOCALHOST}:{port}/hello")
+                        break
+                    except aiocoap.error.NetworkError:
+                        await asyncio.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                for _ in range(100):
+                    if lines("counters: "):
+                        break
+                    await asyncio.sleep(0.05)
+                again = await get(context, f"coaps://{LOCALHOST}:{port}/hello")  # still serving
+                answers.extend([hello.payload, again.payload])
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with (signal_fallback(signal.SIGUSR1) as counters_fallback,
+          signal_fallback(signal.SIGTERM) as fallback, caplog.at_level(logging.INFO)):
+        thread = in_thread(client)
+        status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS])
+        thread.join(10.0)
+    assert (status, fallback, counters_fallback) == (0, [], [])
+    assert answers == [HELLO.encode()] * 2
+    (counters,) = lines("counters: ")
+    assert counters.startswith("counters: handshakes 1 completed (0 resumed), 0 failed")
+    (stopped,) = lines("stopped: ")
+    assert stopped.startswith("stopped: handshakes 1 completed (0 resumed), 0 failed")
+
+
 def test_serve_names_a_link_local_address_with_its_zone(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,7 +29,10 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     common_settings,
+    counters_signal_ignored,
     format_hostport,
+    log_counters_on_signal,
+    log_stopped,
     parse_listen,
     seconds,
     stdout_buffer,
@@ -104,7 +107,13 @@ def register(sub: Any) -> None:
         add_common_flags(p)
         p.set_defaults(run=run_request, server_logging=False, method=method)
 
-    srv = commands.add_parser("serve", help="serve /.well-known/core, /hello, /counter, /temp")
+    srv = commands.add_parser(
+        "serve",
+        help="serve /.well-known/core, /hello, /counter, /temp",
+        description="Serve /.well-known/core, /hello, /counter and /temp over coaps. SIGINT, "
+        "SIGTERM or SIGHUP stop it cleanly (close_notify to every client) and it logs its DTLS "
+        "counters; SIGUSR1 logs them and it goes on serving.",
+    )
     srv.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT",
         help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT}); "
@@ -412,14 +421,20 @@ def _failed(problem: object) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Serve until a stop signal; SIGUSR1 is ignored until the loop handles it
+    (`counters_signal_ignored`), as `iotdtls server` does."""
     _require_aiocoap()
     host, port = parse_listen(args.listen)
     config = server_config(args, **common_settings(args))
-    asyncio.run(_serve(config, host, port))
+    with counters_signal_ignored():
+        asyncio.run(_serve(config, host, port))
     return 0
 
 
 async def _serve(config: ServerConfig, host: str, port: int) -> None:
+    """Serve the demo site until SIGINT, SIGTERM or SIGHUP, then shut down (close_notify to
+    every client) and log the DTLS server's counters, as `iotdtls server` does; SIGUSR1 logs
+    them without stopping."""
     from aiocoap import Context
 
     from iotdtls.coap import add_server_transport, demo_site
@@ -428,7 +443,11 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
     context = Context(serversite=demo_site(), loggername="coap-server")
     # Its errors name the address (`aio.serve` underneath).
     transport = await add_server_transport(context, (host, port), config=config)
+    server = transport.endpoint_server
+    log = logging.getLogger("iotdtls.cli")
+    log_counters_on_signal(server, log)
     bound = transport.address  # with its scope id: a link-local address needs its zone
-    logging.getLogger("iotdtls.cli").info("listening on coaps://%s:%d", uri_host(bound), bound[1])
+    log.info("listening on coaps://%s:%d", uri_host(bound), bound[1])
     await stop.wait()
     await context.shutdown()
+    log_stopped(server, log)

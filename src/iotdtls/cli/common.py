@@ -15,14 +15,15 @@ import os
 import signal
 import string
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO, NoReturn
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO, NoReturn, Protocol
 
 from iotdtls._addresses import format_hostport, host_from_uri
 from iotdtls._arguments import MAX_PORT
 from iotdtls._files import RefusedFile, open_private_append, same_file
 from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.loop import LOOP_CHOICES
+from iotdtls.stats import ServerStats
 
 __all__ = [
     "DEFAULT_PORT",
@@ -31,11 +32,14 @@ __all__ = [
     "add_common_flags",
     "add_loop_flag",
     "common_settings",
+    "counters_signal_ignored",
     "discard_new_keylog",
     "file_flags",
     "file_path",
     "format_hostport",
     "hex_bytes",
+    "log_counters_on_signal",
+    "log_stopped",
     "parse_hostport",
     "parse_listen",
     "prepare_keylog",
@@ -407,6 +411,40 @@ def setup_logging(verbose: bool, server: bool) -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: The signal that makes a server log its counters and go on serving.
 COUNTERS_SIGNAL = signal.SIGUSR1
+
+
+class HasCounters(Protocol):
+    """A server whose counters the command line logs (`aio.DtlsServer`)."""
+
+    @property
+    def stats(self) -> ServerStats: ...
+
+
+@contextlib.contextmanager
+def counters_signal_ignored() -> Iterator[None]:
+    """Ignore SIGUSR1 (`COUNTERS_SIGNAL`) until the server's loop handles it
+    (`log_counters_on_signal`): its default action ended a server signalled while it started
+    (its keys loading, its workers spawning). Spawned workers inherit that, and ignore it
+    anyway. Then put back what was there (the loop, closing, left SIG_DFL), for a caller
+    in-process."""
+    previous = signal.signal(COUNTERS_SIGNAL, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(COUNTERS_SIGNAL, previous)
+
+
+def log_counters_on_signal(server: HasCounters, log: logging.Logger) -> None:
+    """On SIGUSR1, log the server's counters ("counters: handshakes ...") and go on serving."""
+    asyncio.get_running_loop().add_signal_handler(
+        COUNTERS_SIGNAL, lambda: log.info("counters: %s", server.stats.describe())
+    )
+
+
+def log_stopped(server: HasCounters, log: logging.Logger) -> None:
+    """The line a server logs once stopped: "stopped: " and its counters."""
+    log.info("stopped: %s", server.stats.describe())
 
 
 def stop_on_signals() -> asyncio.Event:

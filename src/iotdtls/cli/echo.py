@@ -13,7 +13,6 @@ import errno
 import functools
 import logging
 import os
-import signal
 import stat
 import sys
 import tempfile
@@ -33,7 +32,10 @@ from iotdtls.cli.common import (
     add_common_flags,
     add_loop_flag,
     common_settings,
+    counters_signal_ignored,
     file_path,
+    log_counters_on_signal,
+    log_stopped,
     parse_hostport,
     parse_listen,
     seconds,
@@ -207,15 +209,10 @@ def _heartbeat_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    """Serve until a stop signal. SIGUSR1 is ignored until the loop handles it (its default
-    action ended a server signalled while it started: its keys loading, its workers
-    spawning); spawned workers inherit that, and ignore it anyway."""
-    previous = signal.signal(COUNTERS_SIGNAL, signal.SIG_IGN)
-    try:
+    """Serve until a stop signal; SIGUSR1 is ignored until the loop handles it
+    (`counters_signal_ignored`)."""
+    with counters_signal_ignored():
         return _run_server(args)
-    finally:  # the loop, closing, left SIG_DFL: as it was before, for a caller in-process
-        if previous is not None:
-            signal.signal(COUNTERS_SIGNAL, previous)
 
 
 def _run_server(args: argparse.Namespace) -> int:
@@ -325,16 +322,14 @@ async def _serve_alone(
     try:
         # Announced only once the signals are handled: from here on they stop it cleanly.
         running = asyncio.get_running_loop()
-        running.add_signal_handler(
-            COUNTERS_SIGNAL, lambda: log.info("counters: %s", server.stats.describe())
-        )
+        log_counters_on_signal(server, log)
         # The whole socket name: a link-local address with its interface (RFC 4007 §11).
         where = format_address(server.sockname)
         log.info("listening on %s (%s)", where, loop.loop_name(running))
         await stop.wait()
     finally:
         await _close_within_grace(server, log)
-    log.info("stopped: %s", server.stats.describe())
+    log_stopped(server, log)
     return 0
 
 
