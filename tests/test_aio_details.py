@@ -828,6 +828,12 @@ def test_addresses_in_log_lines() -> None:
     assert format_address(("fe80::1", 5684, 0, lo)) == "[fe80::1%lo]:5684"
     unused = max(index for index, _ in socket.if_nameindex()) + 1000
     assert format_address(("fe80::1", 5684, 0, unused)) == f"[fe80::1%{unused}]:5684"
+    # An IPv4 client of a server on [::] (RFC 4291 §2.5.5.2) is written as IPv4, as it sent.
+    assert format_address(("::ffff:127.0.0.1", 41652, 0, 0)) == "127.0.0.1:41652"
+    assert format_address(("::FFFF:192.0.2.1", 5684, 0, 0)) == "192.0.2.1:5684"
+    assert format_address(("::ffff:c000:201", 5684, 0, 0)) == "192.0.2.1:5684"
+    assert format_address(("0:0:0:0:0:ffff:c000:201", 5684)) == "192.0.2.1:5684"
+    assert format_address(("64:ff9b::c000:201", 5684, 0, 0)) == "[64:ff9b::c000:201]:5684"  # NAT64
     assert format_address(("192.0.2.1",)) == "('192.0.2.1',)"
     assert format_address("/run/peer") == "'/run/peer'"
     assert str(aio._PeerLabel(("fe80::1", 5684, 0, lo), None)) == (
@@ -1460,19 +1466,34 @@ def test_a_given_socket_keeps_the_zone_of_a_link_local_address(loop_choice: str)
         run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
 
 
-def test_a_server_on_the_ipv6_unspecified_address_takes_ipv4_too() -> None:
+def test_a_server_on_the_ipv6_unspecified_address_takes_ipv4_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """`[::]:PORT` is every address, as README says, only where IPv6 sockets take IPv4 by
     default (Linux's net.ipv6.bindv6only=0): elsewhere a server on "::" never heard an IPv4
     client. It now turns IPV6_V6ONLY off itself; a specific IPv6 address and a socket given
-    with sock= are left as they are."""
+    with sock= are left as they are. Its log names the IPv4 client as IPv4 ("peer
+    127.0.0.1:41652", not "[::ffff:127.0.0.1]:41652"); the handler still sends to the
+    address the socket gave."""
+    addresses: list[Any] = []
+
+    async def echo_noting(session: aio.ServerSession) -> None:
+        addresses.append(session.address)
+        await echo(session)
 
     async def main() -> None:
         port = free_udp_port()
-        async with await aio.serve(echo, "::", port, server_config()) as server:
+        async with await aio.serve(echo_noting, "::", port, server_config()) as server:
             assert v6only(server._transport.get_extra_info("socket")) == 0
             async with aio.connect(LOCALHOST, port, client_config()) as client:
                 client.send(b"over IPv4")
                 assert await asyncio.wait_for(client.recv(), 5.0) == b"over IPv4"
+                client_port = client.local_address[1]
+        assert addresses[0][:2] == (f"::ffff:{LOCALHOST}", client_port)
+        assert any(
+            r.name == "iotdtls.aio" and f"peer {LOCALHOST}:{client_port} " in r.getMessage()
+            for r in caplog.records
+        ), [r.getMessage() for r in caplog.records]
         async with await aio.serve(echo, "::1", 0, server_config()) as server:
             assert v6only(server._transport.get_extra_info("socket")) == 1
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as given:
@@ -1480,7 +1501,7 @@ def test_a_server_on_the_ipv6_unspecified_address_takes_ipv4_too() -> None:
             assert v6only(given) == 1
             await server.close()
 
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.INFO, "iotdtls.aio"):
         patch.setattr(socket, "socket", V6OnlyByDefault)
         run(main())
 

@@ -41,12 +41,27 @@ def format_hostport(host: str, port: int) -> str:
 
 
 def format_address(address: Any) -> str:
-    """A socket address: (host, port), or IPv6's (host, port, flowinfo, scope_id) with a
-    non-zero scope id written as the interface's name (its index when the name is unknown);
-    anything else as its repr."""
+    """A socket address for a log line or a message: (host, port), or IPv6's (host, port,
+    flowinfo, scope_id) with a non-zero scope id written as the interface's name (its index
+    when the name is unknown); an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2: an IPv4 peer
+    of a socket on "::") as the IPv4 address it is, `127.0.0.1:41652`, not
+    `[::ffff:127.0.0.1]:41652`; anything else as its repr. Only for reading: the address
+    sent to stays the socket's."""
     if not (isinstance(address, tuple) and len(address) >= 2):
         return repr(address)
-    return format_hostport(_zoned_host(address), address[1])
+    return format_hostport(_unmapped(_zoned_host(address)), address[1])
+
+
+def _unmapped(host: str) -> str:
+    """The IPv4 address an IPv4-mapped IPv6 `host` holds (`::ffff:127.0.0.1`: 127.0.0.1),
+    else `host` as it is."""
+    if "%" in host or "ffff" not in host.lower():  # not one: no parse per log line
+        return host
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return host if mapped is None else str(mapped)
 
 
 def host_port(address: tuple[Any, ...]) -> tuple[str, int]:
