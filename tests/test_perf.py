@@ -995,7 +995,7 @@ def test_a_generator_process_that_dies_ends_the_run_with_its_error(
         with pytest.raises(ChildProcessError) as failed:
             run_load(load, processes=2, loop_choice="asyncio", progress=kill_one)
         took = time.monotonic() - started
-    assert str(failed.value) == "load generator process 0: ended unexpectedly"
+    assert str(failed.value) == "load generator process 0: ended unexpectedly: killed by SIGKILL"
     assert killed and took < 8.0
     assert multiprocessing.active_children() == []
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from iotdtls import loop
-from iotdtls._children import Child, ignore_sigint, reap, spawn
+from iotdtls._children import Child, how_it_ended, ignore_sigint, reap, spawn
 from iotdtls.config import ClientConfig
 from iotdtls.crypto.aead import CCM8_OVERHEAD
 from iotdtls.errors import ConfigError
@@ -223,7 +223,7 @@ def _start_children(
         for index, share in enumerate(_split(spec, processes)):
             child = spawn(_child_main, (share, loop_choice), f"iotdtls-perf-{index}")
             future: asyncio.Future[LoadResult] = running.create_future()
-            _watch(child[1], _on_child, child[1], index, latest, future)
+            _watch(child[1], _on_child, child, index, latest, future)
             children.append(child)
             results.append(future)
     return children, results
@@ -283,12 +283,17 @@ def _tell_children(children: list[Child], message: str) -> None:
 
 
 def _on_child(
-    conn: Any, index: int, latest: dict[int, LoadProgress], future: asyncio.Future[LoadResult]
+    child: Child, index: int, latest: dict[int, LoadProgress], future: asyncio.Future[LoadResult]
 ) -> None:
+    """A message of generator process `index`: progress, its result or its failure; its pipe
+    closed without a result, it died, and the failure says how ("ended unexpectedly: killed by
+    SIGKILL", `how_it_ended`, as the workers of a server are told of)."""
+    process, conn = child
     try:
         kind, value = conn.recv()
     except (EOFError, OSError):
-        kind, value = _FAILED, "ended unexpectedly"
+        how = how_it_ended(process)
+        kind, value = _FAILED, "ended unexpectedly" + (f": {how}" if how else "")
     if kind == _PROGRESS:
         latest[index] = value
         return
