@@ -959,3 +959,49 @@ def test_handshake_again_returns_at_once_and_says_why_it_cannot_once_ended() -> 
     with pytest.raises(LocalProtocolError) as closed:
         client.handshake()
     assert str(closed.value) == "the client is closed: a new handshake needs a new DtlsClient"
+
+
+def test_a_client_dropped_in_a_cycle_leaves_the_caller_s_socket_to_a_second_client(
+    server: ServerThread,
+) -> None:
+    """The application's socket (`sock=`) is theirs: a client the application dropped, kept
+    by a reference cycle (as a failed one is: connection -> error -> traceback -> client) and
+    collected at a later garbage collection, closed it under a second, working client on the
+    same socket (only an explicit `close()` closes the socket given)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dropped = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    vars(dropped)["cycle"] = dropped  # a reference cycle: only the collector finds it
+    wake_pair = [dropped._wake_reader, dropped._wake_writer]
+    del dropped
+    with sync.DtlsClient(*server.address, client_config(), sock=sock) as working:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        assert [str(w.message) for w in caught] == [
+            f"iotdtls: unclosed client to {LOCALHOST}:{server.port}"]
+        assert [s.fileno() for s in wake_pair] == [-1, -1]  # its own sockets released
+        working.handshake()
+        working.send(b"still mine")
+        assert working.recv(timeout=5.0) == b"still mine"
+    assert sock.fileno() == -1  # close() closes the socket it was given
+
+
+def test_a_dropped_open_client_sends_close_notify_on_the_caller_s_socket_and_leaves_it_open(
+    server: ServerThread,
+) -> None:
+    """As `close()` would, the association is ended with close_notify (sent on the caller's
+    socket) and the wake-up pair released, with one ResourceWarning; the socket given with
+    `sock=` is left open, the caller's to close."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    wake_pair = [client._wake_reader, client._wake_writer]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert [str(w.message) for w in caught] == [
+        f"iotdtls: unclosed client to {LOCALHOST}:{server.port}"]
+    assert [s.fileno() for s in wake_pair] == [-1, -1]
+    assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+    assert sock.fileno() != -1
+    sock.close()

@@ -63,7 +63,11 @@ class DtlsClient:
     Threads: one thread may read (`recv`, `heartbeat`, `handshake`) while another sends
     (`send`), and any thread may `close()`: a `recv` (or `heartbeat`) waiting meanwhile is
     woken and returns None (False) at once, as after a clean close. Two threads reading at
-    once are not supported (which would get a datagram is anyone's guess)."""
+    once are not supported (which would get a datagram is anyone's guess).
+
+    A socket given with `sock=` is closed by `close()` (as asyncio's transports close the
+    socket they were given), never by the collector: a client dropped without `close()`
+    leaves it open, the caller's to close or to use again."""
 
     def __init__(
         self,
@@ -90,6 +94,9 @@ class DtlsClient:
             mine = False
             if not _connected(sock):
                 _connect_to(sock, host, port)
+        #: The UDP socket is ours (made here or by `connect`), not the caller's `sock`: only
+        #: then does a client dropped without `close()` close it (`__del__`).
+        self._owns_socket = mine
         try:
             # `close()` from another thread writes to it to wake a thread waiting for the
             # socket: the socket is closed only once no thread waits for it any more.
@@ -125,7 +132,10 @@ class DtlsClient:
         """Collected without `close()` (the application dropped it): closed as `close()` does,
         close_notify included, with one ResourceWarning if the association was still open or
         never started (as `aio.ClientConnection` warns of a dropped connection), instead of
-        the three sockets' own. One the peer or an error had ended is released quietly."""
+        the three sockets' own. One the peer or an error had ended is released quietly. A
+        socket the caller gave (`sock=`) is left open: close_notify goes out on it, but it is
+        theirs, maybe already under another client (a failed client, kept by the cycle
+        connection -> error -> traceback -> client, is collected at any later collection)."""
         if getattr(self, "_closing", True):  # closed, or `__init__` did not get that far
             return
         if not self._ended():
@@ -136,7 +146,7 @@ class DtlsClient:
                 source=self,
             )
         with contextlib.suppress(OSError):  # the sockets are closed whatever sending raised
-            self.close()
+            self._close(keep_callers_socket=True)
 
     def _server_name(self) -> str:
         try:
@@ -303,7 +313,12 @@ class DtlsClient:
         wakes a `recv` waiting there (which returns None), and closes the socket once that
         thread has left it. A client dropped without it is closed so when collected, with a
         ResourceWarning ("iotdtls: unclosed client to HOST:PORT") unless its association had
-        already ended, as `aio` does for a dropped connection."""
+        already ended, as `aio` does for a dropped connection; a socket given with `sock=` is
+        closed here, but never by the collector (see `DtlsClient`)."""
+        self._close(keep_callers_socket=False)
+
+    def _close(self, *, keep_callers_socket: bool) -> None:
+        """`close()`; with `keep_callers_socket`, a socket the caller gave stays open."""
         with self._lock:
             if self._closing:
                 return
@@ -317,8 +332,15 @@ class DtlsClient:
                 with contextlib.suppress(OSError):
                     self._wake_writer.send(b"\0")
                 self._lock.wait_for(lambda: self._waiting == 0, CLOSE_WAIT)
-                for sock in (self._sock, self._wake_reader, self._wake_writer):
+                for sock in self._sockets_to_close(keep_callers_socket):
                     sock.close()
+
+    def _sockets_to_close(self, keep_callers_socket: bool) -> list[socket.socket]:
+        """The wake-up pair, and the UDP socket unless it is the caller's to keep."""
+        sockets = [self._wake_reader, self._wake_writer]
+        if self._owns_socket or not keep_callers_socket:
+            sockets.append(self._sock)
+        return sockets
 
     # -- plumbing -----------------------------------------------------------------------------
     def _pump(self, deadline: float | None) -> bool:
@@ -473,12 +495,15 @@ def _client_on(
     sock: socket.socket, host: str, port: int, config: ClientConfig,
     session: SessionState | None,
 ) -> DtlsClient:
-    """A client over `sock`, ours (made by `connect`): closed when the client cannot be made."""
+    """A client over `sock`, ours (made by `connect`): closed when the client cannot be made,
+    and by the client's finalizer when it is dropped without `close()`."""
     try:
-        return DtlsClient(host, port, config, sock=sock, session=session)
+        client = DtlsClient(host, port, config, sock=sock, session=session)
     except BaseException:
         sock.close()
         raise
+    client._owns_socket = True
+    return client
 
 
 def _handshake(
