@@ -14,6 +14,7 @@ import threading
 import time
 import tracemalloc
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1005,3 +1006,40 @@ def test_a_dropped_open_client_sends_close_notify_on_the_caller_s_socket_and_lea
     assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
     assert sock.fileno() != -1
     sock.close()
+
+
+def test_a_client_dropped_in_a_reference_cycle_is_closed_as_one_dropped_outright(
+    server: ServerThread,
+) -> None:
+    """The collector finalized a cycle's UDP socket and wake-up pair before the client (PEP
+    442: in no particular order): three raw socket warnings, then ours with "an unknown
+    address", and no close_notify. The client's sockets are now kept until its finalizer
+    ran; each time one warning naming the server, and the server sees close_notify."""
+    for round_ in range(5):
+        client = sync.connect(*server.address, client_config(retransmit=FAST))
+        vars(client)["cycle"] = client  # only the collector finds it
+        del client
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        assert [str(w.message) for w in caught] == [
+            f"iotdtls: unclosed client to {LOCALHOST}:{server.port}"]
+        assert server.wait_until(
+            lambda ended=round_ + 1: [error for _, error in server.ended] == [None] * ended)
+
+
+@pytest.mark.parametrize("how", ["closed", "dropped"])
+def test_a_client_closed_or_dropped_holds_its_sockets_no_longer(
+    server: ServerThread, how: str
+) -> None:
+    """What keeps a client's sockets for its finalizer lets them go once it is closed (or
+    finalized): nothing else holds them."""
+    client = sync.connect(*server.address, client_config(retransmit=FAST))
+    sockets = [weakref.ref(s) for s in (client._sock, client._wake_reader, client._wake_writer)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "closed":
+            client.close()
+        del client
+        gc.collect()
+    assert [ref() for ref in sockets] == [None, None, None]

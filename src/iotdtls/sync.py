@@ -56,6 +56,13 @@ CLOSE_WAIT = 5.0
 #: where the platform has no such flag: there a read follows only a wait that saw a datagram).
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
+#: The sockets of each client not yet closed, by the client's id: reachable from here, they
+#: stay out of a garbage cycle that holds the client, so the collector cannot finalize them
+#: before the client's own finalizer closes them (PEP 442 runs a cycle's finalizers in no
+#: particular order: the sockets' came first, with their raw ResourceWarnings and no
+#: close_notify). `close()` (the finalizer's too) removes the entry.
+_UNCLOSED_SOCKETS: dict[int, tuple[socket.socket, ...]] = {}
+
 
 class DtlsClient:
     """A connected UDP socket and one DTLS association, driven synchronously.
@@ -127,6 +134,7 @@ class DtlsClient:
         self._lock = threading.Condition()
         self._waiting = 0  # threads waiting for the socket (`_wait`)
         self._closing = False
+        _UNCLOSED_SOCKETS[id(self)] = (self._sock, self._wake_reader, self._wake_writer)
 
     def __del__(self) -> None:
         """Collected without `close()` (the application dropped it): closed as `close()` does,
@@ -135,7 +143,9 @@ class DtlsClient:
         the three sockets' own. One the peer or an error had ended is released quietly. A
         socket the caller gave (`sock=`) is left open: close_notify goes out on it, but it is
         theirs, maybe already under another client (a failed client, kept by the cycle
-        connection -> error -> traceback -> client, is collected at any later collection)."""
+        connection -> error -> traceback -> client, is collected at any later collection).
+        In a reference cycle too: its sockets, kept in `_UNCLOSED_SOCKETS` until this ran,
+        are not the collector's to finalize first."""
         if getattr(self, "_closing", True):  # closed, or `__init__` did not get that far
             return
         if not self._ended():
@@ -332,6 +342,7 @@ class DtlsClient:
                 with contextlib.suppress(OSError):
                     self._wake_writer.send(b"\0")
                 self._lock.wait_for(lambda: self._waiting == 0, CLOSE_WAIT)
+                _UNCLOSED_SOCKETS.pop(id(self), None)
                 for sock in self._sockets_to_close(keep_callers_socket):
                     sock.close()
 
