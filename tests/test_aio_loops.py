@@ -9,6 +9,7 @@ import asyncio
 import gc
 import re
 import socket
+import sys
 import warnings
 
 import pytest
@@ -317,4 +318,30 @@ def test_a_dropped_connection_the_peer_closed_is_released_quietly() -> None:
         warnings.simplefilter("always")
         local = asyncio.run(asyncio.wait_for(main(), LIMIT))
     assert iotdtls_warnings(caught) == []
+    assert_port_free(local)
+
+
+def test_a_dropped_connection_is_released_before_its_warning_which_may_be_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under `-W error` the warning raised before the release was scheduled: no close_notify
+    and the socket left to the transport's own finalizer. It is given after."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda what: raised.append(what.exc_value))
+
+    async def main(port: int) -> tuple[object, ...]:
+        conn = await aio.connect("127.0.0.1", port, client_config())
+        local = conn.local_address
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            del conn
+            gc.collect()
+        assert await eventually(lambda: len(server.ended) == 1, LIMIT)
+        return local
+
+    with ServerThread(server_config()) as server:
+        local = asyncio.run(asyncio.wait_for(main(server.port), LIMIT))
+        assert server.ended[0][1] is None  # close_notify: a clean end
+    assert [str(error) for error in raised] == [
+        f"iotdtls: unclosed connection to 127.0.0.1:{server.port}"]
     assert_port_free(local)

@@ -10,6 +10,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 import tracemalloc
@@ -1043,3 +1044,23 @@ def test_a_client_closed_or_dropped_holds_its_sockets_no_longer(
         del client
         gc.collect()
     assert [ref() for ref in sockets] == [None, None, None]
+
+
+def test_a_dropped_client_is_closed_before_its_warning_which_may_be_an_error(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `-W error` (warnings made errors) the warning raised before anything was closed:
+    the three sockets stayed open (to the interpreter's exit) and no close_notify went out.
+    It is given once the client is closed."""
+    client = sync.connect(*server.address, client_config(retransmit=FAST))
+    sockets = [client._sock, client._wake_reader, client._wake_writer]
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda what: raised.append(what.exc_value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del client
+        gc.collect()
+    assert [str(error) for error in raised] == [
+        f"iotdtls: unclosed client to {LOCALHOST}:{server.port}"]
+    assert [sock.fileno() for sock in sockets] == [-1, -1, -1]
+    assert server.wait_until(lambda: [error for _, error in server.ended] == [None])

@@ -425,20 +425,22 @@ class ClientConnection:
     def __del__(self) -> None:
         """Collected without `close()` (the application dropped it; a cycle with the loop-end
         watch may keep it until a garbage collection): send close_notify and release the
-        socket on its loop, with a ResourceWarning if the association was still open. A
+        socket on its loop, with a ResourceWarning if the association was still open, given
+        once the release is scheduled (a warning made an error raises after it). A
         loop already closed cannot: the transport's own finalizer closes the socket then."""
         if self._closed:
             return
         self._closed = True  # the watch, finalized with it, has nothing left to do
-        if self._still_open():
+        still_open = self._still_open()
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._protocol.loop.call_soon_threadsafe(_release, self._protocol, self._transport)
+        if still_open:  # last: a warning made an error (`-W error`) raises here
             warnings.warn(
                 f"iotdtls: unclosed connection to {self._server_name()}",
                 ResourceWarning,
                 stacklevel=1,
                 source=self,
             )
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            self._protocol.loop.call_soon_threadsafe(_release, self._protocol, self._transport)
 
     def _still_open(self) -> bool:
         """The association was still usable: neither the peer (close_notify) nor an error

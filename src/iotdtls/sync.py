@@ -140,7 +140,8 @@ class DtlsClient:
         """Collected without `close()` (the application dropped it): closed as `close()` does,
         close_notify included, with one ResourceWarning if the association was still open or
         never started (as `aio.ClientConnection` warns of a dropped connection), instead of
-        the three sockets' own. One the peer or an error had ended is released quietly. A
+        the three sockets' own, given once all is closed (a warning made an error raises
+        after the close). One the peer or an error had ended is released quietly. A
         socket the caller gave (`sock=`) is left open: close_notify goes out on it, but it is
         theirs, maybe already under another client (a failed client, kept by the cycle
         connection -> error -> traceback -> client, is collected at any later collection).
@@ -148,15 +149,16 @@ class DtlsClient:
         are not the collector's to finalize first."""
         if getattr(self, "_closing", True):  # closed, or `__init__` did not get that far
             return
-        if not self._ended():
+        unclosed = None if self._ended() else self._server_name()  # named while it is open
+        with contextlib.suppress(OSError):  # the sockets are closed whatever sending raised
+            self._close(keep_callers_socket=True)
+        if unclosed is not None:  # last: a warning made an error (`-W error`) raises here
             warnings.warn(
-                f"iotdtls: unclosed client to {self._server_name()}",
+                f"iotdtls: unclosed client to {unclosed}",
                 ResourceWarning,
                 stacklevel=1,
                 source=self,
             )
-        with contextlib.suppress(OSError):  # the sockets are closed whatever sending raised
-            self._close(keep_callers_socket=True)
 
     def _server_name(self) -> str:
         try:
