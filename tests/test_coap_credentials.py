@@ -318,3 +318,15 @@ def test_credential_and_public_key_files_are_read_only_when_regular(tmp_path: Pa
     big.write_text("{}" + " " * (1 << 20))
     with pytest.raises(ConfigError, match=f"^credentials file {big} is larger than 1 MiB"):
         load_credentials(str(big))
+
+
+def test_a_server_map_entry_with_an_empty_client_identity_is_refused_in_one_line() -> None:
+    """The client side refused `"client-identity": {"hex": ""}` (an empty identity names no
+    one, RFC 4279 §5) while a server's map loaded and served it."""
+    entry = {"dtls": {"psk": {"hex": PSK.hex()}, "client-identity": {"hex": ""}}}
+    server = ServerCredentials(lambda: load_credentials({":client1": entry}))
+    with pytest.raises(ConfigError) as info:
+        server.server_config({})
+    assert str(info.value) == (
+        "credentials :client1: client-identity is empty: give the identity the client names"
+        " its key by (RFC 4279 §5)")

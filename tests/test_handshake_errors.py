@@ -497,6 +497,32 @@ def test_an_empty_identity_on_the_wire_is_an_unknown_identity(source: str) -> No
     assert link.server.connections == {}
 
 
+@pytest.mark.req("PSK-4")
+def test_an_empty_identity_on_the_wire_is_never_looked_up() -> None:
+    """A plain `psk_lookup` was handed b"" from the wire and, when it returned a key for it,
+    the handshake completed with PskIdentity(b""), an identity no configuration can make
+    (RFC 4279 §5). It is unknown before any lookup: the same alert and wire as an unknown
+    identity (PSK-4), however the application answers for it."""
+    asked: list[bytes] = []
+
+    def lookup(identity: bytes) -> bytes | None:
+        asked.append(identity)
+        return KEY  # a key for anything, b"" included
+
+    empty = ClientConfig(psk_identity=IDENTITY, psk=KEY)
+    object.__setattr__(empty, "psk_identity", b"")  # what another implementation may send
+    link = MemoryLink(empty, ServerConfig(psk_store=None, psk_lookup=lookup))
+    link.handshake()
+    assert asked == []
+    assert_link_failed(link, "server", AlertDescription.decrypt_error)
+    assert link.server.connections == {}
+    unknown = make_link(client={"psk_identity": b"Client_identitx"})
+    unknown.handshake()
+    assert server_wire_shape(link) == server_wire_shape(unknown)
+    assert str(events_of(link, "server", ConnectionClosed)[0].error) == str(
+        events_of(unknown, "server", ConnectionClosed)[0].error)
+
+
 def handshake_role() -> str:
     """The class name of the handshake machine up the call stack ("ServerHandshake", ...)."""
     frame = inspect.currentframe()

@@ -780,7 +780,8 @@ class ServerConfig(_CommonConfig):
 
     * PSK: `psk_store` ({identity: key}, copied: later changes to the dict are not seen) or
       `psk_lookup` (identity -> key, or None or a LookupError for an unknown identity; asked
-      at each handshake, on the server's event loop, so a plain function: async def is
+      at each handshake with a non-empty identity (an empty one is unknown unasked, RFC 4279
+      §5), on the server's event loop, so a plain function: async def is
       refused, as for every callback here), not both;
     * raw public keys: `raw_public_key` (our `PrivateKey`); clients must present a key from
       `client_public_keys` (or one `client_key_lookup` accepts) when either is given;

@@ -467,6 +467,7 @@ class ServerCredentials:
         """A `ServerConfig` for the map's credentials, with `settings`; a `ConfigError` if the
         map has nothing a client could authenticate with."""
         entries = list(self._credentials().values())
+        _check_psk_identities(self._credentials())
         credentials: dict[str, Any] = {}
         for form in (self._psk_server, self._rpk_server, _x509_server):
             credentials.update(form(entries))
@@ -501,6 +502,19 @@ class ServerCredentials:
         if any(e.peer_pin for e in rpk):
             credentials["client_key_lookup"] = self.accepts_raw_key
         return credentials
+
+
+def _check_psk_identities(credentials: aiocoap_credentials.CredentialsMap) -> None:
+    """A "dtls" entry's client-identity names whose key it is (RFC 4279 §5: the server picks
+    the key by it): an empty one names no one, refused as the client side refuses it (and a
+    client that sends one is never looked up, `PskServerExchange`)."""
+    for label, entry in credentials.items():
+        as_dtls_psk = getattr(entry, "as_dtls_psk", None)
+        if as_dtls_psk is not None and not as_dtls_psk()[0]:
+            raise ConfigError(
+                f"credentials {label}: client-identity is empty: give the identity the client"
+                " names its key by (RFC 4279 §5)"
+            )
 
 
 def _x509_server(entries: list[object]) -> dict[str, Any]:

@@ -123,7 +123,12 @@ class PskServerExchange:
         """The application's key for the identity, or None when unknown: the lookup returned
         None or raised a `LookupError` (`psk_lookup=keys.__getitem__` raises KeyError), both
         answered alike (PSK-4). Its other mistakes end the handshake with internal_error
-        instead of escaping into the network path. A bytes-like key is taken as bytes."""
+        instead of escaping into the network path. A bytes-like key is taken as bytes. An
+        empty identity (the wire allows one, psk_identity<0..2^16-1>, RFC 4279 §2) names no
+        one (§5: the server picks the key by it, and no configuration makes one): unknown
+        before any lookup, whatever `psk_lookup` would answer for it."""
+        if not claimed.identity:
+            return None
         try:
             psk = self._lookup(claimed.identity)
         except LookupError:
