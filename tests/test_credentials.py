@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import decimal
+import fractions
 import logging
+import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +30,7 @@ from iotdtls.credentials import (
     pem_blocks,
     public_key_pin,
     public_key_pins,
+    read_wall_clock,
 )
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.crypto.x509 import load_certificates
@@ -447,17 +451,65 @@ def _clock_raising() -> float:
     raise OSError("clock broken")
 
 
+#: How a number of no date is told (never its repr: that of 10**5000 raises ValueError).
+NO_DATE = "not a date (NaN, infinite or beyond the years 1 to 9999)"
+
+
+class BadFloat(float):
+    """A number whose conversion fails: the clock's mistake, told in one line."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("clock broken")
+
+
+class NumpyLike:
+    """A number type of another library, registered as a `numbers.Real` (as numpy's are)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __float__(self) -> float:
+        return self.seconds
+
+
+numbers.Real.register(NumpyLike)
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [lambda: fractions.Fraction(int(NOW.timestamp())), lambda: NumpyLike(NOW.timestamp()),
+     lambda: int(NOW.timestamp()), lambda: NOW.timestamp()],
+    ids=["fraction", "numpy-like", "int", "float"],
+)
+def test_a_wall_clock_may_answer_any_real_number(
+    issued: tuple[Issued, Issued, Issued], reading: Callable[[], object],
+) -> None:
+    """A `numbers.Real` (a Fraction, numpy's numbers) is seconds as float() makes them: it was
+    refused unless an int or a float."""
+    _, middle, leaf = issued
+    certified = CertifiedKey((leaf.der,), PrivateKey(leaf.key))
+    assert read_wall_clock(reading) == NOW.timestamp()
+    ClientConfig(trust_anchors=[middle.der], certificate=certified, wall_clock=reading)
+    ServerConfig(certificates=[certified], wall_clock=reading)
+
+
 @pytest.mark.parametrize(
     ("clock", "message"),
     [
         (datetime.datetime.now,
          "wall_clock returned datetime, not a number of seconds since the epoch"),
         (lambda: "1700000000", "wall_clock returned str, not a number of seconds since the epoch"),
-        (lambda: float("nan"), "wall_clock returned nan, not a number of seconds since the epoch"),
-        (lambda: 1e300, "wall_clock returned 1e+300, not a number of seconds since the epoch"),
+        (lambda: float("nan"), f"wall_clock returned float, {NO_DATE}"),
+        (lambda: 1e300, f"wall_clock returned float, {NO_DATE}"),
+        (lambda: 10**5000, f"wall_clock returned int, {NO_DATE}"),  # repr() of it raised
+        (lambda: True, "wall_clock returned bool, not a number of seconds since the epoch"),
+        (lambda: decimal.Decimal(1), (
+            "wall_clock returned Decimal, not a number of seconds since the epoch")),
+        (lambda: BadFloat(1.0), (
+            "wall_clock returned BadFloat, which float() could not convert (RuntimeError)")),
         (_clock_raising, "wall_clock raised OSError"),
     ],
-    ids=["datetime", "str", "nan", "far", "raises"],
+    ids=["datetime", "str", "nan", "far", "huge-int", "bool", "decimal", "bad-float", "raises"],
 )
 def test_a_wall_clock_read_by_the_configuration_must_answer_seconds(
     issued: tuple[Issued, Issued, Issued], clock: Callable[[], float], message: str,

@@ -485,14 +485,24 @@ def _clock_raising() -> float:
     raise OSError("clock broken")
 
 
+class _Unconvertible(float):
+    def __float__(self) -> float:
+        raise OSError("clock broken")
+
+
 @pytest.mark.req("CRT-1", "ERR-1")
 @pytest.mark.parametrize("side", ["client", "server"])
 @pytest.mark.parametrize(
     ("broken", "warning"),
     [(_clock_raising, "wall_clock raised OSError"),
      (lambda: "1700000000", "wall_clock returned str, not a number of seconds since the epoch"),
-     (lambda: float("inf"), "wall_clock returned inf, not a number of seconds since the epoch")],
-    ids=["raises", "str", "inf"],
+     (lambda: float("inf"), "wall_clock returned float, not a date (NaN, infinite or beyond"
+      " the years 1 to 9999)"),
+     (lambda: 10**5000, "wall_clock returned int, not a date (NaN, infinite or beyond"
+      " the years 1 to 9999)"),
+     (lambda: _Unconvertible(1.0),
+      "wall_clock returned _Unconvertible, which float() could not convert (OSError)")],
+    ids=["raises", "str", "inf", "huge-int", "unconvertible"],
 )
 def test_a_wall_clock_failing_in_a_handshake_ends_it_with_internal_error(
     side: Direction, broken: Any, warning: str, caplog: pytest.LogCaptureFixture,

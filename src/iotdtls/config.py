@@ -601,8 +601,9 @@ class ClientConfig(_CommonConfig):
     max_fragment_length: int | None = None
     #: Most certificates between the server's leaf and the trust anchor (CRT-6).
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
-    #: Seconds since the epoch for certificate validity (a device without a clock can pin it).
-    #: Raising or answering no number: `ConfigError` when read here (for `certificate`), and
+    #: Seconds since the epoch for certificate validity (a device without a clock can pin it),
+    #: as any `numbers.Real` but a bool, taken by float(). Raising, answering anything else or
+    #: a number of no date: `ConfigError` when read here (for `certificate`), and
     #: internal_error ending a handshake (`credentials.read_wall_clock`). A plain function:
     #: async def is refused.
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
@@ -818,7 +819,8 @@ class ServerConfig(_CommonConfig):
     #: and one parsed leaf (README: "certificate mode at scale"). 0: every chain validated.
     #: `ServerStats.validated_chain_hits` / `_misses` show how it does.
     validated_chains: int = VALIDATED_CHAINS_KEPT
-    #: Seconds since the epoch for certificate validity. Raising or answering no number:
+    #: Seconds since the epoch for certificate validity, as any `numbers.Real` but a bool,
+    #: taken by float(). Raising, answering anything else or a number of no date:
     #: `ConfigError` when read here (for `certificates`), and internal_error ending a
     #: handshake (`credentials.read_wall_clock`). A plain function: async def is refused.
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)

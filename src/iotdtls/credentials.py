@@ -20,6 +20,8 @@ import binascii
 import datetime
 import hashlib
 import logging
+import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -275,19 +277,33 @@ class WallClockFailed(Exception):
     setting and what went wrong (the type of its error, never its text)."""
 
 
-def read_wall_clock(wall_clock: Callable[[], float]) -> float:
+def read_wall_clock(wall_clock: Callable[[], object]) -> float:
     """The application's `wall_clock`, read for a certificate's validity (RFC 5280 §6.1.3
-    (a)(2)): seconds since the epoch that a date can be made of (not NaN, not out of range).
+    (a)(2)): seconds since the epoch that a date can be made of (not NaN, not out of range),
+    as any `numbers.Real` but a bool (a Fraction, numpy's numbers) gives them to float().
     `WallClockFailed` when it raises or answers anything else; each caller says what that
-    means (a `ConfigError` at construction, internal_error in a handshake)."""
+    means (a `ConfigError` at construction, internal_error in a handshake). The message names
+    the answer's type, never its value (the repr of 10**5000 raises ValueError)."""
     try:
         now: object = wall_clock()
     except Exception as exc:
         raise WallClockFailed(f"wall_clock raised {type(exc).__name__}") from None
-    if isinstance(now, int | float) and not isinstance(now, bool) and _is_a_date(now):
-        return float(now)
-    shown = repr(now) if isinstance(now, int | float) else type(now).__name__
-    raise WallClockFailed(f"wall_clock returned {shown}, not a number of seconds since the epoch")
+    answered = type(now).__name__
+    if not isinstance(now, numbers.Real) or isinstance(now, bool):
+        raise WallClockFailed(
+            f"wall_clock returned {answered}, not a number of seconds since the epoch")
+    try:
+        seconds = float(now)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
+    except Exception as exc:
+        raise WallClockFailed(f"wall_clock returned {answered}, which float() could not convert"
+                              f" ({type(exc).__name__})") from None
+    if not _is_a_date(seconds):
+        raise WallClockFailed(
+            f"wall_clock returned {answered}, not a date (NaN, infinite or beyond the years 1"
+            " to 9999)")
+    return seconds
 
 
 def _is_a_date(now: float) -> bool:
