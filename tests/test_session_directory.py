@@ -6,10 +6,13 @@ are rare; a directory refused unless only this user can reach it; no secret in i
 from __future__ import annotations
 
 import errno
+import fractions
+import gc
 import os
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -521,3 +524,36 @@ def test_a_get_of_an_id_named_by_a_fifo_or_a_subdirectory_is_a_miss_left_alone(
     assert result == [None]
     assert store.get(bytes.fromhex("2026"), now=0.0) is None
     assert (directory / "cafe").exists() and (directory / "2026").is_dir()
+
+
+async def _async_clock() -> float:
+    return 1.0
+
+
+@pytest.mark.parametrize(("clock", "message"), [
+    (lambda: "x", "session store clock returned str, not a number of seconds since the epoch"),
+    (lambda: float("nan"), "session store clock returned float, not a date (NaN, infinite or "
+                           "beyond the years 1 to 9999)"),
+    (_async_clock, "session store clock is async def: it is called synchronously (never "
+                   "awaited), so it would only make a coroutine: make it a plain def"),
+], ids=["str", "nan", "async"])
+def test_a_clock_that_answers_no_time_is_refused_when_the_store_is_made(
+    tmp_path: Path, clock: Any, message: str
+) -> None:
+    """Read as `wall_clock` is (`read_wall_clock`): a clock answering no number gave a raw
+    TypeError from the first scan, an async def one that and "never awaited"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no coroutine left never awaited
+        with pytest.raises(ConfigError) as refused:
+            DirectorySessionStore(tmp_path / "sessions", clock=clock)
+        gc.collect()
+    assert str(refused.value) == message
+    assert refused.value.__suppress_context__ or refused.value.__context__ is None
+
+
+def test_a_clock_may_answer_any_real_number(tmp_path: Path) -> None:
+    """As `wall_clock`: a Fraction is seconds as float() makes them."""
+    store = DirectorySessionStore(tmp_path / "sessions", clock=lambda: fractions.Fraction(7, 2))
+    state = session()
+    store.put(state, now=0.0)
+    assert store.get(state.session_id, now=0.0) == state

@@ -362,7 +362,7 @@ _CALLBACKS = (
 )
 
 
-def _is_async(callback: object) -> bool:
+def is_async_callback(callback: object) -> bool:
     """Whether calling `callback` only makes a coroutine: an async def function (also one
     marked by `inspect.markcoroutinefunction`, or wrapped in `functools.partial`), or an object
     whose `__call__` is async def."""
@@ -380,11 +380,16 @@ def _check_plain_callbacks(settings: object) -> None:
     """ConfigError in one line for an async callback (`_CALLBACKS`): called and never awaited,
     it would fail every handshake (or lose the key log) without a word until then."""
     for name in _CALLBACKS:
-        if _is_async(getattr(settings, name, None)):
-            raise ConfigError(
-                f"{name} is async def: it is called synchronously (never awaited), so it "
-                "would only make a coroutine: make it a plain def"
-            )
+        check_plain_callback(name, getattr(settings, name, None))
+
+
+def check_plain_callback(name: str, callback: object) -> None:
+    """ConfigError in one line, naming it, when `callback` is async (`is_async_callback`)."""
+    if is_async_callback(callback):
+        raise ConfigError(
+            f"{name} is async def: it is called synchronously (never awaited), so it "
+            "would only make a coroutine: make it a plain def"
+        )
 
 
 _PATH = _instance("a str or os.PathLike path", str, PathLike)

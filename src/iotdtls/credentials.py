@@ -277,31 +277,32 @@ class WallClockFailed(Exception):
     setting and what went wrong (the type of its error, never its text)."""
 
 
-def read_wall_clock(wall_clock: Callable[[], object]) -> float:
+def read_wall_clock(wall_clock: Callable[[], object], name: str = "wall_clock") -> float:
     """The application's `wall_clock`, read for a certificate's validity (RFC 5280 §6.1.3
     (a)(2)): seconds since the epoch that a date can be made of (not NaN, not out of range),
     as any `numbers.Real` but a bool (a Fraction, numpy's numbers) gives them to float().
     `WallClockFailed` when it raises or answers anything else; each caller says what that
     means (a `ConfigError` at construction, internal_error in a handshake). The message names
-    the answer's type, never its value (the repr of 10**5000 raises ValueError)."""
+    the clock (`name`) and the answer's type, never its value (the repr of 10**5000 raises
+    ValueError)."""
     try:
         now: object = wall_clock()
     except Exception as exc:
-        raise WallClockFailed(f"wall_clock raised {type(exc).__name__}") from None
+        raise WallClockFailed(f"{name} raised {type(exc).__name__}") from None
     answered = type(now).__name__
     if not isinstance(now, numbers.Real) or isinstance(now, bool):
         raise WallClockFailed(
-            f"wall_clock returned {answered}, not a number of seconds since the epoch")
+            f"{name} returned {answered}, not a number of seconds since the epoch")
     try:
         seconds = float(now)
     except OverflowError:  # an int beyond any float
         seconds = math.inf
     except Exception as exc:
-        raise WallClockFailed(f"wall_clock returned {answered}, which float() could not convert"
+        raise WallClockFailed(f"{name} returned {answered}, which float() could not convert"
                               f" ({type(exc).__name__})") from None
     if not _is_a_date(seconds):
         raise WallClockFailed(
-            f"wall_clock returned {answered}, not a date (NaN, infinite or beyond the years 1"
+            f"{name} returned {answered}, not a date (NaN, infinite or beyond the years 1"
             " to 9999)")
     return seconds
 

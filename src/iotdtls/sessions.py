@@ -43,7 +43,14 @@ from iotdtls._files import (
     private_directory,
     replace_in_private_directory,
 )
-from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode, type_name
+from iotdtls.config import (
+    DEFAULT_SESSION_CACHE_SIZE,
+    DEFAULT_SESSION_LIFETIME,
+    Mode,
+    check_plain_callback,
+    type_name,
+)
+from iotdtls.credentials import WallClockFailed, read_wall_clock
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import ConfigError, DecodeError
 from iotdtls.identity import (
@@ -326,6 +333,24 @@ def _is_session_file_name(name: str) -> bool:
     )
 
 
+#: How errors name a `DirectorySessionStore`'s clock.
+CLOCK_NAME = "session store clock"
+
+
+def _check_clock(clock: object) -> None:
+    """A store's `clock` is checked when it is made, not at the first put or scan: callable,
+    no async def, and read once as `wall_clock` is (`read_wall_clock`): a one-line
+    ConfigError naming it otherwise."""
+    if not callable(clock):
+        raise ConfigError(
+            f"{CLOCK_NAME} must be callable (like time.time), got {type_name(clock)}")
+    check_plain_callback(CLOCK_NAME, clock)
+    try:
+        read_wall_clock(clock, CLOCK_NAME)
+    except WallClockFailed as exc:
+        raise ConfigError(str(exc)) from None
+
+
 class DirectorySessionStore:
     """A `SessionStore` in a directory, one file per session: the sessions the worker
     processes of one server share (`iotdtls.workers`, ``iotdtls server --workers N
@@ -338,7 +363,8 @@ class DirectorySessionStore:
     0600, renamed: a reader never sees half of it; not synced to disk, as a cache: a crash of
     the machine may lose a session, never a restart of the server). `get` reads the file: a
     missing one is a miss, and so is a damaged one or one older than `lifetime` seconds by
-    the wall clock (`clock`, `time.time`, checked callable when the store is made; `now` is
+    the wall clock (`clock`, `time.time`, checked when the store is made: callable, no async
+    def, answering seconds as `wall_clock` does (`read_wall_clock`); `now` is
     a per-process monotonic clock, meaningless in another process or after a restart), which
     is removed (counted in `damaged` and
     `expired`). `remove` unlinks the file. A file that cannot be read for another reason
@@ -390,10 +416,7 @@ class DirectorySessionStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         _check_bounds(max_entries, lifetime)
-        if not callable(clock):  # not at the first put, as a TypeError
-            raise ConfigError(
-                f"session store clock must be callable (like time.time), got {type_name(clock)}"
-            )
+        _check_clock(clock)
         if not os.fspath(path):  # Path("") would be the working directory
             raise ConfigError("session directory is empty: name the directory (\".\" for this one)")
         try:
@@ -415,6 +438,10 @@ class DirectorySessionStore:
             self._scan()
         except OSError as exc:  # what os.access did not tell (root, an ACL, a security module)
             raise _unusable_directory(path, exc) from None
+
+    def _now(self) -> float:
+        """The wall-clock time by `clock`, read as `wall_clock` is (`WallClockFailed`)."""
+        return read_wall_clock(self._clock, CLOCK_NAME)
 
     def __repr__(self) -> str:
         return (
@@ -443,7 +470,7 @@ class DirectorySessionStore:
         """Save the session with the wall-clock time now as its creation (`now`, the caller's
         monotonic clock, is not used)."""
         created = Writer()
-        created.push_uint(_CREATED_WIDTH, max(0, round(self._clock() * 1000)))
+        created.push_uint(_CREATED_WIDTH, max(0, round(self._now() * 1000)))
         data = created.getvalue() + state.to_bytes()
         try:
             replace_in_private_directory(self._file(state.session_id), data, sync=False)
@@ -473,7 +500,7 @@ class DirectorySessionStore:
             self.damaged += 1
             return None
         created = int.from_bytes(data[:_CREATED_WIDTH], "big") / 1000
-        if abs(self._clock() - created) >= self.lifetime:  # a clock set back: no endless life
+        if abs(self._now() - created) >= self.lifetime:  # a clock set back: no endless life
             self.expired += 1
             return None
         return state
@@ -510,7 +537,7 @@ class DirectorySessionStore:
         `STALE_TEMPORARY_AGE`: of a put whose process was killed as it wrote, each holding a
         master secret that no session file names; a younger one may be a put in progress in
         another process."""
-        oldest_allowed = self._clock() - STALE_TEMPORARY_AGE
+        oldest_allowed = self._now() - STALE_TEMPORARY_AGE
         for name in names:
             path = self.path / name
             with contextlib.suppress(OSError):  # renamed or removed meanwhile; see _remove
@@ -520,7 +547,7 @@ class DirectorySessionStore:
     def _remove_expired(self, dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
         """Remove the session files (modification time, name) whose `put` (the modification
         time) is `lifetime` or more ago by `clock`, as `get` would; the others."""
-        oldest_allowed = self._clock() - self.lifetime
+        oldest_allowed = self._now() - self.lifetime
         live: list[tuple[float, str]] = []
         for mtime, name in dated:
             if mtime > oldest_allowed:
