@@ -297,3 +297,17 @@ def test_an_empty_path_or_a_size_limit_below_one_byte_is_refused(
             ChainCache(tmp_path, max_entry_size=size)
         assert str(refused.value) == (
             f"chain cache max_entry_size must be an integer >= 1 (bytes), got {size!r}")
+
+
+@pytest.mark.parametrize("given", ["text", "path"])
+def test_a_directory_with_a_nul_character_is_refused_when_made(tmp_path: Path, given: str) -> None:
+    """`ChainCache("/x\\0y")` was taken, then each load and save raised a raw ValueError
+    ("embedded null byte"). The name is not quoted: text with a NUL is no path, maybe a
+    secret pasted in the wrong place (`_paths.not_a_path`)."""
+    name = f"{tmp_path}/cache\0secret"
+    with pytest.raises(ConfigError) as refused:
+        ChainCache(name if given == "text" else Path(name))
+    assert str(refused.value) == (
+        "chain cache directory holds a NUL character, which no file name can: name the"
+        " directory")
+    assert "secret" not in str(refused.value)

@@ -557,3 +557,11 @@ def test_a_clock_may_answer_any_real_number(tmp_path: Path) -> None:
     state = session()
     store.put(state, now=0.0)
     assert store.get(state.session_id, now=0.0) == state
+
+
+def test_a_directory_with_a_nul_character_is_refused_in_one_line(tmp_path: Path) -> None:
+    """It was a raw ValueError ("embedded null byte") from the directory's check."""
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(f"{tmp_path}/sessions\0secret")
+    assert str(refused.value) == (
+        "session directory holds a NUL character, which no file name can: name the directory")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["SHOWN_PATH_CHARS", "cannot_read", "not_a_path", "shown_path"]
+__all__ = ["SHOWN_PATH_CHARS", "cannot_read", "directory_name_problem", "not_a_path", "shown_path"]
 
 #: Characters of a path shown in a message; the rest is cut.
 SHOWN_PATH_CHARS = 200
@@ -36,6 +36,20 @@ def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
         return "text with a NUL character"
     if hex_is_secret and _HEX_KEY.fullmatch(text):
         return "a key in hex"
+    return None
+
+
+def directory_name_problem(what: str, path: str | os.PathLike[str]) -> str | None:
+    """Why `path`, given as `what` ("chain cache directory"), can name no directory, as a
+    one-line message, or None. An empty str is refused ("" is not taken for the working
+    directory; `Path("")` is `Path(".")` once made, the working directory, and taken as
+    such). A NUL character no file name can hold (every later use raised a raw ValueError);
+    such text is not quoted (`not_a_path`: maybe a secret in the wrong place)."""
+    name = os.fspath(path)
+    if not name:
+        return f'{what} is empty: name the directory ("." for this one)'
+    if "\0" in name:
+        return f"{what} holds a NUL character, which no file name can: name the directory"
     return None
 
 

@@ -21,7 +21,8 @@ sans-I/O core only needs `chain_hash`.
   file holds a magic line, the key, the Certificate body and a SHA-256
   over all of it. Saving never raises for an I/O problem: a cache must not break a connection
   (it logs a warning and returns False). A `directory` that exists but is not a directory, an
-  empty one ("" is not taken for the working directory) and a `max_entry_size` below 1 byte are
+  empty str ("" is not taken for the working directory; `Path("")` is `Path(".")`, the working
+  directory, taken as such), one with a NUL character and a `max_entry_size` below 1 byte are
   a `ConfigError` at once.
 * `for_server(config, cache, host, port)` before a client's handshake (the configuration for
   that server, offering the chain the cache holds, and its key) and `remember_chain` after it:
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Final
 
 from iotdtls._files import RefusedFile, read_regular_file, write_atomically
+from iotdtls._paths import directory_name_problem
 from iotdtls.config import ClientConfig, Mode
 from iotdtls.crypto.x509 import chain_hash
 from iotdtls.errors import ConfigError, DecodeError
@@ -77,10 +79,9 @@ class ChainCache:
     def __init__(
         self, directory: str | os.PathLike[str], *, max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     ) -> None:
-        if not os.fspath(directory):  # Path("") would be the working directory
-            raise ConfigError(
-                'chain cache directory is empty: name the directory ("." for this one)'
-            )
+        problem = directory_name_problem("chain cache directory", directory)
+        if problem is not None:
+            raise ConfigError(problem)
         size = max_entry_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(

@@ -43,6 +43,7 @@ from iotdtls._files import (
     private_directory,
     replace_in_private_directory,
 )
+from iotdtls._paths import directory_name_problem
 from iotdtls.config import (
     DEFAULT_SESSION_CACHE_SIZE,
     DEFAULT_SESSION_LIFETIME,
@@ -380,7 +381,9 @@ class DirectorySessionStore:
     0700 (its parent must exist); a symlink, something else than a directory, another user's
     directory, one open to group or others, or one this user cannot read, write and search
     (mode 0500, a read-only file system; or whose first scan fails) is refused (`ConfigError`,
-    one line naming it). The repr shows the path and bounds only.
+    one line naming it), and so are an empty str and a name with a NUL character
+    (`directory_name_problem`; `Path("")` is `Path(".")`, the working directory, taken as
+    such). The repr shows the path and bounds only.
 
     At most about `max_entries` files: a scan of the directory (names, and the modification
     time of each session file) counts them when the store is made, then again after a number
@@ -417,8 +420,9 @@ class DirectorySessionStore:
     ) -> None:
         _check_bounds(max_entries, lifetime)
         _check_clock(clock)
-        if not os.fspath(path):  # Path("") would be the working directory
-            raise ConfigError("session directory is empty: name the directory (\".\" for this one)")
+        problem = directory_name_problem("session directory", path)
+        if problem is not None:
+            raise ConfigError(problem)
         try:
             self.path: Path = private_directory(path)
         except RefusedFile as exc:
