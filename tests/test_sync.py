@@ -25,7 +25,7 @@ import pytest
 from iotdtls import sync
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import RetryPolicy
-from iotdtls.connection import DtlsConnection
+from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -1064,3 +1064,36 @@ def test_a_dropped_client_is_closed_before_its_warning_which_may_be_an_error(
         f"iotdtls: unclosed client to {LOCALHOST}:{server.port}"]
     assert [sock.fileno() for sock in sockets] == [-1, -1, -1]
     assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+
+
+def test_a_second_thread_s_handshake_during_one_says_so() -> None:
+    """Concurrent use is not supported, but the second `handshake()` said "connect() is for a
+    new client connection", a call the user never made."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((LOCALHOST, 0))
+    client = sync.DtlsClient(*silent.getsockname(), client_config())
+    first: list[BaseException] = []
+
+    def handshake() -> None:
+        try:
+            client.handshake()
+        except LocalProtocolError as exc:
+            first.append(exc)
+
+    running = threading.Thread(target=handshake, daemon=True)
+    running.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while client.connection.state is not ConnectionState.HANDSHAKING:
+            assert time.monotonic() < deadline, "the first handshake never started"
+            time.sleep(0.01)
+        with pytest.raises(LocalProtocolError) as second:
+            client.handshake()
+        assert str(second.value) == (
+            "a handshake is already running in another thread (a DtlsClient is not for"
+            " concurrent handshakes)")
+    finally:
+        client.close()
+        running.join(5.0)
+        silent.close()
+    assert [str(exc) for exc in first] == ["close() was called during the handshake"]

@@ -134,6 +134,7 @@ class DtlsClient:
         self._lock = threading.Condition()
         self._waiting = 0  # threads waiting for the socket (`_wait`)
         self._closing = False
+        self._handshake_running = False  # a thread is in `handshake()`
         _UNCLOSED_SOCKETS[id(self)] = (self._sock, self._wake_reader, self._wake_writer)
 
     def __del__(self) -> None:
@@ -181,15 +182,30 @@ class DtlsClient:
         `LocalProtocolError` at once. A client handshakes once: on an established one it
         returns at once (as `sync.connect` did it already); after `close()`, or once the
         association has ended, it raises `LocalProtocolError` saying which (a new handshake
-        needs a new `DtlsClient`)."""
+        needs a new `DtlsClient`). Called from a second thread while one runs, it raises
+        `LocalProtocolError` saying so (concurrent handshakes are not supported)."""
         if self._closing:
             raise LocalProtocolError("the client is closed: a new handshake needs a new DtlsClient")
         if self.connection.state is ConnectionState.ESTABLISHED:
             return
-        if self._ended():
-            raise LocalProtocolError(
-                "the association has ended: a new handshake needs a new DtlsClient"
-            )
+        with self._lock:  # before `_ended`: between retries, the failed attempt has ended
+            if self._handshake_running:
+                raise LocalProtocolError(
+                    "a handshake is already running in another thread (a DtlsClient is not"
+                    " for concurrent handshakes)"
+                )
+            if self._ended():
+                raise LocalProtocolError(
+                    "the association has ended: a new handshake needs a new DtlsClient"
+                )
+            self._handshake_running = True
+        try:
+            self._handshake_with_retries()
+        finally:
+            self._handshake_running = False
+
+    def _handshake_with_retries(self) -> None:
+        """`handshake()`'s attempts: repeated after a back-off as `config.retry` says."""
         policy = self._config.retry
         failures = 0
         resumed_before = False  # an earlier attempt resumed the session (DtlsError.resuming)
