@@ -68,7 +68,7 @@ def identity_length(mtu: int, shape: tuple[int, int] | int) -> int:
     if isinstance(shape, int):
         return shape
     k, slack = shape
-    return max(0, k * (mtu - 25) - 2 - slack)
+    return max(1, k * (mtu - 25) - 2 - slack)
 
 
 @pytest.mark.req("HS-3", "PSK-2")
@@ -76,7 +76,7 @@ def identity_length(mtu: int, shape: tuple[int, int] | int) -> int:
 @given(
     mtus=st.tuples(st.integers(MIN_MTU, 1500), st.integers(MIN_MTU, 1500)),
     shape=st.one_of(
-        st.integers(0, 40),
+        st.integers(1, 40),  # an empty identity is refused (RFC 4279 §5)
         st.integers(40, 3000),
         st.tuples(st.integers(1, 3), st.integers(-16, 40)),
     ),
