@@ -352,9 +352,14 @@ def test_issuer_that_is_not_a_ca_is_unknown_ca(anchor: Issued, store: TrustStore
 
 
 @pytest.mark.req("CRT-1")
-def test_a_ca_without_key_usage_is_fine_but_one_without_key_cert_sign_is_not() -> None:
+def test_a_ca_without_key_usage_is_fine_but_one_without_key_cert_sign_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """RFC 5280 §6.1.4 (n): keyCertSign is checked when keyUsage is present; `openssl req
-    -x509` makes CA certificates without it. basicConstraints cA stays required."""
+    -x509` makes CA certificates without it. basicConstraints cA stays required. The CA is
+    named whatever the depth allowed: below the one CA sent, the diagnosis's run again with
+    room for it fails too (it needs no more CAs than allowed: it is wrong); at its depth,
+    there is no run again (it would only repeat the first)."""
     top = root(key_usage=False)
     middle = intermediate(top, "intermediate", key_usage=False)
     store = TrustStore([top.der])
@@ -371,6 +376,18 @@ def test_a_ca_without_key_usage_is_fine_but_one_without_key_cert_sign_is_not() -
                       chain_der(server_leaf(no_cert_sign), no_cert_sign), store)
     assert message.endswith(
         "the keyUsage of certificate 1 (CA) does not allow keyCertSign"), message
+    for max_depth in (0, 1):
+        counts = _count_signature_work(monkeypatch)
+        assert refused(A.unknown_ca, server, chain_der(server_leaf(no_cert_sign), no_cert_sign),
+                       store, max_depth=max_depth) == message
+        assert counts["verifier"] == 2 - max_depth, (max_depth, counts)
+    # a CA without keyUsage at all is skipped: the one without keyCertSign is named
+    plain_ca = intermediate(top, "no key usage", key_usage=False)
+    below = intermediate(plain_ca, "no cert sign below", key_usage=False,
+                         extensions=[(signing_only, True)])
+    message = refused(A.unknown_ca, server, chain_der(server_leaf(below), plain_ca, below), store)
+    assert message.endswith(
+        "the keyUsage of certificate 2 (CA) does not allow keyCertSign"), message
     signing_root = root("signing root", key_usage=False, extensions=[(signing_only, True)])
     message = refused(A.unknown_ca, server, chain_der(server_leaf(signing_root)),
                       TrustStore([signing_root.der]))
@@ -456,10 +473,19 @@ def test_chain_defects_the_verifier_reports_in_its_own_terms_are_worded_plainly(
     message = plain(refused(A.unknown_ca, server, chain_der(server_leaf(ed_root)),
                             TrustStore([ed_root.der])))
     assert "trust anchor" in message and "is Ed25519" in message
+    p256_middle = intermediate(ed_root, "p-256 ca")  # an allowed key before the forbidden one
+    message = plain(refused(A.unknown_ca, server, chain_der(server_leaf(p256_middle), p256_middle),
+                            TrustStore([ed_root.der])))
+    assert "trust anchor" in message and "is Ed25519" in message
     ed_middle = intermediate(anchor, "ed25519 ca", key=ed25519.Ed25519PrivateKey.generate())
     message = plain(refused(A.unknown_ca, server, chain_der(server_leaf(ed_middle), ed_middle),
                             store))
     assert "certificate 1 (CA) is Ed25519" in message
+    # a certificate sent that issued none of the others is no CA of the chain: not named
+    stray = intermediate(anchor, "stray ed25519 ca", key=ed25519.Ed25519PrivateKey.generate())
+    message = plain(refused(A.unknown_ca, server,
+                            chain_der(server_leaf(ed_middle), stray, ed_middle), store))
+    assert "certificate 2 (CA) is Ed25519" in message
     leaf = server_leaf(anchor)
     sha224 = (
         x509.CertificateBuilder(extensions=list(leaf.cert.extensions))
@@ -482,7 +508,7 @@ def test_chain_defects_the_verifier_reports_in_its_own_terms_are_worded_plainly(
 
 
 def test_a_self_signed_certificate_not_among_the_anchors_is_said_to_be_so(
-    store: TrustStore,
+    anchor: Issued, store: TrustStore,
 ) -> None:
     """`openssl req -x509` (cA asserted) against an unrelated CA was "certificate rejected:
     basicConstraints.cA must not be asserted in an EE certificate", as if the certificate were
@@ -495,6 +521,11 @@ def test_a_self_signed_certificate_not_among_the_anchors_is_said_to_be_so(
     assert refused(A.unknown_ca, client, chain_der(device), store) == "client" + expected
     end_entity = issue("localhost", None, san=dns("localhost"))  # cA not asserted
     assert refused(A.unknown_ca, server, chain_der(end_entity), store) == "server" + expected
+    # sent with a CA certificate of its name and key that an anchor issued: a path by names
+    # and signatures the verifier refuses (cA asserted in the leaf), then named the same way
+    copy = intermediate(anchor, "localhost", key=openssl_like.key)
+    assert refused(A.unknown_ca, server, chain_der(openssl_like, copy), store) \
+        == "server" + expected
     # Given as an anchor, it is trusted (pinned).
     assert server(chain_der(openssl_like), TrustStore([openssl_like.der])) == "localhost"
 
@@ -1072,6 +1103,21 @@ def test_an_rsa_key_above_8192_bits_is_refused_before_any_signature_check(
     assert "the key of certificate 1 is RSA-8200:" in message
 
 
+@pytest.mark.parametrize(("exponent", "bits", "dear"), [
+    (2**32 - 1, 2048, None), (2**32 + 1, 2048, "RSA-2048 with a 33-bit public exponent"),
+    (65537, 8192, None), (65537, 8193, "RSA-8193"),
+])
+def test_the_rsa_key_bounds_are_inclusive(
+    anchor: Issued, rsa_key: rsa.RSAPrivateKey, exponent: int, bits: int, dear: str | None,
+) -> None:
+    """An exponent of exactly 2^32 - 1 and a modulus of exactly 8192 bits are not dear; one
+    step beyond either is (keys whose private half need not exist: only their size counts)."""
+    modulus = (1 << (bits - 1)) | 0x1234567 | 1
+    key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    cert = x509.load_der_x509_certificate(_ca_with_public_key(anchor.cert.subject, key, rsa_key))
+    assert x509_module._dear_rsa_key(cert) == dear
+
+
 @pytest.mark.parametrize("exponent", [3, 65537, 4294967291])
 def test_rsa_cas_with_usual_exponents_still_validate(exponent: int) -> None:
     """e = 3 (old CAs), 65537 (every CA now) and the largest prime below 2^32 (any odd
@@ -1121,7 +1167,7 @@ def test_a_chain_of_fake_cas_of_the_anchors_name_is_diagnosed_with_one_verifier_
 # -- chains whose names offer too many candidate issuers ----------------------------------------
 
 
-@pytest.mark.parametrize(("fakes", "max_depth"), [(3, DEFAULT_MAX_CHAIN_DEPTH), (2, 2),
+@pytest.mark.parametrize(("fakes", "max_depth"), [(3, DEFAULT_MAX_CHAIN_DEPTH), (2, 2), (2, 1),
                                                   (2, MAX_CHAIN_DEPTH_LIMIT),
                                                   (16, MAX_CHAIN_DEPTH_LIMIT)])
 @pytest.mark.parametrize("role", ["client", "server"])
@@ -1133,7 +1179,8 @@ def test_a_chain_of_fake_cas_of_the_anchors_name_is_refused_before_any_signature
     named like the anchor under one key of the peer's own, all issuing one another, make the
     verifier check dozens of signatures (52 for three of them at depth 2: ~4 ms with P-256
     keys, ~20 ms with P-521; 128, its own limit, at depth 16). Counted by names alone, the
-    candidates exceed 2 per level allowed: unknown_ca before any signature is checked."""
+    candidates exceed 2 per level allowed: unknown_ca before any signature is checked (two
+    of them at depth 1, the leaf counted from depth 0: 9 candidates, 6 allowed)."""
     leaf_of, call = (client_leaf, client) if role == "client" else (server_leaf, server)
     chain = _fake_cas_of_the_anchors_name(anchor, leaf_of, fakes)
     counts = _count_signature_work(monkeypatch)
@@ -1236,6 +1283,40 @@ def test_the_der_names_read_from_the_bytes_are_the_names_encoded(anchor: Issued)
         assert x509_module._der_names(der, cert) == (
             cert.issuer.public_bytes(), cert.subject.public_bytes()
         )
+    # a version 1 certificate has no [0] version: one field fewer before the names
+    v1_der = _without_version(long.public_bytes(serialization.Encoding.DER))
+    v1 = x509.load_der_x509_certificate(v1_der)
+    assert v1.version is x509.Version.v1
+    assert x509_module._der_names(v1_der, v1) == (
+        anchor.cert.subject.public_bytes(), long_name.public_bytes()
+    )
+
+
+def _der_header(tag: int, length: int) -> bytes:
+    if length < 0x80:
+        return bytes([tag, length])
+    size = (length.bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + length.to_bytes(size, "big")
+
+
+def _der_span(der: bytes, at: int) -> tuple[int, int]:
+    """The content start and end of the DER element at `at` (short or long definite length)."""
+    first, content = der[at + 1], at + 2
+    if first < 0x80:
+        return content, content + first
+    size = first & 0x7F
+    return content + size, content + size + int.from_bytes(der[content : content + size], "big")
+
+
+def _without_version(der: bytes) -> bytes:
+    """The certificate `der` (of no extensions) as version 1: its TBSCertificate without the
+    [0] version field (RFC 5280 §4.1), the signature left as it was (no longer valid)."""
+    tbs_start = _der_span(der, 0)[0]
+    tbs_content, tbs_end = _der_span(der, tbs_start)
+    assert der[tbs_content] == 0xA0
+    tbs_body = der[_der_span(der, tbs_content)[1] : tbs_end]
+    body = _der_header(0x30, len(tbs_body)) + tbs_body + der[tbs_end:]
+    return _der_header(0x30, len(body)) + body
 
 
 def test_a_refused_chain_sent_again_is_refused_again_with_no_work(
@@ -1288,6 +1369,59 @@ def test_a_refusal_is_remembered_only_while_every_certificate_keeps_its_validity
     assert later.startswith("client certificate 0 is not valid at ")
     assert refused(A.certificate_expired, client, chain, store, when=NOW + 3 * DAY) != later
     assert store.refused_chain_hits == 1
+
+
+def test_a_refusal_holds_to_the_instant_a_certificate_enters_or_leaves_its_validity(
+    anchor: Issued,
+) -> None:
+    """The window of a remembered refusal is exact, validity bounds included (RFC 5280
+    §4.1.2.5): asked at the first or the last instant of the certificates' validity, the
+    refusal is remembered for that instant; with an anchor valid from tomorrow, it holds up to
+    the microsecond before, and no longer at that instant (with one expired yesterday, back to
+    the microsecond after its last instant)."""
+    chain = _fake_cas_of_the_anchors_name(anchor, client_leaf, 1)
+    for when in (NOW - YEAR, NOW + YEAR):  # every certificate's first and last instant
+        store = TrustStore([anchor.der])
+        first = refused(A.bad_certificate, client, chain, store, when=when)
+        assert refused(A.bad_certificate, client, chain, store, when=when) == first
+        assert store.refused_chain_hits == 1, when
+    tick = datetime.timedelta(microseconds=1)
+    tomorrow, yesterday = NOW + DAY, NOW - DAY
+    store = TrustStore([anchor.der, root("later root", not_before=tomorrow).der])
+    for when in (NOW, tomorrow - tick, tomorrow):
+        refused(A.bad_certificate, client, chain, store, when=when)
+    assert store.refused_chain_hits == 1
+    # and from the microsecond after an anchor's last instant of validity, not at it
+    store = TrustStore([anchor.der, root("earlier root", not_after=yesterday).der])
+    for when in (NOW, yesterday + tick, yesterday):
+        refused(A.bad_certificate, client, chain, store, when=when)
+    assert store.refused_chain_hits == 1
+
+
+def test_the_refusal_least_recently_used_is_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch, anchor: Issued,
+) -> None:
+    """The store keeps the `REFUSED_CHAINS_KEPT` refusals last used (here 2): a new one is
+    kept, and the one least recently refused again is forgotten (one chain asked at three
+    depths: three questions)."""
+    monkeypatch.setattr(x509_module, "REFUSED_CHAINS_KEPT", 2)
+    store = TrustStore([anchor.der])
+    chain = _fake_cas_of_the_anchors_name(anchor, client_leaf, 1)
+    counts = _count_signature_work(monkeypatch)
+
+    def ask(depth: int) -> None:
+        refused(A.bad_certificate, client, chain, store, max_depth=depth)
+
+    for depth in (0, 1, 0):  # depth 1 is now the least recently used
+        ask(depth)
+    assert (counts["verifier"], store.refused_chain_hits) == (2, 1)
+    ask(2)  # depth 1 forgotten
+    assert len(store._refused) == 2
+    for depth in (2, 0):
+        ask(depth)
+    assert (counts["verifier"], store.refused_chain_hits) == (3, 3)
+    ask(1)
+    assert counts["verifier"] == 4
 
 
 def test_one_fake_ca_of_the_anchors_name_is_left_to_the_verifier_at_any_depth(
@@ -1397,8 +1531,72 @@ def test_an_expired_ca_sent_with_looping_forgeries_is_named_with_few_verifier_ch
     assert message.startswith(f"{role} certificate 3 is not valid at "), message
     again = len(chain) - 1
     bound = 2 * (max_depth + 2) + 2 * (again + 2)  # CANDIDATE_CHECKS_PER_LEVEL per level
-    assert counts["weighed"] <= bound, counts
+    assert 0 < counts["weighed"] <= bound, counts  # the CA policy of the runs is the counted one
     assert counts["depths"] == [max_depth, again], counts
+
+
+@pytest.mark.parametrize(("forgeries", "max_depth"), [(1, DEFAULT_MAX_CHAIN_DEPTH), (3, 4)])
+def test_forged_copies_of_an_expired_ca_sent_before_it_leave_the_expired_ca_named(
+    forgeries: int, max_depth: int,
+) -> None:
+    """Copies of an expired CA certificate (its name and key) whose signature no anchor made,
+    sent before it: the diagnosis follows the path through the CA's own certificate and names
+    it, each signature check remembered for its (certificate, issuer) pair alone (the anchor's
+    refusal of a copy says nothing of the CA's own certificate). With three copies, two anchors
+    of the root's name (a renewed root) and 4 CAs allowed, the names offer exactly the 12
+    candidates allowed, in the first run and in the run again: both are made."""
+    top, renewed = root(), root()  # one name, two keys
+    expired = intermediate(top, "issuing ca", not_after=NOW - DAY)
+    copies = [intermediate(top, "issuing ca", key=expired.key, signing_key=p256())
+              for _ in range(forgeries)]
+    chain = chain_der(server_leaf(expired), *copies, expired)
+    store = TrustStore([top.der, renewed.der] if forgeries > 1 else [top.der])
+    message = refused(A.certificate_expired, server, chain, store, max_depth=max_depth)
+    assert message.startswith(f"server certificate {forgeries + 1} is not valid at "), message
+
+
+def test_a_bad_signature_under_a_ca_expired_before_the_leaf_began_is_named_as_such() -> None:
+    """A path by names whose leaf's signature does not verify links nothing: its CA, expired
+    before the leaf's validity began (no moment suits the path), is not named as expired; the
+    signature is."""
+    top = root()
+    ca = intermediate(top, "issuing ca", not_after=NOW - 2 * DAY)
+    leaf = server_leaf(ca, not_before=NOW - DAY, signing_key=p256())
+    message = refused(A.bad_certificate, server, chain_der(leaf, ca), TrustStore([top.der]))
+    assert message == "the signature on server certificate 0 does not verify"
+
+
+def test_only_expired_cas_on_a_signed_path_cost_a_verifier_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The diagnosis runs the verifier again (to see whether an expired CA is on its path)
+    only for a CA linked to an anchor and to the leaf by names and signatures: not for a copy
+    of the CA whose signature no anchor made, nor for a CA of the leaf's issuer name under
+    another key (each expired at another time than the CA: each would cost one run more)."""
+    top = root()
+    expired = intermediate(top, "issuing ca", not_after=NOW - DAY)
+    copy = intermediate(top, "issuing ca", key=expired.key, signing_key=p256(),
+                        not_after=NOW - 2 * DAY)
+    other = intermediate(top, "issuing ca", not_after=NOW - 3 * DAY)  # another key
+    counts = _count_signature_work(monkeypatch)
+    for sent in (copy, other):
+        message = refused(A.certificate_expired, server,
+                          chain_der(server_leaf(expired), sent, expired), TrustStore([top.der]))
+        assert message.startswith("server certificate 2 is not valid at "), message
+    assert counts["verifier"] == 4, counts  # per chain, the first run and one again
+
+
+def test_an_expired_ca_three_cas_below_the_anchor_is_named() -> None:
+    """The CAs leading to an anchor are found link by link up to the leaf's issuer, however
+    far: the expired one at the bottom is on the verifier's path (checked again at a time it
+    is valid) and named."""
+    top = root()
+    high = intermediate(top, "high ca")
+    middle = intermediate(high, "middle ca")
+    low = intermediate(middle, "low ca", not_after=NOW - DAY)
+    chain = chain_der(server_leaf(low), low, middle, high)
+    message = refused(A.certificate_expired, server, chain, TrustStore([top.der]), max_depth=3)
+    assert message.startswith("server certificate 1 is not valid at "), message
 
 
 def test_a_long_chain_of_cas_expired_in_turn_is_named_with_two_verifier_runs_again(
