@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fractions
 import gc
+import itertools
 import os
 import stat
 import threading
@@ -126,6 +127,31 @@ def test_a_damaged_file_is_a_miss_removed_and_counted(tmp_path: Path, damage: st
     assert store.damaged == 1
 
 
+def test_each_damaged_or_expired_file_is_counted(tmp_path: Path) -> None:
+    clock = Clock()
+    store = store_in(tmp_path, lifetime=100.0, clock=clock)
+    for number in (1, 2):
+        store.put(session(number), now=0.0)
+        (tmp_path / "sessions" / session(number).session_id.hex()).write_bytes(b"")
+        assert store.get(session(number).session_id, now=0.0) is None
+    for number in (3, 4):
+        store.put(session(number), now=0.0)
+    clock.now = START + 100  # exactly the lifetime: expired
+    for number in (3, 4):
+        assert store.get(session(number).session_id, now=0.0) is None
+    assert (store.damaged, store.expired) == (2, 2)
+
+
+def test_ids_of_1_and_32_bytes_name_sessions(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    for size in (1, 32):
+        state = SessionState(bytes([7]) * size, PSK_SUITE, Mode.PSK, MASTER,
+                             PskIdentity(b"Client_identity"))
+        store.put(state, now=0.0)
+        found = store.get(state.session_id, now=0.0)
+        assert found is not None and found.session_id == state.session_id
+
+
 def test_ids_that_name_no_file_are_misses(tmp_path: Path) -> None:
     """An empty or over-long session_id would name the directory itself or no session."""
     store = store_in(tmp_path)
@@ -184,6 +210,96 @@ def test_a_scan_removes_expired_files_first(tmp_path: Path) -> None:
     fill(store, directory, 1, 60)  # the files of 1 to 50 expired by modification time
     kept = {int(name, 16) for name in session_files(directory)}
     assert kept and min(kept) > 50
+
+
+def test_a_scan_removes_a_file_exactly_the_lifetime_old_as_get_would(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    fill(store_in(tmp_path, clock=Clock(START + 100)), directory, 1, 2)
+    store_in(tmp_path, lifetime=99.0, clock=Clock(START + 100))  # 1 is exactly 99 s old
+    assert {int(name, 16) for name in session_files(directory)} == {2}
+
+
+def test_a_dangling_symlink_in_place_of_a_session_file_is_removed_once_expired(
+    tmp_path: Path,
+) -> None:
+    """A scan dates a session name by the link itself, not by what it points to: a link to
+    nothing is removed as any file whose lifetime is over."""
+    directory = tmp_path / "sessions"
+    store_in(tmp_path)
+    (directory / "ab").symlink_to(tmp_path / "nothing")
+    store_in(tmp_path, lifetime=100.0, clock=Clock(time.time() + 1000))
+    assert not os.path.lexists(directory / "ab")
+
+
+@pytest.mark.parametrize(("max_entries", "there", "kept", "puts"), [
+    (21, 0, 0, 10), (10, 9, 9, 1), (20, 18, 18, 2), (21, 20, 20, 2), (10, 10, 10, 1),
+    (10, 11, 9, 1),
+])
+def test_the_next_scan_comes_after_half_the_room_left_or_a_tenth_of_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_entries: int, there: int, kept: int,
+    puts: int,
+) -> None:
+    """A scan that finds `there` session files keeps them up to `max_entries` (beyond, the
+    oldest down to nine tenths, one file at least); the next scan comes with the put that fills
+    half the room left, `(max_entries - kept) // 2`, or a tenth of `max_entries` (at least 1)
+    when that is more."""
+    directory = tmp_path / "sessions"
+    fill(store_in(tmp_path, max_entries=1000, clock=Clock(START + 100)), directory, 1, there)
+    store = store_in(tmp_path, max_entries=max_entries, clock=Clock(START + 100))
+    assert len(session_files(directory)) == kept
+    scans: list[bool] = []
+    real_scan = DirectorySessionStore._scan
+
+    def counted(self: DirectorySessionStore, *, full: bool = False) -> None:
+        scans.append(full)
+        real_scan(self, full=full)
+
+    monkeypatch.setattr(DirectorySessionStore, "_scan", counted)
+    for number in range(1000, 1000 + puts):
+        assert not scans
+        store.put(session(number), now=0.0)
+    assert scans == [False]
+
+
+def test_files_another_store_removes_during_a_scan_are_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers scan one directory: a file this scan listed may be gone before it dates it,
+    and one it dated before it removes it (a temporary file of a put, an expired session, one
+    of the oldest beyond the bound): the scan goes on."""
+    directory = tmp_path / "sessions"
+    fill(store_in(tmp_path, clock=Clock(START + 100)), directory, 1, 12)
+    (directory / ".tmp-racing").write_bytes(b"")
+    gone = [directory / ".tmp-racing", directory / session(1).session_id.hex(),
+            directory / session(6).session_id.hex()]  # a temporary, expired, the oldest live
+
+    class RacingClock(Clock):
+        def __call__(self) -> float:  # called by the scan once the directory is listed
+            for path in gone:
+                path.unlink(missing_ok=True)
+            return self.now
+
+    class Vanished:
+        name = "ab"
+
+        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    real_scandir = os.scandir
+
+    class ListedThenGone:
+        def __init__(self, path: Path) -> None:
+            self._entries = real_scandir(path)
+
+        def __enter__(self) -> Any:
+            return itertools.chain([Vanished()], self._entries.__enter__())
+
+        def __exit__(self, *exc: object) -> None:
+            self._entries.__exit__(*exc)
+
+    monkeypatch.setattr(os, "scandir", ListedThenGone)
+    store_in(tmp_path, max_entries=5, lifetime=100.0, clock=RacingClock(START + 105))
+    assert {int(name, 16) for name in session_files(directory)} == {9, 10, 11, 12}
 
 
 def test_every_scan_removes_the_expired_files_below_the_bound_too(tmp_path: Path) -> None:
@@ -408,6 +524,25 @@ def test_bad_bounds_are_refused(
     with pytest.raises(ConfigError) as refused:
         store_in(tmp_path, max_entries, lifetime)
     assert str(refused.value) == message
+
+
+def test_the_least_bounds_are_accepted(tmp_path: Path) -> None:
+    """One session at most, and any lifetime above zero (here a millisecond)."""
+    store = store_in(tmp_path, 1, 0.001)
+    assert (store.max_entries, store.lifetime) == (1, 0.001)
+
+
+@pytest.mark.parametrize(("name", "is_session"), [
+    ("ab", True), ("0" * 64, True), ("0123456789abcdef", True),
+    ("", False), ("a", False), ("abc", False), ("0" * 66, False), ("zz", False),
+    ("AB", False), (".tmp-0123", False),
+])
+def test_the_files_of_sessions_are_named_by_the_hex_of_1_to_32_bytes(
+    name: str, is_session: bool
+) -> None:
+    """What a scan dates (and may remove): the lower-case hex of a session_id of 1 to 32
+    bytes, as `put` names it; any other name is left alone."""
+    assert iotdtls.sessions._is_session_file_name(name) is is_session
 
 
 def test_no_secret_in_the_repr(tmp_path: Path) -> None:
