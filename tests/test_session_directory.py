@@ -150,6 +150,51 @@ def test_ids_of_1_and_32_bytes_name_sessions(tmp_path: Path) -> None:
         store.put(state, now=0.0)
         found = store.get(state.session_id, now=0.0)
         assert found is not None and found.session_id == state.session_id
+        store.remove(state.session_id)
+        assert store.get(state.session_id, now=0.0) is None
+        store.remove(state.session_id)  # no longer there: nothing to do
+
+
+def test_a_file_another_store_removes_as_get_finds_it_expired_is_a_miss(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    state = session()
+    path = directory / state.session_id.hex()
+
+    class RacingClock(Clock):
+        def __call__(self) -> float:  # called by get once the file is read
+            if self.now > START:
+                path.unlink(missing_ok=True)
+            return self.now
+
+    clock = RacingClock()
+    store = store_in(tmp_path, lifetime=100.0, clock=clock)
+    store.put(state, now=0.0)
+    clock.now = START + 100
+    assert store.get(state.session_id, now=0.0) is None
+    assert store.expired == 1
+
+
+def test_a_put_writes_its_temporary_file_under_the_name_scans_look_for_unsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put killed before its temporary file takes the session's name leaves a master
+    secret: the file is named as the scans that remove such files look for. It is not synced
+    (a session a crash loses costs one full handshake; a sync would cost every one)."""
+    store = store_in(tmp_path)
+    written: list[str] = []
+    real_replace = os.replace
+
+    def replace(source: str, target: Path) -> None:
+        written.append(os.path.basename(source))
+        real_replace(source, target)
+
+    def no_sync(fd: int) -> None:
+        raise AssertionError("fsync")
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", no_sync)
+    store.put(session(), now=0.0)
+    assert len(written) == 1 and written[0].startswith(iotdtls.sessions.TEMPORARY_PREFIX)
 
 
 def test_ids_that_name_no_file_are_misses(tmp_path: Path) -> None:
