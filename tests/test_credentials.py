@@ -32,6 +32,7 @@ from iotdtls.credentials import (
     public_key_pins,
     read_wall_clock,
 )
+from iotdtls.crypto import pem
 from iotdtls.crypto.signature import spki_sha256
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
@@ -569,3 +570,25 @@ def test_certified_key_from_pem_refuses_text_as_private_key_from_pem_does(files:
     expected = CertifiedKey.from_pem(chain.encode(), key.encode()).chain
     for form in (bytearray, memoryview):
         assert CertifiedKey.from_pem(form(chain.encode()), key.encode()).chain == expected
+
+
+def test_what_a_file_holds_is_named_by_its_pem_labels_or_as_der() -> None:
+    """`crypto.pem`: a label of no known kind is named as a block of it; a file holding the
+    kind wanted anywhere (a key and its certificate in one PEM file, key first) or as DER gets
+    no "that is" (what failed is something else)."""
+    issued = root()
+    cert_pem = issued.cert.public_bytes(serialization.Encoding.PEM)
+    cert_der = issued.cert.public_bytes(serialization.Encoding.DER)
+    key_pem = issued.key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+    odd = b"-----BEGIN FOO BAR-----\nAAAA\n-----END FOO BAR-----\n"
+    assert pem.kind_of(odd) == ("a FOO BAR block", "PEM FOO BAR")
+    assert pem.that_is(odd, pem.CERTIFICATE) == (
+        "that is a FOO BAR block (PEM FOO BAR), not a certificate")
+    assert pem.that_is(key_pem + cert_pem, pem.CERTIFICATE) is None
+    assert pem.that_is(key_pem + cert_pem, pem.PUBLIC_KEY) == (
+        "that is a private key (PEM PRIVATE KEY), not a public key")
+    assert pem.that_is(cert_der, pem.CERTIFICATE) is None
+    assert pem.that_is(cert_der, pem.PRIVATE_KEY) == (
+        "that is a certificate (DER), not a private key")

@@ -422,6 +422,18 @@ def test_a_server_that_closes_before_its_lost_final_flight_arrives_is_named_so()
     assert link.client.dropped[DropReason.DATA_BEFORE_HANDSHAKE] == 1
 
 
+def test_a_server_that_closes_before_its_lost_final_flight_sending_nothing_is_named_so() -> None:
+    """No data held: the context says only that the Finished never arrived."""
+    link = make_link(drop_exactly("server", 3))
+    link.client.connect(link.now)
+    link.run(stop=server_established)
+    link.server.close(link.address)
+    link.run(stop=lambda lk: lk.client.closed)
+    error = link.client.error
+    assert isinstance(error, AlertReceived)
+    assert error.context == "before its Finished arrived"
+
+
 def test_a_close_notify_in_the_clear_during_the_handshake_claims_no_lost_finished() -> None:
     """Only a close_notify under the new keys shows that the peer completed: one in epoch 0
     (anyone's) fails the handshake as before, with nothing added."""
@@ -432,6 +444,15 @@ def test_a_close_notify_in_the_clear_during_the_handshake_claims_no_lost_finishe
     link.run(stop=lambda lk: lk.server_conn is None or lk.server_conn.closed)
     (closed,) = events_of(link, "server", ConnectionClosed)
     assert str(closed.error) == "the peer closed the association (close_notify)"
+    # nor one in epoch 0 once we are under the new keys: the client's last flight lost, the
+    # server (still in epoch 0) closes
+    link = make_link(drop_exactly("client", 3))
+    link.client.connect(link.now)
+    link.run(stop=lambda lk: lk.sent["client"] >= 3)
+    link.server.close(link.address)
+    link.run(stop=lambda lk: lk.client.closed)
+    assert isinstance(link.client.error, AlertReceived)
+    assert link.client.error.context == ""
 
 
 @pytest.mark.req("RES-1")

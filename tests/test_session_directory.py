@@ -518,6 +518,31 @@ def test_a_directory_on_a_read_only_file_system_is_refused_in_one_line(
     )
 
 
+def test_a_directory_denied_by_more_than_its_mode_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mode 0700 and yet not readable (an access control list, a security module): the fix is
+    another directory. The access asked about is the effective ids' where os.access can tell
+    (files are made with them; on Linux it cannot, and the ids are the same but in a setuid
+    program)."""
+    path = tmp_path / "sessions"
+    path.mkdir(mode=0o700)
+    asked: list[object] = []
+
+    def access(where: Any, mode: int, **kwargs: Any) -> bool:
+        asked.append(kwargs.get("effective_ids"))
+        return not mode & os.R_OK
+
+    monkeypatch.setattr(os, "access", access)
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(path)
+    assert str(refused.value) == (
+        f"session directory {path} cannot be read by this user (mode 0700): name another"
+        " directory"
+    )
+    assert asked and {bool(ids) for ids in asked} == {os.access in os.supports_effective_ids}
+
+
 def test_a_first_scan_that_fails_is_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
