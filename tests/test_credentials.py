@@ -592,3 +592,20 @@ def test_what_a_file_holds_is_named_by_its_pem_labels_or_as_der() -> None:
     assert pem.that_is(cert_der, pem.CERTIFICATE) is None
     assert pem.that_is(cert_der, pem.PRIVATE_KEY) == (
         "that is a certificate (DER), not a private key")
+
+
+def test_a_public_key_pem_of_another_kind_is_named_or_refused_plainly() -> None:
+    """What a PEM file given as a raw public key holds instead is named, also when the kind
+    has no known way to its public key (a certificate request); a file holding a public key
+    anywhere (PKCS #1 "RSA PUBLIC KEY", after a private key) is not named by its first block."""
+    csr = b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+    with pytest.raises(ConfigError) as refused:
+        public_key_pin(csr)
+    assert str(refused.value) == (
+        "that is a certificate request (PEM CERTIFICATE REQUEST), not a public key")
+    key_pem = p256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
+    mixed = key_pem + b"-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n"
+    with pytest.raises(ConfigError) as refused:
+        public_key_pin(mixed)
+    assert str(refused.value) == "a public key PEM must hold exactly one PUBLIC KEY block"
