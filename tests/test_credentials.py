@@ -31,6 +31,7 @@ from iotdtls.credentials import (
     public_key_pin,
     public_key_pins,
     read_wall_clock,
+    validity_problem,
 )
 from iotdtls.crypto import pem
 from iotdtls.crypto.signature import spki_sha256
@@ -422,6 +423,20 @@ def test_our_own_certificate_out_of_its_window_is_a_warning_when_configured(
         "peers will refuse it with certificate_expired",
     ]
     assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
+
+
+def test_our_certificate_is_valid_at_both_ends_of_its_validity(
+    issued: tuple[Issued, Issued, Issued],
+) -> None:
+    """RFC 5280 §4.1.2.5: both bounds are inclusive; a second beyond either, a problem."""
+    _, _, leaf = issued
+    certified = CertifiedKey((leaf.der,), PrivateKey(leaf.key))
+    start = leaf.cert.not_valid_before_utc.timestamp()
+    end = leaf.cert.not_valid_after_utc.timestamp()
+    assert validity_problem(certified, start) is None
+    assert validity_problem(certified, end) is None
+    assert "is not valid before" in str(validity_problem(certified, start - 1))
+    assert "expired" in str(validity_problem(certified, end + 1))
 
 
 def test_a_valid_own_certificate_is_parsed_once_for_every_configuration_made_with_it(
