@@ -230,6 +230,23 @@ def test_the_temporary_file_is_made_beside_the_key_not_in_the_temp_directory(
     assert (tmp_path / "keys" / "key.pem").read_bytes() == b"key"
 
 
+def test_a_file_written_atomically_is_synced_before_it_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash then leaves the old key or the new one whole, never an empty file under its
+    name."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_atomically(tmp_path / "key.pem", b"key")
+    assert synced and (tmp_path / "key.pem").read_bytes() == b"key"
+
+
 def test_ec_p256_into_a_missing_directory_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -148,6 +148,7 @@ def test_ids_of_1_and_32_bytes_name_sessions(tmp_path: Path) -> None:
         state = SessionState(bytes([7]) * size, PSK_SUITE, Mode.PSK, MASTER,
                              PskIdentity(b"Client_identity"))
         store.put(state, now=0.0)
+        store.put(state, now=0.0)  # the file replaced
         found = store.get(state.session_id, now=0.0)
         assert found is not None and found.session_id == state.session_id
         store.remove(state.session_id)
@@ -423,18 +424,20 @@ def test_a_scan_removes_the_temporary_files_of_killed_puts(tmp_path: Path) -> No
     directory = tmp_path / "sessions"
     store_in(tmp_path)
     stale, fresh = directory / ".tmp-killed", directory / ".tmp-writing"
-    stale.write_bytes(MASTER)
-    fresh.write_bytes(MASTER)
-    now = time.time()
-    old = now - 61  # older than a minute
-    os.utime(stale, (old, old))
+    minute = directory / ".tmp-a-minute-old"
+    for path in (stale, fresh, minute):
+        path.write_bytes(MASTER)
+    now = float(int(time.time()))
+    for path, age in ((stale, 61), (minute, 60)):  # older than a minute, and exactly one
+        os.utime(path, (now - age, now - age))
     store_in(tmp_path, clock=lambda: now)
-    assert not stale.exists() and fresh.exists()
+    assert not stale.exists() and fresh.exists() and minute.exists()
 
 
 @pytest.mark.parametrize(("make", "problem"), [
     ("symlink", "is a symbolic link; name the directory itself"),
     ("file", "is a regular file, not a directory: name a directory"),
+    ("fifo", "is a FIFO, not a directory: name a directory"),
     ("mode 0755", "is open to group or others (mode 0755): chmod 700 it or name a new directory"),
     ("mode 0710", "is open to group or others (mode 0710): chmod 700 it or name a new directory"),
     ("mode 0701", "is open to group or others (mode 0701): chmod 700 it or name a new directory"),
@@ -448,6 +451,8 @@ def test_a_directory_others_could_reach_is_refused_in_one_line(
         path.symlink_to(tmp_path / "real")
     elif make == "file":
         path.write_bytes(b"")
+    elif make == "fifo":
+        os.mkfifo(path)
     else:
         path.mkdir()
         path.chmod(int(make.split()[1], 8))
