@@ -448,6 +448,12 @@ def test_the_number_of_validated_chains_kept_is_a_whole_number(anchor: Issued, k
         x509_configs(server={"validated_chains": kept})
 
 
+def test_a_server_configuration_may_keep_no_validated_chain() -> None:
+    """0, the least allowed: every client chain validated in full."""
+    _, server_config = x509_configs(server={"validated_chains": 0})
+    assert server_config.validated_chains == 0
+
+
 # -- trusted CA identifiers (RFC 6066 §6, CRT-8) ----------------------------------------------
 
 
