@@ -265,16 +265,19 @@ def test_a_scan_removes_a_file_exactly_the_lifetime_old_as_get_would(tmp_path: P
     assert {int(name, 16) for name in session_files(directory)} == {2}
 
 
-def test_a_dangling_symlink_in_place_of_a_session_file_is_removed_once_expired(
-    tmp_path: Path,
-) -> None:
-    """A scan dates a session name by the link itself, not by what it points to: a link to
-    nothing is removed as any file whose lifetime is over."""
+def test_a_dangling_symlink_in_place_of_a_session_file_is_left_alone(tmp_path: Path) -> None:
+    """A scan takes no link for a session file, even one named as one and older than the
+    lifetime, nor follows it: a link to nothing is left where it is (not ours to remove), and
+    the scan does not fail on it."""
     directory = tmp_path / "sessions"
     store_in(tmp_path)
     (directory / "ab").symlink_to(tmp_path / "nothing")
-    store_in(tmp_path, lifetime=100.0, clock=Clock(time.time() + 1000))
-    assert not os.path.lexists(directory / "ab")
+    old = time.time() - 10_000
+    os.utime(directory / "ab", (old, old), follow_symlinks=False)
+    store = store_in(tmp_path, lifetime=100.0)
+    assert os.path.islink(directory / "ab")
+    store.put(session(), now=0.0)
+    assert session_files(directory) == sorted(["ab", session().session_id.hex()])
 
 
 @pytest.mark.parametrize(("max_entries", "there", "kept", "puts"), [
@@ -327,6 +330,9 @@ def test_files_another_store_removes_during_a_scan_are_no_error(
 
     class Vanished:
         name = "ab"
+
+        def is_file(self, *, follow_symlinks: bool = True) -> bool:
+            return True  # as the listing said (a DirEntry's type comes with the list)
 
         def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
