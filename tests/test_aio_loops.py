@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import re
 import socket
 import sys
+import time
 import warnings
 
 import pytest
@@ -345,3 +347,64 @@ def test_a_dropped_connection_is_released_before_its_warning_which_may_be_an_err
     assert [str(error) for error in raised] == [
         f"iotdtls: unclosed connection to 127.0.0.1:{server.port}"]
     assert_port_free(local)
+
+
+
+@pytest.mark.parametrize("how", ["dropped", "closed", "sent"])
+def test_a_forked_child_never_sends_under_the_parent_s_keys(how: str) -> None:
+    """A child forked while the parent's loop runs nowhere (between two
+    `run_until_complete`) sent from outside any loop under the parent's keys, with the record
+    sequence number the parent used next (one nonce twice under one AES-CCM key, RFC 5116
+    §3: the server then dropped the parent's next record as a replay). Now `send` raises
+    saying whose the connection is; `close()` in the child's own `asyncio.run` does nothing
+    (it raised `ForeignEventLoop`), and one dropped there is released without a warning and
+    without scheduling close_notify on the parent's loop."""
+    parent = os.getpid()
+
+    def in_child(conn: aio.ClientConnection) -> str:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if how == "dropped":
+                    del conn
+                    gc.collect()
+                elif how == "closed":
+                    asyncio.run(conn.close())
+                else:
+                    conn.send(b"from the child")
+            except LocalProtocolError as exc:
+                return str(exc)
+        return f"nothing raised {iotdtls_warnings(caught)}"
+
+    with ServerThread(server_config()) as server:
+        loop = asyncio.new_event_loop()
+        try:
+            conn = loop.run_until_complete(aio.connect("127.0.0.1", server.port, client_config()))
+            conn.send(b"before")
+            assert loop.run_until_complete(asyncio.wait_for(conn.recv(), LIMIT)) == b"before"
+            reader, writer = os.pipe()
+            child = os.fork()
+            if child == 0:
+                try:
+                    os.write(writer, in_child(conn).encode())
+                finally:
+                    os._exit(0)
+            os.close(writer)
+            assert os.waitpid(child, 0)[1] == 0
+            with os.fdopen(reader, "rb") as answers:
+                answer = answers.read().decode()
+            time.sleep(0.3)
+            assert server.ended == []
+            conn.send(b"after")
+            assert loop.run_until_complete(asyncio.wait_for(conn.recv(), LIMIT)) == b"after"
+            loop.run_until_complete(conn.close())
+        finally:
+            loop.close()
+        assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+    if how == "sent":
+        assert answer == (
+            "this connection belongs to the process that made it (pid"
+            f" {parent}): sending from a forked process would reuse that process's record"
+            " sequence numbers under its keys (one nonce twice, RFC 5116 §3)")
+    else:
+        assert answer == "nothing raised []"

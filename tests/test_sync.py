@@ -1097,3 +1097,66 @@ def test_a_second_thread_s_handshake_during_one_says_so() -> None:
         running.join(5.0)
         silent.close()
     assert [str(exc) for exc in first] == ["close() was called during the handshake"]
+
+
+def _in_a_forked_child(work: Any) -> str:
+    """Run `work()` in a child forked from here; what it returned (a str), or the exception it
+    raised as "Type: message". The child leaves with `os._exit`, past any other finalizer."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            answer = str(work())
+        except BaseException as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        os.write(writer, answer.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answers:
+        answer = answers.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    return answer
+
+
+@pytest.mark.parametrize("how", ["dropped", "closed", "sent"])
+def test_a_forked_child_never_sends_under_the_parent_s_keys(
+    server: ServerThread, how: str
+) -> None:
+    """A child forked after the client was made, dropping it (at its exit too) or closing it,
+    sent close_notify under the parent's keys with the record sequence number the parent
+    used next: the parent's association ended and one nonce served twice under one AES-CCM
+    key (RFC 5116 §3). A forked child now releases its copies of the sockets silently, and
+    its `send` raises saying the client belongs to the process that made it."""
+    client = sync.connect(*server.address, client_config(retransmit=FAST))
+    client.send(b"before")
+    assert client.recv(timeout=5.0) == b"before"
+    sockets = [client._sock, client._wake_reader, client._wake_writer]
+
+    def in_child() -> str:
+        nonlocal client
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if how == "dropped":
+                del client
+                gc.collect()
+            elif how == "closed":
+                client.close()
+            else:
+                client.send(b"from the child")
+        closed = [sock.fileno() for sock in sockets]
+        return f"{[str(w.message) for w in caught]} {closed}"
+
+    answer = _in_a_forked_child(in_child)
+    if how == "sent":
+        assert answer == (
+            "LocalProtocolError: this client belongs to the process that made it (pid"
+            f" {os.getpid()}): sending from a forked process would reuse that process's record"
+            " sequence numbers under its keys (one nonce twice, RFC 5116 §3)")
+    else:
+        assert answer == "[] [-1, -1, -1]"
+    time.sleep(0.2)
+    assert server.ended == []
+    client.send(b"after")
+    assert client.recv(timeout=5.0) == b"after"
+    client.close()
+    assert server.wait_until(lambda: [error for _, error in server.ended] == [None])

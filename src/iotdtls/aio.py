@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from types import TracebackType
 from typing import Any, cast
 
+from iotdtls import _process
 from iotdtls._addresses import (
     format_address,
     listening_on,
@@ -391,13 +392,23 @@ class ClientConnection:
     loop, it is closed then, with a RuntimeWarning; one the application drops without
     `close()` is closed when collected, with a ResourceWarning (as asyncio's transports).
     Neither warns of an association the peer or an error had already ended: its socket is
-    released quietly."""
+    released quietly.
+
+    Forking: a connection belongs to the process that made it. In a forked child (which must
+    never send under the parent's keys: its records would reuse the record sequence numbers
+    the parent uses next, one nonce twice under one AEAD key, RFC 5116 §3, RFC 6655 §3),
+    `send` and `heartbeat` raise `LocalProtocolError` saying so, and `close()` and the
+    collector send nothing and schedule nothing on the parent's loop: the child's copy of
+    the socket is left to its exit (closing it through the transport would change the
+    event-loop registrations the child shares with the parent)."""
 
     def __init__(self, protocol: _ClientProtocol, transport: asyncio.DatagramTransport) -> None:
         self._protocol = protocol
         self._transport = transport
         self._closed = False
         self._loop_end: AsyncGenerator[None, None] | None = None
+        #: The process that made the connection: the only one that may send under its keys.
+        self._pid = _process.pid
 
     async def _watch_loop_end(self) -> None:
         """Have the loop close this connection, if still open, as `asyncio.run` ends it."""
@@ -411,6 +422,9 @@ class ClientConnection:
         reads; later calls raise `ForeignEventLoop`."""
         self._loop_end = None
         if self._closed:
+            return
+        if _process.forked_from(self._pid):  # a child's copy: nothing to send (see the class)
+            self._closed = True
             return
         if self._still_open():
             warnings.warn(
@@ -431,6 +445,8 @@ class ClientConnection:
         if self._closed:
             return
         self._closed = True  # the watch, finalized with it, has nothing left to do
+        if _process.forked_from(self._pid):  # a child's copy: nothing to send (see the class)
+            return
         still_open = self._still_open()
         with contextlib.suppress(RuntimeError):  # the loop is closed
             self._protocol.loop.call_soon_threadsafe(_release, self._protocol, self._transport)
@@ -500,6 +516,7 @@ class ClientConnection:
         §4.1.1). Raises `ForeignEventLoop` outside the loop that opened the connection."""
         protocol = self._protocol
         _require_own_loop(protocol.loop)
+        _process.require_owner(self._pid, "connection")
         protocol.oversized = False
         try:
             protocol.connection.send(data)
@@ -518,6 +535,7 @@ class ClientConnection:
         without an answer)."""
         proto = self._protocol
         _require_own_loop(proto.loop)
+        _process.require_owner(self._pid, "connection")
 
         def send() -> None:
             proto.connection.send_heartbeat(proto.loop.time())
@@ -535,8 +553,12 @@ class ClientConnection:
         """Send close_notify and release the socket (`ForeignEventLoop` outside the loop that
         opened the connection: only that loop can). Once closed (by `close()`, or as its loop
         ended), a call does nothing, from whatever loop: `finally: await conn.close()` is
-        safe."""
+        safe. In a process forked from the one that made it, it sends nothing (see the
+        class)."""
         if self._closed and self._protocol.lost.done():
+            return
+        if _process.forked_from(self._pid):
+            self._closed = True
             return
         _require_own_loop(self._protocol.loop)
         self._closed = True

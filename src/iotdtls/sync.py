@@ -19,6 +19,7 @@ import warnings
 from collections import deque
 from types import TracebackType
 
+from iotdtls import _process
 from iotdtls._addresses import format_address, reaching, socket_to, sockets_in_turn
 from iotdtls._arguments import attach_socket, check_client_arguments, check_timeout
 from iotdtls._unreachable import LOST, RefusedHandshake
@@ -74,7 +75,16 @@ class DtlsClient:
 
     A socket given with `sock=` is closed by `close()` (as asyncio's transports close the
     socket they were given), never by the collector: a client dropped without `close()`
-    leaves it open, the caller's to close or to use again."""
+    leaves it open, the caller's to close or to use again.
+
+    Forking: a client belongs to the process that made it. A forked child holds copies of
+    its sockets and keys but must never send under them: its records would carry the
+    sequence numbers the parent uses next, one nonce twice under one AES-CCM or AES-GCM key
+    (RFC 5116 §3, RFC 6655 §3), and its close_notify would end the parent's association. In
+    any other process, `close()` and the collector only release that process's copies of the
+    sockets (nothing sent, no warning, a socket given with `sock=` left open by the
+    collector as always), and `send`, `recv`, `heartbeat` and `handshake` raise
+    `LocalProtocolError` saying whose the client is."""
 
     def __init__(
         self,
@@ -135,6 +145,8 @@ class DtlsClient:
         self._waiting = 0  # threads waiting for the socket (`_wait`)
         self._closing = False
         self._handshake_running = False  # a thread is in `handshake()`
+        #: The process that made the client: the only one that may send under its keys.
+        self._pid = _process.pid
         _UNCLOSED_SOCKETS[id(self)] = (self._sock, self._wake_reader, self._wake_writer)
 
     def __del__(self) -> None:
@@ -150,6 +162,9 @@ class DtlsClient:
         are not the collector's to finalize first."""
         if getattr(self, "_closing", True):  # closed, or `__init__` did not get that far
             return
+        if self._forked():
+            self._release_forked_copies(keep_callers_socket=True)
+            return
         unclosed = None if self._ended() else self._server_name()  # named while it is open
         with contextlib.suppress(OSError):  # the sockets are closed whatever sending raised
             self._close(keep_callers_socket=True)
@@ -160,6 +175,23 @@ class DtlsClient:
                 stacklevel=1,
                 source=self,
             )
+
+    def _forked(self) -> bool:
+        """Running in a process forked from the one that made the client (see `DtlsClient`)."""
+        return _process.forked_from(self._pid)
+
+    def _release_forked_copies(self, *, keep_callers_socket: bool) -> None:
+        """Close, in a forked process, its copies of the sockets and nothing more: no
+        close_notify (under the parent's keys), no byte to the wake-up pair (it would wake the
+        parent's reader), no lock (a thread of the parent may have held it as it forked)."""
+        self._closing = True
+        _UNCLOSED_SOCKETS.pop(id(self), None)
+        for sock in self._sockets_to_close(keep_callers_socket):
+            sock.close()
+
+    def _raise_if_forked(self) -> None:
+        """Refuse to use the client in a process forked from the one that made it."""
+        _process.require_owner(self._pid)
 
     def _server_name(self) -> str:
         try:
@@ -186,6 +218,7 @@ class DtlsClient:
         `LocalProtocolError` saying so (concurrent handshakes are not supported)."""
         if self._closing:
             raise LocalProtocolError("the client is closed: a new handshake needs a new DtlsClient")
+        self._raise_if_forked()
         if self.connection.state is ConnectionState.ESTABLISHED:
             return
         with self._lock:  # before `_ended`: between retries, the failed attempt has ended
@@ -282,7 +315,9 @@ class DtlsClient:
         association has ended, raises `AssociationEnded` saying how (a `DtlsError`). Raises
         `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as larger
         than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
-        §4.1.1)."""
+        §4.1.1). In a process forked from the one that made the client, raises
+        `LocalProtocolError` (see `DtlsClient`)."""
+        self._raise_if_forked()  # before the lock, which a thread of the parent may hold
         with self._lock:
             self._raise_if_idle()
             self._oversized = 0
@@ -299,6 +334,7 @@ class DtlsClient:
         `LocalProtocolError` once it has ended cleanly (as `aio.ClientConnection.heartbeat`).
         A `timeout` that is NaN or negative is a `ValueError`."""
         check_timeout(timeout)
+        self._raise_if_forked()  # an answer sent meanwhile would reuse the parent's numbers
         self._raise_if_failed()
         if self._ended():
             raise LocalProtocolError("the association has ended")
@@ -322,6 +358,7 @@ class DtlsClient:
         Before `handshake()`, raises `LocalProtocolError` (as `send` and `heartbeat`). A
         `timeout` that is NaN or negative is a `ValueError` (infinity waits as None does)."""
         check_timeout(timeout, optional=True)
+        self._raise_if_forked()  # reading answers heartbeats and takes the parent's datagrams
         self._raise_if_idle()
         deadline = None if timeout is None else time.monotonic() + timeout
         late_reads = 0
@@ -342,7 +379,12 @@ class DtlsClient:
         thread has left it. A client dropped without it is closed so when collected, with a
         ResourceWarning ("iotdtls: unclosed client to HOST:PORT") unless its association had
         already ended, as `aio` does for a dropped connection; a socket given with `sock=` is
-        closed here, but never by the collector (see `DtlsClient`)."""
+        closed here, but never by the collector (see `DtlsClient`). In a process forked from
+        the one that made the client, it sends nothing: it closes that process's copies of
+        the sockets only (see `DtlsClient`)."""
+        if not self._closing and self._forked():
+            self._release_forked_copies(keep_callers_socket=False)
+            return
         self._close(keep_callers_socket=False)
 
     def _close(self, *, keep_callers_socket: bool) -> None:
