@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import warnings
 
@@ -408,3 +409,52 @@ def test_a_forked_child_never_sends_under_the_parent_s_keys(how: str) -> None:
             " sequence numbers under its keys (one nonce twice, RFC 5116 §3)")
     else:
         assert answer == "nothing raised []"
+
+
+def test_under_warnings_as_errors_the_loop_end_closes_a_connection_before_it_warns() -> None:
+    """`_loop_ending` warned, then closed: under `-W error` the warning raised first, so no
+    close_notify went out and the socket stayed open past the loop. Now it closes first."""
+    kept: list[aio.ClientConnection] = []
+
+    async def main(port: int) -> None:
+        kept.append(await aio.connect("127.0.0.1", port, client_config()))
+
+    with ServerThread(server_config()) as server:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            asyncio.run(main(server.port))
+        assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+    assert_port_free(kept[0].local_address)
+
+
+def test_under_warnings_as_errors_the_loop_end_closes_a_server_before_it_warns() -> None:
+    """The same for a server still open as its loop ends: its port stayed bound and its
+    peers got no close_notify."""
+    addresses: list[tuple[object, ...]] = []
+    seen: list[bytes | None] = []
+    waited: list[float] = []
+    established = threading.Event()
+
+    def client(address: tuple[str, int]) -> None:
+        with sync.connect(*address, client_config()) as conn:
+            established.set()
+            start = time.monotonic()
+            seen.append(conn.recv(timeout=LIMIT))
+            waited.append(time.monotonic() - start)
+
+    async def main() -> threading.Thread:
+        server = await aio.serve(echo, "127.0.0.1", 0, server_config())
+        addresses.append(server.sockname)
+        thread = threading.Thread(target=client, args=(server.address,))
+        thread.start()
+        await eventually(lambda: server.stats.handshakes_completed == 1, LIMIT)
+        return thread
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        thread = asyncio.run(main())
+    thread.join(LIMIT)
+    assert established.is_set()
+    assert seen == [None]
+    assert waited[0] < LIMIT / 2  # the server's close_notify, not the timeout
+    assert_port_free(addresses[0])

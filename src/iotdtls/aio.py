@@ -419,22 +419,25 @@ class ClientConnection:
         """The loop is ending (or `close()` stops the watch): a connection still open then
         (`asyncio.run(connect(...))` returns one with its loop about to close, or one never
         closed) is closed, with a RuntimeWarning, rather than left with a socket that no loop
-        reads; later calls raise `ForeignEventLoop`."""
+        reads; later calls raise `ForeignEventLoop`. The warning comes once it is closed (a
+        warning made an error, `-W error`, raises after the close)."""
         self._loop_end = None
         if self._closed:
             return
         if _process.forked_from(self._pid):  # a child's copy: nothing to send (see the class)
             self._closed = True
             return
-        if self._still_open():
+        still_open = self._still_open()
+        name = self._server_name()  # named while the transport is open
+        await self.close()
+        if still_open:
             warnings.warn(
-                f"iotdtls: the connection to {self._server_name()} was still open when its"
+                f"iotdtls: the connection to {name} was still open when its"
                 " event loop ended (asyncio.run(connect(...))?): closed it; open, use and close"
                 " it inside one asyncio.run",
                 RuntimeWarning,
                 stacklevel=1,
             )
-        await self.close()
 
     def __del__(self) -> None:
         """Collected without `close()` (the application dropped it; a cycle with the loop-end
@@ -1277,10 +1280,15 @@ class DtlsServer:
     async def _loop_ending(self) -> None:
         """The loop is ending (or `close()` stops the watch): a server still open then
         (`asyncio.run(serve(...))` returns one with its loop about to close, or one never
-        closed) is closed, with a RuntimeWarning, rather than holding its port for good."""
+        closed) is closed, with a RuntimeWarning, rather than holding its port for good. The
+        warning comes once it is closed (a warning made an error, `-W error`, raises after
+        the close)."""
         self._protocol.loop_end = None
-        if not self._closed:
-            where = format_address(self.sockname)
+        unclosed = not self._closed
+        where = format_address(self.sockname)  # named while the socket is open
+        if not self._protocol.lost.done():  # also a close() cut short (a timeout)
+            await self.close()
+        if unclosed:
             warnings.warn(
                 f"iotdtls: the server on {where} was still open when its event loop ended"
                 " (asyncio.run(serve(...))?): closed it; serve and close it inside one"
@@ -1288,8 +1296,6 @@ class DtlsServer:
                 RuntimeWarning,
                 stacklevel=1,
             )
-        if not self._protocol.lost.done():  # also a close() cut short (a timeout)
-            await self.close()
 
     @property
     def address(self) -> tuple[str, int]:
