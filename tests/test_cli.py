@@ -548,3 +548,26 @@ def test_openssl_client_against_cli_server(mode: list[str]) -> None:
         assert peer.wait(5.0) == 0
         server.wait_for_output("handshake complete: peer .* identity b'Client_identity'", 5.0)
         assert_stopped_cleanly(server, mode, signal.SIGTERM, handshakes=1)
+
+
+@pytest.mark.parametrize("before", ["default", "a handler"])
+def test_sigusr1_stays_ignored_after_serving_unless_a_handler_was_there(before: str) -> None:
+    """`counters_signal_ignored` put back SIG_DFL once serving ended: a SIGUSR1 after the
+    "stopped:" line killed `iotdtls server` and `coap serve` (rc -10). The default stays
+    ignored to the process's exit; a handler of the caller's is put back."""
+    import signal
+
+    from iotdtls.cli.common import COUNTERS_SIGNAL, counters_signal_ignored
+
+    def handler(signum: int, frame: object) -> None:
+        del signum, frame
+
+    given = signal.SIG_DFL if before == "default" else handler
+    previous = signal.signal(COUNTERS_SIGNAL, given)
+    try:
+        with counters_signal_ignored():
+            assert signal.getsignal(COUNTERS_SIGNAL) is signal.SIG_IGN
+        expected = signal.SIG_IGN if before == "default" else handler
+        assert signal.getsignal(COUNTERS_SIGNAL) is expected
+    finally:
+        signal.signal(COUNTERS_SIGNAL, previous)

@@ -425,14 +425,15 @@ def counters_signal_ignored() -> Iterator[None]:
     """Ignore SIGUSR1 (`COUNTERS_SIGNAL`) until the server's loop handles it
     (`log_counters_on_signal`): its default action ended a server signalled while it started
     (its keys loading, its workers spawning). Spawned workers inherit that, and ignore it
-    anyway. Then put back what was there (the loop, closing, left SIG_DFL), for a caller
-    in-process."""
+    anyway. Once serving ends (the loop, closing, left SIG_DFL) it stays ignored to the
+    process's exit: the default action ended a server signalled after its "stopped:" line,
+    during its teardown. A handler a caller in-process had set is put back."""
     previous = signal.signal(COUNTERS_SIGNAL, signal.SIG_IGN)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(COUNTERS_SIGNAL, previous)
+        keep = signal.SIG_IGN if previous in (None, signal.SIG_DFL) else previous
+        signal.signal(COUNTERS_SIGNAL, keep)
 
 
 def log_counters_on_signal(server: HasCounters, log: logging.Logger) -> None:
