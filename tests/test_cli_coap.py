@@ -543,6 +543,17 @@ def in_thread(coro: Callable[[], Coroutine[Any, Any, None]]) -> threading.Thread
     return thread
 
 
+async def first_answer(context: Any, uri: str) -> Any:
+    """The answer to a GET of `uri` from a server that is starting: a NetworkError until it
+    listens, for 5 s at most."""
+    for _ in range(100):
+        try:
+            return await get(context, uri)
+        except aiocoap.error.NetworkError:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer from {uri} within 5 s")
+
+
 @pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: signal.Signals) -> None:
@@ -555,12 +566,7 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: sign
     async def client() -> None:
         try:
             async with coaps_client() as context:
-                for _ in range(100):  # until the server listens
-                    try:
-                        hello = await get(context, f"coaps://{LOCALHOST}:{port}/hello")
-                        break
-                    except aiocoap.error.NetworkError:
-                        await asyncio.sleep(0.05)
+                hello = await first_answer(context, f"coaps://{LOCALHOST}:{port}/hello")
                 core = await get(context, f"coaps://{LOCALHOST}:{port}/.well-known/core")
                 answers.extend([hello.payload, core.payload])
         finally:
@@ -592,12 +598,7 @@ def test_serve_logs_its_counters_on_sigusr1_and_at_stop(caplog: pytest.LogCaptur
     async def client() -> None:
         try:
             async with coaps_client() as context:
-                for _ in range(100):  # until the server listens
-                    try:
-                        hello = await get(context, f"coaps://{LOCALHOST}:{port}/hello")
-                        break
-                    except aiocoap.error.NetworkError:
-                        await asyncio.sleep(0.05)
+                hello = await first_answer(context, f"coaps://{LOCALHOST}:{port}/hello")
                 os.kill(os.getpid(), signal.SIGUSR1)
                 for _ in range(100):
                     if lines("counters: "):
