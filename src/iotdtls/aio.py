@@ -1285,7 +1285,7 @@ class DtlsServer:
         the close)."""
         self._protocol.loop_end = None
         unclosed = not self._closed
-        where = format_address(self.sockname)  # named while the socket is open
+        where = format_address(self.sockname) if unclosed else ""  # named while it is open
         if not self._protocol.lost.done():  # also a close() cut short (a timeout)
             await self.close()
         if unclosed:
