@@ -570,6 +570,17 @@ def test_a_wrong_type_is_refused_in_one_line_naming_the_setting(
     assert refusal(role, **{**base, setting: value}) == message
 
 
+@pytest.mark.parametrize(("value", "shown"), [
+    (10**5000, "an int of 16610 bits"),  # its repr raises ValueError (4300 digits at most)
+    (2**64, "an int of 65 bits"),
+    (2**64 - 1, str(2**64 - 1)),
+], ids=["10**5000", "2**64", "2**64-1"])
+def test_a_huge_number_is_told_by_its_size_in_one_line(value: int, shown: str) -> None:
+    assert refusal(ClientConfig, **{**PSK_CLIENT, "mtu": value}) == (
+        f"mtu must be an integer from 128 to 65507, got {shown}"
+    )
+
+
 async def _async_callback(*args: object) -> None:
     return None
 

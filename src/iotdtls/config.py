@@ -154,9 +154,16 @@ def type_name(value: object) -> str:
     return name
 
 
+#: Widest integer an error writes out (a wider one is told by its size: the repr of 10**5000
+#: raises ValueError, and thousands of digits make no one-line message).
+_SHOWN_INT_BITS = 64
+
+
 def _shown(value: object) -> str:
-    """A value in an error: a number as itself, anything else by its type (whose repr may run
-    to many lines)."""
+    """A value in an error: a number as itself (an integer wider than 64 bits by its size),
+    anything else by its type (whose repr may run to many lines)."""
+    if isinstance(value, int) and value.bit_length() > _SHOWN_INT_BITS:
+        return f"an int of {value.bit_length()} bits"
     return repr(value) if isinstance(value, int | float) else type_name(value)
 
 
