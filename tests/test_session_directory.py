@@ -10,6 +10,7 @@ import fractions
 import gc
 import itertools
 import os
+import socket
 import stat
 import threading
 import time
@@ -214,8 +215,9 @@ def test_a_symlink_in_place_of_a_session_file_is_not_followed(tmp_path: Path) ->
     store.put(state, now=0.0)
     (tmp_path / "sessions" / state.session_id.hex()).rename(elsewhere)
     (tmp_path / "sessions" / state.session_id.hex()).symlink_to(elsewhere)
-    with pytest.raises(OSError):  # ELOOP: the server logs it by type, a miss
-        store.get(state.session_id, now=0.0)
+    assert store.get(state.session_id, now=0.0) is None  # ELOOP (O_NOFOLLOW): a miss
+    assert (tmp_path / "sessions" / state.session_id.hex()).is_symlink()
+    assert elsewhere.read_bytes()[8:] == state.to_bytes()
 
 
 def fill(store: DirectorySessionStore, directory: Path, first: int, count: int) -> None:
@@ -781,3 +783,92 @@ def test_a_directory_with_a_nul_character_is_refused_in_one_line(tmp_path: Path)
         DirectorySessionStore(f"{tmp_path}/sessions\0secret")
     assert str(refused.value) == (
         "session directory holds a NUL character, which no file name can: name the directory")
+
+
+def test_a_get_of_an_id_named_by_a_symlink_or_a_socket_is_a_miss_left_alone(
+    tmp_path: Path,
+) -> None:
+    """As the FIFO and the subdirectory: the symlink (ELOOP from O_NOFOLLOW, even one to a
+    session file) and the Unix socket (ENXIO) raised OSError from `get`."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    state = session()
+    store.put(state, now=0.0)
+    (directory / "beef").symlink_to(directory / state.session_id.hex())
+    listening = socket.socket(socket.AF_UNIX)
+    with listening:
+        listening.bind(os.fspath(directory / "cafe"))
+        assert store.get(bytes.fromhex("beef"), now=0.0) is None
+        assert store.get(bytes.fromhex("cafe"), now=0.0) is None
+        assert (directory / "beef").is_symlink() and (directory / "cafe").is_socket()
+    assert store.get(state.session_id, now=0.0) == state
+
+
+def test_an_expired_file_get_cannot_remove_is_a_miss_left_where_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An immutable file (EPERM on its unlink, simulated: the tests run as root) is skipped as
+    a scan skips it: `get` raised PermissionError for an expired session."""
+    directory = tmp_path / "sessions"
+    clock = Clock()
+    store = store_in(tmp_path, lifetime=100.0, clock=clock)
+    state = session()
+    store.put(state, now=0.0)
+    stubborn = state.session_id.hex()
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path) == stubborn:
+            raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    clock.now = START + 100
+    assert store.get(state.session_id, now=0.0) is None
+    assert store.expired == 1
+    assert (directory / stubborn).is_file()
+
+
+def test_an_expired_file_replaced_by_a_subdirectory_before_its_unlink_is_a_miss(
+    tmp_path: Path,
+) -> None:
+    """Another process put a subdirectory in its place between `get`'s read and its unlink
+    (IsADirectoryError raised from `get`): a miss, the subdirectory left alone."""
+    directory = tmp_path / "sessions"
+    state = session()
+    path = directory / state.session_id.hex()
+
+    class RacingClock(Clock):
+        def __call__(self) -> float:  # called by get once the file is read
+            if self.now > START and path.is_file():
+                path.unlink()
+                path.mkdir()
+            return self.now
+
+    clock = RacingClock()
+    store = store_in(tmp_path, lifetime=100.0, clock=clock)
+    store.put(state, now=0.0)
+    clock.now = START + 100
+    assert store.get(state.session_id, now=0.0) is None
+    assert store.expired == 1 and path.is_dir()
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.EACCES])
+def test_a_session_file_that_cannot_be_read_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
+    """As documented: the server logs it by type and errno name and takes it as a miss."""
+    store = store_in(tmp_path)
+    state = session()
+    store.put(state, now=0.0)
+    real_open = os.open
+
+    def failing_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if os.path.basename(path) == state.session_id.hex():
+            raise OSError(error, os.strerror(error))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", failing_open)
+    with pytest.raises(OSError) as raised:
+        store.get(state.session_id, now=0.0)
+    assert raised.value.errno == error

@@ -368,14 +368,17 @@ class DirectorySessionStore:
     def, answering seconds as `wall_clock` does (`read_wall_clock`); `now` is
     a per-process monotonic clock, meaningless in another process or after a restart), which
     is removed (counted in `damaged` and
-    `expired`). `remove` unlinks the file. A file that cannot be read for another reason
-    raises `OSError`, which the server logs by type and errno name and takes as a miss.
+    `expired`; one that will not go, an immutable file or one replaced meanwhile by a
+    subdirectory, stays, and the `get` is a miss all the same). `remove` unlinks the file. A
+    session file that cannot be read for another reason (EIO; EACCES, an ACL or a security
+    module) raises `OSError`, which the server logs by type and errno name and takes as a miss.
 
     Other entries in the directory are left alone: the store only counts, dates, reads and
     removes regular files (not followed) named by the hex of a session_id, and its own
-    temporary files; a subdirectory, a symlink or a FIFO is none of these whatever its name
-    (a ``2026`` or ``beef`` subdirectory included: a `get` of that id is a miss), nor is a
-    file named otherwise. A file a scan cannot remove (EPERM) stays, and the scan goes on.
+    temporary files; a subdirectory, a symlink, a FIFO or a socket is none of these whatever
+    its name (a ``2026`` or ``beef`` subdirectory or symlink included: a `get` of that id is a
+    miss), nor is a file named otherwise. A file a scan cannot remove (EPERM) stays, and the
+    scan goes on.
 
     The directory holds master secrets: keep it like a key. Missing, it is made with mode
     0700 (its parent must exist); a symlink, something else than a directory, another user's
@@ -458,16 +461,19 @@ class DirectorySessionStore:
         (the caller's monotonic clock) is not used."""
         if not 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
             return None
-        path = self._file(session_id)
         try:
-            data = _read_unfollowed(path)
+            data = _read_unfollowed(self._file(session_id))
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno in _NOT_A_REGULAR_FILE:
+                return None
+            raise
         if data is None:  # not a session file: not ours to remove
             return None
         state = self._live_session(session_id, data)
         if state is None:
-            path.unlink(missing_ok=True)
+            self._remove(session_id.hex())
         return state
 
     def put(self, state: SessionState, now: float) -> None:
@@ -570,9 +576,10 @@ class DirectorySessionStore:
         return min(keep, len(dated))
 
     def _remove(self, name: str) -> None:
-        """Unlink the file `name` the scan found, if it still can: one that will not go (an
-        immutable file, EPERM; replaced meanwhile by a subdirectory, EISDIR) stays, and the
-        scan goes on with the others, its trim and the temporaries."""
+        """Unlink the file `name` a scan or `get` found expired or damaged, if it still can:
+        one that will not go (an immutable file, EPERM; replaced meanwhile by a subdirectory,
+        EISDIR) stays, the scan goes on with the others, its trim and the temporaries, and
+        the `get` is a miss."""
         with contextlib.suppress(OSError):
             (self.path / name).unlink(missing_ok=True)
 
@@ -592,9 +599,15 @@ def _unusable_directory(path: str | os.PathLike[str], exc: OSError) -> ConfigErr
     return ConfigError(f"cannot use session directory {os.fspath(path)}: {exc.strerror or exc}")
 
 
+#: What opening a session file's name raises for an entry that is no regular file: a symlink
+#: (O_NOFOLLOW: ELOOP, EMLINK on FreeBSD), a Unix socket (ENXIO). Not ours: a `get` miss.
+_NOT_A_REGULAR_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO})
+
+
 def _read_unfollowed(path: Path) -> bytes | None:
     """The content of the regular file at `path`, never through a symlink (O_NOFOLLOW); None
-    for anything else there (a subdirectory; a FIFO, opened without waiting for a writer)."""
+    for a subdirectory or a FIFO (opened without waiting for a writer); a symlink or a Unix
+    socket raises (`_NOT_A_REGULAR_FILE`)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
