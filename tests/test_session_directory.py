@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import iotdtls._files
 import iotdtls.sessions
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
 from iotdtls.errors import ConfigError
@@ -186,9 +187,9 @@ def test_a_put_writes_its_temporary_file_under_the_name_scans_look_for_unsynced(
     written: list[str] = []
     real_replace = os.replace
 
-    def replace(source: str, target: Path) -> None:
+    def replace(source: str, target: str, **kwargs: Any) -> None:
         written.append(os.path.basename(source))
-        real_replace(source, target)
+        real_replace(source, target, **kwargs)
 
     def no_sync(fd: int) -> None:
         raise AssertionError("fsync")
@@ -703,14 +704,14 @@ def test_an_entry_that_cannot_be_removed_does_not_stop_the_scan(
     stale.write_bytes(MASTER)
     os.utime(stale, (START, START))
     stubborn = session(1).session_id.hex()
-    real_unlink = Path.unlink
+    real_unlink = os.unlink
 
-    def unlink(path: Path, missing_ok: bool = False) -> None:
-        if path.name == stubborn:
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
-        real_unlink(path, missing_ok=missing_ok)
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path) == stubborn:
+            raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(os, "unlink", unlink)
     clock.now = START + 2000  # all 15 expired; the stale temporary too
     for number in range(100, 200):
         store.put(session(number), now=0.0)  # no OSError
@@ -872,3 +873,68 @@ def test_a_session_file_that_cannot_be_read_raises(
     with pytest.raises(OSError) as raised:
         store.get(state.session_id, now=0.0)
     assert raised.value.errno == error
+
+
+def test_the_store_keeps_to_the_directory_it_checked_when_its_path_is_swapped(
+    tmp_path: Path,
+) -> None:
+    """The directory is held open from its check: renamed away and a symlink to a directory
+    open to all put in its place, puts still write the master secrets in the directory that
+    was checked, and gets read from it only (a file planted in the other is not read)."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path, max_entries=5)
+    first = session(1)
+    store.put(first, now=0.0)
+    moved, elsewhere = tmp_path / "moved", tmp_path / "elsewhere"
+    directory.rename(moved)
+    elsewhere.mkdir()
+    elsewhere.chmod(0o777)
+    directory.symlink_to(elsewhere)
+    assert store.get(first.session_id, now=0.0) == first
+    for number in range(2, 12):  # and scans, which trim the moved directory
+        store.put(session(number), now=0.0)
+    assert os.listdir(elsewhere) == []
+    assert 1 <= len(session_files(moved)) <= 5
+    planted = session(99)
+    (elsewhere / planted.session_id.hex()).write_bytes((moved / session(11).session_id.hex())
+                                                       .read_bytes())
+    assert store.get(planted.session_id, now=0.0) is None
+    assert store.get(session(11).session_id, now=0.0) == session(11)
+    store.remove(session(11).session_id)
+    assert session(11).session_id.hex() not in os.listdir(moved)
+
+
+def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    """`close` closes the directory's descriptor (once: a second close does nothing); a
+    store used after it raises ValueError, as a closed file does."""
+    with store_in(tmp_path) as store:
+        store.put(session(), now=0.0)
+    store.close()
+    for use in (lambda: store.get(session().session_id, now=0.0),
+                lambda: store.put(session(), now=0.0),
+                lambda: store.remove(session().session_id)):
+        with pytest.raises(ValueError, match=r"^<DirectorySessionStore .* is closed$"):
+            use()
+    assert session_files(tmp_path / "sessions") == [session().session_id.hex()]
+
+
+def test_the_directory_replaced_as_it_is_opened_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between its check and its opening, a symlink put in its place is not followed."""
+    directory = tmp_path / "sessions"
+    directory.mkdir(mode=0o700)
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    real_private_directory = iotdtls._files.private_directory
+
+    def checked_then_swapped(path: Any) -> Path:
+        checked = real_private_directory(path)
+        directory.rename(tmp_path / "moved")
+        directory.symlink_to(tmp_path / "elsewhere")
+        return checked
+
+    monkeypatch.setattr(iotdtls._files, "private_directory", checked_then_swapped)
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(directory)
+    assert str(refused.value) == (
+        f"session directory {directory} was replaced as it was checked: name it again")

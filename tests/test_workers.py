@@ -657,12 +657,18 @@ def test_a_worker_that_does_not_stop_is_killed(
 class CountedDirectoryStore(DirectorySessionStore):
     """`iotdtls.sessions.DirectorySessionStore` on ``DIRECTORY/sessions``, whose sessions live
     outside the process. Each one made adds its pid to the file ``DIRECTORY/made``, to count
-    the calls of the factory."""
+    the calls of the factory, and to ``DIRECTORY/closed`` as it is closed."""
 
     def __init__(self, directory: str) -> None:
         super().__init__(Path(directory) / "sessions")
-        with (Path(directory) / "made").open("a") as made:
+        self.directory = Path(directory)
+        with (self.directory / "made").open("a") as made:
             made.write(f"{os.getpid()}\n")
+
+    def close(self) -> None:
+        super().close()
+        with (self.directory / "closed").open("a") as closed:
+            closed.write(f"{os.getpid()}\n")
 
 
 class WhoServes(aio.DatagramHandler):
@@ -690,6 +696,8 @@ def test_workers_resume_each_others_sessions_only_with_a_shared_store(
             assert conn.resumed == (resumed == b"1")
             return int(pid), conn.resumed, conn.session
 
+    pids: list[int] = []
+
     async def main() -> None:
         async with await workers.serve(WhoServes(), LOCALHOST, 0, server_config(), workers=2,
                                        loop_choice="asyncio", session_store=factory) as pool:
@@ -707,9 +715,12 @@ def test_workers_resume_each_others_sessions_only_with_a_shared_store(
             if shared:
                 made = (tmp_path / "made").read_text().split()
                 assert sorted(map(int, made)) == sorted(pool.pids)  # once in each worker
+            pids.extend(pool.pids)
 
     run(main(), limit=90.0)
     assert multiprocessing.active_children() == []
+    if shared:  # each worker closed its store (the directory's descriptor) as it ended
+        assert sorted(map(int, (tmp_path / "closed").read_text().split())) == sorted(pids)
 
 
 def store_forgotten() -> None:

@@ -12,6 +12,7 @@ import pwd
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
     "MAX_CREDENTIAL_FILE",
@@ -19,6 +20,7 @@ __all__ = [
     "directory_access_problem",
     "file_kind",
     "open_private_append",
+    "open_private_directory",
     "path_problem",
     "private_directory",
     "private_directory_problem",
@@ -337,12 +339,76 @@ TEMPORARY_PREFIX = ".tmp-"
 
 
 def replace_in_private_directory(
-    target: Path, data: bytes, *, mode: int = 0o600, sync: bool = True
+    directory_fd: int, name: str, data: bytes, *, mode: int = 0o600, sync: bool = True
 ) -> None:
-    """`write_atomically` for a `target` in a `private_directory`, where no other user can have
-    put a link or anything else: the file is written and replaced as named (no link resolved,
-    nothing checked first), a few system calls instead of one per part of the path."""
-    _write_through_temporary(target, data, mode=mode, replace=True, sync=sync)
+    """`write_atomically` for the file `name` in the directory held open as `directory_fd`
+    (`open_private_directory`), where no other user can have put a link or anything else:
+    the file is written and replaced as named (no link resolved, nothing checked first), a
+    few system calls instead of one per part of the path; and in that directory even if its
+    path now names another (renamed away, a symlink in its place)."""
+    fd, temporary = _make_temporary(directory_fd, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            _fill(file, data, mode=mode, sync=sync)
+        os.replace(temporary, name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=directory_fd)
+        raise
+
+
+#: Names `_make_temporary` tries before it gives up (as `tempfile.mkstemp`, TMP_MAX).
+_TEMPORARY_TRIES = 100
+
+
+def _make_temporary(directory_fd: int, mode: int) -> tuple[int, str]:
+    """A new file (mode `mode`, not followed) named `TEMPORARY_PREFIX` and 12 random hex
+    digits in the directory `directory_fd`, opened for writing: its descriptor and name."""
+    for _ in range(_TEMPORARY_TRIES):
+        name = TEMPORARY_PREFIX + os.urandom(6).hex()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(name, flags, mode, dir_fd=directory_fd), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name for a temporary file")
+
+
+def _fill(file: BinaryIO, data: bytes, *, mode: int, sync: bool) -> None:
+    """Write `data` to the new temporary `file`, set its `mode` (whatever the umask) and sync
+    it to disk if `sync`."""
+    os.fchmod(file.fileno(), mode)
+    file.write(data)
+    file.flush()
+    if sync:
+        os.fsync(file.fileno())
+
+
+def open_private_directory(path: str | os.PathLike[str]) -> tuple[Path, int]:
+    """`private_directory(path)` and a descriptor of that directory, opened not through a
+    symlink and checked again by it (fstat: ours alone, and the very directory the path named
+    when checked), so that what is done through it stays in that directory whatever happens
+    to the path later (renamed away, a symlink to another directory put in its place). The
+    caller closes the descriptor."""
+    resolved = private_directory(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(resolved, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped since the check
+            raise RefusedFile("was replaced as it was checked: name it again") from None
+        raise
+    try:
+        held = os.fstat(fd)
+        problem = private_directory_problem(held)
+        if problem is None and not os.path.samestat(held, os.lstat(resolved)):
+            problem = "was replaced as it was checked: name it again"
+        if problem is not None:
+            raise RefusedFile(problem)
+    except BaseException:
+        os.close(fd)
+        raise
+    return resolved, fd
 
 
 def _write_through_temporary(
@@ -355,11 +421,7 @@ def _write_through_temporary(
     )
     try:
         with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), mode)
-            file.write(data)
-            file.flush()
-            if sync:
-                os.fsync(file.fileno())
+            _fill(file, data, mode=mode, sync=sync)
         if replace:
             os.replace(temporary, target)
         else:

@@ -30,17 +30,17 @@ import errno
 import os
 import stat
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls._files import (
     TEMPORARY_PREFIX,
     RefusedFile,
-    private_directory,
+    open_private_directory,
     replace_in_private_directory,
 )
 from iotdtls._paths import directory_name_problem
@@ -386,7 +386,13 @@ class DirectorySessionStore:
     (mode 0500, a read-only file system; or whose first scan fails) is refused (`ConfigError`,
     one line naming it), and so are an empty str and a name with a NUL character
     (`directory_name_problem`; `Path("")` is `Path(".")`, the working directory, taken as
-    such). The repr shows the path and bounds only.
+    such). The repr shows the path and bounds only. The directory checked is held open
+    (`open_private_directory`) and every file is named through it: renamed away and a
+    symlink to another directory put in its place, the store still keeps and finds its
+    sessions in the one it checked, never in the other. `close` (or a ``with`` block) closes
+    it, the server that made the store as it closes (the CLI, each worker of
+    `iotdtls.workers`), the garbage collector otherwise; a store used after `close` raises
+    ValueError, as a closed file does.
 
     At most about `max_entries` files: a scan of the directory (names, and the modification
     time of each session file) counts them when the store is made, then again after a number
@@ -427,11 +433,14 @@ class DirectorySessionStore:
         if problem is not None:
             raise ConfigError(problem)
         try:
-            self.path: Path = private_directory(path)
+            self.path, directory_fd = open_private_directory(path)
         except RefusedFile as exc:
             raise ConfigError(f"session directory {os.fspath(path)} {exc}") from None
         except OSError as exc:
             raise _unusable_directory(path, exc) from None
+        #: The directory, held open from its check to `close` (every file named in it).
+        self._directory_fd = directory_fd
+        self._close_fd = weakref.finalize(self, os.close, directory_fd)
         self.max_entries = max_entries
         self.lifetime = lifetime
         self._clock = clock
@@ -444,7 +453,29 @@ class DirectorySessionStore:
         try:
             self._scan()
         except OSError as exc:  # what os.access did not tell (root, an ACL, a security module)
+            self.close()
             raise _unusable_directory(path, exc) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the directory's descriptor (the server that made the store closes it as it
+        closes); a second close does nothing. A `get`, `put` or `remove` after it raises
+        ValueError, as a closed file does."""
+        self._close_fd()
+
+    def __enter__(self) -> DirectorySessionStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _directory(self) -> int:
+        """The directory's descriptor; ValueError once the store is closed."""
+        if not self._close_fd.alive:
+            raise ValueError(f"{self!r} is closed")
+        return self._directory_fd
 
     def _now(self) -> float:
         """The wall-clock time by `clock`, read as `wall_clock` is (`WallClockFailed`)."""
@@ -462,7 +493,7 @@ class DirectorySessionStore:
         if not 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
             return None
         try:
-            data = _read_unfollowed(self._file(session_id))
+            data = _read_unfollowed(session_id.hex(), self._directory())
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -483,7 +514,9 @@ class DirectorySessionStore:
         created.push_uint(_CREATED_WIDTH, max(0, round(self._now() * 1000)))
         data = created.getvalue() + state.to_bytes()
         try:
-            replace_in_private_directory(self._file(state.session_id), data, sync=False)
+            replace_in_private_directory(
+                self._directory(), state.session_id.hex(), data, sync=False
+            )
         except OSError as exc:
             if exc.errno in _NO_ROOM:  # the next put finds room
                 self._scan(full=True)
@@ -494,10 +527,8 @@ class DirectorySessionStore:
 
     def remove(self, session_id: bytes) -> None:
         if 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
-            self._file(session_id).unlink(missing_ok=True)
-
-    def _file(self, session_id: bytes) -> Path:
-        return self.path / session_id.hex()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(session_id.hex(), dir_fd=self._directory())
 
     def _live_session(self, session_id: bytes, data: bytes) -> SessionState | None:
         """The session `data` holds, if it is the one named `session_id` and younger than
@@ -525,7 +556,7 @@ class DirectorySessionStore:
         self._puts_before_scan = max(1, self.max_entries // 10)  # if this scan fails
         dated: list[tuple[float, str]] = []
         temporaries: list[str] = []
-        with os.scandir(self.path) as entries:
+        with os.scandir(self._directory()) as entries:
             for entry in entries:
                 if not _is_our_regular_file(entry):  # a subdirectory named 2026: not ours
                     continue
@@ -549,9 +580,9 @@ class DirectorySessionStore:
         another process."""
         oldest_allowed = self._now() - STALE_TEMPORARY_AGE
         for name in names:
-            path = self.path / name
             with contextlib.suppress(OSError):  # renamed or removed meanwhile; see _remove
-                if os.lstat(path).st_mtime < oldest_allowed:
+                info = os.stat(name, dir_fd=self._directory_fd, follow_symlinks=False)
+                if info.st_mtime < oldest_allowed:
                     self._remove(name)
 
     def _remove_expired(self, dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
@@ -581,7 +612,7 @@ class DirectorySessionStore:
         EISDIR) stays, the scan goes on with the others, its trim and the temporaries, and
         the `get` is a miss."""
         with contextlib.suppress(OSError):
-            (self.path / name).unlink(missing_ok=True)
+            os.unlink(name, dir_fd=self._directory_fd)
 
 
 def _is_our_regular_file(entry: os.DirEntry[str]) -> bool:
@@ -604,11 +635,12 @@ def _unusable_directory(path: str | os.PathLike[str], exc: OSError) -> ConfigErr
 _NOT_A_REGULAR_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO})
 
 
-def _read_unfollowed(path: Path) -> bytes | None:
-    """The content of the regular file at `path`, never through a symlink (O_NOFOLLOW); None
-    for a subdirectory or a FIFO (opened without waiting for a writer); a symlink or a Unix
-    socket raises (`_NOT_A_REGULAR_FILE`)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def _read_unfollowed(name: str, directory_fd: int) -> bytes | None:
+    """The content of the regular file `name` in the directory `directory_fd`, never through
+    a symlink (O_NOFOLLOW); None for a subdirectory or a FIFO (opened without waiting for a
+    writer); a symlink or a Unix socket raises (`_NOT_A_REGULAR_FILE`)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(name, flags, dir_fd=directory_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None

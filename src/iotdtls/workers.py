@@ -19,8 +19,9 @@ full handshake there. `session_store=FACTORY`, a function returning an
 `iotdtls.sessions.SessionStore` (called once in each worker, never in the parent), lets
 the workers resume each other's sessions, provided the store keeps its data outside the
 process, as `functools.partial(iotdtls.sessions.DirectorySessionStore, DIRECTORY)` (files in a
-directory, what ``iotdtls server --session-dir`` uses) or a database: a `MemorySessionStore`
-made by the factory would still be one per worker. A store that raises is
+directory, what ``iotdtls server --session-dir`` uses, closed as the worker ends) or a
+database: a `MemorySessionStore` made by the factory would still be one per worker. A store
+that raises is
 logged and counts as a miss (get: a full handshake; put, remove: the session is not kept or not
 forgotten), never the end of a handshake; a factory returning None fails the worker's start.
 The store is called on the worker's event loop (see `iotdtls.sessions.SessionStore`): a slow
@@ -70,7 +71,7 @@ from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.datagram import dual_stack
 from iotdtls.errors import ConfigError
-from iotdtls.sessions import SessionStore
+from iotdtls.sessions import DirectorySessionStore, SessionStore
 from iotdtls.stats import ServerStats
 
 __all__ = ["WorkerServer", "serve"]
@@ -185,15 +186,19 @@ async def _serve_worker(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> Se
         raise TypeError(
             "session_store must be a function returning a SessionStore, and it returned None"
         )
-    server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock,
-                             session_store=store)
-    logger.info(
-        "worker %d (pid %d, %s) serving", spec.index, os.getpid(), loop.loop_name(running)
-    )
-    conn.send((_READY, os.getpid()))
-    await stop.wait()
-    running.remove_reader(conn.fileno())
-    await server.close()
+    try:
+        server = await aio.serve(spec.handler, host, port, spec.server_config(), sock=sock,
+                                 session_store=store)
+        logger.info(
+            "worker %d (pid %d, %s) serving", spec.index, os.getpid(), loop.loop_name(running)
+        )
+        conn.send((_READY, os.getpid()))
+        await stop.wait()
+        running.remove_reader(conn.fileno())
+        await server.close()
+    finally:
+        if isinstance(store, DirectorySessionStore):
+            store.close()  # its directory's descriptor; a store of the application's is its own
     return server.stats
 
 

@@ -222,7 +222,11 @@ def _run_server(args: argparse.Namespace) -> int:
     server_logging(args.verbose, args.quiet)
     if args.workers == 1:
         store = None if sessions is None else sessions()
-        return loop.run(_serve_alone(config, host, port, store), args.loop)
+        try:
+            return loop.run(_serve_alone(config, host, port, store), args.loop)
+        finally:
+            if isinstance(store, DirectorySessionStore):
+                store.close()
     # Each worker builds its configuration from the flags itself (keys stay out of pipes);
     # what the flags warn of (an expired --cert) was said once, above.
     source = functools.partial(server_config_of, args, validity_warned=True)
@@ -243,10 +247,10 @@ def session_store_factory(directory: str | None) -> workers.SessionStoreFactory 
     if not directory:  # not the working directory, as the API would take it
         raise UsageError("--session-dir is empty: give the directory to keep the sessions in")
     try:
-        checked = DirectorySessionStore(directory)
+        with DirectorySessionStore(directory) as checked:
+            return functools.partial(DirectorySessionStore, checked.path)
     except ConfigError as exc:
         raise UsageError(f"--session-dir: {exc}") from None
-    return functools.partial(DirectorySessionStore, checked.path)
 
 
 def server_config_of(args: argparse.Namespace, validity_warned: bool = False) -> ServerConfig:
