@@ -311,3 +311,33 @@ def test_a_directory_with_a_nul_character_is_refused_when_made(tmp_path: Path, g
         "chain cache directory holds a NUL character, which no file name can: name the"
         " directory")
     assert "secret" not in str(refused.value)
+
+
+class _BytesPath:
+    """An os.PathLike whose __fspath__ answers bytes."""
+
+    def __fspath__(self) -> bytes:
+        return b"/tmp/cache"
+
+
+class _NoPath:
+    """An os.PathLike whose __fspath__ answers neither str nor bytes."""
+
+    def __fspath__(self) -> int:
+        return 42
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    (b"/tmp/cache", "bytes"),
+    (_BytesPath(), "_BytesPath (its __fspath__ returned bytes)"),
+    (_NoPath(), "_NoPath"),
+    (5, "int"),
+    (None, "None"),
+], ids=["bytes", "pathlike-bytes", "pathlike-int", "int", "None"])
+def test_a_directory_given_as_no_str_is_refused_in_one_line(given: Any, shown: str) -> None:
+    """bytes (or an os.PathLike of bytes) raised "a bytes-like object is required, not 'str'"
+    from the NUL check, which says nothing of the argument."""
+    with pytest.raises(TypeError) as refused:
+        ChainCache(given)
+    assert str(refused.value) == (
+        f"chain cache directory must be a str or an os.PathLike of str, got {shown}")

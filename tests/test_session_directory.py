@@ -5,6 +5,7 @@ are rare; a directory refused unless only this user can reach it; no secret in i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fractions
 import gc
@@ -24,6 +25,7 @@ import pytest
 import iotdtls._files
 import iotdtls.sessions
 from iotdtls.config import DEFAULT_SESSION_CACHE_SIZE, DEFAULT_SESSION_LIFETIME, Mode
+from iotdtls.endpoint import _CountedStore
 from iotdtls.errors import ConfigError
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import DirectorySessionStore, SessionState
@@ -938,3 +940,72 @@ def test_the_directory_replaced_as_it_is_opened_is_refused(
         DirectorySessionStore(directory)
     assert str(refused.value) == (
         f"session directory {directory} was replaced as it was checked: name it again")
+
+
+class _BytesPath:
+    """An os.PathLike whose __fspath__ answers bytes."""
+
+    def __fspath__(self) -> bytes:
+        return b"/tmp/sessions"
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    (b"/tmp/sessions", "bytes"),
+    (_BytesPath(), "_BytesPath (its __fspath__ returned bytes)"),
+    (None, "None"),
+], ids=["bytes", "pathlike-bytes", "None"])
+def test_a_directory_given_as_no_str_is_refused_in_one_line(given: Any, shown: str) -> None:
+    """bytes raised "a bytes-like object is required, not 'str'" from the NUL check."""
+    with pytest.raises(TypeError) as refused:
+        DirectorySessionStore(given)
+    assert str(refused.value) == (
+        f"session directory must be a str or an os.PathLike of str, got {shown}")
+
+
+class FailingLater(Clock):
+    """A wall clock that answers its first `answers` reads, then NaN."""
+
+    def __init__(self, answers: int) -> None:
+        super().__init__()
+        self.left = answers
+
+    def __call__(self) -> float:
+        self.left -= 1
+        return self.now if self.left >= 0 else float("nan")
+
+
+def test_a_clock_that_fails_at_the_first_scan_is_refused_when_the_store_is_made(
+    tmp_path: Path,
+) -> None:
+    """It answered the check and failed at the first scan: a raw WallClockFailed came out of
+    the constructor; now the one-line ConfigError of a clock refused there."""
+    with pytest.raises(ConfigError) as refused:
+        DirectorySessionStore(tmp_path / "sessions", clock=FailingLater(1))
+    assert str(refused.value) == (
+        "session store clock returned float, not a date (NaN, infinite or beyond the years 1 "
+        "to 9999)")
+    assert refused.value.__suppress_context__ or refused.value.__context__ is None
+    assert _descriptors_of(tmp_path / "sessions") == 0
+
+
+def _descriptors_of(directory: Path) -> int:
+    """How many descriptors of this process are open on `directory`."""
+    found = 0
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own, closed
+            found += os.readlink(f"/proc/self/fd/{name}") == os.fspath(directory)
+    return found
+
+
+def test_a_clock_failing_later_is_a_store_failure_the_server_counts(tmp_path: Path) -> None:
+    """At run time the server's wrapper (`_CountedStore`) counts the WallClockFailed of a
+    get or a put as any store error, a miss, rather than letting it end the handshake."""
+    clock = FailingLater(100)
+    store = DirectorySessionStore(tmp_path / "sessions", lifetime=100.0, clock=clock)
+    state = session()
+    store.put(state, now=0.0)
+    counted = _CountedStore(store)
+    clock.left = 0
+    assert counted.get(state.session_id, 0.0) is None
+    counted.put(session(2), 0.0)
+    assert counted.errors == 2

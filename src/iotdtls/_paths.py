@@ -44,13 +44,30 @@ def directory_name_problem(what: str, path: str | os.PathLike[str]) -> str | Non
     one-line message, or None. An empty str is refused ("" is not taken for the working
     directory; `Path("")` is `Path(".")` once made, the working directory, and taken as
     such). A NUL character no file name can hold (every later use raised a raw ValueError);
-    such text is not quoted (`not_a_path`: maybe a secret in the wrong place)."""
-    name = os.fspath(path)
+    such text is not quoted (`not_a_path`: maybe a secret in the wrong place). Anything but a
+    str or an os.PathLike of str (bytes included) is a TypeError in one line naming it."""
+    try:
+        name: object = os.fspath(path)
+    except TypeError:  # no path at all, or an __fspath__ answering neither str nor bytes
+        name = None
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{what} must be a str or an os.PathLike of str, got {_given(path, name)}"
+        )
     if not name:
         return f'{what} is empty: name the directory ("." for this one)'
     if "\0" in name:
         return f"{what} holds a NUL character, which no file name can: name the directory"
     return None
+
+
+def _given(path: object, name: object) -> str:
+    """What a message says was given as a directory: its type, and what its __fspath__
+    answered when that is another type (an os.PathLike of bytes)."""
+    given = "None" if path is None else type(path).__name__
+    if name is not None and name is not path:
+        given += f" (its __fspath__ returned {type(name).__name__})"
+    return given
 
 
 def shown_path(path: str | bytes) -> str:

@@ -23,7 +23,8 @@ sans-I/O core only needs `chain_hash`.
   (it logs a warning and returns False). A `directory` that exists but is not a directory, an
   empty str ("" is not taken for the working directory; `Path("")` is `Path(".")`, the working
   directory, taken as such), one with a NUL character and a `max_entry_size` below 1 byte are
-  a `ConfigError` at once.
+  a `ConfigError` at once; a `directory` given as bytes, or as anything but a str or an
+  os.PathLike of str, a one-line TypeError.
 * `for_server(config, cache, host, port)` before a client's handshake (the configuration for
   that server, offering the chain the cache holds, and its key) and `remember_chain` after it:
   the one way the asyncio and blocking clients and the load generator use a cache.

@@ -365,7 +365,9 @@ class DirectorySessionStore:
     the machine may lose a session, never a restart of the server). `get` reads the file: a
     missing one is a miss, and so is a damaged one or one older than `lifetime` seconds by
     the wall clock (`clock`, `time.time`, checked when the store is made: callable, no async
-    def, answering seconds as `wall_clock` does (`read_wall_clock`); `now` is
+    def, answering seconds as `wall_clock` does (`read_wall_clock`), at the check and at the
+    first scan, or `ConfigError`; one failing later makes the `get` or `put` raise
+    `WallClockFailed`, which the server counts as a store error, a miss; `now` is
     a per-process monotonic clock, meaningless in another process or after a restart), which
     is removed (counted in `damaged` and
     `expired`; one that will not go, an immutable file or one replaced meanwhile by a
@@ -386,7 +388,8 @@ class DirectorySessionStore:
     (mode 0500, a read-only file system; or whose first scan fails) is refused (`ConfigError`,
     one line naming it), and so are an empty str and a name with a NUL character
     (`directory_name_problem`; `Path("")` is `Path(".")`, the working directory, taken as
-    such). The repr shows the path and bounds only. The directory checked is held open
+    such); bytes, or anything but a str or an os.PathLike of str, is a one-line TypeError.
+    The repr shows the path and bounds only. The directory checked is held open
     (`open_private_directory`) and every file is named through it: renamed away and a
     symlink to another directory put in its place, the store still keeps and finds its
     sessions in the one it checked, never in the other. `close` (or a ``with`` block) closes
@@ -455,6 +458,9 @@ class DirectorySessionStore:
         except OSError as exc:  # what os.access did not tell (root, an ACL, a security module)
             self.close()
             raise _unusable_directory(path, exc) from None
+        except WallClockFailed as exc:  # it answered _check_clock, not the scan's read
+            self.close()
+            raise ConfigError(str(exc)) from None
         except BaseException:
             self.close()
             raise
