@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import Any
 
 import pytest
 
@@ -458,3 +459,83 @@ def test_under_warnings_as_errors_the_loop_end_closes_a_server_before_it_warns()
     assert seen == [None]
     assert waited[0] < LIMIT / 2  # the server's close_notify, not the timeout
     assert_port_free(addresses[0])
+
+
+@pytest.mark.parametrize("how", ["sent", "heartbeat", "closed", "server-closed"])
+def test_a_forked_child_never_sends_under_a_server_session_s_keys(how: str) -> None:
+    """The server side of the test above: a child forked while the server's loop runs
+    nowhere sent a session's datagram (or heartbeat request) from outside any loop, or in its
+    copy of the loop, under the server's keys, with the record sequence number the server
+    used next (the client took the child's record and dropped the server's next as a
+    replay); its close() and its server's sent close_notify, ending the parent's
+    association. Now `send` and `heartbeat` raise saying whose the session is, and the
+    session's `close()` and the server's send nothing. (The client is a `sync` one, whose
+    socket no loop of the child's reads.)"""
+    parent = os.getpid()
+    sessions: list[aio.ServerSession] = []
+
+    async def handler(session: aio.ServerSession) -> None:
+        sessions.append(session)
+        async for data in session:
+            session.send(data)
+
+    loop = asyncio.new_event_loop()
+
+    def beside_the_server(call: Any) -> Any:
+        """`call()` in a thread while the server's loop runs here (bounded)."""
+        done: list[Any] = []
+        worker = threading.Thread(target=lambda: done.append(call()), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + LIMIT
+        while worker.is_alive() and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert done, "no answer in time"
+        return done[0]
+
+    def in_child(server: aio.DtlsServer, session: aio.ServerSession) -> str:
+        try:
+            if how == "sent":
+                session.send(b"from the child")
+            elif how == "heartbeat":  # in the child's copy of the server's loop
+                loop.run_until_complete(session.heartbeat(0.1))
+            elif how == "closed":
+                session.close()
+            else:
+                loop.run_until_complete(server.close())
+        except LocalProtocolError as exc:
+            return str(exc)
+        return "nothing raised"
+
+    try:
+        server = loop.run_until_complete(
+            aio.serve(handler, "127.0.0.1", 0, server_config(heartbeat=True)))
+        client = beside_the_server(lambda: sync.connect(
+            "127.0.0.1", server.address[1], client_config(heartbeat=True)))
+        client.send(b"before")
+        assert beside_the_server(lambda: client.recv(LIMIT)) == b"before"
+        [session] = sessions
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.write(writer, in_child(server, session).encode())
+            finally:
+                os._exit(0)
+        os.close(writer)
+        assert os.waitpid(child, 0)[1] == 0
+        with os.fdopen(reader, "rb") as answers:
+            answer = answers.read().decode()
+        session.send(b"after")  # the client takes it: no record of the child's came first
+        assert beside_the_server(lambda: client.recv(LIMIT)) == b"after"
+        assert not session.ended
+        beside_the_server(client.close)
+        loop.run_until_complete(server.close())
+    finally:
+        loop.close()
+    if how in ("sent", "heartbeat"):
+        assert answer == (
+            "this session belongs to the process that made it (pid"
+            f" {parent}): sending from a forked process would reuse that process's record"
+            " sequence numbers under its keys (one nonce twice, RFC 5116 §3)")
+    else:
+        assert answer == "nothing raised"

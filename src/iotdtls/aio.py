@@ -737,7 +737,12 @@ def connect(
 
 
 class ServerSession:
-    """One established peer of a server, handed to the handler."""
+    """One established peer of a server, handed to the handler.
+
+    Forking: as a `ClientConnection`, a session belongs to the process whose server made it.
+    In a forked child `send` and `heartbeat` raise `LocalProtocolError` saying so (its
+    records would reuse the record sequence numbers the server uses next, one nonce twice
+    under one AEAD key, RFC 5116 §3), and `close()` sends nothing, as the server's does."""
 
     # Slots: a server keeps one per established peer (memory per association, issue 9).
     __slots__ = ("_ended", "_heartbeats", "_server", "address", "inbox", "peer", "resumed",
@@ -809,8 +814,9 @@ class ServerSession:
         §9.1 relies on that). Raises `DatagramTooLarge` for data that does not fit one
         datagram (`max_send_size` of the association, or the path: the kernel refused it with
         EMSGSIZE), `TypeError` for data that is not bytes-like, `ForeignEventLoop` outside the
-        server's event loop."""
+        server's event loop, `LocalProtocolError` in a forked child (see the class)."""
         _require_own_loop(self._server.loop, "session")
+        _process.require_owner(self._server.pid, "session")
         if self._ended or not self._server.send(self.address, data):
             check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
             logger.debug(
@@ -829,6 +835,7 @@ class ServerSession:
         """Send this client a heartbeat request (RFC 6520, EXT-5) and wait up to `timeout`
         seconds: True when it answered (see `ClientConnection.heartbeat`)."""
         _require_own_loop(self._server.loop, "session")
+        _process.require_owner(self._server.pid, "session")
         conn = self._server.endpoint.connections.get(self.address)
         if self.ended or conn is None:
             raise LocalProtocolError("the association with this peer has ended")
@@ -846,8 +853,9 @@ class ServerSession:
         """Send the peer close_notify and end the association (RFC 5246 §7.2.1); nothing once
         it has ended. The address may have a newer association by then (a device that
         restarted, RFC 6347 §4.2.8): that one is not this session's to close. Nothing, from
-        whatever loop, either, once the association has ended (its server closed)."""
-        if self._ended:
+        whatever loop, either, once the association has ended (its server closed), nor in a
+        process forked from the server's (see the class)."""
+        if self._ended or _process.forked_from(self._server.pid):
             return
         _require_own_loop(self._server.loop, "session")
         self._server.close_peer(self.address)
@@ -925,6 +933,8 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         session_store: SessionStore | None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        #: The process that made the server: the only one that may send under its keys.
+        self.pid = _process.pid
         self.endpoint = ServerEndpoint(config, session_store=session_store)
         self.endpoint.log_failures = False  # `_on_closed` logs each end, naming the peer
         self.handler = handler
@@ -1334,8 +1344,13 @@ class DtlsServer:
         """Send close_notify to every peer, stop the handlers and the socket
         (`ForeignEventLoop` outside the event loop that runs the server: only that one can).
         Once closed (by `close()`, or as its loop ended), a call does nothing, from whatever
-        loop."""
+        loop. In a process forked from the one that made the server, it sends nothing and
+        touches nothing the parent shares (the loop's registrations): the child's copy of the
+        socket is left to its exit."""
         if self._closed and self._protocol.lost.done():
+            return
+        if _process.forked_from(self._protocol.pid):
+            self._closed = True
             return
         _require_own_loop(self._protocol.loop, "server")
         self._closed = True
