@@ -571,3 +571,35 @@ def test_sigusr1_stays_ignored_after_serving_unless_a_handler_was_there(before: 
         assert signal.getsignal(COUNTERS_SIGNAL) is expected
     finally:
         signal.signal(COUNTERS_SIGNAL, previous)
+
+
+@pytest.mark.parametrize(("command", "ignored"), [
+    (["server", "--listen", "127.0.0.1:44410"], True),
+    (["coap", "serve", "--listen", "127.0.0.1:44411"], True),
+    (["client", "127.0.0.1:44412"], False),
+])
+def test_sigusr1_is_ignored_before_a_serving_command_parses_its_flags(
+    monkeypatch: pytest.MonkeyPatch, command: list[str], ignored: bool
+) -> None:
+    """A SIGUSR1 that came while `iotdtls server` or `coap serve` parsed its flags, loaded
+    its keys or checked its session directory (before `run_server` ignored it) ended the
+    process (rc -10): `main` ignores it first of all for those commands, and only those."""
+    import iotdtls.cli
+    from iotdtls.cli.common import COUNTERS_SIGNAL
+
+    seen: list[object] = []
+
+    def parser() -> Any:
+        seen.append(signal.getsignal(COUNTERS_SIGNAL))
+        raise SystemExit(0)  # the command goes no further
+
+    monkeypatch.setattr(iotdtls.cli, "_parser", parser)
+    previous = signal.signal(COUNTERS_SIGNAL, signal.SIG_DFL)
+    try:
+        with pytest.raises(SystemExit):
+            iotdtls.cli.main(command)
+        assert seen == [signal.SIG_IGN if ignored else signal.SIG_DFL]
+        after = signal.getsignal(COUNTERS_SIGNAL)
+        assert after is (signal.SIG_IGN if ignored else signal.SIG_DFL)  # as 2940aed keeps it
+    finally:
+        signal.signal(COUNTERS_SIGNAL, previous)

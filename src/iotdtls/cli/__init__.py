@@ -8,7 +8,8 @@ of the commands that have one, and turns the errors a user can cause into one li
 status: 2 for usage and configuration, 1 for a failed association, a datagram the association
 cannot carry or a socket error, 130 for Ctrl-C of a client (a `coap` request also ends with
 close_notify on SIGTERM, 143, and SIGHUP, 129). A server (`server`, `coap serve`) stops cleanly
-on SIGINT, SIGTERM or SIGHUP and exits 0; `server` logs its counters on SIGUSR1 and goes on.
+on SIGINT, SIGTERM or SIGHUP and exits 0; `server` logs its counters on SIGUSR1 and goes on
+(ignored from the start of `main`, and after serving).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from iotdtls.cli import coap, echo, keygen, perf
 from iotdtls.cli.common import (
     Parser,
     UsageError,
+    counters_signal_ignored,
     discard_new_keylog,
     file_flags,
     parse_hostport,
@@ -46,7 +48,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands that serve (the first words of their arguments), which log their counters on
+#: SIGUSR1 (`counters_signal_ignored`).
+_SERVING_COMMANDS = (("server",), ("coap", "serve"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command `argv` names (default: `sys.argv[1:]`); its exit status. For a
+    serving command SIGUSR1 is ignored first of all, before the flags are parsed and the keys
+    loaded, so that a SIGUSR1 sent as the server starts does not end it
+    (`counters_signal_ignored`: once serving ends it stays ignored, or the handler an
+    in-process caller had set is put back)."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    serving = any(tuple(arguments[: len(words)]) == words for words in _SERVING_COMMANDS)
+    if not serving:
+        return _run(arguments)
+    with counters_signal_ignored():
+        return _run(arguments)
+
+
+def _run(argv: list[str]) -> int:
+    """`main` once SIGUSR1 is seen to: parse, set up logging and the key log, run the
+    command, and turn the errors a user can cause into one line and an exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.server_logging is not None:
