@@ -914,10 +914,49 @@ def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store.close()
     for use in (lambda: store.get(session().session_id, now=0.0),
                 lambda: store.put(session(), now=0.0),
-                lambda: store.remove(session().session_id)):
-        with pytest.raises(ValueError, match=r"^<DirectorySessionStore .* is closed$"):
+                lambda: store.remove(session().session_id),
+                lambda: store.get(b"", now=0.0),  # an id no file can have: closed all the same
+                lambda: store.remove(bytes(33))):
+        with pytest.raises(ValueError, match=r"^<DirectorySessionStore .* closed> is closed$"):
             use()
     assert session_files(tmp_path / "sessions") == [session().session_id.hex()]
+
+
+def test_a_forked_process_scanning_meanwhile_moves_no_scan_of_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made, then the process forked: both scan the directory at once. Each listing
+    reads through a descriptor of its own: through the held one (whose duplicates share one
+    position with the child's) each saw entries twice or not at all, counted more than
+    `max_entries` and trimmed live sessions away."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path, max_entries=2000, clock=Clock(START + 2000))
+    fill(store, directory, 1, 1500)
+    counted: list[int] = []
+    real_remove_expired = store._remove_expired
+
+    def counting(dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
+        counted.append(len(dated))
+        return real_remove_expired(dated)
+
+    pid = os.fork()
+    if pid == 0:  # the child: scan for a moment, then leave without any cleanup
+        try:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                store._scan()
+        finally:
+            os._exit(0)
+    try:
+        monkeypatch.setattr(store, "_remove_expired", counting)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            store._scan()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert counted and set(counted) == {1500}
+    assert len(session_files(directory)) == 1500
 
 
 def test_the_directory_replaced_as_it_is_opened_is_refused(

@@ -32,7 +32,7 @@ import stat
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -483,19 +483,36 @@ class DirectorySessionStore:
             raise ValueError(f"{self!r} is closed")
         return self._directory_fd
 
+    @contextlib.contextmanager
+    def _listing(self) -> Iterator[Iterator[os.DirEntry[str]]]:
+        """The directory's entries, through a descriptor of its own opened on the held one
+        ("." relative to it): `os.scandir` of the held descriptor would read through a
+        duplicate that shares its position with every duplicate, those of a process forked
+        from this one included, and two processes listing at once would each skip entries
+        or see them twice (then take live sessions for ones beyond the bound)."""
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._directory())
+        try:
+            with os.scandir(fd) as entries:
+                yield entries
+        finally:
+            os.close(fd)
+
     def _now(self) -> float:
         """The wall-clock time by `clock`, read as `wall_clock` is (`WallClockFailed`)."""
         return read_wall_clock(self._clock, CLOCK_NAME)
 
     def __repr__(self) -> str:
+        finalizer = getattr(self, "_close_fd", None)  # None while __init__ runs
+        closed = "" if finalizer is not None and finalizer.alive else " closed"
         return (
             f"<DirectorySessionStore {os.fspath(self.path)!r} max_entries={self.max_entries} "
-            f"lifetime={self.lifetime}s>"
+            f"lifetime={self.lifetime}s{closed}>"
         )
 
     def get(self, session_id: bytes, now: float) -> SessionState | None:
         """The session saved under that id if it is still live by the wall clock; `now`
         (the caller's monotonic clock) is not used."""
+        self._directory()  # ValueError once closed, whatever the id
         if not 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
             return None
         try:
@@ -532,9 +549,10 @@ class DirectorySessionStore:
             self._scan()
 
     def remove(self, session_id: bytes) -> None:
+        directory = self._directory()  # ValueError once closed, whatever the id
         if 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(session_id.hex(), dir_fd=self._directory())
+                os.unlink(session_id.hex(), dir_fd=directory)
 
     def _live_session(self, session_id: bytes, data: bytes) -> SessionState | None:
         """The session `data` holds, if it is the one named `session_id` and younger than
@@ -562,7 +580,7 @@ class DirectorySessionStore:
         self._puts_before_scan = max(1, self.max_entries // 10)  # if this scan fails
         dated: list[tuple[float, str]] = []
         temporaries: list[str] = []
-        with os.scandir(self._directory()) as entries:
+        with self._listing() as entries:
             for entry in entries:
                 if not _is_our_regular_file(entry):  # a subdirectory named 2026: not ours
                     continue
