@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from iotdtls import aio, loop, sync
+from iotdtls import _process, aio, loop, sync
 from iotdtls.errors import AssociationEnded, ForeignEventLoop, LocalProtocolError
 from tests.aio_support import client_config, echo, eventually, server_config
 from tests.interop_support import ServerThread
@@ -350,6 +350,44 @@ def test_a_dropped_connection_is_released_before_its_warning_which_may_be_an_err
         f"iotdtls: unclosed connection to 127.0.0.1:{server.port}"]
     assert_port_free(local)
 
+
+
+def test_a_forked_child_is_told_whose_the_association_is_even_where_its_loop_copy_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a child forked while the loop ran, the loop's copy may look running elsewhere: the
+    refusal names the process (LocalProtocolError, "belongs to the process"), not another
+    thread's loop (ForeignEventLoop, whose advice to hand the call over is wrong there). The
+    child is played by a thread of this process whose process id reads as another one's."""
+    sessions: list[aio.ServerSession] = []
+
+    async def keep(session: aio.ServerSession) -> None:
+        sessions.append(session)
+        await echo(session)
+
+    def as_a_forked_child(conn: aio.ClientConnection) -> None:
+        (session,) = sessions
+        for use in (lambda: conn.send(b"x"), lambda: session.send(b"x")):
+            with pytest.raises(LocalProtocolError, match="belongs to the process") as refused:
+                use()
+            assert not isinstance(refused.value, ForeignEventLoop)
+
+    async def main() -> None:
+        async with (
+            await aio.serve(keep, "127.0.0.1", 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as conn,
+        ):
+            conn.send(b"hello")
+            assert await conn.recv() == b"hello"
+            monkeypatch.setattr(_process, "pid", os.getpid() + 1)
+            try:
+                await asyncio.to_thread(as_a_forked_child, conn)
+            finally:
+                monkeypatch.undo()
+            conn.send(b"again")
+            assert await conn.recv() == b"again"
+
+    asyncio.run(asyncio.wait_for(main(), LIMIT))
 
 
 @pytest.mark.parametrize("how", ["dropped", "closed", "sent"])

@@ -518,8 +518,8 @@ class ClientConnection:
         larger than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
         §4.1.1). Raises `ForeignEventLoop` outside the loop that opened the connection."""
         protocol = self._protocol
+        _process.require_owner(self._pid, "connection")  # before the loop: a child's copy runs
         _require_own_loop(protocol.loop)
-        _process.require_owner(self._pid, "connection")
         protocol.oversized = False
         try:
             protocol.connection.send(data)
@@ -537,8 +537,8 @@ class ClientConnection:
         association meanwhile (`PeerUnresponsive` after `config.handshake_timeout` seconds
         without an answer)."""
         proto = self._protocol
+        _process.require_owner(self._pid, "connection")  # before the loop: a child's copy runs
         _require_own_loop(proto.loop)
-        _process.require_owner(self._pid, "connection")
 
         def send() -> None:
             proto.connection.send_heartbeat(proto.loop.time())
@@ -815,8 +815,8 @@ class ServerSession:
         datagram (`max_send_size` of the association, or the path: the kernel refused it with
         EMSGSIZE), `TypeError` for data that is not bytes-like, `ForeignEventLoop` outside the
         server's event loop, `LocalProtocolError` in a forked child (see the class)."""
+        _process.require_owner(self._server.pid, "session")  # before the loop: a child's copy runs
         _require_own_loop(self._server.loop, "session")
-        _process.require_owner(self._server.pid, "session")
         if self._ended or not self._server.send(self.address, data):
             check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
             logger.debug(
@@ -834,8 +834,8 @@ class ServerSession:
     async def heartbeat(self, timeout: float) -> bool:
         """Send this client a heartbeat request (RFC 6520, EXT-5) and wait up to `timeout`
         seconds: True when it answered (see `ClientConnection.heartbeat`)."""
+        _process.require_owner(self._server.pid, "session")  # before the loop: a child's copy runs
         _require_own_loop(self._server.loop, "session")
-        _process.require_owner(self._server.pid, "session")
         conn = self._server.endpoint.connections.get(self.address)
         if self.ended or conn is None:
             raise LocalProtocolError("the association with this peer has ended")
