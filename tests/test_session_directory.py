@@ -11,6 +11,7 @@ import fractions
 import gc
 import itertools
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -1048,3 +1049,30 @@ def test_a_clock_failing_later_is_a_store_failure_the_server_counts(tmp_path: Pa
     assert counted.get(state.session_id, 0.0) is None
     counted.put(session(2), 0.0)
     assert counted.errors == 2
+
+
+def test_a_directory_removed_is_made_again_at_the_next_put(tmp_path: Path) -> None:
+    """The held directory removed (`rm -rf`) while the store runs: the put that finds it gone
+    fails (the server counts it) and makes the store open the path again, checked as at the
+    start (made with mode 0700 when missing); the next put lands there. A symlink put at the
+    path instead is refused, as at the start: puts go on failing and nothing is written
+    through it."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    store.put(session(1), now=0.0)
+    shutil.rmtree(directory)
+    with pytest.raises(FileNotFoundError):
+        store.put(session(2), now=0.0)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    store.put(session(3), now=0.0)
+    assert session_files(directory) == [session(3).session_id.hex()]
+    assert store.get(session(3).session_id, now=0.0) == session(3)
+    shutil.rmtree(directory)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    directory.symlink_to(elsewhere)
+    for number in (4, 5):
+        with pytest.raises(FileNotFoundError):
+            store.put(session(number), now=0.0)
+    assert os.listdir(elsewhere) == []
+    store.close()

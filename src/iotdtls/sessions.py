@@ -392,7 +392,9 @@ class DirectorySessionStore:
     The repr shows the path and bounds only. The directory checked is held open
     (`open_private_directory`) and every file is named through it: renamed away and a
     symlink to another directory put in its place, the store still keeps and finds its
-    sessions in the one it checked, never in the other. `close` (or a ``with`` block) closes
+    sessions in the one it checked, never in the other. Removed, it is opened again at its
+    path by the put that finds it gone (`_reopen_if_removed`: made again when missing,
+    checked as the first was; that put fails). `close` (or a ``with`` block) closes
     it, the server that made the store as it closes (the CLI, each worker of
     `iotdtls.workers`), the garbage collector otherwise; a store used after `close` raises
     ValueError, as a closed file does.
@@ -477,6 +479,22 @@ class DirectorySessionStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _reopen_if_removed(self) -> None:
+        """After a put failed for want of its directory (ENOENT): if the held directory was
+        removed (no link left to it) and one is at its path again, checked as the store's
+        first was (`open_private_directory`: ours alone, no symlink), hold that one from now
+        on; the failed put stays failed (counted by the server). Anything else at the path,
+        or nothing, leaves the store as it was, each put failing."""
+        if os.fstat(self._directory()).st_nlink > 0:
+            return
+        try:
+            _, directory_fd = open_private_directory(self.path)
+        except (RefusedFile, OSError):
+            return
+        self._close_fd()
+        self._directory_fd = directory_fd
+        self._close_fd = weakref.finalize(self, os.close, directory_fd)
+
     def _directory(self) -> int:
         """The directory's descriptor; ValueError once the store is closed."""
         if not self._close_fd.alive:
@@ -543,6 +561,8 @@ class DirectorySessionStore:
         except OSError as exc:
             if exc.errno in _NO_ROOM:  # the next put finds room
                 self._scan(full=True)
+            elif exc.errno == errno.ENOENT:  # the directory itself was removed
+                self._reopen_if_removed()
             raise
         self._puts_before_scan -= 1
         if self._puts_before_scan <= 0:
