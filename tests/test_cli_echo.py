@@ -50,6 +50,7 @@ from iotdtls.errors import (
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import DirectorySessionStore, SessionState
 from tests.aio_support import client_config, server_config, signal_fallback
+from tests.descriptor_support import descriptors_of
 from tests.interop_support import AlertingServer
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
 from tests.pubkey_support import x509_configs
@@ -844,15 +845,6 @@ def _record_serving(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     return seen
 
 
-def _descriptors_of(directory: Path) -> int:
-    """How many descriptors of this process are open on `directory`."""
-    found = 0
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own, closed
-            found += os.readlink(f"/proc/self/fd/{name}") == os.fspath(directory)
-    return found
-
-
 @pytest.mark.parametrize("count", ["1", "2"])
 def test_the_session_dir_reaches_one_process_or_each_worker(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, count: str
@@ -865,7 +857,7 @@ def test_the_session_dir_reaches_one_process_or_each_worker(
                  PSK_HEX, "--workers", count,
                  "--session-dir", str(directory)]) == 0
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    assert _descriptors_of(directory) == 0  # the check's and the one process's store closed
+    assert descriptors_of(directory) == 0  # the check's and the one process's store closed
     [args] = seen
     store = args[-1] if count == "1" else pickle.loads(pickle.dumps(args[-1]))()
     assert isinstance(store, DirectorySessionStore) and store.path == directory

@@ -5,7 +5,6 @@ are rare; a directory refused unless only this user can reach it; no secret in i
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fractions
 import gc
@@ -30,6 +29,7 @@ from iotdtls.endpoint import _CountedStore
 from iotdtls.errors import ConfigError
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import DirectorySessionStore, SessionState
+from tests.descriptor_support import descriptors_of
 
 PSK_SUITE = 0xC0A8
 MASTER = bytes(range(100, 148))
@@ -222,6 +222,19 @@ def test_a_symlink_in_place_of_a_session_file_is_not_followed(tmp_path: Path) ->
     assert store.get(state.session_id, now=0.0) is None  # ELOOP (O_NOFOLLOW): a miss
     assert (tmp_path / "sessions" / state.session_id.hex()).is_symlink()
     assert elsewhere.read_bytes()[8:] == state.to_bytes()
+
+
+def refuse_unlink(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`os.unlink` of a file named `name` fails with EPERM (an immutable file: root could
+    remove one denied by mode alone)."""
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path) == name:
+            raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
 
 
 def fill(store: DirectorySessionStore, directory: Path, first: int, count: int) -> None:
@@ -707,14 +720,7 @@ def test_an_entry_that_cannot_be_removed_does_not_stop_the_scan(
     stale.write_bytes(MASTER)
     os.utime(stale, (START, START))
     stubborn = session(1).session_id.hex()
-    real_unlink = os.unlink
-
-    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if os.path.basename(path) == stubborn:
-            raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
-        real_unlink(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "unlink", unlink)
+    refuse_unlink(monkeypatch, stubborn)
     clock.now = START + 2000  # all 15 expired; the stale temporary too
     for number in range(100, 200):
         store.put(session(number), now=0.0)  # no OSError
@@ -819,14 +825,7 @@ def test_an_expired_file_get_cannot_remove_is_a_miss_left_where_it_is(
     state = session()
     store.put(state, now=0.0)
     stubborn = state.session_id.hex()
-    real_unlink = os.unlink
-
-    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if os.path.basename(path) == stubborn:
-            raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
-        real_unlink(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "unlink", unlink)
+    refuse_unlink(monkeypatch, stubborn)
     clock.now = START + 100
     assert store.get(state.session_id, now=0.0) is None
     assert store.expired == 1
@@ -1025,16 +1024,7 @@ def test_a_clock_that_fails_at_the_first_scan_is_refused_when_the_store_is_made(
         "session store clock returned float, not a date (NaN, infinite or beyond the years 1 "
         "to 9999)")
     assert refused.value.__suppress_context__ or refused.value.__context__ is None
-    assert _descriptors_of(tmp_path / "sessions") == 0
-
-
-def _descriptors_of(directory: Path) -> int:
-    """How many descriptors of this process are open on `directory`."""
-    found = 0
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own, closed
-            found += os.readlink(f"/proc/self/fd/{name}") == os.fspath(directory)
-    return found
+    assert descriptors_of(tmp_path / "sessions") == 0
 
 
 def test_a_clock_failing_later_is_a_store_failure_the_server_counts(tmp_path: Path) -> None:
