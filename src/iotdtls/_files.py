@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 __all__ = [
     "MAX_CREDENTIAL_FILE",
+    "NOT_OPENED_AS_A_FILE",
     "RefusedFile",
     "directory_access_problem",
     "file_kind",
@@ -35,6 +36,10 @@ __all__ = [
 #: Largest key, certificate, public-key, PSK or credentials file read: a PEM chain is a few
 #: kilobytes, so a larger file is the wrong one (or /dev/zero), refused before it fills memory.
 MAX_CREDENTIAL_FILE = 1 << 20
+
+#: The errors of opening what is no regular file, not through a symlink: the symlink itself
+#: (ELOOP; EMLINK on FreeBSD) or a Unix socket (ENXIO).
+NOT_OPENED_AS_A_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO})
 
 #: Symlinks followed in one path at most, as the kernel's limit (MAXSYMLINKS): then it is a loop.
 _MAX_LINKS = 40
@@ -154,13 +159,24 @@ def private_directory(path: str | os.PathLike[str]) -> Path:
     return resolved
 
 
-def read_regular_file(path: str, limit: int = MAX_CREDENTIAL_FILE) -> bytes:
-    """The bytes of the regular file `path`, at most `limit`. Anything else is `RefusedFile`,
-    its message the end of a sentence naming the file: "is a FIFO, not a regular file" (a FIFO
-    or a device is opened without blocking, O_NONBLOCK, and never read: one would block the
-    caller, /dev/zero fill its memory), "is larger than 1 MiB: is it the right file?". Other
-    failures are `OSError` (`ValueError` for a NUL in `path`), as from `open`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def read_regular_file(
+    path: str,
+    limit: int = MAX_CREDENTIAL_FILE,
+    *,
+    dir_fd: int | None = None,
+    follow_symlinks: bool = True,
+) -> bytes:
+    """The bytes of the regular file `path` (relative to `dir_fd` if given), at most `limit`.
+    Anything else is `RefusedFile`, its message the end of a sentence naming the file: "is a
+    FIFO, not a regular file" (a FIFO or a device is opened without blocking, O_NONBLOCK, and
+    never read: one would block the caller, /dev/zero fill its memory), "is larger than 1 MiB:
+    is it the right file?". Other failures are `OSError` (`ValueError` for a NUL in `path`),
+    as from `open`; without `follow_symlinks`, a symlink is ELOOP (O_NOFOLLOW) and a Unix
+    socket ENXIO, as the kernel refuses to open them (`NOT_OPENED_AS_A_FILE`)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags, dir_fd=dir_fd)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import time
 import weakref
 from collections import OrderedDict
@@ -38,9 +37,11 @@ from typing import BinaryIO, Protocol
 
 from iotdtls._buffer import Reader, Writer
 from iotdtls._files import (
+    NOT_OPENED_AS_A_FILE,
     TEMPORARY_PREFIX,
     RefusedFile,
     open_private_directory,
+    read_regular_file,
     replace_in_private_directory,
 )
 from iotdtls._paths import directory_name_problem
@@ -379,8 +380,9 @@ class DirectorySessionStore:
     removes regular files (not followed) named by the hex of a session_id, and its own
     temporary files; a subdirectory, a symlink, a FIFO or a socket is none of these whatever
     its name (a ``2026`` or ``beef`` subdirectory or symlink included: a `get` of that id is a
-    miss), nor is a file named otherwise. A file a scan cannot remove (EPERM) stays, and the
-    scan goes on.
+    miss), nor is a file named otherwise; `get` reads a session file of at most 1 MiB
+    (`read_regular_file`: a larger one is a miss left to the scans). A file a scan cannot
+    remove (EPERM) stays, and the scan goes on.
 
     The directory holds master secrets: keep it like a key. Missing, it is made with mode
     0700 (its parent must exist); a symlink, something else than a directory, another user's
@@ -534,15 +536,17 @@ class DirectorySessionStore:
         if not 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
             return None
         try:
-            data = _read_unfollowed(session_id.hex(), self._directory())
+            data = read_regular_file(
+                session_id.hex(), dir_fd=self._directory(), follow_symlinks=False
+            )
         except FileNotFoundError:
             return None
+        except RefusedFile:  # a subdirectory, a FIFO, over 1 MiB: not ours to remove
+            return None
         except OSError as exc:
-            if exc.errno in _NOT_A_REGULAR_FILE:
+            if exc.errno in NOT_OPENED_AS_A_FILE:  # a symlink, a socket: not ours either
                 return None
             raise
-        if data is None:  # not a session file: not ours to remove
-            return None
         state = self._live_session(session_id, data)
         if state is None:
             self._remove(session_id.hex())
@@ -674,21 +678,3 @@ def _unusable_directory(path: str | os.PathLike[str], exc: OSError) -> ConfigErr
     return ConfigError(f"cannot use session directory {os.fspath(path)}: {exc.strerror or exc}")
 
 
-#: What opening a session file's name raises for an entry that is no regular file: a symlink
-#: (O_NOFOLLOW: ELOOP, EMLINK on FreeBSD), a Unix socket (ENXIO). Not ours: a `get` miss.
-_NOT_A_REGULAR_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO})
-
-
-def _read_unfollowed(name: str, directory_fd: int) -> bytes | None:
-    """The content of the regular file `name` in the directory `directory_fd`, never through
-    a symlink (O_NOFOLLOW); None for a subdirectory or a FIFO (opened without waiting for a
-    writer); a symlink or a Unix socket raises (`_NOT_A_REGULAR_FILE`)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(name, flags, dir_fd=directory_fd)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with open(fd, "rb", closefd=False) as file:
-            return file.read()
-    finally:
-        os.close(fd)
