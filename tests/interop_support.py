@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import pytest
 
@@ -356,21 +356,23 @@ def drain(sock: socket.socket, quiet: float = 0.15) -> list[bytes]:
 # -- the command line: a server that alerts, a stream that records flushes, the CLI runners -----
 
 
-class AlertingServer:
-    """A PSK server on a real UDP socket (the sans-I/O endpoint in a thread) that answers the
-    first application datagram of a peer with a fatal internal_error alert."""
+class AnsweringServer:
+    """A PSK server on a real UDP socket (the sans-I/O endpoint in a thread) that answers each
+    application datagram of a peer with the datagrams `answer` returns for it, each sent as
+    application data in order (a hostile or broken peer, scripted; `AlertingServer` alerts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[bytes], Sequence[bytes]] = lambda data: ()) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((LOCALHOST, 0))
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         config = ServerConfig(psk_store={CLIENT_IDENTITY.encode(): PSK})
         self.endpoint = ServerEndpoint(config)
+        self.answer = answer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> AlertingServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -378,6 +380,11 @@ class AlertingServer:
         self._stop.set()
         self._thread.join(5.0)
         self.sock.close()
+
+    def received(self, address: Any, data: bytes) -> None:
+        """Application data `data` came from `address`: send what `answer` gives back."""
+        for reply in self.answer(data):
+            self.endpoint.send(address, reply)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -388,12 +395,24 @@ class AlertingServer:
             self.endpoint.receive_datagram(data, address, time.monotonic())
             while (item := self.endpoint.next_event()) is not None:
                 if isinstance(item[1], DataReceived):
-                    conn = self.endpoint.connections[item[0]]
-                    alert = bytes([AlertLevel.FATAL, AlertDescription.internal_error])
-                    record = memory_link.record_layer(conn).seal(ContentType.alert, alert, 1)
-                    self.sock.sendto(record, address)
+                    self.received(item[0], item[1].data)
             for out, to in self.endpoint.datagrams_to_send(time.monotonic()):
                 self.sock.sendto(out, to)
+
+
+class AlertingServer(AnsweringServer):
+    """An `AnsweringServer` that answers the first application datagram of a peer with a
+    fatal `alert` (internal_error unless told), once its association is established."""
+
+    def __init__(self, alert: AlertDescription = AlertDescription.internal_error) -> None:
+        super().__init__()
+        self.alert = alert
+
+    def received(self, address: Any, data: bytes) -> None:
+        conn = self.endpoint.connections[address]
+        record = memory_link.record_layer(conn).seal(
+            ContentType.alert, bytes([AlertLevel.FATAL, self.alert]), 1)
+        self.sock.sendto(record, address)
 
 
 class FlushedText:

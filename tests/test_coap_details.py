@@ -138,18 +138,30 @@ class Interface(CoapsInterface):
         return None
 
 
+#: A CON GET, MID 7, token "t" (RFC 7252 §3).
+GET_REQUEST = bytes([0x41, 0x01, 0x00, 0x07]) + b"t"
+
+
+@pytest.mark.parametrize(
+    "not_coap",
+    [b"\xff",  # no CoAP header
+     GET_REQUEST + bytes([0xB1, 0xFF])],  # Uri-Path 0xff: a text option not UTF-8 (§3.2)
+    ids=["no-header", "text-option-not-utf-8"],
+)
 def test_the_interface_hands_over_messages_and_logs_what_is_not_coap(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, not_coap: bytes
 ) -> None:
+    """A message aiocoap cannot decode is ignored, counted and logged, whatever aiocoap raises
+    for it (a text option that is not UTF-8 raised UnicodeDecodeError, which ended the
+    association; probe AS)."""
     layer = Layer()
     interface = Interface(layer)
     remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER)
-    get_request = bytes([0x41, 0x01, 0x00, 0x07]) + b"t"  # CON GET, MID 7, token "t" (§3)
-    interface.deliver(remote, get_request)
+    interface.deliver(remote, GET_REQUEST)
     assert [(m.mid, m.token, m.remote) for m in layer.messages] == [(7, b"t", remote)]
     with caplog.at_level(logging.DEBUG, logger="iotdtls.coap"):
         for _ in range(3):
-            interface.deliver(remote, b"\xff")
+            interface.deliver(remote, not_coap)
         interface.association_ended(remote, None)
     # One warning, however many come (a server could flood the log with them); the others
     # at debug level, counted.
@@ -181,7 +193,7 @@ def test_what_aiocoap_raises_on_a_message_is_logged_and_the_association_goes_on(
     interface = Interface(Failing())
     remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER)
     with caplog.at_level(logging.DEBUG, logger="iotdtls.coap"):
-        interface.deliver(remote, bytes([0x41, 0x01, 0x00, 0x07]) + b"t")
+        interface.deliver(remote, GET_REQUEST)
     [record] = caplog.records
     assert (record.levelno, record.getMessage()) == (
         level, f"{remote!r}: aiocoap failed on a received message ({type(raised).__name__}: "

@@ -47,6 +47,7 @@ from tests.coap_support import (
 )
 from tests.interop_support import (
     APPLICATION_DATA,
+    AnsweringServer,
     SameAddressClient,
     assert_datagrams_fit,
     assert_encrypted,
@@ -551,6 +552,74 @@ def test_an_exception_of_aiocoaps_message_layer_leaves_the_association_up(
     assert "aiocoap failed on a received message (InvalidStateError: invalid state)" in (
         caplog.text
     )
+
+
+#: Option bytes of a Uri-Path (11) and of a Location-Path (8) that are the byte 0xff: not
+#: UTF-8, which a text option is (RFC 7252 §3.2, §5.10.1, §5.10.7).
+URI_PATH_NOT_UTF8 = bytes([0xB1, 0xFF])
+LOCATION_PATH_NOT_UTF8 = bytes([0x81, 0xFF])
+
+
+@pytest.mark.req("COAP-1")
+def test_a_request_with_a_text_option_not_utf8_is_ignored_and_the_association_stays(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request whose Uri-Path is not UTF-8 is ignored as a datagram that is not CoAP, with
+    a warning, and the next request on the association is answered (aiocoap's decoding
+    raised UnicodeDecodeError: the handler failed with a traceback and the association ended
+    unanswered; probe AS)."""
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> None:
+        async with coaps_server() as server:
+            device = await SameAddressClient.open(server.address)
+            try:
+                await device.handshake(client_config())
+                device.send(bytes([0x41, 0x01, 0x00, 0x01]) + b"b" + URI_PATH_NOT_UTF8)
+                device.send(raw_request(2, b"good", "hello"))
+                data = await device.recv(2.0)
+                assert data is not None
+                answer = aiocoap.Message.decode(data)
+                assert (answer.mid, answer.token) == (2, b"good")
+                assert answer.payload.startswith(b"Hello, ")
+                assert await device.recv(0.3) is None  # nothing for the ignored one
+            finally:
+                device.close()
+
+    run(main())
+    assert [r.getMessage().partition(": ")[2] for r in caplog.records] == [
+        "ignoring a datagram that is not a CoAP message (any more are logged at debug level)"]
+
+
+@pytest.mark.req("COAP-1")
+def test_a_response_with_a_text_option_not_utf8_is_ignored_and_the_association_stays(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server sends a NON 2.05 whose Location-Path is not UTF-8, then the response: the
+    first is ignored, the response comes (the association ended at the first: "was closed",
+    "Task exception was never retrieved ... UnicodeDecodeError"; probe AS)."""
+    caplog.set_level(logging.WARNING)
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        stray = bytes([0x54, 0x45, 0x12, 0x34]) + b"zzzz" + LOCATION_PATH_NOT_UTF8 + b"\xffzz"
+        response = aiocoap.Message(mtype=aiocoap.ACK, code=aiocoap.CONTENT, mid=request.mid,
+                                   token=request.token, payload=b"ok")
+        return [stray, response.encode()]
+
+    async def main() -> None:
+        async with coaps_client() as client:
+            target = uri((LOCALHOST, server.port), "hello")
+            first = await get(client, target)
+            second = await get(client, target)
+            assert (first.payload, second.payload) == (b"ok", b"ok")
+            assert second.remote is first.remote and not first.remote.ended
+            assert first.remote.not_coap == 2
+
+    with AnsweringServer(answer) as server:
+        run(main())
+    assert [r.getMessage().partition(": ")[2] for r in caplog.records] == [
+        "ignoring a datagram that is not a CoAP message (any more are logged at debug level)"]
 
 
 def test_a_request_and_close_notify_together_leave_no_unawaited_rendering() -> None:

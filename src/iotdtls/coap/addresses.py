@@ -170,16 +170,19 @@ class CoapsInterface(interfaces.MessageInterface):
         self._mman: interfaces.MessageManager | None = mman
 
     def deliver(self, remote: CoapsAddress, data: bytes) -> None:
-        """A datagram received over `remote`'s association. An exception of aiocoap's message
-        layer is logged and the association goes on: it would otherwise end the receive loop,
-        and with it the association every request to that peer shares. The InvalidStateError
-        aiocoap 0.4.17 raises for a block arriving for a request that timed out is logged at
-        debug level; any other (a bug) as a warning with its traceback."""
+        """A datagram received over `remote`'s association. One that aiocoap cannot decode is
+        ignored, counted in `remote.not_coap` and logged: no CoAP header, an option cut short
+        (`UnparsableMessage`), or a text option that is not UTF-8 (RFC 7252 §3.2; aiocoap
+        0.4.17 raises UnicodeDecodeError, a ValueError, for it). An exception of aiocoap's
+        message layer is logged and the association goes on: it would otherwise end the
+        receive loop, and with it the association every request to that peer shares. The
+        InvalidStateError aiocoap 0.4.17 raises for a block arriving for a request that timed
+        out is logged at debug level; any other (a bug) as a warning with its traceback."""
         if self._mman is None:
             return
         try:
             message = Message.decode(data, remote)
-        except error.UnparsableMessage:
+        except (error.UnparsableMessage, ValueError):
             remote.not_coap += 1
             if remote.not_coap == 1:
                 logger.warning(
