@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import importlib.util
 import io
 import logging
@@ -37,7 +38,7 @@ from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, Retransmi
 from iotdtls.errors import AlertDescription, AlertReceived
 from tests.aio_support import signal_fallback
 from tests.coap_support import CoapSite, coaps_client, coaps_server, get
-from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, FlushedText
+from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, AnsweringServer, FlushedText
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, TakesAnyAddress, free_udp_port
 
 #: What `/hello` answers the test identity.
@@ -411,6 +412,102 @@ def test_a_response_not_complete_in_time_says_so(
     assert (status, out) == (1, ""), err
     assert re.fullmatch(r"iotdtls: response not complete within 0\.5 s after the handshake "
                         r"\(\d+ CoAP responses received\)\n", err), err
+
+
+def answered(reply: Callable[[aiocoap.Message], aiocoap.Message]) -> AnsweringServer:
+    """A coaps server (the test PSK) that answers each request with `reply(request)`,
+    piggybacked on the ACK (RFC 7252 §5.2.1): a server whose responses are made by hand."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        response = reply(request)
+        response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
+        return [response.encode()]
+
+    return AnsweringServer(answer)
+
+
+def jumping_blocks(request: aiocoap.Message) -> aiocoap.Message:
+    """Block 0 of 16 bytes and more to come, then a block 5 further than asked for."""
+    asked = request.opt.block2
+    number = 0 if asked is None else asked.block_number + 5
+    return aiocoap.Message(code=aiocoap.CONTENT, block2=(number, True, 0), payload=b"x" * 16)
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        # RFC 7959 §2.3 puts Block1 in responses to block-wise requests only.
+        (lambda request: aiocoap.Message(code=aiocoap.CONTENT, block1=(0, False, 6)),
+         "AttributeError: 'NoneType' object has no attribute 'block_number'"),
+        # A first block shorter than its size, more to come (§2.2).
+        (lambda request: aiocoap.Message(code=aiocoap.CONTENT, block2=(0, True, 2),
+                                         payload=b"ok"),
+         "AssertionError: Unexpected state of preassembled message"),
+        # Errors whose text is empty: named by their type.
+        (lambda request: aiocoap.Message(code=aiocoap.CONTENT, block2=(3, True, 0),
+                                         payload=b"x" * 16),
+         "UnexpectedBlock2"),
+        (jumping_blocks, "NotImplemented"),
+    ],
+    ids=["block1-in-a-response", "short-first-block", "first-block-not-0", "blocks-jump"],
+)
+def test_a_response_aiocoap_cannot_handle_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    reply: Callable[[aiocoap.Message], aiocoap.Message], problem: str,
+) -> None:
+    """aiocoap's request machinery raises for these responses: a bare AttributeError or
+    AssertionError of its block-wise code printed a 39-line traceback, and its errors with an
+    empty text printed "iotdtls: " alone (probe AS). Now one line names what aiocoap raised;
+    -v logs its traceback."""
+    caplog.set_level(logging.DEBUG, "iotdtls.cli")
+    with answered(reply) as server:
+        status, out, err = coap(capsys, "get", f"coaps://{LOCALHOST}:{server.port}/x",
+                                *CREDENTIALS, "--timeout", "5")
+    assert (status, out, err) == (
+        1, "", f"iotdtls: the server's response could not be handled (aiocoap: {problem})\n")
+    [logged] = [r for r in caplog.records if r.name == "iotdtls.cli"]
+    assert logged.levelno == logging.DEBUG and logged.exc_info is not None
+
+
+# aiocoap's iterator raises the error again when it is collected (its __del__ lets only some
+# errors pass): the command line prints it after its line, as Python does for any such error.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_notification_aiocoap_cannot_handle_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same for a notification of `--observe` (RFC 7641 §4.2): its first block is not
+    block 0 (it printed the code, the first notification, then "iotdtls: " alone)."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        first = aiocoap.Message(code=aiocoap.CONTENT, observe=1, payload=b"first")
+        second = aiocoap.Message(code=aiocoap.CONTENT, observe=2, block2=(3, True, 0),
+                                 payload=b"x" * 16)
+        first.mtype, first.mid, first.token = aiocoap.ACK, request.mid, request.token
+        second.mtype, second.mid, second.token = aiocoap.NON, request.mid + 1, request.token
+        return [first.encode(), second.encode()] if request.opt.block2 is None else []
+
+    with AnsweringServer(answer) as server:
+        status, out, err = coap(capsys, "get", f"coaps://{LOCALHOST}:{server.port}/x",
+                                "--observe", "--duration", "5", *CREDENTIALS)
+    gc.collect()  # that iterator's __del__ now, within this test
+    assert (status, out, err) == (1, "first\n", "2.05 Content\niotdtls: the server's response "
+                                  "could not be handled (aiocoap: UnexpectedBlock2)\n")
+
+
+def test_an_exception_raised_in_our_own_code_is_not_taken_for_aiocoaps(
+    server: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only what aiocoap raised is a response it could not handle: a bug of ours under the
+    request still ends the command with its traceback."""
+
+    def broken(message: aiocoap.Message, *, code: bool, lines: bool) -> None:
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(coap_cli, "_print", broken)
+    with pytest.raises(KeyError, match="a bug of ours"):
+        coap(capsys, "get", server.uri("hello"), *CREDENTIALS)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])

@@ -3,8 +3,9 @@
 the DTLS is `iotdtls.coap`'s. Needs the `coap` extra (aiocoap); imported only when run.
 
 A request prints the response code on stderr and the payload on stdout, and exits 0 for a
-success (2.xx) response, 1 for an error response, a failed association or no response in time;
-Ctrl-C (130), SIGTERM (143) and SIGHUP (129) end it with close_notify.
+success (2.xx) response, 1 for an error response, a failed association, a response aiocoap
+could not handle or no response in time; Ctrl-C (130), SIGTERM (143) and SIGHUP (129) end it
+with close_notify.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from aiocoap.protocol import ClientObservation
 
 __all__ = ["register"]
+
+logger = logging.getLogger("iotdtls.cli")
 
 METHODS = {
     "get": "GET a resource",
@@ -333,7 +336,7 @@ async def _request(
             return await _follow(request.observation, args.duration)
         return 0
     except error.Error as exc:
-        return _failed(_unreachable(exc, args.uri) or exc)
+        return _failed(_unreachable(exc, args.uri) or _problem(exc))
     except TimeoutError:
         if remote is None:
             return _failed(f"no response within {args.timeout:g} s")
@@ -343,6 +346,10 @@ async def _request(
                 f"({received} CoAP response{'s' if received > 1 else ''} received)"
             )
         return _failed(f"no response within {args.timeout:g} s after the handshake")
+    except Exception as exc:
+        if not _raised_in_aiocoap(exc):
+            raise  # a bug of ours: its traceback
+        return _failed(_problem(exc))
     finally:
         await context.shutdown()
 
@@ -365,7 +372,11 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
     except TimeoutError:
         return 0
     except error.Error as exc:
-        return _failed(exc)
+        return _failed(_problem(exc))
+    except Exception as exc:
+        if not _raised_in_aiocoap(exc):
+            raise
+        return _failed(_problem(exc))
     finally:
         if not observation.cancelled:
             observation.cancel()
@@ -409,6 +420,33 @@ def _unreachable(exc: Exception, uri: str) -> str | None:
     if cause.errno == errno.ECONNREFUSED:
         return f"coap: nothing listens on {where} (ICMP port unreachable)"
     return f"coap: cannot reach {where}: {socket_error(cause, host, port)}"
+
+
+def _problem(exc: Exception) -> object:
+    """What to print for an exception of aiocoap's request machinery: an error made to be
+    shown (`HelpfulError`: ours for the association, aiocoap's network errors) as it is; any
+    other was raised for a response aiocoap could not handle (RFC 7959: a block out of order,
+    `UnexpectedBlock2`, `NotImplemented`; or a bug of its block-wise code on a response it
+    did not expect, an AttributeError or AssertionError), named by its type, as some have no
+    text. Its traceback is logged at debug level (`-v`)."""
+    from aiocoap import error
+
+    if isinstance(exc, error.HelpfulError):
+        return exc
+    logger.debug("aiocoap failed on the server's response", exc_info=exc)
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"the server's response could not be handled (aiocoap: {what})"
+
+
+def _raised_in_aiocoap(exc: BaseException) -> bool:
+    """True when `exc` was raised in aiocoap's code (the innermost frame of its traceback)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and module.partition(".")[0] == "aiocoap"
 
 
 def _failed(problem: object) -> int:
