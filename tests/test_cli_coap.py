@@ -38,7 +38,13 @@ from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, Retransmi
 from iotdtls.errors import AlertDescription, AlertReceived
 from tests.aio_support import signal_fallback
 from tests.coap_support import CoapSite, coaps_client, coaps_server, get
-from tests.interop_support import CREDENTIALS, WRONG_PSK_HEX, AnsweringServer, FlushedText
+from tests.interop_support import (
+    CREDENTIALS,
+    WRONG_PSK_HEX,
+    AlertingServer,
+    AnsweringServer,
+    FlushedText,
+)
 from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, TakesAnyAddress, free_udp_port
 
 #: What `/hello` answers the test identity.
@@ -381,6 +387,28 @@ def test_a_failed_handshake_exits_1_with_the_reason_and_advice(
     assert lines[0].startswith(
         f"iotdtls: coaps: DTLS handshake with {server.address[0]}:{server.address[1]} failed: ")
     assert lines[1] == "iotdtls: Check the credentials: the PSK does not match the server's."
+
+
+@pytest.mark.parametrize(
+    "alert", [AlertDescription.bad_record_mac, AlertDescription.bad_certificate,
+              AlertDescription.internal_error])
+def test_a_fatal_alert_after_the_handshake_is_not_handshake_advice(
+    capsys: pytest.CaptureFixture[str], alert: AlertDescription
+) -> None:
+    """The server answers the request with a fatal alert: the advice says so, not "Check the
+    credentials" (which had just completed a handshake), certificate advice in PSK mode, or
+    "Check the server address" (probe AS)."""
+    with AlertingServer(alert) as server:
+        status, out, err = coap(capsys, "get", f"coaps://{LOCALHOST}:{server.port}/x",
+                                *CREDENTIALS, "--timeout", "5")
+    assert (status, out) == (1, ""), err
+    assert err.splitlines() == [
+        f"iotdtls: coaps: the DTLS association with {LOCALHOST}:{server.port} ended: received "
+        f"fatal alert {alert.name}",
+        f"iotdtls: The server ended the association with fatal alert {alert.name} after the "
+        "handshake, which had succeeded (the credentials are not in question); its log may say "
+        "why.",
+    ]
 
 
 def test_no_response_in_time_exits_1(server: Served, capsys: pytest.CaptureFixture[str]) -> None:

@@ -277,6 +277,36 @@ def test_advice_follows_the_cause(cause: BaseException | None, advice: str | Non
     assert AssociationFailed("gw", cause, Mode.PSK).extra_help() == advice
 
 
+@pytest.mark.parametrize("mode", [None, Mode.PSK, Mode.X509])
+@pytest.mark.parametrize(("cause", "advice"), [
+    *[(AlertReceived(alert), f"The server ended the association with fatal alert {alert.name} "
+       "after the handshake, which had succeeded (the credentials are not in question); its "
+       "log may say why.")
+      for alert in (AlertDescription.bad_record_mac, AlertDescription.decrypt_error,
+                    AlertDescription.bad_certificate, AlertDescription.internal_error)],
+    (AlertReceived(200), "The server ended the association with fatal alert 200 after the "
+     "handshake, which had succeeded (the credentials are not in question); its log may say "
+     "why."),  # a code without a name
+    (AlertSent(AlertDescription.unexpected_message, "a ClientHello"),
+     "We ended the association with fatal alert unexpected_message after the handshake, for "
+     "what the server sent."),
+    # Ends that say all themselves: no advice.
+    (AlertReceived(AlertDescription.close_notify), None),
+    (DtlsError("anything else"), None),
+    (ConnectionRefusedError(111, "Connection refused"), None),
+    (None, None),
+])
+def test_an_established_association_that_ended_gets_no_handshake_advice(
+    cause: BaseException | None, advice: str | None, mode: Mode | None
+) -> None:
+    """The credentials completed a handshake: an alert afterwards is not theirs to check. It
+    said "Check the credentials: they do not match the server's." for bad_record_mac and
+    decrypt_error, certificate advice for bad_certificate in PSK mode, and "Check the server
+    address ..." for internal_error (probe AS)."""
+    assert AssociationClosed("gw", cause, mode).extra_help() == advice
+    assert association_error("gw", cause, True, mode).extra_help() == advice
+
+
 SERVER_SIGNATURE = (
     "Check the server's key pair: its signature did not verify with the raw public key or "
     "certificate it sent."

@@ -62,6 +62,30 @@ class AssociationClosed(AssociationFailed, error.RemoteServerShutdown):
             return f"coaps: the DTLS association with {self.peer} was closed"
         return f"coaps: the DTLS association with {self.peer} ended: {self.__cause__}"
 
+    def extra_help(self, hints: dict[str, object] | None = None) -> str | None:
+        """Who ended the association with a fatal alert, for the command line: never advice
+        about the handshake, which completed with these credentials (RFC 5246 §7.2.2: an
+        alert after it is about a record or message since). None for any other end, which
+        its message says in full."""
+        cause = self.__cause__
+        if isinstance(cause, AlertReceived) and cause.alert != AlertDescription.close_notify:
+            return (
+                f"The server ended the association with fatal alert {_name(cause.alert)} after "
+                "the handshake, which had succeeded (the credentials are not in question); its "
+                "log may say why."
+            )
+        if isinstance(cause, AlertSent):
+            return (
+                f"We ended the association with fatal alert {cause.alert.name} after the "
+                "handshake, for what the server sent."
+            )
+        return None
+
+
+def _name(alert: AlertDescription | int) -> str:
+    """An alert's name, or its number when `AlertDescription` does not name it."""
+    return alert.name if isinstance(alert, AlertDescription) else str(alert)
+
 
 class MessageTooLarge(error.NetworkError):
     """A coaps request that cannot travel in one DTLS record in one datagram of the
