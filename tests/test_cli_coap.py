@@ -538,6 +538,27 @@ def test_an_exception_raised_in_our_own_code_is_not_taken_for_aiocoaps(
         coap(capsys, "get", server.uri("hello"), *CREDENTIALS)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [lambda request: bytes([0x68, 0x45]) + request[2:4] + b"\x99" * 8 + b"\xffhi",
+     # TKL 15, reserved (RFC 7252 §3): the request's token and 7 bytes more
+     lambda request: bytes([0x6F, 0x45]) + request[2:4 + (request[0] & 0x0F)] + bytes(7)
+     + b"\xffhi"],
+    ids=["another-token", "token-length-15"],
+)
+def test_a_response_to_no_request_of_ours_is_not_counted_as_one(
+    capsys: pytest.CaptureFixture[str], answer: Callable[[bytes], bytes]
+) -> None:
+    """A server acknowledges the request with a 2.05 whose token is not the request's: no
+    response came to it (it said "response not complete ... (1 CoAP response received)", as
+    for a block-wise transfer cut short; probe AS)."""
+    with AnsweringServer(lambda request: [answer(request)]) as server:
+        status, out, err = coap(capsys, "get", f"coaps://{LOCALHOST}:{server.port}/x",
+                                *CREDENTIALS, "--timeout", "0.5")
+    assert (status, out, err) == (1, "", "iotdtls: no response within 0.5 s after the "
+                                  "handshake\n")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_ends_a_request_with_close_notify_and_128_plus_its_number(
     server: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -20,6 +20,7 @@ from iotdtls._addresses import host_from_uri
 from iotdtls.coap.addresses import (
     COAP_HEADROOM,
     RECORD_OVERHEAD_BOUND,
+    TOKENS_KEPT,
     CoapsAddress,
     CoapsInterface,
     block_size_exp,
@@ -173,6 +174,31 @@ def test_the_interface_hands_over_messages_and_logs_what_is_not_coap(
         (logging.INFO, f"{remote!r}: 3 datagrams that were not CoAP messages were ignored"),
     ]
     assert len(layer.messages) == 1 and remote.not_coap == 3
+
+
+def test_only_responses_to_requests_sent_are_counted() -> None:
+    """`responses_received` counts a response by the token of a request sent over the
+    association, among the latest `TOKENS_KEPT` (it counted any message with a response code:
+    one with another token made the command line say a response was not complete)."""
+    interface = Interface(Layer())
+    remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER)
+
+    def response(token: bytes) -> bytes:
+        return bytes([0x60 | len(token), 0x45, 0x00, 0x07]) + token  # ACK 2.05 (§3)
+
+    for n in range(TOKENS_KEPT + 1):
+        remote.request_sent(b"%d" % n)
+    remote.request_sent(b"1")  # sent again: now the latest
+    remote.request_sent(b"x")  # so "2" is forgotten, not "1"
+    counted = []
+    for token in (b"0", b"1", b"2", b"x", b"%d" % TOKENS_KEPT, b"other"):
+        before = remote.responses_received
+        interface.deliver(remote, response(token))
+        if remote.responses_received > before:
+            counted.append(token)
+    assert counted == [b"1", b"x", b"%d" % TOKENS_KEPT]
+    interface.deliver(remote, bytes([0x41, 0x01, 0x00, 0x08]) + b"x")  # a request: not counted
+    assert remote.responses_received == 3
 
 
 @pytest.mark.parametrize(

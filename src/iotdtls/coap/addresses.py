@@ -36,6 +36,7 @@ logger = logging.getLogger("iotdtls.coap")
 __all__ = [
     "COAP_HEADROOM",
     "RECORD_OVERHEAD_BOUND",
+    "TOKENS_KEPT",
     "CoapsAddress",
     "CoapsInterface",
     "block_size_exp",
@@ -49,6 +50,10 @@ RECORD_OVERHEAD_BOUND = 13 + 8 + 16
 #: Room for a CoAP header, token and options when nothing better is known: RFC 7252 §4.6
 #: bounds the message at 1152 bytes for 1024 bytes of payload.
 COAP_HEADROOM = 1152 - 1024
+#: How many tokens of the latest requests sent a remote keeps to recognise responses to them
+#: (`CoapsAddress.responses_received`): aiocoap sends the blocks of a block-wise transfer one
+#: after the other, each with a token of its own.
+TOKENS_KEPT = 16
 
 
 def block_size_exp(mtu: int) -> int:
@@ -94,9 +99,12 @@ class CoapsAddress(interfaces.EndpointAddress):
         self._block_size_exp = block_size_exp(mtu)
         #: True once the association has ended; nothing is sent over it any more.
         self.ended = False
-        #: CoAP responses received over the association (blocks of one count one each): the
-        #: command line tells a response that did not complete in time from none.
+        #: CoAP responses received over the association to requests sent over it (by token,
+        #: among the latest `TOKENS_KEPT` requests; blocks of one count one each): the command
+        #: line tells a response that did not complete in time from none.
         self.responses_received = 0
+        #: The tokens of the latest requests sent, oldest first (a dict as an ordered set).
+        self._request_tokens: dict[bytes, None] = {}
         #: Datagrams received over the association that were not CoAP messages (ignored; the
         #: first is logged as a warning, the others at debug level, so a flood of them does
         #: not flood the log).
@@ -106,6 +114,19 @@ class CoapsAddress(interfaces.EndpointAddress):
         state = " ended" if self.ended else ""
         who = f" {self.peer}" if self.peer is not None else ""
         return f"<{type(self).__name__} {self.uri_base}{who}{state}>"
+
+    def request_sent(self, token: bytes) -> None:
+        """A request with `token` was sent over the association: responses carrying it are
+        responses to it (RFC 7252 §5.3.2); the latest `TOKENS_KEPT` are kept."""
+        tokens = self._request_tokens
+        tokens.pop(token, None)
+        tokens[token] = None
+        if len(tokens) > TOKENS_KEPT:
+            del tokens[next(iter(tokens))]
+
+    def answers_a_request(self, message: Message) -> bool:
+        """True for a response whose token is one of a request sent (`request_sent`)."""
+        return message.code.is_response() and message.token in self._request_tokens
 
     @property
     def hostinfo(self) -> str:
@@ -193,7 +214,7 @@ class CoapsInterface(interfaces.MessageInterface):
                 logger.debug("%r: ignoring a datagram that is not a CoAP message (%d so far)",
                              remote, remote.not_coap)
             return
-        if message.code.is_response():
+        if remote.answers_a_request(message):
             remote.responses_received += 1
         try:
             self._mman.dispatch_message(message)
@@ -222,6 +243,8 @@ class CoapsInterface(interfaces.MessageInterface):
         gets that 5.00 again from aiocoap's duplicate cache (the same message object)."""
         remote = message.remote
         assert isinstance(remote, CoapsAddress)
+        if message.code.is_request():
+            remote.request_sent(message.token)
         try:
             remote.send(message.encode())
         except DatagramTooLarge as exc:
