@@ -45,7 +45,14 @@ from tests.interop_support import (
     AnsweringServer,
     FlushedText,
 )
-from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki, TakesAnyAddress, free_udp_port
+from tests.peers import (
+    CLIENT_IDENTITY,
+    LOCALHOST,
+    Pki,
+    TakesAnyAddress,
+    free_udp_port,
+    link_local_addresses,
+)
 
 #: What `/hello` answers the test identity.
 HELLO = f"Hello, {CLIENT_IDENTITY}!"
@@ -360,7 +367,9 @@ def test_unreachable_names_the_socket_error_under_a_bare_network_error() -> None
         ("[fe80::fc:ff:fe00:1]",
          "cannot reach [fe80::fc:ff:fe00:1]:{port}: a link-local address needs %interface, as in "
          "[fe80::fc:ff:fe00:1%eth0]:{port}"),
-        ("[fe80::1%25nosuch]", "cannot resolve fe80::1%nosuch: "),
+        # It said "cannot resolve fe80::1%nosuch: Name or service not known" (probe AS).
+        ("[fe80::1%25nosuch]", "cannot reach [fe80::1%nosuch]:{port}: the network interface "
+         "nosuch is unknown\n"),
     ],
 )
 def test_a_coaps_server_that_cannot_be_reached_is_named_as_the_client_names_it(
@@ -375,6 +384,25 @@ def test_a_coaps_server_that_cannot_be_reached_is_named_as_the_client_names_it(
     assert (status, out) == (1, ""), err
     assert err.startswith(f"iotdtls: coaps: {message.format(port=port)}"), err
     assert err.count("\n") == 1 and "Errno" not in err, err
+
+
+def test_a_handshake_with_a_link_local_address_names_it_once_and_one_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A link-local address of this machine (if it has one), nothing listening: the line
+    writes the zone after "%" in both places (it said "DTLS handshake with
+    [fe80::...%25eth0]:P failed: nothing listens on [fe80::...%eth0]:P"; probe AS)."""
+    if not (found := link_local_addresses()):
+        pytest.skip("this machine has no link-local IPv6 address")
+    address, interface = found[0]
+    port = free_udp_port()
+    status, out, err = coap(capsys, "get", f"coaps://[{address}%25{interface}]:{port}/x",
+                            *CREDENTIALS, "--timeout", "5")
+    assert (status, out) == (1, ""), err
+    where = f"[{address}%{interface}]:{port}"
+    assert err.startswith(f"iotdtls: coaps: DTLS handshake with {where} failed: nothing listens "
+                          f"on {where}"), err
+    assert "%25" not in err
 
 
 def test_a_failed_handshake_exits_1_with_the_reason_and_advice(

@@ -29,7 +29,7 @@ from typing import Any, cast
 import pytest
 
 from iotdtls import aio, loop, workers
-from iotdtls._addresses import format_address, listening_on, socket_error
+from iotdtls._addresses import format_address, listening_on, socket_error, unknown_interface
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.cli.common import UsageError
@@ -758,6 +758,34 @@ def test_a_link_local_address_without_its_interface_says_to_add_it(
         f"iotdtls: cannot {doing} [fe80::1]:{port}: a link-local address needs %interface, "
         f"as in [fe80::1%eth0]:{port}\n"
     ))
+
+
+@pytest.mark.parametrize(
+    ("command", "doing"),
+    [(["client"], "reach"), (["server", "--listen"], "listen on")],
+    ids=["client", "server"],
+)
+def test_an_unknown_interface_is_named_as_such(
+    capsys: pytest.CaptureFixture[str], command: list[str], doing: str
+) -> None:
+    """The client said "cannot resolve fe80::1%nosuch: Name or service not known" (no
+    brackets, nothing of the interface), the server "Name or service not known" (probe AS)."""
+    port = free_udp_port()
+    status = main([*command, f"[fe80::1%nosuch]:{port}", "--psk-identity", "dev1", "--psk",
+                   PSK_HEX])
+    assert (status, capsys.readouterr().err) == (
+        1, f"iotdtls: cannot {doing} [fe80::1%nosuch]:{port}: the network interface nosuch is "
+           "unknown\n")
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [("fe80::1%nosuch", "the network interface nosuch is unknown"),
+     ("fe80::1%lo", ""), ("fe80::1%1", ""),  # an interface; an index, the kernel's to judge
+     ("fe80::1", ""), ("gw.example", ""), ("gw%nosuch", "")],
+)
+def test_only_a_zone_naming_no_interface_is_unknown(host: str, said: str) -> None:
+    assert unknown_interface(host) == said
 
 
 @pytest.mark.parametrize(

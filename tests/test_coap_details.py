@@ -96,6 +96,23 @@ def test_hostinfo_writes_a_zone_as_a_uri_does() -> None:
         "fe80::1%lo", 9)
 
 
+def test_errors_write_a_zone_as_messages_do_and_uris_as_uris_do() -> None:
+    """RFC 4007 §11: an error or log line writes the zone after "%" and always the port,
+    as `format_address` does; only a URI has "%25" (RFC 6874 §2). An error line said "DTLS
+    handshake with [fe80::1%25eth0]:9 failed: nothing listens on [fe80::1%eth0]:9" (probe
+    AS)."""
+    lo = socket.if_nametoindex("lo")
+    layer = Layer()
+    for address, name in [(("fe80::1", 9, 0, lo), "[fe80::1%lo]:9"),
+                          (("fe80::1%eth0", 5684), "[fe80::1%eth0]:5684"),
+                          (("192.0.2.1", 5684), "192.0.2.1:5684")]:
+        remote = CoapsAddress(address, 1232, PEER)
+        assert remote.peer_name == name
+        Interface(layer).association_ended(remote, None)
+        assert str(layer.errors[-1][0]) == f"coaps: the DTLS association with {name} was closed"
+    assert repr(CoapsAddress(("fe80::1", 9, 0, lo), 1232)) == "<CoapsAddress coaps://[fe80::1%25lo]:9>"
+
+
 def test_claims_are_the_peer_then_the_matching_labels() -> None:
     assert CoapsAddress(("192.0.2.1", 5684), 1232, PEER, ("a", "b")).authenticated_claims == (
         PEER, "a", "b")

@@ -27,6 +27,7 @@ __all__ = [
     "reaching",
     "socket_error",
     "socket_to",
+    "unknown_interface",
     "uri_host",
     "zone_needed",
 ]
@@ -121,13 +122,18 @@ def reaching(host: str, port: int) -> Iterator[None]:
     """Around resolving `host` and connecting a client's socket to `host:port`: a socket error
     raised again naming what failed, same type and errno. The resolver's `socket.gaierror`
     names nothing ("Name or service not known"): "cannot resolve gw.example: Name or service
-    not known". The kernel refuses a link-local IPv6 address without its interface with a bare
+    not known"; an IPv6 address whose zone names no interface of this host fails there too,
+    and is named as such: "cannot reach [fe80::1%nosuch]:5684: the network interface nosuch
+    is unknown". The kernel refuses a link-local IPv6 address without its interface with a bare
     "Invalid argument": the message says to add it instead, "cannot reach [fe80::1]:5684: a
     link-local address needs %interface, as in [fe80::1%eth0]:5684"."""
     try:
         yield
     except socket.gaierror as exc:
-        text = f"cannot resolve {host}: {exc.strerror or exc}"
+        if unknown := unknown_interface(host):
+            text = f"cannot reach {format_hostport(host, port)}: {unknown}"
+        else:
+            text = f"cannot resolve {host}: {exc.strerror or exc}"
         raise socket.gaierror(exc.errno, text) from None
     except OSError as exc:
         text = f"cannot reach {format_hostport(host, port)}: {socket_error(exc, host, port)}"
@@ -179,10 +185,26 @@ def sockets_in_turn(
 
 def socket_error(exc: OSError, host: str, port: int) -> str:
     """What went wrong using `host:port`: the error's text, or for the kernel's "Invalid
-    argument" about a link-local IPv6 address without its interface, what to write instead."""
+    argument" about a link-local IPv6 address without its interface, what to write instead;
+    for an IPv6 address whose zone names no interface (`unknown_interface`), that."""
     if exc.errno == errno.EINVAL and (needed := zone_needed(host, port)):
         return needed
-    return exc.strerror or str(exc)
+    return unknown_interface(host) or exc.strerror or str(exc)
+
+
+def unknown_interface(host: str) -> str:
+    """For an IPv6 address whose zone (RFC 4007 §11) names no network interface of this host,
+    `fe80::1%nosuch` (which the resolver refuses with "Name or service not known"), "the
+    network interface nosuch is unknown"; "" for any other host, a numeric zone (an index,
+    the kernel's to judge) included."""
+    address, _, zone = host.partition("%")
+    if not zone or ":" not in address or zone.isdigit():
+        return ""
+    try:
+        socket.if_nametoindex(zone)
+    except OSError:
+        return f"the network interface {zone} is unknown"
+    return ""
 
 
 def zone_needed(host: str, port: int) -> str:

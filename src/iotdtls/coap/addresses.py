@@ -26,7 +26,7 @@ from aiocoap.numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from aiocoap.options import Options
 from aiocoap.util import hostportjoin
 
-from iotdtls._addresses import uri_host
+from iotdtls._addresses import format_address, uri_host
 from iotdtls.coap.errors import association_error
 from iotdtls.errors import DatagramTooLarge, DtlsError
 from iotdtls.identity import PeerIdentity, UnauthenticatedPeer
@@ -127,6 +127,12 @@ class CoapsAddress(interfaces.EndpointAddress):
     def answers_a_request(self, message: Message) -> bool:
         """True for a response whose token is one of a request sent (`request_sent`)."""
         return message.code.is_response() and message.token in self._request_tokens
+
+    @property
+    def peer_name(self) -> str:
+        """The peer's address as errors and log lines write it (`format_address`): its port
+        always, a zone after "%" (RFC 4007 §11), `[fe80::1%eth0]:5684`; "%25" is for URIs."""
+        return format_address(self.peer_address)
 
     @property
     def hostinfo(self) -> str:
@@ -232,7 +238,7 @@ class CoapsInterface(interfaces.MessageInterface):
             logger.info("%r: %d datagrams that were not CoAP messages were ignored",
                         remote, remote.not_coap)
         if self._mman is not None:
-            self._mman.dispatch_error(association_error(remote.hostinfo, failure, True), remote)
+            self._mman.dispatch_error(association_error(remote.peer_name, failure, True), remote)
 
     def send(self, message: Message) -> None:
         """Send a message of aiocoap's over its remote's association. One that does not fit a

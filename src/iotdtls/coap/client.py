@@ -139,7 +139,7 @@ class ClientRemote(CoapsAddress):
             }
         size = len(message.copy(mtype=CON, mid=0, token=bytes(8), **block).encode())
         if size > limit:
-            raise MessageTooLarge(self.hostinfo, size, limit, self._config.mtu)
+            raise MessageTooLarge(self.peer_name, size, limit, self._config.mtu)
 
     def sent(self, message: Message) -> None:
         """Count the transmissions of a confirmable message (RFC 7252 §4.2): the last one
@@ -173,7 +173,7 @@ class ClientRemote(CoapsAddress):
             self.ended = True
             self._interface.forget(self)
             self._established.set_exception(
-                association_error(self.hostinfo, exc, False, self._config.mode)
+                association_error(self.peer_name, exc, False, self._config.mode)
             )
             return
         self.peer = self._connection.connection.peer

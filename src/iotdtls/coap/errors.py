@@ -32,7 +32,8 @@ class AssociationFailed(error.NetworkError):
 
     def __init__(self, peer: str, cause: BaseException | None, mode: Mode | None = None) -> None:
         super().__init__(peer, cause)
-        #: `host:port` of the peer (as in a URI).
+        #: The peer's `host:port` as messages write it (`[fe80::1%eth0]:5684`, RFC 4007
+        #: §11; `CoapsAddress.peer_name`).
         self.peer = peer
         #: The client's credential kind, when known: the advice depends on it.
         self.mode = mode
@@ -95,7 +96,7 @@ class MessageTooLarge(error.NetworkError):
 
     def __init__(self, peer: str, size: int, limit: int, mtu: int) -> None:
         super().__init__(peer, size, limit, mtu)
-        #: `host:port` of the server (as in a URI).
+        #: The server's `host:port` as messages write it (`CoapsAddress.peer_name`).
         self.peer = peer
         #: The request's size as sent (a payload counted up to one block, the token at its
         #: longest, 8 bytes), the most one datagram carries, the `mtu` setting.
