@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -387,6 +388,58 @@ def test_cli_client_with_stdout_closed_says_so_in_one_line() -> None:
         )
     assert done.returncode == 1
     assert done.stderr == b"iotdtls: cannot print: stdout is closed\n"
+
+
+#: Redirections closing standard descriptors, as a shell's `<&-` and `>&-` (probe AS).
+CLOSED_FDS = pytest.mark.parametrize("closed", ["<&-", ">&-", "<&- >&-"])
+
+
+def with_closed(closed: str, *argv: str) -> list[str]:
+    """`argv` run through sh with the redirections `closed` (exec: the pid stays the same)."""
+    return ["sh", "-c", f'exec "$@" {closed}', "sh", *argv]
+
+
+@CLOSED_FDS
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_cli_server_started_with_standard_fds_closed_stops_cleanly(
+    closed: str, loop_choice: str
+) -> None:
+    """A socket given fd 0 or 1 made uvloop abort the server as it closed it at the stop
+    (libuv's assertion fd > STDERR_FILENO, status 134): main opens /dev/null onto them."""
+    port = free_udp_port()
+    argv = with_closed(closed, *CLI, "server", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS,
+                       "--loop", loop_choice)
+    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
+        server.wait_for_output(r"listening on 127\.0\.0\.1:\d+", 10.0)
+        done = run_client(port, ["served"], *CREDENTIALS)
+        assert (done.returncode, done.stdout) == (0, "served\n"), done.stderr
+        assert stop_with(server, signal.SIGINT) == 0, server.output
+    assert "stopped: handshakes 1 completed" in server.output, server.output
+    assert "Traceback" not in server.output
+
+
+def test_cli_workers_started_with_stdin_closed_stop_cleanly() -> None:
+    """The workers inherit the /dev/null on fd 0 (a socket of theirs never takes it)."""
+    port = free_udp_port()
+    argv = with_closed("<&-", *CLI, "server", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS,
+                       "--workers", "2", "--loop", "uvloop")
+    with PeerProcess(argv, name="iotdtls-server", time_limit=60.0) as server:
+        server.wait_for_output(r"listening on 127\.0\.0\.1:\d+", 10.0)
+        assert_stopped_cleanly(server, ["--workers", "2"], signal.SIGINT, handshakes=0)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_cli_perf_started_with_stdin_closed_prints_its_json(processes: str) -> None:
+    """perf on uvloop with fd 0 closed aborted as it closed a socket (no JSON at all)."""
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS):
+        done = subprocess.run(
+            with_closed("<&-", *CLI, "perf", f"{LOCALHOST}:{port}", *CREDENTIALS, "-c", "2",
+                        "-n", "4", "-p", processes, "--json", "-q", "--loop", "uvloop"),
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert json.loads(done.stdout)["handshakes"]["completed"] == 4, done.stdout
 
 
 @pytest.mark.req("CFG-1")

@@ -25,6 +25,7 @@ from iotdtls.cli.common import (
     counters_signal_ignored,
     discard_new_keylog,
     file_flags,
+    fill_closed_standard_fds,
     parse_hostport,
     prepare_keylog,
     setup_logging,
@@ -58,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serving command SIGUSR1 is ignored first of all, before the flags are parsed and the keys
     loaded, so that a SIGUSR1 sent as the server starts does not end it
     (`counters_signal_ignored`: once serving ends it stays ignored, or the handler an
-    in-process caller had set is put back)."""
+    in-process caller had set is put back). First of all, any of fds 0-2 that is closed gets
+    /dev/null (`fill_closed_standard_fds`), so that no socket takes it."""
+    fill_closed_standard_fds()
     arguments = sys.argv[1:] if argv is None else list(argv)
     serving = any(tuple(arguments[: len(words)]) == words for words in _SERVING_COMMANDS)
     if not serving:

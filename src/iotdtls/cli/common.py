@@ -36,6 +36,7 @@ __all__ = [
     "discard_new_keylog",
     "file_flags",
     "file_path",
+    "fill_closed_standard_fds",
     "format_hostport",
     "hex_bytes",
     "log_counters_on_signal",
@@ -374,6 +375,22 @@ def discard_new_keylog(path: str) -> None:
     with contextlib.suppress(OSError):
         if os.path.getsize(path) == 0:
             os.remove(path)
+
+
+def fill_closed_standard_fds() -> None:
+    """Open os.devnull onto whichever of fds 0, 1 and 2 is closed (a command started with
+    `<&-` or `>&-`): else the first sockets took those numbers, and uvloop (libuv) aborted
+    the process as it closed them at the end (its assertion `fd > STDERR_FILENO`, status
+    134). Inheritable, as standard descriptors are, so that the processes a command spawns
+    (workers, generators) start with them open too. `sys.stdin`, `sys.stdout` and
+    `sys.stderr` stay None: a command that needs one still says it is closed
+    (`stdout_buffer`)."""
+    for fd in range(3):
+        try:
+            os.fstat(fd)
+        except OSError:  # EBADF: closed
+            # open gives the lowest free number (POSIX): this one, the lower ones being open.
+            os.set_inheritable(os.open(os.devnull, os.O_RDWR), True)
 
 
 def stdout_buffer() -> BinaryIO:
