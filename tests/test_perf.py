@@ -978,7 +978,8 @@ def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One of two generator processes killed once progress shows: the run raises a
-    ChildProcessError naming it, at once, and the other process is stopped and reaped."""
+    ChildProcessError naming it, at once, and the other process is stopped and reaped; the
+    error holds that other's figures (`GeneratorProcessFailed.result`), as a stop would."""
     monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
     killed: list[int] = []
 
@@ -998,6 +999,11 @@ def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     assert str(failed.value) == "load generator process 0: ended unexpectedly: killed by SIGKILL"
     assert killed and took < 8.0
     assert multiprocessing.active_children() == []
+    assert isinstance(failed.value, perf.GeneratorProcessFailed)
+    partial = failed.value.result
+    assert (partial.processes, partial.loop) == (1, "asyncio")
+    assert partial.address == f"{LOCALHOST}:{server.address[1]}"
+    assert partial.completed >= 1 and partial.started == partial.completed + partial.unfinished
 
 
 @pytest.mark.parametrize(
@@ -1438,3 +1444,7 @@ def test_a_generator_that_does_not_report_after_the_stop_ends_the_run_with_an_er
     )
     assert missed == [] and stops and time.monotonic() - started < 10.0
     assert multiprocessing.active_children() == []
+    assert isinstance(failed.value, perf.GeneratorProcessFailed)
+    nothing = failed.value.result  # neither reported: no figures, but where and how
+    assert (nothing.processes, nothing.started, nothing.loop) == (0, 0, "asyncio")
+    assert nothing.address.startswith(f"{LOCALHOST}:")

@@ -10,9 +10,12 @@ read half-arrived and taken for the death of its process.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
+import subprocess
 
 import pytest
 
@@ -68,3 +71,49 @@ def test_a_signal_ends_a_run_over_two_processes_with_the_summed_report(
             echoed, unanswered = int(messages[1]), int(messages[2] or 0)
             assert echoed + unanswered == completed, out
             assert status == (1 if unfinished or unanswered else 0), out
+
+
+def generator_pids(parent: int) -> list[int]:
+    """The generator processes `parent` spawned (multiprocessing's spawn_main children)."""
+    pids = []
+    for task in os.listdir(f"/proc/{parent}/task"):
+        with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as listed:
+            for pid in listed.read().split():
+                with contextlib.suppress(OSError), \
+                        open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    if b"spawn_main" in cmdline.read():
+                        pids.append(int(pid))
+    return pids
+
+
+def test_a_generator_that_dies_still_gives_the_json_of_the_others() -> None:
+    """One of two generator processes killed (as by the OOM killer): --json printed nothing
+    at all (probe AS). Now it prints the figures of the process that reported (stopped at
+    once) and the reason ("error"), as a stop by a signal gives its partial figures; status
+    1, and the reason on stderr as before."""
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS):
+        argv = [*CLI, "perf", f"{LOCALHOST}:{port}", *CREDENTIALS, "-c", "4", "-p", "2",
+                "-m", "1", "-d", "30", "--json"]
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) as generator:
+            try:
+                assert generator.stderr is not None
+                for line in generator.stderr:  # ends by itself after its 30 s at most
+                    if BUSY.search(line):
+                        break
+                victim, _ = generator_pids(generator.pid)
+                os.kill(victim, signal.SIGKILL)
+                out, err = generator.communicate(timeout=20.0)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(generator.pid, signal.SIGKILL)
+    assert generator.returncode == 1, err
+    assert re.fullmatch(
+        r"iotdtls: load generator process [01]: ended unexpectedly: killed by SIGKILL\n", err
+    ), err
+    report = json.loads(out)
+    assert report["error"] == err.removeprefix("iotdtls: ").rstrip("\n"), out
+    assert report["processes"] == 1, out
+    assert report["handshakes"]["completed"] >= 500, out
+    assert report["messages"]["echoed"] >= 500, out

@@ -27,6 +27,7 @@ from iotdtls.cli.credentials import add_client_credentials, chain_cache, client_
 from iotdtls.config import ClientConfig
 from iotdtls.perf import (
     MIN_MESSAGE_SIZE,
+    GeneratorProcessFailed,
     LoadProgress,
     LoadSpec,
     lanes,
@@ -137,15 +138,25 @@ def run_perf(args: argparse.Namespace) -> int:
             file=sys.stderr, flush=True,
         )
 
-    result = run_load(
-        spec, processes=args.processes, progress=None if args.quiet else show,
-        loop_choice=args.loop,
-    )
+    error = None
+    try:
+        result = run_load(
+            spec, processes=args.processes, progress=None if args.quiet else show,
+            loop_choice=args.loop,
+        )
+    except GeneratorProcessFailed as exc:  # the others' figures, then the one line, status 1
+        result, error = exc.result, str(exc)
     if args.json:
-        print(json.dumps(result.summary(), indent=2))
+        summary = result.summary()
+        if error is not None:
+            summary["error"] = error
+        print(json.dumps(summary, indent=2), flush=True)
     else:
         # The associations actually in flight at most: fewer than -c with fewer -n.
-        print(result.report(format_hostport(host, port), in_flight))
+        print(result.report(format_hostport(host, port), in_flight), flush=True)
+    if error is not None:
+        print(f"iotdtls: {error}", file=sys.stderr)
+        return 1
     failed = (
         result.failed or result.association_failures or result.messages_lost
         or result.messages_mismatched

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from iotdtls import loop
+from iotdtls._addresses import format_address
 from iotdtls._children import Child, how_it_ended, ignore_sigint, reap, spawn
 from iotdtls.config import ClientConfig
 from iotdtls.crypto.aead import CCM8_OVERHEAD
@@ -43,7 +44,8 @@ from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.record import RECORD_HEADER_LEN
 
 __all__ = [
-    "MIN_MESSAGE_SIZE", "LoadProgress", "LoadResult", "LoadSpec", "check_spec",
+    "MIN_MESSAGE_SIZE", "GeneratorProcessFailed", "LoadProgress", "LoadResult", "LoadSpec",
+    "check_spec",
     "lanes", "largest_message", "run_load",
 ]
 
@@ -240,40 +242,71 @@ async def _run_processes(
     try:
         with _stop_on_signals(stop):
             stopper = asyncio.ensure_future(stop.wait())
-            gathered = asyncio.gather(*results)
-            waiters: set[asyncio.Future[Any]] = {gathered, stopper}
+            reported = asyncio.ensure_future(
+                asyncio.wait(results, return_when=asyncio.FIRST_EXCEPTION)
+            )
+            waiters: set[asyncio.Future[Any]] = {reported, stopper}
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
-            if stop.is_set():
+            reported.cancel()
+            if not all(future.done() and future.exception() is None for future in results):
+                # Stopped by a signal, or one generator failed: the others stop at once.
                 _tell_children(children, _STOP)
-                merged = await _stopped(gathered)
-            else:
-                merged = await gathered
+                await _stopped(results)
     finally:
         if reporter is not None:
             reporter.cancel()
-        _tell_children(children, _STOP)  # after a failure of one, the others stop too
+        _tell_children(children, _STOP)
         for process, conn in children:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(conn.fileno())
             reap(process, 5.0)
             conn.close()
-    total = merged[0]
-    for result in merged[1:]:
-        total = total + result
+    return _merged(spec, results)
+
+
+async def _stopped(results: list[asyncio.Future[LoadResult]]) -> None:
+    """Wait for the generators' figures once they are told to stop, `STOP_GRACE` seconds at
+    most: they abandon what is in flight at once, so one that has not reported by then has
+    hung (`_merged` then ends the run with an error instead of waiting for ever)."""
+    await asyncio.wait(results, timeout=STOP_GRACE)
+
+
+def _merged(spec: LoadSpec, results: list[asyncio.Future[LoadResult]]) -> LoadResult:
+    """The figures of the generator processes that reported, as one run; or, when one failed
+    or did not report, `GeneratorProcessFailed` saying so (the first failure) and holding
+    them (partial figures, as a stop by a signal gives)."""
+    assert spec.target is not None, "pick_target chose it"
+    total = LoadResult(
+        processes=0,
+        loop=loop.loop_name(asyncio.get_running_loop()),
+        address=format_address(spec.target[4]),
+    )
+    failures, hung = [], []
+    for future in results:
+        if not future.done():
+            future.cancel()
+            hung.append(
+                f"a load generator process did not report within {STOP_GRACE:g} s of the stop"
+            )
+        elif (error := future.exception()) is not None:
+            failures.append(str(error))
+        else:
+            total = total + future.result()
+    if failures or hung:
+        raise GeneratorProcessFailed([*failures, *hung][0], total)
     return total
 
 
-async def _stopped(gathered: asyncio.Future[list[LoadResult]]) -> list[LoadResult]:
-    """The generators' figures once told to stop, within `STOP_GRACE` seconds: they abandon
-    what is in flight at once, so one that has not reported by then has hung, and the run
-    ends with an error instead of waiting for ever."""
-    try:
-        return await asyncio.wait_for(gathered, STOP_GRACE)
-    except TimeoutError:
-        raise ChildProcessError(
-            f"a load generator process did not report within {STOP_GRACE:g} s of the stop"
-        ) from None
+class GeneratorProcessFailed(ChildProcessError):
+    """A generator process of `run_load(..., processes=P)` died, failed or did not report
+    once stopped: the message says which and how ("load generator process 0: ended
+    unexpectedly: killed by SIGKILL"); `result` holds the figures of those that reported,
+    stopped at once (`processes` counts them: 0 when none did)."""
+
+    def __init__(self, message: str, result: LoadResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _tell_children(children: list[Child], message: str) -> None:
