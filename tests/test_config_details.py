@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.crypto import psk_premaster_secret
+from iotdtls.crypto.suites import SUITES
 from iotdtls.crypto.x509 import MAX_CHAIN_DEPTH_LIMIT
 from iotdtls.errors import ConfigError
+from iotdtls.handshake.keyschedule import KeySchedule
 from tests.peers import PSK as KEY
 from tests.pki import chain_der, intermediate, root, server_leaf
 
@@ -190,8 +194,62 @@ def test_a_key_log_in_a_directory_that_does_not_exist_is_refused_where_it_is_con
     (tmp_path / "gone").mkdir()
     keylog = FileKeyLog(tmp_path / "gone" / "keys.log")
     (tmp_path / "gone").rmdir()
-    with pytest.raises(KeyLogFailed, match=r"^cannot write key log '.*keys\.log': No such file"):
+    gone = r"^key log '.*keys\.log' cannot be written: No such file"
+    with pytest.raises(KeyLogFailed, match=gone):
         keylog("CLIENT_RANDOM 00 11")
+
+
+def handshakes_logging(keylog: FileKeyLog, times: list[float], monkeypatch: pytest.MonkeyPatch,
+                       caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings of handshakes writing `keylog` at each of `times` (monotonic seconds)."""
+    caplog.clear()
+    for now in times:
+        monkeypatch.setattr(config_module.time, "monotonic", lambda now=now: now)
+        keys = KeySchedule(keylog)
+        keys.client_random, keys.server_random = bytes(32), bytes(range(32))
+        with caplog.at_level(logging.WARNING, logger="iotdtls"):
+            keys.derive(psk_premaster_secret(KEY), SUITES[0xC0A8], True)
+    return [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.req("SEC-1")
+def test_a_key_log_file_that_keeps_being_refused_is_logged_once_then_summed_up_a_minute_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key log replaced during a run by a file others can read, a symlink, a FIFO, or its
+    directory gone: one warning per handshake, 4,010 lines in a 3 s perf run (probe AS). Now
+    the first failure of each kind is logged at once, the later ones summed up in a line a
+    minute at most, as a failing session store's are."""
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    path = directory / "keys.log"
+    keylog = FileKeyLog(path)
+    named = f"key log {str(path)!r}"
+    path.write_text("")
+    path.chmod(0o644)
+    readable = "is open to group or others (mode 0644): chmod 600 it or name a new file"
+    assert handshakes_logging(keylog, [100.0, 101.0, 130.0, 159.9], monkeypatch, caplog) == [
+        f"{named} {readable}"]
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere.log")
+    symlink = "is a symbolic link; name the file itself"
+    assert handshakes_logging(keylog, [160.0, 161.0, 162.0], monkeypatch, caplog) == [
+        f"{named} {symlink}", f"{named}: 4 more failures (the latest: {symlink})"]
+    path.unlink()
+    os.mkfifo(path)
+    fifo = "is a FIFO, not a regular file: name a regular file"
+    assert handshakes_logging(keylog, [170.0, 171.0], monkeypatch, caplog) == [
+        f"{named} {fifo}"]
+    path.unlink()
+    directory.rmdir()
+    gone = "cannot be written: No such file or directory"
+    # The failures since the summary at 161 s: at 162, 171, 210, 220.9 and 221 s.
+    assert handshakes_logging(keylog, [200.0, 210.0, 220.9, 221.0], monkeypatch, caplog) == [
+        f"{named} {gone}", f"{named}: 5 more failures (the latest: {gone})"]
+    assert handshakes_logging(keylog, [222.0, 280.9], monkeypatch, caplog) == []
+    assert handshakes_logging(keylog, [281.0], monkeypatch, caplog) == [
+        f"{named}: 3 more failures (the latest: {gone})"]
+    assert not tmp_path.joinpath("elsewhere.log").exists()
 
 
 def test_retransmit_policy_edges() -> None:

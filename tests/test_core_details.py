@@ -180,14 +180,14 @@ def test_key_schedule_finished_labels_repr_and_keylog_failure(
     caplog.clear()
 
     def our_file(line: str) -> None:  # what FileKeyLog raises: its text is shown
-        raise KeyLogFailed("cannot write key log 'k.log': No space left on device")
+        raise KeyLogFailed("key log 'k.log' cannot be written: No space left on device")
 
     ours = KeySchedule(our_file)
     ours.client_random, ours.server_random = bytes(32), bytes(range(32))
     with caplog.at_level(logging.WARNING, logger="iotdtls"):
         ours.derive(psk_premaster_secret(KEY), SUITES[0xC0A8], True)
     assert [r.getMessage() for r in caplog.records] == [
-        "cannot write key log 'k.log': No space left on device"]
+        "key log 'k.log' cannot be written: No space left on device"]
     assert repr(keys) == "<KeySchedule ems=False master=set>"
     digest = keys.transcript.digest()
     client, server = keys.verify_data(from_client=True), keys.verify_data(from_client=False)

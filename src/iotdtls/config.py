@@ -21,6 +21,7 @@ from os import PathLike, fspath
 from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
+from iotdtls._failures import SummedFailures
 from iotdtls._files import RefusedFile, open_private_append, path_problem
 from iotdtls.credentials import (
     CertifiedKey,
@@ -262,7 +263,11 @@ class FileKeyLog:
     worker processes of `iotdtls.workers` receive their `ServerConfig` that way). What is at
     the path when it is made must be fit to hold secrets (`iotdtls._files.path_problem`: no
     symlink, FIFO or device, no file of another user's or that others can read), or
-    `ConfigError`; each line checks it again (`open_private_append`), never blocking."""
+    `ConfigError`; each line checks it again (`open_private_append`), never blocking.
+
+    A file that keeps failing (replaced by one others can read, its disk full) fails at
+    every handshake: `KeyLogFailed.shown` is the first failure of each kind, then a line a
+    minute at most summing up the others (`SummedFailures`), None in between."""
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = fspath(path)
@@ -270,6 +275,7 @@ class FileKeyLog:
         problem = path_problem(self.path)
         if problem is not None:
             raise ConfigError(f"keylog_file {self.path!r} {problem}")
+        self._failures = SummedFailures(f"key log {self.path!r}")
 
     def __repr__(self) -> str:
         return f"FileKeyLog({self.path!r})"
@@ -283,15 +289,25 @@ class FileKeyLog:
             with open(fd, "a", encoding="ascii") as fh:
                 fh.write(line + "\n")
         except RefusedFile as exc:
-            raise KeyLogFailed(f"key log {self.path!r} {exc}") from None
+            raise self._failed(str(exc)) from None
         except OSError as exc:
-            raise KeyLogFailed(f"cannot write key log {self.path!r}: {exc.strerror}") from None
+            raise self._failed(f"cannot be written: {exc.strerror or exc}") from None
+
+    def _failed(self, kind: str) -> KeyLogFailed:
+        failed = KeyLogFailed(f"key log {self.path!r} {kind}")
+        failed.shown = self._failures.failed(kind, time.monotonic())
+        return failed
 
 
 class KeyLogFailed(Exception):
     """`FileKeyLog` could not append a line: the message names the file and why (never a
     key), so the handshake's warning can show it where another callback's error shows only
-    its type."""
+    its type. The handshake logs `shown` (by default the message), when it is not None:
+    `FileKeyLog` sets it so that a file failing at every handshake does not flood the log."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.shown: str | None = message
 
 
 def file_keylog(path: str | PathLike[str]) -> KeyLogCallback:

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from iotdtls._arguments import check_bytes_like, check_session_store, check_type
 from iotdtls._enum import IdentityHashEnum
+from iotdtls._failures import SummedFailures
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
@@ -152,28 +153,20 @@ _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-#: Seconds between two lines summing up a failing session store's later failures.
-STORE_FAILURE_SUMMARY_INTERVAL = 60.0
-
-
 class _CountedStore:
     """An application's `SessionStore` (RES-1). A call that raises, or a `get` that returns
     neither a SessionState nor None (`not_a_session`), is counted (`session_store_errors`),
     logged and taken as a miss: `get` gives None (a full handshake); a session `put` is not
     kept, one `remove`d not forgotten. A store that keeps failing (a full or read-only disk)
     fails at every handshake: the first failure of each kind is logged at once, the later ones
-    summed up in one line at most every `STORE_FAILURE_SUMMARY_INTERVAL` seconds."""
+    summed up in one line a minute at most (`SummedFailures`)."""
 
-    __slots__ = ("_kinds", "_now", "_summary_due", "_unlogged", "errors", "store")
+    __slots__ = ("_failures", "_now", "errors", "store")
 
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.errors = 0
-        #: The failures logged so far ("put raised OSError ENOSPC"): type names, few.
-        self._kinds: set[str] = set()
-        #: Failures since the last line, and when a summary of them may be logged.
-        self._unlogged = 0
-        self._summary_due = 0.0
+        self._failures = SummedFailures("session store")
         #: The latest time given to `get` or `put` (`remove` is given none).
         self._now = 0.0
 
@@ -206,19 +199,9 @@ class _CountedStore:
         """Count a failure; log it if it is the first of its kind, or sum up those not logged
         once the interval since the last summary has passed."""
         self.errors += 1
-        if what not in self._kinds:
-            self._kinds.add(what)
-            if not self._unlogged:
-                self._summary_due = self._now + STORE_FAILURE_SUMMARY_INTERVAL
-            logger.warning("session store %s", what)
-            return
-        self._unlogged += 1
-        if self._now >= self._summary_due:
-            logger.warning(
-                "session store: %d more failures (the latest: %s)", self._unlogged, what
-            )
-            self._unlogged = 0
-            self._summary_due = self._now + STORE_FAILURE_SUMMARY_INTERVAL
+        line = self._failures.failed(what, self._now)
+        if line is not None:
+            logger.warning("%s", line)
 
 
 class CookieJar:

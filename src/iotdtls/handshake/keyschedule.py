@@ -115,6 +115,7 @@ class KeySchedule:
         try:
             self._keylog(keylog_line(self.client_random, self._master))
         except KeyLogFailed as exc:  # our file's: its text names the file and why, no key
-            logger.warning("%s", exc)
+            if exc.shown is not None:  # None: counted, to be summed up later (FileKeyLog)
+                logger.warning("%s", exc.shown)
         except Exception as exc:  # the key log is a debugging aid: never fatal
             logger.warning("key log callback failed: %s", type(exc).__name__)
