@@ -7,6 +7,8 @@ import dataclasses
 import functools
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +252,83 @@ def test_a_key_log_file_that_keeps_being_refused_is_logged_once_then_summed_up_a
     assert handshakes_logging(keylog, [281.0], monkeypatch, caplog) == [
         f"{named}: 3 more failures (the latest: {gone})"]
     assert not tmp_path.joinpath("elsewhere.log").exists()
+
+
+#: Key-log lines as `keylog_line` makes them: 175 characters, then the newline.
+LINES = [f"CLIENT_RANDOM {n * 64} {n * 96}" for n in "abc"]
+
+#: A process writing LINES[0] to the key log argv[1], then LINES[1] with the file size limited
+#: to argv[2] bytes (a write past it is cut short, as on a full disk; the next one fails with
+#: EFBIG), then LINES[2] with the limit lifted; it prints what the second write raised.
+CUT_SHORT = f"""
+import resource, signal, sys
+from iotdtls.config import FileKeyLog, KeyLogFailed
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+keylog = FileKeyLog(sys.argv[1])
+keylog({LINES[0]!r})
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), hard))
+try:
+    keylog({LINES[1]!r})
+except KeyLogFailed as exc:
+    print(exc)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+keylog({LINES[2]!r})
+"""
+
+
+@pytest.mark.req("SEC-1")
+def test_a_key_log_line_cut_short_by_a_full_disk_is_never_glued_to_the_next(
+    tmp_path: Path,
+) -> None:
+    """On a full disk the line being written was cut short with no newline, and the next line,
+    once there was room, was glued to it: `CLIENT_RANDOM 3397...5dCLIENT_RANDOM 624f...`, both
+    lost to Wireshark (probe AS). The line is written in one call, and the next starts on a
+    line of its own: only the line cut short is lost."""
+    path = tmp_path / "keys.log"
+    done = subprocess.run(
+        [sys.executable, "-c", CUT_SHORT, str(path), str(176 + 100)], capture_output=True,
+        text=True, timeout=30, check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout == (f"key log {str(path)!r} cannot be written whole: a line was cut "
+                           "short (a full disk?)\n")
+    assert path.read_text("ascii").split("\n") == [LINES[0], LINES[1][:100], LINES[2], ""]
+
+
+def test_a_key_log_line_starts_on_a_line_of_its_own_after_one_another_process_cut_short(
+    tmp_path: Path,
+) -> None:
+    """Workers append to one key log (O_APPEND): a line one of them had cut short (a full
+    disk) is not ended by the next line another writes, which starts on a new line."""
+    path = tmp_path / "keys.log"
+    path.write_text(f"{LINES[0]}\n{LINES[1][:100]}")
+    path.chmod(0o600)
+    FileKeyLog(path)(LINES[2])
+    assert path.read_text("ascii").split("\n") == [LINES[0], LINES[1][:100], LINES[2], ""]
+
+
+def test_a_key_log_line_is_written_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write call per line, whole or cut short, never completed by a second call (which
+    another worker's line could come before), as a full disk does with the first call."""
+    path = tmp_path / "keys.log"
+    keylog = FileKeyLog(path)
+    calls: list[bytes] = []
+    real_write = os.write
+
+    def half(fd: int, data: bytes) -> int:
+        calls.append(bytes(data))
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(config_module.os, "write", half)
+    with pytest.raises(KeyLogFailed, match=r"cannot be written whole: a line was cut short"):
+        keylog(LINES[0])
+    monkeypatch.setattr(config_module.os, "write", real_write)
+    keylog(LINES[1])
+    assert calls == [f"{LINES[0]}\n".encode()]
+    assert path.read_text("ascii").split("\n") == [LINES[0][:88], LINES[1], ""]
 
 
 def test_retransmit_policy_edges() -> None:

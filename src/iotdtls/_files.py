@@ -200,13 +200,14 @@ def _lstat_or_none(path: str) -> os.stat_result | None:
 
 def open_private_append(path: str) -> int:
     """A descriptor appending to `path` (created with mode 0600), for secrets: the key log.
+    Open for reading too, so that a writer can see whether the file ends with a whole line.
 
     What another user could have planted there is refused with `RefusedFile`: a symlink
     (not followed, O_NOFOLLOW), a file that is not regular, owned by another user or open to
     group or others (`private_file_problem`). A FIFO or a device is opened without blocking
-    (O_NONBLOCK, cleared for a regular file): one nobody reads fails to open, any other is
-    refused after, so neither ever blocks. Other failures are `OSError`."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+    (O_NONBLOCK, cleared for a regular file), then refused, so neither ever blocks (a Unix
+    socket fails to open, ENXIO, and is refused as well). Other failures are `OSError`."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:

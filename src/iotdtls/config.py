@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -265,9 +266,12 @@ class FileKeyLog:
     symlink, FIFO or device, no file of another user's or that others can read), or
     `ConfigError`; each line checks it again (`open_private_append`), never blocking.
 
-    A file that keeps failing (replaced by one others can read, its disk full) fails at
-    every handshake: `KeyLogFailed.shown` is the first failure of each kind, then a line a
-    minute at most summing up the others (`SummedFailures`), None in between."""
+    Each line is appended whole by one write call (O_APPEND), so that the lines of processes
+    appending to one file (workers) never mix; one cut short (a full disk) is not completed,
+    and the next line, whichever process writes it, starts on a line of its own. A file that
+    keeps failing (replaced by one others can read, its disk full) fails at every handshake:
+    `KeyLogFailed.shown` is the first failure of each kind, then a line a minute at most
+    summing up the others (`SummedFailures`), None in between."""
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = fspath(path)
@@ -282,16 +286,24 @@ class FileKeyLog:
 
     def __call__(self, line: str) -> None:
         """Append `line`; `KeyLogFailed` naming the file and why when it cannot."""
+        data = (line + "\n").encode("ascii")
         # Created readable by its owner only, like a private key: it holds master secrets. Not
         # through a symlink, nor into a file another user owns or can read (`RefusedFile`).
         try:
             fd = open_private_append(self.path)
-            with open(fd, "a", encoding="ascii") as fh:
-                fh.write(line + "\n")
+            try:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    data = b"\n" + data  # after a line cut short, by any process
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
         except RefusedFile as exc:
             raise self._failed(str(exc)) from None
         except OSError as exc:
             raise self._failed(f"cannot be written: {exc.strerror or exc}") from None
+        if written < len(data):
+            raise self._failed("cannot be written whole: a line was cut short (a full disk?)")
 
     def _failed(self, kind: str) -> KeyLogFailed:
         failed = KeyLogFailed(f"key log {self.path!r} {kind}")
