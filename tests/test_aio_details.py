@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from iotdtls import aio
+from iotdtls import aio, trace
 from iotdtls._addresses import format_address
 from iotdtls._arguments import attach_socket, check_port, check_type
 from iotdtls._unreachable import RefusedHandshake
@@ -868,7 +868,7 @@ def test_a_trace_that_fails_does_not_cost_the_datagram(
     def broken(data: bytes) -> str:
         raise ValueError("a describer bug")
 
-    monkeypatch.setattr(aio, "describe_datagram", broken)
+    monkeypatch.setattr(trace, "describe_datagram", broken)
 
     async def main() -> None:
         async with (

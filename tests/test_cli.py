@@ -442,6 +442,29 @@ def test_cli_perf_started_with_stdin_closed_prints_its_json(processes: str) -> N
     assert json.loads(done.stdout)["handshakes"]["completed"] == 4, done.stdout
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_cli_perf_verbose_logs_every_datagram(processes: str) -> None:
+    """`perf -v` said it logged every datagram and logged only each handshake's end (probe
+    AS): now each datagram, as `iotdtls client -v` does, in every generator process."""
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS):
+        done = subprocess.run(
+            [*CLI, "perf", f"{LOCALHOST}:{port}", *CREDENTIALS, "-c", "2", "-n", "2", "-m", "1",
+             "-p", processes, "-q", "-v"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    sent = re.findall(rf"iotdtls\.perf\.engine: -> 127\.0\.0\.1:{port} (\d+) B (.*)",
+                      done.stderr)
+    received = re.findall(rf"iotdtls\.perf\.engine: <- 127\.0\.0\.1:{port} \d+ B (.*)",
+                          done.stderr)
+    assert [text for _, text in sent].count("Handshake(e0/s0: client_hello#0)") == 2, done.stderr
+    assert received.count("Handshake(e0/s0: hello_verify_request#0)") == 2, done.stderr
+    protected = [text for _, text in sent if text.startswith("ApplicationData(e1/s1, ")]
+    assert len(protected) == 2, done.stderr  # the echoed messages, opaque
+    assert done.stderr.count("handshake complete") == 2, done.stderr
+
+
 @pytest.mark.req("CFG-1")
 def test_cli_psk_file_and_no_cookie(tmp_path: Path) -> None:
     psk_file = tmp_path / "psk.txt"

@@ -1256,6 +1256,9 @@ def test_the_perf_defaults(stub_runs: list[tuple[LoadSpec, dict[str, Any]]],
     assert (spec.duration, spec.handshakes) == (perf_cli.DEFAULT_DURATION, None) == (10.0, None)
     assert (spec.messages, spec.message_size, spec.echo_timeout, spec.resume) == (0, 64, 2.0, False)
     assert isinstance(spec.config, ClientConfig) and spec.config.handshake_timeout == 10.0
+    initializer = kwargs.pop("initializer")  # the logging of -v in every generator process
+    assert (initializer.func, initializer.args, initializer.keywords) == (
+        perf_cli.setup_logging, (False,), {"server": False})
     assert kwargs == {"processes": 1, "progress": None, "loop_choice": "auto"}
 
 
@@ -1405,7 +1408,7 @@ def test_the_perf_exit_status(
     assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q"]) == status
 
 
-def _silent_generator(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
+def _silent_generator(spec: LoadSpec, loop_choice: str, initializer: Any, conn: Any) -> None:
     """A generator process that has hung: it never reports, and ends by itself after 3 s."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     time.sleep(3.0)

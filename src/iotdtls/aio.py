@@ -79,7 +79,7 @@ from iotdtls.identity import (
 )
 from iotdtls.sessions import SessionState, SessionStore
 from iotdtls.stats import ServerStats
-from iotdtls.trace import describe_datagram
+from iotdtls.trace import log_datagram
 
 __all__ = ["ClientConnection", "DatagramHandler", "DtlsServer", "ServerSession", "connect", "serve"]
 
@@ -1222,12 +1222,7 @@ def enlarge_receive_buffer(sock: Any) -> None:
 
 def _trace(direction: str, address: Any, data: bytes) -> None:
     """Log one datagram at DEBUG: record types and lengths, protected payloads opaque."""
-    if logger.isEnabledFor(logging.DEBUG):
-        try:
-            text = describe_datagram(data)
-        except Exception as exc:  # a malformed datagram from the network
-            text = f"undecodable ({type(exc).__name__})"
-        logger.debug("%s %s %d B %s", direction, format_address(address), len(data), text)
+    log_datagram(logger, direction, address, data)
 
 
 def _notes(done: HandshakeComplete) -> str:

@@ -3,12 +3,16 @@ records are shown by type, epoch, sequence number and length only)."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from iotdtls._addresses import format_address
 from iotdtls._buffer import Reader
 from iotdtls.errors import DecodeError
 from iotdtls.messages import Alert, HandshakeHeader, HandshakeType
 from iotdtls.record import RECORD_HEADER_LEN, ContentType, RecordHeader
 
-__all__ = ["describe_datagram"]
+__all__ = ["describe_datagram", "log_datagram"]
 
 _NAMES = {
     ContentType.change_cipher_spec: "ChangeCipherSpec",
@@ -74,3 +78,14 @@ def describe_datagram(data: bytes) -> str:
     if offset != len(data):
         parts.append(f"<{len(data) - offset} stray bytes>")
     return " + ".join(parts)
+
+
+def log_datagram(log: logging.Logger, direction: str, address: Any, data: bytes) -> None:
+    """Log one datagram at DEBUG on `log` (`-v`): "-> 127.0.0.1:5684 78 B Handshake(e0/s0:
+    client_hello#0)", `direction` "->" sent or "<-" received."""
+    if log.isEnabledFor(logging.DEBUG):
+        try:
+            text = describe_datagram(data)
+        except Exception as exc:  # a malformed datagram from the network
+            text = f"undecodable ({type(exc).__name__})"
+        log.debug("%s %s %d B %s", direction, format_address(address), len(data), text)

@@ -21,6 +21,7 @@ from iotdtls.cli.common import (
     format_hostport,
     parse_hostport,
     seconds,
+    setup_logging,
     whole_number,
 )
 from iotdtls.cli.credentials import add_client_credentials, chain_cache, client_config
@@ -143,6 +144,7 @@ def run_perf(args: argparse.Namespace) -> int:
         result = run_load(
             spec, processes=args.processes, progress=None if args.quiet else show,
             loop_choice=args.loop,
+            initializer=functools.partial(setup_logging, args.verbose, server=False),
         )
     except GeneratorProcessFailed as exc:  # the others' figures, then the one line, status 1
         result, error = exc.result, str(exc)

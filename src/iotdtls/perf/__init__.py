@@ -105,15 +105,20 @@ def run_load(
     processes: int = 1,
     progress: ProgressCallback | None = None,
     loop_choice: str = "auto",
+    initializer: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Run `spec` (blocking) and return what was measured; `progress` is called about once a
-    second with the running totals. Raises `ConfigError` for an impossible run."""
+    second with the running totals. `initializer` runs first in every generator process of a
+    run over several (e.g. to set up logging, which a fresh interpreter does not inherit; it
+    must pickle). Raises `ConfigError` for an impossible run."""
     check_spec(spec, processes)
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError before anything starts
     if processes == 1:
         _raise_open_files_limit(lanes(spec))
         return loop.run(_run_here(spec, progress), loop_choice)
-    return loop.run(_run_processes(spec, processes, progress, loop_choice), loop_choice)
+    return loop.run(
+        _run_processes(spec, processes, progress, loop_choice, initializer), loop_choice
+    )
 
 
 def _raise_open_files_limit(concurrency: int) -> None:
@@ -183,10 +188,14 @@ def _watch(conn: Any, callback: Callable[..., None], *args: Any) -> None:
     os.set_blocking(conn.fileno(), True)
 
 
-def _child_main(spec: LoadSpec, loop_choice: str, conn: Any) -> None:
+def _child_main(
+    spec: LoadSpec, loop_choice: str, initializer: Callable[[], None] | None, conn: Any
+) -> None:
     """A generator process: run its share, report progress and the result on `conn`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     try:
+        if initializer is not None:
+            initializer()
         _raise_open_files_limit(lanes(spec))
         result = loop.run(_child_run(spec, conn), loop_choice)
     except Exception as exc:
@@ -216,6 +225,7 @@ def _start_children(
     spec: LoadSpec,
     processes: int,
     loop_choice: str,
+    initializer: Callable[[], None] | None,
     latest: dict[int, LoadProgress],
 ) -> tuple[list[Child], list[asyncio.Future[LoadResult]]]:
     running = asyncio.get_running_loop()
@@ -223,7 +233,9 @@ def _start_children(
     results: list[asyncio.Future[LoadResult]] = []
     with ignore_sigint():
         for index, share in enumerate(_split(spec, processes)):
-            child = spawn(_child_main, (share, loop_choice), f"iotdtls-perf-{index}")
+            child = spawn(
+                _child_main, (share, loop_choice, initializer), f"iotdtls-perf-{index}"
+            )
             future: asyncio.Future[LoadResult] = running.create_future()
             _watch(child[1], _on_child, child, index, latest, future)
             children.append(child)
@@ -232,11 +244,15 @@ def _start_children(
 
 
 async def _run_processes(
-    spec: LoadSpec, processes: int, progress: ProgressCallback | None, loop_choice: str
+    spec: LoadSpec,
+    processes: int,
+    progress: ProgressCallback | None,
+    loop_choice: str,
+    initializer: Callable[[], None] | None,
 ) -> LoadResult:
     latest: dict[int, LoadProgress] = {}
     spec = await pick_target(spec)  # once, here: every generator process uses that address
-    children, results = _start_children(spec, processes, loop_choice, latest)
+    children, results = _start_children(spec, processes, loop_choice, initializer, latest)
     stop = asyncio.Event()
     reporter = asyncio.ensure_future(_report_children(latest, progress)) if progress else None
     try:

@@ -44,6 +44,7 @@ from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.loop import loop_name
 from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.sessions import SessionState
+from iotdtls.trace import log_datagram
 
 __all__ = ["LoadSpec", "lanes", "pick_target", "run_engine"]
 
@@ -123,6 +124,8 @@ class _Association(asyncio.DatagramProtocol):
         result = self.engine.result
         result.datagrams_received += 1
         result.bytes_received += len(data)
+        if self.engine.tracing:
+            log_datagram(logger, "<-", addr, data)
         self._refused.heard = True
         self.conn.receive_datagram(data, self.loop.time())
         self.flush()
@@ -141,6 +144,8 @@ class _Association(asyncio.DatagramProtocol):
                 self.transport.sendto(datagram)
                 result.datagrams_sent += 1
                 result.bytes_sent += len(datagram)
+                if self.engine.tracing:
+                    log_datagram(logger, "->", self.engine.address, datagram)
         while (event := self.conn.next_event()) is not None:
             if isinstance(event, HandshakeComplete):
                 self.extended_master_secret = event.extended_master_secret
@@ -228,6 +233,8 @@ class _Engine:
         self._family, self.address = family, address
         self.result.address = format_address(address)
         self._payload = bytes(spec.message_size)
+        #: `-v`: every datagram logged, as `iotdtls client -v` does (asked once, not per one).
+        self.tracing = logger.isEnabledFor(logging.DEBUG)
 
     def stop(self) -> None:
         """Start no new association (those in progress are cancelled by `run`'s caller)."""
