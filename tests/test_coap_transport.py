@@ -603,8 +603,8 @@ def test_a_response_with_a_text_option_not_utf8_is_ignored_and_the_association_s
     def answer(data: bytes) -> list[bytes]:
         request = aiocoap.Message.decode(data)
         stray = bytes([0x54, 0x45, 0x12, 0x34]) + b"zzzz" + LOCATION_PATH_NOT_UTF8 + b"\xffzz"
-        response = aiocoap.Message(mtype=aiocoap.ACK, code=aiocoap.CONTENT, mid=request.mid,
-                                   token=request.token, payload=b"ok")
+        response = aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok")
+        response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
         return [stray, response.encode()]
 
     async def main() -> None:
