@@ -390,15 +390,15 @@ def test_a_forked_child_is_told_whose_the_association_is_even_where_its_loop_cop
     asyncio.run(asyncio.wait_for(main(), LIMIT))
 
 
-@pytest.mark.parametrize("how", ["dropped", "closed", "sent"])
+@pytest.mark.parametrize("how", ["dropped", "closed", "sent", "heartbeat"])
 def test_a_forked_child_never_sends_under_the_parent_s_keys(how: str) -> None:
     """A child forked while the parent's loop runs nowhere (between two
     `run_until_complete`) sent from outside any loop under the parent's keys, with the record
     sequence number the parent used next (one nonce twice under one AES-CCM key, RFC 5116
-    §3: the server then dropped the parent's next record as a replay). Now `send` raises
-    saying whose the connection is; `close()` in the child's own `asyncio.run` does nothing
-    (it raised `ForeignEventLoop`), and one dropped there is released without a warning and
-    without scheduling close_notify on the parent's loop."""
+    §3: the server then dropped the parent's next record as a replay). Now `send` (and
+    `heartbeat`) raises saying whose the connection is; `close()` in the child's own
+    `asyncio.run` does nothing (it raised `ForeignEventLoop`), and one dropped there is
+    released without a warning and without scheduling close_notify on the parent's loop."""
     parent = os.getpid()
 
     def in_child(conn: aio.ClientConnection) -> str:
@@ -410,6 +410,8 @@ def test_a_forked_child_never_sends_under_the_parent_s_keys(how: str) -> None:
                     gc.collect()
                 elif how == "closed":
                     asyncio.run(conn.close())
+                elif how == "heartbeat":
+                    asyncio.run(conn.heartbeat(0.1))
                 else:
                     conn.send(b"from the child")
             except LocalProtocolError as exc:
@@ -441,7 +443,7 @@ def test_a_forked_child_never_sends_under_the_parent_s_keys(how: str) -> None:
         finally:
             loop.close()
         assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
-    if how == "sent":
+    if how in ("sent", "heartbeat"):
         assert answer == (
             "this connection belongs to the process that made it (pid"
             f" {parent}): sending from a forked process would reuse that process's record"
@@ -540,6 +542,10 @@ def test_a_forked_child_never_sends_under_a_server_session_s_keys(how: str) -> N
                 session.close()
             else:
                 loop.run_until_complete(server.close())
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")  # closed: its copy's loop end is quiet
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                return f"nothing raised {iotdtls_warnings(caught)}"
         except LocalProtocolError as exc:
             return str(exc)
         return "nothing raised"
@@ -575,5 +581,30 @@ def test_a_forked_child_never_sends_under_a_server_session_s_keys(how: str) -> N
             "this session belongs to the process that made it (pid"
             f" {parent}): sending from a forked process would reuse that process's record"
             " sequence numbers under its keys (one nonce twice, RFC 5116 §3)")
+    elif how == "server-closed":
+        assert answer == "nothing raised []"
     else:
         assert answer == "nothing raised"
+
+
+def test_a_connection_dropped_once_its_loop_is_closed_only_warns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop closed without being ended (no `shutdown_asyncgens`, which `asyncio.run` does)
+    cannot take a dropped connection's release: the finalizer gives its ResourceWarning all
+    the same and raises nothing; the transport's own finalizer closes the socket."""
+    raised: list[BaseException | None] = []
+    with ServerThread(server_config()) as server:
+        loop = asyncio.new_event_loop()
+        conn = loop.run_until_complete(aio.connect("127.0.0.1", server.port, client_config()))
+        loop.close()
+        monkeypatch.setattr(sys, "unraisablehook", lambda what: raised.append(what.exc_value))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del conn
+            gc.collect()
+    assert raised == []
+    assert iotdtls_warnings(caught) == [
+        (ResourceWarning, f"iotdtls: unclosed connection to 127.0.0.1:{server.port}")]
+    assert [type(w.source) for w in caught if "iotdtls" in str(w.message)] == [
+        aio.ClientConnection]  # tracemalloc shows where it was made

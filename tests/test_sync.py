@@ -1160,3 +1160,115 @@ def test_a_forked_child_never_sends_under_the_parent_s_keys(
     assert client.recv(timeout=5.0) == b"after"
     client.close()
     assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+
+
+def test_a_dropped_client_closes_the_socket_it_made_and_warns_from_iotdtls(
+    server: ServerThread,
+) -> None:
+    """A `DtlsClient` made with a host and port owns its UDP socket: dropped without
+    `close()`, all three of its sockets are closed (only a socket given with `sock=` is left
+    open), and the one ResourceWarning comes from `iotdtls.sync` (a `-W` filter naming the
+    module finds it) with the client as its source (tracemalloc shows where it was made)."""
+    client = sync.DtlsClient(*server.address, client_config(retransmit=FAST))
+    client.handshake()
+    sockets = [client._sock, client._wake_reader, client._wake_writer]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert [str(w.message) for w in caught] == [
+        f"iotdtls: unclosed client to {LOCALHOST}:{server.port}"]
+    assert caught[0].filename == sync.__file__
+    assert type(caught[0].source) is sync.DtlsClient
+    assert [sock.fileno() for sock in sockets] == [-1, -1, -1]
+    assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+
+
+def test_a_client_whose_construction_failed_is_collected_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `DtlsClient` whose `__init__` raised before it was whole has nothing to close: its
+    finalizer returns rather than raising AttributeError ("Exception ignored in ...")."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda what: raised.append(what.exc_value))
+    not_a_config: Any = "not a config"
+    with pytest.raises(TypeError):
+        sync.DtlsClient(LOCALHOST, 5684, not_a_config)
+    gc.collect()
+    assert raised == []
+
+
+def test_a_dropped_client_whose_socket_the_caller_closed_still_releases_and_warns(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller closed the socket it gave (`sock=`), then dropped the client: close_notify
+    cannot go out (EBADF), but the wake-up pair is still closed and the warning given,
+    nothing raised from the finalizer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    wake_pair = [client._wake_reader, client._wake_writer]
+    sock.close()
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda what: raised.append(what.exc_value))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert raised == []
+    assert [str(w.message) for w in caught] == ["iotdtls: unclosed client to an unknown address"]
+    assert [s.fileno() for s in wake_pair] == [-1, -1]
+
+
+@pytest.mark.parametrize("how", ["dropped", "closed"])
+def test_a_forked_child_releases_its_copies_as_the_parent_would(
+    server: ServerThread, how: str
+) -> None:
+    """In a forked child, a client dropped leaves the caller's socket (`sock=`) open there
+    too, as the collector always does, and lets its wake-up pair go (nothing keeps them for
+    a finalizer that has run); one closed there closes the child's copy of the caller's
+    socket, as `close()` does, and is closed for good: `handshake()` says so."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    key = id(client)
+
+    def in_child() -> str:
+        nonlocal client
+        wake_pair = [weakref.ref(s) for s in (client._wake_reader, client._wake_writer)]
+        if how == "dropped":
+            del client
+            gc.collect()
+            kept = key in sync._UNCLOSED_SOCKETS
+            return f"{sock.fileno() != -1} {[ref() for ref in wake_pair]} {kept}"
+        client.close()
+        try:
+            client.handshake()
+        except LocalProtocolError as exc:
+            return f"{sock.fileno()} {exc}"
+        return "handshake() returned"
+
+    answer = _in_a_forked_child(in_child)
+    if how == "dropped":
+        assert answer == "True [None, None] False"
+    else:
+        assert answer == "-1 the client is closed: a new handshake needs a new DtlsClient"
+    client.send(b"after")
+    assert client.recv(timeout=5.0) == b"after"
+    client.close()
+
+
+def test_a_client_made_in_a_forked_child_is_that_child_s(server: ServerThread) -> None:
+    """Each fork notes its own process id: a client a forked child makes is the child's to
+    send under, and a process forked from that child is refused it."""
+
+    def in_child() -> str:
+        with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+            client.send(b"from the child")
+            echoed = client.recv(timeout=5.0)
+            refused = _in_a_forked_child(lambda: client.send(b"from the grandchild"))
+        return f"{echoed!r} {refused}"
+
+    answer = _in_a_forked_child(in_child)
+    assert answer.startswith(
+        "b'from the child' LocalProtocolError: this client belongs to the process that made"
+        " it (pid ")
+    assert f"(pid {os.getpid()})" not in answer
