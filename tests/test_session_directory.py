@@ -284,13 +284,18 @@ def test_a_scan_removes_a_file_exactly_the_lifetime_old_as_get_would(tmp_path: P
     assert {int(name, 16) for name in session_files(directory)} == {2}
 
 
-def test_a_dangling_symlink_in_place_of_a_session_file_is_left_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["nothing", "a file"])
+def test_a_dangling_symlink_in_place_of_a_session_file_is_left_alone(
+    tmp_path: Path, target: str
+) -> None:
     """A scan takes no link for a session file, even one named as one and older than the
-    lifetime, nor follows it: a link to nothing is left where it is (not ours to remove), and
-    the scan does not fail on it."""
+    lifetime, nor follows it: a link to nothing, or to a regular file, is left where it is
+    (not ours to remove), and the scan does not fail on it."""
     directory = tmp_path / "sessions"
     store_in(tmp_path)
-    (directory / "ab").symlink_to(tmp_path / "nothing")
+    if target == "a file":
+        (tmp_path / target).write_bytes(b"")
+    (directory / "ab").symlink_to(tmp_path / target)
     old = time.time() - 10_000
     os.utime(directory / "ab", (old, old), follow_symlinks=False)
     store = store_in(tmp_path, lifetime=100.0)
@@ -329,6 +334,53 @@ def test_the_next_scan_comes_after_half_the_room_left_or_a_tenth_of_the_bound(
     assert scans == [False]
 
 
+@pytest.mark.parametrize(("max_entries", "puts"), [(10, 1), (100, 10)])
+def test_after_a_scan_that_failed_the_next_comes_after_a_tenth_of_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_entries: int, puts: int
+) -> None:
+    """A scan a put starts may fail (its listing: EMFILE, EIO): that put raises (the server
+    counts a store failure) and the next scan comes with the put that makes a tenth of
+    `max_entries` (at least one) since, not at every put nor never."""
+    store = store_in(tmp_path, max_entries=max_entries, clock=Clock(START + 100))
+    real_scandir = os.scandir
+    listings: list[str] = []
+    failing = [True]
+
+    def listing(fd: int) -> Any:
+        listings.append("failed" if failing[0] else "listed")
+        if failing[0]:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_scandir(fd)
+
+    monkeypatch.setattr(os, "scandir", listing)
+    numbers = itertools.count(1)
+    with pytest.raises(OSError) as failed:  # the put that fills half the room scans
+        for _ in range(max_entries):
+            store.put(session(next(numbers)), now=0.0)
+    assert failed.value.errno == errno.EMFILE
+    assert listings == ["failed"]
+    failing[0] = False
+    for _ in range(puts - 1):
+        store.put(session(next(numbers)), now=0.0)
+    assert listings == ["failed"]
+    store.put(session(next(numbers)), now=0.0)
+    assert listings == ["failed", "listed"]
+
+
+def test_an_entry_whose_type_the_listing_cannot_tell_is_left_alone() -> None:
+    """On a file system whose listing gives no types, `is_file` asks lstat, which may fail
+    (EACCES, EIO): a scan leaves such an entry alone rather than taking it for ours."""
+
+    class Untold:
+        name = "ab"
+
+        def is_file(self, *, follow_symlinks: bool = True) -> bool:
+            raise OSError(errno.EIO, "Input/output error")
+
+    untold: Any = Untold()
+    assert iotdtls.sessions._is_our_regular_file(untold) is False
+
+
 def test_files_another_store_removes_during_a_scan_are_no_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -341,10 +393,13 @@ def test_files_another_store_removes_during_a_scan_are_no_error(
     gone = [directory / ".tmp-racing", directory / session(1).session_id.hex(),
             directory / session(6).session_id.hex()]  # a temporary, expired, the oldest live
 
+    listed = False  # the clock is read as the store is made too, before the listing
+
     class RacingClock(Clock):
         def __call__(self) -> float:  # called by the scan once the directory is listed
-            for path in gone:
-                path.unlink(missing_ok=True)
+            if listed:
+                for path in gone:
+                    path.unlink(missing_ok=True)
             return self.now
 
     class Vanished:
@@ -363,6 +418,8 @@ def test_files_another_store_removes_during_a_scan_are_no_error(
             self._entries = real_scandir(path)
 
         def __enter__(self) -> Any:
+            nonlocal listed
+            listed = True
             return itertools.chain([Vanished()], self._entries.__enter__())
 
         def __exit__(self, *exc: object) -> None:
@@ -370,6 +427,7 @@ def test_files_another_store_removes_during_a_scan_are_no_error(
 
     monkeypatch.setattr(os, "scandir", ListedThenGone)
     store_in(tmp_path, max_entries=5, lifetime=100.0, clock=RacingClock(START + 105))
+    assert listed
     assert {int(name, 16) for name in session_files(directory)} == {9, 10, 11, 12}
 
 
@@ -959,26 +1017,55 @@ def test_a_forked_process_scanning_meanwhile_moves_no_scan_of_ours(
     assert len(session_files(directory)) == 1500
 
 
+@pytest.mark.parametrize(("swapped_for", "problem"), [
+    ("a symlink", "was replaced as it was checked: name it again"),
+    ("a file", "was replaced as it was checked: name it again"),
+    ("a private directory once opened", "was replaced as it was checked: name it again"),
+    ("a directory open to all", "is open to group or others (mode 0777): chmod 700 it or name a"
+     " new directory"),
+])
 def test_the_directory_replaced_as_it_is_opened_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped_for: str, problem: str
 ) -> None:
-    """Between its check and its opening, a symlink put in its place is not followed."""
+    """Between its check and its opening, a symlink put in its place is not followed, and a
+    file of ours put there is not opened (O_DIRECTORY): either is named as replaced. A
+    directory put there is checked again by the descriptor held: one open to others is
+    refused as such; one put there once the checked one is open is not the directory held."""
     directory = tmp_path / "sessions"
     directory.mkdir(mode=0o700)
     (tmp_path / "elsewhere").mkdir(mode=0o700)
     real_private_directory = iotdtls._files.private_directory
 
+    def put_in_its_place() -> None:
+        directory.rename(tmp_path / "moved")
+        if swapped_for == "a symlink":
+            directory.symlink_to(tmp_path / "elsewhere")
+        elif swapped_for == "a file":
+            directory.touch(mode=0o600)
+        else:
+            directory.mkdir()
+            directory.chmod(0o777 if swapped_for == "a directory open to all" else 0o700)
+
     def checked_then_swapped(path: Any) -> Path:
         checked = real_private_directory(path)
-        directory.rename(tmp_path / "moved")
-        directory.symlink_to(tmp_path / "elsewhere")
+        if swapped_for != "a private directory once opened":
+            put_in_its_place()
+            return checked
+        real_fstat = os.fstat
+
+        def opened_then_swapped(fd: int) -> os.stat_result:  # the held one's fstat, first
+            monkeypatch.setattr(os, "fstat", real_fstat)
+            held = real_fstat(fd)
+            put_in_its_place()
+            return held
+
+        monkeypatch.setattr(os, "fstat", opened_then_swapped)
         return checked
 
     monkeypatch.setattr(iotdtls._files, "private_directory", checked_then_swapped)
     with pytest.raises(ConfigError) as refused:
         DirectorySessionStore(directory)
-    assert str(refused.value) == (
-        f"session directory {directory} was replaced as it was checked: name it again")
+    assert str(refused.value) == f"session directory {directory} {problem}"
 
 
 class _BytesPath:
@@ -1066,3 +1153,83 @@ def test_a_directory_removed_is_made_again_at_the_next_put(tmp_path: Path) -> No
             store.put(session(number), now=0.0)
     assert os.listdir(elsewhere) == []
     store.close()
+
+
+def test_a_put_that_fails_after_writing_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A put whose rename fails (a subdirectory in place of the session's file: EISDIR)
+    raises, and removes its temporary file, which holds the session's master secret, rather
+    than leave it to a scan a minute later."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    (directory / session().session_id.hex()).mkdir()
+    with pytest.raises(IsADirectoryError):
+        store.put(session(), now=0.0)
+    assert os.listdir(directory) == [session().session_id.hex()]
+
+
+def test_a_directory_removed_during_a_put_is_made_again_at_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removed (`rm -rf`) between a put's temporary file and its rename: the put fails with
+    the rename's ENOENT (its temporary file went with the directory), and the store opens
+    the path again as when the directory was gone before the put."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    real_fill = iotdtls._files._fill
+
+    def fill_then_remove(*args: Any, **kwargs: Any) -> None:
+        real_fill(*args, **kwargs)
+        shutil.rmtree(directory)
+
+    monkeypatch.setattr(iotdtls._files, "_fill", fill_then_remove)
+    with pytest.raises(FileNotFoundError):
+        store.put(session(1), now=0.0)
+    monkeypatch.undo()
+    store.put(session(2), now=0.0)
+    assert session_files(directory) == [session(2).session_id.hex()]
+
+
+def test_a_temporary_file_is_private_from_its_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put's temporary file is made with mode 0600 (not the umask's 0644 until its chmod)."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    real_fill = iotdtls._files._fill
+    modes: list[int] = []
+
+    def fill(file: Any, *args: Any, **kwargs: Any) -> None:
+        modes.append(stat.S_IMODE(os.fstat(file.fileno()).st_mode))
+        real_fill(file, *args, **kwargs)
+
+    monkeypatch.setattr(iotdtls._files, "_fill", fill)
+    umask = os.umask(0o022)
+    try:
+        store.put(session(), now=0.0)
+    finally:
+        os.umask(umask)
+    assert modes == [0o600]
+    assert session_files(directory) == [session().session_id.hex()]
+
+
+def test_a_temporary_name_already_taken_is_never_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put's temporary file is a new file (O_EXCL): a random name already there (a
+    collision, or a link planted under it) is passed over for the next one, and when all
+    `_TEMPORARY_TRIES` names are taken the put fails with EEXIST, writing through none."""
+    directory = tmp_path / "sessions"
+    store = store_in(tmp_path)
+    taken = directory / (iotdtls._files.TEMPORARY_PREFIX + "00" * 6)
+    taken.write_bytes(b"someone else's")
+    draws = iter([bytes(6), bytes([1] * 6)])
+    monkeypatch.setattr(iotdtls._files.os, "urandom", lambda n: next(draws))
+    store.put(session(), now=0.0)
+    assert taken.read_bytes() == b"someone else's"
+    assert session_files(directory) == [session().session_id.hex()]
+    monkeypatch.setattr(iotdtls._files.os, "urandom", lambda n: bytes(n))
+    with pytest.raises(FileExistsError) as failed:
+        store.put(session(2), now=0.0)
+    assert (failed.value.errno, failed.value.strerror) == (
+        errno.EEXIST, "no free name for a temporary file")
+    assert taken.read_bytes() == b"someone else's"
