@@ -12,6 +12,8 @@ import fractions
 import logging
 import numbers
 import os
+import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
+    WallClockFailed,
     as_der_sequence,
     load_certificate_file,
     pem_blocks,
@@ -569,6 +572,51 @@ def test_api_file_loaders_read_only_a_regular_file_of_at_most_1_mib(
             load(big)
         assert str(large.value) == f"{what} {big} is larger than 1 MiB: is it the right file?"
     assert PrivateKey.load(key).spki == CertifiedKey.load(chain, key).private_key.spki
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Pacific/Kiritimati"])  # -5, +14
+def test_a_wall_clock_is_dated_in_utc_whatever_the_local_time_zone(
+    monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """Its answer is a date as `validity_problem` dates it, in UTC: the first second of the
+    year 10000 UTC (still 9999 in New York) is none, or a handshake's check of our
+    certificate raises ValueError past the clock's; the last of 9999 UTC (already 10000 at
+    UTC+14) is one."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        with pytest.raises(WallClockFailed):
+            read_wall_clock(lambda: 253_402_300_800.0)
+        assert read_wall_clock(lambda: 253_402_300_799.0) == 253_402_300_799.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_api_file_loaders_follow_symlinks_and_read_no_more_than_the_bound(
+    files: Path, tmp_path: Path,
+) -> None:
+    """Keys and certificates are often symlinks (certbot's live/ directory): followed. A file
+    far over 1 MiB (a sparse 64 MiB one) is refused having read the bound and one byte at
+    most, not the whole file into memory."""
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "privkey.pem").symlink_to(files / "clear-key.pem")
+    (live / "fullchain.pem").symlink_to(files / "chain.pem")
+    linked = CertifiedKey.load(live / "fullchain.pem", live / "privkey.pem")
+    assert linked.private_key.spki == PrivateKey.load(files / "clear-key.pem").spki
+    huge = tmp_path / "huge.pem"
+    with huge.open("wb") as sparse:
+        sparse.truncate(64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as large:
+            PrivateKey.load(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(large.value) == f"key file {huge} is larger than 1 MiB: is it the right file?"
+    assert peak < 8 << 20, peak
 
 
 def test_certified_key_from_pem_refuses_text_as_private_key_from_pem_does(files: Path) -> None:
