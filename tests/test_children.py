@@ -10,7 +10,10 @@ import threading
 import time
 from typing import Any
 
-from iotdtls._children import hold_signals, ignore_sigint, reap, spawn
+import pytest
+
+import iotdtls._children
+from iotdtls._children import hold_signals, how_it_ended, ignore_sigint, reap, spawn
 
 
 def answer(question: str, conn: Any) -> None:
@@ -30,6 +33,11 @@ def blocked(conn: Any) -> None:
 def linger(conn: Any) -> None:
     """A child that outlives any reasonable wait."""
     time.sleep(60)
+
+
+def leave(status: int, conn: Any) -> None:
+    """A child that exits with `status` at once."""
+    raise SystemExit(status)
 
 
 def test_a_child_is_a_named_spawned_daemon_with_a_pipe() -> None:
@@ -98,3 +106,37 @@ def test_a_child_started_holding_signals_starts_with_them_blocked() -> None:
     finally:
         conn.close()
         assert reap(process, 10.0) is True
+
+
+@pytest.mark.parametrize(("status", "said"), [
+    (0, "exited with status 0"), (3, "exited with status 3"), (None, "killed by SIGKILL"),
+])
+def test_how_a_child_ended_is_its_exit_status_or_its_signal(
+    status: int | None, said: str
+) -> None:
+    """A status of 0 is an exit too (an unexpected one for a worker), not "signal 0"."""
+    if status is None:
+        process, conn = spawn(linger, (), "iotdtls-test-killed")
+        process.kill()
+    else:
+        process, conn = spawn(leave, (status,), "iotdtls-test-leaving")
+    conn.close()
+    process.join(30.0)
+    assert how_it_ended(process) == said
+
+
+def test_how_a_child_ended_waits_a_bounded_time_for_its_status() -> None:
+    """A child not reapable yet is waited for `_REAP_WAIT` seconds at most, then untold."""
+
+    class NotReapable:
+        exitcode = None
+
+        def __init__(self) -> None:
+            self.waited: list[float | None] = []
+
+        def join(self, timeout: float | None = None) -> None:
+            self.waited.append(timeout)
+
+    process: Any = NotReapable()
+    assert how_it_ended(process) is None
+    assert process.waited == [iotdtls._children._REAP_WAIT]
