@@ -834,6 +834,8 @@ def test_addresses_in_log_lines() -> None:
     assert format_address(("::ffff:c000:201", 5684, 0, 0)) == "192.0.2.1:5684"
     assert format_address(("0:0:0:0:0:ffff:c000:201", 5684)) == "192.0.2.1:5684"
     assert format_address(("64:ff9b::c000:201", 5684, 0, 0)) == "[64:ff9b::c000:201]:5684"  # NAT64
+    # "ffff" in an address that is no IPv4-mapped one: written as it is.
+    assert format_address(("2001:db8::ffff:1", 5684, 0, 0)) == "[2001:db8::ffff:1]:5684"
     assert format_address(("192.0.2.1",)) == "('192.0.2.1',)"
     assert format_address("/run/peer") == "'/run/peer'"
     assert str(aio._PeerLabel(("fe80::1", 5684, 0, lo), None)) == (
