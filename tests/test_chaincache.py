@@ -297,6 +297,7 @@ def test_an_empty_path_or_a_size_limit_below_one_byte_is_refused(
             ChainCache(tmp_path, max_entry_size=size)
         assert str(refused.value) == (
             f"chain cache max_entry_size must be an integer >= 1 (bytes), got {size!r}")
+    assert ChainCache(tmp_path, max_entry_size=1).max_entry_size == 1  # the least allowed
 
 
 @pytest.mark.parametrize("given", ["text", "path"])
