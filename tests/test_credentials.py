@@ -102,6 +102,10 @@ def test_a_certified_key_loads_from_a_chain_file_and_an_encrypted_key_file(
     assert "private key" in config_error(
         CertifiedKey.load, str(files / "chain.pem"), str(files / "key.pem")
     )
+    # From bytes as from files: the password opens the encrypted key.
+    from_bytes = CertifiedKey.from_pem((files / "chain.pem").read_bytes(),
+                                       (files / "key.pem").read_bytes(), PASSWORD)
+    assert from_bytes.private_key.spki == leaf.spki
 
 
 @pytest.mark.req("CRT-1")
