@@ -1287,8 +1287,12 @@ class DtlsServer:
         (`asyncio.run(serve(...))` returns one with its loop about to close, or one never
         closed) is closed, with a RuntimeWarning, rather than holding its port for good. The
         warning comes once it is closed (a warning made an error, `-W error`, raises after
-        the close)."""
+        the close). In a forked child's copy of the loop it only marks the copy closed: the
+        child closes nothing of the parent's server (see `close`), so there is nothing to say."""
         self._protocol.loop_end = None
+        if _process.forked_from(self._protocol.pid):
+            self._closed = True
+            return
         unclosed = not self._closed
         where = format_address(self.sockname) if unclosed else ""  # named while it is open
         if not self._protocol.lost.done():  # also a close() cut short (a timeout)
