@@ -323,3 +323,37 @@ def test_open_datagram_never_raises(data: bytes, tail: bytes) -> None:
     _, reason = split_datagram(data)
     if reason is None:
         assert [r.payload for r in receiver.open_datagram(data + good)][-1:] == [b"good"]
+
+
+class _InterruptedProtector(Ccm8Protector):
+    """Runs `interrupt` once, inside its first seal: as a signal handler calling send() does
+    when the signal lands while the main thread is sealing."""
+
+    __slots__ = ("interrupt",)
+
+    def seal(self, epoch: int, seq: int, content_type: int, version: int,
+             plaintext: bytes) -> bytes:
+        interrupt, self.interrupt = self.interrupt, None
+        if interrupt is not None:
+            interrupt()
+        return super().seal(epoch, seq, content_type, version, plaintext)
+
+
+def test_a_seal_made_while_another_is_sealing_takes_the_next_sequence_number() -> None:
+    """A sequence number is taken before the record is protected: a seal entered from inside
+    another (a signal handler's send) got the same number, and under one key the same AES-CCM
+    nonce for two plaintexts (RFC 6655 §3, RFC 5116 §3; probe AV: 8 numbers used twice in
+    116k records of a send loop with a SIGUSR1 handler that sends)."""
+    sender, receiver = RecordLayer(), RecordLayer()
+    protector = _InterruptedProtector(KEY_C, IV_C)
+    sender.install_write_epoch(1, protector)
+    receiver.install_read_epoch(1, Ccm8Protector(KEY_C, IV_C))
+    nested: list[bytes] = []
+    protector.interrupt = lambda: nested.append(sender.seal(APP, b"from the handler"))
+    outer = sender.seal(APP, b"main thread")
+    numbers = [RecordHeader.decode(r).sequence_number for r in (*nested, outer)]
+    assert numbers == [1, 0]
+    assert sender.next_sequence_number() == 2
+    opened = receiver.open_datagram(outer + nested[0])
+    assert [(r.sequence_number, r.payload) for r in opened] == [
+        (0, b"main thread"), (1, b"from the handler")]

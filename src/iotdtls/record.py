@@ -464,8 +464,10 @@ class RecordLayer:
         seq = state.next_seq
         if seq >= MAX_SEQUENCE_NUMBER:
             raise SequenceNumbersExhausted(epoch)
-        fragment = state.protector.seal(epoch, seq, content_type, version, payload)
+        # Taken before sealing: a seal entered while this one runs (a signal handler's send)
+        # must not reuse the number, which under one key is the AES-CCM nonce (RFC 5116 §3).
         state.next_seq = seq + 1
+        fragment = state.protector.seal(epoch, seq, content_type, version, payload)
         header = _HEADER.pack(
             content_type, version, epoch, seq >> 32, seq & _SEQ_LOW_MASK, len(fragment)
         )
