@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-server-instructions bench-memory bench-resumption bench-session-store bench-flood fuzz mutation clean
+.PHONY: demo test peers lint typecheck requirements bench bench-pubkey bench-coap bench-load bench-server-instructions bench-memory bench-coap-memory bench-resumption bench-session-store bench-flood fuzz mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-server-instructions: $(STAMP)
 # Server heap per association (tracemalloc, 10,000) and resident memory of 100,000.
 bench-memory: $(STAMP)
 	$(PY) benchmarks/bench_memory.py
+
+# What an ended coaps association leaves in memory, server and client (tracemalloc).
+bench-coap-memory: $(STAMP)
+	$(PY) benchmarks/bench_coap_memory.py
 
 bench-resumption: $(STAMP)
 	$(PY) benchmarks/bench_resumption.py

@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ["bench_x509.py", "--runs", "2"],
         ["bench_resumption.py", "--runs", "2"],
         ["bench_memory.py", "--heap", "50", "--resident", "0"],
+        ["bench_coap_memory.py", "--associations", "3", "--requests", "2"],
         ["bench_coap.py", "--requests", "3", "--runs", "1"],
         ["bench_load.py", "--duration", "0.3", "--levels", "1", "--messages", "1",
          "--only", "curve"],

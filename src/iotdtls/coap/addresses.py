@@ -11,6 +11,11 @@ Block sizes follow the association's MTU: a block and its CoAP header and option
 one record, must fit one datagram (RFC 7959 §2.2, RFC 6347 §4.1.1). A response whose options
 alone do not fit is answered with a bare 5.00 Internal Server Error in its place, so the client
 learns at once that its request failed (see `CoapsInterface.send`).
+
+An association that has ended leaves little behind (see `CoapsInterface.association_ended`):
+its remote lets go of its session or connection, and the responses aiocoap keeps for duplicate
+detection (RFC 7252 §4.5) are dropped; only the (remote, message ID) of each request received
+stays, for EXCHANGE_LIFETIME (§4.8.2, 247 s), as aiocoap keeps it.
 """
 
 from __future__ import annotations
@@ -109,6 +114,9 @@ class CoapsAddress(interfaces.EndpointAddress):
         #: first is logged as a warning, the others at debug level, so a flood of them does
         #: not flood the log).
         self.not_coap = 0
+        #: The message IDs of the requests received whose duplicates aiocoap may still detect
+        #: (`CoapsInterface.deliver`), oldest first (a dict as an ordered set).
+        self.request_mids: dict[int, None] = {}
 
     def __repr__(self) -> str:
         state = " ended" if self.ended else ""
@@ -150,6 +158,12 @@ class CoapsAddress(interfaces.EndpointAddress):
     def send(self, data: bytes) -> None:
         """Send one CoAP message over this association (dropped once it has ended); raises
         `DatagramTooLarge` for one that does not fit a datagram."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """The association has ended and been closed: let go of it (its session or connection,
+        the transport), keeping what the remote tells about it (address, identity). aiocoap
+        keeps an ended remote for a while (see `CoapsInterface.association_ended`)."""
         raise NotImplementedError
 
     @property
@@ -195,6 +209,39 @@ class CoapsInterface(interfaces.MessageInterface):
     def __init__(self, mman: interfaces.MessageManager) -> None:
         #: aiocoap's message layer; None once shut down.
         self._mman: interfaces.MessageManager | None = mman
+        #: aiocoap's store of duplicate detection (RFC 7252 §4.5): the (remote, message ID) of
+        #: each request received, for EXCHANGE_LIFETIME (§4.8.2), to None or the response sent.
+        #: aiocoap has no public hook to it; this is `MessageManager._recent_messages` of the
+        #: pinned 0.4.17 (tests/test_coap_retention.py fails if a version changes it), None if
+        #: missing: then nothing is dropped early, all is let go after EXCHANGE_LIFETIME. Kept
+        #: past the shutdown, which ends the associations.
+        recent = getattr(mman, "_recent_messages", None)
+        self._duplicates: dict[tuple[Any, int], Message | None] | None = (
+            recent if isinstance(recent, dict) else None
+        )
+
+    def _request_received(self, remote: CoapsAddress, mid: int) -> None:
+        """Note `mid` in `remote.request_mids`, after letting go of the oldest IDs aiocoap has
+        forgotten (their EXCHANGE_LIFETIME passed): the IDs noted are those of aiocoap's store,
+        at most, for a remote (and all 65536 at the very most)."""
+        mids = remote.request_mids
+        recent = self._duplicates
+        if recent is None:
+            return
+        while mids and (remote, next(iter(mids))) not in recent:
+            del mids[next(iter(mids))]
+        mids[mid] = None  # a duplicate's stays where it was, as aiocoap's timer does
+
+    def _drop_stored_responses(self, remote: CoapsAddress) -> None:
+        """Drop the responses aiocoap keeps to answer duplicates over `remote`'s association,
+        which has ended (see `association_ended`), and the message IDs noted to find them."""
+        recent = self._duplicates
+        if recent is not None:
+            for mid in remote.request_mids:
+                key = (remote, mid)
+                if recent.get(key) is not None:
+                    recent[key] = None
+        remote.request_mids.clear()
 
     def deliver(self, remote: CoapsAddress, data: bytes) -> None:
         """A datagram received over `remote`'s association. One that aiocoap cannot decode is
@@ -222,6 +269,8 @@ class CoapsInterface(interfaces.MessageInterface):
             return
         if remote.answers_a_request(message):
             remote.responses_received += 1
+        if message.code.is_request() and message.mid is not None:
+            self._request_received(remote, message.mid)
         try:
             self._mman.dispatch_message(message)
         except asyncio.InvalidStateError as exc:
@@ -232,13 +281,23 @@ class CoapsInterface(interfaces.MessageInterface):
                            remote, type(exc).__name__, exc, exc_info=True)
 
     def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
-        """`remote`'s association ended: aiocoap fails its requests, exchanges, observations."""
+        """`remote`'s association ended: aiocoap fails its requests, exchanges, observations,
+        and the responses it keeps for duplicates received over it are dropped.
+
+        aiocoap's duplicate detection (RFC 7252 §4.5) keeps each request's (remote, message ID)
+        with the response sent to it for EXCHANGE_LIFETIME (§4.8.2, 247 s), and its
+        `dispatch_error` does not touch them. An association that has ended never receives
+        again (a new one is a new remote), so those responses would answer nothing: each is
+        replaced by None (an entry removed would make the timer that removes it after
+        EXCHANGE_LIFETIME raise KeyError). What stays until then is the (remote, message ID)
+        and the remote, which the transport then `release`s of its session or connection."""
         remote.ended = True
         if remote.not_coap > 1:
             logger.info("%r: %d datagrams that were not CoAP messages were ignored",
                         remote, remote.not_coap)
         if self._mman is not None:
             self._mman.dispatch_error(association_error(remote.peer_name, failure, True), remote)
+        self._drop_stored_responses(remote)
 
     def send(self, message: Message) -> None:
         """Send a message of aiocoap's over its remote's association. One that does not fit a
@@ -246,9 +305,19 @@ class CoapsInterface(interfaces.MessageInterface):
         response is then turned, in place, into a 5.00 Internal Server Error without options
         or payload (RFC 7252 §5.9.3), with the same type, message ID and token, which fits any
         mtu: the client learns at once that its request failed, and a retransmitted request
-        gets that 5.00 again from aiocoap's duplicate cache (the same message object)."""
+        gets that 5.00 again from aiocoap's duplicate cache (the same message object). A
+        message for an association that has ended is dropped (a debug line says so), and not
+        kept in that cache either (see `association_ended`)."""
         remote = message.remote
         assert isinstance(remote, CoapsAddress)
+        if remote.ended:
+            # An empty ACK or a response after the end: aiocoap has just stored it for
+            # duplicates (`association_ended`).
+            recent, mid = self._duplicates, message.mid
+            if recent is not None and mid is not None and recent.get((remote, mid)) is message:
+                recent[remote, mid] = None
+            logger.debug("%r: not sending over an ended association", remote)
+            return
         if message.code.is_request():
             remote.request_sent(message.token)
         try:

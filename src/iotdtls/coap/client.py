@@ -80,9 +80,11 @@ class ClientRemote(CoapsAddress):
         self, interface: CoapsClientInterface, host: str, port: int, config: ClientConfig
     ) -> None:
         super().__init__((host, port), config.mtu)
-        self._interface = interface
+        #: None once released (`release`), as `_connection` is.
+        self._interface: CoapsClientInterface | None = interface
         self._config = config
         self._connection: aio.ClientConnection | None = None
+        self._local_address: tuple[Any, ...] = ("::", 0)
         self._established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._established.add_done_callback(_retrieve)
         self._task = asyncio.ensure_future(self._run())
@@ -95,9 +97,8 @@ class ClientRemote(CoapsAddress):
 
     @property
     def local_address(self) -> tuple[Any, ...]:
-        if self._connection is None:
-            return ("::", 0)
-        return self._connection.local_address
+        """Our end of the association (("::", 0) before the handshake)."""
+        return self._local_address
 
     async def established(self) -> None:
         """Wait for the handshake; raise the `AssociationFailed` that ended it."""
@@ -151,6 +152,9 @@ class ClientRemote(CoapsAddress):
         if count > message.transport_tuning.MAX_RETRANSMIT:
             self.unresponsive = True
 
+    def release(self) -> None:
+        self._connection = self._interface = None
+
     async def close(self) -> None:
         """Send close_notify (if established) and release the socket."""
         self.ended = True
@@ -162,34 +166,41 @@ class ClientRemote(CoapsAddress):
             self._established.set_exception(error.LibraryShutdown())
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        self.release()
 
     async def _run(self) -> None:
         host, port = self.peer_address
+        interface = self._interface
+        assert interface is not None
         try:
-            self._connection = await aio.connect(
-                host, port, self._config, chain_cache=self._interface.chain_cache
+            connection = await aio.connect(
+                host, port, self._config, chain_cache=interface.chain_cache
             )
         except (DtlsError, OSError, LocalProtocolError) as exc:
             self.ended = True
-            self._interface.forget(self)
+            interface.forget(self)
+            self.release()
             self._established.set_exception(
                 association_error(self.peer_name, exc, False, self._config.mode)
             )
             return
-        self.peer = self._connection.connection.peer
+        self._connection = connection
+        self._local_address = connection.local_address
+        self.peer = connection.connection.peer
         self._established.set_result(None)
         failure: DtlsError | None = None
         try:
-            while (data := await self._connection.recv()) is not None:
+            while (data := await connection.recv()) is not None:
                 self._unanswered.clear()  # the server is there
                 self.unresponsive = False
-                self._interface.deliver(self, data)
+                interface.deliver(self, data)
         except DtlsError as exc:
             failure = exc
         finally:
             self.ended = True
-            self._interface.ended(self, failure)
-            await self._connection.close()
+            interface.ended(self, failure)
+            await connection.close()
+            self.release()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

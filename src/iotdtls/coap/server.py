@@ -6,7 +6,9 @@ client's authenticated identity to the resource handlers (`request.remote.peer` 
 `request.remote.authenticated_claims`). Responses and notifications go back over the
 association their request came on, and are dropped once it has ended, never sent over a newer
 association of the same address (RFC 7252 §9.1). When an association ends, aiocoap hears of it
-as an error of that remote, which ends its observations and pending exchanges.
+as an error of that remote, which ends its observations and pending exchanges; the remote then
+lets go of its session and of the transport (aiocoap's duplicate detection keeps it, light, for
+EXCHANGE_LIFETIME: see `CoapsInterface.association_ended`).
 """
 
 from __future__ import annotations
@@ -38,18 +40,28 @@ class ServerRemote(CoapsAddress):
         self, interface: CoapsServerInterface, session: aio.ServerSession, labels: tuple[str, ...]
     ) -> None:
         super().__init__(session.address, interface.config.mtu, session.peer, labels)
-        self._interface = interface
-        self._session = session
+        #: Both None once released (`release`).
+        self._interface: CoapsServerInterface | None = interface
+        self._session: aio.ServerSession | None = session
+        self._local_address = interface.address
 
     @property
     def local_address(self) -> tuple[Any, ...]:
-        return self._interface.address
+        return self._local_address
 
     def send(self, data: bytes) -> None:
         """Send one CoAP message over this association; dropped once it has ended
-        (`ServerSession.send`); raises `DatagramTooLarge` for one that does not fit a
-        datagram."""
-        self._session.send(data)
+        (`ServerSession.send`) or been released; raises `DatagramTooLarge` for one that does
+        not fit a datagram."""
+        if self._session is not None:
+            self._session.send(data)
+
+    def release(self) -> None:
+        self._interface = self._session = None
+
+    def served_by(self, interface: CoapsServerInterface) -> bool:
+        """True while the association lives, on `interface`."""
+        return self._interface is interface and not self.ended
 
 
 class CoapsServerInterface(CoapsInterface):
@@ -100,9 +112,10 @@ class CoapsServerInterface(CoapsInterface):
         finally:
             # A request may have come in the same wake-up as the end (a last request and
             # close_notify in one datagram): let aiocoap start rendering it before it hears of
-            # the end and cancels that; the response is then dropped (`ServerSession.send`).
+            # the end and cancels that; the response is then dropped (`CoapsInterface.send`).
             await asyncio.sleep(0)
             self.association_ended(remote, failure)
+            remote.release()
 
     async def determine_remote(self, message: Message) -> None:
         """A server makes no associations of its own; requests to a client go over the
@@ -110,7 +123,7 @@ class CoapsServerInterface(CoapsInterface):
         return None
 
     async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
-        return isinstance(remote, ServerRemote) and remote._interface is self and not remote.ended
+        return isinstance(remote, ServerRemote) and remote.served_by(self)
 
     async def shutdown(self) -> None:
         """close_notify to every client, then release the socket."""
