@@ -428,6 +428,22 @@ def test_cli_workers_started_with_stdin_closed_stop_cleanly() -> None:
         assert_stopped_cleanly(server, ["--workers", "2"], signal.SIGINT, handshakes=0)
 
 
+def test_cli_started_with_stderr_closed_keeps_stdout_for_output() -> None:
+    """With fd 2 closed, /dev/null was put on it but sys.stderr stayed None, and print(...,
+    file=None) writes to stdout: the error lines (a usage error, the client's final error,
+    a logged warning) landed on stdout among the payload (probe AU). They go to fd 2 now."""
+    usage = subprocess.run(with_closed("2>&-", *CLI, "client"), capture_output=True,
+                           timeout=20, check=False)
+    assert (usage.returncode, usage.stdout) == (2, b"")
+    port = free_udp_port()  # nothing listens: the handshake times out
+    done = subprocess.run(
+        with_closed("2>&-", *CLI, "client", f"{LOCALHOST}:{port}", *CREDENTIALS, "--timeout",
+                    "1"),
+        input=b"hi\n", capture_output=True, timeout=20, check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, b"")
+
+
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_cli_perf_started_with_stdin_closed_prints_its_json(processes: str) -> None:
     """perf on uvloop with fd 0 closed aborted as it closed a socket (no JSON at all)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import ipaddress
 import logging
 import math
@@ -382,15 +383,23 @@ def fill_closed_standard_fds() -> None:
     `<&-` or `>&-`): else the first sockets took those numbers, and uvloop (libuv) aborted
     the process as it closed them at the end (its assertion `fd > STDERR_FILENO`, status
     134). Inheritable, as standard descriptors are, so that the processes a command spawns
-    (workers, generators) start with them open too. `sys.stdin`, `sys.stdout` and
-    `sys.stderr` stay None: a command that needs one still says it is closed
-    (`stdout_buffer`)."""
+    (workers, generators) start with them open too. `sys.stdin` and `sys.stdout` stay None:
+    a command that needs one still says it is closed (`stdout_buffer`). `sys.stderr` becomes
+    a text stream on the new fd 2, as Python makes it (line-buffered, backslashreplace): left
+    None, print(..., file=sys.stderr) wrote to stdout, the error lines among the payload, and
+    the logging set up later (`setup_logging`) takes it too."""
     for fd in range(3):
         try:
             os.fstat(fd)
         except OSError:  # EBADF: closed
             # open gives the lowest free number (POSIX): this one, the lower ones being open.
             os.set_inheritable(os.open(os.devnull, os.O_RDWR), True)
+            if fd == 2:
+                # Never closed (closefd=False): fd 2 stays open as long as the process.
+                sys.stderr = io.TextIOWrapper(
+                    io.FileIO(2, "w", closefd=False), errors="backslashreplace",
+                    line_buffering=True,
+                )
 
 
 def stdout_buffer() -> BinaryIO:
