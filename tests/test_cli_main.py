@@ -6,6 +6,8 @@ error, 130 Ctrl-C). The subcommands' own work is stubbed here: test_cli_*.py run
 from __future__ import annotations
 
 import errno
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,3 +91,31 @@ def test_anything_else_is_a_bug_and_not_hidden(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(echo, "run_client", fails)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(CLIENT)
+
+
+@pytest.mark.parametrize(
+    ("argv", "closed", "line"),
+    [
+        (CLIENT, "stdin", "cannot read: stdin is closed"),
+        (CLIENT, "stdout", "cannot print: stdout is closed"),
+        (["perf", "127.0.0.1:5684", *CREDENTIALS], "stdout", "cannot print: stdout is closed"),
+        (["perf", "127.0.0.1:5684", *CREDENTIALS, "--json"], "stdout",
+         "cannot print: stdout is closed"),
+        (["demo"], "stdout", "cannot print: stdout is closed"),
+    ],
+)
+def test_a_command_started_without_a_stream_it_needs_refuses_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    argv: list[str], closed: str, line: str,
+) -> None:
+    """Started with the stream closed (`<&-`, `>&-`: sys.stdin or sys.stdout is None), the
+    client handshook and exited 0 without a word, perf and demo lost their report and exited 0
+    (probe AU): one line, status 1, before anything is sent or the key log made."""
+    for command, run in ((echo, "run_client"), (perf, "run_perf"), (cli, "run_demo")):
+        monkeypatch.setattr(command, run, lambda *args: pytest.fail("ran anyway"))
+    monkeypatch.setattr(sys, closed, None)
+    keylog = tmp_path / "keys.log"
+    with_keylog = argv if argv == ["demo"] else [*argv, "--keylog", str(keylog)]
+    assert cli.main(with_keylog) == 1
+    assert capsys.readouterr().err == f"iotdtls: {line}\n"
+    assert not keylog.exists()

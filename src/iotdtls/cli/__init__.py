@@ -28,6 +28,7 @@ from iotdtls.cli.common import (
     fill_closed_standard_fds,
     parse_hostport,
     prepare_keylog,
+    require_streams,
     setup_logging,
 )
 from iotdtls.demo import run_demo
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     for module in _COMMAND_MODULES:
         module.register(sub)
     demo = sub.add_parser("demo", help="a server and a client on loopback: handshake and echo")
-    demo.set_defaults(run=lambda args: run_demo(), server_logging=None)
+    demo.set_defaults(run=lambda args: run_demo(), server_logging=None, streams=["stdout"])
     return parser
 
 
@@ -79,6 +80,7 @@ def _run(argv: list[str]) -> int:
         setup_logging(args.verbose, server=args.server_logging)
     made_keylog = False
     try:
+        require_streams(getattr(args, "streams", ()))
         if getattr(args, "keylog", None) is not None:  # the commands that run associations
             made_keylog = prepare_keylog(args, file_flags(parser))
         status: int = args.run(args)

@@ -45,6 +45,7 @@ __all__ = [
     "parse_hostport",
     "parse_listen",
     "prepare_keylog",
+    "require_streams",
     "seconds",
     "setup_logging",
     "stdout_buffer",
@@ -402,11 +403,30 @@ def fill_closed_standard_fds() -> None:
                 )
 
 
+#: What a command started without a stream it needs says (`require_streams`).
+_CLOSED_STREAMS = {
+    "stdin": "cannot read: stdin is closed",
+    "stdout": "cannot print: stdout is closed",
+}
+
+
+def require_streams(names: Iterable[str]) -> None:
+    """An `OSError` (the command's one line, status 1) when the command was started with one
+    of the streams `names` ("stdin", "stdout") closed (`<&-`, `>&-`: `sys.stdin` or
+    `sys.stdout` is None, `fill_closed_standard_fds`). `main` checks the streams a command
+    declares (`set_defaults(streams=...)`) before the key log is made or anything sent: the
+    client handshook with no line to send, perf and demo lost their report, all with
+    status 0."""
+    for name in names:
+        if getattr(sys, name) is None:
+            raise OSError(_CLOSED_STREAMS[name])
+
+
 def stdout_buffer() -> BinaryIO:
     """stdout for bytes; an `OSError` (the command's one line, status 1) when the command was
-    started with stdout closed, as a full disk or a closed pipe would give."""
-    if sys.stdout is None:
-        raise OSError("cannot print: stdout is closed")
+    started with stdout closed (`require_streams`), as a full disk or a closed pipe would
+    give."""
+    require_streams(["stdout"])
     return sys.stdout.buffer
 
 

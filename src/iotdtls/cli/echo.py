@@ -186,7 +186,7 @@ def register(sub: Any) -> None:
     )
     _add_heartbeat_flag(cli, "--timeout")
     add_common_flags(cli)
-    cli.set_defaults(run=run_client, server_logging=False)
+    cli.set_defaults(run=run_client, server_logging=False, streams=["stdin", "stdout"])
 
 
 def _add_heartbeat_flag(p: argparse.ArgumentParser, unanswered: str) -> None:

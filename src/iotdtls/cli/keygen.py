@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         help="file to create (mode 0600)",
     )
     ec.add_argument("--force", action="store_true", help="replace KEY.pem if it exists")
-    ec.set_defaults(run=run_ec_p256, server_logging=None)
+    ec.set_defaults(run=run_ec_p256, server_logging=None, streams=["stdout"])
 
     spki = kinds.add_parser("spki", help="print a key's SPKI SHA-256; --out writes its public key")
     spki.add_argument(
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
         "--out", metavar="PUB.pem", type=file_path, help="file to write the public key to"
     )
     spki.add_argument("--force", action="store_true", help="replace PUB.pem if it exists")
-    spki.set_defaults(run=run_spki, server_logging=None)
+    spki.set_defaults(run=run_spki, server_logging=None, streams=["stdout"])
 
     psk = kinds.add_parser("psk", help="print a random pre-shared key in hex")
     psk.add_argument(
@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
         metavar="N",
         help=f"key length in bytes (default {DEFAULT_PSK_BYTES})",
     )
-    psk.set_defaults(run=run_psk, server_logging=None)
+    psk.set_defaults(run=run_psk, server_logging=None, streams=["stdout"])
 
 
 def run_ec_p256(args: argparse.Namespace) -> int:

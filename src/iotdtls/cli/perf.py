@@ -94,7 +94,7 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     add_loop_flag(p)
     add_common_flags(p)
-    p.set_defaults(run=run_perf, server_logging=False)
+    p.set_defaults(run=run_perf, server_logging=False, streams=["stdout"])
 
 
 def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
