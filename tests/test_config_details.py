@@ -3,18 +3,23 @@ message, the last value accepted passes, and each mode's extras are refused in t
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import errno
 import functools
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iotdtls import config as config_module
+from iotdtls.cli.common import prepare_keylog
 from iotdtls.config import (
     MAX_MTU,
     MAX_PSK_LENGTH,
@@ -876,3 +881,77 @@ def test_for_host_gives_one_configuration_per_host() -> None:
     assert anchored.for_host("gw.example") is first
     anchored.for_host("one-more.example")
     assert anchored.for_host("gw.example") is not first
+
+
+def deny_reading(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """os.open refusing O_RDWR with EACCES, as for a write-only file (mode 0200) of a user
+    who is not root (root reads whatever the mode); the flags of every call, in order."""
+    real_open = os.open
+    calls: list[int] = []
+
+    def write_only(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        calls.append(flags)
+        if flags & os.O_ACCMODE == os.O_RDWR:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", write_only)
+    return calls
+
+
+@pytest.mark.req("SEC-1")
+def test_a_write_only_key_log_is_appended_to_without_the_last_byte_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key log its owner made write-only (mode 0200) was refused since it is opened O_RDWR
+    to read its last byte, "cannot be written: Permission denied" (probe AU), by the API's
+    `keylog_file` and at startup by --keylog: it is opened write-only then, without the
+    check that a line starts on a line of its own (which needs reading)."""
+    path = tmp_path / "keys.log"
+    path.write_text(f"{LINES[0]}\n{LINES[1][:100]}")
+    path.chmod(0o200)
+    calls = deny_reading(monkeypatch)
+    args = argparse.Namespace(keylog=str(path))
+    assert prepare_keylog(args, {}) is False  # accepted at startup
+    FileKeyLog(path)(LINES[2])
+    assert [flags & os.O_ACCMODE for flags in calls] == [os.O_RDWR, os.O_WRONLY] * 2
+    monkeypatch.undo()
+    assert path.read_text("ascii") == f"{LINES[0]}\n{LINES[1][:100]}{LINES[2]}\n"
+
+
+#: A process writing LINES[0] to the write-only key log argv[1] as user nobody.
+AS_NOBODY = f"""
+import codecs, os, sys
+from iotdtls.config import FileKeyLog
+import iotdtls._failures
+codecs.lookup("ascii")
+os.setgid(65534)
+os.setuid(65534)
+FileKeyLog(sys.argv[1])({LINES[0]!r})
+"""
+
+
+@pytest.mark.req("SEC-1")
+def test_a_real_write_only_key_log_of_its_owner_is_appended_to(tmp_path: Path) -> None:
+    """Mode 0200 for real: as user nobody when run as root (which reads whatever the mode)."""
+    path = tmp_path / "keys.log"
+    path.write_text("")
+    path.chmod(0o200)
+    if os.geteuid() == 0:
+        directory = Path(tempfile.mkdtemp())  # not in tmp_path: its parents are root's 0700
+        try:
+            os.chmod(directory, 0o755)
+            nobody = directory / "keys.log"
+            nobody.write_text("")
+            os.chown(nobody, 65534, 65534)
+            nobody.chmod(0o200)
+            done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(nobody)],
+                                  capture_output=True, text=True, timeout=30, check=False)
+            assert (done.returncode, done.stderr) == (0, ""), done.stderr
+            assert nobody.read_text("ascii") == f"{LINES[0]}\n"
+        finally:
+            shutil.rmtree(directory)
+    else:
+        FileKeyLog(path)(LINES[0])
+        path.chmod(0o600)
+        assert path.read_text("ascii") == f"{LINES[0]}\n"

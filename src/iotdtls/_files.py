@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import pwd
 import stat
@@ -20,6 +21,7 @@ __all__ = [
     "RefusedFile",
     "directory_access_problem",
     "file_kind",
+    "is_readable",
     "open_private_append",
     "open_private_directory",
     "path_problem",
@@ -200,23 +202,20 @@ def _lstat_or_none(path: str) -> os.stat_result | None:
 
 def open_private_append(path: str) -> int:
     """A descriptor appending to `path` (created with mode 0600), for secrets: the key log.
-    Open for reading too, so that a writer can see whether the file ends with a whole line.
+    Open for reading too, so that a writer can see whether the file ends with a whole line,
+    unless reading is denied (a write-only file of its owner's, mode 0200): then write-only
+    (`is_readable` tells which).
 
     What another user could have planted there is refused with `RefusedFile`: a symlink
     (not followed, O_NOFOLLOW), a file that is not regular, owned by another user or open to
     group or others (`private_file_problem`). A FIFO or a device is opened without blocking
     (O_NONBLOCK, cleared for a regular file), then refused, so neither ever blocks (a Unix
     socket fails to open, ENXIO, and is refused as well). Other failures are `OSError`."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+    flags = os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENXIO):
-            raise
-        problem = path_problem(path)  # a symlink (ELOOP), a FIFO nobody reads (ENXIO)?
-        if problem is None:
-            raise
-        raise RefusedFile(problem) from None
+        fd = _open_not_planted(path, flags | os.O_RDWR)
+    except PermissionError:  # EACCES: not readable (mode 0200), or not writable either
+        fd = _open_not_planted(path, flags | os.O_WRONLY)
     try:
         problem = private_file_problem(os.fstat(fd))
         if problem is not None:
@@ -226,6 +225,24 @@ def open_private_append(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def is_readable(fd: int) -> bool:
+    """Whether `fd` was opened for reading too (`open_private_append`)."""
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+
+
+def _open_not_planted(path: str, flags: int) -> int:
+    """os.open of `open_private_append`: a symlink or a FIFO nobody reads is `RefusedFile`."""
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        problem = path_problem(path)  # a symlink (ELOOP), a FIFO nobody reads (ENXIO)?
+        if problem is None:
+            raise
+        raise RefusedFile(problem) from None
 
 
 def path_problem(path: str) -> str | None:

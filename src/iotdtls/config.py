@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
 from iotdtls._failures import SummedFailures
-from iotdtls._files import RefusedFile, open_private_append, path_problem
+from iotdtls._files import RefusedFile, is_readable, open_private_append, path_problem
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
@@ -268,7 +268,8 @@ class FileKeyLog:
 
     Each line is appended whole by one write call (O_APPEND), so that the lines of processes
     appending to one file (workers) never mix; one cut short (a full disk) is not completed,
-    and the next line, whichever process writes it, starts on a line of its own. A file that
+    and the next line, whichever process writes it, starts on a line of its own (unless the
+    file is write-only, mode 0200: its last byte cannot be read). A file that
     keeps failing (replaced by one others can read, its disk full) fails at every handshake:
     `KeyLogFailed.shown` is the first failure of each kind, then a line a minute at most
     summing up the others (`SummedFailures`), None in between."""
@@ -293,7 +294,8 @@ class FileKeyLog:
             fd = open_private_append(self.path)
             try:
                 end = os.fstat(fd).st_size
-                if end and os.pread(fd, 1, end - 1) != b"\n":
+                # A write-only file (mode 0200) cannot be read: no check there.
+                if end and is_readable(fd) and os.pread(fd, 1, end - 1) != b"\n":
                     data = b"\n" + data  # after a line cut short, by any process
                 written = os.write(fd, data)
             finally:
