@@ -12,13 +12,17 @@ import os
 import pwd
 import stat
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
+    "LOCK_ATTEMPTS",
     "MAX_CREDENTIAL_FILE",
     "NOT_OPENED_AS_A_FILE",
     "RefusedFile",
+    "append_lock",
     "directory_access_problem",
     "file_kind",
     "is_readable",
@@ -225,6 +229,36 @@ def open_private_append(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+#: How many times `append_lock` tries the lock, a millisecond apart, before going on without it.
+LOCK_ATTEMPTS = 50
+
+
+@contextlib.contextmanager
+def append_lock(fd: int) -> Iterator[bool]:
+    """An exclusive flock on `fd` for the block, so that what the processes taking it do
+    there (look at the end of a shared file, then append) is not interleaved; whether it was
+    had. Never blocking for long: tried `LOCK_ATTEMPTS` times a millisecond apart (a writer
+    stopped while holding it), then the block runs without it, as where file locks are not
+    supported (ENOLCK, some network file systems). Released at the end of the block."""
+    locked = False
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another writer holds it: a write takes microseconds
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(0.001)
+            continue
+        except OSError:  # ENOLCK and the like: no lock to be had here
+            break
+        locked = True
+        break
+    try:
+        yield locked
+    finally:
+        if locked:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def is_readable(fd: int) -> bool:

@@ -23,7 +23,13 @@ from typing import ClassVar
 
 from iotdtls._enum import IdentityHashEnum
 from iotdtls._failures import SummedFailures
-from iotdtls._files import RefusedFile, is_readable, open_private_append, path_problem
+from iotdtls._files import (
+    RefusedFile,
+    append_lock,
+    is_readable,
+    open_private_append,
+    path_problem,
+)
 from iotdtls.credentials import (
     CertifiedKey,
     PrivateKey,
@@ -269,7 +275,9 @@ class FileKeyLog:
     Each line is appended whole by one write call (O_APPEND), so that the lines of processes
     appending to one file (workers) never mix; one cut short (a full disk) is not completed,
     and the next line, whichever process writes it, starts on a line of its own (unless the
-    file is write-only, mode 0200: its last byte cannot be read). A file that
+    file is write-only, mode 0200: its last byte cannot be read). That check and the write
+    are done under a lock (`append_lock`), so that no writer of ours sees another's line
+    half appended. A file that
     keeps failing (replaced by one others can read, its disk full) fails at every handshake:
     `KeyLogFailed.shown` is the first failure of each kind, then a line a minute at most
     summing up the others (`SummedFailures`), None in between."""
@@ -292,12 +300,15 @@ class FileKeyLog:
         # through a symlink, nor into a file another user owns or can read (`RefusedFile`).
         try:
             fd = open_private_append(self.path)
+            # Locked, so that no writer of ours is seen halfway through its line (which
+            # gave spurious empty lines): size, last byte and write are one among them.
             try:
-                end = os.fstat(fd).st_size
-                # A write-only file (mode 0200) cannot be read: no check there.
-                if end and is_readable(fd) and os.pread(fd, 1, end - 1) != b"\n":
-                    data = b"\n" + data  # after a line cut short, by any process
-                written = os.write(fd, data)
+                with append_lock(fd):
+                    end = os.fstat(fd).st_size
+                    # A write-only file (mode 0200) cannot be read: no check there.
+                    if end and is_readable(fd) and os.pread(fd, 1, end - 1) != b"\n":
+                        data = b"\n" + data  # after a line cut short, by any process
+                    written = os.write(fd, data)
             finally:
                 os.close(fd)
         except RefusedFile as exc:
