@@ -974,6 +974,46 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     assert result.processes == processes
 
 
+def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A generator process stopped (SIGSTOP) during the run made `perf -p 2 -d 3` run for
+    ever: only a hang after the stop was bounded (probe AU). Each reports its progress every
+    second: one that sends nothing for SILENCE_LIMIT seconds has hung, and the run ends as
+    when one dies, the other's figures kept (it is killed, so nothing waits for it)."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
+    monkeypatch.setattr(perf, "SILENCE_LIMIT", 3.0)  # the generators report every 1 s
+    stopped: list[int] = []
+
+    def stop_one(progress: LoadProgress) -> None:
+        children = multiprocessing.active_children()
+        if progress.completed and not stopped and children:
+            victim = min(children, key=lambda child: child.name)  # iotdtls-perf-0
+            stopped.append(victim.pid or 0)
+            os.kill(victim.pid or 0, signal.SIGSTOP)
+
+    with server_on_a_thread() as server:
+        load = spec(handshakes=None, duration=60.0, concurrency=4, port=server.address[1])
+        started = time.monotonic()
+        try:
+            with pytest.raises(ChildProcessError) as failed:
+                run_load(load, processes=2, loop_choice="asyncio", progress=stop_one)
+        finally:
+            for pid in stopped:  # not left stopped whatever happened
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        took = time.monotonic() - started
+    assert str(failed.value) == (
+        "load generator process 0: sent nothing for 3 s: stopped or hung"
+    )
+    assert stopped and took < 15.0
+    assert multiprocessing.active_children() == []
+    assert isinstance(failed.value, perf.GeneratorProcessFailed)
+    partial = failed.value.result
+    assert (partial.processes, partial.loop) == (1, "asyncio")
+    assert partial.completed >= 1 and partial.started == partial.completed + partial.unfinished
+
+
 def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

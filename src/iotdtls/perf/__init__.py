@@ -55,6 +55,9 @@ SPARE_FILES = 64
 MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 4, 16384
 #: Seconds the generator processes have to send their figures once told to stop.
 STOP_GRACE = 10.0
+#: Seconds a generator process may send nothing, from its start on, before it is taken for
+#: hung (stopped by SIGSTOP, deadlocked): it reports its progress every `PROGRESS_INTERVAL`.
+SILENCE_LIMIT = STOP_GRACE
 #: What a record adds to the message it carries under the profile's suites (both
 #: AES-128-CCM-8, RFC 6655 §3): the record header, the explicit nonce and the tag.
 RECORD_OVERHEAD = RECORD_HEADER_LEN + CCM8_OVERHEAD
@@ -227,6 +230,7 @@ def _start_children(
     loop_choice: str,
     initializer: Callable[[], None] | None,
     latest: dict[int, LoadProgress],
+    heard: dict[int, float],
 ) -> tuple[list[Child], list[asyncio.Future[LoadResult]]]:
     running = asyncio.get_running_loop()
     children: list[Child] = []
@@ -237,7 +241,8 @@ def _start_children(
                 _child_main, (share, loop_choice, initializer), f"iotdtls-perf-{index}"
             )
             future: asyncio.Future[LoadResult] = running.create_future()
-            _watch(child[1], _on_child, child, index, latest, future)
+            heard[index] = running.time()
+            _watch(child[1], _on_child, child, index, latest, heard, future)
             children.append(child)
             results.append(future)
     return children, results
@@ -251,10 +256,14 @@ async def _run_processes(
     initializer: Callable[[], None] | None,
 ) -> LoadResult:
     latest: dict[int, LoadProgress] = {}
+    heard: dict[int, float] = {}  # when each generator last sent something (loop time)
     spec = await pick_target(spec)  # once, here: every generator process uses that address
-    children, results = _start_children(spec, processes, loop_choice, initializer, latest)
+    children, results = _start_children(
+        spec, processes, loop_choice, initializer, latest, heard
+    )
     stop = asyncio.Event()
     reporter = asyncio.ensure_future(_report_children(latest, progress)) if progress else None
+    watchdog = asyncio.ensure_future(_hung_children(children, heard, results))
     try:
         with _stop_on_signals(stop):
             stopper = asyncio.ensure_future(stop.wait())
@@ -265,11 +274,13 @@ async def _run_processes(
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             reported.cancel()
+            watchdog.cancel()  # once stopped, STOP_GRACE bounds the wait (`_stopped`)
             if not all(future.done() and future.exception() is None for future in results):
                 # Stopped by a signal, or one generator failed: the others stop at once.
                 _tell_children(children, _STOP)
                 await _stopped(results)
     finally:
+        watchdog.cancel()
         if reporter is not None:
             reporter.cancel()
         _tell_children(children, _STOP)
@@ -279,6 +290,27 @@ async def _run_processes(
             reap(process, 5.0)
             conn.close()
     return _merged(spec, results)
+
+
+async def _hung_children(
+    children: list[Child], heard: dict[int, float], results: list[asyncio.Future[LoadResult]]
+) -> None:
+    """Fail the run of a generator process that has sent nothing, not even its progress,
+    for `SILENCE_LIMIT` seconds (stopped by SIGSTOP, deadlocked), as one that dies does: the
+    others are stopped and their figures kept. Without it a hang during the run made the run
+    last for ever (only one after the stop was bounded, by `STOP_GRACE`). It is killed, so
+    that nothing waits for it."""
+    running = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        for index, future in enumerate(results):
+            if not future.done() and running.time() - heard[index] >= SILENCE_LIMIT:
+                future.set_exception(ChildProcessError(
+                    f"load generator process {index}: sent nothing for {SILENCE_LIMIT:g} s: "
+                    "stopped or hung"
+                ))
+                with contextlib.suppress(OSError):
+                    children[index][0].kill()
 
 
 async def _stopped(results: list[asyncio.Future[LoadResult]]) -> None:
@@ -315,10 +347,11 @@ def _merged(spec: LoadSpec, results: list[asyncio.Future[LoadResult]]) -> LoadRe
 
 
 class GeneratorProcessFailed(ChildProcessError):
-    """A generator process of `run_load(..., processes=P)` died, failed or did not report
-    once stopped: the message says which and how ("load generator process 0: ended
-    unexpectedly: killed by SIGKILL"); `result` holds the figures of those that reported,
-    stopped at once (`processes` counts them: 0 when none did)."""
+    """A generator process of `run_load(..., processes=P)` died, failed, sent nothing for
+    `SILENCE_LIMIT` seconds or did not report once stopped: the message says which and how
+    ("load generator process 0: ended unexpectedly: killed by SIGKILL"); `result` holds the
+    figures of those that reported, stopped at once (`processes` counts them: 0 when none
+    did)."""
 
     def __init__(self, message: str, result: LoadResult) -> None:
         super().__init__(message)
@@ -332,12 +365,18 @@ def _tell_children(children: list[Child], message: str) -> None:
 
 
 def _on_child(
-    child: Child, index: int, latest: dict[int, LoadProgress], future: asyncio.Future[LoadResult]
+    child: Child,
+    index: int,
+    latest: dict[int, LoadProgress],
+    heard: dict[int, float],
+    future: asyncio.Future[LoadResult],
 ) -> None:
     """A message of generator process `index`: progress, its result or its failure; its pipe
     closed without a result, it died, and the failure says how ("ended unexpectedly: killed by
-    SIGKILL", `how_it_ended`, as the workers of a server are told of)."""
+    SIGKILL", `how_it_ended`, as the workers of a server are told of). When it was heard is
+    noted in `heard` (`_hung_children`)."""
     process, conn = child
+    heard[index] = asyncio.get_running_loop().time()
     try:
         kind, value = conn.recv()
     except (EOFError, OSError):
