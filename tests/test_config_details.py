@@ -1023,3 +1023,38 @@ def test_a_key_log_locked_by_a_stopped_writer_is_appended_to_after_a_bounded_wai
     finally:
         os.close(holder)
     assert path.read_text("ascii") == f"{LINES[0]}\n{LINES[1]}\n"
+
+
+#: A process whose key log argv[1] fails at three handshakes in a row (its directory gone),
+#: logging as the CLI does, then exits; the key log is gone by then (as the configuration
+#: holding it often is).
+FAILING_THRICE = """
+import logging, os, sys
+from iotdtls.config import FileKeyLog, KeyLogFailed
+def run():
+    keylog = FileKeyLog(sys.argv[1])
+    os.rmdir(os.path.dirname(sys.argv[1]))
+    for _ in range(3):
+        try:
+            keylog("CLIENT_RANDOM 00 11")
+        except KeyLogFailed as exc:
+            if exc.shown is not None:
+                logging.getLogger("iotdtls").warning("%s", exc.shown)
+logging.basicConfig(format="%(name)s: %(message)s")
+run()
+"""
+
+
+def test_key_log_failures_not_summed_up_yet_are_when_the_process_ends(tmp_path: Path) -> None:
+    """The failures after the first of a kind were summed up only at a later failure a minute
+    on: a short run never said how many lines were lost (probe AU). The process says it as
+    it ends."""
+    (tmp_path / "gone").mkdir()
+    path = tmp_path / "gone" / "keys.log"
+    done = subprocess.run([sys.executable, "-c", FAILING_THRICE, str(path)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    gone = "cannot be written: No such file or directory"
+    assert (done.returncode, done.stderr.splitlines()) == (0, [
+        f"iotdtls: key log {str(path)!r} {gone}",
+        f"iotdtls: key log {str(path)!r}: 2 more failures (the latest: {gone})",
+    ])

@@ -14,7 +14,7 @@ class SummedFailures:
     """The failures of one thing (`name`: "session store", "key log 'keys.log'"), and which
     of them to log: `failed` gives the line to log now, or None."""
 
-    __slots__ = ("_kinds", "_name", "_summary_due", "_unlogged")
+    __slots__ = ("_kinds", "_latest", "_name", "_summary_due", "_unlogged")
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -23,6 +23,7 @@ class SummedFailures:
         #: Failures since the last line, and when a summary of them may be logged.
         self._unlogged = 0
         self._summary_due = 0.0
+        self._latest = ""
 
     def failed(self, kind: str, now: float) -> str | None:
         """Count a failure of `kind` at `now` (monotonic seconds); the line to log: "NAME
@@ -34,9 +35,18 @@ class SummedFailures:
                 self._summary_due = now + SUMMARY_INTERVAL
             return f"{self._name} {kind}"
         self._unlogged += 1
+        self._latest = kind
         if now < self._summary_due:
             return None
-        line = f"{self._name}: {self._unlogged} more failures (the latest: {kind})"
-        self._unlogged = 0
+        line = self.unlogged()
         self._summary_due = now + SUMMARY_INTERVAL
+        return line
+
+    def unlogged(self) -> str | None:
+        """The line summing up the failures not logged yet, now (at the end: a short run
+        never reached `SUMMARY_INTERVAL`), counted as logged; None when there are none."""
+        if not self._unlogged:
+            return None
+        line = f"{self._name}: {self._unlogged} more failures (the latest: {self._latest})"
+        self._unlogged = 0
         return line

@@ -10,8 +10,10 @@ all three at once and picks by what the client offers.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
+import logging
 import os
 import secrets
 import time
@@ -280,7 +282,8 @@ class FileKeyLog:
     half appended. A file that
     keeps failing (replaced by one others can read, its disk full) fails at every handshake:
     `KeyLogFailed.shown` is the first failure of each kind, then a line a minute at most
-    summing up the others (`SummedFailures`), None in between."""
+    summing up the others (`SummedFailures`), None in between; those not summed up yet are
+    as the process exits (`log_unlogged_failures`)."""
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = fspath(path)
@@ -321,7 +324,32 @@ class FileKeyLog:
     def _failed(self, kind: str) -> KeyLogFailed:
         failed = KeyLogFailed(f"key log {self.path!r} {kind}")
         failed.shown = self._failures.failed(kind, time.monotonic())
+        if failed.shown is None:  # counted: summed up later, at the latest as we exit
+            _UNLOGGED_KEY_LOGS.add(self)
         return failed
+
+    def log_unlogged_failures(self) -> None:
+        """Log the line summing up the failures not logged yet (`SummedFailures.unlogged`),
+        if any: else a run shorter than a minute never says how many lines it lost. Done
+        for every `FileKeyLog` as the process exits (`atexit`: server workers and perf
+        generators too, which exit through it)."""
+        _UNLOGGED_KEY_LOGS.discard(self)
+        line = self._failures.unlogged()
+        if line is not None:
+            logging.getLogger("iotdtls").warning("%s", line)
+
+
+#: The `FileKeyLog`s of this process with failures counted but not logged yet; held until
+#: then, as the configuration holding one is often gone by the time the process exits.
+_UNLOGGED_KEY_LOGS: set[FileKeyLog] = set()
+
+
+@atexit.register
+def _log_unlogged_key_log_failures() -> None:
+    """`FileKeyLog.log_unlogged_failures` for each key log that has some, as we exit (before
+    logging's own exit handler, registered before this one: atexit runs them in reverse)."""
+    for keylog in list(_UNLOGGED_KEY_LOGS):
+        keylog.log_unlogged_failures()
 
 
 class KeyLogFailed(Exception):
