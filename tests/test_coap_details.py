@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiocoap import GET, error
+from aiocoap import EMPTY, GET, RST, error
 from aiocoap.credentials import CredentialsMissingError
 from aiocoap.message import Message, UndecidedRemote
 
@@ -156,6 +156,17 @@ class Interface(CoapsInterface):
         return None
 
 
+class SentAddress(CoapsAddress):
+    """A remote that keeps what is sent over its association."""
+
+    def __init__(self) -> None:
+        super().__init__(("192.0.2.1", 5684), 1232, PEER)
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
 #: A CON GET, MID 7, token "t" (RFC 7252 §3).
 GET_REQUEST = bytes([0x41, 0x01, 0x00, 0x07]) + b"t"
 
@@ -174,7 +185,7 @@ def test_the_interface_hands_over_messages_and_logs_what_is_not_coap(
     association; probe AS)."""
     layer = Layer()
     interface = Interface(layer)
-    remote = CoapsAddress(("192.0.2.1", 5684), 1232, PEER)
+    remote = SentAddress()
     interface.deliver(remote, GET_REQUEST)
     assert [(m.mid, m.token, m.remote) for m in layer.messages] == [(7, b"t", remote)]
     with caplog.at_level(logging.DEBUG, logger="iotdtls.coap"):
@@ -191,6 +202,42 @@ def test_the_interface_hands_over_messages_and_logs_what_is_not_coap(
         (logging.INFO, f"{remote!r}: 3 datagrams that were not CoAP messages were ignored"),
     ]
     assert len(layer.messages) == 1 and remote.not_coap == 3
+
+
+@pytest.mark.parametrize(
+    ("not_coap", "reset"),
+    [(GET_REQUEST + bytes([0xB1, 0xFF]), bytes([0x70, 0x00, 0x00, 0x07])),  # CON, MID 7
+     (bytes([0x40, 0x01, 0xAB, 0xCD, 0xBD]), bytes([0x70, 0x00, 0xAB, 0xCD])),  # option cut
+     (bytes([0x51, 0x01, 0x00, 0x07]) + b"t" + bytes([0xB1, 0xFF]), None),  # NON
+     (bytes([0x61, 0x45, 0x00, 0x07]) + b"t" + bytes([0x81, 0xFF]), None),  # ACK
+     (bytes([0x81, 0x01, 0x00, 0x07]) + b"t" + bytes([0xB1, 0xFF]), None),  # version 2
+     (bytes([0x40, 0x01, 0x00]), None),  # no message ID
+     (b"\xff", None)],
+    ids=["con-text-option", "con-option-cut-short", "non", "ack",
+         "version-2", "short-header", "no-header"],
+)
+def test_a_confirmable_message_that_cannot_be_decoded_is_rejected_with_a_reset(
+    caplog: pytest.LogCaptureFixture, not_coap: bytes, reset: bytes | None
+) -> None:
+    """RFC 7252 §4.2: a CON message with a format error is rejected with a matching Reset (an
+    Empty message of its message ID), sent over the same association; a NON one is ignored
+    (§4.3), as is what has no CoAP header of version 1. Counted and logged as before (it was
+    dropped silently: the client retransmitted it until it gave up, ~93 s; probe AU)."""
+    layer = Layer()
+    interface = Interface(layer)
+    remote = SentAddress()
+    with caplog.at_level(logging.WARNING, logger="iotdtls.coap"):
+        interface.deliver(remote, not_coap)
+        interface.deliver(remote, not_coap)
+    assert remote.sent == ([] if reset is None else [reset, reset])  # one for each
+    assert remote.not_coap == 2 and layer.messages == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{remote!r}: ignoring a datagram that is not a CoAP message (any more are logged at "
+        "debug level)"]
+    if reset is not None:
+        rst = Message.decode(reset)
+        assert (rst.mtype, rst.code, rst.token) == (RST, EMPTY, b"")
+        assert rst.mid == int.from_bytes(not_coap[2:4], "big")
 
 
 def test_only_responses_to_requests_sent_are_counted() -> None:

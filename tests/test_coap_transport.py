@@ -564,10 +564,11 @@ LOCATION_PATH_NOT_UTF8 = bytes([0x81, 0xFF])
 def test_a_request_with_a_text_option_not_utf8_is_ignored_and_the_association_stays(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A request whose Uri-Path is not UTF-8 is ignored as a datagram that is not CoAP, with
-    a warning, and the next request on the association is answered (aiocoap's decoding
-    raised UnicodeDecodeError: the handler failed with a traceback and the association ended
-    unanswered; probe AS)."""
+    """A confirmable request whose Uri-Path is not UTF-8 is rejected with a matching Reset
+    (RFC 7252 §4.2) over its association, with a warning, and the next request on the
+    association is answered (aiocoap's decoding raised UnicodeDecodeError: the handler failed
+    with a traceback and the association ended unanswered, probe AS; then it was dropped
+    silently and the client retransmitted it until it gave up, probe AU)."""
     caplog.set_level(logging.WARNING)
 
     async def main() -> None:
@@ -577,12 +578,14 @@ def test_a_request_with_a_text_option_not_utf8_is_ignored_and_the_association_st
                 await device.handshake(client_config())
                 device.send(bytes([0x41, 0x01, 0x00, 0x01]) + b"b" + URI_PATH_NOT_UTF8)
                 device.send(raw_request(2, b"good", "hello"))
-                data = await device.recv(2.0)
-                assert data is not None
-                answer = aiocoap.Message.decode(data)
+                replies = [await device.recv(2.0), await device.recv(2.0)]
+                assert replies[0] is not None and replies[1] is not None
+                reset, answer = (aiocoap.Message.decode(data) for data in replies)
+                assert (reset.mtype, reset.code, reset.mid, reset.token) == (
+                    aiocoap.RST, aiocoap.EMPTY, 1, b"")
                 assert (answer.mid, answer.token) == (2, b"good")
                 assert answer.payload.startswith(b"Hello, ")
-                assert await device.recv(0.3) is None  # nothing for the ignored one
+                assert await device.recv(0.3) is None  # one Reset only
             finally:
                 device.close()
 
@@ -618,6 +621,42 @@ def test_a_response_with_a_text_option_not_utf8_is_ignored_and_the_association_s
 
     with AnsweringServer(answer) as server:
         run(main())
+    assert [r.getMessage().partition(": ")[2] for r in caplog.records] == [
+        "ignoring a datagram that is not a CoAP message (any more are logged at debug level)"]
+
+
+@pytest.mark.req("COAP-1")
+def test_a_confirmable_message_not_utf8_from_a_server_is_rejected_with_a_reset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server sends a CON 2.05 whose Location-Path is not UTF-8 (MID 0x1234), then the
+    response: the client rejects the first with a matching Reset over the association (RFC
+    7252 §4.2; it was dropped silently, probe AU), and takes the response."""
+    caplog.set_level(logging.WARNING)
+    received: list[bytes] = []
+
+    def answer(data: bytes) -> list[bytes]:
+        received.append(data)
+        request = aiocoap.Message.decode(data)
+        if request.mtype == aiocoap.RST:
+            return []
+        stray = bytes([0x44, 0x45, 0x12, 0x34]) + b"zzzz" + LOCATION_PATH_NOT_UTF8 + b"\xffzz"
+        response = aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok")
+        response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
+        return [stray, response.encode()]
+
+    async def main() -> None:
+        async with coaps_client() as client:
+            response = await get(client, uri((LOCALHOST, server.port), "hello"))
+            assert response.payload == b"ok"
+            for _ in range(50):
+                if len(received) == 2:
+                    break
+                await asyncio.sleep(0.02)
+
+    with AnsweringServer(answer) as server:
+        run(main())
+    assert received[1:] == [bytes([0x70, 0x00, 0x12, 0x34])]  # RST 0.00, MID 0x1234
     assert [r.getMessage().partition(": ")[2] for r in caplog.records] == [
         "ignoring a datagram that is not a CoAP message (any more are logged at debug level)"]
 

@@ -46,6 +46,7 @@ __all__ = [
     "CoapsInterface",
     "block_size_exp",
     "hostinfo",
+    "reset_for",
 ]
 
 #: The most a DTLS 1.2 AEAD record adds to its payload: a 13-byte header, an 8-byte explicit
@@ -69,6 +70,16 @@ def block_size_exp(mtu: int) -> int:
         if 2 ** (szx + 4) <= room:
             return szx
     return 0
+
+
+def reset_for(data: bytes) -> bytes | None:
+    """The Reset that rejects `data`, a message that cannot be processed, if its header is
+    that of a confirmable message: version 1, type CON, a message ID (RFC 7252 §3, §4.2); an
+    Empty message (code 0.00, no token) of type RST with that message ID. None for any other
+    (§4.3: a non-confirmable one may be ignored; no Reset for an ACK or a Reset, §4.2)."""
+    if len(data) < 4 or data[0] >> 4 != 0b0100:  # version 1, type 0 (CON)
+        return None
+    return bytes([0b0111_0000, 0x00]) + data[2:4]
 
 
 def hostinfo(address: tuple[Any, ...]) -> str:
@@ -247,7 +258,9 @@ class CoapsInterface(interfaces.MessageInterface):
         """A datagram received over `remote`'s association. One that aiocoap cannot decode is
         ignored, counted in `remote.not_coap` and logged: no CoAP header, an option cut short
         (`UnparsableMessage`), or a text option that is not UTF-8 (RFC 7252 §3.2; aiocoap
-        0.4.17 raises UnicodeDecodeError, a ValueError, for it). An exception of aiocoap's
+        0.4.17 raises UnicodeDecodeError, a ValueError, for it). One whose header is that of
+        a confirmable message is rejected with a matching Reset over the same association
+        (RFC 7252 §4.2, `reset_for`): one Reset for each, nothing kept. An exception of aiocoap's
         message layer is logged and the association goes on: it would otherwise end the
         receive loop, and with it the association every request to that peer shares. The
         InvalidStateError aiocoap 0.4.17 raises for a block arriving for a request that timed
@@ -266,6 +279,9 @@ class CoapsInterface(interfaces.MessageInterface):
             else:
                 logger.debug("%r: ignoring a datagram that is not a CoAP message (%d so far)",
                              remote, remote.not_coap)
+            reset = reset_for(data)
+            if reset is not None:
+                remote.send(reset)
             return
         if remote.answers_a_request(message):
             remote.responses_received += 1
