@@ -400,6 +400,20 @@ class AnsweringServer:
                 self.sock.sendto(out, to)
 
 
+class PlainAnsweringServer(AnsweringServer):
+    """An `AnsweringServer` without DTLS: it answers each datagram with the datagrams `answer`
+    returns for it, sent as they are (a hostile or broken coap:// server, scripted)."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, address = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            for reply in self.answer(data):
+                self.sock.sendto(reply, address)
+
+
 class AlertingServer(AnsweringServer):
     """An `AnsweringServer` that answers the first application datagram of a peer with a
     fatal `alert` (internal_error unless told), once its association is established."""

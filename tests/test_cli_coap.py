@@ -30,8 +30,8 @@ from aiocoap import resource
 import iotdtls.coap
 import iotdtls.coap.client
 from iotdtls.chaincache import ChainCache
+from iotdtls.cli import aiocoap_failures, main
 from iotdtls.cli import coap as coap_cli
-from iotdtls.cli import main
 from iotdtls.cli.common import UsageError
 from iotdtls.coap import AssociationFailed
 from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
@@ -44,6 +44,7 @@ from tests.interop_support import (
     AlertingServer,
     AnsweringServer,
     FlushedText,
+    PlainAnsweringServer,
 )
 from tests.peers import (
     CLIENT_IDENTITY,
@@ -526,30 +527,168 @@ def test_a_response_aiocoap_cannot_handle_is_one_line_and_status_1(
     assert logged.levelno == logging.DEBUG and logged.exc_info is not None
 
 
-# aiocoap's iterator raises the error again when it is collected (its __del__ lets only some
-# errors pass): the command line prints it after its line, as Python does for any such error.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@contextlib.contextmanager
+def hostile(scheme: str, answer: Callable[[bytes], list[bytes]]) -> Iterator[list[str]]:
+    """A server answering with `answer` (`AnsweringServer`, or `PlainAnsweringServer` for
+    coap://); yields the command line's URI and flags for it, and checks that nothing aiocoap
+    raised where no one catches it reached Python's or asyncio's reports (a traceback after
+    the command's one line, probe AU): what was not logged at debug level by the command."""
+    unraisable: list[BaseException | None] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda what: unraisable.append(what.exc_value)
+    try:
+        with (PlainAnsweringServer if scheme == "coap" else AnsweringServer)(answer) as server:
+            flags = [] if scheme == "coap" else list(CREDENTIALS)
+            yield [f"{scheme}://{LOCALHOST}:{server.port}/x", *flags]
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert unraisable == []
+
+
+def reply(request: aiocoap.Message, response: aiocoap.Message) -> bytes:
+    """`response` piggybacked on the ACK to `request` (RFC 7252 §5.2.1), encoded."""
+    response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
+    return response.encode()
+
+
+@contextlib.contextmanager
+def debug_lines() -> Iterator[list[tuple[int, str, str]]]:
+    """`iotdtls.cli`'s log lines at any level as (level, message, the name of the exception
+    logged with it), kept without the exception: a record kept with it (as caplog keeps it)
+    would keep aiocoap's objects alive past the command's run, so they would be collected
+    only after it."""
+    lines: list[tuple[int, str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            exc = record.exc_info[1] if record.exc_info else None
+            lines.append((record.levelno, record.getMessage(), type(exc).__name__))
+
+    log = logging.getLogger("iotdtls.cli")
+    handler, level, propagate = Keep(), log.level, log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield lines
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+        log.setLevel(level)
+
+
+def asyncio_reports(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+
+
+@pytest.mark.parametrize("scheme", ["coap", "coaps"])
 def test_a_notification_aiocoap_cannot_handle_is_one_line_and_status_1(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, scheme: str
 ) -> None:
     """The same for a notification of `--observe` (RFC 7641 §4.2): its first block is not
-    block 0 (it printed the code, the first notification, then "iotdtls: " alone)."""
+    block 0 (it printed the code, the first notification, then "iotdtls: " alone). aiocoap's
+    iterator raises the error again when it is collected (its __del__ lets only some errors
+    pass): "Exception ignored in: ClientObservation._Iterator.__del__" and its traceback came
+    after the line (probe AU); now -v logs it at debug level."""
 
     def answer(data: bytes) -> list[bytes]:
         request = aiocoap.Message.decode(data)
         first = aiocoap.Message(code=aiocoap.CONTENT, observe=1, payload=b"first")
         second = aiocoap.Message(code=aiocoap.CONTENT, observe=2, block2=(3, True, 0),
                                  payload=b"x" * 16)
-        first.mtype, first.mid, first.token = aiocoap.ACK, request.mid, request.token
         second.mtype, second.mid, second.token = aiocoap.NON, request.mid + 1, request.token
-        return [first.encode(), second.encode()] if request.opt.block2 is None else []
+        return [reply(request, first), second.encode()] if request.opt.block2 is None else []
 
-    with AnsweringServer(answer) as server:
-        status, out, err = coap(capsys, "get", f"coaps://{LOCALHOST}:{server.port}/x",
-                                "--observe", "--duration", "5", *CREDENTIALS)
-    gc.collect()  # that iterator's __del__ now, within this test
+    with hostile(scheme, answer) as target, debug_lines() as lines:
+        status, out, err = coap(capsys, "get", *target, "--observe", "--duration", "5", "-v")
     assert (status, out, err) == (1, "first\n", "2.05 Content\niotdtls: the server's response "
                                   "could not be handled (aiocoap: UnexpectedBlock2)\n")
+    assert asyncio_reports(caplog) == []
+    assert [(level, text.partition(" at 0x")[0], name) for level, text, name in lines
+            if text.startswith("aiocoap raised")] == [
+        (logging.DEBUG, "aiocoap raised: Exception ignored in: <function "
+         "ClientObservation._Iterator.__del__", "UnexpectedBlock2")]
+
+
+@pytest.mark.parametrize("scheme", ["coap", "coaps"])
+def test_a_response_not_observable_whose_blocks_fail_is_one_line(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, scheme: str,
+) -> None:
+    """`--observe` of a resource that answers without Observe (not observable, RFC 7641
+    §3.1), block 0 of more (RFC 7959 §2.2), then block 7 for block 1: aiocoap reports the
+    failure to the observation it already ended, and the task that did so failed with
+    "RuntimeError: Error raised in an already cancelled ClientObservation", which asyncio
+    printed with two tracebacks after the line ("Task exception was never retrieved", probe
+    AU); now -v logs it at debug level."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        number = 0 if request.opt.block2 is None else 7
+        return [reply(request, aiocoap.Message(code=aiocoap.CONTENT, block2=(number, True, 0),
+                                               payload=b"x" * 16))]
+
+    # pytest would keep aiocoap's own error line, whose argument is the error, and with it
+    # the task past the command's run (the command then routes it later, as its loop lives).
+    monkeypatch.setattr(logging.getLogger("coap"), "handlers", [logging.NullHandler()])
+    monkeypatch.setattr(logging.getLogger("coap"), "propagate", False)
+    with hostile(scheme, answer) as target, debug_lines() as lines:
+        status, out, err = coap(capsys, "get", *target, "--observe", "--timeout", "5", "-v")
+    assert (status, out, err) == (1, "", "iotdtls: the server's response could not be handled "
+                                  "(aiocoap: NotImplemented)\n")
+    assert asyncio_reports(caplog) == []
+    assert [(level, text, name) for level, text, name in lines
+            if text.startswith("aiocoap raised")] == [
+        (logging.DEBUG, "aiocoap raised: Task exception was never retrieved", "RuntimeError")]
+
+
+#: A NON 2.05 of another token whose Location-Path is the byte 0xff: not UTF-8 (RFC 7252 §3.2).
+NOT_UTF8 = bytes([0x54, 0x45, 0x12, 0x34]) + b"zzzz" + bytes([0x81, 0xFF]) + b"\xffzz"
+
+
+def test_a_coap_datagram_with_a_text_option_not_utf8_is_one_warning(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """coap:// (aiocoap's UDP transport): a datagram whose text option is not UTF-8 made
+    asyncio print a 24-line traceback each ("Exception in callback ... recvmsg.py ...
+    UnicodeDecodeError", probe AU). Now it is ignored with one warning, as over coaps, the
+    others at debug level; the response that follows is taken."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        ok = aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok")
+        return [NOT_UTF8, NOT_UTF8, NOT_UTF8, reply(request, ok)]
+
+    with hostile("coap", answer) as target:
+        status, out, err = coap(capsys, "get", *target, "--timeout", "5", "-v")
+    assert (status, out, err) == (0, "ok", "2.05 Content\n")
+    assert asyncio_reports(caplog) == []
+    ignoring = "coap: ignoring a datagram that is not a CoAP message"
+    assert [(r.levelno, r.getMessage().partition(" (")[0]) for r in caplog.records
+            if r.getMessage().startswith(ignoring)] == [
+        (logging.WARNING, ignoring), (logging.DEBUG, ignoring), (logging.DEBUG, ignoring)]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{ignoring} (any more are logged at debug level)"]
+
+
+def test_a_coap_response_with_a_text_option_not_utf8_is_no_response(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the response itself is such a datagram, none came: the command says so as for
+    silence, after the warning."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        return [reply(request, aiocoap.Message(code=aiocoap.CONTENT, location_path=["x"]))
+                .replace(b"x", b"\xff")]
+
+    with hostile("coap", answer) as target:
+        status, out, err = coap(capsys, "get", *target, "--timeout", "0.5")
+    assert (status, out, err) == (1, "", "iotdtls: no response within 0.5 s\n")
+    assert asyncio_reports(caplog) == []
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "coap: ignoring a datagram that is not a CoAP message (any more are logged at debug "
+        "level)"]
 
 
 def test_an_exception_raised_in_our_own_code_is_not_taken_for_aiocoaps(
@@ -919,3 +1058,46 @@ def test_the_response_code_is_flushed_before_the_payload(
     monkeypatch.setattr(sys, "stderr", stderr)
     assert main(["coap", "get", server.uri("hello"), *CREDENTIALS]) == 0
     assert stderr.flushed == "2.05 Content\n"
+
+
+def test_only_what_aiocoap_raised_is_routed_and_the_hook_is_restored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A callback, a task or a finalizer of our own code that fails keeps Python's and
+    asyncio's report with its traceback (a bug of ours shows); the unraisable hook in place
+    before the run is back after it."""
+    unraisable: list[BaseException | None] = []
+
+    class Ours:
+        def __del__(self) -> None:
+            raise KeyError("a finalizer of ours")
+
+    def callback() -> None:
+        raise KeyError("a callback of ours")
+
+    async def task() -> None:
+        raise KeyError("a task of ours")
+
+    async def work() -> int:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(callback)
+        failing = loop.create_task(task())
+        Ours()
+        await asyncio.sleep(0.05)
+        del failing  # never awaited: reported when collected
+        return 7
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = recorder = lambda what: unraisable.append(what.exc_value)
+    try:
+        with debug_lines() as lines:
+            assert aiocoap_failures.run_routing_aiocoap_failures(work()) == 7
+        assert sys.unraisablehook is recorder
+    finally:
+        sys.unraisablehook = previous
+    assert [repr(exc) for exc in unraisable] == ["KeyError('a finalizer of ours')"]
+    reports = [(r.getMessage().partition("\n")[0], r.exc_info is not None and r.exc_info[1])
+               for r in caplog.records if r.name == "asyncio"]
+    assert [(text.partition(" ")[0], repr(exc)) for text, exc in reports] == [
+        ("Exception", "KeyError('a callback of ours')"), ("Task", "KeyError('a task of ours')")]
+    assert lines == []

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from iotdtls._addresses import host_from_uri, socket_error, uri_host
 from iotdtls._extras import AIOCOAP_HINT
 from iotdtls.chaincache import ChainCache
+from iotdtls.cli.aiocoap_failures import raised_in_aiocoap, run_routing_aiocoap_failures
 from iotdtls.cli.common import (
     DEFAULT_PORT,
     Parser,
@@ -172,7 +173,9 @@ def run_request(args: argparse.Namespace) -> int:
         options["observe"] = 0
     message = _message(args.method, args.uri, options)
     request = _request(args, message, config, chain_cache(args), observe)
-    return asyncio.run(_ended_by_signals(request))
+    # What aiocoap raises where we cannot catch it (callbacks, tasks, finalizers) is a debug
+    # line, not a traceback after the command's line.
+    return run_routing_aiocoap_failures(_ended_by_signals(request))
 
 
 #: Signals that end a request as Ctrl-C does (a terminal closing sends SIGHUP).
@@ -347,7 +350,7 @@ async def _request(
             )
         return _failed(f"no response within {args.timeout:g} s after the handshake")
     except Exception as exc:
-        if not _raised_in_aiocoap(exc):
+        if not raised_in_aiocoap(exc):
             raise  # a bug of ours: its traceback
         return _failed(_problem(exc))
     finally:
@@ -374,7 +377,7 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
     except error.Error as exc:
         return _failed(_problem(exc))
     except Exception as exc:
-        if not _raised_in_aiocoap(exc):
+        if not raised_in_aiocoap(exc):
             raise
         return _failed(_problem(exc))
     finally:
@@ -436,17 +439,6 @@ def _problem(exc: Exception) -> object:
     logger.debug("aiocoap failed on the server's response", exc_info=exc)
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return f"the server's response could not be handled (aiocoap: {what})"
-
-
-def _raised_in_aiocoap(exc: BaseException) -> bool:
-    """True when `exc` was raised in aiocoap's code (the innermost frame of its traceback)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "")
-    return isinstance(module, str) and module.partition(".")[0] == "aiocoap"
 
 
 def _failed(problem: object) -> int:
