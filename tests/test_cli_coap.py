@@ -371,6 +371,12 @@ def test_unreachable_names_the_socket_error_under_a_bare_network_error() -> None
         # It said "cannot resolve fe80::1%nosuch: Name or service not known" (probe AS).
         ("[fe80::1%25nosuch]", "cannot reach [fe80::1%nosuch]:{port}: the network interface "
          "nosuch is unknown\n"),
+        # A 49-line UnicodeError traceback (idna: label too long); "Network is unreachable"
+        # for an index of no interface (probe AU).
+        (f"[fe80::1%25{'z' * 64}]", f"cannot reach [fe80::1%{'z' * 64}]:{{port}}: the network "
+         f"interface {'z' * 64} is unknown\n"),
+        ("[fe80::1%2599999]", "cannot reach [fe80::1%99999]:{port}: the network interface "
+         "99999 is unknown\n"),
     ],
 )
 def test_a_coaps_server_that_cannot_be_reached_is_named_as_the_client_names_it(
@@ -955,6 +961,18 @@ def test_serve_names_a_link_local_address_with_its_zone(
     assert status == 0
     assert ("iotdtls.cli", logging.INFO, f"listening on coaps://[fe80::1%25lo]:{port}") in (
         caplog.record_tuples)
+
+
+def test_serve_names_an_unknown_interface_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A zone of 64 characters or more gave a 49-line UnicodeError traceback (the idna codec
+    of Python's resolver: label too long; probe AU)."""
+    port, zone = free_udp_port(), "z" * 64
+    status = main(["coap", "serve", "--listen", f"[fe80::1%{zone}]:{port}", *CREDENTIALS])
+    assert (status, capsys.readouterr().err) == (
+        1, f"iotdtls: cannot listen on [fe80::1%{zone}]:{port}: the network interface {zone} is "
+           "unknown\n")
 
 
 

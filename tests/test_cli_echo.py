@@ -760,28 +760,54 @@ def test_a_link_local_address_without_its_interface_says_to_add_it(
     ))
 
 
+#: A zone longer than an IDNA label (63 characters, RFC 1035 §2.3.4): Python's resolver
+#: raised UnicodeError ("encoding with 'idna' codec failed ... label too long") for it.
+LONG_ZONE = "z" * 64
+#: An interface index that no interface of this host has.
+NO_INDEX = "99999"
+
+
 @pytest.mark.parametrize(
     ("command", "doing"),
     [(["client"], "reach"), (["server", "--listen"], "listen on")],
     ids=["client", "server"],
 )
+@pytest.mark.parametrize("zone", ["nosuch", LONG_ZONE, NO_INDEX, "0"])
 def test_an_unknown_interface_is_named_as_such(
-    capsys: pytest.CaptureFixture[str], command: list[str], doing: str
+    capsys: pytest.CaptureFixture[str], command: list[str], doing: str, zone: str
 ) -> None:
     """The client said "cannot resolve fe80::1%nosuch: Name or service not known" (no
-    brackets, nothing of the interface), the server "Name or service not known" (probe AS)."""
+    brackets, nothing of the interface), the server "Name or service not known" (probe AS); a
+    zone of 64 characters or more gave a 49-line UnicodeError traceback, an index of no
+    interface "Network is unreachable", index 0 "Invalid argument" (probe AU)."""
     port = free_udp_port()
-    status = main([*command, f"[fe80::1%nosuch]:{port}", "--psk-identity", "dev1", "--psk",
-                   PSK_HEX])
+    status = main([*command, f"[fe80::1%{zone}]:{port}", "--psk-identity", "dev1", "--psk",
+                   PSK_HEX, *(["--timeout", "1"] if doing == "reach" else [])])
     assert (status, capsys.readouterr().err) == (
-        1, f"iotdtls: cannot {doing} [fe80::1%nosuch]:{port}: the network interface nosuch is "
+        1, f"iotdtls: cannot {doing} [fe80::1%{zone}]:{port}: the network interface {zone} is "
            "unknown\n")
+
+
+def test_a_host_name_that_cannot_be_one_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A label longer than 63 characters or empty (RFC 1035 §2.3.4) cannot be resolved:
+    one line, not the UnicodeError of Python's idna codec with its traceback (probe AU)."""
+    for host in (f"{LONG_ZONE}.example", "a..example"):
+        status = main(["server", "--listen", f"{host}:5684", "--psk-identity", "dev1", "--psk",
+                       PSK_HEX])
+        err = capsys.readouterr().err
+        assert status == 1 and err.startswith(f"iotdtls: cannot listen on {host}:5684: not a "
+                                              "valid host name (label "), err
+        assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
     ("host", "said"),
     [("fe80::1%nosuch", "the network interface nosuch is unknown"),
-     ("fe80::1%lo", ""), ("fe80::1%1", ""),  # an interface; an index, the kernel's to judge
+     (f"fe80::1%{LONG_ZONE}", f"the network interface {LONG_ZONE} is unknown"),
+     (f"fe80::1%{NO_INDEX}", f"the network interface {NO_INDEX} is unknown"),
+     (f"fe80::1%{2**70}", f"the network interface {2**70} is unknown"),
+     ("fe80::1%0", "the network interface 0 is unknown"),
+     ("fe80::1%lo", ""), ("fe80::1%1", ""),  # an interface; index 1, the loopback's
      ("fe80::1", ""), ("gw.example", ""), ("gw%nosuch", "")],
 )
 def test_only_a_zone_naming_no_interface_is_unknown(host: str, said: str) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "interface_name",
     "listening_on",
     "reaching",
+    "resolve",
     "socket_error",
     "socket_to",
     "unknown_interface",
@@ -194,17 +195,36 @@ def socket_error(exc: OSError, host: str, port: int) -> str:
 
 def unknown_interface(host: str) -> str:
     """For an IPv6 address whose zone (RFC 4007 §11) names no network interface of this host,
-    `fe80::1%nosuch` (which the resolver refuses with "Name or service not known"), "the
-    network interface nosuch is unknown"; "" for any other host, a numeric zone (an index,
-    the kernel's to judge) included."""
+    by name, `fe80::1%nosuch` (which the resolver refuses with "Name or service not known",
+    and Python's with UnicodeError for a name longer than 63 characters, `resolve`), or by
+    index, `fe80::1%99` (the kernel: "Network is unreachable"; index 0, no interface at all:
+    "Invalid argument"), "the network interface nosuch is unknown"; "" for any other host."""
     address, _, zone = host.partition("%")
-    if not zone or ":" not in address or zone.isdigit():
+    if not zone or ":" not in address:
         return ""
     try:
-        socket.if_nametoindex(zone)
-    except OSError:
+        if zone.isdigit():
+            socket.if_indextoname(int(zone))
+        else:
+            socket.if_nametoindex(zone)
+    except (OSError, OverflowError):
         return f"the network interface {zone} is unknown"
     return ""
+
+
+def resolve(host: str, port: int, flags: int = 0, proto: int = 0) -> list[tuple[Any, ...]]:
+    """`socket.getaddrinfo(host, port)` for UDP, where every address is resolved (clients,
+    servers, the proxy, the workers), as the `reaching` and `listening_on` blocks around it
+    name its errors. A host that cannot be a name, for the labels Python's idna codec refuses
+    (longer than 63 characters or empty, RFC 1035 §2.3.4; a zone is encoded with its
+    address, `fe80::1%` and 64 characters), raised UnicodeError, and a traceback: it is a
+    `socket.gaierror` (EAI_NONAME) as a name that does not resolve, "not a valid host name
+    (label too long)"; `reaching` then names a zone as an unknown interface."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=proto, flags=flags)
+    except UnicodeError as exc:
+        reason = exc.__cause__ or exc
+        raise socket.gaierror(socket.EAI_NONAME, f"not a valid host name ({reason})") from None
 
 
 def zone_needed(host: str, port: int) -> str:

@@ -19,6 +19,8 @@ import functools
 import socket
 from typing import Any
 
+from iotdtls._addresses import resolve
+
 __all__ = [
     "READ_BATCH",
     "SEND_QUEUE_LIMIT",
@@ -159,14 +161,11 @@ async def open_server_transport(
 async def resolve_udp(
     loop: asyncio.AbstractEventLoop, host: str, port: int, flags: int = 0
 ) -> list[tuple[Any, ...]]:
-    """`socket.getaddrinfo` for UDP, run in the loop's default executor. Not
+    """`socket.getaddrinfo` for UDP (`iotdtls._addresses.resolve`), run in the loop's default
+    executor. Not
     `loop.getaddrinfo`: uvloop's drops the scope id of a link-local IPv6 address
     ("fe80::1%eth0" comes back with scope id 0, which no socket can bind or reach)."""
-    infos = await loop.run_in_executor(
-        None,
-        functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_DGRAM, flags=flags),
-    )
-    return list(infos)
+    return await loop.run_in_executor(None, functools.partial(resolve, host, port, flags))
 
 
 def dual_stack(sock: socket.socket, address: Any) -> None:

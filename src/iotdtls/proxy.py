@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self
 
-from iotdtls._addresses import format_hostport, host_port, listening_on, zone_needed
+from iotdtls._addresses import format_hostport, host_port, listening_on, resolve, zone_needed
 from iotdtls.cli.common import Parser, UsageError, parse_hostport
 
 __all__ = [
@@ -181,7 +181,7 @@ def _resolve(address: tuple[str, int]) -> tuple[socket.AddressFamily, tuple[Any,
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+        infos = resolve(host, port, proto=socket.IPPROTO_UDP)
     except socket.gaierror as exc:
         raise OSError(f"cannot resolve {host!r}: {exc.strerror}") from None
     if not infos:

@@ -20,7 +20,7 @@ from collections import deque
 from types import TracebackType
 
 from iotdtls import _process
-from iotdtls._addresses import format_address, reaching, socket_to, sockets_in_turn
+from iotdtls._addresses import format_address, reaching, resolve, socket_to, sockets_in_turn
 from iotdtls._arguments import attach_socket, check_client_arguments, check_timeout
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
@@ -103,7 +103,7 @@ class DtlsClient:
         self.connection = DtlsConnection(config, session=session)
         if sock is None:
             with reaching(host, port):
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+                infos = resolve(host, port)
             sock = self._sock = socket_to(infos[0], host, port)
             mine = True
         else:
@@ -518,7 +518,7 @@ def _connect_to(sock: socket.socket, host: str, port: int) -> None:
     """Connect a caller's `sock` to `host:port`: to its first address of the socket's family,
     in the resolver's order (RFC 6724)."""
     with reaching(host, port):
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        infos = resolve(host, port)
     attach_socket(sock, infos, host, port)
 
 
@@ -551,7 +551,7 @@ def connect(
         return _handshake(DtlsClient(host, port, config, sock=sock, session=session),
                           chain_cache, key, config)
     with reaching(host, port):
-        *firsts, last = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        *firsts, last = resolve(host, port)
     for sock in sockets_in_turn(firsts, host, port):
         try:
             return _handshake(_client_on(sock, host, port, config, session),

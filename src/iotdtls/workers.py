@@ -64,7 +64,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
-from iotdtls._addresses import listening_on
+from iotdtls._addresses import listening_on, resolve
 from iotdtls._arguments import check_host, check_port, check_type
 from iotdtls._children import hold_signals, how_it_ended, ignore_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
@@ -387,7 +387,7 @@ def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
     two servers that know nothing of each other's associations."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError("workers need SO_REUSEPORT, which this system does not have")
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    family, _, _, _, address = resolve(host, port)[0]
     if port:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             dual_stack(probe, address)  # the IPv4 port too, as the workers' sockets take it
