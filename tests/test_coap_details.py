@@ -49,6 +49,7 @@ from iotdtls.errors import (
     ConfigError,
     DtlsError,
     HandshakeTimeout,
+    IntegrityLimitReached,
     ProtocolError,
 )
 from iotdtls.identity import PskIdentity, UnauthenticatedPeer
@@ -380,6 +381,12 @@ def test_advice_follows_the_cause(cause: BaseException | None, advice: str | Non
     (AlertSent(AlertDescription.unexpected_message, "a ClientHello"),
      "We ended the association with fatal alert unexpected_message after the handshake, for "
      "what the server sent."),
+    # Records that fail authentication need not be the server's: anyone who can send to our
+    # address can forge them (it said "for what the server sent", probe AU).
+    (IntegrityLimitReached(1, 128),
+     "We ended the association with fatal alert bad_record_mac after the handshake, for "
+     "records that failed authentication: forged or damaged on the way, they need not come "
+     "from the server (anyone who can send to our address can send them)."),
     # Ends that say all themselves: no advice.
     (AlertReceived(AlertDescription.close_notify), None),
     (DtlsError("anything else"), None),

@@ -13,7 +13,14 @@ from __future__ import annotations
 from aiocoap import error
 
 from iotdtls.config import Mode
-from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, DtlsError, HandshakeTimeout
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    AlertSent,
+    DtlsError,
+    HandshakeTimeout,
+    IntegrityLimitReached,
+)
 from iotdtls.handshake.alerts import BASE_ALERTS, X509_MODE_ALERTS
 
 __all__ = [
@@ -74,6 +81,15 @@ class AssociationClosed(AssociationFailed, error.RemoteServerShutdown):
                 f"The server ended the association with fatal alert {_name(cause.alert)} after "
                 "the handshake, which had succeeded (the credentials are not in question); its "
                 "log may say why."
+            )
+        if isinstance(cause, IntegrityLimitReached):
+            # RFC 9147 §4.5.3: records that fail authentication are not known to be the
+            # server's; anyone who can send to our address can forge them.
+            return (
+                f"We ended the association with fatal alert {cause.alert.name} after the "
+                "handshake, for records that failed authentication: forged or damaged on the "
+                "way, they need not come from the server (anyone who can send to our address "
+                "can send them)."
             )
         if isinstance(cause, AlertSent):
             return (
