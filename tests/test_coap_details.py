@@ -380,7 +380,7 @@ def test_advice_follows_the_cause(cause: BaseException | None, advice: str | Non
      "why."),  # a code without a name
     (AlertSent(AlertDescription.unexpected_message, "a ClientHello"),
      "We ended the association with fatal alert unexpected_message after the handshake, for "
-     "what the server sent."),
+     "what came from the server's address."),  # not proven the server's (probe AU)
     # Records that fail authentication need not be the server's: anyone who can send to our
     # address can forge them (it said "for what the server sent", probe AU).
     (IntegrityLimitReached(1, 128),

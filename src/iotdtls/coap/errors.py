@@ -94,7 +94,7 @@ class AssociationClosed(AssociationFailed, error.RemoteServerShutdown):
         if isinstance(cause, AlertSent):
             return (
                 f"We ended the association with fatal alert {cause.alert.name} after the "
-                "handshake, for what the server sent."
+                "handshake, for what came from the server's address."
             )
         return None
 
