@@ -27,6 +27,7 @@ from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.errors import (
+    AssociationEnded,
     DtlsError,
     LocalProtocolError,
     PathMtuExceeded,
@@ -316,13 +317,20 @@ class DtlsClient:
         `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as larger
         than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
         §4.1.1). In a process forked from the one that made the client, raises
-        `LocalProtocolError` (see `DtlsClient`)."""
+        `LocalProtocolError` (see `DtlsClient`). `close()` in a signal handler that
+        interrupted it (SIGTERM's, say: the same thread, which the lock does not keep out)
+        makes it raise `AssociationEnded` too when its datagram had not gone out yet."""
         self._raise_if_forked()  # before the lock, which a thread of the parent may hold
         with self._lock:
             self._raise_if_idle()
             self._oversized = 0
             self.connection.send(data)
-            self._flush()
+            try:
+                self._flush()
+            except OSError:
+                if self._closing:  # closed under us: the socket is gone (EBADF), not sent
+                    raise AssociationEnded(None) from None
+                raise
             if self._oversized:
                 overhead = self.connection.record_overhead
                 raise PathMtuExceeded(len(data), overhead, self.connection.config.mtu)
