@@ -667,7 +667,10 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             await protocol.handshake_done
             remember_chain(self._cache, key, config, protocol.connection.peer)
         except BaseException:
-            transport.close()
+            # Cancelled (or failed) with the association still open, say in the instant
+            # between the handshake's end and this task's resuming: close_notify, or the
+            # server would keep it until its idle_timeout (RFC 5246 §7.2.1).
+            _release(protocol, transport)
             await protocol.lost  # the socket is closed when the error reaches the caller
             raise
         self._conn = ClientConnection(protocol, transport)
@@ -730,7 +733,8 @@ def connect(
     for the port or a closed `sock`) here, before any socket is made; a host that does not
     resolve, `socket.gaierror` naming it ("cannot resolve HOST: ..."). In certificate mode, the
     server's certificate must carry `config.server_name` or, without one, `host` (RFC 7925
-    §4.4.1)."""
+    §4.4.1). Cancelled, it closes the socket, with close_notify unless the handshake had
+    failed (RFC 5246 §7.2.1), even in the instant the handshake completed."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
     return _Connect(host, port, config, sock, chain_cache, session)

@@ -1,0 +1,80 @@
+"""`iotdtls.aio` under cancellation: what cancelling `connect()` leaves behind, and how long
+`DtlsServer.close()` may take with handlers that do not end at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from iotdtls import aio
+from iotdtls.connection import ConnectionState
+from tests.aio_support import client_config, echo, eventually, run, server_config
+from tests.peers import LOCALHOST
+
+
+def test_connect_cancelled_once_its_handshake_completed_sends_close_notify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The task was cancelled in the instant between the handshake's end and its resuming
+    (probe AV, p1b): the socket was closed without close_notify, and the server kept the
+    association and its handler task until idle_timeout (an hour by default). Now the
+    server hears close_notify and its handler ends at once."""
+    protocols: list[Any] = []
+    made = aio._ClientProtocol.__init__
+
+    def record(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        protocols.append(self)
+
+    monkeypatch.setattr(aio._ClientProtocol, "__init__", record)
+
+    async def main() -> None:
+        ended: list[None] = []
+
+        async def handler(session: aio.ServerSession) -> None:
+            try:
+                async for datagram in session:
+                    session.send(datagram)
+            finally:
+                ended.append(None)
+
+        server = await aio.serve(handler, LOCALHOST, 0, server_config())
+        async with server:
+            task = asyncio.create_task(aio.connect(*server.address, client_config()))
+            for _ in range(10000):  # a turn of the loop at a time: the protocol, made
+                if protocols:  # before its socket, long before the handshake's end
+                    break
+                await asyncio.sleep(0)
+            [protocol] = protocols
+            assert not protocol.handshake_done.done()
+            # Run before the task's own wake-up (added later): the cancellation meets a
+            # handshake that has just completed.
+            protocol.handshake_done.add_done_callback(lambda done: task.cancel())
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert protocol.connection.state is ConnectionState.CLOSED
+            assert await eventually(lambda: ended, 2.0), "the server keeps the association"
+            assert ended == [None]
+
+    run(main(), limit=10.0)
+
+
+def test_recv_cancelled_as_its_datagram_arrives_loses_nothing() -> None:
+    """A recv() cancelled in the instant its datagram arrived (woken, not yet resumed): the
+    datagram waits for the next recv() (as the README says)."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        async with server, aio.connect(*server.address, client_config()) as client:
+            reading = asyncio.ensure_future(client.recv())
+            await asyncio.sleep(0.05)  # it waits for a datagram
+            assert not reading.done()
+            client._protocol.inbox.put(b"arrived")  # as a received datagram does
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            assert await asyncio.wait_for(client.recv(), 2.0) == b"arrived"
+
+    run(main(), limit=10.0)
