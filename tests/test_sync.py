@@ -333,12 +333,12 @@ def test_close_from_another_thread_wakes_a_waiting_recv_with_none(
 def test_close_waits_for_a_thread_that_does_not_leave_the_socket_at_most_close_wait(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A thread that never leaves the socket (stood in for by the count of waiters) holds
+    """A thread that never leaves the socket (stood in for by its reading call) holds
     `close()` back `CLOSE_WAIT` seconds at most, then the sockets are closed all the same."""
     monkeypatch.setattr(sync, "CLOSE_WAIT", 0.2)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client = sync.connect(*server.address, client_config(), sock=sock)
-    client._waiting = 1
+    client._reader = sync._Reading()  # made in this thread: not the closer
     closer = threading.Thread(target=client.close, daemon=True)
     started = time.monotonic()
     closer.start()
@@ -1097,6 +1097,36 @@ def test_a_second_thread_s_handshake_during_one_says_so() -> None:
         running.join(5.0)
         silent.close()
     assert [str(exc) for exc in first] == ["close() was called during the handshake"]
+
+
+@pytest.mark.parametrize("second", ["recv", "heartbeat"])
+def test_a_second_reader_during_a_recv_says_so(
+    heartbeat_server: ServerThread, second: str
+) -> None:
+    """Two threads reading at once: the second recv(), or heartbeat() from a keep-alive
+    thread, raised a raw "RuntimeError: concurrent poll() invocation" (probe AV, p7). Now a
+    `LocalProtocolError` says so (as a second handshake does), and the first reads on."""
+    client = sync.connect(*heartbeat_server.address, client_config(heartbeat=True))
+    first: list[object] = []
+
+    def read() -> None:
+        try:
+            first.append(client.recv(timeout=5.0))
+        except Exception as exc:  # what the test reports
+            first.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    with client:
+        reader.start()
+        time.sleep(0.3)  # the reader waits for the socket
+        with pytest.raises(LocalProtocolError) as refused:
+            client.recv(timeout=1.0) if second == "recv" else client.heartbeat(1.0)
+        assert str(refused.value) == (
+            "another recv(), heartbeat() or handshake() is reading: a DtlsClient reads in"
+            " one thread at a time")
+        client.send(b"to the first")
+        reader.join(5.0)
+        assert first == [b"to the first"]
 
 
 def _in_a_forked_child(work: Any) -> str:

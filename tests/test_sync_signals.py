@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -78,3 +79,74 @@ def test_close_in_a_signal_handler_during_send_ends_it_with_association_ended(
         "cannot send application data: the association was closed (close())")
     assert sock.fileno() == -1
     assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+
+
+def test_close_in_a_signal_handler_during_recv_returns_none_at_once(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() in a signal handler while the main thread waited in recv(): close() waited
+    CLOSE_WAIT (5 s) for the waiting thread to leave the socket, the very thread the handler
+    had interrupted, then recv returned None (probe AV, p18). Now close() returns at once,
+    recv returns None at once, and the sockets are closed as recv leaves."""
+    monkeypatch.setattr(sync, "CLOSE_WAIT", 3.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    waited = client._wait
+    took: list[float] = []
+
+    def signalled_wait(timeout: float | None) -> bool:
+        raise_signal()  # as the wait starts
+        return waited(timeout)
+
+    def close() -> None:
+        started = time.monotonic()
+        client.close()
+        took.append(time.monotonic() - started)
+
+    monkeypatch.setattr(client, "_wait", signalled_wait)
+    with on_signal(close):
+        started = time.monotonic()
+        assert client.recv(timeout=10.0) is None
+    assert time.monotonic() - started < 1.0
+    assert len(took) == 1 and took[0] < 1.0
+    assert sock.fileno() == -1
+    assert client._wake_reader.fileno() == client._wake_writer.fileno() == -1
+    assert server.wait_until(lambda: [error for _, error in server.ended] == [None])
+
+
+class _InterruptedCondition(threading.Condition):
+    """The client's lock, whose `countdown`-th release by the main thread is followed by a
+    KeyboardInterrupt: where a SIGINT lands as the lock's (Python) `__exit__` returns."""
+
+    countdown = 0
+
+    def __exit__(self, *exc_info: Any) -> None:
+        super().__exit__(*exc_info)
+        if threading.current_thread() is threading.main_thread() and self.countdown > 0:
+            self.countdown -= 1
+            if self.countdown == 0:
+                raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("release", range(1, 6))
+def test_an_interrupt_in_recv_leaves_close_prompt_and_reading_possible(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch, release: int
+) -> None:
+    """A KeyboardInterrupt landing as recv() released its lock right after counting itself
+    among the threads waiting for the socket left the count one too high for good: close()
+    then waited CLOSE_WAIT (5 s) for a thread that was not there (probe AV, p8: about one
+    interrupt in 1,500). Interrupted after any of its first lock releases, recv() now leaves
+    nothing behind: the client reads on, and close() is prompt."""
+    monkeypatch.setattr(sync, "CLOSE_WAIT", 3.0)
+    client = sync.connect(*server.address, client_config(retransmit=FAST))
+    lock = _InterruptedCondition()
+    monkeypatch.setattr(client, "_lock", lock)
+    lock.countdown = release
+    with contextlib.suppress(KeyboardInterrupt):
+        client.recv(timeout=0.1)
+    lock.countdown = 0
+    client.send(b"still there")
+    assert client.recv(timeout=5.0) == b"still there"
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 1.0

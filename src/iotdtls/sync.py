@@ -52,7 +52,7 @@ MAX_LATE_READS = 64
 #: in steps of it (the socket layer refuses waits beyond what its clock can hold).
 MAX_WAIT = 86400.0
 
-#: How long `close()` waits for a thread it woke to leave its wait for the socket (seconds).
+#: How long `close()` waits for a thread it woke to leave its reading (seconds).
 CLOSE_WAIT = 5.0
 #: Read without waiting: the wait is `_wait`'s, on the socket and the wake-up together (0
 #: where the platform has no such flag: there a read follows only a wait that saw a datagram).
@@ -71,8 +71,12 @@ class DtlsClient:
 
     Threads: one thread may read (`recv`, `heartbeat`, `handshake`) while another sends
     (`send`), and any thread may `close()`: a `recv` (or `heartbeat`) waiting meanwhile is
-    woken and returns None (False) at once, as after a clean close. Two threads reading at
-    once are not supported (which would get a datagram is anyone's guess).
+    woken and returns None (False) at once, as after a clean close. One thread reads at a
+    time: a second one's `recv`, `heartbeat` or `handshake` meanwhile raises
+    `LocalProtocolError` saying so. `close()` in a signal handler (SIGTERM's, say) works the
+    same in the thread it interrupted: it returns at once, the interrupted `recv` returns
+    None, and the sockets are closed as that call leaves; a `send` it interrupted raises
+    `AssociationEnded` unless its datagram had gone out.
 
     A socket given with `sock=` is closed by `close()` (as asyncio's transports close the
     socket they were given), never by the collector: a client dropped without `close()`
@@ -141,9 +145,13 @@ class DtlsClient:
         if self._poll is not None:
             for waited in (self._sock, self._wake_reader):
                 self._poll.register(waited, select.POLLIN)
-        #: Held while the core or the socket is used; `close()` waits on it for `_waiting`.
+        #: Held while the core or the socket is used; `close()` waits on it for `_reader`.
         self._lock = threading.Condition()
-        self._waiting = 0  # threads waiting for the socket (`_wait`)
+        #: The call reading the socket (`recv`, `heartbeat`, `handshake`): one at a time.
+        self._reader: _Reading | None = None
+        #: The sockets `close()`, run in a signal handler of the reading thread, left to the
+        #: call it interrupted to close as it leaves (it may be waiting on them).
+        self._left_to_reader: list[socket.socket] = []
         self._closing = False
         self._handshake_running = False  # a thread is in `handshake()`
         #: The process that made the client: the only one that may send under its keys.
@@ -233,10 +241,15 @@ class DtlsClient:
                     "the association has ended: a new handshake needs a new DtlsClient"
                 )
             self._handshake_running = True
+        reading = _Reading()
         try:
+            self._begin_reading(reading)
             self._handshake_with_retries()
         finally:
+            if self._reader is reading:  # first: no call before it for an interrupt to hit
+                self._reader = None
             self._handshake_running = False
+            self._end_reading()
 
     def _handshake_with_retries(self) -> None:
         """`handshake()`'s attempts: repeated after a back-off as `config.retry` says."""
@@ -351,13 +364,22 @@ class DtlsClient:
                 self.connection.send_heartbeat(time.monotonic())
                 self._flush()
         deadline = time.monotonic() + timeout
-        self._answered = False
-        while not self._answered and time.monotonic() < deadline:
-            if self._ended():
-                self._raise_if_failed()
-                return False
-            self._pump(deadline)
-        return self._answered
+        reading = _Reading()
+        try:
+            self._begin_reading(reading)
+            self._answered = False
+            while not self._answered and time.monotonic() < deadline:
+                if self._ended():
+                    self._raise_if_failed()
+                    return False
+                if self._closing:
+                    return False
+                self._pump(deadline)
+            return self._answered
+        finally:
+            if self._reader is reading:  # first: no call before it for an interrupt to hit
+                self._reader = None
+            self._end_reading()
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next application datagram, or None after `timeout` seconds (or a clean close).
@@ -370,26 +392,37 @@ class DtlsClient:
         self._raise_if_idle()
         deadline = None if timeout is None else time.monotonic() + timeout
         late_reads = 0
-        while not self._received:
-            if self._ended():
-                self._raise_if_failed()
-                return None
-            read = self._pump(deadline)
-            if deadline is not None and time.monotonic() >= deadline:
-                if not read or late_reads >= MAX_LATE_READS:
+        reading = _Reading()
+        try:
+            self._begin_reading(reading)
+            while not self._received:
+                if self._ended():
+                    self._raise_if_failed()
                     return None
-                late_reads += 1
-        return self._received.popleft()
+                if self._closing:
+                    return None
+                read = self._pump(deadline)
+                if deadline is not None and time.monotonic() >= deadline:
+                    if not read or late_reads >= MAX_LATE_READS:
+                        return None
+                    late_reads += 1
+            return self._received.popleft()
+        finally:
+            if self._reader is reading:  # first: no call before it for an interrupt to hit
+                self._reader = None
+            self._end_reading()
 
     def close(self) -> None:
         """Send close_notify (if still open) and close the socket. From another thread, it
         wakes a `recv` waiting there (which returns None), and closes the socket once that
-        thread has left it. A client dropped without it is closed so when collected, with a
-        ResourceWarning ("iotdtls: unclosed client to HOST:PORT") unless its association had
-        already ended, as `aio` does for a dropped connection; a socket given with `sock=` is
-        closed here, but never by the collector (see `DtlsClient`). In a process forked from
-        the one that made the client, it sends nothing: it closes that process's copies of
-        the sockets only (see `DtlsClient`)."""
+        thread has left it; in a signal handler that interrupted a `recv` (`heartbeat`,
+        `handshake`), it returns at once and that call closes the sockets as it leaves. A
+        client dropped without it is closed so when collected, with a ResourceWarning
+        ("iotdtls: unclosed client to HOST:PORT") unless its association had already ended,
+        as `aio` does for a dropped connection; a socket given with `sock=` is closed here,
+        but never by the collector (see `DtlsClient`). In a process forked from the one that
+        made the client, it sends nothing: it closes that process's copies of the sockets
+        only (see `DtlsClient`)."""
         if not self._closing and self._forked():
             self._release_forked_copies(keep_callers_socket=False)
             return
@@ -409,10 +442,16 @@ class DtlsClient:
             finally:  # the sockets are closed whatever sending close_notify raised
                 with contextlib.suppress(OSError):
                     self._wake_writer.send(b"\0")
-                self._lock.wait_for(lambda: self._waiting == 0, CLOSE_WAIT)
                 _UNCLOSED_SOCKETS.pop(id(self), None)
-                for sock in self._sockets_to_close(keep_callers_socket):
-                    sock.close()
+                reader = self._reader
+                if reader is not None and reader.thread == threading.get_ident():
+                    # In a signal handler that interrupted this thread's reading, which
+                    # waiting for would wait for ourselves: the reader closes the sockets.
+                    self._left_to_reader = self._sockets_to_close(keep_callers_socket)
+                else:
+                    self._lock.wait_for(lambda: self._reader is None, CLOSE_WAIT)
+                    for sock in self._sockets_to_close(keep_callers_socket):
+                        sock.close()
 
     def _sockets_to_close(self, keep_callers_socket: bool) -> list[socket.socket]:
         """The wake-up pair, and the UDP socket unless it is the caller's to keep."""
@@ -422,23 +461,43 @@ class DtlsClient:
         return sockets
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _begin_reading(self, reading: _Reading) -> None:
+        """Make `reading` the one call reading the socket, or refuse it while another is (the
+        socket has one reader: `poll` refuses a second one). A call that was given this
+        turn gives it back in a `finally:`, first thing, with no call before it (an
+        interrupt lands at calls): `if self._reader is reading: self._reader = None`, then
+        `_end_reading()`."""
+        with self._lock:
+            if self._reader is not None:
+                raise LocalProtocolError(
+                    "another recv(), heartbeat() or handshake() is reading: a DtlsClient"
+                    " reads in one thread at a time"
+                )
+            self._reader = reading
+
+    def _end_reading(self) -> None:
+        """A reading call has left: `close()` waiting for it goes on; the sockets `close()`
+        left to it (run in a signal handler that interrupted it) are closed."""
+        with self._lock:
+            self._lock.notify_all()
+            if self._reader is not None:  # a refused second reader: the first reads on
+                return
+            left, self._left_to_reader = self._left_to_reader, []
+        for sock in left:
+            sock.close()
+
     def _pump(self, deadline: float | None) -> bool:
         """Read one datagram, waiting until the retransmission timer or `deadline` at most (not
         at all once either has passed), or handle the timer; True when one was read. False
-        at once when `close()` was called (from another thread), the socket untouched."""
+        at once when `close()` was called (from another thread), the socket untouched. Only
+        the reading call (`_begin_reading`) pumps."""
         with self._lock:
             if self._closing:
                 return False
             now = time.monotonic()
             timer = self.connection.get_timer()
-            self._waiting += 1
-        try:
-            waits = [t - now for t in (timer, deadline) if t is not None]
-            readable = self._wait(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
-        finally:
-            with self._lock:
-                self._waiting -= 1
-                self._lock.notify_all()
+        waits = [t - now for t in (timer, deadline) if t is not None]
+        readable = self._wait(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
         with self._lock:
             if self._closing:
                 return False
@@ -512,6 +571,15 @@ class DtlsClient:
     def _raise_if_idle(self) -> None:
         if self.connection.state is ConnectionState.IDLE:
             raise LocalProtocolError("handshake() has not been called")
+
+
+class _Reading:
+    """One call reading the socket (`DtlsClient._reader`), made in the thread it runs in."""
+
+    __slots__ = ("thread",)
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
 
 
 def _connected(sock: socket.socket) -> bool:
