@@ -150,3 +150,42 @@ def test_an_interrupt_in_recv_leaves_close_prompt_and_reading_possible(
     started = time.monotonic()
     client.close()
     assert time.monotonic() - started < 1.0
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["waiting", "starting"])
+def test_handshake_again_after_an_interrupted_one_completes_it(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A KeyboardInterrupt (SIGINT) in handshake(), then handshake() again: it said "connect()
+    is for a new client connection", a call the user never made, and the client could do
+    nothing more (probe AV, p9: 8 random interrupts in 40). Now the second call starts the
+    handshake afresh, whether the interrupt came as it waited for the server or as the
+    core made its first flight, and the client works."""
+    client = sync.DtlsClient(*server.address, client_config(retransmit=FAST))
+    if where == "waiting":
+        waited = client._wait
+
+        def signalled_wait(timeout: float | None) -> bool:
+            monkeypatch.setattr(client, "_wait", waited)  # once
+            raise_signal()
+            return waited(timeout)
+
+        monkeypatch.setattr(client, "_wait", signalled_wait)
+    else:
+        made = sync.DtlsConnection._send_flight
+
+        def interrupted_flight(self: Any, *args: Any) -> None:
+            monkeypatch.setattr(sync.DtlsConnection, "_send_flight", made)  # once
+            _interrupt()
+
+        monkeypatch.setattr(sync.DtlsConnection, "_send_flight", interrupted_flight)
+    with client, on_signal(_interrupt):
+        with pytest.raises(KeyboardInterrupt):
+            client.handshake()
+        client.handshake()
+        client.send(b"after the interrupt")
+        assert client.recv(timeout=5.0) == b"after the interrupt"

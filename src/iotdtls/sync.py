@@ -105,6 +105,7 @@ class DtlsClient:
         `handshake()` starts the association, offering `session` for resumption (RES-1)."""
         check_client_arguments(host, port, config, sock=sock, chain_cache=None, session=session)
         self._config = config
+        self._session = session  # offered again by a handshake started afresh
         self.connection = DtlsConnection(config, session=session)
         if sock is None:
             with reaching(host, port):
@@ -224,7 +225,8 @@ class DtlsClient:
         returns at once (as `sync.connect` did it already); after `close()`, or once the
         association has ended, it raises `LocalProtocolError` saying which (a new handshake
         needs a new `DtlsClient`). Called from a second thread while one runs, it raises
-        `LocalProtocolError` saying so (concurrent handshakes are not supported)."""
+        `LocalProtocolError` saying so (concurrent handshakes are not supported). Called again
+        after an interrupt (KeyboardInterrupt) cut one short, it starts the handshake afresh."""
         if self._closing:
             raise LocalProtocolError("the client is closed: a new handshake needs a new DtlsClient")
         self._raise_if_forked()
@@ -272,12 +274,17 @@ class DtlsClient:
 
     def _handshake_once(self) -> None:
         """One handshake. A flight the network path refuses as too large (EMSGSIZE: its MTU is
-        below `config.mtu`) could never get through: `PathMtuExceeded` (RFC 6347 §4.1.1)."""
+        below `config.mtu`) could never get through: `PathMtuExceeded` (RFC 6347 §4.1.1).
+        One that an interrupt (KeyboardInterrupt) cut short left the core part way through,
+        anywhere: it starts afresh on a new core (a new ClientHello, which replaces the half
+        made association at the server, RFC 6347 §4.2.8)."""
         self._refused.refusals = 0
         with self._lock:
             if self._closing:
                 raise _closed_during_handshake()
             self._oversized = 0
+            if self.connection.state is not ConnectionState.IDLE:  # an interrupted handshake
+                self.connection = DtlsConnection(self._config, session=self._session)
             self.connection.connect(time.monotonic())
             self._flush()
         while True:
