@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -98,6 +99,23 @@ def test_an_unanswered_heartbeat_gives_false_after_its_timeout() -> None:
                     assert await client.heartbeat(0.3) is False
                     assert 0.3 <= loop.time() - started < 2.0
                     assert client.connection.heartbeat_in_flight
+
+    run(main())
+
+
+@pytest.mark.parametrize("timeout", [10**400, Fraction(5, 2)], ids=["int-beyond-float", "fraction"])
+def test_a_heartbeat_timeout_may_be_any_real_number(timeout: Any) -> None:
+    """An int beyond any float raised a bare "OverflowError: int too large to convert to
+    float", a Fraction "timeout must be a number of seconds" (probe AV): any `numbers.Real`
+    but a bool is a timeout, as what `wall_clock` answers."""
+
+    async def main() -> None:
+        config = server_config(heartbeat=True)
+        async with (
+            await aio.serve(echo, LOCALHOST, 0, config) as server,
+            aio.connect(*server.address, client_config(heartbeat=True)) as client,
+        ):
+            assert await asyncio.wait_for(client.heartbeat(timeout), 5.0) is True
 
     run(main())
 

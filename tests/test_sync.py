@@ -17,6 +17,8 @@ import tracemalloc
 import warnings
 import weakref
 from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -871,8 +873,9 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThre
         (-0.5, ValueError, "timeout must not be negative, got -0.5"),
         ("1", TypeError, "timeout must be a number of seconds or None, got str"),
         (True, TypeError, "timeout must be a number of seconds or None, got bool"),
+        (-(10**400), ValueError, "timeout must not be negative, got a number of 402 characters"),
     ],
-    ids=["nan", "negative", "negative-float", "str", "bool"],
+    ids=["nan", "negative", "negative-float", "str", "bool", "negative-beyond-float"],
 )
 def test_a_nan_negative_or_non_number_timeout_is_refused_in_one_line(
     server: ServerThread, timeout: Any, error: type[Exception], message: str
@@ -895,12 +898,27 @@ def test_a_nan_negative_or_non_number_timeout_is_refused_in_one_line(
         assert client.recv(timeout=5.0) == b"still here"
 
 
-@pytest.mark.parametrize("timeout", [float("inf"), 1e20])
+@pytest.mark.parametrize("timeout", [float("inf"), 1e20, 10**400, Fraction(10**400, 3)],
+                         ids=["inf", "1e20", "int-beyond-float", "fraction-beyond-float"])
 def test_an_infinite_or_huge_timeout_waits_like_none(server: ServerThread, timeout: float) -> None:
-    """Both failed with OverflowError ("timestamp out of range for platform time_t")."""
+    """The first two failed with OverflowError ("timestamp out of range for platform time_t");
+    an int beyond any float (probe AV) with a bare "OverflowError: int too large to convert
+    to float" from the NaN check, a Fraction as "timeout must be a number of seconds"."""
     with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
         client.send(b"forever")
         assert client.recv(timeout=timeout) == b"forever"
+        client.send(b"again")
+        fraction: Any = Fraction(5, 2)  # any numbers.Real, as wall_clock's answer
+        assert client.recv(timeout=fraction) == b"again"
+
+
+def test_a_decimal_timeout_is_refused_as_a_wall_clock_s_decimal_is(server: ServerThread) -> None:
+    """`numbers.Real` is what a timeout may be (as what `wall_clock` answers): not a Decimal."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        decimal: Any = Decimal("1")
+        with pytest.raises(TypeError) as refused:
+            client.recv(timeout=decimal)
+        assert str(refused.value) == "timeout must be a number of seconds or None, got Decimal"
 
 
 def test_a_dropped_client_is_closed_when_collected_with_one_resource_warning(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import math
+import numbers
 from socket import AF_INET, AF_INET6, SOCK_DGRAM, AddressFamily, socket
 from typing import Any
 
@@ -211,22 +212,38 @@ def check_session_store(session_store: object) -> None:
             )
 
 
-def check_timeout(timeout: object, *, optional: bool = False) -> None:
-    """A blocking call's `timeout`: a number of seconds, 0 or more (infinity: no limit), or
-    None too when `optional`. NaN or a negative number is a `ValueError`, as
-    `socket.settimeout` says: a NaN deadline never passes, and a wait computed from it
-    returned at once, spinning a core until data came."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float | None):
-        kind = "a number of seconds or None" if optional else "a number of seconds"
-        raise TypeError(f"timeout must be {kind}, got {type_name(timeout)}")
+def check_timeout(timeout: object, *, optional: bool = False) -> float | None:
+    """A blocking call's `timeout`, as a float: a number of seconds, 0 or more (infinity: no
+    limit), any `numbers.Real` but a bool (a Fraction, numpy's numbers, as `wall_clock`'s
+    answer; an int beyond any float is infinity), or None too when `optional`. NaN or a
+    negative number is a `ValueError`, as `socket.settimeout` says: a NaN deadline never
+    passes, and a wait computed from it returned at once, spinning a core until data came."""
     if timeout is None:
         if not optional:
             raise TypeError("timeout must be a number of seconds, got None")
-        return
-    if math.isnan(timeout):
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        kind = "a number of seconds or None" if optional else "a number of seconds"
+        raise TypeError(f"timeout must be {kind}, got {type_name(timeout)}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int (or a Fraction) beyond any float
+        seconds = -math.inf if timeout < 0 else math.inf
+    if math.isnan(seconds):
         raise ValueError("timeout must be a number of seconds, got nan")
-    if timeout < 0:
-        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    if seconds < 0:
+        raise ValueError(f"timeout must not be negative, got {_shown(timeout)}")
+    return seconds
+
+
+def _shown(number: numbers.Real) -> str:
+    """`number` in an error message: its repr, unless that is too long to read (or to make:
+    the repr of 10**5000 raises ValueError)."""
+    try:
+        shown = repr(number)
+    except ValueError:  # more digits than `sys.set_int_max_str_digits` lets str() make
+        return "a number beyond any float"
+    return shown if len(shown) <= 40 else f"a number of {len(shown)} characters"
 
 
 def check_bytes_like(data: object) -> None:

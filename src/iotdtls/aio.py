@@ -207,14 +207,14 @@ async def _wait_heartbeat(
     """Send a heartbeat request (`send`) unless one is in flight, and wait up to `timeout`
     seconds for its answer (EXT-5); a NaN or negative `timeout` is refused first
     (`check_timeout`), as `iotdtls.sync`'s is."""
-    check_timeout(timeout)
+    seconds = check_timeout(timeout)
     if conn.state is not ConnectionState.ESTABLISHED:
         raise conn.error or LocalProtocolError("the association has ended")
     if not conn.heartbeat_in_flight:
         send()
     waiter = waiters.add()
     try:
-        return await asyncio.wait_for(waiter, timeout)
+        return await asyncio.wait_for(waiter, seconds)
     except TimeoutError:
         return False
 

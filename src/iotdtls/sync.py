@@ -361,7 +361,7 @@ class DtlsClient:
         are kept for `recv`. Raises the error that ended the association, or
         `LocalProtocolError` once it has ended cleanly (as `aio.ClientConnection.heartbeat`).
         A `timeout` that is NaN or negative is a `ValueError`."""
-        check_timeout(timeout)
+        seconds = check_timeout(timeout)
         self._raise_if_forked()  # an answer sent meanwhile would reuse the parent's numbers
         self._raise_if_failed()
         if self._ended():
@@ -370,7 +370,7 @@ class DtlsClient:
             if not self.connection.heartbeat_in_flight:
                 self.connection.send_heartbeat(time.monotonic())
                 self._flush()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (seconds or 0.0)
         reading = _Reading()
         try:
             self._begin_reading(reading)
@@ -394,10 +394,10 @@ class DtlsClient:
         polls: it returns a datagram that is waiting and None at once when there is none.
         Before `handshake()`, raises `LocalProtocolError` (as `send` and `heartbeat`). A
         `timeout` that is NaN or negative is a `ValueError` (infinity waits as None does)."""
-        check_timeout(timeout, optional=True)
+        seconds = check_timeout(timeout, optional=True)
         self._raise_if_forked()  # reading answers heartbeats and takes the parent's datagrams
         self._raise_if_idle()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if seconds is None else time.monotonic() + seconds
         late_reads = 0
         reading = _Reading()
         try:
