@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 import pytest
@@ -76,5 +78,50 @@ def test_recv_cancelled_as_its_datagram_arrives_loses_nothing() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await reading
             assert await asyncio.wait_for(client.recv(), 2.0) == b"arrived"
+
+    run(main(), limit=10.0)
+
+
+@pytest.mark.parametrize("handler_end", ["slow cleanup", "swallows cancellation"])
+def test_server_close_cut_short_has_freed_the_port_and_returns(handler_end: str) -> None:
+    """server.close() waits for the handlers it cancelled. Cut short by wait_for (probe AV,
+    p12 and p3): with a handler still cleaning up, it raised TimeoutError with the port still
+    bound (until close() was called again); with a handler that swallows CancelledError,
+    even wait_for(server.close(), 0.5) never returned. Now the port is free first, and
+    wait_for bounds close(): the handler is left to end on its own."""
+    release = asyncio.Event()
+    handler_ended = asyncio.Event()
+
+    async def handler(session: aio.ServerSession) -> None:
+        try:
+            async for datagram in session:
+                session.send(datagram)
+        finally:
+            if handler_end == "slow cleanup":
+                with contextlib.suppress(asyncio.CancelledError):
+                    await release.wait()  # say, flushing state to a database
+            else:
+                while not release.is_set():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await release.wait()
+            handler_ended.set()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(3.0, release.set)  # the test's own bound on the handler
+        server = await aio.serve(handler, LOCALHOST, 0, server_config())
+        port = server.address[1]
+        async with aio.connect(*server.address, client_config()) as client:
+            client.send(b"ping")
+            assert await asyncio.wait_for(client.recv(), 5.0) == b"ping"
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(server.close(), 0.5)
+            assert loop.time() - started < 1.5
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+                again.bind((LOCALHOST, port))  # free
+            release.set()
+            await asyncio.wait_for(handler_ended.wait(), 2.0)
+            await server.close()  # closed already: returns at once
 
     run(main(), limit=10.0)

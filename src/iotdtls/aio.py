@@ -1344,12 +1344,15 @@ class DtlsServer:
         return snapshot
 
     async def close(self) -> None:
-        """Send close_notify to every peer, stop the handlers and the socket
-        (`ForeignEventLoop` outside the event loop that runs the server: only that one can).
-        Once closed (by `close()`, or as its loop ended), a call does nothing, from whatever
-        loop. In a process forked from the one that made the server, it sends nothing and
-        touches nothing the parent shares (the loop's registrations): the child's copy of the
-        socket is left to its exit."""
+        """Send close_notify to every peer, close the socket (the port is free first), cancel
+        the handlers and wait for them to end (`ForeignEventLoop` outside the event loop that
+        runs the server: only that one can). It has no bound of its own: a handler's cleanup
+        (`finally: await ...`) holds it that long, one that swallows CancelledError for ever;
+        `asyncio.wait_for(server.close(), T)` bounds it (the port is free by then, and such a
+        handler is left to end on its own). Once closed (by `close()`, or as its loop ended),
+        a call does nothing, from whatever loop. In a process forked from the one that made
+        the server, it sends nothing and touches nothing the parent shares (the loop's
+        registrations): the child's copy of the socket is left to its exit."""
         if self._closed and self._protocol.lost.done():
             return
         if _process.forked_from(self._protocol.pid):
@@ -1360,11 +1363,15 @@ class DtlsServer:
         for address in list(self._protocol.endpoint.connections):
             self._protocol.close_peer(address)
         self._protocol.stop_fetches()
-        for task in list(self._protocol.tasks):
+        tasks = list(self._protocol.tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._protocol.tasks, return_exceptions=True)
+        # The port first: their peers are closed, so the handlers have nothing left to send,
+        # and a close() cut short (wait_for, a handler slow to end) leaves it free.
         self._transport.close()
-        await self._protocol.lost  # the port is free again when close() returns
+        await self._protocol.lost
+        if tasks:  # `wait`, not `gather`: cancelling close() does not wait for them
+            await asyncio.wait(tasks)
         watch = self._protocol.loop_end
         if watch is not None:
             self._protocol.loop_end = None
