@@ -1142,6 +1142,7 @@ def test_a_second_reader_during_a_recv_says_so(
         assert str(refused.value) == (
             "another recv(), heartbeat() or handshake() is reading: a DtlsClient reads in"
             " one thread at a time")
+        assert not client.connection.heartbeat_in_flight  # a refused heartbeat sends nothing
         client.send(b"to the first")
         reader.join(5.0)
         assert first == [b"to the first"]

@@ -366,15 +366,15 @@ class DtlsClient:
         self._raise_if_failed()
         if self._ended():
             raise LocalProtocolError("the association has ended")
-        with self._lock:
-            if not self.connection.heartbeat_in_flight:
-                self.connection.send_heartbeat(time.monotonic())
-                self._flush()
-        deadline = time.monotonic() + (seconds or 0.0)
         reading = _Reading()
         try:
-            self._begin_reading(reading)
+            self._begin_reading(reading)  # before sending: a request nobody would wait for
             self._answered = False
+            with self._lock:
+                if not self.connection.heartbeat_in_flight:
+                    self.connection.send_heartbeat(time.monotonic())
+                    self._flush()
+            deadline = time.monotonic() + (seconds or 0.0)
             while not self._answered and time.monotonic() < deadline:
                 if self._ended():
                     self._raise_if_failed()
