@@ -71,16 +71,15 @@ class DtlsClient:
 
     Threads: one thread may read (`recv`, `heartbeat`, `handshake`) while another sends
     (`send`), and any thread may `close()`: a `recv` (or `heartbeat`) waiting meanwhile is
-    woken and returns None (False) at once, as after a clean close. One thread reads at a
-    time: a second one's `recv`, `heartbeat` or `handshake` meanwhile raises
-    `LocalProtocolError` saying so. `close()` in a signal handler (SIGTERM's, say) works the
-    same in the thread it interrupted: it returns at once, the interrupted `recv` returns
-    None, and the sockets are closed as that call leaves; a `send` it interrupted raises
-    `AssociationEnded` unless its datagram had gone out.
-
-    A socket given with `sock=` is closed by `close()` (as asyncio's transports close the
-    socket they were given), never by the collector: a client dropped without `close()`
-    leaves it open, the caller's to close or to use again.
+    woken and returns None (False) at once, as after a clean close. Several threads may wait
+    in `recv` and `heartbeat` at once (a keep-alive thread's heartbeats while another thread
+    waits for data): one of them reads the socket and the others are handed what it reads
+    (which `recv` gets a datagram is anyone's guess); `handshake()` needs the socket to
+    itself and raises `LocalProtocolError` while another thread reads. `close()` in a
+    signal handler (SIGTERM's, say) works the same in the thread it interrupted: it returns
+    at once, the interrupted `recv` returns None, and the sockets are closed as that call
+    leaves; a `send` it interrupted raises `AssociationEnded` unless its datagram had gone
+    out.
 
     Forking: a client belongs to the process that made it. A forked child holds copies of
     its sockets and keys but must never send under them: its records would carry the
@@ -130,7 +129,7 @@ class DtlsClient:
             raise
         self._received: deque[bytes] = deque()
         self._dropped_datagrams = 0
-        self._answered = False
+        self._answers = 0  # heartbeat answers so far (`heartbeat` waits for the next one)
         #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
         self._refused = RefusedHandshake()
         #: The size of a datagram the kernel refused as too large (EMSGSIZE) since `send` or
@@ -358,7 +357,8 @@ class DtlsClient:
     def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to
         `timeout` seconds for the answer; True when it came. Datagrams that arrive meanwhile
-        are kept for `recv`. Raises the error that ended the association, or
+        are kept for `recv`; a `recv` waiting in another thread meanwhile reads on and hands
+        the answer over. Raises the error that ended the association, or
         `LocalProtocolError` once it has ended cleanly (as `aio.ClientConnection.heartbeat`).
         A `timeout` that is NaN or negative is a `ValueError`."""
         seconds = check_timeout(timeout)
@@ -368,21 +368,20 @@ class DtlsClient:
             raise LocalProtocolError("the association has ended")
         reading = _Reading()
         try:
-            self._begin_reading(reading)  # before sending: a request nobody would wait for
-            self._answered = False
             with self._lock:
+                answers = self._answers
                 if not self.connection.heartbeat_in_flight:
                     self.connection.send_heartbeat(time.monotonic())
                     self._flush()
             deadline = time.monotonic() + (seconds or 0.0)
-            while not self._answered and time.monotonic() < deadline:
+            while self._answers == answers and time.monotonic() < deadline:
                 if self._ended():
                     self._raise_if_failed()
                     return False
                 if self._closing:
                     return False
-                self._pump(deadline)
-            return self._answered
+                self._step(reading, deadline)
+            return self._answers != answers
         finally:
             if self._reader is reading:  # first: no call before it for an interrupt to hit
                 self._reader = None
@@ -401,19 +400,22 @@ class DtlsClient:
         late_reads = 0
         reading = _Reading()
         try:
-            self._begin_reading(reading)
-            while not self._received:
+            while True:
+                if self._received:
+                    try:
+                        return self._received.popleft()
+                    except IndexError:  # a recv of another thread took it
+                        pass
                 if self._ended():
                     self._raise_if_failed()
                     return None
                 if self._closing:
                     return None
-                read = self._pump(deadline)
+                read = self._step(reading, deadline)
                 if deadline is not None and time.monotonic() >= deadline:
                     if not read or late_reads >= MAX_LATE_READS:
                         return None
                     late_reads += 1
-            return self._received.popleft()
         finally:
             if self._reader is reading:  # first: no call before it for an interrupt to hit
                 self._reader = None
@@ -477,10 +479,40 @@ class DtlsClient:
         with self._lock:
             if self._reader is not None:
                 raise LocalProtocolError(
-                    "another recv(), heartbeat() or handshake() is reading: a DtlsClient"
-                    " reads in one thread at a time"
+                    "recv() or heartbeat() is reading the socket: handshake() needs it to"
+                    " itself"
                 )
             self._reader = reading
+
+    def _step(self, reading: _Reading, deadline: float | None) -> bool:
+        """One step of a waiting `recv` or `heartbeat`: `_pump` when it is its turn to read
+        the socket (True when it read a datagram), else `_follow` the call that reads."""
+        return self._pump(deadline) if self._take_turn(reading) else self._follow(deadline)
+
+    def _take_turn(self, reading: _Reading) -> bool:
+        """True when `reading` reads the socket now: its turn, or free to take (see
+        `_begin_reading`); False while another call has it (then `_follow`)."""
+        with self._lock:
+            if self._reader is None:
+                self._reader = reading
+            return self._reader is reading
+
+    def _follow(self, deadline: float | None) -> bool:
+        """While another call reads the socket: wait for what it reads (each `_pump` wakes the
+        followers), for it to leave, or until `deadline` or the retransmission timer, which
+        is handled here (the reader may have begun its wait before it was set, say by this
+        heartbeat's request). False: it read nothing itself."""
+        with self._lock:
+            if self._reader is None or self._closing:
+                return False
+            now = time.monotonic()
+            timer = self.connection.get_timer()
+            waits = [t - now for t in (timer, deadline) if t is not None]
+            self._lock.wait(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
+            if timer is not None and not self._closing and time.monotonic() >= timer:
+                self.connection.handle_timer(time.monotonic())
+                self._flush()
+            return False
 
     def _end_reading(self) -> None:
         """A reading call has left: `close()` waiting for it goes on; the sockets `close()`
@@ -497,7 +529,7 @@ class DtlsClient:
         """Read one datagram, waiting until the retransmission timer or `deadline` at most (not
         at all once either has passed), or handle the timer; True when one was read. False
         at once when `close()` was called (from another thread), the socket untouched. Only
-        the reading call (`_begin_reading`) pumps."""
+        the reading call (`_begin_reading`, `_take_turn`) pumps."""
         with self._lock:
             if self._closing:
                 return False
@@ -524,6 +556,7 @@ class DtlsClient:
                 self.connection.receive_datagram(bytes(self._buffer[:size]), time.monotonic())
                 read = True
             self._flush()
+            self._lock.notify_all()  # a `_follow`ing call looks at what came
             return read
 
     def _wait(self, timeout: float | None) -> bool:
@@ -564,7 +597,7 @@ class DtlsClient:
             else:
                 self._received.append(event.data)
         elif isinstance(event, HeartbeatAnswered):
-            self._answered = True
+            self._answers += 1
 
     def _ended(self) -> bool:
         return self.connection.state is ConnectionState.CLOSED
