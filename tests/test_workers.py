@@ -159,6 +159,18 @@ def test_a_worker_that_exits_says_with_which_status(
     assert multiprocessing.active_children() == []
 
 
+def close_fails() -> None:
+    """A worker's initializer: its server's first `close` raises, a failure after it started
+    (the loop's end closes it again, for real)."""
+    patch = pytest.MonkeyPatch()
+
+    async def failing_close(server: aio.DtlsServer) -> None:
+        patch.undo()
+        raise RuntimeError("no close here")
+
+    patch.setattr(aio.DtlsServer, "close", failing_close)
+
+
 def test_a_worker_stopped_by_sigterm_reports_its_counters(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -183,6 +195,54 @@ def test_a_worker_stopped_by_sigterm_reports_its_counters(
     with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
         run(main(), limit=60.0)
     assert multiprocessing.active_children() == []
+
+
+def test_a_worker_that_fails_after_it_started_ends_with_status_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error out of a serving worker (its server's close, on SIGTERM) ends it with status 1,
+    as one that fails to start: the parent's line says so, not "status 0", an exit on demand."""
+
+    async def main() -> None:
+        pool = await workers.serve(echo, LOCALHOST, 0, server_config(), workers=1,
+                                   loop_choice="asyncio", initializer=close_fails)
+        try:
+            (pid,) = pool.pids
+            os.kill(pid, signal.SIGTERM)
+            await asyncio.wait_for(pool.worker_exited.wait(), 10.0)
+        finally:
+            await pool.close()
+        records = [r.getMessage() for r in caplog.records]
+        assert f"worker 0 (pid {pid}) ended unexpectedly: exited with status 1" in records
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("initializer", ["None", "close_fails"], ids=["stops", "fails"])
+def test_a_worker_whose_parent_has_gone_ends_without_a_traceback(initializer: str) -> None:
+    """The parent killed (nobody reads the pipe any more): the worker sees the pipe's end,
+    stops, and cannot send its counters (or its failure); that is no error of its own, and
+    nothing is written on the stderr it shares with the parent."""
+    program = (
+        "import asyncio, os\n"
+        "from iotdtls import workers\n"
+        "from iotdtls.cli.echo import echo\n"
+        "from tests.aio_support import server_config\n"
+        "from tests.test_workers import close_fails\n"
+        "async def main():\n"
+        f"    pool = await workers.serve(echo, '{LOCALHOST}', 0, server_config(), workers=1,\n"
+        f"                               loop_choice='asyncio', initializer={initializer})\n"
+        "    print(pool.pids[0], flush=True)\n"
+        "    os._exit(0)\n"
+        "asyncio.run(main())\n"
+    )
+    # Its output ends when the worker, which holds stdout and stderr too, has ended.
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60.0, check=False)
+    assert done.returncode == 0 and done.stdout.strip().isdigit()
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> None:
@@ -223,6 +283,7 @@ def test_log_counters_logs_each_workers_counters_and_their_sum(
     A worker's own log lines start with its label: a handshake is tied to the worker that made
     it."""
     logs = tmp_path / "workers.log"
+    pids: list[int] = []
 
     async def main() -> None:
         async with await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
@@ -240,7 +301,7 @@ def test_log_counters_logs_each_workers_counters_and_their_sum(
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.3)  # a second round, if the second call made one, is logged
             lines = [r.getMessage() for r in caplog.records]
-            pids = pool.pids
+            pids.extend(pool.pids)
         counters = [m for m in lines if m.startswith("counters: ")]
         assert [m.partition(": handshakes ")[0] for m in counters] == [
             f"counters: worker {i} (pid {pid})" for i, pid in enumerate(pids)
@@ -252,7 +313,10 @@ def test_log_counters_logs_each_workers_counters_and_their_sum(
     written = logs.read_text().splitlines()
     (complete,) = [line for line in written if "handshake complete" in line]
     assert re.match(r"iotdtls\.aio: worker [01]: handshake complete: peer 127\.0\.0\.1:", complete)
-    assert sum(" serving" in line for line in written) == 2
+    # Each worker says it serves, with its pid, on the loop asked for (not the default).
+    assert sorted(line for line in written if " serving" in line) == [
+        f"iotdtls.workers: worker {i} (pid {pid}, asyncio) serving" for i, pid in enumerate(pids)
+    ]
     assert not any(re.match(r"iotdtls\.workers: worker \d: ", line)
                    for line in written)  # its own lines name it once, with its pid
 
