@@ -220,13 +220,18 @@ def test_a_worker_that_fails_after_it_started_ends_with_status_1(
     assert multiprocessing.active_children() == []
 
 
-@pytest.mark.parametrize("initializer", ["None", "close_fails"], ids=["stops", "fails"])
-def test_a_worker_whose_parent_has_gone_ends_without_a_traceback(initializer: str) -> None:
-    """The parent killed (nobody reads the pipe any more): the worker sees the pipe's end,
-    stops, and cannot send its counters (or its failure); that is no error of its own, and
-    nothing is written on the stderr it shares with the parent."""
+@pytest.mark.parametrize(("initializer", "ask"), [
+    ("None", False), ("close_fails", False), ("None", True),
+], ids=["stops", "fails", "asked-for-counters"])
+def test_a_worker_whose_parent_has_gone_ends_without_a_traceback(
+    initializer: str, ask: bool
+) -> None:
+    """The parent killed (nobody reads the pipe any more, perhaps right after asking for the
+    counters: the worker, stopped, reads the request only once the parent has gone): the
+    worker sees the pipe's end, stops, and cannot send the counters (or its failure); that is
+    no error of its own, and nothing is written on the stderr it shares with the parent."""
     program = (
-        "import asyncio, os\n"
+        "import asyncio, os, signal\n"
         "from iotdtls import workers\n"
         "from iotdtls.cli.echo import echo\n"
         "from tests.aio_support import server_config\n"
@@ -235,14 +240,31 @@ def test_a_worker_whose_parent_has_gone_ends_without_a_traceback(initializer: st
         f"    pool = await workers.serve(echo, '{LOCALHOST}', 0, server_config(), workers=1,\n"
         f"                               loop_choice='asyncio', initializer={initializer})\n"
         "    print(pool.pids[0], flush=True)\n"
+        f"    if {ask}:\n"
+        "        os.kill(pool.pids[0], signal.SIGSTOP)\n"
+        "        pool.log_counters()\n"
         "    os._exit(0)\n"
         "asyncio.run(main())\n"
     )
-    # Its output ends when the worker, which holds stdout and stderr too, has ended.
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          timeout=60.0, check=False)
-    assert done.returncode == 0 and done.stdout.strip().isdigit()
-    assert "Traceback" not in done.stderr, done.stderr
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        assert parent.wait(60.0) == 0
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        if ask:
+            os.kill(worker, signal.SIGCONT)
+        # The output ends when the worker, which holds stdout and stderr too, has ended.
+        _, errors = parent.communicate(timeout=60.0)
+    except BaseException:
+        parent.kill()
+        if worker:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        parent.communicate()
+        raise
+    assert "Traceback" not in errors, errors
 
 
 def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> None:
