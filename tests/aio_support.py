@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Iterator
@@ -39,6 +40,11 @@ async def eventually(condition: Callable[[], object], timeout: float = 1.0) -> b
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+def log_to_file(path: str) -> None:
+    """A worker's initializer: its log lines, INFO and above, to the file `path`."""
+    logging.basicConfig(filename=path, level=logging.INFO, format="%(name)s: %(message)s")
 
 
 async def echo(session: aio.ServerSession) -> None:

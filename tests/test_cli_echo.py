@@ -23,6 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,7 +50,7 @@ from iotdtls.errors import (
 )
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import DirectorySessionStore, SessionState
-from tests.aio_support import client_config, server_config, signal_fallback
+from tests.aio_support import client_config, log_to_file, server_config, signal_fallback
 from tests.descriptor_support import descriptors_of
 from tests.interop_support import AlertingServer
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
@@ -1143,14 +1144,16 @@ def test_a_handler_that_outlives_the_stop_grace_is_left_behind(
     )
 
 
-def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
+def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """The workers run the initializer given (here: their log to a file) and the loop asked
+    for, not `workers.serve`'s defaults."""
     caplog.set_level(logging.INFO, "iotdtls.cli")
-
+    logs = tmp_path / "workers.log"
     wanted = free_udp_port()
 
     async def main() -> int:
         serving = asyncio.ensure_future(echo._serve_workers(
-            worker_config, LOCALHOST, wanted, 2, "asyncio", no_setup))
+            worker_config, LOCALHOST, wanted, 2, "asyncio", partial(log_to_file, str(logs))))
         port = await listening_port(caplog, serving)
         assert await echo_once(port) == b"ping"
         os.kill(os.getpid(), signal.SIGTERM)
@@ -1161,6 +1164,8 @@ def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture) -> None:
     assert fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[0] == f"listening on 127.0.0.1:{wanted} (2 workers)"
+    serving = [line for line in logs.read_text().splitlines() if line.endswith(" serving")]
+    assert len(serving) == 2 and all(line.endswith(", asyncio) serving") for line in serving)
 
 
 def test_the_workers_end_with_status_1_when_one_dies(caplog: pytest.LogCaptureFixture) -> None:

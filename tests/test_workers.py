@@ -31,7 +31,14 @@ from iotdtls.cli.echo import echo
 from iotdtls.errors import ConfigError
 from iotdtls.sessions import DirectorySessionStore, MemorySessionStore, SessionState
 from iotdtls.stats import ServerStats
-from tests.aio_support import WRONG_HANDLERS, client_config, eventually, run, server_config
+from tests.aio_support import (
+    WRONG_HANDLERS,
+    client_config,
+    eventually,
+    log_to_file,
+    run,
+    server_config,
+)
 from tests.peers import LOCALHOST, V6OnlyByDefault, free_udp_port, v6only
 
 GIVEN_SECRET = bytes(range(32))
@@ -290,11 +297,6 @@ def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> 
         if (m := re.match(r"worker \d \(pid \d+\): handshakes (\d+) completed", r.getMessage()))
     ]
     assert len(counted) == 2 and sum(counted) == 8
-
-
-def log_to_file(path: str) -> None:
-    """A worker's initializer: its log lines, INFO and above, to the file `path`."""
-    logging.basicConfig(filename=path, level=logging.INFO, format="%(name)s: %(message)s")
 
 
 def test_log_counters_logs_each_workers_counters_and_their_sum(
