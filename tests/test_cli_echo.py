@@ -50,7 +50,13 @@ from iotdtls.errors import (
 )
 from iotdtls.identity import PskIdentity
 from iotdtls.sessions import DirectorySessionStore, SessionState
-from tests.aio_support import client_config, log_to_file, server_config, signal_fallback
+from tests.aio_support import (
+    client_config,
+    eventually,
+    log_to_file,
+    server_config,
+    signal_fallback,
+)
 from tests.descriptor_support import descriptors_of
 from tests.interop_support import AlertingServer
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
@@ -1145,27 +1151,37 @@ def test_a_handler_that_outlives_the_stop_grace_is_left_behind(
 
 
 def test_workers_serve_until_sigterm(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    """The workers run the initializer given (here: their log to a file) and the loop asked
-    for, not `workers.serve`'s defaults."""
+    """The workers run the initializer given (here: their log to a file), the loop asked for
+    and the session store (a directory), not `workers.serve`'s defaults; SIGUSR1 logs their
+    counters."""
     caplog.set_level(logging.INFO, "iotdtls.cli")
+    caplog.set_level(logging.INFO, "iotdtls.workers")
     logs = tmp_path / "workers.log"
+    sessions = tmp_path / "sessions"
     wanted = free_udp_port()
 
     async def main() -> int:
         serving = asyncio.ensure_future(echo._serve_workers(
-            worker_config, LOCALHOST, wanted, 2, "asyncio", partial(log_to_file, str(logs))))
+            worker_config, LOCALHOST, wanted, 2, "asyncio", partial(log_to_file, str(logs)),
+            partial(DirectorySessionStore, str(sessions))))
         port = await listening_port(caplog, serving)
         assert await echo_once(port) == b"ping"
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert await eventually(lambda: any(
+            r.getMessage().startswith("counters: all 2 workers: handshakes 1 completed")
+            for r in caplog.records), 10.0)
         os.kill(os.getpid(), signal.SIGTERM)
         return await asyncio.wait_for(serving, 20.0)
 
-    with signal_fallback(signal.SIGTERM) as fallback:
+    with signal_fallback(signal.SIGTERM) as fallback, \
+            signal_fallback(signal.SIGUSR1) as counters_fallback:
         assert asyncio.run(main()) == 0
-    assert fallback == []
+    assert fallback == [] and counters_fallback == []
     lines = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
     assert lines[0] == f"listening on 127.0.0.1:{wanted} (2 workers)"
     serving = [line for line in logs.read_text().splitlines() if line.endswith(" serving")]
     assert len(serving) == 2 and all(line.endswith(", asyncio) serving") for line in serving)
+    assert len(list(sessions.iterdir())) == 1  # the session of the handshake, as a file
 
 
 def test_the_workers_end_with_status_1_when_one_dies(caplog: pytest.LogCaptureFixture) -> None:
