@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import gc
 import json
 import logging
@@ -914,14 +915,30 @@ def server_on_a_thread(
         loop.close()
 
 
-def test_run_load_here_and_over_two_processes() -> None:
+def record_engine_loops(path: str) -> None:
+    """A generator process's initializer: each run of the engine there appends the name of
+    the loop it runs on to the file `path`."""
+    real = perf.run_engine
+
+    async def recorded(*args: Any, **kwargs: Any) -> LoadResult:
+        with open(path, "a") as loops:
+            loops.write(loop.loop_name(asyncio.get_running_loop()) + "\n")
+        return await real(*args, **kwargs)
+
+    pytest.MonkeyPatch().setattr(perf, "run_engine", recorded)  # its process ends
+
+
+def test_run_load_here_and_over_two_processes(tmp_path: Path) -> None:
     """`run_load` in this process, then split over two generator processes whose results are
-    merged (their summed progress: see the signal tests, whose runs last long enough)."""
+    merged (their summed progress: see the signal tests, whose runs last long enough), each
+    on the loop asked for (the merged result names the parent's)."""
+    loops = tmp_path / "loops"
     with server_on_a_thread() as server:
         load = spec(handshakes=6, concurrency=3, messages=1, port=server.address[1])
         here = run_load(load)  # on uvloop (the `fast` extra is installed here)
         split = run_load(dataclasses.replace(load, handshakes=41), processes=2,
-                         loop_choice="asyncio")
+                         loop_choice="asyncio",
+                         initializer=functools.partial(record_engine_loops, str(loops)))
         with pytest.raises(ConfigError, match="processes must be from 1 to the concurrency"):
             run_load(load, processes=4)
         stats = server.stats
@@ -929,8 +946,24 @@ def test_run_load_here_and_over_two_processes() -> None:
     # 21 and 20 handshakes: the two processes' results both count, each once.
     assert (split.started, split.completed, split.messages_echoed) == (41, 41, 41)
     assert split.processes == 2 and split.loop == "asyncio"
+    assert loops.read_text().split() == ["asyncio", "asyncio"]
     assert len(split.latencies) == 41
     assert stats.handshakes_completed == 47
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("no set-up here")
+
+
+def test_a_generator_process_that_fails_ends_the_run_with_its_error() -> None:
+    """A generator process whose start fails (its initializer raises) says why on its pipe:
+    the run's error is that line, not "ended unexpectedly"."""
+    with server_on_a_thread() as server:
+        load = spec(handshakes=4, concurrency=2, port=server.address[1])
+        with pytest.raises(ChildProcessError) as failed:
+            run_load(load, processes=2, loop_choice="asyncio", initializer=failing_initializer)
+    assert str(failed.value) == "load generator process 0: RuntimeError: no set-up here"
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize(
