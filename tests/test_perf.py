@@ -23,6 +23,7 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -964,6 +965,39 @@ def test_a_generator_process_that_fails_ends_the_run_with_its_error() -> None:
             run_load(load, processes=2, loop_choice="asyncio", initializer=failing_initializer)
     assert str(failed.value) == "load generator process 0: RuntimeError: no set-up here"
     assert multiprocessing.active_children() == []
+
+
+def failing_after_a_while() -> None:
+    """A generator process's initializer that fails two seconds in (its parent gone by then,
+    in the test below)."""
+    time.sleep(2.0)
+    raise RuntimeError("no set-up here")
+
+
+@pytest.mark.parametrize("initializer", ["None", "failing_after_a_while"],
+                         ids=["stops", "fails"])
+def test_generator_processes_whose_parent_has_gone_end_without_a_traceback(
+    initializer: str,
+) -> None:
+    """The parent gone a second into a run (nobody reads the pipes any more): each generator
+    process sees its pipe's end and stops, or fails to start, and cannot send its result (or
+    its failure); that is no error of its own, and nothing is written on the stderr it shares
+    with the parent."""
+    program = (
+        "import os, threading\n"
+        "from iotdtls.perf import run_load\n"
+        "from tests.test_perf import failing_after_a_while, server_on_a_thread, spec\n"
+        "with server_on_a_thread() as server:\n"
+        "    threading.Timer(1.0, os._exit, (0,)).start()\n"
+        "    run_load(spec(handshakes=None, duration=30.0, concurrency=2,\n"
+        "                  port=server.address[1]),\n"
+        f"             processes=2, loop_choice='asyncio', initializer={initializer})\n"
+    )
+    # Its output ends when the generator processes, which hold stderr too, have ended.
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60.0, check=False)
+    assert done.returncode == 0
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(
