@@ -299,8 +299,9 @@ def test_close_sums_every_workers_counters(caplog: pytest.LogCaptureFixture) -> 
     assert len(counted) == 2 and sum(counted) == 8
 
 
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_log_counters_logs_each_workers_counters_and_their_sum(
-    caplog: pytest.LogCaptureFixture, tmp_path: Path
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, loop_choice: str
 ) -> None:
     """`log_counters` (the CLI's SIGUSR1) has each worker send its counters and logs them as
     the stop does, each line starting "counters: ", and their sum; the workers go on serving.
@@ -311,7 +312,7 @@ def test_log_counters_logs_each_workers_counters_and_their_sum(
 
     async def main() -> None:
         async with await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
-                                       loop_choice="asyncio",
+                                       loop_choice=loop_choice,
                                        initializer=functools.partial(log_to_file, str(logs))
                                        ) as pool:
             async with aio.connect(*pool.address, client_config()) as conn:
@@ -339,7 +340,8 @@ def test_log_counters_logs_each_workers_counters_and_their_sum(
     assert re.match(r"iotdtls\.aio: worker [01]: handshake complete: peer 127\.0\.0\.1:", complete)
     # Each worker says it serves, with its pid, on the loop asked for (not the default).
     assert sorted(line for line in written if " serving" in line) == [
-        f"iotdtls.workers: worker {i} (pid {pid}, asyncio) serving" for i, pid in enumerate(pids)
+        f"iotdtls.workers: worker {i} (pid {pid}, {loop_choice}) serving"
+        for i, pid in enumerate(pids)
     ]
     assert not any(re.match(r"iotdtls\.workers: worker \d: ", line)
                    for line in written)  # its own lines name it once, with its pid
