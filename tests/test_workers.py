@@ -208,7 +208,8 @@ def test_a_worker_that_fails_after_it_started_ends_with_status_1(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An error out of a serving worker (its server's close, on SIGTERM) ends it with status 1,
-    as one that fails to start: the parent's line says so, not "status 0", an exit on demand."""
+    as one that fails to start: the parent's line says so, not "status 0", an exit on demand,
+    and why (the line the worker sent, which the parent read and dropped; M9)."""
 
     async def main() -> None:
         pool = await workers.serve(echo, LOCALHOST, 0, server_config(), workers=1,
@@ -220,7 +221,8 @@ def test_a_worker_that_fails_after_it_started_ends_with_status_1(
         finally:
             await pool.close()
         records = [r.getMessage() for r in caplog.records]
-        assert f"worker 0 (pid {pid}) ended unexpectedly: exited with status 1" in records
+        assert (f"worker 0 (pid {pid}) ended unexpectedly: exited with status 1 "
+                "(RuntimeError: no close here)") in records
 
     with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
         run(main(), limit=60.0)
@@ -369,6 +371,19 @@ class PlayedWorker:
     def close(self) -> None:
         for end in (self.conn, self.exit_end, *self._ends):
             end.close()
+
+
+def test_a_failure_line_still_in_the_pipe_when_the_worker_ends_is_taken() -> None:
+    """The parent may see a worker's end before its failure line (both ready at once): the
+    counters' wait of `_on_exit` takes that line too, where it went on past it."""
+    played = PlayedWorker(0)
+    try:
+        played.conn.send(("failed", "RuntimeError: no close here"))
+        workers._collect_stats(played.worker, 0.0)
+        assert (played.worker.failure, played.worker.stats) == (
+            "RuntimeError: no close here", None)
+    finally:
+        played.close()
 
 
 def test_log_counters_takes_only_answers_to_its_own_request_from_running_workers(

@@ -214,6 +214,8 @@ class _Worker:
     stats: ServerStats | None = None
     #: The process has ended (`WorkerServer._on_exit`): no more answers from it.
     exited: bool = False
+    #: The one line a worker that failed while serving sent before it ended ("Type: text").
+    failure: str | None = None
 
 
 class WorkerServer:
@@ -268,8 +270,9 @@ class WorkerServer:
         if worker.stats is None:
             how = how_it_ended(worker.process)
             logger.error(
-                "worker %d (pid %d) ended unexpectedly%s",
+                "worker %d (pid %d) ended unexpectedly%s%s",
                 worker.index, worker.pid, f": {how}" if how else "",
+                f" ({worker.failure})" if worker.failure else "",
             )
         else:  # SIGTERM sent to it, or to the whole group (the parent then stops too)
             logger.warning("worker %d (pid %d) stopped on SIGTERM", worker.index, worker.pid)
@@ -287,6 +290,8 @@ class WorkerServer:
             return
         if kind == _STOPPED:
             worker.stats = value
+        elif kind == _FAILED:
+            worker.failure = value
         elif kind == _COUNTERS and self._answers_due is not None:
             answered, stats = value
             if answered != self._round:  # late, to an earlier request
@@ -512,13 +517,17 @@ def _stop_workers(workers: list[_Worker]) -> None:
 
 
 def _collect_stats(worker: _Worker, timeout: float) -> None:
-    """Wait up to `timeout` seconds for the worker's counters (sent as it stops)."""
+    """Wait up to `timeout` seconds for the worker's counters (sent as it stops), or the line
+    saying why it failed."""
     deadline = time.monotonic() + timeout
     with contextlib.suppress(EOFError, OSError):
         while worker.conn.poll(max(0.0, deadline - time.monotonic())):
             kind, value = worker.conn.recv()
             if kind == _STOPPED:
                 worker.stats = value
+                return
+            if kind == _FAILED:
+                worker.failure = value
                 return
 
 
