@@ -392,26 +392,25 @@ class AnsweringServer:
                 data, address = self.sock.recvfrom(65535)
             except TimeoutError:
                 continue
-            self.endpoint.receive_datagram(data, address, time.monotonic())
-            while (item := self.endpoint.next_event()) is not None:
-                if isinstance(item[1], DataReceived):
-                    self.received(item[0], item[1].data)
-            for out, to in self.endpoint.datagrams_to_send(time.monotonic()):
-                self.sock.sendto(out, to)
+            self.datagram(data, address)
+
+    def datagram(self, data: bytes, address: Any) -> None:
+        """A datagram came: through DTLS, its application data answered."""
+        self.endpoint.receive_datagram(data, address, time.monotonic())
+        while (item := self.endpoint.next_event()) is not None:
+            if isinstance(item[1], DataReceived):
+                self.received(item[0], item[1].data)
+        for out, to in self.endpoint.datagrams_to_send(time.monotonic()):
+            self.sock.sendto(out, to)
 
 
 class PlainAnsweringServer(AnsweringServer):
     """An `AnsweringServer` without DTLS: it answers each datagram with the datagrams `answer`
     returns for it, sent as they are (a hostile or broken coap:// server, scripted)."""
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, address = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            for reply in self.answer(data):
-                self.sock.sendto(reply, address)
+    def datagram(self, data: bytes, address: Any) -> None:
+        for reply in self.answer(data):
+            self.sock.sendto(reply, address)
 
 
 class AlertingServer(AnsweringServer):
