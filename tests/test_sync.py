@@ -1165,6 +1165,66 @@ def test_two_threads_in_recv_each_get_a_datagram(server: ServerThread) -> None:
         assert {first[0], second} == {b"one", b"two"}
 
 
+def test_a_follower_wakes_for_what_came_between_its_look_and_its_wait(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recv() found nothing, then another call took the turn and read a datagram (waking the
+    followers) before this one began to wait: it slept to its deadline with the datagram
+    there (probe AW: a heartbeat answered in 1 ms returned after its whole 2 s). It sees that
+    a read happened since it looked, and takes the datagram at once."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        client.send(b"came meanwhile")
+        assert select.select([client._sock], [], [], 5.0)[0]  # the echo is waiting
+        other = sync._Reading()
+        take_turn = client._take_turn
+        pumped: list[bool] = []
+
+        def the_other_reads_first(reading: Any) -> bool:
+            if not pumped:  # once: another call takes the turn and reads, as a thread may
+                client._reader = other
+                pumped.append(client._pump(None))
+                return False
+            return take_turn(reading)
+
+        monkeypatch.setattr(client, "_take_turn", the_other_reads_first)
+        started = time.monotonic()
+        try:
+            assert client.recv(timeout=3.0) == b"came meanwhile"
+            assert time.monotonic() - started < 1.0
+        finally:
+            client._reader = None
+        assert pumped == [True]
+
+
+@pytest.mark.req("EXT-5")
+def test_a_following_heartbeat_wakes_for_an_answer_read_before_its_wait(
+    heartbeat_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for recv: the answer read by another call between the heartbeat's look and its wait
+    is seen at once, not at the request's retransmission (probe AW: True after 2.00 s)."""
+    with sync.connect(*heartbeat_server.address, client_config(heartbeat=True)) as client:
+        other = sync._Reading()
+        take_turn = client._take_turn
+        pumped: list[bool] = []
+
+        def the_other_reads_first(reading: Any) -> bool:
+            if not pumped:
+                assert select.select([client._sock], [], [], 5.0)[0]  # the answer is there
+                client._reader = other
+                pumped.append(client._pump(None))
+                return False
+            return take_turn(reading)
+
+        monkeypatch.setattr(client, "_take_turn", the_other_reads_first)
+        started = time.monotonic()
+        try:
+            assert client.heartbeat(3.0) is True
+            assert time.monotonic() - started < 0.5
+        finally:
+            client._reader = None
+        assert pumped == [True]
+
+
 def test_a_handshake_while_another_thread_reads_says_so() -> None:
     """handshake() needs the socket to itself: while another thread's recv reads it (after an
     interrupted handshake, say), it raises `LocalProtocolError` saying so."""

@@ -149,6 +149,9 @@ class DtlsClient:
         self._lock = threading.Condition()
         #: The call reading the socket (`recv`, `heartbeat`, `handshake`): one at a time.
         self._reader: _Reading | None = None
+        #: How many times `_pump` has taken what came: a `_follow`ing call waits only while it
+        #: is what the call saw before it looked at what had come (no wake-up lost between).
+        self._pumps = 0
         #: The sockets `close()`, run in a signal handler of the reading thread, left to the
         #: call it interrupted to close as it leaves (it may be waiting on them).
         self._left_to_reader: list[socket.socket] = []
@@ -374,13 +377,16 @@ class DtlsClient:
                     self.connection.send_heartbeat(time.monotonic())
                     self._flush()
             deadline = time.monotonic() + (seconds or 0.0)
-            while self._answers == answers and time.monotonic() < deadline:
+            while True:
+                seen = self._pumps
+                if self._answers != answers or time.monotonic() >= deadline:
+                    break
                 if self._ended():
                     self._raise_if_failed()
                     return False
                 if self._closing:
                     return False
-                self._step(reading, deadline)
+                self._step(reading, deadline, seen)
             return self._answers != answers
         finally:
             if self._reader is reading:  # first: no call before it for an interrupt to hit
@@ -401,6 +407,7 @@ class DtlsClient:
         reading = _Reading()
         try:
             while True:
+                seen = self._pumps
                 if self._received:
                     try:
                         return self._received.popleft()
@@ -411,7 +418,7 @@ class DtlsClient:
                     return None
                 if self._closing:
                     return None
-                read = self._step(reading, deadline)
+                read = self._step(reading, deadline, seen)
                 if deadline is not None and time.monotonic() >= deadline:
                     if not read or late_reads >= MAX_LATE_READS:
                         return None
@@ -484,10 +491,13 @@ class DtlsClient:
                 )
             self._reader = reading
 
-    def _step(self, reading: _Reading, deadline: float | None) -> bool:
-        """One step of a waiting `recv` or `heartbeat`: `_pump` when it is its turn to read
-        the socket (True when it read a datagram), else `_follow` the call that reads."""
-        return self._pump(deadline) if self._take_turn(reading) else self._follow(deadline)
+    def _step(self, reading: _Reading, deadline: float | None, seen: int) -> bool:
+        """One step of a waiting `recv` or `heartbeat`, which saw `_pumps` at `seen` before it
+        looked at what had come: `_pump` when it is its turn to read the socket (True when
+        it read a datagram), else `_follow` the call that reads."""
+        if self._take_turn(reading):
+            return self._pump(deadline)
+        return self._follow(deadline, seen)
 
     def _take_turn(self, reading: _Reading) -> bool:
         """True when `reading` reads the socket now: its turn, or free to take (see
@@ -497,13 +507,14 @@ class DtlsClient:
                 self._reader = reading
             return self._reader is reading
 
-    def _follow(self, deadline: float | None) -> bool:
+    def _follow(self, deadline: float | None, seen: int) -> bool:
         """While another call reads the socket: wait for what it reads (each `_pump` wakes the
         followers), for it to leave, or until `deadline` or the retransmission timer, which
         is handled here (the reader may have begun its wait before it was set, say by this
-        heartbeat's request). False: it read nothing itself."""
+        heartbeat's request). No wait when a `_pump` has run since the caller saw `seen`: its
+        wake-up came before this wait began. False: it read nothing itself."""
         with self._lock:
-            if self._reader is None or self._closing:
+            if self._reader is None or self._closing or self._pumps != seen:
                 return False
             now = time.monotonic()
             timer = self.connection.get_timer()
@@ -556,6 +567,7 @@ class DtlsClient:
                 self.connection.receive_datagram(bytes(self._buffer[:size]), time.monotonic())
                 read = True
             self._flush()
+            self._pumps += 1
             self._lock.notify_all()  # a `_follow`ing call looks at what came
             return read
 
