@@ -140,6 +140,7 @@ def test_an_interrupt_in_recv_leaves_close_prompt_and_reading_possible(
     monkeypatch.setattr(sync, "CLOSE_WAIT", 3.0)
     client = sync.connect(*server.address, client_config(retransmit=FAST))
     lock = _InterruptedCondition()
+    monkeypatch.setattr(client, "_mutex", lock)  # a Condition is a lock too: `with` it
     monkeypatch.setattr(client, "_lock", lock)
     lock.countdown = release
     with contextlib.suppress(KeyboardInterrupt):
@@ -150,6 +151,37 @@ def test_an_interrupt_in_recv_leaves_close_prompt_and_reading_possible(
     started = time.monotonic()
     client.close()
     assert time.monotonic() - started < 1.0
+
+
+def test_an_interrupt_as_the_lock_is_taken_leaves_it_free(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt landing in `Condition.__enter__`'s Python frame once it had taken
+    the lock, before the `with` block began, left the lock held for good: every other thread
+    (a keep-alive heartbeat, a send, close) then blocked for ever (probe AW: 72 of 24,478
+    interrupts). The client takes its lock with the C-level RLock's own `with`, where no
+    interrupt lands between the taking and the block; another thread sends at once after."""
+    client = sync.connect(*server.address, client_config(retransmit=FAST))
+    enter = threading.Condition.__enter__
+    armed = [True]
+
+    def interrupted_enter(condition: threading.Condition) -> bool:
+        taken = enter(condition)
+        if armed[0] and threading.current_thread() is threading.main_thread():
+            armed[0] = False
+            raise KeyboardInterrupt
+        return taken
+
+    monkeypatch.setattr(threading.Condition, "__enter__", interrupted_enter)
+    with contextlib.suppress(KeyboardInterrupt):
+        client.recv(timeout=0.1)
+    monkeypatch.undo()
+    sender = threading.Thread(target=client.send, args=(b"from another thread",), daemon=True)
+    sender.start()
+    sender.join(3.0)
+    assert not sender.is_alive(), "the lock was left held"
+    assert client.recv(timeout=5.0) == b"from another thread"
+    client.close()
 
 
 def _interrupt() -> None:

@@ -145,8 +145,12 @@ class DtlsClient:
         if self._poll is not None:
             for waited in (self._sock, self._wake_reader):
                 self._poll.register(waited, select.POLLIN)
-        #: Held while the core or the socket is used; `close()` waits on it for `_reader`.
-        self._lock = threading.Condition()
+        #: Held while the core or the socket is used (`with self._mutex`: a C-level lock, so
+        #: that a KeyboardInterrupt cannot land between its acquiring and the `with` block, as
+        #: it could inside `Condition.__enter__`'s Python frame and leave it held for ever).
+        self._mutex = threading.RLock()
+        #: Waits under `_mutex` (`close()` for `_reader`, followers for a `_pump`).
+        self._lock = threading.Condition(self._mutex)
         #: The call reading the socket (`recv`, `heartbeat`, `handshake`): one at a time.
         self._reader: _Reading | None = None
         #: How many times `_pump` has taken what came: a `_follow`ing call waits only while it
@@ -234,7 +238,7 @@ class DtlsClient:
         self._raise_if_forked()
         if self.connection.state is ConnectionState.ESTABLISHED:
             return
-        with self._lock:  # before `_ended`: between retries, the failed attempt has ended
+        with self._mutex:  # before `_ended`: between retries, the failed attempt has ended
             if self._handshake_running:
                 raise LocalProtocolError(
                     "a handshake is already running in another thread (a DtlsClient is not"
@@ -269,7 +273,7 @@ class DtlsClient:
                 resumed_before = carry_resuming(exc, resumed_before)
                 if policy is None or failures >= policy.attempts:
                     raise
-            with self._lock:  # the back-off, which `close()` ends
+            with self._mutex:  # the back-off, which `close()` ends
                 if self._lock.wait_for(lambda: self._closing, policy.delay(failures)):
                     raise _closed_during_handshake()
                 self.connection = DtlsConnection(self._config)  # a retry is a full handshake
@@ -281,7 +285,7 @@ class DtlsClient:
         anywhere: it starts afresh on a new core (a new ClientHello, which replaces the half
         made association at the server, RFC 6347 §4.2.8)."""
         self._refused.refusals = 0
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 raise _closed_during_handshake()
             self._oversized = 0
@@ -343,7 +347,7 @@ class DtlsClient:
         interrupted it (SIGTERM's, say: the same thread, which the lock does not keep out)
         makes it raise `AssociationEnded` too when its datagram had not gone out yet."""
         self._raise_if_forked()  # before the lock, which a thread of the parent may hold
-        with self._lock:
+        with self._mutex:
             self._raise_if_idle()
             self._oversized = 0
             self.connection.send(data)
@@ -371,7 +375,7 @@ class DtlsClient:
             raise LocalProtocolError("the association has ended")
         reading = _Reading()
         try:
-            with self._lock:
+            with self._mutex:
                 answers = self._answers
                 if not self.connection.heartbeat_in_flight:
                     self.connection.send_heartbeat(time.monotonic())
@@ -446,7 +450,7 @@ class DtlsClient:
 
     def _close(self, *, keep_callers_socket: bool) -> None:
         """`close()`; with `keep_callers_socket`, a socket the caller gave stays open."""
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 return
             self._closing = True
@@ -483,7 +487,7 @@ class DtlsClient:
         turn gives it back in a `finally:`, first thing, with no call before it (an
         interrupt lands at calls): `if self._reader is reading: self._reader = None`, then
         `_end_reading()`."""
-        with self._lock:
+        with self._mutex:
             if self._reader is not None:
                 raise LocalProtocolError(
                     "recv() or heartbeat() is reading the socket: handshake() needs it to"
@@ -502,7 +506,7 @@ class DtlsClient:
     def _take_turn(self, reading: _Reading) -> bool:
         """True when `reading` reads the socket now: its turn, or free to take (see
         `_begin_reading`); False while another call has it (then `_follow`)."""
-        with self._lock:
+        with self._mutex:
             if self._reader is None:
                 self._reader = reading
             return self._reader is reading
@@ -513,7 +517,7 @@ class DtlsClient:
         is handled here (the reader may have begun its wait before it was set, say by this
         heartbeat's request). No wait when a `_pump` has run since the caller saw `seen`: its
         wake-up came before this wait began. False: it read nothing itself."""
-        with self._lock:
+        with self._mutex:
             if self._reader is None or self._closing or self._pumps != seen:
                 return False
             now = time.monotonic()
@@ -528,7 +532,7 @@ class DtlsClient:
     def _end_reading(self) -> None:
         """A reading call has left: `close()` waiting for it goes on; the sockets `close()`
         left to it (run in a signal handler that interrupted it) are closed."""
-        with self._lock:
+        with self._mutex:
             self._lock.notify_all()
             if self._reader is not None:  # a refused second reader: the first reads on
                 return
@@ -541,14 +545,14 @@ class DtlsClient:
         at all once either has passed), or handle the timer; True when one was read. False
         at once when `close()` was called (from another thread), the socket untouched. Only
         the reading call (`_begin_reading`, `_take_turn`) pumps."""
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 return False
             now = time.monotonic()
             timer = self.connection.get_timer()
         waits = [t - now for t in (timer, deadline) if t is not None]
         readable = self._wait(min(max(0.0, min(waits)), MAX_WAIT) if waits else None)
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 return False
             read = False
