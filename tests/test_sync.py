@@ -1165,6 +1165,29 @@ def test_two_threads_in_recv_each_get_a_datagram(server: ServerThread) -> None:
         assert {first[0], second} == {b"one", b"two"}
 
 
+def _another_call_reads_first(
+    client: sync.DtlsClient, monkeypatch: pytest.MonkeyPatch
+) -> list[bool]:
+    """The client's next call to read finds the turn taken: another call (as in another
+    thread) takes it and reads the datagram that came (waking the followers) between that
+    call's look at what had come and its wait. The list it returns holds that read's
+    outcome once it has happened."""
+    other = sync._Reading()
+    take_turn = client._take_turn
+    pumped: list[bool] = []
+
+    def the_other_reads_first(reading: Any) -> bool:
+        if not pumped:
+            assert select.select([client._sock], [], [], 5.0)[0]  # what came is there
+            client._reader = other
+            pumped.append(client._pump(None))
+            return False
+        return take_turn(reading)
+
+    monkeypatch.setattr(client, "_take_turn", the_other_reads_first)
+    return pumped
+
+
 def test_a_follower_wakes_for_what_came_between_its_look_and_its_wait(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1174,19 +1197,7 @@ def test_a_follower_wakes_for_what_came_between_its_look_and_its_wait(
     a read happened since it looked, and takes the datagram at once."""
     with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
         client.send(b"came meanwhile")
-        assert select.select([client._sock], [], [], 5.0)[0]  # the echo is waiting
-        other = sync._Reading()
-        take_turn = client._take_turn
-        pumped: list[bool] = []
-
-        def the_other_reads_first(reading: Any) -> bool:
-            if not pumped:  # once: another call takes the turn and reads, as a thread may
-                client._reader = other
-                pumped.append(client._pump(None))
-                return False
-            return take_turn(reading)
-
-        monkeypatch.setattr(client, "_take_turn", the_other_reads_first)
+        pumped = _another_call_reads_first(client, monkeypatch)
         started = time.monotonic()
         try:
             assert client.recv(timeout=3.0) == b"came meanwhile"
@@ -1203,19 +1214,7 @@ def test_a_following_heartbeat_wakes_for_an_answer_read_before_its_wait(
     """As for recv: the answer read by another call between the heartbeat's look and its wait
     is seen at once, not at the request's retransmission (probe AW: True after 2.00 s)."""
     with sync.connect(*heartbeat_server.address, client_config(heartbeat=True)) as client:
-        other = sync._Reading()
-        take_turn = client._take_turn
-        pumped: list[bool] = []
-
-        def the_other_reads_first(reading: Any) -> bool:
-            if not pumped:
-                assert select.select([client._sock], [], [], 5.0)[0]  # the answer is there
-                client._reader = other
-                pumped.append(client._pump(None))
-                return False
-            return take_turn(reading)
-
-        monkeypatch.setattr(client, "_take_turn", the_other_reads_first)
+        pumped = _another_call_reads_first(client, monkeypatch)
         started = time.monotonic()
         try:
             assert client.heartbeat(3.0) is True
