@@ -161,15 +161,17 @@ def test_ids_of_1_and_32_bytes_name_sessions(tmp_path: Path) -> None:
         store.remove(state.session_id)  # no longer there: nothing to do
 
 
-def test_a_file_another_store_removes_as_get_finds_it_expired_is_a_miss(tmp_path: Path) -> None:
-    directory = tmp_path / "sessions"
+def _expired_get_raced(tmp_path: Path, race: Callable[[Path], object]) -> Path:
+    """A session put, then got once it has expired, `race(path of its file)` run between
+    `get`'s read of the file and its unlink (the store's clock is read there), as another
+    process may: `get` must give a miss and count the file expired. The file's path."""
     state = session()
-    path = directory / state.session_id.hex()
+    path = tmp_path / "sessions" / state.session_id.hex()
 
     class RacingClock(Clock):
         def __call__(self) -> float:  # called by get once the file is read
             if self.now > START:
-                path.unlink(missing_ok=True)
+                race(path)
             return self.now
 
     clock = RacingClock()
@@ -178,6 +180,11 @@ def test_a_file_another_store_removes_as_get_finds_it_expired_is_a_miss(tmp_path
     clock.now = START + 100
     assert store.get(state.session_id, now=0.0) is None
     assert store.expired == 1
+    return path
+
+
+def test_a_file_another_store_removes_as_get_finds_it_expired_is_a_miss(tmp_path: Path) -> None:
+    _expired_get_raced(tmp_path, lambda path: path.unlink(missing_ok=True))
 
 
 def test_a_put_writes_its_temporary_file_under_the_name_scans_look_for_unsynced(
@@ -895,23 +902,13 @@ def test_an_expired_file_replaced_by_a_subdirectory_before_its_unlink_is_a_miss(
 ) -> None:
     """Another process put a subdirectory in its place between `get`'s read and its unlink
     (IsADirectoryError raised from `get`): a miss, the subdirectory left alone."""
-    directory = tmp_path / "sessions"
-    state = session()
-    path = directory / state.session_id.hex()
 
-    class RacingClock(Clock):
-        def __call__(self) -> float:  # called by get once the file is read
-            if self.now > START and path.is_file():
-                path.unlink()
-                path.mkdir()
-            return self.now
+    def into_a_subdirectory(path: Path) -> None:
+        if path.is_file():
+            path.unlink()
+            path.mkdir()
 
-    clock = RacingClock()
-    store = store_in(tmp_path, lifetime=100.0, clock=clock)
-    store.put(state, now=0.0)
-    clock.now = START + 100
-    assert store.get(state.session_id, now=0.0) is None
-    assert store.expired == 1 and path.is_dir()
+    assert _expired_get_raced(tmp_path, into_a_subdirectory).is_dir()
 
 
 @pytest.mark.parametrize("error", [errno.EIO, errno.EACCES])

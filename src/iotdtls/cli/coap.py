@@ -350,9 +350,7 @@ async def _request(
             )
         return _failed(f"no response within {args.timeout:g} s after the handshake")
     except Exception as exc:
-        if not raised_in_aiocoap(exc):
-            raise  # a bug of ours: its traceback
-        return _failed(_problem(exc))
+        return _aiocoap_failed(exc)
     finally:
         await context.shutdown()
 
@@ -364,7 +362,6 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
     server that vanished without close_notify (killed, say) only stops notifying: no error
     comes (the observation is not re-registered after Max-Age, RFC 7641 §3.3.1), so without
     `duration` this waits for ever; the help says so."""
-    from aiocoap import error
 
     async def notifications() -> None:
         async for notification in observation:
@@ -374,12 +371,8 @@ async def _follow(observation: ClientObservation, duration: float | None) -> int
         await asyncio.wait_for(notifications(), duration)
     except TimeoutError:
         return 0
-    except error.Error as exc:
-        return _failed(_problem(exc))
     except Exception as exc:
-        if not raised_in_aiocoap(exc):
-            raise
-        return _failed(_problem(exc))
+        return _aiocoap_failed(exc)
     finally:
         if not observation.cancelled:
             observation.cancel()
@@ -423,6 +416,17 @@ def _unreachable(exc: Exception, uri: str) -> str | None:
     if cause.errno == errno.ECONNREFUSED:
         return f"coap: nothing listens on {where} (ICMP port unreachable)"
     return f"coap: cannot reach {where}: {socket_error(cause, host, port)}"
+
+
+def _aiocoap_failed(exc: Exception) -> int:
+    """The command's one line (`_problem`) for what aiocoap's request machinery raised: one of
+    its errors, or any exception raised in its code (`raised_in_aiocoap`); any other is a bug
+    of ours, raised again with its traceback."""
+    from aiocoap import error
+
+    if not isinstance(exc, error.Error) and not raised_in_aiocoap(exc):
+        raise exc
+    return _failed(_problem(exc))
 
 
 def _problem(exc: Exception) -> object:
