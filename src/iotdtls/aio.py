@@ -251,7 +251,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
                 self.handshake_done.set_exception(exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        _trace("<-", addr, data)
+        log_datagram(logger, "<-", addr, data)
         self._refused.heard = True
         self.connection.receive_datagram(data, self.loop.time())
         self.flush()
@@ -282,7 +282,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         conn = self.connection
         if self.transport is not None:
             for datagram in conn.datagrams_to_send(self.loop.time()):
-                _trace("->", self.transport.get_extra_info("peername"), datagram)
+                log_datagram(logger, "->", self.transport.get_extra_info("peername"), datagram)
                 self.transport.sendto(datagram)
         while (event := conn.next_event()) is not None:
             self._on_event(event)
@@ -966,7 +966,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        _trace("<-", addr, data)
+        log_datagram(logger, "<-", addr, data)
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
         self.endpoint.receive_datagram(data, addr, self.loop.time())
@@ -1010,7 +1010,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         now = self.loop.time()
         if self.transport is not None:
             for datagram, address in self.endpoint.datagrams_to_send(now):
-                _trace("->", address, datagram)
+                log_datagram(logger, "->", address, datagram)
                 self.transport.sendto(datagram, address)
                 self.stats.datagrams_sent += 1
                 self.stats.bytes_sent += len(datagram)
@@ -1222,11 +1222,6 @@ def enlarge_receive_buffer(sock: Any) -> None:
     at net.core.rmem_max), so that a burst of ClientHellos waits instead of being dropped."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SERVER_RECEIVE_BUFFER)
-
-
-def _trace(direction: str, address: Any, data: bytes) -> None:
-    """Log one datagram at DEBUG: record types and lengths, protected payloads opaque."""
-    log_datagram(logger, direction, address, data)
 
 
 def _notes(done: HandshakeComplete) -> str:
