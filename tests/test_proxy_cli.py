@@ -4,6 +4,7 @@ mistake (never a traceback), and a run whose log and summary match what went thr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -378,6 +379,52 @@ def test_a_closed_stdout_pipe_at_the_stop_is_one_line() -> None:
             if process.poll() is None:
                 process.kill()
     assert (status, err) == (1, "python -m iotdtls.proxy: cannot print: Broken pipe\n")
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is full and that nobody reads: (read end, write end), the write end
+    blocking again."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, bytes(65536))
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
+@pytest.mark.parametrize("unread", ["stdout", "stdout and stderr"])
+@pytest.mark.parametrize("stop_with", [None, signal.SIGTERM])
+def test_a_stdout_nobody_reads_does_not_hold_the_run(unread: str, stop_with: int | None) -> None:
+    """stdout (and stderr) a full pipe nobody reads, as in a harness that never reads the
+    proxy's output: the "listening" line blocked the main thread for ever, so neither the end
+    of --lifetime nor SIGTERM ended the process (the forwarding thread stopped, the process
+    stayed). It now ends at its lifetime, or at once on SIGTERM, saying on stderr when it can
+    that it could not print."""
+    read_end, write_end = full_pipe()
+    lifetime = "1" if stop_with is None else "60"
+    command = [sys.executable, "-m", "iotdtls.proxy", "--target", f"{LOCALHOST}:{free_udp_port()}",
+               "--lifetime", lifetime]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    stderr: int = subprocess.PIPE if unread == "stdout" else write_end
+    started = time.monotonic()
+    try:
+        with subprocess.Popen(command, stdout=write_end, stderr=stderr, env=env) as process:
+            try:
+                if stop_with is not None:
+                    time.sleep(1.0)  # the proxy started and is blocked on its first line
+                    process.send_signal(stop_with)
+                status = process.wait(15)
+                err = process.stderr.read().decode() if process.stderr is not None else ""
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert status == 1 and time.monotonic() - started < 10.0
+    if unread == "stdout":
+        assert err == "python -m iotdtls.proxy: cannot print: stdout is not being read\n"
 
 
 def test_a_run_without_datagrams_says_so(

@@ -50,7 +50,6 @@ Command line (for a peer that is not driven from Python)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import heapq
 import ipaddress
@@ -68,7 +67,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TextIO
 
 from iotdtls._addresses import format_hostport, host_port, listening_on, resolve, zone_needed
 from iotdtls.cli.common import Parser, UsageError, parse_hostport
@@ -762,12 +761,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     status = 0
     listening = f"{format_hostport(*proxy.address)} -> {format_hostport(*proxy.target)}"
-    if not _print_line(f"listening on {listening}"):
+    if not _print_line(f"listening on {listening}", proxy):
         proxy.stop()
         status = 1
     while not proxy.wait_stopped(0.2):
         pass
-    if status == 0 and not _print_line(_summary(proxy)):
+    if status == 0 and not _print_line(_summary(proxy), proxy):
         status = 1
     if args.log_json:
         try:
@@ -780,20 +779,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _print_line(line: str) -> bool:
+def _print_line(line: str, proxy: LossyProxy) -> bool:
     """Print `line` on stdout; False, having said why on stderr in one line, when it cannot
-    be (a closed pipe, a full disk). Then stdout is pointed at /dev/null, so the interpreter's
-    own flush at exit finds nothing left to fail on."""
+    be (a closed pipe, a full disk, a pipe nobody reads). Neither line waits longer than the
+    proxy runs and `_UNREAD_GRACE` seconds more (`_write_line`)."""
+    failure = _write_line(sys.stdout, "stdout", line, proxy)
+    if failure is None:
+        return True
+    _write_line(sys.stderr, "stderr", f"{PROGRAM}: cannot print: {failure}", proxy)
+    return False
+
+
+#: How long a line may wait for a stdout or stderr that is not read once the proxy has stopped.
+_UNREAD_GRACE = 2.0
+
+
+def _write_line(stream: TextIO, name: str, line: str, proxy: LossyProxy) -> str | None:
+    """Write `line` and a newline on `stream` (called `name`): None once written, else why it
+    was not.
+
+    A harness that starts the proxy with its output on a pipe it never reads fills the pipe;
+    a write on it then blocks, and a main thread blocked there ends neither at the end of
+    --lifetime nor on SIGTERM (the handler runs, and the interpreter resumes the write, PEP
+    475). So the line is written on the stream's descriptor by a daemon thread while this one
+    waits for it, for the proxy's stop (its lifetime, a signal) and then at most
+    `_UNREAD_GRACE` seconds; a write still blocked then stays behind and ends with the
+    process. Nothing is left in the stream's buffer for the interpreter's flush at exit to
+    block or fail on. A stream with no descriptor (a test's capture) is printed to."""
     try:
-        print(line, flush=True)
-    except OSError as exc:
-        print(f"{PROGRAM}: cannot print: {exc.strerror or exc}", file=sys.stderr)
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        return False
-    return True
+        descriptor = stream.fileno()
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is both
+        try:
+            print(line, file=stream, flush=True)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+    data = (line + "\n").encode(stream.encoding or "utf-8", "backslashreplace")
+    failures: list[str] = []
+
+    def write() -> None:
+        rest = memoryview(data)
+        try:
+            while rest:
+                rest = rest[os.write(descriptor, rest) :]
+        except OSError as exc:
+            failures.append(exc.strerror or str(exc))
+
+    writer = threading.Thread(target=write, name="iotdtls-proxy-output", daemon=True)
+    writer.start()
+    deadline = math.inf
+    while writer.is_alive():
+        writer.join(0.2)
+        if deadline == math.inf and not proxy.running:
+            deadline = time.monotonic() + _UNREAD_GRACE
+        if time.monotonic() >= deadline and writer.is_alive():
+            return f"{name} is not being read"
+    return failures[0] if failures else None
 
 
 if __name__ == "__main__":
