@@ -1046,6 +1046,21 @@ def test_serve_hands_its_flags_to_the_server_transport(handed: Handed, tmp_path:
     assert kwargs["config"].retransmit == RetransmitPolicy(90.0, 90.0)  # the cap never below it
 
 
+def test_serve_hands_the_bound_on_request_bodies(
+    handed: Handed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-body-size (64 KiB unless told) reaches the server transport; it is a whole
+    number of bytes, at least 1."""
+    assert main(["coap", "serve", *CREDENTIALS]) == 130
+    assert main(["coap", "serve", *CREDENTIALS, "--max-body-size", "1000"]) == 130
+    assert [kwargs["max_body_size"] for _, kwargs in handed.calls] == [65536, 1000]
+    with pytest.raises(SystemExit) as refused:
+        main(["coap", "serve", *CREDENTIALS, "--max-body-size", "0"])
+    assert refused.value.code == 2
+    assert "argument --max-body-size: must be a whole number >= 1, got '0'" in (
+        capsys.readouterr().err)
+
+
 def test_observe_of_a_resource_that_cannot_be_observed_prints_it_once(
     server: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,5 +1,5 @@
 import abc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiocoap.credentials import CredentialsMap
@@ -58,5 +58,11 @@ class MessageManager(metaclass=abc.ABCMeta):
     @property
     @abc.abstractmethod
     def client_credentials(self) -> CredentialsMap: ...
+
+class TokenInterface(metaclass=abc.ABCMeta):
+    @abc.abstractmethod
+    def send_message(
+        self, message: Message, messageerror_monitor: Callable[[], None] | None
+    ) -> Callable[[], None] | None: ...
 
 class Resource(metaclass=abc.ABCMeta): ...

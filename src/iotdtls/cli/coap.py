@@ -39,6 +39,7 @@ from iotdtls.cli.common import (
     seconds,
     stdout_buffer,
     stop_on_signals,
+    whole_number,
 )
 from iotdtls.cli.credentials import (
     add_client_credentials,
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 logger = logging.getLogger("iotdtls.cli")
+
+#: `iotdtls.coap.uploads.DEFAULT_MAX_BODY_SIZE`, written again here: that module needs aiocoap,
+#: which this one imports only when run (tests/test_cli_coap.py keeps the two equal).
+DEFAULT_MAX_BODY_SIZE = 64 * 1024
 
 METHODS = {
     "get": "GET a resource",
@@ -123,6 +128,12 @@ def register(sub: Any) -> None:
         help=f"address to serve on, [V6]:PORT for IPv6 (default 127.0.0.1:{DEFAULT_PORT}); "
         "[::] and 0.0.0.0 answer from the address the kernel picks: on a host with several, "
         "name one",
+    )
+    srv.add_argument(
+        "--max-body-size", type=whole_number(1), default=DEFAULT_MAX_BODY_SIZE, metavar="BYTES",
+        help="the largest request body taken, in one message or assembled from Block1 blocks "
+        "(RFC 7959): past it the server answers 4.13 Request Entity Too Large itself, with "
+        f"Size1 = BYTES (default {DEFAULT_MAX_BODY_SIZE})",
     )
     add_server_credentials(srv)
     add_common_flags(srv)
@@ -461,11 +472,11 @@ def run_serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     config = server_config(args, **common_settings(args))
     with counters_signal_ignored():
-        asyncio.run(_serve(config, host, port))
+        asyncio.run(_serve(config, host, port, args.max_body_size))
     return 0
 
 
-async def _serve(config: ServerConfig, host: str, port: int) -> None:
+async def _serve(config: ServerConfig, host: str, port: int, max_body_size: int) -> None:
     """Serve the demo site until SIGINT, SIGTERM or SIGHUP, then shut down (close_notify to
     every client) and log the DTLS server's counters, as `iotdtls server` does; SIGUSR1 logs
     them without stopping."""
@@ -476,7 +487,9 @@ async def _serve(config: ServerConfig, host: str, port: int) -> None:
     stop = stop_on_signals()
     context = Context(serversite=demo_site(), loggername="coap-server")
     # Its errors name the address (`aio.serve` underneath).
-    transport = await add_server_transport(context, (host, port), config=config)
+    transport = await add_server_transport(
+        context, (host, port), config=config, max_body_size=max_body_size
+    )
     server = transport.endpoint_server
     log = logging.getLogger("iotdtls.cli")
     log_counters_on_signal(server, log)

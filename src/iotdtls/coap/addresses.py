@@ -285,6 +285,8 @@ class CoapsInterface(interfaces.MessageInterface):
             return
         if remote.answers_a_request(message):
             remote.responses_received += 1
+        if message.code.is_request() and not self._admit(remote, message):
+            return
         if message.code.is_request() and message.mid is not None:
             self._request_received(remote, message.mid)
         try:
@@ -295,6 +297,11 @@ class CoapsInterface(interfaces.MessageInterface):
         except Exception as exc:
             logger.warning("%r: aiocoap failed on a received message (%s: %s); going on",
                            remote, type(exc).__name__, exc, exc_info=True)
+
+    def _admit(self, remote: CoapsAddress, request: Message) -> bool:
+        """True to hand `request`, received over `remote`'s association, to aiocoap; False
+        when it has been answered here instead (a server's bounds, `CoapsServerInterface`)."""
+        return True
 
     def association_ended(self, remote: CoapsAddress, failure: DtlsError | None) -> None:
         """`remote`'s association ended: aiocoap fails its requests, exchanges, observations,

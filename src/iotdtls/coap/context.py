@@ -26,6 +26,7 @@ from iotdtls.coap.credentials import (
     map_client_configs,
 )
 from iotdtls.coap.server import CoapsServerInterface
+from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, check_max_body_size
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
 from iotdtls.identity import PeerIdentity
@@ -100,13 +101,18 @@ async def add_server_transport(
     bind: tuple[str, int | None] | None = None,
     *,
     config: ServerConfig | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     **settings: Any,
 ) -> CoapsServerInterface:
     """Serve `context.serversite` over coaps on `bind` (host, port; None: `DEFAULT_BIND`).
 
     Clients are authenticated against `context.server_credentials` (aiocoap's map, read at each
-    handshake), or else against `config`. `settings` are the other `ServerConfig` fields."""
+    handshake), or else against `config`. `settings` are the other `ServerConfig` fields.
+    `max_body_size`: the largest request body taken, in bytes, whether in one message or
+    assembled from Block1 blocks (RFC 7959); a request past it is answered 4.13 Request Entity
+    Too Large with Size1 = the bound and never reaches a resource (`iotdtls.coap.uploads`)."""
     host, port = _bind_address(bind)
+    check_max_body_size(max_body_size)
     _check_settings(config, settings)
     if config is not None:
         server_config = config
@@ -123,7 +129,11 @@ async def add_server_transport(
 
     async def make(mman: interfaces.MessageManager) -> CoapsServerInterface:
         transport = await CoapsServerInterface.create(
-            mman, (host, COAPS_PORT if port is None else port), server_config, claim_labels
+            mman,
+            (host, COAPS_PORT if port is None else port),
+            server_config,
+            claim_labels,
+            max_body_size,
         )
         transports.append(transport)
         return transport
@@ -171,6 +181,7 @@ async def server_context(
     *,
     credentials: CredentialsSource | None = None,
     config: ServerConfig | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     **settings: Any,
 ) -> Context:
     """An aiocoap context serving `site` over coaps (iotdtls) on `bind`, a (host, port) tuple
@@ -179,15 +190,18 @@ async def server_context(
 
     Clients authenticate with `credentials` (aiocoap's map: a map, a dict, or a JSON file, one
     entry per client) or against `config`. Resource handlers find the client's identity in
-    `request.remote.peer` and `request.remote.authenticated_claims`. Stop it with
-    `await context.shutdown()`."""
+    `request.remote.peer` and `request.remote.authenticated_claims`. `max_body_size`: see
+    `add_server_transport` (default 64 KiB). Stop it with `await context.shutdown()`."""
     if (credentials is None) == (config is None):
         raise ConfigError("give the server credentials= (aiocoap's map) or config=, one of them")
     _bind_address(bind)  # before the context is made
+    check_max_body_size(max_body_size)
     context = Context(serversite=site, loggername="coap-server")
     if credentials is not None:
         context.server_credentials = load_credentials(credentials)
-    await add_server_transport(context, bind, config=config, **settings)
+    await add_server_transport(
+        context, bind, config=config, max_body_size=max_body_size, **settings
+    )
     return context
 
 

@@ -9,24 +9,32 @@ association of the same address (RFC 7252 §9.1). When an association ends, aioc
 as an error of that remote, which ends its observations and pending exchanges; the remote then
 lets go of its session and of the transport (aiocoap's duplicate detection keeps it, light, for
 EXCHANGE_LIFETIME: see `CoapsInterface.association_ended`).
+
+A request whose body would go past `max_body_size` bytes is answered here with 4.13 Request
+Entity Too Large and never reaches aiocoap (`iotdtls.coap.uploads`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiocoap import interfaces
 from aiocoap.message import Message
+from aiocoap.numbers.types import ACK
 
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
+from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, refusal
 from iotdtls.config import ServerConfig
 from iotdtls.errors import DtlsError
 from iotdtls.identity import PeerIdentity
 
 __all__ = ["ClaimLabels", "CoapsServerInterface", "ServerRemote"]
+
+logger = logging.getLogger("iotdtls.coap")
 
 #: The labels of the credentials that authenticated a peer (e.g. the keys of an aiocoap
 #: credentials map), listed after the identity in `authenticated_claims`.
@@ -68,11 +76,17 @@ class CoapsServerInterface(CoapsInterface):
     """An aiocoap message interface serving coaps on one socket (see the module docstring)."""
 
     def __init__(
-        self, mman: interfaces.MessageManager, config: ServerConfig, labels: ClaimLabels
+        self,
+        mman: interfaces.MessageManager,
+        config: ServerConfig,
+        labels: ClaimLabels,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         super().__init__(mman)
         self.config = config
         self._labels = labels
+        #: The largest request body taken, in bytes (`iotdtls.coap.uploads`).
+        self.max_body_size = max_body_size
         self._server: aio.DtlsServer | None = None
         #: The socket address bound: (host, port), for IPv6 (host, port, flowinfo, scope_id),
         #: whose scope id names the interface of a link-local address (RFC 4007 §11).
@@ -88,9 +102,10 @@ class CoapsServerInterface(CoapsInterface):
         bind: tuple[str, int],
         config: ServerConfig,
         labels: ClaimLabels,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> CoapsServerInterface:
         """Bind `bind` and serve; returns once the socket is bound."""
-        self = cls(mman, config, labels)
+        self = cls(mman, config, labels, max_body_size)
         self._server = await aio.serve(self._serve_association, bind[0], bind[1], config)
         self.address = self._server.sockname
         return self
@@ -116,6 +131,25 @@ class CoapsServerInterface(CoapsInterface):
             await asyncio.sleep(0)
             self.association_ended(remote, failure)
             remote.release()
+
+    def _admit(self, remote: CoapsAddress, request: Message) -> bool:
+        """False for a request answered here, not handed to aiocoap: its body would go past
+        `max_body_size` (4.13, `iotdtls.coap.uploads.refusal`)."""
+        response = refusal(request, self.max_body_size)
+        if response is None:
+            return True
+        logger.debug("%r: %s answered to a request (%s)", remote, response.code,
+                     response.payload.decode())
+        self._answer(response)
+        return False
+
+    def _answer(self, response: Message) -> None:
+        """Send a response made here: an ACK as it is, a NON through aiocoap's message layer,
+        which gives it a message ID of its own sequence (RFC 7252 §4.4)."""
+        if response.mtype == ACK:
+            self.send(response)
+        elif isinstance(self._mman, interfaces.TokenInterface):
+            self._mman.send_message(response, None)
 
     async def determine_remote(self, message: Message) -> None:
         """A server makes no associations of its own; requests to a client go over the

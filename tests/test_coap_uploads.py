@@ -1,0 +1,174 @@
+"""Request bodies at a coaps server (RFC 7959 Block1): the server-wide bound on a body, which
+the transport enforces before aiocoap assembles anything (`iotdtls.coap.uploads`; probe AX:
+64 MB in 1 KiB blocks kept a server busy ~100 s, and the demo's /temp, which takes 32 bytes,
+assembled 1 MB before answering 4.13)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import aiocoap
+import pytest
+from aiocoap.numbers.codes import Code
+
+from iotdtls import aio
+from iotdtls.cli import coap as coap_cli
+from iotdtls.coap import server_context, uploads
+from iotdtls.errors import ConfigError
+from tests.coap_support import (
+    LARGE,
+    SERVER_CREDENTIALS,
+    CoapSite,
+    coaps_client,
+    coaps_server,
+    run,
+    uri,
+)
+from tests.interop_support import client_config
+from tests.peers import LOCALHOST
+
+TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
+CONTINUE = Code.CONTINUE
+
+
+def put_block(
+    mid: int, num: int, more: bool, payload: bytes, *, path: str = "large", szx: int = 6,
+    mtype: aiocoap.numbers.types.Type = aiocoap.CON, token: bytes = b"up", size1: int | None = None,
+) -> bytes:
+    """A PUT of `path` carrying Block1 block `num` (RFC 7959 §2.2), encoded."""
+    message = aiocoap.Message(code=aiocoap.PUT, uri_path=(path,), payload=payload)
+    message.opt.block1 = aiocoap.optiontypes.BlockOption.BlockwiseTuple(num, more, szx)
+    if size1 is not None:
+        message.opt.size1 = size1
+    message.mtype, message.mid, message.token = mtype, mid, token
+    return message.encode()
+
+
+class Device:
+    """A hand-made coaps client: one association, raw CoAP messages."""
+
+    def __init__(self, connection: aio.ClientConnection) -> None:
+        self.connection = connection
+
+    async def ask(self, data: bytes, wait: float = 2.0) -> aiocoap.Message | None:
+        self.connection.send(data)
+        return await self.answer(wait)
+
+    async def answer(self, wait: float = 2.0) -> aiocoap.Message | None:
+        try:
+            data = await asyncio.wait_for(self.connection.recv(), wait)
+        except TimeoutError:
+            return None
+        return None if data is None else aiocoap.Message.decode(data)
+
+
+@contextlib.asynccontextmanager
+async def device(address: tuple[Any, ...]) -> AsyncIterator[Device]:
+    """A device whose datagrams may be large (as the probe's), which the server takes."""
+    async with aio.connect(LOCALHOST, address[1], client_config(mtu=4000)) as connection:
+        yield Device(connection)
+
+
+@pytest.mark.req("COAP-1")
+def test_a_block_past_the_bound_is_answered_4_13_with_size1_and_never_assembled() -> None:
+    """Blocks up to the bound are aiocoap's (2.31 Continue); the block that would take the
+    body past it is answered 4.13 with Size1 = the bound (RFC 7959 §2.9.3), piggybacked on
+    the ACK of its message ID with its token, and the resource never sees the body; the
+    probe's stream of 1 KiB blocks to /temp stops at the default 64 KiB."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server, device(server.address) as dev:
+            codes = []
+            for num in range(70):
+                answer = await dev.ask(put_block(num, num, True, b"7" * 1024, path="temp"))
+                assert answer is not None
+                codes.append(answer.code)
+                if answer.code == TOO_LARGE:
+                    break
+            assert codes == [CONTINUE] * 64 + [TOO_LARGE]
+            assert (answer.mtype, answer.mid, answer.token) == (aiocoap.ACK, 64, b"up")
+            assert answer.opt.size1 == uploads.DEFAULT_MAX_BODY_SIZE == 65536
+            assert answer.opt.block1 is None
+            assert answer.payload == b"at most 65536 bytes"
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_the_bound_counts_offset_plus_payload_and_size1_and_answers_a_non_with_a_non() -> None:
+    """At a bound of 2048: a last block ending at 2048 exactly is taken; one byte more is
+    refused; so is a first block whose Size1 announces 2049 bytes (RFC 7959 §4), a request
+    without Block1 whose payload alone is past it, and a block far beyond (its number alone);
+    a NON request gets a NON 4.13 with its token."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site, max_body_size=2048) as server, device(server.address) as dev:
+            assert (await dev.ask(put_block(1, 0, True, b"a" * 1024)) or aiocoap.Message()).code \
+                == CONTINUE
+            done = await dev.ask(put_block(2, 1, False, b"b" * 1024))
+            assert done is not None and done.code == aiocoap.CHANGED
+            assert site.large.stored == b"a" * 1024 + b"b" * 1024
+            refused = [
+                put_block(3, 1, False, b"c" * 1024 + b"!"),  # ends at 2049
+                put_block(4, 0, True, b"a" * 1024, size1=2049),
+                put_block(5, 1000, True, b"d" * 16, szx=0),
+            ]
+            plain = aiocoap.Message(code=aiocoap.PUT, uri_path=("large",), payload=b"e" * 2049)
+            plain.mtype, plain.mid, plain.token = aiocoap.CON, 6, b"p"
+            refused.append(plain.encode())
+            for data in refused:
+                answer = await dev.ask(data)
+                assert answer is not None and answer.code == TOO_LARGE, answer
+                assert answer.mtype == aiocoap.ACK and answer.opt.size1 == 2048
+            taken = await dev.ask(put_block(7, 0, True, b"a" * 1024, size1=2048))
+            assert taken is not None and taken.code == CONTINUE
+            non = await dev.ask(put_block(8, 2, True, b"f" * 1024, mtype=aiocoap.NON,
+                                          token=b"non"))
+            assert non is not None and (non.mtype, non.code, non.token) == (
+                aiocoap.NON, TOO_LARGE, b"non")
+            assert non.opt.size1 == 2048
+        assert site.large.stored == b"a" * 1024 + b"b" * 1024
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_aiocoap_s_own_blockwise_put_meets_the_bound() -> None:
+    """aiocoap's client PUTs 4 KiB in blocks: taken at a bound of 4096, 4.13 with Size1 at
+    4095 (the resource untouched)."""
+    site = CoapSite()
+
+    async def main() -> None:
+        for bound, code in ((4096, aiocoap.CHANGED), (4095, TOO_LARGE)):
+            async with coaps_server(site, max_body_size=bound) as server, coaps_client() as client:
+                put = aiocoap.Message(code=aiocoap.PUT, uri=uri(server.address, "large"),
+                                      payload=LARGE)
+                response = await client.request(put).response
+                assert response.code == code
+                if code == TOO_LARGE:
+                    assert response.opt.size1 == 4095
+                else:
+                    assert site.large.stored == LARGE
+                site.large.stored = b""
+        assert site.large.stored == b""
+
+    run(main())
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "64k", None])
+def test_the_bound_is_a_whole_number_of_bytes(value: object) -> None:
+    async def main() -> None:
+        with pytest.raises(ConfigError, match="max_body_size must be a whole number of bytes"):
+            await server_context(None, (LOCALHOST, 0), credentials=SERVER_CREDENTIALS,
+                                 max_body_size=cast(Any, value))
+
+    run(main())
+
+
+def test_the_command_line_default_is_the_library_s() -> None:
+    assert coap_cli.DEFAULT_MAX_BODY_SIZE == uploads.DEFAULT_MAX_BODY_SIZE
