@@ -109,6 +109,38 @@ def test_libcoap_client_against_our_server(build: str) -> None:
 
 @pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("build", BUILDS)
+def test_libcoap_client_puts_block_wise_to_our_server(build: str, tmp_path: Path) -> None:
+    """`coap-client -m put -b 64 -f FILE`: 4 KiB in 64 Block1 blocks (RFC 7959 §2.5), each
+    taken by the server's bound and its check of the blocks' order (`iotdtls.coap.uploads`),
+    reach the resource whole; so does a body of exactly the bound, and one byte more is
+    refused with 4.13."""
+    require_peer(f"coap-client-{build}")
+    site = CoapSite()
+    body = tmp_path / "body"
+
+    async def put(target: str, payload: bytes) -> str:
+        body.write_bytes(payload)
+        peer = libcoap_client(build, target, "-m", "put", "-b", "64", "-f", str(body))
+        with peer:
+            status = await asyncio.to_thread(peer.wait, 20.0)
+        assert status is not None, f"coap-client did not end: {peer.output}"
+        return peer.output
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=SERVER_CREDENTIALS,
+                                max_body_size=4096) as server:
+            await put(uri(server.address, "large"), LARGE)
+            assert site.large.stored == LARGE
+            site.large.stored = b""
+            refused = await put(uri(server.address, "large"), LARGE + b"!")
+            assert "4.13" in refused, refused
+            assert site.large.stored == b""
+
+    run(main(), limit=60.0)
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("build", BUILDS)
 def test_libcoap_client_with_a_wrong_key_gets_nothing(build: str) -> None:
     require_peer(f"coap-client-{build}")
 

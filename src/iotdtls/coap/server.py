@@ -11,7 +11,8 @@ lets go of its session and of the transport (aiocoap's duplicate detection keeps
 EXCHANGE_LIFETIME: see `CoapsInterface.association_ended`).
 
 A request whose body would go past `max_body_size` bytes is answered here with 4.13 Request
-Entity Too Large and never reaches aiocoap (`iotdtls.coap.uploads`).
+Entity Too Large, and a Block1 block out of order with 4.08 Request Entity Incomplete; neither
+reaches aiocoap (`iotdtls.coap.uploads`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 
 from aiocoap import interfaces
 from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import ACK
 
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
-from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, refusal
+from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, Uploads, answer, refusal
 from iotdtls.config import ServerConfig
 from iotdtls.errors import DtlsError
 from iotdtls.identity import PeerIdentity
@@ -52,6 +54,9 @@ class ServerRemote(CoapsAddress):
         self._interface: CoapsServerInterface | None = interface
         self._session: aio.ServerSession | None = session
         self._local_address = interface.address
+        #: The Block1 uploads in progress over the association (`iotdtls.coap.uploads`):
+        #: None until its first Block1 block, and again once released.
+        self.uploads: Uploads | None = None
 
     @property
     def local_address(self) -> tuple[Any, ...]:
@@ -65,7 +70,7 @@ class ServerRemote(CoapsAddress):
             self._session.send(data)
 
     def release(self) -> None:
-        self._interface = self._session = None
+        self._interface = self._session = self.uploads = None
 
     def served_by(self, interface: CoapsServerInterface) -> bool:
         """True while the association lives, on `interface`."""
@@ -134,8 +139,21 @@ class CoapsServerInterface(CoapsInterface):
 
     def _admit(self, remote: CoapsAddress, request: Message) -> bool:
         """False for a request answered here, not handed to aiocoap: its body would go past
-        `max_body_size` (4.13, `iotdtls.coap.uploads.refusal`)."""
+        `max_body_size` (4.13, `iotdtls.coap.uploads.refusal`), or it is a Block1 block out
+        of order (4.08, `Uploads.out_of_order`). A duplicate of a request aiocoap has taken
+        (RFC 7252 §4.5) goes to aiocoap as it is, which answers it again."""
+        recent = self._duplicates
+        if recent is not None and (remote, request.mid) in recent:
+            return True
         response = refusal(request, self.max_body_size)
+        if response is None and request.opt.block1 is not None and isinstance(
+            remote, ServerRemote
+        ):
+            if remote.uploads is None:
+                remote.uploads = Uploads()
+            incomplete = remote.uploads.out_of_order(request)
+            if incomplete is not None:
+                response = answer(request, Code.REQUEST_ENTITY_INCOMPLETE, incomplete)
         if response is None:
             return True
         logger.debug("%r: %s answered to a request (%s)", remote, response.code,

@@ -8,21 +8,106 @@ answer 4.13. The resources are the application's; the bound is the transport's, 
 a request whose body would go past `max_body_size` bytes (a block whose offset plus payload
 does, or a Size1 option announcing more, RFC 7959 §4) is answered here with 4.13 Request
 Entity Too Large carrying Size1 = the bound (RFC 7959 §2.9.3) and never reaches aiocoap.
+
+aiocoap's spool also raises ValueError for a block that does not continue the body it holds
+(block 0 with "more", then block 5): its handler answered 5.00 and logged a 20-line traceback
+for each such gap. Each association notes the Block1 uploads in progress over it (`Uploads`,
+by aiocoap's key of an upload) with the offset of the block expected next and that of the
+latest block taken; a block that neither starts an upload (block 0), nor continues or repeats
+the one noted for its key, is answered 4.08 Request Entity Incomplete (RFC 7959 §2.3, §2.9.2)
+here, and never reaches aiocoap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass
+
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import ACK, CON, NON
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "check_max_body_size", "refusal"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "UPLOADS_TRACKED",
+    "Uploads",
+    "answer",
+    "check_max_body_size",
+    "refusal",
+]
 
 #: The largest request body a coaps server takes by default, in bytes. aiocoap copies the
 #: body assembled so far at each block: at 16-byte blocks (the smallest, RFC 7959 §2.2) 64 KiB
 #: costs 4,096 blocks and ~128 MiB of copying (a fraction of a second); 1 MiB would cost
 #: 32 GiB. Above what a constrained device posts (RFC 7925's profile); raise it for firmware.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
+
+#: Block1 uploads noted per association at once; a further one makes the oldest forgotten
+#: (its next block is then answered 4.08). aiocoap keeps each body it assembles for a while
+#: (MAX_TRANSMIT_WAIT, 93 s, after its latest block): this bounds those of an association that
+#: grow past one block to this many, each at most `max_body_size`.
+UPLOADS_TRACKED = 4
+#: The options that do not tell one upload from another: aiocoap's (`_extract_block_key`).
+_NOT_OF_THE_KEY = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERVE)
+
+
+@dataclass(slots=True)
+class _Upload:
+    """Where a Block1 upload stands: the offset (bytes) of the block expected next, that of
+    the latest block taken, and whether that was the last (no "more")."""
+
+    next_start: int
+    last_start: int
+    complete: bool
+
+
+class Uploads:
+    """The Block1 uploads in progress over one association, by aiocoap's key of an upload
+    (the request's code and options but Block1, Block2 and Observe; one association is one
+    remote, so the remote is implied), at most `UPLOADS_TRACKED`, the latest used last."""
+
+    __slots__ = ("_uploads",)
+
+    def __init__(self) -> None:
+        self._uploads: dict[Hashable, _Upload] = {}
+
+    def __len__(self) -> int:
+        return len(self._uploads)
+
+    def clear(self) -> None:
+        self._uploads.clear()
+
+    def out_of_order(self, request: Message) -> str | None:
+        """Note `request`'s Block1 block; why it is out of order, or None to hand it on.
+
+        Block 0 starts an upload (again: aiocoap's spool starts over too). Another block is
+        taken when it starts where the body noted for its key ends, or repeats the latest
+        block taken (a retransmission: aiocoap's duplicate detection answers it); anything
+        else (a gap, an overlap, a block after the last, an upload never started or
+        forgotten) is out of order. A request without Block1 is no block."""
+        block1 = request.opt.block1
+        if block1 is None:
+            return None
+        key = (request.code, request.get_cache_key(_NOT_OF_THE_KEY))
+        start, end = block1.start, block1.start + len(request.payload)
+        uploads = self._uploads
+        if block1.block_number == 0:
+            uploads.pop(key, None)
+            uploads[key] = _Upload(end, 0, not block1.more)
+            while len(uploads) > UPLOADS_TRACKED:
+                del uploads[next(iter(uploads))]
+            return None
+        upload = uploads.get(key)
+        if upload is None:
+            return "no upload in progress: start again from block 0"
+        if start == upload.last_start:
+            return None
+        if upload.complete or start != upload.next_start:
+            return f"expected the block at byte {upload.next_start}: start again from block 0"
+        del uploads[key]  # the latest used last
+        uploads[key] = _Upload(end, start, not block1.more)
+        return None
 
 
 def check_max_body_size(value: object) -> int:
