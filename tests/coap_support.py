@@ -17,9 +17,10 @@ from aiocoap import resource
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from iotdtls import aio
 from iotdtls.coap import CoapsServerInterface, add_server_transport, client_context, demo_site
 from iotdtls.coap.credentials import load_credentials
-from tests.interop_support import FAST
+from tests.interop_support import FAST, client_config
 from tests.peers import (
     CLIENT_EUI64,
     CLIENT_IDENTITY,
@@ -123,6 +124,46 @@ def raw_request(mid: int, token: bytes, path: str) -> bytes:
     message = aiocoap.Message(code=aiocoap.GET, uri_path=(path,))
     message.mtype, message.mid, message.token = aiocoap.CON, mid, token
     return message.encode()
+
+
+def put_block(
+    mid: int, num: int, more: bool, payload: bytes, *, path: str = "large", szx: int = 6,
+    mtype: aiocoap.numbers.types.Type = aiocoap.CON, token: bytes = b"up", size1: int | None = None,
+    query: tuple[str, ...] = (),
+) -> bytes:
+    """A PUT of `path` carrying Block1 block `num` (RFC 7959 §2.2), encoded."""
+    message = aiocoap.Message(code=aiocoap.PUT, uri_path=(path,), uri_query=query,
+                              payload=payload)
+    message.opt.block1 = aiocoap.optiontypes.BlockOption.BlockwiseTuple(num, more, szx)
+    if size1 is not None:
+        message.opt.size1 = size1
+    message.mtype, message.mid, message.token = mtype, mid, token
+    return message.encode()
+
+
+class Device:
+    """A hand-made coaps client: one association, raw CoAP messages."""
+
+    def __init__(self, connection: aio.ClientConnection) -> None:
+        self.connection = connection
+
+    async def ask(self, data: bytes, wait: float = 2.0) -> aiocoap.Message | None:
+        self.connection.send(data)
+        return await self.answer(wait)
+
+    async def answer(self, wait: float = 2.0) -> aiocoap.Message | None:
+        try:
+            data = await asyncio.wait_for(self.connection.recv(), wait)
+        except TimeoutError:
+            return None
+        return None if data is None else aiocoap.Message.decode(data)
+
+
+@contextlib.asynccontextmanager
+async def device(address: tuple[Any, ...]) -> AsyncIterator[Device]:
+    """A device whose datagrams may be large (as the probe's), which the server takes."""
+    async with aio.connect(LOCALHOST, address[1], client_config(mtu=4000)) as connection:
+        yield Device(connection)
 
 
 @contextlib.asynccontextmanager

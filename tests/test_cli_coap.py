@@ -35,9 +35,9 @@ from iotdtls.cli import coap as coap_cli
 from iotdtls.cli.common import UsageError
 from iotdtls.coap import AssociationFailed
 from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
-from iotdtls.errors import AlertDescription, AlertReceived
+from iotdtls.errors import AlertDescription, AlertReceived, DtlsError
 from tests.aio_support import signal_fallback
-from tests.coap_support import CoapSite, coaps_client, coaps_server, get
+from tests.coap_support import CoapSite, coaps_client, coaps_server, device, get, put_block
 from tests.interop_support import (
     CREDENTIALS,
     WRONG_PSK_HEX,
@@ -901,6 +901,53 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: sign
     assert b"impl-info" not in answers[1]  # the site names no implementation
     assert ("iotdtls.cli", logging.INFO, f"listening on coaps://{LOCALHOST}:{port}") in (
         caplog.record_tuples)
+
+
+def test_serve_logs_what_aiocoap_raised_in_one_line_and_bounds_its_repeats(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Block1 block sent again at the offset of the latest one but with a new message ID
+    (no retransmission: aiocoap's duplicate detection does not answer it) passes the
+    transport's checks, and aiocoap's spool raises ValueError for it: its handler answers 5.00
+    and logs "An exception occurred while rendering a resource" with a 20-line traceback.
+    `coap serve` logs that line alone, its traceback a debug line (-v), and, as any of
+    aiocoap's lines, once: five such blocks give one line (a count of the others at the
+    stop)."""
+    port = free_udp_port()
+    codes: list[str] = []
+
+    async def client() -> None:
+        try:
+            for _ in range(100):
+                with contextlib.suppress(DtlsError):
+                    async with device((LOCALHOST, port)) as dev:
+                        for mid, num in ((1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)):
+                            answer = await dev.ask(put_block(mid, num, True, b"7" * 16,
+                                                             path="temp", szx=0))
+                            codes.append(str(answer.code) if answer else "none")
+                        return
+                await asyncio.sleep(0.05)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with signal_fallback(signal.SIGTERM) as fallback, caplog.at_level(logging.DEBUG):
+        thread = in_thread(client)
+        status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", "-v", *CREDENTIALS])
+        thread.join(10.0)
+    assert (status, fallback) == (0, [])
+    assert [code.split()[0] for code in codes] == ["2.31", "2.31"] + ["5.00"] * 5
+    rendering = "An exception occurred while rendering a resource: ValueError()"
+    aiocoaps = [r for r in caplog.records if r.name == "coap-server"
+                and r.levelno >= logging.WARNING]
+    [line] = [r for r in aiocoaps if r.getMessage().startswith(rendering)]
+    assert line.exc_info is None and line.exc_text is None
+    assert "(from <ServerRemote coaps://127.0.0.1:" in line.getMessage()
+    debug = [r for r in caplog.records if r.name == "iotdtls.cli"
+             and r.getMessage().startswith(f"aiocoap raised: {rendering}")]
+    assert len(debug) == 1 and debug[0].exc_info is not None
+    assert [r.getMessage() for r in aiocoaps if "held back" in r.getMessage()] == [
+        "4 more like 'An exception occurred while rendering a resource: %r' held back"]
+    assert not any(r.exc_info for r in aiocoaps)
 
 
 def test_serve_logs_its_counters_on_sigusr1_and_at_stop(caplog: pytest.LogCaptureFixture) -> None:

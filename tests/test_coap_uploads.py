@@ -6,16 +6,13 @@ assembled 1 MB before answering 4.13)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 
-from iotdtls import aio
 from iotdtls.cli import coap as coap_cli
 from iotdtls.coap import server_context, uploads
 from iotdtls.errors import ConfigError
@@ -25,54 +22,16 @@ from tests.coap_support import (
     CoapSite,
     coaps_client,
     coaps_server,
+    device,
+    put_block,
+    raw_request,
     run,
     uri,
 )
-from tests.interop_support import client_config
 from tests.peers import LOCALHOST
 
 TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
 CONTINUE = Code.CONTINUE
-
-
-def put_block(
-    mid: int, num: int, more: bool, payload: bytes, *, path: str = "large", szx: int = 6,
-    mtype: aiocoap.numbers.types.Type = aiocoap.CON, token: bytes = b"up", size1: int | None = None,
-    query: tuple[str, ...] = (),
-) -> bytes:
-    """A PUT of `path` carrying Block1 block `num` (RFC 7959 §2.2), encoded."""
-    message = aiocoap.Message(code=aiocoap.PUT, uri_path=(path,), uri_query=query,
-                              payload=payload)
-    message.opt.block1 = aiocoap.optiontypes.BlockOption.BlockwiseTuple(num, more, szx)
-    if size1 is not None:
-        message.opt.size1 = size1
-    message.mtype, message.mid, message.token = mtype, mid, token
-    return message.encode()
-
-
-class Device:
-    """A hand-made coaps client: one association, raw CoAP messages."""
-
-    def __init__(self, connection: aio.ClientConnection) -> None:
-        self.connection = connection
-
-    async def ask(self, data: bytes, wait: float = 2.0) -> aiocoap.Message | None:
-        self.connection.send(data)
-        return await self.answer(wait)
-
-    async def answer(self, wait: float = 2.0) -> aiocoap.Message | None:
-        try:
-            data = await asyncio.wait_for(self.connection.recv(), wait)
-        except TimeoutError:
-            return None
-        return None if data is None else aiocoap.Message.decode(data)
-
-
-@contextlib.asynccontextmanager
-async def device(address: tuple[Any, ...]) -> AsyncIterator[Device]:
-    """A device whose datagrams may be large (as the probe's), which the server takes."""
-    async with aio.connect(LOCALHOST, address[1], client_config(mtu=4000)) as connection:
-        yield Device(connection)
 
 
 @pytest.mark.req("COAP-1")
@@ -262,7 +221,7 @@ def test_uploads_noted_per_association_are_bounded_and_let_go_at_its_end() -> No
                 for n in range(1, uploads.UPLOADS_TRACKED + 1):
                     answer = await dev.ask(block(11 + n, 1, n))
                     assert answer is not None and answer.code == CONTINUE
-                whoami = await dev.ask(aiocoap_get(30, "whoami"))
+                whoami = await dev.ask(raw_request(30, b"g", "whoami"))
                 assert whoami is not None
                 [(remote, _)] = site.whoami.seen
                 assert remote.uploads is not None
@@ -274,12 +233,6 @@ def test_uploads_noted_per_association_are_bounded_and_let_go_at_its_end() -> No
             assert remote.ended and remote.uploads is None
 
     run(main())
-
-
-def aiocoap_get(mid: int, path: str) -> bytes:
-    message = aiocoap.Message(code=aiocoap.GET, uri_path=(path,))
-    message.mtype, message.mid, message.token = aiocoap.CON, mid, b"g"
-    return message.encode()
 
 
 @pytest.mark.req("COAP-1")

@@ -1,4 +1,5 @@
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiocoap import interfaces
@@ -17,6 +18,7 @@ class Request:
 
 class Context:
     serversite: interfaces.Resource | None
+    log: logging.Logger
     client_credentials: CredentialsMap
     server_credentials: CredentialsMap
     def __init__(

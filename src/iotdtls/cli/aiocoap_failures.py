@@ -9,6 +9,10 @@ request runs, so that its one line is not followed by Python's tracebacks:
 - in a finalizer: an observation's iterator raises again, when collected, the error it
   already gave the command ("Exception ignored in: ClientObservation._Iterator.__del__").
 
+`coap serve` has aiocoap's own log lines too: one that carries an exception raised in aiocoap's
+code ("An exception occurred while rendering a resource: ValueError()", with 20 lines of
+traceback) is a line without it, the traceback a debug line (`OneLineTracebacks`).
+
 `run_routing_aiocoap_failures` runs the command's coroutine with an exception handler on its
 event loop and a `sys.unraisablehook` that take only what was raised in aiocoap's code (the
 innermost frame of the traceback: `raised_in_aiocoap`) to a debug line of `iotdtls.cli`
@@ -27,7 +31,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["raised_in_aiocoap", "run_routing_aiocoap_failures"]
+__all__ = ["OneLineTracebacks", "raised_in_aiocoap", "run_routing_aiocoap_failures"]
 
 logger = logging.getLogger("iotdtls.cli")
 coap_logger = logging.getLogger("iotdtls.coap")
@@ -62,6 +66,20 @@ def _not_coap(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+class OneLineTracebacks(logging.Filter):
+    """A filter for aiocoap's logger: a record whose exception was raised in aiocoap's code
+    (`raised_in_aiocoap`) is logged without its traceback, which goes to a debug line of
+    `iotdtls.cli` (`-v`); any other record is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and raised_in_aiocoap(exc):
+            logger.debug("aiocoap raised: %s", record.getMessage(), exc_info=exc)
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 class _Router:

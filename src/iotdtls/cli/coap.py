@@ -24,7 +24,11 @@ from urllib.parse import urlsplit
 from iotdtls._addresses import host_from_uri, socket_error, uri_host
 from iotdtls._extras import AIOCOAP_HINT
 from iotdtls.chaincache import ChainCache
-from iotdtls.cli.aiocoap_failures import raised_in_aiocoap, run_routing_aiocoap_failures
+from iotdtls.cli.aiocoap_failures import (
+    OneLineTracebacks,
+    raised_in_aiocoap,
+    run_routing_aiocoap_failures,
+)
 from iotdtls.cli.common import (
     DEFAULT_PORT,
     Parser,
@@ -479,7 +483,8 @@ def run_serve(args: argparse.Namespace) -> int:
 async def _serve(config: ServerConfig, host: str, port: int, max_body_size: int) -> None:
     """Serve the demo site until SIGINT, SIGTERM or SIGHUP, then shut down (close_notify to
     every client) and log the DTLS server's counters, as `iotdtls server` does; SIGUSR1 logs
-    them without stopping."""
+    them without stopping. aiocoap's repeated lines are bounded (`add_server_transport`), and
+    what was raised in its code is one line, its traceback a debug line (-v)."""
     from aiocoap import Context
 
     from iotdtls.coap import add_server_transport, demo_site
@@ -490,11 +495,16 @@ async def _serve(config: ServerConfig, host: str, port: int, max_body_size: int)
     transport = await add_server_transport(
         context, (host, port), config=config, max_body_size=max_body_size
     )
-    server = transport.endpoint_server
-    log = logging.getLogger("iotdtls.cli")
-    log_counters_on_signal(server, log)
-    bound = transport.address  # with its scope id: a link-local address needs its zone
-    log.info("listening on coaps://%s:%d", uri_host(bound), bound[1])
-    await stop.wait()
-    await context.shutdown()
-    log_stopped(server, log)
+    one_line = OneLineTracebacks()
+    context.log.addFilter(one_line)
+    try:
+        server = transport.endpoint_server
+        log = logging.getLogger("iotdtls.cli")
+        log_counters_on_signal(server, log)
+        bound = transport.address  # with its scope id: a link-local address needs its zone
+        log.info("listening on coaps://%s:%d", uri_host(bound), bound[1])
+        await stop.wait()
+        await context.shutdown()
+        log_stopped(server, log)
+    finally:
+        context.log.removeFilter(one_line)

@@ -110,7 +110,10 @@ async def add_server_transport(
     handshake), or else against `config`. `settings` are the other `ServerConfig` fields.
     `max_body_size`: the largest request body taken, in bytes, whether in one message or
     assembled from Block1 blocks (RFC 7959); a request past it is answered 4.13 Request Entity
-    Too Large with Size1 = the bound and never reaches a resource (`iotdtls.coap.uploads`)."""
+    Too Large with Size1 = the bound and never reaches a resource (`iotdtls.coap.uploads`).
+    While it serves, the lines of `context.log` (aiocoap's) at warning level or above go
+    through `iotdtls.coap.logs.RepeatedLines`: each kind once a minute, with a count of those
+    held back, so that a peer cannot flood the log."""
     host, port = _bind_address(bind)
     check_max_body_size(max_body_size)
     _check_settings(config, settings)
@@ -135,6 +138,7 @@ async def add_server_transport(
             claim_labels,
             max_body_size,
         )
+        transport.bound_log(context.log)
         transports.append(transport)
         return transport
 

@@ -12,7 +12,8 @@ EXCHANGE_LIFETIME: see `CoapsInterface.association_ended`).
 
 A request whose body would go past `max_body_size` bytes is answered here with 4.13 Request
 Entity Too Large, and a Block1 block out of order with 4.08 Request Entity Incomplete; neither
-reaches aiocoap (`iotdtls.coap.uploads`).
+reaches aiocoap (`iotdtls.coap.uploads`). aiocoap's repeated log lines are bounded
+(`iotdtls.coap.logs`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiocoap.numbers.types import ACK
 
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
+from iotdtls.coap.logs import RepeatedLines
 from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, Uploads, answer, refusal
 from iotdtls.config import ServerConfig
 from iotdtls.errors import DtlsError
@@ -92,6 +94,8 @@ class CoapsServerInterface(CoapsInterface):
         self._labels = labels
         #: The largest request body taken, in bytes (`iotdtls.coap.uploads`).
         self.max_body_size = max_body_size
+        #: aiocoap's logger and the filter bounding its repeated lines (`bound_log`).
+        self._log: tuple[logging.Logger, RepeatedLines] | None = None
         self._server: aio.DtlsServer | None = None
         #: The socket address bound: (host, port), for IPv6 (host, port, flowinfo, scope_id),
         #: whose scope id names the interface of a link-local address (RFC 4007 §11).
@@ -177,8 +181,23 @@ class CoapsServerInterface(CoapsInterface):
     async def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, ServerRemote) and remote.served_by(self)
 
+    def bound_log(self, log: logging.Logger) -> RepeatedLines:
+        """Bound the repeated lines of `log` (aiocoap's logger of the context) until the
+        shutdown (`iotdtls.coap.logs.RepeatedLines`), which sums up those held back."""
+        lines = RepeatedLines()
+        log.addFilter(lines)
+        self._log = log, lines
+        return lines
+
     async def shutdown(self) -> None:
-        """close_notify to every client, then release the socket."""
+        """close_notify to every client, then release the socket; aiocoap's logger is then
+        as it was, after a line for each kind of its lines held back."""
         self._mman = None
         if self._server is not None:
             await self._server.close()
+        if self._log is not None:
+            log, lines = self._log
+            self._log = None
+            log.removeFilter(lines)
+            for line in lines.held_back():
+                log.warning("%s", line)

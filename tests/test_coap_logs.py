@@ -1,0 +1,89 @@
+"""aiocoap's log lines at a coaps server, bounded (`iotdtls.coap.logs`; probe AX: 2,000
+confirmable GETs with one token over one association made aiocoap log 1,969 warnings, none
+naming the peer)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from iotdtls.coap import logs
+from tests.coap_support import coaps_server, device, raw_request, run
+
+PIGGYBACK = "New request came in while old request not ACKed yet"
+
+
+def record(message: str, *args: object, level: int = logging.WARNING) -> logging.LogRecord:
+    return logging.LogRecord("coap-server", level, __file__, 1, message, args, None)
+
+
+def test_each_kind_passes_once_an_interval_and_then_says_how_many_were_held_back() -> None:
+    now = [0.0]
+    lines = logs.RepeatedLines(interval=60.0, clock=lambda: now[0])
+    first = record("timed out %s", "a")
+    assert lines.filter(first) and first.getMessage() == "timed out a"
+    for t in range(1, 60):
+        now[0] = float(t)
+        assert not lines.filter(record("timed out %s", "b"))
+    other = record("another %d", 1)
+    assert lines.filter(other)  # another template: its own count
+    info = record("timed out %s", "c", level=logging.INFO)
+    assert lines.filter(info)  # below the level: never held back
+    now[0] = 60.0
+    later = record("timed out %s", "d")
+    assert lines.filter(later)
+    assert later.getMessage() == "timed out d (59 more like it held back)"
+    assert not lines.filter(record("timed out %s", "e"))
+    assert lines.held_back() == ["1 more like 'timed out %s' held back"]
+    assert lines.held_back() == []
+
+
+def test_the_kinds_counted_are_bounded() -> None:
+    lines = logs.RepeatedLines(clock=lambda: 0.0)
+    for n in range(logs.KINDS_KEPT + 10):
+        assert lines.filter(record(f"line {n}"))
+    assert len(lines._kinds) == logs.KINDS_KEPT
+    assert lines.filter(record("line 0"))  # forgotten: passes again
+    assert not lines.filter(record(f"line {logs.KINDS_KEPT + 9}"))
+
+
+def test_a_line_logged_while_a_message_is_handled_names_its_remote() -> None:
+    lines, other_server = logs.RepeatedLines(), logs.RepeatedLines()
+    token = logs.receiving.set("<ServerRemote coaps://192.0.2.1:40000>")
+    try:
+        named = record("odd %s", "message")
+        assert lines.filter(named)
+        # A second server's filter on the same logger leaves what the first let through.
+        assert other_server.filter(named)
+    finally:
+        logs.receiving.reset(token)
+    assert named.getMessage() == "odd message (from '<ServerRemote coaps://192.0.2.1:40000>')"
+
+
+@pytest.mark.req("COAP-1")
+def test_a_peer_repeating_a_token_gets_one_warning_and_a_count_at_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """200 confirmable GETs with one token, back to back, over one association: aiocoap's
+    warning comes once, naming the association, and the shutdown sums up the rest."""
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> None:
+        async with coaps_server() as server, device(server.address) as dev:
+            for mid in range(200):
+                dev.connection.send(raw_request(mid, b"TOKN", "hello"))
+            answered = 0
+            while await dev.answer(0.5) is not None:
+                answered += 1
+            assert answered >= 1
+
+    run(main())
+    warnings = [r.getMessage() for r in caplog.records if r.name == "coap-server"]
+    repeated = [w for w in warnings if w.startswith(PIGGYBACK)]
+    assert len(repeated) == 1, warnings[:5]
+    assert "(from <ServerRemote coaps://127.0.0.1:" in repeated[0]
+    [summary] = [w for w in warnings if "held back" in w]
+    held = int(summary.split()[0])
+    assert held >= 100 and summary.startswith(f"{held} more like 'New request came in")
+    assert not any(PIGGYBACK in w for w in warnings if w not in (repeated[0], summary))
