@@ -202,13 +202,15 @@ def test_blocks_out_of_order_are_4_08_and_a_retransmission_passes() -> None:
 
 @pytest.mark.req("COAP-1")
 def test_uploads_noted_per_association_are_bounded_and_let_go_at_its_end() -> None:
-    """At most UPLOADS_TRACKED uploads at once per association (by aiocoap's key: here the
-    Uri-Query differs): a further one makes the oldest forgotten, whose next block is 4.08;
-    what the association noted is let go when it ends."""
+    """At most UPLOADS_TRACKED uploads noted at once per association (by aiocoap's key: here
+    the Uri-Query differs); the one no longer noted is aiocoap's to judge, which takes its
+    next block (it holds its body): uploads at once are the client's right (probe AY: with 4
+    noted, aiocoap's client PUTting to 5 resources at once got a false 4.08 for the first).
+    What the association noted is let go when it ends."""
     site = CoapSite()
 
-    def block(mid: int, num: int, query: int) -> bytes:
-        return put_block(mid, num, True, b"q" * 1024, query=(f"n={query}",))
+    def block(mid: int, num: int, query: int, more: bool = True) -> bytes:
+        return put_block(mid, num, more, b"q" * 1024, query=(f"n={query}",))
 
     async def main() -> None:
         async with coaps_server(site) as server:
@@ -216,12 +218,19 @@ def test_uploads_noted_per_association_are_bounded_and_let_go_at_its_end() -> No
                 for n in range(uploads.UPLOADS_TRACKED + 1):
                     answer = await dev.ask(block(n, 0, n))
                     assert answer is not None and answer.code == CONTINUE
-                oldest = await dev.ask(block(10, 1, 0))
-                assert oldest is not None and oldest.code == INCOMPLETE
-                for n in range(1, uploads.UPLOADS_TRACKED + 1):
-                    answer = await dev.ask(block(11 + n, 1, n))
+                oldest = await dev.ask(block(100, 1, 0))
+                assert oldest is not None and oldest.code == CONTINUE
+                gap = await dev.ask(block(101, 5, 1))  # noted: out of order
+                assert gap is not None and gap.code == Code.REQUEST_ENTITY_INCOMPLETE
+                for n in range(2, uploads.UPLOADS_TRACKED + 1):
+                    answer = await dev.ask(block(100 + 2 * n, 1, n))
                     assert answer is not None and answer.code == CONTINUE
-                whoami = await dev.ask(raw_request(30, b"g", "whoami"))
+                    done = await dev.ask(block(101 + 2 * n, 2, n, more=False))
+                    assert done is not None and done.code == aiocoap.CHANGED
+                done = await dev.ask(block(200, 2, 0, more=False))
+                assert done is not None and done.code == aiocoap.CHANGED
+                assert site.large.stored == b"q" * 3 * 1024
+                whoami = await dev.ask(raw_request(300, b"g", "whoami"))
                 assert whoami is not None
                 [(remote, _)] = site.whoami.seen
                 assert remote.uploads is not None
@@ -231,6 +240,29 @@ def test_uploads_noted_per_association_are_bounded_and_let_go_at_its_end() -> No
                     break
                 await asyncio.sleep(0.02)
             assert remote.ended and remote.uploads is None
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_aiocoap_s_client_puts_to_many_resources_at_once() -> None:
+    """aiocoap's client PUTting 4 KiB to more resources at once than an association notes
+    uploads (each Block1, one association): every PUT is 2.04 (probe AY: the first ones got
+    4.08 once a fifth upload made them forgotten)."""
+    site = CoapSite()
+    count = uploads.UPLOADS_TRACKED + 4
+
+    async def main() -> None:
+        async with coaps_server(site) as server, coaps_client() as client:
+            requests = [
+                client.request(aiocoap.Message(code=aiocoap.PUT, payload=LARGE,
+                                               uri=uri(server.address, "large") + f"?n={n}"))
+                for n in range(count)
+            ]
+            responses = await asyncio.wait_for(
+                asyncio.gather(*(request.response for request in requests)), 30
+            )
+            assert [r.code for r in responses] == [aiocoap.CHANGED] * count
 
     run(main())
 

@@ -13,9 +13,19 @@ aiocoap's spool also raises ValueError for a block that does not continue the bo
 (block 0 with "more", then block 5): its handler answered 5.00 and logged a 20-line traceback
 for each such gap. Each association notes the Block1 uploads in progress over it (`Uploads`,
 by aiocoap's key of an upload) with the offset of the block expected next and that of the
-latest block taken; a block that neither starts an upload (block 0), nor continues or repeats
-the one noted for its key, is answered 4.08 Request Entity Incomplete (RFC 7959 §2.3, §2.9.2)
-here, and never reaches aiocoap.
+latest block taken; a block that neither continues nor repeats the one noted for its key is
+answered 4.08 Request Entity Incomplete (RFC 7959 §2.3, §2.9.2) here, and never reaches
+aiocoap. A block of an upload not noted (never started, or no longer noted when more than
+`UPLOADS_TRACKED` went on at once) goes to aiocoap, which answers 4.08 itself when it holds
+no body for it and takes it when it does: several uploads at once over one association (to
+several resources, or one with other options) are the client's right (RFC 7959), and
+aiocoap's client makes them unprompted.
+
+Memory: aiocoap keeps each body it assembles for MAX_TRANSMIT_WAIT (93 s) after its latest
+block, however many there are and whether or not they are still noted here (one abandoned at
+the bound each second holds ~93 of them); each body is at most `max_body_size`. What a client
+makes a server hold thus grows with what it sends, as aiocoap's duplicate detection does
+(RFC 7252 §4.5: each response kept for EXCHANGE_LIFETIME with its request), not beyond it.
 """
 
 from __future__ import annotations
@@ -43,11 +53,10 @@ __all__ = [
 #: 32 GiB. Above what a constrained device posts (RFC 7925's profile); raise it for firmware.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
 
-#: Block1 uploads noted per association at once; a further one makes the oldest forgotten
-#: (its next block is then answered 4.08). aiocoap keeps each body it assembles for a while
-#: (MAX_TRANSMIT_WAIT, 93 s, after its latest block): this bounds those of an association that
-#: grow past one block to this many, each at most `max_body_size`.
-UPLOADS_TRACKED = 4
+#: Block1 uploads noted per association at once; a further one makes the one used least
+#: recently no longer noted (its blocks then go to aiocoap unchecked: a gap in it is aiocoap's
+#: 5.00 again). It bounds what an association notes, not what aiocoap holds.
+UPLOADS_TRACKED = 16
 #: The options that do not tell one upload from another: aiocoap's (`_extract_block_key`).
 _NOT_OF_THE_KEY = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERVE)
 
@@ -81,11 +90,12 @@ class Uploads:
     def out_of_order(self, request: Message) -> str | None:
         """Note `request`'s Block1 block; why it is out of order, or None to hand it on.
 
-        Block 0 starts an upload (again: aiocoap's spool starts over too). Another block is
-        taken when it starts where the body noted for its key ends, or repeats the latest
-        block taken (a retransmission: aiocoap's duplicate detection answers it); anything
-        else (a gap, an overlap, a block after the last, an upload never started or
-        forgotten) is out of order. A request without Block1 is no block."""
+        Block 0 starts an upload (again: aiocoap's spool starts over too). Another block of
+        an upload noted is taken when it starts where the body noted ends, or repeats the
+        latest block taken (a retransmission: aiocoap's duplicate detection answers it);
+        anything else (a gap, an overlap, a block after the last) is out of order. A block of
+        an upload not noted is aiocoap's to judge (see the module docstring). A request
+        without Block1 is no block."""
         block1 = request.opt.block1
         if block1 is None:
             return None
@@ -100,7 +110,7 @@ class Uploads:
             return None
         upload = uploads.get(key)
         if upload is None:
-            return "no upload in progress: start again from block 0"
+            return None
         if start == upload.last_start:
             return None
         if upload.complete or start != upload.next_start:
