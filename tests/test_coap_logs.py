@@ -39,6 +39,39 @@ def test_each_kind_passes_once_an_interval_and_then_says_how_many_were_held_back
     assert lines.held_back() == []
 
 
+def test_what_a_server_held_back_is_said_at_its_shutdown_past_another_s_filter() -> None:
+    """Two servers' filters on one logger ("coap-server" for every `server_context`): the
+    lines the first logs at its shutdown, one per kind held back, all pass the second's
+    filter (probe AY: they were one kind, "%s", to it, all but the first held back)."""
+    log = logging.getLogger("iotdtls-test-two-servers")
+    first, second = logs.RepeatedLines(), logs.RepeatedLines()
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    log.addHandler(keep)
+    log.addFilter(first)
+    try:
+        for template in ("one %s", "two %s", "three %s"):
+            for n in range(3):
+                log.warning(template, n)
+        log.removeFilter(first)
+        log.addFilter(second)
+        first.log_held_back(log)
+    finally:
+        log.removeFilter(second)
+        log.removeHandler(keep)
+    assert seen[3:] == [
+        "2 more like 'one %s' held back",
+        "2 more like 'two %s' held back",
+        "2 more like 'three %s' held back",
+    ]
+    assert second.held_back() == []
+
+
 def test_the_kinds_counted_are_bounded() -> None:
     lines = logs.RepeatedLines(clock=lambda: 0.0)
     for n in range(logs.KINDS_KEPT + 10):

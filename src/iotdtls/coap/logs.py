@@ -88,6 +88,13 @@ class RepeatedLines(logging.Filter):
             record.args = None
         return True
 
+    def log_held_back(self, log: logging.Logger) -> None:
+        """Log on `log` a warning for each kind of record held back (`held_back`), marked as
+        let through already: another server's filter on the same logger would otherwise take
+        them for one kind of its own ("%s") and hold all but the first back (probe AY)."""
+        for line in self.held_back():
+            log.warning("%s", line, extra={_SEEN: True})
+
     def held_back(self) -> list[str]:
         """Lines summing up, by kind, the records held back since the last of each kind was
         let through, and forget them."""

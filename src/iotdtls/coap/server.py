@@ -199,5 +199,4 @@ class CoapsServerInterface(CoapsInterface):
             log, lines = self._log
             self._log = None
             log.removeFilter(lines)
-            for line in lines.held_back():
-                log.warning("%s", line)
+            lines.log_held_back(log)
