@@ -393,7 +393,7 @@ def full_pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
-@pytest.mark.parametrize("unread", ["stdout", "stdout and stderr"])
+@pytest.mark.parametrize("unread", ["stdout", "stdout and stderr", "stdout, stderr closed"])
 @pytest.mark.parametrize("stop_with", [None, signal.SIGTERM])
 def test_a_stdout_nobody_reads_does_not_hold_the_run(unread: str, stop_with: int | None) -> None:
     """stdout (and stderr) a full pipe nobody reads, as in a harness that never reads the
@@ -405,8 +405,10 @@ def test_a_stdout_nobody_reads_does_not_hold_the_run(unread: str, stop_with: int
     lifetime = "1" if stop_with is None else "60"
     command = [sys.executable, "-m", "iotdtls.proxy", "--target", f"{LOCALHOST}:{free_udp_port()}",
                "--lifetime", lifetime]
+    if unread == "stdout, stderr closed":  # Python's sys.stderr is then None
+        command = ["sh", "-c", 'exec "$@" 2>&-', "sh", *command]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    stderr: int = subprocess.PIPE if unread == "stdout" else write_end
+    stderr: int = write_end if unread == "stdout and stderr" else subprocess.PIPE
     started = time.monotonic()
     try:
         with subprocess.Popen(command, stdout=write_end, stderr=stderr, env=env) as process:

@@ -794,7 +794,7 @@ def _print_line(line: str, proxy: LossyProxy) -> bool:
 _UNREAD_GRACE = 2.0
 
 
-def _write_line(stream: TextIO, name: str, line: str, proxy: LossyProxy) -> str | None:
+def _write_line(stream: TextIO | None, name: str, line: str, proxy: LossyProxy) -> str | None:
     """Write `line` and a newline on `stream` (called `name`): None once written, else why it
     was not.
 
@@ -805,7 +805,11 @@ def _write_line(stream: TextIO, name: str, line: str, proxy: LossyProxy) -> str 
     waits for it, for the proxy's stop (its lifetime, a signal) and then at most
     `_UNREAD_GRACE` seconds; a write still blocked then stays behind and ends with the
     process. Nothing is left in the stream's buffer for the interpreter's flush at exit to
-    block or fail on. A stream with no descriptor (a test's capture) is printed to."""
+    block or fail on. A stream with no descriptor (a test's capture) is printed to; there is
+    none when the process started with that descriptor closed (`2>&-`: Python's sys.stderr is
+    None, and print() would have taken stdout for it, blocking on a full one, probe AY)."""
+    if stream is None:
+        return f"{name} is closed"
     try:
         descriptor = stream.fileno()
     except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is both
