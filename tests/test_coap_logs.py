@@ -95,6 +95,11 @@ def test_a_line_logged_while_a_message_is_handled_names_its_remote() -> None:
 
 
 @pytest.mark.req("COAP-1")
+# aiocoap's own (0.4.17): a request replacing one not yet ACKed leaves a coroutine of its
+# rendering never awaited, which Python reports once when collected (README, CoAP section).
+@pytest.mark.filterwarnings(
+    "ignore:coroutine 'Context._render_to_pipe' was never awaited:RuntimeWarning"
+)
 def test_a_peer_repeating_a_token_gets_one_warning_and_a_count_at_the_end(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
