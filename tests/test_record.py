@@ -145,6 +145,9 @@ def test_write_epochs_default_and_sequence_per_epoch() -> None:
     assert RecordHeader.decode(layer.seal(HS, b"c")).epoch == 1
     with pytest.raises(LocalProtocolError):
         layer.drop_write_epoch(1)
+    for missing in (2, -1):  # past the table, and no index from its end
+        with pytest.raises(LocalProtocolError, match=f"no write state for epoch {missing}"):
+            layer.seal(HS, b"e", epoch=missing)
     layer.drop_write_epoch(0)
     with pytest.raises(LocalProtocolError):
         layer.seal(HS, b"d", epoch=0)
