@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from iotdtls import sync
-from iotdtls.errors import AssociationEnded
+from iotdtls.errors import AssociationEnded, LocalProtocolError
 from tests.interop_support import FAST, ServerThread, client_config, server_config
 
 #: The signal the tests send themselves (its handler is the test's while it runs).
@@ -221,3 +221,73 @@ def test_handshake_again_after_an_interrupted_one_completes_it(
         client.handshake()
         client.send(b"after the interrupt")
         assert client.recv(timeout=5.0) == b"after the interrupt"
+
+
+def test_handshake_again_after_an_interrupt_offers_the_session_again(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handshake started afresh after a KeyboardInterrupt cut one short offers the
+    session the client was given, as the first attempt did: the association resumes it."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as first:
+        saved = first.session
+    assert saved is not None
+    client = sync.DtlsClient(*server.address, client_config(retransmit=FAST), session=saved)
+    waited = client._wait
+
+    def signalled_wait(timeout: float | None) -> bool:
+        monkeypatch.setattr(client, "_wait", waited)  # once
+        raise_signal()
+        return waited(timeout)
+
+    monkeypatch.setattr(client, "_wait", signalled_wait)
+    with client, on_signal(_interrupt):
+        with pytest.raises(KeyboardInterrupt):
+            client.handshake()
+        client.handshake()
+        assert client.resumed
+
+
+@pytest.fixture
+def heartbeat_server() -> Iterator[ServerThread]:
+    with ServerThread(server_config(retransmit=FAST, heartbeat=True)) as running:
+        yield running
+
+
+@pytest.mark.parametrize("call", ["handshake", "heartbeat"])
+def test_close_in_a_signal_handler_leaves_the_sockets_to_the_call_it_interrupted(
+    heartbeat_server: ServerThread, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """close() in a signal handler while the main thread waited in handshake() or heartbeat()
+    (as in recv): it returns at once, leaving the sockets open under the call, which may be
+    waiting on them; the call ends (the handshake with `LocalProtocolError`, the heartbeat
+    with False) and closes them as it leaves."""
+    monkeypatch.setattr(sync, "CLOSE_WAIT", 3.0)
+    config = client_config(retransmit=FAST, heartbeat=True)
+    if call == "handshake":
+        client = sync.DtlsClient(*heartbeat_server.address, config)
+    else:
+        client = sync.connect(*heartbeat_server.address, config)
+    waited = client._wait
+    in_handler: list[int] = []
+
+    def signalled_wait(timeout: float | None) -> bool:
+        monkeypatch.setattr(client, "_wait", waited)  # once
+        raise_signal()
+        return waited(timeout)
+
+    def close() -> None:
+        started = time.monotonic()
+        client.close()
+        assert time.monotonic() - started < 1.0
+        in_handler.append(client._sock.fileno())
+
+    monkeypatch.setattr(client, "_wait", signalled_wait)
+    with on_signal(close):
+        if call == "handshake":
+            with pytest.raises(LocalProtocolError, match="close\\(\\) was called"):
+                client.handshake()
+        else:
+            assert client.heartbeat(5.0) is False
+    assert len(in_handler) == 1 and in_handler[0] != -1
+    assert client._sock.fileno() == -1
+    assert client._wake_reader.fileno() == client._wake_writer.fileno() == -1
