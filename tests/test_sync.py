@@ -1224,6 +1224,131 @@ def test_a_following_heartbeat_wakes_for_an_answer_read_before_its_wait(
         assert pumped == [True]
 
 
+@pytest.mark.req("EXT-5")
+def test_a_heartbeat_with_no_timeout_sends_its_request_and_waits_for_nothing(
+    heartbeat_server: ServerThread,
+) -> None:
+    """heartbeat(0) sends the request and returns False at once, without waiting for the
+    answer (which the next call, its request in flight, is handed)."""
+    with sync.connect(*heartbeat_server.address, client_config(heartbeat=True)) as client:
+        assert client.heartbeat(0) is False
+        assert client.connection.heartbeat_in_flight
+        assert client.heartbeat(3.0) is True
+
+
+@pytest.mark.parametrize("call", ["recv", "heartbeat"])
+def test_a_following_call_waits_rather_than_spins(
+    heartbeat_server: ServerThread, call: str
+) -> None:
+    """A recv() or heartbeat() while another thread's recv() reads the socket waits on the
+    lock for what that call reads, or its own deadline (not the reader's, 5 s): it does not
+    look again and again, a core's worth of CPU for its whole timeout. Nothing comes (the
+    proxy drops the answer)."""
+    drop = {("server", index) for index in range(4, 40)}
+    with LossyProxy(heartbeat_server.address, seed=1, drop=drop, lifetime=20) as proxy:
+        with sync.connect(*proxy.address, client_config(heartbeat=True)) as client:
+            reader, first = _reading_in_a_thread(client)
+            cpu, started = time.thread_time(), time.monotonic()
+            if call == "recv":
+                assert client.recv(timeout=1.0) is None
+            else:
+                assert client.heartbeat(1.0) is False
+            assert time.thread_time() - cpu < 0.2
+            assert time.monotonic() - started < 2.5  # its own deadline, not the reader's
+            started = time.monotonic()  # a short one as short
+            if call == "recv":
+                assert client.recv(timeout=0.2) is None
+            else:
+                assert client.heartbeat(0.2) is False
+            assert time.monotonic() - started < 0.8
+        reader.join(5.0)
+        assert first == [None]
+
+
+def test_a_follower_without_a_timeout_waits_for_what_the_reader_reads(
+    server: ServerThread,
+) -> None:
+    """A recv() without a timeout while another thread's recv() reads the socket (no
+    retransmission timer either: nothing bounds its wait) waits on the lock for that call's
+    reads: two datagrams sent meanwhile, one to each."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        reader, first = _reading_in_a_thread(client)
+        sender = threading.Timer(0.3, lambda: (client.send(b"one"), client.send(b"two")))
+        sender.start()
+        second = client.recv()
+        reader.join(5.0)
+        sender.join(5.0)
+        assert len(first) == 1
+        assert {first[0], second} == {b"one", b"two"}
+
+
+def test_a_follower_whose_reader_just_left_reads_at_once(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recv() found the turn taken, and the call that had it left before this one began to
+    wait: it takes the turn and reads what came at once, rather than wait to its deadline
+    for a wake-up from a reader that has gone."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        client.send(b"came meanwhile")
+        take_turn = client._take_turn
+        refused: list[bool] = []
+
+        def taken_then_left(reading: Any) -> bool:
+            if not refused:  # another call had it; it has just left (`_reader` is None)
+                refused.append(True)
+                return False
+            return take_turn(reading)
+
+        monkeypatch.setattr(client, "_take_turn", taken_then_left)
+        started = time.monotonic()
+        assert client.recv(timeout=3.0) == b"came meanwhile"
+        assert time.monotonic() - started < 1.0
+        assert refused == [True]
+
+
+@pytest.mark.req("EXT-5")
+def test_a_following_heartbeat_retransmits_its_lost_request(
+    heartbeat_server: ServerThread,
+) -> None:
+    """A heartbeat() while another thread's recv() reads the socket, that call waiting since
+    before the request set the retransmission timer: the heartbeat handles the timer, so its
+    lost request is sent again at once (0.2 s), not when the reader's wait ends (5 s)."""
+    with LossyProxy(heartbeat_server.address, seed=1, lifetime=20) as proxy:
+        config = client_config(retransmit=FAST, heartbeat=True)
+        with sync.connect(*proxy.address, config) as client:
+            reader, _ = _reading_in_a_thread(client)
+            request = len(proxy.datagrams("client")) + 1
+            proxy.drop = frozenset({("client", request)})
+            started = time.monotonic()
+            assert client.heartbeat(3.0) is True
+            assert time.monotonic() - started < 2.0
+            assert len(proxy.datagrams("client")) == request + 1  # sent again once
+        reader.join(5.0)
+
+
+@pytest.mark.req("EXT-5")
+def test_a_heartbeat_closed_just_after_its_look_gives_false(
+    heartbeat_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() from another thread right after a waiting heartbeat() found the association
+    open: the heartbeat sees the client closing and returns False (no answer came), not
+    True."""
+    with sync.connect(*heartbeat_server.address, client_config(heartbeat=True)) as client:
+        ended = client._ended
+        looks: list[bool] = []
+
+        def closed_after_its_second_look() -> bool:
+            answer = ended()
+            looks.append(answer)
+            if len(looks) == 2:  # the heartbeat's first look in its loop
+                client.close()  # as another thread would, in that instant
+            return answer
+
+        monkeypatch.setattr(client, "_ended", closed_after_its_second_look)
+        assert client.heartbeat(3.0) is False
+        assert looks[:2] == [False, False]
+
+
 def test_a_handshake_while_another_thread_reads_says_so() -> None:
     """handshake() needs the socket to itself: while another thread's recv reads it (after an
     interrupted handshake, say), it raises `LocalProtocolError` saying so."""
