@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiocoap import EMPTY, GET, RST, error
+from aiocoap import CON, EMPTY, GET, RST, error
 from aiocoap.credentials import CredentialsMissingError
 from aiocoap.message import Message, UndecidedRemote
 
@@ -25,8 +25,9 @@ from iotdtls.coap.addresses import (
     CoapsInterface,
     block_size_exp,
     hostinfo,
+    reset_for,
 )
-from iotdtls.coap.client import _destination
+from iotdtls.coap.client import ClientRemote, _destination
 from iotdtls.coap.credentials import (
     DtlsRawPublicKey,
     DtlsX509,
@@ -54,6 +55,7 @@ from iotdtls.errors import (
 )
 from iotdtls.identity import PskIdentity, UnauthenticatedPeer
 from tests.coap_support import SERVER_CREDENTIALS, RpkFiles, make_rpk_files
+from tests.interop_support import client_config
 from tests.peers import CLIENT_IDENTITY
 
 PEER = PskIdentity(b"dev1")
@@ -256,14 +258,105 @@ def test_only_responses_to_requests_sent_are_counted() -> None:
     remote.request_sent(b"1")  # sent again: now the latest
     remote.request_sent(b"x")  # so "2" is forgotten, not "1"
     counted = []
-    for token in (b"0", b"1", b"2", b"x", b"%d" % TOKENS_KEPT, b"other"):
+    for token in (b"0", b"1", b"2", b"3", b"x", b"%d" % TOKENS_KEPT, b"other"):
         before = remote.responses_received
         interface.deliver(remote, response(token))
         if remote.responses_received > before:
             counted.append(token)
-    assert counted == [b"1", b"x", b"%d" % TOKENS_KEPT]
+    assert counted == [b"1", b"3", b"x", b"%d" % TOKENS_KEPT]  # "3": the oldest kept
     interface.deliver(remote, bytes([0x41, 0x01, 0x00, 0x08]) + b"x")  # a request: not counted
-    assert remote.responses_received == 3
+    assert remote.responses_received == 4
+
+
+def test_a_request_sent_through_the_interface_has_its_response_counted() -> None:
+    """`CoapsInterface.send` notes the token of a request it sends (`request_sent`): the
+    response carrying it counts in `responses_received`."""
+    interface = Interface(Layer())
+    remote = SentAddress()
+    request = Message(code=GET, mtype=CON, mid=9, token=b"u")
+    request.remote = remote
+    interface.send(request)
+    assert len(remote.sent) == 1
+    interface.deliver(remote, bytes([0x61, 0x45, 0x00, 0x09]) + b"u")  # its ACK 2.05 (§3)
+    assert remote.responses_received == 1
+
+
+def test_the_reset_for_a_bare_confirmable_header() -> None:
+    """`reset_for` of the four bytes of a CON header alone (version 1, a message ID, RFC 7252
+    §3) is the Reset of that message ID; of fewer, None."""
+    assert reset_for(bytes([0x40, 0x01, 0x12, 0x34])) == bytes([0x70, 0x00, 0x12, 0x34])
+    assert reset_for(bytes([0x40, 0x01, 0x12])) is None
+
+
+class StoringLayer(Layer):
+    """A message layer with a duplicate store of its own (`_recent_messages`)."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__()
+        self._recent_messages = store
+
+
+def test_a_message_layer_whose_store_is_not_aiocoaps_dict_is_left_alone() -> None:
+    """A message layer whose `_recent_messages` is not the dict of the pinned aiocoap (another
+    version's store) is not used: nothing is noted of the requests received, and an ended
+    association drops nothing from it, nor fails."""
+    store: list[object] = []
+    interface = Interface(StoringLayer(store))
+    remote = SentAddress()
+    interface.deliver(remote, GET_REQUEST)
+    assert remote.request_mids == {}
+    interface.association_ended(remote, None)
+    assert store == []
+
+
+def test_only_requests_are_noted_and_what_an_ended_remote_sends_adds_nothing_to_the_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A remote notes the message IDs of the requests received, not of responses. Once its
+    association has ended, a message aiocoap sends over it is dropped with a debug line, and
+    only a response aiocoap stored for it is cleared: nothing is added to aiocoap's store
+    (an entry it did not make would outlive its EXCHANGE_LIFETIME timer)."""
+    store: dict[tuple[Any, int], Message | None] = {}
+    interface = Interface(StoringLayer(store))
+    remote = SentAddress()
+    store[remote, 7] = None  # as aiocoap notes a request received
+    interface.deliver(remote, GET_REQUEST)  # MID 7
+    interface.deliver(remote, bytes([0x61, 0x45, 0x00, 0x08]) + b"t")  # a response, MID 8
+    assert list(remote.request_mids) == [7]
+    interface.association_ended(remote, None)
+    request = Message(code=GET, mtype=CON, mid=9, token=b"u")
+    request.remote = remote
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.coap"):
+        interface.send(request)
+    assert store == {(remote, 7): None}
+    assert remote.sent == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{remote!r}: not sending over an ended association"]
+
+
+class _NoCache:
+    """What a `ClientRemote` asks of its interface as it starts: no chain cache."""
+
+    chain_cache = None
+
+    def forget(self, remote: object) -> None:
+        pass
+
+
+def test_a_client_remote_before_its_handshake_has_no_local_address_yet() -> None:
+    """Before its handshake completes, a `ClientRemote`'s `local_address` is ("::", 0), as
+    its docstring says (the silent server never answers)."""
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            interface: Any = _NoCache()
+            remote = ClientRemote(interface, "127.0.0.1", silent.getsockname()[1], client_config())
+            await asyncio.sleep(0.05)
+            assert remote.local_address == ("::", 0)
+            await remote.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
