@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import fcntl
 import functools
+import gc
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -1043,6 +1045,41 @@ def run():
 logging.basicConfig(format="%(name)s: %(message)s")
 run()
 """
+
+
+def test_only_a_key_log_with_failures_not_logged_yet_is_held_until_they_are(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process holds a `FileKeyLog` until its exit only while it has failures counted but
+    not logged (to sum them up then): one whose failure was logged at once, or whose summary
+    was logged (`log_unlogged_failures`), is let go with its configuration."""
+    (tmp_path / "gone").mkdir()
+    path = tmp_path / "gone" / "keys.log"
+    gone = "cannot be written: No such file or directory"
+
+    def fail(keylog: FileKeyLog) -> str | None:
+        try:
+            keylog("CLIENT_RANDOM 00 11")
+        except KeyLogFailed as exc:
+            return exc.shown
+        raise AssertionError("the key log was written")
+
+    logged_at_once, summed_up = FileKeyLog(path), FileKeyLog(path)
+    (tmp_path / "gone").rmdir()
+    assert fail(logged_at_once) == f"key log {str(path)!r} {gone}"
+    held = weakref.ref(logged_at_once)
+    del logged_at_once
+    gc.collect()
+    assert held() is None
+    assert fail(summed_up) is not None and fail(summed_up) is None  # counted
+    with caplog.at_level(logging.WARNING, logger="iotdtls"):
+        summed_up.log_unlogged_failures()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"key log {str(path)!r}: 1 more failures (the latest: {gone})"]
+    held = weakref.ref(summed_up)
+    del summed_up
+    gc.collect()
+    assert held() is None
 
 
 def test_key_log_failures_not_summed_up_yet_are_when_the_process_ends(tmp_path: Path) -> None:
