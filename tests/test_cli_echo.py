@@ -30,7 +30,13 @@ from typing import Any, cast
 import pytest
 
 from iotdtls import aio, loop, workers
-from iotdtls._addresses import format_address, listening_on, socket_error, unknown_interface
+from iotdtls._addresses import (
+    format_address,
+    listening_on,
+    resolve,
+    socket_error,
+    unknown_interface,
+)
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import echo, main
 from iotdtls.cli.common import UsageError
@@ -807,6 +813,16 @@ def test_a_host_name_that_cannot_be_one_is_one_line(capsys: pytest.CaptureFixtur
         assert err.count("\n") == 1
 
 
+def test_a_host_that_cannot_be_a_name_is_refused_as_a_name_that_does_not_resolve() -> None:
+    """`resolve` of a host Python's idna codec refuses (a label of 64 characters) raises what
+    the resolver raises for a name that does not resolve: `socket.gaierror`, EAI_NONAME,
+    saying why."""
+    with pytest.raises(socket.gaierror) as refused:
+        resolve("a" * 64 + ".example", 5684)
+    assert refused.value.errno == socket.EAI_NONAME
+    assert refused.value.strerror.startswith("not a valid host name (label ")  # codec's words
+
+
 @pytest.mark.parametrize(
     ("host", "said"),
     [("fe80::1%nosuch", "the network interface nosuch is unknown"),
@@ -814,6 +830,7 @@ def test_a_host_name_that_cannot_be_one_is_one_line(capsys: pytest.CaptureFixtur
      (f"fe80::1%{NO_INDEX}", f"the network interface {NO_INDEX} is unknown"),
      (f"fe80::1%{2**70}", f"the network interface {2**70} is unknown"),
      ("fe80::1%0", "the network interface 0 is unknown"),
+     ("fe80::1%lo%x", "the network interface lo%x is unknown"),  # all after the first "%"
      ("fe80::1%lo", ""), ("fe80::1%1", ""),  # an interface; index 1, the loopback's
      ("fe80::1", ""), ("gw.example", ""), ("gw%nosuch", "")],
 )
