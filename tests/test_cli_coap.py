@@ -1181,3 +1181,61 @@ def test_only_what_aiocoap_raised_is_routed_and_the_hook_is_restored(
     assert [(text.partition(" ")[0], repr(exc)) for text, exc in reports] == [
         ("Exception", "KeyError('a callback of ours')"), ("Task", "KeyError('a task of ours')")]
     assert lines == []
+
+
+def _raised_in(module: object, function: str, exc: BaseException) -> BaseException:
+    """`exc` as raised by a function named `function` of a module named `module` (the
+    innermost frame of its traceback: what `aiocoap_failures` looks at)."""
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(f"def {function}(exc):\n    raise exc\n", namespace)
+    try:
+        namespace[function](exc)
+    except BaseException as raised:
+        return raised
+    raise AssertionError("not raised")
+
+
+def test_what_counts_as_raised_in_aiocoap() -> None:
+    """Raised in aiocoap's code: its innermost frame is in the package `aiocoap` or any module
+    under it; not a package merely starting so, one whose `__name__` is not a string, nor an
+    exception never raised (no traceback)."""
+    raised_in_aiocoap = aiocoap_failures.raised_in_aiocoap
+    assert raised_in_aiocoap(_raised_in("aiocoap", "f", KeyError("k")))
+    assert raised_in_aiocoap(_raised_in("aiocoap.transports.udp6", "f", KeyError("k")))
+    assert not raised_in_aiocoap(_raised_in("aiocoapx.message", "f", KeyError("k")))
+    assert not raised_in_aiocoap(_raised_in(42, "f", KeyError("k")))
+    assert not raised_in_aiocoap(KeyError("never raised"))
+
+
+def test_only_a_value_error_of_aiocoaps_message_decode_is_a_datagram_not_coap() -> None:
+    """A datagram that is not CoAP shows as a ValueError raised in `aiocoap.message`'s
+    `decode` (a text option not UTF-8): not another error there, nor a ValueError raised in
+    another function of that module, or in a `decode` of another module."""
+    not_coap = aiocoap_failures._not_coap
+    undecodable = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    assert not_coap(_raised_in("aiocoap.message", "decode", undecodable))
+    assert not not_coap(_raised_in("aiocoap.message", "decode", TypeError("t")))
+    assert not not_coap(_raised_in("aiocoap.message", "encode", ValueError("v")))
+    assert not not_coap(_raised_in("aiocoap.options", "decode", ValueError("v")))
+    assert not not_coap(_raised_in("aiocoap.transports.udp6", "_received", ValueError("v")))
+
+
+def test_datagrams_not_coap_after_the_first_are_counted_debug_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The event loop's handler of an `iotdtls coap` run: the first datagram that is not CoAP
+    is a warning, the next a debug line with the count so far."""
+    router = aiocoap_failures._Router(sys.unraisablehook)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="iotdtls"):
+            for _ in range(2):
+                exc = _raised_in("aiocoap.message", "decode", ValueError("not UTF-8"))
+                router.loop_exception(loop, {"exception": exc, "message": "in a callback"})
+    finally:
+        loop.close()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "iotdtls.coap"] == [
+        (logging.WARNING, "coap: ignoring a datagram that is not a CoAP message (any more are "
+         "logged at debug level)"),
+        (logging.DEBUG, "coap: ignoring a datagram that is not a CoAP message (2 so far)"),
+    ]
