@@ -874,8 +874,11 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThre
         ("1", TypeError, "timeout must be a number of seconds or None, got str"),
         (True, TypeError, "timeout must be a number of seconds or None, got bool"),
         (-(10**400), ValueError, "timeout must not be negative, got a number of 402 characters"),
+        (-(10**38), ValueError, f"timeout must not be negative, got {-(10**38)}"),  # 40 shown
+        (-(10**39), ValueError, "timeout must not be negative, got a number of 41 characters"),
     ],
-    ids=["nan", "negative", "negative-float", "str", "bool", "negative-beyond-float"],
+    ids=["nan", "negative", "negative-float", "str", "bool", "negative-beyond-float",
+         "negative-of-40-characters", "negative-of-41-characters"],
 )
 def test_a_nan_negative_or_non_number_timeout_is_refused_in_one_line(
     server: ServerThread, timeout: Any, error: type[Exception], message: str
