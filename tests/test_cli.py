@@ -444,6 +444,32 @@ def test_cli_started_with_stderr_closed_keeps_stdout_for_output() -> None:
     assert (done.returncode, done.stdout) == (1, b"")
 
 
+#: Started with fds 2 and 3 closed: the stream `fill_closed_standard_fds` makes for fd 2 is
+#: dropped; fd 3, no standard one, is left closed.
+STDERR_DROPPED = """
+import gc, io, os, sys
+from iotdtls.cli.common import fill_closed_standard_fds
+fill_closed_standard_fds()
+try:
+    os.fstat(3)
+except OSError:
+    print("fd 3 closed")
+sys.stderr = io.StringIO()
+gc.collect()
+os.fstat(2)
+print("fd 2 open")
+"""
+
+
+def test_the_devnull_put_on_a_closed_fd_2_stays_open_when_its_stream_goes() -> None:
+    """The /dev/null put on a closed fd 2 is never closed, not even when the text stream made
+    for it is dropped (a caller replacing sys.stderr): else the next socket took number 2.
+    Only fds 0 to 2 are filled: a closed fd 3 stays closed."""
+    done = subprocess.run(with_closed("2>&- 3>&-", sys.executable, "-c", STDERR_DROPPED),
+                          capture_output=True, timeout=20, check=False)
+    assert (done.returncode, done.stdout) == (0, b"fd 3 closed\nfd 2 open\n")
+
+
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_cli_perf_started_with_stdin_closed_prints_its_json(processes: str) -> None:
     """perf on uvloop with fd 0 closed aborted as it closed a socket (no JSON at all)."""
