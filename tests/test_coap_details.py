@@ -273,8 +273,8 @@ def test_a_request_sent_through_the_interface_has_its_response_counted() -> None
     response carrying it counts in `responses_received`."""
     interface = Interface(Layer())
     remote = SentAddress()
-    request = Message(code=GET, mtype=CON, mid=9, token=b"u")
-    request.remote = remote
+    request = Message(code=GET)
+    request.mtype, request.mid, request.token, request.remote = CON, 9, b"u", remote
     interface.send(request)
     assert len(remote.sent) == 1
     interface.deliver(remote, bytes([0x61, 0x45, 0x00, 0x09]) + b"u")  # its ACK 2.05 (§3)
@@ -324,8 +324,8 @@ def test_only_requests_are_noted_and_what_an_ended_remote_sends_adds_nothing_to_
     interface.deliver(remote, bytes([0x61, 0x45, 0x00, 0x08]) + b"t")  # a response, MID 8
     assert list(remote.request_mids) == [7]
     interface.association_ended(remote, None)
-    request = Message(code=GET, mtype=CON, mid=9, token=b"u")
-    request.remote = remote
+    request = Message(code=GET)
+    request.mtype, request.mid, request.token, request.remote = CON, 9, b"u", remote
     with caplog.at_level(logging.DEBUG, logger="iotdtls.coap"):
         interface.send(request)
     assert store == {(remote, 7): None}
