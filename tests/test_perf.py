@@ -1078,7 +1078,11 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     assert isinstance(failed.value, perf.GeneratorProcessFailed)
     partial = failed.value.result
     assert (partial.processes, partial.loop) == (1, "asyncio")
-    assert partial.completed >= 1 and partial.started == partial.completed + partial.unfinished
+    assert partial.completed >= 1
+    # A handshake of the other process may fail on a loaded machine: counted, not lost.
+    assert partial.started == partial.completed + partial.failed + partial.unfinished, (
+        partial.failures
+    )
 
 
 def test_a_generator_process_that_dies_ends_the_run_with_its_error(
@@ -1110,7 +1114,11 @@ def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     partial = failed.value.result
     assert (partial.processes, partial.loop) == (1, "asyncio")
     assert partial.address == f"{LOCALHOST}:{server.address[1]}"
-    assert partial.completed >= 1 and partial.started == partial.completed + partial.unfinished
+    assert partial.completed >= 1
+    # A handshake of the other process may fail on a loaded machine: counted, not lost.
+    assert partial.started == partial.completed + partial.failed + partial.unfinished, (
+        partial.failures
+    )
 
 
 @pytest.mark.parametrize(
