@@ -188,6 +188,18 @@ def _interrupt() -> None:
     raise KeyboardInterrupt
 
 
+def signal_in_first_wait(client: sync.DtlsClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's next wait for the server raises the test's signal first (once)."""
+    waited = client._wait
+
+    def signalled_wait(timeout: float | None) -> bool:
+        monkeypatch.setattr(client, "_wait", waited)  # once
+        raise_signal()
+        return waited(timeout)
+
+    monkeypatch.setattr(client, "_wait", signalled_wait)
+
+
 @pytest.mark.parametrize("where", ["waiting", "starting"])
 def test_handshake_again_after_an_interrupted_one_completes_it(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch, where: str
@@ -199,14 +211,7 @@ def test_handshake_again_after_an_interrupted_one_completes_it(
     core made its first flight, and the client works."""
     client = sync.DtlsClient(*server.address, client_config(retransmit=FAST))
     if where == "waiting":
-        waited = client._wait
-
-        def signalled_wait(timeout: float | None) -> bool:
-            monkeypatch.setattr(client, "_wait", waited)  # once
-            raise_signal()
-            return waited(timeout)
-
-        monkeypatch.setattr(client, "_wait", signalled_wait)
+        signal_in_first_wait(client, monkeypatch)
     else:
         made = sync.DtlsConnection._send_flight
 
@@ -232,14 +237,7 @@ def test_handshake_again_after_an_interrupt_offers_the_session_again(
         saved = first.session
     assert saved is not None
     client = sync.DtlsClient(*server.address, client_config(retransmit=FAST), session=saved)
-    waited = client._wait
-
-    def signalled_wait(timeout: float | None) -> bool:
-        monkeypatch.setattr(client, "_wait", waited)  # once
-        raise_signal()
-        return waited(timeout)
-
-    monkeypatch.setattr(client, "_wait", signalled_wait)
+    signal_in_first_wait(client, monkeypatch)
     with client, on_signal(_interrupt):
         with pytest.raises(KeyboardInterrupt):
             client.handshake()
