@@ -166,6 +166,12 @@ async def device(address: tuple[Any, ...]) -> AsyncIterator[Device]:
         yield Device(connection)
 
 
+def reply(request: aiocoap.Message, response: aiocoap.Message) -> bytes:
+    """`response` piggybacked on the ACK to `request` (RFC 7252 §5.2.1), encoded."""
+    response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
+    return response.encode()
+
+
 @contextlib.asynccontextmanager
 async def coaps_server(
     site: CoapSite | None = None,

@@ -37,7 +37,15 @@ from iotdtls.coap import AssociationFailed
 from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.errors import AlertDescription, AlertReceived, DtlsError
 from tests.aio_support import signal_fallback
-from tests.coap_support import CoapSite, coaps_client, coaps_server, device, get, put_block
+from tests.coap_support import (
+    CoapSite,
+    coaps_client,
+    coaps_server,
+    device,
+    get,
+    put_block,
+    reply,
+)
 from tests.interop_support import (
     CREDENTIALS,
     WRONG_PSK_HEX,
@@ -477,15 +485,13 @@ def test_a_response_not_complete_in_time_says_so(
                         r"\(\d+ CoAP responses received\)\n", err), err
 
 
-def answered(reply: Callable[[aiocoap.Message], aiocoap.Message]) -> AnsweringServer:
-    """A coaps server (the test PSK) that answers each request with `reply(request)`,
+def answered(respond: Callable[[aiocoap.Message], aiocoap.Message]) -> AnsweringServer:
+    """A coaps server (the test PSK) that answers each request with `respond(request)`,
     piggybacked on the ACK (RFC 7252 §5.2.1): a server whose responses are made by hand."""
 
     def answer(data: bytes) -> list[bytes]:
         request = aiocoap.Message.decode(data)
-        response = reply(request)
-        response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
-        return [response.encode()]
+        return [reply(request, respond(request))]
 
     return AnsweringServer(answer)
 
@@ -498,7 +504,7 @@ def jumping_blocks(request: aiocoap.Message) -> aiocoap.Message:
 
 
 @pytest.mark.parametrize(
-    ("reply", "problem"),
+    ("respond", "problem"),
     [
         # RFC 7959 §2.3 puts Block1 in responses to block-wise requests only.
         (lambda request: aiocoap.Message(code=aiocoap.CONTENT, block1=(0, False, 6)),
@@ -517,14 +523,14 @@ def jumping_blocks(request: aiocoap.Message) -> aiocoap.Message:
 )
 def test_a_response_aiocoap_cannot_handle_is_one_line_and_status_1(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-    reply: Callable[[aiocoap.Message], aiocoap.Message], problem: str,
+    respond: Callable[[aiocoap.Message], aiocoap.Message], problem: str,
 ) -> None:
     """aiocoap's request machinery raises for these responses: a bare AttributeError or
     AssertionError of its block-wise code printed a 39-line traceback, and its errors with an
     empty text printed "iotdtls: " alone (probe AS). Now one line names what aiocoap raised;
     -v logs its traceback."""
     caplog.set_level(logging.DEBUG, "iotdtls.cli")
-    with answered(reply) as server:
+    with answered(respond) as server:
         status, out, err = coap(capsys, "get", f"coaps://{LOCALHOST}:{server.port}/x",
                                 *CREDENTIALS, "--timeout", "5")
     assert (status, out, err) == (
@@ -550,12 +556,6 @@ def hostile(scheme: str, answer: Callable[[bytes], list[bytes]]) -> Iterator[lis
     finally:
         sys.unraisablehook = previous
     assert unraisable == []
-
-
-def reply(request: aiocoap.Message, response: aiocoap.Message) -> bytes:
-    """`response` piggybacked on the ACK to `request` (RFC 7252 §5.2.1), encoded."""
-    response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
-    return response.encode()
 
 
 @contextlib.contextmanager

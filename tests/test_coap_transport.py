@@ -40,6 +40,7 @@ from tests.coap_support import (
     get,
     make_rpk_files,
     raw_request,
+    reply,
     rpk_client_credentials,
     rpk_server_credentials,
     run,
@@ -606,9 +607,7 @@ def test_a_response_with_a_text_option_not_utf8_is_ignored_and_the_association_s
     def answer(data: bytes) -> list[bytes]:
         request = aiocoap.Message.decode(data)
         stray = bytes([0x54, 0x45, 0x12, 0x34]) + b"zzzz" + LOCATION_PATH_NOT_UTF8 + b"\xffzz"
-        response = aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok")
-        response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
-        return [stray, response.encode()]
+        return [stray, reply(request, aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok"))]
 
     async def main() -> None:
         async with coaps_client() as client:
@@ -641,9 +640,7 @@ def test_a_confirmable_message_not_utf8_from_a_server_is_rejected_with_a_reset(
         if request.mtype == aiocoap.RST:
             return []
         stray = bytes([0x44, 0x45, 0x12, 0x34]) + b"zzzz" + LOCATION_PATH_NOT_UTF8 + b"\xffzz"
-        response = aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok")
-        response.mtype, response.mid, response.token = aiocoap.ACK, request.mid, request.token
-        return [stray, response.encode()]
+        return [stray, reply(request, aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok"))]
 
     async def main() -> None:
         async with coaps_client() as client:

@@ -1041,6 +1041,29 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     assert result.processes == processes
 
 
+def on_generator_0(done: list[int], act: Callable[[int], None]) -> Callable[[LoadProgress], None]:
+    """A progress callback that, once progress shows a completed handshake, does `act` to the
+    pid of generator process 0 (iotdtls-perf-0), once, noting the pid in `done`."""
+
+    def once(progress: LoadProgress) -> None:
+        children = multiprocessing.active_children()
+        if progress.completed and not done and children:
+            victim = min(children, key=lambda child: child.name)
+            done.append(victim.pid or 0)
+            act(victim.pid or 0)
+
+    return once
+
+
+def assert_counted_whole(partial: LoadResult) -> None:
+    """The figures of a process stopped at once count each handshake started: completed,
+    failed (which a loaded machine can give) or unfinished."""
+    assert partial.completed >= 1
+    assert partial.started == partial.completed + partial.failed + partial.unfinished, (
+        partial.failures
+    )
+
+
 def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1051,13 +1074,7 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
     monkeypatch.setattr(perf, "SILENCE_LIMIT", 3.0)  # the generators report every 1 s
     stopped: list[int] = []
-
-    def stop_one(progress: LoadProgress) -> None:
-        children = multiprocessing.active_children()
-        if progress.completed and not stopped and children:
-            victim = min(children, key=lambda child: child.name)  # iotdtls-perf-0
-            stopped.append(victim.pid or 0)
-            os.kill(victim.pid or 0, signal.SIGSTOP)
+    stop_one = on_generator_0(stopped, lambda pid: os.kill(pid, signal.SIGSTOP))
 
     with server_on_a_thread() as server:
         load = spec(handshakes=None, duration=60.0, concurrency=4, port=server.address[1])
@@ -1078,11 +1095,7 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     assert isinstance(failed.value, perf.GeneratorProcessFailed)
     partial = failed.value.result
     assert (partial.processes, partial.loop) == (1, "asyncio")
-    assert partial.completed >= 1
-    # A handshake of the other process may fail on a loaded machine: counted, not lost.
-    assert partial.started == partial.completed + partial.failed + partial.unfinished, (
-        partial.failures
-    )
+    assert_counted_whole(partial)
 
 
 def test_a_generator_process_that_dies_ends_the_run_with_its_error(
@@ -1093,13 +1106,7 @@ def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     error holds that other's figures (`GeneratorProcessFailed.result`), as a stop would."""
     monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
     killed: list[int] = []
-
-    def kill_one(progress: LoadProgress) -> None:
-        children = multiprocessing.active_children()
-        if progress.completed and not killed and children:
-            victim = min(children, key=lambda child: child.name)  # iotdtls-perf-0
-            killed.append(victim.pid or 0)
-            victim.kill()
+    kill_one = on_generator_0(killed, lambda pid: os.kill(pid, signal.SIGKILL))
 
     with server_on_a_thread() as server:
         load = spec(handshakes=None, duration=10.0, concurrency=4, port=server.address[1])
@@ -1114,11 +1121,7 @@ def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     partial = failed.value.result
     assert (partial.processes, partial.loop) == (1, "asyncio")
     assert partial.address == f"{LOCALHOST}:{server.address[1]}"
-    assert partial.completed >= 1
-    # A handshake of the other process may fail on a loaded machine: counted, not lost.
-    assert partial.started == partial.completed + partial.failed + partial.unfinished, (
-        partial.failures
-    )
+    assert_counted_whole(partial)
 
 
 @pytest.mark.parametrize(
