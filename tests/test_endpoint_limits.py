@@ -1,5 +1,6 @@
 """Server endpoint limits and hostile inputs: nothing a peer sends can crash the endpoint, grow
-its table without bound, or end a good association (HS-2, REC-3, EXT-4, RFC 6347 §4.2.8)."""
+its table without bound, or end a good association (HS-2, REC-3, EXT-4, RFC 6347 §4.2.8); the
+alerts of failed handshakes kept to send again (RFC 6347 §4.2.7) are bounded."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tests.memory_link import (
     Fate,
     handshake_record,
     make_link,
+    plain_alert,
     record_layer,
 )
 
@@ -50,7 +52,7 @@ class Net:
         self.now = 0.0
 
     def client(self, address: Address, **config: Any) -> DtlsConnection:
-        conn = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY, **config))
+        conn = DtlsConnection(ClientConfig(**{"psk_identity": IDENTITY, "psk": KEY, **config}))
         self.clients[address] = conn
         conn.connect(self.now)
         return conn
@@ -784,3 +786,119 @@ def test_an_ipv6_64_is_one_host_and_v4_mapped_counts_as_ipv4() -> None:
     assert one_subnet[1] not in net.server.connections
     assert net.server._over_cap == {subnet, "192.0.2.9"}  # 3 each, beyond 2
     assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 0
+
+
+# -- the alerts of failed handshakes (RFC 6347 §4.2.7) --------------------------------------------
+
+
+def fail_with_lost_alert(net: Net, address: Address) -> bytes:
+    """A client at `address` with a wrong key: the server ends the handshake with
+    decrypt_error (PSK-4), which is lost. Returns the client's flight 5, which the client
+    repeats while it waits."""
+    client = net.client(address, psk=bytes(16))
+    sent: list[bytes] = []
+    for _ in range(10):
+        for data in client.datagrams_to_send(net.now):
+            sent.append(data)
+            net.server.receive_datagram(data, address, net.now)
+        for data, to in net.server.datagrams_to_send(net.now):
+            alert = plain_alert(data)
+            if alert is not None:
+                assert to == address and alert.description is AlertDescription.decrypt_error
+                return sent[-1]
+            client.receive_datagram(data, net.now)
+    raise AssertionError("the handshake did not fail")
+
+
+def alert_again(net: Net, address: Address, data: bytes) -> bool:
+    """`data` from `address` made the server send a decrypt_error alert (and nothing else)."""
+    net.server.receive_datagram(data, address, net.now)
+    out = net.server.datagrams_to_send(net.now)
+    assert all(to == address for _, to in out) and len(out) <= 1
+    if not out:
+        return False
+    alert = plain_alert(out[0][0])
+    assert alert is not None and alert.description is AlertDescription.decrypt_error
+    return True
+
+
+@pytest.mark.req("HS-2")
+def test_failed_handshakes_remembered_are_capped_the_oldest_forgotten_first() -> None:
+    """The endpoint keeps the alerts of at most `max_handshakes` failed handshakes: a flood of
+    failures (each needed a valid cookie) cannot grow it, and the oldest goes first."""
+    net = Net(server_config(max_handshakes=2))
+    addresses = [("198.51.100.30", 5000 + i) for i in range(3)]
+    flights = [fail_with_lost_alert(net, address) for address in addresses]
+    assert net.server.connections == {}
+    assert len(net.server._failed) == 2
+    net.now += 1.0
+    assert [alert_again(net, a, f) for a, f in zip(addresses, flights, strict=True)] == [
+        False,
+        True,
+        True,
+    ]
+    assert net.server.gate[GateOutcome.ALERT_REPEATED] == 2
+    assert net.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 1
+
+
+@pytest.mark.req("HS-2")
+def test_a_failed_handshakes_alert_is_repeated_until_the_handshake_timeout_only() -> None:
+    net = Net(server_config(handshake_timeout=10.0))
+    first, second = ("198.51.100.31", 5100), ("198.51.100.31", 5101)
+    flight_1 = fail_with_lost_alert(net, first)
+    flight_2 = fail_with_lost_alert(net, second)
+    net.now = 9.9
+    assert alert_again(net, first, flight_1)
+    net.now = 10.0
+    assert not alert_again(net, second, flight_2)
+    assert net.server._failed == {}  # expired entries are forgotten, not only ignored
+    assert net.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 1
+
+
+@pytest.mark.req("HS-2")
+def test_a_failed_handshakes_alert_goes_out_at_most_three_times_spaced_and_never_larger() -> None:
+    net = Net(server_config())
+    address = ("198.51.100.32", 5200)
+    flight = fail_with_lost_alert(net, address)
+    # The rest of the failing flight, right behind it: no alert within 0.25 s of the failure.
+    assert not alert_again(net, address, flight)
+    net.now = 1.0
+    ccs = RecordHeader(ContentType.change_cipher_spec, DTLS_1_2, 0, 90, 1).encode() + b"\1"
+    assert not alert_again(net, address, ccs)  # 14 bytes, the alert 15: never an amplifier
+    header, fragment = split_first(flight)
+    data = header._replace(content_type=ContentType.application_data).encode() + fragment
+    assert not alert_again(net, address, data)  # not the peer's flight
+    assert alert_again(net, address, flight)
+    assert not alert_again(net, address, flight)  # a burst: one alert
+    net.now = 1.25
+    assert alert_again(net, address, flight)
+    net.now = 2.0
+    assert alert_again(net, address, flight)
+    net.now = 3.0
+    assert not alert_again(net, address, flight)  # three repeats at most
+    assert net.server.gate[GateOutcome.ALERT_REPEATED] == 3
+    assert net.server._failed == {}
+
+
+def split_first(datagram: bytes) -> tuple[RecordHeader, bytes]:
+    header = RecordHeader.decode(datagram)
+    return header, datagram[13 : 13 + header.length]
+
+
+@pytest.mark.req("HS-2")
+def test_a_new_client_hello_from_a_failed_address_takes_the_cookie_gate() -> None:
+    """A failed address gets its alert again, nothing more: a ClientHello from it is answered
+    by a HelloVerifyRequest as any other, and once an association of that address has come
+    and gone the old failure is forgotten."""
+    net = Net(server_config())
+    address = ("198.51.100.33", 5300)
+    flight = fail_with_lost_alert(net, address)
+    net.now = 1.0
+    net.established(address)
+    assert net.server.gate[GateOutcome.HELLO_VERIFY_SENT] == 2
+    assert net.server.gate[GateOutcome.COOKIE_ACCEPTED] == 2
+    net.server.close(address)
+    net.pump()
+    assert net.server.connections == {}
+    assert not alert_again(net, address, flight)
+    assert net.server._failed == {}

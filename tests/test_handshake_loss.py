@@ -3,7 +3,8 @@
 Every datagram of a clean run is dropped in turn, duplicated, or held back; seeded mixes of
 loss, duplication and reordering all complete; the retransmission timer doubles from its
 initial value up to its cap (RFC 6347 §4.2.4.1; RFC 7925 §11 for the constrained 9 s start);
-the handshake deadline ends in a timeout; a peer's repeated flight makes us resend ours.
+the handshake deadline ends in a timeout; a peer's repeated flight makes us resend ours, and,
+after our fatal alert ended the handshake, the alert again (RFC 6347 §4.2.7).
 """
 
 from __future__ import annotations
@@ -12,21 +13,29 @@ import itertools
 
 import pytest
 
+import iotdtls.connection
 from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
-from iotdtls.connection import ConnectionState
-from iotdtls.errors import HandshakeTimeout
+from iotdtls.connection import ALERT_REPEATS, ConnectionState
+from iotdtls.endpoint import GateOutcome
+from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, HandshakeTimeout
 from iotdtls.events import ConnectionClosed, DataReceived
+from iotdtls.messages import DTLS_1_2, Alert, ClientKeyExchangePsk, HandshakeType
+from iotdtls.record import ContentType, RecordHeader
 from tests.memory_link import (
     CLIENT_ADDR,
     Direction,
     Fate,
+    FateFn,
     MemoryLink,
     deliver_all,
     drop_exactly,
     established,
     events_of,
+    handshake_record,
+    injecting_server,
     make_link,
     only_idle_timer,
+    record_layer,
     records,
     seeded,
     wire_from,
@@ -288,3 +297,164 @@ def test_forged_copies_of_the_previous_flight_trigger_rate_limited_resends(
     for _ in range(10):
         deliver(renumbered(previous, 1000 + 10 * 999))
     assert len(wire_from(link, victim_side)) == before + 8
+
+
+# -- a lost fatal alert (RFC 6347 §4.2.7) ------------------------------------------------------
+
+
+def alerts_sent(link: MemoryLink, side: Direction) -> list[tuple[float, int, int]]:
+    """(time, record sequence number, description) of each epoch-0 alert record `side` sent."""
+    return [
+        (t, header.sequence_number, Alert.decode(fragment).description)
+        for d, t, data in link.wire
+        if d == side
+        for header, fragment in records(data)
+        if header.content_type == ContentType.alert and header.epoch == 0
+    ]
+
+
+def drop_alerts(side: Direction, count: int) -> FateFn:
+    """Drop the first `count` datagrams of `side` that hold an alert."""
+    dropped = 0
+
+    def fate(d: Direction, i: int, data: bytes) -> Fate:
+        nonlocal dropped
+        holds_alert = any(h.content_type == ContentType.alert for h, _ in records(data))
+        if d == side and holds_alert and dropped < count:
+            dropped += 1
+            return "drop"
+        return "deliver"
+
+    return fate
+
+
+def failing_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's flight 4 carries a ClientKeyExchange: the client ends the handshake with
+    unexpected_message (RFC 5246 §7.4)."""
+    extra = [(HandshakeType.client_key_exchange, ClientKeyExchangePsk(b"x").encode())]
+    monkeypatch.setattr(iotdtls.connection, "ServerHandshake", injecting_server(extra))
+
+
+@pytest.mark.req("HS-4", "ERR-1")
+def test_the_server_sends_its_lost_alert_again_when_the_client_repeats_its_flight() -> None:
+    """A wrong key: the server's decrypt_error (PSK-4) is lost. The association is gone from
+    the endpoint, but the client's flight 5, repeated at 1 s, gets the alert again in a new
+    record instead of being dropped as no ClientHello; the client learns of the failure then,
+    not at its handshake timeout (60 s)."""
+    link = make_link(drop_alerts("server", 1), client={"psk": bytes(16)})
+    link.handshake(until=100)
+    decrypt_error = AlertDescription.decrypt_error
+    sent = alerts_sent(link, "server")
+    assert [(t, a) for t, _, a in sent] == [(0.0, decrypt_error), (1.0, decrypt_error)]
+    assert sent[1][1] > sent[0][1]  # a new record, not a copy a replay check would drop
+    assert isinstance(link.client.error, AlertReceived)
+    assert link.client.error.alert is decrypt_error
+    assert link.now == 1.0
+    assert link.server.gate[GateOutcome.ALERT_REPEATED] == 1
+    assert link.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 0
+    assert link.server.connections == {}
+
+
+@pytest.mark.req("HS-4", "ERR-1")
+def test_the_client_sends_its_lost_alert_again_when_the_server_repeats_its_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client refuses flight 4 (unexpected_message) and its alert is lost: the server's
+    flight 4, repeated at 1 s, gets the alert again from the closed client, and the server
+    ends then instead of at its handshake timeout."""
+    failing_client(monkeypatch)
+    link = make_link(drop_alerts("client", 1))
+    link.handshake(until=100)
+    unexpected = AlertDescription.unexpected_message
+    sent = alerts_sent(link, "client")
+    assert [(t, a) for t, _, a in sent] == [(0.0, unexpected), (1.0, unexpected)]
+    assert sent[1][1] > sent[0][1]
+    assert isinstance(link.client.error, AlertSent)
+    closed = events_of(link, "server", ConnectionClosed)
+    assert len(closed) == 1 and isinstance(closed[0].error, AlertReceived)
+    assert closed[0].error.alert is unexpected
+    assert link.now == 1.0
+
+
+@pytest.mark.req("HS-4")
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_failed_handshake_sends_its_alert_again_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch, side: Direction
+) -> None:
+    """Every alert lost: the peer repeats its flight at 1, 3, 7, 15 and 31 s until its
+    handshake timeout; the first `ALERT_REPEATS` (3) repeats get the alert again, the later
+    ones nothing (the server counts them as no ClientHello)."""
+    if side == "client":
+        failing_client(monkeypatch)
+        link = make_link(drop_alerts("client", 99))
+    else:
+        link = make_link(drop_alerts("server", 99), client={"psk": bytes(16)})
+    link.handshake(until=100)
+    sent = alerts_sent(link, side)
+    assert ALERT_REPEATS == 3
+    assert [t for t, _, _ in sent] == [0.0, 1.0, 3.0, 7.0]
+    assert len({seq for _, seq, _ in sent}) == 4
+    assert link.now == 60.0  # the peer's handshake timeout
+    if side == "server":
+        assert isinstance(link.client.error, HandshakeTimeout)
+        assert link.server.gate[GateOutcome.ALERT_REPEATED] == 3
+        assert link.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 2  # at 15 and 31 s
+    else:
+        closed = events_of(link, "server", ConnectionClosed)
+        assert len(closed) == 1 and isinstance(closed[0].error, HandshakeTimeout)
+
+
+@pytest.mark.req("HS-4")
+def test_a_closed_client_repeats_its_alert_only_for_the_peers_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most one alert per datagram and one per quarter of the initial retransmission
+    interval, only for a handshake or ChangeCipherSpec record at least as large as the alert:
+    application data, alerts and a burst of copies get nothing more; an established
+    association that fails keeps no alert to repeat."""
+    failing_client(monkeypatch)
+    link = make_link(drop_alerts("client", 99))
+    link.client.connect(0.0)
+    link.run(until=0.5)
+    client = link.client
+    assert isinstance(client.error, AlertSent)
+    assert len(client.alert_repeats) == ALERT_REPEATS
+    flight_4 = wire_from(link, "server")[1]
+    before = len(wire_from(link, "client"))
+    # Too soon after the failure (the rest of a flight that failed behind its first datagram).
+    client.receive_datagram(flight_4, 0.2)
+    assert client.datagrams_to_send(0.2) == []
+    # Anything but a handshake or ChangeCipherSpec record, or smaller than the alert: nothing.
+    header, fragment = records(flight_4)[0]
+    for content_type in (ContentType.application_data, ContentType.alert):
+        other = header._replace(content_type=content_type).encode() + fragment
+        client.receive_datagram(other, 1.0)
+        assert client.datagrams_to_send(1.0) == []
+    ccs = RecordHeader(ContentType.change_cipher_spec, DTLS_1_2, 0, 90, 1).encode() + b"\1"
+    assert len(ccs) < len(client.alert_repeats[0])  # 14 bytes, the alert 15: no amplifier
+    client.receive_datagram(ccs, 1.0)
+    assert client.datagrams_to_send(1.0) == []
+    # A burst of the peer's flight: one alert, then none within 0.25 s.
+    for now in (1.0, 1.0, 1.1, 1.24):
+        client.receive_datagram(flight_4, now)
+    assert len(client.datagrams_to_send(1.24)) == 1
+    client.receive_datagram(ccs + ccs, 1.25)  # two records, one datagram: one alert
+    assert len(client.datagrams_to_send(1.25)) == 1
+    assert len(client.alert_repeats) == ALERT_REPEATS - 2
+    assert len(wire_from(link, "client")) == before
+
+
+@pytest.mark.req("HS-4")
+def test_an_established_association_that_fails_keeps_no_alert_to_repeat() -> None:
+    link = make_link()
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    # A handshake message after the handshake, authenticated: unexpected_message (HS-5).
+    late = handshake_record(record_layer(server_conn), HandshakeType.server_hello_done, 9, b"", 1)
+    link.client.receive_datagram(late, link.now)
+    assert isinstance(link.client.error, AlertSent)
+    assert len(link.client.datagrams_to_send(link.now)) == 1
+    assert link.client.alert_repeats == ()
+    link.client.receive_datagram(wire_from(link, "server")[1], link.now + 1)
+    assert link.client.datagrams_to_send(link.now + 1) == []

@@ -540,6 +540,8 @@ class _CommonConfig:
     #: Handshake retransmission timer (HS-4); `CONSTRAINED_RETRANSMIT` for RFC 7925 §11.
     retransmit: RetransmitPolicy = RFC6347_RETRANSMIT
     #: Overall deadline of a handshake in seconds; past it the handshake fails with a timeout.
+    #: A server endpoint also keeps the alert of a handshake that failed on ours this long, to
+    #: send it again if the peer repeats its flight (RFC 6347 §4.2.7).
     handshake_timeout: float = 60.0
     #: RFC 7627 / RFC 7925 §16: the extended master secret is always offered (client) and
     #: accepted (server); True refuses a peer without it, False lets a legacy peer through
@@ -916,7 +918,10 @@ class ServerConfig(_CommonConfig):
     max_connections: int = 4096
     #: Most handshakes in progress (half-open associations) at once, on top of
     #: `max_connections`; when full, the oldest is dropped (RFC 6347 §4.2.1: a cookie proves
-    #: an address, not a peer, so these cannot crowd out established associations).
+    #: an address, not a peer, so these cannot crowd out established associations). It also
+    #: bounds the handshakes that failed on our fatal alert whose alert the endpoint keeps to
+    #: send again, for `handshake_timeout` (RFC 6347 §4.2.7; the oldest goes first; three
+    #: sealed alert records each, no keys).
     max_handshakes: int = 256
     #: Of those `max_handshakes`, the most one host (an IPv4 address, or an IPv6 /64 prefix: one
     #: subscriber's allocation) keeps once the table is full; while it has room, a host takes

@@ -101,6 +101,9 @@ FINAL_FLIGHT_HOLD = 240.0
 #: association; the rest are dropped as `DropReason.DATA_BEFORE_HANDSHAKE`.
 EARLY_DATA_RECORDS = 8
 EARLY_DATA_BYTES = MAX_PLAINTEXT_LENGTH
+#: After a handshake failed on a fatal alert of ours, how many more times the alert is sent if
+#: the peer repeats its flight (RFC 6347 §4.2.7; `DtlsConnection.alert_repeats`).
+ALERT_REPEATS = 3
 _NO_RECORD = (-1, -1)
 _NEVER = float("-inf")
 
@@ -141,6 +144,7 @@ class DtlsConnection:
 
     # Slots: a server holds one of these per association (memory per association, issue 9).
     __slots__ = (
+        "_alert_repeats",
         "_bad_tags_at_progress",
         "_datagrams_since_ccs",
         "_datagrams_since_progress",
@@ -174,6 +178,9 @@ class DtlsConnection:
         "retransmissions",
         "state",
     )
+    #: Set by `_close` (and `_fail`), read only once closed, so that the successful handshake
+    #: never pays for it (`alert_repeats`).
+    _alert_repeats: tuple[bytes, ...]
 
     def __init__(
         self,
@@ -336,6 +343,17 @@ class DtlsConnection:
         return self.state is _CLOSED
 
     @property
+    def alert_repeats(self) -> tuple[bytes, ...]:
+        """After a handshake that failed on our fatal alert, the datagrams still kept to send
+        that alert again, each a new record (RFC 6347 §4.2.7: an implementation that would
+        issue an alert "SHOULD generate a new alert message if the offending record is
+        received again (e.g., as a retransmitted handshake message)"). The connection sends
+        one when a datagram of the peer's flight comes again (`receive_datagram`); a
+        `ServerEndpoint`, which forgets the connection, keeps these instead. Empty otherwise:
+        while the association lives, and after any other end."""
+        return self._alert_repeats if self.state is _CLOSED else ()
+
+    @property
     def peer(self) -> PeerIdentity | None:
         """Who the peer is: claimed during the handshake, authenticated once it completes."""
         return self._handshake.peer
@@ -402,6 +420,8 @@ class DtlsConnection:
         if self.state is _IDLE and not self.is_client:
             self._begin(now)
         if self.state in (_IDLE, _CLOSED):
+            if self.state is _CLOSED and self._alert_repeats:
+                self._repeat_alert(data, now)
             return
         self._datagrams_since_progress += 1
         self._datagrams_since_ccs += 1
@@ -428,9 +448,29 @@ class DtlsConnection:
                     return
             self._check_finished_authenticates(bad_tags_before)
         except ProtocolError as exc:
-            self._fail(exc)
+            self._fail(exc, now)
             return
         self._check_integrity_limit()
+
+    def _repeat_alert(self, data: bytes, now: float) -> None:
+        """The handshake failed on our fatal alert, and a datagram came from the peer: if it
+        holds a handshake or ChangeCipherSpec record that opens (the peer repeats its flight:
+        our alert was lost), send the alert again, in a new record (RFC 6347 §4.2.7). Never
+        an amplifier: one alert per datagram at most, only for a datagram at least as large
+        as the alert, at most once per quarter of the initial retransmission interval (as
+        `_resend_flight_early`, whose deadline this reuses: the handshake is over), and
+        `ALERT_REPEATS` times in all. Application data and alerts trigger nothing."""
+        repeats = self._alert_repeats
+        if now < self._next_triggered_retransmit or len(data) < len(repeats[0]):
+            return
+        for record in self._records.open_records(data):
+            if record.content_type is HANDSHAKE_CONTENT or record.content_type is CCS_CONTENT:
+                break
+        else:
+            return
+        self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
+        self._alert_repeats = repeats[1:]
+        self._queue([repeats[0]])
 
     def _note_progress(self) -> None:
         """The peer's flight moved the handshake (a message handled, its ChangeCipherSpec
@@ -510,7 +550,7 @@ class DtlsConnection:
                 if self.state is _CLOSED:
                     return
         except ProtocolError as exc:
-            self._fail(exc)
+            self._fail(exc, now)
             return
         self._check_integrity_limit()
 
@@ -706,7 +746,7 @@ class DtlsConnection:
             self._handshake.supply_client_chain(chain)
             self._process_messages(now)
         except ProtocolError as exc:
-            self._fail(exc)
+            self._fail(exc, now)
 
     def _asked(self, request: CertificateUrlsReceived) -> bool:
         """Whether this association's handshake raised `request`: its URLs are the handshake's
@@ -1181,12 +1221,21 @@ class DtlsConnection:
         self._timer = None
         self._reassembler.clear()
 
-    def _fail(self, exc: ProtocolError) -> None:
+    def _fail(self, exc: ProtocolError, now: float) -> None:
         """The one place a protocol violation becomes a fatal alert and a closed association.
         The alert is one the handshake's mode may send (ERR-1); with no certificate type in
-        common no mode was agreed, and it is unsupported_certificate (RFC 7250 §4.2)."""
+        common no mode was agreed, and it is unsupported_certificate (RFC 7250 §4.2).
+
+        A handshake that fails so keeps `ALERT_REPEATS` more copies of the alert, each sealed
+        in a new record now (`alert_repeats`), for the peer's flight that comes again if this
+        one is lost (RFC 6347 §4.2.7): the first no sooner than a quarter of the initial
+        retransmission interval from now, so the rest of the flight that failed, arriving
+        behind it, takes none. Not after an established association failed (the peer
+        repeats no flight then), nor at the integrity limit (`_check_integrity_limit`: the
+        records at fault are forgeries, not the peer's flight)."""
         if self.state is _CLOSED:
             return
+        handshaking = self.state is _HANDSHAKING
         allowed = (
             CERTIFICATE_TYPE_ALERTS
             if isinstance(exc, NoCertificateType)
@@ -1195,6 +1244,19 @@ class DtlsConnection:
         alert = permitted_alert(exc.alert, allowed)
         self._send_alert(AlertLevel.FATAL, alert, allowed)
         self._close(AlertSent(alert, str(exc)))
+        if handshaking:
+            self._alert_repeats = self._seal_alert_repeats(alert)
+            self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
+
+    def _seal_alert_repeats(self, alert: AlertDescription) -> tuple[bytes, ...]:
+        """`ALERT_REPEATS` records of the fatal `alert` in the current write epoch, each with
+        its own record number (fewer if the epoch runs out of them, RFC 6347 §4.1)."""
+        payload = Alert(AlertLevel.FATAL, alert).encode()
+        sealed = []
+        with contextlib.suppress(SequenceNumbersExhausted):
+            for _ in range(ALERT_REPEATS):
+                sealed.append(self._records.seal(ALERT_CONTENT, payload, self._write_epoch))
+        return tuple(sealed)
 
     def _close(
         self, error: DtlsError | None, failed: bool = True, *, keep_session: bool = False
@@ -1219,6 +1281,7 @@ class DtlsConnection:
             self._handshake.forget_session()  # RFC 5246 §7.2.2
         self.state = _CLOSED
         self.error = error
+        self._alert_repeats = ()
         if self._early_data is not None:  # never delivered: the Finished was not verified
             self.dropped[DropReason.DATA_BEFORE_HANDSHAKE] += len(self._early_data)
             self._early_data = None

@@ -12,6 +12,14 @@ cookie replaces the association of its address (RFC 6347 §4.2.8) only when the 
 than that association: a replayed copy of an earlier hello demonstrates no reachability, and is
 dropped (`GateOutcome.STALE_COOKIE`) without the endpoint remembering any cookie.
 
+A handshake that fails on our fatal alert leaves, for its address, only fresh copies of that
+alert (`DtlsConnection.alert_repeats`), so that the peer's flight coming again gets the alert
+again if it was lost (RFC 6347 §4.2.7: an implementation that would issue an alert "SHOULD
+generate a new alert message if the offending record is received again"): at most
+`ServerConfig.max_handshakes` addresses, the oldest failure forgotten first, each for
+`ServerConfig.handshake_timeout` (as long as its peer may go on repeating), with no key and no
+association kept (`GateOutcome.ALERT_REPEATED`).
+
 A ClientHello in fragments (RFC 6347 §4.2.3) cannot be judged without keeping its parts, so
 under cookie exchange the gate drops it, counted as `GateOutcome.FRAGMENTED_CLIENT_HELLO`
 (OpenSSL's DTLSv1_listen and Mbed TLS refuse one too); without cookie exchange the server
@@ -59,7 +67,14 @@ from iotdtls.messages import (
     HelloVerifyRequest,
 )
 from iotdtls.messages.handshake import encode_message_header
-from iotdtls.record import HANDSHAKE_CONTENT, RECORD_HEADER_LEN, ContentType, RecordHeader
+from iotdtls.record import (
+    CCS_CONTENT,
+    HANDSHAKE_CONTENT,
+    RECORD_HEADER_LEN,
+    ContentType,
+    RecordHeader,
+    split_datagram,
+)
 from iotdtls.sessions import (
     MemorySessionStore,
     SessionState,
@@ -139,6 +154,16 @@ class GateOutcome(IdentityHashEnum):
     #: heard from its peer (or began, while half-open): a replay, dropped, the association kept
     #: (RFC 6347 §4.2.8: a replayed cookie demonstrates no reachability).
     STALE_COOKIE = auto()
+    #: A datagram from an address whose handshake failed lately on our fatal alert, holding
+    #: a handshake or ChangeCipherSpec record (its peer repeats its flight: the alert was
+    #: lost), answered with that alert again in a new record (RFC 6347 §4.2.7). At most
+    #: `iotdtls.connection.ALERT_REPEATS` times per failure, once per quarter of the initial
+    #: retransmission interval, never with more bytes than the datagram, and for
+    #: `ServerConfig.handshake_timeout` after the failure; at most
+    #: `ServerConfig.max_handshakes` failures are remembered, the oldest forgotten first.
+    #: Another datagram from such an address is `NOT_A_CLIENT_HELLO`; a ClientHello goes
+    #: through the gate as any other.
+    ALERT_REPEATED = auto()
 
 
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
@@ -151,6 +176,18 @@ _CLOSED = ConnectionState.CLOSED
 _CLIENT_HELLO = HandshakeType.client_hello
 _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_FLIGHT_CONTENT = (HANDSHAKE_CONTENT, CCS_CONTENT)
+_RECORD_VERSIONS = (DTLS_1_0, DTLS_1_2)
+
+
+class _FailedHandshake(NamedTuple):
+    """What the endpoint keeps of a handshake that failed on our fatal alert, to send that
+    alert again (RFC 6347 §4.2.7): the alert's copies still to send, each sealed in its own
+    record (`DtlsConnection.alert_repeats`), when the next may go, and until when any may."""
+
+    alerts: tuple[bytes, ...]
+    not_before: float
+    expires: float
 
 
 class _CountedStore:
@@ -372,6 +409,10 @@ class ServerEndpoint:
         #: Records silently discarded by associations that have ended, by reason (RFC 6347
         #: §4.1.2.7): each adds its `DtlsConnection.discards` here as it leaves `connections`.
         self.ended_discards: Counter[IdentityHashEnum] = Counter()
+        #: Addresses whose last association failed its handshake on our fatal alert, oldest
+        #: failure first (the order of expiry), with what it takes to send the alert again
+        #: (`_remember_failure`, `GateOutcome.ALERT_REPEATED`).
+        self._failed: dict[Address, _FailedHandshake] = {}
 
     def __repr__(self) -> str:
         return f"<ServerEndpoint connections={len(self.connections)}>"
@@ -414,7 +455,7 @@ class ServerEndpoint:
     def _gate(self, data: bytes, address: Address, now: float) -> None:
         hello = _hello_record(data)
         if hello is None or not (hello.whole or hello.part):
-            self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+            self._not_a_hello(data, address, now)
             return
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
@@ -451,6 +492,75 @@ class ServerEndpoint:
             self._hello_verify(data, record_seq, message_seq, new_cookie, address)
             return
         self._associate(data, address, now, accepted)
+
+    def _not_a_hello(self, data: bytes, address: Address, now: float) -> None:
+        """A datagram from an address without an association that starts with no ClientHello:
+        dropped, unless its address's handshake failed lately on our alert and the datagram
+        repeats the peer's flight (`_repeat_alert`)."""
+        if self._failed and self._repeat_alert(data, address, now):
+            self.gate[GateOutcome.ALERT_REPEATED] += 1
+            return
+        self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
+
+    def _repeat_alert(self, data: bytes, address: Address, now: float) -> bool:
+        """Send `address`'s failed handshake's alert again if `data` holds a handshake or
+        ChangeCipherSpec record of DTLS 1.0 or 1.2 in epoch 0 or 1 (read by its framing: the
+        keys are gone, and a stranger could forge it anyway, which the bounds make harmless;
+        RFC 6347 §4.2.7), is at least as large as the alert, and the last one went a quarter
+        of the initial retransmission interval ago (`DtlsConnection._repeat_alert` is the
+        same for a connection kept). True when sent."""
+        self._expire_failures(now)
+        failed = self._failed.get(address)
+        if failed is None or now < failed.not_before or len(data) < len(failed.alerts[0]):
+            return False
+        records, _ = split_datagram(data)
+        if not any(
+            header.content_type in _FLIGHT_CONTENT
+            and header.version in _RECORD_VERSIONS
+            and header.epoch <= 1
+            for header, _ in records
+        ):
+            return False
+        alert, *rest = failed.alerts
+        if rest:
+            spacing = self.config.retransmit.initial / 4
+            self._failed[address] = failed._replace(alerts=tuple(rest), not_before=now + spacing)
+        else:
+            del self._failed[address]
+        self._outgoing.append((alert, address))
+        return True
+
+    def _remember_failure(self, address: Address, conn: DtlsConnection) -> None:
+        """`conn`, `address`'s association, has left `connections`: if its handshake failed on
+        our fatal alert, keep the alert's copies for the peer's repeated flight, newest last,
+        within `ServerConfig.max_handshakes` addresses (the oldest failure goes) for
+        `ServerConfig.handshake_timeout`; after any other end, forget an older failure of
+        that address."""
+        failed = self._failed
+        alerts = conn.alert_repeats
+        if not alerts:
+            if failed:
+                failed.pop(address, None)
+            return
+        now = self._clock
+        failed.pop(address, None)  # a newer failure goes last, in the order of expiry
+        failed[address] = _FailedHandshake(
+            alerts,
+            now + self.config.retransmit.initial / 4,
+            now + self.config.handshake_timeout,
+        )
+        self._expire_failures(now)
+        while len(failed) > self.config.max_handshakes:
+            del failed[next(iter(failed))]
+
+    def _expire_failures(self, now: float) -> None:
+        """Forget the failures whose time to repeat their alert is over (oldest first)."""
+        failed = self._failed
+        while failed:
+            oldest = next(iter(failed))
+            if failed[oldest].expires > now:
+                return
+            del failed[oldest]
 
     def _associate(
         self, data: bytes, address: Address, now: float, accepted: GateOutcome
@@ -583,13 +693,15 @@ class ServerEndpoint:
         self._end_handshake(address)
         self._activity.pop(address, None)
         self.connections.pop(address, None)
-        self._ended(conn)
+        self._ended(address, conn)
         while (event := conn.next_event()) is not None:
             self._events.append((address, event))
 
-    def _ended(self, conn: DtlsConnection) -> None:
-        """`conn` has left `connections`: its discards outlive it in `ended_discards`."""
+    def _ended(self, address: Address, conn: DtlsConnection) -> None:
+        """`conn` has left `connections`: its discards outlive it in `ended_discards`, and the
+        alert of a failed handshake in `_failed` (`_remember_failure`)."""
         conn.add_discards(self.ended_discards)
+        self._remember_failure(address, conn)
 
     def discards(self) -> Counter[IdentityHashEnum]:
         """Records silently discarded (RFC 6347 §4.1.2.7) by the associations that ended and by
@@ -633,7 +745,7 @@ class ServerEndpoint:
             self._end_handshake(address)
         if conn.state is _CLOSED:
             del self.connections[address]
-            self._ended(conn)
+            self._ended(address, conn)
             self._activity.pop(address, None)
         elif conn.state is _ESTABLISHED:
             self._note_activity(address, conn.last_activity)
