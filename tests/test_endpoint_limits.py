@@ -242,15 +242,21 @@ def hello_with_cookie(net: Net, address: Address) -> bytes:
 
 
 @pytest.mark.req("HS-2")
+@pytest.mark.parametrize("cookie", [True, False])
 @pytest.mark.parametrize("half_open", [False, True])
-def test_replayed_hello_with_cookie_leaves_a_newer_association(half_open: bool) -> None:
+def test_replayed_hello_with_cookie_leaves_a_newer_association(
+    half_open: bool, cookie: bool
+) -> None:
     """RFC 6347 §4.2.8: only a cookie exchange demonstrates that a restarted client is at the
     address. A completed and closed, B connected from its address, then a copy of A's
     ClientHello with its cookie (still valid, 600 s) from that address ended B's association
     without telling B and sent server flights to B. The cookie predates B's association:
-    dropped, counted, B untouched."""
-    net = Net(server_config())
+    dropped, counted, B untouched. With cookie exchange off, A got its cookie restarting
+    beside an association of its own (the only hello asked for one there): the same."""
+    net = Net(server_config(cookie_exchange=cookie))
     address = ("198.51.100.5", 5000)
+    if not cookie:
+        net.established(address)
     replay = hello_with_cookie(net, address)
     net.pump()
     net.clients[address].close()
@@ -279,11 +285,16 @@ def test_replayed_hello_with_cookie_leaves_a_newer_association(half_open: bool) 
 
 
 @pytest.mark.req("HS-2")
+@pytest.mark.parametrize("cookie", [True, False])
 @pytest.mark.parametrize("half_open", [False, True])
-def test_restarted_client_with_a_fresh_cookie_replaces_the_association(half_open: bool) -> None:
+def test_restarted_client_with_a_fresh_cookie_replaces_the_association(
+    half_open: bool, cookie: bool
+) -> None:
     """RFC 6347 §4.2.8: a client that restarted gets its cookie after its old association
-    began and last heard from it, so the new handshake replaces that association."""
-    net = Net(server_config())
+    began and last heard from it, so the new handshake replaces that association. With
+    cookie exchange off too: its new ClientHello gets a HelloVerifyRequest all the same,
+    because its address has an association (which it may not destroy unproven)."""
+    net = Net(server_config(cookie_exchange=cookie))
     address = ("198.51.100.6", 6000)
     net.now = 1.0
     if half_open:
@@ -301,6 +312,64 @@ def test_restarted_client_with_a_fresh_cookie_replaces_the_association(half_open
     (closed,) = net.closed_events(address)
     assert isinstance(closed.error, AssociationReplaced)
     assert net.server.gate[GateOutcome.STALE_COOKIE] == 0
+    gate = net.server.gate
+    without = 0 if cookie else 1  # the first handshake, from an address without one
+    assert (gate[GateOutcome.HELLO_VERIFY_SENT], gate[GateOutcome.COOKIE_ACCEPTED],
+            gate[GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE]) == (2 - without, 2 - without, without)
+
+
+@pytest.mark.req("HS-2")
+@pytest.mark.parametrize("fragment", [False, True])
+@pytest.mark.parametrize("half_open", [False, True])
+def test_without_cookie_exchange_a_forged_hello_leaves_the_association(
+    half_open: bool, fragment: bool
+) -> None:
+    """RFC 6347 §4.2.8: the server "MUST NOT destroy the existing association until the client
+    has demonstrated reachability", also with cookie exchange off. One spoofed ClientHello with
+    a new random from the address of an association ended it at once (AssociationReplaced) and
+    started a half-open one that dropped the genuine client's next record. Now such a hello
+    gets a HelloVerifyRequest, as under cookie exchange, and a part of one is dropped
+    (`fragmented_client_hello`): the association, complete or half-open, goes on untouched."""
+    net = Net(server_config(cookie_exchange=False))
+    address = ("198.51.100.12", 12000)
+    if half_open:
+        net.half_open(address)
+    else:
+        net.established(address)
+    old = net.server.connections[address]
+    state = old.state
+    net.server_events.clear()
+    before = Counter(net.server.gate)
+    long_name = {"mtu": 200, "server_name": ".".join(["a" * 60] * 4)} if fragment else {}
+    forger = DtlsConnection(ClientConfig(psk_identity=b"x", psk=bytes(16), **long_name))
+    forger.connect(net.now)
+    forged = forger.datagrams_to_send(net.now)[0]
+    assert (forged[13 + 1 : 13 + 4] != forged[13 + 9 : 13 + 12]) == fragment  # a part, or whole
+    net.now = 1.0
+    net.server.receive_datagram(forged, address, net.now)
+    assert net.server.connections[address] is old and old.state is state and old.error is None
+    assert net.server.next_event() is None
+    answer = net.server.datagrams_to_send(net.now)
+    outcome = GateOutcome.FRAGMENTED_CLIENT_HELLO if fragment else GateOutcome.HELLO_VERIFY_SENT
+    assert net.server.gate - before == Counter({outcome: 1})
+    assert [
+        data[13] for data, to in answer if to == address and data[0] == ContentType.handshake
+    ] == ([] if fragment else [HandshakeType.hello_verify_request])
+    assert len(answer) == (0 if fragment else 1)
+    client = net.clients[address]
+    if half_open:  # the genuine client's flight comes again, to the same association
+        net.now = 2.0
+        client.handle_timer(net.now)
+        net.pump()
+        assert client.state is ConnectionState.ESTABLISHED
+    else:
+        client.send(b"still here")
+        net.pump()
+        assert [e.data for a, e in net.server_events if isinstance(e, DataReceived)] == [
+            b"still here"
+        ]
+    assert net.server.connections[address] is old and old.state is ConnectionState.ESTABLISHED
+    assert net.closed_events(address) == []
 
 
 @pytest.mark.req("HS-2")

@@ -21,11 +21,10 @@ from iotdtls.errors import (
     AlertDescription,
     AlertLevel,
     AlertSent,
-    AssociationReplaced,
     DecodeError,
     HandshakeTimeout,
 )
-from iotdtls.events import DataReceived
+from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.handshake.reassembly import (
     MAX_MESSAGES_AHEAD,
     HandshakeFragment,
@@ -218,23 +217,50 @@ def test_without_cookie_exchange_a_fragmented_client_hello_makes_one_association
                                 GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE: 1}
 
 
-@pytest.mark.req("HS-3")
-def test_without_cookie_exchange_a_restarted_client_in_fragments_replaces_it() -> None:
-    """RFC 6347 §4.2.8: a client that restarted from the same address starts a new handshake.
-    The first part of its new ClientHello (a random the association does not know) goes to
-    the gate, not to the old association, and starts the new one; the old one is replaced."""
+@pytest.mark.req("HS-3", "HS-2")
+def test_without_cookie_exchange_a_restarted_client_in_fragments_waits_for_the_old_one() -> None:
+    """RFC 6347 §4.2.8: a client that restarted from the same address starts a new handshake,
+    but the server "MUST NOT destroy the existing association until the client has
+    demonstrated reachability". The parts of its new ClientHello (a random the association
+    does not know) go to the gate, not to the old association; from an address that has an
+    association the gate asks for a cookie even with cookie exchange off, and a ClientHello in
+    fragments cannot go through that exchange (HS-2): each part is counted and dropped,
+    unanswered, and the old association goes on (its peer's data still arrives). Once it has
+    ended (here the server closes it), the client's next retransmission starts the new
+    association without a cookie, and the handshake completes. The first part used to replace
+    the old association at once: one forged part from the address was enough."""
     link = long_hello_link(cookie=False)
     link.handshake(until=30)
     assert established(link)
-    old = link.server_conn
+    old, old_client = link.server_conn, link.client
     assert old is not None
     link.client = DtlsConnection(link.client_config)
     link.now = 40.0
-    link.handshake(until=70)
+    link.client.connect(link.now)
+    link.run(until=44.0)  # the ClientHello sent at 40, 41 and 43 s
+    assert link.client.state is ConnectionState.HANDSHAKING
+    assert link.server_conn is old and old.state is ConnectionState.ESTABLISHED
+    parts = client_hello_parts(link)
+    assert len(parts) == 2 * 4  # the first client's hello, then three flights of the new one
+    # Each first part (its random shows) went to the gate; a later part shows none, and goes
+    # to the association of its address, which ignores it (an old message_seq).
+    assert parts.count(0) == 4
+    assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: 4,
+                                GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE: 1}
+    assert [t for d, t, _ in link.wire if d == "server" and t >= 40.0] == []
+    assert link.server_events[-1:] == [events_of(link, "server", HandshakeComplete)[0]]
+    old_client.send(b"still here")
+    for datagram in old_client.datagrams_to_send(link.now):
+        link.server.receive_datagram(datagram, CLIENT_ADDR, link.now)
+    link.step()
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"still here")]
+    link.server.close(CLIENT_ADDR)
+    link.run(until=70.0)
     assert established(link)
-    assert link.server_conn is not old and isinstance(old.error, AssociationReplaced)
-    assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: 2,
+    assert link.server_conn is not old and old.error is None  # closed by us, not replaced
+    assert link.server.gate == {GateOutcome.FRAGMENTED_CLIENT_HELLO: 5,
                                 GateOutcome.HELLO_ACCEPTED_WITHOUT_COOKIE: 2}
+    assert client_hello_parts(link).count(0) == 5  # the retransmission at 47 s made it
 
 
 @pytest.mark.req("HS-2")

@@ -20,11 +20,18 @@ generate a new alert message if the offending record is received again"): at mos
 `ServerConfig.handshake_timeout` (as long as its peer may go on repeating), with no key and no
 association kept (`GateOutcome.ALERT_REPEATED`).
 
+With cookie exchange off (`ServerConfig.cookie_exchange`), a ClientHello from an address
+without an association starts one at once; a new ClientHello from an address that has one
+(complete or half-open) still goes through the cookie exchange, as above: RFC 6347 §4.2.8
+forbids destroying the association before its client "has demonstrated reachability", so that
+one forged ClientHello cannot end it.
+
 A ClientHello in fragments (RFC 6347 §4.2.3) cannot be judged without keeping its parts, so
-under cookie exchange the gate drops it, counted as `GateOutcome.FRAGMENTED_CLIENT_HELLO`
-(OpenSSL's DTLSv1_listen and Mbed TLS refuse one too); without cookie exchange the server
-keeps state from the first datagram anyway, and a fragment starts an association that
-reassembles the hello.
+where a cookie is asked for the gate drops it, counted as `GateOutcome.FRAGMENTED_CLIENT_HELLO`
+(OpenSSL's DTLSv1_listen and Mbed TLS refuse one too): under cookie exchange, and without it
+from an address that has an association, whose client can connect again once that one has
+ended. Without cookie exchange, from an address that has none, the server keeps state from the
+first datagram anyway, and a fragment starts an association that reassembles the hello.
 """
 
 from __future__ import annotations
@@ -110,8 +117,9 @@ class GateOutcome(IdentityHashEnum):
     """What the stateless gate did with a datagram from an unknown address (counted)."""
 
     NOT_A_CLIENT_HELLO = auto()
-    #: A part of an epoch-0 ClientHello (RFC 6347 §4.2.3): dropped under cookie exchange (HS-2:
-    #: no state before a valid cookie), else the start of an association that reassembles it,
+    #: A part of an epoch-0 ClientHello (RFC 6347 §4.2.3): dropped where a cookie is asked for
+    #: (HS-2: no state before a valid cookie; with cookie exchange off, from an address that has
+    #: an association, RFC 6347 §4.2.8), else the start of an association that reassembles it,
     #: then also counted `HELLO_ACCEPTED_WITHOUT_COOKIE` (this one counts the form it came in).
     FRAGMENTED_CLIENT_HELLO = auto()
     HELLO_VERIFY_SENT = auto()
@@ -120,7 +128,9 @@ class GateOutcome(IdentityHashEnum):
     #: left to wait is `HOST_HANDSHAKES_WAIT` instead, counted here when a later copy is taken.
     COOKIE_ACCEPTED = auto()
     #: A ClientHello that starts an association with cookie exchange off (no cookie asked for;
-    #: RFC 6347 §4.2.1 allows a server to skip it), whole or its first part.
+    #: RFC 6347 §4.2.1 allows a server to skip it), whole or its first part. Never one from an
+    #: address that has an association: that one goes through the cookie exchange (RFC 6347
+    #: §4.2.8), and is counted `HELLO_VERIFY_SENT`, then `COOKIE_ACCEPTED` or `STALE_COOKIE`.
     HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
     #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
@@ -457,9 +467,12 @@ class ServerEndpoint:
         if hello is None or not (hello.whole or hello.part):
             self._not_a_hello(data, address, now)
             return
+        # With cookie exchange off, a hello goes without a cookie only from an address that
+        # has no association: RFC 6347 §4.2.8 forbids destroying one before the new hello's
+        # client has shown it is at the address (the same test below, for a whole hello).
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
-            if not self.config.cookie_exchange:
+            if not self.config.cookie_exchange and address not in self.connections:
                 self._associate(data, address, now, _HELLO_ACCEPTED_WITHOUT_COOKIE)
             return
         body = hello.fragment(data)
@@ -479,7 +492,7 @@ class ServerEndpoint:
             )
             return
         addr_bytes = repr(address).encode()
-        if not self.config.cookie_exchange:
+        if not self.config.cookie_exchange and address not in self.connections:
             accepted = _HELLO_ACCEPTED_WITHOUT_COOKIE
         elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
             old = self.connections.get(address)
