@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from iotdtls.config import ClientConfig
+import iotdtls.connection
+from iotdtls.config import ClientConfig, RetransmitPolicy
+from iotdtls.connection import ConnectionState
+from iotdtls.crypto import NullProtector
 from iotdtls.errors import (
     AlertDescription,
     AlertReceived,
@@ -19,21 +22,27 @@ from iotdtls.errors import (
     LocalProtocolError,
 )
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
+from iotdtls.handshake.client import ClientHandshake
+from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import (
     HandshakeType,
     MaxFragmentLength,
     ServerHello,
+    UnknownExtension,
     find_extension,
 )
 from iotdtls.record import RECORD_HEADER_LEN, ContentType, DiscardReason, RecordLayer
+from iotdtls.sessions import SessionState
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
     KEY,
     MemoryLink,
+    drop_exactly,
     established,
     events_of,
     make_link,
+    message_types,
     next_link,
     plain_handshake,
     record_layer,
@@ -127,6 +136,86 @@ def test_an_unprotected_record_over_the_limit_is_dropped() -> None:
     link.client.send(b"still fine")
     link.step()
     assert events_of(link, "server", DataReceived) == [DataReceived(b"still fine")]
+
+
+class PaddedClient(ClientHandshake):
+    """A client whose ClientHello carries 450 bytes of RFC 7685 padding (extension 21): larger
+    than a max_fragment_length of 512 (to install with monkeypatch on
+    `iotdtls.connection.ClientHandshake`)."""
+
+    def __init__(self, config: ClientConfig, session: SessionState | None = None) -> None:
+        super().__init__(config, session)
+        self._offered_extensions = (*self._offered_extensions, UnknownExtension(21, bytes(450)))
+
+
+@pytest.mark.req("EXT-1", "HS-4")
+def test_a_repeated_client_hello_over_the_limit_is_answered_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 6347 §4.2.4: a peer's repeated flight says ours was lost, and ours goes again. The
+    client cannot know the limit before the ServerHello (RFC 6066 §4), so it repeats the same
+    ClientHello, larger than the 512 bytes the server took from it; the server dropped that
+    record (over_fragment_limit) and the handshake waited for the server's own timer (5 s
+    here). The limit applies to what the client sends once it could have the ServerHello:
+    the repeat is answered at the client's first retransmission (1 s)."""
+    monkeypatch.setattr(iotdtls.connection, "ClientHandshake", PaddedClient)
+    link = make_link(
+        drop_exactly("server", 2),  # flight 4 (1 is the HelloVerifyRequest)
+        client={"max_fragment_length": 512, "retransmit": RetransmitPolicy(1.0, 60.0)},
+        server={"retransmit": RetransmitPolicy(5.0, 60.0)},
+    )
+    link.handshake()
+    assert established(link)
+    server = link.server_conn
+    assert server is not None
+    assert (server.retransmissions, server.discards[DiscardReason.OVER_FRAGMENT_LIMIT]) == (1, 0)
+    assert link.now == 1.0
+    client_hello = [HandshakeType.client_hello]
+    hellos = [d for d in wire_from(link, "client") if message_types([d]) == client_hello]
+    assert len(hellos) == 3 and min(map(len, hellos)) - RECORD_HEADER_LEN > 512  # records
+
+
+@pytest.mark.req("EXT-1", "REC-3")
+def test_only_a_client_hello_passes_the_limit_unprotected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the limit is set, the records of epoch 0 over it are still dropped (RFC 6066 §4),
+    but for a server's record that holds a ClientHello fragment and nothing else (it answers
+    that repeat with its flight): any other message, the ClientHello with another message
+    behind it in its record, and a ClientHello sent to a client (which never takes one)."""
+    monkeypatch.setattr(iotdtls.connection, "ClientHandshake", PaddedClient)
+    link = make_link(
+        lambda d, i, data: "drop" if i > 2 else "deliver",  # from flight 5 on, both ways
+        client={"max_fragment_length": 512},
+    )
+    link.handshake(until=0.5)  # each side has the other's hello; the server waits for flight 5
+    server = link.server_conn
+    assert server is not None and server.state is ConnectionState.HANDSHAKING
+    assert server.max_fragment_length == link.client.max_fragment_length == 512
+    ((header, hello),) = records(wire_from(link, "client")[1])  # the hello with the cookie
+    assert header.epoch == 0 and len(hello) > 512
+    forger = RecordLayer()
+    forger.install_write_epoch(0, NullProtector(), next_sequence_number=100)
+
+    def message(msg_type: int, seq: int, size: int) -> bytes:
+        return handshake_header(msg_type, seq, size, 0, size) + bytes(size)
+
+    for receiver, payload, dropped, resent in [
+        (server, hello, 0, 1),
+        (server, message(HandshakeType.client_key_exchange, 2, 600), 1, 0),
+        (server, hello + message(HandshakeType.client_key_exchange, 2, 10), 1, 0),
+        (link.client, hello, 1, 0),
+    ]:
+        before = (receiver.discards[DiscardReason.OVER_FRAGMENT_LIMIT], receiver.retransmissions)
+        datagram = forger.seal(ContentType.handshake, payload, 0)
+        link.now += 1.0  # past the rate limit of early resends
+        if receiver is server:
+            link.server.receive_datagram(datagram, CLIENT_ADDR, link.now)
+        else:
+            receiver.receive_datagram(datagram, link.now)
+        after = (receiver.discards[DiscardReason.OVER_FRAGMENT_LIMIT], receiver.retransmissions)
+        assert (after[0] - before[0], after[1] - before[1]) == (dropped, resent)
+        assert receiver.state is ConnectionState.HANDSHAKING
 
 
 def other_mfl(body: bytes) -> bytes:

@@ -9,8 +9,10 @@ Once the hellos negotiated a max_fragment_length (RFC 6066 §4, EXT-1), every re
 holds at most that much plaintext, handshake fragments included, and a datagram at most one
 such record and its overhead; `send` refuses a larger datagram. A received record over the
 limit: unprotected, it is dropped silently (RFC 6347 §4.1.2.7; RFC 6066 §4 forbids an alert in
-DTLS for what did not authenticate); protected and authentic, the peer broke the agreement and
-the association ends with record_overflow (RFC 6066 §4, RFC 5246 §6.2.3). Heartbeats (RFC 6520,
+DTLS for what did not authenticate), but for the client's ClientHello at a server, sent before
+the client could know the limit and repeated when our flight is lost (RFC 6347 §4.2.4);
+protected and authentic, the peer broke the agreement and the association ends with
+record_overflow (RFC 6066 §4, RFC 5246 §6.2.3). Heartbeats (RFC 6520,
 EXT-5) run in `iotdtls.heartbeat` once the handshake is complete.
 """
 
@@ -431,7 +433,9 @@ class DtlsConnection:
         )
         try:
             for record in self._records.open_records(data):
-                if len(record.payload) > self._fragment_limit:
+                # (An unprotected record over the limit is a server's ClientHello, which the
+                # record layer lets through: `RecordLayer.client_hello_exempt`.)
+                if len(record.payload) > self._fragment_limit and record.epoch:
                     raise _record_overflow(len(record.payload), self._fragment_limit)
                 if (
                     record.epoch < self._handshake.peer_epoch
@@ -1105,11 +1109,14 @@ class DtlsConnection:
     def _apply_fragment_limit(self) -> None:
         """RFC 6066 §4: from the hello that negotiated it on, both directions keep to the
         max_fragment_length (our next flight is cut to it, unprotected records above it are
-        dropped)."""
+        dropped). But for the client's ClientHello, at a server: the client cannot know the
+        limit before our ServerHello, and repeats the same hello when our flight was lost
+        (RFC 6347 §4.2.4), which we answer with our flight again."""
         limit = self._handshake.fragment_limit
         if limit is not None and limit != self._fragment_limit:
             self._fragment_limit = limit
             self._records.plaintext_limit = limit
+            self._records.client_hello_exempt = not self.is_client
 
     # -- our side -----------------------------------------------------------------------------
     def _install_keys(self, keys: EpochKeys) -> None:

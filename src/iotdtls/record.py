@@ -286,6 +286,7 @@ class RecordLayer:
         "_window_size",
         "_write",
         "_write_epoch",
+        "client_hello_exempt",
         "integrity_exhausted",
         "plaintext_limit",
     )
@@ -328,6 +329,11 @@ class RecordLayer:
         #: negotiated max_fragment_length (RFC 6066 §4). Protected records above it are the
         #: connection's to judge, once they authenticated.
         self.plaintext_limit = MAX_PLAINTEXT_LENGTH
+        #: A server's: a record that holds one ClientHello fragment and nothing else is taken
+        #: above `plaintext_limit`. The client sent it before it could know the limit (which
+        #: its ServerHello brings), and repeats that same hello when our flight is lost (RFC
+        #: 6347 §4.2.4): the limit binds what it sends from then on.
+        self.client_hello_exempt = False
 
     @property
     def discards(self) -> Counter[DiscardReason]:
@@ -551,8 +557,29 @@ class RecordLayer:
             return DiscardReason.BAD_TAG
         if len(payload) > MAX_PLAINTEXT_LENGTH:
             return DiscardReason.BAD_LENGTH
-        if epoch == 0 and len(payload) > self.plaintext_limit:
+        if (
+            epoch == 0
+            and len(payload) > self.plaintext_limit
+            and not (self.client_hello_exempt and _lone_client_hello(ctype, payload))
+        ):
             return DiscardReason.OVER_FRAGMENT_LIMIT
         if window is not None:
             window.mark(seq)
         return PlainRecord(content_type, epoch, seq, payload)
+
+
+#: The handshake header (RFC 6347 §4.2.2: msg_type, length, message_seq, fragment_offset,
+#: fragment_length) and the ClientHello's msg_type (RFC 5246 §7.4), for `_lone_client_hello`.
+_HANDSHAKE_HEADER_LEN = 12
+_CLIENT_HELLO_TYPE = 1
+
+
+def _lone_client_hello(ctype: int, payload: bytes) -> bool:
+    """An unprotected record holds one ClientHello fragment and nothing else (its fragment
+    ends the record): `RecordLayer.client_hello_exempt`."""
+    return (
+        ctype == HANDSHAKE_CONTENT
+        and len(payload) >= _HANDSHAKE_HEADER_LEN
+        and payload[0] == _CLIENT_HELLO_TYPE
+        and int.from_bytes(payload[9:12], "big") == len(payload) - _HANDSHAKE_HEADER_LEN
+    )
