@@ -15,10 +15,11 @@ import pytest
 
 import iotdtls.connection
 from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
-from iotdtls.connection import ALERT_REPEATS, ConnectionState
+from iotdtls.connection import ALERT_REPEATS, RECENT_HANDSHAKE_RECORDS, ConnectionState
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, HandshakeTimeout
 from iotdtls.events import ConnectionClosed, DataReceived
+from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import DTLS_1_2, Alert, ClientKeyExchangePsk, HandshakeType
 from iotdtls.record import ContentType, RecordHeader
 from tests.memory_link import (
@@ -458,3 +459,79 @@ def test_an_established_association_that_fails_keeps_no_alert_to_repeat() -> Non
     assert link.client.alert_repeats == ()
     link.client.receive_datagram(wire_from(link, "server")[1], link.now + 1)
     assert link.client.datagrams_to_send(link.now + 1) == []
+
+
+def stale_record(sequence_number: int) -> bytes:
+    """A forged epoch-0 handshake record (unauthenticated: anyone can send one) numbered
+    `sequence_number`, holding a message both sides have long passed (message_seq 0, and not
+    the last of the peer's flight): a stale copy, which answers nothing."""
+    payload = handshake_header(HandshakeType.client_key_exchange, 0, 4, 0, 4) + bytes(4)
+    header = RecordHeader(ContentType.handshake, DTLS_1_2, 0, sequence_number, len(payload))
+    return header.encode() + payload
+
+
+@pytest.mark.req("HS-4", "REC-3")
+@pytest.mark.parametrize("victim_side", ["server", "client"])
+def test_one_forged_record_numbered_2_48_minus_1_leaves_repeats_answered(
+    victim_side: Direction,
+) -> None:
+    """RFC 6347 §4.2.4 (WAITING, exit 2): a repeat of the peer's flight in a record not seen
+    before says ours was lost, and ours goes again at once. Whether a record was seen was a
+    high-water mark of the record numbers, which one forged epoch-0 record numbered 2^48 - 1
+    raised for the rest of the handshake: no genuine repeat compared higher, none was
+    answered, and the handshake waited for our own timer (5 s here, against the peer's 1 s).
+    The server, its flight 4 lost, answers the client's repeated ClientHello; the client, its
+    flight 5 lost, answers the server's repeated flight 4. The forged record rides behind the
+    peer's flight here: in a datagram of its own it would be read the same."""
+    peer: Direction = "client" if victim_side == "server" else "server"
+    lost = 2 if victim_side == "server" else 3  # flight 4, or flight 5
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        if (direction, index) == (victim_side, lost):
+            return "drop"
+        if (direction, index) == (peer, 2):  # the ClientHello with the cookie, or flight 4
+            return data + stale_record(2**48 - 1)
+        return "deliver"
+
+    slow, fast = RetransmitPolicy(5.0, 60.0), RetransmitPolicy(1.0, 60.0)
+    link = make_link(
+        fate,
+        client={"retransmit": slow if victim_side == "client" else fast},
+        server={"retransmit": slow if victim_side == "server" else fast},
+    )
+    link.handshake()
+    assert established(link)
+    victim = link.server_conn if victim_side == "server" else link.client
+    assert victim is not None and victim.retransmissions == 1
+    assert link.now == 1.0
+
+
+@pytest.mark.req("HS-4", "REC-3")
+def test_a_record_seen_before_is_not_answered_and_few_record_numbers_are_kept() -> None:
+    """What a repeat of the peer's flight must come in to be answered (RFC 6347 §4.2.4) is a
+    record not seen before, among the last `RECENT_HANDSHAKE_RECORDS` the connection keeps: a
+    copy of the ClientHello's own record, or a network duplicate of its repeat (the same
+    record number, however late, past the rate limit), is no sign of loss; a thousand forged
+    records numbered ever higher neither grow what is kept nor hide the genuine repeat."""
+    link = make_link(lambda d, i, data: "drop" if d == "server" and i >= 2 else "deliver")
+    link.client.connect(0.0)
+    link.run(until=0.5, stop=lambda lk: lk.server_conn is not None)
+    server = link.server_conn
+    assert server is not None and server.state is ConnectionState.HANDSHAKING
+    hello = wire_from(link, "client")[1]  # the ClientHello with the cookie, its flight 4 lost
+
+    def resends_for(datagram: bytes, now: float) -> int:
+        before = server.retransmissions
+        link.server.receive_datagram(datagram, CLIENT_ADDR, now)
+        sent = link.server.datagrams_to_send(now)
+        assert bool(sent) == (server.retransmissions > before)
+        return server.retransmissions - before
+
+    assert resends_for(hello, 0.5) == 0  # the same record again
+    for n in range(1000):
+        assert resends_for(stale_record(2**40 + n), 0.6) == 0
+    assert len(server._recent_handshake_records) == RECENT_HANDSHAKE_RECORDS
+    repeat = renumbered(hello, 7)  # the client's timer: the same hello in a new record
+    assert resends_for(repeat, 1.0) == 1
+    assert resends_for(repeat, 2.0) == 0  # duplicated on the way
+    assert server.state is ConnectionState.HANDSHAKING

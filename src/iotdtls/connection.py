@@ -106,7 +106,17 @@ EARLY_DATA_BYTES = MAX_PLAINTEXT_LENGTH
 #: After a handshake failed on a fatal alert of ours, how many more times the alert is sent if
 #: the peer repeats its flight (RFC 6347 §4.2.7; `DtlsConnection.alert_repeats`).
 ALERT_REPEATS = 3
-_NO_RECORD = (-1, -1)
+#: How many of the peer's latest epoch-0 handshake records a connection keeps the numbers of
+#: (epoch, sequence number), to tell a repeat of its flight in a record not seen before
+#: (answered with ours, RFC 6347 §4.2.4) from a network duplicate of one seen (not answered;
+#: epoch 0 has no replay window, the protected epochs' drop a duplicate). A bounded set, not
+#: a high-water mark: epoch 0 is unauthenticated, and one forged record numbered 2^48 - 1
+#: raised such a mark above every genuine repeat for the rest of the handshake. A forger's
+#: records push the oldest numbers out instead; the rate limit of early resends
+#: (`_resend_flight_early`) bounds what a duplicate of one pushed out can cause.
+RECENT_HANDSHAKE_RECORDS = 32
+#: The numbers kept when one is added: the last of them (one slice made once, issue 9).
+_KEPT_BEFORE_NEXT = slice(1 - RECENT_HANDSHAKE_RECORDS, None)
 _NEVER = float("-inf")
 
 
@@ -163,12 +173,12 @@ class DtlsConnection:
         "_log_failures",
         "_lone_bad_finished",
         "_max_send_size",
-        "_newest_handshake_record",
         "_next_triggered_retransmit",
         "_numbering_adopted",
         "_outgoing",
         "_peer_closed",
         "_reassembler",
+        "_recent_handshake_records",
         "_records",
         "_refused_renegotiation",
         "_timer",
@@ -209,11 +219,14 @@ class DtlsConnection:
         # Epoch 0 is unauthenticated: a forged record with a high sequence number would push
         # a replay window past the genuine handshake records (RFC 6347 §4.1.2.6 makes the
         # check optional). Handshake messages are deduplicated by message_seq instead, and
-        # a repeated record cannot trigger a retransmission (`_newest_handshake_record`).
+        # a repeated record cannot trigger a retransmission (`_recent_handshake_records`).
         self._records = RecordLayer(
             integrity_limit=config.integrity_limit, epoch0_replay_check=False
         )
-        self._newest_handshake_record = _NO_RECORD
+        #: The (epoch, sequence number) of the peer's latest epoch-0 handshake records, oldest
+        #: first, `RECENT_HANDSHAKE_RECORDS` at most (`_maybe_retransmit`); a tuple, so that a
+        #: settled association keeps the shared empty one.
+        self._recent_handshake_records: tuple[tuple[int, int], ...] = ()
         #: Datagrams since the peer's flight last moved the handshake, and the count of
         #: records that had failed authentication then (PSK-4, `_check_finished_authenticates`);
         #: datagrams since the peer's ChangeCipherSpec (taken or repeated), and how many
@@ -940,8 +953,14 @@ class DtlsConnection:
             self._on_fragment(frag, record_id, now)
             if self.state is _CLOSED:
                 return
-        if record_id > self._newest_handshake_record:
-            self._newest_handshake_record = record_id
+        if not record.epoch:
+            # Its number joins the latest kept, a copy's again: no membership test on the path
+            # of every handshake record (issue 9); `_maybe_retransmit` makes the one it needs.
+            # A protected epoch's replay window drops a copy before it gets here, so only epoch
+            # 0's are kept, and nothing is once established (only epoch 1 is read then).
+            self._recent_handshake_records = self._recent_handshake_records[
+                _KEPT_BEFORE_NEXT
+            ] + (record_id,)
         self._process_messages(now)
 
     def _adopt_client_numbering(self, record: PlainRecord, header: HandshakeFragment) -> None:
@@ -982,13 +1001,13 @@ class DtlsConnection:
     ) -> None:
         """An old message: the peer repeats its previous flight, so ours was lost (§4.2.4).
 
-        Answered only for a record newer than any seen (a duplicated datagram gets no answer),
-        within the rate limit of `_resend_flight_early`, so forged repeats cannot turn us into
-        an amplifier."""
+        Answered only in a record not among the latest seen (`RECENT_HANDSHAKE_RECORDS`: a
+        duplicated datagram gets no answer), within the rate limit of `_resend_flight_early`,
+        so forged repeats cannot turn us into an amplifier."""
         if (
             frag.message_seq == self._handshake.peer_flight_last_seq
             and frag.fragment_offset == 0
-            and record_id > self._newest_handshake_record
+            and record_id not in self._recent_handshake_records
         ):
             self._resend_flight_early(now)
 
@@ -1217,7 +1236,7 @@ class DtlsConnection:
         Repeats of the peer's messages are still recognised and dropped (`_post_handshake_
         fragment` keeps the message numbering)."""
         self._forget_handshake()
-        self._newest_handshake_record = _NO_RECORD
+        self._recent_handshake_records = ()
         if self._write_epoch != 0:
             self._records.drop_write_epoch(0)
 
