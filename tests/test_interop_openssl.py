@@ -227,6 +227,25 @@ def test_openssl_client_wrong_key_and_unknown_identity() -> None:
     assert sizes[0] == sizes[1]
 
 
+@pytest.mark.req("PSK-4", "HS-4")
+def test_openssl_client_gets_our_lost_alert_again_when_it_repeats_its_flight() -> None:
+    """A wrong key, and our decrypt_error lost on the way (the server's third datagram, after
+    the HelloVerifyRequest and flight 4): s_client repeats its flight 5 at its timer, and our
+    server, which no longer holds the association, answers it with the alert again in a new
+    record (RFC 6347 §4.2.7), so s_client reports it and gives up within seconds instead of
+    retransmitting until its own limit."""
+    with ServerThread(server_config()) as server, \
+            proxied(server.port, drop={("server", 3)}) as proxy, \
+            _s_client(proxy.address[1], psk_hex=WRONG_PSK_HEX) as peer:
+        peer.wait_for_output(r"alert decrypt error.*SSL alert number 51", 10.0)
+        assert peer.wait(5.0) == 1
+        log = proxy.snapshot()
+    dropped = [d for d in log if d.direction == "server" and d.fate == "dropped"]
+    assert [plaintext_alerts([d], "server") for d in dropped] == [[(2, DECRYPT_ERROR)]]
+    assert plaintext_alerts(log, "server") == [(2, DECRYPT_ERROR)] * 2
+    assert not server.data()
+
+
 def test_our_server_serves_concurrent_openssl_clients() -> None:
     require_peer("openssl")
     with ServerThread(server_config()) as server:
