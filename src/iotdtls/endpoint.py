@@ -12,14 +12,6 @@ cookie replaces the association of its address (RFC 6347 §4.2.8) only when the 
 than that association: a replayed copy of an earlier hello demonstrates no reachability, and is
 dropped (`GateOutcome.STALE_COOKIE`) without the endpoint remembering any cookie.
 
-A handshake that fails on our fatal alert leaves, for its address, only fresh copies of that
-alert (`DtlsConnection.alert_repeats`), so that the peer's flight coming again gets the alert
-again if it was lost (RFC 6347 §4.2.7: an implementation that would issue an alert "SHOULD
-generate a new alert message if the offending record is received again"): at most
-`ServerConfig.max_handshakes` addresses, the oldest failure forgotten first, each for
-`ServerConfig.handshake_timeout` (as long as its peer may go on repeating), with no key and no
-association kept (`GateOutcome.ALERT_REPEATED`).
-
 With cookie exchange off (`ServerConfig.cookie_exchange`), a ClientHello from an address
 without an association starts one at once; a new ClientHello from an address that has one
 (complete or half-open) still goes through the cookie exchange, as above: RFC 6347 §4.2.8
@@ -32,6 +24,14 @@ where a cookie is asked for the gate drops it, counted as `GateOutcome.FRAGMENTE
 from an address that has an association, whose client can connect again once that one has
 ended. Without cookie exchange, from an address that has none, the server keeps state from the
 first datagram anyway, and a fragment starts an association that reassembles the hello.
+
+A handshake that fails on our fatal alert leaves, for its address, only fresh copies of that
+alert (`DtlsConnection.alert_repeats`), so that the peer's flight coming again gets the alert
+again if it was lost (RFC 6347 §4.2.7: an implementation that would issue an alert "SHOULD
+generate a new alert message if the offending record is received again"): at most
+`ServerConfig.max_handshakes` addresses, the oldest failure forgotten first, each for
+`ServerConfig.handshake_timeout` (as long as its peer may go on repeating), with no key and no
+association kept (`GateOutcome.ALERT_REPEATED`).
 """
 
 from __future__ import annotations
