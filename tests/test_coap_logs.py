@@ -4,12 +4,18 @@ naming the peer)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import gc
 import logging
+from typing import Any
 
+import aiocoap
 import pytest
+from aiocoap import resource
 
 from iotdtls.coap import logs
-from tests.coap_support import coaps_server, device, raw_request, run
+from tests.coap_support import CoapSite, coaps_server, device, raw_request, run
 
 PIGGYBACK = "New request came in while old request not ACKed yet"
 
@@ -125,3 +131,63 @@ def test_a_peer_repeating_a_token_gets_one_warning_and_a_count_at_the_end(
     held = int(summary.split()[0])
     assert held >= 100 and summary.startswith(f"{held} more like 'New request came in")
     assert not any(PIGGYBACK in w for w in warnings if w not in (repeated[0], summary))
+
+
+class KeepsContexts(resource.Resource):
+    """GET: keeps the context its rendering runs in, as a task or timer started then would
+    (aiocoap's own keep one of each request for duplicate detection, 247 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[tuple[Any, contextvars.Context]] = []
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        self.kept.append((request.remote, contextvars.copy_context()))
+        return aiocoap.Message(payload=b"kept")
+
+
+def mapping_of(context: contextvars.Context) -> object:
+    """The immutable mapping a context holds (CPython's HAMT), shared by its copies."""
+    [mapping] = [o for o in gc.get_referents(context) if type(o).__name__ == "hamt"]
+    return mapping
+
+
+def reaches(start: object, target: object, depth: int = 4) -> bool:
+    """True if `target` can be reached from `start` by strong references within `depth`."""
+    level = [start]
+    for _ in range(depth):
+        if any(o is target for o in level):
+            return True
+        level = [r for o in level for r in gc.get_referents(o)]
+    return any(o is target for o in level)
+
+
+def test_what_a_request_leaves_in_a_context_is_shared_and_lets_the_remote_go() -> None:
+    """Probe BA: `receiving` set around each message made every context aiocoap keeps of a
+    request (its duplicate-detection timer, for EXCHANGE_LIFETIME after the association
+    ended) hold a mapping of its own, 120 B a request, and with it the remote. Set once for
+    the association, the requests' contexts share one mapping, which names the remote
+    without keeping it."""
+    site = CoapSite()
+    keeps = KeepsContexts()
+    site.site.add_resource(["keeps"], keeps)
+
+    async def main() -> None:
+        async with coaps_server(site) as server:
+            async with device(server.address) as dev:
+                for mid in range(3):
+                    assert await dev.ask(raw_request(mid, b"T%d" % mid, "keeps")) is not None
+            for _ in range(200):
+                if keeps.kept and keeps.kept[0][0].ended:
+                    break
+                await asyncio.sleep(0.01)
+
+    run(main())
+    assert len(keeps.kept) == 3
+    remote = keeps.kept[0][0]
+    assert remote.ended and all(r is remote for r, _ in keeps.kept)
+    contexts = [context for _, context in keeps.kept]
+    assert len({id(mapping_of(context)) for context in contexts}) == 1
+    for context in contexts:
+        assert context.get(logs.receiving) is not None
+        assert not reaches(context[logs.receiving], remote)

@@ -33,7 +33,6 @@ from aiocoap.util import hostportjoin
 
 from iotdtls._addresses import format_address, uri_host
 from iotdtls.coap.errors import association_error
-from iotdtls.coap.logs import receiving
 from iotdtls.errors import DatagramTooLarge, DtlsError
 from iotdtls.identity import PeerIdentity, UnauthenticatedPeer
 
@@ -290,7 +289,6 @@ class CoapsInterface(interfaces.MessageInterface):
             return
         if message.code.is_request() and message.mid is not None:
             self._request_received(remote, message.mid)
-        receiver = receiving.set(remote)  # for the log lines of aiocoap (`coap.logs`)
         try:
             self._mman.dispatch_message(message)
         except asyncio.InvalidStateError as exc:
@@ -299,8 +297,6 @@ class CoapsInterface(interfaces.MessageInterface):
         except Exception as exc:
             logger.warning("%r: aiocoap failed on a received message (%s: %s); going on",
                            remote, type(exc).__name__, exc, exc_info=True)
-        finally:
-            receiving.reset(receiver)
 
     def _admit(self, remote: CoapsAddress, request: Message) -> bool:
         """True to hand `request`, received over `remote`'s association, to aiocoap; False

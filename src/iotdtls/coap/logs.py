@@ -8,8 +8,8 @@ the life of the server transport, lets each kind of line (its level and message 
 through once per `SUMMARY_INTERVAL`, as the key log's failures are (`iotdtls._failures`):
 those held back are counted, and the next one let through says how many there were; what is
 still held back when the transport shuts down is summed up then. A line logged while a
-message of an association is handled (`receiving`, which the tasks aiocoap starts for it
-inherit) names that association's remote.
+message of an association is handled (`receiving`, set in the task that serves the
+association, which the tasks aiocoap starts for it inherit) names that association's remote.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,12 @@ from iotdtls._failures import SUMMARY_INTERVAL
 
 __all__ = ["KINDS_KEPT", "RepeatedLines", "receiving"]
 
-#: The remote whose message is being handled (set around aiocoap's `dispatch_message`; a task
-#: started meanwhile, a resource's rendering, keeps it).
+#: The remote whose message is being handled, or a weak reference to it: set once in the task
+#: serving an association (`CoapsServerInterface`), whose aiocoap `dispatch_message` calls and
+#: the tasks they start (a resource's rendering) see it. Setting it per message would make
+#: each context aiocoap keeps of a request (its duplicate-detection timer, 247 s) hold a
+#: mapping of its own (120 B each; probe BA), and the remote itself would outlive its
+#: association in any of them.
 receiving: contextvars.ContextVar[Any] = contextvars.ContextVar("receiving", default=None)
 #: Kinds of line counted at once; a further kind makes the one seen least recently forgotten
 #: (aiocoap's templates are a few dozen; this bounds those that carry a peer's data).
@@ -80,6 +85,8 @@ class RepeatedLines(logging.Filter):
         while len(kinds) > KINDS_KEPT:
             del kinds[next(iter(kinds))]
         remote = receiving.get()
+        if isinstance(remote, weakref.ref):
+            remote = remote()
         extra = [f"from {remote!r}"] if remote is not None else []
         if kind is not None and kind.held:
             extra.append(f"{kind.held} more like it held back")

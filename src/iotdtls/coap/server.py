@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ from aiocoap.numbers.types import ACK
 
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
-from iotdtls.coap.logs import RepeatedLines
+from iotdtls.coap.logs import RepeatedLines, receiving
 from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, Uploads, answer, refusal
 from iotdtls.config import ServerConfig
 from iotdtls.errors import DtlsError
@@ -127,6 +128,11 @@ class CoapsServerInterface(CoapsInterface):
 
     async def _serve_association(self, session: aio.ServerSession) -> None:
         remote = ServerRemote(self, session, self._labels(session.peer))
+        # For aiocoap's log lines (`coap.logs`): set once in this task, the association's
+        # own, so what aiocoap keeps of a request (the context its timers and tasks copy,
+        # 247 s for duplicate detection) shares one mapping, not one each; a weak reference,
+        # so nothing that keeps a context keeps the remote once the association has ended.
+        receiving.set(weakref.ref(remote))
         failure: DtlsError | None = None
         try:
             while (data := await session.recv()) is not None:
