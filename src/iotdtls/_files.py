@@ -47,6 +47,9 @@ MAX_CREDENTIAL_FILE = 1 << 20
 #: (ELOOP; EMLINK on FreeBSD) or a Unix socket (ENXIO).
 NOT_OPENED_AS_A_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO})
 
+#: The least a read asks for past a file's size (`_read_at_most`).
+_READ_CHUNK = 4096
+
 #: Symlinks followed in one path at most, as the kernel's limit (MAXSYMLINKS): then it is a loop.
 _MAX_LINKS = 40
 
@@ -184,17 +187,36 @@ def read_regular_file(
         flags |= os.O_NOFOLLOW
     fd = os.open(path, flags, dir_fd=dir_fd)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise RefusedFile(f"is {file_kind(mode)}, not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(limit + 1)  # st_size may be short (a growing file, /proc)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedFile(f"is {file_kind(info.st_mode)}, not a regular file")
+        # st_size over the limit refuses the file unread; under it, it may be short.
+        data = b"" if info.st_size > limit else _read_at_most(fd, limit + 1, info.st_size)
     finally:
         os.close(fd)
-    if len(data) > limit:
+    if len(data) > limit or info.st_size > limit:
         size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
         raise RefusedFile(f"is larger than {size}: is it the right file?")
     return data
+
+
+def _read_at_most(fd: int, most: int, size: int) -> bytes:
+    """The bytes of `fd` up to its end or `most` bytes, whichever comes first. The first read
+    asks for the size fstat gave (`size`) and one byte more, so that a small file (a saved
+    session of about 150 bytes) costs no buffer of `most` bytes (1 MiB: it doubled a session
+    store's lookup, probe BA); `size` may be short (a growing file, /proc gives 0), so the
+    reads go on, each asking for at most as much as was read so far, until the end."""
+    chunks: list[bytes] = []
+    total = 0
+    want = min(size + 1, most)
+    while total < most:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = min(max(total, _READ_CHUNK), most - total)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _lstat_or_none(path: str) -> os.stat_result | None:

@@ -417,8 +417,8 @@ class DirectorySessionStore:
     than `STALE_TEMPORARY_AGE` (a put killed as it wrote: each holds a master secret).
 
     Costs, on the event loop (`make bench-session-store`; a 2-core VM): a `get` reads one
-    small file, about 17 us (a miss 7 us), a `put` writes and renames one, about 40 us on
-    tmpfs and 100 to 170 us on an ext4 disk (its journal), where `MemorySessionStore` takes
+    small file, about 13 us (a miss 4 to 6 us), a `put` writes and renames one, about 26 us
+    on tmpfs and 40 to 250 us on an ext4 disk (its journal), where `MemorySessionStore` takes
     under 1 us and a full handshake some milliseconds; a scan of 1,000 files takes about
     4 ms (an lstat of each; the names alone, a quarter of it), more in a directory many files
     went through. A tmpfs directory (under ``/run``
