@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiocoap
 import pytest
 
-from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server, make_rpk_files
-from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX
+from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server, make_rpk_files, reply
+from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX, AnsweringServer
 from tests.peers import (
     CLIENT_EUI64,
     CLIENT_IDENTITY,
@@ -170,3 +171,39 @@ def test_certificates_through_the_shared_credential_flags(pki: Pki, tmp_path: Pa
         "iotdtls: Check the trust anchors and the server name (by default the URI's host): "
         "the server's certificate did not validate against them.",
     ]
+
+
+def blocks(first: int, then: int) -> AnsweringServer:
+    """A coaps server answering a GET with Block2 block `first` of 16 bytes and more to come,
+    and the request for the next block with block `then` (RFC 7959 §2.2)."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        number = first if request.opt.block2 is None else then
+        response = aiocoap.Message(code=aiocoap.CONTENT, block2=(number, True, 0),
+                                   payload=b"x" * 16)
+        return [reply(request, response)]
+
+    return AnsweringServer(answer)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "problem"),
+    [(0, 3, "NotImplemented"), (3, 4, "UnexpectedBlock2")],
+    ids=["blocks-jump", "first-block-not-0"],
+)
+def test_a_response_aiocoap_cannot_handle_is_the_command_s_one_line_alone(
+    first: int, then: int, problem: str
+) -> None:
+    """Probe BA: aiocoap logs an error of its own for these ("coap.blockwise-requester: Error
+    assembling blockwise response, passing on error NotImplemented()") before raising what the
+    command's line then reports: two lines where README promises one. Without -v its line is
+    not printed; -v shows it."""
+    with blocks(first, then) as server:
+        target = f"coaps://{LOCALHOST}:{server.port}/x"
+        plain = coap("get", target, *CREDENTIALS, "--timeout", "5")
+        verbose = coap("get", target, *CREDENTIALS, "--timeout", "5", "-v")
+    line = f"iotdtls: the server's response could not be handled (aiocoap: {problem})\n"
+    assert (plain.returncode, plain.stdout, plain.stderr) == (1, "", line)
+    assert verbose.returncode == 1 and line in verbose.stderr
+    assert "coap.blockwise-requester: Error assembling blockwise response" in verbose.stderr

@@ -13,6 +13,11 @@ request runs, so that its one line is not followed by Python's tracebacks:
 code ("An exception occurred while rendering a resource: ValueError()", with 20 lines of
 traceback) is a line without it, the traceback a debug line (`OneLineTracebacks`).
 
+aiocoap also logs an error line of its own before raising some errors to the request
+("coap.blockwise-requester: Error assembling blockwise response, passing on error
+NotImplemented()"), which the command's line then reports: without -v that line is held back
+(`ReportedByTheCommand`), so the command's line comes alone; -v shows it.
+
 `run_routing_aiocoap_failures` runs the command's coroutine with an exception handler on its
 event loop and a `sys.unraisablehook` that take only what was raised in aiocoap's code (the
 innermost frame of the traceback: `raised_in_aiocoap`) to a debug line of `iotdtls.cli`
@@ -25,18 +30,34 @@ then restored; the loop's handler goes with the run's own loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["OneLineTracebacks", "raised_in_aiocoap", "run_routing_aiocoap_failures"]
+__all__ = [
+    "BLOCKWISE_LOGGER",
+    "REPORTED_BY_THE_COMMAND",
+    "OneLineTracebacks",
+    "ReportedByTheCommand",
+    "raised_in_aiocoap",
+    "reported_lines_held_back",
+    "run_routing_aiocoap_failures",
+]
 
 logger = logging.getLogger("iotdtls.cli")
 coap_logger = logging.getLogger("iotdtls.coap")
 
 T = TypeVar("T")
+
+#: The logger of aiocoap's block-wise requests, in a client context (aiocoap's "coap").
+BLOCKWISE_LOGGER = "coap.blockwise-requester"
+#: How the lines of aiocoap's (0.4.17) start that announce an error it then raises to the
+#: request (UnexpectedBlock2 for a first block that is not block 0, NotImplemented or another
+#: of its errors for a block it cannot append), which the command's own line reports.
+REPORTED_BY_THE_COMMAND = ("Error assembling blockwise response",)
 
 
 def raised_in_aiocoap(exc: BaseException) -> bool:
@@ -80,6 +101,29 @@ class OneLineTracebacks(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class ReportedByTheCommand(logging.Filter):
+    """A filter for aiocoap's block-wise logger (`BLOCKWISE_LOGGER`): holds back its lines
+    that announce an error the command's line reports (`REPORTED_BY_THE_COMMAND`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(REPORTED_BY_THE_COMMAND)
+
+
+@contextlib.contextmanager
+def reported_lines_held_back(verbose: bool) -> Iterator[None]:
+    """While a request command runs without `verbose` (-v), aiocoap's lines that its own
+    line reports are held back (`ReportedByTheCommand`); with -v they are all shown."""
+    if verbose:
+        yield
+        return
+    log, held_back = logging.getLogger(BLOCKWISE_LOGGER), ReportedByTheCommand()
+    log.addFilter(held_back)
+    try:
+        yield
+    finally:
+        log.removeFilter(held_back)
 
 
 class _Router:

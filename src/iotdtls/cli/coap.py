@@ -27,6 +27,7 @@ from iotdtls.chaincache import ChainCache
 from iotdtls.cli.aiocoap_failures import (
     OneLineTracebacks,
     raised_in_aiocoap,
+    reported_lines_held_back,
     run_routing_aiocoap_failures,
 )
 from iotdtls.cli.common import (
@@ -189,8 +190,10 @@ def run_request(args: argparse.Namespace) -> int:
     message = _message(args.method, args.uri, options)
     request = _request(args, message, config, chain_cache(args), observe)
     # What aiocoap raises where we cannot catch it (callbacks, tasks, finalizers) is a debug
-    # line, not a traceback after the command's line.
-    return run_routing_aiocoap_failures(_ended_by_signals(request))
+    # line, not a traceback after the command's line; its own lines announcing what that line
+    # reports are held back without -v.
+    with reported_lines_held_back(args.verbose):
+        return run_routing_aiocoap_failures(_ended_by_signals(request))
 
 
 #: Signals that end a request as Ctrl-C does (a terminal closing sends SIGHUP).
