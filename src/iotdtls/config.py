@@ -908,10 +908,11 @@ class ServerConfig(_CommonConfig):
     #: handshake (`credentials.read_wall_clock`). A plain function: async def is refused.
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Stateless cookie exchange before any per-peer state (RFC 6347 §4.2.1, HS-2). Off, a
-    #: ClientHello from an address without an association starts one at once (in fragments
-    #: too); one from an address that has an association still needs a cookie, issued after
-    #: that association last heard from its peer, to replace it (RFC 6347 §4.2.8: no forged
-    #: ClientHello may destroy it), and one in fragments is dropped there.
+    #: ClientHello from an address without an established association starts one at once
+    #: (in fragments too; a half-open one there is replaced); one from an address with an
+    #: established association still needs a cookie, issued after that association last
+    #: heard from its peer, to replace it (RFC 6347 §4.2.8: no forged ClientHello may
+    #: destroy it), and one in fragments is dropped there.
     cookie_exchange: bool = True
     #: Seconds a cookie secret is used before rotating; the previous one is still accepted.
     cookie_rotation: float = 300.0

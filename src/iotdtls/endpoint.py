@@ -13,16 +13,17 @@ than that association: a replayed copy of an earlier hello demonstrates no reach
 dropped (`GateOutcome.STALE_COOKIE`) without the endpoint remembering any cookie.
 
 With cookie exchange off (`ServerConfig.cookie_exchange`), a ClientHello from an address
-without an association starts one at once; a new ClientHello from an address that has one
-(complete or half-open) still goes through the cookie exchange, as above: RFC 6347 §4.2.8
-forbids destroying the association before its client "has demonstrated reachability", so that
-one forged ClientHello cannot end it.
+without an established association starts one at once (replacing a half-open one, which was
+made without proof either); a new ClientHello from an address with an established association
+still goes through the cookie exchange, as above: RFC 6347 §4.2.8 forbids destroying the
+association before its client "has demonstrated reachability", so that one forged ClientHello
+cannot end it.
 
 A ClientHello in fragments (RFC 6347 §4.2.3) cannot be judged without keeping its parts, so
 where a cookie is asked for the gate drops it, counted as `GateOutcome.FRAGMENTED_CLIENT_HELLO`
 (OpenSSL's DTLSv1_listen and Mbed TLS refuse one too): under cookie exchange, and without it
-from an address that has an association, whose client can connect again once that one has
-ended. Without cookie exchange, from an address that has none, the server keeps state from the
+from an address with an established association, whose client can connect again once that one
+has ended. Without cookie exchange, from any other address, the server keeps state from the
 first datagram anyway, and a fragment starts an association that reassembles the hello.
 
 A handshake that fails on our fatal alert leaves, for its address, only fresh copies of that
@@ -119,8 +120,9 @@ class GateOutcome(IdentityHashEnum):
     NOT_A_CLIENT_HELLO = auto()
     #: A part of an epoch-0 ClientHello (RFC 6347 §4.2.3): dropped where a cookie is asked for
     #: (HS-2: no state before a valid cookie; with cookie exchange off, from an address that has
-    #: an association, RFC 6347 §4.2.8), else the start of an association that reassembles it,
-    #: then also counted `HELLO_ACCEPTED_WITHOUT_COOKIE` (this one counts the form it came in).
+    #: an established association, RFC 6347 §4.2.8), else the start of an association that
+    #: reassembles it, then also counted `HELLO_ACCEPTED_WITHOUT_COOKIE` (this one counts the
+    #: form it came in).
     FRAGMENTED_CLIENT_HELLO = auto()
     HELLO_VERIFY_SENT = auto()
     HELLO_VERIFY_TOO_LARGE = auto()
@@ -128,9 +130,10 @@ class GateOutcome(IdentityHashEnum):
     #: left to wait is `HOST_HANDSHAKES_WAIT` instead, counted here when a later copy is taken.
     COOKIE_ACCEPTED = auto()
     #: A ClientHello that starts an association with cookie exchange off (no cookie asked for;
-    #: RFC 6347 §4.2.1 allows a server to skip it), whole or its first part. Never one from an
-    #: address that has an association: that one goes through the cookie exchange (RFC 6347
-    #: §4.2.8), and is counted `HELLO_VERIFY_SENT`, then `COOKIE_ACCEPTED` or `STALE_COOKIE`.
+    #: RFC 6347 §4.2.1 allows a server to skip it), whole or its first part; one from an
+    #: address with a half-open association replaces it. Never one from an address with an
+    #: established association: that one goes through the cookie exchange (RFC 6347 §4.2.8),
+    #: and is counted `HELLO_VERIFY_SENT`, then `COOKIE_ACCEPTED` or `STALE_COOKIE`.
     HELLO_ACCEPTED_WITHOUT_COOKIE = auto()
     VERSION_REFUSED = auto()
     #: The oldest half-open association, let go for a new one when `ServerConfig.max_handshakes`
@@ -467,12 +470,13 @@ class ServerEndpoint:
         if hello is None or not (hello.whole or hello.part):
             self._not_a_hello(data, address, now)
             return
-        # With cookie exchange off, a hello goes without a cookie only from an address that
-        # has no association: RFC 6347 §4.2.8 forbids destroying one before the new hello's
-        # client has shown it is at the address (the same test below, for a whole hello).
+        if self._failed:
+            # A new handshake from the address: the failed one's alert is no longer owed, and
+            # a late copy of its flight must not end this one with it.
+            self._failed.pop(address, None)
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
-            if not self.config.cookie_exchange and address not in self.connections:
+            if self._without_cookie(address):
                 self._associate(data, address, now, _HELLO_ACCEPTED_WITHOUT_COOKIE)
             return
         body = hello.fragment(data)
@@ -492,7 +496,7 @@ class ServerEndpoint:
             )
             return
         addr_bytes = repr(address).encode()
-        if not self.config.cookie_exchange and address not in self.connections:
+        if self._without_cookie(address):
             accepted = _HELLO_ACCEPTED_WITHOUT_COOKIE
         elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
             old = self.connections.get(address)
@@ -505,6 +509,18 @@ class ServerEndpoint:
             self._hello_verify(data, record_seq, message_seq, new_cookie, address)
             return
         self._associate(data, address, now, accepted)
+
+    def _without_cookie(self, address: Address) -> bool:
+        """Whether a ClientHello from `address` starts an association without a cookie: with
+        cookie exchange off, unless the address has an established association, which RFC
+        6347 §4.2.8 forbids destroying before the new hello's client "has demonstrated
+        reachability" (so that one forged hello cannot end it): that hello goes through the
+        cookie exchange. A half-open association made without a cookie proves no more than
+        the new hello does (and forged epoch-0 records can end it anyway): the new hello
+        replaces it, so that a spoofer holding one cannot keep its address's client out."""
+        return not self.config.cookie_exchange and (
+            address not in self.connections or address in self._handshaking
+        )
 
     def _not_a_hello(self, data: bytes, address: Address, now: float) -> None:
         """A datagram from an address without an association that starts with no ClientHello:

@@ -97,8 +97,9 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--no-cookie",
         action="store_true",
-        help="skip the HelloVerifyRequest exchange for addresses without an association (a"
-        " new ClientHello from one that has one still needs a cookie, RFC 6347 §4.2.8)",
+        help="skip the HelloVerifyRequest exchange for addresses without an established"
+        " association (a new ClientHello from one that has one still needs a cookie, RFC"
+        " 6347 §4.2.8)",
     )
     srv.add_argument(
         "--workers",
