@@ -24,6 +24,7 @@ from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import AlertDescription, AlertSent
 from iotdtls.events import DataReceived, Event, HandshakeComplete
 from iotdtls.identity import CertificateIdentity
+from iotdtls.messages import CertificateVerify, HandshakeType, ServerKeyExchangeEcdhe
 from iotdtls.proxy import LossyProxy
 from tests import peers
 from tests.interop_support import (
@@ -35,6 +36,7 @@ from tests.interop_support import (
     fragmented,
     plaintext_alerts,
     proxied,
+    records,
 )
 from tests.peers import (
     CLIENT_EUI64,
@@ -138,6 +140,49 @@ def test_openssl_client_against_our_server(pki: Pki, mtu: int) -> None:
     if mtu == 256:
         assert_datagrams_fit(log, "server", 256)
         assert fragmented(log, "server") and fragmented(log, "client")
+
+
+def signature_schemes(log: list[Any], direction: str, msg_type: HandshakeType) -> list[int]:
+    """The signature scheme of each whole plaintext ServerKeyExchange or CertificateVerify
+    `direction` sent."""
+    codec = ServerKeyExchangeEcdhe if msg_type == HandshakeType.server_key_exchange else (
+        CertificateVerify
+    )
+    return [
+        codec.decode(frag[12:]).signature_scheme
+        for d in log if d.direction == direction
+        for ctype, epoch, frag in records(d.data)
+        if ctype == 22 and epoch == 0 and frag[0] == msg_type
+        and frag[1:4] == frag[9:12]  # fragment_length == length: the whole message
+    ]
+
+
+@pytest.mark.req("CRT-1")
+def test_openssl_signs_with_ecdsa_sha384_both_ways(pki: Pki) -> None:
+    """RFC 5246 §7.4.1.4.1, §7.4.8, RFC 8422 §5.4: a peer may sign with any ECDSA pair we
+    list, so an OpenSSL server restricted to ECDSA+SHA384 signs its ServerKeyExchange with it,
+    and an OpenSSL client restricted to it its CertificateVerify; both are verified."""
+    with _s_server(pki, "-sigalgs", "ECDSA+SHA384", "-client_sigalgs", "ECDSA+SHA256") as (
+        peer, port
+    ), proxied(port) as proxy:
+        client = sync.connect(*proxy.address, our_client(pki))
+        assert client.connection.peer == CertificateIdentity("localhost")
+        peer.wait_for_output(OPENSSL_SERVER_HANDSHAKE_DONE, 5.0)
+        client.close()
+    assert signature_schemes(proxy.snapshot(), "server", HandshakeType.server_key_exchange) == [
+        0x0503
+    ]
+    require_peer("openssl")
+    with ServerThread(our_server(pki)) as server, proxied(server.port) as proxy, \
+            openssl_cert_client(proxy.address[1], pki, extra=["-client_sigalgs", "ECDSA+SHA384"],
+                                time_limit=30.0) as client_peer:
+        client_peer.wait_for_output(OPENSSL_CLIENT_HANDSHAKE_DONE, 10.0)
+        client_peer.close_stdin()
+        assert server.wait_until(lambda: bool(server.ended))
+    assert server.identities == [CertificateIdentity(CLIENT_EUI64)]
+    assert signature_schemes(proxy.snapshot(), "client", HandshakeType.certificate_verify) == [
+        0x0503
+    ]
 
 
 @pytest.mark.req("CRT-3", "ERR-1")

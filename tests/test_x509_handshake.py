@@ -6,14 +6,24 @@ indication (RFC 6066 §5, §6), and one server holding all three credential kind
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import SignatureAlgorithmOID
 
+import iotdtls.crypto.x509 as x509_module
+import iotdtls.handshake.client as client_module
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.errors import AlertDescription
 from iotdtls.events import DataReceived, HandshakeComplete
+from iotdtls.handshake import keyschedule
+from iotdtls.handshake.keyexchange import EcdheServerExchange
+from iotdtls.handshake.keyschedule import KeySchedule
+from iotdtls.handshake.transcript import Transcript
 from iotdtls.identity import (
     CertificateIdentity,
     PskIdentity,
@@ -23,13 +33,19 @@ from iotdtls.identity import (
 from iotdtls.messages import (
     CachedInfo,
     Certificate,
+    CertificateRequest,
     CertificateUrl,
+    CertificateVerify,
     ClientHello,
     HandshakeType,
+    NamedGroup,
     ServerHello,
+    ServerKeyExchangeEcdhe,
+    SignatureAlgorithms,
     TrustedCaKeys,
     find_extension,
 )
+from iotdtls.messages.handshake import encode_message_header
 from tests import pki
 from tests.memory_link import (
     CLIENT_ADDR,
@@ -49,6 +65,7 @@ from tests.pubkey_support import (
     failure,
     received_alert,
     rewrite,
+    rpk_link,
     server_key,
     x509_link,
     x509_pki,
@@ -521,3 +538,171 @@ def test_a_wall_clock_failing_in_a_handshake_ends_it_with_internal_error(
     assert "wall_clock" in error.reason
     assert "clock broken" not in str(error)
     assert warning in caplog.messages
+
+
+# -- signature algorithms in certificate mode (RFC 5246 §7.4.1.4.1, §7.4.2, §7.4.6) -----------
+
+#: What the chain verifier accepts (`iotdtls.crypto.x509._SIGNATURES_ALLOWED`) as TLS 1.2 pairs.
+CHAIN_PAIRS = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: {0x0403},
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: {0x0503},
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: {0x0603},
+    SignatureAlgorithmOID.RSA_WITH_SHA256: {0x0401},
+    SignatureAlgorithmOID.RSA_WITH_SHA384: {0x0501},
+    SignatureAlgorithmOID.RSA_WITH_SHA512: {0x0601},
+    SignatureAlgorithmOID.RSASSA_PSS: {0x0804, 0x0805, 0x0806},
+}
+LISTED = (0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601)
+
+
+def test_hello_and_certificate_request_list_every_pair_the_chain_verifier_accepts() -> None:
+    """RFC 5246 §7.4.2 / §7.4.6: the certificates a peer sends must be signed with a pair of our
+    signature_algorithms / CertificateRequest, so both list what the verifier accepts, the
+    profile's ecdsa_secp256r1_sha256 first; raw keys (no chain) keep it alone."""
+    assert set(CHAIN_PAIRS) == set(x509_module._SIGNATURES_ALLOWED)
+    assert set(LISTED) == set().union(*CHAIN_PAIRS.values()) and len(LISTED) == 9
+    link = x509_link()
+    link.handshake()
+    assert established(link)
+    hello = ClientHello.decode(bodies(link, "client", HandshakeType.client_hello)[-1])
+    signature_algorithms = find_extension(hello.extensions, SignatureAlgorithms)
+    assert signature_algorithms is not None and signature_algorithms.schemes == LISTED
+    (request,) = bodies(link, "server", HandshakeType.certificate_request)
+    assert CertificateRequest.decode(request).signature_schemes == LISTED
+
+    raw = rpk_link()
+    raw.handshake()
+    raw_hello = ClientHello.decode(
+        [b for d in wire_from(raw, "client") for h, b in plain_handshake(d)
+         if h.msg_type == HandshakeType.client_hello][-1]
+    )
+    raw_algorithms = find_extension(raw_hello.extensions, SignatureAlgorithms)
+    assert raw_algorithms is not None and raw_algorithms.schemes == (0x0403,)
+    (raw_request,) = [b for d in wire_from(raw, "server") for h, b in plain_handshake(d)
+                      if h.msg_type == HandshakeType.certificate_request]
+    assert CertificateRequest.decode(raw_request).signature_schemes == (0x0403,)
+
+
+class KeepingTranscript(Transcript):
+    """Every transcript of the link (both sides), keeping its messages."""
+
+    made: ClassVar[list[KeepingTranscript]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[bytes] = []
+        KeepingTranscript.made.append(self)
+
+    def add(self, msg_type: int, message_seq: int, body: bytes) -> None:
+        super().add(msg_type, message_seq, body)
+        self.messages.append(encode_message_header(msg_type, len(body), message_seq) + body)
+
+    def add_encoded(self, encoded: bytes) -> None:
+        super().add_encoded(encoded)
+        self.messages.append(encoded)
+
+    def reset(self) -> None:
+        super().reset()
+        self.messages.clear()
+
+
+def ecdsa_hash(scheme: int) -> hashes.HashAlgorithm:
+    """The hash of an ECDSA pair (ecdsa_sha1 0x0203 included), by its code."""
+    return {2: hashes.SHA1(), 4: hashes.SHA256(), 5: hashes.SHA384(), 6: hashes.SHA512()}[
+        scheme >> 8
+    ]
+
+
+def sign_server_key_exchange_with(
+    monkeypatch: pytest.MonkeyPatch, scheme: int
+) -> None:
+    """The server signs its ServerKeyExchange correctly, with the hash of `scheme`."""
+    key = x509_pki().server.key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+    def server_key_exchange(self: EcdheServerExchange, keys: KeySchedule) -> bytes:
+        ske = ServerKeyExchangeEcdhe(
+            NamedGroup.secp256r1, self._ephemeral.public_point, scheme, b""
+        )
+        signed = keys.client_random + keys.server_random + ske.signed_params()
+        return replace(ske, signature=key.sign(signed, ec.ECDSA(ecdsa_hash(scheme)))).encode()
+
+    monkeypatch.setattr(EcdheServerExchange, "server_key_exchange", server_key_exchange)
+
+
+def sign_certificate_verify_with(monkeypatch: pytest.MonkeyPatch, scheme: int) -> CertifiedKey:
+    """A client credential whose CertificateVerify is signed correctly with the hash of `scheme`
+    over the handshake messages (RFC 5246 §7.4.8)."""
+    p = x509_pki()
+    key = p.client.key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    KeepingTranscript.made.clear()
+    monkeypatch.setattr(keyschedule, "Transcript", KeepingTranscript)
+
+    class Signer(PrivateKey):
+        def sign_digest(self, digest: bytes) -> bytes:
+            (ours,) = [t for t in KeepingTranscript.made if t.digest() == digest]
+            return key.sign(b"".join(ours.messages), ec.ECDSA(ecdsa_hash(scheme)))
+
+    monkeypatch.setattr(
+        client_module, "CertificateVerify", lambda _, sig: CertificateVerify(scheme, sig)
+    )
+    return CertifiedKey(pki.chain_der(p.client, p.ca), Signer(key))
+
+
+@pytest.mark.parametrize("scheme", [0x0503, 0x0603])
+def test_a_server_key_exchange_signed_with_sha384_or_sha512_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, scheme: int
+) -> None:
+    """RFC 8422 §5.4: the server may sign with any ECDSA pair our signature_algorithms lists."""
+    sign_server_key_exchange_with(monkeypatch, scheme)
+    link = x509_link()
+    client_peer, _ = authenticated_peers(link)
+    assert client_peer == CertificateIdentity("localhost")
+    (ske,) = bodies(link, "server", HandshakeType.server_key_exchange)
+    assert ServerKeyExchangeEcdhe.decode(ske).signature_scheme == scheme
+
+
+@pytest.mark.parametrize("scheme", [0x0503, 0x0603])
+def test_a_certificate_verify_signed_with_sha384_or_sha512_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, scheme: int
+) -> None:
+    """RFC 5246 §7.4.8: the client may sign with any ECDSA pair of our CertificateRequest; the
+    server hashes the handshake messages again with that hash."""
+    link = x509_link(client={"certificate": sign_certificate_verify_with(monkeypatch, scheme)})
+    _, server_peer = authenticated_peers(link)
+    assert server_peer == CertificateIdentity(CLIENT_EUI64)
+    (verify,) = bodies(link, "client", HandshakeType.certificate_verify)
+    assert CertificateVerify.decode(verify).signature_scheme == scheme
+
+
+@pytest.mark.parametrize("scheme", [0x0203, 0x0401, 0x0804])
+def test_a_signature_with_a_scheme_not_listed_for_it_is_refused(
+    monkeypatch: pytest.MonkeyPatch, scheme: int
+) -> None:
+    """ecdsa_sha1 (not listed) in a ServerKeyExchange, signed correctly, is illegal_parameter as
+    before; so are an RSA pair we list for chains only and a PSS one (no ECDSA key signs
+    with them)."""
+    if scheme == 0x0203:
+        sign_server_key_exchange_with(monkeypatch, scheme)
+        link = x509_link()
+    else:
+        def other(body: bytes) -> bytes:
+            return replace(ServerKeyExchangeEcdhe.decode(body), signature_scheme=scheme).encode()
+
+        link = x509_link(rewrite("server", HandshakeType.server_key_exchange, other, times=9))
+    link.handshake()
+    error = failure(link, "client")
+    assert error.alert is A.illegal_parameter
+    assert "server signed with a scheme we did not offer" in error.reason
+
+
+def test_a_certificate_verify_with_a_scheme_not_listed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ecdsa_sha1, signed correctly, is not in our CertificateRequest: illegal_parameter."""
+    link = x509_link(client={"certificate": sign_certificate_verify_with(monkeypatch, 0x0203)})
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is A.illegal_parameter
+    assert "CertificateVerify with a scheme we did not ask for" in error.reason

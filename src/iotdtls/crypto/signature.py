@@ -1,4 +1,5 @@
-"""ECDSA with P-256 and SHA-256 (RFC 8422 §5.4, §5.8; RFC 5246 §7.4.3, §7.4.8) and the
+"""ECDSA with P-256 and SHA-256 (RFC 8422 §5.4, §5.8; RFC 5246 §7.4.3, §7.4.8; a peer's
+signature also with SHA-384 or SHA-512, `ECDSA_SCHEME_HASHES`) and the
 SubjectPublicKeyInfo of raw public keys (RFC 7250 §3).
 
 Signatures are deterministic (RFC 6979) where OpenSSL offers it: signing draws no randomness.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from os import PathLike, fspath
-from typing import Literal
+from typing import Final, Literal
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,8 +30,10 @@ from iotdtls._paths import cannot_read, shown_path
 from iotdtls.crypto.pem import PRIVATE_KEY, that_is
 from iotdtls.crypto.rand import p256_private_key
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+from iotdtls.messages.constants import SignatureScheme
 
 __all__ = [
+    "ECDSA_SCHEME_HASHES",
     "PrivateKey",
     "PublicKey",
     "load_public_key",
@@ -58,6 +61,24 @@ def _ecdsa(algorithm: hashes.HashAlgorithm | Prehashed) -> ec.ECDSA:
 
 _SIGN = _ecdsa(hashes.SHA256())
 _SIGN_DIGEST = _ecdsa(Prehashed(hashes.SHA256()))
+
+ECDSA_SCHEME_HASHES: Final[dict[int, str]] = {
+    SignatureScheme.ecdsa_secp256r1_sha256: "sha256",
+    SignatureScheme.ecdsa_secp384r1_sha384: "sha384",
+    SignatureScheme.ecdsa_secp521r1_sha512: "sha512",
+}
+"""The ECDSA pairs a peer's P-256 key may sign with, by their hash's `hashlib` name: in TLS 1.2
+a pair names a hash and a signature algorithm, not a curve (RFC 5246 §7.4.1.4.1), so a peer may
+sign with any of them that we listed (RFC 8422 §5.4, RFC 5246 §7.4.8). We sign with
+ecdsa_secp256r1_sha256 alone (RFC 7251, RFC 7925 §4.4.2)."""
+
+_HASHES: Final = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+_VERIFY: Final[dict[int, ec.ECDSA]] = {
+    scheme: ec.ECDSA(_HASHES[name]) for scheme, name in ECDSA_SCHEME_HASHES.items()
+}
+_VERIFY_DIGEST: Final[dict[int, ec.ECDSA]] = {
+    scheme: ec.ECDSA(Prehashed(_HASHES[name])) for scheme, name in ECDSA_SCHEME_HASHES.items()
+}
 
 
 def spki_sha256(spki: bytes) -> bytes:
@@ -240,16 +261,28 @@ def _decode(spki: bytes) -> PublicKey:
 _decoded = functools.lru_cache(maxsize=PUBLIC_KEYS_KEPT)(_decode)
 
 
-def verify_signature(public_key: PublicKey, signature: bytes, data: bytes) -> None:
-    """Check an ECDSA-SHA256 signature over `data` (ServerKeyExchange, RFC 8422 §5.4);
-    decrypt_error when it does not verify (RFC 5246 §7.4.3)."""
-    _verify(public_key.key, signature, data, _SIGN)
+def verify_signature(
+    public_key: PublicKey,
+    signature: bytes,
+    data: bytes,
+    scheme: int = SignatureScheme.ecdsa_secp256r1_sha256,
+) -> None:
+    """Check an ECDSA signature over `data` with the hash of `scheme`, one of
+    `ECDSA_SCHEME_HASHES` (ServerKeyExchange, RFC 8422 §5.4); decrypt_error when it does not
+    verify (RFC 5246 §7.4.3)."""
+    _verify(public_key.key, signature, data, _VERIFY[scheme])
 
 
-def verify_digest_signature(public_key: PublicKey, signature: bytes, digest: bytes) -> None:
-    """Check an ECDSA signature over a SHA-256 `digest` (CertificateVerify, RFC 5246 §7.4.8);
-    decrypt_error when it does not verify."""
-    _verify(public_key.key, signature, digest, _SIGN_DIGEST)
+def verify_digest_signature(
+    public_key: PublicKey,
+    signature: bytes,
+    digest: bytes,
+    scheme: int = SignatureScheme.ecdsa_secp256r1_sha256,
+) -> None:
+    """Check an ECDSA signature over a `digest` made with the hash of `scheme`, one of
+    `ECDSA_SCHEME_HASHES` (CertificateVerify, RFC 5246 §7.4.8); decrypt_error when it does not
+    verify."""
+    _verify(public_key.key, signature, digest, _VERIFY_DIGEST[scheme])
 
 
 def _verify(

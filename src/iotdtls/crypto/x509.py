@@ -71,10 +71,11 @@ from iotdtls.crypto.x509names import (
 )
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 from iotdtls.identity import CertificateIdentity
-from iotdtls.messages.constants import IdentifierType
+from iotdtls.messages.constants import IdentifierType, SignatureScheme
 
 __all__ = [
     "CANDIDATE_CHECKS_PER_LEVEL",
+    "CHAIN_SIGNATURE_SCHEMES",
     "DEFAULT_MAX_CHAIN_DEPTH",
     "MAX_CHAIN_DEPTH_LIMIT",
     "RSA_MAX_MODULUS_BITS",
@@ -748,6 +749,27 @@ _SIGNATURES_ALLOWED = frozenset(
 )
 """The signature algorithms the verifier's web-PKI policy accepts (besides, it refuses an RSA
 key under 2048 bits, with a message of its own)."""
+
+CHAIN_SIGNATURE_SCHEMES: Final = (
+    SignatureScheme.ecdsa_secp256r1_sha256,
+    SignatureScheme.ecdsa_secp384r1_sha384,
+    SignatureScheme.ecdsa_secp521r1_sha512,
+    SignatureScheme.rsa_pss_rsae_sha256,
+    SignatureScheme.rsa_pss_rsae_sha384,
+    SignatureScheme.rsa_pss_rsae_sha512,
+    SignatureScheme.rsa_pkcs1_sha256,
+    SignatureScheme.rsa_pkcs1_sha384,
+    SignatureScheme.rsa_pkcs1_sha512,
+)
+"""`_SIGNATURES_ALLOWED` as TLS 1.2 hash/signature pairs, in our order of preference (ECDSA,
+then RSASSA-PSS, then RSA PKCS#1 v1.5, each from SHA-256 up; OpenSSL's order): what a
+certificate-mode hello lists in signature_algorithms and a CertificateRequest in
+supported_signature_algorithms. RFC 5246 §7.4.1.4.1 makes the list the pairs that "may be used
+in digital signatures", the certificates' included (§7.4.2 for the server's chain, §7.4.6 for
+the client's), so it covers every chain the verifier accepts, and no more. ecdsa_secp256r1_sha256
+comes first: the profile's own (RFC 7251, RFC 7925 §4.4.2). The verifier accepts RSASSA-PSS from
+a CA key of type rsaEncryption only (its policy refuses the id-RSASSA-PSS key type), hence the
+rsa_pss_rsae pairs and not the rsa_pss_pss ones (RFC 8446 §4.2.3)."""
 
 
 def _forbidden_key(

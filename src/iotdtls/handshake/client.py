@@ -44,6 +44,7 @@ from iotdtls.handshake.negotiation import (
     check_renegotiation_info,
     client_offer,
     offerable_session,
+    server_signs_with,
 )
 from iotdtls.handshake.peerauth import (
     NO_CERTIFICATE,
@@ -248,7 +249,7 @@ class ClientHandshake(HandshakeMachine):
             self.peer = PskIdentity(self.config.identity)
             self.table = PSK_FLOW
         else:
-            self._exchange = EcdheClientExchange()
+            self._exchange = EcdheClientExchange(server_signs_with(self.config.mode))
             self._verifier = self._server_verifier(hello)
             # RFC 7250 §4.2: without client_certificate_type in the ServerHello, X.509 applies.
             # `_check_extensions` made sure a type confirmed is one we offered.

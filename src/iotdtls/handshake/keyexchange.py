@@ -193,9 +193,14 @@ class EcdheServerExchange:
 
 
 class EcdheClientExchange:
-    """RFC 8422 §5.4, §5.7, client: check the server's signed parameters, answer with ours."""
+    """RFC 8422 §5.4, §5.7, client: check the server's signed parameters, answer with ours.
 
-    def __init__(self) -> None:
+    The server may sign with any ECDSA pair of our signature_algorithms (`accepted`; RFC 5246
+    §7.4.1.4.1): in certificate mode SHA-384 and SHA-512 too, with its P-256 key."""
+
+    def __init__(self, accepted: frozenset[int]) -> None:
+        #: The schemes the server may sign with: the ECDSA ones of our signature_algorithms.
+        self._accepted = accepted
         self._server_point = b""
 
     def on_server_key_exchange(
@@ -206,12 +211,15 @@ class EcdheClientExchange:
             raise ProtocolError(
                 "server chose a curve we did not offer", AlertDescription.illegal_parameter
             )
-        if ske.signature_scheme != SignatureScheme.ecdsa_secp256r1_sha256:
+        scheme = ske.signature_scheme
+        if scheme not in self._accepted:
             raise ProtocolError(
                 "server signed with a scheme we did not offer", AlertDescription.illegal_parameter
             )
         assert server_key is not None, "the flow takes the server's Certificate first"
-        verify_signature(server_key, ske.signature, _signed_content(keys, ske.signed_params()))
+        verify_signature(
+            server_key, ske.signature, _signed_content(keys, ske.signed_params()), scheme
+        )
         self._server_point = ske.public_point
 
     def client_key_exchange(self) -> tuple[bytes, bytes]:

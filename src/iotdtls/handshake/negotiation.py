@@ -3,9 +3,11 @@ RFC 7250 §4; RFC 5746; RFC 7627), decided once per handshake.
 
 A client is provisioned for one mode per server (CFG-1) and offers exactly that: the PSK suite,
 or the ECDHE_ECDSA suite with P-256, uncompressed points and ecdsa_secp256r1_sha256 (RPK-2),
-plus the RFC 7250 certificate types in raw-key mode. A server may hold every kind of credential
-and takes the first suite of the client's list it can serve, with the first certificate type of
-the client's list it has a credential for.
+plus the RFC 7250 certificate types in raw-key mode; in certificate mode its
+signature_algorithms lists, after ecdsa_secp256r1_sha256, every other pair its chain verifier
+accepts (`listed_signature_schemes`, RFC 5246 §7.4.1.4.1, §7.4.2). A server may hold every
+kind of credential and takes the first suite of the client's list it can serve, with the first
+certificate type of the client's list it has a credential for.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from dataclasses import dataclass
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.credentials import CertifiedKey, psk_digest
 from iotdtls.crypto import constant_time_equal
+from iotdtls.crypto.signature import ECDSA_SCHEME_HASHES
 from iotdtls.crypto.suites import KeyExchangeKind, SuiteInfo, suite_info
-from iotdtls.crypto.x509 import authority_identifiers, chain_hash, select_chain_index
+from iotdtls.crypto.x509 import (
+    CHAIN_SIGNATURE_SCHEMES,
+    authority_identifiers,
+    chain_hash,
+    select_chain_index,
+)
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.peerauth import (
     OwnCertificate,
@@ -70,19 +78,60 @@ __all__ = [
     "choose_server_parameters",
     "client_offer",
     "fragment_length_code",
+    "listed_signature_schemes",
     "offerable_session",
     "own_heartbeat_mode",
     "resumption_refusal",
     "server_hello_extensions",
+    "server_signs_with",
     "session_answers",
+    "signed_with",
     "takes_uncompressed",
 ]
 
 _EC_EXTENSIONS: tuple[Extension, ...] = (
     SupportedGroups((NamedGroup.secp256r1,)),
     EcPointFormats((ECPointFormat.uncompressed,)),
-    SignatureAlgorithms((SignatureScheme.ecdsa_secp256r1_sha256,)),
 )
+
+
+def listed_signature_schemes(certificate_type: int) -> tuple[int, ...]:
+    """The hash/signature pairs we list for a peer whose credential is of `certificate_type`:
+    in our signature_algorithms (RFC 5246 §7.4.1.4.1, the server's) and our CertificateRequest's
+    supported_signature_algorithms (§7.4.4, the client's). They are the pairs that "may be used
+    in digital signatures", the peer's certificates included: "all certificates provided by the
+    server MUST be signed by a hash/signature algorithm pair that appears in that extension"
+    (§7.4.2), the same for the client's against the CertificateRequest (§7.4.6). So an X.509
+    peer is offered every pair our chain verifier accepts (`CHAIN_SIGNATURE_SCHEMES`), and no
+    more; a raw public key has no chain and is offered the profile's ecdsa_secp256r1_sha256
+    alone (RFC 7250, RPK-2)."""
+    if certificate_type == CertificateType.X509:
+        return CHAIN_SIGNATURE_SCHEMES
+    return _RPK_SIGNATURE_SCHEMES
+
+
+_RPK_SIGNATURE_SCHEMES = (SignatureScheme.ecdsa_secp256r1_sha256,)
+_SIGNATURE_ALGORITHMS = {
+    Mode.RAW_PUBLIC_KEY: SignatureAlgorithms(_RPK_SIGNATURE_SCHEMES),
+    Mode.X509: SignatureAlgorithms(listed_signature_schemes(CertificateType.X509)),
+}
+
+
+def signed_with(listed: Sequence[int]) -> frozenset[int]:
+    """The pairs of `listed` a peer's ECDSA P-256 key may sign its ServerKeyExchange (RFC 8422
+    §5.4) or CertificateVerify (RFC 5246 §7.4.8) with: the ECDSA ones (`ECDSA_SCHEME_HASHES`);
+    any other is refused with illegal_parameter."""
+    return frozenset(scheme for scheme in listed if scheme in ECDSA_SCHEME_HASHES)
+
+
+def server_signs_with(mode: Mode) -> frozenset[int]:
+    """What a server may sign its ServerKeyExchange with, for a client in `mode` (X.509 or raw
+    public key): `signed_with` our signature_algorithms."""
+    return _SERVER_SIGNS_WITH[mode]
+
+
+_SERVER_SIGNS_WITH = {mode: signed_with(ext.schemes) for mode, ext in _SIGNATURE_ALGORITHMS.items()}
+
 
 #: The curves RFC 8422 defines (§5.1.1), whose clients must take uncompressed points (§5.1.2).
 _RFC8422_CURVES = frozenset(
@@ -125,6 +174,7 @@ def client_offer(config: ClientConfig) -> tuple[tuple[int, ...], tuple[Extension
     if config.mode is _PSK:
         return _PSK_SUITES, tuple(exts)
     exts.extend(_EC_EXTENSIONS)
+    exts.append(_SIGNATURE_ALGORITHMS[config.mode])
     if config.mode is Mode.RAW_PUBLIC_KEY:
         exts.append(ServerCertificateType((CertificateType.RawPublicKey,)))
         if config.raw_public_key is not None:

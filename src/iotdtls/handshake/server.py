@@ -22,7 +22,7 @@ from typing import ClassVar
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ServerConfig
 from iotdtls.crypto import random_bytes
-from iotdtls.crypto.signature import PublicKey, verify_digest_signature
+from iotdtls.crypto.signature import ECDSA_SCHEME_HASHES, PublicKey, verify_digest_signature
 from iotdtls.crypto.suites import suite_info
 from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import MODE_ALERTS
@@ -43,19 +43,23 @@ from iotdtls.handshake.negotiation import (
     ServerChoice,
     check_renegotiation_info,
     choose_server_parameters,
+    listed_signature_schemes,
     own_heartbeat_mode,
     resumption_refusal,
     server_hello_extensions,
     session_answers,
+    signed_with,
 )
-from iotdtls.handshake.peerauth import PeerVerifier
+from iotdtls.handshake.peerauth import OwnCertificate, PeerVerifier
 from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.transcript import KeptTranscript
 from iotdtls.identity import UnauthenticatedPeer
 from iotdtls.messages import (
     DTLS_1_2,
     CertChainType,
     Certificate,
     CertificateRequest,
+    CertificateType,
     CertificateUrl,
     CertificateVerify,
     ClientHello,
@@ -88,11 +92,25 @@ _SERVER_HELLO = HandshakeType.server_hello
 _SERVER_HELLO_DONE = HandshakeType.server_hello_done
 #: Length of the session_ids we issue (RFC 5246 §7.4.1.2: up to 32 bytes, random).
 SESSION_ID_LENGTH = 32
-#: Our CertificateRequest, the same in every handshake (RFC 5246 §7.4.4; RFC 8422 §5.5: an
+#: Our CertificateRequest by the client's certificate type (RFC 5246 §7.4.4; RFC 8422 §5.5: an
 #: ECDSA P-256 certificate or raw key; certificate_authorities left empty, any CA we trust).
-_CERTIFICATE_REQUEST = CertificateRequest(
-    (RequestedCertificateType.ecdsa_sign,), (SignatureScheme.ecdsa_secp256r1_sha256,)
-).encode()
+#: Its supported_signature_algorithms are the pairs the client's certificates may be signed
+#: with (RFC 5246 §7.4.6), so for X.509 every pair our chain verifier accepts, for a raw key
+#: ecdsa_secp256r1_sha256 alone (`listed_signature_schemes`).
+_CERTIFICATE_REQUESTS: dict[int, bytes] = {
+    cert_type: CertificateRequest(
+        (RequestedCertificateType.ecdsa_sign,), listed_signature_schemes(cert_type)
+    ).encode()
+    for cert_type in (CertificateType.X509, CertificateType.RawPublicKey)
+}
+#: What the client may sign its CertificateVerify with, by its certificate type: the ECDSA
+#: pairs of that CertificateRequest (RFC 5246 §7.4.8).
+_CLIENT_SIGNS_WITH: dict[int, frozenset[int]] = {
+    cert_type: signed_with(listed_signature_schemes(cert_type))
+    for cert_type in (CertificateType.X509, CertificateType.RawPublicKey)
+}
+#: The hash of the transcript a CertificateVerify signs (the transcript's own SHA-256 for it).
+_SHA256_VERIFY = SignatureScheme.ecdsa_secp256r1_sha256
 
 
 class ServerState(IdentityHashEnum):
@@ -187,6 +205,11 @@ class ServerHandshake(HandshakeMachine):
             return self._resume(hello, session, extras)
         # NoCertificateType (the server's or the client's): its alert, `DtlsConnection._fail`.
         choice = choose_server_parameters(hello, self.credentials)
+        verifier = choice.client_verifier
+        if verifier is not None and verifier.certificate_type == CertificateType.X509:
+            # The client may sign its CertificateVerify with SHA-384 or SHA-512 (RFC 5246
+            # §7.4.8, our CertificateRequest's list): keep the messages to hash them again.
+            self.keys.transcript = KeptTranscript()
         self.record(msg)
         return self._full_handshake(hello, choice, ems, extras)
 
@@ -213,7 +236,11 @@ class ServerHandshake(HandshakeMachine):
             extensions=server_hello_extensions(hello, choice, ems, extras),
         )
         items: list[FlightItem] = [self.outgoing(_SERVER_HELLO, server_hello.encode())]
-        items += self._key_exchange_messages(choice)
+        if choice.own is None:  # PSK (here, not in a call: the PSK handshake is the hot path)
+            self._exchange = PskServerExchange(self.credentials.lookup_psk)
+            self.table = KEY_EXCHANGE_FLOW
+        else:
+            items += self._certificate_messages(choice, choice.own)
         items.append(self.outgoing(_SERVER_HELLO_DONE, b""))
         return Outcome(Flight(tuple(items)))
 
@@ -322,15 +349,11 @@ class ServerHandshake(HandshakeMachine):
             return None
         return session
 
-    def _key_exchange_messages(self, choice: ServerChoice) -> list[FlightItem]:
-        """Certificate, ServerKeyExchange and CertificateRequest as the choice needs them; the
-        flow table follows from the same choice."""
-        if choice.own is None:
-            self._exchange = PskServerExchange(self.credentials.lookup_psk)
-            self.table = KEY_EXCHANGE_FLOW
-            return []
-        assert choice.own.key is not None, "our own credentials always have a key"
-        self._exchange = EcdheServerExchange(choice.own.key)
+    def _certificate_messages(self, choice: ServerChoice, own: OwnCertificate) -> list[FlightItem]:
+        """Certificate, ServerKeyExchange and CertificateRequest as the choice needs them (an
+        ECDHE suite, signed with `own`); the flow table follows from the same choice."""
+        assert own.key is not None, "our own credentials always have a key"
+        self._exchange = EcdheServerExchange(own.key)
         body = choice.certificate_body
         items: list[FlightItem] = [self.outgoing(HandshakeType.certificate, body)]
         ske = self._exchange.server_key_exchange(self.keys)
@@ -341,7 +364,8 @@ class ServerHandshake(HandshakeMachine):
             self.peer = UnauthenticatedPeer()
             self.table = KEY_EXCHANGE_FLOW
             return items
-        items.append(self.outgoing(HandshakeType.certificate_request, _CERTIFICATE_REQUEST))
+        request = _CERTIFICATE_REQUESTS[self._verifier.certificate_type]
+        items.append(self.outgoing(HandshakeType.certificate_request, request))
         self.table = CLIENT_AUTH_URL_FLOW if choice.certificate_urls else CLIENT_AUTH_FLOW
         return items
 
@@ -403,15 +427,25 @@ class ServerHandshake(HandshakeMachine):
         return Outcome(keys=self.derive(premaster))
 
     def _on_certificate_verify(self, msg: ReassembledMessage) -> None:
-        """RFC 5246 §7.4.8: the client's signature over every handshake message before it."""
+        """RFC 5246 §7.4.8: the client's signature over every handshake message before it, with
+        an ECDSA pair our CertificateRequest listed ("MUST be one of those present in the
+        supported_signature_algorithms field"); any other is illegal_parameter."""
         verify = CertificateVerify.decode(msg.body)
-        if verify.signature_scheme != SignatureScheme.ecdsa_secp256r1_sha256:
+        scheme = verify.signature_scheme
+        assert self._verifier is not None, "we asked for the client's Certificate"
+        if scheme not in _CLIENT_SIGNS_WITH[self._verifier.certificate_type]:
             raise ProtocolError(
                 "CertificateVerify with a scheme we did not ask for",
                 AlertDescription.illegal_parameter,
             )
         assert self._client_key is not None, "the flow takes the client's Certificate first"
-        verify_digest_signature(self._client_key, verify.signature, self.keys.transcript.digest())
+        transcript = self.keys.transcript
+        if scheme == _SHA256_VERIFY:
+            digest = transcript.digest()
+        else:
+            assert isinstance(transcript, KeptTranscript), "kept for an X.509 client"
+            digest = transcript.digest_with(ECDSA_SCHEME_HASHES[scheme])
+        verify_digest_signature(self._client_key, verify.signature, digest, scheme)
         self.record(msg)
 
     def awaits_authenticated_finished(self) -> bool:

@@ -11,7 +11,7 @@ import hashlib
 
 from iotdtls.messages.handshake import encode_handshake_header, encode_message_header
 
-__all__ = ["Transcript", "handshake_header"]
+__all__ = ["KeptTranscript", "Transcript", "handshake_header"]
 
 
 def handshake_header(
@@ -44,3 +44,32 @@ class Transcript:
     def reset(self) -> None:
         """Start over (after a HelloVerifyRequest, RFC 6347 §4.2.6)."""
         self._hash = hashlib.sha256()
+
+
+class KeptTranscript(Transcript):
+    """A transcript that also keeps the messages, for a server that asks for a client
+    certificate in certificate mode: the client may sign its CertificateVerify with any hash
+    of our CertificateRequest's list (RFC 5246 §7.4.8), SHA-384 or SHA-512 too, chosen only
+    then, so the messages are hashed again with it (`digest_with`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._messages: list[bytes] = []
+
+    def add(self, msg_type: int, message_seq: int, body: bytes) -> None:
+        header = encode_message_header(msg_type, len(body), message_seq)
+        self._hash.update(header)
+        self._hash.update(body)
+        self._messages += (header, body)
+
+    def add_encoded(self, encoded: bytes) -> None:
+        self._hash.update(encoded)
+        self._messages.append(encoded)
+
+    def digest_with(self, name: str) -> bytes:
+        """The hash named `name` (hashlib's name) of every message added so far."""
+        return hashlib.new(name, b"".join(self._messages)).digest()
+
+    def reset(self) -> None:
+        super().reset()
+        self._messages = []

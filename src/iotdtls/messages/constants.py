@@ -110,6 +110,8 @@ class SignatureScheme(IntEnum):
     rsa_pkcs1_sha512 = 0x0601
     ecdsa_secp521r1_sha512 = 0x0603
     rsa_pss_rsae_sha256 = 0x0804
+    rsa_pss_rsae_sha384 = 0x0805
+    rsa_pss_rsae_sha512 = 0x0806
     ed25519 = 0x0807
 
 
