@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, cast
 
 import aiocoap
@@ -122,14 +123,45 @@ def test_aiocoap_s_own_blockwise_put_meets_the_bound() -> None:
     run(main())
 
 
-@pytest.mark.parametrize("value", [0, -1, True, 1.5, "64k", None])
-def test_the_bound_is_a_whole_number_of_bytes(value: object) -> None:
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0, "0"), (-1, "-1"), (True, "True"), (1.5, "float"), ("64k", "str"), (None, "None")],
+)
+def test_the_bound_is_a_whole_number_of_bytes(value: object, shown: str) -> None:
+    """Refused in one line naming what was given: an integer as itself, anything else by its
+    type."""
     async def main() -> None:
-        with pytest.raises(ConfigError, match="max_body_size must be a whole number of bytes"):
+        message = f"max_body_size must be a whole number of bytes, at least 1, got {shown}"
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
             await server_context(None, (LOCALHOST, 0), credentials=SERVER_CREDENTIALS,
                                  max_body_size=cast(Any, value))
 
     run(main())
+
+
+def test_a_bound_of_one_byte_is_taken() -> None:
+    """The least bound: a body of one byte is taken, two are refused."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site, max_body_size=1) as server, device(server.address) as dev:
+            for payload, code in ((b"12", TOO_LARGE), (b"1", aiocoap.CHANGED)):
+                put = aiocoap.Message(code=aiocoap.PUT, uri_path=("large",), payload=payload)
+                put.mtype, put.mid, put.token = aiocoap.CON, len(payload), b"1"
+                answer = await dev.ask(put.encode())
+                assert answer is not None and answer.code == code
+        assert site.large.stored == b"1"
+
+    run(main())
+
+
+def test_a_body_without_block1_is_its_payload_alone() -> None:
+    """Without Block1 the body ends with the payload: a payload of the bound exactly is taken."""
+    plain = aiocoap.Message(code=aiocoap.PUT, uri_path=("large",), payload=b"e" * 2048)
+    assert uploads.refusal(plain, 2048) is None
+    plain.payload += b"!"
+    refused = uploads.refusal(plain, 2048)
+    assert refused is not None and (refused.code, refused.opt.size1) == (TOO_LARGE, 2048)
 
 
 def test_the_command_line_default_is_the_library_s() -> None:
@@ -198,6 +230,30 @@ def test_blocks_out_of_order_are_4_08_and_a_retransmission_passes() -> None:
             assert site.large.stored.endswith(b"d" * 100)
 
     run(main())
+
+
+def test_an_upload_is_noted_where_it_stands() -> None:
+    """`Uploads` alone: a block after the last block of an upload, whether that was block 0
+    or a later one, is out of order; block 0 sent again makes its upload the latest used, so
+    that a further upload past `UPLOADS_TRACKED` makes another one no longer noted."""
+    noted = uploads.Uploads()
+
+    def out(num: int, more: bool, upload: int = 0) -> str | None:
+        block = put_block(1, num, more, b"u" * 64, szx=2, query=(f"n={upload}",))
+        return noted.out_of_order(aiocoap.Message.decode(block))
+
+    assert out(0, False) is None  # an upload of one block: complete
+    assert out(1, True) == "expected the block at byte 64: start again from block 0"
+    assert (out(0, True), out(1, False)) == (None, None)  # complete at its second block
+    assert out(2, True) == "expected the block at byte 128: start again from block 0"
+    noted.clear()
+    for upload in range(uploads.UPLOADS_TRACKED):
+        assert out(0, True, upload) is None
+    assert out(0, True, 0) is None  # started again: now the latest used
+    assert out(0, True, uploads.UPLOADS_TRACKED) is None  # upload 1 goes, the least recent
+    assert len(noted) == uploads.UPLOADS_TRACKED
+    assert out(5, True, 0) is not None  # still noted: the gap is seen
+    assert out(5, True, 1) is None  # no longer noted: aiocoap's to judge
 
 
 @pytest.mark.req("COAP-1")
