@@ -125,11 +125,13 @@ def test_aiocoap_s_own_blockwise_put_meets_the_bound() -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(0, "0"), (-1, "-1"), (True, "True"), (1.5, "float"), ("64k", "str"), (None, "None")],
+    [(0, "0"), (-1, "-1"), (True, "True"), (1.5, "float"), ("64k", "str"), (None, "None"),
+     pytest.param(-(10**5000), "an int of 16610 bits", id="wide")],
 )
 def test_the_bound_is_a_whole_number_of_bytes(value: object, shown: str) -> None:
-    """Refused in one line naming what was given: an integer as itself, anything else by its
-    type."""
+    """Refused in one line naming what was given: an integer as itself (one wider than 64 bits
+    by its size: the repr of -10**5000 raised ValueError, not ConfigError), anything else by
+    its type."""
     async def main() -> None:
         message = f"max_body_size must be a whole number of bytes, at least 1, got {shown}"
         with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
