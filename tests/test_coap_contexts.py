@@ -33,6 +33,7 @@ from iotdtls.proxy import Impairment
 from tests.aio_support import client_config, server_config
 from tests.coap_support import (
     CLIENT_CREDENTIALS,
+    SERVER_CREDENTIALS,
     CoapSite,
     coaps_client,
     coaps_server,
@@ -338,6 +339,23 @@ def test_settings_of_either_side_are_accepted_and_not_beside_a_config() -> None:
         with pytest.raises(ConfigError) as caught:
             await add_client_transport(context, config=client_config(), mtu=300)
         assert str(caught.value) == "give the DTLS settings inside config=, not beside it"
+
+    run(main())
+
+
+def test_the_server_context_hands_its_settings_and_bound_to_its_transport() -> None:
+    """`server_context`'s DTLS settings (beside a credentials map) and `max_body_size` reach
+    the server transport."""
+
+    async def main() -> None:
+        server = await coap_server_context(None, (LOCALHOST, 0), credentials=SERVER_CREDENTIALS,
+                                           cookie_exchange=False, mtu=600, max_body_size=100)
+        try:
+            [transport] = transports_of(server)
+            assert (transport.config.cookie_exchange, transport.config.mtu) == (False, 600)
+            assert transport.max_body_size == 100
+        finally:
+            await server.shutdown()
 
     run(main())
 

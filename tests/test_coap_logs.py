@@ -8,14 +8,16 @@ import asyncio
 import contextvars
 import gc
 import logging
-from typing import Any
+from typing import Any, cast
 
 import aiocoap
 import pytest
 from aiocoap import resource
 
-from iotdtls.coap import logs
+from iotdtls.coap import CoapsServerInterface, logs
+from tests.aio_support import server_config
 from tests.coap_support import CoapSite, coaps_server, device, raw_request, run
+from tests.peers import LOCALHOST
 
 PIGGYBACK = "New request came in while old request not ACKed yet"
 
@@ -191,3 +193,34 @@ def test_what_a_request_leaves_in_a_context_is_shared_and_lets_the_remote_go() -
     for context in contexts:
         assert context.get(logs.receiving) is not None
         assert not reaches(context[logs.receiving], remote)
+
+
+def test_a_second_shutdown_says_nothing_more(caplog: pytest.LogCaptureFixture) -> None:
+    """The transport shut down by hand, then by its context: what it held back is said once,
+    and its logger is as it was."""
+    caplog.set_level(logging.WARNING)
+    log = logging.getLogger("coap-server")
+
+    async def main() -> None:
+        async with coaps_server() as server:
+            for n in range(3):
+                log.warning("odd %s", n)
+            await server.shutdown()
+            assert not any(isinstance(f, logs.RepeatedLines) for f in log.filters)
+
+    run(main())
+    assert [r.getMessage() for r in caplog.records if r.name == "coap-server"] == [
+        "odd 0", "2 more like 'odd %s' held back"]
+
+
+def test_a_transport_whose_log_was_never_bounded_shuts_down() -> None:
+    """`CoapsServerInterface.create` alone (as aiocoap's plumbing would use it, without
+    `add_server_transport`'s `bound_log`): its shutdown has no lines to sum up."""
+
+    async def main() -> None:
+        transport = await CoapsServerInterface.create(
+            cast(Any, object()), (LOCALHOST, 0), server_config(), lambda identity: ()
+        )
+        await transport.shutdown()
+
+    run(main())

@@ -20,6 +20,7 @@ from iotdtls.errors import ConfigError
 from tests.coap_support import (
     LARGE,
     SERVER_CREDENTIALS,
+    SETTINGS,
     CoapSite,
     coaps_client,
     coaps_server,
@@ -29,19 +30,23 @@ from tests.coap_support import (
     run,
     uri,
 )
-from tests.peers import LOCALHOST
+from tests.peers import LOCALHOST, free_udp_port
 
 TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
 CONTINUE = Code.CONTINUE
 
 
 @pytest.mark.req("COAP-1")
-def test_a_block_past_the_bound_is_answered_4_13_with_size1_and_never_assembled() -> None:
+def test_a_block_past_the_bound_is_answered_4_13_with_size1_and_never_assembled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Blocks up to the bound are aiocoap's (2.31 Continue); the block that would take the
     body past it is answered 4.13 with Size1 = the bound (RFC 7959 §2.9.3), piggybacked on
     the ACK of its message ID with its token, and the resource never sees the body; the
-    probe's stream of 1 KiB blocks to /temp stops at the default 64 KiB."""
+    probe's stream of 1 KiB blocks to /temp stops at the default 64 KiB. A debug line names
+    the association, the code and the diagnostic."""
     site = CoapSite()
+    caplog.set_level(logging.DEBUG, "iotdtls.coap")
 
     async def main() -> None:
         async with coaps_server(site) as server, device(server.address) as dev:
@@ -59,6 +64,10 @@ def test_a_block_past_the_bound_is_answered_4_13_with_size1_and_never_assembled(
             assert answer.payload == b"at most 65536 bytes"
 
     run(main())
+    [said] = [r.getMessage() for r in caplog.records if "answered to a request" in r.getMessage()]
+    assert re.fullmatch(r"<ServerRemote coaps://127\.0\.0\.1:\d+ psk identity b'Client_identity'>: "
+                        r"4\.13 Request Entity Too Large answered to a request "
+                        r"\(at most 65536 bytes\)", said), said
 
 
 @pytest.mark.req("COAP-1")
@@ -142,16 +151,23 @@ def test_the_bound_is_a_whole_number_of_bytes(value: object, shown: str) -> None
 
 
 def test_a_bound_of_one_byte_is_taken() -> None:
-    """The least bound: a body of one byte is taken, two are refused."""
+    """The least bound, given to `server_context`, which hands it on: a body of one byte is
+    taken, two are refused."""
     site = CoapSite()
+    port = free_udp_port()
 
     async def main() -> None:
-        async with coaps_server(site, max_body_size=1) as server, device(server.address) as dev:
-            for payload, code in ((b"12", TOO_LARGE), (b"1", aiocoap.CHANGED)):
-                put = aiocoap.Message(code=aiocoap.PUT, uri_path=("large",), payload=payload)
-                put.mtype, put.mid, put.token = aiocoap.CON, len(payload), b"1"
-                answer = await dev.ask(put.encode())
-                assert answer is not None and answer.code == code
+        context = await server_context(site.site, (LOCALHOST, port), credentials=SERVER_CREDENTIALS,
+                                       max_body_size=1, **SETTINGS)
+        try:
+            async with device((LOCALHOST, port)) as dev:
+                for payload, code in ((b"12", TOO_LARGE), (b"1", aiocoap.CHANGED)):
+                    put = aiocoap.Message(code=aiocoap.PUT, uri_path=("large",), payload=payload)
+                    put.mtype, put.mid, put.token = aiocoap.CON, len(payload), b"1"
+                    answer = await dev.ask(put.encode())
+                    assert answer is not None and answer.code == code
+        finally:
+            await context.shutdown()
         assert site.large.stored == b"1"
 
     run(main())
