@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import io
 import json
 import math
 import os
@@ -17,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -464,3 +466,140 @@ def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
     # A SPEC replaces the four flags for its direction as a whole, and says so.
     assert ("instead of --loss, --duplicate, --reorder and --delay, which then do not apply to "
             "that direction at all (what SPEC leaves out is 0)") in text
+
+
+class _Running:
+    """What `_write_line` reads of a proxy: whether it still runs."""
+
+    def __init__(self, running: bool) -> None:
+        self.running = running
+
+
+class _FailingRaw(io.RawIOBase):
+    """A binary stream with no descriptor whose writes fail with `failure` while it is set."""
+
+    def __init__(self, failure: OSError) -> None:
+        super().__init__()
+        self.failure: OSError | None = failure
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.failure is not None:
+            raise self.failure
+        return len(data)
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [(OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+     (OSError("the disk went away"), "the disk went away")],
+)
+def test_a_stream_without_a_descriptor_that_fails_is_said_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, failure: OSError, said: str
+) -> None:
+    """stdout a stream with no descriptor (as a test's capture), buffered, whose write fails
+    only when flushed: the line is flushed at once, its failure is one line on stderr (the
+    error's strerror, else the error), and the line is not printed."""
+    raw = _FailingRaw(failure)
+    stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    try:
+        assert proxy_module._print_line("listening", cast(Any, _Running(True))) is False
+    finally:
+        raw.failure = None
+        stdout.close()
+    assert stderr.getvalue() == f"python -m iotdtls.proxy: cannot print: {said}\n"
+
+
+def _bounded(call: Any, seconds: float) -> Any:
+    """`call()`'s answer, which must come within `seconds`."""
+    answers: list[Any] = []
+    runner = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+    runner.start()
+    runner.join(seconds)
+    assert answers, f"no answer within {seconds} s"
+    return answers[0]
+
+
+def test_a_line_goes_whole_on_the_descriptor_in_the_stream_s_encoding() -> None:
+    """A line longer than a pipe holds, read as it comes: written whole by the writer thread,
+    in the stream's encoding (what it cannot encode escaped), with a newline."""
+    read_end, write_end = os.pipe()
+    got = bytearray()
+
+    def read() -> None:
+        while chunk := os.read(read_end, 65536):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        with open(write_end, "w", encoding="ascii", closefd=False) as stream:
+            line = "é€" + "x" * 200_000
+            assert _bounded(lambda: proxy_module._write_line(
+                stream, "stdout", line, cast(Any, _Running(True))), 10.0) is None
+    finally:
+        os.close(write_end)
+        reader.join(5.0)
+        os.close(read_end)
+    assert bytes(got) == b"\\xe9\\u20ac" + b"x" * 200_000 + b"\n"
+
+
+def test_a_descriptor_that_fails_is_said() -> None:
+    """A pipe whose reader has gone: the write's error (its strerror) is the answer."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        with open(write_end, "w", encoding="utf-8", closefd=False) as stream:
+            assert _bounded(lambda: proxy_module._write_line(
+                stream, "stdout", "lost", cast(Any, _Running(True))), 10.0) == "Broken pipe"
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(("running", "read_after", "answer"), [
+    (True, 2.0, None),  # the proxy runs: the line waits for its reader, past the grace
+    (False, 0.6, None),  # stopped: the line waits the grace for a late reader
+    (False, None, "stdout is not being read"),  # stopped, never read: given up after the grace
+])
+def test_a_blocked_line_waits_while_the_proxy_runs_and_a_grace_after(
+    monkeypatch: pytest.MonkeyPatch, running: bool, read_after: float | None, answer: str | None
+) -> None:
+    """stdout a full pipe: a line waits for a reader as long as the proxy runs and then
+    `_UNREAD_GRACE` seconds (1.2 here) more; a line still blocked then is given up, its writer
+    thread left behind (a daemon: it does not hold the process at exit)."""
+    monkeypatch.setattr(proxy_module, "_UNREAD_GRACE", 1.2)
+    read_end, write_end = full_pipe()
+    threads = set(threading.enumerate())
+
+    def drain() -> None:
+        os.set_blocking(read_end, False)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(read_end, 65536):
+                pass
+
+    reader = threading.Timer(read_after, drain) if read_after is not None else None
+    try:
+        with open(write_end, "w", encoding="utf-8", closefd=False) as stream:
+            started = time.monotonic()
+            if reader is not None:
+                reader.start()
+            said = _bounded(lambda: proxy_module._write_line(
+                stream, "stdout", "late", cast(Any, _Running(running))), 10.0)
+            elapsed = time.monotonic() - started
+            assert said == answer
+            if read_after is not None:
+                assert elapsed >= read_after  # written once read, not before
+            else:
+                assert 1.2 <= elapsed < 5.0
+                behind = set(threading.enumerate()) - threads
+                assert behind and all(t.daemon for t in behind)
+    finally:
+        if reader is not None:
+            reader.join(5.0)
+        os.close(read_end)  # the writer left behind ends with EPIPE
+        os.close(write_end)
