@@ -434,8 +434,8 @@ def test_command_line(echo: UdpEcho, client: socket.socket, tmp_path: Path) -> N
     log_path = tmp_path / "log.json"
     argv = [sys.executable, "-m", "iotdtls.proxy", "--target", f"{LOCALHOST}:{echo.address[1]}",
             "--seed", "1", "--drop", "client:1", "--lifetime", "10", "--log-json", str(log_path)]
-    with PeerProcess(argv, name="proxy", time_limit=20.0) as proc:
-        listening = proc.wait_for_output(r"listening on 127\.0\.0\.1:(\d+) ", 5.0)
+    with PeerProcess(argv, name="proxy", time_limit=40.0) as proc:
+        listening = proc.wait_for_output(r"listening on 127\.0\.0\.1:(\d+) ", 20.0)
         port = int(listening.group(1))
         client.sendto(b"dropped", (LOCALHOST, port))
         client.sendto(b"kept", (LOCALHOST, port))

@@ -395,6 +395,21 @@ def full_pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
+def handles(process: subprocess.Popen[bytes], sig: int, within: float = 30.0) -> float:
+    """When `process` handles `sig` (Linux: the SigCgt mask of /proc/PID/status) or has ended,
+    by `time.monotonic()`: a signal sent then finds the handler however long the start took
+    (a fixed second was too short for the mutation run's package, seconds to import)."""
+    deadline = time.monotonic() + within
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("SigCgt:") and int(line.split()[1], 16) >> (sig - 1) & 1:
+                    return time.monotonic()
+        time.sleep(0.02)
+    assert process.poll() is not None, f"no handler of signal {sig} within {within} s"
+    return time.monotonic()
+
+
 @pytest.mark.parametrize("unread", ["stdout", "stdout and stderr", "stdout, stderr closed"])
 @pytest.mark.parametrize("stop_with", [None, signal.SIGTERM])
 def test_a_stdout_nobody_reads_does_not_hold_the_run(unread: str, stop_with: int | None) -> None:
@@ -411,14 +426,14 @@ def test_a_stdout_nobody_reads_does_not_hold_the_run(unread: str, stop_with: int
         command = ["sh", "-c", 'exec "$@" 2>&-', "sh", *command]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     stderr: int = write_end if unread == "stdout and stderr" else subprocess.PIPE
-    started = time.monotonic()
     try:
         with subprocess.Popen(command, stdout=write_end, stderr=stderr, env=env) as process:
             try:
+                started = handles(process, signal.SIGTERM)  # its lifetime runs by then
                 if stop_with is not None:
-                    time.sleep(1.0)  # the proxy started and is blocked on its first line
+                    time.sleep(0.5)  # the proxy is blocked on its first line
                     process.send_signal(stop_with)
-                status = process.wait(15)
+                status = process.wait(30)
                 err = process.stderr.read().decode() if process.stderr is not None else ""
             finally:
                 if process.poll() is None:
