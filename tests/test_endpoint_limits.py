@@ -1014,3 +1014,24 @@ def test_a_late_copy_of_a_failed_flight_does_not_end_the_next_handshake_from_its
     assert net.server._failed == {}
     net.pump()
     assert client.state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("HS-2")
+def test_a_client_hello_the_gate_drops_leaves_a_failed_handshakes_alert_owed() -> None:
+    """Only a ClientHello the gate takes (answered with a HelloVerifyRequest, or starting an
+    association) forgets its address's failed handshake: a part of one, or a hello header
+    with junk behind it, from a spoofer at that address, left the failed client without its
+    alert again (probe BE)."""
+    net = Net(server_config())
+    address = ("198.51.100.35", 5500)
+    flight = fail_with_lost_alert(net, address)
+    net.now = 1.0
+    part = forged_hello(net, fragment=True)
+    whole = forged_hello(net, fragment=False)
+    junk = whole[:25] + b"\xff" * (len(whole) - 25)  # a whole hello's header, then no hello
+    for dropped in (part, junk):
+        net.server.receive_datagram(dropped, address, net.now)
+        assert net.server.datagrams_to_send(net.now) == []
+    assert net.server.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 1
+    assert net.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 1
+    assert alert_again(net, address, flight)

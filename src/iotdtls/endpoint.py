@@ -470,10 +470,6 @@ class ServerEndpoint:
         if hello is None or not (hello.whole or hello.part):
             self._not_a_hello(data, address, now)
             return
-        if self._failed:
-            # A new handshake from the address: the failed one's alert is no longer owed, and
-            # a late copy of its flight must not end this one with it.
-            self._failed.pop(address, None)
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
             if self._without_cookie(address):
@@ -599,6 +595,8 @@ class ServerEndpoint:
         exchange); counted as `accepted` once it is made, so that a ClientHello left to wait
         (`GateOutcome.HOST_HANDSHAKES_WAIT`) is not: the associations counted are those that
         complete, fail or are unfinished at the stop (`ServerStats.handshakes_unfinished`)."""
+        if self._failed:  # a new handshake from the address (`_hello_verify`)
+            self._failed.pop(address, None)
         host = host_of(address)
         if not self._make_room(address, host, now):
             return
@@ -760,6 +758,12 @@ class ServerEndpoint:
             return
         self.gate[_HELLO_VERIFY_SENT] += 1
         self._outgoing.append((datagram, address))
+        if self._failed:
+            # A new handshake from the address: the failed one's alert is no longer owed, and
+            # a late copy of its flight must not end this one with it. Only a ClientHello the
+            # gate takes (answered here, or starting an association) forgets it: one it drops
+            # (a part, a malformed one) does not.
+            self._failed.pop(address, None)
 
     def _collect(self, address: Address, conn: DtlsConnection) -> None:
         """Take what `conn` has to send and to tell, and keep the tables in step with it."""
