@@ -472,7 +472,7 @@ class ServerEndpoint:
             return
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
-            if self._without_cookie(address):
+            if not self.config.cookie_exchange and self._no_proven_association(address):
                 self._associate(data, address, now, _HELLO_ACCEPTED_WITHOUT_COOKIE)
             return
         body = hello.fragment(data)
@@ -492,7 +492,7 @@ class ServerEndpoint:
             )
             return
         addr_bytes = repr(address).encode()
-        if self._without_cookie(address):
+        if not self.config.cookie_exchange and self._no_proven_association(address):
             accepted = _HELLO_ACCEPTED_WITHOUT_COOKIE
         elif self._cookies.verify(now, addr_bytes, without_cookie, cookie):
             old = self.connections.get(address)
@@ -506,17 +506,16 @@ class ServerEndpoint:
             return
         self._associate(data, address, now, accepted)
 
-    def _without_cookie(self, address: Address) -> bool:
-        """Whether a ClientHello from `address` starts an association without a cookie: with
-        cookie exchange off, unless the address has an established association, which RFC
-        6347 §4.2.8 forbids destroying before the new hello's client "has demonstrated
+    def _no_proven_association(self, address: Address) -> bool:
+        """With cookie exchange off, whether a ClientHello from `address` starts an association
+        without a cookie: unless the address has an established association, which RFC 6347
+        §4.2.8 forbids destroying before the new hello's client "has demonstrated
         reachability" (so that one forged hello cannot end it): that hello goes through the
         cookie exchange. A half-open association made without a cookie proves no more than
         the new hello does (and forged epoch-0 records can end it anyway): the new hello
-        replaces it, so that a spoofer holding one cannot keep its address's client out."""
-        return not self.config.cookie_exchange and (
-            address not in self.connections or address in self._handshaking
-        )
+        replaces it, so that a spoofer holding one cannot keep its address's client out.
+        (The callers test `cookie_exchange` first: with it on, the gate's path has no call.)"""
+        return address not in self.connections or address in self._handshaking
 
     def _not_a_hello(self, data: bytes, address: Address, now: float) -> None:
         """A datagram from an address without an association that starts with no ClientHello:
