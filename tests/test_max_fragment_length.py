@@ -37,6 +37,8 @@ from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
     KEY,
+    Direction,
+    Fate,
     MemoryLink,
     drop_exactly,
     established,
@@ -122,6 +124,26 @@ def test_an_authentic_record_over_the_limit_ends_with_record_overflow() -> None:
     )
     assert isinstance(theirs.error, AlertReceived)
     assert events_of(link, "server", DataReceived) == []
+
+
+@pytest.mark.req("EXT-1")
+def test_a_record_of_the_limit_behind_the_finished_is_taken() -> None:
+    """A record of exactly the limit is within it: the client's data of 512 bytes riding in
+    the datagram of its Finished is read by the server still in its handshake (from the
+    Finished on, established), not refused with record_overflow."""
+    holder: list[MemoryLink] = []
+
+    def fate(direction: Direction, index: int, data: bytes) -> Fate | bytes:
+        if direction == "client" and any(h.epoch for h, _ in records(data)):
+            layer = record_layer(holder[0].client)
+            return data + layer.seal(ContentType.application_data, b"\x07" * 512, 1)
+        return "deliver"
+
+    link = make_link(fate, client={"max_fragment_length": 512})
+    holder.append(link)
+    link.handshake()
+    assert established(link)
+    assert events_of(link, "server", DataReceived) == [DataReceived(b"\x07" * 512)]
 
 
 @pytest.mark.req("EXT-1", "REC-3")

@@ -248,6 +248,34 @@ def test_bad_tags_counted_per_epoch() -> None:
     assert receiver.discards[DiscardReason.BAD_TAG] == 2
 
 
+@pytest.mark.req("REC-3", "EXT-1")
+def test_only_an_exempt_layer_takes_a_lone_client_hello_over_the_limit() -> None:
+    """Over `plaintext_limit`, an unprotected record is taken only by a layer that is
+    `client_hello_exempt` (a server's, set by its connection), and only when it holds one
+    ClientHello fragment whose 24-bit fragment_length (RFC 6347 §4.2.2) ends the record."""
+    body = bytes(600)
+
+    def hello(fragment_length: bytes) -> bytes:
+        # msg_type, length, message_seq, fragment_offset, fragment_length, then the body
+        header = b"\x01" + (600).to_bytes(3, "big") + b"\x00\x00" + bytes(3) + fragment_length
+        return raw_record(22, 0xFEFD, 0, 7, header + body)
+
+    whole = hello((600).to_bytes(3, "big"))
+    high_byte = hello(b"\x01" + (600).to_bytes(2, "big"))  # 66,136: not this record's
+    for exempt, datagram, taken in [
+        (False, whole, False),  # the default: a fresh layer is no server's
+        (True, whole, True),
+        (True, high_byte, False),
+    ]:
+        layer = RecordLayer()
+        layer.plaintext_limit = 512
+        if exempt:
+            layer.client_hello_exempt = True
+        got = layer.open_datagram(datagram)
+        assert [len(r.payload) for r in got] == ([612] if taken else [])
+        assert layer.discards[DiscardReason.OVER_FRAGMENT_LIMIT] == (0 if taken else 1)
+
+
 @pytest.mark.req("REC-3")
 def test_short_fragment_and_truncated_datagram() -> None:
     sender, receiver = pair()
