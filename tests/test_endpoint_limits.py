@@ -969,6 +969,21 @@ def test_a_failed_handshakes_alert_goes_out_at_most_three_times_spaced_and_never
     assert net.server._failed == {}
 
 
+@pytest.mark.req("HS-2")
+def test_an_association_that_ends_otherwise_keeps_another_addresss_failure() -> None:
+    """An association that ends without an alert to repeat (closed here) forgets only a
+    failure of its own address, if any: another address's is still answered."""
+    net = Net(server_config())
+    failed, other = ("198.51.100.34", 5400), ("198.51.100.34", 5401)
+    flight = fail_with_lost_alert(net, failed)
+    net.established(other)
+    net.server.close(other)
+    net.pump()
+    assert net.server.connections == {}
+    net.now = 1.0
+    assert alert_again(net, failed, flight)
+
+
 def split_first(datagram: bytes) -> tuple[RecordHeader, bytes]:
     header = RecordHeader.decode(datagram)
     return header, datagram[13 : 13 + header.length]

@@ -21,7 +21,7 @@ from iotdtls.errors import AlertDescription, AlertReceived, AlertSent, Handshake
 from iotdtls.events import ConnectionClosed, DataReceived
 from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import DTLS_1_2, Alert, ClientKeyExchangePsk, HandshakeType
-from iotdtls.record import ContentType, RecordHeader
+from iotdtls.record import MAX_SEQUENCE_NUMBER, ContentType, RecordHeader
 from tests.memory_link import (
     CLIENT_ADDR,
     Direction,
@@ -443,6 +443,76 @@ def test_a_closed_client_repeats_its_alert_only_for_the_peers_flight(
     assert len(client.datagrams_to_send(1.25)) == 1
     assert len(client.alert_repeats) == ALERT_REPEATS - 2
     assert len(wire_from(link, "client")) == before
+
+
+def flight_record(content_type: int, epoch: int, size: int) -> bytes:
+    """A record of the peer's flight as the framing reads it: `size` bytes of fragment."""
+    header = RecordHeader(content_type, DTLS_1_2, epoch, 50 + epoch, size)
+    return header.encode() + bytes(size)
+
+
+@pytest.mark.req("HS-4")
+def test_a_datagram_as_large_as_the_alert_gets_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No more bytes out than came in: a ChangeCipherSpec record with a 2-byte fragment (15
+    bytes, the size of the epoch-0 alert) is large enough."""
+    failing_client(monkeypatch)
+    link = make_link(drop_alerts("client", 99))
+    link.client.connect(0.0)
+    link.run(until=0.5)
+    client = link.client
+    assert isinstance(client.error, AlertSent)
+    datagram = flight_record(ContentType.change_cipher_spec, 0, 2)
+    assert len(datagram) == len(client.alert_repeats[0]) == 15
+    alert = client.alert_repeats[0]
+    client.receive_datagram(datagram, 1.0)
+    assert client.datagrams_to_send(1.0) == [alert]
+
+
+@pytest.mark.req("HS-4")
+def test_the_alert_is_kept_again_only_as_often_as_record_numbers_are_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copies of the alert are sealed when the handshake fails, each in its own record:
+    with two numbers left in the epoch, the alert takes one and a single copy is kept (RFC
+    6347 §4.1: the numbers do not wrap); the failure is still the alert's, not the epoch's."""
+    failing_client(monkeypatch)
+    link = make_link(drop_alerts("client", 99), cookie=False)
+    link.client.connect(0.0)  # its ClientHello, the one record before the failure
+    record_layer(link.client).set_next_sequence_number(0, MAX_SEQUENCE_NUMBER - 2)
+    link.run(until=0.5)
+    client = link.client
+    assert isinstance(client.error, AlertSent)
+    assert client.error.alert is AlertDescription.unexpected_message
+    (copy,) = client.alert_repeats
+    assert RecordHeader.decode(copy).sequence_number == MAX_SEQUENCE_NUMBER - 1
+
+
+@pytest.mark.req("HS-4")
+def test_the_endpoint_repeats_its_alert_for_a_flight_record_of_epoch_0_or_1() -> None:
+    """What the endpoint reads of a datagram from an address whose handshake failed on its
+    alert, the keys gone: a handshake or ChangeCipherSpec record of epoch 0 or 1 (the client's
+    flight 5 ends in its epoch-1 Finished; epoch 2 is no first handshake's), in a datagram as
+    large as the alert (15 bytes in epoch 0) or larger, a quarter of the initial
+    retransmission interval (1 s) after the failure and after the last alert."""
+    link = make_link(drop_alerts("server", 99), client={"psk": bytes(16)})
+    link.client.connect(0.0)
+    link.run(until=0.5)
+    assert link.server.connections == {}
+    assert len(alerts_sent(link, "server")) == 1
+
+    def alerts_for(datagram: bytes, now: float) -> list[int]:
+        link.server.receive_datagram(datagram, CLIENT_ADDR, now)
+        sent = link.server.datagrams_to_send(now)
+        return [len(data) for data, address in sent if address == CLIENT_ADDR]
+
+    assert alerts_for(flight_record(ContentType.handshake, 1, 40), 0.2) == []  # failed at 0
+    assert alerts_for(flight_record(ContentType.handshake, 2, 40), 1.0) == []
+    assert alerts_for(flight_record(ContentType.handshake, 1, 40), 1.0) == [15]
+    # The next no sooner than a quarter of the initial retransmission interval (1 s) after.
+    assert alerts_for(flight_record(ContentType.handshake, 1, 40), 1.2) == []
+    assert alerts_for(flight_record(ContentType.change_cipher_spec, 0, 2), 1.25) == [15]
+    assert link.server.gate[GateOutcome.ALERT_REPEATED] == 2
+    assert link.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 3
 
 
 @pytest.mark.req("HS-4")
