@@ -103,6 +103,53 @@ def test_a_lookup_allocates_about_the_file_not_the_size_limit(tmp_path: Path) ->
     assert peak < 64 * 1024, peak
 
 
+def test_the_bounded_reader_takes_a_file_of_its_limit_and_refuses_a_larger_one_unread(
+    tmp_path: Path,
+) -> None:
+    """`read_regular_file`: a file of exactly the limit is read whole; one byte more is
+    refused, also where fstat gives no size (/proc); a file whose size is over the limit is
+    refused without a read (no buffer of the limit: a sparse 2 MiB file against the 1 MiB
+    default)."""
+    read, refused = iotdtls._files.read_regular_file, iotdtls._files.RefusedFile
+    exact, over, huge = tmp_path / "exact", tmp_path / "over", tmp_path / "huge"
+    exact.write_bytes(bytes(range(100)))
+    over.write_bytes(bytes(101))
+    with huge.open("wb") as sparse:
+        sparse.truncate(2 << 20)
+    assert read(str(exact), 100) == bytes(range(100))
+    with pytest.raises(refused, match=r"^is larger than 100 bytes: is it the right file\?$"):
+        read(str(over), 100)
+    # A size the file system does not know (0 in /proc): read on up to the limit and a byte.
+    cmdline = Path("/proc/self/cmdline").read_bytes()
+    assert os.stat("/proc/self/cmdline").st_size == 0 and len(cmdline) > 10
+    assert read("/proc/self/cmdline") == cmdline
+    assert read("/proc/self/cmdline", len(cmdline)) == cmdline
+    with pytest.raises(refused, match=r"^is larger than 10 bytes"):
+        read("/proc/self/cmdline", 10)
+    tracemalloc.start()
+    try:
+        with pytest.raises(refused, match=r"^is larger than 1 MiB"):
+            read(str(huge))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, peak
+
+
+def test_the_bounded_reader_stops_at_its_bound_whatever_the_size_said() -> None:
+    """`_read_at_most` on a descriptor with more than it may take and a size of 0 (as /proc
+    gives, or a file grown since fstat): the first read asks for a byte, the next for at most
+    what was read so far or 4096 bytes, and no read goes past `most`."""
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, bytes(range(100)))
+        os.close(writer)
+        assert iotdtls._files._read_at_most(reader, 11, 0) == bytes(range(11))
+        assert os.read(reader, 200) == bytes(range(11, 100))  # nothing more was taken
+    finally:
+        os.close(reader)
+
+
 def test_another_store_on_the_directory_finds_the_session(tmp_path: Path) -> None:
     """Another worker, or the server after a restart, with its own monotonic clock."""
     state = session()
