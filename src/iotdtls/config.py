@@ -74,6 +74,7 @@ __all__ = [
     "ServerConfig",
     "ServerNameLookup",
     "file_keylog",
+    "shown_value",
     "type_name",
 ]
 
@@ -169,7 +170,7 @@ def type_name(value: object) -> str:
 _SHOWN_INT_BITS = 64
 
 
-def _shown(value: object) -> str:
+def shown_value(value: object) -> str:
     """A value in an error: a number as itself (an integer wider than 64 bits by its size),
     anything else by its type (whose repr may run to many lines)."""
     if isinstance(value, int) and value.bit_length() > _SHOWN_INT_BITS:
@@ -252,7 +253,7 @@ class RetryPolicy:
         _check_types(self, _POLICY_KINDS, "retry ")
         if not _is_int(self.attempts) or self.attempts < 1:
             raise ConfigError(
-                f"retry attempts must be an integer >= 1, got {_shown(self.attempts)}"
+                f"retry attempts must be an integer >= 1, got {shown_value(self.attempts)}"
             )
         if not 0 < self.initial <= self.maximum:
             raise ConfigError("retry needs 0 < initial <= maximum (seconds)")
@@ -584,7 +585,7 @@ class _CommonConfig:
         _check_heartbeat(self.heartbeat, self.keepalive_interval)
         if not _is_int(self.mtu) or not MIN_MTU <= self.mtu <= MAX_MTU:
             raise ConfigError(
-                f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got {_shown(self.mtu)}"
+                f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got {shown_value(self.mtu)}"
             )
         if not self.handshake_timeout > 0:
             raise ConfigError(
@@ -599,7 +600,7 @@ class _CommonConfig:
         ):
             raise ConfigError(
                 "integrity_limit must be a whole number >= 1 (or None), "
-                f"got {_shown(self.integrity_limit)}"
+                f"got {shown_value(self.integrity_limit)}"
             )
         if self.keylog_file is not None and self.keylog is None:
             object.__setattr__(self, "keylog", file_keylog(self.keylog_file))
@@ -633,7 +634,7 @@ def _check_depth(depth: int) -> None:
     if not _is_int(depth) or not 0 <= depth <= MAX_CHAIN_DEPTH_LIMIT:
         raise ConfigError(
             f"max_chain_depth must be an integer from 0 to {MAX_CHAIN_DEPTH_LIMIT}, "
-            f"got {_shown(depth)}"
+            f"got {shown_value(depth)}"
         )
 
 
@@ -742,7 +743,7 @@ class ClientConfig(_CommonConfig):
         length = self.max_fragment_length
         if length is not None and not (_is_int(length) and length in MAX_FRAGMENT_LENGTHS):
             raise ConfigError(
-                f"max_fragment_length must be 512, 1024, 2048 or 4096, got {_shown(length)}"
+                f"max_fragment_length must be 512, 1024, 2048 or 4096, got {shown_value(length)}"
             )
         sni = None if self.server_name is None else reference_identity(self.server_name)
         object.__setattr__(self, "_sni", sni if isinstance(sni, str) else None)
@@ -989,7 +990,7 @@ class ServerConfig(_CommonConfig):
         if not _is_int(self.validated_chains) or self.validated_chains < 0:
             raise ConfigError(
                 "validated_chains must be an integer >= 0 (0: every client chain validated), "
-                f"got {_shown(self.validated_chains)}"
+                f"got {shown_value(self.validated_chains)}"
             )
         object.__setattr__(
             self, "_store", _trust_store(self.client_trust_anchors, self.validated_chains)

@@ -123,12 +123,12 @@ class Uploads:
 def check_max_body_size(value: object) -> int:
     """`value` as the bound on request bodies: a whole number of bytes, at least 1; a
     `ConfigError` otherwise, naming an integer as itself (one wider than 64 bits by its size,
-    whose repr may raise ValueError: `config._shown`), anything else by its type."""
-    from iotdtls.config import _shown, type_name
+    whose repr may raise ValueError: `config.shown_value`), anything else by its type."""
+    from iotdtls.config import shown_value, type_name
     from iotdtls.errors import ConfigError
 
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        shown = _shown(value) if isinstance(value, int) else type_name(value)
+        shown = shown_value(value) if isinstance(value, int) else type_name(value)
         raise ConfigError(f"max_body_size must be a whole number of bytes, at least 1, got {shown}")
     return value
 
