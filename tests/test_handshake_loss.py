@@ -405,6 +405,17 @@ def test_a_failed_handshake_sends_its_alert_again_a_bounded_number_of_times(
         assert len(closed) == 1 and isinstance(closed[0].error, HandshakeTimeout)
 
 
+def failed_client_with_its_alerts_lost(monkeypatch: pytest.MonkeyPatch) -> MemoryLink:
+    """A link whose client failed the handshake on its own alert (`failing_client`), every
+    alert of the client's lost; run until 0.5 s."""
+    failing_client(monkeypatch)
+    link = make_link(drop_alerts("client", 99))
+    link.client.connect(0.0)
+    link.run(until=0.5)
+    assert isinstance(link.client.error, AlertSent)
+    return link
+
+
 @pytest.mark.req("HS-4")
 def test_a_closed_client_repeats_its_alert_only_for_the_peers_flight(
     monkeypatch: pytest.MonkeyPatch,
@@ -413,12 +424,8 @@ def test_a_closed_client_repeats_its_alert_only_for_the_peers_flight(
     interval, only for a handshake or ChangeCipherSpec record at least as large as the alert:
     application data, alerts and a burst of copies get nothing more; an established
     association that fails keeps no alert to repeat."""
-    failing_client(monkeypatch)
-    link = make_link(drop_alerts("client", 99))
-    link.client.connect(0.0)
-    link.run(until=0.5)
+    link = failed_client_with_its_alerts_lost(monkeypatch)
     client = link.client
-    assert isinstance(client.error, AlertSent)
     assert len(client.alert_repeats) == ALERT_REPEATS
     flight_4 = wire_from(link, "server")[1]
     before = len(wire_from(link, "client"))
@@ -455,12 +462,8 @@ def flight_record(content_type: int, epoch: int, size: int) -> bytes:
 def test_a_datagram_as_large_as_the_alert_gets_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """No more bytes out than came in: a ChangeCipherSpec record with a 2-byte fragment (15
     bytes, the size of the epoch-0 alert) is large enough."""
-    failing_client(monkeypatch)
-    link = make_link(drop_alerts("client", 99))
-    link.client.connect(0.0)
-    link.run(until=0.5)
+    link = failed_client_with_its_alerts_lost(monkeypatch)
     client = link.client
-    assert isinstance(client.error, AlertSent)
     datagram = flight_record(ContentType.change_cipher_spec, 0, 2)
     assert len(datagram) == len(client.alert_repeats[0]) == 15
     alert = client.alert_repeats[0]
