@@ -231,6 +231,14 @@ class RetransmitPolicy:
                 f"retransmit maximum ({self.maximum} s) must be >= initial ({self.initial} s)"
             )
 
+    @property
+    def triggered_spacing(self) -> float:
+        """The least time between two sends the peer triggers rather than the timer (our
+        flight resent early on evidence of loss, a lost fatal alert sent again): a quarter of
+        `initial`, so that no run of the peer's records, forged or not, makes us an amplifier
+        (RFC 6347 §4.2.4, §4.2.7)."""
+        return self.initial / 4
+
 
 #: RFC 6347 §4.2.4.1: 1 s initial, doubling up to 60 s.
 RFC6347_RETRANSMIT = RetransmitPolicy(1.0, 60.0)

@@ -485,7 +485,7 @@ class DtlsConnection:
                 break
         else:
             return
-        self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
+        self._next_triggered_retransmit = now + self.config.retransmit.triggered_spacing
         self._alert_repeats = repeats[1:]
         self._queue([repeats[0]])
 
@@ -1020,7 +1020,7 @@ class DtlsConnection:
         at once."""
         if self._flight is None or now < self._next_triggered_retransmit:
             return
-        self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
+        self._next_triggered_retransmit = now + self.config.retransmit.triggered_spacing
         self.retransmissions += 1
         self._transmit_flight()
         if self._timer is not None:
@@ -1272,7 +1272,7 @@ class DtlsConnection:
         self._close(AlertSent(alert, str(exc)))
         if handshaking:
             self._alert_repeats = self._seal_alert_repeats(alert)
-            self._next_triggered_retransmit = now + self.config.retransmit.initial / 4
+            self._next_triggered_retransmit = now + self.config.retransmit.triggered_spacing
 
     def _seal_alert_repeats(self, alert: AlertDescription) -> tuple[bytes, ...]:
         """`ALERT_REPEATS` records of the fatal `alert` in the current write epoch, each with

@@ -547,8 +547,8 @@ class ServerEndpoint:
             return False
         alert, *rest = failed.alerts
         if rest:
-            spacing = self.config.retransmit.initial / 4
-            self._failed[address] = failed._replace(alerts=tuple(rest), not_before=now + spacing)
+            not_before = now + self.config.retransmit.triggered_spacing
+            self._failed[address] = failed._replace(alerts=tuple(rest), not_before=not_before)
         else:
             del self._failed[address]
         self._outgoing.append((alert, address))
@@ -570,7 +570,7 @@ class ServerEndpoint:
         failed.pop(address, None)  # a newer failure goes last, in the order of expiry
         failed[address] = _FailedHandshake(
             alerts,
-            now + self.config.retransmit.initial / 4,
+            now + self.config.retransmit.triggered_spacing,
             now + self.config.handshake_timeout,
         )
         self._expire_failures(now)
