@@ -903,6 +903,39 @@ def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: sign
         caplog.record_tuples)
 
 
+def test_serve_keeps_to_its_max_connections_and_idle_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`coap serve --max-connections 1 --idle-timeout 0.5`: a second client's association
+    makes room by letting the first go (`evicted_when_full`), and the second, once idle for
+    half a second, is let go too (`idle expired 1` in the counters logged at the stop)."""
+    port = free_udp_port()
+    uri = f"coaps://{LOCALHOST}:{port}/hello"
+
+    async def clients() -> None:
+        try:
+            async with coaps_client() as first:
+                await first_answer(first, uri)
+                async with coaps_client() as second:
+                    await get(second, uri)
+                    await asyncio.sleep(1.5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with signal_fallback(signal.SIGTERM) as fallback, caplog.at_level(logging.INFO):
+        thread = in_thread(clients)
+        status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS,
+                       "--max-connections", "1", "--idle-timeout", "0.5"])
+        thread.join(10.0)
+    assert (status, fallback) == (0, [])
+    stopped = [message for name, _, message in caplog.record_tuples
+               if name == "iotdtls.cli" and message.startswith("stopped: ")]
+    assert len(stopped) == 1
+    assert "handshakes 2 completed" in stopped[0]
+    assert "idle expired 1;" in stopped[0]
+    assert "evicted_when_full 1" in stopped[0]
+
+
 def test_serve_logs_what_aiocoap_raised_in_one_line_and_bounds_its_repeats(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

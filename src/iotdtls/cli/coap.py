@@ -35,6 +35,7 @@ from iotdtls.cli.common import (
     Parser,
     UsageError,
     add_common_flags,
+    add_server_limits,
     common_settings,
     counters_signal_ignored,
     format_hostport,
@@ -42,6 +43,7 @@ from iotdtls.cli.common import (
     log_stopped,
     parse_listen,
     seconds,
+    server_limits,
     stdout_buffer,
     stop_on_signals,
     whole_number,
@@ -140,6 +142,7 @@ def register(sub: Any) -> None:
         "(RFC 7959): past it the server answers 4.13 Request Entity Too Large itself, with "
         f"Size1 = BYTES (default {DEFAULT_MAX_BODY_SIZE})",
     )
+    add_server_limits(srv)
     add_server_credentials(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_serve, server_logging=True)
@@ -477,7 +480,7 @@ def run_serve(args: argparse.Namespace) -> int:
     (`counters_signal_ignored`), as `iotdtls server` does."""
     _require_aiocoap()
     host, port = parse_listen(args.listen)
-    config = server_config(args, **common_settings(args))
+    config = server_config(args, **common_settings(args), **server_limits(args))
     with counters_signal_ignored():
         asyncio.run(_serve(config, host, port, args.max_body_size))
     return 0

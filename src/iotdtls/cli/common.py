@@ -22,7 +22,15 @@ from typing import Any, BinaryIO, NoReturn, Protocol
 from iotdtls._addresses import format_hostport, host_from_uri
 from iotdtls._arguments import MAX_PORT
 from iotdtls._files import RefusedFile, open_private_append, same_file
-from iotdtls.config import DEFAULT_MTU, MAX_MTU, MIN_MTU, RFC6347_RETRANSMIT, RetransmitPolicy
+from iotdtls.config import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MTU,
+    MAX_MTU,
+    MIN_MTU,
+    RFC6347_RETRANSMIT,
+    RetransmitPolicy,
+    ServerConfig,
+)
 from iotdtls.loop import LOOP_CHOICES
 from iotdtls.stats import ServerStats
 
@@ -32,6 +40,7 @@ __all__ = [
     "UsageError",
     "add_common_flags",
     "add_loop_flag",
+    "add_server_limits",
     "common_settings",
     "counters_signal_ignored",
     "discard_new_keylog",
@@ -47,6 +56,7 @@ __all__ = [
     "prepare_keylog",
     "require_streams",
     "seconds",
+    "server_limits",
     "setup_logging",
     "stdout_buffer",
     "stop_on_signals",
@@ -319,6 +329,45 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
         "mtu": args.mtu,
         "retransmit": RetransmitPolicy(initial, max(RFC6347_RETRANSMIT.maximum, initial)),
         "keylog_file": args.keylog,
+    }
+
+
+def add_server_limits(p: argparse.ArgumentParser, per: str = "") -> None:
+    """--max-handshakes, --max-handshakes-per-host, --max-connections and --idle-timeout, for
+    every command that serves (`per`, e.g. ", per worker": what the counts are kept for)."""
+    p.add_argument(
+        "--max-handshakes", type=whole_number(1), default=ServerConfig.max_handshakes,
+        metavar="N",
+        help=f"half-open handshakes kept at once{per} (the oldest is dropped when full; "
+        f"default {ServerConfig.max_handshakes})",
+    )
+    p.add_argument(
+        "--max-handshakes-per-host", type=whole_number(1),
+        default=ServerConfig.max_handshakes_per_host, metavar="N",
+        help="of those, kept from one host (IPv4 address, IPv6 /64) once all are in use: a "
+        "host under it takes the place of the oldest of the host most beyond it; at or beyond "
+        "it, its own oldest is dropped once stalled, else the new one waits for a "
+        f"retransmission (default {ServerConfig.max_handshakes_per_host})",
+    )
+    p.add_argument(
+        "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
+        metavar="N",
+        help=f"established associations kept at once{per} (the idlest makes room when "
+        f"full; default {ServerConfig.max_connections})",
+    )
+    p.add_argument(
+        "--idle-timeout", type=seconds(), default=DEFAULT_IDLE_TIMEOUT, metavar="S",
+        help=f"close associations idle for S seconds (default {DEFAULT_IDLE_TIMEOUT:g})",
+    )
+
+
+def server_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ServerConfig` settings of `add_server_limits`' flags."""
+    return {
+        "max_handshakes": args.max_handshakes,
+        "max_handshakes_per_host": args.max_handshakes_per_host,
+        "max_connections": args.max_connections,
+        "idle_timeout": args.idle_timeout,
     }
 
 

@@ -31,6 +31,7 @@ from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
     add_loop_flag,
+    add_server_limits,
     common_settings,
     counters_signal_ignored,
     file_path,
@@ -39,6 +40,7 @@ from iotdtls.cli.common import (
     parse_hostport,
     parse_listen,
     seconds,
+    server_limits,
     setup_logging,
     stdout_buffer,
     stop_on_signals,
@@ -52,7 +54,6 @@ from iotdtls.cli.credentials import (
     server_config,
 )
 from iotdtls.config import (
-    DEFAULT_IDLE_TIMEOUT,
     MAX_FRAGMENT_LENGTHS,
     MIN_KEEPALIVE_INTERVAL,
     ClientConfig,
@@ -117,26 +118,7 @@ def register(sub: Any) -> None:
         "mode 0700 if missing, refused if others can reach it; a tmpfs one, under /run or "
         "/dev/shm, is the fastest)",
     )
-    srv.add_argument(
-        "--max-handshakes", type=whole_number(1), default=ServerConfig.max_handshakes,
-        metavar="N",
-        help="half-open handshakes kept at once, per worker (the oldest is dropped when full; "
-        f"default {ServerConfig.max_handshakes})",
-    )
-    srv.add_argument(
-        "--max-handshakes-per-host", type=whole_number(1),
-        default=ServerConfig.max_handshakes_per_host, metavar="N",
-        help="of those, kept from one host (IPv4 address, IPv6 /64) once all are in use: a "
-        "host under it takes the place of the oldest of the host most beyond it; at or beyond "
-        "it, its own oldest is dropped once stalled, else the new one waits for a "
-        f"retransmission (default {ServerConfig.max_handshakes_per_host})",
-    )
-    srv.add_argument(
-        "--max-connections", type=whole_number(1), default=ServerConfig.max_connections,
-        metavar="N",
-        help="established associations kept at once, per worker (the idlest makes room when "
-        f"full; default {ServerConfig.max_connections})",
-    )
+    add_server_limits(srv, ", per worker")
     srv.add_argument(
         "-q", "--quiet", action="store_true",
         help="no log line per handshake (where it listens and the counters only)",
@@ -148,13 +130,6 @@ def register(sub: Any) -> None:
         f"to a heartbeat (default {ServerConfig.handshake_timeout:g})",
     )
     _add_heartbeat_flag(srv, "--timeout")
-    srv.add_argument(
-        "--idle-timeout",
-        type=seconds(),
-        default=DEFAULT_IDLE_TIMEOUT,
-        metavar="S",
-        help=f"close associations idle for S seconds (default {DEFAULT_IDLE_TIMEOUT:g})",
-    )
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
 
@@ -265,10 +240,7 @@ def server_config_of(args: argparse.Namespace, validity_warned: bool = False) ->
         cookie_exchange=not args.no_cookie,
         handshake_timeout=args.timeout,
         **common_settings(args),
-        max_handshakes=args.max_handshakes,
-        max_handshakes_per_host=args.max_handshakes_per_host,
-        max_connections=args.max_connections,
-        idle_timeout=args.idle_timeout,
+        **server_limits(args),
         **_heartbeat_settings(args),
     )
 
