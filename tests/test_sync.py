@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from iotdtls import sync
+from iotdtls._unreachable import LOST
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import RetryPolicy
 from iotdtls.connection import ConnectionState, DtlsConnection
@@ -638,6 +639,117 @@ def test_a_send_refused_by_the_network_is_not_an_error() -> None:
         time.sleep(0.2)  # the ICMP error arrives and waits on the socket
         client.send(b"refused")  # raises ConnectionRefusedError underneath, suppressed
         client.send(b"and again")
+
+
+class _RouteOutage(socket.socket):
+    """A UDP socket whose sends fail with EHOSTUNREACH while `down` is set, as the kernel's do
+    while the route to the server is gone (`ip route add unreachable`, probe BF #2);
+    `failed` counts the sends it refused."""
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_DGRAM)
+        self.down = False
+        self.failed = 0
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if self.down:
+            self.failed += 1
+            raise OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))
+        return super().send(data, flags)
+
+
+def test_a_handshake_across_a_route_outage_completes_once_sends_work_again(
+    server: ServerThread, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The route to the server gone for 0.5 s as the handshake starts: handshake() raised the
+    bare "OSError: [Errno 113] No route to host" of the first send (`_flush` re-raised every
+    OSError but EMSGSIZE), `config.retry` never retried, while `aio` logs the failed send and
+    lets the timer resend (probe BF #2). Now the flight is lost as UDP loses one (RFC 6347
+    §4.2.4): logged, retransmitted, and the handshake completes once the route is back."""
+    sock = _RouteOutage()
+    sock.down = True
+    back = threading.Timer(0.5, lambda: setattr(sock, "down", False))
+    back.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="iotdtls.sync"):
+            client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    finally:
+        back.cancel()
+    with client:
+        assert sock.failed >= 2  # the ClientHello and at least one retransmission
+        client.send(b"after the outage")
+        assert client.recv(timeout=5.0) == b"after the outage"
+    lost = f"socket error: [Errno {errno.EHOSTUNREACH}] {os.strerror(errno.EHOSTUNREACH)} ({LOST})"
+    assert lost in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.req("EXT-5")
+def test_recv_heartbeat_send_and_close_ride_out_a_route_outage(
+    heartbeat_server: ServerThread,
+) -> None:
+    """An established client while its sends fail with EHOSTUNREACH: heartbeat(), and recv()
+    while the lost request is retransmitted, raised the bare OSError, and so did close()
+    (its close_notify) and with it a `with` block's exit (probe BF #2). Now they behave as
+    over a network that loses the datagrams: heartbeat() says False, recv() returns None at
+    its timeout, send()'s datagram is lost, close() returns; once the route is back the same
+    association answers again."""
+    sock = _RouteOutage()
+    config = client_config(retransmit=FAST, heartbeat=True)
+    client = sync.connect(*heartbeat_server.address, config, sock=sock)
+    sock.down = True
+    assert client.heartbeat(0.3) is False  # its request lost
+    assert client.recv(timeout=0.6) is None  # the request retransmitted meanwhile, lost too
+    failed = sock.failed
+    assert failed >= 2
+    client.send(b"lost")  # lost as UDP loses one: no error (as in aio)
+    assert sock.failed == failed + 1
+    sock.down = False
+    assert client.heartbeat(5.0) is True
+    client.send(b"after the outage")
+    assert client.recv(timeout=5.0) == b"after the outage"
+    sock.down = True
+    client.close()  # close_notify is best effort
+    assert sock.failed > failed + 1
+    assert sock.fileno() == -1
+    assert client._wake_reader.fileno() == client._wake_writer.fileno() == -1
+    with pytest.raises(AssociationEnded):
+        client.send(b"after close")
+
+
+def test_an_icmp_error_reported_on_a_read_is_logged_not_raised(
+    server: ServerThread, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An ICMP host unreachable from a router on the way is reported by the connected
+    socket's next read (Linux: `recv` raises EHOSTUNREACH once): recv() raised it as a
+    bare OSError, where `aio` (asyncio's and our transports pass every read error to
+    `error_received`) logs it. Now it is logged and recv() reads on; a read that says the
+    socket is closed under us (EBADF: a caller's `sock=` closed by its owner) still raises."""
+
+    class Reported(_RouteOutage):
+        pending = 0  # the errno the next read reports
+
+        def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+            if self.pending:
+                reported, self.pending = self.pending, 0
+                raise OSError(reported, os.strerror(reported))
+            return super().recv_into(buffer, nbytes, flags)
+
+    sock = Reported()
+    with sync.connect(*server.address, client_config(retransmit=FAST), sock=sock) as client:
+        client.send(b"echoed")
+        time.sleep(0.1)  # the echo waits on the socket: the read that reports comes first
+        sock.pending = errno.EHOSTUNREACH
+        with caplog.at_level(logging.DEBUG, logger="iotdtls.sync"):
+            assert client.recv(timeout=5.0) == b"echoed"
+        assert not sock.pending
+        client.send(b"again")
+        time.sleep(0.1)
+        sock.pending = errno.EBADF
+        with pytest.raises(OSError) as closed:
+            client.recv(timeout=5.0)
+        assert closed.value.errno == errno.EBADF
+    lost = f"socket error: [Errno {errno.EHOSTUNREACH}] {os.strerror(errno.EHOSTUNREACH)} ({LOST})"
+    assert lost in [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize("port", [0, 65536, 70000])

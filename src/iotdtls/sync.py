@@ -81,6 +81,12 @@ class DtlsClient:
     leaves; a `send` it interrupted raises `AssociationEnded` unless its datagram had gone
     out.
 
+    A network that is down for a while (no route: EHOSTUNREACH or ENETUNREACH from the
+    kernel; ENOBUFS; a firewall's EPERM) loses datagrams, as `aio` does: each one the OS
+    refuses to send is logged at debug and lost, the handshake and heartbeats retransmit
+    (RFC 6347 §4.2.4), so no call raises `OSError` for it (see `_flush`); one that outlasts
+    `config.handshake_timeout` ends the handshake with `HandshakeTimeout`.
+
     Forking: a client belongs to the process that made it. A forked child holds copies of
     its sockets and keys but must never send under them: its records would carry the
     sequence numbers the parent uses next, one nonce twice under one AES-CCM or AES-GCM key
@@ -225,7 +231,9 @@ class DtlsClient:
 
     def handshake(self) -> None:
         """Run the handshake; raises the `DtlsError` that ended it (alert or timeout). With
-        `config.retry`, failed handshakes are repeated after a back-off first (RPK-4).
+        `config.retry`, failed handshakes are repeated after a back-off first (RPK-4). A
+        flight the OS refuses to send (no route for a while) is lost and retransmitted: the
+        handshake completes once sends work again, or times out (see `DtlsClient`).
         `close()` from another thread meanwhile (during the back-off too) makes it raise
         `LocalProtocolError` at once. A client handshakes once: on an established one it
         returns at once (as `sync.connect` did it already); after `close()`, or once the
@@ -345,7 +353,10 @@ class DtlsClient:
         §4.1.1). In a process forked from the one that made the client, raises
         `LocalProtocolError` (see `DtlsClient`). `close()` in a signal handler that
         interrupted it (SIGTERM's, say: the same thread, which the lock does not keep out)
-        makes it raise `AssociationEnded` too when its datagram had not gone out yet."""
+        makes it raise `AssociationEnded` too when its datagram had not gone out yet. A
+        datagram the OS refuses to send for another reason (no route: EHOSTUNREACH,
+        ENETUNREACH; ENOBUFS; a firewall's EPERM) is lost as the network loses one, logged
+        at debug and not raised, as in `aio` (application data is not resent)."""
         self._raise_if_forked()  # before the lock, which a thread of the parent may hold
         with self._mutex:
             self._raise_if_idle()
@@ -433,7 +444,8 @@ class DtlsClient:
             self._end_reading()
 
     def close(self) -> None:
-        """Send close_notify (if still open) and close the socket. From another thread, it
+        """Send close_notify (if still open: best effort, one the OS refuses to send, with no
+        route to the server, say, is lost) and close the socket. From another thread, it
         wakes a `recv` waiting there (which returns None), and closes the socket once that
         thread has left it; in a signal handler that interrupted a `recv` (`heartbeat`,
         `handshake`), it returns at once and that call closes the sockets as it leaves. A
@@ -566,6 +578,15 @@ class DtlsClient:
                 # ICMP port unreachable: the server is not there (yet); the timer retries, up
                 # to `PortUnreachable` while the handshake has heard nothing from it.
                 self._refused.refused(self.connection, self._sock.getpeername())
+            except OSError as exc:
+                # Another ICMP error the connected socket reports on a read (host or network
+                # unreachable from a router on the way): logged, as `aio` does (asyncio hands
+                # read errors to `error_received`); what it was about is lost, the timer
+                # resends. A socket closed under us (a caller's `sock=`) still raises.
+                if _closed_under_us(self._sock, exc):
+                    raise
+                logger.debug("socket error: %s (%s)", exc, LOST)
+                self.connection.handle_timer(time.monotonic())
             else:
                 self._refused.heard = True
                 self.connection.receive_datagram(bytes(self._buffer[:size]), time.monotonic())
@@ -587,21 +608,29 @@ class DtlsClient:
         return any(fd == self._sock.fileno() for fd, _ in ready)
 
     def _flush(self) -> None:
-        """Send what the core has to send and take its events. A datagram the network path
-        refuses as too large (EMSGSIZE: its MTU is below `config.mtu`) is logged and noted
-        (`_oversized`), as `aio` does: `send` raises it for its application data and the
-        handshake for its flights (RFC 6347 §4.1.1: an error to the application); any other
-        (say our answer to a peer's heartbeat request larger than the path, RFC 6520 §4) is
-        lost, and the datagram being read is still delivered."""
+        """Send what the core has to send and take its events. A datagram the OS refuses to
+        send (no route: EHOSTUNREACH or ENETUNREACH while a link is down, ENOBUFS, a
+        firewall's EPERM; ECONNREFUSED, an earlier ICMP port unreachable) is lost, as UDP
+        loses one, and logged, as `aio` (asyncio's transport hands every send error to
+        `error_received`) does: the timers resend handshake flights and heartbeat requests
+        (RFC 6347 §4.2.4), application data is not resent. A datagram the network path
+        refuses as too large (EMSGSIZE: its MTU is below `config.mtu`) is also noted
+        (`_oversized`): `send` raises it for its application data and the handshake for its
+        flights (RFC 6347 §4.1.1: an error to the application); any other (say our answer to
+        a peer's heartbeat request larger than the path, RFC 6520 §4) is lost, and the
+        datagram being read is still delivered. A socket closed under us (EBADF: by `close()`
+        in a signal handler, or a caller's `sock=` closed by the caller) raises its
+        `OSError`: nothing can be sent on it any more."""
         for datagram in self.connection.datagrams_to_send(time.monotonic()):
             try:
                 self._sock.send(datagram)
             except ConnectionRefusedError:
                 pass
             except OSError as exc:
-                if exc.errno != errno.EMSGSIZE:
+                if _closed_under_us(self._sock, exc):
                     raise
-                self._oversized = len(datagram)
+                if exc.errno == errno.EMSGSIZE:
+                    self._oversized = len(datagram)
                 logger.debug("socket error: %s (%s)", exc, LOST)
         while (event := self.connection.next_event()) is not None:
             self._on_event(event)
@@ -636,6 +665,14 @@ class _Reading:
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
+
+
+def _closed_under_us(sock: socket.socket, exc: OSError) -> bool:
+    """`exc`, of a send or a read, says the socket is closed (by `close()` in a signal handler
+    that interrupted the call, or a caller's `sock=` closed by its owner), not that one
+    datagram could not go: the call ends with it. EBADF on POSIX; a socket object closed
+    also shows it by its fileno of -1 (Windows reports WSAENOTSOCK instead)."""
+    return exc.errno == errno.EBADF or sock.fileno() == -1
 
 
 def _connected(sock: socket.socket) -> bool:
