@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
 import socket
 from typing import Any
 
 import pytest
 
-from iotdtls import aio
+from iotdtls import aio, loop
 from iotdtls.connection import ConnectionState
 from tests.aio_support import client_config, echo, eventually, run, server_config
 from tests.peers import LOCALHOST
@@ -59,6 +61,81 @@ def test_connect_cancelled_once_its_handshake_completed_sends_close_notify(
             assert protocol.connection.state is ConnectionState.CLOSED
             assert await eventually(lambda: ended, 2.0), "the server keeps the association"
             assert ended == [None]
+
+    run(main(), limit=10.0)
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds open (its /proc/self/fd)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_connect_cancelled_at_any_turn_of_the_loop_leaves_no_socket_and_no_association(
+    loop_choice: str,
+) -> None:
+    """connect() cancelled after k turns of the loop, for each k until it completes (probe
+    BF, finding 1): on uvloop (0.23), cancelled within create_datagram_endpoint, the
+    transport stayed open and its connection_made sent the ClientHello all the same; the
+    handshake completed in the background, the client's socket stayed open until the loop
+    closed and the server kept the association until its idle_timeout. Now, on either
+    loop, nothing is left: no socket here, no association there."""
+    if loop_choice == "uvloop" and not loop.uvloop_available():
+        pytest.skip("uvloop is not installed")
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        async with server:
+            async with aio.connect(*server.address, client_config()):
+                pass  # whatever the first connection sets up once (the resolver, say)
+            gc.collect()
+            before = open_sockets()
+            completed = False
+            turns = 0
+            while not completed:
+                for _ in range(3):  # the cancellation can fall between two events of a turn
+                    task = asyncio.ensure_future(aio.connect(*server.address, client_config()))
+                    for _ in range(turns):
+                        await asyncio.sleep(0)
+                    task.cancel()
+                    try:
+                        await (await task).close()
+                        completed = True
+                    except asyncio.CancelledError:
+                        pass
+                turns += 1
+            await asyncio.sleep(0.3)  # long enough for a handshake left running to end
+            gc.collect()
+            assert (open_sockets() - before, len(server.endpoint.connections)) == (0, 0)
+            assert turns > 3  # the sweep got past the socket's making
+
+    loop.run(asyncio.wait_for(main(), 20.0), loop_choice)
+
+
+def test_a_protocol_abandoned_by_connect_closes_its_transport_and_sends_nothing() -> None:
+    """A loop that calls connection_made only after connect() gave up (cancelled within
+    create_datagram_endpoint) gets its transport closed at once, no ClientHello sent."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+            listener.bind((LOCALHOST, 0))
+            listener.setblocking(False)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect(listener.getsockname())
+            protocol = aio._ClientProtocol(client_config(), None)
+            protocol.abandoned = True  # as connect() marks it when cancelled
+            await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+            await asyncio.wait_for(protocol.lost, 2.0)
+            assert sock.fileno() == -1
+            await asyncio.sleep(0.1)
+            with pytest.raises(BlockingIOError):
+                listener.recv(2048)  # nothing was sent
 
     run(main(), limit=10.0)
 

@@ -240,9 +240,17 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self._refused = RefusedHandshake()
         #: The kernel refused a datagram as too large (EMSGSIZE) since `send` cleared it.
         self.oversized = False
+        #: `connect` gave up (cancelled) before its socket was made: nothing is to be sent.
+        self.abandoned = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        if self.abandoned:
+            # Made after `connect` gave up (a loop that calls this once the cancelled
+            # create_datagram_endpoint has returned): a ClientHello would start a handshake
+            # nobody awaits, on a socket nobody closes.
+            transport.close()
+            return
         try:
             self.connection.connect(self.loop.time())
             self.flush()
@@ -658,10 +666,17 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         except BaseException:
-            # Cancelled (or failed) while asyncio makes the socket: it closes the transport
-            # later, and the handshake's end then has nobody to await it (no "Future
-            # exception was never retrieved" line for a caller who gave up).
+            # Cancelled (or failed) while the loop makes the socket. asyncio's loop closes the
+            # transport it made; uvloop's (0.23) does not, though `connection_made` has sent
+            # the ClientHello already: close it here, or the handshake completes in the
+            # background on a socket nobody closes, and the server keeps the association
+            # (probe BF). One made later closes itself, abandoned, before sending anything.
+            # The handshake's end then has nobody to await it (no "Future exception was
+            # never retrieved" line for a caller who gave up).
+            protocol.abandoned = True
             protocol.handshake_done.cancel()
+            if protocol.transport is not None:
+                protocol.transport.close()
             raise
         try:
             await protocol.handshake_done
