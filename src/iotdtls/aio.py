@@ -106,28 +106,35 @@ class _Inbox:
     while some are unread, and a reader waits on a future of its own (an `asyncio.Queue` with
     its three deques and event costs about 3 KiB per peer, more than the association)."""
 
-    __slots__ = ("_items", "_limit", "_readers", "closed", "dropped", "error")
+    __slots__ = ("_items", "_limit", "_limit_bytes", "_readers", "closed", "dropped", "error",
+                 "size")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, limit_bytes: int) -> None:
         self._items: collections.deque[bytes] | None = None
         self._readers: list[asyncio.Future[None]] | None = None
         self._limit = limit
+        self._limit_bytes = limit_bytes
         self.error: DtlsError | None = None
         self.closed = False
         #: Datagrams dropped because the application did not read fast enough.
         self.dropped = 0
+        #: Bytes waiting to be read.
+        self.size = 0
 
     def __len__(self) -> int:
         """Datagrams waiting to be read."""
         return 0 if self._items is None else len(self._items)
 
     def put(self, data: bytes) -> None:
+        """Queue `data`, or drop (and count) it: past `limit` datagrams or `limit_bytes`
+        bytes (`config.receive_queue`, `receive_queue_bytes`; an empty inbox takes any one)."""
         if self._items is None:
             self._items = collections.deque()
-        elif len(self._items) >= self._limit:
+        elif len(self._items) >= self._limit or self.size + len(data) > self._limit_bytes:
             self.dropped += 1
             return
         self._items.append(data)
+        self.size += len(data)
         self._wake()
 
     def end(self, error: DtlsError | None) -> None:
@@ -149,6 +156,7 @@ class _Inbox:
         while True:
             if self._items:
                 data = self._items.popleft()
+                self.size -= len(data)
                 if not self._items:
                     self._items = None
                 return data
@@ -231,7 +239,7 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self._resumed_before = False
         self._retry: asyncio.TimerHandle | None = None
         self.transport: asyncio.DatagramTransport | None = None
-        self.inbox = _Inbox(config.receive_queue)
+        self.inbox = _Inbox(config.receive_queue, config.receive_queue_bytes)
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
@@ -484,7 +492,8 @@ class ClientConnection:
 
     @property
     def dropped_datagrams(self) -> int:
-        """Received datagrams dropped because more than `config.receive_queue` were unread."""
+        """Received datagrams dropped because `config.receive_queue` datagrams, or
+        `config.receive_queue_bytes` bytes, were unread."""
         return self._protocol.inbox.dropped
 
     @property
@@ -781,7 +790,8 @@ class ServerSession:
         self.server_name = done.server_name
         #: The client resumed an earlier session (RES-1).
         self.resumed = done.resumed
-        self.inbox = _Inbox(server.endpoint.config.receive_queue) if queue else None
+        config = server.endpoint.config
+        self.inbox = _Inbox(config.receive_queue, config.receive_queue_bytes) if queue else None
         self._heartbeats: _HeartbeatWaiters | None = None
         self._ended = False
 
@@ -807,7 +817,8 @@ class ServerSession:
 
     @property
     def dropped_datagrams(self) -> int:
-        """Received datagrams dropped because more than `config.receive_queue` were unread."""
+        """Received datagrams dropped because `config.receive_queue` datagrams, or
+        `config.receive_queue_bytes` bytes, were unread."""
         return 0 if self.inbox is None else self.inbox.dropped
 
     @property

@@ -565,8 +565,12 @@ class _CommonConfig:
     #: noting that a limit this low lets anyone who can reach the peer's address end the
     #: association cheaply. None: no limit (only where other safeguards stop forgeries).
     integrity_limit: int | None = DEFAULT_INTEGRITY_LIMIT
-    #: Received datagrams the adapters queue for an application that does not read; beyond
-    #: this they are dropped like any UDP datagram and counted, so a peer cannot grow memory.
+    #: Received datagrams the adapters queue for an application that does not read, and
+    #: `receive_queue_bytes` (this many times `mtu`) bytes of them at most: a peer sending
+    #: records larger than our `mtu` (up to 2^14 bytes, RFC 5246 §6.2.1) fills it sooner. One
+    #: that would pass either bound is dropped like any UDP datagram and counted
+    #: (`dropped_datagrams`), so a peer cannot grow memory; one is always taken into an empty
+    #: queue, however large.
     receive_queue: int = 1024
     #: Called with NSS key-log lines; only when the user asked (SEC-1). See `file_keylog`.
     #: Like every callback of a configuration (`wall_clock`, `psk_lookup`,
@@ -586,6 +590,12 @@ class _CommonConfig:
     #: seconds, the threshold of handshake flights (RFC 6520 §3), ends the association with
     #: `PeerUnresponsive`. None: no keep-alive.
     keepalive_interval: float | None = None
+
+    @property
+    def receive_queue_bytes(self) -> int:
+        """The most bytes of received application data the adapters queue unread:
+        `receive_queue` times `mtu` (see `receive_queue`)."""
+        return self.receive_queue * self.mtu
 
     def __post_init__(self) -> None:
         _check_types(self, self._kinds)

@@ -134,6 +134,7 @@ class DtlsClient:
                 sock.close()  # ours; a caller's socket stays theirs when this fails
             raise
         self._received: deque[bytes] = deque()
+        self._received_bytes = 0  # of `_received`; both changed only under `_mutex`
         self._dropped_datagrams = 0
         self._answers = 0  # heartbeat answers so far (`heartbeat` waits for the next one)
         #: ICMP port-unreachable reports of the handshake (`PortUnreachable`).
@@ -336,8 +337,9 @@ class DtlsClient:
 
     @property
     def dropped_datagrams(self) -> int:
-        """Received datagrams dropped because more than `config.receive_queue` were waiting
-        unread (as `aio.ClientConnection.dropped_datagrams`)."""
+        """Received datagrams dropped because `config.receive_queue` datagrams, or
+        `config.receive_queue_bytes` bytes, were waiting unread (as
+        `aio.ClientConnection.dropped_datagrams`)."""
         return self._dropped_datagrams
 
     @property
@@ -424,10 +426,11 @@ class DtlsClient:
             while True:
                 seen = self._pumps
                 if self._received:
-                    try:
-                        return self._received.popleft()
-                    except IndexError:  # a recv of another thread took it
-                        pass
+                    with self._mutex:
+                        if self._received:  # else a recv of another thread took it
+                            data = self._received.popleft()
+                            self._received_bytes -= len(data)
+                            return data
                 if self._ended():
                     self._raise_if_failed()
                     return None
@@ -637,10 +640,15 @@ class DtlsClient:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived):
-            if len(self._received) >= self.connection.config.receive_queue:
-                self._dropped_datagrams += 1
+            config = self.connection.config
+            if self._received and (
+                len(self._received) >= config.receive_queue
+                or self._received_bytes + len(event.data) > config.receive_queue_bytes
+            ):
+                self._dropped_datagrams += 1  # as aio's `_Inbox.put`
             else:
                 self._received.append(event.data)
+                self._received_bytes += len(event.data)
         elif isinstance(event, HeartbeatAnswered):
             self._answers += 1
 
