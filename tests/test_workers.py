@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import itertools
 import logging
 import multiprocessing
 import os
@@ -710,6 +711,52 @@ def test_a_start_cancelled_while_the_workers_start_stops_them() -> None:
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await starting
+
+    run(main(), limit=60.0)
+    assert multiprocessing.active_children() == []
+
+
+def start_slowly(pids: str, seconds: float) -> None:
+    """A worker's initializer: add its pid to the file `pids`, then take `seconds` to start."""
+    with open(pids, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+
+
+def test_a_start_cancelled_while_the_workers_start_leaves_the_loop_running(
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: `wait_for(workers.serve(...), T)` while the workers were still in a
+    slow initializer stopped them on the event loop itself, which stood still until they had
+    started and heard "stop" (the whole initializer, up to STOP_TIMEOUT). The stop now runs in
+    a thread, a worker still starting is killed (it holds SIGTERM until it serves, and has
+    no association yet), and the TimeoutError comes once every worker is reaped."""
+    pids = tmp_path / "pids"
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        ticking = asyncio.ensure_future(tick())
+        starting = asyncio.ensure_future(workers.serve(
+            echo, LOCALHOST, 0, server_config(), workers=2, loop_choice="asyncio",
+            initializer=functools.partial(start_slowly, str(pids), 4.0)))
+        assert await eventually(lambda: pids.exists() and len(pids.read_text().split()) == 2,
+                                timeout=20.0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(starting, 0.2)
+        took = time.monotonic() - started
+        for pid in map(int, pids.read_text().split()):
+            with pytest.raises(ProcessLookupError):  # ended and reaped before the TimeoutError
+                os.kill(pid, 0)
+        await asyncio.sleep(0.1)  # a tick after the stop, if it held the loop
+        ticking.cancel()
+        stalls = [b - a for a, b in itertools.pairwise(ticks) if b > started]
+        assert took < 2.0 and max(stalls) < 0.5, (took, max(stalls))
 
     run(main(), limit=60.0)
     assert multiprocessing.active_children() == []

@@ -34,7 +34,11 @@ closures, defined in a module or a script file (a worker re-imports the script a
 ``__mp_main__``: it needs the ``if __name__ == "__main__":`` guard). Workers ignore
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
-even one that comes while they start (it waits until the worker can stop). They ignore SIGUSR1
+even one that comes while they start (it waits until the worker can stop). `serve` cancelled
+while they start (a timeout around it, Ctrl-C) stops them in a thread, the event loop running
+on: one already serving is asked to stop, one still starting (it would hear the request only
+once serving, after its initializer) is killed, and the CancelledError comes once all are
+reaped. They ignore SIGUSR1
 too: `log_counters()` asks each, through its pipe, for its counters (it goes on serving) and
 logs them and their sum (a SIGUSR1 handler that calls it should be signalled alone, not with its
 process group, where a `multiprocessing.Manager` or the resource tracker would die of the
@@ -49,8 +53,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -58,7 +64,7 @@ import socket
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -484,13 +490,20 @@ def _start_workers(specs: list[_WorkerSpec], sockets: list[socket.socket]) -> li
     return workers
 
 
-def _wait_ready(workers: list[_Worker], timeout: float) -> str | None:
-    """Wait for every worker's "ready"; the first failure as one line, or None."""
+def _wait_ready(workers: list[_Worker], timeout: float, cancelled: int) -> str | None:
+    """Wait for every worker's "ready" (its pid), or until the file descriptor `cancelled` is
+    readable (`serve` cancelled: no more reading, the stop reads the pipes from then on); the
+    first failure as one line, or None."""
     deadline = time.monotonic() + timeout
     for worker in workers:
         remaining = deadline - time.monotonic()
         try:
-            if not worker.conn.poll(max(0.0, remaining)):
+            readable = multiprocessing.connection.wait(
+                [worker.conn, cancelled], max(0.0, remaining)
+            )
+            if cancelled in readable:
+                return None
+            if not readable:
                 return f"worker {worker.index} did not start within {timeout:g} s"
             kind, value = worker.conn.recv()
         except (EOFError, OSError):
@@ -501,12 +514,21 @@ def _wait_ready(workers: list[_Worker], timeout: float) -> str | None:
     return None
 
 
-def _stop_workers(workers: list[_Worker]) -> None:
-    """Ask every worker to stop, collect its counters, reap it (SIGKILL after STOP_TIMEOUT)."""
+def _stop_workers(workers: list[_Worker], *, kill_starting: bool = False) -> None:
+    """Ask every worker to stop, collect its counters, reap it (SIGKILL after STOP_TIMEOUT).
+
+    With `kill_starting` (`serve` cancelled), a worker that has not said it is ready, nor
+    anything else, is killed at once: it still holds SIGTERM and hears "stop" only once it
+    serves, which a slow initializer may put off for long, and it has no association yet."""
     timeout = STOP_TIMEOUT
     for worker in workers:
         with contextlib.suppress(OSError):
             worker.conn.send(_STOP)
+    for worker in workers:
+        if kill_starting and worker.pid == 0 and not _has_spoken(worker):
+            worker.process.kill()
+            logger.info("worker %d (pid %d) killed while starting", worker.index,
+                        worker.process.pid or 0)
     deadline = time.monotonic() + timeout
     for worker in workers:
         if worker.stats is None:
@@ -516,6 +538,15 @@ def _stop_workers(workers: list[_Worker]) -> None:
         worker.conn.close()
 
 
+def _has_spoken(worker: _Worker) -> bool:
+    """Whether the worker's pipe holds something to read (its "ready", a failure) or has
+    ended."""
+    try:
+        return bool(worker.conn.poll(0))
+    except OSError:
+        return True
+
+
 def _collect_stats(worker: _Worker, timeout: float) -> None:
     """Wait up to `timeout` seconds for the worker's counters (sent as it stops), or the line
     saying why it failed."""
@@ -523,6 +554,8 @@ def _collect_stats(worker: _Worker, timeout: float) -> None:
     with contextlib.suppress(EOFError, OSError):
         while worker.conn.poll(max(0.0, deadline - time.monotonic())):
             kind, value = worker.conn.recv()
+            if kind == _READY:  # its pid, unread when `serve` was cancelled
+                worker.pid = value
             if kind == _STOPPED:
                 worker.stats = value
                 return
@@ -552,7 +585,9 @@ async def serve(
     to let the workers resume each other's sessions, one whose data lives outside the process
     (see the module docstring); without it each worker has its own cache in memory.
     Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
-    worker and `ChildProcessError` if a worker does not start; `TypeError` for an argument
+    worker and `ChildProcessError` if a worker does not start (the others stopped); cancelled
+    while they start, its CancelledError comes once every worker is stopped (those still
+    starting killed) and reaped, without holding up the event loop; `TypeError` for an argument
     of the wrong type; an address that cannot be bound, the `OSError` naming it (as
     `aio.serve`)."""
     aio.check_handler(handler)
@@ -581,12 +616,45 @@ async def serve(
         sockets = _bind_reuseport(host, port, workers)
     address = sockets[0].getsockname()
     started = _start_workers(specs, sockets)
+    cancelled, cancel = os.pipe()  # written to when serve is cancelled: `_wait_ready` ends
+    waiting = asyncio.ensure_future(
+        asyncio.to_thread(_wait_ready, started, READY_TIMEOUT, cancelled)
+    )
     try:
-        failure = await asyncio.to_thread(_wait_ready, started, READY_TIMEOUT)
+        failure = await asyncio.shield(waiting)
     except BaseException:  # cancelled while they start: no worker outlives the call
-        _stop_workers(started)
+        os.write(cancel, b"x")  # the wait for "ready" ends; the stop reads the pipes
+        await _run_to_its_end(_stop_cancelled_start(waiting, started))
         raise
+    finally:
+        if waiting.done():  # (it always is: the stop waits for its end)
+            os.close(cancelled)
+            os.close(cancel)
     if failure is not None:
-        await asyncio.to_thread(_stop_workers, started)
+        await _run_to_its_end(asyncio.to_thread(_stop_workers, started))
         raise ChildProcessError(failure)
     return WorkerServer(tuple(address), started)
+
+
+async def _stop_cancelled_start(waiting: asyncio.Future[str | None],
+                                workers: list[_Worker]) -> None:
+    """Once the wait for "ready" has ended, stop the workers in a thread, killing those still
+    starting."""
+    with contextlib.suppress(Exception):
+        await waiting
+    await asyncio.to_thread(functools.partial(_stop_workers, workers, kill_starting=True))
+
+
+async def _run_to_its_end(stopping: Coroutine[Any, Any, None]) -> None:
+    """Run `stopping` to its end even if the caller is cancelled meanwhile (again): the event
+    loop runs on, and the caller's CancelledError comes once it has ended, no worker left."""
+    task = asyncio.ensure_future(stopping)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
