@@ -114,6 +114,11 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
                 assert await asyncio.wait_for(conn.recv(), 5.0) == b"before"
             os.kill(first, signal.SIGKILL)
             await asyncio.wait_for(pool.worker_exited.wait(), 5.0)
+            # The pool goes on with the survivor (README: not replaced, the others not stopped).
+            assert pool.pids == [first, second]
+            async with aio.connect(*pool.address, client_config()) as conn:
+                conn.send(b"after")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"after"
         finally:
             # Closed twice at once and once more after: the same sum each time.
             totals, again = await asyncio.gather(pool.close(), pool.close())

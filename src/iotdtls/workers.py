@@ -13,6 +13,13 @@ RFC 6347 §4.2.1 are the one thing the workers agree on: they get one master sec
 (`ServerConfig.cookie_secret`, drawn here when the configuration has none), so a cookie made by
 one worker verifies at any other and all rotate in step.
 
+A worker that dies is not replaced, and the others go on: the parent logs how it ended and sets
+`WorkerServer.worker_exited`. With one socket fewer the kernel hashes most clients to another
+socket, where no association knows them (their records are dropped), so most associations of
+the surviving workers are lost too; new handshakes succeed at any worker. The CLI stops every
+worker then and exits with status 1; an application should watch `worker_exited` and
+`close()` the pool (then start a new one, or exit for a supervisor to restart it).
+
 Sessions (RFC 5246 §7.3) are not shared by default: each worker's session cache is its own
 memory, so a client that resumes from another source port may reach another worker and gets a
 full handshake there. `session_store=FACTORY`, a function returning an
@@ -232,7 +239,9 @@ class WorkerServer:
         self._workers = workers
         #: The stop of every worker, once `close()` has begun (shared by later calls).
         self._closing: asyncio.Task[ServerStats] | None = None
-        #: Set when a worker process ends without having been asked to.
+        #: Set when a worker process ends without having been asked to (it died, or a SIGTERM
+        #: was sent to it alone): the pool goes on with one worker fewer, but most associations
+        #: at the others are lost too (see the module docstring); `close()` it.
         self.worker_exited = asyncio.Event()
         #: The counters each worker sent since `log_counters` asked (by worker index), and the
         #: time limit of that wait.
