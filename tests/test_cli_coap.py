@@ -392,12 +392,13 @@ def test_a_coaps_server_that_cannot_be_reached_is_named_as_the_client_names_it(
 ) -> None:
     """No handshake began: the request said "DTLS handshake with ... failed: [Errno 22] cannot
     reach ..." (and "[Errno -2] cannot resolve ..."), and advice about the DTLS configuration.
-    It says what `iotdtls client` says, in one line."""
+    It says what `iotdtls client` says, in one line, and exits 2 as it does for this mistake
+    of configuration (it exited 1, "coaps: cannot reach ...": probe BG, F1)."""
     port = free_udp_port()
     status, out, err = coap(capsys, "get", f"coaps://{host}:{port}/hello", *CREDENTIALS,
                             "--timeout", "5")
-    assert (status, out) == (1, ""), err
-    assert err.startswith(f"iotdtls: coaps: {message.format(port=port)}"), err
+    assert (status, out) == (2, ""), err
+    assert err.startswith(f"iotdtls: error: {message.format(port=port)}"), err
     assert err.count("\n") == 1 and "Errno" not in err, err
 
 
@@ -1051,8 +1052,8 @@ def test_serve_names_an_unknown_interface_in_one_line(
     port, zone = free_udp_port(), "z" * 64
     status = main(["coap", "serve", "--listen", f"[fe80::1%{zone}]:{port}", *CREDENTIALS])
     assert (status, capsys.readouterr().err) == (
-        1, f"iotdtls: cannot listen on [fe80::1%{zone}]:{port}: the network interface {zone} is "
-           "unknown\n")
+        2, f"iotdtls: error: cannot listen on [fe80::1%{zone}]:{port}: the network interface "
+           f"{zone} is unknown\n")
 
 
 

@@ -756,49 +756,59 @@ def test_a_server_name_that_does_not_resolve_is_named(capsys: pytest.CaptureFixt
     assert err.startswith("iotdtls: cannot resolve nonexistent.invalid: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    ("command", "doing"),
-    [(["client"], "reach"), (["server", "--listen"], "listen on")],
-    ids=["client", "server"],
-)
-def test_a_link_local_address_without_its_interface_says_to_add_it(
-    capsys: pytest.CaptureFixture[str], command: list[str], doing: str
-) -> None:
-    """"iotdtls: Invalid argument" named neither the address nor what was missing."""
-    port = free_udp_port()
-    status = main([*command, f"[fe80::1]:{port}", "--psk-identity", "dev1", "--psk", PSK_HEX])
-    assert (status, capsys.readouterr().err) == (1, (
-        f"iotdtls: cannot {doing} [fe80::1]:{port}: a link-local address needs %interface, "
-        f"as in [fe80::1%eth0]:{port}\n"
-    ))
-
-
 #: A zone longer than an IDNA label (63 characters, RFC 1035 §2.3.4): Python's resolver
 #: raised UnicodeError ("encoding with 'idna' codec failed ... label too long") for it.
 LONG_ZONE = "z" * 64
 #: An interface index that no interface of this host has.
 NO_INDEX = "99999"
 
+#: Every command taking an address, "{address}" where `HOST:PORT` goes, "{uri}" where a URI's
+#: host and port go, and what its line says it cannot do there.
+ADDRESS_COMMANDS = {
+    "client": (["client", "{address}", "--timeout", "1"], "reach"),
+    "server": (["server", "--listen", "{address}"], "listen on"),
+    "server-workers": (["server", "--workers", "2", "--listen", "{address}"], "listen on"),
+    "perf": (["perf", "{address}", "-n", "1", "-q", "--timeout", "1"], "reach"),
+    "coap-serve": (["coap", "serve", "--listen", "{address}"], "listen on"),
+    "coap-get-coaps": (["coap", "get", "coaps://{uri}/x", "--timeout", "1"], "reach"),
+    "coap-get-coap": (["coap", "get", "coap://{uri}/x", "--timeout", "1"], "reach"),
+}
 
+
+@pytest.mark.parametrize("command", list(ADDRESS_COMMANDS))
 @pytest.mark.parametrize(
-    ("command", "doing"),
-    [(["client"], "reach"), (["server", "--listen"], "listen on")],
-    ids=["client", "server"],
+    ("zone", "said"),
+    [("", "a link-local address needs %interface, as in [fe80::1%eth0]:{port}"),
+     *((zone, f"the network interface {zone} is unknown")
+       for zone in ["nosuch", LONG_ZONE, NO_INDEX, "0"])],
+    ids=["no-zone", "nosuch", "long", "no-index", "index-0"],
 )
-@pytest.mark.parametrize("zone", ["nosuch", LONG_ZONE, NO_INDEX, "0"])
-def test_an_unknown_interface_is_named_as_such(
-    capsys: pytest.CaptureFixture[str], command: list[str], doing: str, zone: str
+def test_an_address_naming_no_usable_interface_is_a_usage_mistake_of_every_command(
+    capsys: pytest.CaptureFixture[str], command: str, zone: str, said: str
 ) -> None:
-    """The client said "cannot resolve fe80::1%nosuch: Name or service not known" (no
-    brackets, nothing of the interface), the server "Name or service not known" (probe AS); a
-    zone of 64 characters or more gave a 49-line UnicodeError traceback, an index of no
-    interface "Network is unreachable", index 0 "Invalid argument" (probe AU)."""
+    """A link-local address without its interface, or with one this host does not have, is a
+    configuration mistake found before any datagram is sent: status 2 and the same one line
+    from every command (README: "every `iotdtls` subcommand exits 2 for such a mistake").
+    `client` and `server` exited 1 for both, `perf` 2 for the first and 1 for an unknown
+    name (an unknown index failed each handshake, "Network is unreachable"), and the
+    requests 1, a coap:// one in aiocoap's words ("No route to host", "Invalid zone
+    identifier 25nosuch") (probe BG, F1). The kernel's bare "Invalid argument" for the first
+    named neither the address nor what was missing; the client said "cannot resolve
+    fe80::1%nosuch: Name or service not known", the server "Name or service not known"
+    (probe AS); a zone of 64 characters or more gave a 49-line UnicodeError traceback, an
+    index of no interface "Network is unreachable", index 0 "Invalid argument" (probe AU)."""
+    if command.startswith("coap"):
+        pytest.importorskip("aiocoap")
+    words, doing = ADDRESS_COMMANDS[command]
     port = free_udp_port()
-    status = main([*command, f"[fe80::1%{zone}]:{port}", "--psk-identity", "dev1", "--psk",
-                   PSK_HEX, *(["--timeout", "1"] if doing == "reach" else [])])
+    host = f"fe80::1%{zone}" if zone else "fe80::1"
+    uri_host = f"[fe80::1%25{zone}]" if zone else "[fe80::1]"
+    argv = [word.format(address=f"[{host}]:{port}", uri=f"{uri_host}:{port}") for word in words]
+    if command != "coap-get-coap":
+        argv += ["--psk-identity", "dev1", "--psk", PSK_HEX]
+    status = main(argv)
     assert (status, capsys.readouterr().err) == (
-        1, f"iotdtls: cannot {doing} [fe80::1%{zone}]:{port}: the network interface {zone} is "
-           "unknown\n")
+        2, f"iotdtls: error: cannot {doing} [{host}]:{port}: {said.format(port=port)}\n")
 
 
 def test_a_host_name_that_cannot_be_one_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,10 @@ from urllib.parse import quote, unquote
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "UnusableAddress",
+    "UnusableName",
+    "address_mistake",
+    "check_usable",
     "format_address",
     "format_hostport",
     "host_from_uri",
@@ -35,6 +39,19 @@ __all__ = [
 
 #: RFC 6874 §2: in a URI, the zone of an IPv6 address follows the percent-encoded "%".
 _URI_ZONE = "%25"
+
+
+class UnusableAddress(OSError):
+    """An IPv6 address naming no usable interface: a link-local one without its zone
+    (`zone_needed`), or a zone naming no interface of this host (`unknown_interface`). Raised
+    by `reaching` and `listening_on` (an `OSError` with the kernel's errno, as any socket
+    error: `UnusableName` where the resolver refused it) and `check_usable`. It is a mistake
+    of configuration, found before any datagram is sent: the command line reports it in one
+    line with status 2, as its other usage mistakes (`iotdtls.cli`)."""
+
+
+class UnusableName(socket.gaierror, UnusableAddress):
+    """An `UnusableAddress` the resolver refused: a `socket.gaierror` (EAI_NONAME), as before."""
 
 
 def format_hostport(host: str, port: int) -> str:
@@ -121,7 +138,8 @@ def interface_name(index: int) -> str:
 @contextlib.contextmanager
 def reaching(host: str, port: int) -> Iterator[None]:
     """Around resolving `host` and connecting a client's socket to `host:port`: a socket error
-    raised again naming what failed, same type and errno. The resolver's `socket.gaierror`
+    raised again naming what failed, same type and errno (an `UnusableAddress`, a subclass,
+    for an address naming no usable interface). The resolver's `socket.gaierror`
     names nothing ("Name or service not known"): "cannot resolve gw.example: Name or service
     not known"; an IPv6 address whose zone names no interface of this host fails there too,
     and is named as such: "cannot reach [fe80::1%nosuch]:5684: the network interface nosuch
@@ -133,12 +151,10 @@ def reaching(host: str, port: int) -> Iterator[None]:
     except socket.gaierror as exc:
         if unknown := unknown_interface(host):
             text = f"cannot reach {format_hostport(host, port)}: {unknown}"
-        else:
-            text = f"cannot resolve {host}: {exc.strerror or exc}"
-        raise socket.gaierror(exc.errno, text) from None
+            raise UnusableName(exc.errno, text) from None
+        raise socket.gaierror(exc.errno, f"cannot resolve {host}: {exc.strerror or exc}") from None
     except OSError as exc:
-        text = f"cannot reach {format_hostport(host, port)}: {socket_error(exc, host, port)}"
-        raise type(exc)(exc.errno, text) from None
+        raise _named(exc, f"cannot reach {format_hostport(host, port)}", host, port) from None
 
 
 @contextlib.contextmanager
@@ -146,12 +162,36 @@ def listening_on(host: str, port: int) -> Iterator[None]:
     """Around resolving `host` and binding a server's socket to `host:port`: a socket error
     raised again naming the address, same type and errno ("cannot listen on 127.0.0.1:5684:
     Address already in use"; for a link-local address without its interface, what to write
-    instead, as `reaching` says)."""
+    instead, as `reaching` says, an `UnusableAddress` as there)."""
     try:
         yield
     except OSError as exc:
-        text = f"cannot listen on {format_hostport(host, port)}: {socket_error(exc, host, port)}"
-        raise (type(exc)(text) if exc.errno is None else type(exc)(exc.errno, text)) from None
+        raise _named(exc, f"cannot listen on {format_hostport(host, port)}", host, port) from None
+
+
+def _named(exc: OSError, doing: str, host: str, port: int) -> OSError:
+    """`exc` made again with `doing` and what went wrong (`socket_error`), same errno; same
+    type, or for an address naming no usable interface (`address_mistake`), an
+    `UnusableAddress` (`UnusableName` for a `socket.gaierror`)."""
+    kind: type[OSError] = type(exc)
+    if address_mistake(exc, host, port):
+        kind = UnusableName if isinstance(exc, socket.gaierror) else UnusableAddress
+    text = f"{doing}: {socket_error(exc, host, port)}"
+    return kind(text) if exc.errno is None else kind(exc.errno, text)
+
+
+def check_usable(host: str, port: int) -> None:
+    """An `UnusableAddress` when the IPv6 address `host` names no usable interface, a
+    link-local one without its zone or a zone naming no interface (what `reaching` would
+    raise on the first datagram: "cannot reach [fe80::1]:5684: a link-local address needs
+    %interface, as in [fe80::1%eth0]:5684"), for the commands that would otherwise only see
+    it as every association failing (`iotdtls perf`) or in another library's words (`coap`
+    requests); nothing for any other host."""
+    where = format_hostport(host, port)
+    if needed := zone_needed(host, port):
+        raise UnusableAddress(errno.EINVAL, f"cannot reach {where}: {needed}")
+    if unknown := unknown_interface(host):
+        raise UnusableAddress(errno.ENODEV, f"cannot reach {where}: {unknown}")
 
 
 def socket_to(target: tuple[Any, ...], host: str, port: int) -> socket.socket:
@@ -188,9 +228,16 @@ def socket_error(exc: OSError, host: str, port: int) -> str:
     """What went wrong using `host:port`: the error's text, or for the kernel's "Invalid
     argument" about a link-local IPv6 address without its interface, what to write instead;
     for an IPv6 address whose zone names no interface (`unknown_interface`), that."""
+    return address_mistake(exc, host, port) or exc.strerror or str(exc)
+
+
+def address_mistake(exc: OSError, host: str, port: int) -> str:
+    """What `socket_error` says when `exc` came of an address naming no usable interface (the
+    kernel's "Invalid argument" for a link-local IPv6 address without its interface; a zone
+    naming no interface, whatever the error), else ""."""
     if exc.errno == errno.EINVAL and (needed := zone_needed(host, port)):
         return needed
-    return unknown_interface(host) or exc.strerror or str(exc)
+    return unknown_interface(host)
 
 
 def unknown_interface(host: str) -> str:

@@ -5,9 +5,10 @@ Each subcommand lives in a module of this package with a `register(subparsers)` 
 adds its parser and sets `run` (the function taking the parsed arguments and returning the exit
 status) and `server_logging`. This module parses, sets up logging, prepares the --keylog file
 of the commands that have one, and turns the errors a user can cause into one line and an exit
-status: 2 for usage and configuration, 1 for a failed association, a datagram the association
-cannot carry or a socket error, 130 for Ctrl-C of a client (a `coap` request also ends with
-close_notify on SIGTERM, 143, and SIGHUP, 129). A server (`server`, `coap serve`) stops cleanly
+status: 2 for usage and configuration (an address naming no usable network interface too), 1
+for a failed association, a datagram the association cannot carry or a socket error, 130 for
+Ctrl-C of a client (a `coap` request also ends with close_notify on SIGTERM, 143, and SIGHUP,
+129). A server (`server`, `coap serve`) stops cleanly
 on SIGINT, SIGTERM or SIGHUP and exits 0; `server` logs its counters on SIGUSR1 and goes on
 (ignored from the start of `main`, and after serving).
 """
@@ -18,6 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from iotdtls._addresses import UnusableAddress
 from iotdtls.cli import coap, echo, keygen, perf
 from iotdtls.cli.common import (
     Parser,
@@ -85,10 +87,14 @@ def _run(argv: list[str]) -> int:
             made_keylog = prepare_keylog(args, file_flags(parser))
         status: int = args.run(args)
         return status
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, UnusableAddress) as exc:
+        # An address naming no usable interface (a link-local one without %interface, an
+        # unknown interface) is a configuration mistake found before any datagram is sent,
+        # whichever command met it: `reaching`, `listening_on` or `check_usable` raised it.
         if made_keylog:
             discard_new_keylog(args.keylog)
-        print(f"iotdtls: error: {exc}", file=sys.stderr)
+        said = exc.strerror if isinstance(exc, OSError) else exc
+        print(f"iotdtls: error: {said}", file=sys.stderr)
         return 2
     except (DtlsError, LocalProtocolError) as exc:  # the association failed, or refused data
         print(f"iotdtls: {exc}", file=sys.stderr)

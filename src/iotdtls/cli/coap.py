@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from iotdtls._addresses import host_from_uri, socket_error, uri_host
+from iotdtls._addresses import check_usable, host_from_uri, socket_error, uri_host
 from iotdtls._extras import AIOCOAP_HINT
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.aiocoap_failures import (
@@ -235,7 +235,10 @@ _EXPECTED_URI = "expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}{reason}"
 def _target(uri: str) -> tuple[str, str]:
     """The scheme and host of a request URI, or a one-line `UsageError` saying what is wrong
     with it (a port is 1 to 65535: 0 is no port to send to; an IPv6 zone, RFC 6874 §2, has at
-    least one character, `%25` or `%` alone naming no interface)."""
+    least one character, `%25` or `%` alone naming no interface); an `UnusableAddress`, status
+    2 as for `iotdtls client`, for an IPv6 address naming no usable interface (`check_usable`:
+    link-local without its zone, or an unknown interface), which aiocoap's coap:// transport
+    only met sending ("No route to host", "Invalid zone identifier 25nosuch")."""
     if zone_problem := _empty_zone(uri):
         raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {zone_problem}"))
     try:
@@ -251,21 +254,33 @@ def _target(uri: str) -> tuple[str, str]:
     if port == 0:
         reason = ": the port must be a number from 1 to 65535"
         raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
+    # RFC 7252 §6.1, §6.2: a URI without a port names the scheme's default.
+    check_usable(host_from_uri(_bracketed_host(uri)), port or _DEFAULT_PORTS[parts.scheme])
     return parts.scheme, parts.hostname
+
+
+#: The port of a URI that names none (RFC 7252 §6.1, §6.2).
+_DEFAULT_PORTS = {"coap": 5683, "coaps": DEFAULT_PORT}
 
 
 def _empty_zone(uri: str) -> str | None:
     """What `host_from_uri` objects to in the bracketed host of `uri`'s authority (an empty
     IPv6 zone, `[fe80::1%25]` or `[fe80::1%]`), or None: urlsplit refuses the second with a
     reason that says nothing of the zone, and takes the first as zone "25"."""
-    authority = uri.partition("//")[2]
-    for end in "/?#":
-        authority = authority.partition(end)[0]
     try:
-        host_from_uri(authority.partition("[")[2].partition("]")[0])
+        host_from_uri(_bracketed_host(uri))
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def _bracketed_host(uri: str) -> str:
+    """The bracketed host of `uri`'s authority as written (an IPv6 address, its zone's case
+    kept, which urlsplit's `hostname` lowers), without its brackets; "" when there is none."""
+    authority = uri.partition("//")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    return authority.partition("[")[2].partition("]")[0]
 
 
 def _refuse_dtls_flags(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from iotdtls._addresses import zone_needed
+from iotdtls._addresses import check_usable
 from iotdtls.cli.common import (
     UsageError,
     add_common_flags,
@@ -104,8 +104,7 @@ def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
 
 def run_perf(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
-    if needed := zone_needed(host, port):  # else every handshake fails, "Invalid argument"
-        raise UsageError(f"cannot reach {format_hostport(host, port)}: {needed}")
+    check_usable(host, port)  # else every handshake fails, "Invalid argument"
     config = client_config_of(args, host)  # bad flags end here, in one line
     largest = largest_message(config.mtu)
     if not MIN_MESSAGE_SIZE <= args.size <= largest:
