@@ -1006,10 +1006,11 @@ def test_a_server_listen_address_without_host_is_refused(
     capsys: pytest.CaptureFixture[str], never_serve: None, command: list[str], listen: str
 ) -> None:
     """`--listen :PORT` quietly served 127.0.0.1 only, where other tools take it for every
-    address, while the API refuses an empty host: refused, saying what to write."""
+    address, while the API refuses an empty host: refused, saying what to write, in the API's
+    words ("0.0.0.0:9 or [::]:9 to serve every address" put both on a par: probe BG, F3)."""
     assert refused(capsys, *command, "--listen", listen, *PSK) == (
         f"--listen {listen!r} has no host: give 127.0.0.1:9 to serve this machine only, "
-        "0.0.0.0:9 or [::]:9 to serve every address")
+        "0.0.0.0:9 (every IPv4 address) or [::]:9 (every address, IPv4 too)")
 
 
 @pytest.mark.parametrize(

@@ -49,9 +49,10 @@ def check_port(port: object, *, any_port: bool = False) -> None:
 
 def check_host(host: object, *, server: bool = False) -> None:
     """`host` is a str (or None for a server: every address); not "", which the resolver
-    refuses (socket.gaierror) though `socket.bind` would take it for every IPv4 address; not
-    an IPv6 address in brackets ("[::1]"), which are for `[V6]:PORT` and URIs (RFC 3986
-    §3.2.2), not for a host alone."""
+    refuses (socket.gaierror) though `socket.bind` would take it for every IPv4 address (a
+    server is told to give "0.0.0.0", or "::", every address, IPv4 too: its socket has
+    IPV6_V6ONLY off, `datagram.dual_stack`); not an IPv6 address in brackets ("[::1]"),
+    which are for `[V6]:PORT` and URIs (RFC 3986 §3.2.2), not for a host alone."""
     check_type("host", host, str, optional=server)
     if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
         raise ConfigError(
@@ -61,8 +62,8 @@ def check_host(host: object, *, server: bool = False) -> None:
     if host == "":
         if server:
             raise ConfigError(
-                'host is empty: give "0.0.0.0" (every IPv4 address), "::" (every IPv6 '
-                "address) or the address to serve on"
+                'host is empty: give "0.0.0.0" (every IPv4 address), "::" (every address, '
+                "IPv4 too) or the address to serve on"
             )
         raise ConfigError("host is empty: give the server's name or IP address")
 

@@ -234,7 +234,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not host:
         raise UsageError(
             f"--listen {text!r} has no host: give 127.0.0.1:{port} to serve this machine "
-            f"only, 0.0.0.0:{port} or [::]:{port} to serve every address"
+            f"only, 0.0.0.0:{port} (every IPv4 address) or [::]:{port} (every address, IPv4 "
+            "too)"
         )
     return host, port
 
