@@ -402,6 +402,43 @@ def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
     )
 
 
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_handshake_deadline_before_the_second_refusal_says_the_port_was_refused(
+    loop_choice: str,
+) -> None:
+    """A deadline below the first retransmission (1 s, the default): the ClientHello's one ICMP
+    report does not make `PortUnreachable` (that takes two), and the timeout said only
+    "handshake timed out after 0.5 s", sending the user after a slow server rather than a
+    missing one (probe BG, F5). It says the network reported the port unreachable."""
+    port = free_udp_port()
+    with pytest.raises(HandshakeTimeout) as timed_out:
+        config = client_config(retransmit=RetransmitPolicy(), handshake_timeout=0.5)
+        run_on_loop(aio.connect(LOCALHOST, port, config), loop_choice)
+    assert timed_out.value.unreachable_reports == 1
+    assert str(timed_out.value) == (
+        "handshake timed out after 0.5 s; the network reported the port unreachable 1 time "
+        "(ICMP): nothing may listen there"
+    )
+
+
+def test_a_handshake_deadline_with_no_refusal_says_nothing_of_one() -> None:
+    """A server that is there but silent: no report, the timeout's text as it was. A report
+    before the server was heard is forgotten once it is (`receive_datagram`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOCALHOST, 0))
+        with pytest.raises(HandshakeTimeout) as timed_out:
+            run(aio.connect(*silent.getsockname(), client_config(handshake_timeout=0.3)))
+    assert timed_out.value.unreachable_reports == 0
+    assert str(timed_out.value) == "handshake timed out after 0.3 s"
+    connection = DtlsConnection(client_config(handshake_timeout=1.0))
+    connection.connect(0.0)
+    refused = RefusedHandshake()
+    assert not refused.refused(connection, (LOCALHOST, 5684))
+    connection.receive_datagram(b"\x00not a record", 0.1)  # heard: whatever it was
+    connection.handle_timer(2.0)
+    assert str(connection.error) == "handshake timed out after 1 s"
+
+
 def test_refusals_after_the_server_was_heard_do_not_end_the_handshake() -> None:
     """The rule both adapters share (`RefusedHandshake`): two reports end a handshake that has
     heard nothing from its server, never one that has (its ICMP may be a stale one)."""

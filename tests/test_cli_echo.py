@@ -747,6 +747,21 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
     assert main([*psk, "--session-file", str(other)]) == 0 and len(talks) == 1
 
 
+def test_a_timeout_before_the_second_refusal_says_the_port_was_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--timeout` below the first retransmission (1 s): nothing listens, one ICMP report (not
+    the two `PortUnreachable` takes), and the line said only "handshake timed out after 0.5 s"
+    (probe BG, F5). It says the network reported the port unreachable."""
+    port = free_udp_port()
+    status = main(["client", f"{LOCALHOST}:{port}", "--psk-identity", "dev1", "--psk", PSK_HEX,
+                   "--timeout", "0.5"])
+    assert (status, capsys.readouterr().err) == (1, (
+        "iotdtls: handshake timed out after 0.5 s; the network reported the port unreachable "
+        "1 time (ICMP): nothing may listen there\n"
+    ))
+
+
 def test_a_server_name_that_does_not_resolve_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     """"iotdtls: Name or service not known" named nothing; the one line names the host."""
     status = main(["client", "nonexistent.invalid:5684", "--psk-identity", "dev1", "--psk",

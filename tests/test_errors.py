@@ -99,6 +99,16 @@ def test_alert_received_adds_what_our_side_knows_in_parentheses() -> None:
             " in fragments to fit mtu 1232; servers with stateless cookies (iotdtls, OpenSSL's"
             " listener, Mbed TLS) drop those: raise mtu or send less)",
         ),
+        (
+            lambda: HandshakeTimeout(1.0, unreachable_reports=1),
+            "handshake timed out after 1 s; the network reported the port unreachable 1 time "
+            "(ICMP): nothing may listen there",
+        ),
+        (
+            lambda: HandshakeTimeout(0.5, unreachable_reports=3),
+            "handshake timed out after 0.5 s; the network reported the port unreachable 3 "
+            "times (ICMP): nothing may listen there",
+        ),
         (lambda: IdleTimeout(120.0), "association idle for 120 s, closed"),
         (
             lambda: SequenceNumbersExhausted(1),
@@ -234,6 +244,7 @@ ERRORS_AS_MADE: list[Exception] = [
     SequenceNumbersExhausted(1),
     PortUnreachable(("127.0.0.1", 5684), 3),
     HandshakeTimeout(60.0, hello_size=1500, mtu=1232),
+    HandshakeTimeout(1.0, unreachable_reports=1),
     IdleTimeout(30.0),
 ]
 

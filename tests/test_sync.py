@@ -156,6 +156,19 @@ def test_a_closed_port_ends_the_handshake_at_the_second_refusal() -> None:
     assert time.monotonic() - started < 10.0
 
 
+def test_a_handshake_deadline_before_the_second_refusal_says_the_port_was_refused() -> None:
+    """Before the second report (`PortUnreachable`), the deadline: the timeout says the
+    network reported the port unreachable, as `aio.connect`'s does (probe BG, F5)."""
+    address = (LOCALHOST, free_udp_port())
+    with pytest.raises(HandshakeTimeout) as timed_out:
+        sync.connect(*address, client_config(handshake_timeout=0.5))
+    assert timed_out.value.unreachable_reports == 1
+    assert str(timed_out.value) == (
+        "handshake timed out after 0.5 s; the network reported the port unreachable 1 time "
+        "(ICMP): nothing may listen there"
+    )
+
+
 def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,8 @@
 """The ICMP port-unreachable reports of a client's handshake, shared by the adapters (`aio`,
 `sync`): they end the handshake with `PortUnreachable` instead of letting it retransmit until
 its deadline (RFC 8085's ICMP guidelines: a UDP application acts on the ICMP errors its socket
-reports). The sans-I/O core never sees them: they come from the socket. Also what the
+reports). The sans-I/O core never sees them: they come from the socket (it is told their
+number, for a `HandshakeTimeout` that comes before the second). Also what the
 adapters add when they log a socket error (`LOST`)."""
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ class RefusedHandshake:
 
     def refused(self, connection: DtlsConnection, peer: tuple[Any, ...]) -> bool:
         """Count one report for `connection` (sending to `peer`); at the
-        `REFUSALS_TO_GIVE_UP`-th, end its handshake with `PortUnreachable` and return True."""
+        `REFUSALS_TO_GIVE_UP`-th, end its handshake with `PortUnreachable` and return True.
+        Before, the core is told (`port_unreachable_reported`), for the `HandshakeTimeout` of
+        a deadline that comes first (at or below the first retransmission)."""
         if self.heard or connection.state is not ConnectionState.HANDSHAKING:
             return False
         self.refusals += 1
         if self.refusals < REFUSALS_TO_GIVE_UP:
+            # Fewer: a deadline that comes first names them (`HandshakeTimeout`).
+            connection.port_unreachable_reported(self.refusals)
             return False
         connection.terminate(PortUnreachable(peer, self.refusals))
         return True

@@ -182,6 +182,7 @@ class DtlsConnection:
         "_records",
         "_refused_renegotiation",
         "_timer",
+        "_unreachable_reports",
         "_write_epoch",
         "config",
         "error",
@@ -236,6 +237,9 @@ class DtlsConnection:
         self._datagrams_since_ccs = 2
         self._lone_bad_finished = 0
         self._next_triggered_retransmit = _NEVER
+        #: ICMP port-unreachable reports of a client's handshake with nothing heard from the
+        #: server (`port_unreachable_reported`), for its `HandshakeTimeout`.
+        self._unreachable_reports = 0
         self._handshake: HandshakeMachine
         if isinstance(config, ClientConfig):
             if session_store is not None:
@@ -420,9 +424,18 @@ class DtlsConnection:
             if self.state is _ESTABLISHED:
                 self._receive_established(data, now)
             else:
+                self._unreachable_reports = 0  # the server is heard: the reports were stale
                 self._receive_handshaking(data, now)
         except SequenceNumbersExhausted as exc:
             self._abandon(exc)
+
+    def port_unreachable_reported(self, reports: int) -> None:
+        """For a client's adapter (`iotdtls._unreachable`): the network has answered this
+        handshake's flights with `reports` ICMP port-unreachable reports, no datagram having
+        come from the server. The core never sees them (they come from the socket); a
+        `HandshakeTimeout` then names them, nothing may listen there. A datagram received
+        forgets them."""
+        self._unreachable_reports = reports
 
     def _abandon(self, exc: SequenceNumbersExhausted) -> None:
         """RFC 6347 §4.1: a sequence number must not wrap, so an association whose write epoch
@@ -624,7 +637,9 @@ class DtlsConnection:
     def _handshake_timeout(self) -> HandshakeTimeout:
         """The error of a handshake past its deadline. A client still waiting for a ServerHello
         whose ClientHello did not fit `config.mtu` sent it in fragments (RFC 6347 §4.2.3), which
-        servers with stateless cookies drop (§4.2.1): the error names the size and the mtu."""
+        servers with stateless cookies drop (§4.2.1): the error names the size and the mtu. A
+        client whose adapter had ICMP port-unreachable reports and no datagram from the server
+        (`port_unreachable_reported`) has them named too."""
         seconds = self.config.handshake_timeout
         flight = self._flight
         if (
@@ -634,8 +649,11 @@ class DtlsConnection:
         ):
             size = self._records.overhead(hello.epoch) + len(hello.encoded)
             if size > self.config.mtu:
-                return HandshakeTimeout(seconds, hello_size=size, mtu=self.config.mtu)
-        return HandshakeTimeout(seconds)
+                return HandshakeTimeout(
+                    seconds, hello_size=size, mtu=self.config.mtu,
+                    unreachable_reports=self._unreachable_reports,
+                )
+        return HandshakeTimeout(seconds, unreachable_reports=self._unreachable_reports)
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken (handshake complete, data, alerts, closure), or None."""

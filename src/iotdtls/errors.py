@@ -374,15 +374,30 @@ class HandshakeTimeout(DtlsError):
     `hello_size`: set for a client that heard no ServerHello after a ClientHello that needed a
     datagram of that many bytes and went in fragments (RFC 6347 §4.2.3) to fit `mtu`; servers
     with stateless cookies drop a fragmented ClientHello (RFC 6347 §4.2.1), so the text says
-    so."""
+    so. `unreachable_reports`: the ICMP port-unreachable reports a client's handshake had
+    from the network, no datagram from the server (fewer than `PortUnreachable` takes: a
+    deadline at or below the first retransmission), which the text names: nothing may listen
+    there."""
 
     def __init__(
-        self, seconds: float, *, hello_size: int | None = None, mtu: int | None = None
+        self,
+        seconds: float,
+        *,
+        hello_size: int | None = None,
+        mtu: int | None = None,
+        unreachable_reports: int = 0,
     ) -> None:
         self.seconds = seconds
         self.hello_size = hello_size
         self.mtu = mtu
+        self.unreachable_reports = unreachable_reports
         text = f"handshake timed out after {seconds:g} s"
+        if unreachable_reports:
+            times = "time" if unreachable_reports == 1 else "times"
+            text += (
+                f"; the network reported the port unreachable {unreachable_reports} {times}"
+                " (ICMP): nothing may listen there"
+            )
         if hello_size is not None:
             text += (
                 f" (the ClientHello needs a {hello_size}-byte datagram and went in fragments to"
