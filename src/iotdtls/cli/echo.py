@@ -71,7 +71,8 @@ from iotdtls.sessions import (
 
 __all__ = ["register"]
 
-#: After stdin ends, how long the client waits for replies to stop arriving.
+#: After stdin ends, how long the client waits for replies still in flight before its
+#: close_notify (less when the server ends the association first; README says so).
 REPLY_GRACE = 1.0
 #: Bytes read from stdin at a time.
 STDIN_CHUNK = 65536
