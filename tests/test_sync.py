@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -763,6 +764,57 @@ def test_an_icmp_error_reported_on_a_read_is_logged_not_raised(
         assert closed.value.errno == errno.EBADF
     lost = f"socket error: [Errno {errno.EHOSTUNREACH}] {os.strerror(errno.EHOSTUNREACH)} ({LOST})"
     assert lost in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+@pytest.mark.parametrize("when", ["before", "while-waiting"])
+@pytest.mark.parametrize("call", ["recv-no-timeout", "recv-timeout", "handshake"])
+def test_a_callers_socket_closed_by_the_caller_raises_ebadf_at_once(
+    server: ServerThread, call: str, when: str
+) -> None:
+    """A caller's `sock=` closed by the caller (not `close()` of the client): recv() spun
+    on poll's POLLNVAL for the closed descriptor until its timeout (2.2 s of CPU in 3 s)
+    and returned None, without one for ever, and a handshake spun until its next
+    retransmission (probe BH #1), where the README says the call raises its OSError
+    (EBADF). Now the call raises EBADF at once, closed before it or while it waits (by a
+    signal handler of the waiting thread here). A watchdog closes the client at 3 s."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((LOCALHOST, 0))
+    if call == "handshake":  # a server that never answers: the handshake waits
+        client = sync.DtlsClient(*silent.getsockname(), client_config(), sock=sock)
+    else:
+        client = sync.connect(*server.address, client_config(), sock=sock)
+
+    def run() -> object:
+        if call == "handshake":
+            return client.handshake()
+        return client.recv(timeout=None if call == "recv-no-timeout" else 5.0)
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):  # its close_notify meets the closed socket
+            client.close()
+
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: sock.close())
+    watchdog = threading.Timer(3.0, watch)
+    watchdog.start()
+    try:
+        if when == "before":
+            sock.close()
+        else:
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        started, cpu = time.monotonic(), time.thread_time()
+        with pytest.raises(OSError) as closed:
+            run()
+        assert closed.value.errno == errno.EBADF
+        assert time.monotonic() - started < (1.0 if when == "before" else 1.2)
+        assert time.thread_time() - cpu < 0.3
+    finally:
+        watchdog.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+        with contextlib.suppress(OSError):
+            client.close()
+        silent.close()
 
 
 @pytest.mark.parametrize("port", [0, 65536, 70000])

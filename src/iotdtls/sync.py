@@ -601,14 +601,22 @@ class DtlsClient:
 
     def _wait(self, timeout: float | None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for a datagram (or an ICMP error) on
-        the socket, or for `close()` to wake us; True when the socket has one. Not holding
-        the lock: another thread sends meanwhile."""
+        the socket, or for `close()` to wake us; True when the socket has one, or is closed:
+        a caller's `sock=` closed by its owner (fileno -1), whose read then raises EBADF.
+        Without that, poll's POLLNVAL for the closed descriptor ended every wait at once
+        and `recv` spun until its timeout. Not holding the lock: another thread sends
+        meanwhile. A socket closed by another thread while we wait does not end the wait
+        (the OS wakes no one): the wait ends at its timeout or the retransmission timer, as
+        `close()` of the client ends it at once."""
+        if self._sock.fileno() == -1:
+            return True
         if self._poll is None:  # no poll(): select(), fine for the few descriptors of Windows
             readable, _, _ = select.select([self._sock, self._wake_reader], [], [], timeout)
             return self._sock in readable
         milliseconds = None if timeout is None else math.ceil(timeout * 1000)
         ready = self._poll.poll(milliseconds)
-        return any(fd == self._sock.fileno() for fd, _ in ready)
+        fileno = self._sock.fileno()
+        return fileno == -1 or any(fd == fileno for fd, _ in ready)
 
     def _flush(self) -> None:
         """Send what the core has to send and take its events. A datagram the OS refuses to
