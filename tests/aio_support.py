@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
@@ -106,6 +107,23 @@ WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [
     ("closed", ConfigError, "sock is closed: pass an open UDP socket (SOCK_DGRAM)"),
 ]
 
+#: Linux's IP_RECVERR and IPV6_RECVERR (missing from Python's socket module): a socket with
+#: either set queues each ICMP error on its error queue, which the adapters do not read, so
+#: poll kept reporting POLLERR and both adapters spun (probe BH #2): such a `sock=` is refused.
+RECVERR_SOCKETS: dict[str, tuple[socket.AddressFamily, int, int]] = {
+    "ip-recverr": (socket.AF_INET, socket.IPPROTO_IP, 11),
+    "ipv6-recverr": (socket.AF_INET6, socket.IPPROTO_IPV6, 25),
+    "ip-recverr-on-ipv6": (socket.AF_INET6, socket.IPPROTO_IP, 11),
+}
+
+if sys.platform.startswith("linux"):
+    WRONG_SOCKETS += [
+        (kind, ConfigError, f"sock has {name} set: the adapters do not read its error queue;"
+         f" clear it (setsockopt {name} 0)")
+        for kind, name in [("ip-recverr", "IP_RECVERR"), ("ipv6-recverr", "IPV6_RECVERR"),
+                           ("ip-recverr-on-ipv6", "IP_RECVERR")]
+    ]
+
 
 #: A `sock=` of one IP family and a host address of the other, with the message refusing it.
 FAMILY_MISMATCHES: list[tuple[socket.AddressFamily, str, str]] = [
@@ -118,11 +136,15 @@ FAMILY_MISMATCHES: list[tuple[socket.AddressFamily, str, str]] = [
 
 @contextlib.contextmanager
 def wrong_socket(kind: str) -> Iterator[socket.socket]:
-    """A TCP socket, or a closed UDP one (closed at the end either way)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+    """A TCP socket, a closed UDP one, or one with IP_RECVERR or IPV6_RECVERR set
+    (`RECVERR_SOCKETS`), closed at the end either way."""
+    family, level, option = RECVERR_SOCKETS.get(kind, (socket.AF_INET, 0, 0))
+    with socket.socket(family, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
                        ) as sock:
         if kind == "closed":
             sock.close()
+        if option:
+            sock.setsockopt(level, option, 1)
         yield sock
 
 

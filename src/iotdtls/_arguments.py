@@ -9,7 +9,16 @@ import inspect
 import ipaddress
 import math
 import numbers
-from socket import AF_INET, AF_INET6, SOCK_DGRAM, AddressFamily, socket
+import sys
+from socket import (
+    AF_INET,
+    AF_INET6,
+    IPPROTO_IP,
+    IPPROTO_IPV6,
+    SOCK_DGRAM,
+    AddressFamily,
+    socket,
+)
 from typing import Any
 
 from iotdtls._addresses import listening_on, reaching
@@ -22,6 +31,7 @@ __all__ = [
     "check_bytes_like",
     "check_client_arguments",
     "check_host",
+    "check_no_recverr",
     "check_port",
     "check_server_arguments",
     "check_session",
@@ -114,13 +124,44 @@ def check_server_arguments(
 def check_sock(sock: object) -> None:
     """`sock=`: None or an open UDP socket. A TCP socket is a `TypeError` (a server would never
     receive a datagram on it, a client would fail with ConnectionRefusedError), a closed one a
-    `ConfigError` (not "Bad file descriptor" from the socket layer)."""
+    `ConfigError` (not "Bad file descriptor" from the socket layer), and so is one with
+    IP_RECVERR or IPV6_RECVERR set (Linux, `_RECVERR`)."""
     check_type("sock", sock, socket, optional=True)
     if isinstance(sock, socket):
         if sock.fileno() == -1:
             raise ConfigError("sock is closed: pass an open UDP socket (SOCK_DGRAM)")
         if sock.type != SOCK_DGRAM:
             raise TypeError(f"sock must be a UDP socket (SOCK_DGRAM), got {sock.type.name}")
+        check_no_recverr(sock)
+
+
+#: Linux's options that queue each ICMP error a socket gets on its error queue (`ip(7)`,
+#: `ipv6(7)`; Python's socket module lacks them), by the families they apply to; IP_RECVERR
+#: applies to an IPv6 socket's IPv4-mapped traffic too.
+_RECVERR: list[tuple[tuple[int, ...], int, int, str]] = [
+    ((AF_INET, AF_INET6), IPPROTO_IP, 11, "IP_RECVERR"),
+    ((AF_INET6,), IPPROTO_IPV6, 25, "IPV6_RECVERR"),
+]
+
+
+def check_no_recverr(sock: socket) -> None:
+    """A UDP socket with IP_RECVERR or IPV6_RECVERR set is a `ConfigError`: the adapters never
+    read its error queue (MSG_ERRQUEUE), so after one ICMP error poll and epoll reported
+    POLLERR for ever and both spun at full CPU for the rest of the association (probe BH
+    #2). Our own sockets never set them; only a caller's `sock=` can."""
+    if not sys.platform.startswith("linux"):
+        return
+    for families, level, option, name in _RECVERR:
+        if sock.family in families:
+            try:
+                enabled = sock.getsockopt(level, option)
+            except OSError:  # not a socket the option applies to
+                continue
+            if enabled:
+                raise ConfigError(
+                    f"sock has {name} set: the adapters do not read its error queue; clear it"
+                    f" (setsockopt {name} 0)"
+                )
 
 
 #: The IP version of each socket family.

@@ -754,11 +754,12 @@ def connect(
     short handshake if the server still has it, a full one otherwise (RES-1). Raises the
     `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
     (after `config.handshake_timeout`). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port or a closed `sock`) here, before any socket is made; a host that does not
-    resolve, `socket.gaierror` naming it ("cannot resolve HOST: ..."). In certificate mode, the
-    server's certificate must carry `config.server_name` or, without one, `host` (RFC 7925
-    §4.4.1). Cancelled, it closes the socket, with close_notify unless the handshake had
-    failed (RFC 5246 §7.2.1), even in the instant the handshake completed."""
+    for the port, a closed `sock` or one with IP_RECVERR set, see the README) here, before any
+    socket is made; a host that does not resolve, `socket.gaierror` naming it ("cannot resolve
+    HOST: ..."). In certificate mode, the server's certificate must carry `config.server_name`
+    or, without one, `host` (RFC 7925 §4.4.1). Cancelled, it closes the socket, with
+    close_notify unless the handshake had failed (RFC 5246 §7.2.1), even in the instant the
+    handshake completed."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
     return _Connect(host, port, config, sock, chain_cache, session)
@@ -1425,9 +1426,10 @@ async def serve(
     free port (`DtlsServer.address` says which); host "0.0.0.0" every IPv4 address, "::" every
     address, IPv4 too (IPV6_V6ONLY turned off, whatever the host's default; not on a `sock`
     given); "" is refused. A wrong argument raises `TypeError` (or `ConfigError` for the port,
-    an empty host or a closed `sock`) before any socket is made; an address that cannot be
-    bound, the `OSError` naming it, same type and errno ("cannot listen on 127.0.0.1:5684:
-    Address already in use"; a host that does not resolve, a `socket.gaierror`)."""
+    an empty host, a closed `sock` or one with IP_RECVERR set) before any socket is made; an
+    address that cannot be bound, the `OSError` naming it, same type and errno ("cannot listen
+    on 127.0.0.1:5684: Address already in use"; a host that does not resolve, a
+    `socket.gaierror`)."""
     check_handler(handler)
     check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()

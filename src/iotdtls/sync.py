@@ -726,7 +726,8 @@ def connect(
     cannot connect, or `PortUnreachable`, RFC 8085 §5.2), as `iotdtls.aio.connect` does; a
     handshake that times out is not tried elsewhere. `chain_cache` keeps the server's
     certificate chain between runs for cached_info (RFC 7924). A wrong argument raises
-    `TypeError` (or `ConfigError` for the port or a closed `sock`) before any socket is made.
+    `TypeError` (or `ConfigError` for the port, a closed `sock` or one with IP_RECVERR set)
+    before any socket is made.
     In certificate mode, the server's certificate must carry `config.server_name` or, without
     one, `host` (RFC 7925 §4.4.1)."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
