@@ -1041,6 +1041,37 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     assert result.processes == processes
 
 
+def test_a_ctrl_c_while_the_generators_spawn_ends_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: a Ctrl-C (SIGINT to this process) that arrived while the generator
+    processes were being spawned was dropped (SIGINT was ignored in the parent meanwhile) and
+    the run went on to its end. Now it is held and delivered once they are: the run ends
+    with KeyboardInterrupt (as a Ctrl-C just before or after the spawns), no process left."""
+    real_spawn = perf.spawn
+    spawned: list[Any] = []
+
+    def spawn_with_ctrl_c(*args: Any) -> Any:
+        if not spawned:
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, in this instant
+        spawned.append(real_spawn(*args))
+        return spawned[-1]
+
+    monkeypatch.setattr(perf, "spawn", spawn_with_ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with server_on_a_thread() as server:
+        load = spec(handshakes=None, duration=3.0, concurrency=2, messages=1,
+                    port=server.address[1])
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_load(load, processes=2, loop_choice="asyncio")
+        assert time.monotonic() - started < 2.5  # not the run's 3 s
+    assert len(spawned) == 2
+    for process, _ in spawned:
+        assert not process.is_alive() and process.exitcode is not None
+    assert multiprocessing.active_children() == []
+
+
 def on_generator_0(done: list[int], act: Callable[[int], None]) -> Callable[[LoadProgress], None]:
     """A progress callback that, once progress shows a completed handshake, does `act` to the
     pid of generator process 0 (iotdtls-perf-0), once, noting the pid in `done`."""

@@ -721,6 +721,41 @@ def test_a_start_cancelled_while_the_workers_start_stops_them() -> None:
     assert multiprocessing.active_children() == []
 
 
+def test_a_ctrl_c_while_the_workers_spawn_ends_the_start_with_every_worker_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a probe: a Ctrl-C (SIGINT to this process) that arrived while the workers were
+    being spawned was dropped (SIGINT was ignored in the parent for those milliseconds) and
+    serve() returned a running pool. Now SIGINT is held (blocked) while they spawn, and
+    delivered once they are: asyncio.run's handler cancels the start, which stops every
+    worker, then raises KeyboardInterrupt. The workers started with it held drop it."""
+    real_spawn = workers.spawn
+    spawned: list[Any] = []
+    served: list[workers.WorkerServer] = []
+
+    def spawn_with_ctrl_c(*args: Any) -> Any:
+        if not spawned:
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, in this instant
+        spawned.append(real_spawn(*args))
+        return spawned[-1]
+
+    async def main() -> None:
+        served.append(await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
+                                          loop_choice="asyncio"))
+        await served[0].close()  # the Ctrl-C was lost
+
+    monkeypatch.setattr(workers, "spawn", spawn_with_ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert served == [] and len(spawned) == 2
+    for process, _ in spawned:
+        assert not process.is_alive() and process.exitcode is not None
+        with pytest.raises(ProcessLookupError):  # reaped
+            os.kill(process.pid, 0)
+    assert multiprocessing.active_children() == []
+
+
 def start_slowly(pids: str, seconds: float) -> None:
     """A worker's initializer: add its pid to the file `pids`, then take `seconds` to start."""
     with open(pids, "a") as file:

@@ -1,8 +1,9 @@
 """Child processes of the server workers and of the load generator: started with ``spawn`` (a
 fresh interpreter, never a fork of a process that may run threads), SIGINT ignored (a Ctrl-C
 reaches the whole process group; the parent decides what happens), one pipe to the parent,
-and reaped by pid with a bounded wait. Other signals can be held (blocked) while they start, so
-that one sent before a child is ready for it waits in the child instead of killing it."""
+and reaped by pid with a bounded wait. Signals are held (blocked) while they start, SIGINT
+always, so that one sent before a child is ready for it waits in the child instead of killing
+it, and in the parent instead of being lost."""
 
 from __future__ import annotations
 
@@ -15,38 +16,35 @@ from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-__all__ = ["Child", "hold_signals", "how_it_ended", "ignore_sigint", "reap", "spawn"]
+__all__ = ["Child", "hold_signals", "how_it_ended", "ignore_held_sigint", "reap", "spawn"]
 
 #: The parent's end of a child's pipe (`multiprocessing.connection.Connection`).
 Child = tuple[BaseProcess, Any]
 
 
-@contextlib.contextmanager
-def ignore_sigint() -> Iterator[None]:
-    """Ignore SIGINT while children start, so that they inherit the ignored disposition (only
-    the main thread may change it; elsewhere each child ignores it itself, a little later)."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def ignore_held_sigint() -> None:
+    """A child's first thing: ignore SIGINT, then unblock it (`hold_signals` held it while the
+    child started). A Ctrl-C that reached the child meanwhile (it goes to the whole process
+    group) is dropped here: the parent, which holds it too, decides."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @contextlib.contextmanager
-def hold_signals(signals: frozenset[signal.Signals]) -> Iterator[None]:
-    """Block `signals` in this thread while children start. A child inherits the blocked set
-    through fork and exec, so such a signal that comes while it starts (importing, unpickling)
-    stays pending until the child unblocks it, once it has a handler for it: a stop, not a
-    death. Here the signals stay pending too, and are delivered when the block ends.
+def hold_signals(signals: frozenset[signal.Signals] = frozenset()) -> Iterator[None]:
+    """Block SIGINT and `signals` in this thread while children start. A child inherits the
+    blocked set through fork and exec, so such a signal that comes while it starts
+    (importing, unpickling) stays pending until the child unblocks it, once it has a handler
+    for it (SIGINT: `ignore_held_sigint`): a stop, not a death. Here the signals stay pending
+    too, and are delivered when the block ends: a Ctrl-C while children start reaches the
+    parent's handler then (asyncio.run's cancels the start). SIGINT used to be ignored here
+    instead (SIG_IGN, which the children inherited), and one that came meanwhile was lost:
+    the server started and ran on (probe BH #3).
 
     multiprocessing's resource tracker, started with the first child, unblocks SIGINT and
     SIGTERM once it is started: it is started before the block, not inside it."""
     multiprocessing.resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals | {signal.SIGINT})
     try:
         yield
     finally:
@@ -55,7 +53,7 @@ def hold_signals(signals: frozenset[signal.Signals]) -> Iterator[None]:
 
 def spawn(target: Callable[..., None], args: tuple[Any, ...], name: str) -> Child:
     """Start `target(*args, conn)` in a new interpreter; return it and the parent's pipe end.
-    Call inside `ignore_sigint()`; `target` should ignore SIGINT first thing too."""
+    Call inside `hold_signals()`; `target` calls `ignore_held_sigint()` first thing."""
     parent_end, child_end = multiprocessing.get_context("spawn").Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=target, args=(*args, child_end), name=name, daemon=True

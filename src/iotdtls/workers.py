@@ -42,7 +42,8 @@ closures, defined in a module or a script file (a worker re-imports the script a
 SIGINT and SIGHUP (a Ctrl-C or a closing terminal reaches the whole process group; the parent
 decides) and stop cleanly when the parent asks, when their parent goes away, or on SIGTERM,
 even one that comes while they start (it waits until the worker can stop). `serve` cancelled
-while they start (a timeout around it, Ctrl-C) stops them in a thread, the event loop running
+while they start (a timeout around it, Ctrl-C: one while they are being spawned is held in the
+parent and comes once they are) stops them in a thread, the event loop running
 on: one already serving is asked to stop, one still starting (it would hear the request only
 once serving, after its initializer) is killed, and the CancelledError comes once all are
 reaped. They ignore SIGUSR1
@@ -79,7 +80,7 @@ from typing import Any
 from iotdtls import aio, loop
 from iotdtls._addresses import listening_on, resolve
 from iotdtls._arguments import check_host, check_port, check_type
-from iotdtls._children import hold_signals, how_it_ended, ignore_sigint, reap, spawn
+from iotdtls._children import hold_signals, how_it_ended, ignore_held_sigint, reap, spawn
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.datagram import dual_stack
@@ -102,9 +103,9 @@ _STOP, _READY, _FAILED, _STOPPED = "stop", "ready", "failed", "stopped"
 #: The parent's request for the counters now (`WorkerServer.log_counters`), and the answer's kind:
 #: the request is (_COUNTERS, round), the answer (_COUNTERS, (round, stats)).
 _COUNTERS = "counters"
-#: Held (blocked) from the spawn of a worker until it has its own handling of them: the worker
-#: ignores SIGHUP and SIGUSR1 as it ignores SIGINT (the parent decides), SIGTERM stops it
-#: cleanly.
+#: Held (blocked) from the spawn of a worker until it has its own handling of them (and SIGINT,
+#: which `hold_signals` always holds): the worker ignores SIGHUP and SIGUSR1 as it ignores
+#: SIGINT (the parent decides), SIGTERM stops it cleanly.
 _HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1})
 #: A `ServerConfig`, or a picklable function that builds one (called in each worker, so that
 #: credentials that do not pickle, such as private keys, are loaded there).
@@ -138,7 +139,7 @@ class _WorkerSpec:
 
 def _worker_main(spec: _WorkerSpec, sock: socket.socket, conn: Any) -> None:
     """Entry point of a worker: serve on `sock` until told to stop, then report the counters."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_held_sigint()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # drops one held while starting
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the parent asks through the pipe
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGUSR1})
@@ -485,7 +486,7 @@ def _check_picklable(spec: _WorkerSpec) -> None:
 def _start_workers(specs: list[_WorkerSpec], sockets: list[socket.socket]) -> list[_Worker]:
     workers: list[_Worker] = []
     try:
-        with ignore_sigint(), hold_signals(_HELD_SIGNALS):
+        with hold_signals(_HELD_SIGNALS):  # a Ctrl-C meanwhile comes when they are spawned
             for spec, sock in zip(specs, sockets, strict=True):
                 process, conn = spawn(_worker_main, (spec, sock), f"iotdtls-worker-{spec.index}")
                 sock.close()  # the worker holds the socket now; the parent must not read it

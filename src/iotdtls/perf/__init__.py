@@ -28,7 +28,7 @@ from typing import Any
 
 from iotdtls import loop
 from iotdtls._addresses import format_address
-from iotdtls._children import Child, how_it_ended, ignore_sigint, reap, spawn
+from iotdtls._children import Child, hold_signals, how_it_ended, ignore_held_sigint, reap, spawn
 from iotdtls.config import ClientConfig
 from iotdtls.crypto.aead import CCM8_OVERHEAD
 from iotdtls.errors import ConfigError
@@ -195,7 +195,7 @@ def _child_main(
     spec: LoadSpec, loop_choice: str, initializer: Callable[[], None] | None, conn: Any
 ) -> None:
     """A generator process: run its share, report progress and the result on `conn`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    ignore_held_sigint()  # the parent decides when to stop
     try:
         if initializer is not None:
             initializer()
@@ -235,7 +235,7 @@ def _start_children(
     running = asyncio.get_running_loop()
     children: list[Child] = []
     results: list[asyncio.Future[LoadResult]] = []
-    with ignore_sigint():
+    with hold_signals():  # a Ctrl-C meanwhile comes once they are spawned
         for index, share in enumerate(_split(spec, processes)):
             child = spawn(
                 _child_main, (share, loop_choice, initializer), f"iotdtls-perf-{index}"
