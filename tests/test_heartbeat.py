@@ -6,6 +6,7 @@ reported as `PeerUnresponsive` after the retransmissions of RFC 6347 §4.2.4.1."
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -272,6 +273,38 @@ def test_keepalive_after_silence(side: Direction) -> None:
     assert len(events_of(link, side, HeartbeatAnswered)) == 2  # at +5 and +10 s
     assert len(heartbeat_records(link, side)) == 2
     assert established(link)
+
+
+@pytest.mark.req("EXT-5")
+@pytest.mark.parametrize(
+    ("client", "server", "why"),
+    [
+        ({}, {"heartbeat": False, "keepalive_interval": None},
+         "the server did not agree to heartbeats (RFC 6520)"),
+        ({}, {"answer_heartbeats": False},
+         "the server accepts no heartbeat requests (peer_not_allowed_to_send, RFC 6520)"),
+        ({"answer_heartbeats": False}, {}, None),
+        ({}, {}, None),
+    ],
+    ids=["not-negotiated", "not-answered", "client-answers-none", "agreed"],
+)
+def test_a_client_whose_keepalive_cannot_work_warns_once(
+    caplog: pytest.LogCaptureFixture, client: dict[str, Any], server: dict[str, Any],
+    why: str | None,
+) -> None:
+    """keepalive_interval with a server that left heartbeats out of its hello or refused our
+    requests (RFC 6520 §2) sends nothing: a warning says so once, at the handshake's end. A
+    server, whose clients may well not do heartbeats, says nothing of a client that refuses
+    its requests (no flood of warnings); nobody says anything when it works."""
+    caplog.set_level(logging.WARNING, "iotdtls")
+    link = make_link(client={"heartbeat": True, "keepalive_interval": 5.0, **client},
+                     server={"heartbeat": True, "keepalive_interval": 5.0, **server})
+    link.handshake()
+    assert established(link)
+    link.run(until=link.now + 6.0, stop=lambda lk: False)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ([] if why is None else [
+        f"{why}: keep-alive (keepalive_interval) is off for this association"])
 
 
 @pytest.mark.req("EXT-5")

@@ -1225,6 +1225,8 @@ class DtlsConnection:
         )
         if peer_mode is not None or self._heartbeats is not None:
             self._beats().start(peer_mode, hs.now)
+        if self.config.keepalive_interval is not None and self.is_client:
+            self._warn_if_keepalive_off()
         self._emit(
             HandshakeComplete(
                 session.cipher_suite,
@@ -1237,6 +1239,19 @@ class DtlsConnection:
         )
         if self._early_data:
             self._deliver_early_data()
+
+    def _warn_if_keepalive_off(self) -> None:
+        """A client asked for keep-alive (`keepalive_interval`), and the server's hello left
+        heartbeats out or refused our requests (peer_not_allowed_to_send, RFC 6520 §2): no
+        request will go, so a vanished server is noticed only when a send fails; one warning
+        per association (a client has one), not a silent no-op."""
+        if self.heartbeat_requests_accepted:
+            return
+        if self.heartbeats_negotiated:
+            why = "the server accepts no heartbeat requests (peer_not_allowed_to_send, RFC 6520)"
+        else:
+            why = "the server did not agree to heartbeats (RFC 6520)"
+        logger.warning("%s: keep-alive (keepalive_interval) is off for this association", why)
 
     def _deliver_early_data(self) -> None:
         """The peer's data that came before its Finished, now verified, in arrival order

@@ -60,7 +60,6 @@ from iotdtls.config import (
     RetryPolicy,
     ServerConfig,
 )
-from iotdtls.connection import DtlsConnection
 from iotdtls.errors import ConfigError, DatagramTooLarge, DtlsError
 from iotdtls.sessions import (
     DirectorySessionStore,
@@ -462,8 +461,6 @@ async def _talk(
     session file: saved after the handshake, removed when a fatal alert ends the session or
     when a handshake offering it fails because of it (`_handshake`)."""
     conn = await _handshake(config, host, port, cache, session_file)
-    if config.heartbeat:
-        _check_heartbeats(conn.connection)
     try:
         if session_file is not None:
             session_file.save(conn.session)
@@ -484,18 +481,6 @@ async def _talk(
                 session_file.discard()  # ended by a fatal alert: never resume it
     finally:
         await conn.close()
-
-
-def _check_heartbeats(connection: DtlsConnection) -> None:
-    """--heartbeat: a warning when the server's hello left them out, or refused our requests
-    (RFC 6520 §2): no heartbeat will go, so the flag has no effect."""
-    if connection.heartbeat_requests_accepted:
-        return
-    if connection.heartbeats_negotiated:
-        why = "the server accepts no heartbeat requests (peer_not_allowed_to_send, RFC 6520)"
-    else:
-        why = "the server did not agree to heartbeats (RFC 6520)"
-    logging.getLogger("iotdtls.cli").warning("%s: --heartbeat has no effect", why)
 
 
 async def _handshake(
