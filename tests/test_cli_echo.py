@@ -555,7 +555,7 @@ def test_heartbeats_the_server_refuses_are_a_warning(
     talk([b"one\n"], config, serving=server_config(**serving))
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == ([] if warning is None else [
-        f"{warning}: keep-alive (keepalive_interval) is off for this association"])
+        f"{warning}: no keep-alive heartbeat will go on this association"])
     complete = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("handshake complete: suite")]
     said = [line.partition(", heartbeats: ")[2] or None for line in complete]

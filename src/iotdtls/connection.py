@@ -1251,7 +1251,7 @@ class DtlsConnection:
             why = "the server accepts no heartbeat requests (peer_not_allowed_to_send, RFC 6520)"
         else:
             why = "the server did not agree to heartbeats (RFC 6520)"
-        logger.warning("%s: keep-alive (keepalive_interval) is off for this association", why)
+        logger.warning("%s: no keep-alive heartbeat will go on this association", why)
 
     def _deliver_early_data(self) -> None:
         """The peer's data that came before its Finished, now verified, in arrival order
