@@ -256,6 +256,7 @@ def test_a_damaged_session_file_is_ignored_with_a_warning(
 ) -> None:
     path = tmp_path / "session"
     path.write_bytes(b"not a session")
+    path.chmod(0o600)
     caplog.set_level(logging.WARNING, "iotdtls.cli")
     assert echo.SessionFile(str(path)).load() is None
     [record] = [r for r in caplog.records if r.name == "iotdtls.cli"]
@@ -265,7 +266,10 @@ def test_a_damaged_session_file_is_ignored_with_a_warning(
     )
     unreadable = tmp_path / "a directory"
     unreadable.mkdir()
-    assert echo.SessionFile(str(unreadable)).load() is None
+    with pytest.raises(UsageError) as refused:  # put there after `check`, which refuses it
+        echo.SessionFile(str(unreadable)).load()
+    assert str(refused.value) == (
+        f"--session-file {unreadable} is a directory, not a regular file")
 
 
 # -- the echo handler -------------------------------------------------------------------------
@@ -636,6 +640,7 @@ def test_a_session_file_that_cannot_be_written_is_refused_before_connecting(
             2, f"iotdtls: error: cannot write --session-file {path}: {problem}\n", [])
     assert sorted(tmp_path.iterdir()) == [a_file]  # the trial file in the directory is gone
     a_file.write_bytes(b"iotdtls-session\x01")  # of another version
+    a_file.chmod(0o600)
     for path in (tmp_path / "new", a_file):
         assert main(["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
                      "--session-file", str(path)]) == 0
@@ -704,6 +709,113 @@ def test_a_session_file_through_another_users_symlink_is_refused_before_connecti
 
 
 @pytest.mark.req("RES-1")
+def test_a_session_file_another_user_could_have_written_is_refused_before_connecting(
+    talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    give_away: Callable[[Path], str], in_shared_dir: Callable[[str], Path],
+) -> None:
+    """A session file another user planted (a full handshake of theirs with the same server,
+    at a path in /tmp) was resumed: the client's traffic ran under a master secret that user
+    knew (probe BJ, F1). In a sticky directory a non-root client then failed at every run to
+    replace it ("Operation not permitted"), without saying why. Another user's file, or one
+    of ours open to group or others, is refused in one line before connecting, as the key
+    log is, and left as it is."""
+    planted = in_shared_dir("victim.sess")
+    planted.write_bytes(a_session().to_bytes())
+    planted.chmod(0o600)
+    owner = give_away(planted)
+    command = ["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX,
+               "--session-file"]
+    before = planted.read_bytes()
+    assert main([*command, str(planted)]) == 2
+    assert capsys.readouterr().err == (
+        f"iotdtls: error: --session-file {planted} is owned by {owner}, not by this user: name "
+        "a file of your own (another user could have written it)\n")
+    assert planted.read_bytes() == before and talks == []
+    ours = tmp_path / "open.sess"
+    ours.write_bytes(before)
+    for mode in (0o644, 0o620, 0o604):
+        ours.chmod(mode)
+        assert main([*command, str(ours)]) == 2
+        assert capsys.readouterr().err == (
+            f"iotdtls: error: --session-file {ours} is open to group or others (mode "
+            f"{mode:04o}): chmod 600 it or name a new file\n")
+        assert ours.read_bytes() == before and talks == []
+    ours.chmod(0o600)
+    assert main([*command, str(ours)]) == 0 and len(talks) == 1
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_file_swapped_after_its_check_is_refused_unread(
+    tmp_path: Path, give_away: Callable[[Path], str],
+) -> None:
+    """`load` read the file with `Path.read_bytes`: a FIFO put there after `check` blocked
+    the client for ever in opening it, and another user's file was read as the session to
+    offer (probe BJ, F1). It reads through `read_regular_file` (never blocking) and checks the
+    file it opened (fstat) as `check` does: either is the same one-line refusal."""
+    path = tmp_path / "s.sess"
+    file = echo.SessionFile(str(path))
+    file.check()  # nothing there yet: made after the handshake
+    os.mkfifo(path)
+
+    def blocked(signum: int, frame: Any) -> None:
+        raise TimeoutError("load() blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)
+    try:
+        with pytest.raises(UsageError) as refused:
+            file.load()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(refused.value) == f"--session-file {path} is a FIFO, not a regular file"
+    path.unlink()
+    path.write_bytes(a_session().to_bytes())
+    path.chmod(0o600)
+    assert file.load() is not None
+    path.chmod(0o640)
+    with pytest.raises(UsageError) as refused:
+        file.load()
+    assert str(refused.value) == (
+        f"--session-file {path} is open to group or others (mode 0640): chmod 600 it or name "
+        "a new file")
+    path.chmod(0o600)
+    owner = give_away(path)
+    with pytest.raises(UsageError) as refused:
+        file.load()
+    assert str(refused.value) == (
+        f"--session-file {path} is owned by {owner}, not by this user: name a file of your own "
+        "(another user could have written it)")
+
+
+@pytest.mark.req("RES-1")
+def test_a_session_file_far_larger_than_a_session_is_refused_unread(
+    talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file of ours starting like a session was read whole, however large (300 MiB: 639 MiB
+    of memory, probe BJ); a session is a few hundred bytes, a few kilobytes with a certificate
+    chain. Over `MAX_SESSION_FILE` it is refused before connecting, unread and left as it is,
+    and `load` refuses it too (grown after the check)."""
+    path = tmp_path / "big.sess"
+    session = a_session().to_bytes()
+    path.write_bytes(session + bytes(echo.MAX_SESSION_FILE - len(session)))
+    path.chmod(0o600)
+    file = echo.SessionFile(str(path))
+    file.check()  # at the limit: a damaged session, ignored with a warning then replaced
+    assert file.load() is None
+    with path.open("ab") as grown:
+        grown.write(b"\0")
+    command = ["client", "127.0.0.1:9", "--psk-identity", "dev1", "--psk", PSK_HEX]
+    assert main([*command, "--session-file", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"iotdtls: error: --session-file {path} is larger than {echo.MAX_SESSION_FILE} bytes: "
+        "is it the right file?\n")
+    assert talks == [] and path.stat().st_size == echo.MAX_SESSION_FILE + 1
+    with pytest.raises(UsageError, match="is larger than"):
+        file.load()
+
+
+@pytest.mark.req("RES-1")
 def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
     talks: list[tuple[Any, ...]], tmp_path: Path, capsys: pytest.CaptureFixture[str], pki: Pki
 ) -> None:
@@ -745,6 +857,7 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
         "give another path\n")
     assert other.read_bytes() == b"-----BEGIN PRIVATE KEY-----\n" and talks == []
     other.write_bytes(b"")  # empty: nothing lost
+    other.chmod(0o600)
     assert main([*psk, "--session-file", str(other)]) == 0 and len(talks) == 1
 
 

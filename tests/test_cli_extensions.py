@@ -46,6 +46,7 @@ def test_session_file_resumes_from_a_new_process(tmp_path: Path) -> None:
 def test_a_damaged_session_file_means_a_full_handshake(tmp_path: Path) -> None:
     session_file = tmp_path / "device.session"
     session_file.write_bytes(b"iotdtls-session\x01 of another version")  # not refused: replaced
+    session_file.chmod(0o600)  # as the client writes it: one others can read is refused
     port = free_udp_port()
     with cli_server(port, *CREDENTIALS) as server:
         done = run_client(port, ["hello"], *CREDENTIALS, "--session-file", str(session_file))

@@ -26,6 +26,7 @@ __all__ = [
     "directory_access_problem",
     "file_kind",
     "is_readable",
+    "not_ours_alone",
     "open_private_append",
     "open_private_directory",
     "path_problem",
@@ -33,6 +34,7 @@ __all__ = [
     "private_directory_problem",
     "private_file_problem",
     "read_regular_file",
+    "read_regular_file_and_stat",
     "replace_in_private_directory",
     "resolve_links",
     "same_file",
@@ -81,7 +83,7 @@ def private_file_problem(info: os.stat_result) -> str | None:
     can read."""
     if not stat.S_ISREG(info.st_mode):
         return f"is {file_kind(info.st_mode)}, not a regular file: name a regular file"
-    problem = _not_ours_alone(info, "file", "600")
+    problem = not_ours_alone(info, "file", "600")
     if problem is not None:
         return problem
     if info.st_nlink > 1:
@@ -91,14 +93,17 @@ def private_file_problem(info: os.stat_result) -> str | None:
     return None
 
 
-def _not_ours_alone(info: os.stat_result, kind: str, private_mode: str) -> str | None:
+def not_ours_alone(
+    info: os.stat_result, kind: str, private_mode: str, could: str = "could read it"
+) -> str | None:
     """What lets another user at the `kind` ("file", "directory") `info` describes, as the end
-    of a sentence naming it: owned by another user, or open to group or others (the fix:
-    chmod `private_mode`); None when only this user can reach it."""
+    of a sentence naming it: owned by another user (`could` says what that user could do:
+    "could read it", "could have written it"), or open to group or others (the fix: chmod
+    `private_mode`); None when only this user can reach it."""
     if info.st_uid != os.geteuid():
         return (
             f"is owned by {_user(info.st_uid)}, not by this user: name a {kind} of your own "
-            "(another user could read it)"
+            f"(another user {could})"
         )
     if info.st_mode & 0o077:
         return (
@@ -117,7 +122,7 @@ def private_directory_problem(info: os.stat_result) -> str | None:
     if not stat.S_ISDIR(info.st_mode):
         kind = "a regular file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
         return f"is {kind}, not a directory: name a directory"
-    return _not_ours_alone(info, "directory", "700")
+    return not_ours_alone(info, "directory", "700")
 
 
 #: What a directory must let this user do, and how a message says each (os.access).
@@ -182,6 +187,21 @@ def read_regular_file(
     is it the right file?". Other failures are `OSError` (`ValueError` for a NUL in `path`),
     as from `open`; without `follow_symlinks`, a symlink is ELOOP (O_NOFOLLOW) and a Unix
     socket ENXIO, as the kernel refuses to open them (`NOT_OPENED_AS_A_FILE`)."""
+    return read_regular_file_and_stat(
+        path, limit, dir_fd=dir_fd, follow_symlinks=follow_symlinks
+    )[0]
+
+
+def read_regular_file_and_stat(
+    path: str,
+    limit: int = MAX_CREDENTIAL_FILE,
+    *,
+    dir_fd: int | None = None,
+    follow_symlinks: bool = True,
+) -> tuple[bytes, os.stat_result]:
+    """`read_regular_file`, and the fstat of the file it read: the caller checks the very file
+    whose bytes it has (its owner and mode: `not_ours_alone`), not one that was at the path
+    when it looked before, or after."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow_symlinks:
         flags |= os.O_NOFOLLOW
@@ -197,7 +217,7 @@ def read_regular_file(
     if len(data) > limit or info.st_size > limit:
         size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
         raise RefusedFile(f"is larger than {size}: is it the right file?")
-    return data
+    return data, info
 
 
 def _read_at_most(fd: int, most: int, size: int) -> bytes:

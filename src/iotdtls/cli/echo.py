@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import errno
 import functools
+import io
 import logging
 import os
 import stat
@@ -22,7 +23,14 @@ from typing import Any
 
 from iotdtls import aio, loop, workers
 from iotdtls._addresses import format_address
-from iotdtls._files import file_kind, resolve_links, write_atomically
+from iotdtls._files import (
+    RefusedFile,
+    file_kind,
+    not_ours_alone,
+    read_regular_file_and_stat,
+    resolve_links,
+    write_atomically,
+)
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import (
     COUNTERS_SIGNAL,
@@ -77,6 +85,10 @@ REPLY_GRACE = 1.0
 STDIN_CHUNK = 65536
 #: Longest the server's stop may take (handlers that ignore cancellation are left behind).
 STOP_GRACE = 5.0
+#: Largest --session-file read: a saved session is about 200 bytes, a few kilobytes with the
+#: server's certificate chain (a Certificate message fits 16 KiB, the CLI's
+#: max_handshake_message); a larger file is refused unread (`SessionFile`).
+MAX_SESSION_FILE = 64 << 10
 
 
 def register(sub: Any) -> None:
@@ -154,7 +166,7 @@ def register(sub: Any) -> None:
         action=Once,
         help="resume the session saved in FILE if there is one, and save the session there "
         "after the handshake (it holds a secret: written with mode 0600; a file holding anything "
-        "else is refused)",
+        "else, another user's or one others can read or write is refused)",
     )
     cli.add_argument(
         "--max-fragment-length",
@@ -543,7 +555,10 @@ class SessionFile:
     file holds the master secret, so it is written atomically with mode 0600; one that cannot
     be read as a session is ignored (a full handshake replaces it). A symlink is followed, once
     (resolved here): the file it points to is read, written and removed, and the link stays;
-    messages name the path given. Another user's symlink is refused (`resolve_links`)."""
+    messages name the path given. Another user's symlink is refused (`resolve_links`), and so
+    is a file another user could have written or that others can read (`not_ours_alone`: as
+    the key log): a session another user planted (one of theirs with the same server) would
+    be resumed, and the client's traffic would run under a master secret they know."""
 
     def __init__(self, path: str) -> None:
         self.given = path
@@ -565,7 +580,9 @@ class SessionFile:
         version does, and is replaced after a full handshake), which covers the key and
         certificate files (read before this check, so they hold their data); the --keylog
         file, which may be missing or empty, was refused as this one before (`prepare_keylog`,
-        by path). A `UsageError` naming the flag and the path given otherwise."""
+        by path). Nor is a session another user could have planted resumed: an existing file
+        must be this user's, that only it can read or write, and at most `MAX_SESSION_FILE`
+        bytes (`_read`). A `UsageError` naming the flag and the path given otherwise."""
         if not self.given:
             raise UsageError("--session-file is empty: give the file to keep the session in")
         try:
@@ -587,25 +604,47 @@ class SessionFile:
             raise UsageError(self._cannot_write(exc)) from None
         os.close(fd)
         os.unlink(trial)
-        if mode is not None and not self._holds_a_session():
+        if mode is not None:
+            try:
+                self._read(sessions_only=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot read --session-file {self.path}: {exc.strerror or exc}"
+                ) from None
+
+    def _read(self, sessions_only: bool = False) -> bytes | None:
+        """The bytes of the file, None when there is none. A `UsageError` naming the flag and
+        the path given when what is there now is not a regular file (opened without blocking:
+        a FIFO put there after `check`), is larger than `MAX_SESSION_FILE` (read no further),
+        does not start like a saved session if `sessions_only` (a file of another flag, other
+        data: said first, as chmod would not help), or is another user's or open to group or
+        others: the file read is the one checked (fstat). Other failures (no permission, EIO)
+        are `OSError`."""
+        try:
+            data, info = read_regular_file_and_stat(os.fspath(self.target), MAX_SESSION_FILE)
+        except FileNotFoundError:
+            return None
+        except RefusedFile as exc:
+            raise UsageError(f"--session-file {self.path} {exc}") from None
+        if sessions_only and not starts_like_a_session(io.BytesIO(data)):
             raise UsageError(
                 f"--session-file {self.path} holds something else than a saved session: give "
                 "another path"
             )
-
-    def _holds_a_session(self) -> bool:
-        """Whether the file, a regular one, is empty or starts like a saved session."""
-        try:
-            with self.target.open("rb") as fh:
-                return starts_like_a_session(fh)
-        except OSError as exc:
-            raise UsageError(f"cannot read --session-file {self.path}: {exc.strerror}") from None
+        problem = not_ours_alone(info, "file", "600", could="could have written it")
+        if problem is not None:
+            raise UsageError(f"--session-file {self.path} {problem}")
+        return data
 
     def load(self) -> SessionState | None:
+        """The saved session, None when there is none or it cannot be read as one (damaged,
+        of another version, unreadable: ignored with a warning, a full handshake replaces it).
+        A file `check` would refuse for what it is, its size, its owner or its mode is refused
+        here too (`_read`, a `UsageError`), as found in the file opened: one swapped in after
+        the check (a FIFO, another user's file) is never waited on nor offered."""
         try:
-            return SessionState.from_bytes(self.target.read_bytes())
-        except FileNotFoundError:
-            return None
+            data = self._read()
+            return None if data is None else SessionState.from_bytes(data)
         except (OSError, ValueError) as exc:
             logging.getLogger("iotdtls.cli").warning("ignoring --session-file: %s", exc)
             return None
