@@ -1351,6 +1351,36 @@ def test_a_keylog_another_user_planted_or_can_read_is_refused(
 
 @pytest.mark.req("SEC-1")
 @pytest.mark.usefixtures("no_runs")
+def test_a_keylog_under_another_users_symlink_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    give_away: Callable[[Path], str], in_shared_dir: Callable[[str], Path],
+) -> None:
+    """Only a symlink as the key log itself was refused (O_NOFOLLOW): one another user planted
+    as a directory on the way, in a shared directory such as /tmp, was followed, and the key
+    log made where that user chose, which they could then remove (probe BJ, F2). The path is
+    checked as --session-file's is (`resolve_links`): such a link is refused in one line naming
+    it and its owner, nothing made; our own link there is followed."""
+    real = tmp_path / "real"
+    real.mkdir()
+    ours = in_shared_dir("ours")
+    ours.symlink_to(real)
+    assert main(["client", "127.0.0.1:9", *PSK, "--keylog", str(ours / "k.log")]) == 0
+    assert stat.S_IMODE((real / "k.log").stat().st_mode) == 0o600
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    link = in_shared_dir("logs")
+    link.symlink_to(theirs)
+    owner = give_away(link)
+    for command in (["client", "127.0.0.1:9", *PSK], ["server", *PSK]):
+        path = link / "k.log"
+        assert refused(capsys, *command, "--keylog", str(path)) == (
+            f"cannot write --keylog {path}: {link} is a symbolic link owned by {owner}, who "
+            "could point it anywhere: name the file itself")
+    assert list(theirs.iterdir()) == []
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.usefixtures("no_runs")
 @pytest.mark.parametrize(
     ("command", "flag"),
     [

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,34 @@ def test_a_key_log_file_is_never_written_through_a_symlink_nor_when_others_can_r
     with pytest.raises(KeyLogFailed, match=linked):
         keylog("CLIENT_RANDOM 00 11")
     assert theirs.read_text() == path.read_text() == ""
+
+
+@pytest.mark.req("SEC-1")
+def test_a_key_log_file_under_another_users_symlink_is_refused(
+    tmp_path: Path, give_away: Callable[[Path], str], in_shared_dir: Callable[[str], Path],
+) -> None:
+    """A symlink another user planted in a shared directory as a directory on the way to the
+    key log was followed (only the last part was not, O_NOFOLLOW), the key log made in a
+    directory of theirs (probe BJ, F2): refused where it is configured (`ConfigError`) and at
+    each line (`KeyLogFailed`), naming the link and its owner, nothing made there."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    where = in_shared_dir("logs")
+    where.mkdir()  # a directory of ours when the key log is configured
+    keylog = FileKeyLog(where / "k.log")
+    where.rmdir()
+    where.symlink_to(theirs)  # then another user's link in its place
+    owner = give_away(where)
+    planted = (f"{where} is a symbolic link owned by {owner}, who could point it anywhere: "
+               "name the file itself")
+    with pytest.raises(KeyLogFailed) as failed:
+        keylog("CLIENT_RANDOM 00 11")
+    assert str(failed.value) == f"key log {str(where / 'k.log')!r} cannot be written: {planted}"
+    with pytest.raises(ConfigError) as refused:
+        FileKeyLog(where / "k.log")
+    assert str(refused.value) == (
+        f"keylog_file {str(where / 'k.log')!r} cannot be written: {planted}")
+    assert list(theirs.iterdir()) == []
 
 
 @pytest.mark.parametrize("settings", [ClientConfig, ServerConfig])

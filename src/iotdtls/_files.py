@@ -254,14 +254,18 @@ def open_private_append(path: str) -> int:
 
     What another user could have planted there is refused with `RefusedFile`: a symlink
     (not followed, O_NOFOLLOW), a file that is not regular, owned by another user or open to
-    group or others (`private_file_problem`). A FIFO or a device is opened without blocking
+    group or others (`private_file_problem`); and on the way there, a symlink of another user's
+    in a directory others can write (`resolve_links`, as for every file we write: an `OSError`,
+    EACCES, naming the link and its owner), where the file would be made in a directory that
+    user chose. A FIFO or a device is opened without blocking
     (O_NONBLOCK, cleared for a regular file), then refused, so neither ever blocks (a Unix
     socket fails to open, ENXIO, and is refused as well). Other failures are `OSError`."""
+    target = _directory_resolved(path)
     flags = os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = _open_not_planted(path, flags | os.O_RDWR)
+        fd = _open_not_planted(target, flags | os.O_RDWR)
     except PermissionError:  # EACCES: not readable (mode 0200), or not writable either
-        fd = _open_not_planted(path, flags | os.O_WRONLY)
+        fd = _open_not_planted(target, flags | os.O_WRONLY)
     try:
         problem = private_file_problem(os.fstat(fd))
         if problem is not None:
@@ -324,7 +328,12 @@ def _open_not_planted(path: str, flags: int) -> int:
 def path_problem(path: str) -> str | None:
     """What `open_private_append` would refuse at `path`, from lstat alone (nothing opened,
     nothing made, so cheap enough for a configuration's check); None when nothing is there
-    yet but its directory is."""
+    yet but its directory is. Another user's symlink on the way (`_directory_resolved`) is
+    "cannot be written: " and why."""
+    try:
+        _directory_resolved(path)
+    except OSError as exc:
+        return f"cannot be written: {exc.strerror or exc}"
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -335,6 +344,17 @@ def path_problem(path: str) -> str | None:
     if stat.S_ISLNK(info.st_mode):
         return "is a symbolic link; name the file itself"
     return private_file_problem(info)
+
+
+def _directory_resolved(path: str) -> str:
+    """`path` with the symlinks of its directory resolved (`resolve_links`: another user's
+    link planted in a directory others can write is an `OSError` naming it), its last part
+    kept as given, not followed: `open_private_append` refuses a symlink there itself. A path
+    ending in "/" is kept whole, for the open to say what it is."""
+    directory, name = os.path.split(path)
+    if not name:
+        return path
+    return os.path.join(resolve_links(directory or "."), name)
 
 
 def resolve_links(path: str | os.PathLike[str]) -> Path:

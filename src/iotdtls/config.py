@@ -280,8 +280,9 @@ class FileKeyLog:
     An object rather than a closure so that a configuration carrying it can be pickled (the
     worker processes of `iotdtls.workers` receive their `ServerConfig` that way). What is at
     the path when it is made must be fit to hold secrets (`iotdtls._files.path_problem`: no
-    symlink, FIFO or device, no file of another user's or that others can read), or
-    `ConfigError`; each line checks it again (`open_private_append`), never blocking.
+    symlink, FIFO or device, no file of another user's or that others can read, and no
+    symlink of another user's on the way in a directory others can write, `resolve_links`),
+    or `ConfigError`; each line checks it again (`open_private_append`), never blocking.
 
     Each line is appended whole by one write call (O_APPEND), so that the lines of processes
     appending to one file (workers) never mix; one cut short (a full disk) is not completed,

@@ -396,9 +396,10 @@ def prepare_keylog(args: argparse.Namespace, files: dict[str, str]) -> bool:
     """--keylog FILE, before any handshake: the file must take appended lines, and a missing
     one is created with mode 0600, as it will hold every association's master secret. An
     existing one must be a regular file of this user's that only it can read or write, and
-    not a symlink (`open_private_append`: what another user could have planted, or could
-    read), nor another of the command's files (`files`, from `file_flags`; through links too;
-    which may be missing yet, as the session file: compared by path then). Whether the file was
+    not a symlink, nor reached through another user's symlink in a shared directory
+    (`open_private_append`: what another user could have planted, or could read), nor
+    another of the command's files (`files`, from `file_flags`; through links too; which may
+    be missing yet, as the session file: compared by path then). Whether the file was
     made now (see `discard_new_keylog`); a `UsageError` naming the flag and the file
     otherwise."""
     path: str = args.keylog
