@@ -1041,6 +1041,22 @@ def test_a_signal_ends_a_run_early_with_the_figures_so_far(
     assert result.processes == processes
 
 
+def test_a_run_stopped_before_it_began_starts_nothing() -> None:
+    """A generator process that finds a SIGTERM held while it started sets `stop` before
+    `run_engine`: its lanes started their first handshakes all the same (each cut short, the
+    run's status 1 for handshakes "unfinished", probe BK F1). Now nothing is started."""
+    port = free_udp_port()
+    load = spec(handshakes=None, duration=5.0, concurrency=3, port=port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        result = await run_engine(load, None, stop)
+        assert (result.started, result.unfinished, result.datagrams_sent) == (0, 0, 0)
+
+    run(main())
+
+
 def test_a_ctrl_c_while_the_generators_spawn_ends_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -139,11 +139,13 @@ def _raise_open_files_limit(concurrency: int) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (where this loop may handle signals: the main thread)."""
+def _stop_on_signals(
+    stop: asyncio.Event, signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[None]:
+    """`signals` set `stop` (where this loop may handle signals: the main thread)."""
     running = asyncio.get_running_loop()
     handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         try:
             running.add_signal_handler(sig, stop.set)
             handled.append(sig)
@@ -194,7 +196,8 @@ def _watch(conn: Any, callback: Callable[..., None], *args: Any) -> None:
 def _child_main(
     spec: LoadSpec, loop_choice: str, initializer: Callable[[], None] | None, conn: Any
 ) -> None:
-    """A generator process: run its share, report progress and the result on `conn`."""
+    """A generator process: run its share, report progress and the result on `conn`.
+    SIGTERM stays held (`_HELD_SIGNALS`) until `_child_run` has its handler."""
     ignore_held_sigint()  # the parent decides when to stop
     try:
         if initializer is not None:
@@ -217,11 +220,21 @@ async def _child_run(spec: LoadSpec, conn: Any) -> LoadResult:
     stop = asyncio.Event()
     _watch(conn, stop.set)
     running.add_signal_handler(signal.SIGTERM, stop.set)
+    if signal.SIGTERM in signal.sigpending():  # held while starting: stop before any handshake
+        stop.set()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
         return await run_engine(spec, lambda p: conn.send((_PROGRESS, p)), stop)
     finally:
         running.remove_signal_handler(signal.SIGTERM)
         running.remove_reader(conn.fileno())
+
+
+#: Signals held (blocked) while the generator processes start, besides SIGINT (which
+#: `hold_signals` always holds): SIGTERM, sent to the whole process group (a service manager's
+#: stop) as they start, waits in each until `_child_run` handles it (a clean stop, its
+#: figures), where it killed them (probe BK), and in the parent until `_run_processes` does.
+_HELD_SIGNALS = frozenset({signal.SIGTERM})
 
 
 def _start_children(
@@ -235,7 +248,7 @@ def _start_children(
     running = asyncio.get_running_loop()
     children: list[Child] = []
     results: list[asyncio.Future[LoadResult]] = []
-    with hold_signals():  # a Ctrl-C meanwhile comes once they are spawned
+    with hold_signals(_HELD_SIGNALS):  # a Ctrl-C meanwhile comes once they are spawned
         for index, share in enumerate(_split(spec, processes)):
             child = spawn(
                 _child_main, (share, loop_choice, initializer), f"iotdtls-perf-{index}"
@@ -258,14 +271,27 @@ async def _run_processes(
     latest: dict[int, LoadProgress] = {}
     heard: dict[int, float] = {}  # when each generator last sent something (loop time)
     spec = await pick_target(spec)  # once, here: every generator process uses that address
-    children, results = _start_children(
-        spec, processes, loop_choice, initializer, latest, heard
-    )
     stop = asyncio.Event()
+    with _stop_on_signals(stop, (signal.SIGTERM,)):  # one held while they start: once started
+        children, results = _start_children(
+            spec, processes, loop_choice, initializer, latest, heard
+        )
+        return await _wait_children(spec, children, results, latest, heard, progress, stop)
+
+
+async def _wait_children(
+    spec: LoadSpec,
+    children: list[Child],
+    results: list[asyncio.Future[LoadResult]],
+    latest: dict[int, LoadProgress],
+    heard: dict[int, float],
+    progress: ProgressCallback | None,
+    stop: asyncio.Event,
+) -> LoadResult:
     reporter = asyncio.ensure_future(_report_children(latest, progress)) if progress else None
     watchdog = asyncio.ensure_future(_hung_children(children, heard, results))
     try:
-        with _stop_on_signals(stop):
+        with _stop_on_signals(stop, (signal.SIGINT,)):  # SIGTERM's handler is in place already
             stopper = asyncio.ensure_future(stop.wait())
             reported = asyncio.ensure_future(
                 asyncio.wait(results, return_when=asyncio.FIRST_EXCEPTION)

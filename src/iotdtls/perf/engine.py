@@ -437,6 +437,8 @@ async def run_engine(
     still in progress are abandoned and counted as unfinished); its target, if it names
     none, is the one `pick_target` chooses."""
     engine = _Engine(await pick_target(spec), asyncio.get_running_loop())
+    if stop is not None and stop.is_set():  # stopped before it began: nothing is started
+        engine.stop()
     running = [asyncio.ensure_future(engine.lane()) for _ in range(lanes(spec))]
     everything = asyncio.gather(*running)
     waiters: set[asyncio.Future[Any]] = {everything}
