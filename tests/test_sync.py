@@ -1718,3 +1718,26 @@ def test_a_client_made_in_a_forked_child_is_that_child_s(server: ServerThread) -
         "b'from the child' LocalProtocolError: this client belongs to the process that made"
         " it (pid ")
     assert f"(pid {os.getpid()})" not in answer
+
+
+def test_close_after_the_caller_closed_its_socket_does_not_raise(server: ServerThread) -> None:
+    """Found by a probe: close() raised EBADF (from sending close_notify) once the caller
+    had closed the socket it gave (`sock=`), where close() is best effort; in `with
+    sync.connect(..., sock=s)` the EBADF a recv raises was followed by a second one from
+    `__exit__`. Now close() closes what is ours (the wake-up pair) and marks the client
+    closed, without raising; the recv's EBADF is the one that comes out of the `with`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    wake_pair = [client._wake_reader, client._wake_writer]
+    sock.close()
+    client.close()
+    assert [s.fileno() for s in wake_pair] == [-1, -1]
+    with pytest.raises(LocalProtocolError, match="closed"):
+        client.handshake()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with pytest.raises(OSError) as raised, \
+            sync.connect(*server.address, client_config(retransmit=FAST), sock=sock):
+        sock.close()
+        raise OSError(errno.EBADF, "the recv's")
+    assert raised.value.args == (errno.EBADF, "the recv's")
+    assert raised.value.__context__ is None

@@ -457,7 +457,8 @@ class DtlsClient:
         as `aio` does for a dropped connection; a socket given with `sock=` is closed here,
         but never by the collector (see `DtlsClient`). In a process forked from the one that
         made the client, it sends nothing: it closes that process's copies of the sockets
-        only (see `DtlsClient`)."""
+        only (see `DtlsClient`). A caller's `sock=` the caller closed already is no error
+        here (nothing is sent): the client is closed all the same."""
         if not self._closing and self._forked():
             self._release_forked_copies(keep_callers_socket=False)
             return
@@ -474,6 +475,9 @@ class DtlsClient:
                 if not self._ended():
                     self.connection.close()
                     self._flush()
+            except OSError as exc:  # best effort: close_notify cannot go on a closed socket
+                if not _closed_under_us(self._sock, exc):
+                    raise
             finally:  # the sockets are closed whatever sending close_notify raised
                 with contextlib.suppress(OSError):
                     self._wake_writer.send(b"\0")
