@@ -105,6 +105,9 @@ NOT_BYTES: list[tuple[Any, str]] = [
 WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [
     ("tcp", TypeError, "sock must be a UDP socket (SOCK_DGRAM), got SOCK_STREAM"),
     ("closed", ConfigError, "sock is closed: pass an open UDP socket (SOCK_DGRAM)"),
+    # Passed, then failed in aio.serve with IndexError, in both connects with "TypeError: a
+    # bytes-like object is required, not 'tuple'" (probe BK F3).
+    ("unix", TypeError, "sock must be an AF_INET or AF_INET6 UDP socket, got AF_UNIX"),
 ]
 
 #: Linux's IP_RECVERR and IPV6_RECVERR (missing from Python's socket module): a socket with
@@ -136,9 +139,11 @@ FAMILY_MISMATCHES: list[tuple[socket.AddressFamily, str, str]] = [
 
 @contextlib.contextmanager
 def wrong_socket(kind: str) -> Iterator[socket.socket]:
-    """A TCP socket, a closed UDP one, or one with IP_RECVERR or IPV6_RECVERR set
-    (`RECVERR_SOCKETS`), closed at the end either way."""
+    """A TCP socket, a closed UDP one, an AF_UNIX datagram one, or one with IP_RECVERR or
+    IPV6_RECVERR set (`RECVERR_SOCKETS`), closed at the end either way."""
     family, level, option = RECVERR_SOCKETS.get(kind, (socket.AF_INET, 0, 0))
+    if kind == "unix":
+        family = socket.AF_UNIX
     with socket.socket(family, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
                        ) as sock:
         if kind == "closed":

@@ -123,7 +123,9 @@ def check_server_arguments(
 
 def check_sock(sock: object) -> None:
     """`sock=`: None or an open UDP socket. A TCP socket is a `TypeError` (a server would never
-    receive a datagram on it, a client would fail with ConnectionRefusedError), a closed one a
+    receive a datagram on it, a client would fail with ConnectionRefusedError), and so is a
+    datagram socket of another family than AF_INET and AF_INET6 (AF_UNIX: the adapters
+    failed on its addresses with an unrelated IndexError or TypeError), a closed one a
     `ConfigError` (not "Bad file descriptor" from the socket layer), and so is one with
     IP_RECVERR or IPV6_RECVERR set (Linux, `_RECVERR`)."""
     check_type("sock", sock, socket, optional=True)
@@ -132,7 +134,16 @@ def check_sock(sock: object) -> None:
             raise ConfigError("sock is closed: pass an open UDP socket (SOCK_DGRAM)")
         if sock.type != SOCK_DGRAM:
             raise TypeError(f"sock must be a UDP socket (SOCK_DGRAM), got {sock.type.name}")
+        if sock.family not in (AF_INET, AF_INET6):
+            raise TypeError(
+                f"sock must be an AF_INET or AF_INET6 UDP socket, got {_family_name(sock)}"
+            )
         check_no_recverr(sock)
+
+
+def _family_name(sock: socket) -> str:
+    family = sock.family
+    return family.name if isinstance(family, AddressFamily) else str(family)
 
 
 #: Linux's options that queue each ICMP error a socket gets on its error queue (`ip(7)`,
