@@ -940,6 +940,33 @@ def test_an_address_naming_no_usable_interface_is_a_usage_mistake_of_every_comma
         2, f"iotdtls: error: cannot {doing} [{host}]:{port}: {said.format(port=port)}\n")
 
 
+@pytest.mark.parametrize("command", list(ADDRESS_COMMANDS))
+@pytest.mark.parametrize(
+    ("host", "scope"),
+    [("ff02::1", "a link-local multicast"), ("ff01::1", "an interface-local multicast")],
+    ids=["link-local", "interface-local"],
+)
+def test_a_multicast_address_of_link_scope_without_its_zone_is_a_usage_mistake(
+    capsys: pytest.CaptureFixture[str], command: str, host: str, scope: str
+) -> None:
+    """Found by a probe: a link-local multicast address without its interface ([ff02::1]),
+    which the kernel refuses as it does fe80::1 ("Invalid argument"), was not seen as one
+    (only fe80::/10 was) and exited 1 with the kernel's bare words. Now it and an
+    interface-local one (ff01::/16, RFC 4291 §2.7 scopes 1 and 2) are the same usage
+    mistake: status 2, one line saying to add %interface."""
+    if command.startswith("coap"):
+        pytest.importorskip("aiocoap")
+    words, doing = ADDRESS_COMMANDS[command]
+    port = free_udp_port()
+    argv = [word.format(address=f"[{host}]:{port}", uri=f"[{host}]:{port}") for word in words]
+    if command != "coap-get-coap":
+        argv += ["--psk-identity", "dev1", "--psk", PSK_HEX]
+    status = main(argv)
+    assert (status, capsys.readouterr().err) == (
+        2, f"iotdtls: error: cannot {doing} [{host}]:{port}: {scope} address needs %interface, "
+        f"as in [{host}%eth0]:{port}\n")
+
+
 def test_a_host_name_that_cannot_be_one_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     """A label longer than 63 characters or empty (RFC 1035 §2.3.4) cannot be resolved:
     one line, not the UnicodeError of Python's idna codec with its traceback (probe AU)."""

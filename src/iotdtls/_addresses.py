@@ -277,15 +277,30 @@ def resolve(host: str, port: int, flags: int = 0, proto: int = 0) -> list[tuple[
 def zone_needed(host: str, port: int) -> str:
     """For a link-local IPv6 address without its interface (which the kernel refuses with a
     bare "Invalid argument"), what to write instead, its zone after "%" (RFC 4007 §11): "a
-    link-local address needs %interface, as in [fe80::1%eth0]:5684"; "" for any other host."""
-    if not _link_local_without_zone(host):
+    link-local address needs %interface, as in [fe80::1%eth0]:5684"; so too for a multicast
+    address of link-local or interface-local scope (ff02::/16, ff01::/16: RFC 4291 §2.7,
+    scopes 2 and 1), "a link-local multicast address needs ..."; "" for any other host."""
+    kind = _scoped_without_zone(host)
+    if not kind:
         return ""
-    return f"a link-local address needs %interface, as in {format_hostport(f'{host}%eth0', port)}"
+    return f"{kind} address needs %interface, as in {format_hostport(f'{host}%eth0', port)}"
 
 
-def _link_local_without_zone(host: str) -> bool:
+#: The scope field (RFC 4291 §2.7) of the multicast addresses that need a zone, and their name.
+_MULTICAST_SCOPES = {1: "an interface-local multicast", 2: "a link-local multicast"}
+
+
+def _scoped_without_zone(host: str) -> str:
+    """What `host` is, when it is an IPv6 address the kernel needs a zone for and it has
+    none ("a link-local", "a link-local multicast"); else ""."""
     try:
         address = ipaddress.IPv6Address(host)
     except ValueError:
-        return False
-    return address.is_link_local and address.scope_id is None
+        return ""
+    if address.scope_id is not None:
+        return ""
+    if address.is_link_local:
+        return "a link-local"
+    if address.is_multicast:
+        return _MULTICAST_SCOPES.get(address.packed[1] & 0x0F, "")
+    return ""
