@@ -1273,3 +1273,53 @@ def test_datagrams_not_coap_after_the_first_are_counted_debug_lines(
          "logged at debug level)"),
         (logging.DEBUG, "coap: ignoring a datagram that is not a CoAP message (2 so far)"),
     ]
+
+
+def link_local_address() -> tuple[str, str, int] | None:
+    """A link-local IPv6 address of an interface of this host other than lo, its interface's
+    name and index; None when there is none."""
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6", encoding="ascii") as table:
+        for line in table:
+            hexed, index, _, scope, _, name = line.split()
+            if scope == "20" and name != "lo":
+                packed = bytes.fromhex(hexed)
+                return socket.inet_ntop(socket.AF_INET6, packed), name, int(index, 16)
+    return None
+
+
+@pytest.mark.parametrize("zone", ["name", "index"])
+def test_a_coap_uri_with_an_rfc_6874_zone_reaches_the_link_local_server(
+    capsys: pytest.CaptureFixture[str], zone: str
+) -> None:
+    """Found by a probe: coap://[fe80::…%25eth0]/… (RFC 6874's form, which coaps:// URIs take)
+    failed in aiocoap's words, "Invalid zone identifier 25eth0" (it does not decode %25 in a
+    coap:// URI), nothing sent; `%254` (an index) likewise. Now the zone is handed to
+    aiocoap decoded, as `%eth0`: the request reaches the server and gets its answer."""
+    found = link_local_address()
+    if found is None:
+        pytest.skip("no link-local IPv6 address on this host")
+    address, name, index = found
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server:
+        try:
+            server.bind((address, 0, 0, index))
+        except OSError as exc:
+            pytest.skip(f"cannot bind {address}%{name}: {exc}")
+        server.settimeout(10.0)
+        port = server.getsockname()[1]
+
+        def answer() -> None:  # a piggybacked 2.05 Content "Hello" (RFC 7252 §3, §5.2.1)
+            with contextlib.suppress(OSError):
+                request, peer = server.recvfrom(2048)
+                length = request[0] & 0x0F
+                server.sendto(bytes([0x60 | length, 0x45]) + request[2:4 + length]
+                              + b"\xffHello", peer)
+
+        answering = threading.Thread(target=answer)
+        answering.start()
+        try:
+            uri = f"coap://[{address}%25{name if zone == 'name' else index}]:{port}/hello"
+            result = coap(capsys, "get", uri, "--timeout", "5")
+        finally:
+            server.close()
+            answering.join(15.0)
+    assert result == (0, "Hello", "2.05 Content\n")

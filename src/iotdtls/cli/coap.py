@@ -21,7 +21,13 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from iotdtls._addresses import check_usable, host_from_uri, socket_error, uri_host
+from iotdtls._addresses import (
+    check_usable,
+    host_from_uri,
+    interface_name,
+    socket_error,
+    uri_host,
+)
 from iotdtls._extras import AIOCOAP_HINT
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.aiocoap_failures import (
@@ -190,7 +196,7 @@ def run_request(args: argparse.Namespace) -> int:
     observe = args.method == "get" and args.observe
     if observe:
         options["observe"] = 0
-    message = _message(args.method, args.uri, options)
+    message = _message(args.method, _uri_for_aiocoap(args.uri, scheme), options)
     request = _request(args, message, config, chain_cache(args), observe)
     # What aiocoap raises where we cannot catch it (callbacks, tasks, finalizers) is a debug
     # line, not a traceback after the command's line; its own lines announcing what that line
@@ -272,6 +278,22 @@ def _empty_zone(uri: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def _uri_for_aiocoap(uri: str, scheme: str) -> str:
+    """`uri` as aiocoap takes it: a coap:// URI's IPv6 zone written as RFC 6874 §2 writes it,
+    `[fe80::1%25eth0]`, with the zone decoded, `[fe80::1%eth0]` (aiocoap does not decode it
+    there and said "Invalid zone identifier 25eth0", while coaps:// URIs are ours to read);
+    and an interface's index by its name, `%4` as `%eth0` (aiocoap takes only names: "Invalid
+    zone identifier 4"); any other URI as it is. The zone names an interface of this host
+    (`check_usable`)."""
+    bracketed = _bracketed_host(uri)
+    if scheme != "coap" or "%" not in bracketed:
+        return uri
+    address, _, zone = host_from_uri(bracketed).partition("%")
+    if zone.isdecimal():
+        zone = interface_name(int(zone))
+    return uri.replace(f"[{bracketed}]", f"[{address}%{zone}]", 1)
 
 
 def _bracketed_host(uri: str) -> str:
