@@ -1032,6 +1032,26 @@ def test_a_late_copy_of_a_failed_flight_does_not_end_the_next_handshake_from_its
 
 
 @pytest.mark.req("HS-2")
+def test_without_cookie_exchange_a_new_hello_from_a_failed_address_forgets_its_failure() -> None:
+    """With cookie exchange off, a failed address's new ClientHello starts an association at
+    once, with no HelloVerifyRequest to forget the failure at: the association forgets it
+    (`_associate`). Kept, it took a place among the `max_handshakes` failures remembered, and
+    a later failure pushed out another address's, whose client got no alert again (M13)."""
+    net = Net(server_config(cookie_exchange=False, max_handshakes=2))
+    other, restarted, third = [("198.51.100.36", 5600 + i) for i in range(3)]
+    other_flight = fail_with_lost_alert(net, other)
+    fail_with_lost_alert(net, restarted)
+    del net.clients[other]
+    net.established(restarted)
+    assert net.server.gate[GateOutcome.HELLO_VERIFY_SENT] == 0
+    assert list(net.server._failed) == [other]
+    fail_with_lost_alert(net, third)
+    assert list(net.server._failed) == [other, third]
+    net.now = 1.0
+    assert alert_again(net, other, other_flight)
+
+
+@pytest.mark.req("HS-2")
 def test_a_client_hello_the_gate_drops_leaves_a_failed_handshakes_alert_owed() -> None:
     """Only a ClientHello the gate takes (answered with a HelloVerifyRequest, or starting an
     association) forgets its address's failed handshake: a part of one, or a hello header
