@@ -1573,6 +1573,51 @@ def test_the_perf_exit_status(
     assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q"]) == status
 
 
+class MergedStream:
+    """stdout or stderr into one `log` shared by both, as `2>&1` into a pipe: a buffered
+    stream (stdout) reaches it only when flushed, stderr (line-buffered) at each write."""
+
+    def __init__(self, log: list[str], *, buffered: bool) -> None:
+        self.log, self.buffered, self.pending = log, buffered, ""
+
+    def write(self, text: str) -> int:
+        if self.buffered:
+            self.pending += text
+        else:
+            self.log.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.append(self.pending)
+        self.pending = ""
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_failed_generators_report_goes_out_before_its_error_line(
+    monkeypatch: pytest.MonkeyPatch, json_flag: list[str],
+) -> None:
+    """A generator process that fails ends the run with the others' figures: the report (text
+    or --json) is printed and flushed, then the one error line on stderr, status 1 (9482bc3).
+    Unflushed, a report to a pipe came after the error line with `2>&1`, or at exit."""
+    log: list[str] = []
+    monkeypatch.setattr(sys, "stdout", MergedStream(log, buffered=True))
+    monkeypatch.setattr(sys, "stderr", MergedStream(log, buffered=False))
+
+    def failing(spec: LoadSpec, **kwargs: Any) -> LoadResult:
+        raise perf.GeneratorProcessFailed("load generator process 1: ended unexpectedly",
+                                          STUB_RESULT)
+
+    monkeypatch.setattr(perf_cli, "run_load", failing)
+    argv = ["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q", *json_flag]
+    assert cli.main(argv) == 1
+    report, error = "".join(log).split("iotdtls: ")
+    assert error == "load generator process 1: ended unexpectedly\n"
+    if json_flag:
+        assert json.loads(report) == {**STUB_RESULT.summary(), "error": error.rstrip("\n")}
+    else:
+        assert report.startswith("iotdtls perf 192.0.2.1:5684: 1.50 s, "), report
+
+
 def _silent_generator(spec: LoadSpec, loop_choice: str, initializer: Any, conn: Any) -> None:
     """A generator process that has hung: it never reports, and ends by itself after 3 s."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
