@@ -1122,6 +1122,14 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     monkeypatch.setattr(perf, "SILENCE_LIMIT", 3.0)  # the generators report every 1 s
     stopped: list[int] = []
     stop_one = on_generator_0(stopped, lambda pid: os.kill(pid, signal.SIGSTOP))
+    ended_by_themselves: list[bool] = []
+    real_reap = perf.reap
+
+    def reap(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
+        ended_by_themselves.append(real_reap(process, timeout))
+        return ended_by_themselves[-1]
+
+    monkeypatch.setattr(perf, "reap", reap)
 
     with server_on_a_thread() as server:
         load = spec(handshakes=None, duration=60.0, concurrency=4, port=server.address[1])
@@ -1138,6 +1146,9 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
         "load generator process 0: sent nothing for 3 s: stopped or hung"
     )
     assert stopped and took < 15.0
+    # The watchdog killed the hung process at once: the run's end found both ended, without
+    # waiting `reap`'s 5 s for the stopped one (M13: `_hung_children` given no children).
+    assert ended_by_themselves == [True, True]
     assert multiprocessing.active_children() == []
     assert isinstance(failed.value, perf.GeneratorProcessFailed)
     partial = failed.value.result
