@@ -158,8 +158,8 @@ _RECVERR: list[tuple[tuple[int, ...], int, int, str]] = [
 def check_no_recverr(sock: socket) -> None:
     """A UDP socket with IP_RECVERR or IPV6_RECVERR set is a `ConfigError`: the adapters never
     read its error queue (MSG_ERRQUEUE), so after one ICMP error poll and epoll reported
-    POLLERR for ever and both spun at full CPU for the rest of the association (probe BH
-    #2). Our own sockets never set them; only a caller's `sock=` can."""
+    POLLERR for ever and both would spin at full CPU for the rest of the association. Our
+    own sockets never set them; only a caller's `sock=` can."""
     if not sys.platform.startswith("linux"):
         return
     for families, level, option, name in _RECVERR:

@@ -37,9 +37,9 @@ def hold_signals(signals: frozenset[signal.Signals] = frozenset()) -> Iterator[N
     (importing, unpickling) stays pending until the child unblocks it, once it has a handler
     for it (SIGINT: `ignore_held_sigint`): a stop, not a death. Here the signals stay pending
     too, and are delivered when the block ends: a Ctrl-C while children start reaches the
-    parent's handler then (asyncio.run's cancels the start). SIGINT used to be ignored here
-    instead (SIG_IGN, which the children inherited), and one that came meanwhile was lost:
-    the server started and ran on (probe BH #3).
+    parent's handler then (asyncio.run's cancels the start). Ignoring it here instead
+    (SIG_IGN, which the children would inherit) would lose one that came meanwhile: the
+    server would start and run on.
 
     multiprocessing's resource tracker, started with the first child, unblocks SIGINT and
     SIGTERM once it is started: it is started before the block, not inside it."""

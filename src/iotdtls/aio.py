@@ -678,8 +678,8 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             # Cancelled (or failed) while the loop makes the socket. asyncio's loop closes the
             # transport it made; uvloop's (0.23) does not, though `connection_made` has sent
             # the ClientHello already: close it here, or the handshake completes in the
-            # background on a socket nobody closes, and the server keeps the association
-            # (probe BF). One made later closes itself, abandoned, before sending anything.
+            # background on a socket nobody closes, and the server keeps the association.
+            # One made later closes itself, abandoned, before sending anything.
             # The handshake's end then has nobody to await it (no "Future exception was
             # never retrieved" line for a caller who gave up).
             protocol.abandoned = True

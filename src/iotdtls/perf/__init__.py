@@ -232,8 +232,8 @@ async def _child_run(spec: LoadSpec, conn: Any) -> LoadResult:
 
 #: Signals held (blocked) while the generator processes start, besides SIGINT (which
 #: `hold_signals` always holds): SIGTERM, sent to the whole process group (a service manager's
-#: stop) as they start, waits in each until `_child_run` handles it (a clean stop, its
-#: figures), where it killed them (probe BK), and in the parent until `_run_processes` does.
+#: stop) as they start, waits in each until `_child_run` handles it (a clean stop, with its
+#: figures, where it would kill them), and in the parent until `_run_processes` does.
 _HELD_SIGNALS = frozenset({signal.SIGTERM})
 
 
