@@ -636,10 +636,9 @@ async def serve(
         os.write(cancel, b"x")  # the wait for "ready" ends; the stop reads the pipes
         await _run_to_its_end(_stop_cancelled_start(waiting, started))
         raise
-    finally:
-        if waiting.done():  # (it always is: the stop waits for its end)
-            os.close(cancelled)
-            os.close(cancel)
+    finally:  # `waiting` has ended either way (the stop awaits it): nobody reads the pipe
+        os.close(cancelled)
+        os.close(cancel)
     if failure is not None:
         await _run_to_its_end(asyncio.to_thread(_stop_workers, started))
         raise ChildProcessError(failure)
