@@ -1088,13 +1088,18 @@ def test_a_ctrl_c_while_the_generators_spawn_ends_the_run(
     assert multiprocessing.active_children() == []
 
 
-def on_generator_0(done: list[int], act: Callable[[int], None]) -> Callable[[LoadProgress], None]:
-    """A progress callback that, once progress shows a completed handshake, does `act` to the
-    pid of generator process 0 (iotdtls-perf-0), once, noting the pid in `done`."""
+def on_generator_0(
+    done: list[int],
+    act: Callable[[int], None],
+    reported: Callable[[], bool] = lambda: True,
+) -> Callable[[LoadProgress], None]:
+    """A progress callback that, once progress shows a completed handshake (and `reported()`
+    holds), does `act` to the pid of generator process 0 (iotdtls-perf-0), once, noting the
+    pid in `done`."""
 
     def once(progress: LoadProgress) -> None:
         children = multiprocessing.active_children()
-        if progress.completed and not done and children:
+        if progress.completed and not done and children and reported():
             victim = min(children, key=lambda child: child.name)
             done.append(victim.pid or 0)
             act(victim.pid or 0)
@@ -1111,6 +1116,21 @@ def assert_counted_whole(partial: LoadResult) -> None:
     )
 
 
+def generators_reporting(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """How many generator processes have reported their progress so far (read from the
+    parent's own record of it): one stopped before its first report would be under
+    `perf.START_LIMIT`, not `SILENCE_LIMIT`."""
+    records: list[dict[int, LoadProgress]] = []
+    real = perf._report_children
+
+    def report(latest: dict[int, LoadProgress], progress: Any) -> Any:
+        records.append(latest)
+        return real(latest, progress)
+
+    monkeypatch.setattr(perf, "_report_children", report)
+    return lambda: len(records[0]) if records else 0
+
+
 def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1121,7 +1141,9 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
     monkeypatch.setattr(perf, "SILENCE_LIMIT", 3.0)  # the generators report every 1 s
     stopped: list[int] = []
-    stop_one = on_generator_0(stopped, lambda pid: os.kill(pid, signal.SIGSTOP))
+    reporting = generators_reporting(monkeypatch)
+    stop_one = on_generator_0(stopped, lambda pid: os.kill(pid, signal.SIGSTOP),
+                              reported=lambda: reporting() == 2)
     ended_by_themselves: list[bool] = []
     real_reap = perf.reap
 
@@ -1154,6 +1176,46 @@ def test_a_generator_that_hangs_during_the_run_ends_it_with_the_others_figures(
     partial = failed.value.result
     assert (partial.processes, partial.loop) == (1, "asyncio")
     assert_counted_whole(partial)
+
+
+def slow_to_start() -> None:
+    """A generator process's initializer that takes 2.5 s (many processes importing at once
+    on a small machine)."""
+    time.sleep(2.5)
+
+
+def test_a_generator_slow_to_start_is_not_taken_for_hung(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The silence limit counts from a generator's last report; before its first, its imports
+    and initializer have `START_LIMIT` (60 s): counted from its spawn, a start slower than
+    `SILENCE_LIMIT` failed the run, "sent nothing for 10 s: stopped or hung", on a machine
+    that only started many processes slowly."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
+    monkeypatch.setattr(perf, "SILENCE_LIMIT", 1.0)
+    with server_on_a_thread() as server:
+        load = spec(handshakes=4, concurrency=2, messages=1, port=server.address[1])
+        result = run_load(load, processes=2, loop_choice="asyncio", initializer=slow_to_start)
+    assert (result.processes, result.completed) == (2, 4)
+
+
+def test_a_generator_that_never_reports_ends_the_run_at_the_start_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A generator that never sends a word from its spawn on is taken for hung after
+    `START_LIMIT` seconds, killed, and the run fails naming it."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.05)
+    monkeypatch.setattr(perf, "START_LIMIT", 2.0)
+    real_spawn = perf.spawn
+    monkeypatch.setattr(perf, "spawn", lambda target, args, name: real_spawn(
+        _silent_generator_for_good, args, name))
+    started = time.monotonic()
+    with pytest.raises(ChildProcessError) as failed:
+        run_load(spec(handshakes=None, duration=30.0, concurrency=2), processes=2,
+                 loop_choice="asyncio")
+    assert str(failed.value) == (
+        "load generator process 0: sent nothing in the 2 s from its start: stopped or hung"
+    )
+    assert time.monotonic() - started < 10.0
+    assert multiprocessing.active_children() == []
 
 
 def test_a_generator_process_that_dies_ends_the_run_with_its_error(

@@ -55,9 +55,13 @@ SPARE_FILES = 64
 MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 4, 16384
 #: Seconds the generator processes have to send their figures once told to stop.
 STOP_GRACE = 10.0
-#: Seconds a generator process may send nothing, from its start on, before it is taken for
-#: hung (stopped by SIGSTOP, deadlocked): it reports its progress every `PROGRESS_INTERVAL`.
+#: Seconds a generator process that has reported may then send nothing before it is taken
+#: for hung (stopped by SIGSTOP, deadlocked): it reports its progress every `PROGRESS_INTERVAL`.
 SILENCE_LIMIT = STOP_GRACE
+#: Seconds a generator process has from its spawn to its first report: its interpreter's
+#: imports and the initializer come first, which many processes starting at once on a small
+#: or loaded machine can take longer than `SILENCE_LIMIT` over.
+START_LIMIT = 60.0
 #: What a record adds to the message it carries under the profile's suites (both
 #: AES-128-CCM-8, RFC 6655 §3): the record header, the explicit nonce and the tag.
 RECORD_OVERHEAD = RECORD_HEADER_LEN + CCM8_OVERHEAD
@@ -289,7 +293,7 @@ async def _wait_children(
     stop: asyncio.Event,
 ) -> LoadResult:
     reporter = asyncio.ensure_future(_report_children(latest, progress)) if progress else None
-    watchdog = asyncio.ensure_future(_hung_children(children, heard, results))
+    watchdog = asyncio.ensure_future(_hung_children(children, heard, latest, results))
     try:
         with _stop_on_signals(stop, (signal.SIGINT,)):  # SIGTERM's handler is in place already
             stopper = asyncio.ensure_future(stop.wait())
@@ -319,24 +323,33 @@ async def _wait_children(
 
 
 async def _hung_children(
-    children: list[Child], heard: dict[int, float], results: list[asyncio.Future[LoadResult]]
+    children: list[Child],
+    heard: dict[int, float],
+    reported: dict[int, LoadProgress],
+    results: list[asyncio.Future[LoadResult]],
 ) -> None:
     """Fail the run of a generator process that has sent nothing, not even its progress,
-    for `SILENCE_LIMIT` seconds (stopped by SIGSTOP, deadlocked), as one that dies does: the
-    others are stopped and their figures kept. Without it a hang during the run made the run
-    last for ever (only one after the stop was bounded, by `STOP_GRACE`). It is killed, so
-    that nothing waits for it."""
+    for `SILENCE_LIMIT` seconds (stopped by SIGSTOP, deadlocked), or `START_LIMIT` seconds
+    from its spawn while it has not yet reported, as one that dies does: the others are
+    stopped and their figures kept. Without it a hang during the run made the run last for
+    ever (only one after the stop was bounded, by `STOP_GRACE`). It is killed, so that
+    nothing waits for it."""
     running = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(PROGRESS_INTERVAL)
         for index, future in enumerate(results):
-            if not future.done() and running.time() - heard[index] >= SILENCE_LIMIT:
-                future.set_exception(ChildProcessError(
-                    f"load generator process {index}: sent nothing for {SILENCE_LIMIT:g} s: "
-                    "stopped or hung"
-                ))
-                with contextlib.suppress(OSError):
-                    children[index][0].kill()
+            if future.done():
+                continue
+            silent = running.time() - heard[index]
+            if index in reported and silent >= SILENCE_LIMIT:
+                failure = f"sent nothing for {SILENCE_LIMIT:g} s: stopped or hung"
+            elif index not in reported and silent >= START_LIMIT:
+                failure = f"sent nothing in the {START_LIMIT:g} s from its start: stopped or hung"
+            else:
+                continue
+            future.set_exception(ChildProcessError(f"load generator process {index}: {failure}"))
+            with contextlib.suppress(OSError):
+                children[index][0].kill()
 
 
 async def _stopped(results: list[asyncio.Future[LoadResult]]) -> None:
