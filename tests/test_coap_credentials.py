@@ -17,6 +17,7 @@ from iotdtls.coap.credentials import (
     CredentialsMap,
     ServerCredentials,
     UnusableCredentials,
+    _without_values,
     client_config_for,
 )
 from iotdtls.config import ClientConfig, Mode, ServerConfig
@@ -120,7 +121,8 @@ def test_client_entries_may_refer_to_labels(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"coaps://*": {"dtls": {"psk": "not bytes", "client-identity": b"x"}}}, "Type mismatch"),
+    ({"coaps://*": {"dtls": {"psk": "not bytes", "client-identity": b"x"}}},
+     '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."}, got str (its value is not shown)'),
     ({"coaps://*": {"dtls": PSK_ENTRY, "oscore": {}}}, "exactly one key"),
     ({"coaps://*": {"nonsense": {}}}, "Unknown credential type: nonsense"),
     ({"coaps://*": {"dtls-rpk": {"private-kye": "x"}}}, "takes private-key and/or"),
@@ -330,3 +332,57 @@ def test_a_server_map_entry_with_an_empty_client_identity_is_refused_in_one_line
     assert str(info.value) == (
         "credentials :client1: client-identity is empty: give the identity the client names"
         " its key by (RFC 4279 §5)")
+
+
+#: A key written where aiocoap's "dtls" form refuses it (as a string, or in an encoding it does
+#: not know, or under a field name it does not know).
+LEAKED_KEY = "5ec2e75ec2e75ec2e75ec2e75ec2e7ff"
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"psk": LEAKED_KEY}, '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."}, got str'),
+    ({"psk": {"base64": LEAKED_KEY}}, '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."},'
+                                      " got an object of base64"),
+    ({"psk": {"hex": PSK.hex()}, "psk-hex": LEAKED_KEY}, '"dtls" has no field psk-hex'),
+])
+def test_a_key_aiocoap_refuses_is_never_quoted(fields: dict[str, Any], message: str,
+                                               tmp_path: Path) -> None:
+    """aiocoap's message for a field of the wrong type or unknown name ends with the value's
+    repr, which `load_credentials` passed on: client_context, server_context and credentials
+    files showed the key. Now the message names the entry, the field and the type expected."""
+    dtls = {"client-identity": {"ascii": CLIENT_IDENTITY}, **fields}
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"coaps://*": {"dtls": dtls}}))
+    attempts = [
+        ("credentials coaps://*: ", lambda: client_context(
+            credentials={"coaps://*": {"dtls": dtls}}, plain_coap=False)),
+        ("credentials :dev1: ", lambda: server_context(
+            None, ("127.0.0.1", 0), credentials={":dev1": {"dtls": dtls}})),
+        (f"credentials file {path} coaps://*: ", lambda: client_context(
+            credentials=str(path), plain_coap=False)),
+    ]
+
+    async def main() -> None:
+        for where, attempt in attempts:
+            with pytest.raises(ConfigError) as info:
+                await attempt()
+            assert str(info.value).startswith(where + message)
+            for text in (str(info.value), repr(info.value)):
+                assert "\n" not in text
+                assert LEAKED_KEY not in text and LEAKED_KEY.encode().hex() not in text
+            assert info.value.__context__ is None  # aiocoap's error, with the key, not kept
+
+    run(main())
+
+
+def test_any_other_aiocoap_message_quoting_a_value_is_replaced_whole() -> None:
+    """A message of aiocoap's (a form of a later version, say) that quotes a value of the entry
+    is not passed on; one that quotes none is, and so are those of iotdtls's own forms."""
+    entry = {"dtls": {"psk": {"hex": PSK.hex()}, "client-identity": LEAKED_KEY}}
+    assert _without_values(f"cannot use {LEAKED_KEY!r}", entry) == (
+        "\"dtls\" entry cannot be read (aiocoap's message quoted a value of it, not shown)")
+    assert _without_values(f"cannot use {LEAKED_KEY[:-1]}", entry) == (
+        f"cannot use {LEAKED_KEY[:-1]}")
+    own = {"dtls-x509": {"client-eui64": "01-23"}}
+    assert _without_values("client-eui64 ... got '01-23'", own) == "client-eui64 ... got '01-23'"

@@ -56,7 +56,8 @@ authenticate a `PeerIdentity` (its labels).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from os import PathLike, fspath
 from typing import Any, ClassVar, TypeVar
 
@@ -67,7 +68,7 @@ from aiocoap.message import Message
 
 from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, not_a_path, shown_path
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
 from iotdtls.crypto.x509names import canonical_eui64, reference_identity
 from iotdtls.errors import ConfigError
@@ -271,7 +272,8 @@ _OR_OBJECT = " (or pass its object: json.loads of the text)"
 
 def load_credentials(source: CredentialsSource) -> aiocoap_credentials.CredentialsMap:
     """A `CredentialsMap` from a map (returned as is), a dict, or a JSON file; a `ConfigError`
-    in one line if it cannot be read."""
+    in one line if it cannot be read, naming the entry and quoting none of its values (a key
+    written as a string is one, SEC-1: `_without_values`)."""
     if isinstance(source, aiocoap_credentials.CredentialsMap):
         return source
     if isinstance(source, str | PathLike):
@@ -293,11 +295,87 @@ def load_credentials(source: CredentialsSource) -> aiocoap_credentials.Credentia
         raise ConfigError(f"{where}: expected an object of URI patterns or labels")
     loaded = CredentialsMap()
     for key, entry in data.items():  # one at a time, so that a mistake names its entry
-        try:
-            loaded.load_from_dict({key: entry})
-        except CredentialsLoadError as exc:
-            raise ConfigError(f"{where} {key}: {exc}") from None
+        problem = _load_entry(loaded, key, entry)
+        if problem is not None:  # raised here, so that aiocoap's error is not its context
+            raise ConfigError(f"{where} {key}: {problem}")
     return loaded
+
+
+def _load_entry(loaded: CredentialsMap, key: str, entry: object) -> str | None:
+    """Load one entry into `loaded`; what is wrong with it, if anything, in words that quote
+    none of its values (`_without_values`)."""
+    try:
+        loaded.load_from_dict({key: entry})
+    except CredentialsLoadError as exc:
+        return _without_values(str(exc), entry)
+    return None
+
+
+#: aiocoap's message for a field of the wrong type, or of no name its form has: it ends with
+#: the value's repr (a PSK written as a string, say).
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch in attribute (\w+) of (\w+): expected (.*?), got ", re.S
+)
+#: How aiocoap's forms take bytes in JSON.
+_BYTES_FORMS = '{"hex": "..."} or {"ascii": "..."}'
+#: iotdtls's forms (`CredentialsMap`), whose messages quote no value of a key.
+_OWN_FORMS = ("dtls-rpk", "dtls-x509")
+_CLASS = re.compile(r"<class '([\w.]+)'>")
+#: Shorter values of an entry ("a", "dev") cannot be told from chance matches in a message.
+_MIN_QUOTED = 4
+
+
+def _without_values(message: str, entry: object) -> str:
+    """aiocoap's `CredentialsLoadError` text without the values it may quote (its forms'
+    messages end with the value of a field of the wrong type or unknown name, a PSK written
+    as a string, say; no secret goes into an error text, SEC-1): such a value is said by its
+    type only, and any other message quoting a value of the entry is replaced whole. The
+    entry's key goes before it (`load_credentials`)."""
+    kind = next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else None
+    if kind in _OWN_FORMS:
+        return message  # ours quote no value but a name or an EUI-64 (`_eui64`)
+    mismatch = _TYPE_MISMATCH.match(message)
+    if mismatch is not None:
+        name, form, expected = mismatch.groups()
+        form = form if kind is None else f'"{kind}"'
+        field = name.replace("_", "-")
+        if expected == "attribute does not exist":
+            return f"{form} has no field {field} (its value is not shown)"
+        value = _field_value(entry, name)
+        wanted = _BYTES_FORMS if expected in (str(bytes), "bytes") else _CLASS.sub(r"\1", expected)
+        got = f"an object of {', '.join(map(str, value))}" if isinstance(value, dict) else (
+            type_name(value))
+        return f"{form} {field}: expected {wanted}, got {got} (its value is not shown)"
+    if any(len(text) >= _MIN_QUOTED and text in message for text in _value_texts(entry)):
+        form = "the entry" if kind is None else f'"{kind}" entry'
+        return f"{form} cannot be read (aiocoap's message quoted a value of it, not shown)"
+    return message
+
+
+def _field_value(entry: object, name: str) -> object:
+    """The value of field `name` (aiocoap's spelling, "_" for "-") of a one-form entry."""
+    if isinstance(entry, dict) and len(entry) == 1:
+        fields = next(iter(entry.values()))
+        if isinstance(fields, dict):
+            for field, value in fields.items():
+                if isinstance(field, str) and field.replace("-", "_") == name:
+                    return value
+    return None
+
+
+def _value_texts(value: object) -> Iterator[str]:
+    """Every str of `value`, its bytes as hex and repr, through dicts and lists."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bytes | bytearray):
+        yield bytes(value).hex()
+        yield repr(bytes(value))[2:-1]
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _value_texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _value_texts(item)
 
 
 def _psk_client(entry: object, settings: Mapping[str, Any]) -> ClientConfig | None:
