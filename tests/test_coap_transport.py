@@ -26,6 +26,7 @@ from iotdtls.coap import (
     block_size_exp,
 )
 from iotdtls.coap.client import _size_bound
+from iotdtls.coap.credentials import CredentialsMap
 from iotdtls.config import Mode
 from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
@@ -466,6 +467,53 @@ def test_raw_public_keys_from_credentials_maps(tmp_path: Path) -> None:
                 assert info.value.mode is Mode.RAW_PUBLIC_KEY  # for the advice
         [(_, claims)] = site.whoami.seen
         assert claims == (RawPublicKeyIdentity(client_spki), ":dev2")
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_client_entries_added_to_a_server_map_later_are_enforced(tmp_path: Path) -> None:
+    """The server's map is read at each handshake: a raw-key server made with no client key
+    listed (so asking none) requires a listed key once one is added, and identifies its
+    client; PSK entries added to a server made without any are looked up. Both rules were
+    fixed when the context was made: every client got in unidentified, and PSK never."""
+    files = make_rpk_files(tmp_path)
+    site = CoapSite()
+    client_spki = PrivateKey.load(files.client_key).spki
+    served = CredentialsMap()
+    served.load_from_dict({":server": {"dtls-rpk": {"private-key": str(files.server_key)}}})
+    keyless = {"coaps://*": {"dtls-rpk": {"peer-public-key": str(files.server_pub)}}}
+
+    async def refused(credentials: Any, target: str) -> str:
+        async with coaps_client(credentials=credentials) as client:
+            with pytest.raises(AssociationFailed) as info:
+                await get(client, target)
+        return str(info.value)
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=served) as server:
+            target = uri(server.address, "whoami")
+            async with coaps_client(credentials=keyless) as client:  # no key asked yet
+                assert (await get(client, target)).payload == b"unauthenticated client"
+            served.load_from_dict({":A": {"dtls-rpk": {"peer-public-key": str(files.client_pub)}}})
+            async with coaps_client(credentials=rpk_client_credentials(files)) as client:
+                response = await get(client, target)
+                assert response.payload.decode() == str(RawPublicKeyIdentity(client_spki))
+            stranger = rpk_client_credentials(files, key=files.stranger_key)
+            assert (await refused(stranger, target)).endswith(
+                "received fatal alert handshake_failure")
+            assert (await refused(keyless, target)).endswith(
+                "received fatal alert unsupported_certificate")
+            async with coaps_client() as psk_client:  # no "dtls" entry: no PSK suite chosen
+                with pytest.raises(AssociationFailed, match=r"handshake_failure$"):
+                    await get(psk_client, uri(server.address, "hello"))
+            served.load_from_dict({":client": {"dtls": PSK_ENTRY}})
+            async with coaps_client() as psk_client:
+                assert (await get(psk_client, target)).payload.decode() == str(
+                    PskIdentity(CLIENT_IDENTITY.encode()))
+        assert [claims for _, claims in site.whoami.seen] == [
+            (), (RawPublicKeyIdentity(client_spki), ":A"),
+            (PskIdentity(CLIENT_IDENTITY.encode()), ":client")]
 
     run(main())
 

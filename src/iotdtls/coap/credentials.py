@@ -21,8 +21,9 @@ of this module (and so `load_credentials`) knows besides aiocoap's::
 
 `private-key` is a PEM file of our own P-256 key; `peer-public-key` the other side's key: a PEM
 or DER SubjectPublicKeyInfo file, or its SHA-256 in 64 hex digits. A client without a
-`private-key` asks for server-only authentication; a server whose map lists no client key
-accepts raw-public-key clients without asking for their key.
+`private-key` asks for server-only authentication. A server requires a key its map lists of
+every raw-public-key client while the map lists one, and accepts them without asking for a key
+while it lists none (the map is read at each handshake: `MapServerConfig`).
 
 Certificates (RFC 7252 §9.1.3.3) have another form of iotdtls's own, "dtls-x509", in the
 manner of aiocoap's "dtls" entries (aiocoap has no X.509 form for DTLS)::
@@ -58,6 +59,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from os import PathLike, fspath
 from typing import Any, ClassVar, TypeVar
 
@@ -79,6 +81,7 @@ __all__ = [
     "CredentialsSource",
     "DtlsRawPublicKey",
     "DtlsX509",
+    "MapServerConfig",
     "ServerCredentials",
     "UnusableCredentials",
     "check_client_credentials",
@@ -489,8 +492,10 @@ def map_client_configs(
 class ServerCredentials:
     """A server's view of a `CredentialsMap`: the key of a PSK identity, the raw public keys it
     accepts, its certificates and client trust anchors, and the labels of the entries that
-    authenticated a peer. Client entries are read at each handshake (the map may change); the
-    server's own keys and certificates when the config is made."""
+    authenticated a peer. Client entries are read at each handshake (the map may change): PSK
+    clients are served while the map has a "dtls" entry, and raw-public-key clients must
+    present a key the map lists while it lists one (`MapServerConfig`); the server's own keys
+    and certificates are read when the config is made."""
 
     def __init__(self, credentials: Callable[[], aiocoap_credentials.CredentialsMap]) -> None:
         self._credentials = credentials
@@ -506,6 +511,18 @@ class ServerCredentials:
     def accepts_raw_key(self, peer: RawPublicKeyIdentity) -> bool:
         """Whether a client's raw public key is one of the map's (RPK-3)."""
         return bool(self._raw_key_labels(peer))
+
+    def lists_psk(self) -> bool:
+        """Whether the map has a "dtls" entry now (PSK clients are served)."""
+        return any(hasattr(entry, "as_dtls_psk") for entry in self._credentials().values())
+
+    def lists_client_keys(self) -> bool:
+        """Whether the map lists a client's raw public key now (each client must present one
+        of them, RPK-3)."""
+        return any(
+            isinstance(entry, DtlsRawPublicKey) and entry.peer_pin is not None
+            for entry in self._credentials().values()
+        )
 
     def labels(self, peer: PeerIdentity) -> tuple[str, ...]:
         """The labels of the entries that matched `peer` (for `authenticated_claims`)."""
@@ -541,30 +558,29 @@ class ServerCredentials:
             if isinstance(entry, DtlsX509) and entry.client_eui64 == peer.name
         )
 
-    def server_config(self, settings: Mapping[str, Any]) -> ServerConfig:
+    def server_config(self, settings: Mapping[str, Any]) -> MapServerConfig:
         """A `ServerConfig` for the map's credentials, with `settings`; a `ConfigError` if the
-        map has nothing a client could authenticate with."""
+        map has nothing a client could authenticate with. Its PSK lookup is always installed,
+        and a raw-public-key server's client key lookup too: whether either is used is
+        decided at each handshake by the map as it is then (`MapServerConfig`)."""
         entries = list(self._credentials().values())
         _check_psk_identities(self._credentials())
         credentials: dict[str, Any] = {}
-        for form in (self._psk_server, self._rpk_server, _x509_server):
+        for form in (self._rpk_server, _x509_server):
             credentials.update(form(entries))
-        if not credentials:
+        if not credentials and not self.lists_psk():
             raise ConfigError(
                 'the server credentials have no "dtls", "dtls-rpk" or "dtls-x509" entry: add '
                 'one per client, e.g. {":dev1": {"dtls": {"psk": {"hex": "..."}, '
                 '"client-identity": {"ascii": "dev1"}}}}'
             )
-        return ServerConfig(**credentials, **settings)
-
-    def _psk_server(self, entries: list[object]) -> dict[str, Any]:
-        """aiocoap's "dtls" entries: identities looked up at each handshake."""
-        if any(hasattr(entry, "as_dtls_psk") for entry in entries):
-            return {"psk_lookup": self.lookup_psk}
-        return {}
+        return MapServerConfig(
+            psk_lookup=self.lookup_psk, **credentials, server_credentials=self, **settings
+        )
 
     def _rpk_server(self, entries: list[object]) -> dict[str, Any]:
-        """"dtls-rpk" entries: our one key; the client keys, if any, then required."""
+        """"dtls-rpk" entries: our one key, and the lookup of client keys (required while the
+        map lists one, `MapServerConfig.client_authenticates_rpk`)."""
         rpk = [e for e in entries if isinstance(e, DtlsRawPublicKey)]
         own_keys = {e.private_key.spki: e.private_key for e in rpk if e.private_key is not None}
         if len(own_keys) > 1:
@@ -576,10 +592,36 @@ class ServerCredentials:
                     'more entry, e.g. {":server": {"dtls-rpk": {"private-key": "server.pem"}}}'
                 )
             return {}
-        credentials: dict[str, Any] = {"raw_public_key": next(iter(own_keys.values()))}
-        if any(e.peer_pin for e in rpk):
-            credentials["client_key_lookup"] = self.accepts_raw_key
-        return credentials
+        return {
+            "raw_public_key": next(iter(own_keys.values())),
+            "client_key_lookup": self.accepts_raw_key,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapServerConfig(ServerConfig):
+    """The `ServerConfig` of a server's credentials map (`ServerCredentials.server_config`),
+    whose client rules follow the map as it is at each handshake, since the map may change:
+    PSK cipher suites are chosen only while it has a "dtls" entry (the identity then looked up
+    in it), and a raw-public-key client must present a key it lists while it lists one (a
+    server whose map lists none accepts raw-public-key clients without asking for a key)."""
+
+    #: The map's view, read at each handshake (None: the rules of a plain `ServerConfig`).
+    server_credentials: ServerCredentials | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def has_psk(self) -> bool:
+        credentials = self.server_credentials
+        return super().has_psk and (credentials is None or credentials.lists_psk())
+
+    @property
+    def client_authenticates_rpk(self) -> bool:
+        credentials = self.server_credentials
+        return super().client_authenticates_rpk and (
+            credentials is None or credentials.lists_client_keys()
+        )
 
 
 def _check_psk_identities(credentials: aiocoap_credentials.CredentialsMap) -> None:
