@@ -386,3 +386,44 @@ def test_any_other_aiocoap_message_quoting_a_value_is_replaced_whole() -> None:
         f"cannot use {LEAKED_KEY[:-1]}")
     own = {"dtls-x509": {"client-eui64": "01-23"}}
     assert _without_values("client-eui64 ... got '01-23'", own) == "client-eui64 ... got '01-23'"
+
+
+@pytest.mark.parametrize(("credentials", "settings", "message"), [
+    (CLIENT_CREDENTIALS, {"max_connections": 3},
+     "unknown DTLS setting max_connections (a server's, not a client's)"),
+    (None, {"max_connections": 3, "mtuu": 1},
+     "unknown DTLS setting max_connections, mtuu (max_connections: a server's, not a client's)"),
+    (None, {"mtu": -5}, "mtu must be an integer from 128 to 65507, got -5"),
+    (None, {"retry": "often"}, "retry must be "),
+])
+def test_client_context_checks_its_settings_when_made(credentials: Any, settings: dict[str, Any],
+                                                      message: str) -> None:
+    """A server's setting given to a client raised a bare TypeError from ClientConfig, and with
+    an empty map (filled later) no setting was checked at all: every request failed later."""
+    async def main() -> None:
+        with pytest.raises(ConfigError) as info:
+            await client_context(credentials=credentials, plain_coap=False, **settings)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+    run(main())
+
+
+def test_server_context_refuses_a_clients_setting_in_one_line() -> None:
+    async def main() -> None:
+        for name, value in (("server_name", "gw.example"), ("retry", None)):
+            with pytest.raises(ConfigError) as info:
+                await server_context(None, ("127.0.0.1", 0), credentials=SERVER_CREDENTIALS,
+                                     **{name: value})
+            assert str(info.value) == f"unknown DTLS setting {name} (a client's, not a server's)"
+
+    run(main())
+
+
+def test_a_server_name_setting_goes_with_certificate_entries(pki: Pki) -> None:
+    """`server_name` is a client setting; with a "dtls-x509" entry it raised a TypeError (the
+    entry's server name given twice). The entry's `server-name` wins, else the setting's."""
+    plain = load_credentials(x509_client_credentials(pki))["coaps://*"]
+    assert client_config_for(plain, {"server_name": "gw.example"}).server_name == "gw.example"
+    named = load_credentials(x509_client_credentials(pki, **{"server-name": "a.example"}))
+    assert client_config_for(named["coaps://*"], {"server_name": "gw.example"}).server_name == (
+        "a.example")

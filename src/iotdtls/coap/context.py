@@ -52,6 +52,10 @@ _CREDENTIAL_KEYS = frozenset(
         "client_trust_anchors",
     }
 )
+#: Client settings of certificate mode only (`ClientConfig._check_x509_extras`).
+_CERTIFICATE_SETTINGS = frozenset(
+    {"cached_server_chain", "indicate_trusted_cas", "certificate_urls"}
+)
 
 
 async def add_client_transport(
@@ -67,7 +71,8 @@ async def add_client_transport(
     `iotdtls.coap.credentials`), checked now and read per request, or else from `config`,
     one `ClientConfig` for every coaps request. `settings` are the other `ClientConfig`
     fields (`mtu`, `retransmit`, `handshake_timeout`, `keylog_file`, ...) for configs made
-    from the map.
+    from the map, checked now whatever the map holds (an empty one too): a `ServerConfig`
+    field or a value out of range is a `ConfigError`.
     `chain_cache` keeps servers' certificate chains between runs (RFC 7924)."""
     chooser = _client_chooser(context, config, settings)
     transports: list[CoapsClientInterface] = []
@@ -84,7 +89,7 @@ def _client_chooser(
     context: Context, config: ClientConfig | None, settings: dict[str, Any]
 ) -> ConfigForRequest:
     """How a request gets its `ClientConfig`: `config` always, or the map's entry for its URI."""
-    _check_settings(config, settings)
+    _check_settings(config, settings, ClientConfig)
     if config is None:
         check_client_credentials(context.client_credentials, settings)
         return map_client_configs(lambda: context.client_credentials, settings)
@@ -116,7 +121,7 @@ async def add_server_transport(
     held back, so that a peer cannot flood the log."""
     host, port = _bind_address(bind)
     check_max_body_size(max_body_size)
-    _check_settings(config, settings)
+    _check_settings(config, settings, ServerConfig)
     if config is not None:
         server_config = config
 
@@ -164,7 +169,7 @@ async def client_context(
     (aiocoap's UDP transport). `chain_cache`: see `add_client_transport`. Shut it down with
     `await context.shutdown()`."""
     loaded = load_credentials(credentials) if credentials is not None else None
-    _check_settings(config, settings)  # before any socket is made
+    _check_settings(config, settings, ClientConfig)  # before any socket is made
     if plain_coap:
         context = await Context.create_client_context(transports=["udp6"])
     else:
@@ -228,9 +233,13 @@ def _bind_address(bind: object) -> tuple[str, int | None]:
     )
 
 
-def _check_settings(config: object | None, settings: dict[str, Any]) -> None:
-    """Settings are configuration fields other than credentials, and go inside `config` when
-    one is given; a `ConfigError` otherwise."""
+def _check_settings(
+    config: object | None, settings: dict[str, Any], side: type[ClientConfig | ServerConfig]
+) -> None:
+    """Settings are fields of the `side`'s configuration other than credentials, and go inside
+    `config` when one is given; a `ConfigError` otherwise. A client's are checked here for
+    their values too, whatever its map holds (it may be empty, and filled later): a server's
+    are, as its config is made from the map at once (`ServerCredentials.server_config`)."""
     if config is not None and settings:
         raise ConfigError("give the DTLS settings inside config=, not beside it")
     misplaced = sorted(_CREDENTIAL_KEYS & settings.keys())
@@ -239,7 +248,19 @@ def _check_settings(config: object | None, settings: dict[str, Any]) -> None:
             f"{', '.join(misplaced)}: credentials go into the credentials map or config=, "
             "not into the settings"
         )
-    known = set(ClientConfig.__dataclass_fields__) | set(ServerConfig.__dataclass_fields__)
-    unknown = sorted(settings.keys() - known)
+    unknown = sorted(settings.keys() - side.__dataclass_fields__.keys())
     if unknown:
-        raise ConfigError(f"unknown DTLS setting {', '.join(unknown)}")
+        other, role, others = (
+            (ServerConfig, "client", "server") if side is ClientConfig
+            else (ClientConfig, "server", "client")
+        )
+        theirs = [name for name in unknown if name in other.__dataclass_fields__]
+        whose = f"a {others}'s, not a {role}'s"
+        note = "" if not theirs else f" ({whose})" if theirs == unknown else (
+            f" ({', '.join(theirs)}: {whose})")
+        raise ConfigError(f"unknown DTLS setting {', '.join(unknown)}{note}")
+    if side is ClientConfig and config is None:
+        # In a PSK config of no real key; the certificate-mode settings are left to the
+        # entries they go with (`check_client_credentials`, and each request).
+        checked = {k: v for k, v in settings.items() if k not in _CERTIFICATE_SETTINGS}
+        ClientConfig(psk_identity=b"settings", psk=bytes(16), **checked)

@@ -403,7 +403,8 @@ def _rpk_client(entry: object, settings: Mapping[str, Any]) -> ClientConfig | No
 
 def _x509_client(entry: object, settings: Mapping[str, Any]) -> ClientConfig | None:
     """iotdtls's "dtls-x509" entry: trust anchors for the server, and our chain for mutual
-    authentication. Without `server-name`, the transport checks the URI's host."""
+    authentication. Without `server-name`, the `server_name` setting if given, else the
+    transport checks the URI's host."""
     if not isinstance(entry, DtlsX509):
         return None
     if entry.client_eui64 is not None:
@@ -413,11 +414,12 @@ def _x509_client(entry: object, settings: Mapping[str, Any]) -> ClientConfig | N
         raise ConfigError(
             "a client's dtls-x509 entry needs trust-anchors (the CA certificates of the server)"
         )
+    named = entry.server_name if entry.server_name is not None else settings.get("server_name")
     return ClientConfig(
         trust_anchors=entry.trust_anchors,
         certificate=entry.certificate,
-        server_name=entry.server_name,
-        **settings,
+        server_name=named,
+        **{name: value for name, value in settings.items() if name != "server_name"},
     )
 
 
