@@ -262,8 +262,7 @@ def test_requests_without_usable_credentials_fail_with_aiocoaps_error() -> None:
                         await get(client, uri(server.address, "hello"))
             fixed = ClientConfig(psk_identity=CLIENT_IDENTITY, psk=PSK)
             with pytest.raises(ConfigError, match="inside config="):
-                async with coaps_client(config=fixed, mtu=300):
-                    pass
+                await client_context(config=fixed, plain_coap=False, mtu=300)
 
     run(main())
 
@@ -427,3 +426,16 @@ def test_a_server_name_setting_goes_with_certificate_entries(pki: Pki) -> None:
     named = load_credentials(x509_client_credentials(pki, **{"server-name": "a.example"}))
     assert client_config_for(named["coaps://*"], {"server_name": "gw.example"}).server_name == (
         "a.example")
+
+
+def test_client_context_refuses_credentials_beside_a_config() -> None:
+    """The map was installed and never read (the config served every request), as quietly as
+    a server refuses the pair loudly."""
+    async def main() -> None:
+        with pytest.raises(ConfigError) as info:
+            await client_context(credentials=CLIENT_CREDENTIALS, plain_coap=False,
+                                 config=ClientConfig(psk_identity=CLIENT_IDENTITY, psk=PSK))
+        assert str(info.value) == (
+            "give the client credentials= (aiocoap's map) or config=, not both")
+
+    run(main())

@@ -163,11 +163,14 @@ async def client_context(
 
     `credentials`: aiocoap's credentials map (a map, a dict, or a JSON file) for
     `context.client_credentials`, a `ConfigError` if an entry cannot make a DTLS config; or
-    `config`, one `ClientConfig` for every coaps request.
+    `config`, one `ClientConfig` for every coaps request (not both: a `ConfigError`, as a map
+    beside it would never be read).
     In certificate mode a server's certificate must name the host of the request URI (or the
     `server_name` of the config or entry). `plain_coap`: also send `coap://` requests
     (aiocoap's UDP transport). `chain_cache`: see `add_client_transport`. Shut it down with
     `await context.shutdown()`."""
+    if credentials is not None and config is not None:
+        raise ConfigError("give the client credentials= (aiocoap's map) or config=, not both")
     loaded = load_credentials(credentials) if credentials is not None else None
     _check_settings(config, settings, ClientConfig)  # before any socket is made
     if plain_coap:
