@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import aiocoap
@@ -439,3 +440,24 @@ def test_client_context_refuses_credentials_beside_a_config() -> None:
             "give the client credentials= (aiocoap's map) or config=, not both")
 
     run(main())
+
+
+@pytest.mark.parametrize(("entry", "shown"), [
+    (["x"], "list of str"), ([], "list"), (42, "int"), (4.5, "float"), (True, "bool"),
+])
+def test_an_entry_of_no_shape_a_map_takes_is_a_one_line_config_error(entry: Any,
+                                                                      shown: str) -> None:
+    """A list or a number as an entry raised a bare AttributeError from aiocoap's loader."""
+    with pytest.raises(ConfigError) as info:
+        load_credentials({"coaps://ok/*": {"dtls": PSK_ENTRY}, "coaps://*": entry})
+    assert str(info.value) == (
+        'credentials coaps://*: an entry is an object of one form, such as {"dtls": {...}}, or '
+        f'a reference to a label, such as ":dev1"; got {shown}')
+
+
+def test_map_keys_must_be_strings_and_entries_may_be_any_mapping() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_credentials({5: {"dtls": PSK_ENTRY}})
+    assert str(info.value) == "credentials: a URI pattern or label is a string, got int"
+    loaded = load_credentials({"coaps://*": MappingProxyType({"dtls": PSK_ENTRY})})
+    assert client_config_for(loaded["coaps://*"], {}).psk == PSK

@@ -298,6 +298,8 @@ def load_credentials(source: CredentialsSource) -> aiocoap_credentials.Credentia
         raise ConfigError(f"{where}: expected an object of URI patterns or labels")
     loaded = CredentialsMap()
     for key, entry in data.items():  # one at a time, so that a mistake names its entry
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: a URI pattern or label is a string, got {type_name(key)}")
         problem = _load_entry(loaded, key, entry)
         if problem is not None:  # raised here, so that aiocoap's error is not its context
             raise ConfigError(f"{where} {key}: {problem}")
@@ -307,6 +309,14 @@ def load_credentials(source: CredentialsSource) -> aiocoap_credentials.Credentia
 def _load_entry(loaded: CredentialsMap, key: str, entry: object) -> str | None:
     """Load one entry into `loaded`; what is wrong with it, if anything, in words that quote
     none of its values (`_without_values`)."""
+    if isinstance(entry, Mapping) and not isinstance(entry, dict):
+        entry = dict(entry)  # aiocoap takes a dict only
+    if entry is not None and not isinstance(entry, str | dict):
+        # aiocoap's `load_from_dict` raised AttributeError for these (None deletes an entry).
+        return (
+            'an entry is an object of one form, such as {"dtls": {...}}, or a reference to a '
+            f'label, such as ":dev1"; got {type_name(entry)}'
+        )
     try:
         loaded.load_from_dict({key: entry})
     except CredentialsLoadError as exc:
