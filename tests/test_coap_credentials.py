@@ -4,6 +4,7 @@ may come in, the configs made from it, and a one-line `ConfigError` for every mi
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from types import MappingProxyType
@@ -461,3 +462,55 @@ def test_map_keys_must_be_strings_and_entries_may_be_any_mapping() -> None:
     assert str(info.value) == "credentials: a URI pattern or label is a string, got int"
     loaded = load_credentials({"coaps://*": MappingProxyType({"dtls": PSK_ENTRY})})
     assert client_config_for(loaded["coaps://*"], {}).psk == PSK
+
+
+EMPTY_PSK = {"dtls": {"psk": {"hex": ""}, "client-identity": {"ascii": CLIENT_IDENTITY}}}
+
+
+def test_a_server_map_entry_with_an_empty_psk_is_refused_when_the_context_is_made() -> None:
+    """The client side refused an empty psk while a server's map loaded and served it: each
+    handshake of that identity then ended in internal_error."""
+    server = ServerCredentials(lambda: load_credentials({":client1": EMPTY_PSK}))
+    with pytest.raises(ConfigError) as info:
+        server.server_config({})
+    assert str(info.value) == "credentials :client1: psk is empty: give the pre-shared key bytes"
+
+    async def main() -> None:
+        with pytest.raises(ConfigError, match=r"^credentials :client1: psk is empty"):
+            await server_context(None, ("127.0.0.1", 0), credentials={":client1": EMPTY_PSK})
+
+    run(main())
+
+
+def test_an_empty_psk_the_map_gets_later_is_an_unknown_identity(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The map may change after the server was made: an identity whose key became empty is
+    looked up as unknown (decrypt_error, as for any unknown identity), not internal_error."""
+    served = load_credentials(SERVER_CREDENTIALS)
+    credentials = ServerCredentials(lambda: served)
+    served.load_from_dict({":client": EMPTY_PSK})
+    assert credentials.lookup_psk(CLIENT_IDENTITY.encode()) is None
+    assert credentials.labels(PskIdentity(CLIENT_IDENTITY.encode())) == ()
+
+    async def main() -> None:
+        changing = load_credentials(SERVER_CREDENTIALS)
+        async with coaps_server(credentials=changing) as server, coaps_client() as client:
+            changing.load_from_dict({":client": EMPTY_PSK})
+            with pytest.raises(aiocoap.error.NetworkError, match=r"decrypt_error$"):
+                await get(client, uri(server.address, "hello"))
+
+    run(main())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_references_in_a_server_map_are_followed_to_their_psk() -> None:
+    """A reference to an entry of another form (or to none) is no PSK entry: it raised
+    AttributeError in the server's checks and lookups."""
+    files = {":a": ":b", ":b": {"dtls-x509": {"client-eui64": CLIENT_EUI64}}, ":c": ":d",
+             ":dev": ":client", **SERVER_CREDENTIALS}
+    credentials = ServerCredentials(lambda: load_credentials(files))
+    assert credentials.lists_psk()
+    assert credentials.lookup_psk(CLIENT_IDENTITY.encode()) == PSK
+    assert credentials.labels(PskIdentity(CLIENT_IDENTITY.encode())) == (":dev",)
+    with pytest.raises(ConfigError, match="client-eui64 entries need trust-anchors"):
+        credentials.server_config({})

@@ -526,7 +526,7 @@ class ServerCredentials:
 
     def lists_psk(self) -> bool:
         """Whether the map has a "dtls" entry now (PSK clients are served)."""
-        return any(hasattr(entry, "as_dtls_psk") for entry in self._credentials().values())
+        return any(_dtls_psk(entry) is not None for entry in self._credentials().values())
 
     def lists_client_keys(self) -> bool:
         """Whether the map lists a client's raw public key now (each client must present one
@@ -548,11 +548,14 @@ class ServerCredentials:
         return ()
 
     def _find_psk(self, identity: bytes) -> tuple[bytes, str] | None:
-        try:
-            psk, label = self._credentials().find_dtls_psk(identity)
-        except KeyError:
-            return None
-        return bytes(psk), str(label)
+        """The key and label of the first "dtls" entry of `identity` (as aiocoap's
+        `find_dtls_psk`); None if there is none, or its key is empty (refused when the config
+        is made, `_check_psk_identities`, but the map may change): an unknown identity."""
+        for label, entry in self._credentials().items():
+            found = _dtls_psk(entry)
+            if found is not None and found[0] == identity:
+                return (found[1], str(label)) if found[1] else None
+        return None
 
     def _raw_key_labels(self, peer: RawPublicKeyIdentity) -> tuple[str, ...]:
         pin = peer.sha256  # public keys are public: a plain comparison will do
@@ -636,17 +639,34 @@ class MapServerConfig(ServerConfig):
         )
 
 
+def _dtls_psk(entry: object) -> tuple[bytes, bytes] | None:
+    """The client-identity and psk of a "dtls" entry (a reference to one followed); None for
+    an entry of another form, or a reference to none."""
+    try:
+        entry = _dereferenced(entry)
+    except ConfigError:
+        return None
+    as_dtls_psk = getattr(entry, "as_dtls_psk", None)
+    if as_dtls_psk is None:
+        return None
+    identity, psk = as_dtls_psk()
+    return bytes(identity), bytes(psk)
+
+
 def _check_psk_identities(credentials: aiocoap_credentials.CredentialsMap) -> None:
     """A "dtls" entry's client-identity names whose key it is (RFC 4279 §5: the server picks
     the key by it): an empty one names no one, refused as the client side refuses it (and a
-    client that sends one is never looked up, `PskServerExchange`)."""
+    client that sends one is never looked up, `PskServerExchange`); an empty psk is refused
+    as the client side refuses it too (a key is 1 to 65535 bytes)."""
     for label, entry in credentials.items():
-        as_dtls_psk = getattr(entry, "as_dtls_psk", None)
-        if as_dtls_psk is not None and not as_dtls_psk()[0]:
+        found = _dtls_psk(entry)
+        if found is not None and not found[0]:
             raise ConfigError(
                 f"credentials {label}: client-identity is empty: give the identity the client"
                 " names its key by (RFC 4279 §5)"
             )
+        if found is not None and not found[1]:
+            raise ConfigError(f"credentials {label}: psk is empty: give the pre-shared key bytes")
 
 
 def _x509_server(entries: list[object]) -> dict[str, Any]:
