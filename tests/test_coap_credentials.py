@@ -514,3 +514,13 @@ def test_references_in_a_server_map_are_followed_to_their_psk() -> None:
     assert credentials.labels(PskIdentity(CLIENT_IDENTITY.encode())) == (":dev",)
     with pytest.raises(ConfigError, match="client-eui64 entries need trust-anchors"):
         credentials.server_config({})
+
+
+def test_an_unknown_field_of_any_name_is_named_without_its_value() -> None:
+    """aiocoap's message was matched for field names of word characters only: another name
+    ("psk.hex") left its value to the quoted-value check, which skips values shorter than 4."""
+    entry = {"dtls": {**PSK_ENTRY, "psk.hex": "k3y"}}
+    with pytest.raises(ConfigError) as info:
+        load_credentials({"coaps://*": entry})
+    assert str(info.value) == (
+        'credentials coaps://*: "dtls" has no field psk.hex (its value is not shown)')

@@ -327,7 +327,7 @@ def _load_entry(loaded: CredentialsMap, key: str, entry: object) -> str | None:
 #: aiocoap's message for a field of the wrong type, or of no name its form has: it ends with
 #: the value's repr (a PSK written as a string, say).
 _TYPE_MISMATCH = re.compile(
-    r"Type mismatch in attribute (\w+) of (\w+): expected (.*?), got ", re.S
+    r"Type mismatch in attribute (.*?) of (\w+): expected (.*?), got ", re.S
 )
 #: How aiocoap's forms take bytes in JSON.
 _BYTES_FORMS = '{"hex": "..."} or {"ascii": "..."}'
@@ -370,8 +370,8 @@ def _field_value(entry: object, name: str) -> object:
     if isinstance(entry, dict) and len(entry) == 1:
         fields = next(iter(entry.values()))
         if isinstance(fields, dict):
-            for field, value in fields.items():
-                if isinstance(field, str) and field.replace("-", "_") == name:
+            for given, value in fields.items():
+                if isinstance(given, str) and given.replace("-", "_") == name:
                     return value
     return None
 
