@@ -370,6 +370,31 @@ def test_unreachable_names_the_socket_error_under_a_bare_network_error() -> None
     assert coap_cli._unreachable(AssociationFailed("h:1", cause), "coaps://h/x") is None
 
 
+@pytest.mark.parametrize("zone", ["name", "index"])
+def test_a_coap_uri_s_socket_error_names_the_zone_decoded_and_the_real_cause(
+    capsys: pytest.CaptureFixture[str], zone: str
+) -> None:
+    """Probe BL, F1: coap://[fe80::1%25lo]:P/x said "cannot reach [fe80::1%25lo]:P: the
+    network interface 25lo is unknown" (lo exists; the request had no route): the line took
+    urlsplit's host, its zone still encoded. Now it writes the address as aiocoap was given it
+    and every other message writes it, `[fe80::1%lo]:P`, an index (`%251`) by its name too,
+    and says what failed."""
+    written = "lo" if zone == "name" else str(socket.if_nametoindex("lo"))
+    port = free_udp_port()
+    assert coap(capsys, "get", f"coap://[fe80::1%25{written}]:{port}/x", "--timeout", "5") == (
+        1, "", f"iotdtls: coap: cannot reach [fe80::1%lo]:{port}: Network is unreachable\n")
+
+
+def test_unreachable_names_an_interface_s_index_by_its_name() -> None:
+    """`%254` (an index, RFC 6874's encoded "%" before it) read as interface 254: "nothing
+    listens on [fe80::1%254]:P" (probe BL, F1)."""
+    index, name = socket.if_nameindex()[-1]
+    refused = aiocoap.error.NetworkError()
+    refused.__cause__ = OSError(errno.ECONNREFUSED, "Connection refused")
+    assert coap_cli._unreachable(refused, f"coap://[fe80::1%25{index}]:61616/x") == (
+        f"coap: nothing listens on [fe80::1%{name}]:61616 (ICMP port unreachable)")
+
+
 @pytest.mark.parametrize(
     ("host", "message"),
     [

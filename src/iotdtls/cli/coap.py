@@ -290,10 +290,19 @@ def _uri_for_aiocoap(uri: str, scheme: str) -> str:
     bracketed = _bracketed_host(uri)
     if scheme != "coap" or "%" not in bracketed:
         return uri
+    return uri.replace(f"[{bracketed}]", f"[{_zoned_host(bracketed)}]", 1)
+
+
+def _zoned_host(bracketed: str) -> str:
+    """A URI's bracketed host (`_bracketed_host`) as aiocoap takes it and our messages write
+    it: its IPv6 zone percent-decoded (RFC 6874 §2: `fe80::1%25eth0` is `fe80::1%eth0`) and
+    an interface's index by its name (`%254` is `%eth0`: its index 4); "" stays ""."""
+    if "%" not in bracketed:
+        return bracketed
     address, _, zone = host_from_uri(bracketed).partition("%")
     if zone.isdecimal():
         zone = interface_name(int(zone))
-    return uri.replace(f"[{bracketed}]", f"[{address}%{zone}]", 1)
+    return f"{address}%{zone}"
 
 
 def _bracketed_host(uri: str) -> str:
@@ -454,7 +463,8 @@ def _print(message: Message, code: bool, lines: bool) -> None:
 def _unreachable(exc: Exception, uri: str) -> str | None:
     """What the socket error under aiocoap's bare `NetworkError` of a coap:// request was: the
     error itself reads only "Network error: NetworkError". Worded as a DTLS client's socket
-    errors are (`socket_error`: a link-local address without its interface says to add it);
+    errors are (`socket_error`: a link-local address without its interface says to add it),
+    the address written as other messages write it (`_zoned_host`: `[fe80::1%eth0]:5683`);
     a URI without a port goes to 5683 (RFC 7252 §6.1). A coaps:// association that failed on
     a socket error (the server's address cannot be resolved or reached: no handshake began)
     says so as `iotdtls client` does, its text without "[Errno 22]"."""
@@ -469,7 +479,10 @@ def _unreachable(exc: Exception, uri: str) -> str | None:
     if type(exc) is not error.NetworkError or not isinstance(cause, OSError):
         return None
     parts = urlsplit(uri)
-    host, port = parts.hostname or "", parts.port or COAP_PORT
+    # The host as aiocoap was given it: urlsplit's keeps the zone encoded, `%25eth0` (then
+    # read as the unknown interface "25eth0"), and lower-cased.
+    host = _zoned_host(_bracketed_host(uri)) or parts.hostname or ""
+    port = parts.port or COAP_PORT
     where = format_hostport(host, port)
     if cause.errno == errno.ECONNREFUSED:
         return f"coap: nothing listens on {where} (ICMP port unreachable)"
