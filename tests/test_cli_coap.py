@@ -1266,6 +1266,65 @@ def test_what_counts_as_raised_in_aiocoap() -> None:
     assert not raised_in_aiocoap(KeyError("never raised"))
 
 
+def test_a_send_failure_is_an_attribute_error_of_udp6_eq_over_a_socket_error() -> None:
+    """What aiocoap raises for a coap:// multicast request it cannot send (`send_failure`):
+    an AttributeError raised in `aiocoap.transports.udp6`'s `__eq__` while a socket error was
+    handled, which it gives; not one without that context, nor one raised elsewhere."""
+    send_failure = aiocoap_failures.send_failure
+    unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    def raised(module: str, function: str, context: BaseException | None) -> BaseException:
+        try:
+            raise context or KeyError("none")
+        except BaseException:
+            return _raised_in(module, function, AttributeError("'NoneType' object has no "
+                                                               "attribute 'sockaddr'"))
+
+    assert send_failure(raised("aiocoap.transports.udp6", "__eq__", unreachable)) is (
+        unreachable)
+    assert send_failure(raised("aiocoap.transports.udp6", "__eq__", None)) is None
+    assert send_failure(raised("aiocoap.transports.udp6", "send", unreachable)) is None
+    assert send_failure(raised("aiocoap.tokenmanager", "__eq__", unreachable)) is None
+    assert send_failure(AttributeError("never raised")) is None
+    typed = _raised_in("aiocoap.transports.udp6", "__eq__", TypeError("t"))
+    typed.__context__ = unreachable
+    assert send_failure(typed) is None
+
+
+def test_send_failure_lines_are_debug_lines_and_the_multicast_remark_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiocoap's client logger while a request runs: its lines carrying a send failure (as
+    the record's exception or an argument) are debug lines of `iotdtls.cli`, without the
+    traceback; its multicast remark is held back without -v, shown with it; any other line
+    is left as it is. The filters go with the run."""
+    unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
+    try:
+        raise unreachable
+    except OSError:
+        failure = _raised_in("aiocoap.transports.udp6", "__eq__", AttributeError("sockaddr"))
+    aiocoap_log = logging.getLogger(aiocoap_failures.CLIENT_LOGGER)
+    caplog.set_level(logging.DEBUG, "iotdtls.cli")
+    for verbose in (False, True):
+        with aiocoap_failures.reported_lines_held_back(verbose):
+            aiocoap_log.warning(aiocoap_failures.MULTICAST_REMARK)
+            aiocoap_log.error("Exception raised through dispatch_error: %s", failure,
+                              exc_info=failure)
+            aiocoap_log.warning("please report this as a bug in aiocoap: %r", failure)
+            aiocoap_log.warning("another line")
+    aiocoap_log.warning(aiocoap_failures.MULTICAST_REMARK)
+    dispatched = "iotdtls.cli: aiocoap logged: Exception raised through dispatch_error: sockaddr"
+    reported = "iotdtls.cli: aiocoap logged: please report this as a bug in aiocoap: " \
+        "AttributeError('sockaddr')"
+    remark = f"coap: {aiocoap_failures.MULTICAST_REMARK}"
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records] == [
+        dispatched, reported, "coap: another line",
+        remark, dispatched, reported, "coap: another line",
+        remark,
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_only_a_value_error_of_aiocoaps_message_decode_is_a_datagram_not_coap() -> None:
     """A datagram that is not CoAP shows as a ValueError raised in `aiocoap.message`'s
     `decode` (a text option not UTF-8): not another error there, nor a ValueError raised in

@@ -207,3 +207,23 @@ def test_a_response_aiocoap_cannot_handle_is_the_command_s_one_line_alone(
     assert (plain.returncode, plain.stdout, plain.stderr) == (1, "", line)
     assert verbose.returncode == 1 and line in verbose.stderr
     assert "coap.blockwise-requester: Error assembling blockwise response" in verbose.stderr
+
+
+def test_a_coap_multicast_request_that_cannot_be_sent_is_one_line() -> None:
+    """Probe BL, F2: coap:// to a multicast address on an interface without multicast (lo: no
+    route) printed aiocoap's 20-line traceback ("Exception raised through dispatch_error":
+    the OSError, then an AttributeError in its UDP transport's __eq__), its plea for a bug
+    report, and "the server's response could not be handled (aiocoap: AttributeError ...)",
+    no server involved. Now the one line a coaps:// request gives, status 1 as for an
+    unreachable address; -v has aiocoap's lines as debug lines, the traceback once."""
+    port = free_udp_port()
+    target = f"coap://[ff02::1%25lo]:{port}/x"
+    plain = coap("get", target, "--timeout", "5")
+    verbose = coap("get", target, "--timeout", "5", "-v")
+    line = f"iotdtls: coap: cannot reach [ff02::1%lo]:{port}: Network is unreachable\n"
+    assert (plain.returncode, plain.stdout, plain.stderr) == (1, "", line)
+    assert (verbose.returncode, verbose.stdout) == (1, "") and verbose.stderr.endswith(line)
+    assert "iotdtls.cli: aiocoap logged: Exception raised through dispatch_error" in (
+        verbose.stderr)
+    assert verbose.stderr.count("During handling of the above exception") == 1, verbose.stderr
+    assert "iotdtls.cli: aiocoap failed sending the request\nTraceback" in verbose.stderr

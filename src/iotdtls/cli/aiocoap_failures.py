@@ -18,6 +18,16 @@ aiocoap also logs an error line of its own before raising some errors to the req
 NotImplemented()"), which the command's line then reports: without -v that line is held back
 (`ReportedByTheCommand`), so the command's line comes alone; -v shows it.
 
+A coap:// request to a multicast address that cannot be sent (no route: `ff02::1%lo`, an
+interface without multicast) fails in aiocoap's own error path: it compares the unicast
+remotes of its requests with the multicast request's None, and raises an AttributeError in
+its UDP transport's `__eq__`, the socket error as its context. It logs that with its
+traceback ("Exception raised through dispatch_error"), then asks for a bug report, and the
+request fails with the AttributeError. `send_failure` finds the socket error in it, for the
+command's one line ("coap: cannot reach [ff02::1%lo]:5683: Network is unreachable"); aiocoap's
+lines about it are debug lines of `iotdtls.cli` (`SendFailureLines`), and its warning that a
+multicast request goes as a unicast one is held back without -v (`MULTICAST_REMARK`).
+
 `run_routing_aiocoap_failures` runs the command's coroutine with an exception handler on its
 event loop and a `sys.unraisablehook` that take only what was raised in aiocoap's code (the
 innermost frame of the traceback: `raised_in_aiocoap`) to a debug line of `iotdtls.cli`
@@ -39,12 +49,16 @@ from typing import Any, TypeVar
 
 __all__ = [
     "BLOCKWISE_LOGGER",
+    "CLIENT_LOGGER",
+    "MULTICAST_REMARK",
     "REPORTED_BY_THE_COMMAND",
     "OneLineTracebacks",
     "ReportedByTheCommand",
+    "SendFailureLines",
     "raised_in_aiocoap",
     "reported_lines_held_back",
     "run_routing_aiocoap_failures",
+    "send_failure",
 ]
 
 logger = logging.getLogger("iotdtls.cli")
@@ -58,6 +72,11 @@ BLOCKWISE_LOGGER = "coap.blockwise-requester"
 #: request (UnexpectedBlock2 for a first block that is not block 0, NotImplemented or another
 #: of its errors for a block it cannot append), which the command's own line reports.
 REPORTED_BY_THE_COMMAND = ("Error assembling blockwise response",)
+#: The logger of a client context of aiocoap's (its token manager, its UDP transport).
+CLIENT_LOGGER = "coap"
+#: aiocoap's (0.4.17) warning for every request to a multicast address, sent as a unicast one
+#: (the first response is the request's): the user asked for that address.
+MULTICAST_REMARK = "Sending request to multicast via unicast request method"
 
 
 def raised_in_aiocoap(exc: BaseException) -> bool:
@@ -68,6 +87,28 @@ def raised_in_aiocoap(exc: BaseException) -> bool:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return _module(tb.tb_frame.f_globals).partition(".")[0] == "aiocoap"
+
+
+def send_failure(exc: BaseException) -> OSError | None:
+    """The socket error that failed sending a coap:// request to a multicast address, when
+    `exc` is what aiocoap (0.4.17) raised for it: an AttributeError in its UDP transport's
+    `__eq__` (a unicast remote compared with the multicast request's None, in its error
+    path), the socket error as its context; None for any other exception."""
+    if not isinstance(exc, AttributeError) or not isinstance(exc.__context__, OSError):
+        return None
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if frame.f_code.co_name != "__eq__" or _module(frame.f_globals) != UDP6_MODULE:
+        return None
+    return exc.__context__
+
+
+#: The module of aiocoap's UDP transport (coap://).
+UDP6_MODULE = "aiocoap.transports.udp6"
 
 
 def _module(namespace: dict[str, Any]) -> str:
@@ -111,19 +152,46 @@ class ReportedByTheCommand(logging.Filter):
         return not str(record.msg).startswith(REPORTED_BY_THE_COMMAND)
 
 
+class SendFailureLines(logging.Filter):
+    """A filter for aiocoap's client logger (`CLIENT_LOGGER`): its lines about a request that
+    could not be sent (`send_failure`: the traceback of "Exception raised through
+    dispatch_error", "please report this as a bug in aiocoap"), which the command's line
+    reports, are debug lines of `iotdtls.cli` (-v), without the traceback (the command logs
+    it once); without `verbose`, its warning that a multicast request goes as a unicast one
+    (`MULTICAST_REMARK`) is held back."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.verbose and record.msg == MULTICAST_REMARK:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        carried = [exc, *(record.args if isinstance(record.args, tuple) else ())]
+        if not any(isinstance(e, BaseException) and send_failure(e) for e in carried):
+            return True
+        logger.debug("aiocoap logged: %s", record.getMessage())
+        return False
+
+
 @contextlib.contextmanager
 def reported_lines_held_back(verbose: bool) -> Iterator[None]:
-    """While a request command runs without `verbose` (-v), aiocoap's lines that its own
-    line reports are held back (`ReportedByTheCommand`); with -v they are all shown."""
-    if verbose:
-        yield
-        return
-    log, held_back = logging.getLogger(BLOCKWISE_LOGGER), ReportedByTheCommand()
-    log.addFilter(held_back)
+    """While a request command runs, aiocoap's lines about a request it could not send are
+    debug lines (`SendFailureLines`); without `verbose` (-v), its lines that the command's
+    own line reports are held back (`ReportedByTheCommand`), and so is its remark on a
+    multicast request; with -v those are shown."""
+    filters: list[tuple[logging.Logger, logging.Filter]] = [
+        (logging.getLogger(CLIENT_LOGGER), SendFailureLines(verbose))]
+    if not verbose:
+        filters.append((logging.getLogger(BLOCKWISE_LOGGER), ReportedByTheCommand()))
+    for log, held_back in filters:
+        log.addFilter(held_back)
     try:
         yield
     finally:
-        log.removeFilter(held_back)
+        for log, held_back in filters:
+            log.removeFilter(held_back)
 
 
 class _Router:

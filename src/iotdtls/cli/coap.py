@@ -35,6 +35,7 @@ from iotdtls.cli.aiocoap_failures import (
     raised_in_aiocoap,
     reported_lines_held_back,
     run_routing_aiocoap_failures,
+    send_failure,
 )
 from iotdtls.cli.common import (
     DEFAULT_PORT,
@@ -417,6 +418,9 @@ async def _request(
             )
         return _failed(f"no response within {args.timeout:g} s after the handshake")
     except Exception as exc:
+        if (unsent := send_failure(exc)) is not None:  # aiocoap's bug in its error path
+            logger.debug("aiocoap failed sending the request", exc_info=exc)
+            return _failed(_socket_failure(unsent, args.uri))
         return _aiocoap_failed(exc)
     finally:
         await context.shutdown()
@@ -469,7 +473,6 @@ def _unreachable(exc: Exception, uri: str) -> str | None:
     a socket error (the server's address cannot be resolved or reached: no handshake began)
     says so as `iotdtls client` does, its text without "[Errno 22]"."""
     from aiocoap import error
-    from aiocoap.numbers.constants import COAP_PORT
 
     from iotdtls.coap.errors import AssociationFailed
 
@@ -478,6 +481,13 @@ def _unreachable(exc: Exception, uri: str) -> str | None:
         return f"coaps: {cause.strerror or cause}"
     if type(exc) is not error.NetworkError or not isinstance(cause, OSError):
         return None
+    return _socket_failure(cause, uri)
+
+
+def _socket_failure(cause: OSError, uri: str) -> str:
+    """The line for the socket error `cause` of a coap:// request to `uri` (`_unreachable`)."""
+    from aiocoap.numbers.constants import COAP_PORT
+
     parts = urlsplit(uri)
     # The host as aiocoap was given it: urlsplit's keeps the zone encoded, `%25eth0` (then
     # read as the unknown interface "25eth0"), and lower-cased.
