@@ -836,6 +836,30 @@ def test_usage_errors_exit_2_with_one_line(
     assert coap(capsys, *args) == (2, "", f"iotdtls: error: {message}\n")
 
 
+@pytest.mark.parametrize("scheme", ["coap", "coaps"])
+@pytest.mark.parametrize(
+    ("host", "fixed"),
+    [("[127.0.0.1%25lo]", "127.0.0.1"), ("127.0.0.1%25lo", "127.0.0.1"),
+     ("127.0.0.1%lo", "127.0.0.1"), ("gw.example%25eth0", "gw.example")],
+)
+def test_a_uri_with_a_zone_after_anything_but_an_ipv6_address_is_one_line(
+    capsys: pytest.CaptureFixture[str], scheme: str, host: str, fixed: str
+) -> None:
+    """Probe BL, F3: coap://127.0.0.1%25lo:P/x said "Name resolution error: Invalid zone
+    identifier 25lo" (status 1), coap://127.0.0.1%lo:P/x "nothing listens on
+    127.0.0.1%lo:P" (the zone ignored), the bracketed form urlsplit's "'127.0.0.1%25lo' does
+    not appear to be an IPv4 or IPv6 address", and coaps:// "server name ... is neither a DNS
+    name nor an IP address". Now each says that the zone is an IPv6 address's, and what to
+    write, status 2."""
+    uri = f"{scheme}://{host}:49031/x"
+    flags = [] if scheme == "coap" else list(CREDENTIALS)
+    why = ("an IPv4 address takes no zone" if fixed == "127.0.0.1" else
+           "a zone follows an IPv6 address only")
+    assert coap(capsys, "get", uri, *flags) == (
+        2, "", f"iotdtls: error: expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}: {why}, "
+        f"write {scheme}://{fixed}:49031/x\n")
+
+
 @pytest.mark.parametrize(
     "flag",
     [

@@ -1085,6 +1085,38 @@ def test_an_ipv6_address_outside_brackets_is_refused(
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # It said "brackets are for an IPv6 address only, write 127.0.0.1%lo:5684", a form
+        # refused too: "server name '127.0.0.1%lo' is neither ...", and `server --listen`
+        # exited 1, "Name or service not known" (probe BL, F3).
+        ("[127.0.0.1%lo]:5684", "an IPv4 address takes no zone, write 127.0.0.1:5684"),
+        ("127.0.0.1%lo:5684", "an IPv4 address takes no zone, write 127.0.0.1:5684"),
+        ("[127.0.0.1%25lo]:5684", "an IPv4 address takes no zone, write 127.0.0.1:5684"),
+        ("[gw.example%eth0]:1", "a zone follows an IPv6 address only, write gw.example:1"),
+        ("gw.example%eth0:1", "a zone follows an IPv6 address only, write gw.example:1"),
+        ("%eth0:1", "a zone follows an IPv6 address only, as in [fe80::1%eth0]:1"),
+        # Not an IPv6 address, and not to be written without brackets either ("write an IPv6
+        # address in brackets" for what the hint said to write, fe80::zz:1).
+        ("[fe80::zz]:1", "fe80::zz is not an IPv6 address"),
+        ("[fe80::zz%lo]:1", "fe80::zz%lo is not an IPv6 address"),
+    ],
+)
+@pytest.mark.parametrize("command", [["client"], ["perf"], ["server", "--listen"],
+                                     ["coap", "serve", "--listen"]])
+def test_a_zone_after_anything_but_an_ipv6_address_is_one_line_with_a_form_that_is_taken(
+    capsys: pytest.CaptureFixture[str], never_serve: None, command: list[str], text: str,
+    message: str,
+) -> None:
+    """An IPv4 address or a name with a zone (RFC 4007 §11: an IPv6 address's) is refused by
+    every command in one line, status 2, saying what to write; what it says to write is
+    taken."""
+    assert refused(capsys, *command, text, *PSK) == f"expected HOST:PORT, got {text!r}: {message}"
+    if ", write " in message:
+        parse_hostport(message.rpartition(", write ")[2])
+
+
 def test_a_host_in_brackets_is_refused_as_a_server_name(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -137,6 +137,19 @@ def test_flag_mistakes_are_one_line(
     assert err.startswith("python -m iotdtls.proxy: error: ") and err.endswith("(see --help)")
 
 
+@pytest.mark.parametrize("flag", ["--listen", "--target"])
+@pytest.mark.parametrize("text", ["[127.0.0.1%lo]:5684", "127.0.0.1%lo:5684"])
+def test_an_ipv4_address_with_a_zone_is_one_line_saying_what_to_write(
+    flag: str, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe BL, F3: the bracketed form was told "write 127.0.0.1%lo:5684", which the proxy
+    then refused too ("cannot resolve '127.0.0.1%lo'")."""
+    argv = ["--target", "127.0.0.1:9", flag, text] if flag == "--listen" else [flag, text]
+    assert usage_error(argv, capsys) == (
+        f"python -m iotdtls.proxy: error: argument {flag}: expected HOST:PORT, got {text!r}: "
+        "an IPv4 address takes no zone, write 127.0.0.1:5684 (see --help)")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -28,6 +28,7 @@ __all__ = [
     "host_port",
     "interface_name",
     "listening_on",
+    "misplaced_zone",
     "reaching",
     "resolve",
     "socket_error",
@@ -125,6 +126,23 @@ def host_from_uri(host: str) -> str:
             f"[{address}%25eth0]"
         )
     return f"{address}%{zone}"
+
+
+def misplaced_zone(host: str) -> tuple[str, str] | None:
+    """For a host with a zone (after "%", or "%25" in a URI) that is not an IPv6 address,
+    which no resolver takes (RFC 4007 §11: a zone is an IPv6 address's): what is wrong, "an
+    IPv4 address takes no zone" (`127.0.0.1%lo`), or for a name "a zone follows an IPv6
+    address only", and the host without its zone ("" for a zone alone, `%lo`); None for any
+    other host, and for one with a ":" before its "%" (an IPv6 address, or what only brackets
+    may hold)."""
+    bare, percent, _ = host.partition("%")
+    if not percent or ":" in bare:
+        return None
+    try:
+        ipaddress.IPv4Address(bare)
+    except ValueError:
+        return "a zone follows an IPv6 address only", bare
+    return "an IPv4 address takes no zone", bare
 
 
 def interface_name(index: int) -> str:

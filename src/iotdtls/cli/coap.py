@@ -25,6 +25,7 @@ from iotdtls._addresses import (
     check_usable,
     host_from_uri,
     interface_name,
+    misplaced_zone,
     socket_error,
     uri_host,
 )
@@ -242,12 +243,19 @@ _EXPECTED_URI = "expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}{reason}"
 def _target(uri: str) -> tuple[str, str]:
     """The scheme and host of a request URI, or a one-line `UsageError` saying what is wrong
     with it (a port is 1 to 65535: 0 is no port to send to; an IPv6 zone, RFC 6874 §2, has at
-    least one character, `%25` or `%` alone naming no interface); an `UnusableAddress`, status
+    least one character, `%25` or `%` alone naming no interface, and follows an IPv6 address
+    only, `misplaced_zone`: the URI without it is what to write); an `UnusableAddress`, status
     2 as for `iotdtls client`, for an IPv6 address naming no usable interface (`check_usable`:
     link-local without its zone, or an unknown interface), which aiocoap's coap:// transport
     only met sending ("No route to host", "Invalid zone identifier 25nosuch")."""
     if zone_problem := _empty_zone(uri):
         raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {zone_problem}"))
+    written = _written_host(uri)
+    if misplaced := misplaced_zone(written.removeprefix("[").removesuffix("]")):
+        why, bare = misplaced
+        hint = f"write {uri.replace(written, bare, 1)}" if bare else "as in [fe80::1%25eth0]"
+        reason = f": {why}, {hint}"
+        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
     try:
         parts = urlsplit(uri)
     except ValueError as exc:  # an unclosed [IPv6 address
@@ -304,6 +312,18 @@ def _zoned_host(bracketed: str) -> str:
     if zone.isdecimal():
         zone = interface_name(int(zone))
     return f"{address}%{zone}"
+
+
+def _written_host(uri: str) -> str:
+    """The host of `uri`'s authority as written, with its brackets if it has them (after any
+    user name; an unbracketed host ends at the port's ":")."""
+    authority = uri.partition("//")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):
+        return authority.partition("]")[0] + "]"
+    return authority.partition(":")[0]
 
 
 def _bracketed_host(uri: str) -> str:

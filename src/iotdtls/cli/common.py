@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, NoReturn, Protocol
 
-from iotdtls._addresses import format_hostport, host_from_uri
+from iotdtls._addresses import format_hostport, host_from_uri, misplaced_zone
 from iotdtls._arguments import MAX_PORT
 from iotdtls._files import RefusedFile, open_private_append, same_file
 from iotdtls.config import (
@@ -173,7 +173,8 @@ def parse_hostport(
     or as a coaps URI writes it, `[fe80::1%25eth0]:PORT`, RFC 6874 §2) or `:PORT`. An IPv6
     address outside brackets is refused: `fd00::2:5684` is itself an IPv6 address, and
     `::1` would be read as host ":" and port 1. Brackets around anything else are refused too
-    (RFC 3986 §3.2.2 keeps them for IP literals): `[127.0.0.1]` or `[v1.x]` is not IPv6.
+    (RFC 3986 §3.2.2 keeps them for IP literals): `[127.0.0.1]` or `[v1.x]` is not IPv6; and
+    so is a zone after anything but an IPv6 address (`127.0.0.1%lo`, `misplaced_zone`).
     The port is 1 to 65535 (where to send), 0 too with `any_port` (where to listen: a free
     port the kernel picks), as the API's `check_port` has it, in one message."""
     if text.startswith("["):
@@ -199,7 +200,14 @@ def parse_hostport(
     lowest = 0 if any_port else 1
     if not port.isdigit() or not lowest <= int(port) <= MAX_PORT:
         raise UsageError(f"port must be a number from {lowest} to {MAX_PORT}, got {port!r}")
+    # A hint names only a form that is taken: the host without the zone or the brackets.
+    if misplaced := misplaced_zone(host):
+        why, bare = misplaced
+        hint = f"write {bare}:{port}" if bare else f"as in [fe80::1%eth0]:{port}"
+        raise UsageError(f"expected HOST:PORT, got {text!r}: {why}, {hint}")
     if text.startswith("[") and host and not _is_ipv6(host):
+        if ":" in host:  # not to be written without its brackets either
+            raise UsageError(f"expected HOST:PORT, got {text!r}: {host} is not an IPv6 address")
         raise UsageError(
             f"expected HOST:PORT, got {text!r}: brackets are for an IPv6 address only, "
             f"write {host}:{port}"
