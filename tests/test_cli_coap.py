@@ -812,7 +812,7 @@ def test_failed_prints_the_problem_and_any_advice(capsys: pytest.CaptureFixture[
            f"IPv6 zone of [fe80::1{zone}] is empty (RFC 6874): give the interface, as in "
            "[fe80::1%25eth0]") for zone in ("%25", "%")],
         (["get", "coap://127.0.0.1/x#part"],
-         "expected a coaps://HOST[:PORT]/PATH URI, got 'coap://127.0.0.1/x#part': Fragment "
+         "expected a coap://HOST[:PORT]/PATH URI, got 'coap://127.0.0.1/x#part': Fragment "
          "identifiers can not be set on a request URI"),
         (["get", "coaps://me@127.0.0.1/x", *CREDENTIALS],
          "expected a coaps://HOST[:PORT]/PATH URI, got 'coaps://me@127.0.0.1/x': User name and "
@@ -856,8 +856,28 @@ def test_a_uri_with_a_zone_after_anything_but_an_ipv6_address_is_one_line(
     why = ("an IPv4 address takes no zone" if fixed == "127.0.0.1" else
            "a zone follows an IPv6 address only")
     assert coap(capsys, "get", uri, *flags) == (
-        2, "", f"iotdtls: error: expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}: {why}, "
+        2, "", f"iotdtls: error: expected a {scheme}://HOST[:PORT]/PATH URI, got {uri!r}: {why}, "
         f"write {scheme}://{fixed}:49031/x\n")
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        # RFC 6874 allows a percent-encoded character in a zone; urlsplit refuses it.
+        ("coap://[fe80::1%25eth%30]:49031/x",
+         "'fe80::1%25eth%30' does not appear to be an IPv4 or IPv6 address"),
+        ("coap://[::1/x", "Invalid IPv6 URL"),
+        ("COAP://[::1/x", "Invalid IPv6 URL"),
+        ("coap://127.0.0.1:0/x", "the port must be a number from 1 to 65535"),
+    ],
+)
+def test_a_coap_uri_that_cannot_be_used_is_named_with_its_scheme(
+    capsys: pytest.CaptureFixture[str], uri: str, reason: str
+) -> None:
+    """Probe BL: a coap:// URI refused was told "expected a coaps://HOST[:PORT]/PATH URI",
+    the scheme the user did not write."""
+    assert coap(capsys, "get", uri) == (
+        2, "", f"iotdtls: error: expected a coap://HOST[:PORT]/PATH URI, got {uri!r}: {reason}\n")
 
 
 @pytest.mark.parametrize(

@@ -236,8 +236,11 @@ async def _ended_by_signals(work: Coroutine[Any, Any, int]) -> int:
             loop.remove_signal_handler(sig)
 
 
-#: A request URI that cannot be used, and why.
-_EXPECTED_URI = "expected a coaps://HOST[:PORT]/PATH URI, got {uri!r}{reason}"
+def _expected_uri(uri: str, reason: str = "") -> UsageError:
+    """A request URI that cannot be used, and why (`reason`, ": ..."), naming the scheme the
+    user wrote, coap:// or (for any other) coaps://."""
+    scheme = "coap" if uri[:7].lower() == "coap://" else "coaps"
+    return UsageError(f"expected a {scheme}://HOST[:PORT]/PATH URI, got {uri!r}{reason}")
 
 
 def _target(uri: str) -> tuple[str, str]:
@@ -249,26 +252,26 @@ def _target(uri: str) -> tuple[str, str]:
     link-local without its zone, or an unknown interface), which aiocoap's coap:// transport
     only met sending ("No route to host", "Invalid zone identifier 25nosuch")."""
     if zone_problem := _empty_zone(uri):
-        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {zone_problem}"))
+        raise _expected_uri(uri, f": {zone_problem}")
     written = _written_host(uri)
     if misplaced := misplaced_zone(written.removeprefix("[").removesuffix("]")):
         why, bare = misplaced
         hint = f"write {uri.replace(written, bare, 1)}" if bare else "as in [fe80::1%25eth0]"
         reason = f": {why}, {hint}"
-        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
+        raise _expected_uri(uri, reason)
     try:
         parts = urlsplit(uri)
     except ValueError as exc:  # an unclosed [IPv6 address
-        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {exc}")) from None
+        raise _expected_uri(uri, f": {exc}") from None
     if parts.scheme not in ("coap", "coaps") or not parts.hostname:
-        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=""))
+        raise _expected_uri(uri)
     try:
         port = parts.port
     except ValueError:  # not a number, or above 65535
         port = 0
     if port == 0:
         reason = ": the port must be a number from 1 to 65535"
-        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=reason))
+        raise _expected_uri(uri, reason)
     # RFC 7252 §6.1, §6.2: a URI without a port names the scheme's default.
     check_usable(host_from_uri(_bracketed_host(uri)), port or _DEFAULT_PORTS[parts.scheme])
     return parts.scheme, parts.hostname
@@ -365,7 +368,7 @@ def _message(method: str, uri: str, options: dict[str, Any]) -> Message:
         return Message(code=Code[method.upper()], uri=uri, **options)
     except ValueError as exc:  # aiocoap's MalformedUrlError
         reason = str(exc).removeprefix("Malformed URL: ").rstrip(".")
-        raise UsageError(_EXPECTED_URI.format(uri=uri, reason=f": {reason}")) from None
+        raise _expected_uri(uri, f": {reason}") from None
 
 
 def _payload(argument: str | None) -> bytes:
