@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import pickle
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -33,8 +35,10 @@ from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import DtlsError
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity
 from tests.coap_support import (
+    CLIENT_CREDENTIALS,
     LARGE,
     PSK_ENTRY,
+    SERVER_CREDENTIALS,
     CoapSite,
     coaps_client,
     coaps_server,
@@ -46,6 +50,8 @@ from tests.coap_support import (
     rpk_server_credentials,
     run,
     uri,
+    x509_client_credentials,
+    x509_server_credentials,
 )
 from tests.interop_support import (
     APPLICATION_DATA,
@@ -57,7 +63,8 @@ from tests.interop_support import (
     proxied,
     records,
 )
-from tests.peers import CLIENT_IDENTITY, LOCALHOST
+from tests.peers import CLIENT_IDENTITY, LOCALHOST, Pki
+from tests.test_coap_contexts import transports_of
 
 
 @pytest.mark.req("COAP-1")
@@ -359,6 +366,163 @@ def test_a_new_association_is_a_new_remote() -> None:
             second = await get(client, uri(server.address, "hello"))
             assert second.remote is not remote and second.remote != remote
             assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 2
+
+    run(main())
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+OTHER_ENTRY = {"psk": {"hex": "aa" * 16}, "client-identity": {"ascii": "other"}}
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("kind", ["psk", "rpk", "x509", "keylog"])
+def test_a_map_read_again_with_the_same_credentials_keeps_the_association(
+    kind: str, pki: Pki, tmp_path: Path
+) -> None:
+    """The client map is read at each request: loaded again with the same credentials (new
+    entry objects and keys, as from its JSON file read again) it keeps the one association,
+    in each mode and with a key log file (one per configuration). It made a new one per reload
+    (20 reloads: 20 associations, sockets and server slots) (probe BM)."""
+    files = make_rpk_files(tmp_path)
+    server_map, client_map = SERVER_CREDENTIALS, CLIENT_CREDENTIALS
+    settings: dict[str, Any] = {}
+    if kind == "rpk":
+        server_map, client_map = rpk_server_credentials(files), rpk_client_credentials(files)
+    elif kind == "x509":
+        server_map, client_map = x509_server_credentials(pki), x509_client_credentials(pki)
+    elif kind == "keylog":
+        settings["keylog_file"] = tmp_path / "keys.log"
+
+    async def main() -> None:
+        async with coaps_server(credentials=server_map) as server, \
+                coaps_client(credentials=client_map, **settings) as client:
+            first = (await get(client, uri(server.address, "hello"))).remote
+            descriptors = _open_descriptors()
+            for _ in range(20):
+                client.client_credentials.load_from_dict(client_map)
+                response = await get(client, uri(server.address, "hello"))
+                assert response.remote is first
+            [transport] = transports_of(client)
+            assert repr(transport) == "<CoapsClientInterface associations=1>"
+            assert _open_descriptors() == descriptors
+            assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("by_label", [False, True], ids=["entry", "label"])
+def test_changed_credentials_replace_the_association(by_label: bool) -> None:
+    """The request's entry now gives other credentials (changed in place, or in the labelled
+    entry a pattern refers to): the next request makes a new association with them, the old
+    one is closed with close_notify, and a request pending on it fails with
+    AssociationClosed at once. The old one stayed open (probe BM)."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+    client_map: dict[str, Any] = (
+        {"coaps://*": ":dev", ":dev": {"dtls": PSK_ENTRY}} if by_label
+        else {"coaps://*": {"dtls": PSK_ENTRY}}
+    )
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_map) as server, \
+                coaps_client(credentials=client_map) as client:
+            old = (await get(client, uri(server.address, "whoami"))).remote
+            pending = client.request(aiocoap.Message(
+                code=aiocoap.GET, uri=uri(server.address, "slow"))).response
+            await asyncio.wait_for(site.slow.started.wait(), 5.0)
+            changed = ":dev" if by_label else "coaps://*"
+            client.client_credentials.load_from_dict({changed: {"dtls": OTHER_ENTRY}})
+            response = await get(client, uri(server.address, "whoami"))
+            assert response.payload == b"psk identity b'other'"
+            assert response.remote is not old and old.ended
+            with pytest.raises(AssociationClosed):
+                await asyncio.wait_for(pending, 2.0)
+            [transport] = transports_of(client)
+            assert repr(transport) == "<CoapsClientInterface associations=1>"
+            [(old_server_end, _), (new_server_end, _)] = site.whoami.seen
+            for _ in range(100):  # our close_notify ends the server's end too
+                if old_server_end.ended:
+                    break
+                await asyncio.sleep(0.01)
+            assert old_server_end.ended and not new_server_end.ended
+            site.slow.release.set()
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_credentials_changed_during_the_handshake_fail_its_request_as_closed() -> None:
+    """A request waits for a handshake (nobody answers) when the credentials change: the
+    next request's association replaces that one, and the waiting request fails with
+    AssociationClosed at once (not with aiocoap's LibraryShutdown, as at a shutdown)."""
+
+    async def main(port: int) -> None:
+        async with coaps_client(handshake_timeout=1.0) as client:
+            target = f"coaps://{LOCALHOST}:{port}/hello"
+            waiting = client.request(aiocoap.Message(code=aiocoap.GET, uri=target)).response
+            await asyncio.sleep(0.2)  # its handshake has started
+            client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+            newer = client.request(aiocoap.Message(code=aiocoap.GET, uri=target)).response
+            with pytest.raises(AssociationClosed):
+                await asyncio.wait_for(waiting, 0.5)
+            with pytest.raises(AssociationTimeout):
+                await newer
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOCALHOST, 0))
+        run(main(silent.getsockname()[1]), limit=10.0)
+
+
+@pytest.mark.req("COAP-1")
+def test_an_association_whose_entry_was_removed_is_closed_by_the_next_new_one() -> None:
+    """The entry that made an association leaves the map: the next association made to that
+    server closes it (its credentials are no longer the map's)."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_map) as server:
+            whoami = f"coaps://{LOCALHOST}:{server.address[1]}/whoami"
+            client_map = {whoami: {"dtls": OTHER_ENTRY},
+                          f"coaps://{LOCALHOST}:{server.address[1]}/hello": {"dtls": PSK_ENTRY}}
+            async with coaps_client(credentials=client_map) as client:
+                old = (await get(client, whoami)).remote
+                client.client_credentials.load_from_dict({whoami: None})  # removed
+                hello = await get(client, uri(server.address, "hello"))
+                assert hello.remote is not old and old.ended
+                [transport] = transports_of(client)
+                assert repr(transport) == "<CoapsClientInterface associations=1>"
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_entries_with_other_credentials_for_one_server_keep_an_association_each() -> None:
+    """Two URI patterns of one server with credentials of their own: one association each,
+    both kept while the map gives them (a new one closes only those whose credentials the map
+    no longer gives)."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_map) as server:
+            client_map = {
+                f"coaps://{LOCALHOST}:{server.address[1]}/whoami": {"dtls": OTHER_ENTRY},
+                "coaps://*": {"dtls": PSK_ENTRY},
+            }
+            async with coaps_client(credentials=client_map) as client:
+                hello = (await get(client, uri(server.address, "hello"))).remote
+                whoami = await get(client, uri(server.address, "whoami"))
+                assert whoami.payload == b"psk identity b'other'"
+                assert (await get(client, uri(server.address, "hello"))).remote is hello
+                assert (await get(client, uri(server.address, "whoami"))).remote is whoami.remote
+                assert not hello.ended and not whoami.remote.ended
+                [transport] = transports_of(client)
+                assert repr(transport) == "<CoapsClientInterface associations=2>"
 
     run(main())
 

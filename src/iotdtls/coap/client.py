@@ -1,7 +1,12 @@
 """The coaps client transport: aiocoap sends `coaps://` requests through iotdtls associations.
 
 One association (one UDP socket, `iotdtls.aio.connect`) per server and credentials, made when a
-request first needs it and shared by every request after, as long as it lives. In certificate
+request first needs it and shared by every request after, as long as it lives. Credentials are
+compared by value (`credentials_of`): a map read again with the same credentials (its JSON file
+reloaded, say) keeps the association. When the credentials a request's entry gives have changed,
+the request makes a new association, and each older one to that server whose first request's
+entry no longer gives its credentials (changed or removed) is closed with close_notify: the
+requests pending on it fail with `AssociationClosed`, as when any association ends. In certificate
 mode the server's certificate must name the host of the request URI (RFC 7252 §9.1.3.3,
 RFC 6125) unless the configuration names another `server_name`. A request waits
 for the handshake while its remote is chosen (`determine_remote`), so a handshake that fails or
@@ -24,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiocoap import error, interfaces
+from aiocoap.credentials import CredentialsLoadError, CredentialsMissingError
 from aiocoap.message import Message
 from aiocoap.numbers.constants import COAPS_PORT
 from aiocoap.numbers.types import CON
@@ -39,15 +46,17 @@ from iotdtls._addresses import host_from_uri
 from iotdtls.chaincache import ChainCache
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.errors import MessageTooLarge, association_error
-from iotdtls.config import ClientConfig
+from iotdtls.config import ClientConfig, FileKeyLog
+from iotdtls.credentials import CertifiedKey, PrivateKey
 from iotdtls.errors import DatagramTooLarge, DtlsError, LocalProtocolError
 
-__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest"]
+__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest", "credentials_of"]
 
 logger = logging.getLogger("iotdtls.coap")
 
-#: Chooses the DTLS configuration of a request: returns a key naming the credentials (requests
-#: with the same host, port and key share an association) and the `ClientConfig`.
+#: Chooses the DTLS configuration of a request: returns where it came from (the map entry) and
+#: the `ClientConfig`. Requests to the same host and port whose configs have the same
+#: `credentials_of` share an association.
 ConfigForRequest = Callable[[Message], tuple[object, ClientConfig]]
 
 
@@ -58,6 +67,24 @@ _HEADER_TOKEN_MARKER = 4 + 8 + 1
 _OPTION_OVERHEAD = 1 + 2 + 2
 #: RFC 7959 §2.2: a Block1 value is at most 3 bytes.
 _BLOCK1_VALUE = 3
+
+
+def credentials_of(config: ClientConfig) -> tuple[object, ...]:
+    """What two configurations must have in common for their requests to share an association:
+    every field, a private key by its public half and a certificate by its chain and key (a map
+    read again loads them into new objects), a key log made from `keylog_file` by its file (each
+    configuration makes its own)."""
+    values: list[object] = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, PrivateKey):
+            value = value.spki
+        elif isinstance(value, CertifiedKey):
+            value = (value.chain, value.private_key.spki)
+        elif isinstance(value, FileKeyLog):
+            value = (FileKeyLog, value.path)
+        values.append(value)
+    return tuple(values)
 
 
 def _size_bound(message: Message, block_payload: int) -> int:
@@ -77,12 +104,22 @@ class ClientRemote(CoapsAddress):
     """The server end of one client association."""
 
     def __init__(
-        self, interface: CoapsClientInterface, host: str, port: int, config: ClientConfig
+        self,
+        interface: CoapsClientInterface,
+        host: str,
+        port: int,
+        config: ClientConfig,
+        credentials: tuple[object, ...] = (),
+        chosen_for: Message | None = None,
     ) -> None:
         super().__init__((host, port), config.mtu)
         #: None once released (`release`), as `_connection` is.
         self._interface: CoapsClientInterface | None = interface
         self._config = config
+        #: `credentials_of` the request's config (before `for_host`), and that request without
+        #: its payload: asked again, it tells whether the map still gives these credentials.
+        self.credentials = credentials
+        self.chosen_for = chosen_for
         self._connection: aio.ClientConnection | None = None
         self._local_address: tuple[Any, ...] = ("::", 0)
         self._established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -153,17 +190,18 @@ class ClientRemote(CoapsAddress):
             self.unresponsive = True
 
     def release(self) -> None:
-        self._connection = self._interface = None
+        self._connection = self._interface = self.chosen_for = None
 
-    async def close(self) -> None:
-        """Send close_notify (if established) and release the socket."""
+    async def close(self, reason: Exception | None = None) -> None:
+        """Send close_notify (if established) and release the socket. A request still waiting
+        for the handshake fails with `reason` (default: aiocoap's `LibraryShutdown`)."""
         self.ended = True
         if self._connection is not None:
             await self._connection.close()
         else:
             self._task.cancel()
         if not self._established.done():
-            self._established.set_exception(error.LibraryShutdown())
+            self._established.set_exception(reason or error.LibraryShutdown())
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self.release()
@@ -222,10 +260,11 @@ class CoapsClientInterface(CoapsInterface):
         self._config_for = config_for
         #: Keeps servers' certificate chains between runs (cached_info, RFC 7924).
         self.chain_cache = chain_cache
-        self._pool: dict[tuple[str, int, object], ClientRemote] = {}
+        #: The live associations to each (host, port), one per `credentials_of`.
+        self._pool: dict[tuple[str, int], list[ClientRemote]] = {}
 
     def __repr__(self) -> str:
-        return f"<CoapsClientInterface associations={len(self._pool)}>"
+        return f"<CoapsClientInterface associations={sum(map(len, self._pool.values()))}>"
 
     async def determine_remote(self, message: Message) -> ClientRemote | None:
         if message.requested_scheme != "coaps":
@@ -233,18 +272,23 @@ class CoapsClientInterface(CoapsInterface):
         if self._mman is None:
             raise error.LibraryShutdown()
         host, port = _destination(message)
-        source, config = self._config_for(message)
-        key = (host, port, source)
-        remote = self._pool.get(key)
+        _source, config = self._config_for(message)
+        credentials = credentials_of(config)
+        remote = self._pooled(host, port, credentials)
         if remote is not None and remote.unresponsive:
             logger.info("%r: no answer to a confirmable message, making a new association", remote)
             self.forget(remote)
             await remote.close()
-            remote = self._pool.get(key)  # another request may have made one meanwhile
-        if remote is None or remote.ended:
+            remote = self._pooled(host, port, credentials)  # another request may have made one
+        if remote is None:
             logger.debug("new DTLS association with %s:%d", host, port)
-            remote = ClientRemote(self, host, port, config.for_host(host))
-            self._pool[key] = remote
+            older = self._pool.setdefault((host, port), [])
+            replaced = list(older)
+            remote = ClientRemote(
+                self, host, port, config.for_host(host), credentials, message.copy(payload=b"")
+            )
+            older.append(remote)
+            await self._close_replaced(replaced)
         await remote.established()
         remote.check_size(message)
         return remote
@@ -253,8 +297,32 @@ class CoapsClientInterface(CoapsInterface):
         return (
             isinstance(remote, ClientRemote)
             and not remote.unresponsive
-            and remote in self._pool.values()
+            and remote in self._pool.get(remote.peer_address[:2], ())
         )
+
+    def _pooled(self, host: str, port: int, credentials: tuple[object, ...]) -> ClientRemote | None:
+        """The live association to (host, port) with these credentials, if there is one."""
+        for remote in self._pool.get((host, port), ()):
+            if not remote.ended and remote.credentials == credentials:
+                return remote
+        return None
+
+    async def _close_replaced(self, remotes: list[ClientRemote]) -> None:
+        """Close the associations among `remotes` (to the server a new one was just made for)
+        whose credentials the map no longer gives to the request that made them: a request
+        pending on them fails with `AssociationClosed`. Only one association is made per
+        credentials, so this is asked once per change, not per request."""
+        for remote in remotes:
+            if remote.ended or remote.chosen_for is None:
+                continue
+            try:
+                still = credentials_of(self._config_for(remote.chosen_for)[1]) == remote.credentials
+            except (error.Error, CredentialsMissingError, CredentialsLoadError):
+                still = False  # no entry any more, or none that makes a config
+            if not still:
+                logger.debug("%r: the credentials changed, closing the association", remote)
+                self.forget(remote)
+                await remote.close(association_error(remote.peer_name, None, True))
 
     def send(self, message: Message) -> None:
         if isinstance(message.remote, ClientRemote):
@@ -263,8 +331,8 @@ class CoapsClientInterface(CoapsInterface):
 
     async def shutdown(self) -> None:
         self._mman = None
-        remotes, self._pool = list(self._pool.values()), {}
-        await asyncio.gather(*(r.close() for r in remotes))
+        pool, self._pool = self._pool, {}
+        await asyncio.gather(*(r.close() for remotes in pool.values() for r in remotes))
 
     # -- from the associations ---------------------------------------------------------------
 
@@ -275,8 +343,11 @@ class CoapsClientInterface(CoapsInterface):
 
     def forget(self, remote: ClientRemote) -> None:
         """Take an association out of the pool (new requests will make a new one)."""
-        for key, pooled in list(self._pool.items()):
-            if pooled is remote:
+        key = remote.peer_address[:2]
+        remotes = self._pool.get(key, [])
+        if remote in remotes:
+            remotes.remove(remote)
+            if not remotes:
                 del self._pool[key]
 
 
