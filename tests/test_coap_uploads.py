@@ -250,6 +250,50 @@ def test_blocks_out_of_order_are_4_08_and_a_retransmission_passes() -> None:
     run(main())
 
 
+BAD_REQUEST = Code.BAD_REQUEST
+
+
+@pytest.mark.req("COAP-1")
+def test_a_block_aiocoap_refuses_for_its_size_is_not_noted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A block with "more" shorter than its block size, which aiocoap refuses (4.00) without
+    touching its body, is not noted either (probe BM): the block sent again whole continues
+    the upload (it was then noted, and the block after got a false 4.08), and a gap after it
+    is 4.08 here (it reached aiocoap: 5.00 and a ValueError traceback logged)."""
+    caplog.set_level(logging.INFO)
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server, device(server.address) as dev:
+            async def answer(mid: int, num: int, more: bool, payload: bytes, szx: int = 2,
+                             ) -> tuple[Code, bytes]:
+                got = await dev.ask(put_block(mid, num, more, payload, szx=szx))
+                assert got is not None
+                return got.code, got.payload
+
+            assert (await answer(1, 0, True, b"a" * 64))[0] == CONTINUE
+            assert await answer(2, 1, True, b"b" * 10) == (
+                BAD_REQUEST, b"Payload size does not match Block1")
+            assert (await answer(3, 1, True, b"b" * 64))[0] == CONTINUE
+            assert (await answer(4, 2, False, b"c" * 10))[0] == aiocoap.CHANGED
+            assert site.large.stored == b"a" * 64 + b"b" * 64 + b"c" * 10
+            # The probe's gap: block 0, a short block 1, a 16-byte block 5 (byte 80).
+            assert (await answer(5, 0, True, b"a" * 64))[0] == CONTINUE
+            assert (await answer(6, 1, True, b"b" * 16))[0] == BAD_REQUEST
+            assert await answer(7, 5, True, b"x" * 16, szx=0) == (
+                INCOMPLETE, b"expected the block at byte 64: start again from block 0")
+            # BERT (SZX 7, RFC 8323 §6): whole 1024-byte blocks, two at once, are taken.
+            assert (await answer(9, 0, True, b"a" * 1024, szx=7))[0] == CONTINUE
+            assert (await answer(10, 1, True, b"b" * 1000, szx=7))[0] == BAD_REQUEST
+            assert (await answer(11, 1, True, b"b" * 2048, szx=7))[0] == CONTINUE
+            assert (await answer(12, 3, False, b"c", szx=7))[0] == aiocoap.CHANGED
+            assert site.large.stored == b"a" * 1024 + b"b" * 2048 + b"c"
+
+    run(main())
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_an_upload_is_noted_where_it_stands() -> None:
     """`Uploads` alone: a block after the last block of an upload, whether that was block 0
     or a later one, is out of order; block 0 sent again makes its upload the latest used, so

@@ -15,11 +15,13 @@ for each such gap. Each association notes the Block1 uploads in progress over it
 by aiocoap's key of an upload) with the offset of the block expected next and that of the
 latest block taken; a block that neither continues nor repeats the one noted for its key is
 answered 4.08 Request Entity Incomplete (RFC 7959 §2.3, §2.9.2) here, and never reaches
-aiocoap. A block of an upload not noted (never started, or no longer noted when more than
-`UPLOADS_TRACKED` went on at once) goes to aiocoap, which answers 4.08 itself when it holds
-no body for it and takes it when it does: several uploads at once over one association (to
-several resources, or one with other options) are the client's right (RFC 7959), and
-aiocoap's client makes them unprompted.
+aiocoap. What is noted is what aiocoap takes: it answers 4.00 Bad Request to a block with
+"more" whose payload does not fill its block size, keeping its body as it was, so such a block
+is handed on and not noted (`_taken_whole`). A block of an upload not noted (never started,
+or no longer noted when more than `UPLOADS_TRACKED` went on at once) goes to aiocoap, which
+answers 4.08 itself when it holds no body for it and takes it when it does: several uploads at
+once over one association (to several resources, or one with other options) are the client's
+right (RFC 7959), and aiocoap's client makes them unprompted.
 
 Memory: aiocoap keeps each body it assembles for MAX_TRANSMIT_WAIT (93 s) after its latest
 block, however many there are and whether or not they are still noted here (one abandoned at
@@ -37,6 +39,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import ACK, CON, NON
+from aiocoap.optiontypes import BlockOption
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -94,8 +97,9 @@ class Uploads:
         an upload noted is taken when it starts where the body noted ends, or repeats the
         latest block taken (a retransmission: aiocoap's duplicate detection answers it);
         anything else (a gap, an overlap, a block after the last) is out of order. A block of
-        an upload not noted is aiocoap's to judge (see the module docstring). A request
-        without Block1 is no block."""
+        an upload not noted, and one that aiocoap refuses for its size (`_taken_whole`), are
+        aiocoap's to judge (see the module docstring). A request without Block1 is no
+        block."""
         block1 = request.opt.block1
         if block1 is None:
             return None
@@ -109,8 +113,8 @@ class Uploads:
                 del uploads[next(iter(uploads))]
             return None
         upload = uploads.get(key)
-        if upload is None:
-            return None
+        if upload is None or not _taken_whole(block1, len(request.payload)):
+            return None  # aiocoap's to judge; a block it refuses (4.00) changes nothing
         if start == upload.last_start:
             return None
         if upload.complete or start != upload.next_start:
@@ -118,6 +122,16 @@ class Uploads:
         del uploads[key]  # the latest used last
         uploads[key] = _Upload(end, start, not block1.more)
         return None
+
+
+def _taken_whole(block1: BlockOption.BlockwiseTuple, length: int) -> bool:
+    """Whether aiocoap (0.4.17, `Message._append_request_block`) takes a block of `length`
+    bytes after block 0 into its body: one with "more" must fill its block size (RFC 7959
+    §2.2), or, at SZX 7 (BERT, RFC 8323 §6), be a whole number of 1024-byte blocks; it answers
+    any other 4.00 Bad Request and leaves its body as it was. The last block may be shorter."""
+    if not block1.more or length == block1.size:
+        return True
+    return block1.size_exponent == 7 and length % block1.size == 0
 
 
 def check_max_body_size(value: object) -> int:
