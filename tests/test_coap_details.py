@@ -461,6 +461,27 @@ def test_advice_follows_the_cause(cause: BaseException | None, advice: str | Non
     assert AssociationFailed("gw", cause, Mode.PSK).extra_help() == advice
 
 
+@pytest.mark.parametrize(("mode", "cause", "advice"), [
+    (Mode.RAW_PUBLIC_KEY, AlertReceived(AlertDescription.unsupported_certificate),
+     "Check our raw public key: the server requires one and we have none (give the entry a "
+     '"private-key", iotdtls coap --rpk-key), or it cannot take ours; or it has no raw public '
+     "key of its own to send."),
+    (Mode.RAW_PUBLIC_KEY, AlertSent(AlertDescription.unsupported_certificate),
+     "Check the server's credentials: it sent no raw public key we could take (a certificate, "
+     "or a key that is not P-256), and we were given its raw public key."),
+    (Mode.X509, AlertReceived(AlertDescription.unsupported_certificate), OUR_CERTIFICATE),
+    (None, AlertReceived(AlertDescription.unsupported_certificate), OUR_CERTIFICATE),
+    (Mode.X509, AlertSent(AlertDescription.unsupported_certificate), SERVER_CERTIFICATE),
+])
+def test_certificate_type_advice_follows_the_mode(
+    mode: Mode | None, cause: BaseException, advice: str
+) -> None:
+    """unsupported_certificate is also "no certificate type in common" (RFC 7250 §4.2): to a
+    raw-public-key client the advice is about raw keys, not certificates and their CA
+    (probe BM)."""
+    assert AssociationFailed("gw", cause, mode).extra_help() == advice
+
+
 @pytest.mark.parametrize("mode", [None, Mode.PSK, Mode.X509])
 @pytest.mark.parametrize(("cause", "advice"), [
     *[(AlertReceived(alert), f"The server ended the association with fatal alert {alert.name} "

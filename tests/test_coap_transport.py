@@ -635,6 +635,26 @@ def test_raw_public_keys_from_credentials_maps(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_raw_key_client_without_a_key_is_told_to_give_one(tmp_path: Path) -> None:
+    """A raw-public-key client without a private key, to a server that requires client keys:
+    unsupported_certificate (RFC 7250 §4.2), and the advice is about raw keys, naming
+    "private-key" (it was certificate advice, "... does not trust their CA") (probe BM)."""
+    files = make_rpk_files(tmp_path)
+    keyless = {"coaps://*": {"dtls-rpk": {"peer-public-key": str(files.server_pub)}}}
+
+    async def main() -> None:
+        async with coaps_server(credentials=rpk_server_credentials(files)) as server, \
+                coaps_client(credentials=keyless) as client:
+            with pytest.raises(AssociationFailed) as info:
+                await get(client, uri(server.address, "whoami"))
+        assert "received fatal alert unsupported_certificate" in str(info.value)
+        advice = info.value.extra_help()
+        assert advice is not None and advice.startswith("Check our raw public key")
+        assert '"private-key"' in advice and "certificate" not in advice
+
+    run(main())
+
+
 @pytest.mark.req("COAP-1")
 def test_client_entries_added_to_a_server_map_later_are_enforced(tmp_path: Path) -> None:
     """The server's map is read at each handshake: a raw-key server made with no client key

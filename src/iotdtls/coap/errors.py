@@ -171,7 +171,9 @@ _WE_REFUSED_THE_SERVER = (
 )
 #: Alerts about a certificate (RFC 5246 §7.2.2, RFC 6066 §9), the ones only certificate mode
 #: sends: when we send one, the server's chain did not validate; when we receive one, the
-#: server refused ours.
+#: server refused ours. Before a mode is agreed, unsupported_certificate also says that the two
+#: sides have no certificate type in common (RFC 7250 §4.2): in raw-public-key mode, the advice
+#: is about raw keys.
 _CERTIFICATE_ALERTS = X509_MODE_ALERTS - BASE_ALERTS
 _SERVER_CERTIFICATE_REFUSED = (
     "Check the trust anchors and the server name (by default the URI's host): the server's "
@@ -179,6 +181,15 @@ _SERVER_CERTIFICATE_REFUSED = (
 )
 _OUR_CERTIFICATE_REFUSED = (
     "Check our certificate and key: the server refused them, or does not trust their CA."
+)
+_SERVER_RAW_KEY_REFUSED = (
+    "Check the server's credentials: it sent no raw public key we could take (a certificate, "
+    "or a key that is not P-256), and we were given its raw public key."
+)
+_OUR_RAW_KEY_REFUSED = (
+    "Check our raw public key: the server requires one and we have none (give the entry a "
+    '"private-key", iotdtls coap --rpk-key), or it cannot take ours; or it has no raw public '
+    "key of its own to send."
 )
 
 
@@ -201,10 +212,11 @@ def _advice(cause: BaseException | None, mode: Mode | None = None) -> str | None
             "the credentials match (many servers answer a wrong key with silence)."
         )
     alert = getattr(cause, "alert", None)
+    raw_keys = mode is Mode.RAW_PUBLIC_KEY
     if isinstance(cause, AlertSent) and alert in _CERTIFICATE_ALERTS:
-        return _SERVER_CERTIFICATE_REFUSED
+        return _SERVER_RAW_KEY_REFUSED if raw_keys else _SERVER_CERTIFICATE_REFUSED
     if isinstance(cause, AlertReceived) and alert in _CERTIFICATE_ALERTS:
-        return _OUR_CERTIFICATE_REFUSED
+        return _OUR_RAW_KEY_REFUSED if raw_keys else _OUR_CERTIFICATE_REFUSED
     if isinstance(cause, AlertSent | AlertReceived) and alert in _KEY_MISMATCH:
         advice = _key_mismatch(cause, mode)
         if advice is not None:
