@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiocoap import GET, Message
+from aiocoap import BAD_REQUEST, CHANGED, GET, PUT, Message
 
 from iotdtls.coap import demo
 from iotdtls.identity import CertificateIdentity, PskIdentity
@@ -90,6 +90,35 @@ def test_the_counter_ticks_only_while_observed() -> None:
         assert not second.done()
         counter.update_observation_count(0)
         assert await asyncio.wait_for(second, 1.0) is None
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("payload", "stored"),
+    [
+        (b"21.5", b"21.5"), (b" -3e1 \n", b"-3e1"), (b"+4", b"+4"), (b".5", b".5"),
+        (b"7.", b"7."), (b"1E-2", b"1E-2"),
+        # Python's float() takes these too; none is a decimal number (probe BM: 1_000 was).
+        (b"1_000", None), (b"nan", None), (b"-inf", None), (b"Infinity", None),
+        ("\u0661\u0662".encode(), None),  # Arabic-Indic digits
+        (b"21\x1c", None), (b"2 1", None), (b"0x10", None), (b"1e999", None), (b"", None),
+        (b".", None), (b"e5", None), (b"--1", None),
+    ],
+)
+def test_the_demo_temp_takes_a_decimal_number_only(payload: bytes, stored: bytes | None) -> None:
+    """`/temp`'s PUT: a finite decimal number in text/plain (2.04, kept without the spaces
+    around it), 4.00 for anything else."""
+    temp = demo.Temperature()
+
+    async def main() -> None:
+        response = await temp.render_put(Message(code=PUT, payload=payload))
+        if stored is None:
+            assert (response.code, response.payload) == (
+                BAD_REQUEST, b"expected a number, such as 21.5")
+            assert temp.value == b""
+        else:
+            assert response.code == CHANGED and temp.value == stored
 
     run(main())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import time
 
 from aiocoap import resource
@@ -83,8 +84,9 @@ class Counter(resource.ObservableResource):
 
 
 class Temperature(resource.Resource):
-    """PUT: a reading, a finite decimal number in text/plain (spaces and a newline around it
-    allowed, as `echo 21.5 |` sends), at most `MAX_TEMPERATURE_SIZE` bytes: 2.04 Changed;
+    """PUT: a reading, a finite decimal number in text/plain (`_NUMBER`: ASCII digits, a sign,
+    a point, an exponent; spaces and a newline around it allowed, as `echo 21.5 |` sends), at
+    most `MAX_TEMPERATURE_SIZE` bytes: 2.04 Changed;
     4.13 (with Size1, RFC 7252 §5.10.9) when longer, 4.15 for another content format, 4.00
     for anything but a number. GET: the last reading (empty before the first)."""
 
@@ -112,14 +114,19 @@ class Temperature(resource.Resource):
         return Message(code=Code.CHANGED)
 
 
+#: A decimal number as C and JSON write one (`21.5`, `-3`, `.5`, `-3e1`): what a reading is.
+#: Not whatever Python's float() takes besides (`1_000`, `nan`, `inf`, other scripts' digits,
+#: whitespace other than ASCII's around it).
+_NUMBER = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _reading(payload: bytes) -> bytes | None:
-    """The number `payload` holds, as sent without surrounding spaces; None for no number."""
+    """The number `payload` holds, as sent without surrounding ASCII whitespace; None for no
+    number (`_NUMBER`), or one too large for a float (`1e999`)."""
     text = payload.strip()
-    try:
-        number = float(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+    if _NUMBER.fullmatch(text) is None:
         return None
-    return text if math.isfinite(number) else None
+    return text if math.isfinite(float(text)) else None
 
 
 def _diagnostic(code: Code, text: str) -> Message:
