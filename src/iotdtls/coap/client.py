@@ -18,6 +18,9 @@ A server that lost the association without a close_notify (it crashed and restar
 ignores its records and stays silent. So once a confirmable message has been sent as often as
 CoAP allows (RFC 7252 §4.2, MAX_RETRANSMIT) with nothing received over the association since,
 the association counts as unresponsive: the next request closes it and makes a new one.
+Non-confirmable requests are never retransmitted (RFC 7252 §4.3) and aiocoap gives them no
+deadline, so a client that sends only those never finds the association unresponsive:
+heartbeats with a keep-alive (`keepalive_interval`, RFC 6520 §5.2) end it instead.
 
 A request must fit one record in one datagram of the association's `mtu` (RFC 6347 §4.1.1). A
 large payload goes block-wise (RFC 7959); header and options cannot, so a request whose
