@@ -33,7 +33,7 @@ from iotdtls.chaincache import ChainCache
 from iotdtls.cli import aiocoap_failures, main
 from iotdtls.cli import coap as coap_cli
 from iotdtls.cli.common import UsageError
-from iotdtls.coap import AssociationFailed
+from iotdtls.coap import AssociationFailed, uploads
 from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
 from iotdtls.errors import AlertDescription, AlertReceived, DtlsError
 from tests.aio_support import signal_fallback
@@ -1007,15 +1007,15 @@ def test_serve_keeps_to_its_max_connections_and_idle_timeout(
 
 
 def test_serve_logs_what_aiocoap_raised_in_one_line_and_bounds_its_repeats(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Block1 block sent again at the offset of the latest one but with a new message ID
-    (no retransmission: aiocoap's duplicate detection does not answer it) passes the
-    transport's checks, and aiocoap's spool raises ValueError for it: its handler answers 5.00
-    and logs "An exception occurred while rendering a resource" with a 20-line traceback.
-    `coap serve` logs that line alone, its traceback a debug line (-v), and, as any of
-    aiocoap's lines, once: five such blocks give one line (a count of the others at the
-    stop)."""
+    """A gap in a Block1 upload the transport no longer notes (here it notes one at a time:
+    a second upload makes it let go of the first) goes on to aiocoap, whose spool raises
+    ValueError for it: its handler answers 5.00 and logs "An exception occurred while rendering
+    a resource" with a 20-line traceback. `coap serve` logs that line alone, its traceback a
+    debug line (-v), and, as any of aiocoap's lines, once: five such blocks give one line (a
+    count of the others at the stop)."""
+    monkeypatch.setattr(uploads, "UPLOADS_TRACKED", 1)
     port = free_udp_port()
     codes: list[str] = []
 
@@ -1024,9 +1024,11 @@ def test_serve_logs_what_aiocoap_raised_in_one_line_and_bounds_its_repeats(
             for _ in range(100):
                 with contextlib.suppress(DtlsError):
                     async with device((LOCALHOST, port)) as dev:
-                        for mid, num in ((1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)):
+                        blocks = ((1, 0, 0), (2, 0, 1), *((mid, 2, 0) for mid in range(3, 8)))
+                        for mid, num, upload in blocks:
                             answer = await dev.ask(put_block(mid, num, True, b"7" * 16,
-                                                             path="temp", szx=0))
+                                                             path="temp", szx=0,
+                                                             query=(f"n={upload}",)))
                             codes.append(str(answer.code) if answer else "none")
                         return
                 await asyncio.sleep(0.05)

@@ -6,6 +6,7 @@ assembled 1 MB before answering 4.13)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 from typing import Any, cast
@@ -294,14 +295,52 @@ def test_a_block_aiocoap_refuses_for_its_size_is_not_noted(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+@pytest.mark.req("COAP-1")
+def test_the_latest_block_with_a_new_message_id_is_4_08(caplog: pytest.LogCaptureFixture) -> None:
+    """The latest block taken, sent again with a new message ID, is no retransmission: aiocoap's
+    duplicate detection does not answer it, and its spool raised ValueError for the overlap
+    (5.00 and a traceback logged). Now 4.08 here, and the upload goes on from where it stood;
+    with its own message ID it is aiocoap's again (2.31 once more)."""
+    caplog.set_level(logging.INFO)
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server, device(server.address) as dev:
+            async def code(mid: int, num: int, more: bool, payload: bytes) -> Code:
+                got = await dev.ask(put_block(mid, num, more, payload, szx=2))
+                assert got is not None
+                return got.code
+
+            assert await code(1, 0, True, b"a" * 64) == CONTINUE
+            assert await code(2, 1, True, b"b" * 64) == CONTINUE
+            assert await code(3, 1, True, b"b" * 64) == INCOMPLETE  # a new message ID
+            assert await code(2, 1, True, b"b" * 64) == CONTINUE  # a retransmission
+            assert await code(4, 2, False, b"c" * 10) == aiocoap.CHANGED
+            assert site.large.stored == b"a" * 64 + b"b" * 64 + b"c" * 10
+
+    run(main())
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # `Uploads` alone (the transport hands aiocoap's duplicates on before asking it): the
+    # latest block's message ID is a retransmission's, whatever the block says.
+    noted = uploads.Uploads()
+    for mid, num in ((1, 0), (2, 1)):
+        assert noted.out_of_order(aiocoap.Message.decode(put_block(mid, num, True, b"u" * 64,
+                                                                   szx=2))) is None
+    again = aiocoap.Message.decode(put_block(2, 1, True, b"u" * 64, szx=2))
+    assert noted.out_of_order(again) is None
+    again.mid = 3
+    assert noted.out_of_order(again) == "expected the block at byte 128: start again from block 0"
+
+
 def test_an_upload_is_noted_where_it_stands() -> None:
     """`Uploads` alone: a block after the last block of an upload, whether that was block 0
     or a later one, is out of order; block 0 sent again makes its upload the latest used, so
     that a further upload past `UPLOADS_TRACKED` makes another one no longer noted."""
     noted = uploads.Uploads()
+    mids = itertools.count()
 
     def out(num: int, more: bool, upload: int = 0) -> str | None:
-        block = put_block(1, num, more, b"u" * 64, szx=2, query=(f"n={upload}",))
+        block = put_block(next(mids), num, more, b"u" * 64, szx=2, query=(f"n={upload}",))
         return noted.out_of_order(aiocoap.Message.decode(block))
 
     assert out(0, False) is None  # an upload of one block: complete
@@ -387,9 +426,9 @@ def test_aiocoap_s_client_puts_to_many_resources_at_once() -> None:
 
 @pytest.mark.req("COAP-1")
 def test_a_repeated_block_passes_when_aiocoap_s_duplicates_are_out_of_sight() -> None:
-    """Without aiocoap's store of duplicates (private: a later aiocoap may change it), a block
-    at the offset of the latest taken is still handed on, as a retransmission, for aiocoap to
-    answer again."""
+    """Without aiocoap's store of duplicates (private: a later aiocoap may change it), the
+    latest block taken, sent again with its message ID, is still handed on, as a
+    retransmission, for aiocoap to answer again."""
     site = CoapSite()
 
     async def main() -> None:

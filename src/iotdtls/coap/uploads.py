@@ -12,16 +12,18 @@ Entity Too Large carrying Size1 = the bound (RFC 7959 §2.9.3) and never reaches
 aiocoap's spool also raises ValueError for a block that does not continue the body it holds
 (block 0 with "more", then block 5): its handler answered 5.00 and logged a 20-line traceback
 for each such gap. Each association notes the Block1 uploads in progress over it (`Uploads`,
-by aiocoap's key of an upload) with the offset of the block expected next and that of the
-latest block taken; a block that neither continues nor repeats the one noted for its key is
+by aiocoap's key of an upload) with the offset of the block expected next and the message ID
+of the latest block taken; a block that neither continues the body noted for its key nor is
+that block's retransmission (its message ID, which aiocoap's duplicate detection answers) is
 answered 4.08 Request Entity Incomplete (RFC 7959 §2.3, §2.9.2) here, and never reaches
-aiocoap. What is noted is what aiocoap takes: it answers 4.00 Bad Request to a block with
-"more" whose payload does not fill its block size, keeping its body as it was, so such a block
-is handed on and not noted (`_taken_whole`). A block of an upload not noted (never started,
-or no longer noted when more than `UPLOADS_TRACKED` went on at once) goes to aiocoap, which
-answers 4.08 itself when it holds no body for it and takes it when it does: several uploads at
-once over one association (to several resources, or one with other options) are the client's
-right (RFC 7959), and aiocoap's client makes them unprompted.
+aiocoap: the latest block sent again with a new message ID overlaps the body, and aiocoap's
+spool raised ValueError for it too. What is noted is what aiocoap takes: it answers 4.00 Bad
+Request to a block with "more" whose payload does not fill its block size, keeping its body as
+it was, so such a block is handed on and not noted (`_taken_whole`). A block of an upload not
+noted (never started, or no longer noted when more than `UPLOADS_TRACKED` went on at once)
+goes to aiocoap, which answers 4.08 itself when it holds no body for it and takes it when it
+does: several uploads at once over one association (to several resources, or one with other
+options) are the client's right (RFC 7959), and aiocoap's client makes them unprompted.
 
 Memory: aiocoap keeps each body it assembles for MAX_TRANSMIT_WAIT (93 s) after its latest
 block, however many there are and whether or not they are still noted here (one abandoned at
@@ -66,11 +68,11 @@ _NOT_OF_THE_KEY = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERV
 
 @dataclass(slots=True)
 class _Upload:
-    """Where a Block1 upload stands: the offset (bytes) of the block expected next, that of
-    the latest block taken, and whether that was the last (no "more")."""
+    """Where a Block1 upload stands: the offset (bytes) of the block expected next, the
+    message ID of the latest block taken, and whether that was the last (no "more")."""
 
     next_start: int
-    last_start: int
+    last_mid: int | None
     complete: bool
 
 
@@ -94,9 +96,10 @@ class Uploads:
         """Note `request`'s Block1 block; why it is out of order, or None to hand it on.
 
         Block 0 starts an upload (again: aiocoap's spool starts over too). Another block of
-        an upload noted is taken when it starts where the body noted ends, or repeats the
-        latest block taken (a retransmission: aiocoap's duplicate detection answers it);
-        anything else (a gap, an overlap, a block after the last) is out of order. A block of
+        an upload noted is taken when it starts where the body noted ends, or handed on when
+        it has the message ID of the latest block taken (a retransmission: aiocoap's duplicate
+        detection answers it); anything else (a gap, an overlap such as the latest block with a
+        new message ID, a block after the last) is out of order. A block of
         an upload not noted, and one that aiocoap refuses for its size (`_taken_whole`), are
         aiocoap's to judge (see the module docstring). A request without Block1 is no
         block."""
@@ -108,19 +111,19 @@ class Uploads:
         uploads = self._uploads
         if block1.block_number == 0:
             uploads.pop(key, None)
-            uploads[key] = _Upload(end, 0, not block1.more)
+            uploads[key] = _Upload(end, request.mid, not block1.more)
             while len(uploads) > UPLOADS_TRACKED:
                 del uploads[next(iter(uploads))]
             return None
         upload = uploads.get(key)
         if upload is None or not _taken_whole(block1, len(request.payload)):
             return None  # aiocoap's to judge; a block it refuses (4.00) changes nothing
-        if start == upload.last_start:
+        if request.mid == upload.last_mid:
             return None
         if upload.complete or start != upload.next_start:
             return f"expected the block at byte {upload.next_start}: start again from block 0"
         del uploads[key]  # the latest used last
-        uploads[key] = _Upload(end, start, not block1.more)
+        uploads[key] = _Upload(end, request.mid, not block1.more)
         return None
 
 
