@@ -27,9 +27,9 @@ from iotdtls.coap import (
     MessageTooLarge,
     block_size_exp,
 )
-from iotdtls.coap.client import _size_bound
+from iotdtls.coap.client import _size_bound, credentials_of
 from iotdtls.coap.credentials import CredentialsMap
-from iotdtls.config import Mode
+from iotdtls.config import ClientConfig, Mode
 from iotdtls.credentials import PrivateKey
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import DtlsError
@@ -915,3 +915,18 @@ def test_a_request_and_close_notify_together_leave_no_unawaited_rendering() -> N
         gc.collect()
     assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
     assert len(site.whoami.seen) == 1  # served; its response dropped with the association
+
+
+def test_credentials_compared_for_sharing_hold_the_psk_by_its_digest_only() -> None:
+    """Associations are shared by `credentials_of` their configs: two PSKs tell apart, equal
+    ones share, and the tuple compared (and kept on each association) never holds the key
+    itself, so no secret is compared with `==` or kept twice."""
+    key, other = bytes(range(16)), bytes(range(1, 17))
+
+    def config(psk: bytes) -> ClientConfig:
+        return ClientConfig(psk_identity=b"dev1", psk=psk)
+
+    assert credentials_of(config(key)) == credentials_of(config(bytes(key)))
+    assert credentials_of(config(key)) != credentials_of(config(other))
+    assert key not in credentials_of(config(key))
+    assert key.hex() not in repr(credentials_of(config(key)))

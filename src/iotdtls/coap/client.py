@@ -50,7 +50,7 @@ from iotdtls.chaincache import ChainCache
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.errors import MessageTooLarge, association_error
 from iotdtls.config import ClientConfig, FileKeyLog
-from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.credentials import CertifiedKey, PrivateKey, psk_digest
 from iotdtls.errors import DatagramTooLarge, DtlsError, LocalProtocolError
 
 __all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest", "credentials_of"]
@@ -76,11 +76,13 @@ def credentials_of(config: ClientConfig) -> tuple[object, ...]:
     """What two configurations must have in common for their requests to share an association:
     every field, a private key by its public half and a certificate by its chain and key (a map
     read again loads them into new objects), a key log made from `keylog_file` by its file (each
-    configuration makes its own)."""
+    configuration makes its own), the PSK by its digest (no secret is compared or kept here)."""
     values: list[object] = []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if isinstance(value, PrivateKey):
+        if field.name == "psk" and isinstance(value, bytes):
+            value = psk_digest(value)
+        elif isinstance(value, PrivateKey):
             value = value.spki
         elif isinstance(value, CertifiedKey):
             value = (value.chain, value.private_key.spki)
