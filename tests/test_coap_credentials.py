@@ -3,6 +3,7 @@ may come in, the configs made from it, and a one-line `ConfigError` for every mi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import aiocoap
 import pytest
 from aiocoap.credentials import CredentialsMissingError
 
+from iotdtls import aio
 from iotdtls.coap import client_context, load_credentials, server_context
 from iotdtls.coap.credentials import (
     CredentialsMap,
@@ -23,11 +25,14 @@ from iotdtls.coap.credentials import (
     client_config_for,
 )
 from iotdtls.config import ClientConfig, Mode, ServerConfig
-from iotdtls.errors import ConfigError
+from iotdtls.credentials import PrivateKey, public_key_pin
+from iotdtls.errors import ConfigError, DtlsError
 from iotdtls.identity import CertificateIdentity, PskIdentity
+from iotdtls.sessions import SessionState
 from tests.blocking_support import outcome_without_blocking
 from tests.coap_support import (
     CLIENT_CREDENTIALS,
+    FAST,
     PSK_ENTRY,
     SERVER_CREDENTIALS,
     coaps_client,
@@ -40,7 +45,7 @@ from tests.coap_support import (
     x509_client_credentials,
     x509_server_credentials,
 )
-from tests.peers import CLIENT_EUI64, CLIENT_IDENTITY, PSK, Pki
+from tests.peers import CLIENT_EUI64, CLIENT_IDENTITY, LOCALHOST, PSK, Pki
 
 
 @pytest.mark.parametrize("form", ["dict", "json-file", "map"])
@@ -524,3 +529,43 @@ def test_an_unknown_field_of_any_name_is_named_without_its_value() -> None:
         load_credentials({"coaps://*": entry})
     assert str(info.value) == (
         'credentials coaps://*: "dtls" has no field psk.hex (its value is not shown)')
+
+
+@pytest.mark.req("RPK-3")
+def test_removing_the_last_client_key_of_a_raw_key_server_fails_closed(tmp_path: Path) -> None:
+    """A raw-public-key server whose map listed a client key keeps requiring one when the
+    last is removed: the removed client's old session is not resumed and its full handshake
+    fails, as does a keyless client's (probe BN, resume.py: the removed device resumed, and
+    any client got in unauthenticated, so revoking the only device admitted everyone). A
+    server whose map never listed one still takes keyless raw-key clients."""
+    files = make_rpk_files(tmp_path)
+    client_key = PrivateKey.load(files.client_key)
+    server_pin = public_key_pin(files.server_pub.read_bytes())
+    mutual = ClientConfig(raw_public_key=client_key, server_public_keys=[server_pin],
+                          retransmit=FAST, handshake_timeout=5.0)
+    keyless = ClientConfig(server_public_keys=[server_pin], retransmit=FAST,
+                           handshake_timeout=5.0)
+    own = {":server": {"dtls-rpk": {"private-key": str(files.server_key)}}}
+
+    async def connects(port: int, config: ClientConfig,
+                       session: SessionState | None = None) -> SessionState | None:
+        async with asyncio.timeout(10), aio.connect(LOCALHOST, port, config,
+                                                    session=session) as connection:
+            return connection.session
+
+    async def main() -> None:
+        served = CredentialsMap()
+        served.load_from_dict({**own, ":A": {"dtls-rpk": {"peer-public-key":
+                                                          str(files.client_pub)}}})
+        async with coaps_server(credentials=served) as server:
+            port = server.address[1]
+            session = await connects(port, mutual)
+            assert session is not None
+            del served[":A"]
+            for config, offered in ((mutual, session), (mutual, None), (keyless, None)):
+                with pytest.raises(DtlsError, match=r"handshake_failure|unsupported_certificate"):
+                    await connects(port, config, offered)
+        async with coaps_server(credentials=own) as server:  # never listed one
+            await connects(server.address[1], keyless)
+
+    run(main())

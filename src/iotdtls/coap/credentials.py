@@ -22,8 +22,10 @@ of this module (and so `load_credentials`) knows besides aiocoap's::
 `private-key` is a PEM file of our own P-256 key; `peer-public-key` the other side's key: a PEM
 or DER SubjectPublicKeyInfo file, or its SHA-256 in 64 hex digits. A client without a
 `private-key` asks for server-only authentication. A server requires a key its map lists of
-every raw-public-key client while the map lists one, and accepts them without asking for a key
-while it lists none (the map is read at each handshake: `MapServerConfig`).
+every raw-public-key client once its map has listed a client key (the map is read at each
+handshake: `MapServerConfig`), then for good: with the last one removed it admits no raw-key
+client (fail closed). Only a server whose map never listed one accepts raw-key clients without
+asking for a key.
 
 Certificates (RFC 7252 §9.1.3.3) have another form of iotdtls's own, "dtls-x509", in the
 manner of aiocoap's "dtls" entries (aiocoap has no X.509 form for DTLS)::
@@ -506,11 +508,13 @@ class ServerCredentials:
     accepts, its certificates and client trust anchors, and the labels of the entries that
     authenticated a peer. Client entries are read at each handshake (the map may change): PSK
     clients are served while the map has a "dtls" entry, and raw-public-key clients must
-    present a key the map lists while it lists one (`MapServerConfig`); the server's own keys
+    present a key the map lists once it has listed one (`MapServerConfig`); the server's own keys
     and certificates are read when the config is made."""
 
     def __init__(self, credentials: Callable[[], aiocoap_credentials.CredentialsMap]) -> None:
         self._credentials = credentials
+        #: Whether the map has listed a client's raw public key (`lists_client_keys`).
+        self._listed_client_keys = False
 
     def __repr__(self) -> str:
         return "<ServerCredentials>"
@@ -529,12 +533,17 @@ class ServerCredentials:
         return any(_dtls_psk(entry) is not None for entry in self._credentials().values())
 
     def lists_client_keys(self) -> bool:
-        """Whether the map lists a client's raw public key now (each client must present one
-        of them, RPK-3)."""
-        return any(
-            isinstance(entry, DtlsRawPublicKey) and entry.peer_pin is not None
-            for entry in self._credentials().values()
-        )
+        """Whether raw-public-key clients must present a key the map lists (RPK-3): once the
+        map has listed a client's key (when the config was made, or at any handshake since),
+        for good. A map whose last client key was removed then admits no raw-key client
+        (fail closed: revoking the only device must not admit everyone); only a map that never
+        listed one accepts raw-key clients without asking for a key."""
+        if not self._listed_client_keys:
+            self._listed_client_keys = any(
+                isinstance(entry, DtlsRawPublicKey) and entry.peer_pin is not None
+                for entry in self._credentials().values()
+            )
+        return self._listed_client_keys
 
     def labels(self, peer: PeerIdentity) -> tuple[str, ...]:
         """The labels of the entries that matched `peer` (for `authenticated_claims`)."""
@@ -580,6 +589,7 @@ class ServerCredentials:
         decided at each handshake by the map as it is then (`MapServerConfig`)."""
         entries = list(self._credentials().values())
         _check_psk_identities(self._credentials())
+        self.lists_client_keys()  # notes whether client keys are required from now on
         credentials: dict[str, Any] = {}
         for form in (self._rpk_server, _x509_server):
             credentials.update(form(entries))
@@ -618,8 +628,10 @@ class MapServerConfig(ServerConfig):
     """The `ServerConfig` of a server's credentials map (`ServerCredentials.server_config`),
     whose client rules follow the map as it is at each handshake, since the map may change:
     PSK cipher suites are chosen only while it has a "dtls" entry (the identity then looked up
-    in it), and a raw-public-key client must present a key it lists while it lists one (a
-    server whose map lists none accepts raw-public-key clients without asking for a key)."""
+    in it), and a raw-public-key client must present a key it lists once it has listed one,
+    then for good (with the last one removed, no raw-key client gets in: fail closed; only a
+    server whose map never listed one accepts raw-public-key clients without asking for a
+    key, `ServerCredentials.lists_client_keys`)."""
 
     #: The map's view, read at each handshake (None: the rules of a plain `ServerConfig`).
     server_credentials: ServerCredentials | None = field(
