@@ -219,6 +219,23 @@ def test_a_key_given_instead_of_its_file_is_never_quoted(pki: Pki) -> None:
     )
 
 
+@pytest.mark.req("SEC-1")
+def test_a_key_in_one_line_base64_is_never_quoted(pki: Pki) -> None:
+    """A PEM body without its armour (probe BN, b64key_leak.py: quoted whole as a file name)."""
+    body = "".join(line for line in pki.client_key.read_text().splitlines()
+                   if not line.startswith("-----"))
+    for form in ("dtls-rpk", "dtls-x509"):
+        entry: dict[str, str] = {"private-key": body}
+        if form == "dtls-x509":
+            entry.update(certificate=str(pki.client_crt), **{"trust-anchors": str(pki.ca_crt)})
+        with pytest.raises(ConfigError) as info:
+            load_credentials({"coaps://*": {form: entry}})
+        message = str(info.value)
+        assert message.startswith(
+            f'"{form}" private-key: key file was given a key in base64, not a path')
+        assert body[:40] not in message
+
+
 def test_unreadable_or_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read credentials file"):
         load_credentials(str(tmp_path / "missing.json"))

@@ -18,13 +18,20 @@ SHOWN_PATH_CHARS = 200
 
 #: A key in hex, alone or as the key of an identity:HEXKEY line (GnuTLS psktool format).
 _HEX_KEY = re.compile(r"(?:.*:)?\s*[0-9A-Fa-f]{16,}\s*")
+#: A key in base64 on one line (a PEM body without its armour, as secret stores and
+#: environment variables hold keys): at least `_BASE64_CHARS` characters of the base64
+#: alphabet, "=" padding allowed at the end.
+_BASE64_CHARS = 40
+_BASE64_KEY = re.compile(rf"\s*[A-Za-z0-9+/]{{{_BASE64_CHARS},}}={{0,2}}\s*")
 
 
 def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
     """What `path` looks like when it cannot be a file's name but may be a secret (never to
     be quoted): "PEM text", "JSON text", "text of several lines", "text with a NUL
-    character" or "a key in hex" (unless not `hex_is_secret`: hex where a public key's file
-    is expected is a mistyped pin, public); None for a plausible path."""
+    character", "a key in hex" (unless not `hex_is_secret`: hex where a public key's file
+    is expected is a mistyped pin, public) or "a key in base64" (a long token of the base64
+    alphabet with upper- and lower-case letters and digits, naming no existing file: a PEM
+    body without its armour); None for a plausible path."""
     text = os.fsdecode(path)
     if text.lstrip().startswith("-----BEGIN"):
         return "PEM text"
@@ -36,7 +43,22 @@ def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
         return "text with a NUL character"
     if hex_is_secret and _HEX_KEY.fullmatch(text):
         return "a key in hex"
+    if _looks_base64(text) and not os.path.lexists(text):
+        return "a key in base64"
     return None
+
+
+def _looks_base64(text: str) -> bool:
+    """Whether `text` is a long base64 token (`_BASE64_KEY`) mixing upper-case letters,
+    lower-case letters and digits, as encoded keys do (path names of that alphabet rarely
+    mix all three). Hex alone is left to the hex rule (a public key's pin)."""
+    return (
+        _BASE64_KEY.fullmatch(text) is not None
+        and _HEX_KEY.fullmatch(text) is None
+        and any(c.isupper() for c in text)
+        and any(c.islower() for c in text)
+        and any(c.isdigit() for c in text)
+    )
 
 
 def directory_name_problem(what: str, path: str | os.PathLike[str]) -> str | None:
