@@ -366,7 +366,12 @@ LEAKED_KEY = "5ec2e75ec2e75ec2e75ec2e75ec2e7ff"
 @pytest.mark.parametrize(("fields", "message"), [
     ({"psk": LEAKED_KEY}, '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."}, got str'),
     ({"psk": {"base64": LEAKED_KEY}}, '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."},'
-                                      " got an object of base64"),
+                                      ' got an object with no "hex" or "ascii" key (its value is'
+                                      " not shown)"),
+    ({"psk": {LEAKED_KEY: ""}}, '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."},'
+                                ' got an object with no "hex" or "ascii" key (its value is not'
+                                " shown)"),
+    ({"psk": {}}, '"dtls" psk: expected {"hex": "..."} or {"ascii": "..."}, got an empty object'),
     ({"psk": {"hex": PSK.hex()}, "psk-hex": LEAKED_KEY}, '"dtls" has no field psk-hex'),
 ])
 def test_a_key_aiocoap_refuses_is_never_quoted(fields: dict[str, Any], message: str,

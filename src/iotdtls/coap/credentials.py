@@ -358,13 +358,28 @@ def _without_values(message: str, entry: object) -> str:
             return f"{form} has no field {field} (its value is not shown)"
         value = _field_value(entry, name)
         wanted = _BYTES_FORMS if expected in (str(bytes), "bytes") else _CLASS.sub(r"\1", expected)
-        got = f"an object of {', '.join(map(str, value))}" if isinstance(value, dict) else (
-            type_name(value))
+        got = _object_shown(value) if isinstance(value, dict) else type_name(value)
         return f"{form} {field}: expected {wanted}, got {got} (its value is not shown)"
     if any(len(text) >= _MIN_QUOTED and text in message for text in _value_texts(entry)):
         form = "the entry" if kind is None else f'"{kind}" entry'
         return f"{form} cannot be read (aiocoap's message quoted a value of it, not shown)"
     return message
+
+
+#: The keys of aiocoap's bytes forms, the only keys of a field's object a message names.
+_BYTES_KEYS = ("hex", "ascii")
+
+
+def _object_shown(value: dict[Any, Any]) -> str:
+    """A field's object as an error message names it: by the keys of aiocoap's bytes forms
+    only (another key may be the secret itself, {"<hex key>": ""}: never shown)."""
+    if not value:
+        return "an empty object"
+    known = [key for key in _BYTES_KEYS if key in value]
+    others = len(value) - len(known)
+    if not known:
+        return 'an object with no "hex" or "ascii" key'
+    return f"an object of {', '.join(known)}" + (f" and {others} other keys" if others else "")
 
 
 def _field_value(entry: object, name: str) -> object:
