@@ -509,6 +509,31 @@ def test_a_server_map_entry_with_an_empty_psk_is_refused_when_the_context_is_mad
     run(main())
 
 
+BIG_PSK = {"dtls": {"psk": {"ascii": "k" * 70000}, "client-identity": {"ascii": CLIENT_IDENTITY}}}
+
+
+def test_a_server_map_entry_with_a_psk_over_65535_bytes_is_refused_when_made() -> None:
+    """As the client side refuses it (probe BN #5, bigpsk_server.py: server_context took it,
+    each handshake of that identity then ended in internal_error with a warning); one the
+    map gets later is an unknown identity, as an empty one."""
+    message = "credentials :client1: psk is 70000 bytes; at most 65535 fit the protocol"
+    server = ServerCredentials(lambda: load_credentials({":client1": BIG_PSK}))
+    with pytest.raises(ConfigError) as info:
+        server.server_config({})
+    assert str(info.value) == message
+
+    async def main() -> None:
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            await server_context(None, ("127.0.0.1", 0), credentials={":client1": BIG_PSK})
+
+    run(main())
+    served = load_credentials(SERVER_CREDENTIALS)
+    credentials = ServerCredentials(lambda: served)
+    served.load_from_dict({":client": BIG_PSK})
+    assert credentials.lookup_psk(CLIENT_IDENTITY.encode()) is None
+    assert credentials.labels(PskIdentity(CLIENT_IDENTITY.encode())) == ()
+
+
 def test_an_empty_psk_the_map_gets_later_is_an_unknown_identity(
         caplog: pytest.LogCaptureFixture) -> None:
     """The map may change after the server was made: an identity whose key became empty is

@@ -72,7 +72,7 @@ from aiocoap.message import Message
 
 from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, not_a_path, shown_path
-from iotdtls.config import ClientConfig, ServerConfig, type_name
+from iotdtls.config import MAX_PSK_LENGTH, ClientConfig, ServerConfig, type_name
 from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
 from iotdtls.crypto.x509names import canonical_eui64, reference_identity
 from iotdtls.errors import ConfigError
@@ -573,12 +573,14 @@ class ServerCredentials:
 
     def _find_psk(self, identity: bytes) -> tuple[bytes, str] | None:
         """The key and label of the first "dtls" entry of `identity` (as aiocoap's
-        `find_dtls_psk`); None if there is none, or its key is empty (refused when the config
-        is made, `_check_psk_identities`, but the map may change): an unknown identity."""
+        `find_dtls_psk`); None if there is none, or its key is empty or longer than 65535 bytes
+        (refused when the config is made, `_check_psk_identities`, but the map may change): an
+        unknown identity."""
         for label, entry in self._credentials().items():
             found = _dtls_psk(entry)
             if found is not None and found[0] == identity:
-                return (found[1], str(label)) if found[1] else None
+                usable = 0 < len(found[1]) <= MAX_PSK_LENGTH
+                return (found[1], str(label)) if usable else None
         return None
 
     def _raw_key_labels(self, peer: RawPublicKeyIdentity) -> tuple[str, ...]:
@@ -684,7 +686,8 @@ def _check_psk_identities(credentials: aiocoap_credentials.CredentialsMap) -> No
     """A "dtls" entry's client-identity names whose key it is (RFC 4279 §5: the server picks
     the key by it): an empty one names no one, refused as the client side refuses it (and a
     client that sends one is never looked up, `PskServerExchange`); an empty psk is refused
-    as the client side refuses it too (a key is 1 to 65535 bytes)."""
+    as the client side refuses it too, and so is a longer one than 65535 bytes (a key is 1 to
+    65535 bytes, RFC 4279 §2: each handshake of that identity ended in internal_error)."""
     for label, entry in credentials.items():
         found = _dtls_psk(entry)
         if found is not None and not found[0]:
@@ -694,6 +697,11 @@ def _check_psk_identities(credentials: aiocoap_credentials.CredentialsMap) -> No
             )
         if found is not None and not found[1]:
             raise ConfigError(f"credentials {label}: psk is empty: give the pre-shared key bytes")
+        if found is not None and len(found[1]) > MAX_PSK_LENGTH:
+            raise ConfigError(
+                f"credentials {label}: psk is {len(found[1])} bytes; at most {MAX_PSK_LENGTH} fit"
+                " the protocol"
+            )
 
 
 def _x509_server(entries: list[object]) -> dict[str, Any]:
