@@ -404,6 +404,44 @@ def test_a_key_aiocoap_refuses_is_never_quoted(fields: dict[str, Any], message: 
     run(main())
 
 
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"psk": {"ascii": 5}}, '"dtls" psk: {"ascii": ...} takes a string, got int'),
+    ({"psk": {"hex": [LEAKED_KEY]}}, '"dtls" psk: {"hex": ...} takes a string, got list of str'),
+    ({"client-identity": {"ascii": {}}},
+     '"dtls" client-identity: {"ascii": ...} takes a string, got dict'),
+])
+def test_a_bytes_form_of_a_value_not_a_string_is_a_one_line_config_error(
+        fields: dict[str, Any], message: str, tmp_path: Path) -> None:
+    """{"ascii": 5}, {"hex": [...]} raised a bare AttributeError from aiocoap's loader (probe
+    BN #6, nested_attr.py), in load_credentials, client_context, server_context and files."""
+    dtls = {"psk": {"hex": PSK.hex()}, "client-identity": {"ascii": CLIENT_IDENTITY}, **fields}
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"coaps://*": {"dtls": dtls}}))
+    with pytest.raises(ConfigError) as info:
+        load_credentials({"coaps://*": {"dtls": dtls}})
+    assert str(info.value) == f"credentials coaps://*: {message} (its value is not shown)"
+    attempts = [
+        ("credentials coaps://*: ", lambda: client_context(
+            credentials={"coaps://*": {"dtls": dtls}}, plain_coap=False)),
+        ("credentials :dev1: ", lambda: server_context(
+            None, ("127.0.0.1", 0), credentials={":dev1": {"dtls": dtls}})),
+        (f"credentials file {path} coaps://*: ", lambda: client_context(
+            credentials=str(path), plain_coap=False)),
+    ]
+
+    async def main() -> None:
+        for where, attempt in attempts:
+            with pytest.raises(ConfigError) as info:
+                await attempt()
+            assert str(info.value) == f"{where}{message} (its value is not shown)"
+            assert LEAKED_KEY not in str(info.value)
+
+    run(main())
+    with pytest.raises(ConfigError) as info:
+        load_credentials({"coaps://*": {"dtls": {b"psk": {"hex": LEAKED_KEY}}}})
+    assert str(info.value) == 'credentials coaps://*: "dtls": a field name is a string, got bytes'
+
+
 def test_any_other_aiocoap_message_quoting_a_value_is_replaced_whole() -> None:
     """A message of aiocoap's (a form of a later version, say) that quotes a value of the entry
     is not passed on; one that quotes none is, and so are those of iotdtls's own forms."""

@@ -319,10 +319,39 @@ def _load_entry(loaded: CredentialsMap, key: str, entry: object) -> str | None:
             'an entry is an object of one form, such as {"dtls": {...}}, or a reference to a '
             f'label, such as ":dev1"; got {type_name(entry)}'
         )
+    problem = _bytes_form_problem(entry)
+    if problem is not None:
+        return problem
     try:
         loaded.load_from_dict({key: entry})
     except CredentialsLoadError as exc:
         return _without_values(str(exc), entry)
+    return None
+
+
+def _bytes_form_problem(entry: object) -> str | None:
+    """What is wrong with a field of an aiocoap form written as {"ascii": VALUE} or
+    {"hex": VALUE} whose VALUE is not a string (aiocoap's loader called str methods on it: a
+    bare AttributeError), naming the form, the field and what it takes, never the value."""
+    if not (isinstance(entry, dict) and len(entry) == 1):
+        return None
+    form, fields = next(iter(entry.items()))
+    if form in _OWN_FORMS or not isinstance(fields, dict):
+        return None
+    for name, value in fields.items():
+        if not isinstance(name, str):  # aiocoap's loader called str methods on it too
+            return f'"{form}": a field name is a string, got {type_name(name)}'
+        if not (isinstance(value, dict) and len(value) == 1):
+            continue  # aiocoap refuses an object of two keys, and reads no other
+        for kind in ("ascii", "hex"):  # in aiocoap's order
+            if kind in value:
+                inner = value[kind]
+                if not isinstance(inner, str):
+                    return (
+                        f'"{form}" {name}: {{"{kind}": ...}} takes a string, got '
+                        f"{type_name(inner)} (its value is not shown)"
+                    )
+                break
     return None
 
 
