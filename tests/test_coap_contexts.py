@@ -413,3 +413,31 @@ def test_a_bind_address_of_another_form_is_refused_in_one_line(bind: Any) -> Non
         run(main())
     assert str(refused.value).startswith(
         'bind must be a (host, port) tuple such as ("127.0.0.1", 5684) (port None: 5684), got ')
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"certificate_urls": 5}, "certificate_urls must be a list of URL strings"),
+    ({"certificate_urls": ["http://a/\0"]},
+     "certificate_urls: URL 1 must be printable ASCII without spaces"),
+    ({"indicate_trusted_cas": "yes"}, "indicate_trusted_cas must be True or False, got str"),
+    ({"cached_server_chain": "not a chain"},
+     "cached_server_chain must be a list of certificates (DER or PEM bytes), got str"),
+    ({"cached_server_chain": [b"not a certificate"]},
+     "cached_server_chain: not a PEM or DER X.509 certificate"),
+])
+def test_certificate_settings_are_checked_when_the_client_is_made(
+        settings: dict[str, Any], message: str, pki: Pki) -> None:
+    """Their types and values, whatever the map holds (probe BN #7, cert_settings.py: each was
+    taken, then every request failed with UnusableCredentials); their certificate-mode rule
+    is still left to the entries (an empty map takes well-formed ones)."""
+
+    async def main() -> None:
+        with pytest.raises(ConfigError) as info:
+            await client_context(credentials={}, plain_coap=False, **settings)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+        chain = [pki.ca_crt.read_bytes()]
+        fine = {"indicate_trusted_cas": True, "cached_server_chain": chain}
+        context = await client_context(credentials={}, plain_coap=False, **fine)
+        await context.shutdown()
+
+    run(main())
