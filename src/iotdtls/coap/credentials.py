@@ -559,6 +559,10 @@ class ServerCredentials:
         self._credentials = credentials
         #: Whether the map has listed a client's raw public key (`lists_client_keys`).
         self._listed_client_keys = False
+        #: identity -> (label, entry) of the latest `lookup_psk`s that found one, for the
+        #: `labels` of the same handshake (one scan of the map per handshake, not two); each
+        #: is used once, and only while the map still holds that entry under that label.
+        self._found_psk: dict[bytes, tuple[str, object]] = {}
 
     def __repr__(self) -> str:
         return "<ServerCredentials>"
@@ -566,7 +570,14 @@ class ServerCredentials:
     def lookup_psk(self, identity: bytes) -> bytes | None:
         """The key of `identity` (RFC 4279 §2), or None for an unknown identity."""
         found = self._find_psk(identity)
-        return found[0] if found is not None else None
+        if found is None:
+            return None
+        key, label, entry = found
+        self._found_psk.pop(identity, None)
+        self._found_psk[identity] = (label, entry)
+        while len(self._found_psk) > _FOUND_PSKS:  # handshakes that never got to `labels`
+            del self._found_psk[next(iter(self._found_psk))]
+        return key
 
     def accepts_raw_key(self, peer: RawPublicKeyIdentity) -> bool:
         """Whether a client's raw public key is one of the map's (RPK-3)."""
@@ -592,7 +603,10 @@ class ServerCredentials:
     def labels(self, peer: PeerIdentity) -> tuple[str, ...]:
         """The labels of the entries that matched `peer` (for `authenticated_claims`)."""
         if isinstance(peer, PskIdentity):
-            found = self._find_psk(peer.identity)
+            noted = self._found_psk.pop(peer.identity, None)
+            if noted is not None and self._credentials().get(noted[0]) is noted[1]:
+                return (noted[0],)  # the entry `lookup_psk` found, still in the map
+            found = self._find_psk(peer.identity)  # resumed, or the map changed since
             return (found[1],) if found is not None else ()
         if isinstance(peer, RawPublicKeyIdentity):
             return self._raw_key_labels(peer)
@@ -600,16 +614,28 @@ class ServerCredentials:
             return self._eui64_labels(peer)
         return ()
 
-    def _find_psk(self, identity: bytes) -> tuple[bytes, str] | None:
-        """The key and label of the first "dtls" entry of `identity` (as aiocoap's
-        `find_dtls_psk`); None if there is none, or its key is empty or longer than 65535 bytes
+    def _find_psk(self, identity: bytes) -> tuple[bytes, str, object] | None:
+        """The key, label and entry of the first "dtls" entry of `identity` (as aiocoap's
+        `find_dtls_psk`, at its cost per entry: references are followed only for entries that
+        are references); None if there is none, or its key is empty or longer than 65535 bytes
         (refused when the config is made, `_check_psk_identities`, but the map may change): an
         unknown identity."""
+        reference = aiocoap_credentials.CredentialReference
         for label, entry in self._credentials().items():
-            found = _dtls_psk(entry)
-            if found is not None and found[0] == identity:
-                usable = 0 < len(found[1]) <= MAX_PSK_LENGTH
-                return (found[1], str(label)) if usable else None
+            if isinstance(entry, reference):  # its as_dtls_psk fails for other forms
+                found = _dtls_psk(entry)
+                if found is None:
+                    continue
+                given, key = found
+            else:
+                as_dtls_psk = getattr(entry, "as_dtls_psk", None)
+                if as_dtls_psk is None:
+                    continue
+                given, key = as_dtls_psk()
+            if given == identity:
+                key = bytes(key)
+                usable = 0 < len(key) <= MAX_PSK_LENGTH
+                return (key, str(label), entry) if usable else None
         return None
 
     def _raw_key_labels(self, peer: RawPublicKeyIdentity) -> tuple[str, ...]:
@@ -667,6 +693,10 @@ class ServerCredentials:
             "raw_public_key": next(iter(own_keys.values())),
             "client_key_lookup": self.accepts_raw_key,
         }
+
+
+#: Identities found by `lookup_psk` kept for their handshake's `labels` (handshakes at once).
+_FOUND_PSKS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
