@@ -4,6 +4,7 @@ loopback (RFC 7252 §9: coaps; RFC 7959 block-wise; RFC 7641 observe)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -930,3 +931,91 @@ def test_credentials_compared_for_sharing_hold_the_psk_by_its_digest_only() -> N
     assert credentials_of(config(key)) != credentials_of(config(other))
     assert key not in credentials_of(config(key))
     assert key.hex() not in repr(credentials_of(config(key)))
+
+
+def _before_block(client: Any, number: int, action: Any) -> list[aiocoap.Message]:
+    """Make `client` run `action()` (once) just before aiocoap routes block `number` of a
+    block-wise transfer (RFC 7959: Block2 of a GET, Block1 of a PUT): between two blocks,
+    where aiocoap binds the next block to the remote of the response before. Returns the
+    block requests routed (`find_remote_and_interface`, which aiocoap calls for each)."""
+    routed: list[aiocoap.Message] = []
+    original = client.find_remote_and_interface
+    done = False
+
+    async def hooked(message: aiocoap.Message) -> Any:
+        nonlocal done
+        block = message.opt.block1 if message.opt.block1 is not None else message.opt.block2
+        if block is not None:
+            if not done and block.block_number == number:
+                done = True
+                await action()
+            routed.append(message)
+        return await original(message)
+
+    client.find_remote_and_interface = hooked
+    return routed
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+@pytest.mark.parametrize("end", ["replaced", "closed by the server", "unresponsive"])
+def test_a_blockwise_transfer_never_goes_on_over_another_association(
+    end: str, method: str
+) -> None:
+    """RFC 7959 §2.4 / RFC 7252 §9.1: the blocks of one transfer go over one association. When
+    it ends between two blocks (replaced by a change of credentials, closed by the server,
+    found unresponsive and closed), the transfer fails with AssociationClosed; its next
+    block is not sent over a new association (with other credentials: the server answered
+    4.08 or served the rest under the new identity; probe BN #1). A new request after that
+    makes a new association, as documented."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+    quick = aiocoap.TransportTuning()
+    quick.ACK_TIMEOUT, quick.MAX_RETRANSMIT = 0.2, 1
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as first, contextlib.AsyncExitStack() as second, \
+                coaps_client() as client:
+            server = await first.enter_async_context(coaps_server(site, credentials=server_map))
+            address = server.address
+            target = uri(address, "large")
+            old = (await get(client, uri(address, "hello"))).remote
+            assert isinstance(old, ClientRemote)
+
+            async def end_it() -> None:
+                if end == "replaced":
+                    client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+                    other = await get(client, uri(address, "whoami"))
+                    assert other.payload == b"psk identity b'other'" and old.ended
+                    return
+                if end == "closed by the server":
+                    await first.aclose()  # close_notify; then a server on the same port
+                else:
+                    server.endpoint_server._transport.abort()  # gone, no close_notify
+                await second.enter_async_context(
+                    coaps_server(site, credentials=server_map, bind=address))
+                if end == "unresponsive":
+                    with pytest.raises(error.ConRetransmitsExceeded):
+                        await get(client, uri(address, "hello"), transport_tuning=quick)
+                    assert old.unresponsive
+                for _ in range(100):
+                    if old.ended or end == "unresponsive":
+                        break
+                    await asyncio.sleep(0.01)
+
+            routed = _before_block(client, 1, end_it)
+            request = aiocoap.Message(code=getattr(aiocoap, method), uri=target)
+            if method == "PUT":
+                request.payload = LARGE
+            with pytest.raises(AssociationClosed):
+                await asyncio.wait_for(client.request(request).response, 5.0)
+            assert old.ended
+            assert routed and all(m.remote is old for m in routed)  # none went elsewhere
+            response = await client.request(aiocoap.Message(
+                code=getattr(aiocoap, method), uri=target, payload=LARGE if method == "PUT"
+                else b"")).response
+            assert response.code.is_successful() and response.remote is not old
+            if method == "GET":
+                assert response.payload == LARGE
+
+    run(main())

@@ -13,11 +13,17 @@ for the handshake while its remote is chosen (`determine_remote`), so a handshak
 times out fails that request with an `AssociationFailed` at once; an association that ends
 later fails every request still pending on it (`AssociationClosed`), and the next request makes
 a new one, a new remote (RFC 7252 §9.1: no response crosses from one association to another).
+The blocks of a block-wise transfer all go over the association of its first (RFC 7959 §2.4):
+aiocoap sends each next block to the remote of the response before, and once that association
+has ended (or is found unresponsive, below, and closed) the block fails with the error of its
+end, `AssociationClosed`, instead of going over a new association, with other credentials
+perhaps (`CoapsClientInterface._refuse_ended`).
 
 A server that lost the association without a close_notify (it crashed and restarted, say)
 ignores its records and stays silent. So once a confirmable message has been sent as often as
 CoAP allows (RFC 7252 §4.2, MAX_RETRANSMIT) with nothing received over the association since,
-the association counts as unresponsive: the next request closes it and makes a new one.
+the association counts as unresponsive: the next request closes it and makes a new one (the
+next block of a transfer on it fails, with the rest pending on it: `AssociationClosed`).
 Non-confirmable requests are never retransmitted (RFC 7252 §4.3) and aiocoap gives them no
 deadline, so a client that sends only those never finds the association unresponsive:
 heartbeats with a keep-alive (`keepalive_interval`, RFC 6520 §5.2) end it instead.
@@ -136,6 +142,9 @@ class ClientRemote(CoapsAddress):
         #: True once a confirmable message used up its retransmissions unanswered (see the
         #: module docstring); the next request replaces the association.
         self.unresponsive = False
+        #: The error that ended the established association (None: close_notify, or closed
+        #: by us), for `end_error`.
+        self._failure: DtlsError | None = None
 
     @property
     def local_address(self) -> tuple[Any, ...]:
@@ -194,6 +203,20 @@ class ClientRemote(CoapsAddress):
         if count > message.transport_tuning.MAX_RETRANSMIT:
             self.unresponsive = True
 
+    def pooled_by(self, interface: CoapsClientInterface) -> bool:
+        """True while the association lives, made by `interface`."""
+        return self._interface is interface and not self.ended
+
+    def end_error(self) -> error.Error:
+        """What a message bound to this association gets once it has ended (see
+        `CoapsClientInterface.determine_remote`): the handshake's error if it never completed,
+        else `AssociationClosed`, as the requests pending on it got."""
+        handshake = self._established
+        failed = handshake.exception() if handshake.done() and not handshake.cancelled() else None
+        if isinstance(failed, error.Error):
+            return failed
+        return association_error(self.peer_name, self._failure, True)
+
     def release(self) -> None:
         self._connection = self._interface = self.chosen_for = None
 
@@ -241,6 +264,7 @@ class ClientRemote(CoapsAddress):
             failure = exc
         finally:
             self.ended = True
+            self._failure = failure
             interface.ended(self, failure)
             await connection.close()
             self.release()
@@ -276,6 +300,9 @@ class CoapsClientInterface(CoapsInterface):
             return None
         if self._mman is None:
             raise error.LibraryShutdown()
+        bound = message.remote
+        if isinstance(bound, ClientRemote):
+            await self._refuse_ended(bound)
         host, port = _destination(message)
         _source, config = self._config_for(message)
         credentials = credentials_of(config)
@@ -304,6 +331,21 @@ class CoapsClientInterface(CoapsInterface):
             and not remote.unresponsive
             and remote in self._pool.get(remote.peer_address[:2], ())
         )
+
+    async def _refuse_ended(self, bound: ClientRemote) -> None:
+        """A message bound to an association aiocoap no longer recognizes (`recognize_remote`):
+        the next block of a block-wise transfer, which aiocoap sends to the remote of the
+        response before (RFC 7959 §2.4: the blocks of a transfer go over one association;
+        RFC 7252 §9.1). It goes over no other association, with other credentials perhaps:
+        an association that has ended fails it with the error of its end (`end_error`), and
+        one of ours found unresponsive is closed first, failing what is pending on it too.
+        A remote that lives on, in another context's pool, leaves the choice to the map."""
+        if not bound.ended and bound.unresponsive and bound.pooled_by(self):
+            logger.info("%r: no answer to a confirmable message, closing the association", bound)
+            self.forget(bound)
+            await bound.close()
+        if bound.ended:
+            raise bound.end_error()
 
     def _pooled(self, host: str, port: int, credentials: tuple[object, ...]) -> ClientRemote | None:
         """The live association to (host, port) with these credentials, if there is one."""
