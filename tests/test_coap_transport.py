@@ -28,7 +28,7 @@ from iotdtls.coap import (
     MessageTooLarge,
     block_size_exp,
 )
-from iotdtls.coap.client import _size_bound, credentials_of
+from iotdtls.coap.client import REQUESTS_KEPT, _size_bound, credentials_of
 from iotdtls.coap.credentials import CredentialsMap
 from iotdtls.config import ClientConfig, Mode
 from iotdtls.credentials import PrivateKey
@@ -1017,5 +1017,57 @@ def test_a_blockwise_transfer_never_goes_on_over_another_association(
             assert response.code.is_successful() and response.remote is not old
             if method == "GET":
                 assert response.payload == LARGE
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_a_changed_entry_keeps_an_association_another_request_still_gets() -> None:
+    """Two patterns give one server the same credentials: `/a/*` makes the association, a
+    request to `/slow` (matched by `coaps://*`) then shares it. `/a/*` changes: its next
+    request makes a new association, and the shared one stays, since the map still gives its
+    credentials to `/slow`; the request pending on it completes. It was closed, as only the
+    request that made it was asked (probe BN #2, an observation ended with AssociationClosed)."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_map) as server:
+            base = f"coaps://{LOCALHOST}:{server.address[1]}"
+            client_map = {f"{base}/a/*": {"dtls": PSK_ENTRY}, "coaps://*": {"dtls": PSK_ENTRY}}
+            async with coaps_client(credentials=client_map) as client:
+                shared = (await get(client, f"{base}/a/x")).remote
+                pending = client.request(aiocoap.Message(
+                    code=aiocoap.GET, uri=f"{base}/slow")).response
+                await asyncio.wait_for(site.slow.started.wait(), 5.0)
+                client.client_credentials.load_from_dict({f"{base}/a/*": {"dtls": OTHER_ENTRY}})
+                other = await get(client, f"{base}/a/whoami")
+                assert other.remote is not shared and not shared.ended
+                site.slow.release.set()
+                assert (await asyncio.wait_for(pending, 2.0)).payload == b"late"
+                assert (await get(client, f"{base}/hello")).remote is shared
+                [transport] = transports_of(client)
+                assert repr(transport) == "<CoapsClientInterface associations=2>"
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("distinct", [REQUESTS_KEPT, REQUESTS_KEPT + 1])
+def test_an_association_used_for_more_requests_than_it_notes_is_kept_open(distinct: int) -> None:
+    """An association notes the distinct requests (URIs) that chose it, up to REQUESTS_KEPT:
+    with that many, a change that gives none of them its credentials closes it (at the next
+    new association to that server); with more, it cannot tell whether one it did not note
+    still gets them, and stays open."""
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(credentials=server_map) as server, coaps_client() as client:
+            first = (await get(client, uri(server.address, "hello?0"))).remote
+            for n in range(1, distinct):
+                assert (await get(client, uri(server.address, f"hello?{n}"))).remote is first
+            client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+            assert (await get(client, uri(server.address, "hello"))).remote is not first
+            assert first.ended is (distinct <= REQUESTS_KEPT)
 
     run(main())

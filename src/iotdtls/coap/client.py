@@ -4,9 +4,12 @@ One association (one UDP socket, `iotdtls.aio.connect`) per server and credentia
 request first needs it and shared by every request after, as long as it lives. Credentials are
 compared by value (`credentials_of`): a map read again with the same credentials (its JSON file
 reloaded, say) keeps the association. When the credentials a request's entry gives have changed,
-the request makes a new association, and each older one to that server whose first request's
-entry no longer gives its credentials (changed or removed) is closed with close_notify: the
-requests pending on it fail with `AssociationClosed`, as when any association ends. In certificate
+the request makes a new association, and each older one to that server that the map gives to
+none of the requests that chose it any more (their entries changed or removed) is closed with
+close_notify: the requests pending on it fail with `AssociationClosed`, as when any association
+ends. An association notes the distinct requests (their URIs) that chose it, `REQUESTS_KEPT`
+at most: one chosen by more cannot tell whether a request it did not note still gets its
+credentials, and is kept open (no request with other credentials uses it). In certificate
 mode the server's certificate must name the host of the request URI (RFC 7252 §9.1.3.3,
 RFC 6125) unless the configuration names another `server_name`. A request waits
 for the handshake while its remote is chosen (`determine_remote`), so a handshake that fails or
@@ -59,7 +62,13 @@ from iotdtls.config import ClientConfig, FileKeyLog
 from iotdtls.credentials import CertifiedKey, PrivateKey, psk_digest
 from iotdtls.errors import DatagramTooLarge, DtlsError, LocalProtocolError
 
-__all__ = ["ClientRemote", "CoapsClientInterface", "ConfigForRequest", "credentials_of"]
+__all__ = [
+    "REQUESTS_KEPT",
+    "ClientRemote",
+    "CoapsClientInterface",
+    "ConfigForRequest",
+    "credentials_of",
+]
 
 logger = logging.getLogger("iotdtls.coap")
 
@@ -68,6 +77,11 @@ logger = logging.getLogger("iotdtls.coap")
 #: `credentials_of` share an association.
 ConfigForRequest = Callable[[Message], tuple[object, ClientConfig]]
 
+
+#: How many distinct requests (by URI) an association notes having been chosen for
+#: (`ClientRemote.chosen`): a change of credentials closes it only when the map gives its
+#: credentials to none of them; one chosen by more is never closed for a change.
+REQUESTS_KEPT = 16
 
 #: RFC 7252 §3: the fixed header, the longest token and the payload marker.
 _HEADER_TOKEN_MARKER = 4 + 8 + 1
@@ -127,10 +141,13 @@ class ClientRemote(CoapsAddress):
         #: None once released (`release`), as `_connection` is.
         self._interface: CoapsClientInterface | None = interface
         self._config = config
-        #: `credentials_of` the request's config (before `for_host`), and that request without
-        #: its payload: asked again, it tells whether the map still gives these credentials.
+        #: `credentials_of` the request's config (before `for_host`).
         self.credentials = credentials
-        self.chosen_for = chosen_for
+        #: The distinct requests that chose the association, by URI, without their payloads
+        #: (`chosen`): asked again, they tell whether the map still gives these credentials.
+        self.chosen_for: dict[str, Message] = {}
+        #: True once more than `REQUESTS_KEPT` distinct requests chose it.
+        self.chosen_for_more = False
         self._connection: aio.ClientConnection | None = None
         self._local_address: tuple[Any, ...] = ("::", 0)
         self._established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -142,6 +159,8 @@ class ClientRemote(CoapsAddress):
         #: True once a confirmable message used up its retransmissions unanswered (see the
         #: module docstring); the next request replaces the association.
         self.unresponsive = False
+        if chosen_for is not None:
+            self.chosen(chosen_for)
         #: The error that ended the established association (None: close_notify, or closed
         #: by us), for `end_error`.
         self._failure: DtlsError | None = None
@@ -203,6 +222,33 @@ class ClientRemote(CoapsAddress):
         if count > message.transport_tuning.MAX_RETRANSMIT:
             self.unresponsive = True
 
+    def chosen(self, request: Message) -> None:
+        """Note a request that chose this association (see `chosen_for`); past
+        `REQUESTS_KEPT` distinct URIs, only that there were more."""
+        if self.chosen_for_more:
+            return
+        uri = request.get_request_uri()
+        if uri in self.chosen_for:
+            return
+        if len(self.chosen_for) >= REQUESTS_KEPT:
+            self.chosen_for_more = True
+            self.chosen_for.clear()
+            return
+        self.chosen_for[uri] = request.copy(payload=b"")
+
+    def still_given(self, config_for: ConfigForRequest) -> bool:
+        """True while the map (`config_for`) gives these credentials to a request that chose
+        this association, or while it cannot tell: chosen by more than it noted, or by none."""
+        if self.chosen_for_more or not self.chosen_for:
+            return True
+        for request in self.chosen_for.values():
+            try:
+                if credentials_of(config_for(request)[1]) == self.credentials:
+                    return True
+            except (error.Error, CredentialsMissingError, CredentialsLoadError):
+                continue  # no entry any more, or none that makes a config
+        return False
+
     def pooled_by(self, interface: CoapsClientInterface) -> bool:
         """True while the association lives, made by `interface`."""
         return self._interface is interface and not self.ended
@@ -218,7 +264,8 @@ class ClientRemote(CoapsAddress):
         return association_error(self.peer_name, self._failure, True)
 
     def release(self) -> None:
-        self._connection = self._interface = self.chosen_for = None
+        self._connection = self._interface = None
+        self.chosen_for.clear()
 
     async def close(self, reason: Exception | None = None) -> None:
         """Send close_notify (if established) and release the socket. A request still waiting
@@ -316,11 +363,11 @@ class CoapsClientInterface(CoapsInterface):
             logger.debug("new DTLS association with %s:%d", host, port)
             older = self._pool.setdefault((host, port), [])
             replaced = list(older)
-            remote = ClientRemote(
-                self, host, port, config.for_host(host), credentials, message.copy(payload=b"")
-            )
+            remote = ClientRemote(self, host, port, config.for_host(host), credentials, message)
             older.append(remote)
             await self._close_replaced(replaced)
+        else:
+            remote.chosen(message)
         await remote.established()
         remote.check_size(message)
         return remote
@@ -356,17 +403,12 @@ class CoapsClientInterface(CoapsInterface):
 
     async def _close_replaced(self, remotes: list[ClientRemote]) -> None:
         """Close the associations among `remotes` (to the server a new one was just made for)
-        whose credentials the map no longer gives to the request that made them: a request
-        pending on them fails with `AssociationClosed`. Only one association is made per
-        credentials, so this is asked once per change, not per request."""
+        whose credentials the map gives to none of the requests that chose them any more
+        (`ClientRemote.still_given`): a request pending on them fails with `AssociationClosed`.
+        Only one association is made per credentials, so this is asked once per change, not
+        per request."""
         for remote in remotes:
-            if remote.ended or remote.chosen_for is None:
-                continue
-            try:
-                still = credentials_of(self._config_for(remote.chosen_for)[1]) == remote.credentials
-            except (error.Error, CredentialsMissingError, CredentialsLoadError):
-                still = False  # no entry any more, or none that makes a config
-            if not still:
+            if not remote.ended and not remote.still_given(self._config_for):
                 logger.debug("%r: the credentials changed, closing the association", remote)
                 self.forget(remote)
                 await remote.close(association_error(remote.peer_name, None, True))
