@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from os import PathLike, fspath
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from iotdtls._enum import IdentityHashEnum
 from iotdtls._failures import SummedFailures
@@ -185,6 +185,19 @@ def _clock_reading(wall_clock: Callable[[], float]) -> float:
         return read_wall_clock(wall_clock)
     except WallClockFailed as exc:
         raise ConfigError(str(exc)) from None
+
+
+#: A client's settings of certificate mode only (`ClientConfig._check_x509_extras`).
+_CERTIFICATE_SETTINGS = ("cached_server_chain", "indicate_trusted_cas", "certificate_urls")
+
+
+def _certificate_urls(value: object) -> tuple[str, ...]:
+    """`certificate_urls` as a tuple, checked (`_check_certificate_urls`)."""
+    if not isinstance(value, Sequence) or not _is_list_of(value, str):
+        raise ConfigError("certificate_urls must be a list of URL strings")
+    urls = tuple(value)
+    _check_certificate_urls(urls)
+    return urls
 
 
 def _check_certificate_urls(urls: Sequence[str]) -> None:
@@ -767,6 +780,22 @@ class ClientConfig(_CommonConfig):
         sni = None if self.server_name is None else reference_identity(self.server_name)
         object.__setattr__(self, "_sni", sni if isinstance(sni, str) else None)
 
+    @classmethod
+    def check_certificate_settings(cls, settings: Mapping[str, Any]) -> None:
+        """A `ConfigError` in one line for a value of `cached_server_chain`,
+        `indicate_trusted_cas` or `certificate_urls` among `settings` that no configuration
+        takes, checked by itself: their rules tying them to certificate mode and to our chain
+        are the configuration's (`iotdtls.coap` checks a client's settings before its map has
+        the entries they go with)."""
+        for name in _CERTIFICATE_SETTINGS:
+            kind = cls._kinds.get(name)
+            if kind is not None and name in settings and not kind[1](settings[name]):
+                raise ConfigError(f"{name} must be {kind[0]}, got {type_name(settings[name])}")
+        if "cached_server_chain" in settings:
+            as_der_sequence("cached_server_chain", settings["cached_server_chain"])
+        if "certificate_urls" in settings:
+            _certificate_urls(settings["certificate_urls"])
+
     def _check_x509_extras(self, mode: Mode) -> None:
         extras = self.cached_server_chain or self.indicate_trusted_cas or self.certificate_urls
         if extras and mode is not Mode.X509:
@@ -779,10 +808,7 @@ class ClientConfig(_CommonConfig):
             "cached_server_chain",
             as_der_sequence("cached_server_chain", self.cached_server_chain),
         )
-        if not _is_list_of(self.certificate_urls, str):
-            raise ConfigError("certificate_urls must be a list of URL strings")
-        urls = tuple(self.certificate_urls)
-        _check_certificate_urls(urls)
+        urls = _certificate_urls(self.certificate_urls)
         if urls and (self.certificate is None or len(urls) != len(self.certificate.chain)):
             sent = 0 if self.certificate is None else len(self.certificate.chain)
             raise ConfigError(

@@ -27,14 +27,7 @@ from iotdtls.coap.credentials import (
 )
 from iotdtls.coap.server import CoapsServerInterface
 from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, check_max_body_size
-from iotdtls.config import (
-    ClientConfig,
-    ServerConfig,
-    _check_certificate_urls,
-    _is_list_of,
-    type_name,
-)
-from iotdtls.credentials import as_der_sequence
+from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
 from iotdtls.identity import PeerIdentity
 
@@ -275,20 +268,4 @@ def _check_settings(
         # the entries they go with (`check_client_credentials`, and each request).
         checked = {k: v for k, v in settings.items() if k not in _CERTIFICATE_SETTINGS}
         ClientConfig(psk_identity=b"settings", psk=bytes(16), **checked)
-        _check_certificate_settings(settings)
-
-
-def _check_certificate_settings(settings: dict[str, Any]) -> None:
-    """The types and values of the certificate-mode client settings given, as `ClientConfig`
-    checks them (they were left to each request: `certificate_urls=5` failed every one)."""
-    for name in sorted(_CERTIFICATE_SETTINGS & settings.keys()):
-        kind = ClientConfig._kinds.get(name)
-        if kind is not None and not kind[1](settings[name]):
-            raise ConfigError(f"{name} must be {kind[0]}, got {type_name(settings[name])}")
-    if "cached_server_chain" in settings:
-        as_der_sequence("cached_server_chain", settings["cached_server_chain"])
-    if "certificate_urls" in settings:
-        urls = settings["certificate_urls"]
-        if not _is_list_of(urls, str):
-            raise ConfigError("certificate_urls must be a list of URL strings")
-        _check_certificate_urls(tuple(urls))
+        ClientConfig.check_certificate_settings(settings)
