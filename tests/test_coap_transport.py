@@ -1022,6 +1022,74 @@ def test_a_blockwise_transfer_never_goes_on_over_another_association(
 
 
 @pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("how", ["sent again", "copied", "bound to the response's remote",
+                                 "sent again, asking for small blocks"])
+@pytest.mark.parametrize("end", ["replaced", "closed by the server", "unresponsive"])
+def test_a_request_bound_to_an_ended_association_makes_a_new_one(end: str, how: str) -> None:
+    """aiocoap binds the request Message it sends to its remote (`message.remote`), so a
+    polling loop that sends one Message again, a copy of it, or a request given
+    `remote = response.remote` comes bound to the association of the last exchange. Once that
+    has ended (replaced by a change of credentials, closed by the server, found unresponsive),
+    such a request is no next block of a transfer (RFC 7959 §2.4): the map chooses, and it
+    makes a new association, as the README says of the next request; a first request for
+    Block2 number 0 with a smaller size (RFC 7959 §2.4) is one too. Each failed with
+    AssociationClosed for good (probe BO #1)."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+    quick = aiocoap.TransportTuning()
+    quick.ACK_TIMEOUT, quick.MAX_RETRANSMIT = 0.2, 1
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as first, contextlib.AsyncExitStack() as second, \
+                coaps_client() as client:
+            server = await first.enter_async_context(coaps_server(site, credentials=server_map))
+            address = server.address
+            small = how.endswith("small blocks")
+            message = aiocoap.Message(code=aiocoap.GET, uri=uri(
+                address, "large" if small else "whoami"), block2=(0, False, 2) if small else None)
+            old = (await asyncio.wait_for(client.request(message).response, 5.0)).remote
+            assert isinstance(old, ClientRemote) and message.remote is old  # bound by aiocoap
+            identity = b"psk identity b'Client_identity'"
+            if end == "replaced":
+                client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+                await get(client, uri(address, "hello"))  # the new association closes the old
+                identity = b"psk identity b'other'"
+            elif end == "closed by the server":
+                await first.aclose()  # close_notify; then a server on the same port
+                await second.enter_async_context(
+                    coaps_server(site, credentials=server_map, bind=address))
+                for _ in range(100):
+                    if old.ended:
+                        break
+                    await asyncio.sleep(0.01)
+            else:
+                server.endpoint_server._transport.abort()  # gone, no close_notify
+                await second.enter_async_context(
+                    coaps_server(site, credentials=server_map, bind=address))
+                with pytest.raises(error.ConRetransmitsExceeded):
+                    await get(client, uri(address, "hello"), transport_tuning=quick)
+                assert old.unresponsive
+            assert old.ended or old.unresponsive
+            if how == "copied":
+                again = message.copy()
+            elif how == "bound to the response's remote":
+                again = aiocoap.Message(code=aiocoap.GET, uri_path=["whoami"])
+                again.remote = old
+            else:
+                again = message
+            newer = []
+            for _ in range(2):
+                answer = await asyncio.wait_for(client.request(again).response, 5.0)
+                assert answer.code == aiocoap.CONTENT
+                assert answer.payload == (LARGE if small else identity)
+                assert answer.remote is not old and not answer.remote.ended
+                newer.append(answer.remote)
+            assert newer[0] is newer[1] and old.ended  # one new association, the old one gone
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
 def test_a_changed_entry_keeps_an_association_another_request_still_gets() -> None:
     """Two patterns give one server the same credentials: `/a/*` makes the association, a
     request to `/slow` (matched by `coaps://*`) then shares it. `/a/*` changes: its next

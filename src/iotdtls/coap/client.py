@@ -20,7 +20,10 @@ The blocks of a block-wise transfer all go over the association of its first (RF
 aiocoap sends each next block to the remote of the response before, and once that association
 has ended (or is found unresponsive, below, and closed) the block fails with the error of its
 end, `AssociationClosed`, instead of going over a new association, with other credentials
-perhaps (`CoapsClientInterface._refuse_ended`).
+perhaps (`CoapsClientInterface._refuse_ended`). Only a request for a block numbered above 0
+counts as such a block: aiocoap also binds the caller's request Message to its remote when it
+sends it, and that Message sent again (a polling loop), a copy of it, or a request given
+`remote = response.remote` is a new request, for which the map chooses as for any other.
 
 A server that lost the association without a close_notify (it crashed and restarted, say)
 ignores its records and stays silent. So once a confirmable message has been sent as often as
@@ -348,7 +351,7 @@ class CoapsClientInterface(CoapsInterface):
         if self._mman is None:
             raise error.LibraryShutdown()
         bound = message.remote
-        if isinstance(bound, ClientRemote):
+        if isinstance(bound, ClientRemote) and _continues_a_transfer(message):
             await self._refuse_ended(bound)
         host, port = _destination(message)
         _source, config = self._config_for(message)
@@ -380,13 +383,14 @@ class CoapsClientInterface(CoapsInterface):
         )
 
     async def _refuse_ended(self, bound: ClientRemote) -> None:
-        """A message bound to an association aiocoap no longer recognizes (`recognize_remote`):
-        the next block of a block-wise transfer, which aiocoap sends to the remote of the
-        response before (RFC 7959 §2.4: the blocks of a transfer go over one association;
-        RFC 7252 §9.1). It goes over no other association, with other credentials perhaps:
-        an association that has ended fails it with the error of its end (`end_error`), and
-        one of ours found unresponsive is closed first, failing what is pending on it too.
-        A remote that lives on, in another context's pool, leaves the choice to the map."""
+        """The next block of a block-wise transfer (`_continues_a_transfer`), bound to an
+        association aiocoap no longer recognizes (`recognize_remote`): aiocoap sends it to the
+        remote of the response before (RFC 7959 §2.4: the blocks of a transfer go over one
+        association; RFC 7252 §9.1). It goes over no other association, with other credentials
+        perhaps: an association that has ended fails it with the error of its end
+        (`end_error`), and one of ours found unresponsive is closed first, failing what is
+        pending on it too. A remote that lives on, in another context's pool, leaves the
+        choice to the map."""
         if not bound.ended and bound.unresponsive and bound.pooled_by(self):
             logger.info("%r: no answer to a confirmable message, closing the association", bound)
             self.forget(bound)
@@ -438,6 +442,20 @@ class CoapsClientInterface(CoapsInterface):
             remotes.remove(remote)
             if not remotes:
                 del self._pool[key]
+
+
+def _continues_a_transfer(message: Message) -> bool:
+    """True for a request for the next block of a block-wise transfer (RFC 7959 §2.3, §2.4):
+    a Block1 or Block2 option with a block number above 0. aiocoap (the pinned 0.4.17) sends
+    those bound to the remote of the response before. Anything else bound to a remote is a
+    request of its own: aiocoap binds the request Message it sends (`remote`), so a Message
+    sent again (a polling loop), its `copy()`, or one given `remote = response.remote`, comes
+    bound to the association of the last exchange; so may a first request for Block2 number 0
+    with a smaller size (§2.4). The map chooses for those."""
+    return any(
+        block is not None and block.block_number > 0
+        for block in (message.opt.block1, message.opt.block2)
+    )
 
 
 def _destination(message: Message) -> tuple[str, int]:
