@@ -1123,19 +1123,52 @@ def test_a_changed_entry_keeps_an_association_another_request_still_gets() -> No
 @pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("distinct", [REQUESTS_KEPT, REQUESTS_KEPT + 1])
 def test_an_association_used_for_more_requests_than_it_notes_is_kept_open(distinct: int) -> None:
-    """An association notes the distinct requests (URIs) that chose it, up to REQUESTS_KEPT:
-    with that many, a change that gives none of them its credentials closes it (at the next
-    new association to that server); with more, it cannot tell whether one it did not note
-    still gets them, and stays open."""
+    """An association notes the distinct requests (URIs without their query) that chose it, up
+    to REQUESTS_KEPT: with that many, a change that gives none of them its credentials closes
+    it (at the next new association to that server); with more, it cannot tell whether one it
+    did not note still gets them, and stays open."""
     server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
 
     async def main() -> None:
         async with coaps_server(credentials=server_map) as server, coaps_client() as client:
-            first = (await get(client, uri(server.address, "hello?0"))).remote
+            first = (await get(client, uri(server.address, "hello/0"))).remote
             for n in range(1, distinct):
-                assert (await get(client, uri(server.address, f"hello?{n}"))).remote is first
+                assert (await get(client, uri(server.address, f"hello/{n}"))).remote is first
             client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
             assert (await get(client, uri(server.address, "hello"))).remote is not first
             assert first.ended is (distinct <= REQUESTS_KEPT)
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_polling_with_changing_queries_stays_within_the_requests_an_association_notes() -> None:
+    """A client polls one path with a new query each time (`/hello?n=0`, `?n=1`, ...) while an
+    observation runs on the same association: the association notes the path once (a request
+    per URI without its query), so after more polls than REQUESTS_KEPT a change of
+    credentials still closes it, and the observation ends with AssociationClosed instead of
+    going on under the old identity. Each query counted: after 16 polls the association was
+    kept open, the observation running over it (probe BO, many.py)."""
+    site = CoapSite(counter_interval=0.2)
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_map) as server, \
+                coaps_client() as client:
+            observed = client.request(aiocoap.Message(
+                code=aiocoap.GET, uri=uri(server.address, "counter"), observe=0))
+            first = (await observed.response).remote
+            assert observed.observation is not None
+            for n in range(2 * REQUESTS_KEPT):
+                polled = await get(client, uri(server.address, f"hello?n={n}"))
+                assert polled.remote is first
+            assert not first.chosen_for_more and len(first.chosen_for) == 2
+            client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+            other = await get(client, uri(server.address, "whoami"))
+            assert other.payload == b"psk identity b'other'" and other.remote is not first
+            assert first.ended
+            with pytest.raises(AssociationClosed):
+                async for _note in observed.observation:
+                    pass
 
     run(main())

@@ -7,11 +7,12 @@ reloaded, say) keeps the association. When the credentials a request's entry giv
 the request makes a new association, and each older one to that server that the map gives to
 none of the requests that chose it any more (their entries changed or removed) is closed with
 close_notify: the requests pending on it fail with `AssociationClosed`, as when any association
-ends. An association notes the distinct requests (their URIs) that chose it, `REQUESTS_KEPT`
-at most: one chosen by more cannot tell whether a request it did not note still gets its
-credentials, and is kept open (no request with other credentials uses it). In certificate
-mode the server's certificate must name the host of the request URI (RFC 7252 §9.1.3.3,
-RFC 6125) unless the configuration names another `server_name`. A request waits
+ends. An association notes the distinct requests that chose it, one per URI without its query
+(scheme://host:port/path: polling one path with a new query each time counts once),
+`REQUESTS_KEPT` at most: one chosen by more cannot tell whether a request it did not note
+still gets its credentials, and is kept open (no request with other credentials uses it).
+In certificate mode the server's certificate must name the host of the request URI (RFC 7252
+§9.1.3.3, RFC 6125) unless the configuration names another `server_name`. A request waits
 for the handshake while its remote is chosen (`determine_remote`), so a handshake that fails or
 times out fails that request with an `AssociationFailed` at once; an association that ends
 later fails every request still pending on it (`AssociationClosed`), and the next request makes
@@ -81,9 +82,9 @@ logger = logging.getLogger("iotdtls.coap")
 ConfigForRequest = Callable[[Message], tuple[object, ClientConfig]]
 
 
-#: How many distinct requests (by URI) an association notes having been chosen for
-#: (`ClientRemote.chosen`): a change of credentials closes it only when the map gives its
-#: credentials to none of them; one chosen by more is never closed for a change.
+#: How many distinct requests (by URI without its query) an association notes having been
+#: chosen for (`ClientRemote.chosen`): a change of credentials closes it only when the map
+#: gives its credentials to none of them; one chosen by more is never closed for a change.
 REQUESTS_KEPT = 16
 
 #: RFC 7252 §3: the fixed header, the longest token and the payload marker.
@@ -146,8 +147,9 @@ class ClientRemote(CoapsAddress):
         self._config = config
         #: `credentials_of` the request's config (before `for_host`).
         self.credentials = credentials
-        #: The distinct requests that chose the association, by URI, without their payloads
-        #: (`chosen`): asked again, they tell whether the map still gives these credentials.
+        #: The distinct requests that chose the association, without their payloads, the first
+        #: one per URI without its query (`chosen`): asked again, they tell whether the map
+        #: still gives these credentials.
         self.chosen_for: dict[str, Message] = {}
         #: True once more than `REQUESTS_KEPT` distinct requests chose it.
         self.chosen_for_more = False
@@ -226,11 +228,13 @@ class ClientRemote(CoapsAddress):
             self.unresponsive = True
 
     def chosen(self, request: Message) -> None:
-        """Note a request that chose this association (see `chosen_for`); past
-        `REQUESTS_KEPT` distinct URIs, only that there were more."""
+        """Note a request that chose this association (see `chosen_for`): the first per
+        scheme://host:port/path stands for every query of that path (a map whose patterns
+        tell queries of one path apart is asked with that first one); past `REQUESTS_KEPT`
+        distinct paths, note only that there were more."""
         if self.chosen_for_more:
             return
-        uri = request.get_request_uri()
+        uri = request.get_request_uri().partition("?")[0]  # a "?" in the path is %3F
         if uri in self.chosen_for:
             return
         if len(self.chosen_for) >= REQUESTS_KEPT:
