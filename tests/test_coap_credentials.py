@@ -16,9 +16,10 @@ import pytest
 from aiocoap.credentials import CredentialsMissingError
 
 from iotdtls import aio
-from iotdtls.coap import client_context, load_credentials, server_context
+from iotdtls.coap import add_server_transport, client_context, load_credentials, server_context
 from iotdtls.coap.credentials import (
     CredentialsMap,
+    DtlsRawPublicKey,
     ServerCredentials,
     UnusableCredentials,
     _without_values,
@@ -35,6 +36,7 @@ from tests.coap_support import (
     FAST,
     PSK_ENTRY,
     SERVER_CREDENTIALS,
+    CoapSite,
     coaps_client,
     coaps_server,
     get,
@@ -654,6 +656,81 @@ def test_removing_the_last_client_key_of_a_raw_key_server_fails_closed(tmp_path:
             await connects(server.address[1], keyless)
 
     run(main())
+
+
+@pytest.mark.req("RPK-3")
+def test_the_client_key_rule_is_one_for_every_port_and_every_listing(tmp_path: Path) -> None:
+    """The rule above held per transport, each with its own view of the map: a key listed, its
+    device connecting on one port, then revoked (here by a map reloaded without it, as from
+    its file), left another port of the same context admitting every raw-key client, the
+    revoked one included (probe BO #2, sticky.py); and a key listed then removed with no
+    raw-key handshake in between was never noted. Now the transports of a context share one
+    view, and a map of `load_credentials` notes the listing when it is stored.
+    A placeholder pin (64 zeros, README) lists a key no client holds: a server started with
+    it requires client keys from the start."""
+    files = make_rpk_files(tmp_path)
+    server_pin = public_key_pin(files.server_pub.read_bytes())
+    timers: dict[str, Any] = {"retransmit": FAST, "handshake_timeout": 5.0}
+
+    def config(key: Path | None) -> ClientConfig:
+        return ClientConfig(raw_public_key=None if key is None else PrivateKey.load(key),
+                            server_public_keys=[server_pin], **timers)
+
+    own = {":server": {"dtls-rpk": {"private-key": str(files.server_key)}}}
+    listed = {":A": {"dtls-rpk": {"peer-public-key": str(files.client_pub)}}}
+
+    async def connects(port: int, key: Path | None) -> None:
+        async with asyncio.timeout(10), aio.connect(LOCALHOST, port, config(key)):
+            pass
+
+    async def refused(port: int, key: Path | None) -> None:
+        with pytest.raises(DtlsError, match=r"handshake_failure|unsupported_certificate"):
+            await connects(port, key)
+
+    async def main() -> None:
+        context = aiocoap.Context(serversite=CoapSite().site)
+        context.server_credentials = load_credentials(own)
+        try:
+            one = await add_server_transport(context, (LOCALHOST, 0), **timers)
+            two = await add_server_transport(context, (LOCALHOST, 0), **timers)
+            await connects(two.address[1], None)  # nothing listed yet: keyless clients in
+            context.server_credentials.load_from_dict(listed)
+            await connects(one.address[1], files.client_key)
+            context.server_credentials = load_credentials(own)
+            for port in (one.address[1], two.address[1]):
+                for key in (files.client_key, files.stranger_key, None):
+                    await refused(port, key)
+        finally:
+            await context.shutdown()
+        served = load_credentials(own)
+        async with coaps_server(credentials=served) as server:  # listed, removed, no handshake
+            served.load_from_dict(listed)
+            served.load_from_dict({":A": None})
+            await refused(server.address[1], None)
+            await refused(server.address[1], files.stranger_key)
+        placeholder = {":nobody": {"dtls-rpk": {"peer-public-key": "0" * 64}}}
+        async with coaps_server(credentials={**own, **placeholder}) as server:
+            await refused(server.address[1], None)
+            await refused(server.address[1], files.client_key)
+
+    run(main())
+
+
+def test_a_map_notes_a_client_key_however_it_is_stored() -> None:
+    """`CredentialsMap.listed_client_keys`, read by a server's rule of client keys: set by
+    each way dict has of storing an entry (update and setdefault bypass __setitem__), and
+    never cleared; not by a server's own key."""
+    client = DtlsRawPublicKey(None, bytes(32))
+    own = DtlsRawPublicKey(PrivateKey.generate(), None)
+    assert not CredentialsMap({":server": own}).listed_client_keys
+    assert CredentialsMap({":A": client}).listed_client_keys
+    for store in (lambda m: m.update({":A": client}), lambda m: m.update(A=client),
+                  lambda m: m.setdefault(":A", client), lambda m: m.__setitem__(":A", client)):
+        served = CredentialsMap({":server": own})
+        store(served)
+        assert served.listed_client_keys
+        served.clear()
+        assert served.listed_client_keys
 
 
 def test_a_psk_handshake_scans_the_server_map_once(monkeypatch: pytest.MonkeyPatch) -> None:

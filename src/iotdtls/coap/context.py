@@ -112,7 +112,9 @@ async def add_server_transport(
     """Serve `context.serversite` over coaps on `bind` (host, port; None: `DEFAULT_BIND`).
 
     Clients are authenticated against `context.server_credentials` (aiocoap's map, read at each
-    handshake), or else against `config`. `settings` are the other `ServerConfig` fields.
+    handshake), or else against `config`. The transports of one context serving its map share
+    its rules: once the map has listed a client key, every one of them requires one
+    (`ServerCredentials.lists_client_keys`). `settings` are the other `ServerConfig` fields.
     `max_body_size`: the largest request body taken, in bytes, whether in one message or
     assembled from Block1 blocks (RFC 7959); a request past it is answered 4.13 Request Entity
     Too Large with Size1 = the bound and never reaches a resource (`iotdtls.coap.uploads`).
@@ -130,7 +132,7 @@ async def add_server_transport(
 
         claim_labels = labels
     else:
-        credentials = ServerCredentials(lambda: context.server_credentials)
+        credentials = _server_credentials(context)
         server_config = credentials.server_config(settings)
         claim_labels = credentials.labels
     transports: list[CoapsServerInterface] = []
@@ -149,6 +151,25 @@ async def add_server_transport(
 
     await context._append_tokenmanaged_messagemanaged_transport(make)
     return transports[0]
+
+
+def _server_credentials(context: Context) -> ServerCredentials:
+    """The one `ServerCredentials` of `context` (made by its first transport serving the map,
+    kept on the context, `_SERVER_CREDENTIALS`), which reads `context.server_credentials` as
+    it is at each handshake: a second transport with one of its own had its own rule of
+    client keys, and took keyless raw-key clients after the last key was removed if no
+    raw-key client had come to it meanwhile (probe BO #2, sticky.py)."""
+    shared = getattr(context, _SERVER_CREDENTIALS, None)
+    if isinstance(shared, ServerCredentials):
+        return shared
+    made = ServerCredentials(lambda: context.server_credentials)
+    setattr(context, _SERVER_CREDENTIALS, made)
+    return made
+
+
+#: The attribute of a server context holding its `ServerCredentials` (aiocoap's `Context` has
+#: no place of its own for it; a dictionary of contexts would keep them alive).
+_SERVER_CREDENTIALS = "_iotdtls_server_credentials"
 
 
 async def client_context(

@@ -23,9 +23,11 @@ of this module (and so `load_credentials`) knows besides aiocoap's::
 or DER SubjectPublicKeyInfo file, or its SHA-256 in 64 hex digits. A client without a
 `private-key` asks for server-only authentication. A server requires a key its map lists of
 every raw-public-key client once its map has listed a client key (the map is read at each
-handshake: `MapServerConfig`), then for good: with the last one removed it admits no raw-key
-client (fail closed). Only a server whose map never listed one accepts raw-key clients without
-asking for a key.
+handshake: `MapServerConfig`), then for good, on every port of its context: with the last one
+removed it admits no raw-key client (fail closed). Only a server whose map never listed one
+accepts raw-key clients without asking for a key. The rule lives in memory: a server started
+again with a map listing no client key asks for none; a map listing a key no client holds
+(the pin "000...0", 64 zeros) requires client keys from the start.
 
 Certificates (RFC 7252 §9.1.3.3) have another form of iotdtls's own, "dtls-x509", in the
 manner of aiocoap's "dtls" entries (aiocoap has no X.509 form for DTLS)::
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 from typing import Any, ClassVar, TypeVar
@@ -256,13 +258,47 @@ def _loading(field_name: str, value: str, load: Callable[[], T], form: str = "dt
 
 
 class CredentialsMap(aiocoap_credentials.CredentialsMap):
-    """aiocoap's credentials map, knowing iotdtls's "dtls-rpk" and "dtls-x509" forms too."""
+    """aiocoap's credentials map, knowing iotdtls's "dtls-rpk" and "dtls-x509" forms too.
+
+    It notes when it has held a "dtls-rpk" entry naming a peer's key (`listed_client_keys`),
+    stored by `load_from_dict`, `map[label] = entry`, `update` or `setdefault`, for a server's
+    rule of client keys (`ServerCredentials.lists_client_keys`): a key added and removed again
+    with no handshake in between has been listed all the same."""
 
     _class_map: ClassVar[dict[str, Callable[[], Any]]] = {
         **aiocoap_credentials.CredentialsMap._class_map,
         "dtls-rpk": lambda: DtlsRawPublicKey,
         "dtls-x509": lambda: DtlsX509,
     }
+    #: Whether the map has held a client's raw public key since it was made (never cleared).
+    listed_client_keys: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._note_client_keys(self.values())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._note_client_keys((value,))
+
+    # dict's update and setdefault do not go through __setitem__ (nor does |=, left out).
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._note_client_keys(self.values())
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._note_client_keys((value,))
+        return value
+
+    def _note_client_keys(self, entries: Iterable[object]) -> None:
+        if not self.listed_client_keys:
+            self.listed_client_keys = any(_is_client_key(entry) for entry in entries)
+
+
+def _is_client_key(entry: object) -> bool:
+    """Whether `entry` lists a client's raw public key (a "dtls-rpk" entry with a peer key)."""
+    return isinstance(entry, DtlsRawPublicKey) and entry.peer_pin is not None
 
 
 #: What `credentials=` accepts: a map, a dict in aiocoap's layout, or a JSON file's path.
@@ -553,11 +589,14 @@ class ServerCredentials:
     authenticated a peer. Client entries are read at each handshake (the map may change): PSK
     clients are served while the map has a "dtls" entry, and raw-public-key clients must
     present a key the map lists once it has listed one (`MapServerConfig`); the server's own keys
-    and certificates are read when the config is made."""
+    and certificates are read when the config is made. A server context has one, which every
+    transport serving its map shares (`coap.context.add_server_transport`), so that the rule
+    of client keys is one for all its ports."""
 
     def __init__(self, credentials: Callable[[], aiocoap_credentials.CredentialsMap]) -> None:
         self._credentials = credentials
-        #: Whether the map has listed a client's raw public key (`lists_client_keys`).
+        #: Whether the map has listed a client's raw public key (`lists_client_keys`), noted
+        #: at each reading of the map (`_map`), whatever map the callable gives by then.
         self._listed_client_keys = False
         #: identity -> (label, entry) of the latest `lookup_psk`s that found one, for the
         #: `labels` of the same handshake (one scan of the map per handshake, not two); each
@@ -585,26 +624,38 @@ class ServerCredentials:
 
     def lists_psk(self) -> bool:
         """Whether the map has a "dtls" entry now (PSK clients are served)."""
-        return any(_dtls_psk(entry) is not None for entry in self._credentials().values())
+        return any(_dtls_psk(entry) is not None for entry in self._map().values())
 
     def lists_client_keys(self) -> bool:
         """Whether raw-public-key clients must present a key the map lists (RPK-3): once the
-        map has listed a client's key (when the config was made, or at any handshake since),
-        for good. A map whose last client key was removed then admits no raw-key client
-        (fail closed: revoking the only device must not admit everyone); only a map that never
-        listed one accepts raw-key clients without asking for a key."""
+        map has listed a client's key (when the config was made, at any reading of the map
+        since, or when stored in a map of this module: `_map`), for good, whatever map the
+        callable gives later (in memory: a new `ServerCredentials` starts from its map). A
+        map whose last client key was removed then admits no raw-key client (fail closed:
+        revoking the only device must not admit everyone); only a map that never listed one
+        accepts raw-key clients without asking for a key."""
         if not self._listed_client_keys:
-            self._listed_client_keys = any(
-                isinstance(entry, DtlsRawPublicKey) and entry.peer_pin is not None
-                for entry in self._credentials().values()
-            )
+            listed = any(map(_is_client_key, self._map().values()))  # `_map` may note it too
+            self._listed_client_keys = self._listed_client_keys or listed
         return self._listed_client_keys
+
+    def _map(self) -> aiocoap_credentials.CredentialsMap:
+        """The map as it is now, noting whether it has listed a client key: every reading of
+        the map (each handshake of any mode, each lookup) goes through here. A map of this
+        module knows whether it has held one since it was made (`CredentialsMap`), at no cost;
+        another map is scanned for one by `lists_client_keys` only (at the handshakes of
+        raw-key clients, and when the config is made), as a scan at each reading would cost
+        a PSK server with a large map as much as its PSK lookup."""
+        credentials = self._credentials()
+        if isinstance(credentials, CredentialsMap) and credentials.listed_client_keys:
+            self._listed_client_keys = True
+        return credentials
 
     def labels(self, peer: PeerIdentity) -> tuple[str, ...]:
         """The labels of the entries that matched `peer` (for `authenticated_claims`)."""
         if isinstance(peer, PskIdentity):
             noted = self._found_psk.pop(peer.identity, None)
-            if noted is not None and self._credentials().get(noted[0]) is noted[1]:
+            if noted is not None and self._map().get(noted[0]) is noted[1]:
                 return (noted[0],)  # the entry `lookup_psk` found, still in the map
             found = self._find_psk(peer.identity)  # resumed, or the map changed since
             return (found[1],) if found is not None else ()
@@ -621,7 +672,7 @@ class ServerCredentials:
         (refused when the config is made, `_check_psk_identities`, but the map may change): an
         unknown identity."""
         reference = aiocoap_credentials.CredentialReference
-        for label, entry in self._credentials().items():
+        for label, entry in self._map().items():
             if isinstance(entry, reference):  # its as_dtls_psk fails for other forms
                 found = _dtls_psk(entry)
                 if found is None:
@@ -642,7 +693,7 @@ class ServerCredentials:
         pin = peer.sha256  # public keys are public: a plain comparison will do
         return tuple(
             label
-            for label, entry in self._credentials().items()
+            for label, entry in self._map().items()
             if isinstance(entry, DtlsRawPublicKey) and entry.peer_pin == pin
         )
 
@@ -650,7 +701,7 @@ class ServerCredentials:
         # `peer.name` of a client is its canonical EUI-64 (CRT-4), as the entries keep theirs.
         return tuple(
             label
-            for label, entry in self._credentials().items()
+            for label, entry in self._map().items()
             if isinstance(entry, DtlsX509) and entry.client_eui64 == peer.name
         )
 
@@ -659,8 +710,8 @@ class ServerCredentials:
         map has nothing a client could authenticate with. Its PSK lookup is always installed,
         and a raw-public-key server's client key lookup too: whether either is used is
         decided at each handshake by the map as it is then (`MapServerConfig`)."""
-        entries = list(self._credentials().values())
-        _check_psk_identities(self._credentials())
+        entries = list(self._map().values())
+        _check_psk_identities(self._map())
         self.lists_client_keys()  # notes whether client keys are required from now on
         credentials: dict[str, Any] = {}
         for form in (self._rpk_server, _x509_server):
