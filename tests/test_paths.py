@@ -7,41 +7,110 @@ import base64
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from iotdtls._paths import cannot_read, not_a_path
+from iotdtls.cli import main
 from iotdtls.credentials import PrivateKey
 from iotdtls.errors import ConfigError
 
+
+def _der_keys() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+_PKCS8, _SPKI = _der_keys()
 #: A PEM body without its armour, on one line (a P-256 key's PKCS#8 in base64).
-_KEY = base64.b64encode(bytes(range(7, 145))).decode()
-
-
-@pytest.mark.req("SEC-1")
-@pytest.mark.parametrize("text", [_KEY, _KEY.rstrip("=") + "==", f" {_KEY} ", _KEY[:40]])
-def test_a_key_in_base64_is_no_path(text: str) -> None:
-    """A one-line base64 key (probe BN, b64key_leak.py: it was quoted whole as a file name,
-    'cannot read key file MIGHAgEA...: No such file or directory')."""
-    assert not_a_path(text) == "a key in base64"
-    assert not_a_path(text, hex_is_secret=False) == "a key in base64"
-    message = cannot_read("key file", text, FileNotFoundError(2, "No such file or directory"))
-    assert message == "key file was given a key in base64, not a path: give the file's path"
-    with pytest.raises(ConfigError) as info:
-        PrivateKey.load(text)
-    assert text.strip() not in str(info.value) and "base64, not a path" in str(info.value)
-
-
-@pytest.mark.parametrize("text", [
+_KEY = base64.b64encode(_PKCS8).decode()
+#: Keys in base64 as they are given: none is a path (SEC-1: never quoted).
+_KEY_FORMS = {
+    "PKCS#8": _KEY,
+    "PKCS#8, padding dropped": _KEY.rstrip("="),
+    "SubjectPublicKeyInfo": base64.b64encode(_SPKI).decode(),
+    "PKCS#8 URL-safe": base64.urlsafe_b64encode(_PKCS8).decode(),
+    "PKCS#8 URL-safe, unpadded": base64.urlsafe_b64encode(_PKCS8).decode().rstrip("="),
+    "16-byte PSK": "m6JfJ19RxgcI/80Vruu1BA==",
+    "32-byte PSK, URL-safe": base64.urlsafe_b64encode(bytes(range(200, 232))).decode(),
+    "in double quotes": f'"{_KEY}"',
+    "in single quotes, spaces around": f" '{_KEY}' ",
+    "split by a space": f"{_KEY[:64]} {_KEY[64:]}",
+    "a token of 40 without / or padding": "aX8kb4C6TCFcgkc2xMPMK72yHwq+z9SVRkZ0prm7C1w9",
+    "a DER SEQUENCE of 6 bytes": "MAQCAgEF",  # 30 04 02 02 01 05
+    "a DER SEQUENCE, length in long form": "MIEDAgEF",  # 30 81 03 02 01 05
+}
+#: Missing files that are paths, whatever their names look like (probe BO #3: the first four
+#: were "a key in base64", which hid the missing file).
+_PATHS = [
+    "/etc/iotdtls/keys/Gateway01/ClientPrivateKey",
+    "keys/DeviceKeys2024/ClientKeyForGateway01Backup",
+    "certs/9f86d081884c7d659a2feaa0c55ad015a3bf4f1bAb",
+    "/var/run/secrets/Device1/TLSClientPrivateKeyPem",
     "/etc/iotdtls/keys/server_key_for_the_production_gateway.pem",  # "." and "_"
     "/var/lib/iotdtls/deviceidentitykeysformanydevicesnumbered",  # no upper case, no digit
     "keysAndCertificatesForTheGatewayDeviceNumberOne",  # no digit
-    _KEY[:39],  # too short
+    "Gateway01ClientKeys2024ForTheDevicesOfUnitTwo"[:39],  # too short
     "0123456789abcdefABCDEF0123456789abcdefABCDEF",  # hex: the hex rule's (a pin is public)
-])
+    '"/etc/iotdtls/keys/Gateway01/ClientPrivateKey"',  # a path in quotes is still a path
+    "MAX/////////",  # 30 05 and 7 bytes: a SEQUENCE tag, its length not the rest
+    "MIGQ////////////",  # 30 81 90 and 9 bytes
+    "MIX/////////",  # 30 85: a length of 5 bytes, more than a key needs
+    "MA",  # 30: a tag alone
+    "MIA",  # 30 80: an indefinite length, not DER
+    "MQNhYmM",  # 31 03 and 3 bytes: a SET, not a SEQUENCE
+]
+_MISSING = FileNotFoundError(2, "No such file or directory")
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize("text", _KEY_FORMS.values(), ids=_KEY_FORMS.keys())
+def test_a_key_in_base64_is_no_path(text: str) -> None:
+    """A one-line base64 key (probe BN, b64key_leak.py: it was quoted whole as a file name,
+    'cannot read key file MIGHAgEA...: No such file or directory'); URL-safe, short (a PSK),
+    in quotes or split by a space too (probe BO #4: each was quoted whole)."""
+    assert not_a_path(text) == "a key in base64"
+    assert not_a_path(text, hex_is_secret=False) == "a key in base64"
+    message = cannot_read("key file", text, _MISSING)
+    assert message == "key file was given a key in base64, not a path: give the file's path"
+    with pytest.raises(ConfigError) as info:
+        PrivateKey.load(text)
+    assert text.strip(" \"'")[:16] not in str(info.value)
+    assert "base64, not a path" in str(info.value)
+
+
+@pytest.mark.parametrize("text", _PATHS)
 def test_paths_that_are_not_base64_keys_are_quoted(text: str) -> None:
     assert not_a_path(text, hex_is_secret=False) is None
-    message = cannot_read("key file", text, FileNotFoundError(2, "No such file or directory"),
-                          hex_is_secret=False)
+    message = cannot_read("key file", text, _MISSING, hex_is_secret=False)
     assert message == f"cannot read key file {text}: No such file or directory"
+
+
+@pytest.mark.req("SEC-1")
+@pytest.mark.parametrize("text", [*_KEY_FORMS.values(), *_PATHS[:4]],
+                         ids=[*_KEY_FORMS.keys(), *_PATHS[:4]])
+@pytest.mark.parametrize("command", ["client", "coap"])
+@pytest.mark.parametrize("flag", ["--rpk-key", "--psk-file"])
+def test_the_command_line_quotes_paths_and_never_keys(
+    capsys: pytest.CaptureFixture[str], text: str, command: str, flag: str
+) -> None:
+    """--rpk-key and --psk-file of `iotdtls client` and `iotdtls coap get` (probe BO,
+    cli_paths.sh), refused before any socket."""
+    pin = ["--peer-rpk-sha256", "ab" * 32] if flag == "--rpk-key" else []
+    target = "127.0.0.1:53501" if command == "client" else "coaps://127.0.0.1:53501/x"
+    argv = ([command] if command == "client" else ["coap", "get"]) + [flag, text, *pin, target]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    if text in _PATHS:
+        assert err == f"iotdtls: error: cannot read {flag} {text}: No such file or directory\n"
+    else:
+        assert err == (f"iotdtls: error: {flag} was given a key in base64, not a path: give "
+                       "the file's path\n")
 
 
 def test_an_existing_file_named_like_base64_is_a_path(

@@ -8,6 +8,8 @@ when very long."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 
@@ -18,20 +20,23 @@ SHOWN_PATH_CHARS = 200
 
 #: A key in hex, alone or as the key of an identity:HEXKEY line (GnuTLS psktool format).
 _HEX_KEY = re.compile(r"(?:.*:)?\s*[0-9A-Fa-f]{16,}\s*")
-#: A key in base64 on one line (a PEM body without its armour, as secret stores and
-#: environment variables hold keys): at least `_BASE64_CHARS` characters of the base64
-#: alphabet, "=" padding allowed at the end.
+#: A token of the base64 alphabet without "/", long enough for a key, that `_looks_base64`
+#: takes when it mixes upper case, lower case and digits ("/" is a path's separator: with it,
+#: only a token that decodes to a key's structure, or is padded, is taken for a key).
 _BASE64_CHARS = 40
-_BASE64_KEY = re.compile(rf"\s*[A-Za-z0-9+/]{{{_BASE64_CHARS},}}={{0,2}}\s*")
-
+_BASE64_TOKEN = re.compile(rf"[A-Za-z0-9+]{{{_BASE64_CHARS},}}")
+#: Surrounding whitespace and quotes (a key copied from JSON or an environment file).
+_WRAPPING = " \t\"'"
+#: ASCII whitespace, which base64 decoders skip (a key split into lines, here on one line).
+_SPACES = re.compile(r"[ \t]+")
 
 def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
     """What `path` looks like when it cannot be a file's name but may be a secret (never to
     be quoted): "PEM text", "JSON text", "text of several lines", "text with a NUL
     character", "a key in hex" (unless not `hex_is_secret`: hex where a public key's file
-    is expected is a mistyped pin, public) or "a key in base64" (a long token of the base64
-    alphabet with upper- and lower-case letters and digits, naming no existing file: a PEM
-    body without its armour); None for a plausible path."""
+    is expected is a mistyped pin, public) or "a key in base64" (naming no existing file, and
+    in base64 by `_looks_base64`: a PEM body without its armour, a PSK, in quotes or not);
+    None for a plausible path."""
     text = os.fsdecode(path)
     if text.lstrip().startswith("-----BEGIN"):
         return "PEM text"
@@ -49,17 +54,54 @@ def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
 
 
 def _looks_base64(text: str) -> bool:
-    """Whether `text` is a long base64 token (`_BASE64_KEY`) mixing upper-case letters,
-    lower-case letters and digits, as encoded keys do (path names of that alphabet rarely
-    mix all three). Hex alone is left to the hex rule (a public key's pin)."""
+    """Whether `text`, stripped of whitespace and quotes around it, is a key in base64
+    (standard or URL-safe alphabet): one that decodes to a DER SEQUENCE exactly as long as the
+    bytes (a PKCS#8 or SubjectPublicKeyInfo key: a PEM body without its armour), or ends with
+    "=" padding and decodes (a 16-byte PSK is 24 characters), or a token of `_BASE64_TOKEN`
+    mixing upper-case letters, lower-case letters and digits, as encoded keys do (path names
+    rarely mix all three). Anything else is taken for a path (quoted): a missing
+    /etc/iotdtls/keys/Gateway01/ClientPrivateKey is one (probe BO #3). Hex alone is left to
+    the hex rule (a public key's pin)."""
+    token = text.strip(_WRAPPING)
+    if not token or _HEX_KEY.fullmatch(token):
+        return False
+    decoded = _base64_decoded(_SPACES.sub("", token))
+    if decoded is not None and (_is_der_sequence(decoded) or token.endswith("=")):
+        return True
     return (
-        _BASE64_KEY.fullmatch(text) is not None
-        and _HEX_KEY.fullmatch(text) is None
-        and any(c.isupper() for c in text)
-        and any(c.islower() for c in text)
-        and any(c.isdigit() for c in text)
+        _BASE64_TOKEN.fullmatch(token) is not None
+        and any(c.isupper() for c in token)
+        and any(c.islower() for c in token)
+        and any(c.isdigit() for c in token)
     )
 
+
+def _base64_decoded(token: str) -> bytes | None:
+    """The bytes of `token` in standard or URL-safe base64 ("=" padding as given, or none:
+    added), None if it is neither."""
+    if token.endswith("=") and len(token) % 4:
+        return None  # padded, so its length must be whole
+    padded = token + "=" * (-len(token) % 4)
+    for altchars in (b"+/", b"-_"):
+        try:
+            return base64.b64decode(padded, altchars=altchars, validate=True)
+        except binascii.Error:  # ValueError: not of the alphabet, or a bad length
+            continue
+    return None
+
+
+def _is_der_sequence(data: bytes) -> bool:
+    """Whether `data` is one DER SEQUENCE (tag 0x30) whose length field counts exactly the
+    rest of `data`, as a key's PKCS#8 or SubjectPublicKeyInfo is."""
+    if len(data) < 2 or data[0] != 0x30:
+        return False
+    size = data[1]
+    if size < 0x80:
+        return 2 + size == len(data)
+    count = size & 0x7F
+    if not 1 <= count <= 4 or len(data) < 2 + count:
+        return False
+    return 2 + count + int.from_bytes(data[2 : 2 + count], "big") == len(data)
 
 def directory_name_problem(what: str, path: str | os.PathLike[str]) -> str | None:
     """Why `path`, given as `what` ("chain cache directory"), can name no directory, as a
