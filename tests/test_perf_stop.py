@@ -116,8 +116,11 @@ def test_a_generator_that_dies_still_gives_the_json_of_the_others() -> None:
     report = json.loads(out)
     assert report["error"] == err.removeprefix("iotdtls: ").rstrip("\n"), out
     assert report["processes"] == 1, out
-    assert report["handshakes"]["completed"] >= 500, out
-    assert report["messages"]["echoed"] >= 500, out
+    # The progress line counted a thousand handshakes of both: the survivor's share is large
+    # (a result longer than one read of its pipe), if uneven on a loaded machine (445 of them
+    # at load 5).
+    assert report["handshakes"]["completed"] >= 200, out
+    assert report["messages"]["echoed"] >= 200, out
 
 
 @pytest.mark.parametrize("attempt", range(ROUNDS))
