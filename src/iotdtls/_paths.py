@@ -60,7 +60,7 @@ def _looks_base64(text: str) -> bool:
     "=" padding and decodes (a 16-byte PSK is 24 characters), or a token of `_BASE64_TOKEN`
     mixing upper-case letters, lower-case letters and digits, as encoded keys do (path names
     rarely mix all three). Anything else is taken for a path (quoted): a missing
-    /etc/iotdtls/keys/Gateway01/ClientPrivateKey is one (probe BO #3). Hex alone is left to
+    /etc/iotdtls/keys/Gateway01/ClientPrivateKey is one. Hex alone is left to
     the hex rule (a public key's pin)."""
     token = text.strip(_WRAPPING)
     if not token or _HEX_KEY.fullmatch(token):

@@ -158,7 +158,7 @@ def _server_credentials(context: Context) -> ServerCredentials:
     kept on the context, `_SERVER_CREDENTIALS`), which reads `context.server_credentials` as
     it is at each handshake: a second transport with one of its own had its own rule of
     client keys, and took keyless raw-key clients after the last key was removed if no
-    raw-key client had come to it meanwhile (probe BO #2, sticky.py)."""
+    raw-key client had come to it meanwhile."""
     shared = getattr(context, _SERVER_CREDENTIALS, None)
     if isinstance(shared, ServerCredentials):
         return shared
@@ -168,7 +168,8 @@ def _server_credentials(context: Context) -> ServerCredentials:
 
 
 #: The attribute of a server context holding its `ServerCredentials` (aiocoap's `Context` has
-#: no place of its own for it; a dictionary of contexts would keep them alive).
+#: no place of its own for it; a dictionary of contexts would keep them alive, a weak one too,
+#: as the value reads the context's map).
 _SERVER_CREDENTIALS = "_iotdtls_server_credentials"
 
 
