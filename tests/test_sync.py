@@ -736,7 +736,8 @@ def test_an_icmp_error_reported_on_a_read_is_logged_not_raised(
     """An ICMP host unreachable from a router on the way is reported by the connected
     socket's next read (Linux: `recv` raises EHOSTUNREACH once): recv() raised it as a
     bare OSError, where `aio` (asyncio's and our transports pass every read error to
-    `error_received`) logs it. Now it is logged and recv() reads on; a read that says the
+    `error_received`) logs it. Now it is logged and recv() reads on, and a handshake goes
+    on with its timer (M14: the timer handled at the time of the error); a read that says the
     socket is closed under us (EBADF: a caller's `sock=` closed by its owner) still raises."""
 
     class Reported(_RouteOutage):
@@ -749,7 +750,11 @@ def test_an_icmp_error_reported_on_a_read_is_logged_not_raised(
             return super().recv_into(buffer, nbytes, flags)
 
     sock = Reported()
-    with sync.connect(*server.address, client_config(retransmit=FAST), sock=sock) as client:
+    sock.pending = errno.EHOSTUNREACH  # reported by the handshake's first read
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.sync"):
+        client = sync.connect(*server.address, client_config(retransmit=FAST), sock=sock)
+    assert not sock.pending
+    with client:
         client.send(b"echoed")
         time.sleep(0.1)  # the echo waits on the socket: the read that reports comes first
         sock.pending = errno.EHOSTUNREACH
@@ -815,6 +820,51 @@ def test_a_callers_socket_closed_by_the_caller_raises_ebadf_at_once(
         with contextlib.suppress(OSError):
             client.close()
         silent.close()
+
+
+def test_a_callers_socket_closed_by_another_thread_raises_ebadf_as_the_wait_ends(
+    server: ServerThread,
+) -> None:
+    """A caller's `sock=` closed by another thread while recv() waits: the OS does not wake
+    the wait, which ends at the timeout; the socket, closed by then (fileno -1), is read and
+    raises EBADF, not the timeout's None (M14: `_wait`'s look at fileno after the wait)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(), sock=sock)
+    closer = threading.Timer(0.2, sock.close)
+    closer.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(OSError) as closed:
+            client.recv(timeout=0.8)
+        assert closed.value.errno == errno.EBADF
+        assert time.monotonic() - started < 3.0
+    finally:
+        closer.cancel()
+        client.close()
+
+
+def test_a_callers_socket_closed_raises_ebadf_at_once_though_its_number_is_reused(
+    server: ServerThread,
+) -> None:
+    """A caller's `sock=` closed by the caller, and its descriptor number taken at once by
+    another file (any open of this process may get it): recv() raises EBADF at once, from
+    the socket object's fileno of -1, and does not wait on the other file's readiness until
+    its timeout (M14: `_wait`'s look at fileno before the wait)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = sync.connect(*server.address, client_config(), sock=sock)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        number = sock.fileno()
+        sock.close()
+        os.dup2(other.fileno(), number)  # the number now names a quiet socket of another's
+        try:
+            started = time.monotonic()
+            with pytest.raises(OSError) as closed:
+                client.recv(timeout=3.0)
+            assert closed.value.errno == errno.EBADF
+            assert time.monotonic() - started < 1.0
+        finally:
+            os.close(number)
+            client.close()
 
 
 @pytest.mark.parametrize("port", [0, 65536, 70000])
