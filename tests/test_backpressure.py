@@ -145,6 +145,21 @@ def test_blocking_client_queue_is_bounded() -> None:
         client.close()
 
 
+def test_blocking_client_queue_fills_to_its_bytes_exactly() -> None:
+    """`receive_queue_bytes` is the most the queue holds: datagrams that fill it to the byte
+    are kept, one byte more is dropped and counted (M14: the bound is inclusive)."""
+    config = ClientConfig(psk_identity="x", psk=PSK, receive_queue=QUEUE)
+    client = sync.DtlsClient(LOCALHOST, free_udp_port(), config)
+    half = config.receive_queue_bytes // 2
+    try:
+        for data in [b"A" * half, b"B" * (config.receive_queue_bytes - half), b"C"]:
+            client._on_event(DataReceived(data))
+        assert (len(client._received), client.dropped_datagrams) == (2, 1)
+        assert client._received_bytes == config.receive_queue_bytes == QUEUE * DEFAULT_MTU
+    finally:
+        client.close()
+
+
 def test_receive_queue_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="receive_queue"):
         ClientConfig(psk_identity="x", psk=PSK, receive_queue=0)
