@@ -117,6 +117,41 @@ def test_connect_cancelled_at_any_turn_of_the_loop_leaves_no_socket_and_no_assoc
     loop.run(asyncio.wait_for(main(), 20.0), loop_choice)
 
 
+def test_a_connect_cancelled_before_its_loop_calls_connection_made_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop whose create_datagram_endpoint, cancelled, returns before it calls the
+    protocol's connection_made (uvloop's can, 5d6aa7b): connect() marks its protocol
+    abandoned as it gives up, so the late connection_made closes the transport at once and
+    sends no ClientHello (M14: `_open_on` 13, 14 left it unmarked)."""
+
+    async def main() -> None:
+        running = asyncio.get_running_loop()
+        original = running.create_datagram_endpoint
+        late: list[asyncio.Future[Any]] = []
+
+        async def returns_first(factory: Any, **kwargs: Any) -> Any:
+            late.append(asyncio.ensure_future(original(factory, **kwargs)))
+            raise asyncio.CancelledError
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+            listener.bind((LOCALHOST, 0))
+            listener.setblocking(False)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            monkeypatch.setattr(running, "create_datagram_endpoint", returns_first)
+            with pytest.raises(asyncio.CancelledError):
+                await aio.connect(*listener.getsockname(), client_config(), sock=sock)
+            monkeypatch.undo()
+            _, protocol = await asyncio.wait_for(late[0], 2.0)
+            await asyncio.wait_for(protocol.lost, 2.0)
+            assert sock.fileno() == -1
+            await asyncio.sleep(0.1)
+            with pytest.raises(BlockingIOError):
+                listener.recv(2048)  # nothing was sent
+
+    run(main(), limit=10.0)
+
+
 def test_a_protocol_abandoned_by_connect_closes_its_transport_and_sends_nothing() -> None:
     """A loop that calls connection_made only after connect() gave up (cancelled within
     create_datagram_endpoint) gets its transport closed at once, no ClientHello sent."""
