@@ -437,6 +437,8 @@ def test_a_handshake_deadline_with_no_refusal_says_nothing_of_one() -> None:
     connection.receive_datagram(b"\x00not a record", 0.1)  # heard: whatever it was
     connection.handle_timer(2.0)
     assert str(connection.error) == "handshake timed out after 1 s"
+    assert isinstance(connection.error, HandshakeTimeout)
+    assert connection.error.unreachable_reports == 0  # a number still (M14), not None
 
 
 def test_refusals_after_the_server_was_heard_do_not_end_the_handshake() -> None:

@@ -147,18 +147,28 @@ def test_a_fragmented_client_hello_is_counted_and_dropped_under_cookie_exchange(
     assert link.server.connections == {} and wire_from(link, "server") == []
 
 
-def test_a_client_whose_fragmented_client_hello_got_no_answer_says_so() -> None:
+@pytest.mark.parametrize("reports", [0, 1])
+def test_a_client_whose_fragmented_client_hello_got_no_answer_says_so(reports: int) -> None:
     """The HandshakeTimeout of a client that heard no ServerHello after a ClientHello in
-    fragments names the datagram that ClientHello needs and the mtu, on one line."""
+    fragments names the datagram that ClientHello needs and the mtu, on one line; and an
+    ICMP port-unreachable report its adapter had before, with no datagram heard, too (M14)."""
     link = long_hello_link(cookie=True)
+    if reports:
+        link.client.port_unreachable_reported(reports)
     link.handshake(until=30)
     error = link.client.error
     assert isinstance(error, HandshakeTimeout)
     hello_length = max(hs.length for d in wire_from(link, "client") for hs, _ in plain_handshake(d))
     needed = 13 + 12 + hello_length  # record header, handshake header, body
     assert error.hello_size == needed > 200 and error.mtu == 200
+    assert error.unreachable_reports == reports
+    refused = (
+        "; the network reported the port unreachable 1 time (ICMP): nothing may listen there"
+        if reports else ""
+    )
     assert str(error) == (
-        f"handshake timed out after 10 s (the ClientHello needs a {needed}-byte datagram and went"
+        f"handshake timed out after 10 s{refused} (the ClientHello needs a {needed}-byte"
+        " datagram and went"
         " in fragments to fit mtu 200; servers with stateless cookies (iotdtls, OpenSSL's"
         " listener, Mbed TLS) drop those: raise mtu or send less)"
     )
