@@ -25,7 +25,7 @@ import pytest
 
 from iotdtls import aio, trace
 from iotdtls._addresses import format_address
-from iotdtls._arguments import attach_socket, check_port, check_type
+from iotdtls._arguments import attach_socket, check_port, check_sock, check_type
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.certurl import default_fetcher
 from iotdtls.chaincache import ChainCache
@@ -1408,6 +1408,22 @@ def test_connect_and_serve_refuse_a_socket_that_is_not_an_open_udp_one(
             assert str(refused.value) == message
 
     run(main())
+
+
+def test_a_datagram_socket_of_a_family_python_has_no_name_for_is_refused_by_its_number() -> None:
+    """`sock=` of another family than AF_INET and AF_INET6 is refused naming the family: by
+    its name (AF_UNIX, in the WRONG_SOCKETS tests) or, for a number Python's AddressFamily
+    has no member for, by the number (M14: `_family_name`)."""
+
+    class Unnamed(socket.socket):
+        @property
+        def family(self) -> Any:  # what socket.family gives for a family it cannot name
+            return 99
+
+    with Unnamed(socket.AF_INET, socket.SOCK_DGRAM) as sock, pytest.raises(
+        TypeError, match=r"^sock must be an AF_INET or AF_INET6 UDP socket, got 99$"
+    ):
+        check_sock(sock)
 
 
 @pytest.mark.parametrize(("family", "host", "message"), FAMILY_MISMATCHES)
