@@ -31,8 +31,11 @@ import pytest
 
 from iotdtls import aio, loop, workers
 from iotdtls._addresses import (
+    UnusableAddress,
+    UnusableName,
     format_address,
     listening_on,
+    reaching,
     resolve,
     socket_error,
     unknown_interface,
@@ -1023,6 +1026,27 @@ def test_only_invalid_argument_for_a_link_local_address_is_told_to_add_its_inter
     """The kernel's "Invalid argument" is explained for an IPv6 link-local address without its
     zone only; any other error, or that one for any other host, is shown as it is."""
     assert socket_error(error, host, 5684) == said
+
+
+def test_an_error_of_an_unusable_address_is_raised_again_with_its_kind_and_errno() -> None:
+    """`listening_on` (and `reaching`, but for the resolver's errors, which it names itself)
+    raises an error of an address naming no usable interface again as an `UnusableAddress`:
+    an `UnusableName`, a `socket.gaierror` still, where the resolver refused it, not one
+    where the kernel did; with its errno, or none (M14: `_named`)."""
+    with pytest.raises(UnusableName) as refused, listening_on("fe80::1%nosuch", 5684):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert refused.value.errno == socket.EAI_NONAME
+    assert "the network interface nosuch is unknown" in str(refused.value)
+    with pytest.raises(UnusableAddress) as invalid, reaching("fe80::1", 5684):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    assert not isinstance(invalid.value, socket.gaierror)
+    assert invalid.value.errno == errno.EINVAL
+    with pytest.raises(UnusableAddress) as plain, listening_on("fe80::1%nosuch", 5684):
+        raise OSError("no errno")
+    assert plain.value.errno is None
+    assert str(plain.value) == (
+        "cannot listen on [fe80::1%nosuch]:5684: the network interface nosuch is unknown"
+    )
 
 
 def test_a_session_that_cannot_be_saved_names_the_file(tmp_path: Path) -> None:
