@@ -337,6 +337,24 @@ def test_observe_prints_each_notification_until_the_duration(
 
 
 @pytest.mark.req("COAP-1")
+@pytest.mark.parametrize(
+    ("uri", "scheme", "handed"),
+    [
+        ("coaps://[fe80::1%25lo]:5684/x", "coaps", "coaps://[fe80::1%25lo]:5684/x"),
+        ("coap://[fe80::1%25lo]:5683/x", "coap", "coap://[fe80::1%lo]:5683/x"),
+        ("coap://[fe80::1%251]/x", "coap", f"coap://[fe80::1%{socket.if_indextoname(1)}]/x"),
+        ("coap://[2001:db8::1]/x", "coap", "coap://[2001:db8::1]/x"),
+    ],
+)
+def test_only_a_coap_uri_has_its_zone_decoded_for_aiocoap(
+    uri: str, scheme: str, handed: str
+) -> None:
+    """aiocoap reads a coap:// URI's zone undecoded (c1a75b7): it is handed decoded, an index
+    by its interface's name; a coaps:// URI, ours to read, and a URI without a zone go as
+    they are (M14: `_uri_for_aiocoap`)."""
+    assert coap_cli._uri_for_aiocoap(uri, scheme) == handed
+
+
 def test_a_coap_uri_goes_without_dtls(capsys: pytest.CaptureFixture[str]) -> None:
     """coap:// needs no credentials and reaches a plain CoAP server (no peer to greet)."""
     with served_in_thread(plain_coap) as served:

@@ -586,6 +586,21 @@ def test_server_psk_alone_has_no_public_key_material() -> None:
     assert not config.require_extended_master_secret
 
 
+@pytest.mark.parametrize(
+    "flag", ["--max-handshakes", "--max-handshakes-per-host", "--max-connections"]
+)
+def test_a_server_limit_of_one_is_taken_and_zero_refused(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each count of `add_server_limits` takes 1, the least, and refuses 0 (M14: their
+    bounds)."""
+    config = server_config_of(server_args(*PSK, flag, "1"))
+    assert getattr(config, flag[2:].replace("-", "_")) == 1
+    with pytest.raises(SystemExit):
+        server_args(*PSK, flag, "0")
+    assert flag in capsys.readouterr().err
+
+
 def test_server_flags_beside_the_credentials() -> None:
     defaults = server_config_of(server_args(*PSK))
     assert defaults.cookie_exchange and defaults.mtu == DEFAULT_MTU
