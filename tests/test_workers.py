@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -97,6 +98,36 @@ def test_a_worker_that_does_not_start_stops_them_all(
     assert str(failed.value) == message
     assert multiprocessing.active_children() == []
     assert time.monotonic() - started < 8.0
+
+
+def test_a_serve_cancelled_while_it_stops_the_workers_of_a_failed_start_ends_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start that failed stops its workers before it raises ChildProcessError; the caller
+    cancelled meanwhile (a `wait_for`'s timeout, say) still gets its CancelledError, once no
+    worker is left, not the start's failure (M14: `_run_to_its_end`'s note of it)."""
+    stopping = threading.Event()
+    stop_workers = workers._stop_workers
+
+    def slow_stop(started: list[Any], **kwargs: Any) -> None:
+        stopping.set()
+        time.sleep(0.5)  # the caller is cancelled during the stop
+        stop_workers(started, **kwargs)
+
+    monkeypatch.setattr(workers, "_stop_workers", slow_stop)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(workers.serve(
+            echo, LOCALHOST, 0, server_config(), workers=2, loop_choice="asyncio",
+            initializer=failing_initializer,
+        ))
+        assert await asyncio.to_thread(stopping.wait, 60.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert multiprocessing.active_children() == []
 
 
 def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
