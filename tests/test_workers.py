@@ -752,6 +752,34 @@ def test_a_start_cancelled_while_the_workers_start_stops_them() -> None:
     assert multiprocessing.active_children() == []
 
 
+def test_workers_killed_while_starting_are_logged_by_their_pids(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A start cancelled while its workers are still in their initializer kills them and
+    logs each one's line by its pid (M14: `_stop_workers` 19 wrote pid 0)."""
+
+    pids: list[int] = []
+
+    async def main() -> None:
+        starting = asyncio.ensure_future(workers.serve(
+            echo, LOCALHOST, 0, server_config(), workers=2, loop_choice="asyncio",
+            initializer=slow_initializer,
+        ))
+        await asyncio.sleep(0.3)
+        pids.extend(child.pid or 0 for child in multiprocessing.active_children())
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    said = [
+        int(found.group(1)) for record in caplog.records
+        if (found := re.search(r"\(pid (\d+)\) killed while starting", record.getMessage()))
+    ]
+    assert len(pids) == 2 and sorted(said) == sorted(pids)
+
+
 def test_a_ctrl_c_while_the_workers_spawn_ends_the_start_with_every_worker_stopped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
