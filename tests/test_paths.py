@@ -43,6 +43,14 @@ _KEY_FORMS = {
     "a token of 40 without / or padding": "aX8kb4C6TCFcgkc2xMPMK72yHwq+z9SVRkZ0prm7C1w9",
     "a DER SEQUENCE of 6 bytes": "MAQCAgEF",  # 30 04 02 02 01 05
     "a DER SEQUENCE, length in long form": "MIEDAgEF",  # 30 81 03 02 01 05
+    # As stores hold them: lines joined by a written-out newline, a data URI, an environment
+    # file's line, a JSON list's item.
+    "PEM lines joined by \\n": "\\n".join((_KEY[:64], _KEY[64:128], _KEY[128:])),
+    "PEM lines joined by \\r\\n": "\\r\\n".join((_KEY[:64], _KEY[64:])),
+    "a data URI": f"data:application/pkcs8;base64,{_KEY}",
+    "an environment file's line": f"DEVICE_KEY={_KEY}",
+    "a JSON list's item": f'"{_KEY}",',
+    "a PSK in an environment file's line": "PSK=m6JfJ19RxgcI/80Vruu1BA==",
 }
 #: Missing files that are paths, whatever their names look like (probe BO #3: the first four
 #: were "a key in base64", which hid the missing file).
@@ -63,6 +71,8 @@ _PATHS = [
     "MA",  # 30: a tag alone
     "MIA",  # 30 80: an indefinite length, not DER
     "MQNhYmM",  # 31 03 and 3 bytes: a SET, not a SEQUENCE
+    "/srv/build=release/keys/client",  # a "NAME=" that is no key's prefix
+    "data:/keys/client",
 ]
 _MISSING = FileNotFoundError(2, "No such file or directory")
 

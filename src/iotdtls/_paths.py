@@ -25,10 +25,16 @@ _HEX_KEY = re.compile(r"(?:.*:)?\s*[0-9A-Fa-f]{16,}\s*")
 #: only a token that decodes to a key's structure, or is padded, is taken for a key).
 _BASE64_CHARS = 40
 _BASE64_TOKEN = re.compile(rf"[A-Za-z0-9+]{{{_BASE64_CHARS},}}")
-#: Surrounding whitespace and quotes (a key copied from JSON or an environment file).
-_WRAPPING = " \t\"'"
-#: ASCII whitespace, which base64 decoders skip (a key split into lines, here on one line).
-_SPACES = re.compile(r"[ \t]+")
+#: Surrounding whitespace, quotes and separators (a key copied from JSON, a list or an
+#: environment file: `"...",`).
+_WRAPPING = " \t\"',;"
+#: What a key copied from where it is kept may carry before its base64: an environment
+#: file's `NAME=` (a shell variable's name) or a data URI's `data:TYPE;base64,` (RFC 2397).
+_KEY_PREFIX = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*=|data:[^,]*;base64,)(?=.)", re.I)
+#: ASCII whitespace, and newlines written as `\n` / `\r` (a PEM body's lines joined as JSON,
+#: YAML and environment stores hold them), which base64 decoders would skip.
+_SPACES = re.compile(r"(?:[ \t]|\\+[nr])+")
+
 
 def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
     """What `path` looks like when it cannot be a file's name but may be a secret (never to
@@ -54,8 +60,10 @@ def not_a_path(path: str | bytes, *, hex_is_secret: bool = True) -> str | None:
 
 
 def _looks_base64(text: str) -> bool:
-    """Whether `text`, stripped of whitespace and quotes around it, is a key in base64
-    (standard or URL-safe alphabet): one that decodes to a DER SEQUENCE exactly as long as the
+    """Whether `text`, stripped of whitespace, quotes and separators around it (and, as
+    another reading, of a `NAME=` or data URI prefix: `_KEY_PREFIX`), with its spaces and
+    written-out newlines dropped, is a key in base64 (standard or URL-safe alphabet): one that
+    decodes to a DER SEQUENCE exactly as long as the
     bytes (a PKCS#8 or SubjectPublicKeyInfo key: a PEM body without its armour), or ends with
     "=" padding and decodes (a 16-byte PSK is 24 characters), or a token of `_BASE64_TOKEN`
     mixing upper-case letters, lower-case letters and digits, as encoded keys do (path names
@@ -63,11 +71,13 @@ def _looks_base64(text: str) -> bool:
     /etc/iotdtls/keys/Gateway01/ClientPrivateKey is one. Hex alone is left to
     the hex rule (a public key's pin)."""
     token = text.strip(_WRAPPING)
+    unwrapped = _KEY_PREFIX.sub("", token, count=1).strip(_WRAPPING)
     if not token or _HEX_KEY.fullmatch(token):
         return False
-    decoded = _base64_decoded(_SPACES.sub("", token))
-    if decoded is not None and (_is_der_sequence(decoded) or token.endswith("=")):
-        return True
+    for candidate in dict.fromkeys((token, unwrapped)):
+        decoded = _base64_decoded(_SPACES.sub("", candidate))
+        if decoded is not None and (_is_der_sequence(decoded) or candidate.endswith("=")):
+            return True
     return (
         _BASE64_TOKEN.fullmatch(token) is not None
         and any(c.isupper() for c in token)
@@ -102,6 +112,7 @@ def _is_der_sequence(data: bytes) -> bool:
     if not 1 <= count <= 4 or len(data) < 2 + count:
         return False
     return 2 + count + int.from_bytes(data[2 : 2 + count], "big") == len(data)
+
 
 def directory_name_problem(what: str, path: str | os.PathLike[str]) -> str | None:
     """Why `path`, given as `what` ("chain cache directory"), can name no directory, as a
