@@ -716,6 +716,47 @@ def test_the_client_key_rule_is_one_for_every_port_and_every_listing(tmp_path: P
     run(main())
 
 
+def test_a_server_given_a_plain_dict_for_its_map_admits_no_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`context.server_credentials` set to a plain dict (the form `server_context` takes, but
+    never loaded: its entries are dicts) was read as a map listing no client key, so every
+    raw-key client was admitted, the one it meant to list, a keyless one and a stranger. Now
+    anything but a credentials map is read as an empty map that has listed a key (fail
+    closed), with one warning saying to load it."""
+    files = make_rpk_files(tmp_path)
+    server_pin = public_key_pin(files.server_pub.read_bytes())
+    timers: dict[str, Any] = {"retransmit": FAST, "handshake_timeout": 5.0}
+    own = {":server": {"dtls-rpk": {"private-key": str(files.server_key)}}}
+
+    async def refused(port: int, key: Path | None) -> None:
+        config = ClientConfig(raw_public_key=None if key is None else PrivateKey.load(key),
+                              server_public_keys=[server_pin], **timers)
+        with pytest.raises(DtlsError, match=r"handshake_failure|unsupported_certificate"):
+            async with asyncio.timeout(10), aio.connect(LOCALHOST, port, config):
+                pass
+
+    async def main() -> None:
+        context = aiocoap.Context(serversite=CoapSite().site)
+        context.server_credentials = load_credentials(own)
+        try:
+            served = await add_server_transport(context, (LOCALHOST, 0), **timers)
+            context.server_credentials = {
+                **own, ":A": {"dtls-rpk": {"peer-public-key": str(files.client_pub)}}}
+            for key in (files.client_key, files.stranger_key, None):
+                await refused(served.address[1], key)
+        finally:
+            await context.shutdown()
+
+    with caplog.at_level(logging.WARNING, logger="iotdtls.coap"):
+        run(main())
+    warnings = [r.getMessage() for r in caplog.records if "not a credentials map" in r.getMessage()]
+    assert warnings == [
+        "context.server_credentials is a dict, not a credentials map: no client is admitted by "
+        "it; give it load_credentials(...) of it"
+    ]
+
+
 def test_a_map_notes_a_client_key_however_it_is_stored() -> None:
     """`CredentialsMap.listed_client_keys`, read by a server's rule of client keys: set by
     each way dict has of storing an entry (update and setdefault bypass __setitem__), and

@@ -61,6 +61,7 @@ authenticate a `PeerIdentity` (its labels).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file,
 from iotdtls.crypto.x509names import canonical_eui64, reference_identity
 from iotdtls.errors import ConfigError
 from iotdtls.identity import CertificateIdentity, PeerIdentity, PskIdentity, RawPublicKeyIdentity
+
+logger = logging.getLogger("iotdtls.coap")
 
 __all__ = [
     "CredentialsMap",
@@ -602,6 +605,8 @@ class ServerCredentials:
         #: `labels` of the same handshake (one scan of the map per handshake, not two); each
         #: is used once, and only while the map still holds that entry under that label.
         self._found_psk: dict[bytes, tuple[str, object]] = {}
+        #: Whether `_map` has warned of a map that is not one.
+        self._warned_not_a_map = False
 
     def __repr__(self) -> str:
         return "<ServerCredentials>"
@@ -645,8 +650,21 @@ class ServerCredentials:
         module knows whether it has held one since it was made (`CredentialsMap`), at no cost;
         another map is scanned for one by `lists_client_keys` only (at the handshakes of
         raw-key clients, and when the config is made), as a scan at each reading would cost
-        a PSK server with a large map as much as its PSK lookup."""
+        a PSK server with a large map as much as its PSK lookup. Anything but aiocoap's map
+        (a plain dict put in `context.server_credentials`, whose entries were never loaded)
+        is read as an empty map that has listed a client key, with a warning once: no client
+        is admitted by it (fail closed), where its unloaded entries would have listed none."""
         credentials = self._credentials()
+        if not isinstance(credentials, aiocoap_credentials.CredentialsMap):
+            if not self._warned_not_a_map:
+                self._warned_not_a_map = True
+                logger.warning(
+                    "context.server_credentials is a %s, not a credentials map: no client is "
+                    "admitted by it; give it load_credentials(...) of it",
+                    type_name(credentials),
+                )
+            self._listed_client_keys = True
+            return CredentialsMap()
         if isinstance(credentials, CredentialsMap) and credentials.listed_client_keys:
             self._listed_client_keys = True
         return credentials
