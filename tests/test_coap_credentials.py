@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -384,14 +385,7 @@ def test_a_key_aiocoap_refuses_is_never_quoted(fields: dict[str, Any], message: 
     dtls = {"client-identity": {"ascii": CLIENT_IDENTITY}, **fields}
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"coaps://*": {"dtls": dtls}}))
-    attempts = [
-        ("credentials coaps://*: ", lambda: client_context(
-            credentials={"coaps://*": {"dtls": dtls}}, plain_coap=False)),
-        ("credentials :dev1: ", lambda: server_context(
-            None, ("127.0.0.1", 0), credentials={":dev1": {"dtls": dtls}})),
-        (f"credentials file {path} coaps://*: ", lambda: client_context(
-            credentials=str(path), plain_coap=False)),
-    ]
+    attempts = _contexts_given(dtls, path)
 
     async def main() -> None:
         for where, attempt in attempts:
@@ -404,6 +398,21 @@ def test_a_key_aiocoap_refuses_is_never_quoted(fields: dict[str, Any], message: 
             assert info.value.__context__ is None  # aiocoap's error, with the key, not kept
 
     run(main())
+
+
+def _contexts_given(
+    dtls: dict[str, Any], path: Path
+) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+    """Each way a "dtls" entry reaches a context, with the start of its error message: a
+    client's map, a server's map, a client's credentials file (`path`, holding the entry)."""
+    return [
+        ("credentials coaps://*: ", lambda: client_context(
+            credentials={"coaps://*": {"dtls": dtls}}, plain_coap=False)),
+        ("credentials :dev1: ", lambda: server_context(
+            None, ("127.0.0.1", 0), credentials={":dev1": {"dtls": dtls}})),
+        (f"credentials file {path} coaps://*: ", lambda: client_context(
+            credentials=str(path), plain_coap=False)),
+    ]
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -422,14 +431,7 @@ def test_a_bytes_form_of_a_value_not_a_string_is_a_one_line_config_error(
     with pytest.raises(ConfigError) as info:
         load_credentials({"coaps://*": {"dtls": dtls}})
     assert str(info.value) == f"credentials coaps://*: {message} (its value is not shown)"
-    attempts = [
-        ("credentials coaps://*: ", lambda: client_context(
-            credentials={"coaps://*": {"dtls": dtls}}, plain_coap=False)),
-        ("credentials :dev1: ", lambda: server_context(
-            None, ("127.0.0.1", 0), credentials={":dev1": {"dtls": dtls}})),
-        (f"credentials file {path} coaps://*: ", lambda: client_context(
-            credentials=str(path), plain_coap=False)),
-    ]
+    attempts = _contexts_given(dtls, path)
 
     async def main() -> None:
         for where, attempt in attempts:
