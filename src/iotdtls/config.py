@@ -423,6 +423,17 @@ def _check_psk(name: str, key: bytes) -> None:
         raise ConfigError(f"{name} is {len(key)} bytes; at most {MAX_PSK_LENGTH} fit the protocol")
 
 
+def check_psk_pair(
+    identity_name: str, identity: bytes, key_name: str, key: bytes, known_by: str
+) -> None:
+    """A PSK identity and its key as every configuration takes them, a one-line `ConfigError`
+    otherwise: the identity not empty and within 2^16 - 1 bytes (`_check_identity_length`),
+    the key 1 to 2^16 - 1 bytes (`_check_psk`; RFC 4279 §2, §5). `known_by` ends the empty
+    identity's message."""
+    _check_identity_length(identity_name, identity, known_by)
+    _check_psk(key_name, key)
+
+
 def _check_identity_length(name: str, identity: bytes, known_by: str) -> None:
     """A PSK identity names whose key it is (RFC 4279 §5: the server picks the key by it), so
     it is not empty, and it must fit the ClientKeyExchange's 2-byte length (RFC 4279 §2).
@@ -757,8 +768,9 @@ class ClientConfig(_CommonConfig):
                 self, "psk_identity", _identity_bytes("psk_identity", self.psk_identity)
             )
             object.__setattr__(self, "psk", _key_bytes("psk", self.psk))
-            _check_identity_length("psk_identity", self.identity, "the server knows the key by")
-            _check_psk("psk", self.psk)
+            check_psk_pair(
+                "psk_identity", self.identity, "psk", self.psk, "the server knows the key by"
+            )
         if self.raw_public_key is not None and modes[0] is not Mode.RAW_PUBLIC_KEY:
             raise ConfigError("raw_public_key is for raw-public-key mode: add server_public_keys")
         if self.certificate is not None and modes[0] is not Mode.X509:

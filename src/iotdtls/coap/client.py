@@ -76,10 +76,9 @@ __all__ = [
 
 logger = logging.getLogger("iotdtls.coap")
 
-#: Chooses the DTLS configuration of a request: returns where it came from (the map entry) and
-#: the `ClientConfig`. Requests to the same host and port whose configs have the same
-#: `credentials_of` share an association.
-ConfigForRequest = Callable[[Message], tuple[object, ClientConfig]]
+#: Chooses the `ClientConfig` of a request. Requests to the same host and port whose configs
+#: have the same `credentials_of` share an association.
+ConfigForRequest = Callable[[Message], ClientConfig]
 
 
 #: How many distinct requests (by URI without its query) an association notes having been
@@ -250,7 +249,7 @@ class ClientRemote(CoapsAddress):
             return True
         for request in self.chosen_for.values():
             try:
-                if credentials_of(config_for(request)[1]) == self.credentials:
+                if credentials_of(config_for(request)) == self.credentials:
                     return True
             except (error.Error, CredentialsMissingError, CredentialsLoadError):
                 continue  # no entry any more, or none that makes a config
@@ -358,7 +357,7 @@ class CoapsClientInterface(CoapsInterface):
         if isinstance(bound, ClientRemote) and _continues_a_transfer(message):
             await self._refuse_ended(bound)
         host, port = _destination(message)
-        _source, config = self._config_for(message)
+        config = self._config_for(message)
         credentials = credentials_of(config)
         remote = self._pooled(host, port, credentials)
         if remote is not None and remote.unresponsive:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiocoap import Context, interfaces
-from aiocoap.message import Message
 from aiocoap.numbers.constants import COAPS_PORT
 from aiocoap.resource import Site
 
@@ -94,11 +93,7 @@ def _client_chooser(
         check_client_credentials(context.client_credentials, settings)
         return map_client_configs(lambda: context.client_credentials, settings)
     fixed = config
-
-    def config_for(message: Message) -> tuple[object, ClientConfig]:
-        return fixed, fixed
-
-    return config_for
+    return lambda message: fixed
 
 
 async def add_server_transport(

@@ -75,7 +75,13 @@ from aiocoap.message import Message
 
 from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, not_a_path, shown_path
-from iotdtls.config import MAX_PSK_LENGTH, ClientConfig, ServerConfig, type_name
+from iotdtls.config import (
+    MAX_PSK_LENGTH,
+    ClientConfig,
+    ServerConfig,
+    check_psk_pair,
+    type_name,
+)
 from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
 from iotdtls.crypto.x509names import canonical_eui64, reference_identity
 from iotdtls.errors import ConfigError
@@ -571,14 +577,14 @@ def check_client_credentials(
 
 def map_client_configs(
     credentials: Callable[[], aiocoap_credentials.CredentialsMap], settings: Mapping[str, Any]
-) -> Callable[[Message], tuple[object, ClientConfig]]:
-    """Per request: the map entry matching its URI (the key of its association) and the
-    `ClientConfig` made from it. `credentials` is read at each request, so the map may change."""
+) -> Callable[[Message], ClientConfig]:
+    """Per request: the `ClientConfig` made from the map entry matching its URI. `credentials`
+    is read at each request, so the map may change."""
 
-    def config_for(message: Message) -> tuple[object, ClientConfig]:
+    def config_for(message: Message) -> ClientConfig:
         entry = credentials().credentials_from_request(message)
         try:
-            return entry, client_config_for(entry, settings)
+            return client_config_for(entry, settings)
         except ConfigError as exc:
             uri = message.get_request_uri()
             raise UnusableCredentials(f"credentials for {uri}: {exc}") from exc
@@ -811,25 +817,18 @@ def _dtls_psk(entry: object) -> tuple[bytes, bytes] | None:
 
 
 def _check_psk_identities(credentials: aiocoap_credentials.CredentialsMap) -> None:
-    """A "dtls" entry's client-identity names whose key it is (RFC 4279 §5: the server picks
-    the key by it): an empty one names no one, refused as the client side refuses it (and a
-    client that sends one is never looked up, `PskServerExchange`); an empty psk is refused
-    as the client side refuses it too, and so is a longer one than 65535 bytes (a key is 1 to
-    65535 bytes, RFC 4279 §2: each handshake of that identity ended in internal_error)."""
+    """Each "dtls" entry's client-identity and psk as a client's configuration takes them
+    (`check_psk_pair`): an identity names whose key it is (RFC 4279 §5: the server picks the
+    key by it), so an empty one names no one (and a client that sends one is never looked up,
+    `PskServerExchange`); a key is 1 to 65535 bytes (RFC 4279 §2: each handshake of an
+    identity with another ended in internal_error)."""
     for label, entry in credentials.items():
         found = _dtls_psk(entry)
-        if found is not None and not found[0]:
-            raise ConfigError(
-                f"credentials {label}: client-identity is empty: give the identity the client"
-                " names its key by (RFC 4279 §5)"
-            )
-        if found is not None and not found[1]:
-            raise ConfigError(f"credentials {label}: psk is empty: give the pre-shared key bytes")
-        if found is not None and len(found[1]) > MAX_PSK_LENGTH:
-            raise ConfigError(
-                f"credentials {label}: psk is {len(found[1])} bytes; at most {MAX_PSK_LENGTH} fit"
-                " the protocol"
-            )
+        if found is not None:
+            identity, psk = found
+            where = f"credentials {label}: "
+            check_psk_pair(f"{where}client-identity", identity, f"{where}psk", psk,
+                           "the client names its key by")
 
 
 def _x509_server(entries: list[object]) -> dict[str, Any]:
