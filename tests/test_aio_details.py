@@ -1073,25 +1073,49 @@ def test_a_retry_after_a_failed_resumption_still_says_the_session_was_resumed() 
     run(main())
 
 
-def test_a_server_that_only_sends_keeps_the_association_alive() -> None:
-    """Sending is activity for the idle timeout at the moment of the send (RFC 6520 §5.2's
-    sense of activity), not at the last time the server's clock moved: a handler pushing a
-    datagram every 0.35 s outlives an idle timeout of 0.6 s (counted from the previous push,
-    the association would end 0.25 s after each one)."""
+def test_a_server_that_only_sends_does_not_keep_a_silent_peer() -> None:
+    """Data the server sends is no activity for the idle timeout: a handler pushing a datagram
+    every 0.1 s to a client that never speaks (a vanished CoAP observer would not either)
+    still sees the association end 0.6 s after its handshake; the client gets close_notify
+    (its recv returns None) long before the 40 pushes are through."""
 
     async def push(session: aio.ServerSession) -> None:
-        for n in range(6):
+        for n in range(40):
             session.send(b"push %d" % n)
-            await asyncio.sleep(0.35)
-        await echo(session)
+            await asyncio.sleep(0.1)
 
     async def main() -> None:
         config = server_config(idle_timeout=0.6)
+        async with await aio.serve(push, LOCALHOST, 0, config) as server:
+            loop = asyncio.get_running_loop()
+            async with aio.connect(*server.address, client_config()) as client:
+                started, received = loop.time(), 0
+                while await asyncio.wait_for(client.recv(), 3.0) is not None:
+                    received += 1
+                assert 0.5 <= loop.time() - started < 2.0
+                assert 1 <= received < 20
+
+    run(main())
+
+
+def test_keep_alive_keeps_a_peer_that_only_listens() -> None:
+    """With keep-alive (RFC 6520 §5.2), the client's answers to the server's heartbeats are
+    its authenticated records: a handler pushing for 3 s to a client that sends nothing else
+    outlives an idle timeout of 1.5 s, and every push arrives."""
+
+    async def push(session: aio.ServerSession) -> None:
+        for n in range(12):
+            session.send(b"push %d" % n)
+            await asyncio.sleep(0.25)
+        await echo(session)
+
+    async def main() -> None:
+        config = server_config(idle_timeout=1.5, heartbeat=True, keepalive_interval=1.0)
         async with (
             await aio.serve(push, LOCALHOST, 0, config) as server,
-            aio.connect(*server.address, client_config()) as client,
+            aio.connect(*server.address, client_config(heartbeat=True)) as client,
         ):
-            for n in range(6):
+            for n in range(12):
                 assert await asyncio.wait_for(client.recv(), 2.0) == b"push %d" % n
 
     run(main())

@@ -153,24 +153,33 @@ def test_full_table_evicts_the_least_recently_active() -> None:
 
 @pytest.mark.req("HS-2")
 def test_full_table_counts_activity_as_the_idle_timeout_does() -> None:
-    """Data the server sends is activity; a datagram that fails authentication is not: a forger
-    cannot keep an association from being the one a full table lets go."""
+    """Only the peer's authenticated records are activity: neither data the server sends (to a
+    peer that may have gone) nor a datagram that fails authentication (a forger's) keeps an
+    association from being the one a full table lets go."""
     net = Net(server_config(max_connections=3, max_handshakes=3))
-    a, b, c, d = (("198.51.100.7", 7000 + i) for i in range(4))
+    a, b, c, d, e = (("198.51.100.7", 7000 + i) for i in range(5))
     for address in (a, b, c):
         net.established(address)
         net.now += 1.0
     net.now = 10.0
-    net.server.send(a, b"notification", net.now)  # a was active last
+    net.server.send(a, b"notification", net.now)  # the server pushes to a: no sign of a
     net.pump()
     net.now = 11.0
     # A whole epoch-1 application_data record of a fresh sequence number: it fails its tag.
     forged = RecordHeader(ContentType.application_data, DTLS_1_2, 1, 1000, 24).encode()
     net.server.receive_datagram(forged + b"\xaa" * 24, b, net.now)
     assert net.server.connections[b].discards[DiscardReason.BAD_TAG] == 1
+    net.now = 11.5
+    net.clients[c].send(b"still here")  # c's peer speaks: c is the most recently active
+    net.pump()
     net.now = 12.0
     net.established(d)
-    assert set(net.server.connections) == {a, c, d}
+    assert set(net.server.connections) == {b, c, d}
+    (closed,) = net.closed_events(a)
+    assert isinstance(closed.error, AssociationEvicted)
+    net.now = 13.0
+    net.established(e)
+    assert set(net.server.connections) == {c, d, e}
     (closed,) = net.closed_events(b)
     assert isinstance(closed.error, AssociationEvicted)
 

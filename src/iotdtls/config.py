@@ -1015,9 +1015,11 @@ class ServerConfig(_CommonConfig):
     #: With `server_name_lookup`: a name it does not know ends the handshake with
     #: unrecognized_name (True) or is served with this configuration's credentials (False).
     reject_unknown_server_names: bool = True
-    #: Seconds an established association may go without traffic (an authenticated record
-    #: from the peer, or application data sent to it) before the server sends close_notify
-    #: and forgets it; the application sees `ConnectionClosed(IdleTimeout)`. None: never.
+    #: Seconds an established association may go without an authenticated record from the
+    #: peer (data we send it does not count: it proves nothing of a peer that has gone)
+    #: before the server sends close_notify and forgets it; the application sees
+    #: `ConnectionClosed(IdleTimeout)`. None: never. A peer's answer to our heartbeat
+    #: (`keepalive_interval`) counts, so keep-alive keeps a peer that only listens.
     #: Default one hour: far beyond the two minutes or more a NAT keeps an idle UDP binding
     #: (RFC 4787 REQ-5), after which the peer would come back from another port anyway.
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT

@@ -693,8 +693,8 @@ class ServerEndpoint:
         """A handshake just completed (its peer authenticated, RFC 5246 §7.4.9): beyond
         `ServerConfig.max_connections` established associations, the least recently active
         one goes, by its last activity as the idle timeout counts it (`_activity`, oldest
-        first: an authenticated record from its peer or data sent to it; a datagram that fails
-        authentication protects no association). It gets close_notify first, so its peer
+        first: an authenticated record from its peer; neither data sent to it nor a datagram
+        that fails authentication protects an association). It gets close_notify first, so its peer
         learns that the association is gone."""
         if len(self.connections) - len(self._handshaking) > self.config.max_connections:
             idlest = next(iter(self._activity))
@@ -883,17 +883,18 @@ class ServerEndpoint:
         self._expire_idle(now)
 
     def send(self, address: Address, data: bytes, now: float | None = None) -> None:
-        """Send application data to an established peer: activity for the idle timeout and the
-        keep-alive (RFC 6520 §5.2) at `now`, or at the latest time the endpoint was given.
-        Raises `DatagramTooLarge` for data that does not fit one datagram
-        (`DtlsConnection.max_send_size`)."""
+        """Send application data to an established peer, at `now` or at the latest time the
+        endpoint was given: traffic for the keep-alive (RFC 6520 §5.2), not for the idle
+        timeout, which only the peer's authenticated records reset (`_activity`: what we send
+        to a peer that has gone proves nothing, and a server pushing to it, a CoAP observer
+        whose NAT binding moved, would keep it for ever). Raises `DatagramTooLarge` for data
+        that does not fit one datagram (`DtlsConnection.max_send_size`)."""
         conn = self.connections.get(address)
         if conn is None:
             raise LocalProtocolError(f"no association with {address!r}")
         conn.send(data)
         if now is not None:
             self._advance_clock(now)
-        self._note_activity(address, self._clock)
         self._collect(address, conn)
 
     def send_heartbeat(self, address: Address, now: float) -> None:
