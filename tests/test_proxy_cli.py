@@ -230,11 +230,12 @@ class Client(threading.Thread):
 
     def __init__(
         self, capsys: pytest.CaptureFixture[str], datagrams: list[bytes], stop_with: int | None,
-        strangers: int = 0,
+        strangers: int = 0, from_target: int = 0,
     ) -> None:
         super().__init__(daemon=True)
         self.capsys, self.datagrams, self.stop_with = capsys, datagrams, stop_with
         self.strangers = strangers  # datagrams then sent from another port
+        self.from_target = from_target  # datagrams sent first from the target's own socket
         self.target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.target.bind((LOCALHOST, 0))
         self.target.settimeout(2.0)
@@ -250,6 +251,8 @@ class Client(threading.Thread):
                 time.sleep(0.01)
             else:
                 return
+            for _ in range(self.from_target):
+                self.target.sendto(b"from the target", (LOCALHOST, int(found.group(1))))
             for datagram in self.datagrams:
                 sender.sendto(datagram, (LOCALHOST, int(found.group(1))))
                 if datagram is not self.datagrams[-1]:
@@ -343,6 +346,30 @@ def test_the_summary_and_the_log_count_the_datagrams_of_a_second_client(
     ]
     log = json.loads(log_path.read_text(encoding="utf-8"))
     assert log["ignored"] == 3 and len(log["datagrams"]) == 2
+    assert log["ignored_from_target"] == 0
+
+
+def test_datagrams_from_the_target_s_address_are_ignored_and_counted_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """Probe BQ, finding 3: a datagram from the target's address sent to the listening port
+    before the client made the proxy take the target for its client (and loop what the target
+    sent back to it). Now the client is served, and the summary and the log count them."""
+    client = Client(capsys, [b"one", b"two"], stop_with=signal.SIGTERM, strangers=1,
+                    from_target=2)
+    log_path = tmp_path / "log.json"
+    argv = ["--target", f"{LOCALHOST}:{client.target.getsockname()[1]}", "--lifetime", "20",
+            "--log-json", str(log_path)]
+    status, _, out = run_main(argv, client)
+    assert status == 0
+    assert client.received == [b"one"]
+    assert out[1:] == [
+        "stopped; client sent: 2, ignored (not from the client or the target): 1, "
+        "ignored (from the target, to the listening port): 2"
+    ]
+    log = json.loads(log_path.read_text(encoding="utf-8"))
+    assert (log["ignored"], log["ignored_from_target"]) == (3, 2)
+    assert [d["hex"] for d in log["datagrams"]] == [b"one".hex(), b"two".hex()]
 
 
 def test_the_summary_counts_what_is_discarded_at_the_stop_apart(
@@ -490,7 +517,8 @@ def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
     for action in proxy_module._build_parser()._actions:
         assert action.help, action.dest
     assert ("one client: the first source address to send is served, datagrams from any other "
-            "are ignored and counted in the summary and the log") in text
+            "are ignored and counted in the summary and the log (so are those from the "
+            "target's address, which would loop)") in text
     # A SPEC replaces the four flags for its direction as a whole, and says so.
     assert ("instead of --loss, --duplicate, --reorder and --delay, which then do not apply to "
             "that direction at all (what SPEC leaves out is 0)") in text

@@ -12,8 +12,12 @@ Model::
     client  <---  listening socket [proxy] upstream socket  <---  target
 
 The first source address that sends to the listening socket becomes "the client"; datagrams from
-any other address on the listening socket are ignored (and counted in `ignored`). Datagrams from
-anyone but the target on the upstream socket are ignored too. `rebind()` replaces the upstream
+any other address on the listening socket are ignored (and counted in `ignored`). So are those
+that come to the listening socket from the target's own address (counted in
+`ignored_from_target` too): taking the target for the client would send every datagram round
+target -> proxy -> target until the proxy stops, the loop `_target_problem` refuses a target
+equal to the listening address for (probe BQ, finding 3: one spoofed datagram did it). Datagrams
+from anyone but the target on the upstream socket are ignored too. `rebind()` replaces the upstream
 socket, so the server sees the client move to a new port (a NAT rebinding).
 
 Direction names say who *sent* the datagram: ``"client"`` is client to server, ``"server"`` is
@@ -217,6 +221,19 @@ def _target_problem(target: tuple[str, int], listen: tuple[str, int]) -> str | N
     return None
 
 
+def _comparable(address: tuple[str, int]) -> tuple[str, int]:
+    """`address` as another socket's source address may give it: an IPv4 address seen by a
+    dual-stack IPv6 socket ("::ffff:127.0.0.1") as the IPv4 one."""
+    host, port = address
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:  # not an IP address
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped), port
+    return address
+
+
 def _bind_listening(sock: socket.socket, address: tuple[Any, ...]) -> None:
     """Bind the socket clients send to; an error names the address (`listening_on`)."""
     with listening_on(*host_port(address)):
@@ -238,6 +255,8 @@ class LossyProxy:
             `keep_log`.
         counts: a Counter of (direction, fate) pairs.
         ignored: datagrams from unexpected sources, not forwarded.
+        ignored_from_target: those of `ignored` that came to the listening socket from the
+            target's own address (never taken for the client: that would loop).
         rebinds: how many times the upstream socket was replaced (see `rebind()`).
         client_address: the client's address once it has sent something.
     """
@@ -292,6 +311,7 @@ class LossyProxy:
         self.log: list[LoggedDatagram] = []
         self.counts: Counter[tuple[Direction, Fate]] = Counter()
         self.ignored = 0
+        self.ignored_from_target = 0
         self.rebinds = 0
         self.client_address: tuple[str, int] | None = None
 
@@ -312,6 +332,7 @@ class LossyProxy:
 
         self._target_family, self._target_sockaddr = _resolve(target)
         self.target: tuple[str, int] = host_port(self._target_sockaddr)
+        self._target_seen_as = _comparable(self.target)
         #: Where the client's datagrams come from (its scope id kept), once it has sent one.
         self._client_sockaddr: tuple[Any, ...] | None = None
         listen_family, listen_addr = _resolve(listen)
@@ -486,6 +507,9 @@ class LossyProxy:
                 return
             sender = host_port(source)
             if direction == "client":
+                if _comparable(sender) == self._target_seen_as:
+                    self._ignore(from_target=True)
+                    continue
                 if self.client_address is None:
                     self.client_address, self._client_sockaddr = sender, source
                 elif sender != self.client_address:
@@ -496,9 +520,10 @@ class LossyProxy:
                 continue
             self._handle(direction, data)
 
-    def _ignore(self) -> None:
+    def _ignore(self, *, from_target: bool = False) -> None:
         with self._lock:
             self.ignored += 1
+            self.ignored_from_target += from_target
 
     def _handle(self, direction: Direction, data: bytes) -> None:
         rng = self._rngs[direction]
@@ -669,7 +694,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", type=_parse_address, default=("127.0.0.1", 0),
                         help="HOST:PORT the client sends to (default 127.0.0.1:0, any port); "
                         "one client: the first source address to send is served, datagrams "
-                        "from any other are ignored and counted in the summary and the log")
+                        "from any other are ignored and counted in the summary and the log "
+                        "(so are those from the target's address, which would loop)")
     parser.add_argument("--target", type=_parse_address, required=True,
                         help="HOST:PORT of the server")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
@@ -708,19 +734,30 @@ def _log_as_json(proxy: LossyProxy) -> str:
         for d in proxy.snapshot()
     ]
     return json.dumps(
-        {"address": list(proxy.address), "ignored": proxy.ignored, "datagrams": entries}, indent=1
+        {
+            "address": list(proxy.address),
+            "ignored": proxy.ignored,
+            "ignored_from_target": proxy.ignored_from_target,
+            "datagrams": entries,
+        },
+        indent=1,
     )
 
 
 def _summary(proxy: LossyProxy) -> str:
     """The line printed at the stop: each (direction, fate) count ("discarded at stop": still
-    delayed or held back at the stop, never sent), then the datagrams ignored."""
+    delayed or held back at the stop, never sent), then the datagrams ignored: from strangers,
+    and from the target to the listening port."""
     parts = [
         f"{d} {f}{' at stop' * (f == 'discarded')}: {n}"
         for (d, f), n in sorted(proxy.counts.items())
     ]
-    if proxy.ignored:
-        parts.append(f"ignored (not from the client or the target): {proxy.ignored}")
+    if strangers := proxy.ignored - proxy.ignored_from_target:
+        parts.append(f"ignored (not from the client or the target): {strangers}")
+    if proxy.ignored_from_target:
+        parts.append(
+            f"ignored (from the target, to the listening port): {proxy.ignored_from_target}"
+        )
     return f"stopped; {', '.join(parts) or 'no datagrams'}"
 
 
