@@ -209,6 +209,50 @@ def test_an_unwritable_log_is_refused_before_the_run(
     )
 
 
+@pytest.mark.parametrize("mistake", ["unspecified target", "listen port in use",
+                                     "unresolvable target", "no such log"])
+@pytest.mark.parametrize("earlier", [True, False])
+def test_a_run_refused_at_its_start_leaves_the_log_as_it_was(
+    mistake: str, earlier: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    made: list[LossyProxy], harmless_signals: None,
+) -> None:
+    """Probe BQ, finding 4: --log-json was emptied by its "writable?" check before the proxy
+    was made, so a run then refused (status 2) wiped an earlier run's log. It is now left as it
+    was, and not created when there was none; a log that cannot be written still stops the
+    run before it starts (its proxy stopped)."""
+    log_path = tmp_path / "log.json"
+    if earlier:
+        log_path.write_text('{"earlier": "run"}', encoding="utf-8")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((LOCALHOST, 0))
+        argv = {
+            "unspecified target": ["--target", "0.0.0.0:9"],
+            "listen port in use": ["--target", "127.0.0.1:9",
+                                   "--listen", f"{LOCALHOST}:{taken.getsockname()[1]}"],
+            "unresolvable target": ["--target", "nosuch.invalid:9"],
+            "no such log": ["--target", "127.0.0.1:9"],
+        }[mistake]
+        written = tmp_path / "missing" / "log.json" if mistake == "no such log" else log_path
+        err = usage_error([*argv, "--log-json", str(written)], capsys)
+    assert ("cannot write the log" in err) == (mistake == "no such log"), err
+    if earlier:
+        assert log_path.read_text(encoding="utf-8") == '{"earlier": "run"}'
+    else:
+        assert not log_path.exists()
+    assert not any(proxy.running for proxy in made)
+
+
+def test_a_run_writes_its_log_whole_over_an_earlier_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], harmless_signals: None
+) -> None:
+    """The log is checked by opening it to append; the run's own log still replaces an earlier,
+    longer one whole."""
+    log_path = tmp_path / "log.json"
+    log_path.write_text("x" * 10_000, encoding="utf-8")
+    assert main(["--target", "127.0.0.1:9", "--lifetime", "0.1", "--log-json", str(log_path)]) == 0
+    assert json.loads(log_path.read_text(encoding="utf-8"))["datagrams"] == []
+
+
 def test_the_api_refuses_what_the_flags_refuse() -> None:
     with pytest.raises(ValueError, match="port must be a number from 0 to 65535, got 65536"):
         LossyProxy((LOCALHOST, 65536), seed=1)

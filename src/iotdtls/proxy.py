@@ -718,7 +718,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds (default 60)")
     parser.add_argument("--log-json", default=None, metavar="PATH",
                         help="write the datagram log as JSON to PATH when stopping (every "
-                        "datagram received, payload included, is kept in memory until then)")
+                        "datagram received, payload included, is kept in memory until then); "
+                        "a run refused at its start leaves PATH as it was")
     return parser
 
 
@@ -765,12 +766,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy from the command line until its lifetime ends or SIGINT/SIGTERM."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.log_json:
-        try:  # created first: a log that cannot be written is a mistake to hear of before the run
-            with open(args.log_json, "w", encoding="utf-8"):
-                pass
-        except OSError as exc:
-            parser.error(f"cannot write the log {args.log_json}: {exc.strerror}")
     try:
         proxy = LossyProxy(
             args.target,
@@ -790,6 +785,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     except OSError as exc:
         parser.error(exc.strerror or str(exc))
+    if args.log_json:
+        # A log that cannot be written is a mistake to hear of before the run. Checked once the
+        # proxy is made, and opened to append, not to truncate: a run refused (its target, its
+        # port, its flags) leaves an earlier run's log as it was (probe BQ, finding 4).
+        try:
+            with open(args.log_json, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            proxy.stop()
+            parser.error(f"cannot write the log {args.log_json}: {exc.strerror or exc}")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         proxy.stop(timeout=0)
