@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -438,6 +439,87 @@ def test_what_is_still_waiting_at_the_stop_is_counted_as_discarded(
         client.sendto(b"held", proxy.address)
         assert proxy.wait_for_count("client", 1, 2.0)
     assert proxy.counts == Counter({("client", "discarded"): 1})
+
+
+def test_a_datagram_the_kernel_refuses_to_send_is_counted_as_failed(
+    echo: UdpEcho
+) -> None:
+    """Probe BQ, finding 5: listening on ::1 for an IPv4 target, a datagram of 65,527 bytes
+    (IPv6's largest; IPv4's is 65,507) was refused by the kernel (EMSGSIZE), the error
+    swallowed, and the datagram counted "sent" though the target never got it. Its fate is now
+    "failed", with the error's name in `send_errors` and in its log entry."""
+    with LossyProxy(echo.address, seed=1, lifetime=10, listen=("::1", 0)) as proxy, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+        for size in (100, 65_527, 65_507):
+            client.sendto(b"x" * size, proxy.address)
+        assert drain(client, 0.5) == [b"x" * 100, b"x" * 65_507]
+    assert [len(data) for data in echo.received] == [100, 65_507]
+    assert proxy.counts == Counter({("client", "sent"): 2, ("client", "failed"): 1,
+                                    ("server", "sent"): 2})
+    assert proxy.send_errors == Counter({("client", "EMSGSIZE"): 1})
+    assert [(d.fate, d.error) for d in proxy.datagrams("client")] == [
+        ("sent", None), ("failed", "EMSGSIZE"), ("sent", None)
+    ]
+
+
+class FailsToSend(socket.socket):
+    """A UDP socket whose sends fail (ENOBUFS) or go out as `outcomes` say, one per send
+    (True: sent), then go out."""
+
+    def __init__(self, family: socket.AddressFamily, outcomes: list[bool]) -> None:
+        super().__init__(family, socket.SOCK_DGRAM)
+        self.outcomes = outcomes
+
+    def sendto(self, data: Any, *flags_address: Any) -> int:
+        if self.outcomes and not self.outcomes.pop(0):
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        return int(super().sendto(data, *flags_address))
+
+
+@pytest.mark.parametrize(("outcomes", "fate", "sent"), [
+    ([False, False], "failed", 0),
+    ([False, True], "sent", 1),
+    ([True, False], "sent", 1),
+    ([True, True], "duplicated", 2),
+])
+def test_a_duplicated_datagram_is_what_its_copies_that_went_out_make_it(
+    echo: UdpEcho, client: socket.socket, outcomes: list[bool], fate: str, sent: int
+) -> None:
+    """Both copies of a duplicated datagram refused: "failed"; one: "sent", the far side got
+    one; the errors counted by copy."""
+    made: list[socket.socket] = []
+
+    def factory(family: socket.AddressFamily) -> socket.socket:
+        made.append(FailsToSend(family, list(outcomes) if made else []))
+        return made[-1]
+
+    with LossyProxy(echo.address, seed=1, lifetime=10, socket_factory=factory,
+                    client_to_server=Impairment(duplicate=1.0)) as proxy:
+        client.sendto(b"twice", proxy.address)
+        assert proxy.wait_for_count("client", 1, 2.0)
+        assert drain(client, 0.3) == [b"twice"] * sent
+    assert echo.received == [b"twice"] * sent
+    assert proxy.counts[("client", fate)] == 1 and proxy.counts.total() == 1 + sent
+    assert proxy.send_errors == Counter({("client", "ENOBUFS"): 2 - sent})
+    assert [(d.fate, d.error) for d in proxy.datagrams("client")] == [
+        (fate, "ENOBUFS" if sent < 2 else None)
+    ]
+
+
+def test_what_the_target_sends_before_the_client_is_counted_as_failed(echo: UdpEcho) -> None:
+    """A datagram from the target reaching the upstream socket before any client sent: there
+    is nobody to send it to, and it was counted "sent"."""
+    made: list[socket.socket] = []
+
+    def factory(family: socket.AddressFamily) -> socket.socket:
+        made.append(socket.socket(family, socket.SOCK_DGRAM))
+        return made[-1]
+
+    with LossyProxy(echo.address, seed=1, lifetime=10, socket_factory=factory) as proxy:
+        echo.sock.sendto(b"early", made[1].getsockname())
+        assert proxy.wait_for_count("server", 1, 2.0)
+    assert proxy.counts == Counter({("server", "failed"): 1})
+    assert proxy.send_errors == Counter({("server", "no client"): 1})
 
 
 def test_socket_factory_is_used(echo: UdpEcho, client: socket.socket) -> None:

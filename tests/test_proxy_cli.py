@@ -390,7 +390,7 @@ def test_the_summary_and_the_log_count_the_datagrams_of_a_second_client(
     ]
     log = json.loads(log_path.read_text(encoding="utf-8"))
     assert log["ignored"] == 3 and len(log["datagrams"]) == 2
-    assert log["ignored_from_target"] == 0
+    assert log["ignored_from_target"] == 0 and log["send_errors"] == {}
 
 
 def test_datagrams_from_the_target_s_address_are_ignored_and_counted_apart(
@@ -414,6 +414,49 @@ def test_datagrams_from_the_target_s_address_are_ignored_and_counted_apart(
     log = json.loads(log_path.read_text(encoding="utf-8"))
     assert (log["ignored"], log["ignored_from_target"]) == (3, 2)
     assert [d["hex"] for d in log["datagrams"]] == [b"one".hex(), b"two".hex()]
+
+
+def test_the_summary_and_the_log_count_what_could_not_be_sent(
+    capsys: pytest.CaptureFixture[str], harmless_signals: None, tmp_path: Path
+) -> None:
+    """Probe BQ, finding 5: a datagram the kernel refused (EMSGSIZE: 65,527 bytes from an IPv6
+    client for an IPv4 target) was "client sent" in the summary and "sent" in the log. Both
+    now say it failed, and why."""
+    log_path = tmp_path / "log.json"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+        target.bind((LOCALHOST, 0))
+        out = ""
+
+        def send() -> None:
+            nonlocal out
+            for _ in range(300):
+                out += capsys.readouterr().out
+                if found := re.search(r"listening on \[::1\]:(\d+) ", out):
+                    break
+                time.sleep(0.01)
+            else:
+                return
+            client.sendto(b"x" * 65_527, ("::1", int(found.group(1))))
+            client.sendto(b"small", ("::1", int(found.group(1))))
+            target.settimeout(2.0)
+            target.recv(100)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        status = main(["--listen", "[::1]:0", "--target", f"{LOCALHOST}:{target.getsockname()[1]}",
+                       "--lifetime", "20", "--log-json", str(log_path)])
+        sender.join(5.0)
+    lines = (out + capsys.readouterr().out).splitlines()
+    assert status == 0
+    assert lines[1:] == ["stopped; client send failed: 1, client sent: 1, "
+                         "send errors: client EMSGSIZE 1"]
+    log = json.loads(log_path.read_text(encoding="utf-8"))
+    assert log["send_errors"] == {"client": {"EMSGSIZE": 1}}
+    assert [(d["fate"], d.get("error")) for d in log["datagrams"]] == [
+        ("failed", "EMSGSIZE"), ("sent", None)
+    ]
 
 
 def test_the_summary_counts_what_is_discarded_at_the_stop_apart(

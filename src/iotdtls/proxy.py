@@ -36,7 +36,11 @@ its own generator seeded from ``seed`` and draws the same number of values for e
 so the fate of the n-th datagram of a direction depends only on the seed and the fates before
 it, never on timing or on the other direction (timing decides only *when* a held datagram
 leaves: right after the next forwarded one, or by its timer). What is still delayed or held
-back when the proxy stops never goes out: its fate becomes ``"discarded"``.
+back when the proxy stops never goes out: its fate becomes ``"discarded"``. A datagram the kernel
+refused to send (EMSGSIZE: too big for the target's family; EAGAIN or ENOBUFS: a full buffer)
+did not go out either: its fate becomes ``"failed"``, and its error's name is counted in
+`send_errors` and kept in its log entry (a duplicated one of which one copy went out becomes
+``"sent"``), so that the counts add up with what the far side received.
 
 Example::
 
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import heapq
 import ipaddress
 import json
@@ -88,9 +93,9 @@ __all__ = [
 Direction = Literal["client", "server"]
 """Who sent a datagram: ``"client"`` (towards the target) or ``"server"`` (the target)."""
 
-Fate = Literal["sent", "dropped", "duplicated", "reordered", "discarded"]
+Fate = Literal["sent", "dropped", "duplicated", "reordered", "discarded", "failed"]
 """What the proxy did with a datagram (``"discarded"``: still delayed or held back when the proxy
-stopped, so never sent)."""
+stopped, so never sent; ``"failed"``: its send failed, so never sent)."""
 
 SocketFactory = Callable[[socket.AddressFamily], socket.socket]
 """Makes an unbound UDP socket of the given family (for example inside a network namespace)."""
@@ -140,7 +145,8 @@ class LoggedDatagram:
     """One datagram the proxy received, and what it did with it.
 
     `index` is the 1-based number of the datagram in its direction; `time` is in seconds since
-    the proxy started (monotonic clock), taken when the datagram was received.
+    the proxy started (monotonic clock), taken when the datagram was received; `error` is why
+    a copy of it could not be sent (the errno name, "EMSGSIZE"), None if none failed.
     """
 
     direction: Direction
@@ -148,6 +154,7 @@ class LoggedDatagram:
     fate: Fate
     time: float
     index: int = 0
+    error: str | None = None
 
 
 @dataclass(order=True)
@@ -160,6 +167,8 @@ class _Pending:
     data: bytes = field(compare=False)
     index: int = field(compare=False)
     fate: Fate = field(compare=False)
+    #: Which copy of a duplicated datagram (1 or 2; they go out in that order).
+    copy: int = field(default=1, compare=False)
 
 
 @dataclass
@@ -254,6 +263,9 @@ class LossyProxy:
             read it after `stop()` or through `snapshot()` while running); empty without
             `keep_log`.
         counts: a Counter of (direction, fate) pairs.
+        send_errors: a Counter of (direction, error name) pairs: the copies whose send failed
+            (their datagrams' fate is ``"failed"``, or ``"sent"`` for a duplicated one whose
+            other copy went out).
         ignored: datagrams from unexpected sources, not forwarded.
         ignored_from_target: those of `ignored` that came to the listening socket from the
             target's own address (never taken for the client: that would loop).
@@ -310,6 +322,7 @@ class LossyProxy:
         self.keep_log = keep_log
         self.log: list[LoggedDatagram] = []
         self.counts: Counter[tuple[Direction, Fate]] = Counter()
+        self.send_errors: Counter[tuple[Direction, str]] = Counter()
         self.ignored = 0
         self.ignored_from_target = 0
         self.rebinds = 0
@@ -324,6 +337,9 @@ class LossyProxy:
         # whether or not its timer has released it): decides fates, independently of timing.
         self._holding: dict[Direction, bool] = {"client": False, "server": False}
         self._pending: list[_Pending] = []
+        # The duplicated datagrams whose first copy failed to be sent (now "sent") and whose
+        # second is still to go.
+        self._first_copy_failed: set[tuple[Direction, int]] = set()
         self._order = 0
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
@@ -546,7 +562,7 @@ class LossyProxy:
         elif duplicate_draw < impairment.duplicate:
             fate = "duplicated"
             self._schedule(direction, data, now + delay, index, fate)
-            self._schedule(direction, data, now + delay, index, fate)
+            self._schedule(direction, data, now + delay, index, fate, copy=2)
         else:
             fate = "sent"
             self._schedule(direction, data, now + delay, index, fate)
@@ -565,10 +581,12 @@ class LossyProxy:
         self._flush_due()
 
     def _schedule(
-        self, direction: Direction, data: bytes, due: float, index: int, fate: Fate
+        self, direction: Direction, data: bytes, due: float, index: int, fate: Fate, copy: int = 1
     ) -> None:
         self._order += 1
-        heapq.heappush(self._pending, _Pending(due, self._order, direction, data, index, fate))
+        heapq.heappush(
+            self._pending, _Pending(due, self._order, direction, data, index, fate, copy)
+        )
 
     def _flush_due(self) -> None:
         now = self._now()
@@ -579,12 +597,13 @@ class LossyProxy:
                 self._schedule(direction, held.data, now + held.delay, held.index, "reordered")
         while self._pending and self._pending[0].due <= now:
             item = heapq.heappop(self._pending)
-            self._send(item.direction, item.data)
+            self._send(item)
 
     def _discard_unsent(self) -> None:
         """At the stop: the datagrams still delayed or held back never go out, so their fate
         becomes ``"discarded"`` in `counts` and `log` (a duplicated one of which one copy went
-        out becomes ``"sent"``)."""
+        out becomes ``"sent"``). The two copies of a duplicated datagram are due at once and go
+        out one right after the other, so a send failure is never half-way at the stop."""
         waiting: Counter[tuple[Direction, int]] = Counter()
         fates: dict[tuple[Direction, int], Fate] = {}
         for item in self._pending:
@@ -596,37 +615,69 @@ class LossyProxy:
                 fates[(direction, held.index)] = "reordered"
         self._pending.clear()
         self._held = {"client": None, "server": None}
-        changed: dict[tuple[Direction, int], Fate] = {}
-        for (direction, index), copies in waiting.items():
-            fate = fates[(direction, index)]
-            changed[(direction, index)] = (
-                "sent" if fate == "duplicated" and copies == 1 else "discarded"
-            )
+        changed: dict[tuple[Direction, int], tuple[Fate, Fate]] = {}
+        for key, copies in waiting.items():
+            fate = fates[key]
+            changed[key] = (fate, "sent" if fate == "duplicated" and copies == 1 else "discarded")
+        self._refate(changed)
+
+    def _refate(
+        self, changed: dict[tuple[Direction, int], tuple[Fate, Fate]], error: str | None = None
+    ) -> None:
+        """Move each datagram of `changed` from its (old, new) fates in `counts` and `log`;
+        `error` (a send's) is kept in its log entry."""
         with self._lock:
-            for (direction, index), new in changed.items():
-                old = fates[(direction, index)]
+            for (direction, _), (old, new) in changed.items():
                 self.counts[(direction, old)] -= 1
                 if not self.counts[(direction, old)]:
                     del self.counts[(direction, old)]
                 self.counts[(direction, new)] += 1
+            rest = dict(changed)
             for position in range(len(self.log) - 1, -1, -1):
-                if not changed:
+                if not rest:
                     break
                 entry = self.log[position]
-                new_fate = changed.pop((entry.direction, entry.index), None)
-                if new_fate is not None:
-                    self.log[position] = dataclasses.replace(entry, fate=new_fate)
+                fates = rest.pop((entry.direction, entry.index), None)
+                if fates is not None:
+                    self.log[position] = dataclasses.replace(
+                        entry, fate=fates[1], error=error or entry.error
+                    )
 
-    def _send(self, direction: Direction, data: bytes) -> None:
-        try:
-            if direction == "client":
-                if self._upstream is not None:
-                    self._upstream.sendto(data, self._target_sockaddr)
-            elif self._client_sockaddr is not None:
-                self._listen.sendto(data, self._client_sockaddr)
-        except OSError:
-            # A full buffer or an unreachable peer is just one more lost datagram.
-            pass
+    def _send(self, item: _Pending) -> None:
+        sock: socket.socket | None
+        to: tuple[Any, ...] | None
+        if item.direction == "client":
+            sock, to = self._upstream, self._target_sockaddr
+        else:
+            sock, to = self._listen, self._client_sockaddr
+        key = (item.direction, item.index)
+        if sock is None or to is None:  # the target spoke first: nobody to send it to
+            error = "no client"
+        else:
+            try:
+                sock.sendto(item.data, to)
+            except OSError as exc:
+                # A datagram too big for the target's family (EMSGSIZE), a full buffer (EAGAIN,
+                # ENOBUFS), an unreachable peer: not sent, and counted so (probe BQ, finding 5).
+                error = errno.errorcode.get(exc.errno or 0, str(exc))
+            else:
+                if item.copy == 2:
+                    self._first_copy_failed.discard(key)
+                return
+        with self._lock:
+            self.send_errors[(item.direction, error)] += 1
+        old: Fate = item.fate
+        new: Fate = "failed"
+        if item.fate == "duplicated":
+            if item.copy == 1:
+                new = "sent"  # the second copy may still go out
+                self._first_copy_failed.add(key)
+            elif key in self._first_copy_failed:
+                self._first_copy_failed.discard(key)
+                old = "sent"
+            else:
+                new = "sent"  # the first copy went out
+        self._refate({key: (old, new)}, error)
 
 
 # -- command line --------------------------------------------------------------------------
@@ -724,21 +775,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _log_as_json(proxy: LossyProxy) -> str:
-    entries = [
-        {
+    """The --log-json log: each datagram (with "error" when a copy could not be sent), the
+    datagrams ignored, and the failed sends by direction and error name."""
+    entries: list[dict[str, Any]] = []
+    for d in proxy.snapshot():
+        entry: dict[str, Any] = {
             "from": d.direction,
             "index": d.index,
             "fate": d.fate,
             "time": round(d.time, 6),
             "hex": d.data.hex(),
         }
-        for d in proxy.snapshot()
-    ]
+        if d.error is not None:
+            entry["error"] = d.error
+        entries.append(entry)
+    send_errors: dict[str, dict[str, int]] = {}
+    for (direction, error), n in sorted(proxy.send_errors.items()):
+        send_errors.setdefault(direction, {})[error] = n
     return json.dumps(
         {
             "address": list(proxy.address),
             "ignored": proxy.ignored,
             "ignored_from_target": proxy.ignored_from_target,
+            "send_errors": send_errors,
             "datagrams": entries,
         },
         indent=1,
@@ -747,12 +806,14 @@ def _log_as_json(proxy: LossyProxy) -> str:
 
 def _summary(proxy: LossyProxy) -> str:
     """The line printed at the stop: each (direction, fate) count ("discarded at stop": still
-    delayed or held back at the stop, never sent), then the datagrams ignored: from strangers,
-    and from the target to the listening port."""
-    parts = [
-        f"{d} {f}{' at stop' * (f == 'discarded')}: {n}"
-        for (d, f), n in sorted(proxy.counts.items())
-    ]
+    delayed or held back at the stop, never sent; "send failed": refused by the kernel, never
+    sent), the failed sends by error name, then the datagrams ignored: from strangers, and from
+    the target to the listening port."""
+    labels = {"discarded": "discarded at stop", "failed": "send failed"}
+    parts = [f"{d} {labels.get(f, f)}: {n}" for (d, f), n in sorted(proxy.counts.items())]
+    if proxy.send_errors:
+        errors = ", ".join(f"{d} {e} {n}" for (d, e), n in sorted(proxy.send_errors.items()))
+        parts.append(f"send errors: {errors}")
     if strangers := proxy.ignored - proxy.ignored_from_target:
         parts.append(f"ignored (not from the client or the target): {strangers}")
     if proxy.ignored_from_target:
