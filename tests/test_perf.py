@@ -1316,6 +1316,8 @@ def test_the_perf_command_reports_as_json_and_fails_when_a_handshake_fails(
         bad = capsys.readouterr()
     assert ok == 0 and good.err == ""
     summary = json.loads(good.out)
+    assert summary["concurrency"] == 2 and summary["requested"]["handshakes"] == 4
+    assert summary["requested"]["messages"] == 2 and summary["requested"]["message_size"] == 16
     assert summary["handshakes"]["completed"] == 4 and summary["handshakes"]["failed"] == 0
     assert summary["messages"]["echoed"] == 8
     assert summary["datagrams"]["bytes_sent"] > 0
@@ -1617,11 +1619,33 @@ def test_the_perf_report_names_an_ipv6_server_in_brackets(
     assert capsys.readouterr().out.startswith("iotdtls perf [::1]:21080: 1.50 s, ")
 
 
-def test_the_perf_json_report_is_the_summary_indented(
+#: What --json says of a run asked for with "-n 3" and the other flags' defaults.
+STUB_REQUESTED = {
+    "concurrency": 10, "duration_s": None, "handshakes": 3, "messages": 0, "message_size": 64,
+    "processes": 1, "resume": False, "timeout_s": 10.0, "echo_timeout_s": 2.0,
+}
+
+
+@pytest.mark.parametrize(("flags", "requested", "concurrency"), [
+    (["-n", "3"], STUB_REQUESTED, 3),
+    (["-n", "3", "-c", "2", "-m", "5", "--size", "32", "-p", "2", "--resume", "--timeout", "3",
+      "--echo-timeout", "0.5"],
+     {**STUB_REQUESTED, "concurrency": 2, "messages": 5, "message_size": 32, "processes": 2,
+      "resume": True, "timeout_s": 3.0, "echo_timeout_s": 0.5}, 2),
+    (["-d", "2.5", "-c", "4"],
+     {**STUB_REQUESTED, "concurrency": 4, "duration_s": 2.5, "handshakes": None}, 4),
+    (["-c", "4"], {**STUB_REQUESTED, "concurrency": 4, "duration_s": 10.0, "handshakes": None}, 4),
+])
+def test_the_perf_json_report_is_the_run_asked_for_and_the_summary_indented(
     stub_runs: list[tuple[LoadSpec, dict[str, Any]]], capsys: pytest.CaptureFixture[str],
+    flags: list[str], requested: dict[str, Any], concurrency: int,
 ) -> None:
-    assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, "-n", "3", "-q", "--json"]) == 0
-    assert capsys.readouterr().out == json.dumps(STUB_RESULT.summary(), indent=2) + "\n"
+    """Probe BQ, finding 6: the JSON had neither the concurrency (the text report's header
+    gives it: at most -n) nor what the run was asked for (-c, -d or -n, -m, --size, -p), so
+    its rates and latencies could not be read alone. It now begins with them."""
+    assert cli.main(["perf", "192.0.2.1:5684", *CREDENTIALS, *flags, "-q", "--json"]) == 0
+    expected = {"requested": requested, "concurrency": concurrency, **STUB_RESULT.summary()}
+    assert capsys.readouterr().out == json.dumps(expected, indent=2) + "\n"
 
 
 @pytest.mark.parametrize(
@@ -1688,7 +1712,8 @@ def test_a_failed_generators_report_goes_out_before_its_error_line(
     report, error = "".join(log).split("iotdtls: ")
     assert error == "load generator process 1: ended unexpectedly\n"
     if json_flag:
-        assert json.loads(report) == {**STUB_RESULT.summary(), "error": error.rstrip("\n")}
+        assert json.loads(report) == {"requested": STUB_REQUESTED, "concurrency": 3,
+                                      **STUB_RESULT.summary(), "error": error.rstrip("\n")}
     else:
         assert report.startswith("iotdtls perf 192.0.2.1:5684: 1.50 s, "), report
 

@@ -30,6 +30,7 @@ from iotdtls.perf import (
     MIN_MESSAGE_SIZE,
     GeneratorProcessFailed,
     LoadProgress,
+    LoadResult,
     LoadSpec,
     lanes,
     largest_message,
@@ -102,6 +103,28 @@ def client_config_of(args: argparse.Namespace, host: str) -> ClientConfig:
     return client_config(args, host, handshake_timeout=args.timeout, **common_settings(args))
 
 
+def _json_report(
+    result: LoadResult, spec: LoadSpec, args: argparse.Namespace, in_flight: int
+) -> dict[str, Any]:
+    """What --json prints: the run as asked for ("requested": -c, -d or -n, -m, --size, -p,
+    --resume, --timeout, --echo-timeout), the concurrency used (the text report's header: at
+    most -n), then the figures (`LoadResult.summary`; its "processes" are those that
+    reported). Probe BQ, finding 6: the concurrency and the run's parameters were missing, and
+    rates and latencies cannot be read without them."""
+    requested = {
+        "concurrency": spec.concurrency,
+        "duration_s": spec.duration,
+        "handshakes": spec.handshakes,
+        "messages": spec.messages,
+        "message_size": spec.message_size,
+        "processes": args.processes,
+        "resume": spec.resume,
+        "timeout_s": args.timeout,
+        "echo_timeout_s": spec.echo_timeout,
+    }
+    return {"requested": requested, "concurrency": in_flight, **result.summary()}
+
+
 def run_perf(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
     check_usable(host, port)  # else every handshake fails, "Invalid argument"
@@ -148,7 +171,7 @@ def run_perf(args: argparse.Namespace) -> int:
     except GeneratorProcessFailed as exc:  # the others' figures, then the one line, status 1
         result, error = exc.result, str(exc)
     if args.json:
-        summary = result.summary()
+        summary = _json_report(result, spec, args, in_flight)
         if error is not None:
             summary["error"] = error
         print(json.dumps(summary, indent=2), flush=True)
