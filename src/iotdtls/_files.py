@@ -224,7 +224,7 @@ def _read_at_most(fd: int, most: int, size: int) -> bytes:
     """The bytes of `fd` up to its end or `most` bytes, whichever comes first. The first read
     asks for the size fstat gave (`size`) and one byte more, so that a small file (a saved
     session of about 150 bytes) costs no buffer of `most` bytes (1 MiB: it doubled a session
-    store's lookup, probe BA); `size` may be short (a growing file, /proc gives 0), so the
+    store's lookup); `size` may be short (a growing file, /proc gives 0), so the
     reads go on, each asking for at most as much as was read so far, until the end."""
     chunks: list[bytes] = []
     total = 0

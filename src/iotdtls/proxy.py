@@ -16,7 +16,7 @@ any other address on the listening socket are ignored (and counted in `ignored`)
 that come to the listening socket from the target's own address (counted in
 `ignored_from_target` too): taking the target for the client would send every datagram round
 target -> proxy -> target until the proxy stops, the loop `_target_problem` refuses a target
-equal to the listening address for (probe BQ, finding 3: one spoofed datagram did it). Datagrams
+equal to the listening address for (one spoofed datagram would do it). Datagrams
 from anyone but the target on the upstream socket are ignored too. `rebind()` replaces the upstream
 socket, so the server sees the client move to a new port (a NAT rebinding).
 
@@ -658,7 +658,7 @@ class LossyProxy:
                 sock.sendto(item.data, to)
             except OSError as exc:
                 # A datagram too big for the target's family (EMSGSIZE), a full buffer (EAGAIN,
-                # ENOBUFS), an unreachable peer: not sent, and counted so (probe BQ, finding 5).
+                # ENOBUFS), an unreachable peer: not sent, and counted so.
                 error = errno.errorcode.get(exc.errno or 0, str(exc))
             else:
                 if item.copy == 2:
@@ -849,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_json:
         # A log that cannot be written is a mistake to hear of before the run. Checked once the
         # proxy is made, and opened to append, not to truncate: a run refused (its target, its
-        # port, its flags) leaves an earlier run's log as it was (probe BQ, finding 4).
+        # port, its flags) leaves an earlier run's log as it was.
         try:
             with open(args.log_json, "a", encoding="utf-8"):
                 pass

@@ -109,8 +109,7 @@ def _json_report(
     """What --json prints: the run as asked for ("requested": -c, -d or -n, -m, --size, -p,
     --resume, --timeout, --echo-timeout), the concurrency used (the text report's header: at
     most -n), then the figures (`LoadResult.summary`; its "processes" are those that
-    reported). Probe BQ, finding 6: the concurrency and the run's parameters were missing, and
-    rates and latencies cannot be read without them."""
+    reported): rates and latencies cannot be read without the run's parameters."""
     requested = {
         "concurrency": spec.concurrency,
         "duration_s": spec.duration,

@@ -30,7 +30,7 @@ __all__ = ["KINDS_KEPT", "RepeatedLines", "receiving"]
 #: serving an association (`CoapsServerInterface`), whose aiocoap `dispatch_message` calls and
 #: the tasks they start (a resource's rendering) see it. Setting it per message would make
 #: each context aiocoap keeps of a request (its duplicate-detection timer, 247 s) hold a
-#: mapping of its own (120 B each; probe BA), and the remote itself would outlive its
+#: mapping of its own (120 B each), and the remote itself would outlive its
 #: association in any of them.
 receiving: contextvars.ContextVar[Any] = contextvars.ContextVar("receiving", default=None)
 #: Kinds of line counted at once; a further kind makes the one seen least recently forgotten
