@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from iotdtls import aio
+from iotdtls import _failures, aio
 from iotdtls.connection import DropReason, DtlsConnection
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import AlertReceived
@@ -207,6 +207,72 @@ def test_a_failed_handshake_is_one_log_line_naming_the_peer(
              if "sent fatal alert decrypt_error" in r.getMessage()]
     assert [name for name, _ in lines] == ["iotdtls.aio"], lines
     assert lines[0][1].startswith("handshake failed: peer 127.0.0.1:")
+
+
+def test_a_flood_of_failing_handshakes_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer without credentials can make handshakes fail as fast as it likes (probe BQ:
+    about 2,000 lines a second from one host): the server logs the first
+    `FAILED_HANDSHAKE_LINES` of a minute as ever, counts the rest, and sums them up in one
+    line when the minute ends (here a shorter one) and at its stop; its counter counts all."""
+    monkeypatch.setattr(_failures, "SUMMARY_INTERVAL", 3.0)  # each flood takes well under it
+    flood = aio.FAILED_HANDSHAKE_LINES + 5
+
+    async def fail(server: aio.DtlsServer, n: int) -> None:
+        await asyncio.gather(*[fail_one(server) for _ in range(n)])
+
+    async def fail_one(server: aio.DtlsServer) -> None:
+        with pytest.raises(AlertReceived):
+            await aio.connect(*server.address, client_config(psk=WRONG_PSK))
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            await fail(server, flood)
+            assert await eventually(lambda: summaries(), 5.0)  # the interval's end: a timer
+            await fail(server, flood)  # a new interval: its first lines, then held back
+            assert server.stats.handshakes_failed == 2 * flood
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "iotdtls.aio" and r.levelno >= logging.INFO]
+
+    def summaries() -> list[str]:
+        return [line for line in lines() if "more handshakes failed" in line]
+
+    with caplog.at_level(logging.DEBUG, logger="iotdtls.aio"):
+        run(main())
+    held = [r for r in caplog.records if r.getMessage().endswith("(held back, counted in the "
+                                                                 "next summary)")]
+    assert len(held) == 2 * 5 and {r.levelno for r in held} == {logging.DEBUG}  # for -v
+    failed = [line for line in lines() if line.startswith("handshake failed: peer 127.0.0.1:")]
+    assert len(failed) == 2 * aio.FAILED_HANDSHAKE_LINES, lines()
+    latest = r"\(the latest: peer 127\.0\.0\.1:\d+ psk identity b'Client_identity': sent fatal"
+    assert [re.sub(latest + " alert .*", "", line) for line in summaries()] == [
+        "5 more handshakes failed ", "5 more handshakes failed ",  # the second at the stop
+    ], lines()
+    assert len(lines()) == 2 * flood - 2 * 5 + 2
+
+
+def test_summed_failures_with_lines_log_the_first_of_each_interval_and_sum_up_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`SummedFailures(lines=N)`: whatever the kinds (a peer chooses them), N lines an
+    interval, the rest summed up by `sum_up` at its end, or with the first failure after it
+    when nothing called it; a failure after a quiet interval starts a new one."""
+    monkeypatch.setattr(_failures, "SUMMARY_INTERVAL", 10.0)
+    failures = _failures.SummedFailures("failed:", 2, "{count} more (the latest: {latest})")
+    assert [failures.failed(f"p{i}", 100.0 + i) for i in range(5)] == [
+        "failed: p0", "failed: p1", None, None, None]
+    assert failures.summary_due == 110.0
+    assert failures.sum_up(110.0) == "3 more (the latest: p4)"
+    assert failures.sum_up(110.5) is None
+    assert [failures.failed(f"q{i}", 121.0 + i) for i in range(4)] == [
+        "failed: q0", "failed: q1", None, None]
+    # No sum_up at 131: the next failure after it joins those held back.
+    assert failures.failed("r", 140.0) == "3 more (the latest: r)"
+    assert failures.failed("s", 141.0) == "failed: s"
+    assert failures.unlogged() is None
 
 
 class FlakyStore(MemorySessionStore):

@@ -45,6 +45,7 @@ from iotdtls._arguments import (
     check_server_arguments,
     check_timeout,
 )
+from iotdtls._failures import SummedFailures
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
@@ -95,6 +96,11 @@ MAX_WAITING_FETCHES = 4 * MAX_CONCURRENT_FETCHES
 #: datagrams arriving at once (a fleet reconnecting after a power cut); Linux's default of
 #: about 200 KiB holds a few hundred, and the rest would wait for a retransmission (>= 1 s).
 SERVER_RECEIVE_BUFFER = 4 * 1024 * 1024
+#: "handshake failed: ..." lines a server logs per `SUMMARY_INTERVAL`: a peer without
+#: credentials can make handshakes fail as fast as it likes (one host made 2,000 lines, 380 KB,
+#: a second); those beyond are counted and summed up in one line at the interval's end and at
+#: the server's stop ("15 more handshakes failed (the latest: peer ...: ...)").
+FAILED_HANDSHAKE_LINES = 10
 #: A socket address as asyncio gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
 
@@ -984,6 +990,15 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self._fetching: dict[Address, _Fetch] = {}
         self._max_fetching = MAX_CONCURRENT_FETCHES + MAX_WAITING_FETCHES
         self.stats = ServerStats()
+        #: The lines of failed handshakes and of certificate fetchers that raised, bounded
+        #: (`FAILED_HANDSHAKE_LINES`; a fetcher's, by kind), and the timer that sums up those
+        #: held back at the end of their interval.
+        self.failed_handshakes = SummedFailures(
+            "handshake failed:", FAILED_HANDSHAKE_LINES,
+            "{count} more handshakes failed (the latest: {latest})",
+        )
+        self.failed_fetchers = SummedFailures("certificate fetcher raised")
+        self._summary_timer: asyncio.TimerHandle | None = None
         #: The kernel refused a datagram as too large (EMSGSIZE) since `send` cleared it.
         self.oversized = False
         #: The watch that closes the server as `asyncio.run` ends the loop (`DtlsServer`).
@@ -1010,6 +1025,14 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.stop_fetches()
         for session in self.sessions.values():
             session._end(None)
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        # What is still held back, at the stop (after the handshakes it ended, unfinished).
+        if (line := self.failed_handshakes.unlogged()) is not None:
+            logger.info("%s", line)
+        if (line := self.failed_fetchers.unlogged()) is not None:
+            logger.warning("%s", line)
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -1154,7 +1177,10 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 except ProtocolError as exc:
                     result = exc
                 except Exception as exc:  # a fetcher of the application's that broke
-                    logger.warning("certificate fetcher raised %s", type(exc).__name__)
+                    # Every handshake sending a URL may make it raise: bounded, by kind.
+                    line = self.failed_fetchers.failed(type(exc).__name__, self.loop.time())
+                    if line is not None:
+                        logger.warning("%s", line)
                     result = ProtocolError(
                         "certificate fetch failed", AlertDescription.internal_error
                     )
@@ -1174,8 +1200,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.flush()
 
     def _on_closed(self, address: Address, event: ConnectionClosed) -> None:
-        """Log the end of an association (one line naming peer and identity) and end its
-        session. Only the identity and the alert are logged, never key material (SEC-1)."""
+        """Log the end of an association (one line naming peer and identity; of failed
+        handshakes, `FAILED_HANDSHAKE_LINES` a `SUMMARY_INTERVAL`, the rest summed up) and end
+        its session. Only the identity and the alert are logged, never key material (SEC-1)."""
         error = event.error
         who = _PeerLabel(address, event.peer)
         ended = self.sessions.pop(address, None)
@@ -1190,10 +1217,32 @@ class _ServerProtocol(asyncio.DatagramProtocol):
                 logger.debug("association closed: %s", who)
         elif error is not None:
             self.stats.handshakes_failed += 1
-            logger.info("handshake failed: %s: %s", _PeerLabel(address, event.peer, True), error)
+            # Bounded (`FAILED_HANDSHAKE_LINES`): a peer without credentials can fail them at will.
+            failure = f"{_PeerLabel(address, event.peer, True)}: {error}"
+            self._handshake_failed(failure)
         else:  # closed by us before it completed: the server stops
             self.stats.handshakes_unfinished += 1
             logger.debug("handshake unfinished: %s", _PeerLabel(address, event.peer, True))
+
+    def _handshake_failed(self, failure: str) -> None:
+        """Log the line for a failed handshake ("PEER: ERROR"), if it is among the first
+        `FAILED_HANDSHAKE_LINES` of its interval; else count it (a debug line, for -v), to be
+        summed up at the interval's end (`_sum_up`)."""
+        failures = self.failed_handshakes
+        line = failures.failed(failure, self.loop.time())
+        if line is not None:
+            logger.info("%s", line)
+            return
+        logger.debug("handshake failed: %s (held back, counted in the next summary)", failure)
+        if self._summary_timer is None:
+            self._summary_timer = self.loop.call_at(failures.summary_due, self._sum_up)
+
+    def _sum_up(self) -> None:
+        """The line summing up the failed handshakes held back in the interval just ended."""
+        self._summary_timer = None
+        line = self.failed_handshakes.sum_up(self.loop.time())
+        if line is not None:
+            logger.info("%s", line)
 
     def _ended(self, session: ServerSession, error: DtlsError | None) -> None:
         session._end(error)
