@@ -29,14 +29,20 @@ from aiocoap import resource
 
 import iotdtls.coap
 import iotdtls.coap.client
+from iotdtls import aio
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import aiocoap_failures, main
 from iotdtls.cli import coap as coap_cli
 from iotdtls.cli.common import UsageError
 from iotdtls.coap import AssociationFailed, uploads
-from iotdtls.config import CONSTRAINED_RETRANSMIT, RFC6347_RETRANSMIT, RetransmitPolicy
+from iotdtls.config import (
+    CONSTRAINED_RETRANSMIT,
+    RFC6347_RETRANSMIT,
+    RetransmitPolicy,
+    ServerConfig,
+)
 from iotdtls.errors import AlertDescription, AlertReceived, DtlsError
-from tests.aio_support import signal_fallback
+from tests.aio_support import client_config, signal_fallback
 from tests.coap_support import (
     CoapSite,
     coaps_client,
@@ -48,11 +54,13 @@ from tests.coap_support import (
 )
 from tests.interop_support import (
     CREDENTIALS,
+    WRONG_PSK,
     WRONG_PSK_HEX,
     AlertingServer,
     AnsweringServer,
     FlushedText,
     PlainAnsweringServer,
+    SameAddressClient,
 )
 from tests.peers import (
     CLIENT_IDENTITY,
@@ -961,6 +969,26 @@ async def first_answer(context: Any, uri: str) -> Any:
     raise AssertionError(f"no answer from {uri} within 5 s")
 
 
+def serve_until_clients_end(
+    clients: Callable[[], Coroutine[Any, Any, None]], port: int, *flags: str
+) -> tuple[int, list[int]]:
+    """`coap serve` on `port` with the test credentials and `flags`, in this thread, until
+    `clients`, run in another thread, end (a SIGTERM then): its exit status, and the signals
+    the fallback handler caught (none, if the server handled SIGTERM)."""
+
+    async def then_stop() -> None:
+        try:
+            await clients()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with signal_fallback(signal.SIGTERM) as fallback:
+        thread = in_thread(then_stop)
+        status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS, *flags])
+        thread.join(10.0)
+    return status, fallback
+
+
 @pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_answers_until_sigterm(caplog: pytest.LogCaptureFixture, sig: signal.Signals) -> None:
@@ -1001,21 +1029,16 @@ def test_serve_keeps_to_its_max_connections_and_idle_timeout(
     uri = f"coaps://{LOCALHOST}:{port}/hello"
 
     async def clients() -> None:
-        try:
-            async with coaps_client() as first:
-                await first_answer(first, uri)
-                async with coaps_client() as second:
-                    await get(second, uri)
-                    await asyncio.sleep(1.5)
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+        async with coaps_client() as first:
+            await first_answer(first, uri)
+            async with coaps_client() as second:
+                await get(second, uri)
+                await asyncio.sleep(1.5)
 
-    with signal_fallback(signal.SIGTERM) as fallback, caplog.at_level(logging.INFO):
-        thread = in_thread(clients)
-        status = main(["coap", "serve", "--listen", f"{LOCALHOST}:{port}", *CREDENTIALS,
-                       "--max-connections", "1", "--idle-timeout", "0.5"])
-        thread.join(10.0)
-    assert (status, fallback) == (0, [])
+    with caplog.at_level(logging.INFO):
+        served = serve_until_clients_end(
+            clients, port, "--max-connections", "1", "--idle-timeout", "0.5")
+    assert served == (0, [])
     stopped = [message for name, _, message in caplog.record_tuples
                if name == "iotdtls.cli" and message.startswith("stopped: ")]
     assert len(stopped) == 1
@@ -1109,6 +1132,108 @@ def test_serve_logs_its_counters_on_sigusr1_and_at_stop(caplog: pytest.LogCaptur
     assert counters.startswith("counters: handshakes 1 completed (0 resumed), 0 failed")
     (stopped,) = lines("stopped: ")
     assert stopped.startswith("stopped: handshakes 1 completed (0 resumed), 0 failed")
+
+
+def test_serve_quiet_logs_no_line_per_handshake(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`coap serve -q`, as `iotdtls server -q`: no log line per handshake (a client without
+    the right key could make thousands a second, probe BQ), where it listens and the counters
+    only."""
+    monkeypatch.setattr(logging.getLogger("iotdtls.aio"), "level", logging.NOTSET)  # put back
+    port = free_udp_port()
+    uri = f"coaps://{LOCALHOST}:{port}/hello"
+    answers: list[bytes] = []
+
+    async def clients() -> None:
+        async with coaps_client() as context:
+            answers.append((await first_answer(context, uri)).payload)
+        with pytest.raises(AlertReceived):
+            await aio.connect(LOCALHOST, port, client_config(psk=WRONG_PSK))
+
+    with caplog.at_level(logging.INFO):
+        served = serve_until_clients_end(clients, port, "-q")
+    assert (served, answers) == ((0, []), [HELLO.encode()])
+    assert [r.getMessage() for r in caplog.records if r.name == "iotdtls.aio"] == []
+    (stopped,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped")]
+    assert stopped.startswith("stopped: handshakes 1 completed (0 resumed), 1 failed")
+
+
+def test_serve_heartbeat_ends_the_association_of_a_client_that_vanished(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`coap serve --heartbeat 1 --timeout 1`, as `iotdtls server`: heartbeats negotiated
+    with a client that asks for them, and one going unanswered ends the association of a
+    client gone without close_notify (an observer moved by a NAT rebinding, probe BQ finding
+    2), which without it stayed for the idle timeout (an hour), or for ever while the server
+    kept sending it notifications."""
+    port = free_udp_port()
+    answers: list[bytes] = []
+
+    def failed() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "iotdtls.aio" and r.getMessage().startswith("association failed")]
+
+    async def vanishing_client() -> None:
+        for _ in range(100):  # until it listens
+            client = await SameAddressClient.open((LOCALHOST, port))
+            try:
+                await client.handshake(client_config(heartbeat=True), timeout=1.0)
+                break
+            except TimeoutError:
+                client.close()
+        hello = aiocoap.Message(code=aiocoap.GET, uri_path=("hello",))
+        hello.mtype, hello.mid, hello.token = aiocoap.CON, 1, b"t"
+        client.send(hello.encode())
+        answer = await client.recv(5.0)
+        assert answer is not None
+        answers.append(aiocoap.Message.decode(answer).payload)
+        assert client.connection is not None and client.connection.heartbeats_negotiated
+        client.close()  # gone: no close_notify
+        for _ in range(160):
+            if failed():
+                break
+            await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO):
+        served = serve_until_clients_end(
+            vanishing_client, port, "--heartbeat", "1", "--timeout", "1")
+    assert (served, answers) == ((0, []), [HELLO.encode()])
+    (line,) = failed()
+    assert line.endswith(": the peer did not answer heartbeats for 1 s"), line
+    (stopped,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped")]
+    assert "associations failed 1," in stopped
+
+
+def test_serve_hands_its_timeout_and_heartbeat_as_the_echo_server_does(handed: Handed) -> None:
+    """--timeout S (the handshake's deadline, and the heartbeat's; 60 unless told) and
+    --heartbeat SECONDS reach the configuration as `iotdtls server`'s do."""
+    assert main(["coap", "serve", *CREDENTIALS]) == 130
+    assert main(["coap", "serve", *CREDENTIALS, "--timeout", "3", "--heartbeat", "5"]) == 130
+    defaults, told = (kwargs["config"] for _, kwargs in handed.calls)
+    assert (defaults.handshake_timeout, defaults.heartbeat, defaults.keepalive_interval) == (
+        ServerConfig.handshake_timeout, False, None)
+    assert (told.handshake_timeout, told.heartbeat, told.keepalive_interval) == (3.0, True, 5.0)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--heartbeat", "0.5"], ["--heartbeat", "soon"], ["--timeout", "-1"], ["--timeout"],
+     ["-q", "yes"]],
+)
+def test_serve_refuses_a_bad_heartbeat_or_timeout_in_the_echo_server_s_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    """One line, status 2, worded as `iotdtls server`'s for the same flags."""
+    said = []
+    for command in (["server"], ["coap", "serve"]):
+        with pytest.raises(SystemExit) as refused:
+            main([*command, *CREDENTIALS, *flags])
+        assert refused.value.code == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("iotdtls: error: "), err
+        said.append(err)
+    assert said[0] == said[1]
 
 
 def test_serve_names_a_link_local_address_with_its_zone(

@@ -43,7 +43,9 @@ from iotdtls.cli.common import (
     Parser,
     UsageError,
     add_common_flags,
+    add_quiet_flag,
     add_server_limits,
+    add_server_timeouts,
     common_settings,
     counters_signal_ignored,
     format_hostport,
@@ -52,6 +54,8 @@ from iotdtls.cli.common import (
     parse_listen,
     seconds,
     server_limits,
+    server_logging,
+    server_timeouts,
     stdout_buffer,
     stop_on_signals,
     whole_number,
@@ -151,6 +155,8 @@ def register(sub: Any) -> None:
         f"Size1 = BYTES (default {DEFAULT_MAX_BODY_SIZE})",
     )
     add_server_limits(srv)
+    add_quiet_flag(srv)
+    add_server_timeouts(srv)
     add_server_credentials(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_serve, server_logging=True)
@@ -563,7 +569,10 @@ def run_serve(args: argparse.Namespace) -> int:
     (`counters_signal_ignored`), as `iotdtls server` does."""
     _require_aiocoap()
     host, port = parse_listen(args.listen)
-    config = server_config(args, **common_settings(args), **server_limits(args))
+    config = server_config(
+        args, **common_settings(args), **server_limits(args), **server_timeouts(args)
+    )
+    server_logging(args.verbose, args.quiet)
     with counters_signal_ignored():
         asyncio.run(_serve(config, host, port, args.max_body_size))
     return 0

@@ -26,6 +26,7 @@ from iotdtls.config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MTU,
     MAX_MTU,
+    MIN_KEEPALIVE_INTERVAL,
     MIN_MTU,
     RFC6347_RETRANSMIT,
     RetransmitPolicy,
@@ -370,6 +371,49 @@ def add_server_limits(p: argparse.ArgumentParser, per: str = "") -> None:
     )
 
 
+def add_quiet_flag(p: argparse.ArgumentParser) -> None:
+    """-q: no log line per handshake (`server_logging`), for every command that serves."""
+    p.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no log line per handshake (where it listens and the counters only)",
+    )
+
+
+def add_server_timeouts(p: argparse.ArgumentParser) -> None:
+    """--timeout (the handshake timeout) and --heartbeat, for every command that serves."""
+    p.add_argument(
+        "--timeout", type=seconds(), default=ServerConfig.handshake_timeout, metavar="S",
+        help="deadline of a handshake (a half-open one is dropped after it), and of the answer "
+        f"to a heartbeat (default {ServerConfig.handshake_timeout:g})",
+    )
+    add_heartbeat_flag(p, "--timeout")
+
+
+def server_timeouts(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ServerConfig` settings of `add_server_timeouts`' flags."""
+    return {"handshake_timeout": args.timeout, **heartbeat_settings(args)}
+
+
+def add_heartbeat_flag(p: argparse.ArgumentParser, unanswered: str) -> None:
+    """--heartbeat; `unanswered`: how long a heartbeat may go unanswered (the handshake
+    timeout, the threshold of RFC 6520 §3)."""
+    p.add_argument(
+        "--heartbeat",
+        type=seconds(MIN_KEEPALIVE_INTERVAL, inclusive=True),
+        metavar="SECONDS",
+        help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; one "
+        f"unanswered for {unanswered} ends the association; an answer to the peer's request is "
+        "as large as the request, even beyond --mtu",
+    )
+
+
+def heartbeat_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration settings of `add_heartbeat_flag`'s flag, client or server."""
+    if args.heartbeat is None:
+        return {}
+    return {"heartbeat": True, "keepalive_interval": args.heartbeat}
+
+
 def server_limits(args: argparse.Namespace) -> dict[str, Any]:
     """The `ServerConfig` settings of `add_server_limits`' flags."""
     return {
@@ -510,6 +554,14 @@ def setup_logging(verbose: bool, server: bool) -> None:
     if server and not verbose:
         for name in ("iotdtls.aio", "iotdtls.cli", "iotdtls.workers"):
             logging.getLogger(name).setLevel(logging.INFO)
+
+
+def server_logging(verbose: bool, quiet: bool) -> None:
+    """A server's stderr logging (also run first in every worker process): `setup_logging`,
+    and with `quiet` (-q) no line per handshake (a server under load spends time on them)."""
+    setup_logging(verbose, server=True)
+    if quiet and not verbose:
+        logging.getLogger("iotdtls.aio").setLevel(logging.WARNING)
 
 
 #: Signals that stop a server cleanly (a terminal closing sends SIGHUP).

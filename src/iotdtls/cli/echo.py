@@ -38,18 +38,23 @@ from iotdtls.cli.common import (
     Once,
     UsageError,
     add_common_flags,
+    add_heartbeat_flag,
     add_loop_flag,
+    add_quiet_flag,
     add_server_limits,
+    add_server_timeouts,
     common_settings,
     counters_signal_ignored,
     file_path,
+    heartbeat_settings,
     log_counters_on_signal,
     log_stopped,
     parse_hostport,
     parse_listen,
     seconds,
     server_limits,
-    setup_logging,
+    server_logging,
+    server_timeouts,
     stdout_buffer,
     stop_on_signals,
     whole_number,
@@ -63,7 +68,6 @@ from iotdtls.cli.credentials import (
 )
 from iotdtls.config import (
     MAX_FRAGMENT_LENGTHS,
-    MIN_KEEPALIVE_INTERVAL,
     ClientConfig,
     RetryPolicy,
     ServerConfig,
@@ -131,17 +135,9 @@ def register(sub: Any) -> None:
         "/dev/shm, is the fastest)",
     )
     add_server_limits(srv, ", per worker")
-    srv.add_argument(
-        "-q", "--quiet", action="store_true",
-        help="no log line per handshake (where it listens and the counters only)",
-    )
+    add_quiet_flag(srv)
     add_loop_flag(srv)
-    srv.add_argument(
-        "--timeout", type=seconds(), default=ServerConfig.handshake_timeout, metavar="S",
-        help="deadline of a handshake (a half-open one is dropped after it), and of the answer "
-        f"to a heartbeat (default {ServerConfig.handshake_timeout:g})",
-    )
-    _add_heartbeat_flag(srv, "--timeout")
+    add_server_timeouts(srv)
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
 
@@ -175,28 +171,9 @@ def register(sub: Any) -> None:
         metavar="{512,1024,2048,4096}",
         help="ask the server for records of at most this many bytes (RFC 6066)",
     )
-    _add_heartbeat_flag(cli, "--timeout")
+    add_heartbeat_flag(cli, "--timeout")
     add_common_flags(cli)
     cli.set_defaults(run=run_client, server_logging=False, streams=["stdin", "stdout"])
-
-
-def _add_heartbeat_flag(p: argparse.ArgumentParser, unanswered: str) -> None:
-    """--heartbeat; `unanswered`: how long a heartbeat may go unanswered (the handshake
-    timeout, the threshold of RFC 6520 §3)."""
-    p.add_argument(
-        "--heartbeat",
-        type=seconds(MIN_KEEPALIVE_INTERVAL, inclusive=True),
-        metavar="SECONDS",
-        help="negotiate heartbeats (RFC 6520) and send one after SECONDS of silence; one "
-        f"unanswered for {unanswered} ends the association; an answer to the peer's request is "
-        "as large as the request, even beyond --mtu",
-    )
-
-
-def _heartbeat_settings(args: argparse.Namespace) -> dict[str, Any]:
-    if args.heartbeat is None:
-        return {}
-    return {"heartbeat": True, "keepalive_interval": args.heartbeat}
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -250,19 +227,10 @@ def server_config_of(args: argparse.Namespace, validity_warned: bool = False) ->
         args,
         validity_warned=validity_warned,
         cookie_exchange=not args.no_cookie,
-        handshake_timeout=args.timeout,
         **common_settings(args),
         **server_limits(args),
-        **_heartbeat_settings(args),
+        **server_timeouts(args),
     )
-
-
-def server_logging(verbose: bool, quiet: bool) -> None:
-    """The server's stderr logging (also run first in every worker process): `setup_logging`,
-    and with `quiet` no line per handshake (a server under load spends time on them)."""
-    setup_logging(verbose, server=True)
-    if quiet and not verbose:
-        logging.getLogger("iotdtls.aio").setLevel(logging.WARNING)
 
 
 def run_client(args: argparse.Namespace) -> int:
@@ -274,7 +242,7 @@ def run_client(args: argparse.Namespace) -> int:
         **common_settings(args),
         retry=RetryPolicy(args.retries + 1) if args.retries else None,
         max_fragment_length=args.max_fragment_length,
-        **_heartbeat_settings(args),
+        **heartbeat_settings(args),
     )
     session_file = None if args.session_file is None else SessionFile(args.session_file)
     if session_file is not None:
