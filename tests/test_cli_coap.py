@@ -1290,6 +1290,21 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> Handed:
     return Handed(monkeypatch)
 
 
+def test_an_observer_offers_and_answers_heartbeats(handed: Handed) -> None:
+    """`get --observe` over coaps offers heartbeats (RFC 6520) and answers them: an observer
+    sends nothing while notifications come, and a server's idle timeout counts only what its
+    peer sends, so a server's keep-alive (`coap serve --heartbeat`) is what tells it the
+    observer is still there. A single request offers none (its hello stays as it was)."""
+    assert main(["coap", "get", "coaps://localhost/x", "--observe", *CREDENTIALS]) == 130
+    assert main(["coap", "get", "coaps://localhost/x", *CREDENTIALS]) == 130
+    (_, observing), (_, once) = handed.calls
+    config = observing["config"]
+    assert (config.heartbeat, config.answer_heartbeats, config.keepalive_interval) == (
+        True, True, None
+    )
+    assert once["config"].heartbeat is False
+
+
 def test_a_request_hands_its_flags_to_the_client_context(
     handed: Handed, tmp_path: Path
 ) -> None:

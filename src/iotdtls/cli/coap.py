@@ -190,18 +190,22 @@ def run_request(args: argparse.Namespace) -> int:
     if getattr(args, "duration", None) is not None and not args.observe:
         raise UsageError("--duration needs --observe")
     config = None
+    observe = args.method == "get" and args.observe
     if scheme == "coap":
         _refuse_dtls_flags(args)
     else:
+        # An observer sends nothing while notifications come: it offers heartbeats (RFC 6520)
+        # and answers them, so that a server's keep-alive (coap serve --heartbeat) can tell
+        # it is there before the server's idle timeout, which only a peer's records reset.
         config = client_config(
-            args, host, handshake_timeout=args.timeout, **common_settings(args)
+            args, host, handshake_timeout=args.timeout, heartbeat=observe,
+            **common_settings(args),
         )
     options: dict[str, Any] = {}
     if args.method in ("post", "put"):
         options["payload"] = _payload(args.payload)
         if args.content_format is not None:
             options["content_format"] = _content_format(args.content_format)
-    observe = args.method == "get" and args.observe
     if observe:
         options["observe"] = 0
     message = _message(args.method, _uri_for_aiocoap(args.uri, scheme), options)

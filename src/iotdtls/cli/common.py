@@ -367,7 +367,8 @@ def add_server_limits(p: argparse.ArgumentParser, per: str = "") -> None:
     )
     p.add_argument(
         "--idle-timeout", type=seconds(), default=DEFAULT_IDLE_TIMEOUT, metavar="S",
-        help=f"close associations idle for S seconds (default {DEFAULT_IDLE_TIMEOUT:g})",
+        help="close associations whose peer sent nothing for S seconds (what we send it does "
+        f"not count; an answer to --heartbeat does; default {DEFAULT_IDLE_TIMEOUT:g})",
     )
 
 
