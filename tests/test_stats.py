@@ -275,6 +275,53 @@ def test_summed_failures_with_lines_log_the_first_of_each_interval_and_sum_up_th
     assert failures.unlogged() is None
 
 
+def test_a_failure_at_an_intervals_end_before_the_timer_begins_the_next_interval_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncio runs the I/O callbacks of an iteration before the timers due in it: a failure
+    handled at `summary_due` sums up the interval and begins the next; the owner's timer,
+    running just after, must not begin it again (10 more lines: 20 in one interval)."""
+    monkeypatch.setattr(_failures, "SUMMARY_INTERVAL", 60.0)
+    failures = _failures.SummedFailures("failed:", 10, "{count} more (the latest: {latest})")
+    for i in range(11):
+        failures.failed(f"a{i}", 0.0)
+    due = failures.summary_due
+    assert failures.failed("b0", due) == "2 more (the latest: b0)"
+    shown = [failures.failed(f"b{i}", due) for i in range(1, 11)]
+    assert failures.sum_up(due + 0.001) is None  # the timer, late: the interval still runs
+    shown += [failures.failed(f"c{i}", due + 1) for i in range(10)]
+    assert len([line for line in shown if line is not None]) == 10
+    assert failures.held_back == 10
+    assert failures.sum_up(due + 60) == "10 more (the latest: c9)"
+
+
+def test_a_server_whose_timer_came_after_the_next_interval_began_sums_that_one_up_on_time(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timer of an interval runs after a failure that began the next one (an I/O callback
+    of the same loop iteration) and already holds one back: it waits for that interval's end
+    to sum it up, rather than leaving it to the stop."""
+    monkeypatch.setattr(_failures, "SUMMARY_INTERVAL", 0.3)
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, 0, server_config()) as server:
+            protocol = server._protocol
+            for i in range(aio.FAILED_HANDSHAKE_LINES + 1):
+                protocol._handshake_failed(f"a{i}")
+            timer = protocol._summary_timer
+            assert timer is not None
+            timer.cancel()  # late: it runs below, by hand, after the next interval began
+            await asyncio.sleep(0.35)
+            for i in range(aio.FAILED_HANDSHAKE_LINES + 2):  # the first sums up a0..a10
+                protocol._handshake_failed(f"b{i}")
+            protocol._sum_up()
+            assert await eventually(lambda: "1 more handshakes failed (the latest: b11)" in
+                                    caplog.messages, 1.0)
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
+        run(main())
+
+
 class FlakyStore(MemorySessionStore):
     """An application's session store whose `get` raises while `failing` is set."""
 

@@ -89,9 +89,19 @@ class SummedFailures:
         self._unlogged += 1
         self._latest = kind
 
+    @property
+    def held_back(self) -> int:
+        """Failures counted and not logged yet (for the next summary)."""
+        return self._unlogged
+
     def sum_up(self, now: float) -> str | None:
         """With `lines`, at the end of an interval (`summary_due`): the line summing up the
-        failures held back in it (`unlogged`), and a new interval begins at `now`."""
+        failures held back in it (`unlogged`), and a new interval begins at `now`. None, and
+        nothing begins, before `summary_due`: a failure that came at its end, before the
+        owner's timer, has summed up those and begun the interval that still runs (else that
+        interval would begin twice, `lines` lines each time)."""
+        if now < self._summary_due:
+            return None
         self._summary_due = now + SUMMARY_INTERVAL
         self._shown = 0
         return self.unlogged()

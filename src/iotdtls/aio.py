@@ -1238,11 +1238,16 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             self._summary_timer = self.loop.call_at(failures.summary_due, self._sum_up)
 
     def _sum_up(self) -> None:
-        """The line summing up the failed handshakes held back in the interval just ended."""
+        """The line summing up the failed handshakes held back in the interval just ended; when
+        a failure at its end began the next one first (`SummedFailures.sum_up`), the timer
+        waits for that one's end if it holds some back already."""
         self._summary_timer = None
-        line = self.failed_handshakes.sum_up(self.loop.time())
+        failures = self.failed_handshakes
+        line = failures.sum_up(self.loop.time())
         if line is not None:
             logger.info("%s", line)
+        elif failures.held_back:
+            self._summary_timer = self.loop.call_at(failures.summary_due, self._sum_up)
 
     def _ended(self, session: ServerSession, error: DtlsError | None) -> None:
         session._end(error)
