@@ -410,6 +410,27 @@ def test_a_datagram_from_the_target_s_address_is_not_taken_for_the_client(
     assert proxy.counts == Counter({("client", "sent"): 1, ("server", "sent"): 1})
 
 
+def test_a_datagram_from_the_target_s_port_on_another_local_address_is_ignored_too(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    """A target on this machine bound to 0.0.0.0 or a dual-stack [::] answers from any of its
+    addresses, with its port: such a datagram is the target's too (else the loop comes back
+    through 127.0.0.2, say); a client's port on the same host is served as ever."""
+    target_port = echo.address[1]
+    with (
+        LossyProxy(echo.address, seed=1, lifetime=10) as proxy,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+    ):
+        other.bind(("127.0.0.2", target_port))
+        other.sendto(b"from the target's other address", proxy.address)
+        assert proxy.wait_for_ignored(1, 2.0)
+        time.sleep(0.2)
+        assert echo.received == [] and proxy.client_address is None
+        client.sendto(b"real", proxy.address)
+        assert recv_or_none(client) == b"real"
+    assert (proxy.ignored, proxy.ignored_from_target) == (1, 1)
+
+
 def test_without_keep_log_only_the_counters_are_kept(
     echo: UdpEcho, client: socket.socket
 ) -> None:

@@ -13,7 +13,8 @@ Model::
 
 The first source address that sends to the listening socket becomes "the client"; datagrams from
 any other address on the listening socket are ignored (and counted in `ignored`). So are those
-that come to the listening socket from the target's own address (counted in
+that come to the listening socket from the target's own address, or from its port on
+another address of this machine when the target is on it (counted in
 `ignored_from_target` too): taking the target for the client would send every datagram round
 target -> proxy -> target until the proxy stops, the loop `_target_problem` refuses a target
 equal to the listening address for (one spoofed datagram would do it). Datagrams
@@ -243,6 +244,25 @@ def _comparable(address: tuple[str, int]) -> tuple[str, int]:
     return address
 
 
+#: Source hosts `_is_local` has judged, kept (a few: the target's port is rarely a client's).
+_LOCAL_HOSTS_KEPT = 64
+
+
+def _is_local(host: str) -> bool:
+    """Whether `host` is an address of this machine (a UDP socket can be bound to it): a
+    target bound to a wildcard or dual-stack socket sends from any of them."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:  # not an IP address
+        return False
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
 def _bind_listening(sock: socket.socket, address: tuple[Any, ...]) -> None:
     """Bind the socket clients send to; an error names the address (`listening_on`)."""
     with listening_on(*host_port(address)):
@@ -349,6 +369,8 @@ class LossyProxy:
         self._target_family, self._target_sockaddr = _resolve(target)
         self.target: tuple[str, int] = host_port(self._target_sockaddr)
         self._target_seen_as = _comparable(self.target)
+        self._target_is_local = _is_local(self._target_seen_as[0])
+        self._local_hosts: dict[str, bool] = {}
         #: Where the client's datagrams come from (its scope id kept), once it has sent one.
         self._client_sockaddr: tuple[Any, ...] | None = None
         listen_family, listen_addr = _resolve(listen)
@@ -523,7 +545,7 @@ class LossyProxy:
                 return
             sender = host_port(source)
             if direction == "client":
-                if _comparable(sender) == self._target_seen_as:
+                if self._from_target(sender):
                     self._ignore(from_target=True)
                     continue
                 if self.client_address is None:
@@ -535,6 +557,22 @@ class LossyProxy:
                 self._ignore()
                 continue
             self._handle(direction, data)
+
+    def _from_target(self, sender: tuple[str, int]) -> bool:
+        """Whether `sender` may be the target itself: its address, or, for a target on this
+        machine, its port on another address of the machine (a target bound to 0.0.0.0 or to
+        a dual-stack [::] answers from any of them)."""
+        host, port = seen_as = _comparable(sender)
+        if seen_as == self._target_seen_as:
+            return True
+        if port != self._target_seen_as[1] or not self._target_is_local:
+            return False
+        local = self._local_hosts.get(host)
+        if local is None:
+            if len(self._local_hosts) >= _LOCAL_HOSTS_KEPT:
+                self._local_hosts.clear()
+            local = self._local_hosts[host] = _is_local(host)
+        return local
 
     def _ignore(self, *, from_target: bool = False) -> None:
         with self._lock:
