@@ -33,6 +33,7 @@ from iotdtls import aio
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli import aiocoap_failures, main
 from iotdtls.cli import coap as coap_cli
+from iotdtls.cli import echo as echo_cli
 from iotdtls.cli.common import UsageError
 from iotdtls.coap import AssociationFailed, uploads
 from iotdtls.config import (
@@ -1214,6 +1215,22 @@ def test_serve_hands_its_timeout_and_heartbeat_as_the_echo_server_does(handed: H
     assert (defaults.handshake_timeout, defaults.heartbeat, defaults.keepalive_interval) == (
         ServerConfig.handshake_timeout, False, None)
     assert (told.handshake_timeout, told.heartbeat, told.keepalive_interval) == (3.0, True, 5.0)
+
+
+@pytest.mark.parametrize("command", [["server"], ["coap", "serve"]])
+def test_a_heartbeat_no_shorter_than_the_idle_timeout_is_refused(
+    capsys: pytest.CaptureFixture[str], command: list[str], handed: Handed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the peer's records reset --idle-timeout: with --heartbeat as long, a client that
+    only listens (an observer) would be let go before its heartbeat: one line, status 2
+    (serving, were it reached, ends at once as by Ctrl-C: 130)."""
+    monkeypatch.setattr(echo_cli, "_serve_alone", handed.record)
+    status = main([*command, *CREDENTIALS, "--heartbeat", "3", "--idle-timeout", "3"])
+    assert status == 2
+    assert capsys.readouterr() == ("", (
+        "iotdtls: error: --heartbeat 3 must be shorter than --idle-timeout 3: a client that "
+        "only listens would be let go before a heartbeat is sent\n"))
 
 
 @pytest.mark.parametrize(

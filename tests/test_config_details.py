@@ -105,6 +105,20 @@ def test_common_settings_at_their_edges(
     assert getattr(role(**base, **{setting: accepted}), setting) == accepted
 
 
+def test_a_servers_keepalive_must_be_shorter_than_its_idle_timeout() -> None:
+    """Only the peer's records reset `idle_timeout`: a keep-alive as long never reaches a
+    peer that only listens before it is let go."""
+    assert refusal(ServerConfig, **PSK_SERVER, heartbeat=True, keepalive_interval=3600.0) == (
+        "keepalive_interval (3600 s) must be shorter than idle_timeout (3600 s): a peer that "
+        "only listens would be let go before a heartbeat is sent"
+    )
+    shorter = ServerConfig(**PSK_SERVER, heartbeat=True, keepalive_interval=1.0, idle_timeout=1.5)
+    assert shorter.keepalive_interval == 1.0
+    never = ServerConfig(**PSK_SERVER, heartbeat=True, keepalive_interval=7200.0,
+                         idle_timeout=None)
+    assert never.keepalive_interval == 7200.0
+
+
 def test_keepalive_needs_heartbeats_and_a_second() -> None:
     assert refusal(ClientConfig, **PSK_CLIENT, keepalive_interval=5.0) == (
         "keepalive_interval needs heartbeat=True (RFC 6520 heartbeats)"

@@ -1096,6 +1096,16 @@ class ServerConfig(_CommonConfig):
             raise ConfigError(
                 f"idle_timeout must be > 0 seconds (or None: never), got {self.idle_timeout}"
             )
+        if (
+            self.keepalive_interval is not None
+            and self.idle_timeout is not None
+            and self.keepalive_interval >= self.idle_timeout
+        ):
+            raise ConfigError(
+                f"keepalive_interval ({self.keepalive_interval:g} s) must be shorter than "
+                f"idle_timeout ({self.idle_timeout:g} s): a peer that only listens would be let "
+                "go before a heartbeat is sent"
+            )
         if self.certificate_url_size_limit < 1:
             raise ConfigError(
                 "certificate_url_size_limit must be at least 1 byte, "
