@@ -620,7 +620,7 @@ def broken_fetcher(url: str, limit: int, timeout: float) -> bytes:
         # others summed up (here at the stop).
         (broken_fetcher, AlertDescription.internal_error,
          ["certificate fetcher raised RuntimeError",
-          "certificate fetcher raised: 1 more failures (the latest: RuntimeError)"]),
+          "certificate fetcher raised: 1 more failure (the latest: RuntimeError)"]),
     ],
     ids=["unobtainable", "broken-fetcher"],
 )  # fmt: skip

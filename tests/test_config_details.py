@@ -1118,7 +1118,7 @@ def test_only_a_key_log_with_failures_not_logged_yet_is_held_until_they_are(
     with caplog.at_level(logging.WARNING, logger="iotdtls"):
         summed_up.log_unlogged_failures()
     assert [r.getMessage() for r in caplog.records] == [
-        f"key log {str(path)!r}: 1 more failures (the latest: {gone})"]
+        f"key log {str(path)!r}: 1 more failure (the latest: {gone})"]
     held = weakref.ref(summed_up)
     del summed_up
     gc.collect()

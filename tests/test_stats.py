@@ -315,7 +315,7 @@ def test_a_server_whose_timer_came_after_the_next_interval_began_sums_that_one_u
             for i in range(aio.FAILED_HANDSHAKE_LINES + 2):  # the first sums up a0..a10
                 protocol._handshake_failed(f"b{i}")
             protocol._sum_up()
-            assert await eventually(lambda: "1 more handshakes failed (the latest: b11)" in
+            assert await eventually(lambda: "1 more handshake failed (the latest: b11)" in
                                     caplog.messages, 1.0)
 
     with caplog.at_level(logging.INFO, logger="iotdtls.aio"):

@@ -22,7 +22,8 @@ class SummedFailures:
     `lines` failures of each interval are, whatever their kind: an interval begins with a
     failure at least `SUMMARY_INTERVAL` seconds after the last began, or at `sum_up`, which
     the owner calls at `summary_due` once `failed` has held one back. `summary` words the
-    line summing up those held back ({name}, {count}, {latest}: the latest's kind)."""
+    line summing up those held back ({name}, {count}, {latest}: the latest's kind, {s}:
+    "s" unless the count is 1)."""
 
     __slots__ = (
         "_kinds", "_latest", "_lines", "_name", "_shown", "_summary", "_summary_due",
@@ -33,7 +34,7 @@ class SummedFailures:
         self,
         name: str,
         lines: int = 0,
-        summary: str = "{name}: {count} more failures (the latest: {latest})",
+        summary: str = "{name}: {count} more failure{s} (the latest: {latest})",
     ) -> None:
         self._name = name
         self._lines = lines
@@ -111,6 +112,9 @@ class SummedFailures:
         never reached `SUMMARY_INTERVAL`), counted as logged; None when there are none."""
         if not self._unlogged:
             return None
-        line = self._summary.format(name=self._name, count=self._unlogged, latest=self._latest)
+        count = self._unlogged
+        line = self._summary.format(
+            name=self._name, count=count, latest=self._latest, s="" if count == 1 else "s"
+        )
         self._unlogged = 0
         return line

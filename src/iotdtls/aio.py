@@ -995,7 +995,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         #: held back at the end of their interval.
         self.failed_handshakes = SummedFailures(
             "handshake failed:", FAILED_HANDSHAKE_LINES,
-            "{count} more handshakes failed (the latest: {latest})",
+            "{count} more handshake{s} failed (the latest: {latest})",
         )
         self.failed_fetchers = SummedFailures("certificate fetcher raised")
         self._summary_timer: asyncio.TimerHandle | None = None
