@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from iotdtls import proxy as proxy_module
 from iotdtls.proxy import Direction, Impairment, LossyProxy
 from tests.interop_support import drain, recv_or_none
 from tests.peers import (
@@ -429,6 +430,18 @@ def test_a_datagram_from_the_target_s_port_on_another_local_address_is_ignored_t
         client.sendto(b"real", proxy.address)
         assert recv_or_none(client) == b"real"
     assert (proxy.ignored, proxy.ignored_from_target) == (1, 1)
+
+
+def test_a_link_local_address_of_this_machine_is_local_with_its_zone() -> None:
+    """A target named by a link-local address ("fe80::1%eth0") is on this machine when a
+    socket binds to it with its zone's scope id (a (host, 0) tuple leaves it 0: EINVAL, and
+    the loop through the target came back); an address of no interface here is not."""
+    if not (found := link_local_addresses()):
+        pytest.skip("this machine has no link-local IPv6 address")
+    address, interface = found[0]
+    assert proxy_module._is_local(f"{address}%{interface}")
+    assert not proxy_module._is_local("192.0.2.77")
+    assert not proxy_module._is_local("localhost")  # a name, not an address
 
 
 def test_without_keep_log_only_the_counters_are_kept(

@@ -605,7 +605,8 @@ def test_help_names_every_flag_with_its_help(capsys: pytest.CaptureFixture[str])
         assert action.help, action.dest
     assert ("one client: the first source address to send is served, datagrams from any other "
             "are ignored and counted in the summary and the log (so are those from the "
-            "target's address, which would loop)") in text
+            "target's address, or from its port on another address of this machine when the "
+            "target is on it, which would loop)") in text
     # A SPEC replaces the four flags for its direction as a whole, and says so.
     assert ("instead of --loss, --duplicate, --reorder and --delay, which then do not apply to "
             "that direction at all (what SPEC leaves out is 0)") in text

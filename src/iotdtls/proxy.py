@@ -252,12 +252,18 @@ def _is_local(host: str) -> bool:
     """Whether `host` is an address of this machine (a UDP socket can be bound to it): a
     target bound to a wildcard or dual-stack socket sends from any of them."""
     try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:  # not an IP address
+        ipaddress.ip_address(host)
+        # getaddrinfo keeps a link-local address's zone ("fe80::1%eth0") as its scope id,
+        # which a (host, 0) tuple would leave 0: such a bind fails, and the host would be
+        # judged foreign.
+        ((family, _, _, _, sockaddr),) = socket.getaddrinfo(
+            host, 0, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
+        )
+    except (ValueError, OSError):  # not an IP address, or an unknown zone
         return False
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
-            probe.bind((host, 0))
+            probe.bind(sockaddr)
         except OSError:
             return False
     return True
@@ -784,7 +790,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="HOST:PORT the client sends to (default 127.0.0.1:0, any port); "
                         "one client: the first source address to send is served, datagrams "
                         "from any other are ignored and counted in the summary and the log "
-                        "(so are those from the target's address, which would loop)")
+                        "(so are those from the target's address, or from its port on "
+                        "another address of this machine when the target is on it, which "
+                        "would loop)")
     parser.add_argument("--target", type=_parse_address, required=True,
                         help="HOST:PORT of the server")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
