@@ -1114,7 +1114,9 @@ def test_keep_alive_keeps_a_peer_that_only_listens() -> None:
         await echo(session)
 
     async def main() -> None:
-        config = server_config(idle_timeout=1.5, heartbeat=True, keepalive_interval=1.0)
+        config = server_config(
+            idle_timeout=1.5, heartbeat=True, keepalive_interval=1.0, handshake_timeout=0.5
+        )
         async with (
             await aio.serve(push, LOCALHOST, 0, config) as server,
             aio.connect(*server.address, client_config(heartbeat=True)) as client,

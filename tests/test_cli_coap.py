@@ -1218,19 +1218,22 @@ def test_serve_hands_its_timeout_and_heartbeat_as_the_echo_server_does(handed: H
 
 
 @pytest.mark.parametrize("command", [["server"], ["coap", "serve"]])
-def test_a_heartbeat_no_shorter_than_the_idle_timeout_is_refused(
+def test_a_heartbeat_whose_retries_outlast_the_idle_timeout_is_refused(
     capsys: pytest.CaptureFixture[str], command: list[str], handed: Handed,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Only the peer's records reset --idle-timeout: with --heartbeat as long, a client that
-    only listens (an observer) would be let go before its heartbeat: one line, status 2
-    (serving, were it reached, ends at once as by Ctrl-C: 130)."""
+    """Only the peer's records reset --idle-timeout: with --heartbeat and its retries
+    (--timeout) longer, a client that only listens (an observer) would be let go for one lost
+    heartbeat: one line, status 2 (serving, were it reached, ends at once as by Ctrl-C: 130)."""
     monkeypatch.setattr(echo_cli, "_serve_alone", handed.record)
-    status = main([*command, *CREDENTIALS, "--heartbeat", "3", "--idle-timeout", "3"])
+    status = main([*command, *CREDENTIALS, "--heartbeat", "3", "--timeout", "2",
+                   "--idle-timeout", "4.5"])
     assert status == 2
     assert capsys.readouterr() == ("", (
-        "iotdtls: error: --heartbeat 3 must be shorter than --idle-timeout 3: a client that "
-        "only listens would be let go before a heartbeat is sent\n"))
+        "iotdtls: error: --heartbeat 3 plus --timeout 2 must not exceed --idle-timeout 4.5: a "
+        "client that only listens would be let go before its heartbeat is answered\n"))
+    assert main([*command, *CREDENTIALS, "--heartbeat", "3", "--timeout", "2",
+                 "--idle-timeout", "5"]) == 130  # within: serving (here ended at once)
 
 
 @pytest.mark.parametrize(

@@ -105,15 +105,20 @@ def test_common_settings_at_their_edges(
     assert getattr(role(**base, **{setting: accepted}), setting) == accepted
 
 
-def test_a_servers_keepalive_must_be_shorter_than_its_idle_timeout() -> None:
-    """Only the peer's records reset `idle_timeout`: a keep-alive as long never reaches a
-    peer that only listens before it is let go."""
-    assert refusal(ServerConfig, **PSK_SERVER, heartbeat=True, keepalive_interval=3600.0) == (
-        "keepalive_interval (3600 s) must be shorter than idle_timeout (3600 s): a peer that "
-        "only listens would be let go before a heartbeat is sent"
+def test_a_servers_keepalive_and_its_retries_must_end_within_its_idle_timeout() -> None:
+    """Only the peer's records reset `idle_timeout`: a heartbeat sent after
+    `keepalive_interval` and sent again for `handshake_timeout` must be over before it, or a
+    peer that only listens is let go for one lost datagram."""
+    assert refusal(ServerConfig, **PSK_SERVER, heartbeat=True, keepalive_interval=3541.0) == (
+        "keepalive_interval (3541 s) plus handshake_timeout (60 s, while a heartbeat is sent "
+        "again) must not exceed idle_timeout (3600 s): a peer that only listens would be let go "
+        "before its heartbeat is answered"
     )
-    shorter = ServerConfig(**PSK_SERVER, heartbeat=True, keepalive_interval=1.0, idle_timeout=1.5)
-    assert shorter.keepalive_interval == 1.0
+    assert refusal(ServerConfig, **PSK_SERVER, heartbeat=True, keepalive_interval=2.0,
+                   handshake_timeout=0.6, idle_timeout=2.5).startswith(
+        "keepalive_interval (2 s) plus handshake_timeout (0.6 s, ")
+    exact = ServerConfig(**PSK_SERVER, heartbeat=True, keepalive_interval=3540.0)
+    assert exact.keepalive_interval == 3540.0
     never = ServerConfig(**PSK_SERVER, heartbeat=True, keepalive_interval=7200.0,
                          idle_timeout=None)
     assert never.keepalive_interval == 7200.0

@@ -1099,12 +1099,16 @@ class ServerConfig(_CommonConfig):
         if (
             self.keepalive_interval is not None
             and self.idle_timeout is not None
-            and self.keepalive_interval >= self.idle_timeout
+            and self.keepalive_interval + self.handshake_timeout > self.idle_timeout
         ):
+            # Only the peer's records reset idle_timeout: the heartbeat sent after
+            # keepalive_interval, and sent again until handshake_timeout (RFC 6520 §3), must be
+            # over before it, so that one lost datagram does not let a live peer go.
             raise ConfigError(
-                f"keepalive_interval ({self.keepalive_interval:g} s) must be shorter than "
+                f"keepalive_interval ({self.keepalive_interval:g} s) plus handshake_timeout "
+                f"({self.handshake_timeout:g} s, while a heartbeat is sent again) must not exceed "
                 f"idle_timeout ({self.idle_timeout:g} s): a peer that only listens would be let "
-                "go before a heartbeat is sent"
+                "go before its heartbeat is answered"
             )
         if self.certificate_url_size_limit < 1:
             raise ConfigError(

@@ -391,13 +391,14 @@ def add_server_timeouts(p: argparse.ArgumentParser) -> None:
 
 
 def server_timeouts(args: argparse.Namespace) -> dict[str, Any]:
-    """The `ServerConfig` settings of `add_server_timeouts`' flags; --heartbeat must be shorter
-    than --idle-timeout (`add_server_limits`), which only the peer's records reset."""
-    if args.heartbeat is not None and args.heartbeat >= args.idle_timeout:
+    """The `ServerConfig` settings of `add_server_timeouts`' flags; --heartbeat plus --timeout
+    (while a heartbeat is sent again) must not exceed --idle-timeout (`add_server_limits`),
+    which only the peer's records reset."""
+    if args.heartbeat is not None and args.heartbeat + args.timeout > args.idle_timeout:
         raise UsageError(
-            f"--heartbeat {args.heartbeat:g} must be shorter than --idle-timeout "
-            f"{args.idle_timeout:g}: a client that only listens would be let go before a "
-            "heartbeat is sent"
+            f"--heartbeat {args.heartbeat:g} plus --timeout {args.timeout:g} must not exceed "
+            f"--idle-timeout {args.idle_timeout:g}: a client that only listens would be let go "
+            "before its heartbeat is answered"
         )
     return {"handshake_timeout": args.timeout, **heartbeat_settings(args)}
 
