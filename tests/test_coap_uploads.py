@@ -330,6 +330,14 @@ def test_the_latest_block_with_a_new_message_id_is_4_08(caplog: pytest.LogCaptur
     assert noted.out_of_order(again) is None
     again.mid = 3
     assert noted.out_of_order(again) == "expected the block at byte 128: start again from block 0"
+    # Block 0's message ID is noted too (M15: None): a block 1 sent with it is answered by
+    # aiocoap as block 0's retransmission, taking nothing, so block 2 after it is out of order.
+    fresh = uploads.Uploads()
+    for mid, num in ((7, 0), (7, 1)):
+        assert fresh.out_of_order(aiocoap.Message.decode(put_block(mid, num, True, b"u" * 64,
+                                                                   szx=2))) is None
+    after = aiocoap.Message.decode(put_block(8, 2, True, b"u" * 64, szx=2))
+    assert fresh.out_of_order(after) == "expected the block at byte 64: start again from block 0"
 
 
 def test_an_upload_is_noted_where_it_stands() -> None:
