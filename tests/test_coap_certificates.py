@@ -82,6 +82,16 @@ def test_the_server_certificate_must_name_the_server(pki: Pki) -> None:
             assert cause.alert == AlertDescription.bad_certificate
             assert "not valid for sensor.example" in str(info.value)
             assert "server name" in (info.value.extra_help() or "")
+        # without a server-name, the URI's host: ::1, which the certificate does not name (M15)
+        async with coaps_server(credentials=x509_server_credentials(pki),
+                                bind=("::1", 0)) as server, \
+                coaps_client(credentials=x509_client_credentials(pki)) as client:
+            with pytest.raises(AssociationFailed) as info:
+                await get(client, f"coaps://[::1]:{server.address[1]}/hello")
+            cause = info.value.__cause__
+            assert isinstance(cause, AlertSent)
+            assert cause.alert == AlertDescription.bad_certificate
+            assert "not valid for ::1" in str(info.value)
 
     run(main())
 

@@ -30,8 +30,8 @@ from iotdtls.coap import (
 )
 from iotdtls.coap.client import REQUESTS_KEPT, _size_bound, credentials_of
 from iotdtls.coap.credentials import CredentialsMap
-from iotdtls.config import ClientConfig, Mode
-from iotdtls.credentials import PrivateKey
+from iotdtls.config import ClientConfig, Mode, file_keylog
+from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
 from iotdtls.endpoint import GateOutcome
 from iotdtls.errors import DtlsError
 from iotdtls.identity import PskIdentity, RawPublicKeyIdentity
@@ -468,8 +468,9 @@ def test_credentials_changed_during_the_handshake_fail_its_request_as_closed() -
             await asyncio.sleep(0.2)  # its handshake has started
             client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
             newer = client.request(aiocoap.Message(code=aiocoap.GET, uri=target)).response
-            with pytest.raises(AssociationClosed):
+            with pytest.raises(AssociationClosed) as info:
                 await asyncio.wait_for(waiting, 0.5)
+            assert info.value.peer == f"{LOCALHOST}:{port}"  # M15: None
             with pytest.raises(AssociationTimeout):
                 await newer
 
@@ -479,9 +480,12 @@ def test_credentials_changed_during_the_handshake_fail_its_request_as_closed() -
 
 
 @pytest.mark.req("COAP-1")
-def test_an_association_whose_entry_was_removed_is_closed_by_the_next_new_one() -> None:
+def test_an_association_whose_entry_was_removed_is_closed_by_the_next_new_one(
+        caplog: pytest.LogCaptureFixture) -> None:
     """The entry that made an association leaves the map: the next association made to that
-    server closes it (its credentials are no longer the map's)."""
+    server closes it (its credentials are no longer the map's), saying so in a debug line,
+    and the new one stays pooled: one handshake each."""
+    caplog.set_level(logging.DEBUG, "iotdtls.coap")
     site = CoapSite()
     server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
 
@@ -497,6 +501,11 @@ def test_an_association_whose_entry_was_removed_is_closed_by_the_next_new_one() 
                 assert hello.remote is not old and old.ended
                 [transport] = transports_of(client)
                 assert repr(transport) == "<CoapsClientInterface associations=1>"
+                # M15: the pool lost the new one with the old, and the request made a third
+                assert server.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 2
+                assert (await get(client, uri(server.address, "hello"))).remote is hello.remote
+        assert ("%r: the credentials changed, closing the association", (old,)) in [
+            (r.msg, r.args) for r in caplog.records]
 
     run(main())
 
@@ -720,9 +729,14 @@ def test_a_server_that_lost_the_association_without_close_notify_gets_a_new_one(
             async with coaps_server(bind=address) as restarted:
                 with pytest.raises(error.ConRetransmitsExceeded):
                     await get(client, uri(address, "hello"), transport_tuning=quick)
-                second = await get(client, uri(address, "hello"), transport_tuning=quick)
+                # two requests at once: the first closes the old association, the second
+                # makes a new one meanwhile, which the first then shares (M15)
+                second, third = await asyncio.gather(
+                    get(client, uri(address, "hello"), transport_tuning=quick),
+                    get(client, uri(address, "hello/2"), transport_tuning=quick))
                 assert second.payload.startswith(b"Hello, ")
                 assert second.remote is not first.remote and first.remote.ended
+                assert third.remote is second.remote
                 assert restarted.endpoint_server.endpoint.gate[GateOutcome.COOKIE_ACCEPTED] == 1
 
     run(main(), 15.0)
@@ -933,6 +947,37 @@ def test_credentials_compared_for_sharing_hold_the_psk_by_its_digest_only() -> N
     assert key.hex() not in repr(credentials_of(config(key)))
 
 
+def test_credentials_compared_for_sharing_tell_keys_chains_and_key_logs_apart(
+        pki: Pki, tmp_path: Path) -> None:
+    """`credentials_of` compares a raw public key by its public half, a certificate by its
+    chain and key, and a key log (`file_keylog`) by its file: the same ones loaded again
+    share an association, other ones do not (M15: each held as None shared every key, chain
+    or key-log file)."""
+    files = make_rpk_files(tmp_path)
+    pin = public_key_pin(files.server_pub.read_bytes())
+
+    def rpk(key: Path) -> ClientConfig:
+        return ClientConfig(raw_public_key=PrivateKey.load(key), server_public_keys=[pin])
+
+    def x509(crt: Path, key: Path) -> ClientConfig:
+        return ClientConfig(trust_anchors=load_certificate_file(pki.ca_crt),
+                            certificate=CertifiedKey.load(crt, key))
+
+    def keylog(name: str) -> ClientConfig:  # a key log of its file given as the callback
+        return ClientConfig(psk_identity=b"dev1", psk=bytes(16),
+                            keylog=file_keylog(tmp_path / name))
+
+    pairs = [
+        (lambda: rpk(files.client_key), lambda: rpk(files.stranger_key)),
+        (lambda: x509(pki.client_crt, pki.client_key),
+         lambda: x509(pki.server_crt, pki.server_key)),
+        (lambda: keylog("a.log"), lambda: keylog("b.log")),
+    ]
+    for make, make_other in pairs:
+        assert credentials_of(make()) == credentials_of(make())
+        assert credentials_of(make()) != credentials_of(make_other())
+
+
 def _before_block(client: Any, number: int, action: Any) -> list[aiocoap.Message]:
     """Make `client` run `action()` (once) just before aiocoap routes block `number` of a
     block-wise transfer (RFC 7959: Block2 of a GET, Block1 of a PUT): between two blocks,
@@ -960,7 +1005,7 @@ def _before_block(client: Any, number: int, action: Any) -> list[aiocoap.Message
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 @pytest.mark.parametrize("end", ["replaced", "closed by the server", "unresponsive"])
 def test_a_blockwise_transfer_never_goes_on_over_another_association(
-    end: str, method: str
+    end: str, method: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """RFC 7959 §2.4 / RFC 7252 §9.1: the blocks of one transfer go over one association. When
     it ends between two blocks (replaced by a change of credentials, closed by the server,
@@ -981,6 +1026,7 @@ def test_a_blockwise_transfer_never_goes_on_over_another_association(
             target = uri(address, "large")
             old = (await get(client, uri(address, "hello"))).remote
             assert isinstance(old, ClientRemote)
+            caplog.set_level(logging.INFO, "iotdtls.coap")
 
             async def end_it() -> None:
                 if end == "replaced":
@@ -1011,6 +1057,9 @@ def test_a_blockwise_transfer_never_goes_on_over_another_association(
                 await asyncio.wait_for(client.request(request).response, 5.0)
             assert old.ended
             assert routed and all(m.remote is old for m in routed)  # none went elsewhere
+            if end == "unresponsive":  # closed by the block's routing, which says so
+                assert ("%r: no answer to a confirmable message, closing the association",
+                        (old,)) in [(r.msg, r.args) for r in caplog.records]
             response = await client.request(aiocoap.Message(
                 code=getattr(aiocoap, method), uri=target, payload=LARGE if method == "PUT"
                 else b"")).response
@@ -1121,6 +1170,125 @@ def test_a_changed_entry_keeps_an_association_another_request_still_gets() -> No
 
 
 @pytest.mark.req("COAP-1")
+def test_a_request_whose_entry_is_gone_does_not_end_the_search_for_one_still_given() -> None:
+    """An association chosen by `/a/x` then `/b/x` (one credentials): the `/a/*` entry
+    removed (asking the map for `/a/x` fails), it still serves `/b/x`, so a new association
+    made for other credentials does not close it (M15: the first request the map had no entry
+    for ended the search). The requests it notes are kept without their payloads."""
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(credentials=server_map) as server:
+            base = f"coaps://{LOCALHOST}:{server.address[1]}"
+            client_map = {f"{base}/a/*": {"dtls": PSK_ENTRY}, f"{base}/b/*": {"dtls": PSK_ENTRY}}
+            async with coaps_client(credentials=client_map) as client:
+                shared = (await get(client, f"{base}/a/x")).remote
+                put = aiocoap.Message(code=aiocoap.PUT, uri=f"{base}/b/x", payload=b"reading")
+                assert (await client.request(put).response).remote is shared
+                assert list(shared.chosen_for) == [f"{base}/a/x", f"{base}/b/x"]
+                assert all(noted.payload == b"" for noted in shared.chosen_for.values())
+                del client.client_credentials[f"{base}/a/*"]
+                client.client_credentials.load_from_dict({f"{base}/c/*": {"dtls": OTHER_ENTRY}})
+                other = await get(client, f"{base}/c/whoami")
+                assert other.remote is not shared and not shared.ended
+                assert (await get(client, f"{base}/b/y")).remote is shared
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_a_block_sent_while_its_association_closes_fails_as_closed() -> None:
+    """The next block of a transfer routed while its association is being closed (replaced
+    by a change of credentials, its close_notify under way) fails with AssociationClosed,
+    as the rest of the transfer would (M15: `_failure` read before the association's task
+    had set it)."""
+    site = CoapSite()
+    server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
+
+    async def main() -> None:
+        async with coaps_server(site, credentials=server_map) as server, \
+                coaps_client() as client:
+            address = server.address
+            old = (await get(client, uri(address, "hello"))).remote
+            replacing: list[asyncio.Future[aiocoap.Message]] = []
+
+            async def replace() -> None:
+                client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+                replacing.append(asyncio.ensure_future(get(client, uri(address, "whoami"))))
+                for _ in range(10_000):
+                    if old.ended:
+                        return  # closing: the block goes now
+                    await asyncio.sleep(0)
+
+            routed = _before_block(client, 1, replace)
+            with pytest.raises(AssociationClosed):
+                await asyncio.wait_for(client.request(aiocoap.Message(
+                    code=aiocoap.GET, uri=uri(address, "large"))).response, 5.0)
+            assert routed and all(m.remote is old for m in routed)
+            other = await asyncio.wait_for(replacing[0], 5.0)
+            assert other.payload == b"psk identity b'other'"
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_a_block_after_its_association_failed_gets_the_error_it_ended_with() -> None:
+    """The next block of a transfer whose association ended with an error (a heartbeat
+    unanswered, RFC 6520 §5.2: the server lost it) fails with AssociationClosed naming the
+    server and caused by that error, as the requests pending on it were (M15: the cause
+    dropped, or the server named None)."""
+
+    async def main() -> None:
+        async with coaps_client(heartbeat=True, keepalive_interval=1.0,
+                                handshake_timeout=1.0) as client, \
+                coaps_server(heartbeat=True) as lost:
+            address = lost.address
+            old = (await get(client, uri(address, "hello"))).remote
+
+            async def lose() -> None:
+                lost.endpoint_server._transport.abort()  # gone, no close_notify
+                for _ in range(500):
+                    if old.ended:
+                        return
+                    await asyncio.sleep(0.01)
+
+            _before_block(client, 1, lose)
+            with pytest.raises(AssociationClosed) as info:
+                await asyncio.wait_for(client.request(aiocoap.Message(
+                    code=aiocoap.GET, uri=uri(address, "large"))).response, 10.0)
+        assert old.ended and info.value.peer == old.peer_name
+        assert isinstance(info.value.__cause__, DtlsError)
+        assert str(info.value) == (
+            f"coaps: the DTLS association with {old.peer_name} ended: {info.value.__cause__}")
+
+    run(main(), 20.0)
+
+
+@pytest.mark.req("COAP-1")
+def test_a_block_bound_to_another_contexts_association_leaves_it_alone() -> None:
+    """A request for a next block bound to an association of another client context (live,
+    or found unresponsive there) is routed by this context's map, over an association of its
+    own; the other context's association is neither closed nor failed here (M15: it was
+    closed, and the block failed with AssociationClosed)."""
+    site = CoapSite()
+
+    async def main() -> None:
+        async with coaps_server(site) as server, coaps_client() as first, \
+                coaps_client() as second:
+            theirs = (await get(first, uri(server.address, "hello"))).remote
+            for unresponsive in (False, True):
+                theirs.unresponsive = unresponsive
+                block = aiocoap.Message(code=aiocoap.GET, uri=uri(server.address, "large"),
+                                        block2=(1, False, 6))
+                block.remote = theirs
+                response = await asyncio.wait_for(
+                    second.request(block, handle_blockwise=False).response, 5.0)
+                assert response.remote is not theirs and not theirs.ended  # answered
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("distinct", [REQUESTS_KEPT, REQUESTS_KEPT + 1])
 def test_an_association_used_for_more_requests_than_it_notes_is_kept_open(distinct: int) -> None:
     """An association notes the distinct requests (URIs without their query) that chose it, up
@@ -1134,6 +1302,8 @@ def test_an_association_used_for_more_requests_than_it_notes_is_kept_open(distin
             first = (await get(client, uri(server.address, "hello/0"))).remote
             for n in range(1, distinct):
                 assert (await get(client, uri(server.address, f"hello/{n}"))).remote is first
+            # a request after the bound notes nothing more: it cannot make the rest told (M15)
+            assert (await get(client, uri(server.address, "hello/0"))).remote is first
             client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
             assert (await get(client, uri(server.address, "hello"))).remote is not first
             assert first.ended is (distinct <= REQUESTS_KEPT)
