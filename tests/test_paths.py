@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from iotdtls._paths import cannot_read, not_a_path
+from iotdtls._paths import _is_der_sequence, cannot_read, not_a_path
 from iotdtls.cli import main
 from iotdtls.credentials import PrivateKey
 from iotdtls.errors import ConfigError
@@ -51,6 +51,12 @@ _KEY_FORMS = {
     "an environment file's line": f"DEVICE_KEY={_KEY}",
     "a JSON list's item": f'"{_KEY}",',
     "a PSK in an environment file's line": "PSK=m6JfJ19RxgcI/80Vruu1BA==",
+    # M15: quotes, a separator and a padded key after NAME= taken off as they should be
+    "a token of 40 in double quotes": '"aX8kb4C6TCFcgkc2xMPMK72yHwq+z9SVRkZ0prm7C1w9"',
+    "a token of 40 with a comma": "aX8kb4C6TCFcgkc2xMPMK72yHwq+z9SVRkZ0prm7C1w9,",
+    "an environment file's line in quotes": f'DEVICE_KEY="{_KEY}"',
+    "a padded DER SEQUENCE after NAME=": "KEY=MAIFAA==",  # 30 02 05 00: "MAIFAA=" is no prefix
+    "a DER SEQUENCE of 5 bytes, unpadded": "MAMCAQU",  # 30 03 02 01 05: one "=" to add
 }
 #: Missing files that are paths, whatever their names look like (probe BO #3: the first four
 #: were "a key in base64", which hid the missing file).
@@ -131,3 +137,18 @@ def test_an_existing_file_named_like_base64_is_a_path(
     assert not_a_path(name) == "a key in base64"
     (tmp_path / name).write_text("")
     assert not_a_path(name) is None
+
+
+@pytest.mark.parametrize(("data", "sequence"), [
+    (b"\x30\x00", True),  # an empty SEQUENCE: 2 bytes
+    (b"\x30", False),
+    (b"\x30\x80" + bytes(128), False),  # 0x80: an indefinite length, not DER
+    (b"\x30\x81\x00", True),  # a long-form length, all its bytes there
+    (b"\x30\x82\x00", False),  # a length's bytes cut short
+    (b"\x30\x84\x00\x00\x00\x01\x05", True),  # 4 bytes of length: the most taken
+    (b"\x30\x85\x00\x00\x00\x00\x01\x05", False),  # 5: more than a key needs
+])
+def test_a_der_sequence_is_told_by_its_length_field(data: bytes, sequence: bool) -> None:
+    """`_is_der_sequence` at the bounds of its length field (M15)."""
+    assert _is_der_sequence(data) is sequence
+
