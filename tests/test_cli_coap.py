@@ -353,6 +353,9 @@ def test_observe_prints_each_notification_until_the_duration(
         ("coap://[fe80::1%25lo]:5683/x", "coap", "coap://[fe80::1%lo]:5683/x"),
         ("coap://[fe80::1%251]/x", "coap", f"coap://[fe80::1%{socket.if_indextoname(1)}]/x"),
         ("coap://[2001:db8::1]/x", "coap", "coap://[2001:db8::1]/x"),
+        # only the host: the same text later in the URI stays as written (M15)
+        ("coap://[fe80::1%25lo]/x?at=[fe80::1%25lo]&[fe80::1%25lo]", "coap",
+         "coap://[fe80::1%lo]/x?at=[fe80::1%25lo]&[fe80::1%25lo]"),
     ],
 )
 def test_only_a_coap_uri_has_its_zone_decoded_for_aiocoap(
@@ -885,6 +888,28 @@ def test_a_uri_with_a_zone_after_anything_but_an_ipv6_address_is_one_line(
     assert coap(capsys, "get", uri, *flags) == (
         2, "", f"iotdtls: error: expected a {scheme}://HOST[:PORT]/PATH URI, got {uri!r}: {why}, "
         f"write {scheme}://{fixed}:49031/x\n")
+
+
+def test_a_misplaced_zone_is_found_in_the_authority_alone(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The host is read after the scheme's "//", not after a "//" of the path (M15)."""
+    uri = "coap://127.0.0.1%25lo:49031/a//b"
+    assert coap(capsys, "get", uri) == (
+        2, "", f"iotdtls: error: expected a coap://HOST[:PORT]/PATH URI, got {uri!r}: an IPv4 "
+        "address takes no zone, write coap://127.0.0.1:49031/a//b\n")
+
+
+@pytest.mark.parametrize("host", ["%25lo", "[%25lo]"])
+def test_a_uri_whose_host_is_a_zone_alone_is_shown_an_ipv6_address(
+    capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    """With no host before the zone there is nothing to write instead: the message shows
+    the form a zone takes (M15: "write coap:///x")."""
+    uri = f"coap://{host}/x"
+    assert coap(capsys, "get", uri) == (
+        2, "", f"iotdtls: error: expected a coap://HOST[:PORT]/PATH URI, got {uri!r}: a zone "
+        "follows an IPv6 address only, as in [fe80::1%25eth0]\n")
 
 
 @pytest.mark.parametrize(
