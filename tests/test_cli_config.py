@@ -1112,6 +1112,8 @@ def test_an_ipv6_address_outside_brackets_is_refused(
         ("[gw.example%eth0]:1", "a zone follows an IPv6 address only, write gw.example:1"),
         ("gw.example%eth0:1", "a zone follows an IPv6 address only, write gw.example:1"),
         ("%eth0:1", "a zone follows an IPv6 address only, as in [fe80::1%eth0]:1"),
+        # The zone begins at the first "%" (M15: at the last, "127.0.0.1%lo" was the host)
+        ("127.0.0.1%lo%x:5684", "an IPv4 address takes no zone, write 127.0.0.1:5684"),
         # Not an IPv6 address, and not to be written without brackets either ("write an IPv6
         # address in brackets" for what the hint said to write, fe80::zz:1).
         ("[fe80::zz]:1", "fe80::zz is not an IPv6 address"),
