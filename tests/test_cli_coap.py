@@ -1560,15 +1560,18 @@ def test_send_failure_lines_are_debug_lines_and_the_multicast_remark_held_back(
             aiocoap_log.error("Exception raised through dispatch_error: %s", failure,
                               exc_info=failure)
             aiocoap_log.warning("please report this as a bug in aiocoap: %r", failure)
-            aiocoap_log.warning("another line")
+            aiocoap_log.error("Exception raised", exc_info=failure)  # M15: as exc_info alone
+            aiocoap_log.warning("another %s", "line")  # M15: an argument of no exception
+            aiocoap_log.warning("other %s", ValueError("v"))  # M15: no send failure
     aiocoap_log.warning(aiocoap_failures.MULTICAST_REMARK)
     dispatched = "iotdtls.cli: aiocoap logged: Exception raised through dispatch_error: sockaddr"
     reported = "iotdtls.cli: aiocoap logged: please report this as a bug in aiocoap: " \
         "AttributeError('sockaddr')"
+    alone = "iotdtls.cli: aiocoap logged: Exception raised"
     remark = f"coap: {aiocoap_failures.MULTICAST_REMARK}"
     assert [f"{r.name}: {r.getMessage()}" for r in caplog.records] == [
-        dispatched, reported, "coap: another line",
-        remark, dispatched, reported, "coap: another line",
+        dispatched, reported, alone, "coap: another line", "coap: other v",
+        remark, dispatched, reported, alone, "coap: another line", "coap: other v",
         remark,
     ]
     assert not any(r.exc_info for r in caplog.records)
