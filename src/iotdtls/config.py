@@ -1019,7 +1019,8 @@ class ServerConfig(_CommonConfig):
     #: peer (data we send it does not count: it proves nothing of a peer that has gone)
     #: before the server sends close_notify and forgets it; the application sees
     #: `ConnectionClosed(IdleTimeout)`. None: never. A peer's answer to our heartbeat
-    #: (`keepalive_interval`) counts, so keep-alive keeps a peer that only listens.
+    #: (`keepalive_interval`) counts, so keep-alive keeps a peer that only listens; it must
+    #: be over within it: `keepalive_interval` plus `handshake_timeout` at most.
     #: Default one hour: far beyond the two minutes or more a NAT keeps an idle UDP binding
     #: (RFC 4787 REQ-5), after which the peer would come back from another port anyway.
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
