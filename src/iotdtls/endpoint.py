@@ -694,8 +694,8 @@ class ServerEndpoint:
         `ServerConfig.max_connections` established associations, the least recently active
         one goes, by its last activity as the idle timeout counts it (`_activity`, oldest
         first: an authenticated record from its peer; neither data sent to it nor a datagram
-        that fails authentication protects an association). It gets close_notify first, so its peer
-        learns that the association is gone."""
+        that fails authentication protects an association). It gets close_notify first, so
+        its peer learns that the association is gone."""
         if len(self.connections) - len(self._handshaking) > self.config.max_connections:
             idlest = next(iter(self._activity))
             evicted = self.connections[idlest]

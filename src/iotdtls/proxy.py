@@ -13,13 +13,13 @@ Model::
 
 The first source address that sends to the listening socket becomes "the client"; datagrams from
 any other address on the listening socket are ignored (and counted in `ignored`). So are those
-that come to the listening socket from the target's own address, or from its port on
-another address of this machine when the target is on it (counted in
-`ignored_from_target` too): taking the target for the client would send every datagram round
-target -> proxy -> target until the proxy stops, the loop `_target_problem` refuses a target
-equal to the listening address for (one spoofed datagram would do it). Datagrams
-from anyone but the target on the upstream socket are ignored too. `rebind()` replaces the upstream
-socket, so the server sees the client move to a new port (a NAT rebinding).
+that come to the listening socket from the target's own address, or from its port on another
+address of this machine when the target is on it (counted in `ignored_from_target` too): taking
+the target for the client would send every datagram round target -> proxy -> target until the
+proxy stops, the loop `_target_problem` refuses a target equal to the listening address for (one
+spoofed datagram would do it). Datagrams from anyone but the target on the upstream socket are
+ignored too. `rebind()` replaces the upstream socket, so the server sees the client move to a
+new port (a NAT rebinding).
 
 Direction names say who *sent* the datagram: ``"client"`` is client to server, ``"server"`` is
 server to client. Datagrams are numbered from 1 in each direction; ``drop={("server", 2)}`` drops
