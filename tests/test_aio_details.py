@@ -1104,24 +1104,25 @@ def test_a_server_that_only_sends_does_not_keep_a_silent_peer() -> None:
 
 def test_keep_alive_keeps_a_peer_that_only_listens() -> None:
     """With keep-alive (RFC 6520 §5.2), the client's answers to the server's heartbeats are
-    its authenticated records: a handler pushing for 3 s to a client that sends nothing else
-    outlives an idle timeout of 1.5 s, and every push arrives."""
+    its authenticated records: a handler pushing for 4 s to a client that sends nothing else
+    outlives an idle timeout of 2 s (a heartbeat a second: a second of margin for a loaded
+    machine), and every push arrives."""
 
     async def push(session: aio.ServerSession) -> None:
-        for n in range(12):
+        for n in range(16):
             session.send(b"push %d" % n)
             await asyncio.sleep(0.25)
         await echo(session)
 
     async def main() -> None:
         config = server_config(
-            idle_timeout=1.5, heartbeat=True, keepalive_interval=1.0, handshake_timeout=0.5
+            idle_timeout=2.0, heartbeat=True, keepalive_interval=1.0, handshake_timeout=1.0
         )
         async with (
             await aio.serve(push, LOCALHOST, 0, config) as server,
             aio.connect(*server.address, client_config(heartbeat=True)) as client,
         ):
-            for n in range(12):
+            for n in range(16):
                 assert await asyncio.wait_for(client.recv(), 2.0) == b"push %d" % n
 
     run(main())
