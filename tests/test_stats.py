@@ -275,6 +275,19 @@ def test_summed_failures_with_lines_log_the_first_of_each_interval_and_sum_up_th
     assert failures.unlogged() is None
 
 
+def test_sum_up_begins_the_next_interval_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sum_up` at an interval's end begins the next one then, not at the next failure: that
+    interval ends `SUMMARY_INTERVAL` after `sum_up`, however late its first failure comes."""
+    monkeypatch.setattr(_failures, "SUMMARY_INTERVAL", 10.0)
+    failures = _failures.SummedFailures("failed:", 1, "{count} more (the latest: {latest})")
+    assert [failures.failed(f"p{i}", 100.0 + i) for i in range(2)] == ["failed: p0", None]
+    assert failures.sum_up(110.0) == "1 more (the latest: p1)"
+    assert failures.summary_due == 120.0
+    assert failures.failed("q0", 115.0) == "failed: q0"
+    assert failures.failed("q1", 120.0) == "failed: q1"  # a new interval, not held back
+    assert failures.held_back == 0
+
+
 def test_a_failure_at_an_intervals_end_before_the_timer_begins_the_next_interval_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
