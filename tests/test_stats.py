@@ -245,6 +245,8 @@ def test_a_flood_of_failing_handshakes_logs_a_bounded_number_of_lines(
     held = [r for r in caplog.records if r.getMessage().endswith("(held back, counted in the "
                                                                  "next summary)")]
     assert len(held) == 2 * 5 and {r.levelno for r in held} == {logging.DEBUG}  # for -v
+    # Each names its failure, as the line it replaces would have.
+    assert all(r.getMessage().startswith("handshake failed: peer 127.0.0.1:") for r in held)
     failed = [line for line in lines() if line.startswith("handshake failed: peer 127.0.0.1:")]
     assert len(failed) == 2 * aio.FAILED_HANDSHAKE_LINES, lines()
     latest = r"\(the latest: peer 127\.0\.0\.1:\d+ psk identity b'Client_identity': sent fatal"
