@@ -432,6 +432,16 @@ def test_a_datagram_from_the_target_s_port_on_another_local_address_is_ignored_t
     assert (proxy.ignored, proxy.ignored_from_target) == (1, 1)
 
 
+def test_an_ipv4_address_seen_by_a_dual_stack_socket_compares_as_the_ipv4_one() -> None:
+    """A target on 127.0.0.1 answering a dual-stack listening socket shows as
+    "::ffff:127.0.0.1": the same address (else its datagrams were taken for a client's);
+    any other address, IPv6 or a name, stays as it is."""
+    assert proxy_module._comparable(("::ffff:127.0.0.1", 5684)) == ("127.0.0.1", 5684)
+    assert proxy_module._comparable(("::1", 5684)) == ("::1", 5684)
+    assert proxy_module._comparable(("127.0.0.1", 5684)) == ("127.0.0.1", 5684)
+    assert proxy_module._comparable(("localhost", 5684)) == ("localhost", 5684)
+
+
 def test_a_link_local_address_of_this_machine_is_local_with_its_zone() -> None:
     """A target named by a link-local address ("fe80::1%eth0") is on this machine when a
     socket binds to it with its zone's scope id (a (host, 0) tuple leaves it 0: EINVAL, and
