@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -440,6 +441,16 @@ def test_an_ipv4_address_seen_by_a_dual_stack_socket_compares_as_the_ipv4_one() 
     assert proxy_module._comparable(("::1", 5684)) == ("::1", 5684)
     assert proxy_module._comparable(("127.0.0.1", 5684)) == ("127.0.0.1", 5684)
     assert proxy_module._comparable(("localhost", 5684)) == ("localhost", 5684)
+
+
+def test_an_address_of_this_machine_is_local_whatever_port_is_taken_on_it() -> None:
+    """`_is_local` binds a probe to port 0 (any free one): a port taken, or privileged, says
+    nothing of the address (a probe on port 1 found 127.0.0.1 not local for want of root)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        # Not root: port 1 is refused to any probe anyway; or something else holds it.
+        with contextlib.suppress(OSError):
+            taken.bind(("127.0.0.1", 1))
+        assert proxy_module._is_local("127.0.0.1")
 
 
 def test_a_link_local_address_of_this_machine_is_local_with_its_zone() -> None:
