@@ -453,6 +453,17 @@ def test_an_address_of_this_machine_is_local_whatever_port_is_taken_on_it() -> N
         assert proxy_module._is_local("127.0.0.1")
 
 
+def test_the_memo_of_local_hosts_keeps_at_most_its_bound(echo: UdpEcho) -> None:
+    """Senders with the target's port on other addresses are probed once each (`_is_local`),
+    the answers kept for `_LOCAL_HOSTS_KEPT` hosts at most: the memo is emptied when full."""
+    with LossyProxy(echo.address, seed=1, lifetime=10) as proxy:
+        port = echo.address[1]
+        for i in range(proxy_module._LOCAL_HOSTS_KEPT + 1):
+            assert proxy._from_target((f"127.0.1.{i + 1}", port))
+            assert len(proxy._local_hosts) <= proxy_module._LOCAL_HOSTS_KEPT
+        assert not proxy._from_target(("192.0.2.1", port))
+
+
 def test_a_link_local_address_of_this_machine_is_local_with_its_zone() -> None:
     """A target named by a link-local address ("fe80::1%eth0") is on this machine when a
     socket binds to it with its zone's scope id (a (host, 0) tuple leaves it 0: EINVAL, and
