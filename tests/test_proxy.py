@@ -505,6 +505,12 @@ def test_what_is_still_waiting_at_the_stop_is_counted_as_discarded(
         client.sendto(b"held", proxy.address)
         assert proxy.wait_for_count("client", 1, 2.0)
     assert proxy.counts == Counter({("client", "discarded"): 1})
+    # A duplicated datagram whose two copies were still delayed: neither went out.
+    with LossyProxy(echo.address, seed=1, duplicate=1.0, delay=(5.0, 5.0), lifetime=10) as proxy:
+        client.sendto(b"twice", proxy.address)
+        assert proxy.wait_for_count("client", 1, 2.0)
+    assert echo.received == []
+    assert proxy.counts == Counter({("client", "discarded"): 1})
 
 
 def test_a_datagram_the_kernel_refuses_to_send_is_counted_as_failed(
