@@ -513,6 +513,23 @@ def test_what_is_still_waiting_at_the_stop_is_counted_as_discarded(
     assert proxy.counts == Counter({("client", "discarded"): 1})
 
 
+def test_the_log_names_the_discarded_among_datagrams_sent_after_them(
+    echo: UdpEcho, client: socket.socket
+) -> None:
+    """Delays drawn apart let later datagrams out before earlier ones: at the stop, the log
+    entries of those still waiting become "discarded" wherever they are, and those sent
+    before or after them in the log stay "sent"."""
+    with LossyProxy(echo.address, seed=7, lifetime=10, delay=(0.0, 2.0)) as proxy:
+        for i in range(12):
+            client.sendto(b"d%d" % i, proxy.address)
+        assert proxy.wait_for_count("client", 12, 2.0)
+        time.sleep(1.0)
+    logged = fates(proxy, "client")
+    client_counts = Counter({key: n for key, n in proxy.counts.items() if key[0] == "client"})
+    assert client_counts == Counter(("client", fate) for fate in logged)
+    assert "discarded" in logged and "sent" in logged[logged.index("discarded"):], logged
+
+
 def test_a_datagram_the_kernel_refuses_to_send_is_counted_as_failed(
     echo: UdpEcho
 ) -> None:
