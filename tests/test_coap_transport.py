@@ -1001,6 +1001,40 @@ def _before_block(client: Any, number: int, action: Any) -> list[aiocoap.Message
     return routed
 
 
+async def end_association(
+    end: str, client: Any, old: ClientRemote, server: Any, *,
+    running: contextlib.AsyncExitStack, restarted: contextlib.AsyncExitStack,
+    site: CoapSite, server_map: dict[str, Any],
+) -> None:
+    """End `old`, `client`'s association with `server` (its transport, in `running`), one of
+    three ways: "replaced" (the client's map changed to other credentials, whose new
+    association closes it), "closed by the server" (close_notify, then a server of `site` on
+    the same port in `restarted`) or "unresponsive" (the server gone without close_notify, a
+    new one in its place, and a confirmable request unanswered over the old association)."""
+    address = server.address
+    if end == "replaced":
+        client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
+        other = await get(client, uri(address, "whoami"))
+        assert other.payload == b"psk identity b'other'" and old.ended
+        return
+    if end == "closed by the server":
+        await running.aclose()  # close_notify; then a server on the same port
+    else:
+        server.endpoint_server._transport.abort()  # gone, no close_notify
+    await restarted.enter_async_context(coaps_server(site, credentials=server_map, bind=address))
+    if end == "unresponsive":
+        quick = aiocoap.TransportTuning()
+        quick.ACK_TIMEOUT, quick.MAX_RETRANSMIT = 0.2, 1
+        with pytest.raises(error.ConRetransmitsExceeded):
+            await get(client, uri(address, "hello"), transport_tuning=quick)
+        assert old.unresponsive
+        return
+    for _ in range(100):
+        if old.ended:
+            break
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.req("COAP-1")
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 @pytest.mark.parametrize("end", ["replaced", "closed by the server", "unresponsive"])
@@ -1015,8 +1049,6 @@ def test_a_blockwise_transfer_never_goes_on_over_another_association(
     makes a new association, as documented."""
     site = CoapSite()
     server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
-    quick = aiocoap.TransportTuning()
-    quick.ACK_TIMEOUT, quick.MAX_RETRANSMIT = 0.2, 1
 
     async def main() -> None:
         async with contextlib.AsyncExitStack() as first, contextlib.AsyncExitStack() as second, \
@@ -1029,25 +1061,8 @@ def test_a_blockwise_transfer_never_goes_on_over_another_association(
             caplog.set_level(logging.INFO, "iotdtls.coap")
 
             async def end_it() -> None:
-                if end == "replaced":
-                    client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
-                    other = await get(client, uri(address, "whoami"))
-                    assert other.payload == b"psk identity b'other'" and old.ended
-                    return
-                if end == "closed by the server":
-                    await first.aclose()  # close_notify; then a server on the same port
-                else:
-                    server.endpoint_server._transport.abort()  # gone, no close_notify
-                await second.enter_async_context(
-                    coaps_server(site, credentials=server_map, bind=address))
-                if end == "unresponsive":
-                    with pytest.raises(error.ConRetransmitsExceeded):
-                        await get(client, uri(address, "hello"), transport_tuning=quick)
-                    assert old.unresponsive
-                for _ in range(100):
-                    if old.ended or end == "unresponsive":
-                        break
-                    await asyncio.sleep(0.01)
+                await end_association(end, client, old, server, running=first, restarted=second,
+                                       site=site, server_map=server_map)
 
             routed = _before_block(client, 1, end_it)
             request = aiocoap.Message(code=getattr(aiocoap, method), uri=target)
@@ -1085,8 +1100,6 @@ def test_a_request_bound_to_an_ended_association_makes_a_new_one(end: str, how: 
     AssociationClosed for good (probe BO #1)."""
     site = CoapSite()
     server_map = {":client": {"dtls": PSK_ENTRY}, ":other": {"dtls": OTHER_ENTRY}}
-    quick = aiocoap.TransportTuning()
-    quick.ACK_TIMEOUT, quick.MAX_RETRANSMIT = 0.2, 1
 
     async def main() -> None:
         async with contextlib.AsyncExitStack() as first, contextlib.AsyncExitStack() as second, \
@@ -1098,26 +1111,10 @@ def test_a_request_bound_to_an_ended_association_makes_a_new_one(end: str, how: 
                 address, "large" if small else "whoami"), block2=(0, False, 2) if small else None)
             old = (await asyncio.wait_for(client.request(message).response, 5.0)).remote
             assert isinstance(old, ClientRemote) and message.remote is old  # bound by aiocoap
-            identity = b"psk identity b'Client_identity'"
-            if end == "replaced":
-                client.client_credentials.load_from_dict({"coaps://*": {"dtls": OTHER_ENTRY}})
-                await get(client, uri(address, "hello"))  # the new association closes the old
-                identity = b"psk identity b'other'"
-            elif end == "closed by the server":
-                await first.aclose()  # close_notify; then a server on the same port
-                await second.enter_async_context(
-                    coaps_server(site, credentials=server_map, bind=address))
-                for _ in range(100):
-                    if old.ended:
-                        break
-                    await asyncio.sleep(0.01)
-            else:
-                server.endpoint_server._transport.abort()  # gone, no close_notify
-                await second.enter_async_context(
-                    coaps_server(site, credentials=server_map, bind=address))
-                with pytest.raises(error.ConRetransmitsExceeded):
-                    await get(client, uri(address, "hello"), transport_tuning=quick)
-                assert old.unresponsive
+            await end_association(end, client, old, server, running=first, restarted=second,
+                                  site=site, server_map=server_map)
+            identity = b"psk identity b'" + (b"other" if end == "replaced" else
+                                             b"Client_identity") + b"'"
             assert old.ended or old.unresponsive
             if how == "copied":
                 again = message.copy()
