@@ -88,10 +88,13 @@ class ServerThread:
         port: int | None = None,
         sock: socket.socket | None = None,
         capture_log: bool = True,
+        echo: bool = True,
     ) -> None:
         """Prepare the server; `start()` binds it (on `port`, on `sock`, or on a fresh port,
-        trying another one if a parallel process took it first)."""
+        trying another one if a parallel process took it first). Without `echo`, its sessions
+        only receive (they send nothing of their own)."""
         self.config = config
+        self.echo = echo
         self._fresh_port = port is None and sock is None
         self.port = port if port is not None else (0 if sock is not None else free_udp_port())
         self.sock = sock
@@ -186,7 +189,8 @@ class ServerThread:
         try:
             while (data := await session.recv()) is not None:
                 self.note(lambda d=data: self.received.append((session.address, d)))
-                session.send(data)
+                if self.echo:
+                    session.send(data)
         except DtlsError as exc:
             error = exc
         self.note(lambda: self.ended.append((session.address, error)))

@@ -459,7 +459,15 @@ def test_a_refused_datagram_that_recv_sends_is_logged_not_raised(
         assert any(r.getMessage().startswith(refused) and r.getMessage().endswith(
             "(a datagram was lost: handshake flights are retransmitted, application data is "
             "not)") for r in caplog.records)
-        monkeypatch.setattr(DtlsConnection, "datagrams_to_send", with_a_refused_one)
+
+        def with_its_record_refused(core: DtlsConnection, now: float) -> list[bytes]:
+            datagrams = answer(core, now)
+            if core is not ours or not datagrams:  # the server's, or nothing came to answer
+                return datagrams
+            monkeypatch.setattr(DtlsConnection, "datagrams_to_send", answer)
+            return [bytes(70000), *datagrams]
+
+        monkeypatch.setattr(DtlsConnection, "datagrams_to_send", with_its_record_refused)
         with pytest.raises(PathMtuExceeded):  # send's own datagram refused: raised there
             client.send(b"too large for the path")
 
@@ -563,6 +571,106 @@ def test_send_after_peer_unresponsive_says_so_as_aio_does(
     )
 
 
+# -- a client that only sends ----------------------------------------------------------------
+
+
+def _until_a_datagram_waits(client: sync.DtlsClient) -> None:
+    """Wait (5 s at most) until a datagram waits unread at the client's socket."""
+    readable, _, _ = select.select([client._sock], [], [], 5.0)
+    assert readable
+
+
+def test_a_client_that_only_sends_learns_of_the_peers_close_notify_at_its_next_send() -> None:
+    """Only `recv` and `heartbeat` read the socket: a client that only sent went on sending
+    into the association the server had closed, with no error, its data lost."""
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+    with client:
+        _until_a_datagram_waits(client)  # the close_notify of the server's stop
+        with pytest.raises(AssociationEnded) as late:
+            client.send(b"reading")
+    assert str(late.value) == (
+        "cannot send application data: the peer closed the association (close_notify)"
+    )
+
+
+@pytest.mark.req("EXT-5")
+def test_a_client_that_only_sends_answers_the_servers_keep_alive_heartbeats() -> None:
+    """A server that only receives asks for a heartbeat after each second of its own silence
+    (RFC 6520 §3: the peer MUST answer): the requests waited unread and the server,
+    unanswered for 1 s, ended the live association, the readings after it lost."""
+    config = server_config(heartbeat=True, keepalive_interval=1.0, handshake_timeout=1.0)
+    with ServerThread(config, echo=False) as running:
+        with sync.connect(*running.address, client_config(heartbeat=True)) as client:
+            for index in range(30):
+                client.send(b"%d" % index)
+                time.sleep(0.1)
+            assert running.wait_until(lambda: len(running.received) == 30)
+        assert running.wait_until(lambda: len(running.ended) == 1)
+    assert running.ended[0][1] is None  # our close_notify ended it, no PeerUnresponsive
+
+
+@pytest.mark.req("HS-4", "RES-1")
+def test_a_client_that_only_sends_repeats_the_lost_last_flight_of_a_resumed_handshake(
+    server: ServerThread,
+) -> None:
+    """The client sends the last flight of an abbreviated handshake (RFC 5246 §7.3) and must
+    answer the server's retransmitted flight with it again (RFC 6347 §4.2.4): a client that
+    only sent never read those, and every reading went to a handshake that timed out."""
+    with sync.connect(*server.address, client_config()) as first:
+        session = first.session
+    with (
+        LossyProxy(server.address, seed=1, drop={("client", 3)}, lifetime=20) as proxy,
+        sync.connect(*proxy.address, client_config(), session=session) as client,
+    ):
+        assert client.resumed
+        for index in range(20):
+            client.send(b"%d" % index)
+            time.sleep(0.1)
+        assert server.wait_until(lambda: b"19" in server.data())
+    assert proxy.counts[("client", "dropped")] == 1
+    assert len(server.started) == 2
+
+
+def test_send_reads_a_bounded_number_of_waiting_datagrams_first(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that never stops sending cannot hold a `send` for ever."""
+    with sync.connect(*server.address, client_config()) as client:
+        reads = 0
+
+        def read_one(readable: bool) -> bool:
+            nonlocal reads
+            reads += 1
+            assert reads <= 10 * sync.MAX_LATE_READS, "send() goes on reading"
+            return True
+
+        monkeypatch.setattr(client, "_read_one", read_one)
+        client.send(b"reading")
+        assert reads == sync.MAX_LATE_READS
+        monkeypatch.undo()
+        assert client.recv(timeout=5.0) == b"reading"
+
+
+def test_a_send_while_another_thread_waits_in_recv_leaves_the_socket_to_it(
+    server: ServerThread,
+) -> None:
+    """The waiting `recv` reads the socket and answers the peer: `send` reads nothing then (two
+    threads polling one socket at once is an error, and the recv would miss what send read)."""
+    with sync.connect(*server.address, client_config()) as client:
+        received: list[bytes | None] = []
+        reader = threading.Thread(target=lambda: received.append(client.recv(timeout=5.0)))
+        reader.start()
+        try:
+            deadline = time.monotonic() + 5.0
+            while client._reader is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            client.send(b"reading")
+        finally:
+            reader.join(10.0)
+        assert received == [b"reading"]
+
+
 # -- what connect() passes on ----------------------------------------------------------------
 
 
@@ -645,10 +753,14 @@ def test_without_a_server_name_the_certificate_must_name_the_host() -> None:
 
 def test_a_send_refused_by_the_network_is_not_an_error() -> None:
     """The server's port closed: the kernel reports the ICMP port unreachable on the next
-    send of the connected socket, and the client treats it as one more lost datagram."""
-    with ServerThread(server_config()) as running:
-        client = sync.connect(*running.address, client_config())
-    with client:  # its close_notify unread: send() does not read
+    send or read of the connected socket, and the client treats it as one more lost
+    datagram."""
+    with (
+        ServerThread(server_config()) as running,
+        LossyProxy(running.address, seed=1, lifetime=20) as proxy,
+    ):
+        client = sync.connect(*proxy.address, client_config())
+    with client:  # the proxy, the client's server, went without a close_notify
         client.send(b"into the void")
         time.sleep(0.2)  # the ICMP error arrives and waits on the socket
         client.send(b"refused")  # raises ConnectionRefusedError underneath, suppressed

@@ -81,6 +81,12 @@ class DtlsClient:
     leaves; a `send` it interrupted raises `AssociationEnded` unless its datagram had gone
     out.
 
+    The protocol runs only inside these calls (no thread of its own): each reads what has come
+    and handles the timers. A client that only sends (a sensor) answers its peer at each
+    `send`; between calls it answers nothing, so a peer that asks for heartbeats (a server's
+    keep-alive) more often than the client calls needs it to call `recv(timeout=0)` or to
+    wait in `recv` in a thread.
+
     A network that is down for a while (no route: EHOSTUNREACH or ENETUNREACH from the
     kernel; ENOBUFS; a firewall's EPERM) loses datagrams, as `aio` does: each one the OS
     refuses to send is logged at debug and lost, the handshake and heartbeats retransmit
@@ -358,13 +364,19 @@ class DtlsClient:
         makes it raise `AssociationEnded` too when its datagram had not gone out yet. A
         datagram the OS refuses to send for another reason (no route: EHOSTUNREACH,
         ENETUNREACH; ENOBUFS; a firewall's EPERM) is lost as the network loses one, logged
-        at debug and not raised, as in `aio` (application data is not resent)."""
+        at debug and not raised, as in `aio` (application data is not resent). While no
+        other call reads the socket, it first takes what has come, without waiting
+        (`_take_waiting`): a client that only sends still answers its peer, and the peer's
+        close_notify, or an error that ended the association, makes it raise
+        `AssociationEnded` instead of sending into an association that is gone."""
         self._raise_if_forked()  # before the lock, which a thread of the parent may hold
         with self._mutex:
             self._raise_if_idle()
-            self._oversized = 0
-            self.connection.send(data)
             try:
+                if self._reader is None and not self._closing:
+                    self._take_waiting()  # else the reading call answers the peer
+                self._oversized = 0  # this datagram's, not an answer's `_take_waiting` sent
+                self.connection.send(data)
                 self._flush()
             except OSError:
                 if self._closing:  # closed under us: the socket is gone (EBADF), not sent
@@ -574,34 +586,55 @@ class DtlsClient:
         with self._mutex:
             if self._closing:
                 return False
-            read = False
-            try:
-                if not readable:
-                    raise BlockingIOError
-                size = self._sock.recv_into(self._buffer, 0, _DONTWAIT)
-            except BlockingIOError:
-                self.connection.handle_timer(time.monotonic())
-            except ConnectionRefusedError:
-                # ICMP port unreachable: the server is not there (yet); the timer retries, up
-                # to `PortUnreachable` while the handshake has heard nothing from it.
-                self._refused.refused(self.connection, self._sock.getpeername())
-            except OSError as exc:
-                # Another ICMP error the connected socket reports on a read (host or network
-                # unreachable from a router on the way): logged, as `aio` does (asyncio hands
-                # read errors to `error_received`); what it was about is lost, the timer
-                # resends. A socket closed under us (a caller's `sock=`) still raises.
-                if _closed_under_us(self._sock, exc):
-                    raise
-                logger.debug("socket error: %s (%s)", exc, LOST)
-                self.connection.handle_timer(time.monotonic())
-            else:
-                self._refused.heard = True
-                self.connection.receive_datagram(bytes(self._buffer[:size]), time.monotonic())
-                read = True
+            read = self._read_one(readable)
             self._flush()
             self._pumps += 1
             self._lock.notify_all()  # a `_follow`ing call looks at what came
             return read
+
+    def _take_waiting(self) -> None:
+        """`send`'s share of the protocol while no call reads the socket (under `_mutex`, with
+        `_reader` None): the datagrams already waiting are read, `MAX_LATE_READS` at most,
+        without waiting, and a timer that is due is handled, so that a client that only
+        sends still answers its peer: the server's retransmitted last flight of a resumed
+        handshake with our final flight again (RFC 6347 §4.2.4), a heartbeat request (RFC
+        6520 §3: it MUST be answered), and a close_notify or failure makes the `send` raise
+        `AssociationEnded`. The data that came is kept for `recv`, within the same bounds."""
+        for _ in range(MAX_LATE_READS):
+            read = self._read_one(self._wait(0))
+            self._flush()
+            if not read:
+                break
+
+    def _read_one(self, readable: bool) -> bool:
+        """Under `_mutex`: hand the datagram waiting at the socket (when `readable`) to the core,
+        or, with none there, run the timer; True when one was read. An ICMP error the socket
+        reports instead is handled here (see the comments); a socket closed under us
+        raises."""
+        try:
+            if not readable:
+                raise BlockingIOError
+            size = self._sock.recv_into(self._buffer, 0, _DONTWAIT)
+        except BlockingIOError:
+            self.connection.handle_timer(time.monotonic())
+        except ConnectionRefusedError:
+            # ICMP port unreachable: the server is not there (yet); the timer retries, up to
+            # `PortUnreachable` while the handshake has heard nothing from it.
+            self._refused.refused(self.connection, self._sock.getpeername())
+        except OSError as exc:
+            # Another ICMP error the connected socket reports on a read (host or network
+            # unreachable from a router on the way): logged, as `aio` does (asyncio hands
+            # read errors to `error_received`); what it was about is lost, the timer
+            # resends. A socket closed under us (a caller's `sock=`) still raises.
+            if _closed_under_us(self._sock, exc):
+                raise
+            logger.debug("socket error: %s (%s)", exc, LOST)
+            self.connection.handle_timer(time.monotonic())
+        else:
+            self._refused.heard = True
+            self.connection.receive_datagram(bytes(self._buffer[:size]), time.monotonic())
+            return True
+        return False
 
     def _wait(self, timeout: float | None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for a datagram (or an ICMP error) on
