@@ -4,7 +4,8 @@ RFC 6347 §4.1.2.7: a record that fails authentication is silently discarded, wh
 state, in both roles (REC-3), and plaintext that arrives where only protected records belong is
 dropped unread. PSK-4 still holds: a client with a wrong key (or an unknown identity) gets a
 decrypt_error, because the server concludes it only from a record that fails authentication
-*with the peer's own flight* (in the datagram whose messages moved the handshake, or alone
+*with the peer's own flight* (a resuming client so concludes that the session's master secrets
+differ, from the server's Finished) (in the datagram whose messages moved the handshake, or alone
 right after the peer's ChangeCipherSpec a second time: peers that send one record per datagram
 repeat their flight). REC-6: records that fail authentication are counted per epoch, and at
 `integrity_limit` (default 2^7, RFC 9147 §4.5.3 and Appendix B.3 for AES-128-CCM-8) the
@@ -167,6 +168,56 @@ def test_a_forged_record_in_a_resumed_handshake_is_only_dropped() -> None:
     assert server_conn.discards[DiscardReason.BAD_TAG] == 1
     second.server.receive_datagram(finished, second.address, second.now)
     assert server_conn.state is ConnectionState.ESTABLISHED
+
+
+def server_flight_records(link: MemoryLink, index: int) -> list[bytes]:
+    """The server's datagram `index` (from 1) of `link`, cut into its records."""
+    flight = [data for d, _, data in link.wire if d == "server"][index - 1]
+    return [header.encode() + fragment for header, fragment in records(flight)]
+
+
+@pytest.mark.req("REC-3", "RES-1")
+def test_a_forged_record_while_a_resuming_client_awaits_the_finished_is_dropped() -> None:
+    """A resuming client concludes that the two sides hold the session with different master
+    secrets only from the server's Finished failing with the server's flight (RFC 5246 §7.3):
+    a record that fails alone in a datagram, after the ServerHello, right after the
+    ChangeCipherSpec once (taken, then repeated), or after anything else, is dropped. The
+    genuine Finished then completes the handshake."""
+    first = make_link()
+    first.handshake()
+    second = next_link(
+        first, fate=lambda d, i, data: "drop" if d == "server" and i >= 2 else "deliver"
+    )
+    second.client.connect(second.now)
+    second.run(until=second.now + 0.5, stop=lambda lk: lk.sent["server"] >= 2)
+    hello, ccs, finished = server_flight_records(second, 2)
+    client = second.client
+    sent = second.sent["client"]
+    for datagram in (hello, forged(1), ccs, forged(1), b"not dtls at all", forged(1), ccs):
+        client.receive_datagram(datagram, second.now)
+    assert client.resumed and client.state is ConnectionState.HANDSHAKING
+    assert client.discards[DiscardReason.BAD_TAG] == 3
+    assert client.datagrams_to_send(second.now) == []  # no alert, nothing at all
+    assert second.sent["client"] == sent
+    client.receive_datagram(finished, second.now)
+    assert client.state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("REC-3")
+def test_a_forged_record_behind_the_servers_change_cipher_spec_in_a_full_handshake() -> None:
+    """In a full handshake the server sends its Finished only once ours has verified, so both
+    sides hold the same keys: a record that fails behind the server's ChangeCipherSpec, in the
+    same datagram, is no evidence of anything and is dropped; the Finished completes."""
+    link = make_link(fate=lambda d, i, data: "drop" if d == "server" and i >= 3 else "deliver")
+    link.client.connect(0.0)
+    link.run(until=0.5, stop=lambda lk: lk.sent["server"] >= 3)
+    ccs, finished = server_flight_records(link, 3)
+    assert ccs[0] == ContentType.change_cipher_spec
+    link.client.receive_datagram(ccs + forged(1), link.now)
+    assert link.client.state is ConnectionState.HANDSHAKING
+    assert link.client.discards[DiscardReason.BAD_TAG] == 1
+    link.client.receive_datagram(finished, link.now)
+    assert link.client.state is ConnectionState.ESTABLISHED
 
 
 def wrong_key_flight_five() -> tuple[MemoryLink, list[bytes]]:

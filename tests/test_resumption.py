@@ -7,6 +7,7 @@ evicted or no longer acceptable sessions, sessions only with the extended master
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,8 @@ from tests.memory_link import (
     FateFn,
     LegacyClient,
     MemoryLink,
+    deliver_all,
+    drain,
     drop_exactly,
     established,
     events_of,
@@ -877,6 +880,94 @@ def test_a_fatal_alert_ends_the_session() -> None:
     second = next_link(first, session=saved)
     second.handshake()
     assert_resumed(second, False)
+
+
+def damaged(session: SessionState) -> SessionState:
+    """`session` with one bit of its master secret flipped: a session file edited by hand or
+    damaged, or such an entry in a server's session directory."""
+    secret = bytearray(session.master_secret)
+    secret[0] ^= 1
+    return dataclasses.replace(session, master_secret=bytes(secret))
+
+
+def resuming_damaged(
+    mode: str, side: Direction, fate: FateFn = deliver_all
+) -> tuple[MemoryLink, SessionState]:
+    """A resumption where `side` holds the session with another master secret, and the
+    session as the full handshake made it."""
+    first = full_handshake(LINKS[mode])
+    saved = first.client.session
+    store = first.server.sessions
+    assert saved is not None and store is not None
+    session = saved
+    if side == "client":
+        session = damaged(saved)
+    else:
+        kept = store.get(saved.session_id, first.now)
+        assert kept is not None
+        store.put(damaged(kept), first.now)
+    return next_link(first, session=session, fate=fate), saved
+
+
+@pytest.mark.req("RES-1", "ERR-1")
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("mode", LINKS)
+def test_a_session_held_with_another_master_secret_fails_at_once(
+    mode: str, side: Direction
+) -> None:
+    """The two sides resume one session_id with different master secrets (one side's copy was
+    edited or damaged): the server's Finished, in the datagram of the ServerHello that resumed
+    the session, fails to authenticate. The client ends the handshake there with
+    decrypt_error (RFC 5246 §7.3, §7.4.9), its error naming the Finished and marked as a
+    resumption's (so the session is to blame: `DtlsError.resuming`), before any timer; the
+    server hears the alert. The server keeps its copy: the alert is plaintext, which anyone who
+    saw the session_id could forge (`DtlsConnection._close`); the client's good copy still
+    resumes with it."""
+    second, good = resuming_damaged(mode, side)
+    started = second.now
+    second.handshake()
+    assert second.now == started  # no retransmission, no timeout
+    assert_link_failed(second, "client", AlertDescription.decrypt_error)
+    (closed,) = events_of(second, "client", ConnectionClosed)
+    assert "Finished record does not authenticate" in str(closed.error)
+    assert closed.error.resuming
+    (heard,) = events_of(second, "server", ConnectionClosed)
+    assert heard.error.resuming
+    assert second.client.discards[DiscardReason.BAD_TAG] == 1
+    assert second.client.session is None
+    store = second.server.sessions
+    assert store is not None and store.get(good.session_id, second.now) is not None
+    if side == "client":
+        third = next_link(second, session=good)
+        third.handshake()
+        assert_resumed(third)
+
+
+@pytest.mark.req("RES-1", "ERR-1", "REC-3")
+@pytest.mark.parametrize("layout", ["one-record-each", "without-ccs"])
+def test_a_session_held_with_another_master_secret_fails_in_any_layout(layout: str) -> None:
+    """A server that sends one record per datagram: its Finished fails alone right after its
+    ChangeCipherSpec, and again in its repeated flight: decrypt_error (a single lone failure
+    could be a forgery). A Finished that fails in the datagram of the ServerHello, with no
+    ChangeCipherSpec between (the client waits for it), is the peer's too."""
+    second, _ = resuming_damaged(
+        "psk", "client", fate=lambda d, i, data: "drop" if d == "server" and i >= 2 else "deliver"
+    )
+    second.client.connect(second.now)
+    second.run(until=second.now + 0.5, stop=lambda lk: lk.sent["server"] >= 2)
+    flight = wire_from(second, "server")[1]
+    hello, ccs, finished = [header.encode() + fragment for header, fragment in records(flight)]
+    datagrams = {
+        "one-record-each": [hello, ccs, finished, ccs, finished],
+        "without-ccs": [hello + finished],
+    }
+    for datagram in datagrams[layout][:-1]:
+        second.client.receive_datagram(datagram, second.now)
+        assert second.client.state is ConnectionState.HANDSHAKING
+    second.client.receive_datagram(datagrams[layout][-1], second.now)
+    (closed,) = [e for e in drain(second.client) if isinstance(e, ConnectionClosed)]
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.decrypt_error
 
 
 # -- sessions as bytes ---------------------------------------------------------------------------

@@ -510,10 +510,14 @@ class DtlsConnection:
 
     def _check_finished_authenticates(self, bad_tags_before: int) -> None:
         """PSK-4: a wrong key (or an unknown identity, which the server turned into a random
-        key) shows as the client's Finished failing to authenticate: decrypt_error.
+        key) shows as the client's Finished failing to authenticate: decrypt_error. In an
+        abbreviated handshake (RFC 5246 §7.3) the server's Finished comes first: failing at a
+        resuming client, it shows that the two sides hold the session with different master
+        secrets (a session file edited or damaged), decrypt_error too (RFC 5246 §7.4.9).
 
-        Only a server waiting for that Finished concludes so, and only from a record that
-        arrives with the peer's own flight: in the datagram whose messages moved the handshake;
+        Only a side waiting for that Finished (`awaits_authenticated_finished`: a server in a
+        full handshake, a resuming client) concludes so, and only from a record that arrives
+        with the peer's own flight: in the datagram whose messages moved the handshake;
         or, for peers that send one record per datagram (GnuTLS), alone in the datagram right
         after the peer's ChangeCipherSpec, the second time it happens (the peer repeats its
         flight when we do not answer it). Any other record that fails authentication is

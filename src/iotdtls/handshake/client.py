@@ -120,6 +120,11 @@ class ClientState(IdentityHashEnum):
     ESTABLISHED = auto()
 
 
+#: Where, resuming, a record that fails authentication can only be the server's Finished: after
+#: its ServerHello, before and after its ChangeCipherSpec (RFC 5246 §7.3).
+_BEFORE_SERVER_FINISHED = (ClientState.WAIT_SERVER_FLIGHT, ClientState.WAIT_FINISHED)
+
+
 class ClientHandshake(HandshakeMachine):
     """A client provisioned for one server (CFG-1), in the mode its configuration names."""
 
@@ -282,6 +287,15 @@ class ClientHandshake(HandshakeMachine):
         self.allowed_alerts = MODE_ALERTS[session.mode]
         self.table = RESUMED_FLOW
         return Outcome(keys=self.keys.resume(session.master_secret, self.suite, True))
+
+    def awaits_authenticated_finished(self) -> bool:
+        """Resuming: the server's ServerHello gave the keys (the session's master secret and
+        the fresh randoms), so its Finished failing to authenticate means the two sides hold
+        the session with different master secrets (a session file edited or damaged): the
+        abbreviated handshake's counterpart of the server's PSK-4 view (RFC 5246 §7.3, RFC 6347
+        §4.2.4). In a full handshake the server sends its Finished only once ours verified, so
+        both sides hold the same keys and a record failing there is only dropped."""
+        return self.resumed and self.state in _BEFORE_SERVER_FINISHED
 
     def _check_extensions(self, hello: ServerHello) -> None:
         """Only answers to what we offered (RFC 5246 §7.4.1.4); the extended master secret

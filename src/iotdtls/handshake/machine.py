@@ -218,7 +218,11 @@ class HandshakeMachine:
 
     def awaits_authenticated_finished(self) -> bool:
         """True while a record that fails authentication can only be the peer's Finished under
-        a different key (the server's view, PSK-4); the client never concludes that."""
+        a different key: a server's in a full handshake (the client's key is wrong, PSK-4), a
+        resuming client's (the two sides hold the session with different master secrets, RFC
+        5246 §7.3); never a resumed server's, nor a client's in a full handshake, whose peer
+        sends its Finished only once ours verified. `DtlsConnection._check_finished_authenticates`
+        decides from which records."""
         return False
 
     # -- building our messages ----------------------------------------------------------------
