@@ -621,6 +621,33 @@ def test_client_answers_hello_request_with_no_renegotiation() -> None:
     assert events_of(link, "server", DataReceived) == [DataReceived(b"still up")]
 
 
+@pytest.mark.req("EXT-4", "ERR-1")
+def test_a_hello_request_with_a_body_after_the_handshake_is_decode_error() -> None:
+    """RFC 5246 §7.4.1.1: a HelloRequest is empty. One with a body, authenticated after the
+    handshake, was answered with no_renegotiation as a well-formed one; now it is the malformed
+    message it is, decode_error, as during the handshake (`_hello_request_during_handshake`)."""
+    link = make_link()
+    link.handshake()
+    server_conn = link.server_conn
+    assert server_conn is not None
+    request = handshake_record(
+        record_layer(server_conn), HandshakeType.hello_request, next_send_seq(server_conn),
+        b"abcd", 1,
+    )
+    link.client.receive_datagram(request, link.now)
+    link.step()
+    (closed,) = events_of(link, "client", ConnectionClosed)
+    assert isinstance(closed.error, AlertSent)
+    assert closed.error.alert is AlertDescription.decode_error
+    assert str(closed.error) == (
+        "sent fatal alert decode_error: HelloRequest with a 4-byte body (it is empty)"
+    )
+    (heard,) = events_of(link, "server", ConnectionClosed)
+    assert isinstance(heard.error, AlertReceived)
+    assert heard.error.alert is AlertDescription.decode_error
+    assert events_of(link, "server", AlertEvent) == []  # no no_renegotiation warning
+
+
 @pytest.mark.req("EXT-4")
 def test_server_answers_renegotiating_client_hello_with_no_renegotiation() -> None:
     link = make_link()

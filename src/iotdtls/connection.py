@@ -1013,9 +1013,8 @@ class DtlsConnection:
         counted and dropped before reassembly, so it takes no message_seq (a server sends one
         only on an established association, RFC 6347 §4.2.2) and the ServerHello numbered
         where it claimed to be is still taken. Unauthenticated in epoch 0, it must not end
-        the handshake. One with a body is malformed: decode_error, as a HelloRequest is empty."""
-        if frag.length:
-            raise DecodeError(f"HelloRequest with a {frag.length}-byte body (it is empty)")
+        the handshake. One with a body is malformed (`_check_empty_hello_request`)."""
+        _check_empty_hello_request(frag)
         self.dropped[DropReason.HELLO_REQUEST_DURING_HANDSHAKE] += 1
 
     def _maybe_retransmit(
@@ -1055,11 +1054,14 @@ class DtlsConnection:
 
         A renegotiation starts again at message_seq 0 (RFC 6347 §4.2.2), so the request is
         recognised by its type whatever its number; the replay window drops duplicates. The
-        refusal is remembered for the fatal alert the peer may answer it with (`_alert_context`)."""
+        refusal is remembered for the fatal alert the peer may answer it with (`_alert_context`).
+        A HelloRequest with a body is malformed, not refused (`_check_empty_hello_request`)."""
         renegotiation = (
             HandshakeType.hello_request if self.is_client else HandshakeType.client_hello
         )
         if frag.msg_type == renegotiation:
+            if self.is_client:
+                _check_empty_hello_request(frag)
             if frag.fragment_offset == 0:
                 self._send_alert(AlertLevel.WARNING, AlertDescription.no_renegotiation)
                 self._refused_renegotiation = True
@@ -1351,6 +1353,13 @@ class DtlsConnection:
         self._forget_handshake()
         self._deadline = None
         self._emit(ConnectionClosed(error, self._handshake.peer))
+
+
+def _check_empty_hello_request(frag: HandshakeFragment) -> None:
+    """RFC 5246 §7.4.1.1: a HelloRequest is empty (`struct { } HelloRequest`); one with a body
+    is malformed, decode_error, during the handshake and after it alike."""
+    if frag.length:
+        raise DecodeError(f"HelloRequest with a {frag.length}-byte body (it is empty)")
 
 
 def _earlier(a: float | None, b: float | None) -> float | None:
