@@ -63,6 +63,7 @@ from tests.test_interop_mbedtls import MbedServer, mbed_outgoing, pending_events
 pytestmark = pytest.mark.interop
 netns = peers.netns
 BAD_CERTIFICATE = 42
+HANDSHAKE_FAILURE = 40
 
 
 def our_client(pki: Pki, **overrides: Any) -> ClientConfig:
@@ -212,6 +213,31 @@ def test_our_server_refuses_an_openssl_client_under_a_forged_issuer(
         peer.wait_for_output(r"alert number 42", 10.0)
     assert plaintext_alerts(proxy.snapshot(), "server") == [(2, BAD_CERTIFICATE)]
     assert not server.data()
+
+
+@pytest.mark.req("ERR-1")
+@pytest.mark.parametrize(
+    ("extra", "lacking"),
+    [
+        (["-groups", "X25519:P-384"], "not the P-256 group (supported_groups"),
+        (["-sigalgs", "ECDSA+SHA384:ECDSA+SHA512"], "not ecdsa_secp256r1_sha256"),
+    ],
+    ids=["groups", "sigalgs"],
+)
+def test_our_server_names_what_an_openssl_client_of_the_ecdhe_suite_lacks(
+    pki: Pki, extra: list[str], lacking: str
+) -> None:
+    """An s_client offering our ECDHE suite without P-256 or without ecdsa_secp256r1_sha256
+    gets handshake_failure, and our log says which, not "no cipher suite in common" (probe BU
+    F2)."""
+    require_peer("openssl")
+    with ServerThread(our_server(pki)) as server, proxied(server.port) as proxy, \
+            openssl_cert_client(proxy.address[1], pki, extra=extra, time_limit=30.0):
+        assert server.wait_until(
+            lambda: any("handshake failed" in line for line in server.log_lines), 10.0)
+    assert plaintext_alerts(proxy.snapshot(), "server") == [(2, HANDSHAKE_FAILURE)]
+    failed = [line for line in server.log_lines if "handshake failed" in line]
+    assert len(failed) == 1 and "the client offers the ECDHE suite but " + lacking in failed[0]
 
 
 @pytest.mark.req("CRT-2", "CRT-7", "CRT-8")

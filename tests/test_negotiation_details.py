@@ -97,26 +97,45 @@ def test_the_first_suite_the_server_can_serve_is_chosen() -> None:
     assert server_hello_of(out).cipher_suite == PSK
 
 
+GROUP_REASON = (
+    "the client offers the ECDHE suite but not the P-256 group (supported_groups, "
+    "RFC 8422 §5.1.1)"
+)
+FORMAT_REASON = (
+    "the client offers the ECDHE suite but not uncompressed points (ec_point_formats, "
+    "RFC 8422 §5.1.2)"
+)
+SCHEME_REASON = (
+    "the client offers the ECDHE suite but not ecdsa_secp256r1_sha256 "
+    "(signature_algorithms, RFC 5246 §7.4.1.4.1)"
+)
+
+
 @pytest.mark.parametrize(
-    "ec",
+    ("ec", "reason"),
     [
-        (SupportedGroups((24,)), EcPointFormats((0,)), SignatureAlgorithms((0x0403,))),
-        (SupportedGroups((256,)), EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
-        (SupportedGroups((23,)), EcPointFormats((0,)), SignatureAlgorithms((0x0503,))),
-        (SupportedGroups((23,)), EcPointFormats((0,))),
-        (EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
+        ((SupportedGroups((24,)), EcPointFormats((0,)), SignatureAlgorithms((0x0403,))),
+         GROUP_REASON),
+        ((SupportedGroups((256,)), EcPointFormats((1,)), SignatureAlgorithms((0x0403,))),
+         GROUP_REASON),
+        ((SupportedGroups((23,)), EcPointFormats((0,)), SignatureAlgorithms((0x0503,))),
+         SCHEME_REASON),
+        ((SupportedGroups((23,)), EcPointFormats((0,))), SCHEME_REASON),
+        ((EcPointFormats((1,)), SignatureAlgorithms((0x0403,))), FORMAT_REASON),
     ],
     ids=["p384-only", "ffdhe-compressed", "sha384-only", "no-signature-algorithms",
          "no-groups-compressed-only"],
 )
 @pytest.mark.req("RPK-2")
 def test_an_ecdhe_client_without_p256_uncompressed_ecdsa_sha256_is_refused(
-    ec: tuple[Extension, ...],
+    ec: tuple[Extension, ...], reason: str
 ) -> None:
     """RPK-2: the ECDHE suite needs P-256, uncompressed points and ecdsa_secp256r1_sha256.
     A client without supported_groups leaves the curve to us (RFC 8422 §4) but one whose
-    ec_point_formats lacks uncompressed cannot take our point: no suite in common (the
-    illegal_parameter of RFC 8422 §5.1.2 is for clients that name one of its curves)."""
+    ec_point_formats lacks uncompressed cannot take our point (the illegal_parameter of RFC
+    8422 §5.1.2 is for clients that name one of its curves). The suite is shared, so the
+    handshake_failure names what the client lacks, not "no cipher suite in common" (probe BU
+    F2: OpenSSL's -groups X25519:P-384 or -sigalgs ECDSA+SHA384 was told that)."""
     msg = hello(suites=(ECDHE,), extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
                                               *ec, *RPK_TYPES))
     out, endpoint = server_answers(msg, psk_store=None, raw_public_key=server_key())
@@ -125,6 +144,26 @@ def test_an_ecdhe_client_without_p256_uncompressed_ecdsa_sha256_is_refused(
     assert item is not None and isinstance(item[1], ConnectionClosed)
     assert isinstance(item[1].error, AlertSent)
     assert item[1].error.alert is AlertDescription.handshake_failure
+    assert item[1].error.reason == reason
+
+
+def test_no_shared_suite_is_still_no_cipher_suite_in_common() -> None:
+    """The named mismatch is for a client whose ECDHE suite we could serve: a client offering
+    only suites we do not know, or the ECDHE suite to a server without a key to sign with,
+    still hears "no cipher suite in common", whatever its groups and schemes."""
+    lacking = (SupportedGroups((24,)), EcPointFormats((0,)), SignatureAlgorithms((0x0503,)))
+    for suites, config in (
+        ((0xC02B, 0x1234), {"psk_store": None, "raw_public_key": server_key()}),
+        ((ECDHE,), {}),
+    ):
+        msg = hello(suites=suites, extensions=(RenegotiationInfo(b""), ExtendedMasterSecret(),
+                                               *lacking, *RPK_TYPES))
+        _, endpoint = server_answers(msg, **config)
+        item = endpoint.next_event()
+        assert item is not None and isinstance(item[1], ConnectionClosed)
+        assert isinstance(item[1].error, AlertSent)
+        assert item[1].error.alert is AlertDescription.handshake_failure
+        assert item[1].error.reason == "no cipher suite in common"
 
 
 @pytest.mark.parametrize(

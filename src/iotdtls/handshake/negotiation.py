@@ -321,16 +321,20 @@ class ServerChoice:
 def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> ServerChoice:
     """The first suite of the client's list we can serve (RFC 5246 §7.4.1.3).
 
-    handshake_failure when no suite fits; unsupported_certificate when the ECDHE suite fails
-    only on certificate types (RFC 7250 §4.2), not when we hold no key to sign with at all;
-    illegal_parameter for point formats without uncompressed (`_check_point_formats`)."""
+    handshake_failure when no suite fits, naming the group, point format or signature scheme
+    the client lacks when it offers the ECDHE suite we could serve (`_p256_ecdsa_mismatch`);
+    unsupported_certificate when the ECDHE suite fails only on certificate types (RFC 7250
+    §4.2), not when we hold no key to sign with at all; illegal_parameter for point formats
+    without uncompressed (`_check_point_formats`)."""
     extensions = hello.extensions
     groups = find_extension(extensions, SupportedGroups)
     formats = find_extension(extensions, EcPointFormats)
     _check_point_formats(hello, groups, formats)
     signs = config.raw_public_key is not None or bool(config.certificates)
-    ecdhe = signs and _client_takes_p256_ecdsa(
-        groups, formats, find_extension(extensions, SignatureAlgorithms)
+    mismatch = (
+        _p256_ecdsa_mismatch(groups, formats, find_extension(extensions, SignatureAlgorithms))
+        if signs
+        else None
     )
     failure: ProtocolError | None = None
     for code in hello.cipher_suites:
@@ -341,7 +345,10 @@ def choose_server_parameters(hello: ClientHello, config: ServerConfig) -> Server
             if config.has_psk:
                 return ServerChoice(suite, _PSK)
             continue
-        if not ecdhe:
+        if not signs:
+            continue
+        if mismatch is not None:
+            failure = ProtocolError(mismatch, AlertDescription.handshake_failure)
             continue
         try:
             return _choose_ecdhe(suite, hello, config)
@@ -375,19 +382,24 @@ def _check_point_formats(
             )
 
 
-def _client_takes_p256_ecdsa(
+_LACKS = "the client offers the ECDHE suite but not "
+
+
+def _p256_ecdsa_mismatch(
     groups: SupportedGroups | None,
     formats: EcPointFormats | None,
     schemes: SignatureAlgorithms | None,
-) -> bool:
-    """P-256, uncompressed points and ECDSA-SHA256 (RFC 8422 §5.1; RFC 5246 §7.4.1.4.1: without
-    signature_algorithms the client only takes SHA-1, which the profile does not use)."""
-    return (
-        (groups is None or NamedGroup.secp256r1 in groups.groups)
-        and takes_uncompressed(formats)
-        and schemes is not None
-        and SignatureScheme.ecdsa_secp256r1_sha256 in schemes.schemes
-    )
+) -> str | None:
+    """None when the client takes P-256, uncompressed points and ECDSA-SHA256 (RFC 8422 §5.1;
+    RFC 5246 §7.4.1.4.1: without signature_algorithms the client only takes SHA-1, which the
+    profile does not use); else the first of them it lacks, the reason of our alert."""
+    if groups is not None and NamedGroup.secp256r1 not in groups.groups:
+        return _LACKS + "the P-256 group (supported_groups, RFC 8422 §5.1.1)"
+    if not takes_uncompressed(formats):
+        return _LACKS + "uncompressed points (ec_point_formats, RFC 8422 §5.1.2)"
+    if schemes is None or SignatureScheme.ecdsa_secp256r1_sha256 not in schemes.schemes:
+        return _LACKS + "ecdsa_secp256r1_sha256 (signature_algorithms, RFC 5246 §7.4.1.4.1)"
+    return None
 
 
 def _offered_types(
