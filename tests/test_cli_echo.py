@@ -69,6 +69,7 @@ from tests.aio_support import (
 )
 from tests.descriptor_support import descriptors_of
 from tests.interop_support import AlertingServer
+from tests.memory_link import legacy_server
 from tests.peers import LOCALHOST, PSK_HEX, Pki, free_udp_port
 from tests.pubkey_support import x509_configs
 
@@ -422,6 +423,35 @@ def test_the_session_file_resumes_the_next_run(tmp_path: Path) -> None:
     file = echo.SessionFile(str(tmp_path / "session"))
     assert talk([b"hello\n", b"again\n"], client_config(), file) == [False, True]
     assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+
+
+NO_EMS_NOT_SAVED = (
+    "not saved: the session was made without the extended master secret, so it is never "
+    "resumed (RFC 7627 §5.3): nothing saved in {}"
+)
+
+
+@pytest.mark.req("RES-1", "RES-3")
+def test_the_session_file_says_why_no_session_was_saved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that keeps no sessions gives no session_id: -v says so. A session made without
+    the extended master secret (--allow-no-ems, a server from before RFC 7627) is never
+    resumed, whatever session_id the server gave: -v said "no session_id" for it too, while
+    OpenSSL's s_server had sent one (probe BU F3); it now names the real reason."""
+    caplog.set_level(logging.INFO, "iotdtls.cli")
+    file = echo.SessionFile(str(tmp_path / "session"))
+    talk([b"hello\n"], client_config(), file, serving=server_config(session_cache_size=0))
+    assert not file.path.exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"] == [
+        f"the server gave no session to resume (no session_id): nothing saved in {file.path}"]
+    caplog.clear()
+    legacy_server(monkeypatch)
+    talk([b"hello\n"], client_config(require_extended_master_secret=False), file,
+         serving=server_config(require_extended_master_secret=False))
+    assert not file.path.exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"] == [
+        NO_EMS_NOT_SAVED.format(file.path)]
 
 
 @pytest.mark.req("RES-1")

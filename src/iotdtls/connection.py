@@ -330,6 +330,13 @@ class DtlsConnection:
         return self._handshake.resumable_session()
 
     @property
+    def extended_master_secret(self) -> bool:
+        """True once the handshake negotiated the extended master secret (RFC 7627), False
+        before and without it: such a session is never resumed (RFC 7627 §5.3, RES-3), so
+        `session` stays None even when the server gave a session_id. A flag, no secret."""
+        return self._handshake.keys.extended_master_secret
+
+    @property
     def resumed(self) -> bool:
         """True when the handshake resumed a session (the abbreviated handshake)."""
         return self._handshake.resumed

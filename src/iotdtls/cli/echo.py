@@ -443,7 +443,7 @@ async def _talk(
     conn = await _handshake(config, host, port, cache, session_file)
     try:
         if session_file is not None:
-            session_file.save(conn.session)
+            session_file.save(conn.session, conn.connection.extended_master_secret)
         lines = StdinLines(asyncio.get_running_loop(), conn.connection.max_send_size)
         printer = asyncio.ensure_future(_print_replies(conn))
         try:
@@ -617,14 +617,20 @@ class SessionFile:
             logging.getLogger("iotdtls.cli").warning("ignoring --session-file: %s", exc)
             return None
 
-    def save(self, session: SessionState | None) -> None:
-        """Keep `session`, the handshake's; None (a server that gives no session_id: tinydtls,
-        a server without a session cache) leaves no file, and says so at info level (-v)."""
+    def save(self, session: SessionState | None, extended_master_secret: bool = True) -> None:
+        """Keep `session`, the handshake's; None leaves no file, and says why at info level
+        (-v): a session made without the extended master secret (`extended_master_secret`
+        False: --allow-no-ems with a server from before RFC 7627) is never resumed (RFC 7627
+        §5.3), whatever session_id the server gave; else the server gave no session_id
+        (tinydtls, a server without a session cache)."""
         if session is None:
-            logging.getLogger("iotdtls.cli").info(
-                "the server gave no session to resume (no session_id): nothing saved in %s",
-                self.path,
+            why = (
+                "the server gave no session to resume (no session_id)"
+                if extended_master_secret
+                else "not saved: the session was made without the extended master secret, so "
+                "it is never resumed (RFC 7627 §5.3)"
             )
+            logging.getLogger("iotdtls.cli").info("%s: nothing saved in %s", why, self.path)
             self.discard()
         else:
             try:
