@@ -285,13 +285,17 @@ class SecretGuard:
                 yield f"str of a {name} (reached from a {kind})", str(obj)
 
     def _public_values(self) -> list[bytes]:
-        """PSK identities (public: they travel in clear) the test used. A secret that is part
-        of one (a test may cut its key out of the same byte pattern) cannot be told apart."""
+        """PSK identities and the client randoms an endpoint keeps of refused hellos (public:
+        they travel in clear) the test used. A secret that is part of one (a test may cut its
+        key out of the same byte pattern, as bytes(range(32)) holds the test PSK) cannot be
+        told apart."""
         public: list[bytes] = []
         for roots in self._roots.values():
             for obj in _reachable(roots):
                 if isinstance(obj, PskIdentity):
                     public.append(obj.identity)
+                elif isinstance(obj, iotdtls.endpoint._FailedHandshake):
+                    public.append(obj.client_random)
                 elif isinstance(obj, ClientConfig) and isinstance(obj.psk_identity, bytes):
                     public.append(obj.psk_identity)
                 elif isinstance(obj, ServerConfig) and obj.psk_store:

@@ -27,6 +27,7 @@ from tests.memory_link import (
     Direction,
     Fate,
     FateFn,
+    LegacyClient,
     MemoryLink,
     deliver_all,
     drop_exactly,
@@ -36,6 +37,7 @@ from tests.memory_link import (
     injecting_server,
     make_link,
     only_idle_timer,
+    plain_handshake,
     record_layer,
     records,
     seeded,
@@ -354,6 +356,43 @@ def test_the_server_sends_its_lost_alert_again_when_the_client_repeats_its_fligh
     assert link.server.gate[GateOutcome.ALERT_REPEATED] == 1
     assert link.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 0
     assert link.server.connections == {}
+
+
+@pytest.mark.req("HS-4", "ERR-1", "RES-3")
+def test_a_repeated_client_hello_of_a_failed_handshake_gets_the_alert_not_a_new_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client without the extended master secret is refused on its ClientHello with a
+    cookie, and the alert is lost: its ClientHello, repeated at 1 s, made a new association
+    that failed again, two failures counted and logged for one attempt (probe BU F4: gnutls-cli
+    with %NO_SESSION_HASH). It now gets the alert again, as a repeated later flight does; a
+    copy too soon after is dropped; a new ClientHello (another random) from the address still
+    takes the gate and completes."""
+    monkeypatch.setattr(iotdtls.connection, "ClientHandshake", LegacyClient)
+    link = make_link(drop_alerts("server", 1))
+    link.handshake(until=100)
+    failure = AlertDescription.handshake_failure
+    sent = alerts_sent(link, "server")
+    assert [(t, a) for t, _, a in sent] == [(0.0, failure), (1.0, failure)]
+    assert sent[1][1] > sent[0][1]  # a new record
+    assert isinstance(link.client.error, AlertReceived)
+    assert link.now == 1.0
+    closed = [e for e in link.server_events if isinstance(e, ConnectionClosed)]
+    assert len(closed) == 1 and isinstance(closed[0].error, AlertSent)
+    assert link.server.gate[GateOutcome.COOKIE_ACCEPTED] == 1
+    assert link.server.gate[GateOutcome.ALERT_REPEATED] == 1
+    assert link.server.connections == {}
+    hello = wire_from(link, "client")[-1]  # the ClientHello with the cookie, repeated
+    assert [h.msg_type for h, _ in plain_handshake(hello)] == [HandshakeType.client_hello]
+    link.server.receive_datagram(hello, CLIENT_ADDR, 1.1)  # too soon after the last alert
+    assert link.server.datagrams_to_send(1.1) == []
+    assert link.server.gate[GateOutcome.FAILED_HELLO_DROPPED] == 1
+    assert link.server.connections == {} and link.server.next_event() is None
+    monkeypatch.undo()
+    again = MemoryLink(link.client_config, link.server_config, endpoint=link.server, now=2.0)
+    again.handshake()
+    assert established(again)
+    assert link.server.gate[GateOutcome.COOKIE_ACCEPTED] == 2
 
 
 @pytest.mark.req("HS-4", "ERR-1")

@@ -174,9 +174,18 @@ class GateOutcome(IdentityHashEnum):
     #: retransmission interval, never with more bytes than the datagram, and for
     #: `ServerConfig.handshake_timeout` after the failure; at most
     #: `ServerConfig.max_handshakes` failures are remembered, the oldest forgotten first.
-    #: Another datagram from such an address is `NOT_A_CLIENT_HELLO`; a ClientHello goes
-    #: through the gate as any other.
+    #: A copy of the ClientHello that failed (the same client random, which an off-path
+    #: stranger cannot know) counts here when it gets the alert, `FAILED_HELLO_DROPPED` when
+    #: not; another datagram from such an address is `NOT_A_CLIENT_HELLO`; a ClientHello with
+    #: another random goes through the gate as any other.
     ALERT_REPEATED = auto()
+    #: A copy of the ClientHello of a handshake that failed lately on our fatal alert (its
+    #: client random), from its address, that gets no alert again (too soon after the last):
+    #: dropped, where it would have started a new association that fails the same way,
+    #: counted and logged as a second failed handshake (GnuTLS repeats its ClientHello
+    #: after our alert). Once the failure's copies of the alert are all sent it is
+    #: forgotten, and a later copy of its hello takes the gate again.
+    FAILED_HELLO_DROPPED = auto()
 
 
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
@@ -196,11 +205,13 @@ _RECORD_VERSIONS = (DTLS_1_0, DTLS_1_2)
 class _FailedHandshake(NamedTuple):
     """What the endpoint keeps of a handshake that failed on our fatal alert, to send that
     alert again (RFC 6347 §4.2.7): the alert's copies still to send, each sealed in its own
-    record (`DtlsConnection.alert_repeats`), when the next may go, and until when any may."""
+    record (`DtlsConnection.alert_repeats`), when the next may go, until when any may, and
+    the client random of its ClientHello (public), to know a copy of that hello."""
 
     alerts: tuple[bytes, ...]
     not_before: float
     expires: float
+    client_random: bytes
 
 
 class _CountedStore:
@@ -470,6 +481,8 @@ class ServerEndpoint:
         if hello is None or not (hello.whole or hello.part):
             self._not_a_hello(data, address, now)
             return
+        if self._failed and self._repeats_failed_hello(data, hello, address, now):
+            return
         if hello.part:
             self.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] += 1
             if not self.config.cookie_exchange and self._no_proven_association(address):
@@ -526,6 +539,27 @@ class ServerEndpoint:
             return
         self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
 
+    def _repeats_failed_hello(
+        self, data: bytes, hello: _HelloRecord, address: Address, now: float
+    ) -> bool:
+        """Whether `data` repeats the ClientHello (or its first part) of `address`'s handshake
+        that failed lately on our alert: the same client random. It gets the alert again
+        within `_repeat_alert`'s bounds, or is dropped; it never starts a new association,
+        which would fail the same way and count a second failure for one attempt. A new
+        handshake has a new random (RFC 5246 §7.4.1.2), which an off-path stranger cannot
+        copy to hold the address's client off: it takes the gate as any other."""
+        self._expire_failures(now)
+        failed = self._failed.get(address)
+        if failed is None or hello.fragment_offset != 0 or hello.fragment_length < 2 + 32:
+            return False
+        if hello.fragment(data)[2:34] != failed.client_random:
+            return False
+        if self._repeat_alert(data, address, now):
+            self.gate[GateOutcome.ALERT_REPEATED] += 1
+        else:
+            self.gate[GateOutcome.FAILED_HELLO_DROPPED] += 1
+        return True
+
     def _repeat_alert(self, data: bytes, address: Address, now: float) -> bool:
         """Send `address`'s failed handshake's alert again if `data` holds a handshake or
         ChangeCipherSpec record of DTLS 1.0 or 1.2 in epoch 0 or 1 (read by its framing: the
@@ -572,6 +606,7 @@ class ServerEndpoint:
             alerts,
             now + self.config.retransmit.triggered_spacing,
             now + self.config.handshake_timeout,
+            conn.client_random,
         )
         self._expire_failures(now)
         while len(failed) > self.config.max_handshakes:

@@ -173,6 +173,9 @@ class ServerHandshake(HandshakeMachine):
 
     def _on_client_hello(self, msg: ReassembledMessage) -> Outcome:
         hello = ClientHello.decode(msg.body)
+        # Kept first, also for a hello refused below: the endpoint knows a copy of a hello
+        # that failed by it (`ServerEndpoint._repeats_failed_hello`).
+        self.keys.client_random = hello.random
         check_client_version(hello.client_version)
         if 0 not in hello.compression_methods:
             # REC-4: null compression only (RFC 5246 §7.4.1.2 requires it to be offered).
@@ -188,7 +191,6 @@ class ServerHandshake(HandshakeMachine):
             )
         self.credentials = self._credentials_for(hello)
         self.keys.extended_master_secret = ems
-        self.keys.client_random = hello.random
         self.keys.server_random = random_bytes(32)
         # The first ClientHello we see starts the message numbering (RFC 6347 §4.2.2).
         if msg.message_seq > _LAST_CLIENT_HELLO_SEQ:
