@@ -1140,7 +1140,14 @@ class ServerConfig(_CommonConfig):
 
     @property
     def client_authenticates_rpk(self) -> bool:
-        """Raw-public-key clients must present a provisioned key (mutual RPK, RPK-3)."""
+        """The server requires a provisioned client raw key (`client_public_keys` or
+        `client_key_lookup` given: mutual RPK, RPK-3). Once configured, client authentication
+        (this, or `client_trust_anchors` for certificates) applies to every client that gets
+        the ECDHE_ECDSA suite, not to raw-key clients only: an X.509 client without a
+        certificate (no client_certificate_type: X.509 alone, RFC 7250 §4.1) fails with
+        unsupported_certificate, "the client offers no certificate type we can authenticate"
+        (RFC 7250 §4.2), as a raw-key client without a key does (tests/test_rpk.py). PSK
+        clients are never asked for a certificate."""
         return bool(self.client_public_keys) or self.client_key_lookup is not None
 
     def lookup_psk(self, identity: bytes) -> bytes | None:
