@@ -529,8 +529,10 @@ class DtlsConnection:
         after the peer's ChangeCipherSpec, the second time it happens (the peer repeats its
         flight when we do not answer it). Any other record that fails authentication is
         dropped (RFC 6347 §4.1.2.7): an attacker off the path cannot end a handshake with
-        forged records, unless it forges the peer's flight itself, which spoils the transcript
-        anyway; a single lone record is what it could slip in before the peer's Finished."""
+        forged records, unless it forges the peer's flight itself in epoch 0 (for a resuming
+        client, a ServerHello naming the session_id its ClientHello showed), which spoils the
+        handshake anyway, as a forged epoch-0 alert ends one; a single lone record is what it
+        could slip in otherwise."""
         if not self._handshake.awaits_authenticated_finished():
             return
         bad_tags = self._records.bad_tags(HANDSHAKE_EPOCH)
@@ -1019,8 +1021,10 @@ class DtlsConnection:
         """A client "currently negotiating" ignores a HelloRequest (RFC 5246 §7.4.1.1): it is
         counted and dropped before reassembly, so it takes no message_seq (a server sends one
         only on an established association, RFC 6347 §4.2.2) and the ServerHello numbered
-        where it claimed to be is still taken. Unauthenticated in epoch 0, it must not end
-        the handshake. One with a body is malformed (`_check_empty_hello_request`)."""
+        where it claimed to be is still taken. Unauthenticated in epoch 0, a well-formed one
+        must not end the handshake; one with a body is malformed (`_check_empty_hello_request`)
+        and ends it with decode_error, as any malformed message in epoch 0 does (HS-5: a
+        forger off the path can end a handshake so, as with a forged alert)."""
         _check_empty_hello_request(frag)
         self.dropped[DropReason.HELLO_REQUEST_DURING_HANDSHAKE] += 1
 

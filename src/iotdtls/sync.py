@@ -83,9 +83,9 @@ class DtlsClient:
 
     The protocol runs only inside these calls (no thread of its own): each reads what has come
     and handles the timers. A client that only sends (a sensor) answers its peer at each
-    `send`; between calls it answers nothing, so a peer that asks for heartbeats (a server's
-    keep-alive) more often than the client calls needs it to call `recv(timeout=0)` or to
-    wait in `recv` in a thread.
+    `send`; between calls it answers nothing, and a server with keep-alive waits its
+    `handshake_timeout` for a heartbeat's answer, then ends the association without a word:
+    calls further apart than that need a thread waiting in `recv`.
 
     A network that is down for a while (no route: EHOSTUNREACH or ENETUNREACH from the
     kernel; ENOBUFS; a firewall's EPERM) loses datagrams, as `aio` does: each one the OS
