@@ -356,6 +356,8 @@ def test_observe_prints_each_notification_until_the_duration(
         # only the host: the same text later in the URI stays as written (M15)
         ("coap://[fe80::1%25lo]/x?at=[fe80::1%25lo]&[fe80::1%25lo]", "coap",
          "coap://[fe80::1%lo]/x?at=[fe80::1%25lo]&[fe80::1%25lo]"),
+        # the host follows the scheme's "//", not one in the path (M17: `_bracketed_host` 3)
+        ("coap://[fe80::1%25lo]/a//b", "coap", "coap://[fe80::1%lo]/a//b"),
     ],
 )
 def test_only_a_coap_uri_has_its_zone_decoded_for_aiocoap(
