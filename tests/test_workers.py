@@ -780,6 +780,43 @@ def test_workers_killed_while_starting_are_logged_by_their_pids(
     assert len(pids) == 2 and sorted(said) == sorted(pids)
 
 
+def worker_0_slow_initializer(started: str) -> None:
+    """Worker 0 stays in its initializer (killed there); any other notes its start in the
+    file `started` and starts at once."""
+    if multiprocessing.current_process().name.endswith("-0"):
+        time.sleep(30.0)
+    else:
+        Path(started).touch()
+
+
+def test_a_cancelled_start_kills_only_the_workers_that_have_not_said_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`serve` cancelled while worker 0 is still in its initializer and worker 1 has said
+    "ready" (unread: the wait for "ready" reads the workers in order) kills worker 0 alone:
+    worker 1 is stopped as a running worker is, its "ready" read then (M17: `_has_spoken` 1,
+    which took every worker for one still starting, killed both)."""
+    started = tmp_path / "started"
+
+    async def main() -> None:
+        starting = asyncio.ensure_future(workers.serve(
+            echo, LOCALHOST, 0, server_config(), workers=2, loop_choice="asyncio",
+            initializer=functools.partial(worker_0_slow_initializer, str(started)),
+        ))
+        assert await eventually(started.exists, timeout=30.0)
+        await asyncio.sleep(1.0)  # worker 1 serves and says "ready"
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    killed = [record.getMessage() for record in caplog.records
+              if "killed while starting" in record.getMessage()]
+    assert len(killed) == 1 and killed[0].startswith("worker 0 (pid "), killed
+    assert multiprocessing.active_children() == []
+
+
 def test_a_ctrl_c_while_the_workers_spawn_ends_the_start_with_every_worker_stopped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
