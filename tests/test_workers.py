@@ -781,12 +781,12 @@ def test_workers_killed_while_starting_are_logged_by_their_pids(
 
 
 def worker_0_slow_initializer(started: str) -> None:
-    """Worker 0 stays in its initializer (killed there); any other notes its start in the
+    """Worker 0 stays in its initializer (killed there); any other writes its pid to the
     file `started` and starts at once."""
     if multiprocessing.current_process().name.endswith("-0"):
         time.sleep(30.0)
     else:
-        Path(started).touch()
+        Path(started).write_text(str(os.getpid()))
 
 
 def test_a_cancelled_start_kills_only_the_workers_that_have_not_said_ready(
@@ -804,7 +804,7 @@ def test_a_cancelled_start_kills_only_the_workers_that_have_not_said_ready(
             initializer=functools.partial(worker_0_slow_initializer, str(started)),
         ))
         assert await eventually(started.exists, timeout=30.0)
-        await asyncio.sleep(1.0)  # worker 1 serves and says "ready"
+        await asyncio.sleep(2.0)  # worker 1 serves and says "ready"
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await starting
@@ -814,6 +814,37 @@ def test_a_cancelled_start_kills_only_the_workers_that_have_not_said_ready(
     killed = [record.getMessage() for record in caplog.records
               if "killed while starting" in record.getMessage()]
     assert len(killed) == 1 and killed[0].startswith("worker 0 (pid "), killed
+    assert multiprocessing.active_children() == []
+
+
+def test_a_ready_worker_that_does_not_stop_after_a_cancelled_start_is_named_by_its_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As above, worker 1 stopped (SIGSTOP) once it has said "ready": the stop reads that
+    "ready", its pid, and kills it after `STOP_TIMEOUT`, naming it by that pid (M17:
+    `_collect_stats` 15 and 16 left it 0 and None)."""
+    monkeypatch.setattr(workers, "STOP_TIMEOUT", 1.0)
+    started = tmp_path / "started"
+    pid: list[int] = []
+
+    async def main() -> None:
+        starting = asyncio.ensure_future(workers.serve(
+            echo, LOCALHOST, 0, server_config(), workers=2, loop_choice="asyncio",
+            initializer=functools.partial(worker_0_slow_initializer, str(started)),
+        ))
+        assert await eventually(lambda: started.exists() and started.read_text(), timeout=30.0)
+        await asyncio.sleep(2.0)  # worker 1 serves and says "ready"
+        pid.append(int(started.read_text()))
+        os.kill(pid[0], signal.SIGSTOP)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
+        run(main(), limit=60.0)
+    said = [record.getMessage() for record in caplog.records]
+    assert f"worker 1 (pid {pid[0]}) did not stop; killed" in said, said
+    assert len([line for line in said if "killed while starting" in line]) == 1
     assert multiprocessing.active_children() == []
 
 
