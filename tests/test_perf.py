@@ -1220,6 +1220,62 @@ def test_a_generator_that_never_reports_ends_the_run_at_the_start_limit(
     assert multiprocessing.active_children() == []
 
 
+class StuckProcess:
+    """A generator process as `_hung_children` sees it: `kill` notes the call, or raises
+    `error` (one already gone: ProcessLookupError)."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self.error = error
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize("first", ["done", "talking"])
+def test_the_watchdog_looks_at_every_generator_each_time(
+    monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """`_hung_children` in this process, on four generators: the first done or still talking,
+    then one silent for `SILENCE_LIMIT` since its last report, one silent for `START_LIMIT`
+    since its start without a report (its kill raising: it had just ended), and one silent for
+    less than `START_LIMIT` without a report. The two hung ones fail, each naming its limit,
+    and are killed; the others go on (M17: `_hung_children` 5 and 16 ended the look at the
+    first generator done or well, 6, 13, 19, 20 missed one, 11 and 15 gave no reason)."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.01)
+    monkeypatch.setattr(perf, "SILENCE_LIMIT", 5.0)
+    monkeypatch.setattr(perf, "START_LIMIT", 20.0)
+    processes = [StuckProcess(), StuckProcess(), StuckProcess(ProcessLookupError()),
+                 StuckProcess()]
+    children: Any = [(process, object()) for process in processes]
+    progress = LoadProgress(completed=1, failed=0, in_flight=1)
+
+    async def main() -> list[asyncio.Future[LoadResult]]:
+        now = asyncio.get_running_loop().time()
+        results: list[asyncio.Future[LoadResult]] = [
+            asyncio.get_running_loop().create_future() for _ in processes
+        ]
+        if first == "done":
+            results[0].set_result(LoadResult(elapsed=1.0, window=1.0, started=1, completed=1))
+        heard = {0: now, 1: now - 6.0, 2: now - 21.0, 3: now - 10.0}
+        reported = {0: progress, 1: progress}
+        watchdog = asyncio.ensure_future(perf._hung_children(children, heard, reported, results))
+        await asyncio.sleep(0.2)
+        assert not watchdog.done()
+        watchdog.cancel()
+        return results
+
+    results = asyncio.run(main())
+    assert [process.killed for process in processes] == [False, True, True, False]
+    assert results[0].done() == (first == "done") and not results[3].done()
+    assert [str(results[i].exception()) for i in (1, 2)] == [
+        "load generator process 1: sent nothing for 5 s: stopped or hung",
+        "load generator process 2: sent nothing in the 20 s from its start: stopped or hung",
+    ]
+
+
 def test_a_generator_process_that_dies_ends_the_run_with_its_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
