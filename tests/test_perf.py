@@ -952,6 +952,29 @@ def test_run_load_here_and_over_two_processes(tmp_path: Path) -> None:
     assert stats.handshakes_completed == 47
 
 
+def test_sigterm_stays_handled_while_the_generators_are_reaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The generators are reaped (`reap`: up to 5 s for one that does not end by itself) with
+    the run's SIGTERM handler still in place: a service manager's stop then is one more stop,
+    not the end of the parent without its report (M17: `_wait_children` 22, its SIGINT
+    handler's `_stop_on_signals` given the default signals, removed SIGTERM's there, leaving
+    SIGTERM's default action, death, for the reaps)."""
+    during_reaps: list[Any] = []
+    real_reap = perf.reap
+
+    def reap(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
+        during_reaps.append(signal.getsignal(signal.SIGTERM))
+        return real_reap(process, timeout)
+
+    monkeypatch.setattr(perf, "reap", reap)
+    with server_on_a_thread() as server:
+        load = spec(handshakes=4, concurrency=2, port=server.address[1])
+        result = run_load(load, processes=2, loop_choice="asyncio")
+    assert result.completed == 4 and len(during_reaps) == 2
+    assert signal.SIG_DFL not in during_reaps, during_reaps
+
+
 def failing_initializer() -> None:
     raise RuntimeError("no set-up here")
 
