@@ -559,10 +559,13 @@ def noting(peers: list[object]) -> aio.Handler:
 
 
 @pytest.mark.req("CRT-7")
-def test_certificate_urls_are_fetched_a_bounded_number_at_once() -> None:
+def test_certificate_urls_are_fetched_a_bounded_number_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Six clients send URLs; a slow fetcher (given the configured size limit and what is left
     of the time limit) sees at most MAX_CONCURRENT_FETCHES chains being fetched at once, and
     every handshake completes with the client's identity, each as soon as its chain is in."""
+    monkeypatch.setattr(aio, "MAX_FETCHES_PER_HOST", 7)  # all seven come from 127.0.0.1
     lock = threading.Lock()
     running = [0]
     most = [0]
@@ -815,6 +818,7 @@ def test_past_the_waiting_fetches_a_handshake_fails_at_once(
     """One fetch running and one waiting, the most allowed here: a third client's handshake
     fails at once with certificate_unobtainable (RFC 6066 §5) instead of joining the line."""
     monkeypatch.setattr(aio, "MAX_WAITING_FETCHES", 1)
+    monkeypatch.setattr(aio, "MAX_FETCHES_PER_HOST", 3)  # the line is full, not the host's share
 
     async def main() -> None:
         async with one_fetch_running_one_waiting(monkeypatch) as line:
@@ -827,6 +831,57 @@ def test_past_the_waiting_fetches_a_handshake_fails_at_once(
             for waited in (line.first, line.second):
                 await (await asyncio.wait_for(waited, 5.0)).close()
         assert len(line.leaves) == 2
+
+    run(main())
+
+
+@pytest.mark.req("CRT-7")
+def test_one_host_cannot_take_every_fetch_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 6066 §5: one host (127.0.0.1) whose URLs never answer starts as many handshakes as
+    the server fetches chains for at once; only `MAX_FETCHES_PER_HOST` of them get a fetch (the
+    others fail at once with certificate_unobtainable), and a client from another address
+    (127.0.0.2) still completes at once (probe BW #3: it was refused while the host held every
+    slot)."""
+    monkeypatch.setattr(aio, "MAX_WAITING_FETCHES", 0)  # the line: the 4 running slots
+    hung: list[str] = []
+    may_end = threading.Event()
+
+    def fetcher(url: str, limit: int, timeout: float) -> bytes:
+        if url.startswith("http://hang.example/"):
+            hung.append(url)
+            may_end.wait(5.0)
+            raise OSError("never answered")
+        return SERVED[url]
+
+    async def main() -> None:
+        server_config, honest = url_configs(fetcher)
+        _, hostile = url_configs(fetcher, ["http://hang.example/c.der", "http://hang.example/ca"])
+        async with await aio.serve(echo, LOCALHOST, 0, server_config) as server:
+            attacks = [
+                asyncio.ensure_future(aio.connect(*server.address, hostile))
+                for _ in range(aio.MAX_CONCURRENT_FETCHES)
+            ]
+            try:
+                assert await eventually(lambda: len(hung) >= 2, 5.0), "no hanging fetch"
+                await asyncio.sleep(0.3)  # time for the other handshakes to ask for theirs
+                assert len(hung) == aio.MAX_FETCHES_PER_HOST == 2
+                refused = [a for a in attacks if a.done()]
+                assert len(refused) == len(attacks) - aio.MAX_FETCHES_PER_HOST
+                for attack in refused:
+                    with pytest.raises(AlertReceived) as failed:
+                        attack.result()
+                    assert failed.value.alert is AlertDescription.certificate_unobtainable
+                other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                other.bind(("127.0.0.2", 0))
+                started = time.monotonic()
+                client = await asyncio.wait_for(
+                    aio.connect(*server.address, honest, sock=other), 5.0
+                )
+                assert time.monotonic() - started < 1.5
+                await client.close()
+            finally:
+                may_end.set()
+                await finish(*attacks)
 
     run(main())
 

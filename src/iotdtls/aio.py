@@ -52,7 +52,7 @@ from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import bind_udp, open_server_transport, resolve_udp
-from iotdtls.endpoint import ServerEndpoint
+from iotdtls.endpoint import ServerEndpoint, host_of
 from iotdtls.errors import (
     AlertDescription,
     DtlsError,
@@ -92,6 +92,13 @@ MAX_CONCURRENT_FETCHES = 4
 #: certificate_unobtainable rather than waiting behind fetches of up to
 #: `certificate_url_timeout` each.
 MAX_WAITING_FETCHES = 4 * MAX_CONCURRENT_FETCHES
+#: Those fetches (running or waiting) one host (`endpoint.host_of`, as
+#: `ServerConfig.max_handshakes_per_host` counts hosts) may have at once; past them its
+#: handshake fails at once with certificate_unobtainable. Half the running slots: a host whose
+#: URLs never answer holds at most that many for `certificate_url_timeout` each, and the other
+#: half still runs every other host's fetches at once (without it, one host could take all 4
+#: running and 16 waiting, and other clients' URL handshakes failed at once).
+MAX_FETCHES_PER_HOST = MAX_CONCURRENT_FETCHES // 2
 #: Receive buffer a server asks for on the sockets it makes: room for thousands of handshake
 #: datagrams arriving at once (a fleet reconnecting after a power cut); Linux's default of
 #: about 200 KiB holds a few hundred, and the rest would wait for a retransmission (>= 1 s).
@@ -989,6 +996,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         #: The fetch of each address whose handshake waits for its chain (one at most).
         self._fetching: dict[Address, _Fetch] = {}
         self._max_fetching = MAX_CONCURRENT_FETCHES + MAX_WAITING_FETCHES
+        self._max_fetching_per_host = MAX_FETCHES_PER_HOST
         self.stats = ServerStats()
         #: The lines of failed handshakes and of certificate fetchers that raised, bounded
         #: (`FAILED_HANDSHAKE_LINES`; a fetcher's, by kind), and the timer that sums up those
@@ -1124,14 +1132,26 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         """RFC 6066 §5 (CRT-7): fetch `address`'s chain in a task (one fetch per address). Past
         `MAX_WAITING_FETCHES` waiting for a slot, the handshake fails at once with
         certificate_unobtainable: a line without end would let clients pointing at slow URLs
-        keep every other client's chain waiting."""
+        keep every other client's chain waiting. A host (`host_of`) with
+        `MAX_FETCHES_PER_HOST` fetches running or waiting is refused so too: one host cannot
+        take every slot."""
         self._stop_fetch(address)  # of an association this one replaced (RFC 6347 §4.2.8)
-        if len(self._fetching) >= self._max_fetching:
+        host = host_of(address)
+        own = sum(1 for other in self._fetching if host_of(other) == host)
+        busy: ProtocolError | None = None
+        if own >= self._max_fetching_per_host:
+            busy = ProtocolError(
+                f"too many certificate URL fetches from this host ({own} running or waiting, "
+                f"{self._max_fetching_per_host} allowed): try again later",
+                AlertDescription.certificate_unobtainable,
+            )
+        elif len(self._fetching) >= self._max_fetching:
             busy = ProtocolError(
                 f"too many certificate URL fetches ({len(self._fetching)} running or "
                 "waiting): try again later",
                 AlertDescription.certificate_unobtainable,
             )
+        if busy is not None:
             self.loop.call_soon(self._supply, address, request, busy)
             return
         job = _Fetch()

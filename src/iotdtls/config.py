@@ -947,7 +947,9 @@ class ServerConfig(_CommonConfig):
     #: Fetches client certificates from the URLs a client sends instead of its chain (RFC 6066
     #: §5, CRT-7); None refuses the extension. A fetcher reaches wherever a client points it:
     #: restrict it (`iotdtls.certurl.make_fetcher`) on a server facing untrusted clients.
-    #: A plain function (called synchronously: async def is refused).
+    #: A plain function (called synchronously: async def is refused). The asyncio server runs
+    #: `aio.MAX_CONCURRENT_FETCHES` at once, `aio.MAX_WAITING_FETCHES` more waiting, at most
+    #: `aio.MAX_FETCHES_PER_HOST` of them a host's; past them, certificate_unobtainable.
     certificate_fetcher: CertificateFetcher | None = field(default=None, repr=False)
     #: Bytes accepted per fetched certificate, and seconds for all the URLs of one client.
     certificate_url_size_limit: int = 16384
