@@ -288,6 +288,33 @@ def test_file_urls(tmp_path: Path) -> None:
     assert "local file" in fetch_error("file://example.com" + target.as_uri()[7:])
 
 
+def test_a_fifo_or_device_is_refused_without_being_opened(tmp_path: Path) -> None:
+    """Opening has side effects: a FIFO's writer, blocked in open(), is let go (and a watchdog,
+    tape or tty device reacts). The file: fetcher looks before it opens (probe BW #4): the
+    writer stays blocked, and it refuses the FIFO as before."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    released = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until a reader opens the FIFO
+        released.set()
+        os.close(fd)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.2)  # the writer is blocked in open()
+        assert not released.is_set()
+        assert "not a regular file" in fetch_error(fifo.as_uri(), timeout=5.0)
+        assert not released.wait(0.3), "the fetch opened the FIFO"
+    finally:  # let the writer go: a reader of our own
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        thread.join(5.0)
+        os.close(reader)
+    assert not thread.is_alive()
+
+
 def test_refused_files_leave_no_descriptor_open(tmp_path: Path) -> None:
     big = tmp_path / "big.der"
     big.write_bytes(CERT)

@@ -272,15 +272,25 @@ def _watched(
 
 
 def _read_file(parts: SplitResult, size_limit: int) -> bytes:
-    """A local regular file (RFC 8089): host empty or localhost; FIFOs and devices refused
-    (opened non-blocking, so a FIFO cannot hang the worker)."""
+    """A local regular file (RFC 8089): host empty or localhost; FIFOs, devices and
+    directories refused before they are opened (opening one has side effects: a FIFO's writer
+    is let go, a watchdog, tape or tty device reacts). The file opened is checked again to be
+    the regular file looked at (and it is opened non-blocking, so should the path be swapped
+    for a FIFO in between, by someone who may write to its directory, it cannot hang the
+    worker)."""
     if parts.netloc not in ("", "localhost"):
         raise CertificateFetchError(f"{_describe(parts)}: file URLs must name a local file")
     path = urllib.request.url2pathname(unquote(parts.path))
+    seen = os.stat(path)
+    if not stat.S_ISREG(seen.st_mode):
+        raise CertificateFetchError(f"{_describe(parts)}: not a regular file")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # close-on-exec already (PEP 446)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (
+            seen.st_dev,
+            seen.st_ino,
+        ):
             raise CertificateFetchError(f"{_describe(parts)}: not a regular file")
         if info.st_size > size_limit:
             raise CertificateFetchError(
