@@ -192,7 +192,9 @@ def test_http_errors_and_refused_connections(web: LocalHttpServer) -> None:
 @pytest.mark.parametrize(("url", "shown"), [
     ("ftp://ca.example/leaf.der", "ftp://ca.example/leaf.der"),
     ("ftp://ca.example:2121/leaf.der", "ftp://ca.example:2121/leaf.der"),
-    ("ftp://ca.example:99999/leaf.der", "ftp://ca.example/leaf.der"),  # no such port
+    # No such port: shown as written (dropped, it read as the default port).
+    ("ftp://ca.example:99999/leaf.der", "ftp://ca.example:99999/leaf.der"),
+    ("ftp://ca.example:x\x07y/leaf.der", "ftp://ca.example:x?y/leaf.der"),
     ("ftp://ca.example/l\x07\u00e9af.der?key=s3cret", "ftp://ca.example/l??af.der"),
     ("ftp://ca.example/" + "x" * 62, "ftp://ca.example/" + "x" * 62),  # 79 characters
     ("ftp://ca.example/" + "x" * 63, "ftp://ca.example/" + "x" * 63),  # 80
@@ -218,8 +220,29 @@ def test_a_url_that_does_not_parse_is_unobtainable_not_a_fetcher_fault() -> None
 
 
 def test_user_information_never_reaches_a_message(web: LocalHttpServer) -> None:
-    message = fetch_error(web.url("/missing").replace("//", "//user:s3cret@"))
-    assert "s3cret" not in message and "user" not in message
+    message = fetch_error(web.url("/missing").replace("//", "//admin:s3cret@"))
+    assert "s3cret" not in message and "admin" not in message
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    # The part at fault is named, never a name lookup's "Name or service not known".
+    ("http://user:s3cret@127.0.0.1:1/c.der",
+     "http://127.0.0.1:1/c.der: user information (before '@') in an http(s) URL is refused"),
+    ("https://user@127.0.0.1/c.der",
+     "https://127.0.0.1/c.der: user information (before '@') in an http(s) URL is refused"),
+    # The invalid port is shown, not dropped (which read as the default port's failure).
+    ("http://127.0.0.1:99999/c.der",
+     "http://127.0.0.1:99999/c.der: the port is not a number from 1 to 65535"),
+    ("http://127.0.0.1:0/c.der",
+     "http://127.0.0.1:0/c.der: the port is not a number from 1 to 65535"),
+    ("http://127.0.0.1:abc/c.der",
+     "http://127.0.0.1:abc/c.der: the port is not a number from 1 to 65535"),
+    ("https://[::1]:-1/c.der",
+     "https://[::1]:-1/c.der: the port is not a number from 1 to 65535"),
+])  # fmt: skip
+def test_a_bad_url_part_is_named(url: str, message: str) -> None:
+    """Probe BW #7: one line naming the URL's part at fault, before any connection."""
+    assert fetch_error(url) == message
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/cert.der", "data:,hello", "gopher://x/",

@@ -11,10 +11,11 @@ sans-I/O core never imports it.
   `OSError`).
 * `default_fetcher`: http, https and file URLs with those limits (`make_fetcher` builds one
   with another TLS context or fewer schemes). Redirects are followed only to the same scheme,
-  at most `MAX_REDIRECTS` times. Mind what it means on a server: a client makes it send GET
-  requests wherever it likes and read any local file by its hash (it learns nothing but
-  whether the hash matched). A server that faces untrusted clients should pass a fetcher
-  limited to its own certificate host (`make_fetcher(schemes=("https",))` and a wrapper that
+  at most `MAX_REDIRECTS` times; an http(s) URL with user information or a port outside
+  1..65535 is refused, its message naming that part. Mind what it means on a server: a client
+  makes it send GET requests wherever it likes and read any local file by its hash (it learns
+  nothing but whether the hash matched). A server that faces untrusted clients should pass a
+  fetcher limited to its own certificate host (`make_fetcher(schemes=("https",))` and a wrapper that
   checks the host).
 * `fetch_client_chain`: fetch each `individual_certs` URL in order (leaf first, RFC 6066 §5),
   compare its SHA-1 with the one sent, in constant time, and return the DER chain. A failure to
@@ -105,6 +106,7 @@ def make_fetcher(
             )
         if scheme == "file":
             return _within(timeout, functools.partial(_read_file, parts, size_limit), parts)
+        _check_authority(parts)
         deadline = _Deadline(timeout)
         job = functools.partial(_read_http, url, size_limit, deadline, ssl_context)
         return _within(timeout, job, parts, deadline.expire)
@@ -357,6 +359,30 @@ def _split(url: str) -> SplitResult:
         raise CertificateFetchError(f"a URL that does not parse ({exc})") from None
 
 
+def _check_authority(parts: SplitResult) -> None:
+    """An http(s) URL's user information and port, refused with a line naming the part (else
+    the fetch fails later as a failed name lookup, or at the default port)."""
+    if "@" in parts.netloc:  # RFC 9110 §4.2.4: deprecated, and a sender must not generate it
+        raise CertificateFetchError(
+            f"{_describe(parts)}: user information (before '@') in an http(s) URL is refused"
+        )
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise CertificateFetchError(f"{_describe(parts)}: the port is not a number from 1 to 65535")
+
+
+def _port_text(parts: SplitResult) -> str | None:
+    """The port of `parts` as written (None without one)."""
+    host_port = parts.netloc.rpartition("@")[2]
+    if host_port.startswith("["):
+        host_port = host_port.partition("]")[2]
+    _, colon, port = host_port.rpartition(":")
+    return port if colon else None
+
+
 def _shown(url: str) -> str:
     """`url` as `_describe` shows it, whether or not it parses."""
     try:
@@ -369,9 +395,10 @@ def _describe(parts: SplitResult) -> str:
     """A URL for messages: no user information and no query, printable, bounded."""
     try:
         port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        port = ""
-    text = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+    except ValueError:  # shown as written: dropping it would name the default port
+        port = f":{_port_text(parts)}"
+    host = parts.hostname or ""
+    text = f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}{parts.path}"
     shown = "".join(c if c.isprintable() and c.isascii() else "?" for c in text)
     return shown if len(shown) <= _SHOWN_URL else shown[: _SHOWN_URL - 3] + "..."
 
