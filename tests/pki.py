@@ -7,6 +7,7 @@ This is a helper module, not a test file: ``from tests.pki import ...``. `tests.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 from collections.abc import Sequence
@@ -164,3 +165,19 @@ def client_leaf(issuer: Issued, common_name: str = "01-23-45-67-89-AB-CD-EF",
 
 def chain_der(leaf: Issued, *cas: Issued) -> tuple[bytes, ...]:
     return (leaf.der, *(c.der for c in cas))
+
+
+def with_version_field(der: bytes, field: int) -> bytes:
+    """A certificate cryptography wrote (DER, version field 2: v3) with its version field set
+    to `field` (0 to 127; 1 is v2, which cryptography does not parse, RFC 5280 §4.1.2.1). Its
+    signature no longer verifies, which no check reaches: the certificate does not parse."""
+    v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2, first in the TBSCertificate
+    at = der.index(v3)
+    assert at < 12, "the version field opens the TBSCertificate"
+    return der[:at] + v3[:4] + bytes([field]) + der[at + len(v3):]
+
+
+def pem_certificate(der: bytes) -> bytes:
+    """`der` in a PEM CERTIFICATE block (RFC 7468 §5), whatever it holds."""
+    text = base64.encodebytes(der).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{text}-----END CERTIFICATE-----\n".encode()

@@ -22,12 +22,14 @@ import iotdtls.crypto.x509 as x509_module
 from iotdtls.config import ServerConfig
 from iotdtls.connection import ConnectionState
 from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.crypto.pem import kind_of
 from iotdtls.crypto.x509 import (
     MAX_CHAIN_DEPTH_LIMIT,
     TrustStore,
     authority_identifiers,
     chain_matches_authority,
     leaf_public_key_spki,
+    load_certificates,
     verify_client_chain,
     verify_server_chain,
 )
@@ -72,8 +74,10 @@ from tests.pki import (
     intermediate,
     ip,
     issue,
+    pem_certificate,
     root,
     server_leaf,
+    with_version_field,
 )
 from tests.pubkey_support import (
     client_key,
@@ -221,6 +225,41 @@ def test_refusals_name_the_role_and_the_certificate(anchor: Issued, store: Trust
     stranger = client_leaf(root("stranger"))
     assert refusal(A.unknown_ca, client, chain_der(stranger), store).startswith(
         "client chain leads to no trusted CA: ")
+
+
+@pytest.mark.parametrize("field", [1, 5], ids=["v2", "version-field-5"])
+def test_a_certificate_of_another_version_than_v1_or_v3_does_not_parse(
+    anchor: Issued, store: TrustStore, field: int
+) -> None:
+    """cryptography refuses a version field other than 0 (v1) or 2 (v3) with
+    x509.InvalidVersion, which is no ValueError: it escaped every parse here (probe BW #1), a
+    traceback from a peer. From a peer: bad_certificate, as any certificate that does not
+    parse (RFC 5246 §7.2.2); in configuration: a one-line ConfigError."""
+    leaf = server_leaf(anchor)
+    odd_leaf = with_version_field(leaf.der, field)
+    odd_root = with_version_field(anchor.der, field)
+    why = f"X.509 version field {field} (v{field + 1}) is not v1 or v3"
+    assert refusal(A.bad_certificate, server, (odd_leaf,), store) == (
+        f"server certificate 0 is not a usable X.509 certificate: {why}")
+    assert refusal(A.bad_certificate, client, (leaf.der, odd_root), store) == (
+        f"client certificate 1 is not a usable X.509 certificate: {why}")
+    assert refusal(A.bad_certificate, leaf_public_key_spki, (odd_leaf,)) == (
+        f"peer certificate 0 is not a usable X.509 certificate: {why}")
+    assert not x509_module.is_self_signed(odd_root)
+    for call, args, kwargs, message in [
+        (TrustStore, ([odd_root],), {}, f"trust anchor 1 is not usable: {why}"),
+        (load_certificates, (odd_root,), {}, f"the DER certificate is not usable: {why}"),
+        (load_certificates, (pem_certificate(odd_root),), {},
+         f"a PEM certificate is not usable: {why}"),
+        (authority_identifiers, ((leaf.der, odd_root),), {},
+         f"a chain certificate is not usable: {why}"),
+        (authority_identifiers, ((leaf.der,),), {"issuers": [odd_root]},
+         f"an issuer certificate is not usable: {why}"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            call(*args, **kwargs)
+        assert str(info.value) == message
+    assert kind_of(odd_root) is None
 
 
 def test_the_verifier_reason_has_no_prefix(store: TrustStore) -> None:

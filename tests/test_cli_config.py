@@ -689,6 +689,9 @@ UNREADABLE_KEY = "no private key in it (PEM or DER, PKCS#8 or SEC1)"
 ENCRYPTED = "encrypted keys are not supported: decrypt it first (openssl pkey -in {} -out KEY.pem)"
 NO_SPKI = "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
 NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
+#: A root whose version field is 1 (v2): cryptography's InvalidVersion, no ValueError, made
+#: `--cafile` print a traceback (probe BW #1).
+V2_ROOT = tests_pki.pem_certificate(tests_pki.with_version_field(tests_pki.root().der, 1))
 
 
 @pytest.mark.parametrize(
@@ -721,6 +724,8 @@ NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
          "that is a certificate (PEM CERTIFICATE), not a private key; the certificate holds "
          "its public key: openssl x509 -in {} -pubkey -noout prints it"),
         (["client", "h:1"], "--cafile", GARBAGE, NO_CERTIFICATE),
+        (["client", "h:1"], "--cafile", V2_ROOT,
+         "a PEM certificate is not usable: X.509 version field 1 (v2) is not v1 or v3"),
         (["server", "--key", "{server_key}"], "--cert", GARBAGE, NO_CERTIFICATE),
         (["server", "--cert", "{server_crt}", "--key", "{server_key}"], "--client-cafile",
          GARBAGE, NO_CERTIFICATE),

@@ -42,7 +42,17 @@ from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
 from tests.blocking_support import outcome_without_blocking
 from tests.peers import Pki
-from tests.pki import NOW, Issued, intermediate, issue, p256, root, server_leaf
+from tests.pki import (
+    NOW,
+    Issued,
+    intermediate,
+    issue,
+    p256,
+    pem_certificate,
+    root,
+    server_leaf,
+    with_version_field,
+)
 from tests.pubkey_support import compressed_spki, der_to_pem
 
 pytestmark = pytest.mark.req("CFG-1")
@@ -245,6 +255,14 @@ def test_a_certificate_file_gives_its_certificates_in_order(
     junk = str(files / "junk.pem")
     assert config_error(load_certificate_file, junk) == (
         f"certificate file {junk}: not a PEM or DER X.509 certificate"
+    )
+    # A version field other than v1 or v3 (here 1: v2) raised cryptography's InvalidVersion,
+    # no ValueError, out of the loader (probe BW #1): a traceback, not the file named.
+    v2 = files / "v2.pem"
+    v2.write_bytes(pem_certificate(with_version_field(anchor.der, 1)))
+    assert config_error(load_certificate_file, str(v2)) == (
+        f"certificate file {v2}: a PEM certificate is not usable: X.509 version field 1 (v2) "
+        "is not v1 or v3"
     )
 
 

@@ -286,6 +286,25 @@ def test_a_tampered_certificate_is_refused() -> None:
     assert failure(link, "client").alert is A.bad_certificate
 
 
+@pytest.mark.req("CRT-1", "ERR-1")
+@pytest.mark.parametrize("sender", ["client", "server"])
+def test_a_certificate_of_version_v2_is_bad_certificate(sender: Direction) -> None:
+    """A leaf whose version field is 1 (v2) made cryptography raise x509.InvalidVersion, no
+    ValueError, out of the endpoint (probe BW #1): a traceback and unexpected_message for the
+    next message. Either role now refuses it as any certificate that does not parse."""
+
+    def as_v2(body: bytes) -> bytes:
+        leaf, *rest = Certificate.decode(body).certificates
+        return Certificate((pki.with_version_field(leaf, 1), *rest)).encode()
+
+    link = x509_link(rewrite(sender, HandshakeType.certificate, as_v2, times=9))
+    link.handshake()
+    receiver: Direction = "server" if sender == "client" else "client"
+    error = failure(link, receiver)
+    assert error.alert is A.bad_certificate, error
+    assert f"{sender} certificate 0 is not a usable X.509 certificate" in str(error)
+
+
 # -- cached_info (RFC 7924, CRT-2) ---------------------------------------------------------------
 
 

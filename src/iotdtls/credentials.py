@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from iotdtls._files import RefusedFile, read_regular_file
 from iotdtls._paths import cannot_read, shown_path
-from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, PUBLIC_KEY, kind_of, that_is
+from iotdtls.crypto.pem import (
+    CERTIFICATE,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    kind_of,
+    parse_der_certificate,
+    that_is,
+)
 from iotdtls.crypto.signature import (
     PrivateKey,
     PublicKey,
@@ -219,7 +225,7 @@ class CertifiedKey:
         object.__setattr__(self, "chain", chain)
 
     def __repr__(self) -> str:
-        subject = x509.load_der_x509_certificate(self.chain[0]).subject.rfc4514_string()
+        subject = parse_der_certificate(self.chain[0]).subject.rfc4514_string()
         count = len(self.chain)
         return (
             f"CertifiedKey(leaf {subject!r}, {count} certificate{'s' * (count != 1)}, "
@@ -266,7 +272,7 @@ def validity_window(certified: CertifiedKey) -> tuple[datetime.datetime, datetim
     (each `dataclasses.replace`, each coap `for_host`) only compares it with its clock."""
     window = certified._validity
     if window is None:
-        leaf = x509.load_der_x509_certificate(certified.chain[0])
+        leaf = parse_der_certificate(certified.chain[0])
         window = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
         object.__setattr__(certified, "_validity", window)
     return window
@@ -324,7 +330,7 @@ def validity_problem(certified: CertifiedKey, now: float) -> str | None:
     when = datetime.datetime.fromtimestamp(now, datetime.UTC)
     if start <= when <= end:
         return None
-    leaf = x509.load_der_x509_certificate(certified.chain[0])  # for a message, once
+    leaf = parse_der_certificate(certified.chain[0])  # for a message, once
     name = certified.source or repr(leaf.subject.rfc4514_string())
     state = f"expired {end:%Y-%m-%d}" if when > end else f"is not valid before {start:%Y-%m-%d}"
     return f"our certificate {name} {state} (valid {start:%Y-%m-%d} to {end:%Y-%m-%d})"

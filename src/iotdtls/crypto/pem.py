@@ -13,7 +13,17 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["CERTIFICATE", "PRIVATE_KEY", "PUBLIC_KEY", "kind_of", "pem_labels", "that_is"]
+__all__ = [
+    "CERTIFICATE",
+    "PRIVATE_KEY",
+    "PUBLIC_KEY",
+    "CertificateVersionError",
+    "kind_of",
+    "parse_der_certificate",
+    "parse_pem_certificates",
+    "pem_labels",
+    "that_is",
+]
 
 CERTIFICATE: Final = "a certificate"
 PRIVATE_KEY: Final = "a private key"
@@ -41,6 +51,38 @@ _KINDS: Final = {
 }
 #: Written beside an EC private key by `openssl ecparam -genkey`: says nothing of the file.
 _PARAMETERS: Final = "EC PARAMETERS"
+
+
+class CertificateVersionError(ValueError):
+    """A certificate whose version field is neither v1 (0) nor v3 (2): cryptography parses no
+    other (RFC 5280 §4.1.2.1 allows v2, which this profile has no use for) and says so with
+    `x509.InvalidVersion`, which is not a ValueError; the parsers here raise this instead."""
+
+
+def parse_der_certificate(der: bytes) -> x509.Certificate:
+    """One DER certificate parsed; every refusal is a ValueError (a `CertificateVersionError`
+    for a version other than v1 or v3), so a caller catching ValueError misses none."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion as exc:
+        raise _version_error(exc) from None
+
+
+def parse_pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """The CERTIFICATE blocks of PEM `data` parsed; refusals as `parse_der_certificate`'s."""
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except x509.InvalidVersion as exc:
+        raise _version_error(exc) from None
+
+
+def _version_error(exc: x509.InvalidVersion) -> CertificateVersionError:
+    field = exc.parsed_version
+    return CertificateVersionError(
+        f"X.509 version field {field} (v{field + 1}) is not v1 or v3"
+        if isinstance(field, int) and 0 <= field < 2**16
+        else "X.509 version field is not v1 or v3"
+    )
 
 
 def pem_labels(data: bytes) -> tuple[str, ...]:
@@ -78,7 +120,7 @@ def _der_kind(data: bytes) -> str | None:
     """`CERTIFICATE`, `PRIVATE_KEY` (encrypted or not) or `PUBLIC_KEY` for DER `data` that
     parses as one; None otherwise."""
     try:
-        x509.load_der_x509_certificate(data)
+        parse_der_certificate(data)
     except ValueError:
         pass
     else:

@@ -22,7 +22,8 @@ The profile's certificate rules (draft "Certificate Use with DTLS", CRT-1 .. CRT
 
 Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
 
-* bad_certificate: a certificate that does not parse, a signature in the chain that does not
+* bad_certificate: a certificate that does not parse (one whose version is neither v1 nor v3
+  too: `parse_der_certificate`), a signature in the chain that does not
   verify ("contained signatures that did not verify correctly"), any other rejection by the
   verifier, and a name that does not match or a client certificate without an EUI-64. The name
   cases have no alert of their own; the certificate is not acceptable as presented, which is
@@ -61,7 +62,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from iotdtls.crypto.pem import CERTIFICATE, that_is
+from iotdtls.crypto.pem import (
+    CERTIFICATE,
+    CertificateVersionError,
+    parse_der_certificate,
+    parse_pem_certificates,
+    that_is,
+)
 from iotdtls.crypto.signature import PublicKey
 from iotdtls.crypto.x509names import (
     IpAddress,
@@ -242,12 +249,16 @@ def load_certificates(data: bytes) -> tuple[bytes, ...]:
     the data holds instead when it is a key (a file given for another)."""
     if b"-----BEGIN" in data:
         try:
-            certs = x509.load_pem_x509_certificates(data)
+            certs = parse_pem_certificates(data)
+        except CertificateVersionError as exc:
+            raise ConfigError(f"a PEM certificate is not usable: {exc}") from None
         except ValueError:
             raise ConfigError(_not_certificate(data, "no valid PEM certificate found")) from None
         return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in certs)
     try:
-        x509.load_der_x509_certificate(data)
+        parse_der_certificate(data)
+    except CertificateVersionError as exc:
+        raise ConfigError(f"the DER certificate is not usable: {exc}") from None
     except ValueError:
         raise ConfigError(_not_certificate(data, "not a PEM or DER X.509 certificate")) from None
     return (bytes(data),)
@@ -308,7 +319,9 @@ class TrustStore:
         certificates = []
         for number, der in enumerate(ders, 1):
             try:
-                certificates.append(x509.load_der_x509_certificate(der))
+                certificates.append(parse_der_certificate(der))
+            except CertificateVersionError as exc:
+                raise ConfigError(f"trust anchor {number} is not usable: {exc}") from None
             except ValueError:
                 raise ConfigError(f"trust anchor {number} is not a DER X.509 certificate") from None
         object.__setattr__(self, "_anchors", ders)
@@ -1069,7 +1082,7 @@ def is_self_signed(der: bytes) -> bool:
     (RFC 5280 §3.2). One that does not parse, or whose signature cannot be checked, is not
     (the peer's path validation reports it)."""
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert = parse_der_certificate(der)
     except ValueError:
         return False
     return _signs_itself(cert)
@@ -1206,8 +1219,15 @@ def _der_element(der: bytes, at: int) -> tuple[int, int, int]:
 
 
 def _parse(der: bytes, role: str, index: int) -> x509.Certificate:
+    """A peer's certificate parsed; one that does not parse, whatever the reason (a version
+    other than v1 or v3 too), is bad_certificate (RFC 5246 §7.2.2)."""
     try:
-        return x509.load_der_x509_certificate(bytes(der))
+        return parse_der_certificate(bytes(der))
+    except CertificateVersionError as exc:
+        raise ProtocolError(
+            f"{role} certificate {index} is not a usable X.509 certificate: {exc}",
+            _A.bad_certificate,
+        ) from None
     except ValueError:
         raise ProtocolError(
             f"{role} certificate {index} is not a valid DER X.509 certificate",
@@ -1681,9 +1701,9 @@ def authority_identifiers(
     same hash, RFC 5280 §4.2.1.2 method 1). pre_agreed names nothing and never matches.
     Raises `ConfigError` when a certificate does not parse.
     """
-    certs = [_config_certificate(der, "chain") for der in chain]
+    certs = [_config_certificate(der, "a chain") for der in chain]
     cas = certs[1:]
-    for candidate in (_config_certificate(der, "issuer") for der in issuers):
+    for candidate in (_config_certificate(der, "an issuer") for der in issuers):
         if any(c.issuer == candidate.subject and _issued_by(c, candidate) for c in certs):
             cas.append(candidate)
     found: set[tuple[int, bytes]] = set()
@@ -1753,9 +1773,11 @@ def _authority_key_id(cert: x509.Certificate) -> bytes | None:
 
 def _config_certificate(der: bytes, what: str) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(bytes(der))
+        return parse_der_certificate(bytes(der))
+    except CertificateVersionError as exc:
+        raise ConfigError(f"{what} certificate is not usable: {exc}") from None
     except ValueError:
-        raise ConfigError(f"a {what} certificate is not a DER X.509 certificate") from None
+        raise ConfigError(f"{what} certificate is not a DER X.509 certificate") from None
 
 
 def _der(cert: x509.Certificate) -> bytes:
