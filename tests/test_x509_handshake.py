@@ -5,6 +5,7 @@ indication (RFC 6066 §5, §6), and one server holding all three credential kind
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -23,6 +24,7 @@ from iotdtls.events import DataReceived, HandshakeComplete
 from iotdtls.handshake import keyschedule
 from iotdtls.handshake.keyexchange import EcdheServerExchange
 from iotdtls.handshake.keyschedule import KeySchedule
+from iotdtls.handshake.server import ServerHandshake
 from iotdtls.handshake.transcript import Transcript
 from iotdtls.identity import (
     CertificateIdentity,
@@ -407,6 +409,73 @@ def test_an_unreachable_certificate_url() -> None:
                      server=server)
     link.handshake()
     assert failure(link, "server").alert is A.certificate_unobtainable
+
+
+@pytest.mark.req("CRT-7", "ERR-1")
+@pytest.mark.parametrize(
+    ("index", "content", "reason"),
+    [
+        (0, b"", "certificate 0 fetched from the client's CertificateURL is empty"),
+        (1, b"", "certificate 1 fetched from the client's CertificateURL is empty"),
+        (1, b"junk", "client certificate 1 is not a valid DER X.509 certificate"),
+        (1, "v2", "client certificate 1 is not a usable X.509 certificate"),
+    ],
+    ids=["empty-leaf", "empty-ca", "junk-ca", "v2-ca"],
+)
+def test_a_fetched_certificate_that_is_empty_or_unparsable_is_bad_certificate(
+    index: int, content: bytes | str, reason: str
+) -> None:
+    """A CertificateURL entry whose resource is empty, sent with SHA-1 of nothing, made
+    `Certificate(chain).encode()` raise ValueError out of the endpoint once the handshake had
+    stopped waiting for the chain; the CertificateVerify queued behind then met an assert
+    (probe BW #2). The server did obtain what the client named and its hash matched: what it
+    names is no certificate, bad_certificate (RFC 5246 §7.2.2), as for one that does not parse;
+    certificate_unobtainable (RFC 6066 §5) stays for a fetch that fails."""
+    p = x509_pki()
+    served = content if isinstance(content, bytes) else pki.with_version_field(p.ca.der, 1)
+    client, server, fetched = url_setup({})
+    url = client["certificate_urls"][index]
+
+    def name_it(body: bytes) -> bytes:
+        message = CertificateUrl.decode(body)
+        urls = list(message.urls)
+        urls[index] = replace(urls[index], sha1_hash=hashlib.sha1(served).digest())
+        return replace(message, urls=tuple(urls)).encode()
+
+    def fetcher(asked: str, limit: int, timeout: float) -> bytes:
+        fetched.append(asked)
+        return served if asked == url else {0: p.client.der, 1: p.ca.der}[
+            client["certificate_urls"].index(asked)]
+
+    link = x509_link(rewrite("client", HandshakeType.certificate_url, name_it, times=9),
+                     client=client, server={**server, "certificate_fetcher": fetcher})
+    link.handshake()
+    assert url in fetched
+    error = failure(link, "server")
+    assert error.alert is A.bad_certificate, error
+    assert reason in str(error)
+    assert received_alert(link, "client").alert is A.bad_certificate
+
+
+@pytest.mark.req("CRT-7", "ERR-1")
+def test_a_certificate_verify_with_no_client_key_is_an_alert_not_an_assert(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server's check that the client's key is known when its CertificateVerify comes was
+    an `assert` (gone under python -O), which a handshake left half-advanced (probe BW #2: the
+    chain refused after the wait had ended) let the queued CertificateVerify reach: an
+    AssertionError out of the endpoint. Now it ends the handshake with unexpected_message."""
+
+    def stop_waiting_only(self: ServerHandshake, chain: tuple[bytes, ...]) -> None:
+        self.pending_certificate_urls = ()
+
+    monkeypatch.setattr(ServerHandshake, "supply_client_chain", stop_waiting_only)
+    client, server, _ = url_setup({})
+    link = x509_link(client=client, server=server)
+    link.handshake()
+    error = failure(link, "server")
+    assert error.alert is A.unexpected_message, error
+    assert "CertificateVerify before any client certificate was verified" in str(error)
 
 
 @pytest.mark.req("CRT-7")

@@ -398,10 +398,28 @@ class ServerHandshake(HandshakeMachine):
 
     def supply_client_chain(self, chain: tuple[bytes, ...]) -> None:
         """The fetched chain of a CertificateURL (hashes already checked): validate it like a
-        Certificate message (CRT-1, CRT-4)."""
+        Certificate message (CRT-1, CRT-4). An empty resource (its hash, SHA-1 of nothing, given
+        by the client) is no certificate: bad_certificate (RFC 5246 §7.2.2), as for content
+        that does not parse; the fetch did obtain what the client named, so not
+        certificate_unobtainable (RFC 6066 §5), which a failed fetch gets. The chain is
+        checked whole before the handshake stops waiting for it."""
         assert self._verifier is not None and self.pending_certificate_urls
+        for index, certificate in enumerate(chain):
+            if not certificate:
+                raise ProtocolError(
+                    f"certificate {index} fetched from the client's CertificateURL is empty",
+                    AlertDescription.bad_certificate,
+                )
+        try:
+            body = Certificate(chain).encode()
+        except ValueError as exc:  # a chain past 2^24-1 bytes: not from a bounded fetch
+            raise ProtocolError(
+                f"the chain fetched from the client's CertificateURL cannot be a Certificate "
+                f"message: {exc}",
+                AlertDescription.bad_certificate,
+            ) from None
         self.pending_certificate_urls = ()
-        self.peer, self._client_key = self._verifier.verify(Certificate(chain).encode())
+        self.peer, self._client_key = self._verifier.verify(body)
 
     def credential_digest(self) -> bytes:
         """The PSK's digest in a PSK handshake (a server's own key or certificate is checked by
@@ -440,7 +458,11 @@ class ServerHandshake(HandshakeMachine):
                 "CertificateVerify with a scheme we did not ask for",
                 AlertDescription.illegal_parameter,
             )
-        assert self._client_key is not None, "the flow takes the client's Certificate first"
+        if self._client_key is None:  # the flow takes the client's Certificate first
+            raise ProtocolError(
+                "CertificateVerify before any client certificate was verified",
+                AlertDescription.unexpected_message,
+            )
         transcript = self.keys.transcript
         if scheme == _SHA256_VERIFY:
             digest = transcript.digest()
