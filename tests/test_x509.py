@@ -702,8 +702,9 @@ def test_a_common_name_taken_as_the_name_must_satisfy_the_name_constraints() -> 
 def test_name_constraints_on_a_common_name_in_detail() -> None:
     """RFC 5280 §4.2.1.10 for a CN taken as the name: every CA of the path counts (one without
     constraints below a constrained one too), permitted subtrees alone constrain, a trailing
-    dot is no label, a base with a leading dot holds only the names below it, and an empty
-    base holds every name."""
+    dot is no label. A base that is no domain name (a leading or trailing dot, empty) was
+    taken ("a common spelling") for a CN while the verifier refused it for a subjectAltName
+    as malformed (probe BW #5): now refused for every name checked against it."""
     top = root()
     store = TrustStore([top.der])
 
@@ -724,14 +725,48 @@ def test_name_constraints_on_a_common_name_in_detail() -> None:
     plant = constrained("plant a", "plant-a.example")
     assert server(cn_server("gw.plant-a.example.", plant), store, "gw.plant-a.example") == (
         "gw.plant-a.example")
-    below = constrained("below plant a", ".plant-a.example.")
-    assert server(cn_server("gw.plant-a.example", below), store, "gw.plant-a.example") == (
-        "gw.plant-a.example")
-    refused(A.bad_certificate, server, cn_server("plant-a.example", below), store,
-            "plant-a.example")
-    anything = constrained("anything", "")
-    assert server(cn_server("gw.any.example", anything), store, "gw.any.example") == (
-        "gw.any.example")
+    for base in (".plant-a.example", "plant-a.example.", ""):
+        odd = constrained("odd plant a", base)
+        assert refused(A.bad_certificate, server, cn_server("gw.plant-a.example", odd), store,
+                       "gw.plant-a.example") == (
+            f"the server certificate's common name gw.plant-a.example is unchecked against "
+            f"the DNS name constraint {base!r} of CA 'CN=odd plant a,O=iotdtls tests', which "
+            "is not a domain name (RFC 5280 §4.2.1.10)")
+        san = server_leaf(odd, "gw.plant-a.example")
+        assert refused(A.bad_certificate, server, chain_der(san, odd), store,
+                       "gw.plant-a.example") == (
+            "the server certificate is refused by the name constraints of its chain: "
+            f"malformed DNS name constraint: {base} (RFC 5280 §4.2.1.10)")
+    # an excluded base is checked alike, and a client's EUI-64 in its CN too
+    excluded = intermediate(top, "odd exclusion", extensions=[(x509.NameConstraints(
+        permitted_subtrees=None, excluded_subtrees=dns(".lab.example")), True)])
+    assert "'.lab.example' of CA 'CN=odd exclusion," in refused(
+        A.bad_certificate, client, chain_der(client_leaf(excluded), excluded), store)
+
+
+@pytest.mark.req("CRT-3")
+def test_a_subject_alt_name_outside_the_name_constraints_is_bad_certificate() -> None:
+    """RFC 5280 §4.2.1.10: a dNSName outside a permitted subtree (or inside an excluded one)
+    got unknown_ca ("no permitted name constraints matched SAN", from the verifier) where a CN
+    outside them got bad_certificate (probe BW #5). The path leads to a trust anchor: it is
+    the certificate that is not acceptable, bad_certificate (RFC 5246 §7.2.2), both ways."""
+    top = root()
+    store = TrustStore([top.der])
+    plant = intermediate(top, "plant a", extensions=[(x509.NameConstraints(
+        permitted_subtrees=dns("plant-a.example"),
+        excluded_subtrees=dns("lab.plant-a.example")), True)])
+    outside = server_leaf(plant, "gw.other.example")
+    assert refused(A.bad_certificate, server, chain_der(outside, plant), store,
+                   "gw.other.example") == (
+        "the server certificate is refused by the name constraints of its chain: "
+        "no permitted name constraints matched SAN (RFC 5280 §4.2.1.10)")
+    lab = server_leaf(plant, "x.lab.plant-a.example")
+    assert "excluded name constraint matched SAN" in refused(
+        A.bad_certificate, server, chain_der(lab, plant), store, "x.lab.plant-a.example")
+    cn = issue("gw.other.example", plant, eku=[SERVER_AUTH])
+    refused(A.bad_certificate, server, chain_der(cn, plant), store, "gw.other.example")
+    assert server(chain_der(server_leaf(plant, "gw.plant-a.example"), plant), store,
+                  "gw.plant-a.example") == "gw.plant-a.example"
 
 
 @pytest.mark.req("CRT-3")
