@@ -8,6 +8,7 @@ import hashlib
 import math
 import sys
 import urllib.request
+import warnings
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Network
 from typing import Any
@@ -35,6 +36,7 @@ from iotdtls.crypto.x509 import (
     verify_server_chain,
 )
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
+from iotdtls.identity import SHOWN_NAME_CHARS, CertificateIdentity, shown_name
 from iotdtls.messages.constants import IdentifierType
 from tests.local_http import LocalHttpServer, Route
 from tests.pki import (
@@ -215,7 +217,9 @@ def test_intermediates_up_to_max_depth_are_accepted_and_beyond_are_unknown_ca(
     assert server(chain, store, max_depth=depth) == "localhost"
     if depth:
         message = refused(A.unknown_ca, lambda: server(chain, store, max_depth=depth - 1))
-        assert f"needs {depth} CA certificates" in message
+        plural = "s" * (depth != 1)  # "needs 1 CA certificates" was said (probe BW #7)
+        assert f"needs {depth} CA certificate{plural}, more than the allowed {depth - 1}" in (
+            message)
         # with the root sent too, the chain is refused on its length alone
         longer = (*chain, top.der)
         refused(A.unknown_ca, lambda: server(longer, store, max_depth=depth - 1))
@@ -737,6 +741,13 @@ def test_name_constraints_on_a_common_name_in_detail() -> None:
                        "gw.plant-a.example") == (
             "the server certificate is refused by the name constraints of its chain: "
             f"malformed DNS name constraint: {base} (RFC 5280 §4.2.1.10)")
+    # a base is shown escaped and bounded, as any name from a certificate (`shown_name`)
+    forged = constrained("forged", "x.example\nINFO forged line" + "B" * 1000)
+    for leaf, reference in ((issue("gw.x.example", forged, eku=[SERVER_AUTH]), "gw.x.example"),
+                            (server_leaf(forged, "a.x"), "a.x")):
+        message = refused(A.bad_certificate, server, chain_der(leaf, forged), store, reference)
+        assert "\n" not in message and "x.example\\nINFO forged line" in message, message
+        assert len(message) < 500
     # an excluded base is checked alike, and a client's EUI-64 in its CN too
     excluded = intermediate(top, "odd exclusion", extensions=[(x509.NameConstraints(
         permitted_subtrees=None, excluded_subtrees=dns(".lab.example")), True)])
@@ -777,6 +788,30 @@ def test_ip_address_names_match_ip_sans_only(anchor: Issued, store: TrustStore) 
     refused(A.bad_certificate, lambda: server(chain_der(leaf), store, "127.0.0.2"))
     cn_ip = issue("127.0.0.1", anchor)
     refused(A.bad_certificate, lambda: server(chain_der(cn_ip), store, "127.0.0.1"))
+
+
+@pytest.mark.req("CRT-3")
+def test_a_certificate_identity_is_shown_escaped_and_bounded(
+    anchor: Issued, store: TrustStore
+) -> None:
+    """With no server name checked, the identity's name is the CN as the certificate spells it:
+    a newline in it started a forged log line and 5000 characters made one line of them, though
+    the identity's `str()` is promised log-safe (probe BW #7). Now escaped and cut after
+    SHOWN_NAME_CHARS characters, as a PSK identity is (`shown_identity`); `name` stays whole."""
+    forged = "evil\nINFO iotdtls.aio: handshake complete" + "B" * 5000
+    with warnings.catch_warnings():  # a CN past 64 characters (RFC 5280's upper bound)
+        warnings.simplefilter("ignore", UserWarning)
+        leaf = issue(forged, anchor)
+        identity, _ = verify_server_chain(chain_der(leaf), store, server_name=None, when=NOW,
+                                          max_depth=DEFAULT_MAX_CHAIN_DEPTH)
+    assert identity.name == forged
+    shown = str(identity)
+    assert "\n" not in shown
+    assert shown.startswith("certificate evil\\nINFO iotdtls.aio: handshake completeBBB")
+    assert shown.endswith(f"B... ({len(forged)} characters)")
+    assert len(shown) < 300
+    assert str(CertificateIdentity("gw.example")) == "certificate gw.example"
+    assert shown_name("x" * SHOWN_NAME_CHARS) == "x" * SHOWN_NAME_CHARS
 
 
 @pytest.mark.req("CRT-3")

@@ -12,7 +12,9 @@ One type per credential kind of the profile:
 
 All three are small frozen dataclasses whose `str()` is one short, log-safe phrase: a PSK
 identity, chosen by a client before it has proved anything and up to 65535 bytes long, is shown
-escaped and cut after `SHOWN_IDENTITY_BYTES` bytes (`shown_identity`).
+escaped and cut after `SHOWN_IDENTITY_BYTES` bytes (`shown_identity`); a certificate's name
+(with no server name checked, its CN as the certificate spells it: any characters, any
+length) escaped and cut after `SHOWN_NAME_CHARS` characters (`shown_name`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "RawPublicKeyIdentity",
     "UnauthenticatedPeer",
     "shown_identity",
+    "shown_name",
 ]
 
 #: Bytes of a PSK identity shown in log lines, event text and errors; the rest is only counted.
@@ -52,6 +55,22 @@ def shown_identity(identity: bytes, *, as_text: bool = False) -> str:
     if len(identity) <= SHOWN_IDENTITY_BYTES:
         return shown
     return f"{shown}... ({len(identity)} bytes)"
+
+
+#: Characters of a certificate's name shown in log lines and errors: a DNS name's longest
+#: (RFC 1035 §2.3.4: 255 octets); the rest is only counted.
+SHOWN_NAME_CHARS = 255
+
+
+def shown_name(name: str) -> str:
+    """A name from a certificate (a DNS name, an EUI-64, a CN as it is spelled) for a log
+    line: unprintable characters (a newline that would start a forged log line) escaped as in
+    a Python literal, cut after `SHOWN_NAME_CHARS` characters ("..." and the length)."""
+    head = name[:SHOWN_NAME_CHARS]
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in head)
+    if len(name) <= SHOWN_NAME_CHARS:
+        return shown
+    return f"{shown}... ({len(name)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +111,14 @@ class RawPublicKeyIdentity:
 class CertificateIdentity:
     """A certificate chain validated to a trust anchor (CRT-1) and the name it was checked for:
     a DNS name for a server (CRT-3), an EUI-64 such as `01-23-45-67-89-AB-CD-EF` for a client
-    (CRT-4)."""
+    (CRT-4). `name` is whole; `str()` shows it escaped and bounded (`shown_name`)."""
 
     mode: ClassVar[str] = "x509"
     name: str
     chain: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
 
     def __str__(self) -> str:
-        return f"certificate {self.name}"
+        return f"certificate {shown_name(self.name)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,7 @@ from iotdtls.crypto.x509names import (
     reference_identity,
 )
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
-from iotdtls.identity import CertificateIdentity
+from iotdtls.identity import CertificateIdentity, shown_name
 from iotdtls.messages.constants import IdentifierType, SignatureScheme
 
 __all__ = [
@@ -708,7 +708,8 @@ def _diagnose(
         needed = _intermediates_needed(when, again)
     if needed is not None and needed > max_depth:
         return ProtocolError(
-            f"{role} chain needs {needed} CA certificates, more than the allowed {max_depth}",
+            f"{role} chain needs {needed} CA certificate{'s' * (needed != 1)}, more than the "
+            f"allowed {max_depth}",
             _A.unknown_ca,
         )
     bad_signature = _bad_signature(certs, store, names, signatures)
@@ -731,7 +732,7 @@ def _diagnose(
         if _breaks_name_constraints(detail):
             return ProtocolError(
                 f"the {role} certificate is refused by the name constraints of its chain: "
-                f"{detail} (RFC 5280 §4.2.1.10)",
+                f"{shown_name(detail)} (RFC 5280 §4.2.1.10)",
                 _A.bad_certificate,
             )
         if "Forbidden public key algorithm" in detail:
@@ -744,8 +745,10 @@ def _diagnose(
         # sent along then makes the verifier loop on it to its "max depth"): no issuer found.
         if "with no interior errors" in detail or not _anchors_for(certs, store, names):
             detail = _NO_ANCHOR_ISSUER
-        return ProtocolError(f"{role} chain leads to no trusted CA: {detail}", _A.unknown_ca)
-    return ProtocolError(f"{role} certificate rejected: {reason}", _A.bad_certificate)
+        return ProtocolError(
+            f"{role} chain leads to no trusted CA: {shown_name(detail)}", _A.unknown_ca
+        )
+    return ProtocolError(f"{role} certificate rejected: {shown_name(reason)}", _A.bad_certificate)
 
 
 def _breaks_name_constraints(detail: str) -> bool:
@@ -1505,7 +1508,8 @@ class _DnsConstraint:
         for base in (*(self.permitted or ()), *self.excluded):
             if not _is_dns_base(base):
                 return (
-                    f"unchecked against the DNS name constraint {base!r} of CA '{self.ca}', "
+                    f"unchecked against the DNS name constraint '{shown_name(base)}' of CA "
+                    f"'{self.ca}', "
                     "which is not a domain name"
                 )
         if self.permitted is not None and not any(_in_subtree(name, b) for b in self.permitted):
@@ -1524,14 +1528,18 @@ def _dns_constraints(cas: Iterable[x509.Certificate]) -> tuple[_DnsConstraint, .
         except x509.ExtensionNotFound:
             continue
         except ValueError:
-            found.append(_DnsConstraint(ca.subject.rfc4514_string(), None, (), readable=False))
+            found.append(
+                _DnsConstraint(shown_name(ca.subject.rfc4514_string()), None, (), readable=False)
+            )
             continue
         permitted = [n.value for n in value.permitted_subtrees or () if isinstance(n, x509.DNSName)]
         excluded = [n.value for n in value.excluded_subtrees or () if isinstance(n, x509.DNSName)]
         if permitted or excluded:
             found.append(
                 _DnsConstraint(
-                    ca.subject.rfc4514_string(), tuple(permitted) or None, tuple(excluded)
+                    shown_name(ca.subject.rfc4514_string()),
+                    tuple(permitted) or None,
+                    tuple(excluded),
                 )
             )
     return tuple(found)
@@ -1628,7 +1636,7 @@ class _Leaf:
             problem = constraint.violation(common_name)
             if problem is not None:
                 raise ProtocolError(
-                    f"the {role} certificate's common name {common_name} is {problem} "
+                    f"the {role} certificate's common name {shown_name(common_name)} is {problem} "
                     "(RFC 5280 §4.2.1.10)",
                     _A.bad_certificate,
                 )
