@@ -1362,6 +1362,26 @@ def test_the_der_names_read_from_the_bytes_are_the_names_encoded(anchor: Issued)
     )
 
 
+def test_a_version_1_anchor_is_refused_at_configuration() -> None:
+    """A v1 root was taken as a trust anchor, but the verifier takes v3 certificates only, so
+    every chain under it failed ("must be an X509v3 certificate", unknown_ca) (probe BW #6):
+    now the configuration says so, in one line, before any handshake."""
+    key = p256()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "v1 root")])
+    root_v3 = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + DAY).sign(key, hashes.SHA256())
+    )
+    v1 = _without_version(root_v3.public_bytes(serialization.Encoding.DER))
+    assert x509.load_der_x509_certificate(v1).version is x509.Version.v1
+    with pytest.raises(ConfigError) as info:
+        TrustStore([root().der, v1])
+    assert str(info.value) == (
+        "trust anchor 2 is an X.509 v1 certificate, which the path validation refuses on every "
+        "path (it takes v3 certificates only): give a v3 certificate of the same name and key")
+
+
 def _der_header(tag: int, length: int) -> bytes:
     if length < 0x80:
         return bytes([tag, length])

@@ -277,9 +277,12 @@ def _not_certificate(data: bytes, otherwise: str) -> str:
 class TrustStore:
     """The provisioned trust anchors (CRT-1): immutable, built from DER certificates.
 
-    Anchors change only by configuration (CRT-5). A leaf certificate given as an anchor is
-    trusted directly (pinning), even when it is a CA certificate (a self-signed one usually
-    asserts cA); its validity, key, keyUsage and names are checked as any leaf's.
+    Anchors change only by configuration (CRT-5). A v1 certificate is refused (a
+    `ConfigError`): the verifier takes v3 certificates only, anchors included, so every chain
+    under it would fail (RFC 5280 §6.1.1 (d) would use its name and key alone). A leaf
+    certificate given as an anchor is trusted directly (pinning), even when it is a CA
+    certificate (a self-signed one usually asserts cA); its validity, key, keyUsage and names
+    are checked as any leaf's.
 
     A store remembers the chains it validated (`validated_chains`) and the last
     `REFUSED_CHAINS_KEPT` it refused, each while it stays valid or refused.
@@ -323,11 +326,18 @@ class TrustStore:
         certificates = []
         for number, der in enumerate(ders, 1):
             try:
-                certificates.append(parse_der_certificate(der))
+                certificate = parse_der_certificate(der)
             except CertificateVersionError as exc:
                 raise ConfigError(f"trust anchor {number} is not usable: {exc}") from None
             except ValueError:
                 raise ConfigError(f"trust anchor {number} is not a DER X.509 certificate") from None
+            if certificate.version is x509.Version.v1:
+                raise ConfigError(
+                    f"trust anchor {number} is an X.509 v1 certificate, which the path "
+                    "validation refuses on every path (it takes v3 certificates only): give "
+                    "a v3 certificate of the same name and key"
+                )
+            certificates.append(certificate)
         object.__setattr__(self, "_anchors", ders)
         object.__setattr__(self, "_certificates", tuple(certificates))
         object.__setattr__(
