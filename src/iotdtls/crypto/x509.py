@@ -29,10 +29,10 @@ Failures raise `ProtocolError` with the alert of RFC 5246 §7.2.2:
   cases have no alert of their own; the certificate is not acceptable as presented, which is
   bad_certificate's "etc.", and what OpenSSL sends for a host name mismatch. So is a name
   outside the path's name constraints, a subjectAltName (the verifier's refusal) or a CN alike
-  (the alert OpenSSL sends for a name constraint violation), and a name checked against a DNS
-  constraint that is no domain name (".example.com": RFC 5280 §4.2.1.10 spells one
-  "host.example.com", and the verifier refuses the leading dot OpenSSL takes), whichever name
-  the leaf presents.
+  (the alert OpenSSL sends for a name constraint violation). A DNS constraint with a leading
+  dot (".example.com", which OpenSSL takes; RFC 5280 §4.2.1.10 spells one "host.example.com")
+  holds the names below it for a CN checked here, while the verifier refuses it as malformed
+  when it checks a subjectAltName against it (bad_certificate too).
 * unsupported_certificate: a leaf key that is not ECDSA P-256, or whose keyUsage or
   extendedKeyUsage forbids the use (a certificate "of an unsupported type" for this suite).
 * certificate_expired: a certificate of the path outside its validity period ("has expired or
@@ -1509,19 +1509,9 @@ class _DnsConstraint:
         self.readable = readable
 
     def violation(self, name: str) -> str | None:
-        """Why `name` (a DNS name) breaks this constraint, or None when it does not. A base
-        that is no domain name (`_is_dns_base`: ".example.com", "example.com.", "") makes
-        the CA refused for every name checked against it, as the verifier refuses it for a
-        dNSName subjectAltName ("malformed DNS name constraint")."""
+        """Why `name` (a DNS name) breaks this constraint, or None when it does not."""
         if not self.readable:
             return f"unchecked against the name constraints of CA '{self.ca}' (malformed extension)"
-        for base in (*(self.permitted or ()), *self.excluded):
-            if not _is_dns_base(base):
-                return (
-                    f"unchecked against the DNS name constraint '{shown_name(base)}' of CA "
-                    f"'{self.ca}', "
-                    "which is not a domain name"
-                )
         if self.permitted is not None and not any(_in_subtree(name, b) for b in self.permitted):
             return f"outside the DNS names permitted by CA '{self.ca}'"
         if any(_in_subtree(name, base) for base in self.excluded):
@@ -1555,35 +1545,17 @@ def _dns_constraints(cas: Iterable[x509.Certificate]) -> tuple[_DnsConstraint, .
     return tuple(found)
 
 
-_DNS_LABEL_CHARACTERS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
-)
-
-
-def _is_dns_base(base: str) -> bool:
-    """Whether a dNSName constraint is a domain name, as RFC 5280 §4.2.1.10 has it ("expressed
-    as host.example.com") and as the verifier requires (cryptography's DNSName: 1 to 253
-    characters, labels of 1 to 63 letters, digits and hyphens, no hyphen first or last). A
-    leading dot (".example.com", the spelling of a URI constraint's domain, which OpenSSL
-    also takes for DNS), a trailing one or an empty base is not: the verifier calls it a
-    "malformed DNS name constraint", so a CN checked here gets the same refusal."""
-    if not 0 < len(base) <= 253:
-        return False
-    return all(
-        0 < len(label) <= 63
-        and not label.startswith("-")
-        and not label.endswith("-")
-        and set(label) <= _DNS_LABEL_CHARACTERS
-        for label in base.split(".")
-    )
-
-
 def _in_subtree(name: str, base: str) -> bool:
-    """RFC 5280 §4.2.1.10: a DNS name is within the subtree `base` (a domain name,
-    `_is_dns_base`) when it is `base` with zero or more labels added on the left
-    (case-insensitive); a trailing dot of `name` is no label."""
+    """RFC 5280 §4.2.1.10: a DNS name is within the subtree `base` when it is `base` with zero
+    or more labels added on the left (case-insensitive); a `base` with a leading dot, a common
+    spelling (OpenSSL takes it), holds only the names below it; an empty `base` holds every
+    name."""
     name = name.lower().removesuffix(".")
-    base = base.lower()
+    base = base.lower().removesuffix(".")
+    if not base:
+        return True
+    if base.startswith("."):
+        return name.endswith(base)
     return name == base or name.endswith("." + base)
 
 
