@@ -426,7 +426,7 @@ def test_the_session_file_resumes_the_next_run(tmp_path: Path) -> None:
 
 
 NO_EMS_NOT_SAVED = (
-    "not saved: the session was made without the extended master secret, so it is never "
+    "the session was made without the extended master secret, so it is never "
     "resumed (RFC 7627 §5.3): nothing saved in {}"
 )
 

@@ -627,7 +627,7 @@ class SessionFile:
             why = (
                 "the server gave no session to resume (no session_id)"
                 if extended_master_secret
-                else "not saved: the session was made without the extended master secret, so "
+                else "the session was made without the extended master secret, so "
                 "it is never resumed (RFC 7627 §5.3)"
             )
             logging.getLogger("iotdtls.cli").info("%s: nothing saved in %s", why, self.path)
