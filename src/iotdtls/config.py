@@ -660,6 +660,19 @@ def _check_heartbeat(heartbeat: bool, interval: float | None) -> None:
         )
 
 
+def keepalive_outlasts_idle(
+    keepalive_interval: float | None, handshake_timeout: float, idle_timeout: float | None
+) -> bool:
+    """Whether a server's keep-alive heartbeat, sent after `keepalive_interval` and sent again
+    until `handshake_timeout` (RFC 6520 §3), could still be unanswered when `idle_timeout`,
+    which only the peer's records reset, lets a peer that only listens go."""
+    return (
+        keepalive_interval is not None
+        and idle_timeout is not None
+        and keepalive_interval + handshake_timeout > idle_timeout
+    )
+
+
 class Mode(IdentityHashEnum):
     """The profile's three credential kinds (profile §3, CFG-1; CoAP's security modes)."""
 
@@ -1099,14 +1112,10 @@ class ServerConfig(_CommonConfig):
             raise ConfigError(
                 f"idle_timeout must be > 0 seconds (or None: never), got {self.idle_timeout}"
             )
-        if (
-            self.keepalive_interval is not None
-            and self.idle_timeout is not None
-            and self.keepalive_interval + self.handshake_timeout > self.idle_timeout
+        if keepalive_outlasts_idle(
+            self.keepalive_interval, self.handshake_timeout, self.idle_timeout
         ):
-            # Only the peer's records reset idle_timeout: the heartbeat sent after
-            # keepalive_interval, and sent again until handshake_timeout (RFC 6520 §3), must be
-            # over before it, so that one lost datagram does not let a live peer go.
+            # One lost datagram must not let a live peer go.
             raise ConfigError(
                 f"keepalive_interval ({self.keepalive_interval:g} s) plus handshake_timeout "
                 f"({self.handshake_timeout:g} s, while a heartbeat is sent again) must not exceed "

@@ -357,11 +357,17 @@ def issued_since(cookie: bytes, when: float, now: float) -> bool:
     return int(now * COOKIE_TICKS_PER_SECOND) - age >= int(when * COOKIE_TICKS_PER_SECOND)
 
 
+#: Where a ClientHello body holds its random: behind client_version (2 bytes), 32 bytes long
+#: (RFC 5246 §7.4.1.2, RFC 6347 §4.2.1).
+_RANDOM_AT = 2
+_RANDOM_END = _RANDOM_AT + 32
+
+
 def _split_cookie(body: bytes) -> tuple[bytes, bytes]:
     """(ClientHello body without the cookie vector, cookie) from the raw body (RFC 6347 §4.2.1):
     client_version (2), random (32), session_id<0..32>, then cookie<0..2^8-1>. Two length
     bytes read in place (the gate runs this for every first datagram of a peer)."""
-    session_id_at = 2 + 32
+    session_id_at = _RANDOM_END
     if len(body) <= session_id_at:
         raise DecodeError("ClientHello truncated before its session_id")
     cookie_at = session_id_at + 1 + body[session_id_at]
@@ -550,9 +556,7 @@ class ServerEndpoint:
         copy to hold the address's client off: it takes the gate as any other."""
         self._expire_failures(now)
         failed = self._failed.get(address)
-        if failed is None or hello.fragment_offset != 0 or hello.fragment_length < 2 + 32:
-            return False
-        if hello.fragment(data)[2:34] != failed.client_random:
+        if failed is None or hello.client_random(data) != failed.client_random:
             return False
         if self._repeat_alert(data, address, now):
             self.gate[GateOutcome.ALERT_REPEATED] += 1
@@ -1012,15 +1016,14 @@ def _is_new_hello(data: bytes, conn: DtlsConnection) -> bool:
     hello = _hello_record(data)
     if hello is None or not (hello.whole or hello.part):
         return True
-    fragment = hello.fragment(data)
-    shows_random = hello.fragment_offset == 0 and len(fragment) >= 2 + 32
+    random = hello.client_random(data)
     if hello.part:
         # A part of a ClientHello goes to the association unless it is a first part with a
         # random other than the association's: without cookie exchange the association may be
         # reassembling its own hello from its parts, and a later part shows no random at all.
-        random = conn.client_random
-        return bool(random) and shows_random and fragment[2:34] != random
-    return not shows_random or fragment[2:34] != conn.client_random
+        known = conn.client_random
+        return bool(known) and random is not None and random != known
+    return random is None or random != conn.client_random
 
 
 #: The record header (RFC 6347 §4.1: type, version, epoch, 48-bit sequence number as u16 + u32,
@@ -1055,6 +1058,14 @@ class _HelloRecord(NamedTuple):
     def fragment(self, data: bytes) -> bytes:
         """The fragment this record of `data` carries (the whole body when `whole`)."""
         return data[_INITIAL_HEADERS.size : _INITIAL_HEADERS.size + self.fragment_length]
+
+    def client_random(self, data: bytes) -> bytes | None:
+        """The client random this record of `data` shows (RFC 5246 §7.4.1.2: behind the
+        client_version) when it carries the hello's first part, far enough; else None."""
+        if self.fragment_offset:
+            return None
+        fragment = self.fragment(data)
+        return fragment[_RANDOM_AT:_RANDOM_END] if len(fragment) >= _RANDOM_END else None
 
 
 def _hello_record(data: bytes) -> _HelloRecord | None:

@@ -31,6 +31,7 @@ from iotdtls.config import (
     RFC6347_RETRANSMIT,
     RetransmitPolicy,
     ServerConfig,
+    keepalive_outlasts_idle,
 )
 from iotdtls.loop import LOOP_CHOICES
 from iotdtls.stats import ServerStats
@@ -394,7 +395,7 @@ def server_timeouts(args: argparse.Namespace) -> dict[str, Any]:
     """The `ServerConfig` settings of `add_server_timeouts`' flags; --heartbeat plus --timeout
     (while a heartbeat is sent again) must not exceed --idle-timeout (`add_server_limits`),
     which only the peer's records reset."""
-    if args.heartbeat is not None and args.heartbeat + args.timeout > args.idle_timeout:
+    if keepalive_outlasts_idle(args.heartbeat, args.timeout, args.idle_timeout):
         raise UsageError(
             f"--heartbeat {args.heartbeat:g} plus --timeout {args.timeout:g} must not exceed "
             f"--idle-timeout {args.idle_timeout:g}: a client that only listens would be let go "
