@@ -1671,17 +1671,26 @@ def test_a_server_on_the_ipv6_unspecified_address_takes_ipv4_too(
         run(main())
 
 
-def test_a_server_on_host_none_serves_every_address() -> None:
-    """serve's host may be None (`check_host`: every address, getaddrinfo's passive ones): it
-    is bound, and a client reaches it over the loopback address."""
+NONE_HOST = (
+    'host is None: give "0.0.0.0" (every IPv4 address), "::" (every address, IPv4 too) or the '
+    "address to serve on"
+)
+
+
+def test_a_server_on_host_none_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve(handler, None, ...) bound every address (getaddrinfo's passive lookup) though its
+    host is typed str: a variable left unset exposed the server on every interface (probe CA).
+    It is a TypeError saying how to ask for every address, before any socket is made."""
 
     async def main() -> None:
-        async with (
-            await aio.serve(echo, None, 0, server_config()) as server,
-            aio.connect(LOCALHOST, server.address[1], client_config()) as client,
-        ):
-            client.send(b"to every address")
-            assert await asyncio.wait_for(client.recv(), 5.0) == b"to every address"
+        monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
+        unset: Any = None
+        with pytest.raises(TypeError) as refused:
+            await aio.serve(echo, unset, 0, server_config())
+        assert str(refused.value) == NONE_HOST
+        with pytest.raises(TypeError) as refused:
+            aio.connect(unset, 5684, client_config())
+        assert str(refused.value) == "host must be a str, got None"
 
     run(main())
 

@@ -620,6 +620,14 @@ def test_workers_refuse_an_empty_host_in_one_line() -> None:
     assert str(refused.value).startswith('host is empty: give "0.0.0.0" (every IPv4 address)')
 
 
+def test_workers_refuse_host_none_in_one_line() -> None:
+    """None bound every address, as aio.serve did (probe CA): refused the same way."""
+    unset: Any = None
+    with pytest.raises(TypeError) as refused:
+        asyncio.run(workers.serve(echo, unset, 0, server_config(), workers=1))
+    assert str(refused.value).startswith('host is None: give "0.0.0.0" (every IPv4 address)')
+
+
 @pytest.mark.parametrize(("handler", "message"), WRONG_HANDLERS)
 def test_workers_refuse_a_handler_that_cannot_handle_a_peer(handler: Any, message: str) -> None:
     with pytest.raises(TypeError) as refused:

@@ -58,12 +58,19 @@ def check_port(port: object, *, any_port: bool = False) -> None:
 
 
 def check_host(host: object, *, server: bool = False) -> None:
-    """`host` is a str (or None for a server: every address); not "", which the resolver
-    refuses (socket.gaierror) though `socket.bind` would take it for every IPv4 address (a
-    server is told to give "0.0.0.0", or "::", every address, IPv4 too: its socket has
-    IPV6_V6ONLY off, `datagram.dual_stack`); not an IPv6 address in brackets ("[::1]"),
-    which are for `[V6]:PORT` and URIs (RFC 3986 §3.2.2), not for a host alone."""
-    check_type("host", host, str, optional=server)
+    """`host` is a str; not "", which the resolver refuses (socket.gaierror) though
+    `socket.bind` would take it for every IPv4 address (a server is told to give "0.0.0.0",
+    or "::", every address, IPv4 too: its socket has IPV6_V6ONLY off, `datagram.dual_stack`);
+    not an IPv6 address in brackets ("[::1]"), which are for `[V6]:PORT` and URIs (RFC 3986
+    §3.2.2), not for a host alone. Nor None for a server, which getaddrinfo's passive lookup
+    would bind to every address: an unset variable must not expose a server on every
+    interface, so every address is asked for by name (`TypeError`)."""
+    if host is None and server:
+        raise TypeError(
+            'host is None: give "0.0.0.0" (every IPv4 address), "::" (every address, IPv4 '
+            "too) or the address to serve on"
+        )
+    check_type("host", host, str)
     if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
         raise ConfigError(
             f"host {host!r} is in brackets: give it without them, {host[1:-1]!r} (brackets "

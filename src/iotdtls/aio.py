@@ -1499,11 +1499,12 @@ async def serve(
     the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
     free port (`DtlsServer.address` says which); host "0.0.0.0" every IPv4 address, "::" every
     address, IPv4 too (IPV6_V6ONLY turned off, whatever the host's default; not on a `sock`
-    given); "" is refused. A wrong argument raises `TypeError` (or `ConfigError` for the port,
-    an empty host, a closed `sock` or one with IP_RECVERR set) before any socket is made; an
-    address that cannot be bound, the `OSError` naming it, same type and errno ("cannot listen
-    on 127.0.0.1:5684: Address already in use"; a host that does not resolve, a
-    `socket.gaierror`)."""
+    given); "" is refused, and so is None (a `TypeError`: an unset variable must not expose
+    the server on every interface). A wrong argument raises `TypeError` (or `ConfigError` for
+    the port, an empty host, a closed `sock` or one with IP_RECVERR set) before any socket is
+    made; an address that cannot be bound, the `OSError` naming it, same type and errno
+    ("cannot listen on 127.0.0.1:5684: Address already in use"; a host that does not resolve,
+    a `socket.gaierror`)."""
     check_handler(handler)
     check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     loop = asyncio.get_running_loop()
