@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 from iotdtls import aio, sync
 from iotdtls.config import ClientConfig, RetryPolicy, ServerConfig
 from iotdtls.credentials import PrivateKey
-from iotdtls.errors import AlertReceived, ConfigError
+from iotdtls.errors import AlertReceived, ConfigError, HandshakeTimeout
 from tests.interop_support import ServerThread
 from tests.peers import Pki
 
@@ -133,3 +134,51 @@ def test_asyncio_client_backs_off_between_attempts(
     with refusing_server(pki) as server, pytest.raises(AlertReceived):
         asyncio.run(asyncio.wait_for(attempt(), 10.0))
     assert_backed_off(waits, CAPPED)
+
+
+def silent_server() -> socket.socket:
+    """A UDP socket that never answers: every handshake times out."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def timing_out(retry: RetryPolicy | None) -> ClientConfig:
+    return ClientConfig(psk_identity=b"a", psk=bytes(16), handshake_timeout=0.3, retry=retry)
+
+
+TIMED_OUT = "handshake timed out after 0.3 s"
+TIMED_OUT_THRICE = "handshake timed out after 0.3 s (the last of 3 attempts, each given 0.3 s)"
+
+
+@pytest.mark.req("RPK-4")
+@pytest.mark.parametrize(
+    ("retry", "message"), [(None, TIMED_OUT), (QUICK, TIMED_OUT_THRICE)],
+    ids=["no-retry", "three-attempts"],
+)
+def test_sync_timeout_after_retries_names_the_attempts(
+    retry: RetryPolicy | None, message: str
+) -> None:
+    """Three attempts of 1 s said "handshake timed out after 1 s" after 3.5 s (probe CA)."""
+    with silent_server() as server, pytest.raises(HandshakeTimeout) as failed:
+        sync.connect(*server.getsockname(), timing_out(retry))
+    assert str(failed.value) == message
+    assert failed.value.attempts == (1 if retry is None else 3)
+
+
+@pytest.mark.req("RPK-4")
+@pytest.mark.parametrize(
+    ("retry", "message"), [(None, TIMED_OUT), (QUICK, TIMED_OUT_THRICE)],
+    ids=["no-retry", "three-attempts"],
+)
+def test_asyncio_timeout_after_retries_names_the_attempts(
+    retry: RetryPolicy | None, message: str
+) -> None:
+    async def attempt() -> None:
+        async with aio.connect(*server.getsockname(), timing_out(retry)):
+            pass
+
+    with silent_server() as server, pytest.raises(HandshakeTimeout) as failed:
+        asyncio.run(asyncio.wait_for(attempt(), 10.0))
+    assert str(failed.value) == message
+    assert failed.value.attempts == (1 if retry is None else 3)

@@ -62,6 +62,7 @@ from iotdtls.errors import (
     PathMtuExceeded,
     PortUnreachable,
     ProtocolError,
+    after_attempts,
     carry_resuming,
 )
 from iotdtls.events import (
@@ -330,16 +331,18 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         elif isinstance(event, HeartbeatAnswered):
             self.heartbeats.answered()
         elif isinstance(event, ConnectionClosed):
-            if not self.handshake_done.done() and event.error is not None:
-                self._resumed_before = carry_resuming(event.error, self._resumed_before)
-                if self._retry_later(event.error):
+            error = event.error
+            if not self.handshake_done.done() and error is not None:
+                self._resumed_before = carry_resuming(error, self._resumed_before)
+                if self._retry_later(error):
                     return
-            self.heartbeats.closed(event.error)
-            self.inbox.end(event.error)
+                error = after_attempts(error, self.failures + 1)
+            self.heartbeats.closed(error)
+            self.inbox.end(error)
             if not self.handshake_done.done():
                 # The core names why every handshake ends (the peer's close_notify too).
-                assert event.error is not None
-                self.handshake_done.set_exception(event.error)
+                assert error is not None
+                self.handshake_done.set_exception(error)
 
     def _retry_later(self, error: DtlsError | None) -> bool:
         """After a failed handshake, schedule a fresh one if `config.retry` allows (RPK-4)."""

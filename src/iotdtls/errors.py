@@ -41,6 +41,7 @@ __all__ = [
     "PortUnreachable",
     "ProtocolError",
     "SequenceNumbersExhausted",
+    "after_attempts",
     "carry_resuming",
 ]
 
@@ -252,6 +253,23 @@ def carry_resuming(error: DtlsError, earlier: bool) -> bool:
     return error.resuming
 
 
+def after_attempts(error: DtlsError, attempts: int) -> DtlsError:
+    """The error to raise for a client's handshake that failed `attempts` times (RPK-4): a
+    `HandshakeTimeout` made again naming them (each attempt's timeout alone read as if the
+    client had waited that long in all), any other error as it is."""
+    if attempts <= 1 or not isinstance(error, HandshakeTimeout):
+        return error
+    remade = HandshakeTimeout(
+        error.seconds,
+        hello_size=error.hello_size,
+        mtu=error.mtu,
+        unreachable_reports=error.unreachable_reports,
+        attempts=attempts,
+    )
+    remade.resuming = error.resuming
+    return remade
+
+
 class AlertSent(DtlsError):
     """We ended the association with a fatal alert because of what the peer did."""
 
@@ -377,7 +395,8 @@ class HandshakeTimeout(DtlsError):
     so. `unreachable_reports`: the ICMP port-unreachable reports a client's handshake had
     from the network, no datagram from the server (fewer than `PortUnreachable` takes: a
     deadline at or below the first retransmission), which the text names: nothing may listen
-    there."""
+    there. `attempts`: the handshakes a client with `RetryPolicy` made, each given `seconds`,
+    this one the last (RPK-4); the text names them when there were more than one."""
 
     def __init__(
         self,
@@ -386,12 +405,16 @@ class HandshakeTimeout(DtlsError):
         hello_size: int | None = None,
         mtu: int | None = None,
         unreachable_reports: int = 0,
+        attempts: int = 1,
     ) -> None:
         self.seconds = seconds
         self.hello_size = hello_size
         self.mtu = mtu
         self.unreachable_reports = unreachable_reports
+        self.attempts = attempts
         text = f"handshake timed out after {seconds:g} s"
+        if attempts > 1:
+            text += f" (the last of {attempts} attempts, each given {seconds:g} s)"
         if unreachable_reports:
             times = "time" if unreachable_reports == 1 else "times"
             text += (

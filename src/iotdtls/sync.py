@@ -32,6 +32,7 @@ from iotdtls.errors import (
     LocalProtocolError,
     PathMtuExceeded,
     PortUnreachable,
+    after_attempts,
     carry_resuming,
 )
 from iotdtls.events import DataReceived, Event, HeartbeatAnswered
@@ -287,7 +288,10 @@ class DtlsClient:
                 failures += 1
                 resumed_before = carry_resuming(exc, resumed_before)
                 if policy is None or failures >= policy.attempts:
-                    raise
+                    error = after_attempts(exc, failures)
+                    if error is exc:
+                        raise
+                    raise error from None
             with self._mutex:  # the back-off, which `close()` ends
                 if self._lock.wait_for(lambda: self._closing, policy.delay(failures)):
                     raise _closed_during_handshake()
