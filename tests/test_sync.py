@@ -137,6 +137,24 @@ def test_recv_returns_none_after_server_close() -> None:
     client.close()
 
 
+def test_ended_tells_a_timeout_from_the_end_of_the_association() -> None:
+    """`recv(timeout)` returns None after its timeout and, at once, for ever after the peer's
+    close_notify: a loop taking None for "nothing yet" spun at 100 % CPU (probe CA). `ended`
+    tells the two apart, as `aio.ServerSession.ended` does."""
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+        assert client.recv(timeout=0.05) is None  # nothing came: a timeout
+        assert not client.ended
+    assert client.recv(timeout=5.0) is None  # the server's close_notify, as it stopped
+    assert client.ended
+    client.close()
+    assert client.ended
+    with ServerThread(server_config()) as running:
+        client = sync.connect(*running.address, client_config())
+        client.close()
+        assert client.ended
+
+
 def test_handshake_timeout_against_silent_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind((LOCALHOST, 0))

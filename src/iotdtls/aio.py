@@ -507,6 +507,12 @@ class ClientConnection:
         return self._protocol.connection
 
     @property
+    def ended(self) -> bool:
+        """True once the association has ended: the peer's close_notify, a fatal alert or
+        another error (which `recv` raises), or `close()` (as `ServerSession.ended`)."""
+        return self._closed or not self._still_open()
+
+    @property
     def dropped_datagrams(self) -> int:
         """Received datagrams dropped because `config.receive_queue` datagrams, or
         `config.receive_queue_bytes` bytes, were unread."""

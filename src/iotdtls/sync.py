@@ -346,6 +346,14 @@ class DtlsClient:
         return self.connection.max_send_size
 
     @property
+    def ended(self) -> bool:
+        """True once the association has ended: the peer's close_notify, a fatal alert or
+        another error (which `recv` raises), or `close()` (as `aio.ServerSession.ended`). From
+        then on `recv` returns None (or raises) at once: a loop that takes None for "nothing
+        yet" checks it, `while not client.ended: data = client.recv(5)`, or spins."""
+        return self._closing or self._ended()
+
+    @property
     def dropped_datagrams(self) -> int:
         """Received datagrams dropped because `config.receive_queue` datagrams, or
         `config.receive_queue_bytes` bytes, were waiting unread (as
@@ -427,9 +435,11 @@ class DtlsClient:
             self._end_reading()
 
     def recv(self, timeout: float | None = None) -> bytes | None:
-        """The next application datagram, or None after `timeout` seconds (or a clean close).
-        What has already arrived is read even once the timeout has passed, so `timeout=0`
-        polls: it returns a datagram that is waiting and None at once when there is none.
+        """The next application datagram, or None after `timeout` seconds, or at once once the
+        association has ended cleanly (the peer's close_notify, `close()`; an error that ended
+        it is raised): `ended` tells the two Nones apart. What has already arrived is read
+        even once the timeout has passed, so `timeout=0` polls: it returns a datagram that is
+        waiting and None at once when there is none.
         Before `handshake()`, raises `LocalProtocolError` (as `send` and `heartbeat`). A
         `timeout` that is NaN or negative is a `ValueError` (infinity waits as None does)."""
         seconds = check_timeout(timeout, optional=True)
