@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -291,5 +292,73 @@ def test_a_new_handshake_is_retransmitted_on_time_behind_a_far_server_timer() ->
                 # Our flight 5 is never sent: the server must send its flight 4 again.
                 await asyncio.wait_for(loop.sock_recv(sock, 65535), 2.0)
                 assert 0.15 <= loop.time() - flight_4_at < 1.5
+
+    run(main())
+
+
+def test_serve_is_an_async_context_manager_as_connect_is() -> None:
+    """`async with serve(...) as server` raised "'coroutine' object does not support the
+    asynchronous context manager protocol" (probe CA): serve's result is both, as connect's."""
+
+    async def main() -> None:
+        async with (
+            aio.serve(echo, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as client,
+        ):
+            client.send(b"served")
+            assert await asyncio.wait_for(client.recv(), 5.0) == b"served"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+            again.bind(server.address)  # the port is free again
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())  # awaited, as before
+        await server.close()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no coroutine left never awaited
+        run(main())
+
+
+def test_a_handler_may_await_session_close(caplog: pytest.LogCaptureFixture) -> None:
+    """ServerSession.close() was a plain function: `await session.close()`, as one writes for
+    the connection's and the server's, raised TypeError in the handler (probe CA). It returns
+    an awaitable already done; the plain call works as before."""
+
+    async def bye(session: aio.ServerSession) -> None:
+        async for datagram in session:
+            if datagram == b"bye":
+                await session.close()
+                assert session.ended
+                return
+            session.close()  # not awaited: closes all the same, no warning
+
+    async def main() -> None:
+        async with aio.serve(bye, LOCALHOST, 0, server_config()) as server:
+            for word in (b"bye", b"hello"):
+                async with aio.connect(*server.address, client_config()) as client:
+                    client.send(word)
+                    assert await asyncio.wait_for(client.recv(), 5.0) is None  # close_notify
+                    assert client.ended
+
+    with caplog.at_level(logging.ERROR, logger="iotdtls"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_client_connection_iterates_until_the_association_ends() -> None:
+    """`async for datagram in conn`, as in a ServerSession: it ends at the peer's close_notify,
+    and `ended` says the association has ended (a None from recv() alone could not)."""
+
+    async def twice(session: aio.ServerSession) -> None:
+        session.send(b"one")
+        session.send(b"two")  # returning closes the association with close_notify
+
+    async def main() -> None:
+        async with aio.serve(twice, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                assert not client.ended
+                received = [datagram async for datagram in client]
+                assert received == [b"one", b"two"]
+                assert client.ended
+            assert client.ended
 
     run(main())

@@ -28,7 +28,7 @@ import threading
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from iotdtls import _process
 from iotdtls._addresses import (
@@ -609,6 +609,12 @@ class ClientConnection:
         if self._loop_end is not None:
             await self._loop_end.aclose()
 
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The datagrams received, until the association ends, as a `ServerSession`'s:
+        `async for datagram in conn`. An error that ended it ends the loop too; `recv()`
+        raises it then (`ended` says the association has ended)."""
+        return _datagrams(self.recv)
+
     async def __aenter__(self) -> ClientConnection:
         return self
 
@@ -618,37 +624,37 @@ class ClientConnection:
         await self.close()
 
 
-class _Connect(Coroutine[Any, Any, ClientConnection]):
-    """What `connect` returns: a coroutine (to await, or to hand to `asyncio.create_task` or
-    `asyncio.ensure_future`; not to `asyncio.run`, see `connect`) and an async context manager.
-    Either way one underlying coroutine opens the connection, made when first used: `async
-    with` leaves no coroutine that was never awaited."""
+class _Closable(Protocol):
+    async def close(self) -> None: ...
 
-    #: How a task running it names it (`Task.__repr__`).
-    __name__ = "connect"
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        config: ClientConfig,
-        sock: socket.socket | None,
-        chain_cache: ChainCache | None,
-        session: SessionState | None,
-    ) -> None:
-        self._args = (host, port, config)
-        self._sock = sock
-        self._cache = chain_cache
-        self._session = session
-        self._conn: ClientConnection | None = None
-        self._opening: Coroutine[Any, Any, ClientConnection] | None = None
+_Opened = TypeVar("_Opened", bound=_Closable)
 
-    def _coroutine(self) -> Coroutine[Any, Any, ClientConnection]:
+
+class _Opening(Coroutine[Any, Any, _Opened]):
+    """What `connect` and `serve` return: a coroutine (to await, or to hand to
+    `asyncio.create_task` or `asyncio.ensure_future`; not to `asyncio.run`, see `connect`)
+    and an async context manager that closes what it opened at its end. Either way one
+    underlying coroutine (`_open`) opens it, made when first used: `async with` leaves no
+    coroutine that was never awaited."""
+
+    def __init__(self) -> None:
+        self._opened: _Opened | None = None
+        self._opening: Coroutine[Any, Any, _Opened] | None = None
+
+    async def _open(self) -> _Opened:
+        raise NotImplementedError
+
+    async def _open_and_keep(self) -> _Opened:
+        self._opened = await self._open()
+        return self._opened
+
+    def _coroutine(self) -> Coroutine[Any, Any, _Opened]:
         if self._opening is None:
-            self._opening = self._open()
+            self._opening = self._open_and_keep()
         return self._opening
 
-    def __await__(self) -> Generator[Any, None, ClientConnection]:
+    def __await__(self) -> Generator[Any, None, _Opened]:
         return self._coroutine().__await__()
 
     def send(self, value: Any) -> Any:
@@ -662,6 +668,37 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
     def close(self) -> None:
         if self._opening is not None:
             self._opening.close()
+
+    async def __aenter__(self) -> _Opened:
+        return await self._coroutine()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._opened is not None:
+            await self._opened.close()
+
+
+class _Connect(_Opening[ClientConnection]):
+    """What `connect` returns (see `_Opening`)."""
+
+    #: How a task running it names it (`Task.__repr__`).
+    __name__ = "connect"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: ClientConfig,
+        sock: socket.socket | None,
+        chain_cache: ChainCache | None,
+        session: SessionState | None,
+    ) -> None:
+        super().__init__()
+        self._args = (host, port, config)
+        self._sock = sock
+        self._cache = chain_cache
+        self._session = session
 
     async def _open(self) -> ClientConnection:
         """Without `sock`, each address `host` resolves to in turn (IPv6 and IPv4 of one name)
@@ -719,18 +756,9 @@ class _Connect(Coroutine[Any, Any, ClientConnection]):
             _release(protocol, transport)
             await protocol.lost  # the socket is closed when the error reaches the caller
             raise
-        self._conn = ClientConnection(protocol, transport)
-        await self._conn._watch_loop_end()
-        return self._conn
-
-    async def __aenter__(self) -> ClientConnection:
-        return await self._coroutine()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        conn = ClientConnection(protocol, transport)
+        await conn._watch_loop_end()
+        return conn
 
 
 async def _connect_socket(
@@ -772,16 +800,18 @@ def connect(
     network namespace); it is connected to `host:port` if it is not connected yet, and closed
     with the association. `chain_cache` keeps the server's certificate chain between runs, so
     the next handshake offers it in cached_info (RFC 7924) and the server may leave it out.
-    `session` (from an earlier association's `session`) asks the server to resume it: the
-    short handshake if the server still has it, a full one otherwise (RES-1). Raises the
-    `DtlsError` that ended the handshake: `AlertSent`, `AlertReceived` or `HandshakeTimeout`
-    (after `config.handshake_timeout`). A wrong argument raises `TypeError` (or `ConfigError`
-    for the port, a closed `sock` or one with IP_RECVERR set, see the README) here, before any
-    socket is made; a host that does not resolve, `socket.gaierror` naming it ("cannot resolve
-    HOST: ..."). In certificate mode, the server's certificate must carry `config.server_name`
-    or, without one, `host` (RFC 7925 §4.4.1). Cancelled, it closes the socket, with
-    close_notify unless the handshake had failed (RFC 5246 §7.2.1), even in the instant the
-    handshake completed."""
+    `session` (from an earlier association's `session`) asks the server to resume it: the short
+    handshake if the server still has it, a full one otherwise (RES-1). Raises the `DtlsError`
+    that ended the handshake: `AlertSent`, `AlertReceived`, `HandshakeTimeout` (after
+    `config.handshake_timeout`; with `config.retry`, of the last attempt, naming them) or
+    `PortUnreachable` (the network refused the ClientHello and its retransmission with ICMP port
+    unreachable: nothing listens there, RFC 8085 §5.2). A wrong argument raises `TypeError` (or
+    `ConfigError` for the port, a closed `sock` or one with IP_RECVERR set, see the README)
+    here, before any socket is made; a host that does not resolve, `socket.gaierror` naming it
+    ("cannot resolve HOST: ..."). In certificate mode, the server's certificate must carry
+    `config.server_name` or, without one, `host` (RFC 7925 §4.4.1). Cancelled, it closes the
+    socket, with close_notify unless the handshake had failed (RFC 5246 §7.2.1), even in the
+    instant the handshake completed."""
     check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
                            session=session)
     return _Connect(host, port, config, sock, chain_cache, session)
@@ -902,25 +932,43 @@ class ServerSession:
             self._heartbeats = _HeartbeatWaiters(server.loop)
         return await _wait_heartbeat(conn, self._heartbeats, send, timeout)
 
-    def close(self) -> None:
+    def close(self) -> Awaitable[None]:
         """Send the peer close_notify and end the association (RFC 5246 §7.2.1); nothing once
         it has ended. The address may have a newer association by then (a device that
         restarted, RFC 6347 §4.2.8): that one is not this session's to close. Nothing, from
         whatever loop, either, once the association has ended (its server closed), nor in a
-        process forked from the server's (see the class)."""
+        process forked from the server's (see the class). All is done when it returns (the
+        socket is the server's and stays open): `session.close()` is enough, and as it
+        returns an awaitable that is already done, `await session.close()` works too, as it
+        does for `ClientConnection.close()` and `DtlsServer.close()`."""
         if self._ended or _process.forked_from(self._server.pid):
-            return
+            return _DONE
         _require_own_loop(self._server.loop, "session")
         self._server.close_peer(self.address)
+        return _DONE
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
+        return _datagrams(self.recv)
 
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        with contextlib.suppress(DtlsError):
-            while (data := await self.recv()) is not None:
-                yield data
 
+async def _datagrams(recv: Callable[[], Awaitable[bytes | None]]) -> AsyncIterator[bytes]:
+    """What `recv` returns until the association ends: cleanly (None), or with an error."""
+    with contextlib.suppress(DtlsError):
+        while (data := await recv()) is not None:
+            yield data
+
+
+class _Done:
+    """An awaitable that is already done: what `ServerSession.close()` returns, which has
+    nothing to wait for, so that it may be awaited as the other `close()` methods are."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+_DONE = _Done()
 
 Handler = Callable[[ServerSession], Awaitable[None]]
 
@@ -1491,7 +1539,53 @@ class DtlsServer:
         await self.close()
 
 
-async def serve(
+class _Serve(_Opening[DtlsServer]):
+    """What `serve` returns (see `_Opening`)."""
+
+    #: How a task running it names it (`Task.__repr__`).
+    __name__ = "serve"
+
+    def __init__(
+        self,
+        handler: Handler | DatagramHandler,
+        host: str,
+        port: int,
+        config: ServerConfig,
+        sock: socket.socket | None,
+        session_store: SessionStore | None,
+    ) -> None:
+        super().__init__()
+        self._handler = handler
+        self._args = (host, port, config)
+        self._sock = sock
+        self._store = session_store
+
+    async def _open(self) -> DtlsServer:
+        host, port, config = self._args
+        sock = self._sock
+        loop = asyncio.get_running_loop()
+        protocol = _ServerProtocol(self._handler, config, self._store)
+        if sock is None:
+            with listening_on(host, port):
+                sock = await bind_udp(loop, host, port)
+            enlarge_receive_buffer(sock)
+            try:
+                transport = await open_server_transport(loop, protocol, sock)
+            except BaseException:
+                sock.close()  # ours: a caller's socket stays theirs when serving it fails
+                raise
+        else:
+            if sock.getsockname()[1] == 0:
+                with listening_on(host, port):
+                    infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
+                attach_socket(sock, infos, host, port, bind=True)
+            transport = await open_server_transport(loop, protocol, sock)
+        server = DtlsServer(transport, protocol)
+        await server._watch_loop_end()
+        return server
+
+
+def serve(
     handler: Handler | DatagramHandler,
     host: str,
     port: int,
@@ -1499,9 +1593,20 @@ async def serve(
     *,
     sock: socket.socket | None = None,
     session_store: SessionStore | None = None,
-) -> DtlsServer:
+) -> _Serve:
     """Bind `host:port` and run `handler(session)` for every peer that completes a handshake
     (a task per peer), or call the methods of a `DatagramHandler` (no task: for many peers).
+    Like `connect`, what it returns is both a coroutine returning the `DtlsServer` (`server =
+    await serve(...)`) and an async context manager that closes the server at its end
+    (`async with serve(...) as server:`).
+
+    When a handler (a coroutine) returns, its association is closed with close_notify (RFC
+    5246 §7.2.1), unless it has ended already: a handler that answers once and returns ends
+    it, so one that serves a peer for long loops (`async for datagram in session`). When it
+    raises, the traceback is logged (ERROR, "handler failed for peer ADDRESS", logger
+    `iotdtls.aio`) and the association is closed the same way: the peer sees a close_notify,
+    not an alert, and the server goes on serving the others. A `DatagramHandler` method that
+    raises does the same.
 
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
     `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
@@ -1510,29 +1615,10 @@ async def serve(
     address, IPv4 too (IPV6_V6ONLY turned off, whatever the host's default; not on a `sock`
     given); "" is refused, and so is None (a `TypeError`: an unset variable must not expose
     the server on every interface). A wrong argument raises `TypeError` (or `ConfigError` for
-    the port, an empty host, a closed `sock` or one with IP_RECVERR set) before any socket is
-    made; an address that cannot be bound, the `OSError` naming it, same type and errno
-    ("cannot listen on 127.0.0.1:5684: Address already in use"; a host that does not resolve,
-    a `socket.gaierror`)."""
+    the port, an empty host, a closed `sock` or one with IP_RECVERR set) here, before any
+    socket is made; an address that cannot be bound, the `OSError` naming it, same type and
+    errno ("cannot listen on 127.0.0.1:5684: Address already in use"; a host that does not
+    resolve, a `socket.gaierror`)."""
     check_handler(handler)
     check_server_arguments(host, port, config, sock=sock, session_store=session_store)
-    loop = asyncio.get_running_loop()
-    protocol = _ServerProtocol(handler, config, session_store)
-    if sock is None:
-        with listening_on(host, port):
-            sock = await bind_udp(loop, host, port)
-        enlarge_receive_buffer(sock)
-        try:
-            transport = await open_server_transport(loop, protocol, sock)
-        except BaseException:
-            sock.close()  # ours: a caller's socket stays theirs when serving it fails
-            raise
-    else:
-        if sock.getsockname()[1] == 0:
-            with listening_on(host, port):
-                infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
-            attach_socket(sock, infos, host, port, bind=True)
-        transport = await open_server_transport(loop, protocol, sock)
-    server = DtlsServer(transport, protocol)
-    await server._watch_loop_end()
-    return server
+    return _Serve(handler, host, port, config, sock, session_store)

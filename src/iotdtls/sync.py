@@ -772,10 +772,13 @@ def connect(
     session: SessionState | None = None,
 ) -> DtlsClient:
     """Connect and complete the handshake (resuming `session` if the server still has it);
-    raises `DtlsError` on failure. Without `sock`, each address of `host` (IPv6 and IPv4 of
-    one name) is tried in turn while the one before fails before any answer (its socket
-    cannot connect, or `PortUnreachable`, RFC 8085 §5.2), as `iotdtls.aio.connect` does; a
-    handshake that times out is not tried elsewhere. `chain_cache` keeps the server's
+    raises the `DtlsError` that ended it, as `iotdtls.aio.connect` does: `AlertSent`,
+    `AlertReceived`, `HandshakeTimeout` (after `config.handshake_timeout`; with `config.retry`,
+    of the last attempt, naming them) or `PortUnreachable` (the network refused the ClientHello
+    and its retransmission with ICMP port unreachable). Without `sock`, each address of `host`
+    (IPv6 and IPv4 of one name) is tried in turn while the one before fails before any answer
+    (its socket cannot connect, or `PortUnreachable`, RFC 8085 §5.2), as `iotdtls.aio.connect`
+    does; a handshake that times out is not tried elsewhere. `chain_cache` keeps the server's
     certificate chain between runs for cached_info (RFC 7924). A wrong argument raises
     `TypeError` (or `ConfigError` for the port, a closed `sock` or one with IP_RECVERR set)
     before any socket is made.
