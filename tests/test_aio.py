@@ -205,7 +205,8 @@ def test_no_secret_in_logs_errors_or_reprs(caplog: pytest.LogCaptureFixture, tmp
                 assert await client.recv() == b"payload"
                 texts.extend([repr(config), str(config), repr(client.connection),
                               repr(client.connection._handshake), repr(server.endpoint),
-                              repr(server_config()), repr(server.endpoint.config)])
+                              repr(server_config()), repr(server.endpoint.config),
+                              repr(client), repr(server)])
             with pytest.raises(AlertReceived) as info:
                 await aio.connect(*server.address, client_config(psk=WRONG_PSK))
             texts.extend([str(info.value), repr(info.value)])
@@ -307,6 +308,7 @@ def test_serve_is_an_async_context_manager_as_connect_is() -> None:
         ):
             client.send(b"served")
             assert await asyncio.wait_for(client.recv(), 5.0) == b"served"
+        assert repr(server).endswith(" closed>")  # closed at the end of the block
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
             again.bind(server.address)  # the port is free again
         server = await aio.serve(echo, LOCALHOST, 0, server_config())  # awaited, as before
@@ -360,5 +362,29 @@ def test_a_client_connection_iterates_until_the_association_ends() -> None:
                 assert received == [b"one", b"two"]
                 assert client.ended
             assert client.ended
+
+    run(main())
+
+
+def test_reprs_name_the_addresses_and_the_state() -> None:
+    """A server's and a connection's repr was `<iotdtls.aio.DtlsServer object at 0x...>`
+    (probe CA); they name the addresses and the state, as ServerSession's does."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        port = server.address[1]
+        assert repr(server) == f"<DtlsServer on 127.0.0.1:{port} serving, 0 sessions>"
+        async with aio.connect(LOCALHOST, port, client_config()) as client:
+            local = client.local_address[1]
+            ends = f"to 127.0.0.1:{port} from 127.0.0.1:{local}"
+            assert repr(client) == f"<ClientConnection {ends} open>"
+            client.send(b"x")
+            assert await asyncio.wait_for(client.recv(), 5.0) == b"x"
+            assert repr(server) == f"<DtlsServer on 127.0.0.1:{port} serving, 1 session>"
+            await server.close()
+            assert await asyncio.wait_for(client.recv(), 5.0) is None
+            assert repr(client) == f"<ClientConnection {ends} ended>"
+        assert repr(client) == f"<ClientConnection {ends} closed>"
+        assert repr(server) == f"<DtlsServer on 127.0.0.1:{port} closed>"
 
     run(main())

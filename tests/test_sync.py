@@ -155,6 +155,21 @@ def test_ended_tells_a_timeout_from_the_end_of_the_association() -> None:
         assert client.ended
 
 
+def test_the_repr_names_the_addresses_and_the_state() -> None:
+    """It was `<iotdtls.sync.DtlsClient object at 0x...>` (probe CA)."""
+    with ServerThread(server_config()) as running:
+        client = sync.DtlsClient(*running.address, client_config())
+        port, local = running.address[1], client._sock.getsockname()[1]
+        ends = f"to 127.0.0.1:{port} from 127.0.0.1:{local}"
+        assert repr(client) == f"<DtlsClient {ends} not started>"
+        client.handshake()
+        assert repr(client) == f"<DtlsClient {ends} open>"
+    assert client.recv(timeout=5.0) is None  # the server's close_notify
+    assert repr(client) == f"<DtlsClient {ends} ended>"
+    client.close()
+    assert repr(client) == f"<DtlsClient {ends} closed>"
+
+
 def test_handshake_timeout_against_silent_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind((LOCALHOST, 0))

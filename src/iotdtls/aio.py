@@ -439,6 +439,8 @@ class ClientConnection:
         self._transport = transport
         self._closed = False
         self._loop_end: AsyncGenerator[None, None] | None = None
+        #: Both ends' addresses for `__repr__`, named while the socket is open.
+        self._ends = (self._server_name(), format_address(self.local_address))
         #: The process that made the connection: the only one that may send under its keys.
         self._pid = _process.pid
 
@@ -608,6 +610,13 @@ class ClientConnection:
         await self._protocol.lost  # the socket is closed when close() returns
         if self._loop_end is not None:
             await self._loop_end.aclose()
+
+    def __repr__(self) -> str:
+        """`<ClientConnection to SERVER from LOCAL open>`, "ended" once the peer or an error
+        ended the association, "closed" after `close()`."""
+        state = "closed" if self._closed else "ended" if not self._still_open() else "open"
+        server, local = self._ends
+        return f"<ClientConnection to {server} from {local} {state}>"
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         """The datagrams received, until the association ends, as a `ServerSession`'s:
@@ -1430,6 +1439,15 @@ class DtlsServer:
         self._protocol = protocol
         #: `close()` was called (the loop's end then only finishes what it left undone).
         self._closed = False
+        #: The address served, for `__repr__`, named while the socket is open.
+        self._name = format_address(self.sockname)
+
+    def __repr__(self) -> str:
+        """`<DtlsServer on ADDRESS serving, N sessions>` (established peers), or "closed"."""
+        if self._closed or self._protocol.lost.done():
+            return f"<DtlsServer on {self._name} closed>"
+        count = len(self._protocol.sessions)
+        return f"<DtlsServer on {self._name} serving, {count} session{'s' * (count != 1)}>"
 
     async def _watch_loop_end(self) -> None:
         """Have the loop close this server, if still open, as `asyncio.run` ends it. The watch

@@ -178,6 +178,15 @@ class DtlsClient:
         #: The process that made the client: the only one that may send under its keys.
         self._pid = _process.pid
         _UNCLOSED_SOCKETS[id(self)] = (self._sock, self._wake_reader, self._wake_writer)
+        #: Both ends' addresses for `__repr__`, named while the socket is open.
+        self._ends = (self._server_name(), _local_name(self._sock))
+
+    def __repr__(self) -> str:
+        """`<DtlsClient to SERVER from LOCAL STATE>`: "not started" (before `handshake()`),
+        "handshaking", "open", "ended" (by the peer or an error) or "closed" (`close()`)."""
+        server, local = self._ends
+        state = "closed" if self._closing else _STATE_NAMES[self.connection.state]
+        return f"<DtlsClient to {server} from {local} {state}>"
 
     def __del__(self) -> None:
         """Collected without `close()` (the application dropped it): closed as `close()` does,
@@ -740,6 +749,22 @@ def _closed_under_us(sock: socket.socket, exc: OSError) -> bool:
     datagram could not go: the call ends with it. EBADF on POSIX; a socket object closed
     also shows it by its fileno of -1 (Windows reports WSAENOTSOCK instead)."""
     return exc.errno == errno.EBADF or sock.fileno() == -1
+
+
+#: How `DtlsClient.__repr__` names the association's states (before `close()`).
+_STATE_NAMES = {
+    ConnectionState.IDLE: "not started",
+    ConnectionState.HANDSHAKING: "handshaking",
+    ConnectionState.ESTABLISHED: "open",
+    ConnectionState.CLOSED: "ended",
+}
+
+
+def _local_name(sock: socket.socket) -> str:
+    try:
+        return format_address(sock.getsockname())
+    except OSError:  # a caller's socket, closed under us
+        return "an unknown address"
 
 
 def _connected(sock: socket.socket) -> bool:
