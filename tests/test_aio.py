@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -388,3 +389,26 @@ def test_reprs_name_the_addresses_and_the_state() -> None:
         assert repr(server) == f"<DtlsServer on 127.0.0.1:{port} closed>"
 
     run(main())
+
+
+def test_a_warning_at_the_loops_end_names_the_applications_line() -> None:
+    """The RuntimeWarning for a connection or server still open as asyncio.run ended its loop
+    pointed at a line of aio.py (probe CA); it names the application's `asyncio.run` line."""
+
+    async def serve_and_leave() -> None:
+        await aio.serve(echo, LOCALHOST, 0, server_config())
+
+    async def connect_and_leave() -> None:
+        await aio.connect(*running.address, client_config())
+
+    lines = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines.append(sys._getframe().f_lineno + 1)
+        asyncio.run(asyncio.wait_for(serve_and_leave(), 20.0))
+        with interop_support.ServerThread(server_config()) as running:
+            lines.append(sys._getframe().f_lineno + 1)
+            asyncio.run(asyncio.wait_for(connect_and_leave(), 20.0))
+    ended = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert [str(w.message).split(" ")[2] for w in ended] == ["server", "connection"]
+    assert [(w.filename, w.lineno) for w in ended] == [(__file__, line) for line in lines]

@@ -24,10 +24,11 @@ import functools
 import inspect
 import logging
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
 from iotdtls import _process
@@ -398,6 +399,26 @@ def _require_own_loop(loop: asyncio.AbstractEventLoop, what: str = "connection")
         raise ForeignEventLoop(what, "another thread")
 
 
+#: Packages whose frames stand between the application's line and a warning given as a loop
+#: ends (`_application_stacklevel`): the event loops' and ours.
+_LOOP_PACKAGES = frozenset({"asyncio", "iotdtls", "uvloop"})
+
+
+def _application_stacklevel() -> int:
+    """The `stacklevel` that has `warnings.warn`, called by the caller of this, name the
+    application's line: the first frame outside asyncio, uvloop and iotdtls, say the
+    `asyncio.run(main())` whose end closed what was left open; 1 (the caller) without one."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+        if package not in _LOOP_PACKAGES:
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
 async def _until_loop_end(on_end: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
     """Once started, the running loop keeps this among its async generators, and
     `asyncio.run` closes those as it ends the loop (`loop.shutdown_asyncgens`, the loop still
@@ -470,7 +491,7 @@ class ClientConnection:
                 " event loop ended (asyncio.run(connect(...))?): closed it; open, use and close"
                 " it inside one asyncio.run",
                 RuntimeWarning,
-                stacklevel=1,
+                stacklevel=_application_stacklevel(),
             )
 
     def __del__(self) -> None:
@@ -1478,7 +1499,7 @@ class DtlsServer:
                 " (asyncio.run(serve(...))?): closed it; serve and close it inside one"
                 " asyncio.run",
                 RuntimeWarning,
-                stacklevel=1,
+                stacklevel=_application_stacklevel(),
             )
 
     @property
