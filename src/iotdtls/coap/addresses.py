@@ -33,6 +33,7 @@ from aiocoap.util import hostportjoin
 
 from iotdtls._addresses import format_address, uri_host
 from iotdtls.coap.errors import association_error
+from iotdtls.coap.wire import format_error
 from iotdtls.errors import DatagramTooLarge, DtlsError
 from iotdtls.identity import PeerIdentity, UnauthenticatedPeer
 
@@ -258,7 +259,10 @@ class CoapsInterface(interfaces.MessageInterface):
         """A datagram received over `remote`'s association. One that aiocoap cannot decode is
         ignored, counted in `remote.not_coap` and logged: no CoAP header, an option cut short
         (`UnparsableMessage`), or a text option that is not UTF-8 (RFC 7252 §3.2; aiocoap
-        0.4.17 raises UnicodeDecodeError, a ValueError, for it). One whose header is that of
+        0.4.17 raises UnicodeDecodeError, a ValueError, for it); so is, before aiocoap decodes
+        it, one with a format error aiocoap would take (`iotdtls.coap.wire.format_error`: a
+        reserved token length, a token cut short, a payload marker with no payload, a reserved
+        code class, an Empty message with more than a header). One whose header is that of
         a confirmable message is rejected with a matching Reset over the same association
         (RFC 7252 §4.2, `reset_for`): one Reset for each, nothing kept. An exception of aiocoap's
         message layer is logged and the association goes on: it would otherwise end the
@@ -268,6 +272,9 @@ class CoapsInterface(interfaces.MessageInterface):
         if self._mman is None:
             return
         try:
+            problem = format_error(data)
+            if problem is not None:
+                raise error.UnparsableMessage(problem)
             message = Message.decode(data, remote)
         except (error.UnparsableMessage, ValueError):
             remote.not_coap += 1
