@@ -1,4 +1,7 @@
+from collections.abc import Iterator
+
 from aiocoap.numbers.contentformat import ContentFormat
+from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.optiontypes import BlockOption
 
 class Options:
@@ -12,3 +15,7 @@ class Options:
     size1: int | None
     size2: int | None
     def encode(self) -> bytes: ...
+    def option_list(self) -> Iterator[_Option]: ...
+
+class _Option:
+    number: OptionNumber

@@ -139,6 +139,7 @@ async def add_server_transport(
             server_config,
             claim_labels,
             max_body_size,
+            site=lambda: context.serversite,
         )
         transport.bound_log(context.log)
         transports.append(transport)

@@ -12,8 +12,10 @@ EXCHANGE_LIFETIME: see `CoapsInterface.association_ended`).
 
 A request whose body would go past `max_body_size` bytes is answered here with 4.13 Request
 Entity Too Large, and a Block1 block out of order with 4.08 Request Entity Incomplete; neither
-reaches aiocoap (`iotdtls.coap.uploads`). aiocoap's repeated log lines are bounded
-(`iotdtls.coap.logs`).
+reaches aiocoap (`iotdtls.coap.uploads`). Nor does a request with a critical option the server
+does not recognize (4.02 Bad Option for a CON, a NON ignored, RFC 7252 §5.4.1) or one asking a
+site that is no proxy to proxy (5.05, §5.10.2; `iotdtls.coap.options`). aiocoap's repeated
+log lines are bounded (`iotdtls.coap.logs`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Any
 from aiocoap import interfaces
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.numbers.types import ACK
+from aiocoap.numbers.types import ACK, CON
 
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.logs import RepeatedLines, receiving
+from iotdtls.coap.options import proxying_refused, unrecognized_critical
 from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, Uploads, answer, refusal
 from iotdtls.config import ServerConfig
 from iotdtls.errors import DtlsError
@@ -44,6 +47,8 @@ logger = logging.getLogger("iotdtls.coap")
 #: The labels of the credentials that authenticated a peer (e.g. the keys of an aiocoap
 #: credentials map), listed after the identity in `authenticated_claims`.
 ClaimLabels = Callable[[PeerIdentity], tuple[str, ...]]
+#: The site a server serves (its context's `serversite`, read at each request: it may change).
+ServedSite = Callable[[], object]
 
 
 class ServerRemote(CoapsAddress):
@@ -89,12 +94,16 @@ class CoapsServerInterface(CoapsInterface):
         config: ServerConfig,
         labels: ClaimLabels,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        *,
+        site: ServedSite = lambda: None,
     ) -> None:
         super().__init__(mman)
         self.config = config
         self._labels = labels
         #: The largest request body taken, in bytes (`iotdtls.coap.uploads`).
         self.max_body_size = max_body_size
+        #: What is served, for the options recognized (`iotdtls.coap.options`).
+        self._site = site
         #: aiocoap's logger and the filter bounding its repeated lines (`bound_log`).
         self._log: tuple[logging.Logger, RepeatedLines] | None = None
         self._server: aio.DtlsServer | None = None
@@ -113,9 +122,11 @@ class CoapsServerInterface(CoapsInterface):
         config: ServerConfig,
         labels: ClaimLabels,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        *,
+        site: ServedSite = lambda: None,
     ) -> CoapsServerInterface:
         """Bind `bind` and serve; returns once the socket is bound."""
-        self = cls(mman, config, labels, max_body_size)
+        self = cls(mman, config, labels, max_body_size, site=site)
         self._server = await aio.serve(self._serve_association, bind[0], bind[1], config)
         self.address = self._server.sockname
         return self
@@ -148,14 +159,30 @@ class CoapsServerInterface(CoapsInterface):
             remote.release()
 
     def _admit(self, remote: CoapsAddress, request: Message) -> bool:
-        """False for a request answered here, not handed to aiocoap: its body would go past
-        `max_body_size` (4.13, `iotdtls.coap.uploads.refusal`), or it is a Block1 block out
-        of order (4.08, `Uploads.out_of_order`). A duplicate of a request aiocoap has taken
-        (RFC 7252 §4.5) goes to aiocoap as it is, which answers it again."""
+        """False for a request answered here, not handed to aiocoap: it has a critical option
+        not recognized (`iotdtls.coap.options.unrecognized_critical`, RFC 7252 §5.4.1: 4.02
+        Bad Option naming it (§5.5.2) to a CON, a NON rejected: ignored, §4.3), it asks a
+        site that is no proxy to proxy (5.05, `iotdtls.coap.options.proxying_refused`), its
+        body would go past `max_body_size` (4.13, `iotdtls.coap.uploads.refusal`), or it is
+        a Block1 block out of order (4.08, `Uploads.out_of_order`). A duplicate of a request
+        aiocoap has taken (RFC 7252 §4.5) goes to aiocoap as it is, which answers it again."""
         recent = self._duplicates
         if recent is not None and (remote, request.mid) in recent:
             return True
-        response = refusal(request, self.max_body_size)
+        site = self._site()
+        option = unrecognized_critical(request, site)
+        response: Message | None = None
+        if option is not None and request.mtype != CON:
+            logger.debug("%r: a NON request with critical option %d, not recognized, ignored",
+                         remote, option)
+            return False
+        if option is not None:
+            response = answer(request, Code.BAD_OPTION, f"critical option {option} not recognized")
+        elif proxying_refused(request, site):
+            response = answer(request, Code.PROXYING_NOT_SUPPORTED,
+                              "this server is not a forward proxy")
+        if response is None:
+            response = refusal(request, self.max_body_size)
         if response is None and request.opt.block1 is not None and isinstance(
             remote, ServerRemote
         ):

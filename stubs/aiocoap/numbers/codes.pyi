@@ -6,13 +6,16 @@ class Code(IntEnum):
     POST = 2
     PUT = 3
     DELETE = 4
+    FETCH = 5
     CONTENT = 69
     CHANGED = 68
     BAD_REQUEST = 128
+    BAD_OPTION = 130
     REQUEST_ENTITY_INCOMPLETE = 136
     REQUEST_ENTITY_TOO_LARGE = 141
     UNSUPPORTED_CONTENT_FORMAT = 143
     INTERNAL_SERVER_ERROR = 160
+    PROXYING_NOT_SUPPORTED = 165
     def is_request(self) -> bool: ...
     def is_response(self) -> bool: ...
     def is_successful(self) -> bool: ...

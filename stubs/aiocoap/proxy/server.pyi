@@ -1,0 +1,3 @@
+from aiocoap import interfaces
+
+class Proxy(interfaces.Resource): ...
