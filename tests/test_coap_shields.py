@@ -20,9 +20,21 @@ from aiocoap.optiontypes import OpaqueOption
 from aiocoap.proxy.server import Proxy
 from aiocoap.resource import Resource, Site
 
+from iotdtls.coap import observations, server_context
 from iotdtls.coap.options import RECOGNIZED, proxying_refused, unrecognized_critical
 from iotdtls.coap.wire import format_error
-from tests.coap_support import coaps_client, coaps_server, device, raw_request, run, uri
+from iotdtls.errors import ConfigError
+from tests.coap_support import (
+    SERVER_CREDENTIALS,
+    CoapSite,
+    Device,
+    coaps_client,
+    coaps_server,
+    device,
+    raw_request,
+    run,
+    uri,
+)
 from tests.interop_support import AnsweringServer
 from tests.peers import LOCALHOST
 from tests.test_coap_details import Interface, Layer, SentAddress
@@ -254,3 +266,90 @@ def test_what_is_recognized_follows_the_site(monkeypatch: pytest.MonkeyPatch) ->
     assert unrecognized_critical(oscore, OscoreSiteWrapper()) is None
     assert unrecognized_critical(oscore, Site()) == 9
     assert sorted(int(n) for n in RECOGNIZED) == [1, 3, 5, 7, 11, 15, 17, 23, 27, 35, 39]
+
+
+def _observe(mid: int, token: bytes, observe: int | None = 0) -> bytes:
+    """A CON GET of /counter registering (Observe 0) or cancelling (1) with `token`."""
+    message = Message(code=aiocoap.GET, uri_path=("counter",), observe=observe)
+    message.mtype, message.mid, message.token = aiocoap.CON, mid, token
+    return message.encode()
+
+
+@pytest.mark.req("COAP-1")
+def test_observe_registrations_past_the_bound_are_served_as_plain_gets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One association registered 1000-5000 observations of /counter and acknowledged
+    nothing; the server sent thousands of notifications a second (probe BZ). Now the 17th live
+    registration (`DEFAULT_MAX_OBSERVATIONS`) is served as a plain GET: its response has no
+    Observe option, so the client knows it was not added (RFC 7641 §4.1, §3.1). A registration
+    renewed with its token counts once; one cancelled (Observe 1, §3.6) frees its place. The
+    end of the association sums up those refused."""
+    caplog.set_level(logging.DEBUG, logger="iotdtls.coap")
+    site = CoapSite(counter_interval=600.0)
+
+    async def main() -> None:
+        async with coaps_server(site) as server:
+            async with device(server.address) as dev:
+                await registrations(dev)
+            await asyncio.sleep(0.3)  # the server hears close_notify
+
+    async def registrations(dev: Device) -> None:
+        async def observed(mid: int, token: bytes, observe: int | None = 0) -> bool:
+            answer = await dev.ask(_observe(mid, token, observe))
+            assert answer is not None and answer.code == aiocoap.CONTENT
+            assert answer.token == token
+            return answer.opt.observe is not None
+
+        bound = observations.DEFAULT_MAX_OBSERVATIONS
+        assert bound == 16
+        assert [await observed(n, b"o%d" % n) for n in range(bound)] == [True] * bound
+        assert not await observed(100, b"extra")
+        assert await observed(101, b"o3")  # a renewal of a live one
+        assert not await observed(103, b"extra2")
+        assert not await observed(104, b"o5", observe=1)  # cancelled: a plain GET
+        assert await observed(105, b"new")
+        assert not await observed(106, b"newer")
+
+    run(main())
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("an Observe registration past 16 live ones served as a plain GET" in line
+               for line in said) == 3
+    assert any(line.endswith(": 3 Observe registrations past 16 live ones were served as "
+                             "plain GETs") for line in said), said
+
+
+@pytest.mark.req("COAP-1")
+def test_the_bound_on_observations_is_the_server_s_to_set() -> None:
+    """`max_observations` (like `max_body_size`): 0 serves every registration as a plain GET,
+    and the notifications of a NON flood stop at the bound; anything but a whole number from 0
+    is a one-line `ConfigError`."""
+    site = CoapSite(counter_interval=0.05)
+
+    async def main() -> None:
+        async with coaps_server(site, max_observations=0) as server, device(
+            server.address
+        ) as dev:
+            answer = await dev.ask(_observe(1, b"zero"))
+            assert answer is not None and answer.opt.observe is None
+        async with coaps_server(site, max_observations=2) as server, device(
+            server.address
+        ) as dev:
+            for n in range(50):  # NON registrations, as the probe's
+                message = Message(code=aiocoap.GET, uri_path=("counter",), observe=0)
+                message.mtype, message.mid, message.token = aiocoap.NON, n, b"n%d" % n
+                dev.connection.send(message.encode())
+            tokens, loop = set(), asyncio.get_running_loop()
+            end = loop.time() + 1.0
+            while loop.time() < end and (note := await dev.answer(0.2)) is not None:
+                if note.opt.observe is not None:
+                    tokens.add(note.token)
+            assert tokens == {b"n0", b"n1"}
+
+    run(main())
+    for wrong, shown in ((-1, "-1"), (1.5, "float"), (True, "True")):
+        with pytest.raises(ConfigError, match=(
+            f"^max_observations must be a whole number of registrations, 0 or more, got {shown}$"
+        )):
+            run(server_context(None, (LOCALHOST, 0), credentials=SERVER_CREDENTIALS,
+                               max_observations=wrong))

@@ -24,6 +24,7 @@ from iotdtls.coap.credentials import (
     load_credentials,
     map_client_configs,
 )
+from iotdtls.coap.observations import DEFAULT_MAX_OBSERVATIONS, check_max_observations
 from iotdtls.coap.server import CoapsServerInterface
 from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, check_max_body_size
 from iotdtls.config import ClientConfig, ServerConfig, type_name
@@ -102,6 +103,7 @@ async def add_server_transport(
     *,
     config: ServerConfig | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_observations: int = DEFAULT_MAX_OBSERVATIONS,
     **settings: Any,
 ) -> CoapsServerInterface:
     """Serve `context.serversite` over coaps on `bind` (host, port; None: `DEFAULT_BIND`).
@@ -113,11 +115,14 @@ async def add_server_transport(
     `max_body_size`: the largest request body taken, in bytes, whether in one message or
     assembled from Block1 blocks (RFC 7959); a request past it is answered 4.13 Request Entity
     Too Large with Size1 = the bound and never reaches a resource (`iotdtls.coap.uploads`).
-    While it serves, the lines of `context.log` (aiocoap's) at warning level or above go
-    through `iotdtls.coap.logs.RepeatedLines`: each kind once a minute, with a count of those
-    held back, so that a peer cannot flood the log."""
+    `max_observations`: the live Observe registrations (RFC 7641) kept per association (16 by
+    default; 0 for none); one past them is served as a plain GET, its response without Observe
+    (`iotdtls.coap.observations`). While it serves, the lines of `context.log` (aiocoap's) at
+    warning level or above go through `iotdtls.coap.logs.RepeatedLines`: each kind once a
+    minute, with a count of those held back, so that a peer cannot flood the log."""
     host, port = _bind_address(bind)
     check_max_body_size(max_body_size)
+    check_max_observations(max_observations)
     _check_settings(config, settings, ServerConfig)
     if config is not None:
         server_config = config
@@ -139,6 +144,7 @@ async def add_server_transport(
             server_config,
             claim_labels,
             max_body_size,
+            max_observations=max_observations,
             site=lambda: context.serversite,
         )
         transport.bound_log(context.log)
@@ -212,6 +218,7 @@ async def server_context(
     credentials: CredentialsSource | None = None,
     config: ServerConfig | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_observations: int = DEFAULT_MAX_OBSERVATIONS,
     **settings: Any,
 ) -> Context:
     """An aiocoap context serving `site` over coaps (iotdtls) on `bind`, a (host, port) tuple
@@ -220,17 +227,20 @@ async def server_context(
 
     Clients authenticate with `credentials` (aiocoap's map: a map, a dict, or a JSON file, one
     entry per client) or against `config`. Resource handlers find the client's identity in
-    `request.remote.peer` and `request.remote.authenticated_claims`. `max_body_size`: see
-    `add_server_transport` (default 64 KiB). Stop it with `await context.shutdown()`."""
+    `request.remote.peer` and `request.remote.authenticated_claims`. `max_body_size` and
+    `max_observations`: see `add_server_transport` (default 64 KiB, 16 registrations). Stop
+    it with `await context.shutdown()`."""
     if (credentials is None) == (config is None):
         raise ConfigError("give the server credentials= (aiocoap's map) or config=, one of them")
     _bind_address(bind)  # before the context is made
     check_max_body_size(max_body_size)
+    check_max_observations(max_observations)
     context = Context(serversite=site, loggername="coap-server")
     if credentials is not None:
         context.server_credentials = load_credentials(credentials)
     await add_server_transport(
-        context, bind, config=config, max_body_size=max_body_size, **settings
+        context, bind, config=config, max_body_size=max_body_size,
+        max_observations=max_observations, **settings
     )
     return context
 

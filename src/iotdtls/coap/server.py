@@ -14,8 +14,9 @@ A request whose body would go past `max_body_size` bytes is answered here with 4
 Entity Too Large, and a Block1 block out of order with 4.08 Request Entity Incomplete; neither
 reaches aiocoap (`iotdtls.coap.uploads`). Nor does a request with a critical option the server
 does not recognize (4.02 Bad Option for a CON, a NON ignored, RFC 7252 §5.4.1) or one asking a
-site that is no proxy to proxy (5.05, §5.10.2; `iotdtls.coap.options`). aiocoap's repeated
-log lines are bounded (`iotdtls.coap.logs`).
+site that is no proxy to proxy (5.05, §5.10.2; `iotdtls.coap.options`). An Observe registration
+past `max_observations` live ones on its association is served as a plain GET (RFC 7641 §4.1,
+`iotdtls.coap.observations`). aiocoap's repeated log lines are bounded (`iotdtls.coap.logs`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from aiocoap.numbers.types import ACK, CON
 from iotdtls import aio
 from iotdtls.coap.addresses import CoapsAddress, CoapsInterface
 from iotdtls.coap.logs import RepeatedLines, receiving
+from iotdtls.coap.observations import DEFAULT_MAX_OBSERVATIONS, Observations
 from iotdtls.coap.options import proxying_refused, unrecognized_critical
 from iotdtls.coap.uploads import DEFAULT_MAX_BODY_SIZE, Uploads, answer, refusal
 from iotdtls.config import ServerConfig
@@ -49,6 +51,8 @@ logger = logging.getLogger("iotdtls.coap")
 ClaimLabels = Callable[[PeerIdentity], tuple[str, ...]]
 #: The site a server serves (its context's `serversite`, read at each request: it may change).
 ServedSite = Callable[[], object]
+#: The methods that register an observation (RFC 7641 §2, RFC 8132 §2.4).
+_OBSERVING = frozenset({Code.GET, Code.FETCH})
 
 
 class ServerRemote(CoapsAddress):
@@ -65,6 +69,9 @@ class ServerRemote(CoapsAddress):
         #: The Block1 uploads in progress over the association (`iotdtls.coap.uploads`):
         #: None until its first Block1 block, and again once released.
         self.uploads: Uploads | None = None
+        #: The Observe registrations made over the association (`iotdtls.coap.observations`):
+        #: None until its first, and again once released.
+        self.observations: Observations | None = None
 
     @property
     def local_address(self) -> tuple[Any, ...]:
@@ -78,7 +85,7 @@ class ServerRemote(CoapsAddress):
             self._session.send(data)
 
     def release(self) -> None:
-        self._interface = self._session = self.uploads = None
+        self._interface = self._session = self.uploads = self.observations = None
 
     def served_by(self, interface: CoapsServerInterface) -> bool:
         """True while the association lives, on `interface`."""
@@ -95,6 +102,7 @@ class CoapsServerInterface(CoapsInterface):
         labels: ClaimLabels,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         *,
+        max_observations: int = DEFAULT_MAX_OBSERVATIONS,
         site: ServedSite = lambda: None,
     ) -> None:
         super().__init__(mman)
@@ -102,6 +110,8 @@ class CoapsServerInterface(CoapsInterface):
         self._labels = labels
         #: The largest request body taken, in bytes (`iotdtls.coap.uploads`).
         self.max_body_size = max_body_size
+        #: The live Observe registrations kept per association (`iotdtls.coap.observations`).
+        self.max_observations = max_observations
         #: What is served, for the options recognized (`iotdtls.coap.options`).
         self._site = site
         #: aiocoap's logger and the filter bounding its repeated lines (`bound_log`).
@@ -123,10 +133,12 @@ class CoapsServerInterface(CoapsInterface):
         labels: ClaimLabels,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         *,
+        max_observations: int = DEFAULT_MAX_OBSERVATIONS,
         site: ServedSite = lambda: None,
     ) -> CoapsServerInterface:
         """Bind `bind` and serve; returns once the socket is bound."""
-        self = cls(mman, config, labels, max_body_size, site=site)
+        self = cls(mman, config, labels, max_body_size, max_observations=max_observations,
+                   site=site)
         self._server = await aio.serve(self._serve_association, bind[0], bind[1], config)
         self.address = self._server.sockname
         return self
@@ -156,6 +168,10 @@ class CoapsServerInterface(CoapsInterface):
             # the end and cancels that; the response is then dropped (`CoapsInterface.send`).
             await asyncio.sleep(0)
             self.association_ended(remote, failure)
+            if remote.observations is not None and remote.observations.refused:
+                logger.info("%r: %d Observe registrations past %d live ones were served as "
+                            "plain GETs", remote, remote.observations.refused,
+                            self.max_observations)
             remote.release()
 
     def _admit(self, remote: CoapsAddress, request: Message) -> bool:
@@ -164,8 +180,10 @@ class CoapsServerInterface(CoapsInterface):
         Bad Option naming it (§5.5.2) to a CON, a NON rejected: ignored, §4.3), it asks a
         site that is no proxy to proxy (5.05, `iotdtls.coap.options.proxying_refused`), its
         body would go past `max_body_size` (4.13, `iotdtls.coap.uploads.refusal`), or it is
-        a Block1 block out of order (4.08, `Uploads.out_of_order`). A duplicate of a request
-        aiocoap has taken (RFC 7252 §4.5) goes to aiocoap as it is, which answers it again."""
+        a Block1 block out of order (4.08, `Uploads.out_of_order`). An Observe registration
+        past the bound is handed on without its Observe option (`_observe_within_bound`). A
+        duplicate of a request aiocoap has taken (RFC 7252 §4.5) goes to aiocoap as it is,
+        which answers it again."""
         recent = self._duplicates
         if recent is not None and (remote, request.mid) in recent:
             return True
@@ -192,11 +210,38 @@ class CoapsServerInterface(CoapsInterface):
             if incomplete is not None:
                 response = answer(request, Code.REQUEST_ENTITY_INCOMPLETE, incomplete)
         if response is None:
+            if isinstance(remote, ServerRemote):
+                self._observe_within_bound(remote, request)
             return True
         logger.debug("%r: %s answered to a request (%s)", remote, response.code,
                      response.payload.decode())
         self._answer(response)
         return False
+
+    def _observe_within_bound(self, remote: ServerRemote, request: Message) -> None:
+        """An Observe registration (RFC 7641 §3.1) past `max_observations` live ones over
+        `remote`'s association is handed on without its Observe option: a plain GET, whose
+        response has none (§4.1; `iotdtls.coap.observations`)."""
+        if request.opt.observe != 0 or request.code not in _OBSERVING:
+            return
+        if remote.observations is None:
+            remote.observations = Observations(self.max_observations)
+        if remote.observations.admit(request.token, self._live_request(remote)):
+            return
+        request.opt.observe = None
+        logger.debug("%r: an Observe registration past %d live ones served as a plain GET",
+                     remote, self.max_observations)
+
+    def _live_request(self, remote: ServerRemote) -> Callable[[bytes], bool]:
+        """Whether aiocoap still keeps the request of a token received over `remote`'s
+        association (its `TokenManager.incoming_requests`, by token and remote, of the pinned
+        0.4.17: tests/test_coap_shields.py fails if a version changes it). When it cannot be
+        read, every registration noted counts as live."""
+        manager = getattr(self._mman, "token_manager", None)
+        requests = getattr(manager, "incoming_requests", None)
+        if not isinstance(requests, dict):
+            return lambda token: True
+        return lambda token: (token, remote) in requests
 
     def _answer(self, response: Message) -> None:
         """Send a response made here: an ACK as it is, a NON through aiocoap's message layer,
