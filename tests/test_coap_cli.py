@@ -227,3 +227,24 @@ def test_a_coap_multicast_request_that_cannot_be_sent_is_one_line() -> None:
         verbose.stderr)
     assert verbose.stderr.count("During handling of the above exception") == 1, verbose.stderr
     assert "iotdtls.cli: aiocoap failed sending the request\nTraceback" in verbose.stderr
+
+
+def test_a_reset_answering_the_request_is_one_line() -> None:
+    """Probe BZ: a server answering the request with a matching Reset (RFC 7252 §4.2) made
+    aiocoap warn "An exception that is not an aiocoap Error was raised from a transport;
+    please report this as a bug in aiocoap" (it hands the request the class MessageError), and
+    the command said "iotdtls: Network error: MessageError". Now one line saying what
+    happened, status 1; -v has aiocoap's warning as a debug line."""
+
+    def reset(data: bytes) -> list[bytes]:
+        return [bytes([0x70, 0x00]) + data[2:4]]
+
+    with AnsweringServer(reset) as server:
+        target = f"coaps://{LOCALHOST}:{server.port}/x"
+        plain = coap("get", target, *CREDENTIALS, "--timeout", "5")
+        verbose = coap("get", target, *CREDENTIALS, "--timeout", "5", "-v")
+    line = "iotdtls: the server rejected the request with a Reset (RST)\n"
+    assert (plain.returncode, plain.stdout, plain.stderr) == (1, "", line)
+    assert (verbose.returncode, verbose.stdout) == (1, "") and line in verbose.stderr
+    assert "iotdtls.cli: aiocoap logged: An exception that is not an aiocoap Error" in (
+        verbose.stderr)

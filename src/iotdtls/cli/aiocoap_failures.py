@@ -18,6 +18,12 @@ aiocoap also logs an error line of its own before raising some errors to the req
 NotImplemented()"), which the command's line then reports: without -v that line is held back
 (`ReportedByTheCommand`), so the command's line comes alone; -v shows it.
 
+A Reset answering a request (RFC 7252 §4.2) fails it with aiocoap's `MessageError`: aiocoap
+hands its request the class, not an instance, and then warns that "An exception that is not
+an aiocoap Error was raised from a transport; please report this as a bug in aiocoap". The
+command's line says what happened ("the server rejected the request with a Reset (RST)"), and
+that warning is a debug line of `iotdtls.cli` (`SendFailureLines`, `RESET_WARNING`).
+
 A coap:// request to a multicast address that cannot be sent (no route: `ff02::1%lo`, an
 interface without multicast) fails in aiocoap's own error path: it compares the unicast
 remotes of its requests with the multicast request's None, and raises an AttributeError in
@@ -52,11 +58,13 @@ __all__ = [
     "CLIENT_LOGGER",
     "MULTICAST_REMARK",
     "REPORTED_BY_THE_COMMAND",
+    "RESET_WARNING",
     "OneLineTracebacks",
     "ReportedByTheCommand",
     "SendFailureLines",
     "raised_in_aiocoap",
     "reported_lines_held_back",
+    "reset_warning",
     "run_routing_aiocoap_failures",
     "send_failure",
 ]
@@ -77,6 +85,9 @@ CLIENT_LOGGER = "coap"
 #: aiocoap's (0.4.17) warning for every request to a multicast address, sent as a unicast one
 #: (the first response is the request's): the user asked for that address.
 MULTICAST_REMARK = "Sending request to multicast via unicast request method"
+#: How aiocoap's (0.4.17) warning starts when what failed a request is no instance of its
+#: errors: a Reset gives the class `MessageError` itself (`reset_warning`).
+RESET_WARNING = "An exception that is not an aiocoap Error was raised from a transport"
 
 
 def raised_in_aiocoap(exc: BaseException) -> bool:
@@ -109,6 +120,17 @@ def send_failure(exc: BaseException) -> OSError | None:
 
 #: The module of aiocoap's UDP transport (coap://).
 UDP6_MODULE = "aiocoap.transports.udp6"
+
+
+def reset_warning(record: logging.LogRecord) -> bool:
+    """True for aiocoap's warning (`RESET_WARNING`) about the `MessageError` of a Reset that
+    answered a request, which the command's line reports."""
+    from aiocoap import error
+
+    if not str(record.msg).startswith(RESET_WARNING):
+        return False
+    args = record.args if isinstance(record.args, tuple) else ()
+    return any(arg is error.MessageError or isinstance(arg, error.MessageError) for arg in args)
 
 
 def _module(namespace: dict[str, Any]) -> str:
@@ -157,7 +179,8 @@ class SendFailureLines(logging.Filter):
     could not be sent (`send_failure`: the traceback of "Exception raised through
     dispatch_error", "please report this as a bug in aiocoap"), which the command's line
     reports, are debug lines of `iotdtls.cli` (-v), without the traceback (the command logs
-    it once); without `verbose`, its warning that a multicast request goes as a unicast one
+    it once), and so is its warning about the Reset that failed a request (`reset_warning`);
+    without `verbose`, its warning that a multicast request goes as a unicast one
     (`MULTICAST_REMARK`) is held back."""
 
     def __init__(self, verbose: bool) -> None:
@@ -166,6 +189,9 @@ class SendFailureLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.verbose and record.msg == MULTICAST_REMARK:
+            return False
+        if reset_warning(record):
+            logger.debug("aiocoap logged: %s", record.getMessage())
             return False
         exc = record.exc_info[1] if record.exc_info else None
         carried = [exc, *(record.args if isinstance(record.args, tuple) else ())]

@@ -549,9 +549,12 @@ def _problem(exc: Exception) -> object:
     other was raised for a response aiocoap could not handle (RFC 7959: a block out of order,
     `UnexpectedBlock2`, `NotImplemented`; or a bug of its block-wise code on a response it
     did not expect, an AttributeError or AssertionError), named by its type, as some have no
-    text. Its traceback is logged at debug level (`-v`)."""
+    text. Its traceback is logged at debug level (`-v`). A Reset answering the request (RFC
+    7252 §4.2; aiocoap's `MessageError`, "Network error: MessageError") is said as such."""
     from aiocoap import error
 
+    if isinstance(exc, error.MessageError):
+        return "the server rejected the request with a Reset (RST)"
     if isinstance(exc, error.HelpfulError):
         return exc
     logger.debug("aiocoap failed on the server's response", exc_info=exc)
