@@ -1079,3 +1079,130 @@ def test_a_client_hello_the_gate_drops_leaves_a_failed_handshakes_alert_owed() -
     assert net.server.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 1
     assert net.server.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 1
     assert alert_again(net, address, flight)
+
+
+def stalled_after_flight_5(net: Net, address: Address) -> DtlsConnection:
+    """A client at `address` (kept out of `net.clients`, so `pump` leaves it alone) whose
+    flight 5 (ClientKeyExchange, ChangeCipherSpec, Finished) is lost: it waits for the
+    server's Finished, half-open at the server."""
+    client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+    client.connect(net.now)
+    for _ in range(2):  # ClientHello, HelloVerifyRequest; ClientHello with cookie, flight 4
+        for data in client.datagrams_to_send(net.now):
+            net.server.receive_datagram(data, address, net.now)
+        for data, to in net.server.datagrams_to_send(net.now):
+            assert to == address
+            client.receive_datagram(data, net.now)
+    assert client.datagrams_to_send(net.now)  # flight 5, lost
+    assert address in net.server._handshaking
+    return client
+
+
+def retransmit_into_the_server(net: Net, address: Address, client: DtlsConnection) -> None:
+    """`client`'s retransmission timer fires and its flight reaches the server; what the
+    server answers reaches the client."""
+    timer = client.get_timer()
+    assert timer is not None
+    net.now = max(net.now, timer)
+    client.handle_timer(net.now)
+    for data in client.datagrams_to_send(net.now):
+        net.server.receive_datagram(data, address, net.now)
+    for data, to in net.server.datagrams_to_send(net.now):
+        assert to == address
+        header = RecordHeader.decode(data)
+        alert = plain_alert(data)
+        assert header.epoch == 0 and alert is not None  # in the clear, RFC 5246 §7.2.2
+        assert alert.description is AlertDescription.internal_error
+        client.receive_datagram(data, net.now)
+
+
+def evict_by_oldest_of_all(net: Net) -> None:
+    net.half_open(("192.0.2.50", 1))
+
+
+def evict_by_over_cap(net: Net) -> None:
+    net.half_open(("192.0.2.51", 1))
+
+
+def evict_by_own_host(net: Net) -> None:
+    net.now += 2.5  # the evicted one has stalled
+    net.half_open(("198.51.100.40", 9))
+
+
+@pytest.mark.req("HS-2")
+@pytest.mark.parametrize(
+    ("settings", "crowd", "evict", "outcome"),
+    [
+        ({"max_handshakes": 1}, 0, evict_by_oldest_of_all, GateOutcome.HANDSHAKE_EVICTED),
+        (
+            {"max_handshakes": 2, "max_handshakes_per_host": 1},
+            1,
+            evict_by_over_cap,
+            GateOutcome.OVER_CAP_HANDSHAKE_EVICTED,
+        ),
+        (
+            {"max_handshakes": 1, "max_handshakes_per_host": 1},
+            0,
+            evict_by_own_host,
+            GateOutcome.HOST_HANDSHAKE_EVICTED,
+        ),
+    ],
+    ids=["oldest-of-all", "over-cap", "own-host"],
+)
+def test_an_evicted_handshakes_client_is_told_with_internal_error_at_its_next_flight(
+    settings: dict[str, Any], crowd: int, evict: Callable[[Net], None], outcome: GateOutcome
+) -> None:
+    """A half-open handshake evicted to make room (any of the three ways) leaves its client
+    repeating its flight into nothing; the server answers that flight with a fatal
+    internal_error alert in epoch 0 (RFC 5246 §7.2.2: the server's own limit), so the client
+    fails at once, instead of at its handshake timeout (probe BY: 60 s under a flood)."""
+    net = Net(server_config(**settings))
+    address = ("198.51.100.40", 8)
+    client = stalled_after_flight_5(net, address)
+    for port in range(crowd):  # the same host, beyond its cap while the table had room
+        net.half_open(("198.51.100.40", 100 + port))
+    evict(net)
+    assert net.server.gate[outcome] == 1
+    assert address not in net.server.connections
+    retransmit_into_the_server(net, address, client)
+    assert client.state is ConnectionState.CLOSED
+    assert isinstance(client.error, AlertReceived)
+    assert client.error.alert is AlertDescription.internal_error
+    assert net.server.gate[GateOutcome.EVICTION_ALERT_SENT] == 1
+    assert net.server.gate[GateOutcome.ALERT_REPEATED] == 0
+
+
+@pytest.mark.req("HS-2")
+def test_an_evicted_handshakes_address_starts_afresh_with_a_clienthello() -> None:
+    """What an eviction leaves answers only the evicted client's later flights: a ClientHello
+    from that address (a new one, or a copy of the evicted one with its cookie) goes through
+    the gate as any other, and a new handshake there completes."""
+    net = Net(server_config(max_handshakes=1))
+    address = ("198.51.100.41", 8)
+    net.half_open(address)  # retransmits its ClientHello with cookie at its timer
+    evict_by_oldest_of_all(net)
+    assert address in net.server._failed
+    net.now += 1.0
+    net.clients[address].handle_timer(net.now)
+    net.pump()  # the copy of the hello with its (still valid) cookie takes the gate again
+    assert net.server.gate[GateOutcome.EVICTION_ALERT_SENT] == 0
+    assert net.clients[address].state is ConnectionState.ESTABLISHED
+    assert net.server.gate[GateOutcome.COOKIE_ACCEPTED] == 3
+    assert address not in net.server._failed
+
+
+@pytest.mark.req("HS-2")
+def test_evictions_remembered_are_bounded_as_failures_are() -> None:
+    """A flood of half-open handshakes that evict each other grows nothing: at most
+    `max_handshakes` evictions are remembered (the oldest forgotten first), each for the
+    handshake timeout, no key and no association kept."""
+    net = Net(server_config(max_handshakes=2, handshake_timeout=10.0))
+    flood = [("203.0.113.40", 7000 + i) for i in range(20)]
+    for address in flood:
+        net.half_open(address)
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 18
+    assert list(net.server._failed) == flood[16:18]
+    assert len(net.server.connections) == 2
+    net.now = 10.0
+    net.server.receive_datagram(b"\x16" + bytes(40), flood[16], net.now)
+    assert net.server._failed == {}

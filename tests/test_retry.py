@@ -14,8 +14,10 @@ import pytest
 from iotdtls import aio, sync
 from iotdtls.config import ClientConfig, RetryPolicy, ServerConfig
 from iotdtls.credentials import PrivateKey
-from iotdtls.errors import AlertReceived, ConfigError, HandshakeTimeout
-from tests.interop_support import ServerThread
+from iotdtls.errors import AlertDescription, AlertReceived, ConfigError, HandshakeTimeout
+from iotdtls.proxy import LossyProxy
+from tests.aio_support import echo, eventually
+from tests.interop_support import LOCALHOST, ServerThread, client_config, server_config
 from tests.peers import Pki
 
 QUICK = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
@@ -182,3 +184,54 @@ def test_asyncio_timeout_after_retries_names_the_attempts(
         asyncio.run(asyncio.wait_for(attempt(), 10.0))
     assert str(failed.value) == message
     assert failed.value.attempts == (1 if retry is None else 3)
+
+
+def stalled_client_evicted(retry: RetryPolicy | None) -> tuple[BaseException | None, float]:
+    """A server with room for one handshake in progress; an asyncio client whose flight 5 is
+    lost (a lossy proxy drops its third datagram) waits, half-open at the server, when a
+    second client's handshake evicts it (oldest first). Returns what the first client's
+    connect ended with (None: it connected) and how long it took from the eviction."""
+    outcome: list[BaseException | None] = []
+
+    async def main() -> float:
+        config = server_config(max_handshakes=1)  # the server's flight 4 resent after 1 s
+        async with await aio.serve(echo, LOCALHOST, 0, config) as server:
+            with LossyProxy(server.address, seed=0, drop={("client", 3)}, lifetime=20) as p:
+                slow = client_config(handshake_timeout=30.0, retry=retry)
+                first = asyncio.ensure_future(aio.connect(*p.address, slow))
+                assert await eventually(lambda: len(p.datagrams("client")) >= 3, 5.0)
+                async with aio.connect(*server.address, client_config()):
+                    evicted = asyncio.get_running_loop().time()
+                    assert server.stats.gate["HANDSHAKE_EVICTED"] == 1
+                try:
+                    connection = await asyncio.wait_for(first, 10.0)
+                    await connection.close()
+                    outcome.append(None)
+                except (AlertReceived, TimeoutError) as exc:
+                    outcome.append(exc)
+                took = asyncio.get_running_loop().time() - evicted
+                assert await eventually(lambda: server.stats.gate["EVICTION_ALERT_SENT"], 2.0)
+                return took
+
+    took = asyncio.run(asyncio.wait_for(main(), 20.0))
+    return outcome[0], took
+
+
+def test_an_evicted_client_fails_at_once_with_internal_error() -> None:
+    """End to end (asyncio over UDP): a client whose half-open handshake the server evicted
+    (`max_handshakes`) gets internal_error at its next flight (RFC 5246 §7.2.2), and its
+    connect raises AlertReceived(internal_error) within a retransmission, not at its 30 s
+    handshake timeout (probe BY: 60 s stalled behind a half-open flood)."""
+    error, took = stalled_client_evicted(retry=None)
+    assert isinstance(error, AlertReceived), error
+    assert error.alert is AlertDescription.internal_error
+    assert took < 3.0
+
+
+@pytest.mark.req("RPK-4")
+def test_an_evicted_client_with_a_retry_policy_starts_again_and_connects() -> None:
+    """The same client with `RetryPolicy` starts a new handshake at once after the alert, and
+    connects (the lossy proxy drops only its first flight 5)."""
+    error, took = stalled_client_evicted(retry=RetryPolicy(attempts=2, initial=0.05))
+    assert error is None
+    assert took < 3.0

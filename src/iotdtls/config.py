@@ -996,10 +996,11 @@ class ServerConfig(_CommonConfig):
     max_connections: int = 4096
     #: Most handshakes in progress (half-open associations) at once, on top of
     #: `max_connections`; when full, the oldest is dropped (RFC 6347 §4.2.1: a cookie proves
-    #: an address, not a peer, so these cannot crowd out established associations). It also
-    #: bounds the handshakes that failed on our fatal alert whose alert the endpoint keeps to
-    #: send again, for `handshake_timeout` (RFC 6347 §4.2.7; the oldest goes first; three
-    #: sealed alert records each, no keys).
+    #: an address, not a peer, so these cannot crowd out established associations), and its
+    #: client gets internal_error when its next flight comes (RFC 5246 §7.2.2). It also
+    #: bounds the handshakes that failed on our fatal alert, or were evicted, whose alert the
+    #: endpoint keeps to send again, for `handshake_timeout` (RFC 6347 §4.2.7; the oldest goes
+    #: first; three sealed alert records each, no keys).
     max_handshakes: int = 256
     #: Of those `max_handshakes`, the most one host (an IPv4 address, or an IPv6 /64 prefix: one
     #: subscriber's allocation) keeps once the table is full; while it has room, a host takes

@@ -806,6 +806,14 @@ class DtlsConnection:
         if self.state is not _CLOSED:
             self._close(error)
 
+    def seal_fatal_alerts(self, alert: AlertDescription) -> tuple[bytes, ...]:
+        """`ALERT_REPEATS` records of the fatal `alert`, each sealed now in the current write
+        epoch with its own record number (in the clear during a full handshake, epoch 0), for
+        an owner that ended this association without a word (`terminate`) and tells its peer
+        only if that peer shows itself again (RFC 6347 §4.2.7): a `ServerEndpoint` evicting a
+        half-open handshake keeps these as it keeps `alert_repeats`. Nothing is queued."""
+        return self._seal_alert_repeats(alert)
+
     def close(self, reason: DtlsError | None = None) -> None:
         """Send close_notify and end the association (RFC 5246 §7.2.1). `reason` is what the
         closing event tells the application (None: a plain close; e.g. `IdleTimeout` when a

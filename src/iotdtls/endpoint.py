@@ -33,6 +33,14 @@ generate a new alert message if the offending record is received again"): at mos
 `ServerConfig.max_handshakes` addresses, the oldest failure forgotten first, each for
 `ServerConfig.handshake_timeout` (as long as its peer may go on repeating), with no key and no
 association kept (`GateOutcome.ALERT_REPEATED`).
+
+A half-open handshake evicted to make room for another (`ServerConfig.max_handshakes`, oldest
+first) is remembered in the same table, with copies of a fatal internal_error alert (RFC 5246
+§7.2.2: an error "unrelated to the peer or the correctness of the protocol"): its client, which
+goes on repeating its flight into an association that is gone, gets that alert at its next
+flight instead of waiting out its handshake timeout (`GateOutcome.EVICTION_ALERT_SENT`), and
+can start again at once. A new ClientHello from that address, and a copy of the evicted one
+(whose cookie may still let it in), go through the gate as any other.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.crypto import constant_time_equal, random_bytes
 from iotdtls.crypto.prf import HmacSha256
 from iotdtls.errors import (
+    AlertDescription,
     AlertLevel,
     AssociationEvicted,
     AssociationReplaced,
@@ -186,6 +195,16 @@ class GateOutcome(IdentityHashEnum):
     #: after our alert). Once the failure's copies of the alert are all sent it is
     #: forgotten, and a later copy of its hello takes the gate again.
     FAILED_HELLO_DROPPED = auto()
+    #: A datagram from an address whose half-open handshake was evicted lately (counted
+    #: `HANDSHAKE_EVICTED`, `OVER_CAP_HANDSHAKE_EVICTED` or `HOST_HANDSHAKE_EVICTED`), holding
+    #: a handshake or ChangeCipherSpec record (its client repeats its flight into an
+    #: association that is gone), answered with a fatal internal_error alert in the epoch the
+    #: handshake wrote in (epoch 0, in the clear, for a full handshake; RFC 5246 §7.2.2), so
+    #: that the client fails at once and may start again instead of waiting out its handshake
+    #: timeout: within the bounds of `ALERT_REPEATED`, in the same table of at most
+    #: `ServerConfig.max_handshakes` addresses. A ClientHello from that address, a copy of
+    #: the evicted one included, goes through the gate as any other.
+    EVICTION_ALERT_SENT = auto()
 
 
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
@@ -206,12 +225,16 @@ class _FailedHandshake(NamedTuple):
     """What the endpoint keeps of a handshake that failed on our fatal alert, to send that
     alert again (RFC 6347 §4.2.7): the alert's copies still to send, each sealed in its own
     record (`DtlsConnection.alert_repeats`), when the next may go, until when any may, and
-    the client random of its ClientHello (public), to know a copy of that hello."""
+    the client random of its ClientHello (public), to know a copy of that hello; or of a
+    half-open handshake we evicted, the internal_error alert that tells its client so
+    (`outcome` `GateOutcome.EVICTION_ALERT_SENT`, and no client random: a copy of its hello
+    takes the gate again)."""
 
     alerts: tuple[bytes, ...]
     not_before: float
     expires: float
     client_random: bytes
+    outcome: GateOutcome = GateOutcome.ALERT_REPEATED
 
 
 class _CountedStore:
@@ -540,9 +563,11 @@ class ServerEndpoint:
         """A datagram from an address without an association that starts with no ClientHello:
         dropped, unless its address's handshake failed lately on our alert and the datagram
         repeats the peer's flight (`_repeat_alert`)."""
-        if self._failed and self._repeat_alert(data, address, now):
-            self.gate[GateOutcome.ALERT_REPEATED] += 1
-            return
+        if self._failed:
+            told = self._repeat_alert(data, address, now)
+            if told is not None:
+                self.gate[told] += 1
+                return
         self.gate[GateOutcome.NOT_A_CLIENT_HELLO] += 1
 
     def _repeats_failed_hello(
@@ -558,23 +583,22 @@ class ServerEndpoint:
         failed = self._failed.get(address)
         if failed is None or hello.client_random(data) != failed.client_random:
             return False
-        if self._repeat_alert(data, address, now):
-            self.gate[GateOutcome.ALERT_REPEATED] += 1
-        else:
-            self.gate[GateOutcome.FAILED_HELLO_DROPPED] += 1
+        told = self._repeat_alert(data, address, now)
+        self.gate[GateOutcome.FAILED_HELLO_DROPPED if told is None else told] += 1
         return True
 
-    def _repeat_alert(self, data: bytes, address: Address, now: float) -> bool:
-        """Send `address`'s failed handshake's alert again if `data` holds a handshake or
-        ChangeCipherSpec record of DTLS 1.0 or 1.2 in epoch 0 or 1 (read by its framing: the
-        keys are gone, and a stranger could forge it anyway, which the bounds make harmless;
-        RFC 6347 §4.2.7), is at least as large as the alert, and the last one went a quarter
-        of the initial retransmission interval ago (`DtlsConnection._repeat_alert` is the
-        same for a connection kept). True when sent."""
+    def _repeat_alert(self, data: bytes, address: Address, now: float) -> GateOutcome | None:
+        """Send `address`'s failed (or evicted) handshake's alert again if `data` holds a
+        handshake or ChangeCipherSpec record of DTLS 1.0 or 1.2 in epoch 0 or 1 (read by its
+        framing: the keys are gone, and a stranger could forge it anyway, which the bounds
+        make harmless; RFC 6347 §4.2.7), is at least as large as the alert, and the last one
+        went a quarter of the initial retransmission interval ago
+        (`DtlsConnection._repeat_alert` is the same for a connection kept). The outcome to
+        count when sent (`_FailedHandshake.outcome`), else None."""
         self._expire_failures(now)
         failed = self._failed.get(address)
         if failed is None or now < failed.not_before or len(data) < len(failed.alerts[0]):
-            return False
+            return None
         records, _ = split_datagram(data)
         if not any(
             header.content_type in _FLIGHT_CONTENT
@@ -582,7 +606,7 @@ class ServerEndpoint:
             and header.epoch <= 1
             for header, _ in records
         ):
-            return False
+            return None
         alert, *rest = failed.alerts
         if rest:
             not_before = now + self.config.retransmit.triggered_spacing
@@ -590,7 +614,7 @@ class ServerEndpoint:
         else:
             del self._failed[address]
         self._outgoing.append((alert, address))
-        return True
+        return failed.outcome
 
     def _remember_failure(self, address: Address, conn: DtlsConnection) -> None:
         """`conn`, `address`'s association, has left `connections`: if its handshake failed on
@@ -605,13 +629,29 @@ class ServerEndpoint:
                 failed.pop(address, None)
             return
         now = self._clock
+        spacing = self.config.retransmit.triggered_spacing
+        self._remember(address, _FailedHandshake(alerts, now + spacing, 0.0, conn.client_random))
+
+    def _remember_eviction(self, address: Address, conn: DtlsConnection) -> None:
+        """`conn`, `address`'s half-open association, was evicted without a word: keep
+        copies of a fatal internal_error alert for its client's next flight (RFC 5246 §7.2.2:
+        the server's own limit, nothing the peer did), within the bounds of the failures
+        (`_remember`), to send from the first datagram that repeats its flight (no rest of a
+        failing flight to wait out). No client random: a copy of its ClientHello is a
+        client starting over, which the gate may let in again."""
+        alerts = conn.seal_fatal_alerts(AlertDescription.internal_error)
+        if alerts:
+            outcome = GateOutcome.EVICTION_ALERT_SENT
+            self._remember(address, _FailedHandshake(alerts, self._clock, 0.0, b"", outcome))
+
+    def _remember(self, address: Address, failed_handshake: _FailedHandshake) -> None:
+        """Keep `failed_handshake` for `address` for `ServerConfig.handshake_timeout` (as
+        long as its peer may go on repeating), newest last, within `ServerConfig.max_handshakes`
+        addresses (the oldest goes): a flood of failures or evictions grows nothing."""
+        failed = self._failed
+        now = self._clock
         failed.pop(address, None)  # a newer failure goes last, in the order of expiry
-        failed[address] = _FailedHandshake(
-            alerts,
-            now + self.config.retransmit.triggered_spacing,
-            now + self.config.handshake_timeout,
-            conn.client_random,
-        )
+        failed[address] = failed_handshake._replace(expires=now + self.config.handshake_timeout)
         self._expire_failures(now)
         while len(failed) > self.config.max_handshakes:
             del failed[next(iter(failed))]
@@ -682,21 +722,25 @@ class ServerEndpoint:
             if not self._stalled(oldest, now):
                 self.gate[GateOutcome.HOST_HANDSHAKES_WAIT] += 1
                 return False
-            evicted = self.connections[oldest]
-            self._drop(oldest, evicted, AssociationEvicted("too many handshakes from its host"))
+            self._evict(oldest, "too many handshakes from its host")
             self.gate[GateOutcome.HOST_HANDSHAKE_EVICTED] += 1
         elif self._over_cap:
             by_host = self._handshakes_by_host
             crowding = max(self._over_cap, key=lambda other: len(by_host[other]))
-            oldest = next(iter(by_host[crowding]))
-            evicted = self.connections[oldest]
-            self._drop(oldest, evicted, AssociationEvicted("too many handshakes from its host"))
+            self._evict(next(iter(by_host[crowding])), "too many handshakes from its host")
             self.gate[GateOutcome.OVER_CAP_HANDSHAKE_EVICTED] += 1
         else:
-            oldest = next(iter(self._handshaking))
-            self._drop(oldest, self.connections[oldest], AssociationEvicted("too many handshakes"))
+            self._evict(next(iter(self._handshaking)), "too many handshakes")
             self.gate[GateOutcome.HANDSHAKE_EVICTED] += 1
         return True
+
+    def _evict(self, address: Address, reason: str) -> None:
+        """Let `address`'s half-open handshake go (`AssociationEvicted(reason)`), sending
+        nothing now (a flood of cookie exchanges must not make us send), and tell its client
+        with internal_error if it repeats its flight (`_remember_eviction`)."""
+        evicted = self.connections[address]
+        self._drop(address, evicted, AssociationEvicted(reason))
+        self._remember_eviction(address, evicted)
 
     def _stalled(self, address: Address, now: float) -> bool:
         """Whether `address`'s half-open handshake has stalled: begun (its cookie verified)
