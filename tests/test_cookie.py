@@ -8,6 +8,7 @@ every HelloVerifyRequest, a second one included, and stops after a few.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 
 import pytest
@@ -25,8 +26,10 @@ from iotdtls.messages import (
     ExtendedMasterSecret,
     HandshakeType,
     HelloVerifyRequest,
+    UnknownExtension,
 )
-from iotdtls.record import ContentType, RecordLayer
+from iotdtls.messages.handshake import encode_message_header
+from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType, RecordHeader, RecordLayer
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
@@ -149,6 +152,45 @@ def test_a_hello_not_whole_in_its_record_gets_no_answer() -> None:
     assert endpoint.gate[GateOutcome.FRAGMENTED_CLIENT_HELLO] == 2
     assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == len(variants) - 2
     assert endpoint.connections == {}
+
+
+def padded_hello(pad: int, cookie: bytes = b"") -> bytes:
+    """A whole ClientHello in one epoch-0 record, padded by an unknown extension of `pad`
+    bytes (the record made by hand: `RecordLayer.seal` refuses one over 2^14 bytes)."""
+    msg = hello(cookie)
+    padding = UnknownExtension(0xFFEE, bytes(pad))
+    body = dataclasses.replace(msg, extensions=(*msg.extensions, padding)).encode()
+    payload = encode_message_header(HandshakeType.client_hello, len(body), 0) + body
+    return RecordHeader(ContentType.handshake, DTLS_1_2, 0, 0, len(payload)).encode() + payload
+
+
+@pytest.mark.req("HS-2")
+def test_a_clienthello_record_over_2_14_bytes_is_dropped_before_any_cookie_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record longer than 2^14 bytes is malformed (RFC 6347 §4.1, RFC 5246 §6.2.1: the
+    length "MUST NOT exceed 2^14") and is discarded silently (RFC 6347 §4.1.2.7): the gate
+    neither answers it with a HelloVerifyRequest nor, with a valid cookie, starts an
+    association that would drop it as bad_length and hold a slot until its timeout (probe BY
+    t15), and it computes no MAC over it. One of exactly 2^14 bytes is a ClientHello."""
+    endpoint = server()
+    pad = MAX_PLAINTEXT_LENGTH + 13 - len(padded_hello(0))
+    largest = padded_hello(pad)
+    assert len(largest) == 13 + MAX_PLAINTEXT_LENGTH
+    assert len(cookie_of(ask(endpoint, largest, CLIENT_ADDR))) == COOKIE_LENGTH
+    too_long = padded_hello(pad + 1)
+    without_cookie, _ = iotdtls.endpoint._split_cookie(too_long[25:])
+    cookie = endpoint._cookies.make(0.0, repr(CLIENT_ADDR).encode(), without_cookie)
+    with_cookie = padded_hello(pad + 1, cookie)  # one the gate would let in
+    macs = []
+    cookie_mac = CookieJar._cookie
+    monkeypatch.setattr(CookieJar, "_cookie", lambda *a: macs.append(1) or cookie_mac(*a))
+    for datagram in (too_long, with_cookie):
+        assert ask(endpoint, datagram, CLIENT_ADDR) == []
+    assert macs == []
+    assert endpoint.connections == {}
+    assert endpoint.gate[GateOutcome.NOT_A_CLIENT_HELLO] == 2
+    assert endpoint.gate[GateOutcome.HELLO_VERIFY_SENT] == 1
 
 
 @pytest.mark.req("HS-2")

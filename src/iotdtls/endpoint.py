@@ -87,6 +87,7 @@ from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import (
     CCS_CONTENT,
     HANDSHAKE_CONTENT,
+    MAX_PLAINTEXT_LENGTH,
     RECORD_HEADER_LEN,
     ContentType,
     RecordHeader,
@@ -1116,7 +1117,9 @@ def _hello_record(data: bytes) -> _HelloRecord | None:
     """The headers of the first record of `data` if it is an epoch-0 handshake record of a
     DTLS 1.0/1.2 ClientHello whose fragment lies inside both the record and the datagram; None
     for anything else, malformed input included (the gate runs this for every first datagram
-    of a peer)."""
+    of a peer). A record longer than 2^14 bytes is malformed (RFC 6347 §4.1, RFC 5246 §6.2.1:
+    its length "MUST NOT exceed 2^14"; the record layer discards it as bad_length, RFC 6347
+    §4.1.2.7): no HelloVerifyRequest, no association and no MAC over it."""
     if len(data) < _INITIAL_HEADERS.size:
         return None
     (
@@ -1140,6 +1143,7 @@ def _hello_record(data: bytes) -> _HelloRecord | None:
         or type_and_length >> 24 != _CLIENT_HELLO
         or end > len(data)
         or end > RECORD_HEADER_LEN + record_length
+        or record_length > MAX_PLAINTEXT_LENGTH
     ):
         return None
     return _HelloRecord(
