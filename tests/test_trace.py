@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iotdtls.messages import HandshakeType
-from iotdtls.trace import describe_datagram
+from iotdtls.trace import MAX_DESCRIBED, describe_datagram
 from tests.memory_link import make_link, wire_from
 
 
@@ -80,3 +80,20 @@ def test_a_real_handshake_reads_as_its_messages() -> None:
 )
 def test_each_kind_of_record(datagram: bytes, text: str) -> None:
     assert describe_datagram(datagram) == text
+
+
+def test_a_datagram_of_thousands_of_records_reads_in_a_bounded_line() -> None:
+    """A datagram of 4,000 empty records (probe BY: a 111 KB `-v` line) describes its first
+    `MAX_DESCRIBED` records, then counts the rest; so does a record of 4,000 fragments."""
+    many = b"".join(record(23, 0, i, b"") for i in range(4000))
+    text = describe_datagram(many + b"xy")
+    described = " + ".join(f"ApplicationData(e0/s{i})" for i in range(MAX_DESCRIBED))
+    assert text == f"{described} + 3968 more records + <2 stray bytes>"
+    assert describe_datagram(many[: 13 * (MAX_DESCRIBED + 1)]).endswith(
+        f"ApplicationData(e0/s{MAX_DESCRIBED - 1}) + 1 more record"
+    )
+    hello = fragment(HandshakeType.client_hello, 0, b"", total=60)
+    text = describe_datagram(record(22, 0, 7, hello * 4000))
+    parts = " ".join(["client_hello#0[0+0/60]"] * MAX_DESCRIBED)
+    assert text == f"Handshake(e0/s7: {parts} + 3968 more fragments)"
+    assert len(describe_datagram(many + record(22, 0, 1, bytes(80))[:14])) < 1000

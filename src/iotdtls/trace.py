@@ -14,6 +14,11 @@ from iotdtls.record import RECORD_HEADER_LEN, ContentType, RecordHeader
 
 __all__ = ["describe_datagram", "log_datagram"]
 
+#: Records of one datagram, and handshake fragments of one record, described one by one; the
+#: rest are counted ("+ 3968 more records"): a datagram of thousands of empty records (a
+#: 64 KB datagram holds 5,000) must not make a `-v` log line of a hundred kilobytes.
+MAX_DESCRIBED = 32
+
 _NAMES = {
     ContentType.change_cipher_spec: "ChangeCipherSpec",
     ContentType.alert: "Alert",
@@ -24,11 +29,15 @@ _NAMES = {
 
 
 def _describe_handshake(payload: bytes) -> str:
-    parts = []
+    parts: list[str] = []
+    more = 0
     r = Reader(payload)
     while not r.eof():
         h = HandshakeHeader.decode(r)
         r.pull_bytes(h.fragment_length)
+        if len(parts) >= MAX_DESCRIBED:
+            more += 1
+            continue
         try:
             name = HandshakeType(h.msg_type).name
         except ValueError:
@@ -36,7 +45,14 @@ def _describe_handshake(payload: bytes) -> str:
         whole = h.fragment_offset == 0 and h.fragment_length == h.length
         frag = "" if whole else f"[{h.fragment_offset}+{h.fragment_length}/{h.length}]"
         parts.append(f"{name}#{h.message_seq}{frag}")
+    if more:
+        parts.append(f"+ {_more(more, 'fragment')}")
     return " ".join(parts)
+
+
+def _more(count: int, what: str) -> str:
+    """What was left undescribed beyond `MAX_DESCRIBED`: "1 more record", "2 more records"."""
+    return f"{count} more {what}{'' if count == 1 else 's'}"
 
 
 def _enum_name(value: int) -> str:
@@ -63,20 +79,30 @@ def _describe_record(header: RecordHeader, fragment: bytes) -> str:
 
 
 def describe_datagram(data: bytes) -> str:
-    """Records of a datagram, e.g. `Handshake(e0/s1: ServerHello#1 ServerHelloDone#2)`."""
-    parts = []
+    """Records of a datagram, e.g. `Handshake(e0/s1: ServerHello#1 ServerHelloDone#2)`: the
+    first `MAX_DESCRIBED`, then how many more ("... + 3968 more records")."""
+    parts: list[str] = []
+    more = 0
     offset = 0
+    tail = None
     while offset + RECORD_HEADER_LEN <= len(data):
         header = RecordHeader.decode(data, offset)
         start = offset + RECORD_HEADER_LEN
         if start + header.length > len(data):  # the length field runs past the datagram
-            parts.append(f"<a record of {header.length} B cut short at {len(data) - start} B>")
-            return " + ".join(parts)
-        fragment = data[start : start + header.length]
-        parts.append(_describe_record(header, fragment))
+            tail = f"<a record of {header.length} B cut short at {len(data) - start} B>"
+            break
+        if len(parts) < MAX_DESCRIBED:
+            parts.append(_describe_record(header, data[start : start + header.length]))
+        else:
+            more += 1
         offset = start + header.length
-    if offset != len(data):
-        parts.append(f"<{len(data) - offset} stray bytes>")
+    else:
+        if offset != len(data):
+            tail = f"<{len(data) - offset} stray bytes>"
+    if more:
+        parts.append(_more(more, "record"))
+    if tail is not None:
+        parts.append(tail)
     return " + ".join(parts)
 
 
