@@ -724,6 +724,45 @@ def test_a_second_server_on_a_port_in_use_is_refused() -> None:
         sock.close()
 
 
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_two_servers_started_at_once_never_share_the_port(at: int) -> None:
+    """A second set of workers binding while the first is between its check and its binds
+    (here: just before the first's `at`-th socket binds): exactly one of the two gets the port,
+    never both (probe BY: 3 of 150 simultaneous starts shared it, when the check was a socket
+    closed before the binds)."""
+    port = free_udp_port()
+    calls = 0
+    second: list[socket.socket] | OSError | None = None
+    enlarge = aio.enlarge_receive_buffer
+
+    def start_the_second(sock: socket.socket) -> None:
+        nonlocal calls, second
+        enlarge(sock)
+        calls += 1
+        if calls == at:
+            try:
+                second = workers._bind_reuseport(LOCALHOST, port, 2)
+            except OSError as exc:
+                second = exc
+
+    first: list[socket.socket] | OSError
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aio, "enlarge_receive_buffer", start_the_second)
+        try:
+            first = workers._bind_reuseport(LOCALHOST, port, 3)
+        except OSError as exc:
+            first = exc
+    bound = [group for group in (first, second) if isinstance(group, list)]
+    try:
+        assert len(bound) == 1
+        refused = second if bound[0] is first else first
+        assert isinstance(refused, OSError) and refused.errno == errno.EADDRINUSE
+    finally:
+        for group in bound:
+            for sock in group:
+                sock.close()
+
+
 def test_workers_serve_names_the_address_it_cannot_listen_on() -> None:
     """As `aio.serve`: the bind's error names the address ("[Errno 98] Address already in use"
     alone before), same errno, and no worker starts."""

@@ -405,24 +405,29 @@ def _bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
     A port somebody already holds raises `OSError` (EADDRINUSE) as a single-process server's
     bind does, even when the holder is another reuseport group of ours (a second server
     started by mistake): the kernel would let us join it and share its clients out between
-    two servers that know nothing of each other's associations."""
+    two servers that know nothing of each other's associations. The first socket is the
+    check: it binds without SO_REUSEPORT, which fails if any socket holds the port and, once
+    bound, makes every other bind of the port fail; only then is SO_REUSEPORT set on it, and
+    the others join it (the kernel reads the bound socket's flag at each later bind). No
+    moment passes between the check and the binds in which a server started at the same
+    time could pass the same check (probe BY: a separate check socket, closed before the
+    binds, let 3 of 150 simultaneous starts share the port)."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError("workers need SO_REUSEPORT, which this system does not have")
     family, _, _, _, address = resolve(host, port)[0]
-    if port:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            dual_stack(probe, address)  # the IPv4 port too, as the workers' sockets take it
-            probe.bind(address)  # without SO_REUSEPORT: fails if any socket holds the port
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             aio.enlarge_receive_buffer(sock)
-            dual_stack(sock, address)
+            dual_stack(sock, address)  # the IPv4 port too, on an IPv6 wildcard
+            if len(sockets) > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
-            address = sock.getsockname()
+            if len(sockets) == 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                address = sock.getsockname()
     except BaseException:
         for sock in sockets:
             sock.close()
