@@ -116,15 +116,17 @@ def register(sub: Any) -> None:
         action="store_true",
         help="skip the HelloVerifyRequest exchange for addresses without an established"
         " association (a new ClientHello from one that has one still needs a cookie, RFC"
-        " 6347 §4.2.8)",
+        " 6347 §4.2.8). Unsafe on an open network: a flood of ClientHellos from forged"
+        " source addresses then takes every --max-handshakes place and evicts every honest"
+        " handshake (one success in 7.3 s under such a flood)",
     )
     srv.add_argument(
         "--workers",
         type=whole_number(1, workers.MAX_WORKERS),
         default=1,
         metavar="N",
-        help="N processes on the port (SO_REUSEPORT), one cookie secret; each keeps its own "
-        "sessions unless --session-dir (default 1)",
+        help=f"N processes on the port (SO_REUSEPORT), 1 to {workers.MAX_WORKERS}, one cookie "
+        "secret; each keeps its own sessions unless --session-dir (default 1)",
     )
     srv.add_argument(
         "--session-dir",
