@@ -235,7 +235,7 @@ class _FailedHandshake(NamedTuple):
     not_before: float
     expires: float
     client_random: bytes
-    outcome: GateOutcome = GateOutcome.ALERT_REPEATED
+    outcome: GateOutcome
 
 
 class _CountedStore:
@@ -463,9 +463,10 @@ class ServerEndpoint:
         #: Records silently discarded by associations that have ended, by reason (RFC 6347
         #: §4.1.2.7): each adds its `DtlsConnection.discards` here as it leaves `connections`.
         self.ended_discards: Counter[IdentityHashEnum] = Counter()
-        #: Addresses whose last association failed its handshake on our fatal alert, oldest
-        #: failure first (the order of expiry), with what it takes to send the alert again
-        #: (`_remember_failure`, `GateOutcome.ALERT_REPEATED`).
+        #: Addresses whose last association failed its handshake on our fatal alert, or was
+        #: evicted half-open, oldest first (the order of expiry), with what it takes to send
+        #: the alert again (`_remember_failure`, `GateOutcome.ALERT_REPEATED`;
+        #: `_remember_eviction`, `GateOutcome.EVICTION_ALERT_SENT`).
         self._failed: dict[Address, _FailedHandshake] = {}
 
     def __repr__(self) -> str:
@@ -629,9 +630,8 @@ class ServerEndpoint:
             if failed:
                 failed.pop(address, None)
             return
-        now = self._clock
-        spacing = self.config.retransmit.triggered_spacing
-        self._remember(address, _FailedHandshake(alerts, now + spacing, 0.0, conn.client_random))
+        not_before = self._clock + self.config.retransmit.triggered_spacing
+        self._remember(address, alerts, not_before, conn.client_random)
 
     def _remember_eviction(self, address: Address, conn: DtlsConnection) -> None:
         """`conn`, `address`'s half-open association, was evicted without a word: keep
@@ -642,17 +642,25 @@ class ServerEndpoint:
         client starting over, which the gate may let in again."""
         alerts = conn.seal_fatal_alerts(AlertDescription.internal_error)
         if alerts:
-            outcome = GateOutcome.EVICTION_ALERT_SENT
-            self._remember(address, _FailedHandshake(alerts, self._clock, 0.0, b"", outcome))
+            self._remember(address, alerts, self._clock, b"", GateOutcome.EVICTION_ALERT_SENT)
 
-    def _remember(self, address: Address, failed_handshake: _FailedHandshake) -> None:
-        """Keep `failed_handshake` for `address` for `ServerConfig.handshake_timeout` (as
-        long as its peer may go on repeating), newest last, within `ServerConfig.max_handshakes`
-        addresses (the oldest goes): a flood of failures or evictions grows nothing."""
+    def _remember(
+        self,
+        address: Address,
+        alerts: tuple[bytes, ...],
+        not_before: float,
+        client_random: bytes,
+        outcome: GateOutcome = GateOutcome.ALERT_REPEATED,
+    ) -> None:
+        """Keep `alerts` to send `address` from `not_before` for
+        `ServerConfig.handshake_timeout` (as long as its peer may go on repeating), newest
+        last, within `ServerConfig.max_handshakes` addresses (the oldest goes): a flood of
+        failures or evictions grows nothing (`_FailedHandshake`)."""
         failed = self._failed
         now = self._clock
         failed.pop(address, None)  # a newer failure goes last, in the order of expiry
-        failed[address] = failed_handshake._replace(expires=now + self.config.handshake_timeout)
+        expires = now + self.config.handshake_timeout
+        failed[address] = _FailedHandshake(alerts, not_before, expires, client_random, outcome)
         self._expire_failures(now)
         while len(failed) > self.config.max_handshakes:
             del failed[next(iter(failed))]
