@@ -203,6 +203,31 @@ def test_a_handshake_deadline_before_the_second_refusal_says_the_port_was_refuse
     )
 
 
+def test_refusals_after_a_datagram_from_the_server_do_not_end_the_handshake() -> None:
+    """Once any datagram came from the server, its port's ICMP unreachable reports may be stale
+    (`RefusedHandshake.heard`): the handshake goes on to its deadline, `HandshakeTimeout`
+    naming no report, not `PortUnreachable` at the second (M18: `_read_one` leaving `heard`
+    False)."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((LOCALHOST, 0))
+    peer.settimeout(5.0)
+    address = peer.getsockname()
+
+    def answer_once_and_go() -> None:
+        with peer:
+            _, client = peer.recvfrom(4096)
+            peer.sendto(bytes(13), client)  # not a record the client takes: dropped
+
+    thread = threading.Thread(target=answer_once_and_go)
+    thread.start()
+    try:
+        with pytest.raises(HandshakeTimeout) as timed_out:
+            sync.connect(*address, client_config(retransmit=FAST, handshake_timeout=2.0))
+    finally:
+        thread.join(10.0)
+    assert timed_out.value.unreachable_reports == 0
+
+
 def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -683,6 +708,30 @@ def test_send_reads_a_bounded_number_of_waiting_datagrams_first(
         assert reads == sync.MAX_LATE_READS
         monkeypatch.undo()
         assert client.recv(timeout=5.0) == b"reading"
+
+
+def test_send_and_a_polling_recv_look_at_an_empty_socket_once(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing waiting, `send` reads the socket once (no datagram read ends its reading)
+    and `recv(timeout=0)` pumps once: neither polls it `MAX_LATE_READS` times over (M18:
+    `_read_one` answering True with nothing read)."""
+    with sync.connect(*server.address, client_config()) as client:
+        real = client._read_one
+        reads: list[bool] = []
+
+        def read_one(readable: bool) -> bool:
+            read = real(readable)
+            reads.append(read)
+            return read
+
+        monkeypatch.setattr(client, "_read_one", read_one)
+        client.send(b"reading")
+        assert reads == [False]
+        assert client.recv(timeout=5.0) == b"reading"
+        reads.clear()
+        assert client.recv(timeout=0) is None
+        assert reads == [False]
 
 
 def test_a_send_while_another_thread_waits_in_recv_leaves_the_socket_to_it(
