@@ -273,6 +273,31 @@ def test_without_cookie_exchange_a_restarted_client_in_fragments_waits_for_the_o
     assert client_hello_parts(link).count(0) == 5  # the retransmission at 47 s made it
 
 
+@pytest.mark.req("HS-3")
+def test_a_first_hello_part_too_short_to_show_its_random_goes_to_the_association() -> None:
+    """A first part of a ClientHello whose fragment ends before the client random (34 bytes:
+    client_version and random) shows no random, so, like a later part, it goes to its
+    address's association and not to the gate as a new client's (M18: `_HelloRecord`'s
+    `client_random` 4 read the 18 bytes it holds as a random other than the association's)."""
+    link = long_hello_link(cookie=False)
+    link.handshake(until=30)
+    assert established(link)
+    old = link.server_conn
+    first = wire_from(link, "client")[0]
+    part, _ = plain_handshake(first)[0]
+    assert part.msg_type == HandshakeType.client_hello and part.fragment_offset == 0
+    size = 20  # < 2 + 32
+    short = (
+        first[:11] + (12 + size).to_bytes(2, "big") + first[13:22] + size.to_bytes(3, "big")
+        + first[25 : 25 + size]
+    )
+    gate = dict(link.server.gate)
+    link.server.receive_datagram(short, CLIENT_ADDR, link.now)
+    assert link.server.gate == gate
+    assert link.server_conn is old and old is not None
+    assert old.state is ConnectionState.ESTABLISHED
+
+
 @pytest.mark.req("HS-2")
 def test_without_cookie_exchange_hello_fragments_are_held_to_max_handshakes() -> None:
     """Each first part from a new address is an association, bounded like any other."""

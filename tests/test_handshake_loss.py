@@ -388,6 +388,15 @@ def test_a_repeated_client_hello_of_a_failed_handshake_gets_the_alert_not_a_new_
     assert link.server.datagrams_to_send(1.1) == []
     assert link.server.gate[GateOutcome.FAILED_HELLO_DROPPED] == 1
     assert link.server.connections == {} and link.server.next_event() is None
+    # Each copy counts (M18: `_repeats_failed_hello` 15, 18 set the counts to 1): one more
+    # too soon, then one a quarter of the initial interval after the last alert gets it.
+    link.server.receive_datagram(hello, CLIENT_ADDR, 1.2)
+    assert link.server.datagrams_to_send(1.2) == []
+    assert link.server.gate[GateOutcome.FAILED_HELLO_DROPPED] == 2
+    link.server.receive_datagram(hello, CLIENT_ADDR, 1.5)
+    assert len(link.server.datagrams_to_send(1.5)) == 1
+    assert link.server.gate[GateOutcome.ALERT_REPEATED] == 2
+    assert link.server.connections == {} and link.server.next_event() is None
     monkeypatch.undo()
     again = MemoryLink(link.client_config, link.server_config, endpoint=link.server, now=2.0)
     again.handshake()
