@@ -458,6 +458,41 @@ def test_a_fetched_certificate_that_is_empty_or_unparsable_is_bad_certificate(
 
 
 @pytest.mark.req("CRT-7", "ERR-1")
+def test_a_fetched_chain_too_long_for_a_certificate_message_is_bad_certificate() -> None:
+    """Two fetched certificates of 8 MiB each, within a `certificate_url_size_limit` raised to
+    that, make a chain past the 2^24-1 bytes of a Certificate message (RFC 5246 §7.4.2): the
+    handshake ends with bad_certificate naming it, as for any fetched content that is no
+    certificate (M18: `supply_client_chain` 11, 12 gave the error no text or no alert)."""
+    served = bytes(2**23)
+    client, server, fetched = url_setup({})
+
+    def name_them(body: bytes) -> bytes:
+        message = CertificateUrl.decode(body)
+        digest = hashlib.sha1(served).digest()
+        urls = tuple(replace(url, sha1_hash=digest) for url in message.urls)
+        return replace(message, urls=urls).encode()
+
+    def fetcher(asked: str, limit: int, timeout: float) -> bytes:
+        fetched.append(asked)
+        return served
+
+    link = x509_link(
+        rewrite("client", HandshakeType.certificate_url, name_them, times=9),
+        client=client,
+        server={**server, "certificate_fetcher": fetcher, "certificate_url_size_limit": 2**23},
+    )
+    link.handshake()
+    assert fetched == client["certificate_urls"]
+    error = failure(link, "server")
+    assert error.alert is A.bad_certificate, error
+    assert str(error) == (
+        "sent fatal alert bad_certificate: the chain fetched from the client's CertificateURL"
+        " cannot be a Certificate message: vector of 16777222 bytes outside 0..16777215"
+    )
+    assert received_alert(link, "client").alert is A.bad_certificate
+
+
+@pytest.mark.req("CRT-7", "ERR-1")
 def test_a_certificate_verify_with_no_client_key_is_an_alert_not_an_assert(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
