@@ -227,7 +227,7 @@ def test_refusals_name_the_role_and_the_certificate(anchor: Issued, store: Trust
         "client chain leads to no trusted CA: ")
 
 
-@pytest.mark.parametrize("field", [1, 5], ids=["v2", "version-field-5"])
+@pytest.mark.parametrize("field", [1, 5, 127], ids=["v2", "version-field-5", "version-field-127"])
 def test_a_certificate_of_another_version_than_v1_or_v3_does_not_parse(
     anchor: Issued, store: TrustStore, field: int
 ) -> None:
