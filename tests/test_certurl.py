@@ -239,6 +239,9 @@ def test_user_information_never_reaches_a_message(web: LocalHttpServer) -> None:
      "http://127.0.0.1:abc/c.der: the port is not a number from 1 to 65535"),
     ("https://[::1]:-1/c.der",
      "https://[::1]:-1/c.der: the port is not a number from 1 to 65535"),
+    # A second "]" after the port: what follows the host's first "]" (M18: `_port_text` 10).
+    ("http://[::1]:99999]/c.der",
+     "http://[::1]:99999]/c.der: the port is not a number from 1 to 65535"),
 ])  # fmt: skip
 def test_a_bad_url_part_is_named(url: str, message: str) -> None:
     """Probe BW #7: one line naming the URL's part at fault, before any connection."""
@@ -336,6 +339,28 @@ def test_a_fifo_or_device_is_refused_without_being_opened(tmp_path: Path) -> Non
         thread.join(5.0)
         os.close(reader)
     assert not thread.is_alive()
+
+
+def test_a_file_swapped_for_another_regular_file_once_looked_at_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file opened must be the one looked at (same st_dev and st_ino), a regular file
+    also: a path swapped in between for another regular file is refused as one that is no
+    longer what was checked (M18: `_read_file` 24 refused only what was neither)."""
+    target = tmp_path / "cert.der"
+    target.write_bytes(CERT)
+    other = tmp_path / "other.der"
+    other.write_bytes(CERT)
+    real_open = os.open
+
+    def swapping_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fspath(path) == str(target) and other.exists():
+            os.replace(other, target)  # after the fetcher's os.stat, before its open
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", swapping_open)
+    assert "not a regular file" in fetch_error(target.as_uri())
+    assert not other.exists()
 
 
 def test_refused_files_leave_no_descriptor_open(tmp_path: Path) -> None:
