@@ -809,6 +809,9 @@ def test_a_certificate_identity_is_shown_escaped_and_bounded(
     assert len(shown) < 300
     assert str(CertificateIdentity("gw.example")) == "certificate gw.example"
     assert shown_name("x" * SHOWN_NAME_CHARS) == "x" * SHOWN_NAME_CHARS
+    # Only what is unprintable is escaped: a backslash and a letter beyond ASCII stay as they
+    # are (M18: `shown_name` 5 wrote every character as in a literal, the backslash doubled).
+    assert shown_name("gw\\é\t") == "gw\\é\\t"
 
 
 @pytest.mark.req("CRT-3")
