@@ -836,12 +836,14 @@ def test_past_the_waiting_fetches_a_handshake_fails_at_once(
 
 
 @pytest.mark.req("CRT-7")
-def test_one_host_cannot_take_every_fetch_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_host_cannot_take_every_fetch_slot(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """RFC 6066 §5: one host (127.0.0.1) whose URLs never answer starts as many handshakes as
     the server fetches chains for at once; only `MAX_FETCHES_PER_HOST` of them get a fetch (the
-    others fail at once with certificate_unobtainable), and a client from another address
-    (127.0.0.2) still completes at once (probe BW #3: it was refused while the host held every
-    slot)."""
+    others fail at once with certificate_unobtainable, the server's line saying why), and a
+    client from another address (127.0.0.2) still completes at once (probe BW #3: it was
+    refused while the host held every slot)."""
     monkeypatch.setattr(aio, "MAX_WAITING_FETCHES", 0)  # the line: the 4 running slots
     hung: list[str] = []
     may_end = threading.Event()
@@ -883,7 +885,15 @@ def test_one_host_cannot_take_every_fetch_slot(monkeypatch: pytest.MonkeyPatch) 
                 may_end.set()
                 await finish(*attacks)
 
-    run(main())
+    with caplog.at_level(logging.INFO, logger="iotdtls.aio"):
+        run(main())
+    refusals = [r.getMessage() for r in caplog.records if "too many" in r.getMessage()]
+    assert len(refusals) == aio.MAX_CONCURRENT_FETCHES - aio.MAX_FETCHES_PER_HOST
+    for line in refusals:  # M18: `_start_fetch` 12 gave the refusal no text
+        assert line.endswith(
+            ": sent fatal alert certificate_unobtainable: too many certificate URL fetches from"
+            " this host (2 running or waiting, 2 allowed): try again later"
+        ), line
 
 
 # -- DEBUG trace lines -------------------------------------------------------------------------
