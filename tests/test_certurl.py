@@ -242,6 +242,12 @@ def test_user_information_never_reaches_a_message(web: LocalHttpServer) -> None:
     # A second "]" after the port: what follows the host's first "]" (M18: `_port_text` 10).
     ("http://[::1]:99999]/c.der",
      "http://[::1]:99999]/c.der: the port is not a number from 1 to 65535"),
+    # A second ":" in the port: all that follows the host, as urllib reads it (M18:
+    # `_port_text` 15; the last ":"'s part alone named a port that is a number).
+    ("http://ca.example:12:34/c.der",
+     "http://ca.example:12:34/c.der: the port is not a number from 1 to 65535"),
+    ("http://[::1]:1:2/c.der",
+     "http://[::1]:1:2/c.der: the port is not a number from 1 to 65535"),
 ])  # fmt: skip
 def test_a_bad_url_part_is_named(url: str, message: str) -> None:
     """Probe BW #7: one line naming the URL's part at fault, before any connection."""

@@ -375,11 +375,12 @@ def _check_authority(parts: SplitResult) -> None:
 
 
 def _port_text(parts: SplitResult) -> str | None:
-    """The port of `parts` as written (None without one)."""
+    """The port of `parts` as written (None without one): all that follows the host's first
+    ":", as urllib reads it (`SplitResult.port`), a second ":" included."""
     host_port = parts.netloc.rpartition("@")[2]
     if host_port.startswith("["):
         host_port = host_port.partition("]")[2]
-    _, colon, port = host_port.rpartition(":")
+    _, colon, port = host_port.partition(":")
     return port if colon else None
 
 
