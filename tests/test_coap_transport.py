@@ -674,6 +674,7 @@ def test_client_entries_added_to_a_server_map_later_are_enforced(tmp_path: Path)
     files = make_rpk_files(tmp_path)
     site = CoapSite()
     client_spki = PrivateKey.load(files.client_key).spki
+    stranger_sha256 = PrivateKey.load(files.stranger_key).spki_sha256.hex()
     served = CredentialsMap()
     served.load_from_dict({":server": {"dtls-rpk": {"private-key": str(files.server_key)}}})
     keyless = {"coaps://*": {"dtls-rpk": {"peer-public-key": str(files.server_pub)}}}
@@ -695,9 +696,12 @@ def test_client_entries_added_to_a_server_map_later_are_enforced(tmp_path: Path)
                 assert response.payload.decode() == str(RawPublicKeyIdentity(client_spki))
             stranger = rpk_client_credentials(files, key=files.stranger_key)
             assert (await refused(stranger, target)).endswith(
-                "received fatal alert handshake_failure")
+                "received fatal alert handshake_failure (the server did not accept our raw "
+                f"public key, SHA-256 {stranger_sha256}: is it provisioned there?)")
             assert (await refused(keyless, target)).endswith(
-                "received fatal alert unsupported_certificate")
+                "received fatal alert unsupported_certificate (the server refused our hello's "
+                "certificate types: it may require a client raw public key, and none is "
+                "configured here, no raw_public_key)")
             async with coaps_client() as psk_client:  # no "dtls" entry: no PSK suite chosen
                 with pytest.raises(AssociationFailed, match=r"handshake_failure$"):
                     await get(psk_client, uri(server.address, "hello"))

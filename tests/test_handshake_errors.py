@@ -21,7 +21,7 @@ import iotdtls.errors
 import iotdtls.handshake.keyexchange
 import iotdtls.handshake.keyschedule
 import iotdtls.handshake.server
-from iotdtls.config import ClientConfig, ServerConfig
+from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.connection import ConnectionState, DropReason, DtlsConnection
 from iotdtls.crypto import BadTag, Ccm8Protector, NullProtector
 from iotdtls.endpoint import GateOutcome, ServerEndpoint
@@ -29,7 +29,7 @@ from iotdtls.errors import AlertDescription, AlertLevel, AlertReceived, AlertSen
 from iotdtls.events import AlertReceived as AlertEvent
 from iotdtls.events import ConnectionClosed, DataReceived, HandshakeComplete
 from iotdtls.handshake.alerts import PSK_MODE_ALERTS
-from iotdtls.handshake.client import ClientHandshake
+from iotdtls.handshake.client import ClientHandshake, ClientState
 from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.machine import Outcome
 from iotdtls.handshake.reassembly import ReassembledMessage
@@ -481,6 +481,52 @@ def test_unknown_identity_and_wrong_key_look_alike(source: str) -> None:
     # Never the alert RFC 4279 §2 would have used.
     alerts = [a for d in wire_from(unknown, "server") if (a := plain_alert(d)) is not None]
     assert AlertDescription.unknown_psk_identity not in [a.description for a in alerts]
+
+
+#: What a PSK client is told when the server cannot verify its Finished (RFC 5246 §7.4.9).
+PSK_REFUSED = (
+    "received fatal alert decrypt_error (the server could not verify our Finished: the PSK "
+    "does not match the server's, or the PSK identity is unknown to it)"
+)
+
+
+@pytest.mark.req("PSK-4", "ERR-1")
+@pytest.mark.parametrize(
+    "client", [{"psk_identity": b"Client_identitx"}, {"psk": bytes(16)}], ids=["identity", "key"]
+)
+def test_a_psk_client_refused_at_its_finished_is_told_why(client: dict[str, Any]) -> None:
+    """The server's decrypt_error answers our Finished: the client's AlertReceived says that
+    the PSK or the identity is wrong (no key in the text), its alert unchanged."""
+    link = make_link(client=client)
+    link.handshake()
+    (closed,) = events_of(link, "client", ConnectionClosed)
+    assert isinstance(closed.error, AlertReceived)
+    assert closed.error.alert is AlertDescription.decrypt_error
+    assert str(closed.error) == PSK_REFUSED
+
+
+@pytest.mark.req("PSK-4")
+@pytest.mark.parametrize(
+    ("alert", "context"),
+    [
+        (AlertDescription.unknown_psk_identity, "the server does not know our PSK identity"),
+        (AlertDescription.handshake_failure, "the server refused our PSK: it does not match "
+         "the server's, or the PSK identity is unknown to it"),
+        (AlertDescription.internal_error, ""),
+    ],
+)
+def test_a_psk_client_names_what_other_refusals_mean(
+    alert: AlertDescription, context: str
+) -> None:
+    """RFC 4279 §2: other servers refuse with unknown_psk_identity or handshake_failure; only
+    after our Finished, and only these alerts, get a reason."""
+    client = ClientHandshake(ClientConfig(psk_identity=IDENTITY, psk=KEY))
+    assert client.alert_context(alert) == ""  # before any flight: nothing known
+    client.state = ClientState.WAIT_CCS
+    client.mode = Mode.PSK
+    assert client.alert_context(alert) == context
+    client.resumed = True  # an abbreviated handshake's keys come from the session
+    assert client.alert_context(alert) == ""
 
 
 @pytest.mark.req("PSK-4")

@@ -183,6 +183,21 @@ def test_server_lookup_decides_on_unlisted_client_keys() -> None:
     assert failure(refused, "server").alert is AlertDescription.handshake_failure
 
 
+@pytest.mark.req("RPK-3", "ERR-1")
+def test_a_client_whose_key_is_refused_is_told_so() -> None:
+    """The server's handshake_failure after our Certificate carried our raw key (RFC 7250 §3):
+    the client's error says the key was not accepted, with its SHA-256 (public, what the
+    server's pin is written as); the alert and the error type stay as they were."""
+    link = rpk_link(client={"raw_public_key": stranger_key()})
+    link.handshake()
+    error = received_alert(link, "client")
+    assert error.alert is AlertDescription.handshake_failure
+    assert str(error) == (
+        "received fatal alert handshake_failure (the server did not accept our raw public "
+        f"key, SHA-256 {stranger_key().spki_sha256.hex()}: is it provisioned there?)"
+    )
+
+
 def raw_key_client_without_a_key() -> tuple[ClientConfig, ServerConfig]:
     """No client_certificate_type: X.509 alone (RFC 7250 §4.1), which the server does not take."""
     return ClientConfig(server_public_keys=[server_key().spki]), ServerConfig(
@@ -230,6 +245,23 @@ def test_no_client_certificate_type_in_common_is_unsupported_certificate(configs
     assert_unsupported_certificate(
         *configs(), "the client offers no certificate type we can authenticate"
     )
+
+
+@pytest.mark.req("RPK-3", "ERR-1")
+def test_a_client_without_a_key_is_told_the_server_may_require_one() -> None:
+    """unsupported_certificate in answer to a ClientHello that offered no client key (RFC 7250
+    §4.2): the client's error says none is configured; one with a key is told nothing more."""
+    link = MemoryLink(*raw_key_client_without_a_key(), allowed_alerts=CERTIFICATE_TYPE_ALERTS)
+    link.handshake()
+    assert str(received_alert(link, "client")) == (
+        "received fatal alert unsupported_certificate (the server refused our hello's "
+        "certificate types: it may require a client raw public key, and none is configured "
+        "here, no raw_public_key)"
+    )
+    keyed = MemoryLink(*raw_key_client_and_x509_client_auth(),
+                       allowed_alerts=CERTIFICATE_TYPE_ALERTS)
+    keyed.handshake()
+    assert str(received_alert(keyed, "client")) == "received fatal alert unsupported_certificate"
 
 
 @pytest.mark.req("RPK-2", "ERR-1")

@@ -289,6 +289,7 @@ def test_wrong_key_raises_alert_received(server: ServerThread) -> None:
         sync.connect(*server.address, client_config(psk=WRONG_PSK))
     assert info.value.alert is AlertDescription.decrypt_error
     assert info.value.resuming is False  # a full handshake: no saved session to drop
+    assert "(the server could not verify our Finished: the PSK does not match" in str(info.value)
 
 
 def test_several_concurrent_clients(server: ServerThread) -> None:

@@ -952,7 +952,7 @@ class DtlsConnection:
             expired = self._own_certificate_out_of_validity()
             if expired:
                 return expired
-        return self._handshake.alert_context()
+        return self._handshake.alert_context(description)
 
     def _own_certificate_out_of_validity(self) -> str:
         """How our certificate (any of a server's) is out of its validity period by our

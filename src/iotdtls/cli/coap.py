@@ -563,11 +563,12 @@ def _problem(exc: Exception) -> object:
 
 
 def _failed(problem: object) -> int:
-    print(f"iotdtls: {problem}", file=sys.stderr)
+    """One line on stderr, as every subcommand prints: the problem, then what to check
+    (`extra_help`), if anything, as its own sentence."""
     extra_help = getattr(problem, "extra_help", None)
     advice = extra_help() if extra_help is not None else None
-    if advice:
-        print(f"iotdtls: {advice}", file=sys.stderr)
+    line = f"{problem}. {advice}" if advice else f"{problem}"
+    print(f"iotdtls: {line}", file=sys.stderr)
     return 1
 
 

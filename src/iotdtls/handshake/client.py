@@ -125,6 +125,38 @@ class ClientState(IdentityHashEnum):
 _BEFORE_SERVER_FINISHED = (ClientState.WAIT_SERVER_FLIGHT, ClientState.WAIT_FINISHED)
 
 
+#: Where our last flight of a full handshake, Finished included, has been sent: the server's
+#: alert then answers it (RFC 5246 §7.3).
+_AFTER_OUR_FINISHED = (ClientState.WAIT_CCS, ClientState.WAIT_FINISHED)
+_HANDSHAKE_FAILURE = AlertDescription.handshake_failure
+_UNSUPPORTED = AlertDescription.unsupported_certificate
+#: A PSK server that cannot verify our Finished answers decrypt_error (RFC 5246 §7.4.9; an
+#: unknown identity too, RFC 4279 §2 as narrowed by RFC 7925 §4.2), some handshake_failure or
+#: unknown_psk_identity (RFC 4279 §2). The alert does not say which; we say what it means.
+_PSK_REFUSALS: dict[int, str] = {
+    AlertDescription.decrypt_error: (
+        "the server could not verify our Finished: the PSK does not match the server's, or "
+        "the PSK identity is unknown to it"
+    ),
+    _HANDSHAKE_FAILURE: (
+        "the server refused our PSK: it does not match the server's, or the PSK identity is "
+        "unknown to it"
+    ),
+    AlertDescription.unknown_psk_identity: "the server does not know our PSK identity",
+}
+#: handshake_failure after our Certificate carried our raw key: a raw-key server refuses an
+#: unprovisioned key so (RFC 7250 §3; the profile's raw-key mode has no bad_certificate).
+_RAW_KEY_REFUSED = (
+    "the server did not accept our raw public key, SHA-256 {}: is it provisioned there?"
+)
+#: unsupported_certificate in answer to our ClientHello, which offered no client key: no
+#: certificate type in common (RFC 7250 §4.2), here most likely the client's.
+_NO_CLIENT_KEY = (
+    "the server refused our hello's certificate types: it may require a client raw public key, "
+    "and none is configured here, no raw_public_key"
+)
+
+
 class ClientHandshake(HandshakeMachine):
     """A client provisioned for one server (CFG-1), in the mode its configuration names."""
 
@@ -440,15 +472,35 @@ class ClientHandshake(HandshakeMachine):
         self._requested = NO_CERTIFICATE
         self._no_certificate_reason = reason
 
-    def alert_context(self) -> str:
+    def alert_context(self, description: int) -> str:
         """RFC 5246 §7.4.6: a server may end the handshake when we sent no certificate; the
-        alert it sends does not say why, so we say what we did."""
+        alert it sends does not say why, so we say what we did. Otherwise what the alert
+        means at this point of our handshake (`_refusal_context`)."""
         if not self._no_certificate_reason:
-            return ""
+            return self._refusal_context(description)
         return (
             "the server asked for a client certificate; none was sent: "
             + self._no_certificate_reason
         )
+
+    def _refusal_context(self, description: int) -> str:
+        """Why the server refused us, where its alert and our state tell it (see
+        `_PSK_REFUSALS`, `_RAW_KEY_REFUSED`, `_NO_CLIENT_KEY`); "" elsewhere. Never after a
+        resumed handshake's Finished: its keys come from the session, not from a credential."""
+        config = self.config
+        if self.state is ClientState.WAIT_SERVER_HELLO:
+            no_key = config.mode is Mode.RAW_PUBLIC_KEY and config.raw_public_key is None
+            return _NO_CLIENT_KEY if no_key and description == _UNSUPPORTED else ""
+        if self.resumed or self.state not in _AFTER_OUR_FINISHED:
+            return ""
+        if self.mode is Mode.PSK:
+            return _PSK_REFUSALS.get(description, "")
+        own = self._requested
+        if description != _HANDSHAKE_FAILURE or own is None or own.key is None:
+            return ""
+        if self._client_type != CertificateType.RawPublicKey:
+            return ""  # an X.509 client's refusal: certificate alerts say it themselves
+        return _RAW_KEY_REFUSED.format(own.key.spki_sha256.hex())
 
     def _own_certificate(self) -> OwnCertificate | None:
         config = self.config

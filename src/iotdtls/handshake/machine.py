@@ -306,9 +306,9 @@ class HandshakeMachine:
         """The digest of our side's credential that the session keeps (`SessionState`)."""
         return b""
 
-    def alert_context(self) -> str:
-        """What our side knows of why the peer may end this handshake with a fatal alert, for
-        `AlertReceived` ("" for nothing)."""
+    def alert_context(self, description: int) -> str:
+        """What our side knows of why the peer may end this handshake with the fatal alert
+        `description`, for `AlertReceived` ("" for nothing)."""
         return ""
 
     def release(self) -> None:
