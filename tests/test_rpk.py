@@ -5,6 +5,7 @@ points and signatures ending with the right alert (ERR-1: no certificate alerts 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,6 +182,10 @@ def test_server_lookup_decides_on_unlisted_client_keys() -> None:
     refused = rpk_link(server={"client_public_keys": (), "client_key_lookup": lookup})
     refused.handshake()
     assert failure(refused, "server").alert is AlertDescription.handshake_failure
+    # The README says which alert a false answer sends (it said bad_certificate: probe CA).
+    readme_file = Path(__file__).resolve().parent.parent / "README.md"
+    readme = " ".join(readme_file.read_text(encoding="utf-8").split())
+    assert "a false answer with handshake_failure, as a key not in the list" in readme
 
 
 @pytest.mark.req("RPK-3", "ERR-1")
