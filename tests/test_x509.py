@@ -1354,7 +1354,7 @@ def test_the_der_names_read_from_the_bytes_are_the_names_encoded(anchor: Issued)
             cert.issuer.public_bytes(), cert.subject.public_bytes()
         )
     # a version 1 certificate has no [0] version: one field fewer before the names
-    v1_der = _without_version(long.public_bytes(serialization.Encoding.DER))
+    v1_der = without_version(long.public_bytes(serialization.Encoding.DER))
     v1 = x509.load_der_x509_certificate(v1_der)
     assert v1.version is x509.Version.v1
     assert x509_module._der_names(v1_der, v1) == (
@@ -1373,7 +1373,7 @@ def test_a_version_1_anchor_is_refused_at_configuration() -> None:
         .public_key(key.public_key()).serial_number(1).not_valid_before(NOW - DAY)
         .not_valid_after(NOW + DAY).sign(key, hashes.SHA256())
     )
-    v1 = _without_version(root_v3.public_bytes(serialization.Encoding.DER))
+    v1 = without_version(root_v3.public_bytes(serialization.Encoding.DER))
     assert x509.load_der_x509_certificate(v1).version is x509.Version.v1
     with pytest.raises(ConfigError) as info:
         TrustStore([root().der, v1])
@@ -1398,7 +1398,7 @@ def _der_span(der: bytes, at: int) -> tuple[int, int]:
     return content + size, content + size + int.from_bytes(der[content : content + size], "big")
 
 
-def _without_version(der: bytes) -> bytes:
+def without_version(der: bytes) -> bytes:
     """The certificate `der` (of no extensions) as version 1: its TBSCertificate without the
     [0] version field (RFC 5280 §4.1), the signature left as it was (no longer valid)."""
     tbs_start = _der_span(der, 0)[0]

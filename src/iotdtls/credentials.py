@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -202,9 +203,10 @@ class CertifiedKey:
     #: Whether `warn_if_out_of_validity` has logged this chain's warning (once is enough:
     #: `ClientConfig.for_host` makes a configuration per host from one chain).
     validity_warned: bool = field(default=False, init=False, compare=False)
-    #: The leaf's validity period (notBefore, notAfter; RFC 5280 §4.1.2.5), read from it the
-    #: first time `validity_problem` asks (`validity_window`), then kept.
-    _validity: tuple[datetime.datetime, datetime.datetime] | None = field(
+    #: The leaf's validity period (notBefore, notAfter; RFC 5280 §4.1.2.5) and whether it is
+    #: an X.509 v1 certificate, read from it the first time `validity_problem` or
+    #: `version_problem` asks (`_leaf_facts`), then kept.
+    _facts: tuple[datetime.datetime, datetime.datetime, bool] | None = field(
         default=None, init=False, compare=False
     )
 
@@ -270,12 +272,40 @@ def validity_window(certified: CertifiedKey) -> tuple[datetime.datetime, datetim
     """Our leaf certificate's validity period (notBefore, notAfter, UTC; RFC 5280 §4.1.2.5),
     parsed from the leaf once per `CertifiedKey` and kept: each configuration made with it
     (each `dataclasses.replace`, each coap `for_host`) only compares it with its clock."""
-    window = certified._validity
-    if window is None:
+    start, end, _ = _leaf_facts(certified)
+    return start, end
+
+
+def _leaf_facts(certified: CertifiedKey) -> tuple[datetime.datetime, datetime.datetime, bool]:
+    """(notBefore, notAfter, is v1) of our leaf, parsed once per `CertifiedKey`."""
+    facts = certified._facts
+    if facts is None:
         leaf = parse_der_certificate(certified.chain[0])
-        window = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
-        object.__setattr__(certified, "_validity", window)
-    return window
+        v1 = leaf.version is x509.Version.v1
+        facts = (leaf.not_valid_before_utc, leaf.not_valid_after_utc, v1)
+        object.__setattr__(certified, "_facts", facts)
+    return facts
+
+
+def version_problem(certified: CertifiedKey) -> str | None:
+    """That our leaf is an X.509 v1 certificate (RFC 5280 §4.1.2.1; what `openssl x509 -req`
+    makes without -extfile), or None: an iotdtls peer refuses it with bad_certificate
+    (cryptography's verifier takes v3 certificates only, "certificate must be an X509v3
+    certificate"), though it loads and RFC 5280 allows it."""
+    if not _leaf_facts(certified)[2]:
+        return None
+    return (
+        f"our certificate {_shown_leaf(certified)} is an X.509 v1 certificate: iotdtls peers "
+        "refuse it with bad_certificate (they take v3 only); issue a v3 one (openssl x509 -req "
+        "with -extfile naming its extensions, or openssl req -x509)"
+    )
+
+
+def _shown_leaf(certified: CertifiedKey) -> str:
+    """Our leaf as messages name it: its file, or else its subject."""
+    if certified.source:
+        return certified.source
+    return repr(parse_der_certificate(certified.chain[0]).subject.rfc4514_string())
 
 
 class WallClockFailed(Exception):
@@ -330,8 +360,7 @@ def validity_problem(certified: CertifiedKey, now: float) -> str | None:
     when = datetime.datetime.fromtimestamp(now, datetime.UTC)
     if start <= when <= end:
         return None
-    leaf = parse_der_certificate(certified.chain[0])  # for a message, once
-    name = certified.source or repr(leaf.subject.rfc4514_string())
+    name = _shown_leaf(certified)  # for a message, once
     state = f"expired {end:%Y-%m-%d}" if when > end else f"is not valid before {start:%Y-%m-%d}"
     return f"our certificate {name} {state} (valid {start:%Y-%m-%d} to {end:%Y-%m-%d})"
 
@@ -339,13 +368,18 @@ def validity_problem(certified: CertifiedKey, now: float) -> str | None:
 def warn_if_out_of_validity(certified: CertifiedKey, now: float) -> None:
     """Log, once per chain, that our certificate is out of its validity period at `now`: a
     warning, not a refusal (a device's clock may be wrong, not the certificate), but every peer
-    will refuse it."""
+    will refuse it. So, the same once, of a v1 certificate (`version_problem`): peers other
+    than ours may take it."""
     if certified.validity_warned:
         return
     problem = validity_problem(certified, now)
-    if problem is not None:
+    old_version = version_problem(certified)
+    if problem is not None or old_version is not None:
         mark_validity_warned(certified)
+    if problem is not None:
         _log.warning("%s: peers will refuse it with certificate_expired", problem)
+    if old_version is not None:
+        _log.warning("%s", old_version)
 
 
 def mark_validity_warned(certified: CertifiedKey) -> None:
