@@ -525,6 +525,7 @@ def openssl_cert_client(
 def write_psk_file(path: Path, identity: str = CLIENT_IDENTITY, psk_hex: str = PSK_HEX) -> Path:
     """Write a gnutls-serv ``--pskpasswd`` file (``identity:HEXKEY`` lines) and return it."""
     path.write_text(f"{identity}:{psk_hex}\n")
+    path.chmod(0o600)  # iotdtls refuses a --psk-file others can read
     return path
 
 
@@ -757,9 +758,10 @@ def make_test_pki(directory: Path, *, client_id: str = CLIENT_EUI64) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def write(name: str, data: bytes) -> Path:
+    def write(name: str, data: bytes, mode: int = 0o644) -> Path:
         path = directory / name
         path.write_bytes(data)
+        path.chmod(mode)  # keys 0600, as a private key is kept (the CLI warns of others)
         return path
 
     def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -773,11 +775,11 @@ def make_test_pki(directory: Path, *, client_id: str = CLIENT_EUI64) -> Pki:
     pem, der = serialization.Encoding.PEM, serialization.Encoding.DER
     return Pki(
         ca_crt=write("ca.crt", ca_cert.public_bytes(pem)),
-        ca_key=write("ca.key", key_pem(ca_key)),
+        ca_key=write("ca.key", key_pem(ca_key), 0o600),
         server_crt=write("server.crt", server_cert.public_bytes(pem)),
-        server_key=write("server.key", key_pem(server_key)),
+        server_key=write("server.key", key_pem(server_key), 0o600),
         client_crt=write("client.crt", client_cert.public_bytes(pem)),
-        client_key=write("client.key", key_pem(client_key)),
+        client_key=write("client.key", key_pem(client_key), 0o600),
         ca_der=write("ca.der", ca_cert.public_bytes(der)),
         server_der=write("server.der", server_cert.public_bytes(der)),
         client_der=write("client.der", client_cert.public_bytes(der)),

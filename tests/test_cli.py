@@ -512,6 +512,7 @@ def test_cli_psk_file_and_no_cookie(tmp_path: Path) -> None:
     psk_file = tmp_path / "psk.txt"
     psk_file.write_text(f"# test keys\n{CLIENT_IDENTITY}:{PSK_HEX}\n"
                         "sensor-17:a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\n")
+    psk_file.chmod(0o600)
     port = free_udp_port()
     with cli_server(port, "--psk-file", str(psk_file), "--no-cookie") as server, \
             LossyProxy((LOCALHOST, port), seed=0) as proxy:

@@ -54,6 +54,55 @@ from tests.peers import PSK as KEY
 from tests.peers import PSK_HEX, Pki
 
 PSK = ["--psk-identity", "dev1", "--psk", PSK_HEX]
+
+
+@pytest.fixture(autouse=True)
+def _secret_files_umask() -> Iterator[None]:
+    """The files these tests write are made as a user makes secret files (umask 077): a
+    --psk-file others can read is refused, a key file warned of (CFG-2)."""
+    umask = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(umask)
+
+
+@pytest.mark.req("CFG-2")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_psk_file_others_can_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int
+) -> None:
+    """`iotdtls server --psk-file F` used F at mode 0644 in silence, while --keylog and
+    --session-file are refused so (probe CA): it holds every client's key. The client's file,
+    its one key, too."""
+    keys = tmp_path / "keys.psk"
+    keys.write_text(f"dev1:{PSK_HEX}\n")
+    keys.chmod(mode)
+    problem = (f"--psk-file {keys} is open to group or others (mode {mode:04o}): chmod 600 it "
+               "or name a new file")
+    assert refused(capsys, "server", "--psk-file", str(keys)) == problem
+    assert refused(capsys, "client", "127.0.0.1:9", "--psk-file", str(keys)) == problem
+    keys.chmod(0o600)
+    assert server_config(server_args("--psk-file", str(keys))).psk_store == {b"dev1": KEY}
+
+
+@pytest.mark.req("CFG-2")
+def test_a_key_file_others_can_read_is_used_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private key at 0644 is common (openssl genpkey under umask 022), so --rpk-key and
+    --key are not refused for it as --psk-file is: one warning line naming the fix."""
+    key = tmp_path / "server.pem"
+    key.write_bytes(PrivateKey.generate().to_pem())
+    key.chmod(0o644)
+    with caplog.at_level(logging.WARNING, "iotdtls.cli"):
+        config = server_config(server_args("--rpk-key", str(key)))
+        server_config(server_args("--rpk-key", str(key)), validity_warned=True)  # a worker
+    assert config.raw_public_key is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"--rpk-key {key} is open to group or others (mode 0644): chmod 600 it or name a new "
+        "file; used all the same"
+    ]
 NO_ANCHORS = "--cert/--key need trust anchors for the server: --cafile FILE"
 TOGETHER = "give --psk-identity ID and --psk HEX (or --psk-text TEXT) together"
 

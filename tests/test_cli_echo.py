@@ -867,6 +867,7 @@ def test_a_session_file_is_never_a_file_of_another_flag_nor_other_data(
     so it is compared by path (by `prepare_keylog`, which refuses it first)."""
     keys = tmp_path / "dup.psk"
     keys.write_bytes(b"dev1:" + PSK_HEX.encode() + b"\n")
+    keys.chmod(0o600)
     link = tmp_path / "link"
     link.symlink_to(keys)
     psk = ["client", "127.0.0.1:9", "--psk-file", str(keys)]

@@ -18,10 +18,17 @@ A key or certificate file that cannot be used is refused in one line naming its 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
-from iotdtls._files import MAX_CREDENTIAL_FILE, RefusedFile, read_regular_file
+from iotdtls._files import (
+    MAX_CREDENTIAL_FILE,
+    RefusedFile,
+    not_ours_alone,
+    read_regular_file,
+    read_regular_file_and_stat,
+)
 from iotdtls._paths import cannot_read, shown_path
 from iotdtls.chaincache import ChainCache
 from iotdtls.cli.common import Once, UsageError, file_path, hex_bytes, whole_number
@@ -49,6 +56,8 @@ __all__ = [
 ]
 
 
+_log = logging.getLogger("iotdtls.cli")
+
 #: The largest --psk-file read: far more keys than one server process holds.
 MAX_PSK_FILE = 1 << 20
 #: The largest key, certificate or public-key file read: far more than a chain or trust-anchor
@@ -69,7 +78,12 @@ def read_psk_file(
     (a FIFO would block the command, /dev/zero fill its memory)."""
     store: dict[bytes, bytes] = {}
     place_of = {} if known is None else known
-    data = _read_regular(path, "--psk-file", MAX_PSK_FILE).removeprefix(b"\xef\xbb\xbf")
+    data, info = _read_regular_and_stat(path, "--psk-file", MAX_PSK_FILE)
+    # The keys of every client (or ours): kept like --keylog and --session-file (CFG-2).
+    problem = not_ours_alone(info, "file", "600", could="could have written it")
+    if problem is not None:
+        raise UsageError(f"--psk-file {shown_path(path)} {problem}")
+    data = data.removeprefix(b"\xef\xbb\xbf")
     for number, line in enumerate(data.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith(b"#"):
@@ -157,6 +171,16 @@ def _read_regular(path: str, flag: str, limit: int) -> bytes:
         raise UsageError(cannot_read(flag, path, exc)) from None
 
 
+def _read_regular_and_stat(path: str, flag: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """`_read_regular`, with the file's status as read (for its owner and mode)."""
+    try:
+        return read_regular_file_and_stat(path, limit)
+    except RefusedFile as exc:
+        raise UsageError(f"{flag} {shown_path(path)} {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(cannot_read(flag, path, exc)) from None
+
+
 def _read(path: str, flag: str) -> bytes:
     """The key, certificate or public-key file `path`, given as `flag`: a regular file of at
     most `MAX_PEM_FILE` bytes, as --psk-file (a FIFO would block the command, /dev/zero fill
@@ -164,10 +188,16 @@ def _read(path: str, flag: str) -> bytes:
     return _read_regular(path, flag, MAX_PEM_FILE)
 
 
-def load_private_key(path: str, flag: str) -> PrivateKey:
+def load_private_key(path: str, flag: str, *, warn: bool = True) -> PrivateKey:
     """The private key in file `path`, given as `flag`; a `UsageError` naming both when the
-    file cannot be read or holds no usable key (encrypted keys are not supported)."""
-    data = _read(path, flag)
+    file cannot be read or holds no usable key (encrypted keys are not supported). A key file
+    others could read or another user's is used, with one warning line (`warn`: not given
+    already, by the parent of the workers): unlike a --psk-file it is commonly made so
+    (openssl genpkey and ecparam write 0644 under the usual umask; keygen writes 0600)."""
+    data, info = _read_regular_and_stat(path, flag, MAX_PEM_FILE)
+    problem = not_ours_alone(info, "file", "600", could="could have written it")
+    if problem is not None and warn:
+        _log.warning("%s %s %s; used all the same", flag, shown_path(path), problem)
     try:
         return PrivateKey.from_pem(data)
     except ConfigError as exc:
@@ -219,7 +249,7 @@ def _certified(args: argparse.Namespace, *, warned: bool = False) -> CertifiedKe
     except UsageError:
         _refuse_swapped(args.cert, args.key)
         raise
-    key = load_private_key(args.key, "--key")
+    key = load_private_key(args.key, "--key", warn=not warned)
     try:
         certified = CertifiedKey(chain, key, source=args.cert)
     except ConfigError as exc:
@@ -256,7 +286,8 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     _add_key_flags(g, "pre-shared key")
     g.add_argument(
         "--psk-file", metavar="FILE", type=file_path, action=Once,
-        help="lines identity:HEXKEY as the server's (several: choose one with --psk-identity)",
+        help="lines identity:HEXKEY as the server's (several: choose one with --psk-identity); "
+        "refused if others can read it (chmod 600)",
     )
     g.add_argument(
         "--peer-rpk",
@@ -275,7 +306,7 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--rpk-key", metavar="KEY.pem", type=file_path, action=Once,
-        help="our raw-public-key private key",
+        help="our raw-public-key private key (a warning if others can read it)",
     )
     g.add_argument(
         "--cafile", metavar="FILE", type=file_path, action=Once,
@@ -305,7 +336,8 @@ def _add_certificate_flags(g: argparse._ArgumentGroup) -> None:
         help="our certificate chain (PEM, leaf first; a root at its end is not sent)",
     )
     g.add_argument(
-        "--key", metavar="FILE", type=file_path, action=Once, help="the private key of --cert"
+        "--key", metavar="FILE", type=file_path, action=Once,
+        help="the private key of --cert (a warning if others can read it)",
     )
 
 
@@ -433,11 +465,12 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
     _add_key_flags(g, "its pre-shared key")
     g.add_argument(
         "--psk-file", metavar="FILE", type=file_path, action="append", default=[],
-        help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB; repeatable)",
+        help="lines identity:HEXKEY (spaces around either ignored; at most 1 MiB; repeatable); "
+        "refused if others can read it (chmod 600)",
     )
     g.add_argument(
         "--rpk-key", metavar="KEY.pem", type=file_path, action=Once,
-        help="our raw-public-key private key",
+        help="our raw-public-key private key (a warning if others can read it)",
     )
     g.add_argument(
         "--rpk-allow",
@@ -519,7 +552,9 @@ def server_config(
     return ServerConfig(
         psk_store=store or None,
         raw_public_key=(
-            None if args.rpk_key is None else load_private_key(args.rpk_key, "--rpk-key")
+            None
+            if args.rpk_key is None
+            else load_private_key(args.rpk_key, "--rpk-key", warn=not validity_warned)
         ),
         client_public_keys=allow,
         certificates=() if certified is None else (certified,),
