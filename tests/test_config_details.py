@@ -9,6 +9,7 @@ import errno
 import fcntl
 import functools
 import gc
+import inspect
 import logging
 import os
 import shutil
@@ -613,6 +614,26 @@ def test_server_credentials_and_what_needs_them() -> None:
     assert refusal(ServerConfig, **PSK_SERVER, client_trust_anchors=[b"junk"]) == (
         "client_trust_anchors: not a PEM or DER X.509 certificate"
     )
+    # Alone, with no credential of the server's: what they need, not "server needs
+    # credentials" (probe CA).
+    assert refusal(ServerConfig, client_public_keys=[SERVER_KEY.spki]) == needs_key
+    assert refusal(ServerConfig, client_trust_anchors=[ANCHOR.der]) == (
+        "client_trust_anchors needs certificates (the server's own chain)"
+    )
+
+
+def test_a_client_credential_without_its_mode_names_what_it_needs() -> None:
+    """ClientConfig(certificate=...) without trust_anchors said "give exactly one of ..." of
+    three modes (probe CA): the mode the credential is for is known, so is what it lacks."""
+    assert refusal(ClientConfig, certificate=CERTIFIED) == (
+        "certificate needs trust_anchors (the CAs or certificates to check the server's chain "
+        "with)"
+    )
+    assert refusal(ClientConfig, raw_public_key=SERVER_KEY) == (
+        "raw_public_key needs server_public_keys (the server's raw public keys or their "
+        "SHA-256)"
+    )
+    assert refusal(ClientConfig) == EXACTLY_ONE_MODE
 
 
 SERVER_EDGES = [
@@ -1143,3 +1164,18 @@ def test_key_log_failures_not_summed_up_yet_are_when_the_process_ends(tmp_path: 
         f"iotdtls: key log {str(path)!r} {gone}",
         f"iotdtls: key log {str(path)!r}: 2 more failures (the latest: {gone})",
     ])
+
+
+@pytest.mark.req("CRT-4")
+def test_client_trust_anchors_says_the_client_is_named_by_an_eui64() -> None:
+    """ServerConfig's words on client_trust_anchors said only "clients must present one": the
+    leaf must also name the client by an EUI-64 (CRT-4), in a dNSName subjectAltName or else
+    the CN, what `x509._client_eui64` requires (probe CA)."""
+    source = inspect.getsource(ServerConfig)
+    comment = source[: source.index("    client_trust_anchors: Sequence[bytes]")]
+    words = " ".join(line.strip().removeprefix("#:").strip()
+                     for line in comment.splitlines()[-7:])
+    assert "whose leaf names the client by an EUI-64 (CRT-4" in words
+    assert "in a dNSName subjectAltName, or else in the subject's most specific CN" in words
+    assert "is bad_certificate" in words
+    assert "naming the client by an EUI-64" in " ".join((ServerConfig.__doc__ or "").split())

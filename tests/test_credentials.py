@@ -278,9 +278,14 @@ def test_certificates_given_as_der_and_pem_items_become_one_der_sequence(
     assert config_error(as_der_sequence, "trust anchors", leaf.der) == (
         "trust anchors must be a list of certificates, not one bytes value"
     )
-    assert config_error(as_der_sequence, "trust anchors", [leaf.der, "x"]) == (
+    assert config_error(as_der_sequence, "trust anchors", [leaf.der, 5]) == (
         "trust anchors items must be bytes (DER or PEM certificates)"
     )
+    for path in ("ca.crt", Path("ca.crt")):  # a path where the bytes belong (probe CA)
+        assert config_error(as_der_sequence, "trust anchors", [leaf.der, path]) == (
+            "trust anchors items must be bytes (DER or PEM certificates): read the file: "
+            "Path(p).read_bytes()"
+        )
     assert config_error(as_der_sequence, "trust anchors", [b"junk"]) == (
         "trust anchors: not a PEM or DER X.509 certificate"
     )

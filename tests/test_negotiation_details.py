@@ -304,12 +304,13 @@ def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture)
     link.handshake()
     assert established(link)
     caplog.set_level(logging.WARNING, logger="iotdtls")
-    for bad, name in ((longest + b"!", "a key of 65536 bytes"), (b"", "an empty key"),
-                      ("text", "str")):
+    for bad, name, hint in ((longest + b"!", "a key of 65536 bytes", ""),
+                            (b"", "an empty key", ""),
+                            ("text", "str", "; a hex key? bytes.fromhex(...)")):
         broken = make_link(server={"psk_store": None, "psk_lookup": lambda i, b=bad: b})
         broken.handshake()
         assert (f"psk_lookup returned {name} for psk identity b'Client_identity' (a key is 1 "
-                "to 65535 bytes)") in caplog.messages
+                f"to 65535 bytes{hint})") in caplog.messages
     for bytes_like in (bytearray, memoryview):  # taken as bytes, as psk_store takes them
         link = make_link(server={"psk_store": None, "psk_lookup": lambda i, t=bytes_like: t(KEY)})
         link.handshake()

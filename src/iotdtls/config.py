@@ -769,6 +769,8 @@ class ClientConfig(_CommonConfig):
             )
             if given
         ]
+        if not modes:
+            _check_own_credential_has_its_mode(self)
         if len(modes) != 1:
             raise ConfigError(
                 "give exactly one of psk_identity+psk (PSK), server_public_keys (raw public "
@@ -929,6 +931,21 @@ ClientKeyLookup = Callable[[RawPublicKeyIdentity], bool]
 ServerNameLookup = Callable[[str], "ServerConfig | None"]
 
 
+def _check_own_credential_has_its_mode(config: ClientConfig) -> None:
+    """A client given its own credential but nothing to check the server with: name what its
+    mode needs (the server is always authenticated, CFG-1), not the three modes."""
+    if config.certificate is not None:
+        raise ConfigError(
+            "certificate needs trust_anchors (the CAs or certificates to check the server's "
+            "chain with)"
+        )
+    if config.raw_public_key is not None:
+        raise ConfigError(
+            "raw_public_key needs server_public_keys (the server's raw public keys or their "
+            "SHA-256)"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig(_CommonConfig):
     """A server's credentials, in any mix (it picks by what the client offers):
@@ -941,7 +958,8 @@ class ServerConfig(_CommonConfig):
     * raw public keys: `raw_public_key` (our `PrivateKey`); clients must present a key from
       `client_public_keys` (or one `client_key_lookup` accepts) when either is given;
     * certificates: `certificates` (our `CertifiedKey`s; the first is the default); clients
-      must present a chain to `client_trust_anchors` when it is given."""
+      must present a chain to `client_trust_anchors` when it is given, its leaf naming the
+      client by an EUI-64 (in a dNSName subjectAltName or the CN, see the field)."""
 
     is_client: ClassVar[bool] = False
     _kinds: ClassVar[Mapping[str, _Kind]] = _SERVER_KINDS
@@ -955,7 +973,13 @@ class ServerConfig(_CommonConfig):
     #: called synchronously in the handshake (async def is refused).
     client_key_lookup: ClientKeyLookup | None = field(default=None, repr=False)
     certificates: Sequence[CertifiedKey] = ()
-    #: Trust anchors for client certificates (CRT-1); when given, clients must present one.
+    #: Trust anchors for client certificates (CRT-1); when given, clients must present a chain
+    #: to one, whose leaf names the client by an EUI-64 (CRT-4, the profile's client identity;
+    #: RFC 7252 §9.1.3.3): in a dNSName subjectAltName, or else in the subject's most specific
+    #: CN (when the subjectAltName holds no DNS-ID, SRV-ID or URI-ID, RFC 6125 §6.4.4); 16 hex
+    #: digits, or 8 octets separated throughout by "-" or throughout by ":", either case. A
+    #: leaf without one, or with two different ones, is bad_certificate. The identity is its
+    #: canonical form, 01-23-45-67-89-AB-CD-EF (`CertificateIdentity.name`).
     client_trust_anchors: Sequence[bytes] = ()
     #: Fetches client certificates from the URLs a client sends instead of its chain (RFC 6066
     #: §5, CRT-7); None refuses the extension. A fetcher reaches wherever a client points it:
@@ -1080,6 +1104,10 @@ class ServerConfig(_CommonConfig):
                 "psk_store and psk_lookup are both given: give one (psk_lookup would be asked "
                 "for every identity and psk_store never read)"
             )
+        if self.client_authenticates_rpk and self.raw_public_key is None:
+            raise ConfigError("client_public_keys needs raw_public_key (the server's own key)")
+        if self.client_trust_anchors and not self.certificates:
+            raise ConfigError("client_trust_anchors needs certificates (the server's own chain)")
         if not (self.psk_store or self.psk_lookup is not None or self.raw_public_key is not None
                 or self.certificates):
             # An empty store (copied above, so never filled later) authenticates no one.
@@ -1088,10 +1116,6 @@ class ServerConfig(_CommonConfig):
                 f"server needs credentials{empty}: psk_store or psk_lookup (PSK), raw_public_key "
                 "(raw public keys) or certificates (X.509)"
             )
-        if self.client_authenticates_rpk and self.raw_public_key is None:
-            raise ConfigError("client_public_keys needs raw_public_key (the server's own key)")
-        if self.client_trust_anchors and not self.certificates:
-            raise ConfigError("client_trust_anchors needs certificates (the server's own chain)")
         for certified in self.certificates:
             warn_if_out_of_validity(certified, _clock_reading(self.wall_clock))
         _check_depth(self.max_chain_depth)

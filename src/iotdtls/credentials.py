@@ -412,7 +412,10 @@ def as_der_sequence(name: str, values: Sequence[bytes]) -> tuple[bytes, ...]:
     out: list[bytes] = []
     for value in values:
         if not isinstance(value, bytes | bytearray):
-            raise ConfigError(f"{name} items must be bytes (DER or PEM certificates)")
+            # A path where the certificate's bytes belong: say how to read it.
+            path = isinstance(value, str | PathLike)
+            hint = ": read the file: Path(p).read_bytes()" if path else ""
+            raise ConfigError(f"{name} items must be bytes (DER or PEM certificates){hint}")
         try:
             out.extend(load_certificates(bytes(value)))
         except ConfigError as exc:

@@ -139,10 +139,13 @@ class PskServerExchange:
         if isinstance(psk, bytearray | memoryview):
             psk = bytes(psk)
         if psk is not None and (not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH):
+            # A str: hinted as the configuration hints it (`config._key_bytes`).
+            hint = "; a hex key? bytes.fromhex(...)" if isinstance(psk, str) else ""
             logger.warning(
-                "psk_lookup returned %s for %s (a key is 1 to 65535 bytes)",
+                "psk_lookup returned %s for %s (a key is 1 to 65535 bytes%s)",
                 _what_key(psk),
                 claimed,
+                hint,
             )
             raise ProtocolError(
                 "psk_lookup returned an invalid key", AlertDescription.internal_error
