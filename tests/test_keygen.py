@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from iotdtls._files import _planted, file_kind, write_atomically
 from iotdtls.cli import main
 from iotdtls.credentials import public_key_pin
+from tests.pubkey_support import compressed_spki
 
 
 def keygen(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -273,6 +274,33 @@ def test_spki_writes_the_public_key_and_prints_the_same_pin(
     status, _, err = keygen(capsys, "spki", "--key", str(key), "--out", str(pub))
     assert status == 2 and "exists" in err
     assert keygen(capsys, "spki", "--key", str(key), "--out", str(pub), "--force")[0] == 0
+
+
+def test_spki_of_a_public_key_prints_its_pin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keygen spki --key server.pub` was refused ("that is a public key, not a private key")
+    though the help says "print a key's SPKI SHA-256" (probe CA): a public key file, PEM or
+    DER, its point compressed or not, gives the same pin as its private key, and --out writes
+    it uncompressed, as peers send it (RFC 8422 §5.1.2)."""
+    key, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
+    pin = keygen(capsys, "ec-p256", "--out", str(key))[1]
+    public = serialization.load_pem_private_key(key.read_bytes(), None).public_key()
+    forms = {
+        "pem": (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "der": (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+    }
+    for name, (encoding, form) in forms.items():
+        given = tmp_path / f"given.{name}"
+        given.write_bytes(public.public_bytes(encoding, form))
+        assert keygen(capsys, "spki", "--key", str(given)) == (0, pin, "")
+    compressed = tmp_path / "compressed.der"
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    compressed.write_bytes(compressed_spki(public))
+    assert keygen(capsys, "spki", "--key", str(compressed), "--out", str(pub)) == (0, pin, "")
+    assert serialization.load_pem_public_key(pub.read_bytes()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == spki_of(key.read_bytes())
 
 
 def test_spki_of_something_that_is_not_a_key_is_a_one_line_error(

@@ -58,6 +58,7 @@ __all__ = [
     "psk_digest",
     "public_key_pin",
     "public_key_pins",
+    "public_key_spki",
     "read_wall_clock",
     "validity_problem",
     "warn_if_out_of_validity",
@@ -95,13 +96,19 @@ def public_key_pin(value: bytes | str) -> bytes:
     value = bytes(value)
     if len(value) == _SHA256_LEN:
         return value
+    return spki_sha256(public_key_spki(value))
+
+
+def public_key_spki(value: bytes) -> bytes:
+    """A P-256 public key's DER SubjectPublicKeyInfo with its point uncompressed (as peers send
+    it, RFC 8422 §5.1.2), from the key in DER or PEM, either point form."""
     if value.lstrip().startswith(b"-----"):
         blocks = pem_blocks(value, "PUBLIC KEY")
         if len(blocks) != 1:
             instead = None if blocks else _not_public_key(value)
             raise ConfigError(instead or "a public key PEM must hold exactly one PUBLIC KEY block")
         value = blocks[0]
-    return spki_sha256(_uncompressed_p256_spki(value))
+    return _uncompressed_p256_spki(value)
 
 
 #: How to get the public key out of what was given instead (RFC 7250 §3: a raw public key is

@@ -38,7 +38,13 @@ from iotdtls.config import (
     ClientConfig,
     ServerConfig,
 )
-from iotdtls.credentials import CertifiedKey, PrivateKey, mark_validity_warned, public_key_pin
+from iotdtls.credentials import (
+    CertifiedKey,
+    PrivateKey,
+    mark_validity_warned,
+    public_key_pin,
+    public_key_spki,
+)
 from iotdtls.crypto.pem import CERTIFICATE, PRIVATE_KEY, kind_of
 from iotdtls.crypto.x509 import load_certificates
 from iotdtls.errors import ConfigError
@@ -257,6 +263,15 @@ def _certified(args: argparse.Namespace, *, warned: bool = False) -> CertifiedKe
     if warned:
         mark_validity_warned(certified)
     return certified
+
+
+def load_public_key_spki(path: str, flag: str) -> bytes:
+    """The public key in file `path` (PEM or DER SubjectPublicKeyInfo, either point form),
+    given as `flag`, as DER with its point uncompressed; a `UsageError` naming both otherwise."""
+    try:
+        return public_key_spki(_read(path, flag))
+    except ConfigError as exc:
+        raise UsageError(f"{flag} {path}: {exc}") from None
 
 
 def file_holds(path: str, flag: str) -> str | None:

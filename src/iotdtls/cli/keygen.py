@@ -18,9 +18,9 @@ from typing import Any, BinaryIO, Final
 
 from iotdtls._files import same_file, write_atomically
 from iotdtls.cli.common import UsageError, file_path, stdout_buffer, whole_number
-from iotdtls.cli.credentials import file_holds, load_private_key
+from iotdtls.cli.credentials import file_holds, load_private_key, load_public_key_spki
 from iotdtls.crypto import random_bytes
-from iotdtls.crypto.pem import CERTIFICATE
+from iotdtls.crypto.pem import CERTIFICATE, PUBLIC_KEY
 from iotdtls.crypto.signature import PrivateKey, spki_sha256
 
 __all__ = ["register"]
@@ -45,7 +45,8 @@ def register(sub: Any) -> None:
 
     spki = kinds.add_parser("spki", help="print a key's SPKI SHA-256; --out writes its public key")
     spki.add_argument(
-        "--key", required=True, metavar="KEY.pem", type=file_path, help="private key (PEM or DER)"
+        "--key", required=True, metavar="KEY.pem", type=file_path,
+        help="private or public key (PEM or DER)",
     )
     spki.add_argument(
         "--out", metavar="PUB.pem", type=file_path, help="file to write the public key to"
@@ -78,16 +79,25 @@ def run_spki(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out} is the --key file: name another file for the public key"
         )
-    key = _private_key(args.key)
+    spki = _key_spki(args.key)
     if args.out is not None:
-        _write(args.out, spki_pem(key.spki), mode=0o644, force=args.force)
-    _print(out, spki_sha256(key.spki).hex())
+        _write(args.out, spki_pem(spki), mode=0o644, force=args.force)
+    _print(out, spki_sha256(spki).hex())
     return 0
+
+
+def _key_spki(path: str) -> bytes:
+    """The --key file's SubjectPublicKeyInfo, its point uncompressed (RFC 8422 §5.1.2, as the
+    pin is made): of a private key, or of a public key (PEM or DER, either point form), which
+    is what the help promises ("print a key's SPKI SHA-256")."""
+    if file_holds(path, "--key") == PUBLIC_KEY:
+        return load_public_key_spki(path, "--key")
+    return _private_key(path).spki
 
 
 def _private_key(path: str) -> PrivateKey:
     """The --key file's key; a certificate given instead is refused with the command that
-    prints the public key it holds (`spki` reads private keys only)."""
+    prints the public key it holds."""
     try:
         return load_private_key(path, "--key")
     except UsageError as exc:
