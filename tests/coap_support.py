@@ -280,6 +280,7 @@ def make_rpk_files(directory: Path) -> RpkFiles:
         paths[f"{name}_key"].write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption()))
+        paths[f"{name}_key"].chmod(0o600)  # as a private key is kept (the CLI warns of others)
         paths[f"{name}_pub"] = directory / f"{name}.pub"
         paths[f"{name}_pub"].write_bytes(key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))

@@ -51,6 +51,7 @@ def coap(*args: str, stdin: str | None = None, timeout: float = 30.0,
 def test_serve_and_get_hello_core_counter_and_not_found(tmp_path: Path) -> None:
     psk_file = tmp_path / "psk.txt"
     psk_file.write_text(f"{CLIENT_IDENTITY}:{PSK_HEX}\nsensor-2:a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\n")
+    psk_file.chmod(0o600)  # a --psk-file others can read is refused
     with coap_serve("--psk-file", str(psk_file)) as (port, server):
         base = f"coaps://{LOCALHOST}:{port}"
         hello = coap("get", f"{base}/hello", *CREDENTIALS)
