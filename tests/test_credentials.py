@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.credentials import (
@@ -55,7 +54,7 @@ from tests.pki import (
     with_version_field,
 )
 from tests.pubkey_support import compressed_spki, der_to_pem
-from tests.test_x509 import without_version
+from tests.test_x509 import version_1_certificate
 
 pytestmark = pytest.mark.req("CFG-1")
 
@@ -457,20 +456,6 @@ def test_our_own_certificate_out_of_its_window_is_a_warning_when_configured(
     assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
 
 
-def version_1_leaf() -> tuple[bytes, ec.EllipticCurvePrivateKey]:
-    """A leaf as `openssl x509 -req` without -extfile makes it: X.509 v1, no extensions."""
-    key = p256()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "v1 device")])
-    v3 = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1).not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + DAY).sign(key, hashes.SHA256())
-    )
-    v1 = without_version(v3.public_bytes(serialization.Encoding.DER))
-    assert x509.load_der_x509_certificate(v1).version is x509.Version.v1
-    return v1, key
-
-
 @pytest.mark.req("CRT-1")
 def test_our_own_v1_certificate_is_a_warning_when_configured(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -478,7 +463,7 @@ def test_our_own_v1_certificate_is_a_warning_when_configured(
     """A v1 certificate of ours loaded in silence, then our own peers refused it ("certificate
     must be an X509v3 certificate", bad_certificate) (probe CA): a configuration taking it
     logs one warning naming the file and the fix, once per chain, as for an expired one."""
-    der, key = version_1_leaf()
+    der, key = version_1_certificate("v1 device")
     cert, key_file = tmp_path / "device.crt", tmp_path / "device.key"
     cert.write_bytes(pem_certificate(der))
     key_file.write_bytes(key.private_bytes(

@@ -1366,15 +1366,7 @@ def test_a_version_1_anchor_is_refused_at_configuration() -> None:
     """A v1 root was taken as a trust anchor, but the verifier takes v3 certificates only, so
     every chain under it failed ("must be an X509v3 certificate", unknown_ca) (probe BW #6):
     now the configuration says so, in one line, before any handshake."""
-    key = p256()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "v1 root")])
-    root_v3 = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(1).not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + DAY).sign(key, hashes.SHA256())
-    )
-    v1 = without_version(root_v3.public_bytes(serialization.Encoding.DER))
-    assert x509.load_der_x509_certificate(v1).version is x509.Version.v1
+    v1, _ = version_1_certificate("v1 root")
     with pytest.raises(ConfigError) as info:
         TrustStore([root().der, v1])
     assert str(info.value) == (
@@ -1396,6 +1388,21 @@ def _der_span(der: bytes, at: int) -> tuple[int, int]:
         return content, content + first
     size = first & 0x7F
     return content + size, content + size + int.from_bytes(der[content : content + size], "big")
+
+
+def version_1_certificate(common_name: str) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    """A self-signed certificate of `common_name` as `openssl x509 -req` without -extfile
+    makes one: X.509 v1, no extensions; and its key."""
+    key = p256()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    v3 = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + DAY).sign(key, hashes.SHA256())
+    )
+    v1 = without_version(v3.public_bytes(serialization.Encoding.DER))
+    assert x509.load_der_x509_certificate(v1).version is x509.Version.v1
+    return v1, key
 
 
 def without_version(der: bytes) -> bytes:

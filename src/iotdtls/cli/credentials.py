@@ -26,7 +26,6 @@ from iotdtls._files import (
     MAX_CREDENTIAL_FILE,
     RefusedFile,
     not_ours_alone,
-    read_regular_file,
     read_regular_file_and_stat,
 )
 from iotdtls._paths import cannot_read, shown_path
@@ -169,12 +168,7 @@ def _check_length(identity: bytes, longest: int | None, where: str) -> None:
 def _read_regular(path: str, flag: str, limit: int) -> bytes:
     """The bytes of the regular file `path`, given as `flag`, at most `limit`
     (`read_regular_file`); a `UsageError` naming both for anything else."""
-    try:
-        return read_regular_file(path, limit)
-    except RefusedFile as exc:
-        raise UsageError(f"{flag} {shown_path(path)} {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(cannot_read(flag, path, exc)) from None
+    return _read_regular_and_stat(path, flag, limit)[0]
 
 
 def _read_regular_and_stat(path: str, flag: str, limit: int) -> tuple[bytes, os.stat_result]:
