@@ -66,6 +66,7 @@ from tests.interop_support import (
 from tests.peers import (
     CLIENT_IDENTITY,
     LOCALHOST,
+    PSK_HEX,
     Pki,
     TakesAnyAddress,
     free_udp_port,
@@ -478,17 +479,24 @@ def test_a_handshake_with_a_link_local_address_names_it_once_and_one_way(
     assert "%25" not in err
 
 
+@pytest.mark.parametrize(("identity", "psk_hex"), [
+    (CLIENT_IDENTITY, WRONG_PSK_HEX),  # a wrong key
+    ("nobody", PSK_HEX),  # the right key, an identity the server does not know
+])
 def test_a_failed_handshake_exits_1_with_the_reason_and_advice(
-    server: Served, capsys: pytest.CaptureFixture[str]
+    server: Served, capsys: pytest.CaptureFixture[str], identity: str, psk_hex: str
 ) -> None:
+    """The server answers both with decrypt_error (RFC 4279 §2): the advice names the PSK and
+    the identity alike, as the reason does (it named the PSK alone, probe CB)."""
     status, out, err = coap(capsys, "get", server.uri("hello"), "--psk-identity",
-                            CLIENT_IDENTITY, "--psk", WRONG_PSK_HEX, "--timeout", "5")
+                            identity, "--psk", psk_hex, "--timeout", "5")
     lines = err.splitlines()
     assert (status, out, len(lines)) == (1, "", 1), err  # one line, as every subcommand's
     assert lines[0].startswith(
         f"iotdtls: coaps: DTLS handshake with {server.address[0]}:{server.address[1]} failed: ")
     assert lines[0].endswith(
-        "unknown to it). Check the credentials: the PSK does not match the server's.")
+        "unknown to it). Check the credentials: the PSK or the PSK identity does not match the "
+        "server's.")
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def test_wrong_key_exits_1_with_a_clear_line_within_the_deadline() -> None:
         f"iotdtls: coaps: DTLS handshake with {LOCALHOST}:{port} failed: "
         "received fatal alert decrypt_error (the server could not verify our Finished: the PSK "
         "does not match the server's, or the PSK identity is unknown to it). "
-        "Check the credentials: the PSK does not match the server's.",
+        "Check the credentials: the PSK or the PSK identity does not match the server's.",
     ]
 
 

@@ -441,7 +441,7 @@ ADDRESS = "Check the server address and its DTLS configuration."
     (AlertReceived(AlertDescription.unknown_psk_identity),
      "Check the credentials: the server does not know this PSK identity."),
     (AlertSent(AlertDescription.decrypt_error),
-     "Check the credentials: the PSK does not match the server's."),
+     "Check the credentials: the PSK or the PSK identity does not match the server's."),
     (AlertReceived(AlertDescription.handshake_failure),
      "Check the credentials: the server refused the credentials or cipher suites."),
     # We refused the server (its raw public key is not one we were given, say).
@@ -526,7 +526,9 @@ OUR_SIGNATURE = (
     "Check our key pair: the server could not verify our signature (does our private key "
     "match the raw public key or certificate we send?) or our Finished."
 )
-PSK_MISMATCH = "Check the credentials: the PSK does not match the server's."
+PSK_MISMATCH = (
+    "Check the credentials: the PSK or the PSK identity does not match the server's."
+)
 
 
 @pytest.mark.parametrize(("cause", "mode", "advice"), [

@@ -148,7 +148,13 @@ def association_error(
 #: signature that did not verify (RFC 5246 §7.4.3, §7.4.8): the key pair of the side that
 #: signed, not a PSK.
 _KEY_MISMATCH = frozenset({AlertDescription.decrypt_error, AlertDescription.bad_record_mac})
-_PSK_MISMATCH = "Check the credentials: the PSK does not match the server's."
+#: In PSK mode a Finished that does not verify is a PSK that differs, or an identity the server
+#: does not know: RFC 4279 §2 lets a server hide that by going on as if the key were wrong
+#: (decrypt_error, not unknown_psk_identity). The advice names both, as the alert's reason
+#: does; it named the PSK alone (probe CB).
+_PSK_MISMATCH = (
+    "Check the credentials: the PSK or the PSK identity does not match the server's."
+)
 _CREDENTIALS_MISMATCH = "Check the credentials: they do not match the server's."
 _SERVER_SIGNATURE = (
     "Check the server's key pair: its signature did not verify with the raw public key or "
