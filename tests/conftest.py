@@ -131,7 +131,7 @@ def restored_logging_levels() -> Generator[None, None, None]:
     test that runs the command line in this process leaves them as it found them."""
     import logging
 
-    names = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
+    names = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers", "iotdtls.coap")
     levels = {name: logging.getLogger(name).level for name in names}
     yield
     for name, level in levels.items():

@@ -1577,18 +1577,20 @@ def test_a_file_flag_added_later_is_checked_against_the_keylog_too(
     assert path.read_text() == "data\n"
 
 
-LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers")
+LIBRARY_LOGGERS = ("iotdtls", "iotdtls.aio", "iotdtls.cli", "iotdtls.workers", "iotdtls.coap")
+UNSET = (logging.NOTSET,) * 4
 
 
 @pytest.mark.parametrize(
     ("verbose", "server", "levels"),
     [
-        # A server says where it listens and one line per handshake; a client only its error.
-        (False, True, (logging.WARNING, logging.INFO, logging.INFO, logging.INFO)),
-        (False, False, (logging.WARNING, logging.NOTSET, logging.NOTSET, logging.NOTSET)),
+        # A server says where it listens, one line per handshake, and (coaps) what an
+        # association's end sums up; a client only its error.
+        (False, True, (logging.WARNING, logging.INFO, logging.INFO, logging.INFO, logging.INFO)),
+        (False, False, (logging.WARNING, *UNSET)),
         # -v: everything, from the top logger down.
-        (True, True, (logging.DEBUG, logging.NOTSET, logging.NOTSET, logging.NOTSET)),
-        (True, False, (logging.DEBUG, logging.NOTSET, logging.NOTSET, logging.NOTSET)),
+        (True, True, (logging.DEBUG, *UNSET)),
+        (True, False, (logging.DEBUG, *UNSET)),
     ],
 )
 def test_logging_levels(

@@ -14,12 +14,15 @@ from pathlib import Path
 import aiocoap
 import pytest
 
+import iotdtls
+import iotdtls.sync
 from tests.coap_support import LIBCOAP_KEY_HEX, libcoap_server, make_rpk_files, reply
 from tests.interop_support import CLI, CREDENTIALS, WRONG_PSK_HEX, AnsweringServer
 from tests.peers import (
     CLIENT_EUI64,
     CLIENT_IDENTITY,
     LOCALHOST,
+    PSK,
     PSK_HEX,
     PeerProcess,
     Pki,
@@ -77,6 +80,32 @@ def test_serve_and_get_hello_core_counter_and_not_found(tmp_path: Path) -> None:
         os.kill(server.pid, signal.SIGTERM)
         assert server.wait(5.0) == 0
     assert "Traceback" not in server.output
+
+
+def observe_counter(mid: int) -> bytes:
+    """A confirmable Observe registration of `/counter` (RFC 7641 §3.1), its token its `mid`."""
+    message = aiocoap.Message(code=aiocoap.GET, uri_path=("counter",), observe=0)
+    message.mtype, message.mid, message.token = aiocoap.CON, mid, mid.to_bytes(2, "big")
+    return message.encode()
+
+
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_serve_sums_up_registrations_past_the_bound_at_the_association_end(
+    quiet: list[str],
+) -> None:
+    """Past 16 live Observe registrations a registration is served as a plain GET; the end of
+    the association says how many at info level, which `coap serve` shows without -v (its
+    logger, iotdtls.coap, was left at warning: the line showed with -v only, probe CB)."""
+    config = iotdtls.ClientConfig(psk_identity=CLIENT_IDENTITY.encode(), psk=PSK)
+    with coap_serve(*CREDENTIALS, *quiet) as (port, server):
+        with iotdtls.sync.connect(LOCALHOST, port, config) as device:
+            for mid in range(18):
+                device.send(observe_counter(mid))
+                assert device.recv(timeout=5.0) is not None
+        server.wait_for_output(
+            r"iotdtls\.coap: <ServerRemote coaps://127\.0\.0\.1:\d+ psk identity "
+            r"b'Client_identity' ended>: 2 Observe registrations past 16 live ones were served "
+            r"as plain GETs", 10.0)
 
 
 @pytest.mark.req("COAP-1")

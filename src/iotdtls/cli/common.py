@@ -555,15 +555,21 @@ def add_loop_flag(p: argparse.ArgumentParser) -> None:
 
 def setup_logging(verbose: bool, server: bool) -> None:
     """stderr logging. Without -v: a server says where it listens and one line per handshake
-    (peer and identity, from `iotdtls.aio`); a client only its final error. With -v:
-    everything, every datagram included (`iotdtls.trace`, no key material)."""
+    (peer and identity, from `iotdtls.aio`), and a coaps server what an association's end sums
+    up (`iotdtls.coap`: Observe registrations past the bound served as plain GETs, datagrams
+    that were not CoAP messages); a client only its final error. With -v: everything, every
+    datagram included (`iotdtls.trace`, no key material)."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("iotdtls").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if server and not verbose:
-        for name in ("iotdtls.aio", "iotdtls.cli", "iotdtls.workers"):
+        for name in _SERVER_INFO_LOGGERS:
             logging.getLogger(name).setLevel(logging.INFO)
+
+
+#: The loggers whose info lines a server shows without -v (`setup_logging`).
+_SERVER_INFO_LOGGERS = ("iotdtls.aio", "iotdtls.cli", "iotdtls.workers", "iotdtls.coap")
 
 
 def server_logging(verbose: bool, quiet: bool) -> None:
