@@ -9,13 +9,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiocoap import BAD_REQUEST, CHANGED, GET, PUT, Message
+from aiocoap import BAD_REQUEST, CHANGED, CONTENT, GET, PUT, Message
+from aiocoap.error import UnallowedMethod
+from aiocoap.message import Direction
+from aiocoap.numbers.codes import Code
 
 from iotdtls.coap import demo
 from iotdtls.identity import CertificateIdentity, PskIdentity
 from tests.coap_support import run
 
 TEXT_PLAIN = 0  # RFC 7252 §12.3: text/plain; charset=utf-8
+PRECONDITION_FAILED = Code.PRECONDITION_FAILED  # 4.12
 
 
 def request(remote: Any) -> Message:
@@ -141,3 +145,82 @@ def test_the_demo_counter_counts_seconds_unless_told(monkeypatch: pytest.MonkeyP
     demo.demo_site()
     demo.demo_site(0.25)
     assert intervals == [1.0, 0.25]
+
+
+def conditional(code: Any, *, if_match: tuple[bytes, ...] = (), if_none_match: bool = False,
+                payload: bytes = b"") -> Message:
+    """A request as aiocoap hands it to a resource's `render`."""
+    message = Message(code=code, payload=payload)
+    message.direction = Direction.INCOMING
+    message.opt.if_match = if_match
+    message.opt.if_none_match = if_none_match
+    message.remote = SimpleNamespace()
+    return message
+
+
+@pytest.mark.req("COAP-1")
+@pytest.mark.parametrize("name", ["hello", "counter", "core"])
+@pytest.mark.parametrize(("if_match", "if_none_match", "code"), [
+    ((), False, CONTENT),
+    ((b"",), False, CONTENT),  # an empty If-Match matches any existing representation
+    ((b"\xee",), False, PRECONDITION_FAILED),  # they have no ETag for it to match
+    ((b"\xee", b""), False, CONTENT),  # one value of several
+    ((), True, PRECONDITION_FAILED),  # they exist
+])  # fmt: skip
+def test_the_demo_resources_evaluate_if_match_and_if_none_match(
+    name: str, if_match: tuple[bytes, ...], if_none_match: bool, code: Any
+) -> None:
+    """RFC 7252 §5.10.8: /hello, /counter and /.well-known/core always exist, without an ETag;
+    a precondition not fulfilled is 4.12 and the method is not performed (aiocoap's own
+    resources ignored both, probe CB)."""
+    site = demo.demo_site(0.05)
+    resources = {"hello": demo.Hello(), "counter": demo.Counter(0.05),
+                 "core": demo._Core(site.get_resources_as_linkheader, impl_info=None)}
+
+    async def main() -> None:
+        answer = await resources[name].render(
+            conditional(GET, if_match=if_match, if_none_match=if_none_match))
+        assert answer.code == code, answer.payload
+        if code == PRECONDITION_FAILED:
+            assert answer.payload in (b"If-Match: no current representation matches",
+                                      b"If-None-Match: the resource exists")
+
+    run(main())
+
+
+def test_a_precondition_on_a_method_the_resource_lacks_stays_4_05() -> None:
+    """The method is refused before any precondition is evaluated: 4.05, not 4.12."""
+    async def main() -> None:
+        with pytest.raises(UnallowedMethod):
+            await demo.Hello().render(conditional(PUT, if_none_match=True, payload=b"x"))
+
+    run(main())
+
+
+def test_the_demo_temp_has_an_etag_per_reading_and_a_representation_once_read() -> None:
+    """RFC 7252 §5.10.6: the same reading has the same ETag, another reading another; before
+    the first reading /temp has no representation, so If-Match fails and If-None-Match
+    holds (§5.10.8), and a PUT refused by a precondition changes nothing."""
+    temp = demo.Temperature()
+
+    async def main() -> None:
+        empty = await temp.render(conditional(GET))
+        assert (empty.code, empty.payload, empty.opt.etag) == (CONTENT, b"", None)
+        refused = await temp.render(conditional(PUT, if_match=(b"",), payload=b"5"))
+        assert refused.code == PRECONDITION_FAILED and temp.value == b""
+        created = await temp.render(conditional(PUT, if_none_match=True, payload=b"5"))
+        assert created.code == CHANGED and temp.value == b"5"
+        etag = (await temp.render(conditional(GET))).opt.etag
+        assert etag is not None and 1 <= len(etag) <= 8
+        again = await temp.render(conditional(PUT, if_none_match=True, payload=b"6"))
+        assert again.code == PRECONDITION_FAILED and temp.value == b"5"
+        assert (await temp.render(conditional(PUT, if_match=(etag,), payload=b"6"))).code == (
+            CHANGED)
+        other = (await temp.render(conditional(GET))).opt.etag
+        assert other not in (None, etag)
+        assert (await temp.render(conditional(PUT, if_match=(etag,), payload=b"7"))).code == (
+            PRECONDITION_FAILED)
+        assert (await temp.render(conditional(PUT, payload=b"5"))).code == CHANGED
+        assert (await temp.render(conditional(GET))).opt.etag == etag  # the same reading
+
+    run(main())

@@ -39,6 +39,8 @@ from tests.interop_support import AnsweringServer
 from tests.peers import LOCALHOST
 from tests.test_coap_details import Interface, Layer, SentAddress
 
+PRECONDITION_FAILED = Code.PRECONDITION_FAILED  # 4.12, RFC 7252 §5.9.2.9
+
 NOT_COAP = "ignoring a datagram that is not a CoAP message (any more are logged at debug level)"
 
 
@@ -199,18 +201,66 @@ def test_the_critical_options_a_plain_site_recognizes_and_elective_ones_pass() -
     """If-Match, Uri-Host, If-None-Match, Uri-Port, Accept, Block2 (critical, recognized:
     `iotdtls.coap.options.RECOGNIZED`), an unknown elective option (2048, even: §5.4.1 lets
     it be ignored) and Uri-Path-Abbrev (13, the demo's `Site` resolves it: its own 4.02,
-    without our diagnostic, for a value it does not know) reach aiocoap."""
+    without our diagnostic, for a value it does not know) reach aiocoap. The preconditions
+    reach the resource, which evaluates them (RFC 7252 §5.10.8): `/hello` exists without an
+    ETag, so an empty If-Match is fulfilled, another value or If-None-Match is not (4.12)."""
 
     async def main() -> None:
         async with coaps_server() as server, device(server.address) as dev:
-            passing = [(1, b"\x01"), (3, LOCALHOST.encode()), (5, b""), (7, b"\x16\x34"),
-                       (17, b"\x00"), (23, b"\x02"), (2048, b"x")]
-            for mid, option in enumerate(passing, start=1):
+            passing = [((1, b""), aiocoap.CONTENT), ((1, b"\x01"), PRECONDITION_FAILED),
+                       ((3, LOCALHOST.encode()), aiocoap.CONTENT), ((5, b""), PRECONDITION_FAILED),
+                       ((7, b"\x16\x34"), aiocoap.CONTENT), ((17, b"\x00"), aiocoap.CONTENT),
+                       ((23, b"\x02"), aiocoap.CONTENT), ((2048, b"x"), aiocoap.CONTENT)]
+            for mid, (option, code) in enumerate(passing, start=1):
                 answer = await dev.ask(_request(mid, [option]))
-                assert answer is not None and answer.code == aiocoap.CONTENT, option
+                assert answer is not None and answer.code == code, option
             abbrev = await dev.ask(_request(20, [(13, b"\x7f")]))
             assert abbrev is not None and abbrev.code == aiocoap.BAD_OPTION
             assert abbrev.payload == b""  # aiocoap's answer, not ours
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
+def test_the_demo_temp_evaluates_if_match_and_if_none_match() -> None:
+    """RFC 7252 §5.10.8: a PUT of /temp with an If-Match no ETag matched, or with
+    If-None-Match once /temp has a reading, got 2.04 and changed it (probe CB): aiocoap
+    evaluates neither. Now 4.12 Precondition Failed, /temp unchanged; the ETag of its GET,
+    or an empty If-Match, is fulfilled."""
+
+    def put(mid: int, options: list[tuple[int, bytes]], value: bytes) -> bytes:
+        return _request(mid, options, code=aiocoap.PUT, path="temp", payload=value)
+
+    async def main() -> None:
+        async with coaps_server() as server, device(server.address) as dev:
+            async def code_of(request: bytes) -> Code:
+                answer = await dev.ask(request)
+                assert answer is not None
+                return answer.code
+
+            async def reading() -> Message:
+                answer = await dev.ask(_request(next(mids), [], path="temp"))
+                assert answer is not None and answer.code == aiocoap.CONTENT
+                return answer
+
+            mids = iter(range(1, 100))
+            # No reading yet: If-Match (any) fails, If-None-Match holds.
+            assert await code_of(put(next(mids), [(1, b"")], b"19")) == PRECONDITION_FAILED
+            assert await code_of(put(next(mids), [(5, b"")], b"20")) == aiocoap.CHANGED
+            first = await reading()
+            assert first.payload == b"20" and first.opt.etag is not None
+            assert await code_of(put(next(mids), [(1, b"\xee")], b"99")) == PRECONDITION_FAILED
+            assert await code_of(put(next(mids), [(5, b"")], b"77")) == PRECONDITION_FAILED
+            assert (await reading()).payload == b"20"
+            matching = [(1, b"\xee"), (1, first.opt.etag)]  # one value of several matches
+            assert await code_of(put(next(mids), matching, b"21")) == aiocoap.CHANGED
+            second = await reading()
+            assert second.payload == b"21" and second.opt.etag not in (None, first.opt.etag)
+            # The old ETag no longer matches; an empty If-Match matches any reading.
+            assert await code_of(put(next(mids), [(1, first.opt.etag)], b"22")) == (
+                PRECONDITION_FAILED)
+            assert await code_of(put(next(mids), [(1, b"")], b"23")) == aiocoap.CHANGED
+            assert (await reading()).payload == b"23"
 
     run(main())
 

@@ -14,6 +14,10 @@ class Options:
     block2: BlockOption.BlockwiseTuple | None
     size1: int | None
     size2: int | None
+    if_match: tuple[bytes, ...]
+    if_none_match: bool
+    etag: bytes | None
+    no_response: int | None
     def encode(self) -> bytes: ...
     def option_list(self) -> Iterator[_Option]: ...
 

@@ -1,12 +1,15 @@
 """The demo site of `iotdtls coap serve`: `/.well-known/core` (RFC 6690), a text resource
 `/hello` that greets the client by its authenticated identity, `/counter`, a counter of
 seconds (by default) that observers (RFC 7641) are notified of at every tick, and `/temp`, a
-number a client PUTs as text and GETs back."""
+number a client PUTs as text and GETs back. Each evaluates If-Match and If-None-Match (RFC 7252
+§5.10.8, `iotdtls.coap.preconditions`), which aiocoap leaves to the resource: `/temp` by the
+ETag of its reading, the others as resources that always exist and have no ETag."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import re
 import time
@@ -16,6 +19,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.contentformat import ContentFormat
 
+from iotdtls.coap.preconditions import EvaluatesPreconditions
 from iotdtls.identity import PskIdentity
 
 __all__ = ["MAX_TEMPERATURE_SIZE", "Counter", "Hello", "Temperature", "demo_site", "name_of"]
@@ -25,7 +29,7 @@ TEXT = ContentFormat.TEXT
 MAX_TEMPERATURE_SIZE = 32
 
 
-class Hello(resource.Resource):
+class Hello(EvaluatesPreconditions):
     """GET: `Hello, <identity>!` with the identity the handshake authenticated (`name_of`)."""
 
     ct = int(TEXT)
@@ -49,7 +53,7 @@ def name_of(peer: object) -> str:
     return str(peer)
 
 
-class Counter(resource.ObservableResource):
+class Counter(EvaluatesPreconditions, resource.ObservableResource):
     """GET: the number of `interval`s since the site started; observable, one notification
     per tick. The ticking task runs only while someone observes."""
 
@@ -83,12 +87,15 @@ class Counter(resource.ObservableResource):
         return Message(payload=str(self.value).encode(), content_format=TEXT)
 
 
-class Temperature(resource.Resource):
+class Temperature(EvaluatesPreconditions):
     """PUT: a reading, a finite decimal number in text/plain (`_NUMBER`: ASCII digits, a sign,
     a point, an exponent; spaces and a newline around it allowed, as `echo 21.5 |` sends), at
     most `MAX_TEMPERATURE_SIZE` bytes: 2.04 Changed;
     4.13 (with Size1, RFC 7252 §5.10.9) when longer, 4.15 for another content format, 4.00
-    for anything but a number. GET: the last reading (empty before the first)."""
+    for anything but a number. GET: the last reading (empty before the first), with its ETag
+    (`current_etag`). Its representation exists from the first reading on: If-Match (its
+    ETag, or empty for any reading) and If-None-Match (none yet) are evaluated against it, 4.12
+    Precondition Failed when not fulfilled (RFC 7252 §5.10.8)."""
 
     ct = int(TEXT)
 
@@ -96,8 +103,18 @@ class Temperature(resource.Resource):
         super().__init__()
         self.value = b""
 
+    def has_representation(self) -> bool:
+        return self.value != b""
+
+    def current_etag(self) -> bytes | None:
+        """The reading's ETag: 8 bytes of its SHA-256 digest, the same for the same reading
+        (RFC 7252 §5.10.6: opaque, at most 8 bytes); None before the first."""
+        return hashlib.sha256(self.value).digest()[:8] if self.value else None
+
     async def render_get(self, request: Message) -> Message:
-        return Message(payload=self.value, content_format=TEXT)
+        response = Message(payload=self.value, content_format=TEXT)
+        response.opt.etag = self.current_etag()
+        return response
 
     async def render_put(self, request: Message) -> Message:
         if len(request.payload) > MAX_TEMPERATURE_SIZE:
@@ -134,12 +151,15 @@ def _diagnostic(code: Code, text: str) -> Message:
     return Message(code=code, payload=text.encode())
 
 
+class _Core(EvaluatesPreconditions, resource.WKCResource):
+    """`/.well-known/core` (RFC 6690), evaluating If-Match and If-None-Match as the others do."""
+
+
 def demo_site(counter_interval: float = 1.0) -> resource.Site:
     """A `Site` with `/.well-known/core`, `/hello`, `/counter` and `/temp`."""
     site = resource.Site()
     site.add_resource(
-        [".well-known", "core"],
-        resource.WKCResource(site.get_resources_as_linkheader, impl_info=None),
+        [".well-known", "core"], _Core(site.get_resources_as_linkheader, impl_info=None)
     )
     site.add_resource(["hello"], Hello())
     site.add_resource(["counter"], Counter(counter_interval))

@@ -6,7 +6,9 @@ An option is critical when its number is odd (§5.4.6). A critical option the se
 recognize in a confirmable request MUST be answered 4.02 Bad Option, and in a non-confirmable
 one MUST make the message rejected (§5.4.1, §4.3); `unrecognized_critical` names it. What is
 recognized is what aiocoap's server machinery or its `Site` acts on, or hands to the resource
-as the place RFC 7252 gives it (`RECOGNIZED`, each with the reason). The elective (even)
+as the place RFC 7252 gives it (`RECOGNIZED`, each with the reason): If-Match and
+If-None-Match are handed to the resource, which must evaluate them itself (aiocoap does not;
+`iotdtls.coap.preconditions`). The elective (even)
 options are not checked: Observe (6), ETag (4), Content-Format (12), Max-Age (14), Hop-Limit
 (16), Size1 (60), Size2 (28), Echo (252), No-Response (258), Request-Tag (292) and any unknown
 one may be ignored (§5.4.1).
@@ -35,12 +37,17 @@ __all__ = ["PROXY_OPTIONS", "RECOGNIZED", "proxying_refused", "unrecognized_crit
 
 #: The critical options recognized in any request, and why (RFC 7252 §5.10 unless said).
 RECOGNIZED: dict[OptionNumber, str] = {
+    # If-Match and If-None-Match are the resource's to evaluate, not aiocoap's: aiocoap hands
+    # them on and performs the method whatever they say (a PUT of the demo's /temp with an
+    # If-Match nothing matched got 2.04, probe CB). A site's own resources must evaluate them
+    # (`iotdtls.coap.preconditions`, as the demo's do); they stay recognized so that sites
+    # whose resources do keep working.
     OptionNumber.IF_MATCH: "a precondition the resource evaluates (request.opt.if_match, "
-                           "§5.10.8.1: 4.12 is its answer)",
+                           "§5.10.8.1: 4.12 is its answer; aiocoap does not)",
     OptionNumber.URI_HOST: "names this server (§5.10.1: the default is the destination); "
                            "aiocoap's virtual hosts (NameBasedVirtualHost) route by it",
     OptionNumber.IF_NONE_MATCH: "a precondition the resource evaluates "
-                                "(request.opt.if_none_match, §5.10.8.2)",
+                                "(request.opt.if_none_match, §5.10.8.2; aiocoap does not)",
     OptionNumber.URI_PORT: "names this server's port (§5.10.1)",
     OptionNumber.URI_PATH: "the resource, which the Site routes by",
     OptionNumber.URI_QUERY: "the resource's arguments (request.opt.uri_query)",
