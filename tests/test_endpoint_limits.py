@@ -1206,3 +1206,91 @@ def test_evictions_remembered_are_bounded_as_failures_are() -> None:
     net.now = 10.0
     net.server.receive_datagram(b"\x16" + bytes(40), flood[16], net.now)
     assert net.server._failed == {}
+
+
+def resumed_with_last_flight_lost(net: Net, address: Address) -> DtlsConnection:
+    """A client at `address` (kept out of `net.clients`) that resumes its session in an
+    abbreviated handshake (RFC 5246 §7.3): the server's ServerHello, ChangeCipherSpec and
+    Finished reach it, its own ChangeCipherSpec and Finished are lost. It is established;
+    the server's association is half-open, its write epoch 1."""
+    net.established(address)
+    session = net.clients[address].session
+    assert session is not None
+    net.clients.pop(address).close()  # its close_notify never sent: the server keeps it
+    client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY), session=session)
+    client.connect(net.now)
+    for _ in range(2):  # ClientHello, HelloVerifyRequest; ClientHello with cookie, flight 2
+        for data in client.datagrams_to_send(net.now):
+            net.server.receive_datagram(data, address, net.now)
+        for data, to in net.server.datagrams_to_send(net.now):
+            assert to == address
+            client.receive_datagram(data, net.now)
+    assert client.datagrams_to_send(net.now)  # ChangeCipherSpec and Finished, lost
+    assert client.state is ConnectionState.ESTABLISHED
+    assert address in net.server._handshaking
+    return client
+
+
+def data_datagrams(client: DtlsConnection, count: int, now: float) -> list[bytes]:
+    """`count` datagrams of application data from `client`, each of one record of epoch 1."""
+    datagrams = []
+    for i in range(count):
+        client.send(b"reading %d" % i)
+        datagrams += client.datagrams_to_send(now)
+    assert len(datagrams) == count
+    assert {RecordHeader.decode(d)[:3] for d in datagrams} == {(23, DTLS_1_2, 1)}
+    return datagrams
+
+
+@pytest.mark.req("HS-2")
+def test_an_evicted_resumed_handshakes_established_client_is_told_at_its_application_data() -> (
+    None
+):
+    """A resumed handshake's client sends the last flight and is established: when that
+    flight is lost and the server evicts the half-open association, the client's next
+    datagrams are application data of epoch 1, not a repeated flight (probe CB). The
+    eviction's internal_error, sealed in epoch 1 with the session's keys (RFC 5246 §7.2.2),
+    answers them too, so the client, which authenticates it, ends its association instead
+    of talking into nothing; within the bounds of a failure's alerts: as many as the entry
+    has, spaced, never larger than the datagram."""
+    net = Net(server_config(max_handshakes=1))
+    address = ("198.51.100.42", 8)
+    client = resumed_with_last_flight_lost(net, address)
+    evict_by_oldest_of_all(net)
+    assert net.server.gate[GateOutcome.HANDSHAKE_EVICTED] == 1
+    copies = data_datagrams(client, 5, net.now)  # the first reaches the client's peer
+    net.server.receive_datagram(copies[0], address, net.now)
+    answers = net.server.datagrams_to_send(net.now)
+    assert [to for _, to in answers] == [address]
+    alert = answers[0][0]
+    assert RecordHeader.decode(alert)[:3] == (ContentType.alert, DTLS_1_2, 1)
+    assert len(alert) <= len(copies[0])
+    client.receive_datagram(alert, net.now)
+    assert client.state is ConnectionState.CLOSED
+    assert isinstance(client.error, AlertReceived)
+    assert client.error.alert is AlertDescription.internal_error
+    net.server.receive_datagram(copies[1], address, net.now)  # too soon after the last
+    assert net.server.datagrams_to_send(net.now) == []
+    alerts = 1
+    for data in copies[2:]:
+        net.now += 1.0
+        net.server.receive_datagram(data, address, net.now)
+        alerts += len(net.server.datagrams_to_send(net.now))
+    assert alerts == net.server.gate[GateOutcome.EVICTION_ALERT_SENT] == 3  # ALERT_REPEATS
+    assert address not in net.server._failed
+
+
+@pytest.mark.req("HS-2")
+def test_an_evicted_full_handshake_leaves_application_data_unanswered() -> None:
+    """A full handshake's eviction (its alerts in epoch 0, in the clear) answers only a
+    repeated flight: its client is not established, and a record of application data from
+    its address is a stranger's, dropped as before."""
+    net = Net(server_config(max_handshakes=1))
+    address = ("198.51.100.43", 8)
+    stalled_after_flight_5(net, address)
+    evict_by_oldest_of_all(net)
+    data = RecordHeader(ContentType.application_data, DTLS_1_2, 1, 0, 40).encode() + bytes(40)
+    net.server.receive_datagram(data, address, net.now)
+    assert net.server.datagrams_to_send(net.now) == []
+    assert net.server.gate[GateOutcome.EVICTION_ALERT_SENT] == 0
+    assert address in net.server._failed

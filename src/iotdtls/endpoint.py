@@ -37,10 +37,14 @@ association kept (`GateOutcome.ALERT_REPEATED`).
 A half-open handshake evicted to make room for another (`ServerConfig.max_handshakes`, oldest
 first) is remembered in the same table, with copies of a fatal internal_error alert (RFC 5246
 §7.2.2: an error "unrelated to the peer or the correctness of the protocol"): its client, which
-goes on repeating its flight into an association that is gone, gets that alert at its next
-flight instead of waiting out its handshake timeout (`GateOutcome.EVICTION_ALERT_SENT`), and
-can start again at once. A new ClientHello from that address, and a copy of the evicted one
-(whose cookie may still let it in), go through the gate as any other.
+goes on sending into an association that is gone, gets that alert at its next datagram instead
+of waiting out its handshake timeout or talking into nothing (`GateOutcome.EVICTION_ALERT_SENT`),
+and can start again at once. A client in a full handshake repeats its flight. A client in an
+abbreviated one (RFC 5246 §7.3) sent the last flight and is established: if that flight was
+lost, it sends application data of epoch 1, which the alert (sealed in epoch 1 with the
+session's keys) answers too, and the client, which authenticates the alert, ends its
+association. A new ClientHello from that address, and a copy of the evicted one (whose cookie
+may still let it in), go through the gate as any other.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ from iotdtls.messages import (
 from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import (
     CCS_CONTENT,
+    DATA_CONTENT,
     HANDSHAKE_CONTENT,
     MAX_PLAINTEXT_LENGTH,
     RECORD_HEADER_LEN,
@@ -202,7 +207,10 @@ class GateOutcome(IdentityHashEnum):
     #: association that is gone), answered with a fatal internal_error alert in the epoch the
     #: handshake wrote in (epoch 0, in the clear, for a full handshake; RFC 5246 §7.2.2), so
     #: that the client fails at once and may start again instead of waiting out its handshake
-    #: timeout: within the bounds of `ALERT_REPEATED`, in the same table of at most
+    #: timeout. When that epoch is 1 (an abbreviated handshake, RFC 5246 §7.3, whose client
+    #: may be established, its last flight lost), an application-data record of epoch 1
+    #: is answered too, or the client would talk into nothing. Within the bounds of
+    #: `ALERT_REPEATED`, in the same table of at most
     #: `ServerConfig.max_handshakes` addresses. A ClientHello from that address, a copy of
     #: the evicted one included, goes through the gate as any other.
     EVICTION_ALERT_SENT = auto()
@@ -220,6 +228,26 @@ _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _FLIGHT_CONTENT = (HANDSHAKE_CONTENT, CCS_CONTENT)
 _RECORD_VERSIONS = (DTLS_1_0, DTLS_1_2)
+#: The epoch of the keys an abbreviated handshake's server writes in before its client's
+#: Finished (RFC 5246 §7.3; RFC 6347 §4.1): the only epoch after the first.
+_RESUMED_EPOCH = 1
+
+
+def _prompts_alert(header: RecordHeader, answers_data: bool) -> bool:
+    """Whether a record with `header`, from an address whose failed or evicted handshake's
+    alert is kept, shows its peer still there (RFC 6347 §4.2.7): a record of its flight
+    (handshake or ChangeCipherSpec, DTLS 1.0 or 1.2, epoch 0 or 1), or, when `answers_data`
+    (an evicted abbreviated handshake, RFC 5246 §7.3), application data of epoch 1 from a
+    client that sent its last flight and is established."""
+    if header.version not in _RECORD_VERSIONS:
+        return False
+    if header.content_type in _FLIGHT_CONTENT:
+        return header.epoch <= _RESUMED_EPOCH
+    return (
+        answers_data
+        and header.content_type == DATA_CONTENT
+        and header.epoch == _RESUMED_EPOCH
+    )
 
 
 class _FailedHandshake(NamedTuple):
@@ -229,13 +257,15 @@ class _FailedHandshake(NamedTuple):
     the client random of its ClientHello (public), to know a copy of that hello; or of a
     half-open handshake we evicted, the internal_error alert that tells its client so
     (`outcome` `GateOutcome.EVICTION_ALERT_SENT`, and no client random: a copy of its hello
-    takes the gate again)."""
+    takes the gate again). `answers_data`: application data of epoch 1 gets the alert too
+    (an evicted abbreviated handshake, whose alerts are sealed in epoch 1)."""
 
     alerts: tuple[bytes, ...]
     not_before: float
     expires: float
     client_random: bytes
     outcome: GateOutcome
+    answers_data: bool = False
 
 
 class _CountedStore:
@@ -593,21 +623,17 @@ class ServerEndpoint:
         """Send `address`'s failed (or evicted) handshake's alert again if `data` holds a
         handshake or ChangeCipherSpec record of DTLS 1.0 or 1.2 in epoch 0 or 1 (read by its
         framing: the keys are gone, and a stranger could forge it anyway, which the bounds
-        make harmless; RFC 6347 §4.2.7), is at least as large as the alert, and the last one
-        went a quarter of the initial retransmission interval ago
-        (`DtlsConnection._repeat_alert` is the same for a connection kept). The outcome to
-        count when sent (`_FailedHandshake.outcome`), else None."""
+        make harmless; RFC 6347 §4.2.7), or an application-data record of epoch 1 for an
+        evicted abbreviated handshake (`_FailedHandshake.answers_data`), is at least as large
+        as the alert, and the last one went a quarter of the initial retransmission interval
+        ago (`DtlsConnection._repeat_alert` is the same for a connection kept). The outcome
+        to count when sent (`_FailedHandshake.outcome`), else None."""
         self._expire_failures(now)
         failed = self._failed.get(address)
         if failed is None or now < failed.not_before or len(data) < len(failed.alerts[0]):
             return None
         records, _ = split_datagram(data)
-        if not any(
-            header.content_type in _FLIGHT_CONTENT
-            and header.version in _RECORD_VERSIONS
-            and header.epoch <= 1
-            for header, _ in records
-        ):
+        if not any(_prompts_alert(header, failed.answers_data) for header, _ in records):
             return None
         alert, *rest = failed.alerts
         if rest:
@@ -642,7 +668,14 @@ class ServerEndpoint:
         client starting over, which the gate may let in again."""
         alerts = conn.seal_fatal_alerts(AlertDescription.internal_error)
         if alerts:
-            self._remember(address, alerts, self._clock, b"", GateOutcome.EVICTION_ALERT_SENT)
+            self._remember(
+                address,
+                alerts,
+                self._clock,
+                b"",
+                GateOutcome.EVICTION_ALERT_SENT,
+                answers_data=RecordHeader.decode(alerts[0]).epoch == _RESUMED_EPOCH,
+            )
 
     def _remember(
         self,
@@ -651,6 +684,8 @@ class ServerEndpoint:
         not_before: float,
         client_random: bytes,
         outcome: GateOutcome = GateOutcome.ALERT_REPEATED,
+        *,
+        answers_data: bool = False,
     ) -> None:
         """Keep `alerts` to send `address` from `not_before` for
         `ServerConfig.handshake_timeout` (as long as its peer may go on repeating), newest
@@ -660,7 +695,9 @@ class ServerEndpoint:
         now = self._clock
         failed.pop(address, None)  # a newer failure goes last, in the order of expiry
         expires = now + self.config.handshake_timeout
-        failed[address] = _FailedHandshake(alerts, not_before, expires, client_random, outcome)
+        failed[address] = _FailedHandshake(
+            alerts, not_before, expires, client_random, outcome, answers_data
+        )
         self._expire_failures(now)
         while len(failed) > self.config.max_handshakes:
             del failed[next(iter(failed))]
