@@ -1705,6 +1705,34 @@ def test_a_server_on_host_none_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     run(main())
 
 
+def test_a_server_on_host_none_with_a_bound_sock_serves_it() -> None:
+    """With `sock=` bound already, serve() uses neither host nor port (a host string is taken
+    and unused), but a host of None was refused (probe CB): it is served where it is bound.
+    A `sock` not bound yet would be bound to the host: None is refused there as without one,
+    the socket left unbound."""
+
+    async def main() -> None:
+        unset: Any = None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as given:
+            given.bind((LOCALHOST, 0))
+            where = given.getsockname()
+            async with aio.serve(echo, unset, 0, server_config(), sock=given) as server:
+                assert server.address == where
+                async with aio.connect(*where, client_config()) as conn:
+                    conn.send(b"ping")
+                    assert await asyncio.wait_for(conn.recv(), 5.0) == b"ping"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unbound:
+            with pytest.raises(TypeError) as refused:
+                aio.serve(echo, unset, 0, server_config(), sock=unbound)
+            assert str(refused.value) == (
+                'host is None and sock is not bound: bind it, or give "0.0.0.0", "::" or the '
+                "address to bind it to"
+            )
+            assert unbound.getsockname() == ("0.0.0.0", 0)
+
+    run(main())
+
+
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_serve_names_the_address_it_cannot_listen_on(loop_choice: str) -> None:
     """A bind that fails raised the kernel's or the resolver's bare words ("[Errno 98] Address

@@ -39,6 +39,7 @@ __all__ = [
     "check_sock",
     "check_timeout",
     "check_type",
+    "is_bound",
     "sock_address",
     "wrong_family",
 ]
@@ -120,12 +121,27 @@ def check_client_arguments(
 def check_server_arguments(
     host: object, port: object, config: object, *, sock: object, session_store: object
 ) -> None:
-    """What `aio.serve` takes besides its handler."""
-    check_host(host, server=True)
+    """What `aio.serve` takes besides its handler. The host may be None with a `sock` bound
+    already, which is served where it is bound (a host is not used then); with a `sock` it
+    would bind, None is refused as without one (`check_host`)."""
+    if host is not None or sock is None:
+        check_host(host, server=True)
     check_port(port, any_port=True)
     check_type("config", config, ServerConfig)
     check_sock(sock)
+    if host is None and isinstance(sock, socket) and not is_bound(sock):
+        raise TypeError(
+            'host is None and sock is not bound: bind it, or give "0.0.0.0", "::" or the '
+            "address to bind it to"
+        )
     check_session_store(session_store)
+
+
+def is_bound(sock: socket) -> bool:
+    """Whether the (open, AF_INET or AF_INET6) `sock` has a local address: an unbound UDP
+    socket says port 0, which a bound one never has (binding to 0 picks a free port)."""
+    port: int = sock.getsockname()[1]
+    return port != 0
 
 
 def check_sock(sock: object) -> None:

@@ -45,6 +45,7 @@ from iotdtls._arguments import (
     check_client_arguments,
     check_server_arguments,
     check_timeout,
+    is_bound,
 )
 from iotdtls._failures import SummedFailures
 from iotdtls._unreachable import LOST, RefusedHandshake
@@ -1587,7 +1588,7 @@ class _Serve(_Opening[DtlsServer]):
     def __init__(
         self,
         handler: Handler | DatagramHandler,
-        host: str,
+        host: str | None,
         port: int,
         config: ServerConfig,
         sock: socket.socket | None,
@@ -1604,29 +1605,42 @@ class _Serve(_Opening[DtlsServer]):
         sock = self._sock
         loop = asyncio.get_running_loop()
         protocol = _ServerProtocol(self._handler, config, self._store)
+        if sock is not None and is_bound(sock):  # served where it is: host and port unused
+            transport = await open_server_transport(loop, protocol, sock)
+        else:
+            assert host is not None, "None only with a bound sock (check_server_arguments)"
+            transport = await self._bind(loop, protocol, host, port, sock)
+        server = DtlsServer(transport, protocol)
+        await server._watch_loop_end()
+        return server
+
+    @staticmethod
+    async def _bind(
+        loop: asyncio.AbstractEventLoop,
+        protocol: _ServerProtocol,
+        host: str,
+        port: int,
+        sock: socket.socket | None,
+    ) -> asyncio.DatagramTransport:
+        """A transport on a socket bound to `host:port`: a new one, or the caller's `sock`."""
         if sock is None:
             with listening_on(host, port):
                 sock = await bind_udp(loop, host, port)
             enlarge_receive_buffer(sock)
             try:
-                transport = await open_server_transport(loop, protocol, sock)
+                return await open_server_transport(loop, protocol, sock)
             except BaseException:
                 sock.close()  # ours: a caller's socket stays theirs when serving it fails
                 raise
-        else:
-            if sock.getsockname()[1] == 0:
-                with listening_on(host, port):
-                    infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
-                attach_socket(sock, infos, host, port, bind=True)
-            transport = await open_server_transport(loop, protocol, sock)
-        server = DtlsServer(transport, protocol)
-        await server._watch_loop_end()
-        return server
+        with listening_on(host, port):
+            infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
+        attach_socket(sock, infos, host, port, bind=True)
+        return await open_server_transport(loop, protocol, sock)
 
 
 def serve(
     handler: Handler | DatagramHandler,
-    host: str,
+    host: str | None,
     port: int,
     config: ServerConfig,
     *,
@@ -1648,16 +1662,17 @@ def serve(
     raises does the same.
 
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
-    `host:port` if it is not bound yet, and closed with the server. `session_store` replaces
-    the in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any
-    free port (`DtlsServer.address` says which); host "0.0.0.0" every IPv4 address, "::" every
-    address, IPv4 too (IPV6_V6ONLY turned off, whatever the host's default; not on a `sock`
-    given); "" is refused, and so is None (a `TypeError`: an unset variable must not expose
-    the server on every interface). A wrong argument raises `TypeError` (or `ConfigError` for
-    the port, an empty host, a closed `sock` or one with IP_RECVERR set) here, before any
-    socket is made; an address that cannot be bound, the `OSError` naming it, same type and
-    errno ("cannot listen on 127.0.0.1:5684: Address already in use"; a host that does not
-    resolve, a `socket.gaierror`)."""
+    `host:port` if it is not bound yet (host and port are not used if it is, and host may then
+    be None), and closed with the server. `session_store` replaces the in-memory session cache
+    (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any free port (`DtlsServer.address`
+    says which); host "0.0.0.0" every IPv4 address, "::" every address, IPv4 too (IPV6_V6ONLY
+    turned off, whatever the host's default; not on a `sock` given); "" is refused, and so is
+    None without a bound `sock` (a `TypeError`: an unset variable must not expose the server on
+    every interface). A wrong argument raises `TypeError` (or `ConfigError` for the port, an
+    empty host, a closed `sock` or one with IP_RECVERR set) here, before any socket is made; an
+    address that cannot be bound, the `OSError` naming it, same type and errno ("cannot listen
+    on 127.0.0.1:5684: Address already in use"; a host that does not resolve, a
+    `socket.gaierror`)."""
     check_handler(handler)
     check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     return _Serve(handler, host, port, config, sock, session_store)
