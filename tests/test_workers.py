@@ -137,7 +137,8 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
         pool = await workers.serve(echo, LOCALHOST, 0, server_config(), workers=2,
                                    loop_choice="asyncio")
         try:
-            assert repr(pool) == f"<WorkerServer {LOCALHOST}:{pool.address[1]} workers=2>"
+            where = f"{LOCALHOST}:{pool.address[1]}"
+            assert repr(pool) == f"<WorkerServer on {where} serving, 2 workers>"
             first, second = pool.pids
             assert first != second and os.getpid() not in pool.pids
             async with aio.connect(*pool.address, client_config()) as conn:
@@ -147,6 +148,7 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
             await asyncio.wait_for(pool.worker_exited.wait(), 5.0)
             # The pool goes on with the survivor (README: not replaced, the others not stopped).
             assert pool.pids == [first, second]
+            assert repr(pool) == f"<WorkerServer on {where} serving, 1 worker>"
             async with aio.connect(*pool.address, client_config()) as conn:
                 conn.send(b"after")
                 assert await asyncio.wait_for(conn.recv(), 5.0) == b"after"
@@ -154,6 +156,7 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
             # Closed twice at once and once more after: the same sum each time.
             totals, again = await asyncio.gather(pool.close(), pool.close())
         assert again is totals and await pool.close() is totals
+        assert repr(pool) == f"<WorkerServer on {where} closed>"
         # Only the survivor reports its counters, and the sum is its own.
         records = [r.getMessage() for r in caplog.records]
         assert f"worker 0 (pid {first}) ended unexpectedly: killed by SIGKILL" in records
@@ -166,6 +169,27 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_counted(
     with caplog.at_level(logging.INFO, logger="iotdtls.workers"):
         run(main(), limit=60.0)
     assert multiprocessing.active_children() == []
+
+
+def test_workers_serve_is_an_async_context_manager_as_aio_serve_is() -> None:
+    """`async with workers.serve(...)` failed ("'coroutine' object does not support the
+    asynchronous context manager protocol") though `aio.serve` supports it (probe CB): the
+    workers serve inside the block and are stopped at its end. The pool's repr writes an IPv6
+    address as `aio.DtlsServer`'s does, in brackets, and says closed after the block."""
+
+    async def main() -> None:
+        async with workers.serve(
+            echo, "::", 0, server_config(), workers=2, loop_choice="asyncio"
+        ) as pool:
+            port = pool.address[1]
+            assert repr(pool) == f"<WorkerServer on [::]:{port} serving, 2 workers>"
+            async with aio.connect(LOCALHOST, port, client_config()) as conn:
+                conn.send(b"inside")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"inside"
+        assert repr(pool) == f"<WorkerServer on [::]:{port} closed>"
+        assert multiprocessing.active_children() == []
+
+    run(main(), limit=60.0)
 
 
 async def exit_with_status_3(session: aio.ServerSession) -> None:

@@ -27,9 +27,9 @@ import socket
 import sys
 import threading
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from types import FrameType, TracebackType
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, cast
 
 from iotdtls import _process
 from iotdtls._addresses import (
@@ -48,6 +48,7 @@ from iotdtls._arguments import (
     is_bound,
 )
 from iotdtls._failures import SummedFailures
+from iotdtls._opening import Opening
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.certurl import fetch_client_chain
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
@@ -655,63 +656,8 @@ class ClientConnection:
         await self.close()
 
 
-class _Closable(Protocol):
-    async def close(self) -> None: ...
-
-
-_Opened = TypeVar("_Opened", bound=_Closable)
-
-
-class _Opening(Coroutine[Any, Any, _Opened]):
-    """What `connect` and `serve` return: a coroutine (to await, or to hand to
-    `asyncio.create_task` or `asyncio.ensure_future`; not to `asyncio.run`, see `connect`)
-    and an async context manager that closes what it opened at its end. Either way one
-    underlying coroutine (`_open`) opens it, made when first used: `async with` leaves no
-    coroutine that was never awaited."""
-
-    def __init__(self) -> None:
-        self._opened: _Opened | None = None
-        self._opening: Coroutine[Any, Any, _Opened] | None = None
-
-    async def _open(self) -> _Opened:
-        raise NotImplementedError
-
-    async def _open_and_keep(self) -> _Opened:
-        self._opened = await self._open()
-        return self._opened
-
-    def _coroutine(self) -> Coroutine[Any, Any, _Opened]:
-        if self._opening is None:
-            self._opening = self._open_and_keep()
-        return self._opening
-
-    def __await__(self) -> Generator[Any, None, _Opened]:
-        return self._coroutine().__await__()
-
-    def send(self, value: Any) -> Any:
-        return self._coroutine().send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
-        if val is None and tb is None:
-            return self._coroutine().throw(typ)
-        return self._coroutine().throw(typ, val, tb)  # the older three-argument form
-
-    def close(self) -> None:
-        if self._opening is not None:
-            self._opening.close()
-
-    async def __aenter__(self) -> _Opened:
-        return await self._coroutine()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._opened is not None:
-            await self._opened.close()
-
-
-class _Connect(_Opening[ClientConnection]):
-    """What `connect` returns (see `_Opening`)."""
+class _Connect(Opening[ClientConnection]):
+    """What `connect` returns (see `iotdtls._opening.Opening`)."""
 
     #: How a task running it names it (`Task.__repr__`).
     __name__ = "connect"
@@ -1579,8 +1525,8 @@ class DtlsServer:
         await self.close()
 
 
-class _Serve(_Opening[DtlsServer]):
-    """What `serve` returns (see `_Opening`)."""
+class _Serve(Opening[DtlsServer]):
+    """What `serve` returns (see `iotdtls._opening.Opening`)."""
 
     #: How a task running it names it (`Task.__repr__`).
     __name__ = "serve"

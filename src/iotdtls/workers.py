@@ -4,6 +4,8 @@
     ...
     totals = await server.close()      # ServerStats summed over the workers
 
+or `async with iotdtls.workers.serve(...) as server:`, closed at the end of the block.
+
 The parent binds N UDP sockets to the same address with SO_REUSEPORT and hands one to each
 worker, a process of its own running `iotdtls.aio.serve` on it. Linux picks the socket of a
 datagram by a hash of its 4-tuple (source and destination address and port), so every datagram
@@ -78,9 +80,10 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from iotdtls import aio, loop
-from iotdtls._addresses import listening_on, resolve
+from iotdtls._addresses import format_address, listening_on, resolve
 from iotdtls._arguments import check_host, check_port, check_type
 from iotdtls._children import hold_signals, how_it_ended, ignore_held_sigint, reap, spawn
+from iotdtls._opening import Opening
 from iotdtls.config import ServerConfig, type_name
 from iotdtls.crypto import random_bytes
 from iotdtls.datagram import dual_stack
@@ -257,7 +260,13 @@ class WorkerServer:
             running.add_reader(worker.conn.fileno(), self._on_message, worker)
 
     def __repr__(self) -> str:
-        return f"<WorkerServer {self._address[0]}:{self._address[1]} workers={len(self._workers)}>"
+        """`<WorkerServer on ADDRESS serving, N workers>` (those still running), or "closed"
+        once `close()` has begun, as `aio.DtlsServer`'s."""
+        where = format_address(self._address)
+        if self._closing is not None:
+            return f"<WorkerServer on {where} closed>"
+        count = sum(not worker.exited for worker in self._workers)
+        return f"<WorkerServer on {where} serving, {count} worker{'s' * (count != 1)}>"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -579,7 +588,22 @@ def _collect_stats(worker: _Worker, timeout: float) -> None:
                 return
 
 
-async def serve(
+class _Serve(Opening[WorkerServer]):
+    """What `serve` returns (see `iotdtls._opening.Opening`): `await` it, or `async with` it
+    to close the workers at its end."""
+
+    #: How a task running it names it (`Task.__repr__`).
+    __name__ = "serve"
+
+    def __init__(self, start: Callable[[], Coroutine[Any, Any, WorkerServer]]) -> None:
+        super().__init__()
+        self._start = start
+
+    async def _open(self) -> WorkerServer:
+        return await self._start()
+
+
+def serve(
     handler: aio.Handler | aio.DatagramHandler,
     host: str,
     port: int,
@@ -589,8 +613,11 @@ async def serve(
     loop_choice: str = "auto",
     initializer: Callable[[], None] | None = None,
     session_store: SessionStoreFactory | None = None,
-) -> WorkerServer:
+) -> _Serve:
     """Start `workers` processes serving `handler` on `host:port` (see the module docstring).
+    Like `aio.serve`, what it returns is both a coroutine returning the `WorkerServer`
+    (`server = await serve(...)`) and an async context manager that closes it at its end
+    (`async with serve(...) as server:`).
 
     `config` is a `ServerConfig` or a function building one in each worker (needed for private
     keys, which do not pickle; it is also called once here, so mistakes show before any worker
@@ -605,6 +632,33 @@ async def serve(
     starting killed) and reaped, without holding up the event loop; `TypeError` for an argument
     of the wrong type; an address that cannot be bound, the `OSError` naming it (as
     `aio.serve`)."""
+    return _Serve(
+        functools.partial(
+            _start,
+            handler,
+            host,
+            port,
+            config,
+            workers=workers,
+            loop_choice=loop_choice,
+            initializer=initializer,
+            session_store=session_store,
+        )
+    )
+
+
+async def _start(
+    handler: aio.Handler | aio.DatagramHandler,
+    host: str,
+    port: int,
+    config: ConfigSource,
+    *,
+    workers: int,
+    loop_choice: str,
+    initializer: Callable[[], None] | None,
+    session_store: SessionStoreFactory | None,
+) -> WorkerServer:
+    """What `serve` does, when its result is awaited or entered."""
     aio.check_handler(handler)
     check_host(host, server=True)
     check_port(port, any_port=True)
