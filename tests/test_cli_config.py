@@ -735,6 +735,10 @@ ENCRYPTED_ENCODINGS = {
 GARBAGE = b"garbage\n"
 DAY = datetime.timedelta(days=1)
 UNREADABLE_KEY = "no private key in it (PEM or DER, PKCS#8 or SEC1)"
+#: `keygen spki --key` takes a public key too (probe CB).
+UNREADABLE_SPKI_KEY = (
+    "no private or public key in it (PEM or DER, PKCS#8, SEC1 or SubjectPublicKeyInfo)"
+)
 ENCRYPTED = "encrypted keys are not supported: decrypt it first (openssl pkey -in {} -out KEY.pem)"
 NO_SPKI = "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
 NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
@@ -752,7 +756,7 @@ V2_ROOT = tests_pki.pem_certificate(tests_pki.with_version_field(tests_pki.root(
         (["server", "--cert", "{server_crt}"], "--key", GARBAGE, UNREADABLE_KEY),
         (["client", "h:1", "--cafile", "{ca_crt}", "--cert", "{client_crt}"], "--key",
          "encrypted pem", ENCRYPTED),
-        (["keygen", "spki"], "--key", GARBAGE, UNREADABLE_KEY),
+        (["keygen", "spki"], "--key", GARBAGE, UNREADABLE_SPKI_KEY),
         (["keygen", "spki"], "--key", "encrypted der", ENCRYPTED),
         (["server", "--rpk-key", "{server_key}"], "--rpk-allow", GARBAGE, NO_SPKI),
         (["client", "h:1"], "--peer-rpk", "{server_key}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 import subprocess
@@ -311,6 +312,34 @@ def test_spki_of_something_that_is_not_a_key_is_a_one_line_error(
     for path in (bad, tmp_path / "missing.pem"):
         status, printed, err = keygen(capsys, "spki", "--key", str(path))
         assert status == 2 and printed == "" and err.count("\n") == 1
+
+
+def test_spki_of_a_file_with_no_key_names_both_kinds_and_warns_of_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`spki --key` takes a public key too, but a file with no key said "no private key in
+    it", and a 0644 one got the private-key permission warning before its kind was known
+    (probe CB): the error names both kinds, alone on its line; a private key others can read
+    still gets the warning, once it is known to be one."""
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"junk\n")
+    junk.chmod(0o644)
+    caplog.set_level(logging.WARNING, "iotdtls.cli")
+    assert keygen(capsys, "spki", "--key", str(junk)) == (
+        2,
+        "",
+        f"iotdtls: error: --key {junk}: no private or public key in it (PEM or DER, PKCS#8, "
+        "SEC1 or SubjectPublicKeyInfo)\n",
+    )
+    assert caplog.messages == []
+    key = tmp_path / "key.pem"
+    pin = keygen(capsys, "ec-p256", "--out", str(key))[1]
+    key.chmod(0o644)
+    assert keygen(capsys, "spki", "--key", str(key)) == (0, pin, "")
+    assert caplog.messages == [
+        f"--key {key} is open to group or others (mode 0644): chmod 600 it or name a new "
+        "file; used all the same"
+    ]
 
 
 @pytest.mark.req("CFG-2")

@@ -193,13 +193,12 @@ def load_private_key(path: str, flag: str, *, warn: bool = True) -> PrivateKey:
     file cannot be read or holds no usable key (encrypted keys are not supported). A key file
     others could read or another user's is used, with one warning line (`warn`: not given
     already, by the parent of the workers): unlike a --psk-file it is commonly made so
-    (openssl genpkey and ecparam write 0644 under the usual umask; keygen writes 0600)."""
+    (openssl genpkey and ecparam write 0644 under the usual umask; keygen writes 0600). The
+    warning comes once the file is known to hold a private key: a file refused, or a public
+    key that the caller reads instead (`keygen spki`), gets none."""
     data, info = _read_regular_and_stat(path, flag, MAX_PEM_FILE)
-    problem = not_ours_alone(info, "file", "600", could="could have written it")
-    if problem is not None and warn:
-        _log.warning("%s %s %s; used all the same", flag, shown_path(path), problem)
     try:
-        return PrivateKey.from_pem(data)
+        key = PrivateKey.from_pem(data)
     except ConfigError as exc:
         # cryptography refuses an encrypted key without its password with a TypeError.
         if b"ENCRYPTED" in data or isinstance(exc.__context__, TypeError):
@@ -208,6 +207,10 @@ def load_private_key(path: str, flag: str, *, warn: bool = True) -> PrivateKey:
                 f"(openssl pkey -in {path} -out KEY.pem)"
             ) from None
         raise UsageError(f"{flag} {path}: {exc}") from None
+    problem = not_ours_alone(info, "file", "600", could="could have written it")
+    if problem is not None and warn:
+        _log.warning("%s %s %s; used all the same", flag, shown_path(path), problem)
+    return key
 
 
 def _certificates(path: str, flag: str) -> tuple[bytes, ...]:

@@ -28,6 +28,9 @@ __all__ = ["register"]
 DEFAULT_PSK_BYTES: Final = 16
 MAX_PSK_BYTES: Final = 256
 _PEM_LINE = 64  # RFC 7468 §2
+#: What `keygen spki --key` reads: a private key (PKCS#8, or SEC1: RFC 5915) or a public key
+#: (SubjectPublicKeyInfo, RFC 5280 §4.1.2.7), in PEM or DER.
+_KEY_FORMS = "PEM or DER, PKCS#8, SEC1 or SubjectPublicKeyInfo"
 
 
 def register(sub: Any) -> None:
@@ -96,12 +99,18 @@ def _key_spki(path: str) -> bytes:
 
 
 def _private_key(path: str) -> PrivateKey:
-    """The --key file's key; a certificate given instead is refused with the command that
-    prints the public key it holds."""
+    """The --key file's key; a file that holds no key of either kind is refused naming both
+    (`spki` takes a public key too), a certificate given instead with the command that prints
+    the public key it holds."""
     try:
         return load_private_key(path, "--key")
     except UsageError as exc:
-        if file_holds(path, "--key") != CERTIFICATE:
+        held = file_holds(path, "--key")
+        if held is None:
+            raise UsageError(
+                f"--key {path}: no private or public key in it ({_KEY_FORMS})"
+            ) from None
+        if held != CERTIFICATE:
             raise
         raise UsageError(
             f"{exc}; the certificate holds its public key: openssl x509 -in {path} -pubkey "
