@@ -228,9 +228,10 @@ _HELLO_VERIFY_REQUEST = HandshakeType.hello_verify_request
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _FLIGHT_CONTENT = (HANDSHAKE_CONTENT, CCS_CONTENT)
 _RECORD_VERSIONS = (DTLS_1_0, DTLS_1_2)
-#: The epoch of the keys an abbreviated handshake's server writes in before its client's
-#: Finished (RFC 5246 §7.3; RFC 6347 §4.1): the only epoch after the first.
-_RESUMED_EPOCH = 1
+#: The epoch of the keys a handshake derives (RFC 6347 §4.1), the last a half-open
+#: association reads or writes in: a full handshake's client sends its Finished in it, an
+#: abbreviated handshake's server (RFC 5246 §7.3) its Finished and then the eviction's alert.
+_KEYED_EPOCH = 1
 
 
 def _prompts_alert(header: RecordHeader, answers_data: bool) -> bool:
@@ -242,11 +243,11 @@ def _prompts_alert(header: RecordHeader, answers_data: bool) -> bool:
     if header.version not in _RECORD_VERSIONS:
         return False
     if header.content_type in _FLIGHT_CONTENT:
-        return header.epoch <= _RESUMED_EPOCH
+        return header.epoch <= _KEYED_EPOCH
     return (
         answers_data
         and header.content_type == DATA_CONTENT
-        and header.epoch == _RESUMED_EPOCH
+        and header.epoch == _KEYED_EPOCH
     )
 
 
@@ -674,7 +675,7 @@ class ServerEndpoint:
                 self._clock,
                 b"",
                 GateOutcome.EVICTION_ALERT_SENT,
-                answers_data=RecordHeader.decode(alerts[0]).epoch == _RESUMED_EPOCH,
+                answers_data=RecordHeader.decode(alerts[0]).epoch == _KEYED_EPOCH,
             )
 
     def _remember(
