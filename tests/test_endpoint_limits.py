@@ -1081,18 +1081,24 @@ def test_a_client_hello_the_gate_drops_leaves_a_failed_handshakes_alert_owed() -
     assert alert_again(net, address, flight)
 
 
+def two_round_trips(net: Net, client: DtlsConnection, address: Address) -> None:
+    """`client`, at `address`, and the server answer each other twice, nothing lost: the
+    cookie exchange, then the ClientHello with its cookie and the server's flight."""
+    for _ in range(2):
+        for data in client.datagrams_to_send(net.now):
+            net.server.receive_datagram(data, address, net.now)
+        for data, to in net.server.datagrams_to_send(net.now):
+            assert to == address
+            client.receive_datagram(data, net.now)
+
+
 def stalled_after_flight_5(net: Net, address: Address) -> DtlsConnection:
     """A client at `address` (kept out of `net.clients`, so `pump` leaves it alone) whose
     flight 5 (ClientKeyExchange, ChangeCipherSpec, Finished) is lost: it waits for the
     server's Finished, half-open at the server."""
     client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY))
     client.connect(net.now)
-    for _ in range(2):  # ClientHello, HelloVerifyRequest; ClientHello with cookie, flight 4
-        for data in client.datagrams_to_send(net.now):
-            net.server.receive_datagram(data, address, net.now)
-        for data, to in net.server.datagrams_to_send(net.now):
-            assert to == address
-            client.receive_datagram(data, net.now)
+    two_round_trips(net, client, address)  # ClientHello, HelloVerifyRequest; again, flight 4
     assert client.datagrams_to_send(net.now)  # flight 5, lost
     assert address in net.server._handshaking
     return client
@@ -1219,12 +1225,7 @@ def resumed_with_last_flight_lost(net: Net, address: Address) -> DtlsConnection:
     net.clients.pop(address).close()  # its close_notify never sent: the server keeps it
     client = DtlsConnection(ClientConfig(psk_identity=IDENTITY, psk=KEY), session=session)
     client.connect(net.now)
-    for _ in range(2):  # ClientHello, HelloVerifyRequest; ClientHello with cookie, flight 2
-        for data in client.datagrams_to_send(net.now):
-            net.server.receive_datagram(data, address, net.now)
-        for data, to in net.server.datagrams_to_send(net.now):
-            assert to == address
-            client.receive_datagram(data, net.now)
+    two_round_trips(net, client, address)  # ClientHello, HelloVerifyRequest; again, flight 2
     assert client.datagrams_to_send(net.now)  # ChangeCipherSpec and Finished, lost
     assert client.state is ConnectionState.ESTABLISHED
     assert address in net.server._handshaking
