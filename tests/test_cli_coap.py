@@ -35,7 +35,7 @@ from iotdtls.cli import aiocoap_failures, main
 from iotdtls.cli import coap as coap_cli
 from iotdtls.cli import echo as echo_cli
 from iotdtls.cli.common import UsageError
-from iotdtls.coap import AssociationFailed, uploads
+from iotdtls.coap import AssociationFailed, observations, uploads
 from iotdtls.config import (
     CONSTRAINED_RETRANSMIT,
     RFC6347_RETRANSMIT,
@@ -1426,6 +1426,29 @@ def test_serve_hands_the_bound_on_request_bodies(
     assert refused.value.code == 2
     assert "argument --max-body-size: must be a whole number >= 1, got '0'" in (
         capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "why"), [("-1", "must be a whole number >= 0, got '-1'"),
+                       ("many", "must be a whole number >= 0, got 'many'")]
+)
+def test_serve_hands_the_bound_on_observations(
+    handed: Handed, capsys: pytest.CaptureFixture[str], wrong: str, why: str
+) -> None:
+    """--max-observations (16 unless told, as the library's) reaches the server transport;
+    0 keeps none (RFC 7641 §4.1: every registration served as a plain GET); a negative or
+    non-number is a one-line usage error."""
+    assert main(["coap", "serve", *CREDENTIALS]) == 130
+    assert main(["coap", "serve", *CREDENTIALS, "--max-observations", "0"]) == 130
+    assert main(["coap", "serve", *CREDENTIALS, "--max-observations", "3"]) == 130
+    assert [kwargs["max_observations"] for _, kwargs in handed.calls] == [16, 0, 3]
+    assert coap_cli.DEFAULT_MAX_OBSERVATIONS == observations.DEFAULT_MAX_OBSERVATIONS
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["coap", "serve", *CREDENTIALS, "--max-observations", wrong])
+    assert refused.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"argument --max-observations: {why}" in line
 
 
 def test_observe_of_a_resource_that_cannot_be_observed_prints_it_once(

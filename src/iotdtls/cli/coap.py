@@ -81,6 +81,10 @@ logger = logging.getLogger("iotdtls.cli")
 #: which this one imports only when run (tests/test_cli_coap.py keeps the two equal).
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
 
+#: `iotdtls.coap.observations.DEFAULT_MAX_OBSERVATIONS`, written again here for the same reason
+#: (tests/test_cli_coap.py keeps the two equal).
+DEFAULT_MAX_OBSERVATIONS = 16
+
 METHODS = {
     "get": "GET a resource",
     "post": "POST a payload (argument, or stdin)",
@@ -153,6 +157,13 @@ def register(sub: Any) -> None:
         help="the largest request body taken, in one message or assembled from Block1 blocks "
         "(RFC 7959): past it the server answers 4.13 Request Entity Too Large itself, with "
         f"Size1 = BYTES (default {DEFAULT_MAX_BODY_SIZE})",
+    )
+    srv.add_argument(
+        "--max-observations", type=whole_number(0), default=DEFAULT_MAX_OBSERVATIONS,
+        metavar="N",
+        help="the live Observe registrations (RFC 7641) kept per association: one past them "
+        "is served as a plain GET, its response without Observe (0: none kept, every one so; "
+        f"default {DEFAULT_MAX_OBSERVATIONS})",
     )
     add_server_limits(srv)
     add_quiet_flag(srv)
@@ -582,11 +593,13 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     server_logging(args.verbose, args.quiet)
     with counters_signal_ignored():
-        asyncio.run(_serve(config, host, port, args.max_body_size))
+        asyncio.run(_serve(config, host, port, args.max_body_size, args.max_observations))
     return 0
 
 
-async def _serve(config: ServerConfig, host: str, port: int, max_body_size: int) -> None:
+async def _serve(
+    config: ServerConfig, host: str, port: int, max_body_size: int, max_observations: int
+) -> None:
     """Serve the demo site until SIGINT, SIGTERM or SIGHUP, then shut down (close_notify to
     every client) and log the DTLS server's counters, as `iotdtls server` does; SIGUSR1 logs
     them without stopping. aiocoap's repeated lines are bounded (`add_server_transport`), and
@@ -599,7 +612,8 @@ async def _serve(config: ServerConfig, host: str, port: int, max_body_size: int)
     context = Context(serversite=demo_site(), loggername="coap-server")
     # Its errors name the address (`aio.serve` underneath).
     transport = await add_server_transport(
-        context, (host, port), config=config, max_body_size=max_body_size
+        context, (host, port), config=config, max_body_size=max_body_size,
+        max_observations=max_observations,
     )
     one_line = OneLineTracebacks()
     context.log.addFilter(one_line)
