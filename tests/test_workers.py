@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -636,6 +638,31 @@ def test_workers_refuse_an_argument_of_the_wrong_type_before_starting(
     with pytest.raises(TypeError) as refused:
         asyncio.run(start())
     assert str(refused.value) == message
+
+@pytest.mark.parametrize(("wrong", "error"), [
+    ({"workers": "2"}, TypeError),
+    ({"workers": 0}, ConfigError),
+    ({"host": ""}, ConfigError),
+    ({"port": 70000}, ValueError),
+    ({"config": client_config()}, TypeError),
+    ({"handler": "echo"}, TypeError),
+    ({"config": lambda: server_config()}, ConfigError),  # cannot be pickled for a worker
+])
+def test_workers_serve_checks_its_arguments_at_the_call(
+    wrong: dict[str, Any], error: type[Exception]
+) -> None:
+    """As `aio.serve`: a wrong argument raises from the call itself, with no event loop
+    running, before any coroutine exists (none is left never awaited), rather than only
+    once its result is awaited or entered."""
+    arguments = {"handler": echo, "host": LOCALHOST, "port": 0, "config": server_config(),
+                 "workers": 1, **wrong}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(error):
+            workers.serve(**arguments)
+        gc.collect()
+    assert [w.message for w in caught if w.category is RuntimeWarning] == []
+
 
 def test_workers_refuse_an_empty_host_in_one_line() -> None:
     """"" made the resolver raise socket.gaierror; as aio.serve, the workers say what to give."""

@@ -626,28 +626,27 @@ def serve(
     `session_store` is a function each worker calls once to make its `SessionStore` (RES-1):
     to let the workers resume each other's sessions, one whose data lives outside the process
     (see the module docstring); without it each worker has its own cache in memory.
-    Returns once every worker is serving; raises `ConfigError` for what cannot be passed to a
-    worker and `ChildProcessError` if a worker does not start (the others stopped); cancelled
+    Returns once every worker is serving; raises `ChildProcessError` if a worker does not
+    start (the others stopped); cancelled
     while they start, its CancelledError comes once every worker is stopped (those still
-    starting killed) and reaped, without holding up the event loop; `TypeError` for an argument
-    of the wrong type; an address that cannot be bound, the `OSError` naming it (as
-    `aio.serve`)."""
-    return _Serve(
-        functools.partial(
-            _start,
-            handler,
-            host,
-            port,
-            config,
-            workers=workers,
-            loop_choice=loop_choice,
-            initializer=initializer,
-            session_store=session_store,
-        )
+    starting killed) and reaped, without holding up the event loop; an address that cannot be
+    bound, the `OSError` naming it (as `aio.serve`). A wrong argument (`TypeError` for one of
+    the wrong type, `ConfigError` for a wrong value or what cannot be passed to a worker)
+    raises here, at the call, as with `aio.serve`: before any coroutine, socket or worker."""
+    specs = _worker_specs(
+        handler,
+        host,
+        port,
+        config,
+        workers=workers,
+        loop_choice=loop_choice,
+        initializer=initializer,
+        session_store=session_store,
     )
+    return _Serve(functools.partial(_start, specs, host, port))
 
 
-async def _start(
+def _worker_specs(
     handler: aio.Handler | aio.DatagramHandler,
     host: str,
     port: int,
@@ -657,8 +656,9 @@ async def _start(
     loop_choice: str,
     initializer: Callable[[], None] | None,
     session_store: SessionStoreFactory | None,
-) -> WorkerServer:
-    """What `serve` does, when its result is awaited or entered."""
+) -> list[_WorkerSpec]:
+    """`serve`'s arguments checked at the call, as `aio.serve` checks its own (a wrong one
+    raises before any coroutine or socket exists), and what each worker is given."""
     aio.check_handler(handler)
     check_host(host, server=True)
     check_port(port, any_port=True)
@@ -681,8 +681,14 @@ async def _start(
         for i in range(workers)
     ]
     _check_picklable(specs[0])
+    return specs
+
+
+async def _start(specs: list[_WorkerSpec], host: str, port: int) -> WorkerServer:
+    """What `serve` does, when its result is awaited or entered: bind, start the workers and
+    wait for each to serve."""
     with listening_on(host, port):
-        sockets = _bind_reuseport(host, port, workers)
+        sockets = _bind_reuseport(host, port, len(specs))
     address = sockets[0].getsockname()
     started = _start_workers(specs, sockets)
     cancelled, cancel = os.pipe()  # written to when serve is cancelled: `_wait_ready` ends
