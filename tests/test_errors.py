@@ -35,6 +35,7 @@ from iotdtls.errors import (
     PortUnreachable,
     ProtocolError,
     SequenceNumbersExhausted,
+    after_attempts,
     carry_resuming,
 )
 from iotdtls.events import ConnectionClosed, HandshakeComplete
@@ -157,6 +158,24 @@ def test_port_unreachable_names_the_address_with_its_interface() -> None:
     )
 
 
+@pytest.mark.req("RPK-4")
+def test_port_unreachable_after_attempts_names_them() -> None:
+    """As a timeout's: the ICMP reports are the last attempt's, the attempts all of them; a
+    single attempt's error stays as it was, `resuming` goes along."""
+    last = PortUnreachable(("192.0.2.1", 5684), 2)
+    last.resuming = True
+    assert after_attempts(last, 1) is last
+    named = after_attempts(last, 3)
+    assert str(named) == (
+        "nothing listens on 192.0.2.1:5684: the network reported the port unreachable 2 times "
+        "(ICMP) in the last of 3 attempts"
+    )
+    assert isinstance(named, PortUnreachable)
+    assert (named.address, named.refusals, named.attempts, named.resuming) == (
+        ("192.0.2.1", 5684), 2, 3, True
+    )
+
+
 def test_datagram_too_large_says_which_limit() -> None:
     by_mtu = DatagramTooLarge(1300, 1203, 1232)
     assert (by_mtu.size, by_mtu.limit) == (1300, 1203)
@@ -243,6 +262,7 @@ ERRORS_AS_MADE: list[Exception] = [
     PeerUnresponsive(60.0),
     SequenceNumbersExhausted(1),
     PortUnreachable(("127.0.0.1", 5684), 3),
+    PortUnreachable(("127.0.0.1", 5684), 2, attempts=3),
     HandshakeTimeout(60.0, hello_size=1500, mtu=1232),
     HandshakeTimeout(1.0, unreachable_reports=1),
     IdleTimeout(30.0),

@@ -12,13 +12,19 @@ from typing import Any
 import pytest
 
 from iotdtls import aio, sync
-from iotdtls.config import ClientConfig, RetryPolicy, ServerConfig
+from iotdtls.config import ClientConfig, RetransmitPolicy, RetryPolicy, ServerConfig
 from iotdtls.credentials import PrivateKey
-from iotdtls.errors import AlertDescription, AlertReceived, ConfigError, HandshakeTimeout
+from iotdtls.errors import (
+    AlertDescription,
+    AlertReceived,
+    ConfigError,
+    HandshakeTimeout,
+    PortUnreachable,
+)
 from iotdtls.proxy import LossyProxy
 from tests.aio_support import echo, eventually
 from tests.interop_support import LOCALHOST, ServerThread, client_config, server_config
-from tests.peers import Pki
+from tests.peers import Pki, free_udp_port
 
 QUICK = RetryPolicy(attempts=3, initial=0.05, maximum=0.1)
 #: Four attempts, so the three waits show the doubling and then the cap: 0.05, 0.1, 0.1 s at most.
@@ -183,6 +189,45 @@ def test_asyncio_timeout_after_retries_names_the_attempts(
     with silent_server() as server, pytest.raises(HandshakeTimeout) as failed:
         asyncio.run(asyncio.wait_for(attempt(), 10.0))
     assert str(failed.value) == message
+    assert failed.value.attempts == (1 if retry is None else 3)
+
+
+def refused(retry: RetryPolicy | None) -> ClientConfig:
+    """A client whose handshake a closed port refuses within ~0.1 s (two ICMP reports)."""
+    return ClientConfig(psk_identity=b"a", psk=bytes(16), handshake_timeout=10.0, retry=retry,
+                        retransmit=RetransmitPolicy(0.05, 0.1))
+
+
+def refused_thrice(port: int) -> str:
+    return (f"nothing listens on {LOCALHOST}:{port}: the network reported the port unreachable "
+            "2 times (ICMP) in the last of 3 attempts")
+
+
+@pytest.mark.req("RPK-4")
+@pytest.mark.parametrize("retry", [None, QUICK], ids=["no-retry", "three-attempts"])
+def test_sync_refusal_after_retries_names_the_attempts(retry: RetryPolicy | None) -> None:
+    """The port unreachable after three attempts said only the last one's ICMP reports, as if
+    the client had tried once."""
+    port = free_udp_port()
+    with pytest.raises(PortUnreachable) as failed:
+        sync.connect(LOCALHOST, port, refused(retry))
+    once = refused_thrice(port).removesuffix(" in the last of 3 attempts")
+    assert str(failed.value) == (once if retry is None else refused_thrice(port))
+    assert failed.value.attempts == (1 if retry is None else 3)
+
+
+@pytest.mark.req("RPK-4")
+@pytest.mark.parametrize("retry", [None, QUICK], ids=["no-retry", "three-attempts"])
+def test_asyncio_refusal_after_retries_names_the_attempts(retry: RetryPolicy | None) -> None:
+    async def attempt() -> None:
+        async with aio.connect(LOCALHOST, port, refused(retry)):
+            pass
+
+    port = free_udp_port()
+    with pytest.raises(PortUnreachable) as failed:
+        asyncio.run(asyncio.wait_for(attempt(), 10.0))
+    once = refused_thrice(port).removesuffix(" in the last of 3 attempts")
+    assert str(failed.value) == (once if retry is None else refused_thrice(port))
     assert failed.value.attempts == (1 if retry is None else 3)
 
 

@@ -256,16 +256,23 @@ def carry_resuming(error: DtlsError, earlier: bool) -> bool:
 def after_attempts(error: DtlsError, attempts: int) -> DtlsError:
     """The error to raise for a client's handshake that failed `attempts` times (RPK-4): a
     `HandshakeTimeout` made again naming them (each attempt's timeout alone read as if the
-    client had waited that long in all), any other error as it is."""
-    if attempts <= 1 or not isinstance(error, HandshakeTimeout):
+    client had waited that long in all), a `PortUnreachable` likewise (its ICMP reports are
+    the last attempt's alone), any other error as it is."""
+    if attempts <= 1:
         return error
-    remade = HandshakeTimeout(
-        error.seconds,
-        hello_size=error.hello_size,
-        mtu=error.mtu,
-        unreachable_reports=error.unreachable_reports,
-        attempts=attempts,
-    )
+    remade: DtlsError
+    if isinstance(error, HandshakeTimeout):
+        remade = HandshakeTimeout(
+            error.seconds,
+            hello_size=error.hello_size,
+            mtu=error.mtu,
+            unreachable_reports=error.unreachable_reports,
+            attempts=attempts,
+        )
+    elif isinstance(error, PortUnreachable):
+        remade = PortUnreachable(error.address, error.refusals, attempts=attempts)
+    else:
+        return error
     remade.resuming = error.resuming
     return remade
 
@@ -375,15 +382,21 @@ class SequenceNumbersExhausted(DtlsError):
 class PortUnreachable(DtlsError):
     """Nothing listens where the client sends its handshake: the network answered its flights
     with ICMP port unreachable (`refusals` times) and no datagram came back. The adapters give
-    up then instead of retransmitting until the handshake deadline (`iotdtls._unreachable`)."""
+    up then instead of retransmitting until the handshake deadline (`iotdtls._unreachable`).
+    `attempts`: the handshakes a client with `RetryPolicy` made, this one the last (RPK-4);
+    the text names them when there were more than one, as `HandshakeTimeout`'s does."""
 
-    def __init__(self, address: tuple[Any, ...], refusals: int) -> None:
+    def __init__(self, address: tuple[Any, ...], refusals: int, *, attempts: int = 1) -> None:
         self.address = address
         self.refusals = refusals
-        super().__init__(
+        self.attempts = attempts
+        text = (
             f"nothing listens on {format_address(address)}: the network reported the port "
             f"unreachable {refusals} times (ICMP)"
         )
+        if attempts > 1:
+            text += f" in the last of {attempts} attempts"
+        super().__init__(text)
 
 
 class HandshakeTimeout(DtlsError):
