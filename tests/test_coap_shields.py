@@ -222,6 +222,41 @@ def test_the_critical_options_a_plain_site_recognizes_and_elective_ones_pass() -
 
 
 @pytest.mark.req("COAP-1")
+def test_a_get_whose_accept_the_demo_cannot_serve_is_4_06() -> None:
+    """RFC 7252 §5.10.4: a GET of /hello, /counter or /temp with Accept 50 (JSON) got 2.05
+    text/plain (probe CC): Accept is recognized, as a resource's to evaluate, and aiocoap's
+    resources do not. Now 4.06 Not Acceptable; Accept 0 (text/plain) is served, and
+    /.well-known/core keeps aiocoap's own answer (link-format served, JSON 4.06)."""
+
+    async def main() -> None:
+        async with coaps_server() as server, device(server.address) as dev:
+            mids = iter(range(1, 100))
+
+            async def code_of(path: str, accept: bytes) -> Code:
+                answer = await dev.ask(_request(next(mids), [(17, accept)], path=path))
+                assert answer is not None
+                return answer.code
+
+            for path in ("hello", "counter", "temp"):
+                assert await code_of(path, b"\x32") == Code.NOT_ACCEPTABLE, path
+                assert await code_of(path, b"") == aiocoap.CONTENT, path
+            core = ".well-known/core"
+            answer = await dev.ask(_request(next(mids), [(17, b"\x28")], path="x"))
+            assert answer is not None  # a path of no resource: 4.04 before any Accept
+            assert answer.code == Code.NOT_FOUND
+            message = Message(code=aiocoap.GET, uri_path=tuple(core.split("/")), accept=40)
+            message.mtype, message.mid, message.token = aiocoap.CON, next(mids), b"wk"
+            answer = await dev.ask(message.encode())
+            assert answer is not None and answer.code == aiocoap.CONTENT
+            message.opt.accept = 50
+            message.mid = next(mids)
+            answer = await dev.ask(message.encode())
+            assert answer is not None and answer.code == Code.NOT_ACCEPTABLE
+
+    run(main())
+
+
+@pytest.mark.req("COAP-1")
 def test_the_demo_temp_evaluates_if_match_and_if_none_match() -> None:
     """RFC 7252 §5.10.8: a PUT of /temp with an If-Match no ETag matched, or with
     If-None-Match once /temp has a reading, got 2.04 and changed it (probe CB): aiocoap

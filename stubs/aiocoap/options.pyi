@@ -9,6 +9,7 @@ class Options:
     uri_port: int | None
     uri_path: tuple[str, ...]
     content_format: ContentFormat | None
+    accept: ContentFormat | None
     observe: int | None
     block1: BlockOption.BlockwiseTuple | None
     block2: BlockOption.BlockwiseTuple | None

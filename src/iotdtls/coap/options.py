@@ -53,7 +53,7 @@ RECOGNIZED: dict[OptionNumber, str] = {
     OptionNumber.URI_QUERY: "the resource's arguments (request.opt.uri_query)",
     OptionNumber.ACCEPT: "the format the resource should answer in (request.opt.accept, "
                          "§5.10.4: 4.06 is its answer; aiocoap's link-format rendering "
-                         "honours it)",
+                         "honours it, other resources do not: EvaluatesPreconditions does)",
     OptionNumber.BLOCK2: "aiocoap's block-wise responses (RFC 7959 §2.4)",
     OptionNumber.BLOCK1: "aiocoap's block-wise requests (RFC 7959 §2.5; bounded here, "
                          "iotdtls.coap.uploads)",

@@ -8,7 +8,10 @@ that does not performs methods a client asked for only on a condition.
 
 `precondition_failed` evaluates them against what a resource says of itself;
 `EvaluatesPreconditions` does so for an aiocoap `Resource` before each method it has (the demo
-site's resources are such).
+site's resources are such), and answers a GET whose Accept names another Content-Format than
+the resource's one with 4.06 Not Acceptable (`not_acceptable`, RFC 7252 §5.10.4; Accept too is
+a critical option aiocoap hands on and a plain resource ignored: 2.05 text/plain to a client
+that asked for JSON, probe CC).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from aiocoap import resource
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 
-__all__ = ["EvaluatesPreconditions", "precondition_failed"]
+__all__ = ["EvaluatesPreconditions", "not_acceptable", "precondition_failed"]
 
 
 def precondition_failed(request: Message, exists: bool, etag: bytes | None) -> Message | None:
@@ -42,14 +45,28 @@ def _if_match_fulfilled(values: tuple[bytes, ...], exists: bool, etag: bytes | N
     return exists and any(value == b"" or value == etag for value in values)
 
 
-def _failed(text: str) -> Message:
-    return Message(code=Code.PRECONDITION_FAILED, payload=text.encode())
+def not_acceptable(request: Message, content_format: int | None) -> Message | None:
+    """4.06 Not Acceptable for a GET of a resource whose one representation has
+    `content_format` when the request's Accept names another (RFC 7252 §5.10.4: "If the
+    preferred Content-Format cannot be returned, then a 4.06 'Not Acceptable' MUST be sent");
+    None when it may be served, or when the resource names no single format (None)."""
+    accept = request.opt.accept
+    if request.code != Code.GET or accept is None or content_format is None:
+        return None
+    if int(accept) == content_format:
+        return None
+    return _failed(f"Accept: only Content-Format {content_format}", Code.NOT_ACCEPTABLE)
+
+
+def _failed(text: str, code: Code = Code.PRECONDITION_FAILED) -> Message:
+    return Message(code=code, payload=text.encode())
 
 
 class EvaluatesPreconditions(resource.Resource):
     """An aiocoap `Resource` that evaluates If-Match and If-None-Match (`precondition_failed`)
     before each method it has a `render_<method>` for, against `has_representation` and
-    `current_etag` (override them: by default a representation exists, without an ETag). A
+    `current_etag` (override them: by default a representation exists, without an ETag), and
+    a GET's Accept against its `ct` when that is one Content-Format (`not_acceptable`). A
     method it does not have stays aiocoap's 4.05 Method Not Allowed."""
 
     def has_representation(self) -> bool:
@@ -63,6 +80,9 @@ class EvaluatesPreconditions(resource.Resource):
     async def render(self, request: Message) -> Message:
         if callable(getattr(self, f"render_{str(request.code).lower()}", None)):
             failed = precondition_failed(request, self.has_representation(), self.current_etag())
+            if failed is None:
+                ct = getattr(self, "ct", None)
+                failed = not_acceptable(request, ct if isinstance(ct, int) else None)
             if failed is not None:
                 failed.opt.no_response = request.opt.no_response  # as aiocoap's render does
                 return failed
