@@ -240,6 +240,34 @@ def test_a_response_aiocoap_cannot_handle_is_the_command_s_one_line_alone(
     assert "coap.blockwise-requester: Error assembling blockwise response" in verbose.stderr
 
 
+def unacknowledged_last_block() -> AnsweringServer:
+    """A coaps server taking a Block1 upload as libcoap's does: 2.31 Continue with Block1 for
+    each block but the last, then 2.01 Created without Block1 (RFC 7959 §2.3 allows it)."""
+
+    def answer(data: bytes) -> list[bytes]:
+        request = aiocoap.Message.decode(data)
+        block1 = request.opt.block1
+        if block1 is not None and block1.more:
+            return [reply(request, aiocoap.Message(code=aiocoap.CONTINUE, block1=block1))]
+        return [reply(request, aiocoap.Message(code=aiocoap.CREATED))]
+
+    return AnsweringServer(answer)
+
+
+def test_an_upload_whose_last_block_has_no_block1_answer_is_the_command_s_line_alone() -> None:
+    """Probe CC: a 2,500-byte PUT to coap-server-openssl succeeded, "2.01 Created", but aiocoap
+    printed its remark "Block1 option completely ignored by server, assuming it knows what
+    it is doing." on stderr too; without -v it is held back, -v shows it."""
+    with unacknowledged_last_block() as server:
+        target = f"coaps://{LOCALHOST}:{server.port}/up"
+        payload = "x" * 2500
+        plain = coap("put", target, payload, *CREDENTIALS, "--timeout", "5")
+        verbose = coap("put", target, payload, *CREDENTIALS, "--timeout", "5", "-v")
+    assert (plain.returncode, plain.stdout, plain.stderr) == (0, "", "2.01 Created\n")
+    assert verbose.returncode == 0
+    assert "Block1 option completely ignored by server" in verbose.stderr
+
+
 def test_a_coap_multicast_request_that_cannot_be_sent_is_one_line() -> None:
     """Probe BL, F2: coap:// to a multicast address on an interface without multicast (lo: no
     route) printed aiocoap's 20-line traceback ("Exception raised through dispatch_error":

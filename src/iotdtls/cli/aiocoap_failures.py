@@ -54,6 +54,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = [
+    "BLOCK1_IGNORED_REMARK",
     "BLOCKWISE_LOGGER",
     "CLIENT_LOGGER",
     "MULTICAST_REMARK",
@@ -80,6 +81,10 @@ BLOCKWISE_LOGGER = "coap.blockwise-requester"
 #: request (UnexpectedBlock2 for a first block that is not block 0, NotImplemented or another
 #: of its errors for a block it cannot append), which the command's own line reports.
 REPORTED_BY_THE_COMMAND = ("Error assembling blockwise response",)
+#: How aiocoap's (0.4.17) warning starts when the final response to a block-wise upload
+#: carries no Block1 option (libcoap's 2.01 does so; RFC 7959 §2.3 does not require one): the
+#: upload succeeded, which the command's line reports (probe CC).
+BLOCK1_IGNORED_REMARK = "Block1 option completely ignored by server"
 #: The logger of a client context of aiocoap's (its token manager, its UDP transport).
 CLIENT_LOGGER = "coap"
 #: aiocoap's (0.4.17) warning for every request to a multicast address, sent as a unicast one
@@ -168,10 +173,11 @@ class OneLineTracebacks(logging.Filter):
 
 class ReportedByTheCommand(logging.Filter):
     """A filter for aiocoap's block-wise logger (`BLOCKWISE_LOGGER`): holds back its lines
-    that announce an error the command's line reports (`REPORTED_BY_THE_COMMAND`)."""
+    that announce an error the command's line reports (`REPORTED_BY_THE_COMMAND`), and its
+    remark on an upload whose last response had no Block1 (`BLOCK1_IGNORED_REMARK`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(REPORTED_BY_THE_COMMAND)
+        return not str(record.msg).startswith((*REPORTED_BY_THE_COMMAND, BLOCK1_IGNORED_REMARK))
 
 
 class SendFailureLines(logging.Filter):
