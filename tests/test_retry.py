@@ -157,13 +157,15 @@ def timing_out(retry: RetryPolicy | None) -> ClientConfig:
 
 TIMED_OUT = "handshake timed out after 0.3 s"
 TIMED_OUT_THRICE = "handshake timed out after 0.3 s (the last of 3 attempts, each given 0.3 s)"
-
-
-@pytest.mark.req("RPK-4")
-@pytest.mark.parametrize(
+#: The timeout of a client without retries, and of one with three attempts (`QUICK`).
+TIMED_OUT_ONCE_OR_THRICE = pytest.mark.parametrize(
     ("retry", "message"), [(None, TIMED_OUT), (QUICK, TIMED_OUT_THRICE)],
     ids=["no-retry", "three-attempts"],
 )
+
+
+@pytest.mark.req("RPK-4")
+@TIMED_OUT_ONCE_OR_THRICE
 def test_sync_timeout_after_retries_names_the_attempts(
     retry: RetryPolicy | None, message: str
 ) -> None:
@@ -175,10 +177,7 @@ def test_sync_timeout_after_retries_names_the_attempts(
 
 
 @pytest.mark.req("RPK-4")
-@pytest.mark.parametrize(
-    ("retry", "message"), [(None, TIMED_OUT), (QUICK, TIMED_OUT_THRICE)],
-    ids=["no-retry", "three-attempts"],
-)
+@TIMED_OUT_ONCE_OR_THRICE
 def test_asyncio_timeout_after_retries_names_the_attempts(
     retry: RetryPolicy | None, message: str
 ) -> None:

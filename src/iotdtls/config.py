@@ -73,6 +73,7 @@ __all__ = [
     "RetryPolicy",
     "ServerConfig",
     "ServerNameLookup",
+    "check_whole_setting",
     "file_keylog",
     "shown_value",
     "type_name",
@@ -176,6 +177,17 @@ def shown_value(value: object) -> str:
     if isinstance(value, int) and value.bit_length() > _SHOWN_INT_BITS:
         return f"an int of {value.bit_length()} bits"
     return repr(value) if isinstance(value, int | float) else type_name(value)
+
+
+def check_whole_setting(name: str, value: object, *, least: int, unit: str) -> int:
+    """`value` as the setting `name`, a whole number of `unit`, `least` or more; a
+    `ConfigError` otherwise, naming an integer as itself (`shown_value`), anything else by its
+    type: "max_body_size must be a whole number of bytes, at least 1, got 0"."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        shown = shown_value(value) if isinstance(value, int) else type_name(value)
+        bound = "0 or more" if least == 0 else f"at least {least}"
+        raise ConfigError(f"{name} must be a whole number of {unit}, {bound}, got {shown}")
+    return value
 
 
 def _clock_reading(wall_clock: Callable[[], float]) -> float:

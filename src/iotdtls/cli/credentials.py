@@ -85,7 +85,7 @@ def read_psk_file(
     place_of = {} if known is None else known
     data, info = _read_regular_and_stat(path, "--psk-file", MAX_PSK_FILE)
     # The keys of every client (or ours): kept like --keylog and --session-file (CFG-2).
-    problem = not_ours_alone(info, "file", "600", could="could have written it")
+    problem = _open_to_others(info)
     if problem is not None:
         raise UsageError(f"--psk-file {shown_path(path)} {problem}")
     data = data.removeprefix(b"\xef\xbb\xbf")
@@ -181,6 +181,12 @@ def _read_regular_and_stat(path: str, flag: str, limit: int) -> tuple[bytes, os.
         raise UsageError(cannot_read(flag, path, exc)) from None
 
 
+def _open_to_others(info: os.stat_result) -> str | None:
+    """What makes a secret file with status `info` (a --psk-file, a private key) readable by
+    others than us, or another user's (`not_ours_alone`), or None."""
+    return not_ours_alone(info, "file", "600", could="could have written it")
+
+
 def _read(path: str, flag: str) -> bytes:
     """The key, certificate or public-key file `path`, given as `flag`: a regular file of at
     most `MAX_PEM_FILE` bytes, as --psk-file (a FIFO would block the command, /dev/zero fill
@@ -207,7 +213,7 @@ def load_private_key(path: str, flag: str, *, warn: bool = True) -> PrivateKey:
                 f"(openssl pkey -in {path} -out KEY.pem)"
             ) from None
         raise UsageError(f"{flag} {path}: {exc}") from None
-    problem = not_ours_alone(info, "file", "600", could="could have written it")
+    problem = _open_to_others(info)
     if problem is not None and warn:
         _log.warning("%s %s %s; used all the same", flag, shown_path(path), problem)
     return key

@@ -67,12 +67,6 @@ def check_max_observations(value: object) -> int:
     """`value` as the bound on Observe registrations per association: a whole number, 0 (no
     observations: every registration served as a plain GET) or more; a `ConfigError`
     otherwise, naming an integer as itself, anything else by its type."""
-    from iotdtls.config import shown_value, type_name
-    from iotdtls.errors import ConfigError
+    from iotdtls.config import check_whole_setting
 
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        shown = shown_value(value) if isinstance(value, int) else type_name(value)
-        raise ConfigError(
-            f"max_observations must be a whole number of registrations, 0 or more, got {shown}"
-        )
-    return value
+    return check_whole_setting("max_observations", value, least=0, unit="registrations")

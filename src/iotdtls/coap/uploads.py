@@ -141,13 +141,9 @@ def check_max_body_size(value: object) -> int:
     """`value` as the bound on request bodies: a whole number of bytes, at least 1; a
     `ConfigError` otherwise, naming an integer as itself (one wider than 64 bits by its size,
     whose repr may raise ValueError: `config.shown_value`), anything else by its type."""
-    from iotdtls.config import shown_value, type_name
-    from iotdtls.errors import ConfigError
+    from iotdtls.config import check_whole_setting
 
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        shown = shown_value(value) if isinstance(value, int) else type_name(value)
-        raise ConfigError(f"max_body_size must be a whole number of bytes, at least 1, got {shown}")
-    return value
+    return check_whole_setting("max_body_size", value, least=1, unit="bytes")
 
 
 def refusal(request: Message, max_body_size: int) -> Message | None:
