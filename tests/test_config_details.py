@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from iotdtls import config as config_module
-from iotdtls.cli.common import prepare_keylog
+from iotdtls.cli.common import UsageError, prepare_keylog
 from iotdtls.config import (
     MAX_MTU,
     MAX_PSK_LENGTH,
@@ -991,6 +991,63 @@ def test_a_write_only_key_log_is_appended_to_without_the_last_byte_check(
     assert [flags & os.O_ACCMODE for flags in calls] == [os.O_RDWR, os.O_WRONLY] * 2
     monkeypatch.undo()
     assert path.read_text("ascii") == f"{LINES[0]}\n{LINES[1][:100]}{LINES[2]}\n"
+
+
+def deny_creating(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """os.open refusing every open of `path` with EACCES, as some kernels refuse O_CREAT on
+    another user's symlink in a sticky directory before O_NOFOLLOW could (probe CD: even with
+    fs.protected_symlinks 0), whatever user the test runs as."""
+    real_open = os.open
+
+    def denied(name: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if os.fspath(name) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        return real_open(name, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+
+
+@pytest.mark.req("SEC-1")
+def test_a_key_log_symlink_the_kernel_refuses_with_eacces_is_named_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symlink another user planted in /tmp as --keylog was "cannot write --keylog ...:
+    Permission denied" (probe CD), not the symlink refusal: that kernel's open gave EACCES,
+    not ELOOP. Either error on a symlink is the symlink's refusal now, at startup and at each
+    line; EACCES on a regular file stays the permission error it is."""
+    link = tmp_path / "keys.log"
+    keylog = FileKeyLog(link)
+    link.symlink_to(tmp_path / "theirs.log")
+    deny_creating(monkeypatch, link)
+    with pytest.raises(UsageError) as refused:
+        prepare_keylog(argparse.Namespace(keylog=str(link)), {})
+    assert str(refused.value) == f"--keylog {link} is a symbolic link; name the file itself"
+    with pytest.raises(KeyLogFailed) as failed:
+        keylog(LINES[0])
+    assert str(failed.value) == f"key log {str(link)!r} is a symbolic link; name the file itself"
+    link.unlink()
+    link.write_text("")
+    link.chmod(0o600)
+    with pytest.raises(UsageError) as denied:
+        prepare_keylog(argparse.Namespace(keylog=str(link)), {})
+    assert str(denied.value) == f"cannot write --keylog {link}: Permission denied"
+    assert not (tmp_path / "theirs.log").exists()
+
+
+@pytest.mark.req("SEC-1")
+def test_a_key_log_symlink_another_user_planted_in_a_shared_directory_is_refused(
+    give_away: Callable[[Path], str], in_shared_dir: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The same for real: another user's symlink as --keylog in a sticky world-writable
+    directory (nobody's as root, where this kernel's open gives EACCES; otherwise ELOOP) is
+    refused as a symlink, and nothing is made where it points."""
+    link = in_shared_dir("planted.log")
+    link.symlink_to(tmp_path / "theirs.log")
+    give_away(link)
+    with pytest.raises(UsageError) as refused:
+        prepare_keylog(argparse.Namespace(keylog=str(link)), {})
+    assert str(refused.value) == f"--keylog {link} is a symbolic link; name the file itself"
+    assert not (tmp_path / "theirs.log").exists()
 
 
 #: A process writing LINES[0] to the write-only key log argv[1] as user nobody.

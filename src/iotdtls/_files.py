@@ -313,16 +313,32 @@ def is_readable(fd: int) -> bool:
 
 
 def _open_not_planted(path: str, flags: int) -> int:
-    """os.open of `open_private_append`: a symlink or a FIFO nobody reads is `RefusedFile`."""
+    """os.open of `open_private_append`: a symlink or a FIFO nobody reads is `RefusedFile`,
+    saying so (`path_problem`) whichever error the kernel gave (`_maybe_planted`)."""
     try:
         return os.open(path, flags, 0o600)
     except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+        if not _maybe_planted(exc, path):
             raise
-        problem = path_problem(path)  # a symlink (ELOOP), a FIFO nobody reads (ENXIO)?
+        problem = path_problem(path)
         if problem is None:
             raise
         raise RefusedFile(problem) from None
+
+
+def _maybe_planted(exc: OSError, path: str) -> bool:
+    """Whether opening `path` may have failed (`exc`) on what another user planted there: a
+    symlink (ELOOP from O_NOFOLLOW; EMLINK on FreeBSD), a FIFO nobody reads or a Unix socket
+    (ENXIO), all `NOT_OPENED_AS_A_FILE`; or a symlink that is EACCES, as some kernels refuse
+    O_CREAT on another user's symlink in a sticky directory such as /tmp before O_NOFOLLOW
+    could (even with fs.protected_symlinks 0; probe CD). Any other EACCES (a file of another
+    user's, a write-only one of ours) stays the permission error it is."""
+    if exc.errno in NOT_OPENED_AS_A_FILE:
+        return True
+    if exc.errno != errno.EACCES:
+        return False
+    info = _lstat_or_none(path)
+    return info is not None and stat.S_ISLNK(info.st_mode)
 
 
 def path_problem(path: str) -> str | None:
