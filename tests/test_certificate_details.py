@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -417,6 +418,32 @@ def test_a_scoped_link_local_address_matches_its_ip_san(anchor: Issued, store: T
     assert server(chain_der(leaf), store, name="fe80::1") == "fe80::1"
     refused = refusal(A.bad_certificate, server, chain_der(leaf), store, name="fe80::2%lo")
     assert refused == "the server certificate is not valid for fe80::2"
+
+
+@pytest.mark.req("CRT-3")
+def test_an_ipv4_mapped_address_is_checked_as_the_ipv4_address_it_is(
+    anchor: Issued, store: TrustStore
+) -> None:
+    """A client reaching [::ffff:127.0.0.1] (its datagrams go to 127.0.0.1 over IPv4) refused
+    a certificate for IP:127.0.0.1, "not valid for ::ffff:7f00:1" (probe CD): the reference
+    identifier is the IPv4 node's address (RFC 4291 §2.5.5.2), 4 octets in an iPAddress (RFC
+    5280 §4.2.1.6), named so. An iPAddress of 16 octets spelling the mapped address names the
+    same node, for either reference; an IPv4-compatible ::127.0.0.1 is another address."""
+    assert reference_identity("::ffff:127.0.0.1") == IPv4Address("127.0.0.1")
+    assert reference_identity("::FFFF:7f00:1") == IPv4Address("127.0.0.1")
+    v4 = chain_der(server_leaf(anchor, san=ip("127.0.0.1")))
+    assert server(v4, store, name="::ffff:127.0.0.1") == "127.0.0.1"
+    refused = refusal(A.bad_certificate, server, v4, store, name="::ffff:127.0.0.2")
+    assert refused == "the server certificate is not valid for 127.0.0.2"
+    mapped = chain_der(server_leaf(anchor, san=ip("::ffff:127.0.0.1")))
+    assert server(mapped, store, name="::ffff:127.0.0.1") == "127.0.0.1"
+    assert server(mapped, store, name="127.0.0.1") == "127.0.0.1"
+    refused = refusal(A.bad_certificate, server, mapped, store, name="127.0.0.2")
+    assert refused == "the server certificate is not valid for 127.0.0.2"
+    compatible = chain_der(server_leaf(anchor, san=ip("::127.0.0.1")))
+    refused = refusal(A.bad_certificate, server, compatible, store, name="127.0.0.1")
+    assert refused == "the server certificate is not valid for 127.0.0.1"
+    refusal(A.bad_certificate, server, v4, store, name="::127.0.0.1")
 
 
 # -- remembered validations (CRT-1, CRT-5) ----------------------------------------------------

@@ -4,7 +4,8 @@ Pure string rules, no ASN.1: `iotdtls.crypto.x509` takes the identifiers out of 
 and asks these functions whether they fit.
 
 * `reference_identity`: the name the client was told to reach (RFC 6125 §6.2.1 "reference
-  identifier"), as a lower-case A-label DNS name or an IP address. A bad one is the local
+  identifier"), as a lower-case A-label DNS name or an IP address (an IPv4-mapped one as the
+  IPv4 address it is, `unmapped_address`). A bad one is the local
   configuration's fault: `ConfigError`. U-labels are converted with the standard library's
   IDNA 2003 codec, which maps some labels that IDNA 2008 (RFC 5890/5891, what RFC 6125 §6.4.2
   asks for) keeps, e.g. "faß" to "fass", another name: such a label is refused, to be given as
@@ -36,6 +37,7 @@ __all__ = [
     "canonical_eui64",
     "dns_name_matches",
     "reference_identity",
+    "unmapped_address",
 ]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -59,8 +61,9 @@ _EUI64 = re.compile(rf"(?:{_HEX}){{8}}|{_HEX}(?P<sep>[-:]){_HEX}(?:(?P=sep){_HEX
 
 
 def reference_identity(server_name: str) -> str | IpAddress:
-    """The reference identifier for `server_name`: an IP address (without an IPv6 zone), or a
-    DNS name in lower-case ASCII (U-labels converted to A-labels, one trailing dot dropped).
+    """The reference identifier for `server_name`: an IP address (without an IPv6 zone; an
+    IPv4-mapped one as the IPv4 address it is, `unmapped_address`), or a DNS name in
+    lower-case ASCII (U-labels converted to A-labels, one trailing dot dropped).
 
     Raises `ConfigError` for anything that is neither (empty, a wildcard, bad labels, digits
     and dots that make no IP address), for an address in another spelling of inet_aton's
@@ -82,7 +85,7 @@ def reference_identity(server_name: str) -> str | IpAddress:
         else:
             # A zone ("fe80::1%eth0") is local to this host (RFC 4007 §11): the certificate's
             # iPAddress names the address alone, so the reference is the address without it.
-            return ipaddress.ip_address(address.packed)
+            return unmapped_address(ipaddress.ip_address(address.packed))
     name = server_name[:-1] if server_name.endswith(".") else server_name
     if _DOTTED_DIGITS.fullmatch(server_name) or _inet_aton_address(name):
         # Digits and dots are no host name (RFC 1123 §2.1: a top-level label is alphabetic),
@@ -108,6 +111,17 @@ def reference_identity(server_name: str) -> str | IpAddress:
             "(the last label of a DNS name is not all digits, RFC 3696 §2)"
         )
     return ascii_name
+
+
+def unmapped_address(address: IpAddress) -> IpAddress:
+    """The IPv4 address an IPv4-mapped IPv6 `address` stands for (`::ffff:127.0.0.1`:
+    127.0.0.1, RFC 4291 §2.5.5.2), else `address`. Such an address only ever reaches the
+    IPv4 node (its datagrams go over IPv4), whose iPAddress is its 4 octets (RFC 5280
+    §4.2.1.6): the reference identifier a client reaching it checks, and what an iPAddress
+    of 16 octets spelling it names."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _inet_aton_address(name: str) -> bool:
