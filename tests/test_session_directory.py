@@ -518,8 +518,69 @@ def test_every_scan_removes_the_expired_files_below_the_bound_too(tmp_path: Path
     assert {int(name, 16) for name in session_files(directory)} == {2, 3}
     clock.now = START + 1100  # 2 and 3 expire too
     for number in range(4, 64):  # the next scan comes after half the room left: 48 puts
-        store.put(session(number), now=0.0)  # dated now by the file system: live
+        store.put(session(number), now=0.0)  # dated now by the clock: live
     assert {int(name, 16) for name in session_files(directory)} == set(range(4, 64))
+
+
+@pytest.mark.parametrize("clock_at", [START, 4_000_000_000.0])  # 2001, 2096
+def test_a_put_dates_its_file_by_the_clock_so_scans_keep_what_get_finds_live(
+    tmp_path: Path, clock_at: float
+) -> None:
+    """A file's modification time is the creation time `put` wrote in it, by `clock`, not
+    the file system's time: with a clock decades behind or ahead of the file system's (a
+    `clock` other than time.time, the system clock set since), a scan keeps the sessions
+    `get` finds live, as it removes those it finds expired (probe CD: a clock 120 s ahead,
+    lifetime 60, and every scan removed every live session)."""
+    directory = tmp_path / "sessions"
+    clock = Clock(clock_at + 0.123)
+    store = store_in(tmp_path, lifetime=100.0, clock=clock)
+    store.put(session(1), now=0.0)
+    path = directory / session(1).session_id.hex()
+    assert path.stat().st_mtime_ns == int.from_bytes(path.read_bytes()[:8], "big") * 10**6
+    assert path.stat().st_mtime_ns == (round(clock_at * 1000) + 123) * 10**6
+    clock.now = clock_at + 99
+    store_in(tmp_path, lifetime=100.0, clock=clock)  # its first scan
+    assert store.get(session(1).session_id, now=0.0) is not None
+    clock.now = clock_at + 100.123  # exactly the lifetime: expired, by the scan as by get
+    store_in(tmp_path, lifetime=100.0, clock=clock)
+    assert session_files(directory) == []
+
+
+def test_a_scan_removes_files_a_clock_set_back_dates_in_the_future_as_get_would(
+    tmp_path: Path,
+) -> None:
+    """The clock set back after some puts (their files dated ahead of it): `get` takes a
+    session created `lifetime` or more in the future for expired (no endless life), and so
+    does a scan, which removes its file (a master secret) however few the files, rather than
+    keeping it until the clock catches up (probe CD: 30 days set back, the expired files all
+    stayed through 40 puts and their scans)."""
+    directory = tmp_path / "sessions"
+    clock = Clock(START + 30 * 86400)
+    store = store_in(tmp_path, max_entries=100, lifetime=100.0, clock=clock)
+    for number in (1, 2):
+        store.put(session(number), now=0.0)
+    clock.now = START + 30 * 86400 - 99  # set back less than the lifetime: live
+    store_in(tmp_path, max_entries=100, lifetime=100.0, clock=clock)
+    assert len(session_files(directory)) == 2
+    clock.now = START  # set back 30 days
+    store.put(session(3), now=0.0)
+    store_in(tmp_path, max_entries=100, lifetime=100.0, clock=clock)
+    assert {int(name, 16) for name in session_files(directory)} == {3}
+
+
+def test_the_bound_trims_the_oldest_by_their_distance_from_the_clock(tmp_path: Path) -> None:
+    """Beyond `max_entries` a scan removes the files oldest by `clock`, as `get` reckons a
+    session's age (either way from now): a file dated 65 s ahead of a clock set back is
+    older than one put 63 s ago, and goes first, rather than a live file put since."""
+    directory = tmp_path / "sessions"
+    clock = Clock(START)
+    filling = store_in(tmp_path, max_entries=1000, lifetime=100.0, clock=clock)
+    for number, created in (*((n, START - 65 + n) for n in range(2, 12)), (1, START + 65)):
+        clock.now = created
+        filling.put(session(number), now=0.0)
+    clock.now = START  # 11 files, aged 65 (1), then 63 (2) down to 54 (11)
+    store_in(tmp_path, max_entries=10, lifetime=100.0, clock=clock)  # nine tenths of 10 kept
+    assert {int(name, 16) for name in session_files(directory)} == set(range(3, 12))
 
 
 def test_the_files_already_there_count_from_the_start(tmp_path: Path) -> None:

@@ -485,17 +485,25 @@ TEMPORARY_PREFIX = ".tmp-"
 
 
 def replace_in_private_directory(
-    directory_fd: int, name: str, data: bytes, *, mode: int = 0o600, sync: bool = True
+    directory_fd: int,
+    name: str,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    sync: bool = True,
+    modified_ns: int | None = None,
 ) -> None:
     """`write_atomically` for the file `name` in the directory held open as `directory_fd`
     (`open_private_directory`), where no other user can have put a link or anything else:
     the file is written and replaced as named (no link resolved, nothing checked first), a
     few system calls instead of one per part of the path; and in that directory even if its
-    path now names another (renamed away, a symlink in its place)."""
+    path now names another (renamed away, a symlink in its place). With `modified_ns`, the
+    file's modification (and access) time is set to it, in nanoseconds since the epoch,
+    before the rename: the file takes its name with that date, never the file system's."""
     fd, temporary = _make_temporary(directory_fd, mode)
     try:
         with os.fdopen(fd, "wb") as file:
-            _fill(file, data, mode=mode, sync=sync)
+            _fill(file, data, mode=mode, sync=sync, modified_ns=modified_ns)
         os.replace(temporary, name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -520,12 +528,17 @@ def _make_temporary(directory_fd: int, mode: int) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no free name for a temporary file")
 
 
-def _fill(file: BinaryIO, data: bytes, *, mode: int, sync: bool) -> None:
-    """Write `data` to the new temporary `file`, set its `mode` (whatever the umask) and sync
-    it to disk if `sync`."""
+def _fill(
+    file: BinaryIO, data: bytes, *, mode: int, sync: bool, modified_ns: int | None = None
+) -> None:
+    """Write `data` to the new temporary `file`, set its `mode` (whatever the umask) and, if
+    given, its modification time `modified_ns` (once written: a write sets it), and sync it
+    to disk if `sync`."""
     os.fchmod(file.fileno(), mode)
     file.write(data)
     file.flush()
+    if modified_ns is not None:
+        os.utime(file.fileno(), ns=(modified_ns, modified_ns))
     if sync:
         os.fsync(file.fileno())
 

@@ -317,6 +317,9 @@ def _check_bounds(max_entries: int, lifetime: float) -> None:
 #: Bytes of a `DirectorySessionStore` file before the session's `to_bytes`: the wall-clock
 #: time of its `put`, in milliseconds since the epoch.
 _CREATED_WIDTH = 8
+#: A session file's modification time is its creation time (`put`), in nanoseconds.
+_NANOSECONDS_PER_MILLISECOND = 1_000_000
+_NANOSECONDS_PER_SECOND = 1_000_000_000
 #: Seconds after which a temporary file in a session directory is taken for one a killed put
 #: left (a put takes well under a millisecond).
 STALE_TEMPORARY_AGE = 60.0
@@ -404,11 +407,14 @@ class DirectorySessionStore:
     At most about `max_entries` files: a scan of the directory (names, and the modification
     time of each session file) counts them when the store is made, then again after a number
     of `put`s, half the room the last scan left and at least a tenth of `max_entries`, so that
-    the scans cost a few directory entries per `put`, never a scan per `put`. Every scan
-    removes the files whose modification time (that of their `put`) is `lifetime` or more ago
-    by `clock`, however few the files: an expired session's master secret does not stay on
-    disk until the directory fills or its id comes back. A scan that still finds more than
-    `max_entries` removes the oldest files down to nine tenths of it. Each
+    the scans cost a few directory entries per `put`, never a scan per `put`. A `put` sets its
+    file's modification time to the creation time it writes in it, by `clock` (before the
+    rename), so that the scans date the files as `get` does, whatever the file system's clock
+    says. Every scan removes the files whose modification time is `lifetime` or more away
+    from `clock`'s now, either way (a clock set back: no endless life), however few the files:
+    an expired session's master secret does not stay on disk until the directory fills, the
+    clock catches up or its id comes back. A scan that still finds more than `max_entries`
+    removes the oldest files (by that same distance) down to nine tenths of it. Each
     process counts only its own `put`s between its scans, so with N workers the bound is
     approximate: the directory may hold up to about max(N / 2, 1 + N / 10) times
     `max_entries` between two scans. A `put` that fails for want of room (ENOSPC, EDQUOT: a
@@ -554,13 +560,19 @@ class DirectorySessionStore:
 
     def put(self, state: SessionState, now: float) -> None:
         """Save the session with the wall-clock time now as its creation (`now`, the caller's
-        monotonic clock, is not used)."""
+        monotonic clock, is not used), written in the file and as its modification time: the
+        scans date it by `clock` as `get` does, not by the file system's clock."""
+        created_ms = max(0, round(self._now() * 1000))
         created = Writer()
-        created.push_uint(_CREATED_WIDTH, max(0, round(self._now() * 1000)))
+        created.push_uint(_CREATED_WIDTH, created_ms)
         data = created.getvalue() + state.to_bytes()
         try:
             replace_in_private_directory(
-                self._directory(), state.session_id.hex(), data, sync=False
+                self._directory(),
+                state.session_id.hex(),
+                data,
+                sync=False,
+                modified_ns=created_ms * _NANOSECONDS_PER_MILLISECOND,
             )
         except OSError as exc:
             if exc.errno in _NO_ROOM:  # the next put finds room
@@ -595,14 +607,15 @@ class DirectorySessionStore:
         return state
 
     def _scan(self, *, full: bool = False) -> None:
-        """Date the session files and remove those older than `lifetime` (`_remove_expired`:
-        master secrets no `get` will take); beyond `max_entries`, or when the file system is
-        `full` (a put failed with ENOSPC: at fewer files), remove the oldest (`_trim`); remove
+        """Date the session files by their modification time (`clock`'s time of their `put`)
+        and remove those `lifetime` or more from now (`_remove_expired`: master secrets no
+        `get` will take); beyond `max_entries`, or when the file system is `full` (a put
+        failed with ENOSPC: at fewer files), remove the oldest (`_files_to_keep`, `_trim`); remove
         the temporary files of puts cut short (`_remove_stale_temporaries`). Then set how many
         `put`s of this process come before the next scan: half the room left (other
         processes fill it too), at least a tenth of `max_entries`."""
         self._puts_before_scan = max(1, self.max_entries // 10)  # if this scan fails
-        dated: list[tuple[float, str]] = []
+        dated: list[tuple[float, str]] = []  # (creation time by `clock`, name)
         temporaries: list[str] = []
         with self._listing() as entries:
             for entry in entries:
@@ -610,14 +623,16 @@ class DirectorySessionStore:
                     continue
                 if _is_session_file_name(entry.name):
                     with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-                        dated.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+                        modified = entry.stat(follow_symlinks=False).st_mtime_ns
+                        dated.append((modified / _NANOSECONDS_PER_SECOND, entry.name))
                 elif entry.name.startswith(TEMPORARY_PREFIX):
                     temporaries.append(entry.name)
         self._remove_stale_temporaries(temporaries)
         live = self._remove_expired(dated)
         found = len(live)
-        if found > self.max_entries or (full and live):
-            found = self._trim(live, min(found, self.max_entries))
+        keep = self._files_to_keep(found, full=full)
+        if keep < found:
+            found = self._trim(live, keep)
         tenth = max(1, self.max_entries // 10)
         self._puts_before_scan = max(tenth, (self.max_entries - found) // 2)
 
@@ -635,24 +650,37 @@ class DirectorySessionStore:
 
     def _remove_expired(self, dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
         """Remove the session files (modification time, name) whose `put` (the modification
-        time) is `lifetime` or more ago by `clock`, as `get` would; the others."""
-        oldest_allowed = self._now() - self.lifetime
+        time, stamped with `clock`'s time) is `lifetime` or more away from `clock`'s now, in
+        either direction, as `get` judges the time written in the file (a clock set back: no
+        endless life); the others, as (age, name)."""
+        now = self._now()
         live: list[tuple[float, str]] = []
-        for mtime, name in dated:
-            if mtime > oldest_allowed:
-                live.append((mtime, name))
+        for created, name in dated:
+            age = abs(now - created)
+            if age < self.lifetime:
+                live.append((age, name))
             else:
                 self._remove(name)
         return live
 
-    def _trim(self, dated: list[tuple[float, str]], bound: int) -> int:
-        """Remove the oldest of the session files (modification time, name: the time of their
-        `put`) down to nine tenths of `bound`; the number of files left."""
-        keep = bound - max(1, bound // 10)
-        dated.sort(reverse=True)
-        for _, name in dated[keep:]:
+    def _files_to_keep(self, found: int, *, full: bool) -> int:
+        """How many of the `found` live session files a scan keeps: all of them up to
+        `max_entries`, beyond it nine tenths of `max_entries`; when the file system is `full`
+        (a put failed with ENOSPC), fewer by a tenth of them (one at least)."""
+        keep = found
+        if found > self.max_entries:
+            keep = self.max_entries - max(1, self.max_entries // 10)
+        if full and found:
+            keep = min(keep, found - max(1, found // 10))
+        return keep
+
+    def _trim(self, aged: list[tuple[float, str]], keep: int) -> int:
+        """Remove the oldest of the session files (age by `clock`, name), keeping the `keep`
+        youngest; the number of files left."""
+        aged.sort()
+        for _, name in aged[keep:]:
             self._remove(name)
-        return min(keep, len(dated))
+        return min(keep, len(aged))
 
     def _remove(self, name: str) -> None:
         """Unlink the file `name` a scan or `get` found expired or damaged, if it still can:
