@@ -651,6 +651,40 @@ def test_a_scan_removes_the_temporary_files_of_killed_puts(tmp_path: Path) -> No
     assert not stale.exists() and fresh.exists() and minute.exists()
 
 
+def test_a_temporary_file_dated_ahead_of_a_clock_set_back_is_removed(tmp_path: Path) -> None:
+    """The system clock set back after a put was killed as it wrote: its temporary file (a
+    master secret) dated 30 days ahead is removed by the next scan, not kept until the clock
+    catches up; one dated less than a minute ahead may be a put in progress and stays."""
+    directory = tmp_path / "sessions"
+    store_in(tmp_path)
+    ahead, writing = directory / ".tmp-before-set-back", directory / ".tmp-writing"
+    now = float(int(time.time()))
+    for path, by in ((ahead, 30 * 86400), (writing, 59)):
+        path.write_bytes(MASTER)
+        os.utime(path, (now + by, now + by))
+    store_in(tmp_path, clock=lambda: now)
+    assert not ahead.exists() and writing.exists()
+
+
+def test_a_temporary_file_of_a_put_in_progress_stays_whatever_the_stores_clock(
+    tmp_path: Path,
+) -> None:
+    """A temporary file is dated by the file system as it is written, then by the store's
+    `clock` before its rename: with a `clock` far from the system clock (here decades ahead)
+    a scan leaves a temporary file near either now (another process's put in progress,
+    which its removal would fail), and removes one far from both."""
+    directory = tmp_path / "sessions"
+    clock = Clock(4_000_000_000.0)  # 2096
+    store_in(tmp_path, clock=clock)
+    written, stamped, killed = (directory / f".tmp-{name}" for name in ("a", "b", "c"))
+    for path in (written, stamped, killed):
+        path.write_bytes(MASTER)
+    os.utime(stamped, (clock.now - 59, clock.now - 59))
+    os.utime(killed, (clock.now - 61, clock.now - 61))
+    store_in(tmp_path, clock=clock)
+    assert written.exists() and stamped.exists() and not killed.exists()
+
+
 @pytest.mark.parametrize(("make", "problem"), [
     ("symlink", "is a symbolic link; name the directory itself"),
     ("file", "is a regular file, not a directory: name a directory"),

@@ -420,7 +420,8 @@ class DirectorySessionStore:
     `max_entries` between two scans. A `put` that fails for want of room (ENOSPC, EDQUOT: a
     small tmpfs full before `max_entries`) scans at once and removes the oldest tenth of the
     files, so that the next puts find room. A scan also removes the temporary files older
-    than `STALE_TEMPORARY_AGE` (a put killed as it wrote: each holds a master secret).
+    than `STALE_TEMPORARY_AGE` (a put killed as it wrote: each holds a master secret), by
+    both `clock` and the system clock, either way (`_remove_stale_temporaries`).
 
     Costs, on the event loop (`make bench-session-store`; a 2-core VM): a `get` reads one
     small file, about 13 us (a miss 4 to 6 us), a `put` writes and renames one, about 26 us
@@ -639,13 +640,17 @@ class DirectorySessionStore:
     def _remove_stale_temporaries(self, names: list[str]) -> None:
         """Remove the temporary files (`replace_in_private_directory`) older than
         `STALE_TEMPORARY_AGE`: of a put whose process was killed as it wrote, each holding a
-        master secret that no session file names; a younger one may be a put in progress in
-        another process."""
-        oldest_allowed = self._now() - STALE_TEMPORARY_AGE
+        master secret that no session file names. One may be a put in progress in another
+        process: its modification time is the file system's (the system clock, `time.time`)
+        as it is written, then `clock`'s just before its rename (`put`), so a temporary file
+        within `STALE_TEMPORARY_AGE` of either clock's now, either way, stays; the others go,
+        one dated ahead of a clock set back since included."""
+        clocks_now = (self._now(), time.time())
         for name in names:
             with contextlib.suppress(OSError):  # renamed or removed meanwhile; see _remove
                 info = os.stat(name, dir_fd=self._directory_fd, follow_symlinks=False)
-                if info.st_mtime < oldest_allowed:
+                modified = info.st_mtime_ns / _NANOSECONDS_PER_SECOND
+                if all(abs(now - modified) > STALE_TEMPORARY_AGE for now in clocks_now):
                     self._remove(name)
 
     def _remove_expired(self, dated: list[tuple[float, str]]) -> list[tuple[float, str]]:
