@@ -610,28 +610,64 @@ def test_other_files_in_the_directory_are_left_alone(tmp_path: Path) -> None:
     assert (directory / "notes.txt").exists() and (directory / ".tmp-crashed").exists()
 
 
+@pytest.mark.parametrize(("max_entries", "there", "freed"), [
+    (1000, 50, 25), (1000, 500, 100), (20, 20, 8), (20, 12, 6), (200, 40, 20), (10, 3, 1),
+    (10, 1, 1),
+])
 def test_a_put_failing_for_want_of_room_frees_some(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_entries: int, there: int, freed: int
 ) -> None:
     """A full file system (ENOSPC) well below max_entries: the put fails (the server counts
-    it), and a scan removes the oldest tenth of the files, so that later puts find room
-    rather than failing for good."""
+    it), and a scan removes the oldest files, a tenth of `max_entries` (8 at least) but no
+    more than half of those there (one at least), so that later puts find room rather than
+    failing for good, or every other one."""
     directory = tmp_path / "sessions"
-    store = store_in(tmp_path, max_entries=1000, clock=Clock(START + 1000))
-    fill(store, directory, 1, 50)
+    fill(store_in(tmp_path, max_entries=1000, clock=Clock(START + 1000)), directory, 1, there)
+    store = store_in(tmp_path, max_entries=max_entries, clock=Clock(START + 1000))
 
     def no_room(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(iotdtls.sessions, "replace_in_private_directory", no_room)
     with pytest.raises(OSError) as failed:
-        store.put(session(51), now=0.0)
+        store.put(session(there + 1), now=0.0)
     assert failed.value.errno == errno.ENOSPC
     kept = {int(name, 16) for name in session_files(directory)}
-    assert kept == set(range(6, 51))  # the 5 oldest removed
+    assert kept == set(range(freed + 1, there + 1))  # the oldest removed
     monkeypatch.undo()
-    store.put(session(51), now=0.0)
-    assert len(session_files(directory)) == 46
+    store.put(session(there + 1), now=0.0)
+    assert len(session_files(directory)) == there - freed + 1
+
+
+def test_on_a_small_full_file_system_most_puts_find_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system with room for 16 session files (probe CD: a 64 KiB tmpfs), the default
+    bound (1024): after each ENOSPC the store frees 8 files, so 8 puts find room before the
+    next fails, one put in 9 (freeing a tenth of the files, one, every other put failed), and
+    the newest sessions stay."""
+    directory = tmp_path / "sessions"
+    clock = Clock(START)
+    store = store_in(tmp_path, clock=clock)
+    real_replace = iotdtls.sessions.replace_in_private_directory
+
+    def sixteen_files_fit(directory_fd: int, name: str, data: bytes, **kwargs: Any) -> None:
+        if len(session_files(directory)) >= 16:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(directory_fd, name, data, **kwargs)
+
+    monkeypatch.setattr(iotdtls.sessions, "replace_in_private_directory", sixteen_files_fit)
+    failed = []
+    for number in range(1, 17 + 9 * 9):  # 16 fit, then 9 rounds: a failure, 8 that fit
+        clock.now = START + number
+        try:
+            store.put(session(number), now=0.0)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+            failed.append(number)
+    assert failed == list(range(17, 17 + 9 * 9, 9))
+    newest = [number for number in range(1, 17 + 9 * 9) if number not in failed][-16:]
+    assert {int(name, 16) for name in session_files(directory)} == set(newest)
 
 
 def test_a_scan_removes_the_temporary_files_of_killed_puts(tmp_path: Path) -> None:

@@ -320,6 +320,9 @@ _CREATED_WIDTH = 8
 #: A session file's modification time is its creation time (`put`), in nanoseconds.
 _NANOSECONDS_PER_MILLISECOND = 1_000_000
 _NANOSECONDS_PER_SECOND = 1_000_000_000
+#: Session files a put that found no room (ENOSPC) frees at least, when a tenth of
+#: `max_entries` is fewer (never more than half of the files there).
+_FREED_WHEN_FULL = 8
 #: Seconds after which a temporary file in a session directory is taken for one a killed put
 #: left (a put takes well under a millisecond).
 STALE_TEMPORARY_AGE = 60.0
@@ -418,10 +421,12 @@ class DirectorySessionStore:
     process counts only its own `put`s between its scans, so with N workers the bound is
     approximate: the directory may hold up to about max(N / 2, 1 + N / 10) times
     `max_entries` between two scans. A `put` that fails for want of room (ENOSPC, EDQUOT: a
-    small tmpfs full before `max_entries`) scans at once and removes the oldest tenth of the
-    files, so that the next puts find room. A scan also removes the temporary files older
-    than `STALE_TEMPORARY_AGE` (a put killed as it wrote: each holds a master secret), by
-    both `clock` and the system clock, either way (`_remove_stale_temporaries`).
+    small tmpfs full before `max_entries`) scans at once and removes the oldest files, a
+    tenth of `max_entries` (8 at least) but no more than half of those there (one at least),
+    so that the next puts find room without emptying the directory. A scan also removes the
+    temporary files older than `STALE_TEMPORARY_AGE` (a put killed as it wrote: each holds a
+    master secret), by both `clock` and the system clock, either way
+    (`_remove_stale_temporaries`).
 
     Costs, on the event loop (`make bench-session-store`; a 2-core VM): a `get` reads one
     small file, about 13 us (a miss 4 to 6 us), a `put` writes and renames one, about 26 us
@@ -671,12 +676,16 @@ class DirectorySessionStore:
     def _files_to_keep(self, found: int, *, full: bool) -> int:
         """How many of the `found` live session files a scan keeps: all of them up to
         `max_entries`, beyond it nine tenths of `max_entries`; when the file system is `full`
-        (a put failed with ENOSPC), fewer by a tenth of them (one at least)."""
+        (a put failed with ENOSPC), fewer by a tenth of `max_entries` (`_FREED_WHEN_FULL` at
+        least) but by no more than half of them (one at least): so many puts find room before
+        the next fails (freeing a tenth of the files, one of 16 on a 64 KiB tmpfs, every
+        other put failed), and the directory is not emptied."""
         keep = found
         if found > self.max_entries:
             keep = self.max_entries - max(1, self.max_entries // 10)
         if full and found:
-            keep = min(keep, found - max(1, found // 10))
+            freed = min(max(_FREED_WHEN_FULL, self.max_entries // 10), found // 2)
+            keep = min(keep, found - max(1, freed))
         return keep
 
     def _trim(self, aged: list[tuple[float, str]], keep: int) -> int:
