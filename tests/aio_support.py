@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import sys
+from array import array
 from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
@@ -100,6 +101,19 @@ NOT_BYTES: list[tuple[Any, str]] = [
     ((b"a", "b", 1), "data must be bytes-like (bytes, bytearray, memoryview), "
      "got tuple of bytes/int/str"),
 ]
+
+#: Memoryviews `send` takes as their bytes (a view's len() counts its items, and the cipher
+#: refused one of another format than bytes: probe CE F1), with the bytes that arrive.
+VIEWS: list[tuple[memoryview, bytes]] = [
+    (memoryview(array("H", [0x4141, 0x4242])), b"AABB"),
+    (memoryview(b"abcd").cast("I"), b"abcd"),
+    (memoryview(b"abcdef").cast("B", [2, 3]), b"abcdef"),
+]
+#: A view that is not contiguous, which `send` refuses, and the message of its `TypeError`.
+NOT_CONTIGUOUS = (
+    memoryview(b"abcdef")[::2],
+    "data is a memoryview that is not contiguous: pass bytes(data), or a contiguous view",
+)
 
 #: Sockets `sock=` refuses (made by `wrong_socket`), with the error and message of each.
 WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [

@@ -57,7 +57,9 @@ from tests.aio_support import (
     FAMILY_MISMATCHES,
     NEEDS_INTERFACE,
     NOT_BYTES,
+    NOT_CONTIGUOUS,
     UNRESOLVED,
+    VIEWS,
     WRONG_CLIENT_ARGUMENTS,
     WRONG_HANDLERS,
     WRONG_SOCKETS,
@@ -2017,6 +2019,37 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line() -> None:
 
     run(main())
     assert server_refusals == [message for _, message in NOT_BYTES]
+
+
+def test_send_takes_a_memoryview_of_any_format_as_its_bytes() -> None:
+    """A client's and a session's `send` send a view of 2- or 4-byte items whole (the cipher
+    refused it) and refuse one that is not contiguous in one line, a session's once its
+    association has ended too (probe CE F1)."""
+    echoed: list[bytes] = []
+    refused: list[str] = []
+    ended: list[aio.ServerSession] = []
+
+    async def handler(session: aio.ServerSession) -> None:
+        async for datagram in session:
+            refused.append(refusal(session.send, NOT_CONTIGUOUS[0]))
+            session.send(memoryview(bytearray(datagram)).cast("H"))  # 4 bytes: 2 items
+        ended.append(session)
+
+    async def main() -> None:
+        async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
+            async with aio.connect(*server.address, client_config()) as client:
+                assert refusal(client.send, NOT_CONTIGUOUS[0]) == NOT_CONTIGUOUS[1]
+                for view, _ in VIEWS[:2]:
+                    client.send(view)
+                    data = await asyncio.wait_for(client.recv(), 5.0)
+                    assert data is not None
+                    echoed.append(data)
+            assert await eventually(lambda: ended)
+            assert refusal(ended[0].send, NOT_CONTIGUOUS[0]) == NOT_CONTIGUOUS[1]
+
+    run(main())
+    assert echoed == [sent for _, sent in VIEWS[:2]]
+    assert refused == [NOT_CONTIGUOUS[1]] * 2
 
 
 def test_a_wake_up_due_at_once_on_uvloop_does_not_break_the_next_flush(

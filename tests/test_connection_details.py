@@ -12,6 +12,7 @@ client's messages are ClientHello 0, ClientKeyExchange 1 and Finished 2."""
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -784,6 +785,31 @@ def test_a_datagram_over_the_mtu_but_within_the_fragment_limit_names_the_mtu() -
     with pytest.raises(DatagramTooLarge, match="MTU of 300") as raised:
         client.send(bytes(512))
     assert raised.value.size == 512
+
+
+def test_a_memoryview_of_any_format_is_sent_as_its_bytes() -> None:
+    """A view's len() counts its items: `send` sizes and seals its bytes (`nbytes`), so a view
+    of 2-byte or 4-byte items goes out whole (the cipher refused it: "Cannot convert"), one too
+    large names its size in bytes, and one that is not contiguous is refused in one line
+    (probe CE F1)."""
+    client, server = established_pair()
+    client.send(memoryview(array("H", [0x4141, 0x4242])))
+    client.send(memoryview(b"abcd").cast("I"))
+    client.send(memoryview(bytes(range(6))).cast("B", [2, 3]))
+    server.receive_datagram(b"".join(client.datagrams_to_send(1.0)), 1.0)
+    assert drain(server) == [
+        DataReceived(b"AABB"), DataReceived(b"abcd"), DataReceived(bytes(range(6)))
+    ]
+    fits = client.max_send_size
+    with pytest.raises(DatagramTooLarge) as raised:
+        client.send(memoryview(array("Q", [1] * (fits // 8 + 1))))
+    assert raised.value.size == (fits // 8 + 1) * 8
+    with pytest.raises(TypeError) as refused:
+        client.send(memoryview(b"abcdef")[::2])
+    assert str(refused.value) == (
+        "data is a memoryview that is not contiguous: pass bytes(data), or a contiguous view"
+    )
+    assert client.datagrams_to_send(1.0) == []
 
 
 def test_an_authentic_handshake_record_over_the_fragment_limit_is_record_overflow() -> None:

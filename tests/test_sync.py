@@ -51,7 +51,9 @@ from tests.aio_support import (
     FAMILY_MISMATCHES,
     NEEDS_INTERFACE,
     NOT_BYTES,
+    NOT_CONTIGUOUS,
     UNRESOLVED,
+    VIEWS,
     WRONG_CLIENT_ARGUMENTS,
     WRONG_SOCKETS,
     udp_sockets_made,
@@ -1287,6 +1289,18 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThre
             assert refused.value.__suppress_context__ or refused.value.__context__ is None
         client.send(bytearray(b"still here"))
         assert client.recv(timeout=5.0) == b"still here"
+
+
+def test_send_takes_a_memoryview_of_any_format_as_its_bytes(server: ServerThread) -> None:
+    """A view of 2- or 4-byte items goes out whole (the cipher refused it), a multi-dimensional
+    one too; one that is not contiguous is refused in one line (probe CE F1)."""
+    with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
+        with pytest.raises(TypeError) as refused:
+            client.send(NOT_CONTIGUOUS[0])
+        assert str(refused.value) == NOT_CONTIGUOUS[1]
+        for view, sent in VIEWS:
+            client.send(view)
+            assert client.recv(timeout=5.0) == sent
 
 
 @pytest.mark.parametrize(

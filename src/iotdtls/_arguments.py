@@ -28,6 +28,7 @@ from iotdtls.errors import ConfigError
 from iotdtls.sessions import MemorySessionStore, SessionState
 
 __all__ = [
+    "byte_size",
     "check_bytes_like",
     "check_client_arguments",
     "check_host",
@@ -40,6 +41,7 @@ __all__ = [
     "check_timeout",
     "check_type",
     "is_bound",
+    "sealable",
     "sock_address",
     "wrong_family",
 ]
@@ -324,8 +326,35 @@ def _shown(number: numbers.Real) -> str:
 
 def check_bytes_like(data: object) -> None:
     """`data` is bytes, a bytearray or a memoryview; else `TypeError` (raised on its own, even
-    while another is being handled: a str given to `send` fails inside the cipher first)."""
+    while another is being handled)."""
     if not isinstance(data, bytes | bytearray | memoryview):
+        raise _not_bytes_like(data) from None
+
+
+def _not_bytes_like(data: object) -> TypeError:
+    return TypeError(
+        f"data must be bytes-like (bytes, bytearray, memoryview), got {type_name(data)}"
+    )
+
+
+def sealable(data: object) -> bytes | bytearray | memoryview:
+    """`data` to send as one record, its len() its size in bytes: bytes and a bytearray as they
+    are; a memoryview of any format (`array('H')`'s, `cast('I')`) as its bytes, `cast('B')`:
+    len() of a view counts its items, not its bytes, and the cipher takes only views of bytes.
+    A view that is not C-contiguous (`view[::2]`) has no bytes in one piece to seal: a
+    `TypeError` saying what to pass, as for data that is not bytes-like."""
+    if isinstance(data, bytes | bytearray):
+        return data
+    if not isinstance(data, memoryview):
+        raise _not_bytes_like(data)
+    if not data.c_contiguous:
         raise TypeError(
-            f"data must be bytes-like (bytes, bytearray, memoryview), got {type_name(data)}"
-        ) from None
+            "data is a memoryview that is not contiguous: pass bytes(data), or a contiguous view"
+        )
+    return data.cast("B")
+
+
+def byte_size(data: bytes | bytearray | memoryview) -> int:
+    """The size in bytes of what `send` was given (a memoryview's len() counts its items), for
+    the error that names it."""
+    return memoryview(data).nbytes

@@ -41,11 +41,12 @@ from iotdtls._addresses import (
 )
 from iotdtls._arguments import (
     attach_socket,
-    check_bytes_like,
+    byte_size,
     check_client_arguments,
     check_server_arguments,
     check_timeout,
     is_bound,
+    sealable,
 )
 from iotdtls._failures import SummedFailures
 from iotdtls._opening import Opening
@@ -576,7 +577,7 @@ class ClientConnection:
         """True when this association resumed the session given to `connect`."""
         return self._protocol.connection.resumed
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram of application data (bytes-like; see `DtlsConnection.send`).
         Raises `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as
         larger than the path allows (EMSGSIZE: `config.mtu` is above the path MTU; RFC 6347
@@ -592,7 +593,8 @@ class ClientConnection:
             protocol.flush()
         if protocol.oversized:
             connection = protocol.connection
-            raise PathMtuExceeded(len(data), connection.record_overhead, connection.config.mtu)
+            overhead = connection.record_overhead
+            raise PathMtuExceeded(byte_size(data), overhead, connection.config.mtu)
 
     async def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5; needs `config.heartbeat` and a peer that
@@ -865,7 +867,7 @@ class ServerSession:
         conn = self._server.endpoint.connections.get(self.address)
         return 0 if self._ended or conn is None else conn.max_send_size
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram over this session's association; once it has ended, the datagram
         is dropped (a DEBUG line says so), as UDP drops one for a peer that has gone. A peer
         may close right behind its last datagram, so a handler's answer can always come too
@@ -878,7 +880,7 @@ class ServerSession:
         _process.require_owner(self._server.pid, "session")  # before the loop: a child's copy runs
         _require_own_loop(self._server.loop, "session")
         if self._ended or not self._server.send(self.address, data):
-            check_bytes_like(data)  # a mistake shows even when the datagram would be dropped
+            sealable(data)  # a mistake shows even when the datagram would be dropped
             logger.debug(
                 "datagram to %s not sent: the association has ended", format_address(self.address)
             )
@@ -1078,7 +1080,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def send(self, address: Address, data: bytes) -> bool:
+    def send(self, address: Address, data: bytes | bytearray | memoryview) -> bool:
         """Send `data` over the association of `address`; False (nothing sent) when it has
         gone before its session heard so: it ended with a record that came in the same
         datagram as the data being answered, and its `ConnectionClosed` waits behind the
@@ -1091,7 +1093,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.flush()
         if self.oversized:
             overhead = self.endpoint.connections[address].record_overhead
-            raise PathMtuExceeded(len(data), overhead, self.endpoint.config.mtu)
+            raise PathMtuExceeded(byte_size(data), overhead, self.endpoint.config.mtu)
         return True
 
     def close_peer(self, address: Address) -> None:

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from enum import Enum, auto
 
-from iotdtls._arguments import check_bytes_like, check_session, check_session_store
+from iotdtls._arguments import check_bytes_like, check_session, check_session_store, sealable
 from iotdtls._enum import IdentityHashEnum
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.credentials import WallClockFailed, read_wall_clock, validity_problem
@@ -711,12 +711,14 @@ class DtlsConnection:
         room = self.config.mtu - self.record_overhead
         return min(room, self._fragment_limit)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one application datagram as one record in one UDP datagram of at most
         `config.mtu` bytes (RFC 6347 §4.1.1: a record never spans datagrams, and we never hand
         IP a datagram it must fragment), nor more than a negotiated max_fragment_length (RFC
         6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
-        `max_send_size` says what fits; data that is not bytes-like raises `TypeError`. Past
+        `max_send_size` says what fits. Data is bytes-like: bytes, a bytearray, or a memoryview
+        of any format, sent as its bytes (`nbytes` of them); anything else, or a view that is
+        not contiguous, raises `TypeError` saying what to pass. Past
         the last record number of the epoch it raises `SequenceNumbersExhausted`, which has
         ended the association (RFC 6347 §4.1). Once the association has ended it raises
         `AssociationEnded`, saying how (the error that ended it, the peer's close_notify or
@@ -725,13 +727,12 @@ class DtlsConnection:
             raise AssociationEnded(self.error, by_peer=self._peer_closed)
         if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"cannot send application data in state {self.state.name}")
+        if data.__class__ is not bytes:  # one check on the path of bytes, the common case
+            data = sealable(data)  # a view's len() counts items; the cipher takes bytes only
         try:
             if len(data) > self._max_send_size:
                 raise self._too_large(len(data))
             record = self._records.seal(DATA_CONTENT, data, self._write_epoch)
-        except TypeError:  # checked only here, off the path of every datagram sent
-            check_bytes_like(data)
-            raise  # bytes-like data, so a failure of ours
         except SequenceNumbersExhausted as exc:
             self._abandon(exc)
             raise

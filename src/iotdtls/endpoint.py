@@ -1012,7 +1012,9 @@ class ServerEndpoint:
                 self._collect(address, conn)
         self._expire_idle(now)
 
-    def send(self, address: Address, data: bytes, now: float | None = None) -> None:
+    def send(
+        self, address: Address, data: bytes | bytearray | memoryview, now: float | None = None
+    ) -> None:
         """Send application data to an established peer, at `now` or at the latest time the
         endpoint was given: traffic for the keep-alive (RFC 6520 §5.2), not for the idle
         timeout, which only the peer's authenticated records reset (`_activity`: what we send

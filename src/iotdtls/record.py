@@ -28,7 +28,13 @@ from enum import IntEnum
 from typing import NamedTuple, TypeVar
 
 from iotdtls._enum import IdentityHashEnum
-from iotdtls.crypto.aead import NULL_PROTECTOR, BadTag, NullProtector, RecordProtector
+from iotdtls.crypto.aead import (
+    NULL_PROTECTOR,
+    BadTag,
+    NullProtector,
+    Plaintext,
+    RecordProtector,
+)
 from iotdtls.errors import ConfigError, DecodeError, LocalProtocolError, SequenceNumbersExhausted
 
 __all__ = [
@@ -446,7 +452,7 @@ class RecordLayer:
     def seal(
         self,
         content_type: int,
-        payload: bytes,
+        payload: Plaintext,
         epoch: int | None = None,
         *,
         version: int = _DTLS_1_2,

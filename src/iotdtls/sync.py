@@ -21,7 +21,7 @@ from types import TracebackType
 
 from iotdtls import _process
 from iotdtls._addresses import format_address, reaching, resolve, socket_to, sockets_in_turn
-from iotdtls._arguments import attach_socket, check_client_arguments, check_timeout
+from iotdtls._arguments import attach_socket, byte_size, check_client_arguments, check_timeout
 from iotdtls._unreachable import LOST, RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
 from iotdtls.config import ClientConfig
@@ -374,7 +374,7 @@ class DtlsClient:
         """The same counter as `dropped_datagrams`, by its earlier name (kept working)."""
         return self._dropped_datagrams
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram of application data (see `DtlsConnection.send`). Once the
         association has ended, raises `AssociationEnded` saying how (a `DtlsError`). Raises
         `PathMtuExceeded` (a `DatagramTooLarge`) when the kernel refuses the datagram as larger
@@ -405,7 +405,7 @@ class DtlsClient:
                 raise
             if self._oversized:
                 overhead = self.connection.record_overhead
-                raise PathMtuExceeded(len(data), overhead, self.connection.config.mtu)
+                raise PathMtuExceeded(byte_size(data), overhead, self.connection.config.mtu)
 
     def heartbeat(self, timeout: float) -> bool:
         """Send a heartbeat request (RFC 6520, EXT-5) unless one is in flight and wait up to

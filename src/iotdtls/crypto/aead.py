@@ -33,8 +33,13 @@ __all__ = [
     "BadTag",
     "Ccm8Protector",
     "NullProtector",
+    "Plaintext",
     "RecordProtector",
 ]
+
+#: What a protector seals: any buffer of bytes (`AESCCM.encrypt` takes each), so that
+#: application data given as a bytearray or a view of bytes is sealed without a copy.
+Plaintext = bytes | bytearray | memoryview
 
 CCM8_TAG_LENGTH = 8
 EXPLICIT_NONCE_LENGTH = 8
@@ -66,8 +71,8 @@ class RecordProtector(Protocol):
         ...
 
     def seal(
-        self, epoch: int, seq: int, content_type: int, version: int, plaintext: bytes
-    ) -> bytes:
+        self, epoch: int, seq: int, content_type: int, version: int, plaintext: Plaintext
+    ) -> Plaintext:
         """Protect `plaintext`; return the record fragment."""
         ...
 
@@ -86,8 +91,8 @@ class NullProtector:
         return 0
 
     def seal(
-        self, epoch: int, seq: int, content_type: int, version: int, plaintext: bytes
-    ) -> bytes:
+        self, epoch: int, seq: int, content_type: int, version: int, plaintext: Plaintext
+    ) -> Plaintext:
         return plaintext
 
     def open(self, epoch: int, seq: int, content_type: int, version: int, fragment: bytes) -> bytes:
@@ -135,7 +140,7 @@ class Ccm8Protector:
         return CCM8_OVERHEAD
 
     def seal(
-        self, epoch: int, seq: int, content_type: int, version: int, plaintext: bytes
+        self, epoch: int, seq: int, content_type: int, version: int, plaintext: Plaintext
     ) -> bytes:
         """Return `epoch||seq (8) || ciphertext || tag (8)`."""
         aad = _AAD.pack(
