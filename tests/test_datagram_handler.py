@@ -11,6 +11,7 @@ import pytest
 
 from iotdtls import aio
 from iotdtls.errors import DtlsError, IdleTimeout, LocalProtocolError
+from iotdtls.events import DataReceived
 from tests.aio_support import client_config, run, server_config
 from tests.peers import CLIENT_IDENTITY, LOCALHOST
 
@@ -149,3 +150,78 @@ def test_a_session_started_that_raises_ends_that_peer_with_close_notify(
     run(main())
     failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in failed] == [f"handler failed for peer 127.0.0.1:{port[0]}"]
+
+
+class CancelledOnCue(Recorder):
+    """A handler whose `datagram_received` raises CancelledError (a BaseException) for
+    b"cancel": as an exception of the handler's, not as a cancellation of the server."""
+
+    def datagram_received(self, session: aio.ServerSession, data: bytes) -> None:
+        if data == b"cancel":
+            raise asyncio.CancelledError
+        super().datagram_received(session, data)
+
+
+def test_a_cancelled_error_from_a_handler_method_ends_that_peer_as_an_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """README: a `DatagramHandler` method that raises has the failure logged ("handler failed
+    for peer ...") and its association closed with close_notify. CancelledError escaped into
+    asyncio's "Exception in callback" log and left the association open (probe CE F5)."""
+    caplog.set_level(logging.ERROR)
+    ports: list[int] = []
+
+    async def main() -> None:
+        async with (
+            await aio.serve(CancelledOnCue(), LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as cancelling,
+            aio.connect(*server.address, client_config()) as fine,
+        ):
+            ports.append(cancelling.local_address[1])
+            cancelling.send(b"cancel")
+            assert await asyncio.wait_for(cancelling.recv(), 5.0) is None  # close_notify
+            fine.send(b"still")
+            assert await asyncio.wait_for(fine.recv(), 5.0) == b"llits"
+
+    run(main())
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failed == [f"handler failed for peer 127.0.0.1:{ports[0]}"]
+
+
+def test_the_flush_goes_on_past_a_handler_method_that_raised_cancelled_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The events after the one whose handler raised CancelledError are handed on, and the
+    wake-up for the endpoint's next deadline is set, in the same flush (probe CE F5: the
+    flush was abandoned halfway)."""
+    handler = CancelledOnCue()
+
+    async def main() -> None:
+        async with (
+            await aio.serve(handler, LOCALHOST, 0, server_config()) as server,
+            aio.connect(*server.address, client_config()) as first,
+            aio.connect(*server.address, client_config()) as second,
+        ):
+            protocol = server._protocol
+            addresses = [
+                (LOCALHOST, first.local_address[1]),
+                (LOCALHOST, second.local_address[1]),
+            ]
+            assert set(addresses) <= set(protocol.sessions)
+            events = [(addresses[0], DataReceived(b"cancel")), (addresses[1], DataReceived(b"on"))]
+            deadline = asyncio.get_running_loop().time() + 60.0
+            monkeypatch.setattr(
+                protocol.endpoint, "next_event", lambda: events.pop(0) if events else None
+            )
+            monkeypatch.setattr(protocol.endpoint, "get_timer", lambda: deadline)
+            if protocol._timer is not None:
+                protocol._timer.cancel()
+                protocol._timer = None
+            protocol.flush()
+            monkeypatch.undo()
+            assert events == []
+            assert protocol._timer is not None and protocol._timer_at == deadline
+            assert await asyncio.wait_for(second.recv(), 5.0) == b"no"
+
+    run(main())
+    assert ("datagram", b"on") in handler.calls

@@ -1311,10 +1311,14 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             self._call(session, self.handler.session_ended, session, error)
 
     def _call(self, session: ServerSession, method: Callable[..., None], *args: Any) -> None:
-        """Run a `DatagramHandler` method; what it raises ends the peer's association."""
+        """Run a `DatagramHandler` method; what it raises ends the peer's association. That
+        includes CancelledError (a BaseException), which a plain method can only have raised
+        itself, as nothing here is awaited: escaping, it would abandon the flush that called
+        the method (the events after it, the timer's re-arming) for asyncio's error log.
+        KeyboardInterrupt and SystemExit still stop the loop."""
         try:
             method(*args)
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             logger.exception("handler failed for peer %s", format_address(session.address))
             if self.sessions.get(session.address) is session:
                 self.close_peer(session.address)
