@@ -458,6 +458,52 @@ def test_refusals_after_the_server_was_heard_do_not_end_the_handshake() -> None:
         assert isinstance(connection.error, PortUnreachable) is ended
 
 
+def test_a_timeout_after_the_server_answered_counts_the_reports_that_followed() -> None:
+    """A server that answered (a HelloVerifyRequest, say) and then went away: every
+    retransmission draws a report, which ends nothing once the server was heard (ICMP is soft;
+    one after an answer may be forged), but the timeout says how many came, and no longer
+    reads as a slow server (probe CE F8)."""
+    connection = DtlsConnection(client_config(handshake_timeout=10.0))
+    connection.connect(0.0)
+    refused = RefusedHandshake()
+    refused.heard = True
+    for _ in range(3):
+        assert not refused.refused(connection, (LOCALHOST, 5684))
+    assert connection.state is ConnectionState.HANDSHAKING
+    connection.handle_timer(11.0)
+    assert isinstance(connection.error, HandshakeTimeout)
+    assert connection.error.unreachable_reports == 0
+    assert connection.error.unreachable_after_answer == 3
+    assert str(connection.error) == (
+        "handshake timed out after 10 s; the network reported the port unreachable 3 times "
+        "(ICMP) after the server had answered: it may have gone away"
+    )
+
+
+def test_a_timeout_after_the_server_answered_and_went_away_counts_its_reports() -> None:
+    """End to end on asyncio: the server answers the first ClientHello and closes its port."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((LOCALHOST, 0))
+    peer.settimeout(5.0)
+
+    def answer_once_and_go() -> None:
+        with peer:
+            _, client = peer.recvfrom(4096)
+            peer.sendto(bytes(13), client)  # not a record the client takes: dropped
+
+    thread = threading.Thread(target=answer_once_and_go)
+    thread.start()
+    config = client_config(retransmit=RetransmitPolicy(0.2, 1.0), handshake_timeout=2.0)
+    try:
+        with pytest.raises(HandshakeTimeout) as timed_out:
+            run(aio.connect(*peer.getsockname(), config))
+    finally:
+        thread.join(10.0)
+    assert timed_out.value.unreachable_reports == 0
+    assert timed_out.value.unreachable_after_answer >= 1
+    assert "after the server had answered: it may have gone away" in str(timed_out.value)
+
+
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(
     loop_choice: str, monkeypatch: pytest.MonkeyPatch

@@ -110,6 +110,11 @@ def test_alert_received_adds_what_our_side_knows_in_parentheses() -> None:
             "handshake timed out after 0.5 s; the network reported the port unreachable 3 "
             "times (ICMP): nothing may listen there",
         ),
+        (
+            lambda: HandshakeTimeout(6.0, unreachable_after_answer=1),
+            "handshake timed out after 6 s; the network reported the port unreachable 1 time "
+            "(ICMP) after the server had answered: it may have gone away",
+        ),
         (lambda: IdleTimeout(120.0), "association idle for 120 s, closed"),
         (
             lambda: SequenceNumbersExhausted(1),
@@ -173,6 +178,20 @@ def test_port_unreachable_after_attempts_names_them() -> None:
     assert isinstance(named, PortUnreachable)
     assert (named.address, named.refusals, named.attempts, named.resuming) == (
         ("192.0.2.1", 5684), 2, 3, True
+    )
+
+
+@pytest.mark.req("RPK-4")
+def test_a_timeout_after_attempts_keeps_the_reports_after_the_answer() -> None:
+    """The reports that came after the server had answered are the last attempt's, and stay
+    named when the attempts are (probe CE F8)."""
+    named = after_attempts(HandshakeTimeout(1.0, unreachable_after_answer=2), 3)
+    assert isinstance(named, HandshakeTimeout)
+    assert named.unreachable_after_answer == 2
+    assert str(named) == (
+        "handshake timed out after 1 s (the last of 3 attempts, each given 1 s); the network "
+        "reported the port unreachable 2 times (ICMP) after the server had answered: it may "
+        "have gone away"
     )
 
 
@@ -265,6 +284,7 @@ ERRORS_AS_MADE: list[Exception] = [
     PortUnreachable(("127.0.0.1", 5684), 2, attempts=3),
     HandshakeTimeout(60.0, hello_size=1500, mtu=1232),
     HandshakeTimeout(1.0, unreachable_reports=1),
+    HandshakeTimeout(6.0, unreachable_after_answer=4),
     IdleTimeout(30.0),
 ]
 

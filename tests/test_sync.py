@@ -207,9 +207,10 @@ def test_a_handshake_deadline_before_the_second_refusal_says_the_port_was_refuse
 
 def test_refusals_after_a_datagram_from_the_server_do_not_end_the_handshake() -> None:
     """Once any datagram came from the server, its port's ICMP unreachable reports may be stale
-    (`RefusedHandshake.heard`): the handshake goes on to its deadline, `HandshakeTimeout`
-    naming no report, not `PortUnreachable` at the second (M18: `_read_one` leaving `heard`
-    False)."""
+    (`RefusedHandshake.heard`): the handshake goes on to its deadline, not `PortUnreachable`
+    at the second (M18: `_read_one` leaving `heard` False). Its `HandshakeTimeout` counts the
+    reports that came after the answer: the server may have gone (probe CE F8: it named
+    none)."""
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind((LOCALHOST, 0))
     peer.settimeout(5.0)
@@ -228,6 +229,13 @@ def test_refusals_after_a_datagram_from_the_server_do_not_end_the_handshake() ->
     finally:
         thread.join(10.0)
     assert timed_out.value.unreachable_reports == 0
+    reports = timed_out.value.unreachable_after_answer
+    assert reports >= 1
+    assert str(timed_out.value) == (
+        f"handshake timed out after 2 s; the network reported the port unreachable {reports} "
+        f"{'time' if reports == 1 else 'times'} (ICMP) after the server had answered: it may "
+        "have gone away"
+    )
 
 
 def test_each_address_of_a_name_is_tried_while_the_one_before_is_unreachable(

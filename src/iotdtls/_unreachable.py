@@ -25,8 +25,8 @@ REFUSALS_TO_GIVE_UP = 2
 
 class RefusedHandshake:
     """The reports one client has had in its current handshake (`refusals`, reset for each new
-    handshake) and whether any datagram ever came from the server (`heard`: reports mean
-    nothing after that)."""
+    handshake) and whether any datagram ever came from the server (`heard`: reports end no
+    handshake after that; the core counts them for its `HandshakeTimeout`'s text)."""
 
     __slots__ = ("heard", "refusals")
 
@@ -38,8 +38,15 @@ class RefusedHandshake:
         """Count one report for `connection` (sending to `peer`); at the
         `REFUSALS_TO_GIVE_UP`-th, end its handshake with `PortUnreachable` and return True.
         Before, the core is told (`port_unreachable_reported`), for the `HandshakeTimeout` of
-        a deadline that comes first (at or below the first retransmission)."""
-        if self.heard or connection.state is not ConnectionState.HANDSHAKING:
+        a deadline that comes first (at or below the first retransmission). Once the server
+        has answered, a report ends nothing (ICMP is soft, RFC 8085 §5.2; an off-path forger
+        could end a handshake with one, and one may be a stale report of a restarting server):
+        the core counts it (`port_unreachable_after_answer`), and a `HandshakeTimeout` says the
+        server may have gone away."""
+        if connection.state is not ConnectionState.HANDSHAKING:
+            return False
+        if self.heard:
+            connection.port_unreachable_after_answer()
             return False
         self.refusals += 1
         if self.refusals < REFUSALS_TO_GIVE_UP:

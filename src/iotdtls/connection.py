@@ -182,6 +182,7 @@ class DtlsConnection:
         "_records",
         "_refused_renegotiation",
         "_timer",
+        "_unreachable_after_answer",
         "_unreachable_reports",
         "_write_epoch",
         "config",
@@ -194,6 +195,9 @@ class DtlsConnection:
     #: Set by `_close` (and `_fail`), read only once closed, so that the successful handshake
     #: never pays for it (`alert_repeats`).
     _alert_repeats: tuple[bytes, ...]
+    #: Set by `port_unreachable_after_answer` only (read with a default of 0), for the same
+    #: reason: a handshake that had no such report never pays for it.
+    _unreachable_after_answer: int
 
     def __init__(
         self,
@@ -444,6 +448,13 @@ class DtlsConnection:
         forgets them."""
         self._unreachable_reports = reports
 
+    def port_unreachable_after_answer(self) -> None:
+        """For a client's adapter (`iotdtls._unreachable`): one more ICMP port-unreachable
+        report in this handshake after a datagram had come from the server. It does not end the
+        handshake (ICMP is soft, RFC 8085 §5.2, and a report that follows an answer may be
+        forged or stale); a `HandshakeTimeout` names them (the server may have gone away)."""
+        self._unreachable_after_answer = getattr(self, "_unreachable_after_answer", 0) + 1
+
     def _abandon(self, exc: SequenceNumbersExhausted) -> None:
         """RFC 6347 §4.1: a sequence number must not wrap, so an association whose write epoch
         ran out is abandoned, without an alert (there is no number left to send one with).
@@ -652,7 +663,8 @@ class DtlsConnection:
         whose ClientHello did not fit `config.mtu` sent it in fragments (RFC 6347 §4.2.3), which
         servers with stateless cookies drop (§4.2.1): the error names the size and the mtu. A
         client whose adapter had ICMP port-unreachable reports and no datagram from the server
-        (`port_unreachable_reported`) has them named too."""
+        (`port_unreachable_reported`) has them named too, and so has one that had them only
+        after the server had answered (`port_unreachable_after_answer`)."""
         seconds = self.config.handshake_timeout
         flight = self._flight
         if (
@@ -666,7 +678,11 @@ class DtlsConnection:
                     seconds, hello_size=size, mtu=self.config.mtu,
                     unreachable_reports=self._unreachable_reports,
                 )
-        return HandshakeTimeout(seconds, unreachable_reports=self._unreachable_reports)
+        return HandshakeTimeout(
+            seconds,
+            unreachable_reports=self._unreachable_reports,
+            unreachable_after_answer=getattr(self, "_unreachable_after_answer", 0),
+        )
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken (handshake complete, data, alerts, closure), or None."""

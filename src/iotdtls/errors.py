@@ -268,6 +268,7 @@ def after_attempts(error: DtlsError, attempts: int) -> DtlsError:
             mtu=error.mtu,
             unreachable_reports=error.unreachable_reports,
             attempts=attempts,
+            unreachable_after_answer=error.unreachable_after_answer,
         )
     elif isinstance(error, PortUnreachable):
         remade = PortUnreachable(error.address, error.refusals, attempts=attempts)
@@ -408,8 +409,11 @@ class HandshakeTimeout(DtlsError):
     so. `unreachable_reports`: the ICMP port-unreachable reports a client's handshake had
     from the network, no datagram from the server (fewer than `PortUnreachable` takes: a
     deadline at or below the first retransmission), which the text names: nothing may listen
-    there. `attempts`: the handshakes a client with `RetryPolicy` made, each given `seconds`,
-    this one the last (RPK-4); the text names them when there were more than one."""
+    there. `unreachable_after_answer`: the reports that came after the server had answered,
+    which do not end a handshake (ICMP is soft, and one after an answer may be forged or
+    stale: `iotdtls._unreachable`) but which the text names: the server may have gone.
+    `attempts`: the handshakes a client with `RetryPolicy` made, each given `seconds`, this one
+    the last (RPK-4); the text names them when there were more than one."""
 
     def __init__(
         self,
@@ -419,20 +423,23 @@ class HandshakeTimeout(DtlsError):
         mtu: int | None = None,
         unreachable_reports: int = 0,
         attempts: int = 1,
+        unreachable_after_answer: int = 0,
     ) -> None:
         self.seconds = seconds
         self.hello_size = hello_size
         self.mtu = mtu
         self.unreachable_reports = unreachable_reports
+        self.unreachable_after_answer = unreachable_after_answer
         self.attempts = attempts
         text = f"handshake timed out after {seconds:g} s"
         if attempts > 1:
             text += f" (the last of {attempts} attempts, each given {seconds:g} s)"
         if unreachable_reports:
-            times = "time" if unreachable_reports == 1 else "times"
+            text += f"; {_reported_unreachable(unreachable_reports)}: nothing may listen there"
+        elif unreachable_after_answer:
             text += (
-                f"; the network reported the port unreachable {unreachable_reports} {times}"
-                " (ICMP): nothing may listen there"
+                f"; {_reported_unreachable(unreachable_after_answer)} after the server had"
+                " answered: it may have gone away"
             )
         if hello_size is not None:
             text += (
@@ -441,6 +448,11 @@ class HandshakeTimeout(DtlsError):
                 " Mbed TLS) drop those: raise mtu or send less)"
             )
         super().__init__(text)
+
+
+def _reported_unreachable(reports: int) -> str:
+    times = "time" if reports == 1 else "times"
+    return f"the network reported the port unreachable {reports} {times} (ICMP)"
 
 
 class IdleTimeout(DtlsError):
