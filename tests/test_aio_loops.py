@@ -611,3 +611,66 @@ def test_a_connection_dropped_once_its_loop_is_closed_only_warns(
         (ResourceWarning, f"iotdtls: unclosed connection to 127.0.0.1:{server.port}")]
     assert [type(w.source) for w in caught if "iotdtls" in str(w.message)] == [
         aio.ClientConnection]  # tracemalloc shows where it was made
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_a_loop_ended_by_hand_with_shutdown_asyncgens_closes_all_without_an_asyncio_error(
+    loop_choice: str,
+) -> None:
+    """Python's pattern for ending a loop without `asyncio.run`: `shutdown_asyncgens`, then
+    `close()`, the handlers still running. The server and the connection are closed (the
+    RuntimeWarnings of `asyncio.run`'s end), and asyncio reports no error: the handler's
+    `async for datagram in session` was an async generator that `shutdown_asyncgens` closed
+    too, while it waited ("aclose(): asynchronous generator is already running", probe CE F4)."""
+    errors: list[dict[str, Any]] = []
+    sessions: list[aio.ServerSession] = []
+    manual = (loop.loop_factory(loop_choice) or asyncio.new_event_loop)()
+    manual.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        server, conn = manual.run_until_complete(
+            asyncio.wait_for(serve_and_echo_once(sessions), LIMIT)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # each still open at the loop's end
+            manual.run_until_complete(manual.shutdown_asyncgens())
+    finally:
+        manual.close()
+    assert errors == []
+    assert conn.ended and sessions[0].ended
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(server.address)
+
+
+@pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
+def test_close_after_the_loop_was_closed_by_hand_frees_the_port_whatever_the_loop(
+    loop_choice: str,
+) -> None:
+    """`loop.close()` alone (no `shutdown_asyncgens`) leaves a server's port bound; its
+    `close()` then, from another loop or from none, frees it rather than raising
+    ForeignEventLoop (closing a socket needs no loop), and the connection's releases its
+    socket so; nothing is sent, and later use still raises (probe CE F4)."""
+    sessions: list[aio.ServerSession] = []
+    manual = (loop.loop_factory(loop_choice) or asyncio.new_event_loop)()
+    try:
+        server, conn = manual.run_until_complete(
+            asyncio.wait_for(serve_and_echo_once(sessions), LIMIT)
+        )
+    finally:
+        manual.close()
+    client_socket = conn._protocol.sock
+    assert client_socket is not None
+    asyncio.run(asyncio.wait_for(server.close(), LIMIT))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(server.address)
+    with pytest.raises(StopIteration):  # outside any loop: done at once, nothing awaited
+        conn.close().send(None)
+    assert client_socket.fileno() == -1
+    assert conn.ended and sessions[0].ended
+    assert repr(server).endswith(" closed>")
+    asyncio.run(asyncio.wait_for(server.close(), LIMIT))  # again: nothing to do
+    with pytest.raises(ForeignEventLoop, match=CLOSED):
+        conn.send(b"late")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # asyncio's transport, at collection
+        del server, conn, sessions
+        gc.collect()

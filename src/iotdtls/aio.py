@@ -268,6 +268,9 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.oversized = False
         #: `connect` gave up (cancelled) before its socket was made: nothing is to be sent.
         self.abandoned = False
+        #: The socket given to the loop: closed directly once the loop is closed without
+        #: having closed it (`_release_after_loop`).
+        self.sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -439,6 +442,17 @@ def _release(protocol: _ClientProtocol, transport: asyncio.DatagramTransport) ->
         protocol.connection.close()
         protocol.flush()
     transport.close()
+
+
+def _release_after_loop(transport: asyncio.DatagramTransport, sock: socket.socket) -> None:
+    """Close the socket of a transport whose event loop was closed without closing it
+    (`loop.close()` written by hand, without `shutdown_asyncgens` or a close first): no loop
+    will read it or run the transport's callbacks again, and closing a socket needs none. The
+    transport is marked closing first (it cannot schedule its own end on the closed loop).
+    Nothing is sent: a peer ends its side at its own timeout."""
+    with contextlib.suppress(RuntimeError):  # the closed loop refuses the transport's callback
+        transport.close()
+    sock.close()
 
 
 class ClientConnection:
@@ -622,12 +636,17 @@ class ClientConnection:
         """Send close_notify and release the socket (`ForeignEventLoop` outside the loop that
         opened the connection: only that loop can). Once closed (by `close()`, or as its loop
         ended), a call does nothing, from whatever loop: `finally: await conn.close()` is
-        safe. In a process forked from the one that made it, it sends nothing (see the
-        class)."""
+        safe. Once its loop is closed without having closed it (`loop.close()` by hand), it
+        releases the socket, from whatever loop or none, with no close_notify. In a process
+        forked from the one that made it, it sends nothing (see the class)."""
         if self._closed and self._protocol.lost.done():
             return
         if _process.forked_from(self._pid):
             self._closed = True
+            return
+        if self._protocol.loop.is_closed() and self._protocol.sock is not None:
+            self._closed = True  # its loop closed without closing it: the socket, at least
+            _release_after_loop(self._transport, self._protocol.sock)
             return
         _require_own_loop(self._protocol.loop)
         self._closed = True
@@ -647,7 +666,7 @@ class ClientConnection:
         """The datagrams received, until the association ends, as a `ServerSession`'s:
         `async for datagram in conn`. An error that ended it ends the loop too; `recv()`
         raises it then (`ended` says the association has ended)."""
-        return _datagrams(self.recv)
+        return _Datagrams(self.recv)
 
     async def __aenter__(self) -> ClientConnection:
         return self
@@ -710,6 +729,7 @@ class _Connect(Opening[ClientConnection]):
             if sock is not self._sock:
                 sock.close()  # ours: a caller's socket stays theirs when connecting fails
             raise
+        protocol.sock = sock
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         except BaseException:
@@ -927,14 +947,33 @@ class ServerSession:
         return _DONE
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _datagrams(self.recv)
+        return _Datagrams(self.recv)
 
 
-async def _datagrams(recv: Callable[[], Awaitable[bytes | None]]) -> AsyncIterator[bytes]:
-    """What `recv` returns until the association ends: cleanly (None), or with an error."""
-    with contextlib.suppress(DtlsError):
-        while (data := await recv()) is not None:
-            yield data
+class _Datagrams:
+    """What `recv` returns until the association ends: cleanly (None), or with an error. A
+    class, not an async generator: the loop keeps every async generator started on it and
+    `loop.shutdown_asyncgens` closes them all at once, so one suspended in `recv` inside a
+    handler still running (a loop ended by hand, `shutdown_asyncgens` before the tasks are
+    cancelled) made asyncio log "aclose(): asynchronous generator is already running". The
+    handler's task ends it instead, as the server's close cancels it."""
+
+    __slots__ = ("_recv",)
+
+    def __init__(self, recv: Callable[[], Awaitable[bytes | None]]) -> None:
+        self._recv = recv
+
+    def __aiter__(self) -> _Datagrams:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data = await self._recv()
+        except DtlsError:
+            data = None
+        if data is None:
+            raise StopAsyncIteration
+        return data
 
 
 class _Done:
@@ -1047,6 +1086,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.oversized = False
         #: The watch that closes the server as `asyncio.run` ends the loop (`DtlsServer`).
         self.loop_end: AsyncGenerator[None, None] | None = None
+        #: The socket served: closed directly once the loop is closed without having closed
+        #: it (`release_after_loop`).
+        self.sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -1099,6 +1141,15 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def close_peer(self, address: Address) -> None:
         self.endpoint.close(address)
         self.flush()
+
+    def release_after_loop(self) -> None:
+        """The loop was closed without closing the server: free the port and mark the sessions
+        ended (their readers and handlers went with the loop, which can wake none of them)."""
+        assert self.transport is not None and self.sock is not None
+        _release_after_loop(self.transport, self.sock)
+        self.loop_end = None
+        for session in self.sessions.values():
+            session._ended = True
 
     def flush(self) -> None:
         now = self.loop.time()
@@ -1495,13 +1546,20 @@ class DtlsServer:
         (`finally: await ...`) holds it that long, one that swallows CancelledError for ever;
         `asyncio.wait_for(server.close(), T)` bounds it (the port is free by then, and such a
         handler is left to end on its own). Once closed (by `close()`, or as its loop ended),
-        a call does nothing, from whatever loop. In a process forked from the one that made
-        the server, it sends nothing and touches nothing the parent shares (the loop's
-        registrations): the child's copy of the socket is left to its exit."""
+        a call does nothing, from whatever loop. Once its loop is closed without having
+        closed it (`loop.close()` by hand), it frees the port, from whatever loop or none, and
+        ends the sessions, with no close_notify (its handlers' tasks went with the loop). In a
+        process forked from the one that made the server, it sends nothing and touches nothing
+        the parent shares (the loop's registrations): the child's copy of the socket is left
+        to its exit."""
         if self._closed and self._protocol.lost.done():
             return
         if _process.forked_from(self._protocol.pid):
             self._closed = True
+            return
+        if self._protocol.loop.is_closed() and self._protocol.sock is not None:
+            self._closed = True  # its loop closed without closing it: the port, at least
+            self._protocol.release_after_loop()
             return
         _require_own_loop(self._protocol.loop, "server")
         self._closed = True
@@ -1558,6 +1616,7 @@ class _Serve(Opening[DtlsServer]):
         loop = asyncio.get_running_loop()
         protocol = _ServerProtocol(self._handler, config, self._store)
         if sock is not None and is_bound(sock):  # served where it is: host and port unused
+            protocol.sock = sock
             transport = await open_server_transport(loop, protocol, sock)
         else:
             assert host is not None, "None only with a bound sock (check_server_arguments)"
@@ -1579,6 +1638,7 @@ class _Serve(Opening[DtlsServer]):
             with listening_on(host, port):
                 sock = await bind_udp(loop, host, port)
             enlarge_receive_buffer(sock)
+            protocol.sock = sock
             try:
                 return await open_server_transport(loop, protocol, sock)
             except BaseException:
@@ -1587,6 +1647,7 @@ class _Serve(Opening[DtlsServer]):
         with listening_on(host, port):
             infos = await resolve_udp(loop, host, port, socket.AI_PASSIVE)
         attach_socket(sock, infos, host, port, bind=True)
+        protocol.sock = sock
         return await open_server_transport(loop, protocol, sock)
 
 
