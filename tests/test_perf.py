@@ -291,8 +291,12 @@ def spec(**changes: Any) -> LoadSpec:
         ({"concurrency": 0}, 1, "concurrency must be at least 1, got 0"),
         ({"handshakes": None}, 1, "give either a duration or a number of handshakes"),
         ({"duration": 1.0}, 1, "give either a duration or a number of handshakes"),
-        ({"handshakes": None, "duration": 0.0}, 1, "duration must be > 0 seconds, got 0.0"),
-        ({"handshakes": None, "duration": float("nan")}, 1, "duration must be > 0 seconds"),
+        ({"handshakes": None, "duration": 0.0}, 1,
+         "duration must be a finite number of seconds > 0, got 0.0$"),
+        ({"handshakes": None, "duration": float("nan")}, 1,
+         "duration must be a finite number of seconds > 0, got nan$"),
+        ({"handshakes": None, "duration": float("inf")}, 1,
+         "duration must be a finite number of seconds > 0, got inf$"),
         ({"handshakes": 0}, 1, "handshakes must be at least 1, got 0"),
         ({"messages": -1}, 1, "messages must be 0 or more, got -1"),
         ({"message_size": 3}, 1, "message size must be from 4 to 16384 bytes"),
@@ -303,8 +307,13 @@ def spec(**changes: Any) -> LoadSpec:
         ({"message_size": 572, "config": client_config(mtu=600)}, 1,
          r"a message of 572 bytes does not fit one datagram of 600 bytes \(the MTU\): at most "
          "571$"),
-        ({"echo_timeout": 0.0}, 1, "echo timeout must be > 0 seconds"),
-        ({"echo_timeout": float("nan")}, 1, "echo timeout must be > 0 seconds"),
+        ({"echo_timeout": 0.0}, 1, "echo timeout must be a finite number of seconds > 0, got 0.0$"),
+        ({"echo_timeout": float("nan")}, 1, "echo timeout must be a finite number of seconds > 0"),
+        ({"echo_timeout": float("inf")}, 1,
+         "echo timeout must be a finite number of seconds > 0, got inf$"),
+        ({"port": 0}, 1, "port must be from 1 to 65535, got 0$"),
+        ({"port": 65536}, 1, "port must be from 1 to 65535, got 65536$"),
+        ({"host": ""}, 1, "host is empty"),
         ({}, 0, r"processes must be from 1 to the concurrency \(10\)"),
         ({}, 11, r"processes must be from 1 to the concurrency \(10\)"),
         ({"concurrency": 20}, 11, "processes must not exceed the number of handshakes"),
@@ -315,6 +324,51 @@ def test_a_run_that_cannot_be_done_is_refused_in_one_line(
 ) -> None:
     with pytest.raises(ConfigError, match=f"^{message}"):
         check_spec(spec(**changes), processes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "processes", "message"),
+    [
+        ({"host": None}, 1, "host must be a str, got None"),
+        ({"port": "5684"}, 1, "port must be an int, got str"),
+        ({"config": None}, 1,
+         "config must be a ClientConfig or a function returning one, got None"),
+        ({"config": server_config()}, 1,
+         "config must be a ClientConfig or a function returning one, got ServerConfig"),
+        ({"concurrency": True}, 1, "concurrency must be an int, got bool"),
+        ({"concurrency": 2.5}, 1, "concurrency must be an int, got float"),
+        ({"handshakes": 1.5}, 1, "handshakes must be an int, got float"),
+        ({"messages": 1.0}, 1, "messages must be an int, got float"),
+        ({"message_size": "64"}, 1, "message_size must be an int, got str"),
+        ({}, 2.0, "processes must be an int, got float"),
+        ({"handshakes": None, "duration": "1"}, 1, "duration must be a number of seconds, got str"),
+        ({"handshakes": None, "duration": True}, 1,
+         "duration must be a number of seconds, got bool"),
+        ({"echo_timeout": None}, 1, "echo_timeout must be a number of seconds, got None"),
+        ({"resume": 1}, 1, "resume must be a bool, got int"),
+        ({"chain_cache": "cache"}, 1,
+         r"chain_cache must be a ChainCache \(ChainCache\(directory\)\), got str$"),
+        ({"target": ("x",)}, 1,
+         r"target must be None or one of getaddrinfo's answers \(family, type, proto, canonname, "
+         r"sockaddr\), got tuple of str$"),
+    ],
+)  # fmt: skip
+def test_a_setting_of_the_wrong_type_is_a_one_line_type_error(
+    changes: dict[str, Any], processes: Any, message: str
+) -> None:
+    """As the adapters refuse an argument of the wrong type (README): before the run, rather
+    than an AttributeError or a TypeError from deep inside it, or a run of 2.5 lanes, or one
+    against loopback for a host of None (probe CE)."""
+    with pytest.raises(TypeError, match=f"^{message}"):
+        check_spec(spec(**changes), processes)
+
+
+def test_a_function_building_the_config_must_build_a_client_config() -> None:
+    """Its answer is only known in the generator process: checked there, in one line."""
+    target = (socket.AF_INET, socket.SOCK_DGRAM, 0, "", (LOCALHOST, 9))
+    message = r"^config\(\) must return a ClientConfig, got ServerConfig$"
+    with pytest.raises(TypeError, match=message):
+        run_load(spec(config=server_config, handshakes=1, concurrency=1, target=target))
 
 
 def test_the_edges_of_a_possible_run_are_accepted() -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
+import numbers
 import os
 import resource
 import signal
@@ -28,8 +30,10 @@ from typing import Any
 
 from iotdtls import loop
 from iotdtls._addresses import format_address
+from iotdtls._arguments import check_host, check_port, check_type
 from iotdtls._children import Child, hold_signals, how_it_ended, ignore_held_sigint, reap, spawn
-from iotdtls.config import ClientConfig
+from iotdtls.chaincache import ChainCache
+from iotdtls.config import ClientConfig, type_name
 from iotdtls.crypto.aead import CCM8_OVERHEAD
 from iotdtls.errors import ConfigError
 from iotdtls.perf.engine import (
@@ -75,14 +79,18 @@ def largest_message(mtu: int) -> int:
 
 
 def check_spec(spec: LoadSpec, processes: int = 1) -> None:
-    """Raise `ConfigError` (one line) for a run that cannot be done (a message size is checked
-    against the MTU when `spec.config` is a configuration, not a function building one)."""
+    """Raise `ConfigError` (one line) for a run that cannot be done, and `TypeError` (one line,
+    as the adapters do, `iotdtls._arguments`) for a setting of the wrong type, before any
+    socket is made; a message size is checked against the MTU when `spec.config` is a
+    configuration, not a function building one (whose result the engine checks)."""
+    _check_spec_types(spec, processes)
+    check_port(spec.port)  # 0 too: a client's "any port" is no server to load
     if spec.concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {spec.concurrency}")
     if (spec.duration is None) == (spec.handshakes is None):
         raise ConfigError("give either a duration or a number of handshakes")
-    if spec.duration is not None and not spec.duration > 0:
-        raise ConfigError(f"duration must be > 0 seconds, got {spec.duration}")
+    if spec.duration is not None and not _finite_and_positive(spec.duration):
+        raise ConfigError(f"duration must be a finite number of seconds > 0, got {spec.duration}")
     if spec.handshakes is not None and spec.handshakes < 1:
         raise ConfigError(f"handshakes must be at least 1, got {spec.handshakes}")
     if spec.messages < 0:
@@ -98,12 +106,65 @@ def check_spec(spec: LoadSpec, processes: int = 1) -> None:
                 f"a message of {spec.message_size} bytes does not fit one datagram of "
                 f"{spec.config.mtu} bytes (the MTU): at most {largest}"
             )
-    if not spec.echo_timeout > 0:
-        raise ConfigError("echo timeout must be > 0 seconds")
+    if not _finite_and_positive(spec.echo_timeout):
+        raise ConfigError(
+            f"echo timeout must be a finite number of seconds > 0, got {spec.echo_timeout}"
+        )
     if not 1 <= processes <= spec.concurrency:
         raise ConfigError(f"processes must be from 1 to the concurrency ({spec.concurrency})")
     if spec.handshakes is not None and processes > spec.handshakes:
         raise ConfigError("processes must not exceed the number of handshakes")
+
+
+def _check_spec_types(spec: LoadSpec, processes: object) -> None:
+    """`TypeError` for the first setting of `spec` (or `processes`) of the wrong type: what
+    otherwise failed deep in the run (an AttributeError for a `ServerConfig`, a TypeError from
+    `range` for 1.5 handshakes) or ran (a bool or a float concurrency, a host of None, which
+    the resolver takes for loopback). The host is checked as `connect` checks it."""
+    check_host(spec.host)
+    if not (isinstance(spec.config, ClientConfig) or callable(spec.config)):
+        raise TypeError(
+            "config must be a ClientConfig or a function returning one, got "
+            f"{type_name(spec.config)}"
+        )
+    for name, value in (
+        ("concurrency", spec.concurrency), ("messages", spec.messages),
+        ("message_size", spec.message_size), ("processes", processes),
+    ):  # fmt: skip
+        _check_count(name, value)
+    _check_count("handshakes", spec.handshakes, optional=True)
+    _check_seconds("duration", spec.duration, optional=True)
+    _check_seconds("echo_timeout", spec.echo_timeout)
+    check_type("resume", spec.resume, bool)
+    check_type("chain_cache", spec.chain_cache, ChainCache, " (ChainCache(directory))",
+               optional=True)
+    if spec.target is not None and not (isinstance(spec.target, tuple) and len(spec.target) == 5):
+        raise TypeError(
+            "target must be None or one of getaddrinfo's answers (family, type, proto, "
+            f"canonname, sockaddr), got {type_name(spec.target)}"
+        )
+
+
+def _check_count(name: str, value: object, *, optional: bool = False) -> None:
+    """`value` is an int (not a bool, which Python takes for one), or None when `optional`."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type_name(value)}")
+
+
+def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
+    """`value` is a number of seconds (any real number but a bool), or None when `optional`."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {type_name(value)}")
+
+
+def _finite_and_positive(seconds: float) -> bool:
+    """Above 0 and finite: NaN never passes a deadline, and the CLI refuses infinity, which
+    made a run (a duration) or an echo's wait unbounded."""
+    return math.isfinite(seconds) and seconds > 0
 
 
 def run_load(
@@ -117,7 +178,8 @@ def run_load(
     """Run `spec` (blocking) and return what was measured; `progress` is called about once a
     second with the running totals. `initializer` runs first in every generator process of a
     run over several (e.g. to set up logging, which a fresh interpreter does not inherit; it
-    must pickle). Raises `ConfigError` for an impossible run."""
+    must pickle). Raises `ConfigError` for an impossible run, `TypeError` for a setting of the
+    wrong type (`check_spec`)."""
     check_spec(spec, processes)
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError before anything starts
     if processes == 1:

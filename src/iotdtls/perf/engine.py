@@ -30,7 +30,7 @@ from typing import Any, cast
 from iotdtls._addresses import format_address, reaching, sockets_in_turn
 from iotdtls._unreachable import RefusedHandshake
 from iotdtls.chaincache import ChainCache, for_server, remember_chain
-from iotdtls.config import ClientConfig
+from iotdtls.config import ClientConfig, type_name
 from iotdtls.connection import ConnectionState, DtlsConnection
 from iotdtls.datagram import resolve_udp
 from iotdtls.errors import (
@@ -217,6 +217,8 @@ class _Engine:
     def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
         config = spec.config() if callable(spec.config) else spec.config
+        if not isinstance(config, ClientConfig):  # a function's answer (`check_spec`)
+            raise TypeError(f"config() must return a ClientConfig, got {type_name(config)}")
         self.config, self._cache_key = for_server(
             config, spec.chain_cache, spec.host, spec.port
         )
