@@ -924,6 +924,67 @@ def test_a_timed_run_starts_no_association_after_its_duration(
     assert [p.completed for p in seen] == sorted(p.completed for p in seen)
 
 
+def progress_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("the progress callback raised")]
+
+
+def test_a_progress_callback_that_raises_is_logged_once_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its exception ended the reporting task, unretrieved: progress stopped without a word
+    (probe CE). It is logged once, with the exception, and the run completes without progress
+    (its figures are what it is for)."""
+    monkeypatch.setattr(perf_engine, "PROGRESS_INTERVAL", 0.02)
+    calls: list[LoadProgress] = []
+
+    def failing(progress: LoadProgress) -> None:
+        calls.append(progress)
+        raise ZeroDivisionError("division by zero")
+
+    result, _ = run_against(echo, progress=failing, handshakes=None, duration=0.3, concurrency=2)
+    assert result.completed > 0 and result.failed == 0
+    assert len(calls) == 1
+    [record] = progress_failures(caplog)
+    assert record.name == "iotdtls.perf.engine" and record.levelno == logging.ERROR
+    assert record.getMessage() == (
+        "the progress callback raised: the run goes on without progress reports"
+    )
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ZeroDivisionError)
+
+
+def test_the_progress_of_generator_processes_goes_to_a_failing_callback_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parent's reporter of a run over several processes (`_report_children`) does the
+    same: logged once, and it ends (the run goes on)."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.01)
+    calls: list[LoadProgress] = []
+
+    def failing(progress: LoadProgress) -> None:
+        calls.append(progress)
+        raise RuntimeError("broken display")
+
+    latest = {0: LoadProgress(1, 0, 2), 1: LoadProgress(3, 1, 1)}
+    asyncio.run(asyncio.wait_for(perf._report_children(latest, failing), 5.0))
+    assert calls == [LoadProgress(4, 1, 3)]
+    [record] = progress_failures(caplog)
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_a_generator_process_whose_parent_has_gone_sends_its_progress_to_nobody_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its pipe closed: the send fails, and is not logged as a failing callback (the process
+    stops once it sees the pipe closed)."""
+    parent, child = multiprocessing.Pipe()
+    parent.close()
+    try:
+        perf._send_progress(child, LoadProgress(1, 0, 0))
+    finally:
+        child.close()
+    assert progress_failures(caplog) == []
+
+
 def test_a_stopped_run_counts_what_was_in_progress_as_unfinished(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import numbers
 import os
@@ -42,6 +43,7 @@ from iotdtls.perf.engine import (
     ProgressCallback,
     lanes,
     pick_target,
+    report_progress,
     run_engine,
 )
 from iotdtls.perf.result import LoadProgress, LoadResult
@@ -176,10 +178,11 @@ def run_load(
     initializer: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Run `spec` (blocking) and return what was measured; `progress` is called about once a
-    second with the running totals. `initializer` runs first in every generator process of a
-    run over several (e.g. to set up logging, which a fresh interpreter does not inherit; it
-    must pickle). Raises `ConfigError` for an impossible run, `TypeError` for a setting of the
-    wrong type (`check_spec`)."""
+    second with the running totals (one that raises is logged once, with its traceback, on the
+    logger `iotdtls.perf.engine`, and called no more: the run goes on). `initializer` runs
+    first in every generator process of a run over several (e.g. to set up logging, which a
+    fresh interpreter does not inherit; it must pickle). Raises `ConfigError` for an
+    impossible run, `TypeError` for a setting of the wrong type (`check_spec`)."""
     check_spec(spec, processes)
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError before anything starts
     if processes == 1:
@@ -290,10 +293,17 @@ async def _child_run(spec: LoadSpec, conn: Any) -> LoadResult:
         stop.set()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
-        return await run_engine(spec, lambda p: conn.send((_PROGRESS, p)), stop)
+        return await run_engine(spec, functools.partial(_send_progress, conn), stop)
     finally:
         running.remove_signal_handler(signal.SIGTERM)
         running.remove_reader(conn.fileno())
+
+
+def _send_progress(conn: Any, progress: LoadProgress) -> None:
+    """A generator process's progress to the parent; none when the parent has gone (its pipe
+    closed: `_child_run` stops at once), rather than an error logged for it."""
+    with contextlib.suppress(OSError):
+        conn.send((_PROGRESS, progress))
 
 
 #: Signals held (blocked) while the generator processes start, besides SIGINT (which
@@ -496,11 +506,15 @@ def _on_child(
 
 
 async def _report_children(latest: dict[int, LoadProgress], progress: ProgressCallback) -> None:
-    while True:
-        await asyncio.sleep(PROGRESS_INTERVAL)
+    """The generator processes' latest progress, summed, to `progress` (`report_progress`:
+    a callback that raises is logged once and called no more)."""
+
+    def summed() -> LoadProgress:
         snapshots = list(latest.values())
-        progress(LoadProgress(
+        return LoadProgress(
             sum(p.completed for p in snapshots),
             sum(p.failed for p in snapshots),
             sum(p.in_flight for p in snapshots),
-        ))
+        )
+
+    await report_progress(summed, progress, PROGRESS_INTERVAL)

@@ -46,7 +46,7 @@ from iotdtls.perf.result import LoadProgress, LoadResult
 from iotdtls.sessions import SessionState
 from iotdtls.trace import log_datagram
 
-__all__ = ["LoadSpec", "lanes", "pick_target", "run_engine"]
+__all__ = ["LoadSpec", "lanes", "pick_target", "report_progress", "run_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -446,7 +446,11 @@ async def run_engine(
     waiters: set[asyncio.Future[Any]] = {everything}
     if stop is not None:
         waiters.add(asyncio.ensure_future(stop.wait()))
-    reporter = asyncio.ensure_future(_report(engine, progress)) if progress else None
+    reporter = (
+        asyncio.ensure_future(report_progress(engine.progress, progress, PROGRESS_INTERVAL))
+        if progress
+        else None
+    )
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -458,7 +462,19 @@ async def run_engine(
     return engine.close_result()
 
 
-async def _report(engine: _Engine, progress: ProgressCallback) -> None:
+async def report_progress(
+    snapshot: Callable[[], LoadProgress], progress: ProgressCallback, interval: float
+) -> None:
+    """Call `progress` with `snapshot()` every `interval` seconds. A callback that raises is
+    logged once, with its traceback, and called no more: the run goes on without progress
+    (its figures are what it is for). Before, the reporting task ended with the exception,
+    which nobody retrieved: progress stopped without a word."""
     while True:
-        await asyncio.sleep(PROGRESS_INTERVAL)
-        progress(engine.progress())
+        await asyncio.sleep(interval)
+        try:
+            progress(snapshot())
+        except Exception:
+            logger.exception(
+                "the progress callback raised: the run goes on without progress reports"
+            )
+            return
