@@ -390,7 +390,7 @@ def test_a_setting_of_the_wrong_type_is_a_one_line_type_error(
 
 def test_a_function_building_the_config_must_build_a_client_config() -> None:
     """Its answer is only known in the generator process: checked there, in one line."""
-    target = (socket.AF_INET, socket.SOCK_DGRAM, 0, "", (LOCALHOST, 9))
+    target = (socket.AF_INET, socket.SOCK_DGRAM, 0, "", (LOCALHOST, free_udp_port()))
     message = r"^config\(\) must return a ClientConfig, got ServerConfig$"
     with pytest.raises(TypeError, match=message):
         run_load(spec(config=server_config, handshakes=1, concurrency=1, target=target))
