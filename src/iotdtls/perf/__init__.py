@@ -129,17 +129,21 @@ def _check_spec_types(spec: LoadSpec, processes: object) -> None:
             "config must be a ClientConfig or a function returning one, got "
             f"{type_name(spec.config)}"
         )
-    for name, value in (
-        ("concurrency", spec.concurrency), ("messages", spec.messages),
-        ("message_size", spec.message_size), ("processes", processes),
-    ):  # fmt: skip
+    counts = {
+        "concurrency": spec.concurrency,
+        "messages": spec.messages,
+        "message_size": spec.message_size,
+        "processes": processes,
+    }
+    for name, value in counts.items():
         _check_count(name, value)
     _check_count("handshakes", spec.handshakes, optional=True)
     _check_seconds("duration", spec.duration, optional=True)
     _check_seconds("echo_timeout", spec.echo_timeout)
     check_type("resume", spec.resume, bool)
-    check_type("chain_cache", spec.chain_cache, ChainCache, " (ChainCache(directory))",
-               optional=True)
+    check_type(
+        "chain_cache", spec.chain_cache, ChainCache, " (ChainCache(directory))", optional=True
+    )
     if spec.target is not None and not (isinstance(spec.target, tuple) and len(spec.target) == 5):
         raise TypeError(
             "target must be None or one of getaddrinfo's answers (family, type, proto, "

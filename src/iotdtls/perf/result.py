@@ -206,7 +206,6 @@ class LoadResult:
         )
         return "\n".join(lines)
 
-
     def _rate_window(self) -> str:
         """What the rate counts, when it is not every handshake over the whole run: a time run
         lasts until its last associations end, after its window (the duration), and its rate
