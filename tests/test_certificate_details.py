@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import pytest
@@ -427,23 +427,38 @@ def test_an_ipv4_mapped_address_is_checked_as_the_ipv4_address_it_is(
     """A client reaching [::ffff:127.0.0.1] (its datagrams go to 127.0.0.1 over IPv4) refused
     a certificate for IP:127.0.0.1, "not valid for ::ffff:7f00:1" (probe CD): the reference
     identifier is the IPv4 node's address (RFC 4291 §2.5.5.2), 4 octets in an iPAddress (RFC
-    5280 §4.2.1.6), named so. An iPAddress of 16 octets spelling the mapped address names the
-    same node, for either reference; an IPv4-compatible ::127.0.0.1 is another address."""
+    5280 §4.2.1.6), named so. An iPAddress of 16 octets spelling a mapped address names no
+    reference (see the name constraints test below); an IPv4-compatible ::127.0.0.1 is another
+    address."""
     assert reference_identity("::ffff:127.0.0.1") == IPv4Address("127.0.0.1")
     assert reference_identity("::FFFF:7f00:1") == IPv4Address("127.0.0.1")
     v4 = chain_der(server_leaf(anchor, san=ip("127.0.0.1")))
     assert server(v4, store, name="::ffff:127.0.0.1") == "127.0.0.1"
     refused = refusal(A.bad_certificate, server, v4, store, name="::ffff:127.0.0.2")
     assert refused == "the server certificate is not valid for 127.0.0.2"
-    mapped = chain_der(server_leaf(anchor, san=ip("::ffff:127.0.0.1")))
-    assert server(mapped, store, name="::ffff:127.0.0.1") == "127.0.0.1"
-    assert server(mapped, store, name="127.0.0.1") == "127.0.0.1"
-    refused = refusal(A.bad_certificate, server, mapped, store, name="127.0.0.2")
-    assert refused == "the server certificate is not valid for 127.0.0.2"
     compatible = chain_der(server_leaf(anchor, san=ip("::127.0.0.1")))
     refused = refusal(A.bad_certificate, server, compatible, store, name="127.0.0.1")
     assert refused == "the server certificate is not valid for 127.0.0.1"
     refusal(A.bad_certificate, server, v4, store, name="::127.0.0.1")
+
+
+@pytest.mark.req("CRT-3")
+@pytest.mark.parametrize("name", ["10.0.0.1", "::ffff:10.0.0.1"])
+def test_an_ipv4_mapped_ip_san_escapes_no_name_constraint(anchor: Issued, name: str) -> None:
+    """A CA excluded from 10.0.0.0/8 (RFC 5280 §4.2.1.10) that issues an iPAddress of 16
+    octets spelling ::ffff:10.0.0.1: the verifier's constraints on IPv4 subtrees compare
+    4-octet addresses only, so the certificate must name no IPv4 reference, either way it is
+    written; the 4-octet IP:10.0.0.1 is refused by the constraint itself."""
+    store = TrustStore([anchor.der])
+    no_tens = x509.NameConstraints(
+        permitted_subtrees=None, excluded_subtrees=[x509.IPAddress(IPv4Network("10.0.0.0/8"))]
+    )
+    ca = intermediate(anchor, "no tens", extensions=[(no_tens, True)])
+    mapped = chain_der(server_leaf(ca, san=ip("::ffff:10.0.0.1")), ca)
+    refused = refusal(A.bad_certificate, server, mapped, store, name=name)
+    assert refused == "the server certificate is not valid for 10.0.0.1"
+    plain = chain_der(server_leaf(ca, san=ip("10.0.0.1")), ca)
+    assert "name constraints" in refusal(A.bad_certificate, server, plain, store, name=name)
 
 
 # -- remembered validations (CRT-1, CRT-5) ----------------------------------------------------

@@ -57,7 +57,6 @@ import datetime
 import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from ipaddress import IPv4Address, IPv6Address
 from typing import Final, TypeVar
 
 from cryptography import x509
@@ -80,7 +79,6 @@ from iotdtls.crypto.x509names import (
     canonical_eui64,
     dns_name_matches,
     reference_identity,
-    unmapped_address,
 )
 from iotdtls.errors import AlertDescription, ConfigError, ProtocolError
 from iotdtls.identity import CertificateIdentity, shown_name
@@ -406,8 +404,8 @@ def verify_server_chain(
     `ConfigError` before the chain is looked at), a DNS name is matched against the leaf's
     dNSName subjectAltNames, or its subject CN when its subjectAltName presents no DNS-ID,
     SRV-ID or URI-ID (RFC 6125 §6.4.4: none at all, or only iPAddress entries, say); an IP
-    address only against iPAddress subjectAltNames, an IPv4-mapped one on either side as the
-    IPv4 address it is (`unmapped_address`). The identity's `name` is the matched
+    address only against iPAddress subjectAltNames, an IPv4-mapped one as the IPv4 address it
+    is (`unmapped_address`: 4 octets). The identity's `name` is the matched
     reference name; without `server_name` nothing is matched and `name` is the leaf's first
     DNS or IP subjectAltName, else its CN (for logs).
     """
@@ -1674,22 +1672,15 @@ def _match_server_name(leaf: _Leaf, reference: str | IpAddress) -> str:
                 leaf.check_common_name(common_name, "server")
         if matching:
             return reference
-    elif names is not None and reference in _presented_addresses(names):
+    elif names is not None and reference in names.get_values_for_type(x509.IPAddress):
+        # As written: 4 octets for an IPv4 address (RFC 5280 §4.2.1.6), which the reference
+        # of a client reaching an IPv4-mapped address is. One of 16 octets spelling a mapped
+        # address (::ffff:10.0.0.1) equals no reference: a CA's name constraints on IPv4
+        # subtrees (an excluded 10.0.0.0/8) do not reach it (the verifier compares octets of
+        # one length), so taking it for the IPv4 address would let such a CA name any address
+        # it excludes.
         return str(reference)
     raise ProtocolError(f"the server certificate is not valid for {reference}", _A.bad_certificate)
-
-
-def _presented_addresses(names: x509.SubjectAlternativeName) -> set[IpAddress]:
-    """The iPAddress entries of `names` as the reference identifier is written
-    (`reference_identity`): an IPv4-mapped one of 16 octets (`::ffff:127.0.0.1`) as the IPv4
-    address it names (RFC 4291 §2.5.5.2), which matches where the 4 octets of RFC 5280
-    §4.2.1.6 would, as Go's crypto/x509 matches them. A network (what a name constraint
-    holds, no name) names no address."""
-    return {
-        unmapped_address(value)
-        for value in names.get_values_for_type(x509.IPAddress)
-        if isinstance(value, IPv4Address | IPv6Address)
-    }
 
 
 def _client_eui64(leaf: _Leaf) -> str:

@@ -117,8 +117,7 @@ def unmapped_address(address: IpAddress) -> IpAddress:
     """The IPv4 address an IPv4-mapped IPv6 `address` stands for (`::ffff:127.0.0.1`:
     127.0.0.1, RFC 4291 §2.5.5.2), else `address`. Such an address only ever reaches the
     IPv4 node (its datagrams go over IPv4), whose iPAddress is its 4 octets (RFC 5280
-    §4.2.1.6): the reference identifier a client reaching it checks, and what an iPAddress
-    of 16 octets spelling it names."""
+    §4.2.1.6): the reference identifier a client reaching it checks."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
