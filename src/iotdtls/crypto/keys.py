@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from iotdtls._values import statically_frozen
 from iotdtls.crypto.prf import HmacSha256, prf
 
 __all__ = [
@@ -61,7 +60,7 @@ def extended_master_secret(premaster: bytes, session_hash: bytes) -> bytes:
     return prf(premaster, b"extended master secret", session_hash, MASTER_SECRET_LENGTH)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@statically_frozen
 class KeyBlock:
     """Write keys and implicit IVs of one association (RFC 5246 §6.3, RFC 6655 §3).
 

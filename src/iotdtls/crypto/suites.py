@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from iotdtls._values import statically_frozen
 from iotdtls.crypto.aead import Ccm8Protector, RecordProtector
 from iotdtls.crypto.keys import IV_LENGTH, KEY_LENGTH, KeyBlock
 
@@ -24,7 +25,7 @@ class KeyExchangeKind(Enum):
     ECDHE_ECDSA = "ecdhe_ecdsa"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@statically_frozen
 class EpochKeys:
     """The record protectors of the next epoch, for reading and for writing (repr redacted)."""
 

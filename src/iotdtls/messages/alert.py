@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Self
 
 from iotdtls._buffer import Reader, Writer
+from iotdtls._values import statically_frozen
 from iotdtls.errors import AlertDescription, AlertLevel
 from iotdtls.messages.constants import known
 
 __all__ = ["Alert"]
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class Alert:
     """Alert: level u8, description u8 (RFC 5246 §7.2).
 

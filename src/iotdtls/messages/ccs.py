@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Self
 
+from iotdtls._values import statically_frozen
 from iotdtls.errors import DecodeError
 
 __all__ = ["CHANGE_CIPHER_SPEC_BYTE", "ChangeCipherSpec"]
@@ -13,7 +13,7 @@ CHANGE_CIPHER_SPEC_BYTE = 1
 """The only value: `enum { change_cipher_spec(1), (255) } type` (RFC 5246 §7.1)."""
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ChangeCipherSpec:
     """ChangeCipherSpec: exactly one byte of value 1; anything else is a decode_error."""
 

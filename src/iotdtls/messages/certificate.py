@@ -7,10 +7,10 @@ certificate type (RFC 7250 §3), so the caller picks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Self
 
 from iotdtls._buffer import Reader, Writer
+from iotdtls._values import statically_frozen
 from iotdtls.errors import DecodeError
 from iotdtls.messages.constants import (
     CertChainType,
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class Certificate:
     """Certificate with X.509 (RFC 5246 §7.4.2): ASN.1Cert certificate_list<0..2^24-1>.
 
@@ -65,7 +65,7 @@ class Certificate:
         return cls(certificates)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class RawPublicKeyCertificate:
     """Certificate with a raw public key (RFC 7250 §3).
 
@@ -86,7 +86,7 @@ class RawPublicKeyCertificate:
         return cls(decode_vector(data, 3))
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class CertificateRequest:
     """CertificateRequest (RFC 5246 §7.4.4, RFC 8422 §5.5).
 
@@ -116,7 +116,7 @@ class CertificateRequest:
         return cls(types, schemes, authorities)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class UrlAndHash:
     """URLAndHash (RFC 6066 §5): url<1..2^16-1>, padding byte 0x01, SHA1Hash[20].
 
@@ -127,7 +127,7 @@ class UrlAndHash:
     sha1_hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class CertificateUrl:
     """CertificateURL (RFC 6066 §5): sent instead of Certificate after client_certificate_url.
 

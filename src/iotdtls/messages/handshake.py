@@ -1,19 +1,20 @@
 """Handshake messages of DTLS 1.2 (RFC 6347 §4.2, RFC 5246 §7.4) and the handshake header.
 
-Every message is a frozen dataclass with `MSG_TYPE`, `encode() -> bytes` (the body, without the
-handshake header) and `decode(data) -> Self`, which consumes the body exactly and raises only
-`DecodeError` (or `ProtocolError` where an extension's RFC names another alert). Encoders raise
-`ValueError` for values that cannot go on the wire. The key exchange and certificate messages
+Every message is a dataclass frozen to the type checker (`statically_frozen`) with `MSG_TYPE`,
+`encode() -> bytes` (the body, without the handshake header) and `decode(data) -> Self`, which
+consumes the body exactly and raises only `DecodeError` (or `ProtocolError` where an
+extension's RFC names another alert). Encoders raise `ValueError` for values that cannot go on
+the wire. The key exchange and certificate messages
 live in `keyexchange` and `certificate` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Self
 
 from iotdtls._buffer import Reader, Writer
+from iotdtls._values import statically_frozen
 from iotdtls.errors import DecodeError
 from iotdtls.messages.certificate import (
     Certificate,
@@ -188,7 +189,7 @@ def _pull_extensions(reader: Reader, msg: HandshakeType) -> tuple[Extension, ...
     return extensions
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ClientHello:
     """ClientHello of DTLS (RFC 6347 §4.2.1, RFC 5246 §7.4.1.2).
 
@@ -236,7 +237,7 @@ class ClientHello:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class HelloVerifyRequest:
     """HelloVerifyRequest (RFC 6347 §4.2.1): server_version u16, cookie<0..2^8-1>."""
 
@@ -259,7 +260,7 @@ class HelloVerifyRequest:
         return cls(server_version, cookie)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ServerHello:
     """ServerHello (RFC 5246 §7.4.1.3).
 
@@ -293,7 +294,7 @@ class ServerHello:
         return cls(server_version, random, session_id, cipher_suite, compression_method, extensions)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class _EmptyMessage:
     """Shared codec of the handshake messages whose body is empty (RFC 5246 §7.4.1.1, §7.4.5)."""
 
@@ -308,21 +309,21 @@ class _EmptyMessage:
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ServerHelloDone(_EmptyMessage):
     """ServerHelloDone (RFC 5246 §7.4.5): an empty body."""
 
     MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello_done
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class HelloRequest(_EmptyMessage):
     """HelloRequest (RFC 5246 §7.4.1.1): an empty body. Answered with no_renegotiation (EXT-4)."""
 
     MSG_TYPE: ClassVar[HandshakeType] = HandshakeType.hello_request
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class Finished:
     """Finished (RFC 5246 §7.4.9): verify_data is the whole body.
 

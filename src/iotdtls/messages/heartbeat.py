@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Self
 
 from iotdtls._buffer import Reader, Writer
+from iotdtls._values import statically_frozen
 from iotdtls.errors import DecodeError
 from iotdtls.messages.constants import HeartbeatMessageType, known
 
@@ -17,7 +17,7 @@ _FIXED_LEN = 3
 """type(1) + payload_length(2)."""
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class HeartbeatMessage:
     """HeartbeatMessage: type u8, payload_length u16, payload, padding (RFC 6520 §4).
 

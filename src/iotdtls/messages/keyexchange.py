@@ -8,10 +8,10 @@ handshake header; `decode(data)` consumes the body exactly and raises only `Deco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Self
 
 from iotdtls._buffer import Reader, Writer
+from iotdtls._values import statically_frozen
 from iotdtls.errors import DecodeError
 from iotdtls.messages.constants import (
     ECCurveType,
@@ -34,7 +34,7 @@ EC_POINT_MAX_LEN = 255
 """ECPoint.point<1..2^8-1> (RFC 8422 §5.4)."""
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ServerKeyExchangePsk:
     """ServerKeyExchange for PSK: psk_identity_hint<0..2^16-1> (RFC 4279 §2).
 
@@ -63,7 +63,7 @@ def _pull_signed(reader: Reader) -> tuple[int, bytes]:
     return scheme, reader.pull_vector(2)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ServerKeyExchangeEcdhe:
     """ServerKeyExchange for ECDHE_ECDSA (RFC 8422 §5.4, RFC 5246 §4.7, §7.4.3).
 
@@ -106,7 +106,7 @@ class ServerKeyExchangeEcdhe:
         return cls(named_curve, point, scheme, signature)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ClientKeyExchangePsk:
     """ClientKeyExchange for PSK: psk_identity<0..2^16-1> (RFC 4279 §2).
 
@@ -124,7 +124,7 @@ class ClientKeyExchangePsk:
         return cls(decode_vector(data, 2))
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class ClientKeyExchangeEcdhe:
     """ClientKeyExchange for ECDHE: ClientECDiffieHellmanPublic, ECPoint<1..2^8-1> (RFC 8422 §5.7).
 
@@ -142,7 +142,7 @@ class ClientKeyExchangeEcdhe:
         return cls(decode_vector(data, 1, 1, EC_POINT_MAX_LEN))
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen
 class CertificateVerify:
     """CertificateVerify (RFC 5246 §7.4.8): digitally-signed, u16 scheme + signature<0..2^16-1>."""
 
