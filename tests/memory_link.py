@@ -32,7 +32,7 @@ from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.client import ClientHandshake
 from iotdtls.handshake.flight import Flight, OutgoingMessage
 from iotdtls.handshake.machine import Outcome
-from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.reassembly import HandshakeMessage
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.handshake.transcript import Transcript, handshake_header
 from iotdtls.messages import Alert, ExtendedMasterSecret, HandshakeHeader, HandshakeType
@@ -321,7 +321,7 @@ def injecting_server(extra: list[tuple[int, bytes]]) -> type[ServerHandshake]:
     `iotdtls.connection.ServerHandshake`)."""
 
     class Injecting(ServerHandshake):
-        def _on_client_hello(self, msg: ReassembledMessage) -> Outcome:
+        def _on_client_hello(self, msg: HandshakeMessage) -> Outcome:
             flight = super()._on_client_hello(msg).flight
             assert flight is not None
             hello, done = flight.items

@@ -362,6 +362,18 @@ def test_recut_overlapping_duplicated_fragments_reassemble() -> None:
         assert r.next_seq == 2 and r.buffered_bytes == 0
 
 
+def test_a_message_that_came_whole_is_handed_out_as_its_fragment() -> None:
+    """The usual case, a message in one fragment (offset 0, the whole length), is passed on
+    as the fragment that carried it: no copy and no new value per message (issue 9). One
+    put together from pieces is a `ReassembledMessage` with the same fields."""
+    r = fresh()
+    whole = HandshakeFragment(11, len(MESSAGE), 1, 0, MESSAGE, 0)
+    r.add(whole)
+    assert r.peek() is whole and r.buffered_bytes == len(MESSAGE)
+    r.pop()
+    assert r.peek() is None and r.next_seq == 2
+
+
 @pytest.mark.req("HS-3")
 def test_incomplete_message_is_not_released() -> None:
     r = fresh()

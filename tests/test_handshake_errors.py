@@ -32,7 +32,7 @@ from iotdtls.handshake.alerts import PSK_MODE_ALERTS
 from iotdtls.handshake.client import ClientHandshake, ClientState
 from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.machine import Outcome
-from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.reassembly import HandshakeMessage
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.messages import (
     DTLS_1_0,
@@ -179,7 +179,7 @@ def extra_before_change_cipher_spec(outcome: Outcome, extra: tuple[int, bytes]) 
 class ClientWithExtraMessage(ClientHandshake):
     """Flight 5 with a second ClientKeyExchange before the ChangeCipherSpec."""
 
-    def _on_server_hello_done(self, msg: ReassembledMessage) -> Outcome:
+    def _on_server_hello_done(self, msg: HandshakeMessage) -> Outcome:
         outcome = super()._on_server_hello_done(msg)
         self.send_seq += 1
         cke = ClientKeyExchangePsk(IDENTITY).encode()
@@ -189,7 +189,7 @@ class ClientWithExtraMessage(ClientHandshake):
 class ServerWithExtraMessage(ServerHandshake):
     """Flight 6 with a ServerHelloDone before the ChangeCipherSpec."""
 
-    def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
+    def _on_finished_then_ours(self, msg: HandshakeMessage) -> Outcome:
         outcome = super()._on_finished_then_ours(msg)
         self.send_seq += 1
         return extra_before_change_cipher_spec(outcome, (HandshakeType.server_hello_done, b""))

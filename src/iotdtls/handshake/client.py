@@ -57,7 +57,7 @@ from iotdtls.handshake.peerauth import (
     own_x509,
     own_x509_urls,
 )
-from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.reassembly import HandshakeMessage
 from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_0,
@@ -245,7 +245,7 @@ class ClientHandshake(HandshakeMachine):
         return self.outgoing(_CLIENT_HELLO, body)
 
     # -- hellos -------------------------------------------------------------------------------
-    def _on_hello_verify_request(self, msg: ReassembledMessage) -> Outcome:
+    def _on_hello_verify_request(self, msg: HandshakeMessage) -> Outcome:
         hvr = HelloVerifyRequest.decode(msg.body)
         if hvr.server_version not in (DTLS_1_0, DTLS_1_2):
             raise ProtocolError(
@@ -258,7 +258,7 @@ class ClientHandshake(HandshakeMachine):
         self.keys.transcript.reset()
         return Outcome(Flight((self._client_hello(hvr.cookie),)), restart=True)
 
-    def _on_server_hello(self, msg: ReassembledMessage) -> Outcome | None:
+    def _on_server_hello(self, msg: HandshakeMessage) -> Outcome | None:
         hello = ServerHello.decode(msg.body)
         if hello.server_version != DTLS_1_2:
             raise ProtocolError(
@@ -423,7 +423,7 @@ class ClientHandshake(HandshakeMachine):
         )
 
     # -- the rest of the server's flight ------------------------------------------------------
-    def _on_server_certificate(self, msg: ReassembledMessage) -> None:
+    def _on_server_certificate(self, msg: HandshakeMessage) -> None:
         assert self._verifier is not None
         body = self._cached_certificate(msg.body) if self._cached_chain else msg.body
         self.peer, self._server_key = self._verifier.verify(body)
@@ -440,12 +440,12 @@ class ClientHandshake(HandshakeMachine):
             )
         return Certificate(tuple(self.config.cached_server_chain)).encode()
 
-    def _on_server_key_exchange(self, msg: ReassembledMessage) -> None:
+    def _on_server_key_exchange(self, msg: HandshakeMessage) -> None:
         assert self._exchange is not None
         self._exchange.on_server_key_exchange(msg.body, self.keys, self._server_key)
         self.record(msg)
 
-    def _on_certificate_request(self, msg: ReassembledMessage) -> None:
+    def _on_certificate_request(self, msg: HandshakeMessage) -> None:
         """RFC 5246 §7.4.4: we answer with our credential if it fits the request and is of the
         type the ServerHello selected for us (RFC 7250 §4.2), otherwise with an empty
         Certificate (the server decides whether to go on, §7.4.6)."""
@@ -512,7 +512,7 @@ class ClientHandshake(HandshakeMachine):
             return own_x509(config.certificate)
         return None
 
-    def _on_server_hello_done(self, msg: ReassembledMessage) -> Outcome:
+    def _on_server_hello_done(self, msg: HandshakeMessage) -> Outcome:
         """Flight 5: [Certificate], ClientKeyExchange, [CertificateVerify], CCS, Finished."""
         if msg.body:
             raise ProtocolError("ServerHelloDone with a body", AlertDescription.decode_error)

@@ -30,7 +30,7 @@ from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import BASE_ALERTS
 from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyschedule import KeySchedule
-from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.reassembly import HandshakeMessage
 from iotdtls.identity import PeerIdentity
 from iotdtls.messages import Finished, HandshakeType, MaxFragmentLengthCode
 from iotdtls.sessions import SessionState
@@ -82,7 +82,7 @@ class Outcome:
 
 NOTHING = Outcome()
 
-Handler = Callable[[Any, ReassembledMessage], Outcome | None]
+Handler = Callable[[Any, HandshakeMessage], Outcome | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ class HandshakeMachine:
         return self.state is self.ESTABLISHED
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, msg: ReassembledMessage) -> Outcome:
+    def handle(self, msg: HandshakeMessage) -> Outcome:
         """Run the transition for `msg` in the current state, or fail with unexpected_message."""
         transition = self.table.get((self.state, msg.msg_type))
         if transition is None:
@@ -233,7 +233,7 @@ class HandshakeMachine:
         self.keys.transcript.add_encoded(message.encoded)
         return message
 
-    def record(self, msg: ReassembledMessage) -> None:
+    def record(self, msg: HandshakeMessage) -> None:
         """Add a received message to the transcript."""
         self.keys.transcript.add(msg.msg_type, msg.message_seq, msg.body)
 
@@ -247,17 +247,17 @@ class HandshakeMachine:
         verify = self.keys.verify_data(from_client=self.is_client)
         return self.outgoing(_FINISHED, Finished(verify).encode(), epoch)
 
-    def check_finished(self, msg: ReassembledMessage) -> None:
+    def check_finished(self, msg: HandshakeMessage) -> None:
         """Verify the peer's Finished in constant time (SEC-2); decrypt_error otherwise."""
         received = Finished.decode(msg.body).verify_data
         self.keys.check_verify_data(received, from_client=not self.is_client)
         self.record(msg)
 
-    def _on_finished(self, msg: ReassembledMessage) -> None:
+    def _on_finished(self, msg: HandshakeMessage) -> None:
         """The peer's Finished ends a handshake whose last flight is the peer's."""
         self.check_finished(msg)
 
-    def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
+    def _on_finished_then_ours(self, msg: HandshakeMessage) -> Outcome:
         """The peer's Finished verified, our ChangeCipherSpec and Finished end the handshake:
         the last flight (RFC 6347 §4.2.4: no timer; kept to answer a repeated peer flight).
         The server's in a full handshake, the client's in an abbreviated one."""

@@ -17,7 +17,13 @@ from iotdtls.errors import DecodeError
 from iotdtls.messages.constants import HandshakeType, members_by_value
 from iotdtls.messages.handshake import HANDSHAKE_HEADER_LEN
 
-__all__ = ["HandshakeFragment", "ReassembledMessage", "Reassembler", "fragments_of"]
+__all__ = [
+    "HandshakeFragment",
+    "HandshakeMessage",
+    "ReassembledMessage",
+    "Reassembler",
+    "fragments_of",
+]
 
 #: How many message_seq values past the next expected one we buffer (a flight is at most ~6).
 MAX_MESSAGES_AHEAD = 8
@@ -47,7 +53,8 @@ class HandshakeFragment:
 
 @dataclass(slots=True)
 class ReassembledMessage:
-    """A whole handshake message and the epoch its fragments were protected under."""
+    """A handshake message put together from several fragments, and the epoch they were
+    protected under."""
 
     msg_type: int
     message_seq: int
@@ -134,12 +141,14 @@ def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
     return fragments
 
 
-#: What is held for one message_seq: a message still in pieces, or one that came whole.
-_Entry = _Partial | ReassembledMessage
-
-
-def _size(entry: _Entry) -> int:
-    return entry.length if isinstance(entry, _Partial) else len(entry.body)
+#: A whole handshake message as the reassembler hands it out: the fragment that carried it
+#: whole (the usual case, passed on as it came: offset 0, fragment length = length, RFC 6347
+#: §4.2.2) or the message put together from pieces. Both have `msg_type`, `message_seq`,
+#: `body` and `epoch`.
+HandshakeMessage = HandshakeFragment | ReassembledMessage
+#: What is held for one message_seq: a message still in pieces, or the fragment that carried
+#: it whole.
+_Entry = _Partial | HandshakeFragment
 
 
 class Reassembler:
@@ -151,8 +160,9 @@ class Reassembler:
         self.next_seq = 0
         #: The largest message; all partial messages together stay below twice that.
         self._max_size = max_message_size
-        #: Per message_seq: a message still in pieces, or one that came in one fragment (the
-        #: common case, kept as it is without copying it into a buffer). None while empty: an
+        #: Per message_seq: a message still in pieces, or the fragment that carried it whole
+        #: (the common case, kept as it came, neither copied into a buffer nor into a new
+        #: value). None while empty: an
         #: established association keeps no dict (memory per association).
         self._partials: dict[int, _Entry] | None = None
         #: Partial messages dropped to make room for one expected sooner.
@@ -186,11 +196,11 @@ class Reassembler:
             if not self._make_room(seq, frag.length):
                 return  # bounded memory per association; the peer will resend (HS-3)
             if frag.fragment_offset == 0 and len(frag.body) == frag.length:
-                partials[seq] = ReassembledMessage(frag.msg_type, seq, frag.body, frag.epoch)
+                partials[seq] = frag
                 return
             entry = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
             partials[seq] = entry
-        elif entry.msg_type != frag.msg_type or _size(entry) != frag.length:
+        elif entry.msg_type != frag.msg_type or entry.length != frag.length:
             raise DecodeError("handshake fragments of one message disagree on type or length")
         if isinstance(entry, _Partial):
             entry.add(frag.fragment_offset, frag.body)
@@ -208,21 +218,21 @@ class Reassembler:
         if needed <= 0:
             return True
         further = sorted((seq for seq in partials if seq > message_seq), reverse=True)
-        if sum(_size(partials[seq]) for seq in further) < needed:
+        if sum(partials[seq].length for seq in further) < needed:
             return False
         for seq in further:
-            needed -= _size(partials.pop(seq))
+            needed -= partials.pop(seq).length
             self.evicted += 1
             if needed <= 0:
                 break
         return True
 
-    def peek(self) -> ReassembledMessage | None:
+    def peek(self) -> HandshakeMessage | None:
         """The next message in order if all its bytes are here, without consuming it."""
         if self._partials is None:
             return None
         entry = self._partials.get(self.next_seq)
-        if entry is None or isinstance(entry, ReassembledMessage):
+        if entry is None or isinstance(entry, HandshakeFragment):
             return entry
         if not entry.complete():
             return None
@@ -259,4 +269,4 @@ class Reassembler:
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for incomplete or unprocessed messages (bounded by the limits above)."""
-        return sum(_size(entry) for entry in (self._partials or {}).values())
+        return sum(entry.length for entry in (self._partials or {}).values())

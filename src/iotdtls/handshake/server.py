@@ -51,7 +51,7 @@ from iotdtls.handshake.negotiation import (
     signed_with,
 )
 from iotdtls.handshake.peerauth import OwnCertificate, PeerVerifier
-from iotdtls.handshake.reassembly import ReassembledMessage
+from iotdtls.handshake.reassembly import HandshakeMessage
 from iotdtls.handshake.transcript import KeptTranscript
 from iotdtls.identity import UnauthenticatedPeer
 from iotdtls.messages import (
@@ -171,7 +171,7 @@ class ServerHandshake(HandshakeMachine):
         self._verifier: PeerVerifier | None = None
         self._client_key: PublicKey | None = None
 
-    def _on_client_hello(self, msg: ReassembledMessage) -> Outcome:
+    def _on_client_hello(self, msg: HandshakeMessage) -> Outcome:
         hello = ClientHello.decode(msg.body)
         # Kept first, also for a hello refused below: the endpoint knows a copy of a hello
         # that failed by it (`ServerEndpoint._repeats_failed_hello`).
@@ -371,13 +371,13 @@ class ServerHandshake(HandshakeMachine):
         self.table = CLIENT_AUTH_URL_FLOW if choice.certificate_urls else CLIENT_AUTH_FLOW
         return items
 
-    def _on_client_certificate(self, msg: ReassembledMessage) -> None:
+    def _on_client_certificate(self, msg: HandshakeMessage) -> None:
         """RFC 5246 §7.4.6: we asked, so an empty Certificate ends the handshake."""
         assert self._verifier is not None
         self.peer, self._client_key = self._verifier.verify(msg.body)
         self.record(msg)
 
-    def _on_certificate_url(self, msg: ReassembledMessage) -> None:
+    def _on_certificate_url(self, msg: HandshakeMessage) -> None:
         """RFC 6066 §5 (CRT-7): the client names where its certificates lie. The handshake
         waits (`waiting_for_chain`) until the adapter has fetched them and handed the chain to
         `supply_client_chain`; no I/O happens here."""
@@ -435,7 +435,7 @@ class ServerHandshake(HandshakeMachine):
         self._verifier = None
         self._client_key = None
 
-    def _on_client_key_exchange(self, msg: ReassembledMessage) -> Outcome:
+    def _on_client_key_exchange(self, msg: HandshakeMessage) -> Outcome:
         exchange = self._exchange
         assert exchange is not None
         try:
@@ -446,7 +446,7 @@ class ServerHandshake(HandshakeMachine):
         self.record(msg)
         return Outcome(keys=self.derive(premaster))
 
-    def _on_certificate_verify(self, msg: ReassembledMessage) -> None:
+    def _on_certificate_verify(self, msg: HandshakeMessage) -> None:
         """RFC 5246 §7.4.8: the client's signature over every handshake message before it, with
         an ECDSA pair our CertificateRequest listed ("MUST be one of those present in the
         supported_signature_algorithms field"); any other is illegal_parameter."""
@@ -475,7 +475,7 @@ class ServerHandshake(HandshakeMachine):
     def awaits_authenticated_finished(self) -> bool:
         return not self.resumed and self.state in _BEFORE_CLIENT_FINISHED
 
-    def _on_finished_then_ours(self, msg: ReassembledMessage) -> Outcome:
+    def _on_finished_then_ours(self, msg: HandshakeMessage) -> Outcome:
         """The end of a full handshake; its session is cached for resumption (RES-1)."""
         outcome = super()._on_finished_then_ours(msg)
         self._cache_session()
