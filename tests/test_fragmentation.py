@@ -30,6 +30,7 @@ from iotdtls.handshake.reassembly import (
     HandshakeFragment,
     ReassembledMessage,
     Reassembler,
+    fragments_of,
 )
 from iotdtls.handshake.transcript import handshake_header
 from iotdtls.messages import HandshakeType
@@ -372,6 +373,19 @@ def test_a_message_that_came_whole_is_handed_out_as_its_fragment() -> None:
     assert r.peek() is whole and r.buffered_bytes == len(MESSAGE)
     r.pop()
     assert r.peek() is None and r.next_seq == 2
+
+
+def test_a_fragment_keeps_its_bytes_as_received_a_whole_one_in_transcript_form() -> None:
+    """`encoded`: a fragment as it came, header included. A whole message's (offset 0, the
+    whole length) is the unfragmented form the transcript hashes (RFC 6347 §4.2.6), so a
+    received message is hashed without encoding its header again (issue 9)."""
+    body = bytes(range(20))
+    whole = handshake_header(11, 1, len(body), 0, len(body)) + body
+    piece = handshake_header(12, 2, 40, 5, 10) + b"p" * 10
+    first, second = fragments_of(whole + piece, 0)
+    assert first.encoded == whole and first.body == body
+    assert second.encoded == piece and second.body == b"p" * 10
+    assert "encoded" not in repr(first)  # the bytes of a Finished stay out of reprs
 
 
 @pytest.mark.req("HS-3")

@@ -30,7 +30,7 @@ from iotdtls.errors import AlertDescription, ProtocolError
 from iotdtls.handshake.alerts import BASE_ALERTS
 from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyschedule import KeySchedule
-from iotdtls.handshake.reassembly import HandshakeMessage
+from iotdtls.handshake.reassembly import HandshakeFragment, HandshakeMessage
 from iotdtls.identity import PeerIdentity
 from iotdtls.messages import Finished, HandshakeType, MaxFragmentLengthCode
 from iotdtls.sessions import SessionState
@@ -234,8 +234,13 @@ class HandshakeMachine:
         return message
 
     def record(self, msg: HandshakeMessage) -> None:
-        """Add a received message to the transcript."""
-        self.keys.transcript.add(msg.msg_type, msg.message_seq, msg.body)
+        """Add a received message to the transcript (RFC 6347 §4.2.6): one that came whole in
+        one fragment as it came (`HandshakeFragment.encoded`), one put together from pieces
+        behind the header of a single fragment."""
+        if type(msg) is HandshakeFragment and msg.encoded:
+            self.keys.transcript.add_encoded(msg.encoded)
+        else:
+            self.keys.transcript.add(msg.msg_type, msg.message_seq, msg.body)
 
     def derive(self, premaster: bytes) -> EpochKeys:
         """The next epoch's record keys from the premaster secret (after ClientKeyExchange)."""

@@ -34,7 +34,12 @@ MAX_RANGES = 64
 @dataclass(slots=True)
 class HandshakeFragment:
     """One handshake fragment as read from a record (RFC 6347 §4.2.2); one is made per fragment
-    received (a value like `OutgoingMessage`)."""
+    received (a value like `OutgoingMessage`).
+
+    `encoded` is the fragment as it came in its record, header and body (`fragments_of` sets
+    it; empty for a fragment made otherwise). For a message that came whole, fragment_offset 0
+    and fragment_length = length, it is the unfragmented form the transcript hashes (RFC 6347
+    §4.2.6), as `OutgoingMessage.encoded` is for ours: no header to encode again."""
 
     msg_type: int
     length: int
@@ -42,6 +47,7 @@ class HandshakeFragment:
     fragment_offset: int
     body: bytes
     epoch: int = 0
+    encoded: bytes = field(default=b"", repr=False, compare=False)
 
     def __repr__(self) -> str:  # the body stays out: a Finished carries verify_data
         return (
@@ -124,8 +130,8 @@ def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
                 f"fragment {fragment_offset}+{fragment_length} exceeds message length {length}"
             )
         start = offset + HANDSHAKE_HEADER_LEN
-        offset = start + fragment_length
-        if offset > end:
+        stop = start + fragment_length
+        if stop > end:
             raise DecodeError("handshake fragment longer than its record")
         msg_type = type_and_length >> 24
         fragments.append(
@@ -134,10 +140,12 @@ def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
                 length,
                 seq,
                 fragment_offset,
-                payload[start:offset],
+                payload[start:stop],
                 epoch,
+                payload[offset:stop],
             )
         )
+        offset = stop
     return fragments
 
 
