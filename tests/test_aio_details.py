@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import errno
 import functools
 import gc
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from iotdtls import aio, trace
+from iotdtls import aio, sync, trace
 from iotdtls._addresses import format_address
 from iotdtls._arguments import attach_socket, check_port, check_sock, check_type
 from iotdtls._unreachable import RefusedHandshake
@@ -1425,6 +1426,30 @@ def test_the_ends_of_the_port_range_are_taken() -> None:
         check_port(port)
     check_port(0, any_port=True)
     check_port(65535, any_port=True)
+
+
+def test_a_port_of_an_int_subclass_is_used_as_a_plain_int() -> None:
+    """An `IntEnum`'s member passes the check of a port, but the resolver refuses anything but
+    a plain int ("cannot reach 127.0.0.1:P: Int or String expected", probe CF F3): `serve`,
+    `connect` and `sync.connect` use it as the int it is."""
+    any_port = enum.IntEnum("Port", {"ANY": 0}).ANY
+    assert type(check_port(any_port, any_port=True)) is int
+
+    async def main() -> None:
+        async with await aio.serve(echo, LOCALHOST, any_port, server_config()) as server:
+            port = enum.IntEnum("Port", {"SERVER": server.address[1]}).SERVER
+            async with aio.connect(LOCALHOST, port, client_config()) as conn:
+                conn.send(b"aio")
+                assert await asyncio.wait_for(conn.recv(), 5.0) == b"aio"
+
+            def blocking() -> bytes | None:
+                with sync.connect(LOCALHOST, port, client_config()) as client:
+                    client.send(b"sync")
+                    return client.recv(timeout=5.0)
+
+            assert await asyncio.to_thread(blocking) == b"sync"
+
+    run(main())
 
 
 def test_a_caller_s_socket_is_connected_or_bound_naming_what_failed() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import errno
 import functools
 import gc
@@ -190,6 +191,21 @@ def test_workers_serve_is_an_async_context_manager_as_aio_serve_is() -> None:
                 assert await asyncio.wait_for(conn.recv(), 5.0) == b"inside"
         assert repr(pool) == f"<WorkerServer on [::]:{port} closed>"
         assert multiprocessing.active_children() == []
+
+    run(main(), limit=60.0)
+
+
+def test_workers_serve_on_a_port_of_an_int_subclass() -> None:
+    """An `IntEnum`'s member passes the check of a port, but the resolver refuses anything but
+    a plain int ("Int or String expected", probe CF F3): the port is used as the int it is."""
+    any_port = enum.IntEnum("Port", {"ANY": 0}).ANY
+
+    async def main() -> None:
+        async with workers.serve(
+            echo, LOCALHOST, any_port, server_config(), workers=1, loop_choice="asyncio"
+        ) as pool, aio.connect(LOCALHOST, pool.address[1], client_config()) as conn:
+            conn.send(b"enum")
+            assert await asyncio.wait_for(conn.recv(), 5.0) == b"enum"
 
     run(main(), limit=60.0)
 

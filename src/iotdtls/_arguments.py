@@ -50,14 +50,17 @@ __all__ = [
 MAX_PORT = 65535
 
 
-def check_port(port: object, *, any_port: bool = False) -> None:
+def check_port(port: object, *, any_port: bool = False) -> int:
     """`port` is an int from 1 to 65535, or 0 too with `any_port` (a server's "any free port");
-    `TypeError` or `ConfigError` (a `ValueError`) otherwise."""
+    `TypeError` or `ConfigError` (a `ValueError`) otherwise. Returns it as a plain int, for the
+    caller to use from then on: the resolver refuses an int subclass such as an `IntEnum`'s
+    member ("Int or String expected"), which passes this check."""
     if not isinstance(port, int) or isinstance(port, bool):
         raise TypeError(f"port must be an int, got {type_name(port)}")
     lowest = 0 if any_port else 1
     if not lowest <= port <= MAX_PORT:
         raise ConfigError(f"port must be from {lowest} to {MAX_PORT}, got {port}")
+    return int(port)
 
 
 def check_host(host: object, *, server: bool = False) -> None:
@@ -108,27 +111,30 @@ def check_client_arguments(
     sock: object,
     chain_cache: object,
     session: object,
-) -> None:
-    """What `aio.connect` and `sync.connect` take."""
+) -> int:
+    """What `aio.connect` and `sync.connect` take; returns the port as a plain int
+    (`check_port`)."""
     check_host(host)
-    check_port(port)
+    checked_port = check_port(port)
     check_type("config", config, ClientConfig)
     check_sock(sock)
     if isinstance(sock, socket) and isinstance(host, str):
         check_sock_family(sock, host)
     check_type("chain_cache", chain_cache, ChainCache, " (ChainCache(directory))", optional=True)
     check_session(session)
+    return checked_port
 
 
 def check_server_arguments(
     host: object, port: object, config: object, *, sock: object, session_store: object
-) -> None:
-    """What `aio.serve` takes besides its handler. The host may be None with a `sock` bound
-    already, which is served where it is bound (a host is not used then); with a `sock` it
-    would bind, None is refused as without one (`check_host`)."""
+) -> int:
+    """What `aio.serve` takes besides its handler; returns the port as a plain int
+    (`check_port`). The host may be None with a `sock` bound already, which is served where
+    it is bound (a host is not used then); with a `sock` it would bind, None is refused as
+    without one (`check_host`)."""
     if host is not None or sock is None:
         check_host(host, server=True)
-    check_port(port, any_port=True)
+    checked_port = check_port(port, any_port=True)
     check_type("config", config, ServerConfig)
     check_sock(sock)
     if host is None and isinstance(sock, socket) and not is_bound(sock):
@@ -137,6 +143,7 @@ def check_server_arguments(
             "address to bind it to"
         )
     check_session_store(session_store)
+    return checked_port
 
 
 def is_bound(sock: socket) -> bool:

@@ -811,8 +811,8 @@ def connect(
     `config.server_name` or, without one, `host` (RFC 7925 §4.4.1). Cancelled, it closes the
     socket, with close_notify unless the handshake had failed (RFC 5246 §7.2.1), even in the
     instant the handshake completed."""
-    check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
-                           session=session)
+    port = check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
+                                  session=session)
     return _Connect(host, port, config, sock, chain_cache, session)
 
 
@@ -1687,5 +1687,5 @@ def serve(
     on 127.0.0.1:5684: Address already in use"; a host that does not resolve, a
     `socket.gaierror`)."""
     check_handler(handler)
-    check_server_arguments(host, port, config, sock=sock, session_store=session_store)
+    port = check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     return _Serve(handler, host, port, config, sock, session_store)

@@ -115,7 +115,9 @@ class DtlsClient:
         """Prepare the socket (`sock` if given, e.g. one made in another network namespace,
         connected to `host:port` unless it is connected already, as in `aio.connect`);
         `handshake()` starts the association, offering `session` for resumption (RES-1)."""
-        check_client_arguments(host, port, config, sock=sock, chain_cache=None, session=session)
+        port = check_client_arguments(
+            host, port, config, sock=sock, chain_cache=None, session=session
+        )
         self._config = config
         self._session = session  # offered again by a handshake started afresh
         self.connection = DtlsConnection(config, session=session)
@@ -809,8 +811,8 @@ def connect(
     before any socket is made.
     In certificate mode, the server's certificate must carry `config.server_name` or, without
     one, `host` (RFC 7925 §4.4.1)."""
-    check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
-                           session=session)
+    port = check_client_arguments(host, port, config, sock=sock, chain_cache=chain_cache,
+                                  session=session)
     config, key = for_server(config, chain_cache, host, port)
     if sock is not None:
         return _handshake(DtlsClient(host, port, config, sock=sock, session=session),

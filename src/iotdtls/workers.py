@@ -643,7 +643,8 @@ def serve(
         initializer=initializer,
         session_store=session_store,
     )
-    return _Serve(functools.partial(_start, specs, host, port))
+    # The port checked (`_worker_specs`), as a plain int: the resolver refuses an IntEnum's.
+    return _Serve(functools.partial(_start, specs, host, int(port)))
 
 
 def _worker_specs(
