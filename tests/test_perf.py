@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import errno
 import functools
 import gc
@@ -29,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +338,10 @@ def spec(**changes: Any) -> LoadSpec:
         ({"echo_timeout": float("nan")}, 1, "echo timeout must be a finite number of seconds > 0"),
         ({"echo_timeout": float("inf")}, 1,
          "echo timeout must be a finite number of seconds > 0, got inf$"),
+        ({"handshakes": None, "duration": 10**400}, 1,
+         "duration must be a finite number of seconds > 0, got inf$"),
+        ({"echo_timeout": Fraction(-(10**400))}, 1,
+         "echo timeout must be a finite number of seconds > 0, got -inf$"),
         ({"port": 0}, 1, "port must be from 1 to 65535, got 0$"),
         ({"port": 65536}, 1, "port must be from 1 to 65535, got 65536$"),
         ({"host": ""}, 1, "host is empty"),
@@ -404,6 +410,54 @@ def test_the_edges_of_a_possible_run_are_accepted() -> None:
                processes=10)
     check_spec(spec(message_size=16384, config=client_config))  # built later: not checked here
     check_spec(spec(handshakes=None, duration=0.01, concurrency=3), processes=3)
+
+
+class NumpyLikeInt:
+    """An integer that is no int (as numpy's): it has `__index__`, which Python's own
+    functions (`range`) take."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_check_spec_gives_the_numbers_as_python_s_own() -> None:
+    """A `Fraction` duration passed the check, then the report failed ("unsupported format
+    string passed to Fraction.__format__") and the JSON summary with it; an `IntEnum` port
+    failed in the resolver ("Int or String expected"); a numpy-like count, which ran once,
+    was refused (probe CF F2, F3). `check_spec` returns the spec that `run_load` runs, each
+    count and the port a plain int, each number of seconds a float."""
+    named = enum.IntEnum("Named", {"PORT": 5684, "TWO": 2})
+    processes: Any = NumpyLikeInt(2)
+    checked = check_spec(
+        spec(port=named.PORT, concurrency=named.TWO, handshakes=NumpyLikeInt(4),
+             messages=NumpyLikeInt(1), message_size=NumpyLikeInt(64),
+             echo_timeout=Fraction(3, 2)),
+        processes,
+    )
+    numbers = {name: getattr(checked, name) for name in
+               ("port", "concurrency", "handshakes", "messages", "message_size", "echo_timeout")}
+    assert numbers == {"port": 5684, "concurrency": 2, "handshakes": 4, "messages": 1,
+                       "message_size": 64, "echo_timeout": 1.5}
+    assert [type(value) for value in numbers.values()] == [int] * 5 + [float]
+    timed = check_spec(spec(handshakes=None, duration=Fraction(1, 5)))
+    assert type(timed.duration) is float and timed.duration == 0.2
+
+
+def test_run_load_runs_and_reports_a_fraction_duration_on_an_int_enum_port() -> None:
+    """What `check_spec` returns is what runs: the report and the JSON summary of a run of a
+    `Fraction` duration (probe CF F2), against a port given as an `IntEnum` (F3)."""
+    with server_on_a_thread() as server:
+        port = enum.IntEnum("Port", {"SERVER": server.address[1]}).SERVER
+        load = spec(port=port, handshakes=None, duration=Fraction(1, 5), concurrency=1,
+                    config=client_config(handshake_timeout=10.0))
+        result = run_load(load, loop_choice="asyncio")
+    assert result.completed > 0 and result.failed == 0
+    assert result.window == 0.2
+    assert json.loads(json.dumps(result.summary()))["window_s"] == 0.2
+    assert result.report(f"{LOCALHOST}:{port}", 1).startswith(f"iotdtls perf {LOCALHOST}:{port}")
 
 
 def test_a_run_is_split_fairly_over_processes() -> None:

@@ -23,11 +23,12 @@ import dataclasses
 import functools
 import math
 import numbers
+import operator
 import os
 import resource
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, SupportsIndex
 
 from iotdtls import loop
 from iotdtls._addresses import format_address
@@ -80,13 +81,15 @@ def largest_message(mtu: int) -> int:
     return min(mtu - RECORD_OVERHEAD, MAX_MESSAGE_SIZE)
 
 
-def check_spec(spec: LoadSpec, processes: int = 1) -> None:
+def check_spec(spec: LoadSpec, processes: int = 1) -> LoadSpec:
     """Raise `ConfigError` (one line) for a run that cannot be done, and `TypeError` (one line,
     as the adapters do, `iotdtls._arguments`) for a setting of the wrong type, before any
     socket is made; a message size is checked against the MTU when `spec.config` is a
-    configuration, not a function building one (whose result the engine checks)."""
-    _check_spec_types(spec, processes)
-    check_port(spec.port)  # 0 too: a client's "any port" is no server to load
+    configuration, not a function building one (whose result the engine checks). Returns
+    `spec` with its numbers as Python's own, which `run_load` runs: each count and the port a
+    plain int (an `IntEnum`'s member, or an integer with `__index__` only, as numpy's), each
+    number of seconds a float (a `Fraction`, which the report could not format)."""
+    spec, processes = _plain_numbers(spec, processes)
     if spec.concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {spec.concurrency}")
     if (spec.duration is None) == (spec.handshakes is None):
@@ -116,30 +119,32 @@ def check_spec(spec: LoadSpec, processes: int = 1) -> None:
         raise ConfigError(f"processes must be from 1 to the concurrency ({spec.concurrency})")
     if spec.handshakes is not None and processes > spec.handshakes:
         raise ConfigError("processes must not exceed the number of handshakes")
+    return spec
 
 
-def _check_spec_types(spec: LoadSpec, processes: object) -> None:
-    """`TypeError` for the first setting of `spec` (or `processes`) of the wrong type: what
+def _plain_numbers(spec: LoadSpec, processes: object) -> tuple[LoadSpec, int]:
+    """`spec` with each count and the port a plain int, each number of seconds a float, and
+    `processes` a plain int; a
+    `TypeError` for the first setting of `spec` (or `processes`) of the wrong type: what
     otherwise failed deep in the run (an AttributeError for a `ServerConfig`, a TypeError from
-    `range` for 1.5 handshakes) or ran (a bool or a float concurrency, a host of None, which
-    the resolver takes for loopback). The host is checked as `connect` checks it."""
+    `range` for 1.5 handshakes, from the resolver for an `IntEnum` port, from the report for a
+    `Fraction` duration) or ran (a bool or a float concurrency, a host of None, which the
+    resolver takes for loopback). The host and port are checked as `connect` checks them
+    (a port of 0 too: a client's "any port" is no server to load)."""
     check_host(spec.host)
+    port = check_port(spec.port)
     if not (isinstance(spec.config, ClientConfig) or callable(spec.config)):
         raise TypeError(
             "config must be a ClientConfig or a function returning one, got "
             f"{type_name(spec.config)}"
         )
-    counts = {
-        "concurrency": spec.concurrency,
-        "messages": spec.messages,
-        "message_size": spec.message_size,
-        "processes": processes,
-    }
-    for name, value in counts.items():
-        _check_count(name, value)
-    _check_count("handshakes", spec.handshakes, optional=True)
-    _check_seconds("duration", spec.duration, optional=True)
-    _check_seconds("echo_timeout", spec.echo_timeout)
+    concurrency = _count("concurrency", spec.concurrency)
+    messages = _count("messages", spec.messages)
+    message_size = _count("message_size", spec.message_size)
+    process_count = _count("processes", processes)
+    handshakes = None if spec.handshakes is None else _count("handshakes", spec.handshakes)
+    duration = None if spec.duration is None else _seconds("duration", spec.duration)
+    echo_timeout = _seconds("echo_timeout", spec.echo_timeout)
     check_type("resume", spec.resume, bool)
     check_type(
         "chain_cache", spec.chain_cache, ChainCache, " (ChainCache(directory))", optional=True
@@ -149,22 +154,36 @@ def _check_spec_types(spec: LoadSpec, processes: object) -> None:
             "target must be None or one of getaddrinfo's answers (family, type, proto, "
             f"canonname, sockaddr), got {type_name(spec.target)}"
         )
+    plain = dataclasses.replace(
+        spec,
+        port=port,
+        concurrency=concurrency,
+        duration=duration,
+        handshakes=handshakes,
+        messages=messages,
+        message_size=message_size,
+        echo_timeout=echo_timeout,
+    )
+    return plain, process_count
 
 
-def _check_count(name: str, value: object, *, optional: bool = False) -> None:
-    """`value` is an int (not a bool, which Python takes for one), or None when `optional`."""
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
+def _count(name: str, value: object) -> int:
+    """`value` as a plain int: an int, or an integer that has `__index__` (numpy's), but not a
+    bool, which Python takes for one, nor a float."""
+    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         raise TypeError(f"{name} must be an int, got {type_name(value)}")
+    return operator.index(value)
 
 
-def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
-    """`value` is a number of seconds (any real number but a bool), or None when `optional`."""
-    if optional and value is None:
-        return
+def _seconds(name: str, value: object) -> float:
+    """`value` as a float: a number of seconds, any real number but a bool (an int beyond any
+    float, or such a `Fraction`, is infinity of its sign, which `check_spec` then refuses)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds, got {type_name(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        return -math.inf if value < 0 else math.inf
 
 
 def _finite_and_positive(seconds: float) -> bool:
@@ -187,7 +206,8 @@ def run_load(
     first in every generator process of a run over several (e.g. to set up logging, which a
     fresh interpreter does not inherit; it must pickle). Raises `ConfigError` for an
     impossible run, `TypeError` for a setting of the wrong type (`check_spec`)."""
-    check_spec(spec, processes)
+    spec = check_spec(spec, processes)
+    processes = operator.index(processes)
     loop.loop_factory(loop_choice)  # a missing uvloop is a ConfigError before anything starts
     if processes == 1:
         _raise_open_files_limit(lanes(spec))

@@ -57,7 +57,7 @@ PROGRESS_INTERVAL = 1.0
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """One load run (see `iotdtls.perf.run_load`; validated by `check`)."""
+    """One load run (see `iotdtls.perf.run_load`; validated by `check_spec`)."""
 
     host: str
     port: int
