@@ -115,6 +115,21 @@ NOT_CONTIGUOUS = (
     "data is a memoryview that is not contiguous: pass bytes(data), or a contiguous view",
 )
 
+
+def _released_view() -> memoryview:
+    view = memoryview(b"abcd")
+    view.release()
+    return view
+
+
+#: A view released already, which `send` refuses (Python's own error was a ValueError,
+#: "operation forbidden on released memoryview object"), and the message of its `TypeError`.
+RELEASED = (
+    _released_view(),
+    "data is a released memoryview: pass bytes(data) before releasing it, or a view that is "
+    "not released",
+)
+
 #: Sockets `sock=` refuses (made by `wrong_socket`), with the error and message of each.
 WRONG_SOCKETS: list[tuple[str, type[Exception], str]] = [
     ("tcp", TypeError, "sock must be a UDP socket (SOCK_DGRAM), got SOCK_STREAM"),

@@ -59,6 +59,7 @@ from tests.aio_support import (
     NEEDS_INTERFACE,
     NOT_BYTES,
     NOT_CONTIGUOUS,
+    RELEASED,
     UNRESOLVED,
     VIEWS,
     WRONG_CLIENT_ARGUMENTS,
@@ -2095,7 +2096,8 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line() -> None:
 def test_send_takes_a_memoryview_of_any_format_as_its_bytes() -> None:
     """A client's and a session's `send` send a view of 2- or 4-byte items whole (the cipher
     refused it) and refuse one that is not contiguous in one line, a session's once its
-    association has ended too (probe CE F1)."""
+    association has ended too (probe CE F1), and one released already likewise (Python's
+    ValueError, probe CF F4)."""
     echoed: list[bytes] = []
     refused: list[str] = []
     ended: list[aio.ServerSession] = []
@@ -2103,6 +2105,7 @@ def test_send_takes_a_memoryview_of_any_format_as_its_bytes() -> None:
     async def handler(session: aio.ServerSession) -> None:
         async for datagram in session:
             refused.append(refusal(session.send, NOT_CONTIGUOUS[0]))
+            refused.append(refusal(session.send, RELEASED[0]))
             session.send(memoryview(bytearray(datagram)).cast("H"))  # 4 bytes: 2 items
         ended.append(session)
 
@@ -2110,6 +2113,7 @@ def test_send_takes_a_memoryview_of_any_format_as_its_bytes() -> None:
         async with await aio.serve(handler, LOCALHOST, 0, server_config()) as server:
             async with aio.connect(*server.address, client_config()) as client:
                 assert refusal(client.send, NOT_CONTIGUOUS[0]) == NOT_CONTIGUOUS[1]
+                assert refusal(client.send, RELEASED[0]) == RELEASED[1]
                 for view, _ in VIEWS[:2]:
                     client.send(view)
                     data = await asyncio.wait_for(client.recv(), 5.0)
@@ -2117,10 +2121,11 @@ def test_send_takes_a_memoryview_of_any_format_as_its_bytes() -> None:
                     echoed.append(data)
             assert await eventually(lambda: ended)
             assert refusal(ended[0].send, NOT_CONTIGUOUS[0]) == NOT_CONTIGUOUS[1]
+            assert refusal(ended[0].send, RELEASED[0]) == RELEASED[1]
 
     run(main())
     assert echoed == [sent for _, sent in VIEWS[:2]]
-    assert refused == [NOT_CONTIGUOUS[1]] * 2
+    assert refused == [NOT_CONTIGUOUS[1], RELEASED[1]] * 2
 
 
 def test_a_wake_up_due_at_once_on_uvloop_does_not_break_the_next_flush(

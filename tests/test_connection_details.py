@@ -60,6 +60,7 @@ from iotdtls.record import (
 )
 from iotdtls.sessions import MemorySessionStore, SessionState
 from tests import pki
+from tests.aio_support import RELEASED
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
@@ -791,7 +792,7 @@ def test_a_memoryview_of_any_format_is_sent_as_its_bytes() -> None:
     """A view's len() counts its items: `send` sizes and seals its bytes (`nbytes`), so a view
     of 2-byte or 4-byte items goes out whole (the cipher refused it: "Cannot convert"), one too
     large names its size in bytes, and one that is not contiguous is refused in one line
-    (probe CE F1)."""
+    (probe CE F1), and so is one released already (Python's ValueError, probe CF F4)."""
     client, server = established_pair()
     client.send(memoryview(array("H", [0x4141, 0x4242])))
     client.send(memoryview(b"abcd").cast("I"))
@@ -809,6 +810,9 @@ def test_a_memoryview_of_any_format_is_sent_as_its_bytes() -> None:
     assert str(refused.value) == (
         "data is a memoryview that is not contiguous: pass bytes(data), or a contiguous view"
     )
+    with pytest.raises(TypeError) as refused:
+        client.send(RELEASED[0])
+    assert str(refused.value) == RELEASED[1]
     assert client.datagrams_to_send(1.0) == []
 
 

@@ -52,6 +52,7 @@ from tests.aio_support import (
     NEEDS_INTERFACE,
     NOT_BYTES,
     NOT_CONTIGUOUS,
+    RELEASED,
     UNRESOLVED,
     VIEWS,
     WRONG_CLIENT_ARGUMENTS,
@@ -1301,11 +1302,13 @@ def test_send_refuses_data_that_is_not_bytes_like_in_one_line(server: ServerThre
 
 def test_send_takes_a_memoryview_of_any_format_as_its_bytes(server: ServerThread) -> None:
     """A view of 2- or 4-byte items goes out whole (the cipher refused it), a multi-dimensional
-    one too; one that is not contiguous is refused in one line (probe CE F1)."""
+    one too; one that is not contiguous is refused in one line (probe CE F1), and so is one
+    released already (Python's ValueError, probe CF F4)."""
     with sync.connect(*server.address, client_config(retransmit=FAST)) as client:
-        with pytest.raises(TypeError) as refused:
-            client.send(NOT_CONTIGUOUS[0])
-        assert str(refused.value) == NOT_CONTIGUOUS[1]
+        for view, message in (NOT_CONTIGUOUS, RELEASED):
+            with pytest.raises(TypeError) as refused:
+                client.send(view)
+            assert str(refused.value) == message
         for view, sent in VIEWS:
             client.send(view)
             assert client.recv(timeout=5.0) == sent

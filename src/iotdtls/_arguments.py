@@ -348,17 +348,34 @@ def sealable(data: object) -> bytes | bytearray | memoryview:
     """`data` to send as one record, its len() its size in bytes: bytes and a bytearray as they
     are; a memoryview of any format (`array('H')`'s, `cast('I')`) as its bytes, `cast('B')`:
     len() of a view counts its items, not its bytes, and the cipher takes only views of bytes.
-    A view that is not C-contiguous (`view[::2]`) has no bytes in one piece to seal: a
-    `TypeError` saying what to pass, as for data that is not bytes-like."""
+    A view that is not C-contiguous (`view[::2]`) has no bytes in one piece to seal, and a
+    released one (`view.release()`, or the end of its `with`) none at all: a `TypeError`
+    saying what to pass, as for data that is not bytes-like (a released view raises
+    ValueError, "operation forbidden on released memoryview object", at any use)."""
     if isinstance(data, bytes | bytearray):
         return data
     if not isinstance(data, memoryview):
         raise _not_bytes_like(data)
+    if _released(data):
+        raise TypeError(
+            "data is a released memoryview: pass bytes(data) before releasing it, or a view "
+            "that is not released"
+        )
     if not data.c_contiguous:
         raise TypeError(
             "data is a memoryview that is not contiguous: pass bytes(data), or a contiguous view"
         )
     return data.cast("B")
+
+
+def _released(view: memoryview) -> bool:
+    """Whether `view` has been released (memoryview has no attribute that says so: reading
+    any of them raises ValueError)."""
+    try:
+        _ = view.nbytes
+    except ValueError:
+        return True
+    return False
 
 
 def byte_size(data: bytes | bytearray | memoryview) -> int:

@@ -734,7 +734,7 @@ class DtlsConnection:
         6066 §4). Larger data raises `DatagramTooLarge` naming the limit; nothing is sent.
         `max_send_size` says what fits. Data is bytes-like: bytes, a bytearray, or a memoryview
         of any format, sent as its bytes (`nbytes` of them); anything else, or a view that is
-        not contiguous, raises `TypeError` saying what to pass. Past
+        not contiguous or is released, raises `TypeError` saying what to pass. Past
         the last record number of the epoch it raises `SequenceNumbersExhausted`, which has
         ended the association (RFC 6347 §4.1). Once the association has ended it raises
         `AssociationEnded`, saying how (the error that ended it, the peer's close_notify or
