@@ -144,8 +144,10 @@ def test_the_rate_counts_the_handshakes_inside_the_window() -> None:
         ({"elapsed": 2.01, "window": 2.0, "completed": 8, "completed_in_window": 8},
          "4.0/s within the 2 s window"),
         ({"elapsed": 1.5, "window": 1.5, "completed": 6, "completed_in_window": 6}, "4.0/s"),
+        ({"elapsed": 0.01, "window": 0.0004, "completed": 2, "completed_in_window": 0},
+         "0.0/s within the 0.0004 s window, 2 completed after it"),
     ],
-    ids=["all-after", "most-after", "none-after", "count-run"],
+    ids=["all-after", "most-after", "none-after", "count-run", "under-a-millisecond"],
 )  # fmt: skip
 def test_the_report_says_which_handshakes_the_rate_counts(
     figures: dict[str, Any], rate: str
@@ -153,9 +155,12 @@ def test_the_report_says_which_handshakes_the_rate_counts(
     """A time run's rate counts the handshakes completed within its duration; those completed
     after it, while the last associations end, are in the count but not in the rate, and the
     report says so (probe CE: "8 completed, 0 failed; 0.0/s" through a slow proxy). A count
-    run (or one stopped within its window) measures over all of its time: nothing to add."""
-    line = LoadResult(**figures).report("h:1", 8).splitlines()[1]
+    run (or one stopped within its window) measures over all of its time: nothing to add.
+    A window under a millisecond (`perf -d 0.0004`) is not shown as 0 s (probe CF F7)."""
+    result = LoadResult(**figures)
+    line = result.report("h:1", 8).splitlines()[1]
     assert line == f"handshakes: {figures['completed']} completed, 0 failed; {rate}"
+    assert result.summary()["window_s"] == round(figures["window"], 4)
 
 
 def busy_result() -> LoadResult:

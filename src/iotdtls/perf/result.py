@@ -126,7 +126,7 @@ class LoadResult:
         resumed = sorted(self.resumed_latencies)
         return {
             "elapsed_s": round(self.elapsed, 3),
-            "window_s": round(self.window, 3),
+            "window_s": _window_seconds(self.window),
             "address": self.address,
             "processes": self.processes,
             "loop": self.loop,
@@ -216,7 +216,7 @@ class LoadResult:
             return ""
         late = self.completed - self.completed_in_window
         after = f", {late} completed after it" if late else ""
-        return f" within the {round(self.window, 3):g} s window{after}"
+        return f" within the {_window_seconds(self.window):g} s window{after}"
 
     def _resumption_line(self, latency_ms: dict[str, float | None]) -> str:
         """How many sessions offered were resumed (RFC 5246 §7.3), or why none was offered."""
@@ -235,6 +235,12 @@ class LoadResult:
         else:
             why = "no session offered: no lane completed a handshake before its next"
         return f"resumed: 0 ({why})"
+
+
+def _window_seconds(window: float) -> float:
+    """The window to show: to the millisecond, or to 3 significant digits when it is shorter
+    than half of one (`perf -d 0.0004`), which rounding to the millisecond showed as 0 s."""
+    return round(window, 3) or float(f"{window:.3g}")
 
 
 def _spread(
