@@ -5,8 +5,11 @@ Importing the package (the whole core) and `iotdtls.cli` takes most of a second,
 console script pip writes did it in its own first line, `from iotdtls.cli import main`: a
 Ctrl-C then was a KeyboardInterrupt before any handler of ours, a 20-line traceback (probe CE).
 Here the import happens inside `main`, and a Ctrl-C before the command runs ends it as one
-while it runs does (`iotdtls.cli.main`): quietly, with status 130. `python -m iotdtls` cannot
-be helped so: the interpreter imports the package before its `__main__`.
+while it runs does (`iotdtls.cli.main`): quietly, with status 130. Only from `main` on: the
+interpreter's start and the wrapper's own imports (`import re`, then this module) come first, a
+few tens of milliseconds in which a Ctrl-C is still Python's KeyboardInterrupt traceback.
+`python -m iotdtls` cannot be helped so: the interpreter imports the package before its
+`__main__`.
 """
 
 from __future__ import annotations
