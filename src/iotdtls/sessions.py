@@ -428,6 +428,13 @@ class DirectorySessionStore:
     master secret), by both `clock` and the system clock, either way
     (`_remove_stale_temporaries`).
 
+    Stores sharing a directory (the workers' own, or processes of different servers) must use
+    the same `clock` (the default, `time.time`, in every one): each dates the files by its
+    own `clock`, so a store whose clock is far from another's (a year ahead, a fixed time)
+    takes the other's session files for expired and removes them at its scans and `get`s, and
+    its temporary files of puts in progress too (stamped by the other's clock before their
+    rename: that put then fails), and the other does the same to its files.
+
     Costs, on the event loop (`make bench-session-store`; a 2-core VM): a `get` reads one
     small file, about 13 us (a miss 4 to 6 us), a `put` writes and renames one, about 26 us
     on tmpfs and 40 to 250 us on an ext4 disk (its journal), where `MemorySessionStore` takes
@@ -647,9 +654,12 @@ class DirectorySessionStore:
         `STALE_TEMPORARY_AGE`: of a put whose process was killed as it wrote, each holding a
         master secret that no session file names. One may be a put in progress in another
         process: its modification time is the file system's (the system clock, `time.time`)
-        as it is written, then `clock`'s just before its rename (`put`), so a temporary file
-        within `STALE_TEMPORARY_AGE` of either clock's now, either way, stays; the others go,
-        one dated ahead of a clock set back since included."""
+        as it is written, then that process's `clock`'s just before its rename (`put`), so a
+        temporary file within `STALE_TEMPORARY_AGE` of either of our clocks' now, either way,
+        stays; the others go, one dated ahead of a clock set back since included. A put in
+        progress is therefore kept only while the other process's `clock` agrees with ours:
+        stamped by a clock far from both of ours, it is removed before its rename, and that
+        put fails (stores sharing a directory must use the same `clock`: see the class)."""
         clocks_now = (self._now(), time.time())
         for name in names:
             with contextlib.suppress(OSError):  # renamed or removed meanwhile; see _remove
