@@ -996,7 +996,9 @@ class DatagramHandler:
     server calls these methods from the event loop as things happen (keep them short; start a
     task for slow work), and a peer costs only its association and its `ServerSession`.
     Subclass it and override what you need; an exception ends that peer's association and is
-    logged, as from a task handler."""
+    logged, as from a task handler. One method runs at a time: a `send` or `close()` in one
+    returns before the next record (of the same datagram, too) is handed on, and once a method
+    has raised or closed the session, nothing more of its peer reaches `datagram_received`."""
 
     def session_started(self, session: ServerSession) -> None:
         """A peer completed its handshake."""
@@ -1064,6 +1066,10 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         #: uvloop hands back a plain `Handle`, without `when()`, for a time under 1 ms away).
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
+        #: A `flush` is handing events on: a flush called meanwhile (a handler's `send` or
+        #: `close`, `close_peer` after a handler raised) only sends what is ready, and the
+        #: running one hands on the events it left (`flush`).
+        self._flushing = False
         #: Done once the transport has closed its socket.
         self.lost: asyncio.Future[None] = self.loop.create_future()
         #: Certificate URL fetches running at once (each holds an executor thread).
@@ -1139,6 +1145,12 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         return True
 
     def close_peer(self, address: Address) -> None:
+        """Close the association of `address` with close_notify (RFC 5246 §7.2.1). Its
+        session has ended from here on: what its peer sent before the close, still waiting in
+        the endpoint's events (the rest of the datagram being handled), is not handed on."""
+        session = self.sessions.get(address)
+        if session is not None:
+            session._ended = True
         self.endpoint.close(address)
         self.flush()
 
@@ -1152,15 +1164,25 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             session._ended = True
 
     def flush(self) -> None:
-        now = self.loop.time()
+        """Send what the endpoint has ready, hand its events on, and set the loop's timer.
+        A flush called while one hands events on (from a handler: `send`, `close_peer`) only
+        sends: the running one takes the events that call left, in order, so a datagram of
+        many records costs no stack per record (each handler's send recursed into the next
+        record's handler, a RecursionError at a few hundred records)."""
         if self.transport is not None:
-            for datagram, address in self.endpoint.datagrams_to_send(now):
+            for datagram, address in self.endpoint.datagrams_to_send(self.loop.time()):
                 log_datagram(logger, "->", address, datagram)
                 self.transport.sendto(datagram, address)
                 self.stats.datagrams_sent += 1
                 self.stats.bytes_sent += len(datagram)
-        while (item := self.endpoint.next_event()) is not None:
-            self._on_event(*item)
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while (item := self.endpoint.next_event()) is not None:
+                self._on_event(*item)
+        finally:
+            self._flushing = False
         # The loop's timer only ever moves earlier. One set for a deadline that has since gone
         # later or away (a handshake's retransmission timer, after each flight) fires early
         # and is set again by `_on_timer`: one wake-up per armed deadline, where moving it
@@ -1199,7 +1221,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             task.add_done_callback(self.tasks.discard)
         elif isinstance(event, DataReceived):
             s = self.sessions.get(address)
-            if s is None:
+            if s is None or s._ended:  # closed by us (`close_peer`) before this record's turn
                 return
             if s.inbox is not None:
                 s.inbox.put(event.data)
