@@ -338,6 +338,9 @@ def test_what_is_recognized_follows_the_site(monkeypatch: pytest.MonkeyPatch) ->
     abbrev = Message.decode(_request(2, [(13, b"\x01")]))
     assert unrecognized_critical(abbrev, Site()) is None
     assert unrecognized_critical(abbrev, Resource()) == 13
+    # an option recognized for its site ends no search: a later unrecognized one is named
+    abbrev_then = Message.decode(_request(4, [(13, b"\x01"), (2303, b"x")]))
+    assert unrecognized_critical(abbrev_then, Site()) == 2303
     oscore = Message.decode(_request(3, [(9, b""), (21, b"")]))
     assert unrecognized_critical(oscore, Site()) == 9
 
@@ -349,6 +352,8 @@ def test_what_is_recognized_follows_the_site(monkeypatch: pytest.MonkeyPatch) ->
     vars(wrapper_module)["OscoreSiteWrapper"] = OscoreSiteWrapper
     monkeypatch.setitem(sys.modules, "aiocoap.oscore_sitewrapper", wrapper_module)
     assert unrecognized_critical(oscore, OscoreSiteWrapper()) is None
+    oscore_then = Message.decode(_request(5, [(9, b""), (2303, b"x")]))
+    assert unrecognized_critical(oscore_then, OscoreSiteWrapper()) == 2303
     assert unrecognized_critical(oscore, Site()) == 9
     assert sorted(int(n) for n in RECOGNIZED) == [1, 3, 5, 7, 11, 15, 17, 23, 27, 35, 39]
 
