@@ -12,7 +12,7 @@ import types
 
 import aiocoap
 import pytest
-from aiocoap.message import Message
+from aiocoap.message import Direction, Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
@@ -22,6 +22,7 @@ from aiocoap.resource import Resource, Site
 
 from iotdtls.coap import observations, server_context
 from iotdtls.coap.options import RECOGNIZED, proxying_refused, unrecognized_critical
+from iotdtls.coap.preconditions import EvaluatesPreconditions
 from iotdtls.coap.wire import format_error
 from iotdtls.errors import ConfigError
 from tests.coap_support import (
@@ -87,6 +88,15 @@ def test_a_message_format_error_aiocoap_would_take_is_not_coap(
     assert remote.sent == ([] if reset is None else [reset])
     assert remote.not_coap == 1 and layer.messages == []
     assert [r.getMessage() for r in caplog.records] == [f"{remote!r}: {NOT_COAP}"]
+
+
+def test_a_header_alone_is_read_for_its_format_errors() -> None:
+    """Four bytes are a whole header (RFC 7252 §3): its token length is checked as any
+    message's, and an Empty message of four bytes is well-formed."""
+    assert format_error(bytes([0x5F, 0x01, 0x00, 0x05])) == "token length 15 is reserved (RFC 7252 §3)"
+    assert format_error(bytes([0x43, 0x01, 0x00, 0x05])) == "a 3-byte token cut short at 0 bytes"
+    assert format_error(bytes([0x40, 0x00, 0x00, 0x05])) is None
+    assert format_error(bytes([0x5F, 0x01, 0x00])) is None  # no header: aiocoap's error
 
 
 def _encoded(message: Message) -> bytes:
@@ -298,6 +308,33 @@ def test_the_demo_temp_evaluates_if_match_and_if_none_match() -> None:
             assert (await reading()).payload == b"23"
 
     run(main())
+
+
+class _Plain(EvaluatesPreconditions):
+    """A resource that evaluates preconditions and names no Content-Format (no `ct`)."""
+
+    async def render_get(self, request: Message) -> Message:
+        return Message(payload=b"plain")
+
+    async def render_put(self, request: Message) -> Message:
+        return Message(code=aiocoap.CHANGED)
+
+
+def _incoming(message: Message) -> Message:
+    message.direction = Direction.INCOMING
+    return message
+
+
+def test_a_resource_without_a_content_format_serves_any_accept_and_keeps_no_response() -> None:
+    """`EvaluatesPreconditions` checks Accept only against a resource's one `ct`: a resource
+    without one serves a GET whatever its Accept (RFC 7252 §5.10.4 leaves the format to it).
+    A 4.12 it answers keeps the request's No-Response (RFC 7967), as aiocoap's render does
+    for a resource's own response, so a client that asked for no 4.xx gets none."""
+    answer = asyncio.run(_Plain().render(_incoming(Message(code=aiocoap.GET, accept=50))))
+    assert (answer.code, answer.payload) == (aiocoap.CONTENT, b"plain")
+    put = Message(code=aiocoap.PUT, if_match=[b"\x01"], no_response=16, payload=b"1")
+    failed = asyncio.run(_Plain().render(_incoming(put)))
+    assert failed.code == PRECONDITION_FAILED and failed.opt.no_response == 16
 
 
 @pytest.mark.req("COAP-1")
