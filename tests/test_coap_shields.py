@@ -99,6 +99,41 @@ def test_a_header_alone_is_read_for_its_format_errors() -> None:
     assert format_error(bytes([0x5F, 0x01, 0x00])) is None  # no header: aiocoap's error
 
 
+_GET = bytes([0x40, 0x01, 0x00, 0x05])  # a CON GET without a token
+_BARE_MARKER = "a payload marker with no payload (RFC 7252 §3)"
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (_GET + b"\xd1\xff\x41\xff", _BARE_MARKER),  # delta 13: one more byte (268)
+        (_GET + b"\xd1\xff\x41\xff\x41", None),
+        (_GET + b"\xe1\x00\xff\x41\xff", _BARE_MARKER),  # delta 14: two more bytes
+        (_GET + b"\xe1\xff\x00\x41\xff", _BARE_MARKER),
+        (_GET + b"\xe1\x00\x00\x41\xff\x42", None),
+        (_GET + b"\x1d\xff" + b"\x42" * 268 + b"\xff", _BARE_MARKER),  # length 13 + 255
+        (_GET + b"\x1d\x00" + b"\x41" * 12 + b"\xff", None),  # the value's last byte is 0xff
+        (_GET + b"\x1e\x00\x00" + b"\x41" * 269 + b"\xff", _BARE_MARKER),  # length 269
+        (_GET + b"\x1e\x00\x00" + b"\x41" * 268 + b"\xff", None),
+        (_GET + b"\xf1\x00\x41\xff", None),  # delta 15 is reserved: aiocoap's error
+        (_GET + b"\xf0\x00\x00\xff", None),
+        (_GET + b"\x1f\x41\xff", None),  # length 15 is reserved: aiocoap's error
+        (_GET + b"\xd1", None),  # an extended delta cut short: aiocoap's error
+        (_GET + b"\xe1\x00", None),
+    ],
+    ids=["delta-13", "delta-13-payload", "delta-14", "delta-14-high", "delta-14-payload",
+         "length-13", "length-13-value-ff", "length-14", "length-14-value-ff", "delta-15",
+         "delta-15-empty", "length-15", "delta-13-cut", "delta-14-cut"],
+)
+def test_a_bare_payload_marker_is_found_past_extended_options(
+    message: bytes, error: str | None
+) -> None:
+    """RFC 7252 §3.1: a delta or length nibble of 13 takes one more byte (+13), 14 two
+    (+269), 15 is reserved. The marker is found only where the options end; options aiocoap
+    cannot decode are its to refuse (None here)."""
+    assert format_error(message) == error
+
+
 def _encoded(message: Message) -> bytes:
     message.mtype, message.mid = aiocoap.CON, 1
     return message.encode()
