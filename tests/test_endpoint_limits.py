@@ -966,6 +966,8 @@ def test_a_failed_handshakes_alert_goes_out_at_most_three_times_spaced_and_never
     header, fragment = split_first(flight)
     data = header._replace(content_type=ContentType.application_data).encode() + fragment
     assert not alert_again(net, address, data)  # not the peer's flight
+    data = header._replace(content_type=ContentType.application_data, epoch=1).encode() + fragment
+    assert not alert_again(net, address, data)  # epoch 1's data: an evicted resumption's only
     for version in (0xFEFC, 0x0303):  # DTLS 1.3's, TLS 1.2's: not a DTLS 1.0/1.2 record
         other = header._replace(version=version).encode() + fragment
         assert not alert_again(net, address, other)
