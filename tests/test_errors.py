@@ -170,6 +170,7 @@ def test_port_unreachable_after_attempts_names_them() -> None:
     last = PortUnreachable(("192.0.2.1", 5684), 2)
     last.resuming = True
     assert after_attempts(last, 1) is last
+    assert str(after_attempts(last, 2)).endswith("(ICMP) in the last of 2 attempts")
     named = after_attempts(last, 3)
     assert str(named) == (
         "nothing listens on 192.0.2.1:5684: the network reported the port unreachable 2 times "
