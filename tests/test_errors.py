@@ -196,6 +196,25 @@ def test_a_timeout_after_attempts_keeps_the_reports_after_the_answer() -> None:
     )
 
 
+@pytest.mark.req("RPK-4")
+def test_a_handshake_timeout_after_attempts_keeps_all_it_said() -> None:
+    """The last attempt's timeout made again keeps its ClientHello size, its mtu, its ICMP
+    reports and `resuming`, and adds the attempts; another error stays as it was."""
+    last = HandshakeTimeout(60.0, hello_size=1350, mtu=1232, unreachable_reports=1)
+    last.resuming = True
+    named = after_attempts(last, 3)
+    assert isinstance(named, HandshakeTimeout)
+    assert (named.seconds, named.hello_size, named.mtu, named.unreachable_reports) == (
+        60.0, 1350, 1232, 1
+    )
+    assert (named.attempts, named.resuming) == (3, True)
+    assert str(named) == str(
+        HandshakeTimeout(60.0, hello_size=1350, mtu=1232, unreachable_reports=1, attempts=3)
+    )
+    other = DtlsError("refused")
+    assert after_attempts(other, 3) is other
+
+
 def test_datagram_too_large_says_which_limit() -> None:
     by_mtu = DatagramTooLarge(1300, 1203, 1232)
     assert (by_mtu.size, by_mtu.limit) == (1300, 1203)
