@@ -101,6 +101,10 @@ def test_alert_received_adds_what_our_side_knows_in_parentheses() -> None:
             " listener, Mbed TLS) drop those: raise mtu or send less)",
         ),
         (
+            lambda: HandshakeTimeout(5.0, attempts=2),
+            "handshake timed out after 5 s (the last of 2 attempts, each given 5 s)",
+        ),
+        (
             lambda: HandshakeTimeout(1.0, unreachable_reports=1),
             "handshake timed out after 1 s; the network reported the port unreachable 1 time "
             "(ICMP): nothing may listen there",
