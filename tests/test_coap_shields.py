@@ -21,6 +21,7 @@ from aiocoap.proxy.server import Proxy
 from aiocoap.resource import Resource, Site
 
 from iotdtls.coap import observations, server_context
+from iotdtls.coap.server import CoapsServerInterface
 from iotdtls.coap.options import RECOGNIZED, proxying_refused, unrecognized_critical
 from iotdtls.coap.preconditions import EvaluatesPreconditions
 from iotdtls.coap.wire import format_error
@@ -36,7 +37,7 @@ from tests.coap_support import (
     run,
     uri,
 )
-from tests.interop_support import AnsweringServer
+from tests.interop_support import AnsweringServer, server_config
 from tests.peers import LOCALHOST
 from tests.test_coap_details import Interface, Layer, SentAddress
 
@@ -214,7 +215,9 @@ def _request(
 
 
 @pytest.mark.req("COAP-1")
-def test_an_unrecognized_critical_option_is_4_02_for_a_con_and_a_non_is_ignored() -> None:
+def test_an_unrecognized_critical_option_is_4_02_for_a_con_and_a_non_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """RFC 7252 §5.4.1: a CON GET with critical option 2303, 65271 or 9 (OSCORE, which this
     server does not do), a PUT of /temp with 2551, and Q-Block1/Q-Block2 (RFC 9177, which
     aiocoap does not do) got aiocoap's 2.05 / 2.04, the PUT changing /temp (probe BZ). Now
@@ -238,7 +241,11 @@ def test_an_unrecognized_critical_option_is_4_02_for_a_con_and_a_non_is_ignored(
             temp = await dev.ask(_request(12, [], path="temp"))
             assert temp is not None and b"99" not in temp.payload and b"98" not in temp.payload
 
+    caplog.set_level(logging.DEBUG, logger="iotdtls.coap")
     run(main())
+    ignored = [r.getMessage() for r in caplog.records if "a NON request" in r.getMessage()]
+    assert len(ignored) == 1 and ignored[0].startswith("<ServerRemote coaps://"), ignored
+    assert ignored[0].endswith(": a NON request with critical option 2551, not recognized, ignored")
 
 
 @pytest.mark.req("COAP-1")
@@ -400,6 +407,19 @@ class _ForwardProxy(Proxy):
         pass
 
 
+def test_the_transport_hands_proxying_to_a_site_that_proxies() -> None:
+    """The server asks `proxying_refused` of the site it serves: a Proxy-Uri request to an
+    aiocoap proxy goes on to it, to a plain `Site` it is answered 5.05 here."""
+    for site, handed_on in ((_ForwardProxy(), True), (Site(), False)):
+        remote = SentAddress()
+        request = Message.decode(_request(1, [(35, b"coap://example.com/")]), remote)
+        interface = CoapsServerInterface(
+            Layer(), server_config(), lambda peer: (), site=lambda site=site: site
+        )
+        assert interface._admit(remote, request) is handed_on
+        assert len(remote.sent) == (0 if handed_on else 1)  # 5.05, piggybacked
+
+
 def test_what_is_recognized_follows_the_site(monkeypatch: pytest.MonkeyPatch) -> None:
     """Proxy-Uri goes to a site that proxies; Uri-Path-Abbrev only to an aiocoap `Site`, which
     resolves it; OSCORE and EDHOC only to aiocoap's `OscoreSiteWrapper` (its module needs
@@ -477,8 +497,9 @@ def test_observe_registrations_past_the_bound_are_served_as_plain_gets(
     said = [r.getMessage() for r in caplog.records]
     assert sum("an Observe registration past 16 live ones served as a plain GET" in line
                for line in said) == 3
-    assert any(line.endswith(": 3 Observe registrations past 16 live ones were served as "
-                             "plain GETs") for line in said), said
+    assert any(line.startswith("<ServerRemote coaps://") and line.endswith(
+        ": 3 Observe registrations past 16 live ones were served as plain GETs")
+        for line in said), said
 
 
 @pytest.mark.req("COAP-1")
