@@ -502,6 +502,49 @@ def test_observe_registrations_past_the_bound_are_served_as_plain_gets(
         for line in said), said
 
 
+class _Seen(Resource):
+    """A resource that keeps the Observe option of each GET it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observe: list[object] = []
+
+    async def render_get(self, request: Message) -> Message:
+        self.observe.append(request.opt.observe)
+        return Message(payload=b"seen")
+
+
+@pytest.mark.req("COAP-1")
+def test_only_a_registration_counts_and_one_refused_reaches_the_resource_without_observe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the bound (1 here, taken by a live registration of /counter), a GET without
+    Observe or with Observe 1 is no registration (RFC 7641 §3.1): neither counted nor
+    refused, handed on as it came; a registration (Observe 0) is refused and reaches the
+    resource with no Observe option at all, as a GET that never had one."""
+    caplog.set_level(logging.DEBUG, logger="iotdtls.coap")
+    site = CoapSite(counter_interval=600.0)
+    seen = _Seen()
+    site.site.add_resource(["seen"], seen)
+
+    async def main() -> None:
+        async with coaps_server(site, max_observations=1) as server, device(
+            server.address
+        ) as dev:
+            first = await dev.ask(_observe(1, b"live"))
+            assert first is not None and first.opt.observe is not None
+            for mid, observe in ((2, None), (3, 1), (4, 0)):
+                message = Message(code=aiocoap.GET, uri_path=("seen",), observe=observe)
+                message.mtype, message.mid, message.token = aiocoap.CON, mid, b"s%d" % mid
+                answer = await dev.ask(message.encode())
+                assert answer is not None and answer.code == aiocoap.CONTENT
+
+    run(main())
+    assert seen.observe == [None, 1, None]
+    refused = [r for r in caplog.records if "served as a plain GET" in r.getMessage()]
+    assert len(refused) == 1
+
+
 @pytest.mark.req("COAP-1")
 def test_the_bound_on_observations_is_the_server_s_to_set() -> None:
     """`max_observations` (like `max_body_size`): 0 serves every registration as a plain GET,
