@@ -420,6 +420,21 @@ def test_the_transport_hands_proxying_to_a_site_that_proxies() -> None:
         assert len(remote.sent) == (0 if handed_on else 1)  # 5.05, piggybacked
 
 
+def test_a_registration_is_live_while_aiocoap_keeps_its_request() -> None:
+    """`_live_request` reads aiocoap's `TokenManager.incoming_requests` by token and remote;
+    a message manager without one (not aiocoap's) makes every registration noted live."""
+    remote = SentAddress()
+    plain = CoapsServerInterface(Layer(), server_config(), lambda peer: ())
+    assert plain._live_request(remote)(b"any")
+    manager = types.SimpleNamespace(
+        token_manager=types.SimpleNamespace(incoming_requests={(b"kept", remote): None})
+    )
+    aiocoaps = CoapsServerInterface(manager, server_config(), lambda peer: ())
+    live = aiocoaps._live_request(remote)
+    assert live(b"kept") and not live(b"gone")
+    assert not aiocoaps._live_request(SentAddress())(b"kept")
+
+
 def test_what_is_recognized_follows_the_site(monkeypatch: pytest.MonkeyPatch) -> None:
     """Proxy-Uri goes to a site that proxies; Uri-Path-Abbrev only to an aiocoap `Site`, which
     resolves it; OSCORE and EDHOC only to aiocoap's `OscoreSiteWrapper` (its module needs
