@@ -87,6 +87,21 @@ def test_a_psk_file_others_can_read_is_refused(
 
 
 @pytest.mark.req("CFG-2")
+def test_a_psk_file_of_another_user_is_refused_as_one_they_could_have_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], give_away: Callable[[Path], str]
+) -> None:
+    """A --psk-file another user owns (even at 0600) is theirs to have written: refused,
+    saying so, as a key log of theirs is refused for what they could read."""
+    keys = tmp_path / "keys.psk"
+    keys.write_text(f"dev1:{PSK_HEX}\n")
+    keys.chmod(0o600)
+    owner = give_away(keys)
+    assert refused(capsys, "server", "--psk-file", str(keys)) == (
+        f"--psk-file {keys} is owned by {owner}, not by this user: name a file of your own "
+        "(another user could have written it)")
+
+
+@pytest.mark.req("CFG-2")
 def test_a_key_file_others_can_read_is_used_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
