@@ -21,9 +21,9 @@ from aiocoap.proxy.server import Proxy
 from aiocoap.resource import Resource, Site
 
 from iotdtls.coap import observations, server_context
-from iotdtls.coap.server import CoapsServerInterface
 from iotdtls.coap.options import RECOGNIZED, proxying_refused, unrecognized_critical
 from iotdtls.coap.preconditions import EvaluatesPreconditions
+from iotdtls.coap.server import CoapsServerInterface
 from iotdtls.coap.wire import format_error
 from iotdtls.errors import ConfigError
 from tests.coap_support import (
@@ -94,7 +94,8 @@ def test_a_message_format_error_aiocoap_would_take_is_not_coap(
 def test_a_header_alone_is_read_for_its_format_errors() -> None:
     """Four bytes are a whole header (RFC 7252 §3): its token length is checked as any
     message's, and an Empty message of four bytes is well-formed."""
-    assert format_error(bytes([0x5F, 0x01, 0x00, 0x05])) == "token length 15 is reserved (RFC 7252 §3)"
+    assert format_error(bytes([0x5F, 0x01, 0x00, 0x05])) == (
+        "token length 15 is reserved (RFC 7252 §3)")
     assert format_error(bytes([0x43, 0x01, 0x00, 0x05])) == "a 3-byte token cut short at 0 bytes"
     assert format_error(bytes([0x40, 0x00, 0x00, 0x05])) is None
     assert format_error(bytes([0x5F, 0x01, 0x00])) is None  # no header: aiocoap's error
