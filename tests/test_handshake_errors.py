@@ -529,6 +529,28 @@ def test_a_psk_client_names_what_other_refusals_mean(
     assert client.alert_context(alert) == ""
 
 
+@pytest.mark.req("RPK-3")
+def test_a_raw_key_clients_refusal_names_its_key_only_once_it_sent_it() -> None:
+    """handshake_failure after our Finished names our raw public key only when the server
+    asked for one and got it: with no CertificateRequest, or after an empty Certificate, the
+    alert says nothing more (and the text is no error of its own)."""
+    from iotdtls.crypto.signature import PrivateKey
+    from iotdtls.handshake.peerauth import NO_CERTIFICATE
+    from iotdtls.messages import CertificateType
+
+    config = ClientConfig(
+        server_public_keys=[PrivateKey.generate().spki], raw_public_key=PrivateKey.generate()
+    )
+    client = ClientHandshake(config)
+    client.state = ClientState.WAIT_CCS
+    client.mode = Mode.RAW_PUBLIC_KEY
+    client._client_type = CertificateType.RawPublicKey
+    failure = AlertDescription.handshake_failure
+    assert client.alert_context(failure) == ""  # no CertificateRequest: nothing sent
+    client._requested = NO_CERTIFICATE
+    assert client.alert_context(failure) == ""  # an empty Certificate: no key sent
+
+
 @pytest.mark.req("PSK-4")
 @pytest.mark.parametrize("source", list(KEY_SOURCES))
 def test_an_empty_identity_on_the_wire_is_an_unknown_identity(source: str) -> None:
