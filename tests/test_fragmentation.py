@@ -375,17 +375,37 @@ def test_a_message_that_came_whole_is_handed_out_as_its_fragment() -> None:
     assert r.peek() is None and r.next_seq == 2
 
 
-def test_a_fragment_keeps_its_bytes_as_received_a_whole_one_in_transcript_form() -> None:
-    """`encoded`: a fragment as it came, header included. A whole message's (offset 0, the
-    whole length) is the unfragmented form the transcript hashes (RFC 6347 §4.2.6), so a
-    received message is hashed without encoding its header again (issue 9)."""
+def test_a_whole_fragment_keeps_its_bytes_as_received_in_transcript_form() -> None:
+    """`encoded`: a message that came whole (offset 0, the whole length), as it came, header
+    included: the unfragmented form the transcript hashes (RFC 6347 §4.2.6), so a received
+    message is hashed without encoding its header again (issue 9). A piece keeps no second
+    copy of its bytes (probe CG: every fragment's were held twice)."""
     body = bytes(range(20))
     whole = handshake_header(11, 1, len(body), 0, len(body)) + body
     piece = handshake_header(12, 2, 40, 5, 10) + b"p" * 10
     first, second = fragments_of(whole + piece, 0)
     assert first.encoded == whole and first.body == body
-    assert second.encoded == piece and second.body == b"p" * 10
+    assert second.encoded == b"" and second.body == b"p" * 10
     assert "encoded" not in repr(first)  # the bytes of a Finished stay out of reprs
+
+
+def test_a_whole_message_held_for_later_holds_its_bytes_once() -> None:
+    """The budget counts a held message's length once (all partial messages within two
+    maximal ones): a whole message that came ahead of its turn is kept without its `encoded`
+    copy (probe CG: 7 such messages held 67,752 B for a budget of 32,768), the one handed on
+    next keeps it for the transcript."""
+    body = bytes(range(200))
+    r = fresh()
+    ahead = fragments_of(handshake_header(12, 2, len(body), 0, len(body)) + body, 0)[0]
+    r.add(ahead)
+    next_one = fragments_of(handshake_header(11, 1, len(body), 0, len(body)) + body, 0)[0]
+    r.add(next_one)
+    released = r.peek()
+    assert released is next_one and released.encoded
+    r.pop()
+    held = r.peek()
+    assert isinstance(held, HandshakeFragment) and held.body == body and held.encoded == b""
+    assert held.message_seq == 2 and r.buffered_bytes == len(body)
 
 
 @pytest.mark.req("HS-3")

@@ -11,7 +11,7 @@ disjoint ranges per message.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from iotdtls.errors import DecodeError
 from iotdtls.messages.constants import HandshakeType, members_by_value
@@ -36,10 +36,13 @@ class HandshakeFragment:
     """One handshake fragment as read from a record (RFC 6347 §4.2.2); one is made per fragment
     received (a value like `OutgoingMessage`).
 
-    `encoded` is the fragment as it came in its record, header and body (`fragments_of` sets
-    it; empty for a fragment made otherwise). For a message that came whole, fragment_offset 0
-    and fragment_length = length, it is the unfragmented form the transcript hashes (RFC 6347
-    §4.2.6), as `OutgoingMessage.encoded` is for ours: no header to encode again."""
+    `encoded`, for a message that came whole (fragment_offset 0, fragment_length = length), is
+    the fragment as it came in its record, header and body: the unfragmented form the
+    transcript hashes (RFC 6347 §4.2.6), as `OutgoingMessage.encoded` is for ours, no header
+    to encode again. `fragments_of` sets it for such a fragment only, and `Reassembler` keeps
+    it only for the message it hands on next: a second copy of the bytes (slices of bytes are
+    copies), which a message held for later would add to the budget uncounted. Empty
+    otherwise (the transcript then encodes the header)."""
 
     msg_type: int
     length: int
@@ -142,7 +145,7 @@ def fragments_of(payload: bytes, epoch: int) -> list[HandshakeFragment]:
                 fragment_offset,
                 payload[start:stop],
                 epoch,
-                payload[offset:stop],
+                payload[offset:stop] if fragment_length == length else b"",
             )
         )
         offset = stop
@@ -204,6 +207,9 @@ class Reassembler:
             if not self._make_room(seq, frag.length):
                 return  # bounded memory per association; the peer will resend (HS-3)
             if frag.fragment_offset == 0 and len(frag.body) == frag.length:
+                if seq != self.next_seq and frag.encoded:
+                    # Held for later: one copy of its bytes, as the budget counts (`encoded`).
+                    frag = replace(frag, encoded=b"")
                 partials[seq] = frag
                 return
             entry = _Partial(frag.msg_type, frag.length, frag.epoch, bytearray(frag.length))
