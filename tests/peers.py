@@ -136,6 +136,30 @@ def holds_within(condition: Callable[[], object], timeout: float) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def answers_once_then_goes() -> Iterator[tuple[str, int]]:
+    """The address of a UDP port that answers the first datagram (with 13 bytes no client
+    takes for a record) and then closes, as a server that went away after its first answer:
+    the client's retransmissions draw ICMP port-unreachable reports after it heard the port.
+    The thread that answers is joined (bounded) on leaving."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((LOCALHOST, 0))
+    peer.settimeout(5.0)
+    address = peer.getsockname()
+
+    def answer_once_and_go() -> None:
+        with peer:
+            _, client = peer.recvfrom(4096)
+            peer.sendto(bytes(13), client)
+
+    thread = threading.Thread(target=answer_once_and_go)
+    thread.start()
+    try:
+        yield address
+    finally:
+        thread.join(10.0)
+
+
 def free_udp_port() -> int:
     """Return a UDP port that is free now and was not handed out before in this process.
 

@@ -82,6 +82,7 @@ from tests.peers import (
     LOCALHOST,
     TakesAnyAddress,
     V6OnlyByDefault,
+    answers_once_then_goes,
     free_udp_port,
     v6only,
 )
@@ -484,23 +485,9 @@ def test_a_timeout_after_the_server_answered_counts_the_reports_that_followed() 
 
 def test_a_timeout_after_the_server_answered_and_went_away_counts_its_reports() -> None:
     """End to end on asyncio: the server answers the first ClientHello and closes its port."""
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind((LOCALHOST, 0))
-    peer.settimeout(5.0)
-
-    def answer_once_and_go() -> None:
-        with peer:
-            _, client = peer.recvfrom(4096)
-            peer.sendto(bytes(13), client)  # not a record the client takes: dropped
-
-    thread = threading.Thread(target=answer_once_and_go)
-    thread.start()
     config = client_config(retransmit=RetransmitPolicy(0.2, 1.0), handshake_timeout=2.0)
-    try:
-        with pytest.raises(HandshakeTimeout) as timed_out:
-            run(aio.connect(*peer.getsockname(), config))
-    finally:
-        thread.join(10.0)
+    with answers_once_then_goes() as address, pytest.raises(HandshakeTimeout) as timed_out:
+        run(aio.connect(*address, config))
     assert timed_out.value.unreachable_reports == 0
     assert timed_out.value.unreachable_after_answer >= 1
     assert "after the server had answered: it may have gone away" in str(timed_out.value)

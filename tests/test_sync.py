@@ -67,7 +67,7 @@ from tests.interop_support import (
     client_config,
     server_config,
 )
-from tests.peers import LOCALHOST, free_udp_port
+from tests.peers import LOCALHOST, answers_once_then_goes, free_udp_port
 from tests.pubkey_support import x509_configs, x509_pki
 
 
@@ -212,23 +212,9 @@ def test_refusals_after_a_datagram_from_the_server_do_not_end_the_handshake() ->
     at the second (M18: `_read_one` leaving `heard` False). Its `HandshakeTimeout` counts the
     reports that came after the answer: the server may have gone (probe CE F8: it named
     none)."""
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind((LOCALHOST, 0))
-    peer.settimeout(5.0)
-    address = peer.getsockname()
-
-    def answer_once_and_go() -> None:
-        with peer:
-            _, client = peer.recvfrom(4096)
-            peer.sendto(bytes(13), client)  # not a record the client takes: dropped
-
-    thread = threading.Thread(target=answer_once_and_go)
-    thread.start()
-    try:
-        with pytest.raises(HandshakeTimeout) as timed_out:
-            sync.connect(*address, client_config(retransmit=FAST, handshake_timeout=2.0))
-    finally:
-        thread.join(10.0)
+    config = client_config(retransmit=FAST, handshake_timeout=2.0)
+    with answers_once_then_goes() as address, pytest.raises(HandshakeTimeout) as timed_out:
+        sync.connect(*address, config)
     assert timed_out.value.unreachable_reports == 0
     reports = timed_out.value.unreachable_after_answer
     assert reports >= 1
