@@ -1030,6 +1030,21 @@ def test_the_progress_of_generator_processes_goes_to_a_failing_callback_once(
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
 
 
+def test_a_run_over_processes_without_a_progress_callback_reports_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a progress callback the parent starts no reporter: none calls None at its
+    first report and logs it as a failing callback (M20: `_wait_children` 3, a reporter
+    made anyway, logged an ERROR in every run over processes longer than
+    `PROGRESS_INTERVAL`)."""
+    monkeypatch.setattr(perf, "PROGRESS_INTERVAL", 0.01)
+    with server_on_a_thread() as server:
+        load = spec(handshakes=4, concurrency=2, port=server.address[1])
+        result = run_load(load, processes=2, loop_choice="asyncio")
+    assert result.completed == 4
+    assert progress_failures(caplog) == []
+
+
 def test_a_generator_process_whose_parent_has_gone_sends_its_progress_to_nobody_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
