@@ -1182,6 +1182,25 @@ def test_a_retry_after_a_failed_resumption_still_says_the_session_was_resumed() 
     run(main())
 
 
+def test_a_failed_full_handshake_does_not_say_resuming() -> None:
+    """A connect given no session makes a full handshake: its failure (a wrong PSK, the
+    server's alert) says not `resuming`, so an application keeps no session to drop (M20:
+    `_ClientProtocol.__init__` 13, the first attempt taken for a resumed one)."""
+
+    async def main() -> None:
+        server = await aio.serve(echo, LOCALHOST, 0, server_config())
+        try:
+            config = client_config(psk=b"another key", handshake_timeout=5.0)
+            with pytest.raises(DtlsError) as failed:
+                await asyncio.wait_for(aio.connect(*server.address, config), 10.0)
+            assert not isinstance(failed.value, HandshakeTimeout)
+            assert failed.value.resuming is False
+        finally:
+            await server.close()
+
+    run(main())
+
+
 def test_a_server_that_only_sends_does_not_keep_a_silent_peer() -> None:
     """Data the server sends is no activity for the idle timeout: a handler pushing a datagram
     every 0.1 s to a client that never speaks (a vanished CoAP observer would not either)
