@@ -379,7 +379,7 @@ def test_a_dangling_symlink_in_place_of_a_session_file_is_left_alone(
 
 @pytest.mark.parametrize(("max_entries", "there", "kept", "puts"), [
     (21, 0, 0, 10), (10, 9, 9, 1), (20, 18, 18, 2), (21, 20, 20, 2), (10, 10, 10, 1),
-    (10, 11, 9, 1),
+    (10, 11, 9, 1), (20, 21, 18, 2),  # M20: `_files_to_keep` 11, a tenth as `// 11`
 ])
 def test_the_next_scan_comes_after_half_the_room_left_or_a_tenth_of_the_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_entries: int, there: int, kept: int,
