@@ -65,9 +65,10 @@ def test_calls_in_order_and_no_task_per_peer() -> None:
     run(main())
 
 
-def test_an_exception_ends_that_peer_only(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="iotdtls.aio")
-    handler = Recorder()
+def break_one_peer(handler: aio.DatagramHandler, trigger: bytes) -> int:
+    """Two clients of a server with `handler`: the first sends `trigger`, on which the handler
+    fails, and gets close_notify; the second is still echoed. The first client's port."""
+    ports: list[int] = []
 
     async def main() -> None:
         async with (
@@ -76,16 +77,22 @@ def test_an_exception_ends_that_peer_only(caplog: pytest.LogCaptureFixture) -> N
             aio.connect(*server.address, client_config()) as fine,
         ):
             ports.append(broken.local_address[1])
-            broken.send(b"boom")
+            broken.send(trigger)
             assert await asyncio.wait_for(broken.recv(), 5.0) is None  # close_notify
             fine.send(b"still")
-            assert await fine.recv() == b"llits"
+            assert await asyncio.wait_for(fine.recv(), 5.0) == b"llits"
 
-    ports: list[int] = []
     run(main())
+    return ports[0]
+
+
+def test_an_exception_ends_that_peer_only(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="iotdtls.aio")
+    handler = Recorder()
+    port = break_one_peer(handler, b"boom")
     assert ("ended", None) in handler.calls
     failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
-    assert failed == [f"handler failed for peer 127.0.0.1:{ports[0]}"]
+    assert failed == [f"handler failed for peer 127.0.0.1:{port}"]
 
 
 def test_the_error_that_ended_the_association_reaches_session_ended() -> None:
@@ -172,23 +179,9 @@ def test_a_cancelled_error_from_a_handler_method_ends_that_peer_as_an_exception(
     for peer ...") and its association closed with close_notify. CancelledError escaped into
     asyncio's "Exception in callback" log and left the association open (probe CE F5)."""
     caplog.set_level(logging.ERROR)
-    ports: list[int] = []
-
-    async def main() -> None:
-        async with (
-            await aio.serve(CancelledOnCue(), LOCALHOST, 0, server_config()) as server,
-            aio.connect(*server.address, client_config()) as cancelling,
-            aio.connect(*server.address, client_config()) as fine,
-        ):
-            ports.append(cancelling.local_address[1])
-            cancelling.send(b"cancel")
-            assert await asyncio.wait_for(cancelling.recv(), 5.0) is None  # close_notify
-            fine.send(b"still")
-            assert await asyncio.wait_for(fine.recv(), 5.0) == b"llits"
-
-    run(main())
+    port = break_one_peer(CancelledOnCue(), b"cancel")
     failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert failed == [f"handler failed for peer 127.0.0.1:{ports[0]}"]
+    assert failed == [f"handler failed for peer 127.0.0.1:{port}"]
 
 
 def test_the_flush_goes_on_past_a_handler_method_that_raised_cancelled_error(
