@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import math
 import os
 import socket
 import ssl
@@ -118,6 +119,24 @@ def test_time_limit_covers_a_silent_and_a_dribbling_server(web: LocalHttpServer,
     started = time.monotonic()
     fetch_error(web.url("/slow"), timeout=0.5)
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("timeout", [1e10, math.inf])
+def test_a_timeout_past_what_a_thread_or_socket_waits_is_as_good_as_for_ever(
+    web: LocalHttpServer, tmp_path: Path, timeout: float
+) -> None:
+    """Probe CH: ServerConfig takes any certificate_url_timeout > 0, inf included (as its other
+    timeouts); a thread join or a socket timeout past threading.TIMEOUT_MAX (~292 years)
+    raised a raw OverflowError for every URL, and the client got internal_error. The waits
+    are clamped there: with and without a `cancel` event (which polls the worker instead of
+    joining it once), over http and from a file."""
+    assert timeout > threading.TIMEOUT_MAX
+    assert default_fetcher(web.url("/cert.der"), LIMIT, timeout) == CERT
+    (tmp_path / "c.der").write_bytes(CERT)
+    assert make_fetcher(schemes=("file",))((tmp_path / "c.der").as_uri(), LIMIT, timeout) == CERT
+    entries = [(web.url("/cert.der"), sha1(CERT))]
+    cancel = threading.Event()
+    assert fetch_client_chain(entries, default_fetcher, LIMIT, timeout, cancel=cancel) == (CERT,)
 
 
 def test_a_stalled_lookup_is_cut_at_the_time_limit() -> None:

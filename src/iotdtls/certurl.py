@@ -76,6 +76,11 @@ _READ_CHUNK = 16 * 1024
 _SHOWN_URL = 80
 #: How often a fetch looks at its `cancel` event (seconds).
 _CANCEL_POLL = 0.02
+#: The longest a thread join or a socket timeout waits (seconds; both count nanoseconds in a
+#: signed 64-bit integer: about 292 years). A longer `timeout`, inf included, which the
+#: configuration accepts as it does for its other timeouts, waits that long: as good as for
+#: ever, where the raw value made every fetch raise OverflowError.
+_LONGEST_WAIT: Final = threading.TIMEOUT_MAX
 
 #: The `cancel` event of the `fetch_client_chain` running in this thread, for `_within` (a
 #: fetcher is called as `(url, size_limit, timeout)`, also through an application's wrapper).
@@ -136,7 +141,7 @@ def _within(
     worker.start()
     cancel: threading.Event | None = getattr(_current, "cancel", None)
     if cancel is None:
-        worker.join(max(timeout, 0.0))
+        worker.join(min(max(timeout, 0.0), _LONGEST_WAIT))
     else:
         end = time.monotonic() + timeout
         while worker.is_alive() and not cancel.is_set() and (left := end - time.monotonic()) > 0:
@@ -191,11 +196,12 @@ class _Deadline:
         self._expired = False
 
     def remaining(self) -> float:
-        """Seconds left, as a socket timeout (never 0: that would make it non-blocking)."""
+        """Seconds left, as a socket timeout (never 0: that would make it non-blocking; at most
+        `_LONGEST_WAIT`, which `settimeout` takes)."""
         left = self.at - time.monotonic()
         if left <= 0:
             raise CertificateFetchError("no time left")
-        return left
+        return min(left, _LONGEST_WAIT)
 
     def watch(self, sock: socket.socket) -> None:
         twin = sock.dup()
