@@ -44,9 +44,13 @@ def sha1(data: bytes) -> bytes:
     return hashlib.sha1(data).digest()
 
 
+#: Every scheme the fetcher knows: file URLs are fetched only when asked for.
+WITH_FILES = ("http", "https", "file")
+
+
 def fetch_error(url: str, limit: int = LIMIT, timeout: float = 5.0) -> str:
     with pytest.raises(CertificateFetchError) as info:
-        make_fetcher()(url, limit, timeout)
+        make_fetcher(schemes=WITH_FILES)(url, limit, timeout)
     message = str(info.value)
     assert message and "\n" not in message
     return message
@@ -109,7 +113,7 @@ def test_a_body_of_many_reads_arrives_whole(web: LocalHttpServer, tmp_path: Path
     web.routes["/big"] = Route(big, chunked_close=True)
     (tmp_path / "big.der").write_bytes(big)
     for url in (web.url("/big"), (tmp_path / "big.der").as_uri()):
-        assert make_fetcher()(url, 64 * 1024, 5.0) == big
+        assert make_fetcher(schemes=WITH_FILES)(url, 64 * 1024, 5.0) == big
 
 
 @pytest.mark.parametrize("route", [Route(CERT, delay=3.0), Route(CERT[:200], dribble=0.02)])
@@ -277,6 +281,26 @@ def test_a_bad_url_part_is_named(url: str, message: str) -> None:
                                  "cert.der", "//127.0.0.1/cert.der"])
 def test_other_schemes_are_refused(url: str) -> None:
     assert "scheme" in fetch_error(url)
+
+
+def test_file_urls_are_fetched_only_when_asked_for(tmp_path: Path) -> None:
+    """Probe CH: the fetch runs before the client's chain is validated, and the default
+    fetcher read file URLs, so a client nobody trusts learned from the alert whether a path
+    on the server existed as a readable regular file of at most the size limit
+    (bad_certificate_hash_value) or not (certificate_unobtainable). RFC 6066 §5 asks for
+    http only; the default fetches http and https, file only when named."""
+    present = tmp_path / "present.txt"
+    present.write_bytes(b"not a certificate")
+    entries = [(present.as_uri(), sha1(CERT))], [((tmp_path / "absent").as_uri(), sha1(CERT))]
+    for fetcher in (default_fetcher, make_fetcher()):
+        with pytest.raises(CertificateFetchError) as info:
+            fetcher(present.as_uri(), LIMIT, 5.0)
+        assert str(info.value).endswith(": the URL scheme is not one of http, https")
+        for urls in entries:  # present or absent: the same alert, for the scheme
+            assert "scheme" in refused(AlertDescription.certificate_unobtainable, urls, fetcher)
+    assert make_fetcher(schemes=WITH_FILES)(present.as_uri(), LIMIT, 5.0) == b"not a certificate"
+    assert "hash" in refused(AlertDescription.bad_certificate_hash_value, entries[0],
+                             make_fetcher(schemes=WITH_FILES))
 
 
 def test_a_fetcher_with_fewer_schemes(web: LocalHttpServer, tmp_path: Path) -> None:

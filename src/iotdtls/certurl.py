@@ -9,14 +9,23 @@ sans-I/O core never imports it.
 * `CertificateFetcher`: `(url, size_limit, timeout) -> bytes`, the bytes at `url`, at most
   `size_limit` of them, within `timeout` seconds; failures raise `CertificateFetchError` (or
   `OSError`).
-* `default_fetcher`: http, https and file URLs with those limits (`make_fetcher` builds one
-  with another TLS context or fewer schemes). Redirects are followed only to the same scheme,
-  at most `MAX_REDIRECTS` times; an http(s) URL with user information or a port outside
-  1..65535 is refused, its message naming that part. Mind what it means on a server: a client
-  makes it send GET requests wherever it likes and read any local file by its hash (it learns
-  nothing but whether the hash matched). A server that faces untrusted clients should pass a
-  fetcher limited to its own certificate host (`make_fetcher(schemes=("https",))` and a wrapper that
-  checks the host).
+* `default_fetcher`: http and https URLs with those limits (RFC 6066 §5: a server MUST
+  support http and MAY support other schemes). `make_fetcher` builds one with another TLS
+  context or other schemes: file URLs (RFC 8089, local regular files) only when asked for,
+  `make_fetcher(schemes=("http", "https", "file"))`. Redirects are followed only to the same
+  scheme, at most `MAX_REDIRECTS` times; an http(s) URL with user information or a port
+  outside 1..65535 is refused, its message naming that part.
+  Mind what it means on a server: the fetch runs before the client's chain is validated, so
+  a client with no credentials at all makes the server send GET requests wherever it likes,
+  and learns from the alert: bad_certificate_hash_value (rather than
+  certificate_unobtainable) says the URL answered, in time, with at most `size_limit` bytes,
+  and an alert of the chain's own (a hash that matched) that those bytes are the ones it
+  guessed. Over http(s) that tells whether a host and port the server can reach serves there
+  (and, from how long the alert takes, whether an address answers at all); with file URLs,
+  whether a path exists, is a regular file of at most `size_limit` bytes and is readable by
+  the server's user, and whether its content is what the client guessed. A server that faces
+  untrusted clients should pass a fetcher limited to its own certificate host
+  (`make_fetcher(schemes=("https",))` and a wrapper that checks the host).
 * `fetch_client_chain`: fetch each `individual_certs` URL in order (leaf first, RFC 6066 §5),
   compare its SHA-1 with the one sent, in constant time, and return the DER chain. A failure to
   fetch is certificate_unobtainable(111), a hash mismatch bad_certificate_hash_value(114), as
@@ -72,6 +81,9 @@ MAX_REDIRECTS: Final = 4
 
 _HTTP_SCHEMES = frozenset({"http", "https"})
 _ALL_SCHEMES = ("http", "https", "file")
+#: What `make_fetcher` and `default_fetcher` fetch unless told: file URLs would let any
+#: client, before it is authenticated, probe the server's files (see the module's text).
+_DEFAULT_SCHEMES = ("http", "https")
 _READ_CHUNK = 16 * 1024
 _SHOWN_URL = 80
 #: How often a fetch looks at its `cancel` event (seconds).
@@ -94,10 +106,12 @@ class CertificateFetchError(Exception):
 def make_fetcher(
     *,
     ssl_context: ssl.SSLContext | None = None,
-    schemes: Collection[str] = _ALL_SCHEMES,
+    schemes: Collection[str] = _DEFAULT_SCHEMES,
 ) -> CertificateFetcher:
-    """A fetcher for the URL `schemes` (of http, https, file); https checks the server with
-    `ssl_context` (default: the system's trust store)."""
+    """A fetcher for the URL `schemes` (of http, https, file; default http and https: file
+    only when named, RFC 6066 §5 leaves other schemes to the server and their security
+    implications with it); https checks the server with `ssl_context` (default: the
+    system's trust store)."""
     allowed = frozenset(schemes)
     if not allowed or not allowed <= set(_ALL_SCHEMES):
         raise ValueError(f"certificate URL schemes must be among {', '.join(_ALL_SCHEMES)}")
@@ -422,7 +436,7 @@ def _reason(exc: BaseException) -> str:
 
 
 default_fetcher: Final[CertificateFetcher] = make_fetcher()
-"""Fetches http, https (system trust store) and file URLs."""
+"""Fetches http and https (system trust store) URLs; file URLs are refused (see `make_fetcher`)."""
 
 
 def fetch_client_chain(

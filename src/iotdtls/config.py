@@ -994,7 +994,8 @@ class ServerConfig(_CommonConfig):
     #: canonical form, 01-23-45-67-89-AB-CD-EF (`CertificateIdentity.name`).
     client_trust_anchors: Sequence[bytes] = ()
     #: Fetches client certificates from the URLs a client sends instead of its chain (RFC 6066
-    #: §5, CRT-7); None refuses the extension. A fetcher reaches wherever a client points it:
+    #: §5, CRT-7); None refuses the extension. A fetcher reaches wherever a client points it,
+    #: before the client is authenticated (`default_fetcher`: http and https, not file):
     #: restrict it (`iotdtls.certurl.make_fetcher`) on a server facing untrusted clients.
     #: A plain function (called synchronously: async def is refused). The asyncio server runs
     #: `aio.MAX_CONCURRENT_FETCHES` at once, `aio.MAX_WAITING_FETCHES` more waiting, at most
