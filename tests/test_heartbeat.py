@@ -14,8 +14,8 @@ import pytest
 from iotdtls import aio
 from iotdtls.config import ClientConfig, ServerConfig
 from iotdtls.connection import ConnectionState, DtlsConnection
-from iotdtls.errors import ConfigError, LocalProtocolError, PeerUnresponsive
-from iotdtls.events import ConnectionClosed, HeartbeatAnswered
+from iotdtls.errors import AlertDescription, ConfigError, LocalProtocolError, PeerUnresponsive
+from iotdtls.events import AlertReceived, ConnectionClosed, HeartbeatAnswered
 from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
 from iotdtls.messages import (
     ClientHello,
@@ -35,7 +35,9 @@ from tests.memory_link import (
     MemoryLink,
     established,
     events_of,
+    handshake_record,
     make_link,
+    next_send_seq,
     plain_handshake,
     record_layer,
     records,
@@ -247,6 +249,104 @@ def test_requests_are_answered_only_when_authentic_and_allowed(
         link.server.receive_datagram(forged(link, request), CLIENT_ADDR, link.now)
         link.step()
         assert len(wire_from(link, "server")) == before + 1
+
+
+def answers_to(link: MemoryLink, request_records: list[bytes]) -> list[bytes]:
+    """The server's datagrams in answer to one datagram of `request_records`; the client has
+    taken every record of them."""
+    before = len(wire_from(link, "server"))
+    taken = link.client.discards[HeartbeatDrop.UNEXPECTED_RESPONSE]
+    link.server.receive_datagram(b"".join(request_records), CLIENT_ADDR, link.now)
+    link.step()
+    answers = wire_from(link, "server")[before:]
+    count = sum(len(records(d)) for d in answers)
+    # Each one authenticated by the client (past its replay window) and parsed: a response
+    # to a request the client never sent.
+    assert link.client.discards[HeartbeatDrop.UNEXPECTED_RESPONSE] == taken + count
+    return answers
+
+
+def request_record(link: MemoryLink, payload: bytes = b"") -> bytes:
+    return forged(link, b"\x01" + len(payload).to_bytes(2, "big") + payload + PADDING)
+
+
+@pytest.mark.req("EXT-5")
+def test_the_answers_to_one_datagram_of_requests_leave_packed_to_the_mtu() -> None:
+    """Probe CH: one datagram of N requests was answered by N datagrams (30 at 1440 bytes):
+    no more bytes, but N times the datagrams. RFC 6520 §4 asks for a response to each; they
+    now leave packed as a flight's records are, in datagrams of at most `mtu` bytes, their
+    record numbers in order."""
+    link = hb_link()
+    mtu = server_of(link).config.mtu
+    answers = answers_to(link, [request_record(link) for _ in range(30)])
+    assert mtu == 1232
+    assert [len(d) for d in answers] == [25 * 48, 5 * 48]  # 48 bytes each: 25 fit the mtu
+    numbers = [h.sequence_number for d in answers for h, _ in records(d)]
+    assert len(numbers) == 30 and numbers == sorted(numbers)
+    assert {h.content_type for d in answers for h, _ in records(d)} == {ContentType.heartbeat}
+    assert server_of(link).state is ConnectionState.ESTABLISHED
+
+
+@pytest.mark.req("EXT-5")
+def test_each_datagram_of_requests_has_answers_of_its_own() -> None:
+    """Two datagrams received before the server sends: each one's answers leave in their
+    own datagram (they never join what answered the one before), and a response too large
+    to join the datagram before it, one probing the path MTU (§5.1), leaves alone."""
+    link = hb_link()
+    mtu = server_of(link).config.mtu
+    # The client's connection, which (unlike a ServerEndpoint) holds its answers until asked.
+    layer = record_layer(server_of(link))
+    before = len(wire_from(link, "client"))
+    for _ in range(2):
+        requests = [layer.seal(ContentType.heartbeat, b"\x01\x00\x00" + PADDING, 1) for _ in "ab"]
+        link.client.receive_datagram(b"".join(requests), link.now)
+    link.step()
+    assert [len(d) for d in wire_from(link, "client")[before:]] == [96, 96]
+    assert server_of(link).discards[HeartbeatDrop.UNEXPECTED_RESPONSE] == 4
+    beats = link.client._heartbeats
+    assert beats is not None and beats.answers is None  # sent: the connection keeps none
+    probe = request_record(link, bytes(mtu - 48 - 40))  # its response: 40 bytes short of mtu
+    answers = answers_to(link, [request_record(link), probe, request_record(link)])
+    assert [len(d) for d in answers] == [48, mtu - 40, 48]
+    beyond = request_record(link, bytes(mtu))  # a response past our mtu still goes (§5.1)
+    assert [len(d) for d in answers_to(link, [beyond, request_record(link)])] == [mtu + 48, 48]
+
+
+@pytest.mark.req("EXT-5")
+def test_a_response_joins_only_the_last_datagram_queued() -> None:
+    """Records leave in the order of their sequence numbers: a response after another record
+    queued in between (here the client's no_renegotiation to a HelloRequest between two
+    requests, RFC 5746 §4.2) starts a datagram after it, never joining the one before."""
+    link = hb_link()
+    layer = record_layer(server_of(link))
+    request = b"\x01\x00\x00" + PADDING
+    hello_request = handshake_record(
+        layer, HandshakeType.hello_request, next_send_seq(server_of(link)), b"", 1
+    )
+    datagram = b"".join(
+        [layer.seal(ContentType.heartbeat, request, 1), hello_request,
+         layer.seal(ContentType.heartbeat, request, 1)]
+    )
+    before = len(wire_from(link, "client"))
+    link.client.receive_datagram(datagram, link.now)
+    link.step()
+    answers = wire_from(link, "client")[before:]
+    kinds = [[h.content_type for h, _ in records(d)] for d in answers]
+    assert kinds == [[ContentType.heartbeat], [ContentType.alert], [ContentType.heartbeat]]
+    numbers = [h.sequence_number for d in answers for h, _ in records(d)]
+    assert numbers == sorted(numbers)
+    assert server_of(link).discards[HeartbeatDrop.UNEXPECTED_RESPONSE] == 2
+    refused = AlertReceived(AlertDescription.no_renegotiation)
+    assert events_of(link, "server", AlertReceived) == [refused]
+
+
+@pytest.mark.req("EXT-5")
+def test_answers_to_a_peer_that_asked_for_small_records_fit_one_of_them() -> None:
+    """RFC 6066 §4: a peer that asked for 512-byte records gets datagrams of at most one full
+    record of them (512 + the 29 bytes of a record's overhead), as a flight's are."""
+    link = hb_link(client={"max_fragment_length": 512})
+    answers = answers_to(link, [request_record(link) for _ in range(12)])
+    assert [len(d) for d in answers] == [11 * 48, 48]  # 528 <= 541 < 576
 
 
 @pytest.mark.req("EXT-5")

@@ -581,6 +581,8 @@ class DtlsConnection:
         handshake = HANDSHAKE_CONTENT
         limit = self._fragment_limit
         beats = self._heartbeats
+        if beats is not None:
+            beats.answers = None  # a new datagram: its answers start their own
         try:
             for record in self._records.open_records(data):
                 if record.epoch != data_epoch:
@@ -617,6 +619,7 @@ class DtlsConnection:
         beats = self._heartbeats
         if beats is not None:  # (a caller without a clock passes 0: never move it back)
             beats.last_sent = max(beats.last_sent, now)
+            beats.answers = None  # sent: nothing joins it (and it is not kept)
         return out
 
     def get_timer(self) -> float | None:
@@ -868,12 +871,43 @@ class DtlsConnection:
             return
         response, elapsed = beats.on_message(record.payload, now)
         if response is not None:
-            self._send_heartbeat_message(response)
+            self._answer_heartbeat(beats, response)
         if elapsed is not None:
             self._emit(HeartbeatAnswered(elapsed))
 
     def _send_heartbeat_message(self, message: bytes) -> None:
         self._queue([self._records.seal(ContentType.heartbeat, message, self._write_epoch)])
+
+    def _answer_heartbeat(self, beats: Heartbeats, response: bytes) -> None:
+        """RFC 6520 §4: every request is answered; the responses to the requests of one
+        datagram leave packed into datagrams of at most `_answer_room` bytes, as a flight's
+        records are (RFC 6347 §4.1.1), so a datagram of N requests is not answered by N
+        datagrams (probe CH: 30 at 1440 bytes). A response joins only the last datagram
+        queued, so records leave in the order of their sequence numbers; one too large to
+        join leaves on its own (a peer probing the path MTU, §5.1, gets its copy)."""
+        record = self._records.seal(ContentType.heartbeat, response, self._write_epoch)
+        out = self._outgoing
+        last = beats.answers
+        if (
+            last is not None
+            and out
+            and out[-1] is last
+            and len(last) + len(record) <= self._answer_room()
+        ):
+            out[-1] = last = last + record
+        else:
+            self._queue([record])
+            last = record
+        beats.answers = last
+
+    def _answer_room(self) -> int:
+        """The largest datagram of heartbeat responses: `config.mtu`, and, to a peer that
+        asked for small records (RFC 6066 §4), one full record of them, as `_transmit_flight`
+        sends (its receive buffer may be no larger)."""
+        limit = self._fragment_limit
+        if limit < MAX_PLAINTEXT_LENGTH:
+            return min(self.config.mtu, limit + self.record_overhead)
+        return self.config.mtu
 
     def _heartbeat_timer(self, now: float) -> None:
         beats = self._heartbeats

@@ -12,7 +12,9 @@ to a peer that refused them, and we drop, unanswered, every request we did not a
   connection hands over only those), carrying an exact copy of its payload (§4: a MUST unless
   the requests were refused, §2), so as large as the request even beyond our `mtu`: a peer
   probes the path MTU with requests (§5.1). §4's "payload_length too large: discard" is a
-  payload_length beyond what the record holds (below), not a size we would not send.
+  payload_length beyond what the record holds (below), not a size we would not send. The
+  connection packs the responses to the requests of one datagram, in order, into datagrams of
+  at most its `mtu` (`answers`): a datagram of N requests is not answered by N datagrams.
 * Dropped silently and counted (`dropped`): a payload_length the record cannot hold and padding
   under 16 bytes (§4, the Heartbleed check, `HeartbeatMessage.decode`), an unknown type, a
   response nobody asked for or with the wrong payload, a request we did not allow.
@@ -83,6 +85,7 @@ class Heartbeats:
         "_retransmit",
         "_threshold",
         "_timer",
+        "answers",
         "last_heard",
         "last_sent",
         "may_send",
@@ -103,6 +106,9 @@ class Heartbeats:
         self.may_send = False
         self.last_sent = 0.0
         self.last_heard = 0.0
+        #: The connection's datagram of our responses to the requests of the datagram being
+        #: received, still queued and last, which more responses may join (None otherwise).
+        self.answers: bytes | None = None
 
     @property
     def dropped(self) -> Counter[HeartbeatDrop]:
