@@ -170,6 +170,28 @@ def test_put_post_delete_against_libcoap_server() -> None:
 
 
 @pytest.mark.req("COAP-1")
+def test_an_observation_libcoap_ends_with_4_04_exits_1() -> None:
+    """libcoap's server ends an observation with a 4.04 on its token (RFC 7641 §3.2) when the
+    resource is deleted, or when it stops (probe CH: SIGINT): the command prints that code as
+    every notification's and exits 1, as for an error response (it exited 0, printing
+    nothing for it)."""
+    require_peer("coap-server-gnutls")
+    # -d: POST creates resources, DELETE removes them.
+    with libcoap_server("gnutls", "-d", "4") as (port, _):
+        base = f"coaps://{LOCALHOST}:{port}"
+        made = coap("post", f"{base}/made", "here", *LIBCOAP_CREDENTIALS)
+        assert made.returncode == 0, made.stderr
+        argv = [*CLI, "coap", "get", f"{base}/made", "--observe", "--duration", "20",
+                *LIBCOAP_CREDENTIALS]
+        with PeerProcess(argv, name="iotdtls-coap-observe", time_limit=30.0) as observer:
+            observer.wait_for_output(r"here\n", 10.0)  # the response: the observer is known
+            deleted = coap("delete", f"{base}/made", *LIBCOAP_CREDENTIALS)
+            assert deleted.returncode == 0, deleted.stderr
+            assert observer.wait(10.0) == 1, observer.output
+        assert observer.output == "2.05 Content\nhere\n4.04 Not Found\n"
+
+
+@pytest.mark.req("COAP-1")
 def test_raw_public_keys_through_the_shared_credential_flags(tmp_path: Path) -> None:
     files = make_rpk_files(tmp_path)
     with coap_serve("--rpk-key", str(files.server_key), "--rpk-allow", str(files.client_pub),

@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -443,12 +444,15 @@ async def _request(
             await context.find_remote_and_interface(first)
             remote = first.remote if isinstance(first.remote, ClientRemote) else None
         request = context.request(message)
+        # Kept from the start: notifications that come with the response are not lost.
+        observation = request.observation
+        notifications = None if observation is None else _Notifications(observation)
         response = await asyncio.wait_for(request.response, args.timeout)
         _print(response, code=True, lines=observe)
         if not response.code.is_successful():
             return 1
-        if observe and request.observation is not None:
-            return await _follow(request.observation, args.duration)
+        if notifications is not None:
+            return await _follow(notifications, args.duration)
         return 0
     except error.Error as exc:
         return _failed(_unreachable(exc, args.uri) or _problem(exc))
@@ -470,28 +474,60 @@ async def _request(
         await context.shutdown()
 
 
-async def _follow(observation: ClientObservation, duration: float | None) -> int:
-    """Print notifications until `duration` passes (or forever), or the observation ends: the
-    resource is not observable (RFC 7641 §3.1: a response without Observe), or it failed (the
-    association ended, RFC 7252 §9.1). aiocoap cancels an observation that ended itself. A
-    server that vanished without close_notify (killed, say) only stops notifying: no error
-    comes (the observation is not re-registered after Max-Age, RFC 7641 §3.3.1), so without
-    `duration` this waits for ever; the help says so."""
+class _Notifications:
+    """Every notification of an observation, in order, then how the observation ended. aiocoap's
+    `async for` over it keeps one at a time: what came before the loop began is gone, and a
+    last notification (not 2.xx, or without Observe, RFC 7641 §3.2), followed at once by the
+    observation's end, is replaced by it unless the loop was already waiting (probe CH). Its
+    callbacks, registered as the request is made, keep them all."""
 
-    async def notifications() -> None:
-        async for notification in observation:
-            _print(notification, code=False, lines=True)
+    def __init__(self, observation: ClientObservation) -> None:
+        self.observation = observation
+        self._queue: asyncio.Queue[Message | Exception] = asyncio.Queue()
+        with warnings.catch_warnings():  # deprecated in aiocoap 0.4.17 for the iterator
+            warnings.simplefilter("ignore", DeprecationWarning)
+            observation.register_callback(self._queue.put_nowait)
+            observation.register_errback(self._queue.put_nowait)
+
+    async def next(self) -> Message | None:
+        """The next notification, or None when the observation ended as it may: the resource
+        is not observable (a response without Observe, RFC 7641 §3.1) or the server ended it
+        (a notification without Observe, §3.2); anything else it ended with is raised (the
+        association ended, RFC 7252 §9.1, or a notification aiocoap could not handle)."""
+        from aiocoap import error
+
+        item = await self._queue.get()
+        if isinstance(item, error.NotObservable | error.ObservationCancelled):
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+async def _follow(notifications: _Notifications, duration: float | None) -> int:
+    """Print notifications until `duration` passes (or forever), or the observation ends: 1
+    when it ends with a notification that is not 2.xx (RFC 7641 §3.2: 4.04 when the resource
+    went away), or failed; else 0. aiocoap cancels an observation that ended itself. A server
+    that vanished without close_notify (killed, say) only stops notifying: no error comes (the
+    observation is not re-registered after Max-Age, RFC 7641 §3.3.1), so without `duration`
+    this waits for ever; the help says so."""
+
+    async def until_the_end() -> int:
+        while (notification := await notifications.next()) is not None:
+            _print(notification, code=True, lines=True)
+            if not notification.code.is_successful():
+                return 1  # the last (§3.2), even if a server gave it an Observe option
+        return 0
 
     try:
-        await asyncio.wait_for(notifications(), duration)
+        return await asyncio.wait_for(until_the_end(), duration)
     except TimeoutError:
         return 0
     except Exception as exc:
         return _aiocoap_failed(exc)
     finally:
-        if not observation.cancelled:
-            observation.cancel()
-    return 0
+        if not notifications.observation.cancelled:
+            notifications.observation.cancel()
 
 
 def _print(message: Message, code: bool, lines: bool) -> None:
