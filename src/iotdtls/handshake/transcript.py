@@ -38,8 +38,9 @@ class Transcript:
         self._hash.update(encoded)
 
     def digest(self) -> bytes:
-        """The hash of everything added so far (the running hash continues)."""
-        return self._hash.copy().digest()
+        """The hash of everything added so far (the running hash continues: hashlib's
+        `digest` finishes a copy of its state, so no copy is made here)."""
+        return self._hash.digest()
 
     def reset(self) -> None:
         """Start over (after a HelloVerifyRequest, RFC 6347 §4.2.6)."""
