@@ -1,22 +1,34 @@
 """`iotdtls._values.statically_frozen`: the core's messages and key material are frozen to the
 type checker and behave as frozen dataclasses (equality, hash, `replace`, redacted reprs), with
-a plain `__init__` at run time."""
+a plain `__init__` at run time. `plainly_built`: the frozen values a handshake hands to users
+(`HandshakeComplete`, `SessionState`) made from a plain twin, frozen at run time all the same."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mypy import api as mypy_api
 
+from iotdtls._values import plainly_built
+from iotdtls.config import Mode
+from iotdtls.connection import ConnectionState
 from iotdtls.crypto import Ccm8Protector, KeyBlock
 from iotdtls.crypto.suites import EpochKeys
+from iotdtls.errors import ConfigError
+from iotdtls.events import HandshakeComplete
+from iotdtls.identity import PskIdentity
 from iotdtls.messages.alert import Alert
 from iotdtls.messages.ccs import ChangeCipherSpec
 from iotdtls.messages.handshake import ClientHello, Finished, HelloVerifyRequest, ServerHello
 from iotdtls.messages.keyexchange import ClientKeyExchangePsk
+from iotdtls.sessions import SessionState
+from tests.memory_link import events_of, make_link
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 STATICALLY_FROZEN = (
@@ -86,3 +98,74 @@ def test_mypy_refuses_an_assignment_to_a_field(
     assert status == 1
     assert 'Property "verify_data" defined in "Finished" is read-only' in out
     assert 'Property "client_write_key" defined in "KeyBlock" is read-only' in out
+
+
+def test_a_handshake_hands_out_frozen_values_that_are_what_their_classes_make() -> None:
+    """The `HandshakeComplete` events and sessions of a handshake are made by `plainly_built`:
+    instances of their classes, equal and hashed as the classes' own constructors make them,
+    refusing assignment at run time (`FrozenInstanceError`, which users rely on)."""
+    link = make_link()
+    link.handshake()
+    assert link.client.state is ConnectionState.ESTABLISHED
+    (complete,) = events_of(link, "client", HandshakeComplete)
+    assert type(complete) is HandshakeComplete
+    fields = {f.name: getattr(complete, f.name) for f in dataclasses.fields(complete)}
+    assert complete == HandshakeComplete(**fields)
+    assert hash(complete) == hash(HandshakeComplete(**fields))
+    assert refuses_assignment(complete, "resumed")
+    session = link.client.session
+    assert type(session) is SessionState
+    assert refuses_assignment(session, "server_name")
+
+
+def refuses_assignment(value: object, name: str) -> bool:
+    """Assigning to field `name` of `value` raises `FrozenInstanceError`."""
+    try:
+        setattr(value, name, getattr(value, name))
+    except dataclasses.FrozenInstanceError:
+        return True
+    return False
+
+
+def session_fields(**changes: Any) -> dict[str, Any]:
+    return {
+        "session_id": b"s" * 32,
+        "cipher_suite": 0xC0A8,
+        "mode": Mode.PSK,
+        "master_secret": bytes(48),
+        "peer": PskIdentity(b"id"),
+        **changes,
+    }
+
+
+def test_plainly_built_values_are_instances_of_their_frozen_class() -> None:
+    make = plainly_built(SessionState)
+    made = make(**session_fields())
+    assert type(made) is SessionState and made == SessionState(**session_fields())
+    assert repr(made) == repr(SessionState(**session_fields()))
+    assert not hasattr(made, "__dict__")
+    assert refuses_assignment(made, "cipher_suite")
+    for copied in (copy.copy(made), copy.deepcopy(made), pickle.loads(pickle.dumps(made))):
+        assert copied == made and type(copied) is SessionState
+    assert dataclasses.replace(made, server_name="host") == SessionState(
+        **session_fields(server_name="host")
+    )
+
+
+def test_plainly_built_values_pass_their_class_checks() -> None:
+    """`__post_init__` runs on the twin: a plainly built value is checked as one made by its
+    class."""
+    with pytest.raises(ConfigError, match="master secret is 48 bytes"):
+        plainly_built(SessionState)(**session_fields(master_secret=bytes(47)))
+
+
+def test_plainly_built_refuses_a_class_it_cannot_twin() -> None:
+    """A frozen dataclass without slots has a layout its twin does not share: refused when the
+    constructor is made, not at the first value."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted:
+        value: int
+
+    with pytest.raises(TypeError):
+        plainly_built(Unslotted)

@@ -25,6 +25,7 @@ from enum import Enum, auto
 
 from iotdtls._arguments import check_bytes_like, check_session, check_session_store, sealable
 from iotdtls._enum import IdentityHashEnum
+from iotdtls._values import plainly_built
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.credentials import WallClockFailed, read_wall_clock, validity_problem
 from iotdtls.crypto.suites import EpochKeys
@@ -96,6 +97,8 @@ ADOPTABLE_SEQUENCE_LIMIT = 1 << 40
 #: last flight, unless the peer shows sooner that it has it (RFC 6347 §4.2.4: at least twice
 #: TCP's maximum segment lifetime of two minutes). Then the handshake state goes.
 FINAL_FLIGHT_HOLD = 240.0
+#: `HandshakeComplete(...)`, made without its field-by-field frozen stores (`plainly_built`).
+_handshake_complete = plainly_built(HandshakeComplete)
 #: Application records of the handshake's new epoch that reach us before the peer's Finished,
 #: held to deliver once it is verified (RFC 6347 §4.1: of packets of a new epoch that arrive
 #: before the handshake has completed, "implementations MAY either buffer or discard such
@@ -1304,7 +1307,7 @@ class DtlsConnection:
         if self.config.keepalive_interval is not None and self.is_client:
             self._warn_if_keepalive_off()
         self._emit(
-            HandshakeComplete(
+            _handshake_complete(
                 session.cipher_suite,
                 session.peer,
                 session.extended_master_secret,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from iotdtls._values import plainly_built
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.crypto.suites import EpochKeys, SuiteInfo
 from iotdtls.errors import AlertDescription, ProtocolError
@@ -50,6 +51,8 @@ __all__ = [
 CHANGE_CIPHER_SPEC = -1
 #: Enum members of the hot paths by module-level name (why: docs/internals.md, layers 5-7).
 _FINISHED = HandshakeType.finished
+#: `SessionState(...)`, made without its field-by-field frozen stores (`plainly_built`).
+_session_state = plainly_built(SessionState)
 
 
 @dataclass(slots=True)
@@ -296,7 +299,7 @@ class HandshakeMachine:
     def session_state(self) -> SessionState:
         """The session of this handshake, whose hellos and key exchange are done."""
         assert self.suite is not None and self.peer is not None and self.mode is not None
-        return SessionState(
+        return _session_state(
             self.session_id,
             self.suite.code,
             self.mode,
