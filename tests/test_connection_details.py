@@ -28,6 +28,7 @@ from iotdtls.connection import (
     DtlsConnection,
 )
 from iotdtls.credentials import CertifiedKey, PrivateKey
+from iotdtls.crypto import psk_premaster_secret
 from iotdtls.endpoint import ServerEndpoint
 from iotdtls.errors import (
     AlertDescription,
@@ -50,6 +51,7 @@ from iotdtls.events import (
 )
 from iotdtls.handshake.transcript import handshake_header
 from iotdtls.heartbeat import HeartbeatDrop
+from iotdtls.identity import PskIdentity
 from iotdtls.messages import Alert, HandshakeType, HeartbeatMessage, HeartbeatMessageType
 from iotdtls.record import (
     MAX_PLAINTEXT_LENGTH,
@@ -65,6 +67,7 @@ from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
     KEY,
+    MemoryLink,
     drain,
     established,
     events_of,
@@ -978,3 +981,21 @@ def test_plaintext_held_behind_a_fetched_chain_is_dropped_when_the_change_cipher
     assert server.state is ConnectionState.HANDSHAKING
     server.receive_datagram(flight[-1], 0.0)
     assert server.state is ConnectionState.ESTABLISHED
+
+
+def test_a_psk_client_works_out_its_identity_and_key_exchange_once_per_configuration() -> None:
+    """Every handshake of one `ClientConfig` in PSK mode sends the same ClientKeyExchange and
+    derives from the same premaster secret (RFC 4279 §2), and hands out the same `peer`: made
+    once per configuration (`psk_key_exchange`, `psk_peer`), not per handshake."""
+    client, server = configs()
+    peers = []
+    for _ in range(2):
+        link = MemoryLink(client, server)
+        link.handshake()
+        (complete,) = events_of(link, "client", HandshakeComplete)
+        peers.append(complete.peer)
+    assert peers[0] is peers[1]
+    assert peers[0] == PskIdentity(IDENTITY)
+    body, premaster = client.psk_key_exchange
+    assert body == len(IDENTITY).to_bytes(2, "big") + IDENTITY
+    assert premaster == psk_premaster_secret(KEY)

@@ -43,6 +43,7 @@ from iotdtls.credentials import (
     read_wall_clock,
     warn_if_out_of_validity,
 )
+from iotdtls.crypto.keys import psk_premaster_secret
 from iotdtls.crypto.x509 import (
     DEFAULT_MAX_CHAIN_DEPTH,
     MAX_CHAIN_DEPTH_LIMIT,
@@ -51,9 +52,10 @@ from iotdtls.crypto.x509 import (
 )
 from iotdtls.crypto.x509names import reference_identity
 from iotdtls.errors import ConfigError
-from iotdtls.identity import RawPublicKeyIdentity, shown_identity
+from iotdtls.identity import PskIdentity, RawPublicKeyIdentity, shown_identity
 from iotdtls.messages import CertChainType, CertificateUrl, UrlAndHash
 from iotdtls.messages.extensions import SHA1_LEN
+from iotdtls.messages.keyexchange import ClientKeyExchangePsk
 
 __all__ = [
     "CONSTRAINED_RETRANSMIT",
@@ -868,6 +870,19 @@ class ClientConfig(_CommonConfig):
         if self.psk is not None:
             return Mode.PSK
         return Mode.RAW_PUBLIC_KEY if self.server_public_keys else Mode.X509
+
+    @cached_property
+    def psk_peer(self) -> PskIdentity:
+        """The `peer` of this client's every PSK association: its identity (RFC 4279 §2), one
+        value per configuration, not one per handshake (PSK mode only)."""
+        return PskIdentity(self.identity)
+
+    @cached_property
+    def psk_key_exchange(self) -> tuple[bytes, bytes]:
+        """The ClientKeyExchange body (psk_identity) and the premaster secret of this client's
+        every PSK handshake (RFC 4279 §2): the same each time, worked out once (PSK mode
+        only)."""
+        return ClientKeyExchangePsk(self.identity).encode(), psk_premaster_secret(self.psk_key)
 
     @cached_property
     def credential_digest(self) -> bytes:

@@ -58,7 +58,6 @@ from iotdtls.handshake.peerauth import (
     own_x509_urls,
 )
 from iotdtls.handshake.reassembly import HandshakeMessage
-from iotdtls.identity import PskIdentity
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
@@ -281,9 +280,9 @@ class ClientHandshake(HandshakeMachine):
         self.session_id = hello.session_id
         self.mode = self.config.mode
         if suite.key_exchange is _PSK_EXCHANGE:
-            self._exchange = PskClientExchange(self.config.identity, self.config.psk_key)
+            self._exchange = PskClientExchange(self.config)
             self._credential_digest = self.config.credential_digest
-            self.peer = PskIdentity(self.config.identity)
+            self.peer = self.config.psk_peer
             self.table = PSK_FLOW
         else:
             self._exchange = EcdheClientExchange(server_signs_with(self.config.mode))

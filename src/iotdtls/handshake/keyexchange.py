@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from iotdtls.config import MAX_PSK_LENGTH, PskLookup
+from iotdtls.config import MAX_PSK_LENGTH, ClientConfig, PskLookup
 from iotdtls.credentials import psk_digest
 from iotdtls.crypto import psk_premaster_secret, random_bytes
 from iotdtls.crypto.ecdhe import EphemeralKey
@@ -78,9 +78,8 @@ class ServerKeyExchanger(Protocol):
 class PskClientExchange:
     """RFC 4279 §2, client: the provisioned identity and key for this server (CFG-1)."""
 
-    def __init__(self, identity: bytes, psk: bytes) -> None:
-        self._identity = identity
-        self._psk = psk
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
 
     def __repr__(self) -> str:
         return "PskClientExchange(<key redacted>)"
@@ -91,8 +90,7 @@ class PskClientExchange:
         ServerKeyExchangePsk.decode(body)  # PSK-3: a hint must be well formed, and is ignored
 
     def client_key_exchange(self) -> tuple[bytes, bytes]:
-        body = ClientKeyExchangePsk(self._identity).encode()
-        return body, psk_premaster_secret(self._psk)
+        return self._config.psk_key_exchange
 
 
 class PskServerExchange:
