@@ -25,7 +25,6 @@ from enum import Enum, auto
 
 from iotdtls._arguments import check_bytes_like, check_session, check_session_store, sealable
 from iotdtls._enum import IdentityHashEnum
-from iotdtls._values import plainly_built
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.credentials import WallClockFailed, read_wall_clock, validity_problem
 from iotdtls.crypto.suites import EpochKeys
@@ -53,7 +52,6 @@ from iotdtls.events import (
     ConnectionClosed,
     DataReceived,
     Event,
-    HandshakeComplete,
     HeartbeatAnswered,
 )
 from iotdtls.handshake.alerts import CERTIFICATE_TYPE_ALERTS, permitted_alert
@@ -97,8 +95,6 @@ ADOPTABLE_SEQUENCE_LIMIT = 1 << 40
 #: last flight, unless the peer shows sooner that it has it (RFC 6347 §4.2.4: at least twice
 #: TCP's maximum segment lifetime of two minutes). Then the handshake state goes.
 FINAL_FLIGHT_HOLD = 240.0
-#: `HandshakeComplete(...)`, made without its field-by-field frozen stores (`plainly_built`).
-_handshake_complete = plainly_built(HandshakeComplete)
 #: Application records of the handshake's new epoch that reach us before the peer's Finished,
 #: held to deliver once it is verified (RFC 6347 §4.1: of packets of a new epoch that arrive
 #: before the handshake has completed, "implementations MAY either buffer or discard such
@@ -1287,7 +1283,7 @@ class DtlsConnection:
         self._max_send_size = self.max_send_size
         self._deadline = None
         hs = self._handshake
-        session = hs.session()
+        complete = hs.completion()
         hs.release()
         if self._flight is not None and self._flight.final:
             self._hold_until = now + FINAL_FLIGHT_HOLD
@@ -1296,26 +1292,17 @@ class DtlsConnection:
         peer_mode = hs.peer_heartbeat_mode if self.config.heartbeat else None
         logger.debug(
             "handshake complete: suite %#06x, ems=%s, resumed=%s%s%s",
-            session.cipher_suite,
-            session.extended_master_secret,
-            session.resumed,
-            _fragment_note(session.max_fragment_length),
+            complete.cipher_suite,
+            complete.extended_master_secret,
+            complete.resumed,
+            _fragment_note(complete.max_fragment_length),
             _heartbeat_note(peer_mode) if self.config.heartbeat else "",
         )
         if peer_mode is not None or self._heartbeats is not None:
             self._beats().start(peer_mode, hs.now)
         if self.config.keepalive_interval is not None and self.is_client:
             self._warn_if_keepalive_off()
-        self._emit(
-            _handshake_complete(
-                session.cipher_suite,
-                session.peer,
-                session.extended_master_secret,
-                session.resumed,
-                session.server_name,
-                session.max_fragment_length,
-            )
-        )
+        self._emit(complete)
         if self._early_data:
             self._deliver_early_data()
 

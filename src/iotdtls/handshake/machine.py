@@ -28,6 +28,7 @@ from iotdtls._values import plainly_built
 from iotdtls.config import ClientConfig, Mode, ServerConfig
 from iotdtls.crypto.suites import EpochKeys, SuiteInfo
 from iotdtls.errors import AlertDescription, ProtocolError
+from iotdtls.events import HandshakeComplete
 from iotdtls.handshake.alerts import BASE_ALERTS
 from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyschedule import KeySchedule
@@ -41,7 +42,6 @@ __all__ = [
     "NOTHING",
     "Handler",
     "HandshakeMachine",
-    "NegotiatedSession",
     "Outcome",
     "Table",
     "Transition",
@@ -53,22 +53,8 @@ CHANGE_CIPHER_SPEC = -1
 _FINISHED = HandshakeType.finished
 #: `SessionState(...)`, made without its field-by-field frozen stores (`plainly_built`).
 _session_state = plainly_built(SessionState)
-
-
-@dataclass(slots=True)
-class NegotiatedSession:
-    """What a completed handshake agreed on (no secrets here: safe to log and repr; a value
-    like `OutgoingMessage`)."""
-
-    cipher_suite: int
-    peer: PeerIdentity
-    extended_master_secret: bool
-    #: The abbreviated handshake of a resumed session (RFC 5246 §7.3).
-    resumed: bool = False
-    #: The server_name the client sent (RFC 6066 §3), "" for none.
-    server_name: str = ""
-    #: The negotiated max_fragment_length in bytes (RFC 6066 §4), None for none.
-    max_fragment_length: int | None = None
+#: `HandshakeComplete(...)`, made the same way.
+_handshake_complete = plainly_built(HandshakeComplete)
 
 
 @dataclass(slots=True)
@@ -278,9 +264,10 @@ class HandshakeMachine:
         code = self.max_fragment_length
         return MaxFragmentLengthCode(code).length if code else None
 
-    def session(self) -> NegotiatedSession:
+    def completion(self) -> HandshakeComplete:
+        """What the completed handshake agreed on, as the event that tells it (no secrets)."""
         assert self.peer is not None and self.suite is not None, "a completed handshake"
-        return NegotiatedSession(
+        return _handshake_complete(
             self.suite.code,
             self.peer,
             self.keys.extended_master_secret,
