@@ -34,7 +34,7 @@ from iotdtls.handshake.flight import Flight, OutgoingCcs, OutgoingMessage
 from iotdtls.handshake.keyschedule import KeySchedule
 from iotdtls.handshake.reassembly import HandshakeFragment, HandshakeMessage
 from iotdtls.identity import PeerIdentity
-from iotdtls.messages import Finished, HandshakeType, MaxFragmentLengthCode
+from iotdtls.messages import HandshakeType, MaxFragmentLengthCode
 from iotdtls.sessions import SessionState
 
 __all__ = [
@@ -237,13 +237,15 @@ class HandshakeMachine:
         return self.keys.derive(premaster, self.suite, self.is_client)
 
     def finished(self, epoch: int) -> OutgoingMessage:
-        """Our Finished over the transcript so far (RFC 5246 §7.4.9)."""
+        """Our Finished over the transcript so far (RFC 5246 §7.4.9): its body is the
+        verify_data, as it is (`Finished.encode`), so no `Finished` is made for it."""
         verify = self.keys.verify_data(from_client=self.is_client)
-        return self.outgoing(_FINISHED, Finished(verify).encode(), epoch)
+        return self.outgoing(_FINISHED, verify, epoch)
 
     def check_finished(self, msg: HandshakeMessage) -> None:
-        """Verify the peer's Finished in constant time (SEC-2); decrypt_error otherwise."""
-        received = Finished.decode(msg.body).verify_data
+        """Verify the peer's Finished in constant time (SEC-2); decrypt_error otherwise. Its
+        whole body is the verify_data (`Finished.decode`), compared as it came."""
+        received = msg.body
         self.keys.check_verify_data(received, from_client=not self.is_client)
         self.record(msg)
 
