@@ -47,6 +47,7 @@ from iotdtls.messages import (
     UnknownExtension,
     UrlAndHash,
 )
+from iotdtls.messages.ccs import check_change_cipher_spec
 from iotdtls.messages.handshake import encode_message_header
 
 RANDOM = bytes(range(32))
@@ -442,9 +443,12 @@ def test_alert() -> None:
 def test_change_cipher_spec() -> None:
     assert ChangeCipherSpec().encode() == b"\x01"
     assert ChangeCipherSpec.decode(b"\x01") == ChangeCipherSpec()
+    check_change_cipher_spec(b"\x01")
     for bad in (b"", b"\x00", b"\x02", b"\x01\x01"):
         with pytest.raises(DecodeError):
             ChangeCipherSpec.decode(bad)
+        with pytest.raises(DecodeError):
+            check_change_cipher_spec(bad)
 
 
 def test_heartbeat_message() -> None:

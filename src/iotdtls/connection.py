@@ -69,7 +69,8 @@ from iotdtls.handshake.reassembly import HandshakeFragment, Reassembler, fragmen
 from iotdtls.handshake.server import ServerHandshake
 from iotdtls.heartbeat import HeartbeatDrop, Heartbeats, TimerOutcome
 from iotdtls.identity import PeerIdentity, PskIdentity
-from iotdtls.messages import Alert, ChangeCipherSpec, HandshakeType, HeartbeatMode
+from iotdtls.messages import Alert, HandshakeType, HeartbeatMode
+from iotdtls.messages.ccs import check_change_cipher_spec
 from iotdtls.record import (
     ALERT_CONTENT,
     CCS_CONTENT,
@@ -1021,7 +1022,7 @@ class DtlsConnection:
         if record.epoch == hs.peer_epoch and hs.waiting_for_chain:
             # The peer's flight is all here, but we hold its messages until its certificate
             # chain is fetched: keep the ChangeCipherSpec for when its turn comes.
-            ChangeCipherSpec.decode(record.payload)
+            check_change_cipher_spec(record.payload)
             self._deferred_ccs = True
             return
         self._datagrams_since_ccs = 0
@@ -1029,7 +1030,7 @@ class DtlsConnection:
             # Early (reordered ahead of a lost message) or repeated: ignore, the peer resends.
             self.dropped[DropReason.UNEXPECTED_CCS] += 1
             return
-        ChangeCipherSpec.decode(record.payload)
+        check_change_cipher_spec(record.payload)
         hs.change_cipher_spec()
         self._note_progress()
         self._process_messages(now)

@@ -7,7 +7,7 @@ from typing import Self
 from iotdtls._values import statically_frozen
 from iotdtls.errors import DecodeError
 
-__all__ = ["CHANGE_CIPHER_SPEC_BYTE", "ChangeCipherSpec"]
+__all__ = ["CHANGE_CIPHER_SPEC_BYTE", "ChangeCipherSpec", "check_change_cipher_spec"]
 
 CHANGE_CIPHER_SPEC_BYTE = 1
 """The only value: `enum { change_cipher_spec(1), (255) } type` (RFC 5246 §7.1)."""
@@ -22,6 +22,15 @@ class ChangeCipherSpec:
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        if data != bytes([CHANGE_CIPHER_SPEC_BYTE]):
-            raise DecodeError(f"ChangeCipherSpec must be the single byte 01, got {data.hex()}")
+        check_change_cipher_spec(data)
         return cls()
+
+
+_BODY = bytes([CHANGE_CIPHER_SPEC_BYTE])
+
+
+def check_change_cipher_spec(data: bytes) -> None:
+    """`DecodeError` unless `data` is a ChangeCipherSpec (what `decode` checks, without making
+    the value: a connection only needs to know that it is one)."""
+    if data != _BODY:
+        raise DecodeError(f"ChangeCipherSpec must be the single byte 01, got {data.hex()}")
