@@ -508,3 +508,20 @@ def test_cookie_jars_without_a_master_secret_differ() -> None:
     one, two = CookieJar(60.0), CookieJar(60.0)
     assert one.make(1.0, b"addr", b"hello") != two.make(1.0, b"addr", b"hello")
     assert not two.verify(1.0, b"addr", b"hello", one.make(1.0, b"addr", b"hello"))
+
+
+@pytest.mark.parametrize(
+    ("record_seq", "message_seq", "cookie"),
+    [(0, 0, b""), (5, 1, bytes(range(COOKIE_LENGTH))), ((1 << 48) - 2, 0xFFFF, b"c" * 255)],
+)
+def test_the_gate_s_hello_verify_request_is_the_message_in_its_record(
+    record_seq: int, message_seq: int, cookie: bytes
+) -> None:
+    """The gate packs its HelloVerifyRequest in one go: the same bytes as the message encoded
+    behind its handshake header in a DTLS 1.0 record of epoch 0 (RFC 6347 §4.2.1, §4.2.2)."""
+    body = HelloVerifyRequest(DTLS_1_0, cookie).encode()
+    payload = encode_message_header(HandshakeType.hello_verify_request, len(body), message_seq)
+    payload += body
+    header = RecordHeader(ContentType.handshake, DTLS_1_0, 0, record_seq, len(payload))
+    datagram = iotdtls.endpoint._hello_verify_datagram(record_seq, message_seq, cookie)
+    assert datagram == header.encode() + payload

@@ -83,11 +83,10 @@ from iotdtls.handshake.server import check_client_version
 from iotdtls.messages import (
     DTLS_1_0,
     DTLS_1_2,
+    HANDSHAKE_HEADER_LEN,
     Alert,
     HandshakeType,
-    HelloVerifyRequest,
 )
-from iotdtls.messages.handshake import encode_message_header
 from iotdtls.record import (
     CCS_CONTENT,
     DATA_CONTENT,
@@ -876,10 +875,8 @@ class ServerEndpoint:
         cookie: bytes,
         address: Address,
     ) -> None:
-        body = HelloVerifyRequest(DTLS_1_0, cookie).encode()
-        payload = encode_message_header(_HELLO_VERIFY_REQUEST, len(body), message_seq) + body
         # RFC 6347 §4.2.1: record version 1.0 is safest; reuse the ClientHello's record sequence.
-        datagram = _plain_record(HANDSHAKE_CONTENT, DTLS_1_0, record_seq, payload)
+        datagram = _hello_verify_datagram(record_seq, message_seq, cookie)
         if len(datagram) > len(data):
             # Never amplify (HS-2). With the 16-byte cookie the answer is 44 bytes and the
             # smallest ClientHello that gets here 61: a guard for a longer cookie, not a case.
@@ -1200,6 +1197,39 @@ def _hello_record(data: bytes) -> _HelloRecord | None:
         type_and_length & 0xFFFFFF,
         (offset_high << 8) | (offset_low_and_fragment_length >> 24),
         fragment_length,
+    )
+
+
+#: A HelloVerifyRequest's record header (DTLS 1.0, epoch 0), handshake header (the whole
+#: message in one fragment) and server_version with the cookie's length byte (RFC 6347 §4.1,
+#: §4.2.2, §4.2.1), in one pack: the gate's answer to a first ClientHello, the counterpart of
+#: `_INITIAL_HEADERS` (one value and one write for each, not a message, a writer and a record
+#: header made and encoded for every hello of a flood).
+_HELLO_VERIFY_HEADERS = struct.Struct(">BHHHIHIHHIHB")
+#: server_version (2) and the cookie's length (1) before the cookie.
+_HELLO_VERIFY_FIXED = 3
+
+
+def _hello_verify_datagram(record_seq: int, message_seq: int, cookie: bytes) -> bytes:
+    """The datagram of one HelloVerifyRequest (server_version DTLS 1.0, RFC 6347 §4.2.1) in
+    record `record_seq`, handshake message `message_seq`, with `cookie` (up to 255 bytes)."""
+    length = _HELLO_VERIFY_FIXED + len(cookie)
+    return (
+        _HELLO_VERIFY_HEADERS.pack(
+            HANDSHAKE_CONTENT,
+            DTLS_1_0,
+            0,
+            record_seq >> 32,
+            record_seq & 0xFFFFFFFF,
+            HANDSHAKE_HEADER_LEN + length,
+            (_HELLO_VERIFY_REQUEST << 24) | length,
+            message_seq,
+            0,
+            length,
+            DTLS_1_0,
+            len(cookie),
+        )
+        + cookie
     )
 
 
