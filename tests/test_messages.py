@@ -7,6 +7,7 @@ from another implementation: the offsets in the comments are the checks.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -167,6 +168,20 @@ def test_client_hello_without_extension_block() -> None:
 def test_client_hello_rejects(description: str, data: bytes) -> None:
     with pytest.raises(DecodeError):
         ClientHello.decode(data)
+
+
+def test_client_hello_offer_is_encoded_once_and_unhashable_ones_each_time() -> None:
+    """What a hello offers behind its cookie is remembered encoded (a client offers the same
+    in every hello); an offer holding an unhashable value is encoded all the same."""
+    hello = ClientHello.decode(OPENSSL_PSK_CLIENT_HELLO)
+    assert hello.encode() == hello.encode() == OPENSSL_PSK_CLIENT_HELLO
+    suites: Any = list(hello.cipher_suites)
+    listed = dataclasses.replace(hello, cipher_suites=suites)
+    assert listed.encode() == OPENSSL_PSK_CLIENT_HELLO
+    data: Any = bytearray(b"\x01")
+    unknown = UnknownExtension(0xFAFA, data)
+    other = dataclasses.replace(hello, extensions=(unknown,))
+    assert other.encode().endswith(bytes.fromhex("0005 fafa 0001 01"))
 
 
 def test_client_hello_encode_refuses_unencodable_values() -> None:
