@@ -49,6 +49,7 @@ from iotdtls.messages import (
     UrlAndHash,
 )
 from iotdtls.messages.ccs import check_change_cipher_spec
+from iotdtls.messages.extensions import EXTENSION_BLOCK_KEPT_MAX
 from iotdtls.messages.handshake import encode_message_header
 
 RANDOM = bytes(range(32))
@@ -182,6 +183,20 @@ def test_client_hello_offer_is_encoded_once_and_unhashable_ones_each_time() -> N
     unknown = UnknownExtension(0xFAFA, data)
     other = dataclasses.replace(hello, extensions=(unknown,))
     assert other.encode().endswith(bytes.fromhex("0005 fafa 0001 01"))
+
+
+def test_client_hello_offer_is_decoded_once_unless_large() -> None:
+    """What a hello offers behind its cookie is remembered decoded (a fleet's hellos offer the
+    same byte for byte), up to `EXTENSION_BLOCK_KEPT_MAX` bytes; a larger offer is decoded
+    each time, so that a peer's hellos pin little memory."""
+    first, again = (ClientHello.decode(OPENSSL_PSK_CLIENT_HELLO) for _ in range(2))
+    assert first == again and first.extensions is again.extensions
+    assert first.cipher_suites is again.cipher_suites
+    big = dataclasses.replace(
+        first, extensions=(UnknownExtension(0xFAFA, bytes(EXTENSION_BLOCK_KEPT_MAX)),)
+    )
+    large, large_again = (ClientHello.decode(big.encode()) for _ in range(2))
+    assert large == large_again == big and large.extensions is not large_again.extensions
 
 
 def test_client_hello_encode_refuses_unencodable_values() -> None:

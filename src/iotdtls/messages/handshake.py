@@ -33,6 +33,7 @@ from iotdtls.messages.constants import (
     known,
 )
 from iotdtls.messages.extensions import (
+    EXTENSION_BLOCK_KEPT_MAX,
     EXTENSION_BLOCKS_KEPT,
     Extension,
     decode_extensions,
@@ -232,9 +233,11 @@ class ClientHello:
         reader = Reader(data)
         client_version, random, session_id = _pull_hello_start(reader)
         cookie = reader.pull_vector(1, 0, COOKIE_MAX_LEN)
-        suites = pull_uint_list(reader, 2, 2, 2, 0xFFFE, enum=CipherSuite)
-        compression_methods = pull_uint_list(reader, 1, 1, 1, enum=CompressionMethod)
-        extensions = _pull_extensions(reader, cls.MSG_TYPE)
+        offer = data[reader.tell() :]
+        if len(offer) <= EXTENSION_BLOCK_KEPT_MAX:
+            suites, compression_methods, extensions = _decoded_client_hello_offer(offer)
+        else:
+            suites, compression_methods, extensions = _decode_client_hello_offer(offer)
         return cls(
             client_version, random, session_id, cookie, suites, compression_methods, extensions
         )
@@ -254,11 +257,26 @@ def _encode_client_hello_offer(
     return after.getvalue()
 
 
+def _decode_client_hello_offer(
+    data: bytes,
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Extension, ...]]:
+    """Read what `_encode_client_hello_offer` writes, to the end of the hello."""
+    reader = Reader(data)
+    suites = pull_uint_list(reader, 2, 2, 2, 0xFFFE, enum=CipherSuite)
+    compression_methods = pull_uint_list(reader, 1, 1, 1, enum=CompressionMethod)
+    return suites, compression_methods, _pull_extensions(reader, HandshakeType.client_hello)
+
+
 #: The offers remembered encoded, as the extension blocks are (`EXTENSION_BLOCKS_KEPT`): a
 #: client offers the same in every hello. Wrapped, not decorated: the mutation tests skip
 #: decorated functions.
 _client_hello_offer = functools.lru_cache(maxsize=EXTENSION_BLOCKS_KEPT)(
     _encode_client_hello_offer
+)
+#: And decoded, as the extension blocks are (up to `EXTENSION_BLOCK_KEPT_MAX` bytes): a
+#: fleet's hellos offer the same byte for byte.
+_decoded_client_hello_offer = functools.lru_cache(maxsize=EXTENSION_BLOCKS_KEPT)(
+    _decode_client_hello_offer
 )
 
 
