@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import iotdtls.messages.handshake
 from iotdtls._buffer import Reader
 from iotdtls.errors import AlertDescription, AlertLevel, DecodeError, ProtocolError
 from iotdtls.messages import (
@@ -211,6 +212,27 @@ def test_client_hello_encode_refuses_unencodable_values() -> None:
     ):
         with pytest.raises(ValueError):
             bad.encode()
+
+
+def test_server_hello_answer_is_remembered_encoded_and_decoded() -> None:
+    """What a ServerHello answers behind its session_id is remembered encoded and decoded, as
+    a ClientHello's offer (a server answers its clients alike); an answer holding an
+    unhashable value is encoded each time, a large one decoded each time."""
+    hello = ServerHello(DTLS_1_2, RANDOM, b"\x5a" * 32, 0xC0A8, 0, (ExtendedMasterSecret(),))
+    data = hello.encode()
+    assert data == hello.encode() and data.endswith(bytes.fromhex("c0a8 00 0004 00170000"))
+    remembered = iotdtls.messages.handshake._decoded_server_hello_answer
+    hits = remembered.cache_info().hits
+    first, again = ServerHello.decode(data), ServerHello.decode(data)
+    assert first == again == hello and remembered.cache_info().hits >= hits + 1
+    unhashable: Any = bytearray(b"\x01")
+    odd = dataclasses.replace(hello, extensions=(UnknownExtension(0xFAFA, unhashable),))
+    assert odd.encode().endswith(bytes.fromhex("0005 fafa 0001 01"))
+    big = dataclasses.replace(
+        hello, extensions=(UnknownExtension(0xFAFA, bytes(EXTENSION_BLOCK_KEPT_MAX)),)
+    )
+    large, large_again = (ServerHello.decode(big.encode()) for _ in range(2))
+    assert large == large_again == big and large.extensions is not large_again.extensions
 
 
 def test_hello_verify_request() -> None:

@@ -322,19 +322,53 @@ class ServerHello:
     def encode(self) -> bytes:
         writer = Writer()
         _push_hello_start(writer, self.server_version, self.random, self.session_id)
-        writer.push_uint16(self.cipher_suite)
-        writer.push_uint8(self.compression_method)
-        _push_extensions(writer, self.extensions, self.MSG_TYPE)
+        answer = (self.cipher_suite, self.compression_method, self.extensions)
+        try:
+            writer.push_bytes(_server_hello_answer(*answer))
+        except TypeError:  # an extension holding an unhashable value: encoded each time
+            writer.push_bytes(_encode_server_hello_answer(*answer))
         return writer.getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
         reader = Reader(data)
         server_version, random, session_id = _pull_hello_start(reader)
-        cipher_suite = known(CipherSuite, reader.pull_uint16())
-        compression_method = reader.pull_uint8()
-        extensions = _pull_extensions(reader, cls.MSG_TYPE)
+        answer = data[reader.tell() :]
+        if len(answer) <= EXTENSION_BLOCK_KEPT_MAX:
+            cipher_suite, compression_method, extensions = _decoded_server_hello_answer(answer)
+        else:
+            cipher_suite, compression_method, extensions = _decode_server_hello_answer(answer)
         return cls(server_version, random, session_id, cipher_suite, compression_method, extensions)
+
+
+def _encode_server_hello_answer(
+    cipher_suite: int, compression_method: int, extensions: tuple[Extension, ...]
+) -> bytes:
+    """What a ServerHello answers behind its session_id: cipher_suite, compression_method and
+    the extension block (RFC 5246 §7.4.1.3)."""
+    writer = Writer()
+    writer.push_uint16(cipher_suite)
+    writer.push_uint8(compression_method)
+    _push_extensions(writer, extensions, HandshakeType.server_hello)
+    return writer.getvalue()
+
+
+def _decode_server_hello_answer(data: bytes) -> tuple[int, int, tuple[Extension, ...]]:
+    """Read what `_encode_server_hello_answer` writes, to the end of the hello."""
+    reader = Reader(data)
+    cipher_suite = known(CipherSuite, reader.pull_uint16())
+    compression_method = reader.pull_uint8()
+    return cipher_suite, compression_method, _pull_extensions(reader, HandshakeType.server_hello)
+
+
+#: A server's answers remembered encoded and a client's decoded, as the ClientHello's offers
+#: are (a server answers its clients alike).
+_server_hello_answer = functools.lru_cache(maxsize=EXTENSION_BLOCKS_KEPT)(
+    _encode_server_hello_answer
+)
+_decoded_server_hello_answer = functools.lru_cache(maxsize=EXTENSION_BLOCKS_KEPT)(
+    _decode_server_hello_answer
+)
 
 
 @statically_frozen
