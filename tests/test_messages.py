@@ -205,6 +205,8 @@ def test_client_hello_encode_refuses_unencodable_values() -> None:
     for bad in (
         dataclasses.replace(hello, random=b"short"),
         dataclasses.replace(hello, session_id=bytes(33)),
+        dataclasses.replace(hello, client_version=0x10000),
+        dataclasses.replace(hello, client_version=-1),
         dataclasses.replace(hello, cookie=bytes(256)),
         dataclasses.replace(hello, cipher_suites=()),
         dataclasses.replace(hello, compression_methods=()),

@@ -160,17 +160,24 @@ def encode_cookie(cookie: bytes) -> bytes:
     return bytes((len(cookie),)) + cookie
 
 
-def _push_hello_start(writer: Writer, version: int, random: bytes, session_id: bytes) -> None:
-    """version u16, random[32], session_id<0..32>: the start of both hellos (RFC 5246 §7.4.1)."""
+#: version u16, random[32] and the length byte of session_id<0..32>: the start of both hellos.
+_HELLO_START = struct.Struct(f">H{RANDOM_LEN}sB")
+
+
+def _hello_start(version: int, random: bytes, session_id: bytes) -> bytes:
+    """version u16, random[32], session_id<0..32>: the start of both hellos (RFC 5246 §7.4.1),
+    in one pack (each hello has its own random: nothing to remember encoded here)."""
     if len(random) != RANDOM_LEN:
         raise ValueError(f"random must be {RANDOM_LEN} bytes, got {len(random)}")
-    writer.push_uint16(version)
-    writer.push_bytes(random)
-    push_checked_vector(writer, 1, session_id, 0, SESSION_ID_MAX_LEN)
+    if not 0 <= version <= 0xFFFF:
+        raise ValueError(f"{version} does not fit in 2 bytes")
+    if len(session_id) > SESSION_ID_MAX_LEN:
+        raise ValueError(f"vector of {len(session_id)} bytes outside 0..{SESSION_ID_MAX_LEN}")
+    return _HELLO_START.pack(version, random, len(session_id)) + session_id
 
 
 def _pull_hello_start(reader: Reader) -> tuple[int, bytes, bytes]:
-    """Read what `_push_hello_start` writes: (version, random, session_id)."""
+    """Read what `_hello_start` writes: (version, random, session_id)."""
     version = reader.pull_uint16()
     random = reader.pull_bytes(RANDOM_LEN)
     session_id = reader.pull_vector(1, 0, SESSION_ID_MAX_LEN)
@@ -219,14 +226,13 @@ class ClientHello:
         """The encoding before and after the cookie vector: a client sends its ClientHello again
         with the server's cookie and nothing else changed (RFC 6347 §4.2.1), so it encodes the
         rest once."""
-        before = Writer()
-        _push_hello_start(before, self.client_version, self.random, self.session_id)
+        before = _hello_start(self.client_version, self.random, self.session_id)
         offer = (self.cipher_suites, self.compression_methods, self.extensions)
         try:
             after = _client_hello_offer(*offer)
         except TypeError:  # an extension holding an unhashable value: encoded each time
             after = _encode_client_hello_offer(*offer)
-        return before.getvalue(), after
+        return before, after
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
@@ -320,14 +326,12 @@ class ServerHello:
     extensions: tuple[Extension, ...] = ()
 
     def encode(self) -> bytes:
-        writer = Writer()
-        _push_hello_start(writer, self.server_version, self.random, self.session_id)
+        start = _hello_start(self.server_version, self.random, self.session_id)
         answer = (self.cipher_suite, self.compression_method, self.extensions)
         try:
-            writer.push_bytes(_server_hello_answer(*answer))
+            return start + _server_hello_answer(*answer)
         except TypeError:  # an extension holding an unhashable value: encoded each time
-            writer.push_bytes(_encode_server_hello_answer(*answer))
-        return writer.getvalue()
+            return start + _encode_server_hello_answer(*answer)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
