@@ -1035,6 +1035,33 @@ def test_a_key_log_symlink_the_kernel_refuses_with_eacces_is_named_a_symlink(
 
 
 @pytest.mark.req("SEC-1")
+def test_eacces_on_a_key_log_that_is_no_symlink_stays_the_permission_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a symlink makes EACCES the refusal of what lstat finds there (`_maybe_planted`):
+    EACCES on a regular file with a problem of its own (mode 0644, as another user's file
+    might be) stays "Permission denied", at startup and at each line, and so does EACCES on a
+    key log that is not there yet (a directory this user cannot write), without asking lstat
+    for the mode of a file that does not exist."""
+    shared = tmp_path / "shared.log"
+    missing = tmp_path / "missing.log"
+    keylogs = [FileKeyLog(shared), FileKeyLog(missing)]  # checked while nothing is there
+    shared.write_text("")
+    shared.chmod(0o644)
+    for path, keylog in zip((shared, missing), keylogs, strict=True):
+        deny_creating(monkeypatch, path)
+        with pytest.raises(UsageError) as denied:
+            prepare_keylog(argparse.Namespace(keylog=str(path)), {})
+        assert str(denied.value) == f"cannot write --keylog {path}: Permission denied"
+        with pytest.raises(KeyLogFailed) as failed:
+            keylog(LINES[0])
+        assert "Permission denied" in str(failed.value), failed.value
+        monkeypatch.undo()
+    assert not missing.exists()
+    assert shared.read_text() == ""
+
+
+@pytest.mark.req("SEC-1")
 def test_a_key_log_symlink_another_user_planted_in_a_shared_directory_is_refused(
     give_away: Callable[[Path], str], in_shared_dir: Callable[[str], Path], tmp_path: Path
 ) -> None:
