@@ -1564,7 +1564,7 @@ def test_serve_refuses_an_argument_of_the_wrong_type_before_making_a_socket(
         monkeypatch.setattr(socket, "socket", no_socket)  # the loop has its own already
         arguments = {"host": LOCALHOST, "port": 0, "config": server_config(), **wrong}
         with pytest.raises(TypeError) as refused:
-            await aio.serve(echo, **arguments)
+            aio.serve(echo, **arguments)  # by serve() itself, not once awaited (M21)
         assert str(refused.value) == message
 
     run(main())
