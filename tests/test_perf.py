@@ -399,6 +399,31 @@ def test_a_setting_of_the_wrong_type_is_a_one_line_type_error(
         check_spec(spec(**changes), processes)
 
 
+@pytest.mark.parametrize(
+    ("processes", "error", "message"),
+    [
+        (0, ConfigError, r"processes must be from 1 to the concurrency \(10\)$"),
+        (11, ConfigError, r"processes must be from 1 to the concurrency \(10\)$"),
+        (2.0, TypeError, "processes must be an int, got float$"),
+        (True, TypeError, "processes must be an int, got bool$"),
+    ],
+)
+def test_run_load_checks_its_processes_before_running(
+    processes: Any, error: type[Exception], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_load` checks `processes` with the spec (`check_spec`), in one line, before any
+    run: not a run of 11 processes for a concurrency of 10, nor one of True (1) process (M21:
+    run_load 8, `check_spec(spec)` without it)."""
+
+    def no_run(*args: object) -> None:
+        raise AssertionError("a run began")
+
+    monkeypatch.setattr(perf, "_run_here", no_run)
+    monkeypatch.setattr(perf, "_run_processes", no_run)
+    with pytest.raises(error, match=f"^{message}"):
+        run_load(spec(), processes=processes)
+
+
 def test_a_function_building_the_config_must_build_a_client_config() -> None:
     """Its answer is only known in the generator process: checked there, in one line."""
     target = (socket.AF_INET, socket.SOCK_DGRAM, 0, "", (LOCALHOST, free_udp_port()))
