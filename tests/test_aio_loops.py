@@ -613,6 +613,30 @@ def test_a_connection_dropped_once_its_loop_is_closed_only_warns(
         aio.ClientConnection]  # tracemalloc shows where it was made
 
 
+def test_close_after_the_loop_was_closed_by_hand_frees_a_bound_socket_served_where_it_is() -> None:
+    """As above for a server on the caller's socket, bound already (served where it is, not
+    bound by `_bind`): its `close()` from another loop closes that socket too, rather than
+    raising ForeignEventLoop with the port held (M21: `_Serve._open` 14, `sock` not kept)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    manual = asyncio.new_event_loop()
+    try:
+        server = manual.run_until_complete(
+            asyncio.wait_for(aio.serve(echo, None, 0, server_config(), sock=sock), LIMIT)
+        )
+    finally:
+        manual.close()
+    asyncio.run(asyncio.wait_for(server.close(), LIMIT))
+    assert sock.fileno() == -1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(server.address)
+    assert repr(server).endswith(" closed>")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # asyncio's transport, at collection
+        del server
+        gc.collect()
+
+
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_a_loop_ended_by_hand_with_shutdown_asyncgens_closes_all_without_an_asyncio_error(
     loop_choice: str,
