@@ -1848,6 +1848,14 @@ def test_serve_names_the_address_it_cannot_listen_on(loop_choice: str) -> None:
             assert failed.value.strerror == (
                 f"cannot listen on {LOCALHOST}:{busy}: Address already in use"
             )
+            # A host that does not resolve, for a socket given unbound (M21: `_Serve._bind`
+            # 21, 22: the resolver's error named None for the host or for the port).
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as given, \
+                    pytest.raises(socket.gaierror) as failed:
+                await aio.serve(echo, "nonexistent.invalid", port, server_config(), sock=given)
+            assert str(failed.value.strerror).startswith(
+                f"cannot listen on nonexistent.invalid:{port}: "
+            )
 
     run_on_loop(asyncio.wait_for(main(), 20.0), loop_choice)
 
