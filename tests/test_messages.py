@@ -494,6 +494,29 @@ def test_alert() -> None:
             Alert.decode(bad)
 
 
+def test_hellos_decode_from_any_bytes_like_as_from_bytes() -> None:
+    """The part of a hello behind its cookie or session_id is a key of the decode caches: taken
+    as bytes, so a bytearray or a memoryview decodes as its bytes do (probe CJ)."""
+    server_hello = ServerHello(DTLS_1_2, RANDOM, b"\x5a" * 32, 0xC0A8, 0, ())
+    for data in (OPENSSL_PSK_CLIENT_HELLO, OPENSSL_PSK_CLIENT_HELLO[:44]):
+        for like in (bytearray(data), memoryview(data)):
+            assert ClientHello.decode(like) == ClientHello.decode(data)
+    for data in (server_hello.encode(), ServerHello(DTLS_1_2, RANDOM, b"", 0xC0A8, 0).encode()):
+        for like in (bytearray(data), memoryview(data)):
+            assert ServerHello.decode(like) == ServerHello.decode(data)
+
+
+def test_a_wrong_change_cipher_spec_is_named_by_its_size_and_first_bytes() -> None:
+    """A peer's record may hold 16 KiB: the error shows its length and 8 bytes, not all."""
+    with pytest.raises(DecodeError) as refused:
+        check_change_cipher_spec(b"\xff" * 16_000)
+    assert str(refused.value) == (
+        "ChangeCipherSpec must be the single byte 01, got 16000 bytes ffffffffffffffff..."
+    )
+    with pytest.raises(DecodeError, match=r"got 1 bytes 02$"):
+        check_change_cipher_spec(b"\x02")
+
+
 def test_change_cipher_spec() -> None:
     assert ChangeCipherSpec().encode() == b"\x01"
     assert ChangeCipherSpec.decode(b"\x01") == ChangeCipherSpec()

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import pickle
 import textwrap
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,21 @@ def test_plainly_built_values_pass_their_class_checks() -> None:
     class."""
     with pytest.raises(ConfigError, match="master secret is 48 bytes"):
         plainly_built(SessionState)(**session_fields(master_secret=bytes(47)))
+
+
+def test_a_plainly_built_value_whose_check_fails_shows_no_secret_in_a_traceback() -> None:
+    """Where `__post_init__` refuses, the value is still the twin: a traceback that shows its
+    locals (pytest --showlocals, error trackers) shows it with its class's redacting repr, as
+    for a value its class makes (the constructor's own arguments are its caller's; probe CJ)."""
+    secret = bytes.fromhex("5ec2e7" * 16)
+    with pytest.raises(ConfigError) as refused:
+        plainly_built(SessionState)(**session_fields(master_secret=secret, session_id=b""))
+    shown = "".join(
+        traceback.TracebackException.from_exception(refused.value, capture_locals=True).format()
+    )
+    selves = [line for line in shown.splitlines() if line.strip().startswith("self =")]
+    assert selves and all("<redacted>" in line for line in selves)
+    assert not any(repr(secret)[2:20] in line for line in selves)
 
 
 def test_plainly_built_refuses_a_class_it_cannot_twin() -> None:

@@ -67,7 +67,8 @@ def plainly_built(cls: Callable[P, T], /) -> Callable[P, T]:
             )
             for f in fields(frozen)
         ],
-        namespace={"__post_init__": become},
+        namespace={"__post_init__": become, "__repr__": frozen.__repr__},
+        repr=False,  # the class's own repr, which redacts secrets, even where a check fails
         slots=True,
     )
     object.__new__(twin).__class__ = frozen  # the layouts agree, or TypeError here and now

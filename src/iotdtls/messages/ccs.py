@@ -27,10 +27,15 @@ class ChangeCipherSpec:
 
 
 _BODY = bytes([CHANGE_CIPHER_SPEC_BYTE])
+#: The bytes of a wrong body an error shows: a peer's record may hold 16 KiB.
+_SHOWN = 8
 
 
 def check_change_cipher_spec(data: bytes) -> None:
     """`DecodeError` unless `data` is a ChangeCipherSpec (what `decode` checks, without making
     the value: a connection only needs to know that it is one)."""
     if data != _BODY:
-        raise DecodeError(f"ChangeCipherSpec must be the single byte 01, got {data.hex()}")
+        raise DecodeError(
+            f"ChangeCipherSpec must be the single byte 01, got {len(data)} bytes"
+            f" {bytes(data[:_SHOWN]).hex()}{'...' if len(data) > _SHOWN else ''}"
+        )

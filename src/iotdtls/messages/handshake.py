@@ -239,7 +239,7 @@ class ClientHello:
         reader = Reader(data)
         client_version, random, session_id = _pull_hello_start(reader)
         cookie = reader.pull_vector(1, 0, COOKIE_MAX_LEN)
-        offer = data[reader.tell() :]
+        offer = bytes(data[reader.tell() :])  # a key of the cache (a bytearray is not)
         if len(offer) <= EXTENSION_BLOCK_KEPT_MAX:
             suites, compression_methods, extensions = _decoded_client_hello_offer(offer)
         else:
@@ -337,7 +337,7 @@ class ServerHello:
     def decode(cls, data: bytes) -> Self:
         reader = Reader(data)
         server_version, random, session_id = _pull_hello_start(reader)
-        answer = data[reader.tell() :]
+        answer = bytes(data[reader.tell() :])  # a key of the cache (a bytearray is not)
         if len(answer) <= EXTENSION_BLOCK_KEPT_MAX:
             cipher_suite, compression_method, extensions = _decoded_server_hello_answer(answer)
         else:
