@@ -1007,6 +1007,13 @@ def deny_creating(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     monkeypatch.setattr(os, "open", denied)
 
 
+def keylog_refusal(path: Path) -> str:
+    """What `--keylog PATH` is refused with when the command starts (a `UsageError`)."""
+    with pytest.raises(UsageError) as refused:
+        prepare_keylog(argparse.Namespace(keylog=str(path)), {})
+    return str(refused.value)
+
+
 @pytest.mark.req("SEC-1")
 def test_a_key_log_symlink_the_kernel_refuses_with_eacces_is_named_a_symlink(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -1019,18 +1026,14 @@ def test_a_key_log_symlink_the_kernel_refuses_with_eacces_is_named_a_symlink(
     keylog = FileKeyLog(link)
     link.symlink_to(tmp_path / "theirs.log")
     deny_creating(monkeypatch, link)
-    with pytest.raises(UsageError) as refused:
-        prepare_keylog(argparse.Namespace(keylog=str(link)), {})
-    assert str(refused.value) == f"--keylog {link} is a symbolic link; name the file itself"
+    assert keylog_refusal(link) == f"--keylog {link} is a symbolic link; name the file itself"
     with pytest.raises(KeyLogFailed) as failed:
         keylog(LINES[0])
     assert str(failed.value) == f"key log {str(link)!r} is a symbolic link; name the file itself"
     link.unlink()
     link.write_text("")
     link.chmod(0o600)
-    with pytest.raises(UsageError) as denied:
-        prepare_keylog(argparse.Namespace(keylog=str(link)), {})
-    assert str(denied.value) == f"cannot write --keylog {link}: Permission denied"
+    assert keylog_refusal(link) == f"cannot write --keylog {link}: Permission denied"
     assert not (tmp_path / "theirs.log").exists()
 
 
@@ -1050,9 +1053,7 @@ def test_eacces_on_a_key_log_that_is_no_symlink_stays_the_permission_error(
     shared.chmod(0o644)
     for path, keylog in zip((shared, missing), keylogs, strict=True):
         deny_creating(monkeypatch, path)
-        with pytest.raises(UsageError) as denied:
-            prepare_keylog(argparse.Namespace(keylog=str(path)), {})
-        assert str(denied.value) == f"cannot write --keylog {path}: Permission denied"
+        assert keylog_refusal(path) == f"cannot write --keylog {path}: Permission denied"
         with pytest.raises(KeyLogFailed) as failed:
             keylog(LINES[0])
         assert "Permission denied" in str(failed.value), failed.value
@@ -1071,9 +1072,7 @@ def test_a_key_log_symlink_another_user_planted_in_a_shared_directory_is_refused
     link = in_shared_dir("planted.log")
     link.symlink_to(tmp_path / "theirs.log")
     give_away(link)
-    with pytest.raises(UsageError) as refused:
-        prepare_keylog(argparse.Namespace(keylog=str(link)), {})
-    assert str(refused.value) == f"--keylog {link} is a symbolic link; name the file itself"
+    assert keylog_refusal(link) == f"--keylog {link} is a symbolic link; name the file itself"
     assert not (tmp_path / "theirs.log").exists()
 
 
