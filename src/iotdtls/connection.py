@@ -880,7 +880,7 @@ class DtlsConnection:
 
     def _answer_heartbeat(self, beats: Heartbeats, response: bytes) -> None:
         """RFC 6520 §4: every request is answered; the responses to the requests of one
-        datagram leave packed into datagrams of at most `_answer_room` bytes, as a flight's
+        datagram leave packed into datagrams of at most `_datagram_room` bytes, as a flight's
         records are (RFC 6347 §4.1.1), so a datagram of N requests is not answered by N
         datagrams (probe CH: 30 at 1440 bytes). A response joins only the last datagram
         queued, so records leave in the order of their sequence numbers; one too large to
@@ -892,22 +892,13 @@ class DtlsConnection:
             last is not None
             and out
             and out[-1] is last
-            and len(last) + len(record) <= self._answer_room()
+            and len(last) + len(record) <= self._datagram_room(self.record_overhead)
         ):
             out[-1] = last = last + record
         else:
             self._queue([record])
             last = record
         beats.answers = last
-
-    def _answer_room(self) -> int:
-        """The largest datagram of heartbeat responses: `config.mtu`, and, to a peer that
-        asked for small records (RFC 6066 §4), one full record of them, as `_transmit_flight`
-        sends (its receive buffer may be no larger)."""
-        limit = self._fragment_limit
-        if limit < MAX_PLAINTEXT_LENGTH:
-            return min(self.config.mtu, limit + self.record_overhead)
-        return self.config.mtu
 
     def _heartbeat_timer(self, now: float) -> None:
         beats = self._heartbeats
@@ -1257,13 +1248,21 @@ class DtlsConnection:
         assert self._flight is not None
         records = self._records
         items = self._flight.items
-        mtu = self.config.mtu
         limit = self._fragment_limit
         if limit < MAX_PLAINTEXT_LENGTH:
-            # A datagram holds at most one full record, so a peer that asked for small records
-            # never needs a larger receive buffer than one of them takes.
-            mtu = min(mtu, limit + max(records.overhead(item.epoch) for item in items))
+            mtu = self._datagram_room(max(records.overhead(item.epoch) for item in items))
+        else:
+            mtu = self.config.mtu
         self._queue(cut_flight(items, mtu, records.overhead, records.seal, limit))
+
+    def _datagram_room(self, overhead: int) -> int:
+        """The largest datagram of records we pack (a flight's, heartbeat responses): `mtu`,
+        and, to a peer that asked for small records (RFC 6066 §4), one full record of them
+        (of `overhead` bytes more), so it never needs a larger receive buffer."""
+        limit = self._fragment_limit
+        if limit < MAX_PLAINTEXT_LENGTH:
+            return min(self.config.mtu, limit + overhead)
+        return self.config.mtu
 
     def _send_alert(
         self,

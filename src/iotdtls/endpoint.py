@@ -1205,7 +1205,7 @@ def _hello_record(data: bytes) -> _HelloRecord | None:
 #: §4.2.2, §4.2.1), in one pack: the gate's answer to a first ClientHello, the counterpart of
 #: `_INITIAL_HEADERS` (one value and one write for each, not a message, a writer and a record
 #: header made and encoded for every hello of a flood).
-_HELLO_VERIFY_HEADERS = struct.Struct(">BHHHIHIHHIHB")
+_HELLO_VERIFY_HEADERS = struct.Struct(_INITIAL_HEADERS.format + "HB")
 #: server_version (2) and the cookie's length (1) before the cookie.
 _HELLO_VERIFY_FIXED = 3
 
