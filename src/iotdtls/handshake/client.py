@@ -333,20 +333,21 @@ class ClientHandshake(HandshakeMachine):
         unless allowed without (RES-3), and always when resuming (RFC 7627 §5.3); an empty
         renegotiation_info (RFC 5746 §3.4); uncompressed among the point formats, if any (RFC
         8422 §5.2)."""
-        offered = {type(e) for e in self._offered_extensions}
-        for ext in hello.extensions:
-            if type(ext) not in offered:
+        # By class, each looked up once: a hello holds one extension of a type at most (its
+        # decoding refuses a repeated one, RFC 5246 §7.4.1.4).
+        sent = {type(ext): ext for ext in hello.extensions}
+        offered = {type(ext): ext for ext in self._offered_extensions}
+        for cls in sent:
+            if cls not in offered:
                 raise ProtocolError(
-                    f"server sent extension {type(ext).__name__} we did not offer",
+                    f"server sent extension {cls.__name__} we did not offer",
                     AlertDescription.unsupported_extension,
                 )
         for cls in (ServerCertificateType, ClientCertificateType):
-            confirmed, offered_ext = (
-                find_extension(hello.extensions, cls),
-                find_extension(self._offered_extensions, cls),
-            )
+            confirmed, offered_ext = sent.get(cls), offered.get(cls)
             if (
-                confirmed is not None
+                isinstance(confirmed, cls)
+                and isinstance(offered_ext, cls)
                 and offered_ext
                 and confirmed.types[0] not in offered_ext.types
             ):
@@ -355,25 +356,30 @@ class ClientHandshake(HandshakeMachine):
                     AlertDescription.illegal_parameter,
                 )
         check_renegotiation_info(hello.extensions)
-        formats = find_extension(hello.extensions, EcPointFormats)
-        if formats is not None and ECPointFormat.uncompressed not in formats.formats:
+        formats = sent.get(EcPointFormats)
+        if (
+            isinstance(formats, EcPointFormats)
+            and ECPointFormat.uncompressed not in formats.formats
+        ):
             raise ProtocolError(
                 "server's ec_point_formats lacks uncompressed (RFC 8422 §5.2)",
                 AlertDescription.illegal_parameter,
             )
-        cached = find_extension(hello.extensions, CachedInfo)
-        if cached is not None and any(o.type != CachedInformationType.cert for o in cached.objects):
+        cached = sent.get(CachedInfo)
+        if isinstance(cached, CachedInfo) and any(
+            o.type != CachedInformationType.cert for o in cached.objects
+        ):
             raise ProtocolError(
                 "server confirmed a cached_info type we did not offer",
                 AlertDescription.illegal_parameter,
             )
         self._cached_chain = cached is not None
-        self._send_urls = find_extension(hello.extensions, ClientCertificateUrl) is not None
+        self._send_urls = ClientCertificateUrl in sent
         self._check_fragment_length(hello)
-        heartbeat = find_extension(hello.extensions, Heartbeat)
-        self.peer_heartbeat_mode = None if heartbeat is None else heartbeat.mode
+        heartbeat = sent.get(Heartbeat)
+        self.peer_heartbeat_mode = heartbeat.mode if isinstance(heartbeat, Heartbeat) else None
         self.server_name = self.config.sni_name or ""
-        ems = find_extension(hello.extensions, ExtendedMasterSecret) is not None
+        ems = ExtendedMasterSecret in sent
         session = self._offered_session
         if not ems and session is not None and hello.session_id == session.session_id:
             # RFC 7627 §5.3: every SessionState used the extension (RES-3), so the converse
