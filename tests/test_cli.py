@@ -317,14 +317,38 @@ def assert_clean_exit(process: PeerProcess, status: int, within: float) -> None:
     assert "Traceback" not in process.output and "Fatal Python error" not in process.output
 
 
-def test_cli_client_exits_at_once_when_the_server_stops() -> None:
-    """The server's stop sends close_notify: the client, its stdin still open, exits 0 at once
-    (no reader thread left blocked in stdin, so no abort in interpreter shutdown)."""
+#: The server's line for an association its peer closed with close_notify (-v): no error after
+#: the identity, as an idle timeout or a fatal alert would add.
+CLOSED_BY_PEER = re.compile(r"association closed: peer 127\.0\.0\.1:\d+ psk identity b'[^']*'\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_client_ends_with_close_notify_on_signals(sig: signal.Signals) -> None:
+    """Ctrl-C (SIGINT), a stop (SIGTERM) or a closing terminal (SIGHUP) of an established
+    client ends its association with close_notify (RFC 5246 §7.2.1), so the server frees it at
+    once instead of at its idle timeout; the status is the shell's for the signal (128 + its
+    number: 130, 143, 129), with no traceback (probe CK: SIGTERM and SIGHUP killed it
+    silently)."""
+    port = free_udp_port()
+    with cli_server(port, *CREDENTIALS, "-v") as server, interactive_client(port) as client:
+        client.write_line("before the signal")
+        client.wait_for_output("before the signal", 5.0)
+        os.kill(client.pid, sig)
+        assert_clean_exit(client, 128 + sig, within=5.0)
+        server.wait_for_output(CLOSED_BY_PEER, 5.0)
+        assert stop_with(server, signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_client_exits_at_once_when_the_server_stops(sig: signal.Signals) -> None:
+    """The server's stop on any of its stop signals sends close_notify: the client, its stdin
+    still open, exits 0 at once (no reader thread left blocked in stdin, so no abort in
+    interpreter shutdown)."""
     port = free_udp_port()
     with cli_server(port, *CREDENTIALS) as server, interactive_client(port) as client:
         client.write_line("before the stop")
         client.wait_for_output("before the stop", 5.0)
-        assert stop_with(server, signal.SIGTERM) == 0
+        assert stop_with(server, sig) == 0
         assert_clean_exit(client, 0, within=2.0)
         assert client.output == "before the stop\n"
     assert "Traceback" not in server.output

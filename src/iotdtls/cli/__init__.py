@@ -7,8 +7,8 @@ status) and `server_logging`. This module parses, sets up logging, prepares the 
 of the commands that have one, and turns the errors a user can cause into one line and an exit
 status: 2 for usage and configuration (an address naming no usable network interface too), 1
 for a failed association, a datagram the association cannot carry or a socket error, 130 for
-Ctrl-C of a client (a `coap` request also ends with close_notify on SIGTERM, 143, and SIGHUP,
-129). A server (`server`, `coap serve`) stops cleanly
+Ctrl-C of a client (`client` and a `coap` request also end with close_notify on SIGTERM, 143,
+and SIGHUP, 129: `common.ended_by_signals`). A server (`server`, `coap serve`) stops cleanly
 on SIGINT, SIGTERM or SIGHUP and exits 0; `server` logs its counters on SIGUSR1 and goes on
 (ignored from the start of `main`, and after serving).
 """

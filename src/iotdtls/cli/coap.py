@@ -15,10 +15,8 @@ import asyncio
 import errno
 import importlib.util
 import logging
-import signal
 import sys
 import warnings
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -49,6 +47,7 @@ from iotdtls.cli.common import (
     add_server_timeouts,
     common_settings,
     counters_signal_ignored,
+    ended_by_signals,
     format_hostport,
     log_counters_on_signal,
     log_stopped,
@@ -226,36 +225,7 @@ def run_request(args: argparse.Namespace) -> int:
     # line, not a traceback after the command's line; its own lines announcing what that line
     # reports are held back without -v.
     with reported_lines_held_back(args.verbose):
-        return run_routing_aiocoap_failures(_ended_by_signals(request))
-
-
-#: Signals that end a request as Ctrl-C does (a terminal closing sends SIGHUP).
-_END_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-async def _ended_by_signals(work: Coroutine[Any, Any, int]) -> int:
-    """`work`'s exit status; or, when SIGTERM or SIGHUP comes, `work` cancelled as Ctrl-C
-    cancels it (the association ends with close_notify, RFC 5246 §7.2.1) and 128 + the
-    signal's number, the status a shell gives a process the signal ended."""
-    task = asyncio.ensure_future(work)
-    received: list[int] = []
-
-    def end(number: int) -> None:
-        received.append(number)
-        task.cancel()
-
-    loop = asyncio.get_running_loop()
-    for sig in _END_SIGNALS:
-        loop.add_signal_handler(sig, end, sig)
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        return 128 + received[0]
-    finally:
-        for sig in _END_SIGNALS:
-            loop.remove_signal_handler(sig)
+        return run_routing_aiocoap_failures(ended_by_signals(request))
 
 
 def _expected_uri(uri: str, reason: str = "") -> UsageError:

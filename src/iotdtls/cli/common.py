@@ -16,7 +16,7 @@ import os
 import signal
 import string
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, BinaryIO, NoReturn, Protocol
 
 from iotdtls._addresses import format_hostport, host_from_uri, misplaced_zone
@@ -46,6 +46,7 @@ __all__ = [
     "common_settings",
     "counters_signal_ignored",
     "discard_new_keylog",
+    "ended_by_signals",
     "file_flags",
     "file_path",
     "fill_closed_standard_fds",
@@ -629,3 +630,34 @@ def stop_on_signals() -> asyncio.Event:
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+#: Signals that end a client as Ctrl-C does (a terminal closing sends SIGHUP; a service
+#: manager or `kill` sends SIGTERM).
+END_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+async def ended_by_signals(work: Coroutine[Any, Any, int]) -> int:
+    """`work`'s exit status; or, when SIGTERM or SIGHUP comes, `work` cancelled as Ctrl-C
+    cancels it (a client's association ends with close_notify, RFC 5246 §7.2.1, rather than
+    waiting out the server's idle timeout) and 128 + the signal's number, the status a shell
+    gives a process the signal ended. `iotdtls client` and `coap` requests run under it."""
+    task = asyncio.ensure_future(work)
+    received: list[int] = []
+
+    def end(number: int) -> None:
+        received.append(number)
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in END_SIGNALS:
+        loop.add_signal_handler(sig, end, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return 128 + received[0]
+    finally:
+        for sig in END_SIGNALS:
+            loop.remove_signal_handler(sig)

@@ -45,6 +45,7 @@ from iotdtls.cli.common import (
     add_server_timeouts,
     common_settings,
     counters_signal_ignored,
+    ended_by_signals,
     file_path,
     heartbeat_settings,
     log_counters_on_signal,
@@ -143,7 +144,13 @@ def register(sub: Any) -> None:
     add_common_flags(srv)
     srv.set_defaults(run=run_server, server_logging=True)
 
-    cli = sub.add_parser("client", help="send each stdin line as one datagram, print replies")
+    cli = sub.add_parser(
+        "client",
+        help="send each stdin line as one datagram, print replies",
+        description="Send each stdin line as one datagram and print the replies, one a line. "
+        "Ends with the association: status 0 at the end of stdin or the server's close_notify; "
+        "Ctrl-C, SIGTERM and SIGHUP end it with close_notify (status 130, 143, 129).",
+    )
     cli.add_argument("address", metavar="HOST:PORT", help="the server ([V6]:PORT for IPv6)")
     add_client_credentials(cli)
     cli.add_argument(
@@ -249,7 +256,20 @@ def run_client(args: argparse.Namespace) -> int:
     session_file = None if args.session_file is None else SessionFile(args.session_file)
     if session_file is not None:
         session_file.check()
-    asyncio.run(_talk(config, host, port, chain_cache(args), session_file))
+    return asyncio.run(
+        ended_by_signals(_talked(config, host, port, chain_cache(args), session_file))
+    )
+
+
+async def _talked(
+    config: ClientConfig,
+    host: str,
+    port: int,
+    cache: ChainCache | None,
+    session_file: SessionFile | None,
+) -> int:
+    """`_talk`, then status 0 (its failures are raised)."""
+    await _talk(config, host, port, cache, session_file)
     return 0
 
 
