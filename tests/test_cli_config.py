@@ -197,6 +197,10 @@ def test_client_raw_public_key_mode_pins_files_and_hashes(pki: Pki) -> None:
     )
     assert mutual.raw_public_key is not None
     assert mutual.raw_public_key.spki_sha256 == PrivateKey.load(pki.client_key).spki_sha256
+    # The form the demo and the logs print, "sha256:<hex>", prefix in any case (probe CK).
+    for printed in (f"sha256:{digest}", f"SHA256:{digest.upper()}", f" Sha256:{digest}\n"):
+        pinned = client_config(client_args("--peer-rpk-sha256", printed), "localhost")
+        assert tuple(pinned.server_public_keys) == (bytes.fromhex(digest),), printed
 
 
 def test_client_certificate_mode_with_and_without_our_own_certificate(pki: Pki) -> None:
@@ -251,9 +255,14 @@ def test_perf_builds_the_same_client_configuration_with_its_own_settings() -> No
         ([*PSK, "--psk-text", "secretPSK"],
          "argument --psk-text: not allowed with argument --psk (see --help)"),
         (["--peer-rpk-sha256", "abcd"],
-         "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), got 'abcd'"),
+         "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), optionally after sha256:, got "
+         "'abcd'"),
         (["--peer-rpk-sha256", "xy"],
-         "--peer-rpk-sha256 must be hexadecimal bytes (e.g. 0102...0f10), got 'xy'"),
+         "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), optionally after sha256:, got "
+         "'xy'"),
+        (["--peer-rpk-sha256", "sha256:" + "00" * 31],
+         "--peer-rpk-sha256 must be 64 hex digits (a SHA-256), optionally after sha256:, got "
+         f"'sha256:{'00' * 31}'"),
         (["--peer-rpk", "/nonexistent/server.pem"],
          "cannot read --peer-rpk /nonexistent/server.pem: No such file or directory"),
         (["--psk-identity", "dev1", "--psk", ""], "--psk is empty"),
@@ -289,7 +298,7 @@ def test_a_mistyped_psk_is_named_by_position_never_quoted(
     """A key one digit off is nearly the key: the message says where it goes wrong."""
     for command in (["client", "127.0.0.1:9"], ["server"]):
         message = refused(capsys, *command, "--psk-identity", "dev1", "--psk", value)
-        assert message == f"--psk must be hexadecimal bytes (e.g. 0102...0f10), {where}"
+        assert message == f"--psk {HEX_HINT}, {where}"
         assert value[:8] not in message
 
 
@@ -711,7 +720,8 @@ def test_server_flags_beside_the_credentials() -> None:
         ([*PSK, "--validated-chains", "-1"],
          "argument --validated-chains: must be a whole number >= 0, got '-1' (see --help)"),
         ([*PSK, "--rpk-allow-sha256", "00"],
-         "--rpk-allow-sha256 must be 64 hex digits (a SHA-256), got '00'"),
+         "--rpk-allow-sha256 must be 64 hex digits (a SHA-256), optionally after sha256:, got "
+         "'00'"),
         (["--psk-file", "/nonexistent/psk.txt"],
          "cannot read --psk-file /nonexistent/psk.txt: No such file or directory"),
         ([*PSK, "--rpk-key", "/nonexistent/k.pem", "--rpk-allow", "/nonexistent/c.pem"],
@@ -755,6 +765,8 @@ UNREADABLE_SPKI_KEY = (
     "no private or public key in it (PEM or DER, PKCS#8, SEC1 or SubjectPublicKeyInfo)"
 )
 ENCRYPTED = "encrypted keys are not supported: decrypt it first (openssl pkey -in {} -out KEY.pem)"
+#: How every hex flag's message shows a valid value.
+HEX_HINT = "must be hexadecimal bytes (e.g. 00112233445566778899aabbccddeeff)"
 NO_SPKI = "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
 NO_CERTIFICATE = "not a PEM or DER X.509 certificate"
 #: A root whose version field is 1 (v2): cryptography's InvalidVersion, no ValueError, made
@@ -1047,9 +1059,9 @@ def test_a_long_identity_is_cut_in_a_message(tmp_path: Path) -> None:
         ("no-colon-here", "expected identity:HEXKEY"),
         (":0102", "expected identity:HEXKEY"),
         ("dev1:", "key is empty"),
-        ("dev1:0102zz", "key must be hexadecimal bytes (e.g. 0102...0f10), "
+        ("dev1:0102zz", f"key {HEX_HINT}, "
                         "character 5 of 6 is not a hex digit"),
-        ("dev1:01é2", "key must be hexadecimal bytes (e.g. 0102...0f10), "
+        ("dev1:01é2", f"key {HEX_HINT}, "
                       "character 3 of 5 is not a hex digit"),  # "é" is 2 bytes, not ASCII
     ],
 )
@@ -1221,7 +1233,11 @@ def test_hex_bytes_quotes_a_wrong_public_value_and_accepts_spaces() -> None:
     assert hex_bytes("--x", "01 0a ff") == b"\x01\x0a\xff"
     with pytest.raises(UsageError) as caught:
         hex_bytes("--x", "0g")
-    assert str(caught.value) == "--x must be hexadecimal bytes (e.g. 0102...0f10), got '0g'"
+    assert str(caught.value) == f"--x {HEX_HINT}, got '0g'"
+    # The example is itself a value the flags take (it was "0102...0f10": probe CK).
+    example = re.search(r"e\.g\. (\S+)\)", HEX_HINT)
+    assert example is not None
+    assert len(hex_bytes("--x", example.group(1))) == 16
     with pytest.raises(UsageError) as caught:
         hex_bytes("--x", "")
     assert str(caught.value) == "--x is empty"

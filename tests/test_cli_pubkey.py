@@ -48,6 +48,23 @@ def test_cli_raw_public_keys_both_commands(pki: Pki, mode: list[str]) -> None:
 
 
 @pytest.mark.req("RPK-3")
+def test_cli_takes_a_hash_in_the_sha256_form_the_logs_and_demo_print(pki: Pki) -> None:
+    """"sha256:<hex>", as the handshake line and `iotdtls demo` print a raw key, is taken by
+    --peer-rpk-sha256 and --rpk-allow-sha256 as it is, prefix in any case (probe CK: refused
+    with a hint sized for a PSK)."""
+    port = free_udp_port()
+    client_pin = "SHA256:" + spki_sha256_hex(pki, "client").upper()
+    with cli_server(port, "--rpk-key", str(pki.server_key), "--rpk-allow-sha256",
+                    client_pin) as server:
+        done = run_client(port, ["x"], "--rpk-key", str(pki.client_key),
+                          "--peer-rpk-sha256", "sha256:" + spki_sha256_hex(pki, "server"))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "x\n"
+        server.wait_for_output(
+            "raw public key sha256:" + spki_sha256_hex(pki, "client"), 5.0)
+
+
+@pytest.mark.req("RPK-3")
 def test_cli_client_pins_the_server_by_hash(pki: Pki) -> None:
     port = free_udp_port()
     with cli_server(port, "--rpk-key", str(pki.server_key)):

@@ -96,6 +96,16 @@ def test_raw_key_entries_make_raw_key_configs(tmp_path: Path) -> None:
     assert config.has_psk  # the PSK entry is served beside the raw keys
 
 
+def test_a_peer_public_key_may_be_its_sha256_as_the_logs_print_it() -> None:
+    """"peer-public-key": 64 hex digits, or "sha256:<hex>" as the demo and the handshake lines
+    print a raw key (probe CK), prefix in any case."""
+    pin = bytes(range(32))
+    for given in (pin.hex(), f"sha256:{pin.hex()}", f"SHA256:{pin.hex().upper()}"):
+        entry = load_credentials({"coaps://*": {"dtls-rpk": {"peer-public-key": given}}})
+        config = client_config_for(entry["coaps://*"], {})
+        assert tuple(config.server_public_keys) == (pin,), given
+
+
 def test_certificate_entries_make_certificate_configs(pki: Pki) -> None:
     entry = load_credentials(x509_client_credentials(pki))["coaps://*"]
     config = client_config_for(entry, {"mtu": 300})

@@ -299,7 +299,9 @@ def test_a_public_key_is_pinned_from_any_of_its_provisioned_forms(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     for form in (leaf.spki, bytearray(leaf.spki), pem, b"\n  " + pem, pem.decode(),
-                 pin, pin.hex(), pin.hex().upper(), f"  {pin.hex()}\n"):
+                 pin, pin.hex(), pin.hex().upper(), f"  {pin.hex()}\n",
+                 # As the demo and the logs print it (probe CK), prefix in any case.
+                 f"sha256:{pin.hex()}", f"SHA256:{pin.hex().upper()}", f" Sha256:{pin.hex()}\n"):
         assert public_key_pin(form) == pin, form
     # RFC 8422 §5.1.2: the peer sends its point uncompressed (RPK-2), so a key provisioned
     # compressed (openssl ec -pubout -conv_form compressed) pins as that: the same key.
@@ -307,10 +309,36 @@ def test_a_public_key_is_pinned_from_any_of_its_provisioned_forms(
     assert compressed != leaf.spki
     assert public_key_pin(compressed) == pin
     assert public_key_pin(der_to_pem(compressed)) == pin
-    assert public_key_pins([leaf.spki, pin.hex(), pem]) == (pin,)
+    assert public_key_pins([leaf.spki, pin.hex(), pem], "keys") == (pin,)
     other = spki_sha256(root().spki)
-    assert public_key_pins([pin, other, pin]) == (pin, other)
-    assert public_key_pins([]) == ()
+    assert public_key_pins([pin, other, pin], "keys") == (pin, other)
+    assert public_key_pins([], "keys") == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ab" * 31, "sha256:" + "ab" * 31, "sha256: " + "ab" * 32, "sha1:" + "ab" * 32,
+     "sha256:sha256:" + "ab" * 32, "not hex at all"],
+)
+def test_a_mistyped_sha256_names_its_entry_and_the_form_expected(text: str) -> None:
+    """A raw key's SHA-256 given as text: 64 hex digits, optionally after "sha256:"; anything
+    else names the setting's entry and says so, with the length only (probe CK: no entry was
+    named, nor the form)."""
+    expected = (
+        "a public key given as text must be 64 hex digits (a SHA-256), optionally after "
+        f"sha256:, or a PEM SubjectPublicKeyInfo; got {len(text.strip())} characters"
+    )
+    assert config_error(public_key_pin, text) == expected
+    assert config_error(public_key_pins, ["cd" * 32, text], "keys") == f"keys[1]: {expected}"
+    key = PrivateKey.generate()
+    for build in (
+        lambda: ServerConfig(raw_public_key=key, client_public_keys=["cd" * 32, text]),
+        lambda: ClientConfig(server_public_keys=[text]),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            build()
+        assert "_public_keys[" in str(caught.value) and "64 hex digits (a SHA-256)" in str(
+            caught.value)
 
 
 def test_what_is_not_a_public_key_is_refused_in_one_line() -> None:

@@ -737,7 +737,8 @@ class ClientConfig(_CommonConfig):
 
     psk_identity: bytes | str | None = None
     psk: bytes | None = field(default=None, repr=False)
-    #: Provisioned server keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3).
+    #: Provisioned server keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3): 32
+    #: bytes, or 64 hex digits optionally after "sha256:" as the logs print it.
     server_public_keys: Sequence[bytes | str] = ()
     #: Our own key pair in raw-public-key mode (mutual authentication).
     raw_public_key: PrivateKey | None = None
@@ -807,7 +808,8 @@ class ClientConfig(_CommonConfig):
         if self.certificate is not None:
             warn_if_out_of_validity(self.certificate, _clock_reading(self.wall_clock))
         self._check_x509_extras(modes[0])
-        object.__setattr__(self, "server_public_keys", public_key_pins(self.server_public_keys))
+        pins = public_key_pins(self.server_public_keys, "server_public_keys")
+        object.__setattr__(self, "server_public_keys", pins)
         object.__setattr__(
             self, "trust_anchors", as_der_sequence("trust_anchors", self.trust_anchors)
         )
@@ -994,7 +996,8 @@ class ServerConfig(_CommonConfig):
     psk_store: Mapping[bytes, bytes] | None = field(default=None, repr=False)
     psk_lookup: PskLookup | None = field(default=None, repr=False)
     raw_public_key: PrivateKey | None = None
-    #: Provisioned client keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3).
+    #: Provisioned client keys: SubjectPublicKeyInfo (DER or PEM) or its SHA-256 (RPK-3): 32
+    #: bytes, or 64 hex digits optionally after "sha256:" as the logs print it.
     client_public_keys: Sequence[bytes | str] = ()
     #: Decides about raw public keys beyond `client_public_keys` (RPK-3): a plain function,
     #: called synchronously in the handshake (async def is refused).
@@ -1112,7 +1115,8 @@ class ServerConfig(_CommonConfig):
                 _check_stored_identity(identity, self.max_handshake_message)
                 _check_psk("a psk in psk_store", key)
             object.__setattr__(self, "psk_store", store)
-        object.__setattr__(self, "client_public_keys", public_key_pins(self.client_public_keys))
+        pins = public_key_pins(self.client_public_keys, "client_public_keys")
+        object.__setattr__(self, "client_public_keys", pins)
         object.__setattr__(
             self,
             "client_trust_anchors",

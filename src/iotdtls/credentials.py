@@ -52,9 +52,12 @@ from iotdtls.crypto.x509 import is_self_signed, leaf_public_key_spki, load_certi
 from iotdtls.errors import ConfigError, ProtocolError
 
 __all__ = [
+    "PIN_PREFIX",
+    "PIN_TEXT",
     "CertifiedKey",
     "PrivateKey",
     "own_credential_digest",
+    "pin_from_hex",
     "psk_digest",
     "public_key_pin",
     "public_key_pins",
@@ -67,6 +70,12 @@ __all__ = [
 _log = logging.getLogger("iotdtls.credentials")
 
 _SHA256_LEN = 32
+#: What the demo and the log lines print before a raw key's SHA-256 ("sha256:<hex>",
+#: `identity.RawPublicKeyIdentity`): taken back, in any case, wherever such a SHA-256 is.
+PIN_PREFIX = "sha256:"
+#: How a raw key's SHA-256 is written, for messages.
+PIN_TEXT = "64 hex digits (a SHA-256), optionally after sha256:"
+_HEX_PIN = re.compile(r"[0-9A-Fa-f]{64}")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
 
@@ -82,14 +91,32 @@ def pem_blocks(data: bytes, label: str) -> list[bytes]:
     return blocks
 
 
+def pin_from_hex(text: str) -> bytes | None:
+    """The 32 bytes of a raw public key's SHA-256 (RPK-3) written as 64 hex digits, after an
+    optional `PIN_PREFIX` ("sha256:", any case: the form the demo and the logs print), white
+    space around it ignored; None when `text` is not that."""
+    text = text.strip()
+    if text[: len(PIN_PREFIX)].lower() == PIN_PREFIX:
+        text = text[len(PIN_PREFIX):]
+    return bytes.fromhex(text) if _HEX_PIN.fullmatch(text) else None
+
+
 def public_key_pin(value: bytes | str) -> bytes:
     """The SHA-256 of a raw public key's SubjectPublicKeyInfo with its point uncompressed (the
     form a peer sends, RFC 8422 §5.1.2), from the key (DER or PEM, either point form) or from
-    that hash itself (32 bytes or 64 hex digits)."""
+    that hash itself (32 bytes, or as text `pin_from_hex` reads: 64 hex digits, optionally
+    after "sha256:"). Text that is neither that nor PEM is refused as a mistyped SHA-256, by
+    its length only."""
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"[0-9A-Fa-f]{64}", text):
-            return bytes.fromhex(text)
+        pin = pin_from_hex(text)
+        if pin is not None:
+            return pin
+        if not text.startswith("-----"):
+            raise ConfigError(
+                f"a public key given as text must be {PIN_TEXT}, or a PEM "
+                f"SubjectPublicKeyInfo; got {len(text)} characters"
+            )
         value = text.encode()
     if not isinstance(value, bytes | bytearray):
         raise ConfigError(f"a public key must be bytes or str, got {type(value).__name__}")
@@ -161,11 +188,15 @@ def _not_p256_spki(der: bytes, key: PublicKeyTypes | None) -> str:
     return instead or "a public key must be a SubjectPublicKeyInfo (DER or PEM) or its SHA-256"
 
 
-def public_key_pins(values: Iterable[bytes | str]) -> tuple[bytes, ...]:
-    """`public_key_pin` of each value, without duplicates, in order."""
+def public_key_pins(values: Iterable[bytes | str], name: str) -> tuple[bytes, ...]:
+    """`public_key_pin` of each value, without duplicates, in order; a `ConfigError` names
+    the entry refused (`name[index]`, `name` the setting)."""
     pins: list[bytes] = []
-    for value in values:
-        pin = public_key_pin(value)
+    for index, value in enumerate(values):
+        try:
+            pin = public_key_pin(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}[{index}]: {exc}") from None
         if pin not in pins:
             pins.append(pin)
     return tuple(pins)

@@ -71,6 +71,9 @@ DEFAULT_PORT = 5684  # coaps (RFC 7252 §12.7)
 #: server without cookie exchange would answer one ClientHello with a flight per doubling).
 MIN_RETRANSMIT = 0.1
 _HEX_DIGITS = frozenset(string.hexdigits)
+#: A valid value for the messages of hex flags (16 bytes: a PSK of the usual size), not the
+#: demo's key (a key in a test or a script should not show up in a message).
+HEX_EXAMPLE = "00112233445566778899aabbccddeeff"
 #: The namespace attribute where `Once` keeps the dests of the flags given.
 _GIVEN_ONCE = "_given_once"
 
@@ -297,7 +300,7 @@ def hex_bytes(name: str, text: str, *, secret: bool = False) -> bytes:
     except ValueError:
         problem = _hex_problem(text) if secret else f"got {text!r}"
         raise UsageError(
-            f"{name} must be hexadecimal bytes (e.g. 0102...0f10), {problem}"
+            f"{name} must be hexadecimal bytes (e.g. {HEX_EXAMPLE}), {problem}"
         ) from None
     if not value:
         raise UsageError(f"{name} is empty")

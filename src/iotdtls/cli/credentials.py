@@ -38,9 +38,11 @@ from iotdtls.config import (
     ServerConfig,
 )
 from iotdtls.credentials import (
+    PIN_TEXT,
     CertifiedKey,
     PrivateKey,
     mark_validity_warned,
+    pin_from_hex,
     public_key_pin,
     public_key_spki,
 )
@@ -236,12 +238,13 @@ def _pin_file(path: str, flag: str) -> bytes:
 
 
 def _pins(files: list[str], hashes: list[str], flag: str) -> list[bytes]:
-    """Raw public keys from SPKI files and SHA-256 hex digests."""
+    """Raw public keys from SPKI files and SHA-256 hex digests (optionally after "sha256:", as
+    the demo and the logs print them: `pin_from_hex`)."""
     pins = [_pin_file(path, flag) for path in files]
     for text in hashes:
-        digest = hex_bytes(f"{flag}-sha256", text)
-        if len(digest) != 32:
-            raise UsageError(f"{flag}-sha256 must be 64 hex digits (a SHA-256), got {text!r}")
+        digest = pin_from_hex(text)
+        if digest is None:
+            raise UsageError(f"{flag}-sha256 must be {PIN_TEXT}, got {text!r}")
         pins.append(digest)
     return pins
 
@@ -319,8 +322,8 @@ def add_client_credentials(p: argparse.ArgumentParser) -> None:
         metavar="HEX",
         action="append",
         default=[],
-        help="SHA-256 of the server's SubjectPublicKeyInfo, its point uncompressed "
-        "(repeatable)",
+        help="SHA-256 of the server's SubjectPublicKeyInfo, its point uncompressed: 64 hex "
+        "digits, optionally after sha256: as the demo and the logs print it (repeatable)",
     )
     g.add_argument(
         "--rpk-key", metavar="KEY.pem", type=file_path, action=Once,
@@ -502,8 +505,8 @@ def add_server_credentials(p: argparse.ArgumentParser) -> None:
         metavar="HEX",
         action="append",
         default=[],
-        help="SHA-256 of a client SubjectPublicKeyInfo, its point uncompressed, to accept "
-        "(repeatable)",
+        help="SHA-256 of a client SubjectPublicKeyInfo, its point uncompressed, to accept: 64 "
+        "hex digits, optionally after sha256: as the demo and the logs print it (repeatable)",
     )
     _add_certificate_flags(g)
     g.add_argument(

@@ -20,7 +20,8 @@ of this module (and so `load_credentials`) knows besides aiocoap's::
              ":dev2": {"dtls-rpk": {"peer-public-key": "dev2.pub"}}}
 
 `private-key` is a PEM file of our own P-256 key; `peer-public-key` the other side's key: a PEM
-or DER SubjectPublicKeyInfo file, or its SHA-256 in 64 hex digits. A client without a
+or DER SubjectPublicKeyInfo file, or its SHA-256 in 64 hex digits (optionally after "sha256:",
+as the logs print it). A client without a
 `private-key` asks for server-only authentication. A server requires a key its map lists of
 every raw-public-key client once its map has listed a client key (the map is read at each
 handshake: `MapServerConfig`), then for good, on every port of its context: with the last one
@@ -82,7 +83,13 @@ from iotdtls.config import (
     check_psk_pair,
     type_name,
 )
-from iotdtls.credentials import CertifiedKey, PrivateKey, load_certificate_file, public_key_pin
+from iotdtls.credentials import (
+    CertifiedKey,
+    PrivateKey,
+    load_certificate_file,
+    pin_from_hex,
+    public_key_pin,
+)
 from iotdtls.crypto.x509names import canonical_eui64, reference_identity
 from iotdtls.errors import ConfigError
 from iotdtls.identity import CertificateIdentity, PeerIdentity, PskIdentity, RawPublicKeyIdentity
@@ -154,9 +161,11 @@ def _string_fields(
 
 
 def _public_key_pin(text: str) -> bytes:
-    """A pin from 64 hex digits, or from a key file (PEM or DER SubjectPublicKeyInfo)."""
-    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
-        return public_key_pin(text)
+    """A pin from 64 hex digits, optionally after "sha256:" (`pin_from_hex`), or from a key
+    file (PEM or DER SubjectPublicKeyInfo)."""
+    pin = pin_from_hex(text)
+    if pin is not None:
+        return pin
     try:
         data = read_regular_file(text)
     except RefusedFile as exc:
