@@ -199,7 +199,10 @@ class ServerThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            server = await aio.serve(self._echo, LOCALHOST, self.port, self.config, sock=self.sock)
+            # A socket bound already is served where it is: no host to agree with it.
+            bound = self.sock is not None and self.sock.getsockname()[1] != 0
+            host = None if bound else LOCALHOST
+            server = await aio.serve(self._echo, host, self.port, self.config, sock=self.sock)
         except BaseException as exc:
             self._failure = exc
             self._ready.set()

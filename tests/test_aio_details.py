@@ -1813,6 +1813,50 @@ def test_a_server_on_host_none_with_a_bound_sock_serves_it() -> None:
     run(main())
 
 
+def test_a_host_or_port_that_disagrees_with_a_bound_sock_is_refused() -> None:
+    """serve(host, port, sock=s) with `s` bound already served on s's address whatever the
+    host and port said, even a host of the other IP family (probe CK). A host or port that
+    disagrees is a one-line ConfigError naming both, the socket left open and as it was; a
+    name is refused unresolved; None, the bound address itself and port 0 or the bound port
+    agree and serve."""
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as given:
+            given.bind((LOCALHOST, 0))
+            bound = given.getsockname()
+            where = f"{LOCALHOST}:{bound[1]}"
+            fix = f"give host None (served where it is bound) or {LOCALHOST!r}, and port 0 or " \
+                  f"{bound[1]}"
+            other_port = 1 if bound[1] != 1 else 2
+            refusals: list[tuple[str | None, int, str]] = [
+                ("::1", bound[1], f"host '::1' disagrees with sock, bound to {where}: {fix}"),
+                ("0.0.0.0", 0, f"host '0.0.0.0' disagrees with sock, bound to {where}: {fix}"),
+                ("127.0.0.2", 0, f"host '127.0.0.2' disagrees with sock, bound to {where}: {fix}"),
+                ("localhost", bound[1], f"host 'localhost' is a name and sock is bound already, "
+                 f"to {where}: a name is not resolved to compare; {fix}"),
+                (LOCALHOST, other_port,
+                 f"port {other_port} disagrees with sock, bound to {where}: {fix}"),
+                (None, other_port,
+                 f"port {other_port} disagrees with sock, bound to {where}: {fix}"),
+            ]
+            for host, port, message in refusals:
+                with pytest.raises(ConfigError) as refused:
+                    aio.serve(echo, host, port, server_config(), sock=given)
+                assert str(refused.value) == message, (host, port)
+                assert given.fileno() != -1 and given.getsockname() == bound
+        agreeing: list[tuple[str | None, bool]] = [
+            (None, False), (LOCALHOST, False), (LOCALHOST, True), (None, True)]
+        for host, its_port in agreeing:
+            served = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # closed with the server
+            served.bind((LOCALHOST, 0))
+            at = served.getsockname()
+            async with aio.serve(echo, host, at[1] if its_port else 0, server_config(),
+                                 sock=served) as server:
+                assert server.address == at
+
+    run(main())
+
+
 @pytest.mark.parametrize("loop_choice", ["asyncio", "uvloop"])
 def test_serve_names_the_address_it_cannot_listen_on(loop_choice: str) -> None:
     """A bind that fails raised the kernel's or the resolver's bare words ("[Errno 98] Address

@@ -21,7 +21,7 @@ from socket import (
 )
 from typing import Any
 
-from iotdtls._addresses import listening_on, reaching
+from iotdtls._addresses import format_hostport, listening_on, reaching
 from iotdtls.chaincache import ChainCache
 from iotdtls.config import ClientConfig, ServerConfig, type_name
 from iotdtls.errors import ConfigError
@@ -29,6 +29,7 @@ from iotdtls.sessions import MemorySessionStore, SessionState
 
 __all__ = [
     "byte_size",
+    "check_bound_sock_agrees",
     "check_bytes_like",
     "check_client_arguments",
     "check_host",
@@ -137,13 +138,44 @@ def check_server_arguments(
     checked_port = check_port(port, any_port=True)
     check_type("config", config, ServerConfig)
     check_sock(sock)
-    if host is None and isinstance(sock, socket) and not is_bound(sock):
+    if isinstance(sock, socket) and is_bound(sock):
+        check_bound_sock_agrees(sock, host, checked_port)
+    elif host is None and isinstance(sock, socket):
         raise TypeError(
             'host is None and sock is not bound: bind it, or give "0.0.0.0", "::" or the '
             "address to bind it to"
         )
     check_session_store(session_store)
     return checked_port
+
+
+def check_bound_sock_agrees(sock: socket, host: object, port: int) -> None:
+    """A server's `sock=` bound already is served where it is bound: a `host` and `port` given
+    with it must say the same, or a `ConfigError` names both (serve("::1", 5684, sock=s) with
+    `s` on 127.0.0.1:46255 served there silently, even of the other IP family: probe CK).
+    Agreeing: a host of None (served where it is), or an IP address equal to the bound one
+    (its zone left aside); a port of 0 ("any free port"), or the bound one. A name is not
+    resolved to compare (a resolver's answer may differ from the bind's): it is refused."""
+    bound_host, bound_port = sock.getsockname()[:2]
+    where = format_hostport(bound_host, bound_port)
+    fix = f"give host None (served where it is bound) or {bound_host!r}, and port 0 or {bound_port}"
+    if isinstance(host, str):
+        try:
+            same = _ip_without_zone(host) == _ip_without_zone(bound_host)
+        except ValueError:
+            raise ConfigError(
+                f"host {host!r} is a name and sock is bound already, to {where}: a name is not "
+                f"resolved to compare; {fix}"
+            ) from None
+        if not same:
+            raise ConfigError(f"host {host!r} disagrees with sock, bound to {where}: {fix}")
+    if port not in (0, bound_port):
+        raise ConfigError(f"port {port} disagrees with sock, bound to {where}: {fix}")
+
+
+def _ip_without_zone(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IP address `text` is, its IPv6 zone ("%eth0") left aside; `ValueError` for a name."""
+    return ipaddress.ip_address(text.partition("%")[0])
 
 
 def is_bound(sock: socket) -> bool:

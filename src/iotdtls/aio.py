@@ -1637,7 +1637,7 @@ class _Serve(Opening[DtlsServer]):
         sock = self._sock
         loop = asyncio.get_running_loop()
         protocol = _ServerProtocol(self._handler, config, self._store)
-        if sock is not None and is_bound(sock):  # served where it is: host and port unused
+        if sock is not None and is_bound(sock):  # served where it is (host and port agree)
             protocol.sock = sock
             transport = await open_server_transport(loop, protocol, sock)
         else:
@@ -1697,17 +1697,19 @@ def serve(
     raises does the same.
 
     `sock` is an optional UDP socket to serve on instead of a new one; it is bound to
-    `host:port` if it is not bound yet (host and port are not used if it is, and host may then
-    be None), and closed with the server. `session_store` replaces the in-memory session cache
-    (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any free port (`DtlsServer.address`
-    says which); host "0.0.0.0" every IPv4 address, "::" every address, IPv4 too (IPV6_V6ONLY
-    turned off, whatever the host's default; not on a `sock` given); "" is refused, and so is
-    None without a bound `sock` (a `TypeError`: an unset variable must not expose the server on
-    every interface). A wrong argument raises `TypeError` (or `ConfigError` for the port, an
-    empty host, a closed `sock` or one with IP_RECVERR set) here, before any socket is made; an
-    address that cannot be bound, the `OSError` naming it, same type and errno ("cannot listen
-    on 127.0.0.1:5684: Address already in use"; a host that does not resolve, a
-    `socket.gaierror`)."""
+    `host:port` if it is not bound yet, and closed with the server. One bound already is served
+    where it is: host may then be None, and a host or port that disagrees with its address is a
+    `ConfigError` naming both (an IP address equal to the bound one and port 0 or the bound one
+    agree; a name is not resolved to compare, so it is refused). `session_store` replaces the
+    in-memory session cache (`iotdtls.sessions.SessionStore`, RES-1). Port 0 binds any free port
+    (`DtlsServer.address` says which); host "0.0.0.0" every IPv4 address, "::" every address,
+    IPv4 too (IPV6_V6ONLY turned off, whatever the host's default; not on a `sock` given); "" is
+    refused, and so is None without a bound `sock` (a `TypeError`: an unset variable must not
+    expose the server on every interface). A wrong argument raises `TypeError` (or `ConfigError`
+    for the port, an empty host, a closed `sock`, one with IP_RECVERR set or one bound
+    elsewhere) here, before any socket is made; an address that cannot be bound, the `OSError`
+    naming it, same type and errno ("cannot listen on 127.0.0.1:5684: Address already in use"; a
+    host that does not resolve, a `socket.gaierror`)."""
     check_handler(handler)
     port = check_server_arguments(host, port, config, sock=sock, session_store=session_store)
     return _Serve(handler, host, port, config, sock, session_store)
