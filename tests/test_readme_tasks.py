@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 from tests.peers import free_udp_port
+from tests.test_readme import serve_until_ctrl_c
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -49,6 +50,7 @@ def run(source: str) -> str:
 def test_the_server_recipe_serves_until_cancelled_then_frees_its_port() -> None:
     port = free_udp_port()
     server = recipe("asyncio.Event().wait()", port).replace('"0.0.0.0"', '"127.0.0.1"')
+    server = server[: server.index("\ntry:")]  # main() alone, run here as asyncio.run would
     source = PROLOGUE + "config = server_config\n" + server + textwrap.dedent(f"""
         async def check():
             task = asyncio.ensure_future(main())
@@ -68,6 +70,18 @@ def test_the_server_recipe_serves_until_cancelled_then_frees_its_port() -> None:
         asyncio.run(check())
         """)
     assert run(source).split() == ["b'ping'", "closed"]
+
+
+def test_the_server_recipe_ends_quietly_on_ctrl_c(tmp_path: Path) -> None:
+    """Saved as a script, the recipe serves until Ctrl-C, its peer then told with close_notify,
+    and exits 0 without the KeyboardInterrupt traceback that `asyncio.run(main())` alone
+    prints (probe CK)."""
+    port = free_udp_port()
+    server = recipe("asyncio.Event().wait()", port).replace('"0.0.0.0"', '"127.0.0.1"')
+    script = tmp_path / "server.py"
+    script.write_text(PROLOGUE + "config = server_config\n" + server)
+    status, output = serve_until_ctrl_c(script, port)
+    assert (status, output) == (0, "")
 
 
 #: A server in a thread that sends its client one command, then closes the association.
@@ -110,7 +124,8 @@ def test_the_failure_recipe_names_a_wrong_psk() -> None:
         "psk=KEY)", "psk=bytes(16))"
     )
     out = run(failure_recipe(port, setup))
-    assert out.startswith("refused: received fatal alert decrypt_error"), out
+    # The alert by its name: an IntEnum's str() is its number on Python 3.11 (probe CK).
+    assert out.startswith("refused (decrypt_error): received fatal alert decrypt_error"), out
 
 
 def test_the_failure_recipe_names_a_server_that_is_not_there() -> None:
@@ -118,3 +133,16 @@ def test_the_failure_recipe_names_a_server_that_is_not_there() -> None:
     setup = 'config = iotdtls.ClientConfig(psk_identity=b"dev1", psk=KEY)\n'
     out = run(failure_recipe(port, setup))
     assert out.startswith("down: "), out
+
+
+def test_the_failure_recipe_names_a_host_that_does_not_resolve() -> None:
+    """A name that does not resolve is a socket.gaierror (an OSError), not a DtlsError: the
+    recipe catches it too, as the text says (probe CK: it escaped as a traceback)."""
+    port = free_udp_port()
+    setup = 'config = iotdtls.ClientConfig(psk_identity=b"dev1", psk=KEY)\n'
+    attempt = recipe("except iotdtls.AlertReceived", port).replace(
+        '"127.0.0.1"', '"nonexistent.invalid"')  # RFC 6761 §6.4: never resolves
+    source = PROLOGUE + setup + "async def attempt():\n" + textwrap.indent(attempt, "    ") + (
+        "asyncio.run(attempt())\n")
+    out = run(source)
+    assert re.match(r"network: \[Errno -?\d+\] cannot resolve nonexistent\.invalid: ", out), out
