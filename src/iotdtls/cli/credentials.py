@@ -200,8 +200,9 @@ def load_private_key(path: str, flag: str, *, warn: bool = True) -> PrivateKey:
     """The private key in file `path`, given as `flag`; a `UsageError` naming both when the
     file cannot be read or holds no usable key (encrypted keys are not supported). A key file
     others could read or another user's is used, with one warning line (`warn`: not given
-    already, by the parent of the workers): unlike a --psk-file it is commonly made so
-    (openssl genpkey and ecparam write 0644 under the usual umask; keygen writes 0600). The
+    already, by the parent of the workers): unlike a --psk-file it is commonly made so (a key
+    written through the shell, `openssl genpkey > key.pem`, or copied is 0644 under the usual
+    umask; OpenSSL 3's -out and keygen write 0600). The
     warning comes once the file is known to hold a private key: a file refused, or a public
     key that the caller reads instead (`keygen spki`), gets none."""
     data, info = _read_regular_and_stat(path, flag, MAX_PEM_FILE)
