@@ -174,14 +174,11 @@ class SecretGuard:
             real_check(name, key)
 
         mp.setattr(iotdtls.config, "_check_psk", check_psk)
-        real_secret = iotdtls.endpoint.CookieJar._secret
-
-        def cookie_secret(jar: iotdtls.endpoint.CookieJar, index: int) -> bytes:
-            secret = real_secret(jar, index)
-            self.add_secret(secret, "cookie secret")
-            return secret
-
-        mp.setattr(iotdtls.endpoint.CookieJar, "_secret", cookie_secret)
+        self._wrap_init(
+            mp,
+            iotdtls.endpoint.CookieJar,
+            lambda jar: self.add_secret(jar._master, "cookie master secret"),
+        )
 
     def _wrap_init(self, mp: pytest.MonkeyPatch, cls: type, after: Callable[[Any], None]) -> None:
         real = cls.__init__

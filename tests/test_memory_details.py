@@ -8,7 +8,6 @@ shortcuts of handshake reassembly."""
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
 import tracemalloc
 from collections.abc import Callable
@@ -96,54 +95,35 @@ def test_release_drops_handshake_state_yet_the_last_flight_and_the_session_survi
     assert_resumed(second)
 
 
-# -- the cookie jar's period secrets -------------------------------------------------------------
+# -- the cookie jar ------------------------------------------------------------------------------
 
 
-def test_cookie_jar_derives_each_period_secret_once_and_keeps_only_its_neighbours(
+def test_cookie_jar_keys_its_mac_once_and_keeps_no_state_per_period(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """HS-2: the secret of a rotation period is derived from the master once while in use, not
-    for every cookie made or checked (the gate stays cheap under a flood). The cache holds only
-    the periods next to the last one used, also when the clock steps back (bounded memory
-    however long the server runs)."""
+    """HS-2: the jar sets its HMAC key up once, not for every cookie made or checked nor for
+    each rotation period (the gate stays cheap under a flood), and holds nothing per period:
+    its memory is the same however long the server runs, also when the clock steps back."""
     master = bytes(range(32))
-    derived: list[int] = []
-    real_digest = hmac.digest
+    keyed: list[bytes] = []
+    real_mac = iotdtls.endpoint.HmacSha256
 
-    def counting_digest(key: bytes, msg: bytes, digest: Any) -> bytes:
-        if key == master:
-            derived.append(int.from_bytes(msg[-8:], "big", signed=True))
-        return real_digest(key, msg, digest)
+    def counting_mac(key: bytes) -> Any:
+        keyed.append(key)
+        return real_mac(key)
 
-    monkeypatch.setattr(iotdtls.endpoint.hmac, "digest", counting_digest)
+    monkeypatch.setattr(iotdtls.endpoint, "HmacSha256", counting_mac)
     jar = CookieJar(10.0, master)
+    assert keyed == [master]
+    slots = dict(vars(jar))
     address, hello = b"peer", b"hello"
-    steps: list[tuple[float, bool, list[int], set[int]]] = [
-        # (now, make (else verify), periods derived by the step, periods cached after it)
-        (5.0, True, [0], {0}),
-        (5.0, False, [], {0}),  # the current period's secret accepts: no other is needed
-        (6.0, False, [], {0}),
-        (15.0, True, [1], {0, 1}),
-        (15.0, False, [], {0, 1}),
-        (35.0, False, [3, 2], {2, 3}),
-        (15.0, False, [1, 0], {0, 1}),  # the clock stepped back two periods
-    ]
-    cookie = CookieJar(10.0, master).make(5.0, address, hello)  # same master, same cookies
-    for now, make, expected, cached in steps:
-        # Past two periods that cookie is refused by its issue time before any MAC: a cookie
-        # issued now under another master makes the jar try both of its secrets.
-        checked = cookie if now < 20.0 else CookieJar(10.0, bytes(32)).make(now, address, hello)
-        derived.clear()
-        if make:
-            jar.make(now, address, hello)
-        else:
-            assert jar.verify(now, address, hello, checked) is (now < 20.0)
-        assert derived == expected, now
-        assert set(jar._period_macs) == cached, now
-        for period, keyed in jar._period_macs.items():
-            label = b"iotdtls cookie secret" + period.to_bytes(8, "big", signed=True)
-            secret = real_digest(master, label, "sha256")
-            assert keyed.digest(hello) == real_digest(secret, hello, "sha256")
+    cookie = jar.make(5.0, address, hello)
+    for now in (5.0, 6.0, 15.0, 35.0, 15.0, 1e6, 5.0):  # the clock steps back too
+        jar.make(now, address, hello)
+        assert jar.verify(now, address, hello, cookie) is (now < 20.0)
+    assert keyed == [master]
+    assert vars(jar).keys() == slots.keys()
+    assert all(vars(jar)[name] is value for name, value in slots.items())
 
 
 # -- the endpoint -------------------------------------------------------------------------------

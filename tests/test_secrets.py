@@ -95,7 +95,7 @@ def hellos(link: MemoryLink) -> tuple[list[bytes], ServerHello]:
 
 def cookie_key(outputs: list[bytes], first_hello: bytes, cookie: bytes) -> bytes:
     """The one output that, as the cookie master secret, gives `cookie`: its issue time, then
-    the HMAC-SHA256, under the first period's secret derived from it, of that time, the client
+    the HMAC-SHA256 under it of the label and the first period's number, that time, the client
     address and the ClientHello without its cookie (the endpoint's stateless cookie, RFC 6347
     §4.2.1)."""
     hello = ClientHello.decode(first_hello)
@@ -103,16 +103,14 @@ def cookie_key(outputs: list[bytes], first_hello: bytes, cookie: bytes) -> bytes
     assert first_hello[cookie_at] == 0  # the first ClientHello has an empty cookie
     without_cookie = first_hello[:cookie_at] + first_hello[cookie_at + 1 :]
     address = repr(CLIENT_ADDR).encode()
-    label = iotdtls.endpoint.COOKIE_SECRET_LABEL + (0).to_bytes(8, "big")
+    period = iotdtls.endpoint.COOKIE_LABEL + (0).to_bytes(8, "big")
     issued, mac = cookie[:4], cookie[4:]
     (key,) = [
         k
         for k in outputs
-        if hmac.new(
-            hmac.new(k, label, hashlib.sha256).digest(),
-            issued + address + without_cookie,
-            hashlib.sha256,
-        ).digest()[: len(mac)]
+        if hmac.new(k, period + issued + address + without_cookie, hashlib.sha256).digest()[
+            : len(mac)
+        ]
         == mac
     ]
     return key

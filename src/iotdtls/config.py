@@ -1045,7 +1045,8 @@ class ServerConfig(_CommonConfig):
     #: each take a `max_handshakes` place, and a flood of them evicts every honest handshake
     #: before it can complete (one success in 7.3 s measured under such a flood).
     cookie_exchange: bool = True
-    #: Seconds a cookie secret is used before rotating; the previous one is still accepted.
+    #: Seconds of a cookie period: every cookie changes at each, the previous period's still
+    #: accepted (RFC 6347 §4.2.1).
     cookie_rotation: float = 300.0
     #: Most established associations a server endpoint keeps at once; when a handshake
     #: completes into a full table, the least recently active one gets close_notify and makes

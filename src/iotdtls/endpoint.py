@@ -3,7 +3,8 @@
 Datagrams from an address without an association go through a stateless gate: only an
 unfragmented epoch-0 ClientHello is looked at; without a valid cookie the answer is a
 HelloVerifyRequest computed from the datagram alone (HMAC over the client's address and the
-ClientHello without its cookie, under a secret that rotates, the previous one still valid). No
+ClientHello without its cookie, and the rotation period, so that cookies change at each
+rotation, the previous period's still valid). No
 per-peer state, no public-key operation and no allocation that outlives the call happen before
 the cookie verifies. A HelloVerifyRequest is never larger than the ClientHello that caused it.
 
@@ -50,7 +51,6 @@ may still let it in), go through the gate as any other.
 from __future__ import annotations
 
 import heapq
-import hmac
 import ipaddress
 import itertools
 import logging
@@ -122,8 +122,9 @@ COOKIE_TIME_RANGE = 1 << (8 * COOKIE_TIME.size)
 #: How far ahead of the clock an issue time may be (clocks of processes sharing a secret).
 COOKIE_FUTURE_TICKS = COOKIE_TICKS_PER_SECOND
 SECRET_LENGTH = 32
-#: Domain separation of the per-period cookie secrets derived from the master secret.
-COOKIE_SECRET_LABEL = b"iotdtls cookie secret"
+#: Domain separation of the cookie MAC's input under the master secret (which may be shared
+#: with the workers of one server, not with anything else).
+COOKIE_LABEL = b"iotdtls cookie"
 #: Superseded entries the timer heap may hold beyond twice its live ones before a rebuild.
 TIMER_HEAP_SLACK = 64
 
@@ -320,24 +321,25 @@ class _CountedStore:
 
 
 class CookieJar:
-    """Stateless cookies: 4 bytes of issue time, then HMAC-SHA256 (over that time, the address
-    and the ClientHello) truncated to 12 bytes (96 bits, beyond guessing in the two periods a
-    cookie lives), under a secret rotating every period: 16 bytes in all.
+    """Stateless cookies: 4 bytes of issue time, then HMAC-SHA256 (over the rotation period's
+    number, that time, the address and the ClientHello) truncated to 12 bytes (96 bits, beyond
+    guessing in the two periods a cookie lives): 16 bytes in all.
 
-    A cookie verifies for two periods at most (the current and the previous secret), and only
-    while its issue time is neither ahead of the clock (beyond `COOKIE_FUTURE_TICKS`) nor older
-    than two periods; `cookie_time` reads that time, which says whether the cookie is newer
-    than an association (`issued_since`). Each period's secret is derived from one master
-    secret (HMAC-SHA256 of the period number under the master), so processes given the same
-    master (`ServerConfig.cookie_secret`, e.g. the workers of `iotdtls.workers`) make and
+    A cookie verifies for two periods at most (made in the current or the previous one), and
+    only while its issue time is neither ahead of the clock (beyond `COOKIE_FUTURE_TICKS`) nor
+    older than two periods; `cookie_time` reads that time, which says whether the cookie is
+    newer than an association (`issued_since`). The period's number in the MAC changes every
+    cookie at each rotation (RFC 6347 §4.2.1: "change the Secret value frequently"), also for
+    an issue time that has wrapped around, under one key: processes given the same master
+    secret (`ServerConfig.cookie_secret`, e.g. the workers of `iotdtls.workers`) make and
     accept the same cookies and rotate in step. Without a master, a random one is drawn:
-    cookies then hold for this jar only."""
+    cookies then hold for this jar only. One key for every period costs one HMAC key set-up
+    per jar, not one derivation per period."""
 
     def __init__(self, rotation: float, master_secret: bytes | None = None) -> None:
         self._rotation = rotation
         self._master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
-        #: The secrets of the periods around the current one, keyed for HMAC-SHA256.
-        self._period_macs: dict[int, HmacSha256] = {}
+        self._mac = HmacSha256(self._master)
         #: The oldest a cookie may be, in ticks: two periods, below half the range of the time
         #: field so that an age modulo that range is never ambiguous.
         self._max_age = min(
@@ -347,21 +349,9 @@ class CookieJar:
     def __repr__(self) -> str:
         return f"<CookieJar rotation={self._rotation}s>"
 
-    def _secret(self, index: int) -> bytes:
-        """The secret of period `index`, derived from the master."""
-        label = COOKIE_SECRET_LABEL + index.to_bytes(8, "big", signed=True)
-        return hmac.digest(self._master, label, "sha256")
-
-    def _keyed(self, index: int) -> HmacSha256:
-        keyed = self._period_macs.get(index)
-        if keyed is None:
-            keyed = self._period_macs[index] = HmacSha256(self._secret(index))
-            for old in [i for i in self._period_macs if not index - 1 <= i <= index + 1]:
-                del self._period_macs[old]
-        return keyed
-
     def _cookie(self, index: int, issued: bytes, address: bytes, hello: bytes) -> bytes:
-        return issued + self._keyed(index).digest(issued + address + hello)[:COOKIE_MAC_LENGTH]
+        period = COOKIE_LABEL + index.to_bytes(8, "big", signed=True)
+        return issued + self._mac.digest(period + issued + address + hello)[:COOKIE_MAC_LENGTH]
 
     def make(self, now: float, address: bytes, hello_without_cookie: bytes) -> bytes:
         issued = COOKIE_TIME.pack(_ticks(now))
@@ -372,9 +362,8 @@ class CookieJar:
     ) -> bool:
         """The cookie's issue time is neither ahead of `now` nor older than two periods, and
         its MAC verifies: a constant-time check against the current, then the previous
-        period's secret (SEC-2). The length, the issue time and which period a cookie belongs
-        to are no secret: the previous one is tried only for a cookie the current one
-        refuses."""
+        period's (SEC-2). The length, the issue time and which period a cookie belongs to are
+        no secret: the previous one is tried only for a cookie the current one refuses."""
         if len(cookie) != COOKIE_LENGTH:  # no MAC for a first hello, nor an old-format cookie
             return False
         age = (_ticks(now) - cookie_time(cookie)) % COOKIE_TIME_RANGE
