@@ -7,6 +7,7 @@ from another implementation: the offsets in the comments are the checks.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from iotdtls.messages import (
     ClientKeyExchangePsk,
     CompressionMethod,
     ExtendedMasterSecret,
+    Extension,
     Finished,
     HandshakeHeader,
     HandshakeType,
@@ -214,6 +216,55 @@ def test_client_hello_encode_refuses_unencodable_values() -> None:
     ):
         with pytest.raises(ValueError):
             bad.encode()
+
+
+def test_hello_versions_fill_their_two_bytes_at_both_ends() -> None:
+    """A hello's version is any u16 (RFC 5246 §7.4.1.2: ProtocolVersion), 0 and 0xFFFF
+    included, both ways; -1 and 0x10000 are refused before any byte is written."""
+    client = ClientHello.decode(OPENSSL_PSK_CLIENT_HELLO)
+    server = ServerHello(DTLS_1_2, RANDOM, b"", 0xC0A8, 0)
+    for version in (0, 0xFFFF):
+        hello = dataclasses.replace(client, client_version=version)
+        assert ClientHello.decode(hello.encode()) == hello
+        answer = dataclasses.replace(server, server_version=version)
+        assert ServerHello.decode(answer.encode()) == answer
+    for version in (-1, 0x10000):
+        with pytest.raises(ValueError, match=f"^{version} does not fit in 2 bytes$"):
+            dataclasses.replace(server, server_version=version).encode()
+
+
+def test_hello_parts_of_exactly_the_kept_maximum_are_remembered_decoded() -> None:
+    """A ClientHello's offer and a ServerHello's answer of `EXTENSION_BLOCK_KEPT_MAX` bytes are
+    remembered decoded (the bound is inclusive, as the extension blocks'); one byte more is
+    decoded each time."""
+    handshake = iotdtls.messages.handshake
+    client = ClientHello.decode(OPENSSL_PSK_CLIENT_HELLO)
+    server = ServerHello(DTLS_1_2, RANDOM, b"", 0xC0A8, 0)
+
+    def padded(size: int, part: Callable[[tuple[Extension, ...]], bytes]) -> tuple[Extension, ...]:
+        bare = len(part((UnknownExtension(0xFAFA, b""),)))
+        extensions = (UnknownExtension(0xFAFA, bytes(size - bare)),)
+        assert len(part(extensions)) == size
+        return extensions
+
+    def offer(extensions: tuple[Extension, ...]) -> bytes:
+        suites, methods = client.cipher_suites, client.compression_methods
+        return handshake._encode_client_hello_offer(suites, methods, extensions)
+
+    def answer(extensions: tuple[Extension, ...]) -> bytes:
+        return handshake._encode_server_hello_answer(0xC0A8, 0, extensions)
+
+    for size, kept in ((EXTENSION_BLOCK_KEPT_MAX, True), (EXTENSION_BLOCK_KEPT_MAX + 1, False)):
+        hello = dataclasses.replace(client, extensions=padded(size, offer))
+        remembered = handshake._decoded_client_hello_offer
+        hits = remembered.cache_info().hits
+        assert ClientHello.decode(hello.encode()) == ClientHello.decode(hello.encode()) == hello
+        assert (remembered.cache_info().hits > hits) is kept
+        reply = dataclasses.replace(server, extensions=padded(size, answer))
+        remembered = handshake._decoded_server_hello_answer
+        hits = remembered.cache_info().hits
+        assert ServerHello.decode(reply.encode()) == ServerHello.decode(reply.encode()) == reply
+        assert (remembered.cache_info().hits > hits) is kept
 
 
 def test_server_hello_answer_is_remembered_encoded_and_decoded() -> None:
