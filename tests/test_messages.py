@@ -218,6 +218,32 @@ def test_client_hello_encode_refuses_unencodable_values() -> None:
             bad.encode()
 
 
+def test_hello_parts_of_hashable_values_are_taken_from_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hello's offer or answer of hashable values comes out of the encoding cache, not
+    through the encoder again; only one holding an unhashable value is encoded each time."""
+    handshake = iotdtls.messages.handshake
+    encoded: list[str] = []
+    for name in ("_encode_client_hello_offer", "_encode_server_hello_answer"):
+
+        def counting(*args: Any, _name: str = name, _encode: Any = getattr(handshake, name)) -> Any:
+            encoded.append(_name)
+            return _encode(*args)
+
+        monkeypatch.setattr(handshake, name, counting)
+    client = ClientHello.decode(OPENSSL_PSK_CLIENT_HELLO)
+    server = ServerHello(DTLS_1_2, RANDOM, b"", 0xC0A8, 0, (ExtendedMasterSecret(),))
+    assert client.encode() == OPENSSL_PSK_CLIENT_HELLO
+    assert server.encode().endswith(bytes.fromhex("c0a8 00 0004 00170000"))
+    assert encoded == []
+    unhashable: Any = bytearray(b"\x01")
+    odd = (UnknownExtension(0xFAFA, unhashable),)
+    dataclasses.replace(client, extensions=odd).encode()
+    dataclasses.replace(server, extensions=odd).encode()
+    assert encoded == ["_encode_client_hello_offer", "_encode_server_hello_answer"]
+
+
 def test_hello_versions_fill_their_two_bytes_at_both_ends() -> None:
     """A hello's version is any u16 (RFC 5246 §7.4.1.2: ProtocolVersion), 0 and 0xFFFF
     included, both ways; -1 and 0x10000 are refused before any byte is written."""
