@@ -175,6 +175,29 @@ def test_a_plainly_built_value_whose_check_fails_shows_no_secret_in_a_traceback(
     assert not any(repr(secret)[2:20] in line for line in selves)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shaped:
+    """A frozen value with each kind of field `plainly_built` carries to its twin."""
+
+    first: int
+    listed: tuple[int, ...] = dataclasses.field(default_factory=tuple)
+    derived: int = dataclasses.field(default=7, init=False)
+    _: dataclasses.KW_ONLY
+    named: str = "n"
+
+
+def test_plainly_built_takes_the_same_arguments_as_its_class() -> None:
+    """The twin's constructor is its class's: a default factory, a field outside `__init__`
+    and keyword-only fields carried over as they are."""
+    make = plainly_built(Shaped)
+    assert make(1) == Shaped(1) and make(1).listed == () and make(1).derived == 7
+    assert make(1, (2,), named="m") == Shaped(1, (2,), named="m")
+    with pytest.raises(TypeError):
+        make(1, (2,), "m")  # type: ignore[call-arg]  # keyword-only
+    with pytest.raises(TypeError):
+        make(1, derived=8)  # type: ignore[call-arg]  # not in __init__
+
+
 def test_plainly_built_refuses_a_class_it_cannot_twin() -> None:
     """A frozen dataclass without slots has a layout its twin does not share: refused when the
     constructor is made, not at the first value."""
