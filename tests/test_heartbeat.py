@@ -313,6 +313,18 @@ def test_each_datagram_of_requests_has_answers_of_its_own() -> None:
 
 
 @pytest.mark.req("EXT-5")
+def test_answers_fill_a_datagram_to_the_mtu_exactly() -> None:
+    """The room is inclusive: a response that brings the datagram to exactly `mtu` bytes
+    joins it; one byte more leaves on its own."""
+    link = hb_link()
+    mtu = server_of(link).config.mtu
+    filling = request_record(link, bytes(mtu - 2 * 48))  # its response: mtu - 48 bytes
+    assert [len(d) for d in answers_to(link, [request_record(link), filling])] == [mtu]
+    over = request_record(link, bytes(mtu - 2 * 48 + 1))
+    assert [len(d) for d in answers_to(link, [request_record(link), over])] == [48, mtu - 47]
+
+
+@pytest.mark.req("EXT-5")
 def test_a_response_joins_only_the_last_datagram_queued() -> None:
     """Records leave in the order of their sequence numbers: a response after another record
     queued in between (here the client's no_renegotiation to a HelloRequest between two
