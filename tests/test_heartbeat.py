@@ -25,7 +25,7 @@ from iotdtls.messages import (
     ServerHello,
     find_extension,
 )
-from iotdtls.record import ContentType, RecordLayer
+from iotdtls.record import MAX_PLAINTEXT_LENGTH, ContentType, RecordLayer
 from tests.memory_link import (
     CLIENT_ADDR,
     IDENTITY,
@@ -322,6 +322,18 @@ def test_answers_fill_a_datagram_to_the_mtu_exactly() -> None:
     assert [len(d) for d in answers_to(link, [request_record(link), filling])] == [mtu]
     over = request_record(link, bytes(mtu - 2 * 48 + 1))
     assert [len(d) for d in answers_to(link, [request_record(link), over])] == [48, mtu - 47]
+
+
+@pytest.mark.req("EXT-5")
+def test_answers_pack_to_an_mtu_beyond_one_full_record() -> None:
+    """Without max_fragment_length the room is the `mtu` alone, even one larger than a full
+    record and its overhead (2^14 + 29 bytes): only a peer that asked for small records
+    caps the datagram at one of them."""
+    link = hb_link(server={"mtu": 20000})
+    requests = [request_record(link, bytes(6000)) for _ in range(3)]
+    answers = answers_to(link, requests)
+    assert [len(d) for d in answers] == [3 * 6048]
+    assert 3 * 6048 > MAX_PLAINTEXT_LENGTH + 29
 
 
 @pytest.mark.req("EXT-5")
