@@ -297,6 +297,18 @@ def test_a_client_refuses_server_point_formats_without_uncompressed(
     assert error.reason.endswith("server's ec_point_formats lacks uncompressed (RFC 8422 §5.2)")
 
 
+def test_a_malformed_psk_client_key_exchange_names_no_peer() -> None:
+    """A ClientKeyExchange whose psk_identity does not decode names no one: the server's
+    association ends with decode_error and no peer (only an identity that decoded is kept as
+    the peer, even when its lookup then fails)."""
+    link = make_link(rewrite("client", HandshakeType.client_key_exchange,
+                             lambda body: b"\x00\x05ab", times=9))
+    link.handshake()
+    assert failure(link, "server").alert is AlertDescription.decode_error
+    (closed,) = events_of(link, "server", ConnectionClosed)
+    assert closed.peer is None
+
+
 def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture) -> None:
     longest = bytes(range(256)) * 255 + bytes(255)
     for key in (longest, b"\x5a"):  # psk<1..2^16-1> (RFC 4279 §2): both ends taken
