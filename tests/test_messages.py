@@ -225,13 +225,18 @@ def test_hello_parts_of_hashable_values_are_taken_from_the_cache(
     through the encoder again; only one holding an unhashable value is encoded each time."""
     handshake = iotdtls.messages.handshake
     encoded: list[str] = []
+
+    def counting(name: str) -> Callable[..., bytes]:
+        encode = getattr(handshake, name)
+
+        def counted(*args: Any) -> bytes:
+            encoded.append(name)
+            return encode(*args)
+
+        return counted
+
     for name in ("_encode_client_hello_offer", "_encode_server_hello_answer"):
-
-        def counting(*args: Any, _name: str = name, _encode: Any = getattr(handshake, name)) -> Any:
-            encoded.append(_name)
-            return _encode(*args)
-
-        monkeypatch.setattr(handshake, name, counting)
+        monkeypatch.setattr(handshake, name, counting(name))
     client = ClientHello.decode(OPENSSL_PSK_CLIENT_HELLO)
     server = ServerHello(DTLS_1_2, RANDOM, b"", 0xC0A8, 0, (ExtendedMasterSecret(),))
     assert client.encode() == OPENSSL_PSK_CLIENT_HELLO
