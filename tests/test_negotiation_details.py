@@ -301,8 +301,9 @@ def test_a_malformed_psk_client_key_exchange_names_no_peer() -> None:
     """A ClientKeyExchange whose psk_identity does not decode names no one: the server's
     association ends with decode_error and no peer (only an identity that decoded is kept as
     the peer, even when its lookup then fails)."""
-    link = make_link(rewrite("client", HandshakeType.client_key_exchange,
-                             lambda body: b"\x00\x05ab", times=9))
+    link = make_link(
+        rewrite("client", HandshakeType.client_key_exchange, lambda body: b"\x00\x05ab", times=9)
+    )
     link.handshake()
     assert failure(link, "server").alert is AlertDescription.decode_error
     (closed,) = events_of(link, "server", ConnectionClosed)
@@ -312,8 +313,9 @@ def test_a_malformed_psk_client_key_exchange_names_no_peer() -> None:
 def test_psk_lookup_keys_of_every_legal_length(caplog: pytest.LogCaptureFixture) -> None:
     longest = bytes(range(256)) * 255 + bytes(255)
     for key in (longest, b"\x5a"):  # psk<1..2^16-1> (RFC 4279 §2): both ends taken
-        link = make_link(client={"psk": key},
-                         server={"psk_store": None, "psk_lookup": lambda identity, k=key: k})
+        link = make_link(
+            client={"psk": key}, server={"psk_store": None, "psk_lookup": lambda identity, k=key: k}
+        )
         link.handshake()
         assert established(link)
     caplog.set_level(logging.WARNING, logger="iotdtls")
