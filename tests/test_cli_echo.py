@@ -190,6 +190,28 @@ def test_a_line_longer_than_a_datagram_is_skipped_not_kept(
         "(at most 1000 bytes)")
 
 
+def test_lines_at_the_edges_of_the_limit_and_of_the_chunks(
+    pipe: tuple[io.TextIOWrapper, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A line of `limit` bytes and its "\r" (`limit` + 1 pending) is kept whole, one byte more
+    is skipped; the end of a skipped line found at the very start of the next chunk ends it
+    there, so the line after it is sent."""
+    reader, write_fd = pipe
+    os.write(write_fd, b"r")  # readable for the loop: the reads below are the chunks
+    chunks = [b"a" * 1002, b"\nafter\n", b"b" * 1000 + b"\r", b"\n", b"c" * 1002, b"\n"]
+
+    def read(fd: int, size: int) -> bytes:
+        return chunks.pop(0) if chunks else b""
+
+    monkeypatch.setattr(echo.os, "read", read)
+    caplog.set_level(logging.WARNING, "iotdtls.cli")
+    assert lines_of(reader, monkeypatch, limit=1000) == [b"after", b"b" * 1000, None]
+    warned = [r.getMessage() for r in caplog.records if r.name == "iotdtls.cli"]
+    assert [w.split(":")[1].split()[0] for w in warned] == ["1002", "1002"]
+
+
 def test_no_stdin_at_all_is_an_empty_input(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lines_of(None, monkeypatch) == [None]
 
