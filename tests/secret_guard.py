@@ -174,11 +174,13 @@ class SecretGuard:
             real_check(name, key)
 
         mp.setattr(iotdtls.config, "_check_psk", check_psk)
-        self._wrap_init(
-            mp,
-            iotdtls.endpoint.CookieJar,
-            lambda jar: self.add_secret(jar._master, "cookie master secret"),
-        )
+        real_cookie_mac = iotdtls.endpoint.HmacSha256
+
+        def cookie_mac(master: bytes) -> iotdtls.endpoint.HmacSha256:
+            self.add_secret(master, "cookie master secret")
+            return real_cookie_mac(master)
+
+        mp.setattr(iotdtls.endpoint, "HmacSha256", cookie_mac)
 
     def _wrap_init(self, mp: pytest.MonkeyPatch, cls: type, after: Callable[[Any], None]) -> None:
         real = cls.__init__

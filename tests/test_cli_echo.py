@@ -636,8 +636,9 @@ def talks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """The arguments of each `_talk` the client command starts (which then does nothing)."""
     seen: list[tuple[Any, ...]] = []
 
-    async def recorded(*args: Any) -> None:
+    async def recorded(*args: Any) -> int:
         seen.append(args)
+        return 0
 
     monkeypatch.setattr(echo, "_talk", recorded)
     return seen

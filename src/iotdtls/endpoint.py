@@ -338,8 +338,8 @@ class CookieJar:
 
     def __init__(self, rotation: float, master_secret: bytes | None = None) -> None:
         self._rotation = rotation
-        self._master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
-        self._mac = HmacSha256(self._master)
+        master = master_secret if master_secret is not None else random_bytes(SECRET_LENGTH)
+        self._mac = HmacSha256(master)
         #: The oldest a cookie may be, in ticks: two periods, below half the range of the time
         #: field so that an age modulo that range is never ambiguous.
         self._max_age = min(

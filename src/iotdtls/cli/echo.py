@@ -257,20 +257,8 @@ def run_client(args: argparse.Namespace) -> int:
     if session_file is not None:
         session_file.check()
     return asyncio.run(
-        ended_by_signals(_talked(config, host, port, chain_cache(args), session_file))
+        ended_by_signals(_talk(config, host, port, chain_cache(args), session_file))
     )
-
-
-async def _talked(
-    config: ClientConfig,
-    host: str,
-    port: int,
-    cache: ChainCache | None,
-    session_file: SessionFile | None,
-) -> int:
-    """`_talk`, then status 0 (its failures are raised)."""
-    await _talk(config, host, port, cache, session_file)
-    return 0
 
 
 class Echo(aio.DatagramHandler):
@@ -457,9 +445,9 @@ async def _talk(
     port: int,
     cache: ChainCache | None,
     session_file: SessionFile | None,
-) -> None:
+) -> int:
     """Send stdin lines until EOF, then close_notify; end at once when the server ends the
-    association (close_notify: clean; a fatal alert: its `DtlsError` is raised). With a
+    association (close_notify: clean, status 0; a fatal alert: its `DtlsError` is raised). With a
     session file: saved after the handshake, removed when a fatal alert ends the session or
     when a handshake offering it fails because of it (`_handshake`)."""
     conn = await _handshake(config, host, port, cache, session_file)
@@ -483,6 +471,7 @@ async def _talk(
                 session_file.discard()  # ended by a fatal alert: never resume it
     finally:
         await conn.close()
+    return 0
 
 
 async def _handshake(

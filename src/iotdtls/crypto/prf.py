@@ -24,8 +24,6 @@ less time (both in one process, alternating), for 2.8 % more instructions under 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import Protocol
 
 __all__ = ["HmacSha256", "prf"]
 
@@ -37,19 +35,6 @@ _INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 
 
-class _HashState(Protocol):
-    """What `HmacSha256` asks of a running SHA-256."""
-
-    def copy(self) -> _HashState: ...
-    def update(self, data: bytes, /) -> None: ...
-    def digest(self) -> bytes: ...
-
-
-#: The hash each HMAC runs on: OpenSSL's SHA-256 through `hashlib` (the module docstring says
-#: why not the interpreter's own).
-_sha256: Callable[[bytes], _HashState] = hashlib.sha256
-
-
 class HmacSha256:
     """HMAC-SHA256 under one key (RFC 2104 §2), for many messages; repr redacted."""
 
@@ -59,8 +44,8 @@ class HmacSha256:
         if len(key) > _BLOCK_SIZE:
             key = hashlib.sha256(key).digest()
         padded = key.ljust(_BLOCK_SIZE, b"\0")
-        self._inner = _sha256(padded.translate(_INNER_PAD))
-        self._outer = _sha256(padded.translate(_OUTER_PAD))
+        self._inner = hashlib.sha256(padded.translate(_INNER_PAD))
+        self._outer = hashlib.sha256(padded.translate(_OUTER_PAD))
 
     def digest(self, message: bytes) -> bytes:
         """H(K ^ opad, H(K ^ ipad, message))."""

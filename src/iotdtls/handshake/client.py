@@ -348,7 +348,6 @@ class ClientHandshake(HandshakeMachine):
             if (
                 isinstance(confirmed, cls)
                 and isinstance(offered_ext, cls)
-                and offered_ext
                 and confirmed.types[0] not in offered_ext.types
             ):
                 raise ProtocolError(
